@@ -1,0 +1,61 @@
+"""unistatus: migrate 38 legacy payment statuses to a 16-status unified model, live.
+
+Start with :class:`DualWriteAdapter` (writes) and :class:`LegacyStatusMapper` (the
+mapping); ``unistatus --help`` lists the operator commands.
+"""
+
+from __future__ import annotations
+
+from unistatus.adapter import DualWriteAdapter, DualWriteResult
+from unistatus.errors import (
+    ConfigError,
+    EntityNotFoundError,
+    InputError,
+    InvalidIdentifierError,
+    InvalidStatusError,
+    InvalidTransitionError,
+    ModeError,
+    StorageError,
+    UnistatusError,
+    UnmappableStatusError,
+)
+from unistatus.ids import LegacyRef
+from unistatus.mapping import LegacyStatusMapper
+from unistatus.statuses import (
+    CashoutStatus,
+    DualWriteMode,
+    EscrowStatus,
+    ExchangeStatus,
+    LegacySystemType,
+    UnifiedTransactionStatus,
+    UnifiedTransactionType,
+)
+from unistatus.transitions import TransitionRules
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CashoutStatus",
+    "ConfigError",
+    "DualWriteAdapter",
+    "DualWriteMode",
+    "DualWriteResult",
+    "EntityNotFoundError",
+    "EscrowStatus",
+    "ExchangeStatus",
+    "InputError",
+    "InvalidIdentifierError",
+    "InvalidStatusError",
+    "InvalidTransitionError",
+    "LegacyRef",
+    "LegacyStatusMapper",
+    "LegacySystemType",
+    "ModeError",
+    "StorageError",
+    "TransitionRules",
+    "UnifiedTransactionStatus",
+    "UnifiedTransactionType",
+    "UnistatusError",
+    "UnmappableStatusError",
+    "__version__",
+]

@@ -1,0 +1,3 @@
+from unistatus.cli import main
+
+main()

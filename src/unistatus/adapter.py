@@ -1,0 +1,940 @@
+"""DualWriteAdapter: the one way the application writes transaction statuses.
+
+Every write runs in one database transaction that (1) takes the mode lock shared, so a
+mode switch waits for it, (2) locks the entity's row (the legacy row while legacy is
+written, else the unified row), (3) checks the transition against the locked current
+status, and (4) writes the sides the current mode asks for, plus one history row.
+``strict`` fallback commits all of it or nothing; ``primary_wins`` runs the secondary
+side in a savepoint and queues a repair if it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from enum import Enum
+from typing import Any, Literal
+
+import sqlalchemy as sa
+
+from unistatus import consistency
+from unistatus.clock import utcnow
+from unistatus.config import Settings, load_settings
+from unistatus.control import ModeWatcher, read_mode
+from unistatus.db.dialect import ops_for
+from unistatus.db.engine import create_engine
+from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.tables import (
+    pending_legacy_changes,
+    repair_queue,
+    status_history,
+    unified_transactions,
+)
+from unistatus.errors import (
+    EntityNotFoundError,
+    InputError,
+    InvalidStatusError,
+    ModeError,
+    StorageError,
+    UnistatusError,
+    UnmappableStatusError,
+)
+from unistatus.ids import (
+    EntityRef,
+    LegacyRef,
+    UtxId,
+    derive_utx_id,
+    new_unified_id,
+    parse_entity_id,
+)
+from unistatus.mapping import LegacyStatusMapper
+from unistatus.statuses import (
+    DualWriteMode,
+    LegacySystemType,
+    UnifiedTransactionStatus,
+    UnifiedTransactionType,
+)
+from unistatus.transitions import TransitionKind, TransitionRules
+
+log = logging.getLogger("unistatus.adapter")
+
+Fallback = Literal["strict", "primary_wins"]
+CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
+MAX_ATTEMPTS = 4
+U = unified_transactions
+
+
+@dataclass
+class DualWriteResult:
+    """What a write did. ``overall_success`` False means the database refused it."""
+
+    operation_id: str
+    entity_id: str | None
+    legacy_entity_id: int | None
+    mode: DualWriteMode
+    primary_success: bool
+    secondary_success: bool
+    overall_success: bool
+    has_inconsistency: bool = False
+    error: str | None = None
+    duration_ms: float = 0.0
+    status: UnifiedTransactionStatus | None = None
+    legacy_status: str | None = None
+    changed: bool = True
+    legacy_system: LegacySystemType | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "operation_id": self.operation_id,
+            "entity_id": self.entity_id,
+            "legacy_system": self.legacy_system.value if self.legacy_system else None,
+            "legacy_entity_id": self.legacy_entity_id,
+            "mode": self.mode.value,
+            "primary_success": self.primary_success,
+            "secondary_success": self.secondary_success,
+            "overall_success": self.overall_success,
+            "has_inconsistency": self.has_inconsistency,
+            "error": self.error,
+            "duration_ms": round(self.duration_ms, 3),
+            "status": self.status.value if self.status else None,
+            "legacy_status": self.legacy_status,
+            "changed": self.changed,
+        }
+
+
+@dataclass
+class OperationEvent:
+    """Handed to observers after every adapter operation (for metrics)."""
+
+    operation: str
+    mode: DualWriteMode
+    success: bool
+    duration_ms: float
+    shadow_mismatch: bool = False
+    error: str | None = None
+
+
+@dataclass
+class _Entity:
+    """A transaction as locked inside a write: its legacy row and/or its unified row."""
+
+    system: LegacySystemType
+    legacy_id: int | None
+    legacy: Mapping[str, Any] | None
+    unified: Mapping[str, Any] | None
+
+    @property
+    def ttype(self) -> UnifiedTransactionType:
+        return self.system.transaction_type
+
+    @property
+    def utx_id(self) -> str:
+        if self.unified is not None:
+            return str(self.unified["id"])
+        assert self.legacy_id is not None
+        return derive_utx_id(self.system, self.legacy_id)
+
+
+class _ModeChanged(Exception):
+    """The mode moved while this write waited for its lock: retry under the new mode."""
+
+
+@dataclass
+class _Plan:
+    """What one status change will write."""
+
+    mode: DualWriteMode
+    entity: _Entity
+    src: UnifiedTransactionStatus | None
+    dst: UnifiedTransactionStatus
+    src_legacy: str | None
+    dst_legacy: str
+    kind: TransitionKind
+    reason: str
+    triggered_by: str
+    metadata: dict[str, Any] | None
+    operation_id: str
+    now: Any = field(default_factory=utcnow)
+
+
+class DualWriteAdapter:
+    """Writes statuses to the legacy tables and ``unified_transactions`` per the mode.
+
+    ``database`` is a URL or a SQLAlchemy ``Engine``. The mode lives in the database and
+    is re-read at most every ``settings.mode_refresh_seconds``.
+    """
+
+    def __init__(
+        self,
+        database: str | sa.Engine | None = None,
+        *,
+        fallback: Fallback | None = None,
+        shadow_read_rate: float | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or load_settings()
+        fallback = fallback or self.settings.fallback
+        if fallback not in ("strict", "primary_wins"):
+            raise InputError(f"unknown fallback {fallback!r}: use 'strict' or 'primary_wins'")
+        rate = self.settings.shadow_read_rate if shadow_read_rate is None else shadow_read_rate
+        if not 0.0 <= rate <= 1.0:
+            raise InputError(f"shadow_read_rate must be within 0..1, got {rate}")
+        self.fallback: Fallback = fallback
+        self.shadow_read_rate = rate
+        self.engine = create_engine(database or self.settings.database_url)
+        self.ops = ops_for(self.engine)
+        self.mapper = LegacyStatusMapper()
+        self.rules = TransitionRules()
+        self.legacy: dict[LegacySystemType, LegacyTable] = resolve_legacy_tables(
+            self.engine, self.settings
+        )
+        self.modes = ModeWatcher(self.engine, self.settings.mode_refresh_seconds)
+        self.observers: list[Callable[[OperationEvent], None]] = []
+        self.shadow_mismatches = 0
+
+    # --- public API -----------------------------------------------------------------
+
+    @property
+    def mode(self) -> DualWriteMode:
+        return self.modes.get()
+
+    def create_transaction(
+        self,
+        transaction_type: UnifiedTransactionType | str,
+        user_id: int,
+        amount: Decimal | int | str,
+        currency: str,
+        legacy_entity_id: int | None = None,
+        status: object | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> DualWriteResult:
+        """Create a transaction on the sides the mode writes (or link an existing legacy row)."""
+        ttype = _parse_type(transaction_type)
+        system = ttype.legacy_system
+        fields = {
+            "user_id": _check_user(user_id),
+            "amount": _check_amount(amount),
+            "currency": _check_currency(currency),
+        }
+        _check_metadata(metadata)
+        dst, explicit_legacy = self._target(ttype, status or UnifiedTransactionStatus.PENDING)
+        dst_legacy = explicit_legacy or self.mapper.to_legacy(ttype, dst)
+        ref = LegacyRef(system, legacy_entity_id) if legacy_entity_id is not None else None
+
+        def work(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:
+            entity = self._lock(conn, ref, mode) if ref else None
+            if entity is None or entity.legacy is None and entity.unified is None:
+                self._confirm_mode(conn, mode, locked=ref is not None)
+                return self._create_new(
+                    conn, mode, op_id, system, ref, fields, dst, dst_legacy, metadata
+                )
+            return self._link_existing(conn, mode, op_id, entity, fields, metadata)
+
+        return self._run("create_transaction", work)
+
+    def update_status(
+        self,
+        entity_id: object,
+        new_status: object,
+        reason: str,
+        triggered_by: str,
+        metadata: dict[str, Any] | None = None,
+        force: bool = False,
+    ) -> DualWriteResult:
+        """Change a transaction's status; ``new_status`` may be unified or legacy."""
+        ref = parse_entity_id(entity_id)
+        if not triggered_by or not str(triggered_by).strip():
+            raise InputError("triggered_by is required (who or what made this change)")
+        _check_metadata(metadata)
+        if new_status is None:
+            raise InputError("new_status is required")
+
+        def work(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:
+            entity = self._lock(conn, ref, mode)
+            if entity.legacy is None and entity.unified is None:
+                raise EntityNotFoundError(str(entity_id))
+            self._confirm_mode(conn, mode, locked=True)
+            plan = self._plan(entity, mode, new_status, reason, triggered_by, metadata, force)
+            plan.operation_id = op_id
+            return self._apply(conn, plan)
+
+        return self._run("update_status", work)
+
+    def get_transaction_status(
+        self, entity_id: object
+    ) -> tuple[UnifiedTransactionStatus | None, dict[str, Any]]:
+        """The status from the authoritative side, with ``metadata['source']``."""
+        started = time.perf_counter()
+        ref = parse_entity_id(entity_id)
+        mode = self.mode
+        mismatch = False
+        try:
+            with self.engine.connect() as conn:
+                entity = self._read(conn, ref)
+        except sa.exc.DBAPIError as exc:
+            self._emit("get_transaction_status", mode, False, started, error=str(exc.orig))
+            raise StorageError(f"cannot read {entity_id}: {exc.orig}") from None
+        meta: dict[str, Any] = {"entity_id": str(entity_id), "mode": mode.value}
+        if entity.legacy is None and entity.unified is None:
+            self._emit("get_transaction_status", mode, True, started)
+            return None, {**meta, "source": None, "error": "not found"}
+        use_unified = entity.unified is not None and (mode.reads_unified or entity.legacy is None)
+        if use_unified:
+            assert entity.unified is not None
+            status: UnifiedTransactionStatus | None = UnifiedTransactionStatus(
+                entity.unified["status"]
+            )
+            meta.update(source="unified", legacy_status=entity.unified["legacy_status"])
+        else:
+            assert entity.legacy is not None
+            status = self.mapper.try_to_unified(entity.system, entity.legacy["status"])
+            meta.update(source="legacy", legacy_status=entity.legacy["status"])
+            if status is None:
+                meta["error"] = f"unmappable legacy status {entity.legacy['status']!r}"
+        meta.update(
+            transaction_id=entity.utx_id if entity.legacy_id or entity.unified else None,
+            legacy_system=entity.system.value,
+            legacy_id=entity.legacy_id,
+            transaction_type=entity.ttype.value,
+        )
+        if mode.is_dual and self.shadow_read_rate and random.random() < self.shadow_read_rate:
+            mismatch = self._shadow_compare(entity, use_unified, meta)
+        self._emit("get_transaction_status", mode, True, started, shadow_mismatch=mismatch)
+        return status, meta
+
+    def check_consistency(
+        self, entity_id: object, system_type: LegacySystemType | str | None = None
+    ) -> dict[str, Any]:
+        """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction."""
+        ref = parse_entity_id(entity_id)
+        with self.engine.connect() as conn:
+            entity = self._read(conn, ref)
+        if entity.legacy is None and entity.unified is None:
+            raise EntityNotFoundError(str(entity_id))
+        if system_type is not None and LegacySystemType.parse(system_type) is not entity.system:
+            raise InputError(f"{entity_id} belongs to {entity.system.value}, not {system_type}")
+        found = consistency.compare(entity.system, entity.legacy, entity.unified)
+        return {
+            "entity_id": str(entity_id),
+            "transaction_id": entity.utx_id,
+            "system": entity.system.value,
+            "legacy_id": entity.legacy_id,
+            "consistent": not found,
+            "inconsistencies": [i.as_dict() for i in found],
+        }
+
+    # --- running a write ------------------------------------------------------------
+
+    def _run(
+        self, operation: str, work: Callable[[sa.Connection, DualWriteMode, str], DualWriteResult]
+    ) -> DualWriteResult:
+        started = time.perf_counter()
+        op_id = str(uuid.uuid4())
+        mode = self.mode
+        last_error: str | None = None
+        for attempt in range(MAX_ATTEMPTS):
+            try:
+                with self.ops.write_transaction() as conn:
+                    result = work(conn, mode, op_id)
+                result.duration_ms = (time.perf_counter() - started) * 1000
+                self._emit(operation, mode, result.overall_success, started)
+                return result
+            except _ModeChanged:
+                mode = self.modes.refresh()
+            except UnistatusError:
+                self._emit(operation, mode, False, started, error="refused")
+                raise
+            except sa.exc.DBAPIError as exc:
+                last_error = f"{type(exc.orig).__name__}: {exc.orig}".strip()
+                if _retryable(exc) and attempt + 1 < MAX_ATTEMPTS:
+                    time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
+                    continue
+                break
+        self._emit(operation, mode, False, started, error=last_error)
+        log.error("%s failed in %s: %s", operation, mode.value, last_error)
+        return DualWriteResult(
+            operation_id=op_id,
+            entity_id=None,
+            legacy_entity_id=None,
+            mode=mode,
+            primary_success=False,
+            secondary_success=False,
+            overall_success=False,
+            error=last_error or "mode kept changing; retry",
+            duration_ms=(time.perf_counter() - started) * 1000,
+            changed=False,
+        )
+
+    def _confirm_mode(self, conn: sa.Connection, mode: DualWriteMode, *, locked: bool) -> None:
+        """Re-read the mode once the mode lock is held; a switch in between means retry."""
+        if not locked:
+            self.ops.mode_shared_lock(conn)
+        if read_mode(conn) is not mode:
+            raise _ModeChanged
+
+    def _emit(
+        self,
+        operation: str,
+        mode: DualWriteMode,
+        success: bool,
+        started: float,
+        *,
+        shadow_mismatch: bool = False,
+        error: str | None = None,
+    ) -> None:
+        if not self.observers:
+            return
+        event = OperationEvent(
+            operation, mode, success, (time.perf_counter() - started) * 1000, shadow_mismatch, error
+        )
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:  # an observer must never break a write
+                log.exception("operation observer failed")
+
+    # --- reading and locking an entity ----------------------------------------------
+
+    def _resolve(self, conn: sa.Connection, ref: EntityRef) -> tuple[LegacySystemType, int | None, str | None]:
+        """(system, legacy id, utx id) for any reference; looks born-unified ids up."""
+        if isinstance(ref, LegacyRef):
+            return ref.system, ref.legacy_id, None
+        derived = ref.derived_ref
+        if derived is not None:
+            return derived.system, derived.legacy_id, ref.value
+        row = conn.execute(
+            sa.select(U.c.legacy_system, U.c.legacy_id).where(U.c.id == ref.value)
+        ).first()
+        if row is None:
+            raise EntityNotFoundError(ref.value)
+        return LegacySystemType(row.legacy_system), row.legacy_id, ref.value
+
+    def _legacy_select(self, lt: LegacyTable) -> sa.Select[Any]:
+        return sa.select(
+            lt.id.label("id"),
+            lt.status.label("status"),
+            lt.user_id.label("user_id"),
+            lt.amount.label("amount"),
+            lt.currency.label("currency"),
+            lt.created_at.label("created_at"),
+            lt.updated_at.label("updated_at"),
+        )
+
+    def _unified_row(self, conn: sa.Connection, clause: sa.ColumnElement[bool], lock: bool) -> Mapping[str, Any] | None:
+        q = sa.select(U).where(clause)
+        if lock:
+            q = q.with_for_update()
+            lock_clause = self.ops.mode_lock_clause()
+            if lock_clause is not None:
+                q = q.where(lock_clause)
+        row = conn.execute(q).mappings().first()
+        return dict(row) if row else None
+
+    def _unified_clause(
+        self, system: LegacySystemType, legacy_id: int | None, utx_id: str | None
+    ) -> sa.ColumnElement[bool]:
+        if legacy_id is not None:
+            return sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == legacy_id)
+        assert utx_id is not None
+        return U.c.id == utx_id
+
+    def _lock(self, conn: sa.Connection, ref: EntityRef, mode: DualWriteMode) -> _Entity:
+        """Lock the entity: its legacy row while legacy is written, else its unified row.
+
+        Writers always lock legacy before unified, so writers never deadlock each other.
+        """
+        system, legacy_id, utx_id = self._resolve(conn, ref)
+        if not mode.writes_legacy or legacy_id is None:
+            unified = self._unified_row(conn, self._unified_clause(system, legacy_id, utx_id), True)
+            legacy = None
+            if legacy_id is not None and (unified is None or mode.writes_legacy):
+                legacy = self._legacy_row(conn, system, legacy_id, lock=False)
+            if unified is None and legacy is None and mode.writes_legacy and utx_id:
+                raise EntityNotFoundError(utx_id)
+            return _Entity(system, legacy_id, legacy, unified)
+        lt = self.legacy[system]
+        q = self._legacy_select(lt).where(lt.id == legacy_id).with_for_update()
+        lock_clause = self.ops.mode_lock_clause()
+        if lock_clause is not None:
+            q = q.where(lock_clause)
+        row = conn.execute(q).mappings().first()
+        unified = self._unified_row(
+            conn, self._unified_clause(system, legacy_id, None), lock=False
+        ) if row is not None or utx_id else None
+        return _Entity(system, legacy_id, dict(row) if row else None, unified)
+
+    def _legacy_row(
+        self, conn: sa.Connection, system: LegacySystemType, legacy_id: int, *, lock: bool
+    ) -> Mapping[str, Any] | None:
+        lt = self.legacy[system]
+        q = self._legacy_select(lt).where(lt.id == legacy_id)
+        if lock:
+            q = q.with_for_update()
+        row = conn.execute(q).mappings().first()
+        return dict(row) if row else None
+
+    def _read(self, conn: sa.Connection, ref: EntityRef) -> _Entity:
+        try:
+            system, legacy_id, utx_id = self._resolve(conn, ref)
+        except EntityNotFoundError:
+            derived = ref.derived_ref if isinstance(ref, UtxId) else None
+            return _Entity(derived.system if derived else LegacySystemType.CASHOUT, None, None, None)
+        legacy = self._legacy_row(conn, system, legacy_id, lock=False) if legacy_id else None
+        unified = self._unified_row(conn, self._unified_clause(system, legacy_id, utx_id), False)
+        return _Entity(system, legacy_id, legacy, unified)
+
+    # --- deciding ---------------------------------------------------------------------
+
+    def _target(
+        self, ttype: UnifiedTransactionType, new_status: object
+    ) -> tuple[UnifiedTransactionStatus, str | None]:
+        """(unified target, explicit legacy value or None) for a unified or legacy status."""
+        system = ttype.legacy_system
+        if isinstance(new_status, UnifiedTransactionStatus):
+            return self.mapper.parse_unified(ttype, new_status), None
+        if isinstance(new_status, Enum):
+            if not isinstance(new_status, system.status_enum):
+                raise InputError(
+                    f"{type(new_status).__name__}.{new_status.name} is not a status of "
+                    f"{system.value} (a {ttype.value} transaction)"
+                )
+            value = str(new_status.value)
+            return self.mapper.to_unified(system, value), value
+        if not isinstance(new_status, str):
+            raise InputError(f"status must be a string or a status enum, got {new_status!r}")
+        valid = {s.value for s in self.mapper.valid_statuses(ttype)}
+        if new_status in valid:
+            return UnifiedTransactionStatus(new_status), None
+        if new_status in self.mapper.legacy_statuses(system):
+            return self.mapper.to_unified(system, new_status), new_status
+        raise InvalidStatusError(
+            ttype.value,
+            new_status,
+            sorted(valid | {f"{system.value}.{s}" for s in self.mapper.legacy_statuses(system)}),
+        )
+
+    def _plan(
+        self,
+        entity: _Entity,
+        mode: DualWriteMode,
+        new_status: object,
+        reason: str,
+        triggered_by: str,
+        metadata: dict[str, Any] | None,
+        force: bool,
+    ) -> _Plan:
+        ttype = entity.ttype
+        dst, explicit_legacy = self._target(ttype, new_status)
+        unified, legacy = entity.unified, entity.legacy
+        if unified is not None and (mode.reads_unified or legacy is None):
+            src: UnifiedTransactionStatus | None = UnifiedTransactionStatus(unified["status"])
+            src_legacy = legacy["status"] if legacy is not None and mode.writes_legacy else unified["legacy_status"]
+        else:
+            assert legacy is not None
+            src_legacy = legacy["status"]
+            src = self.mapper.try_to_unified(entity.system, src_legacy)
+        if src is None:
+            if not force:
+                raise UnmappableStatusError(entity.system.value, src_legacy)
+            if not reason or not reason.strip():
+                raise InputError("overriding an unmappable current status needs a reason")
+            kind = TransitionKind.OVERRIDE
+        else:
+            kind = self.rules.check(ttype, src, dst, force=force, reason=reason)
+        dst_legacy = explicit_legacy or self.mapper.to_legacy(ttype, dst, current=src_legacy)
+        return _Plan(
+            mode=mode,
+            entity=entity,
+            src=src,
+            dst=dst,
+            src_legacy=src_legacy,
+            dst_legacy=dst_legacy,
+            kind=kind,
+            reason=reason,
+            triggered_by=str(triggered_by),
+            metadata=metadata,
+            operation_id="",
+        )
+
+    # --- writing ----------------------------------------------------------------------
+
+    def _apply(self, conn: sa.Connection, plan: _Plan) -> DualWriteResult:
+        e, mode = plan.entity, plan.mode
+        result = DualWriteResult(
+            operation_id=plan.operation_id,
+            entity_id=e.utx_id,
+            legacy_entity_id=e.legacy_id,
+            legacy_system=e.system,
+            mode=mode,
+            primary_success=True,
+            secondary_success=True,
+            overall_success=True,
+            status=plan.dst,
+            legacy_status=plan.dst_legacy,
+        )
+        if plan.kind is TransitionKind.NOOP and plan.dst_legacy == plan.src_legacy:
+            result.changed = False
+            return result
+        legacy_side = (lambda: self._write_legacy_status(conn, plan)) if mode.writes_legacy else None
+        unified_side = (lambda: self._write_unified_status(conn, plan)) if mode.writes_unified else None
+        if mode.reads_unified:
+            primary, secondary = unified_side, legacy_side
+        else:
+            primary, secondary = legacy_side, unified_side
+        assert primary is not None
+        primary()
+        if secondary is not None:
+            self._secondary(conn, secondary, result, e)
+        if mode.writes_unified:
+            self._history(conn, plan, result)
+        if mode is DualWriteMode.UNIFIED_ONLY:
+            self._pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
+        return result
+
+    def _secondary(
+        self, conn: sa.Connection, write: Callable[[], None], result: DualWriteResult, e: _Entity
+    ) -> None:
+        if self.fallback == "strict":
+            write()
+            return
+        try:
+            with conn.begin_nested():
+                write()
+        except sa.exc.DBAPIError as exc:
+            error = f"secondary write failed: {type(exc.orig).__name__}: {exc.orig}"
+            log.warning("%s (%s); queued for repair", error, result.entity_id)
+            result.secondary_success = False
+            result.has_inconsistency = True
+            result.error = error
+            conn.execute(
+                sa.insert(repair_queue).values(
+                    transaction_id=result.entity_id,
+                    legacy_system=e.system.value,
+                    legacy_id=e.legacy_id,
+                    operation_id=result.operation_id,
+                    source="dual_write",
+                    error=error[:2000],
+                    created_at=utcnow(),
+                )
+            )
+
+    def _write_legacy_status(self, conn: sa.Connection, plan: _Plan) -> None:
+        e = plan.entity
+        if e.legacy is None:
+            raise ModeError(
+                f"{e.utx_id} has no legacy row; replay pending changes before writing legacy"
+            )
+        lt = self.legacy[e.system]
+        conn.execute(
+            sa.update(lt.table)
+            .where(lt.id == e.legacy_id)
+            .values({lt.status.key: plan.dst_legacy, lt.updated_at.key: plan.now})
+        )
+
+    def _write_unified_status(self, conn: sa.Connection, plan: _Plan) -> None:
+        e = plan.entity
+        if e.unified is not None:
+            conn.execute(
+                sa.update(U)
+                .where(U.c.id == e.unified["id"])
+                .values(
+                    status=plan.dst.value,
+                    legacy_status=plan.dst_legacy,
+                    version=U.c.version + 1,
+                    updated_at=plan.now,
+                )
+            )
+            return
+        # Not backfilled yet: create the unified row from the locked legacy row, so a
+        # later backfill (ON CONFLICT DO NOTHING) can never overwrite this newer status.
+        assert e.legacy is not None
+        self._upsert_from_legacy(conn, e, plan.dst.value, plan.dst_legacy, plan.now)
+
+    def _upsert_from_legacy(
+        self, conn: sa.Connection, e: _Entity, status: str, legacy_status: str, now: Any,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        assert e.legacy is not None and e.legacy_id is not None
+        values = {
+            "id": derive_utx_id(e.system, e.legacy_id),
+            "transaction_type": e.ttype.value,
+            "legacy_system": e.system.value,
+            "legacy_id": e.legacy_id,
+            "user_id": e.legacy["user_id"],
+            "amount": e.legacy["amount"],
+            "currency": e.legacy["currency"],
+            "status": status,
+            "legacy_status": legacy_status,
+            "version": 1,
+            "origin": "dual_write",
+            "meta": metadata,
+            "created_at": e.legacy["created_at"] or now,
+            "updated_at": now,
+        }
+        stmt = self.ops.insert(U).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[U.c.legacy_system, U.c.legacy_id],
+            set_={
+                "status": stmt.excluded.status,
+                "legacy_status": stmt.excluded.legacy_status,
+                "version": U.c.version + 1,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        conn.execute(stmt)
+
+    def _history(self, conn: sa.Connection, plan: _Plan, result: DualWriteResult) -> None:
+        e = plan.entity
+        conn.execute(
+            sa.insert(status_history).values(
+                transaction_id=e.utx_id,
+                legacy_system=e.system.value,
+                legacy_id=e.legacy_id,
+                from_status=plan.src.value if plan.src else None,
+                to_status=plan.dst.value,
+                from_legacy_status=plan.src_legacy,
+                to_legacy_status=plan.dst_legacy,
+                reason=plan.reason,
+                triggered_by=plan.triggered_by,
+                meta=plan.metadata,
+                operation_id=plan.operation_id,
+                mode=plan.mode.value,
+                override=plan.kind is TransitionKind.OVERRIDE,
+                created_at=plan.now,
+            )
+        )
+
+    def _pending(
+        self, conn: sa.Connection, utx_id: str, kind: str, legacy_status: str | None, op_id: str,
+        now: Any,
+    ) -> None:
+        conn.execute(
+            sa.insert(pending_legacy_changes).values(
+                transaction_id=utx_id,
+                kind=kind,
+                legacy_status=legacy_status,
+                operation_id=op_id,
+                created_at=now,
+            )
+        )
+
+    # --- creating -----------------------------------------------------------------------
+
+    def _create_new(
+        self,
+        conn: sa.Connection,
+        mode: DualWriteMode,
+        op_id: str,
+        system: LegacySystemType,
+        ref: LegacyRef | None,
+        fields: dict[str, Any],
+        dst: UnifiedTransactionStatus,
+        dst_legacy: str,
+        metadata: dict[str, Any] | None,
+    ) -> DualWriteResult:
+        now = utcnow()
+        result = DualWriteResult(
+            operation_id=op_id,
+            entity_id=None,
+            legacy_entity_id=None,
+            legacy_system=system,
+            mode=mode,
+            primary_success=True,
+            secondary_success=True,
+            overall_success=True,
+            status=dst,
+            legacy_status=dst_legacy,
+        )
+        legacy_id: int | None = None
+        if mode.writes_legacy:
+            lt = self.legacy[system]
+            values = {
+                lt.user_id.key: fields["user_id"],
+                lt.amount.key: fields["amount"],
+                lt.currency.key: fields["currency"],
+                lt.status.key: dst_legacy,
+                lt.created_at.key: now,
+                lt.updated_at.key: now,
+            }
+            if ref is not None:
+                values[lt.id.key] = ref.legacy_id
+            legacy_id = conn.execute(sa.insert(lt.table).values(values).returning(lt.id)).scalar_one()
+            result.legacy_entity_id = legacy_id
+        if not mode.writes_unified:
+            result.entity_id = derive_utx_id(system, legacy_id) if legacy_id else None
+            return result
+        utx_id = derive_utx_id(system, legacy_id) if legacy_id is not None else new_unified_id()
+        result.entity_id = utx_id
+        conn.execute(
+            sa.insert(U).values(
+                id=utx_id,
+                transaction_type=system.transaction_type.value,
+                legacy_system=system.value,
+                legacy_id=legacy_id,
+                status=dst.value,
+                legacy_status=dst_legacy,
+                version=1,
+                origin="unified" if mode is DualWriteMode.UNIFIED_ONLY else "dual_write",
+                meta=metadata,
+                created_at=now,
+                updated_at=now,
+                **fields,
+            )
+        )
+        entity = _Entity(system, legacy_id, None, {"id": utx_id})
+        plan = _Plan(mode, entity, None, dst, None, dst_legacy, TransitionKind.ALLOWED,
+                     "created", "create_transaction", metadata, op_id, now)
+        self._history(conn, plan, result)
+        if mode is DualWriteMode.UNIFIED_ONLY:
+            self._pending(conn, utx_id, "create", dst_legacy, op_id, now)
+        return result
+
+    def _link_existing(
+        self,
+        conn: sa.Connection,
+        mode: DualWriteMode,
+        op_id: str,
+        entity: _Entity,
+        fields: dict[str, Any],
+        metadata: dict[str, Any] | None,
+    ) -> DualWriteResult:
+        """create_transaction for a legacy row that already exists: link it (idempotent)."""
+        self._confirm_mode(conn, mode, locked=True)
+        source = entity.legacy if entity.legacy is not None else entity.unified
+        assert source is not None
+        for name, value in fields.items():
+            same = Decimal(source[name]) == value if name == "amount" else source[name] == value
+            if not same:
+                raise InputError(
+                    f"{entity.system.value.lower()}:{entity.legacy_id} exists with {name}="
+                    f"{source[name]}, not {value}"
+                )
+        result = DualWriteResult(
+            operation_id=op_id,
+            entity_id=entity.utx_id,
+            legacy_entity_id=entity.legacy_id,
+            legacy_system=entity.system,
+            mode=mode,
+            primary_success=True,
+            secondary_success=True,
+            overall_success=True,
+            changed=False,
+        )
+        if entity.unified is not None or not mode.writes_unified:
+            if entity.unified is not None:
+                result.status = UnifiedTransactionStatus(entity.unified["status"])
+            return result
+        assert entity.legacy is not None
+        status = self.mapper.try_to_unified(entity.system, entity.legacy["status"])
+        if status is None:
+            raise UnmappableStatusError(entity.system.value, entity.legacy["status"])
+        now = utcnow()
+        self._upsert_from_legacy(conn, entity, status.value, entity.legacy["status"], now, metadata)
+        plan = _Plan(mode, entity, None, status, None, entity.legacy["status"],
+                     TransitionKind.ALLOWED, "linked existing legacy row", "create_transaction",
+                     metadata, op_id, now)
+        self._history(conn, plan, result)
+        result.status, result.legacy_status, result.changed = status, entity.legacy["status"], True
+        return result
+
+    # --- shadow reads -------------------------------------------------------------------
+
+    def _shadow_compare(self, entity: _Entity, used_unified: bool, meta: dict[str, Any]) -> bool:
+        """Compare the other side; count and log a mismatch, never raise."""
+        try:
+            found = consistency.compare(entity.system, entity.legacy, entity.unified)
+        except Exception:  # the shadow side must never break the read
+            log.exception("shadow read failed for %s", meta.get("entity_id"))
+            return False
+        if found:
+            self.shadow_mismatches += 1
+            meta["shadow_mismatch"] = [i.kind.value for i in found]
+            log.warning(
+                "shadow read mismatch for %s (authoritative: %s): %s",
+                meta.get("entity_id"),
+                "unified" if used_unified else "legacy",
+                [i.as_dict() for i in found],
+            )
+            return True
+        return False
+
+    @contextmanager
+    def connection(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+
+# --- input checks ---------------------------------------------------------------------
+
+
+def _parse_type(value: object) -> UnifiedTransactionType:
+    try:
+        return UnifiedTransactionType(value.value if isinstance(value, Enum) else value)
+    except ValueError:
+        raise InputError(
+            f"unknown transaction type {value!r}; expected one of: "
+            + ", ".join(t.value for t in UnifiedTransactionType)
+        ) from None
+
+
+def _check_user(user_id: object) -> int:
+    if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id <= 0:
+        raise InputError(f"user_id must be a positive integer, got {user_id!r}")
+    return user_id
+
+
+def _check_amount(amount: object) -> Decimal:
+    if isinstance(amount, float | bool):
+        raise InputError(
+            f"amount must be exact: pass a Decimal or a decimal string, not {type(amount).__name__}"
+        )
+    try:
+        value = Decimal(str(amount)) if isinstance(amount, int | str) else amount
+    except InvalidOperation:
+        raise InputError(f"amount {amount!r} is not a decimal number") from None
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise InputError(f"amount {amount!r} is not a finite decimal number")
+    if value <= 0:
+        raise InputError(f"amount must be positive, got {value}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -8:
+        raise InputError(f"amount {value} has more than 8 decimal places")
+    if value >= Decimal(10) ** 12:
+        raise InputError(f"amount {value} is too large (at most 12 integer digits)")
+    return value
+
+
+def _check_currency(currency: object) -> str:
+    if not isinstance(currency, str) or not CURRENCY.match(currency):
+        raise InputError(
+            f"currency must be an upper-case code like USD or USDT, got {currency!r}"
+        )
+    return currency
+
+
+def _check_metadata(metadata: object) -> None:
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict):
+        raise InputError("metadata must be a dict")
+    import json
+
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
+
+
+def _retryable(exc: sa.exc.DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return any(
+        s in text
+        for s in ("deadlock", "could not serialize", "database is locked", "lock timeout")
+    )

@@ -1,0 +1,99 @@
+"""The `unistatus` command: a thin layer over the library API.
+
+Each command group lives in its own module here and only maps options onto library
+functions. Errors derived from :class:`unistatus.UnistatusError` become one line on
+stderr and exit code 2 (``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from unistatus.cli.context import AppState, abort_from
+
+
+class _Group(TyperGroup):
+    """Turns any error escaping a command into one line and exit code 2."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if type(exc).__module__.startswith(("click", "typer")):
+                raise  # usage errors: click prints them with exit code 2 itself
+            debug = isinstance(ctx.obj, AppState) and ctx.obj.debug
+            abort_from(exc, debug=debug)
+
+
+app = typer.Typer(
+    cls=_Group,
+    name="unistatus",
+    help=(
+        "Migrate legacy payment statuses (cashouts, escrows, exchanges) to the unified "
+        "16-status model with zero downtime.\n\n"
+        "Typical order: init -> mode set DUAL_WRITE_LEGACY_PRIMARY -> backfill -> check -> "
+        "phase advance ... Global options go before the command: "
+        "unistatus --database-url URL backfill --json"
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    database_url: str = typer.Option(
+        None,
+        "--database-url",
+        envvar="UNISTATUS_DATABASE_URL",
+        help="SQLAlchemy URL (sqlite:///unistatus.db, postgresql://user@host/db). "
+        "Default: sqlite:///unistatus.db in the working directory.",
+        show_envvar=True,
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+) -> None:
+    ctx.obj = AppState(database_url=database_url, debug=debug)
+
+
+# Command modules, each exposing `register(app)`. One line per module.
+COMMAND_MODULES = [
+    "init_cmd",
+    "mapping_cmd",
+    "mode_cmd",
+    "tx_cmd",
+    "demo_cmd",
+    "backfill_cmd",
+    "check_cmd",
+    "repair_cmd",
+    "phase_cmd",
+    "rollback_cmd",
+    "monitor_cmd",
+    "serve_cmd",
+    "export_cmd",
+    "dashboard_cmd",
+    "diagnose_cmd",
+    "loadtest_cmd",
+    "archive_cmd",
+    "retire_cmd",
+]
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"unistatus.cli.{_name}")
+    except ModuleNotFoundError as _exc:  # a command group not built yet
+        if _exc.name != f"unistatus.cli.{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,92 @@
+"""What every command shares: settings, the engine, JSON output, and abort()."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import Enum
+from typing import Any, NoReturn
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+
+from unistatus.config import Settings, load_settings
+from unistatus.errors import UnistatusError
+
+console = Console()
+err_console = Console(stderr=True)
+
+EXIT_OK = 0
+EXIT_FAILED_CHECK = 1  # the command ran; what it checked is not fine
+EXIT_ERROR = 2  # bad input, bad config, database unreachable
+
+
+@dataclass
+class AppState:
+    database_url: str | None = None
+    debug: bool = False
+    _settings: Settings | None = field(default=None, repr=False)
+    _engine: sa.Engine | None = field(default=None, repr=False)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(database_url=self.database_url)
+        return self._settings
+
+    @property
+    def engine(self) -> sa.Engine:
+        if self._engine is None:
+            from unistatus.db.engine import create_engine
+
+            self._engine = create_engine(self.settings.database_url)
+        return self._engine
+
+
+def state(ctx: typer.Context) -> AppState:
+    obj = ctx.find_root().obj
+    if not isinstance(obj, AppState):
+        obj = AppState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return str(o)
+    if isinstance(o, datetime | date):
+        return o.isoformat()
+    if isinstance(o, Enum):
+        return o.value
+    if hasattr(o, "as_dict"):
+        return o.as_dict()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def print_json(data: Any) -> None:
+    """Machine output: JSON on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, default=_default, indent=2, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
+    """Turn any exception into one line and an exit code (2), or a traceback with --debug."""
+    if debug:
+        traceback.print_exception(exc)
+    if isinstance(exc, UnistatusError):
+        abort(str(exc))
+    if isinstance(exc, sa.exc.OperationalError):
+        abort(f"database error: {str(exc.orig).strip().splitlines()[0]}")
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        abort(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
+    abort(f"unexpected {exc.__class__.__name__}: {exc} (re-run with --debug for details)")

@@ -1,0 +1,123 @@
+"""Settings: environment (UNISTATUS_*), an optional TOML file, then defaults.
+
+A real deployment describes its own legacy tables here; the names are checked against
+the live database (see :mod:`unistatus.db.legacy`) before any SQL uses them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from unistatus.errors import ConfigError
+
+DEFAULT_DATABASE_URL = "sqlite:///unistatus.db"
+CONFIG_FILE_ENV = "UNISTATUS_CONFIG"
+
+
+class LegacyTableSpec(BaseModel):
+    """Where one legacy system keeps its rows, and what its columns are called."""
+
+    table: str
+    id: str = "id"
+    status: str = "status"
+    user_id: str = "user_id"
+    amount: str = "amount"
+    currency: str = "currency"
+    created_at: str = "created_at"
+    updated_at: str = "updated_at"
+
+    def column_names(self) -> dict[str, str]:
+        return self.model_dump(exclude={"table"})
+
+
+def _default_legacy_tables() -> dict[str, LegacyTableSpec]:
+    return {
+        "CASHOUT": LegacyTableSpec(table="cashouts"),
+        "ESCROW": LegacyTableSpec(table="escrows"),
+        "EXCHANGE": LegacyTableSpec(table="exchanges"),
+    }
+
+
+class AutoResponses(BaseModel):
+    """Automated responses to alerts; each can be switched off."""
+
+    rollback_on_critical_consistency: bool = True
+    repair_on_consistency_warning: bool = True
+    rollback_on_latency: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="UNISTATUS_", extra="ignore", env_nested_delimiter="__"
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    legacy_tables: dict[str, LegacyTableSpec] = Field(default_factory=_default_legacy_tables)
+    fallback: Literal["strict", "primary_wins"] = "strict"
+    shadow_read_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    mode_refresh_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
+    stats_flush_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
+    statement_timeout_ms: int = Field(default=30_000, ge=0)
+    lock_timeout_ms: int = Field(default=5_000, ge=0)
+    webhook_urls: list[str] = Field(default_factory=list)
+    webhook_timeout_seconds: float = 5.0
+    admin_token: str | None = None
+    soak_seconds: float = Field(default=3600.0, ge=0.0)
+    auto_responses: AutoResponses = Field(default_factory=AutoResponses)
+
+    @field_validator("legacy_tables")
+    @classmethod
+    def _known_systems(cls, v: dict[str, LegacyTableSpec]) -> dict[str, LegacyTableSpec]:
+        merged = _default_legacy_tables()
+        for key, spec in v.items():
+            system = key.strip().upper()
+            if system not in merged:
+                raise ValueError(f"unknown legacy system {key!r} (cashout, escrow, exchange)")
+            merged[system] = spec
+        return merged
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return [u.strip() for u in v.split(",") if u.strip()]
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = os.environ.get(CONFIG_FILE_ENV)
+        if path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
+        return tuple(sources)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from overrides, env and the optional TOML file; ConfigError when invalid."""
+    path = os.environ.get(CONFIG_FILE_ENV)
+    if path and not Path(path).is_file():
+        raise ConfigError(f"{CONFIG_FILE_ENV}={path}: no such file")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return Settings(**clean)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

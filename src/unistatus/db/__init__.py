@@ -1,0 +1,1 @@
+"""Database layer: engines, table definitions, dialect differences, migrations."""

@@ -1,0 +1,105 @@
+"""What differs between SQLite and PostgreSQL, in one class per dialect.
+
+Everything else in unistatus is written once against SQLAlchemy Core and asks this
+module for the few things that really differ: how a write transaction begins, how a
+write excludes a concurrent mode switch, how a conflicting insert is skipped, how
+long-running statements are bounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+# Key of the advisory lock that orders writes against mode switches on PostgreSQL.
+MODE_LOCK_KEY = 0x756E6973  # "unis"
+
+
+class DialectOps:
+    """Base: behaviour shared by every backend (and SQLite's, which needs little)."""
+
+    name = "generic"
+    supports_skip_locked = False
+    supports_dml_cte = False
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[sa.Connection]:
+        """A transaction that will write: on SQLite it takes the write lock up front."""
+        with self.engine.connect() as conn:
+            conn = self._prepare_write(conn)
+            with conn.begin():
+                yield conn
+
+    def _prepare_write(self, conn: sa.Connection) -> sa.Connection:
+        return conn
+
+    def mode_shared_lock(self, conn: sa.Connection) -> None:
+        """Held by every adapter write until commit; a mode switch waits for them."""
+
+    def mode_exclusive_lock(self, conn: sa.Connection) -> None:
+        """Taken by a mode switch: waits for in-flight writes, holds new ones back."""
+
+    def mode_lock_clause(self) -> sa.ColumnElement[bool] | None:
+        """The shared lock as a WHERE clause, to take it inside the entity-lock SELECT."""
+        return None
+
+    def insert(self, table: sa.Table) -> Any:
+        """An INSERT that understands ON CONFLICT (both backends spell it alike)."""
+        return sa.insert(table)
+
+    def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
+        """Bound how long statements and lock waits may take in this transaction."""
+
+
+class SQLiteOps(DialectOps):
+    name = "sqlite"
+
+    def _prepare_write(self, conn: sa.Connection) -> sa.Connection:
+        # The whole database is one lock: BEGIN IMMEDIATE serialises writers (mode
+        # switches included), so no extra lock is needed for mode changes.
+        return conn.execution_options(sqlite_begin="IMMEDIATE")
+
+    def insert(self, table: sa.Table) -> Any:
+        return sqlite.insert(table)
+
+
+class PostgresOps(DialectOps):
+    name = "postgresql"
+    supports_skip_locked = True
+    supports_dml_cte = True
+
+    def mode_shared_lock(self, conn: sa.Connection) -> None:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY)))
+
+    def mode_exclusive_lock(self, conn: sa.Connection) -> None:
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MODE_LOCK_KEY)))
+
+    def mode_lock_clause(self) -> sa.ColumnElement[bool]:
+        # An uncorrelated sub-select runs once, before any row is scanned or locked,
+        # so the advisory lock is always taken before the row lock (no lock-order
+        # inversion with a mode switch that later locks rows to replay changes).
+        sub = sa.select(sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY).cast(sa.Text))
+        return sub.scalar_subquery().is_not(None)
+
+    def insert(self, table: sa.Table) -> Any:
+        return postgresql.insert(table)
+
+    def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
+
+
+def ops_for(engine: sa.Engine) -> DialectOps:
+    name = engine.dialect.name
+    if name == "postgresql":
+        return PostgresOps(engine)
+    if name == "sqlite":
+        return SQLiteOps(engine)
+    return DialectOps(engine)

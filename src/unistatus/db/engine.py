@@ -1,0 +1,74 @@
+"""Engines tuned per backend: WAL and busy timeout on SQLite, a pool on PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
+
+from unistatus.errors import ConfigError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalise_url(url: str) -> str:
+    """Accept postgres:// and postgresql:// and point them at psycopg 3."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def create_engine(database: str | sa.Engine, **kwargs: Any) -> sa.Engine:
+    """An engine for a URL (or the engine itself), with unistatus's connection settings."""
+    if isinstance(database, sa.Engine):
+        return database
+    try:
+        url = make_url(normalise_url(database))
+    except ArgumentError as exc:
+        raise ConfigError(f"invalid database URL {database!r}: {exc}") from None
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, **kwargs)
+    if url.get_backend_name() == "postgresql":
+        kwargs.setdefault("pool_size", 20)
+        kwargs.setdefault("max_overflow", 40)
+        kwargs.setdefault("pool_pre_ping", True)
+        return sa.create_engine(url, **kwargs)
+    raise ConfigError(
+        f"unsupported database {url.get_backend_name()!r}: use sqlite:///FILE or postgresql://"
+    )
+
+
+def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
+    memory = url.database in (None, "", ":memory:")
+    if memory:
+        kwargs.setdefault("poolclass", StaticPool)
+    connect_args = kwargs.pop("connect_args", {})
+    connect_args.setdefault("check_same_thread", False)
+    connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
+    engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+
+    # pysqlite's own transaction handling defers BEGIN and cannot do BEGIN IMMEDIATE;
+    # take it over (SQLAlchemy's documented recipe) so writes lock up front and never
+    # fail half-way on an upgrade from a read lock.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if not memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "")
+        conn.exec_driver_sql(f"BEGIN {mode}".strip())
+
+    return engine

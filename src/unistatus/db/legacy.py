@@ -1,0 +1,68 @@
+"""The legacy tables as the live database has them, resolved from config.
+
+Names come from :class:`unistatus.config.LegacyTableSpec` and are checked against the
+database by reflection; SQL is then built from the reflected ``Column`` objects, so no
+configured name is ever pasted into SQL text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from unistatus.config import LegacyTableSpec, Settings
+from unistatus.errors import ConfigError, StorageError
+from unistatus.statuses import LegacySystemType
+
+REQUIRED = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
+
+
+@dataclass(frozen=True)
+class LegacyTable:
+    """One legacy system's table with its columns under unistatus's names."""
+
+    system: LegacySystemType
+    table: sa.Table
+    id: sa.Column[int]
+    status: sa.Column[str]
+    user_id: sa.Column[int]
+    amount: sa.Column[object]
+    currency: sa.Column[str]
+    created_at: sa.Column[object]
+    updated_at: sa.Column[object]
+
+    @property
+    def name(self) -> str:
+        return self.table.name
+
+
+def resolve_legacy_tables(
+    engine: sa.Engine, settings: Settings, *, systems: list[LegacySystemType] | None = None
+) -> dict[LegacySystemType, LegacyTable]:
+    """Reflect each configured legacy table and check it has every needed column."""
+    meta = sa.MetaData()
+    out: dict[LegacySystemType, LegacyTable] = {}
+    try:
+        inspector = sa.inspect(engine)
+        existing = set(inspector.get_table_names())
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot reach the database: {exc.orig}") from None
+    for system in systems or list(LegacySystemType):
+        spec: LegacyTableSpec = settings.legacy_tables[system.value]
+        if spec.table not in existing:
+            raise ConfigError(
+                f"legacy table {spec.table!r} for {system.value} does not exist "
+                "(run `unistatus init`, or set legacy_tables in the config)"
+            )
+        table = sa.Table(spec.table, meta, autoload_with=engine)
+        cols = {}
+        for role, name in spec.column_names().items():
+            if name not in table.c:
+                raise ConfigError(
+                    f"legacy table {spec.table!r} has no column {name!r} (configured as "
+                    f"{role}); it has: {', '.join(c.name for c in table.c)}"
+                )
+            cols[role] = table.c[name]
+        out[system] = LegacyTable(system=system, table=table, **cols)
+    return out

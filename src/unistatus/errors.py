@@ -1,0 +1,100 @@
+"""Every error unistatus raises on bad input or a refused operation.
+
+The hierarchy (one root, so callers can catch everything unistatus-specific)::
+
+    UnistatusError
+    ├── ConfigError                 bad settings, unknown table or column names
+    ├── InputError                  a value the caller passed is malformed
+    │   ├── UnmappableStatusError   a legacy status the mapping does not know
+    │   ├── InvalidStatusError      a unified status not valid for the transaction type
+    │   ├── InvalidTransitionError  a status change the transition rules forbid
+    │   └── InvalidIdentifierError  an entity id that is neither UTX... nor system:id
+    ├── EntityNotFoundError         no transaction with that id
+    ├── ModeError                   an operation not allowed in the current write mode
+    ├── GateError                   a phase gate failed (and the move was not forced)
+    └── StorageError                the database failed or went away
+
+Exceptions carry their context as attributes so callers need not parse messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class UnistatusError(Exception):
+    """Root of every error unistatus raises on purpose."""
+
+
+class ConfigError(UnistatusError):
+    """Settings are invalid or do not match the live database."""
+
+
+class InputError(UnistatusError):
+    """A value passed by the caller is malformed or not allowed."""
+
+
+class UnmappableStatusError(InputError):
+    """A legacy status value that the mapping does not cover."""
+
+    def __init__(self, system: str, value: object) -> None:
+        self.system = system
+        self.value = value
+        super().__init__(
+            f"unmappable {system} status {value!r}: not one of the legacy statuses of {system} "
+            "(values are exact and upper case)"
+        )
+
+
+class InvalidStatusError(InputError):
+    """A status that is not valid for the transaction type."""
+
+    def __init__(self, transaction_type: str, status: object, valid: Iterable[str]) -> None:
+        self.transaction_type = transaction_type
+        self.status = status
+        self.valid = sorted(valid)
+        super().__init__(
+            f"status {status!r} is not valid for {transaction_type}; "
+            f"valid: {', '.join(self.valid)}"
+        )
+
+
+class InvalidTransitionError(InputError):
+    """A status change that the transition rules do not allow."""
+
+    def __init__(
+        self, transaction_type: str, from_status: str, to_status: str, allowed: Iterable[str]
+    ) -> None:
+        self.transaction_type = transaction_type
+        self.from_status = from_status
+        self.to_status = to_status
+        self.allowed = sorted(allowed)
+        allowed_text = ", ".join(self.allowed) if self.allowed else "nothing (final status)"
+        super().__init__(
+            f"{transaction_type} cannot go from {from_status} to {to_status}; "
+            f"allowed from {from_status}: {allowed_text}"
+        )
+
+
+class InvalidIdentifierError(InputError):
+    """An entity id that is neither a UTX id nor a legacy reference."""
+
+
+class EntityNotFoundError(UnistatusError):
+    """No transaction exists for the given id."""
+
+    def __init__(self, entity_id: str) -> None:
+        self.entity_id = entity_id
+        super().__init__(f"no transaction {entity_id}")
+
+
+class ModeError(UnistatusError):
+    """The operation is not possible in the current write mode."""
+
+
+class GateError(UnistatusError):
+    """A phase gate did not pass."""
+
+
+class StorageError(UnistatusError):
+    """The database failed or could not be reached."""
