@@ -192,8 +192,10 @@ class DualWriteAdapter:
         self.ops = ops_for(self.engine)
         self.mapper = LegacyStatusMapper()
         self.rules = TransitionRules()
+        # The status column may be gone after retirement: UNIFIED_ONLY still works, and
+        # a write that needs legacy says so clearly (see _legacy_status_column).
         self.legacy: dict[LegacySystemType, LegacyTable] = resolve_legacy_tables(
-            self.engine, self.settings
+            self.engine, self.settings, require_status=False
         )
         self.modes = ModeWatcher(self.engine, self.settings.mode_refresh_seconds)
         self.observers: list[Callable[[OperationEvent], None]] = []
@@ -402,7 +404,9 @@ class DualWriteAdapter:
 
     # --- reading and locking an entity ----------------------------------------------
 
-    def _resolve(self, conn: sa.Connection, ref: EntityRef) -> tuple[LegacySystemType, int | None, str | None]:
+    def _resolve(
+        self, conn: sa.Connection, ref: EntityRef
+    ) -> tuple[LegacySystemType, int | None, str | None]:
         """(system, legacy id, utx id) for any reference; looks born-unified ids up."""
         if isinstance(ref, LegacyRef):
             return ref.system, ref.legacy_id, None
@@ -416,10 +420,18 @@ class DualWriteAdapter:
             raise EntityNotFoundError(ref.value)
         return LegacySystemType(row.legacy_system), row.legacy_id, ref.value
 
+    def _legacy_status_column(self, lt: LegacyTable) -> sa.Column[str]:
+        if lt.status is None:
+            raise ModeError(
+                f"the status column of legacy table {lt.name!r} has been retired; run "
+                "`unistatus retire legacy-columns --undo` before writing legacy again"
+            )
+        return lt.status
+
     def _legacy_select(self, lt: LegacyTable) -> sa.Select[Any]:
         return sa.select(
             lt.id.label("id"),
-            lt.status.label("status"),
+            self._legacy_status_column(lt).label("status"),
             lt.user_id.label("user_id"),
             lt.amount.label("amount"),
             lt.currency.label("currency"),
@@ -427,7 +439,9 @@ class DualWriteAdapter:
             lt.updated_at.label("updated_at"),
         )
 
-    def _unified_row(self, conn: sa.Connection, clause: sa.ColumnElement[bool], lock: bool) -> Mapping[str, Any] | None:
+    def _unified_row(
+        self, conn: sa.Connection, clause: sa.ColumnElement[bool], lock: bool
+    ) -> Mapping[str, Any] | None:
         q = sa.select(U).where(clause)
         if lock:
             q = q.with_for_update()
@@ -465,9 +479,11 @@ class DualWriteAdapter:
         if lock_clause is not None:
             q = q.where(lock_clause)
         row = conn.execute(q).mappings().first()
-        unified = self._unified_row(
-            conn, self._unified_clause(system, legacy_id, None), lock=False
-        ) if row is not None or utx_id else None
+        unified = (
+            self._unified_row(conn, self._unified_clause(system, legacy_id, None), lock=False)
+            if row is not None or utx_id
+            else None
+        )
         return _Entity(system, legacy_id, dict(row) if row else None, unified)
 
     def _legacy_row(
@@ -485,7 +501,9 @@ class DualWriteAdapter:
             system, legacy_id, utx_id = self._resolve(conn, ref)
         except EntityNotFoundError:
             derived = ref.derived_ref if isinstance(ref, UtxId) else None
-            return _Entity(derived.system if derived else LegacySystemType.CASHOUT, None, None, None)
+            return _Entity(
+                derived.system if derived else LegacySystemType.CASHOUT, None, None, None
+            )
         legacy = self._legacy_row(conn, system, legacy_id, lock=False) if legacy_id else None
         unified = self._unified_row(conn, self._unified_clause(system, legacy_id, utx_id), False)
         return _Entity(system, legacy_id, legacy, unified)
@@ -535,7 +553,11 @@ class DualWriteAdapter:
         unified, legacy = entity.unified, entity.legacy
         if unified is not None and (mode.reads_unified or legacy is None):
             src: UnifiedTransactionStatus | None = UnifiedTransactionStatus(unified["status"])
-            src_legacy = legacy["status"] if legacy is not None and mode.writes_legacy else unified["legacy_status"]
+            src_legacy = (
+                legacy["status"]
+                if legacy is not None and mode.writes_legacy
+                else unified["legacy_status"]
+            )
         else:
             assert legacy is not None
             src_legacy = legacy["status"]
@@ -582,8 +604,12 @@ class DualWriteAdapter:
         if plan.kind is TransitionKind.NOOP and plan.dst_legacy == plan.src_legacy:
             result.changed = False
             return result
-        legacy_side = (lambda: self._write_legacy_status(conn, plan)) if mode.writes_legacy else None
-        unified_side = (lambda: self._write_unified_status(conn, plan)) if mode.writes_unified else None
+        legacy_side = (
+            (lambda: self._write_legacy_status(conn, plan)) if mode.writes_legacy else None
+        )
+        unified_side = (
+            (lambda: self._write_unified_status(conn, plan)) if mode.writes_unified else None
+        )
         if mode.reads_unified:
             primary, secondary = unified_side, legacy_side
         else:
@@ -635,7 +661,9 @@ class DualWriteAdapter:
         conn.execute(
             sa.update(lt.table)
             .where(lt.id == e.legacy_id)
-            .values({lt.status.key: plan.dst_legacy, lt.updated_at.key: plan.now})
+            .values(
+                {self._legacy_status_column(lt).key: plan.dst_legacy, lt.updated_at.key: plan.now}
+            )
         )
 
     def _write_unified_status(self, conn: sa.Connection, plan: _Plan) -> None:
@@ -658,7 +686,12 @@ class DualWriteAdapter:
         self._upsert_from_legacy(conn, e, plan.dst.value, plan.dst_legacy, plan.now)
 
     def _upsert_from_legacy(
-        self, conn: sa.Connection, e: _Entity, status: str, legacy_status: str, now: Any,
+        self,
+        conn: sa.Connection,
+        e: _Entity,
+        status: str,
+        legacy_status: str,
+        now: Any,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         assert e.legacy is not None and e.legacy_id is not None
@@ -712,7 +745,12 @@ class DualWriteAdapter:
         )
 
     def _pending(
-        self, conn: sa.Connection, utx_id: str, kind: str, legacy_status: str | None, op_id: str,
+        self,
+        conn: sa.Connection,
+        utx_id: str,
+        kind: str,
+        legacy_status: str | None,
+        op_id: str,
         now: Any,
     ) -> None:
         conn.execute(
@@ -759,13 +797,15 @@ class DualWriteAdapter:
                 lt.user_id.key: fields["user_id"],
                 lt.amount.key: fields["amount"],
                 lt.currency.key: fields["currency"],
-                lt.status.key: dst_legacy,
+                self._legacy_status_column(lt).key: dst_legacy,
                 lt.created_at.key: now,
                 lt.updated_at.key: now,
             }
             if ref is not None:
                 values[lt.id.key] = ref.legacy_id
-            legacy_id = conn.execute(sa.insert(lt.table).values(values).returning(lt.id)).scalar_one()
+            legacy_id = conn.execute(
+                sa.insert(lt.table).values(values).returning(lt.id)
+            ).scalar_one()
             result.legacy_entity_id = legacy_id
         if not mode.writes_unified:
             result.entity_id = derive_utx_id(system, legacy_id) if legacy_id else None
@@ -789,8 +829,20 @@ class DualWriteAdapter:
             )
         )
         entity = _Entity(system, legacy_id, None, {"id": utx_id})
-        plan = _Plan(mode, entity, None, dst, None, dst_legacy, TransitionKind.ALLOWED,
-                     "created", "create_transaction", metadata, op_id, now)
+        plan = _Plan(
+            mode,
+            entity,
+            None,
+            dst,
+            None,
+            dst_legacy,
+            TransitionKind.ALLOWED,
+            "created",
+            "create_transaction",
+            metadata,
+            op_id,
+            now,
+        )
         self._history(conn, plan, result)
         if mode is DualWriteMode.UNIFIED_ONLY:
             self._pending(conn, utx_id, "create", dst_legacy, op_id, now)
@@ -837,9 +889,20 @@ class DualWriteAdapter:
             raise UnmappableStatusError(entity.system.value, entity.legacy["status"])
         now = utcnow()
         self._upsert_from_legacy(conn, entity, status.value, entity.legacy["status"], now, metadata)
-        plan = _Plan(mode, entity, None, status, None, entity.legacy["status"],
-                     TransitionKind.ALLOWED, "linked existing legacy row", "create_transaction",
-                     metadata, op_id, now)
+        plan = _Plan(
+            mode,
+            entity,
+            None,
+            status,
+            None,
+            entity.legacy["status"],
+            TransitionKind.ALLOWED,
+            "linked existing legacy row",
+            "create_transaction",
+            metadata,
+            op_id,
+            now,
+        )
         self._history(conn, plan, result)
         result.status, result.legacy_status, result.changed = status, entity.legacy["status"], True
         return result
@@ -913,9 +976,7 @@ def _check_amount(amount: object) -> Decimal:
 
 def _check_currency(currency: object) -> str:
     if not isinstance(currency, str) or not CURRENCY.match(currency):
-        raise InputError(
-            f"currency must be an upper-case code like USD or USDT, got {currency!r}"
-        )
+        raise InputError(f"currency must be an upper-case code like USD or USDT, got {currency!r}")
     return currency
 
 
@@ -935,6 +996,5 @@ def _check_metadata(metadata: object) -> None:
 def _retryable(exc: sa.exc.DBAPIError) -> bool:
     text = str(exc.orig).lower()
     return any(
-        s in text
-        for s in ("deadlock", "could not serialize", "database is locked", "lock timeout")
+        s in text for s in ("deadlock", "could not serialize", "database is locked", "lock timeout")
     )

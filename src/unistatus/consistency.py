@@ -73,7 +73,9 @@ def compare(
     out: list[Inconsistency] = []
     if _mapper.try_to_unified(system, legacy["status"]) is None:
         out.append(
-            found(InconsistencyKind.UNMAPPABLE_LEGACY, field="status", legacy_value=legacy["status"])
+            found(
+                InconsistencyKind.UNMAPPABLE_LEGACY, field="status", legacy_value=legacy["status"]
+            )
         )
     if unified is None:
         out.append(found(InconsistencyKind.MISSING_UNIFIED))
@@ -95,6 +97,8 @@ def compare(
             same = lv == uv
         if not same:
             out.append(
-                found(InconsistencyKind.FIELD_MISMATCH, field=name, legacy_value=lv, unified_value=uv)
+                found(
+                    InconsistencyKind.FIELD_MISMATCH, field=name, legacy_value=lv, unified_value=uv
+                )
             )
     return out

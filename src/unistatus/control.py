@@ -149,7 +149,12 @@ def history(engine: sa.Engine, key: str | None = None, limit: int = 100) -> list
         rows = conn.execute(q).all()
     return [
         ControlChange(
-            r.key, r.old_value, r.new_value, r.actor, r.reason, as_utc(r.created_at) or utcnow(),
+            r.key,
+            r.old_value,
+            r.new_value,
+            r.actor,
+            r.reason,
+            as_utc(r.created_at) or utcnow(),
             r.meta,
         )
         for r in rows

@@ -54,8 +54,7 @@ class InvalidStatusError(InputError):
         self.status = status
         self.valid = sorted(valid)
         super().__init__(
-            f"status {status!r} is not valid for {transaction_type}; "
-            f"valid: {', '.join(self.valid)}"
+            f"status {status!r} is not valid for {transaction_type}; valid: {', '.join(self.valid)}"
         )
 
 

@@ -18,7 +18,11 @@ from unistatus.errors import InvalidIdentifierError
 from unistatus.statuses import LegacySystemType
 
 UTX_PATTERN = re.compile(r"^UTX(\d{15})$")
-SYSTEM_DIGIT = {LegacySystemType.CASHOUT: 1, LegacySystemType.ESCROW: 2, LegacySystemType.EXCHANGE: 3}
+SYSTEM_DIGIT = {
+    LegacySystemType.CASHOUT: 1,
+    LegacySystemType.ESCROW: 2,
+    LegacySystemType.EXCHANGE: 3,
+}
 DIGIT_SYSTEM = {v: k for k, v in SYSTEM_DIGIT.items()}
 BORN_UNIFIED_DIGIT = 9
 MAX_LEGACY_ID = 10**14 - 1
@@ -99,8 +103,7 @@ def parse_entity_id(entity_id: object) -> EntityRef:
             sys_type = LegacySystemType.parse(system)
         except Exception:
             raise InvalidIdentifierError(
-                f"malformed id {entity_id!r}: unknown system {system!r} "
-                "(cashout, escrow, exchange)"
+                f"malformed id {entity_id!r}: unknown system {system!r} (cashout, escrow, exchange)"
             ) from None
         return LegacyRef(sys_type, _int_id(raw, entity_id))
     raise InvalidIdentifierError(
@@ -114,4 +117,6 @@ def _int_id(raw: object, whole: object) -> int:
         return raw
     if isinstance(raw, str) and raw.strip().isdigit():
         return int(raw.strip())
-    raise InvalidIdentifierError(f"malformed id {whole!r}: the legacy id must be a positive integer")
+    raise InvalidIdentifierError(
+        f"malformed id {whole!r}: the legacy id must be a positive integer"
+    )

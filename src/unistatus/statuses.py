@@ -89,7 +89,9 @@ class UnifiedTransactionStatus(str, Enum):
 
 _U = UnifiedTransactionStatus
 _PHASES: dict[UnifiedTransactionStatus, StatusPhase] = {
-    **dict.fromkeys((_U.PENDING, _U.AWAITING_PAYMENT, _U.PAYMENT_CONFIRMED), StatusPhase.INITIATION),
+    **dict.fromkeys(
+        (_U.PENDING, _U.AWAITING_PAYMENT, _U.PAYMENT_CONFIRMED), StatusPhase.INITIATION
+    ),
     **dict.fromkeys(
         (_U.FUNDS_HELD, _U.AWAITING_APPROVAL, _U.OTP_PENDING, _U.ADMIN_PENDING),
         StatusPhase.AUTHORIZATION,

@@ -13,20 +13,40 @@ from unistatus.statuses import UnifiedTransactionType as T
 TRANSITIONS: Mapping[T, Mapping[U, frozenset[U]]] = {
     T.WALLET_CASHOUT: {
         U.PENDING: frozenset(
-            {U.OTP_PENDING, U.AWAITING_APPROVAL, U.ADMIN_PENDING, U.FUNDS_HELD, U.PROCESSING,
-             U.FAILED, U.CANCELLED, U.EXPIRED}
+            {
+                U.OTP_PENDING,
+                U.AWAITING_APPROVAL,
+                U.ADMIN_PENDING,
+                U.FUNDS_HELD,
+                U.PROCESSING,
+                U.FAILED,
+                U.CANCELLED,
+                U.EXPIRED,
+            }
         ),
         U.OTP_PENDING: frozenset(
-            {U.AWAITING_APPROVAL, U.ADMIN_PENDING, U.FUNDS_HELD, U.PROCESSING, U.FAILED,
-             U.CANCELLED, U.EXPIRED}
+            {
+                U.AWAITING_APPROVAL,
+                U.ADMIN_PENDING,
+                U.FUNDS_HELD,
+                U.PROCESSING,
+                U.FAILED,
+                U.CANCELLED,
+                U.EXPIRED,
+            }
         ),
         U.AWAITING_APPROVAL: frozenset(
-            {U.OTP_PENDING, U.ADMIN_PENDING, U.FUNDS_HELD, U.PROCESSING, U.FAILED, U.CANCELLED,
-             U.EXPIRED}
+            {
+                U.OTP_PENDING,
+                U.ADMIN_PENDING,
+                U.FUNDS_HELD,
+                U.PROCESSING,
+                U.FAILED,
+                U.CANCELLED,
+                U.EXPIRED,
+            }
         ),
-        U.ADMIN_PENDING: frozenset(
-            {U.FUNDS_HELD, U.PROCESSING, U.FAILED, U.CANCELLED, U.EXPIRED}
-        ),
+        U.ADMIN_PENDING: frozenset({U.FUNDS_HELD, U.PROCESSING, U.FAILED, U.CANCELLED, U.EXPIRED}),
         U.FUNDS_HELD: frozenset({U.PROCESSING, U.FAILED, U.CANCELLED}),
         U.PROCESSING: frozenset({U.AWAITING_RESPONSE, U.SUCCESS, U.FAILED}),
         U.AWAITING_RESPONSE: frozenset({U.PROCESSING, U.SUCCESS, U.FAILED}),

@@ -13,7 +13,9 @@ MODES_HELP = ", ".join(m.value for m in DualWriteMode)
 
 
 @mode_app.command("get")
-def get(ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")) -> None:
+def get(
+    ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")
+) -> None:
     """Print the current write mode."""
     from unistatus.control import get_mode
 

@@ -8,6 +8,7 @@ configured name is ever pasted into SQL text.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -25,7 +26,7 @@ class LegacyTable:
     system: LegacySystemType
     table: sa.Table
     id: sa.Column[int]
-    status: sa.Column[str]
+    status: sa.Column[str] | None  # None once retirement has dropped it
     user_id: sa.Column[int]
     amount: sa.Column[object]
     currency: sa.Column[str]
@@ -38,9 +39,17 @@ class LegacyTable:
 
 
 def resolve_legacy_tables(
-    engine: sa.Engine, settings: Settings, *, systems: list[LegacySystemType] | None = None
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    systems: list[LegacySystemType] | None = None,
+    require_status: bool = True,
 ) -> dict[LegacySystemType, LegacyTable]:
-    """Reflect each configured legacy table and check it has every needed column."""
+    """Reflect each configured legacy table and check it has every needed column.
+
+    ``require_status=False`` accepts a table whose status column was dropped by
+    ``unistatus retire legacy-columns`` (its ``status`` is then None).
+    """
     meta = sa.MetaData()
     out: dict[LegacySystemType, LegacyTable] = {}
     try:
@@ -56,13 +65,16 @@ def resolve_legacy_tables(
                 "(run `unistatus init`, or set legacy_tables in the config)"
             )
         table = sa.Table(spec.table, meta, autoload_with=engine)
-        cols = {}
+        cols: dict[str, sa.Column[Any] | None] = {}
         for role, name in spec.column_names().items():
             if name not in table.c:
+                if role == "status" and not require_status:
+                    cols[role] = None
+                    continue
                 raise ConfigError(
                     f"legacy table {spec.table!r} has no column {name!r} (configured as "
                     f"{role}); it has: {', '.join(c.name for c in table.c)}"
                 )
             cols[role] = table.c[name]
-        out[system] = LegacyTable(system=system, table=table, **cols)
+        out[system] = LegacyTable(system=system, table=table, **cols)  # type: ignore[arg-type]
     return out

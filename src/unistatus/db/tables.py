@@ -8,13 +8,14 @@ own tables instead. Alembic migrations in ``db/migrations`` create all of these.
 from __future__ import annotations
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 
 metadata = sa.MetaData()
 legacy_metadata = sa.MetaData()
 
 Money = sa.Numeric(20, 8)
 UTC = sa.DateTime(timezone=True)
-Json = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+Json = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 
 def _legacy_table(name: str) -> sa.Table:

@@ -82,9 +82,7 @@ def upgrade() -> None:
         sa.Column("created_at", UTC, nullable=False),
     )
     op.create_index("ix_history_transaction", "unified_status_history", ["transaction_id"])
-    op.create_index(
-        "ix_history_legacy", "unified_status_history", ["legacy_system", "legacy_id"]
-    )
+    op.create_index("ix_history_legacy", "unified_status_history", ["legacy_system", "legacy_id"])
     op.create_table(
         "unistatus_control",
         sa.Column("key", sa.String(64), primary_key=True),
