@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from unistatus.mapping import LegacyStatusMapper
 from unistatus.statuses import LegacySystemType
 
 
-class InconsistencyKind(str, Enum):
+class InconsistencyKind(StrEnum):
     MISSING_UNIFIED = "missing_unified"
     ORPHAN_UNIFIED = "orphan_unified"
     STATUS_MISMATCH = "status_mismatch"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import Enum, StrEnum
 
 
-class CashoutStatus(str, Enum):
+class CashoutStatus(StrEnum):
     PENDING = "PENDING"
     OTP_PENDING = "OTP_PENDING"
     USER_CONFIRM_PENDING = "USER_CONFIRM_PENDING"
@@ -22,7 +22,7 @@ class CashoutStatus(str, Enum):
     EXPIRED = "EXPIRED"
 
 
-class EscrowStatus(str, Enum):
+class EscrowStatus(StrEnum):
     CREATED = "CREATED"
     PAYMENT_PENDING = "PAYMENT_PENDING"
     PAYMENT_CONFIRMED = "PAYMENT_CONFIRMED"
@@ -38,7 +38,7 @@ class EscrowStatus(str, Enum):
     EXPIRED = "EXPIRED"
 
 
-class ExchangeStatus(str, Enum):
+class ExchangeStatus(StrEnum):
     CREATED = "CREATED"
     AWAITING_DEPOSIT = "AWAITING_DEPOSIT"
     RATE_LOCKED = "RATE_LOCKED"
@@ -52,14 +52,14 @@ class ExchangeStatus(str, Enum):
     PENDING_APPROVAL = "PENDING_APPROVAL"
 
 
-class StatusPhase(str, Enum):
+class StatusPhase(StrEnum):
     INITIATION = "initiation"
     AUTHORIZATION = "authorization"
     PROCESSING = "processing"
     TERMINAL = "terminal"
 
 
-class UnifiedTransactionStatus(str, Enum):
+class UnifiedTransactionStatus(StrEnum):
     PENDING = "PENDING"
     AWAITING_PAYMENT = "AWAITING_PAYMENT"
     PAYMENT_CONFIRMED = "PAYMENT_CONFIRMED"
@@ -107,7 +107,7 @@ _PHASES: dict[UnifiedTransactionStatus, StatusPhase] = {
 _FINAL = frozenset({_U.SUCCESS, _U.FAILED, _U.CANCELLED, _U.EXPIRED})
 
 
-class UnifiedTransactionType(str, Enum):
+class UnifiedTransactionType(StrEnum):
     WALLET_CASHOUT = "WALLET_CASHOUT"
     ESCROW = "ESCROW"
     EXCHANGE = "EXCHANGE"
@@ -117,7 +117,7 @@ class UnifiedTransactionType(str, Enum):
         return LegacySystemType[_TYPE_TO_SYSTEM[self.value]]
 
 
-class LegacySystemType(str, Enum):
+class LegacySystemType(StrEnum):
     CASHOUT = "CASHOUT"
     ESCROW = "ESCROW"
     EXCHANGE = "EXCHANGE"
@@ -156,7 +156,7 @@ _STATUS_ENUMS: dict[str, type[Enum]] = {
 }
 
 
-class DualWriteMode(str, Enum):
+class DualWriteMode(StrEnum):
     LEGACY_ONLY = "LEGACY_ONLY"
     DUAL_WRITE_LEGACY_PRIMARY = "DUAL_WRITE_LEGACY_PRIMARY"
     DUAL_WRITE_UNIFIED_PRIMARY = "DUAL_WRITE_UNIFIED_PRIMARY"

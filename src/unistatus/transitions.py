@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import Enum, StrEnum
 
 from unistatus.errors import InputError, InvalidTransitionError
 from unistatus.mapping import LegacyStatusMapper
@@ -77,7 +77,7 @@ TRANSITIONS: Mapping[T, Mapping[U, frozenset[U]]] = {
 }
 
 
-class TransitionKind(str, Enum):
+class TransitionKind(StrEnum):
     """How a requested change was judged."""
 
     NOOP = "noop"  # same status: nothing to write
