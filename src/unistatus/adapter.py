@@ -939,7 +939,7 @@ class DualWriteAdapter:
 
 def _parse_type(value: object) -> UnifiedTransactionType:
     try:
-        return UnifiedTransactionType(value.value if isinstance(value, Enum) else value)
+        return UnifiedTransactionType(str(value.value if isinstance(value, Enum) else value))
     except ValueError:
         raise InputError(
             f"unknown transaction type {value!r}; expected one of: "
