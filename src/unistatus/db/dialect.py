@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,6 +58,17 @@ class DialectOps:
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         """Bound how long statements and lock waits may take in this transaction."""
 
+    def integer_series(self, n: int) -> sa.FromClause:
+        """Rows ``g`` = 1..n made by the database, for set-based seeding (a recursive CTE)."""
+        series = sa.select(sa.literal(1, sa.BigInteger).label("g")).cte("series", recursive=True)
+        return series.union_all(sa.select(series.c.g + 1).where(series.c.g < n))
+
+    def seconds_before(
+        self, moment: datetime, seconds: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[Any]:
+        """``moment`` minus an integer SQL expression of seconds, as a storable timestamp."""
+        raise NotImplementedError(f"seconds_before is not implemented for {self.name}")
+
 
 class SQLiteOps(DialectOps):
     name = "sqlite"
@@ -68,6 +80,15 @@ class SQLiteOps(DialectOps):
 
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
+
+    def seconds_before(
+        self, moment: datetime, seconds: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[Any]:
+        # SQLite has no timestamp type: produce the text SQLAlchemy itself stores
+        # ("YYYY-MM-DD HH:MM:SS.ffffff", naive UTC) so values sort and parse alike.
+        base = moment.strftime("%Y-%m-%d %H:%M:%S")
+        shift = sa.literal("-") + sa.cast(seconds, sa.String) + sa.literal(" seconds")
+        return sa.func.strftime("%Y-%m-%d %H:%M:%S.000000", base, shift)
 
 
 class PostgresOps(DialectOps):
@@ -90,6 +111,17 @@ class PostgresOps(DialectOps):
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
+
+    def integer_series(self, n: int) -> sa.FromClause:
+        return sa.select(
+            sa.func.generate_series(1, sa.literal(n, sa.BigInteger)).label("g")
+        ).subquery("series")
+
+    def seconds_before(
+        self, moment: datetime, seconds: sa.ColumnElement[Any]
+    ) -> sa.ColumnElement[Any]:
+        one_second = sa.literal_column("INTERVAL '1 second'", sa.Interval)
+        return sa.literal(moment, sa.DateTime(timezone=True)) - seconds * one_second
 
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
