@@ -1,0 +1,59 @@
+"""Tables for operating the migration: operation statistics flushed by every adapter.
+
+One row per flush interval, per process, per (operation, mode). Latency is kept as a
+fixed-bound histogram with one column per bucket, so a window over any number of
+processes is a plain ``SUM`` in SQL on every backend (see :mod:`unistatus.stats`).
+The phase lives in the control table (key ``phase``); it needs no table of its own.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from unistatus.db.tables import UTC, metadata
+
+# Upper bounds (ms, inclusive) of the latency buckets; one more bucket holds the rest.
+# Shared with the Prometheus histogram, and chosen to have edges at the thresholds the
+# spec uses (200 ms warning, 500 ms critical) so gates and alerts are exact there.
+LATENCY_BUCKETS_MS: tuple[float, ...] = (
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    20.0,
+    50.0,
+    100.0,
+    150.0,
+    200.0,
+    300.0,
+    500.0,
+    750.0,
+    1000.0,
+    2500.0,
+    5000.0,
+    10000.0,
+)
+BUCKET_COLUMNS: tuple[str, ...] = tuple(
+    f"b{i:02d}" for i in range(len(LATENCY_BUCKETS_MS) + 1)
+)  # the last one is +Inf
+
+operation_stats = sa.Table(
+    "unistatus_operation_stats",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
+    sa.Column("process_id", sa.String(128), nullable=False),
+    sa.Column("interval_start", UTC, nullable=False),
+    sa.Column("interval_end", UTC, nullable=False),
+    sa.Column("operation", sa.String(64), nullable=False),
+    sa.Column("mode", sa.String(40), nullable=False),
+    sa.Column("count", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("shadow_mismatches", sa.BigInteger, nullable=False),
+    sa.Column("latency_sum_ms", sa.Float, nullable=False),
+    sa.Column("latency_max_ms", sa.Float, nullable=False),
+    *(
+        sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+        for name in BUCKET_COLUMNS
+    ),
+)
+sa.Index("ix_operation_stats_end", operation_stats.c.interval_end)
