@@ -551,7 +551,14 @@ class DualWriteAdapter:
         ttype = entity.ttype
         dst, explicit_legacy = self._target(ttype, new_status)
         unified, legacy = entity.unified, entity.legacy
-        if unified is not None and (mode.reads_unified or legacy is None):
+        # The unified status is the current one whenever it is authoritative or agrees
+        # with legacy: it may be a refinement legacy cannot express (RELEASE_PENDING vs
+        # ACTIVE), and judging from legacy would lose it (and break the history chain).
+        if unified is not None and (
+            mode.reads_unified
+            or legacy is None
+            or self.mapper.is_compatible(entity.system, legacy["status"], unified["status"])
+        ):
             src: UnifiedTransactionStatus | None = UnifiedTransactionStatus(unified["status"])
             src_legacy = (
                 legacy["status"]
@@ -601,7 +608,7 @@ class DualWriteAdapter:
             status=plan.dst,
             legacy_status=plan.dst_legacy,
         )
-        if plan.kind is TransitionKind.NOOP and plan.dst_legacy == plan.src_legacy:
+        if plan.kind is TransitionKind.NOOP and self._in_step(plan):
             result.changed = False
             return result
         legacy_side = (
@@ -623,6 +630,20 @@ class DualWriteAdapter:
         if mode is DualWriteMode.UNIFIED_ONLY:
             self._pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
         return result
+
+    def _in_step(self, plan: _Plan) -> bool:
+        """True when every side this mode writes already holds the target (a no-op)."""
+        e, mode = plan.entity, plan.mode
+        if mode.writes_legacy and e.legacy is not None and e.legacy["status"] != plan.dst_legacy:
+            return False
+        if not mode.writes_unified:
+            return True
+        u = e.unified
+        return (
+            u is not None
+            and u["status"] == plan.dst.value
+            and u["legacy_status"] == plan.dst_legacy
+        )
 
     def _secondary(
         self, conn: sa.Connection, write: Callable[[], None], result: DualWriteResult, e: _Entity

@@ -1,0 +1,434 @@
+"""DualWriteAdapter behaviour on SQLite and PostgreSQL, asserted in the database rows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from unistatus import (
+    DualWriteAdapter,
+    DualWriteMode,
+    EscrowStatus,
+    ExchangeStatus,
+    LegacyRef,
+    LegacySystemType,
+    UnifiedTransactionStatus,
+    UnifiedTransactionType,
+)
+from unistatus.adapter import OperationEvent
+from unistatus.control import set_mode
+from unistatus.db.tables import (
+    legacy_metadata,
+    metadata,
+    pending_legacy_changes,
+    status_history,
+    unified_transactions,
+)
+from unistatus.errors import (
+    EntityNotFoundError,
+    InputError,
+    InvalidIdentifierError,
+    InvalidStatusError,
+    InvalidTransitionError,
+    UnistatusError,
+)
+
+M = DualWriteMode
+U = unified_transactions
+H = status_history
+TABLES = ["cashouts", "escrows", "exchanges", *sorted(metadata.tables)]
+
+
+def adapter_in(db: Database, mode: DualWriteMode, **kw: Any) -> DualWriteAdapter:
+    set_mode(db.engine, mode, reason="test", actor="test")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, **kw)
+    adapter.modes.refresh()
+    assert adapter.mode is mode
+    return adapter
+
+
+def switch(adapter: DualWriteAdapter, db: Database, mode: DualWriteMode) -> None:
+    set_mode(db.engine, mode, reason="test", actor="test")
+    assert adapter.modes.refresh() is mode
+
+
+def legacy_row(db: Database, system: str, legacy_id: int) -> dict[str, Any] | None:
+    t = legacy_metadata.tables[system]
+    with db.engine.connect() as conn:
+        row = conn.execute(sa.select(t).where(t.c.id == legacy_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def unified_row(db: Database, utx_id: str) -> dict[str, Any] | None:
+    with db.engine.connect() as conn:
+        row = conn.execute(sa.select(U).where(U.c.id == utx_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def history(db: Database, utx_id: str) -> list[dict[str, Any]]:
+    with db.engine.connect() as conn:
+        q = sa.select(H).where(H.c.transaction_id == utx_id).order_by(H.c.id)
+        return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def pending(db: Database) -> list[tuple[str, str, str | None]]:
+    P = pending_legacy_changes
+    with db.engine.connect() as conn:
+        q = sa.select(P.c.transaction_id, P.c.kind, P.c.legacy_status).order_by(P.c.id)
+        return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+
+
+def seed_legacy(db: Database, system: str, status: str | None, **fields: Any) -> int:
+    """A legacy row written by the legacy app (not backfilled: no unified row)."""
+    t = legacy_metadata.tables[system]
+    now = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+    values = {"user_id": 11, "amount": Decimal("42.5"), "currency": "USD", "status": status}
+    values |= {"created_at": now, "updated_at": now, **fields}
+    with db.engine.begin() as conn:
+        return int(conn.execute(sa.insert(t).values(values).returning(t.c.id)).scalar_one())
+
+
+def snapshot(db: Database) -> dict[str, list[str]]:
+    """Every row of every table, to prove that a refused write changed nothing."""
+    out = {}
+    with db.engine.connect() as conn:
+        for name in TABLES:
+            rows = conn.execute(sa.text(f"SELECT * FROM {name}")).all()
+            out[name] = sorted(repr(tuple(r)) for r in rows)
+    return out
+
+
+# --- the four modes ---------------------------------------------------------------------
+
+
+def test_legacy_only_writes_legacy_and_leaves_unified_untouched(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    existing = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    before = unified_row(db, existing.entity_id or "")
+    switch(a, db, M.LEGACY_ONLY)
+    created = a.create_transaction("WALLET_CASHOUT", 2, "6", "USD")
+    assert created.overall_success and created.mode is M.LEGACY_ONLY
+    assert legacy_row(db, "cashouts", created.legacy_entity_id or 0)["status"] == "PENDING"  # type: ignore[index]
+    assert unified_row(db, created.entity_id or "") is None
+    result = a.update_status(f"cashout:{existing.legacy_entity_id}", "PROCESSING", "r", "t")
+    assert result.overall_success and result.changed
+    assert legacy_row(db, "cashouts", existing.legacy_entity_id or 0)["status"] == "EXECUTING"  # type: ignore[index]
+    assert unified_row(db, existing.entity_id or "") == before
+    assert db.count("unified_status_history") == 1  # only the creation under dual write
+    assert pending(db) == []
+    status, meta = a.get_transaction_status(existing.entity_id)
+    assert status is UnifiedTransactionStatus.PROCESSING and meta["source"] == "legacy"
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY])
+def test_dual_modes_write_both_sides_with_history(db: Database, mode: DualWriteMode) -> None:
+    a = adapter_in(db, mode)
+    created = a.create_transaction(UnifiedTransactionType.ESCROW, 4, Decimal("1.5"), "ETH")
+    assert created.overall_success and created.mode is mode
+    lid, utx = created.legacy_entity_id or 0, created.entity_id or ""
+    assert utx == LegacyRef(LegacySystemType.ESCROW, lid).utx_id
+    for target, legacy in [
+        ("AWAITING_APPROVAL", "AWAITING_SELLER"),
+        (EscrowStatus.ACTIVE, "ACTIVE"),
+        (UnifiedTransactionStatus.RELEASE_PENDING, "ACTIVE"),
+        ("SUCCESS", "COMPLETED"),
+    ]:
+        r = a.update_status(utx, target, "step", "escrow-svc")
+        assert r.overall_success and r.changed and r.mode is mode
+        assert legacy_row(db, "escrows", lid)["status"] == legacy  # type: ignore[index]
+        assert unified_row(db, utx)["legacy_status"] == legacy  # type: ignore[index]
+    row = unified_row(db, utx)
+    assert row is not None and row["status"] == "SUCCESS" and row["version"] == 5
+    chain = [(h["from_status"], h["to_status"], h["mode"]) for h in history(db, utx)]
+    assert chain == [
+        (None, "PENDING", mode.value),
+        ("PENDING", "AWAITING_APPROVAL", mode.value),
+        ("AWAITING_APPROVAL", "FUNDS_HELD", mode.value),
+        ("FUNDS_HELD", "RELEASE_PENDING", mode.value),
+        ("RELEASE_PENDING", "SUCCESS", mode.value),
+    ]
+    assert pending(db) == []
+    status, meta = a.get_transaction_status(f"escrow:{lid}")
+    assert status is UnifiedTransactionStatus.SUCCESS
+    assert meta["source"] == ("unified" if mode.reads_unified else "legacy")
+    assert a.check_consistency(utx)["consistent"] is True
+
+
+def test_unified_primary_reads_refinement_from_unified(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_UNIFIED_PRIMARY)
+    created = a.create_transaction("ESCROW", 4, "2", "ETH", status="FUNDS_HELD")
+    a.update_status(created.entity_id, "RELEASE_PENDING", "release", "svc")
+    status, meta = a.get_transaction_status(created.entity_id)
+    assert status is UnifiedTransactionStatus.RELEASE_PENDING and meta["source"] == "unified"
+    switch(a, db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    status, meta = a.get_transaction_status(created.entity_id)
+    assert status is UnifiedTransactionStatus.FUNDS_HELD and meta["source"] == "legacy"
+
+
+def test_unified_only_freezes_legacy_and_records_pending(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    old = a.create_transaction("EXCHANGE", 9, "100", "EUR")
+    switch(a, db, M.UNIFIED_ONLY)
+    legacy_before = legacy_row(db, "exchanges", old.legacy_entity_id or 0)
+    r = a.update_status(f"exchange:{old.legacy_entity_id}", "AWAITING_PAYMENT", "deposit", "x")
+    assert r.overall_success and r.mode is M.UNIFIED_ONLY
+    assert legacy_row(db, "exchanges", old.legacy_entity_id or 0) == legacy_before
+    assert unified_row(db, old.entity_id or "")["status"] == "AWAITING_PAYMENT"  # type: ignore[index]
+    born = a.create_transaction("EXCHANGE", 9, "3", "EUR")
+    assert born.overall_success and born.legacy_entity_id is None
+    assert (born.entity_id or "").startswith("UTX9")
+    row = unified_row(db, born.entity_id or "")
+    assert row is not None and row["legacy_id"] is None and row["origin"] == "unified"
+    a.update_status(born.entity_id, "ADMIN_PENDING", "review", "x")
+    assert db.count("exchanges") == 1
+    assert pending(db) == [
+        (old.entity_id, "status", "AWAITING_DEPOSIT"),
+        (born.entity_id, "create", "CREATED"),
+        (born.entity_id, "status", "PENDING_APPROVAL"),
+    ]
+    assert [h["mode"] for h in history(db, born.entity_id or "")] == ["UNIFIED_ONLY"] * 2
+    status, meta = a.get_transaction_status(old.entity_id)
+    assert status is UnifiedTransactionStatus.AWAITING_PAYMENT and meta["source"] == "unified"
+
+
+# --- rows that exist only on the legacy side ------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY])
+def test_write_to_unbackfilled_row_creates_unified_row(db: Database, mode: DualWriteMode) -> None:
+    lid = seed_legacy(db, "escrows", "ACTIVE", user_id=77, amount=Decimal("9.87654321"))
+    a = adapter_in(db, mode)
+    r = a.update_status(f"escrow:{lid}", "RELEASE_PENDING", "release", "svc")
+    assert r.overall_success and r.entity_id == LegacyRef("escrow", lid).utx_id  # type: ignore[arg-type]
+    row = unified_row(db, r.entity_id or "")
+    assert row is not None
+    assert (row["status"], row["legacy_status"], row["origin"]) == (
+        "RELEASE_PENDING",
+        "ACTIVE",
+        "dual_write",
+    )
+    assert (row["user_id"], Decimal(row["amount"]), row["currency"]) == (
+        77,
+        Decimal("9.87654321"),
+        "USD",
+    )
+    assert (row["legacy_system"], row["legacy_id"], row["transaction_type"]) == (
+        "ESCROW",
+        lid,
+        "ESCROW",
+    )
+    (h,) = history(db, r.entity_id or "")
+    assert (h["from_status"], h["to_status"]) == ("FUNDS_HELD", "RELEASE_PENDING")
+    assert (h["from_legacy_status"], h["to_legacy_status"]) == ("ACTIVE", "ACTIVE")
+    assert a.check_consistency(f"escrow:{lid}")["consistent"]
+
+
+def test_create_transaction_links_existing_legacy_row(db: Database) -> None:
+    lid = seed_legacy(db, "cashouts", "APPROVED")
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    r = a.create_transaction("WALLET_CASHOUT", 11, "42.5", "USD", legacy_entity_id=lid)
+    assert r.overall_success and r.status is UnifiedTransactionStatus.FUNDS_HELD
+    assert unified_row(db, r.entity_id or "")["legacy_status"] == "APPROVED"  # type: ignore[index]
+    again = a.create_transaction("WALLET_CASHOUT", 11, "42.5", "USD", legacy_entity_id=lid)
+    assert again.overall_success and not again.changed and db.count("unified_transactions") == 1
+    with pytest.raises(InputError, match="amount"):
+        a.create_transaction("WALLET_CASHOUT", 11, "43", "USD", legacy_entity_id=lid)
+
+
+# --- legacy refinements, idempotence, overrides --------------------------------------
+
+
+def test_legacy_change_keeping_unified_status_updates_legacy_status(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("EXCHANGE", 3, "10", "BTC")
+    r = a.update_status(c.entity_id, ExchangeStatus.RATE_LOCKED, "quote locked", "fx")
+    assert r.overall_success and r.changed and r.status is UnifiedTransactionStatus.PENDING
+    assert legacy_row(db, "exchanges", c.legacy_entity_id or 0)["status"] == "RATE_LOCKED"  # type: ignore[index]
+    row = unified_row(db, c.entity_id or "")
+    assert row is not None
+    assert (row["status"], row["legacy_status"], row["version"]) == ("PENDING", "RATE_LOCKED", 2)
+    last = history(db, c.entity_id or "")[-1]
+    assert (last["from_status"], last["to_status"]) == ("PENDING", "PENDING")
+    assert (last["from_legacy_status"], last["to_legacy_status"]) == ("CREATED", "RATE_LOCKED")
+    # The legacy value is exact: writing unified PENDING now keeps RATE_LOCKED (no-op).
+    again = a.update_status(c.entity_id, "PENDING", "retry", "fx")
+    assert again.overall_success and not again.changed
+    assert len(history(db, c.entity_id or "")) == 2
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY])
+def test_same_status_is_idempotent(db: Database, mode: DualWriteMode) -> None:
+    a = adapter_in(db, mode)
+    c = a.create_transaction("WALLET_CASHOUT", 3, "10", "BTC", status="PROCESSING")
+    before = snapshot(db)
+    for status in ("PROCESSING", "EXECUTING", UnifiedTransactionStatus.PROCESSING):
+        r = a.update_status(c.entity_id, status, "duplicate webhook", "provider")
+        assert r.overall_success and not r.changed
+        assert r.status is UnifiedTransactionStatus.PROCESSING
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY])
+def test_current_legacy_value_is_kept(db: Database, mode: DualWriteMode) -> None:
+    lid = seed_legacy(db, "escrows", "PENDING_SELLER")
+    a = adapter_in(db, mode)
+    r = a.update_status(f"escrow:{lid}", "AWAITING_APPROVAL", "seller nudged", "svc")
+    assert r.overall_success and r.legacy_status == "PENDING_SELLER"
+    assert legacy_row(db, "escrows", lid)["status"] == "PENDING_SELLER"  # type: ignore[index]
+    # A real change away and back uses the canonical value.
+    a.update_status(f"escrow:{lid}", "AWAITING_PAYMENT", "invoice", "svc")
+    a.update_status(f"escrow:{lid}", "AWAITING_APPROVAL", "back", "svc")
+    assert legacy_row(db, "escrows", lid)["status"] == "AWAITING_SELLER"  # type: ignore[index]
+
+
+def test_admin_override_with_reason_is_recorded(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 3, "10", "BTC", status="SUCCESS")
+    before = snapshot(db)
+    with pytest.raises(InvalidTransitionError, match="WALLET_CASHOUT.*SUCCESS.*PROCESSING"):
+        a.update_status(c.entity_id, "PROCESSING", "retry payout", "ops")
+    with pytest.raises(InputError, match="reason"):
+        a.update_status(c.entity_id, "PROCESSING", "", "ops", force=True)
+    assert snapshot(db) == before
+    r = a.update_status(c.entity_id, "PROCESSING", "provider reversed", "admin:kim", force=True)
+    assert r.overall_success and r.changed
+    last = history(db, c.entity_id or "")[-1]
+    assert last["override"] is True or last["override"] == 1
+    assert (last["from_status"], last["to_status"]) == ("SUCCESS", "PROCESSING")
+    assert (last["reason"], last["triggered_by"]) == ("provider reversed", "admin:kim")
+    assert legacy_row(db, "cashouts", c.legacy_entity_id or 0)["status"] == "EXECUTING"  # type: ignore[index]
+    assert history(db, c.entity_id or "")[0]["override"] in (False, 0)
+
+
+def test_history_keeps_reason_and_metadata(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("ESCROW", 3, "10", "BTC", metadata={"channel": "web"})
+    a.update_status(c.entity_id, "AWAITING_APPROVAL", "r1", "svc", metadata={"k": [1, 2]})
+    last = history(db, c.entity_id or "")[-1]
+    assert last["metadata"] == {"k": [1, 2]}
+    assert unified_row(db, c.entity_id or "")["metadata"] == {"channel": "web"}  # type: ignore[index]
+
+
+# --- shadow reads -----------------------------------------------------------------------
+
+
+def test_shadow_reads_count_mismatches_and_never_raise(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, shadow_read_rate=1.0)
+    events: list[OperationEvent] = []
+    a.observers.append(events.append)
+    c = a.create_transaction("WALLET_CASHOUT", 3, "10", "BTC")
+    status, meta = a.get_transaction_status(c.entity_id)
+    assert status is UnifiedTransactionStatus.PENDING and "shadow_mismatch" not in meta
+    assert a.shadow_mismatches == 0
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(U).where(U.c.id == c.entity_id).values(status="FAILED"))
+    status, meta = a.get_transaction_status(c.entity_id)
+    assert status is UnifiedTransactionStatus.PENDING and meta["source"] == "legacy"
+    assert meta["shadow_mismatch"] == ["status_mismatch"]
+    assert a.shadow_mismatches == 1
+    assert events[-1].operation == "get_transaction_status" and events[-1].shadow_mismatch
+    # An unmappable legacy value and a missing unified row: reported, never raised.
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE cashouts SET status = 'weird'"))
+        conn.execute(sa.delete(U))
+    status, meta = a.get_transaction_status(c.entity_id)
+    assert status is None and "unmappable" in meta["error"]
+    assert a.shadow_mismatches == 2
+    # A failing observer never breaks a read or a write.
+    a.observers.insert(0, lambda e: 1 / 0)  # type: ignore[func-returns-value]
+    assert a.get_transaction_status("cashout:999")[0] is None
+    assert a.create_transaction("WALLET_CASHOUT", 3, "10", "BTC").overall_success
+
+
+def test_shadow_reads_off_by_default(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 3, "10", "BTC")
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(U).where(U.c.id == c.entity_id).values(status="FAILED"))
+    a.get_transaction_status(c.entity_id)
+    assert a.shadow_mismatches == 0
+
+
+# --- bad input: a typed error, a clear message, nothing written ------------------------
+
+Call = Callable[[DualWriteAdapter, str], object]
+
+BAD_INPUT: list[tuple[str, Call, type[UnistatusError], str]] = [
+    ("unknown status", lambda a, e: a.update_status(e, "BOGUS", "r", "t"), InvalidStatusError, "BOGUS"),
+    ("lower-case status", lambda a, e: a.update_status(e, "processing", "r", "t"), InvalidStatusError, "'processing' is not valid for WALLET_CASHOUT"),
+    ("lower-case legacy", lambda a, e: a.update_status(e, "executing", "r", "t"), InvalidStatusError, "executing"),
+    ("status of another system", lambda a, e: a.update_status(e, EscrowStatus.ACTIVE, "r", "t"), InputError, "not a status of CASHOUT"),
+    ("invalid for the type", lambda a, e: a.update_status(e, "RELEASE_PENDING", "r", "t"), InvalidStatusError, "not valid for WALLET_CASHOUT"),
+    ("invalid transition", lambda a, e: a.update_status(e, "SUCCESS", "r", "t"), InvalidTransitionError, "cannot go from PENDING to SUCCESS"),
+    ("None status", lambda a, e: a.update_status(e, None, "r", "t"), InputError, "new_status"),
+    ("malformed id", lambda a, e: a.update_status("cashout:abc", "FAILED", "r", "t"), InvalidIdentifierError, "malformed id"),
+    ("malformed utx", lambda a, e: a.update_status("UTX12", "FAILED", "r", "t"), InvalidIdentifierError, "malformed id"),
+    ("unknown system", lambda a, e: a.update_status("wallet:1", "FAILED", "r", "t"), InvalidIdentifierError, "unknown system"),
+    ("int id", lambda a, e: a.update_status(12, "FAILED", "r", "t"), InvalidIdentifierError, "entity id"),
+    ("zero id", lambda a, e: a.update_status("cashout:0", "FAILED", "r", "t"), InvalidIdentifierError, "out of range"),
+    ("unknown entity", lambda a, e: a.update_status("cashout:999999", "FAILED", "r", "t"), EntityNotFoundError, "cashout:999999"),
+    ("unknown utx", lambda a, e: a.update_status("UTX900000000000001", "FAILED", "r", "t"), EntityNotFoundError, "UTX900000000000001"),
+    ("unknown derived utx", lambda a, e: a.update_status("UTX100000000999999", "FAILED", "r", "t"), EntityNotFoundError, "UTX100000000999999"),
+    ("missing triggered_by", lambda a, e: a.update_status(e, "FAILED", "r", ""), InputError, "triggered_by"),
+    ("blank triggered_by", lambda a, e: a.update_status(e, "FAILED", "r", "  "), InputError, "triggered_by"),
+    ("bad metadata", lambda a, e: a.update_status(e, "FAILED", "r", "t", metadata={"x": object()}), InputError, "JSON"),
+    ("negative amount", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, "-5", "USD"), InputError, "positive"),
+    ("zero amount", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, Decimal(0), "USD"), InputError, "positive"),
+    ("float amount", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, 1.5, "USD"), InputError, "not float"),  # type: ignore[arg-type]
+    ("non-decimal amount", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, "12abc", "USD"), InputError, "not a decimal"),
+    ("NaN amount", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, Decimal("NaN"), "USD"), InputError, "finite"),
+    ("too precise", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, "1.000000001", "USD"), InputError, "8 decimal places"),
+    ("lower currency", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, "5", "usd"), InputError, "currency"),
+    ("short currency", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, "5", "US"), InputError, "currency"),
+    ("numeric currency", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, "5", 840), InputError, "currency"),  # type: ignore[arg-type]
+    ("bad user", lambda a, e: a.create_transaction("WALLET_CASHOUT", -1, "5", "USD"), InputError, "user_id"),
+    ("bad type", lambda a, e: a.create_transaction("CARD", 1, "5", "USD"), InputError, "unknown transaction type"),
+    ("create lower-case status", lambda a, e: a.create_transaction("ESCROW", 1, "5", "USD", status="pending"), InvalidStatusError, "pending"),
+    ("create OTP escrow", lambda a, e: a.create_transaction("ESCROW", 1, "5", "USD", status="OTP_PENDING"), InvalidStatusError, "OTP_PENDING"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.UNIFIED_ONLY])
+def test_bad_input_raises_typed_error_and_writes_nothing(db: Database, mode: DualWriteMode) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    entity = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD").entity_id or ""
+    switch(a, db, mode)
+    events: list[OperationEvent] = []
+    a.observers.append(events.append)
+    before = snapshot(db)
+    for name, call, error, fragment in BAD_INPUT:
+        with pytest.raises(error) as info:
+            call(a, entity)
+        assert fragment in str(info.value), (name, str(info.value))
+        assert snapshot(db) == before, name
+    assert all(not e.success for e in events)
+
+
+def test_escrow_refuses_otp_pending_even_forced(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("ESCROW", 1, "5", "USD")
+    before = snapshot(db)
+    with pytest.raises(InvalidStatusError, match="OTP_PENDING"):
+        a.update_status(c.entity_id, "OTP_PENDING", "admin", "ops", force=True)
+    assert snapshot(db) == before
+
+
+def test_unmappable_current_status_needs_override(db: Database) -> None:
+    lid = seed_legacy(db, "cashouts", "executing")
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    before = snapshot(db)
+    with pytest.raises(InputError, match="unmappable"):
+        a.update_status(f"cashout:{lid}", "FAILED", "r", "t")
+    assert snapshot(db) == before
+    r = a.update_status(f"cashout:{lid}", "FAILED", "repair typo", "ops", force=True)
+    assert r.overall_success
+    assert legacy_row(db, "cashouts", lid)["status"] == "FAILED"  # type: ignore[index]
+    (h,) = history(db, r.entity_id or "")
+    assert h["from_status"] is None and h["from_legacy_status"] == "executing"
+    assert h["override"] in (True, 1)
