@@ -69,6 +69,18 @@ class DialectOps:
         """``moment`` minus an integer SQL expression of seconds, as a storable timestamp."""
         raise NotImplementedError(f"seconds_before is not implemented for {self.name}")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[sa.Connection]:
+        """A read transaction that sees one consistent state of every table it reads.
+
+        SQLite in WAL mode keeps one snapshot for the whole read transaction already.
+        """
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:
+        """After rows were inserted with explicit ids, let new rows get ids above them."""
+
 
 class SQLiteOps(DialectOps):
     name = "sqlite"
@@ -126,6 +138,26 @@ class PostgresOps(DialectOps):
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
+
+    @contextmanager
+    def snapshot(self) -> Iterator[sa.Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+                yield conn
+
+    def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:
+        # A serial/identity column's sequence does not move on explicit inserts.
+        table = column.table
+        name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+        seq = sa.func.pg_get_serial_sequence(sa.literal(name), sa.literal(column.name))
+        top = sa.select(sa.func.max(column)).scalar_subquery()
+        conn.execute(
+            sa.select(sa.func.setval(seq, sa.func.coalesce(top, 1), top.is_not(None))).where(
+                seq.is_not(None)
+            )
+        )
 
 
 def ops_for(engine: sa.Engine) -> DialectOps:
