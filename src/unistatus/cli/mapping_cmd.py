@@ -1,0 +1,99 @@
+"""`unistatus mapping`: the 38 forward mappings, reverse mappings, and their validation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from unistatus.cli.context import EXIT_FAILED_CHECK, console, print_json
+
+HELP = """Show the status mapping (legacy -> unified, and unified -> legacy per type).
+
+--validate checks it instead: every legacy value mapped, every valid unified status
+reversible, forward(reverse(u)) compatible, all 16 unified statuses reachable. It exits
+1 unless coverage is 100% and nothing is wrong.
+
+Examples:
+
+  unistatus mapping
+
+  unistatus mapping --system escrow
+
+  unistatus mapping --validate --json
+"""
+
+
+def mapping(
+    system: str = typer.Option(
+        None, "--system", help="Only this legacy system: cashout, escrow or exchange."
+    ),
+    validate: bool = typer.Option(False, "--validate", help="Validate; exit 1 on any problem."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    from unistatus.mapping import LegacyStatusMapper, mapping_rows
+    from unistatus.statuses import LegacySystemType
+    from unistatus.transitions import TransitionRules
+
+    mapper = LegacyStatusMapper()
+    if validate:
+        report = mapper.validate()
+        if json_out:
+            print_json(report.as_dict())
+        else:
+            _print_report(report.as_dict())
+        if not report.ok:
+            raise typer.Exit(EXIT_FAILED_CHECK)
+        return
+
+    systems = [LegacySystemType.parse(system)] if system else list(LegacySystemType)
+    wanted = {s.value for s in systems}
+    rows = [r for r in mapping_rows() if r["system"] in wanted]
+    rules = TransitionRules()
+    types: dict[str, Any] = {}
+    for s in systems:
+        ttype = s.transaction_type
+        reverse = mapper.reverse_table(ttype)
+        types[ttype.value] = {
+            "legacy_system": s.value,
+            "valid_statuses": sorted(reverse),
+            "reverse": reverse,
+            "transitions": rules.graph(ttype),
+        }
+    if json_out:
+        print_json({"mappings": rows, "types": types})
+        return
+    table = Table(title=f"Forward mapping ({len(rows)} legacy statuses)")
+    for col in ("system", "legacy", "unified"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["system"], r["legacy"], r["unified"])
+    console.print(table)
+    for ttype_name, info in types.items():
+        rev = Table(title=f"{ttype_name}: valid unified statuses and their legacy value")
+        rev.add_column("unified")
+        rev.add_column("legacy (canonical)")
+        rev.add_column("may change to")
+        for unified, legacy in info["reverse"].items():
+            targets = info["transitions"].get(unified, [])
+            rev.add_row(unified, legacy, ", ".join(targets) or "(final)")
+        console.print(rev)
+
+
+def _print_report(data: dict[str, Any]) -> None:
+    ok = data["ok"]
+    console.print(
+        f"mapping {'[green]valid[/]' if ok else '[bold red]INVALID[/]'}: "
+        f"coverage {data['coverage']:.0%} ({data['total_mapped']}/{data['total_legacy']} "
+        f"legacy statuses), {data['unified_reachable']}/{data['unified_total']} unified "
+        "statuses reachable"
+    )
+    for system, counts in data["legacy"].items():
+        console.print(f"  {system}: {counts['mapped']}/{counts['statuses']} mapped")
+    for problem in data["problems"]:
+        console.print(f"  [red]problem:[/] {problem}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("mapping", help=HELP)(mapping)

@@ -1,0 +1,258 @@
+"""`unistatus tx create|update|show`: operate on one transaction through the adapter.
+
+Every write goes through :class:`unistatus.DualWriteAdapter`, so it follows the current
+mode, the transition rules and the audit trail exactly like application writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from unistatus.cli.context import EXIT_ERROR, console, err_console, print_json, state
+
+tx_app = typer.Typer(
+    help="Create, update or inspect one transaction (writes follow the current mode).",
+    no_args_is_help=True,
+)
+
+ID_HELP = "A UTX id (UTX100000000000042) or a legacy reference (cashout:42)."
+
+
+def _adapter(ctx: typer.Context) -> Any:
+    from unistatus.adapter import DualWriteAdapter
+
+    st = state(ctx)
+    return DualWriteAdapter(st.engine, settings=st.settings)
+
+
+def _transaction_type(value: str) -> Any:
+    from unistatus.errors import InputError
+    from unistatus.statuses import LegacySystemType, UnifiedTransactionType
+
+    key = value.strip().upper().replace("-", "_")
+    if key in UnifiedTransactionType.__members__:
+        return UnifiedTransactionType[key]
+    try:
+        return LegacySystemType.parse(key).transaction_type
+    except InputError:
+        raise InputError(
+            f"unknown transaction type {value!r}; expected WALLET_CASHOUT, ESCROW or EXCHANGE "
+            "(or cashout, escrow, exchange)"
+        ) from None
+
+
+def _finish(result: Any, json_out: bool, verb: str) -> None:
+    """Print a DualWriteResult; a write the database refused exits 2."""
+    if json_out:
+        print_json(result.as_dict())
+    elif result.overall_success:
+        ref = (
+            f" ({result.legacy_system.value.lower()}:{result.legacy_entity_id})"
+            if result.legacy_system and result.legacy_entity_id
+            else ""
+        )
+        status = result.status.value if result.status else "?"
+        note = "" if result.changed else " (no change)"
+        console.print(
+            f"{verb} [bold]{result.entity_id}[/]{ref}: {status} "
+            f"[dim](legacy {result.legacy_status}, mode {result.mode.value})[/]{note}",
+            highlight=False,
+        )
+        if result.has_inconsistency:
+            err_console.print(f"[yellow]warning:[/] {result.error} (queued for repair)")
+    if not result.overall_success:
+        if not json_out:
+            err_console.print(f"[bold red]error:[/] write failed: {result.error}")
+        raise typer.Exit(EXIT_ERROR)
+
+
+@tx_app.command(
+    "create",
+    help="""Create a transaction on the sides the current mode writes.
+
+With --legacy-id, links an existing legacy row instead (idempotent). --status takes a
+unified status (PENDING) or a legacy value of that system (RATE_LOCKED).
+
+Examples:
+
+  unistatus tx create --type WALLET_CASHOUT --user 42 --amount 150.00 --currency USD
+
+  unistatus tx create --type exchange --user 7 --amount 0.015 --currency BTC --status RATE_LOCKED --json
+""",
+)
+def create(
+    ctx: typer.Context,
+    ttype: str = typer.Option(
+        ..., "--type", help="WALLET_CASHOUT, ESCROW or EXCHANGE (or cashout, escrow, exchange)."
+    ),
+    user: int = typer.Option(..., "--user", help="User id (positive integer)."),
+    amount: str = typer.Option(..., "--amount", help="Exact decimal amount, e.g. 150.00."),
+    currency: str = typer.Option(..., "--currency", help="Upper-case code, e.g. USD, USDT."),
+    legacy_id: int = typer.Option(None, "--legacy-id", help="Link this existing legacy row."),
+    status: str = typer.Option(None, "--status", help="Initial status (default PENDING)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    result = _adapter(ctx).create_transaction(
+        _transaction_type(ttype),
+        user_id=user,
+        amount=amount,
+        currency=currency,
+        legacy_entity_id=legacy_id,
+        status=status,
+        metadata={"source": "cli"},
+    )
+    _finish(result, json_out, "created")
+
+
+@tx_app.command(
+    "update",
+    help="""Change a transaction's status (unified or legacy value), with a reason.
+
+The change must be allowed by the transition rules; --force makes it an audited admin
+override (the reason is recorded in the history).
+
+Examples:
+
+  unistatus tx update cashout:42 OTP_PENDING --reason "user requested OTP"
+
+  unistatus tx update UTX100000000000042 SUCCESS --reason "ops fix INC-12" --by alice --force
+""",
+)
+def update(
+    ctx: typer.Context,
+    entity_id: str = typer.Argument(..., metavar="ID", help=ID_HELP),
+    new_status: str = typer.Argument(..., metavar="STATUS", help="Unified or legacy status."),
+    reason: str = typer.Option(..., "--reason", help="Why (recorded in the history)."),
+    by: str = typer.Option("cli", "--by", help="Who made the change (recorded)."),
+    force: bool = typer.Option(False, "--force", help="Admin override of the transition rules."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    result = _adapter(ctx).update_status(
+        entity_id, new_status, reason=reason, triggered_by=by, force=force
+    )
+    _finish(result, json_out, "updated")
+
+
+@tx_app.command(
+    "show",
+    help="""Show a transaction: its status (and which side it came from), whether both
+sides agree, and its most recent history rows.
+
+Examples:
+
+  unistatus tx show cashout:42
+
+  unistatus tx show UTX200000000000007 --json
+""",
+)
+def show(
+    ctx: typer.Context,
+    entity_id: str = typer.Argument(..., metavar="ID", help=ID_HELP),
+    limit: int = typer.Option(10, "--history", min=0, help="How many history rows to show."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    from unistatus.errors import EntityNotFoundError
+
+    adapter = _adapter(ctx)
+    status, meta = adapter.get_transaction_status(entity_id)
+    if meta.get("source") is None:
+        raise EntityNotFoundError(entity_id)
+    consistency = adapter.check_consistency(entity_id)
+    history = _history(adapter, consistency["transaction_id"], limit)
+    data = {
+        "entity_id": entity_id,
+        "transaction_id": consistency["transaction_id"],
+        "status": status.value if status else None,
+        "source": meta.get("source"),
+        "legacy_status": meta.get("legacy_status"),
+        "transaction_type": meta.get("transaction_type"),
+        "legacy_system": meta.get("legacy_system"),
+        "legacy_id": meta.get("legacy_id"),
+        "mode": meta.get("mode"),
+        "consistent": consistency["consistent"],
+        "inconsistencies": consistency["inconsistencies"],
+        "history": history,
+    }
+    if json_out:
+        print_json(data)
+        return
+    _print_show(data)
+
+
+def _history(adapter: Any, transaction_id: str, limit: int) -> list[dict[str, Any]]:
+    import sqlalchemy as sa
+
+    from unistatus.db.tables import status_history as h
+
+    if not limit:
+        return []
+    query = (
+        sa.select(
+            h.c.created_at,
+            h.c.from_status,
+            h.c.to_status,
+            h.c.from_legacy_status,
+            h.c.to_legacy_status,
+            h.c.reason,
+            h.c.triggered_by,
+            h.c.mode,
+            h.c.override,
+            h.c.operation_id,
+        )
+        .where(h.c.transaction_id == transaction_id)
+        .order_by(h.c.id.desc())
+        .limit(limit)
+    )
+    with adapter.connection() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def _print_show(data: dict[str, Any]) -> None:
+    ref = f"{str(data['legacy_system']).lower()}:{data['legacy_id']}" if data["legacy_id"] else "-"
+    console.print(
+        f"[bold]{data['transaction_id']}[/] ({data['transaction_type']}, legacy {ref})",
+        highlight=False,
+    )
+    console.print(
+        f"status: [bold]{data['status']}[/] from {data['source']} "
+        f"(legacy value {data['legacy_status']}, mode {data['mode']})",
+        highlight=False,
+    )
+    if data["consistent"]:
+        console.print("consistency: [green]both sides agree[/]")
+    else:
+        console.print("consistency: [bold red]INCONSISTENT[/]")
+        for i in data["inconsistencies"]:
+            detail = ""
+            if i.get("field"):
+                detail = (
+                    f" {i['field']}: legacy={i.get('legacy_value')!r} "
+                    f"unified={i.get('unified_value')!r}"
+                )
+            console.print(f"  {i['kind']}{detail}", highlight=False)
+    if not data["history"]:
+        console.print("history: (none)")
+        return
+    table = Table(title="recent history (newest first)")
+    for col in ("when", "from", "to", "legacy", "by", "reason", "mode"):
+        table.add_column(col)
+    for row in data["history"]:
+        legacy = f"{row['from_legacy_status'] or '-'} -> {row['to_legacy_status'] or '-'}"
+        reason = (row["reason"] or "") + (" [override]" if row["override"] else "")
+        table.add_row(
+            str(row["created_at"])[:19],
+            row["from_status"] or "-",
+            row["to_status"] or "-",
+            legacy,
+            row["triggered_by"],
+            reason,
+            row["mode"],
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tx_app, name="tx")
