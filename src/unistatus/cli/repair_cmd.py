@@ -1,0 +1,81 @@
+"""`unistatus repair`: make legacy and unified agree, one audited entity at a time."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from unistatus.cli.context import EXIT_FAILED_CHECK, EXIT_OK, console, print_json, state
+
+HELP = "\n\n".join(
+    [
+        "Repair what a fresh set-based check finds, plus the adapter's repair queue.",
+        (
+            "Each entity is repaired in its own transaction (legacy row locked, then unified) "
+            "with one history row (triggered_by=repair, strategy, before/after values)."
+        ),
+        "missing_unified: the unified row is created from legacy (any strategy).",
+        "status_mismatch, field_mismatch: the winning side is copied onto the other.",
+        (
+            "orphan_unified: reported, never repaired (a money record is never deleted and a "
+            "removed legacy row is never re-created; an operator decides)."
+        ),
+        (
+            "unmappable_legacy: reported, never repaired (extend the mapping, then run `unistatus"
+            " backfill --retry-quarantine`)."
+        ),
+        (
+            "Refused in UNIFIED_ONLY (legacy is frozen; a rollback replays it). Exit 0 when "
+            "nothing was left unrepaired, 1 when something was skipped or failed."
+        ),
+    ]
+)
+
+
+def repair(
+    ctx: typer.Context,
+    strategy: str = typer.Option(
+        ...,
+        "--strategy",
+        help="unified_wins, legacy_wins or newest_wins (by updated time; a tie goes to the "
+        "side the current mode reads).",
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Plan and count; write nothing."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Repair at most N entities."),
+    actor: str = typer.Option("cli", "--actor", help="Who runs the repair (recorded)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    from unistatus.repair import run_repair
+
+    app = state(ctx)
+    report = run_repair(
+        app.engine, app.settings, strategy=strategy, dry_run=dry_run, limit=limit, actor=actor
+    )
+    if json_out:
+        print_json(report.as_dict())
+    else:
+        _print(report.as_dict())
+    raise typer.Exit(EXIT_FAILED_CHECK if report.remaining else EXIT_OK)
+
+
+def _print(data: dict[str, Any]) -> None:
+    verb = "would repair" if data["dry_run"] else "repaired"
+    console.print(
+        f"[bold]{verb} {data['repaired']:,}[/] entities ({data['strategy']}); "
+        f"{data['already_consistent']:,} already consistent; failed {data['failed']:,}"
+    )
+    for kind, count in data["repaired_kinds"].items():
+        console.print(f"  {kind}: {count:,}")
+    for reason, count in data["skipped"].items():
+        console.print(f"  [yellow]left for an operator[/] {reason}: {count:,}")
+    queue = data["repair_queue"]
+    console.print(f"repair queue: {queue['seen']:,} seen, {queue['resolved']:,} resolved")
+    if data["limit_reached"]:
+        console.print(f"[yellow]stopped at --limit {data['limit']}; run again for the rest[/]")
+    for error in data["errors"]:
+        console.print(f"  [red]{error}[/]")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("repair", help=HELP)(repair)
