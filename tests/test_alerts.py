@@ -1,0 +1,351 @@
+"""Alert rules, persisted state and automated responses, on SQLite and PostgreSQL.
+
+The data is real: legacy and unified rows, a real ``check`` run over them, operation
+statistics flushed by a real :class:`OperationStats`. Nothing of the components the
+issue names is mocked; the notifier is a real one without webhooks (it keeps what it
+sent), the webhook path is covered in ``test_notify.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from unistatus import alerts
+from unistatus.adapter import OperationEvent
+from unistatus.check import run_check
+from unistatus.clock import utcnow
+from unistatus.config import AutoResponses
+from unistatus.control import get_mode, history, set_mode
+from unistatus.db.engine import create_engine
+from unistatus.db.tables import cashouts, unified_transactions
+from unistatus.db.tables_alerts import alert_state
+from unistatus.ids import derive_utx_id
+from unistatus.notify import Notifier
+from unistatus.stats import OperationStats
+from unistatus.statuses import DualWriteMode, LegacySystemType
+
+
+def seed_pairs(engine: sa.Engine, n: int, *, drift: int = 0) -> None:
+    """``n`` consistent cashout pairs (legacy + unified), ``drift`` of them disagreeing."""
+    now = utcnow()
+    legacy = [
+        {
+            "id": i,
+            "user_id": 1000 + i,
+            "amount": Decimal("10.50"),
+            "currency": "USD",
+            "status": "PENDING",
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(1, n + 1)
+    ]
+    unified = [
+        {
+            "id": derive_utx_id(LegacySystemType.CASHOUT, i),
+            "transaction_type": "WALLET_CASHOUT",
+            "legacy_system": "CASHOUT",
+            "legacy_id": i,
+            "user_id": 1000 + i,
+            "amount": Decimal("10.50"),
+            "currency": "USD",
+            # Drifted rows: the unified side says SUCCESS while legacy is PENDING.
+            "status": "SUCCESS" if i <= drift else "PENDING",
+            "legacy_status": "PENDING",
+            "version": 1,
+            "origin": "backfill",
+            "created_at": now,
+            "updated_at": now,
+        }
+        for i in range(1, n + 1)
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(cashouts), legacy)
+        conn.execute(sa.insert(unified_transactions), unified)
+
+
+def record_latency(
+    engine: sa.Engine, mode: DualWriteMode, ms: float, n: int, errors: int = 0
+) -> None:
+    stats = OperationStats(engine, start=False)
+    for i in range(n):
+        stats.record(OperationEvent("update_status", mode, i >= errors, ms))
+    stats.flush()
+
+
+def to_phase(engine: sa.Engine, phase: int) -> None:
+    """Put the migration in ``phase`` (and its mode) as ``phase advance --force`` would."""
+    from unistatus.phases import PHASES, write_phase
+
+    with engine.begin() as conn:
+        write_phase(
+            conn,
+            phase,
+            PHASES[phase].mode,
+            actor="test",
+            reason=f"test: phase {phase}",
+            metadata={},
+        )
+
+
+def by_name(states: list[alerts.AlertState]) -> dict[str, alerts.AlertState]:
+    return {s.name: s for s in states}
+
+
+def fired(notifier: Notifier, name: str, state: str = "firing") -> int:
+    return sum(1 for n in notifier.sent if n.name == name and n.state == state)
+
+
+def test_healthy_data_fires_nothing(db) -> None:
+    seed_pairs(db.engine, 100)
+    run_check(db.engine, db.settings)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 4.0, 50)
+    notifier = Notifier()
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert not [s for s in states.values() if s.firing]
+    assert states["consistency_critical"].state == "resolved"
+    assert states["consistency_critical"].value == 1.0
+    assert states["latency_p95_warning"].value is not None
+    assert states["latency_p95_warning"].value <= 5.0
+    assert states["database_down"].state == "resolved"
+    assert [n for n in notifier.sent if n.state == "firing"] == []
+
+
+def test_critical_consistency_fires_once_rolls_back_and_resolves(db) -> None:
+    seed_pairs(db.engine, 100, drift=2)  # 98% < 99%
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    notifier = Notifier()
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier)
+
+    states = by_name(monitor.evaluate())
+    assert states["consistency_critical"].firing
+    assert states["consistency_critical"].value == 0.98
+    assert states["consistency_warning"].firing
+    assert fired(notifier, "consistency_critical") == 1
+    # The automated response ran and is recorded in the control log.
+    assert states["consistency_critical"].response == "emergency_rollback: done"
+    assert get_mode(db.engine) is not DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    log = [c for c in history(db.engine, alerts.AUTO_RESPONSE_KEY)]
+    assert any(c.metadata and c.metadata["alert"] == "consistency_critical" for c in log)
+    assert all(c.actor == "monitor" for c in log)
+
+    # A second evaluation: still firing, no second notification, no second rollback.
+    monitor.evaluate()
+    monitor.evaluate()
+    assert fired(notifier, "consistency_critical") == 1
+    rollbacks = [
+        c
+        for c in history(db.engine, alerts.AUTO_RESPONSE_KEY)
+        if c.metadata and c.metadata["alert"] == "consistency_critical"
+    ]
+    assert len(rollbacks) == 1
+
+    # Fix the data, check again: the alert resolves and says so once.
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(unified_transactions).values(status="PENDING"))
+    run_check(db.engine, db.settings)
+    states = by_name(monitor.evaluate())
+    assert states["consistency_critical"].state == "resolved"
+    assert fired(notifier, "consistency_critical", "resolved") == 1
+    monitor.evaluate()
+    assert fired(notifier, "consistency_critical", "resolved") == 1
+
+
+def test_rollback_switched_off_in_config(db) -> None:
+    seed_pairs(db.engine, 100, drift=5)
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    settings = db.settings.model_copy(
+        update={
+            "auto_responses": AutoResponses(
+                rollback_on_critical_consistency=False, repair_on_consistency_warning=False
+            )
+        }
+    )
+    notifier = Notifier()
+    states = by_name(alerts.evaluate(db.engine, settings, notifier=notifier))
+    assert states["consistency_critical"].firing
+    assert "rollback_on_critical_consistency is off" in (
+        states["consistency_critical"].response or ""
+    )
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    assert history(db.engine, alerts.AUTO_RESPONSE_KEY) == []
+    assert fired(notifier, "consistency_critical") == 1
+
+
+def test_warning_consistency_schedules_repair(db) -> None:
+    seed_pairs(db.engine, 1000, drift=2)  # 99.8%: warning, not critical
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    notifier = Notifier()
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert states["consistency_warning"].firing
+    assert not states["consistency_critical"].firing
+    assert states["consistency_warning"].response == "repair: done"
+    assert fired(notifier, "consistency_warning") == 1
+    # The repair really ran: legacy wins while legacy is primary, the drift is gone.
+    with db.engine.connect() as conn:
+        drifted = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(unified_transactions)
+            .where(unified_transactions.c.status != "PENDING")
+        ).scalar_one()
+    assert drifted == 0
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    entry = history(db.engine, alerts.AUTO_RESPONSE_KEY)[0]
+    assert entry.metadata is not None and entry.metadata["action"] == "repair"
+
+
+def test_slow_latency_and_errors_fire_at_the_right_level(db) -> None:
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 300.0, 100, errors=2)
+    notifier = Notifier()
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert states["latency_p95_warning"].firing
+    assert not states["latency_p95_critical"].firing
+    assert states["error_rate_critical"].firing  # 2% > 1%
+    assert states["error_rate_warning"].firing
+    assert fired(notifier, "latency_p95_warning") == 1
+    # Legacy is primary: a latency alert only notifies.
+    assert states["latency_p95_warning"].response is None
+    assert get_mode(db.engine) is DualWriteMode.LEGACY_ONLY
+
+
+def test_latency_rollback_when_unified_primary_is_slower_than_baseline(db) -> None:
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), window_seconds=60)
+    # Baseline while legacy is primary: ~90 ms.
+    to_phase(db.engine, 2)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 90.0, 50)
+    monitor.evaluate()
+    baseline = monitor.baseline_p95_ms()
+    assert baseline is not None and 50.0 < baseline <= 100.0
+    # Switch to unified primary; the slow operations push p95 over 500 ms.
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM unistatus_operation_stats")
+    to_phase(db.engine, 3)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, 900.0, 50)
+    states = by_name(monitor.evaluate())
+    assert states["latency_p95_critical"].firing
+    assert monitor.baseline_p95_ms() == baseline  # not taken while unified is primary
+    assert states["latency_p95_critical"].response == "rollback_phase: done"
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    entry = history(db.engine, alerts.AUTO_RESPONSE_KEY)[0]
+    assert "baseline" in entry.reason
+
+
+def test_latency_rollback_needs_a_regression_against_the_baseline(db) -> None:
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), window_seconds=60)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 2")
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 900.0, 50)
+    monitor.evaluate()  # baseline is already slow
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="phase 3")
+    states = by_name(monitor.evaluate())
+    assert states["latency_p95_critical"].firing
+    assert states["latency_p95_critical"].response is None  # not 20% worse: no rollback
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+
+
+def test_info_events_notify_on_change_only(db) -> None:
+    seed_pairs(db.engine, 10)
+    run_check(db.engine, db.settings)
+    notifier = Notifier()
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier)
+    monitor.evaluate()  # the first report seen is the starting point
+    assert fired(notifier, "validation", "info") == 0
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(unified_transactions)
+            .where(unified_transactions.c.legacy_id == 1)
+            .values(status="SUCCESS")
+        )
+    run_check(db.engine, db.settings)
+    monitor.evaluate()
+    monitor.evaluate()
+    notes = [n for n in notifier.sent if n.name == "validation"]
+    assert len(notes) == 1
+    assert "validation failed" in notes[0].message
+    assert notes[0].level == "info"
+
+
+def test_two_evaluators_notify_once(db) -> None:
+    seed_pairs(db.engine, 100, drift=50)
+    run_check(db.engine, db.settings)
+    a, b = Notifier(), Notifier()
+    settings = db.settings.model_copy(
+        update={"auto_responses": AutoResponses(rollback_on_critical_consistency=False)}
+    )
+    alerts.evaluate(db.engine, settings, notifier=a)
+    alerts.evaluate(db.engine, settings, notifier=b)
+    assert fired(a, "consistency_critical") + fired(b, "consistency_critical") == 1
+
+
+def test_unknown_sources_are_unknown_not_fine(db) -> None:
+    # No check report yet: the consistency rules are not firing, and say why.
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=Notifier()))
+    assert states["consistency_critical"].message == "no check report yet"
+    # A stats table that is gone makes the latency rules unknown, not resolved.
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE unistatus_operation_stats RENAME TO stats_away")
+    try:
+        states = by_name(alerts.evaluate(db.engine, db.settings, notifier=Notifier()))
+        assert states["latency_p95_critical"].state == "unknown"
+        assert states["latency_p95_critical"].value is None
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE stats_away RENAME TO unistatus_operation_stats")
+
+
+def test_database_down_notifies_once_without_persisting(tmp_path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path}/missing/dir/x.db")
+    from unistatus.config import load_settings
+
+    notifier = Notifier()
+    monitor = alerts.Monitor(engine, load_settings(database_url=str(engine.url)), notifier=notifier)
+    first = monitor.evaluate()
+    monitor.evaluate()
+    assert [s.name for s in first] == ["database_down"]
+    assert first[0].firing and first[0].level == "critical"
+    assert fired(notifier, "database_down") == 1
+
+
+def test_stalled_backfill_is_a_warning() -> None:
+    from unistatus.metrics import Snapshot
+
+    now = utcnow()
+    snap = Snapshot(taken_at=now, window_seconds=300, database_up=True)
+    snap.progress = {
+        "CASHOUT": {
+            "percent": 40.0,
+            "complete": False,
+            "state": "running",
+            "updated_at": (now - timedelta(hours=2)).isoformat(),
+        },
+        "ESCROW": {
+            "percent": 100.0,
+            "complete": True,
+            "state": "complete",
+            "updated_at": (now - timedelta(hours=5)).isoformat(),
+        },
+    }
+    obs = {o.name: o for o in alerts.observe(snap, now=now)}
+    assert obs["backfill_stalled"].firing
+    assert "CASHOUT" in obs["backfill_stalled"].message
+    assert "ESCROW" not in obs["backfill_stalled"].message
+    snap.progress["CASHOUT"]["updated_at"] = now.isoformat()
+    obs = {o.name: o for o in alerts.observe(snap, now=now)}
+    assert obs["backfill_stalled"].firing is False
+
+
+def test_state_rows_are_persisted(db) -> None:
+    alerts.evaluate(db.engine, db.settings, notifier=Notifier())
+    with db.engine.connect() as conn:
+        names = set(conn.execute(sa.select(alert_state.c.name)).scalars())
+    assert {
+        "consistency_critical",
+        "error_rate_warning",
+        "latency_p95_critical",
+        "database_down",
+    } <= names
