@@ -1,0 +1,71 @@
+"""The phase-1 demo: every step passes on a small run, failures stop it and are reported."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import sqlalchemy as sa
+from rich.console import Console
+
+from unistatus.control import get_mode
+from unistatus.demo import PHASE1_STEPS, DemoContext, DemoStep, DemoStepFailed, run_demo
+from unistatus.statuses import DualWriteMode
+
+
+def _quiet() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, width=120), buf
+
+
+def test_demo_in_a_temporary_sqlite_database() -> None:
+    console, buf = _quiet()
+    report = run_demo(console=console, rows=300, seconds=1.0, threads=2)
+    assert report.ok, report.as_dict()
+    assert [s.name for s in report.steps] == [s.name for s in PHASE1_STEPS]
+    assert all(s.duration >= 0 for s in report.steps)
+    traffic = next(s for s in report.steps if s.name == "simulated live traffic")
+    assert "0 errors" in traffic.detail
+    assert "touched transactions consistent" in report.steps[-1].detail
+    assert "all steps passed" in buf.getvalue()
+    # The temporary database is gone afterwards.
+    path = Path(sa.engine.make_url(report.database_url).database or "")
+    assert path.name == "demo.db" and not path.parent.exists()
+
+
+def test_demo_on_a_given_postgres_database(pg) -> None:  # type: ignore[no-untyped-def]
+    console, _ = _quiet()
+    report = run_demo(pg.url, console=console, rows=300, seconds=1.0, threads=3)
+    assert report.ok, report.as_dict()
+    assert get_mode(pg.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    assert pg.count("cashouts") >= 100
+    assert pg.count("unified_transactions") > 0
+
+
+def test_a_failing_step_stops_the_demo(tmp_path: Path) -> None:
+    ran: list[str] = []
+
+    def failing(ctx: DemoContext) -> str:
+        raise DemoStepFailed("3 transactions inconsistent")
+
+    def crashing(ctx: DemoContext) -> str:
+        raise RuntimeError("boom")
+
+    def after(ctx: DemoContext) -> str:
+        ran.append("after")
+        return "should not run"
+
+    console, buf = _quiet()
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    report = run_demo(
+        url,
+        console=console,
+        steps=[PHASE1_STEPS[0], DemoStep("check", failing), DemoStep("after", after)],
+    )
+    assert not report.ok
+    assert [(s.name, s.ok) for s in report.steps] == [("prepare database", True), ("check", False)]
+    assert report.steps[1].detail == "3 transactions inconsistent"
+    assert ran == [] and "FAILED" in buf.getvalue()
+
+    report = run_demo(url, console=console, steps=[DemoStep("crash", crashing)])
+    assert not report.ok and report.steps[0].detail == "RuntimeError: boom"
