@@ -1,0 +1,111 @@
+"""`unistatus archive export|verify|restore`: the legacy tables, kept before retirement."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from unistatus.cli.context import EXIT_FAILED_CHECK, console, err_console, print_json, state
+
+archive_app = typer.Typer(
+    help="Archive the legacy tables (gzip JSON lines + manifest), verify, restore."
+)
+
+
+@archive_app.command("export")
+def export(
+    ctx: typer.Context,
+    out: str = typer.Option(..., "--out", help="New or empty directory for the archive."),
+    actor: str = typer.Option("cli", "--actor", help="Who made it (in the manifest)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output (the manifest)."),
+) -> None:
+    """Write every legacy table to OUT, from one consistent snapshot, with a manifest."""
+    from unistatus.archive import export_archive
+
+    app = state(ctx)
+    manifest = export_archive(app.engine, app.settings, out, actor=actor)
+    if json_out:
+        print_json(
+            {"directory": str(out), "manifest_sha256": manifest.sha256, **manifest.as_dict()}
+        )
+        return
+    for t in manifest.tables:
+        console.print(f"{t.name}: {t.rows} rows -> {Path(out) / t.file}  sha256 {t.sha256[:16]}…")
+    console.print(f"manifest {Path(out) / 'manifest.json'}  sha256 {manifest.sha256}")
+    console.print(f"next: unistatus archive verify {out}")
+
+
+@archive_app.command("verify")
+def verify(
+    ctx: typer.Context,
+    directory: str = typer.Argument(..., help="The archive directory."),
+    record: bool = typer.Option(
+        True, "--record/--no-record", help="Record a verified archive (retirement needs one)."
+    ),
+    actor: str = typer.Option("cli", "--actor", help="Who verified it (recorded)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Check the files against the manifest and the live tables. Exit 1 on any mismatch."""
+    import sqlalchemy as sa
+
+    from unistatus.archive import record_verified, verify_archive
+    from unistatus.db.tables import migration_control
+
+    app = state(ctx)
+    report = verify_archive(app.engine, directory)
+    recorded = False
+    if report.ok and record and sa.inspect(app.engine).has_table(migration_control.name):
+        record_verified(app.engine, report, actor=actor)
+        recorded = True
+    if json_out:
+        print_json({**report.as_dict(), "recorded": recorded})
+    else:
+        for t in report.tables:
+            console.print(
+                f"{t['table']}: archived {t['archived_rows']}, live {t['live_rows']}",
+                highlight=False,
+            )
+        for problem in report.problems:
+            err_console.print(f"[red]mismatch:[/] {problem}", highlight=False)
+        if report.ok:
+            console.print(
+                "[green]archive verified[/]" + (" and recorded" if recorded else ""),
+            )
+    if not report.ok:
+        raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+@archive_app.command("restore")
+def restore(
+    ctx: typer.Context,
+    directory: str = typer.Argument(..., help="The archive directory."),
+    database_url: str = typer.Option(
+        None, "--database-url", help="Where to load it (default: the global --database-url)."
+    ),
+    replace: bool = typer.Option(
+        False, "--replace", help="Overwrite tables that already have rows."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Load an archive into a database (creates missing tables; one transaction)."""
+    from unistatus.archive import restore_archive
+
+    target = database_url or state(ctx).settings.database_url
+    report = restore_archive(target, directory, replace=replace)
+    if json_out:
+        print_json(report.as_dict())
+    else:
+        for t in report.tables:
+            created = " (created)" if t["created"] else ""
+            console.print(f"{t['table']}: {t['rows']} rows restored{created}")
+        for problem in report.verify.problems:
+            err_console.print(f"[red]mismatch:[/] {problem}", highlight=False)
+        if report.verify.ok:
+            console.print(f"[green]restored and verified[/] into {report.database}")
+    if not report.verify.ok:
+        raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(archive_app, name="archive")
