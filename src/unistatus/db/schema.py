@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -16,6 +17,13 @@ from unistatus.errors import StorageError
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "unistatus_alembic_version"
 REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exchanges"}
+# What `init` (and every upgrade) installs. The last revision, 0006, drops the legacy
+# status columns (phase 4 cleanup): only `unistatus retire legacy-columns` applies it,
+# after its gates, and `--undo` reverts it. So a fresh install never drops them, and
+# `current` says honestly whether they are dropped (0006) or not (0005). Upgrading a
+# database already at 0006 to 0005 is a no-op in Alembic (it never downgrades).
+INSTALL_REVISION = "0005"
+RETIRE_REVISION = "0006"
 
 
 def alembic_config(connection: sa.Connection, settings: Settings) -> Config:
@@ -33,19 +41,36 @@ def alembic_config(connection: sa.Connection, settings: Settings) -> Config:
     return cfg
 
 
-def upgrade(engine: sa.Engine, settings: Settings, revision: str = "head") -> str | None:
-    """Bring the schema to ``revision``; returns the revision now current."""
+def upgrade(
+    engine: sa.Engine,
+    settings: Settings,
+    revision: str = INSTALL_REVISION,
+    attributes: dict[str, Any] | None = None,
+) -> str | None:
+    """Bring the schema to ``revision``; returns the revision now current.
+
+    ``attributes`` reach the migrations through the Alembic config (e.g. who asked).
+    """
     try:
         with engine.begin() as conn:
-            command.upgrade(alembic_config(conn, settings), revision)
+            cfg = alembic_config(conn, settings)
+            cfg.attributes.update(attributes or {})
+            command.upgrade(cfg, revision)
         return current_revision(engine)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot migrate the database: {exc.orig}") from None
 
 
-def downgrade(engine: sa.Engine, settings: Settings, revision: str) -> str | None:
+def downgrade(
+    engine: sa.Engine,
+    settings: Settings,
+    revision: str,
+    attributes: dict[str, Any] | None = None,
+) -> str | None:
     with engine.begin() as conn:
-        command.downgrade(alembic_config(conn, settings), revision)
+        cfg = alembic_config(conn, settings)
+        cfg.attributes.update(attributes or {})
+        command.downgrade(cfg, revision)
     return current_revision(engine)
 
 
