@@ -249,7 +249,8 @@ def _stalled(snap: Snapshot, now: datetime, stall_seconds: float) -> Observation
             "pending",
         )
         updated = _parse_time(info.get("updated_at"))
-        if info.get("complete") or not started or updated is None:
+        paused = info.get("paused") or info.get("state") == "paused"  # deliberate, not stalled
+        if info.get("complete") or paused or not started or updated is None:
             continue
         idle = (now - updated).total_seconds()
         if idle > stall_seconds:

@@ -121,7 +121,7 @@ class Snapshot:
             "database": {"up": self.database_up, "error": self.database_error},
             "mode": self.mode,
             "phase": self.phase,
-            "phase_name": PHASE_NAMES.get(self.phase) if self.phase is not None else None,
+            "phase_name": PHASE_NAMES.get(self.phase, "Not started") if self.phase is not None else None,
             "gates": self.gates,
             "performance": self.performance,
             "data_quality": {
@@ -224,7 +224,7 @@ def collect_snapshot(
     snap.last_check = _read(src, "check", last_check)
     snap.progress = _read(src, "backfill", progress)
     snap.repair_open = _read(
-        src, "repair_queue", lambda: int(_module("check").open_repair_count(engine))
+        src, "repair_queue", lambda: int(_module("repair").open_repair_count(engine))
     )
     snap.quarantine = _read(
         src, "quarantine", lambda: int(_module("backfill").quarantine_count(engine))

@@ -1,0 +1,114 @@
+// The migration dashboard: fetches /api/v1/status and redraws, every REFRESH_MS.
+"use strict";
+
+const REFRESH_MS = 5000;
+
+const $ = (id) => document.getElementById(id);
+
+function text(id, value, cls) {
+  const el = $(id);
+  el.textContent = value;
+  if (cls !== undefined) el.className = cls;
+}
+
+function pct(ratio, digits = 3) {
+  return ratio === null || ratio === undefined ? "unknown" : `${(ratio * 100).toFixed(digits)}%`;
+}
+
+function level(value, warn, bad, higherIsWorse = true) {
+  if (value === null || value === undefined) return "";
+  if (higherIsWorse) return value > bad ? "bad" : value > warn ? "warn" : "ok";
+  return value < bad ? "bad" : value < warn ? "warn" : "ok";
+}
+
+function bar(label, percent, current) {
+  const row = document.createElement("div");
+  row.className = "bar" + (current ? " current" : "");
+  row.setAttribute("role", "progressbar");
+  row.setAttribute("aria-label", label);
+  const known = percent !== null && percent !== undefined;
+  if (known) row.setAttribute("aria-valuenow", String(Math.round(percent)));
+  row.innerHTML = '<span class="label"></span><span class="track"><span class="fill"></span></span><span class="pct"></span>';
+  row.querySelector(".label").textContent = label;
+  row.querySelector(".fill").style.width = known ? `${Math.min(100, Math.max(0, percent))}%` : "0";
+  row.querySelector(".pct").textContent = known ? `${percent.toFixed(0)}%` : "unknown";
+  return row;
+}
+
+function render(s) {
+  text("health", s.health, `badge ${s.health}`);
+  text("mode", `mode ${s.mode ?? "unknown"}`);
+  text("phase", s.phase === null ? "phase unknown" : `phase ${s.phase}: ${s.phase_name}`);
+  text("window", `(last ${Math.round(s.window_seconds / 60)} min)`);
+
+  const perf = s.performance;
+  if (perf) {
+    text("p95", perf.p95_ms === null ? "no operations" : `${perf.p95_ms.toFixed(1)} ms`, level(perf.p95_ms, 200, 500));
+    text("error-rate", perf.count ? pct(perf.error_rate, 2) : "no operations", level(perf.count ? perf.error_rate : null, 0.001, 0.01));
+    text("throughput", `${perf.throughput_per_s.toFixed(2)}/s`);
+    text("mismatches", String(perf.shadow_mismatches));
+  } else {
+    for (const id of ["p95", "error-rate", "throughput", "mismatches"]) text(id, "unknown", "");
+  }
+
+  const q = s.data_quality;
+  text("coverage", pct(q.mapping.coverage, 0), q.mapping.ok ? "ok" : "bad");
+  text("coverage-detail", `${q.mapping.total_mapped}/${q.mapping.total_legacy} legacy statuses mapped`);
+  text("consistency", q.consistency_rate === null ? (q.last_check === null && s.sources.check === "ok" ? "no check yet" : "unknown") : pct(q.consistency_rate), level(q.consistency_rate, 0.999, 0.99, false));
+  if (q.last_check) {
+    const passed = q.last_check.inconsistent === 0;
+    text("validation", passed ? "passing" : `failing (${q.last_check.inconsistent})`, passed ? "ok" : "bad");
+    text("validation-detail", `${q.last_check.consistent}/${q.last_check.total} consistent, ${q.last_check.created_at}`);
+  } else {
+    text("validation", "no check yet", "");
+    text("validation-detail", "");
+  }
+  text("queues", `${q.repair_open ?? "unknown"} / ${q.quarantine ?? "unknown"}`);
+
+  const phases = $("phases");
+  phases.replaceChildren(...s.progress.phases.map((p) => bar(`Phase ${p.phase}: ${p.name}`, p.percent, p.current)));
+  const systems = $("systems");
+  const entries = Object.entries(s.progress.systems ?? {});
+  systems.replaceChildren(...(entries.length
+    ? entries.map(([name, p]) => bar(`${name} (${p.state ?? ""})`, p.percent, false))
+    : [Object.assign(document.createElement("p"), { className: "muted", textContent: "backfill progress unknown" })]));
+
+  const body = $("gates").querySelector("tbody");
+  body.replaceChildren(...(s.gates ?? []).map((g) => {
+    const tr = document.createElement("tr");
+    for (const v of [g.name, g.value, g.threshold, g.passed ? "✅" : "❌"]) {
+      const td = document.createElement("td");
+      td.textContent = v === null || v === undefined ? "unknown" : String(v);
+      tr.appendChild(td);
+    }
+    return tr;
+  }));
+
+  const alerts = $("alerts");
+  const firing = s.alerts.firing;
+  alerts.replaceChildren(...(firing.length
+    ? firing.map((a) => Object.assign(document.createElement("li"), { className: a.level, textContent: `${a.level.toUpperCase()} ${a.name}: ${a.message}` }))
+    : [Object.assign(document.createElement("li"), { className: "muted", textContent: "none firing" })]));
+
+  const unknown = Object.entries(s.sources).filter(([, v]) => v !== "ok");
+  $("unknown-section").hidden = unknown.length === 0;
+  $("unknown").replaceChildren(...unknown.map(([k, v]) => Object.assign(document.createElement("li"), { textContent: `${k}: ${v}` })));
+  text("updated", new Date().toLocaleTimeString());
+}
+
+async function refresh() {
+  try {
+    const response = await fetch("/api/v1/status", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    render(await response.json());
+    $("fetch-error").hidden = true;
+  } catch (err) {
+    const el = $("fetch-error");
+    el.textContent = `cannot refresh: ${err.message}`;
+    el.hidden = false;
+  }
+}
+
+text("every", String(REFRESH_MS / 1000));
+refresh();
+setInterval(refresh, REFRESH_MS);
