@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import sqlalchemy as sa
 
 from conftest import Database
-from unistatus import DualWriteAdapter, DualWriteMode, DualWriteResult
+from unistatus import DualWriteAdapter, DualWriteMode, DualWriteResult, UnifiedTransactionStatus
 from unistatus.clock import as_utc
 from unistatus.control import history as control_history
 from unistatus.control import set_mode
@@ -51,6 +51,24 @@ def test_write_after_switch_uses_new_mode_even_before_refresh(db: Database) -> N
     set_mode(db.engine, M.UNIFIED_ONLY, reason="go", actor="test")
     u = adapter.update_status(r.entity_id, "PROCESSING", "r", "t")
     assert u.mode is M.UNIFIED_ONLY and db.count("unistatus_pending_legacy") == 1
+
+
+def test_stale_legacy_only_cache_cannot_skip_the_unified_write(db: Database) -> None:
+    set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="go", actor="test")
+    writer = DualWriteAdapter(db.engine, settings=db.settings)
+    created = writer.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="PROCESSING")
+    set_mode(db.engine, M.LEGACY_ONLY, reason="pause", actor="test")
+    settings = db.settings.model_copy(update={"mode_refresh_seconds": 60})
+    stale = DualWriteAdapter(db.engine, settings=settings)
+    assert stale.mode is M.LEGACY_ONLY
+    set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="resume", actor="test")
+    for target in ("AWAITING_RESPONSE", "AWAITING_RESPONSE", "SUCCESS"):
+        r = stale.update_status(created.entity_id, target, "r", "t")
+        assert r.overall_success and r.mode is M.DUAL_WRITE_LEGACY_PRIMARY
+    status, meta = writer.get_transaction_status(created.entity_id)
+    assert status is UnifiedTransactionStatus.SUCCESS
+    assert writer.check_consistency(created.entity_id)["consistent"]
+    assert db.count("unified_status_history") == 3
 
 
 def test_writers_racing_a_switch_commit_under_one_mode(pg: Database) -> None:

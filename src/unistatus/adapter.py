@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from unistatus import consistency
 from unistatus.clock import utcnow
 from unistatus.config import Settings, load_settings
-from unistatus.control import ModeWatcher, read_mode
+from unistatus.control import ModeWatcher, mode_is, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
@@ -69,6 +69,7 @@ Fallback = Literal["strict", "primary_wins"]
 CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
 MAX_ATTEMPTS = 4
 U = unified_transactions
+_LEGACY_KEYS = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
 
 
 @dataclass
@@ -262,8 +263,12 @@ class DualWriteAdapter:
             entity = self._lock(conn, ref, mode)
             if entity.legacy is None and entity.unified is None:
                 raise EntityNotFoundError(str(entity_id))
-            self._confirm_mode(conn, mode, locked=True)
-            plan = self._plan(entity, mode, new_status, reason, triggered_by, metadata, force)
+            try:
+                plan = self._plan(entity, mode, new_status, reason, triggered_by, metadata, force)
+            except UnistatusError:
+                # Judged under a mode that may just have changed: only refuse for real.
+                self._confirm_mode(conn, mode, locked=True)
+                raise
             plan.operation_id = op_id
             return self._apply(conn, plan)
 
@@ -474,17 +479,55 @@ class DualWriteAdapter:
                 raise EntityNotFoundError(utx_id)
             return _Entity(system, legacy_id, legacy, unified)
         lt = self.legacy[system]
-        q = self._legacy_select(lt).where(lt.id == legacy_id).with_for_update()
         lock_clause = self.ops.mode_lock_clause()
+        if mode.writes_unified:
+            both = self._lock_both(conn, system, legacy_id, lock_clause)
+            if both is not None:
+                return both
+        q = self._legacy_select(lt).where(lt.id == legacy_id).with_for_update()
         if lock_clause is not None:
             q = q.where(lock_clause)
         row = conn.execute(q).mappings().first()
+        # LEGACY_ONLY leaves unified alone, so it need not read it (unless the legacy
+        # row is missing, to tell "unknown" from "born unified").
         unified = (
             self._unified_row(conn, self._unified_clause(system, legacy_id, None), lock=False)
-            if row is not None or utx_id
+            if (row is not None and mode.writes_unified) or (row is None and utx_id)
             else None
         )
         return _Entity(system, legacy_id, dict(row) if row else None, unified)
+
+    def _lock_both(
+        self,
+        conn: sa.Connection,
+        system: LegacySystemType,
+        legacy_id: int,
+        lock_clause: sa.ColumnElement[bool] | None,
+    ) -> _Entity | None:
+        """Lock the legacy row and its unified row in one statement (the common case).
+
+        Both rows are locked, so PostgreSQL re-reads both at their latest committed
+        versions after waiting (a joined row that is only read could be stale). None
+        when either row is missing: the caller takes the two-statement path.
+        """
+        lt = self.legacy[system]
+        q = (
+            self._legacy_select(lt)
+            .add_columns(*(c.label(f"u_{c.name}") for c in U.c))
+            .join_from(
+                lt.table, U, sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
+            )
+            .where(lt.id == legacy_id)
+            .with_for_update()
+        )
+        if lock_clause is not None:
+            q = q.where(lock_clause)
+        row = conn.execute(q).mappings().first()
+        if row is None:
+            return None
+        legacy = {k: row[k] for k in _LEGACY_KEYS}
+        unified = {c.name: row[f"u_{c.name}"] for c in U.c}
+        return _Entity(system, legacy_id, legacy, unified)
 
     def _legacy_row(
         self, conn: sa.Connection, system: LegacySystemType, legacy_id: int, *, lock: bool
@@ -609,8 +652,13 @@ class DualWriteAdapter:
             legacy_status=plan.dst_legacy,
         )
         if plan.kind is TransitionKind.NOOP and self._in_step(plan):
+            self._confirm_mode(conn, mode, locked=True)
             result.changed = False
             return result
+        if self._one_statement(plan):
+            self._write_one_statement(conn, plan)
+            return result
+        self._confirm_mode(conn, mode, locked=True)
         legacy_side = (
             (lambda: self._write_legacy_status(conn, plan)) if mode.writes_legacy else None
         )
@@ -630,6 +678,74 @@ class DualWriteAdapter:
         if mode is DualWriteMode.UNIFIED_ONLY:
             self._pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
         return result
+
+    def _one_statement(self, plan: _Plan) -> bool:
+        """Whether this change can be written as one guarded statement (the hot path).
+
+        Needs data-modifying CTEs, both rows present (or legacy alone in LEGACY_ONLY),
+        and no savepoint between the sides (``primary_wins`` needs one).
+        """
+        e, mode = plan.entity, plan.mode
+        if not self.ops.supports_dml_cte or not mode.writes_legacy or e.legacy is None:
+            return False
+        if not mode.writes_unified:
+            return True
+        return e.unified is not None and self.fallback == "strict"
+
+    def _write_one_statement(self, conn: sa.Connection, plan: _Plan) -> None:
+        """Legacy UPDATE (+ unified UPDATE + history INSERT) in one round trip.
+
+        The statement carries the mode check (instead of a separate read): its snapshot
+        is taken after the mode lock was granted, so it sees any switch that committed
+        before; if the mode moved, nothing matches, nothing is written, and the write is
+        retried under the new mode.
+        """
+        e = plan.entity
+        lt = self.legacy[e.system]
+        legacy = (
+            sa.update(lt.table)
+            .where(lt.id == e.legacy_id, mode_is(plan.mode))
+            .values(
+                {self._legacy_status_column(lt).key: plan.dst_legacy, lt.updated_at.key: plan.now}
+            )
+            .returning(lt.id)
+        )
+        if not plan.mode.writes_unified:
+            if conn.execute(legacy).first() is None:
+                raise _ModeChanged
+            return
+        assert e.unified is not None
+        legacy_cte = legacy.cte("legacy_write")
+        unified_cte = (
+            sa.update(U)
+            .where(U.c.id == e.unified["id"], sa.exists(sa.select(legacy_cte)))
+            .values(
+                status=plan.dst.value,
+                legacy_status=plan.dst_legacy,
+                version=U.c.version + 1,
+                updated_at=plan.now,
+            )
+            .returning(U.c.id)
+            .cte("unified_write")
+        )
+        values = self._history_values(plan)
+        history_cte = (
+            sa.insert(status_history)
+            .from_select(
+                [status_history.c[k] for k in values],
+                sa.select(
+                    *(
+                        sa.literal(v, status_history.c[k].type) if v is not None else sa.null()
+                        for k, v in values.items()
+                    )
+                ).select_from(unified_cte),
+            )
+            .returning(status_history.c.id)
+            .cte("history_write")
+        )
+        written = conn.execute(sa.select(sa.func.count()).select_from(history_cte)).scalar_one()
+        if written != 1:
+            raise _ModeChanged
 
     def _in_step(self, plan: _Plan) -> bool:
         """True when every side this mode writes already holds the target (a no-op)."""
@@ -745,24 +861,25 @@ class DualWriteAdapter:
         conn.execute(stmt)
 
     def _history(self, conn: sa.Connection, plan: _Plan, result: DualWriteResult) -> None:
+        conn.execute(sa.insert(status_history).values(self._history_values(plan)))
+
+    def _history_values(self, plan: _Plan) -> dict[str, Any]:
         e = plan.entity
-        conn.execute(
-            sa.insert(status_history).values(
-                transaction_id=e.utx_id,
-                legacy_system=e.system.value,
-                legacy_id=e.legacy_id,
-                from_status=plan.src.value if plan.src else None,
-                to_status=plan.dst.value,
-                from_legacy_status=plan.src_legacy,
-                to_legacy_status=plan.dst_legacy,
-                reason=plan.reason,
-                triggered_by=plan.triggered_by,
-                meta=plan.metadata,
-                operation_id=plan.operation_id,
-                mode=plan.mode.value,
-                override=plan.kind is TransitionKind.OVERRIDE,
-                created_at=plan.now,
-            )
+        return dict(
+            transaction_id=e.utx_id,
+            legacy_system=e.system.value,
+            legacy_id=e.legacy_id,
+            from_status=plan.src.value if plan.src else None,
+            to_status=plan.dst.value,
+            from_legacy_status=plan.src_legacy,
+            to_legacy_status=plan.dst_legacy,
+            reason=plan.reason,
+            triggered_by=plan.triggered_by,
+            meta=plan.metadata,
+            operation_id=plan.operation_id,
+            mode=plan.mode.value,
+            override=plan.kind is TransitionKind.OVERRIDE,
+            created_at=plan.now,
         )
 
     def _pending(
