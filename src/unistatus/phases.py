@@ -242,7 +242,7 @@ def _unavailable(name: str, threshold: Any, why: str) -> Gate:
 
 
 def _pct(x: float) -> str:
-    return f"{x * 100:.3f}%".replace(".000%", "%")
+    return f"{x * 100:.3f}".rstrip("0").rstrip(".") + "%"
 
 
 def _gate_mapping() -> Gate:
@@ -252,7 +252,7 @@ def _gate_mapping() -> Gate:
 
 
 def _gate_dual_write(mode: DualWriteMode) -> Gate:
-    return Gate("dual_write_on", mode.value, "a dual-write mode", mode.is_dual)
+    return Gate("dual_write_on", mode.value, "DUAL_WRITE_*", mode.is_dual)
 
 
 def _gate_error_rate(engine: sa.Engine) -> Gate:

@@ -1,0 +1,40 @@
+"""`unistatus diagnose [--out FILE]`: one JSON file for a rollback's investigation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from unistatus.cli.context import _default, abort, console, state
+
+
+def diagnose(
+    ctx: typer.Context,
+    out: str = typer.Option(
+        None, "--out", help="Where to write (default: rollback_<UTC time>.json here); - for stdout."
+    ),
+) -> None:
+    """Versions, config (secrets redacted), mode/phase history, gates, checks, alerts, ..."""
+    from unistatus.diagnose import default_filename, generate_diagnostic
+
+    app_state = state(ctx)
+    report = generate_diagnostic(app_state.engine, app_state.settings)
+    text = json.dumps(report, default=_default, indent=2) + "\n"
+    if out == "-":
+        typer.echo(text, nl=False)
+        return
+    path = Path(out) if out else Path(default_filename())
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        abort(f"cannot write {path}: {exc.strerror}")
+    failed = [k for k, v in report.items() if isinstance(v, dict) and set(v) == {"error"}]
+    console.print(f"diagnostic written to [bold]{path}[/] ({len(text)} bytes)")
+    if failed:
+        console.print(f"[yellow]sections that could not be collected:[/] {', '.join(failed)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("diagnose")(diagnose)

@@ -1,0 +1,136 @@
+"""`unistatus phase status|advance|rollback`: the migration's phases and their gates."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from unistatus.cli.context import EXIT_FAILED_CHECK, console, print_json, state
+
+if TYPE_CHECKING:
+    from unistatus.phases import Gate, PhaseChange
+
+phase_app = typer.Typer(
+    help="Show the phase and the next phase's gates; advance (gated) or roll back one phase."
+)
+
+
+def gate_table(gates: list[Gate], title: str) -> object:
+    """The gates as a Rich table with value / threshold / pass or FAIL."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    table.add_column("gate", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("threshold", justify="right", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("detail", overflow="fold")
+    for g in gates:
+        result = "[green]pass[/]" if g.passed else "[bold red]FAIL[/]"
+        table.add_row(g.name, str(g.value), str(g.threshold), result, g.detail or "")
+    return table
+
+
+def _print_change(change: PhaseChange, verb: str) -> None:
+    console.print(
+        f"{verb}: phase {change.from_phase} -> [bold]{change.to_phase}[/], "
+        f"mode {change.from_mode.value} -> [bold]{change.to_mode.value}[/] "
+        f"(by {change.actor}: {change.reason})"
+    )
+    if change.forced:
+        console.print(f"[yellow]forced gates (recorded):[/] {', '.join(change.forced)}")
+    for note in change.notes:
+        console.print(f"- {note}")
+
+
+@phase_app.command("status")
+def status(
+    ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")
+) -> None:
+    """Phase, mode and the next phase's gates, measured now (exit 1 if any gate fails)."""
+    from unistatus.phases import PHASES, phase_status
+
+    app_state = state(ctx)
+    st = phase_status(app_state.engine, app_state.settings)
+    if json_out:
+        print_json(st.as_dict())
+    else:
+        console.print(
+            f"phase [bold]{st.phase}[/] ({st.name}), mode [bold]{st.mode.value}[/]"
+            + (f", since {st.since:%Y-%m-%d %H:%M:%S} UTC" if st.since else "")
+        )
+        if st.mode is not st.expected_mode:
+            console.print(
+                f"[yellow]the mode was changed by hand: phase {st.phase} runs "
+                f"{st.expected_mode.value}[/]"
+            )
+        if st.next_phase is None:
+            console.print("last phase: nothing further to advance to")
+        else:
+            nxt = PHASES[st.next_phase]
+            console.print(gate_table(st.gates, f"gates into phase {nxt.number} ({nxt.name})"))
+            console.print(
+                "[green]ready: `unistatus phase advance`[/]"
+                if st.ready
+                else "[red]not ready[/] (fix the failing gates, or --force --reason)"
+            )
+    if st.next_phase is not None and not st.ready:
+        raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+@phase_app.command("advance")
+def advance(
+    ctx: typer.Context,
+    force: bool = typer.Option(
+        False, "--force", help="Pass failing gates (needs --reason; recorded)."
+    ),
+    reason: str = typer.Option(None, "--reason", help="Why (recorded in the control log)."),
+    actor: str = typer.Option("cli", "--actor", help="Who is advancing (recorded)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Enter the next phase (and its write mode) if every gate passes."""
+    from unistatus.errors import GateError
+    from unistatus.phases import advance as do_advance
+    from unistatus.phases import phase_status
+
+    app_state = state(ctx)
+    try:
+        change = do_advance(
+            app_state.engine, app_state.settings, actor=actor, reason=reason, force=force
+        )
+    except GateError:
+        if not json_out:
+            st = phase_status(app_state.engine, app_state.settings)
+            if st.gates:
+                console.print(gate_table(st.gates, f"gates into phase {st.next_phase}"))
+        raise
+    if json_out:
+        print_json(change.as_dict())
+        return
+    _print_change(change, "advanced")
+    console.print(gate_table(change.gates, "gates at the time"))
+
+
+@phase_app.command("rollback")
+def rollback(
+    ctx: typer.Context,
+    reason: str = typer.Option(
+        "manual phase rollback", "--reason", help="Why (recorded in the control log)."
+    ),
+    actor: str = typer.Option("cli", "--actor", help="Who is rolling back (recorded)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Go back one phase by its rollback procedure (from 4: replay to legacy first)."""
+    from unistatus.phases import rollback_phase
+
+    app_state = state(ctx)
+    change = rollback_phase(app_state.engine, app_state.settings, actor=actor, reason=reason)
+    if json_out:
+        print_json(change.as_dict())
+    else:
+        _print_change(change, "rolled back")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(phase_app, name="phase")
