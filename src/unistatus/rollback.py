@@ -145,30 +145,43 @@ def _replay_batch(
     counts["status_changes"] = len(rows) - len(creates)
     if creates:
         counts["legacy_created"] = _create_legacy_rows(conn, tables, creates, latest, now)
+    counts["legacy_updated"] = _update_legacy_statuses(conn, tables, latest, now)
     in_batch = sa.and_(P.c.id.between(lo, hi), P.c.replayed_at.is_(None))
-    for system, lt in tables.items():
-        assert lt.status is not None
-        newest = (
-            sa.select(P.c.legacy_status)
-            .join(U, U.c.id == P.c.transaction_id)
-            .where(in_batch, U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
-            .order_by(P.c.id.desc())
-            .limit(1)
-            .scalar_subquery()
-        )
-        targets = (
-            sa.select(U.c.legacy_id)
-            .join(P, P.c.transaction_id == U.c.id)
-            .where(in_batch, U.c.legacy_system == system.value, U.c.legacy_id.is_not(None))
-        )
-        result = conn.execute(
-            sa.update(lt.table)
-            .where(lt.id.in_(targets))
-            .values({lt.status.key: newest, lt.updated_at.key: now})
-        )
-        counts["legacy_updated"] += max(result.rowcount, 0)
     conn.execute(sa.update(P).where(in_batch).values(replayed_at=now))
     return counts
+
+
+def _update_legacy_statuses(
+    conn: sa.Connection,
+    tables: dict[LegacySystemType, LegacyTable],
+    latest: dict[str, str | None],
+    now: Any,
+) -> int:
+    """Set each legacy row to the last legacy value of its transaction in the batch.
+
+    One lookup of the batch's legacy ids, then one executemany UPDATE per system (by
+    primary key), so a batch costs O(batch) however long the pending table is.
+    """
+    refs = conn.execute(
+        sa.select(U.c.id, U.c.legacy_system, U.c.legacy_id).where(
+            U.c.id.in_(sorted(latest)), U.c.legacy_id.is_not(None)
+        )
+    ).all()
+    by_system: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in refs:
+        by_system[r.legacy_system].append({"lid": r.legacy_id, "st": latest[r.id]})
+    updated = 0
+    for system_value, params in by_system.items():
+        lt = tables[LegacySystemType(system_value)]
+        assert lt.status is not None
+        conn.execute(
+            sa.update(lt.table)
+            .where(lt.id == sa.bindparam("lid"))
+            .values({lt.status.key: sa.bindparam("st"), lt.updated_at.key: now}),
+            params,
+        )
+        updated += len(params)
+    return updated
 
 
 def _create_legacy_rows(
