@@ -453,18 +453,20 @@ def record_verified(
         )
 
 
-def recorded_archive(engine: sa.Engine) -> dict[str, Any] | None:
+def recorded_archive(database: sa.Engine | sa.Connection) -> dict[str, Any] | None:
     """The archive last recorded as verified: path, manifest sha256, time; or None."""
-    with engine.connect() as conn:
-        value = read_value(conn, CONTROL_KEY)
-        if value is None:
-            return None
-        meta = conn.execute(
-            sa.select(control_log.c.meta)
-            .where(control_log.c.key == CONTROL_KEY, control_log.c.new_value == value)
-            .order_by(control_log.c.id.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+    if isinstance(database, sa.Engine):
+        with database.connect() as conn:
+            return recorded_archive(conn)
+    value = read_value(database, CONTROL_KEY)
+    if value is None:
+        return None
+    meta = database.execute(
+        sa.select(control_log.c.meta)
+        .where(control_log.c.key == CONTROL_KEY, control_log.c.new_value == value)
+        .order_by(control_log.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
     return dict(meta) if isinstance(meta, dict) else {"manifest_sha256": value}
 
 

@@ -1,0 +1,65 @@
+"""`unistatus retire legacy-columns [--undo]`: the reversible phase 4 schema cleanup."""
+
+from __future__ import annotations
+
+import typer
+
+from unistatus.cli.context import console, print_json, state
+
+retire_app = typer.Typer(help="Retire legacy schema (phase 4), reversibly.")
+
+
+@retire_app.command("legacy-columns")
+def legacy_columns(
+    ctx: typer.Context,
+    undo: bool = typer.Option(
+        False, "--undo", help="Restore the columns, refilled from unified_transactions."
+    ),
+    reason: str = typer.Option(None, "--reason", help="Why (recorded in the control log)."),
+    actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Drop the legacy status columns (Alembic revision 0006), or restore them (--undo).
+
+    Dropping needs UNIFIED_ONLY and a verified archive (`unistatus archive verify`);
+    otherwise it is refused with every reason (exit 2) and nothing changes.
+    """
+    from unistatus.retire import retire_legacy_columns, undo_cleanup
+
+    app = state(ctx)
+    if undo:
+        result = undo_cleanup(
+            app.engine, app.settings, actor=actor, reason=reason or "legacy status columns restored"
+        )
+        if json_out:
+            print_json(result)
+        elif result["undone"]:
+            console.print(
+                f"restored {', '.join(result['tables'])} from unified_transactions.legacy_status "
+                f"({result['checksum_after']['rows']} rows, status sha256 "
+                f"{result['checksum_after']['sha256'][:16]}…); schema at {result['revision']}"
+            )
+        else:
+            console.print(f"nothing to undo: {result['reason']}")
+        return
+    result = retire_legacy_columns(
+        app.engine,
+        app.settings,
+        actor=actor,
+        reason=reason or "phase 4 cleanup: legacy status columns retired",
+    )
+    if json_out:
+        print_json(result)
+    elif result["already_dropped"]:
+        console.print("the legacy status columns are already dropped; nothing to do")
+    else:
+        before = result["checksum_before"]
+        console.print(
+            f"dropped {', '.join(result['tables'])}; schema at {result['revision']}. "
+            f"Status checksum before the drop ({before['rows']} rows): {before['sha256']}. "
+            "Undo: unistatus retire legacy-columns --undo"
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(retire_app, name="retire")
