@@ -1,0 +1,26 @@
+"""`unistatus dashboard`: the migration dashboard in the terminal (Rich live view)."""
+
+from __future__ import annotations
+
+import typer
+
+from unistatus.cli.context import console, state
+
+
+def dashboard(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Render one frame and exit."),
+    interval: float = typer.Option(5.0, "--interval", min=0.2, help="Seconds between refreshes."),
+) -> None:
+    """Performance, data quality, progress per phase and system, alerts (Ctrl-C stops)."""
+    from unistatus.terminal_dashboard import run
+
+    app_state = state(ctx)
+    try:
+        run(app_state.engine, app_state.settings, once=once, interval=interval, console=console)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def register(app: typer.Typer) -> None:
+    app.command("dashboard")(dashboard)

@@ -1,0 +1,52 @@
+"""`unistatus export prometheus-rules|grafana-dashboard`: files for a team's own stack."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from unistatus.cli.context import err_console
+
+export_app = typer.Typer(
+    help="Write Prometheus alert rules or a Grafana dashboard using the service's metric names."
+)
+
+OUT_OPTION = typer.Option(
+    None, "--out", help="Write to this file instead of stdout.", dir_okay=False
+)
+
+
+def _write(text: str, out: Path | None) -> None:
+    if out is None:
+        typer.echo(text)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text + "\n", encoding="utf-8")
+    err_console.print(f"wrote {out}")
+
+
+@export_app.command("prometheus-rules")
+def prometheus_rules(
+    out: Path | None = OUT_OPTION,
+) -> None:
+    """Prometheus alert rules (YAML) with the spec's critical/warning thresholds."""
+    from unistatus.exports import prometheus_rules as rules
+    from unistatus.exports import to_yaml
+
+    _write(to_yaml(rules()), out)
+
+
+@export_app.command("grafana-dashboard")
+def grafana_dashboard(
+    out: Path | None = OUT_OPTION,
+) -> None:
+    """A Grafana dashboard (JSON model) of the migration."""
+    from unistatus.exports import grafana_dashboard as dashboard
+
+    _write(json.dumps(dashboard(), indent=2), out)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(export_app, name="export")

@@ -1,0 +1,84 @@
+"""`unistatus monitor`: evaluate the alert rules in a loop (or once), notify, respond."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import typer
+
+from unistatus.cli.context import EXIT_FAILED_CHECK, EXIT_OK, console, print_json, state
+
+if TYPE_CHECKING:
+    from unistatus.alerts import AlertState
+
+
+def monitor(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Evaluate once and exit."),
+    interval: float = typer.Option(
+        30.0, "--interval", min=0.1, help="Seconds between evaluations."
+    ),
+    count: int = typer.Option(
+        0, "--count", min=0, help="Stop after N evaluations (0: until Ctrl-C)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="One JSON document per evaluation."),
+) -> None:
+    """Evaluate alerts (state persisted, notifications once, automated responses).
+
+    With --once the exit code is 1 when a critical alert fires.
+    """
+    from unistatus.alerts import Monitor
+
+    app_state = state(ctx)
+    mon = Monitor(app_state.engine, app_state.settings)
+    limit = 1 if once else count
+    done = 0
+    critical = False
+    try:
+        while True:
+            states = mon.evaluate()
+            done += 1
+            critical = any(s.firing and s.level == "critical" for s in states)
+            _show(states, json_out)
+            if limit and done >= limit:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        if not json_out:
+            console.print("monitor stopped")
+        raise typer.Exit(EXIT_OK) from None
+    raise typer.Exit(EXIT_FAILED_CHECK if once and critical else EXIT_OK)
+
+
+def _show(states: list[AlertState], json_out: bool) -> None:
+    if json_out:
+        print_json(
+            {
+                "firing": [s.as_dict() for s in states if s.firing],
+                "alerts": [s.as_dict() for s in states],
+            }
+        )
+        return
+    from rich.table import Table
+
+    table = Table(title="alerts", show_lines=False)
+    for col in ("level", "alert", "state", "since", "value / message", "response"):
+        table.add_column(col)
+    style = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+    for s in states:
+        if s.state == "info":
+            continue
+        table.add_row(
+            s.level,
+            s.name,
+            f"[{style.get(s.level, '')}]{s.state}[/]" if s.firing else s.state,
+            s.since.strftime("%Y-%m-%d %H:%M:%S"),
+            s.message,
+            s.response or "",
+        )
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("monitor")(monitor)

@@ -1,0 +1,39 @@
+"""`unistatus serve`: the HTTP service (health, metrics, status, API, dashboard)."""
+
+from __future__ import annotations
+
+import typer
+
+from unistatus.cli.context import err_console, state
+
+
+def serve(
+    ctx: typer.Context,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port to listen on."),
+    monitor_interval: float = typer.Option(
+        30.0,
+        "--monitor-interval",
+        min=0.0,
+        help="Evaluate alerts every S seconds in the background (0: off).",
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Serve /health, /metrics, /api/v1/... and the dashboard at / (Ctrl-C stops)."""
+    import uvicorn
+
+    from unistatus.service import create_app
+
+    app_state = state(ctx)
+    app = create_app(
+        app_state.settings, app_state.engine, monitor_interval=monitor_interval or None
+    )
+    if not app_state.settings.admin_token:
+        err_console.print(
+            "control endpoints disabled: set UNISTATUS_ADMIN_TOKEN to enable them", highlight=False
+        )
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
