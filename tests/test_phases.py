@@ -118,6 +118,9 @@ def test_into_phase_2_gates_fail_then_pass_on_real_data(db: Database) -> None:
 
     with db.engine.begin() as conn:
         conn.execute(sa.update(cashouts).where(cashouts.c.id == 3).values(status="OTP_PENDING"))
+    run_check(db.engine, db.settings, since=start, systems=["ESCROW"])  # not all systems
+    gate = _gates(phases.phase_status(db.engine, db.settings))["new_transactions_consistent"]
+    assert not gate.passed and "covers only ESCROW" in (gate.detail or "")
     with db.engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM unistatus_operation_stats"))
     _writes(db, 5)

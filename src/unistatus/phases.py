@@ -47,7 +47,7 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.tables import control_log
 from unistatus.errors import GateError, InputError, StorageError
 from unistatus.mapping import LegacyStatusMapper
-from unistatus.statuses import DualWriteMode
+from unistatus.statuses import DualWriteMode, LegacySystemType
 
 __all__ = [
     "GATE_WINDOW_SECONDS",
@@ -317,6 +317,11 @@ def _gate_check(
     if after is not None and started is not None and started < after:
         return _unavailable(
             name, "100%", f"the latest check ran before {after.isoformat()}: run it again"
+        )
+    systems = {str(s) for s in getattr(report, "systems", [])}
+    if systems and systems != {s.value for s in LegacySystemType}:
+        return _unavailable(
+            name, "100%", f"the latest check covers only {', '.join(sorted(systems))}"
         )
     since = as_utc(getattr(report, "since", None))
     if covering_since is not None and since is not None and since > covering_since:
