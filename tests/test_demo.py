@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -69,3 +70,22 @@ def test_a_failing_step_stops_the_demo(tmp_path: Path) -> None:
 
     report = run_demo(url, console=console, steps=[DemoStep("crash", crashing)])
     assert not report.ok and report.steps[0].detail == "RuntimeError: boom"
+
+
+def test_later_phases_can_run_work_under_background_traffic(tmp_path: Path) -> None:
+    """What a later step (backfill under load) builds on: traffic runs while it works."""
+
+    def under_load(ctx: DemoContext) -> str:
+        with ctx.background_traffic() as report:
+            time.sleep(0.6)
+        if not report.overall_success or report.operations == 0:
+            raise DemoStepFailed(f"traffic: {report.as_dict()}")
+        return f"{report.operations} writes while working"
+
+    console, _ = _quiet()
+    steps = [*PHASE1_STEPS[:4], DemoStep("under load", under_load), PHASE1_STEPS[-1]]
+    report = run_demo(
+        f"sqlite:///{tmp_path / 'bg.db'}", console=console, rows=150, threads=2, steps=steps
+    )
+    assert report.ok, report.as_dict()
+    assert report.steps[4].detail.endswith("writes while working")

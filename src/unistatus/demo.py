@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from rich.table import Table
 from unistatus.adapter import DualWriteAdapter
 from unistatus.config import Settings, load_settings
 from unistatus.statuses import DualWriteMode, LegacySystemType
+from unistatus.traffic import TrafficReport
 
 
 class DemoStepFailed(Exception):
@@ -59,6 +62,40 @@ class DemoContext:
         if self.adapter is None:
             self.adapter = DualWriteAdapter(self.require_engine(), settings=self.settings)
         return self.adapter
+
+    @contextmanager
+    def background_traffic(self, *, seed: int = 1) -> Iterator[TrafficReport]:
+        """Live traffic while the body runs (for steps like backfill under load).
+
+        Yields the report object, filled in once the body is done and traffic stopped;
+        the transactions it touched are added to ``touched``.
+        """
+        from unistatus.traffic import run_traffic
+
+        adapter = self.require_adapter()
+        stop = threading.Event()
+        report = TrafficReport()
+
+        def drive() -> None:
+            result = run_traffic(
+                adapter,
+                threads=self.threads,
+                seconds=None,
+                stop=stop,
+                existing=self.seeded_ranges,
+                seed=seed,
+            )
+            report.merge(result)
+            report.seconds = result.seconds
+
+        thread = threading.Thread(target=drive, name="demo-background-traffic")
+        thread.start()
+        try:
+            yield report
+        finally:
+            stop.set()
+            thread.join()
+            self.touched |= report.touched
 
 
 @dataclass(frozen=True)
