@@ -95,7 +95,9 @@ def pending_count(engine: sa.Engine) -> int:
         )
 
 
-def _restore_legacy_columns(engine: sa.Engine, settings: Settings) -> dict[str, Any] | None:
+def _restore_legacy_columns(
+    engine: sa.Engine, settings: Settings, actor: str, reason: str
+) -> dict[str, Any] | None:
     """Undo the retirement's column drop first: legacy must be writable to replay."""
     dropped = _optional("unistatus.retire", "legacy_columns_dropped")
     if dropped is not None:
@@ -112,7 +114,7 @@ def _restore_legacy_columns(engine: sa.Engine, settings: Settings) -> dict[str, 
             "available: restore them before rolling back"
         )
     log.warning("legacy status columns are retired: restoring them before the replay")
-    result = undo(engine, settings)
+    result = undo(engine, settings, actor=actor, reason=f"rollback out of phase 4: {reason}")
     return result if isinstance(result, dict) else {"restored": True, "result": str(result)}
 
 
@@ -237,6 +239,8 @@ def replay_pending(
     *,
     batch_size: int = DEFAULT_BATCH,
     finish: Finish | None = None,
+    actor: str = "rollback",
+    reason: str = "replay pending legacy changes",
 ) -> dict[str, Any]:
     """Replay every unreplayed UNIFIED_ONLY change to legacy, oldest first.
 
@@ -248,7 +252,9 @@ def replay_pending(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
     started = time.perf_counter()
-    summary: dict[str, Any] = {"undo_cleanup": _restore_legacy_columns(engine, settings)}
+    summary: dict[str, Any] = {
+        "undo_cleanup": _restore_legacy_columns(engine, settings, actor, reason)
+    }
     tables = resolve_legacy_tables(engine, settings)
     totals = {"replayed": 0, "creates": 0, "status_changes": 0}
     totals.update(legacy_created=0, legacy_updated=0)
@@ -324,7 +330,7 @@ def _switch(
             metadata=meta,
         )
 
-    replay = replay_pending(engine, settings, finish=finish)
+    replay = replay_pending(engine, settings, finish=finish, actor=actor, reason=reason)
     return seen["from_mode"], replay
 
 
