@@ -28,8 +28,16 @@ T1 = datetime(2026, 6, 1, tzinfo=UTC)
 mapper = LegacyStatusMapper()
 
 
+_reflected: dict[int, tuple[sa.Engine, dict[LegacySystemType, LegacyTable]]] = {}
+
+
 def tables(engine: sa.Engine, settings: Settings) -> dict[LegacySystemType, LegacyTable]:
-    return resolve_legacy_tables(engine, settings)
+    """The reference legacy tables, reflected once per engine (reflection is slow)."""
+    cached = _reflected.get(id(engine))
+    if cached is None or cached[0] is not engine:
+        cached = (engine, resolve_legacy_tables(engine, settings))
+        _reflected[id(engine)] = cached
+    return cached[1]
 
 
 def _sequence(n: int) -> sa.CTE:

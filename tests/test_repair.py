@@ -27,7 +27,7 @@ from unistatus.mapping import LegacyStatusMapper
 from unistatus.repair import Strategy, open_repair_count, plan_repair, run_repair
 from unistatus.statuses import DualWriteMode, LegacySystemType
 
-N = 40
+N = 20
 PER_SYSTEM = N // 10  # entities per damage pattern and system
 REPAIRABLE = ("missing_unified", "status_mismatch", "field_mismatch")
 mapper = LegacyStatusMapper()
