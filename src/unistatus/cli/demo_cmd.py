@@ -8,21 +8,19 @@ import typer
 
 from unistatus.cli.context import EXIT_FAILED_CHECK, print_json, state
 
-HELP = """Run the end-to-end demo and exit non-zero if any step fails.
-
-In a temporary SQLite database (or the global --database-url): seed legacy rows,
-validate the mapping, switch to DUAL_WRITE_LEGACY_PRIMARY, drive simulated live traffic
-across all three systems from several threads, then check that every transaction
-touched is consistent on both sides, and print a summary.
-
-Examples:
-
-  unistatus demo
-
-  unistatus demo --rows 20000 --seconds 10 --threads 8
-
-  unistatus --database-url postgresql://postgres@localhost/unistatus_demo demo
-"""
+HELP = (
+    "Run the end-to-end demo and exit non-zero if any step fails.\n\n"
+    "In a temporary SQLite database (or the global --database-url): seed legacy rows, "
+    "validate the mapping, switch to DUAL_WRITE_LEGACY_PRIMARY, drive simulated live traffic "
+    "across all three systems from several threads, then check that every transaction "
+    "touched is consistent on both sides, and print a summary.\n\n"
+    "With --database-url the demo writes synthetic rows and switches the mode in THAT "
+    "database: point it at a scratch database.\n\n"
+    "Examples:\n\n"
+    "  unistatus demo\n\n"
+    "  unistatus demo --rows 20000 --seconds 10 --threads 8\n\n"
+    "  unistatus --database-url postgresql://postgres@localhost/unistatus_demo demo"
+)
 
 
 def demo(

@@ -6,18 +6,15 @@ import typer
 
 from unistatus.cli.context import console, print_json, state
 
-HELP = """Create or upgrade every unistatus table (Alembic upgrade to head; safe to re-run).
-
-Also creates the reference legacy tables (cashouts, escrows, exchanges) when the
-configuration still points at them. --demo-data N seeds N synthetic legacy rows across
-the three systems with a realistic status mix.
-
-Examples:
-
-  unistatus init
-
-  unistatus --database-url postgresql://user@host/db init --demo-data 100000 --json
-"""
+HELP = (
+    "Create or upgrade every unistatus table (an Alembic upgrade; safe to re-run).\n\n"
+    "Also creates the reference legacy tables (cashouts, escrows, exchanges) when the "
+    "configuration still points at them. --demo-data N seeds N synthetic legacy rows across "
+    "the three systems with a realistic status mix.\n\n"
+    "Examples:\n\n"
+    "  unistatus init\n\n"
+    "  unistatus --database-url postgresql://user@host/db init --demo-data 100000 --json"
+)
 
 
 def init(

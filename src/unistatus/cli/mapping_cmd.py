@@ -9,20 +9,17 @@ from rich.table import Table
 
 from unistatus.cli.context import EXIT_FAILED_CHECK, console, print_json
 
-HELP = """Show the status mapping (legacy -> unified, and unified -> legacy per type).
-
---validate checks it instead: every legacy value mapped, every valid unified status
-reversible, forward(reverse(u)) compatible, all 16 unified statuses reachable. It exits
-1 unless coverage is 100% and nothing is wrong.
-
-Examples:
-
-  unistatus mapping
-
-  unistatus mapping --system escrow
-
-  unistatus mapping --validate --json
-"""
+HELP = (
+    "Show the status mapping (legacy -> unified, and unified -> legacy per type, with the "
+    "allowed transitions).\n\n"
+    "--validate checks it instead: every legacy value mapped, every valid unified status "
+    "reversible, forward(reverse(u)) compatible, all 16 unified statuses reachable. It exits "
+    "1 unless coverage is 100% and nothing is wrong.\n\n"
+    "Examples:\n\n"
+    "  unistatus mapping\n\n"
+    "  unistatus mapping --system escrow\n\n"
+    "  unistatus mapping --validate --json"
+)
 
 
 def mapping(

@@ -71,17 +71,17 @@ def _finish(result: Any, json_out: bool, verb: str) -> None:
 
 @tx_app.command(
     "create",
-    help="""Create a transaction on the sides the current mode writes.
-
-With --legacy-id, links an existing legacy row instead (idempotent). --status takes a
-unified status (PENDING) or a legacy value of that system (RATE_LOCKED).
-
-Examples:
-
-  unistatus tx create --type WALLET_CASHOUT --user 42 --amount 150.00 --currency USD
-
-  unistatus tx create --type exchange --user 7 --amount 0.015 --currency BTC --status RATE_LOCKED --json
-""",
+    help=(
+        "Create a transaction on the sides the current mode writes.\n\n"
+        "With --legacy-id, links an existing legacy row instead (idempotent). --status "
+        "takes a unified status (PENDING) or a legacy value of that system "
+        "(RATE_LOCKED).\n\n"
+        "Examples:\n\n"
+        "  unistatus tx create --type WALLET_CASHOUT --user 42 --amount 150.00 --currency "
+        "USD\n\n"
+        "  unistatus tx create --type exchange --user 7 --amount 0.015 --currency BTC "
+        "--status RATE_LOCKED --json"
+    ),
 )
 def create(
     ctx: typer.Context,
@@ -109,17 +109,15 @@ def create(
 
 @tx_app.command(
     "update",
-    help="""Change a transaction's status (unified or legacy value), with a reason.
-
-The change must be allowed by the transition rules; --force makes it an audited admin
-override (the reason is recorded in the history).
-
-Examples:
-
-  unistatus tx update cashout:42 OTP_PENDING --reason "user requested OTP"
-
-  unistatus tx update UTX100000000000042 SUCCESS --reason "ops fix INC-12" --by alice --force
-""",
+    help=(
+        "Change a transaction's status (unified or legacy value), with a reason.\n\n"
+        "The change must be allowed by the transition rules; --force makes it an audited "
+        "admin override (the reason is recorded in the history).\n\n"
+        "Examples:\n\n"
+        '  unistatus tx update cashout:42 OTP_PENDING --reason "user requested OTP"\n\n'
+        '  unistatus tx update UTX100000000000042 SUCCESS --reason "ops fix INC-12" --by '
+        "alice --force"
+    ),
 )
 def update(
     ctx: typer.Context,
@@ -138,15 +136,13 @@ def update(
 
 @tx_app.command(
     "show",
-    help="""Show a transaction: its status (and which side it came from), whether both
-sides agree, and its most recent history rows.
-
-Examples:
-
-  unistatus tx show cashout:42
-
-  unistatus tx show UTX200000000000007 --json
-""",
+    help=(
+        "Show a transaction: its status (and which side it came from), whether both sides "
+        "agree, and its most recent history rows.\n\n"
+        "Examples:\n\n"
+        "  unistatus tx show cashout:42\n\n"
+        "  unistatus tx show UTX200000000000007 --json"
+    ),
 )
 def show(
     ctx: typer.Context,
