@@ -1,11 +1,15 @@
 """Load test: many transactions, each walked to a final status through the adapter.
 
 Closed loop: ``concurrent`` threads each take the next transaction, create it and walk
-it along a valid path of its type (OTP for cashouts, seller acceptance and disputes for
-escrows, rate lock and approval for exchanges), one adapter call per step. Every call's
-latency is recorded; at the end a consistency check runs over every touched
-transaction. The run uses its own engine, sized for the concurrency, and sets the
-requested mode for the run only (the previous mode is restored afterwards).
+it along a valid path of its type (:func:`unistatus.traffic.valid_path`: OTP for
+cashouts, seller acceptance and disputes for escrows, rate lock and approval for
+exchanges), one adapter call per step. Every call's latency is recorded; at the end the
+set-based check (:func:`unistatus.check.run_check`, not stored) runs over every pair
+updated since the run began. The run uses its own engine, sized for the concurrency,
+and sets the requested mode for the run only (the previous mode is restored after).
+
+With a closed loop, latency = concurrency / throughput (Little's law): at 50 threads
+the figures measure the database and the host under saturation, not an idle system.
 
 Run it against a staging copy, never production: it writes real rows and switches the
 database-wide write mode.
@@ -132,7 +136,7 @@ def percentile(sorted_data: Sequence[float], pct: float) -> float:
     return sorted_data[rank - 1]
 
 
-Progress = Callable[[int], None]
+ProgressFn = Callable[[str, int, int], None]
 
 
 def run_load_test(
@@ -144,7 +148,7 @@ def run_load_test(
     mode: DualWriteMode | str | None = None,
     baseline: bool = False,
     seed: int = 0,
-    on_progress: Callable[[str, int, int], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> LoadTestReport:
     """Run the load (after a LEGACY_ONLY baseline if asked); restore the mode after.
 
@@ -202,7 +206,7 @@ def _run_once(
     concurrent: int,
     seed: int,
     label: str,
-    on_progress: Callable[[str, int, int], None] | None,
+    on_progress: ProgressFn | None,
 ) -> RunStats:
     # A fresh adapter reads the mode just set, instead of a cached one.
     adapter = DualWriteAdapter(engine, settings=settings)
