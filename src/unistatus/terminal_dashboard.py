@@ -20,7 +20,7 @@ from unistatus.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_snapshot
 
 __all__ = ["frame", "render", "run"]
 
-BAR_WIDTH = 30
+BAR_WIDTH = 20
 
 
 def _bar(percent: float | None) -> Text:
@@ -94,8 +94,13 @@ def render(
         ),
     )
     rate = snap.consistency_rate
+    no_check = rate is None and snap.sources.get("check") == "ok"
     quality.add_row(
-        "consistency", Text(_pct(rate), style=_style(rate, 0.999, 0.99, higher_is_worse=False))
+        "consistency",
+        Text(
+            "no check yet" if no_check else _pct(rate),
+            style=_style(rate, 0.999, 0.99, higher_is_worse=False),
+        ),
     )
     check = snap.last_check
     if check:
@@ -118,8 +123,8 @@ def render(
     )
 
     progress = Table(show_header=False, box=None, padding=(0, 1))
-    progress.add_column()
-    progress.add_column()
+    progress.add_column(no_wrap=True)
+    progress.add_column(no_wrap=True)
     for bar in snap.phase_bars():
         label = Text(f"Phase {bar['phase']}: {bar['name']}", style="bold" if bar["current"] else "")
         progress.add_row(label, _bar(bar["percent"]))

@@ -62,20 +62,32 @@ def _show(states: list[AlertState], json_out: bool) -> None:
         return
     from rich.table import Table
 
-    table = Table(title="alerts", show_lines=False)
-    for col in ("level", "alert", "state", "since", "value / message", "response"):
-        table.add_column(col)
-    style = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
-    for s in states:
-        if s.state == "info":
-            continue
+    rules = [s for s in states if s.state != "info"]
+    firing = [s for s in rules if s.firing]
+    unknown = [s for s in rules if s.state == "unknown"]
+    stamp = max((s.evaluated_at for s in states), default=None)
+    console.print(
+        f"{stamp:%Y-%m-%d %H:%M:%S} UTC  " if stamp else "",
+        f"{len(rules)} rules: [bold]{len(firing)} firing[/], {len(unknown)} unknown, "
+        f"{len(rules) - len(firing) - len(unknown)} resolved",
+        sep="",
+    )
+    shown = firing + unknown
+    if not shown:
+        return
+    table = Table(show_header=True, box=None, padding=(0, 1))
+    table.add_column("alert", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("since", no_wrap=True)
+    table.add_column("message / response")
+    style = {"critical": "bold red", "warning": "yellow"}
+    for s in shown:
+        text = s.message + (f" -> {s.response}" if s.response else "")
         table.add_row(
-            s.level,
-            s.name,
-            f"[{style.get(s.level, '')}]{s.state}[/]" if s.firing else s.state,
-            s.since.strftime("%Y-%m-%d %H:%M:%S"),
-            s.message,
-            s.response or "",
+            f"[{style.get(s.level, 'dim')}]{s.name}[/]",
+            f"{s.level} {s.state}",
+            f"{s.since:%H:%M:%S}",
+            text,
         )
     console.print(table)
 
