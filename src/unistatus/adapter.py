@@ -27,11 +27,12 @@ import sqlalchemy as sa
 from unistatus import consistency
 from unistatus.clock import utcnow
 from unistatus.config import Settings, load_settings
-from unistatus.control import ModeWatcher, mode_is, read_mode
+from unistatus.control import DEFAULT_MODE, MODE_KEY, ModeWatcher, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import (
+    migration_control,
     pending_legacy_changes,
     repair_queue,
     status_history,
@@ -64,12 +65,35 @@ from unistatus.statuses import (
 from unistatus.transitions import TransitionKind, TransitionRules
 
 log = logging.getLogger("unistatus.adapter")
+# The stored mode as SQL (a missing row means LEGACY_ONLY, as control.read_mode says).
+_MODE_STORED = sa.func.coalesce(
+    sa.select(migration_control.c.value)
+    .where(migration_control.c.key == MODE_KEY)
+    .scalar_subquery(),
+    DEFAULT_MODE.value,
+)
 
 Fallback = Literal["strict", "primary_wins"]
 CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
 MAX_ATTEMPTS = 4
 U = unified_transactions
 _LEGACY_KEYS = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
+_HISTORY_KEYS = (
+    "transaction_id",
+    "legacy_system",
+    "legacy_id",
+    "from_status",
+    "to_status",
+    "from_legacy_status",
+    "to_legacy_status",
+    "reason",
+    "triggered_by",
+    "meta",
+    "operation_id",
+    "mode",
+    "override",
+    "created_at",
+)
 
 
 @dataclass
@@ -201,6 +225,9 @@ class DualWriteAdapter:
         self.modes = ModeWatcher(self.engine, self.settings.mode_refresh_seconds)
         self.observers: list[Callable[[OperationEvent], None]] = []
         self.shadow_mismatches = 0
+        # Hot-path statements, built once per shape with bind parameters: SQLAlchemy
+        # then reuses their compiled form and cache key instead of rebuilding per call.
+        self._statements: dict[tuple[str, LegacySystemType], Any] = {}
 
     # --- public API -----------------------------------------------------------------
 
@@ -478,16 +505,12 @@ class DualWriteAdapter:
             if unified is None and legacy is None and mode.writes_legacy and utx_id:
                 raise EntityNotFoundError(utx_id)
             return _Entity(system, legacy_id, legacy, unified)
-        lt = self.legacy[system]
-        lock_clause = self.ops.mode_lock_clause()
         if mode.writes_unified:
-            both = self._lock_both(conn, system, legacy_id, lock_clause)
+            both = self._lock_both(conn, system, legacy_id)
             if both is not None:
                 return both
-        q = self._legacy_select(lt).where(lt.id == legacy_id).with_for_update()
-        if lock_clause is not None:
-            q = q.where(lock_clause)
-        row = conn.execute(q).mappings().first()
+        q = self._statement("lock_legacy", system, self._build_lock_legacy)
+        row = conn.execute(q, {"p_legacy_id": legacy_id}).mappings().first()
         # LEGACY_ONLY leaves unified alone, so it need not read it (unless the legacy
         # row is missing, to tell "unknown" from "born unified").
         unified = (
@@ -498,11 +521,7 @@ class DualWriteAdapter:
         return _Entity(system, legacy_id, dict(row) if row else None, unified)
 
     def _lock_both(
-        self,
-        conn: sa.Connection,
-        system: LegacySystemType,
-        legacy_id: int,
-        lock_clause: sa.ColumnElement[bool] | None,
+        self, conn: sa.Connection, system: LegacySystemType, legacy_id: int
     ) -> _Entity | None:
         """Lock the legacy row and its unified row in one statement (the common case).
 
@@ -510,6 +529,35 @@ class DualWriteAdapter:
         versions after waiting (a joined row that is only read could be stale). None
         when either row is missing: the caller takes the two-statement path.
         """
+        q = self._statement("lock_both", system, self._build_lock_both)
+        row = conn.execute(q, {"p_legacy_id": legacy_id}).mappings().first()
+        if row is None:
+            return None
+        legacy = {k: row[k] for k in _LEGACY_KEYS}
+        unified = {c.name: row[f"u_{c.name}"] for c in U.c}
+        return _Entity(system, legacy_id, legacy, unified)
+
+    # --- prebuilt hot-path statements -------------------------------------------------
+
+    def _statement(
+        self, name: str, system: LegacySystemType, build: Callable[[LegacySystemType], Any]
+    ) -> Any:
+        key = (name, system)
+        stmt = self._statements.get(key)
+        if stmt is None:  # a race only builds the same statement twice
+            stmt = self._statements[key] = build(system)
+        return stmt
+
+    def _with_mode_lock(self, q: sa.Select[Any]) -> sa.Select[Any]:
+        lock_clause = self.ops.mode_lock_clause()
+        return q.where(lock_clause) if lock_clause is not None else q
+
+    def _build_lock_legacy(self, system: LegacySystemType) -> sa.Select[Any]:
+        lt = self.legacy[system]
+        q = self._legacy_select(lt).where(lt.id == sa.bindparam("p_legacy_id"))
+        return self._with_mode_lock(q.with_for_update())
+
+    def _build_lock_both(self, system: LegacySystemType) -> sa.Select[Any]:
         lt = self.legacy[system]
         q = (
             self._legacy_select(lt)
@@ -517,17 +565,54 @@ class DualWriteAdapter:
             .join_from(
                 lt.table, U, sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
             )
-            .where(lt.id == legacy_id)
+            .where(lt.id == sa.bindparam("p_legacy_id"))
             .with_for_update()
         )
-        if lock_clause is not None:
-            q = q.where(lock_clause)
-        row = conn.execute(q).mappings().first()
-        if row is None:
-            return None
-        legacy = {k: row[k] for k in _LEGACY_KEYS}
-        unified = {c.name: row[f"u_{c.name}"] for c in U.c}
-        return _Entity(system, legacy_id, legacy, unified)
+        return self._with_mode_lock(q)
+
+    def _build_legacy_write(self, system: LegacySystemType) -> Any:
+        """Guarded legacy UPDATE: writes only while the stored mode is ``p_mode``."""
+        lt = self.legacy[system]
+        return (
+            sa.update(lt.table)
+            .where(lt.id == sa.bindparam("p_legacy_id"), _MODE_STORED == sa.bindparam("p_mode"))
+            .values(
+                {
+                    self._legacy_status_column(lt).key: sa.bindparam("p_legacy_status"),
+                    lt.updated_at.key: sa.bindparam("p_now", type_=lt.updated_at.type),
+                }
+            )
+            .returning(lt.id)
+        )
+
+    def _build_dual_write(self, system: LegacySystemType) -> Any:
+        """Guarded legacy UPDATE + unified UPDATE + history INSERT as one statement."""
+        legacy_cte = self._build_legacy_write(system).cte("legacy_write")
+        unified_cte = (
+            sa.update(U)
+            .where(U.c.id == sa.bindparam("p_utx_id"), sa.exists(sa.select(legacy_cte)))
+            .values(
+                status=sa.bindparam("p_status"),
+                legacy_status=sa.bindparam("p_legacy_status"),
+                version=U.c.version + 1,
+                updated_at=sa.bindparam("p_now", type_=U.c.updated_at.type),
+            )
+            .returning(U.c.id)
+            .cte("unified_write")
+        )
+        H = status_history
+        history_cte = (
+            sa.insert(H)
+            .from_select(
+                [H.c[k] for k in _HISTORY_KEYS],
+                sa.select(
+                    *(sa.bindparam(f"h_{k}", type_=H.c[k].type) for k in _HISTORY_KEYS)
+                ).select_from(unified_cte),
+            )
+            .returning(H.c.id)
+            .cte("history_write")
+        )
+        return sa.select(sa.func.count()).select_from(history_cte)
 
     def _legacy_row(
         self, conn: sa.Connection, system: LegacySystemType, legacy_id: int, *, lock: bool
@@ -701,50 +786,24 @@ class DualWriteAdapter:
         retried under the new mode.
         """
         e = plan.entity
-        lt = self.legacy[e.system]
-        legacy = (
-            sa.update(lt.table)
-            .where(lt.id == e.legacy_id, mode_is(plan.mode))
-            .values(
-                {self._legacy_status_column(lt).key: plan.dst_legacy, lt.updated_at.key: plan.now}
-            )
-            .returning(lt.id)
-        )
+        params: dict[str, Any] = {
+            "p_legacy_id": e.legacy_id,
+            "p_mode": plan.mode.value,
+            "p_legacy_status": plan.dst_legacy,
+            "p_now": plan.now,
+        }
         if not plan.mode.writes_unified:
-            if conn.execute(legacy).first() is None:
+            stmt = self._statement("legacy_write", e.system, self._build_legacy_write)
+            if conn.execute(stmt, params).first() is None:
                 raise _ModeChanged
             return
         assert e.unified is not None
-        legacy_cte = legacy.cte("legacy_write")
-        unified_cte = (
-            sa.update(U)
-            .where(U.c.id == e.unified["id"], sa.exists(sa.select(legacy_cte)))
-            .values(
-                status=plan.dst.value,
-                legacy_status=plan.dst_legacy,
-                version=U.c.version + 1,
-                updated_at=plan.now,
-            )
-            .returning(U.c.id)
-            .cte("unified_write")
-        )
-        values = self._history_values(plan)
-        history_cte = (
-            sa.insert(status_history)
-            .from_select(
-                [status_history.c[k] for k in values],
-                sa.select(
-                    *(
-                        sa.literal(v, status_history.c[k].type) if v is not None else sa.null()
-                        for k, v in values.items()
-                    )
-                ).select_from(unified_cte),
-            )
-            .returning(status_history.c.id)
-            .cte("history_write")
-        )
-        written = conn.execute(sa.select(sa.func.count()).select_from(history_cte)).scalar_one()
-        if written != 1:
+        params["p_utx_id"] = e.unified["id"]
+        params["p_status"] = plan.dst.value
+        for k, v in self._history_values(plan).items():
+            params[f"h_{k}"] = v
+        stmt = self._statement("dual_write", e.system, self._build_dual_write)
+        if conn.execute(stmt, params).scalar_one() != 1:
             raise _ModeChanged
 
     def _in_step(self, plan: _Plan) -> bool:
