@@ -58,6 +58,13 @@ class DialectOps:
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         """Bound how long statements and lock waits may take in this transaction."""
 
+    def relaxed_commit(self, conn: sa.Connection) -> None:
+        """Let this transaction's commit return before its WAL is flushed to disk.
+
+        Only for work that is idempotent and checkpointed atomically with its data (a
+        backfill batch): a server crash may lose the last commits, but never half of one.
+        """
+
     def integer_series(self, n: int) -> sa.FromClause:
         """Rows ``g`` = 1..n made by the database, for set-based seeding (a recursive CTE)."""
         series = sa.select(sa.literal(1, sa.BigInteger).label("g")).cte("series", recursive=True)
@@ -138,6 +145,9 @@ class PostgresOps(DialectOps):
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
+
+    def relaxed_commit(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
 
     @contextmanager
     def snapshot(self) -> Iterator[sa.Connection]:

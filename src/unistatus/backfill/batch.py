@@ -1,0 +1,203 @@
+"""One batch: copy a claimed chunk, quarantine its unmappable rows, checkpoint it.
+
+The statements are built once per legacy table with bind parameters for the range and
+the checkpoint values, so a batch costs the database's time, not SQLAlchemy's
+(building and hashing a statement of this size per batch would cost milliseconds).
+
+Where the dialect has data-modifying CTEs (PostgreSQL), the batch is ONE statement:
+the legacy range is read once, mappable rows go to ``unified_transactions`` (``ON
+CONFLICT DO NOTHING``), unmappable ones to the quarantine, and the chunk row is marked
+done with the counts, returned by ``RETURNING``. Elsewhere (SQLite) the same work is
+four statements in the batch's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.backfill.plan import DONE
+from unistatus.backfill.statements import (
+    ORIGIN,
+    QUARANTINE_COLUMNS,
+    UNIFIED_COLUMNS,
+    affected,
+    in_range,
+    mapped_status,
+    quarantine_insert,
+    requarantine,
+    status_column,
+    unified_insert,
+    unmappable_reason,
+)
+from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import LegacyTable
+from unistatus.db.tables import UTC
+from unistatus.db.tables import unified_transactions as U
+from unistatus.db.tables_backfill import backfill_chunks as CH
+from unistatus.db.tables_backfill import backfill_quarantine as Q
+from unistatus.ids import utx_id_sql
+
+START = sa.bindparam("bf_start", type_=sa.BigInteger)
+END = sa.bindparam("bf_end", type_=sa.BigInteger)
+NOW = sa.bindparam("bf_now", type_=UTC)
+WORKER = sa.bindparam("bf_worker", type_=sa.String)
+ATTEMPTS = sa.bindparam("bf_attempts", type_=sa.Integer)
+
+
+@dataclass(frozen=True)
+class Copied:
+    inserted: int
+    already_present: int
+    quarantined: int
+
+
+class ChunkCopier:
+    """Reusable statements that copy one chunk of one legacy table."""
+
+    def __init__(self, ops: DialectOps, lt: LegacyTable) -> None:
+        self.ops = ops
+        self.lt = lt
+        key = sa.and_(CH.c.system == lt.system.value, CH.c.start_id == START)
+        self._done = {
+            "state": DONE,
+            "worker": WORKER,
+            "attempts": ATTEMPTS,
+            "done_at": NOW,
+        }
+        self._key = key
+        # SQLAlchemy does not cache statements with DML CTEs: compile once, here.
+        self._one_compiled: sa.engine.Compiled | None = None
+        if ops.supports_dml_cte:
+            self._one = self._one_statement()
+        else:
+            where = in_range(lt, START, END)
+            self._insert = unified_insert(ops, lt, where).execution_options(preserve_rowcount=True)
+            self._quarantine = quarantine_insert(ops, lt, where, NOW).execution_options(
+                preserve_rowcount=True
+            )
+            self._count = sa.select(sa.func.count()).where(where)
+            self._mark = (
+                sa.update(CH)
+                .where(key)
+                .values(
+                    inserted=sa.bindparam("bf_inserted", type_=sa.Integer),
+                    already_present=sa.bindparam("bf_already", type_=sa.Integer),
+                    quarantined=sa.bindparam("bf_quarantined", type_=sa.Integer),
+                    **self._done,
+                )
+            )
+
+    def copy(
+        self,
+        conn: sa.Connection,
+        start_id: int,
+        end_id: int,
+        *,
+        worker: str,
+        attempts: int,
+        now: datetime,
+    ) -> Copied:
+        params: dict[str, Any] = {
+            "bf_start": start_id,
+            "bf_end": end_id,
+            "bf_now": now,
+            "bf_worker": worker,
+            "bf_attempts": attempts,
+        }
+        if self.ops.supports_dml_cte:
+            if self._one_compiled is None:
+                self._one_compiled = self._one.compile(dialect=conn.dialect)
+            compiled = self._one_compiled
+            row = conn.exec_driver_sql(compiled.string, compiled.construct_params(params)).one()
+            return Copied(int(row[0]), int(row[1]), int(row[2]))
+        inserted = affected(conn, self._insert, params)
+        quarantined = affected(conn, self._quarantine, params)
+        present = int(conn.execute(self._count, params).scalar_one())
+        already = max(0, present - inserted - quarantined)
+        conn.execute(
+            self._mark,
+            {
+                **params,
+                "bf_inserted": inserted,
+                "bf_already": already,
+                "bf_quarantined": quarantined,
+            },
+        )
+        return Copied(inserted, already, quarantined)
+
+    def _one_statement(self) -> Any:
+        lt, ops = self.lt, self.ops
+        system = lt.system
+        src = (
+            sa.select(
+                lt.id.label("id"),
+                lt.user_id.label("user_id"),
+                lt.amount.label("amount"),
+                lt.currency.label("currency"),
+                status_column(lt).label("raw"),
+                mapped_status(lt).label("mapped"),
+                lt.created_at.label("created_at"),
+                lt.updated_at.label("updated_at"),
+            )
+            .where(in_range(lt, START, END))
+            .cte("src")
+        )
+        ins_select = sa.select(
+            utx_id_sql(system, src.c.id),
+            sa.literal(system.transaction_type.value, sa.String),
+            sa.literal(system.value, sa.String),
+            src.c.id,
+            src.c.user_id,
+            src.c.amount,
+            src.c.currency,
+            src.c.mapped,
+            src.c.raw,
+            sa.literal(1, sa.Integer),
+            sa.literal(ORIGIN, sa.String),
+            src.c.created_at,
+            src.c.updated_at,
+        ).where(src.c.mapped.is_not(None))
+        ins = (
+            ops.insert(U)
+            .from_select(UNIFIED_COLUMNS, ins_select)
+            .on_conflict_do_nothing()
+            .returning(U.c.id)
+            .cte("ins")
+        )
+        q_select = sa.select(
+            sa.literal(system.value, sa.String),
+            src.c.id,
+            src.c.raw,
+            unmappable_reason(system, src.c.raw),
+            NOW,
+            NOW,
+        ).where(src.c.mapped.is_(None))
+        q_stmt = ops.insert(Q).from_select(QUARANTINE_COLUMNS, q_select)
+        qins = (
+            q_stmt.on_conflict_do_update(
+                index_elements=[Q.c.system, Q.c.legacy_id], set_=requarantine(q_stmt)
+            )
+            .returning(Q.c.legacy_id)
+            .cte("qins")
+        )
+        n_ins = sa.select(sa.func.count()).select_from(ins).scalar_subquery()
+        n_q = sa.select(sa.func.count()).select_from(qins).scalar_subquery()
+        n_mappable = (
+            sa.select(sa.func.count()).select_from(src).where(src.c.mapped.is_not(None))
+        ).scalar_subquery()
+        return (
+            sa.update(CH)
+            .where(self._key)
+            .values(
+                inserted=n_ins,
+                already_present=n_mappable - n_ins,
+                quarantined=n_q,
+                **self._done,
+            )
+            .returning(CH.c.inserted, CH.c.already_present, CH.c.quarantined)
+            .add_cte(src, ins, qins)
+        )

@@ -1,0 +1,39 @@
+"""Pause and resume: a control flag every running worker reads before its next batch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.control import read_value, write_value
+from unistatus.db.dialect import ops_for
+from unistatus.errors import StorageError
+
+PAUSE_KEY = "backfill.paused"
+
+
+def is_paused(conn: sa.Connection) -> bool:
+    return read_value(conn, PAUSE_KEY) == "true"
+
+
+def _set(engine: sa.Engine, paused: bool, actor: str, reason: str) -> dict[str, Any]:
+    ops = ops_for(engine)
+    try:
+        with ops.write_transaction() as conn:
+            change = write_value(
+                conn, PAUSE_KEY, "true" if paused else "false", actor=actor, reason=reason
+            )
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot change the backfill pause flag: {exc.orig}") from None
+    return {"paused": paused, **change.as_dict()}
+
+
+def pause(engine: sa.Engine, *, actor: str, reason: str) -> dict[str, Any]:
+    """Hold every running backfill worker before its next batch (they wait, not exit)."""
+    return _set(engine, True, actor, reason)
+
+
+def resume(engine: sa.Engine, *, actor: str, reason: str) -> dict[str, Any]:
+    """Let paused backfill workers continue."""
+    return _set(engine, False, actor, reason)

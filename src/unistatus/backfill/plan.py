@@ -1,0 +1,151 @@
+"""Planning a backfill: the high-water mark and the key-range chunks, taken once.
+
+A job covers the legacy rows that exist when it is planned (ids up to the high-water
+mark); rows created later are the adapter's job. Its chunks are cut from the actual
+keys (one set-based statement with ``row_number()``), so sparse ids still give full
+batches, and consecutive chunks tile the key space up to the mark with no gap.
+
+Planning is idempotent across processes: an unfinished job is joined, not re-planned,
+so a rerun after ``kill -9`` (or a second host) resumes the same chunks.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from unistatus.clock import as_utc, utcnow
+from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import LegacyTable
+from unistatus.db.tables_backfill import backfill_chunks as CH
+from unistatus.db.tables_backfill import backfill_jobs as J
+from unistatus.statuses import LegacySystemType
+
+RUNNING = "running"
+COMPLETE = "complete"
+NEW = "new"
+PENDING = "pending"
+DONE = "done"
+
+
+@dataclass(frozen=True)
+class Job:
+    system: LegacySystemType
+    run_id: str
+    high_water_mark: int | None
+    total: int
+    batch_size: int
+    started_at: datetime
+    resumed: bool  # True: an unfinished job was joined
+
+
+def plan_or_join(
+    ops: DialectOps, tables: dict[LegacySystemType, LegacyTable], batch_size: int
+) -> dict[LegacySystemType, Job]:
+    """The job of each system: the unfinished one if any, else a freshly planned one."""
+    return {system: _plan_one(ops, lt, batch_size) for system, lt in tables.items()}
+
+
+def _plan_one(ops: DialectOps, lt: LegacyTable, batch_size: int) -> Job:
+    system = lt.system.value
+    now = utcnow()
+    with ops.write_transaction() as conn:
+        # A placeholder row first, so two planners meet on one row lock (PostgreSQL);
+        # on SQLite the write transaction already serialises them.
+        conn.execute(
+            ops.insert(J)
+            .values(
+                system=system,
+                run_id="",
+                state=NEW,
+                high_water_mark=None,
+                total=0,
+                batch_size=batch_size,
+                started_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing()
+        )
+        row = conn.execute(sa.select(J).where(J.c.system == system).with_for_update()).one()
+        if row.state == RUNNING:
+            return Job(
+                lt.system,
+                row.run_id,
+                row.high_water_mark,
+                int(row.total),
+                int(row.batch_size),
+                as_utc(row.started_at) or now,
+                resumed=True,
+            )
+        hwm = conn.execute(sa.select(sa.func.max(lt.id))).scalar_one_or_none()
+        conn.execute(sa.delete(CH).where(CH.c.system == system))
+        if hwm is not None:
+            conn.execute(_chunk_insert(lt, int(hwm), batch_size))
+        total = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(CH.c.rows), 0)).where(CH.c.system == system)
+        ).scalar_one()
+        run_id = str(uuid.uuid4())
+        empty = hwm is None or int(total) == 0
+        conn.execute(
+            sa.update(J)
+            .where(J.c.system == system)
+            .values(
+                run_id=run_id,
+                state=COMPLETE if empty else RUNNING,
+                high_water_mark=hwm,
+                total=int(total),
+                batch_size=batch_size,
+                started_at=now,
+                updated_at=now,
+                finished_at=now if empty else None,
+            )
+        )
+        return Job(lt.system, run_id, hwm, int(total), batch_size, now, resumed=False)
+
+
+def _chunk_insert(lt: LegacyTable, hwm: int, batch_size: int) -> sa.Insert:
+    """INSERT INTO chunks SELECT one row per ``batch_size`` keys, tiling [min id, hwm]."""
+    numbered = (
+        sa.select(
+            lt.id.label("id"),
+            (sa.func.row_number().over(order_by=lt.id) - 1).label("rn"),
+        )
+        .where(lt.id <= hwm)
+        .subquery("numbered")
+    )
+    grouped = (
+        sa.select(
+            sa.func.min(numbered.c.id).label("start_id"),
+            sa.func.count().label("rows"),
+        )
+        .group_by(numbered.c.rn // batch_size)
+        .subquery("grouped")
+    )
+    next_start = sa.func.lead(grouped.c.start_id).over(order_by=grouped.c.start_id)
+    select = sa.select(
+        sa.literal(lt.system.value, sa.String),
+        grouped.c.start_id,
+        sa.func.coalesce(next_start - 1, hwm),
+        grouped.c.rows,
+        sa.literal(PENDING, sa.String),
+    )
+    return sa.insert(CH).from_select(
+        [CH.c.system, CH.c.start_id, CH.c.end_id, CH.c.rows, CH.c.state], select
+    )
+
+
+def mark_complete(ops: DialectOps, systems: list[LegacySystemType]) -> None:
+    """Close every job of ``systems`` that has no pending chunk left."""
+    now = utcnow()
+    pending = (
+        sa.select(sa.literal(1)).where(CH.c.system == J.c.system, CH.c.state == PENDING).exists()
+    )
+    with ops.write_transaction() as conn:
+        conn.execute(
+            sa.update(J)
+            .where(J.c.system.in_([s.value for s in systems]), J.c.state == RUNNING, ~pending)
+            .values(state=COMPLETE, finished_at=now, updated_at=now)
+        )

@@ -1,0 +1,88 @@
+"""The quarantine of unmappable legacy rows: counting it and retrying it.
+
+``retry_quarantine`` re-reads each quarantined legacy row: once the mapping covers its
+value (a mapping release, or the legacy row was corrected) it is migrated with the
+same set-based insert as a batch, and its quarantine entry is marked resolved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.backfill.statements import affected, mapped_status, unified_insert
+from unistatus.clock import utcnow
+from unistatus.config import Settings
+from unistatus.db.dialect import ops_for
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables_backfill import backfill_quarantine as Q
+from unistatus.errors import StorageError
+from unistatus.statuses import LegacySystemType
+
+
+def quarantine_count(engine: sa.Engine, *, unresolved: bool = True) -> int:
+    """How many legacy rows are (or, with ``unresolved=False``, ever were) quarantined."""
+    q = sa.select(sa.func.count()).select_from(Q)
+    if unresolved:
+        q = q.where(Q.c.resolved_at.is_(None))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot read the backfill quarantine: {exc.orig}") from None
+
+
+def retry_quarantine(
+    engine: sa.Engine, settings: Settings, *, systems: list[LegacySystemType] | None = None
+) -> dict[str, Any]:
+    """Migrate every quarantined row the mapping now covers; one transaction per system."""
+    ops = ops_for(engine)
+    tables = resolve_legacy_tables(engine, settings, systems=systems)
+    per_system: dict[str, dict[str, int]] = {}
+    try:
+        for system, lt in tables.items():
+            now = utcnow()
+            open_ids = sa.select(Q.c.legacy_id).where(
+                Q.c.system == system.value, Q.c.resolved_at.is_(None)
+            )
+            unresolved = sa.and_(Q.c.system == system.value, Q.c.resolved_at.is_(None))
+            mappable_ids = sa.select(lt.id).where(mapped_status(lt).is_not(None))
+            legacy_exists = sa.select(sa.literal(1)).where(lt.id == Q.c.legacy_id).exists()
+            with ops.write_transaction() as conn:
+                inserted = affected(
+                    conn, unified_insert(ops, lt, lt.id.in_(open_ids.scalar_subquery()))
+                )
+                migrated = conn.execute(
+                    sa.update(Q)
+                    .where(unresolved, Q.c.legacy_id.in_(mappable_ids.scalar_subquery()))
+                    .values(resolved_at=now, resolution="migrated")
+                ).rowcount
+                gone = conn.execute(
+                    sa.update(Q)
+                    .where(unresolved, ~legacy_exists)
+                    .values(resolved_at=now, resolution="legacy_row_gone")
+                ).rowcount
+                still = conn.execute(
+                    sa.select(sa.func.count()).select_from(Q).where(unresolved)
+                ).scalar_one()
+            per_system[system.value] = {
+                "migrated": migrated,
+                "inserted": inserted,
+                "already_present": max(0, migrated - inserted),
+                "legacy_row_gone": gone,
+                "still_unmappable": int(still),
+            }
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot retry the backfill quarantine: {exc.orig}") from None
+    totals = {
+        key: sum(s[key] for s in per_system.values())
+        for key in (
+            "migrated",
+            "inserted",
+            "already_present",
+            "legacy_row_gone",
+            "still_unmappable",
+        )
+    }
+    return {**totals, "systems": per_system}

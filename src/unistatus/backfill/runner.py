@@ -1,0 +1,315 @@
+"""``run_backfill``: plan (or join) the jobs, run the workers, report.
+
+With ``workers > 1`` on PostgreSQL, N processes run :class:`Worker` against the same
+chunk table (so more hosts can join with their own ``unistatus backfill``); this
+process then only watches progress through the database. SQLite runs one worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.backfill.plan import Job, mark_complete, plan_or_join
+from unistatus.backfill.progress import progress as read_progress
+from unistatus.backfill.statements import dry_run_counts
+from unistatus.backfill.worker import BatchResult, Tally, Worker
+from unistatus.config import Settings
+from unistatus.db.dialect import ops_for
+from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.errors import InputError, StorageError
+from unistatus.statuses import LegacySystemType
+
+ProgressCallback = Callable[[str, int, int], None]
+"""Called as ``(system, done_rows, total_rows)`` while the backfill runs."""
+
+POLL_SECONDS = 0.5
+
+
+@dataclass
+class SystemReport:
+    system: str
+    total: int = 0
+    done: int = 0
+    inserted: int = 0
+    already_present: int = 0
+    quarantined: int = 0
+    complete: bool = False
+    state: str = "not_started"
+    high_water_mark: int | None = None
+    resumed: bool = False
+    this_run: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "done": self.done,
+            "percent": 100.0 if not self.total else round(100.0 * self.done / self.total, 2),
+            "inserted": self.inserted,
+            "already_present": self.already_present,
+            "quarantined": self.quarantined,
+            "complete": self.complete,
+            "state": self.state,
+            "high_water_mark": self.high_water_mark,
+            "resumed": self.resumed,
+            "this_run": dict(self.this_run),
+        }
+
+
+@dataclass
+class BackfillReport:
+    """What a backfill did. Counts are for the whole job (all runs that resumed it)."""
+
+    systems: dict[str, SystemReport]
+    dry_run: bool = False
+    workers: int = 1
+    batch_size: int = 1000
+    duration_seconds: float = 0.0
+    rows_this_run: int = 0
+
+    def _sum(self, name: str) -> int:
+        return sum(int(getattr(s, name)) for s in self.systems.values())
+
+    @property
+    def inserted(self) -> int:
+        return self._sum("inserted")
+
+    @property
+    def already_present(self) -> int:
+        return self._sum("already_present")
+
+    @property
+    def quarantined(self) -> int:
+        return self._sum("quarantined")
+
+    @property
+    def complete(self) -> bool:
+        return all(s.complete for s in self.systems.values())
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_this_run / self.duration_seconds if self.duration_seconds else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "inserted": self.inserted,
+            "already_present": self.already_present,
+            "quarantined": self.quarantined,
+            "complete": self.complete,
+            "dry_run": self.dry_run,
+            "workers": self.workers,
+            "batch_size": self.batch_size,
+            "duration_seconds": round(self.duration_seconds, 3),
+            "rows_this_run": self.rows_this_run,
+            "rows_per_second": round(self.rows_per_second, 1),
+            "systems": {k: v.as_dict() for k, v in self.systems.items()},
+        }
+
+
+def run_backfill(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    systems: list[LegacySystemType] | None = None,
+    batch_size: int = 1000,
+    workers: int = 1,
+    max_rows_per_second: float | None = None,
+    dry_run: bool = False,
+    progress: ProgressCallback | None = None,
+) -> BackfillReport:
+    """Backfill ``unified_transactions`` from the legacy tables (see the package docs)."""
+    _validate(batch_size, workers, max_rows_per_second)
+    started = time.perf_counter()
+    ops = ops_for(engine)
+    tables = resolve_legacy_tables(engine, settings, systems=systems)
+    if dry_run:
+        report = _dry_run(engine, tables)
+        report.batch_size = batch_size
+        report.duration_seconds = time.perf_counter() - started
+        return report
+    if not ops.supports_skip_locked:
+        workers = 1  # SQLite: one writer at a time anyway
+    try:
+        jobs = plan_or_join(ops, tables, batch_size)
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot plan the backfill: {exc.orig}") from None
+    if workers == 1:
+        tally = _run_here(engine, settings, tables, jobs, max_rows_per_second, progress)
+    else:
+        tally = _run_processes(
+            engine, settings, list(tables), workers, max_rows_per_second, progress
+        )
+    mark_complete(ops, list(tables))
+    report = _report(engine, settings, jobs, tally)
+    report.workers = workers
+    report.batch_size = batch_size
+    report.duration_seconds = time.perf_counter() - started
+    return report
+
+
+def _validate(batch_size: int, workers: int, rate: float | None) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch size must be a positive integer, got {batch_size!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= 64:
+        raise InputError(f"workers must be between 1 and 64, got {workers!r}")
+    if rate is not None and not rate > 0:
+        raise InputError(f"max rows per second must be positive, got {rate!r}")
+
+
+def _run_here(
+    engine: sa.Engine,
+    settings: Settings,
+    tables: dict[LegacySystemType, LegacyTable],
+    jobs: dict[LegacySystemType, Job],
+    rate: float | None,
+    progress: ProgressCallback | None,
+) -> Tally:
+    done: dict[str, int] = {}
+    if progress is not None:
+        snapshot = read_progress(engine, settings)
+        for system, job in jobs.items():
+            done[system.value] = int(snapshot[system.value]["done"])
+            progress(system.value, done[system.value], job.total)
+
+    def on_batch(b: BatchResult) -> None:
+        if progress is None:
+            return
+        key = b.system.value
+        done[key] = done.get(key, 0) + b.rows
+        progress(key, done[key], jobs[b.system].total)
+
+    worker = Worker(
+        engine, ops_for(engine), settings, tables, max_rows_per_second=rate, on_batch=on_batch
+    )
+    return worker.run()
+
+
+def _run_processes(
+    engine: sa.Engine,
+    settings: Settings,
+    systems: list[LegacySystemType],
+    workers: int,
+    rate: float | None,
+    progress: ProgressCallback | None,
+) -> Tally:
+    ctx = multiprocessing.get_context("spawn")
+    results: multiprocessing.Queue[tuple[str, Any]] = ctx.Queue()
+    url = engine.url.render_as_string(hide_password=False)
+    per_worker = rate / workers if rate else None
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            args=(url, settings.model_dump(), [s.value for s in systems], per_worker, results),
+            daemon=True,
+        )
+        for _ in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    tally, errors, finished = Tally(), [], 0
+    try:
+        while finished < len(procs):
+            try:
+                kind, payload = results.get(timeout=POLL_SECONDS)
+                finished += 1
+                if kind == "ok":
+                    tally.merge(payload)
+                else:
+                    errors.append(str(payload))
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs) and results.empty():
+                    break
+            if progress is not None:
+                snapshot = read_progress(engine, settings)
+                for s in systems:
+                    progress(s.value, snapshot[s.value]["done"], snapshot[s.value]["total"])
+    finally:
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
+    dead = [p.exitcode for p in procs if p.exitcode not in (0, None)]
+    if errors or (dead and finished < len(procs)):
+        detail = errors[0] if errors else f"a worker process exited with code {dead[0]}"
+        raise StorageError(f"backfill worker failed: {detail}")
+    return tally
+
+
+def _worker_main(
+    url: str,
+    settings_data: dict[str, Any],
+    systems: list[str],
+    rate: float | None,
+    results: multiprocessing.Queue[tuple[str, Any]],
+) -> None:
+    """Entry point of a worker process: its own engine, the same chunk table."""
+    from unistatus.db.engine import create_engine
+
+    try:
+        settings = Settings(**settings_data)
+        engine = create_engine(url, pool_size=2, max_overflow=2)
+        chosen = [LegacySystemType(s) for s in systems]
+        tables = resolve_legacy_tables(engine, settings, systems=chosen)
+        tally = Worker(engine, ops_for(engine), settings, tables, max_rows_per_second=rate).run()
+        engine.dispose()
+        results.put(("ok", tally))
+    except Exception as exc:  # reported to the parent, which raises it as one line
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def _report(
+    engine: sa.Engine, settings: Settings, jobs: dict[LegacySystemType, Job], tally: Tally
+) -> BackfillReport:
+    snapshot = read_progress(engine, settings)
+    systems: dict[str, SystemReport] = {}
+    for system, job in jobs.items():
+        p = snapshot[system.value]
+        systems[system.value] = SystemReport(
+            system=system.value,
+            total=int(p["total"]),
+            done=int(p["done"]),
+            inserted=int(p["inserted"]),
+            already_present=int(p["already_present"]),
+            quarantined=int(p["quarantined"]),
+            complete=bool(p["complete"]),
+            state=str(p["state"]),
+            high_water_mark=job.high_water_mark,
+            resumed=job.resumed,
+            this_run=tally.per_system.get(
+                system.value,
+                {"batches": 0, "inserted": 0, "already_present": 0, "quarantined": 0, "retries": 0},
+            ),
+        )
+    return BackfillReport(systems=systems, rows_this_run=tally.rows)
+
+
+def _dry_run(engine: sa.Engine, tables: dict[LegacySystemType, LegacyTable]) -> BackfillReport:
+    """Count what a run would insert and quarantine now; writes nothing."""
+    systems: dict[str, SystemReport] = {}
+    try:
+        with engine.connect() as conn:
+            for system, lt in tables.items():
+                hwm = conn.execute(sa.select(sa.func.max(lt.id))).scalar_one_or_none()
+                rows = unmappable = would_insert = 0
+                if hwm is not None:
+                    rows, unmappable, would_insert = (
+                        int(v) for v in conn.execute(dry_run_counts(lt, int(hwm))).one()
+                    )
+                systems[system.value] = SystemReport(
+                    system=system.value,
+                    total=rows,
+                    inserted=would_insert,
+                    already_present=rows - unmappable - would_insert,
+                    quarantined=unmappable,
+                    state="dry_run",
+                    high_water_mark=hwm,
+                )
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot read the legacy tables: {exc.orig}") from None
+    return BackfillReport(systems=systems, dry_run=True)

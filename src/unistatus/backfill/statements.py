@@ -1,0 +1,175 @@
+"""The SQL of the backfill, generated from the mapping and the resolved legacy tables.
+
+Every statement here is set-based: a batch is one ``INSERT ... SELECT`` over a primary
+key range (status mapped by :func:`unistatus.mapping.forward_case`, id derived by
+:func:`unistatus.ids.utx_id_sql`), plus one ``INSERT ... SELECT`` that sets aside the
+unmappable rows of the same range. Nothing loops over rows in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import LegacyTable
+from unistatus.db.tables import unified_transactions as U
+from unistatus.db.tables_backfill import backfill_quarantine as Q
+from unistatus.ids import utx_id_sql
+from unistatus.mapping import forward_case
+from unistatus.statuses import LegacySystemType
+
+ORIGIN = "backfill"
+
+# Why a row cannot be mapped, as stored in the quarantine.
+NULL_STATUS = "null_status"
+WRONG_CASE = "wrong_case"
+UNKNOWN_STATUS = "unknown_status"
+
+
+UNIFIED_COLUMNS = [
+    U.c.id,
+    U.c.transaction_type,
+    U.c.legacy_system,
+    U.c.legacy_id,
+    U.c.user_id,
+    U.c.amount,
+    U.c.currency,
+    U.c.status,
+    U.c.legacy_status,
+    U.c.version,
+    U.c.origin,
+    U.c.created_at,
+    U.c.updated_at,
+]
+QUARANTINE_COLUMNS = [
+    Q.c.system,
+    Q.c.legacy_id,
+    Q.c.raw_status,
+    Q.c.reason,
+    Q.c.first_seen_at,
+    Q.c.last_seen_at,
+]
+
+
+def affected(conn: sa.Connection, stmt: Any, params: dict[str, Any] | None = None) -> int:
+    """Rows an INSERT ... SELECT wrote (SQLAlchemy keeps INSERT rowcounts only on request)."""
+    return int(conn.execute(stmt.execution_options(preserve_rowcount=True), params).rowcount)
+
+
+def status_column(lt: LegacyTable) -> sa.Column[str]:
+    if lt.status is None:
+        from unistatus.errors import ConfigError
+
+        raise ConfigError(
+            f"legacy table {lt.name!r} has no status column (retired); nothing to backfill"
+        )
+    return lt.status
+
+
+def mapped_status(lt: LegacyTable) -> sa.Case[Any]:
+    return forward_case(lt.system, status_column(lt))
+
+
+def in_range(lt: LegacyTable, start_id: Any, end_id: Any) -> sa.ColumnElement[bool]:
+    """The chunk's key range (ints, or bind parameters in a reusable statement)."""
+    return lt.id.between(start_id, end_id)
+
+
+def unified_insert(ops: DialectOps, lt: LegacyTable, where: sa.ColumnElement[bool]) -> Any:
+    """INSERT INTO unified_transactions SELECT <mapped legacy rows> ON CONFLICT DO NOTHING.
+
+    A unified row that already exists was written by the adapter (or an earlier run) and
+    is at least as new as this copy, so it is never overwritten.
+    """
+    system = lt.system
+    status = mapped_status(lt)
+    select = sa.select(
+        utx_id_sql(system, lt.id),
+        sa.literal(system.transaction_type.value, sa.String),
+        sa.literal(system.value, sa.String),
+        lt.id,
+        lt.user_id,
+        lt.amount,
+        lt.currency,
+        status,
+        status_column(lt),
+        sa.literal(1, sa.Integer),
+        sa.literal(ORIGIN, sa.String),
+        lt.created_at,
+        lt.updated_at,
+    ).where(where, status.is_not(None))
+    return ops.insert(U).from_select(UNIFIED_COLUMNS, select).on_conflict_do_nothing()
+
+
+def unmappable_reason(system: LegacySystemType, raw: sa.ColumnElement[Any]) -> sa.Case[Any]:
+    """Why an unmappable value is unmappable: NULL, wrong case, or unknown."""
+    return sa.case(
+        (raw.is_(None), NULL_STATUS),
+        (forward_case(system, sa.func.upper(raw)).is_not(None), WRONG_CASE),
+        else_=UNKNOWN_STATUS,
+    )
+
+
+def requarantine(stmt: Any) -> dict[str, Any]:
+    """Seen again: refresh the raw value and reason, and re-open a resolved entry."""
+    return {
+        "raw_status": stmt.excluded.raw_status,
+        "reason": stmt.excluded.reason,
+        "last_seen_at": stmt.excluded.last_seen_at,
+        "resolved_at": None,
+        "resolution": None,
+    }
+
+
+def quarantine_insert(
+    ops: DialectOps, lt: LegacyTable, where: sa.ColumnElement[bool], now: sa.ColumnElement[Any]
+) -> Any:
+    """Set the unmappable rows of a range aside (raw value, reason); re-opens resolved ones."""
+    select = sa.select(
+        sa.literal(lt.system.value, sa.String),
+        lt.id,
+        status_column(lt),
+        unmappable_reason(lt.system, status_column(lt)),
+        now,
+        now,
+    ).where(where, mapped_status(lt).is_(None))
+    stmt = ops.insert(Q).from_select(
+        [
+            Q.c.system,
+            Q.c.legacy_id,
+            Q.c.raw_status,
+            Q.c.reason,
+            Q.c.first_seen_at,
+            Q.c.last_seen_at,
+        ],
+        select,
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[Q.c.system, Q.c.legacy_id],
+        set_={
+            "raw_status": stmt.excluded.raw_status,
+            "reason": stmt.excluded.reason,
+            "last_seen_at": stmt.excluded.last_seen_at,
+            "resolved_at": None,
+            "resolution": None,
+        },
+    )
+
+
+def dry_run_counts(lt: LegacyTable, high_water_mark: int) -> sa.Select[Any]:
+    """(rows, unmappable, would insert) up to the high-water mark, writing nothing."""
+    status = mapped_status(lt)
+    exists = (
+        sa.select(sa.literal(1))
+        .where(U.c.legacy_system == lt.system.value, U.c.legacy_id == lt.id)
+        .exists()
+    )
+    return sa.select(
+        sa.func.count(),
+        sa.func.coalesce(sa.func.sum(sa.case((status.is_(None), 1), else_=0)), 0),
+        sa.func.coalesce(
+            sa.func.sum(sa.case((sa.and_(status.is_not(None), ~exists), 1), else_=0)), 0
+        ),
+    ).where(lt.id <= high_water_mark)

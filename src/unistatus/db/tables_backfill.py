@@ -1,0 +1,60 @@
+"""The backfill's own tables: its jobs, their key-range chunks, and the quarantine.
+
+A *job* is one backfill of one legacy system up to the high-water mark taken when it
+was planned. Its *chunks* are the primary-key ranges the batches cover; a chunk turns
+``done`` in the same transaction as the ``INSERT ... SELECT`` that copied it, so the
+chunk table is the checkpoint, and workers (on any host) claim pending chunks with
+``FOR UPDATE SKIP LOCKED``. The *quarantine* keeps unmappable legacy rows aside, with
+their raw value and why, until ``backfill --retry-quarantine`` can migrate them.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from unistatus.db.tables import UTC, metadata
+
+backfill_jobs = sa.Table(
+    "unistatus_backfill_jobs",
+    metadata,
+    sa.Column("system", sa.String(16), primary_key=True),
+    sa.Column("run_id", sa.String(36), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # running | complete
+    sa.Column("high_water_mark", sa.BigInteger, nullable=True),  # None: empty table
+    sa.Column("total", sa.BigInteger, nullable=False),
+    sa.Column("batch_size", sa.Integer, nullable=False),
+    sa.Column("started_at", UTC, nullable=False),
+    sa.Column("updated_at", UTC, nullable=False),
+    sa.Column("finished_at", UTC, nullable=True),
+)
+
+backfill_chunks = sa.Table(
+    "unistatus_backfill_chunks",
+    metadata,
+    sa.Column("system", sa.String(16), primary_key=True),
+    sa.Column("start_id", sa.BigInteger, primary_key=True),
+    sa.Column("end_id", sa.BigInteger, nullable=False),  # inclusive
+    sa.Column("rows", sa.Integer, nullable=False),  # legacy rows in range when planned
+    sa.Column("state", sa.String(16), nullable=False),  # pending | done
+    sa.Column("inserted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("already_present", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("quarantined", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("worker", sa.String(64), nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("done_at", UTC, nullable=True),
+)
+sa.Index("ix_backfill_chunks_claim", backfill_chunks.c.state, backfill_chunks.c.system)
+
+backfill_quarantine = sa.Table(
+    "unistatus_backfill_quarantine",
+    metadata,
+    sa.Column("system", sa.String(16), primary_key=True),
+    sa.Column("legacy_id", sa.BigInteger, primary_key=True),
+    sa.Column("raw_status", sa.String(64), nullable=True),
+    sa.Column("reason", sa.String(32), nullable=False),  # null_status|wrong_case|unknown_status
+    sa.Column("first_seen_at", UTC, nullable=False),
+    sa.Column("last_seen_at", UTC, nullable=False),
+    sa.Column("resolved_at", UTC, nullable=True),
+    sa.Column("resolution", sa.String(32), nullable=True),  # migrated | legacy_row_gone
+)
+sa.Index("ix_backfill_quarantine_unresolved", backfill_quarantine.c.resolved_at)
