@@ -69,13 +69,10 @@ def exact_rows(engine: sa.Engine, table: sa.Table) -> list[tuple[str, ...]]:
     return [tuple(repr(v) for v in row) for row in rows]
 
 
-@pytest.fixture
-def other_db(db: Database, tmp_path: Path) -> Iterator[str]:
-    """An empty second database on the same backend (created here, dropped after)."""
-    if db.backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'restored.db'}"
-        return
-    url = sa.engine.make_url(db.url)
+@pytest.fixture(scope="module")
+def _pg_restore_url(postgres_url: str) -> Iterator[str]:
+    """A second PostgreSQL database for restores (created once here, dropped after)."""
+    url = sa.engine.make_url(postgres_url)
     name = f"{url.database}_restore_{uuid.uuid4().hex[:6]}"
     admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -86,6 +83,23 @@ def other_db(db: Database, tmp_path: Path) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def other_db(db: Database, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty second database on the same backend."""
+    if db.backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'restored.db'}"
+        return
+    url: str = request.getfixturevalue("_pg_restore_url")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in LEGACY:
+                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table.name}"')
+        yield url
+    finally:
+        engine.dispose()
 
 
 def test_export_restore_identical(db: Database, other_db: str, tmp_path: Path) -> None:
