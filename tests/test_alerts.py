@@ -349,3 +349,18 @@ def test_state_rows_are_persisted(db) -> None:
         "latency_p95_critical",
         "database_down",
     } <= names
+
+
+def test_migration_0005_creates_and_drops_its_tables(sqlite_db) -> None:
+    from unistatus.db import schema
+
+    engine, settings = sqlite_db.engine, sqlite_db.settings
+    assert {"unistatus_alert_state", "unistatus_monitor_values"} <= set(
+        sa.inspect(engine).get_table_names()
+    )
+    schema.downgrade(engine, settings, "0004")
+    names = set(sa.inspect(engine).get_table_names())
+    assert "unistatus_alert_state" not in names and "unistatus_monitor_values" not in names
+    schema.upgrade(engine, settings)
+    alerts.evaluate(engine, settings, notifier=Notifier())
+    assert sqlite_db.count("unistatus_alert_state") >= 8

@@ -87,10 +87,11 @@ class Snapshot:
                 percent = None
             elif number < self.phase:
                 percent = 100.0
-            elif number > self.phase:
-                percent = 0.0
-            else:
+            elif number == self.phase or (self.phase == 0 and number == 1):
+                # Before phase 1 starts, its bar shows the gates into it that pass.
                 percent = self._current_phase_percent(number)
+            else:
+                percent = 0.0
             bars.append(
                 {
                     "phase": number,

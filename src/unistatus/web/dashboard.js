@@ -76,11 +76,12 @@ function render(s) {
   const body = $("gates").querySelector("tbody");
   body.replaceChildren(...(s.gates ?? []).map((g) => {
     const tr = document.createElement("tr");
-    for (const v of [g.name, g.value, g.threshold, g.passed ? "✅" : "❌"]) {
+    for (const v of [g.name, g.value, g.threshold, g.passed ? "pass" : "FAIL"]) {
       const td = document.createElement("td");
       td.textContent = v === null || v === undefined ? "unknown" : String(v);
       tr.appendChild(td);
     }
+    tr.lastChild.className = g.passed ? "pass" : "fail";
     return tr;
   }));
 
