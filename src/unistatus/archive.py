@@ -40,6 +40,21 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import control_log, migration_control
 from unistatus.errors import InputError, StorageError
 
+__all__ = [
+    "ColumnInfo",
+    "Manifest",
+    "RestoreReport",
+    "TableEntry",
+    "VerifyReport",
+    "check_files",
+    "export_archive",
+    "read_manifest",
+    "record_verified",
+    "recorded_archive",
+    "restore_archive",
+    "verify_archive",
+]
+
 FORMAT = "unistatus-archive/1"
 MANIFEST = "manifest.json"
 CONTROL_KEY = "archive"

@@ -38,6 +38,8 @@ from unistatus.errors import InputError, UnistatusError
 from unistatus.statuses import DualWriteMode, UnifiedTransactionType
 from unistatus.traffic import valid_path
 
+__all__ = ["LoadTestReport", "RunStats", "percentile", "run_load_test"]
+
 ACTOR = "loadtest"
 CURRENCIES = ("USD", "USDT", "EUR", "BTC")
 

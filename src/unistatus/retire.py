@@ -30,6 +30,14 @@ from unistatus.db.tables import unified_transactions
 from unistatus.errors import GateError, InputError
 from unistatus.statuses import DualWriteMode, LegacySystemType
 
+__all__ = [
+    "blockers",
+    "legacy_columns_dropped",
+    "retire_legacy_columns",
+    "status_checksum",
+    "undo_cleanup",
+]
+
 CONTROL_KEY = "legacy_columns"
 U = unified_transactions
 
