@@ -119,20 +119,28 @@ def _restore_legacy_columns(
 
 
 def _replay_batch(
-    conn: sa.Connection, tables: dict[LegacySystemType, LegacyTable], batch_size: int
+    conn: sa.Connection,
+    tables: dict[LegacySystemType, LegacyTable],
+    batch_size: int,
+    after: int,
 ) -> dict[str, int]:
-    """Apply the oldest ``batch_size`` unreplayed changes, in order (caller holds the lock)."""
+    """Apply the oldest ``batch_size`` unreplayed changes, in order (caller holds the lock).
+
+    ``after``: every change up to this id is known replayed, so the scan starts there
+    (a primary-key range scan, not a walk over everything already replayed).
+    """
     rows = conn.execute(
         sa.select(P.c.id, P.c.transaction_id, P.c.kind, P.c.legacy_status)
-        .where(P.c.replayed_at.is_(None))
+        .where(P.c.replayed_at.is_(None), P.c.id > after)
         .order_by(P.c.id)
         .limit(batch_size)
     ).all()
     counts = {"replayed": 0, "creates": 0, "status_changes": 0, "legacy_created": 0}
-    counts["legacy_updated"] = 0
+    counts.update(legacy_updated=0, last_id=after)
     if not rows:
         return counts
     lo, hi = rows[0].id, rows[-1].id
+    counts["last_id"] = hi
     now = utcnow()
     # The last legacy value of each transaction in this batch is what legacy must end
     # with; applying only it is the same as applying the batch in order.
@@ -186,6 +194,30 @@ def _update_legacy_statuses(
     return updated
 
 
+def _insert_target(lt: LegacyTable) -> sa.Table:
+    """The legacy table as SQLAlchemy sees a table it defined itself.
+
+    A reflected id column carries its ``nextval(...)`` server default, and SQLAlchemy
+    then inserts row by row to return ids in order; declared as a plain autoincrement
+    key (same name and type, from the reflected Column), a page is one statement.
+    """
+    cols: list[sa.Column[Any] | None] = [
+        lt.user_id,
+        lt.amount,
+        lt.currency,
+        lt.status,
+        lt.created_at,
+        lt.updated_at,
+    ]
+    return sa.Table(
+        lt.table.name,
+        sa.MetaData(),
+        sa.Column(lt.id.name, lt.id.type, key=lt.id.key, primary_key=True, autoincrement=True),
+        *(sa.Column(c.name, c.type, key=c.key) for c in cols if c is not None),
+        schema=lt.table.schema,
+    )
+
+
 def _create_legacy_rows(
     conn: sa.Connection,
     tables: dict[LegacySystemType, LegacyTable],
@@ -217,9 +249,13 @@ def _create_legacy_rows(
             }
             for r in items
         ]
-        # insertmanyvalues: one round trip per page, ids returned in parameter order.
+        target = _insert_target(lt)
+        # insertmanyvalues: one statement per page, ids returned in parameter order.
         ids = (
-            conn.execute(sa.insert(lt.table).returning(lt.id, sort_by_parameter_order=True), params)
+            conn.execute(
+                sa.insert(target).returning(target.c[lt.id.key], sort_by_parameter_order=True),
+                params,
+            )
             .scalars()
             .all()
         )
@@ -261,6 +297,7 @@ def replay_pending(
     ops = ops_for(engine)
     batches = 0
     rounds = 0
+    after = 0
     done = False
     while not done:
         rounds += 1
@@ -268,7 +305,8 @@ def replay_pending(
         with ops.write_transaction() as conn:
             ops.mode_exclusive_lock(conn)
             while True:
-                counts = _replay_batch(conn, tables, batch_size)
+                counts = _replay_batch(conn, tables, batch_size, after)
+                after = counts.pop("last_id")
                 batches += 1 if counts["replayed"] else 0
                 for k, v in counts.items():
                     totals[k] += v
