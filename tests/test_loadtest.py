@@ -106,3 +106,32 @@ def test_percentile_nearest_rank() -> None:
     assert percentile(data, 99) == 99.0
     assert percentile([7.0], 99) == 7.0
     assert percentile([], 50) == 0.0
+
+
+def test_strategy_document_script(sqlite_db: Database) -> None:
+    """`scripts/load_test_dual_write.py --transactions=N --concurrent=C`, as documented."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "load_test_dual_write.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--transactions=9",
+            "--concurrent=3",
+            "--json",
+            "--database-url",
+            sqlite_db.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["mode"] == "DUAL_WRITE_LEGACY_PRIMARY"  # the script's default
+    assert data["transactions"] == 9 and data["error_rate"] == 0.0
+    assert data["consistency_rate"] == 1.0
+    assert get_mode(sqlite_db.engine) is DualWriteMode.LEGACY_ONLY
