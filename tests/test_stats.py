@@ -127,3 +127,14 @@ def test_failed_flush_keeps_counts_and_never_raises(sqlite_db: Database, tmp_pat
     assert stats.flush() == 1
     assert window(sqlite_db.engine, 60).count == 1
     stats.record("not an event")  # type: ignore[arg-type]  # logged, not raised
+
+
+def test_module_all_is_sorted_and_resolves() -> None:
+    import unistatus.diagnose
+    import unistatus.phases
+    import unistatus.rollback
+    import unistatus.stats
+
+    for module in (unistatus.stats, unistatus.phases, unistatus.rollback, unistatus.diagnose):
+        assert module.__all__ == sorted(module.__all__), module.__name__
+        assert all(hasattr(module, name) for name in module.__all__), module.__name__

@@ -51,11 +51,11 @@ from unistatus.statuses import DualWriteMode, LegacySystemType
 
 __all__ = [
     "GATE_WINDOW_SECONDS",
+    "Gate",
     "MAX_ERROR_RATE",
     "MAX_P95_MS",
     "PHASES",
     "PHASE_KEY",
-    "Gate",
     "PhaseChange",
     "PhaseInfo",
     "PhaseStatus",
