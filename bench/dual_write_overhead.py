@@ -58,6 +58,16 @@ def throwaway_database(server: str) -> Iterator[str]:
         admin.dispose()
 
 
+@contextmanager
+def database(url: str | None) -> Iterator[str]:
+    """The given database as it is, or a throwaway one on the local server."""
+    if url is not None:
+        yield url
+        return
+    with throwaway_database(SERVER) as created:
+        yield created
+
+
 @dataclass
 class Bench:
     engine: sa.Engine
@@ -66,8 +76,8 @@ class Bench:
     state: dict[int, str]
     threads: int
 
-    def run(self, variant: str, ops: int) -> float:
-        """Run ``ops`` operations of one variant; mean milliseconds per operation."""
+    def run(self, variant: str, ops: int) -> list[float]:
+        """Run ``ops`` operations of one variant; the latency of each, in milliseconds."""
         if variant == "raw_update":
             op = self._raw()
         else:
@@ -85,18 +95,22 @@ class Bench:
         slices = [self.ids[i :: self.threads] for i in range(self.threads)]
         per_thread = ops // self.threads
 
-        def worker(mine: list[int]) -> None:
-            for i in range(per_thread):
-                op(mine[i % len(mine)])
+        latencies: list[float] = []
 
-        started = time.perf_counter()
+        def worker(mine: list[int]) -> None:
+            own = []
+            for i in range(per_thread):
+                started = time.perf_counter()
+                op(mine[i % len(mine)])
+                own.append((time.perf_counter() - started) * 1000)
+            latencies.extend(own)  # list.extend is atomic under the GIL
+
         workers = [threading.Thread(target=worker, args=(s,)) for s in slices]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
-        elapsed = time.perf_counter() - started
-        return elapsed * 1000 * self.threads / (per_thread * self.threads)
+        return latencies
 
     def _next(self, legacy_id: int) -> str:
         target = FLIP[self.state[legacy_id]]
@@ -168,64 +182,80 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows < args.threads or args.ops < args.threads:
         parser.error("--rows and --ops must be at least --threads")
 
-    with (
-        throwaway_database(SERVER)
-        if args.database_url is None
-        else contextmanager(lambda: iter([args.database_url]))()
-    ) as url:
+    with database(args.database_url) as url:
         bench = setup(url, args.rows, args.threads, args.synchronous_commit)
         try:
             for variant in VARIANTS:  # warm-up: pools, statement caches, plans
                 bench.run(variant, max(args.threads, args.ops // 5))
-            samples: dict[str, list[float]] = {v: [] for v in VARIANTS}
+            per_round: dict[str, list[float]] = {v: [] for v in VARIANTS}
+            pooled: dict[str, list[float]] = {v: [] for v in VARIANTS}
             for r in range(args.rounds):
                 order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
                 for variant in order:
-                    samples[variant].append(bench.run(variant, args.ops))
+                    latencies = bench.run(variant, args.ops)
+                    per_round[variant].append(statistics.median(latencies))
+                    pooled[variant].extend(latencies)
         finally:
             bench.engine.dispose()
 
-    median = {v: statistics.median(s) for v, s in samples.items()}
-    # Paired per-round ratios: adjacent blocks share the machine's load at that moment.
-    paired = {
-        "dual_vs_legacy_only": statistics.median(
-            d / lo for d, lo in zip(samples["dual_write"], samples["legacy_only"], strict=True)
-        ),
-        "dual_vs_raw_update": statistics.median(
-            d / r for d, r in zip(samples["dual_write"], samples["raw_update"], strict=True)
-        ),
-    }
-    report = {
+    report = summarise(args, per_round, pooled)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"rows={args.rows} ops/round={args.ops} rounds={args.rounds} "
+        f"threads={args.threads} synchronous_commit={args.synchronous_commit}"
+    )
+    print(f"  {'variant':<12} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8}")
+    for v in VARIANTS:
+        st = report["latency_ms"][v]
+        print(f"  {v:<12} {st['p50']:>8.3f} {st['p90']:>8.3f} {st['mean']:>8.3f}")
+    for name, value in report["ratios"].items():
+        print(f"  {name:<34} {value:.3f}")
+    return 0
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summarise(
+    args: argparse.Namespace, per_round: dict[str, list[float]], pooled: dict[str, list[float]]
+) -> dict[str, object]:
+    """Medians resist the scheduling stalls of a shared machine; means are shown too.
+
+    ``paired`` ratios divide the medians of adjacent blocks of the same round (same
+    machine load), then take the median over rounds.
+    """
+    p50 = {v: statistics.median(pooled[v]) for v in VARIANTS}
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(per_round[a], per_round[b], strict=True))
+
+    return {
         "rows": args.rows,
         "ops_per_round": args.ops,
         "rounds": args.rounds,
         "threads": args.threads,
         "synchronous_commit": args.synchronous_commit,
-        "median_ms_per_op": {v: round(m, 4) for v, m in median.items()},
-        "ratio_dual_vs_legacy_only": round(median["dual_write"] / median["legacy_only"], 3),
-        "ratio_dual_vs_raw_update": round(median["dual_write"] / median["raw_update"], 3),
-        "ratio_legacy_only_vs_raw_update": round(median["legacy_only"] / median["raw_update"], 3),
-        "median_paired_ratio": {k: round(v, 3) for k, v in paired.items()},
-        "samples_ms_per_op": {v: [round(x, 4) for x in s] for v, s in samples.items()},
+        "latency_ms": {
+            v: {
+                "p50": round(p50[v], 4),
+                "p90": round(_quantile(pooled[v], 0.9), 4),
+                "mean": round(statistics.fmean(pooled[v]), 4),
+            }
+            for v in VARIANTS
+        },
+        "ratios": {
+            "dual_write / legacy_only (p50)": round(p50["dual_write"] / p50["legacy_only"], 3),
+            "dual_write / raw_update (p50)": round(p50["dual_write"] / p50["raw_update"], 3),
+            "legacy_only / raw_update (p50)": round(p50["legacy_only"] / p50["raw_update"], 3),
+            "dual_write / legacy_only (paired)": round(paired("dual_write", "legacy_only"), 3),
+            "dual_write / raw_update (paired)": round(paired("dual_write", "raw_update"), 3),
+        },
+        "round_medians_ms": {v: [round(x, 4) for x in per_round[v]] for v in VARIANTS},
     }
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(
-            f"rows={args.rows} ops/round={args.ops} rounds={args.rounds} "
-            f"threads={args.threads} synchronous_commit={args.synchronous_commit}"
-        )
-        for v in VARIANTS:
-            rounds = " ".join(f"{x:.3f}" for x in samples[v])
-            print(f"  {v:<12} median {median[v]:.4f} ms/op   rounds: {rounds}")
-        print(f"  dual_write / legacy_only = {report['ratio_dual_vs_legacy_only']}")
-        print(f"  dual_write / raw_update  = {report['ratio_dual_vs_raw_update']}")
-        print(f"  legacy_only / raw_update = {report['ratio_legacy_only_vs_raw_update']}")
-        print(
-            "  median of per-round ratios: dual/legacy_only "
-            f"{paired['dual_vs_legacy_only']:.3f}, dual/raw {paired['dual_vs_raw_update']:.3f}"
-        )
-    return 0
 
 
 if __name__ == "__main__":

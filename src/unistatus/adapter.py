@@ -78,6 +78,8 @@ CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
 MAX_ATTEMPTS = 4
 U = unified_transactions
 _LEGACY_KEYS = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
+# What a write needs of the unified row it locks (fewer columns: less to fetch and decode).
+_UNIFIED_LOCK_KEYS = ("id", "status", "legacy_status", "version")
 _HISTORY_KEYS = (
     "transaction_id",
     "legacy_system",
@@ -534,7 +536,7 @@ class DualWriteAdapter:
         if row is None:
             return None
         legacy = {k: row[k] for k in _LEGACY_KEYS}
-        unified = {c.name: row[f"u_{c.name}"] for c in U.c}
+        unified = {k: row[f"u_{k}"] for k in _UNIFIED_LOCK_KEYS}
         return _Entity(system, legacy_id, legacy, unified)
 
     # --- prebuilt hot-path statements -------------------------------------------------
@@ -561,7 +563,7 @@ class DualWriteAdapter:
         lt = self.legacy[system]
         q = (
             self._legacy_select(lt)
-            .add_columns(*(c.label(f"u_{c.name}") for c in U.c))
+            .add_columns(*(U.c[k].label(f"u_{k}") for k in _UNIFIED_LOCK_KEYS))
             .join_from(
                 lt.table, U, sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
             )
