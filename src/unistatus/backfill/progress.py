@@ -65,7 +65,8 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
             continue
         total = int(job.total)
         done_rows = int(c.done) if c else 0
-        complete = job.state == COMPLETE
+        # Every chunk done is complete even if the last worker died before saying so.
+        complete = job.state == COMPLETE or (c is not None and c.chunks == c.chunks_done)
         started = as_utc(job.started_at) or now
         last = max(filter(None, [as_utc(c.last_done_at) if c else None, as_utc(job.updated_at)]))
         if complete:
