@@ -139,6 +139,7 @@ class TrafficReport:
     errors: int = 0
     refused: int = 0
     skipped: int = 0  # picked rows with nothing to do (final, unmappable or missing)
+    unchanged: int = 0  # accepted no-ops: a concurrent writer had already made the change
     touched: set[str] = field(default_factory=set)
     latencies_ms: list[float] = field(default_factory=list)
     error_samples: list[str] = field(default_factory=list)
@@ -169,6 +170,7 @@ class TrafficReport:
         self.errors += other.errors
         self.refused += other.refused
         self.skipped += other.skipped
+        self.unchanged += other.unchanged
         self.touched |= other.touched
         self.latencies_ms += other.latencies_ms
         self.error_samples += other.error_samples[: MAX_ERROR_SAMPLES - len(self.error_samples)]
@@ -184,6 +186,7 @@ class TrafficReport:
             "errors": self.errors,
             "refused": self.refused,
             "skipped": self.skipped,
+            "unchanged": self.unchanged,
             "touched": len(self.touched),
             "seconds": round(self.seconds, 3),
             "throughput": round(self.throughput, 1),
@@ -341,6 +344,8 @@ class _Worker:
         if not result.overall_success:
             self._error(f"{kind}: {result.error}")
             return result
+        if not result.changed:
+            report.unchanged += 1
         if result.entity_id:
             report.touched.add(result.entity_id)
         return result
