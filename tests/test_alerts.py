@@ -364,3 +364,51 @@ def test_migration_0005_creates_and_drops_its_tables(sqlite_db) -> None:
     schema.upgrade(engine, settings)
     alerts.evaluate(engine, settings, notifier=Notifier())
     assert sqlite_db.count("unistatus_alert_state") >= 8
+
+
+def test_concurrent_evaluators_notify_and_respond_once(pg) -> None:
+    import threading
+
+    seed_pairs(pg.engine, 100, drift=5)
+    run_check(pg.engine, pg.settings)
+    set_mode(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    alerts.evaluate(
+        pg.engine,
+        pg.settings.model_copy(
+            update={
+                "auto_responses": AutoResponses(
+                    rollback_on_critical_consistency=False, repair_on_consistency_warning=False
+                )
+            }
+        ),
+        notifier=Notifier(),
+    )  # rows exist, nothing firing claimed yet for a fresh episode
+    with pg.engine.begin() as conn:  # start a fresh episode: resolved, never notified
+        conn.execute(
+            sa.update(alert_state).values(state="resolved", notified_state=None, response=None)
+        )
+    notifiers = [Notifier() for _ in range(4)]
+    barrier = threading.Barrier(len(notifiers))
+    failures: list[BaseException] = []
+
+    def run(n: Notifier) -> None:
+        try:
+            barrier.wait()
+            alerts.evaluate(pg.engine, pg.settings, notifier=n)
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in notifiers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    assert sum(fired(n, "consistency_critical") for n in notifiers) == 1
+    rollbacks = [
+        c
+        for c in history(pg.engine, alerts.AUTO_RESPONSE_KEY)
+        if c.metadata and c.metadata["alert"] == "consistency_critical"
+    ]
+    assert len(rollbacks) == 1
+    assert get_mode(pg.engine) is DualWriteMode.LEGACY_ONLY
