@@ -14,7 +14,7 @@ from unistatus import phases, rollback
 from unistatus.adapter import DualWriteAdapter
 from unistatus.backfill.control import PAUSE_KEY
 from unistatus.consistency import compare
-from unistatus.control import get_mode, history, read_value
+from unistatus.control import get_mode, history, read_value, set_mode
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.errors import GateError, InputError
@@ -270,3 +270,26 @@ def test_zero_lost_writes_with_writers_running_during_rollback(pg: Database) -> 
     assert {e: statuses[e] for e in finals} == finals
     checked = _assert_all_consistent(db)
     assert checked == len(statuses) >= 40
+
+
+def test_replay_after_a_hand_switch_keeps_newer_dual_writes(db: Database) -> None:
+    """Someone left UNIFIED_ONLY with `mode set`, skipping the replay: the dual writes made
+    since then are newer than the pending changes, and the replay must not undo them."""
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    _to_phase(db, 1)
+    adapter.modes.refresh()
+    r = adapter.create_transaction("WALLET_CASHOUT", 3, "4", "USD")
+    assert r.entity_id
+    _to_phase(db, 3)
+    adapter.modes.refresh()
+    assert adapter.update_status(r.entity_id, "OTP_PENDING", "w", "t").overall_success
+    set_mode(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, reason="by hand, no replay")
+    adapter.modes.refresh()
+    assert adapter.update_status(r.entity_id, "FUNDS_HELD", "w", "t").overall_success
+    assert rollback.pending_count(db.engine) == 1
+    replay = rollback.replay_pending(db.engine, db.settings)
+    assert replay["replayed"] == 1
+    status, meta = adapter.get_transaction_status(f"cashout:{r.legacy_entity_id}")
+    assert status is not None and status.value == "FUNDS_HELD"
+    assert meta["legacy_status"] == "APPROVED"
+    _assert_all_consistent(db)

@@ -142,8 +142,10 @@ def _replay_batch(
     lo, hi = rows[0].id, rows[-1].id
     counts["last_id"] = hi
     now = utcnow()
-    # The last legacy value of each transaction in this batch is what legacy must end
-    # with; applying only it is the same as applying the batch in order.
+    # Legacy must end with the transaction's newest legacy value. The unified row holds
+    # it (``legacy_status``, written in the same transaction as each pending row), so
+    # applying it is the same as applying the batch in order, and stays right even if
+    # the mode was switched by hand and dual writes ran before this replay.
     latest: dict[str, str | None] = {}
     creates: set[str] = set()
     for r in rows:
@@ -173,13 +175,14 @@ def _update_legacy_statuses(
     primary key), so a batch costs O(batch) however long the pending table is.
     """
     refs = conn.execute(
-        sa.select(U.c.id, U.c.legacy_system, U.c.legacy_id).where(
+        sa.select(U.c.id, U.c.legacy_system, U.c.legacy_id, U.c.legacy_status).where(
             U.c.id.in_(sorted(latest)), U.c.legacy_id.is_not(None)
         )
     ).all()
     by_system: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in refs:
-        by_system[r.legacy_system].append({"lid": r.legacy_id, "st": latest[r.id]})
+        value = r.legacy_status if r.legacy_status is not None else latest[r.id]
+        by_system[r.legacy_system].append({"lid": r.legacy_id, "st": value})
     updated = 0
     for system_value, params in by_system.items():
         lt = tables[LegacySystemType(system_value)]
@@ -228,7 +231,13 @@ def _create_legacy_rows(
     """Legacy rows for transactions born in UNIFIED_ONLY; link them (the UTX id stays)."""
     born = conn.execute(
         sa.select(
-            U.c.id, U.c.legacy_system, U.c.user_id, U.c.amount, U.c.currency, U.c.created_at
+            U.c.id,
+            U.c.legacy_system,
+            U.c.user_id,
+            U.c.amount,
+            U.c.currency,
+            U.c.legacy_status,
+            U.c.created_at,
         ).where(U.c.id.in_(sorted(creates)), U.c.legacy_id.is_(None))
     ).all()
     by_system: dict[str, list[Any]] = defaultdict(list)
@@ -243,7 +252,7 @@ def _create_legacy_rows(
                 lt.user_id.key: r.user_id,
                 lt.amount.key: r.amount,
                 lt.currency.key: r.currency,
-                lt.status.key: latest[r.id],
+                lt.status.key: r.legacy_status if r.legacy_status is not None else latest[r.id],
                 lt.created_at.key: r.created_at,
                 lt.updated_at.key: now,
             }
