@@ -24,6 +24,16 @@ from unistatus.config import Settings
 from unistatus.mapping import LegacyStatusMapper
 from unistatus.statuses import DualWriteMode, LegacySystemType
 
+__all__ = [
+    "DEFAULT_WINDOW_SECONDS",
+    "PHASE_NAMES",
+    "Snapshot",
+    "SnapshotCollector",
+    "SourceUnavailable",
+    "collect_snapshot",
+    "database_reachable",
+]
+
 log = logging.getLogger("unistatus.metrics")
 
 T = TypeVar("T")
@@ -34,7 +44,6 @@ PHASE_NAMES = {
     3: "Unified primary",
     4: "Legacy retirement",
 }
-METRIC_PREFIX = "unistatus_"
 
 
 class SourceUnavailable(Exception):
@@ -122,7 +131,9 @@ class Snapshot:
             "database": {"up": self.database_up, "error": self.database_error},
             "mode": self.mode,
             "phase": self.phase,
-            "phase_name": PHASE_NAMES.get(self.phase, "Not started") if self.phase is not None else None,
+            "phase_name": PHASE_NAMES.get(self.phase, "Not started")
+            if self.phase is not None
+            else None,
             "gates": self.gates,
             "performance": self.performance,
             "data_quality": {

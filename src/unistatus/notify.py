@@ -20,6 +20,8 @@ import httpx
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 
+__all__ = ["Delivery", "Notification", "Notifier"]
+
 log = logging.getLogger("unistatus.notify")
 
 LEVEL_ICON = {
