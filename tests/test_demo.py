@@ -21,7 +21,7 @@ def _quiet() -> tuple[Console, io.StringIO]:
 
 def test_demo_in_a_temporary_sqlite_database() -> None:
     console, buf = _quiet()
-    report = run_demo(console=console, rows=300, seconds=1.0, threads=2)
+    report = run_demo(console=console, rows=300, seconds=0.8, threads=2)
     assert report.ok, report.as_dict()
     assert [s.name for s in report.steps] == [s.name for s in PHASE1_STEPS]
     assert all(s.duration >= 0 for s in report.steps)
@@ -36,7 +36,7 @@ def test_demo_in_a_temporary_sqlite_database() -> None:
 
 def test_demo_on_a_given_postgres_database(pg) -> None:  # type: ignore[no-untyped-def]
     console, _ = _quiet()
-    report = run_demo(pg.url, console=console, rows=300, seconds=1.0, threads=3)
+    report = run_demo(pg.url, console=console, rows=300, seconds=0.8, threads=3)
     assert report.ok, report.as_dict()
     assert get_mode(pg.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
     assert pg.count("cashouts") >= 100
