@@ -138,3 +138,19 @@ def test_module_all_is_sorted_and_resolves() -> None:
     for module in (unistatus.stats, unistatus.phases, unistatus.rollback, unistatus.diagnose):
         assert module.__all__ == sorted(module.__all__), module.__name__
         assert all(hasattr(module, name) for name in module.__all__), module.__name__
+
+
+def test_migration_0004_downgrades_and_upgrades(sqlite_db: Database) -> None:
+    import sqlalchemy as sa
+
+    from unistatus.db import schema
+
+    engine, settings = sqlite_db.engine, sqlite_db.settings
+    assert "unistatus_operation_stats" in sa.inspect(engine).get_table_names()
+    schema.downgrade(engine, settings, "0003")
+    assert "unistatus_operation_stats" not in sa.inspect(engine).get_table_names()
+    schema.upgrade(engine, settings, schema.INSTALL_REVISION)
+    assert "unistatus_operation_stats" in sa.inspect(engine).get_table_names()
+    s = OperationStats(engine, process_id="after", start=False)
+    s.record(_event(2.0))
+    assert s.flush() == 1
