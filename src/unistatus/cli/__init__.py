@@ -61,6 +61,7 @@ def _global(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
     ctx.obj = AppState(database_url=database_url, debug=debug)
+    ctx.call_on_close(ctx.obj.close)
 
 
 # Command modules, each exposing `register(app)`. One line per module.

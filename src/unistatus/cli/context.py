@@ -39,6 +39,12 @@ class AppState:
             self._settings = load_settings(database_url=self.database_url)
         return self._settings
 
+    def close(self) -> None:
+        """Release pooled connections when the command ends (PG holds them otherwise)."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
@@ -81,6 +87,10 @@ def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:
 
 def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
     """Turn any exception into one line and an exit code (2), or a traceback with --debug."""
+    if isinstance(exc, BrokenPipeError):
+        # `unistatus ... | head`: the reader left; nothing more to say.
+        sys.stderr.close()
+        raise typer.Exit(0)
     if debug:
         traceback.print_exception(exc)
     if isinstance(exc, UnistatusError):
