@@ -412,3 +412,15 @@ def test_concurrent_evaluators_notify_and_respond_once(pg) -> None:
     ]
     assert len(rollbacks) == 1
     assert get_mode(pg.engine) is DualWriteMode.LEGACY_ONLY
+
+
+def test_phase_transition_and_milestone_are_info_events(db) -> None:
+    notifier = Notifier()
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier)
+    monitor.evaluate()  # phase 0: the starting point, no event
+    to_phase(db.engine, 1)
+    monitor.evaluate()
+    monitor.evaluate()
+    notes = [n for n in notifier.sent if n.name == "phase_transition"]
+    assert len(notes) == 1 and notes[0].level == "info"
+    assert "now phase 1" in notes[0].message

@@ -41,5 +41,6 @@ def test_no_input_produces_a_server_error(sqlite_db: Any) -> None:
 
         run()
         seen.append(operation.label)
+    app.state.service.close()  # stop the adapter's stats flusher
     assert "POST /api/v1/transactions/{entity_id}/status" in seen
     assert "PUT /api/v1/control/mode" in seen
