@@ -90,6 +90,10 @@ def test_rollback_from_2_pauses_backfill_keeps_dual_write(db: Database) -> None:
     with db.engine.connect() as conn:
         assert read_value(conn, PAUSE_KEY) == "true"
     assert get_mode(db.engine) is M.DUAL_WRITE_LEGACY_PRIMARY
+    again = phases.advance(db.engine, db.settings, actor="ops", force=True, reason="retry")
+    assert any("resumed" in n for n in again.notes)
+    with db.engine.connect() as conn:
+        assert read_value(conn, PAUSE_KEY) == "false"
 
 
 def test_rollback_from_3_reads_back_to_legacy(db: Database) -> None:

@@ -512,6 +512,7 @@ def advance(
         log.warning(
             "phase %s entered by %s with forced gates %s: %s", to.number, actor, forced, text
         )
+    notes = _resume_backfill(engine, actor) if to.number == 2 else []
     return PhaseChange(
         status.phase,
         to.number,
@@ -522,7 +523,21 @@ def advance(
         utcnow(),
         gates=status.gates,
         forced=forced,
+        notes=notes,
     )
+
+
+def _resume_backfill(engine: sa.Engine, actor: str) -> list[str]:
+    """Entering phase 2 lets backfill workers paused by an earlier rollback go on."""
+    is_paused = _optional("unistatus.backfill.control", "is_paused")
+    resume = _optional("unistatus.backfill", "resume")
+    if is_paused is None or resume is None:
+        return []
+    with engine.connect() as conn:
+        if not is_paused(conn):
+            return []
+    resume(engine, actor=actor, reason="entering phase 2 (backfill)")
+    return ["backfill workers resumed (they were paused by a rollback)"]
 
 
 def rollback_phase(

@@ -3,8 +3,9 @@
 Per phase, as the strategy document lists them:
 
 - from 1 (foundation): dual-write off -> phase 0, LEGACY_ONLY.
-- from 2 (backfill): the backfill workers are paused, ``unistatus backfill undo`` is
-  offered, dual-write is kept -> phase 1, DUAL_WRITE_LEGACY_PRIMARY.
+- from 2 (backfill): the backfill workers are paused (re-entering phase 2 resumes
+  them), ``unistatus backfill undo`` is offered, dual-write is kept -> phase 1,
+  DUAL_WRITE_LEGACY_PRIMARY.
 - from 3 (unified primary): reads go back to legacy, dual-write kept -> phase 2,
   DUAL_WRITE_LEGACY_PRIMARY.
 - from 4 (retirement): legacy status columns are restored if they were dropped, every
