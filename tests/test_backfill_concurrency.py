@@ -1,0 +1,201 @@
+"""The backfill on PostgreSQL under concurrency: live dual writes, workers, timeouts, a lost server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from test_backfill_support import inconsistencies
+from unistatus.adapter import DualWriteAdapter
+from unistatus.backfill import progress, run_backfill
+from unistatus.check import run_check
+from unistatus.control import set_mode
+from unistatus.db.engine import create_engine
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables import unified_transactions as U
+from unistatus.db.tables_backfill import backfill_chunks as CH
+from unistatus.errors import StorageError
+from unistatus.seed import id_ranges, seed_legacy
+from unistatus.statuses import DualWriteMode, LegacySystemType
+from unistatus.traffic import run_traffic
+
+pytestmark = pytest.mark.postgres
+
+
+def test_backfill_100k_under_live_dual_writes_is_fully_consistent(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 100_000, seed=3)
+    set_mode(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 2")
+    adapter = DualWriteAdapter(pg.engine, settings=pg.settings)
+    stop = threading.Event()
+    box: dict[str, Any] = {}
+    traffic = threading.Thread(
+        target=lambda: box.update(
+            t=run_traffic(
+                adapter,
+                threads=8,
+                seconds=None,
+                stop=stop,
+                new_ratio=0.15,
+                existing=id_ranges(pg.engine, pg.settings),
+                seed=5,
+            )
+        )
+    )
+    traffic.start()
+    time.sleep(0.5)  # live writes reach rows the backfill has not copied yet
+    report = run_backfill(pg.engine, pg.settings, batch_size=5_000).as_dict()
+    stop.set()
+    traffic.join(60)
+    written = box["t"]
+    assert written.errors == 0, written.error_samples
+    assert written.updates > 50 and written.creates > 5
+    assert report["complete"] and report["quarantined"] == 0
+    # Some rows were created by the adapter before the backfill reached them.
+    assert report["already_present"] > 0
+    # The mark includes rows the adapter created before the run started.
+    total = sum(s["total"] for s in report["systems"].values())
+    assert total >= 100_000
+    assert report["inserted"] + report["already_present"] == total
+
+    check = run_check(pg.engine, pg.settings, store=False)
+    assert check.is_consistent, check.as_dict()["inconsistencies"]
+    assert check.total >= 100_000
+    # Every unified row carries the latest legacy status (the adapter's, not a stale copy).
+    tables = resolve_legacy_tables(pg.engine, pg.settings)
+    with pg.engine.connect() as conn:
+        for system, lt in tables.items():
+            stale = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(
+                    lt.table.join(
+                        U, sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
+                    )
+                )
+                .where(U.c.legacy_status.is_distinct_from(lt.status))
+            ).scalar_one()
+            assert stale == 0, system
+        touched_backfilled = conn.execute(
+            sa.select(sa.func.count()).where(U.c.origin == "backfill", U.c.version > 1)
+        ).scalar_one()
+    assert touched_backfilled > 0  # live writes also landed on rows after the backfill copied them
+
+
+def test_several_workers_share_the_chunks_without_gap_or_overlap(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 15_000, seed=4, unmappable=9)
+    report = run_backfill(pg.engine, pg.settings, batch_size=250, workers=3).as_dict()
+    assert report["workers"] == 3
+    assert report["inserted"] == 15_000 and report["quarantined"] == 9
+    assert report["complete"]
+    assert pg.count("unified_transactions") == 15_000
+    with pg.engine.connect() as conn:
+        chunks = conn.execute(sa.select(CH).order_by(CH.c.system, CH.c.start_id)).mappings().all()
+        jobs_hwm = dict(
+            conn.execute(
+                sa.text("SELECT system, high_water_mark FROM unistatus_backfill_jobs")
+            ).all()
+        )
+    assert {c["state"] for c in chunks} == {"done"}
+    assert {c["attempts"] for c in chunks} == {1}
+    assert len({c["worker"] for c in chunks}) > 1  # the work really was shared
+    for system in ("CASHOUT", "ESCROW", "EXCHANGE"):
+        mine = [c for c in chunks if c["system"] == system]
+        for a, b in zip(mine, mine[1:], strict=False):
+            assert b["start_id"] == a["end_id"] + 1  # tiles the key space: no gap, no overlap
+        assert mine[-1]["end_id"] == jobs_hwm[system]
+        assert sum(c["inserted"] + c["quarantined"] for c in mine) == sum(c["rows"] for c in mine)
+
+
+def test_a_timed_out_batch_is_retried_not_skipped(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 2_000, seed=6, systems=["cashout"])
+    settings = pg.settings.model_copy(update={"lock_timeout_ms": 150})
+    lt = resolve_legacy_tables(pg.engine, settings)[LegacySystemType.CASHOUT]
+    # Another transaction holds a unified row of the first chunk (uncommitted insert):
+    # the batch waits on it, hits the lock timeout, and must be retried.
+    blocker = pg.engine.connect()
+    tx = blocker.begin()
+    blocker.execute(
+        sa.insert(U).values(
+            id="UTX100000000000001",
+            transaction_type="WALLET_CASHOUT",
+            legacy_system="CASHOUT",
+            legacy_id=1,
+            user_id=1,
+            amount=1,
+            currency="USD",
+            status="PENDING",
+            legacy_status="PENDING",
+            version=2,
+            origin="dual_write",
+            created_at=sa.func.now(),
+            updated_at=sa.func.now(),
+        )
+    )
+    threading.Timer(0.6, tx.rollback).start()
+    try:
+        report = run_backfill(
+            pg.engine, settings, systems=[LegacySystemType.CASHOUT], batch_size=500
+        ).as_dict()
+    finally:
+        time.sleep(0.7)
+        blocker.close()
+    assert report["systems"]["CASHOUT"]["this_run"]["retries"] >= 1
+    assert report["inserted"] == 2_000 and report["complete"]
+    with pg.engine.connect() as conn:
+        first = conn.execute(sa.select(CH.c.attempts).where(CH.c.start_id == 1)).scalar_one()
+        assert conn.execute(sa.select(sa.func.count()).select_from(lt.table)).scalar_one() == 2_000
+    assert first >= 2
+    assert not inconsistencies(pg.engine, settings)
+
+
+def test_server_connection_lost_mid_batch_is_reported_and_resumable(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 40_000, seed=7)
+    # Its own engine: the killer terminates every other backend of this database.
+    engine = create_engine(pg.url)
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            run_backfill(engine, pg.settings, batch_size=200)
+        except StorageError as exc:
+            box["error"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    killer = sa.create_engine(
+        pg.url.replace("postgresql://", "postgresql+psycopg://", 1)
+        if pg.url.startswith("postgresql://")
+        else pg.url,
+        isolation_level="AUTOCOMMIT",
+    )
+    deadline = time.monotonic() + 20
+    with killer.connect() as conn:
+        while t.is_alive() and time.monotonic() < deadline:
+            if progress(pg.engine, pg.settings)["CASHOUT"]["done"] > 0:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND state = 'active' AND query LIKE 'WITH src%'"
+                    )
+                )
+            time.sleep(0.01)
+    t.join(30)
+    killer.dispose()
+    engine.dispose()
+    assert "error" in box, "the backfill finished before the connection could be killed"
+    message = str(box["error"])
+    assert "\n" not in message and "rerun" in message
+    mid = progress(pg.engine, pg.settings)
+    assert not all(p["complete"] for p in mid.values())
+    with pg.engine.connect() as conn:
+        done_rows = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(CH.c.inserted), 0)).where(CH.c.state == "done")
+        ).scalar_one()
+    assert pg.count("unified_transactions") == done_rows  # checkpoint matches the data
+    report = run_backfill(pg.engine, pg.settings, batch_size=200).as_dict()
+    assert report["complete"] and report["inserted"] == 40_000
+    assert pg.count("unified_transactions") == 40_000
