@@ -424,3 +424,30 @@ def test_phase_transition_and_milestone_are_info_events(db) -> None:
     notes = [n for n in notifier.sent if n.name == "phase_transition"]
     assert len(notes) == 1 and notes[0].level == "info"
     assert "now phase 1" in notes[0].message
+
+
+def test_rows_awaiting_backfill_do_not_trigger_a_rollback(db) -> None:
+    from unistatus.seed import seed_legacy
+
+    seed_pairs(db.engine, 10)
+    seed_legacy(db.engine, db.settings, 300, systems=["ESCROW"])  # not backfilled yet
+    report = run_check(db.engine, db.settings)
+    assert report.consistency_rate < 0.1
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 2")
+    notifier = Notifier()
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert not states["consistency_critical"].firing
+    assert states["consistency_critical"].value == 1.0
+    assert "300 rows awaiting backfill not counted" in states["consistency_critical"].message
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    # A real disagreement among backfilled rows still counts.
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(unified_transactions)
+            .where(unified_transactions.c.legacy_id <= 1)
+            .values(status="SUCCESS")
+        )
+    run_check(db.engine, db.settings)
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert states["consistency_critical"].firing
+    assert states["consistency_critical"].value == 0.9

@@ -48,8 +48,8 @@ def test_every_metric_used_by_rules_and_dashboard_is_exposed(db: Any) -> None:
 def test_rules_mirror_the_spec_thresholds() -> None:
     rules = {r["alert"]: r for r in prometheus_rules()["groups"][0]["rules"]}
     expected = {
-        "UnistatusConsistencyCritical": ("unistatus_consistency_rate < 0.99", "critical"),
-        "UnistatusConsistencyWarning": ("unistatus_consistency_rate < 0.999", "warning"),
+        "UnistatusConsistencyCritical": ("unistatus_consistency_alert_rate < 0.99", "critical"),
+        "UnistatusConsistencyWarning": ("unistatus_consistency_alert_rate < 0.999", "warning"),
         "UnistatusErrorRateCritical": ("unistatus_error_rate > 0.01", "critical"),
         "UnistatusErrorRateWarning": ("unistatus_error_rate > 0.001", "warning"),
         "UnistatusLatencyP95Critical": ("unistatus_latency_p95_ms > 500", "critical"),

@@ -195,15 +195,19 @@ def observe(
     error_rate = snap.perf("error_rate") if count else None
     p95 = snap.perf("p95_ms")
     idle = "no operations in the window"
+    consistency, not_backfilled = judged_consistency(snap)
+    what = "consistency"
+    if not_backfilled:
+        what += f" ({not_backfilled} rows awaiting backfill not counted)"
     for level, suffix in ((Level.CRITICAL, "critical"), (Level.WARNING, "warning")):
         out.append(
             _threshold_rule(
                 f"consistency_{suffix}",
                 level,
-                snap.consistency_rate,
+                consistency,
                 known=check_known,
                 below=True,
-                what="consistency",
+                what=what,
                 unit="%",
                 empty="no check report yet",
             )
@@ -235,6 +239,34 @@ def observe(
     out.append(_stalled(snap, now, stall_seconds))
     out.extend(_info_events(snap))
     return out
+
+
+def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
+    """The consistency rate the alerts judge, and how many rows it leaves out.
+
+    A legacy row of a system whose backfill is not complete yet has no unified row by
+    design; counting it would make every check run during phase 2 look like a
+    consistency collapse and trigger an emergency rollback of a healthy migration.
+    Those ``missing_unified`` rows are left out until that system's backfill completes;
+    every other disagreement counts. Without per-system figures or backfill progress,
+    the report's own rate is used as it is.
+    """
+    report = snap.last_check
+    if not report:
+        return None, 0
+    per_system = report.get("per_system") or {}
+    if not per_system or snap.progress is None:
+        return snap.consistency_rate, 0
+    total = consistent = excluded = 0
+    for system, info in per_system.items():
+        rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
+        missing = int((info.get("inconsistencies") or {}).get("missing_unified") or 0)
+        if not (snap.progress.get(system) or {}).get("complete"):
+            rows -= missing
+            excluded += missing
+        total += rows
+        consistent += good
+    return (consistent / total if total else 1.0), excluded
 
 
 def _stalled(snap: Snapshot, now: datetime, stall_seconds: float) -> Observation:

@@ -33,6 +33,7 @@ METRICS: dict[str, str] = {
     "unistatus_operation_errors_total": "counter",
     "unistatus_shadow_mismatches_total": "counter",
     "unistatus_consistency_rate": "gauge",
+    "unistatus_consistency_alert_rate": "gauge",
     "unistatus_last_check_timestamp_seconds": "gauge",
     "unistatus_backfill_progress_ratio": "gauge",
     "unistatus_repair_queue_open": "gauge",
@@ -71,7 +72,7 @@ def prometheus_rules() -> dict[str, Any]:
         ),
         _rule(
             "UnistatusConsistencyCritical",
-            f"unistatus_consistency_rate < {t['consistency_critical']}",
+            f"unistatus_consistency_alert_rate < {t['consistency_critical']}",
             "critical",
             "Consistency below 99%",
             "Latest check report: {{ $value | humanizePercentage }} consistent. "
@@ -80,7 +81,7 @@ def prometheus_rules() -> dict[str, Any]:
         ),
         _rule(
             "UnistatusConsistencyWarning",
-            f"unistatus_consistency_rate < {t['consistency_warning']}",
+            f"unistatus_consistency_alert_rate < {t['consistency_warning']}",
             "warning",
             "Consistency below 99.9%",
             "Latest check report: {{ $value | humanizePercentage }} consistent; schedule a repair.",

@@ -314,6 +314,15 @@ class SnapshotCollector:
                 "Consistency rate of the latest check report (0..1)",
                 value=snap.consistency_rate,
             )
+            from unistatus.alerts import judged_consistency
+
+            judged, _ = judged_consistency(snap)
+            if judged is not None:
+                yield GaugeMetricFamily(
+                    "unistatus_consistency_alert_rate",
+                    "Consistency rate the alerts judge (rows awaiting backfill not counted)",
+                    value=judged,
+                )
             created = (snap.last_check or {}).get("created_at")
             if created:
                 ts = datetime.fromisoformat(str(created)).timestamp()
