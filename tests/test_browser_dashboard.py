@@ -70,6 +70,8 @@ def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: An
     alerts.evaluate(db.engine, settings, notifier=Notifier())
     with serving(create_app(settings, db.engine)) as base:
         page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        script_errors: list[str] = []
+        page.on("pageerror", lambda exc: script_errors.append(str(exc)))
         page.goto(base + "/")
         page.wait_for_function(
             "document.getElementById('mode').textContent.includes('DUAL_WRITE')", timeout=10_000
@@ -98,4 +100,5 @@ def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: An
             "document.getElementById('mode').textContent.includes('UNIFIED_PRIMARY')",
             timeout=12_000,
         )
+        assert script_errors == []
         page.close()

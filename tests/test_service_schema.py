@@ -15,7 +15,7 @@ from schemathesis.checks import not_a_server_error
 from unistatus.service import create_app
 
 TOKEN = "schema-test-token"
-EXAMPLES_PER_OPERATION = 25
+EXAMPLES_PER_OPERATION = 20
 
 
 def test_no_input_produces_a_server_error(sqlite_db: Any) -> None:
