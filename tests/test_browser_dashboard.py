@@ -16,12 +16,13 @@ import pytest
 from test_alerts import record_latency, seed_pairs
 from test_service import serving
 from unistatus import alerts
+from unistatus.backfill import run_backfill
 from unistatus.check import run_check
 from unistatus.config import AutoResponses
 from unistatus.control import set_mode
 from unistatus.notify import Notifier
 from unistatus.service import create_app
-from unistatus.statuses import DualWriteMode
+from unistatus.statuses import DualWriteMode, LegacySystemType
 
 CHROMIUM = Path("/usr/bin/chromium")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -57,6 +58,7 @@ def browser() -> Any:
 def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: Any) -> None:
     db = sqlite_db
     seed_pairs(db.engine, 200, drift=3)  # 98.5%: a critical alert
+    run_backfill(db.engine, db.settings, systems=[LegacySystemType.CASHOUT])
     run_check(db.engine, db.settings)
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
     record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 40.0, 30)
@@ -88,7 +90,19 @@ def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: An
         assert systems.count() == 3
         labels = [systems.nth(i).get_attribute("aria-label") or "" for i in range(3)]
         assert [label.split(" ")[0] for label in labels] == ["CASHOUT", "ESCROW", "EXCHANGE"]
-        assert page.locator("#phases [role=progressbar]").count() == 4
+        assert systems.nth(0).get_attribute("aria-valuenow") == "100"  # backfilled
+        assert systems.nth(0).inner_text().split()[-1] == "100%"
+        assert "not_started" in labels[1]
+        phases = page.locator("#phases [role=progressbar]")
+        assert phases.count() == 4
+        # The bar is drawn as wide as its number says (a person sees the fill).
+        first = phases.nth(0)
+        assert first.get_attribute("aria-valuenow") == "100"
+        track = first.locator(".track").bounding_box()
+        fill = first.locator(".fill").bounding_box()
+        assert track and fill and abs(fill["width"] - track["width"]) < 1
+        empty = phases.nth(2).locator(".fill").bounding_box()
+        assert empty is not None and empty["width"] == 0
         assert "CRITICAL consistency_critical" in page.inner_text("#alerts")
         assert page.inner_text("#health") == "degraded"
         ARTIFACTS.mkdir(exist_ok=True)
