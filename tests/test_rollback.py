@@ -14,10 +14,10 @@ from unistatus import phases, rollback
 from unistatus.adapter import DualWriteAdapter
 from unistatus.backfill.control import PAUSE_KEY
 from unistatus.consistency import compare
-from unistatus.control import get_mode, history, read_value, set_mode
+from unistatus.control import get_mode, history, read_value, set_mode, write_value
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
-from unistatus.errors import GateError, InputError
+from unistatus.errors import GateError, InputError, ModeError
 from unistatus.statuses import DualWriteMode
 
 M = DualWriteMode
@@ -287,7 +287,12 @@ def test_replay_after_a_hand_switch_keeps_newer_dual_writes(db: Database) -> Non
     _to_phase(db, 3)
     adapter.modes.refresh()
     assert adapter.update_status(r.entity_id, "OTP_PENDING", "w", "t").overall_success
-    set_mode(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, reason="by hand, no replay")
+    # set_mode refuses this (see test_set_mode_refuses_to_skip_the_replay); simulate an
+    # operator who bypassed it by writing the control row directly.
+    with pytest.raises(ModeError, match="not in legacy yet"):
+        set_mode(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, reason="by hand, no replay")
+    with db.engine.begin() as conn:
+        write_value(conn, "mode", M.DUAL_WRITE_UNIFIED_PRIMARY.value, actor="t", reason="bypass")
     adapter.modes.refresh()
     assert adapter.update_status(r.entity_id, "FUNDS_HELD", "w", "t").overall_success
     assert rollback.pending_count(db.engine) == 1

@@ -10,6 +10,7 @@ from unistatus.adapter import DualWriteAdapter, DualWriteResult
 from unistatus.errors import (
     ConfigError,
     EntityNotFoundError,
+    GateError,
     InputError,
     InvalidIdentifierError,
     InvalidStatusError,
@@ -43,6 +44,7 @@ __all__ = [
     "EntityNotFoundError",
     "EscrowStatus",
     "ExchangeStatus",
+    "GateError",
     "InputError",
     "InvalidIdentifierError",
     "InvalidStatusError",

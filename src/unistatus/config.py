@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -69,7 +70,8 @@ class Settings(BaseSettings):
     stats_flush_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     lock_timeout_ms: int = Field(default=5_000, ge=0)
-    webhook_urls: list[str] = Field(default_factory=list)
+    # NoDecode: the env value is a comma-separated list, not JSON (split below).
+    webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_timeout_seconds: float = 5.0
     admin_token: str | None = None
     soak_seconds: float = Field(default=3600.0, ge=0.0)

@@ -18,8 +18,8 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.db.dialect import DialectOps, ops_for
-from unistatus.db.tables import control_log, migration_control
-from unistatus.errors import InputError, StorageError
+from unistatus.db.tables import control_log, migration_control, pending_legacy_changes
+from unistatus.errors import InputError, ModeError, StorageError
 from unistatus.statuses import DualWriteMode
 
 MODE_KEY = "mode"
@@ -126,11 +126,29 @@ def set_mode(
     try:
         with ops.write_transaction() as conn:
             ops.mode_exclusive_lock(conn)
+            _refuse_stale_legacy(conn, new)
             return write_value(
                 conn, MODE_KEY, new.value, actor=actor, reason=reason, metadata=metadata
             )
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot switch mode: {exc.orig}") from None
+
+
+def _refuse_stale_legacy(conn: sa.Connection, new: DualWriteMode) -> None:
+    """Leaving UNIFIED_ONLY by hand would skip the replay: legacy would miss changes."""
+    if not new.writes_legacy or read_mode(conn) is not DualWriteMode.UNIFIED_ONLY:
+        return
+    pending = conn.execute(
+        sa.select(sa.func.count())
+        .select_from(pending_legacy_changes)
+        .where(pending_legacy_changes.c.replayed_at.is_(None))
+    ).scalar_one()
+    if pending:
+        raise ModeError(
+            f"{pending} change(s) made in UNIFIED_ONLY are not in legacy yet; switching to "
+            f"{new.value} by hand would lose them. Use `unistatus phase rollback` or "
+            "`unistatus rollback --emergency`, which replay them first"
+        )
 
 
 def get_mode(engine: sa.Engine) -> DualWriteMode:
