@@ -451,3 +451,21 @@ def test_rows_awaiting_backfill_do_not_trigger_a_rollback(db) -> None:
     states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
     assert states["consistency_critical"].firing
     assert states["consistency_critical"].value == 0.9
+
+
+def test_backfill_milestone_is_an_info_event(db) -> None:
+    from unistatus.backfill import run_backfill
+    from unistatus.seed import seed_legacy
+
+    seed_legacy(db.engine, db.settings, 60, systems=["EXCHANGE"])
+    notifier = Notifier()
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier)
+    monitor.evaluate()
+    assert [n for n in notifier.sent if n.name.startswith("milestone")] == []
+    run_backfill(db.engine, db.settings, systems=[LegacySystemType.EXCHANGE])
+    monitor.evaluate()
+    monitor.evaluate()
+    notes = [n for n in notifier.sent if n.name.startswith("milestone")]
+    assert [(n.name, n.message) for n in notes] == [
+        ("milestone_backfill_exchange", "milestone reached: EXCHANGE backfill 100%")
+    ]

@@ -321,8 +321,8 @@ def _info_events(snap: Snapshot) -> list[Observation]:
         if percent is None:
             continue
         reached = [m for m in MILESTONES if float(percent) >= m]
-        if not reached:
-            continue
+        # Marker "0" before the first milestone, so that reaching 25% is news too.
+        top = reached[-1] if reached else 0
         out.append(
             Observation(
                 f"milestone_backfill_{system.lower()}",
@@ -330,8 +330,10 @@ def _info_events(snap: Snapshot) -> list[Observation]:
                 None,
                 float(percent),
                 None,
-                f"milestone reached: {system} backfill {reached[-1]}%",
-                marker=str(reached[-1]),
+                f"milestone reached: {system} backfill {top}%"
+                if top
+                else f"{system} backfill below {MILESTONES[0]}%",
+                marker=str(top),
             )
         )
     report = snap.last_check
