@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -94,7 +95,8 @@ class Notifier:
         self.retries = max(0, retries)
         self.backoff = backoff
         self._transport = transport
-        self.sent: list[Notification] = []
+        # The most recent notifications (bounded: the monitor runs for weeks).
+        self.sent: deque[Notification] = deque(maxlen=1000)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Notifier:
