@@ -118,11 +118,6 @@ def test_slow_and_unreachable_webhooks_are_bounded(receivers: list[Receiver]) ->
     assert all(d.error for d in deliveries)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="config.py: pydantic-settings JSON-decodes list env values before the comma "
-    "splitter runs; needs `webhook_urls: Annotated[list[str], NoDecode]` (reported)",
-)
 def test_urls_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNISTATUS_WEBHOOK_URLS", "http://127.0.0.1:1/a, http://127.0.0.1:1/b")
     notifier = Notifier.from_settings(load_settings())
