@@ -469,3 +469,14 @@ def test_backfill_milestone_is_an_info_event(db) -> None:
     assert [(n.name, n.message) for n in notes] == [
         ("milestone_backfill_exchange", "milestone reached: EXCHANGE backfill 100%")
     ]
+
+
+def test_missing_alert_table_is_a_clear_error_not_database_down(sqlite_db) -> None:
+    import pytest
+
+    from unistatus.errors import StorageError
+
+    with sqlite_db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE unistatus_alert_state")
+    with pytest.raises(StorageError, match="unistatus init"):
+        alerts.evaluate(sqlite_db.engine, sqlite_db.settings, notifier=Notifier())

@@ -37,7 +37,13 @@ from unistatus.config import Settings
 from unistatus.control import write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables_alerts import alert_state, monitor_values
-from unistatus.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_snapshot
+from unistatus.errors import StorageError
+from unistatus.metrics import (
+    DEFAULT_WINDOW_SECONDS,
+    Snapshot,
+    collect_snapshot,
+    database_reachable,
+)
 from unistatus.notify import Notification, Notifier
 from unistatus.statuses import DualWriteMode
 
@@ -437,14 +443,16 @@ class Monitor:
             return self._database_down(observations[0], now)
         try:
             return self._persist(snap, observations, now)
-        except sa.exc.DBAPIError as exc:  # it went away between the snapshot and now
+        except sa.exc.DBAPIError as exc:
+            first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            if database_reachable(self.engine) is None:  # reachable: the schema is the problem
+                raise StorageError(
+                    f"cannot store alert state ({first}); run `unistatus init` to upgrade the "
+                    "schema"
+                ) from None
+            # It went away between the snapshot and now.
             obs = Observation(
-                "database_down",
-                Level.CRITICAL,
-                True,
-                1.0,
-                None,
-                f"database unreachable: {str(exc.orig).strip().splitlines()[0]}",
+                "database_down", Level.CRITICAL, True, 1.0, None, f"database unreachable: {first}"
             )
             return self._database_down(obs, now)
 
