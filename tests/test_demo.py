@@ -11,6 +11,9 @@ from rich.console import Console
 
 from unistatus.control import get_mode
 from unistatus.demo import PHASE1_STEPS, DemoContext, DemoStep, DemoStepFailed, run_demo
+from unistatus.demo_migration import MIGRATION_STEPS
+from unistatus.phases import phase_status
+from unistatus.retire import legacy_columns_dropped
 from unistatus.statuses import DualWriteMode
 
 
@@ -23,11 +26,14 @@ def test_demo_in_a_temporary_sqlite_database() -> None:
     console, buf = _quiet()
     report = run_demo(console=console, rows=300, seconds=0.8, threads=2)
     assert report.ok, report.as_dict()
-    assert [s.name for s in report.steps] == [s.name for s in PHASE1_STEPS]
+    assert [s.name for s in report.steps] == [s.name for s in MIGRATION_STEPS]
     assert all(s.duration >= 0 for s in report.steps)
     traffic = next(s for s in report.steps if s.name == "simulated live traffic")
     assert "0 errors" in traffic.detail
-    assert "touched transactions consistent" in report.steps[-1].detail
+    steps = {s.name: s for s in report.steps}
+    assert "touched transactions consistent" in steps["consistency of touched transactions"].detail
+    assert "all passed" in steps["gate summary"].detail
+    assert "100.000%" in steps["full consistency check"].detail
     assert "all steps passed" in buf.getvalue()
     # The temporary database is gone afterwards.
     path = Path(sa.engine.make_url(report.database_url).database or "")
@@ -38,7 +44,10 @@ def test_demo_on_a_given_postgres_database(pg) -> None:  # type: ignore[no-untyp
     console, _ = _quiet()
     report = run_demo(pg.url, console=console, rows=300, seconds=0.8, threads=3)
     assert report.ok, report.as_dict()
-    assert get_mode(pg.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    # The whole migration ran: phase 4, unified only, with the cleanup drill undone.
+    assert get_mode(pg.engine) is DualWriteMode.UNIFIED_ONLY
+    assert phase_status(pg.engine, pg.settings).phase == 4
+    assert not legacy_columns_dropped(pg.engine, pg.settings)
     assert pg.count("cashouts") >= 100
     assert pg.count("unified_transactions") > 0
 

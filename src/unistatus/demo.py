@@ -259,12 +259,19 @@ def run_demo(
     seconds: float = 4.0,
     threads: int = 4,
     steps: Sequence[DemoStep] | None = None,
+    soak_seconds: float = 2.0,
 ) -> DemoReport:
     """Run the demo steps in order; stop at the first failure. Never raises for a step.
 
-    Without ``database_url`` everything happens in a temporary SQLite file that is
-    removed afterwards.
+    The default steps are the whole migration (phase 1 here, phases 2 to 4 in
+    :mod:`unistatus.demo_migration`). Without ``database_url`` everything happens in a
+    temporary SQLite file that is removed afterwards. ``soak_seconds`` shortens the
+    time unified primary must run before phase 4 (an hour by default in production).
     """
+    if steps is None:
+        from unistatus.demo_migration import MIGRATION_STEPS
+
+        steps = MIGRATION_STEPS
     if rows < 0 or seconds <= 0 or threads < 1:
         raise ValueError("rows must be >= 0, seconds > 0 and threads >= 1")
     out = console or Console()
@@ -278,12 +285,12 @@ def run_demo(
         seconds=seconds,
         threads=threads,
         database_url=database_url,
-        settings=load_settings(database_url=database_url),
+        settings=load_settings(database_url=database_url, soak_seconds=soak_seconds),
     )
     report = DemoReport(database_url=_safe_url(database_url))
     out.print(f"[bold]unistatus demo[/] on {report.database_url}")
     try:
-        for step in steps if steps is not None else PHASE1_STEPS:
+        for step in steps:
             result = _run_step(ctx, step)
             report.steps.append(result)
             mark = "[green]ok[/]" if result.ok else "[bold red]FAILED[/]"
@@ -291,6 +298,9 @@ def run_demo(
             if not result.ok:
                 break
     finally:
+        stats = ctx.results.get("stats")
+        if stats is not None:
+            stats.close()
         if ctx.engine is not None:
             ctx.engine.dispose()
         if tmpdir is not None:

@@ -10,10 +10,14 @@ from unistatus.cli.context import EXIT_FAILED_CHECK, print_json, state
 
 HELP = (
     "Run the end-to-end demo and exit non-zero if any step fails.\n\n"
-    "In a temporary SQLite database (or the global --database-url): seed legacy rows, "
-    "validate the mapping, switch to DUAL_WRITE_LEGACY_PRIMARY, drive simulated live traffic "
-    "across all three systems from several threads, then check that every transaction "
-    "touched is consistent on both sides, and print a summary.\n\n"
+    "The whole migration, phases 1 to 4, in a temporary SQLite database (or the global "
+    "--database-url), with simulated live traffic from several threads throughout: seed "
+    "legacy rows, validate the mapping, phase 1 (dual writes, legacy primary), check the "
+    "new transactions, phase 2 (backfill under live traffic with progress bars, full check), "
+    "phase 3 (unified primary), an emergency rollback drill and the way back, phase 4 "
+    "(unified only), archive, reversible cleanup of the legacy status columns, a rollback "
+    "drill out of phase 4 and back, the dashboard, and a table of every phase gate. Every "
+    "phase change goes through its gates, measured from the live data, never forced.\n\n"
     "With --database-url the demo writes synthetic rows and switches the mode in THAT "
     "database: point it at a scratch database.\n\n"
     "Examples:\n\n"
@@ -26,7 +30,9 @@ HELP = (
 def demo(
     ctx: typer.Context,
     rows: int = typer.Option(2000, "--rows", min=0, help="Synthetic legacy rows to seed."),
-    seconds: float = typer.Option(4.0, "--seconds", min=0.1, help="How long traffic runs."),
+    seconds: float = typer.Option(
+        4.0, "--seconds", min=0.1, help="How long the main traffic burst runs (others are shorter)."
+    ),
     threads: int = typer.Option(4, "--threads", min=1, max=64, help="Traffic threads."),
     json_out: bool = typer.Option(False, "--json", help="JSON report instead of tables."),
 ) -> None:
