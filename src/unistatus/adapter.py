@@ -146,6 +146,10 @@ class OperationEvent:
     duration_ms: float
     shadow_mismatch: bool = False
     error: str | None = None
+    # A write refused for bad input (an invalid transition lost to a race, an unknown
+    # status) is the caller's error, not the system's: success stays True, as HTTP keeps
+    # 4xx out of the 5xx error rate that alerts and gates watch.
+    refused: bool = False
 
 
 @dataclass
@@ -385,7 +389,7 @@ class DualWriteAdapter:
             except _ModeChanged:
                 mode = self.modes.refresh()
             except UnistatusError:
-                self._emit(operation, mode, False, started, error="refused")
+                self._emit(operation, mode, True, started, refused=True)
                 raise
             except sa.exc.DBAPIError as exc:
                 last_error = f"{type(exc.orig).__name__}: {exc.orig}".strip()
@@ -424,11 +428,18 @@ class DualWriteAdapter:
         *,
         shadow_mismatch: bool = False,
         error: str | None = None,
+        refused: bool = False,
     ) -> None:
         if not self.observers:
             return
         event = OperationEvent(
-            operation, mode, success, (time.perf_counter() - started) * 1000, shadow_mismatch, error
+            operation,
+            mode,
+            success,
+            (time.perf_counter() - started) * 1000,
+            shadow_mismatch,
+            error,
+            refused=refused,
         )
         for observer in self.observers:
             try:
