@@ -51,6 +51,7 @@ __all__ = [
     "iter_inconsistent",
     "latest_report",
     "pair_flags",
+    "rule_flags",
     "parse_since",
     "parse_systems",
     "run_check",
@@ -196,13 +197,28 @@ def scope_of(systems: Sequence[LegacySystemType], since: datetime | None) -> str
 # --- the rule in SQL ------------------------------------------------------------------
 
 
+_L_NAMES = ("id", "status", "user_id", "amount", "currency", "updated_at")
+_U_NAMES = (
+    "id",
+    "legacy_id",
+    "status",
+    "legacy_status",
+    "user_id",
+    "amount",
+    "currency",
+    "updated_at",
+)
+
+
 @dataclass(frozen=True)
 class _Pairs:
-    """The full outer join of one legacy key range with the unified rows pointing into it."""
+    """Every legacy/unified pair of one key range, with the rule as one flag per kind.
 
-    join: sa.FromClause
-    l: sa.Subquery  # noqa: E741 - legacy side, as in the spec's formulas
-    u: sa.Subquery
+    ``source`` has the legacy side's columns as ``l_<name>`` and the unified side's as
+    ``u_<name>`` (NULL for the side that is absent).
+    """
+
+    source: sa.Subquery
     flags: dict[str, sa.ColumnElement[bool]]
     scope: sa.ColumnElement[bool]
 
@@ -216,66 +232,102 @@ def _range(col: sa.ColumnElement[Any], lo: int | None, hi: int | None) -> list[A
     return out
 
 
-def pair_flags(
-    lt: LegacyTable, lo: int | None = None, hi: int | None = None, since: datetime | None = None
-) -> _Pairs:
-    """The consistency rule as one boolean SQL expression per kind, over a key range.
+def rule_flags(
+    system: LegacySystemType,
+    l: Mapping[str, sa.ColumnElement[Any]],  # noqa: E741 - the spec's names
+    u: Mapping[str, sa.ColumnElement[Any]],
+) -> dict[str, sa.ColumnElement[bool]]:
+    """The spec's consistency rule as one boolean SQL expression per kind.
 
-    Each expression is never NULL (so ``CASE WHEN`` and ``NOT`` mean what they say), and
-    mirrors :func:`unistatus.consistency.compare` clause by clause.
+    ``l`` and ``u`` map ``id``, ``status``, ``user_id``, ``amount``, ``currency`` to the
+    two sides' columns (NULL ``id`` = that side is absent; ``u`` rows must all point at
+    a legacy row, rows born unified are no orphans). Each expression is never NULL, so
+    ``CASE WHEN`` and ``NOT`` mean what they say, and each mirrors
+    :func:`unistatus.consistency.compare` clause by clause.
     """
-    if lt.status is None:
-        raise StorageError(f"legacy table {lt.name!r} has no status column any more")
-    system = lt.system
-    lsel = sa.select(
-        lt.id.label("id"),
-        lt.status.label("status"),
-        lt.user_id.label("user_id"),
-        lt.amount.label("amount"),
-        lt.currency.label("currency"),
-        lt.updated_at.label("updated_at"),
-    ).where(*_range(lt.id, lo, hi))
-    usel = sa.select(
-        U.c.id,
-        U.c.legacy_id,
-        U.c.status,
-        U.c.legacy_status,
-        U.c.user_id,
-        U.c.amount,
-        U.c.currency,
-        U.c.updated_at,
-    ).where(U.c.legacy_system == system.value, U.c.legacy_id.is_not(None))
-    usel = usel.where(*_range(U.c.legacy_id, lo, hi))
-    l, u = lsel.subquery("l"), usel.subquery("u")  # noqa: E741
-    join = l.join(u, u.c.legacy_id == l.c.id, full=True)
-
-    has_l, has_u = l.c.id.is_not(None), u.c.id.is_not(None)
+    has_l, has_u = l["id"].is_not(None), u["id"].is_not(None)
     known = list(_mapper.forward_table(system))
-    mappable = sa.and_(l.c.status.is_not(None), l.c.status.in_(known))
-    amount_differs = sa.or_(l.c.amount.is_(None), u.c.amount.is_(None), l.c.amount != u.c.amount)
-    flags: dict[str, sa.ColumnElement[bool]] = {
-        InconsistencyKind.MISSING_UNIFIED: sa.and_(has_l, u.c.id.is_(None)),
-        # Only unified rows with a legacy_id reach this join: rows born unified are
-        # not orphans.
-        InconsistencyKind.ORPHAN_UNIFIED: sa.and_(l.c.id.is_(None), has_u),
+    mappable = sa.and_(l["status"].is_not(None), l["status"].in_(known))
+    amount_differs = sa.or_(
+        l["amount"].is_(None), u["amount"].is_(None), l["amount"] != u["amount"]
+    )
+    flags = {
+        InconsistencyKind.MISSING_UNIFIED: sa.and_(has_l, u["id"].is_(None)),
+        InconsistencyKind.ORPHAN_UNIFIED: sa.and_(l["id"].is_(None), has_u),
         InconsistencyKind.STATUS_MISMATCH: sa.and_(
-            has_l, has_u, mappable, sa.not_(compatible_clause(system, l.c.status, u.c.status))
+            has_l, has_u, mappable, sa.not_(compatible_clause(system, l["status"], u["status"]))
         ),
         InconsistencyKind.FIELD_MISMATCH: sa.and_(
             has_l,
             has_u,
             sa.or_(
-                l.c.user_id.is_distinct_from(u.c.user_id),
+                l["user_id"].is_distinct_from(u["user_id"]),
                 amount_differs,
-                l.c.currency.is_distinct_from(u.c.currency),
+                l["currency"].is_distinct_from(u["currency"]),
             ),
         ),
         InconsistencyKind.UNMAPPABLE_LEGACY: sa.and_(has_l, sa.not_(mappable)),
     }
+    return {str(k): v for k, v in flags.items()}
+
+
+def pair_flags(
+    lt: LegacyTable, lo: int | None = None, hi: int | None = None, since: datetime | None = None
+) -> _Pairs:
+    """The pairs of legacy keys in (lo, hi] (None: open) and the rule over them.
+
+    A full outer join, written as the two halves every engine plans well: legacy rows
+    LEFT JOIN their unified row (an index lookup by legacy system + id, the range
+    repeated on the unified side so PostgreSQL can merge two index ranges), UNION ALL
+    the unified rows of the range whose legacy row does not exist (orphans, an
+    anti-join on the legacy primary key). SQLite has no index on a materialised
+    subquery, so a literal FULL JOIN of two filtered subqueries is quadratic there.
+    """
+    if lt.status is None:
+        raise StorageError(f"legacy table {lt.name!r} has no status column any more")
+    system = lt.system
+    lcols: dict[str, sa.ColumnElement[Any]] = {
+        "id": lt.id,
+        "status": lt.status,
+        "user_id": lt.user_id,
+        "amount": lt.amount,
+        "currency": lt.currency,
+        "updated_at": lt.updated_at,
+    }
+    ucols = {name: U.c[name] for name in _U_NAMES}
+    on = sa.and_(
+        U.c.legacy_system == system.value,
+        U.c.legacy_id == lt.id,
+        *_range(U.c.legacy_id, lo, hi),
+    )
+    matched = (
+        sa.select(
+            *[c.label(f"l_{n}") for n, c in lcols.items()],
+            *[c.label(f"u_{n}") for n, c in ucols.items()],
+        )
+        .select_from(lt.table.outerjoin(U, on))
+        .where(*_range(lt.id, lo, hi))
+    )
+    gone = ~sa.exists(sa.select(lt.id).where(lt.id == U.c.legacy_id))
+    orphans = sa.select(
+        *[sa.cast(sa.null(), c.type).label(f"l_{n}") for n, c in lcols.items()],
+        *[c.label(f"u_{n}") for n, c in ucols.items()],
+    ).where(
+        U.c.legacy_system == system.value,
+        U.c.legacy_id.is_not(None),
+        *_range(U.c.legacy_id, lo, hi),
+        gone,
+    )
+    p = sa.union_all(matched, orphans).subquery("p")
+    flags = rule_flags(
+        system,
+        {n: p.c[f"l_{n}"] for n in _L_NAMES},
+        {n: p.c[f"u_{n}"] for n in _U_NAMES},
+    )
     scope: sa.ColumnElement[bool] = sa.true()
     if since is not None:
-        scope = sa.or_(l.c.updated_at >= since, u.c.updated_at >= since)
-    return _Pairs(join, l, u, {str(k): v for k, v in flags.items()}, scope)
+        scope = sa.or_(p.c.l_updated_at >= since, p.c.u_updated_at >= since)
+    return _Pairs(p, flags, scope)
 
 
 def _as_int(cond: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
@@ -287,7 +339,7 @@ def _count_chunk(conn: sa.Connection, pairs: _Pairs) -> dict[str, int]:
     any_kind = sa.or_(*pairs.flags.values())
     cols = [sa.func.count().label("total"), sa.func.sum(_as_int(sa.not_(any_kind))).label("ok")]
     cols += [sa.func.sum(_as_int(cond)).label(kind) for kind, cond in pairs.flags.items()]
-    row = conn.execute(sa.select(*cols).select_from(pairs.join).where(pairs.scope)).one()
+    row = conn.execute(sa.select(*cols).select_from(pairs.source).where(pairs.scope)).one()
     return {key: int(value or 0) for key, value in row._mapping.items()}
 
 
@@ -317,30 +369,17 @@ def _row_values(row: Mapping[Any, Any], prefix: str, names: Sequence[str]) -> di
     return values if values["id"] is not None else None
 
 
-_L_NAMES = ("id", "status", "user_id", "amount", "currency", "updated_at")
-_U_NAMES = (
-    "id",
-    "legacy_id",
-    "status",
-    "legacy_status",
-    "user_id",
-    "amount",
-    "currency",
-    "updated_at",
-)
-
-
 def _inconsistent_rows(
     conn: sa.Connection, pairs: _Pairs, system: LegacySystemType, limit: int | None
 ) -> list[InconsistentRow]:
-    cols = [pairs.l.c[n].label(f"l_{n}") for n in _L_NAMES]
-    cols += [pairs.u.c[n].label(f"u_{n}") for n in _U_NAMES]
+    p = pairs.source
+    cols = [p.c[f"l_{n}"] for n in _L_NAMES] + [p.c[f"u_{n}"] for n in _U_NAMES]
     cols += [cond.label(f"f_{kind}") for kind, cond in pairs.flags.items()]
     q = (
         sa.select(*cols)
-        .select_from(pairs.join)
+        .select_from(p)
         .where(pairs.scope, sa.or_(*pairs.flags.values()))
-        .order_by(sa.func.coalesce(pairs.l.c.id, pairs.u.c.legacy_id))
+        .order_by(sa.func.coalesce(p.c.l_id, p.c.u_legacy_id))
     )
     if limit is not None:
         q = q.limit(limit)
