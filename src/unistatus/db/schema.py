@@ -12,6 +12,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from unistatus.config import Settings
+from unistatus.db.dialect import ops_for
 from unistatus.errors import StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -52,7 +53,10 @@ def upgrade(
     ``attributes`` reach the migrations through the Alembic config (e.g. who asked).
     """
     try:
-        with engine.begin() as conn:
+        # A write transaction: on SQLite it takes the write lock up front (BEGIN
+        # IMMEDIATE), so a migration run while adapters write waits for them instead of
+        # failing with "database is locked" when its first read turns into a write.
+        with ops_for(engine).write_transaction() as conn:
             cfg = alembic_config(conn, settings)
             cfg.attributes.update(attributes or {})
             command.upgrade(cfg, revision)
@@ -67,7 +71,7 @@ def downgrade(
     revision: str,
     attributes: dict[str, Any] | None = None,
 ) -> str | None:
-    with engine.begin() as conn:
+    with ops_for(engine).write_transaction() as conn:
         cfg = alembic_config(conn, settings)
         cfg.attributes.update(attributes or {})
         command.downgrade(cfg, revision)
