@@ -230,3 +230,41 @@ def test_cli(sqlite_db: Database, tmp_path: Path) -> None:
     undone = runner.invoke(app, [*base, "--undo", "--json"], catch_exceptions=False)
     assert undone.exit_code == 0, undone.output
     assert json.loads(undone.stdout)["checksum_after"] == before
+
+
+def test_drop_and_undo_under_live_unified_only_writes(retirable: Database) -> None:
+    """Writers keep going while the columns are dropped and restored (no error)."""
+    import threading
+
+    db = retirable
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    stop = threading.Event()
+    errors: list[str] = []
+    writes = [0]
+
+    def writer() -> None:
+        while not stop.is_set():
+            try:
+                created = adapter.create_transaction("EXCHANGE", 5, "1.25", "BTC")
+                assert created.entity_id is not None
+                updated = adapter.update_status(created.entity_id, "RATE_LOCKED", "t", "test")
+                for r in (created, updated):
+                    if not r.overall_success:
+                        errors.append(str(r.error))
+                writes[0] += 2
+            except Exception as exc:  # any failure fails the test below
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        assert retire_legacy_columns(db.engine, db.settings)["dropped"]
+        assert undo_cleanup(db.engine, db.settings)["undone"]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
+    assert writes[0] > 0
+    assert all(status_columns(db).values())
