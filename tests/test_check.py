@@ -90,9 +90,11 @@ def test_examples_carry_both_sides_and_are_bounded(db: Any) -> None:
     damage(db.engine, db.settings, N)
     report = run_check(db.engine, db.settings, examples=4, chunk=7)
     assert len(report.examples) == 4
+    assert {e["system"] for e in report.examples} == {"CASHOUT"}
+    report = run_check(db.engine, db.settings, examples=5, chunk=7)
+    assert [e["legacy_id"] for e in report.examples] == [1, 2, 3, 4, 5]  # the first chunk
     first = report.examples[0]
-    assert first["system"] == "CASHOUT" and first["legacy_id"] == 1
-    assert first["kinds"] == ["missing_unified"]
+    assert first["kinds"] == ["missing_unified"] and first["transaction_id"] is None
     both = next(e for e in report.examples if e["legacy_id"] == 2)
     assert both["kinds"] == ["status_mismatch", "field_mismatch"]
     fields = {d["field"]: d for d in both["details"]}

@@ -375,13 +375,10 @@ def _inconsistent_rows(
     p = pairs.source
     cols = [p.c[f"l_{n}"] for n in _L_NAMES] + [p.c[f"u_{n}"] for n in _U_NAMES]
     cols += [cond.label(f"f_{kind}") for kind, cond in pairs.flags.items()]
-    q = (
-        sa.select(*cols)
-        .select_from(p)
-        .where(pairs.scope, sa.or_(*pairs.flags.values()))
-        .order_by(sa.func.coalesce(p.c.l_id, p.c.u_legacy_id))
-    )
+    q = sa.select(*cols).select_from(p).where(pairs.scope, sa.or_(*pairs.flags.values()))
     if limit is not None:
+        # No ORDER BY: the database stops at the first ``limit`` rows it finds instead of
+        # reading the whole chunk a second time; the rows are sorted below.
         q = q.limit(limit)
     out = []
     for row in conn.execute(q).mappings():
@@ -397,6 +394,7 @@ def _inconsistent_rows(
                 unified=unified,
             )
         )
+    out.sort(key=lambda r: r.legacy_id or 0)
     return out
 
 
