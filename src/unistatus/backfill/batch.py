@@ -24,7 +24,6 @@ from unistatus.backfill.statements import (
     ORIGIN,
     QUARANTINE_COLUMNS,
     UNIFIED_COLUMNS,
-    affected,
     in_range,
     mapped_status,
     quarantine_insert,
@@ -48,6 +47,38 @@ WORKER = sa.bindparam("bf_worker", type_=sa.String)
 ATTEMPTS = sa.bindparam("bf_attempts", type_=sa.Integer)
 
 
+class Prepared:
+    """A statement compiled once for a dialect, executed many times with new values.
+
+    SQLAlchemy does not cache ``INSERT ... FROM SELECT`` (nor DML in CTEs), so running
+    the SQLAlchemy object per batch would re-compile a statement with a long mapping
+    CASE every time; this keeps the compiled SQL and applies the types' bind
+    processors itself.
+    """
+
+    def __init__(self, stmt: Any, dialect: sa.Dialect) -> None:
+        self.compiled = stmt.compile(dialect=dialect)
+        self.processors: dict[str, Any] = {}
+        for name, bind in self.compiled.binds.items():
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.processors[name] = processor
+
+    def execute(self, conn: sa.Connection, values: dict[str, Any]) -> sa.CursorResult[Any]:
+        params = self.compiled.construct_params(values)
+        for name, processor in self.processors.items():
+            if name in params and params[name] is not None:
+                params[name] = processor(params[name])
+        args: Any = (
+            tuple(params[name] for name in self.compiled.positiontup or ())
+            if self.compiled.positional
+            else params
+        )
+        return conn.exec_driver_sql(
+            self.compiled.string, args, execution_options={"preserve_rowcount": True}
+        )
+
+
 @dataclass(frozen=True)
 class Copied:
     inserted: int
@@ -69,27 +100,29 @@ class ChunkCopier:
             "done_at": NOW,
         }
         self._key = key
-        # SQLAlchemy does not cache statements with DML CTEs: compile once, here.
-        self._one_compiled: sa.engine.Compiled | None = None
-        if ops.supports_dml_cte:
-            self._one = self._one_statement()
-        else:
-            where = in_range(lt, START, END)
-            self._insert = unified_insert(ops, lt, where).execution_options(preserve_rowcount=True)
-            self._quarantine = quarantine_insert(ops, lt, where, NOW).execution_options(
-                preserve_rowcount=True
+        self._prepared: dict[str, Prepared] | None = None
+
+    def _prepare(self, dialect: sa.Dialect) -> dict[str, Prepared]:
+        if self.ops.supports_dml_cte:
+            return {"one": Prepared(self._one_statement(), dialect)}
+        lt, ops = self.lt, self.ops
+        where = in_range(lt, START, END)
+        mark = (
+            sa.update(CH)
+            .where(self._key)
+            .values(
+                inserted=sa.bindparam("bf_inserted", type_=sa.Integer),
+                already_present=sa.bindparam("bf_already", type_=sa.Integer),
+                quarantined=sa.bindparam("bf_quarantined", type_=sa.Integer),
+                **self._done,
             )
-            self._count = sa.select(sa.func.count()).where(where)
-            self._mark = (
-                sa.update(CH)
-                .where(key)
-                .values(
-                    inserted=sa.bindparam("bf_inserted", type_=sa.Integer),
-                    already_present=sa.bindparam("bf_already", type_=sa.Integer),
-                    quarantined=sa.bindparam("bf_quarantined", type_=sa.Integer),
-                    **self._done,
-                )
-            )
+        )
+        return {
+            "insert": Prepared(unified_insert(ops, lt, where), dialect),
+            "quarantine": Prepared(quarantine_insert(ops, lt, where, NOW), dialect),
+            "count": Prepared(sa.select(sa.func.count()).where(where), dialect),
+            "mark": Prepared(mark, dialect),
+        }
 
     def copy(
         self,
@@ -108,18 +141,18 @@ class ChunkCopier:
             "bf_worker": worker,
             "bf_attempts": attempts,
         }
-        if self.ops.supports_dml_cte:
-            if self._one_compiled is None:
-                self._one_compiled = self._one.compile(dialect=conn.dialect)
-            compiled = self._one_compiled
-            row = conn.exec_driver_sql(compiled.string, compiled.construct_params(params)).one()
-            return Copied(int(row[0]), int(row[1]), int(row[2]))
-        inserted = affected(conn, self._insert, params)
-        quarantined = affected(conn, self._quarantine, params)
-        present = int(conn.execute(self._count, params).scalar_one())
+        if self._prepared is None:
+            self._prepared = self._prepare(conn.dialect)
+        run = self._prepared
+        if "one" in run:
+            inserted, already, quarantined = run["one"].execute(conn, params).one()
+            return Copied(int(inserted), int(already), int(quarantined))
+        inserted = run["insert"].execute(conn, params).rowcount
+        quarantined = run["quarantine"].execute(conn, params).rowcount
+        present = int(run["count"].execute(conn, params).scalar_one())
         already = max(0, present - inserted - quarantined)
-        conn.execute(
-            self._mark,
+        run["mark"].execute(
+            conn,
             {
                 **params,
                 "bf_inserted": inserted,

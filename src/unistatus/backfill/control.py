@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from unistatus.control import read_value, write_value
 from unistatus.db.dialect import ops_for
+from unistatus.db.tables import migration_control
 from unistatus.errors import StorageError
 
 PAUSE_KEY = "backfill.paused"
@@ -15,6 +16,15 @@ PAUSE_KEY = "backfill.paused"
 
 def is_paused(conn: sa.Connection) -> bool:
     return read_value(conn, PAUSE_KEY) == "true"
+
+
+def paused_clause() -> sa.ColumnElement[bool]:
+    """SQL: true while the backfill is paused (to fold the check into another query)."""
+    return (
+        sa.select(sa.literal(1))
+        .where(migration_control.c.key == PAUSE_KEY, migration_control.c.value == "true")
+        .exists()
+    )
 
 
 def _set(engine: sa.Engine, paused: bool, actor: str, reason: str) -> dict[str, Any]:

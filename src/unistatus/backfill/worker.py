@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from unistatus.backfill.batch import ChunkCopier
-from unistatus.backfill.control import is_paused
+from unistatus.backfill.control import is_paused, paused_clause
 from unistatus.backfill.plan import PENDING
 from unistatus.clock import utcnow
 from unistatus.config import Settings
@@ -36,6 +36,13 @@ RETRY_SQLSTATES = {
     "40P01": "deadlock",
     "40001": "serialization failure",
 }
+
+
+class _Paused:
+    """The batch was not run: the backfill is paused."""
+
+
+PAUSED = _Paused()
 
 
 @dataclass(frozen=True)
@@ -134,7 +141,11 @@ class Worker:
         self._copiers = {system: ChunkCopier(ops, lt) for system, lt in tables.items()}
         claim = (
             sa.select(CH.c.system, CH.c.start_id, CH.c.end_id, CH.c.rows)
-            .where(CH.c.state == PENDING, CH.c.system.in_([s.value for s in tables]))
+            .where(
+                CH.c.state == PENDING,
+                CH.c.system.in_([s.value for s in tables]),
+                ~paused_clause(),
+            )
             .order_by(CH.c.system, CH.c.start_id)
             .limit(1)
         )
@@ -142,33 +153,26 @@ class Worker:
         self._claim = claim.with_for_update(skip_locked=True) if ops.supports_skip_locked else claim
 
     def run(self) -> Tally:
-        """Copy chunks until none is left to claim."""
+        """Copy chunks until none is left to claim; hold while the backfill is paused."""
+        held = False
         while True:
-            self._wait_while_paused()
             result = self._batch_with_retries()
             if result is None:
                 return self.tally
+            if result is PAUSED:
+                held = True
+                time.sleep(PAUSE_POLL_SECONDS)
+                continue
+            assert isinstance(result, BatchResult)
+            if held:
+                held = False
+                self.throttle.reset()  # a pause is not credit for a burst afterwards
             self.tally.add(result)
             if self.on_batch is not None:
                 self.on_batch(result)
             self.throttle.after(result.rows)
 
-    def _wait_while_paused(self) -> None:
-        waited = False
-        while True:
-            try:
-                with self.engine.connect() as conn:
-                    paused = is_paused(conn)
-            except sa.exc.OperationalError as exc:
-                raise _storage_error(exc, "reading the pause flag") from None
-            if not paused:
-                break
-            waited = True
-            time.sleep(PAUSE_POLL_SECONDS)
-        if waited:
-            self.throttle.reset()  # a pause is not credit for a burst afterwards
-
-    def _batch_with_retries(self) -> BatchResult | None:
+    def _batch_with_retries(self) -> BatchResult | _Paused | None:
         for attempt in range(MAX_ATTEMPTS):
             try:
                 return self._batch(attempt)
@@ -185,17 +189,18 @@ class Worker:
                 time.sleep(min(5.0, 0.05 * 2**attempt))
         return None  # pragma: no cover (the loop always returns or raises)
 
-    def _batch(self, retries: int) -> BatchResult | None:
+    def _batch(self, retries: int) -> BatchResult | _Paused | None:
         with self.ops.write_transaction() as conn:
-            self.ops.bound_statements(
+            # Statement and lock timeouts, and an asynchronous commit: safe because the
+            # chunk's rows and its checkpoint are lost or kept together, and a lost
+            # chunk is simply copied again (ON CONFLICT DO NOTHING).
+            self.ops.bound_batch(
                 conn, self.settings.statement_timeout_ms, self.settings.lock_timeout_ms
             )
-            # Safe: the chunk's rows and its checkpoint are lost or kept together, and
-            # a lost chunk is simply copied again (ON CONFLICT DO NOTHING).
-            self.ops.relaxed_commit(conn)
+            # The claim skips everything while paused (one round trip for both).
             chunk = conn.execute(self._claim).first()
             if chunk is None:
-                return None
+                return PAUSED if is_paused(conn) else None
             system = LegacySystemType(chunk.system)
             copied = self._copiers[system].copy(
                 conn,

@@ -58,12 +58,13 @@ class DialectOps:
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         """Bound how long statements and lock waits may take in this transaction."""
 
-    def relaxed_commit(self, conn: sa.Connection) -> None:
-        """Let this transaction's commit return before its WAL is flushed to disk.
+    def bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
+        """:meth:`bound_statements`, and let the commit return before its WAL is on disk.
 
         Only for work that is idempotent and checkpointed atomically with its data (a
         backfill batch): a server crash may lose the last commits, but never half of one.
         """
+        self.bound_statements(conn, statement_ms, lock_ms)
 
     def integer_series(self, n: int) -> sa.FromClause:
         """Rows ``g`` = 1..n made by the database, for set-based seeding (a recursive CTE)."""
@@ -146,8 +147,13 @@ class PostgresOps(DialectOps):
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
 
-    def relaxed_commit(self, conn: sa.Connection) -> None:
-        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+    def bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
+        # One round trip instead of three: set_config(..., true) is SET LOCAL.
+        conn.exec_driver_sql(
+            f"SELECT set_config('statement_timeout', '{int(statement_ms)}', true), "
+            f"set_config('lock_timeout', '{int(lock_ms)}', true), "
+            "set_config('synchronous_commit', 'off', true)"
+        )
 
     @contextmanager
     def snapshot(self) -> Iterator[sa.Connection]:

@@ -1,0 +1,186 @@
+"""What the backfill costs: ``run_backfill`` against ONE raw ``INSERT ... SELECT``.
+
+Both variants copy the same legacy rows (``cashouts``) into an emptied
+``unified_transactions`` with the same SQL row expression (status mapped by
+``unistatus.mapping.forward_case``, id by ``unistatus.ids.utx_id_sql``, ``ON CONFLICT DO
+NOTHING``), in the same run:
+
+- ``raw``: one ``INSERT ... SELECT`` of the whole table in one transaction: the
+  database's own speed, with none of the backfill's guarantees.
+- ``backfill``: ``unistatus.backfill.run_backfill`` as the CLI runs it: planning (high-
+  water mark, key-range chunks), then one transaction per ``--batch-size`` chunk that
+  claims it, copies it, quarantines its unmappable rows and checkpoints it.
+
+The variants run alternately ``--repeat`` times; the median is reported.
+
+    .venv/bin/python bench/backfill.py                      # PostgreSQL 1M + SQLite 200k
+    .venv/bin/python bench/backfill.py --backend postgres --rows 100000 --repeat 1
+    .venv/bin/python bench/backfill.py --database-url postgresql://... --json
+
+Without ``--database-url`` a PostgreSQL database is created on the local server
+(postgresql://postgres@127.0.0.1:5432) and dropped afterwards; SQLite uses a file in a
+temporary directory, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.backfill import run_backfill
+from unistatus.backfill.statements import unified_insert
+from unistatus.config import Settings, load_settings
+from unistatus.db import schema
+from unistatus.db.dialect import ops_for
+from unistatus.db.engine import create_engine
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables import unified_transactions as U
+from unistatus.db.tables_backfill import backfill_chunks, backfill_jobs, backfill_quarantine
+from unistatus.seed import seed_legacy
+from unistatus.statuses import LegacySystemType
+
+SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+SYSTEM = LegacySystemType.CASHOUT
+
+
+@contextmanager
+def throwaway_postgres(server: str) -> Iterator[str]:
+    name = f"unistatus_bench_backfill_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@contextmanager
+def throwaway_sqlite() -> Iterator[str]:
+    with tempfile.TemporaryDirectory(prefix="unistatus_bench_backfill_") as tmp:
+        yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+
+
+def empty_unified(engine: sa.Engine) -> None:
+    """Back to a fresh target: no unified rows, no backfill state."""
+    with engine.begin() as conn:
+        for table in (U, backfill_chunks, backfill_jobs, backfill_quarantine):
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(f'TRUNCATE "{table.name}"')
+            else:
+                conn.execute(sa.delete(table))
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def run_raw(engine: sa.Engine, settings: Settings) -> tuple[float, int]:
+    lt = resolve_legacy_tables(engine, settings, systems=[SYSTEM])[SYSTEM]
+    ops = ops_for(engine)
+    started = time.perf_counter()
+    with ops.write_transaction() as conn:
+        stmt = unified_insert(ops, lt, sa.true()).execution_options(preserve_rowcount=True)
+        rows = conn.execute(stmt).rowcount
+    return time.perf_counter() - started, int(rows)
+
+
+def run_batched(engine: sa.Engine, settings: Settings, batch_size: int) -> tuple[float, int]:
+    started = time.perf_counter()
+    report = run_backfill(engine, settings, systems=[SYSTEM], batch_size=batch_size)
+    elapsed = time.perf_counter() - started
+    assert report.complete, report.as_dict()
+    return elapsed, report.inserted
+
+
+def bench(url: str, rows: int, batch_size: int, repeat: int) -> dict[str, Any]:
+    settings = load_settings(database_url=url)
+    engine = create_engine(url)
+    schema.upgrade(engine, settings)
+    t = time.perf_counter()
+    seed_legacy(engine, settings, rows, seed=1, systems=[SYSTEM])
+    seeded = time.perf_counter() - t
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql("VACUUM ANALYZE cashouts")
+    times: dict[str, list[float]] = {"raw": [], "backfill": []}
+    for i in range(repeat):
+        for name in ("raw", "backfill") if i % 2 == 0 else ("backfill", "raw"):
+            empty_unified(engine)
+            if name == "raw":
+                elapsed, copied = run_raw(engine, settings)
+            else:
+                elapsed, copied = run_batched(engine, settings, batch_size)
+            assert copied == rows, (name, copied, rows)
+            times[name].append(elapsed)
+            print(
+                f"  {engine.dialect.name} {name:<8} run {i + 1}: {elapsed:7.2f} s "
+                f"{rows / elapsed:>10,.0f} rows/s",
+                file=sys.stderr,
+            )
+    engine.dispose()
+    raw, batched = statistics.median(times["raw"]), statistics.median(times["backfill"])
+    return {
+        "backend": "postgresql" if url.startswith("postgres") else "sqlite",
+        "rows": rows,
+        "batch_size": batch_size,
+        "repeat": repeat,
+        "seed_seconds": round(seeded, 2),
+        "raw_seconds": [round(x, 3) for x in times["raw"]],
+        "backfill_seconds": [round(x, 3) for x in times["backfill"]],
+        "raw_rows_per_second": round(rows / raw),
+        "backfill_rows_per_second": round(rows / batched),
+        "ratio": round(raw / batched, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=["postgres", "sqlite", "both"], default="both")
+    parser.add_argument("--rows", type=int, default=1_000_000, help="PostgreSQL legacy rows")
+    parser.add_argument(
+        "--sqlite-rows", type=int, default=200_000, help="SQLite legacy rows (default 200k)"
+    )
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each variant")
+    parser.add_argument("--database-url", help="a scratch PostgreSQL database to use instead")
+    parser.add_argument("--server", default=SERVER, help="server for the throwaway database")
+    parser.add_argument("--json", action="store_true", help="JSON on stdout")
+    args = parser.parse_args()
+    results = []
+    if args.backend in ("postgres", "both"):
+        if args.database_url:
+            results.append(bench(args.database_url, args.rows, args.batch_size, args.repeat))
+        else:
+            with throwaway_postgres(args.server) as url:
+                results.append(bench(url, args.rows, args.batch_size, args.repeat))
+    if args.backend in ("sqlite", "both"):
+        with throwaway_sqlite() as url:
+            results.append(bench(url, args.sqlite_rows, args.batch_size, args.repeat))
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for r in results:
+        print(
+            f"{r['backend']}: {r['rows']:,} rows, batches of {r['batch_size']}: "
+            f"raw INSERT ... SELECT {r['raw_rows_per_second']:,} rows/s, "
+            f"backfill {r['backfill_rows_per_second']:,} rows/s, "
+            f"ratio {r['ratio']:.2f} (median of {r['repeat']})"
+        )
+
+
+if __name__ == "__main__":
+    main()
