@@ -212,6 +212,8 @@ def test_bad_input(db: Database, tmp_path: Path) -> None:
     (tmp_path / "junk").write_text("x")
     with pytest.raises(InputError, match="not empty"):
         export_archive(db.engine, db.settings, tmp_path)
+    with pytest.raises(InputError, match="not a directory"):
+        export_archive(db.engine, db.settings, tmp_path / "junk")
     (tmp_path / "manifest.json").write_text('{"format": "something else"}')
     with pytest.raises(InputError, match="not a unistatus-archive"):
         read_manifest(tmp_path)

@@ -293,6 +293,8 @@ def export_archive(
 ) -> Manifest:
     """Write every configured legacy table to ``out`` (new or empty), from one snapshot."""
     directory = Path(out)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory} exists and is not a directory")
     if directory.exists() and any(directory.iterdir()):
         raise InputError(f"{directory} is not empty: export into a new directory")
     tables = resolve_legacy_tables(engine, settings, require_status=False)
