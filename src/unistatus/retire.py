@@ -195,8 +195,5 @@ def undo_cleanup(
 
 
 def _columns(settings: Settings) -> list[str]:
-    return [
-        f"{spec.table}.{spec.status}"
-        for system in LegacySystemType
-        for spec in [settings.legacy_tables[system.value]]
-    ]
+    specs = [settings.legacy_tables[system.value] for system in LegacySystemType]
+    return [f"{spec.table}.{spec.status}" for spec in specs]
