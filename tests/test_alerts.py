@@ -236,6 +236,34 @@ def test_latency_rollback_when_unified_primary_is_slower_than_baseline(db) -> No
     assert "baseline" in entry.reason
 
 
+def test_latency_rollback_from_unified_only_replays_then_legacy_primary(db) -> None:
+    from decimal import Decimal
+
+    from unistatus.adapter import DualWriteAdapter
+    from unistatus.rollback import pending_count
+    from unistatus.statuses import UnifiedTransactionType
+
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), window_seconds=60)
+    to_phase(db.engine, 2)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 90.0, 50)
+    monitor.evaluate()
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM unistatus_operation_stats")
+    to_phase(db.engine, 4)
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    created = adapter.create_transaction(
+        UnifiedTransactionType.EXCHANGE, 5, Decimal("12.5"), "USDT"
+    )
+    assert created.overall_success and pending_count(db.engine) == 1
+    record_latency(db.engine, DualWriteMode.UNIFIED_ONLY, 900.0, 50)
+    states = by_name(monitor.evaluate())
+    assert states["latency_p95_critical"].response == "rollback_phase: done"
+    # "Roll back to legacy primary": the change made while legacy was frozen is in legacy.
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    assert pending_count(db.engine) == 0
+    assert adapter.check_consistency(created.entity_id)["consistent"]
+
+
 def test_latency_rollback_needs_a_regression_against_the_baseline(db) -> None:
     monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), window_seconds=60)
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 2")

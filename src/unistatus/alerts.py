@@ -637,17 +637,12 @@ class Monitor:
             f"{state.message}; {p95 / baseline * 100 - 100:.0f}% above the legacy-primary "
             f"baseline {baseline:.1f} ms"
         )
-        if mode is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
-            action = "rollback_phase"
+        # The spec's response is "roll back to legacy primary": one phase back from 3, and
+        # from 4 (UNIFIED_ONLY) the phase-4 procedure, which replays to legacy first.
+        action = "rollback_phase"
 
-            def act(why: str) -> Any:
-                return _call("phases", "rollback_phase", self, why)
-        else:
-            # UNIFIED_ONLY: legacy is frozen; only the emergency path replays it first.
-            action = "emergency_rollback"
-
-            def act(why: str) -> Any:
-                return _call("rollback", "emergency_rollback", self, why)
+        def act(why: str) -> Any:
+            return _call("phases", "rollback_phase", self, why)
 
         self._run(state.name, action, reason, act)
 
