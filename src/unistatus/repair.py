@@ -75,7 +75,10 @@ log = logging.getLogger("unistatus.repair")
 U = unified_transactions
 FIELDS = ("user_id", "amount", "currency")
 MAX_ATTEMPTS = 4
-KEEP_ACTIONS = 50  # entity-level detail kept in the report; counts are always complete
+KEEP_ACTIONS = 50
+# Legacy keys per detection read: the inconsistent rows of one chunk are held while they
+# are repaired, so this bounds repair's memory even when everything differs.
+DETECT_CHUNK = 10_000  # entity-level detail kept in the report; counts are always complete
 _mapper = LegacyStatusMapper()
 _rules = TransitionRules()
 
@@ -564,7 +567,7 @@ class _Repairer:
     def detected(self) -> None:
         """Every pair the set-based rule flags now (fresh read, chunk by chunk)."""
         for system, lt in self.tables.items():
-            for rows in iter_inconsistent(self.engine, lt):
+            for rows in iter_inconsistent(self.engine, lt, chunk=DETECT_CHUNK):
                 for row in rows:
                     if self.full:
                         return
