@@ -337,3 +337,41 @@ def _wait_for(cond: Any, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.02)
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_migration_0002_creates_and_drops_the_backfill_tables(
+    backend: str, tmp_path: Any, request: pytest.FixtureRequest
+) -> None:
+    from unistatus.config import load_settings
+    from unistatus.db import schema
+    from unistatus.db.engine import create_engine
+
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'mig.db'}"
+        admin = None
+    else:
+        server = sa.make_url(request.getfixturevalue("postgres_url"))
+        name = f"{server.database}_mig"
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        url = server.set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    settings = load_settings(database_url=url)
+    mine = {"unistatus_backfill_jobs", "unistatus_backfill_chunks", "unistatus_backfill_quarantine"}
+    try:
+        schema.upgrade(engine, settings, "0002")
+        assert mine <= set(sa.inspect(engine).get_table_names())
+        schema.downgrade(engine, settings, "0001")
+        assert not mine & set(sa.inspect(engine).get_table_names())
+        schema.upgrade(engine, settings, "0002")
+        assert mine <= set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()
