@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import Database
+from unistatus.check import run_check
 from unistatus.cli import app
 from unistatus.control import get_mode, set_mode
 from unistatus.errors import InputError
@@ -59,9 +60,17 @@ def test_unified_only_run_restores_previous_mode(db: Database) -> None:
     report = run_load_test(db.url, db.settings, transactions=10, concurrent=3, mode="UNIFIED_ONLY")
     assert report.run.errors == 0
     assert report.run.consistency_rate is None  # legacy is frozen: not applicable
-    assert _legacy_rows(db) == 0
     assert db.count("unified_transactions") == 10
+    # Back to a mode that writes legacy: the run's changes were replayed first, so the
+    # ten transactions born in UNIFIED_ONLY now have legacy rows that agree.
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+    assert _legacy_rows(db) == 10
+    with db.engine.connect() as conn:
+        pending = conn.exec_driver_sql(
+            "SELECT count(*) FROM unistatus_pending_legacy WHERE replayed_at IS NULL"
+        ).scalar_one()
+    assert pending == 0
+    assert run_check(db.engine, db.settings, store=False).consistency_rate == 1.0
 
 
 def test_bad_sizes_are_refused_and_write_nothing(db: Database) -> None:

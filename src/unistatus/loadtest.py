@@ -179,8 +179,7 @@ def run_load_test(
             _switch(engine, target, "load test")
             stats = _run_once(engine, settings, transactions, concurrent, seed, "load", on_progress)
         finally:
-            if get_mode(engine) is not previous:
-                set_mode(engine, previous, reason="load test finished: mode restored", actor=ACTOR)
+            _restore(engine, settings, previous)
         return LoadTestReport(stats, engine.dialect.name, baseline_stats)
     finally:
         engine.dispose()
@@ -194,6 +193,27 @@ def _url_of(database: str | sa.Engine) -> str:
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
         raise InputError("the load test needs a file or server database, not in-memory SQLite")
     return url.render_as_string(hide_password=False)
+
+
+def _restore(engine: sa.Engine, settings: Settings, previous: DualWriteMode) -> None:
+    """Put the previous mode back. Out of UNIFIED_ONLY into a mode that writes legacy,
+    the run's changes are replayed to legacy first and the switch commits with the last
+    replayed batch (the rollback path), so legacy misses nothing the load test wrote."""
+    current = get_mode(engine)
+    if current is previous:
+        return
+    if current is not DualWriteMode.UNIFIED_ONLY or not previous.writes_legacy:
+        set_mode(engine, previous, reason="load test finished: mode restored", actor=ACTOR)
+        return
+    from unistatus.control import MODE_KEY, write_value
+    from unistatus.rollback import replay_pending
+
+    reason = "load test finished: UNIFIED_ONLY changes replayed, mode restored"
+
+    def finish(conn: sa.Connection, _summary: dict[str, Any]) -> None:
+        write_value(conn, MODE_KEY, previous.value, actor=ACTOR, reason=reason)
+
+    replay_pending(engine, settings, finish=finish, actor=ACTOR, reason=reason)
 
 
 def _switch(engine: sa.Engine, mode: DualWriteMode, reason: str) -> None:
