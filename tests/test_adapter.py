@@ -434,3 +434,33 @@ def test_unmappable_current_status_needs_override(db: Database) -> None:
     (h,) = history(db, r.entity_id or "")
     assert h["from_status"] is None and h["from_legacy_status"] == "executing"
     assert h["override"] in (True, 1)
+
+
+# --- after the legacy status column is retired -----------------------------------------
+
+
+def test_retired_legacy_status_column_reads_unified_and_refuses_legacy_writes(
+    db: Database,
+) -> None:
+    from unistatus.errors import ModeError
+
+    a = adapter_in(db, M.DUAL_WRITE_UNIFIED_PRIMARY)
+    c = a.create_transaction("ESCROW", 1, "5", "USD", status="FUNDS_HELD")
+    switch(a, db, M.UNIFIED_ONLY)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE escrows DROP COLUMN status")
+    try:
+        retired = DualWriteAdapter(db.engine, settings=db.settings)
+        for ref in (c.entity_id, f"escrow:{c.legacy_entity_id}"):
+            status, meta = retired.get_transaction_status(ref)
+            assert status is UnifiedTransactionStatus.FUNDS_HELD and meta["source"] == "unified"
+        r = retired.update_status(c.entity_id, "RELEASE_PENDING", "release", "svc")
+        assert r.overall_success and r.status is UnifiedTransactionStatus.RELEASE_PENDING
+        with db.engine.begin() as conn:  # as if replayed: lets the test switch back
+            conn.execute(sa.update(pending_legacy_changes).values(replayed_at=sa.func.now()))
+        switch(retired, db, M.DUAL_WRITE_UNIFIED_PRIMARY)
+        with pytest.raises(ModeError, match="retired"):
+            retired.update_status(c.entity_id, "SUCCESS", "done", "svc")
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE escrows ADD COLUMN status VARCHAR(64)")

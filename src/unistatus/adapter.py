@@ -645,7 +645,12 @@ class DualWriteAdapter:
             return _Entity(
                 derived.system if derived else LegacySystemType.CASHOUT, None, None, None
             )
-        legacy = self._legacy_row(conn, system, legacy_id, lock=False) if legacy_id else None
+        # Once the legacy status column is retired, reads come from the unified row only.
+        legacy = (
+            self._legacy_row(conn, system, legacy_id, lock=False)
+            if legacy_id is not None and self.legacy[system].status is not None
+            else None
+        )
         unified = self._unified_row(conn, self._unified_clause(system, legacy_id, utx_id), False)
         return _Entity(system, legacy_id, legacy, unified)
 
