@@ -9,6 +9,7 @@ the adapter entity by entity.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -20,7 +21,7 @@ from unistatus.adapter import DualWriteAdapter
 from unistatus.check import run_check
 from unistatus.ids import SYSTEM_DIGIT, derive_utx_id
 from unistatus.mapping import CANONICAL_REVERSE, FORWARD, compatible_pairs
-from unistatus.statuses import LegacySystemType
+from unistatus.statuses import LegacySystemType, UnifiedTransactionStatus
 
 
 @dataclass(frozen=True)
@@ -187,3 +188,57 @@ def test_bulk_check_and_adapter_agree_on_every_case(db: Any) -> None:
 def test_incompatible_helper(system: LegacySystemType) -> None:
     ls = str(next(iter(FORWARD[system])))
     assert (ls, _incompatible(system, ls)) not in set(compatible_pairs(system))
+
+
+def test_random_pairs_agree_with_the_python_rule(db: Any) -> None:
+    """Hundreds of random pairs per system: SQL kinds == consistency.compare's kinds."""
+    from unistatus import consistency
+
+    rnd = random.Random(20261123)
+    legacy_tables = tables(db.engine, db.settings)
+    expected: dict[tuple[str, int], frozenset[str]] = {}
+    with db.engine.begin() as conn:
+        for system, lt in legacy_tables.items():
+            legacy_values = [str(s) for s in FORWARD[system]] + ["bogus", "pending", None]
+            unified_values = [u.value for u in UnifiedTransactionStatus] + ["NOPE"]
+            for legacy_id in range(1, 201):
+                shape = rnd.random()
+                legacy = (
+                    None
+                    if shape < 0.1
+                    else {
+                        "status": rnd.choice(legacy_values),
+                        "user_id": rnd.choice([7, 7, 7, 8]),
+                        "amount": rnd.choice(
+                            [Decimal("10.5"), Decimal("10.5"), Decimal("10.50000001")]
+                        ),
+                        "currency": rnd.choice(["USD", "USD", "EUR"]),
+                    }
+                )
+                unified = (
+                    None
+                    if 0.1 <= shape < 0.2
+                    else {
+                        "status": rnd.choice(unified_values),
+                        "user_id": rnd.choice([7, 7, 7, 9]),
+                        "amount": rnd.choice([Decimal("10.5"), Decimal("10.50000000")]),
+                        "currency": rnd.choice(["USD", "USD", "GBP"]),
+                    }
+                )
+                if legacy is None and unified is None:
+                    continue
+                insert_case(conn, lt, legacy_id, legacy, unified)
+                lrow = {"id": legacy_id, **legacy} if legacy else None
+                urow = {"id": "x", "legacy_id": legacy_id, **unified} if unified else None
+                kinds = frozenset(i.kind.value for i in consistency.compare(system, lrow, urow))
+                expected[(system.value, legacy_id)] = kinds
+    report = run_check(db.engine, db.settings, examples=10_000, chunk=37, store=False)
+    bulk = {(e["system"], e["legacy_id"]): frozenset(e["kinds"]) for e in report.examples}
+    assert report.total == len(expected)
+    mismatches = {
+        key: (kinds, bulk.get(key, frozenset()))
+        for key, kinds in expected.items()
+        if bulk.get(key, frozenset()) != kinds
+    }
+    assert not mismatches
+    assert report.consistent == sum(1 for kinds in expected.values() if not kinds)

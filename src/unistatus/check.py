@@ -2,11 +2,12 @@
 
 For each legacy system the key space is walked in chunks of legacy primary keys. Each
 chunk is ONE statement: a full outer join of the legacy rows in the key range with the
-unified rows that point into the same range, the spec's consistency rule written as
-SQL flags (:func:`pair_flags`, built from :func:`unistatus.mapping.compatible_clause`),
-summed by the database. Python only adds up one row of counts per chunk, so memory does
-not grow with the table. The first chunk is open below and the last open above, so every
-unified row that points at a missing legacy row (an orphan) falls in some chunk.
+unified rows that point into the same range (written as LEFT JOIN + UNION ALL of the
+orphans, see :func:`pair_flags`), the spec's consistency rule written as SQL flags
+(:func:`rule_flags`, built from :func:`unistatus.mapping.compatible_clause`), summed by
+the database. Python only adds up one row of counts per chunk, so memory does not grow
+with the table. The first chunk is open below and the last open above, so every unified
+row that points at a missing legacy row (an orphan) falls in some chunk.
 
 Counting: ``total`` is the number of rows checked (legacy rows + orphan unified rows);
 ``consistent`` those with no inconsistency; ``inconsistencies[kind]`` the number of rows
