@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -222,7 +223,7 @@ def _quantile(values: list[float], q: float) -> float:
 
 def summarise(
     args: argparse.Namespace, per_round: dict[str, list[float]], pooled: dict[str, list[float]]
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Medians resist the scheduling stalls of a shared machine; means are shown too.
 
     ``paired`` ratios divide the medians of adjacent blocks of the same round (same
