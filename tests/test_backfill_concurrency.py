@@ -179,7 +179,7 @@ def test_server_connection_lost_mid_batch_is_reported_and_resumable(pg: Any) -> 
                     sa.text(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                        "AND state = 'active' AND query LIKE 'WITH src%'"
+                        "AND state = 'active' AND query LIKE 'WITH claim%'"
                     )
                 )
             time.sleep(0.01)

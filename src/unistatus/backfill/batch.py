@@ -1,14 +1,15 @@
-"""One batch: copy a claimed chunk, quarantine its unmappable rows, checkpoint it.
+"""One batch: claim a chunk, copy it, quarantine its unmappable rows, checkpoint it.
 
-The statements are built once per legacy table with bind parameters for the range and
-the checkpoint values, so a batch costs the database's time, not SQLAlchemy's
-(building and hashing a statement of this size per batch would cost milliseconds).
+The statements are built and compiled once per legacy table, with bind parameters for
+the checkpoint values, so a batch costs the database's time, not SQLAlchemy's.
 
-Where the dialect has data-modifying CTEs (PostgreSQL), the batch is ONE statement:
-the legacy range is read once, mappable rows go to ``unified_transactions`` (``ON
-CONFLICT DO NOTHING``), unmappable ones to the quarantine, and the chunk row is marked
-done with the counts, returned by ``RETURNING``. Elsewhere (SQLite) the same work is
-four statements in the batch's transaction.
+Where the dialect has data-modifying CTEs (PostgreSQL), the whole batch is ONE
+statement and one round trip: the chunk is claimed (``FOR UPDATE SKIP LOCKED``), its
+legacy range read once, the mappable rows inserted into ``unified_transactions`` (``ON
+CONFLICT DO NOTHING``), the unmappable ones quarantined, and the chunk row marked done
+with the counts, which ``RETURNING`` hands back. Elsewhere (SQLite, where the write
+transaction already serialises writers) the same work is five statements in the
+batch's transaction.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.backfill.plan import DONE
+from unistatus.backfill.control import paused_clause
+from unistatus.backfill.plan import DONE, PENDING
 from unistatus.backfill.statements import (
     ORIGIN,
     QUARANTINE_COLUMNS,
@@ -81,72 +83,41 @@ class Prepared:
 
 @dataclass(frozen=True)
 class Copied:
+    """A chunk copied and checkpointed in the caller's transaction."""
+
+    start_id: int
+    end_id: int
+    rows: int  # planned rows of the chunk (what progress counts)
     inserted: int
     already_present: int
     quarantined: int
 
 
 class ChunkCopier:
-    """Reusable statements that copy one chunk of one legacy table."""
+    """Claims and copies the chunks of one legacy table, one per call."""
 
     def __init__(self, ops: DialectOps, lt: LegacyTable) -> None:
         self.ops = ops
         self.lt = lt
-        key = sa.and_(CH.c.system == lt.system.value, CH.c.start_id == START)
-        self._done = {
-            "state": DONE,
-            "worker": WORKER,
-            "attempts": ATTEMPTS,
-            "done_at": NOW,
-        }
-        self._key = key
+        self._done = {"state": DONE, "worker": WORKER, "attempts": ATTEMPTS, "done_at": NOW}
         self._prepared: dict[str, Prepared] | None = None
 
-    def _prepare(self, dialect: sa.Dialect) -> dict[str, Prepared]:
-        if self.ops.supports_dml_cte:
-            return {"one": Prepared(self._one_statement(), dialect)}
-        lt, ops = self.lt, self.ops
-        where = in_range(lt, START, END)
-        mark = (
-            sa.update(CH)
-            .where(self._key)
-            .values(
-                inserted=sa.bindparam("bf_inserted", type_=sa.Integer),
-                already_present=sa.bindparam("bf_already", type_=sa.Integer),
-                quarantined=sa.bindparam("bf_quarantined", type_=sa.Integer),
-                **self._done,
-            )
-        )
-        return {
-            "insert": Prepared(unified_insert(ops, lt, where), dialect),
-            "quarantine": Prepared(quarantine_insert(ops, lt, where, NOW), dialect),
-            "count": Prepared(sa.select(sa.func.count()).where(where), dialect),
-            "mark": Prepared(mark, dialect),
-        }
-
-    def copy(
-        self,
-        conn: sa.Connection,
-        start_id: int,
-        end_id: int,
-        *,
-        worker: str,
-        attempts: int,
-        now: datetime,
-    ) -> Copied:
-        params: dict[str, Any] = {
-            "bf_start": start_id,
-            "bf_end": end_id,
-            "bf_now": now,
-            "bf_worker": worker,
-            "bf_attempts": attempts,
-        }
+    def claim_and_copy(
+        self, conn: sa.Connection, *, worker: str, attempts: int, now: datetime
+    ) -> Copied | None:
+        """Copy the next pending chunk of this table; None when none is free (or paused)."""
         if self._prepared is None:
             self._prepared = self._prepare(conn.dialect)
         run = self._prepared
+        params: dict[str, Any] = {"bf_now": now, "bf_worker": worker, "bf_attempts": attempts}
         if "one" in run:
-            inserted, already, quarantined = run["one"].execute(conn, params).one()
-            return Copied(int(inserted), int(already), int(quarantined))
+            row = run["one"].execute(conn, params).first()
+            return None if row is None else Copied(*(int(v) for v in row))
+        chunk = run["claim"].execute(conn, {}).first()
+        if chunk is None:
+            return None
+        start_id, end_id, rows = (int(v) for v in chunk)
+        params.update(bf_start=start_id, bf_end=end_id)
         inserted = run["insert"].execute(conn, params).rowcount
         quarantined = run["quarantine"].execute(conn, params).rowcount
         present = int(run["count"].execute(conn, params).scalar_one())
@@ -160,11 +131,49 @@ class ChunkCopier:
                 "bf_quarantined": quarantined,
             },
         )
-        return Copied(inserted, already, quarantined)
+        return Copied(start_id, end_id, rows, inserted, already, quarantined)
+
+    def _claim(self) -> sa.Select[Any]:
+        claim = (
+            sa.select(CH.c.start_id, CH.c.end_id, CH.c.rows)
+            .where(
+                CH.c.system == self.lt.system.value,
+                CH.c.state == PENDING,
+                ~paused_clause(),  # while paused nothing is claimable
+            )
+            .order_by(CH.c.start_id)
+            .limit(1)
+        )
+        # SKIP LOCKED: a chunk another worker holds is not waited for, the next is taken.
+        return claim.with_for_update(skip_locked=True) if self.ops.supports_skip_locked else claim
+
+    def _prepare(self, dialect: sa.Dialect) -> dict[str, Prepared]:
+        if self.ops.supports_dml_cte:
+            return {"one": Prepared(self._one_statement(), dialect)}
+        lt, ops = self.lt, self.ops
+        where = in_range(lt, START, END)
+        mark = (
+            sa.update(CH)
+            .where(CH.c.system == lt.system.value, CH.c.start_id == START)
+            .values(
+                inserted=sa.bindparam("bf_inserted", type_=sa.Integer),
+                already_present=sa.bindparam("bf_already", type_=sa.Integer),
+                quarantined=sa.bindparam("bf_quarantined", type_=sa.Integer),
+                **self._done,
+            )
+        )
+        return {
+            "claim": Prepared(self._claim(), dialect),
+            "insert": Prepared(unified_insert(ops, lt, where), dialect),
+            "quarantine": Prepared(quarantine_insert(ops, lt, where, NOW), dialect),
+            "count": Prepared(sa.select(sa.func.count()).where(where), dialect),
+            "mark": Prepared(mark, dialect),
+        }
 
     def _one_statement(self) -> Any:
         lt, ops = self.lt, self.ops
         system = lt.system
+        claim = self._claim().cte("claim")
         src = (
             sa.select(
                 lt.id.label("id"),
@@ -176,7 +185,7 @@ class ChunkCopier:
                 lt.created_at.label("created_at"),
                 lt.updated_at.label("updated_at"),
             )
-            .where(in_range(lt, START, END))
+            .select_from(lt.table.join(claim, in_range(lt, claim.c.start_id, claim.c.end_id)))
             .cte("src")
         )
         ins_select = sa.select(
@@ -224,13 +233,20 @@ class ChunkCopier:
         ).scalar_subquery()
         return (
             sa.update(CH)
-            .where(self._key)
+            .where(CH.c.system == system.value, CH.c.start_id == claim.c.start_id)
             .values(
                 inserted=n_ins,
                 already_present=n_mappable - n_ins,
                 quarantined=n_q,
                 **self._done,
             )
-            .returning(CH.c.inserted, CH.c.already_present, CH.c.quarantined)
-            .add_cte(src, ins, qins)
+            .returning(
+                CH.c.start_id,
+                CH.c.end_id,
+                CH.c.rows,
+                CH.c.inserted,
+                CH.c.already_present,
+                CH.c.quarantined,
+            )
+            .add_cte(claim, src, ins, qins)
         )

@@ -17,13 +17,11 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from unistatus.backfill.batch import ChunkCopier
-from unistatus.backfill.control import is_paused, paused_clause
-from unistatus.backfill.plan import PENDING
+from unistatus.backfill.control import is_paused
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
-from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.errors import StorageError
 from unistatus.statuses import LegacySystemType
 
@@ -139,18 +137,7 @@ class Worker:
         self.name = worker_name()
         self.tally = Tally()
         self._copiers = {system: ChunkCopier(ops, lt) for system, lt in tables.items()}
-        claim = (
-            sa.select(CH.c.system, CH.c.start_id, CH.c.end_id, CH.c.rows)
-            .where(
-                CH.c.state == PENDING,
-                CH.c.system.in_([s.value for s in tables]),
-                ~paused_clause(),
-            )
-            .order_by(CH.c.system, CH.c.start_id)
-            .limit(1)
-        )
-        # SKIP LOCKED: a chunk another worker holds is not waited for, the next is taken.
-        self._claim = claim.with_for_update(skip_locked=True) if ops.supports_skip_locked else claim
+        self._exhausted: set[LegacySystemType] = set()
 
     def run(self) -> Tally:
         """Copy chunks until none is left to claim; hold while the backfill is paused."""
@@ -197,29 +184,29 @@ class Worker:
             self.ops.bound_batch(
                 conn, self.settings.statement_timeout_ms, self.settings.lock_timeout_ms
             )
-            # The claim skips everything while paused (one round trip for both).
-            chunk = conn.execute(self._claim).first()
-            if chunk is None:
-                return PAUSED if is_paused(conn) else None
-            system = LegacySystemType(chunk.system)
-            copied = self._copiers[system].copy(
-                conn,
-                int(chunk.start_id),
-                int(chunk.end_id),
-                worker=self.name,
-                attempts=retries + 1,
-                now=utcnow(),
-            )
-        return BatchResult(
-            system,
-            int(chunk.start_id),
-            int(chunk.end_id),
-            int(chunk.rows),
-            copied.inserted,
-            copied.already_present,
-            copied.quarantined,
-            retries,
-        )
+            now = utcnow()
+            for system in self.tables:
+                if system in self._exhausted:
+                    continue
+                copied = self._copiers[system].claim_and_copy(
+                    conn, worker=self.name, attempts=retries + 1, now=now
+                )
+                if copied is not None:
+                    return BatchResult(
+                        system,
+                        copied.start_id,
+                        copied.end_id,
+                        copied.rows,
+                        copied.inserted,
+                        copied.already_present,
+                        copied.quarantined,
+                        retries,
+                    )
+                if is_paused(conn):
+                    return PAUSED
+                # Nothing free: done, or the rest is held by other workers.
+                self._exhausted.add(system)
+        return None
 
 
 def _retry_reason(exc: sa.exc.DBAPIError) -> str | None:
