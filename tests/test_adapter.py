@@ -464,3 +464,51 @@ def test_retired_legacy_status_column_reads_unified_and_refuses_legacy_writes(
     finally:
         with db.engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE escrows ADD COLUMN status VARCHAR(64)")
+
+
+# --- construction and references --------------------------------------------------------
+
+
+def test_adapter_from_url_and_every_reference_form(db: Database) -> None:
+    set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    a = DualWriteAdapter(db.url, settings=db.settings)
+    try:
+        c = a.create_transaction("ESCROW", 1, "5", "USD")
+        lid = c.legacy_entity_id or 0
+        steps = [
+            (LegacyRef(LegacySystemType.ESCROW, lid), "AWAITING_APPROVAL"),
+            (("escrow", lid), "AWAITING_PAYMENT"),
+            (f"ESCROW:{lid}", "PAYMENT_CONFIRMED"),
+            (c.entity_id, "FUNDS_HELD"),
+        ]
+        for ref, target in steps:
+            r = a.update_status(ref, target, "step", "svc")
+            assert r.overall_success and r.entity_id == c.entity_id, ref
+        assert len(history(db, c.entity_id or "")) == 5
+    finally:
+        a.engine.dispose()
+
+
+def test_postgres_dual_write_is_two_statements(pg: Database) -> None:
+    """The hot path: one locking SELECT and one CTE write (guards the optimisation)."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="PROCESSING")
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(pg.engine, "before_cursor_execute", record)
+    try:
+        r = a.update_status(c.entity_id, "AWAITING_RESPONSE", "r", "t")
+    finally:
+        sa.event.remove(pg.engine, "before_cursor_execute", record)
+    assert r.overall_success
+    assert len(statements) == 2, statements
+    assert "FOR UPDATE" in statements[0] and statements[1].lstrip().startswith("WITH")
+    (h,) = history(pg, c.entity_id or "")[1:]
+    assert (h["from_status"], h["to_status"], h["to_legacy_status"]) == (
+        "PROCESSING",
+        "AWAITING_RESPONSE",
+        "AWAITING_RESPONSE",
+    )
