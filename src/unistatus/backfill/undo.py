@@ -37,8 +37,8 @@ def undo(
     busy = [s.value for s in chosen if current[s.value]["state"] in ("running", "paused")]
     if busy:
         raise ModeError(
-            f"a backfill of {', '.join(busy)} is still running; wait for it (or stop it) "
-            "before undoing"
+            f"a backfill of {', '.join(busy)} is running or paused; let it finish (or stop "
+            "its workers: state turns 'stalled' a minute after the last batch) before undoing"
         )
     ops = ops_for(engine)
     untouched = sa.and_(U.c.origin == ORIGIN, U.c.version == 1)
