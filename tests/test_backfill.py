@@ -28,7 +28,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_quarantine as Q
-from unistatus.errors import InputError
+from unistatus.errors import InputError, ModeError
 from unistatus.seed import seed_legacy
 from unistatus.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
 
@@ -232,6 +232,8 @@ def test_pause_and_resume_are_honoured_between_batches(db: Any) -> None:
     time.sleep(0.8)
     after = progress(db.engine, db.settings)["CASHOUT"]
     assert after["done"] == held < after["total"] and not after["complete"]
+    with pytest.raises(ModeError):
+        undo(db.engine, db.settings)  # never under an active run
     assert t.is_alive()
     resume(db.engine, actor="test", reason="done")
     t.join(30)
