@@ -119,3 +119,37 @@ def test_concurrent_forced_overrides_serialise(pg: Database) -> None:
         ).scalar_one()
     assert len(rows) == 1 + changed and version == 1 + changed
     assert all(b.from_status == a.to_status for a, b in zip(rows, rows[1:], strict=False))
+
+
+def test_adapter_connections_bound_lock_waits(pg: Database) -> None:
+    """A write stuck behind a lock fails after lock_timeout_ms instead of hanging."""
+    import time
+    from decimal import Decimal
+
+    set_mode(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t")
+    settings = pg.settings.model_copy(update={"lock_timeout_ms": 200})
+    adapter = DualWriteAdapter(pg.url, settings=settings)
+    try:
+        with adapter.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "200ms"
+        created = adapter.create_transaction("ESCROW", 1, Decimal("5"), "EUR")
+        assert created.overall_success and created.legacy_entity_id
+        with pg.engine.begin() as blocker:  # another process holds the row
+            blocker.execute(
+                sa.select(escrows.c.id)
+                .where(escrows.c.id == created.legacy_entity_id)
+                .with_for_update()
+            )
+            started = time.perf_counter()
+            stuck = adapter.update_status(created.entity_id, "AWAITING_PAYMENT", "r", "t")
+            elapsed = time.perf_counter() - started
+        assert not stuck.overall_success
+        assert "lock" in (stuck.error or "").lower()
+        assert elapsed < 5.0  # a few bounded retries, not an endless wait
+        # Nothing was written, and once the lock is gone the write goes through.
+        assert adapter.get_transaction_status(created.entity_id)[0] == "PENDING"
+        assert adapter.update_status(
+            created.entity_id, "AWAITING_PAYMENT", "r", "t"
+        ).overall_success
+    finally:
+        adapter.engine.dispose()

@@ -66,5 +66,11 @@ def test_rollback_from_4_restores_columns_then_replays(db: Database, tmp_path: P
         statuses = {u["id"]: (u["status"], u["legacy_status"]) for u in unified}
         assert statuses[born.entity_id] == ("AWAITING_PAYMENT", "AWAITING_DEPOSIT")
         assert statuses[old.entity_id] == ("PAYMENT_CONFIRMED", "PAYMENT_CONFIRMED")
+        # The adapter started while the columns were gone writes legacy again, no restart.
+        adapter.modes.refresh()
+        moved = adapter.update_status(old.entity_id, "FUNDS_HELD", "seller accepted", "t")
+        assert moved.overall_success, moved.error
+        assert moved.legacy_status == "ACTIVE"
+        assert adapter.check_consistency(old.entity_id)["consistent"]
     finally:
         undo_cleanup(db.engine, db.settings)

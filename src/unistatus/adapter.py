@@ -219,7 +219,9 @@ class DualWriteAdapter:
             raise InputError(f"shadow_read_rate must be within 0..1, got {rate}")
         self.fallback: Fallback = fallback
         self.shadow_read_rate = rate
-        self.engine = create_engine(database or self.settings.database_url)
+        self.engine = create_engine(
+            database or self.settings.database_url, lock_timeout_ms=self.settings.lock_timeout_ms
+        )
         self.ops = ops_for(self.engine)
         self.mapper = LegacyStatusMapper()
         self.rules = TransitionRules()
@@ -381,6 +383,7 @@ class DualWriteAdapter:
         last_error: str | None = None
         for attempt in range(MAX_ATTEMPTS):
             try:
+                self._restore_retired_columns(mode)
                 with self.ops.write_transaction() as conn:
                     result = work(conn, mode, op_id)
                 result.duration_ms = (time.perf_counter() - started) * 1000
@@ -464,6 +467,17 @@ class DualWriteAdapter:
         if row is None:
             raise EntityNotFoundError(ref.value)
         return LegacySystemType(row.legacy_system), row.legacy_id, ref.value
+
+    def _restore_retired_columns(self, mode: DualWriteMode) -> None:
+        """Pick up legacy status columns restored since this adapter started.
+
+        An adapter started while the columns were retired (phase 4) must write legacy
+        again after a rollback restores them, without a restart: reflect once more.
+        """
+        if not mode.writes_legacy or all(lt.status is not None for lt in self.legacy.values()):
+            return
+        self.legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)
+        self._statements.clear()
 
     def _legacy_status_column(self, lt: LegacyTable) -> sa.Column[str]:
         if lt.status is None:

@@ -23,8 +23,14 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def create_engine(database: str | sa.Engine, **kwargs: Any) -> sa.Engine:
-    """An engine for a URL (or the engine itself), with unistatus's connection settings."""
+def create_engine(
+    database: str | sa.Engine, *, lock_timeout_ms: int | None = None, **kwargs: Any
+) -> sa.Engine:
+    """An engine for a URL (or the engine itself), with unistatus's connection settings.
+
+    ``lock_timeout_ms`` bounds every lock wait on PostgreSQL connections (set once per
+    connection, so it costs nothing per transaction); 0 or None leaves the server's.
+    """
     if isinstance(database, sa.Engine):
         return database
     try:
@@ -37,6 +43,11 @@ def create_engine(database: str | sa.Engine, **kwargs: Any) -> sa.Engine:
         kwargs.setdefault("pool_size", 20)
         kwargs.setdefault("max_overflow", 40)
         kwargs.setdefault("pool_pre_ping", True)
+        if lock_timeout_ms:
+            args = kwargs.setdefault("connect_args", {})
+            args["options"] = (
+                f"{args.get('options', '')} -c lock_timeout={int(lock_timeout_ms)}".strip()
+            )
         return sa.create_engine(url, **kwargs)
     raise ConfigError(
         f"unsupported database {url.get_backend_name()!r}: use sqlite:///FILE or postgresql://"
