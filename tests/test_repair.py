@@ -150,7 +150,8 @@ def test_each_strategy_repairs_and_a_second_check_is_clean(db: Any, strategy: St
     assert (entry["from_status"], entry["to_status"]) == (before_u2["status"], u2["status"])
     missing_entry = next(h for h in audit if h["legacy_id"] == 1 and h["legacy_system"] == "ESCROW")
     assert (
-        missing_entry["from_status"] is None and missing_entry["metadata"]["before"]["unified"] is None
+        missing_entry["from_status"] is None
+        and missing_entry["metadata"]["before"]["unified"] is None
     )
 
     again = run_repair(db.engine, db.settings, strategy=strategy)
