@@ -148,6 +148,9 @@ def test_each_strategy_repairs_and_a_second_check_is_clean(db: Any, strategy: St
         l2["status"],
     )
     assert (entry["from_status"], entry["to_status"]) == (before_u2["status"], u2["status"])
+    # Leaving a final status (CANCELLED / FAILED) is never a listed transition: flagged.
+    assert entry["override"] is (entry["from_status"] != entry["to_status"])
+    assert entry["mode"] == "LEGACY_ONLY"
     missing_entry = next(h for h in audit if h["legacy_id"] == 1 and h["legacy_system"] == "ESCROW")
     assert (
         missing_entry["from_status"] is None
