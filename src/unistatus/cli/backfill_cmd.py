@@ -12,7 +12,6 @@ if TYPE_CHECKING:
     from unistatus.statuses import LegacySystemType
 
 backfill_app = typer.Typer(
-    help="Backfill unified_transactions from the legacy tables (set-based, resumable).",
     invoke_without_command=True,
     no_args_is_help=False,
 )
@@ -64,12 +63,25 @@ def run(
     ),
     json_out: JsonOption = False,
 ) -> None:
-    """Backfill every legacy row up to the current high-water mark.
+    """Backfill unified_transactions from every legacy row up to the high-water mark.
 
-    Each batch is one INSERT ... SELECT over a key range, committed with its checkpoint:
-    kill it at any moment and run the same command again to resume. Existing unified
-    rows are never overwritten; unmappable rows are quarantined. Subcommands: status,
-    pause, resume, undo.
+    Each batch is one INSERT ... SELECT over a key range, committed with its checkpoint: kill it at any moment and run the same command again to resume. Existing unified rows are never overwritten; unmappable rows are quarantined.
+
+    Examples:
+
+      unistatus backfill --dry-run
+
+      unistatus backfill --batch-size 1000 --max-rows-per-second 20000
+
+      unistatus backfill --workers 4 --json     (PostgreSQL; other hosts may join)
+
+      unistatus backfill status --json
+
+      unistatus backfill pause --reason "peak hours"; unistatus backfill resume
+
+      unistatus backfill --retry-quarantine
+
+      unistatus backfill undo
     """
     if ctx.invoked_subcommand is not None:
         return
