@@ -200,6 +200,17 @@ def test_warning_consistency_schedules_repair(db) -> None:
     assert entry.metadata is not None and entry.metadata["action"] == "repair"
 
 
+def test_warning_consistency_in_unified_only_does_not_try_to_repair(db) -> None:
+    seed_pairs(db.engine, 1000, drift=2)
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="phase 4")
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=Notifier()))
+    assert states["consistency_warning"].firing
+    # Legacy is frozen: repair would be refused; the alert says why instead of failing.
+    assert states["consistency_warning"].response == "none: legacy is frozen in UNIFIED_ONLY"
+    assert get_mode(db.engine) is DualWriteMode.UNIFIED_ONLY
+
+
 def test_slow_latency_and_errors_fire_at_the_right_level(db) -> None:
     record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 300.0, 100, errors=2)
     notifier = Notifier()

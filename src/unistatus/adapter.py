@@ -362,7 +362,14 @@ class DualWriteAdapter:
             raise EntityNotFoundError(str(entity_id))
         if system_type is not None and LegacySystemType.parse(system_type) is not entity.system:
             raise InputError(f"{entity_id} belongs to {entity.system.value}, not {system_type}")
-        found = consistency.compare(entity.system, entity.legacy, entity.unified)
+        legacy = entity.legacy
+        if legacy is not None and entity.unified is not None:
+            with self.engine.connect() as conn:
+                if self._replay_pending(conn, str(entity.unified["id"])):
+                    # Legacy is frozen until the replay: compare with what it will hold
+                    # (the same projection as the bulk check, unistatus.check).
+                    legacy = {**legacy, "status": entity.unified["legacy_status"]}
+        found = consistency.compare(entity.system, legacy, entity.unified)
         return {
             "entity_id": str(entity_id),
             "transaction_id": entity.utx_id,
@@ -371,6 +378,14 @@ class DualWriteAdapter:
             "consistent": not found,
             "inconsistencies": [i.as_dict() for i in found],
         }
+
+    @staticmethod
+    def _replay_pending(conn: sa.Connection, utx_id: str) -> bool:
+        q = sa.select(pending_legacy_changes.c.id).where(
+            pending_legacy_changes.c.transaction_id == utx_id,
+            pending_legacy_changes.c.replayed_at.is_(None),
+        )
+        return conn.execute(q.limit(1)).first() is not None
 
     # --- running a write ------------------------------------------------------------
 

@@ -603,6 +603,10 @@ class Monitor:
         if "consistency_warning" in states:
             if not auto.repair_on_consistency_warning:
                 self._claim("consistency_warning", "none: repair_on_consistency_warning is off")
+            elif mode is DualWriteMode.UNIFIED_ONLY:
+                # Legacy is frozen: nothing to repair it with until a rollback replays it.
+                self._detailed_logging(snap)
+                self._claim("consistency_warning", "none: legacy is frozen in UNIFIED_ONLY")
             else:
                 self._detailed_logging(snap)
                 self._run(

@@ -138,3 +138,4 @@ pending_legacy_changes = sa.Table(
     sa.Column("replayed_at", UTC, nullable=True),
 )
 sa.Index("ix_pending_unreplayed", pending_legacy_changes.c.replayed_at)
+sa.Index("ix_pending_transaction", pending_legacy_changes.c.transaction_id)

@@ -126,6 +126,7 @@ def upgrade() -> None:
         sa.Column("replayed_at", UTC, nullable=True),
     )
     op.create_index("ix_pending_unreplayed", "unistatus_pending_legacy", ["replayed_at"])
+    op.create_index("ix_pending_transaction", "unistatus_pending_legacy", ["transaction_id"])
 
 
 def downgrade() -> None:
