@@ -141,11 +141,6 @@ def test_adapter_keeps_writing_in_unified_only_while_dropped(
     assert status == "PAYMENT_CONFIRMED"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="adapter._read selects the legacy status column even when it is retired "
-    "(ModeError); reads in UNIFIED_ONLY should skip the legacy row then",
-)
 def test_adapter_reads_legacy_born_transaction_while_dropped(retirable: Database) -> None:
     db = retirable
     entity = _entity_ids(db)["ESCROW"]

@@ -15,7 +15,8 @@ nullability in the control table (key ``legacy_columns``) for the downgrade.
 
 downgrade() adds the columns back and refills each table with one set-based UPDATE
 from ``unified_transactions.legacy_status`` (matched by legacy_system + legacy_id),
-which the adapter keeps current in every mode, so the values come back exactly.
+which the adapter keeps current in every mode, so the values come back exactly. (A
+restored column comes back last in the table's column order; SQL by name is unaffected.)
 
 SQLite alters tables through ``op.batch_alter_table`` (copy and rename).
 
