@@ -6,9 +6,10 @@ together with its checkpoint; unmappable rows go to a quarantine in the same
 transaction. Workers on any number of processes or hosts share the key-range chunks
 through the database. The modules, one job each:
 
-- :mod:`.statements` the SQL (batch insert, quarantine, dry-run counts)
+- :mod:`.statements` the SQL (unified insert, quarantine, dry-run counts)
 - :mod:`.plan`       high-water mark and chunks, planned once per job, joined on rerun
-- :mod:`.worker`     claim, copy, checkpoint; throttle; pause; retry timeouts
+- :mod:`.batch`      one batch: claim, copy, quarantine, checkpoint (compiled once)
+- :mod:`.worker`     the batch loop: throttle, pause, retry timed-out batches
 - :mod:`.runner`     ``run_backfill`` and its report, worker processes
 - :mod:`.progress`   progress per system, from the database, for any process
 - :mod:`.control`    ``pause`` / ``resume``
