@@ -80,11 +80,7 @@ def _postgres_migrated(postgres_url: str) -> Iterator[sa.Engine]:
 
 def _truncate_all(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        names = [
-            n
-            for n in sa.inspect(conn).get_table_names()
-            if n != schema.VERSION_TABLE
-        ]
+        names = [n for n in sa.inspect(conn).get_table_names() if n != schema.VERSION_TABLE]
         if names:
             quoted = ", ".join(f'"{n}"' for n in names)
             conn.exec_driver_sql(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE")
@@ -100,7 +96,9 @@ def make_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Database:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
+def db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Database]:
     """An empty, migrated database on each backend."""
     if request.param == "sqlite":
         database = make_sqlite(tmp_path_factory)

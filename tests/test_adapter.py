@@ -512,3 +512,33 @@ def test_postgres_dual_write_is_two_statements(pg: Database) -> None:
         "AWAITING_RESPONSE",
         "AWAITING_RESPONSE",
     )
+
+
+def test_amounts_are_exact_on_every_backend(db: Database) -> None:
+    """Money round-trips exactly; what SQLite cannot keep exactly is refused, not rounded."""
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    fits = Decimal("1234567.12345678")  # 15 significant digits: exact on both
+    created = adapter.create_transaction("ESCROW", 1, fits, "EUR")
+    with db.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(unified_transactions.c.amount).where(
+                unified_transactions.c.id == created.entity_id
+            )
+        ).scalar_one()
+    assert Decimal(stored) == fits
+    wide = Decimal("123456789012.12345678")  # 20 significant digits
+    if db.backend == "sqlite":
+        before = db.count("escrows")
+        with pytest.raises(InputError, match="significant digits"):
+            adapter.create_transaction("ESCROW", 1, wide, "EUR")
+        assert db.count("escrows") == before
+    else:
+        created = adapter.create_transaction("ESCROW", 1, wide, "EUR")
+        with db.engine.connect() as conn:
+            stored = conn.execute(
+                sa.select(unified_transactions.c.amount).where(
+                    unified_transactions.c.id == created.entity_id
+                )
+            ).scalar_one()
+        assert stored == wide

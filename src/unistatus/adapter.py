@@ -258,7 +258,7 @@ class DualWriteAdapter:
         system = ttype.legacy_system
         fields = {
             "user_id": _check_user(user_id),
-            "amount": _check_amount(amount),
+            "amount": _check_amount(amount, self.ops.exact_numeric_digits),
             "currency": _check_currency(currency),
         }
         _check_metadata(metadata)
@@ -1197,7 +1197,7 @@ def _check_user(user_id: object) -> int:
     return user_id
 
 
-def _check_amount(amount: object) -> Decimal:
+def _check_amount(amount: object, exact_digits: int | None = None) -> Decimal:
     if isinstance(amount, float | bool):
         raise InputError(
             f"amount must be exact: pass a Decimal or a decimal string, not {type(amount).__name__}"
@@ -1215,6 +1215,11 @@ def _check_amount(amount: object) -> Decimal:
         raise InputError(f"amount {value} has more than 8 decimal places")
     if value >= Decimal(10) ** 12:
         raise InputError(f"amount {value} is too large (at most 12 integer digits)")
+    if exact_digits is not None and len(value.normalize().as_tuple().digits) > exact_digits:
+        raise InputError(
+            f"amount {value} has more than {exact_digits} significant digits, which this "
+            "database cannot store exactly (SQLite keeps NUMERIC as a float; use PostgreSQL)"
+        )
     return value
 
 

@@ -353,9 +353,7 @@ def projected_legacy_status(status: sa.ColumnElement[Any]) -> sa.ColumnElement[A
 
 def pending_replay_exists(conn: sa.Connection) -> bool:
     """Whether any change awaits replay to legacy (only then is the projection needed)."""
-    q = sa.select(pending_legacy_changes.c.id).where(
-        pending_legacy_changes.c.replayed_at.is_(None)
-    )
+    q = sa.select(pending_legacy_changes.c.id).where(pending_legacy_changes.c.replayed_at.is_(None))
     return conn.execute(q.limit(1)).first() is not None
 
 

@@ -64,7 +64,8 @@ def _global(
     ctx.call_on_close(ctx.obj.close)
 
 
-# Command modules, each exposing `register(app)`. One line per module.
+# Command modules, each exposing `register(app)`; they import heavy modules lazily so
+# `--help` stays instant.
 COMMAND_MODULES = [
     "init_cmd",
     "mapping_cmd",
@@ -87,13 +88,7 @@ COMMAND_MODULES = [
 ]
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"unistatus.cli.{_name}")
-    except ModuleNotFoundError as _exc:  # a command group not built yet
-        if _exc.name != f"unistatus.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"unistatus.cli.{_name}").register(app)
 
 
 def main() -> None:

@@ -7,7 +7,9 @@ import typer
 from unistatus.cli.context import console, print_json, state
 
 HELP = (
-    "Create or upgrade every unistatus table (an Alembic upgrade; safe to re-run).\n\n"
+    "Create or upgrade every unistatus table (an Alembic upgrade to the install "
+    "revision, safe to re-run). The one later revision, which drops the legacy status "
+    "columns, is applied only by `unistatus retire legacy-columns`.\n\n"
     "Also creates the reference legacy tables (cashouts, escrows, exchanges) when the "
     "configuration still points at them. --demo-data N seeds N synthetic legacy rows across "
     "the three systems with a realistic status mix.\n\n"

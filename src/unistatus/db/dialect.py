@@ -24,6 +24,8 @@ class DialectOps:
     """Base: behaviour shared by every backend (and SQLite's, which needs little)."""
 
     name = "generic"
+    # Significant digits a NUMERIC column keeps exactly (None: all of Numeric(20, 8)).
+    exact_numeric_digits: int | None = None
     supports_skip_locked = False
     supports_dml_cte = False
 
@@ -92,6 +94,8 @@ class DialectOps:
 
 class SQLiteOps(DialectOps):
     name = "sqlite"
+    # SQLite keeps NUMERIC as a 64-bit float: beyond 15 significant digits it rounds.
+    exact_numeric_digits = 15
 
     def _prepare_write(self, conn: sa.Connection) -> sa.Connection:
         # The whole database is one lock: BEGIN IMMEDIATE serialises writers (mode
