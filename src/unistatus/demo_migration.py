@@ -125,33 +125,10 @@ def step_enter_phase2(ctx: DemoContext) -> str:
 
 
 def step_backfill(ctx: DemoContext) -> str:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskID,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     from unistatus.backfill import run_backfill
+    from unistatus.backfill.bars import backfill_bars
 
-    bars = Progress(
-        TextColumn("    [bold]{task.description:<9}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=ctx.console,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def on_progress(system: str, done: int, total: int) -> None:
-        if system not in tasks:
-            tasks[system] = bars.add_task(system.lower(), total=total or 1)
-        bars.update(tasks[system], completed=done if total else 1, total=total or 1)
-
+    bars, on_progress = backfill_bars(ctx.console, indent="    ")
     # Small batches so the bars move and live writes interleave with the copy.
     with ctx.background_traffic(seed=2) as traffic, bars:
         report = run_backfill(

@@ -24,14 +24,13 @@ mode, under the exclusive mode lock, so no adapter write commits in between. Eve
 change is in the control log with the actor, the reason and the gate values measured
 at the time (and which gates were forced).
 
-A gate whose data source is missing (a module not installed, no measurement yet) fails
+A gate whose data source is missing (no measurement yet, an unreadable source) fails
 with the value ``unavailable``: a gate never passes by default. ``force`` passes failing
 gates only with a reason, and records which ones were forced.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -227,16 +226,6 @@ def phase_started_at(engine: sa.Engine, phase: int) -> datetime | None:
 # --- gates --------------------------------------------------------------------------
 
 
-def _optional(module: str, name: str) -> Callable[..., Any] | None:
-    """A function from a module that may not be installed yet (None if absent)."""
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    fn = getattr(mod, name, None)
-    return fn if callable(fn) else None
-
-
 def _unavailable(name: str, threshold: Any, why: str) -> Gate:
     return Gate(name, UNAVAILABLE, threshold, False, why)
 
@@ -303,9 +292,8 @@ def _gate_check(
     need_rows: bool,
 ) -> Gate:
     """A stored check report, run after ``after``, 100% consistent."""
-    latest = _optional("unistatus.check", "latest_report")
-    if latest is None:
-        return _unavailable(name, "100%", "the consistency check is not installed")
+    from unistatus.check import latest_report as latest
+
     try:
         report = latest(engine, scope="all") if require_full else latest(engine)
     except sa.exc.SQLAlchemyError as exc:
@@ -339,9 +327,8 @@ def _gate_check(
 
 
 def _gate_backfill(engine: sa.Engine, settings: Settings) -> list[Gate]:
-    progress = _optional("unistatus.backfill", "progress")
-    if progress is None:
-        return [_unavailable("backfill_complete", "100%", "the backfill is not installed")]
+    from unistatus.backfill import progress
+
     try:
         result = progress(engine, settings)
     except Exception as exc:  # a broken source makes the gate fail, never pass
@@ -357,12 +344,7 @@ def _gate_backfill(engine: sa.Engine, settings: Settings) -> list[Gate]:
     return gates or [_unavailable("backfill_complete", "100%", "no backfill progress reported")]
 
 
-def _gate_zero(engine: sa.Engine, name: str, module: str, func: str) -> Gate:
-    count = _optional(module, func)
-    if count is None and module == "unistatus.repair":
-        count = _optional("unistatus.check", func)
-    if count is None:
-        return _unavailable(name, 0, f"{module}.{func} is not installed")
+def _gate_zero(engine: sa.Engine, name: str, count: Callable[[sa.Engine], int]) -> Gate:
     try:
         n = int(count(engine))
     except Exception as exc:
@@ -417,6 +399,9 @@ def evaluate_gates(
             _gate_error_rate(engine),
         ]
     if into == 3:
+        from unistatus.backfill import quarantine_count
+        from unistatus.repair import open_repair_count
+
         return [
             *_gate_backfill(engine, settings),
             _gate_check(
@@ -427,8 +412,8 @@ def evaluate_gates(
                 require_full=True,
                 need_rows=False,
             ),
-            _gate_zero(engine, "quarantine", "unistatus.backfill", "quarantine_count"),
-            _gate_zero(engine, "repair_queue_open", "unistatus.repair", "open_repair_count"),
+            _gate_zero(engine, "quarantine", quarantine_count),
+            _gate_zero(engine, "repair_queue_open", open_repair_count),
         ]
     assert soak is not None
     return [
@@ -529,10 +514,9 @@ def advance(
 
 def _resume_backfill(engine: sa.Engine, actor: str) -> list[str]:
     """Entering phase 2 lets backfill workers paused by an earlier rollback go on."""
-    is_paused = _optional("unistatus.backfill.control", "is_paused")
-    resume = _optional("unistatus.backfill", "resume")
-    if is_paused is None or resume is None:
-        return []
+    from unistatus.backfill import resume
+    from unistatus.backfill.control import is_paused
+
     with engine.connect() as conn:
         if not is_paused(conn):
             return []

@@ -33,7 +33,6 @@ a check and repair have run.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections import defaultdict
@@ -48,7 +47,7 @@ from unistatus.control import read_mode, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
-from unistatus.errors import GateError, InputError, ModeError
+from unistatus.errors import GateError, InputError
 from unistatus.phases import PHASES, PhaseChange, read_phase, write_phase
 from unistatus.statuses import DualWriteMode, LegacySystemType
 
@@ -77,15 +76,6 @@ BACKFILL_UNDO_NOTE = (
 Finish = Callable[[sa.Connection, dict[str, Any]], None]
 
 
-def _optional(module: str, name: str) -> Callable[..., Any] | None:
-    try:
-        mod = importlib.import_module(module)
-    except ImportError:
-        return None
-    fn = getattr(mod, name, None)
-    return fn if callable(fn) else None
-
-
 def pending_count(engine: sa.Engine) -> int:
     """Changes made while legacy was frozen that legacy has not seen yet."""
     with engine.connect() as conn:
@@ -100,20 +90,11 @@ def _restore_legacy_columns(
     engine: sa.Engine, settings: Settings, actor: str, reason: str
 ) -> dict[str, Any] | None:
     """Undo the retirement's column drop first: legacy must be writable to replay."""
-    dropped = _optional("unistatus.retire", "legacy_columns_dropped")
-    if dropped is not None:
-        is_dropped = bool(dropped(engine, settings))
-    else:
-        tables = resolve_legacy_tables(engine, settings, require_status=False)
-        is_dropped = any(t.status is None for t in tables.values())
-    if not is_dropped:
+    from unistatus.retire import legacy_columns_dropped
+    from unistatus.retire import undo_cleanup as undo
+
+    if not legacy_columns_dropped(engine, settings):
         return None
-    undo = _optional("unistatus.retire", "undo_cleanup")
-    if undo is None:
-        raise ModeError(
-            "the legacy status columns are retired and unistatus.retire.undo_cleanup is not "
-            "available: restore them before rolling back"
-        )
     log.warning("legacy status columns are retired: restoring them before the replay")
     result = undo(engine, settings, actor=actor, reason=f"rollback out of phase 4: {reason}")
     return result if isinstance(result, dict) else {"restored": True, "result": str(result)}
@@ -335,9 +316,8 @@ def replay_pending(
 
 
 def _pause_backfill(engine: sa.Engine, settings: Settings, actor: str, reason: str) -> str:
-    pause = _optional("unistatus.backfill", "pause")
-    if pause is None:
-        return "backfill not installed: nothing to pause"
+    from unistatus.backfill import pause
+
     pause(engine, actor=actor, reason=reason)
     return "backfill workers paused (they wait before their next batch)"
 

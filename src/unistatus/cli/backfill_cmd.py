@@ -120,20 +120,6 @@ def run(
         _print_report(report.as_dict())
 
 
-def _rate_column() -> Any:
-    from rich.progress import ProgressColumn, Task
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        """Rows per second, from Rich's own sliding window of updates."""
-
-        def render(self, task: Task) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:>10,.0f} rows/s" if speed else " " * 17, style="cyan")
-
-    return RateColumn()
-
-
 def _run_with_bars(
     app: Any,
     chosen: list[LegacySystemType] | None,
@@ -142,33 +128,9 @@ def _run_with_bars(
     rate: float | None,
     run_backfill: Any,
 ) -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TaskID,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+    from unistatus.backfill.bars import backfill_bars
 
-    bars = Progress(
-        TextColumn("[bold]{task.description:<9}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        MofNCompleteColumn(),
-        _rate_column(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=False,
-    )
-    tasks: dict[str, TaskID] = {}
-
-    def on_progress(system: str, done: int, total: int) -> None:
-        if system not in tasks:
-            tasks[system] = bars.add_task(system.lower(), total=total or 1)
-        bars.update(tasks[system], completed=done if total else 1, total=total or 1)
-
+    bars, on_progress = backfill_bars(err_console)
     with bars:
         return run_backfill(
             app.engine,
