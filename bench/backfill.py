@@ -26,18 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from _databases import throwaway_postgres, throwaway_sqlite
 
 from unistatus.backfill import run_backfill
 from unistatus.backfill.statements import unified_insert
@@ -53,26 +48,6 @@ from unistatus.statuses import LegacySystemType
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SYSTEM = LegacySystemType.CASHOUT
-
-
-@contextmanager
-def throwaway_postgres(server: str) -> Iterator[str]:
-    name = f"unistatus_bench_backfill_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@contextmanager
-def throwaway_sqlite() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="unistatus_bench_backfill_") as tmp:
-        yield f"sqlite:///{Path(tmp) / 'bench.db'}"
 
 
 def empty_unified(engine: sa.Engine) -> None:
@@ -165,10 +140,10 @@ def main() -> None:
         if args.database_url:
             results.append(bench(args.database_url, args.rows, args.batch_size, args.repeat))
         else:
-            with throwaway_postgres(args.server) as url:
+            with throwaway_postgres(args.server, "bench_backfill") as url:
                 results.append(bench(url, args.rows, args.batch_size, args.repeat))
     if args.backend in ("sqlite", "both"):
-        with throwaway_sqlite() as url:
+        with throwaway_sqlite("bench_backfill") as url:
             results.append(bench(url, args.sqlite_rows, args.batch_size, args.repeat))
     if args.json:
         print(json.dumps(results, indent=2))

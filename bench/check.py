@@ -30,20 +30,17 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from _databases import throwaway_postgres, throwaway_sqlite
 
 from unistatus.check import rule_flags, run_check
 from unistatus.config import Settings, load_settings
@@ -58,26 +55,6 @@ from unistatus.statuses import LegacySystemType
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SYSTEM = LegacySystemType.CASHOUT
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-@contextmanager
-def throwaway_postgres(server: str) -> Iterator[str]:
-    name = f"unistatus_bench_check_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@contextmanager
-def throwaway_sqlite() -> Iterator[str]:
-    with tempfile.TemporaryDirectory(prefix="unistatus_bench_check_") as tmp:
-        yield f"sqlite:///{Path(tmp) / 'bench.db'}"
 
 
 def _sequence(engine: sa.Engine, n: int) -> sa.FromClause:
@@ -273,10 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.database_url:
             results.append(bench(args.database_url, args.rows, args.damage, args.repeat, chunk))
         else:
-            with throwaway_postgres(args.server) as url:
+            with throwaway_postgres(args.server, "bench_check") as url:
                 results.append(bench(url, args.rows, args.damage, args.repeat, chunk))
     if args.backend in ("sqlite", "both"):
-        with throwaway_sqlite() as url:
+        with throwaway_sqlite("bench_check") as url:
             results.append(bench(url, args.rows, args.damage, args.repeat, chunk))
     if args.json:
         print(json.dumps(results, indent=2))

@@ -19,18 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from _databases import throwaway_postgres
 
 from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
 from unistatus.config import load_settings
@@ -46,26 +45,12 @@ VARIANTS = ("dual_write", "legacy_only", "raw_update")
 
 
 @contextmanager
-def throwaway_database(server: str) -> Iterator[str]:
-    name = f"unistatus_bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield sa.make_url(server).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
-
-
-@contextmanager
 def database(url: str | None) -> Iterator[str]:
     """The given database as it is, or a throwaway one on the local server."""
     if url is not None:
         yield url
         return
-    with throwaway_database(SERVER) as created:
+    with throwaway_postgres(SERVER, "bench_dual_write") as created:
         yield created
 
 
