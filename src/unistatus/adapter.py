@@ -397,10 +397,12 @@ class DualWriteAdapter:
         mode = self.mode
         last_error: str | None = None
         for attempt in range(MAX_ATTEMPTS):
+            committing = False
             try:
                 self._restore_retired_columns(mode)
                 with self.ops.write_transaction() as conn:
                     result = work(conn, mode, op_id)
+                    committing = True
                 result.duration_ms = (time.perf_counter() - started) * 1000
                 self._emit(operation, mode, result.overall_success, started)
                 return result
@@ -411,7 +413,14 @@ class DualWriteAdapter:
                 raise
             except sa.exc.DBAPIError as exc:
                 last_error = f"{type(exc.orig).__name__}: {exc.orig}".strip()
-                if _retryable(exc) and attempt + 1 < MAX_ATTEMPTS:
+                if committing and exc.connection_invalidated:
+                    # Lost during COMMIT: it may or may not have committed. Never retry
+                    # (a second create would duplicate); say so, for a check to settle.
+                    last_error = f"connection lost during commit, outcome unknown: {last_error}"
+                    break
+                # A connection lost before COMMIT rolled back: retry on a fresh one.
+                lost = exc.connection_invalidated
+                if (_retryable(exc) or lost) and attempt + 1 < MAX_ATTEMPTS:
                     time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
                     continue
                 break
