@@ -25,14 +25,20 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from unistatus import consistency
+from unistatus.adapter_sql import (
+    LEGACY_KEYS,
+    UNIFIED_LOCK_KEYS,
+    HotStatements,
+    legacy_select,
+    legacy_status_column,
+)
 from unistatus.clock import utcnow
 from unistatus.config import Settings, load_settings
-from unistatus.control import DEFAULT_MODE, MODE_KEY, ModeWatcher, read_mode
+from unistatus.control import ModeWatcher, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import (
-    migration_control,
     pending_legacy_changes,
     repair_queue,
     status_history,
@@ -65,37 +71,10 @@ from unistatus.statuses import (
 from unistatus.transitions import TransitionKind, TransitionRules
 
 log = logging.getLogger("unistatus.adapter")
-# The stored mode as SQL (a missing row means LEGACY_ONLY, as control.read_mode says).
-_MODE_STORED = sa.func.coalesce(
-    sa.select(migration_control.c.value)
-    .where(migration_control.c.key == MODE_KEY)
-    .scalar_subquery(),
-    DEFAULT_MODE.value,
-)
-
 Fallback = Literal["strict", "primary_wins"]
 CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
 MAX_ATTEMPTS = 4
 U = unified_transactions
-_LEGACY_KEYS = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
-# What a write needs of the unified row it locks (fewer columns: less to fetch and decode).
-_UNIFIED_LOCK_KEYS = ("id", "status", "legacy_status", "version")
-_HISTORY_KEYS = (
-    "transaction_id",
-    "legacy_system",
-    "legacy_id",
-    "from_status",
-    "to_status",
-    "from_legacy_status",
-    "to_legacy_status",
-    "reason",
-    "triggered_by",
-    "meta",
-    "operation_id",
-    "mode",
-    "override",
-    "created_at",
-)
 
 
 @dataclass
@@ -233,9 +212,8 @@ class DualWriteAdapter:
         self.modes = ModeWatcher(self.engine, self.settings.mode_refresh_seconds)
         self.observers: list[Callable[[OperationEvent], None]] = []
         self.shadow_mismatches = 0
-        # Hot-path statements, built once per shape with bind parameters: SQLAlchemy
-        # then reuses their compiled form and cache key instead of rebuilding per call.
-        self._statements: dict[tuple[str, LegacySystemType], Any] = {}
+        # Hot-path statements, built once per legacy system and compiled once.
+        self.hot = HotStatements(self.legacy, self.ops, self.engine.dialect)
 
     # --- public API -----------------------------------------------------------------
 
@@ -267,6 +245,10 @@ class DualWriteAdapter:
         ref = LegacyRef(system, legacy_entity_id) if legacy_entity_id is not None else None
 
         def work(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:
+            if ref is None and self.ops.supports_dml_cte and mode.writes_legacy:
+                return self._create_in_one_statement(
+                    conn, mode, op_id, system, fields, dst, dst_legacy, metadata
+                )
             entity = self._lock(conn, ref, mode) if ref else None
             if entity is None or entity.legacy is None and entity.unified is None:
                 self._confirm_mode(conn, mode, locked=ref is not None)
@@ -442,9 +424,15 @@ class DualWriteAdapter:
     def _confirm_mode(self, conn: sa.Connection, mode: DualWriteMode, *, locked: bool) -> None:
         """Re-read the mode once the mode lock is held; a switch in between means retry."""
         if not locked:
-            self.ops.mode_shared_lock(conn)
+            self._mode_lock(conn)
         if read_mode(conn) is not mode:
             raise _ModeChanged
+
+    def _mode_lock(self, conn: sa.Connection) -> None:
+        """Take the mode lock shared (held until commit; a mode switch waits for it)."""
+        lock = self.hot.mode_lock()
+        if lock is not None:
+            lock.rows(conn, {})
 
     def _emit(
         self,
@@ -501,26 +489,7 @@ class DualWriteAdapter:
         if not mode.writes_legacy or all(lt.status is not None for lt in self.legacy.values()):
             return
         self.legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)
-        self._statements.clear()
-
-    def _legacy_status_column(self, lt: LegacyTable) -> sa.Column[str]:
-        if lt.status is None:
-            raise ModeError(
-                f"the status column of legacy table {lt.name!r} has been retired; run "
-                "`unistatus retire legacy-columns --undo` before writing legacy again"
-            )
-        return lt.status
-
-    def _legacy_select(self, lt: LegacyTable) -> sa.Select[Any]:
-        return sa.select(
-            lt.id.label("id"),
-            self._legacy_status_column(lt).label("status"),
-            lt.user_id.label("user_id"),
-            lt.amount.label("amount"),
-            lt.currency.label("currency"),
-            lt.created_at.label("created_at"),
-            lt.updated_at.label("updated_at"),
-        )
+        self.hot = HotStatements(self.legacy, self.ops, self.engine.dialect)
 
     def _unified_row(
         self, conn: sa.Connection, clause: sa.ColumnElement[bool], lock: bool
@@ -560,8 +529,8 @@ class DualWriteAdapter:
             both = self._lock_both(conn, system, legacy_id)
             if both is not None:
                 return both
-        q = self._statement("lock_legacy", system, self._build_lock_legacy)
-        row = conn.execute(q, {"p_legacy_id": legacy_id}).mappings().first()
+        rows = self.hot.lock_legacy(system).rows(conn, {"p_legacy_id": legacy_id})
+        row = dict(zip(LEGACY_KEYS, rows[0], strict=True)) if rows else None
         # LEGACY_ONLY leaves unified alone, so it need not read it (unless the legacy
         # row is missing, to tell "unknown" from "born unified").
         unified = (
@@ -569,7 +538,7 @@ class DualWriteAdapter:
             if (row is not None and mode.writes_unified) or (row is None and utx_id)
             else None
         )
-        return _Entity(system, legacy_id, dict(row) if row else None, unified)
+        return _Entity(system, legacy_id, row, unified)
 
     def _lock_both(
         self, conn: sa.Connection, system: LegacySystemType, legacy_id: int
@@ -580,96 +549,19 @@ class DualWriteAdapter:
         versions after waiting (a joined row that is only read could be stale). None
         when either row is missing: the caller takes the two-statement path.
         """
-        q = self._statement("lock_both", system, self._build_lock_both)
-        row = conn.execute(q, {"p_legacy_id": legacy_id}).mappings().first()
-        if row is None:
+        rows = self.hot.lock_both(system).rows(conn, {"p_legacy_id": legacy_id})
+        if not rows:
             return None
-        legacy = {k: row[k] for k in _LEGACY_KEYS}
-        unified = {k: row[f"u_{k}"] for k in _UNIFIED_LOCK_KEYS}
+        row, n = rows[0], len(LEGACY_KEYS)
+        legacy = dict(zip(LEGACY_KEYS, row[:n], strict=True))
+        unified = dict(zip(UNIFIED_LOCK_KEYS, row[n:], strict=True))
         return _Entity(system, legacy_id, legacy, unified)
-
-    # --- prebuilt hot-path statements -------------------------------------------------
-
-    def _statement(
-        self, name: str, system: LegacySystemType, build: Callable[[LegacySystemType], Any]
-    ) -> Any:
-        key = (name, system)
-        stmt = self._statements.get(key)
-        if stmt is None:  # a race only builds the same statement twice
-            stmt = self._statements[key] = build(system)
-        return stmt
-
-    def _with_mode_lock(self, q: sa.Select[Any]) -> sa.Select[Any]:
-        lock_clause = self.ops.mode_lock_clause()
-        return q.where(lock_clause) if lock_clause is not None else q
-
-    def _build_lock_legacy(self, system: LegacySystemType) -> sa.Select[Any]:
-        lt = self.legacy[system]
-        q = self._legacy_select(lt).where(lt.id == sa.bindparam("p_legacy_id"))
-        return self._with_mode_lock(q.with_for_update())
-
-    def _build_lock_both(self, system: LegacySystemType) -> sa.Select[Any]:
-        lt = self.legacy[system]
-        q = (
-            self._legacy_select(lt)
-            .add_columns(*(U.c[k].label(f"u_{k}") for k in _UNIFIED_LOCK_KEYS))
-            .join_from(
-                lt.table, U, sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
-            )
-            .where(lt.id == sa.bindparam("p_legacy_id"))
-            .with_for_update()
-        )
-        return self._with_mode_lock(q)
-
-    def _build_legacy_write(self, system: LegacySystemType) -> Any:
-        """Guarded legacy UPDATE: writes only while the stored mode is ``p_mode``."""
-        lt = self.legacy[system]
-        return (
-            sa.update(lt.table)
-            .where(lt.id == sa.bindparam("p_legacy_id"), _MODE_STORED == sa.bindparam("p_mode"))
-            .values(
-                {
-                    self._legacy_status_column(lt).key: sa.bindparam("p_legacy_status"),
-                    lt.updated_at.key: sa.bindparam("p_now", type_=lt.updated_at.type),
-                }
-            )
-            .returning(lt.id)
-        )
-
-    def _build_dual_write(self, system: LegacySystemType) -> Any:
-        """Guarded legacy UPDATE + unified UPDATE + history INSERT as one statement."""
-        legacy_cte = self._build_legacy_write(system).cte("legacy_write")
-        unified_cte = (
-            sa.update(U)
-            .where(U.c.id == sa.bindparam("p_utx_id"), sa.exists(sa.select(legacy_cte)))
-            .values(
-                status=sa.bindparam("p_status"),
-                legacy_status=sa.bindparam("p_legacy_status"),
-                version=U.c.version + 1,
-                updated_at=sa.bindparam("p_now", type_=U.c.updated_at.type),
-            )
-            .returning(U.c.id)
-            .cte("unified_write")
-        )
-        H = status_history
-        history_cte = (
-            sa.insert(H)
-            .from_select(
-                [H.c[k] for k in _HISTORY_KEYS],
-                sa.select(
-                    *(sa.bindparam(f"h_{k}", type_=H.c[k].type) for k in _HISTORY_KEYS)
-                ).select_from(unified_cte),
-            )
-            .returning(H.c.id)
-            .cte("history_write")
-        )
-        return sa.select(sa.func.count()).select_from(history_cte)
 
     def _legacy_row(
         self, conn: sa.Connection, system: LegacySystemType, legacy_id: int, *, lock: bool
     ) -> Mapping[str, Any] | None:
         lt = self.legacy[system]
-        q = self._legacy_select(lt).where(lt.id == legacy_id)
+        q = legacy_select(lt).where(lt.id == legacy_id)
         if lock:
             q = q.with_for_update()
         row = conn.execute(q).mappings().first()
@@ -711,11 +603,11 @@ class DualWriteAdapter:
             return self.mapper.to_unified(system, value), value
         if not isinstance(new_status, str):
             raise InputError(f"status must be a string or a status enum, got {new_status!r}")
-        valid = {s.value for s in self.mapper.valid_statuses(ttype)}
-        if new_status in valid:
+        if self.mapper.is_valid_unified(ttype, new_status):
             return UnifiedTransactionStatus(new_status), None
-        if new_status in self.mapper.legacy_statuses(system):
+        if self.mapper.is_legacy_status(system, new_status):
             return self.mapper.to_unified(system, new_status), new_status
+        valid = {s.value for s in self.mapper.valid_statuses(ttype)}
         raise InvalidStatusError(
             ttype.value,
             new_status,
@@ -849,8 +741,7 @@ class DualWriteAdapter:
             "p_now": plan.now,
         }
         if not plan.mode.writes_unified:
-            stmt = self._statement("legacy_write", e.system, self._build_legacy_write)
-            if conn.execute(stmt, params).first() is None:
+            if not self.hot.legacy_write(e.system).rows(conn, params):
                 raise _ModeChanged
             return
         assert e.unified is not None
@@ -858,8 +749,7 @@ class DualWriteAdapter:
         params["p_status"] = plan.dst.value
         for k, v in self._history_values(plan).items():
             params[f"h_{k}"] = v
-        stmt = self._statement("dual_write", e.system, self._build_dual_write)
-        if conn.execute(stmt, params).scalar_one() != 1:
+        if self.hot.dual_write(e.system).rows(conn, params)[0][0] != 1:
             raise _ModeChanged
 
     def _in_step(self, plan: _Plan) -> bool:
@@ -913,9 +803,7 @@ class DualWriteAdapter:
         conn.execute(
             sa.update(lt.table)
             .where(lt.id == e.legacy_id)
-            .values(
-                {self._legacy_status_column(lt).key: plan.dst_legacy, lt.updated_at.key: plan.now}
-            )
+            .values({legacy_status_column(lt).key: plan.dst_legacy, lt.updated_at.key: plan.now})
         )
 
     def _write_unified_status(self, conn: sa.Connection, plan: _Plan) -> None:
@@ -1031,18 +919,7 @@ class DualWriteAdapter:
         metadata: dict[str, Any] | None,
     ) -> DualWriteResult:
         now = utcnow()
-        result = DualWriteResult(
-            operation_id=op_id,
-            entity_id=None,
-            legacy_entity_id=None,
-            legacy_system=system,
-            mode=mode,
-            primary_success=True,
-            secondary_success=True,
-            overall_success=True,
-            status=dst,
-            legacy_status=dst_legacy,
-        )
+        result = self._created(op_id, system, mode, dst, dst_legacy)
         legacy_id: int | None = None
         if mode.writes_legacy:
             lt = self.legacy[system]
@@ -1050,7 +927,7 @@ class DualWriteAdapter:
                 lt.user_id.key: fields["user_id"],
                 lt.amount.key: fields["amount"],
                 lt.currency.key: fields["currency"],
-                self._legacy_status_column(lt).key: dst_legacy,
+                legacy_status_column(lt).key: dst_legacy,
                 lt.created_at.key: now,
                 lt.updated_at.key: now,
             }
@@ -1100,6 +977,70 @@ class DualWriteAdapter:
         if mode is DualWriteMode.UNIFIED_ONLY:
             self._pending(conn, utx_id, "create", dst_legacy, op_id, now)
         return result
+
+    def _create_in_one_statement(
+        self,
+        conn: sa.Connection,
+        mode: DualWriteMode,
+        op_id: str,
+        system: LegacySystemType,
+        fields: dict[str, Any],
+        dst: UnifiedTransactionStatus,
+        dst_legacy: str,
+        metadata: dict[str, Any] | None,
+    ) -> DualWriteResult:
+        """The hot path of a new transaction: the mode lock, then one guarded statement.
+
+        Legacy INSERT (+ unified INSERT + first history row in the dual modes), written
+        only while the stored mode is still ``mode``; no row back means it moved.
+        """
+        self._mode_lock(conn)
+        params: dict[str, Any] = {
+            "p_mode": mode.value,
+            "c_user_id": fields["user_id"],
+            "c_amount": fields["amount"],
+            "c_currency": fields["currency"],
+            "c_legacy_status": dst_legacy,
+            "c_now": utcnow(),
+        }
+        result = self._created(op_id, system, mode, dst, dst_legacy)
+        if not mode.writes_unified:
+            rows = self.hot.create_legacy(system).rows(conn, params)
+            if not rows:
+                raise _ModeChanged
+            result.legacy_entity_id = int(rows[0][0])
+            result.entity_id = derive_utx_id(system, result.legacy_entity_id)
+            return result
+        params.update(c_status=dst.value, c_meta=metadata, c_operation_id=op_id)
+        rows = self.hot.create_dual(system).rows(conn, params)
+        if not rows:
+            raise _ModeChanged
+        utx_id, legacy_id, history_rows = rows[0]
+        if history_rows != 1:
+            raise StorageError(f"creating {utx_id} wrote {history_rows} history rows, not 1")
+        result.entity_id, result.legacy_entity_id = str(utx_id), int(legacy_id)
+        return result
+
+    @staticmethod
+    def _created(
+        op_id: str,
+        system: LegacySystemType,
+        mode: DualWriteMode,
+        dst: UnifiedTransactionStatus,
+        dst_legacy: str,
+    ) -> DualWriteResult:
+        return DualWriteResult(
+            operation_id=op_id,
+            entity_id=None,
+            legacy_entity_id=None,
+            legacy_system=system,
+            mode=mode,
+            primary_success=True,
+            secondary_success=True,
+            overall_success=True,
+            status=dst,
+            legacy_status=dst_legacy,
+        )
 
     def _link_existing(
         self,

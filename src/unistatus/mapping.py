@@ -236,6 +236,14 @@ class LegacyStatusMapper:
             return True
         return _REVERSE_STR[system.transaction_type].get(us) == ls
 
+    def is_valid_unified(self, transaction_type: UnifiedTransactionType, value: str) -> bool:
+        """Whether ``value`` is a unified status valid for the type (no copies: hot path)."""
+        return value in _REVERSE_STR[transaction_type]
+
+    def is_legacy_status(self, system: LegacySystemType, value: str) -> bool:
+        """Whether ``value`` is one of the system's legacy statuses (no copies: hot path)."""
+        return value in _FORWARD_STR[system]
+
     def valid_statuses(self, transaction_type: UnifiedTransactionType | str) -> frozenset[U]:
         ttype = UnifiedTransactionType(_value(transaction_type))
         return frozenset(U(v) for v in _REVERSE_STR[ttype])

@@ -36,6 +36,7 @@ from unistatus.backfill.statements import (
 )
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
+from unistatus.db.prepared import Prepared
 from unistatus.db.tables import UTC
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
@@ -47,38 +48,6 @@ END = sa.bindparam("bf_end", type_=sa.BigInteger)
 NOW = sa.bindparam("bf_now", type_=UTC)
 WORKER = sa.bindparam("bf_worker", type_=sa.String)
 ATTEMPTS = sa.bindparam("bf_attempts", type_=sa.Integer)
-
-
-class Prepared:
-    """A statement compiled once for a dialect, executed many times with new values.
-
-    SQLAlchemy does not cache ``INSERT ... FROM SELECT`` (nor DML in CTEs), so running
-    the SQLAlchemy object per batch would re-compile a statement with a long mapping
-    CASE every time; this keeps the compiled SQL and applies the types' bind
-    processors itself.
-    """
-
-    def __init__(self, stmt: Any, dialect: sa.Dialect) -> None:
-        self.compiled = stmt.compile(dialect=dialect)
-        self.processors: dict[str, Any] = {}
-        for name, bind in self.compiled.binds.items():
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                self.processors[name] = processor
-
-    def execute(self, conn: sa.Connection, values: dict[str, Any]) -> sa.CursorResult[Any]:
-        params = self.compiled.construct_params(values)
-        for name, processor in self.processors.items():
-            if name in params and params[name] is not None:
-                params[name] = processor(params[name])
-        args: Any = (
-            tuple(params[name] for name in self.compiled.positiontup or ())
-            if self.compiled.positional
-            else params
-        )
-        return conn.exec_driver_sql(
-            self.compiled.string, args, execution_options={"preserve_rowcount": True}
-        )
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,13 @@ class DialectOps:
 
     def mode_shared_lock(self, conn: sa.Connection) -> None:
         """Held by every adapter write until commit; a mode switch waits for them."""
+        stmt = self.mode_shared_lock_statement()
+        if stmt is not None:
+            conn.execute(stmt)
+
+    def mode_shared_lock_statement(self) -> sa.Select[Any] | None:
+        """:meth:`mode_shared_lock` as a statement (None: the dialect needs no lock)."""
+        return None
 
     def mode_exclusive_lock(self, conn: sa.Connection) -> None:
         """Taken by a mode switch: waits for in-flight writes, holds new ones back."""
@@ -120,8 +127,8 @@ class PostgresOps(DialectOps):
     supports_skip_locked = True
     supports_dml_cte = True
 
-    def mode_shared_lock(self, conn: sa.Connection) -> None:
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY)))
+    def mode_shared_lock_statement(self) -> sa.Select[Any]:
+        return sa.select(sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY))
 
     def mode_exclusive_lock(self, conn: sa.Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MODE_LOCK_KEY)))

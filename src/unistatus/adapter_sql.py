@@ -1,0 +1,333 @@
+"""The DualWriteAdapter's hot-path statements, built once per legacy system.
+
+Each is a SQLAlchemy Core statement with bind parameters, compiled once
+(:class:`unistatus.db.prepared.Prepared`), so a write costs the database's time rather
+than SQLAlchemy's:
+
+- ``lock_legacy`` / ``lock_both``: lock the legacy row (and its unified row) after the
+  mode lock;
+- ``legacy_write``: the legacy UPDATE, guarded by the stored mode;
+- ``dual_write``: legacy UPDATE + unified UPDATE + history INSERT in one statement;
+- ``create_legacy`` / ``create_dual``: a new transaction's legacy INSERT (+ its unified
+  row and first history row), guarded by the stored mode.
+
+A guarded statement writes nothing when the stored mode is no longer the one the write
+was planned under; the adapter then retries under the new mode. Its snapshot is taken
+after the mode lock was granted (by an earlier statement of the same transaction), so
+it sees any switch that committed before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.control import DEFAULT_MODE, MODE_KEY
+from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import LegacyTable
+from unistatus.db.prepared import Prepared
+from unistatus.db.tables import migration_control, status_history
+from unistatus.db.tables import unified_transactions as U
+from unistatus.errors import ModeError
+from unistatus.ids import utx_id_sql
+from unistatus.statuses import LegacySystemType
+
+__all__ = [
+    "CREATE_KEYS",
+    "HISTORY_KEYS",
+    "LEGACY_KEYS",
+    "UNIFIED_LOCK_KEYS",
+    "HotStatements",
+    "legacy_select",
+    "legacy_status_column",
+]
+
+# The stored mode as SQL (a missing row means LEGACY_ONLY, as control.read_mode says).
+MODE_STORED = sa.func.coalesce(
+    sa.select(migration_control.c.value)
+    .where(migration_control.c.key == MODE_KEY)
+    .scalar_subquery(),
+    DEFAULT_MODE.value,
+)
+LEGACY_KEYS = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
+# What a write needs of the unified row it locks (fewer columns: less to fetch and decode).
+UNIFIED_LOCK_KEYS = ("id", "status", "legacy_status", "version")
+HISTORY_KEYS = (
+    "transaction_id",
+    "legacy_system",
+    "legacy_id",
+    "from_status",
+    "to_status",
+    "from_legacy_status",
+    "to_legacy_status",
+    "reason",
+    "triggered_by",
+    "meta",
+    "operation_id",
+    "mode",
+    "override",
+    "created_at",
+)
+# Bind parameters of create_legacy / create_dual (besides p_mode).
+CREATE_KEYS = (
+    "c_user_id",
+    "c_amount",
+    "c_currency",
+    "c_status",
+    "c_legacy_status",
+    "c_meta",
+    "c_operation_id",
+    "c_now",
+)
+
+
+def legacy_status_column(lt: LegacyTable) -> sa.Column[str]:
+    """The legacy status column; a clear ModeError once retirement has dropped it."""
+    if lt.status is None:
+        raise ModeError(
+            f"the status column of legacy table {lt.name!r} has been retired; run "
+            "`unistatus retire legacy-columns --undo` before writing legacy again"
+        )
+    return lt.status
+
+
+def legacy_select(lt: LegacyTable) -> sa.Select[Any]:
+    """The legacy row under unistatus's column names (LEGACY_KEYS)."""
+    return sa.select(
+        lt.id.label("id"),
+        legacy_status_column(lt).label("status"),
+        lt.user_id.label("user_id"),
+        lt.amount.label("amount"),
+        lt.currency.label("currency"),
+        lt.created_at.label("created_at"),
+        lt.updated_at.label("updated_at"),
+    )
+
+
+class HotStatements:
+    """Prepared hot-path statements for the adapter, built on first use per system."""
+
+    def __init__(
+        self, legacy: dict[LegacySystemType, LegacyTable], ops: DialectOps, dialect: sa.Dialect
+    ) -> None:
+        self.legacy = legacy
+        self.ops = ops
+        self.dialect = dialect
+        self._cache: dict[tuple[str, LegacySystemType | None], Prepared] = {}
+
+    def _get(
+        self,
+        name: str,
+        system: LegacySystemType | None,
+        build: Callable[[], Any],
+    ) -> Prepared:
+        key = (name, system)
+        prepared = self._cache.get(key)
+        if prepared is None:  # a race only builds the same statement twice
+            prepared = self._cache[key] = Prepared(build(), self.dialect)
+        return prepared
+
+    # --- locking ----------------------------------------------------------------------
+
+    def mode_lock(self) -> Prepared | None:
+        """The shared mode lock as its own statement (None where the dialect needs none)."""
+        stmt = self.ops.mode_shared_lock_statement()
+        return None if stmt is None else self._get("mode_lock", None, lambda: stmt)
+
+    def lock_legacy(self, system: LegacySystemType) -> Prepared:
+        def build() -> Any:
+            lt = self.legacy[system]
+            q = legacy_select(lt).where(lt.id == sa.bindparam("p_legacy_id"))
+            return self._with_mode_lock(q.with_for_update())
+
+        return self._get("lock_legacy", system, build)
+
+    def lock_both(self, system: LegacySystemType) -> Prepared:
+        """Legacy row and its unified row, both locked: LEGACY_KEYS + u_UNIFIED_LOCK_KEYS.
+
+        Both rows are locked, so PostgreSQL re-reads both at their latest committed
+        versions after waiting (a joined row that is only read could be stale).
+        """
+
+        def build() -> Any:
+            lt = self.legacy[system]
+            q = (
+                legacy_select(lt)
+                .add_columns(*(U.c[k].label(f"u_{k}") for k in UNIFIED_LOCK_KEYS))
+                .join_from(
+                    lt.table,
+                    U,
+                    sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id),
+                )
+                .where(lt.id == sa.bindparam("p_legacy_id"))
+                .with_for_update()
+            )
+            return self._with_mode_lock(q)
+
+        return self._get("lock_both", system, build)
+
+    def _with_mode_lock(self, q: sa.Select[Any]) -> sa.Select[Any]:
+        lock_clause = self.ops.mode_lock_clause()
+        return q.where(lock_clause) if lock_clause is not None else q
+
+    # --- status changes ---------------------------------------------------------------
+
+    def legacy_write(self, system: LegacySystemType) -> Prepared:
+        return self._get("legacy_write", system, lambda: self._legacy_update(system))
+
+    def _legacy_update(self, system: LegacySystemType) -> Any:
+        """Guarded legacy UPDATE: writes only while the stored mode is ``p_mode``."""
+        lt = self.legacy[system]
+        return (
+            sa.update(lt.table)
+            .where(lt.id == sa.bindparam("p_legacy_id"), MODE_STORED == sa.bindparam("p_mode"))
+            .values(
+                {
+                    legacy_status_column(lt).key: sa.bindparam("p_legacy_status"),
+                    lt.updated_at.key: sa.bindparam("p_now", type_=lt.updated_at.type),
+                }
+            )
+            .returning(lt.id)
+        )
+
+    def dual_write(self, system: LegacySystemType) -> Prepared:
+        """Guarded legacy UPDATE + unified UPDATE + history INSERT: one row, count 1."""
+
+        def build() -> Any:
+            legacy_cte = self._legacy_update(system).cte("legacy_write")
+            unified_cte = (
+                sa.update(U)
+                .where(U.c.id == sa.bindparam("p_utx_id"), sa.exists(sa.select(legacy_cte)))
+                .values(
+                    status=sa.bindparam("p_status"),
+                    legacy_status=sa.bindparam("p_legacy_status"),
+                    version=U.c.version + 1,
+                    updated_at=sa.bindparam("p_now", type_=U.c.updated_at.type),
+                )
+                .returning(U.c.id)
+                .cte("unified_write")
+            )
+            H = status_history
+            history_cte = (
+                sa.insert(H)
+                .from_select(
+                    [H.c[k] for k in HISTORY_KEYS],
+                    sa.select(
+                        *(sa.bindparam(f"h_{k}", type_=H.c[k].type) for k in HISTORY_KEYS)
+                    ).select_from(unified_cte),
+                )
+                .returning(H.c.id)
+                .cte("history_write")
+            )
+            return sa.select(sa.func.count()).select_from(history_cte)
+
+        return self._get("dual_write", system, build)
+
+    # --- creation ---------------------------------------------------------------------
+
+    def create_legacy(self, system: LegacySystemType) -> Prepared:
+        """Guarded legacy INSERT of a new transaction; RETURNING its id (no row: mode moved)."""
+        return self._get("create_legacy", system, lambda: self._legacy_insert(system))
+
+    def _legacy_insert(self, system: LegacySystemType) -> Any:
+        lt = self.legacy[system]
+        now = sa.bindparam("c_now", type_=lt.created_at.type)
+        values = sa.select(
+            sa.bindparam("c_user_id", type_=lt.user_id.type),
+            sa.bindparam("c_amount", type_=lt.amount.type),
+            sa.bindparam("c_currency", type_=lt.currency.type),
+            sa.bindparam("c_legacy_status", type_=sa.String),
+            now,
+            now,
+        ).where(MODE_STORED == sa.bindparam("p_mode"))
+        columns: list[Any] = [
+            lt.user_id,
+            lt.amount,
+            lt.currency,
+            legacy_status_column(lt),
+            lt.created_at,
+            lt.updated_at,
+        ]
+        return sa.insert(lt.table).from_select(columns, values).returning(lt.id)
+
+    def create_dual(self, system: LegacySystemType) -> Prepared:
+        """Guarded legacy INSERT + unified INSERT + first history row, in one statement.
+
+        The unified id is derived from the new legacy id in SQL (``utx_id_sql``), exactly
+        as :func:`unistatus.ids.derive_utx_id` would. One row (unified id, legacy id,
+        history rows written), or none when the mode moved.
+        """
+
+        def build() -> Any:
+            legacy_cte = self._legacy_insert(system).cte("legacy_insert")
+            now = sa.bindparam("c_now", type_=U.c.created_at.type)
+            meta = sa.bindparam("c_meta", type_=U.c.meta.type)
+            unified_values = sa.select(
+                utx_id_sql(system, legacy_cte.c.id),
+                sa.literal(system.transaction_type.value),
+                sa.literal(system.value),
+                legacy_cte.c.id,
+                sa.bindparam("c_user_id", type_=U.c.user_id.type),
+                sa.bindparam("c_amount", type_=U.c.amount.type),
+                sa.bindparam("c_currency", type_=U.c.currency.type),
+                sa.bindparam("c_status", type_=U.c.status.type),
+                sa.bindparam("c_legacy_status", type_=U.c.legacy_status.type),
+                sa.literal(1),
+                sa.literal("dual_write"),
+                meta,
+                now,
+                now,
+            ).select_from(legacy_cte)
+            unified_cte = (
+                sa.insert(U)
+                .from_select(
+                    [
+                        U.c.id,
+                        U.c.transaction_type,
+                        U.c.legacy_system,
+                        U.c.legacy_id,
+                        U.c.user_id,
+                        U.c.amount,
+                        U.c.currency,
+                        U.c.status,
+                        U.c.legacy_status,
+                        U.c.version,
+                        U.c.origin,
+                        U.c.meta,
+                        U.c.created_at,
+                        U.c.updated_at,
+                    ],
+                    unified_values,
+                )
+                .returning(U.c.id, U.c.legacy_id)
+                .cte("unified_insert")
+            )
+            H = status_history
+            history_values = sa.select(
+                unified_cte.c.id,
+                sa.literal(system.value),
+                unified_cte.c.legacy_id,
+                sa.null(),
+                sa.bindparam("c_status", type_=H.c.to_status.type),
+                sa.null(),
+                sa.bindparam("c_legacy_status", type_=H.c.to_legacy_status.type),
+                sa.literal("created"),
+                sa.literal("create_transaction"),
+                sa.bindparam("c_meta", type_=H.c.meta.type),
+                sa.bindparam("c_operation_id", type_=H.c.operation_id.type),
+                sa.bindparam("p_mode", type_=H.c.mode.type),
+                sa.false(),
+                sa.bindparam("c_now", type_=H.c.created_at.type),
+            ).select_from(unified_cte)
+            history_cte = (
+                sa.insert(H)
+                .from_select([H.c[k] for k in HISTORY_KEYS], history_values)
+                .returning(H.c.id)
+                .cte("history_insert")
+            )
+            written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
+            return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written)
+
+        return self._get("create_dual", system, build)
