@@ -68,17 +68,23 @@ class Prepared:
         )
 
     def rows(self, conn: sa.Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        """Run with ``values`` (by bind name) in ``conn``'s transaction; every row."""
+        """Run with ``values`` (by bind name) in ``conn``'s transaction; every row.
+
+        For statements that return rows (SELECT, or DML with RETURNING).
+        """
         if not self.raw:
             return [tuple(row) for row in conn.execute(self.statement, dict(values))]
-        params = dict(self.defaults)
-        for name, value in values.items():
-            params[name] = self._process(name, value)
+        params = {**self.defaults, **values}
+        for name, processor in self.processors.items():
+            if name in values:
+                params[name] = processor(values[name])
         sql = self.compiled.string
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(sql, params)
-            rows: list[Any] = list(cursor.fetchall()) if cursor.description else []
+            # Every hot-path statement returns rows (SELECT or RETURNING); asking the
+            # cursor for its description first would build column objects for nothing.
+            rows: list[Any] = list(cursor.fetchall())
         except Exception as exc:
             # SQLAlchemy's own handling: DBAPIError, and the pool invalidated on a
             # disconnect (the adapter retries a write whose connection was lost).
