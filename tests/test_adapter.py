@@ -534,6 +534,68 @@ def test_postgres_dual_writes_are_two_statements(
     )
 
 
+@pytest.mark.parametrize("mode", [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY])
+def test_created_rows_are_complete_on_every_backend(db: Database, mode: DualWriteMode) -> None:
+    """A new transaction's rows, column by column: PostgreSQL writes them with one CTE
+    (legacy INSERT, unified INSERT with the id derived in SQL, first history row),
+    SQLite statement by statement; both must store exactly the same thing."""
+    a = adapter_in(db, mode)
+    r = a.create_transaction(
+        "ESCROW", 42, Decimal("10.25"), "EUR", status="AWAITING_SELLER", metadata={"k": "v"}
+    )
+    assert r.overall_success and r.legacy_entity_id is not None
+    assert r.entity_id == LegacyRef(LegacySystemType.ESCROW, r.legacy_entity_id).utx_id
+    legacy = legacy_row(db, "escrows", r.legacy_entity_id)
+    assert legacy is not None
+    assert (legacy["user_id"], Decimal(legacy["amount"]), legacy["currency"]) == (
+        42,
+        Decimal("10.25"),
+        "EUR",
+    )
+    assert legacy["status"] == r.legacy_status and legacy["created_at"] == legacy["updated_at"]
+    unified = unified_row(db, r.entity_id or "")
+    if mode is M.LEGACY_ONLY:
+        assert unified is None and history(db, r.entity_id or "") == []
+        return
+    assert unified is not None
+    assert {k: unified[k] for k in ("transaction_type", "legacy_system", "legacy_id")} == {
+        "transaction_type": "ESCROW",
+        "legacy_system": "ESCROW",
+        "legacy_id": r.legacy_entity_id,
+    }
+    assert (unified["user_id"], Decimal(unified["amount"]), unified["currency"]) == (
+        42,
+        Decimal("10.25"),
+        "EUR",
+    )
+    # AWAITING_SELLER is the legacy value asked for; it maps to AWAITING_APPROVAL.
+    assert legacy["status"] == "AWAITING_SELLER"
+    assert (unified["status"], unified["legacy_status"]) == ("AWAITING_APPROVAL", "AWAITING_SELLER")
+    assert (unified["version"], unified["origin"], unified["metadata"]) == (
+        1,
+        "dual_write",
+        {"k": "v"},
+    )
+    assert unified["created_at"] == unified["updated_at"] == legacy["created_at"]
+    (h,) = history(db, r.entity_id or "")
+    assert {k: h[k] for k in h if k not in ("id", "created_at")} == {
+        "transaction_id": r.entity_id,
+        "legacy_system": "ESCROW",
+        "legacy_id": r.legacy_entity_id,
+        "from_status": None,
+        "to_status": "AWAITING_APPROVAL",
+        "from_legacy_status": None,
+        "to_legacy_status": legacy["status"],
+        "reason": "created",
+        "triggered_by": "create_transaction",
+        "metadata": {"k": "v"},
+        "operation_id": r.operation_id,
+        "mode": mode.value,
+        "override": False,
+    }
+    assert h["created_at"] == unified["created_at"]
+
+
 def test_amounts_are_exact_on_every_backend(db: Database) -> None:
     """Money round-trips exactly; what SQLite cannot keep exactly is refused, not rounded."""
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t")
