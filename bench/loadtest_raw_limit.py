@@ -42,7 +42,6 @@ from unistatus.db import schema
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
-from unistatus.db.prepared import Prepared
 from unistatus.loadtest import CURRENCIES, percentile, run_load_test
 from unistatus.mapping import LegacyStatusMapper
 from unistatus.statuses import DualWriteMode, UnifiedTransactionStatus, UnifiedTransactionType
@@ -86,14 +85,6 @@ def plan_walks(transactions: int, seed: int) -> list[Walk]:
             steps.append((unified, legacy))
         walks.append(Walk(ttype, user_id, amount, currency, steps))
     return walks
-
-
-def _params(prepared: Prepared, values: dict[str, Any]) -> dict[str, Any]:
-    params = {**prepared.defaults, **values}
-    for name, processor in prepared.processors.items():
-        if name in values:
-            params[name] = processor(values[name])
-    return params
 
 
 def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
@@ -141,7 +132,7 @@ def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
                     "c_operation_id": str(uuid.uuid4()),
                     "c_now": utcnow(),
                 }
-                row = conn.execute(create.compiled.string, _params(create, values)).fetchone()
+                row = conn.execute(create.compiled.string, create.bind(values)).fetchone()
                 conn.commit()
                 mine.append((time.perf_counter() - started) * 1000)
                 assert row is not None
@@ -150,7 +141,7 @@ def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
                     started = time.perf_counter()
                     conn.execute(
                         lock_both.compiled.string,
-                        _params(lock_both, {"p_legacy_id": legacy_id}),
+                        lock_both.bind({"p_legacy_id": legacy_id}),
                     ).fetchone()
                     now = utcnow()
                     history = {
@@ -178,7 +169,7 @@ def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
                         "p_status": dst,
                         **history,
                     }
-                    written = conn.execute(write.compiled.string, _params(write, values))
+                    written = conn.execute(write.compiled.string, write.bind(values))
                     assert written.fetchone() == (1,)
                     conn.commit()
                     mine.append((time.perf_counter() - started) * 1000)

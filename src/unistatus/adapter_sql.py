@@ -35,7 +35,6 @@ from unistatus.ids import utx_id_sql
 from unistatus.statuses import LegacySystemType
 
 __all__ = [
-    "CREATE_KEYS",
     "HISTORY_KEYS",
     "LEGACY_KEYS",
     "UNIFIED_LOCK_KEYS",
@@ -69,17 +68,6 @@ HISTORY_KEYS = (
     "mode",
     "override",
     "created_at",
-)
-# Bind parameters of create_legacy / create_dual (besides p_mode).
-CREATE_KEYS = (
-    "c_user_id",
-    "c_amount",
-    "c_currency",
-    "c_status",
-    "c_legacy_status",
-    "c_meta",
-    "c_operation_id",
-    "c_now",
 )
 
 

@@ -46,11 +46,16 @@ class Prepared:
             if not bind.required:
                 defaults[name] = bind.effective_value
         # Values bound at build time (literals), processed once.
-        self.defaults = {k: self._process(k, v) for k, v in defaults.items()}
+        self.defaults: dict[str, Any] = {}
+        self.defaults = self.bind(defaults)
 
-    def _process(self, name: str, value: Any) -> Any:
-        processor = self.processors.get(name)
-        return processor(value) if processor is not None else value
+    def bind(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The driver's parameters: the build-time values plus ``values``, processed."""
+        params = {**self.defaults, **values}
+        for name, processor in self.processors.items():
+            if name in values:
+                params[name] = processor(values[name])
+        return params
 
     def execute(self, conn: sa.Connection, values: dict[str, Any]) -> sa.CursorResult[Any]:
         """Run with ``values`` (by bind name); the driver's result, rowcount kept."""
@@ -74,10 +79,7 @@ class Prepared:
         """
         if not self.raw:
             return [tuple(row) for row in conn.execute(self.statement, dict(values))]
-        params = {**self.defaults, **values}
-        for name, processor in self.processors.items():
-            if name in values:
-                params[name] = processor(values[name])
+        params = self.bind(values)
         sql = self.compiled.string
         cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
