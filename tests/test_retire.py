@@ -104,7 +104,7 @@ def test_drop_then_undo_restores_statuses_exactly(retirable: Database) -> None:
     assert retire_legacy_columns(db.engine, db.settings)["already_dropped"]
 
     undone = undo_cleanup(db.engine, db.settings, actor="test")
-    assert undone["undone"] and undone["revision"] == "0005"
+    assert undone["undone"] and undone["revision"] == schema.INSTALL_REVISION
     assert undone["checksum_after"] == before
     assert status_checksum(db.engine, db.settings) == before
     assert all(status_columns(db).values())
@@ -163,7 +163,7 @@ def _entity_ids(db: Database) -> dict[str, str]:
 
 
 def _assert_unchanged(db: Database, before: dict[str, object]) -> None:
-    assert schema.current_revision(db.engine) == "0005"
+    assert schema.current_revision(db.engine) == schema.INSTALL_REVISION
     assert all(status_columns(db).values())
     assert status_checksum(db.engine, db.settings) == before
 
@@ -204,7 +204,7 @@ def test_refusals_change_nothing(db: Database, tmp_path: Path) -> None:
         )
     with pytest.raises(GateError, match="1 row\\(s\\) of cashouts could not be restored"):
         retire_legacy_columns(db.engine, db.settings)
-    assert schema.current_revision(db.engine) == "0005"
+    assert schema.current_revision(db.engine) == schema.INSTALL_REVISION
     assert all(status_columns(db).values())
 
 
