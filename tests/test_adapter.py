@@ -23,7 +23,6 @@ from unistatus import (
 )
 from unistatus.adapter import OperationEvent
 from unistatus.control import set_mode
-from unistatus.db.prepared import Prepared
 from unistatus.db.tables import (
     legacy_metadata,
     metadata,
@@ -488,50 +487,6 @@ def test_adapter_from_url_and_every_reference_form(db: Database) -> None:
         assert len(history(db, c.entity_id or "")) == 5
     finally:
         a.engine.dispose()
-
-
-def test_postgres_dual_writes_are_two_statements(
-    pg: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The hot paths (guards the optimisation): a create is the mode lock and one CTE
-    write; an update is one locking SELECT and one CTE write."""
-    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    real_rows = Prepared.rows
-
-    def recorded_rows(self: Prepared, conn: sa.Connection, values: Any) -> Any:
-        statements.append(self.compiled.string)
-        return real_rows(self, conn, values)
-
-    monkeypatch.setattr(Prepared, "rows", recorded_rows)
-    sa.event.listen(pg.engine, "before_cursor_execute", record)
-    try:
-        c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="PROCESSING")
-        created, statements[:] = list(statements), []
-        r = a.update_status(c.entity_id, "AWAITING_RESPONSE", "r", "t")
-    finally:
-        sa.event.remove(pg.engine, "before_cursor_execute", record)
-    assert c.overall_success and r.overall_success
-    assert len(created) == 2, created
-    assert "pg_advisory_xact_lock_shared" in created[0]
-    assert created[1].lstrip().startswith("WITH legacy_insert")
-    assert len(statements) == 2, statements
-    assert "FOR UPDATE" in statements[0] and statements[1].lstrip().startswith("WITH")
-    first, h = history(pg, c.entity_id or "")
-    assert (first["from_status"], first["to_status"], first["to_legacy_status"]) == (
-        None,
-        "PROCESSING",
-        "EXECUTING",
-    )
-    assert (h["from_status"], h["to_status"], h["to_legacy_status"]) == (
-        "PROCESSING",
-        "AWAITING_RESPONSE",
-        "AWAITING_RESPONSE",
-    )
 
 
 @pytest.mark.parametrize("mode", [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY])

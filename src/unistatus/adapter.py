@@ -6,6 +6,12 @@ written, else the unified row), (3) checks the transition against the locked cur
 status, and (4) writes the sides the current mode asks for, plus one history row.
 ``strict`` fallback commits all of it or nothing; ``primary_wins`` runs the secondary
 side in a savepoint and queues a repair if it fails.
+
+On PostgreSQL the common status change takes a shorter way with the same guarantees
+(:mod:`unistatus.adapter_fast`): one statement does (1) to (4), re-checking the state
+it was planned from, and anything it cannot settle falls back to the transaction above.
+At most ``settings.write_concurrency`` writes of an adapter run at once; the rest queue
+in arrival order (:mod:`unistatus.gate`).
 """
 
 from __future__ import annotations
@@ -17,7 +23,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, Literal
@@ -25,6 +30,14 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from unistatus import consistency
+from unistatus.adapter_fast import FastStatusWriter, has_locked_mode_function
+from unistatus.adapter_model import (
+    DualWriteResult,
+    Entity,
+    ModeChanged,
+    OperationEvent,
+    Plan,
+)
 from unistatus.adapter_sql import (
     LEGACY_KEYS,
     UNIFIED_LOCK_KEYS,
@@ -53,6 +66,7 @@ from unistatus.errors import (
     UnistatusError,
     UnmappableStatusError,
 )
+from unistatus.gate import FairGate
 from unistatus.ids import (
     EntityRef,
     LegacyRef,
@@ -70,108 +84,13 @@ from unistatus.statuses import (
 )
 from unistatus.transitions import TransitionKind, TransitionRules
 
+__all__ = ["DualWriteAdapter", "DualWriteResult", "Fallback", "OperationEvent"]
+
 log = logging.getLogger("unistatus.adapter")
 Fallback = Literal["strict", "primary_wins"]
 CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
 MAX_ATTEMPTS = 4
 U = unified_transactions
-
-
-@dataclass
-class DualWriteResult:
-    """What a write did. ``overall_success`` False means the database refused it."""
-
-    operation_id: str
-    entity_id: str | None
-    legacy_entity_id: int | None
-    mode: DualWriteMode
-    primary_success: bool
-    secondary_success: bool
-    overall_success: bool
-    has_inconsistency: bool = False
-    error: str | None = None
-    duration_ms: float = 0.0
-    status: UnifiedTransactionStatus | None = None
-    legacy_status: str | None = None
-    changed: bool = True
-    legacy_system: LegacySystemType | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "operation_id": self.operation_id,
-            "entity_id": self.entity_id,
-            "legacy_system": self.legacy_system.value if self.legacy_system else None,
-            "legacy_entity_id": self.legacy_entity_id,
-            "mode": self.mode.value,
-            "primary_success": self.primary_success,
-            "secondary_success": self.secondary_success,
-            "overall_success": self.overall_success,
-            "has_inconsistency": self.has_inconsistency,
-            "error": self.error,
-            "duration_ms": round(self.duration_ms, 3),
-            "status": self.status.value if self.status else None,
-            "legacy_status": self.legacy_status,
-            "changed": self.changed,
-        }
-
-
-@dataclass
-class OperationEvent:
-    """Handed to observers after every adapter operation (for metrics)."""
-
-    operation: str
-    mode: DualWriteMode
-    success: bool
-    duration_ms: float
-    shadow_mismatch: bool = False
-    error: str | None = None
-    # A write refused for bad input (an invalid transition lost to a race, an unknown
-    # status) is the caller's error, not the system's: success stays True, as HTTP keeps
-    # 4xx out of the 5xx error rate that alerts and gates watch.
-    refused: bool = False
-
-
-@dataclass
-class _Entity:
-    """A transaction as locked inside a write: its legacy row and/or its unified row."""
-
-    system: LegacySystemType
-    legacy_id: int | None
-    legacy: Mapping[str, Any] | None
-    unified: Mapping[str, Any] | None
-
-    @property
-    def ttype(self) -> UnifiedTransactionType:
-        return self.system.transaction_type
-
-    @property
-    def utx_id(self) -> str:
-        if self.unified is not None:
-            return str(self.unified["id"])
-        assert self.legacy_id is not None
-        return derive_utx_id(self.system, self.legacy_id)
-
-
-class _ModeChanged(Exception):
-    """The mode moved while this write waited for its lock: retry under the new mode."""
-
-
-@dataclass
-class _Plan:
-    """What one status change will write."""
-
-    mode: DualWriteMode
-    entity: _Entity
-    src: UnifiedTransactionStatus | None
-    dst: UnifiedTransactionStatus
-    src_legacy: str | None
-    dst_legacy: str
-    kind: TransitionKind
-    reason: str
-    triggered_by: str
-    metadata: dict[str, Any] | None
-    operation_id: str
-    now: Any = field(default_factory=utcnow)
 
 
 class DualWriteAdapter:
@@ -212,8 +131,19 @@ class DualWriteAdapter:
         self.modes = ModeWatcher(self.engine, self.settings.mode_refresh_seconds)
         self.observers: list[Callable[[OperationEvent], None]] = []
         self.shadow_mismatches = 0
+        # Status changes in one or two round trips where the database allows
+        # (PostgreSQL with revision 0007); otherwise, and whenever it declines, the
+        # locked path.
+        self.locked_mode = self._fast_path_available()
         # Hot-path statements, built once per legacy system and compiled once.
-        self.hot = HotStatements(self.legacy, self.ops, self.engine.dialect)
+        self.hot = self._hot_statements()
+        self.fast = (
+            FastStatusWriter(self, self.settings.state_cache_size) if self.locked_mode else None
+        )
+        slots = self.settings.write_concurrency
+        if slots is None:
+            slots = self.ops.default_write_concurrency
+        self.gate = FairGate(slots) if slots else None
 
     # --- public API -----------------------------------------------------------------
 
@@ -289,7 +219,19 @@ class DualWriteAdapter:
             plan.operation_id = op_id
             return self._apply(conn, plan)
 
-        return self._run("update_status", work)
+        fast = self.fast
+
+        def fast_work(mode: DualWriteMode, op_id: str) -> DualWriteResult | None:
+            assert fast is not None
+            plan = fast.update(
+                ref,
+                mode,
+                op_id,
+                lambda e: self._plan(e, mode, new_status, reason, triggered_by, metadata, force),
+            )
+            return None if plan is None else self._result(plan)
+
+        return self._run("update_status", work, fast_work if fast is not None else None)
 
     def get_transaction_status(
         self, entity_id: object
@@ -372,23 +314,65 @@ class DualWriteAdapter:
     # --- running a write ------------------------------------------------------------
 
     def _run(
-        self, operation: str, work: Callable[[sa.Connection, DualWriteMode, str], DualWriteResult]
+        self,
+        operation: str,
+        work: Callable[[sa.Connection, DualWriteMode, str], DualWriteResult],
+        fast: Callable[[DualWriteMode, str], DualWriteResult | None] | None = None,
     ) -> DualWriteResult:
+        """Run ``work`` in a write transaction, retrying what may be retried.
+
+        ``fast`` (if given) is tried first on every attempt: the two-round-trip path
+        (:mod:`unistatus.adapter_fast`); None from it means "take the locked path".
+        It commits by itself, guarded, so losing its connection leaves nothing to
+        settle: the retry reads again.
+
+        At most ``settings.write_concurrency`` writes of this adapter run at once; the
+        others queue in arrival order (:class:`unistatus.gate.FairGate`), at most
+        ``settings.write_queue_timeout_seconds``.
+        """
         started = time.perf_counter()
         op_id = str(uuid.uuid4())
+        gate = self.gate
+        if gate is None:
+            return self._attempts(operation, work, fast, started, op_id)
+        if not gate.acquire(self.settings.write_queue_timeout_seconds):
+            error = (
+                f"no write slot within {self.settings.write_queue_timeout_seconds:g}s: "
+                f"{gate.slots} writes in flight, {gate.waiting} queued (the database is "
+                "slow or unreachable; see `unistatus diagnose`)"
+            )
+            self._emit(operation, self.mode, False, started, error=error)
+            return self._failed(op_id, self.mode, error, started)
+        try:
+            return self._attempts(operation, work, fast, started, op_id)
+        finally:
+            gate.release()
+
+    def _attempts(
+        self,
+        operation: str,
+        work: Callable[[sa.Connection, DualWriteMode, str], DualWriteResult],
+        fast: Callable[[DualWriteMode, str], DualWriteResult | None] | None,
+        started: float,
+        op_id: str,
+    ) -> DualWriteResult:
         mode = self.mode
         last_error: str | None = None
         for attempt in range(MAX_ATTEMPTS):
             committing = False
             try:
                 self._restore_retired_columns(mode)
-                with self.ops.write_transaction() as conn:
-                    result = work(conn, mode, op_id)
-                    committing = True
+                done = fast(mode, op_id) if fast is not None else None
+                if done is not None:
+                    result = done
+                else:
+                    with self.ops.write_transaction() as conn:
+                        result = work(conn, mode, op_id)
+                        committing = True
                 result.duration_ms = (time.perf_counter() - started) * 1000
                 self._emit(operation, mode, result.overall_success, started)
                 return result
-            except _ModeChanged:
+            except ModeChanged:
                 mode = self.modes.refresh()
             except UnistatusError:
                 self._emit(operation, mode, True, started, refused=True)
@@ -408,6 +392,10 @@ class DualWriteAdapter:
                 break
         self._emit(operation, mode, False, started, error=last_error)
         log.error("%s failed in %s: %s", operation, mode.value, last_error)
+        return self._failed(op_id, mode, last_error or "mode kept changing; retry", started)
+
+    @staticmethod
+    def _failed(op_id: str, mode: DualWriteMode, error: str, started: float) -> DualWriteResult:
         return DualWriteResult(
             operation_id=op_id,
             entity_id=None,
@@ -416,7 +404,7 @@ class DualWriteAdapter:
             primary_success=False,
             secondary_success=False,
             overall_success=False,
-            error=last_error or "mode kept changing; retry",
+            error=error,
             duration_ms=(time.perf_counter() - started) * 1000,
             changed=False,
         )
@@ -426,7 +414,21 @@ class DualWriteAdapter:
         if not locked:
             self._mode_lock(conn)
         if read_mode(conn) is not mode:
-            raise _ModeChanged
+            raise ModeChanged
+
+    def _fast_path_available(self) -> bool:
+        """PostgreSQL with ``unistatus_locked_mode()`` (revision 0007) installed."""
+        if not self.ops.supports_dml_cte:
+            return False
+        with self.engine.connect() as conn:
+            if has_locked_mode_function(conn):
+                return True
+        log.warning(
+            "unistatus_locked_mode() is missing (schema older than revision 0007; "
+            "`unistatus init` installs it): status changes take the locked path, "
+            "which is as correct, only slower"
+        )
+        return False
 
     def _mode_lock(self, conn: sa.Connection) -> None:
         """Take the mode lock shared (held until commit; a mode switch waits for it)."""
@@ -489,7 +491,12 @@ class DualWriteAdapter:
         if not mode.writes_legacy or all(lt.status is not None for lt in self.legacy.values()):
             return
         self.legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)
-        self.hot = HotStatements(self.legacy, self.ops, self.engine.dialect)
+        self.hot = self._hot_statements()
+
+    def _hot_statements(self) -> HotStatements:
+        return HotStatements(
+            self.legacy, self.ops, self.engine.dialect, locked_mode=self.locked_mode
+        )
 
     def _unified_row(
         self, conn: sa.Connection, clause: sa.ColumnElement[bool], lock: bool
@@ -511,7 +518,7 @@ class DualWriteAdapter:
         assert utx_id is not None
         return U.c.id == utx_id
 
-    def _lock(self, conn: sa.Connection, ref: EntityRef, mode: DualWriteMode) -> _Entity:
+    def _lock(self, conn: sa.Connection, ref: EntityRef, mode: DualWriteMode) -> Entity:
         """Lock the entity: its legacy row while legacy is written, else its unified row.
 
         Writers always lock legacy before unified, so writers never deadlock each other.
@@ -524,7 +531,7 @@ class DualWriteAdapter:
                 legacy = self._legacy_row(conn, system, legacy_id, lock=False)
             if unified is None and legacy is None and mode.writes_legacy and utx_id:
                 raise EntityNotFoundError(utx_id)
-            return _Entity(system, legacy_id, legacy, unified)
+            return Entity(system, legacy_id, legacy, unified)
         if mode.writes_unified:
             both = self._lock_both(conn, system, legacy_id)
             if both is not None:
@@ -538,11 +545,11 @@ class DualWriteAdapter:
             if (row is not None and mode.writes_unified) or (row is None and utx_id)
             else None
         )
-        return _Entity(system, legacy_id, row, unified)
+        return Entity(system, legacy_id, row, unified)
 
     def _lock_both(
         self, conn: sa.Connection, system: LegacySystemType, legacy_id: int
-    ) -> _Entity | None:
+    ) -> Entity | None:
         """Lock the legacy row and its unified row in one statement (the common case).
 
         Both rows are locked, so PostgreSQL re-reads both at their latest committed
@@ -555,7 +562,7 @@ class DualWriteAdapter:
         row, n = rows[0], len(LEGACY_KEYS)
         legacy = dict(zip(LEGACY_KEYS, row[:n], strict=True))
         unified = dict(zip(UNIFIED_LOCK_KEYS, row[n:], strict=True))
-        return _Entity(system, legacy_id, legacy, unified)
+        return Entity(system, legacy_id, legacy, unified)
 
     def _legacy_row(
         self, conn: sa.Connection, system: LegacySystemType, legacy_id: int, *, lock: bool
@@ -567,14 +574,12 @@ class DualWriteAdapter:
         row = conn.execute(q).mappings().first()
         return dict(row) if row else None
 
-    def _read(self, conn: sa.Connection, ref: EntityRef) -> _Entity:
+    def _read(self, conn: sa.Connection, ref: EntityRef) -> Entity:
         try:
             system, legacy_id, utx_id = self._resolve(conn, ref)
         except EntityNotFoundError:
             derived = ref.derived_ref if isinstance(ref, UtxId) else None
-            return _Entity(
-                derived.system if derived else LegacySystemType.CASHOUT, None, None, None
-            )
+            return Entity(derived.system if derived else LegacySystemType.CASHOUT, None, None, None)
         # Once the legacy status column is retired, reads come from the unified row only.
         legacy = (
             self._legacy_row(conn, system, legacy_id, lock=False)
@@ -582,7 +587,7 @@ class DualWriteAdapter:
             else None
         )
         unified = self._unified_row(conn, self._unified_clause(system, legacy_id, utx_id), False)
-        return _Entity(system, legacy_id, legacy, unified)
+        return Entity(system, legacy_id, legacy, unified)
 
     # --- deciding ---------------------------------------------------------------------
 
@@ -616,14 +621,14 @@ class DualWriteAdapter:
 
     def _plan(
         self,
-        entity: _Entity,
+        entity: Entity,
         mode: DualWriteMode,
         new_status: object,
         reason: str,
         triggered_by: str,
         metadata: dict[str, Any] | None,
         force: bool,
-    ) -> _Plan:
+    ) -> Plan:
         ttype = entity.ttype
         dst, explicit_legacy = self._target(ttype, new_status)
         unified, legacy = entity.unified, entity.legacy
@@ -654,7 +659,7 @@ class DualWriteAdapter:
         else:
             kind = self.rules.check(ttype, src, dst, force=force, reason=reason)
         dst_legacy = explicit_legacy or self.mapper.to_legacy(ttype, dst, current=src_legacy)
-        return _Plan(
+        return Plan(
             mode=mode,
             entity=entity,
             src=src,
@@ -670,20 +675,26 @@ class DualWriteAdapter:
 
     # --- writing ----------------------------------------------------------------------
 
-    def _apply(self, conn: sa.Connection, plan: _Plan) -> DualWriteResult:
-        e, mode = plan.entity, plan.mode
-        result = DualWriteResult(
+    @staticmethod
+    def _result(plan: Plan) -> DualWriteResult:
+        """The result of a planned change that succeeded (the caller marks what did not)."""
+        e = plan.entity
+        return DualWriteResult(
             operation_id=plan.operation_id,
             entity_id=e.utx_id,
             legacy_entity_id=e.legacy_id,
             legacy_system=e.system,
-            mode=mode,
+            mode=plan.mode,
             primary_success=True,
             secondary_success=True,
             overall_success=True,
             status=plan.dst,
             legacy_status=plan.dst_legacy,
         )
+
+    def _apply(self, conn: sa.Connection, plan: Plan) -> DualWriteResult:
+        e, mode = plan.entity, plan.mode
+        result = self._result(plan)
         if plan.kind is TransitionKind.NOOP and self._in_step(plan):
             self._confirm_mode(conn, mode, locked=True)
             result.changed = False
@@ -712,7 +723,7 @@ class DualWriteAdapter:
             self._pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
         return result
 
-    def _one_statement(self, plan: _Plan) -> bool:
+    def _one_statement(self, plan: Plan) -> bool:
         """Whether this change can be written as one guarded statement (the hot path).
 
         Needs data-modifying CTEs, both rows present (or legacy alone in LEGACY_ONLY),
@@ -725,7 +736,7 @@ class DualWriteAdapter:
             return True
         return e.unified is not None and self.fallback == "strict"
 
-    def _write_one_statement(self, conn: sa.Connection, plan: _Plan) -> None:
+    def _write_one_statement(self, conn: sa.Connection, plan: Plan) -> None:
         """Legacy UPDATE (+ unified UPDATE + history INSERT) in one round trip.
 
         The statement carries the mode check (instead of a separate read): its snapshot
@@ -734,25 +745,33 @@ class DualWriteAdapter:
         retried under the new mode.
         """
         e = plan.entity
+        params = self._one_statement_params(plan)
+        if not plan.mode.writes_unified:
+            if not self.hot.legacy_write(e.system).rows(conn, params):
+                raise ModeChanged
+            return
+        if self.hot.dual_write(e.system).rows(conn, params)[0][0] != 1:
+            raise ModeChanged
+
+    def _one_statement_params(self, plan: Plan) -> dict[str, Any]:
+        """What a one-statement write binds: the legacy side, and the unified side and
+        history row when the mode writes unified."""
+        e = plan.entity
         params: dict[str, Any] = {
             "p_legacy_id": e.legacy_id,
             "p_mode": plan.mode.value,
             "p_legacy_status": plan.dst_legacy,
             "p_now": plan.now,
         }
-        if not plan.mode.writes_unified:
-            if not self.hot.legacy_write(e.system).rows(conn, params):
-                raise _ModeChanged
-            return
-        assert e.unified is not None
-        params["p_utx_id"] = e.unified["id"]
-        params["p_status"] = plan.dst.value
-        for k, v in self._history_values(plan).items():
-            params[f"h_{k}"] = v
-        if self.hot.dual_write(e.system).rows(conn, params)[0][0] != 1:
-            raise _ModeChanged
+        if plan.mode.writes_unified:
+            assert e.unified is not None
+            params["p_utx_id"] = e.unified["id"]
+            params["p_status"] = plan.dst.value
+            for k, v in self._history_values(plan).items():
+                params[f"h_{k}"] = v
+        return params
 
-    def _in_step(self, plan: _Plan) -> bool:
+    def _in_step(self, plan: Plan) -> bool:
         """True when every side this mode writes already holds the target (a no-op)."""
         e, mode = plan.entity, plan.mode
         if mode.writes_legacy and e.legacy is not None and e.legacy["status"] != plan.dst_legacy:
@@ -767,7 +786,7 @@ class DualWriteAdapter:
         )
 
     def _secondary(
-        self, conn: sa.Connection, write: Callable[[], None], result: DualWriteResult, e: _Entity
+        self, conn: sa.Connection, write: Callable[[], None], result: DualWriteResult, e: Entity
     ) -> None:
         if self.fallback == "strict":
             write()
@@ -793,7 +812,7 @@ class DualWriteAdapter:
                 )
             )
 
-    def _write_legacy_status(self, conn: sa.Connection, plan: _Plan) -> None:
+    def _write_legacy_status(self, conn: sa.Connection, plan: Plan) -> None:
         e = plan.entity
         if e.legacy is None:
             raise ModeError(
@@ -806,7 +825,7 @@ class DualWriteAdapter:
             .values({legacy_status_column(lt).key: plan.dst_legacy, lt.updated_at.key: plan.now})
         )
 
-    def _write_unified_status(self, conn: sa.Connection, plan: _Plan) -> None:
+    def _write_unified_status(self, conn: sa.Connection, plan: Plan) -> None:
         e = plan.entity
         if e.unified is not None:
             conn.execute(
@@ -828,7 +847,7 @@ class DualWriteAdapter:
     def _upsert_from_legacy(
         self,
         conn: sa.Connection,
-        e: _Entity,
+        e: Entity,
         status: str,
         legacy_status: str,
         now: Any,
@@ -863,10 +882,10 @@ class DualWriteAdapter:
         )
         conn.execute(stmt)
 
-    def _history(self, conn: sa.Connection, plan: _Plan, result: DualWriteResult) -> None:
+    def _history(self, conn: sa.Connection, plan: Plan, result: DualWriteResult) -> None:
         conn.execute(sa.insert(status_history).values(self._history_values(plan)))
 
-    def _history_values(self, plan: _Plan) -> dict[str, Any]:
+    def _history_values(self, plan: Plan) -> dict[str, Any]:
         e = plan.entity
         return dict(
             transaction_id=e.utx_id,
@@ -958,8 +977,8 @@ class DualWriteAdapter:
                 **fields,
             )
         )
-        entity = _Entity(system, legacy_id, None, {"id": utx_id})
-        plan = _Plan(
+        entity = Entity(system, legacy_id, None, {"id": utx_id})
+        plan = Plan(
             mode,
             entity,
             None,
@@ -989,12 +1008,14 @@ class DualWriteAdapter:
         dst_legacy: str,
         metadata: dict[str, Any] | None,
     ) -> DualWriteResult:
-        """The hot path of a new transaction: the mode lock, then one guarded statement.
+        """The hot path of a new transaction: one guarded statement (after the mode lock,
+        unless the statement takes it itself: ``unistatus_locked_mode()``).
 
         Legacy INSERT (+ unified INSERT + first history row in the dual modes), written
         only while the stored mode is still ``mode``; no row back means it moved.
         """
-        self._mode_lock(conn)
+        if not self.hot.locked_mode:
+            self._mode_lock(conn)
         params: dict[str, Any] = {
             "p_mode": mode.value,
             "c_user_id": fields["user_id"],
@@ -1007,18 +1028,22 @@ class DualWriteAdapter:
         if not mode.writes_unified:
             rows = self.hot.create_legacy(system).rows(conn, params)
             if not rows:
-                raise _ModeChanged
+                raise ModeChanged
             result.legacy_entity_id = int(rows[0][0])
             result.entity_id = derive_utx_id(system, result.legacy_entity_id)
+            if self.fast is not None:
+                self.fast.remember_created(system, result.legacy_entity_id, dst_legacy)
             return result
         params.update(c_status=dst.value, c_meta=metadata, c_operation_id=op_id)
         rows = self.hot.create_dual(system).rows(conn, params)
         if not rows:
-            raise _ModeChanged
+            raise ModeChanged
         utx_id, legacy_id, history_rows = rows[0]
         if history_rows != 1:
             raise StorageError(f"creating {utx_id} wrote {history_rows} history rows, not 1")
         result.entity_id, result.legacy_entity_id = str(utx_id), int(legacy_id)
+        if self.fast is not None:
+            self.fast.remember_created(system, int(legacy_id), dst_legacy, (str(utx_id), dst.value))
         return result
 
     @staticmethod
@@ -1047,7 +1072,7 @@ class DualWriteAdapter:
         conn: sa.Connection,
         mode: DualWriteMode,
         op_id: str,
-        entity: _Entity,
+        entity: Entity,
         fields: dict[str, Any],
         metadata: dict[str, Any] | None,
     ) -> DualWriteResult:
@@ -1083,7 +1108,7 @@ class DualWriteAdapter:
             raise UnmappableStatusError(entity.system.value, entity.legacy["status"])
         now = utcnow()
         self._upsert_from_legacy(conn, entity, status.value, entity.legacy["status"], now, metadata)
-        plan = _Plan(
+        plan = Plan(
             mode,
             entity,
             None,
@@ -1103,7 +1128,7 @@ class DualWriteAdapter:
 
     # --- shadow reads -------------------------------------------------------------------
 
-    def _shadow_compare(self, entity: _Entity, used_unified: bool, meta: dict[str, Any]) -> bool:
+    def _shadow_compare(self, entity: Entity, used_unified: bool, meta: dict[str, Any]) -> bool:
         """Compare the other side; count and log a mismatch, never raise."""
         try:
             found = consistency.compare(entity.system, entity.legacy, entity.unified)

@@ -9,7 +9,12 @@ than SQLAlchemy's:
 - ``legacy_write``: the legacy UPDATE, guarded by the stored mode;
 - ``dual_write``: legacy UPDATE + unified UPDATE + history INSERT in one statement;
 - ``create_legacy`` / ``create_dual``: a new transaction's legacy INSERT (+ its unified
-  row and first history row), guarded by the stored mode.
+  row and first history row), guarded by the stored mode;
+- ``read_legacy`` / ``read_both`` and ``guarded_legacy_write`` / ``guarded_dual_write``:
+  the two-round-trip path (:mod:`unistatus.adapter_fast`), PostgreSQL only: an unlocked
+  read, then one statement that takes the mode lock, reads the mode afresh
+  (``unistatus_locked_mode()``, revision 0007), locks the rows, re-checks what was read
+  and writes, or writes nothing.
 
 A guarded statement writes nothing when the stored mode is no longer the one the write
 was planned under; the adapter then retries under the new mode. Its snapshot is taken
@@ -50,6 +55,11 @@ MODE_STORED = sa.func.coalesce(
     .scalar_subquery(),
     DEFAULT_MODE.value,
 )
+# The mode lock and a fresh read of the mode in one value (PostgreSQL, revision 0007).
+# Uncorrelated, so the planner evaluates it once, as a one-time filter, before any row is
+# read or locked: the advisory lock is always taken before row locks (as a mode switch
+# takes them), and the mode it returns is the one no switch can change until commit.
+LOCKED_MODE = sa.select(sa.func.unistatus_locked_mode(type_=sa.Text)).scalar_subquery()
 LEGACY_KEYS = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
 # What a write needs of the unified row it locks (fewer columns: less to fetch and decode).
 UNIFIED_LOCK_KEYS = ("id", "status", "legacy_status", "version")
@@ -98,11 +108,18 @@ class HotStatements:
     """Prepared hot-path statements for the adapter, built on first use per system."""
 
     def __init__(
-        self, legacy: dict[LegacySystemType, LegacyTable], ops: DialectOps, dialect: sa.Dialect
+        self,
+        legacy: dict[LegacySystemType, LegacyTable],
+        ops: DialectOps,
+        dialect: sa.Dialect,
+        *,
+        locked_mode: bool = False,
     ) -> None:
         self.legacy = legacy
         self.ops = ops
         self.dialect = dialect
+        # unistatus_locked_mode() is installed: guards take the mode lock themselves.
+        self.locked_mode = locked_mode
         self._cache: dict[tuple[str, LegacySystemType | None], Prepared] = {}
 
     def _get(
@@ -144,17 +161,18 @@ class HotStatements:
             q = (
                 legacy_select(lt)
                 .add_columns(*(U.c[k].label(f"u_{k}") for k in UNIFIED_LOCK_KEYS))
-                .join_from(
-                    lt.table,
-                    U,
-                    sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id),
-                )
+                .join_from(lt.table, U, self._unified_of(system, lt))
                 .where(lt.id == sa.bindparam("p_legacy_id"))
                 .with_for_update()
             )
             return self._with_mode_lock(q)
 
         return self._get("lock_both", system, build)
+
+    def _mode_guard(self) -> Any:
+        """The stored mode as a create's guard compares it: with the mode lock taken in
+        the same statement where the database can (then no separate lock statement)."""
+        return LOCKED_MODE if self.locked_mode else MODE_STORED
 
     def _with_mode_lock(self, q: sa.Select[Any]) -> sa.Select[Any]:
         lock_clause = self.ops.mode_lock_clause()
@@ -171,52 +189,154 @@ class HotStatements:
         return (
             sa.update(lt.table)
             .where(lt.id == sa.bindparam("p_legacy_id"), MODE_STORED == sa.bindparam("p_mode"))
-            .values(
-                {
-                    legacy_status_column(lt).key: sa.bindparam("p_legacy_status"),
-                    lt.updated_at.key: sa.bindparam("p_now", type_=lt.updated_at.type),
-                }
-            )
+            .values(self._legacy_values(lt))
             .returning(lt.id)
         )
 
     def dual_write(self, system: LegacySystemType) -> Prepared:
         """Guarded legacy UPDATE + unified UPDATE + history INSERT: one row, count 1."""
+        return self._get(
+            "dual_write",
+            system,
+            lambda: self._dual_update(self._legacy_update(system).cte("legacy_write")),
+        )
+
+    def _dual_update(self, legacy_cte: Any) -> Any:
+        """Unified UPDATE + history INSERT after ``legacy_cte``; SELECT count(history)."""
+        unified_cte = (
+            sa.update(U)
+            .where(U.c.id == sa.bindparam("p_utx_id"), sa.exists(sa.select(legacy_cte)))
+            .values(
+                status=sa.bindparam("p_status"),
+                legacy_status=sa.bindparam("p_legacy_status"),
+                version=U.c.version + 1,
+                updated_at=sa.bindparam("p_now", type_=U.c.updated_at.type),
+            )
+            .returning(U.c.id)
+            .cte("unified_write")
+        )
+        H = status_history
+        history_cte = (
+            sa.insert(H)
+            .from_select(
+                [H.c[k] for k in HISTORY_KEYS],
+                sa.select(
+                    *(sa.bindparam(f"h_{k}", type_=H.c[k].type) for k in HISTORY_KEYS)
+                ).select_from(unified_cte),
+            )
+            .returning(H.c.id)
+            .cte("history_write")
+        )
+        return sa.select(sa.func.count()).select_from(history_cte)
+
+    # --- the two-round-trip path (PostgreSQL) -----------------------------------------
+
+    def read_legacy(self, system: LegacySystemType) -> Prepared:
+        """The legacy row, unlocked: LEGACY_KEYS."""
 
         def build() -> Any:
-            legacy_cte = self._legacy_update(system).cte("legacy_write")
-            unified_cte = (
-                sa.update(U)
-                .where(U.c.id == sa.bindparam("p_utx_id"), sa.exists(sa.select(legacy_cte)))
-                .values(
-                    status=sa.bindparam("p_status"),
-                    legacy_status=sa.bindparam("p_legacy_status"),
-                    version=U.c.version + 1,
-                    updated_at=sa.bindparam("p_now", type_=U.c.updated_at.type),
-                )
-                .returning(U.c.id)
-                .cte("unified_write")
-            )
-            H = status_history
-            history_cte = (
-                sa.insert(H)
-                .from_select(
-                    [H.c[k] for k in HISTORY_KEYS],
-                    sa.select(
-                        *(sa.bindparam(f"h_{k}", type_=H.c[k].type) for k in HISTORY_KEYS)
-                    ).select_from(unified_cte),
-                )
-                .returning(H.c.id)
-                .cte("history_write")
-            )
-            return sa.select(sa.func.count()).select_from(history_cte)
+            lt = self.legacy[system]
+            return legacy_select(lt).where(lt.id == sa.bindparam("p_legacy_id"))
 
-        return self._get("dual_write", system, build)
+        return self._get("read_legacy", system, build)
+
+    def read_both(self, system: LegacySystemType) -> Prepared:
+        """The legacy row and its unified row, unlocked: LEGACY_KEYS + u_UNIFIED_LOCK_KEYS."""
+
+        def build() -> Any:
+            lt = self.legacy[system]
+            return (
+                legacy_select(lt)
+                .add_columns(*(U.c[k].label(f"u_{k}") for k in UNIFIED_LOCK_KEYS))
+                .join_from(lt.table, U, self._unified_of(system, lt))
+                .where(lt.id == sa.bindparam("p_legacy_id"))
+            )
+
+        return self._get("read_both", system, build)
+
+    def guarded_legacy_write(self, system: LegacySystemType) -> Prepared:
+        """Legacy UPDATE in one statement: only while the mode is ``p_mode`` and the row
+        still holds ``p_src_legacy``; RETURNING its id (no row: something moved)."""
+
+        def build() -> Any:
+            lt = self.legacy[system]
+            return (
+                sa.update(lt.table)
+                .where(
+                    lt.id == sa.bindparam("p_legacy_id"),
+                    legacy_status_column(lt).is_not_distinct_from(
+                        sa.bindparam("p_src_legacy", type_=sa.String)
+                    ),
+                    LOCKED_MODE == sa.bindparam("p_mode"),
+                )
+                .values(self._legacy_values(lt))
+                .returning(lt.id)
+            )
+
+        return self._get("guarded_legacy_write", system, build)
+
+    def guarded_dual_write(self, system: LegacySystemType) -> Prepared:
+        """Lock both rows, re-check them and the mode, then write both and the history.
+
+        The ``locked`` CTE takes the mode lock (one-time filter), then locks the legacy
+        row and its unified row FOR UPDATE. After waiting for a concurrent writer,
+        PostgreSQL re-checks the conditions against the rows' latest versions, so the
+        CTE yields a row only if both still hold exactly what the plan was made from
+        (legacy status; unified status, legacy_status and version) and the mode is
+        ``p_mode``. The writes run only if it did: all three, or none.
+        """
+
+        def build() -> Any:
+            lt = self.legacy[system]
+            locked = (
+                sa.select(lt.id)
+                .join_from(lt.table, U, self._unified_of(system, lt))
+                .where(
+                    lt.id == sa.bindparam("p_legacy_id"),
+                    U.c.id == sa.bindparam("p_utx_id"),
+                    legacy_status_column(lt).is_not_distinct_from(
+                        sa.bindparam("p_src_legacy", type_=sa.String)
+                    ),
+                    U.c.status == sa.bindparam("p_src_status"),
+                    U.c.legacy_status.is_not_distinct_from(
+                        sa.bindparam("p_src_unified_legacy", type_=sa.String)
+                    ),
+                    U.c.version == sa.bindparam("p_version"),
+                    LOCKED_MODE == sa.bindparam("p_mode"),
+                )
+                .with_for_update()
+                .cte("locked")
+            )
+            legacy_cte = (
+                sa.update(lt.table)
+                .where(lt.id == sa.bindparam("p_legacy_id"), sa.exists(sa.select(locked)))
+                .values(self._legacy_values(lt))
+                .returning(lt.id)
+                .cte("legacy_write")
+            )
+            return self._dual_update(legacy_cte)
+
+        return self._get("guarded_dual_write", system, build)
+
+    @staticmethod
+    def _unified_of(system: LegacySystemType, lt: LegacyTable) -> sa.ColumnElement[bool]:
+        return sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
+
+    @staticmethod
+    def _legacy_values(lt: LegacyTable) -> dict[str, Any]:
+        return {
+            legacy_status_column(lt).key: sa.bindparam("p_legacy_status"),
+            lt.updated_at.key: sa.bindparam("p_now", type_=lt.updated_at.type),
+        }
 
     # --- creation ---------------------------------------------------------------------
 
     def create_legacy(self, system: LegacySystemType) -> Prepared:
-        """Guarded legacy INSERT of a new transaction; RETURNING its id (no row: mode moved)."""
+        """Guarded legacy INSERT of a new transaction; RETURNING its id (no row: mode moved).
+
+        With ``locked_mode`` the guard takes the mode lock and reads the mode afresh;
+        otherwise the caller takes the mode lock first (:meth:`mode_lock`).
+        """
         return self._get("create_legacy", system, lambda: self._legacy_insert(system))
 
     def _legacy_insert(self, system: LegacySystemType) -> Any:
@@ -229,7 +349,7 @@ class HotStatements:
             sa.bindparam("c_legacy_status", type_=sa.String),
             now,
             now,
-        ).where(MODE_STORED == sa.bindparam("p_mode"))
+        ).where(self._mode_guard() == sa.bindparam("p_mode"))
         columns: list[Any] = [
             lt.user_id,
             lt.amount,

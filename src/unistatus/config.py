@@ -67,6 +67,13 @@ class Settings(BaseSettings):
     fallback: Literal["strict", "primary_wins"] = "strict"
     shadow_read_rate: float = Field(default=0.0, ge=0.0, le=1.0)
     mode_refresh_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
+    # Transactions whose last write this adapter made, kept so the next change to them
+    # is one round trip (PostgreSQL; checked by the write itself). 0 turns it off.
+    state_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
+    # Writes of one adapter (process) in flight at once; the rest queue, first come
+    # first served. None: the backend's default (PostgreSQL 4, SQLite 1); 0: no limit.
+    write_concurrency: int | None = Field(default=None, ge=0, le=10_000)
+    write_queue_timeout_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
     stats_flush_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     lock_timeout_ms: int = Field(default=5_000, ge=0)

@@ -28,6 +28,8 @@ class DialectOps:
     exact_numeric_digits: int | None = None
     supports_skip_locked = False
     supports_dml_cte = False
+    # Adapter writes of one process let through at once (settings.write_concurrency).
+    default_write_concurrency = 4
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -103,6 +105,8 @@ class SQLiteOps(DialectOps):
     name = "sqlite"
     # SQLite keeps NUMERIC as a 64-bit float: beyond 15 significant digits it rounds.
     exact_numeric_digits = 15
+    # One writer at a time anyway: queue in order rather than race for the file lock.
+    default_write_concurrency = 1
 
     def _prepare_write(self, conn: sa.Connection) -> sa.Connection:
         # The whole database is one lock: BEGIN IMMEDIATE serialises writers (mode

@@ -1,0 +1,199 @@
+"""The adapter's one- or two-round-trip status change on PostgreSQL.
+
+The locked path (:meth:`DualWriteAdapter._run`'s transaction) costs four round trips
+per status change: BEGIN, the locking SELECT, the write, COMMIT. On a busy host the
+round trips, not the SQL, are most of a write's time. This path costs two, or one, in
+autocommit:
+
+1. know the entity's state: what this adapter last wrote to it (a bounded cache of
+   recent writes, ``settings.state_cache_size``), else read the legacy row (and its
+   unified row) without locks: a second round trip;
+2. plan the change in Python, exactly as the locked path does;
+3. one statement (:meth:`HotStatements.guarded_dual_write`) that takes the mode lock and
+   reads the mode afresh (``unistatus_locked_mode()``, revision 0007), locks both rows,
+   re-checks that they still hold the state the plan was made from (legacy status;
+   unified status, legacy_status and version), and then writes legacy, unified and the
+   history row. Being its own transaction, it writes all of that or nothing.
+
+If anything moved in between (the mode, either row, a cached state gone stale), the
+statement writes nothing: after a cached state, the change is tried once more from a
+fresh read, and then the adapter takes the locked path, which reads and decides again
+under its locks. A lost race costs time, never correctness. Whatever the locked path must decide for real
+goes to it directly: a refusal (invalid transition, unknown status), a no-op, a row
+not backfilled yet, ``primary_wins`` (a savepoint between the sides), UNIFIED_ONLY.
+
+Retrying is safe too. If the connection is lost during the statement, it may or may not
+have committed; the retry reads again, and since both statements are guarded by the
+same row versions, at most one of them applies the change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from unistatus.adapter_model import Entity, Plan
+from unistatus.adapter_sql import LEGACY_KEYS, UNIFIED_LOCK_KEYS
+from unistatus.errors import UnistatusError
+from unistatus.ids import EntityRef, LegacyRef
+from unistatus.statuses import DualWriteMode, LegacySystemType
+from unistatus.transitions import TransitionKind
+
+if TYPE_CHECKING:
+    from unistatus.adapter import DualWriteAdapter
+
+__all__ = ["FastStatusWriter", "has_locked_mode_function"]
+
+Key = tuple[LegacySystemType, int]
+
+
+def has_locked_mode_function(conn: sa.Connection) -> bool:
+    """Whether revision 0007's ``unistatus_locked_mode()`` exists (PostgreSQL)."""
+    found = conn.execute(sa.select(sa.func.to_regprocedure("unistatus_locked_mode()")))
+    return found.scalar() is not None
+
+
+class FastStatusWriter:
+    """Status changes in two autocommit round trips, for one adapter (see the module)."""
+
+    def __init__(self, adapter: DualWriteAdapter, cache_size: int = 0) -> None:
+        self.adapter = adapter
+        # The adapter's pool, checked out in autocommit (and reset on return).
+        self.engine = adapter.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # State after this adapter's last write to an entity, oldest first. Only ever a
+        # guess: the guarded write checks it. (dict operations are atomic under the GIL;
+        # eviction may race, which at worst drops one more entry.)
+        self.cache_size = cache_size
+        self.known: dict[Key, Entity] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def update(
+        self,
+        ref: EntityRef,
+        mode: DualWriteMode,
+        op_id: str,
+        plan: Callable[[Entity], Plan],
+    ) -> Plan | None:
+        """Apply the change and return its plan, or None: take the locked path."""
+        located = _legacy_location(ref)
+        if located is None or not self._eligible(mode, located[0]):
+            return None
+        with self.engine.connect() as conn:
+            known = self.known.pop(located, None)
+            if known is not None and self._usable(known, mode):
+                done = self._try(conn, known, op_id, plan)
+                self.hits += done is not None
+                if done is not None:
+                    return done
+            self.misses += 1
+            entity = self._read(conn, *located, mode)
+            return None if entity is None else self._try(conn, entity, op_id, plan)
+
+    def remember_created(
+        self,
+        system: LegacySystemType,
+        legacy_id: int,
+        legacy_status: str,
+        unified: tuple[str, str] | None = None,
+    ) -> None:
+        """A transaction this adapter just created: its legacy status, and its unified
+        row's (id, status) when the mode wrote one (its version is then 1)."""
+        row = None
+        if unified is not None:
+            utx_id, status = unified
+            row = {"id": utx_id, "status": status, "legacy_status": legacy_status, "version": 1}
+        self._remember(Entity(system, legacy_id, {"status": legacy_status}, row))
+
+    def _try(
+        self, conn: sa.Connection, entity: Entity, op_id: str, plan: Callable[[Entity], Plan]
+    ) -> Plan | None:
+        """Plan from ``entity`` and write if the rows still hold it; None otherwise."""
+        try:
+            p = plan(entity)
+        except UnistatusError:
+            return None  # refused on unlocked data: the locked path confirms or not
+        p.operation_id = op_id
+        if p.kind is TransitionKind.NOOP or not self.adapter._one_statement(p):
+            return None
+        if not self._write(conn, p):
+            return None
+        self._remember_written(p)
+        return p
+
+    def _usable(self, known: Entity, mode: DualWriteMode) -> bool:
+        return known.unified is not None or not mode.writes_unified
+
+    def _remember_written(self, p: Plan) -> None:
+        e = p.entity
+        assert e.legacy_id is not None
+        unified = None
+        if e.unified is not None and p.mode.writes_unified:
+            unified = {
+                "id": e.unified["id"],
+                "status": p.dst.value,
+                "legacy_status": p.dst_legacy,
+                "version": e.unified["version"] + 1,
+            }
+        self._remember(Entity(e.system, e.legacy_id, {"status": p.dst_legacy}, unified))
+
+    def _remember(self, entity: Entity) -> None:
+        if not self.cache_size:
+            return
+        assert entity.legacy_id is not None
+        known = self.known
+        known[(entity.system, entity.legacy_id)] = entity
+        while len(known) > self.cache_size:
+            try:
+                del known[next(iter(known))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread evicted
+                break
+
+    def _eligible(self, mode: DualWriteMode, system: LegacySystemType) -> bool:
+        a = self.adapter
+        if not mode.writes_legacy or a.legacy[system].status is None:
+            return False
+        return not mode.writes_unified or a.fallback == "strict"
+
+    def _read(
+        self, conn: sa.Connection, system: LegacySystemType, legacy_id: int, mode: DualWriteMode
+    ) -> Entity | None:
+        hot = self.adapter.hot
+        params = {"p_legacy_id": legacy_id}
+        if not mode.writes_unified:
+            rows = hot.read_legacy(system).rows(conn, params)
+            if not rows:
+                return None
+            return Entity(system, legacy_id, dict(zip(LEGACY_KEYS, rows[0], strict=True)), None)
+        rows = hot.read_both(system).rows(conn, params)
+        if not rows:
+            return None  # no legacy row, or no unified row yet
+        row, n = rows[0], len(LEGACY_KEYS)
+        legacy = dict(zip(LEGACY_KEYS, row[:n], strict=True))
+        unified = dict(zip(UNIFIED_LOCK_KEYS, row[n:], strict=True))
+        return Entity(system, legacy_id, legacy, unified)
+
+    def _write(self, conn: sa.Connection, p: Plan) -> bool:
+        """The guarded statement; False when it wrote nothing (something moved)."""
+        a, e = self.adapter, p.entity
+        assert e.legacy is not None
+        params: dict[str, Any] = {
+            **a._one_statement_params(p),
+            "p_src_legacy": e.legacy["status"],
+        }
+        if not p.mode.writes_unified:
+            return bool(a.hot.guarded_legacy_write(e.system).rows(conn, params))
+        assert e.unified is not None
+        params["p_src_status"] = e.unified["status"]
+        params["p_src_unified_legacy"] = e.unified["legacy_status"]
+        params["p_version"] = e.unified["version"]
+        written: int = a.hot.guarded_dual_write(e.system).rows(conn, params)[0][0]
+        return written == 1
+
+
+def _legacy_location(ref: EntityRef) -> tuple[LegacySystemType, int] | None:
+    """(system, legacy id) when the reference names them without a lookup."""
+    legacy = ref if isinstance(ref, LegacyRef) else ref.derived_ref
+    return (legacy.system, legacy.legacy_id) if legacy is not None else None

@@ -1,0 +1,120 @@
+"""What the DualWriteAdapter hands out and works with: results, events, entities, plans.
+
+Kept apart from :mod:`unistatus.adapter` (the write protocol) and
+:mod:`unistatus.adapter_fast` (its two-round-trip path), which both use them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from unistatus.clock import utcnow
+from unistatus.ids import derive_utx_id
+from unistatus.statuses import (
+    DualWriteMode,
+    LegacySystemType,
+    UnifiedTransactionStatus,
+    UnifiedTransactionType,
+)
+from unistatus.transitions import TransitionKind
+
+__all__ = ["DualWriteResult", "Entity", "ModeChanged", "OperationEvent", "Plan"]
+
+
+@dataclass
+class DualWriteResult:
+    """What a write did. ``overall_success`` False means the database refused it."""
+
+    operation_id: str
+    entity_id: str | None
+    legacy_entity_id: int | None
+    mode: DualWriteMode
+    primary_success: bool
+    secondary_success: bool
+    overall_success: bool
+    has_inconsistency: bool = False
+    error: str | None = None
+    duration_ms: float = 0.0
+    status: UnifiedTransactionStatus | None = None
+    legacy_status: str | None = None
+    changed: bool = True
+    legacy_system: LegacySystemType | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "operation_id": self.operation_id,
+            "entity_id": self.entity_id,
+            "legacy_system": self.legacy_system.value if self.legacy_system else None,
+            "legacy_entity_id": self.legacy_entity_id,
+            "mode": self.mode.value,
+            "primary_success": self.primary_success,
+            "secondary_success": self.secondary_success,
+            "overall_success": self.overall_success,
+            "has_inconsistency": self.has_inconsistency,
+            "error": self.error,
+            "duration_ms": round(self.duration_ms, 3),
+            "status": self.status.value if self.status else None,
+            "legacy_status": self.legacy_status,
+            "changed": self.changed,
+        }
+
+
+@dataclass
+class OperationEvent:
+    """Handed to observers after every adapter operation (for metrics)."""
+
+    operation: str
+    mode: DualWriteMode
+    success: bool
+    duration_ms: float
+    shadow_mismatch: bool = False
+    error: str | None = None
+    # A write refused for bad input (an invalid transition lost to a race, an unknown
+    # status) is the caller's error, not the system's: success stays True, as HTTP keeps
+    # 4xx out of the 5xx error rate that alerts and gates watch.
+    refused: bool = False
+
+
+@dataclass
+class Entity:
+    """A transaction as locked inside a write: its legacy row and/or its unified row."""
+
+    system: LegacySystemType
+    legacy_id: int | None
+    legacy: Mapping[str, Any] | None
+    unified: Mapping[str, Any] | None
+
+    @property
+    def ttype(self) -> UnifiedTransactionType:
+        return self.system.transaction_type
+
+    @property
+    def utx_id(self) -> str:
+        if self.unified is not None:
+            return str(self.unified["id"])
+        assert self.legacy_id is not None
+        return derive_utx_id(self.system, self.legacy_id)
+
+
+class ModeChanged(Exception):
+    """The mode moved while this write waited for its lock: retry under the new mode."""
+
+
+@dataclass
+class Plan:
+    """What one status change will write."""
+
+    mode: DualWriteMode
+    entity: Entity
+    src: UnifiedTransactionStatus | None
+    dst: UnifiedTransactionStatus
+    src_legacy: str | None
+    dst_legacy: str
+    kind: TransitionKind
+    reason: str
+    triggered_by: str
+    metadata: dict[str, Any] | None
+    operation_id: str
+    now: Any = field(default_factory=utcnow)
