@@ -4,10 +4,13 @@
 against a driver-only client that sends exactly the adapter's hot-path SQL (the
 statements of ``unistatus.adapter_sql``, compiled the same way) for exactly the same
 walks (same seeds, ``unistatus.traffic.valid_path``), with the statuses worked out
-before the clock starts: per new transaction the mode lock and the creating CTE, per
-step the locking SELECT and the dual-write CTE, each its own committed transaction, on
-one psycopg connection per thread. No validation, no mapping, no retries, no
-SQLAlchemy: what this host can do with these statements at this concurrency.
+before the clock starts: per new transaction the creating CTE in a transaction (it
+takes the mode lock itself), per step the guarded dual-write statement in autocommit,
+planned from the state the client wrote last (as the adapter's state cache does), on
+one psycopg connection per thread, behind the same first-come-first-served gate of
+``--write-concurrency`` operations in flight (the adapter's default for PostgreSQL;
+0: none). No validation, no mapping, no retries, no SQLAlchemy: what this host can do
+with these statements at this concurrency.
 
 Each variant runs on its own throwaway database (autovacuum may be off: a reused one
 would bloat), in alternating rounds so drift hits both alike.
@@ -39,9 +42,10 @@ from unistatus.clock import utcnow
 from unistatus.config import load_settings
 from unistatus.control import set_mode
 from unistatus.db import schema
-from unistatus.db.dialect import ops_for
+from unistatus.db.dialect import PostgresOps, ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.gate import FairGate
 from unistatus.loadtest import CURRENCIES, percentile, run_load_test
 from unistatus.mapping import LegacyStatusMapper
 from unistatus.statuses import DualWriteMode, UnifiedTransactionStatus, UnifiedTransactionType
@@ -87,7 +91,7 @@ def plan_walks(transactions: int, seed: int) -> list[Walk]:
     return walks
 
 
-def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
+def run_raw(url: str, walks: list[Walk], concurrent: int, slots: int) -> dict[str, Any]:
     """The walks through psycopg alone, with the adapter's SQL."""
     engine = create_engine(url)
     settings = load_settings()
@@ -95,7 +99,9 @@ def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
         resolve_legacy_tables(engine, settings, require_status=False),
         ops_for(engine),
         engine.dialect,
+        locked_mode=True,
     )
+    gate = FairGate(slots) if slots else None
     dsn = sa.make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     latencies: list[float] = []
     lock = threading.Lock()
@@ -104,8 +110,6 @@ def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
     def worker() -> None:
         conn = psycopg.connect(dsn)
         mine: list[float] = []
-        mode_lock = hot.mode_lock()
-        assert mode_lock is not None
         try:
             while True:
                 with lock:
@@ -113,14 +117,11 @@ def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
                         break
                     walk = queue.pop()
                 system = walk.ttype.legacy_system
-                create, lock_both, write = (
-                    hot.create_dual(system),
-                    hot.lock_both(system),
-                    hot.dual_write(system),
-                )
+                create, write = hot.create_dual(system), hot.guarded_dual_write(system)
                 (unified, legacy), *steps = walk.steps
                 started = time.perf_counter()
-                conn.execute(mode_lock.compiled.string, mode_lock.defaults)
+                enter(gate)
+                conn.autocommit = False
                 values = {
                     "p_mode": MODE.value,
                     "c_user_id": walk.user_id,
@@ -134,15 +135,15 @@ def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
                 }
                 row = conn.execute(create.compiled.string, create.bind(values)).fetchone()
                 conn.commit()
+                leave(gate)
                 mine.append((time.perf_counter() - started) * 1000)
                 assert row is not None
                 utx_id, legacy_id = row[0], row[1]
+                conn.autocommit = True
+                version = 1
                 for dst, dst_legacy in steps:
                     started = time.perf_counter()
-                    conn.execute(
-                        lock_both.compiled.string,
-                        lock_both.bind({"p_legacy_id": legacy_id}),
-                    ).fetchone()
+                    enter(gate)
                     now = utcnow()
                     history = {
                         "h_transaction_id": utx_id,
@@ -167,13 +168,17 @@ def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
                         "p_now": now,
                         "p_utx_id": utx_id,
                         "p_status": dst,
+                        "p_src_legacy": legacy,
+                        "p_src_status": unified,
+                        "p_src_unified_legacy": legacy,
+                        "p_version": version,
                         **history,
                     }
                     written = conn.execute(write.compiled.string, write.bind(values))
                     assert written.fetchone() == (1,)
-                    conn.commit()
+                    leave(gate)
                     mine.append((time.perf_counter() - started) * 1000)
-                    unified, legacy = dst, dst_legacy
+                    unified, legacy, version = dst, dst_legacy, version + 1
         finally:
             conn.close()
             with lock:
@@ -188,6 +193,16 @@ def run_raw(url: str, walks: list[Walk], concurrent: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     engine.dispose()
     return _figures(latencies, elapsed, len(walks))
+
+
+def enter(gate: FairGate | None) -> None:
+    if gate is not None:
+        gate.acquire()
+
+
+def leave(gate: FairGate | None) -> None:
+    if gate is not None:
+        gate.release()
 
 
 def _figures(latencies: list[float], elapsed: float, transactions: int) -> dict[str, Any]:
@@ -219,10 +234,21 @@ def main() -> None:
     parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--write-concurrency",
+        type=int,
+        default=None,
+        help="operations in flight, for both clients (default: the adapter's, 4; 0: no limit)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     walks = plan_walks(args.transactions, args.seed)
     settings = load_settings()
+    if args.write_concurrency is not None:
+        settings = settings.model_copy(update={"write_concurrency": args.write_concurrency})
+    slots = settings.write_concurrency
+    if slots is None:
+        slots = PostgresOps.default_write_concurrency
     results: dict[str, list[dict[str, Any]]] = {"raw": [], "adapter": []}
     for round_no in range(args.rounds):
         order = ["raw", "adapter"] if round_no % 2 == 0 else ["adapter", "raw"]
@@ -230,7 +256,7 @@ def main() -> None:
             with throwaway_postgres(label="ltraw") as url:
                 fresh(url)
                 if variant == "raw":
-                    results["raw"].append(run_raw(url, walks, args.concurrent))
+                    results["raw"].append(run_raw(url, walks, args.concurrent, slots))
                 else:
                     report = run_load_test(
                         url,
@@ -264,6 +290,7 @@ def main() -> None:
     summary = {
         "transactions": args.transactions,
         "concurrent": args.concurrent,
+        "write_concurrency": slots,
         "rounds": results,
         "median_ops_per_s": {v: round(median(v, "operations_per_s"), 1) for v in results},
         "median_p95_ms": {v: round(median(v, "latency_ms", "p95"), 2) for v in results},

@@ -187,6 +187,24 @@ def test_a_stale_cached_state_is_never_written_from(pg: Database) -> None:
     assert len(history(pg, c3.entity_id or "")) == 3
 
 
+def test_a_refused_write_reports_what_it_found(
+    pg: Database, statements: list[tuple[str, bool]]
+) -> None:
+    """A stale cached state costs one more statement, not a read and a write: the
+    refused guarded write returns the rows as it found them, and the change is planned
+    again from that."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    b = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    assert b.update_status(c.entity_id, "PROCESSING", "r", "b").overall_success
+    statements.clear()
+    r = a.update_status(c.entity_id, "FAILED", "r", "a")
+    assert r.overall_success and r.changed
+    assert [sql.lstrip()[:11] for sql, _ in statements] == ["WITH locked"] * 2, statements
+    last = history(pg, c.entity_id or "")[-1]
+    assert (last["from_status"], last["to_status"]) == ("PROCESSING", "FAILED")
+
+
 def test_racing_adapters_with_stale_caches_keep_an_exact_history(pg: Database) -> None:
     """Four adapters, each remembering its own last writes, race on the same escrows.
     Every committed change must chain from the one before it, and the version must

@@ -147,3 +147,16 @@ def test_settings_choose_the_gate(sqlite_db: Database, pg: Database) -> None:
     assert DualWriteAdapter(pg.engine, settings=pg.settings).gate.slots == 4  # type: ignore[union-attr]
     unlimited = pg.settings.model_copy(update={"write_concurrency": 0})
     assert DualWriteAdapter(pg.engine, settings=unlimited).gate is None
+
+
+def test_write_concurrency_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unistatus.config import load_settings
+    from unistatus.errors import ConfigError
+
+    monkeypatch.setenv("UNISTATUS_WRITE_CONCURRENCY", "12")
+    assert load_settings().write_concurrency == 12
+    monkeypatch.setenv("UNISTATUS_WRITE_CONCURRENCY", "")  # empty: not set, the default
+    assert load_settings().write_concurrency is None
+    monkeypatch.setenv("UNISTATUS_WRITE_CONCURRENCY", "-1")
+    with pytest.raises(ConfigError, match="write_concurrency"):
+        load_settings()

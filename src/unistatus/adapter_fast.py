@@ -83,14 +83,18 @@ class FastStatusWriter:
             return None
         with self.engine.connect() as conn:
             known = self.known.pop(located, None)
+            found: Entity | None = None
             if known is not None and self._usable(known, mode):
-                done = self._try(conn, known, op_id, plan)
+                done, found = self._try(conn, known, op_id, plan)
                 self.hits += done is not None
                 if done is not None:
                     return done
             self.misses += 1
-            entity = self._read(conn, *located, mode)
-            return None if entity is None else self._try(conn, entity, op_id, plan)
+            # The refused write said what it found (no extra read), else read.
+            entity = found or self._read(conn, *located, mode)
+            if entity is None or entity.legacy is None:
+                return None  # a row is gone (or never was): the locked path says what
+            return self._try(conn, entity, op_id, plan)[0]
 
     def remember_created(
         self,
@@ -109,19 +113,21 @@ class FastStatusWriter:
 
     def _try(
         self, conn: sa.Connection, entity: Entity, op_id: str, plan: Callable[[Entity], Plan]
-    ) -> Plan | None:
-        """Plan from ``entity`` and write if the rows still hold it; None otherwise."""
+    ) -> tuple[Plan | None, Entity | None]:
+        """Plan from ``entity`` and write if the rows still hold it: (the plan, None);
+        otherwise (None, the state the refused write found, if it got that far)."""
         try:
             p = plan(entity)
         except UnistatusError:
-            return None  # refused on unlocked data: the locked path confirms or not
+            return None, None  # refused on unlocked data: the locked path confirms or not
         p.operation_id = op_id
         if p.kind is TransitionKind.NOOP or not self.adapter._one_statement(p):
-            return None
-        if not self._write(conn, p):
-            return None
+            return None, None
+        found = self._write(conn, p)
+        if found is not None:
+            return None, found
         self._remember_written(p)
-        return p
+        return p, None
 
     def _usable(self, known: Entity, mode: DualWriteMode) -> bool:
         return known.unified is not None or not mode.writes_unified
@@ -175,22 +181,38 @@ class FastStatusWriter:
         unified = dict(zip(UNIFIED_LOCK_KEYS, row[n:], strict=True))
         return Entity(system, legacy_id, legacy, unified)
 
-    def _write(self, conn: sa.Connection, p: Plan) -> bool:
-        """The guarded statement; False when it wrote nothing (something moved)."""
+    def _write(self, conn: sa.Connection, p: Plan) -> Entity | None:
+        """The guarded statement: None when it wrote, else the state it found instead
+        (unlocked, as of its start; an entity without rows if they are gone)."""
         a, e = self.adapter, p.entity
-        assert e.legacy is not None
+        assert e.legacy is not None and e.legacy_id is not None
         params: dict[str, Any] = {
             **a._one_statement_params(p),
             "p_src_legacy": e.legacy["status"],
         }
         if not p.mode.writes_unified:
-            return bool(a.hot.guarded_legacy_write(e.system).rows(conn, params))
+            rows = a.hot.guarded_legacy_write(e.system).rows(conn, params)
+            if rows and rows[0][0] == 1:
+                return None
+            legacy = {"status": rows[0][1]} if rows else None
+            return Entity(e.system, e.legacy_id, legacy, None)
         assert e.unified is not None
         params["p_src_status"] = e.unified["status"]
         params["p_src_unified_legacy"] = e.unified["legacy_status"]
         params["p_version"] = e.unified["version"]
-        written: int = a.hot.guarded_dual_write(e.system).rows(conn, params)[0][0]
-        return written == 1
+        rows = a.hot.guarded_dual_write(e.system).rows(conn, params)
+        if rows and rows[0][0] == 1:
+            return None
+        if not rows:
+            return Entity(e.system, e.legacy_id, None, None)
+        written, legacy_status, status, unified_legacy, version = rows[0]
+        unified = {
+            "id": e.unified["id"],
+            "status": status,
+            "legacy_status": unified_legacy,
+            "version": version,
+        }
+        return Entity(e.system, e.legacy_id, {"status": legacy_status}, unified)
 
 
 def _legacy_location(ref: EntityRef) -> tuple[LegacySystemType, int] | None:

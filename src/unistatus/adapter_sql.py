@@ -195,14 +195,15 @@ class HotStatements:
 
     def dual_write(self, system: LegacySystemType) -> Prepared:
         """Guarded legacy UPDATE + unified UPDATE + history INSERT: one row, count 1."""
-        return self._get(
-            "dual_write",
-            system,
-            lambda: self._dual_update(self._legacy_update(system).cte("legacy_write")),
-        )
+
+        def build() -> Any:
+            history_cte = self._dual_update(self._legacy_update(system).cte("legacy_write"))
+            return sa.select(sa.func.count()).select_from(history_cte)
+
+        return self._get("dual_write", system, build)
 
     def _dual_update(self, legacy_cte: Any) -> Any:
-        """Unified UPDATE + history INSERT after ``legacy_cte``; SELECT count(history)."""
+        """Unified UPDATE + history INSERT after ``legacy_cte``: the history CTE."""
         unified_cte = (
             sa.update(U)
             .where(U.c.id == sa.bindparam("p_utx_id"), sa.exists(sa.select(legacy_cte)))
@@ -227,7 +228,7 @@ class HotStatements:
             .returning(H.c.id)
             .cte("history_write")
         )
-        return sa.select(sa.func.count()).select_from(history_cte)
+        return history_cte
 
     # --- the two-round-trip path (PostgreSQL) -----------------------------------------
 
@@ -256,11 +257,12 @@ class HotStatements:
 
     def guarded_legacy_write(self, system: LegacySystemType) -> Prepared:
         """Legacy UPDATE in one statement: only while the mode is ``p_mode`` and the row
-        still holds ``p_src_legacy``; RETURNING its id (no row: something moved)."""
+        still holds ``p_src_legacy``. One row: (rows written, the legacy status as the
+        statement found it), for a retry to plan from; none if the row is gone."""
 
         def build() -> Any:
             lt = self.legacy[system]
-            return (
+            write = (
                 sa.update(lt.table)
                 .where(
                     lt.id == sa.bindparam("p_legacy_id"),
@@ -271,6 +273,11 @@ class HotStatements:
                 )
                 .values(self._legacy_values(lt))
                 .returning(lt.id)
+                .cte("legacy_write")
+            )
+            written = sa.select(sa.func.count()).select_from(write).scalar_subquery()
+            return sa.select(written, legacy_status_column(lt)).where(
+                lt.id == sa.bindparam("p_legacy_id")
             )
 
         return self._get("guarded_legacy_write", system, build)
@@ -284,6 +291,11 @@ class HotStatements:
         CTE yields a row only if both still hold exactly what the plan was made from
         (legacy status; unified status, legacy_status and version) and the mode is
         ``p_mode``. The writes run only if it did: all three, or none.
+
+        One row: (history rows written, then the legacy status and the unified status,
+        legacy_status and version as the statement found them), so that a write refused
+        for a stale state can be planned again without another read; none if a row is
+        gone.
         """
 
         def build() -> Any:
@@ -314,7 +326,19 @@ class HotStatements:
                 .returning(lt.id)
                 .cte("legacy_write")
             )
-            return self._dual_update(legacy_cte)
+            history_cte = self._dual_update(legacy_cte)
+            written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
+            return (
+                sa.select(
+                    written,
+                    legacy_status_column(lt),
+                    U.c.status,
+                    U.c.legacy_status,
+                    U.c.version,
+                )
+                .join_from(lt.table, U, self._unified_of(system, lt))
+                .where(lt.id == sa.bindparam("p_legacy_id"))
+            )
 
         return self._get("guarded_dual_write", system, build)
 

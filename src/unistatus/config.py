@@ -58,8 +58,10 @@ class AutoResponses(BaseModel):
 
 
 class Settings(BaseSettings):
+    # An empty variable (`UNISTATUS_WRITE_CONCURRENCY=`) means "not set", as in shells
+    # and compose files, rather than an invalid value.
     model_config = SettingsConfigDict(
-        env_prefix="UNISTATUS_", extra="ignore", env_nested_delimiter="__"
+        env_prefix="UNISTATUS_", extra="ignore", env_nested_delimiter="__", env_ignore_empty=True
     )
 
     database_url: str = DEFAULT_DATABASE_URL
