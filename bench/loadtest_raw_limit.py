@@ -133,9 +133,11 @@ def run_raw(url: str, walks: list[Walk], concurrent: int, slots: int) -> dict[st
                     "c_operation_id": str(uuid.uuid4()),
                     "c_now": utcnow(),
                 }
-                row = conn.execute(create.compiled.string, create.bind(values)).fetchone()
-                conn.commit()
-                leave(gate)
+                try:
+                    row = conn.execute(create.compiled.string, create.bind(values)).fetchone()
+                    conn.commit()
+                finally:
+                    leave(gate)
                 mine.append((time.perf_counter() - started) * 1000)
                 assert row is not None
                 utx_id, legacy_id = row[0], row[1]
@@ -174,9 +176,12 @@ def run_raw(url: str, walks: list[Walk], concurrent: int, slots: int) -> dict[st
                         "p_version": version,
                         **history,
                     }
-                    written = conn.execute(write.compiled.string, write.bind(values))
-                    assert written.fetchone() == (1,)
-                    leave(gate)
+                    try:
+                        written = conn.execute(write.compiled.string, write.bind(values))
+                        row = written.fetchone()
+                    finally:
+                        leave(gate)
+                    assert row is not None and row[0] == 1, row  # history rows written
                     mine.append((time.perf_counter() - started) * 1000)
                     unified, legacy, version = dst, dst_legacy, version + 1
         finally:
