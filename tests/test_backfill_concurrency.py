@@ -88,7 +88,7 @@ def test_backfill_100k_under_live_dual_writes_is_fully_consistent(pg: Any) -> No
 
 def test_several_workers_share_the_chunks_without_gap_or_overlap(pg: Any) -> None:
     seed_legacy(pg.engine, pg.settings, 15_000, seed=4, unmappable=9)
-    report = run_backfill(pg.engine, pg.settings, batch_size=250, workers=3).as_dict()
+    report = run_backfill(pg.engine, pg.settings, batch_size=100, workers=3).as_dict()
     assert report["workers"] == 3
     assert report["inserted"] == 15_000 and report["quarantined"] == 9
     assert report["complete"]
