@@ -39,8 +39,6 @@ from unistatus.adapter_model import (
     Plan,
 )
 from unistatus.adapter_sql import (
-    LEGACY_KEYS,
-    UNIFIED_LOCK_KEYS,
     HotStatements,
     legacy_select,
     legacy_status_column,
@@ -537,7 +535,7 @@ class DualWriteAdapter:
             if both is not None:
                 return both
         rows = self.hot.lock_legacy(system).rows(conn, {"p_legacy_id": legacy_id})
-        row = dict(zip(LEGACY_KEYS, rows[0], strict=True)) if rows else None
+        row = Entity.from_row(system, legacy_id, rows[0]).legacy if rows else None
         # LEGACY_ONLY leaves unified alone, so it need not read it (unless the legacy
         # row is missing, to tell "unknown" from "born unified").
         unified = (
@@ -557,12 +555,7 @@ class DualWriteAdapter:
         when either row is missing: the caller takes the two-statement path.
         """
         rows = self.hot.lock_both(system).rows(conn, {"p_legacy_id": legacy_id})
-        if not rows:
-            return None
-        row, n = rows[0], len(LEGACY_KEYS)
-        legacy = dict(zip(LEGACY_KEYS, row[:n], strict=True))
-        unified = dict(zip(UNIFIED_LOCK_KEYS, row[n:], strict=True))
-        return Entity(system, legacy_id, legacy, unified)
+        return Entity.from_row(system, legacy_id, rows[0]) if rows else None
 
     def _legacy_row(
         self, conn: sa.Connection, system: LegacySystemType, legacy_id: int, *, lock: bool

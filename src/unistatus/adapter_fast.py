@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from unistatus.adapter_model import Entity, Plan
-from unistatus.adapter_sql import LEGACY_KEYS, UNIFIED_LOCK_KEYS
 from unistatus.errors import UnistatusError
 from unistatus.ids import EntityRef, LegacyRef
 from unistatus.statuses import DualWriteMode, LegacySystemType
@@ -167,19 +166,10 @@ class FastStatusWriter:
         self, conn: sa.Connection, system: LegacySystemType, legacy_id: int, mode: DualWriteMode
     ) -> Entity | None:
         hot = self.adapter.hot
-        params = {"p_legacy_id": legacy_id}
-        if not mode.writes_unified:
-            rows = hot.read_legacy(system).rows(conn, params)
-            if not rows:
-                return None
-            return Entity(system, legacy_id, dict(zip(LEGACY_KEYS, rows[0], strict=True)), None)
-        rows = hot.read_both(system).rows(conn, params)
-        if not rows:
-            return None  # no legacy row, or no unified row yet
-        row, n = rows[0], len(LEGACY_KEYS)
-        legacy = dict(zip(LEGACY_KEYS, row[:n], strict=True))
-        unified = dict(zip(UNIFIED_LOCK_KEYS, row[n:], strict=True))
-        return Entity(system, legacy_id, legacy, unified)
+        read = hot.read_both(system) if mode.writes_unified else hot.read_legacy(system)
+        rows = read.rows(conn, {"p_legacy_id": legacy_id})
+        # None: no legacy row, or (dual modes) no unified row yet.
+        return Entity.from_row(system, legacy_id, rows[0]) if rows else None
 
     def _write(self, conn: sa.Connection, p: Plan) -> Entity | None:
         """The guarded statement: None when it wrote, else the state it found instead

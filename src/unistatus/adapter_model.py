@@ -6,10 +6,11 @@ Kept apart from :mod:`unistatus.adapter` (the write protocol) and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from unistatus.adapter_sql import LEGACY_KEYS, UNIFIED_LOCK_KEYS
 from unistatus.clock import utcnow
 from unistatus.ids import derive_utx_id
 from unistatus.statuses import (
@@ -96,6 +97,15 @@ class Entity:
             return str(self.unified["id"])
         assert self.legacy_id is not None
         return derive_utx_id(self.system, self.legacy_id)
+
+    @classmethod
+    def from_row(cls, system: LegacySystemType, legacy_id: int, row: Sequence[Any]) -> Entity:
+        """From a ``lock_legacy`` / ``read_legacy`` row (LEGACY_KEYS), or a ``lock_both``
+        / ``read_both`` row (LEGACY_KEYS then UNIFIED_LOCK_KEYS)."""
+        n = len(LEGACY_KEYS)
+        legacy = dict(zip(LEGACY_KEYS, row[:n], strict=True))
+        unified = dict(zip(UNIFIED_LOCK_KEYS, row[n:], strict=True)) if len(row) > n else None
+        return cls(system, legacy_id, legacy, unified)
 
 
 class ModeChanged(Exception):

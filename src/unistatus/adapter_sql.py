@@ -156,18 +156,21 @@ class HotStatements:
         versions after waiting (a joined row that is only read could be stale).
         """
 
-        def build() -> Any:
-            lt = self.legacy[system]
-            q = (
-                legacy_select(lt)
-                .add_columns(*(U.c[k].label(f"u_{k}") for k in UNIFIED_LOCK_KEYS))
-                .join_from(lt.table, U, self._unified_of(system, lt))
-                .where(lt.id == sa.bindparam("p_legacy_id"))
-                .with_for_update()
-            )
-            return self._with_mode_lock(q)
+        return self._get(
+            "lock_both",
+            system,
+            lambda: self._with_mode_lock(self._both_select(system).with_for_update()),
+        )
 
-        return self._get("lock_both", system, build)
+    def _both_select(self, system: LegacySystemType) -> sa.Select[Any]:
+        """The legacy row joined to its unified row: LEGACY_KEYS + u_UNIFIED_LOCK_KEYS."""
+        lt = self.legacy[system]
+        return (
+            legacy_select(lt)
+            .add_columns(*(U.c[k].label(f"u_{k}") for k in UNIFIED_LOCK_KEYS))
+            .join_from(lt.table, U, self._unified_of(system, lt))
+            .where(lt.id == sa.bindparam("p_legacy_id"))
+        )
 
     def _mode_guard(self) -> Any:
         """The stored mode as a create's guard compares it: with the mode lock taken in
@@ -243,17 +246,7 @@ class HotStatements:
 
     def read_both(self, system: LegacySystemType) -> Prepared:
         """The legacy row and its unified row, unlocked: LEGACY_KEYS + u_UNIFIED_LOCK_KEYS."""
-
-        def build() -> Any:
-            lt = self.legacy[system]
-            return (
-                legacy_select(lt)
-                .add_columns(*(U.c[k].label(f"u_{k}") for k in UNIFIED_LOCK_KEYS))
-                .join_from(lt.table, U, self._unified_of(system, lt))
-                .where(lt.id == sa.bindparam("p_legacy_id"))
-            )
-
-        return self._get("read_both", system, build)
+        return self._get("read_both", system, lambda: self._both_select(system))
 
     def guarded_legacy_write(self, system: LegacySystemType) -> Prepared:
         """Legacy UPDATE in one statement: only while the mode is ``p_mode`` and the row
@@ -266,9 +259,7 @@ class HotStatements:
                 sa.update(lt.table)
                 .where(
                     lt.id == sa.bindparam("p_legacy_id"),
-                    legacy_status_column(lt).is_not_distinct_from(
-                        sa.bindparam("p_src_legacy", type_=sa.String)
-                    ),
+                    self._src_legacy_holds(lt),
                     LOCKED_MODE == sa.bindparam("p_mode"),
                 )
                 .values(self._legacy_values(lt))
@@ -306,9 +297,7 @@ class HotStatements:
                 .where(
                     lt.id == sa.bindparam("p_legacy_id"),
                     U.c.id == sa.bindparam("p_utx_id"),
-                    legacy_status_column(lt).is_not_distinct_from(
-                        sa.bindparam("p_src_legacy", type_=sa.String)
-                    ),
+                    self._src_legacy_holds(lt),
                     U.c.status == sa.bindparam("p_src_status"),
                     U.c.legacy_status.is_not_distinct_from(
                         sa.bindparam("p_src_unified_legacy", type_=sa.String)
@@ -341,6 +330,12 @@ class HotStatements:
             )
 
         return self._get("guarded_dual_write", system, build)
+
+    @staticmethod
+    def _src_legacy_holds(lt: LegacyTable) -> sa.ColumnElement[bool]:
+        """The legacy row still holds the status the write was planned from."""
+        src = sa.bindparam("p_src_legacy", type_=sa.String)
+        return legacy_status_column(lt).is_not_distinct_from(src)
 
     @staticmethod
     def _unified_of(system: LegacySystemType, lt: LegacyTable) -> sa.ColumnElement[bool]:
