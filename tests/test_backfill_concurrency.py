@@ -15,8 +15,10 @@ import sqlalchemy as sa
 from test_backfill_support import inconsistencies
 from unistatus.adapter import DualWriteAdapter
 from unistatus.backfill import progress, run_backfill
+from unistatus.backfill.plan import plan_or_join
 from unistatus.check import run_check
 from unistatus.control import set_mode
+from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
@@ -87,8 +89,33 @@ def test_backfill_100k_under_live_dual_writes_is_fully_consistent(pg: Any) -> No
 
 
 def test_several_workers_share_the_chunks_without_gap_or_overlap(pg: Any) -> None:
+    """Three worker processes, started together, each claim chunks; together they tile
+    every key range once. The start is synchronised, not hoped for: the chunk table is
+    locked until all three workers wait on it, so each one's first claim is a chunk of
+    its own (SKIP LOCKED), however slowly the processes were spawned."""
     seed_legacy(pg.engine, pg.settings, 15_000, seed=4, unmappable=9)
-    report = run_backfill(pg.engine, pg.settings, batch_size=100, workers=3).as_dict()
+    # The workers' first statements wait for the lock below: no timeout may cut them off.
+    settings = pg.settings.model_copy(
+        update={"lock_timeout_ms": 120_000, "statement_timeout_ms": 120_000}
+    )
+    plan_or_join(ops_for(pg.engine), resolve_legacy_tables(pg.engine, settings), 100)
+    box: dict[str, Any] = {}
+    with pg.engine.connect() as gatekeeper:
+        tx = gatekeeper.begin()
+        gatekeeper.execute(sa.text("LOCK TABLE unistatus_backfill_chunks IN EXCLUSIVE MODE"))
+        runner = threading.Thread(
+            target=lambda: box.update(
+                report=run_backfill(pg.engine, settings, batch_size=100, workers=3)
+            )
+        )
+        runner.start()
+        deadline = time.monotonic() + 60
+        while _waiting_on_chunks(pg.engine) < 3:
+            assert runner.is_alive() and time.monotonic() < deadline, "workers never queued"
+            time.sleep(0.05)
+        tx.commit()
+    runner.join(120)
+    report = box["report"].as_dict()
     assert report["workers"] == 3
     assert report["inserted"] == 15_000 and report["quarantined"] == 9
     assert report["complete"]
@@ -102,13 +129,26 @@ def test_several_workers_share_the_chunks_without_gap_or_overlap(pg: Any) -> Non
         )
     assert {c["state"] for c in chunks} == {"done"}
     assert {c["attempts"] for c in chunks} == {1}
-    assert len({c["worker"] for c in chunks}) > 1  # the work really was shared
+    assert len({c["worker"] for c in chunks}) == 3  # every worker claimed chunks of its own
     for system in ("CASHOUT", "ESCROW", "EXCHANGE"):
         mine = [c for c in chunks if c["system"] == system]
         for a, b in zip(mine, mine[1:], strict=False):
             assert b["start_id"] == a["end_id"] + 1  # tiles the key space: no gap, no overlap
         assert mine[-1]["end_id"] == jobs_hwm[system]
         assert sum(c["inserted"] + c["quarantined"] for c in mine) == sum(c["rows"] for c in mine)
+
+
+def _waiting_on_chunks(engine: sa.Engine) -> int:
+    """Backends waiting for a lock on the chunk table (a fresh connection per call)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation' "
+                    "AND relation = 'unistatus_backfill_chunks'::regclass"
+                )
+            ).scalar_one()
+        )
 
 
 def test_a_timed_out_batch_is_retried_not_skipped(pg: Any) -> None:

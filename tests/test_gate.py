@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -72,12 +73,25 @@ def test_misuse_is_refused() -> None:
         gate.release()
 
 
-def _waiting_on_row_lock(conn: sa.Connection) -> int:
+def _waiting_on_row_lock(engine: sa.Engine) -> int:
+    """Backends waiting on a row lock now. Asked on a connection of its own, outside any
+    transaction: pg_stat_activity is a snapshot taken at its first read in a transaction,
+    so polling it inside one would see the same answer for ever."""
     q = sa.text(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
         "AND wait_event IN ('transactionid', 'tuple') AND pid <> pg_backend_pid()"
     )
-    return int(conn.execute(q).scalar_one())
+    with engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())
+
+
+def _until(reached: Callable[[], bool], what: str, deadline_seconds: float = 10.0) -> None:
+    """Poll until a state is reached; fail naming it when the deadline passes first."""
+    deadline = time.monotonic() + deadline_seconds
+    while not reached():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not reached within {deadline_seconds}s: {what}")
+        time.sleep(0.01)
 
 
 def test_the_adapter_lets_n_writes_through_and_queues_the_rest(pg: Database) -> None:
@@ -92,37 +106,35 @@ def test_the_adapter_lets_n_writes_through_and_queues_the_rest(pg: Database) -> 
     blocked = a.create_transaction("ESCROW", 1, "5", "USD")
     others = [a.create_transaction("ESCROW", 1, "5", "USD") for _ in range(6)]
     results: list[Any] = []
+
+    def writer(entity_id: str) -> threading.Thread:
+        return threading.Thread(
+            target=lambda: results.append(
+                a.update_status(entity_id, "AWAITING_PAYMENT", "r", "t")
+            )
+        )
+
     with pg.engine.connect() as blocker:
         tx = blocker.begin()
         blocker.execute(
             sa.text(f"SELECT 1 FROM escrows WHERE id = {blocked.legacy_entity_id} FOR UPDATE")
         )
-        threads = [
-            threading.Thread(
-                target=lambda: results.append(
-                    a.update_status(blocked.entity_id, "AWAITING_PAYMENT", "r", "t")
-                )
-            )
-            for _ in range(2)
-        ]
-        threads += [
-            threading.Thread(
-                target=lambda c=c: results.append(
-                    a.update_status(c.entity_id, "AWAITING_PAYMENT", "r", "t")
-                )
-            )
-            for c in others
-        ]
+        # The two writers of the blocked row go first and take both slots: each is then
+        # inside the database, waiting on the row lock, before the other six arrive.
+        threads = [writer(blocked.entity_id) for _ in range(2)]
         for t in threads:
             t.start()
-        deadline = time.monotonic() + 5
-        while a.gate is not None and a.gate.waiting < 6 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert a.gate is not None and a.gate.waiting == 6  # two in, six queued
-        while _waiting_on_row_lock(blocker) < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.2)  # were more let through, they would be waiting by now
-        assert _waiting_on_row_lock(blocker) == 2 and a.gate.waiting == 6
+        _until(lambda: _waiting_on_row_lock(pg.engine) == 2, "two writers on the row lock")
+        assert a.gate is not None and a.gate.waiting == 0
+        queued = [writer(c.entity_id) for c in others]
+        for t in queued:
+            t.start()
+        _until(lambda: a.gate is not None and a.gate.waiting == 6, "six writers queued")
+        threads += queued
+        # Nothing left the gate: the two slots are still held by the blocked writers
+        # (a third writer in the database would have finished, its row is free).
+        assert _waiting_on_row_lock(pg.engine) == 2 and a.gate.waiting == 6
+        assert all(t.is_alive() for t in threads) and results == []
         impatient = DualWriteAdapter(
             pg.engine,
             settings=settings.model_copy(
