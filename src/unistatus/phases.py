@@ -24,6 +24,11 @@ mode, under the exclusive mode lock, so no adapter write commits in between. Eve
 change is in the control log with the actor, the reason and the gate values measured
 at the time (and which gates were forced).
 
+A gate that reads a stored check accepts only a check that STARTED after the last change
+of the mode, the phase or a rollback (the control log): a check of an earlier state
+(before an emergency rollback and the legacy-only writes after it, say) never opens a
+gate.
+
 A gate whose data source is missing (no measurement yet, an unreadable source) fails
 with the value ``unavailable``: a gate never passes by default. ``force`` passes failing
 gates only with a reason, and records which ones were forced.
@@ -217,6 +222,19 @@ def _last_change_to(conn: sa.Connection, key: str, value: str) -> datetime | Non
     return as_utc(conn.execute(q).scalar_one_or_none())
 
 
+def _last_control_change(conn: sa.Connection) -> datetime | None:
+    """When the mode, the phase or a rollback last changed (None if never).
+
+    A check that started before then measured another system state: a gate never
+    reads it (legacy-only writes after an emergency rollback, say, are not in it).
+    """
+    from unistatus.rollback import ROLLBACK_KEY
+
+    keys = (MODE_KEY, PHASE_KEY, ROLLBACK_KEY)
+    q = sa.select(sa.func.max(control_log.c.created_at)).where(control_log.c.key.in_(keys))
+    return as_utc(conn.execute(q).scalar_one_or_none())
+
+
 def phase_started_at(engine: sa.Engine, phase: int) -> datetime | None:
     """When the phase was last entered (None if never)."""
     with engine.connect() as conn:
@@ -291,7 +309,7 @@ def _gate_check(
     require_full: bool,
     need_rows: bool,
 ) -> Gate:
-    """A stored check report, run after ``after``, 100% consistent."""
+    """A stored check report, started after ``after``, 100% consistent."""
     from unistatus.check import latest_report as latest
 
     try:
@@ -304,7 +322,10 @@ def _gate_check(
     started = as_utc(getattr(report, "started_at", None)) or created
     if after is not None and started is not None and started < after:
         return _unavailable(
-            name, "100%", f"the latest check ran before {after.isoformat()}: run it again"
+            name,
+            "100%",
+            f"check #{report.id} started before the last mode, phase or rollback change "
+            f"({after.isoformat()}): run it again",
         )
     systems = {str(s) for s in getattr(report, "systems", [])}
     if systems and systems != {s.value for s in LegacySystemType}:
@@ -378,9 +399,9 @@ def evaluate_gates(
     with engine.connect() as conn:
         mode = mode or read_mode(conn)
         phase1 = _last_change_to(conn, PHASE_KEY, "1")
-        unified_primary = _last_change_to(
-            conn, MODE_KEY, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value
-        )
+        # Every gate that reads a check wants one started after this (it is never
+        # earlier than entering phase 1 or switching to unified primary).
+        changed = _last_control_change(conn)
         soak = _gate_soak(conn, mode, settings) if into == 4 else None
     if into == 1:
         return [_gate_mapping()]
@@ -391,7 +412,7 @@ def evaluate_gates(
             _gate_check(
                 engine,
                 "new_transactions_consistent",
-                after=phase1,
+                after=changed,
                 covering_since=phase1,
                 require_full=False,
                 need_rows=True,
@@ -407,7 +428,7 @@ def evaluate_gates(
             _gate_check(
                 engine,
                 "full_check_consistent",
-                after=None,
+                after=changed,
                 covering_since=None,
                 require_full=True,
                 need_rows=False,
@@ -423,7 +444,7 @@ def evaluate_gates(
         _gate_check(
             engine,
             "full_check_consistent",
-            after=unified_primary,
+            after=changed,
             covering_since=None,
             require_full=True,
             need_rows=False,
