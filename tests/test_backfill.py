@@ -176,7 +176,11 @@ def test_undo_keeps_rows_touched_by_live_writes(db: Any) -> None:
     # A row the adapter creates after the backfill is live data too.
     created = adapter.create_transaction("EXCHANGE", 7, "10.5", "USD")
     assert created.overall_success
-    result = undo(db.engine, db.settings)
+    plan = undo(db.engine, db.settings, dry_run=True)
+    result = undo(db.engine, db.settings, actor="test", reason="restart the backfill")
+    assert {k: v for k, v in plan.items() if k != "dry_run"} == {
+        k: v for k, v in result.items() if k != "dry_run"
+    }
     assert result["removed"] == 900 - 2
     assert result["kept_touched_since"] == 2
     assert result["kept_live_rows"] == 1
@@ -236,7 +240,7 @@ def test_pause_and_resume_are_honoured_between_batches(db: Any) -> None:
     after = progress(db.engine, db.settings)["CASHOUT"]
     assert after["done"] == held < after["total"] and not after["complete"]
     with pytest.raises(ModeError):
-        undo(db.engine, db.settings)  # never under an active run
+        undo(db.engine, db.settings, actor="test", reason="t")  # never under an active run
     assert t.is_alive()
     resume(db.engine, actor="test", reason="done")
     t.join(30)

@@ -92,7 +92,7 @@ def test_json_shapes_of_every_subcommand(db: Any) -> None:
     assert rest["inserted"] == 400 and rest["already_present"] == 200 and rest["complete"]
     retry = as_json(cli(db.url, "backfill", "--retry-quarantine", "--json"))
     assert retry["still_unmappable"] == 6 and "systems" in retry
-    undone = as_json(cli(db.url, "backfill", "undo", "--json"))
+    undone = as_json(cli(db.url, "backfill", "undo", "--reason", "start over", "--json"))
     assert undone["removed"] == 600 and db.count("unified_transactions") == 0
 
     text = cli(db.url, "backfill", "--system", "escrow")

@@ -30,13 +30,13 @@ def test_phase_status_json_and_table(db: Database) -> None:
 
 
 def test_phase_advance_gated_forced_and_rollback(db: Database) -> None:
-    assert _run(db, "phase", "advance", "--actor", "alice")[0] == 0
+    assert _run(db, "phase", "advance", "--actor", "alice", "--reason", "phase 1")[0] == 0
     code, out = _run(db, "phase", "status")
     assert code == 1 and "FAIL" in out and "error_rate" in out  # not ready: exit 1
-    code, out = _run(db, "phase", "advance")
+    code, out = _run(db, "phase", "advance", "--reason", "try")
     assert code == 2 and "gate(s) failing" in out and "FAIL" in out
     code, out = _run(db, "phase", "advance", "--force")
-    assert code == 2 and "--reason" in out
+    assert code == 2 and "--reason" in out  # required: a usage error
     code, out = _run(db, "phase", "advance", "--force", "--reason", "drill", "--json")
     assert code == 0
     change = json.loads(out)
@@ -48,7 +48,7 @@ def test_phase_advance_gated_forced_and_rollback(db: Database) -> None:
 
 
 def test_rollback_requires_emergency_flag(db: Database) -> None:
-    _run(db, "phase", "advance")
+    _run(db, "phase", "advance", "--reason", "phase 1")
     code, out = _run(db, "rollback")
     assert code == 2 and "--emergency" in out and "phase rollback" in out
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY  # nothing done

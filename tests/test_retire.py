@@ -211,7 +211,7 @@ def test_refusals_change_nothing(db: Database, tmp_path: Path) -> None:
 def test_cli(sqlite_db: Database, tmp_path: Path) -> None:
     db = sqlite_db
     runner = CliRunner()
-    base = ["--database-url", db.url, "retire", "legacy-columns"]
+    base = ["--database-url", db.url, "retire", "legacy-columns", "--reason", "phase 4"]
     seed(db)
     refused = runner.invoke(app, base)
     assert refused.exit_code == 2 and "refusing to drop" in refused.output

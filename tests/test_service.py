@@ -260,6 +260,8 @@ def test_control_with_the_token(db: Any, client: TestClient) -> None:
     assert r.status_code == 422
     # Phase 0 -> 1 needs its gates; unforced it either passes or is refused with 409.
     r = client.post("/api/v1/control/phase/advance", json={}, headers=auth())
+    assert r.status_code == 422, r.text  # a reason is required (recorded)
+    r = client.post("/api/v1/control/phase/advance", json={"reason": "go"}, headers=auth())
     assert r.status_code in (200, 409), r.text
     r = client.post(
         "/api/v1/control/phase/advance",

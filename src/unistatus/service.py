@@ -116,7 +116,7 @@ class ModeChange(_Input):
 
 
 class PhaseAdvance(_Input):
-    reason: Reason | None = None
+    reason: Reason  # required, like every control change (recorded with the actor)
     force: bool = False
     actor: Actor = "api"
 

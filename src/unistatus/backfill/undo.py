@@ -17,22 +17,39 @@ import sqlalchemy as sa
 from unistatus.backfill.progress import progress
 from unistatus.backfill.statements import ORIGIN
 from unistatus.config import Settings
+from unistatus.control import write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.db.tables_backfill import backfill_quarantine as Q
-from unistatus.errors import ModeError, StorageError
+from unistatus.errors import InputError, ModeError, StorageError
 from unistatus.statuses import LegacySystemType
 
 DELETE_BATCH = 10_000
+CONTROL_KEY = "backfill_undo"  # the control log entry of each undo (actor, reason, counts)
 
 
 def undo(
-    engine: sa.Engine, settings: Settings, *, systems: list[LegacySystemType] | None = None
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    systems: list[LegacySystemType] | None = None,
+    dry_run: bool = False,
+    actor: str = "backfill",
+    reason: str | None = None,
 ) -> dict[str, Any]:
-    """Delete untouched backfilled rows and reset the backfill state; report counts."""
+    """Delete untouched backfilled rows and reset the backfill state; report counts.
+
+    ``dry_run`` counts what would be removed and kept, and changes nothing. A real run
+    is recorded in the control log (key ``backfill_undo``) with ``actor`` and
+    ``reason`` (both required).
+    """
     chosen = systems or list(LegacySystemType)
+    if not dry_run and (not reason or not reason.strip()):
+        raise InputError("a backfill undo needs a reason (--reason); it is recorded")
+    if not dry_run and (not actor or not actor.strip()):
+        raise InputError("an actor is required")
     current = progress(engine, settings)
     busy = [s.value for s in chosen if current[s.value]["state"] in ("running", "paused")]
     if busy:
@@ -40,6 +57,9 @@ def undo(
             f"a backfill of {', '.join(busy)} is running or paused; let it finish (or stop "
             "its workers: state turns 'stalled' a minute after the last batch) before undoing"
         )
+    if dry_run:
+        return _plan(engine, chosen)
+    assert reason is not None
     ops = ops_for(engine)
     untouched = sa.and_(U.c.origin == ORIGIN, U.c.version == 1)
     per_system: dict[str, dict[str, int]] = {}
@@ -76,8 +96,45 @@ def undo(
         raise StorageError(
             f"backfill undo interrupted: {exc.orig}; rerun it to finish (it is idempotent)"
         ) from None
+    result = _totals(per_system, dry_run=False)
+    with ops.write_transaction() as conn:
+        write_value(
+            conn,
+            CONTROL_KEY,
+            f"removed {result['removed']} backfilled rows of {', '.join(s.value for s in chosen)}",
+            actor=actor.strip(),
+            reason=reason.strip(),
+            metadata={k: v for k, v in result.items() if k != "dry_run"},
+        )
+    return result
+
+
+def _totals(per_system: dict[str, dict[str, int]], *, dry_run: bool) -> dict[str, Any]:
     totals = {
         key: sum(s[key] for s in per_system.values())
         for key in ("removed", "kept_touched_since", "kept_live_rows", "quarantine_cleared")
     }
-    return {**totals, "systems": per_system}
+    return {**totals, "systems": per_system, "dry_run": dry_run}
+
+
+def _count(conn: sa.Connection, table: sa.Table, *where: sa.ColumnElement[bool]) -> int:
+    return int(
+        conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar_one()
+    )
+
+
+def _plan(engine: sa.Engine, chosen: list[LegacySystemType]) -> dict[str, Any]:
+    """What :func:`undo` would remove and keep now (one read; nothing written)."""
+    untouched = sa.and_(U.c.origin == ORIGIN, U.c.version == 1)
+    per_system: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for system in chosen:
+            mine = U.c.legacy_system == system.value
+            removed = _count(conn, U, mine, untouched)
+            per_system[system.value] = {
+                "removed": removed,
+                "kept_touched_since": _count(conn, U, mine, U.c.origin == ORIGIN) - removed,
+                "kept_live_rows": _count(conn, U, mine, U.c.origin != ORIGIN),
+                "quarantine_cleared": _count(conn, Q, Q.c.system == system.value),
+            }
+    return _totals(per_system, dry_run=True)

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from unistatus.cli.context import console, err_console, print_json, state
+from unistatus.cli.context import (
+    REASON_HELP,
+    console,
+    err_console,
+    print_json,
+    require_reason,
+    state,
+)
 
 if TYPE_CHECKING:
     from unistatus.statuses import LegacySystemType
@@ -81,7 +88,7 @@ def run(
 
       unistatus backfill --retry-quarantine
 
-      unistatus backfill undo
+      unistatus backfill undo --dry-run; unistatus backfill undo --reason "restart from scratch"
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -243,23 +250,54 @@ def resume(
 
 
 @backfill_app.command("undo")
-def undo(ctx: typer.Context, system: SystemOption = None, json_out: JsonOption = False) -> None:
+def undo(
+    ctx: typer.Context,
+    system: SystemOption = None,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; change nothing."),
+    reason: str = typer.Option(None, "--reason", help=f"{REASON_HELP} Not for --dry-run."),
+    actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),
+    json_out: JsonOption = False,
+) -> None:
     """Remove unified rows the backfill created that no live write has touched since.
 
     Rows created or updated by the adapter are kept. Resets the backfill's progress.
+    Recorded in the control log (key backfill_undo) with the actor and the reason.
+
+    Examples:
+
+      unistatus backfill undo --dry-run
+
+      unistatus backfill undo --system escrow --reason "mapping fix, backfill again"
     """
     from unistatus.backfill import undo as do_undo
 
+    if not dry_run:
+        reason = require_reason(reason, "backfill undo")
     app = state(ctx)
-    result = do_undo(app.engine, app.settings, systems=_systems(system))
+    result = do_undo(
+        app.engine,
+        app.settings,
+        systems=_systems(system),
+        dry_run=dry_run,
+        actor=actor,
+        reason=reason,
+    )
     if json_out:
         print_json(result)
     else:
-        console.print(
-            f"backfill undone: {result['removed']:,} unified rows removed; kept "
+        kept = (
             f"{result['kept_touched_since']:,} touched by live writes since and "
             f"{result['kept_live_rows']:,} written by the adapter"
         )
+        if dry_run:
+            console.print(
+                f"backfill undo (dry run, nothing changed): would remove "
+                f"{result['removed']:,} unified rows; would keep {kept}"
+            )
+        else:
+            console.print(
+                f"backfill undone: {result['removed']:,} unified rows removed; kept {kept}"
+            )
 
 
 def register(app: typer.Typer) -> None:

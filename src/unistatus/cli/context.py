@@ -85,6 +85,20 @@ def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+REASON_HELP = "Why (required, non-empty; recorded with --actor)."
+
+
+def require_reason(reason: str | None, command: str) -> str:
+    """The reason of a command that changes the mode, the phase or data, stripped.
+
+    A missing or blank reason is refused (exit 2) before anything is read or written:
+    every such change is recorded with who made it and why.
+    """
+    if reason is None or not reason.strip():
+        abort(f"`unistatus {command}` changes the system: pass --reason TEXT (why; recorded)")
+    return reason.strip()
+
+
 def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
     """Turn any exception into one line and an exit code (2), or a traceback with --debug."""
     if isinstance(exc, BrokenPipeError):

@@ -6,7 +6,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from unistatus.cli.context import EXIT_FAILED_CHECK, console, print_json, state
+from unistatus.cli.context import (
+    EXIT_FAILED_CHECK,
+    REASON_HELP,
+    console,
+    print_json,
+    require_reason,
+    state,
+)
 
 if TYPE_CHECKING:
     from unistatus.phases import Gate, PhaseChange
@@ -85,15 +92,23 @@ def advance(
     force: bool = typer.Option(
         False, "--force", help="Pass failing gates (needs --reason; recorded)."
     ),
-    reason: str = typer.Option(None, "--reason", help="Why (recorded in the control log)."),
+    reason: str = typer.Option(..., "--reason", help=REASON_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who is advancing (recorded)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """Enter the next phase (and its write mode) if every gate passes."""
+    """Enter the next phase (and its write mode) if every gate passes.
+
+    Examples:
+
+      unistatus phase advance --reason "phase 1 gates green" --actor alice
+
+      unistatus phase advance --force --reason "drill: error_rate gate has no data yet"
+    """
     from unistatus.errors import GateError
     from unistatus.phases import advance as do_advance
     from unistatus.phases import phase_status
 
+    reason = require_reason(reason, "phase advance")
     app_state = state(ctx)
     try:
         change = do_advance(
@@ -115,15 +130,17 @@ def advance(
 @phase_app.command("rollback")
 def rollback(
     ctx: typer.Context,
-    reason: str = typer.Option(
-        "manual phase rollback", "--reason", help="Why (recorded in the control log)."
-    ),
+    reason: str = typer.Option(..., "--reason", help=REASON_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who is rolling back (recorded)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """Go back one phase by its rollback procedure (from 4: replay to legacy first)."""
+    """Go back one phase by its rollback procedure (from 4: replay to legacy first).
+
+    Example: unistatus phase rollback --reason "p95 over 200 ms" --actor oncall
+    """
     from unistatus.phases import rollback_phase
 
+    reason = require_reason(reason, "phase rollback")
     app_state = state(ctx)
     change = rollback_phase(app_state.engine, app_state.settings, actor=actor, reason=reason)
     if json_out:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from unistatus.cli.context import console, print_json, state
+from unistatus.cli.context import REASON_HELP, console, print_json, require_reason, state
 
 retire_app = typer.Typer(help="Retire legacy schema (phase 4), reversibly.")
 
@@ -15,22 +15,29 @@ def legacy_columns(
     undo: bool = typer.Option(
         False, "--undo", help="Restore the columns, refilled from unified_transactions."
     ),
-    reason: str = typer.Option(None, "--reason", help="Why (recorded in the control log)."),
+    reason: str = typer.Option(..., "--reason", help=REASON_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Drop the legacy status columns (Alembic revision 0006), or restore them (--undo).
 
-    Dropping needs UNIFIED_ONLY and a verified archive (`unistatus archive verify`);
-    otherwise it is refused with every reason (exit 2) and nothing changes.
+    Dropping needs UNIFIED_ONLY, a verified archive (`unistatus archive verify`) and
+    every legacy status equal to its unified row's legacy_status (no
+    legacy_status_drift); otherwise it is refused with every reason (exit 2) and
+    nothing changes.
+
+    Examples:
+
+      unistatus retire legacy-columns --reason "phase 4 cleanup" --actor alice
+
+      unistatus retire legacy-columns --undo --reason "rollback drill"
     """
     from unistatus.retire import retire_legacy_columns, undo_cleanup
 
+    reason = require_reason(reason, "retire legacy-columns" + (" --undo" if undo else ""))
     app = state(ctx)
     if undo:
-        result = undo_cleanup(
-            app.engine, app.settings, actor=actor, reason=reason or "legacy status columns restored"
-        )
+        result = undo_cleanup(app.engine, app.settings, actor=actor, reason=reason)
         if json_out:
             print_json(result)
         elif result["undone"]:
@@ -42,12 +49,7 @@ def legacy_columns(
         else:
             console.print(f"nothing to undo: {result['reason']}")
         return
-    result = retire_legacy_columns(
-        app.engine,
-        app.settings,
-        actor=actor,
-        reason=reason or "phase 4 cleanup: legacy status columns retired",
-    )
+    result = retire_legacy_columns(app.engine, app.settings, actor=actor, reason=reason)
     if json_out:
         print_json(result)
     elif result["already_dropped"]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from unistatus.cli.context import abort, console, print_json, state
+from unistatus.cli.context import REASON_HELP, abort, console, print_json, require_reason, state
 
 
 def rollback(
@@ -12,18 +12,20 @@ def rollback(
     emergency: bool = typer.Option(
         False, "--emergency", help="Required: replay where legacy is stale, then LEGACY_ONLY."
     ),
-    reason: str = typer.Option(
-        "emergency rollback", "--reason", help="Why (recorded in the control log)."
-    ),
+    reason: str = typer.Option(None, "--reason", help=REASON_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who is rolling back (recorded)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """Emergency rollback to LEGACY_ONLY; every running adapter follows within ~1 s."""
+    """Emergency rollback to LEGACY_ONLY; every running adapter follows within ~1 s.
+
+    Example: unistatus rollback --emergency --reason "consistency 97%" --actor oncall
+    """
     if not emergency:
         abort(
             "this is the emergency rollback to LEGACY_ONLY: pass --emergency to confirm. "
             "To go back one phase by its own procedure, use `unistatus phase rollback`."
         )
+    reason = require_reason(reason, "rollback --emergency")
     from unistatus.rollback import emergency_rollback
 
     app_state = state(ctx)
