@@ -121,6 +121,36 @@ def cases(system: LegacySystemType) -> list[Case]:
             k({"unmappable_legacy", "field_mismatch"}),
         ),
         Case("newer unified, consistent", {"status": ls}, {"status": us, "updated_at": T1}, k()),
+        Case(
+            "stale legacy_status",
+            {"status": ls},
+            {"status": us, "legacy_status": "STALE"},
+            k({"legacy_status_drift"}),
+        ),
+        Case(
+            "no legacy_status",
+            {"status": ls},
+            {"status": us, "legacy_status": None},
+            k({"legacy_status_drift"}),
+        ),
+        Case(
+            "stale legacy_status and fields",
+            {"status": ls},
+            {"status": us, "legacy_status": "STALE", "currency": "EUR"},
+            k({"legacy_status_drift", "field_mismatch"}),
+        ),
+        Case(
+            "status mismatch is not also drift",
+            {"status": ls},
+            {"status": bad, "legacy_status": "STALE"},
+            k({"status_mismatch"}),
+        ),
+        Case(
+            "unmappable is not also drift",
+            {"status": "bogus"},
+            {"status": us, "legacy_status": "STALE"},
+            k({"unmappable_legacy"}),
+        ),
     ]
     for legacy, unified in refinements:
         out.append(
@@ -137,6 +167,7 @@ def test_every_kind_and_combination_is_covered() -> None:
         "status_mismatch",
         "field_mismatch",
         "unmappable_legacy",
+        "legacy_status_drift",
     }
     escrow = {c.name for c in cases(LegacySystemType.ESCROW)}
     assert "refinement ACTIVE/RELEASE_PENDING" in escrow
@@ -225,11 +256,19 @@ def test_random_pairs_agree_with_the_python_rule(db: Any) -> None:
                         "currency": rnd.choice(["USD", "USD", "GBP"]),
                     }
                 )
+                if unified is not None and legacy is not None and rnd.random() < 0.3:
+                    # A stale or missing image of the legacy status, now and then.
+                    unified["legacy_status"] = rnd.choice(legacy_values)
                 if legacy is None and unified is None:
                     continue
                 insert_case(conn, lt, legacy_id, legacy, unified)
                 lrow = {"id": legacy_id, **legacy} if legacy else None
-                urow = {"id": "x", "legacy_id": legacy_id, **unified} if unified else None
+                image = legacy["status"] if legacy else None  # insert_case's default
+                urow = (
+                    {"id": "x", "legacy_id": legacy_id, "legacy_status": image, **unified}
+                    if unified
+                    else None
+                )
                 kinds = frozenset(i.kind.value for i in consistency.compare(system, lrow, urow))
                 expected[(system.value, legacy_id)] = kinds
     report = run_check(db.engine, db.settings, examples=10_000, chunk=37, store=False)

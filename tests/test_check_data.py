@@ -218,7 +218,8 @@ def insert_case(
         "user_id": 7,
         "amount": Decimal("10.5"),
         "currency": "USD",
-        "legacy_status": None,
+        # A correct row keeps the exact legacy status (a case overrides it to drift).
+        "legacy_status": legacy["status"] if legacy is not None else None,
         "version": 1,
         "origin": "backfill",
         "created_at": T0,

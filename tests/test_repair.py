@@ -22,7 +22,7 @@ from unistatus.cli import app
 from unistatus.control import set_mode
 from unistatus.db.tables import repair_queue, status_history
 from unistatus.db.tables import unified_transactions as U
-from unistatus.errors import InputError, ModeError
+from unistatus.errors import InputError
 from unistatus.mapping import LegacyStatusMapper
 from unistatus.repair import Strategy, open_repair_count, plan_repair, run_repair
 from unistatus.statuses import DualWriteMode, LegacySystemType
@@ -232,13 +232,14 @@ def test_repair_queue_rows_are_repaired_and_resolved(db: Any) -> None:
     assert unified_row(db, LegacySystemType.CASHOUT, 3)["amount"] == Decimal("3.75")
 
 
-def test_unified_only_is_refused_and_nothing_is_written(db: Any) -> None:
+def test_unified_only_writes_nothing_but_a_stale_legacy_status(db: Any) -> None:
+    """Legacy is frozen: every difference is left for the replay (legacy_frozen)."""
     populate(db.engine, db.settings, 20)
     damage(db.engine, db.settings, 20)
     set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test")
     before = snapshot(db)
-    with pytest.raises(ModeError):
-        run_repair(db.engine, db.settings, strategy="legacy_wins")
+    report = run_repair(db.engine, db.settings, strategy="legacy_wins")
+    assert report.repaired == 0 and report.skipped["legacy_frozen"] == 3 * 3 * 2
     assert snapshot(db) == before
 
 
@@ -290,7 +291,14 @@ def _rows(ls: str, us: str, lt: Any = T0, ut: Any = T0) -> tuple[dict[str, Any],
     base = {"user_id": 1, "amount": Decimal("1"), "currency": "USD"}
     return (
         {"id": 1, "status": ls, "updated_at": lt, **base},
-        {"id": "UTX200000000000001", "legacy_id": 1, "status": us, "updated_at": ut, **base},
+        {
+            "id": "UTX200000000000001",
+            "legacy_id": 1,
+            "status": us,
+            "legacy_status": ls,
+            "updated_at": ut,
+            **base,
+        },
     )
 
 
@@ -339,7 +347,9 @@ def test_cli_json_and_exit_codes(db: Any) -> None:
     runner = CliRunner()
     base = ["--database-url", db.url, "repair"]
     populate(db.engine, db.settings, 20)
-    clean = runner.invoke(app, [*base, "--strategy", "legacy_wins"], catch_exceptions=False)
+    clean = runner.invoke(
+        app, [*base, "--strategy", "legacy_wins", "--reason", "t"], catch_exceptions=False
+    )
     assert clean.exit_code == 0, clean.output
     assert "repaired 0" in clean.output
 
@@ -351,8 +361,10 @@ def test_cli_json_and_exit_codes(db: Any) -> None:
     assert {"strategy", "repaired_kinds", "skipped", "failed", "repair_queue"} <= set(data)
     assert len(history(db)) == 0
 
-    limited = runner.invoke(app, [*base, "--strategy", "newest_wins", "--limit", "4", "--json"])
+    limited = runner.invoke(
+        app, [*base, "--strategy", "newest_wins", "--limit", "4", "--reason", "t", "--json"]
+    )
     assert json.loads(limited.output)["repaired"] == 4 and len(history(db)) == 4
 
-    bad = runner.invoke(app, [*base, "--strategy", "coin_flip"])
+    bad = runner.invoke(app, [*base, "--strategy", "coin_flip", "--reason", "t"])
     assert bad.exit_code == 2 and "unknown strategy" in bad.output

@@ -13,7 +13,11 @@ Counting: ``total`` is the number of rows checked (legacy rows + orphan unified 
 ``consistent`` those with no inconsistency; ``inconsistencies[kind]`` the number of rows
 showing that kind (a row can show several: an unmappable legacy row without a unified
 row is both ``unmappable_legacy`` and ``missing_unified``; a row whose user and amount
-both differ counts once in ``field_mismatch``). This is the same rule as
+both differ counts once in ``field_mismatch``). ``legacy_status_drift``: the statuses
+agree but the unified row's exact image of the legacy status (``legacy_status``, what
+undoing the retirement refills legacy from) is not the legacy row's; it counts as an
+inconsistency, so a drifted row keeps the gates and the consistency rate below 100%
+until ``repair`` fixes it (the retirement must be exactly reversible). This is the same rule as
 :func:`unistatus.consistency.compare`, the adapter's single-entity check; a test holds
 the two to the same answer on every case.
 
@@ -241,7 +245,7 @@ def rule_flags(
     """The spec's consistency rule as one boolean SQL expression per kind.
 
     ``l`` and ``u`` map ``id``, ``status``, ``user_id``, ``amount``, ``currency`` to the
-    two sides' columns (NULL ``id`` = that side is absent; ``u`` rows must all point at
+    two sides' columns (``u`` also ``legacy_status``) (NULL ``id`` = that side is absent; ``u`` rows must all point at
     a legacy row, rows born unified are no orphans). Each expression is never NULL, so
     ``CASE WHEN`` and ``NOT`` mean what they say, and each mirrors
     :func:`unistatus.consistency.compare` clause by clause.
@@ -268,6 +272,13 @@ def rule_flags(
             ),
         ),
         InconsistencyKind.UNMAPPABLE_LEGACY: sa.and_(has_l, sa.not_(mappable)),
+        InconsistencyKind.LEGACY_STATUS_DRIFT: sa.and_(
+            has_l,
+            has_u,
+            mappable,
+            compatible_clause(system, l["status"], u["status"]),
+            l["status"].is_distinct_from(u["legacy_status"]),
+        ),
     }
     return {str(k): v for k, v in flags.items()}
 

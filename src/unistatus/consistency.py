@@ -23,6 +23,11 @@ class InconsistencyKind(StrEnum):
     STATUS_MISMATCH = "status_mismatch"
     FIELD_MISMATCH = "field_mismatch"
     UNMAPPABLE_LEGACY = "unmappable_legacy"
+    # The statuses agree, but the unified row's image of the legacy status
+    # (``legacy_status``) is not the legacy row's: a legacy-only change that kept the
+    # unified status (exchange CREATED -> RATE_LOCKED). The undo of the retirement
+    # refills legacy from that image, so it must be exact.
+    LEGACY_STATUS_DRIFT = "legacy_status_drift"
 
 
 SHARED_FIELDS = ("user_id", "amount", "currency")
@@ -58,7 +63,8 @@ def compare(
     """Every way ``legacy`` and ``unified`` disagree (empty list: consistent).
 
     Rows are mappings with ``id``, ``status``, ``user_id``, ``amount``, ``currency``;
-    the unified one also ``legacy_id``. Either may be None (absent).
+    the unified one also ``legacy_id`` and ``legacy_status`` (its image of the legacy
+    status; a missing key reads as NULL). Either may be None (absent).
     """
     lid = legacy["id"] if legacy else (unified.get("legacy_id") if unified else None)
     uid = unified["id"] if unified else None
@@ -87,6 +93,15 @@ def compare(
                 field="status",
                 legacy_value=legacy["status"],
                 unified_value=unified["status"],
+            )
+        )
+    elif not out and unified.get("legacy_status") != legacy["status"]:
+        out.append(
+            found(
+                InconsistencyKind.LEGACY_STATUS_DRIFT,
+                field="legacy_status",
+                legacy_value=legacy["status"],
+                unified_value=unified.get("legacy_status"),
             )
         )
     for name in SHARED_FIELDS:

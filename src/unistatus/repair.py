@@ -22,6 +22,9 @@ What each kind gets:
   ``unified_wins`` writes legacy (canonical reverse mapping, keeping the current legacy
   value when it already maps to the unified status); ``newest_wins`` picks the side with
   the later ``updated_at`` (a tie goes to the side the current mode reads).
+- ``legacy_status_drift`` (the statuses agree, unified's ``legacy_status`` is stale):
+  ``legacy_status`` is set from the legacy row, whatever the strategy; nothing else
+  changes. With other kinds, the strategy's write sets it too.
 - ``orphan_unified`` is reported, never repaired: a unified row whose legacy row is gone
   is a money record; deleting it could lose a transaction and re-creating legacy rows
   could resurrect deliberately removed ones. An operator decides.
@@ -29,8 +32,11 @@ What each kind gets:
   unknown, so neither side can be called right. Extend the mapping (or fix the legacy
   row) and let ``unistatus backfill --retry-quarantine`` migrate it.
 
-Repair refuses to run in UNIFIED_ONLY: legacy is frozen then, differences are expected
-and are replayed to legacy by a rollback.
+In UNIFIED_ONLY legacy is frozen: differences there are expected and are replayed to
+legacy by a rollback, so repair writes one thing only, a stale ``legacy_status``
+(``legacy_status_drift``) of a transaction with no change awaiting replay, set from the
+(frozen, so current) legacy row; everything else is skipped (``legacy_frozen``). That
+lets an operator make the retirement exactly reversible without leaving phase 4.
 """
 
 from __future__ import annotations
@@ -55,8 +61,13 @@ from unistatus.consistency import InconsistencyKind as K
 from unistatus.control import read_mode
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
-from unistatus.db.tables import repair_queue, status_history, unified_transactions
-from unistatus.errors import InputError, ModeError, StorageError, UnistatusError
+from unistatus.db.tables import (
+    pending_legacy_changes,
+    repair_queue,
+    status_history,
+    unified_transactions,
+)
+from unistatus.errors import InputError, StorageError, UnistatusError
 from unistatus.ids import UtxId, derive_utx_id, parse_entity_id
 from unistatus.mapping import LegacyStatusMapper
 from unistatus.statuses import DualWriteMode, LegacySystemType
@@ -116,6 +127,7 @@ class RepairReport:
     dry_run: bool
     actor: str
     limit: int | None = None
+    reason: str | None = None
     examined: int = 0
     repaired: int = 0
     repaired_kinds: dict[str, int] = field(default_factory=dict)
@@ -139,6 +151,7 @@ class RepairReport:
             "strategy": self.strategy.value,
             "dry_run": self.dry_run,
             "actor": self.actor,
+            "reason": self.reason,
             "limit": self.limit,
             "limit_reached": self.limit_reached,
             "examined": self.examined,
@@ -191,6 +204,11 @@ def plan_repair(
         return RepairPlan(kinds, "skip", skip_reason=K.UNMAPPABLE_LEGACY.value)
     assert legacy is not None
     forward = _mapper.to_unified(system, legacy["status"]).value
+    if unified is not None and kinds == [K.LEGACY_STATUS_DRIFT.value]:
+        # The statuses agree; only unified's image of the legacy status is stale. The
+        # legacy row is what that image must show, whatever the strategy.
+        values = {"legacy_status": legacy["status"]}
+        return RepairPlan(kinds, "write_unified", "legacy", unified_values=values)
     if unified is None:
         values = {name: legacy[name] for name in FIELDS}
         values.update(status=forward, legacy_status=legacy["status"])
@@ -351,12 +369,13 @@ class _Repairer:
             # Mode lock, then legacy row, then unified row: the adapter's order.
             self.ops.mode_shared_lock(conn)
         mode = read_mode(conn)
-        if mode is DualWriteMode.UNIFIED_ONLY:
-            raise ModeError(_UNIFIED_ONLY)
         lt = self.tables[system]
         legacy = self._legacy(conn, lt, legacy_id, lock)
         unified = self._unified(conn, system, legacy_id, utx_id, lock)
         plan = plan_repair(system, legacy, unified, report.strategy, mode)
+        frozen = mode is DualWriteMode.UNIFIED_ONLY and plan.action not in ("none", "skip")
+        if frozen and not _allowed_frozen(conn, plan, unified):
+            plan = RepairPlan(plan.kinds, "skip", skip_reason=LEGACY_FROZEN)
         if plan.action == "none":
             report.already_consistent += 1
             if not report.dry_run:
@@ -480,6 +499,7 @@ class _Repairer:
                 reason=(
                     f"repair of {', '.join(plan.kinds)}: {self.report.strategy.value}, "
                     f"{plan.winner} side kept"
+                    + (f"; {self.report.reason}" if self.report.reason else "")
                 ),
                 triggered_by="repair",
                 meta={
@@ -488,6 +508,7 @@ class _Repairer:
                     "action": plan.action,
                     "kinds": plan.kinds,
                     "actor": self.report.actor,
+                    "reason": self.report.reason,
                     "before": {
                         "legacy": _jsonable(legacy, _L_AUDIT),
                         "unified": _jsonable(unified, _U_AUDIT),
@@ -615,10 +636,32 @@ def _retryable(text: str) -> bool:
     )
 
 
-_UNIFIED_ONLY = (
-    "repair is refused in UNIFIED_ONLY: legacy is frozen, so differences are expected; "
-    "they are replayed to legacy by a rollback"
-)
+LEGACY_FROZEN = "legacy_frozen"  # skip reason in UNIFIED_ONLY: only a rollback writes legacy
+
+
+def _allowed_frozen(
+    conn: sa.Connection, plan: RepairPlan, unified: Mapping[str, Any] | None
+) -> bool:
+    """What repair may write while legacy is frozen (UNIFIED_ONLY): nothing, or a stale
+    ``legacy_status`` of a transaction with no change awaiting replay.
+
+    Legacy is not written in UNIFIED_ONLY, so the legacy row of such a transaction is
+    its latest legacy value, and the image the retirement's undo refills from must show
+    it. A transaction with a pending change is left alone: its image is newer than the
+    frozen row by design, and the replay brings legacy up to it. (Called with both rows
+    locked, so no adapter write can add a pending change meanwhile.)
+    """
+    if plan.kinds != [K.LEGACY_STATUS_DRIFT.value] or unified is None:
+        return False
+    pending = conn.execute(
+        sa.select(pending_legacy_changes.c.id)
+        .where(
+            pending_legacy_changes.c.transaction_id == unified["id"],
+            pending_legacy_changes.c.replayed_at.is_(None),
+        )
+        .limit(1)
+    ).first()
+    return pending is None
 
 
 def run_repair(
@@ -629,11 +672,13 @@ def run_repair(
     dry_run: bool = False,
     limit: int | None = None,
     actor: str = "repair",
+    reason: str | None = None,
 ) -> RepairReport:
     """Repair the repair queue, then everything a fresh detection finds (see module doc).
 
     ``limit`` caps the number of entities repaired; ``dry_run`` plans and counts without
-    writing anything.
+    writing anything. ``reason`` (the operator's why; the CLI requires it without
+    ``--dry-run``) goes into every history row the repair writes, with ``actor``.
     """
     chosen = Strategy.parse(strategy)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -641,10 +686,9 @@ def run_repair(
     if not actor or not str(actor).strip():
         raise InputError("actor is required (who runs the repair; recorded in the history)")
     tables = resolve_legacy_tables(engine, settings)
-    with engine.connect() as conn:
-        if read_mode(conn) is DualWriteMode.UNIFIED_ONLY:
-            raise ModeError(_UNIFIED_ONLY)
-    report = RepairReport(chosen, dry_run, str(actor), limit)
+    if reason is not None and not reason.strip():
+        raise InputError("reason must not be blank (why the repair runs; recorded)")
+    report = RepairReport(chosen, dry_run, str(actor), limit, reason.strip() if reason else None)
     started = time.perf_counter()
     repairer = _Repairer(engine, settings, tables, report)
     try:

@@ -8,7 +8,14 @@ run and undoes it. It may run only when:
   the live legacy tables, re-verified now;
 * every legacy row can be restored exactly: it has a unified row whose
   ``legacy_status`` is set (``unified_transactions.legacy_status`` is what the undo
-  refills the columns from).
+  refills the columns from) and equals the legacy status, or, where a change made in
+  UNIFIED_ONLY awaits replay, holds that newer value (a ``legacy_status_drift`` row, left
+  by a legacy-only change that kept the unified status, blocks the drop until
+  ``unistatus repair`` fixes it).
+
+Revision 0006 runs :func:`blockers` again in its own transaction under the exclusive
+mode lock (legacy frozen, no adapter write in flight), so the statuses it drops are the
+ones checked.
 
 Anything else is refused with every reason at once, and nothing is changed. The undo
 (the revision's downgrade) adds the columns back and refills them in one set-based
@@ -83,6 +90,15 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
                 f"{lost} row(s) of {spec.table} could not be restored by the undo (no unified "
                 "row, or no legacy_status on it): backfill / repair them first"
             )
+        drift = _drifted(conn, system, table.c[spec.id], table.c[spec.status])
+        if drift:
+            problems.append(
+                f"{drift} row(s) of {spec.table} have a status that differs from their "
+                "unified row's legacy_status, so the undo would restore the wrong value "
+                "(legacy_status_drift: a legacy-only change that kept the unified status). "
+                "Leave UNIFIED_ONLY (`unistatus phase rollback`), run `unistatus repair "
+                "--strategy legacy_wins --reason ...`, then retire"
+            )
     return problems
 
 
@@ -99,6 +115,33 @@ def _unrestorable(
         .select_from(table.outerjoin(U, join))
         .where(
             sa.or_(U.c.id.is_(None), sa.and_(U.c.legacy_status.is_(None), status_col.is_not(None)))
+        )
+    )
+    return int(conn.execute(q).scalar_one())
+
+
+def _drifted(
+    conn: sa.Connection,
+    system: LegacySystemType,
+    id_col: sa.Column[Any],
+    status_col: sa.Column[Any],
+) -> int:
+    """Legacy rows whose status is not exactly the ``legacy_status`` the undo refills.
+
+    A row with a change awaiting replay is compared as it will be after the replay
+    (:func:`unistatus.check.projected_legacy_status`): legacy is frozen in UNIFIED_ONLY
+    and ``legacy_status`` already holds the newer value, which is what must come back.
+    """
+    from unistatus.check import projected_legacy_status
+
+    table = id_col.table
+    join = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == id_col)
+    q = (
+        sa.select(sa.func.count())
+        .select_from(table.join(U, join))
+        .where(
+            U.c.legacy_status.is_not(None),
+            projected_legacy_status(status_col).is_distinct_from(U.c.legacy_status),
         )
     )
     return int(conn.execute(q).scalar_one())

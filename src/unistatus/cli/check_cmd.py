@@ -30,7 +30,9 @@ def check(
     """Compare every legacy row with its unified row (set-based, by key ranges).
 
     Kinds: missing_unified, orphan_unified (unified row whose legacy row is gone),
-    status_mismatch, field_mismatch (user, amount, currency), unmappable_legacy.
+    status_mismatch, field_mismatch (user, amount, currency), unmappable_legacy,
+    legacy_status_drift (statuses agree, but the unified row's exact copy of the legacy
+    status is stale: undoing the retirement would restore the wrong value; `repair`).
     The report is stored. Exit 0 when fully consistent, 1 otherwise, 2 on errors.
     """
     from unistatus.check import run_check

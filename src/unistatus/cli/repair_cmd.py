@@ -6,7 +6,15 @@ from typing import Any
 
 import typer
 
-from unistatus.cli.context import EXIT_FAILED_CHECK, EXIT_OK, console, print_json, state
+from unistatus.cli.context import (
+    EXIT_FAILED_CHECK,
+    EXIT_OK,
+    REASON_HELP,
+    console,
+    print_json,
+    require_reason,
+    state,
+)
 
 HELP = "\n\n".join(
     [
@@ -18,6 +26,10 @@ HELP = "\n\n".join(
         "missing_unified: the unified row is created from legacy (any strategy).",
         "status_mismatch, field_mismatch: the winning side is copied onto the other.",
         (
+            "legacy_status_drift: the unified row's legacy_status is set from the legacy row "
+            "(whatever the strategy; the statuses already agree)."
+        ),
+        (
             "orphan_unified: reported, never repaired (a money record is never deleted and a "
             "removed legacy row is never re-created; an operator decides)."
         ),
@@ -28,6 +40,11 @@ HELP = "\n\n".join(
         (
             "Refused in UNIFIED_ONLY (legacy is frozen; a rollback replays it). Exit 0 when "
             "nothing was left unrepaired, 1 when something was skipped or failed."
+        ),
+        "--reason is required unless --dry-run; it is recorded in every history row written.",
+        (
+            "Examples: unistatus repair --strategy legacy_wins --dry-run ; unistatus repair "
+            '--strategy legacy_wins --reason "after the 02:10 legacy-only incident"'
         ),
     ]
 )
@@ -43,14 +60,23 @@ def repair(
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Plan and count; write nothing."),
     limit: int = typer.Option(None, "--limit", min=1, help="Repair at most N entities."),
+    reason: str = typer.Option(None, "--reason", help=f"{REASON_HELP} Not for --dry-run."),
     actor: str = typer.Option("cli", "--actor", help="Who runs the repair (recorded)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     from unistatus.repair import run_repair
 
+    # A dry run writes nothing: its reason is optional (and a blank one is none).
+    why = require_reason(reason, "repair") if not dry_run else (reason or "").strip() or None
     app = state(ctx)
     report = run_repair(
-        app.engine, app.settings, strategy=strategy, dry_run=dry_run, limit=limit, actor=actor
+        app.engine,
+        app.settings,
+        strategy=strategy,
+        dry_run=dry_run,
+        limit=limit,
+        actor=actor,
+        reason=why,
     )
     if json_out:
         print_json(report.as_dict())
