@@ -159,10 +159,11 @@ def test_retire_refuses_while_a_legacy_status_drifts(tmp_path: Path) -> None:
     assert "legacy_status" in refused.stderr and "repair" in refused.stderr
     assert exchange_status(url, legacy_id) == ("RATE_LOCKED", "CREATED")  # nothing changed
 
-    # Repair needs legacy writable; nothing was replayed-pending, so a hand switch is safe.
-    force_mode(url, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
-    cli(url, "repair", "--strategy", "legacy_wins", "--reason", "drift before retire")
-    force_mode(url, DualWriteMode.UNIFIED_ONLY)
+    # Still in UNIFIED_ONLY: repair may fix this one kind (legacy is frozen and current).
+    checked = json.loads(cli(url, "check", "--json", code=1).stdout)
+    assert checked["inconsistencies"]["legacy_status_drift"] == 1
+    cli(url, "repair", "--strategy", "unified_wins", "--reason", "drift before retire")
+    assert exchange_status(url, legacy_id) == ("RATE_LOCKED", "RATE_LOCKED")
     cli(url, "retire", "legacy-columns", "--reason", "phase 4 cleanup")
     cli(url, "retire", "legacy-columns", "--undo", "--reason", "drill")
     assert exchange_status(url, legacy_id) == ("RATE_LOCKED", "RATE_LOCKED")

@@ -193,7 +193,13 @@ def step_return_after_drill(ctx: DemoContext) -> str:
 
     engine = ctx.require_engine()
     steps = [_advance(ctx, "demo: drill over, dual writes back on")]
-    repaired = run_repair(engine, ctx.settings, strategy="legacy_wins", actor=ACTOR)
+    repaired = run_repair(
+        engine,
+        ctx.settings,
+        strategy="legacy_wins",
+        actor=ACTOR,
+        reason="demo: what the legacy-only drill left behind",
+    )
     _full_check(ctx, since=phase_started_at(engine, 1))
     steps.append(_advance(ctx, "demo: back to phase 2"))
     _full_check(ctx)
@@ -247,7 +253,9 @@ def step_archive(ctx: DemoContext) -> str:
 def step_retire(ctx: DemoContext) -> str:
     from unistatus.retire import retire_legacy_columns
 
-    result = retire_legacy_columns(ctx.require_engine(), ctx.settings, actor=ACTOR)
+    result = retire_legacy_columns(
+        ctx.require_engine(), ctx.settings, actor=ACTOR, reason="demo: phase 4 cleanup"
+    )
     ctx.results["checksum_before_cleanup"] = result["checksum_before"]
     return f"dropped {', '.join(result['tables'])} (revision {result['revision']})"
 

@@ -95,9 +95,9 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
             problems.append(
                 f"{drift} row(s) of {spec.table} have a status that differs from their "
                 "unified row's legacy_status, so the undo would restore the wrong value "
-                "(legacy_status_drift: a legacy-only change that kept the unified status). "
-                "Leave UNIFIED_ONLY (`unistatus phase rollback`), run `unistatus repair "
-                "--strategy legacy_wins --reason ...`, then retire"
+                "(legacy_status_drift: a legacy-only change that kept the unified status): "
+                "run `unistatus repair --strategy legacy_wins --reason TEXT` (it fixes this "
+                "kind in UNIFIED_ONLY too), then retire"
             )
     return problems
 

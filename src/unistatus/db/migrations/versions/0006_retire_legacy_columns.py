@@ -10,13 +10,17 @@ later, sit between 0005 and this one.)
 upgrade() re-checks the retirement gates inside its own transaction, after taking the
 exclusive mode lock (on PostgreSQL it waits for in-flight adapter writes; DDL waits at
 most ``lock_timeout_ms`` for its table locks): UNIFIED_ONLY, a recorded verified
-archive, every legacy row restorable. So even ``alembic upgrade head`` run by hand
-cannot drop the columns early. It records each dropped column's length and
+archive, every legacy row restorable, and every legacy status exactly equal to its
+unified row's ``legacy_status`` (or, where a change awaits replay, that newer value):
+no ``legacy_status_drift``, checked while legacy is frozen, right before the drop. So
+even ``alembic upgrade head`` run by hand cannot drop the columns early, or drop a
+status the undo would not bring back. It records each dropped column's length and
 nullability in the control table (key ``legacy_columns``) for the downgrade.
 
 downgrade() adds the columns back and refills each table with one set-based UPDATE
 from ``unified_transactions.legacy_status`` (matched by legacy_system + legacy_id),
-which the adapter keeps current in every mode, so the values come back exactly. (A
+which the adapter keeps current in every mode that writes unified, and which upgrade()
+found equal to every dropped status, so the values come back exactly. (A
 restored column comes back last in the table's column order; SQL by name is unaffected.)
 
 SQLite alters tables through ``op.batch_alter_table`` (copy and rename).
