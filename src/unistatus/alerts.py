@@ -613,7 +613,7 @@ class Monitor:
                     "consistency_warning",
                     "repair",
                     states["consistency_warning"].message,
-                    lambda reason: _repair(self, mode),
+                    lambda reason: _repair(self, mode, reason),
                 )
         if "latency_p95_critical" in states:
             self._latency_response(states["latency_p95_critical"], snap, mode)
@@ -704,11 +704,11 @@ def _call(module: str, function: str, monitor: Monitor, reason: str) -> Any:
     return fn(monitor.engine, monitor.settings, actor=ACTOR, reason=reason)
 
 
-def _repair(monitor: Monitor, mode: DualWriteMode | None) -> Any:
+def _repair(monitor: Monitor, mode: DualWriteMode | None, reason: str) -> Any:
     """Repair with the side the current mode reads as the winner (it is authoritative)."""
     strategy = "unified_wins" if mode is not None and mode.reads_unified else "legacy_wins"
     fn = importlib.import_module("unistatus.repair").run_repair
-    return fn(monitor.engine, monitor.settings, strategy=strategy, actor=ACTOR)
+    return fn(monitor.engine, monitor.settings, strategy=strategy, actor=ACTOR, reason=reason)
 
 
 def _jsonable(value: Any) -> Any:
