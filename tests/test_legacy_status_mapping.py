@@ -153,13 +153,17 @@ class TestDualWriteAdapterIntegration:
         assert report["consistent"] is False
         kinds = [i["kind"] for i in report["inconsistencies"]]
         assert kinds == ["status_mismatch"]
-        # A refinement is not a mismatch; an amount drift is.
+        # A compatible legacy value is no status mismatch, but unified's exact copy of the
+        # legacy status is stale now (legacy_status_drift); an amount drift is a mismatch.
         with db.engine.begin() as conn:
             conn.execute(
                 sa.text("UPDATE exchanges SET status = 'RATE_LOCKED', amount = 99.6 WHERE id = :i"),
                 {"i": created.legacy_entity_id},
             )
         report = adapter.check_consistency(created.entity_id, "exchange")
-        assert [i["kind"] for i in report["inconsistencies"]] == ["field_mismatch"]
+        assert [i["kind"] for i in report["inconsistencies"]] == [
+            "legacy_status_drift",
+            "field_mismatch",
+        ]
         with pytest.raises(Exception, match="EXCHANGE"):
             adapter.check_consistency(ref, "cashout")
