@@ -272,7 +272,7 @@ def undo(
     from unistatus.backfill import undo as do_undo
 
     if not dry_run:
-        reason = require_reason(reason, "backfill undo")
+        reason = require_reason(reason, "backfill undo", dry_run=True)
     app = state(ctx)
     result = do_undo(
         app.engine,

@@ -88,14 +88,19 @@ def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:
 REASON_HELP = "Why (required, non-empty; recorded with --actor)."
 
 
-def require_reason(reason: str | None, command: str) -> str:
+def require_reason(reason: str | None, command: str, *, dry_run: bool = False) -> str:
     """The reason of a command that changes the mode, the phase or data, stripped.
 
     A missing or blank reason is refused (exit 2) before anything is read or written:
-    every such change is recorded with who made it and why.
+    every such change is recorded with who made it and why. ``dry_run``: the command
+    has a --dry-run that needs none, and the message says so.
     """
     if reason is None or not reason.strip():
-        abort(f"`unistatus {command}` changes the system: pass --reason TEXT (why; recorded)")
+        alternative = ", or --dry-run to only look" if dry_run else ""
+        abort(
+            f"`unistatus {command}` changes the system: pass --reason TEXT "
+            f"(why; recorded){alternative}"
+        )
     return reason.strip()
 
 

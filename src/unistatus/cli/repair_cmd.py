@@ -67,7 +67,11 @@ def repair(
     from unistatus.repair import run_repair
 
     # A dry run writes nothing: its reason is optional (and a blank one is none).
-    why = require_reason(reason, "repair") if not dry_run else (reason or "").strip() or None
+    why = (
+        require_reason(reason, "repair", dry_run=True)
+        if not dry_run
+        else (reason or "").strip() or None
+    )
     app = state(ctx)
     report = run_repair(
         app.engine,
