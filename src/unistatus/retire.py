@@ -74,6 +74,9 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
             "no verified archive is recorded: run `unistatus archive export --out DIR` "
             "then `unistatus archive verify DIR`"
         )
+    from unistatus.check import pending_replay_exists
+
+    project = pending_replay_exists(conn)
     existing = set(sa.inspect(conn).get_table_names())
     for system in LegacySystemType:
         spec = settings.legacy_tables[system.value]
@@ -90,7 +93,7 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
                 f"{lost} row(s) of {spec.table} could not be restored by the undo (no unified "
                 "row, or no legacy_status on it): backfill / repair them first"
             )
-        drift = _drifted(conn, system, table.c[spec.id], table.c[spec.status])
+        drift = _drifted(conn, system, table.c[spec.id], table.c[spec.status], project)
         if drift:
             problems.append(
                 f"{drift} row(s) of {spec.table} have a status that differs from their "
@@ -125,15 +128,18 @@ def _drifted(
     system: LegacySystemType,
     id_col: sa.Column[Any],
     status_col: sa.Column[Any],
+    project_pending: bool,
 ) -> int:
     """Legacy rows whose status is not exactly the ``legacy_status`` the undo refills.
 
     A row with a change awaiting replay is compared as it will be after the replay
-    (:func:`unistatus.check.projected_legacy_status`): legacy is frozen in UNIFIED_ONLY
-    and ``legacy_status`` already holds the newer value, which is what must come back.
+    (:func:`unistatus.check.projected_legacy_status`, needed only while some change
+    awaits replay): legacy is frozen in UNIFIED_ONLY and ``legacy_status`` already holds
+    the newer value, which is what must come back.
     """
     from unistatus.check import projected_legacy_status
 
+    status = projected_legacy_status(status_col) if project_pending else status_col
     table = id_col.table
     join = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == id_col)
     q = (
@@ -141,7 +147,7 @@ def _drifted(
         .select_from(table.join(U, join))
         .where(
             U.c.legacy_status.is_not(None),
-            projected_legacy_status(status_col).is_distinct_from(U.c.legacy_status),
+            status.is_distinct_from(U.c.legacy_status),
         )
     )
     return int(conn.execute(q).scalar_one())
