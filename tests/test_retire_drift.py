@@ -197,3 +197,62 @@ def test_the_revision_itself_refuses_a_drift_under_the_mode_lock(
         assert schema.current_revision(db.engine) == schema.INSTALL_REVISION
     finally:
         undo_cleanup(db.engine, db.settings, actor="t", reason="cleanup")
+
+
+def test_a_drift_made_while_retire_waits_for_the_mode_lock_is_caught_under_it(
+    pg: Database, tmp_path: Path
+) -> None:
+    """The pre-check passes; the drift commits while the revision waits for the exclusive
+    mode lock; the revision's own check (under that lock) refuses the drop."""
+    import threading
+    import time
+
+    from unistatus.adapter import DualWriteAdapter
+    from unistatus.archive import export_archive, record_verified, verify_archive
+    from unistatus.control import set_mode
+    from unistatus.db.dialect import MODE_LOCK_KEY
+
+    db = pg
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t")
+    created = DualWriteAdapter(db.engine, settings=db.settings).create_transaction(
+        "EXCHANGE", 7, "10", "USD"
+    )
+    assert created.overall_success
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t")
+    out = tmp_path / "a"
+    export_archive(db.engine, db.settings, out)
+    record_verified(db.engine, verify_archive(db.engine, out), actor="t")
+
+    outcome: list[BaseException | dict[str, object]] = []
+
+    def retire() -> None:
+        try:
+            outcome.append(retire_legacy_columns(db.engine, db.settings, actor="t", reason="t"))
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    blocker = db.engine.connect()
+    try:
+        with blocker.begin():
+            # An in-flight writer holds the mode lock shared and changes legacy.
+            blocker.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY)))
+            blocker.execute(sa.update(exchanges).values(status="RATE_LOCKED"))
+            thread = threading.Thread(target=retire)
+            thread.start()
+            deadline = time.monotonic() + 20
+            waiting = sa.text(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND objid = :k"
+            )
+            with db.engine.connect() as probe:
+                while not probe.execute(waiting, {"k": MODE_LOCK_KEY}).scalar_one():
+                    assert thread.is_alive() and time.monotonic() < deadline, outcome
+                    time.sleep(0.01)
+        thread.join(30)
+    finally:
+        blocker.close()
+        undo_cleanup(db.engine, db.settings, actor="t", reason="cleanup")
+    (result,) = outcome
+    assert isinstance(result, GateError), result
+    assert "revision 0006 refused" in str(result) and "legacy_status" in str(result)
+    assert schema.current_revision(db.engine) == schema.INSTALL_REVISION
