@@ -17,8 +17,8 @@ both differ counts once in ``field_mismatch``). ``legacy_status_drift``: the sta
 agree but the unified row's exact image of the legacy status (``legacy_status``, what
 undoing the retirement refills legacy from) is not the legacy row's; it counts as an
 inconsistency, so a drifted row keeps the gates and the consistency rate below 100%
-until ``repair`` fixes it (the retirement must be exactly reversible). This is the same rule as
-:func:`unistatus.consistency.compare`, the adapter's single-entity check; a test holds
+until ``repair`` fixes it (the retirement must be exactly reversible). This is the same
+rule as :func:`unistatus.consistency.compare`, the adapter's single-entity check; a test holds
 the two to the same answer on every case.
 
 Every report is stored (``unistatus_check_reports``) so phase gates, alerts and the
@@ -244,9 +244,9 @@ def rule_flags(
 ) -> dict[str, sa.ColumnElement[bool]]:
     """The spec's consistency rule as one boolean SQL expression per kind.
 
-    ``l`` and ``u`` map ``id``, ``status``, ``user_id``, ``amount``, ``currency`` to the
-    two sides' columns (``u`` also ``legacy_status``) (NULL ``id`` = that side is absent; ``u`` rows must all point at
-    a legacy row, rows born unified are no orphans). Each expression is never NULL, so
+    ``l`` and ``u`` map ``id``, ``status``, ``user_id``, ``amount``, ``currency`` (``u``
+    also ``legacy_status``) to the two sides' columns (NULL ``id`` = that side is absent;
+    ``u`` rows must all point at a legacy row, rows born unified are no orphans). Each expression is never NULL, so
     ``CASE WHEN`` and ``NOT`` mean what they say, and each mirrors
     :func:`unistatus.consistency.compare` clause by clause.
     """

@@ -29,6 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.check import pending_replay_exists, projected_legacy_status
 from unistatus.config import Settings
 from unistatus.control import read_mode
 from unistatus.db import schema
@@ -74,8 +75,6 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
             "no verified archive is recorded: run `unistatus archive export --out DIR` "
             "then `unistatus archive verify DIR`"
         )
-    from unistatus.check import pending_replay_exists
-
     project = pending_replay_exists(conn)
     existing = set(sa.inspect(conn).get_table_names())
     for system in LegacySystemType:
@@ -137,8 +136,6 @@ def _drifted(
     awaits replay): legacy is frozen in UNIFIED_ONLY and ``legacy_status`` already holds
     the newer value, which is what must come back.
     """
-    from unistatus.check import projected_legacy_status
-
     status = projected_legacy_status(status_col) if project_pending else status_col
     table = id_col.table
     join = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == id_col)

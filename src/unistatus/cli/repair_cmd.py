@@ -38,8 +38,10 @@ HELP = "\n\n".join(
             " backfill --retry-quarantine`)."
         ),
         (
-            "Refused in UNIFIED_ONLY (legacy is frozen; a rollback replays it). Exit 0 when "
-            "nothing was left unrepaired, 1 when something was skipped or failed."
+            "In UNIFIED_ONLY legacy is frozen (a rollback replays it): only legacy_status_drift "
+            "of a transaction with no change awaiting replay is repaired; the rest is skipped "
+            "(legacy_frozen). Exit 0 when nothing was left unrepaired, 1 when something was "
+            "skipped or failed."
         ),
         "--reason is required unless --dry-run; it is recorded in every history row written.",
         (
