@@ -122,3 +122,31 @@ def test_in_unified_only_only_the_drift_of_a_settled_transaction_is_repaired(db:
     assert _image(db, drifted)[:2] == ("RATE_LOCKED", "RATE_LOCKED")
     assert _image(db, busy)[:2] == (legacy_busy, image_busy)  # left for the replay
     assert run_check(db.engine, db.settings).is_consistent
+
+
+def test_repair_after_the_retirement_is_a_clear_refusal(db: Any, tmp_path: Any) -> None:
+    """In UNIFIED_ONLY repair now runs; with the columns dropped it stops with a clear
+    error before reading anything (the queue row included), and writes nothing."""
+    from unistatus.archive import export_archive, record_verified, verify_archive
+    from unistatus.db.tables import repair_queue
+    from unistatus.errors import ConfigError
+    from unistatus.retire import retire_legacy_columns, undo_cleanup
+
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    created = adapter.create_transaction("EXCHANGE", 7, "10", "USD")
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t")
+    export_archive(db.engine, db.settings, tmp_path / "a")
+    record_verified(db.engine, verify_archive(db.engine, tmp_path / "a"), actor="t")
+    with db.engine.begin() as conn:  # an open queue row (it is read first)
+        conn.execute(
+            sa.insert(repair_queue).values(
+                transaction_id=created.entity_id, source="dual_write", error="x", created_at=T1
+            )
+        )
+    retire_legacy_columns(db.engine, db.settings, actor="t", reason="t")
+    try:
+        with pytest.raises(ConfigError, match="has no column 'status'"):
+            run_repair(db.engine, db.settings, strategy="unified_wins", reason="t")
+    finally:
+        undo_cleanup(db.engine, db.settings, actor="t", reason="t")
