@@ -17,7 +17,7 @@ from unistatus.check import run_check
 from unistatus.control import set_mode
 from unistatus.db.tables import exchanges, status_history
 from unistatus.db.tables import unified_transactions as U
-from unistatus.repair import Strategy, plan_repair, run_repair
+from unistatus.repair import Strategy, open_repair_count, plan_repair, run_repair
 from unistatus.statuses import DualWriteMode, LegacySystemType
 
 EXCHANGE = LegacySystemType.EXCHANGE
@@ -148,5 +148,6 @@ def test_repair_after_the_retirement_is_a_clear_refusal(db: Any, tmp_path: Any) 
     try:
         with pytest.raises(ConfigError, match="has no column 'status'"):
             run_repair(db.engine, db.settings, strategy="unified_wins", reason="t")
+        assert open_repair_count(db.engine) == 1
     finally:
         undo_cleanup(db.engine, db.settings, actor="t", reason="t")
