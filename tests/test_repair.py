@@ -235,7 +235,8 @@ def test_repair_queue_rows_are_repaired_and_resolved(db: Any) -> None:
 def test_unified_only_is_refused_and_nothing_is_written(db: Any) -> None:
     populate(db.engine, db.settings, 20)
     damage(db.engine, db.settings, 20)
-    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test")
+    # Forced: the damaged unified side is stale on purpose here.
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test", force=True)
     before = snapshot(db)
     with pytest.raises(ModeError):
         run_repair(db.engine, db.settings, strategy="legacy_wins")
