@@ -18,8 +18,10 @@ from typer.testing import CliRunner, Result
 
 from conftest import Database
 from unistatus.cli import app
-from unistatus.control import history
+from unistatus.control import get_mode, history, set_mode
+from unistatus.errors import ModeError
 from unistatus.repair import run_repair
+from unistatus.statuses import DualWriteMode as M
 
 runner = CliRunner()
 
@@ -203,3 +205,54 @@ def test_conflicts_show_in_diagnose_status_and_dashboard(db: Database) -> None:
     console.print(frame(db.engine, db.settings))
     text = console.export_text()
     assert "replay conflicts" in text and "1 open" in text
+
+
+def _legacy_only_write(db: Database) -> None:
+    """A transaction in dual write, then a change made while only legacy was written."""
+    ok(db, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "a")
+    ok(
+        db,
+        "tx",
+        "create",
+        "--type",
+        "cashout",
+        "--user",
+        "7",
+        "--amount",
+        "500",
+        "--currency",
+        "USD",
+    )
+    ok(db, "mode", "set", "LEGACY_ONLY", "--reason", "incident")
+    ok(db, "tx", "update", "cashout:1", "PROCESSING", "--reason", "sent")
+
+
+def test_the_library_refuses_too_unless_forced(db: Database) -> None:
+    _legacy_only_write(db)
+    with pytest.raises(ModeError, match="unified may be stale"):
+        set_mode(db.engine, M.UNIFIED_ONLY, reason="lib", settings=db.settings)
+    assert get_mode(db.engine) is M.LEGACY_ONLY
+    change = set_mode(db.engine, M.UNIFIED_ONLY, reason="lib", force=True, settings=db.settings)
+    assert change.metadata and change.metadata["forced_over_stale_unified"]["rows"] == {
+        "CASHOUT": 1
+    }
+
+
+def test_the_api_refuses_with_409_unless_forced(db: Database) -> None:
+    from fastapi.testclient import TestClient
+
+    from unistatus.service import create_app
+
+    _legacy_only_write(db)
+    token = "admin-token-for-this-test"
+    app = create_app(db.settings.model_copy(update={"admin_token": token}), db.engine)
+    headers = {"Authorization": f"Bearer {token}"}
+    body: dict[str, object] = {"mode": "DUAL_WRITE_UNIFIED_PRIMARY", "reason": "api"}
+    with TestClient(app) as client:
+        r = client.put("/api/v1/control/mode", json=body, headers=headers)
+        assert r.status_code == 409 and "unified may be stale" in r.json()["detail"], r.text
+        assert get_mode(db.engine) is M.LEGACY_ONLY
+        r = client.put("/api/v1/control/mode", json={**body, "force": True}, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["metadata"]["forced_over_stale_unified"]["rows"] == {"CASHOUT": 1}
+    assert get_mode(db.engine) is M.DUAL_WRITE_UNIFIED_PRIMARY
