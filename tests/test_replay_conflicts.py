@@ -17,6 +17,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from conftest import Database
+from unistatus.check import run_check
 from unistatus.cli import app
 from unistatus.control import get_mode, history, set_mode
 from unistatus.errors import ModeError
@@ -174,6 +175,9 @@ def test_a_conflict_is_resolved_with_a_reason(db: Database, decision: str) -> No
     assert done["resolved_by"] == "alice" and done["resolution_reason"] == "ops call"
     assert legacy_status(db) == ("SUCCESS" if decision == "--keep-legacy" else "FAILED")
     assert json.loads(ok(db, "rollback", "conflicts", "--json").stdout)["open"] == 0
+    if decision == "--keep-legacy":  # the runbook's next step: unified follows legacy
+        run_repair(db.engine, db.settings, strategy="legacy_wins")
+    assert run_check(db.engine, db.settings).is_consistent
     again = run(db, "rollback", "resolve", str(conflict["id"]), decision, "--reason", "x")
     assert again.exit_code == 2 and "already resolved" in again.stderr
 
@@ -256,3 +260,15 @@ def test_the_api_refuses_with_409_unless_forced(db: Database) -> None:
         assert r.status_code == 200, r.text
         assert r.json()["metadata"]["forced_over_stale_unified"]["rows"] == {"CASHOUT": 1}
     assert get_mode(db.engine) is M.DUAL_WRITE_UNIFIED_PRIMARY
+
+
+def test_a_vanished_legacy_row_is_a_conflict_not_an_error(db: Database) -> None:
+    from unistatus.rollback import emergency_rollback
+
+    stale_unified_only(db)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM cashouts WHERE id = 1"))
+    result = emergency_rollback(db.engine, db.settings, actor="t", reason="back")
+    assert result["conflicts"] == 1
+    [conflict] = json.loads(run(db, "rollback", "conflicts", "--json").stdout)["conflicts"]
+    assert conflict["cause"] == "legacy_missing" and conflict["legacy_actual"] is None
