@@ -193,3 +193,47 @@ def test_sqlite_database_gone_is_one_line_and_the_run_resumes(sqlite_db: Any) ->
 
 def _done(db: Any) -> int:
     return sum(int(p["done"]) for p in progress(db.engine, db.settings).values())
+
+
+def _worker_processes(parent: int) -> list[int]:
+    """The multiprocessing workers ``parent`` spawned (not its resource tracker)."""
+    kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(k) for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has stopped; only its exit status is left to collect
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_stop_when_the_backfill_process_is_killed(pg: Any) -> None:
+    """kill -9 of `backfill --workers 2`: the workers stop too, and the job stays true
+    (not complete, or complete with its finish time)."""
+    seed_legacy(pg.engine, pg.settings, 30_000, seed=4)
+    proc = subprocess.Popen(
+        [UNISTATUS, "--database-url", pg.url, "backfill", "--workers", "2"]
+        + ["--batch-size", "200", "--max-rows-per-second", "1500", "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and _done(pg) < 600 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the backfill ended before it could be killed"
+        workers = _worker_processes(proc.pid)
+        assert len(workers) == 2, workers
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if _alive(w)], "backfill workers outlived their parent"
+    state = progress(pg.engine, pg.settings)
+    assert not all(p["complete"] for p in state.values())
+    assert all(p["finished_at"] for p in state.values() if p["complete"])

@@ -28,6 +28,7 @@ SECTIONS = {
     "quarantine",
     "backfill",
     "pending_legacy_changes",
+    "replay_conflicts",
     "operation_stats",
     "table_counts",
 }

@@ -236,7 +236,8 @@ def test_unified_only_writes_nothing_but_a_stale_legacy_status(db: Any) -> None:
     """Legacy is frozen: every difference is left for the replay (legacy_frozen)."""
     populate(db.engine, db.settings, 20)
     damage(db.engine, db.settings, 20)
-    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test")
+    # Forced: the damaged unified side is stale on purpose here.
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test", force=True)
     before = snapshot(db)
     report = run_repair(db.engine, db.settings, strategy="legacy_wins")
     assert report.repaired == 0 and report.skipped["legacy_frozen"] == 3 * 3 * 2

@@ -8,19 +8,31 @@ writes and no write can commit under the old mode after the switch.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
+from unistatus.config import Settings, load_settings
 from unistatus.db.dialect import DialectOps, ops_for
-from unistatus.db.tables import control_log, migration_control, pending_legacy_changes
+from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.tables import (
+    control_log,
+    migration_control,
+    pending_legacy_changes,
+    unified_transactions,
+)
+from unistatus.db.tables_check import check_reports
 from unistatus.errors import InputError, ModeError, StorageError
-from unistatus.statuses import DualWriteMode
+from unistatus.statuses import DualWriteMode, LegacySystemType
+
+log = logging.getLogger("unistatus.control")
+U = unified_transactions
 
 MODE_KEY = "mode"
 DEFAULT_MODE = DualWriteMode.LEGACY_ONLY
@@ -119,19 +131,166 @@ def set_mode(
     actor: str = "cli",
     metadata: dict[str, Any] | None = None,
     ops: DialectOps | None = None,
+    force: bool = False,
+    settings: Settings | None = None,
 ) -> ControlChange:
-    """Switch the write mode for every adapter, after in-flight writes finish."""
+    """Switch the write mode for every adapter, after in-flight writes finish.
+
+    Entering a mode that reads unified (DUAL_WRITE_UNIFIED_PRIMARY, UNIFIED_ONLY) is
+    refused while unified may be stale (:func:`unified_staleness`), unless ``force``;
+    a forced switch records what was stale in the control log. ``settings`` names the
+    legacy tables (default: :func:`unistatus.config.load_settings`).
+    """
     new = DualWriteMode.parse(mode)
     ops = ops or ops_for(engine)
+    tables = (
+        resolve_legacy_tables(engine, settings or load_settings(), require_status=False)
+        if new.reads_unified
+        else None
+    )
     try:
         with ops.write_transaction() as conn:
             ops.mode_exclusive_lock(conn)
             _refuse_stale_legacy(conn, new)
+            if tables is not None:
+                stale = unified_staleness(conn, tables)
+                if stale is not None and not force:
+                    raise ModeError(
+                        f"unified may be stale: {stale.describe()}. Entering {new.value} "
+                        "would serve those statuses and judge new changes by them. Bring "
+                        "unified up to date (`unistatus check`, `unistatus repair`) and "
+                        "enter it through the gated `unistatus phase advance`, or pass "
+                        "--force with --reason to switch anyway"
+                    )
+                if stale is not None:
+                    log.warning("mode %s forced by %s over %s", new.value, actor, stale.describe())
+                    metadata = {**(metadata or {}), "forced_over_stale_unified": stale.as_dict()}
             return write_value(
                 conn, MODE_KEY, new.value, actor=actor, reason=reason, metadata=metadata
             )
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot switch mode: {exc.orig}") from None
+
+
+FORCE_RISK = (
+    "reads and the transition rules now use unified statuses that miss legacy-only "
+    "changes; a change built on them is not replayed over legacy (a rollback keeps it "
+    "as a conflict), but until `unistatus check` and `unistatus repair` run, clients "
+    "see the stale statuses"
+)
+# Legacy rows stamped this close to a legacy-only period count as written in it (hosts'
+# clocks differ); rows in step with unified are not counted whatever their stamp.
+STALE_SLACK = timedelta(seconds=2)
+
+
+@dataclass(frozen=True)
+class Staleness:
+    """Legacy rows changed while unified was not written, since it was last verified."""
+
+    verified_by_check: int | None
+    verified_at: datetime | None
+    since: datetime | None
+    rows: dict[str, int]
+
+    def describe(self) -> str:
+        per = ", ".join(f"{system} {n}" for system, n in sorted(self.rows.items()))
+        when = (
+            f"check #{self.verified_by_check} at {self.verified_at.isoformat()}"
+            if self.verified_at is not None
+            else "never (no consistent full `unistatus check` yet)"
+        )
+        return (
+            f"{sum(self.rows.values())} legacy row(s) ({per}) were written while the mode "
+            f"did not write unified, since unified was last verified: {when}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "verified_by_check": self.verified_by_check,
+            "verified_at": self.verified_at.isoformat() if self.verified_at else None,
+            "since": self.since.isoformat() if self.since else None,
+            "rows": dict(self.rows),
+            "risk": FORCE_RISK,
+        }
+
+
+def _legacy_only_periods(conn: sa.Connection) -> list[tuple[datetime | None, datetime | None]]:
+    """(start, end) of every stretch in a mode not writing unified; None = open end."""
+    changes = conn.execute(
+        sa.select(control_log.c.created_at, control_log.c.new_value)
+        .where(control_log.c.key == MODE_KEY)
+        .order_by(control_log.c.id)
+    ).all()
+    periods: list[tuple[datetime | None, datetime | None]] = []
+    start: datetime | None = None
+    blind = not DEFAULT_MODE.writes_unified  # before any switch: the default mode
+    for at, value in changes:
+        now_blind = not DualWriteMode(value).writes_unified
+        if blind and not now_blind:
+            periods.append((start, as_utc(at)))
+        elif now_blind and not blind:
+            start = as_utc(at)
+        blind = now_blind
+    if blind:
+        periods.append((start, None))
+    return periods
+
+
+def unified_staleness(
+    conn: sa.Connection, tables: dict[LegacySystemType, LegacyTable]
+) -> Staleness | None:
+    """Legacy-only writes since unified was last verified, or None if there are none.
+
+    Verified = the start of the latest full check (scope ``all``) that found every row
+    consistent. Counted = legacy rows stamped within a stretch of a mode that did not
+    write unified, after that moment, whose unified row is missing or holds another
+    legacy status (a row brought back in step since, e.g. by a repair, is not).
+    """
+    R = check_reports
+    verified = conn.execute(
+        sa.select(R.c.id, R.c.started_at)
+        .where(R.c.scope == "all", R.c.consistent == R.c.total)
+        .order_by(R.c.started_at.desc(), R.c.id.desc())
+        .limit(1)
+    ).first()
+    verified_at = as_utc(verified.started_at) if verified is not None else None
+    periods = [
+        (start, end)
+        for start, end in _legacy_only_periods(conn)
+        if verified_at is None or end is None or end > verified_at
+    ]
+    if not periods:
+        return None
+    rows: dict[str, int] = {}
+    for system, lt in tables.items():
+        if lt.status is None:
+            continue  # retired: legacy holds no status to be out of step with
+        stamped = []
+        for start, end in periods:
+            lower = max(start, verified_at) if start and verified_at else start or verified_at
+            bounds = []
+            if lower is not None:
+                bounds.append(lt.updated_at >= lower - STALE_SLACK)
+            if end is not None:
+                bounds.append(lt.updated_at <= end + STALE_SLACK)
+            stamped.append(sa.and_(sa.true(), *bounds))
+        on = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
+        n = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(lt.table.outerjoin(U, on))
+            .where(
+                sa.or_(*stamped),
+                sa.or_(U.c.id.is_(None), U.c.legacy_status.is_distinct_from(lt.status)),
+            )
+        ).scalar_one()
+        if n:
+            rows[system.value] = int(n)
+    if not rows:
+        return None
+    since = periods[0][0]
+    if verified_at is not None and (since is None or since < verified_at):
+        since = verified_at
+    return Staleness(verified.id if verified else None, verified_at, since, rows)
 
 
 def _refuse_stale_legacy(conn: sa.Connection, new: DualWriteMode) -> None:

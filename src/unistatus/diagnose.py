@@ -210,10 +210,20 @@ def _pending(engine: sa.Engine) -> dict[str, Any]:
     return {"unreplayed": pending_count(engine)}
 
 
+def _replay_conflicts(engine: sa.Engine) -> dict[str, Any]:
+    """Changes the replay to legacy did not apply (open and resolved, oldest first)."""
+    from unistatus.replay_conflicts import list_conflicts, open_conflict_count
+
+    return {
+        "open": open_conflict_count(engine),
+        "conflicts": [c.as_dict() for c in list_conflicts(engine, include_resolved=True)],
+    }
+
+
 def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
     """Everything an investigation needs, as one JSON-serialisable dict."""
     # Import the table modules so metadata (and the table counts) include them.
-    for name in ("tables_ops", "tables_check", "tables_backfill", "tables_alerts"):
+    for name in ("tables_ops", "tables_check", "tables_backfill", "tables_alerts", "tables_replay"):
         _section(name, lambda n=name: importlib.import_module(f"unistatus.db.{n}"))  # type: ignore[misc]
     return {
         "generated_at": utcnow().isoformat(),
@@ -227,6 +237,7 @@ def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]
         "quarantine": _section("quarantine", lambda: _quarantine(engine)),
         "backfill": _section("backfill", lambda: _backfill(engine, settings)),
         "pending_legacy_changes": _section("pending", lambda: _pending(engine)),
+        "replay_conflicts": _section("replay_conflicts", lambda: _replay_conflicts(engine)),
         "operation_stats": _section("operation_stats", lambda: _stats(engine)),
         "table_counts": _section("table_counts", lambda: _table_counts(engine, settings)),
     }

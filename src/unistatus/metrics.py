@@ -66,6 +66,8 @@ class Snapshot:
     progress: dict[str, dict[str, Any]] | None = None
     repair_open: int | None = None
     quarantine: int | None = None
+    # Open conflicts of the replay to legacy (changes it did not apply; see rollback).
+    replay_conflicts: int | None = None
     mapping: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -142,6 +144,7 @@ class Snapshot:
                 "last_check": self.last_check,
                 "repair_open": self.repair_open,
                 "quarantine": self.quarantine,
+                "replay_conflicts": self.replay_conflicts,
             },
             "progress": {"systems": self.progress, "phases": self.phase_bars()},
             "sources": self.sources,
@@ -240,6 +243,11 @@ def collect_snapshot(
     )
     snap.quarantine = _read(
         src, "quarantine", lambda: int(_module("backfill").quarantine_count(engine))
+    )
+    snap.replay_conflicts = _read(
+        src,
+        "replay_conflicts",
+        lambda: int(_module("replay_conflicts").open_conflict_count(engine)),
     )
     return snap
 

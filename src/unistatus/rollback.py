@@ -37,6 +37,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,11 +45,12 @@ import sqlalchemy as sa
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.control import read_mode, write_value
-from unistatus.db.dialect import ops_for
+from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
-from unistatus.db.tables import pending_legacy_changes, unified_transactions
-from unistatus.errors import GateError, InputError
+from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
+from unistatus.errors import GateError, InputError, StorageError
 from unistatus.phases import PHASES, PhaseChange, read_phase, write_phase
+from unistatus.replay_conflicts import record as record_conflict
 from unistatus.statuses import DualWriteMode, LegacySystemType
 
 __all__ = [
@@ -64,6 +66,7 @@ log = logging.getLogger("unistatus.rollback")
 
 P = pending_legacy_changes
 U = unified_transactions
+H = status_history
 DEFAULT_BATCH = 1000
 ROLLBACK_KEY = "last_rollback"
 # phase -> the phase a one-step rollback lands in
@@ -73,7 +76,37 @@ BACKFILL_UNDO_NOTE = (
     "if the backfill must restart from scratch"
 )
 
+CONFLICTS_NOTE = (
+    "{n} transaction(s) NOT replayed: legacy no longer held what the change started from "
+    "(or stayed locked); nothing was overwritten. List them with `unistatus rollback "
+    "conflicts`, decide each with `unistatus rollback resolve ID --keep-legacy|--apply "
+    "--reason ...`"
+)
+
 Finish = Callable[[sa.Connection, dict[str, Any]], None]
+
+COUNT_KEYS = (
+    "replayed",
+    "creates",
+    "status_changes",
+    "legacy_created",
+    "legacy_updated",
+    "conflicts",
+    "conflicted_changes",
+    "busy",
+)
+# The replay holds the exclusive mode lock (every writer waits on it): nothing it runs
+# may wait long. A lock not granted within LOCK_TIMEOUT_MS ends the round (rolled back,
+# retried); the server ends the session if its client dies or idles (see
+# DialectOps.bound_exclusive), so a killed rollback cannot keep the lock.
+LOCK_TIMEOUT_MS = 2000
+STATEMENT_TIMEOUT_MS = 60_000
+IDLE_TIMEOUT_MS = 10_000
+# A legacy row locked elsewhere is retried this long, then kept as a conflict.
+BUSY_RETRY_SECONDS = 3.0
+# Rounds that cannot get their locks are retried this long, then the replay fails.
+LOCK_WAIT_SECONDS = 30.0
+RETRY_PAUSE_SECONDS = 0.1
 
 
 def pending_count(engine: sa.Engine) -> int:
@@ -100,83 +133,189 @@ def _restore_legacy_columns(
     return result if isinstance(result, dict) else {"restored": True, "result": str(result)}
 
 
-def _replay_batch(
-    conn: sa.Connection,
-    tables: dict[LegacySystemType, LegacyTable],
-    batch_size: int,
-    after: int,
-) -> dict[str, int]:
-    """Apply the oldest ``batch_size`` unreplayed changes, in order (caller holds the lock).
+def _fetch_after(conn: sa.Connection, after: int, limit: int) -> list[Any]:
+    """The oldest ``limit`` unreplayed changes above ``after`` (a primary-key range scan)."""
+    return list(
+        conn.execute(
+            sa.select(P.c.id, P.c.transaction_id, P.c.kind, P.c.legacy_status, P.c.operation_id)
+            .where(P.c.replayed_at.is_(None), P.c.id > after)
+            .order_by(P.c.id)
+            .limit(limit)
+        ).all()
+    )
 
-    ``after``: every change up to this id is known replayed, so the scan starts there
-    (a primary-key range scan, not a walk over everything already replayed).
+
+def _fetch_held(conn: sa.Connection, held: set[str], upto: int) -> list[Any]:
+    """The unreplayed changes of transactions whose legacy row was busy, in order."""
+    if not held:
+        return []
+    return list(
+        conn.execute(
+            sa.select(P.c.id, P.c.transaction_id, P.c.kind, P.c.legacy_status, P.c.operation_id)
+            .where(P.c.replayed_at.is_(None), P.c.id <= upto, P.c.transaction_id.in_(sorted(held)))
+            .order_by(P.c.id)
+        ).all()
+    )
+
+
+def _legacy_befores(conn: sa.Connection, firsts: dict[str, Any]) -> dict[str, str | None]:
+    """The legacy status each transaction's first change here started from.
+
+    The history row written with the change (same operation id) has it: in UNIFIED_ONLY
+    it is the unified row's legacy image at the time, what legacy was expected to hold.
     """
+    if not firsts:
+        return {}
     rows = conn.execute(
-        sa.select(P.c.id, P.c.transaction_id, P.c.kind, P.c.legacy_status)
-        .where(P.c.replayed_at.is_(None), P.c.id > after)
-        .order_by(P.c.id)
-        .limit(batch_size)
-    ).all()
-    counts = {"replayed": 0, "creates": 0, "status_changes": 0, "legacy_created": 0}
-    counts.update(legacy_updated=0, last_id=after)
-    if not rows:
-        return counts
-    lo, hi = rows[0].id, rows[-1].id
-    counts["last_id"] = hi
-    now = utcnow()
-    # Legacy must end with the transaction's newest legacy value. The unified row holds
-    # it (``legacy_status``, written in the same transaction as each pending row), so
-    # applying it is the same as applying the batch in order, and stays right even if
-    # the mode was switched by hand and dual writes ran before this replay.
-    latest: dict[str, str | None] = {}
-    creates: set[str] = set()
-    for r in rows:
-        latest[r.transaction_id] = r.legacy_status
-        if r.kind == "create":
-            creates.add(r.transaction_id)
-    counts["replayed"] = len(rows)
-    counts["creates"] = len(creates)
-    counts["status_changes"] = len(rows) - len(creates)
-    if creates:
-        counts["legacy_created"] = _create_legacy_rows(conn, tables, creates, latest, now)
-    counts["legacy_updated"] = _update_legacy_statuses(conn, tables, latest, now)
-    in_batch = sa.and_(P.c.id.between(lo, hi), P.c.replayed_at.is_(None))
-    conn.execute(sa.update(P).where(in_batch).values(replayed_at=now))
-    return counts
-
-
-def _update_legacy_statuses(
-    conn: sa.Connection,
-    tables: dict[LegacySystemType, LegacyTable],
-    latest: dict[str, str | None],
-    now: Any,
-) -> int:
-    """Set each legacy row to the last legacy value of its transaction in the batch.
-
-    One lookup of the batch's legacy ids, then one executemany UPDATE per system (by
-    primary key), so a batch costs O(batch) however long the pending table is.
-    """
-    refs = conn.execute(
-        sa.select(U.c.id, U.c.legacy_system, U.c.legacy_id, U.c.legacy_status).where(
-            U.c.id.in_(sorted(latest)), U.c.legacy_id.is_not(None)
+        sa.select(H.c.transaction_id, H.c.operation_id, H.c.from_legacy_status).where(
+            H.c.transaction_id.in_(sorted(firsts)),
+            H.c.operation_id.in_(sorted({r.operation_id for r in firsts.values()})),
         )
     ).all()
-    by_system: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for r in refs:
-        value = r.legacy_status if r.legacy_status is not None else latest[r.id]
-        by_system[r.legacy_system].append({"lid": r.legacy_id, "st": value})
-    updated = 0
-    for system_value, params in by_system.items():
+    return {
+        r.transaction_id: r.from_legacy_status
+        for r in rows
+        if firsts[r.transaction_id].operation_id == r.operation_id
+    }
+
+
+def _replay_rows(
+    conn: sa.Connection,
+    ops: DialectOps,
+    tables: dict[LegacySystemType, LegacyTable],
+    rows: list[Any],
+    held: set[str],
+    *,
+    actor: str,
+    busy_is_conflict: bool = False,
+) -> dict[str, int]:
+    """Apply these changes (in id order) where legacy holds what they started from.
+
+    Per transaction: legacy already holds the target, nothing to write; legacy holds
+    the status the first change started from, it is written; anything else (a final
+    status written while legacy-only, a row gone) is never overwritten but recorded
+    as a conflict. A legacy row locked elsewhere is skipped (``held``: its later
+    changes wait too) and retried later, or recorded as a conflict when
+    ``busy_is_conflict``. The caller holds the exclusive mode lock.
+    """
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    by_tx: dict[str, list[Any]] = {}
+    for r in rows:
+        if r.transaction_id not in held:
+            by_tx.setdefault(r.transaction_id, []).append(r)
+    if not by_tx:
+        return counts
+    now = utcnow()
+    unified = {
+        u.id: u
+        for u in conn.execute(
+            sa.select(
+                U.c.id, U.c.legacy_system, U.c.legacy_id, U.c.legacy_status, U.c.status
+            ).where(U.c.id.in_(sorted(by_tx)))
+        ).all()
+    }
+    # Each transaction's changes here chain: the first starts from its legacy "before",
+    # the last leaves the value legacy must hold (later changes start from it).
+    target = {tx: changes[-1].legacy_status for tx, changes in by_tx.items()}
+    applied: list[str] = []
+    creates = {
+        tx
+        for tx, changes in by_tx.items()
+        if tx in unified
+        and unified[tx].legacy_id is None
+        and any(c.kind == "create" for c in changes)
+    }
+    if creates:
+        counts["legacy_created"] = _create_legacy_rows(conn, tables, creates, target, now)
+        applied += sorted(creates)
+    befores = _legacy_befores(conn, {tx: changes[0] for tx, changes in by_tx.items()})
+    by_system: dict[str, dict[int, str]] = defaultdict(dict)
+    for tx in by_tx:
+        u = unified.get(tx)
+        if tx in creates or u is None or u.legacy_id is None:
+            if tx not in creates:
+                applied.append(tx)  # nothing in legacy to write (as before this change)
+            continue
+        by_system[u.legacy_system][int(u.legacy_id)] = tx
+    conflicts: list[tuple[str, str, str | None]] = []  # (tx, cause, legacy value seen)
+    for system_value, txs in by_system.items():
         lt = tables[LegacySystemType(system_value)]
         assert lt.status is not None
-        conn.execute(
-            sa.update(lt.table)
-            .where(lt.id == sa.bindparam("lid"))
-            .values({lt.status.key: sa.bindparam("st"), lt.updated_at.key: now}),
-            params,
+        ids = sorted(txs)
+        query = sa.select(lt.id, lt.status).where(lt.id.in_(ids))
+        got: dict[int, str | None] = {
+            r[0]: r[1] for r in conn.execute(ops.lock_rows_skip_busy(query))
+        }
+        absent = [i for i in ids if i not in got]
+        seen: dict[int, str | None] = {}
+        if absent:
+            # Locked elsewhere (busy) or gone: the committed value tells which.
+            seen = {r[0]: r[1] for r in conn.execute(query.where(lt.id.in_(absent)))}
+        updates: list[dict[str, Any]] = []
+        for lid in ids:
+            tx = txs[lid]
+            if lid not in got:
+                if lid not in seen:
+                    conflicts.append((tx, "legacy_missing", None))
+                elif busy_is_conflict:
+                    conflicts.append((tx, "legacy_busy", seen[lid]))
+                else:
+                    held.add(tx)
+                    counts["busy"] += 1
+                continue
+            actual = got[lid]
+            if actual in (target[tx], unified[tx].legacy_status):
+                # Already there, or legacy already holds unified's newest image (dual
+                # writes ran after a hand switch out of UNIFIED_ONLY): nothing to write.
+                applied.append(tx)
+            elif tx in befores and actual == befores[tx]:
+                updates.append({"lid": lid, "st": target[tx]})
+                applied.append(tx)
+            else:
+                conflicts.append((tx, "legacy_changed", actual))
+        if updates:
+            conn.execute(
+                sa.update(lt.table)
+                .where(lt.id == sa.bindparam("lid"))
+                .values({lt.status.key: sa.bindparam("st"), lt.updated_at.key: now}),
+                updates,
+            )
+            counts["legacy_updated"] += len(updates)
+    for tx, cause, actual in conflicts:
+        u = unified[tx] if tx in unified else None
+        record_conflict(
+            conn,
+            transaction_id=tx,
+            legacy_system=u.legacy_system if u is not None else None,
+            legacy_id=u.legacy_id if u is not None else None,
+            cause=cause,
+            expected=befores.get(tx),
+            actual=actual,
+            replay_status=target[tx],
+            unified_status=u.status if u is not None else None,
+            change_ids=[c.id for c in by_tx[tx]],
+            actor=actor,
+            now=now,
         )
-        updated += len(params)
-    return updated
+        log.warning(
+            "replay conflict (%s) on %s: legacy holds %r, the replay would write %r: kept "
+            "for the operator (`unistatus rollback conflicts`)",
+            cause,
+            tx,
+            actual,
+            target[tx],
+        )
+    done = applied + [tx for tx, _, _ in conflicts]
+    ids_done = [c.id for tx in done for c in by_tx[tx]]
+    if ids_done:
+        conn.execute(sa.update(P).where(P.c.id.in_(ids_done)).values(replayed_at=now))
+    changes_applied = [c for tx in applied for c in by_tx[tx]]
+    counts["replayed"] = len(changes_applied)
+    counts["creates"] = sum(1 for c in changes_applied if c.kind == "create")
+    counts["status_changes"] = counts["replayed"] - counts["creates"]
+    counts["conflicts"] = len(conflicts)
+    counts["conflicted_changes"] = sum(len(by_tx[tx]) for tx, _, _ in conflicts)
+    return counts
 
 
 def _insert_target(lt: LegacyTable) -> sa.Table:
@@ -234,7 +373,7 @@ def _create_legacy_rows(
                 lt.user_id.key: r.user_id,
                 lt.amount.key: r.amount,
                 lt.currency.key: r.currency,
-                lt.status.key: r.legacy_status if r.legacy_status is not None else latest[r.id],
+                lt.status.key: latest[r.id],
                 lt.created_at.key: r.created_at,
                 lt.updated_at.key: now,
             }
@@ -260,6 +399,64 @@ def _create_legacy_rows(
     return created
 
 
+@dataclass
+class _Progress:
+    """Where the replay is: committed with each round, discarded with a failed one."""
+
+    after: int = 0
+    batches: int = 0
+    held: set[str] = field(default_factory=set)
+    busy_since: float | None = None
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
+
+    def copy(self) -> _Progress:
+        return _Progress(
+            self.after, self.batches, set(self.held), self.busy_since, dict(self.totals)
+        )
+
+    def add(self, counts: dict[str, int]) -> None:
+        for k, v in counts.items():
+            self.totals[k] = self.totals.get(k, 0) + v
+
+
+def _round(
+    conn: sa.Connection,
+    ops: DialectOps,
+    tables: dict[LegacySystemType, LegacyTable],
+    p: _Progress,
+    *,
+    batch_size: int,
+    drain_all: bool,
+    busy_retry_seconds: float,
+    actor: str,
+) -> bool:
+    """One transaction's share of the replay; True when nothing is left (lock held)."""
+    if p.held:
+        retry = _fetch_held(conn, p.held, p.after)
+        p.held.clear()
+        p.add(_replay_rows(conn, ops, tables, retry, p.held, actor=actor))
+    while True:
+        rows = _fetch_after(conn, p.after, batch_size)
+        if rows:
+            p.after = rows[-1].id
+            p.batches += 1
+        p.add(_replay_rows(conn, ops, tables, rows, p.held, actor=actor))
+        if len(rows) < batch_size:
+            break  # the lock is held: nothing new can have appeared
+        if not drain_all:
+            return False
+    if p.held and p.busy_since is None:
+        p.busy_since = time.monotonic()
+    if p.held and time.monotonic() - (p.busy_since or 0.0) < busy_retry_seconds:
+        return False
+    if p.held:
+        # Still locked elsewhere: kept for the operator rather than waited for.
+        still = _fetch_held(conn, p.held, p.after)
+        p.held.clear()
+        p.add(_replay_rows(conn, ops, tables, still, p.held, actor=actor, busy_is_conflict=True))
+    return True
+
+
 def replay_pending(
     engine: sa.Engine,
     settings: Settings,
@@ -268,6 +465,8 @@ def replay_pending(
     finish: Finish | None = None,
     actor: str = "rollback",
     reason: str = "replay pending legacy changes",
+    busy_retry_seconds: float = BUSY_RETRY_SECONDS,
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS,
 ) -> dict[str, Any]:
     """Replay every unreplayed UNIFIED_ONLY change to legacy, oldest first.
 
@@ -275,6 +474,14 @@ def replay_pending(
     pending also runs ``finish(conn, summary)`` (e.g. the mode switch) in its own
     transaction, so nothing can be written between the two. After a few rounds the
     remaining changes are drained in one transaction, so busy writers cannot starve it.
+
+    Nothing waits unbounded while the mode lock is held: every statement runs under
+    ``lock_timeout``/``statement_timeout`` (a round that cannot get a lock is rolled
+    back and retried, for up to ``lock_wait_seconds``), legacy rows locked elsewhere
+    are skipped and retried for ``busy_retry_seconds``, then kept as conflicts; a
+    legacy row that no longer holds what a change started from is never overwritten
+    (a conflict too, see :mod:`unistatus.replay_conflicts`). ``summary["conflicts"]``
+    says how many.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -283,35 +490,61 @@ def replay_pending(
         "undo_cleanup": _restore_legacy_columns(engine, settings, actor, reason)
     }
     tables = resolve_legacy_tables(engine, settings)
-    totals = {"replayed": 0, "creates": 0, "status_changes": 0}
-    totals.update(legacy_created=0, legacy_updated=0)
     ops = ops_for(engine)
-    batches = 0
+    progress = _Progress()
     rounds = 0
-    after = 0
-    done = False
-    while not done:
+    give_up = time.monotonic() + lock_wait_seconds
+    while True:
         rounds += 1
-        drain_all = rounds > 3
-        with ops.write_transaction() as conn:
-            ops.mode_exclusive_lock(conn)
-            while True:
-                counts = _replay_batch(conn, tables, batch_size, after)
-                after = counts.pop("last_id")
-                batches += 1 if counts["replayed"] else 0
-                for k, v in counts.items():
-                    totals[k] += v
-                if counts["replayed"] < batch_size:
-                    done = True  # the lock is held: nothing new can have appeared
-                    break
-                if not drain_all:
-                    break
-            if done:
-                summary.update(totals, batches=batches)
-                summary["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-                if finish is not None:
-                    finish(conn, summary)
-    log.info("replayed %s pending legacy changes in %s batches", totals["replayed"], batches)
+        attempt = progress.copy()
+        try:
+            with ops.write_transaction() as conn:
+                ops.bound_exclusive(
+                    conn,
+                    statement_ms=STATEMENT_TIMEOUT_MS,
+                    lock_ms=LOCK_TIMEOUT_MS,
+                    idle_ms=IDLE_TIMEOUT_MS,
+                )
+                ops.mode_exclusive_lock(conn)
+                done = _round(
+                    conn,
+                    ops,
+                    tables,
+                    attempt,
+                    batch_size=batch_size,
+                    drain_all=rounds > 3,
+                    busy_retry_seconds=busy_retry_seconds,
+                    actor=actor,
+                )
+                if done:
+                    summary.update(attempt.totals, batches=attempt.batches)
+                    summary["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+                    if finish is not None:
+                        finish(conn, summary)
+        except sa.exc.DBAPIError as exc:
+            if not ops.lock_not_granted(exc):
+                raise
+            if time.monotonic() >= give_up:
+                raise StorageError(
+                    f"the replay could not get its locks within {lock_wait_seconds:g} s "
+                    f"({str(exc.orig).strip().splitlines()[0]}); nothing of the unfinished "
+                    "round was written: run it again"
+                ) from None
+            log.warning("replay round %s could not get a lock (%s): retrying", rounds, exc.orig)
+            time.sleep(RETRY_PAUSE_SECONDS)
+            continue
+        progress = attempt
+        if done:
+            break
+        if progress.held:
+            time.sleep(RETRY_PAUSE_SECONDS)  # give the lock holder a moment
+    totals = progress.totals
+    log.info(
+        "replayed %s pending legacy changes in %s batches; %s conflict(s)",
+        totals["replayed"],
+        progress.batches,
+        totals["conflicts"],
+    )
     return summary
 
 
@@ -326,24 +559,31 @@ def _switch(
     engine: sa.Engine,
     settings: Settings,
     *,
-    from_phase: int,
+    from_phase: int | None,
     to_phase: int,
     to_mode: DualWriteMode,
     actor: str,
     reason: str,
     extra: dict[str, Any],
-) -> tuple[DualWriteMode, dict[str, Any]]:
-    """Replay what legacy has not seen, then set phase and mode in the same transaction."""
+) -> tuple[int, DualWriteMode, dict[str, Any]]:
+    """Replay what legacy has not seen, then set phase and mode in the same transaction.
+
+    ``from_phase=None`` (the emergency path) goes to ``to_phase`` from whatever phase
+    holds under the lock: a concurrent ``phase advance`` cannot make it give up.
+    Returns the phase and mode it left, and the replay's summary.
+    """
     seen: dict[str, Any] = {}
 
     def finish(conn: sa.Connection, summary: dict[str, Any]) -> None:
-        if read_phase(conn) != from_phase:
+        current = read_phase(conn)
+        if from_phase is not None and current != from_phase:
             raise GateError("the phase changed during the rollback; check `phase status`")
+        seen["from_phase"] = current
         seen["from_mode"] = read_mode(conn)
         meta = {
             **extra,
             "action": "rollback",
-            "from_phase": from_phase,
+            "from_phase": current,
             "to_phase": to_phase,
             "from_mode": seen["from_mode"].value,
             "replay": _jsonable(summary),
@@ -352,14 +592,14 @@ def _switch(
         write_value(
             conn,
             ROLLBACK_KEY,
-            f"phase {from_phase} -> {to_phase}, {to_mode.value}",
+            f"phase {current} -> {to_phase}, {to_mode.value}",
             actor=actor,
             reason=reason,
             metadata=meta,
         )
 
     replay = replay_pending(engine, settings, finish=finish, actor=actor, reason=reason)
-    return seen["from_mode"], replay
+    return seen["from_phase"], seen["from_mode"], replay
 
 
 def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
@@ -387,7 +627,7 @@ def rollback_current_phase(
     if phase == 2:
         notes.append(_pause_backfill(engine, settings, actor, reason))
         notes.append(BACKFILL_UNDO_NOTE)
-    from_mode, replay = _switch(
+    _, from_mode, replay = _switch(
         engine,
         settings,
         from_phase=phase,
@@ -399,6 +639,8 @@ def rollback_current_phase(
     )
     if replay["replayed"]:
         notes.append(f"replayed {replay['replayed']} change(s) to legacy first")
+    if replay["conflicts"]:
+        notes.append(CONFLICTS_NOTE.format(n=replay["conflicts"]))
     if replay.get("undo_cleanup"):
         notes.append("legacy status columns restored")
     return PhaseChange(
@@ -423,19 +665,20 @@ def emergency_rollback(
     if not actor or not actor.strip():
         raise InputError("an actor is required")
     started = time.perf_counter()
-    with engine.connect() as conn:
-        phase = read_phase(conn)
     notes: list[str] = []
-    from_mode, replay = _switch(
+    # The phase is read under the exclusive lock, in the transaction that leaves it.
+    phase, from_mode, replay = _switch(
         engine,
         settings,
-        from_phase=phase,
+        from_phase=None,
         to_phase=0,
         to_mode=DualWriteMode.LEGACY_ONLY,
         actor=actor,
         reason=reason.strip(),
         extra={"emergency": True},
     )
+    if replay["conflicts"]:
+        notes.append(CONFLICTS_NOTE.format(n=replay["conflicts"]))
     try:
         notes.append(_pause_backfill(engine, settings, actor, reason))
     except Exception as exc:  # the switch is done; a pause failure must not hide it
@@ -454,6 +697,7 @@ def emergency_rollback(
         "actor": actor,
         "reason": reason.strip(),
         "replay": replay,
+        "conflicts": replay["conflicts"],
         "notes": notes,
         "duration_ms": round((time.perf_counter() - started) * 1000, 3),
         "at": utcnow().isoformat(),

@@ -112,6 +112,8 @@ class StatusUpdate(_Input):
 class ModeChange(_Input):
     mode: DualWriteMode
     reason: Reason
+    # Enter a unified-read mode although unified may be stale (409 without it).
+    force: bool = False
     actor: Actor = "api"
 
 
@@ -443,10 +445,21 @@ def _control_routes(app: FastAPI, service: _Service) -> None:
 
     @app.put("/api/v1/control/mode", tags=["control"], dependencies=[admin])
     def set_mode(body: ModeChange) -> dict[str, Any]:
-        """Switch the write mode for every adapter (waits for in-flight writes)."""
+        """Switch the write mode for every adapter (waits for in-flight writes).
+
+        Entering a unified-read mode while unified may be stale is refused (409) unless
+        ``force``; prefer the gated ``/api/v1/control/phase/advance``.
+        """
         from unistatus.control import set_mode as switch
 
-        change = switch(service.engine, body.mode, reason=body.reason, actor=actor(body.actor))
+        change = switch(
+            service.engine,
+            body.mode,
+            reason=body.reason,
+            actor=actor(body.actor),
+            force=body.force,
+            settings=service.settings,
+        )
         return change.as_dict()
 
     @app.post("/api/v1/control/phase/advance", tags=["control"], dependencies=[admin])

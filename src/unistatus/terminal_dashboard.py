@@ -121,6 +121,18 @@ def render(
     quality.add_row(
         "repair queue / quarantine", f"{_known(snap.repair_open)} / {_known(snap.quarantine)}"
     )
+    conflicts = snap.replay_conflicts
+    quality.add_row(
+        "replay conflicts",
+        Text(
+            "unknown"
+            if conflicts is None
+            else f"{conflicts} open: `unistatus rollback conflicts`"
+            if conflicts
+            else "0 open",
+            style="dim" if conflicts is None else "bold red" if conflicts else "green",
+        ),
+    )
 
     progress = Table(show_header=False, box=None, padding=(0, 1))
     progress.add_column(no_wrap=True)

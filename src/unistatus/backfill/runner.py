@@ -7,8 +7,13 @@ process then only watches progress through the database. SQLite runs one worker.
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import multiprocessing
+import os
 import queue
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +30,8 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.errors import InputError, StorageError
 from unistatus.statuses import LegacySystemType
+
+log = logging.getLogger("unistatus.backfill")
 
 ProgressCallback = Callable[[str, int, int], None]
 """Called as ``(system, done_rows, total_rows)`` while the backfill runs."""
@@ -205,7 +212,14 @@ def _run_processes(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(url, settings.model_dump(), [s.value for s in systems], per_worker, results),
+            args=(
+                url,
+                settings.model_dump(),
+                [s.value for s in systems],
+                per_worker,
+                results,
+                os.getpid(),
+            ),
             daemon=True,
         )
         for _ in range(workers)
@@ -247,20 +261,57 @@ def _worker_main(
     systems: list[str],
     rate: float | None,
     results: multiprocessing.Queue[tuple[str, Any]],
+    parent: int,
 ) -> None:
-    """Entry point of a worker process: its own engine, the same chunk table."""
+    """Entry point of a worker process: its own engine, the same chunk table.
+
+    It lives only as long as the ``unistatus backfill`` that started it: a killed
+    parent must not leave workers copying unseen (see :func:`_die_with_parent`).
+    """
     from unistatus.db.engine import create_engine
 
+    _die_with_parent(parent)
     try:
         settings = Settings(**settings_data)
         engine = create_engine(url, pool_size=2, max_overflow=2)
         chosen = [LegacySystemType(s) for s in systems]
         tables = resolve_legacy_tables(engine, settings, systems=chosen)
-        tally = Worker(engine, ops_for(engine), settings, tables, max_rows_per_second=rate).run()
+        ops = ops_for(engine)
+        tally = Worker(
+            engine,
+            ops,
+            settings,
+            tables,
+            max_rows_per_second=rate,
+            keep_going=lambda: os.getppid() == parent,
+        ).run()
+        if os.getppid() == parent:
+            # The job this worker saw to its end gets its finish time even if the parent
+            # dies before it can (mark_complete closes only jobs with nothing pending).
+            mark_complete(ops, chosen)
         engine.dispose()
         results.put(("ok", tally))
     except Exception as exc:  # reported to the parent, which raises it as one line
         results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel stop this process when its parent dies (Linux), and check now.
+
+    Elsewhere the worker notices between batches (its parent id changes when the
+    parent is gone). A batch cut short is rolled back and copied again later.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        except (OSError, AttributeError):  # pragma: no cover (no prctl: the check remains)
+            log.warning("cannot ask to stop with the parent; checking between batches")
+    if os.getppid() != parent:  # it died before the request above
+        raise SystemExit(1)
 
 
 def _report(

@@ -127,6 +127,7 @@ class Worker:
         *,
         max_rows_per_second: float | None = None,
         on_batch: Callable[[BatchResult], None] | None = None,
+        keep_going: Callable[[], bool] | None = None,
     ) -> None:
         self.engine = engine
         self.ops = ops
@@ -134,6 +135,8 @@ class Worker:
         self.tables = tables
         self.throttle = Throttle(max_rows_per_second)
         self.on_batch = on_batch
+        # Asked before each batch; False stops the worker (e.g. its parent died).
+        self.keep_going = keep_going
         self.name = worker_name()
         self.tally = Tally()
         self._copiers = {system: ChunkCopier(ops, lt) for system, lt in tables.items()}
@@ -143,6 +146,8 @@ class Worker:
         """Copy chunks until none is left to claim; hold while the backfill is paused."""
         held = False
         while True:
+            if self.keep_going is not None and not self.keep_going():
+                return self.tally
             result = self._batch_with_retries()
             if result is None:
                 return self.tally

@@ -1,12 +1,35 @@
-"""`unistatus rollback --emergency`: the fastest safe path back to legacy."""
+"""`unistatus rollback --emergency`: the fastest safe path back to legacy.
+
+`unistatus rollback conflicts` and `rollback resolve` handle what the replay to legacy
+did not apply (a legacy row that moved on, or stayed locked): nothing is overwritten,
+an operator decides each one with a reason.
+"""
 
 from __future__ import annotations
 
 import typer
 
-from unistatus.cli.context import REASON_HELP, abort, console, print_json, require_reason, state
+from unistatus.cli.context import (
+    EXIT_FAILED_CHECK,
+    REASON_HELP,
+    abort,
+    console,
+    print_json,
+    require_reason,
+    state,
+)
+
+rollback_app = typer.Typer(
+    help="Emergency rollback to LEGACY_ONLY, and the replay's conflict list.\n\n"
+    "Examples:\n\n"
+    "  unistatus rollback --emergency --reason 'consistency critical'\n\n"
+    "  unistatus rollback conflicts --json\n\n"
+    "  unistatus rollback resolve 3 --keep-legacy --reason 'payout was confirmed'",
+    invoke_without_command=True,
+)
 
 
+@rollback_app.callback()
 def rollback(
     ctx: typer.Context,
     emergency: bool = typer.Option(
@@ -18,8 +41,14 @@ def rollback(
 ) -> None:
     """Emergency rollback to LEGACY_ONLY; every running adapter follows within ~1 s.
 
+    It wins over a concurrent `phase advance`: the phase is read under the exclusive
+    mode lock and left for phase 0 from wherever it is. Changes the replay could not
+    apply are listed (`rollback conflicts`), never overwritten.
+
     Example: unistatus rollback --emergency --reason "consistency 97%" --actor oncall
     """
+    if ctx.invoked_subcommand is not None:
+        return
     if not emergency:
         abort(
             "this is the emergency rollback to LEGACY_ONLY: pass --emergency to confirm. "
@@ -40,10 +69,96 @@ def rollback(
         f"in {result['duration_ms']:.0f} ms"
         + (f"; replayed {replayed} change(s) to legacy first" if replayed else "")
     )
+    if result["conflicts"]:
+        console.print(
+            f"[bold yellow]{result['conflicts']} replay conflict(s)[/]: not applied, "
+            "nothing overwritten"
+        )
     for note in result["notes"]:
         console.print(f"- {note}")
     console.print("next: `unistatus diagnose` to collect the investigation report")
 
 
+@rollback_app.command("conflicts")
+def conflicts(
+    ctx: typer.Context,
+    all_: bool = typer.Option(False, "--all", help="Include resolved conflicts."),
+    limit: int = typer.Option(100, "--limit", min=1, help="At most this many."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """List changes the replay to legacy did not apply (exit 1 while any is open).
+
+    Example: unistatus rollback conflicts --json
+    """
+    from unistatus.replay_conflicts import list_conflicts
+
+    found = list_conflicts(state(ctx).engine, include_resolved=all_, limit=limit)
+    open_ = [c for c in found if c.resolved_at is None]
+    if json_out:
+        print_json({"open": len(open_), "conflicts": [c.as_dict() for c in found]})
+    elif not found:
+        console.print("no replay conflicts")
+    else:
+        for c in found:
+            state_text = "[yellow]open[/]" if c.resolved_at is None else f"resolved: {c.resolution}"
+            console.print(
+                f"#{c.id} {c.entity} ({c.transaction_id}) {state_text}: legacy holds "
+                f"{c.legacy_actual!r}, the replay expected {c.legacy_expected!r} and would "
+                f"write {c.replay_status!r} ({c.changes} change(s); {c.cause})"
+            )
+        if open_:
+            console.print(
+                "decide each: `unistatus rollback resolve ID --keep-legacy --reason ...` "
+                "(legacy stays; then `unistatus repair`) or `--apply` (legacy takes the "
+                "replayed status)"
+            )
+    if open_:
+        raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+@rollback_app.command("resolve")
+def resolve(
+    ctx: typer.Context,
+    conflict_id: int = typer.Argument(..., help="The conflict's id (`rollback conflicts`)."),
+    keep_legacy: bool = typer.Option(
+        False, "--keep-legacy", help="Legacy keeps its status; unified is repaired later."
+    ),
+    apply: bool = typer.Option(
+        False, "--apply", help="Write the replayed status to legacy (if legacy is unchanged)."
+    ),
+    reason: str = typer.Option(None, "--reason", help=REASON_HELP),
+    actor: str = typer.Option("cli", "--actor", help="Who decides (recorded)."),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
+) -> None:
+    """Close a replay conflict with a reason: --keep-legacy or --apply.
+
+    Example: unistatus rollback resolve 3 --keep-legacy --reason "payout confirmed"
+    """
+    if keep_legacy == apply:
+        abort("pass exactly one of --keep-legacy or --apply")
+    reason = require_reason(reason, "rollback resolve")
+    from unistatus.replay_conflicts import resolve as resolve_conflict
+
+    app_state = state(ctx)
+    done = resolve_conflict(
+        app_state.engine,
+        app_state.settings,
+        conflict_id,
+        action="keep_legacy" if keep_legacy else "apply",
+        actor=actor,
+        reason=reason,
+    )
+    if json_out:
+        print_json(done.as_dict())
+        return
+    if done.resolution == "apply":
+        console.print(f"#{done.id} {done.entity}: legacy now holds {done.replay_status!r}")
+    else:
+        console.print(
+            f"#{done.id} {done.entity}: legacy keeps {done.legacy_actual!r}; unified still "
+            f"says {done.unified_status!r} until `unistatus repair` brings it in line"
+        )
+
+
 def register(app: typer.Typer) -> None:
-    app.command("rollback")(rollback)
+    app.add_typer(rollback_app, name="rollback")

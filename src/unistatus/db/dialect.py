@@ -77,6 +77,27 @@ class DialectOps:
         """
         self.bound_statements(conn, statement_ms, lock_ms)
 
+    def bound_exclusive(
+        self, conn: sa.Connection, *, statement_ms: int, lock_ms: int, idle_ms: int
+    ) -> None:
+        """Bound a transaction that holds the exclusive mode lock (the replay's).
+
+        Besides statement and lock waits, the server ends the session when its client
+        is gone or idles in the transaction, so a killed client cannot keep the lock.
+        """
+
+    def lock_rows_skip_busy(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        """``query`` locking the rows it returns, leaving out rows locked elsewhere.
+
+        Without row locks (SQLite: the write transaction holds the whole database)
+        every row is returned.
+        """
+        return query
+
+    def lock_not_granted(self, exc: sa.exc.DBAPIError) -> bool:
+        """Whether ``exc`` is a lock or statement wait that ran out (worth retrying)."""
+        return "database is locked" in str(exc.orig).lower()
+
     def integer_series(self, n: int) -> sa.FromClause:
         """Rows ``g`` = 1..n made by the database, for set-based seeding (a recursive CTE)."""
         series = sa.select(sa.literal(1, sa.BigInteger).label("g")).cte("series", recursive=True)
@@ -161,6 +182,29 @@ class PostgresOps(DialectOps):
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
+
+    def bound_exclusive(
+        self, conn: sa.Connection, *, statement_ms: int, lock_ms: int, idle_ms: int
+    ) -> None:
+        settings = {
+            "statement_timeout": statement_ms,
+            "lock_timeout": lock_ms,
+            "idle_in_transaction_session_timeout": idle_ms,
+        }
+        if (conn.dialect.server_version_info or (0,)) >= (14,):
+            # A statement still running when its client died ends within this period.
+            settings["client_connection_check_interval"] = min(lock_ms, 1000)
+        conn.exec_driver_sql(
+            "SELECT "
+            + ", ".join(f"set_config('{k}', '{int(v)}', true)" for k, v in settings.items())
+        )
+
+    def lock_rows_skip_busy(self, query: sa.Select[Any]) -> sa.Select[Any]:
+        return query.with_for_update(skip_locked=True)
+
+    def lock_not_granted(self, exc: sa.exc.DBAPIError) -> bool:
+        # lock timeout, statement timeout (also a cancelled lock wait), deadlock
+        return getattr(exc.orig, "sqlstate", None) in {"55P03", "57014", "40P01"}
 
     def bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         # One round trip instead of three: set_config(..., true) is SET LOCAL.

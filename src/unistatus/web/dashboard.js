@@ -64,6 +64,8 @@ function render(s) {
     text("validation-detail", "");
   }
   text("queues", `${q.repair_open ?? "unknown"} / ${q.quarantine ?? "unknown"}`);
+  const conflicts = q.replay_conflicts;
+  text("replay-conflicts", conflicts == null ? "unknown" : `${conflicts} open`, conflicts == null ? "" : conflicts ? "bad" : "ok");
 
   const phases = $("phases");
   phases.replaceChildren(...s.progress.phases.map((p) => bar(`Phase ${p.phase}: ${p.name}`, p.percent, p.current)));
