@@ -37,6 +37,7 @@ from unistatus.adapter_model import (
     ModeChanged,
     OperationEvent,
     Plan,
+    WriteLost,
 )
 from unistatus.adapter_sql import (
     HotStatements,
@@ -45,7 +46,7 @@ from unistatus.adapter_sql import (
 )
 from unistatus.clock import utcnow
 from unistatus.config import Settings, load_settings
-from unistatus.control import ModeWatcher, read_mode
+from unistatus.control import DEFAULT_MODE, ModeWatcher, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
@@ -119,20 +120,25 @@ class DualWriteAdapter:
             database or self.settings.database_url, lock_timeout_ms=self.settings.lock_timeout_ms
         )
         self.ops = ops_for(self.engine)
+        # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves the adapter.
+        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self.mapper = LegacyStatusMapper()
         self.rules = TransitionRules()
-        # The status column may be gone after retirement: UNIFIED_ONLY still works, and
-        # a write that needs legacy says so clearly (see _legacy_status_column).
-        self.legacy: dict[LegacySystemType, LegacyTable] = resolve_legacy_tables(
-            self.engine, self.settings, require_status=False
-        )
         self.modes = ModeWatcher(self.engine, self.settings.mode_refresh_seconds)
+        # The mode as last read: what a failure is filed under when it cannot be read.
+        self._last_mode = DEFAULT_MODE
         self.observers: list[Callable[[OperationEvent], None]] = []
         self.shadow_mismatches = 0
-        # Status changes in one or two round trips where the database allows
-        # (PostgreSQL with revision 0007); otherwise, and whenever it declines, the
-        # locked path.
-        self.locked_mode = self._fast_path_available()
+        with self._storage_errors("cannot reach the database"):
+            # The status column may be gone after retirement: UNIFIED_ONLY still works,
+            # and a write that needs legacy says so clearly (see legacy_status_column).
+            self.legacy: dict[LegacySystemType, LegacyTable] = resolve_legacy_tables(
+                self.engine, self.settings, require_status=False
+            )
+            # Status changes in one or two round trips where the database allows
+            # (PostgreSQL with revision 0007); otherwise, and whenever it declines, the
+            # locked path.
+            self.locked_mode = self._fast_path_available()
         # Hot-path statements, built once per legacy system and compiled once.
         self.hot = self._hot_statements()
         self.fast = (
@@ -147,7 +153,10 @@ class DualWriteAdapter:
 
     @property
     def mode(self) -> DualWriteMode:
-        return self.modes.get()
+        """The current mode (re-read when stale); StorageError if it cannot be read."""
+        with self._storage_errors("cannot read the mode"):
+            mode = self._last_mode = self.modes.get()
+        return mode
 
     def create_transaction(
         self,
@@ -237,14 +246,16 @@ class DualWriteAdapter:
         """The status from the authoritative side, with ``metadata['source']``."""
         started = time.perf_counter()
         ref = parse_entity_id(entity_id)
-        mode = self.mode
+        mode = self._last_mode
         mismatch = False
         try:
-            with self.engine.connect() as conn:
-                entity = self._read(conn, ref)
-        except sa.exc.DBAPIError as exc:
-            self._emit("get_transaction_status", mode, False, started, error=str(exc.orig))
-            raise StorageError(f"cannot read {entity_id}: {exc.orig}") from None
+            mode = self.mode
+            with self._storage_errors(f"cannot read {entity_id}"):
+                with self.engine.connect() as conn:
+                    entity = self._read(conn, ref)
+        except StorageError as exc:
+            self._emit("get_transaction_status", mode, False, started, error=str(exc))
+            raise
         meta: dict[str, Any] = {"entity_id": str(entity_id), "mode": mode.value}
         if entity.legacy is None and entity.unified is None:
             self._emit("get_transaction_status", mode, True, started)
@@ -278,7 +289,7 @@ class DualWriteAdapter:
     ) -> dict[str, Any]:
         """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction."""
         ref = parse_entity_id(entity_id)
-        with self.engine.connect() as conn:
+        with self._storage_errors(f"cannot read {entity_id}"), self.engine.connect() as conn:
             entity = self._read(conn, ref)
         if entity.legacy is None and entity.unified is None:
             raise EntityNotFoundError(str(entity_id))
@@ -286,7 +297,7 @@ class DualWriteAdapter:
             raise InputError(f"{entity_id} belongs to {entity.system.value}, not {system_type}")
         legacy = entity.legacy
         if legacy is not None and entity.unified is not None:
-            with self.engine.connect() as conn:
+            with self._storage_errors(f"cannot read {entity_id}"), self.engine.connect() as conn:
                 if self._replay_pending(conn, str(entity.unified["id"])):
                     # Legacy is frozen until the replay: compare with what it will hold
                     # (the same projection as the bulk check, unistatus.check).
@@ -300,6 +311,16 @@ class DualWriteAdapter:
             "consistent": not found,
             "inconsistencies": [i.as_dict() for i in found],
         }
+
+    @contextmanager
+    def _storage_errors(self, what: str) -> Iterator[None]:
+        """SQLAlchemy's and the driver's errors as StorageError: ``what`` and the cause."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            raise StorageError(f"{what}: {_describe(exc)}") from None
+        except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
+            raise StorageError(f"{what}: {type(exc).__name__}: {exc}") from None
 
     @staticmethod
     def _replay_pending(conn: sa.Connection, utx_id: str) -> bool:
@@ -316,6 +337,7 @@ class DualWriteAdapter:
         operation: str,
         work: Callable[[sa.Connection, DualWriteMode, str], DualWriteResult],
         fast: Callable[[DualWriteMode, str], DualWriteResult | None] | None = None,
+        settle: Callable[[], bool] | None = None,
     ) -> DualWriteResult:
         """Run ``work`` in a write transaction, retrying what may be retried.
 
@@ -332,17 +354,16 @@ class DualWriteAdapter:
         op_id = str(uuid.uuid4())
         gate = self.gate
         if gate is None:
-            return self._attempts(operation, work, fast, started, op_id)
+            return self._attempts(operation, work, fast, started, op_id, settle)
         if not gate.acquire(self.settings.write_queue_timeout_seconds):
             error = (
                 f"no write slot within {self.settings.write_queue_timeout_seconds:g}s: "
                 f"{gate.slots} writes in flight, {gate.waiting} queued (the database is "
                 "slow or unreachable; see `unistatus diagnose`)"
             )
-            self._emit(operation, self.mode, False, started, error=error)
-            return self._failed(op_id, self.mode, error, started)
+            return self._give_up(operation, op_id, self._last_mode, error, None, started)
         try:
-            return self._attempts(operation, work, fast, started, op_id)
+            return self._attempts(operation, work, fast, started, op_id, settle)
         finally:
             gate.release()
 
@@ -353,11 +374,29 @@ class DualWriteAdapter:
         fast: Callable[[DualWriteMode, str], DualWriteResult | None] | None,
         started: float,
         op_id: str,
+        settle: Callable[[], bool] | None = None,
     ) -> DualWriteResult:
-        mode = self.mode
+        """The attempt loop. Every way it ends reaches the observers exactly once: a
+        result (success or failure) is returned, a refusal (bad input, a forbidden
+        transition, a mode that does not allow the write) is raised.
+
+        Once an attempt may have committed (its connection lost during COMMIT, or during
+        an autocommit write of the fast path), the outcome stays unknown unless a later
+        attempt succeeds: failures and refusals after it say "outcome unknown". A lost
+        COMMIT is retried only when ``settle()`` says the retry can tell (a create with
+        an idempotency key looks its key up first); a fast-path write is re-planned from
+        a fresh read, under the same guards, so a change already applied is a no-op.
+        """
+        unknown: str | None = None
         last_error: str | None = None
+        try:
+            mode = self.mode
+        except StorageError as exc:
+            mode, last_error = self._last_mode, str(exc)
+            return self._give_up(operation, op_id, mode, last_error, unknown, started)
         for attempt in range(MAX_ATTEMPTS):
             committing = False
+            retry = False
             try:
                 self._restore_retired_columns(mode)
                 done = fast(mode, op_id) if fast is not None else None
@@ -371,26 +410,65 @@ class DualWriteAdapter:
                 self._emit(operation, mode, result.overall_success, started)
                 return result
             except ModeChanged:
-                mode = self.modes.refresh()
-            except UnistatusError:
+                try:
+                    mode = self.modes.refresh()
+                except StorageError as exc:
+                    last_error = str(exc)
+                    break
+                continue
+            except WriteLost as lost:
+                last_error = _describe(lost.error)
+                unknown = unknown or f"connection lost during the write: {last_error}"
+                retry = True
+            except StorageError as exc:  # the database, not the caller
+                last_error = str(exc)
+                break
+            except UnistatusError as exc:
+                if unknown is not None:
+                    # A retry refused on what the lost attempt may have written.
+                    last_error = f"the retry was refused: {exc}"
+                    break
                 self._emit(operation, mode, True, started, refused=True)
                 raise
             except sa.exc.DBAPIError as exc:
-                last_error = f"{type(exc.orig).__name__}: {exc.orig}".strip()
+                last_error = _describe(exc)
                 if committing and exc.connection_invalidated:
-                    # Lost during COMMIT: it may or may not have committed. Never retry
-                    # (a second create would duplicate); say so, for a check to settle.
-                    last_error = f"connection lost during commit, outcome unknown: {last_error}"
-                    break
-                # A connection lost before COMMIT rolled back: retry on a fresh one.
-                lost = exc.connection_invalidated
-                if (_retryable(exc) or lost) and attempt + 1 < MAX_ATTEMPTS:
-                    time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
-                    continue
+                    # Lost during COMMIT: it may or may not have committed. Retried only
+                    # where the retry can tell (a second create would duplicate).
+                    unknown = unknown or f"connection lost during commit: {last_error}"
+                    retry = settle is not None and settle()
+                else:
+                    # A connection lost before COMMIT rolled back: retry on a fresh one.
+                    retry = _retryable(exc) or exc.connection_invalidated
+            except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
+                # Pool timeouts, a connection closed under us, ...: never raw to the caller.
+                last_error = f"{type(exc).__name__}: {exc}".strip()
                 break
-        self._emit(operation, mode, False, started, error=last_error)
-        log.error("%s failed in %s: %s", operation, mode.value, last_error)
-        return self._failed(op_id, mode, last_error or "mode kept changing; retry", started)
+            if not retry or attempt + 1 >= MAX_ATTEMPTS:
+                break
+            time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
+        return self._give_up(
+            operation, op_id, mode, last_error or "mode kept changing; retry", unknown, started
+        )
+
+    def _give_up(
+        self,
+        operation: str,
+        op_id: str,
+        mode: DualWriteMode,
+        error: str,
+        unknown: str | None,
+        started: float,
+    ) -> DualWriteResult:
+        """The failed result, observed and logged; outcome unknown if ``unknown`` says why."""
+        if unknown is not None:
+            then = "" if error in unknown else f"; then: {error}"
+            error = f"outcome unknown, it may have committed ({unknown}){then}"
+        self._emit(operation, mode, False, started, error=error)
+        log.error("%s failed in %s: %s", operation, mode.value, error)
+        result = self._failed(op_id, mode, error, started)
+        result.outcome_unknown = unknown is not None
+        return result
 
     @staticmethod
     def _failed(op_id: str, mode: DualWriteMode, error: str, started: float) -> DualWriteResult:
@@ -788,6 +866,10 @@ class DualWriteAdapter:
             with conn.begin_nested():
                 write()
         except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or conn.invalidated:
+                # The connection is gone, not the secondary side: the whole write
+                # rolled back, and is retried (or reported) as a lost connection.
+                raise
             error = f"secondary write failed: {type(exc.orig).__name__}: {exc.orig}"
             log.warning("%s (%s); queued for repair", error, result.entity_id)
             result.secondary_success = False
@@ -1208,6 +1290,12 @@ def _check_metadata(metadata: object) -> None:
         json.dumps(metadata)
     except (TypeError, ValueError) as exc:
         raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
+
+
+def _describe(exc: Exception) -> str:
+    """A driver error as one line: its type and message (SQLAlchemy's wrapper dropped)."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    return f"{type(orig).__name__}: {orig}".strip()
 
 
 def _retryable(exc: sa.exc.DBAPIError) -> bool:
