@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import psycopg
@@ -29,8 +30,10 @@ from conftest import Database
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.adapter import OperationEvent
 from unistatus.control import set_mode
+from unistatus.db.dialect import MODE_LOCK_KEY
+from unistatus.db.prepared import Prepared
 from unistatus.db.tables import repair_queue
-from unistatus.errors import StorageError
+from unistatus.errors import InputError, StorageError
 from unistatus.stats import OperationStats
 
 M = DualWriteMode
@@ -404,3 +407,204 @@ def test_primary_wins_retries_a_connection_lost_in_the_secondary_write(
             assert conn.execute(sa.select(sa.func.count()).select_from(repair_queue)).scalar() == 0
     finally:
         victim.dispose()
+
+
+# --- 2. idempotent creates -----------------------------------------------------------------
+
+KEYED = ("WALLET_CASHOUT", 1, "5.00", "USD")
+
+
+def counts(db: Database) -> dict[str, int]:
+    tables = ("cashouts", "unified_transactions", "unified_status_history")
+    return {t: db.count(t) for t in (*tables, "unistatus_pending_legacy", IDEMPOTENCY)}
+
+
+IDEMPOTENCY = "unistatus_idempotency_keys"
+
+
+@pytest.mark.parametrize("mode", list(DualWriteMode))
+def test_a_repeated_key_returns_the_first_result(db: Database, mode: DualWriteMode) -> None:
+    a = adapter_in(db, mode, db.engine)
+    first = a.create_transaction(*KEYED, idempotency_key="order-17/payout")
+    assert first.overall_success and not first.replayed and first.changed
+    after_first = counts(db)
+    assert after_first[IDEMPOTENCY] == 1
+    # Equal arguments (5.00 == 5) and the same key: the first result, nothing written.
+    again = a.create_transaction(
+        "WALLET_CASHOUT", 1, Decimal("5"), "USD", idempotency_key="order-17/payout"
+    )
+    assert again.overall_success and again.replayed and not again.changed
+    assert (again.entity_id, again.legacy_entity_id, again.legacy_system) == (
+        first.entity_id,
+        first.legacy_entity_id,
+        first.legacy_system,
+    )
+    assert (again.operation_id, again.status, again.legacy_status, again.mode) == (
+        first.operation_id,
+        first.status,
+        first.legacy_status,
+        first.mode,
+    )
+    assert counts(db) == after_first
+    if mode.writes_legacy:
+        assert first.legacy_entity_id is not None
+    # LEGACY_ONLY writes no unified row: the key still names the legacy row (and the id
+    # its unified row will have).
+    assert first.entity_id is not None
+    # Another key is another transaction.
+    other = a.create_transaction(*KEYED, idempotency_key="order-18/payout")
+    assert other.entity_id != first.entity_id and not other.replayed
+
+
+def test_a_repeated_key_with_other_arguments_is_refused(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, db.engine)
+    first = a.create_transaction(*KEYED, idempotency_key="k1")
+    before = counts(db)
+    for changed in (
+        dict(amount="5.01"),
+        dict(user_id=2),
+        dict(metadata={"order": 1}),
+        dict(status="PROCESSING"),
+    ):
+        args = {
+            "transaction_type": "WALLET_CASHOUT",
+            "user_id": 1,
+            "amount": "5",
+            "currency": "USD",
+        }
+        with pytest.raises(InputError, match="idempotency key 'k1' was used"):
+            a.create_transaction(**{**args, **changed}, idempotency_key="k1")  # type: ignore[arg-type]
+    assert counts(db) == before
+    assert first.entity_id is not None
+
+
+@pytest.mark.parametrize("key", ["", " k", "k ", "k\n", "ké", "x" * 256, 17])
+def test_a_malformed_key_is_refused_before_anything_is_written(db: Database, key: Any) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, db.engine)
+    with pytest.raises(InputError, match="idempotency key"):
+        a.create_transaction(*KEYED, idempotency_key=key)
+    assert counts(db)["cashouts"] == 0
+
+
+def test_concurrent_creates_with_one_key_make_one_transaction(pg: Database) -> None:
+    """Four creates with one key, released together from behind the mode lock."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY, pg.engine, settings={"write_concurrency": 4})
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            results.append(a.create_transaction(*KEYED, idempotency_key="same"))
+        except BaseException as exc:
+            errors.append(exc)
+
+    waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+    with pg.engine.connect() as blocker:
+        tx = blocker.begin()
+        blocker.execute(sa.select(sa.func.pg_advisory_xact_lock(MODE_LOCK_KEY)))
+        workers = [threading.Thread(target=create) for _ in range(4)]
+        for w in workers:
+            w.start()
+        end = time.monotonic() + DEADLINE
+        while blocker.exec_driver_sql(waiting).scalar_one() < 4:
+            assert time.monotonic() < end, "the creates never queued on the mode lock"
+            time.sleep(0.01)
+        tx.commit()
+        for w in workers:
+            w.join(DEADLINE)
+    assert errors == [] and len(results) == 4
+    assert len({r.entity_id for r in results}) == 1
+    assert sorted(r.replayed for r in results) == [False, True, True, True]
+    assert counts(pg) == {
+        "cashouts": 1,
+        "unified_transactions": 1,
+        "unified_status_history": 1,
+        "unistatus_pending_legacy": 0,
+        IDEMPOTENCY: 1,
+    }
+
+
+def test_concurrent_creates_with_one_key_on_sqlite(sqlite_db: Database) -> None:
+    """Separate adapters (no shared write gate): the database serialises them."""
+    adapters = [
+        adapter_in(sqlite_db, M.DUAL_WRITE_LEGACY_PRIMARY, sqlite_db.engine) for _ in range(3)
+    ]
+    start = threading.Barrier(3)
+    results: list[Any] = []
+
+    def create(a: DualWriteAdapter) -> None:
+        start.wait(DEADLINE)
+        results.append(a.create_transaction(*KEYED, idempotency_key="same"))
+
+    workers = [threading.Thread(target=create, args=(a,)) for a in adapters]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(DEADLINE)
+    assert len(results) == 3 and len({r.entity_id for r in results}) == 1
+    assert sorted(r.replayed for r in results) == [False, True, True]
+    assert counts(sqlite_db)["cashouts"] == 1
+
+
+def test_a_keyed_create_whose_commit_reply_was_lost_is_settled_by_its_key(
+    pg: Database, server: Server
+) -> None:
+    victim = victim_engine(pg, "unistatus_victim")
+    try:
+        a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY, victim)
+        with commit_reply_lost(victim, server, refuse=False) as ended:
+            r = a.create_transaction(*KEYED, idempotency_key="lost-1")
+        assert ended
+        # The retry found the key: the first attempt had committed.
+        assert r.overall_success and not r.outcome_unknown and r.replayed, r
+        with pg.engine.connect() as conn:
+            (utx,) = conn.exec_driver_sql("SELECT id FROM unified_transactions").scalars()
+        assert r.entity_id == utx
+        assert counts(pg)["cashouts"] == 1
+    finally:
+        victim.dispose()
+
+
+def test_an_unknown_keyed_create_repeated_later_returns_the_committed_one(
+    pg: Database, server: Server
+) -> None:
+    victim = victim_engine(pg, "unistatus_victim")
+    try:
+        a = adapter_in(pg, M.LEGACY_ONLY, victim)
+        with commit_reply_lost(victim, server, refuse=True):
+            r = a.create_transaction(*KEYED, idempotency_key="lost-2")
+        assert r.outcome_unknown and not r.overall_success, r
+        # The database is back; the caller repeats the call with the same key.
+        again = a.create_transaction(*KEYED, idempotency_key="lost-2")
+        assert again.overall_success and again.replayed
+        with pg.engine.connect() as conn:
+            (legacy_id,) = conn.exec_driver_sql("SELECT id FROM cashouts").scalars()
+        assert again.legacy_entity_id == legacy_id
+        assert counts(pg)["cashouts"] == 1
+    finally:
+        victim.dispose()
+
+
+@pytest.mark.parametrize("mode", [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY])
+def test_a_keyed_create_is_still_one_statement(
+    pg: Database, mode: DualWriteMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a = adapter_in(pg, mode, pg.engine)
+    sent: list[str] = []
+    real_rows = Prepared.rows
+
+    def recorded_rows(self: Prepared, conn: sa.Connection, values: Any) -> Any:
+        sent.append(self.compiled.string)
+        return real_rows(self, conn, values)
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        sent.append(statement)
+
+    monkeypatch.setattr(Prepared, "rows", recorded_rows)
+    sa.event.listen(pg.engine, "before_cursor_execute", record)
+    try:
+        r = a.create_transaction(*KEYED, idempotency_key="one-trip")
+    finally:
+        sa.event.remove(pg.engine, "before_cursor_execute", record)
+    assert r.overall_success
+    assert len(sent) == 1 and "key_insert" in sent[0], sent

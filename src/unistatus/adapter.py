@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from unistatus import consistency
 from unistatus.adapter_fast import FastStatusWriter, has_locked_mode_function
+from unistatus.adapter_keys import IdempotencyClaim, KeyTaken
 from unistatus.adapter_model import (
     DualWriteResult,
     Entity,
@@ -167,8 +168,15 @@ class DualWriteAdapter:
         legacy_entity_id: int | None = None,
         status: object | None = None,
         metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> DualWriteResult:
-        """Create a transaction on the sides the mode writes (or link an existing legacy row)."""
+        """Create a transaction on the sides the mode writes (or link an existing legacy row).
+
+        With ``idempotency_key``, a repeated call with the same key and arguments returns
+        the first call's result (``replayed=True``) instead of writing again, also after
+        an outcome-unknown result and when the calls race; the same key with other
+        arguments is an InputError (:mod:`unistatus.adapter_keys`).
+        """
         ttype = _parse_type(transaction_type)
         system = ttype.legacy_system
         fields = {
@@ -180,21 +188,51 @@ class DualWriteAdapter:
         dst, explicit_legacy = self._target(ttype, status or UnifiedTransactionStatus.PENDING)
         dst_legacy = explicit_legacy or self.mapper.to_legacy(ttype, dst)
         ref = LegacyRef(system, legacy_entity_id) if legacy_entity_id is not None else None
+        claim = None
+        if idempotency_key is not None:
+            arguments = {
+                "transaction_type": ttype,
+                "legacy_entity_id": legacy_entity_id,
+                "status": dst,
+                "legacy_status": dst_legacy,
+                "metadata": metadata,
+                **fields,
+            }
+            claim = IdempotencyClaim.of(idempotency_key, arguments)
 
-        def work(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:
+        def create(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:
             if ref is None and self.ops.supports_dml_cte and mode.writes_legacy:
                 return self._create_in_one_statement(
-                    conn, mode, op_id, system, fields, dst, dst_legacy, metadata
+                    conn, mode, op_id, system, fields, dst, dst_legacy, metadata, claim
                 )
             entity = self._lock(conn, ref, mode) if ref else None
             if entity is None or entity.legacy is None and entity.unified is None:
                 self._confirm_mode(conn, mode, locked=ref is not None)
-                return self._create_new(
+                result = self._create_new(
                     conn, mode, op_id, system, ref, fields, dst, dst_legacy, metadata
                 )
-            return self._link_existing(conn, mode, op_id, entity, fields, metadata)
+            else:
+                result = self._link_existing(conn, mode, op_id, entity, fields, metadata)
+            if claim is not None:
+                claim.store(conn, result)
+            return result
 
-        return self._run("create_transaction", work)
+        def work(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:
+            if claim is None:
+                return create(conn, mode, op_id)
+            if claim.look_first:
+                replayed = claim.replay(conn)
+                if replayed is not None:
+                    return replayed
+            try:
+                return create(conn, mode, op_id)
+            except sa.exc.IntegrityError as exc:
+                if not claim.taken(exc):
+                    raise
+                claim.look_first = True
+                raise KeyTaken from None
+
+        return self._run("create_transaction", work, settle=claim.settle if claim else None)
 
     def update_status(
         self,
@@ -409,6 +447,8 @@ class DualWriteAdapter:
                 result.duration_ms = (time.perf_counter() - started) * 1000
                 self._emit(operation, mode, result.overall_success, started)
                 return result
+            except KeyTaken:
+                continue  # nothing written: the next attempt returns the stored result
             except ModeChanged:
                 try:
                     mode = self.modes.refresh()
@@ -1082,12 +1122,14 @@ class DualWriteAdapter:
         dst: UnifiedTransactionStatus,
         dst_legacy: str,
         metadata: dict[str, Any] | None,
+        claim: IdempotencyClaim | None = None,
     ) -> DualWriteResult:
         """The hot path of a new transaction: one guarded statement (after the mode lock,
         unless the statement takes it itself: ``unistatus_locked_mode()``).
 
         Legacy INSERT (+ unified INSERT + first history row in the dual modes), written
-        only while the stored mode is still ``mode``; no row back means it moved.
+        only while the stored mode is still ``mode``; no row back means it moved. With a
+        ``claim``, the idempotency key's row is written by the same statement.
         """
         if not self.hot.locked_mode:
             self._mode_lock(conn)
@@ -1100,21 +1142,26 @@ class DualWriteAdapter:
             "c_now": utcnow(),
         }
         result = self._created(op_id, system, mode, dst, dst_legacy)
+        keyed = claim is not None
+        if claim is not None:
+            params.update(claim.params(), c_status=dst.value, c_operation_id=op_id)
         if not mode.writes_unified:
-            rows = self.hot.create_legacy(system).rows(conn, params)
+            rows = self.hot.create_legacy(system, keyed=keyed).rows(conn, params)
             if not rows:
                 raise ModeChanged
+            if keyed and rows[0][1] != 1:
+                raise StorageError(f"creating {system.value} stored {rows[0][1]} keys, not 1")
             result.legacy_entity_id = int(rows[0][0])
             result.entity_id = derive_utx_id(system, result.legacy_entity_id)
             if self.fast is not None:
                 self.fast.remember_created(system, result.legacy_entity_id, dst_legacy)
             return result
         params.update(c_status=dst.value, c_meta=metadata, c_operation_id=op_id)
-        rows = self.hot.create_dual(system).rows(conn, params)
+        rows = self.hot.create_dual(system, keyed=keyed).rows(conn, params)
         if not rows:
             raise ModeChanged
-        utx_id, legacy_id, history_rows = rows[0]
-        if history_rows != 1:
+        utx_id, legacy_id, history_rows = rows[0][:3]
+        if history_rows != 1 or keyed and rows[0][3] != 1:
             raise StorageError(f"creating {utx_id} wrote {history_rows} history rows, not 1")
         result.entity_id, result.legacy_entity_id = str(utx_id), int(legacy_id)
         if self.fast is not None:

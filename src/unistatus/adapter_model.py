@@ -52,6 +52,9 @@ class DualWriteResult:
     legacy_system: LegacySystemType | None = None
     # The write may or may not have committed (see the class docstring).
     outcome_unknown: bool = False
+    # A create whose idempotency key was seen before: the first call's result, as it
+    # was then; this call wrote nothing.
+    replayed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ class DualWriteResult:
             "legacy_status": self.legacy_status,
             "changed": self.changed,
             "outcome_unknown": self.outcome_unknown,
+            "replayed": self.replayed,
         }
 
 
