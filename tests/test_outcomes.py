@@ -608,3 +608,56 @@ def test_a_keyed_create_is_still_one_statement(
         sa.event.remove(pg.engine, "before_cursor_execute", record)
     assert r.overall_success
     assert len(sent) == 1 and "key_insert" in sent[0], sent
+
+
+# --- the HTTP API and the CLI --------------------------------------------------------------
+
+
+def test_http_idempotency_key_header(db: Database) -> None:
+    from fastapi.testclient import TestClient
+
+    from unistatus.service import create_app
+
+    body = {
+        "transaction_type": "WALLET_CASHOUT",
+        "user_id": 7,
+        "amount": "12.50",
+        "currency": "USD",
+    }
+    key = {"Idempotency-Key": "req-0001"}
+    with TestClient(create_app(db.settings, db.engine)) as client:
+        first = client.post("/api/v1/transactions", json=body, headers=key)
+        assert first.status_code == 201, first.text
+        again = client.post("/api/v1/transactions", json=body, headers=key)
+        assert again.status_code == 200, again.text
+        assert again.json()["replayed"] and not first.json()["replayed"]
+        assert again.json()["legacy_entity_id"] == first.json()["legacy_entity_id"]
+        other = client.post("/api/v1/transactions", json={**body, "amount": "13"}, headers=key)
+        assert other.status_code == 422 and "req-0001" in other.json()["detail"]
+        bad = client.post("/api/v1/transactions", json=body, headers={"Idempotency-Key": " x"})
+        assert bad.status_code == 422 and "idempotency key" in bad.json()["detail"]
+    assert db.count("cashouts") == 1
+
+
+def test_cli_tx_create_idempotency_key(db: Database) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from unistatus.cli import app
+
+    args = ["--database-url", db.url, "tx", "create", "--type", "cashout", "--user", "3"]
+    args += ["--amount", "9.99", "--currency", "USD", "--idempotency-key", "cli-1", "--json"]
+    runner = CliRunner()
+    first = runner.invoke(app, args, catch_exceptions=False)
+    again = runner.invoke(app, args, catch_exceptions=False)
+    assert first.exit_code == 0 and again.exit_code == 0, (first.output, again.output)
+    a, b = json.loads(first.stdout), json.loads(again.stdout)
+    assert b["replayed"] and b["legacy_entity_id"] == a["legacy_entity_id"]
+    plain = runner.invoke(app, args[:-1], catch_exceptions=False)
+    assert plain.exit_code == 0 and "already created" in plain.stdout, plain.output
+    clash = args[:-1]
+    clash[clash.index("9.99")] = "1"
+    refused = runner.invoke(app, clash, catch_exceptions=False)
+    assert refused.exit_code == 2 and "cli-1" in refused.stderr
+    assert db.count("cashouts") == 1
