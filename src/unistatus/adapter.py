@@ -12,6 +12,10 @@ On PostgreSQL the common status change takes a shorter way with the same guarant
 it was planned from, and anything it cannot settle falls back to the transaction above.
 At most ``settings.write_concurrency`` writes of an adapter run at once; the rest queue
 in arrival order (:mod:`unistatus.gate`).
+
+Bad input and refused changes raise (``UnistatusError``); database failures are returned
+as failed results, ``outcome_unknown`` when the write may have committed; no SQLAlchemy
+or driver exception leaves the adapter, and every operation reaches the observers once.
 """
 
 from __future__ import annotations
@@ -381,8 +385,10 @@ class DualWriteAdapter:
 
         ``fast`` (if given) is tried first on every attempt: the two-round-trip path
         (:mod:`unistatus.adapter_fast`); None from it means "take the locked path".
-        It commits by itself, guarded, so losing its connection leaves nothing to
-        settle: the retry reads again.
+        It commits by itself, guarded: if its connection is lost mid-write the outcome
+        is unknown until a retry, which reads again, settles it (see :meth:`_attempts`).
+        ``settle`` (if given) is called when a COMMIT's reply was lost and says whether
+        a retry can tell what happened (a keyed create: :mod:`unistatus.adapter_keys`).
 
         At most ``settings.write_concurrency`` writes of this adapter run at once; the
         others queue in arrival order (:class:`unistatus.gate.FairGate`), at most
