@@ -221,6 +221,38 @@ def test_a_lost_write_settled_by_its_retry_is_a_success(pg: Database, server: Se
         victim.dispose()
 
 
+def test_a_retry_refused_after_a_lost_write_keeps_the_outcome_unknown(
+    pg: Database, server: Server
+) -> None:
+    """The lost write committed, another writer moved on to a final status, so the retry
+    is refused: that must not read as "your change was refused"."""
+    cursor = lost_reply_cursor()
+    victim = victim_engine(pg, "unistatus_victim", cursor_factory=cursor)
+    try:
+        a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY, victim)
+        other = DualWriteAdapter(pg.engine, settings=pg.settings)
+        c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        assert c.entity_id
+        events: list[OperationEvent] = []
+        a.observers.append(events.append)
+
+        def lose_and_move_on(pid: int) -> None:
+            server.terminate(f"pid = {pid}")
+            moved = other.update_status(c.entity_id, "FAILED", "provider said no", "other")
+            assert moved.overall_success
+
+        cursor.on_trap = staticmethod(lose_and_move_on)
+        cursor.trap = staticmethod(lambda sql: "INSERT INTO unified_status_history" in sql)
+        r = a.update_status(c.entity_id, "PROCESSING", "sent", "svc")
+        assert cursor.trap is None
+        assert r.outcome_unknown and not r.overall_success, r
+        assert r.error is not None and "refused" in r.error
+        assert events[-1].outcome_unknown and not events[-1].success
+        assert history_count(pg, c.entity_id, "PROCESSING") == 1
+    finally:
+        victim.dispose()
+
+
 @contextmanager
 def commit_reply_lost(engine: sa.Engine, server: Server, *, refuse: bool) -> Iterator[list[int]]:
     """The next COMMIT on ``engine`` commits, then its connection dies before the reply

@@ -510,7 +510,7 @@ class DualWriteAdapter:
         if unknown is not None:
             then = "" if error in unknown else f"; then: {error}"
             error = f"outcome unknown, it may have committed ({unknown}){then}"
-        self._emit(operation, mode, False, started, error=error)
+        self._emit(operation, mode, False, started, error=error, outcome_unknown=bool(unknown))
         log.error("%s failed in %s: %s", operation, mode.value, error)
         result = self._failed(op_id, mode, error, started)
         result.outcome_unknown = unknown is not None
@@ -568,6 +568,7 @@ class DualWriteAdapter:
         shadow_mismatch: bool = False,
         error: str | None = None,
         refused: bool = False,
+        outcome_unknown: bool = False,
     ) -> None:
         if not self.observers:
             return
@@ -579,6 +580,7 @@ class DualWriteAdapter:
             shadow_mismatch,
             error,
             refused=refused,
+            outcome_unknown=outcome_unknown,
         )
         for observer in self.observers:
             try:

@@ -91,6 +91,8 @@ class OperationEvent:
     # status) is the caller's error, not the system's: success stays True, as HTTP keeps
     # 4xx out of the 5xx error rate that alerts and gates watch.
     refused: bool = False
+    # A failure after which the write may have committed (DualWriteResult.outcome_unknown).
+    outcome_unknown: bool = False
 
 
 @dataclass
