@@ -12,6 +12,10 @@ On PostgreSQL the common status change takes a shorter way with the same guarant
 it was planned from, and anything it cannot settle falls back to the transaction above.
 At most ``settings.write_concurrency`` writes of an adapter run at once; the rest queue
 in arrival order (:mod:`unistatus.gate`).
+
+Bad input and refused changes raise (``UnistatusError``); database failures are returned
+as failed results, ``outcome_unknown`` when the write may have committed; no SQLAlchemy
+or driver exception leaves the adapter, and every operation reaches the observers once.
 """
 
 from __future__ import annotations
@@ -31,12 +35,14 @@ import sqlalchemy as sa
 
 from unistatus import consistency
 from unistatus.adapter_fast import FastStatusWriter, has_locked_mode_function
+from unistatus.adapter_keys import IdempotencyClaim, KeyTaken
 from unistatus.adapter_model import (
     DualWriteResult,
     Entity,
     ModeChanged,
     OperationEvent,
     Plan,
+    WriteLost,
 )
 from unistatus.adapter_sql import (
     HotStatements,
@@ -45,7 +51,7 @@ from unistatus.adapter_sql import (
 )
 from unistatus.clock import utcnow
 from unistatus.config import Settings, load_settings
-from unistatus.control import ModeWatcher, read_mode
+from unistatus.control import DEFAULT_MODE, ModeWatcher, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
@@ -119,20 +125,25 @@ class DualWriteAdapter:
             database or self.settings.database_url, lock_timeout_ms=self.settings.lock_timeout_ms
         )
         self.ops = ops_for(self.engine)
+        # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves the adapter.
+        self._driver_error: type[Exception] = self.engine.dialect.loaded_dbapi.Error
         self.mapper = LegacyStatusMapper()
         self.rules = TransitionRules()
-        # The status column may be gone after retirement: UNIFIED_ONLY still works, and
-        # a write that needs legacy says so clearly (see _legacy_status_column).
-        self.legacy: dict[LegacySystemType, LegacyTable] = resolve_legacy_tables(
-            self.engine, self.settings, require_status=False
-        )
         self.modes = ModeWatcher(self.engine, self.settings.mode_refresh_seconds)
+        # The mode as last read: what a failure is filed under when it cannot be read.
+        self._last_mode = DEFAULT_MODE
         self.observers: list[Callable[[OperationEvent], None]] = []
         self.shadow_mismatches = 0
-        # Status changes in one or two round trips where the database allows
-        # (PostgreSQL with revision 0007); otherwise, and whenever it declines, the
-        # locked path.
-        self.locked_mode = self._fast_path_available()
+        with self._storage_errors("cannot reach the database"):
+            # The status column may be gone after retirement: UNIFIED_ONLY still works,
+            # and a write that needs legacy says so clearly (see legacy_status_column).
+            self.legacy: dict[LegacySystemType, LegacyTable] = resolve_legacy_tables(
+                self.engine, self.settings, require_status=False
+            )
+            # Status changes in one or two round trips where the database allows
+            # (PostgreSQL with revision 0007); otherwise, and whenever it declines, the
+            # locked path.
+            self.locked_mode = self._fast_path_available()
         # Hot-path statements, built once per legacy system and compiled once.
         self.hot = self._hot_statements()
         self.fast = (
@@ -147,7 +158,10 @@ class DualWriteAdapter:
 
     @property
     def mode(self) -> DualWriteMode:
-        return self.modes.get()
+        """The current mode (re-read when stale); StorageError if it cannot be read."""
+        with self._storage_errors("cannot read the mode"):
+            mode = self._last_mode = self.modes.get()
+        return mode
 
     def create_transaction(
         self,
@@ -158,8 +172,15 @@ class DualWriteAdapter:
         legacy_entity_id: int | None = None,
         status: object | None = None,
         metadata: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
     ) -> DualWriteResult:
-        """Create a transaction on the sides the mode writes (or link an existing legacy row)."""
+        """Create a transaction on the sides the mode writes (or link an existing legacy row).
+
+        With ``idempotency_key``, a repeated call with the same key and arguments returns
+        the first call's result (``replayed=True``) instead of writing again, also after
+        an outcome-unknown result and when the calls race; the same key with other
+        arguments is an InputError (:mod:`unistatus.adapter_keys`).
+        """
         ttype = _parse_type(transaction_type)
         system = ttype.legacy_system
         fields = {
@@ -171,21 +192,51 @@ class DualWriteAdapter:
         dst, explicit_legacy = self._target(ttype, status or UnifiedTransactionStatus.PENDING)
         dst_legacy = explicit_legacy or self.mapper.to_legacy(ttype, dst)
         ref = LegacyRef(system, legacy_entity_id) if legacy_entity_id is not None else None
+        claim = None
+        if idempotency_key is not None:
+            arguments = {
+                "transaction_type": ttype,
+                "legacy_entity_id": legacy_entity_id,
+                "status": dst,
+                "legacy_status": dst_legacy,
+                "metadata": metadata,
+                **fields,
+            }
+            claim = IdempotencyClaim.of(idempotency_key, arguments)
 
-        def work(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:
+        def create(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:
             if ref is None and self.ops.supports_dml_cte and mode.writes_legacy:
                 return self._create_in_one_statement(
-                    conn, mode, op_id, system, fields, dst, dst_legacy, metadata
+                    conn, mode, op_id, system, fields, dst, dst_legacy, metadata, claim
                 )
             entity = self._lock(conn, ref, mode) if ref else None
             if entity is None or entity.legacy is None and entity.unified is None:
                 self._confirm_mode(conn, mode, locked=ref is not None)
-                return self._create_new(
+                result = self._create_new(
                     conn, mode, op_id, system, ref, fields, dst, dst_legacy, metadata
                 )
-            return self._link_existing(conn, mode, op_id, entity, fields, metadata)
+            else:
+                result = self._link_existing(conn, mode, op_id, entity, fields, metadata)
+            if claim is not None:
+                claim.store(conn, result)
+            return result
 
-        return self._run("create_transaction", work)
+        def work(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:
+            if claim is None:
+                return create(conn, mode, op_id)
+            if claim.look_first:
+                replayed = claim.replay(conn)
+                if replayed is not None:
+                    return replayed
+            try:
+                return create(conn, mode, op_id)
+            except sa.exc.IntegrityError as exc:
+                if not claim.taken(exc):
+                    raise
+                claim.look_first = True
+                raise KeyTaken from None
+
+        return self._run("create_transaction", work, settle=claim.settle if claim else None)
 
     def update_status(
         self,
@@ -237,14 +288,16 @@ class DualWriteAdapter:
         """The status from the authoritative side, with ``metadata['source']``."""
         started = time.perf_counter()
         ref = parse_entity_id(entity_id)
-        mode = self.mode
+        mode = self._last_mode
         mismatch = False
         try:
-            with self.engine.connect() as conn:
-                entity = self._read(conn, ref)
-        except sa.exc.DBAPIError as exc:
-            self._emit("get_transaction_status", mode, False, started, error=str(exc.orig))
-            raise StorageError(f"cannot read {entity_id}: {exc.orig}") from None
+            mode = self.mode
+            with self._storage_errors(f"cannot read {entity_id}"):
+                with self.engine.connect() as conn:
+                    entity = self._read(conn, ref)
+        except StorageError as exc:
+            self._emit("get_transaction_status", mode, False, started, error=str(exc))
+            raise
         meta: dict[str, Any] = {"entity_id": str(entity_id), "mode": mode.value}
         if entity.legacy is None and entity.unified is None:
             self._emit("get_transaction_status", mode, True, started)
@@ -278,7 +331,7 @@ class DualWriteAdapter:
     ) -> dict[str, Any]:
         """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction."""
         ref = parse_entity_id(entity_id)
-        with self.engine.connect() as conn:
+        with self._storage_errors(f"cannot read {entity_id}"), self.engine.connect() as conn:
             entity = self._read(conn, ref)
         if entity.legacy is None and entity.unified is None:
             raise EntityNotFoundError(str(entity_id))
@@ -286,7 +339,7 @@ class DualWriteAdapter:
             raise InputError(f"{entity_id} belongs to {entity.system.value}, not {system_type}")
         legacy = entity.legacy
         if legacy is not None and entity.unified is not None:
-            with self.engine.connect() as conn:
+            with self._storage_errors(f"cannot read {entity_id}"), self.engine.connect() as conn:
                 if self._replay_pending(conn, str(entity.unified["id"])):
                     # Legacy is frozen until the replay: compare with what it will hold
                     # (the same projection as the bulk check, unistatus.check).
@@ -300,6 +353,16 @@ class DualWriteAdapter:
             "consistent": not found,
             "inconsistencies": [i.as_dict() for i in found],
         }
+
+    @contextmanager
+    def _storage_errors(self, what: str) -> Iterator[None]:
+        """SQLAlchemy's and the driver's errors as StorageError: ``what`` and the cause."""
+        try:
+            yield
+        except sa.exc.DBAPIError as exc:
+            raise StorageError(f"{what}: {_describe(exc)}") from None
+        except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
+            raise StorageError(f"{what}: {type(exc).__name__}: {exc}") from None
 
     @staticmethod
     def _replay_pending(conn: sa.Connection, utx_id: str) -> bool:
@@ -316,13 +379,16 @@ class DualWriteAdapter:
         operation: str,
         work: Callable[[sa.Connection, DualWriteMode, str], DualWriteResult],
         fast: Callable[[DualWriteMode, str], DualWriteResult | None] | None = None,
+        settle: Callable[[], bool] | None = None,
     ) -> DualWriteResult:
         """Run ``work`` in a write transaction, retrying what may be retried.
 
         ``fast`` (if given) is tried first on every attempt: the two-round-trip path
         (:mod:`unistatus.adapter_fast`); None from it means "take the locked path".
-        It commits by itself, guarded, so losing its connection leaves nothing to
-        settle: the retry reads again.
+        It commits by itself, guarded: if its connection is lost mid-write the outcome
+        is unknown until a retry, which reads again, settles it (see :meth:`_attempts`).
+        ``settle`` (if given) is called when a COMMIT's reply was lost and says whether
+        a retry can tell what happened (a keyed create: :mod:`unistatus.adapter_keys`).
 
         At most ``settings.write_concurrency`` writes of this adapter run at once; the
         others queue in arrival order (:class:`unistatus.gate.FairGate`), at most
@@ -332,17 +398,16 @@ class DualWriteAdapter:
         op_id = str(uuid.uuid4())
         gate = self.gate
         if gate is None:
-            return self._attempts(operation, work, fast, started, op_id)
+            return self._attempts(operation, work, fast, started, op_id, settle)
         if not gate.acquire(self.settings.write_queue_timeout_seconds):
             error = (
                 f"no write slot within {self.settings.write_queue_timeout_seconds:g}s: "
                 f"{gate.slots} writes in flight, {gate.waiting} queued (the database is "
                 "slow or unreachable; see `unistatus diagnose`)"
             )
-            self._emit(operation, self.mode, False, started, error=error)
-            return self._failed(op_id, self.mode, error, started)
+            return self._give_up(operation, op_id, self._last_mode, error, None, started)
         try:
-            return self._attempts(operation, work, fast, started, op_id)
+            return self._attempts(operation, work, fast, started, op_id, settle)
         finally:
             gate.release()
 
@@ -353,11 +418,29 @@ class DualWriteAdapter:
         fast: Callable[[DualWriteMode, str], DualWriteResult | None] | None,
         started: float,
         op_id: str,
+        settle: Callable[[], bool] | None = None,
     ) -> DualWriteResult:
-        mode = self.mode
+        """The attempt loop. Every way it ends reaches the observers exactly once: a
+        result (success or failure) is returned, a refusal (bad input, a forbidden
+        transition, a mode that does not allow the write) is raised.
+
+        Once an attempt may have committed (its connection lost during COMMIT, or during
+        an autocommit write of the fast path), the outcome stays unknown unless a later
+        attempt succeeds: failures and refusals after it say "outcome unknown". A lost
+        COMMIT is retried only when ``settle()`` says the retry can tell (a create with
+        an idempotency key looks its key up first); a fast-path write is re-planned from
+        a fresh read, under the same guards, so a change already applied is a no-op.
+        """
+        unknown: str | None = None
         last_error: str | None = None
+        try:
+            mode = self.mode
+        except StorageError as exc:
+            mode, last_error = self._last_mode, str(exc)
+            return self._give_up(operation, op_id, mode, last_error, unknown, started)
         for attempt in range(MAX_ATTEMPTS):
             committing = False
+            retry = False
             try:
                 self._restore_retired_columns(mode)
                 done = fast(mode, op_id) if fast is not None else None
@@ -370,27 +453,68 @@ class DualWriteAdapter:
                 result.duration_ms = (time.perf_counter() - started) * 1000
                 self._emit(operation, mode, result.overall_success, started)
                 return result
+            except KeyTaken:
+                continue  # nothing written: the next attempt returns the stored result
             except ModeChanged:
-                mode = self.modes.refresh()
-            except UnistatusError:
+                try:
+                    mode = self.modes.refresh()
+                except StorageError as exc:
+                    last_error = str(exc)
+                    break
+                continue
+            except WriteLost as lost:
+                last_error = _describe(lost.error)
+                unknown = unknown or f"connection lost during the write: {last_error}"
+                retry = True
+            except StorageError as exc:  # the database, not the caller
+                last_error = str(exc)
+                break
+            except UnistatusError as exc:
+                if unknown is not None:
+                    # A retry refused on what the lost attempt may have written.
+                    last_error = f"the retry was refused: {exc}"
+                    break
                 self._emit(operation, mode, True, started, refused=True)
                 raise
             except sa.exc.DBAPIError as exc:
-                last_error = f"{type(exc.orig).__name__}: {exc.orig}".strip()
+                last_error = _describe(exc)
                 if committing and exc.connection_invalidated:
-                    # Lost during COMMIT: it may or may not have committed. Never retry
-                    # (a second create would duplicate); say so, for a check to settle.
-                    last_error = f"connection lost during commit, outcome unknown: {last_error}"
-                    break
-                # A connection lost before COMMIT rolled back: retry on a fresh one.
-                lost = exc.connection_invalidated
-                if (_retryable(exc) or lost) and attempt + 1 < MAX_ATTEMPTS:
-                    time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
-                    continue
+                    # Lost during COMMIT: it may or may not have committed. Retried only
+                    # where the retry can tell (a second create would duplicate).
+                    unknown = unknown or f"connection lost during commit: {last_error}"
+                    retry = settle is not None and settle()
+                else:
+                    # A connection lost before COMMIT rolled back: retry on a fresh one.
+                    retry = _retryable(exc) or exc.connection_invalidated
+            except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
+                # Pool timeouts, a connection closed under us, ...: never raw to the caller.
+                last_error = f"{type(exc).__name__}: {exc}".strip()
                 break
-        self._emit(operation, mode, False, started, error=last_error)
-        log.error("%s failed in %s: %s", operation, mode.value, last_error)
-        return self._failed(op_id, mode, last_error or "mode kept changing; retry", started)
+            if not retry or attempt + 1 >= MAX_ATTEMPTS:
+                break
+            time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
+        return self._give_up(
+            operation, op_id, mode, last_error or "mode kept changing; retry", unknown, started
+        )
+
+    def _give_up(
+        self,
+        operation: str,
+        op_id: str,
+        mode: DualWriteMode,
+        error: str,
+        unknown: str | None,
+        started: float,
+    ) -> DualWriteResult:
+        """The failed result, observed and logged; outcome unknown if ``unknown`` says why."""
+        if unknown is not None:
+            then = "" if error in unknown else f"; then: {error}"
+            error = f"outcome unknown, it may have committed ({unknown}){then}"
+        self._emit(operation, mode, False, started, error=error, outcome_unknown=bool(unknown))
+        log.error("%s failed in %s: %s", operation, mode.value, error)
+        result = self._failed(op_id, mode, error, started)
+        result.outcome_unknown = unknown is not None
+        return result
 
     @staticmethod
     def _failed(op_id: str, mode: DualWriteMode, error: str, started: float) -> DualWriteResult:
@@ -444,6 +568,7 @@ class DualWriteAdapter:
         shadow_mismatch: bool = False,
         error: str | None = None,
         refused: bool = False,
+        outcome_unknown: bool = False,
     ) -> None:
         if not self.observers:
             return
@@ -455,6 +580,7 @@ class DualWriteAdapter:
             shadow_mismatch,
             error,
             refused=refused,
+            outcome_unknown=outcome_unknown,
         )
         for observer in self.observers:
             try:
@@ -788,6 +914,10 @@ class DualWriteAdapter:
             with conn.begin_nested():
                 write()
         except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or conn.invalidated:
+                # The connection is gone, not the secondary side: the whole write
+                # rolled back, and is retried (or reported) as a lost connection.
+                raise
             error = f"secondary write failed: {type(exc.orig).__name__}: {exc.orig}"
             log.warning("%s (%s); queued for repair", error, result.entity_id)
             result.secondary_success = False
@@ -1000,12 +1130,14 @@ class DualWriteAdapter:
         dst: UnifiedTransactionStatus,
         dst_legacy: str,
         metadata: dict[str, Any] | None,
+        claim: IdempotencyClaim | None = None,
     ) -> DualWriteResult:
         """The hot path of a new transaction: one guarded statement (after the mode lock,
         unless the statement takes it itself: ``unistatus_locked_mode()``).
 
         Legacy INSERT (+ unified INSERT + first history row in the dual modes), written
-        only while the stored mode is still ``mode``; no row back means it moved.
+        only while the stored mode is still ``mode``; no row back means it moved. With a
+        ``claim``, the idempotency key's row is written by the same statement.
         """
         if not self.hot.locked_mode:
             self._mode_lock(conn)
@@ -1018,21 +1150,26 @@ class DualWriteAdapter:
             "c_now": utcnow(),
         }
         result = self._created(op_id, system, mode, dst, dst_legacy)
+        keyed = claim is not None
+        if claim is not None:
+            params.update(claim.params(), c_status=dst.value, c_operation_id=op_id)
         if not mode.writes_unified:
-            rows = self.hot.create_legacy(system).rows(conn, params)
+            rows = self.hot.create_legacy(system, keyed=keyed).rows(conn, params)
             if not rows:
                 raise ModeChanged
+            if keyed and rows[0][1] != 1:
+                raise StorageError(f"creating {system.value} stored {rows[0][1]} keys, not 1")
             result.legacy_entity_id = int(rows[0][0])
             result.entity_id = derive_utx_id(system, result.legacy_entity_id)
             if self.fast is not None:
                 self.fast.remember_created(system, result.legacy_entity_id, dst_legacy)
             return result
         params.update(c_status=dst.value, c_meta=metadata, c_operation_id=op_id)
-        rows = self.hot.create_dual(system).rows(conn, params)
+        rows = self.hot.create_dual(system, keyed=keyed).rows(conn, params)
         if not rows:
             raise ModeChanged
-        utx_id, legacy_id, history_rows = rows[0]
-        if history_rows != 1:
+        utx_id, legacy_id, history_rows = rows[0][:3]
+        if history_rows != 1 or keyed and rows[0][3] != 1:
             raise StorageError(f"creating {utx_id} wrote {history_rows} history rows, not 1")
         result.entity_id, result.legacy_entity_id = str(utx_id), int(legacy_id)
         if self.fast is not None:
@@ -1208,6 +1345,12 @@ def _check_metadata(metadata: object) -> None:
         json.dumps(metadata)
     except (TypeError, ValueError) as exc:
         raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
+
+
+def _describe(exc: Exception) -> str:
+    """A driver error as one line: its type and message (SQLAlchemy's wrapper dropped)."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    return f"{type(orig).__name__}: {orig}".strip()
 
 
 def _retryable(exc: sa.exc.DBAPIError) -> bool:

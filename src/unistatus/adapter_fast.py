@@ -23,8 +23,10 @@ goes to it directly: a refusal (invalid transition, unknown status), a no-op, a 
 not backfilled yet, ``primary_wins`` (a savepoint between the sides), UNIFIED_ONLY.
 
 Retrying is safe too. If the connection is lost during the statement, it may or may not
-have committed; the retry reads again, and since both statements are guarded by the
-same row versions, at most one of them applies the change.
+have committed: :class:`WriteLost` tells the adapter so (its result says the outcome is
+unknown unless a retry settles it). The retry reads again, and since both statements are
+guarded by the same row versions, at most one of them applies the change; one that finds
+the change already made is a no-op.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from unistatus.adapter_model import Entity, Plan
+from unistatus.adapter_model import Entity, Plan, WriteLost
+from unistatus.db.prepared import Prepared
 from unistatus.errors import UnistatusError
 from unistatus.ids import EntityRef, LegacyRef
 from unistatus.statuses import DualWriteMode, LegacySystemType
@@ -181,7 +184,7 @@ class FastStatusWriter:
             "p_src_legacy": e.legacy["status"],
         }
         if not p.mode.writes_unified:
-            rows = a.hot.guarded_legacy_write(e.system).rows(conn, params)
+            rows = _sent(a.hot.guarded_legacy_write(e.system), conn, params)
             if rows and rows[0][0] == 1:
                 return None
             legacy = {"status": rows[0][1]} if rows else None
@@ -190,7 +193,7 @@ class FastStatusWriter:
         params["p_src_status"] = e.unified["status"]
         params["p_src_unified_legacy"] = e.unified["legacy_status"]
         params["p_version"] = e.unified["version"]
-        rows = a.hot.guarded_dual_write(e.system).rows(conn, params)
+        rows = _sent(a.hot.guarded_dual_write(e.system), conn, params)
         if rows and rows[0][0] == 1:
             return None
         if not rows:
@@ -203,6 +206,17 @@ class FastStatusWriter:
             "version": version,
         }
         return Entity(e.system, e.legacy_id, {"status": legacy_status}, unified)
+
+
+def _sent(statement: Prepared, conn: sa.Connection, params: dict[str, Any]) -> list[Any]:
+    """Run a guarded write (autocommit): a connection lost meanwhile is :class:`WriteLost`,
+    since the statement may have committed before the reply was lost."""
+    try:
+        return statement.rows(conn, params)
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise WriteLost(exc) from exc
+        raise
 
 
 def _legacy_location(ref: EntityRef) -> tuple[LegacySystemType, int] | None:

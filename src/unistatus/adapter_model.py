@@ -21,12 +21,20 @@ from unistatus.statuses import (
 )
 from unistatus.transitions import TransitionKind
 
-__all__ = ["DualWriteResult", "Entity", "ModeChanged", "OperationEvent", "Plan"]
+__all__ = ["DualWriteResult", "Entity", "ModeChanged", "OperationEvent", "Plan", "WriteLost"]
 
 
 @dataclass
 class DualWriteResult:
-    """What a write did. ``overall_success`` False means the database refused it."""
+    """What a write did.
+
+    ``overall_success`` False means the write failed; with ``outcome_unknown`` also True,
+    the connection was lost after the write may have reached the server (its statement
+    or its COMMIT was sent, the reply never came) and no later attempt could settle it:
+    it may have committed. Read the status, or repeat the call: a status change is
+    re-planned from what is stored (a change already applied is a no-op), a create is
+    safe to repeat only with the same ``idempotency_key``.
+    """
 
     operation_id: str
     entity_id: str | None
@@ -42,6 +50,11 @@ class DualWriteResult:
     legacy_status: str | None = None
     changed: bool = True
     legacy_system: LegacySystemType | None = None
+    # The write may or may not have committed (see the class docstring).
+    outcome_unknown: bool = False
+    # A create whose idempotency key was seen before: the first call's result, as it
+    # was then; this call wrote nothing.
+    replayed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +72,8 @@ class DualWriteResult:
             "status": self.status.value if self.status else None,
             "legacy_status": self.legacy_status,
             "changed": self.changed,
+            "outcome_unknown": self.outcome_unknown,
+            "replayed": self.replayed,
         }
 
 
@@ -76,6 +91,8 @@ class OperationEvent:
     # status) is the caller's error, not the system's: success stays True, as HTTP keeps
     # 4xx out of the 5xx error rate that alerts and gates watch.
     refused: bool = False
+    # A failure after which the write may have committed (DualWriteResult.outcome_unknown).
+    outcome_unknown: bool = False
 
 
 @dataclass
@@ -110,6 +127,16 @@ class Entity:
 
 class ModeChanged(Exception):
     """The mode moved while this write waited for its lock: retry under the new mode."""
+
+
+class WriteLost(Exception):
+    """The connection was lost while a statement that commits by itself (autocommit) was
+    in flight: it may have committed. ``error`` is the driver's error, as SQLAlchemy
+    wrapped it."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 @dataclass

@@ -9,7 +9,8 @@ than SQLAlchemy's:
 - ``legacy_write``: the legacy UPDATE, guarded by the stored mode;
 - ``dual_write``: legacy UPDATE + unified UPDATE + history INSERT in one statement;
 - ``create_legacy`` / ``create_dual``: a new transaction's legacy INSERT (+ its unified
-  row and first history row), guarded by the stored mode;
+  row and first history row), guarded by the stored mode; ``keyed``, also its
+  idempotency key's row (:mod:`unistatus.adapter_keys`), in the same statement;
 - ``read_legacy`` / ``read_both`` and ``guarded_legacy_write`` / ``guarded_dual_write``:
   the two-round-trip path (:mod:`unistatus.adapter_fast`), PostgreSQL only: an unlocked
   read, then one statement that takes the mode lock, reads the mode afresh
@@ -35,6 +36,7 @@ from unistatus.db.legacy import LegacyTable
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import migration_control, status_history
 from unistatus.db.tables import unified_transactions as U
+from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.errors import ModeError
 from unistatus.ids import utx_id_sql
 from unistatus.statuses import LegacySystemType
@@ -350,13 +352,57 @@ class HotStatements:
 
     # --- creation ---------------------------------------------------------------------
 
-    def create_legacy(self, system: LegacySystemType) -> Prepared:
+    def create_legacy(self, system: LegacySystemType, *, keyed: bool = False) -> Prepared:
         """Guarded legacy INSERT of a new transaction; RETURNING its id (no row: mode moved).
 
         With ``locked_mode`` the guard takes the mode lock and reads the mode afresh;
-        otherwise the caller takes the mode lock first (:meth:`mode_lock`).
+        otherwise the caller takes the mode lock first (:meth:`mode_lock`). ``keyed``: the
+        idempotency key's row too, and the row is (legacy id, key rows written).
         """
-        return self._get("create_legacy", system, lambda: self._legacy_insert(system))
+
+        def build() -> Any:
+            if not keyed:
+                return self._legacy_insert(system)
+            legacy_cte = self._legacy_insert(system).cte("legacy_insert")
+            key_cte = self._key_insert(
+                system, utx_id_sql(system, legacy_cte.c.id), legacy_cte.c.id, legacy_cte
+            )
+            keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
+            return sa.select(legacy_cte.c.id, keys)
+
+        return self._get("create_legacy_keyed" if keyed else "create_legacy", system, build)
+
+    def _key_insert(
+        self, system: LegacySystemType, utx_id: Any, legacy_id: Any, source: Any
+    ) -> Any:
+        """The idempotency key's row, one per row of ``source``: a CTE. A repeated key
+        fails the whole statement on the key's primary key (the adapter then replays)."""
+        K = idempotency_keys
+        values = sa.select(
+            sa.bindparam("k_key", type_=K.c.key.type),
+            sa.bindparam("k_request_hash", type_=K.c.request_hash.type),
+            sa.bindparam("c_operation_id", type_=K.c.operation_id.type),
+            utx_id,
+            sa.literal(system.value),
+            legacy_id,
+            sa.bindparam("p_mode", type_=K.c.mode.type),
+            sa.bindparam("c_status", type_=K.c.status.type),
+            sa.bindparam("c_legacy_status", type_=K.c.legacy_status.type),
+            sa.bindparam("c_now", type_=K.c.created_at.type),
+        ).select_from(source)
+        columns = [
+            K.c.key,
+            K.c.request_hash,
+            K.c.operation_id,
+            K.c.transaction_id,
+            K.c.legacy_system,
+            K.c.legacy_id,
+            K.c.mode,
+            K.c.status,
+            K.c.legacy_status,
+            K.c.created_at,
+        ]
+        return sa.insert(K).from_select(columns, values).returning(K.c.key).cte("key_insert")
 
     def _legacy_insert(self, system: LegacySystemType) -> Any:
         lt = self.legacy[system]
@@ -379,12 +425,13 @@ class HotStatements:
         ]
         return sa.insert(lt.table).from_select(columns, values).returning(lt.id)
 
-    def create_dual(self, system: LegacySystemType) -> Prepared:
+    def create_dual(self, system: LegacySystemType, *, keyed: bool = False) -> Prepared:
         """Guarded legacy INSERT + unified INSERT + first history row, in one statement.
 
         The unified id is derived from the new legacy id in SQL (``utx_id_sql``), exactly
         as :func:`unistatus.ids.derive_utx_id` would. One row (unified id, legacy id,
-        history rows written), or none when the mode moved.
+        history rows written), or none when the mode moved. ``keyed``: the idempotency
+        key's row too, and the row ends with the key rows written.
         """
 
         def build() -> Any:
@@ -455,6 +502,12 @@ class HotStatements:
                 .cte("history_insert")
             )
             written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
-            return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written)
+            if not keyed:
+                return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written)
+            key_cte = self._key_insert(
+                system, unified_cte.c.id, unified_cte.c.legacy_id, unified_cte
+            )
+            keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
+            return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written, keys)
 
-        return self._get("create_dual", system, build)
+        return self._get("create_dual_keyed" if keyed else "create_dual", system, build)

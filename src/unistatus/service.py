@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -374,7 +374,18 @@ def _write_result(result: Any, created: bool = False) -> JSONResponse:
 
 def _transaction_routes(app: FastAPI, service: _Service) -> None:
     @app.post("/api/v1/transactions", tags=["transactions"], status_code=201)
-    def create_transaction(body: TransactionCreate) -> JSONResponse:
+    def create_transaction(
+        body: TransactionCreate,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                description="Repeat the request with the same key to get its first result "
+                "back instead of a second transaction (e.g. after a 503 whose result says "
+                "outcome_unknown); the same key with another body is refused (422).",
+            ),
+        ] = None,
+    ) -> JSONResponse:
         """Create a transaction on the sides the current mode writes (or link a legacy row)."""
         result = service.adapter().create_transaction(
             body.transaction_type,
@@ -384,6 +395,7 @@ def _transaction_routes(app: FastAPI, service: _Service) -> None:
             legacy_entity_id=body.legacy_entity_id,
             status=body.status,
             metadata=body.metadata,
+            idempotency_key=idempotency_key,
         )
         return _write_result(result, created=True)
 

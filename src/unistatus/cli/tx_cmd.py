@@ -56,6 +56,8 @@ def _finish(result: Any, json_out: bool, verb: str) -> None:
         )
         status = result.status.value if result.status else "?"
         note = "" if result.changed else " (no change)"
+        if result.replayed:
+            verb, note = "already created", " (idempotency key seen before: nothing written)"
         console.print(
             f"{verb} [bold]{result.entity_id}[/]{ref}: {status} "
             f"[dim](legacy {result.legacy_status}, mode {result.mode.value})[/]{note}",
@@ -65,7 +67,13 @@ def _finish(result: Any, json_out: bool, verb: str) -> None:
             err_console.print(f"[yellow]warning:[/] {result.error} (queued for repair)")
     if not result.overall_success:
         if not json_out:
-            err_console.print(f"[bold red]error:[/] write failed: {result.error}")
+            hint = ""
+            if result.outcome_unknown:
+                hint = (
+                    " (it may have been written: check with `unistatus tx show`, or repeat "
+                    "the command; a create is safe to repeat with the same --idempotency-key)"
+                )
+            err_console.print(f"[bold red]error:[/] write failed: {result.error}{hint}")
         raise typer.Exit(EXIT_ERROR)
 
 
@@ -76,9 +84,14 @@ def _finish(result: Any, json_out: bool, verb: str) -> None:
         "With --legacy-id, links an existing legacy row instead (idempotent). --status "
         "takes a unified status (PENDING) or a legacy value of that system "
         "(RATE_LOCKED).\n\n"
+        "With --idempotency-key, repeating the command (e.g. after a failure whose outcome "
+        "is unknown) returns the transaction the first run created instead of a second "
+        "one; the same key with other arguments is refused (exit 2).\n\n"
         "Examples:\n\n"
         "  unistatus tx create --type WALLET_CASHOUT --user 42 --amount 150.00 --currency "
         "USD\n\n"
+        "  unistatus tx create --type cashout --user 42 --amount 150.00 --currency USD "
+        "--idempotency-key order-1042\n\n"
         "  unistatus tx create --type exchange --user 7 --amount 0.015 --currency BTC "
         "--status RATE_LOCKED --json"
     ),
@@ -93,6 +106,11 @@ def create(
     currency: str = typer.Option(..., "--currency", help="Upper-case code, e.g. USD, USDT."),
     legacy_id: int = typer.Option(None, "--legacy-id", help="Link this existing legacy row."),
     status: str = typer.Option(None, "--status", help="Initial status (default PENDING)."),
+    idempotency_key: str = typer.Option(
+        None,
+        "--idempotency-key",
+        help="Make the create repeatable: the same key returns the first result.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     result = _adapter(ctx).create_transaction(
@@ -103,6 +121,7 @@ def create(
         legacy_entity_id=legacy_id,
         status=status,
         metadata={"source": "cli"},
+        idempotency_key=idempotency_key,
     )
     _finish(result, json_out, "created")
 
