@@ -301,7 +301,12 @@ def export_archive(
     from unistatus.control import read_mode
     from unistatus.db.schema import current_revision
 
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the archive directory {directory}: {exc.strerror or exc}"
+        ) from None
     entries: list[TableEntry] = []
     try:
         with ops_for(engine).snapshot() as conn:
@@ -311,6 +316,10 @@ def export_archive(
                 entries.append(_export_table(conn, lt.table, system.value, columns, directory))
     except sa.exc.OperationalError as exc:
         raise StorageError(f"export failed: {exc.orig}") from None
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write the archive in {directory}: {exc.strerror or exc}"
+        ) from None
     manifest = Manifest(
         created_at=utcnow().isoformat(),
         created_by=actor,
@@ -324,8 +333,13 @@ def export_archive(
     )
     raw = (json.dumps(manifest.as_dict(), indent=2, sort_keys=True) + "\n").encode()
     tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_bytes(raw)
-    os.replace(tmp, directory / MANIFEST)  # the manifest appears last, complete
+    try:
+        tmp.write_bytes(raw)
+        os.replace(tmp, directory / MANIFEST)  # the manifest appears last, complete
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write the archive in {directory}: {exc.strerror or exc}"
+        ) from None
     manifest.sha256 = hashlib.sha256(raw).hexdigest()
     return manifest
 
