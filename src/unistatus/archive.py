@@ -35,7 +35,7 @@ from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.control import ControlChange, read_value, write_value
 from unistatus.db.dialect import ops_for
-from unistatus.db.engine import create_engine
+from unistatus.db.engine import create_engine, display_url
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import control_log, migration_control
 from unistatus.errors import InputError, StorageError
@@ -325,7 +325,7 @@ def export_archive(
         created_by=actor,
         source={
             "dialect": engine.dialect.name,
-            "database": engine.url.render_as_string(hide_password=True),
+            "database": display_url(engine.url),
             "schema_revision": current_revision(engine),
             "mode": mode.value if mode else None,
         },
@@ -549,7 +549,7 @@ def restore_archive(
     verify = verify_archive(engine, directory)
     return RestoreReport(
         str(Path(directory).resolve()),
-        engine.url.render_as_string(hide_password=True),
+        display_url(engine.url),
         loaded,
         verify,
     )

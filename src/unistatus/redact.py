@@ -18,10 +18,17 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import TextIO
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
-__all__ = ["REDACTED", "RedactingFormatter", "log_redacted", "redact", "redact_webhook"]
+__all__ = [
+    "REDACTED",
+    "RedactingFormatter",
+    "log_redacted",
+    "redact",
+    "redact_values",
+    "redact_webhook",
+]
 
 REDACTED = "***"
 
@@ -53,6 +60,17 @@ def redact(text: str) -> str:
     text = _USERINFO.sub(rf"\g<1>{REDACTED}\g<2>", text)
     text = _QUERY.sub(rf"\g<1>{REDACTED}", text)
     return _KEYWORD.sub(rf"\g<1>{REDACTED}", text)
+
+
+def redact_values(value: Any) -> Any:
+    """Every string in a JSON-like value (dicts, lists) through :func:`redact`."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(v) for v in value]
+    return value
 
 
 def redact_webhook(url: str) -> str:

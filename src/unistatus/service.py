@@ -60,7 +60,7 @@ from unistatus.inputs import (
     check_text,
 )
 from unistatus.metrics import DEFAULT_WINDOW_SECONDS, collect_snapshot, database_reachable
-from unistatus.redact import redact
+from unistatus.redact import redact, redact_values
 from unistatus.statuses import DualWriteMode, UnifiedTransactionType
 
 __all__ = ["create_app"]
@@ -439,19 +439,8 @@ def _observability_routes(app: FastAPI, service: _Service) -> None:
         except Exception as exc:
             body["alerts"] = {"firing": [], "all": [], "error": redact(f"unknown: {exc}")}
         body["health"] = health_report(service)["status"]
-        redacted: dict[str, Any] = redact_strings(body)
+        redacted: dict[str, Any] = redact_values(body)
         return redacted
-
-
-def redact_strings(value: Any) -> Any:
-    """Every string in a JSON-like value through :func:`unistatus.redact.redact`."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {k: redact_strings(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_strings(v) for v in value]
-    return value
 
 
 # --- transactions -------------------------------------------------------------------
