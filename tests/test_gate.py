@@ -109,9 +109,7 @@ def test_the_adapter_lets_n_writes_through_and_queues_the_rest(pg: Database) -> 
 
     def writer(entity_id: str) -> threading.Thread:
         return threading.Thread(
-            target=lambda: results.append(
-                a.update_status(entity_id, "AWAITING_PAYMENT", "r", "t")
-            )
+            target=lambda: results.append(a.update_status(entity_id, "AWAITING_PAYMENT", "r", "t"))
         )
 
     with pg.engine.connect() as blocker:
