@@ -192,6 +192,8 @@ def test_tokens_must_tell_clients_and_roles_apart() -> None:
         load_settings(admin_token="same", writer_token="same")
     with pytest.raises(ConfigError, match="taken"):
         load_settings(api_tokens=[{"name": "admin", "token": "t1"}])
+    with pytest.raises(ConfigError, match="printable ASCII"):
+        load_settings(writer_token="tök")
     with pytest.raises(ConfigError, match="same name"):
         load_settings(api_tokens=[{"name": "a", "token": "t1"}, {"name": "a", "token": "t2"}])
     settings = load_settings(

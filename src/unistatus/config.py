@@ -7,6 +7,7 @@ the live database (see :mod:`unistatus.db.legacy`) before any SQL uses them.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -22,6 +23,7 @@ from pydantic_settings import (
 from unistatus.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///unistatus.db"
+_TOKEN_TEXT = re.compile(r"[!-~]+")
 CONFIG_FILE_ENV = "UNISTATUS_CONFIG"
 
 
@@ -131,6 +133,10 @@ class Settings(BaseSettings):
     def _tokens_tell_roles_apart(self) -> Settings:
         values = [t for t in (self.admin_token, self.writer_token) if t]
         values += [t.token for t in self.api_tokens]
+        if any(not _TOKEN_TEXT.fullmatch(t) for t in values):
+            raise ValueError(
+                "an API token is sent in an HTTP header: printable ASCII without spaces only"
+            )
         if len(set(values)) != len(values):
             raise ValueError(
                 "the admin token, the writer token and the API tokens must all differ "
