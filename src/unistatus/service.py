@@ -331,7 +331,11 @@ def create_app(
 
     @app.exception_handler(sa.exc.DBAPIError)
     async def _database(_request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
-        return unavailable("StorageError", f"database error: {exc}")
+        # The statement but not its parameters (they hold callers' data) goes to the log.
+        return unavailable(
+            "StorageError",
+            f"database error: {type(exc.orig).__name__}: {exc.orig} [SQL: {exc.statement}]",
+        )
 
     _observability_routes(app, service)
     _transaction_routes(app, service)
@@ -414,7 +418,7 @@ def _observability_routes(app: FastAPI, service: _Service) -> None:
     @app.get("/health", tags=["observability"])
     def health() -> JSONResponse:
         """Database reachable, mode, phase, firing critical alerts. 503 when down."""
-        report = health_report(service)
+        report = redact_values(health_report(service))
         return JSONResponse(report, status_code=503 if report["status"] == "down" else 200)
 
     @app.get("/metrics", tags=["observability"], response_class=Response)
