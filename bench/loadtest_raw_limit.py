@@ -131,6 +131,7 @@ def run_raw(url: str, walks: list[Walk], concurrent: int, slots: int) -> dict[st
                     "c_legacy_status": legacy,
                     "c_meta": None,
                     "c_operation_id": str(uuid.uuid4()),
+                    "c_triggered_by": "create_transaction",
                     "c_now": utcnow(),
                 }
                 try:

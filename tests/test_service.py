@@ -155,6 +155,7 @@ def test_transactions_create_read_update(db: Any, client: TestClient) -> None:
             "amount": "12.50",
             "currency": "USD",
         },
+        headers=auth(),
     )
     assert r.status_code == 201, r.text
     created = r.json()
@@ -166,6 +167,7 @@ def test_transactions_create_read_update(db: Any, client: TestClient) -> None:
     r = client.post(
         f"/api/v1/transactions/{ref}/status",
         json={"status": "PROCESSING", "reason": "sent", "triggered_by": "api-test"},
+        headers=auth(),
     )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "PROCESSING"
@@ -176,6 +178,7 @@ def test_transaction_errors_are_clear_4xx_and_write_nothing(db: Any, client: Tes
     r = client.post(
         "/api/v1/transactions",
         json={"transaction_type": "ESCROW", "user_id": 7, "amount": "5", "currency": "USD"},
+        headers=auth(),
     )
     ref = f"escrow:{r.json()['legacy_entity_id']}"
     before = db.count("escrows"), db.count("unified_status_history")
@@ -183,12 +186,14 @@ def test_transaction_errors_are_clear_4xx_and_write_nothing(db: Any, client: Tes
     r = client.post(
         f"/api/v1/transactions/{ref}/status",
         json={"status": "SUCCESS", "reason": "skip ahead", "triggered_by": "t"},
+        headers=auth(),
     )
     assert r.status_code == 409
     assert "cannot go from PENDING to SUCCESS" in r.json()["detail"]
     r = client.post(
         f"/api/v1/transactions/{ref}/status",
         json={"status": "OTP_PENDING", "reason": "otp", "triggered_by": "t"},
+        headers=auth(),
     )
     assert r.status_code == 422 and "not valid for ESCROW" in r.json()["detail"]
     r = client.get("/api/v1/transactions/escrow:999999")
@@ -198,17 +203,20 @@ def test_transaction_errors_are_clear_4xx_and_write_nothing(db: Any, client: Tes
     r = client.post(
         "/api/v1/transactions",
         json={"transaction_type": "ESCROW", "user_id": 7, "amount": 5.5, "currency": "USD"},
+        headers=auth(),
     )
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["body", "amount"]
     r = client.post(
         "/api/v1/transactions",
         json={"transaction_type": "ESCROW", "user_id": 7, "amount": "5", "currency": "usd"},
+        headers=auth(),
     )
     assert r.status_code == 422
     r = client.post(
         f"/api/v1/transactions/{ref}/status",
         json={"status": "CANCELLED", "reason": "x\u0000y", "triggered_by": "t"},
+        headers=auth(),
     )
     assert r.status_code == 422
     assert (db.count("escrows"), db.count("unified_status_history")) == before

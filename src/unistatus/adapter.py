@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import logging
 import random
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from enum import Enum
 from typing import Any, Literal
 
@@ -79,6 +78,15 @@ from unistatus.ids import (
     new_unified_id,
     parse_entity_id,
 )
+from unistatus.inputs import (
+    MAX_ACTOR_CHARS,
+    MAX_REASON_CHARS,
+    check_amount,
+    check_currency,
+    check_metadata,
+    check_text,
+    check_user_id,
+)
 from unistatus.mapping import LegacyStatusMapper
 from unistatus.statuses import (
     DualWriteMode,
@@ -92,7 +100,6 @@ __all__ = ["DualWriteAdapter", "DualWriteResult", "Fallback", "OperationEvent"]
 
 log = logging.getLogger("unistatus.adapter")
 Fallback = Literal["strict", "primary_wins"]
-CURRENCY = re.compile(r"^[A-Z][A-Z0-9]{2,9}$")
 MAX_ATTEMPTS = 4
 U = unified_transactions
 
@@ -173,22 +180,25 @@ class DualWriteAdapter:
         status: object | None = None,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        triggered_by: str = "create_transaction",
     ) -> DualWriteResult:
         """Create a transaction on the sides the mode writes (or link an existing legacy row).
 
         With ``idempotency_key``, a repeated call with the same key and arguments returns
         the first call's result (``replayed=True``) instead of writing again, also after
         an outcome-unknown result and when the calls race; the same key with other
-        arguments is an InputError (:mod:`unistatus.adapter_keys`).
+        arguments is an InputError (:mod:`unistatus.adapter_keys`). ``triggered_by``
+        names who created it in the first history row.
         """
         ttype = _parse_type(transaction_type)
         system = ttype.legacy_system
         fields = {
-            "user_id": _check_user(user_id),
-            "amount": _check_amount(amount, self.ops.exact_numeric_digits),
-            "currency": _check_currency(currency),
+            "user_id": check_user_id(user_id),
+            "amount": check_amount(amount, self.ops.exact_numeric_digits),
+            "currency": check_currency(currency),
         }
-        _check_metadata(metadata)
+        check_metadata(metadata)
+        check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS)
         dst, explicit_legacy = self._target(ttype, status or UnifiedTransactionStatus.PENDING)
         dst_legacy = explicit_legacy or self.mapper.to_legacy(ttype, dst)
         ref = LegacyRef(system, legacy_entity_id) if legacy_entity_id is not None else None
@@ -207,16 +217,27 @@ class DualWriteAdapter:
         def create(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:
             if ref is None and self.ops.supports_dml_cte and mode.writes_legacy:
                 return self._create_in_one_statement(
-                    conn, mode, op_id, system, fields, dst, dst_legacy, metadata, claim
+                    conn,
+                    mode,
+                    op_id,
+                    system,
+                    fields,
+                    dst,
+                    dst_legacy,
+                    metadata,
+                    triggered_by,
+                    claim,
                 )
             entity = self._lock(conn, ref, mode) if ref else None
             if entity is None or entity.legacy is None and entity.unified is None:
                 self._confirm_mode(conn, mode, locked=ref is not None)
                 result = self._create_new(
-                    conn, mode, op_id, system, ref, fields, dst, dst_legacy, metadata
+                    conn, mode, op_id, system, ref, fields, dst, dst_legacy, metadata, triggered_by
                 )
             else:
-                result = self._link_existing(conn, mode, op_id, entity, fields, metadata)
+                result = self._link_existing(
+                    conn, mode, op_id, entity, fields, metadata, triggered_by
+                )
             if claim is not None:
                 claim.store(conn, result)
             return result
@@ -249,9 +270,11 @@ class DualWriteAdapter:
     ) -> DualWriteResult:
         """Change a transaction's status; ``new_status`` may be unified or legacy."""
         ref = parse_entity_id(entity_id)
-        if not triggered_by or not str(triggered_by).strip():
+        if not isinstance(triggered_by, str) or not triggered_by.strip():
             raise InputError("triggered_by is required (who or what made this change)")
-        _check_metadata(metadata)
+        check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS)
+        check_text("reason", reason, MAX_REASON_CHARS, required=False)
+        check_metadata(metadata)
         if new_status is None:
             raise InputError("new_status is required")
 
@@ -1059,6 +1082,7 @@ class DualWriteAdapter:
         dst: UnifiedTransactionStatus,
         dst_legacy: str,
         metadata: dict[str, Any] | None,
+        triggered_by: str = "create_transaction",
     ) -> DualWriteResult:
         now = utcnow()
         result = self._created(op_id, system, mode, dst, dst_legacy)
@@ -1110,7 +1134,7 @@ class DualWriteAdapter:
             dst_legacy,
             TransitionKind.ALLOWED,
             "created",
-            "create_transaction",
+            triggered_by,
             metadata,
             op_id,
             now,
@@ -1130,6 +1154,7 @@ class DualWriteAdapter:
         dst: UnifiedTransactionStatus,
         dst_legacy: str,
         metadata: dict[str, Any] | None,
+        triggered_by: str = "create_transaction",
         claim: IdempotencyClaim | None = None,
     ) -> DualWriteResult:
         """The hot path of a new transaction: one guarded statement (after the mode lock,
@@ -1164,7 +1189,9 @@ class DualWriteAdapter:
             if self.fast is not None:
                 self.fast.remember_created(system, result.legacy_entity_id, dst_legacy)
             return result
-        params.update(c_status=dst.value, c_meta=metadata, c_operation_id=op_id)
+        params.update(
+            c_status=dst.value, c_meta=metadata, c_operation_id=op_id, c_triggered_by=triggered_by
+        )
         rows = self.hot.create_dual(system, keyed=keyed).rows(conn, params)
         if not rows:
             raise ModeChanged
@@ -1205,6 +1232,7 @@ class DualWriteAdapter:
         entity: Entity,
         fields: dict[str, Any],
         metadata: dict[str, Any] | None,
+        triggered_by: str = "create_transaction",
     ) -> DualWriteResult:
         """create_transaction for a legacy row that already exists: link it (idempotent)."""
         self._confirm_mode(conn, mode, locked=True)
@@ -1247,7 +1275,7 @@ class DualWriteAdapter:
             entity.legacy["status"],
             TransitionKind.ALLOWED,
             "linked existing legacy row",
-            "create_transaction",
+            triggered_by,
             metadata,
             op_id,
             now,
@@ -1294,57 +1322,6 @@ def _parse_type(value: object) -> UnifiedTransactionType:
             f"unknown transaction type {value!r}; expected one of: "
             + ", ".join(t.value for t in UnifiedTransactionType)
         ) from None
-
-
-def _check_user(user_id: object) -> int:
-    if isinstance(user_id, bool) or not isinstance(user_id, int) or user_id <= 0:
-        raise InputError(f"user_id must be a positive integer, got {user_id!r}")
-    return user_id
-
-
-def _check_amount(amount: object, exact_digits: int | None = None) -> Decimal:
-    if isinstance(amount, float | bool):
-        raise InputError(
-            f"amount must be exact: pass a Decimal or a decimal string, not {type(amount).__name__}"
-        )
-    try:
-        value = Decimal(str(amount)) if isinstance(amount, int | str) else amount
-    except InvalidOperation:
-        raise InputError(f"amount {amount!r} is not a decimal number") from None
-    if not isinstance(value, Decimal) or not value.is_finite():
-        raise InputError(f"amount {amount!r} is not a finite decimal number")
-    if value <= 0:
-        raise InputError(f"amount must be positive, got {value}")
-    exponent = value.as_tuple().exponent
-    if isinstance(exponent, int) and exponent < -8:
-        raise InputError(f"amount {value} has more than 8 decimal places")
-    if value >= Decimal(10) ** 12:
-        raise InputError(f"amount {value} is too large (at most 12 integer digits)")
-    if exact_digits is not None and len(value.normalize().as_tuple().digits) > exact_digits:
-        raise InputError(
-            f"amount {value} has more than {exact_digits} significant digits, which this "
-            "database cannot store exactly (SQLite keeps NUMERIC as a float; use PostgreSQL)"
-        )
-    return value
-
-
-def _check_currency(currency: object) -> str:
-    if not isinstance(currency, str) or not CURRENCY.match(currency):
-        raise InputError(f"currency must be an upper-case code like USD or USDT, got {currency!r}")
-    return currency
-
-
-def _check_metadata(metadata: object) -> None:
-    if metadata is None:
-        return
-    if not isinstance(metadata, dict):
-        raise InputError("metadata must be a dict")
-    import json
-
-    try:
-        json.dumps(metadata)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
 
 
 def _describe(exc: Exception) -> str:

@@ -488,7 +488,7 @@ class HotStatements:
                 sa.null(),
                 sa.bindparam("c_legacy_status", type_=H.c.to_legacy_status.type),
                 sa.literal("created"),
-                sa.literal("create_transaction"),
+                sa.bindparam("c_triggered_by", type_=H.c.triggered_by.type),
                 sa.bindparam("c_meta", type_=H.c.meta.type),
                 sa.bindparam("c_operation_id", type_=H.c.operation_id.type),
                 sa.bindparam("p_mode", type_=H.c.mode.type),

@@ -35,7 +35,7 @@ from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.control import ControlChange, read_value, write_value
 from unistatus.db.dialect import ops_for
-from unistatus.db.engine import create_engine
+from unistatus.db.engine import create_engine, display_url
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import control_log, migration_control
 from unistatus.errors import InputError, StorageError
@@ -301,7 +301,12 @@ def export_archive(
     from unistatus.control import read_mode
     from unistatus.db.schema import current_revision
 
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"cannot create the archive directory {directory}: {exc.strerror or exc}"
+        ) from None
     entries: list[TableEntry] = []
     try:
         with ops_for(engine).snapshot() as conn:
@@ -311,12 +316,16 @@ def export_archive(
                 entries.append(_export_table(conn, lt.table, system.value, columns, directory))
     except sa.exc.OperationalError as exc:
         raise StorageError(f"export failed: {exc.orig}") from None
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write the archive in {directory}: {exc.strerror or exc}"
+        ) from None
     manifest = Manifest(
         created_at=utcnow().isoformat(),
         created_by=actor,
         source={
             "dialect": engine.dialect.name,
-            "database": engine.url.render_as_string(hide_password=True),
+            "database": display_url(engine.url),
             "schema_revision": current_revision(engine),
             "mode": mode.value if mode else None,
         },
@@ -324,8 +333,13 @@ def export_archive(
     )
     raw = (json.dumps(manifest.as_dict(), indent=2, sort_keys=True) + "\n").encode()
     tmp = directory / (MANIFEST + ".tmp")
-    tmp.write_bytes(raw)
-    os.replace(tmp, directory / MANIFEST)  # the manifest appears last, complete
+    try:
+        tmp.write_bytes(raw)
+        os.replace(tmp, directory / MANIFEST)  # the manifest appears last, complete
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write the archive in {directory}: {exc.strerror or exc}"
+        ) from None
     manifest.sha256 = hashlib.sha256(raw).hexdigest()
     return manifest
 
@@ -535,7 +549,7 @@ def restore_archive(
     verify = verify_archive(engine, directory)
     return RestoreReport(
         str(Path(directory).resolve()),
-        engine.url.render_as_string(hide_password=True),
+        display_url(engine.url),
         loaded,
         verify,
     )

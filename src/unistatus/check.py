@@ -69,7 +69,7 @@ FULL_SCOPE = "all"  # every system, every row: what phase gates should read
 # Legacy keys per statement: big enough that per-statement overhead is negligible,
 # small enough that each statement is short (no long snapshot, quick cancel).
 DEFAULT_CHUNK = 100_000
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+_RELATIVE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _mapper = LegacyStatusMapper()
 
@@ -161,8 +161,12 @@ def parse_since(value: str | datetime | None, *, now: datetime | None = None) ->
     match = _RELATIVE.match(text)
     if match:
         amount = float(match.group(1))
-        delta = timedelta(**{_UNITS[match.group(2).lower()]: amount})
-        return (now or utcnow()) - delta
+        try:
+            return (now or utcnow()) - timedelta(**{_UNITS[match.group(2).lower()]: amount})
+        except OverflowError:
+            raise InputError(
+                f"--since {value!r} reaches before the year 1: give a shorter age or an ISO time"
+            ) from None
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:

@@ -7,10 +7,11 @@ the live database (see :mod:`unistatus.db.legacy`) before any SQL uses them.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -22,6 +23,7 @@ from pydantic_settings import (
 from unistatus.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///unistatus.db"
+_TOKEN_TEXT = re.compile(r"[!-~]+")
 CONFIG_FILE_ENV = "UNISTATUS_CONFIG"
 
 
@@ -57,6 +59,19 @@ class AutoResponses(BaseModel):
     rollback_on_latency: bool = True
 
 
+class ApiToken(BaseModel):
+    """A named bearer token of the HTTP API.
+
+    ``role``: ``writer`` may create transactions and change statuses; ``admin`` may also
+    use ``force`` (the override of the transition rules) and the control endpoints. The
+    history records the token's ``name``, never its value.
+    """
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+    token: str = Field(min_length=1, repr=False)
+    role: Literal["writer", "admin"] = "writer"
+
+
 class Settings(BaseSettings):
     # An empty variable (`UNISTATUS_WRITE_CONCURRENCY=`) means "not set", as in shells
     # and compose files, rather than an invalid value.
@@ -82,7 +97,11 @@ class Settings(BaseSettings):
     # NoDecode: the env value is a comma-separated list, not JSON (split below).
     webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_timeout_seconds: float = 5.0
-    admin_token: str | None = None
+    # Bearer tokens of the HTTP API (see ApiToken and unistatus.access): the admin token
+    # (named "admin"), the writer token (named "writer"), and any number of named ones.
+    admin_token: str | None = Field(default=None, repr=False)
+    writer_token: str | None = Field(default=None, repr=False)
+    api_tokens: list[ApiToken] = Field(default_factory=list, repr=False)
     soak_seconds: float = Field(default=3600.0, ge=0.0)
     auto_responses: AutoResponses = Field(default_factory=AutoResponses)
 
@@ -96,6 +115,34 @@ class Settings(BaseSettings):
                 raise ValueError(f"unknown legacy system {key!r} (cashout, escrow, exchange)")
             merged[system] = spec
         return merged
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _distinct_tokens(cls, v: list[ApiToken]) -> list[ApiToken]:
+        names = [t.name for t in v]
+        for reserved in ("admin", "writer"):
+            if reserved in names:
+                raise ValueError(
+                    f"the token name {reserved!r} is taken by UNISTATUS_{reserved.upper()}_TOKEN"
+                )
+        if len(set(names)) != len(names):
+            raise ValueError("two API tokens have the same name")
+        return v
+
+    @model_validator(mode="after")
+    def _tokens_tell_roles_apart(self) -> Settings:
+        values = [t for t in (self.admin_token, self.writer_token) if t]
+        values += [t.token for t in self.api_tokens]
+        if any(not _TOKEN_TEXT.fullmatch(t) for t in values):
+            raise ValueError(
+                "an API token is sent in an HTTP header: printable ASCII without spaces only"
+            )
+        if len(set(values)) != len(values):
+            raise ValueError(
+                "the admin token, the writer token and the API tokens must all differ "
+                "(a token names one client and one role)"
+            )
+        return self
 
     @field_validator("webhook_urls", mode="before")
     @classmethod

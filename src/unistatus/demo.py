@@ -29,6 +29,7 @@ from rich.table import Table
 
 from unistatus.adapter import DualWriteAdapter
 from unistatus.config import Settings, load_settings
+from unistatus.db.engine import display_url
 from unistatus.statuses import DualWriteMode, LegacySystemType
 from unistatus.traffic import TrafficReport
 
@@ -341,7 +342,4 @@ def summary_table(report: DemoReport) -> Table:
 
 def _safe_url(url: str) -> str:
     """The URL without its password, for printing."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url
+    return display_url(url)

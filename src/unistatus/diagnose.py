@@ -3,9 +3,10 @@
 
 Each section is gathered on its own: a section that fails (a table missing, a module
 not installed) becomes ``{"error": "..."}`` and the rest is still collected, because
-this runs in the middle of an incident. Secrets never leave: the admin token is
-replaced, passwords are removed from database URLs, and webhook URLs (which embed
-their credentials in the path) keep only scheme and host.
+this runs in the middle of an incident. Secrets never leave: tokens are replaced,
+database passwords are removed in every form (:func:`unistatus.redact.redact`, applied
+to every string of the document), and webhook URLs (which embed their credentials in
+the path) keep only scheme and host.
 """
 
 from __future__ import annotations
@@ -17,23 +18,21 @@ import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.control import get_mode, history
-from unistatus.db.engine import normalise_url
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import metadata, repair_queue
 from unistatus.phases import phase_status, read_phase
+from unistatus.redact import REDACTED, redact, redact_values, redact_webhook
 
 __all__ = ["REDACTED", "default_filename", "generate_diagnostic", "redact_settings"]
 
 log = logging.getLogger("unistatus.diagnose")
 
-REDACTED = "***"
 SECRET_KEY = re.compile(r"token|password|secret|api_key|credential", re.IGNORECASE)
 OPERATIONS = ("create_transaction", "update_status", "get_transaction_status")
 CONTROL_KEYS = ("mode", "phase", "last_rollback", "backfill.paused")
@@ -42,19 +41,6 @@ CONTROL_KEYS = ("mode", "phase", "last_rollback", "backfill.paused")
 def default_filename(now: datetime | None = None) -> str:
     """``rollback_<UTC time>.json``, as the strategy document names it."""
     return f"rollback_{(now or utcnow()).strftime('%Y%m%dT%H%M%SZ')}.json"
-
-
-def _redact_url(url: str) -> str:
-    try:
-        return sa.engine.make_url(normalise_url(url)).render_as_string(hide_password=True)
-    except Exception:
-        return REDACTED
-
-
-def _redact_webhook(url: str) -> str:
-    parts = urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{parts.scheme or '?'}://{host}/{REDACTED}"
 
 
 def _redact(key: str, value: Any) -> Any:
@@ -70,19 +56,22 @@ def _redact(key: str, value: Any) -> Any:
 def redact_settings(settings: Settings) -> dict[str, Any]:
     """The effective settings with every secret removed."""
     data = settings.model_dump(mode="json")
-    data["database_url"] = _redact_url(settings.database_url)
-    data["webhook_urls"] = [_redact_webhook(u) for u in settings.webhook_urls]
-    return {k: _redact(k, v) for k, v in data.items()}
+    data["database_url"] = redact(settings.database_url)
+    data["webhook_urls"] = [redact_webhook(u) for u in settings.webhook_urls]
+    # Named API tokens: their names and roles help an investigation, their values never.
+    data["api_tokens"] = [
+        {"name": t.name, "role": t.role, "token": REDACTED} for t in settings.api_tokens
+    ]
+    return {k: v if k == "api_tokens" else _redact(k, v) for k, v in data.items()}
 
 
 def _section(name: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except Exception as exc:  # one broken section must not lose the others
-        log.warning("diagnostic section %s failed: %s", name, exc)
-        return {
-            "error": f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        }
+        log.warning("diagnostic section %s failed: %s", name, redact(str(exc)))
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return {"error": redact(f"{type(exc).__name__}: {first}")}
 
 
 def _versions(engine: sa.Engine) -> dict[str, Any]:
@@ -225,7 +214,7 @@ def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]
     # Import the table modules so metadata (and the table counts) include them.
     for name in ("tables_ops", "tables_check", "tables_backfill", "tables_alerts", "tables_replay"):
         _section(name, lambda n=name: importlib.import_module(f"unistatus.db.{n}"))  # type: ignore[misc]
-    return {
+    document = {
         "generated_at": utcnow().isoformat(),
         "versions": _section("versions", lambda: _versions(engine)),
         "config": _section("config", lambda: redact_settings(settings)),
@@ -241,6 +230,8 @@ def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]
         "operation_stats": _section("operation_stats", lambda: _stats(engine)),
         "table_counts": _section("table_counts", lambda: _table_counts(engine, settings)),
     }
+    redacted: dict[str, Any] = redact_values(document)
+    return redacted
 
 
 def _backfill(engine: sa.Engine, settings: Settings) -> Any:

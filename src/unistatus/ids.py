@@ -17,7 +17,11 @@ import sqlalchemy as sa
 from unistatus.errors import InvalidIdentifierError
 from unistatus.statuses import LegacySystemType
 
-UTX_PATTERN = re.compile(r"^UTX(\d{15})$")
+# ASCII digits, matched whole (``fullmatch``): ``\d`` and ``$`` would also take
+# Arabic-Indic or full-width digits and a trailing newline.
+UTX_PATTERN = re.compile(r"UTX([0-9]{15})")
+_SYSTEM_NAME = re.compile(r"[A-Za-z]{1,16}")
+_DIGITS = re.compile(r"[0-9]{1,20}")
 SYSTEM_DIGIT = {
     LegacySystemType.CASHOUT: 1,
     LegacySystemType.ESCROW: 2,
@@ -94,12 +98,16 @@ def parse_entity_id(entity_id: object) -> EntityRef:
         raise InvalidIdentifierError(
             f"entity id must be a UTX id or 'system:id', got {type(entity_id).__name__}"
         )
-    text = entity_id.strip()
-    if UTX_PATTERN.match(text):
+    # Taken exactly as given: an id with stray whitespace (a trailing newline from a
+    # header or a file) is malformed, not quietly another spelling of a real id.
+    text = entity_id
+    if UTX_PATTERN.fullmatch(text):
         return UtxId(text)
     if ":" in text:
         system, _, raw = text.partition(":")
         try:
+            if not _SYSTEM_NAME.fullmatch(system):
+                raise InvalidIdentifierError(system)
             sys_type = LegacySystemType.parse(system)
         except Exception:
             raise InvalidIdentifierError(
@@ -115,8 +123,8 @@ def parse_entity_id(entity_id: object) -> EntityRef:
 def _int_id(raw: object, whole: object) -> int:
     if isinstance(raw, int) and not isinstance(raw, bool):
         return raw
-    if isinstance(raw, str) and raw.strip().isdigit():
-        return int(raw.strip())
+    if isinstance(raw, str) and _DIGITS.fullmatch(raw):
+        return int(raw)
     raise InvalidIdentifierError(
-        f"malformed id {whole!r}: the legacy id must be a positive integer"
+        f"malformed id {whole!r}: the legacy id must be a positive integer in ASCII digits"
     )

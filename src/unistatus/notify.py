@@ -20,6 +20,7 @@ import httpx
 
 from unistatus.clock import utcnow
 from unistatus.config import Settings
+from unistatus.redact import redact_webhook
 
 __all__ = ["Delivery", "Notification", "Notifier"]
 
@@ -136,14 +137,5 @@ class Notifier:
                 error = f"{type(exc).__name__}: {exc}"
             if attempt <= self.retries:
                 time.sleep(self.backoff * attempt)
-        log.error("webhook %s failed after %d attempt(s): %s", _redact(url), attempt, error)
+        log.error("webhook %s failed after %d attempt(s): %s", redact_webhook(url), attempt, error)
         return Delivery(url, False, attempt, status, error)
-
-
-def _redact(url: str) -> str:
-    """Webhook URLs embed secrets (Slack's do): log only scheme and host."""
-    try:
-        parsed = httpx.URL(url)
-        return f"{parsed.scheme}://{parsed.host}/..."
-    except Exception:
-        return "<invalid url>"

@@ -6,17 +6,25 @@ database at request time, so the service shows what every process is doing.
 
 Errors: typed unistatus errors become 4xx with a clear ``detail`` (404 unknown
 transaction, 409 refused transition / mode / gate, 422 invalid input); 503 only when
-the database itself fails. Control endpoints need ``Authorization: Bearer <token>``
-matching ``settings.admin_token`` (constant-time comparison); with no token configured
-they are disabled (403), never open.
+the database itself fails, and a 503 body names no host, port or SQL: it carries an
+``error_id`` under which the service log keeps the detail.
+
+Access (:mod:`unistatus.access`): reads (health, metrics, status, a transaction's
+status, the dashboard) are open; transaction writes need ``Authorization: Bearer
+<token>`` of a writer or admin token, ``force`` and the control endpoints an admin
+token. What no token is configured for is disabled (403), never open. The history
+names the token that made a change (``token:<name>``, with the caller's
+``triggered_by`` as a label), never its value.
 """
 
 from __future__ import annotations
 
-import hmac
+import json
 import logging
+import math
 import threading
-from collections.abc import AsyncIterator, Callable
+import uuid
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
@@ -24,16 +32,35 @@ from typing import Annotated, Any
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+)
 
 from unistatus import errors
+from unistatus.access import MAX_LABEL_CHARS, Principal, Role, actor_for, authenticate, enabled
 from unistatus.config import Settings, load_settings
 from unistatus.db.engine import create_engine
 from unistatus.ids import MAX_LEGACY_ID
+from unistatus.inputs import (
+    MAX_BIGINT,
+    MAX_REASON_CHARS,
+    check_metadata,
+    check_text,
+)
 from unistatus.metrics import DEFAULT_WINDOW_SECONDS, collect_snapshot, database_reachable
+from unistatus.redact import redact, redact_values
 from unistatus.statuses import DualWriteMode, UnifiedTransactionType
 
 __all__ = ["create_app"]
@@ -41,20 +68,27 @@ __all__ = ["create_app"]
 log = logging.getLogger("unistatus.service")
 
 WEB = Path(__file__).parent / "web"
-MAX_BIGINT = 2**63 - 1
-MAX_METADATA_CHARS = 16_384
-# Printable text: no NUL or other control characters (PostgreSQL refuses NUL in text).
-_PRINTABLE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
 
-Reason = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=_PRINTABLE)
-]
-Actor = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100, pattern=_PRINTABLE)
-]
-StatusText = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=_PRINTABLE)
-]
+
+def _text(name: str, max_chars: int) -> Any:
+    """The library's text rule (:func:`unistatus.inputs.check_text`) as a field check."""
+
+    def check(value: str) -> str:
+        try:
+            check_text(name, value, max_chars)
+        except errors.InputError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    return AfterValidator(check)
+
+
+_STRIPPED = StringConstraints(strip_whitespace=True, min_length=1)
+
+Reason = Annotated[StrictStr, _STRIPPED, _text("reason", MAX_REASON_CHARS)]
+# The caller's own name for itself; the history stores it after the token's name.
+Actor = Annotated[StrictStr, _STRIPPED, _text("actor", MAX_LABEL_CHARS)]
+StatusText = Annotated[StrictStr, _STRIPPED, _text("status", 64)]
 EntityId = Annotated[
     str,
     PathParam(
@@ -66,17 +100,11 @@ EntityId = Annotated[
 
 
 def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """JSON the database will store as it is: bounded size, no NUL characters."""
-    if value is None:
-        return None
-    import json
-
-    text = json.dumps(value)
-    if len(text) > MAX_METADATA_CHARS:
-        raise ValueError(f"metadata is too large (at most {MAX_METADATA_CHARS} characters of JSON)")
-    if "\\u0000" in text:
-        raise ValueError("metadata must not contain NUL characters")
-    return value
+    """The library's metadata rule (:func:`unistatus.inputs.check_metadata`), as a 422."""
+    try:
+        return check_metadata(value)
+    except errors.InputError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class _Input(BaseModel):
@@ -85,16 +113,19 @@ class _Input(BaseModel):
 
 class TransactionCreate(_Input):
     transaction_type: UnifiedTransactionType
-    user_id: int = Field(gt=0, le=MAX_BIGINT)
-    amount: str = Field(
+    user_id: StrictInt = Field(gt=0, le=MAX_BIGINT)
+    amount: StrictStr = Field(
         pattern=r"^[0-9]{1,12}(\.[0-9]{1,8})?$",
         description='A positive decimal as a string (exact money, no floats), e.g. "10.50"',
         examples=["10.50"],
     )
-    currency: str = Field(pattern=r"^[A-Z][A-Z0-9]{2,9}$", examples=["USD"])
-    legacy_entity_id: int | None = Field(default=None, gt=0, le=MAX_LEGACY_ID)
+    currency: StrictStr = Field(pattern=r"^[A-Z][A-Z0-9]{2,9}$", examples=["USD"])
+    legacy_entity_id: StrictInt | None = Field(default=None, gt=0, le=MAX_LEGACY_ID)
     status: StatusText | None = None
     metadata: dict[str, Any] | None = None
+    triggered_by: Actor | None = Field(
+        default=None, description="The caller's label, recorded after the token's name"
+    )
 
     _meta = field_validator("metadata")(_check_metadata)
 
@@ -102,9 +133,13 @@ class TransactionCreate(_Input):
 class StatusUpdate(_Input):
     status: StatusText = Field(description="A unified status, or a legacy status of its system")
     reason: Reason
-    triggered_by: Actor
+    triggered_by: Actor | None = Field(
+        default=None, description="The caller's label, recorded after the token's name"
+    )
     metadata: dict[str, Any] | None = None
-    force: bool = Field(default=False, description="Admin override of the transition rules")
+    force: StrictBool = Field(
+        default=False, description="Admin override of the transition rules (admin token only)"
+    )
 
     _meta = field_validator("metadata")(_check_metadata)
 
@@ -119,7 +154,7 @@ class ModeChange(_Input):
 
 class PhaseAdvance(_Input):
     reason: Reason  # required, like every control change (recorded with the actor)
-    force: bool = False
+    force: StrictBool = False
     actor: Actor = "api"
 
 
@@ -144,6 +179,50 @@ def status_code_for(exc: errors.UnistatusError) -> int:
         if isinstance(exc, kind):
             return code
     return 400
+
+
+def _logged(what: str, detail: str) -> str:
+    """Log ``detail`` under a new error id; what a client may see instead of it."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("%s [error id %s]: %s", what, error_id, redact(detail))
+    return error_id
+
+
+def unavailable(kind: str, detail: str, result: dict[str, Any] | None = None) -> JSONResponse:
+    """A 503 that names no database host, port or SQL: the log has them, under an id."""
+    error_id = _logged(kind, detail)
+    message = (
+        f"the database failed or is unreachable (error id {error_id}; "
+        "the service log has the detail)"
+    )
+    body: dict[str, Any] = {"detail": message, "error": kind, "error_id": error_id}
+    if result is not None:
+        body["result"] = {**result, "error": message}
+    return error_response(body, 503)
+
+
+def error_response(body: Any, status_code: int) -> JSONResponse:
+    """An error as JSON that any input can be echoed in: ASCII (a lone surrogate is
+    escaped, not an encoding error) and no NaN (which JSON has no word for)."""
+    text = json.dumps(_finite(body), ensure_ascii=True, allow_nan=False, default=str)
+    return JSONResponse(json.loads(text), status_code=status_code)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def public_database_error(detail: str | None) -> str | None:
+    """A database error as an unauthenticated client may see it (no host, port, SQL)."""
+    if detail is None:
+        return None
+    return f"database unreachable (error id {_logged('database unreachable', detail)})"
 
 
 class _Service:
@@ -237,17 +316,27 @@ def create_app(
 
     @app.exception_handler(errors.UnistatusError)
     async def _typed(_request: Request, exc: errors.UnistatusError) -> JSONResponse:
-        return JSONResponse(
-            {"detail": str(exc), "error": type(exc).__name__},
-            status_code=status_code_for(exc),
-        )
+        code = status_code_for(exc)
+        if code >= 500:
+            return unavailable(type(exc).__name__, str(exc))
+        return error_response({"detail": redact(str(exc)), "error": type(exc).__name__}, code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, which may hold NaN or a lone surrogate
+        # that its JSON encoder cannot write (a 500 for a 422): say where and why only.
+        detail = [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
+            for e in exc.errors()
+        ]
+        return error_response({"detail": detail}, 422)
 
     @app.exception_handler(sa.exc.DBAPIError)
     async def _database(_request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        log.error("database error: %s", first)
-        return JSONResponse(
-            {"detail": f"database error: {first}", "error": "StorageError"}, status_code=503
+        # The statement but not its parameters (they hold callers' data) goes to the log.
+        return unavailable(
+            "StorageError",
+            f"database error: {type(exc.orig).__name__}: {exc.orig} [SQL: {exc.statement}]",
         )
 
     _observability_routes(app, service)
@@ -275,7 +364,7 @@ def health_report(service: _Service) -> dict[str, Any]:
     error = database_reachable(engine)
     checks: dict[str, Any] = {"database": {"status": "up" if error is None else "down"}}
     if error is not None:
-        checks["database"]["error"] = error
+        checks["database"]["error"] = public_database_error(error)
         return {"status": "down", "checks": checks}
     degraded: list[str] = []
     try:
@@ -331,7 +420,7 @@ def _observability_routes(app: FastAPI, service: _Service) -> None:
     @app.get("/health", tags=["observability"])
     def health() -> JSONResponse:
         """Database reachable, mode, phase, firing critical alerts. 503 when down."""
-        report = health_report(service)
+        report = redact_values(health_report(service))
         return JSONResponse(report, status_code=503 if report["status"] == "down" else 200)
 
     @app.get("/metrics", tags=["observability"], response_class=Response)
@@ -346,6 +435,7 @@ def _observability_routes(app: FastAPI, service: _Service) -> None:
             service.engine, service.settings, window_seconds=service.window_seconds
         )
         body = snap.as_dict()
+        body["database"]["error"] = public_database_error(snap.database_error)
         try:
             states = service.alerts() if snap.database_up else []
             body["alerts"] = {
@@ -353,9 +443,10 @@ def _observability_routes(app: FastAPI, service: _Service) -> None:
                 "all": states,
             }
         except Exception as exc:
-            body["alerts"] = {"firing": [], "all": [], "error": f"unknown: {exc}"}
+            body["alerts"] = {"firing": [], "all": [], "error": redact(f"unknown: {exc}")}
         body["health"] = health_report(service)["status"]
-        return body
+        redacted: dict[str, Any] = redact_values(body)
+        return redacted
 
 
 # --- transactions -------------------------------------------------------------------
@@ -365,10 +456,7 @@ def _write_result(result: Any, created: bool = False) -> JSONResponse:
     data = result.as_dict()
     if not result.overall_success:
         # The database refused the write after retries: a server-side failure.
-        return JSONResponse(
-            {"detail": f"write failed: {result.error}", "error": "StorageError", "result": data},
-            status_code=503,
-        )
+        return unavailable("StorageError", f"write failed: {result.error}", result=data)
     return JSONResponse(data, status_code=201 if created and result.changed else 200)
 
 
@@ -376,6 +464,7 @@ def _transaction_routes(app: FastAPI, service: _Service) -> None:
     @app.post("/api/v1/transactions", tags=["transactions"], status_code=201)
     def create_transaction(
         body: TransactionCreate,
+        who: Writer,
         idempotency_key: Annotated[
             str | None,
             Header(
@@ -386,7 +475,10 @@ def _transaction_routes(app: FastAPI, service: _Service) -> None:
             ),
         ] = None,
     ) -> JSONResponse:
-        """Create a transaction on the sides the current mode writes (or link a legacy row)."""
+        """Create a transaction on the sides the current mode writes (or link a legacy row).
+
+        Needs a writer or admin token (``Authorization: Bearer <token>``).
+        """
         result = service.adapter().create_transaction(
             body.transaction_type,
             body.user_id,
@@ -396,6 +488,7 @@ def _transaction_routes(app: FastAPI, service: _Service) -> None:
             status=body.status,
             metadata=body.metadata,
             idempotency_key=idempotency_key,
+            triggered_by=actor_for(who, body.triggered_by),
         )
         return _write_result(result, created=True)
 
@@ -408,13 +501,22 @@ def _transaction_routes(app: FastAPI, service: _Service) -> None:
         return {"id": entity_id, "status": status.value if status else None, **meta}
 
     @app.post("/api/v1/transactions/{entity_id}/status", tags=["transactions"])
-    def update_status(entity_id: EntityId, body: StatusUpdate) -> JSONResponse:
-        """Change the status (unified or legacy value); refused transitions are 409."""
+    def update_status(entity_id: EntityId, body: StatusUpdate, who: Writer) -> JSONResponse:
+        """Change the status (unified or legacy value); refused transitions are 409.
+
+        Needs a writer or admin token; ``force`` (the override) needs an admin token.
+        """
+        if body.force and not who.may("admin"):
+            raise HTTPException(
+                403,
+                f"force (the admin override of the transition rules) needs an admin token; "
+                f"the token {who.name!r} is a {who.role} token",
+            )
         result = service.adapter().update_status(
             entity_id,
             body.status,
             body.reason,
-            body.triggered_by,
+            actor_for(who, body.triggered_by),
             metadata=body.metadata,
             force=body.force,
         )
@@ -423,34 +525,55 @@ def _transaction_routes(app: FastAPI, service: _Service) -> None:
 
 # --- control ------------------------------------------------------------------------
 
-_bearer = HTTPBearer(auto_error=False, description="settings.admin_token (UNISTATUS_ADMIN_TOKEN)")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="A writer token (UNISTATUS_WRITER_TOKEN, api_tokens) for transaction writes; "
+    "the admin token (UNISTATUS_ADMIN_TOKEN) for force and control",
+)
+
+DISABLED = {
+    "writer": "transaction writes are disabled: no API token is configured (set "
+    "UNISTATUS_WRITER_TOKEN, or api_tokens in the config file, to enable them)",
+    "admin": "control endpoints are disabled: no admin token is configured "
+    "(set UNISTATUS_ADMIN_TOKEN to enable them)",
+}
 
 
-def _admin(service: _Service) -> Callable[..., str]:
-    def require(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> str:
-        token = service.settings.admin_token
-        if not token:
-            raise HTTPException(
-                403,
-                "control endpoints are disabled: no admin token is configured "
-                "(set UNISTATUS_ADMIN_TOKEN to enable them)",
-            )
-        given = credentials.credentials if credentials else ""
-        if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
-            raise HTTPException(
-                401,
-                "a valid bearer token is required (Authorization: Bearer <token>)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        return "api"
+def _require(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, role: Role
+) -> Principal:
+    """The holder of a valid token allowed to act as ``role``; 403 / 401 otherwise."""
+    settings = request.app.state.service.settings
+    if not enabled(settings, role):
+        raise HTTPException(403, DISABLED[role])
+    who = authenticate(settings, credentials.credentials if credentials else None)
+    if who is None:
+        raise HTTPException(
+            401,
+            "a valid bearer token is required (Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    if not who.may(role):
+        raise HTTPException(403, f"the token {who.name!r} is a {who.role} token: this needs {role}")
+    return who
 
-    return require
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def _writer(request: Request, credentials: Credentials) -> Principal:
+    return _require(request, credentials, "writer")
+
+
+def _admin(request: Request, credentials: Credentials) -> Principal:
+    return _require(request, credentials, "admin")
+
+
+Writer = Annotated[Principal, Depends(_writer)]
 
 
 def _control_routes(app: FastAPI, service: _Service) -> None:
-    admin = Depends(_admin(service))
+    admin = Depends(_admin)
 
     def actor(name: str) -> str:
         return f"api:{name}"

@@ -92,4 +92,12 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
+    import logging
+
+    from unistatus.redact import log_redacted
+
+    # The command is the program: with no logging set up, warnings would reach stderr raw
+    # through Python's last-resort handler; send them through the redaction instead.
+    if not logging.getLogger().handlers:
+        log_redacted()
     app()

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from unistatus.config import Settings, load_settings
 from unistatus.errors import UnistatusError
+from unistatus.redact import redact
 
 console = Console()
 err_console = Console(stderr=True)
@@ -111,11 +112,11 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
         sys.stderr.close()
         raise typer.Exit(0)
     if debug:
-        traceback.print_exception(exc)
+        sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     if isinstance(exc, UnistatusError):
-        abort(str(exc))
+        abort(redact(str(exc)))
     if isinstance(exc, sa.exc.OperationalError):
-        abort(f"database error: {str(exc.orig).strip().splitlines()[0]}")
+        abort(redact(f"database error: {str(exc.orig).strip().splitlines()[0]}"))
     if isinstance(exc, sa.exc.SQLAlchemyError):
-        abort(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}")
-    abort(f"unexpected {exc.__class__.__name__}: {exc} (re-run with --debug for details)")
+        abort(redact(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"))
+    abort(redact(f"unexpected {exc.__class__.__name__}: {exc} (re-run with --debug for details)"))

@@ -9,7 +9,11 @@ from unistatus.cli.context import err_console, state
 
 def serve(
     ctx: typer.Context,
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    host: str = typer.Option(
+        "127.0.0.1",
+        "--host",
+        help="Address to listen on. Keep the loopback default and put a TLS proxy in front.",
+    ),
     port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port to listen on."),
     monitor_interval: float = typer.Option(
         30.0,
@@ -28,9 +32,22 @@ def serve(
     app = create_app(
         app_state.settings, app_state.engine, monitor_interval=monitor_interval or None
     )
-    if not app_state.settings.admin_token:
+    from unistatus.access import enabled
+
+    if not enabled(app_state.settings, "writer"):
+        err_console.print(
+            "transaction writes disabled: set UNISTATUS_WRITER_TOKEN to enable them",
+            highlight=False,
+        )
+    if not enabled(app_state.settings, "admin"):
         err_console.print(
             "control endpoints disabled: set UNISTATUS_ADMIN_TOKEN to enable them", highlight=False
+        )
+    if host not in ("127.0.0.1", "::1", "localhost"):
+        err_console.print(
+            f"listening on {host}: bearer tokens cross the network in clear unless a "
+            "TLS-terminating proxy sits in front (docs/runbook.md, 'Access')",
+            highlight=False,
         )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 

@@ -11,6 +11,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from unistatus.errors import ConfigError
+from unistatus.redact import redact
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -21,6 +22,12 @@ def normalise_url(url: str) -> str:
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def display_url(url: sa.URL | str) -> str:
+    """A database URL as it may be shown, logged or stored: every password ``***``."""
+    text = url.render_as_string(hide_password=False) if isinstance(url, sa.URL) else url
+    return redact(text)
 
 
 def create_engine(
@@ -36,7 +43,7 @@ def create_engine(
     try:
         url = make_url(normalise_url(database))
     except ArgumentError as exc:
-        raise ConfigError(f"invalid database URL {database!r}: {exc}") from None
+        raise ConfigError(redact(f"invalid database URL {database!r}: {exc}")) from None
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
     if url.get_backend_name() == "postgresql":

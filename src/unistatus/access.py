@@ -1,0 +1,80 @@
+"""Who may do what through the HTTP API: bearer tokens, their names and their roles.
+
+Tokens come from the settings, nowhere else:
+
+- ``admin_token`` (``UNISTATUS_ADMIN_TOKEN``): named ``admin``, role ``admin``;
+- ``writer_token`` (``UNISTATUS_WRITER_TOKEN``): named ``writer``, role ``writer``;
+- ``api_tokens``: any number of ``{name, token, role}``, one per client.
+
+Role ``writer`` may create transactions and change statuses; role ``admin`` may also use
+``force`` (the override of the transition rules) and the control endpoints. What no
+token is configured for is disabled, never open.
+
+A presented token is compared with every configured token (``hmac.compare_digest``,
+no early exit), so the response time says nothing about which token, or how much of
+one, matched. The history names the token that made a change (:func:`actor_for`),
+never its value; the caller's own ``triggered_by`` is kept beside it as a label.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Literal
+
+from unistatus.config import Settings
+
+__all__ = [
+    "MAX_LABEL_CHARS",
+    "Principal",
+    "Role",
+    "actor_for",
+    "authenticate",
+    "enabled",
+]
+
+Role = Literal["writer", "admin"]
+# token:<name up to 32> (<label up to 64>) fits unified_status_history.triggered_by (128).
+MAX_LABEL_CHARS = 64
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The holder of a valid token: its name (for the history) and its role."""
+
+    name: str
+    role: Role
+
+    def may(self, role: Role) -> bool:
+        return self.role == "admin" or role == "writer"
+
+
+def _tokens(settings: Settings) -> list[tuple[str, Role, str]]:
+    tokens: list[tuple[str, Role, str]] = []
+    if settings.admin_token:
+        tokens.append(("admin", "admin", settings.admin_token))
+    if settings.writer_token:
+        tokens.append(("writer", "writer", settings.writer_token))
+    tokens += [(t.name, t.role, t.token) for t in settings.api_tokens]
+    return tokens
+
+
+def enabled(settings: Settings, role: Role) -> bool:
+    """Whether any configured token may act as ``role`` (else those endpoints are off)."""
+    return any(Principal(name, r).may(role) for name, r, _ in _tokens(settings))
+
+
+def authenticate(settings: Settings, presented: str | None) -> Principal | None:
+    """The principal whose token was presented, or None; constant time over all tokens."""
+    given = (presented or "").encode("utf-8", "surrogatepass")
+    found: Principal | None = None
+    for name, role, token in _tokens(settings):
+        if hmac.compare_digest(given, token.encode("utf-8", "surrogatepass")) and found is None:
+            found = Principal(name, role)
+    return found if presented else None
+
+
+def actor_for(principal: Principal, label: str | None = None) -> str:
+    """What the history's ``triggered_by`` says: ``token:<name>`` and the caller's label."""
+    actor = f"token:{principal.name}"
+    return f"{actor} ({label})" if label else actor

@@ -1,0 +1,103 @@
+"""Secrets out of everything unistatus shows, writes or logs: one function, :func:`redact`.
+
+A database password can arrive in every form libpq accepts, and in forms it does not:
+
+- URL userinfo: ``postgresql://user:PW@host/db`` (also several hosts, any scheme);
+- URL query parameters: ``?password=PW``, ``&sslpassword=PW``;
+- key=value connection strings: ``host=h password=PW`` or ``password = 'P W'``;
+- malformed URLs that still carry one: ``postgresql//user:PW@host/db``.
+
+:func:`redact` works on any text (a URL, an error message, a log line) and replaces each
+password with ``***``; it never parses, so text it cannot make sense of is still cleaned.
+It is used by ``diagnose``, the archive manifest, error messages (the CLI's and the
+API's), the service's log and ``/api/v1/status``. Webhook URLs embed their secret in the
+path and are shown by :func:`redact_webhook` as scheme and host only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+__all__ = [
+    "REDACTED",
+    "RedactingFormatter",
+    "log_redacted",
+    "redact",
+    "redact_values",
+    "redact_webhook",
+]
+
+REDACTED = "***"
+
+# Each value runs to the next whitespace (the query value also to "&" or "#"), quotes
+# included: a password may contain a quote, and cutting it short would show the rest.
+# Text around a redacted value may lose a closing quote; a password never shows.
+
+# user:PW@ after "//" or a scheme (a URL, well formed or not: postgresql//u:PW@h,
+# postgresql:u:PW@h): the password runs to the last "@" before the next whitespace,
+# so one containing "@", ":" or "/" is covered whole.
+_USERINFO = re.compile(r"((?://|\b[A-Za-z][A-Za-z0-9+.-]*:/?)[^\s/@:]*:)\S*(@)")
+# ?password=PW / &sslpassword=PW in a URL query; the keyword may be percent-encoded,
+# as libpq decodes it.
+_QUERY = re.compile(
+    r"([?&](?:ssl)?(?:p|%70)(?:a|%61)(?:s|%73)(?:s|%73)(?:w|%77)(?:o|%6f)(?:r|%72)(?:d|%64)=)"
+    r"[^&#\s]*",
+    re.IGNORECASE,
+)
+# password=PW in a key=value connection string: a quoted value ('...' with \' escapes)
+# or a bare one.
+_KEYWORD = re.compile(
+    r"((?<![\w?&%])(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every database password in it replaced by ``***``."""
+    text = _USERINFO.sub(rf"\g<1>{REDACTED}\g<2>", text)
+    text = _QUERY.sub(rf"\g<1>{REDACTED}", text)
+    return _KEYWORD.sub(rf"\g<1>{REDACTED}", text)
+
+
+def redact_values(value: Any) -> Any:
+    """Every string in a JSON-like value (dicts, lists) through :func:`redact`."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: redact_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_values(v) for v in value]
+    return value
+
+
+def redact_webhook(url: str) -> str:
+    """A webhook URL as scheme and host: receivers (Slack's) keep the secret in the path."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+    except ValueError:
+        return "<invalid url>"
+    return f"{parts.scheme or '?'}://{host}/{REDACTED}"
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter whose output, tracebacks included, went through :func:`redact`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+def log_redacted(stream: TextIO | None = None, level: int = logging.WARNING) -> logging.Handler:
+    """Send unistatus's log records to ``stream`` (stderr) through :func:`redact`.
+
+    For programs that have no logging set up of their own (the CLI, ``serve``): without
+    it, Python prints warnings raw through its last-resort handler.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(level)
+    handler.setFormatter(RedactingFormatter("%(message)s"))
+    logging.getLogger("unistatus").addHandler(handler)
+    return handler

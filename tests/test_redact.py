@@ -1,0 +1,177 @@
+"""Database passwords never show (issue 10, section 8).
+
+Each form libpq accepts (URL userinfo, ``password=`` and ``sslpassword=`` query
+parameters, key=value strings) and a malformed URL is fed to each output: ``diagnose``,
+the archive manifest, the log, error messages (library and CLI) and ``/api/v1/status``;
+the secret must appear in none of them.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from conftest import Database
+from unistatus.cli import app as cli_app
+from unistatus.cli.context import _default
+from unistatus.config import load_settings
+from unistatus.db.engine import create_engine
+from unistatus.errors import ConfigError
+
+SECRET = "Sekr3t-pw"
+
+
+def _with_secret(url: str, form: str) -> str:
+    """The test database's URL carrying SECRET in one libpq form (trust ignores it)."""
+    u = sa.engine.make_url(url)
+    host, port, db, user = u.host, u.port or 5432, u.database, u.username
+    return {
+        "userinfo": f"postgresql://{user}:{SECRET}@{host}:{port}/{db}",
+        "password param": f"postgresql://{user}@{host}:{port}/{db}?password={SECRET}",
+        "sslpassword param": f"postgresql://{user}@{host}:{port}/{db}?sslpassword={SECRET}",
+        "both params": f"postgresql://{user}@{host}:{port}/{db}?sslmode=prefer&password={SECRET}"
+        f"&sslpassword={SECRET}",
+        "key=value": f"host={host} port={port} user={user} password={SECRET} dbname={db}",
+        "key=value quoted": f"host={host} password = '{SECRET} x' dbname={db}",
+        "malformed": f"postgresql//{user}:{SECRET}@{host}:{port}/{db}",
+        "malformed query": f"postgresql:/{host}/{db}?password={SECRET}",
+    }[form]
+
+
+CONNECTABLE = ["userinfo", "password param", "sslpassword param", "both params"]
+UNPARSABLE = ["key=value", "key=value quoted", "malformed", "malformed query"]
+
+
+def assert_no_secret(text: str) -> None:
+    assert SECRET not in text, text
+
+
+@pytest.mark.parametrize("form", CONNECTABLE)
+def test_diagnose_and_the_manifest_hide_the_password(
+    pg: Database, tmp_path: Path, form: str
+) -> None:
+    from unistatus.archive import export_archive
+    from unistatus.diagnose import generate_diagnostic
+
+    url = _with_secret(pg.url, form)
+    engine = create_engine(url)
+    try:
+        app_settings = load_settings(database_url=url)
+        doc = generate_diagnostic(engine, app_settings)
+        assert doc["versions"]["database"] == "postgresql", doc["versions"]
+        assert_no_secret(json.dumps(doc, default=_default))
+        export_archive(engine, app_settings, tmp_path / "archive")
+        manifest = (tmp_path / "archive" / "manifest.json").read_text()
+        assert_no_secret(manifest)
+        assert "***" in json.loads(manifest)["source"]["database"]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("form", CONNECTABLE + UNPARSABLE)
+def test_the_cli_never_prints_the_password(pg: Database, tmp_path: Path, form: str) -> None:
+    url = _with_secret(pg.url, form)
+    runner = CliRunner()
+    for args in (["diagnose", "--out", "-"], ["mode", "get"], ["archive", "export", "--out", str(tmp_path / form)]):  # fmt: skip
+        result = runner.invoke(cli_app, ["--database-url", url, *args], catch_exceptions=False)
+        assert_no_secret(result.output)
+        assert_no_secret(result.stderr)
+        if form in UNPARSABLE:
+            assert result.exit_code == 2 and "invalid database URL" in result.stderr
+    if form in CONNECTABLE:
+        assert_no_secret((tmp_path / form / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("form", UNPARSABLE)
+def test_error_messages_hide_the_password(form: str) -> None:
+    url = _with_secret("postgresql://postgres@127.0.0.1:5432/x", form)
+    with pytest.raises(ConfigError) as info:
+        create_engine(url)
+    assert_no_secret(str(info.value))
+    assert "***" in str(info.value)
+
+
+@pytest.mark.parametrize("form", CONNECTABLE + UNPARSABLE)
+def test_the_log_hides_the_password(form: str) -> None:
+    from unistatus.redact import log_redacted
+
+    url = _with_secret("postgresql://postgres@127.0.0.1:5432/x", form)
+    stream = io.StringIO()
+    handler = log_redacted(stream, logging.INFO)
+    try:
+        log = logging.getLogger("unistatus.test_redact")
+        log.warning("connecting to %s", url)
+        try:
+            raise RuntimeError(f"could not connect with {url}")
+        except RuntimeError:
+            log.exception("failed")
+    finally:
+        logging.getLogger("unistatus").removeHandler(handler)
+    text = stream.getvalue()
+    assert "connecting to" in text and "RuntimeError" in text
+    assert_no_secret(text)
+
+
+@pytest.mark.parametrize("form", CONNECTABLE)
+def test_the_status_endpoint_hides_the_password(pg: Database, form: str) -> None:
+    from unistatus.service import create_app
+
+    url = _with_secret(pg.url, form)
+    down = re.sub(r":(\d+)/", ":1/", url, count=1)
+    for target in (url, down):
+        engine = create_engine(target)
+        try:
+            app = create_app(load_settings(database_url=target), engine)
+            with TestClient(app) as client:
+                for path in ("/api/v1/status", "/health"):
+                    assert_no_secret(client.get(path).text)
+        finally:
+            engine.dispose()
+
+
+# --- the function itself ------------------------------------------------------------------
+
+_PW = st.text(
+    alphabet=st.characters(codec="ascii", categories=["L", "N", "P", "S"]), min_size=1, max_size=20
+).map(lambda s: "Zq" + s + "9Z")
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=_PW, user=st.from_regex(r"[a-z]{1,8}", fullmatch=True), where=st.integers(0, 2))
+def test_redact_hides_any_userinfo_password(password: str, user: str, where: int) -> None:
+    from unistatus.redact import redact
+
+    url = f"postgresql://{user}:{password}@db.internal:5432/payments"
+    text = [url, f"invalid database URL {url!r}: nope", f"malformed {url.replace('://', '//')}"]
+    out = redact(text[where])
+    assert password not in out, out
+    assert "db.internal" in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=_PW.filter(lambda p: "&" not in p and "#" not in p), key=st.sampled_from(["password", "sslpassword", "PassWord"]))  # fmt: skip
+def test_redact_hides_any_query_password(password: str, key: str) -> None:
+    from unistatus.redact import redact
+
+    out = redact(f"postgresql://u@h/db?sslmode=require&{key}={password}&application_name=x")
+    assert password not in out and "application_name=x" in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=_PW, quoted=st.booleans())  # _PW never starts with a quote, as libpq wants
+def test_redact_hides_any_key_value_password(password: str, quoted: bool) -> None:
+    from unistatus.redact import redact
+
+    value = "'" + password.replace("\\", "\\\\").replace("'", "\\'") + " x'" if quoted else password
+    out = redact(f"host=h password={value} dbname=d")
+    assert password not in out and out.endswith("dbname=d")
