@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from conftest import Database
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.adapter import OperationEvent
+from unistatus.config import load_settings
 from unistatus.control import set_mode
 from unistatus.db.dialect import MODE_LOCK_KEY
 from unistatus.db.prepared import Prepared
@@ -660,8 +661,16 @@ def test_http_idempotency_key_header(db: Database) -> None:
         "amount": "12.50",
         "currency": "USD",
     }
-    key = {"Idempotency-Key": "req-0001"}
-    with TestClient(create_app(db.settings, db.engine)) as client:
+    tokens = [
+        {"name": "shop", "token": "shop-secret", "role": "writer"},
+        {"name": "ops", "token": "ops-secret", "role": "writer"},
+    ]
+    settings = db.settings.model_copy(
+        update={"api_tokens": load_settings(api_tokens=tokens).api_tokens}
+    )
+    shop = {"Authorization": "Bearer shop-secret"}
+    key = {"Idempotency-Key": "req-0001", **shop}
+    with TestClient(create_app(settings, db.engine)) as client:
         first = client.post("/api/v1/transactions", json=body, headers=key)
         assert first.status_code == 201, first.text
         again = client.post("/api/v1/transactions", json=body, headers=key)
@@ -670,9 +679,20 @@ def test_http_idempotency_key_header(db: Database) -> None:
         assert again.json()["legacy_entity_id"] == first.json()["legacy_entity_id"]
         other = client.post("/api/v1/transactions", json={**body, "amount": "13"}, headers=key)
         assert other.status_code == 422 and "req-0001" in other.json()["detail"]
-        bad = client.post("/api/v1/transactions", json=body, headers={"Idempotency-Key": " x"})
+        bad = client.post(
+            "/api/v1/transactions", json=body, headers={"Idempotency-Key": " x", **shop}
+        )
         assert bad.status_code == 422 and "idempotency key" in bad.json()["detail"]
-    assert db.count("cashouts") == 1
+        long_key = {"Idempotency-Key": "k" * 201, **shop}
+        too_long = client.post("/api/v1/transactions", json=body, headers=long_key)
+        assert too_long.status_code == 422 and "at most 200" in too_long.json()["detail"]
+        # The same key from another token is another key: a transaction of its own,
+        # never the shop's transaction handed to ops.
+        ops = {"Idempotency-Key": "req-0001", "Authorization": "Bearer ops-secret"}
+        theirs = client.post("/api/v1/transactions", json=body, headers=ops)
+        assert theirs.status_code == 201 and not theirs.json()["replayed"], theirs.text
+        assert theirs.json()["legacy_entity_id"] != first.json()["legacy_entity_id"]
+    assert db.count("cashouts") == 2
 
 
 def test_cli_tx_create_idempotency_key(db: Database) -> None:

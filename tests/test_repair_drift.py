@@ -107,7 +107,7 @@ def test_in_unified_only_only_the_drift_of_a_settled_transaction_is_repaired(db:
     drifted, busy = (int(i) for i in ids if i is not None)
     with db.engine.begin() as conn:  # as a legacy-only change leaves them
         conn.execute(sa.update(exchanges).values(status="RATE_LOCKED"))
-    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t")
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t", force=True)
     # A change made while legacy is frozen: its image is newer than legacy by design.
     assert adapter.update_status(
         f"exchange:{busy}", "AWAITING_PAYMENT", "paid", "t"
@@ -135,7 +135,7 @@ def test_repair_after_the_retirement_is_a_clear_refusal(db: Any, tmp_path: Any) 
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t")
     adapter = DualWriteAdapter(db.engine, settings=db.settings)
     created = adapter.create_transaction("EXCHANGE", 7, "10", "USD")
-    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t")
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t", force=True)
     export_archive(db.engine, db.settings, tmp_path / "a")
     record_verified(db.engine, verify_archive(db.engine, tmp_path / "a"), actor="t")
     with db.engine.begin() as conn:  # an open queue row (it is read first)

@@ -21,6 +21,7 @@ from unistatus.check import run_check
 from unistatus.cli import app
 from unistatus.control import get_mode, history, set_mode
 from unistatus.errors import ModeError
+from unistatus.phases import evaluate_gates
 from unistatus.repair import run_repair
 from unistatus.statuses import DualWriteMode as M
 
@@ -175,11 +176,33 @@ def test_a_conflict_is_resolved_with_a_reason(db: Database, decision: str) -> No
     assert done["resolved_by"] == "alice" and done["resolution_reason"] == "ops call"
     assert legacy_status(db) == ("SUCCESS" if decision == "--keep-legacy" else "FAILED")
     assert json.loads(ok(db, "rollback", "conflicts", "--json").stdout)["open"] == 0
-    if decision == "--keep-legacy":  # the runbook's next step: unified follows legacy
-        run_repair(db.engine, db.settings, strategy="legacy_wins")
+    # Kept legacy: unified follows it in the same decision, no repair strategy involved.
     assert run_check(db.engine, db.settings).is_consistent
     again = run(db, "rollback", "resolve", str(conflict["id"]), decision, "--reason", "x")
     assert again.exit_code == 2 and "already resolved" in again.stderr
+
+
+@pytest.mark.parametrize("strategy", ["newest_wins", "unified_wins"])
+def test_repair_leaves_a_transaction_with_an_open_conflict_alone(
+    db: Database, strategy: str
+) -> None:
+    """Unified holds the late FAILED and is the newer side: a repair that let unified win
+    would overwrite the paid-out SUCCESS the replay kept. Open conflicts are the
+    operator's decision, never a repair strategy's."""
+    stale_unified_only(db)
+    ok(db, "rollback", "--emergency", "--reason", "back")
+    result = run(db, "repair", "--strategy", strategy, "--reason", "tidy", "--json")
+    assert result.exit_code == 1, result.output  # 1: something is left to look at
+    repaired = json.loads(result.stdout)
+    assert legacy_status(db) == "SUCCESS"
+    assert repaired["skipped"] == {"replay_conflict": 1}, repaired
+    assert json.loads(run(db, "rollback", "conflicts", "--json").stdout)["open"] == 1
+    # ...and no phase leads back to unified reads while it is open.
+    for into in (3, 4):
+        [gate] = [
+            g for g in evaluate_gates(db.engine, db.settings, into) if g.name.startswith("replay")
+        ]
+        assert gate.name == "replay_conflicts_open" and gate.value == 1 and not gate.passed
 
 
 def test_apply_refuses_when_legacy_moved_since(db: Database) -> None:

@@ -185,7 +185,7 @@ def test_the_revision_itself_refuses_a_drift_under_the_mode_lock(
     with db.engine.begin() as conn:
         # The stale image, as a legacy-only change leaves it.
         conn.execute(sa.update(exchanges).values(status="RATE_LOCKED"))
-    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t")
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t", force=True)
     out = tmp_path / "a"
     export_archive(db.engine, db.settings, out)
     record_verified(db.engine, verify_archive(db.engine, out), actor="t")
@@ -218,7 +218,7 @@ def test_a_drift_made_while_retire_waits_for_the_mode_lock_is_caught_under_it(
         "EXCHANGE", 7, "10", "USD"
     )
     assert created.overall_success
-    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t")
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t", force=True)
     out = tmp_path / "a"
     export_archive(db.engine, db.settings, out)
     record_verified(db.engine, verify_archive(db.engine, out), actor="t")

@@ -51,6 +51,7 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.tables import control_log
 from unistatus.errors import GateError, InputError, StorageError
 from unistatus.mapping import LegacyStatusMapper
+from unistatus.replay_conflicts import open_conflict_count
 from unistatus.statuses import DualWriteMode, LegacySystemType
 
 __all__ = [
@@ -435,6 +436,7 @@ def evaluate_gates(
             ),
             _gate_zero(engine, "quarantine", quarantine_count),
             _gate_zero(engine, "repair_queue_open", open_repair_count),
+            _gate_zero(engine, "replay_conflicts_open", open_conflict_count),
         ]
     assert soak is not None
     return [
@@ -449,6 +451,7 @@ def evaluate_gates(
             require_full=True,
             need_rows=False,
         ),
+        _gate_zero(engine, "replay_conflicts_open", open_conflict_count),
     ]
 
 

@@ -70,6 +70,7 @@ from unistatus.db.tables import (
 from unistatus.errors import InputError, StorageError, UnistatusError
 from unistatus.ids import UtxId, derive_utx_id, parse_entity_id
 from unistatus.mapping import LegacyStatusMapper
+from unistatus.replay_conflicts import has_open_conflict
 from unistatus.statuses import DualWriteMode, LegacySystemType
 from unistatus.transitions import TransitionRules
 
@@ -376,6 +377,15 @@ class _Repairer:
         frozen = mode is DualWriteMode.UNIFIED_ONLY and plan.action not in ("none", "skip")
         if frozen and not _allowed_frozen(conn, plan, unified):
             plan = RepairPlan(plan.kinds, "skip", skip_reason=LEGACY_FROZEN)
+        if plan.action not in ("none", "skip") and has_open_conflict(
+            conn,
+            system,
+            legacy_id if legacy_id is not None else (unified or {}).get("legacy_id"),
+            unified["id"] if unified else utx_id,
+        ):
+            # The replay kept legacy on purpose (e.g. a payout confirmed while legacy
+            # was written alone): the operator decides it, never a repair strategy.
+            plan = RepairPlan(plan.kinds, "skip", skip_reason=REPLAY_CONFLICT)
         if plan.action == "none":
             report.already_consistent += 1
             if not report.dry_run:
@@ -637,6 +647,7 @@ def _retryable(text: str) -> bool:
 
 
 LEGACY_FROZEN = "legacy_frozen"  # skip reason in UNIFIED_ONLY: only a rollback writes legacy
+REPLAY_CONFLICT = "replay_conflict"  # skip reason: `unistatus rollback resolve` decides it
 
 
 def _allowed_frozen(
@@ -662,6 +673,26 @@ def _allowed_frozen(
         .limit(1)
     ).first()
     return pending is None
+
+
+def repair_in(
+    conn: sa.Connection,
+    engine: sa.Engine,
+    settings: Settings,
+    tables: dict[LegacySystemType, LegacyTable],
+    system: LegacySystemType,
+    legacy_id: int | None,
+    utx_id: str | None,
+    *,
+    strategy: Strategy,
+    actor: str,
+    reason: str,
+) -> RepairReport:
+    """Repair one transaction inside the caller's write transaction (no retry, no queue
+    sweep): the caller commits or rolls back, with whatever else it wrote."""
+    report = RepairReport(strategy, False, actor, None, reason)
+    _Repairer(engine, settings, tables, report)._one(conn, system, legacy_id, utx_id, lock=True)
+    return report
 
 
 def run_repair(

@@ -3,13 +3,9 @@
 The replay to legacy (:func:`unistatus.rollback.replay_pending`) writes a transaction's
 legacy row only while it still holds the status the changes started from. Otherwise
 nothing is overwritten: the changes are recorded here (:func:`record`, in the replay's
-own transaction) and an operator decides, with a reason (:func:`resolve`):
-
-- ``keep_legacy``: legacy keeps what it holds (e.g. a payout confirmed as SUCCESS while
-  legacy-only); unified still shows the replayed status until ``unistatus repair``
-  brings it back in line with legacy.
-- ``apply``: write the replayed status to legacy after all, only if the legacy row
-  still holds what it held when the conflict was recorded.
+own transaction) and an operator decides each one with a reason
+(:func:`unistatus.replay_resolve.resolve`). Until then no repair strategy touches the
+transaction (:func:`has_open_conflict`).
 """
 
 from __future__ import annotations
@@ -20,24 +16,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.clock import as_utc, utcnow
-from unistatus.config import Settings
-from unistatus.control import read_mode
-from unistatus.db.dialect import ops_for
-from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.clock import as_utc
 from unistatus.db.tables_replay import replay_conflicts
-from unistatus.errors import InputError, ModeError, StorageError
-from unistatus.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import InputError, StorageError
+from unistatus.statuses import LegacySystemType
 
 __all__ = [
     "CAUSES",
     "RESOLUTIONS",
     "ReplayConflict",
     "get_conflict",
+    "has_open_conflict",
     "list_conflicts",
     "open_conflict_count",
     "record",
-    "resolve",
 ]
 
 C = replay_conflicts
@@ -47,7 +39,6 @@ CAUSES = {
     "legacy_missing": "the legacy row is gone",
 }
 RESOLUTIONS = ("keep_legacy", "apply")
-RESOLVE_LOCK_MS = 5000
 
 
 @dataclass(frozen=True)
@@ -178,6 +169,24 @@ def list_conflicts(
         raise StorageError(f"cannot read the replay conflicts: {exc.orig}") from None
 
 
+def has_open_conflict(
+    conn: sa.Connection,
+    system: LegacySystemType,
+    legacy_id: int | None,
+    transaction_id: str | None,
+) -> bool:
+    """Whether this transaction (by either id) has a conflict no one has resolved yet."""
+    which = []
+    if legacy_id is not None:
+        which.append(sa.and_(C.c.legacy_system == system.value, C.c.legacy_id == legacy_id))
+    if transaction_id is not None:
+        which.append(C.c.transaction_id == transaction_id)
+    if not which:
+        return False
+    q = sa.select(C.c.id).where(C.c.resolved_at.is_(None), sa.or_(*which)).limit(1)
+    return conn.execute(q).first() is not None
+
+
 def open_conflict_count(engine: sa.Engine) -> int:
     with engine.connect() as conn:
         return int(
@@ -193,92 +202,3 @@ def get_conflict(engine: sa.Engine, conflict_id: int) -> ReplayConflict:
     if row is None:
         raise InputError(f"no replay conflict #{conflict_id}: see `unistatus rollback conflicts`")
     return _from_row(row)
-
-
-def resolve(
-    engine: sa.Engine,
-    settings: Settings,
-    conflict_id: int,
-    *,
-    action: str,
-    actor: str,
-    reason: str,
-) -> ReplayConflict:
-    """Close a conflict: ``keep_legacy`` (write nothing) or ``apply`` (write legacy).
-
-    ``apply`` writes the replayed status only while the legacy row still holds what it
-    held when the conflict was recorded, and only in a mode that writes legacy.
-    """
-    if action not in RESOLUTIONS:
-        raise InputError(f"unknown resolution {action!r}: one of {', '.join(RESOLUTIONS)}")
-    if not reason or not reason.strip():
-        raise InputError("resolving a replay conflict needs a reason (--reason); it is recorded")
-    if not actor or not actor.strip():
-        raise InputError("an actor is required")
-    if isinstance(conflict_id, bool) or not isinstance(conflict_id, int) or conflict_id < 1:
-        raise InputError(f"a conflict id is a positive integer, got {conflict_id!r}")
-    conflict = get_conflict(engine, conflict_id)
-    if conflict.resolved_at is not None:
-        raise InputError(
-            f"replay conflict #{conflict_id} was already resolved ({conflict.resolution}) "
-            f"by {conflict.resolved_by}"
-        )
-    tables = resolve_legacy_tables(engine, settings) if action == "apply" else {}
-    ops = ops_for(engine)
-    now = utcnow()
-    try:
-        with ops.write_transaction() as conn:
-            ops.bound_statements(conn, RESOLVE_LOCK_MS * 2, RESOLVE_LOCK_MS)
-            if action == "apply":
-                ops.mode_shared_lock(conn)
-                _apply(conn, conflict, tables, read_mode(conn), now)
-            done = conn.execute(
-                sa.update(C)
-                .where(C.c.id == conflict_id, C.c.resolved_at.is_(None))
-                .values(
-                    resolved_at=now,
-                    resolution=action,
-                    resolved_by=actor.strip()[:128],
-                    resolution_reason=reason.strip(),
-                )
-            ).rowcount
-            if done != 1:
-                raise InputError(f"replay conflict #{conflict_id} was resolved meanwhile")
-    except sa.exc.OperationalError as exc:
-        raise StorageError(f"cannot resolve replay conflict #{conflict_id}: {exc.orig}") from None
-    return get_conflict(engine, conflict_id)
-
-
-def _apply(
-    conn: sa.Connection,
-    conflict: ReplayConflict,
-    tables: dict[LegacySystemType, LegacyTable],
-    mode: DualWriteMode,
-    now: datetime,
-) -> None:
-    if not mode.writes_legacy:
-        raise ModeError(
-            f"legacy is frozen in {mode.value}: roll back first (`unistatus phase rollback` or "
-            "`unistatus rollback --emergency`), then apply the conflict"
-        )
-    if conflict.legacy_system is None or conflict.legacy_id is None:
-        raise InputError(f"{conflict.entity} has no legacy row to write; use --keep-legacy")
-    lt = tables[LegacySystemType(conflict.legacy_system)]
-    if lt.status is None:
-        raise ModeError("the legacy status columns are retired: nothing to write to")
-    current = conn.execute(
-        sa.select(lt.status).where(lt.id == conflict.legacy_id).with_for_update()
-    ).first()
-    if current is None:
-        raise InputError(f"{conflict.entity}: the legacy row is gone; use --keep-legacy")
-    if current[0] != conflict.legacy_actual:
-        raise InputError(
-            f"{conflict.entity} now holds {current[0]!r} in legacy, not {conflict.legacy_actual!r} "
-            "as when the conflict was recorded: it changed since; look again and decide "
-            "(--keep-legacy keeps it)"
-        )
-    conn.execute(
-        sa.update(lt.table)
-        .where(lt.id == conflict.legacy_id)
-        .values({lt.status.key: conflict.replay_status, lt.updated_at.key: now})
-    )

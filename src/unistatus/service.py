@@ -50,6 +50,7 @@ from pydantic import (
 
 from unistatus import errors
 from unistatus.access import MAX_LABEL_CHARS, Principal, Role, actor_for, authenticate, enabled
+from unistatus.adapter_keys import check_key
 from unistatus.config import Settings, load_settings
 from unistatus.db.engine import create_engine
 from unistatus.ids import MAX_LEGACY_ID
@@ -460,6 +461,21 @@ def _write_result(result: Any, created: bool = False) -> JSONResponse:
     return JSONResponse(data, status_code=201 if created and result.changed else 200)
 
 
+# The stored key is "<token name>:<key>" (names have at most 32 characters), so two
+# clients with different tokens never see each other's transactions through a key.
+HTTP_KEY_LENGTH = 200
+
+
+def _scoped_key(who: Principal, key: str | None) -> str | None:
+    if key is None:
+        return None
+    if len(key) > HTTP_KEY_LENGTH:
+        raise errors.InputError(
+            f"an Idempotency-Key has at most {HTTP_KEY_LENGTH} characters, got {len(key)}"
+        )
+    return f"{who.name}:{check_key(key)}"
+
+
 def _transaction_routes(app: FastAPI, service: _Service) -> None:
     @app.post("/api/v1/transactions", tags=["transactions"], status_code=201)
     def create_transaction(
@@ -471,7 +487,9 @@ def _transaction_routes(app: FastAPI, service: _Service) -> None:
                 alias="Idempotency-Key",
                 description="Repeat the request with the same key to get its first result "
                 "back instead of a second transaction (e.g. after a 503 whose result says "
-                "outcome_unknown); the same key with another body is refused (422).",
+                "outcome_unknown); the same key with another body is refused (422). Keys "
+                f"are printable ASCII, at most {HTTP_KEY_LENGTH} characters, and belong to "
+                "the token that sent them: another token's key is another key.",
             ),
         ] = None,
     ) -> JSONResponse:
@@ -487,7 +505,7 @@ def _transaction_routes(app: FastAPI, service: _Service) -> None:
             legacy_entity_id=body.legacy_entity_id,
             status=body.status,
             metadata=body.metadata,
-            idempotency_key=idempotency_key,
+            idempotency_key=_scoped_key(who, idempotency_key),
             triggered_by=actor_for(who, body.triggered_by),
         )
         return _write_result(result, created=True)

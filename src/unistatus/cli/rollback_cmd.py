@@ -109,7 +109,7 @@ def conflicts(
         if open_:
             console.print(
                 "decide each: `unistatus rollback resolve ID --keep-legacy --reason ...` "
-                "(legacy stays; then `unistatus repair`) or `--apply` (legacy takes the "
+                "(legacy stays, unified follows it) or `--apply` (legacy takes the "
                 "replayed status)"
             )
     if open_:
@@ -121,7 +121,7 @@ def resolve(
     ctx: typer.Context,
     conflict_id: int = typer.Argument(..., help="The conflict's id (`rollback conflicts`)."),
     keep_legacy: bool = typer.Option(
-        False, "--keep-legacy", help="Legacy keeps its status; unified is repaired later."
+        False, "--keep-legacy", help="Legacy keeps its status; unified takes it too."
     ),
     apply: bool = typer.Option(
         False, "--apply", help="Write the replayed status to legacy (if legacy is unchanged)."
@@ -137,7 +137,7 @@ def resolve(
     if keep_legacy == apply:
         abort("pass exactly one of --keep-legacy or --apply")
     reason = require_reason(reason, "rollback resolve")
-    from unistatus.replay_conflicts import resolve as resolve_conflict
+    from unistatus.replay_resolve import resolve as resolve_conflict
 
     app_state = state(ctx)
     done = resolve_conflict(
@@ -155,8 +155,8 @@ def resolve(
         console.print(f"#{done.id} {done.entity}: legacy now holds {done.replay_status!r}")
     else:
         console.print(
-            f"#{done.id} {done.entity}: legacy keeps {done.legacy_actual!r}; unified still "
-            f"says {done.unified_status!r} until `unistatus repair` brings it in line"
+            f"#{done.id} {done.entity}: legacy keeps {done.legacy_actual!r}, and unified "
+            "now says the same (its history records the decision)"
         )
 
 
