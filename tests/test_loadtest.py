@@ -73,6 +73,21 @@ def test_unified_only_run_restores_previous_mode(db: Database) -> None:
     assert run_check(db.engine, db.settings, store=False).consistency_rate == 1.0
 
 
+def test_a_baseline_next_to_unified_reads_is_refused_up_front(db: Database) -> None:
+    """A LEGACY_ONLY baseline writes rows unified never sees: switching to (or back to) a
+    unified-read mode after it would be refused as stale, so the run is refused before
+    it writes anything, instead of failing half way and leaving LEGACY_ONLY behind."""
+    with pytest.raises(InputError, match="baseline"):
+        run_load_test(
+            db.url, db.settings, transactions=5, concurrent=2, mode="UNIFIED_ONLY", baseline=True
+        )
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="test")
+    with pytest.raises(InputError, match="baseline"):
+        run_load_test(db.url, db.settings, transactions=5, concurrent=2, baseline=True)
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+    assert _legacy_rows(db) == 0
+
+
 def test_bad_sizes_are_refused_and_write_nothing(db: Database) -> None:
     with pytest.raises(InputError):
         run_load_test(db.url, db.settings, transactions=0, concurrent=2)

@@ -8,14 +8,22 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import sqlalchemy as sa
 
 from conftest import Database
-from unistatus import DualWriteAdapter, DualWriteMode, DualWriteResult, UnifiedTransactionStatus
+from unistatus import (
+    DualWriteAdapter,
+    DualWriteMode,
+    DualWriteResult,
+    UnifiedTransactionStatus,
+    control,
+)
 from unistatus.clock import as_utc
 from unistatus.control import history as control_history
 from unistatus.control import set_mode
 from unistatus.db.tables import escrows, pending_legacy_changes, status_history
+from unistatus.errors import StorageError
 
 M = DualWriteMode
 
@@ -123,3 +131,39 @@ def test_writers_racing_a_switch_commit_under_one_mode(pg: Database) -> None:
     assert len(pending) == len(by_mode[M.UNIFIED_ONLY])
     # legacy frozen since the switch
     assert as_utc(legacy_touched) is not None and as_utc(legacy_touched) < switched_at  # type: ignore[operator]
+
+
+def test_a_switch_stuck_under_the_exclusive_lock_gives_up_instead_of_stalling_writers(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a switch holds the exclusive mode lock every writer waits. A switch whose
+    own statements wait (here on the control row, locked by another session) must give
+    up within its lock timeout and release the lock, not hold it for as long as the
+    other session lives."""
+    monkeypatch.setattr(control, "SWITCH_LOCK_MS", 300)
+    set_mode(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="the row exists")
+    writer = DualWriteAdapter(pg.engine, settings=pg.settings)
+    with pg.engine.connect() as holder:
+        tx = holder.begin()
+        holder.execute(sa.text("SELECT 1 FROM unistatus_control WHERE key = 'mode' FOR UPDATE"))
+        outcome: dict[str, BaseException | None] = {}
+
+        def switch() -> None:
+            try:
+                set_mode(pg.engine, DualWriteMode.LEGACY_ONLY, reason="t")
+                outcome["error"] = None
+            except BaseException as exc:  # noqa: BLE001 - handed to the assertion below
+                outcome["error"] = exc
+
+        t = threading.Thread(target=switch)
+        t.start()
+        t.join(10)
+        try:
+            assert not t.is_alive(), "the switch still holds the exclusive mode lock"
+            assert isinstance(outcome["error"], StorageError), outcome
+            # The lock is free again: a write goes through while the row lock is held.
+            created = writer.create_transaction("ESCROW", 1, "5", "USD")
+            assert created.overall_success, created.error
+        finally:
+            tx.rollback()
+            t.join(10)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import Database
@@ -19,7 +21,8 @@ from unistatus.adapter import DualWriteAdapter
 from unistatus.backfill import run_backfill
 from unistatus.check import run_check
 from unistatus.cli import app
-from unistatus.control import set_mode
+from unistatus.control import get_mode, set_mode
+from unistatus.errors import GateError
 from unistatus.rollback import emergency_rollback
 from unistatus.statuses import DualWriteMode
 
@@ -97,3 +100,26 @@ def test_into_phase_2_a_check_since_phase_1_but_before_a_mode_switch_does_not_co
     set_mode(db.engine, M.LEGACY_ONLY, reason="incident")
     set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="incident over")
     assert not _gate(db, "new_transactions_consistent").passed
+
+
+def test_an_advance_whose_gates_went_stale_before_the_lock_is_refused(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gates are measured, then a `mode set LEGACY_ONLY` (and legacy-only writes)
+    commits before the advance takes the exclusive lock: the gates describe a state
+    that is gone, so the advance is refused, forced or not, and nothing changes."""
+    phases.advance(db.engine, db.settings, actor="t", reason="setup", force=True)
+    phases.advance(db.engine, db.settings, actor="t", reason="setup", force=True)
+    measured = phases.phase_status
+
+    def measure_then_switch(engine: Any, settings: Any) -> phases.PhaseStatus:
+        status = measured(engine, settings)
+        set_mode(db.engine, M.LEGACY_ONLY, reason="incident meanwhile")
+        return status
+
+    monkeypatch.setattr(phases, "phase_status", measure_then_switch)
+    with pytest.raises(GateError, match="changed while the gates were measured"):
+        phases.advance(db.engine, db.settings, actor="t", reason="go", force=True)
+    monkeypatch.undo()
+    assert phases.phase_status(db.engine, db.settings).phase == 2
+    assert get_mode(db.engine) is M.LEGACY_ONLY

@@ -263,7 +263,13 @@ def test_control_with_the_token(db: Any, client: TestClient) -> None:
     )
     assert r.status_code == 200, r.text
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
-    assert history(db.engine, "mode")[0].actor == "api:ops"
+    # Who: the token by its name, then the caller's own label.
+    assert history(db.engine, "mode")[0].actor == "token:admin (ops)"
+    for loose in ("yes", 1, "true"):  # only a JSON true forces a unified-read mode
+        body = {"mode": "UNIFIED_ONLY", "reason": "x", "force": loose}
+        r = client.put("/api/v1/control/mode", json=body, headers=auth())
+        assert r.status_code == 422, (loose, r.text)
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
     r = client.put("/api/v1/control/mode", json={"mode": "SIDEWAYS", "reason": "x"}, headers=auth())
     assert r.status_code == 422
     # Phase 0 -> 1 needs its gates; unforced it either passes or is refused with 409.

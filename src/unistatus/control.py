@@ -143,14 +143,22 @@ def set_mode(
     """
     new = DualWriteMode.parse(mode)
     ops = ops or ops_for(engine)
-    tables = (
-        resolve_legacy_tables(engine, settings or load_settings(), require_status=False)
-        if new.reads_unified
-        else None
-    )
     try:
+        tables = (
+            resolve_legacy_tables(engine, settings or load_settings(), require_status=False)
+            if new.reads_unified
+            else None
+        )
         with ops.write_transaction() as conn:
             ops.mode_exclusive_lock(conn)
+            # Every writer now waits on this transaction: bound what it does under the
+            # lock (the staleness scan), and let the server end it if its client dies.
+            ops.bound_exclusive(
+                conn,
+                statement_ms=SWITCH_STATEMENT_MS,
+                lock_ms=SWITCH_LOCK_MS,
+                idle_ms=SWITCH_IDLE_MS,
+            )
             _refuse_stale_legacy(conn, new)
             if tables is not None:
                 stale = unified_staleness(conn, tables)
@@ -168,9 +176,14 @@ def set_mode(
             return write_value(
                 conn, MODE_KEY, new.value, actor=actor, reason=reason, metadata=metadata
             )
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot switch mode: {exc.orig}") from None
 
+
+# Bounds of a mode switch's transaction once it holds the exclusive lock (PostgreSQL).
+SWITCH_STATEMENT_MS = 30_000
+SWITCH_LOCK_MS = 5_000
+SWITCH_IDLE_MS = 10_000
 
 FORCE_RISK = (
     "reads and the transition rules now use unified statuses that miss legacy-only "

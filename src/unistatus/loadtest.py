@@ -169,6 +169,12 @@ def run_load_test(
     try:
         previous = get_mode(engine)
         target = DualWriteMode.parse(mode) if mode is not None else previous
+        if baseline and (target.reads_unified or previous.reads_unified):
+            raise InputError(
+                "a LEGACY_ONLY baseline writes rows unified never sees, so the switch to "
+                f"{(target if target.reads_unified else previous).value} after it would be "
+                "refused (unified stale): run the baseline with a mode that reads legacy"
+            )
         baseline_stats: RunStats | None = None
         try:
             if baseline:

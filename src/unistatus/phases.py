@@ -223,16 +223,27 @@ def _last_change_to(conn: sa.Connection, key: str, value: str) -> datetime | Non
     return as_utc(conn.execute(q).scalar_one_or_none())
 
 
+def _control_keys() -> tuple[str, ...]:
+    from unistatus.rollback import ROLLBACK_KEY
+
+    return (MODE_KEY, PHASE_KEY, ROLLBACK_KEY)
+
+
+def _last_control_id(conn: sa.Connection) -> int:
+    """The newest mode, phase or rollback entry of the control log (0 if none)."""
+    q = sa.select(sa.func.max(control_log.c.id)).where(control_log.c.key.in_(_control_keys()))
+    return int(conn.execute(q).scalar_one_or_none() or 0)
+
+
 def _last_control_change(conn: sa.Connection) -> datetime | None:
     """When the mode, the phase or a rollback last changed (None if never).
 
     A check that started before then measured another system state: a gate never
     reads it (legacy-only writes after an emergency rollback, say, are not in it).
     """
-    from unistatus.rollback import ROLLBACK_KEY
-
-    keys = (MODE_KEY, PHASE_KEY, ROLLBACK_KEY)
-    q = sa.select(sa.func.max(control_log.c.created_at)).where(control_log.c.key.in_(keys))
+    q = sa.select(sa.func.max(control_log.c.created_at)).where(
+        control_log.c.key.in_(_control_keys())
+    )
     return as_utc(conn.execute(q).scalar_one_or_none())
 
 
@@ -488,6 +499,8 @@ def advance(
     """
     if not actor or not actor.strip():
         raise InputError("an actor is required")
+    with engine.connect() as conn:
+        seen = _last_control_id(conn)
     status = phase_status(engine, settings)
     if status.next_phase is None:
         raise GateError(f"already in phase {status.phase} ({status.name}), the last one")
@@ -513,8 +526,13 @@ def advance(
     ops = ops_for(engine)
     with ops.write_transaction() as conn:
         ops.mode_exclusive_lock(conn)
-        if read_phase(conn) != status.phase:
-            raise GateError("the phase changed while the gates were measured; run it again")
+        if read_phase(conn) != status.phase or _last_control_id(conn) != seen:
+            # The gates describe a state that is gone (a mode set, another phase change,
+            # a rollback): legacy-only writes since then are in no check they read.
+            raise GateError(
+                "the mode, the phase or a rollback changed while the gates were measured; "
+                "run it again"
+            )
         from_mode = read_mode(conn)
         write_phase(conn, to.number, to.mode, actor=actor, reason=text, metadata=meta)
     if forced:

@@ -149,7 +149,7 @@ class ModeChange(_Input):
     mode: DualWriteMode
     reason: Reason
     # Enter a unified-read mode although unified may be stale (409 without it).
-    force: bool = False
+    force: StrictBool = False
     actor: Actor = "api"
 
 
@@ -588,16 +588,13 @@ def _admin(request: Request, credentials: Credentials) -> Principal:
 
 
 Writer = Annotated[Principal, Depends(_writer)]
+Admin = Annotated[Principal, Depends(_admin)]
 
 
 def _control_routes(app: FastAPI, service: _Service) -> None:
-    admin = Depends(_admin)
 
-    def actor(name: str) -> str:
-        return f"api:{name}"
-
-    @app.put("/api/v1/control/mode", tags=["control"], dependencies=[admin])
-    def set_mode(body: ModeChange) -> dict[str, Any]:
+    @app.put("/api/v1/control/mode", tags=["control"])
+    def set_mode(body: ModeChange, who: Admin) -> dict[str, Any]:
         """Switch the write mode for every adapter (waits for in-flight writes).
 
         Entering a unified-read mode while unified may be stale is refused (409) unless
@@ -609,43 +606,43 @@ def _control_routes(app: FastAPI, service: _Service) -> None:
             service.engine,
             body.mode,
             reason=body.reason,
-            actor=actor(body.actor),
+            actor=actor_for(who, body.actor),
             force=body.force,
             settings=service.settings,
         )
         return change.as_dict()
 
-    @app.post("/api/v1/control/phase/advance", tags=["control"], dependencies=[admin])
-    def phase_advance(body: PhaseAdvance) -> dict[str, Any]:
+    @app.post("/api/v1/control/phase/advance", tags=["control"])
+    def phase_advance(body: PhaseAdvance, who: Admin) -> dict[str, Any]:
         """Enter the next phase when its gates pass (``force`` needs a reason); 409 if not."""
         from unistatus.phases import advance
 
         change = advance(
             service.engine,
             service.settings,
-            actor=actor(body.actor),
+            actor=actor_for(who, body.actor),
             reason=body.reason,
             force=body.force,
         )
         return change.as_dict()
 
-    @app.post("/api/v1/control/phase/rollback", tags=["control"], dependencies=[admin])
-    def phase_rollback(body: ReasonedAction) -> dict[str, Any]:
+    @app.post("/api/v1/control/phase/rollback", tags=["control"])
+    def phase_rollback(body: ReasonedAction, who: Admin) -> dict[str, Any]:
         """Go back one phase by its rollback procedure."""
         from unistatus.phases import rollback_phase
 
         change = rollback_phase(
-            service.engine, service.settings, actor=actor(body.actor), reason=body.reason
+            service.engine, service.settings, actor=actor_for(who, body.actor), reason=body.reason
         )
         return change.as_dict()
 
-    @app.post("/api/v1/control/rollback", tags=["control"], dependencies=[admin])
-    def emergency(body: ReasonedAction) -> dict[str, Any]:
+    @app.post("/api/v1/control/rollback", tags=["control"])
+    def emergency(body: ReasonedAction, who: Admin) -> dict[str, Any]:
         """Emergency rollback: replay where legacy is stale, then legacy only."""
         from unistatus.rollback import emergency_rollback
 
         result = emergency_rollback(
-            service.engine, service.settings, actor=actor(body.actor), reason=body.reason
+            service.engine, service.settings, actor=actor_for(who, body.actor), reason=body.reason
         )
         return dict(result) if isinstance(result, dict) else result.as_dict()
 

@@ -21,10 +21,10 @@ REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exch
 # What `init` (and every upgrade) installs. The last revision, 0006, drops the legacy
 # status columns (phase 4 cleanup): only `unistatus retire legacy-columns` applies it,
 # after its gates, and `--undo` reverts it. So a fresh install never drops them, and
-# `current` says honestly whether they are dropped (0006) or not (0010). Revision ids are
-# never renumbered, so the chain reads 0001 .. 0005 -> 0007 -> 0008 -> 0009 -> 0010 -> 0006.
-# Upgrading a database already at 0006 to 0010 is a no-op in Alembic (it never downgrades).
-INSTALL_REVISION = "0010"
+# `current` says honestly whether they are dropped (0006) or not (0009). Revision ids are
+# never renumbered, so the chain reads 0001 .. 0005 -> 0007 -> 0008 -> 0009 -> 0006.
+# Upgrading a database already at 0006 to 0009 is a no-op in Alembic (it never downgrades).
+INSTALL_REVISION = "0009"
 RETIRE_REVISION = "0006"
 
 

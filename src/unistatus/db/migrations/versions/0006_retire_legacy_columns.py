@@ -2,9 +2,9 @@
 
 Applied ONLY by ``unistatus retire legacy-columns`` (:mod:`unistatus.retire`), never
 by ``unistatus init``: :func:`unistatus.db.schema.upgrade` installs up to
-``INSTALL_REVISION`` (0010) by default. So ``current`` is honest: 0006 means exactly
-"the legacy status columns are dropped", 0010 means they are in place, and head (0006)
-is the fully retired schema. (Revision ids are never renumbered: 0007 to 0010, added
+``INSTALL_REVISION`` (0009) by default. So ``current`` is honest: 0006 means exactly
+"the legacy status columns are dropped", 0009 means they are in place, and head (0006)
+is the fully retired schema. (Revision ids are never renumbered: 0007 to 0009, added
 later, sit between 0005 and this one.)
 
 upgrade() re-checks the retirement gates inside its own transaction, after taking the
@@ -26,7 +26,7 @@ restored column comes back last in the table's column order; SQL by name is unaf
 SQLite alters tables through ``op.batch_alter_table`` (copy and rename).
 
 Revision ID: 0006
-Revises: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from unistatus.errors import GateError
 from unistatus.statuses import LegacySystemType
 
 revision = "0006"
-down_revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
