@@ -173,3 +173,46 @@ def test_http_control_routes_refuse_a_missing_or_blank_reason(db: Database, path
             assert r.status_code == 422, (body, r.text)
     assert len(history(db.engine)) == before
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+
+
+LONG = "x" * 120_000
+NUL = "ops\x00call"
+
+
+@pytest.mark.parametrize("bad", [LONG, NUL], ids=["120k", "nul"])
+def test_a_cli_reason_is_bounded_and_printable(db: Database, bad: str) -> None:
+    """A 120k-character reason used to be stored; a NUL became a raw PostgreSQL error."""
+    cli(db, "phase", "advance", "--reason", "go", "--actor", "alice")
+    for args in (
+        ("rollback", "--emergency"),
+        ("phase", "rollback"),
+        ("repair", "--strategy", "legacy_wins"),
+    ):
+        result = cli(db, *args, "--reason", bad)
+        assert result.exit_code == 2, (args, result.output[:500])
+        assert "reason" in result.output and "Traceback" not in result.output
+    assert phases.phase_status(db.engine, db.settings).phase == 1
+    assert [c.reason for c in history(db.engine, "phase")] == ["go"]
+
+
+@pytest.mark.parametrize("bad", [LONG, NUL], ids=["120k", "nul"])
+def test_library_entry_points_refuse_a_reason_past_its_bound(db: Database, bad: str) -> None:
+    from unistatus.backfill.undo import undo
+    from unistatus.errors import InputError
+    from unistatus.repair import run_repair
+    from unistatus.rollback import emergency_rollback, rollback_current_phase
+
+    phases.advance(db.engine, db.settings, actor="alice", reason="go")
+    calls = [
+        lambda: rollback_current_phase(db.engine, db.settings, actor="a", reason=bad),
+        lambda: emergency_rollback(db.engine, db.settings, actor="a", reason=bad),
+        lambda: phases.rollback_phase(db.engine, db.settings, actor="a", reason=bad),
+        lambda: phases.advance(db.engine, db.settings, actor="a", reason=bad, force=True),
+        lambda: run_repair(db.engine, db.settings, strategy="legacy_wins", reason=bad),
+        lambda: undo(db.engine, db.settings, actor="a", reason=bad),
+    ]
+    for call in calls:
+        with pytest.raises(InputError, match="reason"):
+            call()
+    assert phases.phase_status(db.engine, db.settings).phase == 1
+    assert [c.reason for c in history(db.engine, "phase")] == ["go"]

@@ -360,3 +360,30 @@ def test_archive_export_to_an_impossible_directory_is_a_clear_error(
     for out in ("/proc/x", str(afile), str(afile / "sub")):
         err = _one_line_exit_2(["--database-url", sqlite_db.url, "archive", "export", "--out", out])
         assert out in err
+
+
+@pytest.mark.parametrize(
+    "value", ["k", "a b", " k", "k ", "k\n", "ké", "tab\there", "~!", "", "x" * 255, "x" * 256]
+)
+def test_header_safe_text_is_one_rule(value: str) -> None:
+    """Idempotency keys and API tokens travel in HTTP headers: one check
+    (:func:`unistatus.inputs.is_header_text`) decides both; a token also has no spaces."""
+    from unistatus.adapter_keys import check_key as adapter_check_key
+    from unistatus.config import load_settings
+    from unistatus.errors import ConfigError
+    from unistatus.inputs import MAX_KEY_CHARS, check_key, is_header_text
+
+    assert adapter_check_key is check_key
+    key_ok = is_header_text(value) and len(value) <= MAX_KEY_CHARS
+    try:
+        check_key(value)
+        accepted = True
+    except InputError:
+        accepted = False
+    assert accepted == key_ok
+    try:
+        load_settings(writer_token=value or None)
+        token_ok = True
+    except ConfigError:
+        token_ok = False
+    assert token_ok == (value == "" or is_header_text(value, spaces=False))

@@ -295,3 +295,98 @@ def test_a_vanished_legacy_row_is_a_conflict_not_an_error(db: Database) -> None:
     assert result["conflicts"] == 1
     [conflict] = json.loads(run(db, "rollback", "conflicts", "--json").stdout)["conflicts"]
     assert conflict["cause"] == "legacy_missing" and conflict["legacy_actual"] is None
+
+
+@pytest.fixture
+def conflicts_table_gone(pg: Database) -> Iterator[Database]:
+    """The fault: the replay conflicts table is missing (a raw ProgrammingError on
+    PostgreSQL, which is not an OperationalError)."""
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE unistatus_replay_conflicts RENAME TO _conflicts_away")
+    try:
+        yield pg
+    finally:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE _conflicts_away RENAME TO unistatus_replay_conflicts")
+
+
+def test_conflict_reads_and_resolve_fail_as_storage_errors(conflicts_table_gone: Database) -> None:
+    from unistatus.errors import StorageError
+    from unistatus.replay_conflicts import get_conflict, list_conflicts, open_conflict_count
+    from unistatus.replay_resolve import resolve
+
+    db = conflicts_table_gone
+    calls = [
+        lambda: list_conflicts(db.engine),
+        lambda: open_conflict_count(db.engine),
+        lambda: get_conflict(db.engine, 1),
+        lambda: resolve(db.engine, db.settings, 1, action="apply", actor="a", reason="x"),
+    ]
+    for call in calls:
+        with pytest.raises(StorageError, match="UndefinedTable") as caught:
+            call()
+        assert "[SQL" not in str(caught.value)
+
+
+def test_an_emergency_rollback_that_cannot_record_a_conflict_is_a_storage_error(
+    pg: Database,
+) -> None:
+    from unistatus.errors import StorageError
+    from unistatus.rollback import emergency_rollback
+
+    stale_unified_only(pg)
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE unistatus_replay_conflicts RENAME TO _conflicts_away")
+    try:
+        with pytest.raises(StorageError, match="nothing of the unfinished round") as caught:
+            emergency_rollback(pg.engine, pg.settings, actor="oncall", reason="back")
+        assert "[SQL" not in str(caught.value)
+    finally:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE _conflicts_away RENAME TO unistatus_replay_conflicts")
+    assert get_mode(pg.engine) is M.UNIFIED_ONLY and legacy_status(pg) == "SUCCESS"
+
+
+def test_a_failed_backfill_pause_is_one_redacted_line_in_the_notes(pg: Database) -> None:
+    """The switch is done when the pause fails: the note says why in one line, with no
+    SQL, no parameters and no password."""
+    from unistatus.rollback import emergency_rollback
+
+    ok(pg, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "a")
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION _no_pause() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.key = 'backfill.paused' THEN RAISE EXCEPTION "
+            "'pause refused (host=db password=hunter2)' USING DETAIL = 'second line'; END IF; "
+            "RETURN NEW; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER _no_pause BEFORE INSERT OR UPDATE ON unistatus_control "
+            "FOR EACH ROW EXECUTE FUNCTION _no_pause()"
+        )
+    try:
+        done = emergency_rollback(pg.engine, pg.settings, actor="oncall", reason="back")
+    finally:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER _no_pause ON unistatus_control")
+            conn.exec_driver_sql("DROP FUNCTION _no_pause()")
+    assert get_mode(pg.engine) is M.LEGACY_ONLY
+    [note] = [n for n in done["notes"] if "pause" in n]
+    assert note.startswith("could not pause the backfill: ") and "pause refused" in note
+    assert "\n" not in note and "[SQL" not in note and "hunter2" not in note, note
+
+
+def test_an_actor_past_its_bound_is_refused_not_truncated(db: Database) -> None:
+    from unistatus.errors import InputError
+    from unistatus.replay_resolve import resolve
+    from unistatus.rollback import emergency_rollback
+
+    stale_unified_only(db)
+    with pytest.raises(InputError, match="actor"):
+        emergency_rollback(db.engine, db.settings, actor="a" * 129, reason="back")
+    assert get_mode(db.engine) is M.UNIFIED_ONLY
+    ok(db, "rollback", "--emergency", "--reason", "back")
+    [conflict] = json.loads(run(db, "rollback", "conflicts", "--json").stdout)["conflicts"]
+    with pytest.raises(InputError, match="actor"):
+        resolve(db.engine, db.settings, conflict["id"], action="apply", actor="b" * 129, reason="x")
+    assert json.loads(run(db, "rollback", "conflicts", "--json").stdout)["open"] == 1

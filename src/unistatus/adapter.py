@@ -25,7 +25,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Literal
@@ -53,6 +53,7 @@ from unistatus.config import Settings, load_settings
 from unistatus.control import DEFAULT_MODE, ModeWatcher, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
+from unistatus.db.failures import describe, storage_errors
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import (
     pending_legacy_changes,
@@ -377,15 +378,9 @@ class DualWriteAdapter:
             "inconsistencies": [i.as_dict() for i in found],
         }
 
-    @contextmanager
-    def _storage_errors(self, what: str) -> Iterator[None]:
+    def _storage_errors(self, what: str) -> AbstractContextManager[None]:
         """SQLAlchemy's and the driver's errors as StorageError: ``what`` and the cause."""
-        try:
-            yield
-        except sa.exc.DBAPIError as exc:
-            raise StorageError(f"{what}: {_describe(exc)}") from None
-        except (sa.exc.SQLAlchemyError, self._driver_error) as exc:
-            raise StorageError(f"{what}: {type(exc).__name__}: {exc}") from None
+        return storage_errors(what, self._driver_error)
 
     @staticmethod
     def _replay_pending(conn: sa.Connection, utx_id: str) -> bool:
@@ -486,7 +481,7 @@ class DualWriteAdapter:
                     break
                 continue
             except WriteLost as lost:
-                last_error = _describe(lost.error)
+                last_error = describe(lost.error)
                 unknown = unknown or f"connection lost during the write: {last_error}"
                 retry = True
             except StorageError as exc:  # the database, not the caller
@@ -500,7 +495,7 @@ class DualWriteAdapter:
                 self._emit(operation, mode, True, started, refused=True)
                 raise
             except sa.exc.DBAPIError as exc:
-                last_error = _describe(exc)
+                last_error = describe(exc)
                 if committing and exc.connection_invalidated:
                     # Lost during COMMIT: it may or may not have committed. Retried only
                     # where the retry can tell (a second create would duplicate).
@@ -1322,12 +1317,6 @@ def _parse_type(value: object) -> UnifiedTransactionType:
             f"unknown transaction type {value!r}; expected one of: "
             + ", ".join(t.value for t in UnifiedTransactionType)
         ) from None
-
-
-def _describe(exc: Exception) -> str:
-    """A driver error as one line: its type and message (SQLAlchemy's wrapper dropped)."""
-    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-    return f"{type(orig).__name__}: {orig}".strip()
 
 
 def _retryable(exc: sa.exc.DBAPIError) -> bool:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -34,14 +33,12 @@ from unistatus.adapter_model import DualWriteResult
 from unistatus.clock import utcnow
 from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.errors import InputError
+from unistatus.inputs import check_key
 from unistatus.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
 
-__all__ = ["IdempotencyClaim", "KeyTaken"]
+__all__ = ["IdempotencyClaim", "KeyTaken", "check_key"]
 
 K = idempotency_keys
-MAX_KEY_LENGTH = 255
-# Printable ASCII, no surrounding blanks: what goes in an HTTP header unchanged.
-KEY_PATTERN = re.compile(r"[!-~](?:[ -~]*[!-~])?")
 
 
 class KeyTaken(Exception):
@@ -116,17 +113,6 @@ class IdempotencyClaim:
                 created_at=utcnow(),
             )
         )
-
-
-def check_key(key: object) -> str:
-    if not isinstance(key, str) or not KEY_PATTERN.fullmatch(key):
-        raise InputError(
-            "an idempotency key must be printable ASCII without surrounding blanks, "
-            f"1 to {MAX_KEY_LENGTH} characters (a UUID is a good one), got {key!r}"[:400]
-        )
-    if len(key) > MAX_KEY_LENGTH:
-        raise InputError(f"an idempotency key has at most {MAX_KEY_LENGTH} characters")
-    return key
 
 
 def request_hash(arguments: dict[str, Any]) -> str:

@@ -7,7 +7,6 @@ the live database (see :mod:`unistatus.db.legacy`) before any SQL uses them.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,9 +20,9 @@ from pydantic_settings import (
 )
 
 from unistatus.errors import ConfigError
+from unistatus.inputs import is_header_text
 
 DEFAULT_DATABASE_URL = "sqlite:///unistatus.db"
-_TOKEN_TEXT = re.compile(r"[!-~]+")
 CONFIG_FILE_ENV = "UNISTATUS_CONFIG"
 
 
@@ -133,7 +132,7 @@ class Settings(BaseSettings):
     def _tokens_tell_roles_apart(self) -> Settings:
         values = [t for t in (self.admin_token, self.writer_token) if t]
         values += [t.token for t in self.api_tokens]
-        if any(not _TOKEN_TEXT.fullmatch(t) for t in values):
+        if any(not is_header_text(t, spaces=False) for t in values):
             raise ValueError(
                 "an API token is sent in an HTTP header: printable ASCII without spaces only"
             )

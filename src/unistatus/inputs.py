@@ -28,13 +28,18 @@ __all__ = [
     "MAX_AMOUNT_DECIMALS",
     "MAX_AMOUNT_INTEGER_DIGITS",
     "MAX_BIGINT",
+    "MAX_KEY_CHARS",
     "MAX_METADATA_CHARS",
     "MAX_REASON_CHARS",
+    "check_actor",
     "check_amount",
     "check_currency",
+    "check_key",
     "check_metadata",
+    "check_reason",
     "check_text",
     "check_user_id",
+    "is_header_text",
     "printable_problem",
     "shown",
 ]
@@ -45,6 +50,8 @@ MAX_ACTOR_CHARS = 128
 # A reason is a sentence or a ticket reference, not a document (the column is TEXT).
 MAX_REASON_CHARS = 1000
 MAX_METADATA_CHARS = 16_384
+# unistatus_idempotency_keys.key is VARCHAR(255).
+MAX_KEY_CHARS = 255
 # unified_transactions.amount and the legacy amounts are NUMERIC(20, 8).
 MAX_AMOUNT_INTEGER_DIGITS = 12
 MAX_AMOUNT_DECIMALS = 8
@@ -57,6 +64,9 @@ _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 # An escaped NUL in serialised JSON: \u0000 after an even number of backslashes.
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _SHOWN_CHARS = 40
+# Printable ASCII with no blank at either end: what goes in an HTTP header unchanged
+# (idempotency keys, API tokens). Stricter than stored text (:func:`printable_problem`).
+_HEADER_TEXT = re.compile(r"[!-~](?:[ -~]*[!-~])?")
 
 
 def shown(value: object) -> str:
@@ -78,6 +88,29 @@ def printable_problem(text: str) -> str | None:
     return f"contains the control character U+{ord(char):04X}"
 
 
+def is_header_text(value: object, *, spaces: bool = True) -> bool:
+    """Whether ``value`` goes in an HTTP header unchanged: printable ASCII, not empty,
+    no blank at either end (and none at all without ``spaces``, as a token)."""
+    return (
+        isinstance(value, str)
+        and _HEADER_TEXT.fullmatch(value) is not None
+        and (spaces or " " not in value)
+    )
+
+
+def check_key(key: object) -> str:
+    """An idempotency key: header text of at most ``MAX_KEY_CHARS`` characters."""
+    if not is_header_text(key):
+        raise InputError(
+            "an idempotency key must be printable ASCII without surrounding blanks, "
+            f"1 to {MAX_KEY_CHARS} characters (a UUID is a good one), got {key!r}"[:400]
+        )
+    assert isinstance(key, str)
+    if len(key) > MAX_KEY_CHARS:
+        raise InputError(f"an idempotency key has at most {MAX_KEY_CHARS} characters")
+    return key
+
+
 def check_text(name: str, value: object, max_chars: int, *, required: bool = True) -> str | None:
     """A bounded, printable text (tabs and line breaks allowed); None when not required."""
     if value is None or value == "":
@@ -94,6 +127,24 @@ def check_text(name: str, value: object, max_chars: int, *, required: bool = Tru
     if problem:
         raise InputError(f"{name} {problem}")
     return value
+
+
+def check_reason(value: object) -> str:
+    """Why a change is made (recorded with it): required, stripped, at most
+    ``MAX_REASON_CHARS`` printable characters."""
+    text = check_text(
+        "reason", value.strip() if isinstance(value, str) else value, MAX_REASON_CHARS
+    )
+    assert text is not None
+    return text
+
+
+def check_actor(value: object) -> str:
+    """Who makes a change (recorded with it): required, stripped, at most
+    ``MAX_ACTOR_CHARS`` printable characters (the columns are VARCHAR(128))."""
+    text = check_text("actor", value.strip() if isinstance(value, str) else value, MAX_ACTOR_CHARS)
+    assert text is not None
+    return text
 
 
 def check_user_id(user_id: object) -> int:

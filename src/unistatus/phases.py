@@ -50,6 +50,7 @@ from unistatus.control import MODE_KEY, read_mode, read_value, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import control_log
 from unistatus.errors import GateError, InputError, StorageError
+from unistatus.inputs import check_actor, check_reason
 from unistatus.mapping import LegacyStatusMapper
 from unistatus.replay_conflicts import open_conflict_count
 from unistatus.statuses import DualWriteMode, LegacySystemType
@@ -499,6 +500,9 @@ def advance(
     """
     if not actor or not actor.strip():
         raise InputError("an actor is required")
+    actor = check_actor(actor)
+    if reason is not None and reason.strip():
+        reason = check_reason(reason)
     with engine.connect() as conn:
         seen = _last_control_id(conn)
     status = phase_status(engine, settings)

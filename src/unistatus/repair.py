@@ -69,6 +69,7 @@ from unistatus.db.tables import (
 )
 from unistatus.errors import InputError, StorageError, UnistatusError
 from unistatus.ids import UtxId, derive_utx_id, parse_entity_id
+from unistatus.inputs import check_reason
 from unistatus.mapping import LegacyStatusMapper
 from unistatus.replay_conflicts import has_open_conflict
 from unistatus.statuses import DualWriteMode, LegacySystemType
@@ -719,6 +720,8 @@ def run_repair(
     tables = resolve_legacy_tables(engine, settings)
     if reason is not None and not reason.strip():
         raise InputError("reason must not be blank (why the repair runs; recorded)")
+    if reason is not None:
+        reason = check_reason(reason)
     report = RepairReport(chosen, dry_run, str(actor), limit, reason.strip() if reason else None)
     started = time.perf_counter()
     repairer = _Repairer(engine, settings, tables, report)

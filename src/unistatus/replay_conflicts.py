@@ -17,8 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import as_utc
+from unistatus.db.failures import storage_errors
 from unistatus.db.tables_replay import replay_conflicts
-from unistatus.errors import InputError, StorageError
+from unistatus.errors import InputError
+from unistatus.inputs import MAX_ACTOR_CHARS, check_text
 from unistatus.statuses import LegacySystemType
 
 __all__ = [
@@ -134,6 +136,7 @@ def record(
     """Keep one transaction's unapplied changes (in the caller's transaction)."""
     if cause not in CAUSES:
         raise ValueError(f"unknown conflict cause {cause!r}")
+    check_text("actor", actor, MAX_ACTOR_CHARS)
     conn.execute(
         sa.insert(C).values(
             transaction_id=transaction_id,
@@ -148,7 +151,7 @@ def record(
             last_change_id=max(change_ids),
             changes=len(change_ids),
             created_at=now,
-            created_by=actor[:128],
+            created_by=actor,
         )
     )
 
@@ -162,11 +165,8 @@ def list_conflicts(
     q = sa.select(C).order_by(C.c.id).limit(limit)
     if not include_resolved:
         q = q.where(C.c.resolved_at.is_(None))
-    try:
-        with engine.connect() as conn:
-            return [_from_row(r) for r in conn.execute(q).all()]
-    except sa.exc.OperationalError as exc:
-        raise StorageError(f"cannot read the replay conflicts: {exc.orig}") from None
+    with storage_errors("cannot read the replay conflicts"), engine.connect() as conn:
+        return [_from_row(r) for r in conn.execute(q).all()]
 
 
 def has_open_conflict(
@@ -188,16 +188,13 @@ def has_open_conflict(
 
 
 def open_conflict_count(engine: sa.Engine) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sa.select(sa.func.count()).select_from(C).where(C.c.resolved_at.is_(None))
-            ).scalar_one()
-        )
+    q = sa.select(sa.func.count()).select_from(C).where(C.c.resolved_at.is_(None))
+    with storage_errors("cannot count the replay conflicts"), engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())
 
 
 def get_conflict(engine: sa.Engine, conflict_id: int) -> ReplayConflict:
-    with engine.connect() as conn:
+    with storage_errors(f"cannot read replay conflict #{conflict_id}"), engine.connect() as conn:
         row = conn.execute(sa.select(C).where(C.c.id == conflict_id)).first()
     if row is None:
         raise InputError(f"no replay conflict #{conflict_id}: see `unistatus rollback conflicts`")

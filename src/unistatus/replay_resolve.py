@@ -18,9 +18,11 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.control import read_mode
 from unistatus.db.dialect import ops_for
+from unistatus.db.failures import storage_errors
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables_replay import replay_conflicts as C
 from unistatus.errors import InputError, ModeError, StorageError
+from unistatus.inputs import check_actor, check_reason
 from unistatus.repair import Strategy, repair_in
 from unistatus.replay_conflicts import RESOLUTIONS, ReplayConflict, get_conflict
 from unistatus.statuses import DualWriteMode, LegacySystemType
@@ -50,6 +52,8 @@ def resolve(
         raise InputError("resolving a replay conflict needs a reason (--reason); it is recorded")
     if not actor or not actor.strip():
         raise InputError("an actor is required")
+    reason = check_reason(reason)
+    actor = check_actor(actor)
     if isinstance(conflict_id, bool) or not isinstance(conflict_id, int) or conflict_id < 1:
         raise InputError(f"a conflict id is a positive integer, got {conflict_id!r}")
     conflict = get_conflict(engine, conflict_id)
@@ -61,28 +65,28 @@ def resolve(
     tables = resolve_legacy_tables(engine, settings)
     ops = ops_for(engine)
     now = utcnow()
-    try:
-        with ops.write_transaction() as conn:
-            ops.bound_statements(conn, RESOLVE_LOCK_MS * 2, RESOLVE_LOCK_MS)
-            ops.mode_shared_lock(conn)  # no mode switch between the decision and its write
-            if action == "apply":
-                _apply(conn, conflict, tables, read_mode(conn), now)
-            done = conn.execute(
-                sa.update(C)
-                .where(C.c.id == conflict_id, C.c.resolved_at.is_(None))
-                .values(
-                    resolved_at=now,
-                    resolution=action,
-                    resolved_by=actor.strip()[:128],
-                    resolution_reason=reason.strip(),
-                )
-            ).rowcount
-            if done != 1:
-                raise InputError(f"replay conflict #{conflict_id} was resolved meanwhile")
-            if action == "keep_legacy":
-                _unified_follows_legacy(conn, engine, settings, tables, conflict, actor, reason)
-    except sa.exc.OperationalError as exc:
-        raise StorageError(f"cannot resolve replay conflict #{conflict_id}: {exc.orig}") from None
+    with (
+        storage_errors(f"cannot resolve replay conflict #{conflict_id}"),
+        ops.write_transaction() as conn,
+    ):
+        ops.bound_statements(conn, RESOLVE_LOCK_MS * 2, RESOLVE_LOCK_MS)
+        ops.mode_shared_lock(conn)  # no mode switch between the decision and its write
+        if action == "apply":
+            _apply(conn, conflict, tables, read_mode(conn), now)
+        done = conn.execute(
+            sa.update(C)
+            .where(C.c.id == conflict_id, C.c.resolved_at.is_(None))
+            .values(
+                resolved_at=now,
+                resolution=action,
+                resolved_by=actor,
+                resolution_reason=reason,
+            )
+        ).rowcount
+        if done != 1:
+            raise InputError(f"replay conflict #{conflict_id} was resolved meanwhile")
+        if action == "keep_legacy":
+            _unified_follows_legacy(conn, engine, settings, tables, conflict, actor, reason)
     return get_conflict(engine, conflict_id)
 
 

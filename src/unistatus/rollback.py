@@ -46,9 +46,11 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.control import read_mode, write_value
 from unistatus.db.dialect import DialectOps, ops_for
+from unistatus.db.failures import describe, one_line
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.errors import GateError, InputError, StorageError
+from unistatus.inputs import check_actor, check_reason
 from unistatus.phases import PHASES, PhaseChange, read_phase, write_phase
 from unistatus.replay_conflicts import record as record_conflict
 from unistatus.statuses import DualWriteMode, LegacySystemType
@@ -485,6 +487,7 @@ def replay_pending(
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    actor, reason = check_actor(actor), check_reason(reason)
     started = time.perf_counter()
     summary: dict[str, Any] = {
         "undo_cleanup": _restore_legacy_columns(engine, settings, actor, reason)
@@ -523,7 +526,10 @@ def replay_pending(
                         finish(conn, summary)
         except sa.exc.DBAPIError as exc:
             if not ops.lock_not_granted(exc):
-                raise
+                raise StorageError(
+                    f"the replay failed ({describe(exc).splitlines()[0]}); nothing of the "
+                    "unfinished round was written: fix the cause and run it again"
+                ) from None
             if time.monotonic() >= give_up:
                 raise StorageError(
                     f"the replay could not get its locks within {lock_wait_seconds:g} s "
@@ -617,6 +623,8 @@ def rollback_current_phase(
         raise InputError("a rollback needs a reason (--reason); it is recorded")
     if not actor or not actor.strip():
         raise InputError("an actor is required")
+    reason = check_reason(reason)
+    actor = check_actor(actor)
     with engine.connect() as conn:
         phase = read_phase(conn)
     if phase == 0:
@@ -664,6 +672,8 @@ def emergency_rollback(
         raise InputError("an emergency rollback needs a reason; it is recorded")
     if not actor or not actor.strip():
         raise InputError("an actor is required")
+    reason = check_reason(reason)
+    actor = check_actor(actor)
     started = time.perf_counter()
     notes: list[str] = []
     # The phase is read under the exclusive lock, in the transaction that leaves it.
@@ -683,7 +693,7 @@ def emergency_rollback(
         notes.append(_pause_backfill(engine, settings, actor, reason))
     except Exception as exc:  # the switch is done; a pause failure must not hide it
         log.exception("could not pause the backfill after the emergency rollback")
-        notes.append(f"could not pause the backfill: {exc}")
+        notes.append(f"could not pause the backfill: {one_line(exc)}")
     notes.append(
         f"running adapters follow within {settings.mode_refresh_seconds:g} s; "
         "return with `unistatus phase advance` (gated, one phase at a time)"

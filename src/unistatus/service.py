@@ -50,13 +50,13 @@ from pydantic import (
 
 from unistatus import errors
 from unistatus.access import MAX_LABEL_CHARS, Principal, Role, actor_for, authenticate, enabled
-from unistatus.adapter_keys import check_key
 from unistatus.config import Settings, load_settings
 from unistatus.db.engine import create_engine
 from unistatus.ids import MAX_LEGACY_ID
 from unistatus.inputs import (
     MAX_BIGINT,
     MAX_REASON_CHARS,
+    check_key,
     check_metadata,
     check_text,
 )

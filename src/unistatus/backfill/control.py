@@ -8,8 +8,8 @@ import sqlalchemy as sa
 
 from unistatus.control import read_value, write_value
 from unistatus.db.dialect import ops_for
+from unistatus.db.failures import storage_errors
 from unistatus.db.tables import migration_control
-from unistatus.errors import StorageError
 
 PAUSE_KEY = "backfill.paused"
 
@@ -29,13 +29,10 @@ def paused_clause() -> sa.ColumnElement[bool]:
 
 def _set(engine: sa.Engine, paused: bool, actor: str, reason: str) -> dict[str, Any]:
     ops = ops_for(engine)
-    try:
-        with ops.write_transaction() as conn:
-            change = write_value(
-                conn, PAUSE_KEY, "true" if paused else "false", actor=actor, reason=reason
-            )
-    except sa.exc.OperationalError as exc:
-        raise StorageError(f"cannot change the backfill pause flag: {exc.orig}") from None
+    with storage_errors("cannot change the backfill pause flag"), ops.write_transaction() as conn:
+        change = write_value(
+            conn, PAUSE_KEY, "true" if paused else "false", actor=actor, reason=reason
+        )
     return {"paused": paused, **change.as_dict()}
 
 

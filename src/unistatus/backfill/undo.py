@@ -24,6 +24,7 @@ from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.errors import InputError, ModeError, StorageError
+from unistatus.inputs import check_actor, check_reason
 from unistatus.statuses import LegacySystemType
 
 DELETE_BATCH = 10_000
@@ -50,6 +51,9 @@ def undo(
         raise InputError("a backfill undo needs a reason (--reason); it is recorded")
     if not dry_run and (not actor or not actor.strip()):
         raise InputError("an actor is required")
+    if not dry_run:
+        reason = check_reason(reason)
+        actor = check_actor(actor)
     current = progress(engine, settings)
     busy = [s.value for s in chosen if current[s.value]["state"] in ("running", "paused")]
     if busy:

@@ -16,7 +16,8 @@ import typer
 from rich.console import Console
 
 from unistatus.config import Settings, load_settings
-from unistatus.errors import UnistatusError
+from unistatus.errors import InputError, UnistatusError
+from unistatus.inputs import check_reason
 from unistatus.redact import redact
 
 console = Console()
@@ -102,7 +103,10 @@ def require_reason(reason: str | None, command: str, *, dry_run: bool = False) -
             f"`unistatus {command}` changes the system: pass --reason TEXT "
             f"(why; recorded){alternative}"
         )
-    return reason.strip()
+    try:
+        return check_reason(reason)
+    except InputError as exc:
+        abort(f"`unistatus {command}`: --reason: {exc}")
 
 
 def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:

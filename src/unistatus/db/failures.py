@@ -1,0 +1,47 @@
+"""The database's failures as :class:`~unistatus.errors.StorageError`, written once.
+
+A public function never lets SQLAlchemy's or the driver's exception escape: its
+message carries the statement and its parameters (callers' data), and callers catch
+:class:`~unistatus.errors.UnistatusError`. :func:`storage_errors` wraps a block,
+:func:`describe` says what failed in the driver's words, :func:`one_line` says it in
+one redacted line (for notes and summaries that are shown or stored).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+from unistatus.errors import StorageError
+from unistatus.redact import redact
+
+__all__ = ["describe", "one_line", "storage_errors"]
+
+
+def describe(exc: BaseException) -> str:
+    """A driver error as its type and message (SQLAlchemy's wrapper, SQL and parameters
+    dropped)."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    return f"{type(orig).__name__}: {orig}".strip()
+
+
+def one_line(exc: BaseException) -> str:
+    """Any error as one redacted line: the driver's words or unistatus's own message."""
+    text = describe(exc) if isinstance(exc, sa.exc.DBAPIError) else str(exc)
+    lines = text.strip().splitlines()
+    return redact(lines[0] if lines else type(exc).__name__)
+
+
+@contextmanager
+def storage_errors(what: str, *others: type[Exception]) -> Iterator[None]:
+    """SQLAlchemy's errors (and ``others``, e.g. the driver's own) as StorageError:
+    ``what`` failed, and why."""
+    caught: tuple[type[Exception], ...] = (sa.exc.SQLAlchemyError, *others)
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"{what}: {describe(exc)}") from None
+    except caught as exc:
+        raise StorageError(f"{what}: {type(exc).__name__}: {exc}") from None
