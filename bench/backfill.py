@@ -2,7 +2,7 @@
 
 Both variants copy the same legacy rows (``cashouts``) into an emptied
 ``unified_transactions`` with the same SQL row expression (status mapped by
-``unistatus.mapping.forward_case``, id by ``unistatus.ids.utx_id_sql``, ``ON CONFLICT DO
+``unistatus.domain.mapping.forward_case``, id by ``unistatus.domain.ids.utx_id_sql``, ``ON CONFLICT DO
 NOTHING``), in the same run:
 
 - ``raw``: one ``INSERT ... SELECT`` of the whole table in one transaction: the
@@ -43,8 +43,8 @@ from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks, backfill_jobs, backfill_quarantine
-from unistatus.seed import seed_legacy
-from unistatus.statuses import LegacySystemType
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.sim.seed import seed_legacy
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SYSTEM = LegacySystemType.CASHOUT

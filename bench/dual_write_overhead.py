@@ -33,8 +33,8 @@ from _databases import throwaway_postgres
 
 from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
 from unistatus.config import load_settings
-from unistatus.control import set_mode
 from unistatus.db import schema
+from unistatus.db.control import set_mode
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
 

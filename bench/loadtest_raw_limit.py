@@ -2,8 +2,8 @@
 
 ``unistatus loadtest`` (10,000 transactions, 50 threads, DUAL_WRITE_LEGACY_PRIMARY)
 against a driver-only client that sends exactly the adapter's hot-path SQL (the
-statements of ``unistatus.adapter_sql``, compiled the same way) for exactly the same
-walks (same seeds, ``unistatus.traffic.valid_path``), with the statuses worked out
+statements of ``unistatus.adapter.sql``, compiled the same way) for exactly the same
+walks (same seeds, ``unistatus.sim.traffic.valid_path``), with the statuses worked out
 before the clock starts: per new transaction the creating CTE in a transaction (it
 takes the mode lock itself), per step the guarded dual-write statement in autocommit,
 planned from the state the client wrote last (as the adapter's state cache does), on
@@ -37,19 +37,23 @@ import psycopg
 import sqlalchemy as sa
 from _databases import throwaway_postgres
 
-from unistatus.adapter_sql import HotStatements
+from unistatus.adapter.admission import FairGate
+from unistatus.adapter.sql import HotStatements
 from unistatus.clock import utcnow
 from unistatus.config import load_settings
-from unistatus.control import set_mode
 from unistatus.db import schema
+from unistatus.db.control import set_mode
 from unistatus.db.dialect import PostgresOps, ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
-from unistatus.gate import FairGate
-from unistatus.loadtest import CURRENCIES, percentile, run_load_test
-from unistatus.mapping import LegacyStatusMapper
-from unistatus.statuses import DualWriteMode, UnifiedTransactionStatus, UnifiedTransactionType
-from unistatus.traffic import valid_path
+from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.statuses import (
+    DualWriteMode,
+    UnifiedTransactionStatus,
+    UnifiedTransactionType,
+)
+from unistatus.sim.loadtest import CURRENCIES, percentile, run_load_test
+from unistatus.sim.traffic import valid_path
 
 MODE = DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
 
@@ -66,7 +70,7 @@ class Walk:
 
 
 def plan_walks(transactions: int, seed: int) -> list[Walk]:
-    """The load test's walks (same seeds as ``unistatus.loadtest._walk``)."""
+    """The load test's walks (same seeds as ``unistatus.sim.loadtest._walk``)."""
     mapper = LegacyStatusMapper()
     walks = []
     for index in range(transactions):

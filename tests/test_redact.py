@@ -60,8 +60,8 @@ def assert_no_secret(text: str) -> None:
 def test_diagnose_and_the_manifest_hide_the_password(
     pg: Database, tmp_path: Path, form: str
 ) -> None:
-    from unistatus.archive import export_archive
-    from unistatus.diagnose import generate_diagnostic
+    from unistatus.migration.archive import export_archive
+    from unistatus.observe.diagnose import generate_diagnostic
 
     url = _with_secret(pg.url, form)
     engine = create_engine(url)
@@ -124,7 +124,7 @@ def test_the_log_hides_the_password(form: str) -> None:
 
 @pytest.mark.parametrize("form", CONNECTABLE)
 def test_the_status_endpoint_hides_the_password(pg: Database, form: str) -> None:
-    from unistatus.service import create_app
+    from unistatus.api.service import create_app
 
     url = _with_secret(pg.url, form)
     down = re.sub(r":(\d+)/", ":1/", url, count=1)

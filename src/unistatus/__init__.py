@@ -6,7 +6,19 @@ mapping); ``unistatus --help`` lists the operator commands.
 
 from __future__ import annotations
 
-from unistatus.adapter import DualWriteAdapter, DualWriteResult
+from unistatus.adapter.core import DualWriteAdapter, DualWriteResult
+from unistatus.domain.ids import LegacyRef
+from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.statuses import (
+    CashoutStatus,
+    DualWriteMode,
+    EscrowStatus,
+    ExchangeStatus,
+    LegacySystemType,
+    UnifiedTransactionStatus,
+    UnifiedTransactionType,
+)
+from unistatus.domain.transitions import TransitionRules
 from unistatus.errors import (
     ConfigError,
     EntityNotFoundError,
@@ -20,18 +32,6 @@ from unistatus.errors import (
     UnistatusError,
     UnmappableStatusError,
 )
-from unistatus.ids import LegacyRef
-from unistatus.mapping import LegacyStatusMapper
-from unistatus.statuses import (
-    CashoutStatus,
-    DualWriteMode,
-    EscrowStatus,
-    ExchangeStatus,
-    LegacySystemType,
-    UnifiedTransactionStatus,
-    UnifiedTransactionType,
-)
-from unistatus.transitions import TransitionRules
 
 __version__ = "0.1.0"
 

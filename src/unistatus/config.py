@@ -19,8 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from unistatus.domain.inputs import is_header_text
 from unistatus.errors import ConfigError
-from unistatus.inputs import is_header_text
 
 DEFAULT_DATABASE_URL = "sqlite:///unistatus.db"
 CONFIG_FILE_ENV = "UNISTATUS_CONFIG"
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     # NoDecode: the env value is a comma-separated list, not JSON (split below).
     webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
     webhook_timeout_seconds: float = 5.0
-    # Bearer tokens of the HTTP API (see ApiToken and unistatus.access): the admin token
+    # Bearer tokens of the HTTP API (see ApiToken and unistatus.api.access): the admin token
     # (named "admin"), the writer token (named "writer"), and any number of named ones.
     admin_token: str | None = Field(default=None, repr=False)
     writer_token: str | None = Field(default=None, repr=False)

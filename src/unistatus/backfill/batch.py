@@ -41,7 +41,7 @@ from unistatus.db.tables import UTC
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_quarantine as Q
-from unistatus.ids import utx_id_sql
+from unistatus.domain.ids import utx_id_sql
 
 START = sa.bindparam("bf_start", type_=sa.BigInteger)
 END = sa.bindparam("bf_end", type_=sa.BigInteger)

@@ -6,7 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.control import read_value, write_value
+from unistatus.db.control import read_value, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import storage_errors
 from unistatus.db.tables import migration_control

@@ -22,7 +22,7 @@ from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J
-from unistatus.statuses import LegacySystemType
+from unistatus.domain.statuses import LegacySystemType
 
 RUNNING = "running"
 COMPLETE = "complete"

@@ -17,8 +17,8 @@ from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
-from unistatus.statuses import LegacySystemType
 
 RATE_WINDOW_SECONDS = 10.0
 STALLED_AFTER_SECONDS = 60.0

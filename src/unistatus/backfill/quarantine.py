@@ -17,8 +17,8 @@ from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables_backfill import backfill_quarantine as Q
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
-from unistatus.statuses import LegacySystemType
 
 
 def quarantine_count(engine: sa.Engine, *, unresolved: bool = True) -> int:

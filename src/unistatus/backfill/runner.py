@@ -28,8 +28,8 @@ from unistatus.backfill.worker import BatchResult, Tally, Worker
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
-from unistatus.statuses import LegacySystemType
 
 log = logging.getLogger("unistatus.backfill")
 

@@ -1,8 +1,8 @@
 """The SQL of the backfill, generated from the mapping and the resolved legacy tables.
 
 Every statement here is set-based: a batch is one ``INSERT ... SELECT`` over a primary
-key range (status mapped by :func:`unistatus.mapping.forward_case`, id derived by
-:func:`unistatus.ids.utx_id_sql`), plus one ``INSERT ... SELECT`` that sets aside the
+key range (status mapped by :func:`unistatus.domain.mapping.forward_case`, id derived by
+:func:`unistatus.domain.ids.utx_id_sql`), plus one ``INSERT ... SELECT`` that sets aside the
 unmappable rows of the same range. Nothing loops over rows in Python.
 """
 
@@ -16,9 +16,9 @@ from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
-from unistatus.ids import utx_id_sql
-from unistatus.mapping import forward_case
-from unistatus.statuses import LegacySystemType
+from unistatus.domain.ids import utx_id_sql
+from unistatus.domain.mapping import forward_case
+from unistatus.domain.statuses import LegacySystemType
 
 ORIGIN = "backfill"
 

@@ -17,15 +17,15 @@ import sqlalchemy as sa
 from unistatus.backfill.progress import progress
 from unistatus.backfill.statements import ORIGIN
 from unistatus.config import Settings
-from unistatus.control import write_value
+from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.db.tables_backfill import backfill_quarantine as Q
+from unistatus.domain.inputs import check_actor, check_reason
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, ModeError, StorageError
-from unistatus.inputs import check_actor, check_reason
-from unistatus.statuses import LegacySystemType
 
 DELETE_BATCH = 10_000
 CONTROL_KEY = "backfill_undo"  # the control log entry of each undo (actor, reason, counts)

@@ -22,8 +22,8 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
-from unistatus.statuses import LegacySystemType
 
 MAX_ATTEMPTS = 8
 PAUSE_POLL_SECONDS = 0.2

@@ -21,7 +21,7 @@ def export(
     json_out: bool = typer.Option(False, "--json", help="JSON output (the manifest)."),
 ) -> None:
     """Write every legacy table to OUT, from one consistent snapshot, with a manifest."""
-    from unistatus.archive import export_archive
+    from unistatus.migration.archive import export_archive
 
     app = state(ctx)
     manifest = export_archive(app.engine, app.settings, out, actor=actor)
@@ -49,8 +49,8 @@ def verify(
     """Check the files against the manifest and the live tables. Exit 1 on any mismatch."""
     import sqlalchemy as sa
 
-    from unistatus.archive import record_verified, verify_archive
     from unistatus.db.tables import migration_control
+    from unistatus.migration.archive import record_verified, verify_archive
 
     app = state(ctx)
     report = verify_archive(app.engine, directory)
@@ -89,7 +89,7 @@ def restore(
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Load an archive into a database (creates missing tables; one transaction)."""
-    from unistatus.archive import restore_archive
+    from unistatus.migration.archive import restore_archive
 
     target = database_url or state(ctx).settings.database_url
     report = restore_archive(target, directory, replace=replace)

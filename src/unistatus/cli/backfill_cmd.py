@@ -16,7 +16,7 @@ from unistatus.cli.context import (
 )
 
 if TYPE_CHECKING:
-    from unistatus.statuses import LegacySystemType
+    from unistatus.domain.statuses import LegacySystemType
 
 backfill_app = typer.Typer(
     invoke_without_command=True,
@@ -31,7 +31,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON output.")]
 
 
 def _systems(values: list[str] | None) -> list[LegacySystemType] | None:
-    from unistatus.statuses import LegacySystemType
+    from unistatus.domain.statuses import LegacySystemType
 
     if not values or any(v.strip().lower() == "all" for v in values):
         return None

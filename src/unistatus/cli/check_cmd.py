@@ -35,7 +35,7 @@ def check(
     status is stale: undoing the retirement would restore the wrong value; `repair`).
     The report is stored. Exit 0 when fully consistent, 1 otherwise, 2 on errors.
     """
-    from unistatus.check import run_check
+    from unistatus.migration.check import run_check
 
     app = state(ctx)
     report = run_check(

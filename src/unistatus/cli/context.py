@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 
 from unistatus.config import Settings, load_settings
+from unistatus.domain.inputs import check_reason
 from unistatus.errors import InputError, UnistatusError
-from unistatus.inputs import check_reason
 from unistatus.redact import redact
 
 console = Console()

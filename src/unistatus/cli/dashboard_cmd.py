@@ -13,7 +13,7 @@ def dashboard(
     interval: float = typer.Option(5.0, "--interval", min=0.2, help="Seconds between refreshes."),
 ) -> None:
     """Performance, data quality, progress per phase and system, alerts (Ctrl-C stops)."""
-    from unistatus.terminal_dashboard import run
+    from unistatus.observe.terminal_dashboard import run
 
     app_state = state(ctx)
     try:

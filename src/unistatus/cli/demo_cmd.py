@@ -38,7 +38,7 @@ def demo(
 ) -> None:
     from rich.console import Console
 
-    from unistatus.demo import run_demo
+    from unistatus.sim.demo import run_demo
 
     # Only an explicit --database-url / UNISTATUS_DATABASE_URL: the default file
     # database is never used, the demo gets a temporary one instead.

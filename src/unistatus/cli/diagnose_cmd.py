@@ -17,7 +17,7 @@ def diagnose(
     ),
 ) -> None:
     """Versions, config (secrets redacted), mode/phase history, gates, checks, alerts, ..."""
-    from unistatus.diagnose import default_filename, generate_diagnostic
+    from unistatus.observe.diagnose import default_filename, generate_diagnostic
 
     app_state = state(ctx)
     report = generate_diagnostic(app_state.engine, app_state.settings)

@@ -32,8 +32,8 @@ def prometheus_rules(
     out: Path | None = OUT_OPTION,
 ) -> None:
     """Prometheus alert rules (YAML) with the spec's critical/warning thresholds."""
-    from unistatus.exports import prometheus_rules as rules
-    from unistatus.exports import to_yaml
+    from unistatus.observe.exports import prometheus_rules as rules
+    from unistatus.observe.exports import to_yaml
 
     _write(to_yaml(rules()), out)
 
@@ -43,7 +43,7 @@ def grafana_dashboard(
     out: Path | None = OUT_OPTION,
 ) -> None:
     """A Grafana dashboard (JSON model) of the migration."""
-    from unistatus.exports import grafana_dashboard as dashboard
+    from unistatus.observe.exports import grafana_dashboard as dashboard
 
     _write(json.dumps(dashboard(), indent=2), out)
 

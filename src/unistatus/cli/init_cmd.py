@@ -36,7 +36,7 @@ def init(
     revision = schema.upgrade(st.engine, st.settings)
     seeded: dict[str, int] = {}
     if demo_data:
-        from unistatus.seed import seed_legacy
+        from unistatus.sim.seed import seed_legacy
 
         seeded = seed_legacy(st.engine, st.settings, demo_data, seed=seed)
     if json_out:

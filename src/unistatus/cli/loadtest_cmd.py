@@ -9,7 +9,7 @@ import typer
 from unistatus.cli.context import EXIT_FAILED_CHECK, console, err_console, print_json, state
 
 if TYPE_CHECKING:
-    from unistatus.loadtest import LoadTestReport, RunStats
+    from unistatus.sim.loadtest import LoadTestReport, RunStats
 
 
 def loadtest(
@@ -32,7 +32,7 @@ def loadtest(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    from unistatus.loadtest import run_load_test
+    from unistatus.sim.loadtest import run_load_test
 
     app = state(ctx)
     tasks: dict[str, Any] = {}

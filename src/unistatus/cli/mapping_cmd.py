@@ -29,9 +29,9 @@ def mapping(
     validate: bool = typer.Option(False, "--validate", help="Validate; exit 1 on any problem."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    from unistatus.mapping import LegacyStatusMapper, mapping_rows
-    from unistatus.statuses import LegacySystemType
-    from unistatus.transitions import TransitionRules
+    from unistatus.domain.mapping import LegacyStatusMapper, mapping_rows
+    from unistatus.domain.statuses import LegacySystemType
+    from unistatus.domain.transitions import TransitionRules
 
     mapper = LegacyStatusMapper()
     if validate:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from unistatus.cli.context import console, print_json, state
-from unistatus.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode
 
 mode_app = typer.Typer(help="Show or switch the dual-write mode (takes effect in ~1 s everywhere).")
 
@@ -17,7 +17,7 @@ def get(
     ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")
 ) -> None:
     """Print the current write mode."""
-    from unistatus.control import get_mode
+    from unistatus.db.control import get_mode
 
     mode = get_mode(state(ctx).engine)
     if json_out:
@@ -52,7 +52,7 @@ def set_(
 
       unistatus mode set UNIFIED_ONLY --force --reason "incident 42, approved by ops lead"
     """
-    from unistatus.control import FORCE_RISK, set_mode
+    from unistatus.db.control import FORCE_RISK, set_mode
 
     app_state = state(ctx)
     change = set_mode(

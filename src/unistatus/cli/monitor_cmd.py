@@ -10,7 +10,7 @@ import typer
 from unistatus.cli.context import EXIT_FAILED_CHECK, EXIT_OK, console, print_json, state
 
 if TYPE_CHECKING:
-    from unistatus.alerts import AlertState
+    from unistatus.observe.alerts import AlertState
 
 
 def monitor(
@@ -28,7 +28,7 @@ def monitor(
 
     With --once the exit code is 1 when a critical alert fires.
     """
-    from unistatus.alerts import Monitor
+    from unistatus.observe.alerts import Monitor
 
     app_state = state(ctx)
     mon = Monitor(app_state.engine, app_state.settings)

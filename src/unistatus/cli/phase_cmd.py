@@ -16,7 +16,7 @@ from unistatus.cli.context import (
 )
 
 if TYPE_CHECKING:
-    from unistatus.phases import Gate, PhaseChange
+    from unistatus.migration.phases import Gate, PhaseChange
 
 phase_app = typer.Typer(
     help="Show the phase and the next phase's gates; advance (gated) or roll back one phase."
@@ -56,7 +56,7 @@ def status(
     ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")
 ) -> None:
     """Phase, mode and the next phase's gates, measured now (exit 1 if any gate fails)."""
-    from unistatus.phases import PHASES, phase_status
+    from unistatus.migration.phases import PHASES, phase_status
 
     app_state = state(ctx)
     st = phase_status(app_state.engine, app_state.settings)
@@ -105,8 +105,8 @@ def advance(
       unistatus phase advance --force --reason "drill: error_rate gate has no data yet"
     """
     from unistatus.errors import GateError
-    from unistatus.phases import advance as do_advance
-    from unistatus.phases import phase_status
+    from unistatus.migration.phases import advance as do_advance
+    from unistatus.migration.phases import phase_status
 
     reason = require_reason(reason, "phase advance")
     app_state = state(ctx)
@@ -138,7 +138,7 @@ def rollback(
 
     Example: unistatus phase rollback --reason "p95 over 200 ms" --actor oncall
     """
-    from unistatus.phases import rollback_phase
+    from unistatus.migration.phases import rollback_phase
 
     reason = require_reason(reason, "phase rollback")
     app_state = state(ctx)

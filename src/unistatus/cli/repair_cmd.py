@@ -66,7 +66,7 @@ def repair(
     actor: str = typer.Option("cli", "--actor", help="Who runs the repair (recorded)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    from unistatus.repair import run_repair
+    from unistatus.migration.repair import run_repair
 
     # A dry run writes nothing: its reason is optional (and a blank one is none).
     why = (

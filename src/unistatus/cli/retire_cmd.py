@@ -32,7 +32,7 @@ def legacy_columns(
 
       unistatus retire legacy-columns --undo --reason "rollback drill"
     """
-    from unistatus.retire import retire_legacy_columns, undo_cleanup
+    from unistatus.migration.retire import retire_legacy_columns, undo_cleanup
 
     reason = require_reason(reason, "retire legacy-columns" + (" --undo" if undo else ""))
     app = state(ctx)

@@ -55,7 +55,7 @@ def rollback(
             "To go back one phase by its own procedure, use `unistatus phase rollback`."
         )
     reason = require_reason(reason, "rollback --emergency")
-    from unistatus.rollback import emergency_rollback
+    from unistatus.migration.rollback import emergency_rollback
 
     app_state = state(ctx)
     result = emergency_rollback(app_state.engine, app_state.settings, actor=actor, reason=reason)
@@ -90,7 +90,7 @@ def conflicts(
 
     Example: unistatus rollback conflicts --json
     """
-    from unistatus.replay_conflicts import list_conflicts
+    from unistatus.migration.replay_conflicts import list_conflicts
 
     found = list_conflicts(state(ctx).engine, include_resolved=all_, limit=limit)
     open_ = [c for c in found if c.resolved_at is None]
@@ -137,7 +137,7 @@ def resolve(
     if keep_legacy == apply:
         abort("pass exactly one of --keep-legacy or --apply")
     reason = require_reason(reason, "rollback resolve")
-    from unistatus.replay_resolve import resolve as resolve_conflict
+    from unistatus.migration.replay_resolve import resolve as resolve_conflict
 
     app_state = state(ctx)
     done = resolve_conflict(

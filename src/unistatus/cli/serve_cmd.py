@@ -26,13 +26,13 @@ def serve(
     """Serve /health, /metrics, /api/v1/... and the dashboard at / (Ctrl-C stops)."""
     import uvicorn
 
-    from unistatus.service import create_app
+    from unistatus.api.service import create_app
 
     app_state = state(ctx)
     app = create_app(
         app_state.settings, app_state.engine, monitor_interval=monitor_interval or None
     )
-    from unistatus.access import enabled
+    from unistatus.api.access import enabled
 
     if not enabled(app_state.settings, "writer"):
         err_console.print(

@@ -22,15 +22,15 @@ ID_HELP = "A UTX id (UTX100000000000042) or a legacy reference (cashout:42)."
 
 
 def _adapter(ctx: typer.Context) -> Any:
-    from unistatus.adapter import DualWriteAdapter
+    from unistatus.adapter.core import DualWriteAdapter
 
     st = state(ctx)
     return DualWriteAdapter(st.engine, settings=st.settings)
 
 
 def _transaction_type(value: str) -> Any:
+    from unistatus.domain.statuses import LegacySystemType, UnifiedTransactionType
     from unistatus.errors import InputError
-    from unistatus.statuses import LegacySystemType, UnifiedTransactionType
 
     key = value.strip().upper().replace("-", "_")
     if key in UnifiedTransactionType.__members__:

@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import LegacyTableSpec, Settings
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError, StorageError
-from unistatus.statuses import LegacySystemType
 
 REQUIRED = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
 

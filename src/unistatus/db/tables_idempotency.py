@@ -4,7 +4,7 @@ A create called with ``idempotency_key`` stores the key with a digest of its arg
 and what it created (unified id, legacy system and id: whichever the mode wrote), in the
 same transaction as the rows themselves. The primary key makes a second create with the
 same key fail and roll back, whether it comes later or concurrently; the adapter then
-returns the stored result instead (:mod:`unistatus.adapter_keys`).
+returns the stored result instead (:mod:`unistatus.adapter.keys`).
 """
 
 from __future__ import annotations

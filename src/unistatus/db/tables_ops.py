@@ -2,7 +2,7 @@
 
 One row per flush interval, per process, per (operation, mode). Latency is kept as a
 fixed-bound histogram with one column per bucket, so a window over any number of
-processes is a plain ``SUM`` in SQL on every backend (see :mod:`unistatus.stats`).
+processes is a plain ``SUM`` in SQL on every backend (see :mod:`unistatus.observe.stats`).
 The phase lives in the control table (key ``phase``); it needs no table of its own.
 """
 

@@ -1,6 +1,6 @@
 """retire legacy columns: drop the legacy status columns (phase 4 cleanup), reversibly.
 
-Applied ONLY by ``unistatus retire legacy-columns`` (:mod:`unistatus.retire`), never
+Applied ONLY by ``unistatus retire legacy-columns`` (:mod:`unistatus.migration.retire`), never
 by ``unistatus init``: :func:`unistatus.db.schema.upgrade` installs up to
 ``INSTALL_REVISION`` (0009) by default. So ``current`` is honest: 0006 means exactly
 "the legacy status columns are dropped", 0009 means they are in place, and head (0006)
@@ -39,8 +39,8 @@ from alembic import context, op
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import control_log, unified_transactions
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import GateError
-from unistatus.statuses import LegacySystemType
 
 revision = "0006"
 down_revision = "0009"
@@ -60,7 +60,7 @@ def _prepare() -> tuple[sa.Connection, Settings]:
 
 
 def _record(bind: sa.Connection, value: str, metadata: dict[str, Any]) -> None:
-    from unistatus.control import write_value
+    from unistatus.db.control import write_value
 
     attrs = context.config.attributes
     write_value(
@@ -74,7 +74,7 @@ def _record(bind: sa.Connection, value: str, metadata: dict[str, Any]) -> None:
 
 
 def upgrade() -> None:
-    from unistatus.retire import blockers
+    from unistatus.migration.retire import blockers
 
     bind, settings = _prepare()
     problems = blockers(bind, settings)

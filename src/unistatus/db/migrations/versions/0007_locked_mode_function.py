@@ -9,7 +9,7 @@ snapshot: it sees a switch that committed while the call waited for the lock. A 
 sub-select in the calling statement could not, since that statement's snapshot is older
 than the wait. This lets one statement both exclude a mode switch and check the mode,
 which is what the adapter's two-round-trip write path needs
-(:mod:`unistatus.adapter_fast`).
+(:mod:`unistatus.adapter.fast`).
 
 Revision ids are never renumbered, so the chain is 0005 -> 0007 -> 0006: ``init``
 installs up to this revision (``INSTALL_REVISION``), and 0006, the retirement of the
@@ -31,7 +31,7 @@ branch_labels = None
 depends_on = None
 
 # Frozen copies of the values at this revision (unistatus.db.dialect.MODE_LOCK_KEY,
-# the control table, unistatus.control.MODE_KEY and DEFAULT_MODE).
+# the control table, unistatus.db.control.MODE_KEY and DEFAULT_MODE).
 MODE_LOCK_KEY = 0x756E6973
 FUNCTION = f"""
 CREATE OR REPLACE FUNCTION unistatus_locked_mode() RETURNS text

@@ -1,0 +1,225 @@
+"""The adapter's one- or two-round-trip status change on PostgreSQL.
+
+The locked path (:meth:`DualWriteAdapter._run`'s transaction) costs four round trips
+per status change: BEGIN, the locking SELECT, the write, COMMIT. On a busy host the
+round trips, not the SQL, are most of a write's time. This path costs two, or one, in
+autocommit:
+
+1. know the entity's state: what this adapter last wrote to it (a bounded cache of
+   recent writes, ``settings.state_cache_size``), else read the legacy row (and its
+   unified row) without locks: a second round trip;
+2. plan the change in Python, exactly as the locked path does;
+3. one statement (:meth:`HotStatements.guarded_dual_write`) that takes the mode lock and
+   reads the mode afresh (``unistatus_locked_mode()``, revision 0007), locks both rows,
+   re-checks that they still hold the state the plan was made from (legacy status;
+   unified status, legacy_status and version), and then writes legacy, unified and the
+   history row. Being its own transaction, it writes all of that or nothing.
+
+If anything moved in between (the mode, either row, a cached state gone stale), the
+statement writes nothing: after a cached state, the change is tried once more from a
+fresh read, and then the adapter takes the locked path, which reads and decides again
+under its locks. A lost race costs time, never correctness. Whatever the locked path must decide for real
+goes to it directly: a refusal (invalid transition, unknown status), a no-op, a row
+not backfilled yet, ``primary_wins`` (a savepoint between the sides), UNIFIED_ONLY.
+
+Retrying is safe too. If the connection is lost during the statement, it may or may not
+have committed: :class:`WriteLost` tells the adapter so (its result says the outcome is
+unknown unless a retry settles it). The retry reads again, and since both statements are
+guarded by the same row versions, at most one of them applies the change; one that finds
+the change already made is a no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from unistatus.adapter.model import Entity, Plan, WriteLost
+from unistatus.db.prepared import Prepared
+from unistatus.domain.ids import EntityRef, LegacyRef
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.transitions import TransitionKind
+from unistatus.errors import UnistatusError
+
+if TYPE_CHECKING:
+    from unistatus.adapter.core import DualWriteAdapter
+
+__all__ = ["FastStatusWriter", "has_locked_mode_function"]
+
+Key = tuple[LegacySystemType, int]
+
+
+def has_locked_mode_function(conn: sa.Connection) -> bool:
+    """Whether revision 0007's ``unistatus_locked_mode()`` exists (PostgreSQL)."""
+    found = conn.execute(sa.select(sa.func.to_regprocedure("unistatus_locked_mode()")))
+    return found.scalar() is not None
+
+
+class FastStatusWriter:
+    """Status changes in two autocommit round trips, for one adapter (see the module)."""
+
+    def __init__(self, adapter: DualWriteAdapter, cache_size: int = 0) -> None:
+        self.adapter = adapter
+        # The adapter's pool, checked out in autocommit (and reset on return).
+        self.engine = adapter.engine.execution_options(isolation_level="AUTOCOMMIT")
+        # State after this adapter's last write to an entity, oldest first. Only ever a
+        # guess: the guarded write checks it. (dict operations are atomic under the GIL;
+        # eviction may race, which at worst drops one more entry.)
+        self.cache_size = cache_size
+        self.known: dict[Key, Entity] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def update(
+        self,
+        ref: EntityRef,
+        mode: DualWriteMode,
+        op_id: str,
+        plan: Callable[[Entity], Plan],
+    ) -> Plan | None:
+        """Apply the change and return its plan, or None: take the locked path."""
+        located = _legacy_location(ref)
+        if located is None or not self._eligible(mode, located[0]):
+            return None
+        with self.engine.connect() as conn:
+            known = self.known.pop(located, None)
+            found: Entity | None = None
+            if known is not None and self._usable(known, mode):
+                done, found = self._try(conn, known, op_id, plan)
+                self.hits += done is not None
+                if done is not None:
+                    return done
+            self.misses += 1
+            # The refused write said what it found (no extra read), else read.
+            entity = found or self._read(conn, *located, mode)
+            if entity is None or entity.legacy is None:
+                return None  # a row is gone (or never was): the locked path says what
+            return self._try(conn, entity, op_id, plan)[0]
+
+    def remember_created(
+        self,
+        system: LegacySystemType,
+        legacy_id: int,
+        legacy_status: str,
+        unified: tuple[str, str] | None = None,
+    ) -> None:
+        """A transaction this adapter just created: its legacy status, and its unified
+        row's (id, status) when the mode wrote one (its version is then 1)."""
+        row = None
+        if unified is not None:
+            utx_id, status = unified
+            row = {"id": utx_id, "status": status, "legacy_status": legacy_status, "version": 1}
+        self._remember(Entity(system, legacy_id, {"status": legacy_status}, row))
+
+    def _try(
+        self, conn: sa.Connection, entity: Entity, op_id: str, plan: Callable[[Entity], Plan]
+    ) -> tuple[Plan | None, Entity | None]:
+        """Plan from ``entity`` and write if the rows still hold it: (the plan, None);
+        otherwise (None, the state the refused write found, if it got that far)."""
+        try:
+            p = plan(entity)
+        except UnistatusError:
+            return None, None  # refused on unlocked data: the locked path confirms or not
+        p.operation_id = op_id
+        if p.kind is TransitionKind.NOOP or not self.adapter._one_statement(p):
+            return None, None
+        found = self._write(conn, p)
+        if found is not None:
+            return None, found
+        self._remember_written(p)
+        return p, None
+
+    def _usable(self, known: Entity, mode: DualWriteMode) -> bool:
+        return known.unified is not None or not mode.writes_unified
+
+    def _remember_written(self, p: Plan) -> None:
+        e = p.entity
+        assert e.legacy_id is not None
+        unified = None
+        if e.unified is not None and p.mode.writes_unified:
+            unified = {
+                "id": e.unified["id"],
+                "status": p.dst.value,
+                "legacy_status": p.dst_legacy,
+                "version": e.unified["version"] + 1,
+            }
+        self._remember(Entity(e.system, e.legacy_id, {"status": p.dst_legacy}, unified))
+
+    def _remember(self, entity: Entity) -> None:
+        if not self.cache_size:
+            return
+        assert entity.legacy_id is not None
+        known = self.known
+        known[(entity.system, entity.legacy_id)] = entity
+        while len(known) > self.cache_size:
+            try:
+                del known[next(iter(known))]
+            except (KeyError, RuntimeError, StopIteration):  # another thread evicted
+                break
+
+    def _eligible(self, mode: DualWriteMode, system: LegacySystemType) -> bool:
+        a = self.adapter
+        if not mode.writes_legacy or a.legacy[system].status is None:
+            return False
+        return not mode.writes_unified or a.fallback == "strict"
+
+    def _read(
+        self, conn: sa.Connection, system: LegacySystemType, legacy_id: int, mode: DualWriteMode
+    ) -> Entity | None:
+        hot = self.adapter.hot
+        read = hot.read_both(system) if mode.writes_unified else hot.read_legacy(system)
+        rows = read.rows(conn, {"p_legacy_id": legacy_id})
+        # None: no legacy row, or (dual modes) no unified row yet.
+        return Entity.from_row(system, legacy_id, rows[0]) if rows else None
+
+    def _write(self, conn: sa.Connection, p: Plan) -> Entity | None:
+        """The guarded statement: None when it wrote, else the state it found instead
+        (unlocked, as of its start; an entity without rows if they are gone)."""
+        a, e = self.adapter, p.entity
+        assert e.legacy is not None and e.legacy_id is not None
+        params: dict[str, Any] = {
+            **a._one_statement_params(p),
+            "p_src_legacy": e.legacy["status"],
+        }
+        if not p.mode.writes_unified:
+            rows = _sent(a.hot.guarded_legacy_write(e.system), conn, params)
+            if rows and rows[0][0] == 1:
+                return None
+            legacy = {"status": rows[0][1]} if rows else None
+            return Entity(e.system, e.legacy_id, legacy, None)
+        assert e.unified is not None
+        params["p_src_status"] = e.unified["status"]
+        params["p_src_unified_legacy"] = e.unified["legacy_status"]
+        params["p_version"] = e.unified["version"]
+        rows = _sent(a.hot.guarded_dual_write(e.system), conn, params)
+        if rows and rows[0][0] == 1:
+            return None
+        if not rows:
+            return Entity(e.system, e.legacy_id, None, None)
+        written, legacy_status, status, unified_legacy, version = rows[0]
+        unified = {
+            "id": e.unified["id"],
+            "status": status,
+            "legacy_status": unified_legacy,
+            "version": version,
+        }
+        return Entity(e.system, e.legacy_id, {"status": legacy_status}, unified)
+
+
+def _sent(statement: Prepared, conn: sa.Connection, params: dict[str, Any]) -> list[Any]:
+    """Run a guarded write (autocommit): a connection lost meanwhile is :class:`WriteLost`,
+    since the statement may have committed before the reply was lost."""
+    try:
+        return statement.rows(conn, params)
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise WriteLost(exc) from exc
+        raise
+
+
+def _legacy_location(ref: EntityRef) -> tuple[LegacySystemType, int] | None:
+    """(system, legacy id) when the reference names them without a lookup."""
+    legacy = ref if isinstance(ref, LegacyRef) else ref.derived_ref
+    return (legacy.system, legacy.legacy_id) if legacy is not None else None

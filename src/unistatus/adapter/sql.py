@@ -1,0 +1,513 @@
+"""The DualWriteAdapter's hot-path statements, built once per legacy system.
+
+Each is a SQLAlchemy Core statement with bind parameters, compiled once
+(:class:`unistatus.db.prepared.Prepared`), so a write costs the database's time rather
+than SQLAlchemy's:
+
+- ``lock_legacy`` / ``lock_both``: lock the legacy row (and its unified row) after the
+  mode lock;
+- ``legacy_write``: the legacy UPDATE, guarded by the stored mode;
+- ``dual_write``: legacy UPDATE + unified UPDATE + history INSERT in one statement;
+- ``create_legacy`` / ``create_dual``: a new transaction's legacy INSERT (+ its unified
+  row and first history row), guarded by the stored mode; ``keyed``, also its
+  idempotency key's row (:mod:`unistatus.adapter.keys`), in the same statement;
+- ``read_legacy`` / ``read_both`` and ``guarded_legacy_write`` / ``guarded_dual_write``:
+  the two-round-trip path (:mod:`unistatus.adapter.fast`), PostgreSQL only: an unlocked
+  read, then one statement that takes the mode lock, reads the mode afresh
+  (``unistatus_locked_mode()``, revision 0007), locks the rows, re-checks what was read
+  and writes, or writes nothing.
+
+A guarded statement writes nothing when the stored mode is no longer the one the write
+was planned under; the adapter then retries under the new mode. Its snapshot is taken
+after the mode lock was granted (by an earlier statement of the same transaction), so
+it sees any switch that committed before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.db.control import DEFAULT_MODE, MODE_KEY
+from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import LegacyTable
+from unistatus.db.prepared import Prepared
+from unistatus.db.tables import migration_control, status_history
+from unistatus.db.tables import unified_transactions as U
+from unistatus.db.tables_idempotency import idempotency_keys
+from unistatus.domain.ids import utx_id_sql
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.errors import ModeError
+
+__all__ = [
+    "HISTORY_KEYS",
+    "LEGACY_KEYS",
+    "UNIFIED_LOCK_KEYS",
+    "HotStatements",
+    "legacy_select",
+    "legacy_status_column",
+]
+
+# The stored mode as SQL (a missing row means LEGACY_ONLY, as control.read_mode says).
+MODE_STORED = sa.func.coalesce(
+    sa.select(migration_control.c.value)
+    .where(migration_control.c.key == MODE_KEY)
+    .scalar_subquery(),
+    DEFAULT_MODE.value,
+)
+# The mode lock and a fresh read of the mode in one value (PostgreSQL, revision 0007).
+# Uncorrelated, so the planner evaluates it once, as a one-time filter, before any row is
+# read or locked: the advisory lock is always taken before row locks (as a mode switch
+# takes them), and the mode it returns is the one no switch can change until commit.
+LOCKED_MODE = sa.select(sa.func.unistatus_locked_mode(type_=sa.Text)).scalar_subquery()
+LEGACY_KEYS = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
+# What a write needs of the unified row it locks (fewer columns: less to fetch and decode).
+UNIFIED_LOCK_KEYS = ("id", "status", "legacy_status", "version")
+HISTORY_KEYS = (
+    "transaction_id",
+    "legacy_system",
+    "legacy_id",
+    "from_status",
+    "to_status",
+    "from_legacy_status",
+    "to_legacy_status",
+    "reason",
+    "triggered_by",
+    "meta",
+    "operation_id",
+    "mode",
+    "override",
+    "created_at",
+)
+
+
+def legacy_status_column(lt: LegacyTable) -> sa.Column[str]:
+    """The legacy status column; a clear ModeError once retirement has dropped it."""
+    if lt.status is None:
+        raise ModeError(
+            f"the status column of legacy table {lt.name!r} has been retired; run "
+            "`unistatus retire legacy-columns --undo` before writing legacy again"
+        )
+    return lt.status
+
+
+def legacy_select(lt: LegacyTable) -> sa.Select[Any]:
+    """The legacy row under unistatus's column names (LEGACY_KEYS)."""
+    return sa.select(
+        lt.id.label("id"),
+        legacy_status_column(lt).label("status"),
+        lt.user_id.label("user_id"),
+        lt.amount.label("amount"),
+        lt.currency.label("currency"),
+        lt.created_at.label("created_at"),
+        lt.updated_at.label("updated_at"),
+    )
+
+
+class HotStatements:
+    """Prepared hot-path statements for the adapter, built on first use per system."""
+
+    def __init__(
+        self,
+        legacy: dict[LegacySystemType, LegacyTable],
+        ops: DialectOps,
+        dialect: sa.Dialect,
+        *,
+        locked_mode: bool = False,
+    ) -> None:
+        self.legacy = legacy
+        self.ops = ops
+        self.dialect = dialect
+        # unistatus_locked_mode() is installed: guards take the mode lock themselves.
+        self.locked_mode = locked_mode
+        self._cache: dict[tuple[str, LegacySystemType | None], Prepared] = {}
+
+    def _get(
+        self,
+        name: str,
+        system: LegacySystemType | None,
+        build: Callable[[], Any],
+    ) -> Prepared:
+        key = (name, system)
+        prepared = self._cache.get(key)
+        if prepared is None:  # a race only builds the same statement twice
+            prepared = self._cache[key] = Prepared(build(), self.dialect)
+        return prepared
+
+    # --- locking ----------------------------------------------------------------------
+
+    def mode_lock(self) -> Prepared | None:
+        """The shared mode lock as its own statement (None where the dialect needs none)."""
+        stmt = self.ops.mode_shared_lock_statement()
+        return None if stmt is None else self._get("mode_lock", None, lambda: stmt)
+
+    def lock_legacy(self, system: LegacySystemType) -> Prepared:
+        def build() -> Any:
+            lt = self.legacy[system]
+            q = legacy_select(lt).where(lt.id == sa.bindparam("p_legacy_id"))
+            return self._with_mode_lock(q.with_for_update())
+
+        return self._get("lock_legacy", system, build)
+
+    def lock_both(self, system: LegacySystemType) -> Prepared:
+        """Legacy row and its unified row, both locked: LEGACY_KEYS + u_UNIFIED_LOCK_KEYS.
+
+        Both rows are locked, so PostgreSQL re-reads both at their latest committed
+        versions after waiting (a joined row that is only read could be stale).
+        """
+
+        return self._get(
+            "lock_both",
+            system,
+            lambda: self._with_mode_lock(self._both_select(system).with_for_update()),
+        )
+
+    def _both_select(self, system: LegacySystemType) -> sa.Select[Any]:
+        """The legacy row joined to its unified row: LEGACY_KEYS + u_UNIFIED_LOCK_KEYS."""
+        lt = self.legacy[system]
+        return (
+            legacy_select(lt)
+            .add_columns(*(U.c[k].label(f"u_{k}") for k in UNIFIED_LOCK_KEYS))
+            .join_from(lt.table, U, self._unified_of(system, lt))
+            .where(lt.id == sa.bindparam("p_legacy_id"))
+        )
+
+    def _mode_guard(self) -> Any:
+        """The stored mode as a create's guard compares it: with the mode lock taken in
+        the same statement where the database can (then no separate lock statement)."""
+        return LOCKED_MODE if self.locked_mode else MODE_STORED
+
+    def _with_mode_lock(self, q: sa.Select[Any]) -> sa.Select[Any]:
+        lock_clause = self.ops.mode_lock_clause()
+        return q.where(lock_clause) if lock_clause is not None else q
+
+    # --- status changes ---------------------------------------------------------------
+
+    def legacy_write(self, system: LegacySystemType) -> Prepared:
+        return self._get("legacy_write", system, lambda: self._legacy_update(system))
+
+    def _legacy_update(self, system: LegacySystemType) -> Any:
+        """Guarded legacy UPDATE: writes only while the stored mode is ``p_mode``."""
+        lt = self.legacy[system]
+        return (
+            sa.update(lt.table)
+            .where(lt.id == sa.bindparam("p_legacy_id"), MODE_STORED == sa.bindparam("p_mode"))
+            .values(self._legacy_values(lt))
+            .returning(lt.id)
+        )
+
+    def dual_write(self, system: LegacySystemType) -> Prepared:
+        """Guarded legacy UPDATE + unified UPDATE + history INSERT: one row, count 1."""
+
+        def build() -> Any:
+            history_cte = self._dual_update(self._legacy_update(system).cte("legacy_write"))
+            return sa.select(sa.func.count()).select_from(history_cte)
+
+        return self._get("dual_write", system, build)
+
+    def _dual_update(self, legacy_cte: Any) -> Any:
+        """Unified UPDATE + history INSERT after ``legacy_cte``: the history CTE."""
+        unified_cte = (
+            sa.update(U)
+            .where(U.c.id == sa.bindparam("p_utx_id"), sa.exists(sa.select(legacy_cte)))
+            .values(
+                status=sa.bindparam("p_status"),
+                legacy_status=sa.bindparam("p_legacy_status"),
+                version=U.c.version + 1,
+                updated_at=sa.bindparam("p_now", type_=U.c.updated_at.type),
+            )
+            .returning(U.c.id)
+            .cte("unified_write")
+        )
+        H = status_history
+        history_cte = (
+            sa.insert(H)
+            .from_select(
+                [H.c[k] for k in HISTORY_KEYS],
+                sa.select(
+                    *(sa.bindparam(f"h_{k}", type_=H.c[k].type) for k in HISTORY_KEYS)
+                ).select_from(unified_cte),
+            )
+            .returning(H.c.id)
+            .cte("history_write")
+        )
+        return history_cte
+
+    # --- the two-round-trip path (PostgreSQL) -----------------------------------------
+
+    def read_legacy(self, system: LegacySystemType) -> Prepared:
+        """The legacy row, unlocked: LEGACY_KEYS."""
+
+        def build() -> Any:
+            lt = self.legacy[system]
+            return legacy_select(lt).where(lt.id == sa.bindparam("p_legacy_id"))
+
+        return self._get("read_legacy", system, build)
+
+    def read_both(self, system: LegacySystemType) -> Prepared:
+        """The legacy row and its unified row, unlocked: LEGACY_KEYS + u_UNIFIED_LOCK_KEYS."""
+        return self._get("read_both", system, lambda: self._both_select(system))
+
+    def guarded_legacy_write(self, system: LegacySystemType) -> Prepared:
+        """Legacy UPDATE in one statement: only while the mode is ``p_mode`` and the row
+        still holds ``p_src_legacy``. One row: (rows written, the legacy status as the
+        statement found it), for a retry to plan from; none if the row is gone."""
+
+        def build() -> Any:
+            lt = self.legacy[system]
+            write = (
+                sa.update(lt.table)
+                .where(
+                    lt.id == sa.bindparam("p_legacy_id"),
+                    self._src_legacy_holds(lt),
+                    LOCKED_MODE == sa.bindparam("p_mode"),
+                )
+                .values(self._legacy_values(lt))
+                .returning(lt.id)
+                .cte("legacy_write")
+            )
+            written = sa.select(sa.func.count()).select_from(write).scalar_subquery()
+            return sa.select(written, legacy_status_column(lt)).where(
+                lt.id == sa.bindparam("p_legacy_id")
+            )
+
+        return self._get("guarded_legacy_write", system, build)
+
+    def guarded_dual_write(self, system: LegacySystemType) -> Prepared:
+        """Lock both rows, re-check them and the mode, then write both and the history.
+
+        The ``locked`` CTE takes the mode lock (one-time filter), then locks the legacy
+        row and its unified row FOR UPDATE. After waiting for a concurrent writer,
+        PostgreSQL re-checks the conditions against the rows' latest versions, so the
+        CTE yields a row only if both still hold exactly what the plan was made from
+        (legacy status; unified status, legacy_status and version) and the mode is
+        ``p_mode``. The writes run only if it did: all three, or none.
+
+        One row: (history rows written, then the legacy status and the unified status,
+        legacy_status and version as the statement found them), so that a write refused
+        for a stale state can be planned again without another read; none if a row is
+        gone.
+        """
+
+        def build() -> Any:
+            lt = self.legacy[system]
+            locked = (
+                sa.select(lt.id)
+                .join_from(lt.table, U, self._unified_of(system, lt))
+                .where(
+                    lt.id == sa.bindparam("p_legacy_id"),
+                    U.c.id == sa.bindparam("p_utx_id"),
+                    self._src_legacy_holds(lt),
+                    U.c.status == sa.bindparam("p_src_status"),
+                    U.c.legacy_status.is_not_distinct_from(
+                        sa.bindparam("p_src_unified_legacy", type_=sa.String)
+                    ),
+                    U.c.version == sa.bindparam("p_version"),
+                    LOCKED_MODE == sa.bindparam("p_mode"),
+                )
+                .with_for_update()
+                .cte("locked")
+            )
+            legacy_cte = (
+                sa.update(lt.table)
+                .where(lt.id == sa.bindparam("p_legacy_id"), sa.exists(sa.select(locked)))
+                .values(self._legacy_values(lt))
+                .returning(lt.id)
+                .cte("legacy_write")
+            )
+            history_cte = self._dual_update(legacy_cte)
+            written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
+            return (
+                sa.select(
+                    written,
+                    legacy_status_column(lt),
+                    U.c.status,
+                    U.c.legacy_status,
+                    U.c.version,
+                )
+                .join_from(lt.table, U, self._unified_of(system, lt))
+                .where(lt.id == sa.bindparam("p_legacy_id"))
+            )
+
+        return self._get("guarded_dual_write", system, build)
+
+    @staticmethod
+    def _src_legacy_holds(lt: LegacyTable) -> sa.ColumnElement[bool]:
+        """The legacy row still holds the status the write was planned from."""
+        src = sa.bindparam("p_src_legacy", type_=sa.String)
+        return legacy_status_column(lt).is_not_distinct_from(src)
+
+    @staticmethod
+    def _unified_of(system: LegacySystemType, lt: LegacyTable) -> sa.ColumnElement[bool]:
+        return sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
+
+    @staticmethod
+    def _legacy_values(lt: LegacyTable) -> dict[str, Any]:
+        return {
+            legacy_status_column(lt).key: sa.bindparam("p_legacy_status"),
+            lt.updated_at.key: sa.bindparam("p_now", type_=lt.updated_at.type),
+        }
+
+    # --- creation ---------------------------------------------------------------------
+
+    def create_legacy(self, system: LegacySystemType, *, keyed: bool = False) -> Prepared:
+        """Guarded legacy INSERT of a new transaction; RETURNING its id (no row: mode moved).
+
+        With ``locked_mode`` the guard takes the mode lock and reads the mode afresh;
+        otherwise the caller takes the mode lock first (:meth:`mode_lock`). ``keyed``: the
+        idempotency key's row too, and the row is (legacy id, key rows written).
+        """
+
+        def build() -> Any:
+            if not keyed:
+                return self._legacy_insert(system)
+            legacy_cte = self._legacy_insert(system).cte("legacy_insert")
+            key_cte = self._key_insert(
+                system, utx_id_sql(system, legacy_cte.c.id), legacy_cte.c.id, legacy_cte
+            )
+            keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
+            return sa.select(legacy_cte.c.id, keys)
+
+        return self._get("create_legacy_keyed" if keyed else "create_legacy", system, build)
+
+    def _key_insert(
+        self, system: LegacySystemType, utx_id: Any, legacy_id: Any, source: Any
+    ) -> Any:
+        """The idempotency key's row, one per row of ``source``: a CTE. A repeated key
+        fails the whole statement on the key's primary key (the adapter then replays)."""
+        K = idempotency_keys
+        values = sa.select(
+            sa.bindparam("k_key", type_=K.c.key.type),
+            sa.bindparam("k_request_hash", type_=K.c.request_hash.type),
+            sa.bindparam("c_operation_id", type_=K.c.operation_id.type),
+            utx_id,
+            sa.literal(system.value),
+            legacy_id,
+            sa.bindparam("p_mode", type_=K.c.mode.type),
+            sa.bindparam("c_status", type_=K.c.status.type),
+            sa.bindparam("c_legacy_status", type_=K.c.legacy_status.type),
+            sa.bindparam("c_now", type_=K.c.created_at.type),
+        ).select_from(source)
+        columns = [
+            K.c.key,
+            K.c.request_hash,
+            K.c.operation_id,
+            K.c.transaction_id,
+            K.c.legacy_system,
+            K.c.legacy_id,
+            K.c.mode,
+            K.c.status,
+            K.c.legacy_status,
+            K.c.created_at,
+        ]
+        return sa.insert(K).from_select(columns, values).returning(K.c.key).cte("key_insert")
+
+    def _legacy_insert(self, system: LegacySystemType) -> Any:
+        lt = self.legacy[system]
+        now = sa.bindparam("c_now", type_=lt.created_at.type)
+        values = sa.select(
+            sa.bindparam("c_user_id", type_=lt.user_id.type),
+            sa.bindparam("c_amount", type_=lt.amount.type),
+            sa.bindparam("c_currency", type_=lt.currency.type),
+            sa.bindparam("c_legacy_status", type_=sa.String),
+            now,
+            now,
+        ).where(self._mode_guard() == sa.bindparam("p_mode"))
+        columns: list[Any] = [
+            lt.user_id,
+            lt.amount,
+            lt.currency,
+            legacy_status_column(lt),
+            lt.created_at,
+            lt.updated_at,
+        ]
+        return sa.insert(lt.table).from_select(columns, values).returning(lt.id)
+
+    def create_dual(self, system: LegacySystemType, *, keyed: bool = False) -> Prepared:
+        """Guarded legacy INSERT + unified INSERT + first history row, in one statement.
+
+        The unified id is derived from the new legacy id in SQL (``utx_id_sql``), exactly
+        as :func:`unistatus.domain.ids.derive_utx_id` would. One row (unified id, legacy id,
+        history rows written), or none when the mode moved. ``keyed``: the idempotency
+        key's row too, and the row ends with the key rows written.
+        """
+
+        def build() -> Any:
+            legacy_cte = self._legacy_insert(system).cte("legacy_insert")
+            now = sa.bindparam("c_now", type_=U.c.created_at.type)
+            meta = sa.bindparam("c_meta", type_=U.c.meta.type)
+            unified_values = sa.select(
+                utx_id_sql(system, legacy_cte.c.id),
+                sa.literal(system.transaction_type.value),
+                sa.literal(system.value),
+                legacy_cte.c.id,
+                sa.bindparam("c_user_id", type_=U.c.user_id.type),
+                sa.bindparam("c_amount", type_=U.c.amount.type),
+                sa.bindparam("c_currency", type_=U.c.currency.type),
+                sa.bindparam("c_status", type_=U.c.status.type),
+                sa.bindparam("c_legacy_status", type_=U.c.legacy_status.type),
+                sa.literal(1),
+                sa.literal("dual_write"),
+                meta,
+                now,
+                now,
+            ).select_from(legacy_cte)
+            unified_cte = (
+                sa.insert(U)
+                .from_select(
+                    [
+                        U.c.id,
+                        U.c.transaction_type,
+                        U.c.legacy_system,
+                        U.c.legacy_id,
+                        U.c.user_id,
+                        U.c.amount,
+                        U.c.currency,
+                        U.c.status,
+                        U.c.legacy_status,
+                        U.c.version,
+                        U.c.origin,
+                        U.c.meta,
+                        U.c.created_at,
+                        U.c.updated_at,
+                    ],
+                    unified_values,
+                )
+                .returning(U.c.id, U.c.legacy_id)
+                .cte("unified_insert")
+            )
+            H = status_history
+            history_values = sa.select(
+                unified_cte.c.id,
+                sa.literal(system.value),
+                unified_cte.c.legacy_id,
+                sa.null(),
+                sa.bindparam("c_status", type_=H.c.to_status.type),
+                sa.null(),
+                sa.bindparam("c_legacy_status", type_=H.c.to_legacy_status.type),
+                sa.literal("created"),
+                sa.bindparam("c_triggered_by", type_=H.c.triggered_by.type),
+                sa.bindparam("c_meta", type_=H.c.meta.type),
+                sa.bindparam("c_operation_id", type_=H.c.operation_id.type),
+                sa.bindparam("p_mode", type_=H.c.mode.type),
+                sa.false(),
+                sa.bindparam("c_now", type_=H.c.created_at.type),
+            ).select_from(unified_cte)
+            history_cte = (
+                sa.insert(H)
+                .from_select([H.c[k] for k in HISTORY_KEYS], history_values)
+                .returning(H.c.id)
+                .cte("history_insert")
+            )
+            written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
+            if not keyed:
+                return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written)
+            key_cte = self._key_insert(
+                system, unified_cte.c.id, unified_cte.c.legacy_id, unified_cte
+            )
+            keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
+            return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written, keys)
+
+        return self._get("create_dual_keyed" if keyed else "create_dual", system, build)

@@ -1,0 +1,119 @@
+"""When a legacy row and its unified row agree: the spec's rule, in one place.
+
+The adapter's single-entity ``check_consistency`` uses :func:`compare`; the bulk check
+(``unistatus check``) expresses the same rule in SQL with
+:func:`unistatus.domain.mapping.compatible_clause`. A test holds the two to the same answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.statuses import LegacySystemType
+
+
+class InconsistencyKind(StrEnum):
+    MISSING_UNIFIED = "missing_unified"
+    ORPHAN_UNIFIED = "orphan_unified"
+    STATUS_MISMATCH = "status_mismatch"
+    FIELD_MISMATCH = "field_mismatch"
+    UNMAPPABLE_LEGACY = "unmappable_legacy"
+    # The statuses agree, but the unified row's image of the legacy status
+    # (``legacy_status``) is not the legacy row's: a legacy-only change that kept the
+    # unified status (exchange CREATED -> RATE_LOCKED). The undo of the retirement
+    # refills legacy from that image, so it must be exact.
+    LEGACY_STATUS_DRIFT = "legacy_status_drift"
+
+
+SHARED_FIELDS = ("user_id", "amount", "currency")
+
+
+@dataclass(frozen=True)
+class Inconsistency:
+    kind: InconsistencyKind
+    system: str
+    legacy_id: int | None
+    transaction_id: str | None
+    field: str | None = None
+    legacy_value: Any = None
+    unified_value: Any = None
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["kind"] = self.kind.value
+        for key in ("legacy_value", "unified_value"):
+            if isinstance(d[key], Decimal):
+                d[key] = str(d[key])
+        return d
+
+
+_mapper = LegacyStatusMapper()
+
+
+def compare(
+    system: LegacySystemType,
+    legacy: Mapping[str, Any] | None,
+    unified: Mapping[str, Any] | None,
+) -> list[Inconsistency]:
+    """Every way ``legacy`` and ``unified`` disagree (empty list: consistent).
+
+    Rows are mappings with ``id``, ``status``, ``user_id``, ``amount``, ``currency``;
+    the unified one also ``legacy_id`` and ``legacy_status`` (its image of the legacy
+    status; a missing key reads as NULL). Either may be None (absent).
+    """
+    lid = legacy["id"] if legacy else (unified.get("legacy_id") if unified else None)
+    uid = unified["id"] if unified else None
+
+    def found(kind: InconsistencyKind, **kw: Any) -> Inconsistency:
+        return Inconsistency(kind, system.value, lid, uid, **kw)
+
+    if legacy is None:
+        if unified is not None and unified.get("legacy_id") is not None:
+            return [found(InconsistencyKind.ORPHAN_UNIFIED)]
+        return []
+    out: list[Inconsistency] = []
+    if _mapper.try_to_unified(system, legacy["status"]) is None:
+        out.append(
+            found(
+                InconsistencyKind.UNMAPPABLE_LEGACY, field="status", legacy_value=legacy["status"]
+            )
+        )
+    if unified is None:
+        out.append(found(InconsistencyKind.MISSING_UNIFIED))
+        return out
+    if not out and not _mapper.is_compatible(system, legacy["status"], unified["status"]):
+        out.append(
+            found(
+                InconsistencyKind.STATUS_MISMATCH,
+                field="status",
+                legacy_value=legacy["status"],
+                unified_value=unified["status"],
+            )
+        )
+    elif not out and unified.get("legacy_status") != legacy["status"]:
+        out.append(
+            found(
+                InconsistencyKind.LEGACY_STATUS_DRIFT,
+                field="legacy_status",
+                legacy_value=legacy["status"],
+                unified_value=unified.get("legacy_status"),
+            )
+        )
+    for name in SHARED_FIELDS:
+        lv, uv = legacy[name], unified[name]
+        if name == "amount":
+            same = lv is not None and uv is not None and Decimal(lv) == Decimal(uv)
+        else:
+            same = lv == uv
+        if not same:
+            out.append(
+                found(
+                    InconsistencyKind.FIELD_MISMATCH, field=name, legacy_value=lv, unified_value=uv
+                )
+            )
+    return out

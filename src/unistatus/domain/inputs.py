@@ -1,0 +1,243 @@
+"""The rules every value a caller passes must meet, written once.
+
+The library (:class:`unistatus.DualWriteAdapter`) and the HTTP API
+(:mod:`unistatus.api.service`) both call these, so a value is refused the same way wherever
+it comes from: an :class:`~unistatus.errors.InputError` (422 at the API) raised before
+any database work. A value the database could not store as it is (a number JSON has no
+word for, a lone surrogate, a NUL, an integer past BIGINT, a text past its column) would
+otherwise fail *in* the database and be counted as a write failure, which is what the
+error-rate alerts, ``/health`` and the phase gates watch: bad input must never look like
+an outage.
+
+Numbers written as text take ASCII digits only: ``Decimal`` and ``int`` also read
+Arabic-Indic and full-width digits, underscores and surrounding whitespace, none of
+which an amount or an id should ever contain.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+from unistatus.errors import InputError
+
+__all__ = [
+    "MAX_ACTOR_CHARS",
+    "MAX_AMOUNT_DECIMALS",
+    "MAX_AMOUNT_INTEGER_DIGITS",
+    "MAX_BIGINT",
+    "MAX_KEY_CHARS",
+    "MAX_METADATA_CHARS",
+    "MAX_REASON_CHARS",
+    "check_actor",
+    "check_amount",
+    "check_currency",
+    "check_key",
+    "check_metadata",
+    "check_reason",
+    "check_text",
+    "check_user_id",
+    "is_header_text",
+    "printable_problem",
+    "shown",
+]
+
+MAX_BIGINT = 2**63 - 1
+# status_history.triggered_by and unistatus_control_log.actor are VARCHAR(128).
+MAX_ACTOR_CHARS = 128
+# A reason is a sentence or a ticket reference, not a document (the column is TEXT).
+MAX_REASON_CHARS = 1000
+MAX_METADATA_CHARS = 16_384
+# unistatus_idempotency_keys.key is VARCHAR(255).
+MAX_KEY_CHARS = 255
+# unified_transactions.amount and the legacy amounts are NUMERIC(20, 8).
+MAX_AMOUNT_INTEGER_DIGITS = 12
+MAX_AMOUNT_DECIMALS = 8
+
+AMOUNT_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
+CURRENCY = re.compile(r"[A-Z][A-Z0-9]{2,9}")
+# Control characters other than tab, newline and carriage return, and surrogates
+# (which UTF-8 cannot encode: the driver or the database would fail on them).
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# An escaped NUL in serialised JSON: \u0000 after an even number of backslashes.
+_JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+_SHOWN_CHARS = 40
+# Printable ASCII with no blank at either end: what goes in an HTTP header unchanged
+# (idempotency keys, API tokens). Stricter than stored text (:func:`printable_problem`).
+_HEADER_TEXT = re.compile(r"[!-~](?:[ -~]*[!-~])?")
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` cut to a length an error message can carry."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
+
+
+def printable_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as it is, or None."""
+    bad = _UNPRINTABLE.search(text)
+    if bad is None:
+        return None
+    char = bad.group()
+    if "\ud800" <= char <= "\udfff":
+        return f"contains a lone surrogate (U+{ord(char):04X}), which is not valid Unicode text"
+    return f"contains the control character U+{ord(char):04X}"
+
+
+def is_header_text(value: object, *, spaces: bool = True) -> bool:
+    """Whether ``value`` goes in an HTTP header unchanged: printable ASCII, not empty,
+    no blank at either end (and none at all without ``spaces``, as a token)."""
+    return (
+        isinstance(value, str)
+        and _HEADER_TEXT.fullmatch(value) is not None
+        and (spaces or " " not in value)
+    )
+
+
+def check_key(key: object) -> str:
+    """An idempotency key: header text of at most ``MAX_KEY_CHARS`` characters."""
+    if not is_header_text(key):
+        raise InputError(
+            "an idempotency key must be printable ASCII without surrounding blanks, "
+            f"1 to {MAX_KEY_CHARS} characters (a UUID is a good one), got {key!r}"[:400]
+        )
+    assert isinstance(key, str)
+    if len(key) > MAX_KEY_CHARS:
+        raise InputError(f"an idempotency key has at most {MAX_KEY_CHARS} characters")
+    return key
+
+
+def check_text(name: str, value: object, max_chars: int, *, required: bool = True) -> str | None:
+    """A bounded, printable text (tabs and line breaks allowed); None when not required."""
+    if value is None or value == "":
+        if required:
+            raise InputError(f"{name} is required")
+        return None
+    if not isinstance(value, str):
+        raise InputError(f"{name} must be text, got {type(value).__name__}")
+    if required and not value.strip():
+        raise InputError(f"{name} is required (it is blank)")
+    if len(value) > max_chars:
+        raise InputError(f"{name} is too long: {len(value):,} characters (at most {max_chars:,})")
+    problem = printable_problem(value)
+    if problem:
+        raise InputError(f"{name} {problem}")
+    return value
+
+
+def check_reason(value: object) -> str:
+    """Why a change is made (recorded with it): required, stripped, at most
+    ``MAX_REASON_CHARS`` printable characters."""
+    text = check_text(
+        "reason", value.strip() if isinstance(value, str) else value, MAX_REASON_CHARS
+    )
+    assert text is not None
+    return text
+
+
+def check_actor(value: object) -> str:
+    """Who makes a change (recorded with it): required, stripped, at most
+    ``MAX_ACTOR_CHARS`` printable characters (the columns are VARCHAR(128))."""
+    text = check_text("actor", value.strip() if isinstance(value, str) else value, MAX_ACTOR_CHARS)
+    assert text is not None
+    return text
+
+
+def check_user_id(user_id: object) -> int:
+    if isinstance(user_id, bool) or not isinstance(user_id, int) or not 0 < user_id <= MAX_BIGINT:
+        raise InputError(
+            f"user_id must be a positive integer below 2**63 (a BIGINT), got {shown(user_id)}"
+        )
+    return user_id
+
+
+def check_amount(amount: object, exact_digits: int | None = None) -> Decimal:
+    """A positive decimal that NUMERIC(20, 8) stores exactly: Decimal, int or ASCII text."""
+    if isinstance(amount, float | bool):
+        raise InputError(
+            f"amount must be exact: pass a Decimal or a decimal string, not {type(amount).__name__}"
+        )
+    if isinstance(amount, str):
+        if not AMOUNT_TEXT.fullmatch(amount) or len(amount) > 64:
+            raise InputError(
+                f"amount {shown(amount)} is not a decimal number: write ASCII digits with an "
+                'optional decimal point, e.g. "10.50"'
+            )
+        value = Decimal(amount)
+    elif isinstance(amount, int | Decimal):
+        value = Decimal(amount)
+    else:
+        raise InputError(
+            f"amount must be a Decimal, an int or a decimal string, not {type(amount).__name__}"
+        )
+    if not value.is_finite():
+        raise InputError(f"amount {shown(amount)} is not a finite decimal number")
+    if value <= 0:
+        raise InputError(f"amount must be positive, got {shown(amount)}")
+    exponent = value.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_AMOUNT_DECIMALS:
+        raise InputError(
+            f"amount {shown(amount)} has more than {MAX_AMOUNT_DECIMALS} decimal places"
+        )
+    if value >= Decimal(10) ** MAX_AMOUNT_INTEGER_DIGITS:
+        raise InputError(
+            f"amount {shown(amount)} is too large "
+            f"(at most {MAX_AMOUNT_INTEGER_DIGITS} integer digits)"
+        )
+    if exact_digits is not None and len(value.normalize().as_tuple().digits) > exact_digits:
+        raise InputError(
+            f"amount {value} has more than {exact_digits} significant digits, which this "
+            "database cannot store exactly (SQLite keeps NUMERIC as a float; use PostgreSQL)"
+        )
+    return value
+
+
+def check_currency(currency: object) -> str:
+    if not isinstance(currency, str) or not CURRENCY.fullmatch(currency):
+        raise InputError(
+            f"currency must be an upper-case code like USD or USDT, got {shown(currency)}"
+        )
+    return currency
+
+
+def check_metadata(metadata: object) -> dict[str, Any] | None:
+    """A JSON object the database stores as it is, or None.
+
+    Strict JSON only: no NaN or Infinity (``1e400`` parses to Infinity), no lone
+    surrogates (not encodable as UTF-8), no NUL (PostgreSQL's jsonb refuses it), at most
+    ``MAX_METADATA_CHARS`` characters once serialised.
+    """
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise InputError(f"metadata must be a JSON object (a dict), not {type(metadata).__name__}")
+    try:
+        text = json.dumps(metadata, allow_nan=False, ensure_ascii=False)
+    except ValueError as exc:
+        if "JSON compliant" in str(exc):
+            raise InputError(
+                "metadata must be strict JSON: NaN, Infinity and numbers too large for a "
+                "double (like 1e400) have no JSON form"
+            ) from None
+        raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
+    except (TypeError, RecursionError) as exc:
+        raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
+    if len(text) > MAX_METADATA_CHARS:
+        raise InputError(
+            f"metadata is too large: {len(text):,} characters of JSON "
+            f"(at most {MAX_METADATA_CHARS:,})"
+        )
+    if _JSON_NUL.search(text):
+        raise InputError("metadata must not contain NUL characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            f"metadata contains a lone surrogate (U+{ord(text[exc.start]):04X}), "
+            "which is not valid Unicode text"
+        ) from None
+    return metadata

@@ -1,0 +1,341 @@
+"""The status mapping, held once as data, and everything derived from it.
+
+`FORWARD` (legacy -> unified, per system) and `CANONICAL_REVERSE` (unified -> legacy,
+per transaction type) are the tables of ``shared/spec/status-model.md``. The mapper
+answers questions about them in Python; :func:`forward_case` and friends turn the same
+tables into SQL expressions for set-based backfill and checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.domain.statuses import (
+    CashoutStatus as C,
+)
+from unistatus.domain.statuses import (
+    EscrowStatus as E,
+)
+from unistatus.domain.statuses import (
+    ExchangeStatus as X,
+)
+from unistatus.domain.statuses import (
+    LegacySystemType,
+    UnifiedTransactionType,
+)
+from unistatus.domain.statuses import (
+    UnifiedTransactionStatus as U,
+)
+from unistatus.errors import InvalidStatusError, UnmappableStatusError
+
+LegacyStatus = C | E | X
+
+FORWARD: Mapping[LegacySystemType, Mapping[str, U]] = {
+    LegacySystemType.CASHOUT: {
+        C.PENDING: U.PENDING,
+        C.OTP_PENDING: U.OTP_PENDING,
+        C.USER_CONFIRM_PENDING: U.AWAITING_APPROVAL,
+        C.ADMIN_PENDING: U.ADMIN_PENDING,
+        C.PENDING_ADDRESS_CONFIG: U.ADMIN_PENDING,
+        C.PENDING_SERVICE_FUNDING: U.ADMIN_PENDING,
+        C.APPROVED: U.FUNDS_HELD,
+        C.EXECUTING: U.PROCESSING,
+        C.AWAITING_RESPONSE: U.AWAITING_RESPONSE,
+        C.SUCCESS: U.SUCCESS,
+        C.COMPLETED: U.SUCCESS,
+        C.FAILED: U.FAILED,
+        C.CANCELLED: U.CANCELLED,
+        C.EXPIRED: U.EXPIRED,
+    },
+    LegacySystemType.ESCROW: {
+        E.CREATED: U.PENDING,
+        E.PAYMENT_PENDING: U.AWAITING_PAYMENT,
+        E.PAYMENT_CONFIRMED: U.PAYMENT_CONFIRMED,
+        E.PARTIAL_PAYMENT: U.PARTIAL_PAYMENT,
+        E.AWAITING_SELLER: U.AWAITING_APPROVAL,
+        E.PENDING_SELLER: U.AWAITING_APPROVAL,
+        E.PENDING_DEPOSIT: U.AWAITING_PAYMENT,
+        E.ACTIVE: U.FUNDS_HELD,
+        E.COMPLETED: U.SUCCESS,
+        E.DISPUTED: U.DISPUTED,
+        E.CANCELLED: U.CANCELLED,
+        E.REFUNDED: U.CANCELLED,
+        E.EXPIRED: U.EXPIRED,
+    },
+    LegacySystemType.EXCHANGE: {
+        X.CREATED: U.PENDING,
+        X.AWAITING_DEPOSIT: U.AWAITING_PAYMENT,
+        X.RATE_LOCKED: U.PENDING,
+        X.PAYMENT_RECEIVED: U.PAYMENT_CONFIRMED,
+        X.PAYMENT_CONFIRMED: U.PAYMENT_CONFIRMED,
+        X.PROCESSING: U.PROCESSING,
+        X.COMPLETED: U.SUCCESS,
+        X.FAILED: U.FAILED,
+        X.CANCELLED: U.CANCELLED,
+        X.ADDRESS_GENERATION_FAILED: U.FAILED,
+        X.PENDING_APPROVAL: U.ADMIN_PENDING,
+    },
+}
+
+CANONICAL_REVERSE: Mapping[UnifiedTransactionType, Mapping[U, str]] = {
+    UnifiedTransactionType.WALLET_CASHOUT: {
+        U.PENDING: C.PENDING,
+        U.OTP_PENDING: C.OTP_PENDING,
+        U.AWAITING_APPROVAL: C.USER_CONFIRM_PENDING,
+        U.ADMIN_PENDING: C.ADMIN_PENDING,
+        U.FUNDS_HELD: C.APPROVED,
+        U.PROCESSING: C.EXECUTING,
+        U.AWAITING_RESPONSE: C.AWAITING_RESPONSE,
+        U.SUCCESS: C.SUCCESS,
+        U.FAILED: C.FAILED,
+        U.CANCELLED: C.CANCELLED,
+        U.EXPIRED: C.EXPIRED,
+    },
+    UnifiedTransactionType.ESCROW: {
+        U.PENDING: E.CREATED,
+        U.AWAITING_PAYMENT: E.PAYMENT_PENDING,
+        U.PAYMENT_CONFIRMED: E.PAYMENT_CONFIRMED,
+        U.PARTIAL_PAYMENT: E.PARTIAL_PAYMENT,
+        U.AWAITING_APPROVAL: E.AWAITING_SELLER,
+        U.FUNDS_HELD: E.ACTIVE,
+        U.RELEASE_PENDING: E.ACTIVE,  # unified-only refinement of ACTIVE
+        U.SUCCESS: E.COMPLETED,
+        U.DISPUTED: E.DISPUTED,
+        U.CANCELLED: E.CANCELLED,
+        U.EXPIRED: E.EXPIRED,
+    },
+    UnifiedTransactionType.EXCHANGE: {
+        U.PENDING: X.CREATED,
+        U.AWAITING_PAYMENT: X.AWAITING_DEPOSIT,
+        U.PAYMENT_CONFIRMED: X.PAYMENT_CONFIRMED,
+        U.ADMIN_PENDING: X.PENDING_APPROVAL,
+        U.PROCESSING: X.PROCESSING,
+        U.SUCCESS: X.COMPLETED,
+        U.FAILED: X.FAILED,
+        U.CANCELLED: X.CANCELLED,
+    },
+}
+
+# The plain-string views the hot paths use (no Enum hashing per call).
+_FORWARD_STR: dict[LegacySystemType, dict[str, str]] = {
+    s: {str(k.value if isinstance(k, Enum) else k): v.value for k, v in m.items()}
+    for s, m in FORWARD.items()
+}
+_REVERSE_STR: dict[UnifiedTransactionType, dict[str, str]] = {
+    t: {k.value: str(v.value if isinstance(v, Enum) else v) for k, v in m.items()}
+    for t, m in CANONICAL_REVERSE.items()
+}
+
+
+def _value(x: object) -> str:
+    return str(x.value) if isinstance(x, Enum) else str(x)
+
+
+@dataclass
+class MappingValidationReport:
+    """What :meth:`LegacyStatusMapper.validate` found. ``ok`` only when nothing is wrong."""
+
+    legacy_counts: dict[str, int] = field(default_factory=dict)
+    legacy_mapped: dict[str, int] = field(default_factory=dict)
+    unified_reachable: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def total_legacy(self) -> int:
+        return sum(self.legacy_counts.values())
+
+    @property
+    def total_mapped(self) -> int:
+        return sum(self.legacy_mapped.values())
+
+    @property
+    def coverage(self) -> float:
+        return self.total_mapped / self.total_legacy if self.total_legacy else 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.coverage == 1.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "coverage": self.coverage,
+            "total_legacy": self.total_legacy,
+            "total_mapped": self.total_mapped,
+            "legacy": {
+                s: {"statuses": n, "mapped": self.legacy_mapped.get(s, 0)}
+                for s, n in self.legacy_counts.items()
+            },
+            "unified_reachable": len(self.unified_reachable),
+            "unified_total": len(U),
+            "problems": list(self.problems),
+        }
+
+
+class LegacyStatusMapper:
+    """Bidirectional mapping between the three legacy vocabularies and the unified one."""
+
+    def to_unified(self, system: LegacySystemType | str, legacy_status: object) -> U:
+        """The unified status of a legacy value; raises UnmappableStatusError if unknown."""
+        system = LegacySystemType.parse(system)
+        if legacy_status is None:
+            raise UnmappableStatusError(system.value, None)
+        unified = _FORWARD_STR[system].get(_value(legacy_status))
+        if unified is None:
+            raise UnmappableStatusError(system.value, legacy_status)
+        return U(unified)
+
+    def try_to_unified(self, system: LegacySystemType, legacy_status: object) -> U | None:
+        """Like :meth:`to_unified` but None for an unmappable value."""
+        if legacy_status is None:
+            return None
+        unified = _FORWARD_STR[system].get(_value(legacy_status))
+        return U(unified) if unified is not None else None
+
+    def to_legacy(
+        self,
+        transaction_type: UnifiedTransactionType | str,
+        unified_status: U | str,
+        current: object | None = None,
+    ) -> str:
+        """The legacy value to write for a unified status.
+
+        Keeps ``current`` when it already maps to ``unified_status`` (an escrow in
+        PENDING_SELLER stays PENDING_SELLER on AWAITING_APPROVAL); otherwise canonical.
+        """
+        ttype = UnifiedTransactionType(_value(transaction_type))
+        ustatus = self.parse_unified(ttype, unified_status)
+        if current is not None:
+            cur = _value(current)
+            if _FORWARD_STR[ttype.legacy_system].get(cur) == ustatus.value:
+                return cur
+        return _REVERSE_STR[ttype][ustatus.value]
+
+    def parse_unified(self, transaction_type: UnifiedTransactionType, status: object) -> U:
+        """Parse a unified status and check it is valid for the type."""
+        valid = _REVERSE_STR[transaction_type]
+        key = _value(status)
+        if key not in valid:
+            raise InvalidStatusError(transaction_type.value, status, valid)
+        return U(key)
+
+    def is_compatible(
+        self, system: LegacySystemType | str, legacy_status: object, unified_status: object
+    ) -> bool:
+        """The spec's rule: forward(ls) == u, or reverse(u) == ls (refinements)."""
+        system = LegacySystemType.parse(system)
+        if legacy_status is None or unified_status is None:
+            return False
+        ls, us = _value(legacy_status), _value(unified_status)
+        if _FORWARD_STR[system].get(ls) == us:
+            return True
+        return _REVERSE_STR[system.transaction_type].get(us) == ls
+
+    def is_valid_unified(self, transaction_type: UnifiedTransactionType, value: str) -> bool:
+        """Whether ``value`` is a unified status valid for the type (no copies: hot path)."""
+        return value in _REVERSE_STR[transaction_type]
+
+    def is_legacy_status(self, system: LegacySystemType, value: str) -> bool:
+        """Whether ``value`` is one of the system's legacy statuses (no copies: hot path)."""
+        return value in _FORWARD_STR[system]
+
+    def valid_statuses(self, transaction_type: UnifiedTransactionType | str) -> frozenset[U]:
+        ttype = UnifiedTransactionType(_value(transaction_type))
+        return frozenset(U(v) for v in _REVERSE_STR[ttype])
+
+    def legacy_statuses(self, system: LegacySystemType | str) -> list[str]:
+        return list(_FORWARD_STR[LegacySystemType.parse(system)])
+
+    def forward_table(self, system: LegacySystemType) -> dict[str, str]:
+        """legacy value -> unified value, as plain strings (for SQL generation)."""
+        return dict(_FORWARD_STR[system])
+
+    def reverse_table(self, transaction_type: UnifiedTransactionType) -> dict[str, str]:
+        return dict(_REVERSE_STR[transaction_type])
+
+    def validate(self) -> MappingValidationReport:
+        report = MappingValidationReport()
+        reachable: set[str] = set()
+        for system in LegacySystemType:
+            enum_values = [m.value for m in system.status_enum]
+            report.legacy_counts[system.value] = len(enum_values)
+            mapped = [v for v in enum_values if v in _FORWARD_STR[system]]
+            report.legacy_mapped[system.value] = len(mapped)
+            for v in enum_values:
+                if v not in _FORWARD_STR[system]:
+                    report.problems.append(f"{system.value}.{v} has no unified mapping")
+            ttype = system.transaction_type
+            reverse = _REVERSE_STR[ttype]
+            for legacy, unified in _FORWARD_STR[system].items():
+                reachable.add(unified)
+                if unified not in reverse:
+                    report.problems.append(
+                        f"{system.value}.{legacy} maps to {unified}, which has no reverse for "
+                        f"{ttype.value}"
+                    )
+            for unified, legacy in reverse.items():
+                reachable.add(unified)
+                if legacy not in _FORWARD_STR[system]:
+                    report.problems.append(
+                        f"{ttype.value}: {unified} reverses to unknown legacy value {legacy}"
+                    )
+                elif not self.is_compatible(system, legacy, unified):
+                    report.problems.append(
+                        f"{ttype.value}: forward(reverse({unified})) = "
+                        f"{_FORWARD_STR[system][legacy]} is not compatible with {unified}"
+                    )
+        report.unified_reachable = sorted(reachable)
+        for u in U:
+            if u.value not in reachable:
+                report.problems.append(f"unified status {u.value} is not reachable")
+        return report
+
+
+# --- SQL generated from the same tables ---------------------------------------------
+
+
+def forward_case(system: LegacySystemType, legacy_col: sa.ColumnElement[Any]) -> sa.Case[Any]:
+    """CASE legacy_col WHEN 'PENDING' THEN 'PENDING' ... ELSE NULL END (NULL = unmappable)."""
+    return sa.case(_FORWARD_STR[system], value=legacy_col, else_=sa.null())
+
+
+def reverse_case(
+    transaction_type: UnifiedTransactionType, unified_col: sa.ColumnElement[Any]
+) -> sa.Case[Any]:
+    """CASE unified_col WHEN ... THEN canonical legacy ... ELSE NULL END."""
+    return sa.case(_REVERSE_STR[transaction_type], value=unified_col, else_=sa.null())
+
+
+def compatible_clause(
+    system: LegacySystemType,
+    legacy_col: sa.ColumnElement[Any],
+    unified_col: sa.ColumnElement[Any],
+) -> sa.ColumnElement[bool]:
+    """SQL form of :meth:`LegacyStatusMapper.is_compatible` (NULLs are never compatible).
+
+    Written as an explicit list of compatible (legacy, unified) pairs so that it is plain,
+    index-friendly SQL on every dialect and shares its truth table with the Python rule.
+    """
+    pairs = compatible_pairs(system)
+    return sa.tuple_(legacy_col, unified_col).in_(pairs)
+
+
+def compatible_pairs(system: LegacySystemType) -> list[tuple[str, str]]:
+    ttype = system.transaction_type
+    pairs = set(_FORWARD_STR[system].items())
+    pairs |= {(legacy, unified) for unified, legacy in _REVERSE_STR[ttype].items()}
+    return sorted(pairs)
+
+
+def mapping_rows() -> list[dict[str, str]]:
+    """Every forward mapping as rows (for the `mapping` command and docs)."""
+    return [
+        {"system": s.value, "legacy": legacy, "unified": unified}
+        for s, m in _FORWARD_STR.items()
+        for legacy, unified in m.items()
+    ]

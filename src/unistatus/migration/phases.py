@@ -1,0 +1,579 @@
+"""The migration's phases, with gates measured from live data.
+
+=====  ==================  ==========================  =====================================
+phase  name                write mode                  gates to enter it
+=====  ==================  ==========================  =====================================
+0      not started         LEGACY_ONLY                 (fresh install; emergency rollback)
+1      foundation          DUAL_WRITE_LEGACY_PRIMARY   mapping validation 100%
+2      backfill            DUAL_WRITE_LEGACY_PRIMARY   mapping 100%, dual-write on, new
+                                                       transactions 100% consistent, error
+                                                       rate < 0.1%
+3      unified primary     DUAL_WRITE_UNIFIED_PRIMARY  backfill 100% per system, latest full
+                                                       check 100%, quarantine and repair
+                                                       queue empty
+4      retirement          UNIFIED_ONLY                soak in unified primary, p95 < 200 ms,
+                                                       error rate < 0.1%, full check 100%
+                                                       run since unified became primary
+=====  ==================  ==========================  =====================================
+
+Phase 0 exists so that a fresh install and an emergency rollback (which ends in
+LEGACY_ONLY) have an honest phase; ``advance`` from 0 is what turns dual-write on.
+
+The phase is the control value ``phase``; it is written in the same transaction as the
+mode, under the exclusive mode lock, so no adapter write commits in between. Every
+change is in the control log with the actor, the reason and the gate values measured
+at the time (and which gates were forced).
+
+A gate that reads a stored check accepts only a check that STARTED after the last change
+of the mode, the phase or a rollback (the control log): a check of an earlier state
+(before an emergency rollback and the legacy-only writes after it, say) never opens a
+gate.
+
+A gate whose data source is missing (no measurement yet, an unreadable source) fails
+with the value ``unavailable``: a gate never passes by default. ``force`` passes failing
+gates only with a reason, and records which ones were forced.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.clock import as_utc, utcnow
+from unistatus.config import Settings
+from unistatus.db.control import MODE_KEY, read_mode, read_value, write_value
+from unistatus.db.dialect import ops_for
+from unistatus.db.tables import control_log
+from unistatus.domain.inputs import check_actor, check_reason
+from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import GateError, InputError, StorageError
+from unistatus.migration.replay_conflicts import open_conflict_count
+
+__all__ = [
+    "GATE_WINDOW_SECONDS",
+    "Gate",
+    "MAX_ERROR_RATE",
+    "MAX_P95_MS",
+    "PHASES",
+    "PHASE_KEY",
+    "PhaseChange",
+    "PhaseInfo",
+    "PhaseStatus",
+    "advance",
+    "evaluate_gates",
+    "phase_started_at",
+    "phase_status",
+    "read_phase",
+    "rollback_phase",
+    "write_phase",
+]
+
+log = logging.getLogger("unistatus.migration.phases")
+
+PHASE_KEY = "phase"
+MAX_ERROR_RATE = 0.001  # < 0.1 %
+MAX_P95_MS = 200.0
+# Error rate and latency gates look at the adapters' operations over the last hour.
+GATE_WINDOW_SECONDS = 3600.0
+UNAVAILABLE = "unavailable"
+
+
+@dataclass(frozen=True)
+class PhaseInfo:
+    number: int
+    name: str
+    mode: DualWriteMode
+
+
+PHASES: dict[int, PhaseInfo] = {
+    0: PhaseInfo(0, "not started", DualWriteMode.LEGACY_ONLY),
+    1: PhaseInfo(1, "foundation", DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY),
+    2: PhaseInfo(2, "backfill", DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY),
+    3: PhaseInfo(3, "unified primary", DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY),
+    4: PhaseInfo(4, "retirement", DualWriteMode.UNIFIED_ONLY),
+}
+LAST_PHASE = max(PHASES)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One success criterion: its measured value, the threshold, and whether it passes."""
+
+    name: str
+    value: Any
+    threshold: Any
+    passed: bool
+    detail: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "threshold": self.threshold,
+            "passed": self.passed,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class PhaseStatus:
+    phase: int
+    name: str
+    mode: DualWriteMode
+    expected_mode: DualWriteMode
+    next_phase: int | None
+    gates: list[Gate]
+    since: datetime | None
+
+    @property
+    def ready(self) -> bool:
+        """Every gate into the next phase passes (False at the last phase)."""
+        return self.next_phase is not None and all(g.passed for g in self.gates)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "name": self.name,
+            "mode": self.mode.value,
+            "expected_mode": self.expected_mode.value,
+            "mode_matches_phase": self.mode is self.expected_mode,
+            "since": self.since.isoformat() if self.since else None,
+            "next_phase": self.next_phase,
+            "next_phase_name": PHASES[self.next_phase].name if self.next_phase else None,
+            "ready": self.ready,
+            "gates": [g.as_dict() for g in self.gates],
+        }
+
+
+@dataclass
+class PhaseChange:
+    """What an advance or a rollback did."""
+
+    from_phase: int
+    to_phase: int
+    from_mode: DualWriteMode
+    to_mode: DualWriteMode
+    actor: str
+    reason: str
+    at: datetime
+    gates: list[Gate] = field(default_factory=list)
+    forced: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "from_phase": self.from_phase,
+            "to_phase": self.to_phase,
+            "from_mode": self.from_mode.value,
+            "to_mode": self.to_mode.value,
+            "actor": self.actor,
+            "reason": self.reason,
+            "at": self.at.isoformat(),
+            "gates": [g.as_dict() for g in self.gates],
+            "forced": list(self.forced),
+            "notes": list(self.notes),
+            "details": self.details,
+        }
+
+
+# --- the stored phase ---------------------------------------------------------------
+
+
+def read_phase(conn: sa.Connection) -> int:
+    value = read_value(conn, PHASE_KEY)
+    if value is None:
+        return 0
+    try:
+        phase = int(value)
+    except ValueError:
+        raise StorageError(f"stored phase {value!r} is not a number") from None
+    if phase not in PHASES:
+        raise StorageError(f"stored phase {phase} is not one of {sorted(PHASES)}")
+    return phase
+
+
+def write_phase(
+    conn: sa.Connection,
+    phase: int,
+    mode: DualWriteMode,
+    *,
+    actor: str,
+    reason: str,
+    metadata: dict[str, Any],
+) -> None:
+    """Set phase and mode in the caller's transaction (which holds the mode lock)."""
+    if read_mode(conn) is not mode:
+        write_value(conn, MODE_KEY, mode.value, actor=actor, reason=reason, metadata=metadata)
+    write_value(conn, PHASE_KEY, str(phase), actor=actor, reason=reason, metadata=metadata)
+
+
+def _last_change_to(conn: sa.Connection, key: str, value: str) -> datetime | None:
+    q = (
+        sa.select(control_log.c.created_at)
+        .where(control_log.c.key == key, control_log.c.new_value == value)
+        .order_by(control_log.c.id.desc())
+        .limit(1)
+    )
+    return as_utc(conn.execute(q).scalar_one_or_none())
+
+
+def _control_keys() -> tuple[str, ...]:
+    from unistatus.migration.rollback import ROLLBACK_KEY
+
+    return (MODE_KEY, PHASE_KEY, ROLLBACK_KEY)
+
+
+def _last_control_id(conn: sa.Connection) -> int:
+    """The newest mode, phase or rollback entry of the control log (0 if none)."""
+    q = sa.select(sa.func.max(control_log.c.id)).where(control_log.c.key.in_(_control_keys()))
+    return int(conn.execute(q).scalar_one_or_none() or 0)
+
+
+def _last_control_change(conn: sa.Connection) -> datetime | None:
+    """When the mode, the phase or a rollback last changed (None if never).
+
+    A check that started before then measured another system state: a gate never
+    reads it (legacy-only writes after an emergency rollback, say, are not in it).
+    """
+    q = sa.select(sa.func.max(control_log.c.created_at)).where(
+        control_log.c.key.in_(_control_keys())
+    )
+    return as_utc(conn.execute(q).scalar_one_or_none())
+
+
+def phase_started_at(engine: sa.Engine, phase: int) -> datetime | None:
+    """When the phase was last entered (None if never)."""
+    with engine.connect() as conn:
+        return _last_change_to(conn, PHASE_KEY, str(phase))
+
+
+# --- gates --------------------------------------------------------------------------
+
+
+def _unavailable(name: str, threshold: Any, why: str) -> Gate:
+    return Gate(name, UNAVAILABLE, threshold, False, why)
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:.3f}".rstrip("0").rstrip(".") + "%"
+
+
+def _gate_mapping() -> Gate:
+    report = LegacyStatusMapper().validate()
+    detail = "; ".join(report.problems[:5]) or None
+    return Gate("mapping_validation", _pct(report.coverage), "100%", report.ok, detail)
+
+
+def _gate_dual_write(mode: DualWriteMode) -> Gate:
+    return Gate("dual_write_on", mode.value, "DUAL_WRITE_*", mode.is_dual)
+
+
+def _gate_error_rate(engine: sa.Engine) -> Gate:
+    from unistatus.observe.stats import window
+
+    w = window(engine, GATE_WINDOW_SECONDS)
+    if w.count == 0:
+        return _unavailable(
+            "error_rate",
+            f"< {_pct(MAX_ERROR_RATE)}",
+            "no adapter operations recorded in the last hour (attach "
+            "unistatus.observe.stats.OperationStats to the adapters)",
+        )
+    return Gate(
+        "error_rate",
+        _pct(w.error_rate),
+        f"< {_pct(MAX_ERROR_RATE)}",
+        w.error_rate < MAX_ERROR_RATE,
+        f"{w.errors} errors in {w.count} operations over the last hour",
+    )
+
+
+def _gate_p95(engine: sa.Engine) -> Gate:
+    from unistatus.observe.stats import window
+
+    w = window(engine, GATE_WINDOW_SECONDS)
+    p95 = w.p95_ms
+    if p95 is None:
+        return _unavailable(
+            "p95_latency_ms", f"< {MAX_P95_MS:g}", "no adapter operations recorded in the last hour"
+        )
+    return Gate(
+        "p95_latency_ms",
+        round(p95, 1),
+        f"< {MAX_P95_MS:g}",
+        p95 < MAX_P95_MS,
+        f"{w.count} operations over the last hour",
+    )
+
+
+def _gate_check(
+    engine: sa.Engine,
+    name: str,
+    *,
+    after: datetime | None,
+    covering_since: datetime | None,
+    require_full: bool,
+    need_rows: bool,
+) -> Gate:
+    """A stored check report, started after ``after``, 100% consistent."""
+    from unistatus.migration.check import latest_report as latest
+
+    try:
+        report = latest(engine, scope="all") if require_full else latest(engine)
+    except sa.exc.SQLAlchemyError as exc:
+        return _unavailable(name, "100%", f"cannot read check reports: {exc}")
+    if report is None:
+        return _unavailable(name, "100%", "no check report yet: run `unistatus check`")
+    created = as_utc(report.created_at)
+    started = as_utc(getattr(report, "started_at", None)) or created
+    if after is not None and started is not None and started < after:
+        return _unavailable(
+            name,
+            "100%",
+            f"check #{report.id} started before the last mode, phase or rollback change "
+            f"({after.isoformat()}): run it again",
+        )
+    systems = {str(s) for s in getattr(report, "systems", [])}
+    if systems and systems != {s.value for s in LegacySystemType}:
+        return _unavailable(
+            name, "100%", f"the latest check covers only {', '.join(sorted(systems))}"
+        )
+    since = as_utc(getattr(report, "since", None))
+    if covering_since is not None and since is not None and since > covering_since:
+        return _unavailable(
+            name,
+            "100%",
+            f"the latest check covers only changes since {since.isoformat()}: run "
+            f"`unistatus check --since {covering_since.isoformat()}`",
+        )
+    if need_rows and report.total == 0:
+        return Gate(name, "0 of 0", "100%", False, "no transactions to verify yet")
+    rate = float(report.consistency_rate)
+    detail = f"check #{report.id}: {report.consistent} of {report.total} consistent"
+    return Gate(name, _pct(rate), "100%", bool(report.is_consistent), detail)
+
+
+def _gate_backfill(engine: sa.Engine, settings: Settings) -> list[Gate]:
+    from unistatus.backfill import progress
+
+    try:
+        result = progress(engine, settings)
+    except Exception as exc:  # a broken source makes the gate fail, never pass
+        return [_unavailable("backfill_complete", "100%", f"cannot read progress: {exc}")]
+    gates: list[Gate] = []
+    for system, info in sorted(result.items()):
+        percent = float(info.get("percent") or 0.0)
+        complete = bool(info.get("complete")) and percent >= 100.0
+        detail = f"{info.get('done', 0)} of {info.get('total', 0)} rows, {info.get('state')}"
+        gates.append(
+            Gate(f"backfill_{str(system).lower()}", f"{percent:g}%", "100%", complete, detail)
+        )
+    return gates or [_unavailable("backfill_complete", "100%", "no backfill progress reported")]
+
+
+def _gate_zero(engine: sa.Engine, name: str, count: Callable[[sa.Engine], int]) -> Gate:
+    try:
+        n = int(count(engine))
+    except Exception as exc:
+        return _unavailable(name, 0, f"cannot count: {exc}")
+    return Gate(name, n, 0, n == 0)
+
+
+def _gate_soak(conn: sa.Connection, mode: DualWriteMode, settings: Settings) -> Gate:
+    threshold = f">= {settings.soak_seconds:g} s"
+    if mode is not DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
+        return Gate("unified_primary_soak_s", 0, threshold, False, f"mode is {mode.value}")
+    since = _last_change_to(conn, MODE_KEY, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
+    if since is None:
+        return _unavailable("unified_primary_soak_s", threshold, "no record of the switch")
+    elapsed = (utcnow() - since).total_seconds()
+    return Gate(
+        "unified_primary_soak_s",
+        round(elapsed, 1),
+        threshold,
+        elapsed >= settings.soak_seconds,
+        f"unified primary since {since.isoformat()}",
+    )
+
+
+def evaluate_gates(
+    engine: sa.Engine, settings: Settings, into: int, *, mode: DualWriteMode | None = None
+) -> list[Gate]:
+    """Measure the gates for entering phase ``into`` now."""
+    if into not in PHASES or into == 0:
+        raise InputError(f"no gates for phase {into}: phases are 1..{LAST_PHASE}")
+    with engine.connect() as conn:
+        mode = mode or read_mode(conn)
+        phase1 = _last_change_to(conn, PHASE_KEY, "1")
+        # Every gate that reads a check wants one started after this (it is never
+        # earlier than entering phase 1 or switching to unified primary).
+        changed = _last_control_change(conn)
+        soak = _gate_soak(conn, mode, settings) if into == 4 else None
+    if into == 1:
+        return [_gate_mapping()]
+    if into == 2:
+        return [
+            _gate_mapping(),
+            _gate_dual_write(mode),
+            _gate_check(
+                engine,
+                "new_transactions_consistent",
+                after=changed,
+                covering_since=phase1,
+                require_full=False,
+                need_rows=True,
+            ),
+            _gate_error_rate(engine),
+        ]
+    if into == 3:
+        from unistatus.backfill import quarantine_count
+        from unistatus.migration.repair import open_repair_count
+
+        return [
+            *_gate_backfill(engine, settings),
+            _gate_check(
+                engine,
+                "full_check_consistent",
+                after=changed,
+                covering_since=None,
+                require_full=True,
+                need_rows=False,
+            ),
+            _gate_zero(engine, "quarantine", quarantine_count),
+            _gate_zero(engine, "repair_queue_open", open_repair_count),
+            _gate_zero(engine, "replay_conflicts_open", open_conflict_count),
+        ]
+    assert soak is not None
+    return [
+        soak,
+        _gate_p95(engine),
+        _gate_error_rate(engine),
+        _gate_check(
+            engine,
+            "full_check_consistent",
+            after=changed,
+            covering_since=None,
+            require_full=True,
+            need_rows=False,
+        ),
+        _gate_zero(engine, "replay_conflicts_open", open_conflict_count),
+    ]
+
+
+def phase_status(engine: sa.Engine, settings: Settings) -> PhaseStatus:
+    """The phase, the mode, and the next phase's gates measured now."""
+    try:
+        with engine.connect() as conn:
+            phase = read_phase(conn)
+            mode = read_mode(conn)
+            since = _last_change_to(conn, PHASE_KEY, str(phase))
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot read the phase: {exc.orig}") from None
+    nxt = phase + 1 if phase < LAST_PHASE else None
+    gates = evaluate_gates(engine, settings, nxt, mode=mode) if nxt else []
+    info = PHASES[phase]
+    return PhaseStatus(phase, info.name, mode, info.mode, nxt, gates, since)
+
+
+def _gate_meta(gates: list[Gate]) -> list[dict[str, Any]]:
+    return [g.as_dict() for g in gates]
+
+
+def advance(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    actor: str,
+    reason: str | None = None,
+    force: bool = False,
+) -> PhaseChange:
+    """Enter the next phase if every gate passes (or ``force`` with a reason).
+
+    Sets the next phase's mode in the same transaction, under the exclusive mode lock.
+    """
+    if not actor or not actor.strip():
+        raise InputError("an actor is required")
+    actor = check_actor(actor)
+    if reason is not None and reason.strip():
+        reason = check_reason(reason)
+    with engine.connect() as conn:
+        seen = _last_control_id(conn)
+    status = phase_status(engine, settings)
+    if status.next_phase is None:
+        raise GateError(f"already in phase {status.phase} ({status.name}), the last one")
+    failing = [g for g in status.gates if not g.passed]
+    if failing and not force:
+        listed = "; ".join(f"{g.name}={g.value} (needs {g.threshold})" for g in failing)
+        raise GateError(
+            f"cannot enter phase {status.next_phase}: {len(failing)} gate(s) failing: {listed}. "
+            "Fix them, or pass --force with --reason to override (recorded)."
+        )
+    if failing and not (reason and reason.strip()):
+        raise InputError("--force over failing gates needs --reason (it is recorded)")
+    to = PHASES[status.next_phase]
+    text = reason.strip() if reason and reason.strip() else f"all gates into phase {to.number} pass"
+    forced = [g.name for g in failing]
+    meta = {
+        "action": "advance",
+        "from_phase": status.phase,
+        "to_phase": to.number,
+        "gates": _gate_meta(status.gates),
+        "forced": forced,
+    }
+    ops = ops_for(engine)
+    with ops.write_transaction() as conn:
+        ops.mode_exclusive_lock(conn)
+        if read_phase(conn) != status.phase or _last_control_id(conn) != seen:
+            # The gates describe a state that is gone (a mode set, another phase change,
+            # a rollback): legacy-only writes since then are in no check they read.
+            raise GateError(
+                "the mode, the phase or a rollback changed while the gates were measured; "
+                "run it again"
+            )
+        from_mode = read_mode(conn)
+        write_phase(conn, to.number, to.mode, actor=actor, reason=text, metadata=meta)
+    if forced:
+        log.warning(
+            "phase %s entered by %s with forced gates %s: %s", to.number, actor, forced, text
+        )
+    notes = _resume_backfill(engine, actor) if to.number == 2 else []
+    return PhaseChange(
+        status.phase,
+        to.number,
+        from_mode,
+        to.mode,
+        actor,
+        text,
+        utcnow(),
+        gates=status.gates,
+        forced=forced,
+        notes=notes,
+    )
+
+
+def _resume_backfill(engine: sa.Engine, actor: str) -> list[str]:
+    """Entering phase 2 lets backfill workers paused by an earlier rollback go on."""
+    from unistatus.backfill import resume
+    from unistatus.backfill.control import is_paused
+
+    with engine.connect() as conn:
+        if not is_paused(conn):
+            return []
+    resume(engine, actor=actor, reason="entering phase 2 (backfill)")
+    return ["backfill workers resumed (they were paused by a rollback)"]
+
+
+def rollback_phase(
+    engine: sa.Engine, settings: Settings, *, actor: str, reason: str
+) -> PhaseChange:
+    """Go back one step, by the current phase's rollback procedure (see unistatus.migration.rollback)."""
+    from unistatus.migration.rollback import rollback_current_phase
+
+    return rollback_current_phase(engine, settings, actor=actor, reason=reason)

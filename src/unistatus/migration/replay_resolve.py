@@ -1,0 +1,158 @@
+"""Resolving a replay conflict: the operator's decision, with a reason.
+
+- ``keep_legacy``: legacy keeps what it holds (e.g. a payout confirmed as SUCCESS while
+  legacy was written alone), and unified is brought in line with it in the same
+  transaction (a ``legacy_wins`` repair of that one transaction, audited in its history).
+- ``apply``: write the replayed status to legacy after all, only if the legacy row
+  still holds what it held when the conflict was recorded, and only in a mode that
+  writes legacy.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from unistatus.clock import utcnow
+from unistatus.config import Settings
+from unistatus.db.control import read_mode
+from unistatus.db.dialect import ops_for
+from unistatus.db.failures import storage_errors
+from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.tables_replay import replay_conflicts as C
+from unistatus.domain.inputs import check_actor, check_reason
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import InputError, ModeError, StorageError
+from unistatus.migration.repair import Strategy, repair_in
+from unistatus.migration.replay_conflicts import RESOLUTIONS, ReplayConflict, get_conflict
+
+__all__ = ["resolve"]
+
+RESOLVE_LOCK_MS = 5000
+
+
+def resolve(
+    engine: sa.Engine,
+    settings: Settings,
+    conflict_id: int,
+    *,
+    action: str,
+    actor: str,
+    reason: str,
+) -> ReplayConflict:
+    """Close a conflict: ``keep_legacy`` (write nothing) or ``apply`` (write legacy).
+
+    ``apply`` writes the replayed status only while the legacy row still holds what it
+    held when the conflict was recorded, and only in a mode that writes legacy.
+    """
+    if action not in RESOLUTIONS:
+        raise InputError(f"unknown resolution {action!r}: one of {', '.join(RESOLUTIONS)}")
+    if not reason or not reason.strip():
+        raise InputError("resolving a replay conflict needs a reason (--reason); it is recorded")
+    if not actor or not actor.strip():
+        raise InputError("an actor is required")
+    reason = check_reason(reason)
+    actor = check_actor(actor)
+    if isinstance(conflict_id, bool) or not isinstance(conflict_id, int) or conflict_id < 1:
+        raise InputError(f"a conflict id is a positive integer, got {conflict_id!r}")
+    conflict = get_conflict(engine, conflict_id)
+    if conflict.resolved_at is not None:
+        raise InputError(
+            f"replay conflict #{conflict_id} was already resolved ({conflict.resolution}) "
+            f"by {conflict.resolved_by}"
+        )
+    tables = resolve_legacy_tables(engine, settings)
+    ops = ops_for(engine)
+    now = utcnow()
+    with (
+        storage_errors(f"cannot resolve replay conflict #{conflict_id}"),
+        ops.write_transaction() as conn,
+    ):
+        ops.bound_statements(conn, RESOLVE_LOCK_MS * 2, RESOLVE_LOCK_MS)
+        ops.mode_shared_lock(conn)  # no mode switch between the decision and its write
+        if action == "apply":
+            _apply(conn, conflict, tables, read_mode(conn), now)
+        done = conn.execute(
+            sa.update(C)
+            .where(C.c.id == conflict_id, C.c.resolved_at.is_(None))
+            .values(
+                resolved_at=now,
+                resolution=action,
+                resolved_by=actor,
+                resolution_reason=reason,
+            )
+        ).rowcount
+        if done != 1:
+            raise InputError(f"replay conflict #{conflict_id} was resolved meanwhile")
+        if action == "keep_legacy":
+            _unified_follows_legacy(conn, engine, settings, tables, conflict, actor, reason)
+    return get_conflict(engine, conflict_id)
+
+
+def _apply(
+    conn: sa.Connection,
+    conflict: ReplayConflict,
+    tables: dict[LegacySystemType, LegacyTable],
+    mode: DualWriteMode,
+    now: datetime,
+) -> None:
+    if not mode.writes_legacy:
+        raise ModeError(
+            f"legacy is frozen in {mode.value}: roll back first (`unistatus phase rollback` or "
+            "`unistatus rollback --emergency`), then apply the conflict"
+        )
+    if conflict.legacy_system is None or conflict.legacy_id is None:
+        raise InputError(f"{conflict.entity} has no legacy row to write; use --keep-legacy")
+    lt = tables[LegacySystemType(conflict.legacy_system)]
+    if lt.status is None:
+        raise ModeError("the legacy status columns are retired: nothing to write to")
+    current = conn.execute(
+        sa.select(lt.status).where(lt.id == conflict.legacy_id).with_for_update()
+    ).first()
+    if current is None:
+        raise InputError(f"{conflict.entity}: the legacy row is gone; use --keep-legacy")
+    if current[0] != conflict.legacy_actual:
+        raise InputError(
+            f"{conflict.entity} now holds {current[0]!r} in legacy, not {conflict.legacy_actual!r} "
+            "as when the conflict was recorded: it changed since; look again and decide "
+            "(--keep-legacy keeps it)"
+        )
+    conn.execute(
+        sa.update(lt.table)
+        .where(lt.id == conflict.legacy_id)
+        .values({lt.status.key: conflict.replay_status, lt.updated_at.key: now})
+    )
+
+
+def _unified_follows_legacy(
+    conn: sa.Connection,
+    engine: sa.Engine,
+    settings: Settings,
+    tables: dict[LegacySystemType, LegacyTable],
+    conflict: ReplayConflict,
+    actor: str,
+    reason: str,
+) -> None:
+    """Unified takes legacy's status now, in the decision's own transaction: left to a
+    later repair, a strategy that lets the newer side win would write the replayed
+    status over the legacy one the operator just chose to keep."""
+    if conflict.legacy_system is None:
+        return
+    report = repair_in(
+        conn,
+        engine,
+        settings,
+        tables,
+        LegacySystemType(conflict.legacy_system),
+        conflict.legacy_id,
+        conflict.transaction_id,
+        strategy=Strategy.LEGACY_WINS,
+        actor=actor.strip(),
+        reason=f"replay conflict #{conflict.id} kept legacy: {reason.strip()}",
+    )
+    if report.failed or report.skipped:
+        raise StorageError(
+            f"replay conflict #{conflict.id}: unified could not follow legacy "
+            f"({report.errors or report.skipped}); nothing was changed"
+        )

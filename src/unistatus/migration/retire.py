@@ -1,0 +1,245 @@
+"""Phase 4 cleanup: drop the legacy status columns, reversibly.
+
+The drop is Alembic revision 0006 (see its docstring); this module decides when it may
+run and undoes it. It may run only when:
+
+* the mode is UNIFIED_ONLY (legacy frozen, nothing writes a legacy status any more);
+* a verified archive is recorded (``unistatus archive verify``), and it still matches
+  the live legacy tables, re-verified now;
+* every legacy row can be restored exactly: it has a unified row whose
+  ``legacy_status`` is set (``unified_transactions.legacy_status`` is what the undo
+  refills the columns from) and equals the legacy status, or, where a change made in
+  UNIFIED_ONLY awaits replay, holds that newer value (a ``legacy_status_drift`` row, left
+  by a legacy-only change that kept the unified status, blocks the drop until
+  ``unistatus repair`` fixes it).
+
+Revision 0006 runs :func:`blockers` again in its own transaction under the exclusive
+mode lock (legacy frozen, no adapter write in flight), so the statuses it drops are the
+ones checked.
+
+Anything else is refused with every reason at once, and nothing is changed. The undo
+(the revision's downgrade) adds the columns back and refills them in one set-based
+UPDATE per table; it is allowed in any mode, since rolling back out of phase 4 needs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.config import Settings
+from unistatus.db import schema
+from unistatus.db.control import read_mode
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables import unified_transactions
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import GateError, InputError
+from unistatus.migration.check import pending_replay_exists, projected_legacy_status
+
+__all__ = [
+    "blockers",
+    "legacy_columns_dropped",
+    "retire_legacy_columns",
+    "status_checksum",
+    "undo_cleanup",
+]
+
+CONTROL_KEY = "legacy_columns"
+U = unified_transactions
+
+
+def legacy_columns_dropped(engine: sa.Engine, settings: Settings) -> bool:
+    """True while revision 0006 is applied (the legacy status columns are gone)."""
+    return schema.current_revision(engine) == schema.RETIRE_REVISION
+
+
+def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
+    """Why the columns may not be dropped now (empty: they may). Cheap, in-database.
+
+    Also run by revision 0006 itself, inside its transaction, so that no path (not
+    even a direct ``alembic upgrade``) drops the columns without these checks.
+    """
+    from unistatus.migration.archive import recorded_archive
+
+    problems: list[str] = []
+    mode = read_mode(conn)
+    if mode is not DualWriteMode.UNIFIED_ONLY:
+        problems.append(
+            f"the mode is {mode.value}, not UNIFIED_ONLY: legacy must be frozen first "
+            "(phase 4: `unistatus phase advance`)"
+        )
+    if recorded_archive(conn) is None:
+        problems.append(
+            "no verified archive is recorded: run `unistatus archive export --out DIR` "
+            "then `unistatus archive verify DIR`"
+        )
+    project = pending_replay_exists(conn)
+    existing = set(sa.inspect(conn).get_table_names())
+    for system in LegacySystemType:
+        spec = settings.legacy_tables[system.value]
+        if spec.table not in existing:
+            problems.append(f"legacy table {spec.table!r} does not exist")
+            continue
+        table = sa.Table(spec.table, sa.MetaData(), autoload_with=conn)
+        if spec.status not in table.c:
+            problems.append(f"{spec.table}.{spec.status} is already missing")
+            continue
+        lost = _unrestorable(conn, system, table.c[spec.id], table.c[spec.status])
+        if lost:
+            problems.append(
+                f"{lost} row(s) of {spec.table} could not be restored by the undo (no unified "
+                "row, or no legacy_status on it): backfill / repair them first"
+            )
+        drift = _drifted(conn, system, table.c[spec.id], table.c[spec.status], project)
+        if drift:
+            problems.append(
+                f"{drift} row(s) of {spec.table} have a status that differs from their "
+                "unified row's legacy_status, so the undo would restore the wrong value "
+                "(legacy_status_drift: a legacy-only change that kept the unified status): "
+                "run `unistatus repair --strategy legacy_wins --reason TEXT` (it fixes this "
+                "kind in UNIFIED_ONLY too), then retire"
+            )
+    return problems
+
+
+def _unrestorable(
+    conn: sa.Connection,
+    system: LegacySystemType,
+    id_col: sa.Column[Any],
+    status_col: sa.Column[Any],
+) -> int:
+    table = id_col.table
+    join = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == id_col)
+    q = (
+        sa.select(sa.func.count())
+        .select_from(table.outerjoin(U, join))
+        .where(
+            sa.or_(U.c.id.is_(None), sa.and_(U.c.legacy_status.is_(None), status_col.is_not(None)))
+        )
+    )
+    return int(conn.execute(q).scalar_one())
+
+
+def _drifted(
+    conn: sa.Connection,
+    system: LegacySystemType,
+    id_col: sa.Column[Any],
+    status_col: sa.Column[Any],
+    project_pending: bool,
+) -> int:
+    """Legacy rows whose status is not exactly the ``legacy_status`` the undo refills.
+
+    A row with a change awaiting replay is compared as it will be after the replay
+    (:func:`unistatus.migration.check.projected_legacy_status`, needed only while some change
+    awaits replay): legacy is frozen in UNIFIED_ONLY and ``legacy_status`` already holds
+    the newer value, which is what must come back.
+    """
+    status = projected_legacy_status(status_col) if project_pending else status_col
+    table = id_col.table
+    join = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == id_col)
+    q = (
+        sa.select(sa.func.count())
+        .select_from(table.join(U, join))
+        .where(
+            U.c.legacy_status.is_not(None),
+            status.is_distinct_from(U.c.legacy_status),
+        )
+    )
+    return int(conn.execute(q).scalar_one())
+
+
+def _archive_problems(engine: sa.Engine, settings: Settings) -> list[str]:
+    """Re-verify the recorded archive against the live legacy tables, now."""
+    from unistatus.migration.archive import read_manifest, recorded_archive, verify_archive
+
+    recorded = recorded_archive(engine)
+    if recorded is None or "path" not in recorded:
+        return []  # reported by blockers()
+    path = str(recorded["path"])
+    try:
+        manifest = read_manifest(path)
+        report = verify_archive(engine, path)
+    except InputError as exc:
+        return [f"the recorded archive cannot be read: {exc}"]
+    problems = [f"archive {path}: {p}" for p in report.problems]
+    if manifest.sha256 != recorded.get("manifest_sha256"):
+        problems.append(f"archive {path}: its manifest changed since it was verified")
+    archived = {t.name for t in manifest.tables}
+    for system in LegacySystemType:
+        table = settings.legacy_tables[system.value].table
+        if table not in archived:
+            problems.append(f"archive {path} does not contain legacy table {table!r}")
+    return problems
+
+
+def status_checksum(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
+    """sha256 of (system, id, status) over every legacy row, in id order, and the count."""
+    tables = resolve_legacy_tables(engine, settings)
+    digest = hashlib.sha256()
+    rows = 0
+    with engine.connect() as conn:
+        for system, lt in tables.items():
+            assert lt.status is not None
+            q = sa.select(lt.id, lt.status).order_by(lt.id)
+            for legacy_id, status in conn.execution_options(yield_per=5000).execute(q):
+                digest.update(f"{system.value}|{legacy_id}|{status}\n".encode())
+                rows += 1
+    return {"sha256": digest.hexdigest(), "rows": rows}
+
+
+def retire_legacy_columns(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    actor: str = "cli",
+    reason: str = "phase 4 cleanup: legacy status columns retired",
+) -> dict[str, Any]:
+    """Drop the legacy status columns (revision 0006), or raise GateError saying why not."""
+    if legacy_columns_dropped(engine, settings):
+        return {"dropped": False, "already_dropped": True, "revision": schema.RETIRE_REVISION}
+    with engine.connect() as conn:
+        problems = blockers(conn, settings)
+    problems += _archive_problems(engine, settings)
+    if problems:
+        raise GateError(
+            "refusing to drop the legacy status columns (nothing changed): " + "; ".join(problems)
+        )
+    before = status_checksum(engine, settings)
+    revision = schema.upgrade(
+        engine, settings, schema.RETIRE_REVISION, attributes={"actor": actor, "reason": reason}
+    )
+    return {
+        "dropped": True,
+        "already_dropped": False,
+        "revision": revision,
+        "tables": _columns(settings),
+        "checksum_before": before,
+    }
+
+
+def undo_cleanup(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    actor: str = "cli",
+    reason: str = "legacy status columns restored",
+) -> dict[str, Any]:
+    """Restore the legacy status columns (downgrade 0006) and refill them exactly."""
+    if not legacy_columns_dropped(engine, settings):
+        return {"undone": False, "reason": "the legacy status columns are in place"}
+    revision = schema.downgrade(
+        engine, settings, schema.INSTALL_REVISION, attributes={"actor": actor, "reason": reason}
+    )
+    return {
+        "undone": True,
+        "revision": revision,
+        "tables": _columns(settings),
+        "checksum_after": status_checksum(engine, settings),
+    }
+
+
+def _columns(settings: Settings) -> list[str]:
+    specs = [settings.legacy_tables[system.value] for system in LegacySystemType]
+    return [f"{spec.table}.{spec.status}" for spec in specs]

@@ -1,0 +1,240 @@
+"""One JSON document for the investigation phase of a rollback (strategy document:
+``generate_migration_diagnostic()``).
+
+Each section is gathered on its own: a section that fails (a table missing, a module
+not installed) becomes ``{"error": "..."}`` and the rest is still collected, because
+this runs in the middle of an incident. Secrets never leave: tokens are replaced,
+database passwords are removed in every form (:func:`unistatus.redact.redact`, applied
+to every string of the document), and webhook URLs (which embed their credentials in
+the path) keep only scheme and host.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import platform
+import re
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.clock import utcnow
+from unistatus.config import Settings
+from unistatus.db.control import get_mode, history
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables import metadata, repair_queue
+from unistatus.migration.phases import phase_status, read_phase
+from unistatus.redact import REDACTED, redact, redact_values, redact_webhook
+
+__all__ = ["REDACTED", "default_filename", "generate_diagnostic", "redact_settings"]
+
+log = logging.getLogger("unistatus.observe.diagnose")
+
+SECRET_KEY = re.compile(r"token|password|secret|api_key|credential", re.IGNORECASE)
+OPERATIONS = ("create_transaction", "update_status", "get_transaction_status")
+CONTROL_KEYS = ("mode", "phase", "last_rollback", "backfill.paused")
+
+
+def default_filename(now: datetime | None = None) -> str:
+    """``rollback_<UTC time>.json``, as the strategy document names it."""
+    return f"rollback_{(now or utcnow()).strftime('%Y%m%dT%H%M%SZ')}.json"
+
+
+def _redact(key: str, value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _redact(str(k), v) for k, v in value.items()}
+    if SECRET_KEY.search(key):
+        return REDACTED if value else value
+    if isinstance(value, list):
+        return [_redact(key, v) for v in value]
+    return value
+
+
+def redact_settings(settings: Settings) -> dict[str, Any]:
+    """The effective settings with every secret removed."""
+    data = settings.model_dump(mode="json")
+    data["database_url"] = redact(settings.database_url)
+    data["webhook_urls"] = [redact_webhook(u) for u in settings.webhook_urls]
+    # Named API tokens: their names and roles help an investigation, their values never.
+    data["api_tokens"] = [
+        {"name": t.name, "role": t.role, "token": REDACTED} for t in settings.api_tokens
+    ]
+    return {k: v if k == "api_tokens" else _redact(k, v) for k, v in data.items()}
+
+
+def _section(name: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception as exc:  # one broken section must not lose the others
+        log.warning("diagnostic section %s failed: %s", name, redact(str(exc)))
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        return {"error": redact(f"{type(exc).__name__}: {first}")}
+
+
+def _versions(engine: sa.Engine) -> dict[str, Any]:
+    import alembic
+
+    import unistatus
+    from unistatus.db import schema
+
+    with engine.connect() as conn:
+        info = conn.dialect.server_version_info
+    return {
+        "unistatus": unistatus.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "sqlalchemy": sa.__version__,
+        "alembic": alembic.__version__,
+        "database": engine.dialect.name,
+        "database_server": ".".join(str(p) for p in info) if info else None,
+        "schema_revision": schema.current_revision(engine),
+        "schema_head": schema.head_revision(),
+    }
+
+
+def _control(engine: sa.Engine) -> dict[str, Any]:
+    with engine.connect() as conn:
+        phase = read_phase(conn)
+    return {
+        "mode": get_mode(engine).value,
+        "phase": phase,
+        "history": {
+            key: [c.as_dict() for c in history(engine, key, limit=50)] for key in CONTROL_KEYS
+        },
+    }
+
+
+def _checks(engine: sa.Engine) -> list[dict[str, Any]]:
+    from unistatus.db.tables_check import check_reports as R
+
+    cols = [
+        R.c.id,
+        R.c.scope,
+        R.c.since,
+        R.c.total,
+        R.c.consistent,
+        R.c.consistency_rate,
+        R.c.inconsistencies,
+        R.c.per_system,
+        R.c.examples,
+        R.c.duration_ms,
+        R.c.created_at,
+    ]
+    q = sa.select(*cols).order_by(R.c.created_at.desc(), R.c.id.desc()).limit(5)
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(q).mappings()]
+
+
+def _alerts(engine: sa.Engine) -> Any:
+    try:
+        alerts = importlib.import_module("unistatus.observe.alerts")
+    except ImportError:
+        return {"error": "unistatus.observe.alerts is not installed"}
+    return [s.as_dict() for s in alerts.load_states(engine)]
+
+
+def _repair_queue(engine: sa.Engine) -> dict[str, Any]:
+    q = repair_queue
+    open_ = q.c.resolved_at.is_(None)
+    with engine.connect() as conn:
+        count = conn.execute(sa.select(sa.func.count()).select_from(q).where(open_)).scalar_one()
+        recent = conn.execute(sa.select(q).where(open_).order_by(q.c.id.desc()).limit(20))
+        return {"open": int(count), "recent_open": [dict(r) for r in recent.mappings()]}
+
+
+def _quarantine(engine: sa.Engine) -> dict[str, Any]:
+    from unistatus.backfill import quarantine_count
+    from unistatus.db.tables_backfill import backfill_quarantine as Q
+
+    with engine.connect() as conn:
+        recent = conn.execute(
+            sa.select(Q)
+            .where(Q.c.resolved_at.is_(None))
+            .order_by(Q.c.last_seen_at.desc())
+            .limit(20)
+        ).mappings()
+        rows = [dict(r) for r in recent]
+    return {"unresolved": quarantine_count(engine), "recent_unresolved": rows}
+
+
+def _stats(engine: sa.Engine) -> dict[str, Any]:
+    from unistatus.observe.stats import window
+
+    out: dict[str, Any] = {
+        "last_5_min": window(engine, 300).as_dict(),
+        "last_hour": window(engine, 3600).as_dict(),
+    }
+    out["per_operation_last_hour"] = {
+        op: window(engine, 3600, operation=op).as_dict() for op in OPERATIONS
+    }
+    return out
+
+
+def _table_counts(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
+    tables = list(metadata.sorted_tables)
+    legacy = _section(
+        "legacy", lambda: resolve_legacy_tables(engine, settings, require_status=False)
+    )
+    if isinstance(legacy, dict) and "error" not in legacy:
+        tables += [lt.table for lt in legacy.values()]
+    existing = set(sa.inspect(engine).get_table_names())
+    counts: dict[str, Any] = {}
+    with engine.connect() as conn:
+        for table in tables:
+            if table.name not in existing:
+                counts[table.name] = None
+                continue
+            counts[table.name] = int(
+                conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+            )
+    return counts
+
+
+def _pending(engine: sa.Engine) -> dict[str, Any]:
+    from unistatus.migration.rollback import pending_count
+
+    return {"unreplayed": pending_count(engine)}
+
+
+def _replay_conflicts(engine: sa.Engine) -> dict[str, Any]:
+    """Changes the replay to legacy did not apply (open and resolved, oldest first)."""
+    from unistatus.migration.replay_conflicts import list_conflicts, open_conflict_count
+
+    return {
+        "open": open_conflict_count(engine),
+        "conflicts": [c.as_dict() for c in list_conflicts(engine, include_resolved=True)],
+    }
+
+
+def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
+    """Everything an investigation needs, as one JSON-serialisable dict."""
+    # Import the table modules so metadata (and the table counts) include them.
+    for name in ("tables_ops", "tables_check", "tables_backfill", "tables_alerts", "tables_replay"):
+        _section(name, lambda n=name: importlib.import_module(f"unistatus.db.{n}"))  # type: ignore[misc]
+    document = {
+        "generated_at": utcnow().isoformat(),
+        "versions": _section("versions", lambda: _versions(engine)),
+        "config": _section("config", lambda: redact_settings(settings)),
+        "control": _section("control", lambda: _control(engine)),
+        "gates": _section("gates", lambda: phase_status(engine, settings).as_dict()),
+        "check_reports": _section("check_reports", lambda: _checks(engine)),
+        "alerts": _section("alerts", lambda: _alerts(engine)),
+        "repair_queue": _section("repair_queue", lambda: _repair_queue(engine)),
+        "quarantine": _section("quarantine", lambda: _quarantine(engine)),
+        "backfill": _section("backfill", lambda: _backfill(engine, settings)),
+        "pending_legacy_changes": _section("pending", lambda: _pending(engine)),
+        "replay_conflicts": _section("replay_conflicts", lambda: _replay_conflicts(engine)),
+        "operation_stats": _section("operation_stats", lambda: _stats(engine)),
+        "table_counts": _section("table_counts", lambda: _table_counts(engine, settings)),
+    }
+    redacted: dict[str, Any] = redact_values(document)
+    return redacted
+
+
+def _backfill(engine: sa.Engine, settings: Settings) -> Any:
+    from unistatus.backfill import progress
+
+    return progress(engine, settings)

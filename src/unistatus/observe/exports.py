@@ -1,0 +1,420 @@
+"""Prometheus alert rules and a Grafana dashboard for teams that run their own stack.
+
+Both use exactly the metric names ``/metrics`` exposes (:data:`METRICS`; a test scrapes
+the service and checks every name used here exists), and the alert rules use the
+thresholds of :data:`unistatus.observe.alerts.THRESHOLDS`, so Prometheus alerts on the same
+conditions as ``unistatus monitor``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from unistatus.observe.alerts import THRESHOLDS
+
+__all__ = ["METRICS", "grafana_dashboard", "metric_names_used", "prometheus_rules", "to_yaml"]
+
+# Every sample name the service exposes (histogram and counter samples included).
+METRICS: dict[str, str] = {
+    "unistatus_database_up": "gauge",
+    "unistatus_source_up": "gauge",
+    "unistatus_mode": "gauge",
+    "unistatus_phase": "gauge",
+    "unistatus_latency_p95_ms": "gauge",
+    "unistatus_latency_p99_ms": "gauge",
+    "unistatus_error_rate": "gauge",
+    "unistatus_throughput_per_second": "gauge",
+    "unistatus_operation_latency_ms_bucket": "histogram",
+    "unistatus_operation_latency_ms_sum": "histogram",
+    "unistatus_operation_latency_ms_count": "histogram",
+    "unistatus_operations_total": "counter",
+    "unistatus_operation_errors_total": "counter",
+    "unistatus_shadow_mismatches_total": "counter",
+    "unistatus_consistency_rate": "gauge",
+    "unistatus_consistency_alert_rate": "gauge",
+    "unistatus_last_check_timestamp_seconds": "gauge",
+    "unistatus_backfill_progress_ratio": "gauge",
+    "unistatus_repair_queue_open": "gauge",
+    "unistatus_quarantine_rows": "gauge",
+    "unistatus_mapping_coverage_ratio": "gauge",
+    "unistatus_alert_firing": "gauge",
+}
+
+RUNBOOK = "unistatus diagnose --out incident.json; unistatus rollback --emergency --reason TEXT"
+
+
+def _rule(
+    name: str, expr: str, severity: str, summary: str, description: str, for_: str = "2m"
+) -> dict[str, Any]:
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity, "service": "unistatus"},
+        "annotations": {"summary": summary, "description": description, "runbook": RUNBOOK},
+    }
+
+
+def prometheus_rules() -> dict[str, Any]:
+    """Alert rules mirroring the spec's thresholds (critical / warning)."""
+    t = THRESHOLDS
+    stall = int(t["backfill_stalled"] // 60)
+    rules = [
+        _rule(
+            "UnistatusDatabaseDown",
+            "unistatus_database_up == 0",
+            "critical",
+            "unistatus cannot reach its database",
+            "A component is down: the migration database does not answer.",
+            "1m",
+        ),
+        _rule(
+            "UnistatusConsistencyCritical",
+            f"unistatus_consistency_alert_rate < {t['consistency_critical']}",
+            "critical",
+            "Consistency below 99%",
+            "Latest check report: {{ $value | humanizePercentage }} consistent. "
+            "unistatus monitor rolls back (emergency) when its auto response is on.",
+            "0m",
+        ),
+        _rule(
+            "UnistatusConsistencyWarning",
+            f"unistatus_consistency_alert_rate < {t['consistency_warning']}",
+            "warning",
+            "Consistency below 99.9%",
+            "Latest check report: {{ $value | humanizePercentage }} consistent; schedule a repair.",
+            "0m",
+        ),
+        _rule(
+            "UnistatusErrorRateCritical",
+            f"unistatus_error_rate > {t['error_rate_critical']}",
+            "critical",
+            "Adapter error rate above 1%",
+            "Error rate {{ $value | humanizePercentage }} over the service's window.",
+        ),
+        _rule(
+            "UnistatusErrorRateWarning",
+            f"unistatus_error_rate > {t['error_rate_warning']}",
+            "warning",
+            "Adapter error rate above 0.1%",
+            "Error rate {{ $value | humanizePercentage }} over the service's window.",
+        ),
+        _rule(
+            "UnistatusLatencyP95Critical",
+            f"unistatus_latency_p95_ms > {t['latency_p95_critical']:g}",
+            "critical",
+            "p95 latency above 500 ms",
+            "p95 {{ $value }} ms. With the unified side primary and > 20% above the "
+            "baseline, unistatus monitor rolls back to legacy primary.",
+        ),
+        _rule(
+            "UnistatusLatencyP95Warning",
+            f"unistatus_latency_p95_ms > {t['latency_p95_warning']:g}",
+            "warning",
+            "p95 latency above 200 ms",
+            "p95 {{ $value }} ms.",
+        ),
+        _rule(
+            "UnistatusBackfillStalled",
+            "unistatus_backfill_progress_ratio > 0 and unistatus_backfill_progress_ratio < 1 "
+            f"and changes(unistatus_backfill_progress_ratio[{stall}m]) == 0",
+            "warning",
+            "Migration progress stalled for more than 1 hour",
+            "Backfill of {{ $labels.system }} has not moved for an hour.",
+            "0m",
+        ),
+        _rule(
+            "UnistatusRepairQueueNotEmpty",
+            "unistatus_repair_queue_open > 0",
+            "warning",
+            "Unresolved entries in the repair queue",
+            "{{ $value }} entries; run unistatus repair.",
+            "15m",
+        ),
+    ]
+    return {"groups": [{"name": "unistatus-migration", "interval": "30s", "rules": rules}]}
+
+
+def _panel(
+    pid: int,
+    title: str,
+    kind: str,
+    exprs: list[tuple[str, str]],
+    x: int,
+    y: int,
+    w: int = 6,
+    h: int = 5,
+    unit: str | None = None,
+    thresholds: list[tuple[str, float | None]] | None = None,
+) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    if unit:
+        defaults["unit"] = unit
+    if thresholds:
+        defaults["thresholds"] = {
+            "mode": "absolute",
+            "steps": [{"color": c, "value": v} for c, v in thresholds],
+        }
+    return {
+        "id": pid,
+        "title": title,
+        "type": kind,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"x": x, "y": y, "w": w, "h": h},
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "targets": [
+            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend}
+            for i, (expr, legend) in enumerate(exprs)
+        ],
+    }
+
+
+def grafana_dashboard() -> dict[str, Any]:
+    """The document's migration dashboard as a Grafana dashboard (JSON model)."""
+    t = THRESHOLDS
+    panels = [
+        _panel(1, "Phase", "stat", [("unistatus_phase", "phase")], 0, 0, 4, 4),
+        _panel(2, "Mode", "stat", [("unistatus_mode == 1", "{{mode}}")], 4, 0, 8, 4),
+        _panel(
+            3,
+            "Database",
+            "stat",
+            [("unistatus_database_up", "up")],
+            12,
+            0,
+            4,
+            4,
+            thresholds=[("red", None), ("green", 1)],
+        ),
+        _panel(
+            4,
+            "Firing alerts",
+            "table",
+            [("unistatus_alert_firing == 1", "{{alert}} ({{level}})")],
+            16,
+            0,
+            8,
+            4,
+        ),
+        _panel(
+            5,
+            "p95 latency",
+            "stat",
+            [("unistatus_latency_p95_ms", "p95")],
+            0,
+            4,
+            unit="ms",
+            thresholds=[
+                ("green", None),
+                ("yellow", t["latency_p95_warning"]),
+                ("red", t["latency_p95_critical"]),
+            ],
+        ),
+        _panel(
+            6,
+            "Error rate",
+            "stat",
+            [("unistatus_error_rate", "errors")],
+            6,
+            4,
+            unit="percentunit",
+            thresholds=[
+                ("green", None),
+                ("yellow", t["error_rate_warning"]),
+                ("red", t["error_rate_critical"]),
+            ],
+        ),
+        _panel(
+            7,
+            "Throughput",
+            "stat",
+            [("unistatus_throughput_per_second", "ops/s")],
+            12,
+            4,
+            unit="ops",
+        ),
+        _panel(
+            8,
+            "Consistency",
+            "stat",
+            [("unistatus_consistency_rate", "consistency")],
+            18,
+            4,
+            unit="percentunit",
+            thresholds=[
+                ("red", None),
+                ("yellow", t["consistency_critical"]),
+                ("green", t["consistency_warning"]),
+            ],
+        ),
+        _panel(
+            9,
+            "Latency quantiles (all processes)",
+            "timeseries",
+            [
+                (
+                    f"histogram_quantile({q}, sum by (le) "
+                    "(rate(unistatus_operation_latency_ms_bucket[5m])))",
+                    f"p{int(q * 100)}",
+                )
+                for q in (0.5, 0.95, 0.99)
+            ],
+            0,
+            9,
+            12,
+            8,
+            unit="ms",
+        ),
+        _panel(
+            10,
+            "Operations and errors per second",
+            "timeseries",
+            [
+                ("sum by (operation) (rate(unistatus_operations_total[5m]))", "{{operation}}"),
+                (
+                    "sum by (operation) (rate(unistatus_operation_errors_total[5m]))",
+                    "errors {{operation}}",
+                ),
+                ("rate(unistatus_shadow_mismatches_total[5m])", "shadow mismatches"),
+            ],
+            12,
+            9,
+            12,
+            8,
+            unit="ops",
+        ),
+        _panel(
+            11,
+            "Backfill progress per system",
+            "bargauge",
+            [("unistatus_backfill_progress_ratio", "{{system}}")],
+            0,
+            17,
+            12,
+            6,
+            unit="percentunit",
+        ),
+        _panel(
+            12,
+            "Mapping coverage",
+            "stat",
+            [("unistatus_mapping_coverage_ratio", "coverage")],
+            12,
+            17,
+            4,
+            6,
+            unit="percentunit",
+        ),
+        _panel(
+            13,
+            "Repair queue / quarantine",
+            "stat",
+            [
+                ("unistatus_repair_queue_open", "repair queue"),
+                ("unistatus_quarantine_rows", "quarantine"),
+            ],
+            16,
+            17,
+            8,
+            6,
+        ),
+        _panel(
+            14,
+            "Sources of figures",
+            "table",
+            [("unistatus_source_up", "{{source}}")],
+            0,
+            23,
+            12,
+            6,
+        ),
+        _panel(
+            15,
+            "Age of the latest check report",
+            "stat",
+            [("time() - unistatus_last_check_timestamp_seconds", "age")],
+            12,
+            23,
+            12,
+            6,
+            unit="s",
+        ),
+    ]
+    return {
+        "title": "unistatus: status migration",
+        "uid": "unistatus-migration",
+        "tags": ["unistatus", "migration"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {
+            "list": [
+                {
+                    "name": "datasource",
+                    "type": "datasource",
+                    "query": "prometheus",
+                    "label": "Prometheus",
+                }
+            ]
+        },
+        "panels": panels,
+    }
+
+
+_NAME = re.compile(r"\bunistatus_[a-z0-9_]+\b")
+
+
+def metric_names_used(document: dict[str, Any]) -> set[str]:
+    """Every ``unistatus_*`` metric name in the PromQL expressions of a rules/dashboard."""
+    exprs: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "expr" and isinstance(value, str):
+                    exprs.append(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(document)
+    return {m for e in exprs for m in _NAME.findall(e)}
+
+
+def to_yaml(value: Any, indent: int = 0) -> str:
+    """A small YAML emitter for plain data (strings are JSON-quoted: valid YAML)."""
+    pad = " " * indent
+    if isinstance(value, dict):
+        if not value:
+            return "{}"
+        lines = []
+        for k, v in value.items():
+            key = json.dumps(str(k)) if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)) else k
+            if isinstance(v, dict | list) and v:
+                lines.append(f"{pad}{key}:\n{to_yaml(v, indent + 2)}")
+            else:
+                lines.append(f"{pad}{key}: {to_yaml(v)}")
+        return "\n".join(lines)
+    if isinstance(value, list):
+        if not value:
+            return "[]"
+        lines = []
+        for item in value:
+            text = to_yaml(item, indent + 2)
+            if isinstance(item, dict | list) and item:
+                lines.append(f"{pad}- {text.lstrip()}")
+            else:
+                lines.append(f"{pad}- {text}")
+        return "\n".join(lines)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return json.dumps(str(value))

@@ -1,0 +1,490 @@
+"""The live figures of the migration, read from the database, each known or unknown.
+
+One :class:`Snapshot` feeds everything that shows or judges the migration: alert
+evaluation, ``/health``, ``/api/v1/status``, ``/metrics`` and both dashboards. It is
+read from the database (not from this process's memory) so it reflects every process
+that runs an adapter. A source that is unavailable (its module is not installed, its
+table is missing, the query failed) is reported as unknown with the reason; it never
+becomes a made-up number.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from unistatus.clock import utcnow
+from unistatus.config import Settings
+from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+
+__all__ = [
+    "DEFAULT_WINDOW_SECONDS",
+    "PHASE_NAMES",
+    "Snapshot",
+    "SnapshotCollector",
+    "SourceUnavailable",
+    "collect_snapshot",
+    "database_reachable",
+]
+
+log = logging.getLogger("unistatus.observe.metrics")
+
+T = TypeVar("T")
+DEFAULT_WINDOW_SECONDS = 300.0
+PHASE_NAMES = {
+    1: "Dual-write infrastructure",
+    2: "Data backfill",
+    3: "Unified primary",
+    4: "Legacy retirement",
+}
+
+
+class SourceUnavailable(Exception):
+    """A source of figures cannot be read; its reason is shown instead of a value."""
+
+
+@dataclass
+class Snapshot:
+    """Everything known about the migration at one moment; ``None`` means unknown."""
+
+    taken_at: datetime
+    window_seconds: float
+    database_up: bool
+    database_error: str | None = None
+    mode: str | None = None
+    phase: int | None = None
+    gates: list[dict[str, Any]] | None = None
+    performance: dict[str, Any] | None = None
+    last_check: dict[str, Any] | None = None
+    progress: dict[str, dict[str, Any]] | None = None
+    repair_open: int | None = None
+    quarantine: int | None = None
+    # Open conflicts of the replay to legacy (changes it did not apply; see rollback).
+    replay_conflicts: int | None = None
+    mapping: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def consistency_rate(self) -> float | None:
+        if not self.last_check:
+            return None
+        rate = self.last_check.get("consistency_rate")
+        return float(rate) if rate is not None else None
+
+    @property
+    def unknown(self) -> dict[str, str]:
+        """Sources that could not be read, with the reason."""
+        return {k: v for k, v in self.sources.items() if v != "ok"}
+
+    def perf(self, key: str) -> float | None:
+        if not self.performance:
+            return None
+        value = self.performance.get(key)
+        return float(value) if value is not None else None
+
+    def phase_bars(self) -> list[dict[str, Any]]:
+        """One progress bar per phase: done, current (measured), or not started."""
+        bars: list[dict[str, Any]] = []
+        for number, name in PHASE_NAMES.items():
+            percent: float | None
+            if self.phase is None:
+                percent = None
+            elif number < self.phase:
+                percent = 100.0
+            elif number == self.phase or (self.phase == 0 and number == 1):
+                # Before phase 1 starts, its bar shows the gates into it that pass.
+                percent = self._current_phase_percent(number)
+            else:
+                percent = 0.0
+            bars.append(
+                {
+                    "phase": number,
+                    "name": name,
+                    "percent": percent,
+                    "current": number == self.phase,
+                }
+            )
+        return bars
+
+    def _current_phase_percent(self, number: int) -> float | None:
+        if number == 2 and self.progress:
+            values = [p.get("percent") for p in self.progress.values()]
+            known = [float(v) for v in values if v is not None]
+            return sum(known) / len(known) if known else None
+        if number == 4:
+            return 100.0 if self.mode == DualWriteMode.UNIFIED_ONLY.value else 0.0
+        # Within other phases: the share of the next phase's gates that already pass.
+        if not self.gates:
+            return None
+        passed = sum(1 for g in self.gates if g.get("passed"))
+        return 100.0 * passed / len(self.gates)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "taken_at": self.taken_at.isoformat(),
+            "window_seconds": self.window_seconds,
+            "database": {"up": self.database_up, "error": self.database_error},
+            "mode": self.mode,
+            "phase": self.phase,
+            "phase_name": PHASE_NAMES.get(self.phase, "Not started")
+            if self.phase is not None
+            else None,
+            "gates": self.gates,
+            "performance": self.performance,
+            "data_quality": {
+                "mapping": self.mapping,
+                "consistency_rate": self.consistency_rate,
+                "last_check": self.last_check,
+                "repair_open": self.repair_open,
+                "quarantine": self.quarantine,
+                "replay_conflicts": self.replay_conflicts,
+            },
+            "progress": {"systems": self.progress, "phases": self.phase_bars()},
+            "sources": self.sources,
+        }
+
+
+_HOMES = {
+    "phases": "migration.phases",
+    "stats": "observe.stats",
+    "check": "migration.check",
+    "repair": "migration.repair",
+    "replay_conflicts": "migration.replay_conflicts",
+}
+
+
+def _module(name: str) -> Any:
+    try:
+        return importlib.import_module(f"unistatus.{_HOMES.get(name, name)}")
+    except ImportError as exc:
+        raise SourceUnavailable(f"unistatus.{name} is not installed") from exc
+
+
+def _read(sources: dict[str, str], name: str, fn: Callable[[], T]) -> T | None:
+    """Run one source; on failure record why and return None (unknown)."""
+    try:
+        value = fn()
+    except SourceUnavailable as exc:
+        sources[name] = f"unknown: {exc}"
+        return None
+    except AttributeError as exc:
+        sources[name] = f"unknown: not available yet ({exc})"
+        return None
+    except sa.exc.DBAPIError as exc:
+        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        sources[name] = f"unknown: database error: {first}"
+        return None
+    except Exception as exc:  # a broken source must not take the dashboard down
+        log.warning("reading %s failed: %s", name, exc, exc_info=True)
+        sources[name] = f"unknown: {type(exc).__name__}: {exc}"
+        return None
+    sources[name] = "ok"
+    return value
+
+
+def database_reachable(engine: sa.Engine) -> str | None:
+    """None when the database answers, else the reason it does not."""
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.select(1))
+        return None
+    except Exception as exc:
+        orig = getattr(exc, "orig", None) or exc
+        text = str(orig).strip().splitlines()
+        return text[0] if text else type(exc).__name__
+
+
+def collect_snapshot(
+    engine: sa.Engine, settings: Settings, *, window_seconds: float = DEFAULT_WINDOW_SECONDS
+) -> Snapshot:
+    """Read every figure from the database (one call per source, bounded queries)."""
+    error = database_reachable(engine)
+    snap = Snapshot(
+        taken_at=utcnow(),
+        window_seconds=window_seconds,
+        database_up=error is None,
+        database_error=error,
+        mapping=LegacyStatusMapper().validate().as_dict(),
+    )
+    if error is not None:
+        return snap
+    src = snap.sources
+
+    def mode() -> str:
+        from unistatus.db.control import get_mode
+
+        return get_mode(engine).value
+
+    def phase() -> dict[str, Any]:
+        status = _module("phases").phase_status(engine, settings)
+        data: dict[str, Any] = status.as_dict()
+        return data
+
+    def performance() -> dict[str, Any]:
+        data: dict[str, Any] = _module("stats").window(engine, window_seconds).as_dict()
+        return data
+
+    def last_check() -> dict[str, Any] | None:
+        report = _module("check").latest_report(engine)
+        return None if report is None else dict(report.as_dict())
+
+    def progress() -> dict[str, dict[str, Any]]:
+        raw = _module("backfill").progress(engine, settings)
+        return {_system_name(k): dict(v) for k, v in raw.items()}
+
+    snap.mode = _read(src, "mode", mode)
+    phase_data = _read(src, "phase", phase)
+    if phase_data is not None:
+        snap.phase = int(phase_data["phase"]) if phase_data.get("phase") is not None else None
+        snap.gates = list(phase_data.get("gates") or [])
+    snap.performance = _read(src, "stats", performance)
+    snap.last_check = _read(src, "check", last_check)
+    snap.progress = _read(src, "backfill", progress)
+    snap.repair_open = _read(
+        src, "repair_queue", lambda: int(_module("repair").open_repair_count(engine))
+    )
+    snap.quarantine = _read(
+        src, "quarantine", lambda: int(_module("backfill").quarantine_count(engine))
+    )
+    snap.replay_conflicts = _read(
+        src,
+        "replay_conflicts",
+        lambda: int(_module("replay_conflicts").open_conflict_count(engine)),
+    )
+    return snap
+
+
+def _system_name(key: object) -> str:
+    value = getattr(key, "value", key)
+    try:
+        return LegacySystemType.parse(str(value)).value
+    except Exception:
+        return str(value)
+
+
+# --- Prometheus ---------------------------------------------------------------------
+
+
+class SnapshotCollector:
+    """A prometheus-client collector that reads the database at scrape time.
+
+    Every metric name the service exposes is listed in :data:`METRICS` (the exports
+    use that list, and a test checks the two agree).
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        settings: Settings,
+        *,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        alerts: Callable[[], list[dict[str, Any]]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.window_seconds = window_seconds
+        self.alerts = alerts
+
+    def describe(self) -> list[Any]:
+        return []  # described lazily: collect() needs the database
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
+        snap = collect_snapshot(self.engine, self.settings, window_seconds=self.window_seconds)
+        up = GaugeMetricFamily(
+            "unistatus_database_up", "1 when the database answers", value=int(snap.database_up)
+        )
+        yield up
+        sources = GaugeMetricFamily(
+            "unistatus_source_up", "1 when a source of figures could be read", labels=["source"]
+        )
+        for name, state in snap.sources.items():
+            sources.add_metric([name], 1 if state == "ok" else 0)
+        yield sources
+        if snap.mode is not None:
+            mode = GaugeMetricFamily(
+                "unistatus_mode", "1 for the current dual-write mode", labels=["mode"]
+            )
+            for m in DualWriteMode:
+                mode.add_metric([m.value], 1 if m.value == snap.mode else 0)
+            yield mode
+        if snap.phase is not None:
+            yield GaugeMetricFamily("unistatus_phase", "Current migration phase", value=snap.phase)
+        yield from self._stats_families(
+            HistogramMetricFamily, CounterMetricFamily, GaugeMetricFamily, snap
+        )
+        if snap.consistency_rate is not None:
+            yield GaugeMetricFamily(
+                "unistatus_consistency_rate",
+                "Consistency rate of the latest check report (0..1)",
+                value=snap.consistency_rate,
+            )
+            from unistatus.observe.alerts import judged_consistency
+
+            judged, _ = judged_consistency(snap)
+            if judged is not None:
+                yield GaugeMetricFamily(
+                    "unistatus_consistency_alert_rate",
+                    "Consistency rate the alerts judge (rows awaiting backfill not counted)",
+                    value=judged,
+                )
+            created = (snap.last_check or {}).get("created_at")
+            if created:
+                ts = datetime.fromisoformat(str(created)).timestamp()
+                yield GaugeMetricFamily(
+                    "unistatus_last_check_timestamp_seconds",
+                    "When the latest check report was written (Unix time)",
+                    value=ts,
+                )
+        if snap.progress is not None:
+            ratio = GaugeMetricFamily(
+                "unistatus_backfill_progress_ratio",
+                "Backfill progress per system (0..1)",
+                labels=["system"],
+            )
+            for system, info in snap.progress.items():
+                if info.get("percent") is not None:
+                    ratio.add_metric([system], float(info["percent"]) / 100.0)
+            yield ratio
+        if snap.repair_open is not None:
+            yield GaugeMetricFamily(
+                "unistatus_repair_queue_open",
+                "Unresolved repair queue entries",
+                value=snap.repair_open,
+            )
+        if snap.quarantine is not None:
+            yield GaugeMetricFamily(
+                "unistatus_quarantine_rows",
+                "Rows kept aside by backfill (unmappable)",
+                value=snap.quarantine,
+            )
+        yield GaugeMetricFamily(
+            "unistatus_mapping_coverage_ratio",
+            "Share of legacy statuses with a unified mapping",
+            value=float(snap.mapping.get("coverage", 0.0)),
+        )
+        firing = GaugeMetricFamily(
+            "unistatus_alert_firing", "1 while an alert fires", labels=["alert", "level"]
+        )
+        for alert in self._alerts():
+            firing.add_metric(
+                [alert["name"], alert["level"]], 1 if alert["state"] == "firing" else 0
+            )
+        yield firing
+
+    def _alerts(self) -> list[dict[str, Any]]:
+        if self.alerts is None:
+            return []
+        try:
+            return self.alerts()
+        except Exception as exc:
+            log.warning("reading alert state failed: %s", exc)
+            return []
+
+    def _stats_families(
+        self, histogram: Any, counter: Any, gauge: Any, snap: Snapshot
+    ) -> Iterator[Any]:
+        if snap.performance is not None:
+            for key, name, text in (
+                ("p95_ms", "unistatus_latency_p95_ms", "p95 latency over the window (ms)"),
+                ("p99_ms", "unistatus_latency_p99_ms", "p99 latency over the window (ms)"),
+                ("error_rate", "unistatus_error_rate", "Error rate over the window (0..1)"),
+                (
+                    "throughput_per_s",
+                    "unistatus_throughput_per_second",
+                    "Operations per second over the window",
+                ),
+            ):
+                value = snap.perf(key)
+                if value is not None:
+                    yield gauge(name, text, value=value)
+        totals = _read(snap.sources, "stats_totals", lambda: _stats_totals(self.engine))
+        if totals is None:
+            return
+        hist = histogram(
+            "unistatus_operation_latency_ms",
+            "Adapter operation latency (ms), all processes",
+            labels=["operation", "mode"],
+        )
+        ops = counter(
+            "unistatus_operations",
+            "Adapter operations, all processes",
+            labels=["operation", "mode"],
+        )
+        errors = counter(
+            "unistatus_operation_errors",
+            "Failed adapter operations, all processes",
+            labels=["operation", "mode"],
+        )
+        mismatches = counter("unistatus_shadow_mismatches", "Shadow-read mismatches, all processes")
+        total_mismatches = 0
+        for t in totals:
+            labels = [t["operation"], t["mode"]]
+            hist.add_metric(labels, t["buckets"], t["sum_ms"])
+            ops.add_metric(labels, t["count"])
+            errors.add_metric(labels, t["errors"])
+            total_mismatches += t["shadow_mismatches"]
+        mismatches.add_metric([], total_mismatches)
+        yield hist
+        yield ops
+        yield errors
+        yield mismatches
+
+
+def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Cumulative per (operation, mode) totals over every stats row (monotonic counters).
+
+    Prometheus wants counters and cumulative histograms; summing every stored interval
+    gives exactly that across processes (pruning old rows shows up as a counter reset,
+    which ``rate()`` handles).
+    """
+    _module("stats")  # the table and its flusher come with the stats module
+    from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
+
+    s = operation_stats.c
+    q = sa.select(
+        s.operation,
+        s.mode,
+        sa.func.sum(s.count),
+        sa.func.sum(s.errors),
+        sa.func.sum(s.shadow_mismatches),
+        sa.func.sum(s.latency_sum_ms),
+        *(sa.func.sum(s[b]) for b in BUCKET_COLUMNS),
+    ).group_by(s.operation, s.mode)
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    out: list[dict[str, Any]] = []
+    bounds = [*(_bound(b) for b in LATENCY_BUCKETS_MS), "+Inf"]
+    for r in rows:
+        cumulative, total = [], 0
+        for bound, n in zip(bounds, r[6:], strict=True):
+            total += int(n or 0)
+            cumulative.append((bound, total))
+        out.append(
+            {
+                "operation": r[0],
+                "mode": r[1],
+                "count": int(r[2] or 0),
+                "errors": int(r[3] or 0),
+                "shadow_mismatches": int(r[4] or 0),
+                "sum_ms": float(r[5] or 0.0),
+                "buckets": cumulative,
+            }
+        )
+    return out
+
+
+def _bound(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)

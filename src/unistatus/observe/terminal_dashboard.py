@@ -1,0 +1,220 @@
+"""The migration dashboard in the terminal: the web dashboard's content, drawn with Rich.
+
+One frame is :func:`render` of a :class:`~unistatus.observe.metrics.Snapshot` and the alert
+state; :func:`run` redraws it every ``interval`` seconds in a Rich ``Live`` view.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from rich.console import Console, Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from unistatus.config import Settings
+from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_snapshot
+
+__all__ = ["frame", "render", "run"]
+
+BAR_WIDTH = 20
+
+
+def _bar(percent: float | None) -> Text:
+    if percent is None:
+        return Text("unknown".ljust(BAR_WIDTH + 6), style="dim")
+    filled = round(BAR_WIDTH * max(0.0, min(percent, 100.0)) / 100)
+    text = Text("█" * filled, style="green" if percent >= 100 else "blue")
+    text.append("░" * (BAR_WIDTH - filled), style="dim")
+    text.append(f" {percent:5.1f}%")
+    return text
+
+
+def _pct(ratio: float | None, digits: int = 3) -> str:
+    return "unknown" if ratio is None else f"{ratio * 100:.{digits}f}%"
+
+
+def _style(value: float | None, warn: float, bad: float, higher_is_worse: bool = True) -> str:
+    if value is None:
+        return "dim"
+    if higher_is_worse:
+        return "red" if value > bad else "yellow" if value > warn else "green"
+    return "red" if value < bad else "yellow" if value < warn else "green"
+
+
+def render(
+    snap: Snapshot, alerts: list[dict[str, Any]], health: str | None = None
+) -> RenderableType:
+    """One frame of the dashboard (a Rich renderable)."""
+    title = Text("Migration dashboard  ", style="bold")
+    title.append(f"mode {snap.mode or 'unknown'}", style="bold cyan")
+    phase = "unknown" if snap.phase is None else f"{snap.phase}: {snap.as_dict()['phase_name']}"
+    title.append(f"   phase {phase}", style="bold magenta")
+    if health:
+        title.append(
+            f"   {health}", style={"healthy": "green", "degraded": "yellow"}.get(health, "red")
+        )
+    if not snap.database_up:
+        return Panel(
+            Text(f"database unreachable: {snap.database_error}", style="bold red"), title=title
+        )
+
+    perf = Table.grid(padding=(0, 2))
+    perf.add_column(style="dim")
+    perf.add_column()
+    p95 = snap.perf("p95_ms")
+    count = int(snap.perf("count") or 0)
+    err = snap.perf("error_rate") if count else None
+    if snap.performance is None:
+        perf.add_row("operations", Text("unknown", style="dim"))
+    else:
+        perf.add_row(
+            "p95 latency",
+            Text("no operations" if p95 is None else f"{p95:.1f} ms", style=_style(p95, 200, 500)),
+        )
+        perf.add_row(
+            "error rate",
+            Text("no operations" if err is None else _pct(err, 2), style=_style(err, 0.001, 0.01)),
+        )
+        perf.add_row("throughput", f"{snap.perf('throughput_per_s') or 0:.2f}/s ({count} ops)")
+        perf.add_row("shadow mismatches", str(int(snap.perf("shadow_mismatches") or 0)))
+
+    quality = Table.grid(padding=(0, 2))
+    quality.add_column(style="dim")
+    quality.add_column()
+    mapping = snap.mapping
+    quality.add_row(
+        "mapping coverage",
+        Text(
+            f"{_pct(mapping.get('coverage'), 0)} ({mapping.get('total_mapped')}/{mapping.get('total_legacy')})",
+            style="green" if mapping.get("ok") else "red",
+        ),
+    )
+    rate = snap.consistency_rate
+    no_check = rate is None and snap.sources.get("check") == "ok"
+    quality.add_row(
+        "consistency",
+        Text(
+            "no check yet" if no_check else _pct(rate),
+            style=_style(rate, 0.999, 0.99, higher_is_worse=False),
+        ),
+    )
+    check = snap.last_check
+    if check:
+        passed = check.get("inconsistent") == 0
+        quality.add_row(
+            "validation",
+            Text(
+                ("passing" if passed else f"failing ({check.get('inconsistent')})")
+                + f"  {check.get('consistent')}/{check.get('total')} at {check.get('created_at')}",
+                style="green" if passed else "red",
+            ),
+        )
+    else:
+        quality.add_row(
+            "validation",
+            Text("no check yet" if snap.sources.get("check") == "ok" else "unknown", style="dim"),
+        )
+    quality.add_row(
+        "repair queue / quarantine", f"{_known(snap.repair_open)} / {_known(snap.quarantine)}"
+    )
+    conflicts = snap.replay_conflicts
+    quality.add_row(
+        "replay conflicts",
+        Text(
+            "unknown"
+            if conflicts is None
+            else f"{conflicts} open: `unistatus rollback conflicts`"
+            if conflicts
+            else "0 open",
+            style="dim" if conflicts is None else "bold red" if conflicts else "green",
+        ),
+    )
+
+    progress = Table(show_header=False, box=None, padding=(0, 1))
+    progress.add_column(no_wrap=True)
+    progress.add_column(no_wrap=True)
+    for bar in snap.phase_bars():
+        label = Text(f"Phase {bar['phase']}: {bar['name']}", style="bold" if bar["current"] else "")
+        progress.add_row(label, _bar(bar["percent"]))
+    if snap.progress is None:
+        progress.add_row(Text("backfill", style="dim"), Text("unknown", style="dim"))
+    else:
+        for system, info in snap.progress.items():
+            progress.add_row(f"  {system} ({info.get('state', '')})", _bar(info.get("percent")))
+
+    firing = [a for a in alerts if a.get("state") == "firing"]
+    alert_table = Table(show_header=False, box=None)
+    alert_table.add_column()
+    if not firing:
+        alert_table.add_row(Text("none firing", style="green"))
+    for a in firing:
+        style = "bold red" if a["level"] == "critical" else "yellow"
+        alert_table.add_row(Text(f"{a['level'].upper()} {a['name']}: {a['message']}", style=style))
+
+    parts: list[RenderableType] = [
+        Panel(perf, title=f"Performance (last {snap.window_seconds / 60:.0f} min)"),
+        Panel(quality, title="Data quality"),
+        Panel(progress, title="Migration progress"),
+        Panel(alert_table, title="Firing alerts"),
+    ]
+    unknown = snap.unknown
+    if unknown:
+        parts.append(
+            Panel(
+                Text("\n".join(f"{k}: {v}" for k, v in unknown.items()), style="dim"),
+                title="Unknown",
+            )
+        )
+    return Panel(
+        Group(*parts), title=title, subtitle=snap.taken_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    )
+
+
+def _known(value: int | None) -> str:
+    return "unknown" if value is None else str(value)
+
+
+def frame(
+    engine: sa.Engine, settings: Settings, *, window_seconds: float = DEFAULT_WINDOW_SECONDS
+) -> RenderableType:
+    """Read everything from the database and render one frame."""
+    snap = collect_snapshot(engine, settings, window_seconds=window_seconds)
+    alerts: list[dict[str, Any]] = []
+    health = None
+    if snap.database_up:
+        from unistatus.observe.alerts import load_states
+
+        try:
+            alerts = [s.as_dict() for s in load_states(engine)]
+        except sa.exc.DBAPIError:
+            alerts = []
+        critical = any(a["state"] == "firing" and a["level"] == "critical" for a in alerts)
+        health = "degraded" if critical else "healthy"
+    else:
+        health = "down"
+    return render(snap, alerts, health)
+
+
+def run(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    once: bool = False,
+    interval: float = 5.0,
+    console: Console | None = None,
+) -> None:
+    """Draw the dashboard once, or redraw it every ``interval`` s until interrupted."""
+    console = console or Console()
+    if once:
+        console.print(frame(engine, settings))
+        return
+    from rich.live import Live
+
+    with Live(frame(engine, settings), console=console, refresh_per_second=2, screen=False) as live:
+        while True:
+            time.sleep(interval)
+            live.update(frame(engine, settings))

@@ -1,0 +1,1 @@
+"""Synthetic data and load: seed, traffic, the load test and the demo."""

@@ -1,0 +1,211 @@
+"""The secondary write fails for real (a constraint, a trigger) or the database goes away.
+
+``strict`` must leave both sides exactly as they were; ``primary_wins`` commits the
+primary, leaves the secondary alone and queues a repair. Tests that change the schema
+restore it (PostgreSQL's test database is shared by the whole run).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from unistatus import DualWriteAdapter, DualWriteMode
+from unistatus.db.control import set_mode
+from unistatus.db.tables import repair_queue
+from unistatus.errors import StorageError
+
+M = DualWriteMode
+STATE_TABLES = [
+    "cashouts",
+    "escrows",
+    "exchanges",
+    "unified_transactions",
+    "unified_status_history",
+    "unistatus_pending_legacy",
+]
+
+
+def adapter_in(db: Database, mode: DualWriteMode, **kw: Any) -> DualWriteAdapter:
+    set_mode(db.engine, mode, reason="test", actor="test")
+    adapter = DualWriteAdapter(kw.pop("engine", db.engine), settings=db.settings, **kw)
+    adapter.modes.refresh()
+    return adapter
+
+
+def state(db: Database) -> dict[str, list[str]]:
+    with db.engine.connect() as conn:
+        return {
+            t: sorted(repr(tuple(r)) for r in conn.execute(sa.text(f"SELECT * FROM {t}")))
+            for t in STATE_TABLES
+        }
+
+
+def status_of(db: Database, table: str, where: str) -> str:
+    with db.engine.connect() as conn:
+        return str(conn.execute(sa.text(f"SELECT status FROM {table} WHERE {where}")).scalar_one())
+
+
+def repairs(db: Database) -> list[dict[str, Any]]:
+    with db.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(repair_queue)).mappings()]
+
+
+@contextmanager
+def refuse(db: Database, table: str, status: str) -> Iterator[str]:
+    """Make the database refuse ``status`` in ``table`` (a real constraint); yields its name."""
+    name = f"t_no_{status.lower()}"
+    if db.backend == "postgres":
+        ddl = f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK (status <> '{status}') NOT VALID"
+        undo = f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
+    else:
+        body = f"WHEN NEW.status = '{status}' BEGIN SELECT RAISE(ABORT, '{name}'); END"
+        ddl = f"CREATE TRIGGER {name} BEFORE UPDATE ON {table} {body}"
+        undo = f"DROP TRIGGER IF EXISTS {name}"
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(ddl)
+    try:
+        yield name
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(undo)
+
+
+# --- the secondary side refuses the write ----------------------------------------------
+
+
+def test_strict_rolls_everything_back(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="strict")
+    c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    before = state(db)
+    with refuse(db, "unified_transactions", "FAILED") as name:
+        r = a.update_status(c.entity_id, "FAILED", "provider said no", "svc")
+    assert not r.overall_success and not r.changed
+    assert r.error is not None and name in r.error
+    assert state(db) == before
+    assert repairs(db) == []
+    # The schema is back: the same write now succeeds.
+    assert a.update_status(c.entity_id, "FAILED", "provider said no", "svc").overall_success
+
+
+def test_primary_wins_commits_primary_and_queues_repair(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="primary_wins")
+    c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    with refuse(db, "unified_transactions", "FAILED") as name:
+        r = a.update_status(c.entity_id, "FAILED", "provider said no", "svc")
+    assert r.primary_success and not r.secondary_success and r.has_inconsistency
+    assert r.error is not None and name in r.error
+    assert status_of(db, "cashouts", f"id = {c.legacy_entity_id}") == "FAILED"
+    assert status_of(db, "unified_transactions", f"id = '{c.entity_id}'") == "PENDING"
+    (repair,) = repairs(db)
+    assert repair["transaction_id"] == c.entity_id and repair["legacy_id"] == c.legacy_entity_id
+    assert repair["operation_id"] == r.operation_id and name in repair["error"]
+    assert repair["resolved_at"] is None
+    report = a.check_consistency(c.entity_id)
+    assert not report["consistent"]
+
+
+def test_primary_wins_with_unified_primary_keeps_legacy(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_UNIFIED_PRIMARY, fallback="primary_wins")
+    c = a.create_transaction("ESCROW", 1, "5", "USD")
+    with refuse(db, "escrows", "CANCELLED") as name:
+        r = a.update_status(c.entity_id, "CANCELLED", "buyer left", "svc")
+    assert r.primary_success and not r.secondary_success and r.has_inconsistency
+    assert status_of(db, "unified_transactions", f"id = '{c.entity_id}'") == "CANCELLED"
+    assert status_of(db, "escrows", f"id = {c.legacy_entity_id}") == "CREATED"
+    (repair,) = repairs(db)
+    assert name in repair["error"] and repair["transaction_id"] == c.entity_id
+
+
+def test_strict_with_unified_primary_rolls_back(db: Database) -> None:
+    a = adapter_in(db, M.DUAL_WRITE_UNIFIED_PRIMARY)
+    c = a.create_transaction("ESCROW", 1, "5", "USD")
+    before = state(db)
+    with refuse(db, "escrows", "CANCELLED"):
+        r = a.update_status(c.entity_id, "CANCELLED", "buyer left", "svc")
+    assert not r.overall_success and state(db) == before and repairs(db) == []
+
+
+# --- the database goes away --------------------------------------------------------------
+
+
+def test_missing_table_fails_cleanly(pg: Database) -> None:
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    before = state(pg)
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE unified_status_history RENAME TO gone_history")
+    try:
+        r = a.update_status(c.entity_id, "PROCESSING", "r", "t")
+        assert not r.overall_success and "unified_status_history" in (r.error or "")
+    finally:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE gone_history RENAME TO unified_status_history")
+    assert state(pg) == before
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE cashouts RENAME TO gone_cashouts")
+    try:
+        with pytest.raises(StorageError, match="cashouts"):
+            a.get_transaction_status(c.entity_id)
+    finally:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE gone_cashouts RENAME TO cashouts")
+    assert a.update_status(c.entity_id, "PROCESSING", "r", "t").overall_success
+
+
+def test_connection_killed_mid_write(pg: Database) -> None:
+    """The adapter's backend is terminated while its write waits: nothing half-written,
+    and the write is retried on a fresh connection (it had not reached COMMIT)."""
+    victim = sa.create_engine(pg.url, connect_args={"application_name": "unistatus_victim"})
+    try:
+        a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY, engine=victim)
+        c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        before = state(pg)
+        results: list[Any] = []
+        with pg.engine.connect() as blocker:
+            tx = blocker.begin()
+            blocker.execute(
+                sa.text(f"SELECT 1 FROM cashouts WHERE id = {c.legacy_entity_id} FOR UPDATE")
+            )
+            worker = threading.Thread(
+                target=lambda: results.append(a.update_status(c.entity_id, "PROCESSING", "r", "t"))
+            )
+            worker.start()
+            killed = 0
+            for _ in range(100):
+                killed = blocker.execute(
+                    sa.text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE application_name = 'unistatus_victim' AND wait_event_type = 'Lock'"
+                    )
+                ).scalar_one()
+                if killed:
+                    break
+                time.sleep(0.05)
+            tx.rollback()
+            worker.join(10)
+        assert killed == 1
+        (r,) = results
+        assert r.overall_success, r.error  # retried once the lock was free
+        after = state(pg)
+        assert after != before
+        with pg.engine.connect() as conn:
+            changes = conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM unified_status_history "
+                    "WHERE transaction_id = :id AND to_status = 'PROCESSING'"
+                ),
+                {"id": c.entity_id},
+            ).scalar_one()
+        assert changes == 1  # applied exactly once
+        # The pool recovers: the next write goes through.
+        assert a.update_status(c.entity_id, "AWAITING_RESPONSE", "r", "t").overall_success
+    finally:
+        victim.dispose()

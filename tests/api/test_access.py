@@ -1,0 +1,270 @@
+"""Who may write through the HTTP API (issue 10, section 2).
+
+Transaction writes need a writer (or admin) token and are disabled when none is
+configured; ``force`` needs the admin token; the history names the token that made a
+change, never its value; a refused request writes nothing; a 503 names no host, port
+or SQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+
+from conftest import Database
+from support.adapters import adapter_in, snapshot
+from unistatus.api.service import create_app
+from unistatus.config import load_settings
+from unistatus.db.engine import create_engine
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import ConfigError
+
+ADMIN = "admin-token-0123456789"
+WRITER = "writer-token-0123456789"
+M = DualWriteMode
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+HEADERS: dict[str, dict[str, str]] = {
+    "no header": {},
+    "wrong token": bearer("not-the-token"),
+    "basic auth": {"Authorization": f"Basic {WRITER}"},
+    "writer token": bearer(WRITER),
+    "admin token": bearer(ADMIN),
+}
+
+
+@pytest.fixture
+def cashout(db: Database) -> str:
+    """A PENDING cashout written on both sides; its legacy reference."""
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    return f"cashout:{a.create_transaction('WALLET_CASHOUT', 1, '5', 'USD').legacy_entity_id}"
+
+
+def client_with(db: Database, **tokens: Any) -> TestClient:
+    return TestClient(create_app(db.settings.model_copy(update=tokens), db.engine))
+
+
+def write(client: TestClient, endpoint: str, ref: str, headers: dict[str, str]) -> Any:
+    if endpoint == "create":
+        body = {
+            "transaction_type": "WALLET_CASHOUT",
+            "user_id": 9,
+            "amount": "3",
+            "currency": "EUR",
+        }
+        return client.post("/api/v1/transactions", json=body, headers=headers)
+    body = {"status": "PROCESSING", "reason": "sent", "triggered_by": "svc"}
+    return client.post(f"/api/v1/transactions/{ref}/status", json=body, headers=headers)
+
+
+def history(db: Database) -> list[dict[str, Any]]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM unified_status_history ORDER BY id"))
+        return [dict(r._mapping) for r in rows]
+
+
+ENDPOINTS = ["create", "update"]
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("header", list(HEADERS))
+def test_writes_are_disabled_when_no_token_is_configured(
+    db: Database, cashout: str, endpoint: str, header: str
+) -> None:
+    before = snapshot(db)
+    with client_with(db, admin_token=None, writer_token=None) as client:
+        r = write(client, endpoint, cashout, HEADERS[header])
+    assert r.status_code == 403, r.text
+    assert "disabled" in r.json()["detail"] and "UNISTATUS_WRITER_TOKEN" in r.json()["detail"]
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("no header", 401),
+        ("wrong token", 401),
+        ("basic auth", 401),
+        ("writer token", 200),
+        ("admin token", 200),
+    ],
+)
+def test_writes_need_a_writer_or_admin_token(
+    db: Database, cashout: str, endpoint: str, header: str, expected: int
+) -> None:
+    before = snapshot(db)
+    with client_with(db, admin_token=ADMIN, writer_token=WRITER) as client:
+        r = write(client, endpoint, cashout, HEADERS[header])
+    if expected == 401:
+        assert r.status_code == 401, r.text
+        assert r.headers["WWW-Authenticate"] == "Bearer"
+        assert snapshot(db) == before
+        return
+    assert r.status_code in (200, 201), r.text
+    assert snapshot(db) != before
+    name = "writer" if header == "writer token" else "admin"
+    last = history(db)[-1]
+    assert last["triggered_by"] == (
+        f"token:{name} (svc)" if endpoint == "update" else f"token:{name}"
+    )
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_the_admin_token_alone_enables_writes_for_admins_only(
+    db: Database, cashout: str, endpoint: str
+) -> None:
+    before = snapshot(db)
+    with client_with(db, admin_token=ADMIN, writer_token=None) as client:
+        assert write(client, endpoint, cashout, bearer(WRITER)).status_code == 401
+        assert snapshot(db) == before
+        assert write(client, endpoint, cashout, bearer(ADMIN)).status_code in (200, 201)
+
+
+def test_force_needs_the_admin_token(db: Database, cashout: str) -> None:
+    body = {"status": "SUCCESS", "reason": "paid out by hand", "force": True}
+    before = snapshot(db)
+    with client_with(db, admin_token=ADMIN, writer_token=WRITER) as client:
+        for headers in ({}, bearer("wrong"), bearer(WRITER)):
+            r = client.post(f"/api/v1/transactions/{cashout}/status", json=body, headers=headers)
+            assert r.status_code in (401, 403), r.text
+        assert "admin" in r.json()["detail"]
+        assert snapshot(db) == before
+        r = client.post(f"/api/v1/transactions/{cashout}/status", json=body, headers=bearer(ADMIN))
+    assert r.status_code == 200, r.text
+    last = history(db)[-1]
+    assert last["to_status"] == "SUCCESS" and last["override"] in (True, 1)
+    assert last["triggered_by"] == "token:admin"
+
+
+def test_the_history_names_the_token_never_its_value(db: Database, cashout: str) -> None:
+    from unistatus.config import ApiToken
+
+    tokens = [ApiToken(name="checkout-svc", token="checkout-secret-value-42", role="writer")]
+    with client_with(db, api_tokens=tokens) as client:
+        r = client.post(
+            f"/api/v1/transactions/{cashout}/status",
+            json={"status": "PROCESSING", "reason": "sent", "triggered_by": "admin"},
+            headers=bearer("checkout-secret-value-42"),
+        )
+        assert r.status_code == 200, r.text
+        # A caller cannot pass itself off as another token: its label follows the name.
+        r = client.post(
+            f"/api/v1/transactions/{cashout}/status",
+            json={"status": "SUCCESS", "reason": "x", "force": True},
+            headers=bearer("checkout-secret-value-42"),
+        )
+        assert r.status_code == 403
+    rows = history(db)
+    assert rows[-1]["triggered_by"] == "token:checkout-svc (admin)"
+    assert not any("checkout-secret-value-42" in repr(row) for row in rows)
+
+
+def test_a_writer_token_cannot_use_the_control_endpoints(db: Database) -> None:
+    with client_with(db, admin_token=ADMIN, writer_token=WRITER) as client:
+        r = client.put(
+            "/api/v1/control/mode",
+            json={"mode": "DUAL_WRITE_LEGACY_PRIMARY", "reason": "go"},
+            headers=bearer(WRITER),
+        )
+    assert r.status_code == 403 and "admin" in r.json()["detail"]
+
+
+def test_reads_stay_open(db: Database, cashout: str) -> None:
+    with client_with(db, admin_token=None, writer_token=None) as client:
+        assert client.get(f"/api/v1/transactions/{cashout}").status_code == 200
+        assert client.get("/api/v1/status").status_code == 200
+
+
+def test_tokens_must_tell_clients_and_roles_apart() -> None:
+    from unistatus.api.access import authenticate
+
+    with pytest.raises(ConfigError, match="must all differ"):
+        load_settings(admin_token="same", writer_token="same")
+    with pytest.raises(ConfigError, match="taken"):
+        load_settings(api_tokens=[{"name": "admin", "token": "t1"}])
+    with pytest.raises(ConfigError, match="printable ASCII"):
+        load_settings(writer_token="tök")
+    with pytest.raises(ConfigError, match="same name"):
+        load_settings(api_tokens=[{"name": "a", "token": "t1"}, {"name": "a", "token": "t2"}])
+    settings = load_settings(
+        admin_token="adm", api_tokens=[{"name": "ops", "token": "o", "role": "admin"}]
+    )
+    assert authenticate(settings, "o") == authenticate(settings, "o")
+    who = authenticate(settings, "o")
+    assert who is not None and (who.name, who.role) == ("ops", "admin")
+    assert authenticate(settings, "") is None and authenticate(settings, None) is None
+    assert authenticate(settings, "ad") is None and authenticate(settings, "adm\n") is None
+
+
+# --- 503 bodies -----------------------------------------------------------------------
+
+
+SECRET = "Pw-0f-the-db"
+
+
+@pytest.fixture
+def unreachable() -> Iterator[sa.Engine]:
+    engine = create_engine(
+        f"postgresql://unistatus:{SECRET}@127.0.0.1:1/payments?sslpassword={SECRET}x"
+        "&connect_timeout=2"
+    )
+    yield engine
+    engine.dispose()
+
+
+def _no_server_detail(text: str) -> None:
+    for leak in (SECRET, "127.0.0.1", "port 1", "connection to server", "SELECT", "INSERT"):
+        assert leak not in text, (leak, text)
+
+
+def test_503_bodies_name_no_host_port_or_sql(
+    unreachable: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(database_url="sqlite://", writer_token=WRITER)
+    caplog.set_level(logging.ERROR, logger="unistatus")
+    with TestClient(create_app(settings, unreachable)) as client:
+        responses = [
+            client.get("/health"),
+            client.post(
+                "/api/v1/transactions",
+                json={"transaction_type": "ESCROW", "user_id": 1, "amount": "1", "currency": "USD"},
+                headers=bearer(WRITER),
+            ),
+        ]
+        status = client.get("/api/v1/status")
+    for r in responses:
+        assert r.status_code == 503, r.text
+        _no_server_detail(r.text)
+        assert "error id" in r.text
+    _no_server_detail(status.text)
+    # The log keeps the detail (the password redacted), under the id the client got.
+    error_id = responses[1].json()["error_id"]
+    logged = [rec.getMessage() for rec in caplog.records if error_id in rec.getMessage()]
+    assert logged and "127.0.0.1" in logged[0] and SECRET not in logged[0]
+
+
+def test_a_failed_write_503_carries_no_sql(sqlite_db: Database) -> None:
+    adapter_in(sqlite_db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    with sqlite_db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE unified_status_history")
+    settings = sqlite_db.settings.model_copy(update={"writer_token": WRITER})
+    with TestClient(create_app(settings, sqlite_db.engine)) as client:
+        r = client.post(
+            "/api/v1/transactions",
+            json={"transaction_type": "ESCROW", "user_id": 1, "amount": "1", "currency": "USD"},
+            headers=bearer(WRITER),
+        )
+    assert r.status_code == 503, r.text
+    _no_server_detail(r.text)
+    assert "unified_status_history" not in r.text and "error id" in r.json()["detail"]
+    assert r.json()["result"]["overall_success"] is False

@@ -1,0 +1,236 @@
+"""The backfill on PostgreSQL under concurrency: live dual writes, workers, timeouts, a lost server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from support.backfill_data import inconsistencies
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.backfill import progress, run_backfill
+from unistatus.backfill.plan import plan_or_join
+from unistatus.db.control import set_mode
+from unistatus.db.dialect import ops_for
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables import unified_transactions as U
+from unistatus.db.tables_backfill import backfill_chunks as CH
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.migration.check import run_check
+from unistatus.sim.seed import id_ranges, seed_legacy
+from unistatus.sim.traffic import run_traffic
+
+pytestmark = pytest.mark.postgres
+UNISTATUS = str(Path(sys.executable).parent / "unistatus")
+
+
+def test_backfill_100k_under_live_dual_writes_is_fully_consistent(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 100_000, seed=3)
+    set_mode(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 2")
+    adapter = DualWriteAdapter(pg.engine, settings=pg.settings)
+    stop = threading.Event()
+    box: dict[str, Any] = {}
+    traffic = threading.Thread(
+        target=lambda: box.update(
+            t=run_traffic(
+                adapter,
+                threads=8,
+                seconds=None,
+                stop=stop,
+                new_ratio=0.15,
+                existing=id_ranges(pg.engine, pg.settings),
+                seed=5,
+            )
+        )
+    )
+    traffic.start()
+    time.sleep(0.5)  # live writes reach rows the backfill has not copied yet
+    report = run_backfill(pg.engine, pg.settings, batch_size=5_000).as_dict()
+    stop.set()
+    traffic.join(60)
+    written = box["t"]
+    assert written.errors == 0, written.error_samples
+    assert written.updates > 50 and written.creates > 5
+    assert report["complete"] and report["quarantined"] == 0
+    # Some rows were created by the adapter before the backfill reached them.
+    assert report["already_present"] > 0
+    # The mark includes rows the adapter created before the run started.
+    total = sum(s["total"] for s in report["systems"].values())
+    assert total >= 100_000
+    assert report["inserted"] + report["already_present"] == total
+
+    check = run_check(pg.engine, pg.settings, store=False)
+    assert check.is_consistent, check.as_dict()["inconsistencies"]
+    assert check.total >= 100_000
+    # Every unified row carries the latest legacy status (the adapter's, not a stale copy).
+    tables = resolve_legacy_tables(pg.engine, pg.settings)
+    with pg.engine.connect() as conn:
+        for system, lt in tables.items():
+            stale = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(
+                    lt.table.join(
+                        U, sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
+                    )
+                )
+                .where(U.c.legacy_status.is_distinct_from(lt.status))
+            ).scalar_one()
+            assert stale == 0, system
+        touched_backfilled = conn.execute(
+            sa.select(sa.func.count()).where(U.c.origin == "backfill", U.c.version > 1)
+        ).scalar_one()
+    assert touched_backfilled > 0  # live writes also landed on rows after the backfill copied them
+
+
+def test_several_workers_share_the_chunks_without_gap_or_overlap(pg: Any) -> None:
+    """Three worker processes, started together, each claim chunks; together they tile
+    every key range once. The start is synchronised, not hoped for: the chunk table is
+    locked until all three workers wait on it, so each one's first claim is a chunk of
+    its own (SKIP LOCKED), however slowly the processes were spawned."""
+    seed_legacy(pg.engine, pg.settings, 15_000, seed=4, unmappable=9)
+    # The workers' first statements wait for the lock below: no timeout may cut them off.
+    settings = pg.settings.model_copy(
+        update={"lock_timeout_ms": 120_000, "statement_timeout_ms": 120_000}
+    )
+    plan_or_join(ops_for(pg.engine), resolve_legacy_tables(pg.engine, settings), 100)
+    box: dict[str, Any] = {}
+    with pg.engine.connect() as gatekeeper:
+        tx = gatekeeper.begin()
+        gatekeeper.execute(sa.text("LOCK TABLE unistatus_backfill_chunks IN EXCLUSIVE MODE"))
+        runner = threading.Thread(
+            target=lambda: box.update(
+                report=run_backfill(pg.engine, settings, batch_size=100, workers=3)
+            )
+        )
+        runner.start()
+        deadline = time.monotonic() + 60
+        while _waiting_on_chunks(pg.engine) < 3:
+            assert runner.is_alive() and time.monotonic() < deadline, "workers never queued"
+            time.sleep(0.05)
+        tx.commit()
+    runner.join(120)
+    report = box["report"].as_dict()
+    assert report["workers"] == 3
+    assert report["inserted"] == 15_000 and report["quarantined"] == 9
+    assert report["complete"]
+    assert pg.count("unified_transactions") == 15_000
+    with pg.engine.connect() as conn:
+        chunks = conn.execute(sa.select(CH).order_by(CH.c.system, CH.c.start_id)).mappings().all()
+        jobs_hwm = dict(
+            conn.execute(
+                sa.text("SELECT system, high_water_mark FROM unistatus_backfill_jobs")
+            ).all()
+        )
+    assert {c["state"] for c in chunks} == {"done"}
+    assert {c["attempts"] for c in chunks} == {1}
+    assert len({c["worker"] for c in chunks}) == 3  # every worker claimed chunks of its own
+    for system in ("CASHOUT", "ESCROW", "EXCHANGE"):
+        mine = [c for c in chunks if c["system"] == system]
+        for a, b in zip(mine, mine[1:], strict=False):
+            assert b["start_id"] == a["end_id"] + 1  # tiles the key space: no gap, no overlap
+        assert mine[-1]["end_id"] == jobs_hwm[system]
+        assert sum(c["inserted"] + c["quarantined"] for c in mine) == sum(c["rows"] for c in mine)
+
+
+def _waiting_on_chunks(engine: sa.Engine) -> int:
+    """Backends waiting for a lock on the chunk table (a fresh connection per call)."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation' "
+                    "AND relation = 'unistatus_backfill_chunks'::regclass"
+                )
+            ).scalar_one()
+        )
+
+
+def test_a_timed_out_batch_is_retried_not_skipped(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 2_000, seed=6, systems=["cashout"])
+    settings = pg.settings.model_copy(update={"lock_timeout_ms": 150})
+    lt = resolve_legacy_tables(pg.engine, settings)[LegacySystemType.CASHOUT]
+    # Another transaction holds a unified row of the first chunk (uncommitted insert):
+    # the batch waits on it, hits the lock timeout, and must be retried.
+    blocker = pg.engine.connect()
+    tx = blocker.begin()
+    blocker.execute(
+        sa.insert(U).values(
+            id="UTX100000000000001",
+            transaction_type="WALLET_CASHOUT",
+            legacy_system="CASHOUT",
+            legacy_id=1,
+            user_id=1,
+            amount=1,
+            currency="USD",
+            status="PENDING",
+            legacy_status="PENDING",
+            version=2,
+            origin="dual_write",
+            created_at=sa.func.now(),
+            updated_at=sa.func.now(),
+        )
+    )
+    threading.Timer(0.6, tx.rollback).start()
+    try:
+        report = run_backfill(
+            pg.engine, settings, systems=[LegacySystemType.CASHOUT], batch_size=500
+        ).as_dict()
+    finally:
+        time.sleep(0.7)
+        blocker.close()
+    assert report["systems"]["CASHOUT"]["this_run"]["retries"] >= 1
+    assert report["inserted"] == 2_000 and report["complete"]
+    with pg.engine.connect() as conn:
+        first = conn.execute(sa.select(CH.c.attempts).where(CH.c.start_id == 1)).scalar_one()
+        assert conn.execute(sa.select(sa.func.count()).select_from(lt.table)).scalar_one() == 2_000
+    assert first >= 2
+    assert not inconsistencies(pg.engine, settings)
+
+
+def test_server_connection_lost_mid_batch_is_reported_and_resumable(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 40_000, seed=7)
+    # The operator's command, in its own process; the server kills its connection
+    # while a batch statement is running.
+    proc = subprocess.Popen(
+        [UNISTATUS, "--database-url", pg.url, "backfill", "--batch-size", "200", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    killer = sa.create_engine(sa.make_url(pg.url), isolation_level="AUTOCOMMIT")
+    deadline = time.monotonic() + 30
+    with killer.connect() as conn:
+        while proc.poll() is None and time.monotonic() < deadline:
+            if progress(pg.engine, pg.settings)["CASHOUT"]["done"] > 0:
+                conn.execute(
+                    sa.text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND state = 'active' AND query LIKE 'WITH claim%'"
+                    )
+                )
+            time.sleep(0.01)
+    killer.dispose()
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2, (out, err)
+    message = err.strip()
+    assert message.startswith("error:") and "\n" not in message, message
+    assert "rerun" in message and "Traceback" not in err
+    mid = progress(pg.engine, pg.settings)
+    assert not all(p["complete"] for p in mid.values())
+    with pg.engine.connect() as conn:
+        done_rows = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(CH.c.inserted), 0)).where(CH.c.state == "done")
+        ).scalar_one()
+    assert done_rows > 0
+    assert pg.count("unified_transactions") == done_rows  # the checkpoint matches the data
+    report = run_backfill(pg.engine, pg.settings, batch_size=200).as_dict()
+    assert report["complete"] and report["inserted"] == 40_000
+    assert report["rows_this_run"] == 40_000 - done_rows
+    assert pg.count("unified_transactions") == 40_000

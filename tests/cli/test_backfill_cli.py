@@ -1,0 +1,239 @@
+"""`unistatus backfill` as an operator runs it: JSON shapes, exit codes, kill -9 and resume."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner, Result
+
+from support.backfill_data import inconsistencies
+from unistatus.backfill import progress, run_backfill
+from unistatus.cli import app
+from unistatus.db.tables import unified_transactions as U
+from unistatus.domain.consistency import InconsistencyKind
+from unistatus.sim.seed import seed_legacy
+
+runner = CliRunner()
+UNISTATUS = str(Path(sys.executable).parent / "unistatus")
+
+
+@pytest.fixture(autouse=True)
+def _release_connections() -> Iterator[None]:
+    yield
+    gc.collect()  # each CLI invocation builds its own engine
+
+
+def cli(url: str, *args: str) -> Result:
+    return runner.invoke(app, ["--database-url", url, *args], catch_exceptions=False)
+
+
+def as_json(result: Result) -> Any:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert "Traceback" not in result.output
+    assert err.startswith("error:") and "\n" not in err, err
+    return err
+
+
+def test_json_shapes_of_every_subcommand(db: Any) -> None:
+    seed_legacy(db.engine, db.settings, 600, seed=2, unmappable=6)
+    dry = as_json(cli(db.url, "backfill", "--dry-run", "--json"))
+    assert dry["dry_run"] is True and dry["inserted"] == 600 and dry["quarantined"] == 6
+    assert db.count("unified_transactions") == 0
+
+    run = as_json(cli(db.url, "backfill", "--system", "cashout", "--batch-size", "50", "--json"))
+    assert {"inserted", "already_present", "quarantined", "systems"} <= set(run)
+    assert set(run["systems"]) == {"CASHOUT"}
+    assert run["inserted"] == 200 and run["quarantined"] == 2
+    cashout = run["systems"]["CASHOUT"]
+    assert {"total", "done", "percent", "complete", "state", "this_run"} <= set(cashout)
+
+    status = as_json(cli(db.url, "backfill", "status", "--json"))
+    assert status["quarantined"] == 2
+    for name, p in status["systems"].items():
+        assert {
+            "total",
+            "done",
+            "percent",
+            "complete",
+            "state",
+            "rows_per_second",
+            "updated_at",
+        } <= set(p)
+        assert 0.0 <= p["percent"] <= 100.0
+        assert p["state"] == ("complete" if name == "CASHOUT" else "not_started")
+
+    paused = as_json(cli(db.url, "backfill", "pause", "--reason", "window", "--json"))
+    assert paused["paused"] is True and paused["reason"] == "window"
+    assert as_json(cli(db.url, "backfill", "status", "--json"))["systems"]["CASHOUT"]["paused"]
+    resumed = as_json(cli(db.url, "backfill", "resume", "--json"))
+    assert resumed["paused"] is False
+
+    rest = as_json(cli(db.url, "backfill", "--json"))
+    # cashout was complete: a new job re-reads it and finds every row already present.
+    assert rest["inserted"] == 400 and rest["already_present"] == 200 and rest["complete"]
+    retry = as_json(cli(db.url, "backfill", "--retry-quarantine", "--json"))
+    assert retry["still_unmappable"] == 6 and "systems" in retry
+    undone = as_json(cli(db.url, "backfill", "undo", "--reason", "start over", "--json"))
+    assert undone["removed"] == 600 and db.count("unified_transactions") == 0
+
+    text = cli(db.url, "backfill", "--system", "escrow")
+    assert text.exit_code == 0 and "inserted" in text.stdout
+
+
+def test_bad_options_exit_2_and_write_nothing(db: Any) -> None:
+    seed_legacy(db.engine, db.settings, 30, seed=2)
+    assert "payouts" in one_line_error(cli(db.url, "backfill", "--system", "payouts"))
+    assert cli(db.url, "backfill", "--batch-size", "0").exit_code == 2
+    assert cli(db.url, "backfill", "--workers", "0").exit_code == 2
+    assert "reason" in cli(db.url, "backfill", "pause").output.lower()
+    assert db.count("unified_transactions") == 0 and db.count("unistatus_backfill_jobs") == 0
+
+
+def test_sigkill_at_random_points_then_resume_is_exactly_once(db: Any) -> None:
+    n, bad = 9_000, 9
+    seed_legacy(db.engine, db.settings, n, seed=8, unmappable=bad)
+    base = [UNISTATUS, "--database-url", db.url, "backfill", "--batch-size", "500", "--json"]
+    rng = random.Random(12)
+    kills = 0
+    for _ in range(3):
+        before = _done(db)
+        proc = subprocess.Popen(
+            [*base, "--max-rows-per-second", "4000"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and _done(db) <= before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            break
+        time.sleep(rng.uniform(0.0, 0.15))  # mid-batch or between batches
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    assert kills >= 3
+    assert not all(p["complete"] for p in progress(db.engine, db.settings).values())
+
+    final = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert final.returncode == 0, final.stderr
+    report = json.loads(final.stdout)
+    # Counts are per job, across every killed run: each row was counted exactly once.
+    assert report["complete"] and report["inserted"] == n and report["quarantined"] == bad
+    assert any(s["resumed"] for s in report["systems"].values())
+    with db.engine.connect() as conn:
+        rows, distinct = conn.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.count(
+                    sa.distinct(U.c.legacy_system + ":" + sa.cast(U.c.legacy_id, sa.String))
+                ),
+            )
+        ).one()
+    assert rows == distinct == n
+    assert db.count("unistatus_backfill_quarantine") == bad
+    kinds = Counter(i.kind for i in inconsistencies(db.engine, db.settings))
+    assert kinds == {
+        InconsistencyKind.UNMAPPABLE_LEGACY: bad,
+        InconsistencyKind.MISSING_UNIFIED: bad,
+    }
+
+
+def test_sqlite_database_gone_is_one_line_and_the_run_resumes(sqlite_db: Any) -> None:
+    db = sqlite_db
+    seed_legacy(db.engine, db.settings, 3_000, seed=5)
+    batches = {"n": 0}
+
+    def stop_after_three(system: str, done: int, total: int) -> None:
+        batches["n"] += done > 0
+        if batches["n"] > 3:
+            raise KeyboardInterrupt  # the operator's Ctrl-C between two batches
+
+    with pytest.raises(KeyboardInterrupt):
+        run_backfill(db.engine, db.settings, batch_size=100, progress=stop_after_three)
+    kept = sum(int(p["done"]) for p in progress(db.engine, db.settings).values())
+    assert 0 < kept < 3_000
+    path = Path(db.url.removeprefix("sqlite:///"))
+    db.engine.dispose()
+    moved = path.with_suffix(".away")
+    os.replace(path, moved)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    try:
+        err = one_line_error(cli(db.url, "backfill", "--batch-size", "100"))
+        assert "does not exist" in err or "database" in err
+    finally:
+        gc.collect()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        os.replace(moved, path)
+    report = as_json(cli(db.url, "backfill", "--batch-size", "100", "--json"))
+    assert report["complete"] and report["inserted"] == 3_000
+    assert report["rows_this_run"] == 3_000 - kept  # committed batches were kept
+    assert report["systems"]["CASHOUT"]["resumed"]
+
+
+def _done(db: Any) -> int:
+    return sum(int(p["done"]) for p in progress(db.engine, db.settings).values())
+
+
+def _worker_processes(parent: int) -> list[int]:
+    """The multiprocessing workers ``parent`` spawned (not its resource tracker)."""
+    kids = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    return [int(k) for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has stopped; only its exit status is left to collect
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_stop_when_the_backfill_process_is_killed(pg: Any) -> None:
+    """kill -9 of `backfill --workers 2`: the workers stop too, and the job stays true
+    (not complete, or complete with its finish time)."""
+    seed_legacy(pg.engine, pg.settings, 30_000, seed=4)
+    proc = subprocess.Popen(
+        [UNISTATUS, "--database-url", pg.url, "backfill", "--workers", "2"]
+        + ["--batch-size", "200", "--max-rows-per-second", "1500", "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and _done(pg) < 600 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the backfill ended before it could be killed"
+        workers = _worker_processes(proc.pid)
+        assert len(workers) == 2, workers
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.monotonic() + 5
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [w for w in workers if _alive(w)], "backfill workers outlived their parent"
+    state = progress(pg.engine, pg.settings)
+    assert not all(p["complete"] for p in state.values())
+    assert all(p["finished_at"] for p in state.values() if p["complete"])

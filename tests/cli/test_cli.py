@@ -1,0 +1,209 @@
+"""The CLI as an operator uses it: output, JSON shapes and exit codes (0 / 1 / 2)."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from unistatus.cli import app
+from unistatus.db import schema
+from unistatus.domain import mapping
+from unistatus.domain.statuses import LegacySystemType
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _release_connections() -> Iterator[None]:
+    # Each invocation builds its own engine; collect them so PostgreSQL connections
+    # do not pile up across tests.
+    yield
+    gc.collect()
+
+
+def run(url: str | None, *args: str) -> Result:
+    prefix = ["--database-url", url] if url else []
+    return runner.invoke(app, [*prefix, *args], catch_exceptions=False)
+
+
+def as_json(result: Result) -> object:
+    return json.loads(result.stdout)
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert "Traceback" not in result.output
+    assert err.startswith("error:") and "\n" not in err, err
+    return err
+
+
+def test_help_teaches_with_examples() -> None:
+    result = run(None, "--help")
+    assert result.exit_code == 0
+    for command in ("init", "mapping", "mode", "tx", "demo"):
+        assert command in result.stdout
+    for args in (["tx", "update", "--help"], ["init", "--help"], ["demo", "--help"]):
+        text = run(None, *args).stdout
+        assert "Examples" in text and "unistatus " in text
+
+
+def test_init_is_idempotent_and_seeds(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    first = as_json(run(url, "init", "--json"))
+    second = as_json(run(url, "init", "--json"))
+    rev = schema.INSTALL_REVISION  # what init installs (retirement's revision comes later)
+    assert first == {"revision": rev, "previous_revision": None, "upgraded": True, "seeded": {}}
+    assert second == {"revision": rev, "previous_revision": rev, "upgraded": False, "seeded": {}}
+    seeded = run(url, "init", "--demo-data", "90")
+    assert seeded.exit_code == 0
+    assert "already at revision" in seeded.stdout and "30 cashout" in seeded.stdout
+
+
+def test_init_on_both_backends(db) -> None:  # type: ignore[no-untyped-def]
+    out = as_json(run(db.url, "init", "--demo-data", "30", "--json"))
+    assert out["upgraded"] is False and out["revision"] == schema.current_revision(db.engine)
+    assert out["seeded"] == {"CASHOUT": 10, "ESCROW": 10, "EXCHANGE": 10}
+    assert db.count("escrows") == 10
+
+
+def test_mapping_table_and_json() -> None:
+    text = run(None, "mapping").stdout
+    assert "Forward mapping (38 legacy statuses)" in text
+    assert "USER_CONFIRM_PENDING" in text and "RATE_LOCKED" in text
+    data = as_json(run(None, "mapping", "--json"))
+    assert isinstance(data, dict)
+    assert len(data["mappings"]) == 38
+    assert set(data["types"]) == {"WALLET_CASHOUT", "ESCROW", "EXCHANGE"}
+    escrow = data["types"]["ESCROW"]
+    assert escrow["reverse"]["RELEASE_PENDING"] == "ACTIVE"
+    assert "OTP_PENDING" not in escrow["valid_statuses"]
+    only = as_json(run(None, "mapping", "--system", "escrows", "--json"))
+    assert isinstance(only, dict) and len(only["mappings"]) == 13
+    one_line_error(run(None, "mapping", "--system", "payroll"))
+
+
+def test_mapping_validate_shape_and_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    result = run(None, "mapping", "--validate", "--json")
+    assert result.exit_code == 0
+    report = as_json(result)
+    assert isinstance(report, dict)
+    assert report["ok"] is True and report["coverage"] == 1.0 and report["problems"] == []
+    assert report["total_legacy"] == report["total_mapped"] == 38
+    assert report["legacy"]["ESCROW"] == {"statuses": 13, "mapped": 13}
+    assert report["unified_reachable"] == report["unified_total"] == 16
+    # Break the mapping data itself: validation must fail with exit code 1.
+    monkeypatch.delitem(mapping._FORWARD_STR[LegacySystemType.CASHOUT], "COMPLETED")
+    broken = run(None, "mapping", "--validate")
+    assert broken.exit_code == 1
+    assert (
+        "INVALID" in broken.stdout and "CASHOUT.COMPLETED has no unified mapping" in broken.stdout
+    )
+
+
+def test_mode_get_and_set(db) -> None:  # type: ignore[no-untyped-def]
+    assert as_json(run(db.url, "mode", "get", "--json")) == {"mode": "LEGACY_ONLY"}
+    switched = run(db.url, "mode", "set", "dual_write_legacy_primary", "--reason", "start")
+    assert switched.exit_code == 0 and "DUAL_WRITE_LEGACY_PRIMARY" in switched.stdout
+    assert as_json(run(db.url, "mode", "get", "--json")) == {"mode": "DUAL_WRITE_LEGACY_PRIMARY"}
+    err = one_line_error(run(db.url, "mode", "set", "HALF_AND_HALF", "--reason", "x"))
+    assert "unknown mode 'HALF_AND_HALF'" in err
+    assert as_json(run(db.url, "mode", "get", "--json")) == {"mode": "DUAL_WRITE_LEGACY_PRIMARY"}
+
+
+def test_tx_create_update_show(db) -> None:  # type: ignore[no-untyped-def]
+    run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "test")
+    created = run(
+        db.url, "tx", "create", "--type", "WALLET_CASHOUT", "--user", "42",
+        "--amount", "150.25", "--currency", "USD", "--json",
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    result = as_json(created)
+    assert isinstance(result, dict) and result["overall_success"] is True
+    utx = result["entity_id"]
+    assert utx.startswith("UTX1") and result["status"] == "PENDING"
+
+    ref = f"cashout:{result['legacy_entity_id']}"
+    updated = run(db.url, "tx", "update", ref, "OTP_PENDING", "--reason", "otp sent", "--by", "bob")
+    assert updated.exit_code == 0 and "OTP_PENDING" in updated.stdout
+    legacy_value = run(db.url, "tx", "update", utx, "USER_CONFIRM_PENDING", "--reason", "confirm")
+    assert legacy_value.exit_code == 0 and "AWAITING_APPROVAL" in legacy_value.stdout
+
+    shown = as_json(run(db.url, "tx", "show", utx, "--json"))
+    assert isinstance(shown, dict)
+    assert shown["status"] == "AWAITING_APPROVAL" and shown["source"] == "legacy"
+    assert shown["legacy_status"] == "USER_CONFIRM_PENDING"
+    assert shown["consistent"] is True and shown["inconsistencies"] == []
+    assert [h["to_status"] for h in shown["history"]] == [
+        "AWAITING_APPROVAL",
+        "OTP_PENDING",
+        "PENDING",
+    ]
+    assert shown["history"][1]["triggered_by"] == "bob"
+    text = run(db.url, "tx", "show", ref).stdout
+    assert "both sides agree" in text and "recent history" in text
+
+    # A change the rules forbid: exit 2, one line, nothing written.
+    history_before = db.count("unified_status_history")
+    err = one_line_error(run(db.url, "tx", "update", utx, "SUCCESS", "--reason", "skip"))
+    assert "cannot go from AWAITING_APPROVAL to SUCCESS" in err
+    assert db.count("unified_status_history") == history_before
+    # ... unless forced, which is recorded as an override.
+    forced = run(db.url, "tx", "update", utx, "SUCCESS", "--reason", "INC-1", "--force", "--json")
+    assert forced.exit_code == 0
+    last = as_json(run(db.url, "tx", "show", utx, "--json"))
+    assert isinstance(last, dict) and last["history"][0]["override"] is True
+
+
+def test_tx_bad_input_is_one_line_exit_2_and_writes_nothing(db) -> None:  # type: ignore[no-untyped-def]
+    run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "test")
+    ok = as_json(
+        run(db.url, "tx", "create", "--type", "escrow", "--user", "1", "--amount", "10",
+            "--currency", "EUR", "--json")
+    )  # fmt: skip
+    assert isinstance(ok, dict)
+    utx = ok["entity_id"]
+    cases = {
+        ("tx", "update", utx, "pending", "--reason", "r"): "'pending' is not valid for ESCROW",
+        ("tx", "update", utx, "OTP_PENDING", "--reason", "r"): "not valid for ESCROW",
+        ("tx", "update", "UTX12", "FAILED", "--reason", "r"): "malformed id 'UTX12'",
+        ("tx", "show", "escrow:999999"): "no transaction escrow:999999",
+        ("tx", "create", "--type", "loan", "--user", "1", "--amount", "1", "--currency", "USD"): (
+            "unknown transaction type 'loan'"
+        ),
+        ("tx", "create", "--type", "escrow", "--user", "1", "--amount", "1.5x",
+         "--currency", "USD"): "is not a decimal number",
+        ("tx", "create", "--type", "escrow", "--user", "1", "--amount", "5",
+         "--currency", "usd"): "currency must be an upper-case code",
+    }  # fmt: skip
+    for args, message in cases.items():
+        assert message in one_line_error(run(db.url, *args)), args
+    assert db.count("escrows") == 1 and db.count("unified_transactions") == 1
+    assert db.count("unified_status_history") == 1
+
+
+def test_unreachable_database_is_one_line_exit_2(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
+    one_line_error(run(url, "mode", "get"))
+    err = one_line_error(run("mysql://nobody@nowhere/db", "mode", "get"))
+    assert "unsupported database" in err
+
+
+def test_demo_command_exits_0(tmp_path: Path) -> None:
+    result = run(None, "demo", "--rows", "150", "--seconds", "0.5", "--threads", "2", "--json")
+    assert result.exit_code == 0, result.output
+    report = as_json(result)
+    assert isinstance(report, dict) and report["ok"] is True
+    assert [s["ok"] for s in report["steps"]] == [True] * len(report["steps"])
+
+
+def test_demo_command_fails_with_exit_1_on_a_bad_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"
+    result = run(url, "demo", "--rows", "10", "--seconds", "0.2")
+    assert result.exit_code == 1
+    assert "FAILED" in result.stdout

@@ -1,0 +1,45 @@
+"""The control state: mode switches are logged, need a reason, and never skip a replay."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.db.control import get_mode, history, set_mode
+from unistatus.domain.statuses import DualWriteMode as M
+from unistatus.domain.statuses import UnifiedTransactionType as T
+from unistatus.errors import InputError, ModeError
+
+
+def test_mode_switch_is_logged_with_actor_and_reason(db: Database) -> None:
+    assert get_mode(db.engine) is M.LEGACY_ONLY
+    set_mode(db.engine, "dual_write_legacy_primary", reason="phase 1", actor="ops")
+    assert get_mode(db.engine) is M.DUAL_WRITE_LEGACY_PRIMARY
+    [change] = history(db.engine, "mode")
+    assert (change.old_value, change.new_value) == (None, "DUAL_WRITE_LEGACY_PRIMARY")
+    assert (change.actor, change.reason) == ("ops", "phase 1")
+
+
+@pytest.mark.parametrize("reason", ["", "   "])
+def test_mode_switch_needs_a_reason(db: Database, reason: str) -> None:
+    with pytest.raises(InputError, match="reason"):
+        set_mode(db.engine, M.UNIFIED_ONLY, reason=reason)
+    assert get_mode(db.engine) is M.LEGACY_ONLY
+    assert history(db.engine, "mode") == []
+
+
+def test_set_mode_refuses_to_skip_the_replay(db: Database) -> None:
+    from unistatus.migration.rollback import replay_pending
+
+    set_mode(db.engine, M.UNIFIED_ONLY, reason="phase 4")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    assert adapter.create_transaction(T.ESCROW, 7, Decimal("3.5"), "EUR").overall_success
+    with pytest.raises(ModeError, match="1 change"):
+        set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="by hand")
+    assert get_mode(db.engine) is M.UNIFIED_ONLY
+    replay_pending(db.engine, db.settings, actor="t", reason="replay")
+    set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="replayed, now safe")
+    assert get_mode(db.engine) is M.DUAL_WRITE_LEGACY_PRIMARY

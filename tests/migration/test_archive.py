@@ -1,0 +1,244 @@
+"""Archive: export, verify, restore on SQLite and PostgreSQL (real databases)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from conftest import Database
+from unistatus.cli import app
+from unistatus.db.engine import create_engine
+from unistatus.db.tables import cashouts, escrows, exchanges
+from unistatus.errors import InputError
+from unistatus.migration.archive import (
+    export_archive,
+    read_manifest,
+    record_verified,
+    recorded_archive,
+    restore_archive,
+    verify_archive,
+)
+
+T0 = datetime(2026, 3, 1, 12, 30, 45, 123456, tzinfo=UTC)
+LEGACY = (cashouts, escrows, exchanges)
+
+
+def seed(db: Database) -> None:
+    rows = {
+        cashouts: [
+            ("12.5", "PENDING"),
+            ("0.00000001", None),  # NULL status: must stay NULL
+            ("1234567.89012345", "OTP_PENDING"),
+            ("100", "pending "),  # a raw, unmappable value is archived as it is
+        ],
+        escrows: [("250.75", "ACTIVE"), ("3", None)],
+        exchanges: [("0.5", "RATE_LOCKED")],
+    }
+    with db.engine.begin() as conn:
+        for table, values in rows.items():
+            conn.execute(
+                sa.insert(table),
+                [
+                    {
+                        "user_id": 10 + i,
+                        "amount": Decimal(amount),
+                        "currency": "USDT",
+                        "status": status,
+                        "created_at": T0 + timedelta(seconds=i),
+                        "updated_at": T0 + timedelta(minutes=i, microseconds=7),
+                    }
+                    for i, (amount, status) in enumerate(values)
+                ],
+            )
+
+
+def exact_rows(engine: sa.Engine, table: sa.Table) -> list[tuple[str, ...]]:
+    """Every value as its repr: Decimal scale, None and timestamps compared exactly."""
+    with engine.connect() as conn:
+        found = sa.Table(table.name, sa.MetaData(), autoload_with=conn)
+        rows = conn.execute(sa.select(found).order_by(found.c.id)).all()
+    return [tuple(repr(v) for v in row) for row in rows]
+
+
+@pytest.fixture(scope="module")
+def _pg_restore_url(postgres_url: str) -> Iterator[str]:
+    """A second PostgreSQL database for restores (created once here, dropped after)."""
+    url = sa.engine.make_url(postgres_url)
+    name = f"{url.database}_restore_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def other_db(db: Database, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """An empty second database on the same backend."""
+    if db.backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'restored.db'}"
+        return
+    url: str = request.getfixturevalue("_pg_restore_url")
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for table in LEGACY:
+                conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table.name}"')
+        yield url
+    finally:
+        engine.dispose()
+
+
+def test_export_restore_identical(db: Database, other_db: str, tmp_path: Path) -> None:
+    seed(db)
+    out = tmp_path / "archive"
+    manifest = export_archive(db.engine, db.settings, out)
+    assert {t.name: t.rows for t in manifest.tables} == {
+        "cashouts": 4,
+        "escrows": 2,
+        "exchanges": 1,
+    }
+    on_disk = read_manifest(out)
+    assert on_disk.sha256 == manifest.sha256
+    amount = next(c for c in on_disk.tables[0].columns if c.name == "amount")
+    assert (amount.kind, amount.precision, amount.scale) == ("decimal", 20, 8)
+    # Exact text in the file: full scale, JSON null, ISO timestamps.
+    lines = gzip.open(out / "cashouts.jsonl.gz").read().decode().splitlines()
+    names = [c.name for c in on_disk.tables[0].columns]
+    second = dict(zip(names, json.loads(lines[1]), strict=True))
+    assert second["amount"] == "0.00000001" and second["status"] is None
+    assert second["created_at"].startswith("2026-03-01")
+
+    report = restore_archive(other_db, out)
+    assert report.verify.ok, report.verify.problems
+    target = create_engine(other_db)
+    try:
+        for table in LEGACY:
+            assert exact_rows(target, table) == exact_rows(db.engine, table)
+        with target.connect() as conn:  # new rows get ids after the restored ones
+            cols = sa.Table("cashouts", sa.MetaData(), autoload_with=conn)
+        with target.begin() as conn:
+            new_id = conn.execute(
+                sa.insert(cols)
+                .values(
+                    user_id=1, amount=1, currency="USD", status="X", created_at=T0, updated_at=T0
+                )
+                .returning(cols.c.id)
+            ).scalar_one()
+        assert new_id == 5
+    finally:
+        target.dispose()
+    # The same rows exported again give the same bytes.
+    again = export_archive(db.engine, db.settings, tmp_path / "again")
+    assert [t.sha256 for t in again.tables] == [t.sha256 for t in manifest.tables]
+
+
+def test_verify_detects_changes_and_records(db: Database, tmp_path: Path) -> None:
+    seed(db)
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    report = verify_archive(db.engine, out)
+    assert report.ok and report.manifest_sha256 == read_manifest(out).sha256
+    assert recorded_archive(db.engine) is None
+    record_verified(db.engine, report, actor="test")
+    recorded = recorded_archive(db.engine)
+    assert recorded is not None
+    assert recorded["manifest_sha256"] == report.manifest_sha256
+    assert recorded["path"] == str(out.resolve())
+
+    # A live value changed (same row count): the content digest catches it.
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(cashouts).where(cashouts.c.id == 2).values(status="PENDING"))
+    changed = verify_archive(db.engine, out)
+    assert not changed.ok and "escrows" not in " ".join(changed.problems)
+    assert any("cashouts: row values differ" in p for p in changed.problems)
+    with pytest.raises(InputError):
+        record_verified(db.engine, changed)
+    # Rows deleted: the counts differ.
+    with db.engine.begin() as conn:
+        conn.execute(sa.delete(exchanges))
+    assert any("exchanges: 0 rows" in p for p in verify_archive(db.engine, out).problems)
+
+
+def test_damaged_archive_is_refused(db: Database, other_db: str, tmp_path: Path) -> None:
+    seed(db)
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    path = out / "escrows.jsonl.gz"
+    data = bytearray(path.read_bytes())
+    data[-9] ^= 0xFF
+    path.write_bytes(bytes(data))
+    assert any("escrows.jsonl.gz" in p for p in verify_archive(db.engine, out).problems)
+    with pytest.raises(InputError, match="damaged"):
+        restore_archive(other_db, out)
+    target = create_engine(other_db)
+    try:
+        assert not sa.inspect(target).has_table("cashouts")  # nothing written
+    finally:
+        target.dispose()
+
+
+def test_restore_refuses_non_empty_unless_replace(db: Database, tmp_path: Path) -> None:
+    seed(db)
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    before = exact_rows(db.engine, cashouts)
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(cashouts).values(status="FAILED"))
+    changed = exact_rows(db.engine, cashouts)
+    with pytest.raises(InputError, match="not empty"):
+        restore_archive(db.engine, out)
+    assert exact_rows(db.engine, cashouts) == changed  # nothing written
+    report = restore_archive(db.engine, out, replace=True)
+    assert report.verify.ok
+    assert exact_rows(db.engine, cashouts) == before
+
+
+def test_bad_input(db: Database, tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no manifest.json"):
+        verify_archive(db.engine, tmp_path)
+    (tmp_path / "junk").write_text("x")
+    with pytest.raises(InputError, match="not empty"):
+        export_archive(db.engine, db.settings, tmp_path)
+    with pytest.raises(InputError, match="not a directory"):
+        export_archive(db.engine, db.settings, tmp_path / "junk")
+    (tmp_path / "manifest.json").write_text('{"format": "something else"}')
+    with pytest.raises(InputError, match="not a unistatus-archive"):
+        read_manifest(tmp_path)
+
+
+def test_cli_export_verify_restore(sqlite_db: Database, tmp_path: Path) -> None:
+    seed(sqlite_db)
+    runner = CliRunner()
+    base = ["--database-url", sqlite_db.url, "archive"]
+    out = str(tmp_path / "a")
+    r = runner.invoke(app, [*base, "export", "--out", out, "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert len(json.loads(r.stdout)["manifest_sha256"]) == 64
+    r = runner.invoke(app, [*base, "verify", out, "--json"], catch_exceptions=False)
+    assert r.exit_code == 0 and json.loads(r.stdout)["recorded"] is True
+    with sqlite_db.engine.begin() as conn:
+        conn.execute(sa.delete(escrows))
+    r = runner.invoke(app, [*base, "verify", out], catch_exceptions=False)
+    assert r.exit_code == 1
+    target = f"sqlite:///{tmp_path / 'r.db'}"
+    r = runner.invoke(
+        app, [*base, "restore", out, "--database-url", target, "--json"], catch_exceptions=False
+    )
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["verified"] is True
+    r = runner.invoke(app, [*base, "restore", out, "--database-url", target])
+    assert r.exit_code == 2 and "not empty" in r.output

@@ -1,0 +1,234 @@
+"""Phases: gates measured from real data (adapter writes, stats, checks, backfill)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter, OperationEvent
+from unistatus.backfill import run_backfill
+from unistatus.config import load_settings
+from unistatus.db.control import get_mode, history, set_mode
+from unistatus.db.tables import cashouts, escrows, repair_queue
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import GateError, InputError
+from unistatus.migration import phases
+from unistatus.migration.check import run_check
+from unistatus.observe.stats import OperationStats
+
+M = DualWriteMode
+
+
+def _gates(status: phases.PhaseStatus) -> dict[str, phases.Gate]:
+    return {g.name: g for g in status.gates}
+
+
+def _writes(db: Database, n: int = 20, *, errors: int = 0) -> DualWriteAdapter:
+    """Real adapter traffic, recorded by OperationStats and flushed."""
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    stats = OperationStats(db.engine, process_id="test", start=False).attach(adapter)
+    for i in range(n):
+        r = adapter.create_transaction("WALLET_CASHOUT", i + 1, Decimal("10.5"), "USD")
+        assert r.overall_success
+        assert adapter.update_status(r.entity_id, "OTP_PENDING", "otp sent", "test").overall_success
+    for _ in range(errors):
+        stats.record(OperationEvent("update_status", adapter.mode, False, 3.0, error="boom"))
+    stats.flush()
+    return adapter
+
+
+def _legacy_history(db: Database, n: int = 30) -> None:
+    """Legacy rows that existed before dual-write (what the backfill copies)."""
+    now = datetime.now(UTC)
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(escrows),
+            [
+                {
+                    "user_id": i + 1,
+                    "amount": Decimal("3.25"),
+                    "currency": "EUR",
+                    "status": "ACTIVE",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(n)
+            ],
+        )
+
+
+def test_fresh_install_is_phase_0(db: Database) -> None:
+    status = phases.phase_status(db.engine, db.settings)
+    assert status.phase == 0 and status.mode is M.LEGACY_ONLY and status.next_phase == 1
+    d = status.as_dict()
+    assert d["phase"] == 0 and d["mode"] == "LEGACY_ONLY"
+    assert d["gates"] == [
+        {
+            "name": "mapping_validation",
+            "value": "100%",
+            "threshold": "100%",
+            "passed": True,
+            "detail": None,
+        }
+    ]
+    change = phases.advance(db.engine, db.settings, actor="alice")
+    assert (change.from_phase, change.to_phase, change.to_mode) == (
+        0,
+        1,
+        M.DUAL_WRITE_LEGACY_PRIMARY,
+    )
+    assert get_mode(db.engine) is M.DUAL_WRITE_LEGACY_PRIMARY
+    logged = history(db.engine, "phase")[0]
+    assert logged.new_value == "1" and logged.actor == "alice"
+    assert logged.metadata and logged.metadata["gates"][0]["name"] == "mapping_validation"
+    assert history(db.engine, "mode")[0].new_value == M.DUAL_WRITE_LEGACY_PRIMARY.value
+
+
+def test_into_phase_2_gates_fail_then_pass_on_real_data(db: Database) -> None:
+    phases.advance(db.engine, db.settings, actor="t")
+    gates = _gates(phases.phase_status(db.engine, db.settings))
+    assert set(gates) == {
+        "mapping_validation",
+        "dual_write_on",
+        "new_transactions_consistent",
+        "error_rate",
+    }
+    assert gates["dual_write_on"].passed
+    # nothing measured yet: never passes by default
+    assert gates["new_transactions_consistent"].value == "unavailable"
+    assert gates["error_rate"].value == "unavailable" and not gates["error_rate"].passed
+    with pytest.raises(GateError, match="new_transactions_consistent"):
+        phases.advance(db.engine, db.settings, actor="t")
+    assert phases.phase_status(db.engine, db.settings).phase == 1
+
+    _writes(db, 20, errors=1)  # 1 error in 41 operations: 2.4 %
+    start = phases.phase_started_at(db.engine, 1)
+    # an inconsistent new transaction, made behind the adapter's back
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(cashouts).where(cashouts.c.id == 3).values(status="FAILED"))
+    run_check(db.engine, db.settings, since=start)
+    gates = _gates(phases.phase_status(db.engine, db.settings))
+    assert not gates["new_transactions_consistent"].passed
+    assert gates["new_transactions_consistent"].value.startswith("95")
+    assert not gates["error_rate"].passed and gates["error_rate"].value.startswith("2.4")
+
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(cashouts).where(cashouts.c.id == 3).values(status="OTP_PENDING"))
+    run_check(db.engine, db.settings, since=start, systems=["ESCROW"])  # not all systems
+    gate = _gates(phases.phase_status(db.engine, db.settings))["new_transactions_consistent"]
+    assert not gate.passed and "covers only ESCROW" in (gate.detail or "")
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM unistatus_operation_stats"))
+    _writes(db, 5)
+    run_check(db.engine, db.settings, since=start)
+    status = phases.phase_status(db.engine, db.settings)
+    assert status.ready, status.as_dict()
+    change = phases.advance(db.engine, db.settings, actor="t", reason="phase 1 clean")
+    assert change.to_phase == 2 and change.forced == []
+    assert get_mode(db.engine) is M.DUAL_WRITE_LEGACY_PRIMARY
+
+
+def test_force_needs_a_reason_and_is_recorded(db: Database) -> None:
+    phases.advance(db.engine, db.settings, actor="t")
+    with pytest.raises(InputError, match="reason"):
+        phases.advance(db.engine, db.settings, actor="t", force=True)
+    with pytest.raises(InputError, match="reason"):
+        phases.advance(db.engine, db.settings, actor="t", force=True, reason="  ")
+    assert phases.phase_status(db.engine, db.settings).phase == 1
+    change = phases.advance(db.engine, db.settings, actor="bob", force=True, reason="drill")
+    assert change.to_phase == 2
+    assert set(change.forced) == {"new_transactions_consistent", "error_rate"}
+    logged = history(db.engine, "phase")[0]
+    assert logged.reason == "drill" and logged.actor == "bob"
+    assert logged.metadata is not None
+    assert set(logged.metadata["forced"]) == {"new_transactions_consistent", "error_rate"}
+    assert {g["name"]: g["passed"] for g in logged.metadata["gates"]}["dual_write_on"] is True
+
+
+def test_into_phase_3_backfill_check_quarantine_repair(db: Database) -> None:
+    _legacy_history(db, 30)
+    phases.advance(db.engine, db.settings, actor="t")
+    phases.advance(db.engine, db.settings, actor="t", force=True, reason="test setup")
+    gates = _gates(phases.phase_status(db.engine, db.settings))
+    assert not gates["backfill_escrow"].passed and gates["backfill_escrow"].value == "0%"
+    assert not gates["full_check_consistent"].passed  # no check yet
+    with db.engine.begin() as conn:  # one unmappable legacy row: quarantined by backfill
+        conn.execute(sa.update(escrows).where(escrows.c.id == 7).values(status="active"))
+    run_backfill(db.engine, db.settings)
+    run_check(db.engine, db.settings)
+    gates = _gates(phases.phase_status(db.engine, db.settings))
+    assert all(gates[f"backfill_{s}"].passed for s in ("cashout", "escrow", "exchange"))
+    assert gates["quarantine"].value == 1 and not gates["quarantine"].passed
+    assert not gates["full_check_consistent"].passed
+    with pytest.raises(GateError):
+        phases.advance(db.engine, db.settings, actor="t")
+
+    with db.engine.begin() as conn:  # fix the row the legacy app broke, and re-run
+        conn.execute(sa.update(escrows).where(escrows.c.id == 7).values(status="ACTIVE"))
+    from unistatus.backfill import retry_quarantine
+
+    retry_quarantine(db.engine, db.settings)
+    run_check(db.engine, db.settings)
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(repair_queue).values(
+                source="dual_write", error="secondary write failed", created_at=datetime.now(UTC)
+            )
+        )
+    gates = _gates(phases.phase_status(db.engine, db.settings))
+    assert gates["quarantine"].passed and gates["full_check_consistent"].passed
+    assert gates["repair_queue_open"].value == 1 and not gates["repair_queue_open"].passed
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(repair_queue).values(resolved_at=datetime.now(UTC), resolution="ok"))
+    assert phases.phase_status(db.engine, db.settings).ready
+    assert phases.advance(db.engine, db.settings, actor="t").to_mode is M.DUAL_WRITE_UNIFIED_PRIMARY
+
+
+def test_into_phase_4_soak_latency_and_a_check_after_the_switch(db: Database) -> None:
+    settings = load_settings(database_url=db.url, soak_seconds=0)
+    for _ in range(3):
+        phases.advance(db.engine, settings, actor="t", force=True, reason="test setup")
+    assert get_mode(db.engine) is M.DUAL_WRITE_UNIFIED_PRIMARY
+    run_check(db.engine, settings)  # consistent (empty), but it must run after the switch
+    gates = _gates(phases.phase_status(db.engine, settings))
+    assert gates["unified_primary_soak_s"].passed
+    assert gates["p95_latency_ms"].value == "unavailable"
+    _writes(db, 10)
+    stats = OperationStats(db.engine, process_id="slow", start=False)
+    for _ in range(200):  # a slow process: p95 over the threshold
+        stats.record(OperationEvent("update_status", M.DUAL_WRITE_UNIFIED_PRIMARY, True, 400.0))
+    stats.flush()
+    gates = _gates(phases.phase_status(db.engine, settings))
+    assert not gates["p95_latency_ms"].passed and gates["p95_latency_ms"].value > 200
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM unistatus_operation_stats WHERE process_id = 'slow'"))
+    run_check(db.engine, settings)
+    status = phases.phase_status(db.engine, settings)
+    assert status.ready, status.as_dict()
+    strict = load_settings(database_url=db.url, soak_seconds=3600)
+    soak = _gates(phases.phase_status(db.engine, strict))["unified_primary_soak_s"]
+    assert not soak.passed
+    assert phases.advance(db.engine, settings, actor="t").to_mode is M.UNIFIED_ONLY
+    with pytest.raises(GateError, match="last"):
+        phases.advance(db.engine, settings, actor="t", force=True, reason="x")
+
+
+def test_stale_check_does_not_count_after_a_mode_switch(db: Database) -> None:
+    settings = load_settings(database_url=db.url, soak_seconds=0)
+    run_check(db.engine, settings)
+    for _ in range(3):
+        phases.advance(db.engine, settings, actor="t", force=True, reason="setup")
+    gate = _gates(phases.phase_status(db.engine, settings))["full_check_consistent"]
+    assert not gate.passed and "before" in (gate.detail or "")
+
+
+def test_manual_mode_change_is_shown(db: Database) -> None:
+    set_mode(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, reason="by hand")
+    d = phases.phase_status(db.engine, db.settings).as_dict()
+    assert d["phase"] == 0 and d["mode_matches_phase"] is False
+    with pytest.raises(InputError):
+        phases.advance(db.engine, db.settings, actor=" ")

@@ -1,0 +1,125 @@
+"""Phase gates read only a check that started after the last mode, phase or rollback
+change (issue 10, section 7).
+
+The repro: a full, consistent check; ``rollback --emergency``; legacy-only writes that
+unified misses; ``phase advance`` 0 -> 1 -> 2. ``phase status`` said "ready" for unified
+primary on the check taken before the rollback.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.backfill import run_backfill
+from unistatus.cli import app
+from unistatus.db.control import get_mode, set_mode
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import GateError
+from unistatus.migration import phases
+from unistatus.migration.check import run_check
+from unistatus.migration.rollback import emergency_rollback
+
+M = DualWriteMode
+
+
+def _gate(db: Database, name: str, settings: object = None) -> phases.Gate:
+    status = phases.phase_status(db.engine, settings or db.settings)  # type: ignore[arg-type]
+    return {g.name: g for g in status.gates}[name]
+
+
+def _write(db: Database, n: int) -> None:
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    for i in range(n):
+        r = adapter.create_transaction("WALLET_CASHOUT", i + 1, Decimal("10.5"), "USD")
+        assert r.overall_success
+        assert adapter.update_status(r.entity_id, "OTP_PENDING", "otp", "test").overall_success
+
+
+def _phase_2_with_a_clean_check(db: Database) -> None:
+    phases.advance(db.engine, db.settings, actor="t", reason="phase 1")
+    _write(db, 5)
+    phases.advance(db.engine, db.settings, actor="t", force=True, reason="test setup")
+    run_backfill(db.engine, db.settings)
+    assert run_check(db.engine, db.settings).is_consistent
+    gate = _gate(db, "full_check_consistent")
+    assert gate.passed, gate
+
+
+def test_a_check_from_before_an_emergency_rollback_does_not_open_unified_primary(
+    db: Database,
+) -> None:
+    _phase_2_with_a_clean_check(db)
+    emergency_rollback(db.engine, db.settings, actor="oncall", reason="drill")
+    _write(db, 3)  # legacy only: unified misses these
+    phases.advance(db.engine, db.settings, actor="t", reason="back to dual write")
+    phases.advance(db.engine, db.settings, actor="t", force=True, reason="back to backfill")
+
+    result = CliRunner().invoke(
+        app, ["--database-url", db.url, "phase", "status", "--json"], catch_exceptions=False
+    )
+    assert result.exit_code == 1, result.output
+    status = json.loads(result.stdout)
+    assert status["phase"] == 2 and status["ready"] is False
+    gate = {g["name"]: g for g in status["gates"]}["full_check_consistent"]
+    assert gate["passed"] is False and gate["value"] == "unavailable"
+    assert "before the last" in gate["detail"] and "run it again" in gate["detail"]
+
+    # A fresh check sees what the legacy-only writes left behind.
+    fresh = run_check(db.engine, db.settings)
+    assert fresh.inconsistencies["missing_unified"] == 3
+    assert not _gate(db, "full_check_consistent").passed
+
+
+def test_a_mode_switched_by_hand_after_the_check_invalidates_it(db: Database) -> None:
+    _phase_2_with_a_clean_check(db)
+    set_mode(db.engine, M.LEGACY_ONLY, reason="by hand")
+    _write(db, 2)
+    set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="by hand, back")
+    gate = _gate(db, "full_check_consistent")
+    assert not gate.passed and "before the last" in (gate.detail or "")
+    run_check(db.engine, db.settings)  # started after the switch: it counts (and fails)
+    gate = _gate(db, "full_check_consistent")
+    assert gate.value != "unavailable" and not gate.passed
+
+
+def test_into_phase_2_a_check_since_phase_1_but_before_a_mode_switch_does_not_count(
+    db: Database,
+) -> None:
+    phases.advance(db.engine, db.settings, actor="t", reason="phase 1")
+    _write(db, 3)
+    start = phases.phase_started_at(db.engine, 1)
+    run_check(db.engine, db.settings, since=start)
+    assert _gate(db, "new_transactions_consistent").passed
+    set_mode(db.engine, M.LEGACY_ONLY, reason="incident")
+    set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="incident over")
+    assert not _gate(db, "new_transactions_consistent").passed
+
+
+def test_an_advance_whose_gates_went_stale_before_the_lock_is_refused(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gates are measured, then a `mode set LEGACY_ONLY` (and legacy-only writes)
+    commits before the advance takes the exclusive lock: the gates describe a state
+    that is gone, so the advance is refused, forced or not, and nothing changes."""
+    phases.advance(db.engine, db.settings, actor="t", reason="setup", force=True)
+    phases.advance(db.engine, db.settings, actor="t", reason="setup", force=True)
+    measured = phases.phase_status
+
+    def measure_then_switch(engine: Any, settings: Any) -> phases.PhaseStatus:
+        status = measured(engine, settings)
+        set_mode(db.engine, M.LEGACY_ONLY, reason="incident meanwhile")
+        return status
+
+    monkeypatch.setattr(phases, "phase_status", measure_then_switch)
+    with pytest.raises(GateError, match="changed while the gates were measured"):
+        phases.advance(db.engine, db.settings, actor="t", reason="go", force=True)
+    monkeypatch.undo()
+    assert phases.phase_status(db.engine, db.settings).phase == 2
+    assert get_mode(db.engine) is M.LEGACY_ONLY

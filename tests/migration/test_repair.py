@@ -1,0 +1,371 @@
+"""`unistatus repair`: each strategy on both backends, audited, then a clean second check.
+
+Data: set-based INSERTs with known damage (``test_check_data``): per system, ids ending
+in 1 miss their unified row, 2 have a status and a user mismatch, 3 an amount mismatch,
+4 an unmappable legacy status, 5 an orphan unified row.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from support.check_data import T0, T1, damage, insert_case, populate, tables
+from unistatus.cli import app
+from unistatus.db.control import set_mode
+from unistatus.db.tables import repair_queue, status_history
+from unistatus.db.tables import unified_transactions as U
+from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import InputError
+from unistatus.migration.check import run_check
+from unistatus.migration.repair import Strategy, open_repair_count, plan_repair, run_repair
+
+N = 20
+PER_SYSTEM = N // 10  # entities per damage pattern and system
+REPAIRABLE = ("missing_unified", "status_mismatch", "field_mismatch")
+mapper = LegacyStatusMapper()
+
+
+def snapshot(db: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of the legacy tables, unified and history (to prove nothing changed)."""
+    out = {}
+    with db.engine.connect() as conn:
+        for system, lt in tables(db.engine, db.settings).items():
+            out[system.value] = [
+                tuple(r) for r in conn.execute(sa.select(lt.table).order_by(lt.id))
+            ]
+        out["unified"] = [tuple(r) for r in conn.execute(sa.select(U).order_by(U.c.id))]
+        out["history"] = [tuple(r) for r in conn.execute(sa.select(status_history))]
+        out["queue"] = [tuple(r) for r in conn.execute(sa.select(repair_queue))]
+    return out
+
+
+def legacy_row(db: Any, system: LegacySystemType, legacy_id: int) -> dict[str, Any]:
+    lt = tables(db.engine, db.settings)[system]
+    assert lt.status is not None
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(
+                lt.status.label("status"),
+                lt.user_id.label("user_id"),
+                lt.amount.label("amount"),
+                lt.updated_at.label("updated_at"),
+            ).where(lt.id == legacy_id)
+        ).one()
+    return dict(row._mapping)
+
+
+def unified_row(db: Any, system: LegacySystemType, legacy_id: int) -> dict[str, Any]:
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            sa.select(U).where(U.c.legacy_system == system.value, U.c.legacy_id == legacy_id)
+        ).one()
+    return dict(row._mapping)
+
+
+def history(db: Any) -> list[dict[str, Any]]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(status_history).order_by(status_history.c.id)).mappings()
+        return [dict(r) for r in rows]
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_each_strategy_repairs_and_a_second_check_is_clean(db: Any, strategy: Strategy) -> None:
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    cashout = LegacySystemType.CASHOUT
+    if strategy is Strategy.NEWEST_WINS:
+        # Damaged unified rows are newer (T1); make one legacy row newer still.
+        lt = tables(db.engine, db.settings)[cashout]
+        with db.engine.begin() as conn:
+            conn.execute(
+                sa.update(lt.table)
+                .where(lt.id == 13)
+                .values({lt.updated_at.key: T1 + timedelta(days=1)})
+            )
+    before_l2, before_u2 = legacy_row(db, cashout, 2), unified_row(db, cashout, 2)
+    before_l3, before_u3 = legacy_row(db, cashout, 3), unified_row(db, cashout, 3)
+    before_l13 = legacy_row(db, cashout, 13)
+
+    report = run_repair(db.engine, db.settings, strategy=strategy, actor="tester")
+
+    entities = 3 * 3 * PER_SYSTEM  # ids ending in 1, 2, 3 in three systems
+    assert report.repaired == entities and report.failed == 0
+    assert report.repaired_kinds == {
+        "missing_unified": 3 * PER_SYSTEM,
+        "status_mismatch": 3 * PER_SYSTEM,
+        "field_mismatch": 2 * 3 * PER_SYSTEM,
+    }
+    assert report.skipped == {"orphan_unified": 3 * PER_SYSTEM, "unmappable_legacy": 3 * PER_SYSTEM}
+    after = run_check(db.engine, db.settings, examples=0)
+    for kind in REPAIRABLE:
+        assert after.inconsistencies[kind] == 0, kind
+    assert after.inconsistencies["orphan_unified"] == 3 * PER_SYSTEM
+    assert after.inconsistencies["unmappable_legacy"] == 3 * PER_SYSTEM
+
+    # Missing rows were created from legacy, whatever the strategy.
+    created = unified_row(db, cashout, 1)
+    assert created["origin"] == "repair"
+    assert created["status"] == mapper.to_unified(cashout, created["legacy_status"]).value
+    assert created["amount"] == Decimal("1.25")
+
+    l2, u2 = legacy_row(db, cashout, 2), unified_row(db, cashout, 2)
+    l3, u3 = legacy_row(db, cashout, 3), unified_row(db, cashout, 3)
+    l13, u13 = legacy_row(db, cashout, 13), unified_row(db, cashout, 13)
+    if strategy is Strategy.LEGACY_WINS:
+        assert (l2["status"], l2["user_id"]) == (before_l2["status"], before_l2["user_id"])
+        assert u2["status"] == mapper.to_unified(cashout, l2["status"]).value
+        assert u2["user_id"] == l2["user_id"] and u3["amount"] == before_l3["amount"]
+        assert u2["version"] == before_u2["version"] + 1
+    else:  # unified wins (newest_wins: the damaged unified rows are newer)
+        assert l2["status"] == mapper.to_legacy(cashout.transaction_type, before_u2["status"])
+        assert u2["status"] == before_u2["status"] and u2["legacy_status"] == l2["status"]
+        assert l2["user_id"] == before_u2["user_id"]
+        assert l3["amount"] == before_u3["amount"] == before_l3["amount"] + Decimal("1e-8")
+    if strategy is Strategy.NEWEST_WINS:  # the newer legacy row won for id 13
+        assert u13["amount"] == l13["amount"] == before_l13["amount"]
+
+    audit = history(db)
+    assert len(audit) == entities
+    assert {h["triggered_by"] for h in audit} == {"repair"}
+    assert len({h["operation_id"] for h in audit}) == entities
+    entry = next(h for h in audit if h["legacy_system"] == "CASHOUT" and h["legacy_id"] == 2)
+    assert entry["metadata"]["strategy"] == strategy.value
+    assert entry["metadata"]["actor"] == "tester"
+    assert entry["metadata"]["before"]["unified"]["status"] == before_u2["status"]
+    assert entry["metadata"]["before"]["legacy"]["status"] == before_l2["status"]
+    assert entry["metadata"]["after"]["unified"]["status"] == u2["status"]
+    assert entry["metadata"]["after"]["legacy"]["status"] == l2["status"]
+    assert (entry["from_legacy_status"], entry["to_legacy_status"]) == (
+        before_l2["status"],
+        l2["status"],
+    )
+    assert (entry["from_status"], entry["to_status"]) == (before_u2["status"], u2["status"])
+    # Leaving a final status (CANCELLED / FAILED) is never a listed transition: flagged.
+    assert entry["override"] is (entry["from_status"] != entry["to_status"])
+    assert entry["mode"] == "LEGACY_ONLY"
+    missing_entry = next(h for h in audit if h["legacy_id"] == 1 and h["legacy_system"] == "ESCROW")
+    assert (
+        missing_entry["from_status"] is None
+        and missing_entry["metadata"]["before"]["unified"] is None
+    )
+
+    again = run_repair(db.engine, db.settings, strategy=strategy)
+    assert again.repaired == 0 and len(history(db)) == entities
+
+
+def test_dry_run_plans_the_same_and_writes_nothing(db: Any) -> None:
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    before = snapshot(db)
+    dry = run_repair(db.engine, db.settings, strategy="unified_wins", dry_run=True)
+    assert snapshot(db) == before
+    assert dry.dry_run and dry.repaired == 3 * 3 * PER_SYSTEM
+    real = run_repair(db.engine, db.settings, strategy="unified_wins")
+    assert (real.repaired, real.repaired_kinds, real.skipped) == (
+        dry.repaired,
+        dry.repaired_kinds,
+        dry.skipped,
+    )
+
+
+def test_limit_stops_and_a_rerun_finishes(db: Any) -> None:
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    first = run_repair(db.engine, db.settings, strategy="legacy_wins", limit=5)
+    assert first.repaired == 5 and first.limit_reached and len(history(db)) == 5
+    rest = run_repair(db.engine, db.settings, strategy="legacy_wins")
+    assert rest.repaired == 3 * 3 * PER_SYSTEM - 5 and not rest.limit_reached
+    assert all(
+        run_check(db.engine, db.settings, store=False).inconsistencies[k] == 0 for k in REPAIRABLE
+    )
+
+
+def test_repair_queue_rows_are_repaired_and_resolved(db: Any) -> None:
+    populate(db.engine, db.settings, 20)
+    exchange = tables(db.engine, db.settings)[LegacySystemType.EXCHANGE]
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(U)
+            .where(U.c.legacy_system == "CASHOUT", U.c.legacy_id == 3)
+            .values(amount=Decimal("99"))
+        )
+        conn.execute(sa.delete(exchange.table).where(exchange.id == 6))
+        rows = [
+            {"legacy_system": "CASHOUT", "legacy_id": 3},  # damaged: repaired
+            {"legacy_system": "CASHOUT", "legacy_id": 4},  # already consistent
+            {"transaction_id": "UTX200000000000005"},  # by UTX id only, consistent
+            {"legacy_system": "EXCHANGE", "legacy_id": 6},  # orphan: stays open
+            {},  # nothing to identify it: stays open
+        ]
+        for row in rows:
+            conn.execute(
+                sa.insert(repair_queue).values(
+                    source="dual_write", error="secondary write failed", created_at=T0, **row
+                )
+            )
+    assert open_repair_count(db.engine) == 5
+
+    dry = run_repair(db.engine, db.settings, strategy="legacy_wins", dry_run=True)
+    assert dry.queue_seen == 5 and dry.queue_resolved == 0 and open_repair_count(db.engine) == 5
+
+    report = run_repair(db.engine, db.settings, strategy="legacy_wins")
+    assert report.queue_seen == 5 and report.queue_resolved == 3
+    assert report.repaired == 1 and report.already_consistent == 2
+    assert report.skipped == {"orphan_unified": 1, "unidentifiable_queue_row": 1}
+    assert open_repair_count(db.engine) == 2
+    with db.engine.connect() as conn:
+        resolved = conn.execute(
+            sa.select(repair_queue.c.legacy_id, repair_queue.c.resolution)
+            .where(repair_queue.c.resolved_at.is_not(None))
+            .order_by(repair_queue.c.id)
+        ).all()
+    assert resolved[0].legacy_id == 3 and "legacy_wins" in resolved[0].resolution
+    assert resolved[1].resolution == "already consistent"
+    assert unified_row(db, LegacySystemType.CASHOUT, 3)["amount"] == Decimal("3.75")
+
+
+def test_unified_only_writes_nothing_but_a_stale_legacy_status(db: Any) -> None:
+    """Legacy is frozen: every difference is left for the replay (legacy_frozen)."""
+    populate(db.engine, db.settings, 20)
+    damage(db.engine, db.settings, 20)
+    # Forced: the damaged unified side is stale on purpose here.
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test", force=True)
+    before = snapshot(db)
+    report = run_repair(db.engine, db.settings, strategy="legacy_wins")
+    assert report.repaired == 0 and report.skipped["legacy_frozen"] == 3 * 3 * 2
+    assert snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"strategy": "random_wins"},
+        {"strategy": "legacy_wins", "limit": 0},
+        {"strategy": "legacy_wins", "actor": " "},
+    ],
+)
+def test_bad_input_is_a_typed_error_and_writes_nothing(db: Any, kwargs: dict[str, Any]) -> None:
+    populate(db.engine, db.settings, 10)
+    damage(db.engine, db.settings, 10)
+    before = snapshot(db)
+    with pytest.raises(InputError):
+        run_repair(db.engine, db.settings, **kwargs)
+    assert snapshot(db) == before
+
+
+def test_special_cases_on_the_database(db: Any) -> None:
+    """A refinement survives legacy_wins; a unified status with no legacy image is not
+    written to legacy by unified_wins (skipped), but legacy_wins repairs it."""
+    escrow = tables(db.engine, db.settings)[LegacySystemType.ESCROW]
+    with db.engine.begin() as conn:
+        insert_case(
+            conn, escrow, 1, {"status": "ACTIVE"}, {"status": "RELEASE_PENDING", "user_id": 8}
+        )
+        insert_case(conn, escrow, 2, {"status": "CREATED"}, {"status": "OTP_PENDING"})
+    report = run_repair(db.engine, db.settings, strategy="unified_wins")
+    assert report.skipped == {"unified_status_invalid": 1} and report.repaired == 1
+    assert legacy_row(db, LegacySystemType.ESCROW, 1)["user_id"] == 8
+    assert legacy_row(db, LegacySystemType.ESCROW, 2)["status"] == "CREATED"
+
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(U).where(U.c.legacy_id == 1).values(user_id=9))
+    report = run_repair(db.engine, db.settings, strategy="legacy_wins")
+    assert report.repaired == 2 and not report.skipped
+    kept = unified_row(db, LegacySystemType.ESCROW, 1)
+    assert (kept["status"], kept["user_id"]) == ("RELEASE_PENDING", 8)
+    assert unified_row(db, LegacySystemType.ESCROW, 2)["status"] == "PENDING"
+    assert run_check(db.engine, db.settings).is_consistent
+
+
+# --- plans (pure) ---------------------------------------------------------------------
+
+
+def _rows(ls: str, us: str, lt: Any = T0, ut: Any = T0) -> tuple[dict[str, Any], dict[str, Any]]:
+    base = {"user_id": 1, "amount": Decimal("1"), "currency": "USD"}
+    return (
+        {"id": 1, "status": ls, "updated_at": lt, **base},
+        {
+            "id": "UTX200000000000001",
+            "legacy_id": 1,
+            "status": us,
+            "legacy_status": ls,
+            "updated_at": ut,
+            **base,
+        },
+    )
+
+
+def test_unified_wins_writes_the_canonical_legacy_value() -> None:
+    legacy, unified = _rows("CREATED", "AWAITING_APPROVAL")
+    plan = plan_repair(LegacySystemType.ESCROW, legacy, unified, Strategy.UNIFIED_WINS)
+    assert plan.action == "write_legacy" and plan.legacy_values["status"] == "AWAITING_SELLER"
+    assert plan.unified_values == {"legacy_status": "AWAITING_SELLER"}
+
+
+def test_newest_wins_uses_updated_at_and_a_tie_goes_to_the_read_side() -> None:
+    escrow = LegacySystemType.ESCROW
+    legacy, unified = _rows("CREATED", "CANCELLED", lt=T1, ut=T0)
+    assert plan_repair(escrow, legacy, unified, Strategy.NEWEST_WINS).winner == "legacy"
+    legacy, unified = _rows("CREATED", "CANCELLED", lt=T0, ut=T1)
+    assert plan_repair(escrow, legacy, unified, Strategy.NEWEST_WINS).winner == "unified"
+    legacy, unified = _rows("CREATED", "CANCELLED")
+    tie = {
+        mode: plan_repair(escrow, legacy, unified, Strategy.NEWEST_WINS, mode).winner
+        for mode in (
+            DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY,
+            DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY,
+        )
+    }
+    assert tie == {
+        DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY: "legacy",
+        DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY: "unified",
+    }
+
+
+def test_orphans_and_unmappable_rows_are_never_repaired() -> None:
+    escrow = LegacySystemType.ESCROW
+    legacy, unified = _rows("bogus", "PENDING")
+    for strategy in Strategy:
+        assert plan_repair(escrow, None, unified, strategy).skip_reason == "orphan_unified"
+        plan = plan_repair(escrow, legacy, unified, strategy)
+        assert plan.action == "skip" and plan.skip_reason == "unmappable_legacy"
+        assert plan_repair(escrow, legacy, None, strategy).action == "skip"
+    assert plan_repair(escrow, *_rows("CREATED", "PENDING"), Strategy.LEGACY_WINS).action == "none"
+
+
+# --- the CLI --------------------------------------------------------------------------
+
+
+def test_cli_json_and_exit_codes(db: Any) -> None:
+    runner = CliRunner()
+    base = ["--database-url", db.url, "repair"]
+    populate(db.engine, db.settings, 20)
+    clean = runner.invoke(
+        app, [*base, "--strategy", "legacy_wins", "--reason", "t"], catch_exceptions=False
+    )
+    assert clean.exit_code == 0, clean.output
+    assert "repaired 0" in clean.output
+
+    damage(db.engine, db.settings, 20)
+    dry = runner.invoke(app, [*base, "--strategy", "newest_wins", "--dry-run", "--json"])
+    assert dry.exit_code == 1, dry.output  # orphans and unmappable rows are left over
+    data = json.loads(dry.output)
+    assert data["dry_run"] is True and data["repaired"] == 3 * 3 * 2
+    assert {"strategy", "repaired_kinds", "skipped", "failed", "repair_queue"} <= set(data)
+    assert len(history(db)) == 0
+
+    limited = runner.invoke(
+        app, [*base, "--strategy", "newest_wins", "--limit", "4", "--reason", "t", "--json"]
+    )
+    assert json.loads(limited.output)["repaired"] == 4 and len(history(db)) == 4
+
+    bad = runner.invoke(app, [*base, "--strategy", "coin_flip", "--reason", "t"])
+    assert bad.exit_code == 2 and "unknown strategy" in bad.output

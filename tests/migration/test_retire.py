@@ -1,0 +1,265 @@
+"""Reversible legacy-column cleanup (revision 0006) on SQLite and PostgreSQL.
+
+Every test that drops the columns undoes it in a ``finally``: the PostgreSQL test
+database is shared by the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.cli import app
+from unistatus.db import schema
+from unistatus.db.control import set_mode
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables import cashouts
+from unistatus.domain.ids import derive_utx_id
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import GateError
+from unistatus.migration.archive import export_archive, record_verified, verify_archive
+from unistatus.migration.retire import (
+    legacy_columns_dropped,
+    retire_legacy_columns,
+    status_checksum,
+    undo_cleanup,
+)
+
+LEGACY = ("cashouts", "escrows", "exchanges")
+
+
+def status_columns(db: Database) -> dict[str, bool]:
+    inspector = sa.inspect(db.engine)
+    return {t: "status" in {c["name"] for c in inspector.get_columns(t)} for t in LEGACY}
+
+
+def seed(db: Database) -> dict[str, str]:
+    """Transactions written in dual-write, with legacy values a canonical reverse
+    mapping would not give back (COMPLETED on a cashout, PENDING_SELLER, RATE_LOCKED)."""
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test")
+    a = DualWriteAdapter(db.engine, settings=db.settings)
+    walks = {
+        "WALLET_CASHOUT": ["OTP_PENDING", "APPROVED", "EXECUTING", "COMPLETED"],
+        "ESCROW": ["PENDING_SELLER", "PAYMENT_PENDING"],
+        "EXCHANGE": ["RATE_LOCKED"],
+    }
+    ids: dict[str, str] = {}
+    for ttype, steps in walks.items():
+        for n in range(3):
+            created = a.create_transaction(ttype, 7 + n, "10.50", "USD")
+            assert created.overall_success and created.entity_id
+            for step in steps[: len(steps) - n]:
+                assert a.update_status(created.entity_id, step, "seed", "test").overall_success
+            ids[f"{ttype}{n}"] = created.entity_id
+    return ids
+
+
+def freeze_and_archive(db: Database, tmp_path: Path) -> Path:
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test: phase 4")
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    record_verified(db.engine, verify_archive(db.engine, out), actor="test")
+    return out
+
+
+@pytest.fixture
+def retirable(db: Database, tmp_path: Path) -> Iterator[Database]:
+    """Seeded, frozen, archived; the columns are restored after the test, whatever happens."""
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    try:
+        yield db
+    finally:
+        undo_cleanup(db.engine, db.settings)
+
+
+def test_fresh_install_keeps_legacy_columns(db: Database) -> None:
+    assert schema.current_revision(db.engine) == schema.INSTALL_REVISION
+    assert schema.head_revision() == schema.RETIRE_REVISION
+    assert not legacy_columns_dropped(db.engine, db.settings)
+    assert all(status_columns(db).values())
+
+
+def test_drop_then_undo_restores_statuses_exactly(retirable: Database) -> None:
+    db = retirable
+    before = status_checksum(db.engine, db.settings)
+    assert before["rows"] == 9
+    result = retire_legacy_columns(db.engine, db.settings, actor="test")
+    assert result["dropped"] and result["checksum_before"] == before
+    assert schema.current_revision(db.engine) == "0006"
+    assert legacy_columns_dropped(db.engine, db.settings)
+    assert not any(status_columns(db).values())
+    # The rest of every legacy row is untouched.
+    assert sum(db.count(t) for t in LEGACY) == 9
+    # `init` on a retired database changes nothing (Alembic never downgrades).
+    assert schema.upgrade(db.engine, db.settings) == "0006"
+    # A second drop is a no-op.
+    assert retire_legacy_columns(db.engine, db.settings)["already_dropped"]
+
+    undone = undo_cleanup(db.engine, db.settings, actor="test")
+    assert undone["undone"] and undone["revision"] == schema.INSTALL_REVISION
+    assert undone["checksum_after"] == before
+    assert status_checksum(db.engine, db.settings) == before
+    assert all(status_columns(db).values())
+    with db.engine.connect() as conn:
+        values = set(conn.execute(sa.select(cashouts.c.status)).scalars())
+    assert "COMPLETED" in values  # the exact legacy value, not the canonical SUCCESS
+    assert not undo_cleanup(db.engine, db.settings)["undone"]
+
+
+def test_adapter_keeps_writing_in_unified_only_while_dropped(
+    retirable: Database,
+) -> None:
+    db = retirable
+    seed_ids = _entity_ids(db)
+    retire_legacy_columns(db.engine, db.settings)
+    a = DualWriteAdapter(db.engine, settings=db.settings)
+    assert a.mode is DualWriteMode.UNIFIED_ONLY
+    born = a.create_transaction("ESCROW", 3, "5", "EUR")
+    assert born.overall_success and born.entity_id
+    assert a.update_status(born.entity_id, "AWAITING_APPROVAL", "t", "test").overall_success
+    # A transaction that came from legacy: its unified row is written, legacy_status too.
+    escrow = seed_ids["ESCROW"]
+    result = a.update_status(escrow, "PAYMENT_CONFIRMED", "t", "test")
+    assert result.overall_success and result.legacy_status == "PAYMENT_CONFIRMED"
+    undo_cleanup(db.engine, db.settings)
+    # The undo refills from unified_transactions.legacy_status: the change made while
+    # the column was gone is in legacy now (what a rollback out of phase 4 needs).
+    legacy_id = int(escrow[4:])
+    tables = resolve_legacy_tables(db.engine, db.settings)
+    lt = tables[LegacySystemType.ESCROW]
+    assert lt.status is not None
+    with db.engine.connect() as conn:
+        status = conn.execute(sa.select(lt.status).where(lt.id == legacy_id)).scalar_one()
+    assert status == "PAYMENT_CONFIRMED"
+
+
+def test_adapter_reads_legacy_born_transaction_while_dropped(retirable: Database) -> None:
+    db = retirable
+    entity = _entity_ids(db)["ESCROW"]
+    retire_legacy_columns(db.engine, db.settings)
+    status, meta = DualWriteAdapter(db.engine, settings=db.settings).get_transaction_status(entity)
+    assert status is not None and meta["source"] == "unified"
+
+
+def _entity_ids(db: Database) -> dict[str, str]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT legacy_system, min(legacy_id) FROM unified_transactions GROUP BY 1")
+        ).all()
+    return {
+        LegacySystemType(system).transaction_type.value: derive_utx_id(
+            LegacySystemType(system), int(legacy_id)
+        )
+        for system, legacy_id in rows
+    }
+
+
+def _assert_unchanged(db: Database, before: dict[str, object]) -> None:
+    assert schema.current_revision(db.engine) == schema.INSTALL_REVISION
+    assert all(status_columns(db).values())
+    assert status_checksum(db.engine, db.settings) == before
+
+
+def test_refusals_change_nothing(db: Database, tmp_path: Path) -> None:
+    seed(db)
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test")
+    before = status_checksum(db.engine, db.settings)
+    with pytest.raises(GateError, match="no verified archive"):
+        retire_legacy_columns(db.engine, db.settings)
+    _assert_unchanged(db, before)
+
+    out = freeze_and_archive(db, tmp_path)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="test: back to phase 3")
+    with pytest.raises(GateError, match="not UNIFIED_ONLY"):
+        retire_legacy_columns(db.engine, db.settings)
+    # Even a direct upgrade to head is refused by the revision itself.
+    with pytest.raises(GateError, match="not UNIFIED_ONLY"):
+        schema.upgrade(db.engine, db.settings, "head")
+    _assert_unchanged(db, before)
+
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test")
+    (out / "exchanges.jsonl.gz").unlink()
+    with pytest.raises(GateError, match="exchanges.jsonl.gz: missing"):
+        retire_legacy_columns(db.engine, db.settings)
+    _assert_unchanged(db, before)
+
+    with db.engine.begin() as conn:  # a legacy row with no unified row (never backfilled)
+        conn.execute(
+            sa.insert(cashouts).values(
+                user_id=1,
+                amount=1,
+                currency="USD",
+                status="PENDING",
+                created_at=sa.func.now(),
+                updated_at=sa.func.now(),
+            )
+        )
+    with pytest.raises(GateError, match="1 row\\(s\\) of cashouts could not be restored"):
+        retire_legacy_columns(db.engine, db.settings)
+    assert schema.current_revision(db.engine) == schema.INSTALL_REVISION
+    assert all(status_columns(db).values())
+
+
+def test_cli(sqlite_db: Database, tmp_path: Path) -> None:
+    db = sqlite_db
+    runner = CliRunner()
+    base = ["--database-url", db.url, "retire", "legacy-columns", "--reason", "phase 4"]
+    seed(db)
+    refused = runner.invoke(app, base)
+    assert refused.exit_code == 2 and "refusing to drop" in refused.output
+    assert all(status_columns(db).values())
+    freeze_and_archive(db, tmp_path)
+    before = status_checksum(db.engine, db.settings)
+    done = runner.invoke(app, [*base, "--json"], catch_exceptions=False)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["dropped"] is True
+    assert not any(status_columns(db).values())
+    undone = runner.invoke(app, [*base, "--undo", "--json"], catch_exceptions=False)
+    assert undone.exit_code == 0, undone.output
+    assert json.loads(undone.stdout)["checksum_after"] == before
+
+
+def test_drop_and_undo_under_live_unified_only_writes(retirable: Database) -> None:
+    """Writers keep going while the columns are dropped and restored (no error)."""
+    import threading
+
+    db = retirable
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    stop = threading.Event()
+    errors: list[str] = []
+    writes = [0]
+
+    def writer() -> None:
+        while not stop.is_set():
+            try:
+                created = adapter.create_transaction("EXCHANGE", 5, "1.25", "BTC")
+                assert created.entity_id is not None
+                updated = adapter.update_status(created.entity_id, "RATE_LOCKED", "t", "test")
+                for r in (created, updated):
+                    if not r.overall_success:
+                        errors.append(str(r.error))
+                writes[0] += 2
+            except Exception as exc:  # any failure fails the test below
+                errors.append(repr(exc))
+
+    threads = [threading.Thread(target=writer) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        assert retire_legacy_columns(db.engine, db.settings)["dropped"]
+        assert undo_cleanup(db.engine, db.settings)["undone"]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[:3]
+    assert writes[0] > 0
+    assert all(status_columns(db).values())

@@ -1,0 +1,76 @@
+"""Rolling back out of phase 4 after the legacy status columns were retired."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.db.control import get_mode
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables import unified_transactions as U
+from unistatus.domain.consistency import compare
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.migration import phases
+from unistatus.migration.archive import export_archive, record_verified, verify_archive
+from unistatus.migration.retire import legacy_columns_dropped, retire_legacy_columns, undo_cleanup
+
+
+def test_rollback_from_4_restores_columns_then_replays(db: Database, tmp_path: Path) -> None:
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    phases.advance(db.engine, db.settings, actor="t")
+    adapter.modes.refresh()
+    old = adapter.create_transaction("ESCROW", 4, "20", "EUR")
+    assert old.entity_id
+    assert adapter.update_status(old.entity_id, "PENDING_SELLER", "s", "t").overall_success
+    for _ in range(3):
+        phases.advance(db.engine, db.settings, actor="t", force=True, reason="test setup")
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    record_verified(db.engine, verify_archive(db.engine, out), actor="test")
+    try:
+        retire_legacy_columns(db.engine, db.settings)
+        assert legacy_columns_dropped(db.engine, db.settings)
+        adapter = DualWriteAdapter(db.engine, settings=db.settings)
+        born = adapter.create_transaction("EXCHANGE", 9, "1.5", "USDT")
+        assert born.overall_success and born.entity_id
+        assert adapter.update_status(born.entity_id, "AWAITING_PAYMENT", "w", "t").overall_success
+        assert adapter.update_status(old.entity_id, "PAYMENT_CONFIRMED", "w", "t").overall_success
+
+        change = phases.rollback_phase(db.engine, db.settings, actor="ops", reason="retire bug")
+        assert change.details["replay"]["undo_cleanup"]["undone"] is True
+        assert not legacy_columns_dropped(db.engine, db.settings)
+        assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+        tables = resolve_legacy_tables(db.engine, db.settings)
+        with db.engine.connect() as conn:
+            unified = [dict(r) for r in conn.execute(sa.select(U)).mappings()]
+            for u in unified:
+                lt = tables[LegacySystemType(u["legacy_system"])]
+                assert lt.status is not None and u["legacy_id"] is not None
+                row = (
+                    conn.execute(
+                        sa.select(
+                            lt.id.label("id"),
+                            lt.status.label("status"),
+                            lt.user_id.label("user_id"),
+                            lt.amount.label("amount"),
+                            lt.currency.label("currency"),
+                        ).where(lt.id == u["legacy_id"])
+                    )
+                    .mappings()
+                    .first()
+                )
+                assert not compare(LegacySystemType(u["legacy_system"]), row, u)
+        statuses = {u["id"]: (u["status"], u["legacy_status"]) for u in unified}
+        assert statuses[born.entity_id] == ("AWAITING_PAYMENT", "AWAITING_DEPOSIT")
+        assert statuses[old.entity_id] == ("PAYMENT_CONFIRMED", "PAYMENT_CONFIRMED")
+        # The adapter started while the columns were gone writes legacy again, no restart.
+        adapter.modes.refresh()
+        moved = adapter.update_status(old.entity_id, "FUNDS_HELD", "seller accepted", "t")
+        assert moved.overall_success, moved.error
+        assert moved.legacy_status == "ACTIVE"
+        assert adapter.check_consistency(old.entity_id)["consistent"]
+    finally:
+        undo_cleanup(db.engine, db.settings)

@@ -1,0 +1,470 @@
+"""Alert rules, persisted state and automated responses, on SQLite and PostgreSQL.
+
+The data is real: legacy and unified rows, a real ``check`` run over them, operation
+statistics flushed by a real :class:`OperationStats`. Nothing of the components the
+issue names is mocked; the notifier is a real one without webhooks (it keeps what it
+sent), the webhook path is covered in ``test_notify.py``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from support.stats_data import record_latency, seed_pairs
+from unistatus.clock import utcnow
+from unistatus.config import AutoResponses
+from unistatus.db.control import get_mode, history, set_mode
+from unistatus.db.engine import create_engine
+from unistatus.db.tables import unified_transactions
+from unistatus.db.tables_alerts import alert_state
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.migration.check import run_check
+from unistatus.observe import alerts
+from unistatus.observe.notify import Notifier
+
+
+def to_phase(engine: sa.Engine, phase: int) -> None:
+    """Put the migration in ``phase`` (and its mode) as ``phase advance --force`` would."""
+    from unistatus.migration.phases import PHASES, write_phase
+
+    with engine.begin() as conn:
+        write_phase(
+            conn,
+            phase,
+            PHASES[phase].mode,
+            actor="test",
+            reason=f"test: phase {phase}",
+            metadata={},
+        )
+
+
+def by_name(states: list[alerts.AlertState]) -> dict[str, alerts.AlertState]:
+    return {s.name: s for s in states}
+
+
+def fired(notifier: Notifier, name: str, state: str = "firing") -> int:
+    return sum(1 for n in notifier.sent if n.name == name and n.state == state)
+
+
+def test_healthy_data_fires_nothing(db) -> None:
+    seed_pairs(db.engine, 100)
+    run_check(db.engine, db.settings)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 4.0, 50)
+    notifier = Notifier()
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert not [s for s in states.values() if s.firing]
+    assert states["consistency_critical"].state == "resolved"
+    assert states["consistency_critical"].value == 1.0
+    assert states["latency_p95_warning"].value is not None
+    assert states["latency_p95_warning"].value <= 5.0
+    assert states["database_down"].state == "resolved"
+    assert [n for n in notifier.sent if n.state == "firing"] == []
+
+
+def test_critical_consistency_fires_once_rolls_back_and_resolves(db) -> None:
+    seed_pairs(db.engine, 100, drift=2)  # 98% < 99%
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    notifier = Notifier()
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier)
+
+    states = by_name(monitor.evaluate())
+    assert states["consistency_critical"].firing
+    assert states["consistency_critical"].value == 0.98
+    assert states["consistency_warning"].firing
+    assert fired(notifier, "consistency_critical") == 1
+    # The automated response ran and is recorded in the control log.
+    assert states["consistency_critical"].response == "emergency_rollback: done"
+    assert get_mode(db.engine) is not DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    log = [c for c in history(db.engine, alerts.AUTO_RESPONSE_KEY)]
+    assert any(c.metadata and c.metadata["alert"] == "consistency_critical" for c in log)
+    assert all(c.actor == "monitor" for c in log)
+
+    # A second evaluation: still firing, no second notification, no second rollback.
+    monitor.evaluate()
+    monitor.evaluate()
+    assert fired(notifier, "consistency_critical") == 1
+    rollbacks = [
+        c
+        for c in history(db.engine, alerts.AUTO_RESPONSE_KEY)
+        if c.metadata and c.metadata["alert"] == "consistency_critical"
+    ]
+    assert len(rollbacks) == 1
+
+    # Fix the data, check again: the alert resolves and says so once.
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(unified_transactions).values(status="PENDING"))
+    run_check(db.engine, db.settings)
+    states = by_name(monitor.evaluate())
+    assert states["consistency_critical"].state == "resolved"
+    assert fired(notifier, "consistency_critical", "resolved") == 1
+    monitor.evaluate()
+    assert fired(notifier, "consistency_critical", "resolved") == 1
+
+
+def test_rollback_switched_off_in_config(db) -> None:
+    seed_pairs(db.engine, 100, drift=5)
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    settings = db.settings.model_copy(
+        update={
+            "auto_responses": AutoResponses(
+                rollback_on_critical_consistency=False, repair_on_consistency_warning=False
+            )
+        }
+    )
+    notifier = Notifier()
+    states = by_name(alerts.evaluate(db.engine, settings, notifier=notifier))
+    assert states["consistency_critical"].firing
+    assert "rollback_on_critical_consistency is off" in (
+        states["consistency_critical"].response or ""
+    )
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    assert history(db.engine, alerts.AUTO_RESPONSE_KEY) == []
+    assert fired(notifier, "consistency_critical") == 1
+
+
+def test_warning_consistency_schedules_repair(db) -> None:
+    seed_pairs(db.engine, 1000, drift=2)  # 99.8%: warning, not critical
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    notifier = Notifier()
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert states["consistency_warning"].firing
+    assert not states["consistency_critical"].firing
+    assert states["consistency_warning"].response == "repair: done"
+    assert fired(notifier, "consistency_warning") == 1
+    # The repair really ran: legacy wins while legacy is primary, the drift is gone.
+    with db.engine.connect() as conn:
+        drifted = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(unified_transactions)
+            .where(unified_transactions.c.status != "PENDING")
+        ).scalar_one()
+    assert drifted == 0
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    entry = history(db.engine, alerts.AUTO_RESPONSE_KEY)[0]
+    assert entry.metadata is not None and entry.metadata["action"] == "repair"
+
+
+def test_warning_consistency_in_unified_only_does_not_try_to_repair(db) -> None:
+    seed_pairs(db.engine, 1000, drift=2)
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="phase 4")
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=Notifier()))
+    assert states["consistency_warning"].firing
+    # Legacy is frozen: repair would be refused; the alert says why instead of failing.
+    assert states["consistency_warning"].response == "none: legacy is frozen in UNIFIED_ONLY"
+    assert get_mode(db.engine) is DualWriteMode.UNIFIED_ONLY
+
+
+def test_slow_latency_and_errors_fire_at_the_right_level(db) -> None:
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 300.0, 100, errors=2)
+    notifier = Notifier()
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert states["latency_p95_warning"].firing
+    assert not states["latency_p95_critical"].firing
+    assert states["error_rate_critical"].firing  # 2% > 1%
+    assert states["error_rate_warning"].firing
+    assert fired(notifier, "latency_p95_warning") == 1
+    # Legacy is primary: a latency alert only notifies.
+    assert states["latency_p95_warning"].response is None
+    assert get_mode(db.engine) is DualWriteMode.LEGACY_ONLY
+
+
+def test_latency_rollback_when_unified_primary_is_slower_than_baseline(db) -> None:
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), window_seconds=60)
+    # Baseline while legacy is primary: ~90 ms.
+    to_phase(db.engine, 2)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 90.0, 50)
+    monitor.evaluate()
+    baseline = monitor.baseline_p95_ms()
+    assert baseline is not None and 50.0 < baseline <= 100.0
+    # Switch to unified primary; the slow operations push p95 over 500 ms.
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM unistatus_operation_stats")
+    to_phase(db.engine, 3)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, 900.0, 50)
+    states = by_name(monitor.evaluate())
+    assert states["latency_p95_critical"].firing
+    assert monitor.baseline_p95_ms() == baseline  # not taken while unified is primary
+    assert states["latency_p95_critical"].response == "rollback_phase: done"
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    entry = history(db.engine, alerts.AUTO_RESPONSE_KEY)[0]
+    assert "baseline" in entry.reason
+
+
+def test_latency_rollback_from_unified_only_replays_then_legacy_primary(db) -> None:
+
+    from unistatus.adapter.core import DualWriteAdapter
+    from unistatus.domain.statuses import UnifiedTransactionType
+    from unistatus.migration.rollback import pending_count
+
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), window_seconds=60)
+    to_phase(db.engine, 2)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 90.0, 50)
+    monitor.evaluate()
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM unistatus_operation_stats")
+    to_phase(db.engine, 4)
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    created = adapter.create_transaction(
+        UnifiedTransactionType.EXCHANGE, 5, Decimal("12.5"), "USDT"
+    )
+    assert created.overall_success and pending_count(db.engine) == 1
+    record_latency(db.engine, DualWriteMode.UNIFIED_ONLY, 900.0, 50)
+    states = by_name(monitor.evaluate())
+    assert states["latency_p95_critical"].response == "rollback_phase: done"
+    # "Roll back to legacy primary": the change made while legacy was frozen is in legacy.
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    assert pending_count(db.engine) == 0
+    assert adapter.check_consistency(created.entity_id)["consistent"]
+
+
+def test_latency_rollback_needs_a_regression_against_the_baseline(db) -> None:
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), window_seconds=60)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 2")
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 900.0, 50)
+    monitor.evaluate()  # baseline is already slow
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="phase 3")
+    states = by_name(monitor.evaluate())
+    assert states["latency_p95_critical"].firing
+    assert states["latency_p95_critical"].response is None  # not 20% worse: no rollback
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+
+
+def test_info_events_notify_on_change_only(db) -> None:
+    seed_pairs(db.engine, 10)
+    run_check(db.engine, db.settings)
+    notifier = Notifier()
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier)
+    monitor.evaluate()  # the first report seen is the starting point
+    assert fired(notifier, "validation", "info") == 0
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(unified_transactions)
+            .where(unified_transactions.c.legacy_id == 1)
+            .values(status="SUCCESS")
+        )
+    run_check(db.engine, db.settings)
+    monitor.evaluate()
+    monitor.evaluate()
+    notes = [n for n in notifier.sent if n.name == "validation"]
+    assert len(notes) == 1
+    assert "validation failed" in notes[0].message
+    assert notes[0].level == "info"
+
+
+def test_two_evaluators_notify_once(db) -> None:
+    seed_pairs(db.engine, 100, drift=50)
+    run_check(db.engine, db.settings)
+    a, b = Notifier(), Notifier()
+    settings = db.settings.model_copy(
+        update={"auto_responses": AutoResponses(rollback_on_critical_consistency=False)}
+    )
+    alerts.evaluate(db.engine, settings, notifier=a)
+    alerts.evaluate(db.engine, settings, notifier=b)
+    assert fired(a, "consistency_critical") + fired(b, "consistency_critical") == 1
+
+
+def test_unknown_sources_are_unknown_not_fine(db) -> None:
+    # No check report yet: the consistency rules are not firing, and say why.
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=Notifier()))
+    assert states["consistency_critical"].message == "no check report yet"
+    # A stats table that is gone makes the latency rules unknown, not resolved.
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE unistatus_operation_stats RENAME TO stats_away")
+    try:
+        states = by_name(alerts.evaluate(db.engine, db.settings, notifier=Notifier()))
+        assert states["latency_p95_critical"].state == "unknown"
+        assert states["latency_p95_critical"].value is None
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE stats_away RENAME TO unistatus_operation_stats")
+
+
+def test_database_down_notifies_once_without_persisting(tmp_path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path}/missing/dir/x.db")
+    from unistatus.config import load_settings
+
+    notifier = Notifier()
+    monitor = alerts.Monitor(engine, load_settings(database_url=str(engine.url)), notifier=notifier)
+    first = monitor.evaluate()
+    monitor.evaluate()
+    assert [s.name for s in first] == ["database_down"]
+    assert first[0].firing and first[0].level == "critical"
+    assert fired(notifier, "database_down") == 1
+
+
+def test_stalled_backfill_is_a_warning() -> None:
+    from unistatus.observe.metrics import Snapshot
+
+    now = utcnow()
+    snap = Snapshot(taken_at=now, window_seconds=300, database_up=True)
+    snap.progress = {
+        "CASHOUT": {
+            "percent": 40.0,
+            "complete": False,
+            "state": "running",
+            "updated_at": (now - timedelta(hours=2)).isoformat(),
+        },
+        "ESCROW": {
+            "percent": 100.0,
+            "complete": True,
+            "state": "complete",
+            "updated_at": (now - timedelta(hours=5)).isoformat(),
+        },
+    }
+    obs = {o.name: o for o in alerts.observe(snap, now=now)}
+    assert obs["backfill_stalled"].firing
+    assert "CASHOUT" in obs["backfill_stalled"].message
+    assert "ESCROW" not in obs["backfill_stalled"].message
+    snap.progress["CASHOUT"]["updated_at"] = now.isoformat()
+    obs = {o.name: o for o in alerts.observe(snap, now=now)}
+    assert obs["backfill_stalled"].firing is False
+
+
+def test_state_rows_are_persisted(db) -> None:
+    alerts.evaluate(db.engine, db.settings, notifier=Notifier())
+    with db.engine.connect() as conn:
+        names = set(conn.execute(sa.select(alert_state.c.name)).scalars())
+    assert {
+        "consistency_critical",
+        "error_rate_warning",
+        "latency_p95_critical",
+        "database_down",
+    } <= names
+
+
+def test_migration_0005_creates_and_drops_its_tables(sqlite_db) -> None:
+    from unistatus.db import schema
+
+    engine, settings = sqlite_db.engine, sqlite_db.settings
+    assert {"unistatus_alert_state", "unistatus_monitor_values"} <= set(
+        sa.inspect(engine).get_table_names()
+    )
+    schema.downgrade(engine, settings, "0004")
+    names = set(sa.inspect(engine).get_table_names())
+    assert "unistatus_alert_state" not in names and "unistatus_monitor_values" not in names
+    schema.upgrade(engine, settings)
+    alerts.evaluate(engine, settings, notifier=Notifier())
+    assert sqlite_db.count("unistatus_alert_state") >= 8
+
+
+def test_concurrent_evaluators_notify_and_respond_once(pg) -> None:
+    import threading
+
+    seed_pairs(pg.engine, 100, drift=5)
+    run_check(pg.engine, pg.settings)
+    set_mode(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    alerts.evaluate(
+        pg.engine,
+        pg.settings.model_copy(
+            update={
+                "auto_responses": AutoResponses(
+                    rollback_on_critical_consistency=False, repair_on_consistency_warning=False
+                )
+            }
+        ),
+        notifier=Notifier(),
+    )  # rows exist, nothing firing claimed yet for a fresh episode
+    with pg.engine.begin() as conn:  # start a fresh episode: resolved, never notified
+        conn.execute(
+            sa.update(alert_state).values(state="resolved", notified_state=None, response=None)
+        )
+    notifiers = [Notifier() for _ in range(4)]
+    barrier = threading.Barrier(len(notifiers))
+    failures: list[BaseException] = []
+
+    def run(n: Notifier) -> None:
+        try:
+            barrier.wait()
+            alerts.evaluate(pg.engine, pg.settings, notifier=n)
+        except BaseException as exc:  # surfaced below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in notifiers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
+    assert sum(fired(n, "consistency_critical") for n in notifiers) == 1
+    rollbacks = [
+        c
+        for c in history(pg.engine, alerts.AUTO_RESPONSE_KEY)
+        if c.metadata and c.metadata["alert"] == "consistency_critical"
+    ]
+    assert len(rollbacks) == 1
+    assert get_mode(pg.engine) is DualWriteMode.LEGACY_ONLY
+
+
+def test_phase_transition_and_milestone_are_info_events(db) -> None:
+    notifier = Notifier()
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier)
+    monitor.evaluate()  # phase 0: the starting point, no event
+    to_phase(db.engine, 1)
+    monitor.evaluate()
+    monitor.evaluate()
+    notes = [n for n in notifier.sent if n.name == "phase_transition"]
+    assert len(notes) == 1 and notes[0].level == "info"
+    assert "now phase 1" in notes[0].message
+
+
+def test_rows_awaiting_backfill_do_not_trigger_a_rollback(db) -> None:
+    from unistatus.sim.seed import seed_legacy
+
+    seed_pairs(db.engine, 10)
+    seed_legacy(db.engine, db.settings, 300, systems=["ESCROW"])  # not backfilled yet
+    report = run_check(db.engine, db.settings)
+    assert report.consistency_rate < 0.1
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 2")
+    notifier = Notifier()
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert not states["consistency_critical"].firing
+    assert states["consistency_critical"].value == 1.0
+    assert "300 rows awaiting backfill not counted" in states["consistency_critical"].message
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    # A real disagreement among backfilled rows still counts.
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(unified_transactions)
+            .where(unified_transactions.c.legacy_id <= 1)
+            .values(status="SUCCESS")
+        )
+    run_check(db.engine, db.settings)
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert states["consistency_critical"].firing
+    assert states["consistency_critical"].value == 0.9
+
+
+def test_backfill_milestone_is_an_info_event(db) -> None:
+    from unistatus.backfill import run_backfill
+    from unistatus.sim.seed import seed_legacy
+
+    seed_legacy(db.engine, db.settings, 60, systems=["EXCHANGE"])
+    notifier = Notifier()
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier)
+    monitor.evaluate()
+    assert [n for n in notifier.sent if n.name.startswith("milestone")] == []
+    run_backfill(db.engine, db.settings, systems=[LegacySystemType.EXCHANGE])
+    monitor.evaluate()
+    monitor.evaluate()
+    notes = [n for n in notifier.sent if n.name.startswith("milestone")]
+    assert [(n.name, n.message) for n in notes] == [
+        ("milestone_backfill_exchange", "milestone reached: EXCHANGE backfill 100%")
+    ]
+
+
+def test_missing_alert_table_is_a_clear_error_not_database_down(sqlite_db) -> None:
+    import pytest
+
+    from unistatus.errors import StorageError
+
+    with sqlite_db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE unistatus_alert_state")
+    with pytest.raises(StorageError, match="unistatus init"):
+        alerts.evaluate(sqlite_db.engine, sqlite_db.settings, notifier=Notifier())

@@ -1,0 +1,118 @@
+"""The web dashboard in a real browser (Debian's chromium, driven by Playwright).
+
+Never ``playwright install``: the browser is the system's /usr/bin/chromium. Without it
+the test skips with the reason, except under CI=true, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.serving import serving
+from support.stats_data import record_latency, seed_pairs
+from unistatus.api.service import create_app
+from unistatus.backfill import run_backfill
+from unistatus.config import AutoResponses
+from unistatus.db.control import set_mode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.migration.check import run_check
+from unistatus.observe import alerts
+from unistatus.observe.notify import Notifier
+
+CHROMIUM = Path("/usr/bin/chromium")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture
+def browser() -> Any:
+    if not CHROMIUM.exists():
+        message = f"no chromium at {CHROMIUM} (apt-get install -y chromium)"
+        if IN_CI:
+            pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+        pytest.skip(f"SKIPPING BROWSER TEST: {message}")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: Any) -> None:
+    db = sqlite_db
+    seed_pairs(db.engine, 200, drift=3)  # 98.5%: a critical alert
+    run_backfill(db.engine, db.settings, systems=[LegacySystemType.CASHOUT])
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 40.0, 30)
+    settings = db.settings.model_copy(
+        update={
+            "auto_responses": AutoResponses(
+                rollback_on_critical_consistency=False, repair_on_consistency_warning=False
+            )
+        }
+    )
+    alerts.evaluate(db.engine, settings, notifier=Notifier())
+    with serving(create_app(settings, db.engine)) as base:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        script_errors: list[str] = []
+        page.on("pageerror", lambda exc: script_errors.append(str(exc)))
+        page.goto(base + "/")
+        page.wait_for_function(
+            "document.getElementById('mode').textContent.includes('DUAL_WRITE')", timeout=10_000
+        )
+        assert page.inner_text("#mode") == "mode DUAL_WRITE_LEGACY_PRIMARY"
+        assert page.inner_text("#phase").startswith("phase 0")
+        assert page.inner_text("#consistency") == "98.500%"
+        assert "bad" in (page.get_attribute("#consistency", "class") or "")
+        assert page.inner_text("#coverage") == "100%"
+        assert page.inner_text("#validation") == "failing (3)"
+        assert re.fullmatch(r"\d+\.\d ms", page.inner_text("#p95"))
+        assert page.inner_text("#error-rate") == "0.00%"
+        systems = page.locator("#systems [role=progressbar]")
+        assert systems.count() == 3
+        labels = [systems.nth(i).get_attribute("aria-label") or "" for i in range(3)]
+        assert [label.split(" ")[0] for label in labels] == ["CASHOUT", "ESCROW", "EXCHANGE"]
+        assert systems.nth(0).get_attribute("aria-valuenow") == "100"  # backfilled
+        assert systems.nth(0).inner_text().split()[-1] == "100%"
+        assert "not_started" in labels[1]
+        phases = page.locator("#phases [role=progressbar]")
+        assert phases.count() == 4
+        # The bar is drawn as wide as its number says (a person sees the fill).
+        first = phases.nth(0)
+        assert first.get_attribute("aria-valuenow") == "100"
+        track = first.locator(".track").bounding_box()
+        fill = first.locator(".fill").bounding_box()
+        assert track and fill and abs(fill["width"] - track["width"]) < 1
+        empty = phases.nth(2).locator(".fill").bounding_box()
+        assert empty is not None and empty["width"] == 0
+        assert "CRITICAL consistency_critical" in page.inner_text("#alerts")
+        assert page.inner_text("#health") == "degraded"
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+
+        # It refreshes itself: switch the mode behind its back and wait for it to show.
+        set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="phase 3")
+        page.wait_for_function(
+            "document.getElementById('mode').textContent.includes('UNIFIED_PRIMARY')",
+            timeout=12_000,
+        )
+        assert script_errors == []
+        page.close()

@@ -1,0 +1,94 @@
+"""Diagnostics: every section present, secrets never written."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.cli import app
+from unistatus.cli.context import _default
+from unistatus.config import load_settings
+from unistatus.migration import phases, rollback
+from unistatus.migration.check import run_check
+from unistatus.observe.diagnose import default_filename, generate_diagnostic, redact_settings
+from unistatus.observe.stats import OperationStats
+
+SECTIONS = {
+    "generated_at",
+    "versions",
+    "config",
+    "control",
+    "gates",
+    "check_reports",
+    "alerts",
+    "repair_queue",
+    "quarantine",
+    "backfill",
+    "pending_legacy_changes",
+    "replay_conflicts",
+    "operation_stats",
+    "table_counts",
+}
+
+
+def test_diagnostic_has_every_section_and_no_secrets(db: Database) -> None:
+    url = db.url.replace("postgres@", "postgres:pgsecret@") if db.backend == "postgres" else db.url
+    settings = load_settings(
+        database_url=url,
+        admin_token="tok-very-secret",
+        webhook_urls=["https://hooks.slack.com/services/T000/B000/hooksecret"],
+    )
+    phases.advance(db.engine, settings, actor="t")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    stats = OperationStats(db.engine, process_id="diag", start=False).attach(adapter)
+    adapter.create_transaction("EXCHANGE", 1, "3", "USD")
+    stats.flush()
+    run_check(db.engine, settings)
+    rollback.emergency_rollback(db.engine, settings, actor="oncall", reason="drill")
+
+    report = generate_diagnostic(db.engine, settings)
+    text = json.dumps(report, default=_default)
+    assert SECTIONS <= report.keys()
+    for secret in ("tok-very-secret", "hooksecret", "pgsecret", "T000"):
+        assert secret not in text
+    errors = {k for k, v in report.items() if isinstance(v, dict) and set(v) == {"error"}}
+    assert not errors, {k: report[k] for k in errors}
+    assert report["versions"]["database"] == db.engine.dialect.name
+    assert report["versions"]["database_server"]
+    assert report["config"]["admin_token"] == "***"
+    assert report["config"]["webhook_urls"] == ["https://hooks.slack.com/***"]
+    assert report["control"]["mode"] == "LEGACY_ONLY" and report["control"]["phase"] == 0
+    assert report["control"]["history"]["phase"][0]["metadata"]["emergency"] is True
+    assert report["gates"]["phase"] == 0 and report["gates"]["gates"]
+    assert report["check_reports"][0]["total"] == 1
+    assert report["operation_stats"]["last_hour"]["count"] == 1
+    assert report["table_counts"]["unified_transactions"] == 1
+    assert report["table_counts"]["exchanges"] == 1
+    assert report["repair_queue"]["open"] == 0
+
+
+def test_redaction_without_secrets_configured(db: Database) -> None:
+    cfg = redact_settings(db.settings)
+    assert cfg["admin_token"] is None and cfg["webhook_urls"] == []
+    assert default_filename().startswith("rollback_") and default_filename().endswith(".json")
+
+
+def test_cli_diagnose_writes_a_file(sqlite_db: Database, tmp_path) -> None:
+    out = tmp_path / "diag.json"
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        ["--database-url", sqlite_db.url, "diagnose", "--out", str(out)],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert "diagnostic written" in result.output
+    assert SECTIONS <= json.loads(out.read_text()).keys()
+    bad = runner.invoke(
+        app,
+        ["--database-url", sqlite_db.url, "diagnose", "--out", str(tmp_path / "no/such/dir.json")],
+    )
+    assert bad.exit_code == 2 and "cannot write" in bad.output

@@ -1,0 +1,167 @@
+"""Operation statistics: per-process aggregation, flushing, and the cross-process window."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import time
+
+import pytest
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter, OperationEvent
+from unistatus.clock import utcnow
+from unistatus.db.control import set_mode
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import InputError
+from unistatus.observe.stats import (
+    LATENCY_BUCKETS_MS,
+    OperationStats,
+    bucket_index,
+    percentile,
+    window,
+)
+
+MODE = DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+
+
+def _event(
+    ms: float, ok: bool = True, op: str = "update_status", mismatch: bool = False
+) -> OperationEvent:
+    return OperationEvent(op, MODE, ok, ms, shadow_mismatch=mismatch)
+
+
+def _bucket_bounds(value: float) -> tuple[float, float]:
+    i = bucket_index(value)
+    lower = LATENCY_BUCKETS_MS[i - 1] if i else 0.0
+    upper = LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else float("inf")
+    return lower, upper
+
+
+def test_bucket_index_edges() -> None:
+    assert bucket_index(0.0) == 0
+    assert bucket_index(1.0) == 0  # bounds are inclusive, like Prometheus' "le"
+    assert bucket_index(1.0001) == 1
+    assert bucket_index(200.0) == LATENCY_BUCKETS_MS.index(200.0)
+    assert bucket_index(1e9) == len(LATENCY_BUCKETS_MS)
+    assert percentile([0] * (len(LATENCY_BUCKETS_MS) + 1), 0.95, 0.0) is None
+
+
+def test_two_processes_merge_in_window(db: Database) -> None:
+    rng = random.Random(7)
+    latencies = [rng.lognormvariate(3.0, 0.8) for _ in range(4000)]  # median ~20 ms
+    a = OperationStats(db.engine, flush_seconds=60, process_id="proc-a", start=False)
+    b = OperationStats(db.engine, flush_seconds=60, process_id="proc-b", start=False)
+    errors = 0
+    for i, ms in enumerate(latencies):
+        ok = i % 250 != 0
+        errors += not ok
+        (a if i % 2 else b).record(_event(ms, ok, mismatch=i % 1000 == 0))
+    a.record(_event(3.0, op="create_transaction"))
+    assert a.flush() == 2 and b.flush() == 1
+    assert a.flush() == 0  # nothing new: no empty rows
+    assert db.count("unistatus_operation_stats") == 3
+
+    w = window(db.engine, 300, operation="update_status")
+    assert w.count == 4000 and w.errors == errors == 16
+    assert w.error_rate == pytest.approx(16 / 4000)
+    assert w.processes == 2 and w.shadow_mismatches == 4
+    true = sorted(latencies)
+    for q, got in ((0.5, w.p50_ms), (0.95, w.p95_ms), (0.99, w.p99_ms)):
+        exact = true[int(q * len(true)) - 1]
+        lower, upper = _bucket_bounds(exact)
+        assert got is not None and lower <= got <= upper, (q, got, exact)
+    assert w.throughput_per_s == pytest.approx(4000 / 300)
+    assert window(db.engine, 300).count == 4001
+    assert window(db.engine, 300, mode=MODE).count == 4001
+    assert window(db.engine, 300, mode=DualWriteMode.UNIFIED_ONLY).count == 0
+    d = w.as_dict()
+    assert {
+        "count",
+        "errors",
+        "error_rate",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "throughput_per_s",
+    } <= d.keys()
+    assert w.cumulative_buckets()[-1] == (float("inf"), 4000)
+
+
+def test_window_excludes_old_rows_and_rejects_bad_input(db: Database) -> None:
+    s = OperationStats(db.engine, process_id="p", start=False)
+    s.record(_event(5.0))
+    s.flush()
+    assert window(db.engine, 60).count == 1
+    assert window(db.engine, 60, now=utcnow() + dt.timedelta(seconds=120)).count == 0
+    with pytest.raises(InputError):
+        window(db.engine, 0)
+    with pytest.raises(InputError):
+        OperationStats(db.engine, flush_seconds=0)
+
+
+def test_attached_to_adapter_flushes_in_background(db: Database) -> None:
+    set_mode(db.engine, MODE, reason="test")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    stats = OperationStats(db.engine, flush_seconds=0.2, process_id="bg").attach(adapter)
+    try:
+        for _ in range(5):
+            assert adapter.create_transaction("ESCROW", 1, "10", "USD").overall_success
+        with pytest.raises(InputError):
+            adapter.create_transaction("ESCROW", 1, "-1", "USD")  # refused: not counted (input)
+        deadline = time.monotonic() + 5
+        while window(db.engine, 60).count < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stats.close()
+    w = window(db.engine, 60, operation="create_transaction")
+    assert w.count == 5 and w.errors == 0
+    assert w.p95_ms is not None and w.p95_ms > 0
+
+
+def test_failed_flush_keeps_counts_and_never_raises(sqlite_db: Database, tmp_path) -> None:
+    from unistatus.db.engine import create_engine
+
+    broken = create_engine(f"sqlite:///{tmp_path}/no_tables.db")
+    stats = OperationStats(broken, process_id="x", start=False)
+    stats.record(_event(1.0))
+    assert stats.flush() == 0 and stats.flush_errors == 1
+    stats.engine = sqlite_db.engine
+    from unistatus.db.dialect import ops_for
+
+    stats._ops = ops_for(sqlite_db.engine)
+    assert stats.flush() == 1
+    assert window(sqlite_db.engine, 60).count == 1
+    stats.record("not an event")  # type: ignore[arg-type]  # logged, not raised
+
+
+def test_module_all_is_sorted_and_resolves() -> None:
+    import unistatus.migration.phases
+    import unistatus.migration.rollback
+    import unistatus.observe.diagnose
+    import unistatus.observe.stats
+
+    for module in (
+        unistatus.observe.stats,
+        unistatus.migration.phases,
+        unistatus.migration.rollback,
+        unistatus.observe.diagnose,
+    ):
+        assert module.__all__ == sorted(module.__all__), module.__name__
+        assert all(hasattr(module, name) for name in module.__all__), module.__name__
+
+
+def test_migration_0004_downgrades_and_upgrades(sqlite_db: Database) -> None:
+    import sqlalchemy as sa
+
+    from unistatus.db import schema
+
+    engine, settings = sqlite_db.engine, sqlite_db.settings
+    assert "unistatus_operation_stats" in sa.inspect(engine).get_table_names()
+    schema.downgrade(engine, settings, "0003")
+    assert "unistatus_operation_stats" not in sa.inspect(engine).get_table_names()
+    schema.upgrade(engine, settings, schema.INSTALL_REVISION)
+    assert "unistatus_operation_stats" in sa.inspect(engine).get_table_names()
+    s = OperationStats(engine, process_id="after", start=False)
+    s.record(_event(2.0))
+    assert s.flush() == 1

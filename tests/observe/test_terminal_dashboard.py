@@ -1,0 +1,72 @@
+"""The terminal dashboard (one frame) and the monitor command, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from typer.testing import CliRunner
+
+from support.stats_data import record_latency, seed_pairs
+from unistatus.cli import app
+from unistatus.db.control import set_mode
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.migration.check import run_check
+from unistatus.observe.terminal_dashboard import frame
+
+
+def text_of(db: Any) -> str:
+    console = Console(width=140, record=True, color_system=None)
+    console.print(frame(db.engine, db.settings))
+    return console.export_text()
+
+
+def test_one_frame_shows_what_a_person_needs(db: Any) -> None:
+    seed_pairs(db.engine, 200, drift=1)
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 80.0, 20)
+    out = text_of(db)
+    assert "mode DUAL_WRITE_LEGACY_PRIMARY" in out
+    assert "phase 0" in out
+    assert "consistency" in out and "99.500%" in out
+    assert "failing (1)" in out
+    assert "mapping coverage" in out and "100% (38/38)" in out
+    for system in ("CASHOUT", "ESCROW", "EXCHANGE"):
+        assert system in out
+    for phase in ("Phase 1", "Phase 2", "Phase 3", "Phase 4"):
+        assert phase in out
+    assert "p95 latency" in out and " ms" in out
+    assert "none firing" in out  # the monitor has not evaluated yet
+
+
+def test_cli_dashboard_once_and_monitor_once(db: Any) -> None:
+    seed_pairs(db.engine, 100, drift=3)
+    run_check(db.engine, db.settings)
+    runner = CliRunner()
+    base = ["--database-url", db.url]
+    r = runner.invoke(app, [*base, "monitor", "--once", "--json"], catch_exceptions=False)
+    assert r.exit_code == 1, r.output  # a critical alert fires
+    body = json.loads(r.stdout)
+    assert "consistency_critical" in [a["name"] for a in body["firing"]]
+    r = runner.invoke(app, [*base, "dashboard", "--once"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "CRITICAL consistency_critical" in r.stdout
+    assert "97.000%" in r.stdout
+    r = runner.invoke(
+        app, [*base, "monitor", "--count", "2", "--interval", "0.1"], catch_exceptions=False
+    )
+    assert r.exit_code == 0, r.output
+    assert r.stdout.count("consistency_critical") == 2  # one table per evaluation
+    assert r.stdout.count("critical firing") == 2
+
+
+def test_dashboard_says_when_the_database_is_down(tmp_path: Any) -> None:
+    r = CliRunner().invoke(
+        app,
+        ["--database-url", f"sqlite:///{tmp_path}/no/dir/x.db", "dashboard", "--once"],
+        catch_exceptions=False,
+    )
+    assert r.exit_code == 0
+    assert "database unreachable" in r.stdout

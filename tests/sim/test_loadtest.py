@@ -1,0 +1,161 @@
+"""Load test: real adapter writes on SQLite and PostgreSQL, small sizes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from conftest import Database
+from unistatus.cli import app
+from unistatus.db.control import get_mode, set_mode
+from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionStatus
+from unistatus.errors import InputError
+from unistatus.migration.check import run_check
+from unistatus.sim.loadtest import percentile, run_load_test
+
+LEGACY = ("cashouts", "escrows", "exchanges")
+
+
+def _legacy_rows(db: Database) -> int:
+    return sum(db.count(t) for t in LEGACY)
+
+
+def test_dual_write_run_with_baseline(db: Database) -> None:
+    report = run_load_test(
+        db.url,
+        db.settings,
+        transactions=24,
+        concurrent=4,
+        mode=DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY,
+        baseline=True,
+    )
+    run, base = report.run, report.baseline
+    assert base is not None and base.mode is DualWriteMode.LEGACY_ONLY
+    assert run.mode is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    assert run.errors == 0 and base.errors == 0
+    # Same seed: the same walks, so the same number of operations in both runs.
+    assert run.operations == base.operations > 24
+    assert len(run.latencies_ms) == run.operations
+    assert run.consistency_rate == 1.0 and run.consistency_checked == 24
+    assert base.consistency_rate is None
+    # Both runs wrote legacy rows; only the dual run wrote unified rows.
+    assert _legacy_rows(db) == 48
+    assert db.count("unified_transactions") == 24
+    # Every transaction was walked to a final status.
+    with db.engine.connect() as conn:
+        statuses = {
+            r[0] for r in conn.exec_driver_sql("SELECT DISTINCT status FROM unified_transactions")
+        }
+    assert statuses and all(UnifiedTransactionStatus(s).is_final for s in statuses)
+    out = report.as_dict()
+    assert set(out["dual_write_overhead_pct"]) == {"mean", "p50", "p95", "p99"}
+    # The previous mode is back.
+    assert get_mode(db.engine) is DualWriteMode.LEGACY_ONLY
+
+
+def test_unified_only_run_restores_previous_mode(db: Database) -> None:
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="test")
+    report = run_load_test(db.url, db.settings, transactions=10, concurrent=3, mode="UNIFIED_ONLY")
+    assert report.run.errors == 0
+    assert report.run.consistency_rate is None  # legacy is frozen: not applicable
+    assert db.count("unified_transactions") == 10
+    # Back to a mode that writes legacy: the run's changes were replayed first, so the
+    # ten transactions born in UNIFIED_ONLY now have legacy rows that agree.
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+    assert _legacy_rows(db) == 10
+    with db.engine.connect() as conn:
+        pending = conn.exec_driver_sql(
+            "SELECT count(*) FROM unistatus_pending_legacy WHERE replayed_at IS NULL"
+        ).scalar_one()
+    assert pending == 0
+    assert run_check(db.engine, db.settings, store=False).consistency_rate == 1.0
+
+
+def test_a_baseline_next_to_unified_reads_is_refused_up_front(db: Database) -> None:
+    """A LEGACY_ONLY baseline writes rows unified never sees: switching to (or back to) a
+    unified-read mode after it would be refused as stale, so the run is refused before
+    it writes anything, instead of failing half way and leaving LEGACY_ONLY behind."""
+    with pytest.raises(InputError, match="baseline"):
+        run_load_test(
+            db.url, db.settings, transactions=5, concurrent=2, mode="UNIFIED_ONLY", baseline=True
+        )
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="test")
+    with pytest.raises(InputError, match="baseline"):
+        run_load_test(db.url, db.settings, transactions=5, concurrent=2, baseline=True)
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+    assert _legacy_rows(db) == 0
+
+
+def test_bad_sizes_are_refused_and_write_nothing(db: Database) -> None:
+    with pytest.raises(InputError):
+        run_load_test(db.url, db.settings, transactions=0, concurrent=2)
+    with pytest.raises(InputError):
+        run_load_test(db.url, db.settings, transactions=5, concurrent=0)
+    with pytest.raises(InputError):
+        run_load_test("sqlite://", db.settings, transactions=5, concurrent=2)
+    assert _legacy_rows(db) == 0
+
+
+def test_cli_json(sqlite_db: Database) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "--database-url",
+            sqlite_db.url,
+            "loadtest",
+            "--transactions",
+            "12",
+            "--concurrent",
+            "3",
+            "--mode",
+            "DUAL_WRITE_LEGACY_PRIMARY",
+            "--json",
+        ],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["transactions"] == 12 and data["concurrent"] == 3
+    assert set(data["latency_ms"]) >= {"mean", "p50", "p95", "p99"}
+    assert data["error_rate"] == 0.0 and data["consistency_rate"] == 1.0
+    assert data["throughput_tps"] > 0
+
+
+def test_percentile_nearest_rank() -> None:
+    data = [float(i) for i in range(1, 101)]
+    assert percentile(data, 50) == 50.0
+    assert percentile(data, 95) == 95.0
+    assert percentile(data, 99) == 99.0
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) == 0.0
+
+
+def test_strategy_document_script(sqlite_db: Database) -> None:
+    """`scripts/load_test_dual_write.py --transactions=N --concurrent=C`, as documented."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parents[2] / "scripts" / "load_test_dual_write.py"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--transactions=9",
+            "--concurrent=3",
+            "--json",
+            "--database-url",
+            sqlite_db.url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["mode"] == "DUAL_WRITE_LEGACY_PRIMARY"  # the script's default
+    assert data["transactions"] == 9 and data["error_rate"] == 0.0
+    assert data["consistency_rate"] == 1.0
+    assert get_mode(sqlite_db.engine) is DualWriteMode.LEGACY_ONLY

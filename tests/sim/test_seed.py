@@ -1,0 +1,117 @@
+"""seed_legacy: counts, a realistic status mix, unmappable rows, determinism."""
+
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+
+from unistatus.clock import as_utc, utcnow
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.statuses import LegacySystemType, UnifiedTransactionStatus
+from unistatus.sim.seed import CURRENCIES, id_ranges, seed_legacy, split_counts
+
+FINAL = {s.value for s in UnifiedTransactionStatus if s.is_final}
+
+
+def _statuses(db, system: LegacySystemType) -> Counter[str | None]:  # type: ignore[no-untyped-def]
+    lt = resolve_legacy_tables(db.engine, db.settings)[system]
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.select(lt.status, sa.func.count()).group_by(lt.status)).all()
+    return Counter({status: n for status, n in rows})
+
+
+def test_split_counts_is_even_and_complete() -> None:
+    systems = list(LegacySystemType)
+    assert split_counts(10, systems) == dict(zip(systems, [4, 3, 3], strict=True))
+    assert sum(split_counts(1_000_001, systems).values()) == 1_000_001
+    with pytest.raises(ValueError):
+        split_counts(-1, systems)
+
+
+def test_counts_and_realistic_status_mix(db) -> None:  # type: ignore[no-untyped-def]
+    counts = seed_legacy(db.engine, db.settings, 3000, seed=7)
+    assert counts == {"CASHOUT": 1000, "ESCROW": 1000, "EXCHANGE": 1000}
+    assert (db.count("cashouts"), db.count("escrows"), db.count("exchanges")) == (1000,) * 3
+    mapper = LegacyStatusMapper()
+    for system in LegacySystemType:
+        mix = _statuses(db, system)
+        # Every legacy value is present, and nothing unmappable was asked for.
+        assert set(mix) == set(mapper.legacy_statuses(system))
+        final = sum(n for s, n in mix.items() if mapper.to_unified(system, s).value in FINAL)
+        assert 0.65 < final / 1000 < 0.95, f"{system}: {final} final rows"
+
+
+def test_field_values_are_plausible(db) -> None:  # type: ignore[no-untyped-def]
+    seed_legacy(db.engine, db.settings, 600)
+    tables = resolve_legacy_tables(db.engine, db.settings)
+    now = utcnow()
+    for system, lt in tables.items():
+        with db.engine.connect() as conn:
+            rows = conn.execute(sa.select(lt.table)).mappings().all()
+        assert len(rows) == 200
+        for row in rows:
+            assert isinstance(row["amount"], Decimal)
+            assert Decimal("1.00") <= row["amount"] <= Decimal("50000.99")
+            assert row["amount"] == row["amount"].quantize(Decimal("0.01"))
+            assert row["currency"] in CURRENCIES[system]
+            assert 1 <= row["user_id"] <= 50_000
+            created, updated = as_utc(row["created_at"]), as_utc(row["updated_at"])
+            assert created is not None and updated is not None
+            assert created <= updated <= now
+        # Times are spread over months, not stamped at one instant.
+        spread = max(as_utc(r["created_at"]) for r in rows) - min(  # type: ignore[type-var]
+            as_utc(r["created_at"]) for r in rows
+        )
+        assert spread.days > 60
+
+
+def test_unmappable_rows_when_asked(db) -> None:  # type: ignore[no-untyped-def]
+    counts = seed_legacy(db.engine, db.settings, 300, unmappable=12)
+    assert counts == {"CASHOUT": 104, "ESCROW": 104, "EXCHANGE": 104}
+    mapper = LegacyStatusMapper()
+    for system in LegacySystemType:
+        mix = _statuses(db, system)
+        bad = {s: n for s, n in mix.items() if mapper.try_to_unified(system, s) is None}
+        assert sum(bad.values()) == 4
+        assert None in bad  # a NULL status
+        assert any(s and s != s.upper() for s in bad)  # lower case
+
+
+def test_same_seed_same_rows_and_ids_continue(db) -> None:  # type: ignore[no-untyped-def]
+    seed_legacy(db.engine, db.settings, 60, seed=3)
+    first = id_ranges(db.engine, db.settings)
+    seed_legacy(db.engine, db.settings, 60, seed=3)
+    second = id_ranges(db.engine, db.settings)
+    lt = resolve_legacy_tables(db.engine, db.settings)[LegacySystemType.ESCROW]
+    assert first[LegacySystemType.ESCROW] == (1, 20)
+    assert second[LegacySystemType.ESCROW] == (1, 40)
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(lt.status, lt.amount, lt.user_id, lt.currency).order_by(lt.id)
+        ).all()
+    assert rows[:20] == rows[20:]
+
+
+def test_systems_subset(db) -> None:  # type: ignore[no-untyped-def]
+    counts = seed_legacy(db.engine, db.settings, 50, systems=["escrow"])
+    assert counts == {"ESCROW": 50}
+    assert (db.count("cashouts"), db.count("escrows"), db.count("exchanges")) == (0, 50, 0)
+
+
+def test_bad_input_writes_nothing(db) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError):
+        seed_legacy(db.engine, db.settings, -5)
+    with pytest.raises(Exception, match="unknown legacy system"):
+        seed_legacy(db.engine, db.settings, 5, systems=["payroll"])
+    assert db.count("cashouts") == 0
+
+
+def test_hundred_thousand_rows(db) -> None:  # type: ignore[no-untyped-def]
+    """Set-based: 100k rows must be quick on both backends (1M on PG takes ~5 s)."""
+    counts = seed_legacy(db.engine, db.settings, 100_000, unmappable=30)
+    assert sum(counts.values()) == 100_030
+    assert db.count("exchanges") == 33_343

@@ -1,0 +1,38 @@
+"""Shared test data helpers (moved from test_adapter.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from conftest import Database
+from unistatus import (
+    DualWriteAdapter,
+    DualWriteMode,
+)
+from unistatus.db.control import set_mode
+from unistatus.db.tables import (
+    metadata,
+)
+
+TABLES = ["cashouts", "escrows", "exchanges", *sorted(metadata.tables)]
+
+
+def adapter_in(db: Database, mode: DualWriteMode, **kw: Any) -> DualWriteAdapter:
+    # Forced: tests seed legacy rows without unified ones on purpose (unbackfilled rows).
+    set_mode(db.engine, mode, reason="test", actor="test", force=True)
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, **kw)
+    adapter.modes.refresh()
+    assert adapter.mode is mode
+    return adapter
+
+
+def snapshot(db: Database) -> dict[str, list[str]]:
+    """Every row of every table, to prove that a refused write changed nothing."""
+    out = {}
+    with db.engine.connect() as conn:
+        for name in TABLES:
+            rows = conn.execute(sa.text(f"SELECT * FROM {name}")).all()
+            out[name] = sorted(repr(tuple(r)) for r in rows)
+    return out
