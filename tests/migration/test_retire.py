@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic.util import CommandError
 from typer.testing import CliRunner
 
 from conftest import Database
@@ -180,9 +181,12 @@ def test_refusals_change_nothing(db: Database, tmp_path: Path) -> None:
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="test: back to phase 3")
     with pytest.raises(GateError, match="not UNIFIED_ONLY"):
         retire_legacy_columns(db.engine, db.settings)
-    # Even a direct upgrade to head is refused by the revision itself.
-    with pytest.raises(GateError, match="not UNIFIED_ONLY"):
+    # `upgrade head` names no one revision (main and retire are two heads): refused.
+    with pytest.raises(CommandError, match="Multiple head revisions"):
         schema.upgrade(db.engine, db.settings, "head")
+    # Even a direct upgrade to every head is refused by the revision itself.
+    with pytest.raises(GateError, match="not UNIFIED_ONLY"):
+        schema.upgrade(db.engine, db.settings, "heads")
     _assert_unchanged(db, before)
 
     set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test")

@@ -13,26 +13,32 @@ from alembic.script import ScriptDirectory
 
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
-from unistatus.errors import StorageError
+from unistatus.errors import GateError, StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "unistatus_alembic_version"
 REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exchanges"}
-# What `init` (and every upgrade) installs. The last revision, 0006, drops the legacy
-# status columns (phase 4 cleanup): only `unistatus retire legacy-columns` applies it,
-# after its gates, and `--undo` reverts it. So a fresh install never drops them, and
-# `current` says honestly whether they are dropped (0006) or not (0009). Revision ids are
-# never renumbered, so the chain reads 0001 .. 0005 -> 0007 -> 0008 -> 0009 -> 0006.
-# Upgrading a database already at 0006 to 0009 is a no-op in Alembic (it never downgrades).
+# Two Alembic branches (file names tell the order: 0001..0009 on the main chain, r001 on
+# the retire branch). `init` (and every upgrade) installs the main chain, up to
+# INSTALL_REVISION, its head; it never drops anything. The retire branch holds one
+# revision, 0006, which depends on 0009 and drops the legacy status columns (phase 4
+# cleanup): only `unistatus retire legacy-columns` applies it, after its gates, and
+# `--undo` reverts it (downgrade to RETIRE_UNDO). So `current` says honestly whether
+# they are dropped (0006) or not (0009). Revision ids are never renumbered: 0006 was the
+# last of one chain when databases were retired, and they keep reading the same.
+# Upgrading a database at 0006 to 0009 is a no-op (0006 implies 0009).
+MAIN_BRANCH = "main"
+RETIRE_BRANCH = "retire"
 INSTALL_REVISION = "0009"
 RETIRE_REVISION = "0006"
+RETIRE_UNDO = f"{RETIRE_BRANCH}@base"
 
 
 def alembic_config(connection: sa.Connection, settings: Settings) -> Config:
+    """The Alembic config the migrations run with; they get plain values, never settings."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
-    cfg.attributes["settings"] = settings
     # Reference legacy tables are created only for systems still configured with the
     # reference table name (the demo and tests); a deployment's own tables are its own.
     cfg.attributes["reference_legacy_tables"] = [
@@ -40,6 +46,12 @@ def alembic_config(connection: sa.Connection, settings: Settings) -> Config:
         for system, spec in settings.legacy_tables.items()
         if spec.table == REFERENCE_NAMES[system]
     ]
+    cfg.attributes["legacy_tables"] = {
+        system: {"table": spec.table, "id": spec.id, "status": spec.status}
+        for system, spec in settings.legacy_tables.items()
+    }
+    cfg.attributes["lock_timeout_ms"] = settings.lock_timeout_ms
+    cfg.attributes["gate_error"] = GateError  # what a revision's refusal raises
     return cfg
 
 
@@ -80,12 +92,37 @@ def downgrade(
 
 
 def current_revision(engine: sa.Engine) -> str | None:
+    """The revision the database is at (None: not installed)."""
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         return ctx.get_current_revision()
 
 
+def current_heads(engine: sa.Engine) -> tuple[str, ...]:
+    """Every revision stored in the version table (one per branch applied)."""
+    with engine.connect() as conn:
+        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        return ctx.get_current_heads()
+
+
+def head_revisions() -> tuple[str, str]:
+    """The head of each branch: the main chain's (what `init` installs), then retire's."""
+    scripts = _scripts()
+    return _branch_head(scripts, MAIN_BRANCH), _branch_head(scripts, RETIRE_BRANCH)
+
+
 def head_revision() -> str | None:
+    """The head of the retire branch: the fully retired schema (as diagnose reports it)."""
+    return _branch_head(_scripts(), RETIRE_BRANCH)
+
+
+def _branch_head(scripts: ScriptDirectory, branch: str) -> str:
+    script = scripts.get_revision(f"{branch}@head")
+    assert script is not None
+    return script.revision
+
+
+def _scripts() -> ScriptDirectory:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    return ScriptDirectory.from_config(cfg).get_current_head()
+    return ScriptDirectory.from_config(cfg)

@@ -1,7 +1,7 @@
 """Phase 4 cleanup: drop the legacy status columns, reversibly.
 
-The drop is Alembic revision 0006 (see its docstring); this module decides when it may
-run and undoes it. It may run only when:
+The drop is Alembic revision 0006, the ``retire`` branch (see its docstring); this
+module decides when it may run and undoes it. It may run only when:
 
 * the mode is UNIFIED_ONLY (legacy frozen, nothing writes a legacy status any more);
 * a verified archive is recorded (``unistatus archive verify``), and it still matches
@@ -13,9 +13,9 @@ run and undoes it. It may run only when:
   by a legacy-only change that kept the unified status, blocks the drop until
   ``unistatus repair`` fixes it).
 
-Revision 0006 runs :func:`blockers` again in its own transaction under the exclusive
-mode lock (legacy frozen, no adapter write in flight), so the statuses it drops are the
-ones checked.
+Revision 0006 runs its own frozen copy of :func:`blockers` again in its own transaction
+under the exclusive mode lock (legacy frozen, no adapter write in flight), so the
+statuses it drops are the ones checked.
 
 Anything else is refused with every reason at once, and nothing is changed. The undo
 (the revision's downgrade) adds the columns back and refills them in one set-based
@@ -52,14 +52,15 @@ U = unified_transactions
 
 def legacy_columns_dropped(engine: sa.Engine, settings: Settings) -> bool:
     """True while revision 0006 is applied (the legacy status columns are gone)."""
-    return schema.current_revision(engine) == schema.RETIRE_REVISION
+    return schema.RETIRE_REVISION in schema.current_heads(engine)
 
 
 def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
     """Why the columns may not be dropped now (empty: they may). Cheap, in-database.
 
-    Also run by revision 0006 itself, inside its transaction, so that no path (not
-    even a direct ``alembic upgrade``) drops the columns without these checks.
+    Revision 0006 runs a frozen copy of these checks (same rules, same messages)
+    inside its transaction, so that no path (not even a direct ``alembic upgrade``)
+    drops the columns without them.
     """
     from unistatus.migration.archive import recorded_archive
 
@@ -207,6 +208,7 @@ def retire_legacy_columns(
             "refusing to drop the legacy status columns (nothing changed): " + "; ".join(problems)
         )
     before = status_checksum(engine, settings)
+    _check_change(actor, reason)
     revision = schema.upgrade(
         engine, settings, schema.RETIRE_REVISION, attributes={"actor": actor, "reason": reason}
     )
@@ -229,8 +231,9 @@ def undo_cleanup(
     """Restore the legacy status columns (downgrade 0006) and refill them exactly."""
     if not legacy_columns_dropped(engine, settings):
         return {"undone": False, "reason": "the legacy status columns are in place"}
+    _check_change(actor, reason)
     revision = schema.downgrade(
-        engine, settings, schema.INSTALL_REVISION, attributes={"actor": actor, "reason": reason}
+        engine, settings, schema.RETIRE_UNDO, attributes={"actor": actor, "reason": reason}
     )
     return {
         "undone": True,
@@ -238,6 +241,15 @@ def undo_cleanup(
         "tables": _columns(settings),
         "checksum_after": status_checksum(engine, settings),
     }
+
+
+def _check_change(actor: str, reason: str) -> None:
+    """The rule :func:`unistatus.db.control.write_value` applies to every recorded change
+    (revision 0006 records its own, and falls back to defaults when given blanks)."""
+    if not reason or not reason.strip():
+        raise InputError(f"changing {CONTROL_KEY} needs a reason (--reason)")
+    if not actor or not actor.strip():
+        raise InputError("an actor is required")
 
 
 def _columns(settings: Settings) -> list[str]:

@@ -1,5 +1,8 @@
 """Foundation: reference legacy tables, unified_transactions, history, control, queues.
 
+The base of the ``main`` branch: what ``unistatus init`` installs (0001 .. 0005, then
+0007 onwards). Revision 0006 (file ``r001_...``) is the ``retire`` branch, off 0009.
+
 Revision ID: 0001
 Revises:
 """
@@ -11,7 +14,7 @@ from alembic import context, op
 
 revision = "0001"
 down_revision = None
-branch_labels = None
+branch_labels = ("main",)
 depends_on = None
 
 BIGID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")

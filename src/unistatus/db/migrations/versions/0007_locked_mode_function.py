@@ -11,11 +11,10 @@ than the wait. This lets one statement both exclude a mode switch and check the 
 which is what the adapter's two-round-trip write path needs
 (:mod:`unistatus.adapter.fast`).
 
-Revision ids are never renumbered, so the chain is 0005 -> 0007 -> 0006: ``init``
-installs up to this revision (``INSTALL_REVISION``), and 0006, the retirement of the
-legacy status columns, stays the last one, applied only by ``unistatus retire``. A
-database retired (at 0006) before this revision existed never gets the function; the
-adapter then keeps to its locked write path (and logs why), so nothing breaks.
+On the main chain after 0005 (0006, the retirement of the legacy status columns, is
+the ``retire`` branch, applied only by ``unistatus retire``). A database retired (at
+0006) before this revision existed never gets the function; the adapter then keeps to
+its locked write path (and logs why), so nothing breaks.
 
 Revision ID: 0007
 Revises: 0005

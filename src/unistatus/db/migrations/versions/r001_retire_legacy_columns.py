@@ -1,0 +1,281 @@
+"""retire legacy columns: drop the legacy status columns (phase 4 cleanup), reversibly.
+
+The only revision of the ``retire`` branch, off the main chain: ``unistatus init`` (and
+``alembic upgrade main@head``) never reach it; only ``unistatus retire legacy-columns``
+applies it, after its gates, and ``--undo`` reverts it (``downgrade retire@base``). It
+depends on 0009, so applying it first brings the main chain to 0009. Its id, 0006, was
+given when it was the last revision of one chain; databases retired then store 0006,
+which Alembic reads the same way now (0006 applied, and with it 0001..0009). ``alembic
+upgrade head`` is refused (two heads); ``upgrade heads`` reaches this revision, whose
+own gates below then refuse to drop anything early.
+
+upgrade() re-checks the retirement gates inside its own transaction, after taking the
+exclusive mode lock (on PostgreSQL it waits for in-flight adapter writes; DDL waits at
+most ``lock_timeout_ms`` for its table locks): UNIFIED_ONLY, a recorded verified
+archive, every legacy row restorable, and every legacy status exactly equal to its
+unified row's ``legacy_status`` (or, where a change awaits replay, that newer value):
+no ``legacy_status_drift``, checked while legacy is frozen, right before the drop. It
+records each dropped column's length and nullability in the control table (key
+``legacy_columns``) for the downgrade.
+
+downgrade() adds the columns back and refills each table with one set-based UPDATE
+from ``unified_transactions.legacy_status`` (matched by legacy_system + legacy_id),
+which upgrade() found equal to every dropped status, so the values come back exactly.
+(A restored column comes back last in the table's column order; SQL by name is
+unaffected.) SQLite alters tables through ``op.batch_alter_table`` (copy and rename).
+
+It runs no application code: the checks, table shapes, keys and lock are frozen here as
+they were when it was written, so later changes to the package cannot change it. What
+it is given, through the Alembic config's attributes (:func:`unistatus.db.schema.
+alembic_config`): ``legacy_tables`` ({system: {"table", "id", "status"}}, the
+deployment's own names), ``lock_timeout_ms``, ``gate_error`` (the exception a refusal
+raises), and optionally ``actor`` and ``reason`` (recorded with the change).
+
+Revision ID: 0006
+Revises: (branch base; depends on 0009)
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import context, op
+from sqlalchemy.dialects import postgresql
+
+revision = "0006"
+down_revision = None
+branch_labels = ("retire",)
+depends_on = "0009"
+
+# --- frozen at this revision -----------------------------------------------------------
+SYSTEMS = ("CASHOUT", "ESCROW", "EXCHANGE")
+CONTROL_KEY = "legacy_columns"
+MODE_KEY = "mode"
+DEFAULT_MODE = "LEGACY_ONLY"
+FROZEN_MODE = "UNIFIED_ONLY"
+ARCHIVE_KEY = "archive"
+MODE_LOCK_KEY = 0x756E6973  # the advisory lock every adapter write holds shared
+UTC_TIME = sa.DateTime(timezone=True)
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+control = sa.table(
+    "unistatus_control",
+    sa.column("key", sa.String),
+    sa.column("value", sa.String),
+    sa.column("updated_at", UTC_TIME),
+    sa.column("updated_by", sa.String),
+)
+control_log = sa.table(
+    "unistatus_control_log",
+    sa.column("id", sa.BigInteger),
+    sa.column("key", sa.String),
+    sa.column("old_value", sa.String),
+    sa.column("new_value", sa.String),
+    sa.column("actor", sa.String),
+    sa.column("reason", sa.Text),
+    sa.column("metadata", JSON),
+    sa.column("created_at", UTC_TIME),
+)
+unified = sa.table(
+    "unified_transactions",
+    sa.column("id", sa.String),
+    sa.column("legacy_system", sa.String),
+    sa.column("legacy_id", sa.BigInteger),
+    sa.column("legacy_status", sa.String),
+)
+pending = sa.table(
+    "unistatus_pending_legacy",
+    sa.column("id", sa.BigInteger),
+    sa.column("transaction_id", sa.String),
+    sa.column("replayed_at", UTC_TIME),
+)
+
+
+def _prepare() -> sa.Connection:
+    """Unbounded statements, bounded lock waits, and the exclusive mode lock (PostgreSQL)."""
+    bind = op.get_bind()
+    if bind.dialect.name == "postgresql":
+        lock_ms = int(context.config.attributes["lock_timeout_ms"])
+        bind.exec_driver_sql("SET LOCAL statement_timeout = 0")
+        bind.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_ms}")
+        bind.execute(sa.select(sa.func.pg_advisory_xact_lock(MODE_LOCK_KEY)))
+    return bind
+
+
+def _legacy_tables() -> dict[str, dict[str, str]]:
+    """{system: {"table", "id", "status"}}: the deployment's legacy tables."""
+    given = context.config.attributes["legacy_tables"]
+    return {system: dict(given[system]) for system in SYSTEMS}
+
+
+def _control_value(bind: sa.Connection, key: str) -> str | None:
+    q = sa.select(control.c.value).where(control.c.key == key)
+    value = bind.execute(q).scalar_one_or_none()
+    return None if value is None else str(value)
+
+
+def _record(bind: sa.Connection, value: str, metadata: dict[str, Any]) -> None:
+    """Set the control value ``legacy_columns`` and log the change (who, why, what)."""
+    attrs = context.config.attributes
+    actor, reason = attrs.get("actor"), attrs.get("reason")
+    if not isinstance(actor, str) or not actor.strip():
+        actor = "alembic"
+    if not isinstance(reason, str) or not reason.strip():
+        reason = f"revision 0006: legacy status columns {value}"
+    now = datetime.now(UTC)
+    old = _control_value(bind, CONTROL_KEY)
+    if old is None:
+        bind.execute(
+            sa.insert(control).values(
+                key=CONTROL_KEY, value=value, updated_at=now, updated_by=actor
+            )
+        )
+    else:
+        bind.execute(
+            sa.update(control)
+            .where(control.c.key == CONTROL_KEY)
+            .values(value=value, updated_at=now, updated_by=actor)
+        )
+    bind.execute(
+        sa.insert(control_log).values(
+            {
+                control_log.c.key: CONTROL_KEY,
+                control_log.c.old_value: old,
+                control_log.c.new_value: value,
+                control_log.c.actor: actor,
+                control_log.c.reason: reason,
+                control_log.c["metadata"]: metadata,
+                control_log.c.created_at: now,
+            }
+        )
+    )
+
+
+def _blockers(bind: sa.Connection, legacy: dict[str, dict[str, str]]) -> list[str]:
+    """Why the columns may not be dropped now (empty: they may)."""
+    problems: list[str] = []
+    mode = _control_value(bind, MODE_KEY) or DEFAULT_MODE
+    if mode != FROZEN_MODE:
+        problems.append(
+            f"the mode is {mode}, not UNIFIED_ONLY: legacy must be frozen first "
+            "(phase 4: `unistatus phase advance`)"
+        )
+    if _control_value(bind, ARCHIVE_KEY) is None:
+        problems.append(
+            "no verified archive is recorded: run `unistatus archive export --out DIR` "
+            "then `unistatus archive verify DIR`"
+        )
+    unreplayed = sa.select(pending.c.id).where(pending.c.replayed_at.is_(None)).limit(1)
+    project = bind.execute(unreplayed).first() is not None
+    existing = set(sa.inspect(bind).get_table_names())
+    for system in SYSTEMS:
+        spec = legacy[system]
+        if spec["table"] not in existing:
+            problems.append(f"legacy table {spec['table']!r} does not exist")
+            continue
+        table = sa.Table(spec["table"], sa.MetaData(), autoload_with=bind)
+        if spec["status"] not in table.c:
+            problems.append(f"{spec['table']}.{spec['status']} is already missing")
+            continue
+        id_col, status_col = table.c[spec["id"]], table.c[spec["status"]]
+        join = sa.and_(unified.c.legacy_system == system, unified.c.legacy_id == id_col)
+        lost = bind.execute(
+            sa.select(sa.func.count())
+            .select_from(table.outerjoin(unified, join))
+            .where(
+                sa.or_(
+                    unified.c.id.is_(None),
+                    sa.and_(unified.c.legacy_status.is_(None), status_col.is_not(None)),
+                )
+            )
+        ).scalar_one()
+        if lost:
+            problems.append(
+                f"{lost} row(s) of {spec['table']} could not be restored by the undo (no "
+                "unified row, or no legacy_status on it): backfill / repair them first"
+            )
+        # A row with a change awaiting replay is compared as it will be after the replay:
+        # legacy is frozen in UNIFIED_ONLY and legacy_status already holds the newer value.
+        awaiting = sa.exists().where(
+            pending.c.transaction_id == unified.c.id, pending.c.replayed_at.is_(None)
+        )
+        status = sa.case((awaiting, unified.c.legacy_status), else_=status_col)
+        drift = bind.execute(
+            sa.select(sa.func.count())
+            .select_from(table.join(unified, join))
+            .where(
+                unified.c.legacy_status.is_not(None),
+                (status if project else status_col).is_distinct_from(unified.c.legacy_status),
+            )
+        ).scalar_one()
+        if drift:
+            problems.append(
+                f"{drift} row(s) of {spec['table']} have a status that differs from their "
+                "unified row's legacy_status, so the undo would restore the wrong value "
+                "(legacy_status_drift: a legacy-only change that kept the unified status): "
+                "run `unistatus repair --strategy legacy_wins --reason TEXT` (it fixes this "
+                "kind in UNIFIED_ONLY too), then retire"
+            )
+    return problems
+
+
+def upgrade() -> None:
+    bind = _prepare()
+    legacy = _legacy_tables()
+    problems = _blockers(bind, legacy)
+    if problems:
+        refused: type[Exception] = context.config.attributes.get("gate_error", RuntimeError)
+        raise refused(
+            "revision 0006 refused (run `unistatus retire legacy-columns`): " + "; ".join(problems)
+        )
+    dropped: dict[str, Any] = {}
+    for system in SYSTEMS:
+        spec = legacy[system]
+        column = sa.Table(spec["table"], sa.MetaData(), autoload_with=bind).c[spec["status"]]
+        dropped[system] = {
+            "table": spec["table"],
+            "column": spec["status"],
+            "length": getattr(column.type, "length", None),
+            "nullable": bool(column.nullable),
+        }
+        with op.batch_alter_table(spec["table"]) as batch:
+            batch.drop_column(spec["status"])
+    _record(bind, "dropped", dropped)
+
+
+def downgrade() -> None:
+    bind = _prepare()
+    dropped = _dropped_columns(bind)
+    restored: dict[str, Any] = {}
+    for system, spec in _legacy_tables().items():
+        info = dropped.get(system, {})
+        if spec["status"] not in sa.Table(spec["table"], sa.MetaData(), autoload_with=bind).c:
+            with op.batch_alter_table(spec["table"]) as batch:
+                batch.add_column(
+                    sa.Column(spec["status"], sa.String(info.get("length") or 64), nullable=True)
+                )
+        table = sa.Table(spec["table"], sa.MetaData(), autoload_with=bind)
+        legacy_status = (
+            sa.select(unified.c.legacy_status)
+            .where(unified.c.legacy_system == system, unified.c.legacy_id == table.c[spec["id"]])
+            .scalar_subquery()
+        )
+        result = bind.execute(sa.update(table).values({table.c[spec["status"]]: legacy_status}))
+        if info.get("nullable") is False:
+            with op.batch_alter_table(spec["table"]) as batch:
+                batch.alter_column(spec["status"], existing_type=sa.String(), nullable=False)
+        restored[system] = {"table": spec["table"], "rows": result.rowcount}
+    _record(bind, "restored", restored)
+
+
+def _dropped_columns(bind: sa.Connection) -> dict[str, Any]:
+    """What upgrade() recorded about the columns it dropped ({} if nothing recorded)."""
+    meta = bind.execute(
+        sa.select(control_log.c["metadata"])
+        .where(control_log.c.key == CONTROL_KEY, control_log.c.new_value == "dropped")
+        .order_by(control_log.c.id.desc())
+        .limit(1)
+    ).scalar_one_or_none()
+    return dict(meta) if isinstance(meta, dict) else {}
