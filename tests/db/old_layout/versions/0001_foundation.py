@@ -1,0 +1,141 @@
+"""Foundation: reference legacy tables, unified_transactions, history, control, queues.
+
+Revision ID: 0001
+Revises:
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import context, op
+
+revision = "0001"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+BIGID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+MONEY = sa.Numeric(20, 8)
+UTC = sa.DateTime(timezone=True)
+JSON = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
+
+
+def _reference_legacy_tables() -> list[str]:
+    """Create the demo/test legacy tables only where the config uses them and they are absent."""
+    wanted = context.config.attributes.get("reference_legacy_tables", [])
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    return [name for name in wanted if name not in existing]
+
+
+def upgrade() -> None:
+    for name in _reference_legacy_tables():
+        op.create_table(
+            name,
+            sa.Column("id", BIGID, primary_key=True),
+            sa.Column("user_id", sa.BigInteger, nullable=False),
+            sa.Column("amount", MONEY, nullable=False),
+            sa.Column("currency", sa.String(10), nullable=False),
+            sa.Column("status", sa.String(64), nullable=True),
+            sa.Column("created_at", UTC, nullable=False),
+            sa.Column("updated_at", UTC, nullable=False),
+        )
+    op.create_table(
+        "unified_transactions",
+        sa.Column("id", sa.String(18), primary_key=True),
+        sa.Column("transaction_type", sa.String(32), nullable=False),
+        sa.Column("legacy_system", sa.String(16), nullable=True),
+        sa.Column("legacy_id", sa.BigInteger, nullable=True),
+        sa.Column("user_id", sa.BigInteger, nullable=False),
+        sa.Column("amount", MONEY, nullable=False),
+        sa.Column("currency", sa.String(10), nullable=False),
+        sa.Column("status", sa.String(32), nullable=False),
+        sa.Column("legacy_status", sa.String(64), nullable=True),
+        sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+        sa.Column("origin", sa.String(16), nullable=False),
+        sa.Column("metadata", JSON, nullable=True),
+        sa.Column("created_at", UTC, nullable=False),
+        sa.Column("updated_at", UTC, nullable=False),
+        sa.UniqueConstraint("legacy_system", "legacy_id", name="uq_unified_legacy_ref"),
+        sa.CheckConstraint(
+            "origin IN ('dual_write','backfill','repair','unified')", name="ck_origin"
+        ),
+        sa.CheckConstraint("amount >= 0", name="ck_unified_amount"),
+    )
+    op.create_index("ix_unified_updated_at", "unified_transactions", ["updated_at"])
+    op.create_index("ix_unified_status", "unified_transactions", ["status"])
+    op.create_table(
+        "unified_status_history",
+        sa.Column("id", BIGID, primary_key=True),
+        sa.Column("transaction_id", sa.String(18), nullable=True),
+        sa.Column("legacy_system", sa.String(16), nullable=True),
+        sa.Column("legacy_id", sa.BigInteger, nullable=True),
+        sa.Column("from_status", sa.String(32), nullable=True),
+        sa.Column("to_status", sa.String(32), nullable=True),
+        sa.Column("from_legacy_status", sa.String(64), nullable=True),
+        sa.Column("to_legacy_status", sa.String(64), nullable=True),
+        sa.Column("reason", sa.Text, nullable=True),
+        sa.Column("triggered_by", sa.String(128), nullable=False),
+        sa.Column("metadata", JSON, nullable=True),
+        sa.Column("operation_id", sa.String(36), nullable=False),
+        sa.Column("mode", sa.String(40), nullable=False),
+        sa.Column("override", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("created_at", UTC, nullable=False),
+    )
+    op.create_index("ix_history_transaction", "unified_status_history", ["transaction_id"])
+    op.create_index("ix_history_legacy", "unified_status_history", ["legacy_system", "legacy_id"])
+    op.create_table(
+        "unistatus_control",
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.String(256), nullable=False),
+        sa.Column("updated_at", UTC, nullable=False),
+        sa.Column("updated_by", sa.String(128), nullable=False),
+    )
+    op.create_table(
+        "unistatus_control_log",
+        sa.Column("id", BIGID, primary_key=True),
+        sa.Column("key", sa.String(64), nullable=False),
+        sa.Column("old_value", sa.String(256), nullable=True),
+        sa.Column("new_value", sa.String(256), nullable=False),
+        sa.Column("actor", sa.String(128), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("metadata", JSON, nullable=True),
+        sa.Column("created_at", UTC, nullable=False),
+    )
+    op.create_table(
+        "unistatus_repair_queue",
+        sa.Column("id", BIGID, primary_key=True),
+        sa.Column("transaction_id", sa.String(18), nullable=True),
+        sa.Column("legacy_system", sa.String(16), nullable=True),
+        sa.Column("legacy_id", sa.BigInteger, nullable=True),
+        sa.Column("operation_id", sa.String(36), nullable=True),
+        sa.Column("source", sa.String(32), nullable=False),
+        sa.Column("error", sa.Text, nullable=False),
+        sa.Column("created_at", UTC, nullable=False),
+        sa.Column("resolved_at", UTC, nullable=True),
+        sa.Column("resolution", sa.Text, nullable=True),
+    )
+    op.create_index("ix_repair_unresolved", "unistatus_repair_queue", ["resolved_at"])
+    op.create_table(
+        "unistatus_pending_legacy",
+        sa.Column("id", BIGID, primary_key=True),
+        sa.Column("transaction_id", sa.String(18), nullable=False),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("legacy_status", sa.String(64), nullable=True),
+        sa.Column("operation_id", sa.String(36), nullable=False),
+        sa.Column("created_at", UTC, nullable=False),
+        sa.Column("replayed_at", UTC, nullable=True),
+    )
+    op.create_index("ix_pending_unreplayed", "unistatus_pending_legacy", ["replayed_at"])
+    op.create_index("ix_pending_transaction", "unistatus_pending_legacy", ["transaction_id"])
+
+
+def downgrade() -> None:
+    for name in (
+        "unistatus_pending_legacy",
+        "unistatus_repair_queue",
+        "unistatus_control_log",
+        "unistatus_control",
+        "unified_status_history",
+        "unified_transactions",
+    ):
+        op.drop_table(name)

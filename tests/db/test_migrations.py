@@ -1,0 +1,309 @@
+"""The Alembic layout: a main chain `init` installs, retirement on its own branch, and
+databases made by the release (installed at 0009, retired at 0006) upgrading cleanly.
+
+The release's migrations are kept verbatim in ``old_layout/`` (see its README).
+"""
+
+from __future__ import annotations
+
+import ast
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.config import load_settings
+from unistatus.db import schema
+from unistatus.db.control import set_mode
+from unistatus.db.dialect import ops_for
+from unistatus.db.engine import create_engine
+from unistatus.db.tables import cashouts
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.migration.archive import export_archive, record_verified, verify_archive
+from unistatus.migration.retire import (
+    legacy_columns_dropped,
+    retire_legacy_columns,
+    status_checksum,
+    undo_cleanup,
+)
+
+OLD_LAYOUT = Path(__file__).parent / "old_layout"
+VERSIONS = schema.MIGRATIONS / "versions"
+LEGACY = ("cashouts", "escrows", "exchanges")
+
+# --- the files --------------------------------------------------------------------------
+
+
+def package_imports(path: Path) -> list[str]:
+    """Every import of ``unistatus`` (or a relative one) in a file, anywhere in it."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = ["." * node.level + (node.module or "")]
+        else:
+            continue
+        found += [
+            f"{path.name}:{node.lineno} {name}"
+            for name in names
+            if name.startswith(".") or name.split(".")[0] == "unistatus"
+        ]
+    return found
+
+
+def test_no_migration_runs_application_code() -> None:
+    """A revision is frozen when written: it imports nothing from the package."""
+    files = sorted(VERSIONS.glob("*.py"))
+    assert len(files) >= 9
+    assert [hit for path in files for hit in package_imports(path)] == []
+    # The check sees what it must: the release's 0006 imported its gates.
+    assert len(package_imports(OLD_LAYOUT / "versions" / "0006_retire_legacy_columns.py")) >= 5
+
+
+def chain(scripts: ScriptDirectory, head: str) -> list[Script]:
+    """A branch's revisions, base first, following down_revision."""
+    revisions = []
+    script = scripts.get_revision(head)
+    while script is not None:
+        revisions.append(script)
+        down = script.down_revision
+        assert down is None or isinstance(down, str)  # no merges
+        script = scripts.get_revision(down) if down else None
+    return revisions[::-1]
+
+
+def test_two_branches_and_file_names_that_tell_the_order() -> None:
+    scripts = ScriptDirectory(str(schema.MIGRATIONS))
+    main = chain(scripts, f"{schema.MAIN_BRANCH}@head")
+    retire = chain(scripts, f"{schema.RETIRE_BRANCH}@head")
+
+    assert main[0].revision == "0001" and main[-1].revision == schema.INSTALL_REVISION
+    assert schema.RETIRE_REVISION not in {s.revision for s in main}
+    main_files = [Path(s.path).name for s in main]
+    assert main_files == sorted(main_files)
+    assert all(Path(s.path).name.startswith(f"{s.revision}_") for s in main)
+
+    # Retirement: its own branch, off the main chain's install head, ids kept.
+    assert [s.revision for s in retire] == [schema.RETIRE_REVISION]
+    assert [Path(s.path).name for s in retire] == ["r001_retire_legacy_columns.py"]
+    assert retire[0].branch_labels == {schema.RETIRE_BRANCH}
+    assert retire[0].dependencies == schema.INSTALL_REVISION
+    assert max(main_files) < min(Path(s.path).name for s in retire)
+    assert {Path(p).name for p in VERSIONS.glob("*.py")} == {
+        Path(s.path).name for s in main + retire
+    }
+
+    assert schema.head_revisions() == (schema.INSTALL_REVISION, schema.RETIRE_REVISION)
+    assert schema.head_revision() == schema.RETIRE_REVISION  # what diagnose reports
+
+
+def test_alembic_heads_shows_the_main_head_and_the_retire_branch() -> None:
+    out = io.StringIO()
+    cfg = Config(stdout=out)
+    cfg.set_main_option("script_location", str(schema.MIGRATIONS))
+    command.heads(cfg)
+    assert sorted(out.getvalue().splitlines()) == sorted(
+        [
+            f"{schema.INSTALL_REVISION} (main) (effective head)",
+            f"{schema.RETIRE_REVISION} (retire) (head)",
+        ]
+    )
+
+
+# --- a fresh install ---------------------------------------------------------------------
+
+
+def status_columns(engine: sa.Engine) -> dict[str, bool]:
+    inspector = sa.inspect(engine)
+    return {t: "status" in {c["name"] for c in inspector.get_columns(t)} for t in LEGACY}
+
+
+def test_init_installs_the_main_head_and_never_drops_the_columns(db: Database) -> None:
+    assert schema.current_heads(db.engine) == (schema.INSTALL_REVISION,)
+    assert all(status_columns(db.engine).values())
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION  # `init` again
+    assert schema.upgrade(db.engine, db.settings, "main@head") == schema.INSTALL_REVISION
+    with pytest.raises(CommandError, match="Multiple head revisions"):
+        schema.upgrade(db.engine, db.settings, "head")
+    assert schema.current_heads(db.engine) == (schema.INSTALL_REVISION,)
+    assert all(status_columns(db.engine).values())
+    assert not legacy_columns_dropped(db.engine, db.settings)
+
+
+# --- databases made by the release -------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_database(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[str], Database]]:
+    """Makes empty databases (nothing installed) on one backend; drops them after."""
+    engines: list[sa.Engine] = []
+    names: list[str] = []
+    admin: sa.Engine | None = None
+    server: sa.URL | None = None
+    if request.param == "postgres":
+        server = sa.engine.make_url(request.getfixturevalue("postgres_url"))
+        admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+
+    def make(tag: str) -> Database:
+        if server is None or admin is None:
+            url = f"sqlite:///{tmp_path / tag}.db"
+        else:
+            name = f"{server.database}_{tag}"
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            names.append(name)
+            url = server.set(database=name).render_as_string(hide_password=False)
+        engines.append(create_engine(url))
+        return Database(request.param, url, engines[-1], load_settings(database_url=url))
+
+    try:
+        yield make
+    finally:
+        for engine in engines:
+            engine.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                for name in names:
+                    conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.dispose()
+
+
+def release_upgrade(db: Database, revision: str, **attributes: Any) -> None:
+    """``upgrade`` as the release ran it: its migration files, its config attributes."""
+    with ops_for(db.engine).write_transaction() as conn:
+        cfg = schema.alembic_config(conn, db.settings)
+        cfg.set_main_option("script_location", str(OLD_LAYOUT))
+        cfg.attributes["settings"] = db.settings
+        cfg.attributes.update(attributes)
+        command.upgrade(cfg, revision)
+
+
+def seed_and_freeze(db: Database, tmp_path: Path) -> dict[str, Any]:
+    """Transactions written in dual-write, then phase 4 with a verified archive; returns
+    the legacy status checksum."""
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    walks = {
+        "WALLET_CASHOUT": ["OTP_PENDING", "APPROVED", "EXECUTING", "COMPLETED"],
+        "ESCROW": ["PENDING_SELLER", "PAYMENT_PENDING"],
+        "EXCHANGE": ["RATE_LOCKED"],
+    }
+    for ttype, steps in walks.items():
+        created = adapter.create_transaction(ttype, 7, "10.50", "USD")
+        assert created.overall_success and created.entity_id
+        for step in steps:
+            assert adapter.update_status(created.entity_id, step, "seed", "test").overall_success
+    set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test: phase 4")
+    out = tmp_path / f"archive-{db.backend}"
+    export_archive(db.engine, db.settings, out)
+    record_verified(db.engine, verify_archive(db.engine, out), actor="test")
+    return status_checksum(db.engine, db.settings)
+
+
+def shape(engine: sa.Engine) -> dict[str, Any]:
+    """The schema as the database reports it (column order aside), and its functions."""
+    inspector = sa.inspect(engine)
+    tables: dict[str, Any] = {}
+    for table in inspector.get_table_names():
+        tables[table] = {
+            "columns": {
+                c["name"]: (
+                    c["type"].compile(dialect=engine.dialect),
+                    c["nullable"],
+                    str(c.get("default")),
+                )
+                for c in inspector.get_columns(table)
+            },
+            "primary_key": inspector.get_pk_constraint(table)["constrained_columns"],
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                for i in inspector.get_indexes(table)
+            ),
+            "unique": sorted(
+                (u["name"], tuple(u["column_names"]))
+                for u in inspector.get_unique_constraints(table)
+            ),
+            "checks": sorted(
+                (c["name"], c["sqltext"]) for c in inspector.get_check_constraints(table)
+            ),
+            "foreign_keys": sorted(
+                (f["name"], tuple(f["constrained_columns"]), f["referred_table"])
+                for f in inspector.get_foreign_keys(table)
+            ),
+        }
+    functions: list[str] = []
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            functions = sorted(
+                conn.execute(
+                    sa.text(
+                        "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+                    )
+                ).scalars()
+            )
+    return {"tables": tables, "functions": functions}
+
+
+def test_a_database_installed_by_the_release_upgrades_to_a_fresh_install(
+    new_database: Callable[[str], Database], tmp_path: Path
+) -> None:
+    old, fresh = new_database("release"), new_database("fresh")
+    release_upgrade(old, "0009")
+    assert schema.current_heads(old.engine) == ("0009",)
+    assert schema.upgrade(fresh.engine, fresh.settings) == schema.INSTALL_REVISION
+
+    assert schema.upgrade(old.engine, old.settings) == schema.INSTALL_REVISION  # `init`
+    assert schema.current_heads(old.engine) == (schema.INSTALL_REVISION,)
+    assert shape(old.engine) == shape(fresh.engine)
+    assert all(status_columns(old.engine).values())
+
+    # Retirement, now its own branch, applies to it and undoes.
+    before = seed_and_freeze(old, tmp_path)
+    assert retire_legacy_columns(old.engine, old.settings, actor="t", reason="t")["dropped"]
+    assert schema.current_heads(old.engine) == (schema.RETIRE_REVISION,)
+    assert not any(status_columns(old.engine).values())
+    undone = undo_cleanup(old.engine, old.settings, actor="t", reason="t")
+    assert undone["revision"] == schema.INSTALL_REVISION and undone["checksum_after"] == before
+    assert shape(old.engine) == shape(fresh.engine)
+
+
+def test_a_database_retired_by_the_release_stays_retired_and_undoes(
+    new_database: Callable[[str], Database], tmp_path: Path
+) -> None:
+    old, fresh = new_database("retired"), new_database("fresh")
+    release_upgrade(old, "0009")
+    before = seed_and_freeze(old, tmp_path)
+    release_upgrade(old, "0006", actor="ops", reason="phase 4 cleanup (release)")
+    assert schema.current_heads(old.engine) == ("0006",)
+    assert not any(status_columns(old.engine).values())
+    retired_shape = shape(old.engine)
+
+    # `init` of today: nothing to do, still retired, and says so.
+    assert schema.upgrade(old.engine, old.settings) == schema.RETIRE_REVISION
+    assert schema.upgrade(old.engine, old.settings, "main@head") == schema.RETIRE_REVISION
+    assert schema.current_heads(old.engine) == (schema.RETIRE_REVISION,)
+    assert shape(old.engine) == retired_shape
+    assert legacy_columns_dropped(old.engine, old.settings)
+    assert retire_legacy_columns(old.engine, old.settings)["already_dropped"]
+
+    # The undo of today reads what the release's revision recorded, and restores exactly.
+    undone = undo_cleanup(old.engine, old.settings, actor="ops", reason="rollback drill")
+    assert undone["undone"] and undone["revision"] == schema.INSTALL_REVISION
+    assert undone["checksum_after"] == before
+    assert schema.current_heads(old.engine) == (schema.INSTALL_REVISION,)
+    with old.engine.connect() as conn:
+        assert "COMPLETED" in set(conn.execute(sa.select(cashouts.c.status)).scalars())
+    assert schema.upgrade(fresh.engine, fresh.settings) == schema.INSTALL_REVISION
+    assert shape(old.engine) == shape(fresh.engine)
