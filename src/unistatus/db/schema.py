@@ -18,8 +18,8 @@ from unistatus.errors import GateError, StorageError
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "unistatus_alembic_version"
 REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exchanges"}
-# Two Alembic branches (file names tell the order: 0001..0009 on the main chain, r001 on
-# the retire branch). `init` (and every upgrade) installs the main chain, up to
+# Two Alembic branches; file names tell the order: 0001_ .. 0009_ (no 0006) on the main
+# chain, r001_ on the retire branch. `init` (and every upgrade) installs the main chain, up to
 # INSTALL_REVISION, its head; it never drops anything. The retire branch holds one
 # revision, 0006, which depends on 0009 and drops the legacy status columns (phase 4
 # cleanup): only `unistatus retire legacy-columns` applies it, after its gates, and
@@ -92,7 +92,11 @@ def downgrade(
 
 
 def current_revision(engine: sa.Engine) -> str | None:
-    """The revision the database is at (None: not installed)."""
+    """The revision the database is at (None: not installed).
+
+    Alembic refuses this once two branches are stored (a retired database after the
+    main chain moves past 0009): :func:`current_heads` answers then.
+    """
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
         return ctx.get_current_revision()
