@@ -4,9 +4,9 @@ Start with :class:`DualWriteAdapter` (writes) and :class:`LegacyStatusMapper` (t
 mapping); ``unistatus --help`` lists the operator commands.
 
 The public names load on first use (PEP 562 ``__getattr__`` over ``_LAZY``), so importing
-a subpackage such as ``unistatus.cli`` does not pay for SQLAlchemy and the adapter;
-``from unistatus import X``, ``unistatus.X``, ``dir(unistatus)`` and ``__all__`` behave as
-plain imports would.
+a subpackage such as ``unistatus.cli`` does not pay for SQLAlchemy and the adapter.
+``from unistatus import X``, ``unistatus.X`` and ``import *`` work as with plain imports;
+``dir(unistatus)`` lists every public name whether loaded yet or not (subpackages aside).
 """
 
 import importlib as _importlib
