@@ -2,36 +2,44 @@
 
 Start with :class:`DualWriteAdapter` (writes) and :class:`LegacyStatusMapper` (the
 mapping); ``unistatus --help`` lists the operator commands.
+
+The public names load on first use (PEP 562 ``__getattr__`` over ``_LAZY``), so importing
+a subpackage such as ``unistatus.cli`` does not pay for SQLAlchemy and the adapter.
+``from unistatus import X``, ``unistatus.X`` and ``import *`` work as with plain imports;
+``dir(unistatus)`` lists every public name whether loaded yet or not (subpackages aside).
 """
 
-from __future__ import annotations
+import importlib as _importlib
+import typing as _typing
+from types import ModuleType as _ModuleType
 
-from unistatus.adapter.core import DualWriteAdapter, DualWriteResult
-from unistatus.domain.ids import LegacyRef
-from unistatus.domain.mapping import LegacyStatusMapper
-from unistatus.domain.statuses import (
-    CashoutStatus,
-    DualWriteMode,
-    EscrowStatus,
-    ExchangeStatus,
-    LegacySystemType,
-    UnifiedTransactionStatus,
-    UnifiedTransactionType,
-)
-from unistatus.domain.transitions import TransitionRules
-from unistatus.errors import (
-    ConfigError,
-    EntityNotFoundError,
-    GateError,
-    InputError,
-    InvalidIdentifierError,
-    InvalidStatusError,
-    InvalidTransitionError,
-    ModeError,
-    StorageError,
-    UnistatusError,
-    UnmappableStatusError,
-)
+if _typing.TYPE_CHECKING:
+    from unistatus.adapter.core import DualWriteAdapter, DualWriteResult
+    from unistatus.domain.ids import LegacyRef
+    from unistatus.domain.mapping import LegacyStatusMapper
+    from unistatus.domain.statuses import (
+        CashoutStatus,
+        DualWriteMode,
+        EscrowStatus,
+        ExchangeStatus,
+        LegacySystemType,
+        UnifiedTransactionStatus,
+        UnifiedTransactionType,
+    )
+    from unistatus.domain.transitions import TransitionRules
+    from unistatus.errors import (
+        ConfigError,
+        EntityNotFoundError,
+        GateError,
+        InputError,
+        InvalidIdentifierError,
+        InvalidStatusError,
+        InvalidTransitionError,
+        ModeError,
+        StorageError,
+        UnistatusError,
+        UnmappableStatusError,
+    )
 
 __version__ = "0.1.0"
 
@@ -61,3 +69,50 @@ __all__ = [
     "UnmappableStatusError",
     "__version__",
 ]
+
+# Each public name and the module that defines it (keep in step with the imports above).
+_LAZY = {
+    "CashoutStatus": "unistatus.domain.statuses",
+    "ConfigError": "unistatus.errors",
+    "DualWriteAdapter": "unistatus.adapter.core",
+    "DualWriteMode": "unistatus.domain.statuses",
+    "DualWriteResult": "unistatus.adapter.core",
+    "EntityNotFoundError": "unistatus.errors",
+    "EscrowStatus": "unistatus.domain.statuses",
+    "ExchangeStatus": "unistatus.domain.statuses",
+    "GateError": "unistatus.errors",
+    "InputError": "unistatus.errors",
+    "InvalidIdentifierError": "unistatus.errors",
+    "InvalidStatusError": "unistatus.errors",
+    "InvalidTransitionError": "unistatus.errors",
+    "LegacyRef": "unistatus.domain.ids",
+    "LegacyStatusMapper": "unistatus.domain.mapping",
+    "LegacySystemType": "unistatus.domain.statuses",
+    "ModeError": "unistatus.errors",
+    "StorageError": "unistatus.errors",
+    "TransitionRules": "unistatus.domain.transitions",
+    "UnifiedTransactionStatus": "unistatus.domain.statuses",
+    "UnifiedTransactionType": "unistatus.domain.statuses",
+    "UnistatusError": "unistatus.errors",
+    "UnmappableStatusError": "unistatus.errors",
+}
+
+
+def __getattr__(name: str) -> object:
+    """Load a public name from its module on first access, then keep it here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The module's names as if every public name were imported; subpackages are not listed."""
+    names = set(_LAZY)
+    for name, value in globals().items():
+        if isinstance(value, _ModuleType) and value.__name__.startswith(f"{__name__}."):
+            continue  # a subpackage that happens to be imported, not part of the API
+        names.add(name)
+    return sorted(names)

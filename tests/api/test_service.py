@@ -284,7 +284,7 @@ def test_control_with_the_token(db: Any, client: TestClient) -> None:
     assert get_mode(db.engine) is DualWriteMode.LEGACY_ONLY
 
 
-# --- the real server: the document's `curl -s http://localhost:5000/health | jq .status` ---
+# --- the real server: `curl -s http://localhost:5000/health | jq .status` (docs/runbook.md) ---
 
 
 def test_real_server_health_prints_healthy(db: Any) -> None:

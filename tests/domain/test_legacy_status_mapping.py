@@ -1,4 +1,4 @@
-"""The strategy document's validation suite, by its own class and test names."""
+"""The mapping's validation suite (docs/status-model.md), one test class per concern."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The mapping against the spec's tables, restated here independently of the code.
 
 If someone edits ``unistatus.domain.mapping`` so that it drifts from
-``shared/spec/status-model.md``, these tests fail: the tables below are copied from the
+``docs/status-model.md``, these tests fail: the tables below are copied from the
 spec, not imported from the package.
 """
 

@@ -22,7 +22,7 @@ def _t(text: str) -> dict[str, set[str]]:
     return rows
 
 
-# Copied from shared/spec/status-model.md, "Transitions".
+# Copied from docs/status-model.md, "Transitions".
 SPEC: dict[T, dict[str, set[str]]] = {
     T.WALLET_CASHOUT: _t(
         """

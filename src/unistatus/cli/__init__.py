@@ -3,17 +3,24 @@
 Each command group lives in its own module here and only maps options onto library
 functions. Errors derived from :class:`unistatus.UnistatusError` become one line on
 stderr and exit code 2 (``--debug`` shows the traceback).
+
+Startup stays fast: the command modules import only typer, rich and the stdlib-only
+parts of the package at module top, and import the library (SQLAlchemy, settings, the
+adapter) inside the command bodies that use it - the documented exception to "imports at
+module top", so ``unistatus --help`` loads none of it (tests/cli/test_startup.py).
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
 from unistatus.cli.context import AppState, abort_from
+from unistatus.redact import log_redacted
 
 
 class _Group(TyperGroup):
@@ -64,8 +71,8 @@ def _global(
     ctx.call_on_close(ctx.obj.close)
 
 
-# Command modules, each exposing `register(app)`; they import heavy modules lazily so
-# `--help` stays instant.
+# Command modules, each exposing `register(app)`; they import heavy modules inside their
+# command bodies so `--help` stays instant.
 COMMAND_MODULES = [
     "init_cmd",
     "mapping_cmd",
@@ -92,10 +99,6 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
-    import logging
-
-    from unistatus.redact import log_redacted
-
     # The command is the program: with no logging set up, warnings would reach stderr raw
     # through Python's last-resort handler; send them through the redaction instead.
     if not logging.getLogger().handlers:

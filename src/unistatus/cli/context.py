@@ -1,4 +1,8 @@
-"""What every command shares: settings, the engine, JSON output, and abort()."""
+"""What every command shares: settings, the engine, JSON output, and abort().
+
+SQLAlchemy and the settings (pydantic) load when a command first asks for them, not at
+import: ``--help`` must not pay for them (see :mod:`unistatus.cli`).
+"""
 
 from __future__ import annotations
 
@@ -9,16 +13,19 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import sqlalchemy as sa
 import typer
 from rich.console import Console
 
-from unistatus.config import Settings, load_settings
 from unistatus.domain.inputs import check_reason
 from unistatus.errors import InputError, UnistatusError
 from unistatus.redact import redact
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from unistatus.config import Settings
 
 console = Console()
 err_console = Console(stderr=True)
@@ -38,6 +45,8 @@ class AppState:
     @property
     def settings(self) -> Settings:
         if self._settings is None:
+            from unistatus.config import load_settings  # lazy: pydantic-settings
+
             self._settings = load_settings(database_url=self.database_url)
         return self._settings
 
@@ -50,7 +59,7 @@ class AppState:
     @property
     def engine(self) -> sa.Engine:
         if self._engine is None:
-            from unistatus.db.engine import create_engine
+            from unistatus.db.engine import create_engine  # lazy: SQLAlchemy
 
             self._engine = create_engine(self.settings.database_url)
         return self._engine
@@ -119,6 +128,8 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     if isinstance(exc, UnistatusError):
         abort(redact(str(exc)))
+    import sqlalchemy as sa  # lazy: only an error that reached here needs it
+
     if isinstance(exc, sa.exc.OperationalError):
         abort(redact(f"database error: {str(exc.orig).strip().splitlines()[0]}"))
     if isinstance(exc, sa.exc.SQLAlchemyError):

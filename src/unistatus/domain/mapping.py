@@ -1,7 +1,7 @@
 """The status mapping, held once as data, and everything derived from it.
 
 `FORWARD` (legacy -> unified, per system) and `CANONICAL_REVERSE` (unified -> legacy,
-per transaction type) are the tables of ``shared/spec/status-model.md``. The mapper
+per transaction type) are the tables of ``docs/status-model.md``. The mapper
 answers questions about them in Python; :func:`forward_case` and friends turn the same
 tables into SQL expressions for set-based backfill and checks.
 """

@@ -1,37 +1,8 @@
-"""The migration's phases, with gates measured from live data.
+"""The migration's phases (0-4), with gates measured from live data.
 
-=====  ==================  ==========================  =====================================
-phase  name                write mode                  gates to enter it
-=====  ==================  ==========================  =====================================
-0      not started         LEGACY_ONLY                 (fresh install; emergency rollback)
-1      foundation          DUAL_WRITE_LEGACY_PRIMARY   mapping validation 100%
-2      backfill            DUAL_WRITE_LEGACY_PRIMARY   mapping 100%, dual-write on, new
-                                                       transactions 100% consistent, error
-                                                       rate < 0.1%
-3      unified primary     DUAL_WRITE_UNIFIED_PRIMARY  backfill 100% per system, latest full
-                                                       check 100%, quarantine and repair
-                                                       queue empty
-4      retirement          UNIFIED_ONLY                soak in unified primary, p95 < 200 ms,
-                                                       error rate < 0.1%, full check 100%
-                                                       run since unified became primary
-=====  ==================  ==========================  =====================================
-
-Phase 0 exists so that a fresh install and an emergency rollback (which ends in
-LEGACY_ONLY) have an honest phase; ``advance`` from 0 is what turns dual-write on.
-
-The phase is the control value ``phase``; it is written in the same transaction as the
-mode, under the exclusive mode lock, so no adapter write commits in between. Every
-change is in the control log with the actor, the reason and the gate values measured
-at the time (and which gates were forced).
-
-A gate that reads a stored check accepts only a check that STARTED after the last change
-of the mode, the phase or a rollback (the control log): a check of an earlier state
-(before an emergency rollback and the legacy-only writes after it, say) never opens a
-gate.
-
-A gate whose data source is missing (no measurement yet, an unreadable source) fails
-with the value ``unavailable``: a gate never passes by default. ``force`` passes failing
-gates only with a reason, and records which ones were forced.
+Advancing writes the phase and its mode together under the exclusive mode lock and
+records the measured gate values; a gate never passes by default. The phases, their
+gates and how gates are measured: ``docs/phases.md``.
 """
 
 from __future__ import annotations

@@ -1,42 +1,8 @@
 """``unistatus repair``: make legacy and unified agree again, one audited entity at a time.
 
-What is repaired comes from a fresh set-based detection (the same SQL rule as
-``unistatus check``, read chunk by chunk, so a stale report is never trusted), plus
-every unresolved row of the adapter's repair queue (``unistatus_repair_queue``, written
-when a secondary write failed under the ``primary_wins`` fallback).
-
-Each entity is repaired in its own transaction that takes the mode lock shared (a mode
-switch waits), locks the legacy row ``FOR UPDATE`` and then the unified row (the
-adapter's lock order, so repair never deadlocks with live writes), re-reads both,
-re-judges them with :func:`unistatus.domain.consistency.compare` (a live write may have fixed
-or changed the entity since detection), writes the winning side, one
-``unified_status_history`` row (``triggered_by="repair"``, metadata with the strategy
-and the before/after values) and resolves the entity's repair-queue rows.
-
-What each kind gets:
-
-- ``missing_unified``: the unified row is created from the legacy row (origin
-  ``repair``), whatever the strategy: there is no unified side to win.
-- ``status_mismatch`` / ``field_mismatch``: the winning side is copied onto the other.
-  ``legacy_wins`` writes unified (forward mapping, ``legacy_status`` kept exact);
-  ``unified_wins`` writes legacy (canonical reverse mapping, keeping the current legacy
-  value when it already maps to the unified status); ``newest_wins`` picks the side with
-  the later ``updated_at`` (a tie goes to the side the current mode reads).
-- ``legacy_status_drift`` (the statuses agree, unified's ``legacy_status`` is stale):
-  ``legacy_status`` is set from the legacy row, whatever the strategy; nothing else
-  changes. With other kinds, the strategy's write sets it too.
-- ``orphan_unified`` is reported, never repaired: a unified row whose legacy row is gone
-  is a money record; deleting it could lose a transaction and re-creating legacy rows
-  could resurrect deliberately removed ones. An operator decides.
-- ``unmappable_legacy`` is reported, never repaired: the legacy value's meaning is
-  unknown, so neither side can be called right. Extend the mapping (or fix the legacy
-  row) and let ``unistatus backfill --retry-quarantine`` migrate it.
-
-In UNIFIED_ONLY legacy is frozen: differences there are expected and are replayed to
-legacy by a rollback, so repair writes one thing only, a stale ``legacy_status``
-(``legacy_status_drift``) of a transaction with no change awaiting replay, set from the
-(frozen, so current) legacy row; everything else is skipped (``legacy_frozen``). That
-lets an operator make the retirement exactly reversible without leaving phase 4.
+Repairs what a fresh set-based detection and the adapter's repair queue find: each
+entity under the adapter's locks, re-judged, the winning side written with one history
+row. What each kind of difference gets, and UNIFIED_ONLY: ``docs/repair.md``.
 """
 
 from __future__ import annotations

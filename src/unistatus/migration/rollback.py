@@ -1,34 +1,8 @@
 """Rollback procedures: one step back per phase, and the emergency path to legacy.
 
-Per phase, as the strategy document lists them:
-
-- from 1 (foundation): dual-write off -> phase 0, LEGACY_ONLY.
-- from 2 (backfill): the backfill workers are paused (re-entering phase 2 resumes
-  them), ``unistatus backfill undo`` is offered, dual-write is kept -> phase 1,
-  DUAL_WRITE_LEGACY_PRIMARY.
-- from 3 (unified primary): reads go back to legacy, dual-write kept -> phase 2,
-  DUAL_WRITE_LEGACY_PRIMARY.
-- from 4 (retirement): legacy status columns are restored if they were dropped, every
-  change made while legacy was frozen is replayed to legacy, then legacy primary ->
-  phase 2, DUAL_WRITE_LEGACY_PRIMARY (the backfill is complete; re-entering phase 3
-  re-measures its gates).
-
-**Zero lost writes.** In UNIFIED_ONLY the adapter records every change in
-``unistatus_pending_legacy``. :func:`replay_pending` applies them in order, in batches,
-each batch under the exclusive mode lock, and the last batch and the mode switch commit
-in ONE transaction: no adapter write can commit between the last replayed change and
-the new mode, and writers waiting on the lock retry under the new mode. Every rollback
-goes through this path, so it is also safe when the mode was set by hand.
-
-**Emergency** (:func:`emergency_rollback`) follows the document's "Switch to Legacy
-System Only": it ends in LEGACY_ONLY (phase 0), which takes the unified side out of
-every write path, whatever is wrong with it. Where legacy is stale (UNIFIED_ONLY, or
-changes not yet replayed) the replay runs first, in the same way. Running adapters
-re-read the mode within ``mode_refresh_seconds`` (1 s by default) and every write
-re-checks it under the mode lock, so no restart is needed. Returning is ``phase
-advance`` from 0, one gated step at a time; the unified side misses what was written
-while legacy-only, which the into-3 gate (a full check, 100% consistent) catches until
-a check and repair have run.
+Every rollback replays the changes recorded while legacy was frozen, the last batch in
+the same transaction as the mode switch, so no write is lost. What each phase's step
+back does and how the emergency path works: ``docs/rollback.md``.
 """
 
 from __future__ import annotations

@@ -1,23 +1,8 @@
-"""Alert rules of the spec, their persisted state, and the automated responses.
+"""Alert rules, their persisted state, and the automated responses.
 
-Rules (``../shared/spec/status-model.md``, "Alert thresholds")::
-
-    critical  consistency < 99%      error rate > 1%     p95 > 500 ms    database down
-    warning   consistency < 99.9%    error rate > 0.1%   p95 > 200 ms    progress stalled > 1 h
-    info      backfill milestones    phase transitions   validation (check report) pass/fail
-
-Each evaluation reads a :class:`~unistatus.observe.metrics.Snapshot` from the database and
-stores one row per rule (firing / resolved / unknown, since when, last value). A rule
-whose source is unavailable is *unknown*, never quietly "fine". Notifications are
-claimed with a compare-and-set UPDATE on ``notified_state``: a firing alert notifies
-once (not on every evaluation), notifies again when it resolves, and when ``monitor``
-and ``serve`` evaluate at the same time only one of them notifies.
-
-Automated responses (each switchable in ``settings.auto_responses``, each recorded in
-the control log under ``auto_response``): consistency < 99% -> emergency rollback;
-< 99.9% -> repair and detailed logging; p95 > 500 ms while the unified side is primary
-and > 20% above the p95 baseline measured while legacy was primary -> roll back to
-legacy primary. Notifications cover the rest (p95 > 200 ms, info events).
+Each evaluation stores one state row per rule (firing / resolved / unknown), notifies
+once per change, and runs the switchable automated responses. The rules, thresholds
+(``docs/status-model.md``) and responses: ``docs/alerts.md``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""One JSON document for the investigation phase of a rollback (strategy document:
-``generate_migration_diagnostic()``).
+"""One JSON document for the investigation phase of a rollback (``unistatus diagnose``;
+docs/runbook.md).
 
 Each section is gathered on its own: a section that fails (a table missing, a module
 not installed) becomes ``{"error": "..."}`` and the rest is still collected, because
@@ -39,7 +39,7 @@ CONTROL_KEYS = ("mode", "phase", "last_rollback", "backfill.paused")
 
 
 def default_filename(now: datetime | None = None) -> str:
-    """``rollback_<UTC time>.json``, as the strategy document names it."""
+    """``rollback_<UTC time>.json``, the name the runbook refers to."""
     return f"rollback_{(now or utcnow()).strftime('%Y%m%dT%H%M%SZ')}.json"
 
 

@@ -1,0 +1,75 @@
+"""The command starts fast: `--help` loads no database, settings, HTTP or adapter code,
+and `mode get` loads the database but not the adapter or the HTTP service.
+
+Asserted on the modules Python reports with ``-X importtime`` in a fresh process, never
+on time (time is flaky on a shared machine; BENCHMARKS.md has the figures).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("sqlalchemy", "pydantic_settings", "fastapi", "unistatus.adapter")
+MAIN = "import sys; from unistatus.cli import main; sys.argv[0] = 'unistatus'; main()"
+
+
+def imported_modules(*args: str) -> tuple[set[str], subprocess.CompletedProcess[str]]:
+    """Run ``python -X importtime ARGS`` in a fresh process; the modules it imported."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNISTATUS_")}
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    names = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    }
+    names.discard("imported package")  # the header line
+    return names, done
+
+
+def loaded(names: set[str], package: str) -> list[str]:
+    return sorted(n for n in names if n == package or n.startswith(f"{package}."))
+
+
+def test_the_probe_sees_imports() -> None:
+    names, done = imported_modules("-c", "import sqlalchemy")
+    assert done.returncode == 0, done.stderr
+    assert loaded(names, "sqlalchemy")
+
+
+def test_importing_the_cli_loads_nothing_heavy() -> None:
+    names, done = imported_modules("-c", "import unistatus.cli")
+    assert done.returncode == 0, done.stderr
+    assert "unistatus.cli" in names
+    for package in HEAVY:
+        assert loaded(names, package) == [], f"`import unistatus.cli` imports {package}"
+
+
+def test_help_loads_nothing_heavy() -> None:
+    for argv in (["--help"], ["mode", "--help"], ["tx", "create", "--help"]):
+        names, done = imported_modules("-c", MAIN, *argv)
+        assert done.returncode == 0, done.stderr
+        assert "Usage:" in done.stdout
+        for package in HEAVY:
+            assert loaded(names, package) == [], f"`unistatus {' '.join(argv)}` imports {package}"
+
+
+def test_mode_get_loads_no_adapter_and_no_http(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'startup.db'}"
+    _, done = imported_modules("-c", MAIN, "--database-url", url, "init")
+    assert done.returncode == 0, done.stderr
+    names, done = imported_modules("-c", MAIN, "--database-url", url, "mode", "get")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "LEGACY_ONLY"
+    assert loaded(names, "sqlalchemy")  # it does read the database
+    for package in ("fastapi", "unistatus.adapter"):
+        assert loaded(names, package) == [], f"`unistatus mode get` imports {package}"
