@@ -36,8 +36,8 @@ RETRY_SQLSTATES = {
     "55P03": "lock timeout",
     "57014": "statement timeout",
 }
-# SQLite names the busy database by an error code (Python 3.11+) and by its message; so
-# do other drivers without SQLSTATEs, by message only (first match wins).
+# Without a SQLSTATE: SQLite's busy code (named on Python 3.11+), else the message
+# (first match wins; SQLite says "database is locked" for a busy database).
 _RETRY_SQLITE_CODE = "SQLITE_BUSY"
 _RETRY_TEXTS = (
     ("database is locked", "database is locked"),
@@ -81,7 +81,7 @@ def is_retryable(exc: BaseException) -> bool:
 
 def is_in_memory(url: sa.URL) -> bool:
     """Whether ``url`` names a database that lives in one process's memory (SQLite's
-    ``:memory:``): other processes, and other connections, cannot share it."""
+    ``:memory:``): no other process can reach it."""
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
