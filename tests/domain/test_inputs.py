@@ -27,6 +27,7 @@ from unistatus.cli import app as cli_app
 from unistatus.domain.ids import LegacyRef, UtxId, parse_entity_id
 from unistatus.domain.inputs import (
     MAX_ACTOR_CHARS,
+    MAX_METADATA_DEPTH,
     MAX_REASON_CHARS,
     check_amount,
     check_metadata,
@@ -387,3 +388,126 @@ def test_header_safe_text_is_one_rule(value: str) -> None:
     except ConfigError:
         token_ok = False
     assert token_ok == (value == "" or is_header_text(value, spaces=False))
+
+
+# --- one metadata rule for the library and the API (issue 11) ----------------------------
+
+# What the API's request model refuses and the library used to store changed (a key
+# written as text: 1 became "1", and {1: ..., "1": ...} stored one key twice).
+NOT_TEXT_KEYS: list[tuple[str, dict[Any, Any]]] = [
+    ("an integer key", {1: "a"}),
+    ("a boolean key", {True: "a"}),
+    ("a None key", {None: "a"}),
+    ("a float key", {1.5: "a"}),
+    ("two keys that are one once written", {1: "a", "1": "b"}),
+]
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    """A metadata object ``depth`` levels deep (built without recursion)."""
+    value: Any = []
+    for _ in range(depth - 2):
+        value = [value]
+    return {"x": value}
+
+
+def _api_refuses(meta: object) -> bool:
+    """Whether the API's request models refuse ``meta`` as a metadata value."""
+    from pydantic import ValidationError
+
+    from unistatus.api.service import StatusUpdate, TransactionCreate
+
+    refused = []
+    for model, body in (
+        (StatusUpdate, {"status": "PROCESSING", "reason": "r"}),
+        (TransactionCreate, CREATE),
+    ):
+        try:
+            model.model_validate({**body, "metadata": meta})
+            refused.append(False)
+        except ValidationError:
+            refused.append(True)
+    assert refused[0] == refused[1], meta
+    return refused[0]
+
+
+def _library_refuses(meta: object) -> bool:
+    try:
+        check_metadata(meta)
+    except InputError as exc:
+        assert "metadata" in str(exc)
+        return True
+    return False
+
+
+@pytest.mark.parametrize(("name", "meta"), NOT_TEXT_KEYS)
+def test_the_library_refuses_the_metadata_the_api_refuses(name: str, meta: dict[Any, Any]) -> None:
+    assert _api_refuses(meta), name
+    with pytest.raises(InputError, match="metadata .*key"):
+        check_metadata(meta)
+
+
+def test_metadata_keys_are_text_at_every_level() -> None:
+    for meta in ({"a": {1: "b"}}, {"a": [{"b": {None: 1}}]}):
+        with pytest.raises(InputError, match="metadata .*key"):
+            check_metadata(meta)
+        assert _api_refuses(meta)
+
+
+def test_metadata_nesting_has_one_bound() -> None:
+    """The API's JSON parser gives up on deep nesting wherever the server's stack ends
+    (near 960 levels here); one fixed bound, well below, holds for both."""
+    assert check_metadata(_nested(MAX_METADATA_DEPTH)) is not None
+    assert not _api_refuses(_nested(MAX_METADATA_DEPTH))
+    for depth in (MAX_METADATA_DEPTH + 1, 5_000):
+        with pytest.raises(InputError, match="metadata is nested too deeply"):
+            check_metadata(_nested(depth))
+        assert _api_refuses(_nested(depth))
+
+
+def test_metadata_the_api_cannot_parse_is_refused_by_the_library(db: Database) -> None:
+    from fastapi.testclient import TestClient
+
+    settings = db.settings.model_copy(update={"writer_token": WRITER})
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    ref = f"cashout:{a.create_transaction('WALLET_CASHOUT', 1, '5', 'USD').legacy_entity_id}"
+    before = snapshot(db)
+    headers = {"Authorization": f"Bearer {WRITER}", "Content-Type": "application/json"}
+    depth = 1_000
+    meta = '{"x": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    body = '{"status": "PROCESSING", "reason": "r", "metadata": ' + meta + "}"
+    with TestClient(create_app(settings, db.engine)) as client:
+        r = client.post(f"/api/v1/transactions/{ref}/status", content=body, headers=headers)
+    assert r.status_code in (400, 422), r.text
+    for library_call in (
+        lambda: a.update_status(ref, "PROCESSING", "r", "t", metadata=_nested(depth)),
+        lambda: a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", metadata=_nested(depth)),
+    ):
+        with pytest.raises(InputError, match="metadata is nested too deeply"):
+            library_call()
+    for name, not_text in NOT_TEXT_KEYS:
+        with pytest.raises(InputError, match="metadata"):
+            a.update_status(ref, "PROCESSING", "r", "t", metadata=not_text)
+        with pytest.raises(InputError, match="metadata"):
+            a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", metadata=not_text)
+        assert snapshot(db) == before, name
+    assert snapshot(db) == before
+
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.lists(children, max_size=3).map(tuple)
+        | st.dictionaries(
+            st.text(max_size=3) | st.integers() | st.booleans() | st.none(), children, max_size=3
+        )
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=3) | st.integers(), _JSONISH, max_size=3))
+def test_the_library_and_the_api_refuse_the_same_metadata(meta: dict[Any, Any]) -> None:
+    assert _library_refuses(meta) == _api_refuses(meta), meta

@@ -20,20 +20,13 @@ from unistatus.backfill.batch import ChunkCopier
 from unistatus.backfill.control import is_paused
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.dialect import DialectOps
+from unistatus.db.dialect import DialectOps, retry_reason
 from unistatus.db.legacy import LegacyTable
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
 
 MAX_ATTEMPTS = 8
 PAUSE_POLL_SECONDS = 0.2
-# SQLSTATEs worth retrying: a timed-out or lock-starved batch is redone, never skipped.
-RETRY_SQLSTATES = {
-    "57014": "statement timeout",
-    "55P03": "lock timeout",
-    "40P01": "deadlock",
-    "40001": "serialization failure",
-}
 
 
 class _Paused:
@@ -169,7 +162,8 @@ class Worker:
             try:
                 return self._batch(attempt)
             except sa.exc.DBAPIError as exc:
-                reason = _retry_reason(exc)
+                # A timed-out or lock-starved batch is redone, never skipped.
+                reason = retry_reason(exc)
                 if reason is None:
                     raise _storage_error(exc, "copying a batch") from None
                 if attempt + 1 == MAX_ATTEMPTS:
@@ -212,17 +206,6 @@ class Worker:
                 # Nothing free: done, or the rest is held by other workers.
                 self._exhausted.add(system)
         return None
-
-
-def _retry_reason(exc: sa.exc.DBAPIError) -> str | None:
-    if exc.connection_invalidated:
-        return None
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    if sqlstate in RETRY_SQLSTATES:
-        return RETRY_SQLSTATES[sqlstate]
-    if "database is locked" in str(exc.orig).lower():
-        return "database is locked"
-    return None
 
 
 def _storage_error(exc: sa.exc.DBAPIError, doing: str) -> StorageError:

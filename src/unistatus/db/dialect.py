@@ -2,8 +2,10 @@
 
 Everything else in unistatus is written once against SQLAlchemy Core and asks this
 module for the few things that really differ: how a write transaction begins, how a
-write excludes a concurrent mode switch, how a conflicting insert is skipped, how
-long-running statements are bounded.
+write excludes a concurrent mode switch (:meth:`DialectOps.mode_shared_lock`), how a
+conflicting insert is skipped, how long-running statements are bounded, which errors
+are worth retrying (:func:`is_retryable`), what a database URL can do
+(:func:`is_in_memory`), whether a catalog object exists.
 """
 
 from __future__ import annotations
@@ -16,8 +18,76 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from unistatus.db.prepared import Prepared
+
 # Key of the advisory lock that orders writes against mode switches on PostgreSQL.
 MODE_LOCK_KEY = 0x756E6973  # "unis"
+
+# A 64-bit integer column: BIGINT, but INTEGER on SQLite (the same storage there, and
+# only an INTEGER PRIMARY KEY numbers new rows itself).
+BIG_INTEGER = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+# Errors worth running the transaction again for: it lost a race for a lock or a
+# snapshot, or ran out of time waiting. PostgreSQL names them by SQLSTATE; the value is
+# the reason the backfill shows while it retries.
+RETRY_SQLSTATES = {
+    "40001": "serialization failure",
+    "40P01": "deadlock",
+    "55P03": "lock timeout",
+    "57014": "statement timeout",
+}
+# Without a SQLSTATE: SQLite's busy code (named on Python 3.11+), else the message
+# (first match wins; SQLite says "database is locked" for a busy database).
+_RETRY_SQLITE_CODE = "SQLITE_BUSY"
+_RETRY_TEXTS = (
+    ("database is locked", "database is locked"),
+    ("deadlock", "deadlock"),
+    ("could not serialize", "serialization failure"),
+    ("lock timeout", "lock timeout"),
+)
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` is worth retrying (e.g. ``"deadlock"``), or None if it is not.
+
+    ``exc`` is a SQLAlchemy ``DBAPIError`` or the driver's own error. PostgreSQL's
+    errors are judged by SQLSTATE (:data:`RETRY_SQLSTATES`: serialization failure,
+    deadlock, lock not available or lock timeout, statement timeout or cancel), never
+    by message text. SQLite's busy database (``SQLITE_BUSY``, "database is locked") and,
+    for any driver without SQLSTATEs, a message naming a deadlock, a serialization
+    failure or a lock timeout are retryable too. A lost connection is not: whether its
+    transaction committed is unknown (the adapter handles that case itself).
+    """
+    orig: BaseException | None = exc
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return None
+        orig = exc.orig
+    if orig is None:
+        return None
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return RETRY_SQLSTATES.get(sqlstate)
+    if str(getattr(orig, "sqlite_errorname", "")).startswith(_RETRY_SQLITE_CODE):
+        return "database is locked"
+    text = str(orig).lower()
+    return next((reason for match, reason in _RETRY_TEXTS if match in text), None)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying in a fresh transaction (:func:`retry_reason`)."""
+    return retry_reason(exc) is not None
+
+
+def is_in_memory(url: sa.URL) -> bool:
+    """Whether ``url`` names a database that lives in one process's memory (SQLite's
+    ``:memory:``): no other process can reach it."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def _mode_lock_shared() -> sa.FunctionElement[Any]:
+    """PostgreSQL's shared mode lock, held until the transaction ends."""
+    return sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY)
 
 
 class DialectOps:
@@ -33,6 +103,7 @@ class DialectOps:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        self._shared_lock: Prepared | None = None
 
     @contextmanager
     def write_transaction(self) -> Iterator[sa.Connection]:
@@ -46,10 +117,20 @@ class DialectOps:
         return conn
 
     def mode_shared_lock(self, conn: sa.Connection) -> None:
-        """Held by every adapter write until commit; a mode switch waits for them."""
-        stmt = self.mode_shared_lock_statement()
-        if stmt is not None:
-            conn.execute(stmt)
+        """Take the mode lock shared, in ``conn``'s write transaction, until it ends.
+
+        THE call for every write that must not overlap a mode switch (which takes the
+        lock exclusive, :meth:`mode_exclusive_lock`): take it before locking any row,
+        then read the mode. The statement is compiled once per ops object, so the
+        adapter's hot path can take it too. On SQLite :meth:`write_transaction`'s
+        ``BEGIN IMMEDIATE`` already holds the whole database: nothing to do.
+        """
+        if self._shared_lock is None:
+            stmt = self.mode_shared_lock_statement()
+            if stmt is None:
+                return
+            self._shared_lock = Prepared(stmt, self.engine.dialect)
+        self._shared_lock.rows(conn, {})
 
     def mode_shared_lock_statement(self) -> sa.Select[Any] | None:
         """:meth:`mode_shared_lock` as a statement (None: the dialect needs no lock)."""
@@ -95,8 +176,12 @@ class DialectOps:
         return query
 
     def lock_not_granted(self, exc: sa.exc.DBAPIError) -> bool:
-        """Whether ``exc`` is a lock or statement wait that ran out (worth retrying)."""
-        return "database is locked" in str(exc.orig).lower()
+        """Whether ``exc`` is worth retrying: :func:`is_retryable` (kept for callers)."""
+        return is_retryable(exc)
+
+    def has_locked_mode_function(self, conn: sa.Connection) -> bool:
+        """Whether revision 0007's ``unistatus_locked_mode()`` exists (PostgreSQL only)."""
+        return False
 
     def integer_series(self, n: int) -> sa.FromClause:
         """Rows ``g`` = 1..n made by the database, for set-based seeding (a recursive CTE)."""
@@ -153,7 +238,7 @@ class PostgresOps(DialectOps):
     supports_dml_cte = True
 
     def mode_shared_lock_statement(self) -> sa.Select[Any]:
-        return sa.select(sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY))
+        return sa.select(_mode_lock_shared())
 
     def mode_exclusive_lock(self, conn: sa.Connection) -> None:
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MODE_LOCK_KEY)))
@@ -162,7 +247,7 @@ class PostgresOps(DialectOps):
         # An uncorrelated sub-select runs once, before any row is scanned or locked,
         # so the advisory lock is always taken before the row lock (no lock-order
         # inversion with a mode switch that later locks rows to replay changes).
-        sub = sa.select(sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY).cast(sa.Text))
+        sub = sa.select(_mode_lock_shared().cast(sa.Text))
         return sub.scalar_subquery().is_not(None)
 
     def insert(self, table: sa.Table) -> Any:
@@ -202,9 +287,9 @@ class PostgresOps(DialectOps):
     def lock_rows_skip_busy(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=True)
 
-    def lock_not_granted(self, exc: sa.exc.DBAPIError) -> bool:
-        # lock timeout, statement timeout (also a cancelled lock wait), deadlock
-        return getattr(exc.orig, "sqlstate", None) in {"55P03", "57014", "40P01"}
+    def has_locked_mode_function(self, conn: sa.Connection) -> bool:
+        found = conn.execute(sa.select(sa.func.to_regprocedure("unistatus_locked_mode()")))
+        return found.scalar() is not None
 
     def bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         # One round trip instead of three: set_config(..., true) is SET LOCAL.

@@ -30,6 +30,7 @@ __all__ = [
     "MAX_BIGINT",
     "MAX_KEY_CHARS",
     "MAX_METADATA_CHARS",
+    "MAX_METADATA_DEPTH",
     "MAX_REASON_CHARS",
     "check_actor",
     "check_amount",
@@ -50,6 +51,9 @@ MAX_ACTOR_CHARS = 128
 # A reason is a sentence or a ticket reference, not a document (the column is TEXT).
 MAX_REASON_CHARS = 1000
 MAX_METADATA_CHARS = 16_384
+# Levels of objects and arrays in metadata, the outer object being the first: far above
+# any real use, far below where a JSON parser runs out of stack (see check_metadata).
+MAX_METADATA_DEPTH = 512
 # unistatus_idempotency_keys.key is VARCHAR(255).
 MAX_KEY_CHARS = 255
 # unified_transactions.amount and the legacy amounts are NUMERIC(20, 8).
@@ -64,6 +68,7 @@ _UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
 # An escaped NUL in serialised JSON: \u0000 after an even number of backslashes.
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _SHOWN_CHARS = 40
+_TOO_DEEP = f"metadata is nested too deeply (at most {MAX_METADATA_DEPTH} levels)"
 # Printable ASCII with no blank at either end: what goes in an HTTP header unchanged
 # (idempotency keys, API tokens). Stricter than stored text (:func:`printable_problem`).
 _HEADER_TEXT = re.compile(r"[!-~](?:[ -~]*[!-~])?")
@@ -207,9 +212,18 @@ def check_currency(currency: object) -> str:
 def check_metadata(metadata: object) -> dict[str, Any] | None:
     """A JSON object the database stores as it is, or None.
 
-    Strict JSON only: no NaN or Infinity (``1e400`` parses to Infinity), no lone
-    surrogates (not encodable as UTF-8), no NUL (PostgreSQL's jsonb refuses it), at most
-    ``MAX_METADATA_CHARS`` characters once serialised.
+    One rule for the library and the HTTP API (whose request models call this), the
+    stricter of the two where they differed:
+
+    - strict JSON only: no NaN or Infinity (``1e400`` parses to Infinity), no lone
+      surrogates (not encodable as UTF-8), no NUL (PostgreSQL's jsonb refuses it), at
+      most ``MAX_METADATA_CHARS`` characters once serialised;
+    - every key, at every level, is text. The API's model refused other keys; the
+      library wrote them as text, so ``1`` came back as ``"1"`` and ``{1: .., "1": ..}``
+      stored one key twice;
+    - at most ``MAX_METADATA_DEPTH`` levels of nesting. The API's JSON parser refused
+      deeper bodies wherever the server's stack ran out (near 960 levels); the library
+      took about as deep as its caller's stack allowed. One fixed bound holds for both.
     """
     if metadata is None:
         return None
@@ -224,13 +238,18 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
                 "double (like 1e400) have no JSON form"
             ) from None
         raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
-    except (TypeError, RecursionError) as exc:
+    except RecursionError:
+        raise InputError(_TOO_DEEP) from None
+    except TypeError as exc:
         raise InputError(f"metadata must be JSON-serialisable: {exc}") from None
     if len(text) > MAX_METADATA_CHARS:
         raise InputError(
             f"metadata is too large: {len(text):,} characters of JSON "
             f"(at most {MAX_METADATA_CHARS:,})"
         )
+    problem = _shape_problem(metadata)
+    if problem:
+        raise InputError(problem)
     if _JSON_NUL.search(text):
         raise InputError("metadata must not contain NUL characters")
     try:
@@ -241,3 +260,32 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
             "which is not valid Unicode text"
         ) from None
     return metadata
+
+
+def _shape_problem(metadata: dict[Any, Any]) -> str | None:
+    """A key that is not text, or nesting past the bound; level by level, no recursion.
+
+    Called once ``json.dumps`` took the value: no cycles, at most ``MAX_METADATA_CHARS``
+    containers.
+    """
+    level: list[Any] = [metadata]
+    depth = 1
+    while level:
+        if depth > MAX_METADATA_DEPTH:
+            return _TOO_DEEP
+        inner: list[Any] = []
+        for value in level:
+            if isinstance(value, dict):
+                for key in value:
+                    if not isinstance(key, str):
+                        return (
+                            f"metadata keys must be text (a JSON object's keys are), got the "
+                            f"key {shown(key)}"
+                        )
+                items = value.values()
+            else:
+                items = value
+            inner.extend(v for v in items if isinstance(v, dict | list | tuple))
+        level = inner
+        depth += 1
+    return None

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.control import ControlChange, read_value, write_value
-from unistatus.db.dialect import ops_for
+from unistatus.db.dialect import BIG_INTEGER, ops_for
 from unistatus.db.engine import create_engine, display_url
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import control_log, migration_control
@@ -160,7 +160,7 @@ class ColumnInfo:
     def sa_type(self) -> sa.types.TypeEngine[Any]:
         """A portable type for this column, to create the table in any database."""
         if self.kind == "integer":
-            return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+            return BIG_INTEGER
         if self.kind == "decimal":
             return sa.Numeric(self.precision, self.scale)
         if self.kind == "datetime":

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.control import read_mode
-from unistatus.db.dialect import DialectOps, ops_for
+from unistatus.db.dialect import DialectOps, is_retryable, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import (
     pending_legacy_changes,
@@ -311,7 +311,7 @@ class _Repairer:
                 return
             except sa.exc.DBAPIError as exc:
                 text = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-                if _retryable(text) and attempt + 1 < MAX_ATTEMPTS:
+                if is_retryable(exc) and attempt + 1 < MAX_ATTEMPTS:
                     time.sleep(0.01 * (attempt + 1) * (1 + random.random()))
                     continue
                 self.report.failed += 1
@@ -604,13 +604,6 @@ def _is_override(system: LegacySystemType, src: str | None, dst: str | None) -> 
         return dst not in {s.value for s in _rules.allowed(system.transaction_type, src)}
     except ValueError:
         return True
-
-
-def _retryable(text: str) -> bool:
-    text = text.lower()
-    return any(
-        s in text for s in ("deadlock", "could not serialize", "database is locked", "lock timeout")
-    )
 
 
 LEGACY_FROZEN = "legacy_frozen"  # skip reason in UNIFIED_ONLY: only a rollback writes legacy

@@ -33,6 +33,7 @@ from unistatus.adapter.core import DualWriteAdapter
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import get_mode, set_mode
+from unistatus.db.dialect import is_in_memory
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
 from unistatus.errors import InputError, UnistatusError
@@ -196,7 +197,7 @@ def _url_of(database: str | sa.Engine) -> str:
         url = database.url
     else:
         url = sa.engine.make_url(database)
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+    if is_in_memory(url):
         raise InputError("the load test needs a file or server database, not in-memory SQLite")
     return url.render_as_string(hide_password=False)
 
