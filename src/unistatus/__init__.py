@@ -4,9 +4,7 @@ Start with :class:`DualWriteAdapter` (writes) and :class:`LegacyStatusMapper` (t
 mapping); ``unistatus --help`` lists the operator commands.
 """
 
-from __future__ import annotations
-
-from unistatus.adapter.core import DualWriteAdapter, DualWriteResult
+from unistatus.adapter import DualWriteAdapter, DualWriteResult, OperationEvent
 from unistatus.domain.ids import LegacyRef
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import (
@@ -32,6 +30,7 @@ from unistatus.errors import (
     UnistatusError,
     UnmappableStatusError,
 )
+from unistatus.observe.stats import OperationStats
 
 __version__ = "0.1.0"
 
@@ -53,6 +52,8 @@ __all__ = [
     "LegacyStatusMapper",
     "LegacySystemType",
     "ModeError",
+    "OperationEvent",
+    "OperationStats",
     "StorageError",
     "TransitionRules",
     "UnifiedTransactionStatus",

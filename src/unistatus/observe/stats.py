@@ -133,7 +133,7 @@ class OperationStats:
     def record(self, event: OperationEvent) -> None:
         """The observer: fold one event in. Cheap, and never raises into the caller."""
         try:
-            key = (str(event.operation), str(getattr(event.mode, "value", event.mode)))
+            key = (str(event.operation), str(event.mode))
             with self._lock:
                 agg = self._current.get(key)
                 if agg is None:
@@ -337,7 +337,7 @@ def window(
     if operation:
         q = q.where(S.c.operation == operation)
     if mode:
-        q = q.where(S.c.mode == str(getattr(mode, "value", mode)))
+        q = q.where(S.c.mode == str(mode))
     try:
         with engine.connect() as conn:
             row = conn.execute(q).one()
@@ -353,7 +353,7 @@ def window(
         processes=int(row[5]),
         buckets=tuple(int(v) for v in row[6:]),
         operation=operation,
-        mode=str(getattr(mode, "value", mode)) if mode else None,
+        mode=str(mode) if mode else None,
     )
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from unistatus.config import Settings
+from unistatus.observe.alerts import load_states
 from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_snapshot
 
 __all__ = ["frame", "render", "run"]
@@ -186,8 +187,6 @@ def frame(
     alerts: list[dict[str, Any]] = []
     health = None
     if snap.database_up:
-        from unistatus.observe.alerts import load_states
-
         try:
             alerts = [s.as_dict() for s in load_states(engine)]
         except sa.exc.DBAPIError:
