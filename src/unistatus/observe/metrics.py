@@ -30,7 +30,7 @@ from unistatus.config import Settings
 from unistatus.db.control import get_mode
 from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
 from unistatus.domain.mapping import LegacyStatusMapper
-from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration.check import latest_report
 from unistatus.migration.phases import phase_status
 from unistatus.migration.repair import open_repair_count
@@ -248,8 +248,7 @@ def collect_snapshot(
         return None if report is None else dict(report.as_dict())
 
     def progress() -> dict[str, dict[str, Any]]:
-        raw = backfill_progress(engine, settings)
-        return {_system_name(k): dict(v) for k, v in raw.items()}
+        return {system: dict(info) for system, info in backfill_progress(engine, settings).items()}
 
     snap.mode = _read(src, "mode", mode)
     phase_data = _read(src, "phase", phase)
@@ -263,14 +262,6 @@ def collect_snapshot(
     snap.quarantine = _read(src, "quarantine", lambda: int(quarantine_count(engine)))
     snap.replay_conflicts = _read(src, "replay_conflicts", lambda: int(open_conflict_count(engine)))
     return snap
-
-
-def _system_name(key: object) -> str:
-    value = getattr(key, "value", key)
-    try:
-        return LegacySystemType.parse(str(value)).value
-    except Exception:
-        return str(value)
 
 
 # --- Prometheus ---------------------------------------------------------------------

@@ -23,17 +23,15 @@ import uuid
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.adapter import DualWriteAdapter, OperationEvent
 from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
 from unistatus.errors import InputError, StorageError
-
-if TYPE_CHECKING:
-    from unistatus.adapter.core import DualWriteAdapter, OperationEvent
 
 __all__ = [
     "LATENCY_BUCKETS_MS",

@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -211,8 +212,6 @@ def run(
     if once:
         console.print(frame(engine, settings))
         return
-    from rich.live import Live
-
     with Live(frame(engine, settings), console=console, refresh_per_second=2, screen=False) as live:
         while True:
             time.sleep(interval)
