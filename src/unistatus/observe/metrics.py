@@ -31,6 +31,7 @@ from unistatus.db.control import get_mode
 from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import UnistatusError
 from unistatus.migration.check import latest_report
 from unistatus.migration.phases import phase_status
 from unistatus.migration.repair import open_repair_count
@@ -161,15 +162,20 @@ class Snapshot:
 
 
 def _read(sources: dict[str, str], name: str, fn: Callable[[], T]) -> T | None:
-    """Run one source; on failure record why and return None (unknown)."""
+    """Run one source; when the database cannot answer, record why and return None.
+
+    Only real causes become unknown: a database error, a missing table, a stored value
+    or setting our own checks refuse (a :class:`UnistatusError`). Anything else is a bug
+    and raises.
+    """
     try:
         value = fn()
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         sources[name] = f"unknown: database error: {first}"
         return None
-    except Exception as exc:  # a broken source must not take the dashboard down
-        log.warning("reading %s failed: %s", name, exc, exc_info=True)
+    except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
+        log.warning("reading %s failed: %s", name, exc)
         sources[name] = f"unknown: {type(exc).__name__}: {exc}"
         return None
     sources[name] = "ok"
