@@ -11,6 +11,7 @@ Every ``import unistatus...`` and ``from unistatus... import ...`` of every modu
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,27 @@ def _is_package(path: Path) -> bool:
     return path.name == "__init__.py"
 
 
-def _imports(name: str, path: Path, known: set[str]) -> set[str]:
-    """The package modules ``name`` imports anywhere in its source."""
+@functools.cache
+def _bound_names(path: Path) -> frozenset[str]:
+    """The names a module binds at its top level (imports, defs, classes, assignments)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return frozenset(names)
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package modules ``name`` imports anywhere in its source.
+
+    ``from P import y`` points at the submodule ``P.y`` unless P's ``__init__`` binds
+    ``y`` itself (a function re-exported under a submodule's name is P's attribute).
+    """
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = name if _is_package(path) else name.rpartition(".")[0]
     found: set[str] = set()
@@ -73,10 +93,12 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
                 target = node.module or ""
             if target != ROOT and not target.startswith(ROOT + "."):
                 continue
+            init = modules.get(target)
             for alias in node.names:
                 sub = f"{target}.{alias.name}"
-                found.add(sub if sub in known else target)
-    unknown = found - known
+                bound = init is not None and _is_package(init) and alias.name in _bound_names(init)
+                found.add(sub if sub in modules and not bound else target)
+    unknown = found - set(modules)
     assert not unknown, f"{name} imports modules that do not exist: {sorted(unknown)}"
     found.discard(name)
     return found
@@ -84,8 +106,7 @@ def _imports(name: str, path: Path, known: set[str]) -> set[str]:
 
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
-    known = set(modules)
-    return {name: _imports(name, path, known) for name, path in modules.items()}
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
 
 
 def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -122,9 +143,25 @@ def _top(name: str) -> str:
 def test_the_walk_sees_the_package() -> None:
     graph = _graph()
     assert {"unistatus", "unistatus.errors", "unistatus.domain.statuses"} <= set(graph)
-    # An import inside a function body counts as much as one at the top.
-    tree_has = graph["unistatus.migration.rollback"]
-    assert "unistatus.migration.phases" in tree_has
+    assert "unistatus.migration.phases" in graph["unistatus.migration.rollback"]
+
+
+def test_the_walk_reads_function_bodies_and_submodules(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "from unistatus.db import tables\n"
+        "from unistatus.backfill import progress\n"
+        "def f():\n"
+        "    import unistatus.clock\n"
+        "    from unistatus.migration.check import run_check\n"
+    )
+    found = _imports("unistatus.x.mod", source, _modules())
+    assert found == {
+        "unistatus.db.tables",  # a submodule named in ``from ... import``
+        "unistatus.backfill",  # the function its __init__ binds, not the submodule
+        "unistatus.clock",
+        "unistatus.migration.check",
+    }
 
 
 def test_the_cycle_finder_finds_a_cycle() -> None:
