@@ -14,7 +14,7 @@ import typing as _typing
 from types import ModuleType as _ModuleType
 
 if _typing.TYPE_CHECKING:
-    from unistatus.adapter.core import DualWriteAdapter, DualWriteResult
+    from unistatus.adapter.core import DualWriteAdapter, DualWriteResult, OperationEvent
     from unistatus.domain.ids import LegacyRef
     from unistatus.domain.mapping import LegacyStatusMapper
     from unistatus.domain.statuses import (
@@ -40,6 +40,7 @@ if _typing.TYPE_CHECKING:
         UnistatusError,
         UnmappableStatusError,
     )
+    from unistatus.observe.stats import OperationStats
 
 __version__ = "0.1.0"
 
@@ -61,6 +62,8 @@ __all__ = [
     "LegacyStatusMapper",
     "LegacySystemType",
     "ModeError",
+    "OperationEvent",
+    "OperationStats",
     "StorageError",
     "TransitionRules",
     "UnifiedTransactionStatus",
@@ -89,6 +92,8 @@ _LAZY = {
     "LegacyStatusMapper": "unistatus.domain.mapping",
     "LegacySystemType": "unistatus.domain.statuses",
     "ModeError": "unistatus.errors",
+    "OperationEvent": "unistatus.adapter.core",
+    "OperationStats": "unistatus.observe.stats",
     "StorageError": "unistatus.errors",
     "TransitionRules": "unistatus.domain.transitions",
     "UnifiedTransactionStatus": "unistatus.domain.statuses",

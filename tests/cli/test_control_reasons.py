@@ -26,7 +26,7 @@ from unistatus.cli import app
 from unistatus.db.control import get_mode, history, set_mode
 from unistatus.db.tables import escrows, status_history, unified_transactions
 from unistatus.domain.statuses import DualWriteMode
-from unistatus.migration import phases
+from unistatus.migration import phases, rollback
 
 runner = CliRunner()
 BLANK = ("", "   ")
@@ -206,7 +206,7 @@ def test_library_entry_points_refuse_a_reason_past_its_bound(db: Database, bad: 
     calls = [
         lambda: rollback_current_phase(db.engine, db.settings, actor="a", reason=bad),
         lambda: emergency_rollback(db.engine, db.settings, actor="a", reason=bad),
-        lambda: phases.rollback_phase(db.engine, db.settings, actor="a", reason=bad),
+        lambda: rollback.rollback_current_phase(db.engine, db.settings, actor="a", reason=bad),
         lambda: phases.advance(db.engine, db.settings, actor="a", reason=bad, force=True),
         lambda: run_repair(db.engine, db.settings, strategy="legacy_wins", reason=bad),
         lambda: undo(db.engine, db.settings, actor="a", reason=bad),

@@ -72,19 +72,23 @@ def _assert_all_consistent(db: Database) -> int:
 
 def test_rollback_from_1_turns_dual_write_off(db: Database) -> None:
     _to_phase(db, 1)
-    change = phases.rollback_phase(db.engine, db.settings, actor="ops", reason="mapping bug")
+    change = rollback.rollback_current_phase(
+        db.engine, db.settings, actor="ops", reason="mapping bug"
+    )
     assert (change.from_phase, change.to_phase, change.to_mode) == (1, 0, M.LEGACY_ONLY)
     assert get_mode(db.engine) is M.LEGACY_ONLY
     logged = history(db.engine, "phase")[0]
     assert logged.actor == "ops" and logged.reason == "mapping bug"
     assert logged.metadata and logged.metadata["action"] == "rollback"
     with pytest.raises(GateError, match="nothing to roll back"):
-        phases.rollback_phase(db.engine, db.settings, actor="ops", reason="again")
+        rollback.rollback_current_phase(db.engine, db.settings, actor="ops", reason="again")
 
 
 def test_rollback_from_2_pauses_backfill_keeps_dual_write(db: Database) -> None:
     _to_phase(db, 2)
-    change = phases.rollback_phase(db.engine, db.settings, actor="ops", reason="slow backfill")
+    change = rollback.rollback_current_phase(
+        db.engine, db.settings, actor="ops", reason="slow backfill"
+    )
     assert (change.to_phase, change.to_mode) == (1, M.DUAL_WRITE_LEGACY_PRIMARY)
     assert any("backfill undo" in n for n in change.notes)
     with db.engine.connect() as conn:
@@ -99,7 +103,7 @@ def test_rollback_from_2_pauses_backfill_keeps_dual_write(db: Database) -> None:
 def test_rollback_from_3_reads_back_to_legacy(db: Database) -> None:
     _to_phase(db, 3)
     assert get_mode(db.engine) is M.DUAL_WRITE_UNIFIED_PRIMARY
-    change = phases.rollback_phase(db.engine, db.settings, actor="ops", reason="latency")
+    change = rollback.rollback_current_phase(db.engine, db.settings, actor="ops", reason="latency")
     assert (change.to_phase, change.to_mode) == (2, M.DUAL_WRITE_LEGACY_PRIMARY)
     assert get_mode(db.engine) is M.DUAL_WRITE_LEGACY_PRIMARY
 
@@ -108,7 +112,7 @@ def test_rollback_needs_a_reason_and_changes_nothing_without(db: Database) -> No
     _to_phase(db, 3)
     for reason in ("", "   "):
         with pytest.raises(InputError):
-            phases.rollback_phase(db.engine, db.settings, actor="ops", reason=reason)
+            rollback.rollback_current_phase(db.engine, db.settings, actor="ops", reason=reason)
     with pytest.raises(InputError):
         rollback.emergency_rollback(db.engine, db.settings, actor="ops", reason="")
     assert phases.phase_status(db.engine, db.settings).phase == 3
@@ -145,7 +149,9 @@ def test_rollback_from_4_replays_everything(db: Database) -> None:
             assert r.entity_id and r.entity_id.startswith("UTX9") and r.legacy_entity_id is None
             changes += 1 + _walk(adapter, r.entity_id, ttype, final)
     assert rollback.pending_count(db.engine) == changes
-    change = phases.rollback_phase(db.engine, db.settings, actor="ops", reason="retire later")
+    change = rollback.rollback_current_phase(
+        db.engine, db.settings, actor="ops", reason="retire later"
+    )
     assert (change.to_phase, change.to_mode) == (2, M.DUAL_WRITE_LEGACY_PRIMARY)
     replay = change.details["replay"]
     assert replay["replayed"] == changes and replay["legacy_created"] == 9
@@ -254,7 +260,9 @@ def test_zero_lost_writes_with_writers_running_during_rollback(pg: Database) -> 
     while rollback.pending_count(db.engine) < 2000 and time.monotonic() < deadline:
         time.sleep(0.05)
     pending_before = rollback.pending_count(db.engine)
-    change = phases.rollback_phase(db.engine, db.settings, actor="ops", reason="zero-loss test")
+    change = rollback.rollback_current_phase(
+        db.engine, db.settings, actor="ops", reason="zero-loss test"
+    )
     rolled_back.set()
     time.sleep(0.5)  # writers go on under the new mode
     stop.set()

@@ -13,7 +13,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.consistency import compare
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.migration import phases
+from unistatus.migration import phases, rollback
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.retire import legacy_columns_dropped, retire_legacy_columns, undo_cleanup
 
@@ -39,7 +39,9 @@ def test_rollback_from_4_restores_columns_then_replays(db: Database, tmp_path: P
         assert adapter.update_status(born.entity_id, "AWAITING_PAYMENT", "w", "t").overall_success
         assert adapter.update_status(old.entity_id, "PAYMENT_CONFIRMED", "w", "t").overall_success
 
-        change = phases.rollback_phase(db.engine, db.settings, actor="ops", reason="retire bug")
+        change = rollback.rollback_current_phase(
+            db.engine, db.settings, actor="ops", reason="retire bug"
+        )
         assert change.details["replay"]["undo_cleanup"]["undone"] is True
         assert not legacy_columns_dropped(db.engine, db.settings)
         assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY

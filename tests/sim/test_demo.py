@@ -13,8 +13,9 @@ from unistatus.db.control import get_mode
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration.phases import phase_status
 from unistatus.migration.retire import legacy_columns_dropped
-from unistatus.sim.demo import PHASE1_STEPS, DemoContext, DemoStep, DemoStepFailed, run_demo
-from unistatus.sim.demo_steps import MIGRATION_STEPS
+from unistatus.sim.demo import run_demo
+from unistatus.sim.demo_runner import DemoContext, DemoStep, DemoStepFailed
+from unistatus.sim.demo_steps import MIGRATION_STEPS, PHASE1_STEPS
 
 
 def _quiet() -> tuple[Console, io.StringIO]:

@@ -26,6 +26,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,6 +37,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -49,8 +51,11 @@ from pydantic import (
 )
 
 from unistatus import errors
+from unistatus.adapter import DualWriteAdapter
 from unistatus.api.access import MAX_LABEL_CHARS, Principal, Role, actor_for, authenticate, enabled
 from unistatus.config import Settings, load_settings
+from unistatus.db.control import get_mode
+from unistatus.db.control import set_mode as switch_mode
 from unistatus.db.engine import create_engine
 from unistatus.domain.ids import MAX_LEGACY_ID
 from unistatus.domain.inputs import (
@@ -61,7 +66,16 @@ from unistatus.domain.inputs import (
     check_text,
 )
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
-from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS, collect_snapshot, database_reachable
+from unistatus.migration.phases import advance, read_phase
+from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
+from unistatus.observe.alerts import Monitor, load_states
+from unistatus.observe.metrics import (
+    DEFAULT_WINDOW_SECONDS,
+    SnapshotCollector,
+    collect_snapshot,
+    database_reachable,
+)
+from unistatus.observe.stats import OperationStats
 from unistatus.redact import redact, redact_values
 
 __all__ = ["create_app"]
@@ -233,37 +247,26 @@ class _Service:
         self.settings = settings
         self.engine = engine
         self.window_seconds = window_seconds
-        self._adapter: Any = None
-        self._stats: Any = None
+        self._adapter: DualWriteAdapter | None = None
+        self._stats: OperationStats | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._monitor_thread: threading.Thread | None = None
 
-    def adapter(self) -> Any:
+    def adapter(self) -> DualWriteAdapter:
         with self._lock:
             if self._adapter is None:
-                from unistatus.adapter.core import DualWriteAdapter
-
                 adapter = DualWriteAdapter(self.engine, settings=self.settings)
-                try:
-                    from unistatus.observe.stats import OperationStats
-
-                    self._stats = OperationStats(
-                        self.engine, flush_seconds=self.settings.stats_flush_seconds
-                    ).attach(adapter)
-                except ImportError:  # statistics are optional for the API itself
-                    self._stats = None
+                self._stats = OperationStats(
+                    self.engine, flush_seconds=self.settings.stats_flush_seconds
+                ).attach(adapter)
                 self._adapter = adapter
             return self._adapter
 
     def alerts(self) -> list[dict[str, Any]]:
-        from unistatus.observe.alerts import load_states
-
         return [s.as_dict() for s in load_states(self.engine)]
 
     def start_monitor(self, interval: float) -> None:
-        from unistatus.observe.alerts import Monitor
-
         monitor = Monitor(self.engine, self.settings, window_seconds=self.window_seconds)
 
         def loop() -> None:
@@ -349,10 +352,8 @@ def create_app(
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("unistatus")
-    except Exception:
+    except PackageNotFoundError:  # run from a source tree that is not installed
         return "0"
 
 
@@ -369,15 +370,11 @@ def health_report(service: _Service) -> dict[str, Any]:
         return {"status": "down", "checks": checks}
     degraded: list[str] = []
     try:
-        from unistatus.db.control import get_mode
-
         checks["mode"] = get_mode(engine).value
     except Exception as exc:
         checks["mode"] = f"unknown: {exc}"
         degraded.append("mode unknown")
     try:
-        from unistatus.migration.phases import read_phase
-
         with engine.connect() as conn:
             checks["phase"] = read_phase(conn)
     except Exception as exc:
@@ -404,10 +401,6 @@ def health_report(service: _Service) -> dict[str, Any]:
 
 
 def _observability_routes(app: FastAPI, service: _Service) -> None:
-    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-
-    from unistatus.observe.metrics import SnapshotCollector
-
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         SnapshotCollector(
@@ -600,9 +593,7 @@ def _control_routes(app: FastAPI, service: _Service) -> None:
         Entering a unified-read mode while unified may be stale is refused (409) unless
         ``force``; prefer the gated ``/api/v1/control/phase/advance``.
         """
-        from unistatus.db.control import set_mode as switch
-
-        change = switch(
+        change = switch_mode(
             service.engine,
             body.mode,
             reason=body.reason,
@@ -615,8 +606,6 @@ def _control_routes(app: FastAPI, service: _Service) -> None:
     @app.post("/api/v1/control/phase/advance", tags=["control"])
     def phase_advance(body: PhaseAdvance, who: Admin) -> dict[str, Any]:
         """Enter the next phase when its gates pass (``force`` needs a reason); 409 if not."""
-        from unistatus.migration.phases import advance
-
         change = advance(
             service.engine,
             service.settings,
@@ -629,9 +618,7 @@ def _control_routes(app: FastAPI, service: _Service) -> None:
     @app.post("/api/v1/control/phase/rollback", tags=["control"])
     def phase_rollback(body: ReasonedAction, who: Admin) -> dict[str, Any]:
         """Go back one phase by its rollback procedure."""
-        from unistatus.migration.phases import rollback_phase
-
-        change = rollback_phase(
+        change = rollback_current_phase(
             service.engine, service.settings, actor=actor_for(who, body.actor), reason=body.reason
         )
         return change.as_dict()
@@ -639,12 +626,9 @@ def _control_routes(app: FastAPI, service: _Service) -> None:
     @app.post("/api/v1/control/rollback", tags=["control"])
     def emergency(body: ReasonedAction, who: Admin) -> dict[str, Any]:
         """Emergency rollback: replay where legacy is stale, then legacy only."""
-        from unistatus.migration.rollback import emergency_rollback
-
-        result = emergency_rollback(
+        return emergency_rollback(
             service.engine, service.settings, actor=actor_for(who, body.actor), reason=body.reason
         )
-        return dict(result) if isinstance(result, dict) else result.as_dict()
 
 
 # --- dashboard ----------------------------------------------------------------------

@@ -27,6 +27,7 @@ from unistatus.backfill.statements import dry_run_counts
 from unistatus.backfill.worker import BatchResult, Tally, Worker
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
+from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
@@ -268,8 +269,6 @@ def _worker_main(
     It lives only as long as the ``unistatus backfill`` that started it: a killed
     parent must not leave workers copying unseen (see :func:`_die_with_parent`).
     """
-    from unistatus.db.engine import create_engine
-
     _die_with_parent(parent)
     try:
         settings = Settings(**settings_data)

@@ -19,6 +19,7 @@ from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.domain.ids import utx_id_sql
 from unistatus.domain.mapping import forward_case
 from unistatus.domain.statuses import LegacySystemType
+from unistatus.errors import ConfigError
 
 ORIGIN = "backfill"
 
@@ -60,8 +61,6 @@ def affected(conn: sa.Connection, stmt: Any, params: dict[str, Any] | None = Non
 
 def status_column(lt: LegacyTable) -> sa.Column[str]:
     if lt.status is None:
-        from unistatus.errors import ConfigError
-
         raise ConfigError(
             f"legacy table {lt.name!r} has no status column (retired); nothing to backfill"
         )

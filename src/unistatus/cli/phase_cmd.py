@@ -138,11 +138,13 @@ def rollback(
 
     Example: unistatus phase rollback --reason "p95 over 200 ms" --actor oncall
     """
-    from unistatus.migration.phases import rollback_phase
+    from unistatus.migration.rollback import rollback_current_phase
 
     reason = require_reason(reason, "phase rollback")
     app_state = state(ctx)
-    change = rollback_phase(app_state.engine, app_state.settings, actor=actor, reason=reason)
+    change = rollback_current_phase(
+        app_state.engine, app_state.settings, actor=actor, reason=reason
+    )
     if json_out:
         print_json(change.as_dict())
     else:

@@ -175,10 +175,6 @@ class DialectOps:
         """
         return query
 
-    def lock_not_granted(self, exc: sa.exc.DBAPIError) -> bool:
-        """Whether ``exc`` is worth retrying: :func:`is_retryable` (kept for callers)."""
-        return is_retryable(exc)
-
     def has_locked_mode_function(self, conn: sa.Connection) -> bool:
         """Whether revision 0007's ``unistatus_locked_mode()`` exists (PostgreSQL only)."""
         return False

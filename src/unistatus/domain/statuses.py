@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import Enum, StrEnum
 
+from unistatus.errors import InputError
+
 
 class CashoutStatus(StrEnum):
     PENDING = "PENDING"
@@ -140,8 +142,6 @@ class LegacySystemType(StrEnum):
         try:
             return cls[key]
         except KeyError:
-            from unistatus.errors import InputError
-
             raise InputError(
                 f"unknown legacy system {value!r}; expected one of: cashout, escrow, exchange"
             ) from None
@@ -187,8 +187,6 @@ class DualWriteMode(StrEnum):
         try:
             return cls[key]
         except KeyError:
-            from unistatus.errors import InputError
-
             raise InputError(
                 f"unknown mode {value!r}; expected one of: {', '.join(m.value for m in cls)}"
             ) from None

@@ -33,10 +33,11 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
-from unistatus.db.control import ControlChange, read_value, write_value
+from unistatus.db.control import ControlChange, read_mode, read_value, write_value
 from unistatus.db.dialect import BIG_INTEGER, ops_for
 from unistatus.db.engine import create_engine, display_url
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.schema import current_revision
 from unistatus.db.tables import control_log, migration_control
 from unistatus.errors import InputError, StorageError
 
@@ -298,9 +299,6 @@ def export_archive(
     if directory.exists() and any(directory.iterdir()):
         raise InputError(f"{directory} is not empty: export into a new directory")
     tables = resolve_legacy_tables(engine, settings, require_status=False)
-    from unistatus.db.control import read_mode
-    from unistatus.db.schema import current_revision
-
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -15,6 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.backfill import progress, quarantine_count, resume
+from unistatus.backfill.control import is_paused
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.control import MODE_KEY, read_mode, read_value, write_value
@@ -24,7 +26,10 @@ from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, StorageError
+from unistatus.migration.check import latest_report
+from unistatus.migration.repair import open_repair_count
 from unistatus.migration.replay_conflicts import open_conflict_count
+from unistatus.observe.stats import window
 
 __all__ = [
     "GATE_WINDOW_SECONDS",
@@ -36,18 +41,22 @@ __all__ = [
     "PhaseChange",
     "PhaseInfo",
     "PhaseStatus",
+    "ROLLBACK_KEY",
     "advance",
     "evaluate_gates",
     "phase_started_at",
     "phase_status",
     "read_phase",
-    "rollback_phase",
     "write_phase",
 ]
 
 log = logging.getLogger("unistatus.migration.phases")
 
 PHASE_KEY = "phase"
+# The control-log key of every rollback (written by unistatus.migration.rollback).
+ROLLBACK_KEY = "last_rollback"
+# A check that started before the last change of any of these never opens a gate.
+_CONTROL_KEYS = (MODE_KEY, PHASE_KEY, ROLLBACK_KEY)
 MAX_ERROR_RATE = 0.001  # < 0.1 %
 MAX_P95_MS = 200.0
 # Error rate and latency gates look at the adapters' operations over the last hour.
@@ -195,15 +204,9 @@ def _last_change_to(conn: sa.Connection, key: str, value: str) -> datetime | Non
     return as_utc(conn.execute(q).scalar_one_or_none())
 
 
-def _control_keys() -> tuple[str, ...]:
-    from unistatus.migration.rollback import ROLLBACK_KEY
-
-    return (MODE_KEY, PHASE_KEY, ROLLBACK_KEY)
-
-
 def _last_control_id(conn: sa.Connection) -> int:
     """The newest mode, phase or rollback entry of the control log (0 if none)."""
-    q = sa.select(sa.func.max(control_log.c.id)).where(control_log.c.key.in_(_control_keys()))
+    q = sa.select(sa.func.max(control_log.c.id)).where(control_log.c.key.in_(_CONTROL_KEYS))
     return int(conn.execute(q).scalar_one_or_none() or 0)
 
 
@@ -213,9 +216,7 @@ def _last_control_change(conn: sa.Connection) -> datetime | None:
     A check that started before then measured another system state: a gate never
     reads it (legacy-only writes after an emergency rollback, say, are not in it).
     """
-    q = sa.select(sa.func.max(control_log.c.created_at)).where(
-        control_log.c.key.in_(_control_keys())
-    )
+    q = sa.select(sa.func.max(control_log.c.created_at)).where(control_log.c.key.in_(_CONTROL_KEYS))
     return as_utc(conn.execute(q).scalar_one_or_none())
 
 
@@ -247,8 +248,6 @@ def _gate_dual_write(mode: DualWriteMode) -> Gate:
 
 
 def _gate_error_rate(engine: sa.Engine) -> Gate:
-    from unistatus.observe.stats import window
-
     w = window(engine, GATE_WINDOW_SECONDS)
     if w.count == 0:
         return _unavailable(
@@ -267,8 +266,6 @@ def _gate_error_rate(engine: sa.Engine) -> Gate:
 
 
 def _gate_p95(engine: sa.Engine) -> Gate:
-    from unistatus.observe.stats import window
-
     w = window(engine, GATE_WINDOW_SECONDS)
     p95 = w.p95_ms
     if p95 is None:
@@ -294,29 +291,25 @@ def _gate_check(
     need_rows: bool,
 ) -> Gate:
     """A stored check report, started after ``after``, 100% consistent."""
-    from unistatus.migration.check import latest_report as latest
-
     try:
-        report = latest(engine, scope="all") if require_full else latest(engine)
+        report = latest_report(engine, scope="all") if require_full else latest_report(engine)
     except sa.exc.SQLAlchemyError as exc:
         return _unavailable(name, "100%", f"cannot read check reports: {exc}")
     if report is None:
         return _unavailable(name, "100%", "no check report yet: run `unistatus check`")
-    created = as_utc(report.created_at)
-    started = as_utc(getattr(report, "started_at", None)) or created
-    if after is not None and started is not None and started < after:
+    if after is not None and report.started_at < after:
         return _unavailable(
             name,
             "100%",
             f"check #{report.id} started before the last mode, phase or rollback change "
             f"({after.isoformat()}): run it again",
         )
-    systems = {str(s) for s in getattr(report, "systems", [])}
+    systems = {str(s) for s in report.systems}
     if systems and systems != {s.value for s in LegacySystemType}:
         return _unavailable(
             name, "100%", f"the latest check covers only {', '.join(sorted(systems))}"
         )
-    since = as_utc(getattr(report, "since", None))
+    since = report.since
     if covering_since is not None and since is not None and since > covering_since:
         return _unavailable(
             name,
@@ -332,8 +325,6 @@ def _gate_check(
 
 
 def _gate_backfill(engine: sa.Engine, settings: Settings) -> list[Gate]:
-    from unistatus.backfill import progress
-
     try:
         result = progress(engine, settings)
     except Exception as exc:  # a broken source makes the gate fail, never pass
@@ -404,9 +395,6 @@ def evaluate_gates(
             _gate_error_rate(engine),
         ]
     if into == 3:
-        from unistatus.backfill import quarantine_count
-        from unistatus.migration.repair import open_repair_count
-
         return [
             *_gate_backfill(engine, settings),
             _gate_check(
@@ -531,20 +519,8 @@ def advance(
 
 def _resume_backfill(engine: sa.Engine, actor: str) -> list[str]:
     """Entering phase 2 lets backfill workers paused by an earlier rollback go on."""
-    from unistatus.backfill import resume
-    from unistatus.backfill.control import is_paused
-
     with engine.connect() as conn:
         if not is_paused(conn):
             return []
     resume(engine, actor=actor, reason="entering phase 2 (backfill)")
     return ["backfill workers resumed (they were paused by a rollback)"]
-
-
-def rollback_phase(
-    engine: sa.Engine, settings: Settings, *, actor: str, reason: str
-) -> PhaseChange:
-    """Go back one step, by the current phase's rollback procedure (see unistatus.migration.rollback)."""
-    from unistatus.migration.rollback import rollback_current_phase
-
-    return rollback_current_phase(engine, settings, actor=actor, reason=reason)

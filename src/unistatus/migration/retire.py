@@ -36,6 +36,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError
+from unistatus.migration.archive import read_manifest, recorded_archive, verify_archive
 from unistatus.migration.check import pending_replay_exists, projected_legacy_status
 
 __all__ = [
@@ -62,8 +63,6 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
     inside its transaction, so that no path (not even a direct ``alembic upgrade``)
     drops the columns without them.
     """
-    from unistatus.migration.archive import recorded_archive
-
     problems: list[str] = []
     mode = read_mode(conn)
     if mode is not DualWriteMode.UNIFIED_ONLY:
@@ -153,8 +152,6 @@ def _drifted(
 
 def _archive_problems(engine: sa.Engine, settings: Settings) -> list[str]:
     """Re-verify the recorded archive against the live legacy tables, now."""
-    from unistatus.migration.archive import read_manifest, recorded_archive, verify_archive
-
     recorded = recorded_archive(engine)
     if recorded is None or "path" not in recorded:
         return []  # reported by blockers()

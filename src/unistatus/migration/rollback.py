@@ -16,18 +16,27 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.backfill import pause
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import read_mode, write_value
-from unistatus.db.dialect import DialectOps, ops_for
+from unistatus.db.dialect import DialectOps, is_retryable, ops_for
 from unistatus.db.failures import describe, one_line
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, StorageError
-from unistatus.migration.phases import PHASES, PhaseChange, read_phase, write_phase
+from unistatus.migration.phases import (
+    PHASES,
+    ROLLBACK_KEY,
+    PhaseChange,
+    read_phase,
+    write_phase,
+)
 from unistatus.migration.replay_conflicts import record as record_conflict
+from unistatus.migration.retire import legacy_columns_dropped
+from unistatus.migration.retire import undo_cleanup as undo
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -44,7 +53,6 @@ P = pending_legacy_changes
 U = unified_transactions
 H = status_history
 DEFAULT_BATCH = 1000
-ROLLBACK_KEY = "last_rollback"
 # phase -> the phase a one-step rollback lands in
 ROLLBACK_TARGET = {1: 0, 2: 1, 3: 2, 4: 2}
 BACKFILL_UNDO_NOTE = (
@@ -99,14 +107,10 @@ def _restore_legacy_columns(
     engine: sa.Engine, settings: Settings, actor: str, reason: str
 ) -> dict[str, Any] | None:
     """Undo the retirement's column drop first: legacy must be writable to replay."""
-    from unistatus.migration.retire import legacy_columns_dropped
-    from unistatus.migration.retire import undo_cleanup as undo
-
     if not legacy_columns_dropped(engine, settings):
         return None
     log.warning("legacy status columns are retired: restoring them before the replay")
-    result = undo(engine, settings, actor=actor, reason=f"rollback out of phase 4: {reason}")
-    return result if isinstance(result, dict) else {"restored": True, "result": str(result)}
+    return undo(engine, settings, actor=actor, reason=f"rollback out of phase 4: {reason}")
 
 
 def _fetch_after(conn: sa.Connection, after: int, limit: int) -> list[Any]:
@@ -499,7 +503,7 @@ def replay_pending(
                     if finish is not None:
                         finish(conn, summary)
         except sa.exc.DBAPIError as exc:
-            if not ops.lock_not_granted(exc):
+            if not is_retryable(exc):
                 raise StorageError(
                     f"the replay failed ({describe(exc).splitlines()[0]}); nothing of the "
                     "unfinished round was written: fix the cause and run it again"
@@ -529,8 +533,6 @@ def replay_pending(
 
 
 def _pause_backfill(engine: sa.Engine, settings: Settings, actor: str, reason: str) -> str:
-    from unistatus.backfill import pause
-
     pause(engine, actor=actor, reason=reason)
     return "backfill workers paused (they wait before their next batch)"
 

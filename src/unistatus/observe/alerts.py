@@ -7,7 +7,7 @@ once per change, and runs the switchable automated responses. The rules, thresho
 
 from __future__ import annotations
 
-import importlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,11 +24,14 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.tables_alerts import alert_state, monitor_values
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import StorageError
+from unistatus.migration.repair import run_repair
+from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 from unistatus.observe.metrics import (
     DEFAULT_WINDOW_SECONDS,
     Snapshot,
     collect_snapshot,
     database_reachable,
+    judged_consistency,
 )
 from unistatus.observe.notify import Notification, Notifier
 
@@ -230,34 +233,6 @@ def observe(
     out.append(_stalled(snap, now, stall_seconds))
     out.extend(_info_events(snap))
     return out
-
-
-def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
-    """The consistency rate the alerts judge, and how many rows it leaves out.
-
-    A legacy row of a system whose backfill is not complete yet has no unified row by
-    design; counting it would make every check run during phase 2 look like a
-    consistency collapse and trigger an emergency rollback of a healthy migration.
-    Those ``missing_unified`` rows are left out until that system's backfill completes;
-    every other disagreement counts. Without per-system figures or backfill progress,
-    the report's own rate is used as it is.
-    """
-    report = snap.last_check
-    if not report:
-        return None, 0
-    per_system = report.get("per_system") or {}
-    if not per_system or snap.progress is None:
-        return snap.consistency_rate, 0
-    total = consistent = excluded = 0
-    for system, info in per_system.items():
-        rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
-        missing = int((info.get("inconsistencies") or {}).get("missing_unified") or 0)
-        if not (snap.progress.get(system) or {}).get("complete"):
-            rows -= missing
-            excluded += missing
-        total += rows
-        consistent += good
-    return (consistent / total if total else 1.0), excluded
 
 
 def _stalled(snap: Snapshot, now: datetime, stall_seconds: float) -> Observation:
@@ -583,7 +558,9 @@ class Monitor:
                     "consistency_critical",
                     "emergency_rollback",
                     states["consistency_critical"].message,
-                    lambda reason: _call("rollback", "emergency_rollback", self, reason),
+                    lambda reason: emergency_rollback(
+                        self.engine, self.settings, actor=ACTOR, reason=reason
+                    ),
                 )
         if "consistency_warning" in states:
             if not auto.repair_on_consistency_warning:
@@ -631,7 +608,7 @@ class Monitor:
         action = "rollback_phase"
 
         def act(why: str) -> Any:
-            return _call("phases", "rollback_phase", self, why)
+            return rollback_current_phase(self.engine, self.settings, actor=ACTOR, reason=why)
 
         self._run(state.name, action, reason, act)
 
@@ -684,21 +661,15 @@ class Monitor:
         )
 
 
-def _call(module: str, function: str, monitor: Monitor, reason: str) -> Any:
-    fn = getattr(importlib.import_module(f"unistatus.migration.{module}"), function)
-    return fn(monitor.engine, monitor.settings, actor=ACTOR, reason=reason)
-
-
 def _repair(monitor: Monitor, mode: DualWriteMode | None, reason: str) -> Any:
     """Repair with the side the current mode reads as the winner (it is authoritative)."""
     strategy = "unified_wins" if mode is not None and mode.reads_unified else "legacy_wins"
-    fn = importlib.import_module("unistatus.migration.repair").run_repair
-    return fn(monitor.engine, monitor.settings, strategy=strategy, actor=ACTOR, reason=reason)
+    return run_repair(
+        monitor.engine, monitor.settings, strategy=strategy, actor=ACTOR, reason=reason
+    )
 
 
 def _jsonable(value: Any) -> Any:
-    import json
-
     try:
         return json.loads(json.dumps(value, default=str))
     except (TypeError, ValueError):

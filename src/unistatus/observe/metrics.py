@@ -10,7 +10,6 @@ becomes a made-up number.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,20 +17,35 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
+from unistatus.backfill import progress as backfill_progress
+from unistatus.backfill import quarantine_count
 from unistatus.clock import utcnow
 from unistatus.config import Settings
+from unistatus.db.control import get_mode
+from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
 from unistatus.domain.mapping import LegacyStatusMapper
-from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import UnistatusError
+from unistatus.migration.check import latest_report
+from unistatus.migration.phases import phase_status
+from unistatus.migration.repair import open_repair_count
+from unistatus.migration.replay_conflicts import open_conflict_count
+from unistatus.observe.stats import window
 
 __all__ = [
     "DEFAULT_WINDOW_SECONDS",
     "PHASE_NAMES",
     "Snapshot",
     "SnapshotCollector",
-    "SourceUnavailable",
     "collect_snapshot",
     "database_reachable",
+    "judged_consistency",
 ]
 
 log = logging.getLogger("unistatus.observe.metrics")
@@ -44,10 +58,6 @@ PHASE_NAMES = {
     3: "Unified primary",
     4: "Legacy retirement",
 }
-
-
-class SourceUnavailable(Exception):
-    """A source of figures cannot be read; its reason is shown instead of a value."""
 
 
 @dataclass
@@ -151,42 +161,53 @@ class Snapshot:
         }
 
 
-_HOMES = {
-    "phases": "migration.phases",
-    "stats": "observe.stats",
-    "check": "migration.check",
-    "repair": "migration.repair",
-    "replay_conflicts": "migration.replay_conflicts",
-}
-
-
-def _module(name: str) -> Any:
-    try:
-        return importlib.import_module(f"unistatus.{_HOMES.get(name, name)}")
-    except ImportError as exc:
-        raise SourceUnavailable(f"unistatus.{name} is not installed") from exc
-
-
 def _read(sources: dict[str, str], name: str, fn: Callable[[], T]) -> T | None:
-    """Run one source; on failure record why and return None (unknown)."""
+    """Run one source; when the database cannot answer, record why and return None.
+
+    Only real causes become unknown: a database error, a missing table, a stored value
+    or setting our own checks refuse (a :class:`UnistatusError`). Anything else is a bug
+    and raises.
+    """
     try:
         value = fn()
-    except SourceUnavailable as exc:
-        sources[name] = f"unknown: {exc}"
-        return None
-    except AttributeError as exc:
-        sources[name] = f"unknown: not available yet ({exc})"
-        return None
     except sa.exc.DBAPIError as exc:
         first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         sources[name] = f"unknown: database error: {first}"
         return None
-    except Exception as exc:  # a broken source must not take the dashboard down
-        log.warning("reading %s failed: %s", name, exc, exc_info=True)
+    except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
+        log.warning("reading %s failed: %s", name, exc)
         sources[name] = f"unknown: {type(exc).__name__}: {exc}"
         return None
     sources[name] = "ok"
     return value
+
+
+def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
+    """The consistency rate the alerts judge, and how many rows it leaves out.
+
+    A legacy row of a system whose backfill is not complete yet has no unified row by
+    design; counting it would make every check run during phase 2 look like a
+    consistency collapse and trigger an emergency rollback of a healthy migration.
+    Those ``missing_unified`` rows are left out until that system's backfill completes;
+    every other disagreement counts. Without per-system figures or backfill progress,
+    the report's own rate is used as it is.
+    """
+    report = snap.last_check
+    if not report:
+        return None, 0
+    per_system = report.get("per_system") or {}
+    if not per_system or snap.progress is None:
+        return snap.consistency_rate, 0
+    total = consistent = excluded = 0
+    for system, info in per_system.items():
+        rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
+        missing = int((info.get("inconsistencies") or {}).get("missing_unified") or 0)
+        if not (snap.progress.get(system) or {}).get("complete"):
+            rows -= missing
+            excluded += missing
+        total += rows
+        consistent += good
+    return (consistent / total if total else 1.0), excluded
 
 
 def database_reachable(engine: sa.Engine) -> str | None:
@@ -218,26 +239,22 @@ def collect_snapshot(
     src = snap.sources
 
     def mode() -> str:
-        from unistatus.db.control import get_mode
-
         return get_mode(engine).value
 
     def phase() -> dict[str, Any]:
-        status = _module("phases").phase_status(engine, settings)
-        data: dict[str, Any] = status.as_dict()
+        data: dict[str, Any] = phase_status(engine, settings).as_dict()
         return data
 
     def performance() -> dict[str, Any]:
-        data: dict[str, Any] = _module("stats").window(engine, window_seconds).as_dict()
+        data: dict[str, Any] = window(engine, window_seconds).as_dict()
         return data
 
     def last_check() -> dict[str, Any] | None:
-        report = _module("check").latest_report(engine)
+        report = latest_report(engine)
         return None if report is None else dict(report.as_dict())
 
     def progress() -> dict[str, dict[str, Any]]:
-        raw = _module("backfill").progress(engine, settings)
-        return {_system_name(k): dict(v) for k, v in raw.items()}
+        return {system: dict(info) for system, info in backfill_progress(engine, settings).items()}
 
     snap.mode = _read(src, "mode", mode)
     phase_data = _read(src, "phase", phase)
@@ -247,26 +264,10 @@ def collect_snapshot(
     snap.performance = _read(src, "stats", performance)
     snap.last_check = _read(src, "check", last_check)
     snap.progress = _read(src, "backfill", progress)
-    snap.repair_open = _read(
-        src, "repair_queue", lambda: int(_module("repair").open_repair_count(engine))
-    )
-    snap.quarantine = _read(
-        src, "quarantine", lambda: int(_module("backfill").quarantine_count(engine))
-    )
-    snap.replay_conflicts = _read(
-        src,
-        "replay_conflicts",
-        lambda: int(_module("replay_conflicts").open_conflict_count(engine)),
-    )
+    snap.repair_open = _read(src, "repair_queue", lambda: int(open_repair_count(engine)))
+    snap.quarantine = _read(src, "quarantine", lambda: int(quarantine_count(engine)))
+    snap.replay_conflicts = _read(src, "replay_conflicts", lambda: int(open_conflict_count(engine)))
     return snap
-
-
-def _system_name(key: object) -> str:
-    value = getattr(key, "value", key)
-    try:
-        return LegacySystemType.parse(str(value)).value
-    except Exception:
-        return str(value)
 
 
 # --- Prometheus ---------------------------------------------------------------------
@@ -296,12 +297,6 @@ class SnapshotCollector:
         return []  # described lazily: collect() needs the database
 
     def collect(self) -> Iterator[Any]:
-        from prometheus_client.core import (
-            CounterMetricFamily,
-            GaugeMetricFamily,
-            HistogramMetricFamily,
-        )
-
         snap = collect_snapshot(self.engine, self.settings, window_seconds=self.window_seconds)
         up = GaugeMetricFamily(
             "unistatus_database_up", "1 when the database answers", value=int(snap.database_up)
@@ -331,8 +326,6 @@ class SnapshotCollector:
                 "Consistency rate of the latest check report (0..1)",
                 value=snap.consistency_rate,
             )
-            from unistatus.observe.alerts import judged_consistency
-
             judged, _ = judged_consistency(snap)
             if judged is not None:
                 yield GaugeMetricFamily(
@@ -450,9 +443,6 @@ def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
     gives exactly that across processes (pruning old rows shows up as a counter reset,
     which ``rate()`` handles).
     """
-    _module("stats")  # the table and its flusher come with the stats module
-    from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
-
     s = operation_stats.c
     q = sa.select(
         s.operation,

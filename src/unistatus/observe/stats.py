@@ -23,17 +23,15 @@ import uuid
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.adapter import DualWriteAdapter, OperationEvent
 from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
 from unistatus.errors import InputError, StorageError
-
-if TYPE_CHECKING:
-    from unistatus.adapter.core import DualWriteAdapter, OperationEvent
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
@@ -133,7 +131,7 @@ class OperationStats:
     def record(self, event: OperationEvent) -> None:
         """The observer: fold one event in. Cheap, and never raises into the caller."""
         try:
-            key = (str(event.operation), str(getattr(event.mode, "value", event.mode)))
+            key = (str(event.operation), str(event.mode))
             with self._lock:
                 agg = self._current.get(key)
                 if agg is None:
@@ -337,7 +335,7 @@ def window(
     if operation:
         q = q.where(S.c.operation == operation)
     if mode:
-        q = q.where(S.c.mode == str(getattr(mode, "value", mode)))
+        q = q.where(S.c.mode == str(mode))
     try:
         with engine.connect() as conn:
             row = conn.execute(q).one()
@@ -353,7 +351,7 @@ def window(
         processes=int(row[5]),
         buckets=tuple(int(v) for v in row[6:]),
         operation=operation,
-        mode=str(getattr(mode, "value", mode)) if mode else None,
+        mode=str(mode) if mode else None,
     )
 
 

@@ -11,11 +11,13 @@ from typing import Any
 
 import sqlalchemy as sa
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from unistatus.config import Settings
+from unistatus.observe.alerts import load_states
 from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_snapshot
 
 __all__ = ["frame", "render", "run"]
@@ -186,8 +188,6 @@ def frame(
     alerts: list[dict[str, Any]] = []
     health = None
     if snap.database_up:
-        from unistatus.observe.alerts import load_states
-
         try:
             alerts = [s.as_dict() for s in load_states(engine)]
         except sa.exc.DBAPIError:
@@ -212,8 +212,6 @@ def run(
     if once:
         console.print(frame(engine, settings))
         return
-    from rich.live import Live
-
     with Live(frame(engine, settings), console=console, refresh_per_second=2, screen=False) as live:
         while True:
             time.sleep(interval)

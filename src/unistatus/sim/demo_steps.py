@@ -1,10 +1,10 @@
-"""Demo phases 2 to 4: the rest of the migration, after :mod:`unistatus.sim.demo`'s phase 1.
+"""The demo's steps: the whole migration, phase 1 to 4, each checking what it did.
 
-Backfill under live traffic with progress bars, a full check, the switch to unified
-primary, an emergency rollback drill and the way back, unified only, the archive, the
-reversible cleanup, a rollback drill out of phase 4 after the cleanup, and the way back
-again. Every phase change goes through :func:`unistatus.migration.phases.advance`, so its gates
-are measured from the live data, never forced; each is recorded for the summary.
+Phase 1 prepares a database, seeds legacy rows, validates the mapping, turns dual writes
+on and drives live traffic; then backfill under traffic, a full check, unified primary,
+an emergency rollback drill and the way back, unified only, the archive, the reversible
+cleanup, a rollback drill out of phase 4 and the way back again. Every phase change goes
+through :func:`unistatus.migration.phases.advance` (gates measured, never forced).
 """
 
 from __future__ import annotations
@@ -17,8 +17,30 @@ from typing import Any
 
 from rich.table import Table
 
+from unistatus.backfill import run_backfill
+from unistatus.backfill.bars import backfill_bars
+from unistatus.clock import utcnow
+from unistatus.db import schema
+from unistatus.db.control import get_mode, set_mode
+from unistatus.db.engine import create_engine
+from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode
-from unistatus.sim.demo import PHASE1_STEPS, DemoContext, DemoStep, DemoStepFailed
+from unistatus.migration import phases
+from unistatus.migration.archive import export_archive, record_verified, verify_archive
+from unistatus.migration.check import run_check
+from unistatus.migration.phases import phase_started_at
+from unistatus.migration.repair import run_repair
+from unistatus.migration.retire import legacy_columns_dropped, retire_legacy_columns
+from unistatus.migration.rollback import (
+    emergency_rollback,
+    pending_count,
+    rollback_current_phase,
+)
+from unistatus.observe.stats import OperationStats
+from unistatus.observe.terminal_dashboard import frame
+from unistatus.sim.demo_runner import DemoContext, DemoStep, DemoStepFailed
+from unistatus.sim.seed import id_ranges, seed_legacy
+from unistatus.sim.traffic import run_traffic
 
 ACTOR = "demo"
 
@@ -34,8 +56,6 @@ def _flush_stats(ctx: DemoContext) -> None:
 
 def _advance(ctx: DemoContext, reason: str) -> str:
     """Enter the next phase through its gates (never forced); record the gates."""
-    from unistatus.migration import phases
-
     engine = ctx.require_engine()
     _flush_stats(ctx)
     status = phases.phase_status(engine, ctx.settings)
@@ -59,8 +79,6 @@ def _record_gates(ctx: DemoContext, phase: int, target: int | None, gates: list[
 
 
 def _full_check(ctx: DemoContext, *, since: Any = None) -> str:
-    from unistatus.migration.check import run_check
-
     report = run_check(ctx.require_engine(), ctx.settings, since=since, examples=3)
     ctx.results.setdefault("checks", []).append(report.as_dict())
     detail = f"{report.consistent}/{report.total} consistent ({report.consistency_rate * 100:.3f}%)"
@@ -71,8 +89,6 @@ def _full_check(ctx: DemoContext, *, since: Any = None) -> str:
 
 
 def _traffic(ctx: DemoContext, seconds: float, seed: int) -> str:
-    from unistatus.sim.traffic import run_traffic
-
     report = run_traffic(
         ctx.require_adapter(),
         threads=ctx.threads,
@@ -98,13 +114,111 @@ def _refusals_are_races(report: Any) -> None:
         )
 
 
+# --- phase 1: prepare, seed, dual writes, traffic, consistency ---------------------------
+
+
+def step_prepare(ctx: DemoContext) -> str:
+    ctx.engine = create_engine(ctx.database_url)
+    revision = schema.upgrade(ctx.engine, ctx.settings)
+    return f"{ctx.engine.dialect.name} database at schema revision {revision}"
+
+
+def step_seed(ctx: DemoContext) -> str:
+    engine = ctx.require_engine()
+    before = id_ranges(engine, ctx.settings)
+    counts = seed_legacy(engine, ctx.settings, ctx.rows)
+    after = id_ranges(engine, ctx.settings)
+    # Traffic updates only the rows seeded now, whatever the database held before.
+    ctx.seeded_ranges = {
+        s: (before[s][1] + 1 if s in before else lo, hi)
+        for s, (lo, hi) in after.items()
+        if counts.get(s.value)
+    }
+    ctx.results["seeded"] = counts
+    return ", ".join(f"{n} {s.lower()}" for s, n in counts.items()) + " legacy rows"
+
+
+def step_validate_mapping(ctx: DemoContext) -> str:
+    report = LegacyStatusMapper().validate()
+    ctx.results["mapping"] = report.as_dict()
+    summary = (
+        f"{report.total_mapped}/{report.total_legacy} legacy statuses mapped, "
+        f"{len(report.unified_reachable)}/16 unified reachable"
+    )
+    if not report.ok:
+        raise DemoStepFailed(f"{summary}; problems: {'; '.join(report.problems)}")
+    return summary
+
+
+def step_dual_write(ctx: DemoContext) -> str:
+    engine = ctx.require_engine()
+    old = get_mode(engine)
+    set_mode(
+        engine,
+        DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY,
+        reason="unistatus demo: start dual writes",
+        actor="demo",
+    )
+    return f"{old.value} -> {DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY.value}"
+
+
+def step_traffic(ctx: DemoContext) -> str:
+    adapter = ctx.require_adapter()
+    report = run_traffic(
+        adapter,
+        threads=ctx.threads,
+        seconds=ctx.seconds,
+        existing=ctx.seeded_ranges,
+    )
+    ctx.touched |= report.touched
+    ctx.results["traffic"] = report.as_dict()
+    detail = (
+        f"{report.operations} writes ({report.creates} new, {report.updates} updates) from "
+        f"{ctx.threads} threads in {report.seconds:.1f} s: {report.throughput:.0f}/s, "
+        f"p95 {report.percentile(95):.1f} ms, {report.refused} refused (lost races), "
+        f"{report.errors} errors"
+    )
+    if not report.overall_success:
+        raise DemoStepFailed(f"{detail}; first: {report.error_samples[0]}")
+    if report.operations == 0:
+        raise DemoStepFailed("no traffic ran")
+    return detail
+
+
+def step_consistency(ctx: DemoContext) -> str:
+    adapter = ctx.require_adapter()
+    bad: list[dict[str, Any]] = []
+    for entity_id in sorted(ctx.touched):
+        found = adapter.check_consistency(entity_id)
+        if not found["consistent"]:
+            bad.append(found)
+    ctx.results["inconsistent"] = bad
+    if not ctx.touched:
+        raise DemoStepFailed("no transaction was touched")
+    if bad:
+        first = bad[0]["inconsistencies"][0]
+        raise DemoStepFailed(
+            f"{len(bad)} of {len(ctx.touched)} touched transactions inconsistent; first: "
+            f"{bad[0]['transaction_id']} {first}"
+        )
+    return f"{len(ctx.touched)} of {len(ctx.touched)} touched transactions consistent"
+
+
+PHASE1_STEPS: list[DemoStep] = [
+    DemoStep("prepare database", step_prepare),
+    DemoStep("seed legacy data", step_seed),
+    DemoStep("validate mapping", step_validate_mapping),
+    DemoStep("switch to dual writes", step_dual_write),
+    DemoStep("simulated live traffic", step_traffic),
+    DemoStep("consistency of touched transactions", step_consistency),
+]
+
+
 # --- phase 1: measured entry and statistics -----------------------------------------------
 
 
 def step_enter_phase1(ctx: DemoContext) -> str:
     """Phase 0 -> 1 through its gate (mapping 100%): turns dual writes on."""
-    from unistatus.observe.stats import OperationStats
-
     ctx.results["stats"] = OperationStats(ctx.require_engine(), flush_seconds=1.0).attach(
         ctx.require_adapter()
     )
@@ -112,8 +226,6 @@ def step_enter_phase1(ctx: DemoContext) -> str:
 
 
 def step_check_new(ctx: DemoContext) -> str:
-    from unistatus.migration.phases import phase_started_at
-
     return _full_check(ctx, since=phase_started_at(ctx.require_engine(), 1))
 
 
@@ -125,9 +237,6 @@ def step_enter_phase2(ctx: DemoContext) -> str:
 
 
 def step_backfill(ctx: DemoContext) -> str:
-    from unistatus.backfill import run_backfill
-    from unistatus.backfill.bars import backfill_bars
-
     bars, on_progress = backfill_bars(ctx.console, indent="    ")
     # Small batches so the bars move and live writes interleave with the copy.
     with ctx.background_traffic(seed=2) as traffic, bars:
@@ -161,8 +270,6 @@ def step_traffic_unified_primary(ctx: DemoContext) -> str:
 
 def step_emergency_drill(ctx: DemoContext) -> str:
     """Emergency rollback while traffic runs: every adapter follows within ~1 s."""
-    from unistatus.migration.rollback import emergency_rollback
-
     adapter = ctx.require_adapter()
     with ctx.background_traffic(seed=4) as traffic:
         time.sleep(min(1.0, ctx.seconds / 4))
@@ -188,9 +295,6 @@ def step_emergency_drill(ctx: DemoContext) -> str:
 
 def step_return_after_drill(ctx: DemoContext) -> str:
     """Back to phase 3: dual writes on, repair what legacy-only writes left, gates again."""
-    from unistatus.migration.phases import phase_started_at
-    from unistatus.migration.repair import run_repair
-
     engine = ctx.require_engine()
     steps = [_advance(ctx, "demo: drill over, dual writes back on")]
     repaired = run_repair(
@@ -212,16 +316,10 @@ def step_return_after_drill(ctx: DemoContext) -> str:
 
 
 def step_enter_phase4(ctx: DemoContext) -> str:
-    from unistatus.migration.phases import phase_started_at
-
     engine = ctx.require_engine()
     started = phase_started_at(engine, 3)
     if started is not None:  # the soak time (shortened for the demo) must pass
-        from unistatus.clock import as_utc, utcnow
-
-        wait = (
-            ctx.settings.soak_seconds - (utcnow() - (as_utc(started) or utcnow())).total_seconds()
-        )
+        wait = ctx.settings.soak_seconds - (utcnow() - started).total_seconds()
         if wait > 0:
             _traffic(ctx, wait + 0.2, seed=5)
     _full_check(ctx)
@@ -229,15 +327,11 @@ def step_enter_phase4(ctx: DemoContext) -> str:
 
 
 def step_traffic_unified_only(ctx: DemoContext) -> str:
-    from unistatus.migration.rollback import pending_count
-
     detail = _traffic(ctx, ctx.seconds / 2, seed=6)
     return f"{detail}; {pending_count(ctx.require_engine())} changes recorded for legacy replay"
 
 
 def step_archive(ctx: DemoContext) -> str:
-    from unistatus.migration.archive import export_archive, record_verified, verify_archive
-
     engine = ctx.require_engine()
     directory = Path(tempfile.mkdtemp(prefix="unistatus-archive-")) / "legacy"
     ctx.results["archive_dir"] = directory
@@ -251,8 +345,6 @@ def step_archive(ctx: DemoContext) -> str:
 
 
 def step_retire(ctx: DemoContext) -> str:
-    from unistatus.migration.retire import retire_legacy_columns
-
     result = retire_legacy_columns(
         ctx.require_engine(), ctx.settings, actor=ACTOR, reason="demo: phase 4 cleanup"
     )
@@ -262,11 +354,8 @@ def step_retire(ctx: DemoContext) -> str:
 
 def step_phase4_drill(ctx: DemoContext) -> str:
     """Roll back out of phase 4 after the cleanup: columns back, replay, legacy primary."""
-    from unistatus.migration.phases import rollback_phase
-    from unistatus.migration.retire import legacy_columns_dropped
-
     engine = ctx.require_engine()
-    change = rollback_phase(engine, ctx.settings, actor=ACTOR, reason="demo: phase 4 drill")
+    change = rollback_current_phase(engine, ctx.settings, actor=ACTOR, reason="demo: phase 4 drill")
     ctx.require_adapter().modes.refresh()
     if legacy_columns_dropped(engine, ctx.settings):
         raise DemoStepFailed("the legacy status columns were not restored")
@@ -284,8 +373,6 @@ def step_return_to_phase4(ctx: DemoContext) -> str:
 
 
 def step_dashboard(ctx: DemoContext) -> str:
-    from unistatus.observe.terminal_dashboard import frame
-
     _flush_stats(ctx)
     ctx.console.print(frame(ctx.require_engine(), ctx.settings))
     return "rendered (live: `unistatus dashboard`, web: `unistatus serve`)"
@@ -320,6 +407,7 @@ def _step(name: str, run: Callable[[DemoContext], str]) -> DemoStep:
 
 _PHASE1 = {s.name: s for s in PHASE1_STEPS}
 
+# The whole migration, as `unistatus demo` runs it (see unistatus.sim.demo).
 MIGRATION_STEPS: list[DemoStep] = [
     _PHASE1["prepare database"],
     _PHASE1["seed legacy data"],

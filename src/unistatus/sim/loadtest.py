@@ -32,11 +32,13 @@ import sqlalchemy as sa
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import get_mode, set_mode
+from unistatus.db.control import MODE_KEY, get_mode, set_mode, write_value
 from unistatus.db.dialect import is_in_memory
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
 from unistatus.errors import InputError, UnistatusError
+from unistatus.migration.check import run_check
+from unistatus.migration.rollback import replay_pending
 from unistatus.sim.traffic import valid_path
 
 __all__ = ["LoadTestReport", "RunStats", "percentile", "run_load_test"]
@@ -212,9 +214,6 @@ def _restore(engine: sa.Engine, settings: Settings, previous: DualWriteMode) -> 
     if current is not DualWriteMode.UNIFIED_ONLY or not previous.writes_legacy:
         set_mode(engine, previous, reason="load test finished: mode restored", actor=ACTOR)
         return
-    from unistatus.db.control import MODE_KEY, write_value
-    from unistatus.migration.rollback import replay_pending
-
     reason = "load test finished: UNIFIED_ONLY changes replayed, mode restored"
 
     def finish(conn: sa.Connection, _summary: dict[str, Any]) -> None:
@@ -314,8 +313,6 @@ def _check(engine: sa.Engine, settings: Settings, since: datetime, stats: RunSta
     """
     if not stats.mode.is_dual:
         return
-    from unistatus.migration.check import run_check
-
     report = run_check(engine, settings, since=since, store=False, examples=0)
     stats.consistency_checked = report.total
     stats.inconsistent = report.inconsistent

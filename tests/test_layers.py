@@ -1,0 +1,210 @@
+"""The package's import graph: no cycles, and the low layers never import upwards.
+
+Every ``import unistatus...`` and ``from unistatus... import ...`` of every module under
+``src/unistatus`` is read with :mod:`ast`, at module level and inside functions alike
+(an import inside a function is still an arrow). ``from unistatus.x import y`` points at
+``unistatus.x.y`` when ``y`` is a submodule, else at ``unistatus.x``. The implicit
+"importing a submodule first imports its package" is not an edge: a package's
+``__init__`` importing its own submodules is normal, not a cycle.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+ROOT = "unistatus"
+
+# Known edges the lead removes once the parallel work is merged. Each entry is one
+# (importer, imported) pair; an entry that no longer exists fails the test, so the
+# list cannot go stale.
+ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = {
+    # adapter/core <-> adapter/fast: the adapter split (another part of issue 11)
+    # removes it; delete this entry after merging it.
+    ("unistatus.adapter.fast", "unistatus.adapter.core"),
+}
+ALLOWED_UPWARD: set[tuple[str, str]] = set()
+
+# layer -> the top-level names (modules or subpackages of unistatus) it may import
+LAYERS: dict[str, set[str]] = {
+    "domain": {"domain", "errors", "clock"},
+    "db": {"db", "domain", "errors", "clock", "config", "redact"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted((SRC / ROOT).rglob("*.py"))}
+
+
+def _is_package(path: Path) -> bool:
+    return path.name == "__init__.py"
+
+
+@functools.cache
+def _bound_names(path: Path) -> frozenset[str]:
+    """The names a module binds at its top level (imports, defs, classes, assignments)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+    return frozenset(names)
+
+
+def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package modules ``name`` imports anywhere in its source.
+
+    ``from P import y`` points at the submodule ``P.y`` unless P's ``__init__`` binds
+    ``y`` itself (a function re-exported under a submodule's name is P's attribute).
+    """
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    package = name if _is_package(path) else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == ROOT or alias.name.startswith(ROOT + "."):
+                    found.add(alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            if target != ROOT and not target.startswith(ROOT + "."):
+                continue
+            init = modules.get(target)
+            for alias in node.names:
+                sub = f"{target}.{alias.name}"
+                bound = init is not None and _is_package(init) and alias.name in _bound_names(init)
+                found.add(sub if sub in modules and not bound else target)
+    unknown = found - set(modules)
+    assert not unknown, f"{name} imports modules that do not exist: {sorted(unknown)}"
+    found.discard(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(name, path, modules) for name, path in modules.items()}
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle as a path ``[a, b, ..., a]``, or None (iterative depth-first search)."""
+    WHITE, GREY, BLACK = 0, 1, 2
+    colour = dict.fromkeys(graph, WHITE)
+    for start in sorted(graph):
+        if colour[start] != WHITE:
+            continue
+        stack: list[tuple[str, list[str]]] = [(start, sorted(graph[start]))]
+        colour[start] = GREY
+        while stack:
+            node, todo = stack[-1]
+            if not todo:
+                colour[node] = BLACK
+                stack.pop()
+                continue
+            nxt = todo.pop(0)
+            if colour[nxt] == GREY:
+                path = [n for n, _ in stack]
+                return [*path[path.index(nxt) :], nxt]
+            if colour[nxt] == WHITE:
+                colour[nxt] = GREY
+                stack.append((nxt, sorted(graph[nxt])))
+    return None
+
+
+def _top(name: str) -> str:
+    """``unistatus.db.tables`` -> ``db``; ``unistatus`` -> ``""``."""
+    parts = name.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_the_walk_sees_the_package() -> None:
+    graph = _graph()
+    assert {"unistatus", "unistatus.errors", "unistatus.domain.statuses"} <= set(graph)
+    assert "unistatus.migration.phases" in graph["unistatus.migration.rollback"]
+
+
+def test_the_walk_reads_function_bodies_and_submodules(tmp_path: Path) -> None:
+    source = tmp_path / "mod.py"
+    source.write_text(
+        "from unistatus.db import tables\n"
+        "from unistatus.backfill import progress\n"
+        "def f():\n"
+        "    import unistatus.clock\n"
+        "    from unistatus.migration.check import run_check\n"
+    )
+    found = _imports("unistatus.x.mod", source, _modules())
+    assert found == {
+        "unistatus.db.tables",  # a submodule named in ``from ... import``
+        "unistatus.backfill",  # the function its __init__ binds, not the submodule
+        "unistatus.clock",
+        "unistatus.migration.check",
+    }
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    cycle = _find_cycle(graph)
+    assert cycle is not None and cycle[0] == cycle[-1] and set(cycle) == {"a", "b", "c"}
+    assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_allow_lists_are_not_stale() -> None:
+    graph = _graph()
+    for importer, imported in ALLOWED_CYCLE_EDGES | ALLOWED_UPWARD:
+        assert imported in graph.get(importer, set()), (
+            f"{importer} -> {imported} is gone: delete it from the allow-list"
+        )
+
+
+def test_no_import_cycle() -> None:
+    graph = _graph()
+    for importer, imported in ALLOWED_CYCLE_EDGES:
+        graph[importer].discard(imported)
+    cycle = _find_cycle(graph)
+    if cycle is not None:
+        pytest.fail("import cycle: " + " -> ".join(cycle))
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_low_layers_import_only_downwards(layer: str) -> None:
+    allowed = LAYERS[layer]
+    wrong = sorted(
+        f"{importer} -> {imported}"
+        for importer, imports in _graph().items()
+        if _top(importer) == layer
+        for imported in imports
+        if _top(imported) not in allowed and (importer, imported) not in ALLOWED_UPWARD
+    )
+    assert not wrong, f"{layer}/ may import only {sorted(allowed)}:\n" + "\n".join(wrong)
+
+
+def test_only_the_entry_points_import_the_cli() -> None:
+    wrong = sorted(
+        f"{importer} -> {imported}"
+        for importer, imports in _graph().items()
+        if _top(importer) not in {"cli", "__main__"}
+        for imported in imports
+        if _top(imported) == "cli"
+    )
+    assert not wrong, "only unistatus.cli and unistatus.__main__ import the CLI:\n" + "\n".join(
+        wrong
+    )
