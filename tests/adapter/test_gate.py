@@ -79,7 +79,8 @@ def _waiting_on_row_lock(engine: sa.Engine) -> int:
     so polling it inside one would see the same answer for ever."""
     q = sa.text(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND wait_event IN ('transactionid', 'tuple') AND pid <> pg_backend_pid()"
+        "AND wait_event IN ('transactionid', 'tuple') AND pid <> pg_backend_pid() "
+        "AND datname = current_database()"
     )
     with engine.connect() as conn:
         return int(conn.execute(q).scalar_one())

@@ -145,7 +145,8 @@ def _waiting_on_chunks(engine: sa.Engine) -> int:
             conn.execute(
                 sa.text(
                     "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'relation' "
-                    "AND relation = 'unistatus_backfill_chunks'::regclass"
+                    "AND relation = 'unistatus_backfill_chunks'::regclass "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
                 )
             ).scalar_one()
         )
