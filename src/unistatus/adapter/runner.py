@@ -30,6 +30,7 @@ from unistatus.errors import StorageError, UnistatusError
 
 __all__ = ["MAX_ATTEMPTS", "Fast", "Runner", "Work"]
 
+# The adapter's one logger: its messages kept their logger name through the split.
 log = logging.getLogger("unistatus.adapter.core")
 MAX_ATTEMPTS = 4
 # The locked path: the operation inside a write transaction, under a mode, with its id.

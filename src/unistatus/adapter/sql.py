@@ -21,6 +21,9 @@ A guarded statement writes nothing when the stored mode is no longer the one the
 was planned under; the adapter then retries under the new mode. Its snapshot is taken
 after the mode lock was granted (by an earlier statement of the same transaction), so
 it sees any switch that committed before.
+
+The rows they insert are the ones :mod:`unistatus.adapter.writes` defines (history,
+unified and legacy rows), with bind parameters in place of values.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ __all__ = [
     "unified_row",
 ]
 
+# The adapter's one logger: its messages kept their logger name through the split.
 log = logging.getLogger("unistatus.adapter.core")
 U = unified_transactions
 

@@ -255,8 +255,8 @@ def _jsonable(row: Mapping[str, Any] | None, names: tuple[str, ...]) -> dict[str
     return out
 
 
-_L_AUDIT = ("status", "user_id", "amount", "currency")
-_U_AUDIT = ("status", "legacy_status", "user_id", "amount", "currency")
+_L_AUDIT = ("status", *DATA_COLUMNS)
+_U_AUDIT = ("status", "legacy_status", *DATA_COLUMNS)
 
 
 class _Repairer:
