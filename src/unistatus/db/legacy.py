@@ -15,11 +15,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import LegacyTableSpec, Settings
+from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError, ModeError, StorageError
 
-# What a transaction carries on both sides: copied into its unified row (and compared).
-DATA_COLUMNS = ("user_id", "amount", "currency")
+# What a transaction carries on both sides: copied into its unified row, and compared
+# with it by the consistency rule (whose list this is).
+DATA_COLUMNS = SHARED_FIELDS
 # Every legacy column unistatus works with, under its own names (each configurable in
 # LegacyTableSpec), in the order a legacy row is read (legacy_select).
 LEGACY_COLUMNS = ("id", "status", *DATA_COLUMNS, "created_at", "updated_at")
