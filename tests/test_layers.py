@@ -19,14 +19,9 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 ROOT = "unistatus"
 
-# Known edges the lead removes once the parallel work is merged. Each entry is one
-# (importer, imported) pair; an entry that no longer exists fails the test, so the
-# list cannot go stale.
-ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = {
-    # adapter/core <-> adapter/fast: the adapter split (another part of issue 11)
-    # removes it; delete this entry after merging it.
-    ("unistatus.adapter.fast", "unistatus.adapter.core"),
-}
+# Known exceptions, one (importer, imported) pair each; an entry that no longer exists
+# fails the test, so the lists cannot go stale. Both are empty: keep them that way.
+ALLOWED_CYCLE_EDGES: set[tuple[str, str]] = set()
 ALLOWED_UPWARD: set[tuple[str, str]] = set()
 
 # layer -> the top-level names (modules or subpackages of unistatus) it may import

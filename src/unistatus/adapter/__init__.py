@@ -1,4 +1,11 @@
-"""The dual-write adapter: the one way an application writes a status during the migration."""
+"""The dual-write adapter: the one way an application writes a status during the migration.
+
+``core`` is the facade (:class:`DualWriteAdapter`); ``plan`` decides, ``rows`` reads and
+locks, ``writes`` writes under the locks (and builds every unified and history row),
+``create`` creates, ``fast`` is the one- or two-round-trip path, ``runner`` runs the
+attempts, ``admission`` queues writes fairly, ``sql`` holds the prepared statements,
+``keys`` the idempotency keys and ``model`` the values they all share.
+"""
 
 from unistatus.adapter.core import *  # noqa: F403
 from unistatus.adapter.core import __all__ as __all__

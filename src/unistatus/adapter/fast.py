@@ -1,6 +1,7 @@
 """The adapter's one- or two-round-trip status change on PostgreSQL.
 
-The locked path (:meth:`DualWriteAdapter._run`'s transaction) costs four round trips
+The locked path (:mod:`unistatus.adapter.writes`, in :mod:`unistatus.adapter.runner`'s
+transaction) costs four round trips
 per status change: BEGIN, the locking SELECT, the write, COMMIT. On a busy host the
 round trips, not the SQL, are most of a write's time. This path costs two, or one, in
 autocommit:
@@ -8,7 +9,7 @@ autocommit:
 1. know the entity's state: what this adapter last wrote to it (a bounded cache of
    recent writes, ``settings.state_cache_size``), else read the legacy row (and its
    unified row) without locks: a second round trip;
-2. plan the change in Python, exactly as the locked path does;
+2. plan the change in Python, exactly as the locked path does (the caller's planner);
 3. one statement (:meth:`HotStatements.guarded_dual_write`) that takes the mode lock and
    reads the mode afresh (``unistatus_locked_mode()``, revision 0007), locks both rows,
    re-checks that they still hold the state the plan was made from (legacy status;
@@ -18,7 +19,8 @@ autocommit:
 If anything moved in between (the mode, either row, a cached state gone stale), the
 statement writes nothing: after a cached state, the change is tried once more from a
 fresh read, and then the adapter takes the locked path, which reads and decides again
-under its locks. A lost race costs time, never correctness. Whatever the locked path must decide for real
+under its locks. A lost race costs time, never correctness. Whatever the locked path
+must decide for real
 goes to it directly: a refusal (invalid transition, unknown status), a no-op, a row
 not backfilled yet, ``primary_wins`` (a savepoint between the sides), UNIFIED_ONLY.
 
@@ -32,38 +34,43 @@ the change already made is a no-op.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.adapter.model import Entity, Plan, WriteLost
+from unistatus.adapter.model import Entity, Fallback, Plan, WriteLost
+from unistatus.adapter.plan import one_statement
+from unistatus.adapter.sql import HotStatements
+from unistatus.adapter.writes import one_statement_params
 from unistatus.db.prepared import Prepared
 from unistatus.domain.ids import EntityRef, LegacyRef
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.domain.transitions import TransitionKind
 from unistatus.errors import UnistatusError
 
-if TYPE_CHECKING:
-    from unistatus.adapter.core import DualWriteAdapter
-
-__all__ = ["FastStatusWriter", "has_locked_mode_function"]
+__all__ = ["FastStatusWriter"]
 
 Key = tuple[LegacySystemType, int]
 
 
-def has_locked_mode_function(conn: sa.Connection) -> bool:
-    """Whether revision 0007's ``unistatus_locked_mode()`` exists (PostgreSQL)."""
-    found = conn.execute(sa.select(sa.func.to_regprocedure("unistatus_locked_mode()")))
-    return found.scalar() is not None
-
-
 class FastStatusWriter:
-    """Status changes in two autocommit round trips, for one adapter (see the module)."""
+    """Status changes in two autocommit round trips, for one adapter (see the module).
 
-    def __init__(self, adapter: DualWriteAdapter, cache_size: int = 0) -> None:
-        self.adapter = adapter
+    Works with the adapter's ``engine`` (its pool), its prepared ``statements`` and its
+    ``fallback``; the caller hands each change its plan as a function of the state read.
+    """
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        statements: HotStatements,
+        fallback: Fallback,
+        cache_size: int = 0,
+    ) -> None:
+        self.hot = statements
+        self.fallback: Fallback = fallback
         # The adapter's pool, checked out in autocommit (and reset on return).
-        self.engine = adapter.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         # State after this adapter's last write to an entity, oldest first. Only ever a
         # guess: the guarded write checks it. (dict operations are atomic under the GIL;
         # eviction may race, which at worst drops one more entry.)
@@ -123,7 +130,9 @@ class FastStatusWriter:
         except UnistatusError:
             return None, None  # refused on unlocked data: the locked path confirms or not
         p.operation_id = op_id
-        if p.kind is TransitionKind.NOOP or not self.adapter._one_statement(p):
+        if p.kind is TransitionKind.NOOP or not one_statement(
+            p, self.hot.ops.supports_dml_cte, self.fallback
+        ):
             return None, None
         found = self._write(conn, p)
         if found is not None:
@@ -160,15 +169,14 @@ class FastStatusWriter:
                 break
 
     def _eligible(self, mode: DualWriteMode, system: LegacySystemType) -> bool:
-        a = self.adapter
-        if not mode.writes_legacy or a.legacy[system].status is None:
+        if not mode.writes_legacy or self.hot.legacy[system].status is None:
             return False
-        return not mode.writes_unified or a.fallback == "strict"
+        return not mode.writes_unified or self.fallback == "strict"
 
     def _read(
         self, conn: sa.Connection, system: LegacySystemType, legacy_id: int, mode: DualWriteMode
     ) -> Entity | None:
-        hot = self.adapter.hot
+        hot = self.hot
         read = hot.read_both(system) if mode.writes_unified else hot.read_legacy(system)
         rows = read.rows(conn, {"p_legacy_id": legacy_id})
         # None: no legacy row, or (dual modes) no unified row yet.
@@ -177,14 +185,14 @@ class FastStatusWriter:
     def _write(self, conn: sa.Connection, p: Plan) -> Entity | None:
         """The guarded statement: None when it wrote, else the state it found instead
         (unlocked, as of its start; an entity without rows if they are gone)."""
-        a, e = self.adapter, p.entity
+        hot, e = self.hot, p.entity
         assert e.legacy is not None and e.legacy_id is not None
         params: dict[str, Any] = {
-            **a._one_statement_params(p),
+            **one_statement_params(p),
             "p_src_legacy": e.legacy["status"],
         }
         if not p.mode.writes_unified:
-            rows = _sent(a.hot.guarded_legacy_write(e.system), conn, params)
+            rows = _sent(hot.guarded_legacy_write(e.system), conn, params)
             if rows and rows[0][0] == 1:
                 return None
             legacy = {"status": rows[0][1]} if rows else None
@@ -193,7 +201,7 @@ class FastStatusWriter:
         params["p_src_status"] = e.unified["status"]
         params["p_src_unified_legacy"] = e.unified["legacy_status"]
         params["p_version"] = e.unified["version"]
-        rows = _sent(a.hot.guarded_dual_write(e.system), conn, params)
+        rows = _sent(hot.guarded_dual_write(e.system), conn, params)
         if rows and rows[0][0] == 1:
             return None
         if not rows:

@@ -1,17 +1,17 @@
 """What the DualWriteAdapter hands out and works with: results, events, entities, plans.
 
-Kept apart from :mod:`unistatus.adapter.core` (the write protocol) and
-:mod:`unistatus.adapter.fast` (its two-round-trip path), which both use them.
+The bottom of the adapter package: every other module of it uses these, and this
+module uses none of them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from unistatus.adapter.sql import LEGACY_KEYS, UNIFIED_LOCK_KEYS
 from unistatus.clock import utcnow
+from unistatus.db.legacy import LEGACY_COLUMNS
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import (
     DualWriteMode,
@@ -21,7 +21,22 @@ from unistatus.domain.statuses import (
 )
 from unistatus.domain.transitions import TransitionKind
 
-__all__ = ["DualWriteResult", "Entity", "ModeChanged", "OperationEvent", "Plan", "WriteLost"]
+__all__ = [
+    "UNIFIED_LOCK_KEYS",
+    "DualWriteResult",
+    "Entity",
+    "Fallback",
+    "ModeChanged",
+    "OperationEvent",
+    "Plan",
+    "WriteLost",
+]
+
+# What a dual write does when its secondary side fails: roll all back, or keep the
+# primary side and queue a repair.
+Fallback = Literal["strict", "primary_wins"]
+# What a write needs of the unified row it locks (fewer columns: less to fetch and decode).
+UNIFIED_LOCK_KEYS = ("id", "status", "legacy_status", "version")
 
 
 @dataclass
@@ -117,10 +132,10 @@ class Entity:
 
     @classmethod
     def from_row(cls, system: LegacySystemType, legacy_id: int, row: Sequence[Any]) -> Entity:
-        """From a ``lock_legacy`` / ``read_legacy`` row (LEGACY_KEYS), or a ``lock_both``
-        / ``read_both`` row (LEGACY_KEYS then UNIFIED_LOCK_KEYS)."""
-        n = len(LEGACY_KEYS)
-        legacy = dict(zip(LEGACY_KEYS, row[:n], strict=True))
+        """From a ``lock_legacy`` / ``read_legacy`` row (LEGACY_COLUMNS), or a ``lock_both``
+        / ``read_both`` row (LEGACY_COLUMNS then UNIFIED_LOCK_KEYS)."""
+        n = len(LEGACY_COLUMNS)
+        legacy = dict(zip(LEGACY_COLUMNS, row[:n], strict=True))
         unified = dict(zip(UNIFIED_LOCK_KEYS, row[n:], strict=True)) if len(row) > n else None
         return cls(system, legacy_id, legacy, unified)
 

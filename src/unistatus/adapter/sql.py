@@ -21,6 +21,9 @@ A guarded statement writes nothing when the stored mode is no longer the one the
 was planned under; the adapter then retries under the new mode. Its snapshot is taken
 after the mode lock was granted (by an earlier statement of the same transaction), so
 it sees any switch that committed before.
+
+The rows they insert are the ones :mod:`unistatus.adapter.writes` defines (history,
+unified and legacy rows), with bind parameters in place of values.
 """
 
 from __future__ import annotations
@@ -30,25 +33,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.adapter.model import UNIFIED_LOCK_KEYS
+from unistatus.adapter.writes import HISTORY_KEYS, history_values, legacy_row, unified_row
 from unistatus.db.control import DEFAULT_MODE, MODE_KEY
 from unistatus.db.dialect import DialectOps
-from unistatus.db.legacy import LegacyTable
+from unistatus.db.legacy import DATA_COLUMNS, LegacyTable, legacy_select, legacy_status_column
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import migration_control, status_history
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.domain.ids import utx_id_sql
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.errors import ModeError
 
-__all__ = [
-    "HISTORY_KEYS",
-    "LEGACY_KEYS",
-    "UNIFIED_LOCK_KEYS",
-    "HotStatements",
-    "legacy_select",
-    "legacy_status_column",
-]
+__all__ = ["HotStatements"]
 
 # The stored mode as SQL (a missing row means LEGACY_ONLY, as control.read_mode says).
 MODE_STORED = sa.func.coalesce(
@@ -62,48 +59,6 @@ MODE_STORED = sa.func.coalesce(
 # read or locked: the advisory lock is always taken before row locks (as a mode switch
 # takes them), and the mode it returns is the one no switch can change until commit.
 LOCKED_MODE = sa.select(sa.func.unistatus_locked_mode(type_=sa.Text)).scalar_subquery()
-LEGACY_KEYS = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
-# What a write needs of the unified row it locks (fewer columns: less to fetch and decode).
-UNIFIED_LOCK_KEYS = ("id", "status", "legacy_status", "version")
-HISTORY_KEYS = (
-    "transaction_id",
-    "legacy_system",
-    "legacy_id",
-    "from_status",
-    "to_status",
-    "from_legacy_status",
-    "to_legacy_status",
-    "reason",
-    "triggered_by",
-    "meta",
-    "operation_id",
-    "mode",
-    "override",
-    "created_at",
-)
-
-
-def legacy_status_column(lt: LegacyTable) -> sa.Column[str]:
-    """The legacy status column; a clear ModeError once retirement has dropped it."""
-    if lt.status is None:
-        raise ModeError(
-            f"the status column of legacy table {lt.name!r} has been retired; run "
-            "`unistatus retire legacy-columns --undo` before writing legacy again"
-        )
-    return lt.status
-
-
-def legacy_select(lt: LegacyTable) -> sa.Select[Any]:
-    """The legacy row under unistatus's column names (LEGACY_KEYS)."""
-    return sa.select(
-        lt.id.label("id"),
-        legacy_status_column(lt).label("status"),
-        lt.user_id.label("user_id"),
-        lt.amount.label("amount"),
-        lt.currency.label("currency"),
-        lt.created_at.label("created_at"),
-        lt.updated_at.label("updated_at"),
-    )
 
 
 class HotStatements:
@@ -117,12 +72,24 @@ class HotStatements:
         *,
         locked_mode: bool = False,
     ) -> None:
-        self.legacy = legacy
         self.ops = ops
         self.dialect = dialect
         # unistatus_locked_mode() is installed: guards take the mode lock themselves.
         self.locked_mode = locked_mode
-        self._cache: dict[tuple[str, LegacySystemType | None], Prepared] = {}
+        # The tables and the statements built on them, swapped together by reload().
+        self._state: tuple[
+            dict[LegacySystemType, LegacyTable], dict[tuple[str, LegacySystemType | None], Prepared]
+        ] = (legacy, {})
+
+    @property
+    def legacy(self) -> dict[LegacySystemType, LegacyTable]:
+        """The legacy tables the statements are built on."""
+        return self._state[0]
+
+    def reload(self, legacy: dict[LegacySystemType, LegacyTable]) -> None:
+        """Build on newly reflected tables from now on (a statement being built on the
+        old ones meanwhile is used once, then dropped with the old cache)."""
+        self._state = (legacy, {})
 
     def _get(
         self,
@@ -131,17 +98,13 @@ class HotStatements:
         build: Callable[[], Any],
     ) -> Prepared:
         key = (name, system)
-        prepared = self._cache.get(key)
+        cache = self._state[1]
+        prepared = cache.get(key)
         if prepared is None:  # a race only builds the same statement twice
-            prepared = self._cache[key] = Prepared(build(), self.dialect)
+            prepared = cache[key] = Prepared(build(), self.dialect)
         return prepared
 
     # --- locking ----------------------------------------------------------------------
-
-    def mode_lock(self) -> Prepared | None:
-        """The shared mode lock as its own statement (None where the dialect needs none)."""
-        stmt = self.ops.mode_shared_lock_statement()
-        return None if stmt is None else self._get("mode_lock", None, lambda: stmt)
 
     def lock_legacy(self, system: LegacySystemType) -> Prepared:
         def build() -> Any:
@@ -152,7 +115,7 @@ class HotStatements:
         return self._get("lock_legacy", system, build)
 
     def lock_both(self, system: LegacySystemType) -> Prepared:
-        """Legacy row and its unified row, both locked: LEGACY_KEYS + u_UNIFIED_LOCK_KEYS.
+        """Legacy row and its unified row, both locked: LEGACY_COLUMNS + u_UNIFIED_LOCK_KEYS.
 
         Both rows are locked, so PostgreSQL re-reads both at their latest committed
         versions after waiting (a joined row that is only read could be stale).
@@ -165,7 +128,7 @@ class HotStatements:
         )
 
     def _both_select(self, system: LegacySystemType) -> sa.Select[Any]:
-        """The legacy row joined to its unified row: LEGACY_KEYS + u_UNIFIED_LOCK_KEYS."""
+        """The legacy row joined to its unified row: LEGACY_COLUMNS + u_UNIFIED_LOCK_KEYS."""
         lt = self.legacy[system]
         return (
             legacy_select(lt)
@@ -238,7 +201,7 @@ class HotStatements:
     # --- the two-round-trip path (PostgreSQL) -----------------------------------------
 
     def read_legacy(self, system: LegacySystemType) -> Prepared:
-        """The legacy row, unlocked: LEGACY_KEYS."""
+        """The legacy row, unlocked: LEGACY_COLUMNS."""
 
         def build() -> Any:
             lt = self.legacy[system]
@@ -247,7 +210,7 @@ class HotStatements:
         return self._get("read_legacy", system, build)
 
     def read_both(self, system: LegacySystemType) -> Prepared:
-        """The legacy row and its unified row, unlocked: LEGACY_KEYS + u_UNIFIED_LOCK_KEYS."""
+        """The legacy row and its unified row, unlocked: LEGACY_COLUMNS + u_UNIFIED_LOCK_KEYS."""
         return self._get("read_both", system, lambda: self._both_select(system))
 
     def guarded_legacy_write(self, system: LegacySystemType) -> Prepared:
@@ -406,24 +369,14 @@ class HotStatements:
 
     def _legacy_insert(self, system: LegacySystemType) -> Any:
         lt = self.legacy[system]
-        now = sa.bindparam("c_now", type_=lt.created_at.type)
-        values = sa.select(
-            sa.bindparam("c_user_id", type_=lt.user_id.type),
-            sa.bindparam("c_amount", type_=lt.amount.type),
-            sa.bindparam("c_currency", type_=lt.currency.type),
-            sa.bindparam("c_legacy_status", type_=sa.String),
-            now,
-            now,
-        ).where(self._mode_guard() == sa.bindparam("p_mode"))
-        columns: list[Any] = [
-            lt.user_id,
-            lt.amount,
-            lt.currency,
-            legacy_status_column(lt),
-            lt.created_at,
-            lt.updated_at,
-        ]
-        return sa.insert(lt.table).from_select(columns, values).returning(lt.id)
+        row = legacy_row(
+            lt,
+            data={n: sa.bindparam(f"c_{n}", type_=lt.column(n).type) for n in DATA_COLUMNS},
+            status=sa.bindparam("c_legacy_status", type_=sa.String),
+            now=sa.bindparam("c_now", type_=lt.created_at.type),
+        )
+        values = sa.select(*row.values()).where(self._mode_guard() == sa.bindparam("p_mode"))
+        return sa.insert(lt.table).from_select(list(row), values).returning(lt.id)
 
     def create_dual(self, system: LegacySystemType, *, keyed: bool = False) -> Prepared:
         """Guarded legacy INSERT + unified INSERT + first history row, in one statement.
@@ -437,67 +390,51 @@ class HotStatements:
         def build() -> Any:
             legacy_cte = self._legacy_insert(system).cte("legacy_insert")
             now = sa.bindparam("c_now", type_=U.c.created_at.type)
-            meta = sa.bindparam("c_meta", type_=U.c.meta.type)
-            unified_values = sa.select(
-                utx_id_sql(system, legacy_cte.c.id),
-                sa.literal(system.transaction_type.value),
-                sa.literal(system.value),
-                legacy_cte.c.id,
-                sa.bindparam("c_user_id", type_=U.c.user_id.type),
-                sa.bindparam("c_amount", type_=U.c.amount.type),
-                sa.bindparam("c_currency", type_=U.c.currency.type),
-                sa.bindparam("c_status", type_=U.c.status.type),
-                sa.bindparam("c_legacy_status", type_=U.c.legacy_status.type),
-                sa.literal(1),
-                sa.literal("dual_write"),
-                meta,
-                now,
-                now,
-            ).select_from(legacy_cte)
+            unified = unified_row(
+                system,
+                utx_id=utx_id_sql(system, legacy_cte.c.id),
+                legacy_id=legacy_cte.c.id,
+                data={n: sa.bindparam(f"c_{n}", type_=U.c[n].type) for n in DATA_COLUMNS},
+                status=sa.bindparam("c_status", type_=U.c.status.type),
+                legacy_status=sa.bindparam("c_legacy_status", type_=U.c.legacy_status.type),
+                origin="dual_write",
+                meta=sa.bindparam("c_meta", type_=U.c.meta.type),
+                created_at=now,
+                updated_at=now,
+                literal=sa.literal,
+            )
             unified_cte = (
                 sa.insert(U)
                 .from_select(
-                    [
-                        U.c.id,
-                        U.c.transaction_type,
-                        U.c.legacy_system,
-                        U.c.legacy_id,
-                        U.c.user_id,
-                        U.c.amount,
-                        U.c.currency,
-                        U.c.status,
-                        U.c.legacy_status,
-                        U.c.version,
-                        U.c.origin,
-                        U.c.meta,
-                        U.c.created_at,
-                        U.c.updated_at,
-                    ],
-                    unified_values,
+                    [U.c[k] for k in unified],
+                    sa.select(*unified.values()).select_from(legacy_cte),
                 )
                 .returning(U.c.id, U.c.legacy_id)
                 .cte("unified_insert")
             )
             H = status_history
-            history_values = sa.select(
-                unified_cte.c.id,
-                sa.literal(system.value),
-                unified_cte.c.legacy_id,
-                sa.null(),
-                sa.bindparam("c_status", type_=H.c.to_status.type),
-                sa.null(),
-                sa.bindparam("c_legacy_status", type_=H.c.to_legacy_status.type),
-                sa.literal("created"),
-                sa.bindparam("c_triggered_by", type_=H.c.triggered_by.type),
-                sa.bindparam("c_meta", type_=H.c.meta.type),
-                sa.bindparam("c_operation_id", type_=H.c.operation_id.type),
-                sa.bindparam("p_mode", type_=H.c.mode.type),
-                sa.false(),
-                sa.bindparam("c_now", type_=H.c.created_at.type),
-            ).select_from(unified_cte)
+            history = history_values(
+                transaction_id=unified_cte.c.id,
+                legacy_system=sa.literal(system.value),
+                legacy_id=unified_cte.c.legacy_id,
+                from_status=sa.null(),
+                to_status=sa.bindparam("c_status", type_=H.c.to_status.type),
+                from_legacy_status=sa.null(),
+                to_legacy_status=sa.bindparam("c_legacy_status", type_=H.c.to_legacy_status.type),
+                reason=sa.literal("created"),
+                triggered_by=sa.bindparam("c_triggered_by", type_=H.c.triggered_by.type),
+                meta=sa.bindparam("c_meta", type_=H.c.meta.type),
+                operation_id=sa.bindparam("c_operation_id", type_=H.c.operation_id.type),
+                mode=sa.bindparam("p_mode", type_=H.c.mode.type),
+                override=sa.false(),
+                created_at=sa.bindparam("c_now", type_=H.c.created_at.type),
+            )
             history_cte = (
                 sa.insert(H)
-                .from_select([H.c[k] for k in HISTORY_KEYS], history_values)
+                .from_select(
+                    [H.c[k] for k in history],
+                    sa.select(*history.values()).select_from(unified_cte),
+                )
                 .returning(H.c.id)
                 .cte("history_insert")
             )

@@ -23,10 +23,10 @@ import sqlalchemy as sa
 from unistatus.backfill.control import paused_clause
 from unistatus.backfill.plan import DONE, PENDING
 from unistatus.backfill.statements import (
-    ORIGIN,
     QUARANTINE_COLUMNS,
-    UNIFIED_COLUMNS,
+    backfilled_row,
     in_range,
+    insert_select,
     mapped_status,
     quarantine_insert,
     requarantine,
@@ -35,13 +35,12 @@ from unistatus.backfill.statements import (
     unmappable_reason,
 )
 from unistatus.db.dialect import DialectOps
-from unistatus.db.legacy import LegacyTable
+from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import UTC
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_quarantine as Q
-from unistatus.domain.ids import utx_id_sql
 
 START = sa.bindparam("bf_start", type_=sa.BigInteger)
 END = sa.bindparam("bf_end", type_=sa.BigInteger)
@@ -146,9 +145,7 @@ class ChunkCopier:
         src = (
             sa.select(
                 lt.id.label("id"),
-                lt.user_id.label("user_id"),
-                lt.amount.label("amount"),
-                lt.currency.label("currency"),
+                *(lt.column(name).label(name) for name in DATA_COLUMNS),
                 status_column(lt).label("raw"),
                 mapped_status(lt).label("mapped"),
                 lt.created_at.label("created_at"),
@@ -157,25 +154,17 @@ class ChunkCopier:
             .select_from(lt.table.join(claim, in_range(lt, claim.c.start_id, claim.c.end_id)))
             .cte("src")
         )
-        ins_select = sa.select(
-            utx_id_sql(system, src.c.id),
-            sa.literal(system.transaction_type.value, sa.String),
-            sa.literal(system.value, sa.String),
-            src.c.id,
-            src.c.user_id,
-            src.c.amount,
-            src.c.currency,
-            src.c.mapped,
-            src.c.raw,
-            sa.literal(1, sa.Integer),
-            sa.literal(ORIGIN, sa.String),
-            src.c.created_at,
-            src.c.updated_at,
-        ).where(src.c.mapped.is_not(None))
+        legacy = {
+            "id": src.c.id,
+            "status": src.c.raw,
+            **{name: src.c[name] for name in DATA_COLUMNS},
+            "created_at": src.c.created_at,
+            "updated_at": src.c.updated_at,
+        }
         ins = (
-            ops.insert(U)
-            .from_select(UNIFIED_COLUMNS, ins_select)
-            .on_conflict_do_nothing()
+            insert_select(
+                ops, backfilled_row(system, legacy, src.c.mapped), src.c.mapped.is_not(None)
+            )
             .returning(U.c.id)
             .cte("ins")
         )

@@ -8,12 +8,14 @@ unmappable rows of the same range. Nothing loops over rows in Python.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.adapter.writes import unified_row
 from unistatus.db.dialect import DialectOps
-from unistatus.db.legacy import LegacyTable
+from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.domain.ids import utx_id_sql
@@ -29,21 +31,6 @@ WRONG_CASE = "wrong_case"
 UNKNOWN_STATUS = "unknown_status"
 
 
-UNIFIED_COLUMNS = [
-    U.c.id,
-    U.c.transaction_type,
-    U.c.legacy_system,
-    U.c.legacy_id,
-    U.c.user_id,
-    U.c.amount,
-    U.c.currency,
-    U.c.status,
-    U.c.legacy_status,
-    U.c.version,
-    U.c.origin,
-    U.c.created_at,
-    U.c.updated_at,
-]
 QUARANTINE_COLUMNS = [
     Q.c.system,
     Q.c.legacy_id,
@@ -76,30 +63,41 @@ def in_range(lt: LegacyTable, start_id: Any, end_id: Any) -> sa.ColumnElement[bo
     return lt.id.between(start_id, end_id)
 
 
+def backfilled_row(
+    system: LegacySystemType, legacy: Mapping[str, Any], mapped: Any
+) -> dict[str, Any]:
+    """The unified row of each legacy row, as SQL (:func:`unistatus.adapter.writes.unified_row`):
+    ``legacy`` holds the legacy columns under LEGACY_COLUMNS names, ``mapped`` the status."""
+    return unified_row(
+        system,
+        utx_id=utx_id_sql(system, legacy["id"]),
+        legacy_id=legacy["id"],
+        data=legacy,
+        status=mapped,
+        legacy_status=legacy["status"],
+        origin=ORIGIN,
+        created_at=legacy["created_at"],
+        updated_at=legacy["updated_at"],
+        literal=sa.literal,
+    )
+
+
+def insert_select(ops: DialectOps, row: Mapping[str, Any], *where: Any) -> Any:
+    """INSERT INTO unified_transactions SELECT ``row`` WHERE ... ON CONFLICT DO NOTHING."""
+    select = sa.select(*row.values()).where(*where)
+    return ops.insert(U).from_select([U.c[k] for k in row], select).on_conflict_do_nothing()
+
+
 def unified_insert(ops: DialectOps, lt: LegacyTable, where: sa.ColumnElement[bool]) -> Any:
     """INSERT INTO unified_transactions SELECT <mapped legacy rows> ON CONFLICT DO NOTHING.
 
     A unified row that already exists was written by the adapter (or an earlier run) and
     is at least as new as this copy, so it is never overwritten.
     """
-    system = lt.system
     status = mapped_status(lt)
-    select = sa.select(
-        utx_id_sql(system, lt.id),
-        sa.literal(system.transaction_type.value, sa.String),
-        sa.literal(system.value, sa.String),
-        lt.id,
-        lt.user_id,
-        lt.amount,
-        lt.currency,
-        status,
-        status_column(lt),
-        sa.literal(1, sa.Integer),
-        sa.literal(ORIGIN, sa.String),
-        lt.created_at,
-        lt.updated_at,
-    ).where(where, status.is_not(None))
-    return ops.insert(U).from_select(UNIFIED_COLUMNS, select).on_conflict_do_nothing()
+    legacy = {name: lt.column(name) for name in LEGACY_COLUMNS if name != "status"}
+    row = backfilled_row(lt.system, {**legacy, "status": status_column(lt)}, status)
+    return insert_select(ops, row, where, status.is_not(None))
 
 
 def unmappable_reason(system: LegacySystemType, raw: sa.ColumnElement[Any]) -> sa.Case[Any]:

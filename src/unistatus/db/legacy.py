@@ -2,7 +2,9 @@
 
 Names come from :class:`unistatus.config.LegacyTableSpec` and are checked against the
 database by reflection; SQL is then built from the reflected ``Column`` objects, so no
-configured name is ever pasted into SQL text.
+configured name is ever pasted into SQL text. The list of legacy columns unistatus
+works with (:data:`LEGACY_COLUMNS`, :data:`DATA_COLUMNS`) and the one way to read a
+legacy row (:func:`legacy_select`) live here.
 """
 
 from __future__ import annotations
@@ -13,10 +15,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import LegacyTableSpec, Settings
+from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.errors import ConfigError, StorageError
+from unistatus.errors import ConfigError, ModeError, StorageError
 
-REQUIRED = ("id", "status", "user_id", "amount", "currency", "created_at", "updated_at")
+# What a transaction carries on both sides: copied into its unified row, and compared
+# with it by the consistency rule (whose list this is).
+DATA_COLUMNS = SHARED_FIELDS
+# Every legacy column unistatus works with, under its own names (each configurable in
+# LegacyTableSpec), in the order a legacy row is read (legacy_select).
+LEGACY_COLUMNS = ("id", "status", *DATA_COLUMNS, "created_at", "updated_at")
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,29 @@ class LegacyTable:
     @property
     def name(self) -> str:
         return self.table.name
+
+    def column(self, name: str) -> sa.Column[Any]:
+        """The column playing role ``name`` (one of LEGACY_COLUMNS); the status column
+        through :func:`legacy_status_column`, which says so clearly once it is retired."""
+        if name == "status":
+            return legacy_status_column(self)
+        column: sa.Column[Any] = getattr(self, name)
+        return column
+
+
+def legacy_status_column(lt: LegacyTable) -> sa.Column[str]:
+    """The legacy status column; a clear ModeError once retirement has dropped it."""
+    if lt.status is None:
+        raise ModeError(
+            f"the status column of legacy table {lt.name!r} has been retired; run "
+            "`unistatus retire legacy-columns --undo` before writing legacy again"
+        )
+    return lt.status
+
+
+def legacy_select(lt: LegacyTable) -> sa.Select[Any]:
+    """The legacy row under unistatus's column names (LEGACY_COLUMNS, in that order)."""
+    return sa.select(*(lt.column(name).label(name) for name in LEGACY_COLUMNS))
 
 
 def resolve_legacy_tables(

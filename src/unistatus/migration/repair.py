@@ -19,11 +19,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.adapter.rows import read_entity
+from unistatus.adapter.writes import history_values, unified_row
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps, is_retryable, ops_for
-from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.legacy import DATA_COLUMNS, LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import (
     pending_legacy_changes,
     repair_queue,
@@ -52,7 +54,6 @@ __all__ = [
 
 log = logging.getLogger("unistatus.migration.repair")
 U = unified_transactions
-FIELDS = ("user_id", "amount", "currency")
 MAX_ATTEMPTS = 4
 KEEP_ACTIONS = 50
 # Legacy keys per detection read: the inconsistent rows of one chunk are held while they
@@ -178,12 +179,12 @@ def plan_repair(
         values = {"legacy_status": legacy["status"]}
         return RepairPlan(kinds, "write_unified", "legacy", unified_values=values)
     if unified is None:
-        values = {name: legacy[name] for name in FIELDS}
+        values = {name: legacy[name] for name in DATA_COLUMNS}
         values.update(status=forward, legacy_status=legacy["status"])
         return RepairPlan(kinds, "insert_unified", "legacy", unified_values=values)
     winner = _winner(strategy, legacy, unified, mode)
     if winner == "legacy":
-        values = {name: legacy[name] for name in FIELDS}
+        values = {name: legacy[name] for name in DATA_COLUMNS}
         values["legacy_status"] = legacy["status"]
         if K.STATUS_MISMATCH in kinds:
             # A compatible refinement (RELEASE_PENDING for ACTIVE) is kept as it is.
@@ -196,7 +197,7 @@ def plan_repair(
     except UnistatusError:
         # A unified status with no legacy image for this type: nothing safe to write.
         return RepairPlan(kinds, "skip", winner, skip_reason="unified_status_invalid")
-    values = {name: unified[name] for name in FIELDS}
+    values = {name: unified[name] for name in DATA_COLUMNS}
     values["status"] = target
     return RepairPlan(
         kinds,
@@ -220,8 +221,8 @@ def _jsonable(row: Mapping[str, Any] | None, names: tuple[str, ...]) -> dict[str
     return out
 
 
-_L_AUDIT = ("status", "user_id", "amount", "currency")
-_U_AUDIT = ("status", "legacy_status", "user_id", "amount", "currency")
+_L_AUDIT = ("status", *DATA_COLUMNS)
+_U_AUDIT = ("status", "legacy_status", *DATA_COLUMNS)
 
 
 class _Repairer:
@@ -245,48 +246,6 @@ class _Repairer:
     def full(self) -> bool:
         limit = self.report.limit
         return limit is not None and self.report.repaired >= limit
-
-    # reading -----------------------------------------------------------------------
-
-    def _legacy(
-        self, conn: sa.Connection, lt: LegacyTable, legacy_id: int | None, lock: bool
-    ) -> dict[str, Any] | None:
-        if legacy_id is None:
-            return None
-        assert lt.status is not None
-        q = sa.select(
-            lt.id.label("id"),
-            lt.status.label("status"),
-            lt.user_id.label("user_id"),
-            lt.amount.label("amount"),
-            lt.currency.label("currency"),
-            lt.created_at.label("created_at"),
-            lt.updated_at.label("updated_at"),
-        ).where(lt.id == legacy_id)
-        if lock:
-            q = q.with_for_update()
-        row = conn.execute(q).mappings().first()
-        return dict(row) if row else None
-
-    def _unified(
-        self,
-        conn: sa.Connection,
-        system: LegacySystemType,
-        legacy_id: int | None,
-        utx_id: str | None,
-        lock: bool,
-    ) -> dict[str, Any] | None:
-        if legacy_id is not None:
-            where = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == legacy_id)
-        elif utx_id is not None:
-            where = U.c.id == utx_id
-        else:
-            return None
-        q = sa.select(U).where(where)
-        if lock:
-            q = q.with_for_update()
-        row = conn.execute(q).mappings().first()
-        return dict(row) if row else None
 
     # one entity ----------------------------------------------------------------------
 
@@ -338,8 +297,9 @@ class _Repairer:
             self.ops.mode_shared_lock(conn)
         mode = read_mode(conn)
         lt = self.tables[system]
-        legacy = self._legacy(conn, lt, legacy_id, lock)
-        unified = self._unified(conn, system, legacy_id, utx_id, lock)
+        assert lt.status is not None  # resolved with require_status: repair reads it
+        entity = read_entity(conn, lt, legacy_id, utx_id, lock=lock)
+        legacy, unified = entity.legacy, entity.unified
         plan = plan_repair(system, legacy, unified, report.strategy, mode)
         frozen = mode is DualWriteMode.UNIFIED_ONLY and plan.action not in ("none", "skip")
         if frozen and not _allowed_frozen(conn, plan, unified):
@@ -408,8 +368,8 @@ class _Repairer:
         self,
         conn: sa.Connection,
         lt: LegacyTable,
-        legacy: dict[str, Any] | None,
-        unified: dict[str, Any] | None,
+        legacy: Mapping[str, Any] | None,
+        unified: Mapping[str, Any] | None,
         plan: RepairPlan,
         mode: DualWriteMode,
         op_id: str,
@@ -419,19 +379,19 @@ class _Repairer:
         now = utcnow()
         utx_id = unified["id"] if unified else derive_utx_id(system, legacy["id"])
         after_legacy = dict(legacy)
-        after_unified = dict(unified) if unified else {}
+        after_unified: dict[str, Any] = dict(unified) if unified else {}
         if plan.action == "insert_unified":
-            values = {
-                "id": utx_id,
-                "transaction_type": system.transaction_type.value,
-                "legacy_system": system.value,
-                "legacy_id": legacy["id"],
-                **plan.unified_values,
-                "version": 1,
-                "origin": "repair",
-                "created_at": legacy["created_at"] or now,
-                "updated_at": now,
-            }
+            values = unified_row(
+                system,
+                utx_id=utx_id,
+                legacy_id=legacy["id"],
+                data=plan.unified_values,
+                status=plan.unified_values["status"],
+                legacy_status=plan.unified_values["legacy_status"],
+                origin="repair",
+                created_at=legacy["created_at"] or now,
+                updated_at=now,
+            )
             stmt = self.ops.insert(U).values(values).on_conflict_do_nothing()
             if conn.execute(stmt).rowcount == 0:
                 return False
@@ -446,13 +406,7 @@ class _Repairer:
             after_unified.update(plan.unified_values)
         if plan.action == "write_legacy":
             assert unified is not None
-            cols: dict[str, sa.Column[Any]] = {
-                "status": lt.status,
-                "user_id": lt.user_id,
-                "amount": lt.amount,
-                "currency": lt.currency,
-            }
-            values = {cols[k].key: v for k, v in plan.legacy_values.items()}
+            values = {lt.column(k).key: v for k, v in plan.legacy_values.items()}
             values[lt.updated_at.key] = now
             conn.execute(sa.update(lt.table).where(lt.id == legacy["id"]).values(values))
             conn.execute(
@@ -466,39 +420,41 @@ class _Repairer:
         dst = after_unified.get("status")
         conn.execute(
             sa.insert(status_history).values(
-                transaction_id=utx_id,
-                legacy_system=system.value,
-                legacy_id=legacy["id"],
-                from_status=src,
-                to_status=dst,
-                from_legacy_status=legacy["status"],
-                to_legacy_status=after_legacy["status"],
-                reason=(
-                    f"repair of {', '.join(plan.kinds)}: {self.report.strategy.value}, "
-                    f"{plan.winner} side kept"
-                    + (f"; {self.report.reason}" if self.report.reason else "")
-                ),
-                triggered_by="repair",
-                meta={
-                    "strategy": self.report.strategy.value,
-                    "winner": plan.winner,
-                    "action": plan.action,
-                    "kinds": plan.kinds,
-                    "actor": self.report.actor,
-                    "reason": self.report.reason,
-                    "before": {
-                        "legacy": _jsonable(legacy, _L_AUDIT),
-                        "unified": _jsonable(unified, _U_AUDIT),
+                history_values(
+                    transaction_id=utx_id,
+                    legacy_system=system.value,
+                    legacy_id=legacy["id"],
+                    from_status=src,
+                    to_status=dst,
+                    from_legacy_status=legacy["status"],
+                    to_legacy_status=after_legacy["status"],
+                    reason=(
+                        f"repair of {', '.join(plan.kinds)}: {self.report.strategy.value}, "
+                        f"{plan.winner} side kept"
+                        + (f"; {self.report.reason}" if self.report.reason else "")
+                    ),
+                    triggered_by="repair",
+                    meta={
+                        "strategy": self.report.strategy.value,
+                        "winner": plan.winner,
+                        "action": plan.action,
+                        "kinds": plan.kinds,
+                        "actor": self.report.actor,
+                        "reason": self.report.reason,
+                        "before": {
+                            "legacy": _jsonable(legacy, _L_AUDIT),
+                            "unified": _jsonable(unified, _U_AUDIT),
+                        },
+                        "after": {
+                            "legacy": _jsonable(after_legacy, _L_AUDIT),
+                            "unified": _jsonable(after_unified, _U_AUDIT),
+                        },
                     },
-                    "after": {
-                        "legacy": _jsonable(after_legacy, _L_AUDIT),
-                        "unified": _jsonable(after_unified, _U_AUDIT),
-                    },
-                },
-                operation_id=op_id,
-                mode=mode.value,
-                override=_is_override(system, src, dst),
-                created_at=now,
+                    operation_id=op_id,
+                    mode=mode.value,
+                    override=_is_override(system, src, dst),
+                    created_at=now,
+                )
             )
         )
         return True

@@ -1,0 +1,295 @@
+"""Creating a transaction, or linking a legacy row that already exists.
+
+A new transaction is written on the sides the mode writes, with its first history row:
+in one guarded statement where the dialect allows (:meth:`HotStatements.create_dual`),
+else statement by statement. A legacy id that already exists is linked instead: its
+unified row is made from the legacy row if the mode writes unified and none exists. With
+an idempotency key the first result is stored, and replayed to a repeated call
+(:mod:`unistatus.adapter.keys`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.adapter.fast import FastStatusWriter
+from unistatus.adapter.keys import IdempotencyClaim, KeyTaken
+from unistatus.adapter.model import DualWriteResult, Entity, ModeChanged, Plan
+from unistatus.adapter.rows import EntityRows
+from unistatus.adapter.sql import HotStatements
+from unistatus.adapter.writes import LockedWriter, legacy_row, unified_row
+from unistatus.clock import utcnow
+from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import DATA_COLUMNS
+from unistatus.db.tables import unified_transactions
+from unistatus.domain.ids import LegacyRef, derive_utx_id, new_unified_id
+from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
+from unistatus.domain.transitions import TransitionKind
+from unistatus.errors import InputError, StorageError, UnmappableStatusError
+
+__all__ = ["Creator", "NewTransaction"]
+
+
+@dataclass(frozen=True)
+class NewTransaction:
+    """A checked create_transaction request."""
+
+    system: LegacySystemType
+    ref: LegacyRef | None  # the legacy id asked for, if any
+    fields: dict[str, Any]  # DATA_COLUMNS, checked
+    dst: UnifiedTransactionStatus
+    dst_legacy: str
+    metadata: dict[str, Any] | None
+    triggered_by: str
+    claim: IdempotencyClaim | None
+
+
+class Creator:
+    """Writes new transactions (and links existing legacy rows) for one adapter."""
+
+    def __init__(
+        self,
+        statements: HotStatements,
+        ops: DialectOps,
+        rows: EntityRows,
+        writer: LockedWriter,
+        mapper: LegacyStatusMapper,
+        fast: FastStatusWriter | None,
+    ) -> None:
+        self.hot = statements
+        self.ops = ops
+        self.rows = rows
+        self.writer = writer
+        self.mapper = mapper
+        self.fast = fast
+
+    def work(
+        self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
+    ) -> DualWriteResult:
+        """One attempt (in the runner's write transaction): the stored result of a key
+        seen before, else the create; KeyTaken when a racing call took the key."""
+        claim = new.claim
+        if claim is None:
+            return self._create(conn, mode, op_id, new)
+        if claim.look_first:
+            replayed = claim.replay(conn)
+            if replayed is not None:
+                return replayed
+        try:
+            return self._create(conn, mode, op_id, new)
+        except sa.exc.IntegrityError as exc:
+            if not claim.taken(exc):
+                raise
+            claim.look_first = True
+            raise KeyTaken from None
+
+    def _create(
+        self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
+    ) -> DualWriteResult:
+        if new.ref is None and self.ops.supports_dml_cte and mode.writes_legacy:
+            return self._create_in_one_statement(conn, mode, op_id, new)
+        entity = self.rows.lock(conn, new.ref, mode) if new.ref else None
+        if entity is None or entity.legacy is None and entity.unified is None:
+            self.rows.confirm_mode(conn, mode, locked=new.ref is not None)
+            result = self._create_new(conn, mode, op_id, new)
+        else:
+            result = self._link_existing(conn, mode, op_id, entity, new)
+        if new.claim is not None:
+            new.claim.store(conn, result)
+        return result
+
+    def _create_new(
+        self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
+    ) -> DualWriteResult:
+        system, ref, dst, dst_legacy = new.system, new.ref, new.dst, new.dst_legacy
+        now = utcnow()
+        result = created(op_id, system, mode, dst, dst_legacy)
+        legacy_id: int | None = None
+        if mode.writes_legacy:
+            lt = self.hot.legacy[system]
+            row = legacy_row(lt, data=new.fields, status=dst_legacy, now=now)
+            values = {column.key: value for column, value in row.items()}
+            if ref is not None:
+                values[lt.id.key] = ref.legacy_id
+            legacy_id = conn.execute(
+                sa.insert(lt.table).values(values).returning(lt.id)
+            ).scalar_one()
+            result.legacy_entity_id = legacy_id
+        if not mode.writes_unified:
+            result.entity_id = derive_utx_id(system, legacy_id) if legacy_id else None
+            return result
+        utx_id = derive_utx_id(system, legacy_id) if legacy_id is not None else new_unified_id()
+        result.entity_id = utx_id
+        conn.execute(
+            sa.insert(unified_transactions).values(
+                unified_row(
+                    system,
+                    utx_id=utx_id,
+                    legacy_id=legacy_id,
+                    data=new.fields,
+                    status=dst.value,
+                    legacy_status=dst_legacy,
+                    origin="unified" if mode is DualWriteMode.UNIFIED_ONLY else "dual_write",
+                    meta=new.metadata,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        )
+        entity = Entity(system, legacy_id, None, {"id": utx_id})
+        plan = Plan(
+            mode,
+            entity,
+            None,
+            dst,
+            None,
+            dst_legacy,
+            TransitionKind.ALLOWED,
+            "created",
+            new.triggered_by,
+            new.metadata,
+            op_id,
+            now,
+        )
+        self.writer.history(conn, plan)
+        if mode is DualWriteMode.UNIFIED_ONLY:
+            self.writer.pending(conn, utx_id, "create", dst_legacy, op_id, now)
+        return result
+
+    def _create_in_one_statement(
+        self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
+    ) -> DualWriteResult:
+        """The hot path of a new transaction: one guarded statement (after the mode lock,
+        unless the statement takes it itself: ``unistatus_locked_mode()``).
+
+        Legacy INSERT (+ unified INSERT + first history row in the dual modes), written
+        only while the stored mode is still ``mode``; no row back means it moved. With a
+        ``claim``, the idempotency key's row is written by the same statement.
+        """
+        system, dst, dst_legacy, claim = new.system, new.dst, new.dst_legacy, new.claim
+        if not self.hot.locked_mode:
+            self.rows.mode_lock(conn)
+        params: dict[str, Any] = {
+            "p_mode": mode.value,
+            **{f"c_{name}": new.fields[name] for name in DATA_COLUMNS},
+            "c_legacy_status": dst_legacy,
+            "c_now": utcnow(),
+        }
+        result = created(op_id, system, mode, dst, dst_legacy)
+        keyed = claim is not None
+        if claim is not None:
+            params.update(claim.params(), c_status=dst.value, c_operation_id=op_id)
+        if not mode.writes_unified:
+            rows = self.hot.create_legacy(system, keyed=keyed).rows(conn, params)
+            if not rows:
+                raise ModeChanged
+            if keyed and rows[0][1] != 1:
+                raise StorageError(f"creating {system.value} stored {rows[0][1]} keys, not 1")
+            result.legacy_entity_id = int(rows[0][0])
+            result.entity_id = derive_utx_id(system, result.legacy_entity_id)
+            if self.fast is not None:
+                self.fast.remember_created(system, result.legacy_entity_id, dst_legacy)
+            return result
+        params.update(
+            c_status=dst.value,
+            c_meta=new.metadata,
+            c_operation_id=op_id,
+            c_triggered_by=new.triggered_by,
+        )
+        rows = self.hot.create_dual(system, keyed=keyed).rows(conn, params)
+        if not rows:
+            raise ModeChanged
+        utx_id, legacy_id, history_rows = rows[0][:3]
+        if history_rows != 1 or keyed and rows[0][3] != 1:
+            raise StorageError(f"creating {utx_id} wrote {history_rows} history rows, not 1")
+        result.entity_id, result.legacy_entity_id = str(utx_id), int(legacy_id)
+        if self.fast is not None:
+            self.fast.remember_created(system, int(legacy_id), dst_legacy, (str(utx_id), dst.value))
+        return result
+
+    def _link_existing(
+        self,
+        conn: sa.Connection,
+        mode: DualWriteMode,
+        op_id: str,
+        entity: Entity,
+        new: NewTransaction,
+    ) -> DualWriteResult:
+        """create_transaction for a legacy row that already exists: link it (idempotent)."""
+        self.rows.confirm_mode(conn, mode, locked=True)
+        source = entity.legacy if entity.legacy is not None else entity.unified
+        assert source is not None
+        for name, value in new.fields.items():
+            same = Decimal(source[name]) == value if name == "amount" else source[name] == value
+            if not same:
+                raise InputError(
+                    f"{entity.system.value.lower()}:{entity.legacy_id} exists with {name}="
+                    f"{source[name]}, not {value}"
+                )
+        result = DualWriteResult(
+            operation_id=op_id,
+            entity_id=entity.utx_id,
+            legacy_entity_id=entity.legacy_id,
+            legacy_system=entity.system,
+            mode=mode,
+            primary_success=True,
+            secondary_success=True,
+            overall_success=True,
+            changed=False,
+        )
+        if entity.unified is not None or not mode.writes_unified:
+            if entity.unified is not None:
+                result.status = UnifiedTransactionStatus(entity.unified["status"])
+            return result
+        assert entity.legacy is not None
+        status = self.mapper.try_to_unified(entity.system, entity.legacy["status"])
+        if status is None:
+            raise UnmappableStatusError(entity.system.value, entity.legacy["status"])
+        now = utcnow()
+        self.writer.upsert_from_legacy(
+            conn, entity, status.value, entity.legacy["status"], now, new.metadata
+        )
+        plan = Plan(
+            mode,
+            entity,
+            None,
+            status,
+            None,
+            entity.legacy["status"],
+            TransitionKind.ALLOWED,
+            "linked existing legacy row",
+            new.triggered_by,
+            new.metadata,
+            op_id,
+            now,
+        )
+        self.writer.history(conn, plan)
+        result.status, result.legacy_status, result.changed = status, entity.legacy["status"], True
+        return result
+
+
+def created(
+    op_id: str,
+    system: LegacySystemType,
+    mode: DualWriteMode,
+    dst: UnifiedTransactionStatus,
+    dst_legacy: str,
+) -> DualWriteResult:
+    """The result of a create that succeeded (its ids are filled in as they are known)."""
+    return DualWriteResult(
+        operation_id=op_id,
+        entity_id=None,
+        legacy_entity_id=None,
+        legacy_system=system,
+        mode=mode,
+        primary_success=True,
+        secondary_success=True,
+        overall_success=True,
+        status=dst,
+        legacy_status=dst_legacy,
+    )

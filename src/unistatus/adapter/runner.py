@@ -1,0 +1,266 @@
+"""Running one adapter operation: admission, attempts, retries, giving up, observers.
+
+:class:`Runner` admits a write through the fair gate (:mod:`unistatus.adapter.admission`),
+tries the fast path and then the locked transaction, retries what may be retried
+(a mode switch, a lost connection, a deadlock), turns every database failure into a
+failed result (``outcome_unknown`` when it may have committed), and hands every
+operation to the observers exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import uuid
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import sqlalchemy as sa
+
+from unistatus.adapter.admission import FairGate
+from unistatus.adapter.keys import KeyTaken
+from unistatus.adapter.model import DualWriteResult, ModeChanged, OperationEvent, WriteLost
+from unistatus.config import Settings
+from unistatus.db.control import DEFAULT_MODE, ModeWatcher
+from unistatus.db.dialect import DialectOps, is_retryable
+from unistatus.db.failures import describe, storage_errors
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import StorageError, UnistatusError
+
+__all__ = ["MAX_ATTEMPTS", "Fast", "Runner", "Work"]
+
+# The adapter's one logger: its messages kept their logger name through the split.
+log = logging.getLogger("unistatus.adapter.core")
+MAX_ATTEMPTS = 4
+# The locked path: the operation inside a write transaction, under a mode, with its id.
+Work = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult]
+# The fast path: commits by itself; None means "take the locked path".
+Fast = Callable[[DualWriteMode, str], DualWriteResult | None]
+
+
+class Runner:
+    """Runs the adapter's operations; owns its observers and the mode as last read.
+
+    ``gate`` admits the writes (None: no limit), waiting at most
+    ``settings.write_queue_timeout_seconds``; ``prepare(mode)`` runs before every attempt (the adapter picks up restored legacy
+    columns there).
+    """
+
+    def __init__(
+        self,
+        ops: DialectOps,
+        modes: ModeWatcher,
+        driver_error: type[Exception],
+        gate: FairGate | None,
+        settings: Settings,
+        prepare: Callable[[DualWriteMode], None],
+    ) -> None:
+        self.ops = ops
+        self.modes = modes
+        # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves the adapter.
+        self.driver_error = driver_error
+        self.gate = gate
+        self.settings = settings
+        self.prepare = prepare
+        # The mode as last read: what a failure is filed under when it cannot be read.
+        self.last_mode = DEFAULT_MODE
+        self.observers: list[Callable[[OperationEvent], None]] = []
+
+    def storage_errors(self, what: str) -> AbstractContextManager[None]:
+        """SQLAlchemy's and the driver's errors as StorageError: ``what`` and the cause."""
+        return storage_errors(what, self.driver_error)
+
+    def mode(self) -> DualWriteMode:
+        """The current mode (re-read when stale); StorageError if it cannot be read."""
+        with self.storage_errors("cannot read the mode"):
+            mode = self.last_mode = self.modes.get()
+        return mode
+
+    def run(
+        self,
+        operation: str,
+        work: Work,
+        fast: Fast | None = None,
+        settle: Callable[[], bool] | None = None,
+    ) -> DualWriteResult:
+        """Run ``work`` in a write transaction, retrying what may be retried.
+
+        ``fast`` (if given) is tried first on every attempt: the two-round-trip path
+        (:mod:`unistatus.adapter.fast`); None from it means "take the locked path".
+        It commits by itself, guarded: if its connection is lost mid-write the outcome
+        is unknown until a retry, which reads again, settles it (see :meth:`_attempts`).
+        ``settle`` (if given) is called when a COMMIT's reply was lost and says whether
+        a retry can tell what happened (a keyed create: :mod:`unistatus.adapter.keys`).
+
+        At most ``settings.write_concurrency`` writes of this adapter run at once; the
+        others queue in arrival order (:class:`unistatus.adapter.admission.FairGate`), at most
+        ``settings.write_queue_timeout_seconds``.
+        """
+        started = time.perf_counter()
+        op_id = str(uuid.uuid4())
+        gate = self.gate
+        if gate is None:
+            return self._attempts(operation, work, fast, started, op_id, settle)
+        if not gate.acquire(self.settings.write_queue_timeout_seconds):
+            error = (
+                f"no write slot within {self.settings.write_queue_timeout_seconds:g}s: "
+                f"{gate.slots} writes in flight, {gate.waiting} queued (the database is "
+                "slow or unreachable; see `unistatus diagnose`)"
+            )
+            return self._give_up(operation, op_id, self.last_mode, error, None, started)
+        try:
+            return self._attempts(operation, work, fast, started, op_id, settle)
+        finally:
+            gate.release()
+
+    def _attempts(
+        self,
+        operation: str,
+        work: Work,
+        fast: Fast | None,
+        started: float,
+        op_id: str,
+        settle: Callable[[], bool] | None = None,
+    ) -> DualWriteResult:
+        """The attempt loop. Every way it ends reaches the observers exactly once: a
+        result (success or failure) is returned, a refusal (bad input, a forbidden
+        transition, a mode that does not allow the write) is raised.
+
+        Once an attempt may have committed (its connection lost during COMMIT, or during
+        an autocommit write of the fast path), the outcome stays unknown unless a later
+        attempt succeeds: failures and refusals after it say "outcome unknown". A lost
+        COMMIT is retried only when ``settle()`` says the retry can tell (a create with
+        an idempotency key looks its key up first); a fast-path write is re-planned from
+        a fresh read, under the same guards, so a change already applied is a no-op.
+        """
+        unknown: str | None = None
+        last_error: str | None = None
+        try:
+            mode = self.mode()
+        except StorageError as exc:
+            mode, last_error = self.last_mode, str(exc)
+            return self._give_up(operation, op_id, mode, last_error, unknown, started)
+        for attempt in range(MAX_ATTEMPTS):
+            committing = False
+            retry = False
+            try:
+                self.prepare(mode)
+                done = fast(mode, op_id) if fast is not None else None
+                if done is not None:
+                    result = done
+                else:
+                    with self.ops.write_transaction() as conn:
+                        result = work(conn, mode, op_id)
+                        committing = True
+                result.duration_ms = (time.perf_counter() - started) * 1000
+                self.emit(operation, mode, result.overall_success, started)
+                return result
+            except KeyTaken:
+                continue  # nothing written: the next attempt returns the stored result
+            except ModeChanged:
+                try:
+                    mode = self.modes.refresh()
+                except StorageError as exc:
+                    last_error = str(exc)
+                    break
+                continue
+            except WriteLost as lost:
+                last_error = describe(lost.error)
+                unknown = unknown or f"connection lost during the write: {last_error}"
+                retry = True
+            except StorageError as exc:  # the database, not the caller
+                last_error = str(exc)
+                break
+            except UnistatusError as exc:
+                if unknown is not None:
+                    # A retry refused on what the lost attempt may have written.
+                    last_error = f"the retry was refused: {exc}"
+                    break
+                self.emit(operation, mode, True, started, refused=True)
+                raise
+            except sa.exc.DBAPIError as exc:
+                last_error = describe(exc)
+                if committing and exc.connection_invalidated:
+                    # Lost during COMMIT: it may or may not have committed. Retried only
+                    # where the retry can tell (a second create would duplicate).
+                    unknown = unknown or f"connection lost during commit: {last_error}"
+                    retry = settle is not None and settle()
+                else:
+                    # A connection lost before COMMIT rolled back: retry on a fresh one.
+                    retry = is_retryable(exc) or exc.connection_invalidated
+            except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+                # Pool timeouts, a connection closed under us, ...: never raw to the caller.
+                last_error = f"{type(exc).__name__}: {exc}".strip()
+                break
+            if not retry or attempt + 1 >= MAX_ATTEMPTS:
+                break
+            time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
+        return self._give_up(
+            operation, op_id, mode, last_error or "mode kept changing; retry", unknown, started
+        )
+
+    def _give_up(
+        self,
+        operation: str,
+        op_id: str,
+        mode: DualWriteMode,
+        error: str,
+        unknown: str | None,
+        started: float,
+    ) -> DualWriteResult:
+        """The failed result, observed and logged; outcome unknown if ``unknown`` says why."""
+        if unknown is not None:
+            then = "" if error in unknown else f"; then: {error}"
+            error = f"outcome unknown, it may have committed ({unknown}){then}"
+        self.emit(operation, mode, False, started, error=error, outcome_unknown=bool(unknown))
+        log.error("%s failed in %s: %s", operation, mode.value, error)
+        result = _failed(op_id, mode, error, started)
+        result.outcome_unknown = unknown is not None
+        return result
+
+    def emit(
+        self,
+        operation: str,
+        mode: DualWriteMode,
+        success: bool,
+        started: float,
+        *,
+        shadow_mismatch: bool = False,
+        error: str | None = None,
+        refused: bool = False,
+        outcome_unknown: bool = False,
+    ) -> None:
+        """Hand the operation to every observer (one that fails is logged, not raised)."""
+        if not self.observers:
+            return
+        event = OperationEvent(
+            operation,
+            mode,
+            success,
+            (time.perf_counter() - started) * 1000,
+            shadow_mismatch,
+            error,
+            refused=refused,
+            outcome_unknown=outcome_unknown,
+        )
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:  # an observer must never break a write
+                log.exception("operation observer failed")
+
+
+def _failed(op_id: str, mode: DualWriteMode, error: str, started: float) -> DualWriteResult:
+    return DualWriteResult(
+        operation_id=op_id,
+        entity_id=None,
+        legacy_entity_id=None,
+        mode=mode,
+        primary_success=False,
+        secondary_success=False,
+        overall_success=False,
+        error=error,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        changed=False,
+    )

@@ -1,0 +1,395 @@
+"""The locked write path, and THE rows every writer builds.
+
+- :func:`history_values`, :func:`unified_row` and :func:`legacy_row`: a history row, the
+  unified row of a transaction and a new legacy row, column by column. Every writer
+  builds them here: the adapter and repair with values, the prepared statements
+  (:mod:`unistatus.adapter.sql`) and the backfill with SQL expressions in their place,
+  so adding a column is one edit.
+- :class:`LockedWriter`: one status change inside the caller's write transaction, the
+  entity already locked (:mod:`unistatus.adapter.rows`): one guarded statement where the
+  dialect allows, else each side the mode writes, the history row, and for
+  ``primary_wins`` the secondary side in a savepoint, queued for repair if it fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+
+from unistatus.adapter.model import DualWriteResult, Entity, Fallback, ModeChanged, Plan
+from unistatus.adapter.plan import in_step, one_statement
+from unistatus.clock import utcnow
+from unistatus.db.control import read_mode
+from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import DATA_COLUMNS, LegacyTable, legacy_status_column
+from unistatus.db.prepared import Prepared
+from unistatus.db.tables import (
+    pending_legacy_changes,
+    repair_queue,
+    status_history,
+    unified_transactions,
+)
+from unistatus.domain.ids import derive_utx_id
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.transitions import TransitionKind
+from unistatus.errors import ModeError
+
+__all__ = [
+    "HISTORY_KEYS",
+    "LockedWriter",
+    "Statements",
+    "confirm_mode",
+    "history_values",
+    "legacy_row",
+    "one_statement_params",
+    "plan_history",
+    "result_of",
+    "unified_row",
+]
+
+# The adapter's one logger: its messages kept their logger name through the split.
+log = logging.getLogger("unistatus.adapter.core")
+U = unified_transactions
+
+# --- the rows ---------------------------------------------------------------------------
+
+# The columns of a history row, in the order every writer lists them.
+HISTORY_KEYS = (
+    "transaction_id",
+    "legacy_system",
+    "legacy_id",
+    "from_status",
+    "to_status",
+    "from_legacy_status",
+    "to_legacy_status",
+    "reason",
+    "triggered_by",
+    "meta",
+    "operation_id",
+    "mode",
+    "override",
+    "created_at",
+)
+_HISTORY_SET = frozenset(HISTORY_KEYS)
+_OMITTED: Any = object()
+
+
+def history_values(**values: Any) -> dict[str, Any]:
+    """One ``unified_status_history`` row: a value (or a SQL expression) for each column
+    of HISTORY_KEYS, in that order. A missing or unknown column is a TypeError."""
+    if values.keys() != _HISTORY_SET:
+        wrong = sorted(_HISTORY_SET.symmetric_difference(values))
+        raise TypeError(f"a history row needs exactly HISTORY_KEYS; wrong: {wrong}")
+    return {k: values[k] for k in HISTORY_KEYS}
+
+
+def plan_history(plan: Plan) -> dict[str, Any]:
+    """The history row of a planned status change (or of a create, or a link)."""
+    e = plan.entity
+    return history_values(
+        transaction_id=e.utx_id,
+        legacy_system=e.system.value,
+        legacy_id=e.legacy_id,
+        from_status=plan.src.value if plan.src else None,
+        to_status=plan.dst.value,
+        from_legacy_status=plan.src_legacy,
+        to_legacy_status=plan.dst_legacy,
+        reason=plan.reason,
+        triggered_by=plan.triggered_by,
+        meta=plan.metadata,
+        operation_id=plan.operation_id,
+        mode=plan.mode.value,
+        override=plan.kind is TransitionKind.OVERRIDE,
+        created_at=plan.now,
+    )
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def unified_row(
+    system: LegacySystemType,
+    *,
+    utx_id: Any,
+    legacy_id: Any,
+    data: Mapping[str, Any],
+    status: Any,
+    legacy_status: Any,
+    origin: str,
+    created_at: Any,
+    updated_at: Any,
+    meta: Any = _OMITTED,
+    literal: Callable[[Any], Any] = _as_is,
+) -> dict[str, Any]:
+    """The unified row of a transaction of ``system``, column by column (key: value).
+
+    ``data`` holds DATA_COLUMNS (a legacy row, a create's checked fields, or their SQL
+    expressions). ``meta`` is left out unless given. A SQL caller passes expressions and
+    ``literal=sa.literal``, and selects the values into ``[U.c[k] for k in row]``.
+    """
+    row: dict[str, Any] = {
+        "id": utx_id,
+        "transaction_type": literal(system.transaction_type.value),
+        "legacy_system": literal(system.value),
+        "legacy_id": legacy_id,
+        **{name: data[name] for name in DATA_COLUMNS},
+        "status": status,
+        "legacy_status": legacy_status,
+        "version": literal(1),
+        "origin": literal(origin),
+    }
+    if meta is not _OMITTED:
+        row["meta"] = meta
+    row["created_at"] = created_at
+    row["updated_at"] = updated_at
+    return row
+
+
+def legacy_row(
+    lt: LegacyTable, *, data: Mapping[str, Any], status: Any, now: Any
+) -> dict[sa.Column[Any], Any]:
+    """A new legacy row (column: value): DATA_COLUMNS from ``data``, created now."""
+    row: dict[sa.Column[Any], Any] = {lt.column(name): data[name] for name in DATA_COLUMNS}
+    row[legacy_status_column(lt)] = status
+    row[lt.created_at] = now
+    row[lt.updated_at] = now
+    return row
+
+
+def result_of(plan: Plan) -> DualWriteResult:
+    """The result of a planned change that succeeded (the caller marks what did not)."""
+    e = plan.entity
+    return DualWriteResult(
+        operation_id=plan.operation_id,
+        entity_id=e.utx_id,
+        legacy_entity_id=e.legacy_id,
+        legacy_system=e.system,
+        mode=plan.mode,
+        primary_success=True,
+        secondary_success=True,
+        overall_success=True,
+        status=plan.dst,
+        legacy_status=plan.dst_legacy,
+    )
+
+
+def one_statement_params(plan: Plan) -> dict[str, Any]:
+    """What a one-statement write binds: the legacy side, and the unified side and
+    history row when the mode writes unified."""
+    e = plan.entity
+    params: dict[str, Any] = {
+        "p_legacy_id": e.legacy_id,
+        "p_mode": plan.mode.value,
+        "p_legacy_status": plan.dst_legacy,
+        "p_now": plan.now,
+    }
+    if plan.mode.writes_unified:
+        assert e.unified is not None
+        params["p_utx_id"] = e.unified["id"]
+        params["p_status"] = plan.dst.value
+        for k, v in plan_history(plan).items():
+            params[f"h_{k}"] = v
+    return params
+
+
+def confirm_mode(conn: sa.Connection, mode: DualWriteMode) -> None:
+    """Re-read the mode with the mode lock held; a switch in between means retry."""
+    if read_mode(conn) is not mode:
+        raise ModeChanged
+
+
+# --- the locked path --------------------------------------------------------------------
+
+
+class Statements(Protocol):
+    """What the locked path needs of :class:`unistatus.adapter.sql.HotStatements`."""
+
+    @property
+    def legacy(self) -> Mapping[LegacySystemType, LegacyTable]: ...
+
+    def legacy_write(self, system: LegacySystemType) -> Prepared: ...
+
+    def dual_write(self, system: LegacySystemType) -> Prepared: ...
+
+
+class LockedWriter:
+    """Writes a planned change in the caller's transaction, the entity locked."""
+
+    def __init__(self, statements: Statements, ops: DialectOps, fallback: Fallback) -> None:
+        self.hot = statements
+        self.ops = ops
+        self.fallback: Fallback = fallback
+
+    def apply(self, conn: sa.Connection, plan: Plan) -> DualWriteResult:
+        e, mode = plan.entity, plan.mode
+        result = result_of(plan)
+        if plan.kind is TransitionKind.NOOP and in_step(plan):
+            confirm_mode(conn, mode)
+            result.changed = False
+            return result
+        if one_statement(plan, self.ops.supports_dml_cte, self.fallback):
+            self._write_one_statement(conn, plan)
+            return result
+        confirm_mode(conn, mode)
+        legacy_side = (
+            (lambda: self._write_legacy_status(conn, plan)) if mode.writes_legacy else None
+        )
+        unified_side = (
+            (lambda: self._write_unified_status(conn, plan)) if mode.writes_unified else None
+        )
+        if mode.reads_unified:
+            primary, secondary = unified_side, legacy_side
+        else:
+            primary, secondary = legacy_side, unified_side
+        assert primary is not None
+        primary()
+        if secondary is not None:
+            self._secondary(conn, secondary, result, e)
+        if mode.writes_unified:
+            self.history(conn, plan)
+        if mode is DualWriteMode.UNIFIED_ONLY:
+            self.pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
+        return result
+
+    def _write_one_statement(self, conn: sa.Connection, plan: Plan) -> None:
+        """Legacy UPDATE (+ unified UPDATE + history INSERT) in one round trip.
+
+        The statement carries the mode check (instead of a separate read): its snapshot
+        is taken after the mode lock was granted, so it sees any switch that committed
+        before; if the mode moved, nothing matches, nothing is written, and the write is
+        retried under the new mode.
+        """
+        e = plan.entity
+        params = one_statement_params(plan)
+        if not plan.mode.writes_unified:
+            if not self.hot.legacy_write(e.system).rows(conn, params):
+                raise ModeChanged
+            return
+        if self.hot.dual_write(e.system).rows(conn, params)[0][0] != 1:
+            raise ModeChanged
+
+    def _secondary(
+        self, conn: sa.Connection, write: Callable[[], None], result: DualWriteResult, e: Entity
+    ) -> None:
+        if self.fallback == "strict":
+            write()
+            return
+        try:
+            with conn.begin_nested():
+                write()
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or conn.invalidated:
+                # The connection is gone, not the secondary side: the whole write
+                # rolled back, and is retried (or reported) as a lost connection.
+                raise
+            error = f"secondary write failed: {type(exc.orig).__name__}: {exc.orig}"
+            log.warning("%s (%s); queued for repair", error, result.entity_id)
+            result.secondary_success = False
+            result.has_inconsistency = True
+            result.error = error
+            conn.execute(
+                sa.insert(repair_queue).values(
+                    transaction_id=result.entity_id,
+                    legacy_system=e.system.value,
+                    legacy_id=e.legacy_id,
+                    operation_id=result.operation_id,
+                    source="dual_write",
+                    error=error[:2000],
+                    created_at=utcnow(),
+                )
+            )
+
+    def _write_legacy_status(self, conn: sa.Connection, plan: Plan) -> None:
+        e = plan.entity
+        if e.legacy is None:
+            raise ModeError(
+                f"{e.utx_id} has no legacy row; replay pending changes before writing legacy"
+            )
+        lt = self.hot.legacy[e.system]
+        conn.execute(
+            sa.update(lt.table)
+            .where(lt.id == e.legacy_id)
+            .values({legacy_status_column(lt).key: plan.dst_legacy, lt.updated_at.key: plan.now})
+        )
+
+    def _write_unified_status(self, conn: sa.Connection, plan: Plan) -> None:
+        e = plan.entity
+        if e.unified is not None:
+            conn.execute(
+                sa.update(U)
+                .where(U.c.id == e.unified["id"])
+                .values(
+                    status=plan.dst.value,
+                    legacy_status=plan.dst_legacy,
+                    version=U.c.version + 1,
+                    updated_at=plan.now,
+                )
+            )
+            return
+        # Not backfilled yet: create the unified row from the locked legacy row, so a
+        # later backfill (ON CONFLICT DO NOTHING) can never overwrite this newer status.
+        assert e.legacy is not None
+        self.upsert_from_legacy(conn, e, plan.dst.value, plan.dst_legacy, plan.now)
+
+    def upsert_from_legacy(
+        self,
+        conn: sa.Connection,
+        e: Entity,
+        status: str,
+        legacy_status: str,
+        now: Any,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """The unified row of the locked legacy row, or its status if one appeared."""
+        assert e.legacy is not None and e.legacy_id is not None
+        values = unified_row(
+            e.system,
+            utx_id=derive_utx_id(e.system, e.legacy_id),
+            legacy_id=e.legacy_id,
+            data=e.legacy,
+            status=status,
+            legacy_status=legacy_status,
+            origin="dual_write",
+            meta=metadata,
+            created_at=e.legacy["created_at"] or now,
+            updated_at=now,
+        )
+        stmt = self.ops.insert(U).values(values)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[U.c.legacy_system, U.c.legacy_id],
+            set_={
+                "status": stmt.excluded.status,
+                "legacy_status": stmt.excluded.legacy_status,
+                "version": U.c.version + 1,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        conn.execute(stmt)
+
+    @staticmethod
+    def history(conn: sa.Connection, plan: Plan) -> None:
+        conn.execute(sa.insert(status_history).values(plan_history(plan)))
+
+    @staticmethod
+    def pending(
+        conn: sa.Connection,
+        utx_id: str,
+        kind: str,
+        legacy_status: str | None,
+        op_id: str,
+        now: Any,
+    ) -> None:
+        """A change legacy must get at the rollback's replay (UNIFIED_ONLY)."""
+        conn.execute(
+            sa.insert(pending_legacy_changes).values(
+                transaction_id=utx_id,
+                kind=kind,
+                legacy_status=legacy_status,
+                operation_id=op_id,
+                created_at=now,
+            )
+        )
