@@ -32,7 +32,7 @@ def test_mode_switch_needs_a_reason(db: Database, reason: str) -> None:
 
 
 def test_set_mode_refuses_to_skip_the_replay(db: Database) -> None:
-    from unistatus.migration.rollback import replay_pending
+    from unistatus.migration.replay import replay_pending
 
     set_mode(db.engine, M.UNIFIED_ONLY, reason="phase 4")
     adapter = DualWriteAdapter(db.engine, settings=db.settings)

@@ -17,7 +17,7 @@ from unistatus.db.control import set_mode
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.migration.check import run_check
-from unistatus.migration.rollback import replay_pending
+from unistatus.migration.replay import replay_pending
 
 
 def _walk(adapter: DualWriteAdapter, ids: list[str], status: str) -> None:

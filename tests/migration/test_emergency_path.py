@@ -25,6 +25,7 @@ from unistatus.db.dialect import MODE_LOCK_KEY
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration import phases, rollback
 from unistatus.migration.phases import read_phase
+from unistatus.migration.replay import LOCK_TIMEOUT_MS, pending_count
 from unistatus.migration.replay_conflicts import list_conflicts
 
 M = DualWriteMode
@@ -102,7 +103,7 @@ def _unified_only_with_pending(db: Database, n: int = 3) -> list[Any]:
     assert adapter.modes.refresh() is M.UNIFIED_ONLY
     for r in created:
         assert adapter.update_status(r.entity_id, "OTP_PENDING", "w", "t").overall_success
-    assert rollback.pending_count(db.engine) == n
+    assert pending_count(db.engine) == n
     return created
 
 
@@ -159,7 +160,7 @@ def test_a_locked_legacy_row_stalls_neither_writers_nor_the_rollback(pg: Databas
     [conflict] = list_conflicts(pg.engine)
     assert conflict.cause == "legacy_busy" and conflict.legacy_id == locked_id
     assert _legacy_status(pg, locked_id) == before  # not overwritten, kept for the operator
-    assert durations and max(durations) < rollback.LOCK_TIMEOUT_MS / 1000 + 1.5, max(durations)
+    assert durations and max(durations) < LOCK_TIMEOUT_MS / 1000 + 1.5, max(durations)
     assert get_mode(pg.engine) is M.LEGACY_ONLY
 
 

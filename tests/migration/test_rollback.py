@@ -19,6 +19,7 @@ from unistatus.domain.consistency import compare
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import GateError, InputError, ModeError
 from unistatus.migration import phases, rollback
+from unistatus.migration.replay import pending_count, replay_pending
 
 M = DualWriteMode
 U = unified_transactions
@@ -148,14 +149,14 @@ def test_rollback_from_4_replays_everything(db: Database) -> None:
             r = adapter.create_transaction(ttype, 10 + i, Decimal("7.00000001"), "USDT")
             assert r.entity_id and r.entity_id.startswith("UTX9") and r.legacy_entity_id is None
             changes += 1 + _walk(adapter, r.entity_id, ttype, final)
-    assert rollback.pending_count(db.engine) == changes
+    assert pending_count(db.engine) == changes
     change = rollback.rollback_current_phase(
         db.engine, db.settings, actor="ops", reason="retire later"
     )
     assert (change.to_phase, change.to_mode) == (2, M.DUAL_WRITE_LEGACY_PRIMARY)
     replay = change.details["replay"]
     assert replay["replayed"] == changes and replay["legacy_created"] == 9
-    assert rollback.pending_count(db.engine) == 0
+    assert pending_count(db.engine) == 0
     assert _assert_all_consistent(db) == 12
     adapter.modes.refresh()
     for entity, status in final.items():  # the same ids still work, now legacy primary
@@ -257,9 +258,9 @@ def test_zero_lost_writes_with_writers_running_during_rollback(pg: Database) -> 
     for t in threads:
         t.start()
     deadline = time.monotonic() + 30  # a busy CI machine writes slower: at least 1000 below
-    while rollback.pending_count(db.engine) < 2000 and time.monotonic() < deadline:
+    while pending_count(db.engine) < 2000 and time.monotonic() < deadline:
         time.sleep(0.05)
-    pending_before = rollback.pending_count(db.engine)
+    pending_before = pending_count(db.engine)
     change = rollback.rollback_current_phase(
         db.engine, db.settings, actor="ops", reason="zero-loss test"
     )
@@ -271,7 +272,7 @@ def test_zero_lost_writes_with_writers_running_during_rollback(pg: Database) -> 
     assert counts["failed"] == 0
     assert pending_before >= 1000, pending_before
     assert change.details["replay"]["replayed"] >= pending_before
-    assert rollback.pending_count(db.engine) == 0
+    assert pending_count(db.engine) == 0
     with db.engine.connect() as conn:
         n_pending = conn.execute(
             sa.select(sa.func.count()).select_from(pending_legacy_changes)
@@ -303,8 +304,8 @@ def test_replay_after_a_hand_switch_keeps_newer_dual_writes(db: Database) -> Non
         write_value(conn, "mode", M.DUAL_WRITE_UNIFIED_PRIMARY.value, actor="t", reason="bypass")
     adapter.modes.refresh()
     assert adapter.update_status(r.entity_id, "FUNDS_HELD", "w", "t").overall_success
-    assert rollback.pending_count(db.engine) == 1
-    replay = rollback.replay_pending(db.engine, db.settings)
+    assert pending_count(db.engine) == 1
+    replay = replay_pending(db.engine, db.settings)
     assert replay["replayed"] == 1
     status, meta = adapter.get_transaction_status(f"cashout:{r.legacy_entity_id}")
     assert status is not None and status.value == "FUNDS_HELD"

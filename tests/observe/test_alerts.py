@@ -201,7 +201,7 @@ def test_latency_rollback_from_unified_only_replays_then_legacy_primary(db) -> N
 
     from unistatus.adapter.core import DualWriteAdapter
     from unistatus.domain.statuses import UnifiedTransactionType
-    from unistatus.migration.rollback import pending_count
+    from unistatus.migration.replay import pending_count
 
     monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), window_seconds=60)
     to_phase(db.engine, 2)

@@ -1,6 +1,6 @@
 """The replay's conflict list: changes made in UNIFIED_ONLY that legacy did not take.
 
-The replay to legacy (:func:`unistatus.migration.rollback.replay_pending`) writes a transaction's
+The replay to legacy (:func:`unistatus.migration.replay.replay_pending`) writes a transaction's
 legacy row only while it still holds the status the changes started from. Otherwise
 nothing is overwritten: the changes are recorded here (:func:`record`, in the replay's
 own transaction) and an operator decides each one with a reason

@@ -30,12 +30,9 @@ from unistatus.migration.archive import export_archive, record_verified, verify_
 from unistatus.migration.check import run_check
 from unistatus.migration.phases import phase_started_at
 from unistatus.migration.repair import run_repair
+from unistatus.migration.replay import pending_count
 from unistatus.migration.retire import legacy_columns_dropped, retire_legacy_columns
-from unistatus.migration.rollback import (
-    emergency_rollback,
-    pending_count,
-    rollback_current_phase,
-)
+from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 from unistatus.observe.stats import OperationStats
 from unistatus.observe.terminal_dashboard import frame
 from unistatus.sim.demo_runner import DemoContext, DemoStep, DemoStepFailed

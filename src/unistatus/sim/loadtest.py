@@ -38,7 +38,7 @@ from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
 from unistatus.errors import InputError, UnistatusError
 from unistatus.migration.check import run_check
-from unistatus.migration.rollback import replay_pending
+from unistatus.migration.replay import replay_pending
 from unistatus.sim.traffic import valid_path
 
 __all__ = ["LoadTestReport", "RunStats", "percentile", "run_load_test"]

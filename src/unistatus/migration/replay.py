@@ -1,0 +1,253 @@
+"""The replay of pending changes to legacy: rounds, batches, lock bounds and retries.
+
+Changes made in UNIFIED_ONLY wait in ``unistatus_pending_legacy``; :func:`replay_pending`
+applies them oldest first (each batch by :mod:`unistatus.migration.replay_apply`) under the
+exclusive mode lock, the last batch in the same transaction as the caller's ``finish``
+(the rollbacks' mode switch, :mod:`unistatus.migration.rollback`). See ``docs/rollback.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.config import Settings
+from unistatus.db.dialect import DialectOps, is_retryable, ops_for
+from unistatus.db.failures import describe
+from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.tables import pending_legacy_changes
+from unistatus.domain.inputs import check_actor, check_reason
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.errors import InputError, StorageError
+from unistatus.migration.replay_apply import COUNT_KEYS, replay_rows
+from unistatus.migration.retire import legacy_columns_dropped
+from unistatus.migration.retire import undo_cleanup as undo
+
+__all__ = [
+    "DEFAULT_BATCH",
+    "pending_count",
+    "replay_pending",
+]
+
+log = logging.getLogger("unistatus.migration.replay")
+
+P = pending_legacy_changes
+DEFAULT_BATCH = 1000
+
+Finish = Callable[[sa.Connection, dict[str, Any]], None]
+
+# The replay holds the exclusive mode lock (every writer waits on it): nothing it runs
+# may wait long. A lock not granted within LOCK_TIMEOUT_MS ends the round (rolled back,
+# retried); the server ends the session if its client dies or idles (see
+# DialectOps.bound_exclusive), so a killed rollback cannot keep the lock.
+LOCK_TIMEOUT_MS = 2000
+STATEMENT_TIMEOUT_MS = 60_000
+IDLE_TIMEOUT_MS = 10_000
+# A legacy row locked elsewhere is retried this long, then kept as a conflict.
+BUSY_RETRY_SECONDS = 3.0
+# Rounds that cannot get their locks are retried this long, then the replay fails.
+LOCK_WAIT_SECONDS = 30.0
+RETRY_PAUSE_SECONDS = 0.1
+
+
+def pending_count(engine: sa.Engine) -> int:
+    """Changes made while legacy was frozen that legacy has not seen yet."""
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.select(sa.func.count()).select_from(P).where(P.c.replayed_at.is_(None))
+            ).scalar_one()
+        )
+
+
+def _restore_legacy_columns(
+    engine: sa.Engine, settings: Settings, actor: str, reason: str
+) -> dict[str, Any] | None:
+    """Undo the retirement's column drop first: legacy must be writable to replay."""
+    if not legacy_columns_dropped(engine, settings):
+        return None
+    log.warning("legacy status columns are retired: restoring them before the replay")
+    return undo(engine, settings, actor=actor, reason=f"rollback out of phase 4: {reason}")
+
+
+def _fetch_after(conn: sa.Connection, after: int, limit: int) -> list[Any]:
+    """The oldest ``limit`` unreplayed changes above ``after`` (a primary-key range scan)."""
+    return list(
+        conn.execute(
+            sa.select(P.c.id, P.c.transaction_id, P.c.kind, P.c.legacy_status, P.c.operation_id)
+            .where(P.c.replayed_at.is_(None), P.c.id > after)
+            .order_by(P.c.id)
+            .limit(limit)
+        ).all()
+    )
+
+
+def _fetch_held(conn: sa.Connection, held: set[str], upto: int) -> list[Any]:
+    """The unreplayed changes of transactions whose legacy row was busy, in order."""
+    if not held:
+        return []
+    return list(
+        conn.execute(
+            sa.select(P.c.id, P.c.transaction_id, P.c.kind, P.c.legacy_status, P.c.operation_id)
+            .where(P.c.replayed_at.is_(None), P.c.id <= upto, P.c.transaction_id.in_(sorted(held)))
+            .order_by(P.c.id)
+        ).all()
+    )
+
+
+@dataclass
+class _Progress:
+    """Where the replay is: committed with each round, discarded with a failed one."""
+
+    after: int = 0
+    batches: int = 0
+    held: set[str] = field(default_factory=set)
+    busy_since: float | None = None
+    totals: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNT_KEYS, 0))
+
+    def copy(self) -> _Progress:
+        return _Progress(
+            self.after, self.batches, set(self.held), self.busy_since, dict(self.totals)
+        )
+
+    def add(self, counts: dict[str, int]) -> None:
+        for k, v in counts.items():
+            self.totals[k] = self.totals.get(k, 0) + v
+
+
+def _round(
+    conn: sa.Connection,
+    ops: DialectOps,
+    tables: dict[LegacySystemType, LegacyTable],
+    p: _Progress,
+    *,
+    batch_size: int,
+    drain_all: bool,
+    busy_retry_seconds: float,
+    actor: str,
+) -> bool:
+    """One transaction's share of the replay; True when nothing is left (lock held)."""
+    if p.held:
+        retry = _fetch_held(conn, p.held, p.after)
+        p.held.clear()
+        p.add(replay_rows(conn, ops, tables, retry, p.held, actor=actor))
+    while True:
+        rows = _fetch_after(conn, p.after, batch_size)
+        if rows:
+            p.after = rows[-1].id
+            p.batches += 1
+        p.add(replay_rows(conn, ops, tables, rows, p.held, actor=actor))
+        if len(rows) < batch_size:
+            break  # the lock is held: nothing new can have appeared
+        if not drain_all:
+            return False
+    if p.held and p.busy_since is None:
+        p.busy_since = time.monotonic()
+    if p.held and time.monotonic() - (p.busy_since or 0.0) < busy_retry_seconds:
+        return False
+    if p.held:
+        # Still locked elsewhere: kept for the operator rather than waited for.
+        still = _fetch_held(conn, p.held, p.after)
+        p.held.clear()
+        p.add(replay_rows(conn, ops, tables, still, p.held, actor=actor, busy_is_conflict=True))
+    return True
+
+
+def replay_pending(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    finish: Finish | None = None,
+    actor: str = "rollback",
+    reason: str = "replay pending legacy changes",
+    busy_retry_seconds: float = BUSY_RETRY_SECONDS,
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS,
+) -> dict[str, Any]:
+    """Replay every unreplayed UNIFIED_ONLY change to legacy, oldest first.
+
+    Each batch commits under the exclusive mode lock. The batch that leaves nothing
+    pending also runs ``finish(conn, summary)`` (e.g. the mode switch) in its own
+    transaction, so nothing can be written between the two. After a few rounds the
+    remaining changes are drained in one transaction, so busy writers cannot starve it.
+
+    Nothing waits unbounded while the mode lock is held: every statement runs under
+    ``lock_timeout``/``statement_timeout`` (a round that cannot get a lock is rolled
+    back and retried, for up to ``lock_wait_seconds``), legacy rows locked elsewhere
+    are skipped and retried for ``busy_retry_seconds``, then kept as conflicts; a
+    legacy row that no longer holds what a change started from is never overwritten
+    (a conflict too, see :mod:`unistatus.migration.replay_conflicts`). ``summary["conflicts"]``
+    says how many.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    actor, reason = check_actor(actor), check_reason(reason)
+    started = time.perf_counter()
+    summary: dict[str, Any] = {
+        "undo_cleanup": _restore_legacy_columns(engine, settings, actor, reason)
+    }
+    tables = resolve_legacy_tables(engine, settings)
+    ops = ops_for(engine)
+    progress = _Progress()
+    rounds = 0
+    give_up = time.monotonic() + lock_wait_seconds
+    while True:
+        rounds += 1
+        attempt = progress.copy()
+        try:
+            with ops.write_transaction() as conn:
+                ops.bound_exclusive(
+                    conn,
+                    statement_ms=STATEMENT_TIMEOUT_MS,
+                    lock_ms=LOCK_TIMEOUT_MS,
+                    idle_ms=IDLE_TIMEOUT_MS,
+                )
+                ops.mode_exclusive_lock(conn)
+                done = _round(
+                    conn,
+                    ops,
+                    tables,
+                    attempt,
+                    batch_size=batch_size,
+                    drain_all=rounds > 3,
+                    busy_retry_seconds=busy_retry_seconds,
+                    actor=actor,
+                )
+                if done:
+                    summary.update(attempt.totals, batches=attempt.batches)
+                    summary["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
+                    if finish is not None:
+                        finish(conn, summary)
+        except sa.exc.DBAPIError as exc:
+            if not is_retryable(exc):
+                raise StorageError(
+                    f"the replay failed ({describe(exc).splitlines()[0]}); nothing of the "
+                    "unfinished round was written: fix the cause and run it again"
+                ) from None
+            if time.monotonic() >= give_up:
+                raise StorageError(
+                    f"the replay could not get its locks within {lock_wait_seconds:g} s "
+                    f"({str(exc.orig).strip().splitlines()[0]}); nothing of the unfinished "
+                    "round was written: run it again"
+                ) from None
+            log.warning("replay round %s could not get a lock (%s): retrying", rounds, exc.orig)
+            time.sleep(RETRY_PAUSE_SECONDS)
+            continue
+        progress = attempt
+        if done:
+            break
+        if progress.held:
+            time.sleep(RETRY_PAUSE_SECONDS)  # give the lock holder a moment
+    totals = progress.totals
+    log.info(
+        "replayed %s pending legacy changes in %s batches; %s conflict(s)",
+        totals["replayed"],
+        progress.batches,
+        totals["conflicts"],
+    )
+    return summary

@@ -1,0 +1,281 @@
+"""Applying one batch of pending changes to legacy: the replay's per-transaction decisions.
+
+Part of the replay (:mod:`unistatus.migration.replay` runs the rounds): per transaction
+the change is written, found already there, created in legacy (born in UNIFIED_ONLY),
+or kept as a conflict (:mod:`unistatus.migration.replay_conflicts`), never overwritten.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.clock import utcnow
+from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import LegacyTable
+from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.migration.replay_conflicts import record as record_conflict
+
+__all__ = ["COUNT_KEYS", "replay_rows"]
+
+log = logging.getLogger("unistatus.migration.replay_apply")
+
+P = pending_legacy_changes
+U = unified_transactions
+H = status_history
+
+COUNT_KEYS = (
+    "replayed",
+    "creates",
+    "status_changes",
+    "legacy_created",
+    "legacy_updated",
+    "conflicts",
+    "conflicted_changes",
+    "busy",
+)
+
+
+def _legacy_befores(conn: sa.Connection, firsts: dict[str, Any]) -> dict[str, str | None]:
+    """The legacy status each transaction's first change here started from.
+
+    The history row written with the change (same operation id) has it: in UNIFIED_ONLY
+    it is the unified row's legacy image at the time, what legacy was expected to hold.
+    """
+    if not firsts:
+        return {}
+    rows = conn.execute(
+        sa.select(H.c.transaction_id, H.c.operation_id, H.c.from_legacy_status).where(
+            H.c.transaction_id.in_(sorted(firsts)),
+            H.c.operation_id.in_(sorted({r.operation_id for r in firsts.values()})),
+        )
+    ).all()
+    return {
+        r.transaction_id: r.from_legacy_status
+        for r in rows
+        if firsts[r.transaction_id].operation_id == r.operation_id
+    }
+
+
+def replay_rows(
+    conn: sa.Connection,
+    ops: DialectOps,
+    tables: dict[LegacySystemType, LegacyTable],
+    rows: list[Any],
+    held: set[str],
+    *,
+    actor: str,
+    busy_is_conflict: bool = False,
+) -> dict[str, int]:
+    """Apply these changes (in id order) where legacy holds what they started from.
+
+    Per transaction: legacy already holds the target, nothing to write; legacy holds
+    the status the first change started from, it is written; anything else (a final
+    status written while legacy-only, a row gone) is never overwritten but recorded
+    as a conflict. A legacy row locked elsewhere is skipped (``held``: its later
+    changes wait too) and retried later, or recorded as a conflict when
+    ``busy_is_conflict``. The caller holds the exclusive mode lock.
+    """
+    counts = dict.fromkeys(COUNT_KEYS, 0)
+    by_tx: dict[str, list[Any]] = {}
+    for r in rows:
+        if r.transaction_id not in held:
+            by_tx.setdefault(r.transaction_id, []).append(r)
+    if not by_tx:
+        return counts
+    now = utcnow()
+    unified = {
+        u.id: u
+        for u in conn.execute(
+            sa.select(
+                U.c.id, U.c.legacy_system, U.c.legacy_id, U.c.legacy_status, U.c.status
+            ).where(U.c.id.in_(sorted(by_tx)))
+        ).all()
+    }
+    # Each transaction's changes here chain: the first starts from its legacy "before",
+    # the last leaves the value legacy must hold (later changes start from it).
+    target = {tx: changes[-1].legacy_status for tx, changes in by_tx.items()}
+    applied: list[str] = []
+    creates = {
+        tx
+        for tx, changes in by_tx.items()
+        if tx in unified
+        and unified[tx].legacy_id is None
+        and any(c.kind == "create" for c in changes)
+    }
+    if creates:
+        counts["legacy_created"] = _create_legacy_rows(conn, tables, creates, target, now)
+        applied += sorted(creates)
+    befores = _legacy_befores(conn, {tx: changes[0] for tx, changes in by_tx.items()})
+    by_system: dict[str, dict[int, str]] = defaultdict(dict)
+    for tx in by_tx:
+        u = unified.get(tx)
+        if tx in creates or u is None or u.legacy_id is None:
+            if tx not in creates:
+                applied.append(tx)  # nothing in legacy to write (as before this change)
+            continue
+        by_system[u.legacy_system][int(u.legacy_id)] = tx
+    conflicts: list[tuple[str, str, str | None]] = []  # (tx, cause, legacy value seen)
+    for system_value, txs in by_system.items():
+        lt = tables[LegacySystemType(system_value)]
+        assert lt.status is not None
+        ids = sorted(txs)
+        query = sa.select(lt.id, lt.status).where(lt.id.in_(ids))
+        got: dict[int, str | None] = {
+            r[0]: r[1] for r in conn.execute(ops.lock_rows_skip_busy(query))
+        }
+        absent = [i for i in ids if i not in got]
+        seen: dict[int, str | None] = {}
+        if absent:
+            # Locked elsewhere (busy) or gone: the committed value tells which.
+            seen = {r[0]: r[1] for r in conn.execute(query.where(lt.id.in_(absent)))}
+        updates: list[dict[str, Any]] = []
+        for lid in ids:
+            tx = txs[lid]
+            if lid not in got:
+                if lid not in seen:
+                    conflicts.append((tx, "legacy_missing", None))
+                elif busy_is_conflict:
+                    conflicts.append((tx, "legacy_busy", seen[lid]))
+                else:
+                    held.add(tx)
+                    counts["busy"] += 1
+                continue
+            actual = got[lid]
+            if actual in (target[tx], unified[tx].legacy_status):
+                # Already there, or legacy already holds unified's newest image (dual
+                # writes ran after a hand switch out of UNIFIED_ONLY): nothing to write.
+                applied.append(tx)
+            elif tx in befores and actual == befores[tx]:
+                updates.append({"lid": lid, "st": target[tx]})
+                applied.append(tx)
+            else:
+                conflicts.append((tx, "legacy_changed", actual))
+        if updates:
+            conn.execute(
+                sa.update(lt.table)
+                .where(lt.id == sa.bindparam("lid"))
+                .values({lt.status.key: sa.bindparam("st"), lt.updated_at.key: now}),
+                updates,
+            )
+            counts["legacy_updated"] += len(updates)
+    for tx, cause, actual in conflicts:
+        u = unified[tx] if tx in unified else None
+        record_conflict(
+            conn,
+            transaction_id=tx,
+            legacy_system=u.legacy_system if u is not None else None,
+            legacy_id=u.legacy_id if u is not None else None,
+            cause=cause,
+            expected=befores.get(tx),
+            actual=actual,
+            replay_status=target[tx],
+            unified_status=u.status if u is not None else None,
+            change_ids=[c.id for c in by_tx[tx]],
+            actor=actor,
+            now=now,
+        )
+        log.warning(
+            "replay conflict (%s) on %s: legacy holds %r, the replay would write %r: kept "
+            "for the operator (`unistatus rollback conflicts`)",
+            cause,
+            tx,
+            actual,
+            target[tx],
+        )
+    done = applied + [tx for tx, _, _ in conflicts]
+    ids_done = [c.id for tx in done for c in by_tx[tx]]
+    if ids_done:
+        conn.execute(sa.update(P).where(P.c.id.in_(ids_done)).values(replayed_at=now))
+    changes_applied = [c for tx in applied for c in by_tx[tx]]
+    counts["replayed"] = len(changes_applied)
+    counts["creates"] = sum(1 for c in changes_applied if c.kind == "create")
+    counts["status_changes"] = counts["replayed"] - counts["creates"]
+    counts["conflicts"] = len(conflicts)
+    counts["conflicted_changes"] = sum(len(by_tx[tx]) for tx, _, _ in conflicts)
+    return counts
+
+
+def _insert_target(lt: LegacyTable) -> sa.Table:
+    """The legacy table as SQLAlchemy sees a table it defined itself.
+
+    A reflected id column carries its ``nextval(...)`` server default, and SQLAlchemy
+    then inserts row by row to return ids in order; declared as a plain autoincrement
+    key (same name and type, from the reflected Column), a page is one statement.
+    """
+    cols: list[sa.Column[Any] | None] = [
+        lt.user_id,
+        lt.amount,
+        lt.currency,
+        lt.status,
+        lt.created_at,
+        lt.updated_at,
+    ]
+    return sa.Table(
+        lt.table.name,
+        sa.MetaData(),
+        sa.Column(lt.id.name, lt.id.type, key=lt.id.key, primary_key=True, autoincrement=True),
+        *(sa.Column(c.name, c.type, key=c.key) for c in cols if c is not None),
+        schema=lt.table.schema,
+    )
+
+
+def _create_legacy_rows(
+    conn: sa.Connection,
+    tables: dict[LegacySystemType, LegacyTable],
+    creates: set[str],
+    latest: dict[str, str | None],
+    now: Any,
+) -> int:
+    """Legacy rows for transactions born in UNIFIED_ONLY; link them (the UTX id stays)."""
+    born = conn.execute(
+        sa.select(
+            U.c.id,
+            U.c.legacy_system,
+            U.c.user_id,
+            U.c.amount,
+            U.c.currency,
+            U.c.legacy_status,
+            U.c.created_at,
+        ).where(U.c.id.in_(sorted(creates)), U.c.legacy_id.is_(None))
+    ).all()
+    by_system: dict[str, list[Any]] = defaultdict(list)
+    for r in born:
+        by_system[r.legacy_system].append(r)
+    created = 0
+    for system_value, items in by_system.items():
+        lt = tables[LegacySystemType(system_value)]
+        assert lt.status is not None
+        params = [
+            {
+                lt.user_id.key: r.user_id,
+                lt.amount.key: r.amount,
+                lt.currency.key: r.currency,
+                lt.status.key: latest[r.id],
+                lt.created_at.key: r.created_at,
+                lt.updated_at.key: now,
+            }
+            for r in items
+        ]
+        target = _insert_target(lt)
+        # insertmanyvalues: one statement per page, ids returned in parameter order.
+        ids = (
+            conn.execute(
+                sa.insert(target).returning(target.c[lt.id.key], sort_by_parameter_order=True),
+                params,
+            )
+            .scalars()
+            .all()
+        )
+        conn.execute(
+            sa.update(U)
+            .where(U.c.id == sa.bindparam("utx"))
+            .values(legacy_id=sa.bindparam("lid"), updated_at=now),
+            [{"utx": r.id, "lid": lid} for r, lid in zip(items, ids, strict=True)],
+        )
+        created += len(ids)
+    return created
