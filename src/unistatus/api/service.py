@@ -68,7 +68,8 @@ from unistatus.domain.inputs import (
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
 from unistatus.migration.phases import advance, read_phase
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
-from unistatus.observe.alerts import Monitor, load_states
+from unistatus.observe.alert_state import load_states
+from unistatus.observe.alerts import Monitor
 from unistatus.observe.metrics import (
     DEFAULT_WINDOW_SECONDS,
     SnapshotCollector,
