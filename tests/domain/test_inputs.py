@@ -415,7 +415,7 @@ def _api_refuses(meta: object) -> bool:
     """Whether the API's request models refuse ``meta`` as a metadata value."""
     from pydantic import ValidationError
 
-    from unistatus.api.service import StatusUpdate, TransactionCreate
+    from unistatus.api.models import StatusUpdate, TransactionCreate
 
     refused = []
     for model, body in (

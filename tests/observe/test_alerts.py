@@ -22,7 +22,9 @@ from unistatus.db.tables import unified_transactions
 from unistatus.db.tables_alerts import alert_state
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.check import run_check
-from unistatus.observe import alerts
+from unistatus.observe import alert_rules, alerts
+from unistatus.observe.alert_responses import AUTO_RESPONSE_KEY
+from unistatus.observe.alert_state import AlertState
 from unistatus.observe.notify import Notifier
 
 
@@ -41,7 +43,7 @@ def to_phase(engine: sa.Engine, phase: int) -> None:
         )
 
 
-def by_name(states: list[alerts.AlertState]) -> dict[str, alerts.AlertState]:
+def by_name(states: list[AlertState]) -> dict[str, AlertState]:
     return {s.name: s for s in states}
 
 
@@ -79,7 +81,7 @@ def test_critical_consistency_fires_once_rolls_back_and_resolves(db) -> None:
     # The automated response ran and is recorded in the control log.
     assert states["consistency_critical"].response == "emergency_rollback: done"
     assert get_mode(db.engine) is not DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
-    log = [c for c in history(db.engine, alerts.AUTO_RESPONSE_KEY)]
+    log = [c for c in history(db.engine, AUTO_RESPONSE_KEY)]
     assert any(c.metadata and c.metadata["alert"] == "consistency_critical" for c in log)
     assert all(c.actor == "monitor" for c in log)
 
@@ -89,7 +91,7 @@ def test_critical_consistency_fires_once_rolls_back_and_resolves(db) -> None:
     assert fired(notifier, "consistency_critical") == 1
     rollbacks = [
         c
-        for c in history(db.engine, alerts.AUTO_RESPONSE_KEY)
+        for c in history(db.engine, AUTO_RESPONSE_KEY)
         if c.metadata and c.metadata["alert"] == "consistency_critical"
     ]
     assert len(rollbacks) == 1
@@ -123,7 +125,7 @@ def test_rollback_switched_off_in_config(db) -> None:
         states["consistency_critical"].response or ""
     )
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
-    assert history(db.engine, alerts.AUTO_RESPONSE_KEY) == []
+    assert history(db.engine, AUTO_RESPONSE_KEY) == []
     assert fired(notifier, "consistency_critical") == 1
 
 
@@ -146,7 +148,7 @@ def test_warning_consistency_schedules_repair(db) -> None:
         ).scalar_one()
     assert drifted == 0
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
-    entry = history(db.engine, alerts.AUTO_RESPONSE_KEY)[0]
+    entry = history(db.engine, AUTO_RESPONSE_KEY)[0]
     assert entry.metadata is not None and entry.metadata["action"] == "repair"
 
 
@@ -193,7 +195,7 @@ def test_latency_rollback_when_unified_primary_is_slower_than_baseline(db) -> No
     assert monitor.baseline_p95_ms() == baseline  # not taken while unified is primary
     assert states["latency_p95_critical"].response == "rollback_phase: done"
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
-    entry = history(db.engine, alerts.AUTO_RESPONSE_KEY)[0]
+    entry = history(db.engine, AUTO_RESPONSE_KEY)[0]
     assert "baseline" in entry.reason
 
 
@@ -318,12 +320,12 @@ def test_stalled_backfill_is_a_warning() -> None:
             "updated_at": (now - timedelta(hours=5)).isoformat(),
         },
     }
-    obs = {o.name: o for o in alerts.observe(snap, now=now)}
+    obs = {o.name: o for o in alert_rules.observe(snap, now=now)}
     assert obs["backfill_stalled"].firing
     assert "CASHOUT" in obs["backfill_stalled"].message
     assert "ESCROW" not in obs["backfill_stalled"].message
     snap.progress["CASHOUT"]["updated_at"] = now.isoformat()
-    obs = {o.name: o for o in alerts.observe(snap, now=now)}
+    obs = {o.name: o for o in alert_rules.observe(snap, now=now)}
     assert obs["backfill_stalled"].firing is False
 
 
@@ -395,7 +397,7 @@ def test_concurrent_evaluators_notify_and_respond_once(pg) -> None:
     assert sum(fired(n, "consistency_critical") for n in notifiers) == 1
     rollbacks = [
         c
-        for c in history(pg.engine, alerts.AUTO_RESPONSE_KEY)
+        for c in history(pg.engine, AUTO_RESPONSE_KEY)
         if c.metadata and c.metadata["alert"] == "consistency_critical"
     ]
     assert len(rollbacks) == 1

@@ -10,7 +10,7 @@ import typer
 from unistatus.cli.context import EXIT_FAILED_CHECK, EXIT_OK, console, print_json, state
 
 if TYPE_CHECKING:
-    from unistatus.observe.alerts import AlertState
+    from unistatus.observe.alert_state import AlertState
 
 
 def monitor(

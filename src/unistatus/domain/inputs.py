@@ -1,7 +1,7 @@
 """The rules every value a caller passes must meet, written once.
 
 The library (:class:`unistatus.DualWriteAdapter`) and the HTTP API
-(:mod:`unistatus.api.service`) both call these, so a value is refused the same way wherever
+(:mod:`unistatus.api.models`) both call these, so a value is refused the same way wherever
 it comes from: an :class:`~unistatus.errors.InputError` (422 at the API) raised before
 any database work. A value the database could not store as it is (a number JSON has no
 word for, a lone surrogate, a NUL, an integer past BIGINT, a text past its column) would

@@ -38,7 +38,7 @@ from unistatus.db.tables_check import check_reports as R
 from unistatus.migration.phases import phase_status, read_phase
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import list_conflicts, open_conflict_count
-from unistatus.observe.alerts import load_states
+from unistatus.observe.alert_state import load_states
 from unistatus.observe.stats import window
 from unistatus.redact import REDACTED, redact, redact_values, redact_webhook
 

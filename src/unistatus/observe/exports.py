@@ -2,8 +2,8 @@
 
 Both use exactly the metric names ``/metrics`` exposes (:data:`METRICS`; a test scrapes
 the service and checks every name used here exists), and the alert rules use the
-thresholds of :data:`unistatus.observe.alerts.THRESHOLDS`, so Prometheus alerts on the same
-conditions as ``unistatus monitor``.
+thresholds of :data:`unistatus.observe.alert_rules.THRESHOLDS`, so Prometheus alerts on
+the same conditions as ``unistatus monitor``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from unistatus.observe.alerts import THRESHOLDS
+from unistatus.observe.alert_rules import THRESHOLDS
 
 __all__ = ["METRICS", "grafana_dashboard", "metric_names_used", "prometheus_rules", "to_yaml"]
 

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from unistatus.config import Settings
-from unistatus.observe.alerts import load_states
+from unistatus.observe.alert_state import load_states
 from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_snapshot
 
 __all__ = ["frame", "render", "run"]

@@ -1,0 +1,68 @@
+"""The control endpoints: write mode, phase advance and rollback, emergency rollback.
+
+Every one needs an admin token (:mod:`unistatus.api.auth`) and a reason; the history
+records the token's name with the caller's ``actor`` label.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from unistatus.api.access import actor_for
+from unistatus.api.auth import Admin
+from unistatus.api.models import ModeChange, PhaseAdvance, ReasonedAction
+from unistatus.api.state import ServiceState
+from unistatus.db.control import set_mode as switch_mode
+from unistatus.migration.phases import advance
+from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
+
+__all__ = ["add_control_routes"]
+
+
+def add_control_routes(app: FastAPI, service: ServiceState) -> None:
+
+    @app.put("/api/v1/control/mode", tags=["control"])
+    def set_mode(body: ModeChange, who: Admin) -> dict[str, Any]:
+        """Switch the write mode for every adapter (waits for in-flight writes).
+
+        Entering a unified-read mode while unified may be stale is refused (409) unless
+        ``force``; prefer the gated ``/api/v1/control/phase/advance``.
+        """
+        change = switch_mode(
+            service.engine,
+            body.mode,
+            reason=body.reason,
+            actor=actor_for(who, body.actor),
+            force=body.force,
+            settings=service.settings,
+        )
+        return change.as_dict()
+
+    @app.post("/api/v1/control/phase/advance", tags=["control"])
+    def phase_advance(body: PhaseAdvance, who: Admin) -> dict[str, Any]:
+        """Enter the next phase when its gates pass (``force`` needs a reason); 409 if not."""
+        change = advance(
+            service.engine,
+            service.settings,
+            actor=actor_for(who, body.actor),
+            reason=body.reason,
+            force=body.force,
+        )
+        return change.as_dict()
+
+    @app.post("/api/v1/control/phase/rollback", tags=["control"])
+    def phase_rollback(body: ReasonedAction, who: Admin) -> dict[str, Any]:
+        """Go back one phase by its rollback procedure."""
+        change = rollback_current_phase(
+            service.engine, service.settings, actor=actor_for(who, body.actor), reason=body.reason
+        )
+        return change.as_dict()
+
+    @app.post("/api/v1/control/rollback", tags=["control"])
+    def emergency(body: ReasonedAction, who: Admin) -> dict[str, Any]:
+        """Emergency rollback: replay where legacy is stale, then legacy only."""
+        return emergency_rollback(
+            service.engine, service.settings, actor=actor_for(who, body.actor), reason=body.reason
+        )

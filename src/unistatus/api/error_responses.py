@@ -1,0 +1,125 @@
+"""How the HTTP API answers errors: typed errors to status codes, and safe error bodies.
+
+Typed unistatus errors become 4xx with a clear ``detail`` (404 unknown transaction, 409
+refused transition / mode / gate, 422 invalid input); 503 only when the database itself
+fails, and a 503 body names no host, port or SQL: it carries an ``error_id`` under which
+the service log keeps the detail. :func:`add_error_handlers` installs this on an app.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from unistatus import errors
+from unistatus.redact import redact
+
+__all__ = [
+    "STATUS_CODES",
+    "add_error_handlers",
+    "error_response",
+    "public_database_error",
+    "status_code_for",
+    "unavailable",
+]
+
+# The service's log (the name it has always had): where an error id's detail goes.
+log = logging.getLogger("unistatus.api.service")
+
+STATUS_CODES: list[tuple[type[errors.UnistatusError], int]] = [
+    (errors.EntityNotFoundError, 404),
+    (errors.InvalidTransitionError, 409),
+    (errors.ModeError, 409),
+    (errors.GateError, 409),
+    (errors.InputError, 422),
+    (errors.StorageError, 503),
+    (errors.ConfigError, 503),
+]
+
+
+def status_code_for(exc: errors.UnistatusError) -> int:
+    for kind, code in STATUS_CODES:
+        if isinstance(exc, kind):
+            return code
+    return 400
+
+
+def _logged(what: str, detail: str) -> str:
+    """Log ``detail`` under a new error id; what a client may see instead of it."""
+    error_id = uuid.uuid4().hex[:12]
+    log.error("%s [error id %s]: %s", what, error_id, redact(detail))
+    return error_id
+
+
+def unavailable(kind: str, detail: str, result: dict[str, Any] | None = None) -> JSONResponse:
+    """A 503 that names no database host, port or SQL: the log has them, under an id."""
+    error_id = _logged(kind, detail)
+    message = (
+        f"the database failed or is unreachable (error id {error_id}; "
+        "the service log has the detail)"
+    )
+    body: dict[str, Any] = {"detail": message, "error": kind, "error_id": error_id}
+    if result is not None:
+        body["result"] = {**result, "error": message}
+    return error_response(body, 503)
+
+
+def error_response(body: Any, status_code: int) -> JSONResponse:
+    """An error as JSON that any input can be echoed in: ASCII (a lone surrogate is
+    escaped, not an encoding error) and no NaN (which JSON has no word for)."""
+    text = json.dumps(_finite(body), ensure_ascii=True, allow_nan=False, default=str)
+    return JSONResponse(json.loads(text), status_code=status_code)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def public_database_error(detail: str | None) -> str | None:
+    """A database error as an unauthenticated client may see it (no host, port, SQL)."""
+    if detail is None:
+        return None
+    return f"database unreachable (error id {_logged('database unreachable', detail)})"
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Typed errors, invalid requests and database failures as the answers above."""
+
+    @app.exception_handler(errors.UnistatusError)
+    async def _typed(_request: Request, exc: errors.UnistatusError) -> JSONResponse:
+        code = status_code_for(exc)
+        if code >= 500:
+            return unavailable(type(exc).__name__, str(exc))
+        return error_response({"detail": redact(str(exc)), "error": type(exc).__name__}, code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes the input, which may hold NaN or a lone surrogate
+        # that its JSON encoder cannot write (a 500 for a 422): say where and why only.
+        detail = [
+            {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
+            for e in exc.errors()
+        ]
+        return error_response({"detail": detail}, 422)
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def _database(_request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
+        # The statement but not its parameters (they hold callers' data) goes to the log.
+        return unavailable(
+            "StorageError",
+            f"database error: {type(exc.orig).__name__}: {exc.orig} [SQL: {exc.statement}]",
+        )

@@ -1,0 +1,134 @@
+"""The HTTP API's request bodies and path parameters, as pydantic models.
+
+Each field applies the library's own input rules (:mod:`unistatus.domain.inputs`), so a
+value the library would refuse is a 422 here, with the same reason. The class names
+are the OpenAPI schema's component names.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Path as PathParam
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    StringConstraints,
+    field_validator,
+)
+
+from unistatus import errors
+from unistatus.api.access import MAX_LABEL_CHARS
+from unistatus.domain.ids import MAX_LEGACY_ID
+from unistatus.domain.inputs import MAX_BIGINT, MAX_REASON_CHARS, check_metadata, check_text
+from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
+
+__all__ = [
+    "Actor",
+    "EntityId",
+    "ModeChange",
+    "PhaseAdvance",
+    "Reason",
+    "ReasonedAction",
+    "StatusText",
+    "StatusUpdate",
+    "TransactionCreate",
+]
+
+
+def _text(name: str, max_chars: int) -> Any:
+    """The library's text rule (:func:`unistatus.domain.inputs.check_text`) as a field check."""
+
+    def check(value: str) -> str:
+        try:
+            check_text(name, value, max_chars)
+        except errors.InputError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    return AfterValidator(check)
+
+
+_STRIPPED = StringConstraints(strip_whitespace=True, min_length=1)
+
+Reason = Annotated[StrictStr, _STRIPPED, _text("reason", MAX_REASON_CHARS)]
+# The caller's own name for itself; the history stores it after the token's name.
+Actor = Annotated[StrictStr, _STRIPPED, _text("actor", MAX_LABEL_CHARS)]
+StatusText = Annotated[StrictStr, _STRIPPED, _text("status", 64)]
+EntityId = Annotated[
+    str,
+    PathParam(
+        min_length=1,
+        max_length=64,
+        description="A UTX id (UTX + 15 digits) or a legacy reference like cashout:123",
+    ),
+]
+
+
+def _check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The library's metadata rule (:func:`unistatus.domain.inputs.check_metadata`), as a 422."""
+    try:
+        return check_metadata(value)
+    except errors.InputError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class _Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TransactionCreate(_Input):
+    transaction_type: UnifiedTransactionType
+    user_id: StrictInt = Field(gt=0, le=MAX_BIGINT)
+    amount: StrictStr = Field(
+        pattern=r"^[0-9]{1,12}(\.[0-9]{1,8})?$",
+        description='A positive decimal as a string (exact money, no floats), e.g. "10.50"',
+        examples=["10.50"],
+    )
+    currency: StrictStr = Field(pattern=r"^[A-Z][A-Z0-9]{2,9}$", examples=["USD"])
+    legacy_entity_id: StrictInt | None = Field(default=None, gt=0, le=MAX_LEGACY_ID)
+    status: StatusText | None = None
+    metadata: dict[str, Any] | None = None
+    triggered_by: Actor | None = Field(
+        default=None, description="The caller's label, recorded after the token's name"
+    )
+
+    _meta = field_validator("metadata")(_check_metadata)
+
+
+class StatusUpdate(_Input):
+    status: StatusText = Field(description="A unified status, or a legacy status of its system")
+    reason: Reason
+    triggered_by: Actor | None = Field(
+        default=None, description="The caller's label, recorded after the token's name"
+    )
+    metadata: dict[str, Any] | None = None
+    force: StrictBool = Field(
+        default=False, description="Admin override of the transition rules (admin token only)"
+    )
+
+    _meta = field_validator("metadata")(_check_metadata)
+
+
+class ModeChange(_Input):
+    mode: DualWriteMode
+    reason: Reason
+    # Enter a unified-read mode although unified may be stale (409 without it).
+    force: StrictBool = False
+    actor: Actor = "api"
+
+
+class PhaseAdvance(_Input):
+    reason: Reason  # required, like every control change (recorded with the actor)
+    force: StrictBool = False
+    actor: Actor = "api"
+
+
+class ReasonedAction(_Input):
+    reason: Reason
+    actor: Actor = "api"

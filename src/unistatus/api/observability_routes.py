@@ -1,0 +1,106 @@
+"""The open read endpoints: ``/health``, ``/metrics`` (Prometheus) and ``/api/v1/status``.
+
+Every figure is read from the database at request time, so they show what every process
+is doing. A database error reaches an unauthenticated client only as an error id
+(:func:`~unistatus.api.error_responses.public_database_error`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from unistatus.api.error_responses import public_database_error
+from unistatus.api.state import ServiceState
+from unistatus.db.control import get_mode
+from unistatus.migration.phases import read_phase
+from unistatus.observe.metrics import SnapshotCollector, collect_snapshot, database_reachable
+from unistatus.redact import redact, redact_values
+
+__all__ = ["add_observability_routes", "health_report"]
+
+
+def health_report(service: ServiceState) -> dict[str, Any]:
+    """``{"status": healthy|degraded|down, "checks": {...}}`` from cheap reads only."""
+    engine = service.engine
+    error = database_reachable(engine)
+    checks: dict[str, Any] = {"database": {"status": "up" if error is None else "down"}}
+    if error is not None:
+        checks["database"]["error"] = public_database_error(error)
+        return {"status": "down", "checks": checks}
+    degraded: list[str] = []
+    try:
+        checks["mode"] = get_mode(engine).value
+    except Exception as exc:
+        checks["mode"] = f"unknown: {exc}"
+        degraded.append("mode unknown")
+    try:
+        with engine.connect() as conn:
+            checks["phase"] = read_phase(conn)
+    except Exception as exc:
+        checks["phase"] = f"unknown: {exc}"
+        degraded.append("phase unknown")
+    try:
+        states = service.alerts()
+        critical = [
+            a["name"] for a in states if a["state"] == "firing" and a["level"] == "critical"
+        ]
+        checks["critical_alerts"] = critical
+        checks["warning_alerts"] = [
+            a["name"] for a in states if a["state"] == "firing" and a["level"] == "warning"
+        ]
+        checks["alerts_evaluated_at"] = max((a["evaluated_at"] for a in states), default=None)
+        if critical:
+            degraded.append(f"critical alerts firing: {', '.join(critical)}")
+    except Exception as exc:
+        checks["critical_alerts"] = f"unknown: {exc}"
+        degraded.append("alert state unknown")
+    if degraded:
+        checks["degraded_because"] = degraded
+    return {"status": "degraded" if degraded else "healthy", "checks": checks}
+
+
+def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(
+        SnapshotCollector(
+            service.engine,
+            service.settings,
+            window_seconds=service.window_seconds,
+            alerts=service.alerts,
+        )
+    )
+
+    @app.get("/health", tags=["observability"])
+    def health() -> JSONResponse:
+        """Database reachable, mode, phase, firing critical alerts. 503 when down."""
+        report = redact_values(health_report(service))
+        return JSONResponse(report, status_code=503 if report["status"] == "down" else 200)
+
+    @app.get("/metrics", tags=["observability"], response_class=Response)
+    def metrics() -> Response:
+        """Prometheus text format, read from the database at scrape time."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/api/v1/status", tags=["observability"])
+    def status() -> dict[str, Any]:
+        """Mode, phase, gates, progress, last check, performance and alerts."""
+        snap = collect_snapshot(
+            service.engine, service.settings, window_seconds=service.window_seconds
+        )
+        body = snap.as_dict()
+        body["database"]["error"] = public_database_error(snap.database_error)
+        try:
+            states = service.alerts() if snap.database_up else []
+            body["alerts"] = {
+                "firing": [a for a in states if a["state"] == "firing"],
+                "all": states,
+            }
+        except Exception as exc:
+            body["alerts"] = {"firing": [], "all": [], "error": redact(f"unknown: {exc}")}
+        body["health"] = health_report(service)["status"]
+        redacted: dict[str, Any] = redact_values(body)
+        return redacted

@@ -1,0 +1,73 @@
+"""What the HTTP endpoints share: settings, engine, a lazily built adapter, the monitor.
+
+One :class:`ServiceState` per app (``app.state.service``). The adapter is built on the
+first write, with operation statistics attached; the monitor thread, when started,
+evaluates the alert rules every ``interval`` seconds until :meth:`ServiceState.close`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.adapter import DualWriteAdapter
+from unistatus.config import Settings
+from unistatus.observe.alert_state import load_states
+from unistatus.observe.alerts import Monitor
+from unistatus.observe.stats import OperationStats
+
+__all__ = ["ServiceState"]
+
+# The service's log (the name it has always had).
+log = logging.getLogger("unistatus.api.service")
+
+
+class ServiceState:
+    """What the endpoints share: settings, engine, a lazily built adapter, the monitor."""
+
+    def __init__(self, settings: Settings, engine: sa.Engine, window_seconds: float) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.window_seconds = window_seconds
+        self._adapter: DualWriteAdapter | None = None
+        self._stats: OperationStats | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._monitor_thread: threading.Thread | None = None
+
+    def adapter(self) -> DualWriteAdapter:
+        with self._lock:
+            if self._adapter is None:
+                adapter = DualWriteAdapter(self.engine, settings=self.settings)
+                self._stats = OperationStats(
+                    self.engine, flush_seconds=self.settings.stats_flush_seconds
+                ).attach(adapter)
+                self._adapter = adapter
+            return self._adapter
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return [s.as_dict() for s in load_states(self.engine)]
+
+    def start_monitor(self, interval: float) -> None:
+        monitor = Monitor(self.engine, self.settings, window_seconds=self.window_seconds)
+
+        def loop() -> None:
+            while not self._stop.is_set():
+                try:
+                    monitor.evaluate()
+                except Exception:  # the service keeps serving whatever the monitor hits
+                    log.exception("alert evaluation failed")
+                self._stop.wait(interval)
+
+        self._monitor_thread = threading.Thread(target=loop, name="unistatus-monitor", daemon=True)
+        self._monitor_thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._monitor_thread is not None:
+            self._monitor_thread.join(timeout=10)
+        if self._stats is not None:
+            self._stats.close()

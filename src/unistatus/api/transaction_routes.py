@@ -1,0 +1,112 @@
+"""The transaction endpoints: create, read a status, change a status.
+
+Reads are open; writes need a writer or admin token (:mod:`unistatus.api.auth`), and
+``force`` an admin token. The history names the token that made a change
+(``token:<name>``, with the caller's ``triggered_by`` as a label), and an
+``Idempotency-Key`` belongs to the token that sent it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, HTTPException
+from fastapi.responses import JSONResponse
+
+from unistatus import errors
+from unistatus.api.access import Principal, actor_for
+from unistatus.api.auth import Writer
+from unistatus.api.error_responses import unavailable
+from unistatus.api.models import EntityId, StatusUpdate, TransactionCreate
+from unistatus.api.state import ServiceState
+from unistatus.domain.inputs import check_key
+
+__all__ = ["HTTP_KEY_LENGTH", "add_transaction_routes"]
+
+
+def _write_result(result: Any, created: bool = False) -> JSONResponse:
+    data = result.as_dict()
+    if not result.overall_success:
+        # The database refused the write after retries: a server-side failure.
+        return unavailable("StorageError", f"write failed: {result.error}", result=data)
+    return JSONResponse(data, status_code=201 if created and result.changed else 200)
+
+
+# The stored key is "<token name>:<key>" (names have at most 32 characters), so two
+# clients with different tokens never see each other's transactions through a key.
+HTTP_KEY_LENGTH = 200
+
+
+def _scoped_key(who: Principal, key: str | None) -> str | None:
+    if key is None:
+        return None
+    if len(key) > HTTP_KEY_LENGTH:
+        raise errors.InputError(
+            f"an Idempotency-Key has at most {HTTP_KEY_LENGTH} characters, got {len(key)}"
+        )
+    return f"{who.name}:{check_key(key)}"
+
+
+def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
+    @app.post("/api/v1/transactions", tags=["transactions"], status_code=201)
+    def create_transaction(
+        body: TransactionCreate,
+        who: Writer,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                alias="Idempotency-Key",
+                description="Repeat the request with the same key to get its first result "
+                "back instead of a second transaction (e.g. after a 503 whose result says "
+                "outcome_unknown); the same key with another body is refused (422). Keys "
+                f"are printable ASCII, at most {HTTP_KEY_LENGTH} characters, and belong to "
+                "the token that sent them: another token's key is another key.",
+            ),
+        ] = None,
+    ) -> JSONResponse:
+        """Create a transaction on the sides the current mode writes (or link a legacy row).
+
+        Needs a writer or admin token (``Authorization: Bearer <token>``).
+        """
+        result = service.adapter().create_transaction(
+            body.transaction_type,
+            body.user_id,
+            body.amount,
+            body.currency,
+            legacy_entity_id=body.legacy_entity_id,
+            status=body.status,
+            metadata=body.metadata,
+            idempotency_key=_scoped_key(who, idempotency_key),
+            triggered_by=actor_for(who, body.triggered_by),
+        )
+        return _write_result(result, created=True)
+
+    @app.get("/api/v1/transactions/{entity_id}", tags=["transactions"])
+    def get_transaction(entity_id: EntityId) -> dict[str, Any]:
+        """The status from the authoritative side (``source`` says which)."""
+        status, meta = service.adapter().get_transaction_status(entity_id)
+        if status is None and meta.get("source") is None:
+            raise errors.EntityNotFoundError(entity_id)
+        return {"id": entity_id, "status": status.value if status else None, **meta}
+
+    @app.post("/api/v1/transactions/{entity_id}/status", tags=["transactions"])
+    def update_status(entity_id: EntityId, body: StatusUpdate, who: Writer) -> JSONResponse:
+        """Change the status (unified or legacy value); refused transitions are 409.
+
+        Needs a writer or admin token; ``force`` (the override) needs an admin token.
+        """
+        if body.force and not who.may("admin"):
+            raise HTTPException(
+                403,
+                f"force (the admin override of the transition rules) needs an admin token; "
+                f"the token {who.name!r} is a {who.role} token",
+            )
+        result = service.adapter().update_status(
+            entity_id,
+            body.status,
+            body.reason,
+            actor_for(who, body.triggered_by),
+            metadata=body.metadata,
+            force=body.force,
+        )
+        return _write_result(result)

@@ -1,0 +1,174 @@
+"""The automated responses to firing alerts, each switchable in the settings.
+
+Critical consistency: emergency rollback. Consistency warning: detailed logging and a
+repair (the side the mode reads wins). Critical p95 with the unified side primary and
+more than 20% slower than the legacy-primary baseline: one phase back. Each firing
+episode responds once (the evaluator that claims the slot runs it); the outcome is
+recorded in the control history under :data:`AUTO_RESPONSE_KEY` and notified.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.config import Settings
+from unistatus.db.control import write_value
+from unistatus.db.dialect import DialectOps
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.migration.repair import run_repair
+from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
+from unistatus.observe.alert_state import (
+    AlertState,
+    baseline_p95_ms,
+    claim_response,
+    load_states,
+    set_response,
+)
+from unistatus.observe.metrics import Snapshot
+from unistatus.observe.notify import Notification, Notifier
+
+__all__ = ["ACTOR", "AUTO_RESPONSE_KEY", "LATENCY_REGRESSION", "Responder"]
+
+# The alerts' log (the name it has always had).
+log = logging.getLogger("unistatus.observe.alerts")
+
+AUTO_RESPONSE_KEY = "auto_response"
+ACTOR = "monitor"
+# The latency rollback needs p95 this much worse than the legacy-primary baseline.
+LATENCY_REGRESSION = 1.20
+UNIFIED_PRIMARY_MODES = (DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, DualWriteMode.UNIFIED_ONLY)
+
+
+class Responder:
+    """Runs the automated responses of the alerts that fire and have not responded yet."""
+
+    def __init__(
+        self, engine: sa.Engine, settings: Settings, notifier: Notifier, ops: DialectOps
+    ) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.notifier = notifier
+        self.ops = ops
+
+    def respond(self, snap: Snapshot) -> None:
+        auto = self.settings.auto_responses
+        states = {s.name: s for s in load_states(self.engine) if s.firing and s.response is None}
+        mode = DualWriteMode(snap.mode) if snap.mode else None
+        if "consistency_critical" in states:
+            if not auto.rollback_on_critical_consistency:
+                self._claim("consistency_critical", "none: rollback_on_critical_consistency is off")
+            elif mode is DualWriteMode.LEGACY_ONLY:
+                self._claim("consistency_critical", "none: already LEGACY_ONLY")
+            else:
+                self._run(
+                    "consistency_critical",
+                    "emergency_rollback",
+                    states["consistency_critical"].message,
+                    lambda reason: emergency_rollback(
+                        self.engine, self.settings, actor=ACTOR, reason=reason
+                    ),
+                )
+        if "consistency_warning" in states:
+            if not auto.repair_on_consistency_warning:
+                self._claim("consistency_warning", "none: repair_on_consistency_warning is off")
+            elif mode is DualWriteMode.UNIFIED_ONLY:
+                # Legacy is frozen: nothing to repair it with until a rollback replays it.
+                self._detailed_logging(snap)
+                self._claim("consistency_warning", "none: legacy is frozen in UNIFIED_ONLY")
+            else:
+                self._detailed_logging(snap)
+                self._run(
+                    "consistency_warning",
+                    "repair",
+                    states["consistency_warning"].message,
+                    lambda reason: self._repair(mode, reason),
+                )
+        if "latency_p95_critical" in states:
+            self._latency_response(states["latency_p95_critical"], snap, mode)
+
+    def _latency_response(
+        self, state: AlertState, snap: Snapshot, mode: DualWriteMode | None
+    ) -> None:
+        if not self.settings.auto_responses.rollback_on_latency:
+            self._claim(state.name, "none: rollback_on_latency is off")
+            return
+        if mode not in UNIFIED_PRIMARY_MODES:
+            return  # legacy is primary: nothing to roll back; the alert notifies
+        p95 = snap.perf("p95_ms")
+        baseline = baseline_p95_ms(self.engine)
+        if p95 is None or baseline is None or p95 <= baseline * LATENCY_REGRESSION:
+            log.warning(
+                "p95 %s ms with the unified side primary; baseline %s ms: no rollback "
+                "(needs > %d%% worse than the baseline)",
+                p95,
+                baseline,
+                round((LATENCY_REGRESSION - 1) * 100),
+            )
+            return  # reconsidered on the next evaluation while the alert fires
+        reason = (
+            f"{state.message}; {p95 / baseline * 100 - 100:.0f}% above the legacy-primary "
+            f"baseline {baseline:.1f} ms"
+        )
+        # The spec's response is "roll back to legacy primary": one phase back from 3, and
+        # from 4 (UNIFIED_ONLY) the phase-4 procedure, which replays to legacy first.
+        action = "rollback_phase"
+
+        def act(why: str) -> Any:
+            return rollback_current_phase(self.engine, self.settings, actor=ACTOR, reason=why)
+
+        self._run(state.name, action, reason, act)
+
+    def _repair(self, mode: DualWriteMode | None, reason: str) -> Any:
+        """Repair with the side the current mode reads as the winner (it is authoritative)."""
+        strategy = "unified_wins" if mode is not None and mode.reads_unified else "legacy_wins"
+        return run_repair(self.engine, self.settings, strategy=strategy, actor=ACTOR, reason=reason)
+
+    def _detailed_logging(self, snap: Snapshot) -> None:
+        logging.getLogger("unistatus").setLevel(logging.DEBUG)
+        log.warning("consistency below 99.9%%: latest check report %s", snap.last_check)
+
+    def _claim(self, name: str, response: str) -> bool:
+        return claim_response(self.ops, name, response)
+
+    def _run(self, name: str, action: str, reason: str, act: Callable[[str], Any]) -> None:
+        if not self._claim(name, f"{action}: running"):
+            return
+        why = f"automated response to {name}: {reason}"
+        try:
+            result = act(why)
+            outcome = f"{action}: done"
+        except Exception as exc:
+            log.error("automated response %s for %s failed: %s", action, name, exc)
+            outcome = f"{action}: failed: {type(exc).__name__}: {exc}"
+            result = None
+        detail = result.as_dict() if hasattr(result, "as_dict") else None
+        with self.ops.write_transaction() as conn:
+            set_response(conn, name, outcome)
+            write_value(
+                conn,
+                AUTO_RESPONSE_KEY,
+                outcome[:256],
+                actor=ACTOR,
+                reason=why,
+                metadata={"alert": name, "action": action, "result": _jsonable(detail)},
+            )
+        self.notifier.send(
+            Notification(
+                name=name,
+                level="critical" if "failed" in outcome else "warning",
+                state="response",
+                message=f"automated response {outcome} ({reason})",
+            )
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return json.loads(json.dumps(value, default=str))
+    except (TypeError, ValueError):
+        return str(value)

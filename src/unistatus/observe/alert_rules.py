@@ -1,0 +1,255 @@
+"""The alert rules: their thresholds as data, and what each rule sees in a snapshot.
+
+:func:`observe` applies every rule to a metrics :class:`~unistatus.observe.metrics.Snapshot`
+and returns one :class:`Observation` per rule (firing / resolved / unknown, or an info
+event). Pure: no database, no side effects. The thresholds are decisions of the status
+model (``docs/status-model.md``); the rules: ``docs/alerts.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from unistatus.clock import as_utc
+from unistatus.observe.metrics import Snapshot, judged_consistency
+
+__all__ = ["MILESTONES", "STALL_SECONDS", "THRESHOLDS", "Level", "Observation", "observe"]
+
+STALL_SECONDS = 3600.0
+MILESTONES = (25, 50, 75, 100)
+
+THRESHOLDS: dict[str, float] = {
+    "consistency_critical": 0.99,
+    "consistency_warning": 0.999,
+    "error_rate_critical": 0.01,
+    "error_rate_warning": 0.001,
+    "latency_p95_critical": 500.0,
+    "latency_p95_warning": 200.0,
+    "backfill_stalled": STALL_SECONDS,
+}
+
+
+class Level(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What one rule sees now. ``firing`` None = unknown (its source is unavailable).
+
+    Info rules are events: ``marker`` identifies the latest event (the phase number,
+    the check report id, the highest milestone); a new marker is a new event.
+    """
+
+    name: str
+    level: Level
+    firing: bool | None
+    value: float | None
+    threshold: float | None
+    message: str
+    marker: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        if self.level is Level.INFO:
+            return "info"
+        return {True: "firing", False: "resolved", None: "unknown"}[self.firing]
+
+
+def _threshold_rule(
+    name: str,
+    level: Level,
+    value: float | None,
+    *,
+    known: bool,
+    below: bool,
+    what: str,
+    unit: str,
+    empty: str,
+) -> Observation:
+    """A "value below/above threshold" rule; unknown when its source is unavailable."""
+    threshold = THRESHOLDS[name]
+    if not known:
+        return Observation(name, level, None, None, threshold, f"{what} unknown")
+    if value is None:  # the source answered, but there was nothing to measure
+        return Observation(name, level, False, None, threshold, empty)
+    firing = value < threshold if below else value > threshold
+    shown = _pct if unit == "%" else (lambda v: f"{v:.1f} ms")
+    message = f"{what} {shown(value)} (threshold {'<' if below else '>'} {shown(threshold)})"
+    return Observation(name, level, firing, value, threshold, message)
+
+
+def _pct(v: float | None) -> str:
+    return "unknown" if v is None else f"{v * 100:.3f}%"
+
+
+def observe(
+    snap: Snapshot, *, now: datetime, stall_seconds: float = STALL_SECONDS
+) -> list[Observation]:
+    """Apply every rule to a snapshot (pure: no database, no side effects)."""
+    out: list[Observation] = [
+        Observation(
+            "database_down",
+            Level.CRITICAL,
+            not snap.database_up,
+            0.0 if snap.database_up else 1.0,
+            None,
+            "database reachable"
+            if snap.database_up
+            else f"database unreachable: {snap.database_error}",
+        )
+    ]
+    check_known = snap.sources.get("check") == "ok"
+    stats_known = snap.sources.get("stats") == "ok"
+    count = int(snap.perf("count") or 0)
+    error_rate = snap.perf("error_rate") if count else None
+    p95 = snap.perf("p95_ms")
+    idle = "no operations in the window"
+    consistency, not_backfilled = judged_consistency(snap)
+    what = "consistency"
+    if not_backfilled:
+        what += f" ({not_backfilled} rows awaiting backfill not counted)"
+    for level, suffix in ((Level.CRITICAL, "critical"), (Level.WARNING, "warning")):
+        out.append(
+            _threshold_rule(
+                f"consistency_{suffix}",
+                level,
+                consistency,
+                known=check_known,
+                below=True,
+                what=what,
+                unit="%",
+                empty="no check report yet",
+            )
+        )
+        out.append(
+            _threshold_rule(
+                f"error_rate_{suffix}",
+                level,
+                error_rate,
+                known=stats_known,
+                below=False,
+                what=f"error rate over {count} operations",
+                unit="%",
+                empty=idle,
+            )
+        )
+        out.append(
+            _threshold_rule(
+                f"latency_p95_{suffix}",
+                level,
+                p95,
+                known=stats_known,
+                below=False,
+                what="p95 latency",
+                unit="ms",
+                empty=idle,
+            )
+        )
+    out.append(_stalled(snap, now, stall_seconds))
+    out.extend(_info_events(snap))
+    return out
+
+
+def _stalled(snap: Snapshot, now: datetime, stall_seconds: float) -> Observation:
+    name = "backfill_stalled"
+    if snap.progress is None:
+        return Observation(name, Level.WARNING, None, None, stall_seconds, "progress unknown")
+    stalled: dict[str, float] = {}
+    for system, info in snap.progress.items():
+        started = (info.get("percent") or 0) > 0 or info.get("state") not in (
+            None,
+            "not_started",
+            "pending",
+        )
+        updated = _parse_time(info.get("updated_at"))
+        paused = info.get("paused") or info.get("state") == "paused"  # deliberate, not stalled
+        if info.get("complete") or paused or not started or updated is None:
+            continue
+        idle = (now - updated).total_seconds()
+        if idle > stall_seconds:
+            stalled[system] = idle
+    if not stalled:
+        return Observation(name, Level.WARNING, False, 0.0, stall_seconds, "backfill progressing")
+    worst = max(stalled.values())
+    text = ", ".join(f"{s} idle {v / 3600:.1f} h" for s, v in sorted(stalled.items()))
+    return Observation(
+        name,
+        Level.WARNING,
+        True,
+        worst,
+        stall_seconds,
+        f"migration progress stalled: {text}",
+        details={"idle_seconds": stalled},
+    )
+
+
+def _info_events(snap: Snapshot) -> list[Observation]:
+    out: list[Observation] = []
+    if snap.phase is not None:
+        out.append(
+            Observation(
+                "phase_transition",
+                Level.INFO,
+                None,
+                float(snap.phase),
+                None,
+                f"phase transition completed: now phase {snap.phase} (mode {snap.mode})",
+                marker=str(snap.phase),
+            )
+        )
+    for system, info in sorted((snap.progress or {}).items()):
+        percent = info.get("percent")
+        if percent is None:
+            continue
+        reached = [m for m in MILESTONES if float(percent) >= m]
+        # Marker "0" before the first milestone, so that reaching 25% is news too.
+        top = reached[-1] if reached else 0
+        out.append(
+            Observation(
+                f"milestone_backfill_{system.lower()}",
+                Level.INFO,
+                None,
+                float(percent),
+                None,
+                f"milestone reached: {system} backfill {top}%"
+                if top
+                else f"{system} backfill below {MILESTONES[0]}%",
+                marker=str(top),
+            )
+        )
+    report = snap.last_check
+    if report is not None and report.get("id") is not None:
+        rate = snap.consistency_rate
+        passed = report.get("inconsistent") == 0
+        verdict = "passed" if passed else f"failed ({report.get('inconsistent')} inconsistent)"
+        out.append(
+            Observation(
+                "validation",
+                Level.INFO,
+                None,
+                rate,
+                None,
+                f"validation {verdict}: {report.get('consistent')}/{report.get('total')} "
+                f"consistent ({_pct(rate)}, scope {report.get('scope')})",
+                marker=str(report["id"]),
+            )
+        )
+    return out
+
+
+def _parse_time(value: object) -> datetime | None:
+    if isinstance(value, datetime):
+        return as_utc(value)
+    if isinstance(value, str) and value:
+        try:
+            return as_utc(datetime.fromisoformat(value))
+        except ValueError:
+            return None
+    return None
