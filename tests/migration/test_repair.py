@@ -25,7 +25,9 @@ from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError
 from unistatus.migration.check import run_check
-from unistatus.migration.repair import Strategy, open_repair_count, plan_repair, run_repair
+from unistatus.migration.repair import run_repair
+from unistatus.migration.repair_plan import Strategy, plan_repair
+from unistatus.migration.repair_queue import open_repair_count
 
 N = 20
 PER_SYSTEM = N // 10  # entities per damage pattern and system

@@ -18,7 +18,9 @@ from unistatus.db.tables import exchanges, status_history
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.check import run_check
-from unistatus.migration.repair import Strategy, open_repair_count, plan_repair, run_repair
+from unistatus.migration.repair import run_repair
+from unistatus.migration.repair_plan import Strategy, plan_repair
+from unistatus.migration.repair_queue import open_repair_count
 
 EXCHANGE = LegacySystemType.EXCHANGE
 

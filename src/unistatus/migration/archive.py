@@ -1,18 +1,11 @@
 """Archive of the legacy tables: export, verify against a database, restore.
 
-An archive is a directory: one gzip JSON-lines file per legacy table and a
-``manifest.json``. Each line is one row, a JSON array in column order, every value as
-exact text where JSON has no exact type: decimals with their full scale ("12.50000000"),
-timestamps in ISO 8601 (UTC for timestamp-with-time-zone columns), NULL as null. Rows
-are ordered by primary key and the gzip header carries no name or time, so exporting
-the same rows twice gives the same bytes.
-
-The manifest lists, per table: row count, columns (name, SQL type, kind, nullability,
-length / precision / scale), the sha256 of the file and of its uncompressed content.
-``verify`` checks the files against the manifest and the content digest against the
-live rows; ``restore`` loads an archive into a database (creating missing tables) and
-checks the loaded rows the same way. A verified archive is recorded in the control
-table; retiring the legacy status columns requires one (see :mod:`unistatus.migration.retire`).
+An archive is a directory: one gzip JSON-lines file per legacy table (a row per line in
+primary-key order, a JSON array in column order; decimals, timestamps and bytes as exact
+text, timestamps with time zone in UTC) and a ``manifest.json`` (row counts, column types,
+sha256 of each file and of its content). The gzip header has no name or time, so the same
+rows export to the same bytes. A verified archive is recorded in the control table;
+retiring the legacy status columns requires one. Operator's view: ``docs/runbook.md``.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
-from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.db.tables_check import check_reports
 from unistatus.domain import consistency
@@ -206,17 +206,10 @@ def scope_of(systems: Sequence[LegacySystemType], since: datetime | None) -> str
 # --- the rule in SQL ------------------------------------------------------------------
 
 
-_L_NAMES = ("id", "status", "user_id", "amount", "currency", "updated_at")
-_U_NAMES = (
-    "id",
-    "legacy_id",
-    "status",
-    "legacy_status",
-    "user_id",
-    "amount",
-    "currency",
-    "updated_at",
-)
+# The columns each side of a pair carries: the rule's (key, status, DATA_COLUMNS) and
+# ``updated_at`` for ``--since``; unified adds its legacy key and legacy status image.
+_L_NAMES = tuple(name for name in LEGACY_COLUMNS if name != "created_at")
+_U_NAMES = ("id", "legacy_id", "status", "legacy_status", *DATA_COLUMNS, "updated_at")
 
 
 @dataclass(frozen=True)
@@ -248,18 +241,22 @@ def rule_flags(
 ) -> dict[str, sa.ColumnElement[bool]]:
     """The spec's consistency rule as one boolean SQL expression per kind.
 
-    ``l`` and ``u`` map ``id``, ``status``, ``user_id``, ``amount``, ``currency`` (``u``
-    also ``legacy_status``) to the two sides' columns (NULL ``id`` = that side is absent;
-    ``u`` rows must all point at a legacy row, rows born unified are no orphans). Each expression is never NULL, so
-    ``CASE WHEN`` and ``NOT`` mean what they say, and each mirrors
-    :func:`unistatus.domain.consistency.compare` clause by clause.
+    ``l`` and ``u`` map ``id``, ``status`` and the DATA_COLUMNS (``u`` also
+    ``legacy_status``) to the two sides' columns (NULL ``id`` = that side is absent; ``u``
+    rows must all point at a legacy row, rows born unified are no orphans). Each
+    expression is never NULL, so ``CASE WHEN`` and ``NOT`` mean what they say, and each
+    mirrors :func:`unistatus.domain.consistency.compare` clause by clause.
     """
     has_l, has_u = l["id"].is_not(None), u["id"].is_not(None)
     known = list(_mapper.forward_table(system))
     mappable = sa.and_(l["status"].is_not(None), l["status"].in_(known))
-    amount_differs = sa.or_(
-        l["amount"].is_(None), u["amount"].is_(None), l["amount"] != u["amount"]
-    )
+
+    def differs(name: str) -> sa.ColumnElement[bool]:
+        # As in compare: an amount is compared as a number, and NULL equals nothing.
+        if name == "amount":
+            return sa.or_(l[name].is_(None), u[name].is_(None), l[name] != u[name])
+        return l[name].is_distinct_from(u[name])
+
     flags = {
         InconsistencyKind.MISSING_UNIFIED: sa.and_(has_l, u["id"].is_(None)),
         InconsistencyKind.ORPHAN_UNIFIED: sa.and_(l["id"].is_(None), has_u),
@@ -269,11 +266,7 @@ def rule_flags(
         InconsistencyKind.FIELD_MISMATCH: sa.and_(
             has_l,
             has_u,
-            sa.or_(
-                l["user_id"].is_distinct_from(u["user_id"]),
-                amount_differs,
-                l["currency"].is_distinct_from(u["currency"]),
-            ),
+            sa.or_(*(differs(name) for name in DATA_COLUMNS)),
         ),
         InconsistencyKind.UNMAPPABLE_LEGACY: sa.and_(has_l, sa.not_(mappable)),
         InconsistencyKind.LEGACY_STATUS_DRIFT: sa.and_(
@@ -307,14 +300,9 @@ def pair_flags(
     if lt.status is None:
         raise StorageError(f"legacy table {lt.name!r} has no status column any more")
     system = lt.system
-    lcols: dict[str, sa.ColumnElement[Any]] = {
-        "id": lt.id,
-        "status": projected_legacy_status(lt.status) if project_pending else lt.status,
-        "user_id": lt.user_id,
-        "amount": lt.amount,
-        "currency": lt.currency,
-        "updated_at": lt.updated_at,
-    }
+    lcols: dict[str, sa.ColumnElement[Any]] = {name: lt.column(name) for name in _L_NAMES}
+    if project_pending:
+        lcols["status"] = projected_legacy_status(lt.status)
     ucols = {name: U.c[name] for name in _U_NAMES}
     on = sa.and_(
         U.c.legacy_system == system.value,

@@ -27,7 +27,7 @@ from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, StorageError
 from unistatus.migration.check import latest_report
-from unistatus.migration.repair import open_repair_count
+from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay_conflicts import open_conflict_count
 from unistatus.observe.stats import window
 

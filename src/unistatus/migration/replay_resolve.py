@@ -24,7 +24,8 @@ from unistatus.db.tables_replay import replay_conflicts as C
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, ModeError, StorageError
-from unistatus.migration.repair import Strategy, repair_in
+from unistatus.migration.repair_entity import repair_in
+from unistatus.migration.repair_plan import Strategy
 from unistatus.migration.replay_conflicts import RESOLUTIONS, ReplayConflict, get_conflict
 
 __all__ = ["resolve"]

@@ -34,7 +34,7 @@ from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import UnistatusError
 from unistatus.migration.check import latest_report
 from unistatus.migration.phases import phase_status
-from unistatus.migration.repair import open_repair_count
+from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay_conflicts import open_conflict_count
 from unistatus.observe.stats import window
 

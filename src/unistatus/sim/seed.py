@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import DialectOps, ops_for
-from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable, resolve_legacy_tables
 from unistatus.domain.statuses import (
     CashoutStatus,
     EscrowStatus,
@@ -245,22 +245,18 @@ def _insert(
     money = sa.cast(inner.c.hm % MAX_CENTS + 100, sa.Numeric(20, 8)) / sa.literal_column(
         "100.0", sa.Numeric(20, 8)
     )
-    select = sa.select(
-        (inner.c.hu % MAX_USER_ID + 1).label("user_id"),
-        money.label("amount"),
-        _choice(inner.c.hu // 7, CURRENCIES[lt.system]).label("currency"),
-        statuses(inner.c.g, inner.c.hs).label("status"),
-        ops.seconds_before(now, age).label("created_at"),
-        ops.seconds_before(now, since_update).label("updated_at"),
-    )
-    assert lt.status is not None  # require_status=True when resolving
-    columns: list[sa.Column[Any]] = [
-        lt.user_id,
-        lt.amount,
-        lt.currency,
-        lt.status,
-        lt.created_at,
-        lt.updated_at,
-    ]
-    conn.execute(sa.insert(lt.table).from_select([c.key for c in columns], select))
+    # A synthetic value for every legacy column but the id (the table's own sequence); a
+    # column added to LEGACY_COLUMNS needs its generator here (a KeyError says so).
+    values: dict[str, sa.ColumnElement[Any]] = {
+        "status": statuses(inner.c.g, inner.c.hs),
+        "user_id": inner.c.hu % MAX_USER_ID + 1,
+        "amount": money,
+        "currency": _choice(inner.c.hu // 7, CURRENCIES[lt.system]),
+        "created_at": ops.seconds_before(now, age),
+        "updated_at": ops.seconds_before(now, since_update),
+    }
+    names = [name for name in LEGACY_COLUMNS if name != "id"]
+    select = sa.select(*(values[name].label(name) for name in names))
+    columns = [lt.column(name).key for name in names]
+    conn.execute(sa.insert(lt.table).from_select(columns, select))
     return count

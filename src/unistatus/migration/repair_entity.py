@@ -1,0 +1,351 @@
+"""Repairing one entity inside a given connection: lock, re-judge, write, audit.
+
+The rows are read under the adapter's locks (mode, legacy, unified), the plan is made
+afresh, the winning side written with one history row, and the entity's repair-queue
+rows closed; what happened is counted in a ``RepairReport``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.adapter.rows import read_entity
+from unistatus.adapter.writes import history_values, unified_row
+from unistatus.clock import utcnow
+from unistatus.config import Settings
+from unistatus.db.control import read_mode
+from unistatus.db.dialect import DialectOps, ops_for
+from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
+from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
+from unistatus.domain.consistency import InconsistencyKind as K
+from unistatus.domain.ids import derive_utx_id
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.transitions import TransitionRules
+from unistatus.migration.repair_plan import RepairPlan, Strategy, plan_repair
+from unistatus.migration.repair_queue import resolve_queued
+from unistatus.migration.replay_conflicts import has_open_conflict
+
+__all__ = ["KEEP_ACTIONS", "EntityRepair", "RepairReport", "repair_in"]
+
+U = unified_transactions
+KEEP_ACTIONS = 50  # entity-level detail kept in the report; counts are always complete
+_rules = TransitionRules()
+LEGACY_FROZEN = "legacy_frozen"  # skip reason in UNIFIED_ONLY: only a rollback writes legacy
+REPLAY_CONFLICT = "replay_conflict"  # skip reason: `unistatus rollback resolve` decides it
+
+
+@dataclass
+class RepairReport:
+    """What a repair run did: counts, a few actions and errors (``as_dict`` to show it)."""
+
+    strategy: Strategy
+    dry_run: bool
+    actor: str
+    limit: int | None = None
+    reason: str | None = None
+    examined: int = 0
+    repaired: int = 0
+    repaired_kinds: dict[str, int] = field(default_factory=dict)
+    already_consistent: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    failed: int = 0
+    queue_seen: int = 0
+    queue_resolved: int = 0
+    limit_reached: bool = False
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    duration_ms: float = 0.0
+
+    @property
+    def remaining(self) -> int:
+        """Entities still inconsistent after this run (skipped, failed, or past the limit)."""
+        return sum(self.skipped.values()) + self.failed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy.value,
+            "dry_run": self.dry_run,
+            "actor": self.actor,
+            "reason": self.reason,
+            "limit": self.limit,
+            "limit_reached": self.limit_reached,
+            "examined": self.examined,
+            "repaired": self.repaired,
+            "repaired_kinds": dict(self.repaired_kinds),
+            "already_consistent": self.already_consistent,
+            "skipped": dict(self.skipped),
+            "failed": self.failed,
+            "repair_queue": {"seen": self.queue_seen, "resolved": self.queue_resolved},
+            "actions": list(self.actions),
+            "errors": list(self.errors),
+            "duration_ms": round(self.duration_ms, 3),
+        }
+
+
+def _jsonable(row: Mapping[str, Any] | None, names: tuple[str, ...]) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    out: dict[str, Any] = {}
+    for name in names:
+        value = row.get(name)
+        out[name] = str(value) if isinstance(value, Decimal) else value
+    return out
+
+
+_L_AUDIT = ("status", *DATA_COLUMNS)
+_U_AUDIT = ("status", "legacy_status", *DATA_COLUMNS)
+
+
+class EntityRepair:
+    """What every entity repair of one run shares: dialect, tables, the report."""
+
+    def __init__(
+        self,
+        ops: DialectOps,
+        tables: dict[LegacySystemType, LegacyTable],
+        report: RepairReport,
+    ) -> None:
+        self.ops = ops
+        self.tables = tables
+        self.report = report
+
+    def run(
+        self,
+        conn: sa.Connection,
+        system: LegacySystemType,
+        legacy_id: int | None,
+        utx_id: str | None,
+        *,
+        lock: bool,
+    ) -> None:
+        """Repair one entity in ``conn``; ``lock`` takes the adapter's locks first."""
+        report = self.report
+        if lock:
+            # Mode lock, then legacy row, then unified row: the adapter's order.
+            self.ops.mode_shared_lock(conn)
+        mode = read_mode(conn)
+        lt = self.tables[system]
+        assert lt.status is not None  # resolved with require_status: repair reads it
+        entity = read_entity(conn, lt, legacy_id, utx_id, lock=lock)
+        legacy, unified = entity.legacy, entity.unified
+        plan = plan_repair(system, legacy, unified, report.strategy, mode)
+        frozen = mode is DualWriteMode.UNIFIED_ONLY and plan.action not in ("none", "skip")
+        if frozen and not _allowed_frozen(conn, plan, unified):
+            plan = RepairPlan(plan.kinds, "skip", skip_reason=LEGACY_FROZEN)
+        if plan.action not in ("none", "skip") and has_open_conflict(
+            conn,
+            system,
+            legacy_id if legacy_id is not None else (unified or {}).get("legacy_id"),
+            unified["id"] if unified else utx_id,
+        ):
+            # The replay kept legacy on purpose (e.g. a payout confirmed while legacy
+            # was written alone): the operator decides it, never a repair strategy.
+            plan = RepairPlan(plan.kinds, "skip", skip_reason=REPLAY_CONFLICT)
+        if plan.action == "none":
+            report.already_consistent += 1
+            if not report.dry_run:
+                report.queue_resolved += resolve_queued(
+                    conn, system, legacy_id, utx_id, "already consistent"
+                )
+            return
+        if plan.action == "skip":
+            reason = plan.skip_reason or "skipped"
+            report.skipped[reason] = report.skipped.get(reason, 0) + 1
+            self._keep(system, legacy_id, utx_id, plan, None)
+            return
+        op_id = str(uuid.uuid4())
+        if not report.dry_run:
+            if not self._write(conn, lt, legacy, unified, plan, mode, op_id):
+                report.already_consistent += 1  # a concurrent insert won the race
+                return
+            report.queue_resolved += resolve_queued(
+                conn,
+                system,
+                legacy_id,
+                utx_id,
+                f"repaired by {report.actor} ({report.strategy.value}, {plan.winner} wins), "
+                f"operation {op_id}",
+            )
+        report.repaired += 1
+        for kind in plan.kinds:
+            report.repaired_kinds[kind] = report.repaired_kinds.get(kind, 0) + 1
+        self._keep(system, legacy_id, utx_id, plan, op_id)
+
+    def _keep(
+        self,
+        system: LegacySystemType,
+        legacy_id: int | None,
+        utx_id: str | None,
+        plan: RepairPlan,
+        op_id: str | None,
+    ) -> None:
+        if len(self.report.actions) >= KEEP_ACTIONS:
+            return
+        self.report.actions.append(
+            {
+                "system": system.value,
+                "legacy_id": legacy_id,
+                "transaction_id": utx_id,
+                "kinds": plan.kinds,
+                "action": plan.action,
+                "winner": plan.winner,
+                "skip_reason": plan.skip_reason,
+                "operation_id": op_id,
+            }
+        )
+
+    def _write(
+        self,
+        conn: sa.Connection,
+        lt: LegacyTable,
+        legacy: Mapping[str, Any] | None,
+        unified: Mapping[str, Any] | None,
+        plan: RepairPlan,
+        mode: DualWriteMode,
+        op_id: str,
+    ) -> bool:
+        assert legacy is not None and lt.status is not None
+        system = lt.system
+        now = utcnow()
+        utx_id = unified["id"] if unified else derive_utx_id(system, legacy["id"])
+        after_legacy = dict(legacy)
+        after_unified: dict[str, Any] = dict(unified) if unified else {}
+        if plan.action == "insert_unified":
+            values = unified_row(
+                system,
+                utx_id=utx_id,
+                legacy_id=legacy["id"],
+                data=plan.unified_values,
+                status=plan.unified_values["status"],
+                legacy_status=plan.unified_values["legacy_status"],
+                origin="repair",
+                created_at=legacy["created_at"] or now,
+                updated_at=now,
+            )
+            stmt = self.ops.insert(U).values(values).on_conflict_do_nothing()
+            if conn.execute(stmt).rowcount == 0:
+                return False
+            after_unified = values
+        if plan.action == "write_unified":
+            assert unified is not None
+            conn.execute(
+                sa.update(U)
+                .where(U.c.id == unified["id"])
+                .values(**plan.unified_values, version=U.c.version + 1, updated_at=now)
+            )
+            after_unified.update(plan.unified_values)
+        if plan.action == "write_legacy":
+            assert unified is not None
+            values = {lt.column(k).key: v for k, v in plan.legacy_values.items()}
+            values[lt.updated_at.key] = now
+            conn.execute(sa.update(lt.table).where(lt.id == legacy["id"]).values(values))
+            conn.execute(
+                sa.update(U)
+                .where(U.c.id == unified["id"])
+                .values(**plan.unified_values, version=U.c.version + 1, updated_at=now)
+            )
+            after_legacy.update(plan.legacy_values)
+            after_unified.update(plan.unified_values)
+        src = unified["status"] if unified else None
+        dst = after_unified.get("status")
+        conn.execute(
+            sa.insert(status_history).values(
+                history_values(
+                    transaction_id=utx_id,
+                    legacy_system=system.value,
+                    legacy_id=legacy["id"],
+                    from_status=src,
+                    to_status=dst,
+                    from_legacy_status=legacy["status"],
+                    to_legacy_status=after_legacy["status"],
+                    reason=(
+                        f"repair of {', '.join(plan.kinds)}: {self.report.strategy.value}, "
+                        f"{plan.winner} side kept"
+                        + (f"; {self.report.reason}" if self.report.reason else "")
+                    ),
+                    triggered_by="repair",
+                    meta={
+                        "strategy": self.report.strategy.value,
+                        "winner": plan.winner,
+                        "action": plan.action,
+                        "kinds": plan.kinds,
+                        "actor": self.report.actor,
+                        "reason": self.report.reason,
+                        "before": {
+                            "legacy": _jsonable(legacy, _L_AUDIT),
+                            "unified": _jsonable(unified, _U_AUDIT),
+                        },
+                        "after": {
+                            "legacy": _jsonable(after_legacy, _L_AUDIT),
+                            "unified": _jsonable(after_unified, _U_AUDIT),
+                        },
+                    },
+                    operation_id=op_id,
+                    mode=mode.value,
+                    override=_is_override(system, src, dst),
+                    created_at=now,
+                )
+            )
+        )
+        return True
+
+
+def _is_override(system: LegacySystemType, src: str | None, dst: str | None) -> bool:
+    """True when repair moved the unified status along a path the rules do not list."""
+    if src is None or dst is None or src == dst:
+        return False
+    try:
+        return dst not in {s.value for s in _rules.allowed(system.transaction_type, src)}
+    except ValueError:
+        return True
+
+
+def _allowed_frozen(
+    conn: sa.Connection, plan: RepairPlan, unified: Mapping[str, Any] | None
+) -> bool:
+    """What repair may write while legacy is frozen (UNIFIED_ONLY): nothing, or a stale
+    ``legacy_status`` of a transaction with no change awaiting replay.
+
+    Legacy is not written in UNIFIED_ONLY, so the legacy row of such a transaction is
+    its latest legacy value, and the image the retirement's undo refills from must show
+    it. A transaction with a pending change is left alone: its image is newer than the
+    frozen row by design, and the replay brings legacy up to it. (Called with both rows
+    locked, so no adapter write can add a pending change meanwhile.)
+    """
+    if plan.kinds != [K.LEGACY_STATUS_DRIFT.value] or unified is None:
+        return False
+    pending = conn.execute(
+        sa.select(pending_legacy_changes.c.id)
+        .where(
+            pending_legacy_changes.c.transaction_id == unified["id"],
+            pending_legacy_changes.c.replayed_at.is_(None),
+        )
+        .limit(1)
+    ).first()
+    return pending is None
+
+
+def repair_in(
+    conn: sa.Connection,
+    engine: sa.Engine,
+    settings: Settings,
+    tables: dict[LegacySystemType, LegacyTable],
+    system: LegacySystemType,
+    legacy_id: int | None,
+    utx_id: str | None,
+    *,
+    strategy: Strategy,
+    actor: str,
+    reason: str,
+) -> RepairReport:
+    """Repair one transaction inside the caller's write transaction (no retry, no queue
+    sweep): the caller commits or rolls back, with whatever else it wrote."""
+    report = RepairReport(strategy, False, actor, None, reason)
+    EntityRepair(ops_for(engine), tables, report).run(conn, system, legacy_id, utx_id, lock=True)
+    return report
