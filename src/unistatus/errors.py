@@ -1,6 +1,6 @@
 """Every error unistatus raises on bad input or a refused operation.
 
-One root to catch them all; context as attributes, so callers need not parse messages::
+One root (catch everything at once); context as attributes, so callers need not parse messages::
 
     UnistatusError
     ├── ConfigError                 bad settings, unknown table or column names
