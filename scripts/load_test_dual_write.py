@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The strategy document's load test command, as a thin wrapper over unistatus.sim.loadtest.
+"""The load-test script: a thin wrapper over unistatus.sim.loadtest.
 
     python scripts/load_test_dual_write.py --transactions=10000 --concurrent=50
 

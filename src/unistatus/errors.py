@@ -1,6 +1,6 @@
 """Every error unistatus raises on bad input or a refused operation.
 
-The hierarchy (one root, so callers can catch everything unistatus-specific)::
+One root (catch everything at once); context as attributes, so callers need not parse messages::
 
     UnistatusError
     ├── ConfigError                 bad settings, unknown table or column names
@@ -13,8 +13,6 @@ The hierarchy (one root, so callers can catch everything unistatus-specific)::
     ├── ModeError                   an operation not allowed in the current write mode
     ├── GateError                   a phase gate failed (and the move was not forced)
     └── StorageError                the database failed or went away
-
-Exceptions carry their context as attributes so callers need not parse messages.
 """
 
 from __future__ import annotations

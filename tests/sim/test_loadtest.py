@@ -132,7 +132,7 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([], 50) == 0.0
 
 
-def test_strategy_document_script(sqlite_db: Database) -> None:
+def test_load_test_script(sqlite_db: Database) -> None:
     """`scripts/load_test_dual_write.py --transactions=N --concurrent=C`, as documented."""
     import subprocess
     import sys

@@ -1,27 +1,8 @@
 """DualWriteAdapter: the one way the application writes transaction statuses.
 
-Every write runs in one database transaction that (1) takes the mode lock shared, so a
-mode switch waits for it, (2) locks the entity's row (the legacy row while legacy is
-written, else the unified row), (3) checks the transition against the locked current
-status, and (4) writes the sides the current mode asks for, plus one history row.
-``strict`` fallback commits all of it or nothing; ``primary_wins`` runs the secondary
-side in a savepoint and queues a repair if it fails.
-
-On PostgreSQL the common status change takes a shorter way with the same guarantees
-(:mod:`unistatus.adapter.fast`): one statement does (1) to (4), re-checking the state
-it was planned from, and anything it cannot settle falls back to the transaction above.
-At most ``settings.write_concurrency`` writes of an adapter run at once; the rest queue
-in arrival order (:mod:`unistatus.adapter.admission`).
-
-Bad input and refused changes raise (``UnistatusError``); database failures are returned
-as failed results, ``outcome_unknown`` when the write may have committed; no SQLAlchemy
-or driver exception leaves the adapter, and every operation reaches the observers once.
-
-This module is the facade: the public methods and the wiring. The work is done by
-:mod:`~unistatus.adapter.plan` (decisions), :mod:`~unistatus.adapter.rows` (reading and
-locking), :mod:`~unistatus.adapter.writes` (the locked path and the rows it builds),
-:mod:`~unistatus.adapter.create`, :mod:`~unistatus.adapter.fast` and
-:mod:`~unistatus.adapter.runner` (attempts, retries, observers).
+The facade: the public methods and the wiring; the work is done by ``plan``, ``rows``,
+``writes``, ``create``, ``fast`` and ``runner``. What a write guarantees (mode lock,
+row locks, fallbacks, results instead of driver errors): docs/adapter.md.
 """
 
 from __future__ import annotations

@@ -1,34 +1,8 @@
 """The adapter's one- or two-round-trip status change on PostgreSQL.
 
-The locked path (:mod:`unistatus.adapter.writes`, in :mod:`unistatus.adapter.runner`'s
-transaction) costs four round trips
-per status change: BEGIN, the locking SELECT, the write, COMMIT. On a busy host the
-round trips, not the SQL, are most of a write's time. This path costs two, or one, in
-autocommit:
-
-1. know the entity's state: what this adapter last wrote to it (a bounded cache of
-   recent writes, ``settings.state_cache_size``), else read the legacy row (and its
-   unified row) without locks: a second round trip;
-2. plan the change in Python, exactly as the locked path does (the caller's planner);
-3. one statement (:meth:`HotStatements.guarded_dual_write`) that takes the mode lock and
-   reads the mode afresh (``unistatus_locked_mode()``, revision 0007), locks both rows,
-   re-checks that they still hold the state the plan was made from (legacy status;
-   unified status, legacy_status and version), and then writes legacy, unified and the
-   history row. Being its own transaction, it writes all of that or nothing.
-
-If anything moved in between (the mode, either row, a cached state gone stale), the
-statement writes nothing: after a cached state, the change is tried once more from a
-fresh read, and then the adapter takes the locked path, which reads and decides again
-under its locks. A lost race costs time, never correctness. Whatever the locked path
-must decide for real
-goes to it directly: a refusal (invalid transition, unknown status), a no-op, a row
-not backfilled yet, ``primary_wins`` (a savepoint between the sides), UNIFIED_ONLY.
-
-Retrying is safe too. If the connection is lost during the statement, it may or may not
-have committed: :class:`WriteLost` tells the adapter so (its result says the outcome is
-unknown unless a retry settles it). The retry reads again, and since both statements are
-guarded by the same row versions, at most one of them applies the change; one that finds
-the change already made is a no-op.
+An unlocked read (or a cached state), a plan, then one guarded statement that writes
+legacy, unified and history or nothing; whatever it cannot settle goes to the locked
+path. Why this is safe, and retries: docs/adapter.md, "The fast path".
 """
 
 from __future__ import annotations
@@ -54,7 +28,7 @@ Key = tuple[LegacySystemType, int]
 
 
 class FastStatusWriter:
-    """Status changes in two autocommit round trips, for one adapter (see the module).
+    """Status changes in two autocommit round trips, for one adapter (docs/adapter.md).
 
     Works with the adapter's ``engine`` (its pool), its prepared ``statements`` and its
     ``fallback``; the caller hands each change its plan as a function of the state read.

@@ -1,22 +1,8 @@
 """Idempotency keys of ``DualWriteAdapter.create_transaction``.
 
-A create whose outcome is unknown (its COMMIT's reply was lost) cannot be repeated
-blindly: a second call would make a second transaction. With an idempotency key it can.
-The key, a digest of the create's arguments and what the create made are stored in
-the same transaction as the create (``unistatus_idempotency_keys``, primary key on the
-key). So:
-
-- a repeated key, later or concurrent, fails on that primary key and rolls back
-  everything its call wrote; the adapter then reads the stored row and returns the first
-  call's result (``replayed=True``), on every backend and in every mode;
-- the same key with other arguments is refused (:class:`~unistatus.errors.InputError`),
-  as Stripe refuses it: a key names one request, not one client;
-- after a lost COMMIT, the adapter retries a keyed create itself, looking the key up
-  first: found, the first attempt committed; absent, it did not, and the create runs.
-
-The hot path pays nothing for a key: the key row is one more CTE of the create's single
-statement on PostgreSQL (:meth:`unistatus.adapter.sql.HotStatements.create_dual`), one
-more INSERT elsewhere; only a repeat costs a second transaction.
+Validating a key, the digest of the create's arguments, storing the key in the create's
+transaction and replaying the first call's result on a repeat. Why a repeated or
+retried create is safe: docs/adapter.md, "Idempotency keys of creates".
 """
 
 from __future__ import annotations

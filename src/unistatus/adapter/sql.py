@@ -1,29 +1,8 @@
 """The DualWriteAdapter's hot-path statements, built once per legacy system.
 
-Each is a SQLAlchemy Core statement with bind parameters, compiled once
-(:class:`unistatus.db.prepared.Prepared`), so a write costs the database's time rather
-than SQLAlchemy's:
-
-- ``lock_legacy`` / ``lock_both``: lock the legacy row (and its unified row) after the
-  mode lock;
-- ``legacy_write``: the legacy UPDATE, guarded by the stored mode;
-- ``dual_write``: legacy UPDATE + unified UPDATE + history INSERT in one statement;
-- ``create_legacy`` / ``create_dual``: a new transaction's legacy INSERT (+ its unified
-  row and first history row), guarded by the stored mode; ``keyed``, also its
-  idempotency key's row (:mod:`unistatus.adapter.keys`), in the same statement;
-- ``read_legacy`` / ``read_both`` and ``guarded_legacy_write`` / ``guarded_dual_write``:
-  the two-round-trip path (:mod:`unistatus.adapter.fast`), PostgreSQL only: an unlocked
-  read, then one statement that takes the mode lock, reads the mode afresh
-  (``unistatus_locked_mode()``, revision 0007), locks the rows, re-checks what was read
-  and writes, or writes nothing.
-
-A guarded statement writes nothing when the stored mode is no longer the one the write
-was planned under; the adapter then retries under the new mode. Its snapshot is taken
-after the mode lock was granted (by an earlier statement of the same transaction), so
-it sees any switch that committed before.
-
-The rows they insert are the ones :mod:`unistatus.adapter.writes` defines (history,
-unified and legacy rows), with bind parameters in place of values.
+Locks, guarded writes, creates (with their idempotency key) and the fast path's reads
+and guarded writes, each compiled once with :class:`unistatus.db.prepared.Prepared`.
+The list and the mode guard: docs/adapter.md, "The prepared statements".
 """
 
 from __future__ import annotations

@@ -1,19 +1,11 @@
 """Who may do what through the HTTP API: bearer tokens, their names and their roles.
 
-Tokens come from the settings, nowhere else:
-
-- ``admin_token`` (``UNISTATUS_ADMIN_TOKEN``): named ``admin``, role ``admin``;
-- ``writer_token`` (``UNISTATUS_WRITER_TOKEN``): named ``writer``, role ``writer``;
-- ``api_tokens``: any number of ``{name, token, role}``, one per client.
-
-Role ``writer`` may create transactions and change statuses; role ``admin`` may also use
-``force`` (the override of the transition rules) and the control endpoints. What no
-token is configured for is disabled, never open.
-
-A presented token is compared with every configured token (``hmac.compare_digest``,
-no early exit), so the response time says nothing about which token, or how much of
-one, matched. The history names the token that made a change (:func:`actor_for`),
-never its value; the caller's own ``triggered_by`` is kept beside it as a label.
+Tokens come only from the settings (``admin_token``, ``writer_token``, ``api_tokens``);
+role ``writer`` may create and change statuses, ``admin`` may also ``force`` and use the
+control endpoints; what no token is configured for is disabled, never open. A presented
+token is compared with every configured one (``hmac.compare_digest``, no early exit),
+and the history names the token (:func:`actor_for`), never its value. Details:
+docs/runbook.md, "Access".
 """
 
 from __future__ import annotations

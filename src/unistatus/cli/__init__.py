@@ -12,13 +12,32 @@ module top", so ``unistatus --help`` loads none of it (tests/cli/test_startup.py
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
+from unistatus.cli import (
+    archive_cmd,
+    backfill_cmd,
+    check_cmd,
+    dashboard_cmd,
+    demo_cmd,
+    diagnose_cmd,
+    export_cmd,
+    init_cmd,
+    loadtest_cmd,
+    mapping_cmd,
+    mode_cmd,
+    monitor_cmd,
+    phase_cmd,
+    repair_cmd,
+    retire_cmd,
+    rollback_cmd,
+    serve_cmd,
+    tx_cmd,
+)
 from unistatus.cli.context import AppState, abort_from
 from unistatus.redact import log_redacted
 
@@ -71,31 +90,26 @@ def _global(
     ctx.call_on_close(ctx.obj.close)
 
 
-# Command modules, each exposing `register(app)`; they import heavy modules inside their
-# command bodies so `--help` stays instant.
-COMMAND_MODULES = [
-    "init_cmd",
-    "mapping_cmd",
-    "mode_cmd",
-    "tx_cmd",
-    "demo_cmd",
-    "backfill_cmd",
-    "check_cmd",
-    "repair_cmd",
-    "phase_cmd",
-    "rollback_cmd",
-    "monitor_cmd",
-    "serve_cmd",
-    "export_cmd",
-    "dashboard_cmd",
-    "diagnose_cmd",
-    "loadtest_cmd",
-    "archive_cmd",
-    "retire_cmd",
-]
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"unistatus.cli.{_name}").register(app)
+# The command groups, in the order `--help` lists them; each module's `register(app)` adds
+# its commands. They import heavy modules inside their command bodies so `--help` stays fast.
+init_cmd.register(app)
+mapping_cmd.register(app)
+mode_cmd.register(app)
+tx_cmd.register(app)
+demo_cmd.register(app)
+backfill_cmd.register(app)
+check_cmd.register(app)
+repair_cmd.register(app)
+phase_cmd.register(app)
+rollback_cmd.register(app)
+monitor_cmd.register(app)
+serve_cmd.register(app)
+export_cmd.register(app)
+dashboard_cmd.register(app)
+diagnose_cmd.register(app)
+loadtest_cmd.register(app)
+archive_cmd.register(app)
+retire_cmd.register(app)
 
 
 def main() -> None:

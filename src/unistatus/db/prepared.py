@@ -1,20 +1,8 @@
 """Statements built with SQLAlchemy Core, compiled once, executed many times.
 
-SQLAlchemy does not cache ``INSERT ... FROM SELECT`` nor DML in CTEs, and even a
-cached statement costs about 0.1 ms of Python per ``Connection.execute`` (execution
-context, result set-up, the cursor's column descriptions): a third of a dual write's
-client time. A :class:`Prepared` statement keeps its compiled SQL and its types' bind
-processors, and runs in the caller's SQLAlchemy transaction, which SQLAlchemy still
-begins, commits, rolls back and pools.
-
-- :meth:`Prepared.execute` runs the compiled SQL through ``exec_driver_sql`` on any
-  dialect (rowcount kept; values come back as the driver returns them).
-- :meth:`Prepared.rows` is the adapter's hot path. On psycopg, whose values come back
-  as finished Python objects, it runs straight on the DBAPI cursor; a driver error goes
-  through SQLAlchemy's own handler, so callers see the usual ``DBAPIError`` and a lost
-  connection invalidates the pool exactly as ``Connection.execute`` would. Elsewhere
-  (SQLite keeps timestamps as text, which SQLAlchemy's result processing turns back into
-  datetimes) it runs the statement through ``Connection.execute``.
+:class:`Prepared` keeps a statement's compiled SQL and bind processors and runs it in the
+caller's SQLAlchemy transaction (straight on the DBAPI cursor on psycopg, for the
+adapter's hot path). Why, and what each method keeps: docs/adapter.md.
 """
 
 from __future__ import annotations

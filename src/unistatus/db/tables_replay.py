@@ -1,4 +1,4 @@
-"""Changes the replay to legacy did not apply, kept for the operator (issue 10, section 1).
+"""Changes the replay to legacy did not apply, kept for the operator (docs/rollback.md).
 
 A change made in UNIFIED_ONLY is replayed to legacy only while the legacy row still
 holds the status the change started from (its legacy "before"). A legacy row that moved

@@ -1,28 +1,8 @@
 """``unistatus check``: the full, set-based diff between the legacy tables and unified.
 
-For each legacy system the key space is walked in chunks of legacy primary keys. Each
-chunk is ONE statement: a full outer join of the legacy rows in the key range with the
-unified rows that point into the same range (written as LEFT JOIN + UNION ALL of the
-orphans, see :func:`pair_flags`), the spec's consistency rule written as SQL flags
-(:func:`rule_flags`, built from :func:`unistatus.domain.mapping.compatible_clause`), summed by
-the database. Python only adds up one row of counts per chunk, so memory does not grow
-with the table. The first chunk is open below and the last open above, so every unified
-row that points at a missing legacy row (an orphan) falls in some chunk.
-
-Counting: ``total`` is the number of rows checked (legacy rows + orphan unified rows);
-``consistent`` those with no inconsistency; ``inconsistencies[kind]`` the number of rows
-showing that kind (a row can show several: an unmappable legacy row without a unified
-row is both ``unmappable_legacy`` and ``missing_unified``; a row whose user and amount
-both differ counts once in ``field_mismatch``). ``legacy_status_drift``: the statuses
-agree but the unified row's exact image of the legacy status (``legacy_status``, what
-undoing the retirement refills legacy from) is not the legacy row's; it counts as an
-inconsistency, so a drifted row keeps the gates and the consistency rate below 100%
-until ``repair`` fixes it (the retirement must be exactly reversible). This is the same
-rule as :func:`unistatus.domain.consistency.compare`, the adapter's single-entity check; a test holds
-the two to the same answer on every case.
-
-Every report is stored (``unistatus_check_reports``) so phase gates, alerts and the
-dashboard can read :func:`latest_report` instead of re-running a diff.
+One statement per chunk of legacy keys, counted by the database; the report is stored
+(``unistatus_check_reports``) for the gates, alerts and dashboard. How rows are paired
+and counted: docs/check.md.
 """
 
 from __future__ import annotations

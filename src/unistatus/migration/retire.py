@@ -1,25 +1,8 @@
 """Phase 4 cleanup: drop the legacy status columns, reversibly.
 
-The drop is Alembic revision 0006, the ``retire`` branch (see its docstring); this
-module decides when it may run and undoes it. It may run only when:
-
-* the mode is UNIFIED_ONLY (legacy frozen, nothing writes a legacy status any more);
-* a verified archive is recorded (``unistatus archive verify``), and it still matches
-  the live legacy tables, re-verified now;
-* every legacy row can be restored exactly: it has a unified row whose
-  ``legacy_status`` is set (``unified_transactions.legacy_status`` is what the undo
-  refills the columns from) and equals the legacy status, or, where a change made in
-  UNIFIED_ONLY awaits replay, holds that newer value (a ``legacy_status_drift`` row, left
-  by a legacy-only change that kept the unified status, blocks the drop until
-  ``unistatus repair`` fixes it).
-
-Revision 0006 runs its own frozen copy of :func:`blockers` again in its own transaction
-under the exclusive mode lock (legacy frozen, no adapter write in flight), so the
-statuses it drops are the ones checked.
-
-Anything else is refused with every reason at once, and nothing is changed. The undo
-(the revision's downgrade) adds the columns back and refills them in one set-based
-UPDATE per table; it is allowed in any mode, since rolling back out of phase 4 needs it.
+Decides when the drop (Alembic revision 0006, the ``retire`` branch) may run (UNIFIED_ONLY,
+a verified archive, every legacy status restorable), runs it, and undoes it. What is
+checked and how the undo refills the columns: docs/retire.md.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
 """One JSON document for the investigation phase of a rollback (``unistatus diagnose``;
 docs/runbook.md).
 
-Each section is gathered on its own: a section that fails (a table missing, a module
-not installed) becomes ``{"error": "..."}`` and the rest is still collected, because
-this runs in the middle of an incident. Secrets never leave: tokens are replaced,
-database passwords are removed in every form (:func:`unistatus.redact.redact`, applied
-to every string of the document), and webhook URLs (which embed their credentials in
-the path) keep only scheme and host.
+Each section is gathered on its own by ``_section``: a section that raises (a database
+error, a missing table, one of our typed errors, or anything else: this runs in the
+middle of an incident) becomes ``{"error": "..."}`` and the rest is still collected.
+Secrets never leave: tokens are replaced, database passwords are removed in every form
+(:func:`unistatus.redact.redact`, applied to every string of the document), and webhook
+URLs (which embed their credentials in the path) keep only scheme and host.
 """
 
 from __future__ import annotations

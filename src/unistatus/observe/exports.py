@@ -172,7 +172,7 @@ def _panel(
 
 
 def grafana_dashboard() -> dict[str, Any]:
-    """The document's migration dashboard as a Grafana dashboard (JSON model)."""
+    """The migration dashboard as a Grafana dashboard (JSON model)."""
     t = THRESHOLDS
     panels = [
         _panel(1, "Phase", "stat", [("unistatus_phase", "phase")], 0, 0, 4, 4),

@@ -3,9 +3,10 @@
 One :class:`Snapshot` feeds everything that shows or judges the migration: alert
 evaluation, ``/health``, ``/api/v1/status``, ``/metrics`` and both dashboards. It is
 read from the database (not from this process's memory) so it reflects every process
-that runs an adapter. A source that is unavailable (its module is not installed, its
-table is missing, the query failed) is reported as unknown with the reason; it never
-becomes a made-up number.
+that runs an adapter. Each source is read through ``_read``: a database error, a missing
+table, or one of our typed errors (a :class:`UnistatusError`: a stored value or setting
+our checks refuse) makes that source unknown with the reason, never a made-up number;
+any other exception is a bug and raises.
 """
 
 from __future__ import annotations

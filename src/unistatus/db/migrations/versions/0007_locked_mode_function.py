@@ -1,20 +1,8 @@
 """locked mode function: the mode lock and a fresh read of the mode, in one SQL call.
 
-PostgreSQL only (SQLite serialises writers with BEGIN IMMEDIATE and needs no lock).
-
-``unistatus_locked_mode()`` takes the shared mode lock (the advisory lock a mode switch
-holds exclusive, :data:`unistatus.db.dialect.MODE_LOCK_KEY`) for the rest of the
-transaction, then returns the stored mode. It is VOLATILE, so its query takes a new
-snapshot: it sees a switch that committed while the call waited for the lock. A plain
-sub-select in the calling statement could not, since that statement's snapshot is older
-than the wait. This lets one statement both exclude a mode switch and check the mode,
-which is what the adapter's two-round-trip write path needs
-(:mod:`unistatus.adapter.fast`).
-
-On the main chain after 0005 (0006, the retirement of the legacy status columns, is
-the ``retire`` branch, applied only by ``unistatus retire``). A database retired (at
-0006) before this revision existed never gets the function; the adapter then keeps to
-its locked write path (and logs why), so nothing breaks.
+PostgreSQL only: ``unistatus_locked_mode()`` takes the shared mode lock, then reads the
+mode in a new snapshot, for the adapter's fast path. Why, and databases retired before
+it: docs/adapter.md, "The locked mode function".
 
 Revision ID: 0007
 Revises: 0005

@@ -1,4 +1,4 @@
-"""Idempotency keys of creates (issue 10, section 4): ``unistatus_idempotency_keys``.
+"""Idempotency keys of creates (docs/adapter.md): ``unistatus_idempotency_keys``.
 
 One row per key, written in the same transaction as the create it names; its primary
 key makes a repeated (or concurrent) create with the same key fail and roll back, and

@@ -1,4 +1,4 @@
-"""Replayed changes kept as conflicts (issue 10, section 1).
+"""Replayed changes kept as conflicts (docs/rollback.md).
 
 ``unistatus_replay_conflicts``: a change made in UNIFIED_ONLY that the replay to legacy
 did not apply because the legacy row no longer held the status the change started from

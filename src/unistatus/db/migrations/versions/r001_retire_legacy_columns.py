@@ -1,35 +1,10 @@
 """retire legacy columns: drop the legacy status columns (phase 4 cleanup), reversibly.
 
-The only revision of the ``retire`` branch, off the main chain: ``unistatus init`` (and
-``alembic upgrade main@head``) never reach it; only ``unistatus retire legacy-columns``
-applies it, after its gates, and ``--undo`` reverts it (``downgrade retire@base``). It
-depends on 0009, so applying it first brings the main chain to 0009. Its id, 0006, was
-given when it was the last revision of one chain; databases retired then store 0006,
-which Alembic reads the same way now (0006 applied, and with it 0001..0009). ``alembic
-upgrade head`` is refused (two heads); ``upgrade heads`` reaches this revision, whose
-own gates below then refuse to drop anything early.
-
-upgrade() re-checks the retirement gates inside its own transaction, after taking the
-exclusive mode lock (on PostgreSQL it waits for in-flight adapter writes; DDL waits at
-most ``lock_timeout_ms`` for its table locks): UNIFIED_ONLY, a recorded verified
-archive, every legacy row restorable, and every legacy status exactly equal to its
-unified row's ``legacy_status`` (or, where a change awaits replay, that newer value):
-no ``legacy_status_drift``, checked while legacy is frozen, right before the drop. It
-records each dropped column's length and nullability in the control table (key
-``legacy_columns``) for the downgrade.
-
-downgrade() adds the columns back and refills each table with one set-based UPDATE
-from ``unified_transactions.legacy_status`` (matched by legacy_system + legacy_id),
-which upgrade() found equal to every dropped status, so the values come back exactly.
-(A restored column comes back last in the table's column order; SQL by name is
-unaffected.) SQLite alters tables through ``op.batch_alter_table`` (copy and rename).
-
-It runs no application code: the checks, table shapes, keys and lock are frozen here as
-they were when it was written, so later changes to the package cannot change it. What
-it is given, through the Alembic config's attributes (:func:`unistatus.db.schema.
-alembic_config`): ``legacy_tables`` ({system: {"table", "id", "status"}}, the
-deployment's own names), ``lock_timeout_ms``, ``gate_error`` (the exception a refusal
-raises), and optionally ``actor`` and ``reason`` (recorded with the change).
+The only revision of the ``retire`` branch, off the main chain, applied only by
+``unistatus retire legacy-columns`` (``--undo``: ``downgrade retire@base``). upgrade()
+re-checks the gates under the exclusive mode lock, then drops; downgrade() refills the
+columns from ``unified_transactions.legacy_status``. It runs no application code: its
+checks are frozen here. The branch, the gates and the inputs: docs/retire.md.
 
 Revision ID: 0006
 Revises: (branch base; depends on 0009)
