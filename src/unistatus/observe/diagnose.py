@@ -25,7 +25,6 @@ import sqlalchemy as sa
 import unistatus.db.tables_alerts  # noqa: F401
 import unistatus.db.tables_ops  # noqa: F401
 import unistatus.db.tables_replay  # noqa: F401
-from unistatus import __version__
 from unistatus.backfill import progress, quarantine_count
 from unistatus.clock import utcnow
 from unistatus.config import Settings
@@ -41,6 +40,7 @@ from unistatus.migration.replay_conflicts import list_conflicts, open_conflict_c
 from unistatus.observe.alert_state import load_states
 from unistatus.observe.stats import window
 from unistatus.redact import REDACTED, redact, redact_values, redact_webhook
+from unistatus.version import VERSION
 
 __all__ = ["REDACTED", "default_filename", "generate_diagnostic", "redact_settings"]
 
@@ -91,7 +91,7 @@ def _versions(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         info = conn.dialect.server_version_info
     return {
-        "unistatus": __version__,
+        "unistatus": VERSION,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "sqlalchemy": sa.__version__,
