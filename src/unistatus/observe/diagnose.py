@@ -21,17 +21,14 @@ from typing import Any
 import alembic
 import sqlalchemy as sa
 
-# Imported for their tables: they join ``metadata``, which the table counts list.
-import unistatus.db.tables_alerts  # noqa: F401
-import unistatus.db.tables_ops  # noqa: F401
-import unistatus.db.tables_replay  # noqa: F401
 from unistatus.backfill import progress, quarantine_count
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db import schema
+from unistatus.db.catalog import all_tables
 from unistatus.db.control import get_mode, history
 from unistatus.db.legacy import resolve_legacy_tables
-from unistatus.db.tables import metadata, repair_queue
+from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.db.tables_check import check_reports as R
 from unistatus.migration.phases import phase_status, read_phase
@@ -171,7 +168,7 @@ def _stats(engine: sa.Engine) -> dict[str, Any]:
 
 
 def _table_counts(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
-    tables = list(metadata.sorted_tables)
+    tables = all_tables()
     legacy = _section(
         "legacy", lambda: resolve_legacy_tables(engine, settings, require_status=False)
     )
