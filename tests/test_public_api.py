@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import ast
+import importlib.metadata
 import inspect
+from pathlib import Path
 
 import unistatus
 from unistatus import errors
@@ -76,3 +79,43 @@ def test_star_import_gives_exactly_all() -> None:
     namespace: dict[str, object] = {}
     exec("from unistatus import *", namespace)
     assert set(namespace) - {"__builtins__"} == set(unistatus.__all__)
+
+
+def _type_checking_imports(tree: ast.Module) -> dict[str, str]:
+    """name -> module of the ``from M import name`` lines under ``if TYPE_CHECKING:``."""
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for stmt in node.body:
+                assert isinstance(stmt, ast.ImportFrom) and stmt.module, ast.unparse(stmt)
+                for alias in stmt.names:
+                    assert alias.asname is None, ast.unparse(stmt)
+                    found[alias.name] = stmt.module
+    return found
+
+
+def _lazy_table(tree: ast.Module) -> dict[str, str]:
+    """The literal ``_LAZY = {...}`` of the module, as written."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [ast.unparse(t) for t in node.targets] == ["_LAZY"]:
+            table = ast.literal_eval(node.value)
+            assert isinstance(table, dict)
+            return table
+    raise AssertionError("unistatus/__init__.py has no _LAZY = {...}")
+
+
+def test_lazy_table_and_type_checking_imports_agree() -> None:
+    """The two lists kept by hand in unistatus/__init__.py (the imports type checkers
+    read, the table ``__getattr__`` loads from) name the same names from the same
+    modules, and exactly the public names."""
+    assert unistatus.__file__ is not None
+    tree = ast.parse(Path(unistatus.__file__).read_text(encoding="utf-8"))
+    typed, lazy = _type_checking_imports(tree), _lazy_table(tree)
+    assert typed == lazy
+    assert sorted(lazy) == [n for n in unistatus.__all__ if n != "__version__"]
+
+
+def test_version_is_the_distributions() -> None:
+    """``unistatus.__version__`` (unistatus/version.py) is pyproject.toml's version, as
+    the installed distribution reports it."""
+    assert unistatus.__version__ == importlib.metadata.version("unistatus")

@@ -13,6 +13,8 @@ import importlib as _importlib
 import typing as _typing
 from types import ModuleType as _ModuleType
 
+from unistatus.version import VERSION as _VERSION
+
 if _typing.TYPE_CHECKING:
     from unistatus.adapter.core import DualWriteAdapter, DualWriteResult, OperationEvent
     from unistatus.domain.ids import LegacyRef
@@ -42,7 +44,7 @@ if _typing.TYPE_CHECKING:
     )
     from unistatus.observe.stats import OperationStats
 
-__version__ = "0.1.0"
+__version__ = _VERSION
 
 __all__ = [
     "CashoutStatus",

@@ -11,11 +11,10 @@ from unistatus import (
     DualWriteAdapter,
     DualWriteMode,
 )
+from unistatus.db.catalog import metadata
 from unistatus.db.control import set_mode
-from unistatus.db.tables import (
-    metadata,
-)
 
+# The legacy tables and every table unistatus owns (db.catalog imports them all).
 TABLES = ["cashouts", "escrows", "exchanges", *sorted(metadata.tables)]
 
 

@@ -11,7 +11,6 @@ an idempotency key the first result is stored, and replayed to a repeated call
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,6 +25,7 @@ from unistatus.clock import utcnow
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS
 from unistatus.db.tables import unified_transactions
+from unistatus.domain.consistency import same_value
 from unistatus.domain.ids import LegacyRef, derive_utx_id, new_unified_id
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
@@ -225,8 +225,7 @@ class Creator:
         source = entity.legacy if entity.legacy is not None else entity.unified
         assert source is not None
         for name, value in new.fields.items():
-            same = Decimal(source[name]) == value if name == "amount" else source[name] == value
-            if not same:
+            if not same_value(name, source[name], value):
                 raise InputError(
                     f"{entity.system.value.lower()}:{entity.legacy_id} exists with {name}="
                     f"{source[name]}, not {value}"

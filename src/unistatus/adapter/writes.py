@@ -56,23 +56,9 @@ U = unified_transactions
 
 # --- the rows ---------------------------------------------------------------------------
 
-# The columns of a history row, in the order every writer lists them.
-HISTORY_KEYS = (
-    "transaction_id",
-    "legacy_system",
-    "legacy_id",
-    "from_status",
-    "to_status",
-    "from_legacy_status",
-    "to_legacy_status",
-    "reason",
-    "triggered_by",
-    "meta",
-    "operation_id",
-    "mode",
-    "override",
-    "created_at",
-)
+# The columns of a history row, in the order every writer lists them: the table's own
+# columns (by key), all but the id the database assigns.
+HISTORY_KEYS = tuple(c.key for c in status_history.c if c.key != "id")
 _HISTORY_SET = frozenset(HISTORY_KEYS)
 _OMITTED: Any = object()
 

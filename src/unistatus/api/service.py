@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -35,6 +34,7 @@ from unistatus.api.transaction_routes import add_transaction_routes
 from unistatus.config import Settings, load_settings
 from unistatus.db.engine import create_engine
 from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS
+from unistatus.version import VERSION
 
 __all__ = ["create_app"]
 
@@ -64,7 +64,7 @@ def create_app(
 
     app = FastAPI(
         title="unistatus",
-        version=_version(),
+        version=VERSION,
         description="Migration of legacy payment statuses to the unified model: health, "
         "metrics, status, transactions and control.",
         lifespan=lifespan,
@@ -76,13 +76,6 @@ def create_app(
     add_control_routes(app, service)
     _dashboard_routes(app)
     return app
-
-
-def _version() -> str:
-    try:
-        return version("unistatus")
-    except PackageNotFoundError:  # run from a source tree that is not installed
-        return "0"
 
 
 def _dashboard_routes(app: FastAPI) -> None:

@@ -35,7 +35,7 @@ from unistatus.backfill.statements import (
     unmappable_reason,
 )
 from unistatus.db.dialect import DialectOps
-from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
+from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import UTC
 from unistatus.db.tables import unified_transactions as U
@@ -144,23 +144,16 @@ class ChunkCopier:
         claim = self._claim().cte("claim")
         src = (
             sa.select(
-                lt.id.label("id"),
-                *(lt.column(name).label(name) for name in DATA_COLUMNS),
+                *(lt.column(name).label(name) for name in LEGACY_COLUMNS if name != "status"),
                 status_column(lt).label("raw"),
                 mapped_status(lt).label("mapped"),
-                lt.created_at.label("created_at"),
-                lt.updated_at.label("updated_at"),
             )
             .select_from(lt.table.join(claim, in_range(lt, claim.c.start_id, claim.c.end_id)))
             .cte("src")
         )
-        legacy = {
-            "id": src.c.id,
-            "status": src.c.raw,
-            **{name: src.c[name] for name in DATA_COLUMNS},
-            "created_at": src.c.created_at,
-            "updated_at": src.c.updated_at,
-        }
+        # The legacy row as the plain INSERT reads it (statements.unified_insert), its
+        # status column under the name "raw" beside the status it maps to.
+        legacy = {name: src.c["raw" if name == "status" else name] for name in LEGACY_COLUMNS}
         ins = (
             insert_select(
                 ops, backfilled_row(system, legacy, src.c.mapped), src.c.mapped.is_not(None)

@@ -33,6 +33,15 @@ class InconsistencyKind(StrEnum):
 SHARED_FIELDS = ("user_id", "amount", "currency")
 
 
+def same_value(name: str, a: Any, b: Any) -> bool:
+    """Whether two values of the shared field ``name`` agree: the amount as a number
+    (``10.5`` and ``10.50`` agree; a missing amount agrees with nothing), the rest as
+    equal."""
+    if name == "amount":
+        return a is not None and b is not None and Decimal(a) == Decimal(b)
+    return bool(a == b)
+
+
 @dataclass(frozen=True)
 class Inconsistency:
     kind: InconsistencyKind
@@ -106,11 +115,7 @@ def compare(
         )
     for name in SHARED_FIELDS:
         lv, uv = legacy[name], unified[name]
-        if name == "amount":
-            same = lv is not None and uv is not None and Decimal(lv) == Decimal(uv)
-        else:
-            same = lv == uv
-        if not same:
+        if not same_value(name, lv, uv):
             out.append(
                 found(
                     InconsistencyKind.FIELD_MISMATCH, field=name, legacy_value=lv, unified_value=uv

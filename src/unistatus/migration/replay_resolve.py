@@ -14,6 +14,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from unistatus.adapter.rows import read_legacy_row
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import read_mode
@@ -108,14 +109,13 @@ def _apply(
     lt = tables[LegacySystemType(conflict.legacy_system)]
     if lt.status is None:
         raise ModeError("the legacy status columns are retired: nothing to write to")
-    current = conn.execute(
-        sa.select(lt.status).where(lt.id == conflict.legacy_id).with_for_update()
-    ).first()
+    current = read_legacy_row(conn, lt, conflict.legacy_id, lock=True)
     if current is None:
         raise InputError(f"{conflict.entity}: the legacy row is gone; use --keep-legacy")
-    if current[0] != conflict.legacy_actual:
+    if current["status"] != conflict.legacy_actual:
         raise InputError(
-            f"{conflict.entity} now holds {current[0]!r} in legacy, not {conflict.legacy_actual!r} "
+            f"{conflict.entity} now holds {current['status']!r} in legacy, not "
+            f"{conflict.legacy_actual!r} "
             "as when the conflict was recorded: it changed since; look again and decide "
             "(--keep-legacy keeps it)"
         )

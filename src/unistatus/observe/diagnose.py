@@ -21,18 +21,14 @@ from typing import Any
 import alembic
 import sqlalchemy as sa
 
-# Imported for their tables: they join ``metadata``, which the table counts list.
-import unistatus.db.tables_alerts  # noqa: F401
-import unistatus.db.tables_ops  # noqa: F401
-import unistatus.db.tables_replay  # noqa: F401
-from unistatus import __version__
 from unistatus.backfill import progress, quarantine_count
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db import schema
+from unistatus.db.catalog import all_tables
 from unistatus.db.control import get_mode, history
 from unistatus.db.legacy import resolve_legacy_tables
-from unistatus.db.tables import metadata, repair_queue
+from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.db.tables_check import check_reports as R
 from unistatus.migration.phases import phase_status, read_phase
@@ -41,6 +37,7 @@ from unistatus.migration.replay_conflicts import list_conflicts, open_conflict_c
 from unistatus.observe.alert_state import load_states
 from unistatus.observe.stats import window
 from unistatus.redact import REDACTED, redact, redact_values, redact_webhook
+from unistatus.version import VERSION
 
 __all__ = ["REDACTED", "default_filename", "generate_diagnostic", "redact_settings"]
 
@@ -91,7 +88,7 @@ def _versions(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         info = conn.dialect.server_version_info
     return {
-        "unistatus": __version__,
+        "unistatus": VERSION,
         "python": platform.python_version(),
         "platform": platform.platform(),
         "sqlalchemy": sa.__version__,
@@ -171,7 +168,7 @@ def _stats(engine: sa.Engine) -> dict[str, Any]:
 
 
 def _table_counts(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
-    tables = list(metadata.sorted_tables)
+    tables = all_tables()
     legacy = _section(
         "legacy", lambda: resolve_legacy_tables(engine, settings, require_status=False)
     )

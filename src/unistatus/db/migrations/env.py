@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from unistatus.db.tables import metadata
+from unistatus.db.catalog import metadata
 
 connection = context.config.attributes["connection"]
 context.configure(
