@@ -28,6 +28,7 @@ if _typing.TYPE_CHECKING:
     )
     from unistatus.domain.transitions import TransitionRules
     from unistatus.errors import (
+        CallerTransactionError,
         ConfigError,
         EntityNotFoundError,
         GateError,
@@ -45,6 +46,7 @@ if _typing.TYPE_CHECKING:
 __version__ = "0.1.0"
 
 __all__ = [
+    "CallerTransactionError",
     "CashoutStatus",
     "ConfigError",
     "DualWriteAdapter",
@@ -75,6 +77,7 @@ __all__ = [
 
 # Each public name and the module that defines it (keep in step with the imports above).
 _LAZY = {
+    "CallerTransactionError": "unistatus.errors",
     "CashoutStatus": "unistatus.domain.statuses",
     "ConfigError": "unistatus.errors",
     "DualWriteAdapter": "unistatus.adapter.core",

@@ -38,6 +38,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.adapter.admission import FairGate
+from unistatus.adapter.caller import CallerConnection, CallerTransactions
 from unistatus.adapter.create import Creator, NewTransaction
 from unistatus.adapter.fast import FastStatusWriter
 from unistatus.adapter.keys import IdempotencyClaim
@@ -48,7 +49,7 @@ from unistatus.adapter.runner import Runner
 from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.writes import LockedWriter, result_of
 from unistatus.config import Settings, load_settings
-from unistatus.db.control import ModeWatcher
+from unistatus.db.control import ModeWatcher, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
@@ -151,6 +152,13 @@ class DualWriteAdapter:
         self._creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, self.fast
         )
+        # connection=: the caller's transaction (no fast path, so no state cache).
+        self._caller = CallerTransactions(
+            self._runner, self.ops, self.engine.dialect.loaded_dbapi.Error
+        )
+        self._caller_creator = Creator(
+            self.hot, self.ops, self._rows, self._writer, self.mapper, None
+        )
 
     # --- public API -----------------------------------------------------------------
 
@@ -184,6 +192,8 @@ class DualWriteAdapter:
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         triggered_by: str = "create_transaction",
+        *,
+        connection: CallerConnection | None = None,
     ) -> DualWriteResult:
         """Create a transaction on the sides the mode writes (or link an existing legacy row).
 
@@ -192,6 +202,10 @@ class DualWriteAdapter:
         an outcome-unknown result and when the calls race; the same key with other
         arguments is an InputError (:mod:`unistatus.adapter.keys`). ``triggered_by``
         names who created it in the first history row.
+
+        With ``connection`` (a Connection in a transaction, or an ORM Session) it is
+        written in the caller's transaction, committed or rolled back by the caller
+        (:mod:`unistatus.adapter.caller`); a repeated key is looked up first there.
         """
         ttype = parse_type(transaction_type)
         system = ttype.legacy_system
@@ -219,6 +233,11 @@ class DualWriteAdapter:
             }
             claim = IdempotencyClaim.of(idempotency_key, arguments)
         new = NewTransaction(system, ref, fields, dst, dst_legacy, metadata, triggered_by, claim)
+        if connection is not None:
+            if claim is not None:
+                claim.look_first = True  # no second attempt in the caller's transaction
+            work = partial(self._caller_creator.work, new=new)
+            return self._caller.write("create_transaction", connection, work)
         work = partial(self._creator.work, new=new)
         return self._runner.run("create_transaction", work, settle=claim.settle if claim else None)
 
@@ -230,8 +249,13 @@ class DualWriteAdapter:
         triggered_by: str,
         metadata: dict[str, Any] | None = None,
         force: bool = False,
+        *,
+        connection: CallerConnection | None = None,
     ) -> DualWriteResult:
-        """Change a transaction's status; ``new_status`` may be unified or legacy."""
+        """Change a transaction's status; ``new_status`` may be unified or legacy.
+
+        With ``connection``: in the caller's transaction (:mod:`unistatus.adapter.caller`).
+        """
         ref = parse_entity_id(entity_id)
         if not isinstance(triggered_by, str) or not triggered_by.strip():
             raise InputError("triggered_by is required (who or what made this change)")
@@ -257,6 +281,8 @@ class DualWriteAdapter:
             plan.operation_id = op_id
             return self._writer.apply(conn, plan)
 
+        if connection is not None:
+            return self._caller.write("update_status", connection, work)
         fast = self.fast
 
         def fast_work(mode: DualWriteMode, op_id: str) -> DualWriteResult | None:
@@ -274,18 +300,23 @@ class DualWriteAdapter:
         return self._runner.run("update_status", work, fast_work if fast is not None else None)
 
     def get_transaction_status(
-        self, entity_id: object
+        self, entity_id: object, *, connection: CallerConnection | None = None
     ) -> tuple[UnifiedTransactionStatus | None, dict[str, Any]]:
-        """The status from the authoritative side, with ``metadata['source']``."""
+        """The status from the authoritative side, with ``metadata['source']``.
+
+        With ``connection``: read in the caller's transaction (its own writes included).
+        """
         started = time.perf_counter()
         ref = parse_entity_id(entity_id)
         mode = self._runner.last_mode
         mismatch = False
         try:
-            mode = self.mode
-            with self._runner.storage_errors(f"cannot read {entity_id}"):
-                with self.engine.connect() as conn:
-                    entity = self._rows.read(conn, ref)
+            if connection is None:
+                mode = self.mode
+            with self._reading(connection, f"cannot read {entity_id}") as conn:
+                if connection is not None:
+                    mode = read_mode(conn)
+                entity = self._rows.read(conn, ref)
         except StorageError as exc:
             self._runner.emit("get_transaction_status", mode, False, started, error=str(exc))
             raise
@@ -318,11 +349,16 @@ class DualWriteAdapter:
         return status, meta
 
     def check_consistency(
-        self, entity_id: object, system_type: LegacySystemType | str | None = None
+        self,
+        entity_id: object,
+        system_type: LegacySystemType | str | None = None,
+        *,
+        connection: CallerConnection | None = None,
     ) -> dict[str, Any]:
-        """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction."""
+        """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction
+        (with ``connection``: as the caller's transaction sees it)."""
         ref = parse_entity_id(entity_id)
-        with self._runner.storage_errors(f"cannot read {entity_id}"), self.engine.connect() as conn:
+        with self._reading(connection, f"cannot read {entity_id}") as conn:
             entity = self._rows.read(conn, ref)
         if entity.legacy is None and entity.unified is None:
             raise EntityNotFoundError(str(entity_id))
@@ -330,10 +366,7 @@ class DualWriteAdapter:
             raise InputError(f"{entity_id} belongs to {entity.system.value}, not {system_type}")
         legacy = entity.legacy
         if legacy is not None and entity.unified is not None:
-            with (
-                self._runner.storage_errors(f"cannot read {entity_id}"),
-                self.engine.connect() as conn,
-            ):
+            with self._reading(connection, f"cannot read {entity_id}") as conn:
                 if replay_pending(conn, str(entity.unified["id"])):
                     # Legacy is frozen until the replay: compare with what it will hold
                     # (the same projection as the bulk check, unistatus.migration.check).
@@ -349,6 +382,17 @@ class DualWriteAdapter:
         }
 
     # --- wiring -----------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self, connection: CallerConnection | None, what: str) -> Iterator[sa.Connection]:
+        """A connection to read on: the caller's, else one of the pool; failures raise
+        StorageError (CallerTransactionError in the caller's transaction)."""
+        if connection is not None:
+            with self._caller.reading(connection, what) as conn:
+                yield conn
+            return
+        with self._runner.storage_errors(what), self.engine.connect() as conn:
+            yield conn
 
     def _fast_path_available(self) -> bool:
         """PostgreSQL with ``unistatus_locked_mode()`` (revision 0007) installed."""
