@@ -38,6 +38,7 @@ from unistatus.adapter.runner import Runner, Work, failed_result
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe
+from unistatus.db.prepared import Prepared
 from unistatus.db.tables import migration_control
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import CallerTransactionError, InputError, StorageError, UnistatusError
@@ -84,10 +85,24 @@ class _Done:
 class CallerTransactions:
     """Runs one adapter's operations in callers' transactions (see the module)."""
 
-    def __init__(self, runner: Runner, ops: DialectOps, driver_error: type[Exception]) -> None:
+    def __init__(
+        self,
+        runner: Runner,
+        ops: DialectOps,
+        driver_error: type[Exception],
+        dialect: sa.Dialect,
+        *,
+        locked_mode: bool,
+    ) -> None:
         self.runner = runner
         self.ops = ops
         self.driver_error = driver_error
+        # ``unistatus_locked_mode()`` (revision 0007): the lock and the read in one call.
+        self._locked_mode = (
+            Prepared(sa.select(sa.func.unistatus_locked_mode(type_=sa.Text)), dialect)
+            if locked_mode
+            else None
+        )
         # The writes each open caller transaction made, by Connection or Session.
         self._waiting: weakref.WeakKeyDictionary[object, list[_Done]] = weakref.WeakKeyDictionary()
 
@@ -136,6 +151,9 @@ class CallerTransactions:
 
     def lock_mode(self, conn: sa.Connection) -> DualWriteMode:
         """Lock the mode in the caller's transaction, then read it (see the module)."""
+        if self._locked_mode is not None:
+            mode = self.runner.last_mode = DualWriteMode(self._locked_mode.rows(conn, {})[0][0])
+            return mode
         if self.ops.mode_shared_lock_statement() is not None:
             self.ops.mode_shared_lock(conn)
         else:

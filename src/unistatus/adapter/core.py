@@ -154,7 +154,11 @@ class DualWriteAdapter:
         )
         # connection=: the caller's transaction (no fast path, so no state cache).
         self._caller = CallerTransactions(
-            self._runner, self.ops, self.engine.dialect.loaded_dbapi.Error
+            self._runner,
+            self.ops,
+            self.engine.dialect.loaded_dbapi.Error,
+            self.engine.dialect,
+            locked_mode=self.locked_mode,
         )
         self._caller_creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, None
