@@ -45,6 +45,8 @@ SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 FLIP = {"PROCESSING": "AWAITING_RESPONSE", "AWAITING_RESPONSE": "PROCESSING"}
 LEGACY = {"PROCESSING": "EXECUTING", "AWAITING_RESPONSE": "AWAITING_RESPONSE"}
 VARIANTS = ("dual_write", "legacy_only", "raw")
+# --with-locked: the same two, with the adapter's fast path off (its locked path only).
+LOCKED = ("dual_write_locked", "legacy_only_locked")
 MODES = {
     "dual_write": DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY,
     "legacy_only": DualWriteMode.LEGACY_ONLY,
@@ -79,11 +81,17 @@ class Bench:
 
     def run(self, variant: str, ops: int) -> list[float]:
         """``ops`` service transactions of one variant; each one's time in milliseconds."""
-        if variant in MODES:
-            set_mode(self.engine, MODES[variant], reason="benchmark", actor="bench")
-            change = self._adapter_change(MODES[variant])
+        base = variant.removesuffix("_locked")
+        if base in MODES:
+            set_mode(self.engine, MODES[base], reason="benchmark", actor="bench")
+            if self.adapter.modes.refresh() is not MODES[base]:  # as every process will
+                raise SystemExit(f"mode did not switch to {MODES[base]}")
+            change = self._adapter_change(MODES[base])
         else:
             change = self._raw_change()
+        fast = self.adapter.fast
+        if variant != base:
+            self.adapter.fast = None
         insert = sa.insert(LEDGER)
         latencies = []
         for i in range(ops):
@@ -93,6 +101,7 @@ class Bench:
                 change(conn, legacy_id)
                 conn.execute(insert, {"cashout_id": legacy_id, "amount": Decimal("-10.50")})
             latencies.append((time.perf_counter() - started) * 1000)
+        self.adapter.fast = fast
         return latencies
 
     def _next(self, legacy_id: int) -> str:
@@ -133,7 +142,10 @@ def setup(url: str, rows: int, synchronous_commit: str) -> Bench:
     schema.upgrade(engine, settings)
     LEDGER.metadata.create_all(engine)
     set_mode(engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="benchmark", actor="bench")
-    adapter = DualWriteAdapter(engine, settings=settings)
+    # No state cache: every change reads its rows first, as for an entity this process
+    # has not just written (with one, the raw variant's writes would make the adapter's
+    # guesses stale after every raw round, which is the benchmark's doing, not the app's).
+    adapter = DualWriteAdapter(engine, settings=settings.model_copy(update={"state_cache_size": 0}))
     adapter.modes.refresh()
     ids = []
     for _ in range(rows):
@@ -159,18 +171,25 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="off takes WAL flush latency (disk noise) out of every variant (default on)",
     )
+    parser.add_argument(
+        "--with-locked",
+        action="store_true",
+        help="also time both adapter variants with the fast path off (the locked path)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    variants = VARIANTS + LOCKED if args.with_locked else VARIANTS
 
     with database(args.database_url) as url:
         bench = setup(url, args.rows, args.synchronous_commit)
         try:
-            for variant in VARIANTS:  # warm-up: pools, statement caches, plans
+            for variant in variants:  # warm-up: pools, statement caches, plans
                 bench.run(variant, max(1, args.ops // 5))
-            per_round: dict[str, list[float]] = {v: [] for v in VARIANTS}
-            pooled: dict[str, list[float]] = {v: [] for v in VARIANTS}
+            per_round: dict[str, list[float]] = {v: [] for v in variants}
+            pooled: dict[str, list[float]] = {v: [] for v in variants}
             for r in range(args.rounds):
-                order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
+                shift = r % len(variants)
+                order = variants[shift:] + variants[:shift]
                 for variant in order:
                     latencies = bench.run(variant, args.ops)
                     per_round[variant].append(statistics.median(latencies))
@@ -187,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         f"synchronous_commit={args.synchronous_commit} loadavg={report['loadavg']}"
     )
     print(f"  {'variant':<12} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8}")
-    for v in VARIANTS:
+    for v in variants:
         st = report["latency_ms"][v]
         print(f"  {v:<12} {st['p50']:>8.3f} {st['p90']:>8.3f} {st['mean']:>8.3f}")
     for name, value in report["ratios"].items():
@@ -205,7 +224,8 @@ def summarise(
 ) -> dict[str, Any]:
     """p50 over every transaction, and ``paired`` ratios: the medians of adjacent blocks
     of the same round (same machine load) divided, then the median over rounds."""
-    p50 = {v: statistics.median(pooled[v]) for v in VARIANTS}
+    variants = list(pooled)
+    p50 = {v: statistics.median(pooled[v]) for v in variants}
 
     def paired(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(per_round[a], per_round[b], strict=True))
@@ -222,15 +242,27 @@ def summarise(
                 "p90": round(_quantile(pooled[v], 0.9), 4),
                 "mean": round(statistics.fmean(pooled[v]), 4),
             }
-            for v in VARIANTS
+            for v in variants
         },
         "ratios": {
             "dual_write / legacy_only (p50)": round(p50["dual_write"] / p50["legacy_only"], 3),
             "dual_write / legacy_only (paired)": round(paired("dual_write", "legacy_only"), 3),
             "legacy_only / raw (p50)": round(p50["legacy_only"] / p50["raw"], 3),
             "dual_write / raw (paired)": round(paired("dual_write", "raw"), 3),
+            **(
+                {
+                    "locked: dual / legacy_only (p50)": round(
+                        p50["dual_write_locked"] / p50["legacy_only_locked"], 3
+                    ),
+                    "locked: dual / legacy_only (paired)": round(
+                        paired("dual_write_locked", "legacy_only_locked"), 3
+                    ),
+                }
+                if "dual_write_locked" in p50
+                else {}
+            ),
         },
-        "round_medians_ms": {v: [round(x, 4) for x in per_round[v]] for v in VARIANTS},
+        "round_medians_ms": {v: [round(x, 4) for x in per_round[v]] for v in variants},
     }
 
 

@@ -2,9 +2,11 @@
 
 The caller hands a SQLAlchemy ``Connection`` already in a transaction, or an ORM
 ``Session`` (its current connection is used). The adapter then writes on that
-connection and never begins, commits or rolls back; there is no fast path, no retry and
-no write gate. Before anything else, the write locks the mode inside the caller's
-transaction: PostgreSQL takes the shared mode lock (held until the caller's commit, so a
+connection and never begins, commits or rolls back; there is no retry and no write
+gate. A status change first tries the guarded statement of :mod:`unistatus.adapter.fast`
+on that connection (it takes the mode lock and checks the mode and the rows itself, and
+writes nothing if anything moved). Otherwise the write first locks the mode in the
+caller's transaction: PostgreSQL takes the shared mode lock (held until the caller's commit, so a
 mode switch waits for it); SQLite takes the database's write lock with a no-op UPDATE (a
 transaction begun with ``BEGIN`` already holds it after its first write; one that only
 read while another writer committed cannot take it and fails with a clear error: begin
@@ -33,7 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from unistatus.adapter.keys import KeyTaken
-from unistatus.adapter.model import DualWriteResult, ModeChanged
+from unistatus.adapter.model import DualWriteResult, ModeChanged, WriteLost
 from unistatus.adapter.runner import Runner, Work, failed_result
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps
@@ -43,10 +45,18 @@ from unistatus.db.tables import migration_control
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import CallerTransactionError, InputError, StorageError, UnistatusError
 
-__all__ = ["ROLLED_BACK", "CallerConnection", "CallerTransactions", "caller_connection"]
+__all__ = [
+    "ROLLED_BACK",
+    "CallerConnection",
+    "CallerFast",
+    "CallerTransactions",
+    "caller_connection",
+]
 
 # What an argument ``connection=`` may be.
 CallerConnection = sa.Connection | Session
+# The fast path on the caller's connection: None means "take the locked path".
+CallerFast = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult | None]
 ROLLED_BACK = "rolled back by the caller"
 
 
@@ -106,16 +116,33 @@ class CallerTransactions:
         # The writes each open caller transaction made, by Connection or Session.
         self._waiting: weakref.WeakKeyDictionary[object, list[_Done]] = weakref.WeakKeyDictionary()
 
-    def write(self, operation: str, target: object, work: Work) -> DualWriteResult:
-        """``work`` on the caller's connection, under the mode locked there."""
+    def write(
+        self, operation: str, target: object, work: Work, fast: CallerFast | None = None
+    ) -> DualWriteResult:
+        """``work`` on the caller's connection, under the mode locked there.
+
+        ``fast`` (if given) is tried first: the guarded one-statement change of
+        :mod:`unistatus.adapter.fast` on the caller's connection, planned under the mode
+        as last read; the statement takes the mode lock and checks the mode itself, and
+        writes nothing when anything moved (None: ``work`` then runs as above).
+        """
         started = time.perf_counter()
         op_id = str(uuid.uuid4())
         conn = caller_connection(target, self.ops.name)
         mode = self.runner.last_mode
         try:
-            mode = self.lock_mode(conn)
-            self.runner.prepare(mode)
-            result = work(conn, mode, op_id)
+            result = None
+            if fast is not None:
+                mode = self.runner.mode()
+                self.runner.prepare(mode)
+                result = fast(conn, mode, op_id)
+            if result is None:
+                mode = self.lock_mode(conn)
+                self.runner.prepare(mode)
+                result = work(conn, mode, op_id)
+        except WriteLost as lost:
+            error = f"connection lost: {describe(lost.error)}"
+            raise self._failed(operation, op_id, mode, error, started) from None
         except KeyTaken:
             error = "its idempotency key was taken by a concurrent call that committed"
             raise self._failed(operation, op_id, mode, error, started) from None

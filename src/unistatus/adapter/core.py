@@ -285,22 +285,25 @@ class DualWriteAdapter:
             plan.operation_id = op_id
             return self._writer.apply(conn, plan)
 
-        if connection is not None:
-            return self._caller.write("update_status", connection, work)
         fast = self.fast
 
-        def fast_work(mode: DualWriteMode, op_id: str) -> DualWriteResult | None:
+        def fast_work(
+            mode: DualWriteMode, op_id: str, conn: sa.Connection | None = None
+        ) -> DualWriteResult | None:
             assert fast is not None
+            change = partial(planner.change, mode=mode, new_status=new_status, reason=reason)
             plan = fast.update(
                 ref,
                 mode,
                 op_id,
-                lambda e: planner.change(
-                    e, mode, new_status, reason, triggered_by, metadata, force
-                ),
+                partial(change, triggered_by=triggered_by, metadata=metadata, force=force),
+                conn,
             )
             return None if plan is None else result_of(plan)
 
+        if connection is not None:
+            in_caller = (lambda c, m, o: fast_work(m, o, c)) if fast is not None else None
+            return self._caller.write("update_status", connection, work, in_caller)
         return self._runner.run("update_status", work, fast_work if fast is not None else None)
 
     def get_transaction_status(
