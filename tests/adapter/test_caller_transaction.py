@@ -7,10 +7,12 @@ write once the caller's transaction has ended; a mode switch waits for the calle
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -265,6 +267,48 @@ def test_primary_wins_keeps_the_primary_and_queues_a_repair(refused_failed: Data
     assert events[-1].operation == "update_status" and events[-1].success
 
 
+def test_a_rolled_back_change_leaves_no_stale_guess(ledger: Database) -> None:
+    """The fast path remembers what it wrote; the caller's rollback makes that a wrong
+    guess, which the guarded write must catch (PostgreSQL; SQLite has no fast path)."""
+    a, _ = adapter(ledger, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    assert a.update_status(c.entity_id, "PROCESSING", "r", "t").changed
+    with ledger.engine.connect() as conn:
+        tx = conn.begin()
+        a.update_status(c.entity_id, "AWAITING_RESPONSE", "r", "t", connection=conn)
+        tx.rollback()
+    for target in ("AWAITING_RESPONSE", "SUCCESS"):
+        with ledger.engine.begin() as conn:
+            r = a.update_status(c.entity_id, target, "r", "t", connection=conn)
+        assert r.overall_success and r.changed, r.error
+    assert a.check_consistency(c.entity_id)["consistent"]
+    with ledger.engine.connect() as conn:
+        chain = conn.execute(
+            sa.text("SELECT from_status, to_status FROM unified_status_history ORDER BY id")
+        ).all()
+    assert [tuple(row) for row in chain] == [
+        (None, "PENDING"),
+        ("PENDING", "PROCESSING"),
+        ("PROCESSING", "AWAITING_RESPONSE"),
+        ("AWAITING_RESPONSE", "SUCCESS"),
+    ]
+
+
+def test_idempotency_key_in_the_callers_transaction(ledger: Database) -> None:
+    a, _ = adapter(ledger, M.DUAL_WRITE_LEGACY_PRIMARY)
+    with ledger.engine.connect() as conn:
+        tx = conn.begin()
+        a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="k1", connection=conn)
+        tx.rollback()  # the key goes with the rest
+    with ledger.engine.begin() as conn:
+        first = a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="k1", connection=conn)
+        assert first.changed and not first.replayed
+    with ledger.engine.begin() as conn:
+        again = a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="k1", connection=conn)
+    assert again.replayed and again.entity_id == first.entity_id
+    assert ledger.count("escrows") == 1
+
+
 # --- an ORM Session -----------------------------------------------------------------------
 
 
@@ -399,3 +443,49 @@ def test_sixteen_threads_lose_nothing(pg: Database) -> None:
     for prev, nxt in zip(chain, chain[1:], strict=False):
         assert nxt.from_status == prev.to_status  # no lost update: each change saw the last
     assert a.check_consistency(shared)["consistent"]
+
+
+# --- the README's example -----------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+README_MARK = "<!-- tested by tests/adapter/test_caller_transaction.py"
+
+
+def readme_example() -> str:
+    """The two code blocks after the mark in the README, as one program."""
+    after = README.read_text(encoding="utf-8").split(README_MARK, 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", after, flags=re.S)[:2]
+    assert len(blocks) == 2
+    return "\n".join(blocks)
+
+
+def test_the_readme_example_runs(db: Database) -> None:
+    set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    ns: dict[str, Any] = {"engine": db.engine, "__name__": "readme"}
+    exec(compile(readme_example(), str(README), "exec", dont_inherit=True), ns)
+    ns["Base"].metadata.create_all(db.engine)
+    adapter: DualWriteAdapter = ns["adapter"]
+    first = adapter.create_transaction("WALLET_CASHOUT", 1, "30", "USD").entity_id
+    second = adapter.create_transaction("WALLET_CASHOUT", 1, "30", "USD").entity_id
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO accounts (user_id, balance) VALUES (1, 50)"))
+
+    def state() -> tuple[Any, ...]:
+        with db.engine.connect() as conn:
+            balance = conn.execute(sa.text("SELECT balance FROM accounts")).scalar_one()
+            entries = conn.execute(sa.text("SELECT count(*) FROM ledger")).scalar_one()
+        statuses = [adapter.get_transaction_status(e)[0] for e in (first, second)]
+        return Decimal(balance), entries, [s.value if s else None for s in statuses]
+
+    with Session(db.engine) as session:
+        ns["approve_cashout"](session, first, 1, Decimal("30"))
+    assert state() == (Decimal("20"), 1, ["PROCESSING", "PENDING"])
+    with Session(db.engine) as session, pytest.raises(ns["InsufficientFunds"]):
+        ns["approve_cashout"](session, second, 1, Decimal("30"))
+    assert state() == (Decimal("20"), 1, ["PROCESSING", "PENDING"])  # all three undone
+    with pytest.raises(ns["InsufficientFunds"]):
+        ns["approve_cashout_core"](second, 1, Decimal("30"))
+    ns["approve_cashout_core"](second, 1, Decimal("20"))
+    assert state() == (Decimal("0"), 2, ["PROCESSING", "PROCESSING"])
+    assert all(adapter.check_consistency(e)["consistent"] for e in (first, second))
+    assert db.count("unified_status_history") == 4
