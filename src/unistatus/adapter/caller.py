@@ -99,17 +99,17 @@ class CallerTransactions:
         self,
         runner: Runner,
         ops: DialectOps,
-        driver_error: type[Exception],
-        dialect: sa.Dialect,
+        engine: sa.Engine,
         *,
         locked_mode: bool,
     ) -> None:
         self.runner = runner
         self.ops = ops
-        self.driver_error = driver_error
+        # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves.
+        self.driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         # ``unistatus_locked_mode()`` (revision 0007): the lock and the read in one call.
         self._locked_mode = (
-            Prepared(sa.select(sa.func.unistatus_locked_mode(type_=sa.Text)), dialect)
+            Prepared(sa.select(sa.func.unistatus_locked_mode(type_=sa.Text)), engine.dialect)
             if locked_mode
             else None
         )
@@ -123,8 +123,9 @@ class CallerTransactions:
 
         ``fast`` (if given) is tried first: the guarded one-statement change of
         :mod:`unistatus.adapter.fast` on the caller's connection, planned under the mode
-        as last read; the statement takes the mode lock and checks the mode itself, and
-        writes nothing when anything moved (None: ``work`` then runs as above).
+        as last read by this adapter; the statement takes the mode lock and checks the
+        mode itself, and writes nothing when anything moved (None: ``work`` then runs,
+        and its read of the mode corrects the guess for the next call).
         """
         started = time.perf_counter()
         op_id = str(uuid.uuid4())
@@ -133,7 +134,8 @@ class CallerTransactions:
         try:
             result = None
             if fast is not None:
-                mode = self.runner.mode()
+                # The mode as last read, a guess the statement checks: no other
+                # connection is needed (the pool may be held by callers' transactions).
                 self.runner.prepare(mode)
                 result = fast(conn, mode, op_id)
             if result is None:

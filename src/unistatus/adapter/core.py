@@ -16,6 +16,8 @@ in arrival order (:mod:`unistatus.adapter.admission`).
 Bad input and refused changes raise (``UnistatusError``); database failures are returned
 as failed results, ``outcome_unknown`` when the write may have committed; no SQLAlchemy
 or driver exception leaves the adapter, and every operation reaches the observers once.
+With ``connection=`` an operation runs in the caller's transaction instead
+(:mod:`unistatus.adapter.caller`).
 
 This module is the facade: the public methods and the wiring. The work is done by
 :mod:`~unistatus.adapter.plan` (decisions), :mod:`~unistatus.adapter.rows` (reading and
@@ -152,13 +154,10 @@ class DualWriteAdapter:
         self._creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, self.fast
         )
-        # connection=: the caller's transaction (no fast path, so no state cache).
+        # connection=: the caller's transaction. Its creates leave the fast path's state
+        # cache alone (the caller may roll them back).
         self._caller = CallerTransactions(
-            self._runner,
-            self.ops,
-            self.engine.dialect.loaded_dbapi.Error,
-            self.engine.dialect,
-            locked_mode=self.locked_mode,
+            self._runner, self.ops, self.engine, locked_mode=self.locked_mode
         )
         self._caller_creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, None
