@@ -29,9 +29,11 @@ from unistatus import (
     InputError,
     InvalidTransitionError,
     OperationEvent,
+    OperationStats,
     UnifiedTransactionStatus,
 )
 from unistatus.db.control import read_mode, set_mode
+from unistatus.observe.stats import window
 
 M = DualWriteMode
 ALL_MODES = list(DualWriteMode)
@@ -149,6 +151,21 @@ def test_caller_rollback_leaves_nothing_and_is_observed_as_rolled_back(
         (op, False, True, "rolled back by the caller")
         for op in ("create_transaction", "update_status", "update_status")
     ]
+
+
+def test_statistics_count_a_rolled_back_write_as_an_error(ledger: Database) -> None:
+    """The statistics table has no column for it (no schema change): an error."""
+    a, _ = adapter(ledger, M.DUAL_WRITE_LEGACY_PRIMARY)
+    stats = OperationStats(ledger.engine, start=False).attach(a)
+    with ledger.engine.connect() as conn:
+        tx = conn.begin()
+        pay_out(a, conn)
+        tx.rollback()
+    with ledger.engine.begin() as conn:
+        pay_out(a, conn)
+    assert stats.flush() > 0
+    seen = window(ledger.engine, 600)
+    assert (seen.count, seen.errors) == (4, 2)
 
 
 def test_an_exception_in_the_callers_code_leaves_nothing(ledger: Database) -> None:
