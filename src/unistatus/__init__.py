@@ -30,6 +30,7 @@ if _typing.TYPE_CHECKING:
     )
     from unistatus.domain.transitions import TransitionRules
     from unistatus.errors import (
+        CallerTransactionError,
         ConfigError,
         EntityNotFoundError,
         GateError,
@@ -47,6 +48,7 @@ if _typing.TYPE_CHECKING:
 __version__ = _VERSION
 
 __all__ = [
+    "CallerTransactionError",
     "CashoutStatus",
     "ConfigError",
     "DualWriteAdapter",
@@ -77,6 +79,7 @@ __all__ = [
 
 # Each public name and the module that defines it (keep in step with the imports above).
 _LAZY = {
+    "CallerTransactionError": "unistatus.errors",
     "CashoutStatus": "unistatus.domain.statuses",
     "ConfigError": "unistatus.errors",
     "DualWriteAdapter": "unistatus.adapter.core",

@@ -13,11 +13,13 @@ One root (catch everything at once); context as attributes, so callers need not 
     ├── ModeError                   an operation not allowed in the current write mode
     ├── GateError                   a phase gate failed (and the move was not forced)
     └── StorageError                the database failed or went away
+        └── CallerTransactionError  ... inside the caller's transaction (``connection=``)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class UnistatusError(Exception):
@@ -95,3 +97,14 @@ class GateError(UnistatusError):
 
 class StorageError(UnistatusError):
     """The database failed or could not be reached."""
+
+
+class CallerTransactionError(StorageError):
+    """The database failed inside the caller's transaction (an operation given
+    ``connection=``). The transaction may now be unusable: only the caller can (and
+    must) roll it back; nothing was retried. ``result`` is the failed
+    :class:`~unistatus.adapter.model.DualWriteResult` of a write (None for a read)."""
+
+    def __init__(self, message: str, result: Any = None) -> None:
+        self.result = result
+        super().__init__(message)

@@ -3,8 +3,9 @@
 ``core`` is the facade (:class:`DualWriteAdapter`); ``plan`` decides, ``rows`` reads and
 locks, ``writes`` writes under the locks (and builds every unified and history row),
 ``create`` creates, ``fast`` is the one- or two-round-trip path, ``runner`` runs the
-attempts, ``admission`` queues writes fairly, ``sql`` holds the prepared statements,
-``keys`` the idempotency keys and ``model`` the values they all share.
+attempts, ``caller`` runs them in the caller's transaction (``connection=``),
+``admission`` queues writes fairly, ``sql`` holds the prepared statements, ``keys`` the
+idempotency keys and ``model`` the values they all share.
 """
 
 from unistatus.adapter.core import *  # noqa: F403

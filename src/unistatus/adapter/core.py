@@ -3,6 +3,7 @@
 The facade: the public methods and the wiring; the work is done by ``plan``, ``rows``,
 ``writes``, ``create``, ``fast`` and ``runner``. What a write guarantees (mode lock,
 row locks, fallbacks, results instead of driver errors): docs/adapter.md.
+With ``connection=`` an operation runs in the caller's transaction (``caller``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.adapter.admission import FairGate
+from unistatus.adapter.caller import CallerConnection, CallerTransactions
 from unistatus.adapter.create import Creator, NewTransaction
 from unistatus.adapter.fast import FastStatusWriter
 from unistatus.adapter.keys import IdempotencyClaim
@@ -29,7 +31,7 @@ from unistatus.adapter.runner import Runner
 from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.writes import LockedWriter, result_of
 from unistatus.config import Settings, load_settings
-from unistatus.db.control import ModeWatcher
+from unistatus.db.control import ModeWatcher, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
@@ -132,6 +134,14 @@ class DualWriteAdapter:
         self._creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, self.fast
         )
+        # connection=: the caller's transaction. Its creates leave the fast path's state
+        # cache alone (the caller may roll them back).
+        self._caller = CallerTransactions(
+            self._runner, self.ops, self.engine, locked_mode=self.locked_mode
+        )
+        self._caller_creator = Creator(
+            self.hot, self.ops, self._rows, self._writer, self.mapper, None
+        )
 
     # --- public API -----------------------------------------------------------------
 
@@ -165,6 +175,8 @@ class DualWriteAdapter:
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
         triggered_by: str = "create_transaction",
+        *,
+        connection: CallerConnection | None = None,
     ) -> DualWriteResult:
         """Create a transaction on the sides the mode writes (or link an existing legacy row).
 
@@ -173,6 +185,10 @@ class DualWriteAdapter:
         an outcome-unknown result and when the calls race; the same key with other
         arguments is an InputError (:mod:`unistatus.adapter.keys`). ``triggered_by``
         names who created it in the first history row.
+
+        With ``connection`` (a Connection in a transaction, or an ORM Session) it is
+        written in the caller's transaction, committed or rolled back by the caller
+        (:mod:`unistatus.adapter.caller`); a repeated key is looked up first there.
         """
         ttype = parse_type(transaction_type)
         system = ttype.legacy_system
@@ -200,6 +216,11 @@ class DualWriteAdapter:
             }
             claim = IdempotencyClaim.of(idempotency_key, arguments)
         new = NewTransaction(system, ref, fields, dst, dst_legacy, metadata, triggered_by, claim)
+        if connection is not None:
+            if claim is not None:
+                claim.look_first = True  # no second attempt in the caller's transaction
+            work = partial(self._caller_creator.work, new=new)
+            return self._caller.write("create_transaction", connection, work)
         work = partial(self._creator.work, new=new)
         return self._runner.run("create_transaction", work, settle=claim.settle if claim else None)
 
@@ -211,8 +232,13 @@ class DualWriteAdapter:
         triggered_by: str,
         metadata: dict[str, Any] | None = None,
         force: bool = False,
+        *,
+        connection: CallerConnection | None = None,
     ) -> DualWriteResult:
-        """Change a transaction's status; ``new_status`` may be unified or legacy."""
+        """Change a transaction's status; ``new_status`` may be unified or legacy.
+
+        With ``connection``: in the caller's transaction (:mod:`unistatus.adapter.caller`).
+        """
         ref = parse_entity_id(entity_id)
         if not isinstance(triggered_by, str) or not triggered_by.strip():
             raise InputError("triggered_by is required (who or what made this change)")
@@ -240,33 +266,43 @@ class DualWriteAdapter:
 
         fast = self.fast
 
-        def fast_work(mode: DualWriteMode, op_id: str) -> DualWriteResult | None:
+        def fast_work(
+            mode: DualWriteMode, op_id: str, conn: sa.Connection | None = None
+        ) -> DualWriteResult | None:
             assert fast is not None
+            change = partial(planner.change, mode=mode, new_status=new_status, reason=reason)
             plan = fast.update(
                 ref,
                 mode,
                 op_id,
-                lambda e: planner.change(
-                    e, mode, new_status, reason, triggered_by, metadata, force
-                ),
+                partial(change, triggered_by=triggered_by, metadata=metadata, force=force),
+                conn,
             )
             return None if plan is None else result_of(plan)
 
+        if connection is not None:
+            in_caller = (lambda c, m, o: fast_work(m, o, c)) if fast is not None else None
+            return self._caller.write("update_status", connection, work, in_caller)
         return self._runner.run("update_status", work, fast_work if fast is not None else None)
 
     def get_transaction_status(
-        self, entity_id: object
+        self, entity_id: object, *, connection: CallerConnection | None = None
     ) -> tuple[UnifiedTransactionStatus | None, dict[str, Any]]:
-        """The status from the authoritative side, with ``metadata['source']``."""
+        """The status from the authoritative side, with ``metadata['source']``.
+
+        With ``connection``: read in the caller's transaction (its own writes included).
+        """
         started = time.perf_counter()
         ref = parse_entity_id(entity_id)
         mode = self._runner.last_mode
         mismatch = False
         try:
-            mode = self.mode
-            with self._runner.storage_errors(f"cannot read {entity_id}"):
-                with self.engine.connect() as conn:
-                    entity = self._rows.read(conn, ref)
+            if connection is None:
+                mode = self.mode
+            with self._reading(connection, f"cannot read {entity_id}") as conn:
+                if connection is not None:
+                    mode = read_mode(conn)
+                entity = self._rows.read(conn, ref)
         except StorageError as exc:
             self._runner.emit("get_transaction_status", mode, False, started, error=str(exc))
             raise
@@ -299,11 +335,16 @@ class DualWriteAdapter:
         return status, meta
 
     def check_consistency(
-        self, entity_id: object, system_type: LegacySystemType | str | None = None
+        self,
+        entity_id: object,
+        system_type: LegacySystemType | str | None = None,
+        *,
+        connection: CallerConnection | None = None,
     ) -> dict[str, Any]:
-        """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction."""
+        """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction
+        (with ``connection``: as the caller's transaction sees it)."""
         ref = parse_entity_id(entity_id)
-        with self._runner.storage_errors(f"cannot read {entity_id}"), self.engine.connect() as conn:
+        with self._reading(connection, f"cannot read {entity_id}") as conn:
             entity = self._rows.read(conn, ref)
         if entity.legacy is None and entity.unified is None:
             raise EntityNotFoundError(str(entity_id))
@@ -311,10 +352,7 @@ class DualWriteAdapter:
             raise InputError(f"{entity_id} belongs to {entity.system.value}, not {system_type}")
         legacy = entity.legacy
         if legacy is not None and entity.unified is not None:
-            with (
-                self._runner.storage_errors(f"cannot read {entity_id}"),
-                self.engine.connect() as conn,
-            ):
+            with self._reading(connection, f"cannot read {entity_id}") as conn:
                 if replay_pending(conn, str(entity.unified["id"])):
                     # Legacy is frozen until the replay: compare with what it will hold
                     # (the same projection as the bulk check, unistatus.migration.check).
@@ -330,6 +368,17 @@ class DualWriteAdapter:
         }
 
     # --- wiring -----------------------------------------------------------------------
+
+    @contextmanager
+    def _reading(self, connection: CallerConnection | None, what: str) -> Iterator[sa.Connection]:
+        """A connection to read on: the caller's, else one of the pool; failures raise
+        StorageError (CallerTransactionError in the caller's transaction)."""
+        if connection is not None:
+            with self._caller.reading(connection, what) as conn:
+                yield conn
+            return
+        with self._runner.storage_errors(what), self.engine.connect() as conn:
+            yield conn
 
     def _fast_path_available(self) -> bool:
         """PostgreSQL with ``unistatus_locked_mode()`` (revision 0007) installed."""

@@ -59,25 +59,43 @@ class FastStatusWriter:
         mode: DualWriteMode,
         op_id: str,
         plan: Callable[[Entity], Plan],
+        caller: sa.Connection | None = None,
     ) -> Plan | None:
-        """Apply the change and return its plan, or None: take the locked path."""
+        """Apply the change and return its plan, or None: take the locked path.
+
+        ``caller``: the caller's connection, in its transaction (``connection=``), instead
+        of one of the pool in autocommit; a guarded write that declines writes nothing
+        there either, and its mode lock is held until the caller's transaction ends.
+        """
         located = _legacy_location(ref)
         if located is None or not self._eligible(mode, located[0]):
             return None
+        if caller is not None:
+            return self._update(caller, located, mode, op_id, plan)
         with self.engine.connect() as conn:
-            known = self.known.pop(located, None)
-            found: Entity | None = None
-            if known is not None and self._usable(known, mode):
-                done, found = self._try(conn, known, op_id, plan)
-                self.hits += done is not None
-                if done is not None:
-                    return done
-            self.misses += 1
-            # The refused write said what it found (no extra read), else read.
-            entity = found or self._read(conn, *located, mode)
-            if entity is None or entity.legacy is None:
-                return None  # a row is gone (or never was): the locked path says what
-            return self._try(conn, entity, op_id, plan)[0]
+            return self._update(conn, located, mode, op_id, plan)
+
+    def _update(
+        self,
+        conn: sa.Connection,
+        located: Key,
+        mode: DualWriteMode,
+        op_id: str,
+        plan: Callable[[Entity], Plan],
+    ) -> Plan | None:
+        known = self.known.pop(located, None)
+        found: Entity | None = None
+        if known is not None and self._usable(known, mode):
+            done, found = self._try(conn, known, op_id, plan)
+            self.hits += done is not None
+            if done is not None:
+                return done
+        self.misses += 1
+        # The refused write said what it found (no extra read), else read.
+        entity = found or self._read(conn, *located, mode)
+        if entity is None or entity.legacy is None:
+            return None  # a row is gone (or never was): the locked path says what
+        return self._try(conn, entity, op_id, plan)[0]
 
     def remember_created(
         self,

@@ -108,6 +108,9 @@ class OperationEvent:
     refused: bool = False
     # A failure after which the write may have committed (DualWriteResult.outcome_unknown).
     outcome_unknown: bool = False
+    # A write made in the caller's transaction (``connection=``) that the caller rolled
+    # back: success is False, error says so (the statistics count it as a failure).
+    rolled_back: bool = False
 
 
 @dataclass

@@ -28,7 +28,7 @@ from unistatus.db.failures import describe, storage_errors
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import StorageError, UnistatusError
 
-__all__ = ["MAX_ATTEMPTS", "Fast", "Runner", "Work"]
+__all__ = ["MAX_ATTEMPTS", "Fast", "Runner", "Work", "failed_result"]
 
 # The adapter's one logger: its messages kept their logger name through the split.
 log = logging.getLogger("unistatus.adapter.core")
@@ -215,7 +215,7 @@ class Runner:
             error = f"outcome unknown, it may have committed ({unknown}){then}"
         self.emit(operation, mode, False, started, error=error, outcome_unknown=bool(unknown))
         log.error("%s failed in %s: %s", operation, mode.value, error)
-        result = _failed(op_id, mode, error, started)
+        result = failed_result(op_id, mode, error, started)
         result.outcome_unknown = unknown is not None
         return result
 
@@ -230,19 +230,26 @@ class Runner:
         error: str | None = None,
         refused: bool = False,
         outcome_unknown: bool = False,
+        rolled_back: bool = False,
+        duration_ms: float | None = None,
     ) -> None:
-        """Hand the operation to every observer (one that fails is logged, not raised)."""
+        """Hand the operation to every observer (one that fails is logged, not raised).
+
+        ``duration_ms`` (default: since ``started``) is given for an event handed over
+        later than the operation ended (after the caller's commit).
+        """
         if not self.observers:
             return
         event = OperationEvent(
             operation,
             mode,
             success,
-            (time.perf_counter() - started) * 1000,
+            (time.perf_counter() - started) * 1000 if duration_ms is None else duration_ms,
             shadow_mismatch,
             error,
             refused=refused,
             outcome_unknown=outcome_unknown,
+            rolled_back=rolled_back,
         )
         for observer in self.observers:
             try:
@@ -251,7 +258,8 @@ class Runner:
                 log.exception("operation observer failed")
 
 
-def _failed(op_id: str, mode: DualWriteMode, error: str, started: float) -> DualWriteResult:
+def failed_result(op_id: str, mode: DualWriteMode, error: str, started: float) -> DualWriteResult:
+    """The result of a write that failed (nothing of it committed)."""
     return DualWriteResult(
         operation_id=op_id,
         entity_id=None,

@@ -221,6 +221,10 @@ class LockedWriter:
             self._write_one_statement(conn, plan)
             return result
         confirm_mode(conn, mode)
+        if mode.writes_legacy:
+            # Refuse before the first write, not between the sides: a caller's
+            # transaction (``connection=``) must never be left half-written by a refusal.
+            self._legacy_writable(plan)
         legacy_side = (
             (lambda: self._write_legacy_status(conn, plan)) if mode.writes_legacy else None
         )
@@ -289,12 +293,17 @@ class LockedWriter:
                 )
             )
 
-    def _write_legacy_status(self, conn: sa.Connection, plan: Plan) -> None:
+    def _legacy_writable(self, plan: Plan) -> None:
+        """ModeError unless the entity has a legacy row with a status column."""
         e = plan.entity
         if e.legacy is None:
             raise ModeError(
                 f"{e.utx_id} has no legacy row; replay pending changes before writing legacy"
             )
+        legacy_status_column(self.hot.legacy[e.system])
+
+    def _write_legacy_status(self, conn: sa.Connection, plan: Plan) -> None:
+        e = plan.entity
         lt = self.hot.legacy[e.system]
         conn.execute(
             sa.update(lt.table)

@@ -1,0 +1,271 @@
+"""What dual writing costs inside the application's own transaction (issue 12, section 6).
+
+A service transaction: BEGIN, the cashout's status change through
+``update_status(..., connection=conn)``, one ledger row, COMMIT. The same transaction is
+timed with the mode in DUAL_WRITE_LEGACY_PRIMARY (``dual_write``) and in LEGACY_ONLY
+(``legacy_only``), and, for reference, with a raw UPDATE of the legacy status instead of
+the adapter (``raw``). The status flips between PROCESSING and AWAITING_RESPONSE, so
+every transaction really writes. Variants run in interleaved rounds in a rotating order
+(drift on a shared machine hits all alike); the report gives the p50 over all
+transactions of each variant and the median over rounds of the paired ratios.
+
+    .venv/bin/python bench/caller_transaction.py              # throwaway local database
+    .venv/bin/python bench/caller_transaction.py --database-url postgresql://... --json
+
+Without ``--database-url`` a database is created on the local server and dropped
+afterwards. With one, the schema is upgraded in place and the benchmark's rows (and its
+``bench_ledger`` table) are left behind: use a scratch database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from _databases import throwaway_postgres
+
+from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
+from unistatus.config import load_settings
+from unistatus.db import schema
+from unistatus.db.control import set_mode
+from unistatus.db.engine import create_engine
+from unistatus.db.legacy import resolve_legacy_tables
+
+SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+FLIP = {"PROCESSING": "AWAITING_RESPONSE", "AWAITING_RESPONSE": "PROCESSING"}
+LEGACY = {"PROCESSING": "EXECUTING", "AWAITING_RESPONSE": "AWAITING_RESPONSE"}
+VARIANTS = ("dual_write", "legacy_only", "raw")
+# --with-locked: the same two, with the adapter's fast path off (its locked path only).
+LOCKED = ("dual_write_locked", "legacy_only_locked")
+MODES = {
+    "dual_write": DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY,
+    "legacy_only": DualWriteMode.LEGACY_ONLY,
+}
+
+LEDGER = sa.Table(
+    "bench_ledger",
+    sa.MetaData(),
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+    sa.Column("cashout_id", sa.BigInteger, nullable=False),
+    sa.Column("amount", sa.Numeric(18, 2), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+
+
+@contextmanager
+def database(url: str | None) -> Iterator[str]:
+    """The given database as it is, or a throwaway one on the local server."""
+    if url is not None:
+        yield url
+        return
+    with throwaway_postgres(SERVER, "bench_caller_tx") as created:
+        yield created
+
+
+@dataclass
+class Bench:
+    engine: sa.Engine
+    adapter: DualWriteAdapter
+    ids: list[int]
+    state: dict[int, str]
+
+    def run(self, variant: str, ops: int) -> list[float]:
+        """``ops`` service transactions of one variant; each one's time in milliseconds."""
+        base = variant.removesuffix("_locked")
+        if base in MODES:
+            set_mode(self.engine, MODES[base], reason="benchmark", actor="bench")
+            self.adapter.modes.refresh()  # as every process will within a second
+            if self.adapter.mode is not MODES[base]:
+                raise SystemExit(f"mode did not switch to {MODES[base]}")
+            change = self._adapter_change(MODES[base])
+        else:
+            change = self._raw_change()
+        fast = self.adapter.fast
+        if variant != base:
+            self.adapter.fast = None
+        insert = sa.insert(LEDGER)
+        latencies = []
+        for i in range(ops):
+            legacy_id = self.ids[i % len(self.ids)]
+            started = time.perf_counter()
+            with self.engine.begin() as conn:
+                change(conn, legacy_id)
+                conn.execute(insert, {"cashout_id": legacy_id, "amount": Decimal("-10.50")})
+            latencies.append((time.perf_counter() - started) * 1000)
+        self.adapter.fast = fast
+        return latencies
+
+    def _next(self, legacy_id: int) -> str:
+        target = FLIP[self.state[legacy_id]]
+        self.state[legacy_id] = target
+        return target
+
+    def _adapter_change(self, mode: DualWriteMode) -> Callable[[sa.Connection, int], None]:
+        def change(conn: sa.Connection, legacy_id: int) -> None:
+            result = self.adapter.update_status(
+                f"cashout:{legacy_id}", self._next(legacy_id), "bench", "bench", connection=conn
+            )
+            if not result.changed or result.mode is not mode:
+                raise SystemExit(f"benchmark write did not do its job: {result.as_dict()}")
+
+        return change
+
+    def _raw_change(self) -> Callable[[sa.Connection, int], None]:
+        lt = resolve_legacy_tables(self.engine, self.adapter.settings)[LegacySystemType.CASHOUT]
+        assert lt.status is not None
+        stmt = (
+            sa.update(lt.table)
+            .where(lt.id == sa.bindparam("lid"))
+            .values({lt.status.key: sa.bindparam("st"), lt.updated_at.key: sa.func.now()})
+        )
+
+        def change(conn: sa.Connection, legacy_id: int) -> None:
+            conn.execute(stmt, {"lid": legacy_id, "st": LEGACY[self._next(legacy_id)]})
+
+        return change
+
+
+def setup(url: str, rows: int, synchronous_commit: str) -> Bench:
+    settings = load_settings(database_url=url)
+    engine = create_engine(
+        url, connect_args={"options": f"-c synchronous_commit={synchronous_commit}"}
+    )
+    schema.upgrade(engine, settings)
+    LEDGER.metadata.create_all(engine)
+    set_mode(engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="benchmark", actor="bench")
+    # No state cache: every change reads its rows first, as for an entity this process
+    # has not just written (with one, the raw variant's writes would make the adapter's
+    # guesses stale after every raw round, which is the benchmark's doing, not the app's).
+    adapter = DualWriteAdapter(engine, settings=settings.model_copy(update={"state_cache_size": 0}))
+    adapter.modes.refresh()
+    ids = []
+    for _ in range(rows):
+        created = adapter.create_transaction(
+            "WALLET_CASHOUT", 1, "10.5", "USDT", status="PROCESSING"
+        )
+        assert created.legacy_entity_id is not None
+        ids.append(created.legacy_entity_id)
+    return Bench(engine, adapter, ids, dict.fromkeys(ids, "PROCESSING"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: throwaway local DB)")
+    parser.add_argument("--rows", type=int, default=200, help="cashouts flipped (default 200)")
+    parser.add_argument(
+        "--ops", type=int, default=300, help="transactions per variant per round (default 300)"
+    )
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default 15)")
+    parser.add_argument(
+        "--synchronous-commit",
+        choices=["on", "off"],
+        default="on",
+        help="off takes WAL flush latency (disk noise) out of every variant (default on)",
+    )
+    parser.add_argument(
+        "--with-locked",
+        action="store_true",
+        help="also time both adapter variants with the fast path off (the locked path)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    variants = VARIANTS + LOCKED if args.with_locked else VARIANTS
+
+    with database(args.database_url) as url:
+        bench = setup(url, args.rows, args.synchronous_commit)
+        try:
+            for variant in variants:  # warm-up: pools, statement caches, plans
+                bench.run(variant, max(1, args.ops // 5))
+            per_round: dict[str, list[float]] = {v: [] for v in variants}
+            pooled: dict[str, list[float]] = {v: [] for v in variants}
+            for r in range(args.rounds):
+                shift = r % len(variants)
+                order = variants[shift:] + variants[:shift]
+                for variant in order:
+                    latencies = bench.run(variant, args.ops)
+                    per_round[variant].append(statistics.median(latencies))
+                    pooled[variant].extend(latencies)
+        finally:
+            bench.engine.dispose()
+
+    report = summarise(args, per_round, pooled)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(
+        f"rows={args.rows} ops/round={args.ops} rounds={args.rounds} "
+        f"synchronous_commit={args.synchronous_commit} loadavg={report['loadavg']}"
+    )
+    print(f"  {'variant':<12} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8}")
+    for v in variants:
+        st = report["latency_ms"][v]
+        print(f"  {v:<12} {st['p50']:>8.3f} {st['p90']:>8.3f} {st['mean']:>8.3f}")
+    for name, value in report["ratios"].items():
+        print(f"  {name:<34} {value:.3f}")
+    return 0
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summarise(
+    args: argparse.Namespace, per_round: dict[str, list[float]], pooled: dict[str, list[float]]
+) -> dict[str, Any]:
+    """p50 over every transaction, and ``paired`` ratios: the medians of adjacent blocks
+    of the same round (same machine load) divided, then the median over rounds."""
+    variants = list(pooled)
+    p50 = {v: statistics.median(pooled[v]) for v in variants}
+
+    def paired(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(per_round[a], per_round[b], strict=True))
+
+    return {
+        "rows": args.rows,
+        "ops_per_round": args.ops,
+        "rounds": args.rounds,
+        "synchronous_commit": args.synchronous_commit,
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "latency_ms": {
+            v: {
+                "p50": round(p50[v], 4),
+                "p90": round(_quantile(pooled[v], 0.9), 4),
+                "mean": round(statistics.fmean(pooled[v]), 4),
+            }
+            for v in variants
+        },
+        "ratios": {
+            "dual_write / legacy_only (p50)": round(p50["dual_write"] / p50["legacy_only"], 3),
+            "dual_write / legacy_only (paired)": round(paired("dual_write", "legacy_only"), 3),
+            "legacy_only / raw (p50)": round(p50["legacy_only"] / p50["raw"], 3),
+            "dual_write / raw (paired)": round(paired("dual_write", "raw"), 3),
+            **(
+                {
+                    "locked: dual / legacy_only (p50)": round(
+                        p50["dual_write_locked"] / p50["legacy_only_locked"], 3
+                    ),
+                    "locked: dual / legacy_only (paired)": round(
+                        paired("dual_write_locked", "legacy_only_locked"), 3
+                    ),
+                }
+                if "dual_write_locked" in p50
+                else {}
+            ),
+        },
+        "round_medians_ms": {v: [round(x, 4) for x in per_round[v]] for v in variants},
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

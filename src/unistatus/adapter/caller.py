@@ -1,0 +1,264 @@
+"""Adapter operations inside the caller's transaction (``connection=``).
+
+The caller hands a SQLAlchemy ``Connection`` already in a transaction, or an ORM
+``Session`` (its current connection is used). The adapter then writes on that
+connection and never begins, commits or rolls back; there is no retry and no write
+gate. A status change first tries the guarded statement of :mod:`unistatus.adapter.fast`
+on that connection (it takes the mode lock and checks the mode and the rows itself, and
+writes nothing if anything moved). Otherwise the write first locks the mode in the
+caller's transaction: PostgreSQL takes the shared mode lock (held until the caller's commit, so a
+mode switch waits for it); SQLite takes the database's write lock with a no-op UPDATE (a
+transaction begun with ``BEGIN`` already holds it after its first write; one that only
+read while another writer committed cannot take it and fails with a clear error: begin
+it with ``BEGIN IMMEDIATE``). The mode is then read under that lock.
+
+Bad input and refused changes raise their ``UnistatusError`` with nothing written; a
+database failure raises :class:`~unistatus.errors.CallerTransactionError` carrying the
+failed result: the caller must roll back. Observers see a write once the caller's
+transaction ends: a success after the commit (the Session's ``after_commit``; the
+Connection's ``commit`` event, emitted as COMMIT is sent), a failure with
+``rolled_back=True`` after a rollback.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from unistatus.adapter.keys import KeyTaken
+from unistatus.adapter.model import DualWriteResult, ModeChanged, WriteLost
+from unistatus.adapter.runner import Runner, Work, failed_result
+from unistatus.db.control import read_mode
+from unistatus.db.dialect import DialectOps
+from unistatus.db.failures import describe
+from unistatus.db.prepared import Prepared
+from unistatus.db.tables import migration_control
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import CallerTransactionError, InputError, StorageError, UnistatusError
+
+__all__ = [
+    "ROLLED_BACK",
+    "CallerConnection",
+    "CallerFast",
+    "CallerTransactions",
+    "caller_connection",
+]
+
+# What an argument ``connection=`` may be.
+CallerConnection = sa.Connection | Session
+# The fast path on the caller's connection: None means "take the locked path".
+CallerFast = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult | None]
+ROLLED_BACK = "rolled back by the caller"
+
+
+def caller_connection(target: object, dialect: str) -> sa.Connection:
+    """The connection to write on: the Connection itself (it must be in a transaction),
+    or the Session's current one (begun if need be). InputError for anything else."""
+    if isinstance(target, Session):
+        conn = target.connection()
+    elif isinstance(target, sa.Connection):
+        if not target.in_transaction():
+            raise InputError(
+                "connection= must be in a transaction (`with conn.begin():`): the adapter "
+                "never begins or commits the caller's transaction"
+            )
+        conn = target
+    else:
+        raise InputError(
+            f"connection= must be a SQLAlchemy Connection or ORM Session, got {target!r}"
+        )
+    if conn.dialect.name != dialect:
+        raise InputError(
+            f"connection= is a {conn.dialect.name} connection; this adapter writes to {dialect}"
+        )
+    return conn
+
+
+@dataclass
+class _Done:
+    """A write in the caller's transaction, waiting for it to end."""
+
+    operation: str
+    mode: DualWriteMode
+    result: DualWriteResult
+
+
+class CallerTransactions:
+    """Runs one adapter's operations in callers' transactions (see the module)."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        ops: DialectOps,
+        engine: sa.Engine,
+        *,
+        locked_mode: bool,
+    ) -> None:
+        self.runner = runner
+        self.ops = ops
+        # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves.
+        self.driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        # ``unistatus_locked_mode()`` (revision 0007): the lock and the read in one call.
+        self._locked_mode = (
+            Prepared(sa.select(sa.func.unistatus_locked_mode(type_=sa.Text)), engine.dialect)
+            if locked_mode
+            else None
+        )
+        # The writes each open caller transaction made, by Connection or Session.
+        self._waiting: weakref.WeakKeyDictionary[object, list[_Done]] = weakref.WeakKeyDictionary()
+
+    def write(
+        self, operation: str, target: object, work: Work, fast: CallerFast | None = None
+    ) -> DualWriteResult:
+        """``work`` on the caller's connection, under the mode locked there.
+
+        ``fast`` (if given) is tried first: the guarded one-statement change of
+        :mod:`unistatus.adapter.fast` on the caller's connection, planned under the mode
+        as last read by this adapter; the statement takes the mode lock and checks the
+        mode itself, and writes nothing when anything moved (None: ``work`` then runs,
+        and its read of the mode corrects the guess for the next call).
+        """
+        started = time.perf_counter()
+        op_id = str(uuid.uuid4())
+        conn = caller_connection(target, self.ops.name)
+        mode = self.runner.last_mode
+        try:
+            result = None
+            if fast is not None:
+                # The mode as last read, a guess the statement checks: no other
+                # connection is needed (the pool may be held by callers' transactions).
+                self.runner.prepare(mode)
+                result = fast(conn, mode, op_id)
+            if result is None:
+                mode = self.lock_mode(conn)
+                self.runner.prepare(mode)
+                result = work(conn, mode, op_id)
+        except WriteLost as lost:
+            error = f"connection lost: {describe(lost.error)}"
+            raise self._failed(operation, op_id, mode, error, started) from None
+        except KeyTaken:
+            error = "its idempotency key was taken by a concurrent call that committed"
+            raise self._failed(operation, op_id, mode, error, started) from None
+        except ModeChanged:
+            # The mode is read under its lock, so only a snapshot older than the lock
+            # (REPEATABLE READ begun before a switch) can disagree with the guards.
+            error = "the mode changed under the caller's transaction snapshot; retry it"
+            raise self._failed(operation, op_id, mode, error, started) from None
+        except StorageError as exc:
+            raise self._failed(operation, op_id, mode, str(exc), started) from None
+        except UnistatusError:
+            self.runner.emit(operation, mode, True, started, refused=True)
+            raise
+        except sa.exc.DBAPIError as exc:
+            raise self._failed(operation, op_id, mode, describe(exc), started) from None
+        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+            error = f"{type(exc).__name__}: {exc}".strip()
+            raise self._failed(operation, op_id, mode, error, started) from None
+        result.duration_ms = (time.perf_counter() - started) * 1000
+        self._wait_for_end(target, _Done(operation, mode, result))
+        return result
+
+    @contextmanager
+    def reading(self, target: object, what: str) -> Iterator[sa.Connection]:
+        """The caller's connection for a read; its failures as CallerTransactionError."""
+        conn = caller_connection(target, self.ops.name)
+        try:
+            yield conn
+        except sa.exc.DBAPIError as exc:
+            raise CallerTransactionError(f"{what}: {describe(exc)}") from None
+        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+            raise CallerTransactionError(f"{what}: {type(exc).__name__}: {exc}") from None
+
+    def lock_mode(self, conn: sa.Connection) -> DualWriteMode:
+        """Lock the mode in the caller's transaction, then read it (see the module)."""
+        if self._locked_mode is not None:
+            mode = self.runner.last_mode = DualWriteMode(self._locked_mode.rows(conn, {})[0][0])
+            return mode
+        if self.ops.mode_shared_lock_statement() is not None:
+            self.ops.mode_shared_lock(conn)
+        else:
+            try:
+                # A write that matches nothing: SQLite's write lock, until the caller ends.
+                conn.execute(
+                    sa.update(migration_control)
+                    .where(sa.false())
+                    .values(key=migration_control.c.key)
+                )
+            except sa.exc.OperationalError as exc:
+                raise StorageError(
+                    f"cannot take the write lock in the caller's transaction "
+                    f"({describe(exc)}); begin it with BEGIN IMMEDIATE, e.g. "
+                    "conn.execution_options(sqlite_begin='IMMEDIATE') on the adapter's engine"
+                ) from None
+        mode = self.runner.last_mode = read_mode(conn)
+        return mode
+
+    def _failed(
+        self, operation: str, op_id: str, mode: DualWriteMode, error: str, started: float
+    ) -> CallerTransactionError:
+        """The failure, observed now: the caller's transaction must be rolled back."""
+        error = f"{operation} failed in the caller's transaction (roll it back): {error}"
+        self.runner.emit(operation, mode, False, started, error=error)
+        return CallerTransactionError(error, failed_result(op_id, mode, error, started))
+
+    # --- observers once the caller's transaction ends ---------------------------------
+
+    def _wait_for_end(self, target: object, done: _Done) -> None:
+        if not self.runner.observers:
+            return
+        waiting = self._waiting.get(target)
+        if waiting is None:
+            waiting = self._waiting[target] = []
+            self._listen(target)
+        waiting.append(done)
+
+    def _listen(self, target: object) -> None:
+        """Listen once per Connection or Session for the end of its transactions."""
+        if isinstance(target, Session):
+            committed = [False]
+
+            def after_commit(session: Session) -> None:
+                # after_commit fires for savepoints too: only the outermost one counts.
+                if session.get_nested_transaction() is None:
+                    committed[0] = True
+
+            def after_end(session: Session, transaction: Any) -> None:
+                if transaction.parent is None and not transaction.nested:
+                    self._ended(session, committed[0])
+                    committed[0] = False
+
+            event.listen(target, "after_commit", after_commit)
+            event.listen(target, "after_transaction_end", after_end)
+            return
+        event.listen(target, "commit", lambda conn: self._ended(conn, True))
+        event.listen(target, "rollback", lambda conn: self._ended(conn, False))
+
+    def _ended(self, target: object, committed: bool) -> None:
+        waiting = self._waiting.get(target)
+        if not waiting:
+            return
+        done, waiting[:] = list(waiting), []
+        emit: Callable[..., None] = self.runner.emit
+        for d in done:
+            r = d.result
+            if committed:
+                emit(d.operation, d.mode, r.overall_success, 0.0, duration_ms=r.duration_ms)
+            else:
+                emit(
+                    d.operation,
+                    d.mode,
+                    False,
+                    0.0,
+                    error=ROLLED_BACK,
+                    rolled_back=True,
+                    duration_ms=r.duration_ms,
+                )
