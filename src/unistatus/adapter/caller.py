@@ -1,23 +1,8 @@
 """Adapter operations inside the caller's transaction (``connection=``).
 
-The caller hands a SQLAlchemy ``Connection`` already in a transaction, or an ORM
-``Session`` (its current connection is used). The adapter then writes on that
-connection and never begins, commits or rolls back; there is no retry and no write
-gate. A status change first tries the guarded statement of :mod:`unistatus.adapter.fast`
-on that connection (it takes the mode lock and checks the mode and the rows itself, and
-writes nothing if anything moved). Otherwise the write first locks the mode in the
-caller's transaction: PostgreSQL takes the shared mode lock (held until the caller's commit, so a
-mode switch waits for it); SQLite takes the database's write lock with a no-op UPDATE (a
-transaction begun with ``BEGIN`` already holds it after its first write; one that only
-read while another writer committed cannot take it and fails with a clear error: begin
-it with ``BEGIN IMMEDIATE``). The mode is then read under that lock.
-
-Bad input and refused changes raise their ``UnistatusError`` with nothing written; a
-database failure raises :class:`~unistatus.errors.CallerTransactionError` carrying the
-failed result: the caller must roll back. Observers see a write once the caller's
-transaction ends: a success after the commit (the Session's ``after_commit``; the
-Connection's ``commit`` event, emitted as COMMIT is sent), a failure with
-``rolled_back=True`` after a rollback.
+Writes on the caller's Connection or Session, never begins, commits or rolls back; the
+mode is locked inside that transaction; observers fire when it ends. The design and the
+SQLite rule (``BEGIN IMMEDIATE``): docs/adapter.md, "Inside the caller's transaction".
 """
 
 from __future__ import annotations
