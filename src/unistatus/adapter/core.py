@@ -372,7 +372,8 @@ class DualWriteAdapter:
     # --- closing ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop recording statistics and flush them (the last adapter on the engine does).
+        """Stop recording statistics and flush them; the last adapter on the engine also
+        stops the flusher thread.
 
         Idempotent; the engine stays open. Operations after close
         still work, they are no longer recorded.

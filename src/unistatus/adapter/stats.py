@@ -279,18 +279,21 @@ def acquire(user: object, engine: sa.Engine, flush_seconds: float) -> OperationS
 
 
 def release(user: object, stats: OperationStats) -> None:
-    """``user`` is done with ``stats``; the last user stops it and flushes what is left."""
+    """``user`` is done with ``stats``: flush now; the last user also stops the flusher."""
     key = (id(stats.engine), os.getpid())
     with _registry_lock:
         entry = _registry.get(key)
         if entry is None or entry.stats is not stats:
             return
         entry.users.discard(user)
-        if len(entry.users):
-            return
-        entry.closed = True
-        del _registry[key]
-    stats.close()
+        last = not len(entry.users)
+        if last:
+            entry.closed = True
+            del _registry[key]
+    if last:
+        stats.close()
+    else:
+        stats.flush()  # what the closed adapter did is in the table once close returns
 
 
 def close_all() -> None:
