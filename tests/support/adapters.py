@@ -16,7 +16,12 @@ from unistatus.db.tables import (
     metadata,
 )
 
-TABLES = ["cashouts", "escrows", "exchanges", *sorted(metadata.tables)]
+TABLES = [
+    "cashouts",
+    "escrows",
+    "exchanges",
+    *sorted(t for t in metadata.tables if t != "unistatus_operation_stats"),
+]
 
 
 def adapter_in(db: Database, mode: DualWriteMode, **kw: Any) -> DualWriteAdapter:
@@ -29,7 +34,12 @@ def adapter_in(db: Database, mode: DualWriteMode, **kw: Any) -> DualWriteAdapter
 
 
 def snapshot(db: Database) -> dict[str, list[str]]:
-    """Every row of every table, to prove that a refused write changed nothing."""
+    """Every row of every table, to prove that a refused write changed nothing.
+
+    Except the operation statistics: every adapter records them by default, refused and
+    no-op operations included (by design, see the README), and flushes them on its own
+    schedule; what is counted is tested where it is counted.
+    """
     out = {}
     with db.engine.connect() as conn:
         for name in TABLES:
