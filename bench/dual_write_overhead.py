@@ -182,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
                     per_round[variant].append(statistics.median(latencies))
                     pooled[variant].extend(latencies)
         finally:
+            bench.adapter.close()  # flush its operation statistics while the database exists
             bench.engine.dispose()
 
     report = summarise(args, per_round, pooled)

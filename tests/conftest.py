@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 import sqlalchemy as sa
 
+from unistatus.adapter.stats import close_all as close_statistics
 from unistatus.config import Settings, load_settings
 from unistatus.db import schema
 from unistatus.db.engine import create_engine
@@ -47,6 +48,17 @@ def _unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{message}; CI=true requires it", pytrace=False)
     pytest.skip(f"SKIPPING POSTGRESQL TESTS: {message}")
+
+
+@pytest.fixture(autouse=True)
+def _statistics_end_with_the_test() -> Iterator[None]:
+    """Every adapter records statistics; each test ends as a process would: flushed.
+
+    The adapters' shared recorders are flushed and their flusher threads stopped, so no
+    count recorded in one test lands in the next one's tables, and no thread outlives it.
+    """
+    yield
+    close_statistics()
 
 
 @pytest.fixture(scope="session")

@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     # first served. None: the backend's default (PostgreSQL 4, SQLite 1); 0: no limit.
     write_concurrency: int | None = Field(default=None, ge=0, le=10_000)
     write_queue_timeout_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
+    # Every adapter records its operation statistics (unistatus.adapter.stats), flushed
+    # every stats_flush_seconds; false: nothing recorded (gates then lack the figures).
+    record_stats: bool = True
     stats_flush_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     lock_timeout_ms: int = Field(default=5_000, ge=0)

@@ -29,7 +29,8 @@ def _gates(status: phases.PhaseStatus) -> dict[str, phases.Gate]:
 
 def _writes(db: Database, n: int = 20, *, errors: int = 0) -> DualWriteAdapter:
     """Real adapter traffic, recorded by OperationStats and flushed."""
-    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    # Recorded by the test's own OperationStats (to inject errors), not the default one.
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
     stats = OperationStats(db.engine, process_id="test", start=False).attach(adapter)
     for i in range(n):
         r = adapter.create_transaction("WALLET_CASHOUT", i + 1, Decimal("10.5"), "USD")

@@ -42,7 +42,7 @@ def test_diagnostic_has_every_section_and_no_secrets(db: Database) -> None:
         webhook_urls=["https://hooks.slack.com/services/T000/B000/hooksecret"],
     )
     phases.advance(db.engine, settings, actor="t")
-    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
     stats = OperationStats(db.engine, process_id="diag", start=False).attach(adapter)
     adapter.create_transaction("EXCHANGE", 1, "3", "USD")
     stats.flush()

@@ -102,7 +102,7 @@ def test_window_excludes_old_rows_and_rejects_bad_input(db: Database) -> None:
 
 def test_attached_to_adapter_flushes_in_background(db: Database) -> None:
     set_mode(db.engine, MODE, reason="test")
-    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
     stats = OperationStats(db.engine, flush_seconds=0.2, process_id="bg").attach(adapter)
     try:
         for _ in range(5):

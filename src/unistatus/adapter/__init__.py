@@ -5,7 +5,8 @@ locks, ``writes`` writes under the locks (and builds every unified and history r
 ``create`` creates, ``fast`` is the one- or two-round-trip path, ``runner`` runs the
 attempts, ``caller`` runs them in the caller's transaction (``connection=``),
 ``admission`` queues writes fairly, ``sql`` holds the prepared statements, ``keys`` the
-idempotency keys and ``model`` the values they all share.
+idempotency keys, ``stats`` the operation statistics every adapter records and ``model``
+the values they all share.
 """
 
 from unistatus.adapter.core import *  # noqa: F403

@@ -29,6 +29,7 @@ from unistatus.adapter.plan import Planner, parse_type
 from unistatus.adapter.rows import EntityRows, replay_pending
 from unistatus.adapter.runner import Runner
 from unistatus.adapter.sql import HotStatements
+from unistatus.adapter.stats import OperationStats, acquire, release
 from unistatus.adapter.writes import LockedWriter, result_of
 from unistatus.config import Settings, load_settings
 from unistatus.db.control import ModeWatcher, read_mode
@@ -71,6 +72,12 @@ class DualWriteAdapter:
 
     ``database`` is a URL or a SQLAlchemy ``Engine``. The mode lives in the database and
     is re-read at most every ``settings.mode_refresh_seconds``.
+
+    Operation statistics are recorded unless ``record_stats=False`` (default: the
+    ``record_stats`` setting, ``UNISTATUS_RECORD_STATS``): the adapters of a process on
+    one engine share one :class:`~unistatus.adapter.stats.OperationStats`, flushed every
+    ``settings.stats_flush_seconds``. :meth:`close` (or ``with``) flushes it; an adapter
+    never closed is flushed at exit.
     """
 
     def __init__(
@@ -80,6 +87,7 @@ class DualWriteAdapter:
         fallback: Fallback | None = None,
         shadow_read_rate: float | None = None,
         settings: Settings | None = None,
+        record_stats: bool | None = None,
     ) -> None:
         self.settings = settings or load_settings()
         fallback = fallback or self.settings.fallback
@@ -142,6 +150,11 @@ class DualWriteAdapter:
         self._caller_creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, None
         )
+        record = self.settings.record_stats if record_stats is None else record_stats
+        self._stats: OperationStats | None = None
+        if record:
+            self._stats = acquire(self, self.engine, self.settings.stats_flush_seconds)
+            self._stats.attach(self)
 
     # --- public API -----------------------------------------------------------------
 
@@ -156,8 +169,16 @@ class DualWriteAdapter:
         return self.hot.legacy
 
     @property
+    def stats(self) -> OperationStats | None:
+        """The statistics this adapter records into (shared per engine), None when off."""
+        return self._stats
+
+    @property
     def observers(self) -> list[Callable[[OperationEvent], None]]:
-        """Called with an :class:`OperationEvent` after every operation (for metrics)."""
+        """Called with an :class:`OperationEvent` after every operation (for metrics).
+
+        The statistics recorder is one of them when ``record_stats`` is on.
+        """
         return self._runner.observers
 
     @observers.setter
@@ -366,6 +387,29 @@ class DualWriteAdapter:
             "consistent": not found,
             "inconsistencies": [i.as_dict() for i in found],
         }
+
+    # --- closing ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop recording statistics and flush them; the last adapter on the engine also
+        stops the flusher thread.
+
+        Idempotent; the engine stays open. Operations after close
+        still work, they are no longer recorded.
+        """
+        stats, self._stats = self._stats, None
+        if stats is None:
+            return
+        observers = self._runner.observers
+        if stats.record in observers:
+            observers.remove(stats.record)
+        release(self, stats)
+
+    def __enter__(self) -> DualWriteAdapter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # --- wiring -----------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """What the HTTP endpoints share: settings, engine, a lazily built adapter, the monitor.
 
 One :class:`ServiceState` per app (``app.state.service``). The adapter is built on the
-first write, with operation statistics attached; the monitor thread, when started,
+first write (it records its operation statistics itself, unless the settings turn
+them off, and :meth:`ServiceState.close` flushes them); the monitor thread, when started,
 evaluates the alert rules every ``interval`` seconds until :meth:`ServiceState.close`.
 """
 
@@ -17,7 +18,6 @@ from unistatus.adapter import DualWriteAdapter
 from unistatus.config import Settings
 from unistatus.observe.alert_state import load_states
 from unistatus.observe.alerts import Monitor
-from unistatus.observe.stats import OperationStats
 
 __all__ = ["ServiceState"]
 
@@ -33,7 +33,6 @@ class ServiceState:
         self.engine = engine
         self.window_seconds = window_seconds
         self._adapter: DualWriteAdapter | None = None
-        self._stats: OperationStats | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._monitor_thread: threading.Thread | None = None
@@ -41,11 +40,7 @@ class ServiceState:
     def adapter(self) -> DualWriteAdapter:
         with self._lock:
             if self._adapter is None:
-                adapter = DualWriteAdapter(self.engine, settings=self.settings)
-                self._stats = OperationStats(
-                    self.engine, flush_seconds=self.settings.stats_flush_seconds
-                ).attach(adapter)
-                self._adapter = adapter
+                self._adapter = DualWriteAdapter(self.engine, settings=self.settings)
             return self._adapter
 
     def alerts(self) -> list[dict[str, Any]]:
@@ -69,5 +64,5 @@ class ServiceState:
         self._stop.set()
         if self._monitor_thread is not None:
             self._monitor_thread.join(timeout=10)
-        if self._stats is not None:
-            self._stats.close()
+        if self._adapter is not None:
+            self._adapter.close()

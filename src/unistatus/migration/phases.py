@@ -253,8 +253,8 @@ def _gate_error_rate(engine: sa.Engine) -> Gate:
         return _unavailable(
             "error_rate",
             f"< {_pct(MAX_ERROR_RATE)}",
-            "no adapter operations recorded in the last hour (attach "
-            "unistatus.observe.stats.OperationStats to the adapters)",
+            "no adapter operations recorded in the last hour (adapters record them "
+            "unless record_stats=False or UNISTATUS_RECORD_STATS=false)",
         )
     return Gate(
         "error_rate",

@@ -1,11 +1,9 @@
-"""Operation statistics that every process can see.
+"""Operation statistics that every process can see: the cross-process window.
 
-The adapter runs inside the application's processes. Each process attaches an
-:class:`OperationStats` to its adapter: every :class:`~unistatus.adapter.core.OperationEvent`
-is folded into an in-memory aggregate (a dict update under a lock held for
-microseconds), and a daemon thread writes one row per (operation, mode) per interval
-to ``unistatus_operation_stats``. A failing flush is logged and its counts are kept
-for the next attempt; it never reaches the write that produced the event.
+Every adapter records its operations by default (:mod:`unistatus.adapter.stats`: one
+:class:`OperationStats` per engine and process, flushed to ``unistatus_operation_stats``
+every ``stats_flush_seconds``; ``record_stats=False`` or ``UNISTATUS_RECORD_STATS=false``
+turns it off). :class:`OperationStats` is re-exported here, where it has always been.
 
 :func:`window` merges the rows of all processes over a time window in SQL: counts,
 errors and the fixed-bound latency histogram sum across processes, so p50/p95/p99
@@ -15,22 +13,15 @@ are interpolated from the merged buckets (the same way Prometheus'
 
 from __future__ import annotations
 
-import logging
-import os
-import socket
-import threading
-import uuid
-from bisect import bisect_left
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.adapter import DualWriteAdapter, OperationEvent
+from unistatus.adapter.stats import LATENCY_BUCKETS_MS, OperationStats, bucket_index, prune
 from unistatus.clock import utcnow
-from unistatus.db.dialect import ops_for
-from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
+from unistatus.db.tables_ops import BUCKET_COLUMNS, operation_stats
 from unistatus.errors import InputError, StorageError
 
 __all__ = [
@@ -43,176 +34,7 @@ __all__ = [
     "window",
 ]
 
-log = logging.getLogger("unistatus.observe.stats")
-
 S = operation_stats
-N_BUCKETS = len(BUCKET_COLUMNS)
-# Rows older than this are deleted by the flusher now and then (a week of history).
-RETENTION_SECONDS = 7 * 24 * 3600.0
-PRUNE_EVERY_SECONDS = 3600.0
-
-
-def bucket_index(duration_ms: float) -> int:
-    """The bucket a latency falls in: the first bound >= it, else the +Inf bucket."""
-    return bisect_left(LATENCY_BUCKETS_MS, duration_ms)
-
-
-@dataclass
-class _Agg:
-    count: int = 0
-    errors: int = 0
-    shadow_mismatches: int = 0
-    latency_sum_ms: float = 0.0
-    latency_max_ms: float = 0.0
-    buckets: list[int] = field(default_factory=lambda: [0] * N_BUCKETS)
-
-    def add(self, event: OperationEvent) -> None:
-        self.count += 1
-        if not event.success:
-            self.errors += 1
-        if event.shadow_mismatch:
-            self.shadow_mismatches += 1
-        duration = max(float(event.duration_ms), 0.0)
-        self.latency_sum_ms += duration
-        self.latency_max_ms = max(self.latency_max_ms, duration)
-        self.buckets[bucket_index(duration)] += 1
-
-    def merge(self, other: _Agg) -> None:
-        self.count += other.count
-        self.errors += other.errors
-        self.shadow_mismatches += other.shadow_mismatches
-        self.latency_sum_ms += other.latency_sum_ms
-        self.latency_max_ms = max(self.latency_max_ms, other.latency_max_ms)
-        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
-
-
-def default_process_id() -> str:
-    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-class OperationStats:
-    """Aggregates one process's adapter operations and flushes them every interval."""
-
-    def __init__(
-        self,
-        engine: sa.Engine,
-        *,
-        flush_seconds: float = 5.0,
-        process_id: str | None = None,
-        start: bool = True,
-    ) -> None:
-        if flush_seconds <= 0:
-            raise InputError(f"flush_seconds must be positive, got {flush_seconds}")
-        self.engine = engine
-        self.flush_seconds = flush_seconds
-        self.process_id = (process_id or default_process_id())[:128]
-        self._ops = ops_for(engine)
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._current: dict[tuple[str, str], _Agg] = {}
-        self._interval_start = utcnow()
-        self._stop = threading.Event()
-        self._last_prune = 0.0
-        self.flush_errors = 0
-        self._thread: threading.Thread | None = None
-        if start:
-            self._thread = threading.Thread(
-                target=self._loop, name=f"unistatus-stats-{self.process_id}", daemon=True
-            )
-            self._thread.start()
-
-    # --- collecting -------------------------------------------------------------------
-
-    def attach(self, adapter: DualWriteAdapter) -> OperationStats:
-        """Observe every operation of ``adapter`` (returns self, for chaining)."""
-        adapter.observers.append(self.record)
-        return self
-
-    def record(self, event: OperationEvent) -> None:
-        """The observer: fold one event in. Cheap, and never raises into the caller."""
-        try:
-            key = (str(event.operation), str(event.mode))
-            with self._lock:
-                agg = self._current.get(key)
-                if agg is None:
-                    agg = self._current[key] = _Agg()
-                agg.add(event)
-        except Exception:  # metrics must never break a write
-            log.exception("could not record an operation event")
-
-    __call__ = record
-
-    # --- flushing ---------------------------------------------------------------------
-
-    def flush(self) -> int:
-        """Write the aggregate since the last flush (one row per operation and mode).
-
-        Returns the number of rows written. On a database error the counts are put
-        back, to be written with the next interval, and the error is logged.
-        """
-        with self._flush_lock:
-            with self._lock:
-                taken, self._current = self._current, {}
-                start, end = self._interval_start, utcnow()
-                self._interval_start = end
-            if not taken:
-                return 0
-            rows = [
-                {
-                    "process_id": self.process_id,
-                    "interval_start": start,
-                    "interval_end": end,
-                    "operation": op,
-                    "mode": mode,
-                    "count": agg.count,
-                    "errors": agg.errors,
-                    "shadow_mismatches": agg.shadow_mismatches,
-                    "latency_sum_ms": agg.latency_sum_ms,
-                    "latency_max_ms": agg.latency_max_ms,
-                    **dict(zip(BUCKET_COLUMNS, agg.buckets, strict=True)),
-                }
-                for (op, mode), agg in taken.items()
-            ]
-            try:
-                with self._ops.write_transaction() as conn:
-                    conn.execute(sa.insert(S), rows)
-            except Exception:
-                self.flush_errors += 1
-                log.exception("could not flush operation statistics; keeping them for later")
-                with self._lock:
-                    for key, agg in taken.items():
-                        self._current.setdefault(key, _Agg()).merge(agg)
-                    self._interval_start = start
-                return 0
-            return len(rows)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.flush_seconds):
-            self.flush()
-            self._maybe_prune()
-
-    def _maybe_prune(self) -> None:
-        now = utcnow().timestamp()
-        if now - self._last_prune < PRUNE_EVERY_SECONDS:
-            return
-        self._last_prune = now
-        try:
-            prune(self.engine, RETENTION_SECONDS)
-        except Exception:
-            log.exception("could not prune old operation statistics")
-
-    def close(self) -> None:
-        """Stop the flusher and write what is left (call on shutdown)."""
-        self._stop.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self.flush_seconds + 5)
-        self.flush()
-
-    def __enter__(self) -> OperationStats:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --- reading ------------------------------------------------------------------------
@@ -353,10 +175,3 @@ def window(
         operation=operation,
         mode=str(mode) if mode else None,
     )
-
-
-def prune(engine: sa.Engine, older_than_seconds: float = RETENTION_SECONDS) -> int:
-    """Delete rows whose interval ended more than ``older_than_seconds`` ago."""
-    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-    with ops_for(engine).write_transaction() as conn:
-        return conn.execute(sa.delete(S).where(S.c.interval_end < cutoff)).rowcount

@@ -7,6 +7,8 @@ exchanges), one adapter call per step. Every call's latency is recorded; at the 
 set-based check (:func:`unistatus.migration.check.run_check`, not stored) runs over every pair
 updated since the run began. The run uses its own engine, sized for the concurrency,
 and sets the requested mode for the run only (the previous mode is restored after).
+Its operations are recorded in the operation statistics like any adapter's (so they
+appear in ``/metrics`` and the gates), flushed when each run ends.
 
 With a closed loop, latency = concurrency / throughput (Little's law): at 50 threads
 the figures measure the database and the host under saturation, not an idle system.
@@ -260,9 +262,12 @@ def _run_once(
 
     since = utcnow()
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="loadtest") as pool:
-        for future in as_completed([pool.submit(one, i) for i in range(transactions)]):
-            future.result()
+    try:
+        with ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="loadtest") as pool:
+            for future in as_completed([pool.submit(one, i) for i in range(transactions)]):
+                future.result()
+    finally:
+        adapter.close()  # its operation statistics reach the table (and /metrics) now
     stats.elapsed_s = time.perf_counter() - started
     _check(engine, settings, since, stats)
     return stats

@@ -1,0 +1,357 @@
+"""The per-process statistics of the adapter's operations, recorded by default.
+
+Every :class:`~unistatus.adapter.model.OperationEvent` is folded into an in-memory
+aggregate (a dict update under a lock held for microseconds), and a daemon thread writes
+one row per (operation, mode) per interval to ``unistatus_operation_stats``. A failing
+flush is logged and its counts are kept for the next attempt; it never reaches the write
+that produced the event. Reading them back (the cross-process window, percentiles) is
+:mod:`unistatus.observe.stats`.
+
+Every :class:`~unistatus.adapter.core.DualWriteAdapter` records unless
+``record_stats=False`` or ``UNISTATUS_RECORD_STATS=false``. The adapters of one process
+on one engine share one :class:`OperationStats` (:func:`acquire`): a process writes one
+row per (operation, mode) per interval however many adapters it builds, and its
+operations are counted once. The flusher stops and flushes when the last adapter sharing
+it is closed, within an interval of the last one being garbage-collected, and at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import socket
+import threading
+import uuid
+import weakref
+from bisect import bisect_left
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from unistatus.adapter.model import OperationEvent
+from unistatus.clock import utcnow
+from unistatus.db.dialect import ops_for
+from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
+from unistatus.errors import InputError
+
+__all__ = [
+    "LATENCY_BUCKETS_MS",
+    "OperationStats",
+    "acquire",
+    "bucket_index",
+    "close_all",
+    "prune",
+    "release",
+]
+
+log = logging.getLogger("unistatus.observe.stats")
+
+S = operation_stats
+N_BUCKETS = len(BUCKET_COLUMNS)
+# Rows older than this are deleted by the flusher now and then (a week of history).
+RETENTION_SECONDS = 7 * 24 * 3600.0
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+class Observable(Protocol):
+    """What :meth:`OperationStats.attach` needs: an adapter's observer list."""
+
+    @property
+    def observers(self) -> list[Callable[[OperationEvent], None]]: ...
+
+
+def bucket_index(duration_ms: float) -> int:
+    """The bucket a latency falls in: the first bound >= it, else the +Inf bucket."""
+    return bisect_left(LATENCY_BUCKETS_MS, duration_ms)
+
+
+@dataclass
+class _Agg:
+    count: int = 0
+    errors: int = 0
+    shadow_mismatches: int = 0
+    latency_sum_ms: float = 0.0
+    latency_max_ms: float = 0.0
+    buckets: list[int] = field(default_factory=lambda: [0] * N_BUCKETS)
+
+    def add(self, event: OperationEvent) -> None:
+        self.count += 1
+        if not event.success:
+            self.errors += 1
+        if event.shadow_mismatch:
+            self.shadow_mismatches += 1
+        duration = max(float(event.duration_ms), 0.0)
+        self.latency_sum_ms += duration
+        self.latency_max_ms = max(self.latency_max_ms, duration)
+        self.buckets[bucket_index(duration)] += 1
+
+    def merge(self, other: _Agg) -> None:
+        self.count += other.count
+        self.errors += other.errors
+        self.shadow_mismatches += other.shadow_mismatches
+        self.latency_sum_ms += other.latency_sum_ms
+        self.latency_max_ms = max(self.latency_max_ms, other.latency_max_ms)
+        self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+
+
+def default_process_id() -> str:
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class OperationStats:
+    """Aggregates one process's adapter operations and flushes them every interval."""
+
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        flush_seconds: float = 5.0,
+        process_id: str | None = None,
+        start: bool = True,
+    ) -> None:
+        if flush_seconds <= 0:
+            raise InputError(f"flush_seconds must be positive, got {flush_seconds}")
+        self.engine = engine
+        self.flush_seconds = flush_seconds
+        self.process_id = (process_id or default_process_id())[:128]
+        self._ops = ops_for(engine)
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._current: dict[tuple[str, str], _Agg] = {}
+        self._interval_start = utcnow()
+        self._stop = threading.Event()
+        self._last_prune = 0.0
+        # Shared recorders only (see acquire): False once no adapter uses it any more.
+        self._in_use: Callable[[], bool] | None = None
+        self.flush_errors = 0
+        self._thread: threading.Thread | None = None
+        if start:
+            self._thread = threading.Thread(
+                target=self._loop, name=f"unistatus-stats-{self.process_id}", daemon=True
+            )
+            self._thread.start()
+
+    # --- collecting -------------------------------------------------------------------
+
+    def attach(self, adapter: Observable) -> OperationStats:
+        """Observe every operation of ``adapter`` (returns self, for chaining)."""
+        adapter.observers.append(self.record)
+        return self
+
+    def record(self, event: OperationEvent) -> None:
+        """The observer: fold one event in. Cheap, and never raises into the caller."""
+        try:
+            key = (str(event.operation), str(event.mode))
+            with self._lock:
+                agg = self._current.get(key)
+                if agg is None:
+                    agg = self._current[key] = _Agg()
+                agg.add(event)
+        except Exception:  # metrics must never break a write
+            log.exception("could not record an operation event")
+
+    __call__ = record
+
+    # --- flushing ---------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write the aggregate since the last flush (one row per operation and mode).
+
+        Returns the number of rows written. On a database error the counts are put
+        back, to be written with the next interval, and the error is logged.
+        """
+        with self._flush_lock:
+            with self._lock:
+                taken, self._current = self._current, {}
+                start, end = self._interval_start, utcnow()
+                self._interval_start = end
+            if not taken:
+                return 0
+            rows = [
+                {
+                    "process_id": self.process_id,
+                    "interval_start": start,
+                    "interval_end": end,
+                    "operation": op,
+                    "mode": mode,
+                    "count": agg.count,
+                    "errors": agg.errors,
+                    "shadow_mismatches": agg.shadow_mismatches,
+                    "latency_sum_ms": agg.latency_sum_ms,
+                    "latency_max_ms": agg.latency_max_ms,
+                    **dict(zip(BUCKET_COLUMNS, agg.buckets, strict=True)),
+                }
+                for (op, mode), agg in taken.items()
+            ]
+            try:
+                with self._ops.write_transaction() as conn:
+                    conn.execute(sa.insert(S), rows)
+            except Exception:
+                self.flush_errors += 1
+                log.exception("could not flush operation statistics; keeping them for later")
+                with self._lock:
+                    for key, agg in taken.items():
+                        self._current.setdefault(key, _Agg()).merge(agg)
+                    self._interval_start = start
+                return 0
+            return len(rows)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_seconds):
+            self.flush()
+            self._maybe_prune()
+            if self._in_use is not None and not self._in_use():
+                break  # every adapter sharing it is gone: flush what is left and stop
+        self.flush()
+
+    def _maybe_prune(self) -> None:
+        now = utcnow().timestamp()
+        if now - self._last_prune < PRUNE_EVERY_SECONDS:
+            return
+        self._last_prune = now
+        try:
+            prune(self.engine, RETENTION_SECONDS)
+        except Exception:
+            log.exception("could not prune old operation statistics")
+
+    @property
+    def running(self) -> bool:
+        """Whether the flusher thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self) -> None:
+        """Stop the flusher and write what is left (call on shutdown)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=self.flush_seconds + 5)
+        self.flush()
+
+    def __enter__(self) -> OperationStats:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def prune(engine: sa.Engine, older_than_seconds: float = RETENTION_SECONDS) -> int:
+    """Delete rows whose interval ended more than ``older_than_seconds`` ago."""
+    cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    with ops_for(engine).write_transaction() as conn:
+        return conn.execute(sa.delete(S).where(S.c.interval_end < cutoff)).rowcount
+
+
+# --- one recorder per engine and process, shared by its adapters ---------------------
+
+
+@dataclass
+class _Shared:
+    stats: OperationStats
+    users: weakref.WeakSet[object] = field(default_factory=weakref.WeakSet)
+    closed: bool = False
+
+
+# (id(engine), pid) -> the recorder; the recorder holds the engine, so the id is not
+# reused while the entry exists. Reentrant: a garbage collection may run anywhere.
+_registry: dict[tuple[int, int], _Shared] = {}
+_registry_lock = threading.RLock()
+
+
+def acquire(user: object, engine: sa.Engine, flush_seconds: float) -> OperationStats:
+    """The process's recorder for ``engine`` (started on first use), held by ``user``.
+
+    ``user`` (an adapter) is held weakly: the recorder stops once every user has been
+    released or garbage-collected. ``flush_seconds`` applies when the recorder starts.
+    """
+    key = (id(engine), os.getpid())
+    with _registry_lock:
+        entry = _registry.get(key)
+        if entry is None or entry.closed:
+            entry = _registry[key] = _Shared(
+                OperationStats(engine, flush_seconds=flush_seconds, start=False)
+            )
+            _start(key, entry)
+        entry.users.add(user)
+        return entry.stats
+
+
+def release(user: object, stats: OperationStats) -> None:
+    """``user`` is done with ``stats``: flush now; the last user also stops the flusher."""
+    key = (id(stats.engine), os.getpid())
+    with _registry_lock:
+        entry = _registry.get(key)
+        if entry is None or entry.stats is not stats:
+            return
+        entry.users.discard(user)
+        last = not len(entry.users)
+        if last:
+            entry.closed = True
+            del _registry[key]
+    if last:
+        stats.close()
+    else:
+        stats.flush()  # what the closed adapter did is in the table once close returns
+
+
+def close_all() -> None:
+    """Stop and flush every shared recorder of this process (at exit, and between tests)."""
+    pid = os.getpid()
+    with _registry_lock:
+        entries = [e for (_, owner), e in _registry.items() if owner == pid]
+        for entry in entries:
+            entry.closed = True
+        _registry.clear()
+    for entry in entries:
+        try:
+            entry.stats.close()
+        except Exception:  # at exit: log, never raise
+            log.exception("could not flush operation statistics at close")
+
+
+def _start(key: tuple[int, int], entry: _Shared) -> None:
+    """Start the flusher of a shared recorder; it retires the entry once unused."""
+
+    def in_use() -> bool:
+        with _registry_lock:
+            if len(entry.users):
+                return True
+            entry.closed = True
+            if _registry.get(key) is entry:
+                del _registry[key]
+            return False
+
+    stats = entry.stats
+    stats._in_use = in_use
+    stats._thread = threading.Thread(
+        target=stats._loop, name=f"unistatus-stats-{stats.process_id}", daemon=True
+    )
+    stats._thread.start()
+
+
+def _after_fork_in_child() -> None:
+    """A forked process records under a name of its own, from zero, with its own flusher.
+
+    The parent's counts stay the parent's (never flushed twice), and an adapter built
+    before the fork keeps recording in the child.
+    """
+    global _registry_lock
+    _registry_lock = threading.RLock()
+    pid = os.getpid()
+    inherited = [(engine_id, e) for (engine_id, _), e in _registry.items() if not e.closed]
+    _registry.clear()
+    for engine_id, entry in inherited:
+        stats = entry.stats
+        stats._lock, stats._flush_lock = threading.Lock(), threading.Lock()
+        stats._current, stats._interval_start = {}, utcnow()
+        stats._stop = threading.Event()
+        stats.process_id = default_process_id()[:128]
+        key = (engine_id, pid)
+        _registry[key] = entry
+        _start(key, entry)
+
+
+atexit.register(close_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,220 @@
+"""Statistics by default: a plain DualWriteAdapter records its operations, counted once.
+
+No wiring: the library, the HTTP service and the load test each count one operation as
+one, in the stats table, the gates' window and ``/metrics``. ``record_stats=False`` and
+``UNISTATUS_RECORD_STATS=false`` record nothing. The recorder is shared per engine and
+process, stops and flushes on close, when its adapters are collected, and at exit.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.adapter.stats import close_all
+from unistatus.api.service import create_app
+from unistatus.config import load_settings
+from unistatus.db.control import set_mode
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.migration import phases
+from unistatus.observe.stats import window
+from unistatus.sim.loadtest import run_load_test
+
+M = DualWriteMode
+TOKEN = "s3cret-token"
+
+
+def _stats_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("unistatus-stats-")]
+
+
+def _counts(db: Database) -> dict[str, int]:
+    return {
+        op: window(db.engine, 600, operation=op).count
+        for op in ("create_transaction", "update_status", "get_transaction_status")
+    }
+
+
+def test_a_plain_adapter_records_each_operation_once(db: Database) -> None:
+    set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test")
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        assert adapter.stats is not None and adapter.stats.record in adapter.observers
+        created = adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        assert adapter.update_status(created.entity_id, "PROCESSING", "r", "t").overall_success
+        adapter.get_transaction_status(created.entity_id)
+    # Closed: flushed, and no longer recording.
+    assert adapter.stats is None
+    assert _counts(db) == {
+        "create_transaction": 1,
+        "update_status": 1,
+        "get_transaction_status": 1,
+    }
+    w = window(db.engine, 600)
+    assert (w.count, w.errors, w.processes) == (3, 0, 1)
+    assert w.p95_ms is not None
+    assert db.count("unistatus_operation_stats") == 3  # one row per (operation, mode)
+
+
+def test_adapters_of_one_engine_share_one_recorder_and_count_once(db: Database) -> None:
+    set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test")
+    adapters = [DualWriteAdapter(db.engine, settings=db.settings) for _ in range(5)]
+    shared = adapters[0].stats
+    assert shared is not None and all(a.stats is shared for a in adapters)
+    assert len(_stats_threads()) == 1
+    for i, a in enumerate(adapters):
+        assert a.create_transaction("ESCROW", i + 1, "3", "EUR").overall_success
+    for a in adapters[:-1]:
+        a.close()
+    assert shared.running  # the last adapter still uses it
+    # Closing flushed the shared aggregate: every operation so far, each once.
+    assert window(db.engine, 600).count == 5
+    adapters[-1].create_transaction("ESCROW", 9, "3", "EUR")
+    adapters[-1].close()
+    adapters[-1].close()  # idempotent
+    assert not shared.running and not _stats_threads()
+    w = window(db.engine, 600, operation="create_transaction")
+    assert (w.count, w.processes) == (6, 1)
+
+
+def test_the_error_rate_and_latency_gates_see_a_plain_adapter(db: Database) -> None:
+    phases.advance(db.engine, db.settings, actor="t")  # phase 1: dual writes
+    before = {g.name: g for g in phases.phase_status(db.engine, db.settings).gates}
+    assert before["error_rate"].value == "unavailable"
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        for i in range(4):
+            created = adapter.create_transaction("WALLET_CASHOUT", i + 1, "5", "USD")
+            result = adapter.update_status(created.entity_id, "OTP_PENDING", "otp", "t")
+            assert result.overall_success
+    gates = {g.name: g for g in phases.phase_status(db.engine, db.settings).gates}
+    assert gates["error_rate"].passed
+    assert gates["error_rate"].detail == "0 errors in 8 operations over the last hour"
+    w = window(db.engine, phases.GATE_WINDOW_SECONDS)
+    assert w.count == 8 and w.p95_ms is not None
+
+
+def test_service_writes_are_counted_once_and_reach_metrics(db: Database) -> None:
+    settings = db.settings.model_copy(update={"admin_token": TOKEN})
+    with TestClient(create_app(settings, db.engine)) as client:
+        r = client.post(
+            "/api/v1/transactions",
+            json={"transaction_type": "EXCHANGE", "user_id": 7, "amount": "2", "currency": "USD"},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        assert r.status_code == 201, r.text
+    # The app's shutdown closed its adapter, which flushed.
+    assert _counts(db) == {"create_transaction": 1, "update_status": 0, "get_transaction_status": 0}
+    # A plain library adapter in the same process: no wiring, and it shows in /metrics.
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        adapter.create_transaction("EXCHANGE", 8, "2", "USD")
+    with TestClient(create_app(db.settings, db.engine)) as client:
+        text = client.get("/metrics").text
+    assert 'unistatus_operations_total{mode="LEGACY_ONLY",operation="create_transaction"} 2.0' in (
+        text
+    )
+
+
+def test_the_load_tests_operations_appear_once(db: Database) -> None:
+    report = run_load_test(
+        db.url, db.settings, transactions=6, concurrent=2, mode=M.DUAL_WRITE_LEGACY_PRIMARY
+    )
+    assert report.run.errors == 0 and report.run.operations > 6
+    w = window(db.engine, 600, mode=M.DUAL_WRITE_LEGACY_PRIMARY)
+    assert w.count == report.run.operations and w.errors == 0
+    with TestClient(create_app(db.settings, db.engine)) as client:
+        text = client.get("/metrics").text
+    assert (
+        'unistatus_operations_total{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="create_transaction"} '
+        f"{float(window(db.engine, 600, operation='create_transaction').count)}" in text
+    )
+
+
+def test_record_stats_false_records_nothing(db: Database) -> None:
+    with DualWriteAdapter(db.engine, settings=db.settings, record_stats=False) as adapter:
+        assert adapter.stats is None and not adapter.observers
+        adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    close_all()
+    assert db.count("unistatus_operation_stats") == 0 and not _stats_threads()
+
+
+def test_the_environment_turns_it_off_and_the_argument_wins(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UNISTATUS_RECORD_STATS", "false")
+    settings = load_settings(database_url=db.url)
+    assert settings.record_stats is False
+    with DualWriteAdapter(db.engine, settings=settings) as adapter:
+        assert adapter.stats is None
+        adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    assert db.count("unistatus_operation_stats") == 0
+    with DualWriteAdapter(db.engine, settings=settings, record_stats=True) as adapter:
+        adapter.create_transaction("WALLET_CASHOUT", 2, "5", "USD")
+    assert window(db.engine, 600).count == 1
+
+
+def test_a_forgotten_adapter_stops_its_flusher_after_flushing(db: Database) -> None:
+    settings = db.settings.model_copy(update={"stats_flush_seconds": 0.1})
+    adapter = DualWriteAdapter(db.engine, settings=settings)
+    stats = adapter.stats
+    assert stats is not None and stats.running
+    adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    del adapter
+    gc.collect()
+    deadline = time.monotonic() + 5
+    while stats.running and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not stats.running
+    assert window(db.engine, 600).count == 1
+
+
+def test_an_adapter_never_closed_is_flushed_at_exit(sqlite_db: Database, tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        from unistatus import DualWriteAdapter
+        from unistatus.config import load_settings
+
+        url = {sqlite_db.url!r}
+        adapter = DualWriteAdapter(url, settings=load_settings(database_url=url))
+        assert adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD").overall_success
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNISTATUS_")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    w = window(sqlite_db.engine, 600)
+    assert (w.count, w.processes) == (1, 1)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_process_records_its_own_operations(sqlite_db: Database) -> None:
+    db = sqlite_db
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")  # not flushed yet
+    pid = os.fork()
+    if pid == 0:  # the child: its own counts, under its own name, flushed on close
+        code = 1
+        try:
+            db.engine.dispose(close=False)
+            adapter.create_transaction("WALLET_CASHOUT", 2, "5", "USD")
+            adapter.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    adapter.close()
+    w = window(db.engine, 600)
+    assert (w.count, w.processes) == (2, 2)  # the parent's operation was not written twice
