@@ -72,7 +72,13 @@ def test_traffic_keeps_every_touched_transaction_consistent(db) -> None:  # type
     control.set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
     adapter = DualWriteAdapter(db.engine, settings=db.settings)
     report = run_traffic(
-        adapter, threads=3, seconds=1.0, existing=id_ranges(db.engine, db.settings), seed=5
+        # A count, not a time limit: 1 s on a loaded 2-core machine gave 7 writes.
+        adapter,
+        threads=3,
+        seconds=None,
+        operations=60,
+        existing=id_ranges(db.engine, db.settings),
+        seed=5,
     )
     assert report.overall_success, report.error_samples
     assert report.operations > 20 and report.creates > 0 and report.updates > 0
