@@ -140,6 +140,12 @@ def test_a_write_the_caller_rolls_back_is_counted_as_rolled_back_not_as_an_error
     assert gates["error_rate"].detail == (
         "0 errors in 1 operations over the last hour (1 rolled back by the caller, not counted)"
     )
+    with TestClient(create_app(db.settings, db.engine)) as client:
+        text = client.get("/metrics").text
+    labels = '{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="update_status"}'
+    assert f"unistatus_operations_rolled_back_total{labels} 1.0" in text
+    assert f"unistatus_operations_total{labels} 1.0" in text
+    assert f"unistatus_operation_errors_total{labels} 0.0" in text
 
 
 def test_service_writes_are_counted_once_and_reach_metrics(db: Database) -> None:
