@@ -93,11 +93,13 @@ def test_two_branches_and_file_names_that_tell_the_order() -> None:
     assert main_files == sorted(main_files)
     assert all(Path(s.path).name.startswith(f"{s.revision}_") for s in main)
 
-    # Retirement: its own branch, off the main chain's install head, ids kept.
+    # Retirement: its own branch, off the main chain at 0009 (frozen: the main chain moves
+    # on past it without touching a retired database's 0006), ids kept.
     assert [s.revision for s in retire] == [schema.RETIRE_REVISION]
     assert [Path(s.path).name for s in retire] == ["r001_retire_legacy_columns.py"]
     assert retire[0].branch_labels == {schema.RETIRE_BRANCH}
-    assert retire[0].dependencies == schema.INSTALL_REVISION
+    assert retire[0].dependencies == "0009"
+    assert "0009" in {s.revision for s in main}
     assert max(main_files) < min(Path(s.path).name for s in retire)
     assert {Path(p).name for p in VERSIONS.glob("*.py")} == {
         Path(s.path).name for s in main + retire
@@ -114,7 +116,7 @@ def test_alembic_heads_shows_the_main_head_and_the_retire_branch() -> None:
     command.heads(cfg)
     assert sorted(out.getvalue().splitlines()) == sorted(
         [
-            f"{schema.INSTALL_REVISION} (main) (effective head)",
+            f"{schema.INSTALL_REVISION} (main) (head)",
             f"{schema.RETIRE_REVISION} (retire) (head)",
         ]
     )
@@ -272,7 +274,8 @@ def test_a_database_installed_by_the_release_upgrades_to_a_fresh_install(
     # Retirement, now its own branch, applies to it and undoes.
     before = seed_and_freeze(old, tmp_path)
     assert retire_legacy_columns(old.engine, old.settings, actor="t", reason="t")["dropped"]
-    assert schema.current_heads(old.engine) == (schema.RETIRE_REVISION,)
+    assert set(schema.current_heads(old.engine)) == {schema.INSTALL_REVISION, "0006"}
+    assert schema.current_revision(old.engine) == schema.RETIRE_REVISION
     assert not any(status_columns(old.engine).values())
     undone = undo_cleanup(old.engine, old.settings, actor="t", reason="t")
     assert undone["revision"] == schema.INSTALL_REVISION and undone["checksum_after"] == before
@@ -290,11 +293,18 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     assert not any(status_columns(old.engine).values())
     retired_shape = shape(old.engine)
 
-    # `init` of today: nothing to do, still retired, and says so.
+    # `init` of today: the main chain's revisions after 0009 (0010: a column of the stats
+    # table), nothing else; still retired, and says so.
     assert schema.upgrade(old.engine, old.settings) == schema.RETIRE_REVISION
     assert schema.upgrade(old.engine, old.settings, "main@head") == schema.RETIRE_REVISION
-    assert schema.current_heads(old.engine) == (schema.RETIRE_REVISION,)
-    assert shape(old.engine) == retired_shape
+    assert set(schema.current_heads(old.engine)) == {schema.INSTALL_REVISION, "0006"}
+    after = shape(old.engine)
+    stats_columns = after["tables"]["unistatus_operation_stats"]["columns"]
+    assert set(stats_columns) - set(
+        retired_shape["tables"]["unistatus_operation_stats"]["columns"]
+    ) == {"rolled_back"}
+    retired_shape["tables"]["unistatus_operation_stats"]["columns"] = stats_columns
+    assert after == retired_shape
     assert legacy_columns_dropped(old.engine, old.settings)
     assert retire_legacy_columns(old.engine, old.settings)["already_dropped"]
 
@@ -307,3 +317,32 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
         assert "COMPLETED" in set(conn.execute(sa.select(cashouts.c.status)).scalars())
     assert schema.upgrade(fresh.engine, fresh.settings) == schema.INSTALL_REVISION
     assert shape(old.engine) == shape(fresh.engine)
+
+
+def test_0010_adds_the_rolled_back_count_and_its_downgrade_drops_it(
+    new_database: Callable[[str], Database],
+) -> None:
+    db = new_database("rolled_back")
+
+    def stats_columns() -> set[str]:
+        return {c["name"] for c in sa.inspect(db.engine).get_columns("unistatus_operation_stats")}
+
+    with ops_for(db.engine).write_transaction() as conn:  # a row flushed before 0010
+        cfg = schema.alembic_config(conn, db.settings)
+        command.upgrade(cfg, "0009")
+        conn.execute(
+            sa.text(
+                "INSERT INTO unistatus_operation_stats (process_id, interval_start, interval_end,"
+                " operation, mode, count, errors, shadow_mismatches, latency_sum_ms,"
+                " latency_max_ms) VALUES ('p', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP,"
+                " 'update_status', 'LEGACY_ONLY', 3, 1, 0, 1.0, 1.0)"
+            )
+        )
+    assert "rolled_back" not in stats_columns()
+    assert schema.upgrade(db.engine, db.settings) == "0010"
+    with db.engine.connect() as conn:
+        q = "SELECT count, errors, rolled_back FROM unistatus_operation_stats"
+        assert tuple(conn.execute(sa.text(q)).one()) == (3, 1, 0)
+    assert schema.downgrade(db.engine, db.settings, "0009") == "0009"
+    assert "rolled_back" not in stats_columns()
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION

@@ -103,6 +103,51 @@ def test_the_error_rate_and_latency_gates_see_a_plain_adapter(db: Database) -> N
     assert w.count == 8 and w.p95_ms is not None
 
 
+def test_a_write_the_caller_rolls_back_is_counted_as_rolled_back_not_as_an_error(
+    db: Database,
+) -> None:
+    """An application's ordinary rollback (insufficient funds) is not an adapter error:
+    it must not raise the error rate the phase gate and the rollback alert read."""
+    phases.advance(db.engine, db.settings, actor="t")  # phase 1: dual writes
+    with DualWriteAdapter(db.engine, settings=db.settings, record_stats=False) as setup:
+        created = setup.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    assert created.entity_id is not None
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        with db.engine.connect() as conn:
+            tx = conn.begin()
+            changed = adapter.update_status(
+                created.entity_id, "OTP_PENDING", "otp", "t", connection=conn
+            )
+            assert changed.overall_success
+            tx.rollback()  # the caller's business rule said no
+    w = window(db.engine, 600)
+    assert w.errors == 0 and w.error_rate == 0.0
+    assert (w.count, w.rolled_back) == (0, 1)  # not a success either
+    assert w.as_dict()["rolled_back"] == 1
+    gates = {g.name: g for g in phases.phase_status(db.engine, db.settings).gates}
+    assert gates["error_rate"].value == "unavailable"  # nothing completed: nothing to judge
+
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        with db.engine.begin() as conn:
+            changed = adapter.update_status(
+                created.entity_id, "OTP_PENDING", "otp", "t", connection=conn
+            )
+            assert changed.overall_success
+    w = window(db.engine, 600)
+    assert (w.count, w.errors, w.rolled_back, w.error_rate) == (1, 0, 1, 0.0)
+    gates = {g.name: g for g in phases.phase_status(db.engine, db.settings).gates}
+    assert gates["error_rate"].passed and gates["error_rate"].value == "0%"
+    assert gates["error_rate"].detail == (
+        "0 errors in 1 operations over the last hour (1 rolled back by the caller, not counted)"
+    )
+    with TestClient(create_app(db.settings, db.engine)) as client:
+        text = client.get("/metrics").text
+    labels = '{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="update_status"}'
+    assert f"unistatus_operations_rolled_back_total{labels} 1.0" in text
+    assert f"unistatus_operations_total{labels} 1.0" in text
+    assert f"unistatus_operation_errors_total{labels} 0.0" in text
+
+
 def test_service_writes_are_counted_once_and_reach_metrics(db: Database) -> None:
     settings = db.settings.model_copy(update={"admin_token": TOKEN})
     with TestClient(create_app(settings, db.engine)) as client:

@@ -109,7 +109,8 @@ class OperationEvent:
     # A failure after which the write may have committed (DualWriteResult.outcome_unknown).
     outcome_unknown: bool = False
     # A write made in the caller's transaction (``connection=``) that the caller rolled
-    # back: success is False, error says so (the statistics count it as a failure).
+    # back: success is False, error says so; the statistics count it as rolled back,
+    # neither a success nor an error.
     rolled_back: bool = False
 
 

@@ -4,7 +4,10 @@ Every :class:`~unistatus.adapter.model.OperationEvent` is folded into an in-memo
 aggregate (a dict update under a lock held for microseconds), and a daemon thread writes
 one row per (operation, mode) per interval to ``unistatus_operation_stats``. A failing
 flush is logged and its counts are kept for the next attempt; it never reaches the write
-that produced the event. Reading them back (the cross-process window, percentiles) is
+that produced the event. A write in the caller's transaction that the caller rolled back
+is counted in ``rolled_back`` only: not in ``count`` (completed operations), ``errors``,
+the latency sum or the buckets, so an application's own rollbacks neither raise the error
+rate nor move the latency figures. Reading them back (the cross-process window, percentiles) is
 :mod:`unistatus.observe.stats`.
 
 Every :class:`~unistatus.adapter.core.DualWriteAdapter` records unless
@@ -71,14 +74,18 @@ def bucket_index(duration_ms: float) -> int:
 
 @dataclass
 class _Agg:
-    count: int = 0
+    count: int = 0  # completed operations: successes and errors, never rolled back
     errors: int = 0
     shadow_mismatches: int = 0
     latency_sum_ms: float = 0.0
     latency_max_ms: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * N_BUCKETS)
+    rolled_back: int = 0  # rolled back by the caller: in nothing else
 
     def add(self, event: OperationEvent) -> None:
+        if event.rolled_back:
+            self.rolled_back += 1
+            return
         self.count += 1
         if not event.success:
             self.errors += 1
@@ -93,6 +100,7 @@ class _Agg:
         self.count += other.count
         self.errors += other.errors
         self.shadow_mismatches += other.shadow_mismatches
+        self.rolled_back += other.rolled_back
         self.latency_sum_ms += other.latency_sum_ms
         self.latency_max_ms = max(self.latency_max_ms, other.latency_max_ms)
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
@@ -181,6 +189,7 @@ class OperationStats:
                     "count": agg.count,
                     "errors": agg.errors,
                     "shadow_mismatches": agg.shadow_mismatches,
+                    "rolled_back": agg.rolled_back,
                     "latency_sum_ms": agg.latency_sum_ms,
                     "latency_max_ms": agg.latency_max_ms,
                     **dict(zip(BUCKET_COLUMNS, agg.buckets, strict=True)),

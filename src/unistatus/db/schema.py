@@ -18,18 +18,20 @@ from unistatus.errors import GateError, StorageError
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "unistatus_alembic_version"
 REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exchanges"}
-# Two Alembic branches; file names tell the order: 0001_ .. 0009_ (no 0006) on the main
+# Two Alembic branches; file names tell the order: 0001_ .. 0010_ (no 0006) on the main
 # chain, r001_ on the retire branch. `init` (and every upgrade) installs the main chain, up to
 # INSTALL_REVISION, its head; it never drops anything. The retire branch holds one
-# revision, 0006, which depends on 0009 and drops the legacy status columns (phase 4
-# cleanup): only `unistatus retire legacy-columns` applies it, after its gates, and
-# `--undo` reverts it (downgrade to RETIRE_UNDO). So `current` says honestly whether
-# they are dropped (0006) or not (0009). Revision ids are never renumbered: 0006 was the
-# last of one chain when databases were retired, and they keep reading the same.
-# Upgrading a database at 0006 to 0009 is a no-op (0006 implies 0009).
+# revision, 0006, which depends on 0009 (frozen: it was written against 0009) and drops the
+# legacy status columns (phase 4 cleanup): only `unistatus retire legacy-columns` applies
+# it, after its gates, and `--undo` reverts it (downgrade to RETIRE_UNDO). Revision ids are
+# never renumbered: 0006 was the last of one chain when databases were retired, and they
+# keep reading the same. The main chain moves on past 0009 independently: a database
+# retired at 0006 (which implies 0009) gets 0010.. from `init` and then stores two heads,
+# the main chain's and 0006; `current_revision` still says 0006 while the columns are
+# dropped, and the main chain's head once they are restored.
 MAIN_BRANCH = "main"
 RETIRE_BRANCH = "retire"
-INSTALL_REVISION = "0009"
+INSTALL_REVISION = "0010"
 RETIRE_REVISION = "0006"
 RETIRE_UNDO = f"{RETIRE_BRANCH}@base"
 
@@ -94,12 +96,14 @@ def downgrade(
 def current_revision(engine: sa.Engine) -> str | None:
     """The revision the database is at (None: not installed).
 
-    Alembic refuses this once two branches are stored (a retired database after the
-    main chain moves past 0009): :func:`current_heads` answers then.
+    0006 (:data:`RETIRE_REVISION`) while the legacy status columns are dropped, whatever
+    the main chain's revision (then stored beside it: :func:`current_heads` lists both);
+    else the main chain's revision.
     """
-    with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-        return ctx.get_current_revision()
+    heads = current_heads(engine)
+    if RETIRE_REVISION in heads:
+        return RETIRE_REVISION
+    return heads[0] if heads else None
 
 
 def current_heads(engine: sa.Engine) -> tuple[str, ...]:

@@ -55,5 +55,8 @@ operation_stats = sa.Table(
         sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
         for name in BUCKET_COLUMNS
     ),
+    # Writes in the caller's transaction that the caller rolled back (revision 0010):
+    # not in count, errors, the latency sum or the buckets (see unistatus.adapter.stats).
+    sa.Column("rolled_back", sa.BigInteger, nullable=False, server_default="0"),
 )
 sa.Index("ix_operation_stats_end", operation_stats.c.interval_end)

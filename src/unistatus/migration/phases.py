@@ -261,7 +261,8 @@ def _gate_error_rate(engine: sa.Engine) -> Gate:
         _pct(w.error_rate),
         f"< {_pct(MAX_ERROR_RATE)}",
         w.error_rate < MAX_ERROR_RATE,
-        f"{w.errors} errors in {w.count} operations over the last hour",
+        f"{w.errors} errors in {w.count} operations over the last hour"
+        + (f" ({w.rolled_back} rolled back by the caller, not counted)" if w.rolled_back else ""),
     )
 
 

@@ -422,6 +422,12 @@ class SnapshotCollector:
             "Failed adapter operations, all processes",
             labels=["operation", "mode"],
         )
+        rolled_back = counter(
+            "unistatus_operations_rolled_back",
+            "Adapter writes their caller's transaction rolled back (not in operations, "
+            "errors or latency), all processes",
+            labels=["operation", "mode"],
+        )
         mismatches = counter("unistatus_shadow_mismatches", "Shadow-read mismatches, all processes")
         total_mismatches = 0
         for t in totals:
@@ -429,11 +435,13 @@ class SnapshotCollector:
             hist.add_metric(labels, t["buckets"], t["sum_ms"])
             ops.add_metric(labels, t["count"])
             errors.add_metric(labels, t["errors"])
+            rolled_back.add_metric(labels, t["rolled_back"])
             total_mismatches += t["shadow_mismatches"]
         mismatches.add_metric([], total_mismatches)
         yield hist
         yield ops
         yield errors
+        yield rolled_back
         yield mismatches
 
 
@@ -452,6 +460,7 @@ def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
         sa.func.sum(s.errors),
         sa.func.sum(s.shadow_mismatches),
         sa.func.sum(s.latency_sum_ms),
+        sa.func.sum(s.rolled_back),
         *(sa.func.sum(s[b]) for b in BUCKET_COLUMNS),
     ).group_by(s.operation, s.mode)
     with engine.connect() as conn:
@@ -460,7 +469,7 @@ def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
     bounds = [*(_bound(b) for b in LATENCY_BUCKETS_MS), "+Inf"]
     for r in rows:
         cumulative, total = [], 0
-        for bound, n in zip(bounds, r[6:], strict=True):
+        for bound, n in zip(bounds, r[7:], strict=True):
             total += int(n or 0)
             cumulative.append((bound, total))
         out.append(
@@ -471,6 +480,7 @@ def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
                 "errors": int(r[3] or 0),
                 "shadow_mismatches": int(r[4] or 0),
                 "sum_ms": float(r[5] or 0.0),
+                "rolled_back": int(r[6] or 0),
                 "buckets": cumulative,
             }
         )

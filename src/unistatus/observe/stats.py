@@ -8,7 +8,9 @@ turns it off). :class:`OperationStats` is re-exported here, where it has always 
 :func:`window` merges the rows of all processes over a time window in SQL: counts,
 errors and the fixed-bound latency histogram sum across processes, so p50/p95/p99
 are interpolated from the merged buckets (the same way Prometheus'
-``histogram_quantile`` does), never averaged across processes.
+``histogram_quantile`` does), never averaged across processes. ``rolled_back`` counts
+the writes their caller rolled back; they are in no other figure (``count``, ``errors``,
+``error_rate``, latency, throughput): the caller's decision, not an adapter outcome.
 """
 
 from __future__ import annotations
@@ -54,10 +56,15 @@ class WindowStats:
     processes: int
     operation: str | None = None
     mode: str | None = None
+    rolled_back: int = 0  # rolled back by their caller: not in count, nor anywhere else
 
     @property
     def error_rate(self) -> float:
-        """Errors / operations, 0..1 (0 when nothing ran)."""
+        """Errors / completed operations, 0..1 (0 when nothing ran).
+
+        Operations their caller rolled back are in neither the numerator nor the
+        denominator: an application's ordinary rollbacks never move it.
+        """
         return self.errors / self.count if self.count else 0.0
 
     @property
@@ -100,6 +107,7 @@ class WindowStats:
             "count": self.count,
             "errors": self.errors,
             "error_rate": self.error_rate,
+            "rolled_back": self.rolled_back,
             "p50_ms": ms(self.p50_ms),
             "p95_ms": ms(self.p95_ms),
             "p99_ms": ms(self.p99_ms),
@@ -151,6 +159,7 @@ def window(
         sa.func.coalesce(sa.func.sum(S.c.latency_sum_ms), 0.0),
         sa.func.coalesce(sa.func.max(S.c.latency_max_ms), 0.0),
         sa.func.count(sa.distinct(S.c.process_id)),
+        sa.func.coalesce(sa.func.sum(S.c.rolled_back), 0),
         *(sa.func.coalesce(sa.func.sum(S.c[b]), 0) for b in BUCKET_COLUMNS),
     ]
     q = sa.select(*cols).where(S.c.interval_end > since)
@@ -171,7 +180,8 @@ def window(
         latency_sum_ms=float(row[3]),
         latency_max_ms=float(row[4]),
         processes=int(row[5]),
-        buckets=tuple(int(v) for v in row[6:]),
+        rolled_back=int(row[6]),
+        buckets=tuple(int(v) for v in row[7:]),
         operation=operation,
         mode=str(mode) if mode else None,
     )

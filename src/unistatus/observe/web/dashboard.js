@@ -45,7 +45,7 @@ function render(s) {
   if (perf) {
     text("p95", perf.p95_ms === null ? "no operations" : `${perf.p95_ms.toFixed(1)} ms`, level(perf.p95_ms, 200, 500));
     text("error-rate", perf.count ? pct(perf.error_rate, 2) : "no operations", level(perf.count ? perf.error_rate : null, 0.001, 0.01));
-    text("throughput", `${perf.throughput_per_s.toFixed(2)}/s`);
+    text("throughput", `${perf.throughput_per_s.toFixed(2)}/s` + (perf.rolled_back ? ` (${perf.rolled_back} rolled back by the caller)` : ""));
     text("mismatches", String(perf.shadow_mismatches));
   } else {
     for (const id of ["p95", "error-rate", "throughput", "mismatches"]) text(id, "unknown", "");
