@@ -43,6 +43,7 @@ from unistatus.domain.inputs import (
     MAX_REASON_CHARS,
     check_amount,
     check_currency,
+    check_legacy_values,
     check_metadata,
     check_text,
     check_user_id,
@@ -197,6 +198,7 @@ class DualWriteAdapter:
         idempotency_key: str | None = None,
         triggered_by: str = "create_transaction",
         *,
+        legacy_values: dict[str, Any] | None = None,
         connection: CallerConnection | None = None,
     ) -> DualWriteResult:
         """Create a transaction on the sides the mode writes (or link an existing legacy row).
@@ -205,7 +207,8 @@ class DualWriteAdapter:
         the first call's result (``replayed=True``) instead of writing again, also after
         an outcome-unknown result and when the calls race; the same key with other
         arguments is an InputError (:mod:`unistatus.adapter.keys`). ``triggered_by``
-        names who created it in the first history row.
+        names who created it in the first history row. ``legacy_values``: the application's
+        own columns of the new legacy row, checked against the table (:mod:`...create`).
 
         With ``connection`` (a Connection in a transaction, or an ORM Session) it is
         written in the caller's transaction, committed or rolled back by the caller
@@ -220,6 +223,8 @@ class DualWriteAdapter:
         }
         check_metadata(metadata)
         check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS)
+        lt = self.hot.legacy[system]
+        extra = check_legacy_values(legacy_values or {}, lt.extra_columns, lt.owned, lt.name)
         dst, explicit_legacy = self._planner.target(
             ttype, status or UnifiedTransactionStatus.PENDING
         )
@@ -234,9 +239,12 @@ class DualWriteAdapter:
                 "legacy_status": dst_legacy,
                 "metadata": metadata,
                 **fields,
+                **({"legacy_values": extra} if extra else {}),
             }
             claim = IdempotencyClaim.of(idempotency_key, arguments)
-        new = NewTransaction(system, ref, fields, dst, dst_legacy, metadata, triggered_by, claim)
+        new = NewTransaction(
+            system, ref, fields, dst, dst_legacy, metadata, triggered_by, claim, extra
+        )
         if connection is not None:
             if claim is not None:
                 claim.look_first = True  # no second attempt in the caller's transaction

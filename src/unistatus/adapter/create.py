@@ -6,11 +6,17 @@ else statement by statement. A legacy id that already exists is linked instead: 
 unified row is made from the legacy row if the mode writes unified and none exists. With
 an idempotency key the first result is stored, and replayed to a repeated call
 (:mod:`unistatus.adapter.keys`).
+
+The application's own legacy columns (``legacy_values``, checked by the facade) go into
+the legacy INSERT, written statement by statement. Under ``primary_wins`` in
+DUAL_WRITE_LEGACY_PRIMARY the unified insert and its history row are written in a
+savepoint: if the database refuses them the legacy row still commits and the entity is
+queued for repair (``has_inconsistency``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,6 +33,7 @@ from unistatus.db.legacy import DATA_COLUMNS
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.consistency import same_value
 from unistatus.domain.ids import LegacyRef, derive_utx_id, new_unified_id
+from unistatus.domain.inputs import require_legacy_values
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
 from unistatus.domain.transitions import TransitionKind
@@ -47,6 +54,7 @@ class NewTransaction:
     metadata: dict[str, Any] | None
     triggered_by: str
     claim: IdempotencyClaim | None
+    legacy_values: dict[str, Any] = field(default_factory=dict)  # checked, by column name
 
 
 class Creator:
@@ -91,8 +99,15 @@ class Creator:
     def _create(
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
     ) -> DualWriteResult:
-        if new.ref is None and self.ops.supports_dml_cte and mode.writes_legacy:
-            return self._create_in_one_statement(conn, mode, op_id, new)
+        if new.legacy_values and not mode.writes_legacy:
+            raise InputError(
+                f"legacy_values: {mode.value} does not write the legacy table (the rollback's "
+                "replay creates the legacy row); create it without legacy_values"
+            )
+        if new.ref is None and mode.writes_legacy:
+            self._require_legacy_values(new)
+            if self._one_statement(mode, new):
+                return self._create_in_one_statement(conn, mode, op_id, new)
         entity = self.rows.lock(conn, new.ref, mode) if new.ref else None
         if entity is None or entity.legacy is None and entity.unified is None:
             self.rows.confirm_mode(conn, mode, locked=new.ref is not None)
@@ -103,6 +118,18 @@ class Creator:
             new.claim.store(conn, result)
         return result
 
+    def _one_statement(self, mode: DualWriteMode, new: NewTransaction) -> bool:
+        """Whether the create can be the one guarded statement: the dialect allows it,
+        no legacy_values (the prepared statement binds unistatus's columns only), and no
+        savepoint between the sides (``primary_wins`` in a dual mode needs one)."""
+        if not self.ops.supports_dml_cte or new.legacy_values:
+            return False
+        return not mode.writes_unified or self.writer.fallback == "strict"
+
+    def _require_legacy_values(self, new: NewTransaction) -> None:
+        lt = self.hot.legacy[new.system]
+        require_legacy_values(new.legacy_values, lt.extra_columns, lt.name)
+
     def _create_new(
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
     ) -> DualWriteResult:
@@ -111,8 +138,11 @@ class Creator:
         result = created(op_id, system, mode, dst, dst_legacy)
         legacy_id: int | None = None
         if mode.writes_legacy:
+            self._require_legacy_values(new)
             lt = self.hot.legacy[system]
-            row = legacy_row(lt, data=new.fields, status=dst_legacy, now=now)
+            row = legacy_row(
+                lt, data=new.fields, status=dst_legacy, now=now, extra=new.legacy_values
+            )
             values = {column.key: value for column, value in row.items()}
             if ref is not None:
                 values[lt.id.key] = ref.legacy_id
@@ -125,21 +155,17 @@ class Creator:
             return result
         utx_id = derive_utx_id(system, legacy_id) if legacy_id is not None else new_unified_id()
         result.entity_id = utx_id
-        conn.execute(
-            sa.insert(unified_transactions).values(
-                unified_row(
-                    system,
-                    utx_id=utx_id,
-                    legacy_id=legacy_id,
-                    data=new.fields,
-                    status=dst.value,
-                    legacy_status=dst_legacy,
-                    origin="unified" if mode is DualWriteMode.UNIFIED_ONLY else "dual_write",
-                    meta=new.metadata,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+        unified = unified_row(
+            system,
+            utx_id=utx_id,
+            legacy_id=legacy_id,
+            data=new.fields,
+            status=dst.value,
+            legacy_status=dst_legacy,
+            origin="unified" if mode is DualWriteMode.UNIFIED_ONLY else "dual_write",
+            meta=new.metadata,
+            created_at=now,
+            updated_at=now,
         )
         entity = Entity(system, legacy_id, None, {"id": utx_id})
         plan = Plan(
@@ -156,7 +182,16 @@ class Creator:
             op_id,
             now,
         )
-        self.writer.history(conn, plan)
+
+        def write_unified() -> None:
+            conn.execute(sa.insert(unified_transactions).values(unified))
+            self.writer.history(conn, plan)
+
+        if mode is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY:
+            # The secondary side: under primary_wins the legacy row commits without it.
+            self.writer.secondary(conn, write_unified, result, entity)
+        else:
+            write_unified()
         if mode is DualWriteMode.UNIFIED_ONLY:
             self.writer.pending(conn, utx_id, "create", dst_legacy, op_id, now)
         return result
@@ -230,6 +265,8 @@ class Creator:
                     f"{entity.system.value.lower()}:{entity.legacy_id} exists with {name}="
                     f"{source[name]}, not {value}"
                 )
+        if new.legacy_values and entity.legacy is not None:
+            self._same_legacy_values(conn, entity, new.legacy_values)
         result = DualWriteResult(
             operation_id=op_id,
             entity_id=entity.utx_id,
@@ -270,6 +307,21 @@ class Creator:
         self.writer.history(conn, plan)
         result.status, result.legacy_status, result.changed = status, entity.legacy["status"], True
         return result
+
+    def _same_legacy_values(
+        self, conn: sa.Connection, entity: Entity, values: dict[str, Any]
+    ) -> None:
+        """Linking a legacy row that exists: ``legacy_values`` must be what it holds."""
+        lt = self.hot.legacy[entity.system]
+        stored = conn.execute(
+            sa.select(*(lt.table.c[name] for name in values)).where(lt.id == entity.legacy_id)
+        ).one()
+        for (name, value), held in zip(values.items(), stored, strict=True):
+            if held != value:
+                raise InputError(
+                    f"{entity.system.value.lower()}:{entity.legacy_id} exists with "
+                    f"{name}={held!r}, not {value!r} (legacy_values)"
+                )
 
 
 def created(

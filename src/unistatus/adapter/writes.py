@@ -136,13 +136,21 @@ def unified_row(
 
 
 def legacy_row(
-    lt: LegacyTable, *, data: Mapping[str, Any], status: Any, now: Any
+    lt: LegacyTable,
+    *,
+    data: Mapping[str, Any],
+    status: Any,
+    now: Any,
+    extra: Mapping[str, Any] | None = None,
 ) -> dict[sa.Column[Any], Any]:
-    """A new legacy row (column: value): DATA_COLUMNS from ``data``, created now."""
+    """A new legacy row (column: value): DATA_COLUMNS from ``data``, created now, and
+    the application's own columns from ``extra`` (checked ``legacy_values``, by name)."""
     row: dict[sa.Column[Any], Any] = {lt.column(name): data[name] for name in DATA_COLUMNS}
     row[legacy_status_column(lt)] = status
     row[lt.created_at] = now
     row[lt.updated_at] = now
+    for name, value in (extra or {}).items():
+        row[lt.table.c[name]] = value
     return row
 
 
@@ -238,7 +246,7 @@ class LockedWriter:
         assert primary is not None
         primary()
         if secondary is not None:
-            self._secondary(conn, secondary, result, e)
+            self.secondary(conn, secondary, result, e)
         if mode.writes_unified:
             self.history(conn, plan)
         if mode is DualWriteMode.UNIFIED_ONLY:
@@ -262,9 +270,11 @@ class LockedWriter:
         if self.hot.dual_write(e.system).rows(conn, params)[0][0] != 1:
             raise ModeChanged
 
-    def _secondary(
+    def secondary(
         self, conn: sa.Connection, write: Callable[[], None], result: DualWriteResult, e: Entity
     ) -> None:
+        """The secondary side: as it is under ``strict``; under ``primary_wins`` in a
+        savepoint, and queued for repair (the result says so) if the database refuses it."""
         if self.fallback == "strict":
             write()
             return

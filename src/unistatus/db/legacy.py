@@ -10,12 +10,14 @@ legacy row (:func:`legacy_select`) live here.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import sqlalchemy as sa
 
 from unistatus.config import LegacyTableSpec, Settings
 from unistatus.domain.consistency import SHARED_FIELDS
+from unistatus.domain.inputs import LegacyColumn
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError, ModeError, StorageError
 
@@ -52,6 +54,37 @@ class LegacyTable:
             return legacy_status_column(self)
         column: sa.Column[Any] = getattr(self, name)
         return column
+
+    @cached_property
+    def owned(self) -> frozenset[str]:
+        """The names of the columns unistatus writes (LEGACY_COLUMNS)."""
+        columns = (getattr(self, role) for role in LEGACY_COLUMNS)
+        return frozenset(c.name for c in columns if c is not None)
+
+    @cached_property
+    def extra_columns(self) -> dict[str, LegacyColumn]:
+        """The application's own columns, as reflected with the table: what
+        ``legacy_values`` may set (computed columns are left out)."""
+        return {
+            c.name: _rule(c)
+            for c in self.table.c
+            if c.name not in self.owned and c.computed is None
+        }
+
+
+def _rule(column: sa.Column[Any]) -> LegacyColumn:
+    try:
+        python_type: type[Any] | None = column.type.python_type
+    except NotImplementedError:
+        python_type = None
+    has_default = column.server_default is not None or column.identity is not None
+    length = getattr(column.type, "length", None)
+    return LegacyColumn(
+        python_type=python_type,
+        nullable=bool(column.nullable),
+        required=not column.nullable and not has_default,
+        max_chars=length if isinstance(length, int) and python_type is str else None,
+    )
 
 
 def legacy_status_column(lt: LegacyTable) -> sa.Column[str]:

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from unistatus.errors import InputError
 
 __all__ = [
+    "LegacyColumn",
     "MAX_ACTOR_CHARS",
     "MAX_AMOUNT_DECIMALS",
     "MAX_AMOUNT_INTEGER_DIGITS",
@@ -36,8 +40,10 @@ __all__ = [
     "check_amount",
     "check_currency",
     "check_key",
+    "check_legacy_values",
     "check_metadata",
     "check_reason",
+    "require_legacy_values",
     "check_text",
     "check_user_id",
     "is_header_text",
@@ -288,4 +294,90 @@ def _shape_problem(metadata: dict[Any, Any]) -> str | None:
             inner.extend(v for v in items if isinstance(v, dict | list | tuple))
         level = inner
         depth += 1
+    return None
+
+
+@dataclass(frozen=True)
+class LegacyColumn:
+    """What a value for one of the application's own legacy columns must be.
+
+    ``python_type`` is the reflected column's (None: not known, any value is passed on);
+    ``required``: NOT NULL without a default, so a new legacy row needs a value for it.
+    """
+
+    python_type: type[Any] | None
+    nullable: bool
+    required: bool
+    max_chars: int | None = None
+
+
+def check_legacy_values(
+    values: object, columns: Mapping[str, LegacyColumn], owned: Collection[str], table: str
+) -> dict[str, Any]:
+    """``legacy_values`` of a create: columns of ``table`` that unistatus does not own,
+    each value of the column's type. InputError naming the column otherwise."""
+    if not isinstance(values, dict):
+        raise InputError(f"legacy_values must be a dict of column: value, got {shown(values)}")
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name in owned:
+            raise InputError(
+                f"legacy_values cannot set {name!r}: unistatus writes that column of {table!r}"
+            )
+        column = columns.get(name) if isinstance(name, str) else None
+        if column is None:
+            raise InputError(
+                f"legacy table {table!r} has no column {shown(name)} (legacy_values may set: "
+                f"{', '.join(sorted(columns)) or 'none'})"
+            )
+        problem = _legacy_value_problem(value, column)
+        if problem:
+            raise InputError(f"legacy_values[{name!r}] for {table!r}: {problem}")
+        out[name] = value
+    return out
+
+
+def require_legacy_values(
+    values: Mapping[str, Any], columns: Mapping[str, LegacyColumn], table: str
+) -> None:
+    """InputError unless every NOT NULL column without a default has a value: a new
+    legacy row of ``table`` would otherwise be refused by the database."""
+    missing = sorted(name for name, c in columns.items() if c.required and name not in values)
+    if missing:
+        raise InputError(
+            f"legacy table {table!r} requires {', '.join(map(repr, missing))} (NOT NULL, no "
+            "default; unistatus does not fill it): pass it in legacy_values"
+        )
+
+
+def _legacy_value_problem(value: object, column: LegacyColumn) -> str | None:
+    if value is None:
+        return None if column.nullable else "the column is NOT NULL, got None"
+    kind = column.python_type
+    if kind is None:
+        return None
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if ok and not -MAX_BIGINT - 1 <= value <= MAX_BIGINT:  # type: ignore[operator]
+            return f"{shown(value)} is past a BIGINT"
+    elif kind is Decimal:
+        ok = isinstance(value, Decimal | int) and not isinstance(value, bool)
+        if ok and isinstance(value, Decimal) and not value.is_finite():
+            return f"{shown(value)} is not a finite number"
+    elif kind is float:
+        ok = isinstance(value, float | int | Decimal) and not isinstance(value, bool)
+    elif kind is date:
+        ok = isinstance(value, date) and not isinstance(value, datetime)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        return f"expected {kind.__name__}, got {type(value).__name__} {shown(value)}"
+    if isinstance(value, str):
+        if column.max_chars is not None and len(value) > column.max_chars:
+            return f"too long: {len(value):,} characters (at most {column.max_chars:,})"
+        problem = printable_problem(value)
+        if problem:
+            return f"the text {problem}"
     return None

@@ -1,0 +1,233 @@
+"""The application's own legacy columns (issue 12 section 2).
+
+The cashouts table gets a NOT NULL ``destination`` (no default) and a nullable
+``priority``, as a real legacy table has columns of its own: ``create_transaction`` takes
+them in ``legacy_values``, checked against the reflected table; without them the create
+is refused clearly before anything is written. A legacy row the application inserted in
+its own transaction is linked in that transaction (``legacy_entity_id=`` with
+``connection=``) in every mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import adapter_in, snapshot
+from unistatus import DualWriteMode, InputError
+
+M = DualWriteMode
+WRITES_LEGACY = [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY]
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+@pytest.fixture
+def app_db(db: Database) -> Iterator[Database]:
+    """cashouts with the application's own columns (dropped again on PostgreSQL, whose
+    database the session shares; SQLite's is the test's own)."""
+    with db.engine.begin() as conn:
+        if db.backend == "postgres":
+            conn.exec_driver_sql(
+                "ALTER TABLE cashouts ADD COLUMN destination VARCHAR(64) NOT NULL, "
+                "ADD COLUMN priority INTEGER"
+            )
+        else:
+            # SQLite adds no NOT NULL column without a default: the table is made again.
+            create = conn.exec_driver_sql(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'cashouts'"
+            ).scalar_one()
+            columns = "destination VARCHAR(64) NOT NULL, priority INTEGER, PRIMARY KEY"
+            assert "PRIMARY KEY" in create
+            conn.exec_driver_sql("DROP TABLE cashouts")
+            conn.exec_driver_sql(create.replace("PRIMARY KEY", columns, 1))
+    try:
+        yield db
+    finally:
+        if db.backend == "postgres":
+            with db.engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "ALTER TABLE cashouts DROP COLUMN IF EXISTS destination, "
+                    "DROP COLUMN IF EXISTS priority"
+                )
+
+
+def cashout(db: Database, legacy_id: int) -> dict[str, Any]:
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT status, destination, priority FROM cashouts WHERE id = :i"),
+            {"i": legacy_id},
+        ).one()
+    return dict(row._mapping)
+
+
+def count(db: Database, sql: str, **params: Any) -> int:
+    with db.engine.connect() as conn:
+        return int(conn.execute(sa.text(sql), params).scalar_one())
+
+
+@pytest.mark.parametrize("fallback", ["strict", "primary_wins"])
+@pytest.mark.parametrize("mode", WRITES_LEGACY)
+def test_legacy_values_go_into_the_legacy_row(
+    app_db: Database, mode: DualWriteMode, fallback: str
+) -> None:
+    a = adapter_in(app_db, mode, fallback=fallback)
+    r = a.create_transaction(
+        "WALLET_CASHOUT",
+        7,
+        "12.50",
+        "USD",
+        legacy_values={"destination": "IBAN DE89 3704", "priority": 3},
+    )
+    assert r.overall_success and not r.has_inconsistency
+    assert r.legacy_entity_id is not None
+    assert cashout(app_db, r.legacy_entity_id) == {
+        "status": "PENDING",
+        "destination": "IBAN DE89 3704",
+        "priority": 3,
+    }
+    unified = count(
+        app_db, "SELECT count(*) FROM unified_transactions WHERE id = :i", i=r.entity_id
+    )
+    assert unified == (1 if mode.writes_unified else 0)
+    if mode.writes_unified:
+        assert a.check_consistency(r.entity_id)["consistent"] is True
+
+
+@pytest.mark.parametrize("mode", WRITES_LEGACY)
+def test_a_required_column_left_out_is_refused_before_anything_is_written(
+    app_db: Database, mode: DualWriteMode
+) -> None:
+    a = adapter_in(app_db, mode)
+    before = snapshot(app_db)
+    with pytest.raises(InputError, match=r"'destination'.*pass it in legacy_values"):
+        a.create_transaction("WALLET_CASHOUT", 7, "12.50", "USD")
+    with pytest.raises(InputError, match=r"'destination'.*pass it in legacy_values"):
+        a.create_transaction("WALLET_CASHOUT", 7, "12.50", "USD", legacy_entity_id=900)
+    assert snapshot(app_db) == before
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"destination": "x", "nope": 1}, r"has no column 'nope'"),
+        ({"destination": 5}, r"destination.*expected str, got int"),
+        ({"destination": None}, r"destination.*NOT NULL"),
+        ({"destination": "x", "priority": "high"}, r"priority.*expected int, got str"),
+        ({"destination": "x", "priority": True}, r"priority.*expected int, got bool"),
+        ({"destination": "x" * 65}, r"destination.*too long"),
+        ({"destination": "a\x00b"}, r"destination"),
+        ({"destination": "x", "status": "PAID"}, r"cannot set 'status'"),
+        ({"destination": "x", "id": 5}, r"cannot set 'id'"),
+        ({"destination": "x", "amount": 5}, r"cannot set 'amount'"),
+        ({"destination": "x", "updated_at": NOW}, r"cannot set 'updated_at'"),
+        (["destination"], r"legacy_values must be a dict"),
+    ],
+)
+def test_bad_legacy_values_are_refused_before_anything_is_written(
+    app_db: Database, values: Any, message: str
+) -> None:
+    a = adapter_in(app_db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    before = snapshot(app_db)
+    with pytest.raises(InputError, match=message):
+        a.create_transaction("WALLET_CASHOUT", 7, "12.50", "USD", legacy_values=values)
+    assert snapshot(app_db) == before
+
+
+def test_unified_only_refuses_legacy_values_and_creates_without_them(app_db: Database) -> None:
+    a = adapter_in(app_db, M.UNIFIED_ONLY)
+    before = snapshot(app_db)
+    with pytest.raises(InputError, match="does not write the legacy table"):
+        a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"destination": "x"})
+    assert snapshot(app_db) == before
+    assert a.create_transaction("WALLET_CASHOUT", 7, "1", "USD").overall_success
+
+
+def test_a_repeated_key_compares_the_legacy_values(app_db: Database) -> None:
+    a = adapter_in(app_db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    first = a.create_transaction(
+        "WALLET_CASHOUT", 7, "1", "USD", idempotency_key="k-1", legacy_values={"destination": "a"}
+    )
+    again = a.create_transaction(
+        "WALLET_CASHOUT", 7, "1", "USD", idempotency_key="k-1", legacy_values={"destination": "a"}
+    )
+    assert again.replayed and again.entity_id == first.entity_id
+    with pytest.raises(InputError, match="other arguments"):
+        a.create_transaction(
+            "WALLET_CASHOUT",
+            7,
+            "1",
+            "USD",
+            idempotency_key="k-1",
+            legacy_values={"destination": "b"},
+        )
+
+
+def test_linking_an_existing_row_checks_its_legacy_values(app_db: Database) -> None:
+    a = adapter_in(app_db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    r = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"destination": "a"})
+    args: Any = ("WALLET_CASHOUT", 7, "1", "USD", r.legacy_entity_id)
+    assert a.create_transaction(*args, legacy_values={"destination": "a"}).entity_id == r.entity_id
+    with pytest.raises(InputError, match="exists with destination='a', not 'b'"):
+        a.create_transaction(*args, legacy_values={"destination": "b"})
+
+
+# --- a legacy row the application inserted in its own transaction ----------------------
+
+
+def insert_cashout(conn: sa.Connection) -> int:
+    """The application's INSERT, on its own connection (not committed yet)."""
+    return int(
+        conn.execute(
+            sa.text(
+                "INSERT INTO cashouts (user_id, amount, currency, status, destination, "
+                "created_at, updated_at) VALUES (21, 30.00, 'EUR', 'APPROVED', 'wallet-9', "
+                ":now, :now) RETURNING id"
+            ),
+            {"now": NOW},
+        ).scalar_one()
+    )
+
+
+@pytest.mark.parametrize("mode", list(DualWriteMode))
+def test_a_row_inserted_in_the_callers_transaction_is_linked_there(
+    app_db: Database, mode: DualWriteMode
+) -> None:
+    a = adapter_in(app_db, mode)
+    with app_db.engine.connect() as conn, conn.begin():
+        legacy_id = insert_cashout(conn)
+        r = a.create_transaction(
+            "WALLET_CASHOUT", 21, "30.00", "EUR", legacy_entity_id=legacy_id, connection=conn
+        )
+        assert r.overall_success and r.legacy_entity_id == legacy_id
+    assert cashout(app_db, legacy_id)["destination"] == "wallet-9"
+    unified = count(
+        app_db,
+        "SELECT count(*) FROM unified_transactions WHERE legacy_id = :i AND status = 'FUNDS_HELD'",
+        i=legacy_id,
+    )
+    history = count(
+        app_db, "SELECT count(*) FROM unified_status_history WHERE legacy_id = :i", i=legacy_id
+    )
+    assert (unified, history) == ((1, 1) if mode.writes_unified else (0, 0))
+
+
+@pytest.mark.parametrize("mode", list(DualWriteMode))
+def test_a_linked_row_rolled_back_by_the_caller_leaves_nothing(
+    app_db: Database, mode: DualWriteMode
+) -> None:
+    a = adapter_in(app_db, mode)
+    before = snapshot(app_db)
+    with app_db.engine.connect() as conn:
+        with conn.begin() as tx:
+            legacy_id = insert_cashout(conn)
+            r = a.create_transaction(
+                "WALLET_CASHOUT", 21, "30.00", "EUR", legacy_entity_id=legacy_id, connection=conn
+            )
+            assert r.overall_success
+            tx.rollback()
+    assert snapshot(app_db) == before
