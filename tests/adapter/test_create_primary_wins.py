@@ -1,0 +1,154 @@
+"""``primary_wins`` on creates (issue 12 section 2).
+
+A unified insert the database refuses (a trigger of the test's own, for one marked
+user) must not cost the new transaction its legacy row in DUAL_WRITE_LEGACY_PRIMARY:
+the legacy row commits, the entity is queued for repair and the result says
+``has_inconsistency``. Under ``strict`` nothing is written. Also in a caller's
+transaction (a savepoint on the caller's connection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import adapter_in, snapshot
+from unistatus import CallerTransactionError, DualWriteMode
+from unistatus.migration.repair import run_repair
+
+M = DualWriteMode
+MARKED_USER = 4242
+
+
+@pytest.fixture
+def refusing(db: Database) -> Iterator[Database]:
+    """unified_transactions refuses an INSERT for MARKED_USER (dropped at the end)."""
+    if db.backend == "postgres":
+        create = [
+            "CREATE FUNCTION t_refuse_unified() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.user_id = {MARKED_USER} THEN RAISE EXCEPTION 't_refuse_unified'; END IF; "
+            "RETURN NEW; END $$",
+            "CREATE TRIGGER t_refuse_unified BEFORE INSERT ON unified_transactions "
+            "FOR EACH ROW EXECUTE FUNCTION t_refuse_unified()",
+        ]
+        drop = [
+            "DROP TRIGGER IF EXISTS t_refuse_unified ON unified_transactions",
+            "DROP FUNCTION IF EXISTS t_refuse_unified()",
+        ]
+    else:
+        create = [
+            "CREATE TRIGGER t_refuse_unified BEFORE INSERT ON unified_transactions "
+            f"WHEN NEW.user_id = {MARKED_USER} BEGIN SELECT RAISE(ABORT, 't_refuse_unified'); "
+            "END"
+        ]
+        drop = ["DROP TRIGGER IF EXISTS t_refuse_unified"]
+    with db.engine.begin() as conn:
+        for sql in create:
+            conn.exec_driver_sql(sql)
+    try:
+        yield db
+    finally:
+        with db.engine.begin() as conn:
+            for sql in drop:
+                conn.exec_driver_sql(sql)
+
+
+def rows(db: Database, table: str, where: str = "", **params: Any) -> list[dict[str, Any]]:
+    with db.engine.connect() as conn:
+        found = conn.execute(sa.text(f"SELECT * FROM {table} {where}"), params)
+        return [dict(r._mapping) for r in found]
+
+
+def assert_primary_won(db: Database, result: Any) -> None:
+    assert result.primary_success and not result.secondary_success
+    assert result.has_inconsistency
+    assert "t_refuse_unified" in (result.error or "")
+    assert result.legacy_entity_id is not None
+    legacy = rows(db, "cashouts", "WHERE id = :i", i=result.legacy_entity_id)
+    assert [r["status"] for r in legacy] == ["PENDING"]
+    assert rows(db, "unified_transactions") == []
+    assert rows(db, "unified_status_history") == []
+    queued = rows(db, "unistatus_repair_queue")
+    assert [(q["transaction_id"], q["legacy_id"]) for q in queued] == [
+        (result.entity_id, result.legacy_entity_id)
+    ]
+
+
+def test_the_legacy_row_commits_and_is_queued_for_repair(refusing: Database) -> None:
+    a = adapter_in(refusing, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="primary_wins")
+    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert_primary_won(refusing, r)
+    # Others are unaffected, and the repair brings the marked one in step once it can.
+    assert a.create_transaction("WALLET_CASHOUT", 1, "10", "USD").overall_success
+    with refusing.engine.begin() as conn:
+        drop = "DROP TRIGGER IF EXISTS t_refuse_unified"
+        conn.exec_driver_sql(
+            drop + (" ON unified_transactions" if refusing.backend == "postgres" else "")
+        )
+    run_repair(refusing.engine, refusing.settings, strategy="legacy_wins", reason="test")
+    assert a.check_consistency(r.entity_id)["consistent"] is True
+
+
+def test_with_legacy_values_too(refusing: Database) -> None:
+    a = adapter_in(refusing, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="primary_wins")
+    # No extra column on this table: an empty legacy_values is the plain create.
+    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD", legacy_values={})
+    assert_primary_won(refusing, r)
+
+
+def test_strict_writes_nothing(refusing: Database) -> None:
+    a = adapter_in(refusing, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="strict")
+    before = snapshot(refusing)
+    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert not r.overall_success and "t_refuse_unified" in (r.error or "")
+    assert snapshot(refusing) == before
+
+
+def test_unified_primary_fails_when_its_primary_is_refused(refusing: Database) -> None:
+    """In DUAL_WRITE_UNIFIED_PRIMARY the unified insert is the primary: nothing commits."""
+    a = adapter_in(refusing, M.DUAL_WRITE_UNIFIED_PRIMARY, fallback="primary_wins")
+    before = snapshot(refusing)
+    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert not r.overall_success and "t_refuse_unified" in (r.error or "")
+    assert snapshot(refusing) == before
+
+
+def test_in_the_callers_transaction_a_savepoint_keeps_it_usable(refusing: Database) -> None:
+    a = adapter_in(refusing, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="primary_wins")
+    with refusing.engine.connect() as conn, conn.begin():
+        r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD", connection=conn)
+        # The caller's transaction goes on after the refused savepoint.
+        other = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD", connection=conn)
+        assert other.overall_success and not other.has_inconsistency
+    assert_primary_won_with(refusing, r, other_unified=1)
+
+
+def test_in_the_callers_transaction_rolled_back_leaves_nothing(refusing: Database) -> None:
+    a = adapter_in(refusing, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="primary_wins")
+    before = snapshot(refusing)
+    with refusing.engine.connect() as conn:
+        with conn.begin() as tx:
+            r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD", connection=conn)
+            assert r.has_inconsistency
+            tx.rollback()
+    assert snapshot(refusing) == before
+
+
+def test_strict_in_the_callers_transaction_raises(refusing: Database) -> None:
+    a = adapter_in(refusing, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="strict")
+    with refusing.engine.connect() as conn, conn.begin() as tx:
+        with pytest.raises(CallerTransactionError, match="t_refuse_unified"):
+            a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD", connection=conn)
+        tx.rollback()
+
+
+def assert_primary_won_with(db: Database, result: Any, *, other_unified: int) -> None:
+    assert result.primary_success and result.has_inconsistency
+    assert len(rows(db, "cashouts")) == 1 + other_unified
+    assert len(rows(db, "unified_transactions")) == other_unified
+    queued = rows(db, "unistatus_repair_queue")
+    assert [q["transaction_id"] for q in queued] == [result.entity_id]
