@@ -231,3 +231,26 @@ def test_a_linked_row_rolled_back_by_the_caller_leaves_nothing(
             assert r.overall_success
             tx.rollback()
     assert snapshot(app_db) == before
+
+
+def test_postgresql_writes_legacy_values_in_the_one_statement_create(app_db: Database) -> None:
+    if app_db.backend != "postgres":
+        pytest.skip("the one-statement create needs data-modifying CTEs")
+    a = adapter_in(app_db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    calls: list[dict[str, Any]] = []
+    create_dual = a.hot.create_dual
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        calls.append(kw)
+        return create_dual(*args, **kw)
+
+    a.hot.create_dual = spy  # type: ignore[method-assign]
+    values = {"priority": 2, "destination": "d"}
+    r = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values=values)
+    assert r.overall_success
+    assert calls == [{"keyed": False, "extra": ("priority", "destination")}]
+    assert cashout(app_db, r.legacy_entity_id or 0) == {
+        "status": "PENDING",
+        "destination": "d",
+        "priority": 2,
+    }

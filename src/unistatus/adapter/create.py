@@ -8,7 +8,7 @@ an idempotency key the first result is stored, and replayed to a repeated call
 (:mod:`unistatus.adapter.keys`).
 
 The application's own legacy columns (``legacy_values``, checked by the facade) go into
-the legacy INSERT, written statement by statement. Under ``primary_wins`` in
+the legacy INSERT, on either way. Under ``primary_wins`` in
 DUAL_WRITE_LEGACY_PRIMARY the unified insert and its history row are written in a
 savepoint: if the database refuses them the legacy row still commits and the entity is
 queued for repair (``has_inconsistency``).
@@ -120,9 +120,8 @@ class Creator:
 
     def _one_statement(self, mode: DualWriteMode, new: NewTransaction) -> bool:
         """Whether the create can be the one guarded statement: the dialect allows it,
-        no legacy_values (the prepared statement binds unistatus's columns only), and no
-        savepoint between the sides (``primary_wins`` in a dual mode needs one)."""
-        if not self.ops.supports_dml_cte or new.legacy_values:
+        and no savepoint between the sides (``primary_wins`` in a dual mode needs one)."""
+        if not self.ops.supports_dml_cte:
             return False
         return not mode.writes_unified or self.writer.fallback == "strict"
 
@@ -214,13 +213,15 @@ class Creator:
             **{f"c_{name}": new.fields[name] for name in DATA_COLUMNS},
             "c_legacy_status": dst_legacy,
             "c_now": utcnow(),
+            **{f"x_{i}": value for i, value in enumerate(new.legacy_values.values())},
         }
+        extra = tuple(new.legacy_values)
         result = created(op_id, system, mode, dst, dst_legacy)
         keyed = claim is not None
         if claim is not None:
             params.update(claim.params(), c_status=dst.value, c_operation_id=op_id)
         if not mode.writes_unified:
-            rows = self.hot.create_legacy(system, keyed=keyed).rows(conn, params)
+            rows = self.hot.create_legacy(system, keyed=keyed, extra=extra).rows(conn, params)
             if not rows:
                 raise ModeChanged
             if keyed and rows[0][1] != 1:
@@ -236,7 +237,7 @@ class Creator:
             c_operation_id=op_id,
             c_triggered_by=new.triggered_by,
         )
-        rows = self.hot.create_dual(system, keyed=keyed).rows(conn, params)
+        rows = self.hot.create_dual(system, keyed=keyed, extra=extra).rows(conn, params)
         if not rows:
             raise ModeChanged
         utx_id, legacy_id, history_rows = rows[0][:3]

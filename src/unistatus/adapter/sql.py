@@ -294,25 +294,30 @@ class HotStatements:
 
     # --- creation ---------------------------------------------------------------------
 
-    def create_legacy(self, system: LegacySystemType, *, keyed: bool = False) -> Prepared:
+    def create_legacy(
+        self, system: LegacySystemType, *, keyed: bool = False, extra: tuple[str, ...] = ()
+    ) -> Prepared:
         """Guarded legacy INSERT of a new transaction; RETURNING its id (no row: mode moved).
 
         With ``locked_mode`` the guard takes the mode lock and reads the mode afresh;
         otherwise the caller takes the mode lock first (:meth:`mode_lock`). ``keyed``: the
         idempotency key's row too, and the row is (legacy id, key rows written).
+        ``extra``: the application's own columns set too, bound as ``x_0``, ``x_1``, ...
+        in that order (``legacy_values``; one statement per list of columns used).
         """
 
         def build() -> Any:
             if not keyed:
-                return self._legacy_insert(system)
-            legacy_cte = self._legacy_insert(system).cte("legacy_insert")
+                return self._legacy_insert(system, extra)
+            legacy_cte = self._legacy_insert(system, extra).cte("legacy_insert")
             key_cte = self._key_insert(
                 system, utx_id_sql(system, legacy_cte.c.id), legacy_cte.c.id, legacy_cte
             )
             keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
             return sa.select(legacy_cte.c.id, keys)
 
-        return self._get("create_legacy_keyed" if keyed else "create_legacy", system, build)
+        name = "create_legacy_keyed" if keyed else "create_legacy"
+        return self._get(f"{name}{list(extra) if extra else ''}", system, build)
 
     def _key_insert(
         self, system: LegacySystemType, utx_id: Any, legacy_id: Any, source: Any
@@ -346,28 +351,34 @@ class HotStatements:
         ]
         return sa.insert(K).from_select(columns, values).returning(K.c.key).cte("key_insert")
 
-    def _legacy_insert(self, system: LegacySystemType) -> Any:
+    def _legacy_insert(self, system: LegacySystemType, extra: tuple[str, ...] = ()) -> Any:
         lt = self.legacy[system]
         row = legacy_row(
             lt,
             data={n: sa.bindparam(f"c_{n}", type_=lt.column(n).type) for n in DATA_COLUMNS},
             status=sa.bindparam("c_legacy_status", type_=sa.String),
             now=sa.bindparam("c_now", type_=lt.created_at.type),
+            extra={
+                n: sa.bindparam(f"x_{i}", type_=lt.table.c[n].type) for i, n in enumerate(extra)
+            },
         )
         values = sa.select(*row.values()).where(self._mode_guard() == sa.bindparam("p_mode"))
         return sa.insert(lt.table).from_select(list(row), values).returning(lt.id)
 
-    def create_dual(self, system: LegacySystemType, *, keyed: bool = False) -> Prepared:
+    def create_dual(
+        self, system: LegacySystemType, *, keyed: bool = False, extra: tuple[str, ...] = ()
+    ) -> Prepared:
         """Guarded legacy INSERT + unified INSERT + first history row, in one statement.
 
         The unified id is derived from the new legacy id in SQL (``utx_id_sql``), exactly
         as :func:`unistatus.domain.ids.derive_utx_id` would. One row (unified id, legacy id,
         history rows written), or none when the mode moved. ``keyed``: the idempotency
-        key's row too, and the row ends with the key rows written.
+        key's row too, and the row ends with the key rows written. ``extra``: as for
+        :meth:`create_legacy`.
         """
 
         def build() -> Any:
-            legacy_cte = self._legacy_insert(system).cte("legacy_insert")
+            legacy_cte = self._legacy_insert(system, extra).cte("legacy_insert")
             now = sa.bindparam("c_now", type_=U.c.created_at.type)
             unified = unified_row(
                 system,
@@ -426,4 +437,5 @@ class HotStatements:
             keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
             return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written, keys)
 
-        return self._get("create_dual_keyed" if keyed else "create_dual", system, build)
+        name = "create_dual_keyed" if keyed else "create_dual"
+        return self._get(f"{name}{list(extra) if extra else ''}", system, build)
