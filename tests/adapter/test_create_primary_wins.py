@@ -152,3 +152,23 @@ def assert_primary_won_with(db: Database, result: Any, *, other_unified: int) ->
     assert len(rows(db, "unified_transactions")) == other_unified
     queued = rows(db, "unistatus_repair_queue")
     assert [q["transaction_id"] for q in queued] == [result.entity_id]
+
+
+def test_postgresql_tries_the_one_statement_create_in_a_savepoint(refusing: Database) -> None:
+    if refusing.backend != "postgres":
+        pytest.skip("the one-statement create needs data-modifying CTEs")
+    a = adapter_in(refusing, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="primary_wins")
+    calls: list[Any] = []
+    create_dual = a.hot.create_dual
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        calls.append(args)
+        return create_dual(*args, **kw)
+
+    a.hot.create_dual = spy  # type: ignore[method-assign]
+    ok = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD")
+    assert ok.overall_success and not ok.has_inconsistency and len(calls) == 1
+    refused = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert refused.has_inconsistency and len(calls) == 2  # then the locked path
+    assert len(rows(refusing, "cashouts")) == 2
+    assert len(rows(refusing, "unified_transactions")) == 1

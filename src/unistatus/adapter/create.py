@@ -8,10 +8,11 @@ an idempotency key the first result is stored, and replayed to a repeated call
 (:mod:`unistatus.adapter.keys`).
 
 The application's own legacy columns (``legacy_values``, checked by the facade) go into
-the legacy INSERT, on either way. Under ``primary_wins`` in
-DUAL_WRITE_LEGACY_PRIMARY the unified insert and its history row are written in a
-savepoint: if the database refuses them the legacy row still commits and the entity is
-queued for repair (``has_inconsistency``).
+the legacy INSERT, on either path. Under ``primary_wins`` in
+DUAL_WRITE_LEGACY_PRIMARY the one statement runs in a savepoint; if the database refuses
+it, the locked path writes the legacy row and the unified insert and its history row in a
+savepoint of their own: if they are refused again, the legacy row still commits and the
+entity is queued for repair (``has_inconsistency``).
 """
 
 from __future__ import annotations
@@ -106,8 +107,10 @@ class Creator:
             )
         if new.ref is None and mode.writes_legacy:
             self._require_legacy_values(new)
-            if self._one_statement(mode, new):
-                return self._create_in_one_statement(conn, mode, op_id, new)
+            if self.ops.supports_dml_cte:
+                done = self._in_one_statement(conn, mode, op_id, new)
+                if done is not None:
+                    return done
         entity = self.rows.lock(conn, new.ref, mode) if new.ref else None
         if entity is None or entity.legacy is None and entity.unified is None:
             self.rows.confirm_mode(conn, mode, locked=new.ref is not None)
@@ -118,12 +121,23 @@ class Creator:
             new.claim.store(conn, result)
         return result
 
-    def _one_statement(self, mode: DualWriteMode, new: NewTransaction) -> bool:
-        """Whether the create can be the one guarded statement: the dialect allows it,
-        and no savepoint between the sides (``primary_wins`` in a dual mode needs one)."""
-        if not self.ops.supports_dml_cte:
-            return False
-        return not mode.writes_unified or self.writer.fallback == "strict"
+    def _in_one_statement(
+        self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
+    ) -> DualWriteResult | None:
+        """The one-statement create. Under ``primary_wins`` in DUAL_WRITE_LEGACY_PRIMARY
+        it runs in a savepoint, and None (take the locked path, which writes the unified
+        side in a savepoint of its own) when the database refuses it."""
+        if mode is not DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY or self.writer.fallback == "strict":
+            return self._create_in_one_statement(conn, mode, op_id, new)
+        try:
+            with conn.begin_nested():
+                return self._create_in_one_statement(conn, mode, op_id, new)
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or conn.invalidated:
+                raise  # the connection is gone: the whole write is retried or reported
+            if isinstance(exc, sa.exc.IntegrityError) and new.claim and new.claim.taken(exc):
+                raise
+            return None
 
     def _require_legacy_values(self, new: NewTransaction) -> None:
         lt = self.hot.legacy[new.system]
