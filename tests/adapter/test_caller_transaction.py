@@ -411,6 +411,39 @@ def test_sqlite_stale_read_transaction_is_refused_clearly(ledger: Database) -> N
     assert r.overall_success
 
 
+@pytest.mark.parametrize("isolation", ["REPEATABLE READ", "SERIALIZABLE"])
+def test_postgres_snapshot_isolation_is_refused_with_nothing_written(
+    pg: Database, isolation: str
+) -> None:
+    # The mode is read in the caller's snapshot: at REPEATABLE READ a switch after the
+    # snapshot was taken would go unseen (a write under UNIFIED_ONLY's stale mode).
+    Base.metadata.create_all(pg.engine)
+    a, events = adapter(pg, M.DUAL_WRITE_UNIFIED_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    assert created.entity_id is not None
+    set_mode(pg.engine, M.UNIFIED_ONLY, reason="t", actor="t", force=True)
+    a.modes.refresh()
+    before = everything(pg)
+    with pg.engine.connect() as plain:
+        conn = plain.execution_options(isolation_level=isolation)
+        with conn.begin():
+            conn.execute(sa.select(LEDGER)).all()  # the snapshot is taken
+            set_mode(pg.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, reason="back", actor="t", force=True)
+            with pytest.raises(CallerTransactionError, match="isolation level.*READ COMMITTED"):
+                a.update_status(created.entity_id, "PROCESSING", "r", "t", connection=conn)
+            with pytest.raises(CallerTransactionError, match="isolation level"):
+                a.create_transaction("WALLET_CASHOUT", 2, "5", "USD", connection=conn)
+    written = ["cashouts", "unified_transactions", "unified_status_history", "test_ledger"]
+    written += ["unistatus_pending_legacy", "unistatus_repair_queue"]
+    after = everything(pg)
+    assert {t: after[t] for t in written} == {t: before[t] for t in written}
+    assert all(e.refused for e in events if e.operation == "update_status")
+    # READ COMMITTED (the default) works as before, on the same connection.
+    with pg.engine.connect() as conn, conn.begin():
+        r = a.update_status(created.entity_id, "PROCESSING", "r", "t", connection=conn)
+    assert r.overall_success, r.error
+
+
 def test_sixteen_threads_lose_nothing(pg: Database) -> None:
     Base.metadata.create_all(pg.engine)
     a, events = adapter(pg, M.DUAL_WRITE_LEGACY_PRIMARY)

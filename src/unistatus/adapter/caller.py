@@ -1,7 +1,8 @@
 """Adapter operations inside the caller's transaction (``connection=``).
 
 Writes on the caller's Connection or Session, never begins, commits or rolls back; the
-mode is locked inside that transaction; observers fire when it ends. The design and the
+mode is locked inside that transaction (PostgreSQL: only at READ COMMITTED); observers
+fire when it ends. The design and the
 SQLite rule (``BEGIN IMMEDIATE``): docs/adapter.md, "Inside the caller's transaction".
 """
 
@@ -43,6 +44,9 @@ CallerConnection = sa.Connection | Session
 # The fast path on the caller's connection: None means "take the locked path".
 CallerFast = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult | None]
 ROLLED_BACK = "rolled back by the caller"
+# Where a PostgreSQL connection keeps (transaction, its isolation level) once read.
+_ISOLATION = "unistatus_caller_isolation"
+_READ_ISOLATION = sa.text("SELECT current_setting('transaction_isolation')")
 
 
 def caller_connection(target: object, dialect: str) -> sa.Connection:
@@ -117,6 +121,11 @@ class CallerTransactions:
         conn = caller_connection(target, self.ops.name)
         mode = self.runner.last_mode
         try:
+            self._check_isolation(conn)
+        except CallerTransactionError as refused:
+            self.runner.emit(operation, mode, True, started, refused=True, error=str(refused))
+            raise
+        try:
             result = None
             if fast is not None:
                 # The mode as last read, a guess the statement checks: no other
@@ -134,9 +143,9 @@ class CallerTransactions:
             error = "its idempotency key was taken by a concurrent call that committed"
             raise self._failed(operation, op_id, mode, error, started) from None
         except ModeChanged:
-            # The mode is read under its lock, so only a snapshot older than the lock
-            # (REPEATABLE READ begun before a switch) can disagree with the guards.
-            error = "the mode changed under the caller's transaction snapshot; retry it"
+            # The mode is read under its lock in a READ COMMITTED transaction (others
+            # are refused above), so this is a guard's own race: the caller retries.
+            error = "the mode changed under the caller's transaction; retry it"
             raise self._failed(operation, op_id, mode, error, started) from None
         except StorageError as exc:
             raise self._failed(operation, op_id, mode, str(exc), started) from None
@@ -151,6 +160,35 @@ class CallerTransactions:
         result.duration_ms = (time.perf_counter() - started) * 1000
         self._wait_for_end(target, _Done(operation, mode, result))
         return result
+
+    def _check_isolation(self, conn: sa.Connection) -> None:
+        """PostgreSQL: refuse a caller's transaction not at READ COMMITTED.
+
+        At REPEATABLE READ or SERIALIZABLE the mode (and every guard) is read in the
+        transaction's snapshot, which may predate a mode switch: a write under the old
+        mode would commit. The level is read once per transaction (one round trip on the
+        first write in it) and kept on the connection with that transaction.
+        """
+        if self.ops.name != "postgresql":
+            return
+        transaction = conn.get_transaction()
+        known = conn.info.get(_ISOLATION)
+        if known is not None and known[0] is transaction:
+            level: str = known[1]
+        else:
+            try:
+                level = str(conn.execute(_READ_ISOLATION).scalar_one())
+            except sa.exc.DBAPIError as exc:
+                raise CallerTransactionError(
+                    f"cannot read the caller's transaction isolation level: {describe(exc)}"
+                ) from None
+            conn.info[_ISOLATION] = (transaction, level)
+        if level != "read committed":
+            raise CallerTransactionError(
+                f"the caller's transaction isolation level is {level.upper()}: its snapshot "
+                "may predate a mode switch, so the adapter writes only in a READ COMMITTED "
+                "transaction (PostgreSQL's default); nothing was written"
+            )
 
     @contextmanager
     def reading(self, target: object, what: str) -> Iterator[sa.Connection]:
