@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -34,14 +35,17 @@ def app_db(db: Database) -> Iterator[Database]:
         if db.backend == "postgres":
             conn.exec_driver_sql(
                 "ALTER TABLE cashouts ADD COLUMN destination VARCHAR(64) NOT NULL, "
-                "ADD COLUMN priority INTEGER"
+                "ADD COLUMN priority INTEGER, ADD COLUMN fee NUMERIC(4, 2), ADD COLUMN rank SMALLINT"
             )
         else:
             # SQLite adds no NOT NULL column without a default: the table is made again.
             create = conn.exec_driver_sql(
                 "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'cashouts'"
             ).scalar_one()
-            columns = "destination VARCHAR(64) NOT NULL, priority INTEGER, PRIMARY KEY"
+            columns = (
+                "destination VARCHAR(64) NOT NULL, priority INTEGER, fee NUMERIC(4, 2), "
+                "rank SMALLINT, PRIMARY KEY"
+            )
             assert "PRIMARY KEY" in create
             conn.exec_driver_sql("DROP TABLE cashouts")
             conn.exec_driver_sql(create.replace("PRIMARY KEY", columns, 1))
@@ -52,7 +56,8 @@ def app_db(db: Database) -> Iterator[Database]:
             with db.engine.begin() as conn:
                 conn.exec_driver_sql(
                     "ALTER TABLE cashouts DROP COLUMN IF EXISTS destination, "
-                    "DROP COLUMN IF EXISTS priority"
+                    "DROP COLUMN IF EXISTS priority, DROP COLUMN IF EXISTS fee, "
+                    "DROP COLUMN IF EXISTS rank"
                 )
 
 
@@ -165,6 +170,25 @@ def test_a_repeated_key_compares_the_legacy_values(app_db: Database) -> None:
             idempotency_key="k-1",
             legacy_values={"destination": "b"},
         )
+
+
+def test_a_repeated_key_with_equal_decimals_in_legacy_values_is_replayed(
+    app_db: Database,
+) -> None:
+    a = adapter_in(app_db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    values = {"destination": "a", "fee": Decimal("1.5")}
+    first = a.create_transaction(
+        "WALLET_CASHOUT", 7, "1", "USD", idempotency_key="k-dec", legacy_values=values
+    )
+    again = a.create_transaction(
+        "WALLET_CASHOUT",
+        7,
+        "1",
+        "USD",
+        idempotency_key="k-dec",
+        legacy_values={"destination": "a", "fee": Decimal("1.50")},
+    )
+    assert again.replayed and again.entity_id == first.entity_id
 
 
 def test_linking_an_existing_row_checks_its_legacy_values(app_db: Database) -> None:

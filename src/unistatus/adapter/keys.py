@@ -105,8 +105,13 @@ def request_hash(arguments: dict[str, Any]) -> str:
     """SHA-256 of the arguments, canonical: equal values give equal digests."""
 
     def plain(value: Any) -> Any:
+        # Recursive: equal Decimals inside legacy_values (1.5, 1.50) digest alike too.
         if isinstance(value, Decimal):
             return format(value.normalize(), "f")
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
         return getattr(value, "value", value)  # enums
 
     canonical = json.dumps(
