@@ -131,6 +131,12 @@ def test_a_required_column_left_out_is_refused_before_anything_is_written(
         ({"destination": "x", "amount": 5}, r"cannot set 'amount'"),
         ({"destination": "x", "updated_at": NOW}, r"cannot set 'updated_at'"),
         (["destination"], r"legacy_values must be a dict"),
+        ({"destination": "x", "rank": 2**15}, r"'rank'.*out of range for SMALLINT"),
+        ({"destination": "x", "rank": -(2**15) - 1}, r"'rank'.*out of range for SMALLINT"),
+        ({"destination": "x", "fee": Decimal("12345.67")}, r"'fee'.*NUMERIC\(4, 2\)"),
+        ({"destination": "x", "fee": Decimal("99.995")}, r"'fee'.*NUMERIC\(4, 2\)"),
+        ({"destination": "x", "fee": 100}, r"'fee'.*NUMERIC\(4, 2\)"),
+        ({"destination": "x", "fee": Decimal("1E+40")}, r"'fee'.*NUMERIC\(4, 2\)"),
     ],
 )
 def test_bad_legacy_values_are_refused_before_anything_is_written(
@@ -141,6 +147,24 @@ def test_bad_legacy_values_are_refused_before_anything_is_written(
     with pytest.raises(InputError, match=message):
         a.create_transaction("WALLET_CASHOUT", 7, "12.50", "USD", legacy_values=values)
     assert snapshot(app_db) == before
+
+
+def test_integer_bounds_follow_the_declared_type(app_db: Database) -> None:
+    a = adapter_in(app_db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    edge = {"destination": "x", "rank": -(2**15), "fee": Decimal("-99.99"), "priority": 2**31 - 1}
+    r = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values=edge)
+    assert r.overall_success and r.legacy_entity_id is not None
+    assert cashout(app_db, r.legacy_entity_id)["priority"] == 2**31 - 1
+    before = snapshot(app_db)
+    big = {"destination": "x", "priority": 2**40}
+    if app_db.backend == "postgres":  # INTEGER is 4 bytes there
+        with pytest.raises(InputError, match=r"'priority'.*out of range for INTEGER"):
+            a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values=big)
+        assert snapshot(app_db) == before
+    else:  # SQLite's INTEGER holds 8 bytes
+        assert a.create_transaction(
+            "WALLET_CASHOUT", 7, "1", "USD", legacy_values=big
+        ).overall_success
 
 
 def test_unified_only_refuses_legacy_values_and_creates_without_them(app_db: Database) -> None:

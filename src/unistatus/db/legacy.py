@@ -42,6 +42,7 @@ class LegacyTable:
     currency: sa.Column[str]
     created_at: sa.Column[object]
     updated_at: sa.Column[object]
+    dialect: str = ""  # the database's dialect name (how wide its INTEGER is)
 
     @property
     def name(self) -> str:
@@ -66,13 +67,13 @@ class LegacyTable:
         """The application's own columns, as reflected with the table: what
         ``legacy_values`` may set (computed columns are left out)."""
         return {
-            c.name: _rule(c)
+            c.name: _rule(c, self.dialect)
             for c in self.table.c
             if c.name not in self.owned and c.computed is None
         }
 
 
-def _rule(column: sa.Column[Any]) -> LegacyColumn:
+def _rule(column: sa.Column[Any], dialect: str) -> LegacyColumn:
     try:
         python_type: type[Any] | None = column.type.python_type
     except NotImplementedError:
@@ -84,7 +85,30 @@ def _rule(column: sa.Column[Any]) -> LegacyColumn:
         nullable=bool(column.nullable),
         required=not column.nullable and not has_default,
         max_chars=length if isinstance(length, int) and python_type is str else None,
+        int_range=_int_range(column.type, dialect),
+        digits=_digits(column.type),
     )
+
+
+def _int_range(kind: sa.types.TypeEngine[Any], dialect: str) -> tuple[str, int, int] | None:
+    """The declared integer type's bounds (SQLite's INTEGER holds 8 bytes, as BIGINT)."""
+    if isinstance(kind, sa.SmallInteger):
+        return ("SMALLINT", -(2**15), 2**15 - 1)
+    if isinstance(kind, sa.BigInteger) or not isinstance(kind, sa.Integer):
+        return None  # BIGINT: checked for every integer column
+    if dialect == "sqlite":
+        return None
+    return ("INTEGER", -(2**31), 2**31 - 1)
+
+
+def _digits(kind: sa.types.TypeEngine[Any]) -> tuple[int, int] | None:
+    """NUMERIC(precision, scale), when both are declared (not for floats)."""
+    if not isinstance(kind, sa.Numeric) or isinstance(kind, sa.Float):
+        return None
+    precision, scale = kind.precision, kind.scale
+    if isinstance(precision, int) and isinstance(scale, int):
+        return (precision, scale)
+    return None
 
 
 def legacy_status_column(lt: LegacyTable) -> sa.Column[str]:
@@ -140,5 +164,10 @@ def resolve_legacy_tables(
                     f"{role}); it has: {', '.join(c.name for c in table.c)}"
                 )
             cols[role] = table.c[name]
-        out[system] = LegacyTable(system=system, table=table, **cols)  # type: ignore[arg-type]
+        out[system] = LegacyTable(
+            system=system,
+            table=table,
+            dialect=engine.dialect.name,
+            **cols,  # type: ignore[arg-type]
+        )
     return out

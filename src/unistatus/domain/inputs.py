@@ -21,7 +21,7 @@ import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
 from unistatus.errors import InputError
@@ -309,6 +309,10 @@ class LegacyColumn:
     nullable: bool
     required: bool
     max_chars: int | None = None
+    # The declared integer type's bounds: (name, lowest, highest); None: unchecked.
+    int_range: tuple[str, int, int] | None = None
+    # NUMERIC(precision, scale) when both are declared.
+    digits: tuple[int, int] | None = None
 
 
 def check_legacy_values(
@@ -362,10 +366,17 @@ def _legacy_value_problem(value: object, column: LegacyColumn) -> str | None:
         ok = isinstance(value, int) and not isinstance(value, bool)
         if ok and not -MAX_BIGINT - 1 <= value <= MAX_BIGINT:  # type: ignore[operator]
             return f"{shown(value)} is past a BIGINT"
+        if ok and column.int_range is not None:
+            name, lowest, highest = column.int_range
+            if not lowest <= value <= highest:  # type: ignore[operator]
+                return f"{shown(value)} is out of range for {name} ({lowest:,} to {highest:,})"
     elif kind is Decimal:
         ok = isinstance(value, Decimal | int) and not isinstance(value, bool)
         if ok and isinstance(value, Decimal) and not value.is_finite():
             return f"{shown(value)} is not a finite number"
+        if ok and column.digits is not None and not _fits(value, *column.digits):  # type: ignore[arg-type]
+            precision, scale = column.digits
+            return f"{shown(value)} does not fit NUMERIC({precision}, {scale})"
     elif kind is float:
         ok = isinstance(value, float | int | Decimal) and not isinstance(value, bool)
     elif kind is date:
@@ -381,3 +392,13 @@ def _legacy_value_problem(value: object, column: LegacyColumn) -> str | None:
         if problem:
             return f"the text {problem}"
     return None
+
+
+def _fits(value: Decimal | int, precision: int, scale: int) -> bool:
+    """Whether ``value``, rounded to ``scale`` places as the database does, has at most
+    ``precision - scale`` digits before the point."""
+    try:
+        rounded = Decimal(value).quantize(Decimal(1).scaleb(-scale), rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than the context holds: far too big
+        return False
+    return abs(rounded) < Decimal(10) ** (precision - scale)
