@@ -16,9 +16,11 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from conftest import Database
 from unistatus.adapter.core import DualWriteAdapter
@@ -263,3 +265,41 @@ def test_a_forked_process_records_its_own_operations(sqlite_db: Database) -> Non
     adapter.close()
     w = window(db.engine, 600)
     assert (w.count, w.processes) == (2, 2)  # the parent's operation was not written twice
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
+def test_a_forked_process_flushes_on_its_own_postgresql_connection(pg: Database) -> None:
+    # Sharing the parent's pooled connection would interleave both processes' protocol.
+    adapter = DualWriteAdapter(pg.engine, settings=pg.settings)
+    adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    with pg.engine.connect() as conn:  # the parent's pooled connection
+        parent_backend = conn.connection.dbapi_connection.info.backend_pid  # type: ignore[union-attr]
+    used: list[int] = []
+
+    def checkout(dbapi: Any, record: Any, proxy: Any) -> None:
+        used.append(dbapi.info.backend_pid)
+
+    event.listen(pg.engine, "checkout", checkout)
+    read, write = os.pipe()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: no dispose of its own, the fork hook must do it
+            code = 1
+            try:
+                os.close(read)
+                adapter.create_transaction("WALLET_CASHOUT", 2, "5", "USD")
+                adapter.close()  # flushes the child's statistics
+                os.write(write, ",".join(map(str, used)).encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            child = pipe.read()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        event.remove(pg.engine, "checkout", checkout)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert child, "the child used no connection"
+    assert parent_backend not in {int(b) for b in child.split(",")}
+    adapter.close()

@@ -344,7 +344,9 @@ def _after_fork_in_child() -> None:
     """A forked process records under a name of its own, from zero, with its own flusher.
 
     The parent's counts stay the parent's (never flushed twice), and an adapter built
-    before the fork keeps recording in the child.
+    before the fork keeps recording in the child. The engine's pool is replaced without
+    closing the parent's connections (SQLAlchemy's fork recipe, ``dispose(close=False)``):
+    the child never writes on a connection the parent still uses.
     """
     global _registry_lock
     _registry_lock = threading.RLock()
@@ -353,6 +355,8 @@ def _after_fork_in_child() -> None:
     _registry.clear()
     for engine_id, entry in inherited:
         stats = entry.stats
+        stats.engine.dispose(close=False)
+        stats._last_prune = 0.0
         stats._lock, stats._flush_lock = threading.Lock(), threading.Lock()
         stats._current, stats._interval_start = {}, utcnow()
         stats._stop = threading.Event()
