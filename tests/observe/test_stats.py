@@ -165,3 +165,25 @@ def test_migration_0004_downgrades_and_upgrades(sqlite_db: Database) -> None:
     s = OperationStats(engine, process_id="after", start=False)
     s.record(_event(2.0))
     assert s.flush() == 1
+
+
+def test_a_schema_older_than_0010_still_records_and_reads(sqlite_db: Database) -> None:
+    """New code before `unistatus init` (a rolling upgrade): the flush and the window work
+    without revision 0010's rolled_back column instead of failing every interval."""
+    import sqlalchemy as sa
+
+    from unistatus.db import schema
+
+    engine, settings = sqlite_db.engine, sqlite_db.settings
+    schema.downgrade(engine, settings, "0009")
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("unistatus_operation_stats")}
+    assert "rolled_back" not in columns
+    s = OperationStats(engine, process_id="old-schema", start=False)
+    s.record(_event(2.0))
+    s.record(_event(3.0, ok=False))
+    assert s.flush() == 1
+    assert s.flush_errors == 0
+    w = window(engine, 60)
+    assert (w.count, w.errors, w.rolled_back) == (2, 1, 0)
+    schema.upgrade(engine, settings, schema.INSTALL_REVISION)
+    assert window(engine, 60).count == 2

@@ -38,7 +38,12 @@ import sqlalchemy as sa
 from unistatus.adapter.model import OperationEvent
 from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
-from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
+from unistatus.db.tables_ops import (
+    BUCKET_COLUMNS,
+    LATENCY_BUCKETS_MS,
+    operation_stats,
+    stores_rolled_back,
+)
 from unistatus.errors import InputError
 
 __all__ = [
@@ -124,6 +129,7 @@ class OperationStats:
         if flush_seconds <= 0:
             raise InputError(f"flush_seconds must be positive, got {flush_seconds}")
         self.engine = engine
+        self._warned_old_schema = False
         self.flush_seconds = flush_seconds
         self.process_id = (process_id or default_process_id())[:128]
         self._ops = ops_for(engine)
@@ -166,6 +172,14 @@ class OperationStats:
 
     # --- flushing ---------------------------------------------------------------------
 
+    def _warn_old_schema(self) -> None:
+        if not self._warned_old_schema:
+            self._warned_old_schema = True
+            log.warning(
+                "the schema is older than revision 0010: rolled-back operations are not "
+                "stored until `unistatus init` upgrades it (the other figures are)"
+            )
+
     def flush(self) -> int:
         """Write the aggregate since the last flush (one row per operation and mode).
 
@@ -197,6 +211,10 @@ class OperationStats:
                 for (op, mode), agg in taken.items()
             ]
             try:
+                if not stores_rolled_back(self.engine):
+                    self._warn_old_schema()
+                    for row in rows:
+                        del row["rolled_back"]
                 with self._ops.write_transaction() as conn:
                     conn.execute(sa.insert(S), rows)
             except Exception:

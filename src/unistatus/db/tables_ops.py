@@ -8,6 +8,8 @@ The phase lives in the control table (key ``phase``); it needs no table of its o
 
 from __future__ import annotations
 
+import weakref
+
 import sqlalchemy as sa
 
 from unistatus.db.tables import UTC, metadata
@@ -60,3 +62,26 @@ operation_stats = sa.Table(
     sa.Column("rolled_back", sa.BigInteger, nullable=False, server_default="0"),
 )
 sa.Index("ix_operation_stats_end", operation_stats.c.interval_end)
+
+
+# Engines whose table has revision 0010's column (only a yes is kept: a no is checked
+# again, so the column is used from the first flush after `unistatus init`).
+_ROLLED_BACK_STORED: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+
+
+def stores_rolled_back(engine: sa.Engine) -> bool:
+    """Whether ``operation_stats`` has the ``rolled_back`` column (revision 0010).
+
+    New code on an older schema (a rolling upgrade, before ``unistatus init``) records
+    and reads the other figures without it instead of failing every flush.
+    """
+    if engine in _ROLLED_BACK_STORED:
+        return True
+    try:
+        names = {c["name"] for c in sa.inspect(engine).get_columns(operation_stats.name)}
+    except sa.exc.NoSuchTableError:
+        return True  # no table at all: let the statement fail with the real error
+    if "rolled_back" in names:
+        _ROLLED_BACK_STORED.add(engine)
+        return True
+    return False

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter.stats import LATENCY_BUCKETS_MS, OperationStats, bucket_index, prune
 from unistatus.clock import utcnow
-from unistatus.db.tables_ops import BUCKET_COLUMNS, operation_stats
+from unistatus.db.tables_ops import BUCKET_COLUMNS, operation_stats, stores_rolled_back
 from unistatus.errors import InputError, StorageError
 
 __all__ = [
@@ -159,7 +159,9 @@ def window(
         sa.func.coalesce(sa.func.sum(S.c.latency_sum_ms), 0.0),
         sa.func.coalesce(sa.func.max(S.c.latency_max_ms), 0.0),
         sa.func.count(sa.distinct(S.c.process_id)),
-        sa.func.coalesce(sa.func.sum(S.c.rolled_back), 0),
+        sa.func.coalesce(sa.func.sum(S.c.rolled_back), 0)
+        if stores_rolled_back(engine)
+        else sa.literal(0),
         *(sa.func.coalesce(sa.func.sum(S.c[b]), 0) for b in BUCKET_COLUMNS),
     ]
     q = sa.select(*cols).where(S.c.interval_end > since)
