@@ -34,3 +34,13 @@ def throwaway_sqlite(label: str = "bench") -> Iterator[str]:
     """A SQLite file in a temporary directory, removed afterwards."""
     with tempfile.TemporaryDirectory(prefix=f"unistatus_{label}_") as tmp:
         yield f"sqlite:///{Path(tmp) / 'bench.db'}"
+
+
+@contextmanager
+def given_or_throwaway(url: str | None, label: str) -> Iterator[str]:
+    """The given database as it is, or a throwaway one on the local server."""
+    if url is not None:
+        yield url
+        return
+    with throwaway_postgres(LOCAL_SERVER, label) as created:
+        yield created

@@ -25,14 +25,14 @@ import os
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
-from _databases import throwaway_postgres
+from _databases import given_or_throwaway
+from _timing import latency_ms, p50_ratio, paired_ratio, print_report, round_medians
 
 from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
 from unistatus.config import load_settings
@@ -41,7 +41,6 @@ from unistatus.db.control import set_mode
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
 
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 FLIP = {"PROCESSING": "AWAITING_RESPONSE", "AWAITING_RESPONSE": "PROCESSING"}
 LEGACY = {"PROCESSING": "EXECUTING", "AWAITING_RESPONSE": "AWAITING_RESPONSE"}
 VARIANTS = ("dual_write", "legacy_only", "raw")
@@ -60,16 +59,6 @@ LEDGER = sa.Table(
     sa.Column("amount", sa.Numeric(18, 2), nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
 )
-
-
-@contextmanager
-def database(url: str | None) -> Iterator[str]:
-    """The given database as it is, or a throwaway one on the local server."""
-    if url is not None:
-        yield url
-        return
-    with throwaway_postgres(SERVER, "bench_caller_tx") as created:
-        yield created
 
 
 @dataclass
@@ -181,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     variants = VARIANTS + LOCKED if args.with_locked else VARIANTS
 
-    with database(args.database_url) as url:
+    with given_or_throwaway(args.database_url, "bench_caller_tx") as url:
         bench = setup(url, args.rows, args.synchronous_commit)
         try:
             for variant in variants:  # warm-up: pools, statement caches, plans
@@ -196,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                     per_round[variant].append(statistics.median(latencies))
                     pooled[variant].extend(latencies)
         finally:
+            bench.adapter.close()  # flush its operation statistics while the database exists
             bench.engine.dispose()
 
     report = summarise(args, per_round, pooled)
@@ -206,64 +196,43 @@ def main(argv: list[str] | None = None) -> int:
         f"rows={args.rows} ops/round={args.ops} rounds={args.rounds} "
         f"synchronous_commit={args.synchronous_commit} loadavg={report['loadavg']}"
     )
-    print(f"  {'variant':<12} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8}")
-    for v in variants:
-        st = report["latency_ms"][v]
-        print(f"  {v:<12} {st['p50']:>8.3f} {st['p90']:>8.3f} {st['mean']:>8.3f}")
-    for name, value in report["ratios"].items():
-        print(f"  {name:<34} {value:.3f}")
+    print_report(report, variants)
     return 0
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def summarise(
     args: argparse.Namespace, per_round: dict[str, list[float]], pooled: dict[str, list[float]]
 ) -> dict[str, Any]:
-    """p50 over every transaction, and ``paired`` ratios: the medians of adjacent blocks
-    of the same round (same machine load) divided, then the median over rounds."""
-    variants = list(pooled)
-    p50 = {v: statistics.median(pooled[v]) for v in variants}
-
-    def paired(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(per_round[a], per_round[b], strict=True))
-
+    """p50 over every transaction, and ``paired`` ratios (see ``_timing.paired_ratio``)."""
+    locked = (
+        {
+            "locked: dual / legacy_only (p50)": p50_ratio(
+                pooled, "dual_write_locked", "legacy_only_locked"
+            ),
+            "locked: dual / legacy_only (paired)": paired_ratio(
+                per_round, "dual_write_locked", "legacy_only_locked"
+            ),
+        }
+        if "dual_write_locked" in pooled
+        else {}
+    )
     return {
         "rows": args.rows,
         "ops_per_round": args.ops,
         "rounds": args.rounds,
         "synchronous_commit": args.synchronous_commit,
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "latency_ms": {
-            v: {
-                "p50": round(p50[v], 4),
-                "p90": round(_quantile(pooled[v], 0.9), 4),
-                "mean": round(statistics.fmean(pooled[v]), 4),
-            }
-            for v in variants
-        },
+        "latency_ms": latency_ms(pooled),
         "ratios": {
-            "dual_write / legacy_only (p50)": round(p50["dual_write"] / p50["legacy_only"], 3),
-            "dual_write / legacy_only (paired)": round(paired("dual_write", "legacy_only"), 3),
-            "legacy_only / raw (p50)": round(p50["legacy_only"] / p50["raw"], 3),
-            "dual_write / raw (paired)": round(paired("dual_write", "raw"), 3),
-            **(
-                {
-                    "locked: dual / legacy_only (p50)": round(
-                        p50["dual_write_locked"] / p50["legacy_only_locked"], 3
-                    ),
-                    "locked: dual / legacy_only (paired)": round(
-                        paired("dual_write_locked", "legacy_only_locked"), 3
-                    ),
-                }
-                if "dual_write_locked" in p50
-                else {}
+            "dual_write / legacy_only (p50)": p50_ratio(pooled, "dual_write", "legacy_only"),
+            "dual_write / legacy_only (paired)": paired_ratio(
+                per_round, "dual_write", "legacy_only"
             ),
+            "legacy_only / raw (p50)": p50_ratio(pooled, "legacy_only", "raw"),
+            "dual_write / raw (paired)": paired_ratio(per_round, "dual_write", "raw"),
+            **locked,
         },
-        "round_medians_ms": {v: [round(x, 4) for x in per_round[v]] for v in variants},
+        "round_medians_ms": round_medians(per_round),
     }
 
 

@@ -23,13 +23,13 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from _databases import throwaway_postgres
+from _databases import given_or_throwaway
+from _timing import latency_ms, p50_ratio, paired_ratio, print_report, round_medians
 
 from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
 from unistatus.config import load_settings
@@ -38,20 +38,9 @@ from unistatus.db.control import set_mode
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
 
-SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 FLIP = {"PROCESSING": "AWAITING_RESPONSE", "AWAITING_RESPONSE": "PROCESSING"}
 LEGACY = {"PROCESSING": "EXECUTING", "AWAITING_RESPONSE": "AWAITING_RESPONSE"}
 VARIANTS = ("dual_write", "legacy_only", "raw_update")
-
-
-@contextmanager
-def database(url: str | None) -> Iterator[str]:
-    """The given database as it is, or a throwaway one on the local server."""
-    if url is not None:
-        yield url
-        return
-    with throwaway_postgres(SERVER, "bench_dual_write") as created:
-        yield created
 
 
 @dataclass
@@ -168,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows < args.threads or args.ops < args.threads:
         parser.error("--rows and --ops must be at least --threads")
 
-    with database(args.database_url) as url:
+    with given_or_throwaway(args.database_url, "bench_dual_write") as url:
         bench = setup(url, args.rows, args.threads, args.synchronous_commit)
         try:
             for variant in VARIANTS:  # warm-up: pools, statement caches, plans
@@ -193,55 +182,32 @@ def main(argv: list[str] | None = None) -> int:
         f"rows={args.rows} ops/round={args.ops} rounds={args.rounds} "
         f"threads={args.threads} synchronous_commit={args.synchronous_commit}"
     )
-    print(f"  {'variant':<12} {'p50 ms':>8} {'p90 ms':>8} {'mean ms':>8}")
-    for v in VARIANTS:
-        st = report["latency_ms"][v]
-        print(f"  {v:<12} {st['p50']:>8.3f} {st['p90']:>8.3f} {st['mean']:>8.3f}")
-    for name, value in report["ratios"].items():
-        print(f"  {name:<34} {value:.3f}")
+    print_report(report, VARIANTS)
     return 0
-
-
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def summarise(
     args: argparse.Namespace, per_round: dict[str, list[float]], pooled: dict[str, list[float]]
 ) -> dict[str, Any]:
-    """Medians resist the scheduling stalls of a shared machine; means are shown too.
-
-    ``paired`` ratios divide the medians of adjacent blocks of the same round (same
-    machine load), then take the median over rounds.
-    """
-    p50 = {v: statistics.median(pooled[v]) for v in VARIANTS}
-
-    def paired(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(per_round[a], per_round[b], strict=True))
-
+    """Medians resist the scheduling stalls of a shared machine; means are shown too."""
+    pooled = {v: pooled[v] for v in VARIANTS}
     return {
         "rows": args.rows,
         "ops_per_round": args.ops,
         "rounds": args.rounds,
         "threads": args.threads,
         "synchronous_commit": args.synchronous_commit,
-        "latency_ms": {
-            v: {
-                "p50": round(p50[v], 4),
-                "p90": round(_quantile(pooled[v], 0.9), 4),
-                "mean": round(statistics.fmean(pooled[v]), 4),
-            }
-            for v in VARIANTS
-        },
+        "latency_ms": latency_ms(pooled),
         "ratios": {
-            "dual_write / legacy_only (p50)": round(p50["dual_write"] / p50["legacy_only"], 3),
-            "dual_write / raw_update (p50)": round(p50["dual_write"] / p50["raw_update"], 3),
-            "legacy_only / raw_update (p50)": round(p50["legacy_only"] / p50["raw_update"], 3),
-            "dual_write / legacy_only (paired)": round(paired("dual_write", "legacy_only"), 3),
-            "dual_write / raw_update (paired)": round(paired("dual_write", "raw_update"), 3),
+            "dual_write / legacy_only (p50)": p50_ratio(pooled, "dual_write", "legacy_only"),
+            "dual_write / raw_update (p50)": p50_ratio(pooled, "dual_write", "raw_update"),
+            "legacy_only / raw_update (p50)": p50_ratio(pooled, "legacy_only", "raw_update"),
+            "dual_write / legacy_only (paired)": paired_ratio(
+                per_round, "dual_write", "legacy_only"
+            ),
+            "dual_write / raw_update (paired)": paired_ratio(per_round, "dual_write", "raw_update"),
         },
-        "round_medians_ms": {v: [round(x, 4) for x in per_round[v]] for v in VARIANTS},
+        "round_medians_ms": round_medians({v: per_round[v] for v in VARIANTS}),
     }
 
 
