@@ -20,6 +20,8 @@ from unistatus.adapter.stats import close_all as close_statistics
 from unistatus.config import Settings, load_settings
 from unistatus.db import schema
 from unistatus.db.engine import create_engine
+from unistatus.domain import mapping
+from unistatus.domain.statuses import LegacySystemType
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -59,6 +61,14 @@ def _statistics_end_with_the_test() -> Iterator[None]:
     """
     yield
     close_statistics()
+
+
+@pytest.fixture(autouse=True)
+def _extra_statuses_end_with_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Extra legacy values a test's settings register (a process-wide registration, see
+    docs/status-model.md) are gone after it, as if each test were its own process."""
+    for system in LegacySystemType:
+        monkeypatch.setitem(mapping._FORWARD_STR, system, mapping._FORWARD_STR[system])
 
 
 @pytest.fixture(scope="session")

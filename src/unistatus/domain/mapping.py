@@ -4,10 +4,18 @@
 per transaction type) are the tables of ``docs/status-model.md``. The mapper
 answers questions about them in Python; :func:`forward_case` and friends turn the same
 tables into SQL expressions for set-based backfill and checks.
+
+A deployment's own legacy values beyond the 38 (the config's ``[mapping.CASHOUT]``) are
+registered once per process (:func:`register_extra_statuses`, called by loading the
+settings) and from then on are part of the forward table every one of these answers
+from; the reverse stays canonical. Why a process-wide registration: the "Extra legacy
+values" section of ``docs/status-model.md``.
 """
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -31,7 +39,7 @@ from unistatus.domain.statuses import (
 from unistatus.domain.statuses import (
     UnifiedTransactionStatus as U,
 )
-from unistatus.errors import InvalidStatusError, UnmappableStatusError
+from unistatus.errors import ConfigError, InputError, InvalidStatusError, UnmappableStatusError
 
 LegacyStatus = C | E | X
 
@@ -121,10 +129,16 @@ CANONICAL_REVERSE: Mapping[UnifiedTransactionType, Mapping[U, str]] = {
     },
 }
 
-# The plain-string views the hot paths use (no Enum hashing per call).
-_FORWARD_STR: dict[LegacySystemType, dict[str, str]] = {
+# The plain-string views the hot paths use (no Enum hashing per call). _FORWARD_STR also
+# holds the extra legacy values registered in this process (see register_extra_statuses):
+# each system's dict is replaced whole, never changed in place, so a reader iterating one
+# (a CASE being generated) never sees it change under it.
+_BUILTIN_FORWARD_STR: Mapping[LegacySystemType, Mapping[str, str]] = {
     s: {str(k.value if isinstance(k, Enum) else k): v.value for k, v in m.items()}
     for s, m in FORWARD.items()
+}
+_FORWARD_STR: dict[LegacySystemType, dict[str, str]] = {
+    s: dict(m) for s, m in _BUILTIN_FORWARD_STR.items()
 }
 _REVERSE_STR: dict[UnifiedTransactionType, dict[str, str]] = {
     t: {k.value: str(v.value if isinstance(v, Enum) else v) for k, v in m.items()}
@@ -136,6 +150,129 @@ def _value(x: object) -> str:
     return str(x.value) if isinstance(x, Enum) else str(x)
 
 
+# --- Extra legacy values: the deployment's own, beyond the 38 ----------------------------
+
+# unified_transactions.legacy_status and the history's legacy columns are VARCHAR(64).
+MAX_LEGACY_STATUS_CHARS = 64
+_LEGACY_VALUE = re.compile(r"[A-Z0-9][A-Z0-9_.-]*")
+_REGISTRATION = threading.Lock()
+
+ExtraStatuses = Mapping[Any, Mapping[Any, Any]]
+"""``{system: {legacy value: unified status}}``, as the config's ``[mapping.CASHOUT]``."""
+
+
+def check_extra_statuses(extras: ExtraStatuses) -> dict[LegacySystemType, dict[str, str]]:
+    """The extra legacy values per system, checked; ConfigError naming the first bad one.
+
+    Nothing is registered. An extra value is a new spelling of one of its type's unified
+    statuses, never a change of the built-in mapping: it must be upper case like every
+    legacy value (a lower-case row stays a wrong_case quarantine), not a built-in value,
+    mapped once, and map to a unified status valid for its type (one that has a legacy
+    image). A value spelled like a unified status of its type must map to that status,
+    or ``update_status("X")`` would mean two things.
+    """
+    checked: dict[LegacySystemType, dict[str, str]] = {}
+    spelled: dict[tuple[LegacySystemType, str], str] = {}
+    for key, values in extras.items():
+        try:
+            system = LegacySystemType.parse(str(key))
+        except InputError:
+            raise ConfigError(
+                f"{key}: unknown legacy system {key!r} (cashout, escrow, exchange)"
+            ) from None
+        if not isinstance(values, Mapping):
+            raise ConfigError(f'{key}: expected a table of LEGACY_VALUE = "UNIFIED_STATUS" entries')
+        for legacy, unified in values.items():
+            where = f"{key}.{legacy}"
+            _check_extra_value(system, str(legacy), where)
+            target = _check_extra_target(system, str(legacy), unified, where)
+            first = spelled.setdefault((system, str(legacy)), where)
+            if first != where:
+                raise ConfigError(
+                    f"{where}: {system.value}.{legacy} is mapped twice (also as {first})"
+                )
+            checked.setdefault(system, {})[str(legacy)] = target
+    return checked
+
+
+def _check_extra_value(system: LegacySystemType, legacy: str, where: str) -> None:
+    if legacy != legacy.upper():
+        raise ConfigError(
+            f"{where}: the legacy value {legacy!r} is not upper case; legacy values are upper "
+            "case, and a lower-case row is quarantined as wrong_case, never mapped (in the "
+            "environment, give the mapping as JSON in UNISTATUS_MAPPING: nested variable "
+            "names lose their case)"
+        )
+    if len(legacy) > MAX_LEGACY_STATUS_CHARS or not _LEGACY_VALUE.fullmatch(legacy):
+        raise ConfigError(
+            f"{where}: the legacy value {legacy!r} must be 1-{MAX_LEGACY_STATUS_CHARS} "
+            "characters A-Z, 0-9, '_', '.' or '-', starting with a letter or digit"
+        )
+    builtin = _BUILTIN_FORWARD_STR[system].get(legacy)
+    if builtin is not None:
+        raise ConfigError(
+            f"{where}: {legacy} is already a legacy value of {system.value}, mapped to "
+            f"{builtin} by the built-in mapping, which the config cannot change"
+        )
+
+
+def _check_extra_target(system: LegacySystemType, legacy: str, unified: object, where: str) -> str:
+    ttype = system.transaction_type
+    valid = _REVERSE_STR[ttype]
+    target = unified if isinstance(unified, str) else None
+    if target not in U.__members__:
+        raise ConfigError(
+            f"{where}: unknown unified status {unified!r}; one of: {', '.join(u.value for u in U)}"
+        )
+    assert target is not None
+    if target not in valid:
+        raise ConfigError(
+            f"{where}: {target} is not a status of {ttype.value} transactions (it has no "
+            f"legacy image in {system.value}); one of: {', '.join(valid)}"
+        )
+    if legacy in valid and legacy != target:
+        raise ConfigError(
+            f"{where}: {legacy} is also a unified status of {ttype.value} transactions; as a "
+            f"legacy value it can only map to {legacy} (a status change to {legacy!r} "
+            "would otherwise mean two things)"
+        )
+    return target
+
+
+def register_extra_statuses(extras: ExtraStatuses) -> dict[LegacySystemType, dict[str, str]]:
+    """Make the extra legacy values part of this process's mapping (all or none).
+
+    Loading :class:`unistatus.config.Settings` calls this with its ``mapping``; a library
+    user who maps statuses without settings calls it once at start. Registering the same
+    values again changes nothing; a value already registered with another unified status
+    is a ConfigError (one process holds one mapping). Values are added, never removed:
+    the mapping of a process only grows.
+    """
+    checked = check_extra_statuses(extras)
+    with _REGISTRATION:
+        for system, values in checked.items():
+            for legacy, target in values.items():
+                known = _FORWARD_STR[system].get(legacy)
+                if known is not None and known != target:
+                    raise ConfigError(
+                        f"{system.value}.{legacy}: already mapped to {known} in this "
+                        f"process, so it cannot map to {target} (every configuration a "
+                        "process loads must agree)"
+                    )
+        for system, values in checked.items():
+            if any(legacy not in _FORWARD_STR[system] for legacy in values):
+                _FORWARD_STR[system] = {**_FORWARD_STR[system], **values}
+    return checked
+
+
+def extra_statuses() -> dict[LegacySystemType, dict[str, str]]:
+    """The extra legacy values registered in this process, per system (a copy)."""
+    return {
+        s: {k: v for k, v in _FORWARD_STR[s].items() if k not in _BUILTIN_FORWARD_STR[s]}
+        for s in LegacySystemType
+    }
+
+
 @dataclass
 class MappingValidationReport:
     """What :meth:`LegacyStatusMapper.validate` found. ``ok`` only when nothing is wrong."""
@@ -144,6 +281,8 @@ class MappingValidationReport:
     legacy_mapped: dict[str, int] = field(default_factory=dict)
     unified_reachable: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # The extra legacy values registered in this process (counted in legacy_counts too).
+    extra: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def total_legacy(self) -> int:
@@ -171,6 +310,7 @@ class MappingValidationReport:
                 s: {"statuses": n, "mapped": self.legacy_mapped.get(s, 0)}
                 for s, n in self.legacy_counts.items()
             },
+            "extra": [dict(row) for row in self.extra],
             "unified_reachable": len(self.unified_reachable),
             "unified_total": len(U),
             "problems": list(self.problems),
@@ -261,8 +401,13 @@ class LegacyStatusMapper:
     def validate(self) -> MappingValidationReport:
         report = MappingValidationReport()
         reachable: set[str] = set()
+        extras = extra_statuses()
         for system in LegacySystemType:
-            enum_values = [m.value for m in system.status_enum]
+            enum_values = [m.value for m in system.status_enum] + list(extras[system])
+            report.extra += [
+                {"system": system.value, "legacy": legacy, "unified": unified}
+                for legacy, unified in extras[system].items()
+            ]
             report.legacy_counts[system.value] = len(enum_values)
             mapped = [v for v in enum_values if v in _FORWARD_STR[system]]
             report.legacy_mapped[system.value] = len(mapped)
@@ -300,7 +445,10 @@ class LegacyStatusMapper:
 
 
 def forward_case(system: LegacySystemType, legacy_col: sa.ColumnElement[Any]) -> sa.Case[Any]:
-    """CASE legacy_col WHEN 'PENDING' THEN 'PENDING' ... ELSE NULL END (NULL = unmappable)."""
+    """CASE legacy_col WHEN 'PENDING' THEN 'PENDING' ... ELSE NULL END (NULL = unmappable).
+
+    Built from the table at call time, so it holds every extra value registered so far.
+    """
     return sa.case(_FORWARD_STR[system], value=legacy_col, else_=sa.null())
 
 
@@ -333,9 +481,17 @@ def compatible_pairs(system: LegacySystemType) -> list[tuple[str, str]]:
 
 
 def mapping_rows() -> list[dict[str, str]]:
-    """Every forward mapping as rows (for the `mapping` command and docs)."""
+    """Every forward mapping as rows (for the `mapping` command and docs).
+
+    ``origin`` is ``built-in`` for the 38, ``extra`` for a registered extra value.
+    """
     return [
-        {"system": s.value, "legacy": legacy, "unified": unified}
+        {
+            "system": s.value,
+            "legacy": legacy,
+            "unified": unified,
+            "origin": "built-in" if legacy in _BUILTIN_FORWARD_STR[s] else "extra",
+        }
         for s, m in _FORWARD_STR.items()
         for legacy, unified in m.items()
     ]
