@@ -7,10 +7,12 @@ the live database (see :mod:`unistatus.db.legacy`) before any SQL uses them.
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,6 +22,7 @@ from pydantic_settings import (
 )
 
 from unistatus.domain.inputs import is_header_text
+from unistatus.domain.mapping import check_extra_statuses, register_extra_statuses
 from unistatus.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///unistatus.db"
@@ -106,6 +109,10 @@ class Settings(BaseSettings):
     api_tokens: list[ApiToken] = Field(default_factory=list, repr=False)
     soak_seconds: float = Field(default=3600.0, ge=0.0)
     auto_responses: AutoResponses = Field(default_factory=AutoResponses)
+    # Legacy values beyond the 38, per system (TOML [mapping.CASHOUT] REFUND_REQUESTED =
+    # "CANCELLED"): checked here, registered for this process once the settings are valid
+    # (docs/status-model.md, "Extra legacy values").
+    mapping: dict[str, dict[str, str]] = Field(default_factory=dict)
 
     @field_validator("legacy_tables")
     @classmethod
@@ -146,12 +153,30 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("mapping")
+    @classmethod
+    def _extra_statuses(cls, v: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        try:
+            checked = check_extra_statuses(v)
+        except ConfigError as exc:
+            raise PydanticCustomError("extra_legacy_status", str(exc)) from None
+        return {system.value: values for system, values in checked.items()}
+
     @field_validator("webhook_urls", mode="before")
     @classmethod
     def _split_urls(cls, v: Any) -> Any:
         if isinstance(v, str):
             return [u.strip() for u in v.split(",") if u.strip()]
         return v
+
+    @model_validator(mode="after")
+    def _register_extra_statuses(self) -> Settings:
+        """Last: only settings valid in every other respect put their mapping in force."""
+        try:
+            register_extra_statuses(self.mapping)
+        except ConfigError as exc:
+            raise ConfigError(f"invalid setting mapping: {exc}") from None
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -177,6 +202,9 @@ def load_settings(**overrides: Any) -> Settings:
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**clean)
+    except tomllib.TOMLDecodeError as exc:
+        # A key given twice ([mapping.CASHOUT] with one value mapped twice) lands here too.
+        raise ConfigError(f"{CONFIG_FILE_ENV}={path}: not valid TOML: {exc}") from None
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"

@@ -1,4 +1,5 @@
-"""`unistatus mapping`: the 38 forward mappings, reverse mappings, and their validation."""
+"""`unistatus mapping`: the forward mappings (the 38 and the config's extra values),
+reverse mappings, and their validation."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from unistatus.cli.context import EXIT_FAILED_CHECK, console, print_json
+from unistatus.cli.context import EXIT_FAILED_CHECK, console, print_json, state
 
 HELP = (
     "Show the status mapping (legacy -> unified, and unified -> legacy per type, with the "
-    "allowed transitions).\n\n"
+    "allowed transitions). It includes the extra legacy values of the config "
+    '([mapping.CASHOUT] REFUND_REQUESTED = "CANCELLED"); a bad one exits 2.\n\n'
     "--validate checks it instead: every legacy value mapped, every valid unified status "
     "reversible, forward(reverse(u)) compatible, all 16 unified statuses reachable. It exits "
     "1 unless coverage is 100% and nothing is wrong.\n\n"
@@ -23,6 +25,7 @@ HELP = (
 
 
 def mapping(
+    ctx: typer.Context,
     system: str = typer.Option(
         None, "--system", help="Only this legacy system: cashout, escrow or exchange."
     ),
@@ -33,6 +36,7 @@ def mapping(
     from unistatus.domain.statuses import LegacySystemType
     from unistatus.domain.transitions import TransitionRules
 
+    _ = state(ctx).settings  # loading them checks and registers the extra legacy values
     mapper = LegacyStatusMapper()
     if validate:
         report = mapper.validate()
@@ -61,11 +65,13 @@ def mapping(
     if json_out:
         print_json({"mappings": rows, "types": types})
         return
-    table = Table(title=f"Forward mapping ({len(rows)} legacy statuses)")
-    for col in ("system", "legacy", "unified"):
+    extra = sum(r["origin"] == "extra" for r in rows)
+    of_config = f", {extra} from the config" if extra else ""
+    table = Table(title=f"Forward mapping ({len(rows)} legacy statuses{of_config})")
+    for col in ("system", "legacy", "unified", "origin"):
         table.add_column(col)
     for r in rows:
-        table.add_row(r["system"], r["legacy"], r["unified"])
+        table.add_row(r["system"], r["legacy"], r["unified"], r["origin"])
     console.print(table)
     for ttype_name, info in types.items():
         rev = Table(title=f"{ttype_name}: valid unified statuses and their legacy value")
@@ -88,6 +94,11 @@ def _print_report(data: dict[str, Any]) -> None:
     )
     for system, counts in data["legacy"].items():
         console.print(f"  {system}: {counts['mapped']}/{counts['statuses']} mapped")
+    for row in data["extra"]:
+        console.print(
+            f"  extra: {row['system']}.{row['legacy']} -> {row['unified']} (config)",
+            highlight=False,
+        )
     for problem in data["problems"]:
         console.print(f"  [red]problem:[/] {problem}", highlight=False)
 
