@@ -101,3 +101,12 @@ def test_settings_invalid_elsewhere_register_nothing() -> None:
     with pytest.raises(ConfigError, match="fallback"):
         load_settings(fallback="sometimes", mapping={"CASHOUT": {"REFUND_REQUESTED": "CANCELLED"}})
     assert extra_statuses() == NONE
+
+
+def test_the_readme_config_example_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    example = readme.split("# unistatus.toml  (UNISTATUS_CONFIG=unistatus.toml)\n", 1)[1]
+    _config(tmp_path, monkeypatch, example.split("```", 1)[0])
+    settings = load_settings()
+    assert settings.legacy_tables["EXCHANGE"].table == "fx_orders"
+    assert settings.mapping == {"CASHOUT": {"REFUND_REQUESTED": "CANCELLED"}}

@@ -18,7 +18,7 @@ from unistatus.version import VERSION as _VERSION
 if _typing.TYPE_CHECKING:
     from unistatus.adapter.core import DualWriteAdapter, DualWriteResult, OperationEvent
     from unistatus.domain.ids import LegacyRef
-    from unistatus.domain.mapping import LegacyStatusMapper
+    from unistatus.domain.mapping import LegacyStatusMapper, register_extra_statuses
     from unistatus.domain.statuses import (
         CashoutStatus,
         DualWriteMode,
@@ -75,6 +75,7 @@ __all__ = [
     "UnistatusError",
     "UnmappableStatusError",
     "__version__",
+    "register_extra_statuses",
 ]
 
 # Each public name and the module that defines it (keep in step with the imports above).
@@ -105,6 +106,7 @@ _LAZY = {
     "UnifiedTransactionType": "unistatus.domain.statuses",
     "UnistatusError": "unistatus.errors",
     "UnmappableStatusError": "unistatus.errors",
+    "register_extra_statuses": "unistatus.domain.mapping",
 }
 
 

@@ -180,7 +180,8 @@ def _print_report(data: dict[str, Any]) -> None:
     if data["quarantined"]:
         console.print(
             f"[yellow]{data['quarantined']:,} unmappable legacy rows are quarantined; fix "
-            "them or the mapping, then run `unistatus backfill --retry-quarantine`.[/]"
+            "them or map their values (the config's \\[mapping.<SYSTEM>]), then run "
+            "`unistatus backfill --retry-quarantine`.[/]"
         )
 
 
