@@ -25,11 +25,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
-from unistatus.config import Settings
+from unistatus.config import LegacyTableSpec, Settings
+from unistatus.db.binding import schema_of
 from unistatus.db.control import ControlChange, read_mode, read_value, write_value
 from unistatus.db.dialect import BIG_INTEGER, ops_for
 from unistatus.db.engine import create_engine, display_url
-from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.legacy import legacy_schema, reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.schema import current_revision
 from unistatus.db.tables import control_log, migration_control
 from unistatus.errors import InputError, StorageError
@@ -180,14 +181,26 @@ class TableEntry:
     columns: list[ColumnInfo]
     sha256: str
     content_sha256: str
+    # The table's schema when the config names one (legacy_tables.X.schema); None: the
+    # bare name, found where the database's search_path finds it.
+    schema: str | None = None
+
+    @property
+    def spec(self) -> LegacyTableSpec:
+        """Where the table is, as a legacy table spec (to find it the one way)."""
+        return LegacyTableSpec(table=self.name, schema=self.schema)
 
     @property
     def primary_key(self) -> list[str]:
         return [c.name for c in self.columns if c.primary_key]
 
     def as_dict(self) -> dict[str, Any]:
+        # "schema" only when there is one: the manifests of tables found by their bare
+        # name stay byte for byte what they were before the key existed.
+        where = {} if self.schema is None else {"schema": self.schema}
         return {
             "name": self.name,
+            **where,
             "system": self.system,
             "file": self.file,
             "rows": self.rows,
@@ -207,6 +220,7 @@ class TableEntry:
             columns=[ColumnInfo(**c) for c in d["columns"]],
             sha256=d["sha256"],
             content_sha256=d["content_sha256"],
+            schema=d.get("schema"),
         )
 
 
@@ -301,10 +315,13 @@ def export_archive(
     entries: list[TableEntry] = []
     try:
         with ops_for(engine).snapshot() as conn:
-            mode = read_mode(conn) if sa.inspect(conn).has_table(migration_control.name) else None
+            installed = sa.inspect(conn).has_table(migration_control.name, schema=schema_of(conn))
+            mode = read_mode(conn) if installed else None
             for system, lt in tables.items():
                 columns = [ColumnInfo.of(c, engine.dialect) for c in lt.table.c]
-                entries.append(_export_table(conn, lt.table, system.value, columns, directory))
+                entry = _export_table(conn, lt.table, system.value, columns, directory)
+                entry.schema = settings.legacy_tables[system.value].schema
+                entries.append(entry)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"export failed: {exc.orig}") from None
     except OSError as exc:
@@ -419,22 +436,19 @@ def verify_archive(engine: sa.Engine, directory: str | Path) -> VerifyReport:
     report.problems += check_files(directory, manifest)
     try:
         with ops_for(engine).snapshot() as conn:
-            existing = set(sa.inspect(conn).get_table_names())
             for entry in manifest.tables:
-                report.tables.append(_compare_live(conn, entry, existing, report.problems))
+                report.tables.append(_compare_live(conn, entry, report.problems))
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot read the database: {exc.orig}") from None
     return report
 
 
-def _compare_live(
-    conn: sa.Connection, entry: TableEntry, existing: set[str], problems: list[str]
-) -> dict[str, Any]:
+def _compare_live(conn: sa.Connection, entry: TableEntry, problems: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"table": entry.name, "archived_rows": entry.rows, "live_rows": None}
-    if entry.name not in existing:
+    table = reflect_legacy_table(conn, entry.spec)
+    if table is None:
         problems.append(f"{entry.name}: no such table in the database")
         return out
-    table = sa.Table(entry.name, sa.MetaData(), autoload_with=conn)
     missing = [c.name for c in entry.columns if c.name not in table.c]
     if missing:
         problems.append(f"{entry.name}: columns missing in the database: {', '.join(missing)}")
@@ -547,7 +561,8 @@ def restore_archive(
 
 
 def _target_table(conn: sa.Connection, entry: TableEntry, replace: bool) -> tuple[sa.Table, bool]:
-    if not sa.inspect(conn).has_table(entry.name):
+    found = reflect_legacy_table(conn, entry.spec)
+    if found is None:
         table = sa.Table(
             entry.name,
             sa.MetaData(),
@@ -555,10 +570,11 @@ def _target_table(conn: sa.Connection, entry: TableEntry, replace: bool) -> tupl
                 sa.Column(c.name, c.sa_type(), primary_key=c.primary_key, nullable=c.nullable)
                 for c in entry.columns
             ),
+            schema=legacy_schema(conn, entry.spec),
         )
         table.create(conn)
         return table, True
-    table = sa.Table(entry.name, sa.MetaData(), autoload_with=conn)
+    table = found
     missing = [c.name for c in entry.columns if c.name not in table.c]
     if missing:
         raise InputError(
