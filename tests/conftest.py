@@ -5,7 +5,7 @@ run creates a throwaway database and drops it at the end; every test starts from
 tables. Without a server the PostgreSQL tests skip loudly, except under ``CI=true``,
 where they fail.
 
-``db_any_schema`` / ``pg_any_schema`` add a third layout to a test: PostgreSQL with
+``IN_EVERY_LAYOUT`` / ``PG_IN_EVERY_LAYOUT`` add a layout to a test: PostgreSQL with
 unistatus's tables in a schema of their own (``schema = "unistatus"``, the legacy tables
 in public), in a throwaway database of its own where public holds nothing of ours, so a
 statement that forgets the schema fails instead of passing on the wrong tables.
@@ -41,6 +41,14 @@ class Database:
     url: str
     engine: sa.Engine
     settings: Settings
+
+    @property
+    def app_engine(self) -> sa.Engine:
+        """The database as an application's own engine sees it: without unistatus's
+        schema (the same pool). A caller's connection comes from here, as in production."""
+        if schema_of(self.engine) is None:
+            return self.engine
+        return self.engine.execution_options(schema_translate_map={})
 
     def table(self, name: str) -> str:
         """A table's name for SQL text: ours qualified with their schema, others bare."""
@@ -148,25 +156,36 @@ def make_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Database:
     return Database("sqlite", url, engine, settings)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+_POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+_SCHEMA_LAYOUT = pytest.param("postgres_schema", marks=pytest.mark.postgres)
+# Decorators that run a test on one more layout: PostgreSQL with unistatus's tables in a
+# schema of their own (``pg_schema``). For a test taking ``db`` / ``pg``.
+IN_EVERY_LAYOUT = pytest.mark.parametrize(
+    "db", ["sqlite", _POSTGRES, _SCHEMA_LAYOUT], indirect=True
+)
+PG_IN_EVERY_LAYOUT = pytest.mark.parametrize("pg", [_POSTGRES, _SCHEMA_LAYOUT], indirect=True)
+
+
+@pytest.fixture(params=["sqlite", _POSTGRES])
 def db(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Database]:
-    """An empty, migrated database on each backend."""
+    """An empty, migrated database on each backend (and each layout: IN_EVERY_LAYOUT)."""
     if request.param == "sqlite":
         database = make_sqlite(tmp_path_factory)
         yield database
         database.engine.dispose()
         return
-    engine = request.getfixturevalue("_postgres_migrated")
-    url = request.getfixturevalue("postgres_url")
-    _truncate_all(engine)
-    yield Database("postgres", url, engine, load_settings(database_url=url, schema=DEFAULT_SCHEMA))
+    yield request.getfixturevalue("pg_schema" if request.param == "postgres_schema" else "pg")
 
 
 @pytest.fixture
 def pg(request: pytest.FixtureRequest) -> Database:
-    """PostgreSQL only (for concurrency tests): an empty, migrated database."""
+    """PostgreSQL only (for concurrency tests): an empty, migrated database (in a schema
+    of its own too with PG_IN_EVERY_LAYOUT)."""
+    if getattr(request, "param", "postgres") == "postgres_schema":
+        database: Database = request.getfixturevalue("pg_schema")
+        return database
     engine = request.getfixturevalue("_postgres_migrated")
     url = request.getfixturevalue("postgres_url")
     _truncate_all(engine)
@@ -190,30 +209,3 @@ def pg_schema(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     url = engine.url.render_as_string(hide_password=False)
     monkeypatch.setenv("UNISTATUS_SCHEMA", OWN_SCHEMA)
     return Database("postgres", url, engine, load_settings(database_url=url, schema=OWN_SCHEMA))
-
-
-_SCHEMA_LAYOUT = pytest.param("postgres_schema", marks=pytest.mark.postgres)
-
-
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres), _SCHEMA_LAYOUT]
-)
-def db_any_schema(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Database]:
-    """``db``, plus PostgreSQL with the tables in a schema of their own (``pg_schema``)."""
-    if request.param == "sqlite":
-        database = make_sqlite(tmp_path_factory)
-        yield database
-        database.engine.dispose()
-        return
-    yield request.getfixturevalue("pg_schema" if request.param == "postgres_schema" else "pg")
-
-
-@pytest.fixture(params=[pytest.param("postgres", marks=pytest.mark.postgres), _SCHEMA_LAYOUT])
-def pg_any_schema(request: pytest.FixtureRequest) -> Database:
-    """``pg``, plus the tables in a schema of their own (``pg_schema``)."""
-    database: Database = request.getfixturevalue(
-        "pg_schema" if request.param == "postgres_schema" else "pg"
-    )
-    return database

@@ -4,8 +4,8 @@
 Alembic's version table) and nothing in public; the legacy tables stay the application's;
 two installations side by side in one database are independent; the default (public)
 is what every installation has always had, and an existing one upgrades in place. The
-whole lifecycle in a schema runs in the tests parametrized with ``db_any_schema`` /
-``pg_any_schema`` (the demo among them).
+whole lifecycle in a schema runs in the tests marked ``IN_EVERY_LAYOUT`` /
+``PG_IN_EVERY_LAYOUT`` (conftest), the demo's full migration among them.
 """
 
 from __future__ import annotations
