@@ -33,7 +33,14 @@ from unistatus.db.prepared import Prepared
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import ConfigError, StorageError
+from unistatus.migration.archive import (
+    export_archive,
+    record_verified,
+    restore_archive,
+    verify_archive,
+)
 from unistatus.migration.check import run_check
+from unistatus.migration.retire import retire_legacy_columns, status_checksum, undo_cleanup
 
 LEGACY = {"cashouts", "escrows", "exchanges"}
 OURS = {t.name for t in all_tables()} | {schema.VERSION_TABLE}
@@ -378,5 +385,59 @@ def test_the_schema_is_refused_when_the_database_lacks_it(pg: Database) -> None:
     try:
         with pytest.raises(StorageError):
             DualWriteAdapter(engine, settings=settings).mode  # noqa: B018
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_legacy_tables_in_a_schema_the_config_names_archive_retire_and_restore(
+    fresh_pg: Callable[[], str], tmp_path: Path
+) -> None:
+    """The application keeps its tables in schema "shop" (legacy_tables.X.schema),
+    unistatus in its own: the archive records where they are, retirement drops and its
+    undo restores the status columns there, and a restore puts them back there."""
+    url, target = fresh_pg(), fresh_pg()
+    for each in (url, target):
+        plain = create_engine(each)
+        with plain.begin() as conn:
+            conn.exec_driver_sql("CREATE SCHEMA shop")
+        plain.dispose()
+    shop = {s.value: {"table": LEGACY_NAME[s], "schema": "shop"} for s in LegacySystemType}
+    settings = load_settings(database_url=url, schema=OWN_SCHEMA, legacy_tables=shop)
+    engine = create_engine(url, schema=settings.schema)
+    try:
+        schema.upgrade(engine, settings)
+        assert relation_names(engine, "shop") == LEGACY and not relation_names(engine, "public")
+        set_mode(engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", settings=settings)
+        with DualWriteAdapter(engine, settings=settings, record_stats=False) as adapter:
+            for ttype, step in (("WALLET_CASHOUT", "APPROVED"), ("ESCROW", "PAYMENT_PENDING")):
+                made = adapter.create_transaction(ttype, 1, "5", "USD")
+                assert made.entity_id
+                assert adapter.update_status(made.entity_id, step, "t", "t").overall_success
+        set_mode(engine, DualWriteMode.UNIFIED_ONLY, reason="phase 4", settings=settings)
+
+        out = tmp_path / "archive"
+        manifest = export_archive(engine, settings, out)
+        assert {t.schema for t in manifest.tables} == {"shop"}
+        report = verify_archive(engine, out)
+        assert report.ok, report.problems
+        record_verified(engine, report, actor="t")
+        before = status_checksum(engine, settings)
+        assert before["rows"] == 2
+
+        assert retire_legacy_columns(engine, settings, actor="t", reason="t")["dropped"]
+        columns = sa.inspect(engine).get_columns("cashouts", schema="shop")
+        assert "status" not in {c["name"] for c in columns}
+        undone = undo_cleanup(engine, settings, actor="t", reason="drill")
+        assert undone["undone"] and undone["checksum_after"] == before
+
+        restored = restore_archive(target, out)
+        assert restored.verify.ok, restored.verify.problems
+        check = create_engine(target)
+        try:
+            assert relation_names(check, "shop") == LEGACY
+            assert not relation_names(check, "public")
+        finally:
+            check.dispose()
     finally:
         engine.dispose()
