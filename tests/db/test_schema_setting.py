@@ -124,6 +124,22 @@ def test_an_engine_that_does_not_match_the_settings_is_refused(pg_schema: Databa
 
 
 @pytest.mark.postgres
+def test_adapters_on_the_applications_engine_share_one_bound_engine(pg_schema: Database) -> None:
+    """Binding one engine twice gives one engine: the adapters of a process on it share
+    their statistics recorder, as they do without the setting."""
+    application = sa.create_engine(pg_schema.url)
+    first = DualWriteAdapter(application, settings=pg_schema.settings)
+    second = DualWriteAdapter(application, settings=pg_schema.settings)
+    try:
+        assert first.engine is second.engine and schema_of(first.engine) == OWN_SCHEMA
+        assert first.stats is not None and first.stats is second.stats
+    finally:
+        first.close()
+        second.close()
+        application.dispose()
+
+
+@pytest.mark.postgres
 def test_names_for_hand_written_sql(pg_schema: Database, pg: Database) -> None:
     assert qualified_name(unified_transactions, pg_schema.engine) == (
         "unistatus.unified_transactions"

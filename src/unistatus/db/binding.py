@@ -19,6 +19,7 @@ connection the caller lends the adapter (:func:`bound_connection`).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,6 +40,10 @@ __all__ = [
 ]
 
 _OPTION = "schema_translate_map"
+# (id(engine), schema) -> that engine bound to it, while the bound engine lives (it holds
+# the engine, so the id is not reused meanwhile): binding one engine twice gives the same
+# engine, so what is kept per engine (the adapters' shared statistics) stays shared.
+_BOUND: weakref.WeakValueDictionary[tuple[int, str], sa.Engine] = weakref.WeakValueDictionary()
 
 
 def own_schema(setting: str) -> str | None:
@@ -75,12 +80,16 @@ def bind_schema(engine: sa.Engine, setting: str) -> sa.Engine:
     current = schema_of(engine)
     if current == wanted:
         return engine
-    if current is not None:
+    if current is not None or wanted is None:
         raise ConfigError(
             f"this engine keeps unistatus's tables in schema {current!r}, but the settings "
             f"say schema = {setting!r}"
         )
-    return engine.execution_options(**{_OPTION: translate_map(wanted)})
+    bound = _BOUND.get((id(engine), wanted))
+    if bound is None:
+        bound = engine.execution_options(**{_OPTION: translate_map(wanted)})
+        _BOUND[(id(engine), wanted)] = bound
+    return bound
 
 
 def require_bound(bind: sa.Engine | sa.Connection, setting: str) -> None:

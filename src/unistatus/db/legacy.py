@@ -4,9 +4,9 @@ Names come from :class:`unistatus.config.LegacyTableSpec` and are checked agains
 database by reflection; SQL is then built from the reflected ``Column`` objects, so no
 configured name is ever pasted into SQL text. The tables are the application's: they
 stay where it keeps them whatever the ``schema`` setting (:func:`legacy_schema`). The
-list of legacy columns unistatus
-works with (:data:`LEGACY_COLUMNS`, :data:`DATA_COLUMNS`) and the one way to read a
-legacy row (:func:`legacy_select`) live here.
+list of legacy columns unistatus works with (:data:`LEGACY_COLUMNS`,
+:data:`DATA_COLUMNS`) and the one way to read a legacy row (:func:`legacy_select`) live
+here.
 """
 
 from __future__ import annotations
@@ -145,8 +145,8 @@ def legacy_schema(bind: sa.Engine | sa.Connection, spec: LegacyTableSpec) -> str
     search_path as the application resolves it) while our tables are unqualified too.
     When they are in a schema of their own the bare name would be translated into it
     (:mod:`unistatus.db.binding`), so the table is pinned to the schema its bare name
-    resolves to now (the first schema of the search_path where it is not found yet: where
-    a bare ``CREATE TABLE`` would put it).
+    resolves to now (no such table yet: ``current_schema()``, where a bare ``CREATE
+    TABLE`` would put it).
     """
     if spec.schema is not None or schema_of(bind) is None:
         return spec.schema
