@@ -102,7 +102,6 @@ def run_raw(url: str, walks: list[Walk], concurrent: int, slots: int) -> dict[st
     hot = HotStatements(
         resolve_legacy_tables(engine, settings, require_status=False),
         ops_for(engine),
-        engine.dialect,
         locked_mode=True,
     )
     gate = FairGate(slots) if slots else None

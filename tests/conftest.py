@@ -4,6 +4,11 @@ PostgreSQL comes from ``UNISTATUS_TEST_POSTGRES_URL`` (default: the local server
 run creates a throwaway database and drops it at the end; every test starts from empty
 tables. Without a server the PostgreSQL tests skip loudly, except under ``CI=true``,
 where they fail.
+
+``IN_EVERY_LAYOUT`` / ``PG_IN_EVERY_LAYOUT`` add a layout to a test: PostgreSQL with
+unistatus's tables in a schema of their own (``schema = "unistatus"``, the legacy tables
+in public), in a throwaway database of its own where public holds nothing of ours, so a
+statement that forgets the schema fails instead of passing on the wrong tables.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import pytest
 import sqlalchemy as sa
 
 from unistatus.adapter.stats import close_all as close_statistics
-from unistatus.config import Settings, load_settings
+from unistatus.config import DEFAULT_SCHEMA, Settings, load_settings
 from unistatus.db import schema
+from unistatus.db.binding import schema_of
+from unistatus.db.catalog import metadata, qualified_name
 from unistatus.db.engine import create_engine
 from unistatus.domain import mapping
 from unistatus.domain.statuses import LegacySystemType
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+OWN_SCHEMA = "unistatus"  # where the schema layout keeps unistatus's tables
 
 
 @dataclass
@@ -36,9 +44,22 @@ class Database:
     engine: sa.Engine
     settings: Settings
 
+    @property
+    def app_engine(self) -> sa.Engine:
+        """The database as an application's own engine sees it: without unistatus's
+        schema (the same pool). A caller's connection comes from here, as in production."""
+        if schema_of(self.engine) is None:
+            return self.engine
+        return self.engine.execution_options(schema_translate_map={})
+
+    def table(self, name: str) -> str:
+        """A table's name for SQL text: ours qualified with their schema, others bare."""
+        return qualified_name(name, self.engine) if name in metadata.tables else name
+
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+            q = f"SELECT count(*) FROM {self.table(table)}"
+            return int(conn.execute(sa.text(q)).scalar_one())
 
 
 def _server_url() -> str:
@@ -71,11 +92,10 @@ def _extra_statuses_end_with_the_test(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setitem(mapping._FORWARD_STR, system, mapping._FORWARD_STR[system])
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A throwaway database on the server, created for this run and dropped after."""
+def _throwaway_database(tag: str) -> tuple[sa.Engine, str, str]:
+    """(admin engine, URL, name) of a new database on the server, for this run."""
     server = sa.engine.make_url(_server_url())
-    name = f"unistatus_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    name = f"unistatus_test_{os.getpid()}_{uuid.uuid4().hex[:6]}{tag}"
     admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -83,63 +103,103 @@ def postgres_url() -> Iterator[str]:
     except sa.exc.OperationalError as exc:
         admin.dispose()
         _unavailable(str(exc.orig).strip().splitlines()[0])
-    url = server.set(database=name).render_as_string(hide_password=False)
+    return admin, server.set(database=name).render_as_string(hide_password=False), name
+
+
+def _drop_database(admin: sa.Engine, name: str) -> None:
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throwaway database on the server, created for this run and dropped after."""
+    admin, url, name = _throwaway_database("")
     try:
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+        _drop_database(admin, name)
 
 
 @pytest.fixture(scope="session")
 def _postgres_migrated(postgres_url: str) -> Iterator[sa.Engine]:
     engine = create_engine(postgres_url)
-    schema.upgrade(engine, load_settings(database_url=postgres_url))
+    schema.upgrade(engine, load_settings(database_url=postgres_url, schema=DEFAULT_SCHEMA))
     yield engine
     engine.dispose()
 
 
+@pytest.fixture(scope="session")
+def _postgres_schema_migrated() -> Iterator[sa.Engine]:
+    """Another throwaway database, installed with ``schema = "unistatus"``."""
+    admin, url, name = _throwaway_database("_schema")
+    engine = create_engine(url, schema=OWN_SCHEMA)
+    try:
+        schema.upgrade(engine, load_settings(database_url=url, schema=OWN_SCHEMA))
+        yield engine
+    finally:
+        engine.dispose()
+        _drop_database(admin, name)
+
+
 def _truncate_all(engine: sa.Engine) -> None:
     with engine.begin() as conn:
-        names = [n for n in sa.inspect(conn).get_table_names() if n != schema.VERSION_TABLE]
+        inspector = sa.inspect(conn)
+        where = [None] if schema_of(engine) is None else [None, schema_of(engine)]
+        names = [
+            f'"{s}"."{n}"' if s else f'"{n}"'
+            for s in where
+            for n in inspector.get_table_names(schema=s)
+            if n != schema.VERSION_TABLE
+        ]
         if names:
-            quoted = ", ".join(f'"{n}"' for n in names)
-            conn.exec_driver_sql(f"TRUNCATE {quoted} RESTART IDENTITY CASCADE")
+            conn.exec_driver_sql(f"TRUNCATE {', '.join(names)} RESTART IDENTITY CASCADE")
 
 
 def make_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Database:
     path = tmp_path_factory.mktemp("db") / "unistatus.db"
     url = f"sqlite:///{path}"
-    settings = load_settings(database_url=url)
+    settings = load_settings(database_url=url, schema=DEFAULT_SCHEMA)
     engine = create_engine(url)
     schema.upgrade(engine, settings)
     return Database("sqlite", url, engine, settings)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+_POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
+_SCHEMA_LAYOUT = pytest.param("postgres_schema", marks=pytest.mark.postgres)
+# Decorators that run a test on one more layout: PostgreSQL with unistatus's tables in a
+# schema of their own (``pg_schema``). For a test taking ``db`` / ``pg``.
+IN_EVERY_LAYOUT = pytest.mark.parametrize(
+    "db", ["sqlite", _POSTGRES, _SCHEMA_LAYOUT], indirect=True
+)
+PG_IN_EVERY_LAYOUT = pytest.mark.parametrize("pg", [_POSTGRES, _SCHEMA_LAYOUT], indirect=True)
+
+
+@pytest.fixture(params=["sqlite", _POSTGRES])
 def db(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Database]:
-    """An empty, migrated database on each backend."""
+    """An empty, migrated database on each backend (and each layout: IN_EVERY_LAYOUT)."""
     if request.param == "sqlite":
         database = make_sqlite(tmp_path_factory)
         yield database
         database.engine.dispose()
         return
-    engine = request.getfixturevalue("_postgres_migrated")
-    url = request.getfixturevalue("postgres_url")
-    _truncate_all(engine)
-    yield Database("postgres", url, engine, load_settings(database_url=url))
+    yield request.getfixturevalue("pg_schema" if request.param == "postgres_schema" else "pg")
 
 
 @pytest.fixture
 def pg(request: pytest.FixtureRequest) -> Database:
-    """PostgreSQL only (for concurrency tests): an empty, migrated database."""
+    """PostgreSQL only (for concurrency tests): an empty, migrated database (in a schema
+    of its own too with PG_IN_EVERY_LAYOUT)."""
+    if getattr(request, "param", "postgres") == "postgres_schema":
+        database: Database = request.getfixturevalue("pg_schema")
+        return database
     engine = request.getfixturevalue("_postgres_migrated")
     url = request.getfixturevalue("postgres_url")
     _truncate_all(engine)
-    return Database("postgres", url, engine, load_settings(database_url=url))
+    return Database("postgres", url, engine, load_settings(database_url=url, schema=DEFAULT_SCHEMA))
 
 
 @pytest.fixture
@@ -147,3 +207,15 @@ def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     database = make_sqlite(tmp_path_factory)
     yield database
     database.engine.dispose()
+
+
+@pytest.fixture
+def pg_schema(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Database:
+    """PostgreSQL with unistatus's tables in schema "unistatus" (legacy tables in public),
+    empty. UNISTATUS_SCHEMA is set too, for what loads its settings from the environment
+    (the CLI, the demo)."""
+    engine = request.getfixturevalue("_postgres_schema_migrated")
+    _truncate_all(engine)
+    url = engine.url.render_as_string(hide_password=False)
+    monkeypatch.setenv("UNISTATUS_SCHEMA", OWN_SCHEMA)
+    return Database("postgres", url, engine, load_settings(database_url=url, schema=OWN_SCHEMA))

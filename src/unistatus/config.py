@@ -7,7 +7,9 @@ the live database (see :mod:`unistatus.db.legacy`) before any SQL uses them.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,12 +29,55 @@ from unistatus.errors import ConfigError
 
 DEFAULT_DATABASE_URL = "sqlite:///unistatus.db"
 CONFIG_FILE_ENV = "UNISTATUS_CONFIG"
+# Where unistatus's own tables live on PostgreSQL. "public" (the default, and what every
+# installation made before the setting existed has) keeps their names unqualified, as
+# they always were; any other name is a schema of their own (unistatus.db.binding).
+DEFAULT_SCHEMA = "public"
+# A schema name that never needs quoting in SQL: lower case, digits, underscores.
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+_MAX_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
+
+# Pydantic warns that a field named ``schema`` shadows BaseModel.schema (its deprecated
+# v1 JSON-schema method, which nothing here calls); ``schema`` is the setting's name in
+# the config file and the environment (UNISTATUS_SCHEMA), so the field keeps it.
+warnings.filterwarnings(
+    "ignore",
+    message=r'Field name "schema" in "(Settings|LegacyTableSpec)" shadows',
+    category=UserWarning,
+)
+
+
+def check_own_schema(name: str) -> str:
+    """The name of the schema for unistatus's own tables, or ValueError saying why not.
+
+    Only names that need no quoting are accepted: they appear in SQL that unistatus writes
+    itself (the PostgreSQL function of revision 0007, the capture triggers) as well as in
+    SQLAlchemy's, and an operator types them in psql; a name that needs quoting there is a
+    mistake waiting to happen.
+    """
+    if not _PLAIN_NAME.fullmatch(name):
+        raise ValueError(
+            f"schema {name!r} would need quoting in SQL: use lower-case letters, digits and "
+            'underscores, starting with a letter or an underscore (e.g. "unistatus")'
+        )
+    if len(name.encode()) > _MAX_NAME_BYTES:
+        raise ValueError(f"schema {name!r} is longer than PostgreSQL's 63-byte names")
+    if name.startswith("pg_") or name == "information_schema":
+        raise ValueError(f"schema {name!r} is reserved by PostgreSQL for its system catalogs")
+    from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS  # lazy: SQLAlchemy
+
+    if name in RESERVED_WORDS:
+        raise ValueError(f"schema {name!r} is an SQL reserved word and would need quoting")
+    return name
 
 
 class LegacyTableSpec(BaseModel):
     """Where one legacy system keeps its rows, and what its columns are called."""
 
     table: str
+    # The schema the application keeps the table in; None: wherever the table's bare name
+    # resolves (the connection's search_path, as the application itself names it).
+    schema: str | None = Field(default=None, min_length=1)  # type: ignore[assignment]
     id: str = "id"
     status: str = "status"
     user_id: str = "user_id"
@@ -42,7 +87,7 @@ class LegacyTableSpec(BaseModel):
     updated_at: str = "updated_at"
 
     def column_names(self) -> dict[str, str]:
-        return self.model_dump(exclude={"table"})
+        return self.model_dump(exclude={"table", "schema"})
 
 
 def _default_legacy_tables() -> dict[str, LegacyTableSpec]:
@@ -82,6 +127,9 @@ class Settings(BaseSettings):
     )
 
     database_url: str = DEFAULT_DATABASE_URL
+    # PostgreSQL: the schema of unistatus's own tables (see DEFAULT_SCHEMA); SQLite has
+    # none, and refuses any other value (unistatus.db.binding.bind_schema).
+    schema: str = DEFAULT_SCHEMA  # type: ignore[assignment]
     legacy_tables: dict[str, LegacyTableSpec] = Field(default_factory=_default_legacy_tables)
     fallback: Literal["strict", "primary_wins"] = "strict"
     shadow_read_rate: float = Field(default=0.0, ge=0.0, le=1.0)
@@ -113,6 +161,11 @@ class Settings(BaseSettings):
     # "CANCELLED"): checked here, registered for this process once the settings are valid
     # (docs/status-model.md, "Extra legacy values").
     mapping: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @field_validator("schema")
+    @classmethod
+    def _plain_schema(cls, v: str) -> str:
+        return check_own_schema(v)
 
     @field_validator("legacy_tables")
     @classmethod

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from support.adapters import TABLES as ALL_TABLES
 from support.adapters import adapter_in, snapshot
 from unistatus import (
@@ -65,7 +65,7 @@ TABLES = [
 
 @pytest.fixture
 def ledger(db: Database) -> Iterator[Database]:
-    Base.metadata.create_all(db.engine)
+    Base.metadata.create_all(db.app_engine)  # the application's table
     yield db
 
 
@@ -82,7 +82,7 @@ def counts(db: Database) -> dict[str, int]:
 
 def everything(db: Database) -> dict[str, list[str]]:
     state = snapshot(db)
-    with db.engine.connect() as conn:
+    with db.app_engine.connect() as conn:
         state["test_ledger"] = sorted(repr(tuple(r)) for r in conn.execute(sa.select(LEDGER)))
     return state
 
@@ -101,10 +101,11 @@ def pay_out(a: DualWriteAdapter, conn: Any, user: int = 1) -> str:
 # --- commit and rollback, in every mode ---------------------------------------------------
 
 
+@IN_EVERY_LAYOUT
 @pytest.mark.parametrize("mode", ALL_MODES, ids=lambda m: m.value)
 def test_commit_writes_every_side_with_history(ledger: Database, mode: DualWriteMode) -> None:
     a, events = adapter(ledger, mode)
-    with ledger.engine.connect() as conn, conn.begin():
+    with ledger.app_engine.connect() as conn, conn.begin():
         entity_id = pay_out(a, conn)
         # Inside the transaction the caller reads its own writes.
         status, meta = a.get_transaction_status(entity_id, connection=conn)
@@ -131,16 +132,17 @@ def test_commit_writes_every_side_with_history(ledger: Database, mode: DualWrite
     assert a.check_consistency(entity_id)["consistent"] is mode.writes_unified
 
 
+@IN_EVERY_LAYOUT
 @pytest.mark.parametrize("mode", ALL_MODES, ids=lambda m: m.value)
 def test_caller_rollback_leaves_nothing_and_is_observed_as_rolled_back(
     ledger: Database, mode: DualWriteMode
 ) -> None:
     a, events = adapter(ledger, mode)
-    with ledger.engine.begin() as conn:  # a transaction that already holds an entity
+    with ledger.app_engine.begin() as conn:  # a transaction that already holds an entity
         existing = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=conn)
     before = everything(ledger)
     events.clear()
-    with ledger.engine.connect() as conn:
+    with ledger.app_engine.connect() as conn:
         tx = conn.begin()
         pay_out(a, conn)
         assert existing.entity_id is not None
@@ -157,11 +159,11 @@ def test_statistics_count_a_rolled_back_write_as_rolled_back(ledger: Database) -
     """Neither a success nor an error: counted apart (revision 0010), out of the error rate."""
     a, _ = adapter(ledger, M.DUAL_WRITE_LEGACY_PRIMARY)
     stats = OperationStats(ledger.engine, start=False).attach(a)
-    with ledger.engine.connect() as conn:
+    with ledger.app_engine.connect() as conn:
         tx = conn.begin()
         pay_out(a, conn)
         tx.rollback()
-    with ledger.engine.begin() as conn:
+    with ledger.app_engine.begin() as conn:
         pay_out(a, conn)
     assert stats.flush() > 0
     seen = window(ledger.engine, 600)
@@ -172,7 +174,7 @@ def test_statistics_count_a_rolled_back_write_as_rolled_back(ledger: Database) -
 def test_an_exception_in_the_callers_code_leaves_nothing(ledger: Database) -> None:
     a, events = adapter(ledger, M.DUAL_WRITE_LEGACY_PRIMARY)
     before = everything(ledger)
-    with pytest.raises(ZeroDivisionError), ledger.engine.begin() as conn:
+    with pytest.raises(ZeroDivisionError), ledger.app_engine.begin() as conn:
         pay_out(a, conn)
         _ = 1 / 0  # the service fails after the adapter's calls
     assert everything(ledger) == before
@@ -187,7 +189,7 @@ def test_bad_input_raises_typed_and_leaves_the_transaction_usable(ledger: Databa
     done = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="SUCCESS")
     assert done.entity_id is not None
     before = everything(ledger)
-    with ledger.engine.connect() as conn, conn.begin():
+    with ledger.app_engine.connect() as conn, conn.begin():
         with pytest.raises(InputError):
             a.create_transaction("WALLET_CASHOUT", 1, "-5", "USD", connection=conn)
         with pytest.raises(InvalidTransitionError):
@@ -212,7 +214,7 @@ def everything_in(conn: sa.Connection) -> dict[str, list[str]]:
 
 def test_connection_not_in_a_transaction_is_refused(ledger: Database) -> None:
     a, _ = adapter(ledger, M.DUAL_WRITE_LEGACY_PRIMARY)
-    with ledger.engine.connect() as conn, pytest.raises(InputError, match="in a transaction"):
+    with ledger.app_engine.connect() as conn, pytest.raises(InputError, match="in a transaction"):
         a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=conn)
     with pytest.raises(InputError, match="Connection or ORM Session"):
         a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection="conn")  # type: ignore[arg-type]
@@ -237,12 +239,12 @@ def refuse_unified(db: Database, status: str) -> tuple[str, str]:
 @pytest.fixture
 def refused_failed(ledger: Database) -> Iterator[Database]:
     ddl, undo = refuse_unified(ledger, "FAILED")
-    with ledger.engine.begin() as conn:
+    with ledger.app_engine.begin() as conn:
         conn.exec_driver_sql(ddl)
     try:
         yield ledger
     finally:
-        with ledger.engine.begin() as conn:
+        with ledger.app_engine.begin() as conn:
             conn.exec_driver_sql(undo)
 
 
@@ -291,16 +293,16 @@ def test_a_rolled_back_change_leaves_no_stale_guess(ledger: Database) -> None:
     a, _ = adapter(ledger, M.DUAL_WRITE_LEGACY_PRIMARY)
     c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
     assert a.update_status(c.entity_id, "PROCESSING", "r", "t").changed
-    with ledger.engine.connect() as conn:
+    with ledger.app_engine.connect() as conn:
         tx = conn.begin()
         a.update_status(c.entity_id, "AWAITING_RESPONSE", "r", "t", connection=conn)
         tx.rollback()
     for target in ("AWAITING_RESPONSE", "SUCCESS"):
-        with ledger.engine.begin() as conn:
+        with ledger.app_engine.begin() as conn:
             r = a.update_status(c.entity_id, target, "r", "t", connection=conn)
         assert r.overall_success and r.changed, r.error
     assert a.check_consistency(c.entity_id)["consistent"]
-    with ledger.engine.connect() as conn:
+    with ledger.app_engine.connect() as conn:
         chain = conn.execute(
             sa.text("SELECT from_status, to_status FROM unified_status_history ORDER BY id")
         ).all()
@@ -314,14 +316,14 @@ def test_a_rolled_back_change_leaves_no_stale_guess(ledger: Database) -> None:
 
 def test_idempotency_key_in_the_callers_transaction(ledger: Database) -> None:
     a, _ = adapter(ledger, M.DUAL_WRITE_LEGACY_PRIMARY)
-    with ledger.engine.connect() as conn:
+    with ledger.app_engine.connect() as conn:
         tx = conn.begin()
         a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="k1", connection=conn)
         tx.rollback()  # the key goes with the rest
-    with ledger.engine.begin() as conn:
+    with ledger.app_engine.begin() as conn:
         first = a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="k1", connection=conn)
         assert first.changed and not first.replayed
-    with ledger.engine.begin() as conn:
+    with ledger.app_engine.begin() as conn:
         again = a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="k1", connection=conn)
     assert again.replayed and again.entity_id == first.entity_id
     assert ledger.count("escrows") == 1
@@ -330,11 +332,12 @@ def test_idempotency_key_in_the_callers_transaction(ledger: Database) -> None:
 # --- an ORM Session -----------------------------------------------------------------------
 
 
+@IN_EVERY_LAYOUT
 @pytest.mark.parametrize("commit", [True, False], ids=["commit", "rollback"])
 def test_orm_session(ledger: Database, commit: bool) -> None:
     a, events = adapter(ledger, M.DUAL_WRITE_LEGACY_PRIMARY)
     before = everything(ledger)
-    with Session(ledger.engine) as session:
+    with Session(ledger.app_engine) as session:
         session.begin()
         created = a.create_transaction("WALLET_CASHOUT", 7, "5", "USD", connection=session)
         assert created.entity_id is not None
@@ -370,7 +373,7 @@ def test_a_mode_switch_waits_for_the_callers_commit(ledger: Database) -> None:
         set_mode(ledger.engine, M.LEGACY_ONLY, reason="pause", actor="test")
         switched.set()
 
-    with ledger.engine.connect() as conn:
+    with ledger.app_engine.connect() as conn:
         tx = conn.begin()
         r = a.update_status(created.entity_id, "PROCESSING", "paid", "svc", connection=conn)
         assert r.mode is M.DUAL_WRITE_LEGACY_PRIMARY
@@ -381,10 +384,10 @@ def test_a_mode_switch_waits_for_the_callers_commit(ledger: Database) -> None:
         tx.commit()
         worker.join(10)
     assert switched.is_set()
-    with ledger.engine.connect() as conn:
+    with ledger.app_engine.connect() as conn:
         assert read_mode(conn) is M.LEGACY_ONLY
     # The next caller transaction runs in the new mode, whatever the adapter had cached.
-    with ledger.engine.begin() as conn:
+    with ledger.app_engine.begin() as conn:
         r = a.update_status(created.entity_id, "SUCCESS", "done", "svc", connection=conn)
     assert r.mode is M.LEGACY_ONLY
     assert counts(ledger)["unified_status_history"] == 2  # create + PROCESSING, not SUCCESS
@@ -395,7 +398,7 @@ def test_sqlite_stale_read_transaction_is_refused_clearly(ledger: Database) -> N
         pytest.skip("SQLite's write lock")
     a, _ = adapter(ledger, M.DUAL_WRITE_LEGACY_PRIMARY)
     created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
-    with ledger.engine.connect() as conn:
+    with ledger.app_engine.connect() as conn:
         tx = conn.begin()  # BEGIN (deferred): a read transaction until its first write
         conn.execute(sa.select(LEDGER)).all()
         a.create_transaction("WALLET_CASHOUT", 2, "5", "USD")  # another writer commits
@@ -403,7 +406,7 @@ def test_sqlite_stale_read_transaction_is_refused_clearly(ledger: Database) -> N
             a.update_status(created.entity_id, "PROCESSING", "paid", "svc", connection=conn)
         tx.rollback()
     # Begun IMMEDIATE, the same transaction holds the lock from the start.
-    with ledger.engine.connect() as plain:
+    with ledger.app_engine.connect() as plain:
         conn = plain.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             conn.execute(sa.select(LEDGER)).all()
@@ -417,7 +420,7 @@ def test_postgres_snapshot_isolation_is_refused_with_nothing_written(
 ) -> None:
     # The mode is read in the caller's snapshot: at REPEATABLE READ a switch after the
     # snapshot was taken would go unseen (a write under UNIFIED_ONLY's stale mode).
-    Base.metadata.create_all(pg.engine)
+    Base.metadata.create_all(pg.app_engine)
     a, events = adapter(pg, M.DUAL_WRITE_UNIFIED_PRIMARY)
     created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
     assert created.entity_id is not None
@@ -444,8 +447,9 @@ def test_postgres_snapshot_isolation_is_refused_with_nothing_written(
     assert r.overall_success, r.error
 
 
+@PG_IN_EVERY_LAYOUT
 def test_sixteen_threads_lose_nothing(pg: Database) -> None:
-    Base.metadata.create_all(pg.engine)
+    Base.metadata.create_all(pg.app_engine)
     a, events = adapter(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
     shared = a.create_transaction("ESCROW", 1, "10", "USDT", status="FUNDS_HELD").entity_id
     assert shared is not None
@@ -454,7 +458,7 @@ def test_sixteen_threads_lose_nothing(pg: Database) -> None:
     def service(n: int) -> list[str]:
         ids = []
         for i in range(per_thread):
-            with pg.engine.begin() as conn:
+            with pg.app_engine.begin() as conn:
                 ids.append(pay_out(a, conn, user=n + 1))
                 # Contention on one entity too: every thread flips the shared escrow.
                 target = "DISPUTED" if (n + i) % 2 else "FUNDS_HELD"
@@ -470,12 +474,13 @@ def test_sixteen_threads_lose_nothing(pg: Database) -> None:
         history = dict(
             conn.execute(
                 sa.text(
-                    "SELECT transaction_id, count(*) FROM unified_status_history "
+                    f"SELECT transaction_id, count(*) FROM {pg.table('unified_status_history')} "
                     "GROUP BY transaction_id"
                 )
             ).all()
         )
-        versions = dict(conn.execute(sa.text("SELECT id, version FROM unified_transactions")).all())
+        q = f"SELECT id, version FROM {pg.table('unified_transactions')}"
+        versions = dict(conn.execute(sa.text(q)).all())
     assert all(history[e] == 2 and versions[e] == 2 for e in ids)
     # Every accepted change of the shared escrow has its history row and its version bump.
     flips = [
@@ -486,7 +491,7 @@ def test_sixteen_threads_lose_nothing(pg: Database) -> None:
     with pg.engine.connect() as conn:
         chain = conn.execute(
             sa.text(
-                "SELECT from_status, to_status FROM unified_status_history "
+                f"SELECT from_status, to_status FROM {pg.table('unified_status_history')} "
                 "WHERE transaction_id = :t ORDER BY id"
             ),
             {"t": shared},
@@ -510,11 +515,13 @@ def readme_example() -> str:
     return "\n".join(blocks)
 
 
+@IN_EVERY_LAYOUT
 def test_the_readme_example_runs(db: Database) -> None:
     set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
-    ns: dict[str, Any] = {"engine": db.engine, "__name__": "readme"}
+    # The application's own engine: the adapter finds the schema in its settings.
+    ns: dict[str, Any] = {"engine": db.app_engine, "__name__": "readme"}
     exec(compile(readme_example(), str(README), "exec", dont_inherit=True), ns)
-    ns["Base"].metadata.create_all(db.engine)
+    ns["Base"].metadata.create_all(db.app_engine)
     adapter: DualWriteAdapter = ns["adapter"]
     first = adapter.create_transaction("WALLET_CASHOUT", 1, "30", "USD").entity_id
     second = adapter.create_transaction("WALLET_CASHOUT", 1, "30", "USD").entity_id
@@ -528,10 +535,10 @@ def test_the_readme_example_runs(db: Database) -> None:
         statuses = [adapter.get_transaction_status(e)[0] for e in (first, second)]
         return Decimal(balance), entries, [s.value if s else None for s in statuses]
 
-    with Session(db.engine) as session:
+    with Session(db.app_engine) as session:
         ns["approve_cashout"](session, first, 1, Decimal("30"))
     assert state() == (Decimal("20"), 1, ["PROCESSING", "PENDING"])
-    with Session(db.engine) as session, pytest.raises(ns["InsufficientFunds"]):
+    with Session(db.app_engine) as session, pytest.raises(ns["InsufficientFunds"]):
         ns["approve_cashout"](session, second, 1, Decimal("30"))
     assert state() == (Decimal("20"), 1, ["PROCESSING", "PENDING"])  # all three undone
     with pytest.raises(ns["InsufficientFunds"]):

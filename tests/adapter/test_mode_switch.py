@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import sqlalchemy as sa
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from unistatus import DualWriteAdapter, DualWriteMode, DualWriteResult, UnifiedTransactionStatus
 from unistatus.clock import as_utc
 from unistatus.db import control
@@ -23,6 +23,7 @@ from unistatus.errors import StorageError
 M = DualWriteMode
 
 
+@IN_EVERY_LAYOUT
 def test_switch_reaches_a_second_adapter_within_a_second(db: Database) -> None:
     settings = db.settings.model_copy(update={"mode_refresh_seconds": 0.2})
     first = DualWriteAdapter(db.engine, settings=settings)
@@ -74,6 +75,7 @@ def test_stale_legacy_only_cache_cannot_skip_the_unified_write(db: Database) -> 
     assert db.count("unified_status_history") == 3
 
 
+@PG_IN_EVERY_LAYOUT
 def test_writers_racing_a_switch_commit_under_one_mode(pg: Database) -> None:
     set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
     adapter = DualWriteAdapter(pg.engine, settings=pg.settings)
@@ -109,6 +111,7 @@ def test_writers_racing_a_switch_commit_under_one_mode(pg: Database) -> None:
             sa.select(status_history).where(status_history.c.from_status.is_not(None))
         ).all()
         pending = {r.operation_id: r for r in conn.execute(sa.select(pending_legacy_changes)).all()}
+    with pg.app_engine.connect() as conn:  # the application's table
         legacy_touched = conn.execute(sa.select(sa.func.max(escrows.c.updated_at))).scalar_one()
     history_mode = {r.operation_id: r.mode for r in rows}
     for r in results:

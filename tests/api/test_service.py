@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from conftest import IN_EVERY_LAYOUT
 from support.serving import serving
 from support.stats_data import record_latency, seed_pairs
 from unistatus.api.service import create_app
@@ -79,6 +80,7 @@ def test_health_is_down_with_503_when_the_database_is_unreachable(tmp_path: Any)
 # --- metrics and status -------------------------------------------------------------
 
 
+@IN_EVERY_LAYOUT
 def test_metrics_reflect_the_database(db: Any, client: TestClient) -> None:
     seed_pairs(db.engine, 100, drift=1)
     run_check(db.engine, db.settings)
@@ -142,6 +144,7 @@ def test_status_has_what_the_dashboard_shows(db: Any, client: TestClient) -> Non
 # --- transactions -------------------------------------------------------------------
 
 
+@IN_EVERY_LAYOUT
 def test_transactions_create_read_update(db: Any, client: TestClient) -> None:
     r = client.post(
         "/api/v1/transactions",

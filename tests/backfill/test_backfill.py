@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from conftest import IN_EVERY_LAYOUT
 from support.backfill_data import inconsistencies, legacy_rows, mappable_count, unified_rows
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import (
@@ -40,6 +41,7 @@ def _seed(db: Any, n: int = N, bad: int = BAD) -> None:
     seed_legacy(db.engine, db.settings, n, seed=1, unmappable=bad)
 
 
+@IN_EVERY_LAYOUT
 def test_backfill_copies_every_mappable_row_exactly_once(db: Any) -> None:
     _seed(db)
     report = run_backfill(db.engine, db.settings, batch_size=250)
@@ -127,6 +129,7 @@ _TABLES = (
 )
 
 
+@IN_EVERY_LAYOUT
 def test_quarantine_reasons_and_retry(db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     _seed(db, 300, BAD)
     run_backfill(db.engine, db.settings, batch_size=64)

@@ -58,8 +58,10 @@ def test_init_is_idempotent_and_seeds(tmp_path: Path) -> None:
     first = as_json(run(url, "init", "--json"))
     second = as_json(run(url, "init", "--json"))
     rev = schema.INSTALL_REVISION  # what init installs (retirement's revision comes later)
-    assert first == {"revision": rev, "previous_revision": None, "upgraded": True, "seeded": {}}
-    assert second == {"revision": rev, "previous_revision": rev, "upgraded": False, "seeded": {}}
+    # "schema": where unistatus's tables are (the setting; SQLite: always the default).
+    base = {"revision": rev, "schema": "public", "seeded": {}}
+    assert first == {**base, "previous_revision": None, "upgraded": True}
+    assert second == {**base, "previous_revision": rev, "upgraded": False}
     seeded = run(url, "init", "--demo-data", "90")
     assert seeded.exit_code == 0
     assert "already at revision" in seeded.stdout and "30 cashout" in seeded.stdout

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, Database
 from unistatus.cli import app
 from unistatus.db.control import get_mode, history
 from unistatus.domain.statuses import DualWriteMode
@@ -29,6 +29,7 @@ def test_phase_status_json_and_table(db: Database) -> None:
     assert code == 0 and "mapping_validation" in out and "pass" in out
 
 
+@IN_EVERY_LAYOUT
 def test_phase_advance_gated_forced_and_rollback(db: Database) -> None:
     assert _run(db, "phase", "advance", "--actor", "alice", "--reason", "phase 1")[0] == 0
     code, out = _run(db, "phase", "status")

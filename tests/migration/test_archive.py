@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, Database
 from unistatus.cli import app
 from unistatus.db.engine import create_engine
 from unistatus.db.tables import cashouts, escrows, exchanges
@@ -43,7 +43,7 @@ def seed(db: Database) -> None:
         escrows: [("250.75", "ACTIVE"), ("3", None)],
         exchanges: [("0.5", "RATE_LOCKED")],
     }
-    with db.engine.begin() as conn:
+    with db.app_engine.begin() as conn:
         for table, values in rows.items():
             conn.execute(
                 sa.insert(table),
@@ -102,6 +102,7 @@ def other_db(db: Database, tmp_path: Path, request: pytest.FixtureRequest) -> It
         engine.dispose()
 
 
+@IN_EVERY_LAYOUT
 def test_export_restore_identical(db: Database, other_db: str, tmp_path: Path) -> None:
     seed(db)
     out = tmp_path / "archive"
@@ -127,7 +128,7 @@ def test_export_restore_identical(db: Database, other_db: str, tmp_path: Path) -
     target = create_engine(other_db)
     try:
         for table in LEGACY:
-            assert exact_rows(target, table) == exact_rows(db.engine, table)
+            assert exact_rows(target, table) == exact_rows(db.app_engine, table)
         with target.connect() as conn:  # new rows get ids after the restored ones
             cols = sa.Table("cashouts", sa.MetaData(), autoload_with=conn)
         with target.begin() as conn:
@@ -146,6 +147,7 @@ def test_export_restore_identical(db: Database, other_db: str, tmp_path: Path) -
     assert [t.sha256 for t in again.tables] == [t.sha256 for t in manifest.tables]
 
 
+@IN_EVERY_LAYOUT
 def test_verify_detects_changes_and_records(db: Database, tmp_path: Path) -> None:
     seed(db)
     out = tmp_path / "archive"
@@ -160,7 +162,7 @@ def test_verify_detects_changes_and_records(db: Database, tmp_path: Path) -> Non
     assert recorded["path"] == str(out.resolve())
 
     # A live value changed (same row count): the content digest catches it.
-    with db.engine.begin() as conn:
+    with db.app_engine.begin() as conn:
         conn.execute(sa.update(cashouts).where(cashouts.c.id == 2).values(status="PENDING"))
     changed = verify_archive(db.engine, out)
     assert not changed.ok and "escrows" not in " ".join(changed.problems)
@@ -168,7 +170,7 @@ def test_verify_detects_changes_and_records(db: Database, tmp_path: Path) -> Non
     with pytest.raises(InputError):
         record_verified(db.engine, changed)
     # Rows deleted: the counts differ.
-    with db.engine.begin() as conn:
+    with db.app_engine.begin() as conn:
         conn.execute(sa.delete(exchanges))
     assert any("exchanges: 0 rows" in p for p in verify_archive(db.engine, out).problems)
 
@@ -195,16 +197,16 @@ def test_restore_refuses_non_empty_unless_replace(db: Database, tmp_path: Path) 
     seed(db)
     out = tmp_path / "archive"
     export_archive(db.engine, db.settings, out)
-    before = exact_rows(db.engine, cashouts)
-    with db.engine.begin() as conn:
+    before = exact_rows(db.app_engine, cashouts)
+    with db.app_engine.begin() as conn:
         conn.execute(sa.update(cashouts).values(status="FAILED"))
-    changed = exact_rows(db.engine, cashouts)
+    changed = exact_rows(db.app_engine, cashouts)
     with pytest.raises(InputError, match="not empty"):
         restore_archive(db.engine, out)
-    assert exact_rows(db.engine, cashouts) == changed  # nothing written
+    assert exact_rows(db.app_engine, cashouts) == changed  # nothing written
     report = restore_archive(db.engine, out, replace=True)
     assert report.verify.ok
-    assert exact_rows(db.engine, cashouts) == before
+    assert exact_rows(db.app_engine, cashouts) == before
 
 
 def test_bad_input(db: Database, tmp_path: Path) -> None:

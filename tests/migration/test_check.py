@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from conftest import IN_EVERY_LAYOUT
 from support.check_data import SWAP, T1, damage, insert_case, populate, tables
 from unistatus.cli import app
 from unistatus.db import schema
@@ -65,6 +66,7 @@ def test_counts_every_kind_exactly_at_any_chunk_size(db: Any, chunk: int) -> Non
     assert not report.is_consistent
 
 
+@IN_EVERY_LAYOUT
 def test_a_consistent_copy_is_fully_consistent(db: Any) -> None:
     populate(db.engine, db.settings, 40)
     report = run_check(db.engine, db.settings, chunk=9)
@@ -78,6 +80,7 @@ def test_empty_tables_are_consistent(db: Any) -> None:
     assert (report.total, report.consistent, report.consistency_rate) == (0, 0, 1.0)
 
 
+@IN_EVERY_LAYOUT
 def test_orphans_outside_the_legacy_key_range_and_born_unified_rows(db: Any) -> None:
     """The first chunk is open below and the last above; legacy_id NULL is no orphan."""
     populate(db.engine, db.settings, 20)

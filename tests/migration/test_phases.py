@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, Database
 from unistatus.adapter.core import DualWriteAdapter, OperationEvent
 from unistatus.backfill import run_backfill
 from unistatus.config import load_settings
@@ -45,7 +45,7 @@ def _writes(db: Database, n: int = 20, *, errors: int = 0) -> DualWriteAdapter:
 def _legacy_history(db: Database, n: int = 30) -> None:
     """Legacy rows that existed before dual-write (what the backfill copies)."""
     now = datetime.now(UTC)
-    with db.engine.begin() as conn:
+    with db.app_engine.begin() as conn:
         conn.execute(
             sa.insert(escrows),
             [
@@ -109,7 +109,7 @@ def test_into_phase_2_gates_fail_then_pass_on_real_data(db: Database) -> None:
     _writes(db, 20, errors=1)  # 1 error in 41 operations: 2.4 %
     start = phases.phase_started_at(db.engine, 1)
     # an inconsistent new transaction, made behind the adapter's back
-    with db.engine.begin() as conn:
+    with db.app_engine.begin() as conn:
         conn.execute(sa.update(cashouts).where(cashouts.c.id == 3).values(status="FAILED"))
     run_check(db.engine, db.settings, since=start)
     gates = _gates(phases.phase_status(db.engine, db.settings))
@@ -117,13 +117,13 @@ def test_into_phase_2_gates_fail_then_pass_on_real_data(db: Database) -> None:
     assert gates["new_transactions_consistent"].value.startswith("95")
     assert not gates["error_rate"].passed and gates["error_rate"].value.startswith("2.4")
 
-    with db.engine.begin() as conn:
+    with db.app_engine.begin() as conn:
         conn.execute(sa.update(cashouts).where(cashouts.c.id == 3).values(status="OTP_PENDING"))
     run_check(db.engine, db.settings, since=start, systems=["ESCROW"])  # not all systems
     gate = _gates(phases.phase_status(db.engine, db.settings))["new_transactions_consistent"]
     assert not gate.passed and "covers only ESCROW" in (gate.detail or "")
     with db.engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM unistatus_operation_stats"))
+        conn.execute(sa.text(f"DELETE FROM {db.table('unistatus_operation_stats')}"))
     _writes(db, 5)
     run_check(db.engine, db.settings, since=start)
     status = phases.phase_status(db.engine, db.settings)
@@ -150,6 +150,7 @@ def test_force_needs_a_reason_and_is_recorded(db: Database) -> None:
     assert {g["name"]: g["passed"] for g in logged.metadata["gates"]}["dual_write_on"] is True
 
 
+@IN_EVERY_LAYOUT
 def test_into_phase_3_backfill_check_quarantine_repair(db: Database) -> None:
     _legacy_history(db, 30)
     phases.advance(db.engine, db.settings, actor="t")
@@ -157,7 +158,7 @@ def test_into_phase_3_backfill_check_quarantine_repair(db: Database) -> None:
     gates = _gates(phases.phase_status(db.engine, db.settings))
     assert not gates["backfill_escrow"].passed and gates["backfill_escrow"].value == "0%"
     assert not gates["full_check_consistent"].passed  # no check yet
-    with db.engine.begin() as conn:  # one unmappable legacy row: quarantined by backfill
+    with db.app_engine.begin() as conn:  # one unmappable legacy row: quarantined by backfill
         conn.execute(sa.update(escrows).where(escrows.c.id == 7).values(status="active"))
     run_backfill(db.engine, db.settings)
     run_check(db.engine, db.settings)
@@ -168,7 +169,7 @@ def test_into_phase_3_backfill_check_quarantine_repair(db: Database) -> None:
     with pytest.raises(GateError):
         phases.advance(db.engine, db.settings, actor="t")
 
-    with db.engine.begin() as conn:  # fix the row the legacy app broke, and re-run
+    with db.app_engine.begin() as conn:  # fix the row the legacy app broke, and re-run
         conn.execute(sa.update(escrows).where(escrows.c.id == 7).values(status="ACTIVE"))
     from unistatus.backfill import retry_quarantine
 
@@ -189,6 +190,7 @@ def test_into_phase_3_backfill_check_quarantine_repair(db: Database) -> None:
     assert phases.advance(db.engine, db.settings, actor="t").to_mode is M.DUAL_WRITE_UNIFIED_PRIMARY
 
 
+@IN_EVERY_LAYOUT
 def test_into_phase_4_soak_latency_and_a_check_after_the_switch(db: Database) -> None:
     settings = load_settings(database_url=db.url, soak_seconds=0)
     for _ in range(3):
@@ -206,7 +208,8 @@ def test_into_phase_4_soak_latency_and_a_check_after_the_switch(db: Database) ->
     gates = _gates(phases.phase_status(db.engine, settings))
     assert not gates["p95_latency_ms"].passed and gates["p95_latency_ms"].value > 200
     with db.engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM unistatus_operation_stats WHERE process_id = 'slow'"))
+        stats = db.table("unistatus_operation_stats")
+        conn.execute(sa.text(f"DELETE FROM {stats} WHERE process_id = 'slow'"))
     run_check(db.engine, settings)
     status = phases.phase_status(db.engine, settings)
     assert status.ready, status.as_dict()

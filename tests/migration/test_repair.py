@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
+from conftest import IN_EVERY_LAYOUT
 from support.check_data import T0, T1, damage, insert_case, populate, tables
 from unistatus.cli import app
 from unistatus.db.control import set_mode
@@ -190,6 +191,7 @@ def test_limit_stops_and_a_rerun_finishes(db: Any) -> None:
     )
 
 
+@IN_EVERY_LAYOUT
 def test_repair_queue_rows_are_repaired_and_resolved(db: Any) -> None:
     populate(db.engine, db.settings, 20)
     exchange = tables(db.engine, db.settings)[LegacySystemType.EXCHANGE]
@@ -346,6 +348,7 @@ def test_orphans_and_unmappable_rows_are_never_repaired() -> None:
 # --- the CLI --------------------------------------------------------------------------
 
 
+@IN_EVERY_LAYOUT
 def test_cli_json_and_exit_codes(db: Any) -> None:
     runner = CliRunner()
     base = ["--database-url", db.url, "repair"]

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic.util import CommandError
 from typer.testing import CliRunner
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, Database
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
 from unistatus.db import schema
@@ -88,6 +88,7 @@ def test_fresh_install_keeps_legacy_columns(db: Database) -> None:
     assert all(status_columns(db).values())
 
 
+@IN_EVERY_LAYOUT
 def test_drop_then_undo_restores_statuses_exactly(retirable: Database) -> None:
     db = retirable
     before = status_checksum(db.engine, db.settings)
@@ -109,7 +110,7 @@ def test_drop_then_undo_restores_statuses_exactly(retirable: Database) -> None:
     assert undone["checksum_after"] == before
     assert status_checksum(db.engine, db.settings) == before
     assert all(status_columns(db).values())
-    with db.engine.connect() as conn:
+    with db.app_engine.connect() as conn:
         values = set(conn.execute(sa.select(cashouts.c.status)).scalars())
     assert "COMPLETED" in values  # the exact legacy value, not the canonical SUCCESS
     assert not undo_cleanup(db.engine, db.settings)["undone"]
@@ -153,7 +154,10 @@ def test_adapter_reads_legacy_born_transaction_while_dropped(retirable: Database
 def _entity_ids(db: Database) -> dict[str, str]:
     with db.engine.connect() as conn:
         rows = conn.execute(
-            sa.text("SELECT legacy_system, min(legacy_id) FROM unified_transactions GROUP BY 1")
+            sa.text(
+                "SELECT legacy_system, min(legacy_id) "
+                f"FROM {db.table('unified_transactions')} GROUP BY 1"
+            )
         ).all()
     return {
         LegacySystemType(system).transaction_type.value: derive_utx_id(
@@ -169,6 +173,7 @@ def _assert_unchanged(db: Database, before: dict[str, object]) -> None:
     assert status_checksum(db.engine, db.settings) == before
 
 
+@IN_EVERY_LAYOUT
 def test_refusals_change_nothing(db: Database, tmp_path: Path) -> None:
     seed(db)
     set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="test")
@@ -195,7 +200,7 @@ def test_refusals_change_nothing(db: Database, tmp_path: Path) -> None:
         retire_legacy_columns(db.engine, db.settings)
     _assert_unchanged(db, before)
 
-    with db.engine.begin() as conn:  # a legacy row with no unified row (never backfilled)
+    with db.app_engine.begin() as conn:  # a legacy row with no unified row (never backfilled)
         conn.execute(
             sa.insert(cashouts).values(
                 user_id=1,

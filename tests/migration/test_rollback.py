@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 import sqlalchemy as sa
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill.control import PAUSE_KEY
 from unistatus.db.control import get_mode, history, read_value, set_mode, write_value
@@ -130,6 +130,7 @@ def _walk(adapter: DualWriteAdapter, entity: str, ttype: str, log: dict[str, str
     return n
 
 
+@IN_EVERY_LAYOUT
 def test_rollback_from_4_replays_everything(db: Database) -> None:
     adapter = DualWriteAdapter(db.engine, settings=db.settings)
     _to_phase(db, 1)
@@ -164,6 +165,7 @@ def test_rollback_from_4_replays_everything(db: Database) -> None:
         assert got is not None and got.value == status and meta["source"] == "legacy"
 
 
+@IN_EVERY_LAYOUT
 def test_emergency_rollback_replays_then_legacy_only(db: Database) -> None:
     adapter = DualWriteAdapter(db.engine, settings=db.settings)
     _to_phase(db, 4)
@@ -214,6 +216,7 @@ def test_emergency_rollback_reaches_a_running_adapter_within_a_second(db: Databa
     assert late and all(m is M.LEGACY_ONLY for m in late)
 
 
+@PG_IN_EVERY_LAYOUT
 @pytest.mark.slow
 def test_zero_lost_writes_with_writers_running_during_rollback(pg: Database) -> None:
     """Thousands of UNIFIED_ONLY changes, writers still busy while rolling back from 4."""
@@ -285,6 +288,7 @@ def test_zero_lost_writes_with_writers_running_during_rollback(pg: Database) -> 
     assert checked == len(statuses) >= 40
 
 
+@IN_EVERY_LAYOUT
 def test_replay_after_a_hand_switch_keeps_newer_dual_writes(db: Database) -> None:
     """Someone left UNIFIED_ONLY with `mode set`, skipping the replay: the dual writes made
     since then are newer than the pending changes, and the replay must not undo them."""

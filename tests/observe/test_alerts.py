@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from conftest import IN_EVERY_LAYOUT
 from support.stats_data import record_latency, seed_pairs
 from unistatus.clock import utcnow
 from unistatus.config import AutoResponses
@@ -66,6 +67,7 @@ def test_healthy_data_fires_nothing(db) -> None:
     assert [n for n in notifier.sent if n.state == "firing"] == []
 
 
+@IN_EVERY_LAYOUT
 def test_critical_consistency_fires_once_rolls_back_and_resolves(db) -> None:
     seed_pairs(db.engine, 100, drift=2)  # 98% < 99%
     run_check(db.engine, db.settings)

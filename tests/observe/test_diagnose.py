@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, Database
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
 from unistatus.cli.context import _default
@@ -34,6 +34,7 @@ SECTIONS = {
 }
 
 
+@IN_EVERY_LAYOUT
 def test_diagnostic_has_every_section_and_no_secrets(db: Database) -> None:
     url = db.url.replace("postgres@", "postgres:pgsecret@") if db.backend == "postgres" else db.url
     settings = load_settings(

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, Database
 from unistatus.adapter.core import DualWriteAdapter, OperationEvent
 from unistatus.clock import utcnow
 from unistatus.db.control import set_mode
@@ -47,6 +47,7 @@ def test_bucket_index_edges() -> None:
     assert percentile([0] * (len(LATENCY_BUCKETS_MS) + 1), 0.95, 0.0) is None
 
 
+@IN_EVERY_LAYOUT
 def test_two_processes_merge_in_window(db: Database) -> None:
     rng = random.Random(7)
     latencies = [rng.lognormvariate(3.0, 0.8) for _ in range(4000)]  # median ~20 ms
@@ -100,6 +101,7 @@ def test_window_excludes_old_rows_and_rejects_bad_input(db: Database) -> None:
         OperationStats(db.engine, flush_seconds=0)
 
 
+@IN_EVERY_LAYOUT
 def test_attached_to_adapter_flushes_in_background(db: Database) -> None:
     set_mode(db.engine, MODE, reason="test")
     adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)

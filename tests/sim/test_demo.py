@@ -9,6 +9,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from rich.console import Console
 
+from conftest import PG_IN_EVERY_LAYOUT, Database
+from unistatus.db.catalog import all_tables
 from unistatus.db.control import get_mode
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration.phases import phase_status
@@ -41,7 +43,12 @@ def test_demo_in_a_temporary_sqlite_database() -> None:
     assert path.name == "demo.db" and not path.parent.exists()
 
 
-def test_demo_on_a_given_postgres_database(pg) -> None:  # type: ignore[no-untyped-def]
+@PG_IN_EVERY_LAYOUT
+def test_demo_on_a_given_postgres_database(pg: Database) -> None:
+    """The whole lifecycle, also with unistatus's tables in a schema of their own (the
+    demo reads ``UNISTATUS_SCHEMA`` like any command): writes in all four modes,
+    backfill, check, repair, every phase gate, rollback drills with replay, the archive,
+    the retirement and its undo, statistics and the dashboard."""
     console, _ = _quiet()
     report = run_demo(pg.url, console=console, rows=300, seconds=0.8, threads=3)
     assert report.ok, report.as_dict()
@@ -51,6 +58,13 @@ def test_demo_on_a_given_postgres_database(pg) -> None:  # type: ignore[no-untyp
     assert not legacy_columns_dropped(pg.engine, pg.settings)
     assert pg.count("cashouts") >= 100
     assert pg.count("unified_transactions") > 0
+    assert pg.count("unistatus_operation_stats") > 0  # flushed by the demo's adapters
+    # Everything of unistatus's went where the settings say; public keeps the legacy
+    # tables (and, for the default, ours).
+    in_public = set(sa.inspect(pg.engine).get_table_names(schema="public"))
+    ours = {t.name for t in all_tables()}
+    assert (ours <= in_public) is (pg.settings.schema == "public")
+    assert {"cashouts", "escrows", "exchanges"} <= in_public
 
 
 def test_a_failing_step_stops_the_demo(tmp_path: Path) -> None:

@@ -43,6 +43,6 @@ def snapshot(db: Database) -> dict[str, list[str]]:
     out = {}
     with db.engine.connect() as conn:
         for name in TABLES:
-            rows = conn.execute(sa.text(f"SELECT * FROM {name}")).all()
+            rows = conn.execute(sa.text(f"SELECT * FROM {db.table(name)}")).all()
             out[name] = sorted(repr(tuple(r)) for r in rows)
     return out

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter.core import OperationEvent
 from unistatus.clock import utcnow
+from unistatus.db.binding import unbound_connection
 from unistatus.db.tables import cashouts, unified_transactions
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
@@ -49,7 +50,8 @@ def seed_pairs(engine: sa.Engine, n: int, *, drift: int = 0) -> None:
         for i in range(1, n + 1)
     ]
     with engine.begin() as conn:
-        conn.execute(sa.insert(cashouts), legacy)
+        with unbound_connection(conn):  # the application's table, never translated
+            conn.execute(sa.insert(cashouts), legacy)
         conn.execute(sa.insert(unified_transactions), unified)
 
 

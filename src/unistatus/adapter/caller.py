@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session
 from unistatus.adapter.keys import KeyTaken
 from unistatus.adapter.model import DualWriteResult, ModeChanged, WriteLost
 from unistatus.adapter.runner import Runner, Work, failed_result
+from unistatus.db.binding import bound_connection
 from unistatus.db.control import read_mode
-from unistatus.db.dialect import DialectOps
+from unistatus.db.dialect import DialectOps, locked_mode_function
 from unistatus.db.failures import describe
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import migration_control
@@ -98,9 +99,7 @@ class CallerTransactions:
         self.driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         # ``unistatus_locked_mode()`` (revision 0007): the lock and the read in one call.
         self._locked_mode = (
-            Prepared(sa.select(sa.func.unistatus_locked_mode(type_=sa.Text)), engine.dialect)
-            if locked_mode
-            else None
+            Prepared(sa.select(locked_mode_function(ops.schema)), engine) if locked_mode else None
         )
         # The writes each open caller transaction made, by Connection or Session.
         self._waiting: weakref.WeakKeyDictionary[object, list[_Done]] = weakref.WeakKeyDictionary()
@@ -117,8 +116,23 @@ class CallerTransactions:
         and its read of the mode corrects the guess for the next call).
         """
         started = time.perf_counter()
-        op_id = str(uuid.uuid4())
         conn = caller_connection(target, self.ops.name)
+        # Our tables in our schema on the caller's connection, for this call only.
+        with bound_connection(conn, self.ops.schema):
+            mode, result = self._write(operation, conn, work, fast, started)
+        self._wait_for_end(target, _Done(operation, mode, result))
+        return result
+
+    def _write(
+        self,
+        operation: str,
+        conn: sa.Connection,
+        work: Work,
+        fast: CallerFast | None,
+        started: float,
+    ) -> tuple[DualWriteMode, DualWriteResult]:
+        """The write, and the mode it ran under."""
+        op_id = str(uuid.uuid4())
         mode = self.runner.last_mode
         try:
             self._check_isolation(conn)
@@ -158,8 +172,7 @@ class CallerTransactions:
             error = f"{type(exc).__name__}: {exc}".strip()
             raise self._failed(operation, op_id, mode, error, started) from None
         result.duration_ms = (time.perf_counter() - started) * 1000
-        self._wait_for_end(target, _Done(operation, mode, result))
-        return result
+        return mode, result
 
     def _check_isolation(self, conn: sa.Connection) -> None:
         """PostgreSQL: refuse a caller's transaction not at READ COMMITTED.
@@ -195,7 +208,8 @@ class CallerTransactions:
         """The caller's connection for a read; its failures as CallerTransactionError."""
         conn = caller_connection(target, self.ops.name)
         try:
-            yield conn
+            with bound_connection(conn, self.ops.schema):
+                yield conn
         except sa.exc.DBAPIError as exc:
             raise CallerTransactionError(f"{what}: {describe(exc)}") from None
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:

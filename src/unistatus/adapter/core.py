@@ -100,7 +100,9 @@ class DualWriteAdapter:
         self.fallback: Fallback = fallback
         self.shadow_read_rate = rate
         self.engine = create_engine(
-            database or self.settings.database_url, lock_timeout_ms=self.settings.lock_timeout_ms
+            database or self.settings.database_url,
+            lock_timeout_ms=self.settings.lock_timeout_ms,
+            schema=self.settings.schema,
         )
         self.ops = ops_for(self.engine)
         self.mapper = LegacyStatusMapper()
@@ -129,9 +131,7 @@ class DualWriteAdapter:
             # locked path.
             self.locked_mode = self._fast_path_available()
         # Hot-path statements, built once per legacy system and compiled once.
-        self.hot = HotStatements(
-            legacy, self.ops, self.engine.dialect, locked_mode=self.locked_mode
-        )
+        self.hot = HotStatements(legacy, self.ops, locked_mode=self.locked_mode)
         self.fast = (
             FastStatusWriter(self.engine, self.hot, fallback, self.settings.state_cache_size)
             if self.locked_mode

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from unistatus.adapter.model import UNIFIED_LOCK_KEYS
 from unistatus.adapter.writes import HISTORY_KEYS, history_values, legacy_row, unified_row
 from unistatus.db.control import DEFAULT_MODE, MODE_KEY
-from unistatus.db.dialect import DialectOps
+from unistatus.db.dialect import DialectOps, locked_mode_function
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable, legacy_select, legacy_status_column
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import migration_control, status_history
@@ -33,11 +33,6 @@ MODE_STORED = sa.func.coalesce(
     .scalar_subquery(),
     DEFAULT_MODE.value,
 )
-# The mode lock and a fresh read of the mode in one value (PostgreSQL, revision 0007).
-# Uncorrelated, so the planner evaluates it once, as a one-time filter, before any row is
-# read or locked: the advisory lock is always taken before row locks (as a mode switch
-# takes them), and the mode it returns is the one no switch can change until commit.
-LOCKED_MODE = sa.select(sa.func.unistatus_locked_mode(type_=sa.Text)).scalar_subquery()
 
 
 class HotStatements:
@@ -47,14 +42,18 @@ class HotStatements:
         self,
         legacy: dict[LegacySystemType, LegacyTable],
         ops: DialectOps,
-        dialect: sa.Dialect,
         *,
         locked_mode: bool = False,
     ) -> None:
         self.ops = ops
-        self.dialect = dialect
         # unistatus_locked_mode() is installed: guards take the mode lock themselves.
         self.locked_mode = locked_mode
+        # The mode lock and a fresh read of the mode in one value (PostgreSQL, revision
+        # 0007). Uncorrelated, so the planner evaluates it once, as a one-time filter,
+        # before any row is read or locked: the advisory lock is always taken before row
+        # locks (as a mode switch takes them), and the mode it returns is the one no
+        # switch can change until commit.
+        self._locked_mode = sa.select(locked_mode_function(ops.schema)).scalar_subquery()
         # The tables and the statements built on them, swapped together by reload().
         self._state: tuple[
             dict[LegacySystemType, LegacyTable], dict[tuple[str, LegacySystemType | None], Prepared]
@@ -80,7 +79,7 @@ class HotStatements:
         cache = self._state[1]
         prepared = cache.get(key)
         if prepared is None:  # a race only builds the same statement twice
-            prepared = cache[key] = Prepared(build(), self.dialect)
+            prepared = cache[key] = Prepared(build(), self.ops.engine)
         return prepared
 
     # --- locking ----------------------------------------------------------------------
@@ -119,7 +118,7 @@ class HotStatements:
     def _mode_guard(self) -> Any:
         """The stored mode as a create's guard compares it: with the mode lock taken in
         the same statement where the database can (then no separate lock statement)."""
-        return LOCKED_MODE if self.locked_mode else MODE_STORED
+        return self._locked_mode if self.locked_mode else MODE_STORED
 
     def _with_mode_lock(self, q: sa.Select[Any]) -> sa.Select[Any]:
         lock_clause = self.ops.mode_lock_clause()
@@ -204,7 +203,7 @@ class HotStatements:
                 .where(
                     lt.id == sa.bindparam("p_legacy_id"),
                     self._src_legacy_holds(lt),
-                    LOCKED_MODE == sa.bindparam("p_mode"),
+                    self._locked_mode == sa.bindparam("p_mode"),
                 )
                 .values(self._legacy_values(lt))
                 .returning(lt.id)
@@ -247,7 +246,7 @@ class HotStatements:
                         sa.bindparam("p_src_unified_legacy", type_=sa.String)
                     ),
                     U.c.version == sa.bindparam("p_version"),
-                    LOCKED_MODE == sa.bindparam("p_mode"),
+                    self._locked_mode == sa.bindparam("p_mode"),
                 )
                 .with_for_update()
                 .cte("locked")

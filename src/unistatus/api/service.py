@@ -50,7 +50,7 @@ def create_app(
 ) -> FastAPI:
     """The unistatus HTTP app. ``monitor_interval`` (s) evaluates alerts in the background."""
     settings = settings or load_settings()
-    engine = engine or create_engine(settings.database_url)
+    engine = create_engine(engine or settings.database_url, schema=settings.schema)
     service = ServiceState(settings, engine, window_seconds)
 
     @asynccontextmanager

@@ -75,7 +75,7 @@ class ChunkCopier:
     ) -> Copied | None:
         """Copy the next pending chunk of this table; None when none is free (or paused)."""
         if self._prepared is None:
-            self._prepared = self._prepare(conn.dialect)
+            self._prepared = self._prepare(conn)
         run = self._prepared
         params: dict[str, Any] = {"bf_now": now, "bf_worker": worker, "bf_attempts": attempts}
         if "one" in run:
@@ -115,9 +115,9 @@ class ChunkCopier:
         # SKIP LOCKED: a chunk another worker holds is not waited for, the next is taken.
         return claim.with_for_update(skip_locked=True) if self.ops.supports_skip_locked else claim
 
-    def _prepare(self, dialect: sa.Dialect) -> dict[str, Prepared]:
+    def _prepare(self, bind: sa.Connection) -> dict[str, Prepared]:
         if self.ops.supports_dml_cte:
-            return {"one": Prepared(self._one_statement(), dialect)}
+            return {"one": Prepared(self._one_statement(), bind)}
         lt, ops = self.lt, self.ops
         where = in_range(lt, START, END)
         mark = (
@@ -131,11 +131,11 @@ class ChunkCopier:
             )
         )
         return {
-            "claim": Prepared(self._claim(), dialect),
-            "insert": Prepared(unified_insert(ops, lt, where), dialect),
-            "quarantine": Prepared(quarantine_insert(ops, lt, where, NOW), dialect),
-            "count": Prepared(sa.select(sa.func.count()).where(where), dialect),
-            "mark": Prepared(mark, dialect),
+            "claim": Prepared(self._claim(), bind),
+            "insert": Prepared(unified_insert(ops, lt, where), bind),
+            "quarantine": Prepared(quarantine_insert(ops, lt, where, NOW), bind),
+            "count": Prepared(sa.select(sa.func.count()).where(where), bind),
+            "mark": Prepared(mark, bind),
         }
 
     def _one_statement(self) -> Any:

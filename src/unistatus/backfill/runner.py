@@ -272,7 +272,7 @@ def _worker_main(
     _die_with_parent(parent)
     try:
         settings = Settings(**settings_data)
-        engine = create_engine(url, pool_size=2, max_overflow=2)
+        engine = create_engine(url, schema=settings.schema, pool_size=2, max_overflow=2)
         chosen = [LegacySystemType(s) for s in systems]
         tables = resolve_legacy_tables(engine, settings, systems=chosen)
         ops = ops_for(engine)

@@ -49,13 +49,18 @@ def verify(
     """Check the files against the manifest and the live tables. Exit 1 on any mismatch."""
     import sqlalchemy as sa
 
+    from unistatus.db.binding import schema_of
     from unistatus.db.tables import migration_control
     from unistatus.migration.archive import record_verified, verify_archive
 
     app = state(ctx)
     report = verify_archive(app.engine, directory)
     recorded = False
-    if report.ok and record and sa.inspect(app.engine).has_table(migration_control.name):
+    if (
+        report.ok
+        and record
+        and sa.inspect(app.engine).has_table(migration_control.name, schema=schema_of(app.engine))
+    ):
         record_verified(app.engine, report, actor=actor)
         recorded = True
     if json_out:

@@ -61,7 +61,7 @@ class AppState:
         if self._engine is None:
             from unistatus.db.engine import create_engine  # lazy: SQLAlchemy
 
-            self._engine = create_engine(self.settings.database_url)
+            self._engine = create_engine(self.settings.database_url, schema=self.settings.schema)
         return self._engine
 
 

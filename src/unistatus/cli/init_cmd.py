@@ -10,12 +10,16 @@ HELP = (
     "Create or upgrade every unistatus table (an Alembic upgrade to the install "
     "revision, safe to re-run). The one later revision, which drops the legacy status "
     "columns, is applied only by `unistatus retire legacy-columns`.\n\n"
+    "On PostgreSQL the tables go in the schema the `schema` setting names "
+    "(UNISTATUS_SCHEMA; default public), created if missing; the legacy tables stay "
+    "where the application keeps them.\n\n"
     "Also creates the reference legacy tables (cashouts, escrows, exchanges) when the "
     "configuration still points at them. --demo-data N seeds N synthetic legacy rows across "
     "the three systems with a realistic status mix.\n\n"
     "Examples:\n\n"
     "  unistatus init\n\n"
-    "  unistatus --database-url postgresql://user@host/db init --demo-data 100000 --json"
+    "  unistatus --database-url postgresql://user@host/db init --demo-data 100000 --json\n\n"
+    "  UNISTATUS_SCHEMA=unistatus unistatus --database-url postgresql://user@host/db init"
 )
 
 
@@ -29,6 +33,7 @@ def init(
     ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
+    from unistatus.config import DEFAULT_SCHEMA
     from unistatus.db import schema
 
     st = state(ctx)
@@ -44,15 +49,17 @@ def init(
             {
                 "revision": revision,
                 "previous_revision": before,
+                "schema": st.settings.schema,
                 "upgraded": before != revision,
                 "seeded": seeded,
             }
         )
         return
+    where = "" if st.settings.schema == DEFAULT_SCHEMA else f" in schema {st.settings.schema}"
     if before == revision:
-        console.print(f"schema already at revision [bold]{revision}[/] (nothing to do)")
+        console.print(f"tables{where} already at revision [bold]{revision}[/] (nothing to do)")
     else:
-        console.print(f"schema upgraded {before or '(empty)'} -> [bold]{revision}[/]")
+        console.print(f"tables{where} upgraded {before or '(empty)'} -> [bold]{revision}[/]")
     if seeded:
         console.print(
             "seeded "

@@ -10,6 +10,7 @@ are worth retrying (:func:`is_retryable`), what a database URL can do
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -18,10 +19,14 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from unistatus.db.binding import qualify, schema_of
 from unistatus.db.prepared import Prepared
 
-# Key of the advisory lock that orders writes against mode switches on PostgreSQL.
+# Key of the advisory lock that orders writes against mode switches on PostgreSQL
+# (tables in the default schema; another schema has its own: mode_lock_key).
 MODE_LOCK_KEY = 0x756E6973  # "unis"
+# revision 0007's function: the mode lock and a fresh read of the mode (PostgreSQL).
+LOCKED_MODE_FUNCTION = "unistatus_locked_mode"
 
 # A 64-bit integer column: BIGINT, but INTEGER on SQLite (the same storage there, and
 # only an INTEGER PRIMARY KEY numbers new rows itself).
@@ -85,9 +90,24 @@ def is_in_memory(url: sa.URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
-def _mode_lock_shared() -> sa.FunctionElement[Any]:
-    """PostgreSQL's shared mode lock, held until the transaction ends."""
-    return sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY)
+def mode_lock_key(schema: str | None) -> int:
+    """The mode lock's key for the installation whose tables are in ``schema``.
+
+    Advisory locks belong to the database, not a schema: two installations in one
+    database (each in its schema) take keys of their own, so neither one's mode switch
+    waits for the other's writes. The default keeps :data:`MODE_LOCK_KEY`; another
+    schema's key has it in the high 32 bits (never equal to it) and the name's CRC-32 in
+    the low ones.
+    """
+    if schema is None:
+        return MODE_LOCK_KEY
+    return (MODE_LOCK_KEY << 32) | zlib.crc32(schema.encode())
+
+
+def locked_mode_function(schema: str | None) -> sa.FunctionElement[Any]:
+    """A call of ``unistatus_locked_mode()`` (revision 0007), in our tables' schema."""
+    packages = () if schema is None else (schema,)
+    return sa.sql.functions.Function(LOCKED_MODE_FUNCTION, type_=sa.Text, packagenames=packages)
 
 
 class DialectOps:
@@ -103,6 +123,9 @@ class DialectOps:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        # Where our tables are (unistatus.db.binding), and so which mode lock is ours.
+        self.schema = schema_of(engine)
+        self.mode_lock_key = mode_lock_key(self.schema)
         self._shared_lock: Prepared | None = None
 
     @contextmanager
@@ -129,7 +152,7 @@ class DialectOps:
             stmt = self.mode_shared_lock_statement()
             if stmt is None:
                 return
-            self._shared_lock = Prepared(stmt, self.engine.dialect)
+            self._shared_lock = Prepared(stmt, self.engine)
         self._shared_lock.rows(conn, {})
 
     def mode_shared_lock_statement(self) -> sa.Select[Any] | None:
@@ -233,17 +256,21 @@ class PostgresOps(DialectOps):
     supports_skip_locked = True
     supports_dml_cte = True
 
+    def _mode_lock_shared(self) -> sa.FunctionElement[Any]:
+        """The shared mode lock, held until the transaction ends."""
+        return sa.func.pg_advisory_xact_lock_shared(self.mode_lock_key)
+
     def mode_shared_lock_statement(self) -> sa.Select[Any]:
-        return sa.select(_mode_lock_shared())
+        return sa.select(self._mode_lock_shared())
 
     def mode_exclusive_lock(self, conn: sa.Connection) -> None:
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(MODE_LOCK_KEY)))
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(self.mode_lock_key)))
 
     def mode_lock_clause(self) -> sa.ColumnElement[bool]:
         # An uncorrelated sub-select runs once, before any row is scanned or locked,
         # so the advisory lock is always taken before the row lock (no lock-order
         # inversion with a mode switch that later locks rows to replay changes).
-        sub = sa.select(_mode_lock_shared().cast(sa.Text))
+        sub = sa.select(self._mode_lock_shared().cast(sa.Text))
         return sub.scalar_subquery().is_not(None)
 
     def insert(self, table: sa.Table) -> Any:
@@ -284,7 +311,8 @@ class PostgresOps(DialectOps):
         return query.with_for_update(skip_locked=True)
 
     def has_locked_mode_function(self, conn: sa.Connection) -> bool:
-        found = conn.execute(sa.select(sa.func.to_regprocedure("unistatus_locked_mode()")))
+        name = qualify(LOCKED_MODE_FUNCTION, self.schema, conn.dialect)
+        found = conn.execute(sa.select(sa.func.to_regprocedure(f"{name}()")))
         return found.scalar() is not None
 
     def bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
@@ -306,7 +334,7 @@ class PostgresOps(DialectOps):
     def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:
         # A serial/identity column's sequence does not move on explicit inserts.
         table = column.table
-        name = f'"{table.schema}"."{table.name}"' if table.schema else f'"{table.name}"'
+        name = qualify(table.name, conn.schema_for_object(table), conn.dialect)
         seq = sa.func.pg_get_serial_sequence(sa.literal(name), sa.literal(column.name))
         top = sa.select(sa.func.max(column)).scalar_subquery()
         conn.execute(

@@ -1,4 +1,5 @@
-"""Engines tuned per backend: WAL and busy timeout on SQLite, a pool on PostgreSQL."""
+"""Engines tuned per backend: WAL and busy timeout on SQLite, a pool on PostgreSQL;
+bound to the schema of unistatus's tables (:mod:`unistatus.db.binding`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
+from unistatus.config import DEFAULT_SCHEMA
+from unistatus.db.binding import bind_schema
 from unistatus.errors import ConfigError
 from unistatus.redact import redact
 
@@ -31,15 +34,25 @@ def display_url(url: sa.URL | str) -> str:
 
 
 def create_engine(
-    database: str | sa.Engine, *, lock_timeout_ms: int | None = None, **kwargs: Any
+    database: str | sa.Engine,
+    *,
+    lock_timeout_ms: int | None = None,
+    schema: str | None = None,
+    **kwargs: Any,
 ) -> sa.Engine:
     """An engine for a URL (or the engine itself), with unistatus's connection settings.
 
     ``lock_timeout_ms`` bounds every lock wait on PostgreSQL connections (set once per
     connection, so it costs nothing per transaction); 0 or None leaves the server's.
+    ``schema`` is the ``schema`` setting (None: an engine given stays as it is, a URL
+    gets the default); a ConfigError if the engine given is bound to another schema.
     """
     if isinstance(database, sa.Engine):
-        return database
+        return database if schema is None else bind_schema(database, schema)
+    return bind_schema(_engine_for(database, lock_timeout_ms, **kwargs), schema or DEFAULT_SCHEMA)
+
+
+def _engine_for(database: str, lock_timeout_ms: int | None, **kwargs: Any) -> sa.Engine:
     try:
         url = make_url(normalise_url(database))
     except ArgumentError as exc:

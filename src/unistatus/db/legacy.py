@@ -2,9 +2,11 @@
 
 Names come from :class:`unistatus.config.LegacyTableSpec` and are checked against the
 database by reflection; SQL is then built from the reflected ``Column`` objects, so no
-configured name is ever pasted into SQL text. The list of legacy columns unistatus
-works with (:data:`LEGACY_COLUMNS`, :data:`DATA_COLUMNS`) and the one way to read a
-legacy row (:func:`legacy_select`) live here.
+configured name is ever pasted into SQL text. The tables are the application's: they
+stay where it keeps them whatever the ``schema`` setting (:func:`legacy_schema`). The
+list of legacy columns unistatus works with (:data:`LEGACY_COLUMNS`,
+:data:`DATA_COLUMNS`) and the one way to read a legacy row (:func:`legacy_select`) live
+here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import LegacyTableSpec, Settings
+from unistatus.db.binding import require_bound, schema_of, unbound_connection
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import LegacyColumn
 from unistatus.domain.statuses import LegacySystemType
@@ -126,6 +129,58 @@ def legacy_select(lt: LegacyTable) -> sa.Select[Any]:
     return sa.select(*(lt.column(name).label(name) for name in LEGACY_COLUMNS))
 
 
+# PostgreSQL: the schema a bare table name resolves to (where a bare CREATE would put it
+# when none has it yet). The name is passed as a value, never pasted.
+_RESOLVED_SCHEMA = sa.text(
+    "SELECT coalesce((SELECT n.nspname FROM pg_catalog.pg_class c "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.oid = to_regclass(quote_ident(:name))), current_schema())"
+)
+
+
+def legacy_schema(bind: sa.Engine | sa.Connection, spec: LegacyTableSpec) -> str | None:
+    """The schema to name a legacy table in, so that it is never taken for one of ours.
+
+    The configured ``schema`` if any. Else None (the bare name, resolved through the
+    search_path as the application resolves it) while our tables are unqualified too.
+    When they are in a schema of their own the bare name would be translated into it
+    (:mod:`unistatus.db.binding`), so the table is pinned to the schema its bare name
+    resolves to now (no such table yet: ``current_schema()``, where a bare ``CREATE
+    TABLE`` would put it).
+    """
+    if spec.schema is not None or schema_of(bind) is None:
+        return spec.schema
+    if isinstance(bind, sa.Engine):
+        with bind.connect() as conn:
+            found = conn.execute(_RESOLVED_SCHEMA, {"name": spec.table}).scalar_one()
+    else:
+        found = bind.execute(_RESOLVED_SCHEMA, {"name": spec.table}).scalar_one()
+    if found is None:
+        raise ConfigError(
+            f"legacy table {spec.table!r}: the search_path names no existing schema; set "
+            "its schema in legacy_tables"
+        )
+    return str(found)
+
+
+def reflect_legacy_table(
+    conn: sa.Connection, spec: LegacyTableSpec, meta: sa.MetaData | None = None
+) -> sa.Table | None:
+    """The application's table as the database has it now (None: there is none), named
+    in :func:`legacy_schema` and reflected untranslated (its foreign keys may point at
+    more tables of the application's)."""
+    schema = legacy_schema(conn, spec)
+    with unbound_connection(conn):
+        if not sa.inspect(conn).has_table(spec.table, schema=schema):
+            return None
+        return sa.Table(spec.table, meta or sa.MetaData(), schema=schema, autoload_with=conn)
+
+
+def legacy_table_name(spec: LegacyTableSpec) -> str:
+    """How messages name a legacy table: ``table``, or ``schema.table`` if configured."""
+    return spec.table if spec.schema is None else f"{spec.schema}.{spec.table}"
+
+
 def resolve_legacy_tables(
     engine: sa.Engine,
     settings: Settings,
@@ -136,23 +191,27 @@ def resolve_legacy_tables(
     """Reflect each configured legacy table and check it has every needed column.
 
     ``require_status=False`` accepts a table whose status column was dropped by
-    ``unistatus retire legacy-columns`` (its ``status`` is then None).
+    ``unistatus retire legacy-columns`` (its ``status`` is then None). A ConfigError if
+    ``engine`` is not bound to the schema the settings name (:mod:`unistatus.db.binding`).
     """
+    require_bound(engine, settings.schema)
     meta = sa.MetaData()
     out: dict[LegacySystemType, LegacyTable] = {}
     try:
-        inspector = sa.inspect(engine)
-        existing = set(inspector.get_table_names())
+        with engine.connect() as conn:
+            tables = {
+                system: reflect_legacy_table(conn, settings.legacy_tables[system.value], meta)
+                for system in systems or list(LegacySystemType)
+            }
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot reach the database: {exc.orig}") from None
-    for system in systems or list(LegacySystemType):
+    for system, table in tables.items():
         spec: LegacyTableSpec = settings.legacy_tables[system.value]
-        if spec.table not in existing:
+        if table is None:
             raise ConfigError(
-                f"legacy table {spec.table!r} for {system.value} does not exist "
+                f"legacy table {legacy_table_name(spec)!r} for {system.value} does not exist "
                 "(run `unistatus init`, or set legacy_tables in the config)"
             )
-        table = sa.Table(spec.table, meta, autoload_with=engine)
         cols: dict[str, sa.Column[Any] | None] = {}
         for role, name in spec.column_names().items():
             if name not in table.c:
@@ -160,8 +219,8 @@ def resolve_legacy_tables(
                     cols[role] = None
                     continue
                 raise ConfigError(
-                    f"legacy table {spec.table!r} has no column {name!r} (configured as "
-                    f"{role}); it has: {', '.join(c.name for c in table.c)}"
+                    f"legacy table {legacy_table_name(spec)!r} has no column {name!r} "
+                    f"(configured as {role}); it has: {', '.join(c.name for c in table.c)}"
                 )
             cols[role] = table.c[name]
         out[system] = LegacyTable(

@@ -2,7 +2,9 @@
 
 :class:`Prepared` keeps a statement's compiled SQL and bind processors and runs it in the
 caller's SQLAlchemy transaction (straight on the DBAPI cursor on psycopg, for the
-adapter's hot path). Why, and what each method keeps: docs/adapter.md.
+adapter's hot path). Why, and what each method keeps: docs/adapter.md. The SQL names our
+tables in the schema of the engine or connection it is prepared for (the translate map
+is rendered into it: the driver runs it as it is, on any connection).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.db.binding import schema_of, translate_map
+
 __all__ = ["Prepared"]
 
 # Drivers whose values come back as finished Python objects (no result processing).
@@ -19,20 +23,23 @@ _RAW_DRIVERS = frozenset({"psycopg"})
 
 
 class Prepared:
-    """One Core statement, compiled once for ``dialect``."""
+    """One Core statement, compiled once for the dialect and schema of ``bind``."""
 
-    def __init__(self, statement: Any, dialect: sa.Dialect) -> None:
+    def __init__(self, statement: Any, bind: sa.Engine | sa.Connection) -> None:
+        dialect = bind.dialect
         self.statement = statement
-        self.compiled = statement.compile(dialect=dialect)
+        names = translate_map(schema_of(bind))
+        rendered = {"schema_translate_map": names, "render_schema_translate": True}
+        self.compiled = statement.compile(dialect=dialect, **(rendered if names else {}))
         self.raw = dialect.driver in _RAW_DRIVERS and not self.compiled.positional
         self.processors: dict[str, Callable[[Any], Any]] = {}
         defaults: dict[str, Any] = {}
-        for bind, name in self.compiled.bind_names.items():
-            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        for param, name in self.compiled.bind_names.items():
+            processor = param.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 self.processors[name] = processor
-            if not bind.required:
-                defaults[name] = bind.effective_value
+            if not param.required:
+                defaults[name] = param.effective_value
         # Values bound at build time (literals), processed once.
         self.defaults: dict[str, Any] = {}
         self.defaults = self.bind(defaults)

@@ -1,4 +1,9 @@
-"""Create or upgrade unistatus's schema with Alembic (idempotent)."""
+"""Create or upgrade unistatus's tables with Alembic (idempotent).
+
+With the ``schema`` setting (PostgreSQL) the tables, revision 0007's function and
+Alembic's version table all go in that schema, created here if missing; the legacy
+tables stay the application's (:mod:`unistatus.db.binding`).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from unistatus.config import Settings
-from unistatus.db.dialect import ops_for
+from unistatus.db.binding import require_bound, schema_of
+from unistatus.db.dialect import mode_lock_key, ops_for
+from unistatus.db.legacy import legacy_schema
 from unistatus.errors import GateError, StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -41,6 +48,11 @@ def alembic_config(connection: sa.Connection, settings: Settings) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
+    # Where our tables go (None: unqualified, as before the setting), and the mode lock
+    # of the installation there (revision 0007's function and 0006 take it).
+    schema = schema_of(connection)
+    cfg.attributes["schema"] = schema
+    cfg.attributes["mode_lock_key"] = mode_lock_key(schema)
     # Reference legacy tables are created only for systems still configured with the
     # reference table name (the demo and tests); a deployment's own tables are its own.
     cfg.attributes["reference_legacy_tables"] = [
@@ -49,7 +61,12 @@ def alembic_config(connection: sa.Connection, settings: Settings) -> Config:
         if spec.table == REFERENCE_NAMES[system]
     ]
     cfg.attributes["legacy_tables"] = {
-        system: {"table": spec.table, "id": spec.id, "status": spec.status}
+        system: {
+            "table": spec.table,
+            "schema": legacy_schema(connection, spec),
+            "id": spec.id,
+            "status": spec.status,
+        }
         for system, spec in settings.legacy_tables.items()
     }
     cfg.attributes["lock_timeout_ms"] = settings.lock_timeout_ms
@@ -66,12 +83,15 @@ def upgrade(
     """Bring the schema to ``revision``; returns the revision now current.
 
     ``attributes`` reach the migrations through the Alembic config (e.g. who asked).
+    ``engine`` must be bound to the settings' schema (``create_engine(url, schema=...)``).
     """
+    require_bound(engine, settings.schema)
     try:
         # A write transaction: on SQLite it takes the write lock up front (BEGIN
         # IMMEDIATE), so a migration run while adapters write waits for them instead of
         # failing with "database is locked" when its first read turns into a write.
         with ops_for(engine).write_transaction() as conn:
+            _create_schema(conn)
             cfg = alembic_config(conn, settings)
             cfg.attributes.update(attributes or {})
             command.upgrade(cfg, revision)
@@ -80,12 +100,21 @@ def upgrade(
         raise StorageError(f"cannot migrate the database: {exc.orig}") from None
 
 
+def _create_schema(conn: sa.Connection) -> None:
+    """Create the schema of our tables if it is missing (looked up first: CREATE SCHEMA
+    IF NOT EXISTS needs the CREATE privilege on the database even when it exists)."""
+    schema = schema_of(conn)
+    if schema is not None and not sa.inspect(conn).has_schema(schema):
+        conn.exec_driver_sql(f"CREATE SCHEMA {conn.dialect.identifier_preparer.quote(schema)}")
+
+
 def downgrade(
     engine: sa.Engine,
     settings: Settings,
     revision: str,
     attributes: dict[str, Any] | None = None,
 ) -> str | None:
+    require_bound(engine, settings.schema)
     with ops_for(engine).write_transaction() as conn:
         cfg = alembic_config(conn, settings)
         cfg.attributes.update(attributes or {})
@@ -109,7 +138,8 @@ def current_revision(engine: sa.Engine) -> str | None:
 def current_heads(engine: sa.Engine) -> tuple[str, ...]:
     """Every revision stored in the version table (one per branch applied)."""
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
+        opts = {"version_table": VERSION_TABLE, "version_table_schema": schema_of(engine)}
+        ctx = MigrationContext.configure(conn, opts=opts)
         return ctx.get_current_heads()
 
 

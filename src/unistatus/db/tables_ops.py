@@ -12,6 +12,7 @@ import weakref
 
 import sqlalchemy as sa
 
+from unistatus.db.binding import schema_of
 from unistatus.db.tables import UTC, metadata
 
 # Upper bounds (ms, inclusive) of the latency buckets; one more bucket holds the rest.
@@ -78,7 +79,8 @@ def stores_rolled_back(engine: sa.Engine) -> bool:
     if engine in _ROLLED_BACK_STORED:
         return True
     try:
-        names = {c["name"] for c in sa.inspect(engine).get_columns(operation_stats.name)}
+        columns = sa.inspect(engine).get_columns(operation_stats.name, schema=schema_of(engine))
+        names = {c["name"] for c in columns}
     except sa.exc.NoSuchTableError:
         return True  # no table at all: let the statement fail with the real error
     if "rolled_back" in names:

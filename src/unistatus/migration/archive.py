@@ -1,38 +1,48 @@
 """Archive of the legacy tables: export, verify against a database, restore.
 
-An archive is a directory: one gzip JSON-lines file per legacy table (a row per line in
-primary-key order, a JSON array in column order; decimals, timestamps and bytes as exact
-text, timestamps with time zone in UTC) and a ``manifest.json`` (row counts, column types,
-sha256 of each file and of its content). The gzip header has no name or time, so the same
-rows export to the same bytes. A verified archive is recorded in the control table;
+An archive is a directory: one gzip JSON-lines file per legacy table, rows in
+primary-key order, and a ``manifest.json`` (the format:
+:mod:`unistatus.migration.archive_format`). The gzip header has no name or time, so the
+same rows export to the same bytes. A verified archive is recorded in the control table;
 retiring the legacy status columns requires one. Operator's view: ``docs/runbook.md``.
 """
 
 from __future__ import annotations
 
-import base64
 import gzip
 import hashlib
 import json
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.clock import as_utc, utcnow
+from unistatus.clock import utcnow
 from unistatus.config import Settings
+from unistatus.db.binding import schema_of
 from unistatus.db.control import ControlChange, read_mode, read_value, write_value
-from unistatus.db.dialect import BIG_INTEGER, ops_for
+from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine, display_url
-from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.legacy import legacy_schema, reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.schema import current_revision
 from unistatus.db.tables import control_log, migration_control
 from unistatus.errors import InputError, StorageError
+from unistatus.migration.archive_format import (
+    MANIFEST,
+    ColumnInfo,
+    Manifest,
+    TableEntry,
+    check_files,
+    decode,
+    encode,
+    file_lines,
+    read_manifest,
+    row_line,
+    sha256_file,
+)
 
 __all__ = [
     "ColumnInfo",
@@ -49,203 +59,8 @@ __all__ = [
     "verify_archive",
 ]
 
-FORMAT = "unistatus-archive/1"
-MANIFEST = "manifest.json"
 CONTROL_KEY = "archive"
 BATCH_ROWS = 2_000
-
-
-# --- values <-> exact text ----------------------------------------------------------
-
-
-def column_kind(type_: sa.types.TypeEngine[Any]) -> str:
-    """How a column's values are written as text (and read back)."""
-    checks: list[tuple[type[Any], str]] = [
-        (sa.Boolean, "boolean"),
-        (sa.Integer, "integer"),
-        (sa.Float, "float"),
-        (sa.Numeric, "decimal"),
-        (sa.DateTime, "datetime"),
-        (sa.Date, "date"),
-        (sa.JSON, "json"),
-        (sa.LargeBinary, "binary"),
-    ]
-    for cls, kind in checks:
-        if isinstance(type_, cls):
-            return kind
-    return "string"
-
-
-def encode(kind: str, value: Any, *, timezone: bool = False) -> Any:
-    """One value as JSON, exactly: text where JSON would round or lose the type."""
-    if value is None:
-        return None
-    if kind == "decimal":
-        return format(Decimal(value), "f")
-    if kind == "datetime":
-        if timezone:
-            value = as_utc(value)
-        return str(value.isoformat())
-    if kind == "date":
-        return str(value.isoformat())
-    if kind == "binary":
-        return base64.b64encode(bytes(value)).decode("ascii")
-    if kind in ("integer", "boolean", "json"):
-        return value
-    if kind == "float":
-        return repr(float(value))
-    return str(value)
-
-
-def decode(kind: str, value: Any) -> Any:
-    if value is None:
-        return None
-    if kind == "decimal":
-        return Decimal(value)
-    if kind == "datetime":
-        return datetime.fromisoformat(value)
-    if kind == "date":
-        return date.fromisoformat(value)
-    if kind == "binary":
-        return base64.b64decode(value)
-    if kind == "float":
-        return float(value)
-    if kind == "integer":
-        return int(value)
-    if kind == "boolean":
-        return bool(value)
-    return value
-
-
-def _line(row: Sequence[Any]) -> bytes:
-    return (json.dumps(list(row), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
-
-
-# --- manifest -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ColumnInfo:
-    name: str
-    type: str
-    kind: str
-    nullable: bool
-    primary_key: bool
-    length: int | None = None
-    precision: int | None = None
-    scale: int | None = None
-    timezone: bool = False
-
-    @classmethod
-    def of(cls, column: sa.Column[Any], dialect: sa.Dialect) -> ColumnInfo:
-        t = column.type
-        return cls(
-            name=column.name,
-            type=str(t.compile(dialect=dialect)),
-            kind=column_kind(t),
-            nullable=bool(column.nullable),
-            primary_key=bool(column.primary_key),
-            length=getattr(t, "length", None),
-            precision=getattr(t, "precision", None) if isinstance(t, sa.Numeric) else None,
-            scale=getattr(t, "scale", None) if isinstance(t, sa.Numeric) else None,
-            timezone=bool(getattr(t, "timezone", False)),
-        )
-
-    def sa_type(self) -> sa.types.TypeEngine[Any]:
-        """A portable type for this column, to create the table in any database."""
-        if self.kind == "integer":
-            return BIG_INTEGER
-        if self.kind == "decimal":
-            return sa.Numeric(self.precision, self.scale)
-        if self.kind == "datetime":
-            return sa.DateTime(timezone=self.timezone)
-        simple: dict[str, sa.types.TypeEngine[Any]] = {
-            "float": sa.Float(),
-            "date": sa.Date(),
-            "boolean": sa.Boolean(),
-            "json": sa.JSON(),
-            "binary": sa.LargeBinary(),
-        }
-        if self.kind in simple:
-            return simple[self.kind]
-        return sa.String(self.length) if self.length else sa.Text()
-
-
-@dataclass
-class TableEntry:
-    name: str
-    system: str | None
-    file: str
-    rows: int
-    columns: list[ColumnInfo]
-    sha256: str
-    content_sha256: str
-
-    @property
-    def primary_key(self) -> list[str]:
-        return [c.name for c in self.columns if c.primary_key]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "system": self.system,
-            "file": self.file,
-            "rows": self.rows,
-            "primary_key": self.primary_key,
-            "columns": [c.__dict__ for c in self.columns],
-            "sha256": self.sha256,
-            "content_sha256": self.content_sha256,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TableEntry:
-        return cls(
-            name=d["name"],
-            system=d.get("system"),
-            file=d["file"],
-            rows=int(d["rows"]),
-            columns=[ColumnInfo(**c) for c in d["columns"]],
-            sha256=d["sha256"],
-            content_sha256=d["content_sha256"],
-        )
-
-
-@dataclass
-class Manifest:
-    created_at: str
-    created_by: str
-    source: dict[str, Any]
-    tables: list[TableEntry]
-    sha256: str = ""  # of manifest.json as written (not part of the file itself)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT,
-            "created_at": self.created_at,
-            "created_by": self.created_by,
-            "source": self.source,
-            "tables": [t.as_dict() for t in self.tables],
-        }
-
-
-def read_manifest(directory: str | Path) -> Manifest:
-    path = Path(directory) / MANIFEST
-    try:
-        raw = path.read_bytes()
-        data = json.loads(raw)
-    except FileNotFoundError:
-        raise InputError(f"{directory} is not an archive: no {MANIFEST}") from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(f"{path}: not a {FORMAT} manifest")
-    try:
-        tables = [TableEntry.from_dict(t) for t in data["tables"]]
-        manifest = Manifest(data["created_at"], data["created_by"], data["source"], tables)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"{path}: malformed manifest ({exc})") from None
-    manifest.sha256 = hashlib.sha256(raw).hexdigest()
-    return manifest
 
 
 # --- reading live rows --------------------------------------------------------------
@@ -263,20 +78,7 @@ def _live_lines(
     kinds = [(c.kind, c.timezone) for c in columns]
     result = conn.execution_options(yield_per=BATCH_ROWS).execute(_ordered_select(table, columns))
     for row in result:
-        yield _line([encode(k, v, timezone=tz) for (k, tz), v in zip(kinds, row, strict=True)])
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _file_lines(path: Path) -> Iterator[bytes]:
-    with gzip.open(path, "rb") as f:
-        yield from f
+        yield row_line([encode(k, v, timezone=tz) for (k, tz), v in zip(kinds, row, strict=True)])
 
 
 # --- export -------------------------------------------------------------------------
@@ -301,10 +103,13 @@ def export_archive(
     entries: list[TableEntry] = []
     try:
         with ops_for(engine).snapshot() as conn:
-            mode = read_mode(conn) if sa.inspect(conn).has_table(migration_control.name) else None
+            installed = sa.inspect(conn).has_table(migration_control.name, schema=schema_of(conn))
+            mode = read_mode(conn) if installed else None
             for system, lt in tables.items():
                 columns = [ColumnInfo.of(c, engine.dialect) for c in lt.table.c]
-                entries.append(_export_table(conn, lt.table, system.value, columns, directory))
+                entry = _export_table(conn, lt.table, system.value, columns, directory)
+                entry.schema = settings.legacy_tables[system.value].schema
+                entries.append(entry)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"export failed: {exc.orig}") from None
     except OSError as exc:
@@ -357,7 +162,7 @@ def _export_table(
         file=name,
         rows=rows,
         columns=columns,
-        sha256=_sha256_file(path),
+        sha256=sha256_file(path),
         content_sha256=content.hexdigest(),
     )
 
@@ -388,30 +193,6 @@ class VerifyReport:
         }
 
 
-def check_files(directory: str | Path, manifest: Manifest) -> list[str]:
-    """Problems with the archive's own files: missing, altered, or unreadable."""
-    problems: list[str] = []
-    for entry in manifest.tables:
-        path = Path(directory) / entry.file
-        if not path.is_file():
-            problems.append(f"{entry.file}: missing")
-            continue
-        if _sha256_file(path) != entry.sha256:
-            problems.append(f"{entry.file}: sha256 differs from the manifest (file altered)")
-            continue
-        content, rows = hashlib.sha256(), 0
-        try:
-            for line in _file_lines(path):
-                content.update(line)
-                rows += 1
-        except (OSError, EOFError) as exc:
-            problems.append(f"{entry.file}: unreadable ({exc})")
-            continue
-        if rows != entry.rows or content.hexdigest() != entry.content_sha256:
-            problems.append(f"{entry.file}: content differs from the manifest")
-    return problems
-
-
 def verify_archive(engine: sa.Engine, directory: str | Path) -> VerifyReport:
     """Check the files, then compare counts and content digests with the live tables."""
     manifest = read_manifest(directory)
@@ -419,22 +200,19 @@ def verify_archive(engine: sa.Engine, directory: str | Path) -> VerifyReport:
     report.problems += check_files(directory, manifest)
     try:
         with ops_for(engine).snapshot() as conn:
-            existing = set(sa.inspect(conn).get_table_names())
             for entry in manifest.tables:
-                report.tables.append(_compare_live(conn, entry, existing, report.problems))
+                report.tables.append(_compare_live(conn, entry, report.problems))
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot read the database: {exc.orig}") from None
     return report
 
 
-def _compare_live(
-    conn: sa.Connection, entry: TableEntry, existing: set[str], problems: list[str]
-) -> dict[str, Any]:
+def _compare_live(conn: sa.Connection, entry: TableEntry, problems: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {"table": entry.name, "archived_rows": entry.rows, "live_rows": None}
-    if entry.name not in existing:
+    table = reflect_legacy_table(conn, entry.spec)
+    if table is None:
         problems.append(f"{entry.name}: no such table in the database")
         return out
-    table = sa.Table(entry.name, sa.MetaData(), autoload_with=conn)
     missing = [c.name for c in entry.columns if c.name not in table.c]
     if missing:
         problems.append(f"{entry.name}: columns missing in the database: {', '.join(missing)}")
@@ -547,7 +325,8 @@ def restore_archive(
 
 
 def _target_table(conn: sa.Connection, entry: TableEntry, replace: bool) -> tuple[sa.Table, bool]:
-    if not sa.inspect(conn).has_table(entry.name):
+    found = reflect_legacy_table(conn, entry.spec)
+    if found is None:
         table = sa.Table(
             entry.name,
             sa.MetaData(),
@@ -555,10 +334,11 @@ def _target_table(conn: sa.Connection, entry: TableEntry, replace: bool) -> tupl
                 sa.Column(c.name, c.sa_type(), primary_key=c.primary_key, nullable=c.nullable)
                 for c in entry.columns
             ),
+            schema=legacy_schema(conn, entry.spec),
         )
         table.create(conn)
         return table, True
-    table = sa.Table(entry.name, sa.MetaData(), autoload_with=conn)
+    table = found
     missing = [c.name for c in entry.columns if c.name not in table.c]
     if missing:
         raise InputError(
@@ -575,7 +355,7 @@ def _load(conn: sa.Connection, table: sa.Table, entry: TableEntry, path: Path) -
     names = [c.name for c in entry.columns]
     kinds = [c.kind for c in entry.columns]
     stmt = sa.insert(table)
-    for batch in _batches(_file_lines(path), BATCH_ROWS):
+    for batch in _batches(file_lines(path), BATCH_ROWS):
         rows = []
         for line in batch:
             values = json.loads(line)

@@ -14,8 +14,9 @@ import sqlalchemy as sa
 
 from unistatus.config import Settings
 from unistatus.db import schema
+from unistatus.db.binding import require_bound
 from unistatus.db.control import read_mode
-from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.legacy import reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError
@@ -36,6 +37,7 @@ U = unified_transactions
 
 def legacy_columns_dropped(engine: sa.Engine, settings: Settings) -> bool:
     """True while revision 0006 is applied (the legacy status columns are gone)."""
+    require_bound(engine, settings.schema)
     return schema.RETIRE_REVISION in schema.current_heads(engine)
 
 
@@ -59,13 +61,12 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
             "then `unistatus archive verify DIR`"
         )
     project = pending_replay_exists(conn)
-    existing = set(sa.inspect(conn).get_table_names())
     for system in LegacySystemType:
         spec = settings.legacy_tables[system.value]
-        if spec.table not in existing:
+        table = reflect_legacy_table(conn, spec)
+        if table is None:
             problems.append(f"legacy table {spec.table!r} does not exist")
             continue
-        table = sa.Table(spec.table, sa.MetaData(), autoload_with=conn)
         if spec.status not in table.c:
             problems.append(f"{spec.table}.{spec.status} is already missing")
             continue

@@ -174,11 +174,12 @@ def _table_counts(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
     )
     if isinstance(legacy, dict) and "error" not in legacy:
         tables += [lt.table for lt in legacy.values()]
-    existing = set(sa.inspect(engine).get_table_names())
+    inspector = sa.inspect(engine)
     counts: dict[str, Any] = {}
     with engine.connect() as conn:
         for table in tables:
-            if table.name not in existing:
+            # Ours in their schema, the legacy tables in the application's.
+            if not inspector.has_table(table.name, schema=conn.schema_for_object(table)):
                 counts[table.name] = None
                 continue
             counts[table.name] = int(

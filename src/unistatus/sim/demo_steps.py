@@ -115,7 +115,7 @@ def _refusals_are_races(report: Any) -> None:
 
 
 def step_prepare(ctx: DemoContext) -> str:
-    ctx.engine = create_engine(ctx.database_url)
+    ctx.engine = create_engine(ctx.database_url, schema=ctx.settings.schema)
     revision = schema.upgrade(ctx.engine, ctx.settings)
     return f"{ctx.engine.dialect.name} database at schema revision {revision}"
 

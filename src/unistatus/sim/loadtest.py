@@ -169,7 +169,12 @@ def run_load_test(
     # Its own engine: a pool as large as the concurrency (no waiting for a connection
     # inside the measured latency), and no pre-ping round trip on every checkout.
     engine = create_engine(
-        url, pool_size=concurrent + 5, max_overflow=10, pool_timeout=60, pool_pre_ping=False
+        url,
+        schema=settings.schema,
+        pool_size=concurrent + 5,
+        max_overflow=10,
+        pool_timeout=60,
+        pool_pre_ping=False,
     )
     try:
         previous = get_mode(engine)

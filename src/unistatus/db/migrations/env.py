@@ -11,6 +11,8 @@ context.configure(
     connection=connection,
     target_metadata=metadata,
     version_table="unistatus_alembic_version",
+    # In the schema of our tables (the ``schema`` setting; None: unqualified, as ever).
+    version_table_schema=context.config.attributes.get("schema"),
     render_as_batch=connection.dialect.name == "sqlite",
     transaction_per_migration=True,
 )

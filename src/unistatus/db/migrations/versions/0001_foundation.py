@@ -23,15 +23,32 @@ UTC = sa.DateTime(timezone=True)
 JSON = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
 
 
-def _reference_legacy_tables() -> list[str]:
-    """Create the demo/test legacy tables only where the config uses them and they are absent."""
-    wanted = context.config.attributes.get("reference_legacy_tables", [])
-    existing = set(sa.inspect(op.get_bind()).get_table_names())
-    return [name for name in wanted if name not in existing]
+def _reference_legacy_tables() -> list[tuple[str, str | None]]:
+    """The demo/test legacy tables to create: (name, schema) of those the config uses and
+    the database lacks. A legacy table's schema is the application's (the config's, or
+    where its bare name resolves), never unistatus's own."""
+    attributes = context.config.attributes
+    wanted = attributes.get("reference_legacy_tables", [])
+    where = {
+        spec["table"]: spec.get("schema") for spec in attributes.get("legacy_tables", {}).values()
+    }
+    inspector = sa.inspect(op.get_bind())
+    return [
+        (name, where.get(name))
+        for name in wanted
+        if not inspector.has_table(name, schema=where.get(name))
+    ]
+
+
+def _schema() -> str | None:
+    """Where unistatus's own tables are: the ``schema`` setting (None: unqualified)."""
+    schema: str | None = context.config.attributes.get("schema")
+    return schema
 
 
 def upgrade() -> None:
-    for name in _reference_legacy_tables():
+    schema = _schema()
+    for name, legacy_schema in _reference_legacy_tables():
         op.create_table(
             name,
             sa.Column("id", BIGID, primary_key=True),
@@ -41,6 +58,7 @@ def upgrade() -> None:
             sa.Column("status", sa.String(64), nullable=True),
             sa.Column("created_at", UTC, nullable=False),
             sa.Column("updated_at", UTC, nullable=False),
+            schema=legacy_schema,
         )
     op.create_table(
         "unified_transactions",
@@ -63,9 +81,10 @@ def upgrade() -> None:
             "origin IN ('dual_write','backfill','repair','unified')", name="ck_origin"
         ),
         sa.CheckConstraint("amount >= 0", name="ck_unified_amount"),
+        schema=schema,
     )
-    op.create_index("ix_unified_updated_at", "unified_transactions", ["updated_at"])
-    op.create_index("ix_unified_status", "unified_transactions", ["status"])
+    op.create_index("ix_unified_updated_at", "unified_transactions", ["updated_at"], schema=schema)
+    op.create_index("ix_unified_status", "unified_transactions", ["status"], schema=schema)
     op.create_table(
         "unified_status_history",
         sa.Column("id", BIGID, primary_key=True),
@@ -83,15 +102,21 @@ def upgrade() -> None:
         sa.Column("mode", sa.String(40), nullable=False),
         sa.Column("override", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("created_at", UTC, nullable=False),
+        schema=schema,
     )
-    op.create_index("ix_history_transaction", "unified_status_history", ["transaction_id"])
-    op.create_index("ix_history_legacy", "unified_status_history", ["legacy_system", "legacy_id"])
+    op.create_index(
+        "ix_history_transaction", "unified_status_history", ["transaction_id"], schema=schema
+    )
+    op.create_index(
+        "ix_history_legacy", "unified_status_history", ["legacy_system", "legacy_id"], schema=schema
+    )
     op.create_table(
         "unistatus_control",
         sa.Column("key", sa.String(64), primary_key=True),
         sa.Column("value", sa.String(256), nullable=False),
         sa.Column("updated_at", UTC, nullable=False),
         sa.Column("updated_by", sa.String(128), nullable=False),
+        schema=schema,
     )
     op.create_table(
         "unistatus_control_log",
@@ -103,6 +128,7 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("metadata", JSON, nullable=True),
         sa.Column("created_at", UTC, nullable=False),
+        schema=schema,
     )
     op.create_table(
         "unistatus_repair_queue",
@@ -116,8 +142,11 @@ def upgrade() -> None:
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("resolved_at", UTC, nullable=True),
         sa.Column("resolution", sa.Text, nullable=True),
+        schema=schema,
     )
-    op.create_index("ix_repair_unresolved", "unistatus_repair_queue", ["resolved_at"])
+    op.create_index(
+        "ix_repair_unresolved", "unistatus_repair_queue", ["resolved_at"], schema=schema
+    )
     op.create_table(
         "unistatus_pending_legacy",
         sa.Column("id", BIGID, primary_key=True),
@@ -127,12 +156,18 @@ def upgrade() -> None:
         sa.Column("operation_id", sa.String(36), nullable=False),
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("replayed_at", UTC, nullable=True),
+        schema=schema,
     )
-    op.create_index("ix_pending_unreplayed", "unistatus_pending_legacy", ["replayed_at"])
-    op.create_index("ix_pending_transaction", "unistatus_pending_legacy", ["transaction_id"])
+    op.create_index(
+        "ix_pending_unreplayed", "unistatus_pending_legacy", ["replayed_at"], schema=schema
+    )
+    op.create_index(
+        "ix_pending_transaction", "unistatus_pending_legacy", ["transaction_id"], schema=schema
+    )
 
 
 def downgrade() -> None:
+    schema = _schema()
     for name in (
         "unistatus_pending_legacy",
         "unistatus_repair_queue",
@@ -141,4 +176,4 @@ def downgrade() -> None:
         "unified_status_history",
         "unified_transactions",
     ):
-        op.drop_table(name)
+        op.drop_table(name, schema=schema)

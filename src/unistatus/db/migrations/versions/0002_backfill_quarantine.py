@@ -7,7 +7,7 @@ Revises: 0001
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0002"
 down_revision = "0001"
@@ -17,7 +17,14 @@ depends_on = None
 UTC = sa.DateTime(timezone=True)
 
 
+def _schema() -> str | None:
+    """Where unistatus's own tables are: the ``schema`` setting (None: unqualified)."""
+    schema: str | None = context.config.attributes.get("schema")
+    return schema
+
+
 def upgrade() -> None:
+    schema = _schema()
     op.create_table(
         "unistatus_backfill_jobs",
         sa.Column("system", sa.String(16), primary_key=True),
@@ -29,6 +36,7 @@ def upgrade() -> None:
         sa.Column("started_at", UTC, nullable=False),
         sa.Column("updated_at", UTC, nullable=False),
         sa.Column("finished_at", UTC, nullable=True),
+        schema=schema,
     )
     op.create_table(
         "unistatus_backfill_chunks",
@@ -43,8 +51,11 @@ def upgrade() -> None:
         sa.Column("worker", sa.String(64), nullable=True),
         sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
         sa.Column("done_at", UTC, nullable=True),
+        schema=schema,
     )
-    op.create_index("ix_backfill_chunks_claim", "unistatus_backfill_chunks", ["state", "system"])
+    op.create_index(
+        "ix_backfill_chunks_claim", "unistatus_backfill_chunks", ["state", "system"], schema=schema
+    )
     op.create_table(
         "unistatus_backfill_quarantine",
         sa.Column("system", sa.String(16), primary_key=True),
@@ -55,15 +66,22 @@ def upgrade() -> None:
         sa.Column("last_seen_at", UTC, nullable=False),
         sa.Column("resolved_at", UTC, nullable=True),
         sa.Column("resolution", sa.String(32), nullable=True),
+        schema=schema,
     )
     op.create_index(
-        "ix_backfill_quarantine_unresolved", "unistatus_backfill_quarantine", ["resolved_at"]
+        "ix_backfill_quarantine_unresolved",
+        "unistatus_backfill_quarantine",
+        ["resolved_at"],
+        schema=schema,
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_backfill_quarantine_unresolved", "unistatus_backfill_quarantine")
-    op.drop_table("unistatus_backfill_quarantine")
-    op.drop_index("ix_backfill_chunks_claim", "unistatus_backfill_chunks")
-    op.drop_table("unistatus_backfill_chunks")
-    op.drop_table("unistatus_backfill_jobs")
+    schema = _schema()
+    op.drop_index(
+        "ix_backfill_quarantine_unresolved", "unistatus_backfill_quarantine", schema=schema
+    )
+    op.drop_table("unistatus_backfill_quarantine", schema=schema)
+    op.drop_index("ix_backfill_chunks_claim", "unistatus_backfill_chunks", schema=schema)
+    op.drop_table("unistatus_backfill_chunks", schema=schema)
+    op.drop_table("unistatus_backfill_jobs", schema=schema)

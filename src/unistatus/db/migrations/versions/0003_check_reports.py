@@ -7,7 +7,7 @@ Revises: 0002
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0003"
 down_revision = "0002"
@@ -19,7 +19,14 @@ UTC = sa.DateTime(timezone=True)
 JSON = sa.JSON().with_variant(sa.dialects.postgresql.JSONB(), "postgresql")
 
 
+def _schema() -> str | None:
+    """Where unistatus's own tables are: the ``schema`` setting (None: unqualified)."""
+    schema: str | None = context.config.attributes.get("schema")
+    return schema
+
+
 def upgrade() -> None:
+    schema = _schema()
     op.create_table(
         "unistatus_check_reports",
         sa.Column("id", BIGID, primary_key=True),
@@ -35,12 +42,19 @@ def upgrade() -> None:
         sa.Column("duration_ms", sa.Float, nullable=False),
         sa.Column("started_at", UTC, nullable=False),
         sa.Column("created_at", UTC, nullable=False),
+        schema=schema,
     )
     op.create_index(
-        "ix_check_reports_scope_created", "unistatus_check_reports", ["scope", "created_at"]
+        "ix_check_reports_scope_created",
+        "unistatus_check_reports",
+        ["scope", "created_at"],
+        schema=schema,
     )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_check_reports_scope_created", table_name="unistatus_check_reports")
-    op.drop_table("unistatus_check_reports")
+    schema = _schema()
+    op.drop_index(
+        "ix_check_reports_scope_created", table_name="unistatus_check_reports", schema=schema
+    )
+    op.drop_table("unistatus_check_reports", schema=schema)

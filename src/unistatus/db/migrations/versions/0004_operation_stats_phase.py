@@ -7,7 +7,7 @@ Revises: 0003
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0004"
 down_revision = "0003"
@@ -20,7 +20,14 @@ UTC = sa.DateTime(timezone=True)
 BUCKETS = [f"b{i:02d}" for i in range(17)]
 
 
+def _schema() -> str | None:
+    """Where unistatus's own tables are: the ``schema`` setting (None: unqualified)."""
+    schema: str | None = context.config.attributes.get("schema")
+    return schema
+
+
 def upgrade() -> None:
+    schema = _schema()
     op.create_table(
         "unistatus_operation_stats",
         sa.Column("id", BIGID, primary_key=True),
@@ -35,10 +42,14 @@ def upgrade() -> None:
         sa.Column("latency_sum_ms", sa.Float, nullable=False),
         sa.Column("latency_max_ms", sa.Float, nullable=False),
         *(sa.Column(b, sa.BigInteger, nullable=False, server_default="0") for b in BUCKETS),
+        schema=schema,
     )
-    op.create_index("ix_operation_stats_end", "unistatus_operation_stats", ["interval_end"])
+    op.create_index(
+        "ix_operation_stats_end", "unistatus_operation_stats", ["interval_end"], schema=schema
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_operation_stats_end", table_name="unistatus_operation_stats")
-    op.drop_table("unistatus_operation_stats")
+    schema = _schema()
+    op.drop_index("ix_operation_stats_end", table_name="unistatus_operation_stats", schema=schema)
+    op.drop_table("unistatus_operation_stats", schema=schema)

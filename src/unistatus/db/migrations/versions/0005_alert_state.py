@@ -7,7 +7,7 @@ Revises: 0004
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0005"
 down_revision = "0004"
@@ -17,7 +17,14 @@ depends_on = None
 UTC = sa.DateTime(timezone=True)
 
 
+def _schema() -> str | None:
+    """Where unistatus's own tables are: the ``schema`` setting (None: unqualified)."""
+    schema: str | None = context.config.attributes.get("schema")
+    return schema
+
+
 def upgrade() -> None:
+    schema = _schema()
     op.create_table(
         "unistatus_alert_state",
         sa.Column("name", sa.String(64), primary_key=True),
@@ -32,15 +39,18 @@ def upgrade() -> None:
         sa.Column("notified_at", UTC, nullable=True),
         sa.Column("notified_state", sa.String(16), nullable=True),
         sa.Column("response", sa.Text, nullable=True),
+        schema=schema,
     )
     op.create_table(
         "unistatus_monitor_values",
         sa.Column("key", sa.String(64), primary_key=True),
         sa.Column("value", sa.Float, nullable=False),
         sa.Column("updated_at", UTC, nullable=False),
+        schema=schema,
     )
 
 
 def downgrade() -> None:
-    op.drop_table("unistatus_monitor_values")
-    op.drop_table("unistatus_alert_state")
+    schema = _schema()
+    op.drop_table("unistatus_monitor_values", schema=schema)
+    op.drop_table("unistatus_alert_state", schema=schema)

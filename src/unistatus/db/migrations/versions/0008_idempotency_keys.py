@@ -11,7 +11,7 @@ Revises: 0007
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0008"
 down_revision = "0007"
@@ -21,7 +21,14 @@ depends_on = None
 UTC = sa.DateTime(timezone=True)
 
 
+def _schema() -> str | None:
+    """Where unistatus's own tables are: the ``schema`` setting (None: unqualified)."""
+    schema: str | None = context.config.attributes.get("schema")
+    return schema
+
+
 def upgrade() -> None:
+    schema = _schema()
     op.create_table(
         "unistatus_idempotency_keys",
         sa.Column("key", sa.String(255), nullable=False),
@@ -35,10 +42,19 @@ def upgrade() -> None:
         sa.Column("legacy_status", sa.String(64), nullable=True),
         sa.Column("created_at", UTC, nullable=False),
         sa.PrimaryKeyConstraint("key", name="pk_unistatus_idempotency_keys"),
+        schema=schema,
     )
-    op.create_index("ix_idempotency_keys_created_at", "unistatus_idempotency_keys", ["created_at"])
+    op.create_index(
+        "ix_idempotency_keys_created_at",
+        "unistatus_idempotency_keys",
+        ["created_at"],
+        schema=schema,
+    )
 
 
 def downgrade() -> None:
-    op.drop_index("ix_idempotency_keys_created_at", table_name="unistatus_idempotency_keys")
-    op.drop_table("unistatus_idempotency_keys")
+    schema = _schema()
+    op.drop_index(
+        "ix_idempotency_keys_created_at", table_name="unistatus_idempotency_keys", schema=schema
+    )
+    op.drop_table("unistatus_idempotency_keys", schema=schema)

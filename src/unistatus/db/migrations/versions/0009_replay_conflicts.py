@@ -11,7 +11,7 @@ Revises: 0008
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0009"
 down_revision = "0008"
@@ -22,7 +22,14 @@ UTC = sa.DateTime(timezone=True)
 TABLE = "unistatus_replay_conflicts"
 
 
+def _schema() -> str | None:
+    """Where unistatus's own tables are: the ``schema`` setting (None: unqualified)."""
+    schema: str | None = context.config.attributes.get("schema")
+    return schema
+
+
 def upgrade() -> None:
+    schema = _schema()
     op.create_table(
         TABLE,
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True),
@@ -43,10 +50,12 @@ def upgrade() -> None:
         sa.Column("resolution", sa.String(16), nullable=True),
         sa.Column("resolved_by", sa.String(128), nullable=True),
         sa.Column("resolution_reason", sa.Text, nullable=True),
+        schema=schema,
     )
-    op.create_index("ix_replay_conflicts_open", TABLE, ["resolved_at"])
+    op.create_index("ix_replay_conflicts_open", TABLE, ["resolved_at"], schema=schema)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_replay_conflicts_open", table_name=TABLE)
-    op.drop_table(TABLE)
+    schema = _schema()
+    op.drop_index("ix_replay_conflicts_open", table_name=TABLE, schema=schema)
+    op.drop_table(TABLE, schema=schema)

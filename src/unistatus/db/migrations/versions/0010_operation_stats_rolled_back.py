@@ -12,7 +12,7 @@ Revises: 0009
 from __future__ import annotations
 
 import sqlalchemy as sa
-from alembic import op
+from alembic import context, op
 
 revision = "0010"
 down_revision = "0009"
@@ -23,11 +23,19 @@ TABLE = "unistatus_operation_stats"
 COLUMN = "rolled_back"
 
 
+def _schema() -> str | None:
+    """Where unistatus's own tables are: the ``schema`` setting (None: unqualified)."""
+    schema: str | None = context.config.attributes.get("schema")
+    return schema
+
+
 def upgrade() -> None:
-    with op.batch_alter_table(TABLE) as batch:
+    schema = _schema()
+    with op.batch_alter_table(TABLE, schema=schema) as batch:
         batch.add_column(sa.Column(COLUMN, sa.BigInteger, nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table(TABLE) as batch:
+    schema = _schema()
+    with op.batch_alter_table(TABLE, schema=schema) as batch:
         batch.drop_column(COLUMN)

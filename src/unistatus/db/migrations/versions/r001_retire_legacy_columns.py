@@ -35,37 +35,53 @@ MODE_LOCK_KEY = 0x756E6973  # the advisory lock every adapter write holds shared
 UTC_TIME = sa.DateTime(timezone=True)
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
-control = sa.table(
-    "unistatus_control",
-    sa.column("key", sa.String),
-    sa.column("value", sa.String),
-    sa.column("updated_at", UTC_TIME),
-    sa.column("updated_by", sa.String),
-)
-control_log = sa.table(
-    "unistatus_control_log",
-    sa.column("id", sa.BigInteger),
-    sa.column("key", sa.String),
-    sa.column("old_value", sa.String),
-    sa.column("new_value", sa.String),
-    sa.column("actor", sa.String),
-    sa.column("reason", sa.Text),
-    sa.column("metadata", JSON),
-    sa.column("created_at", UTC_TIME),
-)
-unified = sa.table(
-    "unified_transactions",
-    sa.column("id", sa.String),
-    sa.column("legacy_system", sa.String),
-    sa.column("legacy_id", sa.BigInteger),
-    sa.column("legacy_status", sa.String),
-)
-pending = sa.table(
-    "unistatus_pending_legacy",
-    sa.column("id", sa.BigInteger),
-    sa.column("transaction_id", sa.String),
-    sa.column("replayed_at", UTC_TIME),
-)
+
+def _ours(name: str, *columns: sa.ColumnClause[Any]) -> sa.TableClause:
+    """One of unistatus's tables, in its schema (the ``schema`` attribute; None: bare)."""
+    return sa.table(name, *columns, schema=context.config.attributes.get("schema"))
+
+
+def _control() -> sa.TableClause:
+    return _ours(
+        "unistatus_control",
+        sa.column("key", sa.String),
+        sa.column("value", sa.String),
+        sa.column("updated_at", UTC_TIME),
+        sa.column("updated_by", sa.String),
+    )
+
+
+def _control_log() -> sa.TableClause:
+    return _ours(
+        "unistatus_control_log",
+        sa.column("id", sa.BigInteger),
+        sa.column("key", sa.String),
+        sa.column("old_value", sa.String),
+        sa.column("new_value", sa.String),
+        sa.column("actor", sa.String),
+        sa.column("reason", sa.Text),
+        sa.column("metadata", JSON),
+        sa.column("created_at", UTC_TIME),
+    )
+
+
+def _unified() -> sa.TableClause:
+    return _ours(
+        "unified_transactions",
+        sa.column("id", sa.String),
+        sa.column("legacy_system", sa.String),
+        sa.column("legacy_id", sa.BigInteger),
+        sa.column("legacy_status", sa.String),
+    )
+
+
+def _pending() -> sa.TableClause:
+    return _ours(
+        "unistatus_pending_legacy",
+        sa.column("id", sa.BigInteger),
+        sa.column("transaction_id", sa.String),
+        sa.column("replayed_at", UTC_TIME),
+    )
 
 
 def _prepare() -> sa.Connection:
@@ -75,17 +91,32 @@ def _prepare() -> sa.Connection:
         lock_ms = int(context.config.attributes["lock_timeout_ms"])
         bind.exec_driver_sql("SET LOCAL statement_timeout = 0")
         bind.exec_driver_sql(f"SET LOCAL lock_timeout = {lock_ms}")
-        bind.execute(sa.select(sa.func.pg_advisory_xact_lock(MODE_LOCK_KEY)))
+        key = int(context.config.attributes.get("mode_lock_key", MODE_LOCK_KEY))
+        bind.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
     return bind
 
 
-def _legacy_tables() -> dict[str, dict[str, str]]:
-    """{system: {"table", "id", "status"}}: the deployment's legacy tables."""
+def _legacy_tables() -> dict[str, dict[str, Any]]:
+    """{system: {"table", "schema", "id", "status"}}: the deployment's legacy tables (a
+    schema of None: the bare name, where the application's search_path finds it)."""
     given = context.config.attributes["legacy_tables"]
     return {system: dict(given[system]) for system in SYSTEMS}
 
 
+def _legacy(bind: sa.Connection, spec: dict[str, Any]) -> sa.Table:
+    """The legacy table as the database has it now, in the application's schema (its
+    foreign keys left unresolved: they name the application's tables, not ours)."""
+    return sa.Table(
+        spec["table"],
+        sa.MetaData(),
+        schema=spec.get("schema"),
+        autoload_with=bind,
+        resolve_fks=False,
+    )
+
+
 def _control_value(bind: sa.Connection, key: str) -> str | None:
+    control = _control()
     q = sa.select(control.c.value).where(control.c.key == key)
     value = bind.execute(q).scalar_one_or_none()
     return None if value is None else str(value)
@@ -95,6 +126,7 @@ def _record(bind: sa.Connection, value: str, metadata: dict[str, Any]) -> None:
     """Set the control value ``legacy_columns`` and log the change (who, why, what)."""
     attrs = context.config.attributes
     actor, reason = attrs.get("actor"), attrs.get("reason")
+    control, control_log = _control(), _control_log()
     if not isinstance(actor, str) or not actor.strip():
         actor = "alembic"
     if not isinstance(reason, str) or not reason.strip():
@@ -131,6 +163,7 @@ def _record(bind: sa.Connection, value: str, metadata: dict[str, Any]) -> None:
 def _blockers(bind: sa.Connection, legacy: dict[str, dict[str, str]]) -> list[str]:
     """Why the columns may not be dropped now (empty: they may)."""
     problems: list[str] = []
+    unified, pending = _unified(), _pending()
     mode = _control_value(bind, MODE_KEY) or DEFAULT_MODE
     if mode != FROZEN_MODE:
         problems.append(
@@ -144,13 +177,13 @@ def _blockers(bind: sa.Connection, legacy: dict[str, dict[str, str]]) -> list[st
         )
     unreplayed = sa.select(pending.c.id).where(pending.c.replayed_at.is_(None)).limit(1)
     project = bind.execute(unreplayed).first() is not None
-    existing = set(sa.inspect(bind).get_table_names())
+    inspector = sa.inspect(bind)
     for system in SYSTEMS:
         spec = legacy[system]
-        if spec["table"] not in existing:
+        if not inspector.has_table(spec["table"], schema=spec.get("schema")):
             problems.append(f"legacy table {spec['table']!r} does not exist")
             continue
-        table = sa.Table(spec["table"], sa.MetaData(), autoload_with=bind)
+        table = _legacy(bind, spec)
         if spec["status"] not in table.c:
             problems.append(f"{spec['table']}.{spec['status']} is already missing")
             continue
@@ -208,14 +241,14 @@ def upgrade() -> None:
     dropped: dict[str, Any] = {}
     for system in SYSTEMS:
         spec = legacy[system]
-        column = sa.Table(spec["table"], sa.MetaData(), autoload_with=bind).c[spec["status"]]
+        column = _legacy(bind, spec).c[spec["status"]]
         dropped[system] = {
             "table": spec["table"],
             "column": spec["status"],
             "length": getattr(column.type, "length", None),
             "nullable": bool(column.nullable),
         }
-        with op.batch_alter_table(spec["table"]) as batch:
+        with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
             batch.drop_column(spec["status"])
     _record(bind, "dropped", dropped)
 
@@ -226,12 +259,13 @@ def downgrade() -> None:
     restored: dict[str, Any] = {}
     for system, spec in _legacy_tables().items():
         info = dropped.get(system, {})
-        if spec["status"] not in sa.Table(spec["table"], sa.MetaData(), autoload_with=bind).c:
-            with op.batch_alter_table(spec["table"]) as batch:
+        if spec["status"] not in _legacy(bind, spec).c:
+            with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
                 batch.add_column(
                     sa.Column(spec["status"], sa.String(info.get("length") or 64), nullable=True)
                 )
-        table = sa.Table(spec["table"], sa.MetaData(), autoload_with=bind)
+        table = _legacy(bind, spec)
+        unified = _unified()
         legacy_status = (
             sa.select(unified.c.legacy_status)
             .where(unified.c.legacy_system == system, unified.c.legacy_id == table.c[spec["id"]])
@@ -239,7 +273,7 @@ def downgrade() -> None:
         )
         result = bind.execute(sa.update(table).values({table.c[spec["status"]]: legacy_status}))
         if info.get("nullable") is False:
-            with op.batch_alter_table(spec["table"]) as batch:
+            with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
                 batch.alter_column(spec["status"], existing_type=sa.String(), nullable=False)
         restored[system] = {"table": spec["table"], "rows": result.rowcount}
     _record(bind, "restored", restored)
@@ -247,6 +281,7 @@ def downgrade() -> None:
 
 def _dropped_columns(bind: sa.Connection) -> dict[str, Any]:
     """What upgrade() recorded about the columns it dropped ({} if nothing recorded)."""
+    control_log = _control_log()
     meta = bind.execute(
         sa.select(control_log.c["metadata"])
         .where(control_log.c.key == CONTROL_KEY, control_log.c.new_value == "dropped")

@@ -1,0 +1,289 @@
+"""The archive's format: values as exact text, the manifest, and checking the files.
+
+One gzip JSON-lines file per legacy table (a row per line, a JSON array in column order;
+decimals, timestamps and bytes as exact text, timestamps with time zone in UTC) and a
+``manifest.json`` (row counts, column types, where each table is, sha256 of each file
+and of its content). Reading and writing databases: :mod:`unistatus.migration.archive`.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.clock import as_utc
+from unistatus.config import LegacyTableSpec
+from unistatus.db.dialect import BIG_INTEGER
+from unistatus.errors import InputError
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST",
+    "ColumnInfo",
+    "Manifest",
+    "TableEntry",
+    "check_files",
+    "column_kind",
+    "decode",
+    "encode",
+    "file_lines",
+    "read_manifest",
+    "row_line",
+    "sha256_file",
+]
+
+FORMAT = "unistatus-archive/1"
+MANIFEST = "manifest.json"
+
+
+# --- values <-> exact text ----------------------------------------------------------
+
+
+def column_kind(type_: sa.types.TypeEngine[Any]) -> str:
+    """How a column's values are written as text (and read back)."""
+    checks: list[tuple[type[Any], str]] = [
+        (sa.Boolean, "boolean"),
+        (sa.Integer, "integer"),
+        (sa.Float, "float"),
+        (sa.Numeric, "decimal"),
+        (sa.DateTime, "datetime"),
+        (sa.Date, "date"),
+        (sa.JSON, "json"),
+        (sa.LargeBinary, "binary"),
+    ]
+    for cls, kind in checks:
+        if isinstance(type_, cls):
+            return kind
+    return "string"
+
+
+def encode(kind: str, value: Any, *, timezone: bool = False) -> Any:
+    """One value as JSON, exactly: text where JSON would round or lose the type."""
+    if value is None:
+        return None
+    if kind == "decimal":
+        return format(Decimal(value), "f")
+    if kind == "datetime":
+        if timezone:
+            value = as_utc(value)
+        return str(value.isoformat())
+    if kind == "date":
+        return str(value.isoformat())
+    if kind == "binary":
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if kind in ("integer", "boolean", "json"):
+        return value
+    if kind == "float":
+        return repr(float(value))
+    return str(value)
+
+
+def decode(kind: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if kind == "decimal":
+        return Decimal(value)
+    if kind == "datetime":
+        return datetime.fromisoformat(value)
+    if kind == "date":
+        return date.fromisoformat(value)
+    if kind == "binary":
+        return base64.b64decode(value)
+    if kind == "float":
+        return float(value)
+    if kind == "integer":
+        return int(value)
+    if kind == "boolean":
+        return bool(value)
+    return value
+
+
+def row_line(row: Sequence[Any]) -> bytes:
+    return (json.dumps(list(row), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+# --- manifest -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    name: str
+    type: str
+    kind: str
+    nullable: bool
+    primary_key: bool
+    length: int | None = None
+    precision: int | None = None
+    scale: int | None = None
+    timezone: bool = False
+
+    @classmethod
+    def of(cls, column: sa.Column[Any], dialect: sa.Dialect) -> ColumnInfo:
+        t = column.type
+        return cls(
+            name=column.name,
+            type=str(t.compile(dialect=dialect)),
+            kind=column_kind(t),
+            nullable=bool(column.nullable),
+            primary_key=bool(column.primary_key),
+            length=getattr(t, "length", None),
+            precision=getattr(t, "precision", None) if isinstance(t, sa.Numeric) else None,
+            scale=getattr(t, "scale", None) if isinstance(t, sa.Numeric) else None,
+            timezone=bool(getattr(t, "timezone", False)),
+        )
+
+    def sa_type(self) -> sa.types.TypeEngine[Any]:
+        """A portable type for this column, to create the table in any database."""
+        if self.kind == "integer":
+            return BIG_INTEGER
+        if self.kind == "decimal":
+            return sa.Numeric(self.precision, self.scale)
+        if self.kind == "datetime":
+            return sa.DateTime(timezone=self.timezone)
+        simple: dict[str, sa.types.TypeEngine[Any]] = {
+            "float": sa.Float(),
+            "date": sa.Date(),
+            "boolean": sa.Boolean(),
+            "json": sa.JSON(),
+            "binary": sa.LargeBinary(),
+        }
+        if self.kind in simple:
+            return simple[self.kind]
+        return sa.String(self.length) if self.length else sa.Text()
+
+
+@dataclass
+class TableEntry:
+    name: str
+    system: str | None
+    file: str
+    rows: int
+    columns: list[ColumnInfo]
+    sha256: str
+    content_sha256: str
+    # The table's schema when the config names one (legacy_tables.X.schema); None: the
+    # bare name, found where the database's search_path finds it.
+    schema: str | None = None
+
+    @property
+    def spec(self) -> LegacyTableSpec:
+        """Where the table is, as a legacy table spec (to find it the one way)."""
+        return LegacyTableSpec(table=self.name, schema=self.schema)
+
+    @property
+    def primary_key(self) -> list[str]:
+        return [c.name for c in self.columns if c.primary_key]
+
+    def as_dict(self) -> dict[str, Any]:
+        # "schema" only when there is one: the manifests of tables found by their bare
+        # name stay byte for byte what they were before the key existed.
+        where = {} if self.schema is None else {"schema": self.schema}
+        return {
+            "name": self.name,
+            **where,
+            "system": self.system,
+            "file": self.file,
+            "rows": self.rows,
+            "primary_key": self.primary_key,
+            "columns": [c.__dict__ for c in self.columns],
+            "sha256": self.sha256,
+            "content_sha256": self.content_sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TableEntry:
+        return cls(
+            name=d["name"],
+            system=d.get("system"),
+            file=d["file"],
+            rows=int(d["rows"]),
+            columns=[ColumnInfo(**c) for c in d["columns"]],
+            sha256=d["sha256"],
+            content_sha256=d["content_sha256"],
+            schema=d.get("schema"),
+        )
+
+
+@dataclass
+class Manifest:
+    created_at: str
+    created_by: str
+    source: dict[str, Any]
+    tables: list[TableEntry]
+    sha256: str = ""  # of manifest.json as written (not part of the file itself)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+            "source": self.source,
+            "tables": [t.as_dict() for t in self.tables],
+        }
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    path = Path(directory) / MANIFEST
+    try:
+        raw = path.read_bytes()
+        data = json.loads(raw)
+    except FileNotFoundError:
+        raise InputError(f"{directory} is not an archive: no {MANIFEST}") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(f"{path}: not a {FORMAT} manifest")
+    try:
+        tables = [TableEntry.from_dict(t) for t in data["tables"]]
+        manifest = Manifest(data["created_at"], data["created_by"], data["source"], tables)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"{path}: malformed manifest ({exc})") from None
+    manifest.sha256 = hashlib.sha256(raw).hexdigest()
+    return manifest
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_lines(path: Path) -> Iterator[bytes]:
+    with gzip.open(path, "rb") as f:
+        yield from f
+
+
+def check_files(directory: str | Path, manifest: Manifest) -> list[str]:
+    """Problems with the archive's own files: missing, altered, or unreadable."""
+    problems: list[str] = []
+    for entry in manifest.tables:
+        path = Path(directory) / entry.file
+        if not path.is_file():
+            problems.append(f"{entry.file}: missing")
+            continue
+        if sha256_file(path) != entry.sha256:
+            problems.append(f"{entry.file}: sha256 differs from the manifest (file altered)")
+            continue
+        content, rows = hashlib.sha256(), 0
+        try:
+            for line in file_lines(path):
+                content.update(line)
+                rows += 1
+        except (OSError, EOFError) as exc:
+            problems.append(f"{entry.file}: unreadable ({exc})")
+            continue
+        if rows != entry.rows or content.hexdigest() != entry.content_sha256:
+            problems.append(f"{entry.file}: content differs from the manifest")
+    return problems
