@@ -2,13 +2,14 @@
 
 A savepoint the caller rolls back (Core or ORM ``begin_nested()``) undoes the writes
 made inside it; a Session joined to an external transaction (SQLAlchemy's recipe) commits
-nothing until the outer transaction does. In every such case the observers and the
+nothing until the outer transaction does; a COMMIT the database refuses (a deferred
+constraint of the caller's own) keeps nothing. In every such case the observers and the
 statistics must count the write as rolled back, never as a success.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +22,29 @@ from unistatus import DualWriteAdapter, DualWriteMode, OperationEvent, Operation
 from unistatus.observe.stats import window
 
 M = DualWriteMode
+
+# The caller's own tables: a child whose reference is checked only at COMMIT.
+APP = sa.MetaData()
+PARENT = sa.Table("test_parent", APP, sa.Column("id", sa.Integer, primary_key=True))
+CHILD = sa.Table(
+    "test_child",
+    APP,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column(
+        "parent_id",
+        sa.Integer,
+        sa.ForeignKey("test_parent.id", deferrable=True, initially="DEFERRED"),
+    ),
+)
+
+
+@pytest.fixture
+def app_db(db: Database) -> Iterator[Database]:
+    APP.create_all(db.engine)
+    try:
+        yield db
+    finally:
+        APP.drop_all(db.engine)
 
 
 class Watched:
@@ -168,3 +192,65 @@ def test_a_session_joined_to_an_outer_transaction_committed(db: Database) -> Non
     assert w.unified_status() == "PROCESSING"
     assert w.outcomes() == [KEPT]
     assert w.counted() == (1, 0, 0)
+
+
+# --- the COMMIT itself -------------------------------------------------------------------
+
+
+def test_a_commit_the_database_refuses_is_counted_as_rolled_back(app_db: Database) -> None:
+    w = Watched(app_db)
+    with pytest.raises(sa.exc.IntegrityError), app_db.engine.begin() as conn:
+        w.change(conn)
+        conn.execute(sa.insert(CHILD).values(id=1, parent_id=999))  # checked at COMMIT
+    assert w.unified_status() == "PENDING" and app_db.count("test_child") == 0
+    assert w.outcomes() == [UNDONE]
+    error = w.events[-1].error or ""
+    assert "COMMIT failed" in error, error
+    assert w.counted() == (0, 0, 1)
+
+
+def test_a_session_commit_the_database_refuses_is_counted_as_rolled_back(
+    app_db: Database,
+) -> None:
+    w = Watched(app_db)
+    with pytest.raises(sa.exc.IntegrityError), Session(app_db.engine) as session:
+        w.change(session)
+        session.execute(sa.insert(CHILD).values(id=1, parent_id=999))
+        session.commit()
+    assert w.unified_status() == "PENDING"
+    assert w.outcomes() == [UNDONE]
+    assert w.counted() == (0, 0, 1)
+
+
+def test_a_commit_that_succeeds_on_a_connection_kept_open(app_db: Database) -> None:
+    """The success is known once the connection goes on (its next transaction) or is
+    closed, and counted once."""
+    w = Watched(app_db)
+    with app_db.engine.connect() as conn:
+        conn.begin()
+        w.change(conn)
+        conn.execute(sa.insert(PARENT).values(id=1))
+        conn.execute(sa.insert(CHILD).values(id=1, parent_id=1))
+        conn.commit()
+        conn.begin()
+        w.change(conn, "AWAITING_RESPONSE")
+        conn.commit()
+    assert w.unified_status() == "AWAITING_RESPONSE"
+    assert w.outcomes() == [KEPT, KEPT]
+    assert w.counted() == (2, 0, 0)
+
+
+def test_a_connection_lost_in_the_callers_transaction_undoes_its_writes(pg: Database) -> None:
+    w = Watched(pg)
+    with pg.engine.connect() as conn:
+        conn.begin()
+        w.change(conn)
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        with pg.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        with pytest.raises(sa.exc.OperationalError):
+            conn.exec_driver_sql("SELECT 1")
+        assert w.outcomes() == [UNDONE]
+    assert w.unified_status() == "PENDING"
+    assert "connection was lost" in (w.events[-1].error or "")
+    assert w.counted() == (0, 0, 1)

@@ -1,9 +1,11 @@
 """What became of the adapter's writes in a caller's transaction, once it has ended.
 
 A write is kept only if no savepoint enclosing it was rolled back and the caller's
-transaction committed. Followed on the connection itself (not on a Session, which may be
-joined to a transaction it does not own), with SQLAlchemy's connection events; how and
-why: docs/adapter.md, "Inside the caller's transaction".
+COMMIT succeeded. Followed on the connection itself (not on a Session, which may be
+joined to a transaction it does not own), with SQLAlchemy's connection and pool events;
+SQLAlchemy's ``commit`` event fires before COMMIT is sent, so a write is kept only once
+the connection goes on after it. How and why: docs/adapter.md, "When the caller's
+transaction ends".
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+
+from unistatus.db.failures import describe
 
 __all__ = ["ROLLED_BACK", "SAVEPOINT_ROLLED_BACK", "CallerWrite", "Ending", "track"]
 
@@ -64,6 +68,8 @@ class _Open:
     """The writes made in a connection's current transaction."""
 
     writes: list[CallerWrite] = field(default_factory=list)
+    # COMMIT was sent (the ``commit`` event): kept unless it fails.
+    committing: bool = False
 
 
 def track(conn: sa.Connection, write: CallerWrite) -> None:
@@ -91,11 +97,16 @@ def _listen(engine: sa.Engine) -> None:
     with _install_lock:
         if engine in _installed:
             return
+        event.listen(engine, "begin", _on_begin)
         event.listen(engine, "commit", _on_commit)
+        event.listen(engine, "commit_twophase", _on_commit_twophase)
+        event.listen(engine, "rollback_twophase", _on_rollback_twophase)
         event.listen(engine, "rollback", _on_rollback)
         event.listen(engine, "savepoint", _on_savepoint)
         event.listen(engine, "release_savepoint", _on_release_savepoint)
         event.listen(engine, "rollback_savepoint", _on_rollback_savepoint)
+        event.listen(engine, "handle_error", _on_error)  # the engine's dialect
+        event.listen(engine, "checkin", _on_checkin)  # the engine's pool
         _installed.add(engine)
 
 
@@ -123,9 +134,56 @@ def _sync(state: _Open, conn: sa.Connection) -> None:
 
 
 def _on_commit(conn: sa.Connection) -> None:
+    """COMMIT is about to be sent: kept once the connection goes on without an error."""
     state = _state(conn)
     if state is not None:
-        _finish(conn.info, state, KEPT)
+        state.committing = True
+
+
+def _on_commit_twophase(conn: sa.Connection, _xid: Any, _is_prepared: bool) -> None:
+    _on_commit(conn)
+
+
+def _on_rollback_twophase(conn: sa.Connection, _xid: Any, _is_prepared: bool) -> None:
+    _on_rollback(conn)
+
+
+def _on_error(context: sa.engine.ExceptionContext) -> None:
+    """An error on a connection whose COMMIT was just sent is that COMMIT's failure
+    (nothing else runs on it before the next ``begin``): nothing was kept, or, if the
+    connection was lost, nobody knows. A connection lost before took its transaction
+    with it."""
+    conn = context.connection
+    state = _state(conn) if conn is not None else None
+    if conn is None or state is None:
+        return
+    cause = describe(context.original_exception)
+    if not state.committing:
+        if context.is_disconnect:
+            lost = f"{ROLLED_BACK}: its connection was lost ({cause})"
+            _finish(conn.info, state, Ending(False, lost))
+        return
+    if context.is_disconnect:
+        ending = Ending(False, f"connection lost during the caller's COMMIT: {cause}", True)
+    else:
+        ending = Ending(False, f"the caller's COMMIT failed: {cause}")
+    _finish(conn.info, state, ending)
+
+
+def _on_begin(conn: sa.Connection) -> None:
+    """The connection goes on: its last COMMIT succeeded."""
+    state = _state(conn)
+    if state is not None:
+        _finish(conn.info, state, KEPT if state.committing else Ending(False, ROLLED_BACK))
+
+
+def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+    """Back in the pool: its last COMMIT succeeded (a transaction still open there is
+    rolled back by the pool)."""
+    info: dict[Any, Any] | None = getattr(record, "info", None)
+    state = info.get(_KEY) if info is not None else None
+    if info is not None and state is not None:
+        _finish(info, state, KEPT if state.committing else Ending(False, ROLLED_BACK))
 
 
 def _on_rollback(conn: sa.Connection) -> None:
