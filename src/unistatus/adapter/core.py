@@ -311,7 +311,9 @@ class DualWriteAdapter:
 
         if connection is not None:
             in_caller = (lambda c, m, o: fast_work(m, o, c)) if fast is not None else None
-            return self._caller.write("update_status", connection, work, in_caller)
+            # The fast path remembered the change; the caller may still undo it.
+            undo = partial(fast.forget, ref) if fast is not None else None
+            return self._caller.write("update_status", connection, work, in_caller, undo)
         return self._runner.run("update_status", work, fast_work if fast is not None else None)
 
     def get_transaction_status(
