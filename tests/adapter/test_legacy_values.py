@@ -302,3 +302,76 @@ def test_postgresql_writes_legacy_values_in_the_one_statement_create(app_db: Dat
         "destination": "d",
         "priority": 2,
     }
+
+
+# --- columns the database fills, and enum types ------------------------------------------
+
+
+@pytest.fixture
+def generated_db(db: Database) -> Iterator[Database]:
+    """cashouts with columns the database computes (GENERATED ALWAYS), and on
+    PostgreSQL an identity column and an enum-typed column."""
+    with db.engine.begin() as conn:
+        if db.backend == "postgres":
+            conn.exec_driver_sql("CREATE TYPE test_channel AS ENUM ('web', 'mobile', 'branch')")
+            conn.exec_driver_sql(
+                "ALTER TABLE cashouts "
+                "ADD COLUMN amount_cents NUMERIC GENERATED ALWAYS AS (amount * 100) STORED, "
+                "ADD COLUMN ref_no BIGINT GENERATED ALWAYS AS IDENTITY, "
+                "ADD COLUMN channel test_channel"
+            )
+        else:
+            conn.exec_driver_sql(
+                "ALTER TABLE cashouts ADD COLUMN amount_cents NUMERIC "
+                "GENERATED ALWAYS AS (amount * 100) VIRTUAL"
+            )
+    try:
+        yield db
+    finally:
+        if db.backend == "postgres":
+            with db.engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "ALTER TABLE cashouts DROP COLUMN IF EXISTS amount_cents, "
+                    "DROP COLUMN IF EXISTS ref_no, DROP COLUMN IF EXISTS channel"
+                )
+                conn.exec_driver_sql("DROP TYPE IF EXISTS test_channel")
+
+
+@pytest.mark.parametrize("column", ["amount_cents", "ref_no"])
+def test_a_generated_always_column_is_refused_before_anything_is_written(
+    generated_db: Database, column: str
+) -> None:
+    if column == "ref_no" and generated_db.backend != "postgres":
+        pytest.skip("SQLite has no identity columns")
+    a = adapter_in(generated_db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    before = snapshot(generated_db)
+    with pytest.raises(InputError, match=rf"cannot set '{column}'.*GENERATED ALWAYS"):
+        a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={column: 5})
+    assert snapshot(generated_db) == before
+    # Left out, the database fills it.
+    r = a.create_transaction("WALLET_CASHOUT", 7, "12.5", "USD")
+    assert r.overall_success and r.legacy_entity_id is not None
+    cents = count(
+        generated_db, "SELECT amount_cents FROM cashouts WHERE id = :i", i=r.legacy_entity_id
+    )
+    assert cents == 1250
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.LEGACY_ONLY])
+def test_a_postgresql_enum_column_takes_only_its_labels(
+    generated_db: Database, mode: DualWriteMode
+) -> None:
+    if generated_db.backend != "postgres":
+        pytest.skip("PostgreSQL's enum types")
+    a = adapter_in(generated_db, mode)
+    before = snapshot(generated_db)
+    with pytest.raises(InputError, match=r"'channel'.*'fax' is not one of .*'web', 'mobile'"):
+        a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"channel": "fax"})
+    assert snapshot(generated_db) == before
+    r = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"channel": "mobile"})
+    assert r.overall_success and r.legacy_entity_id is not None
+    with generated_db.engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT channel::text FROM cashouts WHERE id = :i"), {"i": r.legacy_entity_id}
+        ).scalar_one()
+    assert stored == "mobile"
