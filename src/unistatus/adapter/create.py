@@ -8,7 +8,8 @@ an idempotency key the first result is stored, and replayed to a repeated call
 (:mod:`unistatus.adapter.keys`).
 
 The application's own legacy columns (``legacy_values``, checked by the facade) go into
-the legacy INSERT, on either path. Under ``primary_wins`` in the dual modes the one
+the legacy INSERT, on either path; in UNIFIED_ONLY they are kept in the first history row
+for the rollback's replay, which creates the legacy row (:mod:`unistatus.domain.kept_values`). Under ``primary_wins`` in the dual modes the one
 statement runs in a savepoint; if the database refuses it, the locked path writes the
 secondary side in a savepoint of its own: if it is refused again, the primary side still
 commits and the entity is queued for repair (``has_inconsistency``). In
@@ -37,6 +38,7 @@ from unistatus.db.tables import unified_transactions
 from unistatus.domain.consistency import same_value
 from unistatus.domain.ids import LegacyRef, derive_utx_id, new_unified_id
 from unistatus.domain.inputs import require_legacy_values
+from unistatus.domain.kept_values import KEPT_KEY, to_json
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
 from unistatus.domain.transitions import TransitionKind
@@ -102,11 +104,6 @@ class Creator:
     def _create(
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
     ) -> DualWriteResult:
-        if new.legacy_values and not mode.writes_legacy:
-            raise InputError(
-                f"legacy_values: {mode.value} does not write the legacy table (the rollback's "
-                "replay creates the legacy row); create it without legacy_values"
-            )
         if new.ref is None and mode.writes_legacy:
             self._require_legacy_values(new)
             if self.ops.supports_dml_cte:
@@ -151,12 +148,13 @@ class Creator:
         system, ref, dst, dst_legacy = new.system, new.ref, new.dst, new.dst_legacy
         now = utcnow()
         result = created(op_id, system, mode, dst, dst_legacy)
+        # Every mode makes a legacy row, UNIFIED_ONLY at the rollback's replay.
+        self._require_legacy_values(new)
         legacy_id: int | None = None
         # The unified row's legacy id when no legacy row was made: the one asked for
         # (DUAL_WRITE_UNIFIED_PRIMARY whose legacy insert was refused), which the repair awaits.
         awaited: int | None = None
         if mode.writes_legacy:
-            self._require_legacy_values(new)
             lt = self.hot.legacy[system]
             row = legacy_row(
                 lt, data=new.fields, status=dst_legacy, now=now, extra=new.legacy_values
@@ -204,6 +202,10 @@ class Creator:
             updated_at=now,
         )
         entity = Entity(system, legacy_id, None, {"id": utx_id})
+        history_meta = new.metadata
+        if mode is DualWriteMode.UNIFIED_ONLY and new.legacy_values:
+            # Kept for the replay, which creates the legacy row (domain.kept_values).
+            history_meta = {**(new.metadata or {}), KEPT_KEY: to_json(new.legacy_values)}
         plan = Plan(
             mode,
             entity,
@@ -214,7 +216,7 @@ class Creator:
             TransitionKind.ALLOWED,
             "created",
             new.triggered_by,
-            new.metadata,
+            history_meta,
             op_id,
             now,
         )
