@@ -91,12 +91,17 @@ _install_lock = threading.Lock()
 
 
 def _listen(engine: sa.Engine) -> None:
-    """Listen once per engine (every connection of it, also those already open)."""
+    """Listen once per engine (every connection of it, also those already open), and
+    once per pool and dialect, which an engine's ``execution_options()`` copies share."""
     if engine in _installed:
         return
     with _install_lock:
         if engine in _installed:
             return
+        if not event.contains(engine.dialect, "handle_error", _on_error):
+            event.listen(engine.dialect, "handle_error", _on_error)
+        if not event.contains(engine.pool, "checkin", _on_checkin):
+            event.listen(engine.pool, "checkin", _on_checkin)
         event.listen(engine, "begin", _on_begin)
         event.listen(engine, "commit", _on_commit)
         event.listen(engine, "commit_twophase", _on_commit_twophase)
@@ -105,8 +110,6 @@ def _listen(engine: sa.Engine) -> None:
         event.listen(engine, "savepoint", _on_savepoint)
         event.listen(engine, "release_savepoint", _on_release_savepoint)
         event.listen(engine, "rollback_savepoint", _on_rollback_savepoint)
-        event.listen(engine, "handle_error", _on_error)  # the engine's dialect
-        event.listen(engine, "checkin", _on_checkin)  # the engine's pool
         _installed.add(engine)
 
 
