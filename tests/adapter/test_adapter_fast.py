@@ -205,6 +205,36 @@ def test_a_refused_write_reports_what_it_found(
     assert (last["from_status"], last["to_status"]) == ("PROCESSING", "FAILED")
 
 
+@pytest.mark.parametrize("undone_by", ["rollback", "savepoint"])
+def test_a_change_the_caller_rolls_back_is_forgotten(
+    pg: Database, statements: list[tuple[str, bool]], undone_by: str
+) -> None:
+    """The state cache remembers a change made in the caller's transaction; when the
+    caller (or a savepoint of it) rolls it back, it is forgotten at once, so the next
+    change reads afresh instead of costing a guarded write refused on a stale state."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="PROCESSING")
+    with pg.engine.connect() as conn:
+        tx = conn.begin()
+        savepoint = conn.begin_nested() if undone_by == "savepoint" else None
+        a.update_status(c.entity_id, "AWAITING_RESPONSE", "r", "t", connection=conn)
+        if savepoint is not None:
+            savepoint.rollback()
+            statements.clear()
+            r = a.update_status(c.entity_id, "FAILED", "r", "t", connection=conn)
+            tx.commit()
+        else:
+            tx.rollback()
+            statements.clear()
+            r = a.update_status(c.entity_id, "FAILED", "r", "t")  # valid from either state
+    assert r.overall_success and r.changed, r.error
+    sent = [sql.lstrip() for sql, _ in statements]
+    assert len(sent) == 2 and "FOR UPDATE" not in sent[0], sent  # a read, then the write
+    assert sent[1].startswith("WITH locked")
+    chain = [(h["from_status"], h["to_status"]) for h in history(pg, c.entity_id or "")]
+    assert chain == [(None, "PROCESSING"), ("PROCESSING", "FAILED")]
+
+
 def test_racing_adapters_with_stale_caches_keep_an_exact_history(pg: Database) -> None:
     """Four adapters, each remembering its own last writes, race on the same escrows.
     Every committed change must chain from the one before it, and the version must

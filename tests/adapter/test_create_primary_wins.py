@@ -10,6 +10,7 @@ transaction (a savepoint on the caller's connection).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -24,37 +25,42 @@ M = DualWriteMode
 MARKED_USER = 4242
 
 
-@pytest.fixture
-def refusing(db: Database) -> Iterator[Database]:
-    """unified_transactions refuses an INSERT for MARKED_USER (dropped at the end)."""
+@contextmanager
+def refusing_inserts(db: Database, table: str) -> Iterator[str]:
+    """``table`` refuses an INSERT for MARKED_USER (a trigger, dropped at the end); yields
+    the trigger's name, which the database's error carries."""
+    name = f"t_refuse_{table}"
     if db.backend == "postgres":
         create = [
-            "CREATE FUNCTION t_refuse_unified() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"IF NEW.user_id = {MARKED_USER} THEN RAISE EXCEPTION 't_refuse_unified'; END IF; "
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.user_id = {MARKED_USER} THEN RAISE EXCEPTION '{name}'; END IF; "
             "RETURN NEW; END $$",
-            "CREATE TRIGGER t_refuse_unified BEFORE INSERT ON unified_transactions "
-            "FOR EACH ROW EXECUTE FUNCTION t_refuse_unified()",
+            f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {name}()",
         ]
-        drop = [
-            "DROP TRIGGER IF EXISTS t_refuse_unified ON unified_transactions",
-            "DROP FUNCTION IF EXISTS t_refuse_unified()",
-        ]
+        drop = [f"DROP TRIGGER IF EXISTS {name} ON {table}", f"DROP FUNCTION IF EXISTS {name}()"]
     else:
         create = [
-            "CREATE TRIGGER t_refuse_unified BEFORE INSERT ON unified_transactions "
-            f"WHEN NEW.user_id = {MARKED_USER} BEGIN SELECT RAISE(ABORT, 't_refuse_unified'); "
-            "END"
+            f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
+            f"WHEN NEW.user_id = {MARKED_USER} BEGIN SELECT RAISE(ABORT, '{name}'); END"
         ]
-        drop = ["DROP TRIGGER IF EXISTS t_refuse_unified"]
+        drop = [f"DROP TRIGGER IF EXISTS {name}"]
     with db.engine.begin() as conn:
         for sql in create:
             conn.exec_driver_sql(sql)
     try:
-        yield db
+        yield name
     finally:
         with db.engine.begin() as conn:
             for sql in drop:
                 conn.exec_driver_sql(sql)
+
+
+@pytest.fixture
+def refusing(db: Database) -> Iterator[Database]:
+    """unified_transactions refuses an INSERT for MARKED_USER."""
+    with refusing_inserts(db, "unified_transactions"):
+        yield db
 
 
 def rows(db: Database, table: str, where: str = "", **params: Any) -> list[dict[str, Any]]:
@@ -66,7 +72,7 @@ def rows(db: Database, table: str, where: str = "", **params: Any) -> list[dict[
 def assert_primary_won(db: Database, result: Any) -> None:
     assert result.primary_success and not result.secondary_success
     assert result.has_inconsistency
-    assert "t_refuse_unified" in (result.error or "")
+    assert "t_refuse_unified_transactions" in (result.error or "")
     assert result.legacy_entity_id is not None
     legacy = rows(db, "cashouts", "WHERE id = :i", i=result.legacy_entity_id)
     assert [r["status"] for r in legacy] == ["PENDING"]
@@ -85,7 +91,7 @@ def test_the_legacy_row_commits_and_is_queued_for_repair(refusing: Database) -> 
     # Others are unaffected, and the repair brings the marked one in step once it can.
     assert a.create_transaction("WALLET_CASHOUT", 1, "10", "USD").overall_success
     with refusing.engine.begin() as conn:
-        drop = "DROP TRIGGER IF EXISTS t_refuse_unified"
+        drop = "DROP TRIGGER IF EXISTS t_refuse_unified_transactions"
         conn.exec_driver_sql(
             drop + (" ON unified_transactions" if refusing.backend == "postgres" else "")
         )
@@ -172,3 +178,82 @@ def test_postgresql_tries_the_one_statement_create_in_a_savepoint(refusing: Data
     assert refused.has_inconsistency and len(calls) == 2  # then the locked path
     assert len(rows(refusing, "cashouts")) == 2
     assert len(rows(refusing, "unified_transactions")) == 1
+
+
+# --- DUAL_WRITE_UNIFIED_PRIMARY: the legacy insert is the secondary side ------------------
+
+
+@pytest.fixture
+def refusing_legacy(db: Database) -> Iterator[Database]:
+    """cashouts refuses an INSERT for MARKED_USER."""
+    with refusing_inserts(db, "cashouts"):
+        yield db
+
+
+def assert_unified_won(db: Database, result: Any, *, others: int = 0) -> None:
+    """The unified row and its history committed without a legacy row, queued."""
+    assert result.primary_success and not result.secondary_success
+    assert result.has_inconsistency and result.overall_success  # as primary_wins reports
+    assert "t_refuse_cashouts" in (result.error or "")
+    assert result.legacy_entity_id is None and result.entity_id is not None
+    assert len(rows(db, "cashouts")) == others
+    (unified,) = rows(db, "unified_transactions", "WHERE id = :i", i=result.entity_id)
+    assert (unified["status"], unified["legacy_id"], unified["user_id"]) == (
+        "PENDING",
+        None,
+        MARKED_USER,
+    )
+    history = rows(db, "unified_status_history", "WHERE transaction_id = :i", i=result.entity_id)
+    assert [(h["from_status"], h["to_status"]) for h in history] == [(None, "PENDING")]
+    queued = rows(db, "unistatus_repair_queue")
+    assert [(q["transaction_id"], q["legacy_id"]) for q in queued] == [(result.entity_id, None)]
+    assert "t_refuse_cashouts" in queued[0]["error"]
+
+
+def test_unified_primary_commits_the_unified_row_and_queues_a_repair(
+    refusing_legacy: Database,
+) -> None:
+    db = refusing_legacy
+    a = adapter_in(db, M.DUAL_WRITE_UNIFIED_PRIMARY, fallback="primary_wins")
+    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert_unified_won(db, r)
+    status, meta = a.get_transaction_status(r.entity_id)
+    assert status is not None and status.value == "PENDING" and meta["source"] == "unified"
+    # Others are unaffected: both sides, ids derived from the legacy row.
+    ok = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD")
+    assert ok.overall_success and not ok.has_inconsistency and ok.legacy_entity_id is not None
+    assert a.check_consistency(ok.entity_id)["consistent"] is True
+    # A unified row without its legacy row is left to an operator (docs/repair.md):
+    # the repair reports it and keeps it queued, never closes it as consistent.
+    report = run_repair(db.engine, db.settings, strategy="unified_wins", reason="test")
+    assert report.skipped == {"missing_legacy": 1}
+    assert [q["resolved_at"] for q in rows(db, "unistatus_repair_queue")] == [None]
+
+
+def test_unified_primary_strict_writes_nothing_when_legacy_is_refused(
+    refusing_legacy: Database,
+) -> None:
+    a = adapter_in(refusing_legacy, M.DUAL_WRITE_UNIFIED_PRIMARY, fallback="strict")
+    before = snapshot(refusing_legacy)
+    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert not r.overall_success and "t_refuse_cashouts" in (r.error or "")
+    assert snapshot(refusing_legacy) == before
+
+
+def test_legacy_primary_fails_when_its_primary_is_refused(refusing_legacy: Database) -> None:
+    a = adapter_in(refusing_legacy, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="primary_wins")
+    before = snapshot(refusing_legacy)
+    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert not r.overall_success and "t_refuse_cashouts" in (r.error or "")
+    assert snapshot(refusing_legacy) == before
+
+
+def test_unified_primary_in_the_callers_transaction(refusing_legacy: Database) -> None:
+    db = refusing_legacy
+    a = adapter_in(db, M.DUAL_WRITE_UNIFIED_PRIMARY, fallback="primary_wins")
+    with db.engine.connect() as conn, conn.begin():
+        r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD", connection=conn)
+        # The savepoint rolled back the legacy insert only: the transaction goes on.
+        other = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD", connection=conn)
+        assert other.overall_success and not other.has_inconsistency
+    assert_unified_won(db, r, others=1)

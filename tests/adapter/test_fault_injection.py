@@ -53,6 +53,19 @@ def status_of(db: Database, table: str, where: str) -> str:
         return str(conn.execute(sa.text(f"SELECT status FROM {table} WHERE {where}")).scalar_one())
 
 
+def history_of(db: Database, utx_id: str | None) -> list[tuple[str | None, str]]:
+    """(from_status, to_status) of each history row of ``utx_id``, in order."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT from_status, to_status FROM unified_status_history "
+                "WHERE transaction_id = :t ORDER BY id"
+            ),
+            {"t": utx_id},
+        ).all()
+    return [(r[0], r[1]) for r in rows]
+
+
 def repairs(db: Database) -> list[dict[str, Any]]:
     with db.engine.connect() as conn:
         return [dict(r) for r in conn.execute(sa.select(repair_queue)).mappings()]
@@ -110,6 +123,46 @@ def test_primary_wins_commits_primary_and_queues_repair(db: Database) -> None:
     assert repair["resolved_at"] is None
     report = a.check_consistency(c.entity_id)
     assert not report["consistent"]
+    # The history row goes with the unified change it records: rolled back with it.
+    assert history_of(db, c.entity_id) == [(None, "PENDING")]
+
+
+@contextmanager
+def refuse_history(db: Database, to_status: str) -> Iterator[str]:
+    """Make the database refuse a history row changing to ``to_status``."""
+    name = f"t_no_history_{to_status.lower()}"
+    if db.backend == "postgres":
+        table = "unified_status_history"
+        ddl = f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK (to_status <> '{to_status}')"
+        undo = f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
+    else:
+        body = f"WHEN NEW.to_status = '{to_status}' BEGIN SELECT RAISE(ABORT, '{name}'); END"
+        ddl = f"CREATE TRIGGER {name} BEFORE INSERT ON unified_status_history {body}"
+        undo = f"DROP TRIGGER IF EXISTS {name}"
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(ddl)
+    try:
+        yield name
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(undo)
+
+
+def test_primary_wins_a_refused_history_row_rolls_back_the_unified_side_only(
+    db: Database,
+) -> None:
+    """The unified side (row and history) is the secondary one: the legacy change
+    commits, the unified row is left as it was and queued for repair."""
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="primary_wins")
+    c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    with refuse_history(db, "FAILED") as name:
+        r = a.update_status(c.entity_id, "FAILED", "provider said no", "svc")
+    assert r.primary_success and not r.secondary_success and r.has_inconsistency
+    assert r.error is not None and name in r.error
+    assert status_of(db, "cashouts", f"id = {c.legacy_entity_id}") == "FAILED"
+    assert status_of(db, "unified_transactions", f"id = '{c.entity_id}'") == "PENDING"
+    assert history_of(db, c.entity_id) == [(None, "PENDING")]
+    assert [q["transaction_id"] for q in repairs(db)] == [c.entity_id]
 
 
 def test_primary_wins_with_unified_primary_keeps_legacy(db: Database) -> None:
@@ -122,6 +175,7 @@ def test_primary_wins_with_unified_primary_keeps_legacy(db: Database) -> None:
     assert status_of(db, "escrows", f"id = {c.legacy_entity_id}") == "CREATED"
     (repair,) = repairs(db)
     assert name in repair["error"] and repair["transaction_id"] == c.entity_id
+    assert history_of(db, c.entity_id) == [(None, "PENDING"), ("PENDING", "CANCELLED")]
 
 
 def test_strict_with_unified_primary_rolls_back(db: Database) -> None:

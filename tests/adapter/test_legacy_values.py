@@ -20,45 +20,26 @@ import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import adapter_in, snapshot
+from support.legacy_columns import legacy_columns
 from unistatus import DualWriteMode, InputError
+from unistatus.db.tables import status_history
 
 M = DualWriteMode
 WRITES_LEGACY = [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY]
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+APP_COLUMNS = {
+    "destination": "VARCHAR(64) NOT NULL",
+    "priority": "INTEGER",
+    "fee": "NUMERIC(4, 2)",
+    "rank": "SMALLINT",
+}
 
 
 @pytest.fixture
 def app_db(db: Database) -> Iterator[Database]:
-    """cashouts with the application's own columns (dropped again on PostgreSQL, whose
-    database the session shares; SQLite's is the test's own)."""
-    with db.engine.begin() as conn:
-        if db.backend == "postgres":
-            conn.exec_driver_sql(
-                "ALTER TABLE cashouts ADD COLUMN destination VARCHAR(64) NOT NULL, "
-                "ADD COLUMN priority INTEGER, ADD COLUMN fee NUMERIC(4, 2), ADD COLUMN rank SMALLINT"
-            )
-        else:
-            # SQLite adds no NOT NULL column without a default: the table is made again.
-            create = conn.exec_driver_sql(
-                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'cashouts'"
-            ).scalar_one()
-            columns = (
-                "destination VARCHAR(64) NOT NULL, priority INTEGER, fee NUMERIC(4, 2), "
-                "rank SMALLINT, PRIMARY KEY"
-            )
-            assert "PRIMARY KEY" in create
-            conn.exec_driver_sql("DROP TABLE cashouts")
-            conn.exec_driver_sql(create.replace("PRIMARY KEY", columns, 1))
-    try:
+    """cashouts with the application's own columns."""
+    with legacy_columns(db, APP_COLUMNS):
         yield db
-    finally:
-        if db.backend == "postgres":
-            with db.engine.begin() as conn:
-                conn.exec_driver_sql(
-                    "ALTER TABLE cashouts DROP COLUMN IF EXISTS destination, "
-                    "DROP COLUMN IF EXISTS priority, DROP COLUMN IF EXISTS fee, "
-                    "DROP COLUMN IF EXISTS rank"
-                )
 
 
 def cashout(db: Database, legacy_id: int) -> dict[str, Any]:
@@ -167,13 +148,27 @@ def test_integer_bounds_follow_the_declared_type(app_db: Database) -> None:
         ).overall_success
 
 
-def test_unified_only_refuses_legacy_values_and_creates_without_them(app_db: Database) -> None:
+def test_unified_only_keeps_legacy_values_for_the_replay(app_db: Database) -> None:
+    """UNIFIED_ONLY writes no legacy row: the values are checked the same, required the
+    same, and kept in the first history row for the rollback's replay
+    (tests/migration/test_replay_legacy_values.py replays them)."""
     a = adapter_in(app_db, M.UNIFIED_ONLY)
     before = snapshot(app_db)
-    with pytest.raises(InputError, match="does not write the legacy table"):
-        a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"destination": "x"})
+    with pytest.raises(InputError, match=r"'destination'.*pass it in legacy_values"):
+        a.create_transaction("WALLET_CASHOUT", 7, "1", "USD")
+    with pytest.raises(InputError, match=r"'rank'.*out of range for SMALLINT"):
+        values = {"destination": "x", "rank": 2**15}
+        a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values=values)
     assert snapshot(app_db) == before
-    assert a.create_transaction("WALLET_CASHOUT", 7, "1", "USD").overall_success
+    values = {"destination": "x", "fee": Decimal("1.50")}
+    r = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values=values)
+    assert r.overall_success and r.legacy_entity_id is None
+    assert count(app_db, "SELECT count(*) FROM cashouts") == 0
+    with app_db.engine.connect() as conn:
+        meta = conn.execute(
+            sa.select(status_history.c.meta).where(status_history.c.transaction_id == r.entity_id)
+        ).scalar_one()
+    assert meta == {"unistatus.legacy_values": {"destination": "x", "fee": "1.50"}}
 
 
 def test_a_repeated_key_compares_the_legacy_values(app_db: Database) -> None:
@@ -302,3 +297,76 @@ def test_postgresql_writes_legacy_values_in_the_one_statement_create(app_db: Dat
         "destination": "d",
         "priority": 2,
     }
+
+
+# --- columns the database fills, and enum types ------------------------------------------
+
+
+@pytest.fixture
+def generated_db(db: Database) -> Iterator[Database]:
+    """cashouts with columns the database computes (GENERATED ALWAYS), and on
+    PostgreSQL an identity column and an enum-typed column."""
+    with db.engine.begin() as conn:
+        if db.backend == "postgres":
+            conn.exec_driver_sql("CREATE TYPE test_channel AS ENUM ('web', 'mobile', 'branch')")
+            conn.exec_driver_sql(
+                "ALTER TABLE cashouts "
+                "ADD COLUMN amount_cents NUMERIC GENERATED ALWAYS AS (amount * 100) STORED, "
+                "ADD COLUMN ref_no BIGINT GENERATED ALWAYS AS IDENTITY, "
+                "ADD COLUMN channel test_channel"
+            )
+        else:
+            conn.exec_driver_sql(
+                "ALTER TABLE cashouts ADD COLUMN amount_cents NUMERIC "
+                "GENERATED ALWAYS AS (amount * 100) VIRTUAL"
+            )
+    try:
+        yield db
+    finally:
+        if db.backend == "postgres":
+            with db.engine.begin() as conn:
+                conn.exec_driver_sql(
+                    "ALTER TABLE cashouts DROP COLUMN IF EXISTS amount_cents, "
+                    "DROP COLUMN IF EXISTS ref_no, DROP COLUMN IF EXISTS channel"
+                )
+                conn.exec_driver_sql("DROP TYPE IF EXISTS test_channel")
+
+
+@pytest.mark.parametrize("column", ["amount_cents", "ref_no"])
+def test_a_generated_always_column_is_refused_before_anything_is_written(
+    generated_db: Database, column: str
+) -> None:
+    if column == "ref_no" and generated_db.backend != "postgres":
+        pytest.skip("SQLite has no identity columns")
+    a = adapter_in(generated_db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    before = snapshot(generated_db)
+    with pytest.raises(InputError, match=rf"cannot set '{column}'.*GENERATED ALWAYS"):
+        a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={column: 5})
+    assert snapshot(generated_db) == before
+    # Left out, the database fills it.
+    r = a.create_transaction("WALLET_CASHOUT", 7, "12.5", "USD")
+    assert r.overall_success and r.legacy_entity_id is not None
+    cents = count(
+        generated_db, "SELECT amount_cents FROM cashouts WHERE id = :i", i=r.legacy_entity_id
+    )
+    assert cents == 1250
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.LEGACY_ONLY])
+def test_a_postgresql_enum_column_takes_only_its_labels(
+    generated_db: Database, mode: DualWriteMode
+) -> None:
+    if generated_db.backend != "postgres":
+        pytest.skip("PostgreSQL's enum types")
+    a = adapter_in(generated_db, mode)
+    before = snapshot(generated_db)
+    with pytest.raises(InputError, match=r"'channel'.*'fax' is not one of .*'web', 'mobile'"):
+        a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"channel": "fax"})
+    assert snapshot(generated_db) == before
+    r = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"channel": "mobile"})
+    assert r.overall_success and r.legacy_entity_id is not None
+    with generated_db.engine.connect() as conn:
+        stored = conn.execute(
+            sa.text("SELECT channel::text FROM cashouts WHERE id = :i"), {"i": r.legacy_entity_id}
+        ).scalar_one()
+    assert stored == "mobile"

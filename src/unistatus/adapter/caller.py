@@ -2,7 +2,7 @@
 
 Writes on the caller's Connection or Session, never begins, commits or rolls back; the
 mode is locked inside that transaction (PostgreSQL: only at READ COMMITTED); observers
-fire when it ends. The design and the
+hear of a write when that transaction ends (:mod:`unistatus.adapter.caller_end`). The design and the
 SQLite rule (``BEGIN IMMEDIATE``): docs/adapter.md, "Inside the caller's transaction".
 """
 
@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from unistatus.adapter.caller_end import ROLLED_BACK, CallerWrite, Ending, track
 from unistatus.adapter.keys import KeyTaken
 from unistatus.adapter.model import DualWriteResult, ModeChanged, WriteLost
 from unistatus.adapter.runner import Runner, Work, failed_result
@@ -44,7 +41,6 @@ __all__ = [
 CallerConnection = sa.Connection | Session
 # The fast path on the caller's connection: None means "take the locked path".
 CallerFast = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult | None]
-ROLLED_BACK = "rolled back by the caller"
 # Where a PostgreSQL connection keeps (transaction, its isolation level) once read.
 _ISOLATION = "unistatus_caller_isolation"
 _READ_ISOLATION = sa.text("SELECT current_setting('transaction_isolation')")
@@ -73,15 +69,6 @@ def caller_connection(target: object, dialect: str) -> sa.Connection:
     return conn
 
 
-@dataclass
-class _Done:
-    """A write in the caller's transaction, waiting for it to end."""
-
-    operation: str
-    mode: DualWriteMode
-    result: DualWriteResult
-
-
 class CallerTransactions:
     """Runs one adapter's operations in callers' transactions (see the module)."""
 
@@ -101,11 +88,14 @@ class CallerTransactions:
         self._locked_mode = (
             Prepared(sa.select(locked_mode_function(ops.schema)), engine) if locked_mode else None
         )
-        # The writes each open caller transaction made, by Connection or Session.
-        self._waiting: weakref.WeakKeyDictionary[object, list[_Done]] = weakref.WeakKeyDictionary()
 
     def write(
-        self, operation: str, target: object, work: Work, fast: CallerFast | None = None
+        self,
+        operation: str,
+        target: object,
+        work: Work,
+        fast: CallerFast | None = None,
+        undo: Callable[[], None] | None = None,
     ) -> DualWriteResult:
         """``work`` on the caller's connection, under the mode locked there.
 
@@ -113,14 +103,15 @@ class CallerTransactions:
         :mod:`unistatus.adapter.fast` on the caller's connection, planned under the mode
         as last read by this adapter; the statement takes the mode lock and checks the
         mode itself, and writes nothing when anything moved (None: ``work`` then runs,
-        and its read of the mode corrects the guess for the next call).
+        and its read of the mode corrects the guess for the next call). ``undo`` is
+        called if the caller's transaction (or a savepoint of it) undoes the write.
         """
         started = time.perf_counter()
         conn = caller_connection(target, self.ops.name)
         # Our tables in our schema on the caller's connection, for this call only.
         with bound_connection(conn, self.ops.schema):
             mode, result = self._write(operation, conn, work, fast, started)
-        self._wait_for_end(target, _Done(operation, mode, result))
+        self._wait_for_end(conn, operation, mode, result, undo)
         return result
 
     def _write(
@@ -249,53 +240,32 @@ class CallerTransactions:
 
     # --- observers once the caller's transaction ends ---------------------------------
 
-    def _wait_for_end(self, target: object, done: _Done) -> None:
-        if not self.runner.observers:
+    def _wait_for_end(
+        self,
+        conn: sa.Connection,
+        operation: str,
+        mode: DualWriteMode,
+        result: DualWriteResult,
+        undo: Callable[[], None] | None,
+    ) -> None:
+        """Observe the write once the caller's transaction has ended (:mod:`...caller_end`)."""
+        if not self.runner.observers and undo is None:
             return
-        waiting = self._waiting.get(target)
-        if waiting is None:
-            waiting = self._waiting[target] = []
-            self._listen(target)
-        waiting.append(done)
-
-    def _listen(self, target: object) -> None:
-        """Listen once per Connection or Session for the end of its transactions."""
-        if isinstance(target, Session):
-            committed = [False]
-
-            def after_commit(session: Session) -> None:
-                # after_commit fires for savepoints too: only the outermost one counts.
-                if session.get_nested_transaction() is None:
-                    committed[0] = True
-
-            def after_end(session: Session, transaction: Any) -> None:
-                if transaction.parent is None and not transaction.nested:
-                    self._ended(session, committed[0])
-                    committed[0] = False
-
-            event.listen(target, "after_commit", after_commit)
-            event.listen(target, "after_transaction_end", after_end)
-            return
-        event.listen(target, "commit", lambda conn: self._ended(conn, True))
-        event.listen(target, "rollback", lambda conn: self._ended(conn, False))
-
-    def _ended(self, target: object, committed: bool) -> None:
-        waiting = self._waiting.get(target)
-        if not waiting:
-            return
-        done, waiting[:] = list(waiting), []
         emit: Callable[..., None] = self.runner.emit
-        for d in done:
-            r = d.result
-            if committed:
-                emit(d.operation, d.mode, r.overall_success, 0.0, duration_ms=r.duration_ms)
-            else:
-                emit(
-                    d.operation,
-                    d.mode,
-                    False,
-                    0.0,
-                    error=ROLLED_BACK,
-                    rolled_back=True,
-                    duration_ms=r.duration_ms,
-                )
+
+        def end(ending: Ending) -> None:
+            if ending.kept:
+                emit(operation, mode, result.overall_success, 0.0, duration_ms=result.duration_ms)
+                return
+            emit(
+                operation,
+                mode,
+                False,
+                0.0,
+                error=ending.error,
+                rolled_back=not ending.outcome_unknown,
+                outcome_unknown=ending.outcome_unknown,
+                duration_ms=result.duration_ms,
+            )
+
+        track(conn, CallerWrite(end, undo))

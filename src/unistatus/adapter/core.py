@@ -48,6 +48,7 @@ from unistatus.domain.inputs import (
     check_text,
     check_user_id,
 )
+from unistatus.domain.kept_values import KEPT_KEY
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import (
     DualWriteMode,
@@ -222,6 +223,11 @@ class DualWriteAdapter:
             "currency": check_currency(currency),
         }
         check_metadata(metadata)
+        if metadata and KEPT_KEY in metadata:
+            raise InputError(
+                f"metadata: the key {KEPT_KEY!r} is reserved (unistatus keeps a create's "
+                "legacy_values there for the rollback's replay)"
+            )
         check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS)
         lt = self.hot.legacy[system]
         extra = check_legacy_values(legacy_values or {}, lt.extra_columns, lt.owned, lt.name)
@@ -311,7 +317,9 @@ class DualWriteAdapter:
 
         if connection is not None:
             in_caller = (lambda c, m, o: fast_work(m, o, c)) if fast is not None else None
-            return self._caller.write("update_status", connection, work, in_caller)
+            # The fast path remembered the change; the caller may still undo it.
+            undo = partial(fast.forget, ref) if fast is not None else None
+            return self._caller.write("update_status", connection, work, in_caller, undo)
         return self._runner.run("update_status", work, fast_work if fast is not None else None)
 
     def get_transaction_status(

@@ -8,11 +8,14 @@ an idempotency key the first result is stored, and replayed to a repeated call
 (:mod:`unistatus.adapter.keys`).
 
 The application's own legacy columns (``legacy_values``, checked by the facade) go into
-the legacy INSERT, on either path. Under ``primary_wins`` in
-DUAL_WRITE_LEGACY_PRIMARY the one statement runs in a savepoint; if the database refuses
-it, the locked path writes the legacy row and the unified insert and its history row in a
-savepoint of their own: if they are refused again, the legacy row still commits and the
-entity is queued for repair (``has_inconsistency``).
+the legacy INSERT, on either path; in UNIFIED_ONLY they are kept in the first history row
+for the rollback's replay, which creates the legacy row (:mod:`unistatus.domain.kept_values`). Under ``primary_wins`` in the dual modes the one
+statement runs in a savepoint; if the database refuses it, the locked path writes the
+secondary side in a savepoint of its own: if it is refused again, the primary side still
+commits and the entity is queued for repair (``has_inconsistency``). In
+DUAL_WRITE_LEGACY_PRIMARY the secondary side is the unified insert and its history row;
+in DUAL_WRITE_UNIFIED_PRIMARY it is the legacy insert, and a unified row without one gets
+an id of its own (none can be derived from a legacy id that does not exist).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from unistatus.db.tables import unified_transactions
 from unistatus.domain.consistency import same_value
 from unistatus.domain.ids import LegacyRef, derive_utx_id, new_unified_id
 from unistatus.domain.inputs import require_legacy_values
+from unistatus.domain.kept_values import KEPT_KEY, to_json
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
 from unistatus.domain.transitions import TransitionKind
@@ -100,11 +104,6 @@ class Creator:
     def _create(
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
     ) -> DualWriteResult:
-        if new.legacy_values and not mode.writes_legacy:
-            raise InputError(
-                f"legacy_values: {mode.value} does not write the legacy table (the rollback's "
-                "replay creates the legacy row); create it without legacy_values"
-            )
         if new.ref is None and mode.writes_legacy:
             self._require_legacy_values(new)
             if self.ops.supports_dml_cte:
@@ -124,10 +123,10 @@ class Creator:
     def _in_one_statement(
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
     ) -> DualWriteResult | None:
-        """The one-statement create. Under ``primary_wins`` in DUAL_WRITE_LEGACY_PRIMARY
-        it runs in a savepoint, and None (take the locked path, which writes the unified
-        side in a savepoint of its own) when the database refuses it."""
-        if mode is not DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY or self.writer.fallback == "strict":
+        """The one-statement create. Under ``primary_wins`` in a dual mode it runs in a
+        savepoint, and None (take the locked path, which writes the secondary side in a
+        savepoint of its own) when the database refuses it."""
+        if not mode.is_dual or self.writer.fallback == "strict":
             return self._create_in_one_statement(conn, mode, op_id, new)
         try:
             with conn.begin_nested():
@@ -149,9 +148,13 @@ class Creator:
         system, ref, dst, dst_legacy = new.system, new.ref, new.dst, new.dst_legacy
         now = utcnow()
         result = created(op_id, system, mode, dst, dst_legacy)
+        # Every mode makes a legacy row, UNIFIED_ONLY at the rollback's replay.
+        self._require_legacy_values(new)
         legacy_id: int | None = None
+        # The unified row's legacy id when no legacy row was made: the one asked for
+        # (DUAL_WRITE_UNIFIED_PRIMARY whose legacy insert was refused), which the repair awaits.
+        awaited: int | None = None
         if mode.writes_legacy:
-            self._require_legacy_values(new)
             lt = self.hot.legacy[system]
             row = legacy_row(
                 lt, data=new.fields, status=dst_legacy, now=now, extra=new.legacy_values
@@ -159,14 +162,32 @@ class Creator:
             values = {column.key: value for column, value in row.items()}
             if ref is not None:
                 values[lt.id.key] = ref.legacy_id
-            legacy_id = conn.execute(
-                sa.insert(lt.table).values(values).returning(lt.id)
-            ).scalar_one()
+
+            def write_legacy() -> None:
+                nonlocal legacy_id
+                insert = sa.insert(lt.table).values(values).returning(lt.id)
+                legacy_id = conn.execute(insert).scalar_one()
+
+            if mode is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
+                # The secondary side: under primary_wins the unified row commits without
+                # it, under the id the repair queue names (the legacy id asked for, or
+                # an id of its own).
+                awaited = ref.legacy_id if ref is not None else None
+                result.entity_id = derive_utx_id(system, awaited) if awaited else new_unified_id()
+                self.writer.secondary(
+                    conn, write_legacy, result, Entity(system, awaited, None, None)
+                )
+            else:
+                write_legacy()
             result.legacy_entity_id = legacy_id
         if not mode.writes_unified:
             result.entity_id = derive_utx_id(system, legacy_id) if legacy_id else None
             return result
-        utx_id = derive_utx_id(system, legacy_id) if legacy_id is not None else new_unified_id()
+        if legacy_id is not None:
+            utx_id = derive_utx_id(system, legacy_id)
+        else:  # UNIFIED_ONLY, or the legacy insert was refused (named above)
+            utx_id = result.entity_id or new_unified_id()
+            legacy_id = awaited
         result.entity_id = utx_id
         unified = unified_row(
             system,
@@ -181,6 +202,10 @@ class Creator:
             updated_at=now,
         )
         entity = Entity(system, legacy_id, None, {"id": utx_id})
+        history_meta = new.metadata
+        if mode is DualWriteMode.UNIFIED_ONLY and new.legacy_values:
+            # Kept for the replay, which creates the legacy row (domain.kept_values).
+            history_meta = {**(new.metadata or {}), KEPT_KEY: to_json(new.legacy_values)}
         plan = Plan(
             mode,
             entity,
@@ -191,7 +216,7 @@ class Creator:
             TransitionKind.ALLOWED,
             "created",
             new.triggered_by,
-            new.metadata,
+            history_meta,
             op_id,
             now,
         )

@@ -97,6 +97,13 @@ class FastStatusWriter:
             return None  # a row is gone (or never was): the locked path says what
         return self._try(conn, entity, op_id, plan)[0]
 
+    def forget(self, ref: EntityRef) -> None:
+        """Drop what is remembered of ``ref``: a change made in a caller's transaction
+        that the caller rolled back (else the next change costs a refused write)."""
+        located = _legacy_location(ref)
+        if located is not None:
+            self.known.pop(located, None)
+
     def remember_created(
         self,
         system: LegacySystemType,

@@ -237,7 +237,7 @@ class LockedWriter:
             (lambda: self._write_legacy_status(conn, plan)) if mode.writes_legacy else None
         )
         unified_side = (
-            (lambda: self._write_unified_status(conn, plan)) if mode.writes_unified else None
+            (lambda: self._write_unified_side(conn, plan)) if mode.writes_unified else None
         )
         if mode.reads_unified:
             primary, secondary = unified_side, legacy_side
@@ -247,8 +247,6 @@ class LockedWriter:
         primary()
         if secondary is not None:
             self.secondary(conn, secondary, result, e)
-        if mode.writes_unified:
-            self.history(conn, plan)
         if mode is DualWriteMode.UNIFIED_ONLY:
             self.pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
         return result
@@ -320,6 +318,12 @@ class LockedWriter:
             .where(lt.id == e.legacy_id)
             .values({legacy_status_column(lt).key: plan.dst_legacy, lt.updated_at.key: plan.now})
         )
+
+    def _write_unified_side(self, conn: sa.Connection, plan: Plan) -> None:
+        """The unified row and the history row recording its change: one side, so a
+        secondary unified side refused under ``primary_wins`` leaves neither behind."""
+        self._write_unified_status(conn, plan)
+        self.history(conn, plan)
 
     def _write_unified_status(self, conn: sa.Connection, plan: Plan) -> None:
         e = plan.entity

@@ -105,4 +105,12 @@ def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
         mode = conn.get_execution_options().get("sqlite_begin", "")
         conn.exec_driver_sql(f"BEGIN {mode}".strip())
 
+    # A COMMIT SQLite refuses (a deferred foreign key) leaves its transaction open, but
+    # SQLAlchemy takes it as ended and may skip the pool's reset: roll it back here, or
+    # the connection fails its next user and holds the write lock in the pool.
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(dbapi_conn: Any, _record: Any) -> None:
+        if dbapi_conn is not None and dbapi_conn.in_transaction:
+            dbapi_conn.rollback()
+
     return engine

@@ -68,12 +68,8 @@ class LegacyTable:
     @cached_property
     def extra_columns(self) -> dict[str, LegacyColumn]:
         """The application's own columns, as reflected with the table: what
-        ``legacy_values`` may set (computed columns are left out)."""
-        return {
-            c.name: _rule(c, self.dialect)
-            for c in self.table.c
-            if c.name not in self.owned and c.computed is None
-        }
+        ``legacy_values`` may set, and those it may not (GENERATED ALWAYS)."""
+        return {c.name: _rule(c, self.dialect) for c in self.table.c if c.name not in self.owned}
 
 
 def _rule(column: sa.Column[Any], dialect: str) -> LegacyColumn:
@@ -81,16 +77,29 @@ def _rule(column: sa.Column[Any], dialect: str) -> LegacyColumn:
         python_type: type[Any] | None = column.type.python_type
     except NotImplementedError:
         python_type = None
+    generated = _generated(column)
     has_default = column.server_default is not None or column.identity is not None
     length = getattr(column.type, "length", None)
+    labels = column.type.enums if isinstance(column.type, sa.Enum) else None
     return LegacyColumn(
         python_type=python_type,
         nullable=bool(column.nullable),
-        required=not column.nullable and not has_default,
+        required=not column.nullable and not has_default and generated is None,
         max_chars=length if isinstance(length, int) and python_type is str else None,
         int_range=_int_range(column.type, dialect),
         digits=_digits(column.type),
+        generated=generated,
+        labels=tuple(labels) if labels else None,
     )
+
+
+def _generated(column: sa.Column[Any]) -> str | None:
+    """How the database fills a column no INSERT may set, if it does (as reflected)."""
+    if column.computed is not None:
+        return f"GENERATED ALWAYS AS ({column.computed.sqltext})"
+    if column.identity is not None and column.identity.always:
+        return "GENERATED ALWAYS AS IDENTITY"
+    return None
 
 
 def _int_range(kind: sa.types.TypeEngine[Any], dialect: str) -> tuple[str, int, int] | None:

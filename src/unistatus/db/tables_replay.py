@@ -21,7 +21,8 @@ replay_conflicts = sa.Table(
     sa.Column("transaction_id", sa.String(18), nullable=False),
     sa.Column("legacy_system", sa.String(16), nullable=True),
     sa.Column("legacy_id", sa.BigInteger, nullable=True),
-    # legacy_changed | legacy_busy | legacy_missing
+    # legacy_changed | legacy_busy | legacy_missing | legacy_values_missing |
+    # legacy_insert_refused (migration.replay_conflicts.CAUSES)
     sa.Column("cause", sa.String(32), nullable=False),
     # What the replayed changes started from, what legacy held, what they would write.
     sa.Column("legacy_expected", sa.String(64), nullable=True),

@@ -302,7 +302,8 @@ class LegacyColumn:
     """What a value for one of the application's own legacy columns must be.
 
     ``python_type`` is the reflected column's (None: not known, any value is passed on);
-    ``required``: NOT NULL without a default, so a new legacy row needs a value for it.
+    ``required``: NOT NULL without a default, so a new legacy row needs a value for it;
+    ``generated``: how the database fills it (GENERATED ALWAYS), so no value may be given.
     """
 
     python_type: type[Any] | None
@@ -313,6 +314,10 @@ class LegacyColumn:
     int_range: tuple[str, int, int] | None = None
     # NUMERIC(precision, scale) when both are declared.
     digits: tuple[int, int] | None = None
+    # E.g. "GENERATED ALWAYS AS IDENTITY": the database refuses any value for it.
+    generated: str | None = None
+    # An enum type's labels (PostgreSQL): the only values it takes.
+    labels: tuple[str, ...] | None = None
 
 
 def check_legacy_values(
@@ -330,9 +335,15 @@ def check_legacy_values(
             )
         column = columns.get(name) if isinstance(name, str) else None
         if column is None:
+            settable = sorted(n for n, c in columns.items() if c.generated is None)
             raise InputError(
                 f"legacy table {table!r} has no column {shown(name)} (legacy_values may set: "
-                f"{', '.join(sorted(columns)) or 'none'})"
+                f"{', '.join(settable) or 'none'})"
+            )
+        if column.generated is not None:
+            raise InputError(
+                f"legacy_values cannot set {name!r}: that column of {table!r} is "
+                f"{column.generated}, the database fills it"
             )
         problem = _legacy_value_problem(value, column)
         if problem:
@@ -386,6 +397,9 @@ def _legacy_value_problem(value: object, column: LegacyColumn) -> str | None:
     if not ok:
         return f"expected {kind.__name__}, got {type(value).__name__} {shown(value)}"
     if isinstance(value, str):
+        if column.labels is not None and value not in column.labels:
+            labels = ", ".join(map(repr, column.labels))
+            return f"{shown(value)} is not one of the enum type's labels ({labels})"
         if column.max_chars is not None and len(value) > column.max_chars:
             return f"too long: {len(value):,} characters (at most {column.max_chars:,})"
         problem = printable_problem(value)

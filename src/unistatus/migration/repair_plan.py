@@ -19,9 +19,11 @@ from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, UnistatusError
 
-__all__ = ["RepairPlan", "Strategy", "plan_repair"]
+__all__ = ["MISSING_LEGACY", "RepairPlan", "Strategy", "plan_repair"]
 
 _mapper = LegacyStatusMapper()
+# A unified row without a legacy row in a mode that writes both (see plan_repair).
+MISSING_LEGACY = "missing_legacy"
 
 
 class Strategy(StrEnum):
@@ -75,6 +77,13 @@ def plan_repair(
     mode: DualWriteMode = DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY,
 ) -> RepairPlan:
     """Decide how to repair one entity from its two rows (see ``docs/repair.md``)."""
+    if legacy is None and unified is not None and unified.get("legacy_id") is None:
+        if mode.is_dual:
+            # Queued by a create whose legacy insert was refused (primary_wins in
+            # DUAL_WRITE_UNIFIED_PRIMARY). Born unified, it is no orphan, but legacy
+            # lacks it, and a legacy row cannot be made here (the application's own
+            # columns are unknown): kept for an operator, never closed as consistent.
+            return RepairPlan([MISSING_LEGACY], "skip", skip_reason=MISSING_LEGACY)
     found = consistency.compare(system, legacy, unified)
     kinds = sorted({i.kind.value for i in found})
     if not found:

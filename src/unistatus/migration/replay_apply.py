@@ -1,8 +1,11 @@
 """Applying one batch of pending changes to legacy: the replay's per-transaction decisions.
 
 Part of the replay (:mod:`unistatus.migration.replay` runs the rounds): per transaction
-the change is written, found already there, created in legacy (born in UNIFIED_ONLY),
-or kept as a conflict (:mod:`unistatus.migration.replay_conflicts`), never overwritten.
+the change is written, found already there, created in legacy (born in UNIFIED_ONLY,
+with the ``legacy_values`` its create kept: :mod:`unistatus.domain.kept_values`), or kept
+as a conflict (:mod:`unistatus.migration.replay_conflicts`), never overwritten. A legacy
+row that cannot be created (required values never kept, or the database refuses it) is
+a conflict too, not a failed replay.
 """
 
 from __future__ import annotations
@@ -14,10 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
-from unistatus.db.dialect import DialectOps
+from unistatus.db.dialect import DialectOps, is_retryable
+from unistatus.db.failures import describe
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
+from unistatus.domain.inputs import check_legacy_values, require_legacy_values
+from unistatus.domain.kept_values import KEPT_KEY, from_json
 from unistatus.domain.statuses import LegacySystemType
+from unistatus.errors import InputError
 from unistatus.migration.replay_conflicts import record as record_conflict
 
 __all__ = ["COUNT_KEYS", "replay_rows"]
@@ -100,16 +107,20 @@ def replay_rows(
     # the last leaves the value legacy must hold (later changes start from it).
     target = {tx: changes[-1].legacy_status for tx, changes in by_tx.items()}
     applied: list[str] = []
+    # Born in UNIFIED_ONLY: each with its create's operation id (its kept values).
     creates = {
-        tx
+        tx: next(c.operation_id for c in changes if c.kind == "create")
         for tx, changes in by_tx.items()
         if tx in unified
         and unified[tx].legacy_id is None
         and any(c.kind == "create" for c in changes)
     }
+    conflicts: list[tuple[str, str, str | None]] = []  # (tx, cause, legacy value seen)
     if creates:
-        counts["legacy_created"] = _create_legacy_rows(conn, tables, creates, target, now)
-        applied += sorted(creates)
+        made, refused = _create_legacy_rows(conn, tables, creates, target, now)
+        counts["legacy_created"] = made
+        applied += sorted(tx for tx in creates if tx not in refused)
+        conflicts += [(tx, cause, None) for tx, cause in sorted(refused.items())]
     befores = _legacy_befores(conn, {tx: changes[0] for tx, changes in by_tx.items()})
     by_system: dict[str, dict[int, str]] = defaultdict(dict)
     for tx in by_tx:
@@ -119,7 +130,6 @@ def replay_rows(
                 applied.append(tx)  # nothing in legacy to write (as before this change)
             continue
         by_system[u.legacy_system][int(u.legacy_id)] = tx
-    conflicts: list[tuple[str, str, str | None]] = []  # (tx, cause, legacy value seen)
     for system_value, txs in by_system.items():
         lt = tables[LegacySystemType(system_value)]
         assert lt.status is not None
@@ -200,8 +210,9 @@ def replay_rows(
     return counts
 
 
-def _insert_target(lt: LegacyTable) -> sa.Table:
-    """The legacy table as SQLAlchemy sees a table it defined itself.
+def _insert_target(lt: LegacyTable, extra: tuple[str, ...] = ()) -> sa.Table:
+    """The legacy table as SQLAlchemy sees a table it defined itself, with the
+    application's own columns ``extra``.
 
     A reflected id column carries its ``nextval(...)`` server default, and SQLAlchemy
     then inserts row by row to return ids in order; declared as a plain autoincrement
@@ -214,6 +225,7 @@ def _insert_target(lt: LegacyTable) -> sa.Table:
         lt.status,
         lt.created_at,
         lt.updated_at,
+        *(lt.table.c[name] for name in extra),
     ]
     return sa.Table(
         lt.table.name,
@@ -224,14 +236,45 @@ def _insert_target(lt: LegacyTable) -> sa.Table:
     )
 
 
+def _kept_values(conn: sa.Connection, creates: dict[str, str]) -> dict[str, Any]:
+    """The ``legacy_values`` each create kept in its history row (absent: none kept)."""
+    rows = conn.execute(
+        sa.select(H.c.transaction_id, H.c.operation_id, H.c.meta).where(
+            H.c.transaction_id.in_(sorted(creates)),
+            H.c.operation_id.in_(sorted(set(creates.values()))),
+        )
+    ).all()
+    return {
+        r.transaction_id: r.meta[KEPT_KEY]
+        for r in rows
+        if creates[r.transaction_id] == r.operation_id
+        and isinstance(r.meta, dict)
+        and KEPT_KEY in r.meta
+    }
+
+
+def _extra_values(lt: LegacyTable, kept: object) -> dict[str, Any]:
+    """The kept values, checked against the table as it is now; InputError if the legacy
+    row cannot be made with them (a required column without one, a value that no longer
+    fits)."""
+    values = from_json(kept, lt.extra_columns) if kept is not None else {}
+    checked = check_legacy_values(values, lt.extra_columns, lt.owned, lt.name)
+    require_legacy_values(checked, lt.extra_columns, lt.name)
+    return checked
+
+
 def _create_legacy_rows(
     conn: sa.Connection,
     tables: dict[LegacySystemType, LegacyTable],
-    creates: set[str],
+    creates: dict[str, str],
     latest: dict[str, str | None],
     now: Any,
-) -> int:
-    """Legacy rows for transactions born in UNIFIED_ONLY; link them (the UTX id stays)."""
+) -> tuple[int, dict[str, str]]:
+    """Legacy rows for transactions born in UNIFIED_ONLY; link them (the UTX id stays).
+
+    ``creates``: each transaction's create operation. Returns how many were created, and
+    the conflict cause of each that could not be.
+    """
     born = conn.execute(
         sa.select(
             U.c.id,
@@ -243,13 +286,25 @@ def _create_legacy_rows(
             U.c.created_at,
         ).where(U.c.id.in_(sorted(creates)), U.c.legacy_id.is_(None))
     ).all()
-    by_system: dict[str, list[Any]] = defaultdict(list)
+    kept = _kept_values(conn, creates)
+    refused: dict[str, str] = {}
+    # One INSERT per system and list of the application's columns (rows that leave a
+    # column out keep its default).
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple[Any, dict[str, Any]]]] = defaultdict(list)
     for r in born:
-        by_system[r.legacy_system].append(r)
-    created = 0
-    for system_value, items in by_system.items():
+        lt = tables[LegacySystemType(r.legacy_system)]
+        try:
+            extra = _extra_values(lt, kept.get(r.id))
+        except InputError as exc:
+            refused[r.id] = "legacy_values_missing"
+            log.warning("replay: the legacy row of %s cannot be created: %s", r.id, exc)
+            continue
+        groups[(r.legacy_system, tuple(extra))].append((r, extra))
+    linked: list[dict[str, Any]] = []
+    for (system_value, names), items in groups.items():
         lt = tables[LegacySystemType(system_value)]
         assert lt.status is not None
+        target = _insert_target(lt, names)
         params = [
             {
                 lt.user_id.key: r.user_id,
@@ -258,24 +313,54 @@ def _create_legacy_rows(
                 lt.status.key: latest[r.id],
                 lt.created_at.key: r.created_at,
                 lt.updated_at.key: now,
+                **{target.c[name].key: value for name, value in extra.items()},
             }
-            for r in items
+            for r, extra in items
         ]
-        target = _insert_target(lt)
-        # insertmanyvalues: one statement per page, ids returned in parameter order.
-        ids = (
-            conn.execute(
-                sa.insert(target).returning(target.c[lt.id.key], sort_by_parameter_order=True),
-                params,
-            )
-            .scalars()
-            .all()
-        )
+        insert = sa.insert(target).returning(target.c[lt.id.key], sort_by_parameter_order=True)
+        try:
+            with conn.begin_nested():
+                # insertmanyvalues: one statement per page, ids in parameter order.
+                ids = conn.execute(insert, params).scalars().all()
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or is_retryable(exc):
+                raise  # the round is retried, or the replay fails: not this row's doing
+            ids = _one_by_one(conn, insert, items, params, refused)
+        linked += [
+            {"utx": r.id, "lid": lid}
+            for (r, _), lid in zip(items, ids, strict=True)
+            if lid is not None
+        ]
+    if linked:
         conn.execute(
             sa.update(U)
             .where(U.c.id == sa.bindparam("utx"))
             .values(legacy_id=sa.bindparam("lid"), updated_at=now),
-            [{"utx": r.id, "lid": lid} for r, lid in zip(items, ids, strict=True)],
+            linked,
         )
-        created += len(ids)
-    return created
+    return len(linked), refused
+
+
+def _one_by_one(
+    conn: sa.Connection,
+    insert: sa.Insert,
+    items: list[tuple[Any, dict[str, Any]]],
+    params: list[dict[str, Any]],
+    refused: dict[str, str],
+) -> list[int | None]:
+    """The page the database refused, row by row: the ids of those it takes (None for
+    each it refuses, recorded in ``refused``)."""
+    ids: list[int | None] = []
+    for (r, _), row in zip(items, params, strict=True):
+        try:
+            with conn.begin_nested():
+                ids.append(conn.execute(insert, [row]).scalar_one())
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or is_retryable(exc):
+                raise
+            refused[r.id] = "legacy_insert_refused"
+            ids.append(None)
+            log.warning(
+                "replay: the database refused the legacy row of %s: %s", r.id, describe(exc)
+            )
+    return ids

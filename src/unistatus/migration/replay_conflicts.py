@@ -39,6 +39,14 @@ CAUSES = {
     "legacy_changed": "legacy no longer holds the status the change started from",
     "legacy_busy": "the legacy row stayed locked by another session for the whole replay",
     "legacy_missing": "the legacy row is gone",
+    "legacy_values_missing": (
+        "the legacy row of a transaction born in UNIFIED_ONLY cannot be created: the table "
+        "requires columns of its own that the create did not keep (legacy_values), or the "
+        "kept values no longer fit it"
+    ),
+    "legacy_insert_refused": (
+        "the database refused the legacy row of a transaction born in UNIFIED_ONLY"
+    ),
 }
 RESOLUTIONS = ("keep_legacy", "apply")
 

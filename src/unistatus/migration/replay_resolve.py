@@ -137,8 +137,9 @@ def _unified_follows_legacy(
 ) -> None:
     """Unified takes legacy's status now, in the decision's own transaction: left to a
     later repair, a strategy that lets the newer side win would write the replayed
-    status over the legacy one the operator just chose to keep."""
-    if conflict.legacy_system is None:
+    status over the legacy one the operator just chose to keep. A create legacy never
+    got (no legacy row): nothing to follow."""
+    if conflict.legacy_system is None or conflict.legacy_id is None:
         return
     report = repair_in(
         conn,
