@@ -1,0 +1,1 @@
+"""A small payments service that adopts unistatus (see ../README.md)."""
