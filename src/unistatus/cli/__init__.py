@@ -39,7 +39,10 @@ from unistatus.cli import (
     tx_cmd,
 )
 from unistatus.cli.context import AppState, abort_from
+from unistatus.cli.help_format import hide_flag_value_placeholders
 from unistatus.redact import log_redacted
+
+hide_flag_value_placeholders()
 
 
 class _Group(TyperGroup):
@@ -63,14 +66,33 @@ app = typer.Typer(
     help=(
         "Migrate legacy payment statuses (cashouts, escrows, exchanges) to the unified "
         "16-status model with zero downtime.\n\n"
-        "Typical order: init -> mode set DUAL_WRITE_LEGACY_PRIMARY -> backfill -> check -> "
-        "phase advance ... Global options go before the command: "
-        "unistatus --database-url URL backfill --json"
+        "Typical order (docs/runbook.md): init -> mapping --validate -> phase advance "
+        "(into 1: dual-write) -> check -> phase advance (into 2) -> backfill -> check -> "
+        "repair -> phase advance (into 3: unified primary) -> check -> phase advance (into 4: "
+        "unified only) -> archive export -> archive verify -> retire legacy-columns. Each "
+        "`phase advance` passes only when the gates `phase status` shows pass, and switches "
+        "the write mode itself; `phase rollback` and `rollback --emergency` go back.\n\n"
+        "Global options go before the command. Exit codes: 0 ok, 1 a check ran and found a "
+        "problem, 2 bad input, configuration or database.\n\n"
+        "Examples:\n\n"
+        "  unistatus init\n"
+        "  unistatus phase status\n"
+        '  unistatus phase advance --reason "start dual-write (change #1234)"\n'
+        "  unistatus --database-url postgresql://user@host/payments backfill --json\n"
+        "  unistatus tx --help"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from unistatus.version import VERSION
+
+        typer.echo(f"unistatus {VERSION}")
+        raise typer.Exit()
 
 
 @app.callback()
@@ -85,6 +107,14 @@ def _global(
         show_envvar=True,
     ),
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
+    _version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        expose_value=False,
+        help="Print the version and exit.",
+    ),
 ) -> None:
     ctx.obj = AppState(database_url=database_url, debug=debug)
     ctx.call_on_close(ctx.obj.close)

@@ -12,7 +12,14 @@ def dashboard(
     once: bool = typer.Option(False, "--once", help="Render one frame and exit."),
     interval: float = typer.Option(5.0, "--interval", min=0.2, help="Seconds between refreshes."),
 ) -> None:
-    """Performance, data quality, progress per phase and system, alerts (Ctrl-C stops)."""
+    """Performance, data quality, progress per phase and system, alerts (Ctrl-C stops).
+
+    Examples:
+
+      unistatus dashboard
+      unistatus dashboard --interval 2
+      unistatus dashboard --once
+    """
     from unistatus.observe.terminal_dashboard import run
 
     app_state = state(ctx)

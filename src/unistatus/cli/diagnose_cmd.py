@@ -16,7 +16,16 @@ def diagnose(
         None, "--out", help="Where to write (default: rollback_<UTC time>.json here); - for stdout."
     ),
 ) -> None:
-    """Versions, config (secrets redacted), mode/phase history, gates, checks, alerts, ..."""
+    """Versions, config (secrets redacted), mode/phase history, gates, checks, alerts, ...
+
+    One JSON file to attach to a rollback's investigation.
+
+    Examples:
+
+      unistatus diagnose
+      unistatus diagnose --out /tmp/incident-42.json
+      unistatus diagnose --out - | jq .mode
+    """
     from unistatus.observe.diagnose import default_filename, generate_diagnostic
 
     app_state = state(ctx)

@@ -29,6 +29,11 @@ def loadtest(
 
     Writes real rows and switches the mode for the run: use a staging database.
     Exit 1 if any operation failed or the final check found an inconsistency.
+
+    Examples:
+
+      unistatus loadtest --transactions 10000 --concurrent 50 --mode DUAL_WRITE_LEGACY_PRIMARY
+      unistatus loadtest -n 2000 -c 8 --baseline --json
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 

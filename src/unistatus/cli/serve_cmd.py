@@ -23,7 +23,16 @@ def serve(
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
-    """Serve /health, /metrics, /api/v1/... and the dashboard at / (Ctrl-C stops)."""
+    """Serve /health, /metrics, /api/v1/... and the dashboard at / (Ctrl-C stops).
+
+    Exit 2 when the address cannot be listened on (a port in use, say).
+
+    Examples:
+
+      unistatus serve
+      unistatus serve --port 8080 --monitor-interval 0
+      UNISTATUS_ADMIN_TOKEN=... unistatus serve --host 0.0.0.0   (behind a TLS proxy)
+    """
     import uvicorn
 
     from unistatus.api.service import create_app

@@ -1,0 +1,102 @@
+"""The command line a person expects: --version, examples in every --help, flags without
+a value placeholder, the documented exit codes, one story of the migration's order, and
+errors that name the real problem.
+
+The help checks walk the command tree Typer builds from the app, so a command added
+later (by any module's ``register``) is held to the same rules without being listed here.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import typer.main
+from typer.testing import CliRunner
+
+from unistatus.cli import app
+from unistatus.version import VERSION
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[2]
+WIDE = {"COLUMNS": "200"}  # rich wraps help at the terminal's width: one example per line
+
+
+def command_paths() -> Iterator[list[str]]:
+    """Every visible command and group of the app, as the words that name it."""
+
+    def walk(command: object, path: list[str]) -> Iterator[list[str]]:
+        yield path
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            if not getattr(sub, "hidden", False):
+                yield from walk(sub, [*path, name])
+
+    yield from walk(typer.main.get_command(app), [])
+
+
+def help_of(path: list[str]) -> str:
+    result = runner.invoke(app, [*path, "--help"], env=WIDE, catch_exceptions=False)
+    assert result.exit_code == 0, (path, result.output)
+    return result.stdout
+
+
+def test_the_walk_sees_every_registered_command() -> None:
+    paths = [" ".join(p) for p in command_paths()]
+    # Spot checks that the walk reaches top-level commands, groups and subcommands.
+    for expected in ("", "init", "tx", "tx update", "backfill undo", "retire legacy-columns"):
+        assert expected in paths
+    assert len(paths) > 30
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"], catch_exceptions=False)
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"unistatus {VERSION}"
+    assert "--version" in help_of([])
+
+
+def test_every_help_has_an_examples_section_with_its_own_command() -> None:
+    missing = []
+    for path in command_paths():
+        text = help_of(path)
+        _, heading, after = text.partition("Examples:")
+        prefix = " ".join(["unistatus", *path])
+        lines = [line.strip() for line in after.splitlines()]
+        if not heading or not any(line.startswith(prefix) for line in lines):
+            missing.append(prefix)
+    assert missing == [], f"no Examples section with `<command> ...` lines: {missing}"
+
+
+def test_boolean_flags_show_no_value_placeholder() -> None:
+    offenders = []
+    for path in command_paths():
+        for line in help_of(path).splitlines():
+            if "<bool>" in line:
+                offenders.append(f"{' '.join(path)}: {line.strip()}")
+    assert offenders == []
+    # Options that do take a value keep their placeholder.
+    lines = [line for line in help_of(["tx", "update"]).splitlines() if line.startswith("│")]
+
+    def line_of(option: str) -> str:
+        return next(line for line in lines if option in line.split())
+
+    assert "<str>" in line_of("--reason")
+    assert "<" not in line_of("--force") and "<" not in line_of("--json")
+
+
+def test_the_typical_order_is_the_runbooks_gated_story() -> None:
+    text = " ".join(help_of([]).split())
+    found = re.search(r"Typical order[^:]*:(.*?)\.\s", text)
+    assert found, text
+    order = found.group(1)
+    assert "mode set" not in order
+    steps = [re.sub(r"\(.*?\)", "", s).strip() for s in order.split("->")]
+    assert steps.count("phase advance") == 4, steps
+    # The same steps, in the same order, as the runbook's commands.
+    runbook = (ROOT / "docs" / "runbook.md").read_text(encoding="utf-8")
+    position = 0
+    for step in steps:
+        found = runbook.find(f"unistatus {step}", position)
+        assert found >= 0, f"`unistatus {step}` not in docs/runbook.md after offset {position}"
+        position = found + 1
