@@ -9,12 +9,20 @@ later (by any module's ``register``) is held to the same rules without being lis
 from __future__ import annotations
 
 import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 import typer.main
 from typer.testing import CliRunner
 
+from conftest import Database
 from unistatus.cli import app
 from unistatus.version import VERSION
 
@@ -100,3 +108,53 @@ def test_the_typical_order_is_the_runbooks_gated_story() -> None:
         found = runbook.find(f"unistatus {step}", position)
         assert found >= 0, f"`unistatus {step}` not in docs/runbook.md after offset {position}"
         position = found + 1
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_serve_on_a_busy_port_exits_2_with_one_line(
+    sqlite_db: Database, busy_port: int, tmp_path: Path
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "from unistatus.cli import main; main()",
+         "--database-url", sqlite_db.url, "serve", "--port", str(busy_port),
+         "--monitor-interval", "0"],
+        capture_output=True, text=True, timeout=120, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, done.stderr
+    assert f"127.0.0.1:{busy_port}" in errors[0] and "in use" in errors[0]
+    assert "Traceback" not in done.stderr and "Application startup" not in done.stderr
+
+
+def test_serve_stopped_by_ctrl_c_exits_0(sqlite_db: Database, tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    server = subprocess.Popen(
+        [sys.executable, "-c", "from unistatus.cli import main; main()",
+         "--database-url", sqlite_db.url, "serve", "--port", str(port),
+         "--monitor-interval", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "did not start"
+                time.sleep(0.1)
+        server.send_signal(signal.SIGINT)
+        _, err = server.communicate(timeout=60)
+    finally:
+        server.kill()
+    assert server.returncode == 0, err

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from unistatus.cli.context import err_console, state
+from unistatus.cli.context import abort, err_console, state
 
 
 def serve(
@@ -35,8 +35,10 @@ def serve(
     """
     import uvicorn
 
+    from unistatus.api.listener import listen
     from unistatus.api.service import create_app
 
+    sock = listen(host, port)  # a busy port: one line, exit 2, before anything started
     app_state = state(ctx)
     app = create_app(
         app_state.settings, app_state.engine, monitor_interval=monitor_interval or None
@@ -58,7 +60,18 @@ def serve(
             "TLS-terminating proxy sits in front (docs/runbook.md, 'Access')",
             highlight=False,
         )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    err_console.print(f"serving on http://{host}:{port} (Ctrl-C stops)", highlight=False)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly; that is success
+        pass
+    except SystemExit as exc:  # uvicorn's "startup failed" (its code 3); it logged why
+        if exc.code not in (0, None):
+            abort("the service did not start (the log above says why)")
+        raise
+    finally:
+        sock.close()
 
 
 def register(app: typer.Typer) -> None:
