@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 import typer.main
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from conftest import Database
 from unistatus.cli import app
@@ -158,3 +159,41 @@ def test_serve_stopped_by_ctrl_c_exits_0(sqlite_db: Database, tmp_path: Path) ->
     finally:
         server.kill()
     assert server.returncode == 0, err
+
+
+def _one_line_error(result: Result) -> str:
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err, err
+    return err
+
+
+def test_tx_update_on_an_unmappable_stored_status_blames_the_stored_value(db: Database) -> None:
+    def run(*args: str) -> Result:
+        return runner.invoke(app, ["--database-url", db.url, *args], env=WIDE)
+
+    assert run("mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "test").exit_code == 0
+    created = run(
+        "tx", "create", "--type", "cashout", "--user", "1", "--amount", "5", "--currency", "USD"
+    )
+    assert created.exit_code == 0, created.output
+    with db.engine.begin() as conn:
+        legacy_id = conn.execute(sa.text("SELECT max(id) FROM cashouts")).scalar_one()
+        conn.execute(
+            sa.text("UPDATE cashouts SET status = 'WEIRD' WHERE id = :i"), {"i": legacy_id}
+        )
+    history_before = db.count("unified_status_history")
+
+    err = _one_line_error(
+        run("tx", "update", f"cashout:{legacy_id}", "OTP_PENDING", "--reason", "r")
+    )
+    assert f"cashout:{legacy_id}" in err and "stored" in err and "'WEIRD'" in err
+    assert "OTP_PENDING" in err  # the argument is named as fine, not as the problem
+    assert "--force" in err and "quarantine" in err
+    assert "values are exact and upper case" not in err  # that reads as the argument's fault
+    assert db.count("unified_status_history") == history_before
+
+    # The way out it names works: --force overrides the unmappable value, audited.
+    forced = run("tx", "update", f"cashout:{legacy_id}", "FAILED", "--reason", "INC-7", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert db.count("unified_status_history") == history_before + 1
