@@ -74,10 +74,11 @@ def verify(
     from unistatus.migration.archive import record_verified, verify_archive
 
     app = state(ctx)
-    report = verify_archive(app.engine, directory)
+    engine = app.open_engine("reachable")  # e.g. a restore drill's scratch database
+    report = verify_archive(engine, directory)
     recorded = False
-    if report.ok and record and sa.inspect(app.engine).has_table(migration_control.name):
-        record_verified(app.engine, report, actor=actor)
+    if report.ok and record and sa.inspect(engine).has_table(migration_control.name):
+        record_verified(engine, report, actor=actor)
         recorded = True
     if json_out:
         print_json({**report.as_dict(), "recorded": recorded})

@@ -24,7 +24,9 @@ def dashboard(
 
     app_state = state(ctx)
     try:
-        run(app_state.engine, app_state.settings, once=once, interval=interval, console=console)
+        # as_is: the dashboard shows "database unreachable" itself, and keeps refreshing
+        engine = app_state.open_engine("as_is")
+        run(engine, app_state.settings, once=once, interval=interval, console=console)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 

@@ -29,7 +29,9 @@ def diagnose(
     from unistatus.observe.diagnose import default_filename, generate_diagnostic
 
     app_state = state(ctx)
-    report = generate_diagnostic(app_state.engine, app_state.settings)
+    # A database without unistatus's tables is a finding to report, not a refusal.
+    engine = app_state.open_engine("reachable")
+    report = generate_diagnostic(engine, app_state.settings)
     text = json.dumps(report, default=_default, indent=2) + "\n"
     if out == "-":
         typer.echo(text, nl=False)

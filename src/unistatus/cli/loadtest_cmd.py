@@ -40,6 +40,7 @@ def loadtest(
     from unistatus.sim.loadtest import run_load_test
 
     app = state(ctx)
+    app.engine  # noqa: B018 - the database reachable and installed, before the run starts
     tasks: dict[str, Any] = {}
     with Progress(
         "[progress.description]{task.description}",

@@ -40,9 +40,10 @@ def serve(
 
     sock = listen(host, port)  # a busy port: one line, exit 2, before anything started
     app_state = state(ctx)
-    app = create_app(
-        app_state.settings, app_state.engine, monitor_interval=monitor_interval or None
-    )
+    # as_is: a service started while its database is down reports it on /health and
+    # recovers with it, rather than not starting
+    engine = app_state.open_engine("as_is")
+    app = create_app(app_state.settings, engine, monitor_interval=monitor_interval or None)
     from unistatus.api.access import enabled
 
     if not enabled(app_state.settings, "writer"):
