@@ -111,6 +111,14 @@ class AppState:
         return self._engine
 
 
+def begin(ctx: typer.Context, database_url: str | None, debug: bool) -> AppState:
+    """The program's state from its global options, released when the command ends."""
+    app_state = AppState(database_url=database_url, debug=debug)
+    ctx.obj = app_state
+    ctx.call_on_close(app_state.close)
+    return app_state
+
+
 def state(ctx: typer.Context) -> AppState:
     obj = ctx.find_root().obj
     if not isinstance(obj, AppState):
@@ -141,6 +149,18 @@ def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
+
+# The global options, written once: `unistatus`'s own, and a one-command program's
+# (scripts/load_test_dual_write.py) among its options.
+DATABASE_URL_OPTION: Any = typer.Option(
+    None,
+    "--database-url",
+    envvar="UNISTATUS_DATABASE_URL",
+    help="SQLAlchemy URL (sqlite:///unistatus.db, postgresql://user@host/db). "
+    "Default: sqlite:///unistatus.db in the working directory.",
+    show_envvar=True,
+)
+DEBUG_OPTION: Any = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 
 REASON_HELP = "Why (required, non-empty; recorded with --actor)."
 
