@@ -13,9 +13,8 @@ import re
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from unistatus.db.engine import normalise_url
+from unistatus.db.engine import parse_url
 from unistatus.db.tables import migration_control
 from unistatus.errors import ConfigError, StorageError
 from unistatus.redact import redact
@@ -31,7 +30,7 @@ _DRIVER_PREFIX = re.compile(
 
 
 def _url(url: str | sa.URL) -> sa.URL:
-    return url if isinstance(url, sa.URL) else make_url(normalise_url(url))
+    return url if isinstance(url, sa.URL) else parse_url(url)
 
 
 def _sqlite_path(url: sa.URL) -> str | None:
