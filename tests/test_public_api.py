@@ -26,6 +26,7 @@ PROMISED = [
     "LegacyRef",
     "UnistatusError",
     "UnmappableStatusError",
+    "UnmappableStoredStatusError",
     "InvalidTransitionError",
     "OperationEvent",
     "OperationStats",

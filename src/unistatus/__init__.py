@@ -42,6 +42,7 @@ if _typing.TYPE_CHECKING:
         StorageError,
         UnistatusError,
         UnmappableStatusError,
+        UnmappableStoredStatusError,
     )
     from unistatus.observe.stats import OperationStats
 
@@ -74,6 +75,7 @@ __all__ = [
     "UnifiedTransactionType",
     "UnistatusError",
     "UnmappableStatusError",
+    "UnmappableStoredStatusError",
     "__version__",
     "register_extra_statuses",
 ]
@@ -106,6 +108,7 @@ _LAZY = {
     "UnifiedTransactionType": "unistatus.domain.statuses",
     "UnistatusError": "unistatus.errors",
     "UnmappableStatusError": "unistatus.errors",
+    "UnmappableStoredStatusError": "unistatus.errors",
     "register_extra_statuses": "unistatus.domain.mapping",
 }
 

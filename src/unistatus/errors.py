@@ -6,6 +6,7 @@ One root (catch everything at once); context as attributes, so callers need not 
     ├── ConfigError                 bad settings, unknown table or column names
     ├── InputError                  a value the caller passed is malformed
     │   ├── UnmappableStatusError   a legacy status the mapping does not know
+    │   │   └── UnmappableStoredStatusError  ... stored in the row a change starts from
     │   ├── InvalidStatusError      a unified status not valid for the transaction type
     │   ├── InvalidTransitionError  a status change the transition rules forbid
     │   └── InvalidIdentifierError  an entity id that is neither UTX... nor system:id
@@ -43,6 +44,27 @@ class UnmappableStatusError(InputError):
         super().__init__(
             f"unmappable {system} status {value!r}: not one of the legacy statuses of {system} "
             "(values are exact and upper case)"
+        )
+
+
+class UnmappableStoredStatusError(UnmappableStatusError):
+    """A status change refused because the status the row holds now is unmappable.
+
+    The requested status may be perfectly valid; the message says so, so the caller does
+    not go looking for a typo in the argument, and names the ways out.
+    """
+
+    def __init__(self, system: str, value: object, entity: str, requested: object) -> None:
+        super().__init__(system, value)
+        self.entity = entity
+        self.requested = requested
+        self.args = (
+            f"{entity} holds the unmappable legacy status {value!r} (the {system} mapping "
+            f"does not know it): the stored value is the problem, not the requested "
+            f"{requested!r}. "
+            "Overwrite it as an audited override (force; `unistatus tx update ... --force "
+            "--reason ...`), or leave it to the quarantine: fix the row or extend the "
+            "mapping, then `unistatus backfill --retry-quarantine`",
         )
 
 

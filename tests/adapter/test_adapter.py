@@ -37,6 +37,7 @@ from unistatus.errors import (
     InvalidStatusError,
     InvalidTransitionError,
     UnistatusError,
+    UnmappableStoredStatusError,
 )
 
 M = DualWriteMode
@@ -406,8 +407,11 @@ def test_unmappable_current_status_needs_override(db: Database) -> None:
     lid = seed_legacy(db, "cashouts", "executing")
     a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
     before = snapshot(db)
-    with pytest.raises(InputError, match="unmappable"):
+    with pytest.raises(UnmappableStoredStatusError, match="unmappable") as refused:
         a.update_status(f"cashout:{lid}", "FAILED", "r", "t")
+    # The stored value is named as the problem, not the requested status.
+    assert refused.value.entity == f"cashout:{lid}" and refused.value.value == "executing"
+    assert refused.value.requested == "FAILED" and "force" in str(refused.value)
     assert snapshot(db) == before
     r = a.update_status(f"cashout:{lid}", "FAILED", "repair typo", "ops", force=True)
     assert r.overall_success

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -13,7 +17,8 @@ from unistatus.db.control import get_mode, set_mode
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionStatus
 from unistatus.errors import InputError
 from unistatus.migration.check import run_check
-from unistatus.sim.loadtest import percentile, run_load_test
+from unistatus.sim.loadtest import RunStats, percentile, run_load_test
+from unistatus.sim.loadtest_targets import judge
 
 LEGACY = ("cashouts", "escrows", "exchanges")
 
@@ -132,30 +137,79 @@ def test_percentile_nearest_rank() -> None:
     assert percentile([], 50) == 0.0
 
 
-def test_load_test_script(sqlite_db: Database) -> None:
-    """`scripts/load_test_dual_write.py --transactions=N --concurrent=C`, as documented."""
-    import subprocess
-    import sys
-    from pathlib import Path
+SCRIPT = Path(__file__).parents[2] / "scripts" / "load_test_dual_write.py"
 
-    script = Path(__file__).parents[2] / "scripts" / "load_test_dual_write.py"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            "--transactions=9",
-            "--concurrent=3",
-            "--json",
-            "--database-url",
-            sqlite_db.url,
-        ],
+
+def _script(*args: str) -> subprocess.CompletedProcess[str]:
+    """The script as an operator runs it, output to pipes (not a terminal)."""
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "200"},
+        check=False,
     )
+
+
+def test_load_test_script(sqlite_db: Database) -> None:
+    """`scripts/load_test_dual_write.py --transactions=N --concurrent=C`, as documented."""
+    done = _script("--transactions=9", "--concurrent=3", "--json", "--database-url", sqlite_db.url)
     assert done.returncode == 0, done.stderr
     data = json.loads(done.stdout)
     assert data["mode"] == "DUAL_WRITE_LEGACY_PRIMARY"  # the script's default
     assert data["transactions"] == 9 and data["error_rate"] == 0.0
-    assert data["consistency_rate"] == 1.0
+    assert data["consistency_rate"] == 1.0 and isinstance(data["targets_met"], bool)
     assert get_mode(sqlite_db.engine) is DualWriteMode.LEGACY_ONLY
+
+
+def test_load_test_script_help_names_the_script_and_its_database_option() -> None:
+    done = _script("--help")
+    assert done.returncode == 0, done.stderr
+    usage = next(line for line in done.stdout.splitlines() if "Usage:" in line)
+    assert usage.split() == ["Usage:", "load_test_dual_write.py", "[OPTIONS]"]
+    assert "--database-url" in done.stdout and "UNISTATUS_DATABASE_URL" in done.stdout
+    assert "[default: DUAL_WRITE_LEGACY_PRIMARY]" in done.stdout
+    assert "Examples:" in done.stdout and "<bool>" not in done.stdout
+
+
+def test_load_test_script_in_a_log_shows_progress_and_a_verdict(sqlite_db: Database) -> None:
+    done = _script("--transactions=20", "--concurrent=2", "--database-url", sqlite_db.url)
+    progress = [line for line in done.stderr.splitlines() if line.startswith("load: ")]
+    # A line per tenth of the run (not a bar: stderr is not a terminal), the last at 100%.
+    assert len(progress) == 10, done.stderr
+    assert progress[0].startswith("load: 2/20 transactions (10%)")
+    assert progress[-1].startswith("load: 20/20 transactions (100%)")
+    out = done.stdout
+    assert "targets of the migration strategy" in out
+    for target in ("mean latency", "p95 latency", "error rate", "consistency"):
+        assert target in out
+    # The verdict and the exit code say the same.
+    assert ("PASS: every target" in out and done.returncode == 0) or (
+        "FAIL: " in out and done.returncode == 1
+    ), (done.returncode, out)
+
+
+def test_targets_judge_each_bound() -> None:
+    fast = {"mean": 12.0, "p95": 40.0}
+    assert [t.passed for t in judge(fast, 0.0, 1.0)] == [True, True, True, True]
+    slow = {"mean": 150.0, "p95": 250.0}
+    results = {t.name: t for t in judge(slow, 0.002, 0.998)}
+    assert results["mean latency"].passed is True
+    assert results["p95 latency"].passed is False and results["p95 latency"].target == "< 200 ms"
+    assert results["error rate"].passed is False and results["error rate"].value == "0.200%"
+    assert results["consistency"].passed is False
+    legacy_only = {t.name: t for t in judge(fast, 0.0, None)}
+    assert legacy_only["consistency"].passed is None  # not applicable outside dual modes
+
+
+def test_a_run_over_the_latency_target_is_not_met() -> None:
+    run = RunStats(DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, transactions=10, concurrent=2)
+    run.operations, run.consistency_rate = 40, 1.0
+    run.latencies_ms = [5.0] * 30 + [400.0] * 10  # p95 400 ms
+    assert run.targets_met is False
+    data = run.as_dict()
+    assert data["targets_met"] is False
+    assert {t["name"]: t["passed"] for t in data["targets"]}["p95 latency"] is False
+    run.latencies_ms = [5.0] * 40
+    assert run.targets_met is True

@@ -20,7 +20,7 @@ from unistatus.domain.statuses import (
     UnifiedTransactionType,
 )
 from unistatus.domain.transitions import TransitionKind, TransitionRules
-from unistatus.errors import InputError, InvalidStatusError, UnmappableStatusError
+from unistatus.errors import InputError, InvalidStatusError, UnmappableStoredStatusError
 
 __all__ = ["Planner", "in_step", "one_statement", "parse_type"]
 
@@ -94,7 +94,16 @@ class Planner:
             src = self.mapper.try_to_unified(entity.system, src_legacy)
         if src is None:
             if not force:
-                raise UnmappableStatusError(entity.system.value, src_legacy)
+                raise UnmappableStoredStatusError(
+                    entity.system.value,
+                    src_legacy,
+                    entity=(
+                        f"{entity.system.value.lower()}:{entity.legacy_id}"
+                        if entity.legacy_id is not None
+                        else entity.utx_id
+                    ),
+                    requested=getattr(new_status, "value", new_status),
+                )
             if not reason or not reason.strip():
                 raise InputError("overriding an unmappable current status needs a reason")
             kind = TransitionKind.OVERRIDE

@@ -13,10 +13,8 @@ module top", so ``unistatus --help`` loads none of it (tests/cli/test_startup.py
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import typer
-from typer.core import TyperGroup
 
 from unistatus.cli import (
     archive_cmd,
@@ -38,34 +36,34 @@ from unistatus.cli import (
     serve_cmd,
     tx_cmd,
 )
-from unistatus.cli.context import AppState, abort_from
+from unistatus.cli.context import DATABASE_URL_OPTION, DEBUG_OPTION, begin
+from unistatus.cli.errors_shown import ErrorsShownGroup
+from unistatus.cli.help_format import hide_flag_value_placeholders
 from unistatus.redact import log_redacted
 
-
-class _Group(TyperGroup):
-    """Turns any error escaping a command into one line and exit code 2."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if type(exc).__module__.startswith(("click", "typer")):
-                raise  # usage errors: click prints them with exit code 2 itself
-            debug = isinstance(ctx.obj, AppState) and ctx.obj.debug
-            abort_from(exc, debug=debug)
+hide_flag_value_placeholders()
 
 
 app = typer.Typer(
-    cls=_Group,
+    cls=ErrorsShownGroup,
     name="unistatus",
     help=(
         "Migrate legacy payment statuses (cashouts, escrows, exchanges) to the unified "
         "16-status model with zero downtime.\n\n"
-        "Typical order: init -> mode set DUAL_WRITE_LEGACY_PRIMARY -> backfill -> check -> "
-        "phase advance ... Global options go before the command: "
-        "unistatus --database-url URL backfill --json"
+        "Typical order (docs/runbook.md): init -> mapping --validate -> phase advance "
+        "(into 1: dual-write) -> check -> phase advance (into 2) -> backfill -> check -> "
+        "repair -> phase advance (into 3: unified primary) -> check -> phase advance (into 4: "
+        "unified only) -> archive export -> archive verify -> retire legacy-columns. Each "
+        "`phase advance` passes only when the gates `phase status` shows pass, and switches "
+        "the write mode itself; `phase rollback` and `rollback --emergency` go back.\n\n"
+        "Global options go before the command. Exit codes: 0 ok, 1 a check ran and found a "
+        "problem, 2 bad input, configuration or database.\n\n"
+        "Examples:\n\n"
+        "  unistatus init\n"
+        "  unistatus phase status\n"
+        '  unistatus phase advance --reason "start dual-write (change #1234)"\n'
+        "  unistatus --database-url postgresql://user@host/payments backfill --json\n"
+        "  unistatus tx --help"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -73,21 +71,29 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from unistatus.version import VERSION
+
+        typer.echo(f"unistatus {VERSION}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     ctx: typer.Context,
-    database_url: str = typer.Option(
-        None,
-        "--database-url",
-        envvar="UNISTATUS_DATABASE_URL",
-        help="SQLAlchemy URL (sqlite:///unistatus.db, postgresql://user@host/db). "
-        "Default: sqlite:///unistatus.db in the working directory.",
-        show_envvar=True,
+    database_url: str = DATABASE_URL_OPTION,
+    debug: bool = DEBUG_OPTION,
+    _version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_print_version,
+        is_eager=True,
+        expose_value=False,
+        help="Print the version and exit.",
     ),
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
 ) -> None:
-    ctx.obj = AppState(database_url=database_url, debug=debug)
-    ctx.call_on_close(ctx.obj.close)
+    begin(ctx, database_url, debug)
 
 
 # The command groups, in the order `--help` lists them; each module's `register(app)` adds
@@ -113,8 +119,15 @@ retire_cmd.register(app)
 
 
 def main() -> None:
-    # The command is the program: with no logging set up, warnings would reach stderr raw
-    # through Python's last-resort handler; send them through the redaction instead.
+    run_program(app)
+
+
+def run_program(program: typer.Typer) -> None:
+    """Run a unistatus program (`unistatus`, scripts/load_test_dual_write.py).
+
+    The command is the program: with no logging set up, warnings would reach stderr raw
+    through Python's last-resort handler; send them through the redaction instead.
+    """
     if not logging.getLogger().handlers:
         log_redacted()
-    app()
+    program()

@@ -9,7 +9,16 @@ import typer
 from unistatus.cli.context import EXIT_FAILED_CHECK, console, err_console, print_json, state
 
 archive_app = typer.Typer(
-    help="Archive the legacy tables (gzip JSON lines + manifest), verify, restore."
+    help=(
+        "Archive the legacy tables (gzip JSON lines + manifest), verify, restore.\n\n"
+        "In phase 4, after the freeze: the retirement of the legacy status columns needs a "
+        "verified archive.\n\n"
+        "Examples:\n\n"
+        "  unistatus archive export --out /backups/legacy-2026-11-23\n"
+        "  unistatus archive verify /backups/legacy-2026-11-23\n"
+        "  unistatus archive restore /backups/legacy-2026-11-23 "
+        "--database-url postgresql://user@restore-host/scratch"
+    )
 )
 
 
@@ -20,7 +29,13 @@ def export(
     actor: str = typer.Option("cli", "--actor", help="Who made it (in the manifest)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output (the manifest)."),
 ) -> None:
-    """Write every legacy table to OUT, from one consistent snapshot, with a manifest."""
+    """Write every legacy table to OUT, from one consistent snapshot, with a manifest.
+
+    Examples:
+
+      unistatus archive export --out /backups/legacy-2026-11-23
+      unistatus archive export --out /backups/legacy-2026-11-23 --actor alice --json
+    """
     from unistatus.migration.archive import export_archive
 
     app = state(ctx)
@@ -46,7 +61,13 @@ def verify(
     actor: str = typer.Option("cli", "--actor", help="Who verified it (recorded)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """Check the files against the manifest and the live tables. Exit 1 on any mismatch."""
+    """Check the files against the manifest and the live tables. Exit 1 on any mismatch.
+
+    Examples:
+
+      unistatus archive verify /backups/legacy-2026-11-23
+      unistatus archive verify /backups/legacy-2026-11-23 --no-record --json
+    """
     import sqlalchemy as sa
 
     from unistatus.db.binding import schema_of
@@ -54,14 +75,15 @@ def verify(
     from unistatus.migration.archive import record_verified, verify_archive
 
     app = state(ctx)
-    report = verify_archive(app.engine, directory)
+    engine = app.open_engine("reachable")  # e.g. a restore drill's scratch database
+    report = verify_archive(engine, directory)
     recorded = False
     if (
         report.ok
         and record
-        and sa.inspect(app.engine).has_table(migration_control.name, schema=schema_of(app.engine))
+        and sa.inspect(engine).has_table(migration_control.name, schema=schema_of(engine))
     ):
-        record_verified(app.engine, report, actor=actor)
+        record_verified(engine, report, actor=actor)
         recorded = True
     if json_out:
         print_json({**report.as_dict(), "recorded": recorded})
@@ -93,7 +115,13 @@ def restore(
     ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """Load an archive into a database (creates missing tables; one transaction)."""
+    """Load an archive into a database (creates missing tables; one transaction).
+
+    Examples:
+
+      unistatus archive restore /backups/legacy-2026-11-23 --database-url postgresql://user@restore-host/scratch
+      unistatus archive restore /backups/legacy-2026-11-23 --database-url sqlite:///drill.db --replace
+    """
     from unistatus.migration.archive import restore_archive
 
     target = database_url or state(ctx).settings.database_url

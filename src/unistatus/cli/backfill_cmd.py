@@ -187,7 +187,13 @@ def _print_report(data: dict[str, Any]) -> None:
 
 @backfill_app.command("status")
 def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
-    """Progress per system, read from the database (works while a run is going)."""
+    """Progress per system, read from the database (works while a run is going).
+
+    Examples:
+
+      unistatus backfill status
+      unistatus backfill status --json
+    """
     from unistatus.backfill import progress, quarantine_count
 
     app = state(ctx)
@@ -223,7 +229,13 @@ def pause(
     actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),
     json_out: JsonOption = False,
 ) -> None:
-    """Hold running backfill workers before their next batch (they wait)."""
+    """Hold running backfill workers before their next batch (they wait).
+
+    Examples:
+
+      unistatus backfill pause --reason "peak hours"
+      unistatus backfill pause --reason "DB maintenance" --actor alice --json
+    """
     from unistatus.backfill import pause as do_pause
 
     result = do_pause(state(ctx).engine, actor=actor, reason=reason)
@@ -240,7 +252,13 @@ def resume(
     actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),
     json_out: JsonOption = False,
 ) -> None:
-    """Let paused backfill workers continue."""
+    """Let paused backfill workers continue.
+
+    Examples:
+
+      unistatus backfill resume
+      unistatus backfill resume --reason "peak over" --actor alice
+    """
     from unistatus.backfill import resume as do_resume
 
     result = do_resume(state(ctx).engine, actor=actor, reason=reason)

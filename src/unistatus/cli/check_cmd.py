@@ -34,6 +34,12 @@ def check(
     legacy_status_drift (statuses agree, but the unified row's exact copy of the legacy
     status is stale: undoing the retirement would restore the wrong value; `repair`).
     The report is stored. Exit 0 when fully consistent, 1 otherwise, 2 on errors.
+
+    Examples:
+
+      unistatus check
+      unistatus check --since 1h --examples 50
+      unistatus check --system cashout --system escrow --json
     """
     from unistatus.migration.check import run_check
 

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
-from typing import TYPE_CHECKING, Any, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
 
 from unistatus.domain.inputs import check_reason
-from unistatus.errors import InputError, UnistatusError
+from unistatus.errors import ConfigError, InputError, UnistatusError
 from unistatus.redact import redact
 
 if TYPE_CHECKING:
@@ -34,6 +35,17 @@ EXIT_OK = 0
 EXIT_FAILED_CHECK = 1  # the command ran; what it checked is not fine
 EXIT_ERROR = 2  # bad input, bad config, database unreachable
 
+# How far a command needs its database checked before it starts:
+# "installed": reachable, with unistatus's tables (almost every command);
+# "reachable": an existing database, tables or not (diagnose, archive verify);
+# "creatable": reachable, and a missing SQLite file is created (init);
+# "as_is": nothing checked (live views that report the database's state themselves).
+Need = Literal["installed", "reachable", "creatable", "as_is"]
+
+DEFAULT_DATABASE_NOTE = (
+    "the default: no --database-url, UNISTATUS_DATABASE_URL or config file names a database"
+)
+
 
 @dataclass
 class AppState:
@@ -41,6 +53,7 @@ class AppState:
     debug: bool = False
     _settings: Settings | None = field(default=None, repr=False)
     _engine: sa.Engine | None = field(default=None, repr=False)
+    _installed: bool = field(default=False, repr=False)
 
     @property
     def settings(self) -> Settings:
@@ -58,11 +71,52 @@ class AppState:
 
     @property
     def engine(self) -> sa.Engine:
-        if self._engine is None:
-            from unistatus.db.engine import create_engine  # lazy: SQLAlchemy
+        """The database, reachable and with unistatus installed (else one line, exit 2,
+        naming the database: not "no such table" from the first query)."""
+        return self.open_engine("installed")
 
-            self._engine = create_engine(self.settings.database_url, schema=self.settings.schema)
+    def open_engine(self, need: Need) -> sa.Engine:
+        """The database, checked as far as the command needs (:data:`Need`).
+
+        When no --database-url, UNISTATUS_DATABASE_URL or config file names a database,
+        the default file is said on stderr whatever the need.
+        """
+        from unistatus.db import target  # lazy: SQLAlchemy
+
+        if self._engine is None:
+            from unistatus.db.engine import create_engine
+
+            url = self.settings.database_url
+            default = "database_url" not in self.settings.model_fields_set
+            if need in ("installed", "reachable") and target.missing_sqlite_file(url):
+                unnamed = f" ({DEFAULT_DATABASE_NOTE})" if default else ""
+                raise ConfigError(
+                    f"no database at {target.describe(url)}{unnamed}: run `unistatus init` to "
+                    "create it, or name your database with --database-url"
+                )
+            if default:
+                err_console.print(
+                    f"using {target.describe(url)} in {Path.cwd()} ({DEFAULT_DATABASE_NOTE})",
+                    style="dim",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            engine = create_engine(url, schema=self.settings.schema)
+            if need != "as_is":
+                target.check_reachable(engine)
+            self._engine = engine
+        if need == "installed" and not self._installed:
+            target.check_installed(self._engine)
+            self._installed = True
         return self._engine
+
+
+def begin(ctx: typer.Context, database_url: str | None, debug: bool) -> AppState:
+    """The program's state from its global options, released when the command ends."""
+    app_state = AppState(database_url=database_url, debug=debug)
+    ctx.obj = app_state
+    ctx.call_on_close(app_state.close)
+    return app_state
 
 
 def state(ctx: typer.Context) -> AppState:
@@ -95,6 +149,18 @@ def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
+
+# The global options, written once: `unistatus`'s own, and a one-command program's
+# (scripts/load_test_dual_write.py) among its options.
+DATABASE_URL_OPTION: Any = typer.Option(
+    None,
+    "--database-url",
+    envvar="UNISTATUS_DATABASE_URL",
+    help="SQLAlchemy URL (sqlite:///unistatus.db, postgresql://user@host/db). "
+    "Default: sqlite:///unistatus.db in the working directory.",
+    show_envvar=True,
+)
+DEBUG_OPTION: Any = typer.Option(False, "--debug", help="Show tracebacks on errors.")
 
 REASON_HELP = "Why (required, non-empty; recorded with --actor)."
 

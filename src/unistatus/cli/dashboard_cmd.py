@@ -12,12 +12,21 @@ def dashboard(
     once: bool = typer.Option(False, "--once", help="Render one frame and exit."),
     interval: float = typer.Option(5.0, "--interval", min=0.2, help="Seconds between refreshes."),
 ) -> None:
-    """Performance, data quality, progress per phase and system, alerts (Ctrl-C stops)."""
+    """Performance, data quality, progress per phase and system, alerts (Ctrl-C stops).
+
+    Examples:
+
+      unistatus dashboard
+      unistatus dashboard --interval 2
+      unistatus dashboard --once
+    """
     from unistatus.observe.terminal_dashboard import run
 
     app_state = state(ctx)
     try:
-        run(app_state.engine, app_state.settings, once=once, interval=interval, console=console)
+        # as_is: the dashboard shows "database unreachable" itself, and keeps refreshing
+        engine = app_state.open_engine("as_is")
+        run(engine, app_state.settings, once=once, interval=interval, console=console)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
 

@@ -16,11 +16,22 @@ def diagnose(
         None, "--out", help="Where to write (default: rollback_<UTC time>.json here); - for stdout."
     ),
 ) -> None:
-    """Versions, config (secrets redacted), mode/phase history, gates, checks, alerts, ..."""
+    """Versions, config (secrets redacted), mode/phase history, gates, checks, alerts, ...
+
+    One JSON file to attach to a rollback's investigation.
+
+    Examples:
+
+      unistatus diagnose
+      unistatus diagnose --out /tmp/incident-42.json
+      unistatus diagnose --out - | jq .mode
+    """
     from unistatus.observe.diagnose import default_filename, generate_diagnostic
 
     app_state = state(ctx)
-    report = generate_diagnostic(app_state.engine, app_state.settings)
+    # A database without unistatus's tables is a finding to report, not a refusal.
+    engine = app_state.open_engine("reachable")
+    report = generate_diagnostic(engine, app_state.settings)
     text = json.dumps(report, default=_default, indent=2) + "\n"
     if out == "-":
         typer.echo(text, nl=False)

@@ -10,7 +10,13 @@ import typer
 from unistatus.cli.context import err_console
 
 export_app = typer.Typer(
-    help="Write Prometheus alert rules or a Grafana dashboard using the service's metric names."
+    help=(
+        "Write Prometheus alert rules or a Grafana dashboard using the service's metric "
+        "names.\n\n"
+        "Examples:\n\n"
+        "  unistatus export prometheus-rules --out /etc/prometheus/rules/unistatus.yml\n"
+        "  unistatus export grafana-dashboard --out unistatus-dashboard.json"
+    )
 )
 
 OUT_OPTION = typer.Option(
@@ -31,7 +37,13 @@ def _write(text: str, out: Path | None) -> None:
 def prometheus_rules(
     out: Path | None = OUT_OPTION,
 ) -> None:
-    """Prometheus alert rules (YAML) with the spec's critical/warning thresholds."""
+    """Prometheus alert rules (YAML) with the spec's critical/warning thresholds.
+
+    Examples:
+
+      unistatus export prometheus-rules
+      unistatus export prometheus-rules --out /etc/prometheus/rules/unistatus.yml
+    """
     from unistatus.observe.exports import prometheus_rules as rules
     from unistatus.observe.exports import to_yaml
 
@@ -42,7 +54,13 @@ def prometheus_rules(
 def grafana_dashboard(
     out: Path | None = OUT_OPTION,
 ) -> None:
-    """A Grafana dashboard (JSON model) of the migration."""
+    """A Grafana dashboard (JSON model) of the migration.
+
+    Examples:
+
+      unistatus export grafana-dashboard --out unistatus-dashboard.json
+      unistatus export grafana-dashboard | jq .title
+    """
     from unistatus.observe.exports import grafana_dashboard as dashboard
 
     _write(json.dumps(dashboard(), indent=2), out)

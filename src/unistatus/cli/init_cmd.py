@@ -37,13 +37,14 @@ def init(
     from unistatus.db import schema
 
     st = state(ctx)
-    before = schema.current_revision(st.engine)
-    revision = schema.upgrade(st.engine, st.settings)
+    engine = st.open_engine("creatable")  # creating the tables is init's job
+    before = schema.current_revision(engine)
+    revision = schema.upgrade(engine, st.settings)
     seeded: dict[str, int] = {}
     if demo_data:
         from unistatus.sim.seed import seed_legacy
 
-        seeded = seed_legacy(st.engine, st.settings, demo_data, seed=seed)
+        seeded = seed_legacy(engine, st.settings, demo_data, seed=seed)
     if json_out:
         print_json(
             {

@@ -1,15 +1,51 @@
-"""`unistatus loadtest`: many transactions through the adapter; latency and consistency."""
+"""`unistatus loadtest`: many transactions through the adapter; latency and consistency,
+judged against the migration strategy's targets.
+
+The same command is scripts/load_test_dual_write.py (:func:`script_app`): one function,
+its options, plus the global ones a program of its own needs.
+"""
 
 from __future__ import annotations
 
+import inspect
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from unistatus.cli.context import EXIT_FAILED_CHECK, console, err_console, print_json, state
+from unistatus.cli.context import (
+    DATABASE_URL_OPTION,
+    DEBUG_OPTION,
+    EXIT_FAILED_CHECK,
+    begin,
+    console,
+    err_console,
+    print_json,
+    state,
+)
+from unistatus.cli.errors_shown import ErrorsShownCommand
 
 if TYPE_CHECKING:
     from unistatus.sim.loadtest import LoadTestReport, RunStats
+
+ProgressFn = Callable[[str, int, int], None]
+
+SCRIPT_MODE = "DUAL_WRITE_LEGACY_PRIMARY"
+SCRIPT_HELP = (
+    "The migration strategy's load test: create TRANSACTIONS and walk each to a final "
+    "status through the dual-write adapter, CONCURRENT at a time, then say PASS or FAIL "
+    "against the strategy's targets (mean and p95 latency < 200 ms, error rate < 0.1%, "
+    "consistency > 99.9%).\n\n"
+    "The same as `unistatus loadtest --mode DUAL_WRITE_LEGACY_PRIMARY`. Writes real rows "
+    "and switches the mode for the run (restored after): use a staging database. Exit 1 "
+    "when a target is missed, an operation failed or the check found an inconsistency.\n\n"
+    "Examples:\n\n"
+    "  python scripts/load_test_dual_write.py --transactions=10000 --concurrent=50\n"
+    "  python scripts/load_test_dual_write.py --database-url postgresql://user@staging/payments "
+    "--baseline\n"
+    "  python scripts/load_test_dual_write.py -n 2000 -c 8 --json > loadtest.json"
+)
 
 
 def loadtest(
@@ -27,14 +63,23 @@ def loadtest(
 ) -> None:
     """Create TRANSACTIONS and walk each to a final status, CONCURRENT at a time.
 
-    Writes real rows and switches the mode for the run: use a staging database.
-    Exit 1 if any operation failed or the final check found an inconsistency.
+    Then PASS or FAIL against the migration strategy's targets (mean and p95 latency
+    < 200 ms, error rate < 0.1%, consistency > 99.9%). Writes real rows and switches the
+    mode for the run: use a staging database. Exit 1 when a target is missed, an
+    operation failed or the final check found an inconsistency. Progress goes to
+    stderr: a bar on a terminal, a line per tenth of the run otherwise (none with --json).
+
+    Examples:
+
+      unistatus loadtest --transactions 10000 --concurrent 50 --mode DUAL_WRITE_LEGACY_PRIMARY
+      unistatus loadtest -n 2000 -c 8 --baseline --json
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from unistatus.sim.loadtest import run_load_test
 
     app = state(ctx)
+    app.engine  # noqa: B018 - the database reachable and installed, before the run starts
     tasks: dict[str, Any] = {}
     with Progress(
         "[progress.description]{task.description}",
@@ -46,11 +91,14 @@ def loadtest(
         transient=False,
     ) as progress:
 
-        def on_progress(label: str, done: int, total: int) -> None:
+        def on_bar(label: str, done: int, total: int) -> None:
             if label not in tasks:
                 tasks[label] = progress.add_task(label, total=total)
             progress.update(tasks[label], completed=done)
 
+        on_progress: ProgressFn | None = on_bar
+        if not err_console.is_terminal:
+            on_progress = None if json_out else _progress_lines()
         report = run_load_test(
             app.settings.database_url,
             app.settings,
@@ -66,8 +114,28 @@ def loadtest(
     else:
         _print(report)
     run = report.run
-    if run.errors or (run.consistency_rate is not None and run.consistency_rate < 1.0):
+    if (
+        not run.targets_met
+        or run.errors
+        or (run.consistency_rate is not None and run.consistency_rate < 1.0)
+    ):
         raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+def _progress_lines() -> ProgressFn:
+    """Progress for a log (output not a terminal): one line per tenth of each run."""
+    started: dict[str, float] = {}
+
+    def on_progress(label: str, done: int, total: int) -> None:
+        first = started.setdefault(label, time.monotonic())
+        if done == total or done % max(1, total // 10) == 0:
+            err_console.print(
+                f"{label}: {done:,}/{total:,} transactions ({done / total:.0%}), "
+                f"{time.monotonic() - first:.1f} s",
+                highlight=False,
+            )
+
+    return on_progress
 
 
 def _print(report: LoadTestReport) -> None:
@@ -106,6 +174,60 @@ def _print(report: LoadTestReport) -> None:
         )
     for error in report.run.first_errors:
         err_console.print(f"[red]error:[/] {error}", highlight=False)
+    _print_verdict(report.run)
+
+
+def _print_verdict(run: RunStats) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"targets of the migration strategy ({run.mode.value})")
+    for column in ("target", "value", "bound", "result"):
+        table.add_column(column, justify="left" if column == "target" else "right")
+    result = {True: "[green]pass[/]", False: "[bold red]FAIL[/]", None: "[dim]n/a[/]"}
+    for t in run.targets():
+        table.add_row(t.name, t.value, t.target, result[t.passed])
+    console.print(table)
+    missed = [f"{t.name} {t.value} (target {t.target})" for t in run.targets() if t.passed is False]
+    if missed:
+        console.print(f"[bold red]FAIL[/]: {'; '.join(missed)}", highlight=False)
+    else:
+        console.print("[bold green]PASS[/]: every target of the migration strategy met")
+
+
+def script_app() -> typer.Typer:
+    """scripts/load_test_dual_write.py: this command as a program of its own.
+
+    Its options are :func:`loadtest`'s (read from its signature, so the two cannot
+    drift), with --mode defaulting to DUAL_WRITE_LEGACY_PRIMARY as the strategy runs
+    it, and the global --database-url and --debug among them; --help shows the
+    program's own name.
+    """
+    signature = inspect.signature(loadtest, eval_str=True)
+    context, *options = signature.parameters.values()
+    script_mode = typer.Option(
+        SCRIPT_MODE, "--mode", help="Write mode for the run; the previous one is restored after."
+    )
+    options = [p.replace(default=script_mode) if p.name == "mode" else p for p in options]
+    globals_ = [
+        inspect.Parameter(
+            "database_url", inspect.Parameter.KEYWORD_ONLY, default=DATABASE_URL_OPTION,
+            annotation=str,
+        ),
+        inspect.Parameter(
+            "debug", inspect.Parameter.KEYWORD_ONLY, default=DEBUG_OPTION, annotation=bool
+        ),
+    ]  # fmt: skip
+
+    def program(ctx: typer.Context, database_url: str | None, debug: bool, **values: Any) -> None:
+        begin(ctx, database_url, debug)
+        loadtest(ctx, **values)
+
+    parameters = [context, *globals_, *(p.replace(kind=p.KEYWORD_ONLY) for p in options)]
+    program.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    program.__annotations__ = {p.name: p.annotation for p in parameters}
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command(cls=ErrorsShownCommand, help=SCRIPT_HELP)(program)
+    return app
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,16 @@ import typer
 from unistatus.cli.context import console, print_json, state
 from unistatus.domain.statuses import DualWriteMode
 
-mode_app = typer.Typer(help="Show or switch the dual-write mode (takes effect in ~1 s everywhere).")
+mode_app = typer.Typer(
+    help=(
+        "Show or switch the dual-write mode (takes effect in ~1 s everywhere).\n\n"
+        "During the migration, `unistatus phase advance` switches it through the gates; "
+        "`mode set` is the manual override.\n\n"
+        "Examples:\n\n"
+        "  unistatus mode get\n"
+        '  unistatus mode set DUAL_WRITE_LEGACY_PRIMARY --reason "start phase 1"'
+    )
+)
 
 MODES_HELP = ", ".join(m.value for m in DualWriteMode)
 
@@ -16,7 +25,13 @@ MODES_HELP = ", ".join(m.value for m in DualWriteMode)
 def get(
     ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")
 ) -> None:
-    """Print the current write mode."""
+    """Print the current write mode.
+
+    Examples:
+
+      unistatus mode get
+      unistatus mode get --json
+    """
     from unistatus.db.control import get_mode
 
     mode = get_mode(state(ctx).engine)

@@ -27,6 +27,12 @@ def monitor(
     """Evaluate alerts (state persisted, notifications once, automated responses).
 
     With --once the exit code is 1 when a critical alert fires.
+
+    Examples:
+
+      unistatus monitor
+      unistatus monitor --once --json
+      unistatus monitor --interval 10 --count 6
     """
     from unistatus.observe.alerts import Monitor
 

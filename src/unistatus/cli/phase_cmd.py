@@ -19,7 +19,14 @@ if TYPE_CHECKING:
     from unistatus.migration.phases import Gate, PhaseChange
 
 phase_app = typer.Typer(
-    help="Show the phase and the next phase's gates; advance (gated) or roll back one phase."
+    help=(
+        "Show the phase and the next phase's gates; advance (gated) or roll back one phase."
+        "\n\n"
+        "Examples:\n\n"
+        "  unistatus phase status\n"
+        '  unistatus phase advance --reason "start dual-write (change #1234)"\n'
+        '  unistatus phase rollback --reason "p95 over 200 ms"'
+    )
 )
 
 
@@ -55,7 +62,13 @@ def _print_change(change: PhaseChange, verb: str) -> None:
 def status(
     ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")
 ) -> None:
-    """Phase, mode and the next phase's gates, measured now (exit 1 if any gate fails)."""
+    """Phase, mode and the next phase's gates, measured now (exit 1 if any gate fails).
+
+    Examples:
+
+      unistatus phase status
+      unistatus phase status --json
+    """
     from unistatus.migration.phases import PHASES, phase_status
 
     app_state = state(ctx)
@@ -136,7 +149,10 @@ def rollback(
 ) -> None:
     """Go back one phase by its rollback procedure (from 4: replay to legacy first).
 
-    Example: unistatus phase rollback --reason "p95 over 200 ms" --actor oncall
+    Examples:
+
+      unistatus phase rollback --reason "p95 over 200 ms" --actor oncall
+      unistatus phase rollback --reason "backfill too slow" --json
     """
     from unistatus.migration.rollback import rollback_current_phase
 

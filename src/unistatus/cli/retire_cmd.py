@@ -6,7 +6,14 @@ import typer
 
 from unistatus.cli.context import REASON_HELP, console, print_json, require_reason, state
 
-retire_app = typer.Typer(help="Retire legacy schema (phase 4), reversibly.")
+retire_app = typer.Typer(
+    help=(
+        "Retire legacy schema (phase 4), reversibly.\n\n"
+        "Examples:\n\n"
+        '  unistatus retire legacy-columns --reason "phase 4 cleanup (change #1260)"\n'
+        '  unistatus retire legacy-columns --undo --reason "rollback drill"'
+    )
+)
 
 
 @retire_app.command("legacy-columns")

@@ -88,7 +88,10 @@ def conflicts(
 ) -> None:
     """List changes the replay to legacy did not apply (exit 1 while any is open).
 
-    Example: unistatus rollback conflicts --json
+    Examples:
+
+      unistatus rollback conflicts
+      unistatus rollback conflicts --all --json
     """
     from unistatus.migration.replay_conflicts import list_conflicts
 
@@ -132,7 +135,10 @@ def resolve(
 ) -> None:
     """Close a replay conflict with a reason: --keep-legacy or --apply.
 
-    Example: unistatus rollback resolve 3 --keep-legacy --reason "payout confirmed"
+    Examples:
+
+      unistatus rollback resolve 3 --keep-legacy --reason "payout confirmed by the bank"
+      unistatus rollback resolve 4 --apply --reason "late failure confirmed by the PSP"
     """
     if keep_legacy == apply:
         abort("pass exactly one of --keep-legacy or --apply")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from unistatus.cli.context import err_console, state
+from unistatus.cli.context import abort, err_console, state
 
 
 def serve(
@@ -23,15 +23,27 @@ def serve(
     ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
-    """Serve /health, /metrics, /api/v1/... and the dashboard at / (Ctrl-C stops)."""
+    """Serve /health, /metrics, /api/v1/... and the dashboard at / (Ctrl-C stops).
+
+    Exit 2 when the address cannot be listened on (a port in use, say).
+
+    Examples:
+
+      unistatus serve
+      unistatus serve --port 8080 --monitor-interval 0
+      UNISTATUS_ADMIN_TOKEN=... unistatus serve --host 0.0.0.0   (behind a TLS proxy)
+    """
     import uvicorn
 
+    from unistatus.api.listener import listen
     from unistatus.api.service import create_app
 
+    sock = listen(host, port)  # a busy port: one line, exit 2, before anything started
     app_state = state(ctx)
-    app = create_app(
-        app_state.settings, app_state.engine, monitor_interval=monitor_interval or None
-    )
+    # as_is: a service started while its database is down reports it on /health and
+    # recovers with it, rather than not starting
+    engine = app_state.open_engine("as_is")
+    app = create_app(app_state.settings, engine, monitor_interval=monitor_interval or None)
     from unistatus.api.access import enabled
 
     if not enabled(app_state.settings, "writer"):
@@ -49,7 +61,18 @@ def serve(
             "TLS-terminating proxy sits in front (docs/runbook.md, 'Access')",
             highlight=False,
         )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    err_console.print(f"serving on http://{host}:{port} (Ctrl-C stops)", highlight=False)
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly; that is success
+        pass
+    except SystemExit as exc:  # uvicorn's "startup failed" (its code 3); it logged why
+        if exc.code not in (0, None):
+            abort("the service did not start (the log above says why)")
+        raise
+    finally:
+        sock.close()
 
 
 def register(app: typer.Typer) -> None:

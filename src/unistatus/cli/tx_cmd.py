@@ -14,7 +14,13 @@ from rich.table import Table
 from unistatus.cli.context import EXIT_ERROR, console, err_console, print_json, state
 
 tx_app = typer.Typer(
-    help="Create, update or inspect one transaction (writes follow the current mode).",
+    help=(
+        "Create, update or inspect one transaction (writes follow the current mode).\n\n"
+        "Examples:\n\n"
+        "  unistatus tx create --type cashout --user 42 --amount 150.00 --currency USD\n"
+        '  unistatus tx update cashout:42 OTP_PENDING --reason "user requested OTP"\n'
+        "  unistatus tx show cashout:42"
+    ),
     no_args_is_help=True,
 )
 

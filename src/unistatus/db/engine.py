@@ -27,6 +27,15 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def parse_url(url: str) -> sa.URL:
+    """A URL string as SQLAlchemy's URL (psycopg 3 for PostgreSQL); ConfigError if it
+    does not parse (the message redacted: it may hold a password)."""
+    try:
+        return make_url(normalise_url(url))
+    except ArgumentError as exc:
+        raise ConfigError(redact(f"invalid database URL {url!r}: {exc}")) from None
+
+
 def display_url(url: sa.URL | str) -> str:
     """A database URL as it may be shown, logged or stored: every password ``***``."""
     text = url.render_as_string(hide_password=False) if isinstance(url, sa.URL) else url
@@ -53,10 +62,7 @@ def create_engine(
 
 
 def _engine_for(database: str, lock_timeout_ms: int | None, **kwargs: Any) -> sa.Engine:
-    try:
-        url = make_url(normalise_url(database))
-    except ArgumentError as exc:
-        raise ConfigError(redact(f"invalid database URL {database!r}: {exc}")) from None
+    url = parse_url(database)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
     if url.get_backend_name() == "postgresql":

@@ -41,6 +41,7 @@ from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
 from unistatus.errors import InputError, UnistatusError
 from unistatus.migration.check import run_check
 from unistatus.migration.replay import replay_pending
+from unistatus.sim.loadtest_targets import TargetResult, judge
 from unistatus.sim.traffic import valid_path
 
 __all__ = ["LoadTestReport", "RunStats", "percentile", "run_load_test"]
@@ -89,6 +90,15 @@ class RunStats:
             "max": round(data[-1], 3),
         }
 
+    def targets(self) -> list[TargetResult]:
+        """This run against the migration strategy's load-test targets."""
+        return judge(self.latency(), self.error_rate, self.consistency_rate)
+
+    @property
+    def targets_met(self) -> bool:
+        """Every applicable target met (consistency does not apply outside dual modes)."""
+        return all(t.passed is not False for t in self.targets())
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "mode": self.mode.value,
@@ -105,6 +115,8 @@ class RunStats:
             "consistency_checked": self.consistency_checked,
             "inconsistent": self.inconsistent,
             "first_errors": self.first_errors,
+            "targets": [t.as_dict() for t in self.targets()],
+            "targets_met": self.targets_met,
         }
 
 

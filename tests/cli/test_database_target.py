@@ -1,0 +1,126 @@
+"""Which database a command uses, said before it fails: the default file named, a
+missing or empty database refused with `unistatus init` as the way on, a connection
+error naming backend, host, port, database and user but never the password."""
+
+from __future__ import annotations
+
+import gc
+import socket
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner, Result
+
+from unistatus.cli import app
+
+runner = CliRunner()
+PASSWORD = "pw-Zq81xx"
+
+
+@pytest.fixture(autouse=True)
+def _no_database_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """A fresh working directory; no URL from the environment or a config file."""
+    monkeypatch.delenv("UNISTATUS_DATABASE_URL", raising=False)
+    monkeypatch.delenv("UNISTATUS_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    yield
+    gc.collect()  # engines of the invocations: no PostgreSQL connection left behind
+
+
+def run(*args: str) -> Result:
+    return runner.invoke(app, list(args), env={"COLUMNS": "400"}, catch_exceptions=False)
+
+
+def one_line_error(result: Result) -> str:
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err, err
+    assert "no such table" not in err
+    return err
+
+
+def test_the_default_database_is_named_and_a_missing_one_refused(tmp_path: Path) -> None:
+    err = one_line_error(run("mode", "get"))
+    assert "./unistatus.db" in err and "the default" in err and "--database-url" in err
+    assert "unistatus init" in err
+    assert not (tmp_path / "unistatus.db").exists()  # nothing created by a read
+
+    created = run("init")
+    assert created.exit_code == 0, created.output
+    assert "./unistatus.db" in created.stderr and "the default" in created.stderr
+    assert (tmp_path / "unistatus.db").exists()
+
+    read = run("mode", "get")
+    assert read.exit_code == 0 and read.stdout.strip() == "LEGACY_ONLY"
+    assert "using the SQLite file ./unistatus.db" in read.stderr
+
+
+def test_a_named_database_is_not_announced(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'named.db'}"
+    assert run("--database-url", url, "init").exit_code == 0
+    read = run("--database-url", url, "mode", "get")
+    assert read.exit_code == 0 and read.stderr == ""
+
+
+def test_a_sqlite_database_without_unistatus_tables_says_run_init(tmp_path: Path) -> None:
+    sqlite3.connect(tmp_path / "blank.db").close()
+    err = one_line_error(run("--database-url", "sqlite:///blank.db", "phase", "status"))
+    assert "./blank.db has no unistatus tables" in err and "unistatus init" in err
+
+
+def test_a_postgresql_database_without_unistatus_tables_says_run_init(
+    postgres_url: str,
+) -> None:
+    # An empty schema first on the search path stands for an empty database (a new
+    # database costs seconds on a busy server): the tables in public are not visible.
+    server = sa.engine.make_url(postgres_url)
+    schema = f"unistatus_blank_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        blank = server.update_query_dict({"options": f"-csearch_path={schema}"})
+        url = blank.render_as_string(hide_password=False)
+        err = one_line_error(run("--database-url", url, "mode", "get"))
+        assert f"postgresql database '{server.database}'" in err
+        assert "has no unistatus tables" in err and "unistatus init" in err
+    finally:
+        gc.collect()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.dispose()
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_a_connection_error_names_the_database_never_the_password() -> None:
+    port = _closed_port()
+    url = f"postgresql://alice:{PASSWORD}@127.0.0.1:{port}/payments"
+    err = one_line_error(run("--database-url", url, "mode", "get"))
+    assert f"postgresql database 'payments' on 127.0.0.1:{port} as 'alice'" in err
+    assert "refused" in err.lower()
+    assert PASSWORD not in err
+
+
+def test_a_refused_login_names_the_database_never_the_password(postgres_url: str) -> None:
+    server = sa.engine.make_url(postgres_url)
+    url = server.set(database="no_such_db_x", password=PASSWORD)
+    err = one_line_error(
+        run("--database-url", url.render_as_string(hide_password=False), "tx", "show", "x:1")
+    )
+    assert "postgresql database 'no_such_db_x'" in err
+    assert f"{server.host}:{server.port or 5432}" in err and "no_such_db_x" in err
+    assert PASSWORD not in err
+
+
+def test_an_unopenable_sqlite_file_is_named(tmp_path: Path) -> None:
+    err = one_line_error(run("--database-url", "sqlite:///missing-dir/x.db", "init"))
+    assert "./missing-dir/x.db" in err
