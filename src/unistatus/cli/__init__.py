@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 from unistatus.cli import (
     archive_cmd,
     backfill_cmd,
+    capture_cmd,
     check_cmd,
     dashboard_cmd,
     demo_cmd,
@@ -110,6 +111,7 @@ diagnose_cmd.register(app)
 loadtest_cmd.register(app)
 archive_cmd.register(app)
 retire_cmd.register(app)
+capture_cmd.register(app)
 
 
 def main() -> None:
