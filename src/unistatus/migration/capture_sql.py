@@ -186,27 +186,27 @@ class SystemSql:
     ) -> list[sa.Executable]:
         """The statements that bring the unified rows of ``r`` in step, in order.
 
-        ``lock``: lock the stale unified rows first (PostgreSQL; the writer holds the
-        legacy rows, so the adapter's lock order is kept). ``bypass``: a writer's own
-        statement (counted, missing unified rows created, UNIFIED_ONLY changes recorded
-        for the replay); else the catch-up after LEGACY_ONLY.
+        ``lock`` (PostgreSQL: other writers run at once): a missing unified row is created
+        by one statement that writes history only for the rows it really created; then
+        the stale rows (one a concurrent backfill created meanwhile included) are locked
+        (the writer holds their legacy rows: the adapter's lock order) and written.
+        ``bypass``: a writer's own statement (counted, missing unified rows created,
+        UNIFIED_ONLY changes recorded for the replay); else the catch-up after LEGACY_ONLY.
         """
-        out: list[sa.Executable] = []
+        out: list[sa.Executable] = [*self._quarantine(r, ctx)]
+        if bypass:
+            out.append(self._count(r, ctx))
+            out += self._create_missing(r, ctx, concurrent=lock)
         if lock:
-            locked = (
+            out.append(
                 sa.select(U.c.id)
                 .join_from(r.rows, U, self._unified_of(r))
                 .where(self._stale(r))
                 .with_for_update(of=U)
             )
-            out.append(locked)
-        out += self._quarantine(r, ctx)
         if bypass:
-            out.append(self._count(r, ctx))
             out += self._frozen_changes(r, ctx)
         out += self._update_stale(r, ctx)
-        if bypass:
-            out += self._create_missing(r, ctx)
         return out
 
     def _quarantine(self, r: Rows, ctx: Context) -> list[sa.Executable]:
@@ -354,31 +354,18 @@ class SystemSql:
         )
         return [write_history, update]
 
-    def _create_missing(self, r: Rows, ctx: Context) -> list[sa.Executable]:
-        """A legacy row without a unified row: its history row, then the row itself (if a
-        concurrent writer created it meanwhile, it is brought to this value instead)."""
+    def _create_missing(self, r: Rows, ctx: Context, *, concurrent: bool) -> list[sa.Executable]:
+        """A legacy row without a unified row: the row, and its history row.
+
+        ``concurrent``: one statement, the history written from what the INSERT returns,
+        so a row a concurrent writer (the backfill) created first gets none here (it is
+        stale, and brought in step next, with its one history row). The conflict arbiter
+        is the primary key (the id is derived from the legacy row): the index a racing
+        insert of the same row reaches first (on the legacy reference index, a racing
+        insert could be met in the primary key: an error, not a conflict).
+        """
         mapped = self._mapped(r)
-        flag = sa.case((ctx.mode == FROZEN, FLAG_FROZEN), else_=sa.null())
         utx_id = utx_id_sql(self.system, r.c.id)
-        history = history_values(
-            transaction_id=utx_id,
-            legacy_system=sa.literal(self.system.value, sa.String),
-            legacy_id=r.c.id,
-            from_status=sa.null(),
-            to_status=mapped,
-            from_legacy_status=sa.null(),
-            to_legacy_status=r.c.status,
-            reason=ctx.reason,
-            triggered_by=ctx.writer,
-            meta=self._meta(ctx, flag),
-            operation_id=ctx.uuid(),
-            mode=ctx.mode,
-            override=sa.false(),
-            created_at=ctx.now,
-        )
-        write_history = sa.insert(H).from_select(
-            [H.c[k] for k in history], sa.select(*history.values()).where(self._missing(r))
-        )
         row = unified_row(
             self.system,
             utx_id=utx_id,
@@ -391,20 +378,36 @@ class SystemSql:
             updated_at=ctx.now,
             literal=sa.literal,
         )
-        insert = self.insert(U).from_select(
-            [U.c[k] for k in row], sa.select(*row.values()).where(self._missing(r))
+        insert = (
+            self.insert(U)
+            .from_select([U.c[k] for k in row], sa.select(*row.values()).where(self._missing(r)))
+            .on_conflict_do_nothing(index_elements=[U.c.id])
         )
-        insert = insert.on_conflict_do_update(
-            index_elements=[U.c.legacy_system, U.c.legacy_id],
-            set_={
-                "status": insert.excluded.status,
-                "legacy_status": insert.excluded.legacy_status,
-                **{name: insert.excluded[name] for name in DATA_COLUMNS},
-                "version": U.c.version + 1,
-                "updated_at": insert.excluded.updated_at,
-            },
+        history = history_values(
+            transaction_id=utx_id,
+            legacy_system=sa.literal(self.system.value, sa.String),
+            legacy_id=r.c.id,
+            from_status=sa.null(),
+            to_status=mapped,
+            from_legacy_status=sa.null(),
+            to_legacy_status=r.c.status,
+            reason=ctx.reason,
+            triggered_by=ctx.writer,
+            meta=self._meta(ctx, sa.case((ctx.mode == FROZEN, FLAG_FROZEN), else_=sa.null())),
+            operation_id=ctx.uuid(),
+            mode=ctx.mode,
+            override=sa.false(),
+            created_at=ctx.now,
         )
-        return [write_history, insert]
+        columns = [H.c[k] for k in history]
+        if not concurrent:
+            missing = sa.select(*history.values()).where(self._missing(r))
+            return [sa.insert(H).from_select(columns, missing), insert]
+        created = insert.returning(U.c.legacy_id).cte("created")
+        select = sa.select(*history.values()).join_from(
+            r.rows, created, created.c.legacy_id == r.c.id
+        )
+        return [sa.insert(H).from_select(columns, select).add_cte(created)]
 
     # --- deleted legacy rows --------------------------------------------------------
 
