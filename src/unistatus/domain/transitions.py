@@ -149,6 +149,21 @@ def allowed_pairs(transaction_type: T) -> list[tuple[str, str]]:
     )
 
 
+def pair_in(
+    first: sa.ColumnElement[Any], second: sa.ColumnElement[Any], pairs: list[tuple[str, str]]
+) -> sa.ColumnElement[bool]:
+    """SQL: ``(first, second)`` is one of ``pairs`` (NULL never is).
+
+    Written as one IN list of ``'first|second'`` strings, which PostgreSQL hashes: a
+    row-value IN list is expanded per element, with a copy of each operand every time.
+    """
+    joined = sa.type_coerce(first, sa.String) + PAIR_SEPARATOR + sa.type_coerce(second, sa.String)
+    return joined.in_([f"{a}{PAIR_SEPARATOR}{b}" for a, b in pairs])
+
+
+PAIR_SEPARATOR = "|"  # in no status name
+
+
 def allowed_clause(
     transaction_type: T,
     from_col: sa.ColumnElement[Any],
@@ -156,10 +171,7 @@ def allowed_clause(
 ) -> sa.ColumnElement[bool]:
     """SQL form of :meth:`TransitionRules.check` without ``force``: true when the change
     is allowed or no change at all (the capture triggers flag the rest)."""
-    return sa.or_(
-        from_col == to_col,
-        sa.tuple_(from_col, to_col).in_(allowed_pairs(transaction_type)),
-    )
+    return sa.or_(from_col == to_col, pair_in(from_col, to_col, allowed_pairs(transaction_type)))
 
 
 def _v(x: object) -> str:

@@ -166,7 +166,7 @@ class CaptureDdl:
         setting = writer_mark.WRITER_SETTING
         read_mode = self.render(sa.select(stored_mode()))
         for lt in tables:
-            sql = SystemSql(lt, self.ops.insert)
+            sql = SystemSql(lt, self.ops)
             reason = sa.literal("bypass ", sa.String) + sa.func.lower(
                 sa.literal_column("TG_OP", sa.String)
             )
@@ -178,7 +178,7 @@ class CaptureDdl:
             function = self._function(self._legacy_name(lt))
             out.append(
                 f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql AS $capture$
+LANGUAGE plpgsql SET jit = off AS $capture$
 DECLARE
     v_mark text := coalesce(current_setting('{setting}', true), '');
     v_mode text;
@@ -242,7 +242,7 @@ $capture$"""
         unified = self._table(unified_transactions)
         out = [
             f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql AS $capture$
+LANGUAGE plpgsql SET jit = off AS $capture$
 DECLARE
     v_mode text := ({read_mode});
     v_writer text := {PG_WRITER};
@@ -281,13 +281,13 @@ $capture$"""
             "catch_up",
         )
         body = "\n".join(
-            self._plpgsql(SystemSql(lt, self.ops.insert).catch_up(ctx, lock=True)) for lt in tables
+            self._plpgsql(SystemSql(lt, self.ops).catch_up(ctx, lock=True)) for lt in tables
         )
         function = self._function(f"{PREFIX}catch_up")
         key = self.quote(migration_control.c.key.name)
         return [
             f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql AS $capture$
+LANGUAGE plpgsql SET jit = off AS $capture$
 DECLARE
     v_prev text := coalesce(current_setting('{setting}', true), '');
     v_addr text := NULL;
@@ -348,7 +348,7 @@ $capture$""",
         captured = writer_mark.unmark_row(writer_mark.CAPTURE_WRITER)
         writer = sa.literal(SQLITE_WRITER, sa.String)
         for lt in tables:
-            sql = SystemSql(lt, self.ops.insert)
+            sql = SystemSql(lt, self.ops)
             base, table = self._legacy_name(lt), self._table(lt.table)
             new_rows, old_rows = self._sqlite_rows(lt, "NEW"), self._sqlite_rows(lt, "OLD")
             for event in ("INSERT", "UPDATE"):
@@ -410,7 +410,7 @@ $capture$""",
         body = [
             statement
             for lt in tables
-            for statement in SystemSql(lt, self.ops.insert).catch_up(ctx, lock=False)
+            for statement in SystemSql(lt, self.ops).catch_up(ctx, lock=False)
         ]
         when = sa.and_(key == "mode", value != LEGACY_ONLY)
         return [

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from unistatus.adapter.writes import history_values, unified_row
 from unistatus.backfill.statements import unmappable_reason
 from unistatus.db.control import MODE_KEY
+from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import (
     migration_control,
@@ -43,9 +44,9 @@ from unistatus.db.tables import (
 from unistatus.db.tables_backfill import backfill_quarantine
 from unistatus.db.tables_capture import capture_changed, capture_writers
 from unistatus.domain.ids import utx_id_sql
-from unistatus.domain.mapping import compatible_clause, forward_case
+from unistatus.domain.mapping import compatible_pairs, forward_case
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.domain.transitions import allowed_clause
+from unistatus.domain.transitions import allowed_clause, pair_in
 
 __all__ = [
     "FLAG_DELETED",
@@ -125,58 +126,80 @@ class Rows:
         return cls(select.subquery("capture_rows"))
 
 
+@dataclass(frozen=True)
+class _Judged:
+    """The legacy rows that have a unified row, each with the rule's verdict, worked out
+    once per row (an optimisation fence, ``OFFSET 0``, keeps the planner from copying the
+    mapping's CASE into every place a statement uses it).
+
+    ``j`` has the legacy row's columns, ``mapped`` (its forward mapping), the unified
+    row's ``uid``, ``u_status``, ``u_legacy_status`` and ``new_status``, the status the
+    unified row gets (its own when compatible with the legacy value, a refinement the
+    adapter keeps too; else the mapped one).
+    """
+
+    j: Any
+    stale: sa.ColumnElement[bool]  # the legacy value maps, and the unified row disagrees
+    refused: sa.ColumnElement[bool]  # the rules would refuse u_status -> new_status
+
+
 class SystemSql:
     """The capture statements of one legacy system, on its resolved table."""
 
-    def __init__(self, lt: LegacyTable, insert: Callable[[sa.Table], Any]) -> None:
+    def __init__(self, lt: LegacyTable, ops: DialectOps) -> None:
         self.lt = lt
         self.system: LegacySystemType = lt.system
-        # The dialect's INSERT that knows ON CONFLICT (DialectOps.insert).
-        self.insert = insert
+        # The dialect's INSERT that knows ON CONFLICT.
+        self.insert = ops.insert
+        # PostgreSQL would copy a subquery's expressions into every use of them: OFFSET 0
+        # keeps them computed once per row (SQLite's per-row triggers need no fence).
+        self.fenced = ops.name == "postgresql"
+
+    def _fence(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        return select.offset(0) if self.fenced else select
 
     # --- the rule, written once -----------------------------------------------------
 
-    def _unified_of(self, r: Rows) -> sa.ColumnElement[bool]:
-        return sa.and_(U.c.legacy_system == self.system.value, U.c.legacy_id == r.c.id)
+    def _unified_of(self, legacy_id: Any) -> sa.ColumnElement[bool]:
+        return sa.and_(U.c.legacy_system == self.system.value, U.c.legacy_id == legacy_id)
 
-    def _mapped(self, r: Rows) -> sa.ColumnElement[Any]:
-        return forward_case(self.system, r.c.status)
+    def _mapped(self, r: Rows) -> Any:
+        """``r`` with the forward mapping of each row as ``mapped`` (NULL: unmappable)."""
+        mapped = forward_case(self.system, r.c.status).label("mapped")
+        return self._fence(sa.select(*r.c, mapped)).subquery("capture_mapped").c
 
-    def _new_status(self, r: Rows) -> sa.ColumnElement[Any]:
-        """The unified status a stale row gets: the current one if compatible, else mapped."""
-        compatible = compatible_clause(self.system, r.c.status, U.c.status)
-        return sa.case((compatible, U.c.status), else_=self._mapped(r))
-
-    def _stale(self, r: Rows) -> sa.ColumnElement[bool]:
-        """The unified row exists, the legacy value maps, and they disagree."""
+    def _judged(self, r: Rows) -> _Judged:
+        m = self._mapped(r)
+        compatible = pair_in(m.status, U.c.status, compatible_pairs(self.system))
         in_step = sa.and_(
-            compatible_clause(self.system, r.c.status, U.c.status),
-            U.c.legacy_status.is_not_distinct_from(r.c.status),
-            *(U.c[name].is_not_distinct_from(r.c[name]) for name in DATA_COLUMNS),
+            compatible,
+            U.c.legacy_status.is_not_distinct_from(m.status),
+            *(U.c[name].is_not_distinct_from(m[name]) for name in DATA_COLUMNS),
         )
-        return sa.and_(self._mapped(r).is_not(None), sa.not_(in_step))
-
-    def _refused(self, r: Rows) -> sa.ColumnElement[bool]:
-        ttype = self.system.transaction_type
-        allowed = allowed_clause(ttype, U.c.status, self._new_status(r))
-        return sa.func.coalesce(sa.not_(allowed), sa.false())
-
-    def _missing(self, r: Rows) -> sa.ColumnElement[bool]:
-        return sa.and_(
-            self._mapped(r).is_not(None),
-            ~sa.exists(sa.select(U.c.id).where(self._unified_of(r))),
+        j = (
+            self._fence(
+                sa.select(
+                    *(m[name] for name in (*LEGACY_COLUMNS, "mapped")),
+                    U.c.id.label("uid"),
+                    U.c.status.label("u_status"),
+                    U.c.legacy_status.label("u_legacy_status"),
+                    sa.case((compatible, U.c.status), else_=m.mapped).label("new_status"),
+                    sa.func.coalesce(in_step, sa.false()).label("in_step"),
+                ).join_from(m.id.table, U, self._unified_of(m.id))
+            )
+            .subquery("capture_judged")
+            .c
+        )
+        allowed = allowed_clause(self.system.transaction_type, j.u_status, j.new_status)
+        return _Judged(
+            j=j,
+            stale=sa.and_(j.mapped.is_not(None), sa.not_(j.in_step)),
+            refused=sa.func.coalesce(sa.not_(allowed), sa.false()),
         )
 
     def _meta(self, ctx: Context, flag: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         return ctx.json(
             "capture", ctx.kind, "writer", ctx.writer, "client_addr", ctx.client_addr, "flag", flag
-        )
-
-    def _flag(self, r: Rows, ctx: Context) -> sa.ColumnElement[Any]:
-        return sa.case(
-            (self._refused(r), FLAG_REFUSED),
-            (ctx.mode == FROZEN, FLAG_FROZEN),
-            else_=sa.null(),
         )
 
     # --- inserted or updated legacy rows ----------------------------------------------
@@ -188,39 +211,40 @@ class SystemSql:
 
         ``lock`` (PostgreSQL: other writers run at once): a missing unified row is created
         by one statement that writes history only for the rows it really created; then
-        the stale rows (one a concurrent backfill created meanwhile included) are locked
-        (the writer holds their legacy rows: the adapter's lock order) and written.
-        ``bypass``: a writer's own statement (counted, missing unified rows created,
-        UNIFIED_ONLY changes recorded for the replay); else the catch-up after LEGACY_ONLY.
+        the unified rows of ``r`` (one a concurrent backfill created meanwhile included)
+        are locked (the writer holds their legacy rows: the adapter's lock order), so
+        the history written next reads what the update then changes. ``bypass``: a
+        writer's own statement (counted, missing unified rows created, UNIFIED_ONLY
+        changes recorded for the replay); else the catch-up after LEGACY_ONLY.
         """
         out: list[sa.Executable] = [*self._quarantine(r, ctx)]
         if bypass:
-            out.append(self._count(r, ctx))
             out += self._create_missing(r, ctx, concurrent=lock)
         if lock:
             out.append(
                 sa.select(U.c.id)
-                .join_from(r.rows, U, self._unified_of(r))
-                .where(self._stale(r))
+                .join_from(r.rows, U, self._unified_of(r.c.id))
                 .with_for_update(of=U)
             )
+        judged = self._judged(r)
         if bypass:
-            out += self._frozen_changes(r, ctx)
-        out += self._update_stale(r, ctx)
+            out.append(self._count(r, judged, ctx))
+            out += self._frozen_changes(judged, ctx)
+        out += self._update_stale(judged, ctx)
         return out
 
     def _quarantine(self, r: Rows, ctx: Context) -> list[sa.Executable]:
         """Unmappable values aside (raw value, why, who); entries mappable now resolved."""
-        mapped = self._mapped(r)
+        m = self._mapped(r)
         select = sa.select(
             sa.literal(self.system.value, sa.String),
-            r.c.id,
-            r.c.status,
-            unmappable_reason(self.system, r.c.status),
+            m.id,
+            m.status,
+            unmappable_reason(self.system, m.status),
             ctx.now,
             ctx.now,
             ctx.writer,
-        ).where(mapped.is_(None))
+        ).where(m.mapped.is_(None))
         stmt = self.insert(Q).from_select(
             [
                 Q.c.system,
@@ -244,7 +268,8 @@ class SystemSql:
                 "resolution": None,
             },
         )
-        mappable_now = sa.select(r.c.id).where(mapped.is_not(None)).scalar_subquery()
+        m = self._mapped(r)
+        mappable_now = sa.select(m.id).where(m.mapped.is_not(None)).scalar_subquery()
         resolve = (
             sa.update(Q)
             .where(
@@ -256,39 +281,41 @@ class SystemSql:
         )
         return [stmt, resolve]
 
-    def _count(self, r: Rows, ctx: Context) -> sa.Executable:
+    def _count(self, r: Rows, judged: _Judged, ctx: Context) -> sa.Executable:
         """One more statement of this writer: rows written, flagged, unmappable."""
-        mapped = self._mapped(r)
-        flagged = sa.or_(
-            ctx.mode == FROZEN, sa.and_(U.c.id.is_not(None), self._stale(r), self._refused(r))
+        j, m = judged.j, self._mapped(r)
+        writes = sa.select(sa.func.count()).select_from(r.rows).scalar_subquery()
+        refused = (
+            sa.select(sa.func.count())
+            .select_from(j.uid.table)
+            .where(judged.stale, judged.refused)
+            .scalar_subquery()
         )
-        counts = (
-            sa.select(
-                sa.func.count().label("writes"),
-                sa.func.coalesce(sa.func.sum(sa.case((flagged, 1), else_=0)), 0).label("flagged"),
-                sa.func.coalesce(sa.func.sum(sa.case((mapped.is_(None), 1), else_=0)), 0).label(
-                    "unmappable"
-                ),
-            )
-            .select_from(r.rows.outerjoin(U, self._unified_of(r)))
-            .subquery("counts")
+        unmappable = (
+            sa.select(sa.func.count())
+            .select_from(m.id.table)
+            .where(m.mapped.is_(None))
+            .scalar_subquery()
         )
+        counts = sa.select(
+            writes.label("writes"),
+            sa.case((ctx.mode == FROZEN, writes), else_=refused).label("flagged"),
+            unmappable.label("unmappable"),
+        ).subquery("counts")
         return count_writes(self.insert, self.system.value, counts, ctx)
 
-    def _frozen_changes(self, r: Rows, ctx: Context) -> list[sa.Executable]:
+    def _frozen_changes(self, judged: _Judged, ctx: Context) -> list[sa.Executable]:
         """UNIFIED_ONLY: legacy now holds a newer value than any change awaiting replay
         (those are superseded, so the replay will not overwrite it), and the change is
         recorded as already in legacy."""
-        frozen = ctx.mode == FROZEN
-        stale_ids = (
-            sa.select(U.c.id)
-            .join_from(r.rows, U, self._unified_of(r))
-            .where(self._stale(r), frozen)
-            .scalar_subquery()
-        )
+        j = judged.j
+        frozen = sa.and_(ctx.mode == FROZEN, judged.stale)
         superseded = (
             sa.update(P)
-            .where(P.c.replayed_at.is_(None), P.c.transaction_id.in_(stale_ids))
+            .where(
+                P.c.replayed_at.is_(None),
+                P.c.transaction_id.in_(sa.select(j.uid).where(frozen).scalar_subquery()),
+            )
             .values(replayed_at=ctx.now)
         )
         recorded = sa.insert(P).from_select(
@@ -301,52 +328,45 @@ class SystemSql:
                 P.c.replayed_at,
             ],
             sa.select(
-                U.c.id,
-                sa.literal("status", sa.String),
-                r.c.status,
-                ctx.uuid(),
-                ctx.now,
-                ctx.now,
-            )
-            .join_from(r.rows, U, self._unified_of(r))
-            .where(self._stale(r), frozen),
+                j.uid, sa.literal("status", sa.String), j.status, ctx.uuid(), ctx.now, ctx.now
+            ).where(frozen),
         )
         return [superseded, recorded]
 
-    def _update_stale(self, r: Rows, ctx: Context) -> list[sa.Executable]:
+    def _update_stale(self, judged: _Judged, ctx: Context) -> list[sa.Executable]:
         """History of each stale row (from its unified values as they are), then the
         unified row itself."""
-        refused = self._refused(r)
+        j = judged.j
+        flag = sa.case(
+            (judged.refused, FLAG_REFUSED), (ctx.mode == FROZEN, FLAG_FROZEN), else_=sa.null()
+        )
         history = history_values(
-            transaction_id=U.c.id,
+            transaction_id=j.uid,
             legacy_system=sa.literal(self.system.value, sa.String),
-            legacy_id=r.c.id,
-            from_status=U.c.status,
-            to_status=self._new_status(r),
-            from_legacy_status=U.c.legacy_status,
-            to_legacy_status=r.c.status,
+            legacy_id=j.id,
+            from_status=j.u_status,
+            to_status=j.new_status,
+            from_legacy_status=j.u_legacy_status,
+            to_legacy_status=j.status,
             reason=ctx.reason,
             triggered_by=ctx.writer,
-            meta=self._meta(ctx, self._flag(r, ctx)),
+            meta=self._meta(ctx, flag),
             operation_id=ctx.uuid(),
             mode=ctx.mode,
-            override=refused,
+            override=judged.refused,
             created_at=ctx.now,
         )
         write_history = sa.insert(H).from_select(
-            [H.c[k] for k in history],
-            sa.select(*history.values())
-            .join_from(r.rows, U, self._unified_of(r))
-            .where(self._stale(r)),
+            [H.c[k] for k in history], sa.select(*history.values()).where(judged.stale)
         )
         update = (
             sa.update(U)
-            .where(self._unified_of(r), self._stale(r))
+            .where(U.c.id == j.uid, judged.stale)
             .values(
                 {
-                    U.c.status: self._new_status(r),
-                    U.c.legacy_status: r.c.status,
-                    **{U.c[name]: r.c[name] for name in DATA_COLUMNS},
+                    U.c.status: j.new_status,
+                    U.c.legacy_status: j.status,
+                    **{U.c[name]: j[name] for name in DATA_COLUMNS},
                     U.c.version: U.c.version + 1,
                     U.c.updated_at: ctx.now,
                 }
@@ -364,33 +384,36 @@ class SystemSql:
         insert of the same row reaches first (on the legacy reference index, a racing
         insert could be met in the primary key: an error, not a conflict).
         """
-        mapped = self._mapped(r)
-        utx_id = utx_id_sql(self.system, r.c.id)
+        m = self._mapped(r)
+        missing = sa.and_(
+            m.mapped.is_not(None), ~sa.exists(sa.select(U.c.id).where(self._unified_of(m.id)))
+        )
+        utx_id = utx_id_sql(self.system, m.id)
         row = unified_row(
             self.system,
             utx_id=utx_id,
-            legacy_id=r.c.id,
-            data={name: r.c[name] for name in DATA_COLUMNS},
-            status=mapped,
-            legacy_status=r.c.status,
+            legacy_id=m.id,
+            data={name: m[name] for name in DATA_COLUMNS},
+            status=m.mapped,
+            legacy_status=m.status,
             origin="dual_write",
-            created_at=r.c.created_at,
+            created_at=m.created_at,
             updated_at=ctx.now,
             literal=sa.literal,
         )
         insert = (
             self.insert(U)
-            .from_select([U.c[k] for k in row], sa.select(*row.values()).where(self._missing(r)))
+            .from_select([U.c[k] for k in row], sa.select(*row.values()).where(missing))
             .on_conflict_do_nothing(index_elements=[U.c.id])
         )
         history = history_values(
             transaction_id=utx_id,
             legacy_system=sa.literal(self.system.value, sa.String),
-            legacy_id=r.c.id,
+            legacy_id=m.id,
             from_status=sa.null(),
-            to_status=mapped,
+            to_status=m.mapped,
             from_legacy_status=sa.null(),
-            to_legacy_status=r.c.status,
+            to_legacy_status=m.status,
             reason=ctx.reason,
             triggered_by=ctx.writer,
             meta=self._meta(ctx, sa.case((ctx.mode == FROZEN, FLAG_FROZEN), else_=sa.null())),
@@ -401,11 +424,13 @@ class SystemSql:
         )
         columns = [H.c[k] for k in history]
         if not concurrent:
-            missing = sa.select(*history.values()).where(self._missing(r))
-            return [sa.insert(H).from_select(columns, missing), insert]
+            return [
+                sa.insert(H).from_select(columns, sa.select(*history.values()).where(missing)),
+                insert,
+            ]
         created = insert.returning(U.c.legacy_id).cte("created")
         select = sa.select(*history.values()).join_from(
-            r.rows, created, created.c.legacy_id == r.c.id
+            m.id.table, created, created.c.legacy_id == m.id
         )
         return [sa.insert(H).from_select(columns, select).add_cte(created)]
 
@@ -438,7 +463,7 @@ class SystemSql:
         )
         write_history = sa.insert(H).from_select(
             [H.c[k] for k in history],
-            sa.select(*history.values()).join_from(r.rows, U, self._unified_of(r)),
+            sa.select(*history.values()).join_from(r.rows, U, self._unified_of(r.c.id)),
         )
         gone = (
             sa.update(Q)
@@ -460,7 +485,7 @@ class SystemSql:
         creates it, as before."""
         C = capture_changed
         select = sa.select(sa.literal(self.system.value, sa.String), r.c.id, now).where(
-            sa.exists(sa.select(U.c.id).where(self._unified_of(r)))
+            sa.exists(sa.select(U.c.id).where(self._unified_of(r.c.id)))
         )
         stmt = self.insert(C).from_select([C.c.system, C.c.legacy_id, C.c.changed_at], select)
         logged: sa.Executable = stmt.on_conflict_do_nothing(
