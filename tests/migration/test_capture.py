@@ -311,12 +311,16 @@ def test_direct_writes_to_unified_are_counted_and_unistatus_writes_are_not(
 # --- the adapter's own writes ---------------------------------------------------------------
 
 
+@pytest.mark.parametrize("fallback", ["strict", "primary_wins"])
 @pytest.mark.parametrize("in_caller", [False, True], ids=["own", "connection"])
 @pytest.mark.parametrize("mode", list(M), ids=lambda m: m.value)
-def test_the_adapters_writes_are_applied_once(cap: Database, mode: M, in_caller: bool) -> None:
+def test_the_adapters_writes_are_applied_once(
+    cap: Database, mode: M, in_caller: bool, fallback: str
+) -> None:
     """Exactly one history row and version + 1 per change, in every mode, with and
-    without ``connection=``; no writer counted."""
-    a = adapter_in(cap, mode)
+    without ``connection=``, on the one-statement paths and the locked one
+    (``primary_wins`` writes each side apart); no writer counted."""
+    a = adapter_in(cap, mode, fallback=fallback)
     steps = ["OTP_PENDING", "ADMIN_PENDING", "PROCESSING", "SUCCESS"]
 
     def run(conn: Any) -> Any:
