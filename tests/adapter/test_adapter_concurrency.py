@@ -205,7 +205,8 @@ def test_a_unified_row_the_backfill_is_inserting_is_updated_not_an_error(
             "ADD CONSTRAINT uq_unified_legacy_ref UNIQUE (legacy_system, legacy_id)"
         )
         conn.exec_driver_sql(
-            "INSERT INTO cashouts VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
+            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+            "updated_at) VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
         )
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
     adapter = DualWriteAdapter(db.engine, settings=db.settings)

@@ -132,7 +132,11 @@ def test_the_downgrade_of_0011_drops_the_triggers(db: Database) -> None:
     try:
         with db.engine.connect() as conn:
             assert capture.installed(conn) == ([], [])
-        raw(db, f"INSERT INTO cashouts VALUES (1, 7, 1, 'USD', 'PENDING', '{T0}', '{T0}')")
+        raw(
+            db,
+            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+            f"updated_at) VALUES (1, 7, 1, 'USD', 'PENDING', '{T0}', '{T0}')",
+        )
     finally:
         schema.upgrade(db.engine, db.settings)
 
@@ -488,3 +492,38 @@ def test_the_triggers_leave_with_the_status_columns_and_come_back_with_them(
     raw(cap, "UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id", params={"id": lid})
     u = unified_of(cap, "CASHOUT", lid)
     assert u is not None and (u["status"], u["legacy_status"]) == ("PROCESSING", "EXECUTING")
+
+
+@pytest.mark.postgres
+def test_a_writer_with_rights_on_the_legacy_table_only_is_captured(pg: Database) -> None:
+    """The triggers run with their owner's rights: the cron job's role needs no grant on
+    unistatus's tables, and is named by its login role."""
+    role = "unistatus_test_cron"
+    admin = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON cashouts TO {role}")
+    url = sa.engine.make_url(pg.url).set(username=role)
+    cron = sa.create_engine(url, connect_args={"application_name": "nightly"})
+    try:
+        with captured(pg):
+            set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+            with cron.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+                    "updated_at) VALUES (5, 7, 1, 'USD', 'PENDING', now(), now())"
+                )
+                conn.exec_driver_sql("UPDATE cashouts SET status = 'EXECUTING' WHERE id = 5")
+            with cron.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="denied"):
+                conn.exec_driver_sql("SELECT 1 FROM unified_transactions")
+            u = unified_of(pg, "CASHOUT", 5)
+            assert u is not None and (u["status"], u["version"]) == ("PROCESSING", 2)
+            names = {h["triggered_by"] for h in history_of(pg, "CASHOUT", 5)}
+            assert names == {f"bypass:nightly/{role}"}
+    finally:
+        cron.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"REVOKE ALL ON cashouts FROM {role}")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        admin.dispose()

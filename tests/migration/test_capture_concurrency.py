@@ -169,7 +169,8 @@ def _explain(pg: Database, examples: list[dict[str, object]]) -> str:
                 lines.append(f"   {tuple(h)}")
             u = conn.execute(
                 sa.text(
-                    "SELECT status, legacy_status, version, origin FROM unified_transactions WHERE legacy_id = :id"
+                    "SELECT status, legacy_status, version, origin FROM unified_transactions "
+                    "WHERE legacy_id = :id"
                 ),
                 {"id": e["legacy_id"]},
             ).first()

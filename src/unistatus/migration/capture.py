@@ -224,14 +224,22 @@ def _replace(
             triggers, functions = installed(conn)
             for statement in ddl.drop(triggers, functions):
                 conn.exec_driver_sql(statement)
-            for statement in ddl.install(tables) if tables is not None else []:
-                conn.exec_driver_sql(statement)
+            if tables is not None:
+                for statement in ddl.install(tables, _current_schema(conn)):
+                    conn.exec_driver_sql(statement)
             if intent is not None:
                 value, actor, reason = intent
                 if read_value(conn, CONTROL_KEY) != value or tables is not None:
                     write_value(conn, CONTROL_KEY, value, actor=actor, reason=reason)
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot change the capture triggers: {exc.orig}") from None
+
+
+def _current_schema(conn: sa.Connection) -> str:
+    """Where the tables named without a schema are (PostgreSQL; SQLite has none)."""
+    if conn.dialect.name != "postgresql":
+        return "main"
+    return str(conn.execute(sa.select(sa.func.current_schema())).scalar_one())
 
 
 def is_enabled(conn: sa.Connection) -> bool:

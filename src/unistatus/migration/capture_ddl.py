@@ -42,10 +42,12 @@ LEGACY_ONLY = DualWriteMode.LEGACY_ONLY.value
 # PostgreSQL transition tables, as the triggers name them.
 NEW_ROWS = "unistatus_new"
 OLD_ROWS = "unistatus_old"
-# PostgreSQL: who wrote, from the session (application_name and user; the address apart).
+# PostgreSQL: who wrote, from the session (application_name and the login role; the
+# address apart). The functions run with their owner's rights (SECURITY DEFINER: a writer
+# needs no grant on unistatus's tables), where current_user is the owner.
 PG_WRITER = (
     "left('bypass:' || coalesce(current_setting('application_name', true), '') || '/' "
-    "|| current_user, 128)"
+    "|| session_user, 128)"
 )
 EVENTS = {"INSERT": "ins", "UPDATE": "upd", "DELETE": "del"}
 
@@ -102,10 +104,14 @@ class CaptureDdl:
 
     # --- install ----------------------------------------------------------------------
 
-    def install(self, tables: list[LegacyTable]) -> list[str]:
-        """The statements that create every capture object (after :meth:`drop`)."""
+    def install(self, tables: list[LegacyTable], schema: str = "public") -> list[str]:
+        """The statements that create every capture object (after :meth:`drop`).
+
+        ``schema``: PostgreSQL: where the tables the statements name unqualified are (the
+        current schema): the functions' fixed search_path, as SECURITY DEFINER wants.
+        """
         if self.postgres:
-            return self._postgres(tables)
+            return self._postgres(tables, schema)
         return self._sqlite(tables)
 
     def drop(self, installed: list[Trigger], functions: list[str]) -> list[str]:
@@ -159,7 +165,13 @@ class CaptureDdl:
             lines.append(sql + ";")
         return "\n".join(lines)
 
-    def _postgres(self, tables: list[LegacyTable]) -> list[str]:
+    def _postgres(self, tables: list[LegacyTable], schema: str) -> list[str]:
+        # With its owner's rights (a writer needs no grant on unistatus's tables), on a
+        # fixed search_path; without JIT (compiling the generated expressions cost more
+        # than running them).
+        attributes = (
+            f"SECURITY DEFINER SET search_path = {self.quote(schema)}, pg_temp SET jit = off"
+        )
         out: list[str] = []
         writer = sa.literal_column("v_writer", sa.String)
         mode = sa.literal_column("v_mode", sa.String)
@@ -178,7 +190,7 @@ class CaptureDdl:
             function = self._function(self._legacy_name(lt))
             out.append(
                 f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql SET jit = off AS $capture$
+LANGUAGE plpgsql {attributes} AS $capture$
 DECLARE
     v_mark text := coalesce(current_setting('{setting}', true), '');
     v_mode text;
@@ -228,12 +240,12 @@ $capture$"""
                     f"AFTER {event} ON {table} REFERENCING {side} TABLE AS {transition} "
                     f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
                 )
-        out += self._pg_unified(writer, mode, read_mode)
+        out += self._pg_unified(writer, mode, read_mode, attributes)
         if tables:
-            out += self._pg_catch_up(tables)
+            out += self._pg_catch_up(tables, attributes)
         return out
 
-    def _pg_unified(self, writer: Any, mode: Any, read_mode: str) -> list[str]:
+    def _pg_unified(self, writer: Any, mode: Any, read_mode: str, attributes: str) -> list[str]:
         ctx = self._pg_context(writer, mode, sa.null(), "foreign")
         setting = writer_mark.WRITER_SETTING
         count_new = self._plpgsql([count_foreign_unified(self.ops.insert, sa.table(NEW_ROWS), ctx)])
@@ -242,7 +254,7 @@ $capture$"""
         unified = self._table(unified_transactions)
         out = [
             f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql SET jit = off AS $capture$
+LANGUAGE plpgsql {attributes} AS $capture$
 DECLARE
     v_mode text := ({read_mode});
     v_writer text := {PG_WRITER};
@@ -271,7 +283,7 @@ $capture$"""
             )
         return out
 
-    def _pg_catch_up(self, tables: list[LegacyTable]) -> list[str]:
+    def _pg_catch_up(self, tables: list[LegacyTable], attributes: str) -> list[str]:
         setting = writer_mark.WRITER_SETTING
         value = f"NEW.{self.quote(migration_control.c.value.name)}"
         ctx = self._pg_context(
@@ -287,7 +299,7 @@ $capture$"""
         key = self.quote(migration_control.c.key.name)
         return [
             f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
-LANGUAGE plpgsql SET jit = off AS $capture$
+LANGUAGE plpgsql {attributes} AS $capture$
 DECLARE
     v_prev text := coalesce(current_setting('{setting}', true), '');
     v_addr text := NULL;
