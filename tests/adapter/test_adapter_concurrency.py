@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -153,3 +154,86 @@ def test_adapter_connections_bound_lock_waits(pg: Database) -> None:
         ).overall_success
     finally:
         adapter.engine.dispose()
+
+
+@pytest.fixture
+def scratch_pg(postgres_url: str) -> Iterator[Database]:
+    """A database of its own (its indexes are changed), migrated, dropped after."""
+    from unistatus.config import load_settings
+    from unistatus.db import schema
+    from unistatus.db.engine import create_engine
+
+    server = sa.engine.make_url(postgres_url)
+    name = f"{server.database}_race"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    url = server.set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    settings = load_settings(database_url=url)
+    try:
+        schema.upgrade(engine, settings)
+        yield Database("postgres", url, engine, settings)
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_a_unified_row_the_backfill_is_inserting_is_updated_not_an_error(
+    scratch_pg: Database,
+) -> None:
+    """The adapter creates the unified row of an unbackfilled transaction while the
+    backfill inserts the same row. The backfill's insert is held between the primary
+    key's index and the legacy reference's (a slow index in between, so the race is
+    certain): an upsert arbitrated on the legacy reference does not see the row there,
+    meets it in the primary key and fails with a unique violation; arbitrated on the
+    primary key (reached first), it waits and updates the row."""
+    db = scratch_pg
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION test_slow_key(text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS "
+            "$$ BEGIN IF current_setting('test.slow', true) = 'on' THEN "
+            "PERFORM pg_sleep(1.5); END IF; RETURN $1; END $$"
+        )
+        conn.exec_driver_sql("CREATE INDEX test_slow ON unified_transactions (test_slow_key(id))")
+        # Indexes are filled in creation order: the reference's now comes after the slow one.
+        conn.exec_driver_sql(
+            "ALTER TABLE unified_transactions DROP CONSTRAINT uq_unified_legacy_ref, "
+            "ADD CONSTRAINT uq_unified_legacy_ref UNIQUE (legacy_system, legacy_id)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+            "updated_at) VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
+        )
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    adapter.modes.refresh()
+    inserting = threading.Event()
+
+    def backfill_insert() -> None:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL test.slow = 'on'")
+            inserting.set()
+            conn.exec_driver_sql(
+                "INSERT INTO unified_transactions (id, transaction_type, legacy_system, "
+                "legacy_id, user_id, amount, currency, status, legacy_status, version, origin, "
+                "created_at, updated_at) VALUES ('UTX100000000000001', 'WALLET_CASHOUT', "
+                "'CASHOUT', 1, 7, 10, 'USD', 'PROCESSING', 'EXECUTING', 1, 'backfill', now(), "
+                "now()) ON CONFLICT DO NOTHING"
+            )
+
+    with ThreadPoolExecutor(1) as pool:
+        backfill = pool.submit(backfill_insert)
+        inserting.wait()
+        threading.Event().wait(0.5)  # inside the slow index now
+        result = adapter.update_status("cashout:1", "AWAITING_RESPONSE", "r", "svc")
+        backfill.result()
+    adapter.close()
+    assert result.overall_success, result.error
+    U = unified_transactions
+    with db.engine.connect() as conn:
+        row = conn.execute(sa.select(U.c.status, U.c.legacy_status, U.c.version)).one()
+    assert tuple(row) == ("AWAITING_RESPONSE", "AWAITING_RESPONSE", 2)

@@ -294,16 +294,23 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     retired_shape = shape(old.engine)
 
     # `init` of today: the main chain's revisions after 0009 (0010: a column of the stats
-    # table), nothing else; still retired, and says so.
+    # table; 0011: the capture's tables and the quarantine's writer), nothing else; still
+    # retired, and says so.
     assert schema.upgrade(old.engine, old.settings) == schema.RETIRE_REVISION
     assert schema.upgrade(old.engine, old.settings, "main@head") == schema.RETIRE_REVISION
     assert set(schema.current_heads(old.engine)) == {schema.INSTALL_REVISION, "0006"}
     after = shape(old.engine)
-    stats_columns = after["tables"]["unistatus_operation_stats"]["columns"]
-    assert set(stats_columns) - set(
-        retired_shape["tables"]["unistatus_operation_stats"]["columns"]
-    ) == {"rolled_back"}
-    retired_shape["tables"]["unistatus_operation_stats"]["columns"] = stats_columns
+    added = {"unistatus_capture_writers", "unistatus_capture_changed", "unistatus_writer_marks"}
+    assert set(after["tables"]) - set(retired_shape["tables"]) == added
+    for table in added:
+        retired_shape["tables"][table] = after["tables"][table]
+    for table, column in (
+        ("unistatus_operation_stats", "rolled_back"),
+        ("unistatus_backfill_quarantine", "writer"),
+    ):
+        columns = after["tables"][table]["columns"]
+        assert set(columns) - set(retired_shape["tables"][table]["columns"]) == {column}
+        retired_shape["tables"][table]["columns"] = columns
     assert after == retired_shape
     assert legacy_columns_dropped(old.engine, old.settings)
     assert retire_legacy_columns(old.engine, old.settings)["already_dropped"]
@@ -339,7 +346,7 @@ def test_0010_adds_the_rolled_back_count_and_its_downgrade_drops_it(
             )
         )
     assert "rolled_back" not in stats_columns()
-    assert schema.upgrade(db.engine, db.settings) == "0010"
+    assert schema.upgrade(db.engine, db.settings, "0010") == "0010"
     with db.engine.connect() as conn:
         q = "SELECT count, errors, rolled_back FROM unistatus_operation_stats"
         assert tuple(conn.execute(sa.text(q)).one()) == (3, 1, 0)

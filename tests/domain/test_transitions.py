@@ -154,3 +154,31 @@ def test_unknown_and_lower_case_targets_refused() -> None:
     for bad in ("pending", "BOGUS", ""):
         with pytest.raises(InvalidStatusError):
             rules.check(T.WALLET_CASHOUT, "PENDING", bad)
+
+
+@pytest.mark.parametrize("ttype", list(T), ids=lambda t: t.value)
+def test_the_rules_in_sql_give_the_same_answers(ttype: T) -> None:
+    """allowed_clause (the capture triggers' judge) agrees with TransitionRules.check on
+    every pair of statuses valid for the type."""
+    import sqlalchemy as sa
+
+    from unistatus.domain.transitions import allowed_clause
+
+    valid = sorted(s.value for s in LegacyStatusMapper().valid_statuses(ttype))
+    pairs = [(a, b) for a in valid for b in valid]
+    rows = sa.union_all(
+        *(sa.select(sa.literal(a).label("src"), sa.literal(b).label("dst")) for a, b in pairs)
+    ).subquery("pairs")
+    q = sa.select(rows.c.src, rows.c.dst, allowed_clause(ttype, rows.c.src, rows.c.dst))
+    with sa.create_engine("sqlite://").connect() as conn:
+        in_sql = {(a, b): bool(ok) for a, b, ok in conn.execute(q)}
+    rules = TransitionRules()
+
+    def allowed(a: str, b: str) -> bool:
+        try:
+            rules.check(ttype, a, b)
+        except InvalidTransitionError:
+            return False
+        return True
+
+    assert in_sql == {(a, b): allowed(a, b) for a, b in pairs}

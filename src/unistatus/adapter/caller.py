@@ -130,6 +130,7 @@ class CallerTransactions:
         except CallerTransactionError as refused:
             self.runner.emit(operation, mode, True, started, refused=True, error=str(refused))
             raise
+        unmarked = False
         try:
             result = None
             if fast is not None:
@@ -139,8 +140,13 @@ class CallerTransactions:
                 result = fast(conn, mode, op_id)
             if result is None:
                 mode = self.lock_mode(conn)
+                if not self.ops.mode_lock_marks:
+                    self.ops.mark_writer(conn)
                 self.runner.prepare(mode)
                 result = work(conn, mode, op_id)
+            # The caller's own SQL after this operation is not the adapter's.
+            self.ops.unmark_writer(conn)
+            unmarked = True
         except WriteLost as lost:
             error = f"connection lost: {describe(lost.error)}"
             raise self._failed(operation, op_id, mode, error, started) from None
@@ -162,8 +168,20 @@ class CallerTransactions:
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             error = f"{type(exc).__name__}: {exc}".strip()
             raise self._failed(operation, op_id, mode, error, started) from None
+        finally:
+            if not unmarked:
+                self._unmark(conn)
         result.duration_ms = (time.perf_counter() - started) * 1000
         return mode, result
+
+    def _unmark(self, conn: sa.Connection) -> None:
+        """The writer mark off again after a failed or refused operation (best effort:
+        a transaction the database aborted is the caller's to roll back anyway); the
+        caller's own SQL after the operation is then captured like any writer's."""
+        try:
+            self.ops.unmark_writer(conn)
+        except (sa.exc.SQLAlchemyError, self.driver_error):
+            pass
 
     def _check_isolation(self, conn: sa.Connection) -> None:
         """PostgreSQL: refuse a caller's transaction not at READ COMMITTED.

@@ -150,7 +150,8 @@ class Runner:
                 if done is not None:
                     result = done
                 else:
-                    with self.ops.write_transaction() as conn:
+                    # Every path of ``work`` takes the mode lock before it writes.
+                    with self.ops.write_transaction(mode_locked=True) as conn:
                         result = work(conn, mode, op_id)
                         committing = True
                 result.duration_ms = (time.perf_counter() - started) * 1000

@@ -368,8 +368,11 @@ class LockedWriter:
             updated_at=now,
         )
         stmt = self.ops.insert(U).values(values)
+        # Arbitrated on the primary key (the id is derived from the legacy row), the
+        # index a racing insert of the same row (the backfill's) reaches first; on the
+        # legacy reference it could be met in the primary key instead: an error.
         stmt = stmt.on_conflict_do_update(
-            index_elements=[U.c.legacy_system, U.c.legacy_id],
+            index_elements=[U.c.id],
             set_={
                 "status": stmt.excluded.status,
                 "legacy_status": stmt.excluded.legacy_status,

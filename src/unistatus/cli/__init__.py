@@ -19,6 +19,7 @@ import typer
 from unistatus.cli import (
     archive_cmd,
     backfill_cmd,
+    capture_cmd,
     check_cmd,
     dashboard_cmd,
     demo_cmd,
@@ -116,6 +117,7 @@ diagnose_cmd.register(app)
 loadtest_cmd.register(app)
 archive_cmd.register(app)
 retire_cmd.register(app)
+capture_cmd.register(app)
 
 
 def main() -> None:

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from unistatus.db import (  # noqa: F401  (imported for their tables)
     tables_alerts,
     tables_backfill,
+    tables_capture,
     tables_check,
     tables_idempotency,
     tables_ops,

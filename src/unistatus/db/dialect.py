@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from unistatus.db import writer_mark
 from unistatus.db.binding import qualify, schema_of
 from unistatus.db.prepared import Prepared
 
@@ -120,6 +121,9 @@ class DialectOps:
     supports_dml_cte = False
     # Adapter writes of one process let through at once (settings.write_concurrency).
     default_write_concurrency = 4
+    # Whether taking the mode lock also marks the transaction as unistatus's writes
+    # (:mod:`unistatus.db.writer_mark`): a writer that takes it first needs no mark.
+    mode_lock_marks = False
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -129,15 +133,34 @@ class DialectOps:
         self._shared_lock: Prepared | None = None
 
     @contextmanager
-    def write_transaction(self) -> Iterator[sa.Connection]:
-        """A transaction that will write: on SQLite it takes the write lock up front."""
+    def write_transaction(self, *, mode_locked: bool = False) -> Iterator[sa.Connection]:
+        """A transaction that will write: on SQLite it takes the write lock up front.
+
+        It carries the writer mark while it writes, so the capture triggers leave its
+        writes alone (:mod:`unistatus.db.writer_mark`). ``mode_locked``: the caller takes
+        the mode lock before its first write, which marks it where
+        :attr:`mode_lock_marks` (the adapter's writes: no extra round trip).
+        """
         with self.engine.connect() as conn:
             conn = self._prepare_write(conn)
             with conn.begin():
+                if not (mode_locked and self.mode_lock_marks):
+                    self.mark_writer(conn)
                 yield conn
+                self.end_writer_mark(conn)
 
     def _prepare_write(self, conn: sa.Connection) -> sa.Connection:
         return conn
+
+    def mark_writer(self, conn: sa.Connection) -> None:
+        """Mark ``conn``'s transaction as unistatus's writes from now on."""
+
+    def unmark_writer(self, conn: sa.Connection) -> None:
+        """Remove the mark in a transaction that goes on (the caller's): its own SQL
+        after this is captured like any other writer's."""
+
+    def end_writer_mark(self, conn: sa.Connection) -> None:
+        """Remove the mark before COMMIT, where it would outlive the transaction."""
 
     def mode_shared_lock(self, conn: sa.Connection) -> None:
         """Take the mode lock shared, in ``conn``'s write transaction, until it ends.
@@ -238,6 +261,15 @@ class SQLiteOps(DialectOps):
         # switches included), so no extra lock is needed for mode changes.
         return conn.execution_options(sqlite_begin="IMMEDIATE")
 
+    def mark_writer(self, conn: sa.Connection) -> None:
+        _unless_no_mark_table(conn, writer_mark.mark_row())
+
+    def unmark_writer(self, conn: sa.Connection) -> None:
+        _unless_no_mark_table(conn, writer_mark.unmark_row())
+
+    def end_writer_mark(self, conn: sa.Connection) -> None:
+        self.unmark_writer(conn)
+
     def insert(self, table: sa.Table) -> Any:
         return sqlite.insert(table)
 
@@ -255,23 +287,36 @@ class PostgresOps(DialectOps):
     name = "postgresql"
     supports_skip_locked = True
     supports_dml_cte = True
+    # Every mode lock statement sets the writer mark in the same call.
+    mode_lock_marks = True
 
     def _mode_lock_shared(self) -> sa.FunctionElement[Any]:
         """The shared mode lock, held until the transaction ends."""
         return sa.func.pg_advisory_xact_lock_shared(self.mode_lock_key)
 
     def mode_shared_lock_statement(self) -> sa.Select[Any]:
-        return sa.select(self._mode_lock_shared())
+        return sa.select(self._mode_lock_shared(), writer_mark.set_mark())
 
     def mode_exclusive_lock(self, conn: sa.Connection) -> None:
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(self.mode_lock_key)))
+        conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(self.mode_lock_key), writer_mark.set_mark())
+        )
 
     def mode_lock_clause(self) -> sa.ColumnElement[bool]:
         # An uncorrelated sub-select runs once, before any row is scanned or locked,
         # so the advisory lock is always taken before the row lock (no lock-order
-        # inversion with a mode switch that later locks rows to replay changes).
-        sub = sa.select(self._mode_lock_shared().cast(sa.Text))
+        # inversion with a mode switch that later locks rows to replay changes). It
+        # sets the writer mark in the same call.
+        sub = sa.select(
+            sa.func.concat(self._mode_lock_shared().cast(sa.Text), writer_mark.set_mark())
+        )
         return sub.scalar_subquery().is_not(None)
+
+    def mark_writer(self, conn: sa.Connection) -> None:
+        conn.execute(sa.select(writer_mark.set_mark()))
+
+    def unmark_writer(self, conn: sa.Connection) -> None:
+        conn.execute(sa.select(writer_mark.clear_mark()))
 
     def insert(self, table: sa.Table) -> Any:
         return postgresql.insert(table)
@@ -342,6 +387,16 @@ class PostgresOps(DialectOps):
                 seq.is_not(None)
             )
         )
+
+
+def _unless_no_mark_table(conn: sa.Connection, statement: Any) -> None:
+    """Run a SQLite mark statement; a schema older than revision 0011 has no mark table
+    (and no capture triggers to tell), which is no error."""
+    try:
+        conn.execute(statement)
+    except sa.exc.OperationalError as exc:
+        if "no such table" not in str(exc.orig):
+            raise
 
 
 def ops_for(engine: sa.Engine) -> DialectOps:

@@ -5,7 +5,8 @@ was planned. Its *chunks* are the primary-key ranges the batches cover; a chunk 
 ``done`` in the same transaction as the ``INSERT ... SELECT`` that copied it, so the
 chunk table is the checkpoint, and workers (on any host) claim pending chunks with
 ``FOR UPDATE SKIP LOCKED``. The *quarantine* keeps unmappable legacy rows aside, with
-their raw value and why, until ``backfill --retry-quarantine`` can migrate them.
+their raw value and why (and, when the capture triggers set it aside, who wrote it), until
+``backfill --retry-quarantine`` can migrate them.
 """
 
 from __future__ import annotations
@@ -56,5 +57,8 @@ backfill_quarantine = sa.Table(
     sa.Column("last_seen_at", UTC, nullable=False),
     sa.Column("resolved_at", UTC, nullable=True),
     sa.Column("resolution", sa.String(32), nullable=True),  # migrated | legacy_row_gone
+    # Who wrote the value (revision 0011): a writer that bypassed the adapter, named by
+    # the capture triggers; NULL when the backfill found it.
+    sa.Column("writer", sa.String(128), nullable=True),
 )
 sa.Index("ix_backfill_quarantine_unresolved", backfill_quarantine.c.resolved_at)

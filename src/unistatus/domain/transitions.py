@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import Enum, StrEnum
+from typing import Any
+
+import sqlalchemy as sa
 
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import UnifiedTransactionStatus as U
@@ -135,6 +138,40 @@ class TransitionRules:
         """The transition table as plain data (for `unistatus mapping` and docs)."""
         ttype = T(_v(transaction_type))
         return {f.value: sorted(t.value for t in ts) for f, ts in TRANSITIONS[ttype].items()}
+
+
+def allowed_pairs(transaction_type: T) -> list[tuple[str, str]]:
+    """Every (from, to) change the rules allow for the type, as plain strings."""
+    return sorted(
+        (src.value, dst.value)
+        for src, targets in TRANSITIONS[transaction_type].items()
+        for dst in targets
+    )
+
+
+def pair_in(
+    first: sa.ColumnElement[Any], second: sa.ColumnElement[Any], pairs: list[tuple[str, str]]
+) -> sa.ColumnElement[bool]:
+    """SQL: ``(first, second)`` is one of ``pairs`` (NULL never is).
+
+    Written as one IN list of ``'first|second'`` strings, which PostgreSQL hashes: a
+    row-value IN list is expanded per element, with a copy of each operand every time.
+    """
+    joined = sa.type_coerce(first, sa.String) + PAIR_SEPARATOR + sa.type_coerce(second, sa.String)
+    return joined.in_([f"{a}{PAIR_SEPARATOR}{b}" for a, b in pairs])
+
+
+PAIR_SEPARATOR = "|"  # in no status name
+
+
+def allowed_clause(
+    transaction_type: T,
+    from_col: sa.ColumnElement[Any],
+    to_col: sa.ColumnElement[Any],
+) -> sa.ColumnElement[bool]:
+    """SQL form of :meth:`TransitionRules.check` without ``force``: true when the change
+    is allowed or no change at all (the capture triggers flag the rest)."""
+    return sa.or_(from_col == to_col, pair_in(from_col, to_col, allowed_pairs(transaction_type)))
 
 
 def _v(x: object) -> str:

@@ -20,6 +20,7 @@ from unistatus.db.legacy import reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError
+from unistatus.migration import capture
 from unistatus.migration.archive import read_manifest, recorded_archive, verify_archive
 from unistatus.migration.check import pending_replay_exists, projected_legacy_status
 
@@ -190,9 +191,17 @@ def retire_legacy_columns(
         )
     before = status_checksum(engine, settings)
     _check_change(actor, reason)
-    revision = schema.upgrade(
-        engine, settings, schema.RETIRE_REVISION, attributes={"actor": actor, "reason": reason}
-    )
+    # The capture's legacy triggers read the status columns: they go first, and come
+    # back with the columns (undo_cleanup), or now if the drop is refused.
+    suspended = capture.suspend_for_retire(engine, settings)
+    try:
+        revision = schema.upgrade(
+            engine, settings, schema.RETIRE_REVISION, attributes={"actor": actor, "reason": reason}
+        )
+    except BaseException:
+        if suspended:
+            capture.resume_after_retire(engine, settings)
+        raise
     return {
         "dropped": True,
         "already_dropped": False,
@@ -216,6 +225,7 @@ def undo_cleanup(
     revision = schema.downgrade(
         engine, settings, schema.RETIRE_UNDO, attributes={"actor": actor, "reason": reason}
     )
+    capture.resume_after_retire(engine, settings)
     return {
         "undone": True,
         "revision": revision,

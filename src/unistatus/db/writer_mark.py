@@ -1,0 +1,85 @@
+"""The writer mark: how a write tells the capture triggers it comes from unistatus.
+
+The capture triggers (:mod:`unistatus.migration.capture`) bring unified in step after a
+legacy write that bypassed the adapter, and count direct writes to
+``unified_transactions``; unistatus's own writes (adapter, backfill, repair, replay)
+must be told apart, and a trigger cannot tell by the data. So every unistatus write
+transaction carries a mark, for as long as it writes:
+
+- PostgreSQL: the transaction-local setting :data:`WRITER_SETTING` (``set_config(...,
+  true)``; gone at COMMIT or ROLLBACK, and undone with a savepoint rolled back to). The
+  statements that take the mode lock set it (:class:`unistatus.db.dialect.PostgresOps`,
+  and ``unistatus_locked_mode()`` from revision 0011, which sets it to the mode it read
+  under the lock), so the adapter's writes cost no extra round trip; other writers set
+  :data:`MARK` when their write transaction begins. Empty or unset: not unistatus.
+- SQLite: a row of ``unistatus_writer_marks`` inserted after ``BEGIN IMMEDIATE`` and
+  deleted before COMMIT. The write transaction holds the whole database, so no other
+  connection ever sees it; a row left committed by accident is deleted by the next
+  unistatus write transaction.
+
+Inside the caller's transaction (``connection=``) the adapter clears the mark when its
+operation ends, so the caller's own SQL after it in the same transaction is captured.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.db.tables_capture import writer_marks
+
+__all__ = [
+    "CAPTURE_WRITER",
+    "MARK",
+    "UNISTATUS_WRITER",
+    "WRITER_SETTING",
+    "clear_mark",
+    "current_mark",
+    "marked_sqlite",
+    "set_mark",
+    "unmarked_postgres",
+]
+
+WRITER_SETTING = "unistatus.writer"
+# The PostgreSQL mark of a unistatus writer that did not read the mode under the lock.
+MARK = "on"
+# SQLite: the row a unistatus write transaction holds, and the one the capture triggers
+# hold while they write unified themselves (so their writes are not counted as foreign).
+UNISTATUS_WRITER = "unistatus"
+CAPTURE_WRITER = "capture"
+
+
+def set_mark(value: Any = MARK) -> sa.FunctionElement[Any]:
+    """PostgreSQL: mark the rest of this transaction as unistatus's (returns ``value``)."""
+    return sa.func.set_config(WRITER_SETTING, value, True, type_=sa.Text)
+
+
+def clear_mark() -> sa.FunctionElement[Any]:
+    """PostgreSQL: the rest of this transaction is no longer unistatus's."""
+    return sa.func.set_config(WRITER_SETTING, "", True, type_=sa.Text)
+
+
+def current_mark() -> sa.FunctionElement[Any]:
+    """PostgreSQL: the mark as set ('' or NULL: none)."""
+    return sa.func.current_setting(WRITER_SETTING, True, type_=sa.Text)
+
+
+def unmarked_postgres() -> sa.ColumnElement[bool]:
+    """PostgreSQL: true when the current transaction carries no unistatus mark."""
+    return sa.func.coalesce(current_mark(), "") == ""
+
+
+def marked_sqlite() -> sa.ColumnElement[bool]:
+    """SQLite: true while a unistatus writer (or the capture trigger) holds its mark."""
+    return sa.exists(sa.select(writer_marks.c.writer))
+
+
+def mark_row(writer: str = UNISTATUS_WRITER) -> sa.Insert:
+    """SQLite: the statement that marks (idempotent)."""
+    return sa.insert(writer_marks).values(writer=writer).prefix_with("OR REPLACE")
+
+
+def unmark_row(writer: str = UNISTATUS_WRITER) -> sa.Delete:
+    """SQLite: the statement that removes the mark."""
+    return sa.delete(writer_marks).where(writer_marks.c.writer == writer)

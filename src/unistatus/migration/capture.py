@@ -1,0 +1,347 @@
+"""Writes that bypass the adapter, captured in the database: ``unistatus capture``.
+
+:func:`enable` installs triggers on the configured legacy tables (generated from the
+mapping: :mod:`unistatus.migration.capture_sql`, :mod:`unistatus.migration.capture_ddl`)
+that keep unified in step with any writer, and count who wrote; :func:`disable` removes
+every one; :func:`status` lists them and :func:`writers_seen` the writers. The decisions
+and their reasons: docs/capture.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.clock import as_utc
+from unistatus.config import Settings
+from unistatus.db import schema
+from unistatus.db.control import read_value, write_value
+from unistatus.db.dialect import ops_for
+from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.tables_capture import capture_changed, capture_writers
+from unistatus.domain.inputs import check_actor, check_reason
+from unistatus.errors import ConfigError, StorageError
+from unistatus.migration.capture_ddl import PREFIX, CaptureDdl, Trigger
+from unistatus.migration.capture_sql import UNIFIED_TARGET
+
+__all__ = [
+    "CONTROL_KEY",
+    "CaptureStatus",
+    "WriterSeen",
+    "disable",
+    "enable",
+    "foreign_unified_writes",
+    "installed",
+    "is_enabled",
+    "resume_after_retire",
+    "status",
+    "suspend_for_retire",
+    "writers_seen",
+]
+
+# The operator's intent, in the control table (and its log): "enabled" or "disabled".
+CONTROL_KEY = "capture"
+ENABLED, DISABLED = "enabled", "disabled"
+# Bounds of the transaction that installs or drops the triggers (PostgreSQL): creating a
+# trigger waits for the table's writes in flight, and holds new ones until it commits.
+DDL_STATEMENT_MS = 60_000
+W = capture_writers
+
+
+@dataclass(frozen=True)
+class WriterSeen:
+    """A writer seen bypassing unistatus on one target (a legacy system, or ``UNIFIED``
+    for direct writes to ``unified_transactions``), over every session."""
+
+    writer: str
+    system: str
+    writes: int
+    flagged: int
+    unmappable: int
+    first_seen_at: datetime | None
+    last_seen_at: datetime | None
+    last_mode: str
+    client_addr: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "writer": self.writer,
+            "system": self.system,
+            "writes": self.writes,
+            "flagged": self.flagged,
+            "unmappable": self.unmappable,
+            "first_seen_at": self.first_seen_at.isoformat() if self.first_seen_at else None,
+            "last_seen_at": self.last_seen_at.isoformat() if self.last_seen_at else None,
+            "last_mode": self.last_mode,
+            "client_addr": self.client_addr,
+        }
+
+
+@dataclass
+class CaptureStatus:
+    """What is installed, against what the intent (``enabled``) asks for."""
+
+    enabled: bool
+    installed: list[Trigger]
+    expected: list[Trigger]
+    functions: list[str]
+    suspended: list[str] = field(default_factory=list)  # tables whose status is retired
+    writers: list[WriterSeen] = field(default_factory=list)
+    changed_while_legacy_only: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """The catalog holds exactly what the intent asks for."""
+        want = self.expected if self.enabled else []
+        return sorted(self.installed, key=_key) == sorted(want, key=_key) and (
+            self.enabled or not self.functions
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "enabled": self.enabled,
+            "ok": self.ok,
+            "triggers": [{"name": t.name, "table": t.table} for t in self.installed],
+            "missing": [
+                {"name": t.name, "table": t.table}
+                for t in self.expected
+                if self.enabled and t not in self.installed
+            ],
+            "functions": list(self.functions),
+            "suspended": list(self.suspended),
+            "changed_while_legacy_only": self.changed_while_legacy_only,
+            "writers": [w.as_dict() for w in self.writers],
+        }
+
+
+def _key(t: Trigger) -> tuple[str, str]:
+    return (t.name, t.table)
+
+
+# --- the catalog --------------------------------------------------------------------------
+
+
+def installed(conn: sa.Connection) -> tuple[list[Trigger], list[str]]:
+    """The capture's triggers and (PostgreSQL) functions the catalog holds now."""
+    like = PREFIX.replace("_", "\\_") + "%"
+    if conn.dialect.name == "postgresql":
+        triggers = conn.execute(
+            sa.text(
+                "SELECT tgname, tgrelid::regclass::text FROM pg_trigger "
+                "WHERE NOT tgisinternal AND tgname LIKE :like ORDER BY 1"
+            ),
+            {"like": like},
+        ).all()
+        functions = conn.execute(
+            sa.text(
+                "SELECT oid::regprocedure::text FROM pg_proc WHERE proname LIKE :like ORDER BY 1"
+            ),
+            {"like": like},
+        ).scalars()
+        return [Trigger(name, table) for name, table in triggers], list(functions)
+    rows = conn.execute(
+        sa.text(
+            "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' "
+            "AND name LIKE :like ESCAPE '\\' ORDER BY 1"
+        ),
+        {"like": like},
+    ).all()
+    return [Trigger(name, table) for name, table in rows], []
+
+
+def _capturable(engine: sa.Engine, settings: Settings) -> tuple[list[LegacyTable], list[str]]:
+    """The legacy tables triggers go on (those with a status column), and the rest."""
+    tables = resolve_legacy_tables(engine, settings, require_status=False)
+    present = [lt for lt in tables.values() if lt.status is not None]
+    retired = [lt.name for lt in tables.values() if lt.status is None]
+    return present, retired
+
+
+def _require_schema(engine: sa.Engine) -> None:
+    heads = schema.current_heads(engine)
+    if schema.INSTALL_REVISION not in heads:
+        raise ConfigError(
+            f"capture needs the schema at revision {schema.INSTALL_REVISION} (it is at "
+            f"{', '.join(heads) or 'nothing'}): run `unistatus init`"
+        )
+
+
+# --- enable, disable ------------------------------------------------------------------------
+
+
+def enable(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    actor: str = "cli",
+    reason: str = "capture writes that bypass the adapter",
+) -> CaptureStatus:
+    """Install (or re-install) every capture trigger; records the intent ``enabled``.
+
+    Idempotent: what was installed before is dropped and generated again in the same
+    transaction (a mapping or a table changed since is picked up). Tables whose status
+    column is retired get none until ``retire --undo`` (:func:`resume_after_retire`).
+    """
+    _require_schema(engine)
+    actor, reason = check_actor(actor), check_reason(reason)
+    tables, _ = _capturable(engine, settings)
+    _replace(engine, settings, tables, intent=(ENABLED, actor, reason))
+    return status(engine, settings)
+
+
+def disable(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    actor: str = "cli",
+    reason: str = "stop capturing writes that bypass the adapter",
+) -> CaptureStatus:
+    """Drop every trigger and function of the capture (whatever the catalog holds under
+    its prefix); records the intent ``disabled``. Counts and logs are kept."""
+    _require_schema(engine)
+    actor, reason = check_actor(actor), check_reason(reason)
+    _replace(engine, settings, None, intent=(DISABLED, actor, reason))
+    return status(engine, settings)
+
+
+def _replace(
+    engine: sa.Engine,
+    settings: Settings,
+    tables: list[LegacyTable] | None,
+    *,
+    intent: tuple[str, str, str] | None = None,
+) -> None:
+    """In one transaction: drop what is installed, then install for ``tables`` (None:
+    nothing), and record ``intent`` (value, actor, reason) if given."""
+    ops = ops_for(engine)
+    ddl = CaptureDdl(ops, engine.dialect)
+    try:
+        with ops.write_transaction() as conn:
+            ops.bound_statements(conn, DDL_STATEMENT_MS, settings.lock_timeout_ms)
+            triggers, functions = installed(conn)
+            for statement in ddl.drop(triggers, functions):
+                conn.exec_driver_sql(statement)
+            if tables is not None:
+                for statement in ddl.install(tables, _current_schema(conn)):
+                    conn.exec_driver_sql(statement)
+            if intent is not None:
+                value, actor, reason = intent
+                if read_value(conn, CONTROL_KEY) != value or tables is not None:
+                    write_value(conn, CONTROL_KEY, value, actor=actor, reason=reason)
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot change the capture triggers: {exc.orig}") from None
+
+
+def _current_schema(conn: sa.Connection) -> str:
+    """Where the tables named without a schema are (PostgreSQL; SQLite has none)."""
+    if conn.dialect.name != "postgresql":
+        return "main"
+    return str(conn.execute(sa.select(sa.func.current_schema())).scalar_one())
+
+
+def is_enabled(conn: sa.Connection) -> bool:
+    """The operator's intent (what ``enable`` / ``disable`` last recorded)."""
+    return read_value(conn, CONTROL_KEY) == ENABLED
+
+
+def suspend_for_retire(engine: sa.Engine, settings: Settings) -> bool:
+    """Before the legacy status columns are dropped: the triggers that read them go
+    (the detector of direct writes to unified stays). True if capture is enabled."""
+    with engine.connect() as conn:
+        if not is_enabled(conn):
+            return False
+    _replace(engine, settings, [])
+    return True
+
+
+def resume_after_retire(engine: sa.Engine, settings: Settings) -> bool:
+    """After the columns are back (or their drop failed): every trigger again, if
+    capture is enabled. True if it was."""
+    with engine.connect() as conn:
+        if not is_enabled(conn):
+            return False
+    tables, _ = _capturable(engine, settings)
+    _replace(engine, settings, tables)
+    return True
+
+
+# --- status, writers --------------------------------------------------------------------------
+
+
+def writers_seen(
+    database: sa.Engine | sa.Connection, *, since: datetime | None = None
+) -> list[WriterSeen]:
+    """Every writer seen bypassing unistatus, per target, summed over sessions; the
+    most recent first. ``since``: only those seen since then (a soak window)."""
+    q = sa.select(
+        W.c.writer,
+        W.c.system,
+        sa.func.sum(W.c.writes),
+        sa.func.sum(W.c.flagged),
+        sa.func.sum(W.c.unmappable),
+        sa.func.min(W.c.first_seen_at),
+        sa.func.max(W.c.last_seen_at),
+    ).group_by(W.c.writer, W.c.system)
+    if since is not None:
+        q = q.having(sa.func.max(W.c.last_seen_at) >= since)
+    if isinstance(database, sa.Engine):
+        with database.connect() as conn:
+            return _writers(conn, q)
+    return _writers(database, q)
+
+
+def _writers(conn: sa.Connection, q: sa.Select[Any]) -> list[WriterSeen]:
+    rows = conn.execute(q).all()
+    latest = {
+        (r.writer, r.system): (r.last_mode, r.client_addr)
+        for r in conn.execute(
+            sa.select(W.c.writer, W.c.system, W.c.last_mode, W.c.client_addr).order_by(
+                W.c.last_seen_at
+            )
+        )
+    }
+    out = [
+        WriterSeen(
+            writer=writer,
+            system=system,
+            writes=int(writes),
+            flagged=int(flagged),
+            unmappable=int(unmappable),
+            first_seen_at=as_utc(first),
+            last_seen_at=as_utc(last),
+            last_mode=latest[(writer, system)][0],
+            client_addr=latest[(writer, system)][1],
+        )
+        for writer, system, writes, flagged, unmappable, first, last in rows
+    ]
+    return sorted(out, key=lambda w: (w.last_seen_at is None, w.last_seen_at), reverse=True)
+
+
+def status(engine: sa.Engine, settings: Settings) -> CaptureStatus:
+    """The installed triggers against the intent, the writers seen, the pending catch-up."""
+    _require_schema(engine)
+    tables, retired = _capturable(engine, settings)
+    ddl = CaptureDdl(ops_for(engine), engine.dialect)
+    with engine.connect() as conn:
+        enabled = is_enabled(conn)
+        triggers, functions = installed(conn)
+        changed = conn.execute(sa.select(sa.func.count()).select_from(capture_changed))
+        pending = int(changed.scalar_one())
+        writers = writers_seen(conn)
+    return CaptureStatus(
+        enabled=enabled,
+        installed=triggers,
+        expected=ddl.triggers(tables),
+        functions=functions,
+        suspended=retired if enabled else [],
+        writers=writers,
+        changed_while_legacy_only=pending,
+    )
+
+
+def foreign_unified_writes(engine: sa.Engine) -> int:
+    """Rows of ``unified_transactions`` written directly, not through unistatus."""
+    return sum(w.writes for w in writers_seen(engine) if w.system == UNIFIED_TARGET)

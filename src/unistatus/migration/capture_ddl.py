@@ -1,0 +1,442 @@
+"""The DDL of the capture: triggers (and PostgreSQL functions) around capture_sql's statements.
+
+Per legacy table, PostgreSQL gets one PL/pgSQL function and three statement-level AFTER
+triggers (INSERT, UPDATE, DELETE) with transition tables, so a bulk write costs a few
+set-based statements, not one call per row. SQLite, which has neither, gets row-level
+triggers whose bodies are the same statements on the ``NEW`` or ``OLD`` row. Both get the
+detector of direct writes to ``unified_transactions`` and the catch-up trigger on the
+control table (a mode that maintains unified entered: the entities logged while
+LEGACY_ONLY are brought in step in the switch's own transaction).
+
+Every object is named here, with the prefix :data:`PREFIX` (``disable`` drops every
+object of the catalog that has it). What each does and why: docs/capture.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.db import writer_mark
+from unistatus.db.dialect import MODE_LOCK_KEY, DialectOps
+from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
+from unistatus.db.tables import migration_control, unified_transactions
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.migration.capture_sql import (
+    Context,
+    Rows,
+    SystemSql,
+    count_foreign_unified,
+    stored_mode,
+)
+
+__all__ = ["CATCH_UP_WRITER", "PREFIX", "SQLITE_WRITER", "CaptureDdl", "Trigger"]
+
+PREFIX = "unistatus_capture_"
+# The writer named in the history of what the catch-up brought in step.
+CATCH_UP_WRITER = "capture:catch_up"
+SQLITE_WRITER = "bypass:sqlite"
+LEGACY_ONLY = DualWriteMode.LEGACY_ONLY.value
+# PostgreSQL transition tables, as the triggers name them.
+NEW_ROWS = "unistatus_new"
+OLD_ROWS = "unistatus_old"
+# PostgreSQL: who wrote, from the session (application_name and the login role; the
+# address apart). The functions run with their owner's rights (SECURITY DEFINER: a writer
+# needs no grant on unistatus's tables), where current_user is the owner.
+PG_WRITER = (
+    "left('bypass:' || coalesce(current_setting('application_name', true), '') || '/' "
+    "|| session_user, 128)"
+)
+EVENTS = {"INSERT": "ins", "UPDATE": "upd", "DELETE": "del"}
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One trigger the capture installs: its name and the table it is on."""
+
+    name: str
+    table: str
+
+
+class CaptureDdl:
+    """The capture's DDL for one database: legacy tables with a status column."""
+
+    def __init__(self, ops: DialectOps, dialect: sa.Dialect) -> None:
+        self.ops = ops
+        self.dialect = dialect
+        self.quote = dialect.identifier_preparer.quote
+        self.postgres = dialect.name == "postgresql"
+
+    # --- names ------------------------------------------------------------------------
+
+    def triggers(self, tables: list[LegacyTable]) -> list[Trigger]:
+        """Every trigger :meth:`install` creates, by name and table."""
+        # PostgreSQL: one statement trigger per event; SQLite: per event one row trigger
+        # that brings unified in step, and one that logs while LEGACY_ONLY (not DELETE).
+        legacy = (
+            ["ins", "upd", "del"] if self.postgres else ["ins", "ins_log", "upd", "upd_log", "del"]
+        )
+        out = [Trigger(f"{self._legacy_name(lt)}_{s}", lt.name) for lt in tables for s in legacy]
+        unified = unified_transactions.name
+        out += [Trigger(f"{PREFIX}unified_{short}", unified) for short in EVENTS.values()]
+        if tables:
+            catch_up = ["catch_up"] if self.postgres else ["catch_up_ins", "catch_up_upd"]
+            out += [Trigger(f"{PREFIX}{name}", migration_control.name) for name in catch_up]
+        return out
+
+    @staticmethod
+    def _legacy_name(lt: LegacyTable) -> str:
+        return f"{PREFIX}{lt.system.value.lower()}"
+
+    def _function(self, name: str) -> str:
+        schema = unified_transactions.schema
+        return f"{self.quote(schema)}.{self.quote(name)}" if schema else self.quote(name)
+
+    def _table(self, table: sa.Table) -> str:
+        return self.dialect.identifier_preparer.format_table(table)
+
+    def render(self, statement: Any) -> str:
+        """A statement (or expression) as SQL text with its values inline."""
+        compiled = statement.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True})
+        return str(compiled).strip()
+
+    # --- install ----------------------------------------------------------------------
+
+    def install(self, tables: list[LegacyTable], schema: str = "public") -> list[str]:
+        """The statements that create every capture object (after :meth:`drop`).
+
+        ``schema``: PostgreSQL: where the tables the statements name unqualified are (the
+        current schema): the functions' fixed search_path, as SECURITY DEFINER wants.
+        """
+        if self.postgres:
+            return self._postgres(tables, schema)
+        return self._sqlite(tables)
+
+    def drop(self, installed: list[Trigger], functions: list[str]) -> list[str]:
+        """The statements that drop these triggers and (PostgreSQL) functions."""
+        out = []
+        for trigger in installed:
+            if self.postgres:
+                out.append(
+                    f"DROP TRIGGER IF EXISTS {self.quote(trigger.name)} ON "
+                    f"{self._quoted_table(trigger.table)}"
+                )
+            else:
+                out.append(f"DROP TRIGGER IF EXISTS {self.quote(trigger.name)}")
+        out += [f"DROP FUNCTION IF EXISTS {signature}" for signature in functions]
+        return out
+
+    def _quoted_table(self, name: str) -> str:
+        if "." in name or name.startswith('"'):
+            return name  # as the catalog gave it (schema-qualified, quoted)
+        return self.quote(name)
+
+    # --- PostgreSQL -----------------------------------------------------------------------
+
+    def _pg_context(self, writer: Any, mode: Any, reason: Any, kind: str) -> Context:
+        return Context(
+            writer=writer,
+            mode=mode,
+            now=sa.func.statement_timestamp(type_=unified_transactions.c.updated_at.type),
+            client_addr=sa.literal_column("v_addr", sa.String),
+            shard=sa.func.pg_backend_pid(type_=sa.BigInteger),
+            uuid=lambda: sa.cast(sa.func.gen_random_uuid(), sa.String),
+            json=lambda *pairs: sa.func.jsonb_build_object(*pairs),
+            kind=kind,
+            reason=reason,
+        )
+
+    def _pg_rows(self, lt: LegacyTable, transition: str) -> Rows:
+        columns = [lt.column(name) for name in LEGACY_COLUMNS]
+        table = sa.table(transition, *(sa.column(c.name, c.type) for c in columns))
+        return Rows.of(
+            {name: table.c[c.name] for name, c in zip(LEGACY_COLUMNS, columns, strict=True)},
+            table,
+        )
+
+    def _plpgsql(self, statements: list[Any]) -> str:
+        lines = []
+        for statement in statements:
+            sql = self.render(statement)
+            if sql.upper().startswith("SELECT"):
+                sql = "PERFORM" + sql[len("SELECT") :]
+            lines.append(sql + ";")
+        return "\n".join(lines)
+
+    def _postgres(self, tables: list[LegacyTable], schema: str) -> list[str]:
+        # With its owner's rights (a writer needs no grant on unistatus's tables), on a
+        # fixed search_path; without JIT (compiling the generated expressions cost more
+        # than running them).
+        attributes = (
+            f"SECURITY DEFINER SET search_path = {self.quote(schema)}, pg_temp SET jit = off"
+        )
+        out: list[str] = []
+        writer = sa.literal_column("v_writer", sa.String)
+        mode = sa.literal_column("v_mode", sa.String)
+        setting = writer_mark.WRITER_SETTING
+        read_mode = self.render(sa.select(stored_mode()))
+        for lt in tables:
+            sql = SystemSql(lt, self.ops)
+            reason = sa.literal("bypass ", sa.String) + sa.func.lower(
+                sa.literal_column("TG_OP", sa.String)
+            )
+            ctx = self._pg_context(writer, mode, reason, "bypass")
+            new_rows, old_rows = self._pg_rows(lt, NEW_ROWS), self._pg_rows(lt, OLD_ROWS)
+            log = self._plpgsql([sql.log_changed(new_rows, ctx.now)])
+            changed = self._plpgsql(sql.bring_in_step(new_rows, ctx, lock=True, bypass=True))
+            deleted = self._plpgsql(sql.deleted(old_rows, ctx))
+            function = self._function(self._legacy_name(lt))
+            out.append(
+                f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql {attributes} AS $capture$
+DECLARE
+    v_mark text := coalesce(current_setting('{setting}', true), '');
+    v_mode text;
+    v_writer text;
+    v_addr text;
+BEGIN
+    -- unistatus wrote it, in a mode it read under the mode lock that maintains unified
+    -- (unistatus_locked_mode()), or the capture itself: nothing to do.
+    IF v_mark NOT IN ('', '{writer_mark.MARK}', '{LEGACY_ONLY}') THEN
+        RETURN NULL;
+    END IF;
+    IF v_mark = '{LEGACY_ONLY}' THEN
+        v_mode := v_mark;
+    ELSE
+        -- Held until the writer's transaction ends: no mode switch in between.
+        PERFORM pg_advisory_xact_lock_shared({MODE_LOCK_KEY});
+        v_mode := ({read_mode});
+    END IF;
+    IF v_mode = '{LEGACY_ONLY}' THEN
+        IF TG_OP <> 'DELETE' THEN
+{_indent(log, 12)}
+        END IF;
+        RETURN NULL;
+    END IF;
+    IF v_mark <> '' THEN
+        RETURN NULL;
+    END IF;
+    v_writer := {PG_WRITER};
+    v_addr := host(inet_client_addr());
+    PERFORM set_config('{setting}', '{writer_mark.CAPTURE_WRITER}', true);
+    IF TG_OP = 'DELETE' THEN
+{_indent(deleted, 8)}
+    ELSE
+{_indent(changed, 8)}
+    END IF;
+    PERFORM set_config('{setting}', '', true);
+    RETURN NULL;
+END
+$capture$"""
+            )
+            table = self._table(lt.table)
+            for event, short in EVENTS.items():
+                transition = OLD_ROWS if event == "DELETE" else NEW_ROWS
+                side = "OLD" if event == "DELETE" else "NEW"
+                out.append(
+                    f"CREATE TRIGGER {self.quote(f'{self._legacy_name(lt)}_{short}')} "
+                    f"AFTER {event} ON {table} REFERENCING {side} TABLE AS {transition} "
+                    f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+                )
+        out += self._pg_unified(writer, mode, read_mode, attributes)
+        if tables:
+            out += self._pg_catch_up(tables, attributes)
+        return out
+
+    def _pg_unified(self, writer: Any, mode: Any, read_mode: str, attributes: str) -> list[str]:
+        ctx = self._pg_context(writer, mode, sa.null(), "foreign")
+        setting = writer_mark.WRITER_SETTING
+        count_new = self._plpgsql([count_foreign_unified(self.ops.insert, sa.table(NEW_ROWS), ctx)])
+        count_old = self._plpgsql([count_foreign_unified(self.ops.insert, sa.table(OLD_ROWS), ctx)])
+        function = self._function(f"{PREFIX}unified")
+        unified = self._table(unified_transactions)
+        out = [
+            f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql {attributes} AS $capture$
+DECLARE
+    v_mode text := ({read_mode});
+    v_writer text := {PG_WRITER};
+    v_addr text := host(inet_client_addr());
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+{_indent(count_old, 8)}
+    ELSE
+{_indent(count_new, 8)}
+    END IF;
+    RAISE WARNING USING MESSAGE = 'unistatus: ' || v_writer || ' wrote unified_transactions '
+        '(' || lower(TG_OP) || ') directly, not through unistatus: counted, see '
+        '`unistatus capture status`';
+    RETURN NULL;
+END
+$capture$"""
+        ]
+        unmarked = f"coalesce(current_setting('{setting}', true), '') = ''"
+        for event, short in EVENTS.items():
+            transition = OLD_ROWS if event == "DELETE" else NEW_ROWS
+            side = "OLD" if event == "DELETE" else "NEW"
+            out.append(
+                f"CREATE TRIGGER {self.quote(f'{PREFIX}unified_{short}')} "
+                f"AFTER {event} ON {unified} REFERENCING {side} TABLE AS {transition} "
+                f"FOR EACH STATEMENT WHEN ({unmarked}) EXECUTE FUNCTION {function}()"
+            )
+        return out
+
+    def _pg_catch_up(self, tables: list[LegacyTable], attributes: str) -> list[str]:
+        setting = writer_mark.WRITER_SETTING
+        value = f"NEW.{self.quote(migration_control.c.value.name)}"
+        ctx = self._pg_context(
+            sa.literal(CATCH_UP_WRITER, sa.String),
+            sa.literal_column(value, sa.String),
+            sa.literal("catch-up after LEGACY_ONLY", sa.String),
+            "catch_up",
+        )
+        body = "\n".join(
+            self._plpgsql(SystemSql(lt, self.ops).catch_up(ctx, lock=True)) for lt in tables
+        )
+        function = self._function(f"{PREFIX}catch_up")
+        key = self.quote(migration_control.c.key.name)
+        return [
+            f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
+LANGUAGE plpgsql {attributes} AS $capture$
+DECLARE
+    v_prev text := coalesce(current_setting('{setting}', true), '');
+    v_addr text := NULL;
+BEGIN
+    PERFORM set_config('{setting}', '{writer_mark.CAPTURE_WRITER}', true);
+{_indent(body, 4)}
+    PERFORM set_config('{setting}', v_prev, true);
+    RETURN NULL;
+END
+$capture$""",
+            f"CREATE TRIGGER {self.quote(f'{PREFIX}catch_up')} AFTER INSERT OR UPDATE ON "
+            f"{self._table(migration_control)} FOR EACH ROW WHEN (NEW.{key} = 'mode' AND "
+            f"{value} <> '{LEGACY_ONLY}') EXECUTE FUNCTION {function}()",
+        ]
+
+    # --- SQLite ---------------------------------------------------------------------------
+
+    def _sqlite_context(self, writer: Any, mode: Any, reason: str, kind: str) -> Context:
+        now = (
+            sa.func.strftime("%Y-%m-%d %H:%M:%S", "now", type_=sa.String)
+            + sa.func.substr(sa.func.strftime("%f", "now", type_=sa.String), 3)
+            + sa.literal("000", sa.String)
+        )
+        return Context(
+            writer=writer,
+            mode=mode,
+            now=now,
+            client_addr=sa.null(),
+            shard=sa.literal(0, sa.BigInteger),
+            uuid=lambda: sa.func.lower(sa.func.hex(sa.func.randomblob(16)), type_=sa.String),
+            json=lambda *pairs: sa.func.json_object(*pairs),
+            kind=kind,
+            reason=sa.literal(reason, sa.String),
+        )
+
+    def _sqlite_rows(self, lt: LegacyTable, side: str) -> Rows:
+        return Rows.of(
+            {
+                name: sa.literal_column(
+                    f"{side}.{self.quote(lt.column(name).name)}", lt.column(name).type
+                )
+                for name in LEGACY_COLUMNS
+            }
+        )
+
+    def _sqlite_trigger(self, name: str, event: str, table: str, when: Any, body: list[Any]) -> str:
+        statements = "\n".join(f"    {self.render(s)};" for s in body)
+        return (
+            f"CREATE TRIGGER {self.quote(name)} AFTER {event} ON {table} FOR EACH ROW "
+            f"WHEN {self.render(when)}\nBEGIN\n{statements}\nEND"
+        )
+
+    def _sqlite(self, tables: list[LegacyTable]) -> list[str]:
+        out: list[str] = []
+        mode = stored_mode()
+        unmarked = sa.not_(writer_mark.marked_sqlite())
+        capturing = writer_mark.mark_row(writer_mark.CAPTURE_WRITER)
+        captured = writer_mark.unmark_row(writer_mark.CAPTURE_WRITER)
+        writer = sa.literal(SQLITE_WRITER, sa.String)
+        for lt in tables:
+            sql = SystemSql(lt, self.ops)
+            base, table = self._legacy_name(lt), self._table(lt.table)
+            new_rows, old_rows = self._sqlite_rows(lt, "NEW"), self._sqlite_rows(lt, "OLD")
+            for event in ("INSERT", "UPDATE"):
+                short = EVENTS[event]
+                ctx = self._sqlite_context(writer, mode, f"bypass {event.lower()}", "bypass")
+                out.append(
+                    self._sqlite_trigger(
+                        f"{base}_{short}_log",
+                        event,
+                        table,
+                        mode == LEGACY_ONLY,
+                        [sql.log_changed(new_rows, ctx.now)],
+                    )
+                )
+                body = sql.bring_in_step(new_rows, ctx, lock=False, bypass=True)
+                out.append(
+                    self._sqlite_trigger(
+                        f"{base}_{short}",
+                        event,
+                        table,
+                        sa.and_(mode != LEGACY_ONLY, unmarked),
+                        [capturing, *body, captured],
+                    )
+                )
+            ctx = self._sqlite_context(writer, mode, "bypass delete", "bypass")
+            out.append(
+                self._sqlite_trigger(
+                    f"{base}_del",
+                    "DELETE",
+                    table,
+                    sa.and_(mode != LEGACY_ONLY, unmarked),
+                    [capturing, *sql.deleted(old_rows, ctx), captured],
+                )
+            )
+        ctx = self._sqlite_context(writer, mode, "", "foreign")
+        one_row = sa.select(sa.literal(1).label("one")).subquery("capture_rows")
+        for event, short in EVENTS.items():
+            out.append(
+                self._sqlite_trigger(
+                    f"{PREFIX}unified_{short}",
+                    event,
+                    self._table(unified_transactions),
+                    unmarked,
+                    [count_foreign_unified(self.ops.insert, one_row, ctx)],
+                )
+            )
+        if tables:
+            out += self._sqlite_catch_up(tables, capturing, captured)
+        return out
+
+    def _sqlite_catch_up(
+        self, tables: list[LegacyTable], capturing: Any, captured: Any
+    ) -> list[str]:
+        value = sa.literal_column(f"NEW.{self.quote(migration_control.c.value.name)}", sa.String)
+        key = sa.literal_column(f"NEW.{self.quote(migration_control.c.key.name)}", sa.String)
+        ctx = self._sqlite_context(
+            sa.literal(CATCH_UP_WRITER, sa.String), value, "catch-up after LEGACY_ONLY", "catch_up"
+        )
+        body = [
+            statement
+            for lt in tables
+            for statement in SystemSql(lt, self.ops).catch_up(ctx, lock=False)
+        ]
+        when = sa.and_(key == "mode", value != LEGACY_ONLY)
+        return [
+            self._sqlite_trigger(
+                f"{PREFIX}catch_up_{EVENTS[event]}",
+                event,
+                self._table(migration_control),
+                when,
+                [capturing, *body, captured],
+            )
+            for event in ("INSERT", "UPDATE")
+        ]
+
+
+def _indent(text: str, spaces: int) -> str:
+    pad = " " * spaces
+    return "\n".join(pad + line if line else line for line in text.splitlines())

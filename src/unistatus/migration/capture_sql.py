@@ -1,0 +1,563 @@
+"""The SQL of the capture triggers, generated from the mapping, the rules and the tables.
+
+Every statement here works on a set of legacy rows, :class:`Rows` (a FROM clause whose
+columns carry unistatus's names: ``id``, ``status``, ``user_id``, ...), whatever they are:
+a PostgreSQL transition table (``REFERENCING NEW TABLE``, one statement for a whole bulk
+write), the ``NEW`` or ``OLD`` row of a SQLite row trigger, or the legacy rows logged while
+LEGACY_ONLY (the catch-up). So the rule that brings unified in step is written once:
+
+- the unified status is the forward mapping of the legacy status
+  (:func:`~unistatus.domain.mapping.forward_case`), unless the current one is compatible
+  with it (a refinement such as RELEASE_PENDING for ACTIVE is kept, as the adapter keeps it);
+- the row is *stale* when its status, its ``legacy_status`` image or a shared field
+  differs (the consistency rule); only stale rows are written, each with one history row
+  and ``version + 1``, exactly as the adapter would (:func:`unified_row`,
+  :func:`history_values`);
+- a change the transition rules would refuse is applied anyway (legacy is
+  authoritative) and flagged (``override`` and the history's metadata); an unmappable
+  value leaves unified alone and goes to the quarantine with the writer's name.
+
+:class:`Context` carries what differs per place: the writer's name, the mode, the time,
+as SQL expressions (PL/pgSQL variables, or SQLite subqueries). The DDL around these
+statements: :mod:`unistatus.migration.capture_ddl`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.adapter.writes import history_values, unified_row
+from unistatus.backfill.statements import unmappable_reason
+from unistatus.db.control import MODE_KEY
+from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
+from unistatus.db.tables import (
+    migration_control,
+    pending_legacy_changes,
+    status_history,
+    unified_transactions,
+)
+from unistatus.db.tables_backfill import backfill_quarantine
+from unistatus.db.tables_capture import capture_changed, capture_writers
+from unistatus.domain.ids import utx_id_sql
+from unistatus.domain.mapping import compatible_pairs, forward_case
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.transitions import allowed_clause, pair_in
+
+__all__ = [
+    "FLAG_DELETED",
+    "FLAG_FROZEN",
+    "FLAG_REFUSED",
+    "UNIFIED_TARGET",
+    "Context",
+    "Rows",
+    "SystemSql",
+    "count_foreign_unified",
+    "stored_mode",
+]
+
+U = unified_transactions
+H = status_history
+Q = backfill_quarantine
+W = capture_writers
+P = pending_legacy_changes
+
+# What a captured change is flagged with (history metadata ``flag``, writer counts).
+FLAG_REFUSED = "transition_refused"  # the transition rules would have refused it
+FLAG_FROZEN = "legacy_frozen"  # written to the frozen legacy table (UNIFIED_ONLY)
+FLAG_DELETED = "legacy_row_deleted"  # the legacy row is gone; its unified row is kept
+# The ``system`` of writer counts for direct writes to unified_transactions.
+UNIFIED_TARGET = "UNIFIED"
+FROZEN = DualWriteMode.UNIFIED_ONLY.value
+
+
+def stored_mode() -> sa.ColumnElement[str]:
+    """The stored mode as SQL (a missing row means LEGACY_ONLY, as read_mode says)."""
+    stored = (
+        sa.select(migration_control.c.value)
+        .where(migration_control.c.key == MODE_KEY)
+        .scalar_subquery()
+    )
+    return sa.func.coalesce(stored, DualWriteMode.LEGACY_ONLY.value, type_=sa.String)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the statements take from where they run, as SQL expressions.
+
+    ``writer``: the name in history and writer counts; ``mode``: the mode written in
+    history; ``now``: the time; ``client_addr``: the writer's address (or NULL); ``shard``:
+    the writer-count row of this session; ``uuid``: a new operation id per row;
+    ``json``: a JSON object from alternating keys and values; ``kind``: the history's
+    metadata ``capture`` (``bypass`` or ``catch_up``); ``reason``: the history reason.
+    """
+
+    writer: sa.ColumnElement[Any]
+    mode: sa.ColumnElement[Any]
+    now: sa.ColumnElement[Any]
+    client_addr: sa.ColumnElement[Any]
+    shard: sa.ColumnElement[Any]
+    uuid: Callable[[], sa.ColumnElement[Any]]
+    json: Callable[..., sa.ColumnElement[Any]]
+    kind: str
+    reason: sa.ColumnElement[Any]
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Legacy rows to work on: ``c`` has every LEGACY_COLUMNS name."""
+
+    rows: sa.Subquery
+
+    @property
+    def c(self) -> Any:
+        return self.rows.c
+
+    @classmethod
+    def of(cls, columns: dict[str, sa.ColumnElement[Any]], *froms: Any) -> Rows:
+        """From expressions for each LEGACY_COLUMNS name (and the FROM clause they need)."""
+        select = sa.select(*(columns[name].label(name) for name in LEGACY_COLUMNS))
+        if froms:
+            select = select.select_from(*froms)
+        return cls(select.subquery("capture_rows"))
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """The legacy rows that have a unified row, each with the rule's verdict, worked out
+    once per row (an optimisation fence, ``OFFSET 0``, keeps the planner from copying the
+    mapping's CASE into every place a statement uses it).
+
+    ``j`` has the legacy row's columns, ``mapped`` (its forward mapping), the unified
+    row's ``uid``, ``u_status``, ``u_legacy_status`` and ``new_status``, the status the
+    unified row gets (its own when compatible with the legacy value, a refinement the
+    adapter keeps too; else the mapped one).
+    """
+
+    j: Any
+    stale: sa.ColumnElement[bool]  # the legacy value maps, and the unified row disagrees
+    refused: sa.ColumnElement[bool]  # the rules would refuse u_status -> new_status
+
+
+class SystemSql:
+    """The capture statements of one legacy system, on its resolved table."""
+
+    def __init__(self, lt: LegacyTable, ops: DialectOps) -> None:
+        self.lt = lt
+        self.system: LegacySystemType = lt.system
+        # The dialect's INSERT that knows ON CONFLICT.
+        self.insert = ops.insert
+        # PostgreSQL would copy a subquery's expressions into every use of them: OFFSET 0
+        # keeps them computed once per row (SQLite's per-row triggers need no fence).
+        self.fenced = ops.name == "postgresql"
+
+    def _fence(self, select: sa.Select[Any]) -> sa.Select[Any]:
+        return select.offset(0) if self.fenced else select
+
+    # --- the rule, written once -----------------------------------------------------
+
+    def _unified_of(self, legacy_id: Any) -> sa.ColumnElement[bool]:
+        return sa.and_(U.c.legacy_system == self.system.value, U.c.legacy_id == legacy_id)
+
+    def _mapped(self, r: Rows) -> Any:
+        """``r`` with the forward mapping of each row as ``mapped`` (NULL: unmappable)."""
+        mapped = forward_case(self.system, r.c.status).label("mapped")
+        return self._fence(sa.select(*r.c, mapped)).subquery("capture_mapped").c
+
+    def _judged(self, r: Rows) -> _Judged:
+        m = self._mapped(r)
+        compatible = pair_in(m.status, U.c.status, compatible_pairs(self.system))
+        in_step = sa.and_(
+            compatible,
+            U.c.legacy_status.is_not_distinct_from(m.status),
+            *(U.c[name].is_not_distinct_from(m[name]) for name in DATA_COLUMNS),
+        )
+        j = (
+            self._fence(
+                sa.select(
+                    *(m[name] for name in (*LEGACY_COLUMNS, "mapped")),
+                    U.c.id.label("uid"),
+                    U.c.status.label("u_status"),
+                    U.c.legacy_status.label("u_legacy_status"),
+                    sa.case((compatible, U.c.status), else_=m.mapped).label("new_status"),
+                    sa.func.coalesce(in_step, sa.false()).label("in_step"),
+                ).join_from(m.id.table, U, self._unified_of(m.id))
+            )
+            .subquery("capture_judged")
+            .c
+        )
+        allowed = allowed_clause(self.system.transaction_type, j.u_status, j.new_status)
+        return _Judged(
+            j=j,
+            stale=sa.and_(j.mapped.is_not(None), sa.not_(j.in_step)),
+            refused=sa.func.coalesce(sa.not_(allowed), sa.false()),
+        )
+
+    def _meta(self, ctx: Context, flag: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        return ctx.json(
+            "capture", ctx.kind, "writer", ctx.writer, "client_addr", ctx.client_addr, "flag", flag
+        )
+
+    # --- inserted or updated legacy rows ----------------------------------------------
+
+    def bring_in_step(
+        self, r: Rows, ctx: Context, *, lock: bool, bypass: bool
+    ) -> list[sa.Executable]:
+        """The statements that bring the unified rows of ``r`` in step, in order.
+
+        ``lock`` (PostgreSQL: other writers run at once): a missing unified row is created
+        by one statement that writes history only for the rows it really created; then
+        the unified rows of ``r`` (one a concurrent backfill created meanwhile included)
+        are locked (the writer holds their legacy rows: the adapter's lock order), so
+        the history written next reads what the update then changes. ``bypass``: a
+        writer's own statement (counted, missing unified rows created, UNIFIED_ONLY
+        changes recorded for the replay); else the catch-up after LEGACY_ONLY.
+        """
+        out: list[sa.Executable] = [*self._quarantine(r, ctx)]
+        if bypass:
+            out += self._create_missing(r, ctx, concurrent=lock)
+        if lock:
+            out.append(
+                sa.select(U.c.id)
+                .join_from(r.rows, U, self._unified_of(r.c.id))
+                .with_for_update(of=U)
+            )
+        judged = self._judged(r)
+        if bypass:
+            out.append(self._count(r, judged, ctx))
+            out += self._frozen_changes(judged, ctx)
+        out += self._update_stale(judged, ctx)
+        return out
+
+    def _quarantine(self, r: Rows, ctx: Context) -> list[sa.Executable]:
+        """Unmappable values aside (raw value, why, who); entries mappable now resolved."""
+        m = self._mapped(r)
+        select = sa.select(
+            sa.literal(self.system.value, sa.String),
+            m.id,
+            m.status,
+            unmappable_reason(self.system, m.status),
+            ctx.now,
+            ctx.now,
+            ctx.writer,
+        ).where(m.mapped.is_(None))
+        stmt = self.insert(Q).from_select(
+            [
+                Q.c.system,
+                Q.c.legacy_id,
+                Q.c.raw_status,
+                Q.c.reason,
+                Q.c.first_seen_at,
+                Q.c.last_seen_at,
+                Q.c.writer,
+            ],
+            select,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Q.c.system, Q.c.legacy_id],
+            set_={
+                "raw_status": stmt.excluded.raw_status,
+                "reason": stmt.excluded.reason,
+                "last_seen_at": stmt.excluded.last_seen_at,
+                "writer": stmt.excluded.writer,
+                "resolved_at": None,
+                "resolution": None,
+            },
+        )
+        m = self._mapped(r)
+        mappable_now = sa.select(m.id).where(m.mapped.is_not(None)).scalar_subquery()
+        resolve = (
+            sa.update(Q)
+            .where(
+                Q.c.system == self.system.value,
+                Q.c.resolved_at.is_(None),
+                Q.c.legacy_id.in_(mappable_now),
+            )
+            .values(resolved_at=ctx.now, resolution="migrated")
+        )
+        return [stmt, resolve]
+
+    def _count(self, r: Rows, judged: _Judged, ctx: Context) -> sa.Executable:
+        """One more statement of this writer: rows written, flagged, unmappable."""
+        j, m = judged.j, self._mapped(r)
+        writes = sa.select(sa.func.count()).select_from(r.rows).scalar_subquery()
+        refused = (
+            sa.select(sa.func.count())
+            .select_from(j.uid.table)
+            .where(judged.stale, judged.refused)
+            .scalar_subquery()
+        )
+        unmappable = (
+            sa.select(sa.func.count())
+            .select_from(m.id.table)
+            .where(m.mapped.is_(None))
+            .scalar_subquery()
+        )
+        counts = sa.select(
+            writes.label("writes"),
+            sa.case((ctx.mode == FROZEN, writes), else_=refused).label("flagged"),
+            unmappable.label("unmappable"),
+        ).subquery("counts")
+        return count_writes(self.insert, self.system.value, counts, ctx)
+
+    def _frozen_changes(self, judged: _Judged, ctx: Context) -> list[sa.Executable]:
+        """UNIFIED_ONLY: legacy now holds a newer value than any change awaiting replay
+        (those are superseded, so the replay will not overwrite it), and the change is
+        recorded as already in legacy."""
+        j = judged.j
+        frozen = sa.and_(ctx.mode == FROZEN, judged.stale)
+        superseded = (
+            sa.update(P)
+            .where(
+                P.c.replayed_at.is_(None),
+                P.c.transaction_id.in_(sa.select(j.uid).where(frozen).scalar_subquery()),
+            )
+            .values(replayed_at=ctx.now)
+        )
+        recorded = sa.insert(P).from_select(
+            [
+                P.c.transaction_id,
+                P.c.kind,
+                P.c.legacy_status,
+                P.c.operation_id,
+                P.c.created_at,
+                P.c.replayed_at,
+            ],
+            sa.select(
+                j.uid, sa.literal("status", sa.String), j.status, ctx.uuid(), ctx.now, ctx.now
+            ).where(frozen),
+        )
+        return [superseded, recorded]
+
+    def _update_stale(self, judged: _Judged, ctx: Context) -> list[sa.Executable]:
+        """History of each stale row (from its unified values as they are), then the
+        unified row itself."""
+        j = judged.j
+        flag = sa.case(
+            (judged.refused, FLAG_REFUSED), (ctx.mode == FROZEN, FLAG_FROZEN), else_=sa.null()
+        )
+        history = history_values(
+            transaction_id=j.uid,
+            legacy_system=sa.literal(self.system.value, sa.String),
+            legacy_id=j.id,
+            from_status=j.u_status,
+            to_status=j.new_status,
+            from_legacy_status=j.u_legacy_status,
+            to_legacy_status=j.status,
+            reason=ctx.reason,
+            triggered_by=ctx.writer,
+            meta=self._meta(ctx, flag),
+            operation_id=ctx.uuid(),
+            mode=ctx.mode,
+            override=judged.refused,
+            created_at=ctx.now,
+        )
+        write_history = sa.insert(H).from_select(
+            [H.c[k] for k in history], sa.select(*history.values()).where(judged.stale)
+        )
+        update = (
+            sa.update(U)
+            .where(U.c.id == j.uid, judged.stale)
+            .values(
+                {
+                    U.c.status: j.new_status,
+                    U.c.legacy_status: j.status,
+                    **{U.c[name]: j[name] for name in DATA_COLUMNS},
+                    U.c.version: U.c.version + 1,
+                    U.c.updated_at: ctx.now,
+                }
+            )
+        )
+        return [write_history, update]
+
+    def _create_missing(self, r: Rows, ctx: Context, *, concurrent: bool) -> list[sa.Executable]:
+        """A legacy row without a unified row: the row, and its history row.
+
+        ``concurrent``: one statement, the history written from what the INSERT returns,
+        so a row a concurrent writer (the backfill) created first gets none here (it is
+        stale, and brought in step next, with its one history row). The conflict arbiter
+        is the primary key (the id is derived from the legacy row): the index a racing
+        insert of the same row reaches first (on the legacy reference index, a racing
+        insert could be met in the primary key: an error, not a conflict).
+        """
+        m = self._mapped(r)
+        missing = sa.and_(
+            m.mapped.is_not(None), ~sa.exists(sa.select(U.c.id).where(self._unified_of(m.id)))
+        )
+        utx_id = utx_id_sql(self.system, m.id)
+        row = unified_row(
+            self.system,
+            utx_id=utx_id,
+            legacy_id=m.id,
+            data={name: m[name] for name in DATA_COLUMNS},
+            status=m.mapped,
+            legacy_status=m.status,
+            origin="dual_write",
+            created_at=m.created_at,
+            updated_at=ctx.now,
+            literal=sa.literal,
+        )
+        insert = (
+            self.insert(U)
+            .from_select([U.c[k] for k in row], sa.select(*row.values()).where(missing))
+            .on_conflict_do_nothing(index_elements=[U.c.id])
+        )
+        history = history_values(
+            transaction_id=utx_id,
+            legacy_system=sa.literal(self.system.value, sa.String),
+            legacy_id=m.id,
+            from_status=sa.null(),
+            to_status=m.mapped,
+            from_legacy_status=sa.null(),
+            to_legacy_status=m.status,
+            reason=ctx.reason,
+            triggered_by=ctx.writer,
+            meta=self._meta(ctx, sa.case((ctx.mode == FROZEN, FLAG_FROZEN), else_=sa.null())),
+            operation_id=ctx.uuid(),
+            mode=ctx.mode,
+            override=sa.false(),
+            created_at=ctx.now,
+        )
+        columns = [H.c[k] for k in history]
+        if not concurrent:
+            return [
+                sa.insert(H).from_select(columns, sa.select(*history.values()).where(missing)),
+                insert,
+            ]
+        created = insert.returning(U.c.legacy_id).cte("created")
+        select = sa.select(*history.values()).join_from(
+            m.id.table, created, created.c.legacy_id == m.id
+        )
+        return [sa.insert(H).from_select(columns, select).add_cte(created)]
+
+    # --- deleted legacy rows --------------------------------------------------------
+
+    def deleted(self, r: Rows, ctx: Context) -> list[sa.Executable]:
+        """A legacy row deleted: its unified row is kept (a money record; check reports it
+        as ``orphan_unified`` for an operator, as repair does), the deletion goes into its
+        history, flagged, and an open quarantine entry of the row is closed."""
+        counts = sa.select(
+            sa.func.count().label("writes"),
+            sa.func.count().label("flagged"),
+            sa.literal(0, sa.BigInteger).label("unmappable"),
+        ).select_from(r.rows)
+        history = history_values(
+            transaction_id=U.c.id,
+            legacy_system=sa.literal(self.system.value, sa.String),
+            legacy_id=r.c.id,
+            from_status=U.c.status,
+            to_status=U.c.status,
+            from_legacy_status=r.c.status,
+            to_legacy_status=sa.null(),
+            reason=ctx.reason,
+            triggered_by=ctx.writer,
+            meta=self._meta(ctx, sa.literal(FLAG_DELETED, sa.String)),
+            operation_id=ctx.uuid(),
+            mode=ctx.mode,
+            override=sa.false(),
+            created_at=ctx.now,
+        )
+        write_history = sa.insert(H).from_select(
+            [H.c[k] for k in history],
+            sa.select(*history.values()).join_from(r.rows, U, self._unified_of(r.c.id)),
+        )
+        gone = (
+            sa.update(Q)
+            .where(
+                Q.c.system == self.system.value,
+                Q.c.resolved_at.is_(None),
+                Q.c.legacy_id.in_(sa.select(r.c.id).scalar_subquery()),
+            )
+            .values(resolved_at=ctx.now, resolution="legacy_row_gone")
+        )
+        counted = count_writes(self.insert, self.system.value, counts.subquery("counts"), ctx)
+        return [counted, write_history, gone]
+
+    # --- LEGACY_ONLY ------------------------------------------------------------------
+
+    def log_changed(self, r: Rows, now: sa.ColumnElement[Any]) -> sa.Executable:
+        """Remember the changed entities whose unified row now goes stale (cheap: one
+        index probe per row). A row without one has nothing to go stale: the backfill
+        creates it, as before."""
+        C = capture_changed
+        select = sa.select(sa.literal(self.system.value, sa.String), r.c.id, now).where(
+            sa.exists(sa.select(U.c.id).where(self._unified_of(r.c.id)))
+        )
+        stmt = self.insert(C).from_select([C.c.system, C.c.legacy_id, C.c.changed_at], select)
+        logged: sa.Executable = stmt.on_conflict_do_nothing(
+            index_elements=[C.c.system, C.c.legacy_id]
+        )
+        return logged
+
+    def catch_up(self, ctx: Context, *, lock: bool) -> list[sa.Executable]:
+        """Entering a mode that maintains unified: the logged entities brought in step,
+        then the log of this system emptied."""
+        C = capture_changed
+        lt = self.lt
+        logged = sa.and_(C.c.system == self.system.value, C.c.legacy_id == lt.id)
+        r = Rows.of({name: lt.column(name) for name in LEGACY_COLUMNS}, lt.table.join(C, logged))
+        done = sa.delete(C).where(C.c.system == self.system.value)
+        return [*self.bring_in_step(r, ctx, lock=lock, bypass=False), done]
+
+
+def count_writes(
+    insert: Callable[[sa.Table], Any], target: str, counts: sa.Subquery, ctx: Context
+) -> sa.Executable:
+    """Add one statement's counts (``writes``, ``flagged``, ``unmappable``) to the
+    writer's row for ``target`` in this session's shard; nothing when it wrote no row."""
+    select = sa.select(
+        ctx.writer,
+        sa.literal(target, sa.String),
+        ctx.shard,
+        counts.c.writes,
+        counts.c.flagged,
+        counts.c.unmappable,
+        ctx.now,
+        ctx.now,
+        ctx.mode,
+        ctx.client_addr,
+    ).where(counts.c.writes > 0)
+    stmt = insert(W).from_select(
+        [
+            W.c.writer,
+            W.c.system,
+            W.c.shard,
+            W.c.writes,
+            W.c.flagged,
+            W.c.unmappable,
+            W.c.first_seen_at,
+            W.c.last_seen_at,
+            W.c.last_mode,
+            W.c.client_addr,
+        ],
+        select,
+    )
+    counted: sa.Executable = stmt.on_conflict_do_update(
+        index_elements=[W.c.writer, W.c.system, W.c.shard],
+        set_={
+            "writes": W.c.writes + stmt.excluded.writes,
+            "flagged": W.c.flagged + stmt.excluded.flagged,
+            "unmappable": W.c.unmappable + stmt.excluded.unmappable,
+            "last_seen_at": stmt.excluded.last_seen_at,
+            "last_mode": stmt.excluded.last_mode,
+            "client_addr": stmt.excluded.client_addr,
+        },
+    )
+    return counted
+
+
+def count_foreign_unified(
+    insert: Callable[[sa.Table], Any], rows: sa.FromClause, ctx: Context
+) -> sa.Executable:
+    """Rows of ``unified_transactions`` written by a writer that is not unistatus: all
+    counted, all flagged (they cannot be mapped back safely)."""
+    counts = sa.select(
+        sa.func.count().label("writes"),
+        sa.func.count().label("flagged"),
+        sa.literal(0, sa.BigInteger).label("unmappable"),
+    ).select_from(rows)
+    return count_writes(insert, UNIFIED_TARGET, counts.subquery("counts"), ctx)

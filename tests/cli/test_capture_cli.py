@@ -1,0 +1,71 @@
+"""`unistatus capture enable|disable|status`: output, JSON and exit codes."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner, Result
+
+from conftest import Database
+from support.capture_data import raw, writer_name
+from unistatus.cli import app
+from unistatus.db.control import set_mode
+from unistatus.domain.statuses import DualWriteMode
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _release_connections() -> Iterator[None]:
+    yield
+    gc.collect()
+
+
+def run(db: Database, *args: str) -> Result:
+    return runner.invoke(app, ["--database-url", db.url, "capture", *args], catch_exceptions=False)
+
+
+def test_help_teaches_with_examples() -> None:
+    for command in ("enable", "disable", "status"):
+        text = runner.invoke(app, ["capture", command, "--help"]).stdout
+        assert "Examples" in text and "unistatus capture" in text
+
+
+def test_enable_status_disable(db: Database) -> None:
+    try:
+        enabled = json.loads(run(db, "enable", "--actor", "alice", "--json").stdout)
+        assert enabled["enabled"] and enabled["ok"] and enabled["writers"] == []
+        set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+        raw(
+            db,
+            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, updated_at)"
+            " VALUES (1, 7, 1, 'USD', 'PENDING', '2026-01-01 00:00:00', '2026-01-01 00:00:00')",
+        )
+        shown = run(db, "status")
+        assert shown.exit_code == 0, shown.output
+        assert writer_name(db) in shown.stdout and "CASHOUT: 1 write(s)" in shown.stdout
+        status = json.loads(run(db, "status", "--json").stdout)
+        (writer,) = status["writers"]
+        assert (writer["writer"], writer["system"], writer["writes"]) == (
+            writer_name(db),
+            "CASHOUT",
+            1,
+        )
+        # A trigger dropped by hand: status says so and exits 1.
+        name = status["triggers"][0]["name"]
+        table = status["triggers"][0]["table"]
+        with db.engine.begin() as conn:
+            on = f" ON {table}" if db.backend == "postgres" else ""
+            conn.execute(sa.text(f"DROP TRIGGER {name}{on}"))
+        broken = run(db, "status")
+        assert broken.exit_code == 1 and "missing" in broken.stderr
+    finally:
+        disabled = run(db, "disable", "--reason", "done", "--json")
+    assert disabled.exit_code == 0
+    out = json.loads(disabled.stdout)
+    assert not out["enabled"] and out["ok"] and out["triggers"] == []
+    assert run(db, "status").exit_code == 0

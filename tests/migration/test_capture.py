@@ -1,0 +1,529 @@
+"""Writes that bypass the adapter, captured in the database (issue 12, section 3).
+
+SQLite and PostgreSQL (the ``db`` fixture). A raw writer (the "cron job") changes the
+legacy tables with plain SQL; the capture brings unified in step in the same
+transaction, exactly as the adapter would have, names the writer and counts it. The
+concurrent test is in ``test_capture_concurrency.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import adapter_in
+from support.capture_data import (
+    captured,
+    history_of,
+    legacy_status,
+    raw,
+    raw_writer,
+    unified_of,
+    writer_name,
+)
+from unistatus import DualWriteMode
+from unistatus.backfill import quarantine_count
+from unistatus.db.control import set_mode
+from unistatus.db.tables import pending_legacy_changes, unified_transactions
+from unistatus.db.tables_backfill import backfill_quarantine
+from unistatus.db.tables_capture import capture_changed
+from unistatus.errors import ConfigError
+from unistatus.migration import capture
+from unistatus.migration.capture_sql import FLAG_DELETED, FLAG_FROZEN, FLAG_REFUSED
+from unistatus.migration.check import run_check
+from unistatus.migration.repair import run_repair
+
+M = DualWriteMode
+T0 = "2026-01-01 00:00:00"
+
+
+@pytest.fixture
+def cap(db: Database) -> Iterator[Database]:
+    with captured(db):
+        yield db
+
+
+def insert_cashouts(db: Database, ids: range, status: str = "PENDING") -> None:
+    raw(
+        db,
+        "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, updated_at) "
+        f"SELECT :first + n, 7, 10.50, 'USD', :status, '{T0}', '{T0}' FROM ("
+        + " UNION ALL ".join(f"SELECT {i} AS n" for i in range(len(ids)))
+        + ") AS seq",
+        params={"first": ids.start, "status": status},
+    )
+
+
+def consistent(db: Database) -> bool:
+    report = run_check(db.engine, db.settings, store=False)
+    return report.is_consistent and report.total > 0
+
+
+# --- install, remove --------------------------------------------------------------------------
+
+
+def test_enable_installs_every_trigger_and_disable_leaves_nothing(db: Database) -> None:
+    with db.engine.connect() as conn:
+        assert capture.installed(conn) == ([], [])
+    enabled = capture.enable(db.engine, db.settings, actor="test", reason="on")
+    try:
+        assert enabled.enabled and enabled.ok, enabled.as_dict()
+        tables = {t.table for t in enabled.installed}
+        assert tables == {
+            "cashouts",
+            "escrows",
+            "exchanges",
+            "unified_transactions",
+            "unistatus_control",
+        }
+        if db.backend == "postgres":
+            # One function per legacy table, the detector and the catch-up.
+            assert len(enabled.functions) == 5
+        # Enabling again regenerates the same objects in place.
+        again = capture.enable(db.engine, db.settings, actor="test", reason="again")
+        assert again.installed == enabled.installed and again.ok
+    finally:
+        disabled = capture.disable(db.engine, db.settings, actor="test", reason="off")
+    assert not disabled.enabled and disabled.ok
+    with db.engine.connect() as conn:
+        assert capture.installed(conn) == ([], [])
+        if db.backend == "postgres":
+            left = conn.execute(
+                sa.text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'unistatus_capture%'")
+            ).scalar_one()
+            assert left == 0
+        else:
+            left = conn.execute(
+                sa.text("SELECT count(*) FROM sqlite_master WHERE type = 'trigger'")
+            ).scalar_one()
+            assert left == 0
+
+
+def test_status_names_missing_triggers(cap: Database) -> None:
+    victim = capture.status(cap.engine, cap.settings).installed[0]
+    with cap.engine.begin() as conn:
+        on = f" ON {victim.table}" if cap.backend == "postgres" else ""
+        conn.exec_driver_sql(f"DROP TRIGGER {victim.name}{on}")
+    broken = capture.status(cap.engine, cap.settings)
+    assert not broken.ok
+    assert {"name": victim.name, "table": victim.table} in broken.as_dict()["missing"]
+
+
+def test_capture_needs_the_schema_of_revision_0011(db: Database) -> None:
+    from unistatus.db import schema
+
+    schema.downgrade(db.engine, db.settings, "0010")
+    try:
+        with pytest.raises(ConfigError, match="unistatus init"):
+            capture.enable(db.engine, db.settings, actor="test", reason="on")
+    finally:
+        schema.upgrade(db.engine, db.settings)
+
+
+def test_the_downgrade_of_0011_drops_the_triggers(db: Database) -> None:
+    from unistatus.db import schema
+
+    capture.enable(db.engine, db.settings, actor="test", reason="on")
+    schema.downgrade(db.engine, db.settings, "0010")
+    try:
+        with db.engine.connect() as conn:
+            assert capture.installed(conn) == ([], [])
+        raw(
+            db,
+            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+            f"updated_at) VALUES (1, 7, 1, 'USD', 'PENDING', '{T0}', '{T0}')",
+        )
+    finally:
+        schema.upgrade(db.engine, db.settings)
+
+
+# --- a bypass write, brought in step ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY])
+def test_a_bypass_update_is_applied_as_the_adapter_would(cap: Database, mode: M) -> None:
+    a = adapter_in(cap, mode)
+    created = a.create_transaction("ESCROW", 3, "10.50", "USD", status="FUNDS_HELD")
+    lid = created.legacy_entity_id
+    assert lid is not None
+    assert a.update_status(created.entity_id, "RELEASE_PENDING", "release", "svc").changed
+    # A refinement legacy cannot express stays when the legacy value still agrees.
+    raw(cap, "UPDATE escrows SET amount = 11 WHERE id = :id", params={"id": lid})
+    u = unified_of(cap, "ESCROW", lid)
+    assert u is not None and (u["status"], u["legacy_status"], u["version"]) == (
+        "RELEASE_PENDING",
+        "ACTIVE",
+        3,
+    )
+    assert float(u["amount"]) == 11.0
+    # A status change: mapped, legacy_status exact, version + 1, one history row.
+    raw(cap, "UPDATE escrows SET status = 'COMPLETED' WHERE id = :id", params={"id": lid})
+    u = unified_of(cap, "ESCROW", lid)
+    assert u is not None and (u["status"], u["legacy_status"], u["version"]) == (
+        "SUCCESS",
+        "COMPLETED",
+        4,
+    )
+    history = history_of(cap, "ESCROW", lid)
+    assert len(history) == 4  # created, the adapter's change, the two bypass writes
+    last = history[-1]
+    assert (last["from_status"], last["to_status"]) == ("RELEASE_PENDING", "SUCCESS")
+    assert (last["from_legacy_status"], last["to_legacy_status"]) == ("ACTIVE", "COMPLETED")
+    assert last["triggered_by"] == writer_name(cap) and last["mode"] == mode.value
+    assert last["override"] is False and last["meta"]["flag"] is None
+    assert last["meta"]["capture"] == "bypass" and last["meta"]["writer"] == writer_name(cap)
+    # An update that changes nothing unistatus keeps is no change.
+    raw(cap, "UPDATE escrows SET updated_at = updated_at WHERE id = :id", params={"id": lid})
+    assert len(history_of(cap, "ESCROW", lid)) == 4
+    assert consistent(cap)
+    # The adapter judges its next change from the captured state.
+    after = a.update_status(created.entity_id, "SUCCESS", "again", "svc")
+    assert after.overall_success and not after.changed
+    seen = {(w.writer, w.system): w for w in capture.writers_seen(cap.engine)}
+    assert set(seen) == {(writer_name(cap), "ESCROW")}
+    w = seen[(writer_name(cap), "ESCROW")]
+    assert (w.writes, w.flagged, w.unmappable, w.last_mode) == (3, 0, 0, mode.value)
+    if cap.backend == "postgres":
+        assert w.client_addr == "127.0.0.1"
+
+
+def test_a_bypass_insert_creates_the_unified_row(cap: Database) -> None:
+    set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    insert_cashouts(cap, range(1, 4), "APPROVED")
+    for lid in range(1, 4):
+        u = unified_of(cap, "CASHOUT", lid)
+        assert u is not None
+        assert (u["id"], u["status"], u["legacy_status"], u["version"]) == (
+            f"UTX1{lid:014d}",
+            "FUNDS_HELD",
+            "APPROVED",
+            1,
+        )
+        (h,) = history_of(cap, "CASHOUT", lid)
+        assert (h["from_status"], h["to_status"], h["to_legacy_status"]) == (
+            None,
+            "FUNDS_HELD",
+            "APPROVED",
+        )
+        assert h["transaction_id"] == u["id"] and h["triggered_by"] == writer_name(cap)
+    assert consistent(cap)
+
+
+def test_a_bulk_update_and_a_bulk_delete(cap: Database) -> None:
+    n = 300
+    set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    insert_cashouts(cap, range(1, n + 1), "PENDING")
+    with raw_writer(cap) as engine, engine.begin() as conn:
+        if cap.backend == "postgres":
+            conn.exec_driver_sql("SET LOCAL track_functions = 'pl'")
+        done = conn.execute(sa.text("UPDATE cashouts SET status = 'EXECUTING' WHERE id % 3 = 0"))
+        assert done.rowcount == n // 3
+        if cap.backend == "postgres":
+            # One statement, one call of the trigger function: set-based, not per row.
+            calls = conn.execute(
+                sa.text(
+                    "SELECT calls FROM pg_stat_xact_user_functions "
+                    "WHERE funcname = 'unistatus_capture_cashout'"
+                )
+            ).scalar_one()
+            assert calls == 1
+    assert consistent(cap)
+    for lid in (3, 6, n):
+        u = unified_of(cap, "CASHOUT", lid)
+        assert u is not None and (u["status"], u["version"]) == ("PROCESSING", 2)
+        assert len(history_of(cap, "CASHOUT", lid)) == 2
+    assert len(history_of(cap, "CASHOUT", 1)) == 1
+
+    raw(cap, "DELETE FROM cashouts WHERE id > :cut", params={"cut": n - 50})
+    # Kept: a unified row whose legacy row is gone is a money record (as repair says).
+    assert cap.count("unified_transactions") == n
+    gone = history_of(cap, "CASHOUT", n)
+    assert gone[-1]["to_legacy_status"] is None and gone[-1]["meta"]["flag"] == FLAG_DELETED
+    assert gone[-1]["from_status"] == gone[-1]["to_status"] == "PROCESSING"
+    report = run_check(cap.engine, cap.settings, store=False)
+    assert report.inconsistencies["orphan_unified"] == 50 and report.inconsistent == 50
+    (w,) = capture.writers_seen(cap.engine)
+    assert (w.writes, w.flagged) == (n + n // 3 + 50, 50)
+
+
+def test_a_change_the_rules_refuse_is_applied_and_flagged(cap: Database) -> None:
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="SUCCESS")
+    lid = created.legacy_entity_id
+    raw(cap, "UPDATE cashouts SET status = 'PENDING' WHERE id = :id", params={"id": lid})
+    u = unified_of(cap, "CASHOUT", lid or 0)
+    assert u is not None and (u["status"], u["version"]) == ("PENDING", 2)
+    last = history_of(cap, "CASHOUT", lid or 0)[-1]
+    assert last["override"] is True and last["meta"]["flag"] == FLAG_REFUSED
+    (w,) = capture.writers_seen(cap.engine)
+    assert (w.writes, w.flagged) == (1, 1)
+    assert consistent(cap)
+
+
+def test_an_unmappable_value_is_quarantined_and_unified_left_alone(cap: Database) -> None:
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="PROCESSING")
+    lid = created.legacy_entity_id or 0
+    before = unified_of(cap, "CASHOUT", lid)
+    raw(cap, "UPDATE cashouts SET status = 'REFUND_REQUESTED' WHERE id = :id", params={"id": lid})
+    assert legacy_status(cap, "cashouts", lid) == "REFUND_REQUESTED"  # the writer succeeded
+    assert unified_of(cap, "CASHOUT", lid) == before
+    assert len(history_of(cap, "CASHOUT", lid)) == 1  # its creation only
+    Q = backfill_quarantine
+    with cap.engine.connect() as conn:
+        q = conn.execute(sa.select(Q)).mappings().one()
+    assert (q["system"], q["legacy_id"], q["raw_status"], q["reason"], q["writer"]) == (
+        "CASHOUT",
+        lid,
+        "REFUND_REQUESTED",
+        "unknown_status",
+        writer_name(cap),
+    )
+    # What /metrics' unistatus_quarantine_rows and the gate into phase 3 read.
+    assert quarantine_count(cap.engine) == 1
+    (w,) = capture.writers_seen(cap.engine)
+    assert (w.writes, w.unmappable) == (1, 1)
+    # Corrected by the writer: migrated, and the quarantine entry is resolved.
+    raw(cap, "UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id", params={"id": lid})
+    assert quarantine_count(cap.engine) == 0
+    assert consistent(cap)
+
+
+def test_direct_writes_to_unified_are_counted_and_unistatus_writes_are_not(
+    cap: Database,
+) -> None:
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    insert_cashouts(cap, range(100, 110), "PENDING")
+    # unistatus's own writers: the adapter, repair, the backfill.
+    assert a.update_status(created.entity_id, "PROCESSING", "r", "svc").overall_success
+    raw(cap, "UPDATE unified_transactions SET status = 'FAILED' WHERE legacy_id = 100")
+    assert capture.foreign_unified_writes(cap.engine) == 1
+    run_repair(cap.engine, cap.settings, strategy="legacy_wins", actor="test", reason="test")
+    assert unified_of(cap, "CASHOUT", 100)["status"] == "PENDING"  # type: ignore[index]
+    assert capture.foreign_unified_writes(cap.engine) == 1
+    raw(cap, "DELETE FROM unified_transactions WHERE legacy_id >= 105")
+    assert capture.foreign_unified_writes(cap.engine) == 6
+    unified = [w for w in capture.writers_seen(cap.engine) if w.system == "UNIFIED"]
+    assert [(w.writer, w.writes, w.flagged) for w in unified] == [(writer_name(cap), 6, 6)]
+
+
+# --- the adapter's own writes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fallback", ["strict", "primary_wins"])
+@pytest.mark.parametrize("in_caller", [False, True], ids=["own", "connection"])
+@pytest.mark.parametrize("mode", list(M), ids=lambda m: m.value)
+def test_the_adapters_writes_are_applied_once(
+    cap: Database, mode: M, in_caller: bool, fallback: str
+) -> None:
+    """Exactly one history row and version + 1 per change, in every mode, with and
+    without ``connection=``, on the one-statement paths and the locked one
+    (``primary_wins`` writes each side apart); no writer counted."""
+    a = adapter_in(cap, mode, fallback=fallback)
+    steps = ["OTP_PENDING", "ADMIN_PENDING", "PROCESSING", "SUCCESS"]
+
+    def run(conn: Any) -> Any:
+        created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=conn)
+        assert created.overall_success, created.error
+        for step in steps:
+            r = a.update_status(created.entity_id, step, "r", "svc", connection=conn)
+            assert r.overall_success and r.changed, r.error
+        return created
+
+    if in_caller:
+        with cap.engine.connect() as conn, conn.begin():
+            created = run(conn)
+    else:
+        created = run(None)
+    U = unified_transactions
+    with cap.engine.connect() as conn:
+        u = conn.execute(sa.select(U).where(U.c.id == created.entity_id)).mappings().first()
+        history = conn.execute(
+            sa.text("SELECT count(*) FROM unified_status_history WHERE transaction_id = :id"),
+            {"id": created.entity_id},
+        ).scalar_one()
+    if mode.writes_unified:
+        assert u is not None and u["version"] == 1 + len(steps)
+        assert history == 1 + len(steps)
+    else:
+        assert u is None and history == 0
+    assert capture.writers_seen(cap.engine) == []
+    if mode.writes_legacy and mode.writes_unified:
+        assert consistent(cap)
+
+
+def test_the_callers_own_sql_after_the_adapter_is_captured(cap: Database) -> None:
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    lid = created.legacy_entity_id
+    with cap.engine.connect() as conn, conn.begin():
+        r = a.update_status(created.entity_id, "PROCESSING", "r", "svc", connection=conn)
+        assert r.overall_success
+        conn.execute(sa.text("UPDATE cashouts SET status = 'FAILED' WHERE id = :id"), {"id": lid})
+    u = unified_of(cap, "CASHOUT", lid or 0)
+    assert u is not None and (u["status"], u["version"]) == ("FAILED", 3)
+    assert [h["to_status"] for h in history_of(cap, "CASHOUT", lid or 0)] == [
+        "PENDING",
+        "PROCESSING",
+        "FAILED",
+    ]
+    assert [w.system for w in capture.writers_seen(cap.engine)] == ["CASHOUT"]
+
+
+# --- LEGACY_ONLY, UNIFIED_ONLY ----------------------------------------------------------------
+
+
+def test_changes_while_legacy_only_are_brought_in_step_on_entering_dual_write(
+    cap: Database,
+) -> None:
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    ids = []
+    for _ in range(4):
+        created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        ids.append(created.legacy_entity_id or 0)
+    set_mode(cap.engine, M.LEGACY_ONLY, reason="test: rollback", actor="test")
+    # Raw SQL, and the adapter too: unified is not maintained now.
+    raw(cap, f"UPDATE cashouts SET status = 'EXECUTING' WHERE id IN ({ids[0]}, {ids[1]})")
+    raw(cap, f"UPDATE cashouts SET amount = 6 WHERE id = {ids[2]}")
+    legacy_only = adapter_in(cap, M.LEGACY_ONLY)
+    assert legacy_only.update_status(f"cashout:{ids[3]}", "CANCELLED", "r", "svc").changed
+    insert_cashouts(cap, range(900, 902))  # new rows: no unified row to go stale
+    with cap.engine.connect() as conn:
+        logged = conn.execute(sa.select(capture_changed.c.legacy_id)).scalars().all()
+    assert sorted(logged) == sorted(ids)
+    assert not run_check(cap.engine, cap.settings, store=False).is_consistent
+    assert capture.writers_seen(cap.engine) == []  # LEGACY_ONLY only logs (cheap)
+
+    set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test: back", actor="test")
+    assert cap.count("unistatus_capture_changed") == 0
+    expected = {ids[0]: "PROCESSING", ids[1]: "PROCESSING", ids[2]: "PENDING", ids[3]: "CANCELLED"}
+    for lid, status in expected.items():
+        u = unified_of(cap, "CASHOUT", lid)
+        assert u is not None and u["status"] == status and u["version"] == 2
+        last = history_of(cap, "CASHOUT", lid)[-1]
+        assert last["triggered_by"] == "capture:catch_up"
+        assert last["mode"] == M.DUAL_WRITE_LEGACY_PRIMARY.value
+    assert float(unified_of(cap, "CASHOUT", ids[2])["amount"]) == 6.0  # type: ignore[index]
+    report = run_check(cap.engine, cap.settings, store=False)
+    # Verified: only the two rows inserted while LEGACY_ONLY lack a unified row (the
+    # backfill's job, as without capture).
+    assert report.inconsistencies["missing_unified"] == 2 and report.inconsistent == 2
+
+
+def test_a_bypass_write_in_unified_only_is_mirrored_and_kept_by_the_replay(
+    cap: Database,
+) -> None:
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="PROCESSING")
+    lid = created.legacy_entity_id or 0
+    frozen = adapter_in(cap, M.UNIFIED_ONLY)
+    assert frozen.update_status(created.entity_id, "AWAITING_RESPONSE", "r", "svc").changed
+    raw(cap, "UPDATE cashouts SET status = 'FAILED' WHERE id = :id", params={"id": lid})
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None and (u["status"], u["legacy_status"], u["version"]) == (
+        "FAILED",
+        "FAILED",
+        3,
+    )
+    last = history_of(cap, "CASHOUT", lid)[-1]
+    assert last["meta"]["flag"] == FLAG_FROZEN and last["mode"] == M.UNIFIED_ONLY.value
+    P = pending_legacy_changes
+    with cap.engine.connect() as conn:
+        pending = conn.execute(sa.select(P).order_by(P.c.id)).mappings().all()
+    # The adapter's change is superseded (legacy holds a newer value); the bypass change
+    # is recorded as already in legacy.
+    assert [(p["legacy_status"], p["replayed_at"] is not None) for p in pending] == [
+        ("AWAITING_RESPONSE", True),
+        ("FAILED", True),
+    ]
+    (w,) = capture.writers_seen(cap.engine)
+    assert (w.system, w.writes, w.flagged, w.last_mode) == ("CASHOUT", 1, 1, "UNIFIED_ONLY")
+    # Back to legacy primary: the replay does not overwrite the bypass value.
+    from unistatus.migration.replay import replay_pending
+
+    replay_pending(cap.engine, cap.settings, actor="test", reason="test")
+    set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test: back", actor="test")
+    assert legacy_status(cap, "cashouts", lid) == "FAILED"
+    assert consistent(cap)
+
+
+# --- retirement ----------------------------------------------------------------------------
+
+
+def test_the_triggers_leave_with_the_status_columns_and_come_back_with_them(
+    cap: Database, tmp_path: Any
+) -> None:
+    from unistatus.migration.archive import export_archive, record_verified, verify_archive
+    from unistatus.migration.retire import retire_legacy_columns, undo_cleanup
+
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    lid = created.legacy_entity_id or 0
+    set_mode(cap.engine, M.UNIFIED_ONLY, reason="test: phase 4", actor="test")
+    export_archive(cap.engine, cap.settings, tmp_path / "archive")
+    record_verified(cap.engine, verify_archive(cap.engine, tmp_path / "archive"), actor="t")
+    full = capture.status(cap.engine, cap.settings)
+    assert full.ok and len(full.installed) > 3
+
+    retire_legacy_columns(cap.engine, cap.settings, actor="test", reason="test")
+    try:
+        retired = capture.status(cap.engine, cap.settings)
+        # Only the detector of direct writes to unified stays; the rest read the columns.
+        assert retired.ok and retired.enabled
+        assert {t.table for t in retired.installed} == {"unified_transactions"}
+        assert retired.suspended == ["cashouts", "escrows", "exchanges"]
+        raw(cap, "UPDATE cashouts SET amount = 6 WHERE id = :id", params={"id": lid})
+        raw(
+            cap,
+            "UPDATE unified_transactions SET amount = 6 WHERE legacy_id = :id",
+            params={"id": lid},
+        )
+        assert capture.foreign_unified_writes(cap.engine) == 1
+    finally:
+        undo_cleanup(cap.engine, cap.settings, actor="test", reason="test")
+    back = capture.status(cap.engine, cap.settings)
+    assert back.ok and sorted(back.installed, key=str) == sorted(full.installed, key=str)
+    set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test: back", actor="test")
+    raw(cap, "UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id", params={"id": lid})
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None and (u["status"], u["legacy_status"]) == ("PROCESSING", "EXECUTING")
+
+
+@pytest.mark.postgres
+def test_a_writer_with_rights_on_the_legacy_table_only_is_captured(pg: Database) -> None:
+    """The triggers run with their owner's rights: the cron job's role needs no grant on
+    unistatus's tables, and is named by its login role."""
+    role = "unistatus_test_cron"
+    admin = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f"GRANT SELECT, INSERT, UPDATE, DELETE ON cashouts TO {role}")
+    url = sa.engine.make_url(pg.url).set(username=role)
+    cron = sa.create_engine(url, connect_args={"application_name": "nightly"})
+    try:
+        with captured(pg):
+            set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+            with cron.begin() as conn:
+                conn.exec_driver_sql(
+                    "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+                    "updated_at) VALUES (5, 7, 1, 'USD', 'PENDING', now(), now())"
+                )
+                conn.exec_driver_sql("UPDATE cashouts SET status = 'EXECUTING' WHERE id = 5")
+            with cron.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="denied"):
+                conn.exec_driver_sql("SELECT 1 FROM unified_transactions")
+            u = unified_of(pg, "CASHOUT", 5)
+            assert u is not None and (u["status"], u["version"]) == ("PROCESSING", 2)
+            names = {h["triggered_by"] for h in history_of(pg, "CASHOUT", 5)}
+            assert names == {f"bypass:nightly/{role}"}
+    finally:
+        cron.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"REVOKE ALL ON cashouts FROM {role}")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        admin.dispose()
