@@ -1,24 +1,31 @@
-"""Where the dual-write overhead goes: ``bench/dual_write_overhead.py`` on schema and
-statement variants, all in one run (issue 12, section 6).
+"""Where the dual-write overhead goes: ``update_status`` in DUAL_WRITE_LEGACY_PRIMARY on
+schema and guard variants, against LEGACY_ONLY and a raw UPDATE, in one run (issue 12,
+section 6).
 
-Each variant (``--variants``) gets a throwaway database of its own, set up as
-``dual_write_overhead`` sets one up, with the variant's DDL applied before any row exists
-and, for the statement variants, the fast path's guarded dual write replaced on that
-database's adapter. Every round runs every variant's three blocks (``dual_write``,
-``legacy_only``, ``raw_update``), databases and blocks in a rotating order, so all share
-the machine's load. Per variant the report gives the p50s, the paired ratios of
-``dual_write_overhead``, ``dual_write`` against the baseline's ``dual_write`` of the same
-round, the Python CPU time per operation (``process_time``), and from
-``pg_stat_user_tables`` how many unified updates were HOT. ``--explain N`` then runs N
-more operations of each adapter variant under ``EXPLAIN (ANALYZE, BUFFERS, WAL)``:
-server execution time, WAL records and bytes, buffers dirtied per statement.
+Every target has a throwaway database of its own, set up as ``dual_write_overhead`` sets
+one up and kept in one mode for the whole run (no mode switch, no state left stale by
+another target): one database in LEGACY_ONLY for ``legacy_only`` and ``raw_update`` (on
+rows of their own), and one in DUAL_WRITE_LEGACY_PRIMARY per variant (``--variants``,
+``--list``), with the variant's DDL applied before any row exists and, for a statement
+variant, the fast path's guarded dual write replaced on that database's adapter. Every
+variant but ``shipped`` is the baseline ``r0010`` (the schema of revision 0010, both rows
+locked ``FOR UPDATE``) with one change. Operations are interleaved one by one (one of
+each target in turn, the order rotating per round), so all share the machine's load at
+the scale of a millisecond. Per variant the report gives the p50, the Python CPU time
+per operation (``thread_time``), the ratios to ``legacy_only`` (p50 over all operations,
+and paired: per round, the medians divided, then the median over rounds), to
+``raw_update``, and to ``r0010``'s dual write, and, from ``pg_stat_user_tables``, the
+share of unified updates that were HOT. ``--explain N`` then runs N more operations of
+each adapter target with its guarded write under ``EXPLAIN (ANALYZE, BUFFERS, WAL)``:
+server execution time, WAL records and bytes, buffers touched per statement.
 
     .venv/bin/python bench/dual_write_variants.py --list
-    .venv/bin/python bench/dual_write_variants.py --variants baseline,hot,hist_one_index
-    .venv/bin/python bench/dual_write_variants.py --disjoint-rows --explain 200 --json
+    .venv/bin/python bench/dual_write_variants.py                       # default set
+    .venv/bin/python bench/dual_write_variants.py --variants r0010,shipped,hot_ff90 \
+        --synchronous-commit off --explain 200 --json
 
-The statement variants marked unsafe are bounds, not candidates: they show what a guard
-could save at most, and write nothing but the benchmark's rows.
+``no_lock`` is a bound, not a candidate: without an explicit row lock a refused unified
+guard would leave the legacy write in place (see tests/adapter/test_adapter_fast.py).
 """
 
 from __future__ import annotations
@@ -162,63 +169,79 @@ def guarded_dual(lock: str, history_keys: tuple[str, ...] = HISTORY_KEYS) -> Bui
     return build
 
 
+# The schema as revision 0010 left it (0011b dropped these indexes and set fillfactor 90).
+R0010 = (
+    "CREATE INDEX IF NOT EXISTS ix_unified_updated_at ON unified_transactions (updated_at)",
+    "CREATE INDEX IF NOT EXISTS ix_unified_status ON unified_transactions (status)",
+    "CREATE INDEX IF NOT EXISTS ix_history_legacy"
+    " ON unified_status_history (legacy_system, legacy_id)",
+    "ALTER TABLE unified_transactions RESET (fillfactor)",
+)
 DROP_UNIFIED_INDEXES = ("DROP INDEX ix_unified_status", "DROP INDEX ix_unified_updated_at")
 HOT_FF90 = (*DROP_UNIFIED_INDEXES, "ALTER TABLE unified_transactions SET (fillfactor = 90)")
 LEAN_HISTORY_KEYS = tuple(k for k in HISTORY_KEYS if k not in ("legacy_system", "legacy_id"))
+BASELINE = "r0010"
+# Every variant but "shipped" starts from revision 0010's schema and statement (both rows
+# locked) and changes one thing, or the few its name lists.
+BOTH_LOCKED = guarded_dual("both")
 
 VARIANTS_BY_NAME: dict[str, Variant] = {
-    "baseline": Variant("as revision 0010 creates it, the shipped statement"),
-    "same_statement": Variant(
-        "baseline's schema, the shipped statement rebuilt by this bench (a control)",
-        statement=guarded_dual("both"),
+    BASELINE: Variant(
+        "the baseline: schema of revision 0010, both rows locked FOR UPDATE",
+        R0010,
+        BOTH_LOCKED,
     ),
+    "shipped": Variant("as this code ships: revision 0011b and the legacy-row lock"),
     "hot": Variant(
-        "unified_transactions without the status and updated_at indexes (HOT possible)",
-        DROP_UNIFIED_INDEXES,
+        "r0010 without the unified status and updated_at indexes (HOT possible)",
+        (*R0010, *DROP_UNIFIED_INDEXES),
+        BOTH_LOCKED,
     ),
     "hot_ff90": Variant(
-        "hot, and unified_transactions at fillfactor 90",
-        HOT_FF90,
+        "hot, and unified_transactions at fillfactor 90", (*R0010, *HOT_FF90), BOTH_LOCKED
     ),
     "brin_updated_at": Variant(
-        "no status index, updated_at as a BRIN index (PostgreSQL 15 still blocks HOT)",
+        "r0010, no status index, updated_at as a BRIN index (PostgreSQL 15 blocks HOT)",
         (
+            *R0010,
             *DROP_UNIFIED_INDEXES,
             "CREATE INDEX ix_unified_updated_at ON unified_transactions USING brin (updated_at)",
         ),
+        BOTH_LOCKED,
     ),
     "hist_one_index": Variant(
-        "history without ix_history_legacy (transaction_id index only)",
-        ("DROP INDEX ix_history_legacy",),
+        "r0010, history without ix_history_legacy (transaction_id index only)",
+        (*R0010, "DROP INDEX ix_history_legacy"),
+        BOTH_LOCKED,
     ),
     "hist_no_index": Variant(
-        "history with its primary key only (a bound: tx show needs transaction_id)",
-        ("DROP INDEX ix_history_legacy", "DROP INDEX ix_history_transaction"),
+        "r0010, history with its primary key only (a bound: tx show needs transaction_id)",
+        (*R0010, "DROP INDEX ix_history_legacy", "DROP INDEX ix_history_transaction"),
+        BOTH_LOCKED,
     ),
     "hist_lean_row": Variant(
-        "history without legacy_system/legacy_id (derivable from transaction_id)",
-        statement=guarded_dual("both", LEAN_HISTORY_KEYS),
+        "r0010, history without legacy_system/legacy_id (derivable from transaction_id)",
+        R0010,
+        guarded_dual("both", LEAN_HISTORY_KEYS),
         after_seed=(
             "ALTER TABLE unified_status_history DROP COLUMN legacy_system",
             "ALTER TABLE unified_status_history DROP COLUMN legacy_id",
         ),
     ),
     "lock_legacy": Variant(
-        "guard: legacy row FOR UPDATE, the unified UPDATE's WHERE guards the unified row",
-        statement=guarded_dual("legacy"),
+        "r0010, guard: legacy row FOR UPDATE, the unified UPDATE's WHERE guards its row",
+        R0010,
+        guarded_dual("legacy"),
     ),
     "no_lock": Variant(
-        "UNSAFE bound: no FOR UPDATE, the two UPDATEs' WHEREs only",
-        statement=guarded_dual("none"),
+        "r0010, UNSAFE bound: no FOR UPDATE, the two UPDATEs' WHEREs only",
+        R0010,
+        guarded_dual("none"),
     ),
     "hot_ff90_hist_one": Variant(
-        "hot_ff90 + hist_one_index",
-        (*HOT_FF90, "DROP INDEX ix_history_legacy"),
-    ),
-    "hot_ff90_hist_one_lock_legacy": Variant(
-        "hot_ff90 + hist_one_index + lock_legacy",
-        (*HOT_FF90, "DROP INDEX ix_history_legacy"),
-        guarded_dual("legacy"),
+        "the shipped schema (0011b), both rows locked",
+        (*R0010, *HOT_FF90, "DROP INDEX ix_history_legacy"),
+        BOTH_LOCKED,
     ),
 }
 
@@ -382,7 +405,11 @@ def build_targets(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variants", default="baseline,hot,hist_one_index,lock_legacy")
+    parser.add_argument(
+        "--variants",
+        default="r0010,shipped,hot_ff90,hist_one_index,lock_legacy",
+        help="comma-separated, see --list (r0010, the baseline, is always run)",
+    )
     parser.add_argument("--list", action="store_true", help="list the variants and exit")
     parser.add_argument("--rows", type=int, default=200, help="cashouts per target (default 200)")
     parser.add_argument(
@@ -401,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(names) - set(VARIANTS_BY_NAME))
     if unknown:
         parser.error(f"unknown variants {unknown}; --list shows them")
-    if "baseline" not in names:
-        names.insert(0, "baseline")
+    if BASELINE not in names:
+        names.insert(0, BASELINE)
 
     load_before = loadavg()
     with ExitStack() as stack:
@@ -474,7 +501,7 @@ def summarise(
             "dual / legacy_only (p50)": p50_ratio(pooled, t.name, "legacy_only"),
             "dual / legacy_only (paired)": paired_ratio(per_round, t.name, "legacy_only"),
             "dual / raw (paired)": paired_ratio(per_round, t.name, "raw_update"),
-            "dual / baseline dual (paired)": paired_ratio(per_round, t.name, "baseline"),
+            "dual / baseline dual (paired)": paired_ratio(per_round, t.name, BASELINE),
             "unified_hot_share": round(
                 unified.get("hot_upd", 0) / max(1, unified.get("upd", 0)), 3
             ),
