@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 from typing import Any
+
+
+def loadavg() -> str:
+    """The 1, 5 and 15 minute load averages, for the report (a shared machine's noise)."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def quantile(values: list[float], q: float) -> float:

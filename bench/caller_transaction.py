@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from _databases import given_or_throwaway
-from _timing import latency_ms, p50_ratio, paired_ratio, print_report, round_medians
+from _timing import latency_ms, loadavg, p50_ratio, paired_ratio, print_report, round_medians
 
 from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
 from unistatus.config import load_settings
@@ -221,7 +220,7 @@ def summarise(
         "ops_per_round": args.ops,
         "rounds": args.rounds,
         "synchronous_commit": args.synchronous_commit,
-        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "loadavg": loadavg(),
         "latency_ms": latency_ms(pooled),
         "ratios": {
             "dual_write / legacy_only (p50)": p50_ratio(pooled, "dual_write", "legacy_only"),

@@ -9,6 +9,11 @@ operation, and the ratios of those medians.
 
     .venv/bin/python bench/dual_write_overhead.py              # throwaway local database
     .venv/bin/python bench/dual_write_overhead.py --database-url postgresql://... --rows 500
+    .venv/bin/python bench/dual_write_overhead.py --disjoint-rows  # each variant its own rows
+
+``--disjoint-rows``: each variant flips rows of its own (``--rows`` each). Without it the
+three variants flip the same rows in turn, so the adapter's remembered state of a row is
+stale after another variant wrote it (a refused statement, then the one that writes).
 
 Without ``--database-url`` a database is created on the local server
 (postgresql://postgres@127.0.0.1:5432) and dropped afterwards. With one, the schema is
@@ -29,7 +34,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from _databases import given_or_throwaway
-from _timing import latency_ms, p50_ratio, paired_ratio, print_report, round_medians
+from _timing import latency_ms, loadavg, p50_ratio, paired_ratio, print_report, round_medians
 
 from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
 from unistatus.config import load_settings
@@ -50,11 +55,13 @@ class Bench:
     ids: list[int]
     state: dict[int, str]
     threads: int
+    # --disjoint-rows: each variant's own rows, instead of ``ids`` for all.
+    own_rows: dict[str, list[int]] | None = None
 
     def run(self, variant: str, ops: int) -> list[float]:
         """Run ``ops`` operations of one variant; the latency of each, in milliseconds."""
         if variant == "raw_update":
-            op = self._raw()
+            op = self.raw_op()
         else:
             mode = (
                 DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
@@ -64,10 +71,11 @@ class Bench:
             set_mode(self.engine, mode, reason="benchmark", actor="bench")
             if self.adapter.modes.refresh() is not mode:
                 raise SystemExit(f"mode did not switch to {mode}")
-            op = self._adapter_op()
+            op = self.adapter_op()
         # Each thread owns a disjoint slice of the rows: the benchmark measures the
         # write path, not lock waits between threads.
-        slices = [self.ids[i :: self.threads] for i in range(self.threads)]
+        ids = self.own_rows[variant] if self.own_rows else self.ids
+        slices = [ids[i :: self.threads] for i in range(self.threads)]
         per_thread = ops // self.threads
 
         latencies: list[float] = []
@@ -92,7 +100,7 @@ class Bench:
         self.state[legacy_id] = target
         return target
 
-    def _adapter_op(self) -> Callable[[int], None]:
+    def adapter_op(self) -> Callable[[int], None]:
         def op(legacy_id: int) -> None:
             result = self.adapter.update_status(
                 f"cashout:{legacy_id}", self._next(legacy_id), "bench", "bench"
@@ -102,7 +110,7 @@ class Bench:
 
         return op
 
-    def _raw(self) -> Callable[[int], None]:
+    def raw_op(self) -> Callable[[int], None]:
         lt = resolve_legacy_tables(self.engine, self.adapter.settings)[LegacySystemType.CASHOUT]
         assert lt.status is not None
         stmt = (
@@ -118,23 +126,36 @@ class Bench:
         return op
 
 
-def setup(url: str, rows: int, threads: int, synchronous_commit: str) -> Bench:
+def setup(
+    url: str,
+    rows: int,
+    threads: int,
+    synchronous_commit: str,
+    *,
+    disjoint: bool = False,
+    prepare: Callable[[sa.Engine], None] | None = None,
+) -> Bench:
+    """The schema, then ``prepare`` (a variant's DDL, before any row exists), then the
+    rows: ``rows`` in all, or ``rows`` per variant with ``disjoint``."""
     settings = load_settings(database_url=url)
     engine = create_engine(
         url, connect_args={"options": f"-c synchronous_commit={synchronous_commit}"}
     )
     schema.upgrade(engine, settings)
+    if prepare is not None:
+        prepare(engine)
     set_mode(engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="benchmark", actor="bench")
     adapter = DualWriteAdapter(engine, settings=settings)
     adapter.modes.refresh()
     ids = []
-    for _ in range(rows):
+    for _ in range(rows * (len(VARIANTS) if disjoint else 1)):
         created = adapter.create_transaction(
             "WALLET_CASHOUT", 1, "10.5", "USDT", status="PROCESSING"
         )
         assert created.legacy_entity_id is not None
         ids.append(created.legacy_entity_id)
-    return Bench(engine, adapter, ids, dict.fromkeys(ids, "PROCESSING"), threads)
+    own = {v: ids[i * rows : (i + 1) * rows] for i, v in enumerate(VARIANTS)} if disjoint else None
+    return Bench(engine, adapter, ids, dict.fromkeys(ids, "PROCESSING"), threads, own)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,13 +173,20 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="off takes WAL flush latency (disk noise) out of every variant (default on)",
     )
+    parser.add_argument(
+        "--disjoint-rows",
+        action="store_true",
+        help="each variant flips --rows rows of its own (no variant sees another's writes)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     if args.rows < args.threads or args.ops < args.threads:
         parser.error("--rows and --ops must be at least --threads")
 
     with given_or_throwaway(args.database_url, "bench_dual_write") as url:
-        bench = setup(url, args.rows, args.threads, args.synchronous_commit)
+        bench = setup(
+            url, args.rows, args.threads, args.synchronous_commit, disjoint=args.disjoint_rows
+        )
         try:
             for variant in VARIANTS:  # warm-up: pools, statement caches, plans
                 bench.run(variant, max(args.threads, args.ops // 5))
@@ -180,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(
         f"rows={args.rows} ops/round={args.ops} rounds={args.rounds} "
-        f"threads={args.threads} synchronous_commit={args.synchronous_commit}"
+        f"threads={args.threads} synchronous_commit={args.synchronous_commit} "
+        f"disjoint_rows={args.disjoint_rows} loadavg={report['loadavg']}"
     )
     print_report(report, VARIANTS)
     return 0
@@ -197,6 +226,8 @@ def summarise(
         "rounds": args.rounds,
         "threads": args.threads,
         "synchronous_commit": args.synchronous_commit,
+        "disjoint_rows": args.disjoint_rows,
+        "loadavg": loadavg(),
         "latency_ms": latency_ms(pooled),
         "ratios": {
             "dual_write / legacy_only (p50)": p50_ratio(pooled, "dual_write", "legacy_only"),

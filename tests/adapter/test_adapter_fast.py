@@ -228,8 +228,10 @@ def test_a_change_the_caller_rolls_back_is_forgotten(
             statements.clear()
             r = a.update_status(c.entity_id, "FAILED", "r", "t")  # valid from either state
     assert r.overall_success and r.changed, r.error
-    sent = [sql.lstrip() for sql, _ in statements]
-    assert len(sent) == 2 and "FOR UPDATE" not in sent[0], sent  # a read, then the write
+    # A read, then the write (and, in the caller's transaction, clearing the capture's
+    # writer mark so that the caller's own SQL after it is captured: docs/capture.md).
+    sent = [sql.lstrip() for sql, _ in statements if "set_config" not in sql]
+    assert len(sent) == 2 and "FOR UPDATE" not in sent[0], sent
     assert sent[1].startswith("WITH locked")
     chain = [(h["from_status"], h["to_status"]) for h in history(pg, c.entity_id or "")]
     assert chain == [(None, "PROCESSING"), ("PROCESSING", "FAILED")]
@@ -276,6 +278,77 @@ def test_racing_adapters_with_stale_caches_keep_an_exact_history(pg: Database) -
         assert legacy == u["legacy_status"] == rows[-1]["to_legacy_status"]
         total += len(rows) - 1
     assert total == changed
+
+
+def _backend_waiting_on_a_row(pg: Database) -> bool:
+    """Asked in a transaction of its own: pg_stat_activity is a snapshot per transaction."""
+    q = sa.text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND wait_event IN ('transactionid', 'tuple') AND datname = current_database()"
+    )
+    with pg.engine.connect() as conn:
+        return bool(conn.execute(q).scalar_one())
+
+
+def test_a_unified_change_committed_while_the_write_waits_leaves_legacy_alone(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guarded write locks only the legacy row explicitly; the unified row is
+    guarded by its UPDATE's own lock and WHERE. A writer of the unified side alone holds
+    that row while the write is on its way; once it commits (version moved on), the
+    statement must write nothing at all: no legacy change without its unified change
+    and history row. The change is then planned again and written once."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    utx, lid = c.entity_id or "", c.legacy_entity_id or 0
+    assert a.update_status(utx, "PROCESSING", "r", "a").changed  # remembered: version 2
+
+    guarded = a.hot.guarded_dual_write(LegacySystemType.CASHOUT)
+    real_rows = guarded.rows
+    after_each: list[tuple[int, tuple[Any, ...]]] = []
+
+    def spied_rows(conn: sa.Connection, values: Any) -> list[tuple[Any, ...]]:
+        rows = real_rows(conn, values)  # autocommit: committed (or not) on return
+        after_each.append((rows[0][0] if rows else -1, row_state(pg, utx, lid)))
+        return rows
+
+    monkeypatch.setattr(guarded, "rows", spied_rows)
+    results: list[Any] = []
+    with pg.engine.connect() as holder:
+        tx = holder.begin()
+        holder.execute(sa.update(U).where(U.c.id == utx).values(version=U.c.version + 1))
+        worker = threading.Thread(
+            target=lambda: results.append(a.update_status(utx, "AWAITING_RESPONSE", "r", "a"))
+        )
+        worker.start()
+        for _ in range(200):
+            if _backend_waiting_on_a_row(pg):
+                break
+            time.sleep(0.01)
+        else:
+            tx.rollback()
+            worker.join(10)
+            pytest.fail("the guarded write never waited for the unified row")
+        tx.commit()
+    worker.join(10)
+
+    (r,) = results
+    assert r.overall_success and r.changed
+    refused, state = after_each[0]
+    assert refused == 0
+    assert state == ("EXECUTING", "PROCESSING", "EXECUTING", 3)  # only the holder's bump
+    assert row_state(pg, utx, lid) == (
+        "AWAITING_RESPONSE",
+        "AWAITING_RESPONSE",
+        "AWAITING_RESPONSE",
+        4,
+    )
+    steps = [(h["from_status"], h["to_status"]) for h in history(pg, utx)]
+    assert steps == [
+        (None, "PENDING"),
+        ("PENDING", "PROCESSING"),
+        ("PROCESSING", "AWAITING_RESPONSE"),
+    ]
 
 
 # --- mode switches -----------------------------------------------------------------------

@@ -230,7 +230,7 @@ def test_init_creates_the_schema_and_everything_of_ours_in_it(
         assert relation_names(engine, "public") == LEGACY  # the application's, nothing else
         found = where_things_are(engine)
         assert "unistatus_locked_mode()" in found[OWN_SCHEMA]
-        assert {"ix_unified_status", "ix_history_transaction"} <= found[OWN_SCHEMA]
+        assert {"ix_history_transaction", "uq_unified_legacy_ref"} <= found[OWN_SCHEMA]
         ours_in_public = {n for n in found["public"] if n.startswith(("unistatus", "unified"))}
         assert ours_in_public == set()
         assert set(found) == {"public", OWN_SCHEMA}

@@ -150,9 +150,17 @@ class HotStatements:
 
     def _dual_update(self, legacy_cte: Any) -> Any:
         """Unified UPDATE + history INSERT after ``legacy_cte``: the history CTE."""
-        unified_cte = (
+        unified_cte = self._unified_update(
+            U.c.id == sa.bindparam("p_utx_id"), sa.exists(sa.select(legacy_cte))
+        )
+        return self._history_insert(unified_cte)
+
+    @staticmethod
+    def _unified_update(*where: Any) -> Any:
+        """The unified row's status change where ``where`` holds: a CTE of its id."""
+        return (
             sa.update(U)
-            .where(U.c.id == sa.bindparam("p_utx_id"), sa.exists(sa.select(legacy_cte)))
+            .where(*where)
             .values(
                 status=sa.bindparam("p_status"),
                 legacy_status=sa.bindparam("p_legacy_status"),
@@ -162,19 +170,22 @@ class HotStatements:
             .returning(U.c.id)
             .cte("unified_write")
         )
+
+    @staticmethod
+    def _history_insert(after: Any) -> Any:
+        """The change's history row, one per row of the CTE ``after``: the history CTE."""
         H = status_history
-        history_cte = (
+        return (
             sa.insert(H)
             .from_select(
                 [H.c[k] for k in HISTORY_KEYS],
                 sa.select(
                     *(sa.bindparam(f"h_{k}", type_=H.c[k].type) for k in HISTORY_KEYS)
-                ).select_from(unified_cte),
+                ).select_from(after),
             )
             .returning(H.c.id)
             .cte("history_write")
         )
-        return history_cte
 
     # --- the two-round-trip path (PostgreSQL) -----------------------------------------
 
@@ -217,14 +228,19 @@ class HotStatements:
         return self._get("guarded_legacy_write", system, build)
 
     def guarded_dual_write(self, system: LegacySystemType) -> Prepared:
-        """Lock both rows, re-check them and the mode, then write both and the history.
+        """Lock the legacy row, re-check both rows and the mode, then write both and the
+        history.
 
         The ``locked`` CTE takes the mode lock (one-time filter), then locks the legacy
-        row and its unified row FOR UPDATE. After waiting for a concurrent writer,
-        PostgreSQL re-checks the conditions against the rows' latest versions, so the
-        CTE yields a row only if both still hold exactly what the plan was made from
-        (legacy status; unified status, legacy_status and version) and the mode is
-        ``p_mode``. The writes run only if it did: all three, or none.
+        row FOR UPDATE if it still holds the planned legacy status and the mode is
+        ``p_mode``. The unified UPDATE runs only then, and only if its row still holds
+        the planned status, legacy_status and version: that UPDATE's own row lock and
+        WHERE are the unified guard (after waiting for a concurrent writer, PostgreSQL
+        re-checks the WHERE against the row's latest version). The legacy UPDATE runs
+        only if the unified one did, on the row this statement already holds, and the
+        history row only after both: all three, or none. Rows are locked in the same
+        order as ``lock_both`` (legacy, then unified); one explicit row lock fewer than
+        locking both rows first (one WAL record and buffer change less per write).
 
         One row: (history rows written, then the legacy status and the unified status,
         legacy_status and version as the statement found them), so that a write refused
@@ -234,31 +250,36 @@ class HotStatements:
 
         def build() -> Any:
             lt = self.legacy[system]
+            legacy_id = lt.id == sa.bindparam("p_legacy_id")
             locked = (
                 sa.select(lt.id)
-                .join_from(lt.table, U, self._unified_of(system, lt))
                 .where(
-                    lt.id == sa.bindparam("p_legacy_id"),
-                    U.c.id == sa.bindparam("p_utx_id"),
+                    legacy_id,
                     self._src_legacy_holds(lt),
-                    U.c.status == sa.bindparam("p_src_status"),
-                    U.c.legacy_status.is_not_distinct_from(
-                        sa.bindparam("p_src_unified_legacy", type_=sa.String)
-                    ),
-                    U.c.version == sa.bindparam("p_version"),
                     self._locked_mode == sa.bindparam("p_mode"),
                 )
                 .with_for_update()
                 .cte("locked")
             )
+            unified_cte = self._unified_update(
+                U.c.id == sa.bindparam("p_utx_id"),
+                U.c.legacy_system == system.value,
+                U.c.legacy_id == sa.bindparam("p_legacy_id"),
+                U.c.status == sa.bindparam("p_src_status"),
+                U.c.legacy_status.is_not_distinct_from(
+                    sa.bindparam("p_src_unified_legacy", type_=sa.String)
+                ),
+                U.c.version == sa.bindparam("p_version"),
+                sa.exists(sa.select(locked)),
+            )
             legacy_cte = (
                 sa.update(lt.table)
-                .where(lt.id == sa.bindparam("p_legacy_id"), sa.exists(sa.select(locked)))
+                .where(legacy_id, sa.exists(sa.select(unified_cte)))
                 .values(self._legacy_values(lt))
                 .returning(lt.id)
                 .cte("legacy_write")
             )
-            history_cte = self._dual_update(legacy_cte)
+            history_cte = self._history_insert(legacy_cte)
             written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
             return (
                 sa.select(
@@ -269,7 +290,7 @@ class HotStatements:
                     U.c.version,
                 )
                 .join_from(lt.table, U, self._unified_of(system, lt))
-                .where(lt.id == sa.bindparam("p_legacy_id"))
+                .where(legacy_id)
             )
 
         return self._get("guarded_dual_write", system, build)

@@ -1,0 +1,7 @@
+-- The dual write as revision 0010's code sent it (both rows FOR UPDATE), by hand.
+\set id random(1, 200)
+WITH locked AS (SELECT c.id, c.status AS cs, u.id AS uid, u.status AS us, u.version FROM cashouts c JOIN unified_transactions u ON u.legacy_system = 'CASHOUT' AND u.legacy_id = c.id WHERE c.id = :id AND (SELECT unistatus_locked_mode()) IN ('DUAL_WRITE_LEGACY_PRIMARY', 'LEGACY_ONLY') FOR UPDATE),
+legacy_write AS (UPDATE cashouts SET status = CASE (SELECT cs FROM locked) WHEN 'EXECUTING' THEN 'AWAITING_RESPONSE' ELSE 'EXECUTING' END, updated_at = now() WHERE id = :id AND EXISTS (SELECT FROM locked) RETURNING id, status),
+unified_write AS (UPDATE unified_transactions SET status = CASE (SELECT us FROM locked) WHEN 'PROCESSING' THEN 'AWAITING_RESPONSE' ELSE 'PROCESSING' END, legacy_status = (SELECT status FROM legacy_write), version = version + 1, updated_at = now() WHERE id = (SELECT uid FROM locked) AND EXISTS (SELECT FROM legacy_write) RETURNING id, status, legacy_status),
+history_write AS (INSERT INTO unified_status_history (transaction_id, legacy_system, legacy_id, from_status, to_status, from_legacy_status, to_legacy_status, reason, triggered_by, metadata, operation_id, mode, override, created_at) SELECT id, 'CASHOUT', :id, 'PROCESSING', status, 'EXECUTING', legacy_status, 'bench', 'bench', NULL, gen_random_uuid()::text, 'DUAL_WRITE_LEGACY_PRIMARY', false, now() FROM unified_write RETURNING id)
+SELECT (SELECT count(*) FROM history_write);

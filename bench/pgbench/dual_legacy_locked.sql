@@ -1,0 +1,7 @@
+-- The dual write as shipped (legacy row FOR UPDATE, guarded unified UPDATE), by hand.
+\set id random(1, 200)
+WITH locked AS (SELECT c.id, c.status AS cs FROM cashouts c WHERE c.id = :id AND (SELECT unistatus_locked_mode()) IN ('DUAL_WRITE_LEGACY_PRIMARY', 'LEGACY_ONLY') FOR UPDATE),
+unified_write AS (UPDATE unified_transactions SET status = CASE status WHEN 'PROCESSING' THEN 'AWAITING_RESPONSE' ELSE 'PROCESSING' END, legacy_status = CASE (SELECT cs FROM locked) WHEN 'EXECUTING' THEN 'AWAITING_RESPONSE' ELSE 'EXECUTING' END, version = version + 1, updated_at = now() WHERE id = 'UTX1' || lpad(:id::text, 14, '0') AND legacy_system = 'CASHOUT' AND legacy_id = :id AND EXISTS (SELECT FROM locked) RETURNING id, status, legacy_status),
+legacy_write AS (UPDATE cashouts SET status = (SELECT legacy_status FROM unified_write), updated_at = now() WHERE id = :id AND EXISTS (SELECT FROM unified_write) RETURNING id, status),
+history_write AS (INSERT INTO unified_status_history (transaction_id, legacy_system, legacy_id, from_status, to_status, from_legacy_status, to_legacy_status, reason, triggered_by, metadata, operation_id, mode, override, created_at) SELECT id, 'CASHOUT', :id, 'PROCESSING', status, 'EXECUTING', legacy_status, 'bench', 'bench', NULL, gen_random_uuid()::text, 'DUAL_WRITE_LEGACY_PRIMARY', false, now() FROM unified_write RETURNING id)
+SELECT (SELECT count(*) FROM history_write), (SELECT count(*) FROM legacy_write);
