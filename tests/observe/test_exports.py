@@ -52,8 +52,8 @@ def test_rules_mirror_the_spec_thresholds() -> None:
         "UnistatusConsistencyWarning": ("unistatus_consistency_alert_rate < 0.999", "warning"),
         "UnistatusErrorRateCritical": ("unistatus_error_rate > 0.01", "critical"),
         "UnistatusErrorRateWarning": ("unistatus_error_rate > 0.001", "warning"),
-        "UnistatusLatencyP95Critical": ("unistatus_latency_p95_ms > 500", "critical"),
-        "UnistatusLatencyP95Warning": ("unistatus_latency_p95_ms > 200", "warning"),
+        "UnistatusLatencyP95Critical": ("unistatus_latency_p95_seconds > 0.5", "critical"),
+        "UnistatusLatencyP95Warning": ("unistatus_latency_p95_seconds > 0.2", "warning"),
         "UnistatusDatabaseDown": ("unistatus_database_up == 0", "critical"),
     }
     for name, (expr, severity) in expected.items():

@@ -22,13 +22,13 @@ METRICS: dict[str, str] = {
     "unistatus_source_up": "gauge",
     "unistatus_mode": "gauge",
     "unistatus_phase": "gauge",
-    "unistatus_latency_p95_ms": "gauge",
-    "unistatus_latency_p99_ms": "gauge",
+    "unistatus_latency_p95_seconds": "gauge",
+    "unistatus_latency_p99_seconds": "gauge",
     "unistatus_error_rate": "gauge",
     "unistatus_throughput_per_second": "gauge",
-    "unistatus_operation_latency_ms_bucket": "histogram",
-    "unistatus_operation_latency_ms_sum": "histogram",
-    "unistatus_operation_latency_ms_count": "histogram",
+    "unistatus_operation_latency_seconds_bucket": "histogram",
+    "unistatus_operation_latency_seconds_sum": "histogram",
+    "unistatus_operation_latency_seconds_count": "histogram",
     "unistatus_operations_total": "counter",
     "unistatus_operation_errors_total": "counter",
     "unistatus_operations_rolled_back_total": "counter",
@@ -42,6 +42,12 @@ METRICS: dict[str, str] = {
     "unistatus_mapping_coverage_ratio": "gauge",
     "unistatus_alert_firing": "gauge",
 }
+
+
+def _seconds(ms: float) -> float:
+    """A threshold in ms (as the monitor keeps them) in the base unit of the metrics."""
+    return ms / 1000.0
+
 
 RUNBOOK = "unistatus diagnose --out incident.json; unistatus rollback --emergency --reason TEXT"
 
@@ -104,18 +110,18 @@ def prometheus_rules() -> dict[str, Any]:
         ),
         _rule(
             "UnistatusLatencyP95Critical",
-            f"unistatus_latency_p95_ms > {t['latency_p95_critical']:g}",
+            f"unistatus_latency_p95_seconds > {_seconds(t['latency_p95_critical'])}",
             "critical",
             "p95 latency above 500 ms",
-            "p95 {{ $value }} ms. With the unified side primary and > 20% above the "
+            "p95 {{ $value | humanizeDuration }}. With the unified side primary and > 20% above the "
             "baseline, unistatus monitor rolls back to legacy primary.",
         ),
         _rule(
             "UnistatusLatencyP95Warning",
-            f"unistatus_latency_p95_ms > {t['latency_p95_warning']:g}",
+            f"unistatus_latency_p95_seconds > {_seconds(t['latency_p95_warning'])}",
             "warning",
             "p95 latency above 200 ms",
-            "p95 {{ $value }} ms.",
+            "p95 {{ $value | humanizeDuration }}.",
         ),
         _rule(
             "UnistatusBackfillStalled",
@@ -203,14 +209,14 @@ def grafana_dashboard() -> dict[str, Any]:
             5,
             "p95 latency",
             "stat",
-            [("unistatus_latency_p95_ms", "p95")],
+            [("unistatus_latency_p95_seconds", "p95")],
             0,
             4,
-            unit="ms",
+            unit="s",
             thresholds=[
                 ("green", None),
-                ("yellow", t["latency_p95_warning"]),
-                ("red", t["latency_p95_critical"]),
+                ("yellow", _seconds(t["latency_p95_warning"])),
+                ("red", _seconds(t["latency_p95_critical"])),
             ],
         ),
         _panel(
@@ -257,7 +263,7 @@ def grafana_dashboard() -> dict[str, Any]:
             [
                 (
                     f"histogram_quantile({q}, sum by (le) "
-                    "(rate(unistatus_operation_latency_ms_bucket[5m])))",
+                    "(rate(unistatus_operation_latency_seconds_bucket[5m])))",
                     f"p{int(q * 100)}",
                 )
                 for q in (0.5, 0.95, 0.99)
@@ -266,7 +272,7 @@ def grafana_dashboard() -> dict[str, Any]:
             9,
             12,
             8,
-            unit="ms",
+            unit="s",
         ),
         _panel(
             10,
