@@ -462,8 +462,9 @@ def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
     """Cumulative per (operation, mode) totals over every stats row (monotonic counters).
 
     Prometheus wants counters and cumulative histograms; summing every stored interval
-    gives exactly that across processes (pruning old rows shows up as a counter reset,
-    which ``rate()`` handles).
+    gives exactly that across processes. Pruning folds old rows into one row per
+    (operation, mode) instead of deleting them (:func:`unistatus.adapter.stats.prune`),
+    so these sums never go down.
     """
     s = operation_stats.c
     q = sa.select(
