@@ -68,3 +68,68 @@ def test_the_exported_rules_pass_promtool_check_rules(tmp_path: Path, promtool: 
     result = _run([promtool, "check", "rules", str(rules)])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
+
+
+def _rule(name: str) -> dict[str, Any]:
+    return next(r for r in prometheus_rules()["groups"][0]["rules"] if r["alert"] == name)
+
+
+def test_the_exported_rules_fire_as_the_monitor_does(tmp_path: Path, promtool: str) -> None:
+    """``promtool test rules``: Prometheus' rule engine on made-up series.
+
+    A backfill that has not moved for an hour is stalled, unless it was paused on purpose
+    (now or within that hour); latency thresholds are in seconds, the metrics' unit.
+    """
+    (tmp_path / "rules.yml").write_text(to_yaml(prometheus_rules()) + "\n")
+    stalled, warning = _rule("UnistatusBackfillStalled"), _rule("UnistatusLatencyP95Warning")
+    ratio = 'unistatus_backfill_progress_ratio{system="CASHOUT"}'
+
+    def annotations(rule: dict[str, Any], description: str) -> dict[str, str]:
+        return {**rule["annotations"], "description": description}
+
+    def backfill(paused: str, expected: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "interval": "1m",
+            "input_series": [
+                {"series": ratio, "values": "0.5x150"},
+                {"series": "unistatus_backfill_paused", "values": paused},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "120m", "alertname": stalled["alert"], "exp_alerts": expected}
+            ],
+        }
+
+    fired = [
+        {
+            "exp_labels": {**stalled["labels"], "system": "CASHOUT"},
+            "exp_annotations": annotations(
+                stalled, "Backfill of CASHOUT has not moved for an hour (50% done)."
+            ),
+        }
+    ]
+    tests = [
+        backfill("0x150", fired),  # running, not moving: stalled
+        backfill("1x150", []),  # paused all along: not stalled
+        backfill("0x100 1x10 0x40", []),  # paused 40 minutes ago: not yet stalled
+        {
+            "interval": "1m",
+            "input_series": [{"series": "unistatus_latency_p95_seconds", "values": "0.3x10"}],
+            "alert_rule_test": [
+                {
+                    "eval_time": "5m",
+                    "alertname": warning["alert"],
+                    "exp_alerts": [
+                        {
+                            "exp_labels": warning["labels"],
+                            "exp_annotations": annotations(warning, "p95 300ms."),
+                        }
+                    ],
+                },
+                {"eval_time": "5m", "alertname": "UnistatusLatencyP95Critical", "exp_alerts": []},
+            ],
+        },
+    ]
+    spec = tmp_path / "rules_test.yml"
+    spec.write_text(to_yaml({"rule_files": ["rules.yml"], "tests": tests}) + "\n")
+    result = _run([promtool, "test", "rules", str(spec)])
+    assert result.returncode == 0, result.stdout + result.stderr

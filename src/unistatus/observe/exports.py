@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from unistatus.observe.alert_rules import THRESHOLDS
+from unistatus.observe.alert_rules import ACTIONS, THRESHOLDS
 
 __all__ = ["METRICS", "grafana_dashboard", "metric_names_used", "prometheus_rules", "to_yaml"]
 
@@ -37,6 +37,7 @@ METRICS: dict[str, str] = {
     "unistatus_consistency_alert_rate": "gauge",
     "unistatus_last_check_timestamp_seconds": "gauge",
     "unistatus_backfill_progress_ratio": "gauge",
+    "unistatus_backfill_paused": "gauge",
     "unistatus_repair_queue_open": "gauge",
     "unistatus_quarantine_rows": "gauge",
     "unistatus_mapping_coverage_ratio": "gauge",
@@ -49,28 +50,28 @@ def _seconds(ms: float) -> float:
     return ms / 1000.0
 
 
-RUNBOOK = "unistatus diagnose --out incident.json; unistatus rollback --emergency --reason TEXT"
-
-
 def _rule(
     name: str, expr: str, severity: str, summary: str, description: str, for_: str = "2m"
 ) -> dict[str, Any]:
+    """The Prometheus rule of the monitor's rule ``name`` (latency_p95_warning becomes
+    UnistatusLatencyP95Warning), with the runbook's action for it."""
     return {
-        "alert": name,
+        "alert": "Unistatus" + "".join(part.capitalize() for part in name.split("_")),
         "expr": expr,
         "for": for_,
         "labels": {"severity": severity, "service": "unistatus"},
-        "annotations": {"summary": summary, "description": description, "runbook": RUNBOOK},
+        "annotations": {"summary": summary, "description": description, "runbook": ACTIONS[name]},
     }
 
 
 def prometheus_rules() -> dict[str, Any]:
-    """Alert rules mirroring the spec's thresholds (critical / warning)."""
+    """Alert rules mirroring the monitor's thresholds (critical / warning)."""
     t = THRESHOLDS
-    stall = int(t["backfill_stalled"] // 60)
+    stall = f"{int(t['backfill_stalled'] // 60)}m"
+    ratio = "unistatus_backfill_progress_ratio"
     rules = [
         _rule(
-            "UnistatusDatabaseDown",
+            "database_down",
             "unistatus_database_up == 0",
             "critical",
             "unistatus cannot reach its database",
@@ -78,7 +79,7 @@ def prometheus_rules() -> dict[str, Any]:
             "1m",
         ),
         _rule(
-            "UnistatusConsistencyCritical",
+            "consistency_critical",
             f"unistatus_consistency_alert_rate < {t['consistency_critical']}",
             "critical",
             "Consistency below 99%",
@@ -87,7 +88,7 @@ def prometheus_rules() -> dict[str, Any]:
             "0m",
         ),
         _rule(
-            "UnistatusConsistencyWarning",
+            "consistency_warning",
             f"unistatus_consistency_alert_rate < {t['consistency_warning']}",
             "warning",
             "Consistency below 99.9%",
@@ -95,49 +96,51 @@ def prometheus_rules() -> dict[str, Any]:
             "0m",
         ),
         _rule(
-            "UnistatusErrorRateCritical",
+            "error_rate_critical",
             f"unistatus_error_rate > {t['error_rate_critical']}",
             "critical",
             "Adapter error rate above 1%",
             "Error rate {{ $value | humanizePercentage }} over the service's window.",
         ),
         _rule(
-            "UnistatusErrorRateWarning",
+            "error_rate_warning",
             f"unistatus_error_rate > {t['error_rate_warning']}",
             "warning",
             "Adapter error rate above 0.1%",
             "Error rate {{ $value | humanizePercentage }} over the service's window.",
         ),
         _rule(
-            "UnistatusLatencyP95Critical",
+            "latency_p95_critical",
             f"unistatus_latency_p95_seconds > {_seconds(t['latency_p95_critical'])}",
             "critical",
             "p95 latency above 500 ms",
-            "p95 {{ $value | humanizeDuration }}. With the unified side primary and > 20% above the "
-            "baseline, unistatus monitor rolls back to legacy primary.",
+            "p95 {{ $value | humanizeDuration }}. With the unified side primary and > 20% above "
+            "the baseline, unistatus monitor rolls back to legacy primary.",
         ),
         _rule(
-            "UnistatusLatencyP95Warning",
+            "latency_p95_warning",
             f"unistatus_latency_p95_seconds > {_seconds(t['latency_p95_warning'])}",
             "warning",
             "p95 latency above 200 ms",
             "p95 {{ $value | humanizeDuration }}.",
         ),
         _rule(
-            "UnistatusBackfillStalled",
-            "unistatus_backfill_progress_ratio > 0 and unistatus_backfill_progress_ratio < 1 "
-            f"and changes(unistatus_backfill_progress_ratio[{stall}m]) == 0",
+            "backfill_stalled",
+            # A backfill paused on purpose (now or within the hour) is not stalled.
+            f"({ratio} > 0 and {ratio} < 1 and changes({ratio}[{stall}]) == 0) "
+            f"unless on() max_over_time(unistatus_backfill_paused[{stall}]) == 1",
             "warning",
-            "Migration progress stalled for more than 1 hour",
-            "Backfill of {{ $labels.system }} has not moved for an hour.",
+            "Backfill stalled: no progress for more than 1 hour",
+            "Backfill of {{ $labels.system }} has not moved for an hour "
+            "({{ $value | humanizePercentage }} done).",
             "0m",
         ),
         _rule(
-            "UnistatusRepairQueueNotEmpty",
+            "repair_queue_not_empty",
             "unistatus_repair_queue_open > 0",
             "warning",
             "Unresolved entries in the repair queue",
-            "{{ $value }} entries; run unistatus repair.",
+            "{{ $value }} entries in the repair queue.",
             "15m",
         ),
     ]

@@ -354,6 +354,11 @@ class SnapshotCollector:
                 if info.get("percent") is not None:
                     ratio.add_metric([system], float(info["percent"]) / 100.0)
             yield ratio
+            yield GaugeMetricFamily(
+                "unistatus_backfill_paused",
+                "1 while the backfill is paused on purpose (backfill pause, or a rollback)",
+                value=int(any(info.get("paused") for info in snap.progress.values())),
+            )
         if snap.repair_open is not None:
             yield GaugeMetricFamily(
                 "unistatus_repair_queue_open",
