@@ -134,3 +134,23 @@ def test_the_backfill_pause_is_exposed(db: Any) -> None:
     resume(db.engine, actor="t", reason="off-peak")
     text = TestClient(create_app(db.settings, db.engine)).get("/metrics").text
     assert "\nunistatus_backfill_paused 0.0\n" in text
+
+
+def test_every_panel_says_what_no_data_means(db: Any) -> None:
+    """Before the first check (or the first operation) some series do not exist yet:
+    the panels that read them say so instead of Grafana's bare "No data"."""
+    text = TestClient(create_app(db.settings, db.engine)).get("/metrics").text
+    exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert "unistatus_consistency_rate" not in exposed  # no check report yet
+    absent_panels = []
+    for panel in grafana_dashboard()["panels"]:
+        used = metric_names_used(panel)
+        if used - exposed:
+            absent_panels.append(panel["title"])
+            no_value = panel["fieldConfig"]["defaults"].get("noValue", "")
+            assert no_value.strip(), f"{panel['title']}: reads {used - exposed}, no noValue"
+            assert panel.get("description", "").strip(), panel["title"]
+    assert "Consistency" in absent_panels
+    consistency = next(p for p in grafana_dashboard()["panels"] if p["title"] == "Consistency")
+    assert consistency["fieldConfig"]["defaults"]["noValue"].startswith("unknown")
+    assert "unistatus check" in consistency["description"]

@@ -147,6 +147,37 @@ def prometheus_rules() -> dict[str, Any]:
     return {"groups": [{"name": "unistatus-migration", "interval": "30s", "rules": rules}]}
 
 
+# Panels whose series do not exist yet on a new installation: what they show instead of
+# Grafana's bare "No data" (noValue), and why (the panel's description). Before the first
+# check the consistency is unknown, never 100%.
+NO_CHECK_YET = (
+    "Before the first `unistatus check` there is no report, so no series: the consistency "
+    "is unknown (not 100%) until a check runs."
+)
+NO_OPERATIONS = (
+    "No series until an adapter records an operation (adapters record them unless "
+    "record_stats=False or UNISTATUS_RECORD_STATS=false)."
+)
+NO_DATA: dict[str, tuple[str, str]] = {
+    "Firing alerts": ("none firing", "Alerts firing now; empty while none fires."),
+    "p95 latency": (
+        "no operations in the window",
+        "p95 of every process's adapter operations over the service's window (5 min). "
+        + NO_OPERATIONS,
+    ),
+    "Consistency": (
+        "unknown: no check yet",
+        "Consistency rate of the latest stored check report (`unistatus check`). " + NO_CHECK_YET,
+    ),
+    "Latency quantiles (all processes)": ("no operations recorded yet", NO_OPERATIONS),
+    "Operations and errors per second": ("no operations recorded yet", NO_OPERATIONS),
+    "Age of the latest check report": (
+        "unknown: no check yet",
+        "Time since the latest check report was stored. " + NO_CHECK_YET,
+    ),
+}
+
+
 def _panel(
     pid: int,
     title: str,
@@ -162,6 +193,9 @@ def _panel(
     defaults: dict[str, Any] = {}
     if unit:
         defaults["unit"] = unit
+    no_data = NO_DATA.get(title)
+    if no_data:
+        defaults["noValue"] = no_data[0]
     if thresholds:
         defaults["thresholds"] = {
             "mode": "absolute",
@@ -170,6 +204,7 @@ def _panel(
     return {
         "id": pid,
         "title": title,
+        **({"description": no_data[1]} if no_data else {}),
         "type": kind,
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
