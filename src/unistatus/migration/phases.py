@@ -38,6 +38,7 @@ __all__ = [
     "MAX_P95_MS",
     "PHASES",
     "PHASE_KEY",
+    "PHASE_START",
     "PhaseChange",
     "PhaseInfo",
     "PhaseStatus",
@@ -47,12 +48,15 @@ __all__ = [
     "phase_started_at",
     "phase_status",
     "read_phase",
+    "resolve_since",
     "write_phase",
 ]
 
 log = logging.getLogger("unistatus.migration.phases")
 
 PHASE_KEY = "phase"
+# `check --since phase-start`: a check of every change since the current phase began.
+PHASE_START = "phase-start"
 # The control-log key of every rollback (written by unistatus.migration.rollback).
 ROLLBACK_KEY = "last_rollback"
 # A check that started before the last change of any of these never opens a gate.
@@ -226,6 +230,26 @@ def phase_started_at(engine: sa.Engine, phase: int) -> datetime | None:
         return _last_change_to(conn, PHASE_KEY, str(phase))
 
 
+def resolve_since(engine: sa.Engine, since: str | datetime | None) -> str | datetime | None:
+    """``phase-start`` (:data:`PHASE_START`) becomes when the current phase was entered.
+
+    The gate into phase 2 wants a check covering every change since phase 1 began;
+    ``check --since phase-start`` is that check, with no timestamp to copy. Any other
+    value is returned as it is, for :func:`unistatus.migration.check.parse_since`.
+    """
+    if not (isinstance(since, str) and since.strip().lower() == PHASE_START):
+        return since
+    with engine.connect() as conn:
+        phase = read_phase(conn)
+        started = _last_change_to(conn, PHASE_KEY, str(phase))
+    if started is None:
+        raise InputError(
+            f"--since {PHASE_START}: phase {phase} was never entered (a fresh installation); "
+            "give an ISO time or an age like 1h"
+        )
+    return started
+
+
 # --- gates --------------------------------------------------------------------------
 
 
@@ -290,33 +314,37 @@ def _gate_check(
     covering_since: datetime | None,
     require_full: bool,
     need_rows: bool,
+    command: str = "unistatus check",
 ) -> Gate:
-    """A stored check report, started after ``after``, 100% consistent."""
+    """A stored check report, started after ``after``, 100% consistent.
+
+    ``command`` is the check that satisfies the gate: every failing detail names it.
+    """
+    run = f"run `{command}`"
     try:
         report = latest_report(engine, scope="all") if require_full else latest_report(engine)
     except sa.exc.SQLAlchemyError as exc:
         return _unavailable(name, "100%", f"cannot read check reports: {exc}")
     if report is None:
-        return _unavailable(name, "100%", "no check report yet: run `unistatus check`")
+        return _unavailable(name, "100%", f"no check report yet: {run}")
     if after is not None and report.started_at < after:
         return _unavailable(
             name,
             "100%",
             f"check #{report.id} started before the last mode, phase or rollback change "
-            f"({after.isoformat()}): run it again",
+            f"({after.isoformat()}): {run} again",
         )
     systems = {str(s) for s in report.systems}
     if systems and systems != {s.value for s in LegacySystemType}:
         return _unavailable(
-            name, "100%", f"the latest check covers only {', '.join(sorted(systems))}"
+            name, "100%", f"the latest check covers only {', '.join(sorted(systems))}: {run}"
         )
     since = report.since
     if covering_since is not None and since is not None and since > covering_since:
         return _unavailable(
             name,
             "100%",
-            f"the latest check covers only changes since {since.isoformat()}: run "
-            f"`unistatus check --since {covering_since.isoformat()}`",
+            f"the latest check covers only changes since {since.isoformat()}: {run}",
         )
     if need_rows and report.total == 0:
         return Gate(name, "0 of 0", "100%", False, "no transactions to verify yet")
@@ -375,6 +403,7 @@ def evaluate_gates(
     with engine.connect() as conn:
         mode = mode or read_mode(conn)
         phase1 = _last_change_to(conn, PHASE_KEY, "1")
+        in_phase1 = read_phase(conn) == 1
         # Every gate that reads a check wants one started after this (it is never
         # earlier than entering phase 1 or switching to unified primary).
         changed = _last_control_change(conn)
@@ -392,6 +421,8 @@ def evaluate_gates(
                 covering_since=phase1,
                 require_full=False,
                 need_rows=True,
+                command="unistatus check --since "
+                + (PHASE_START if in_phase1 or phase1 is None else phase1.isoformat()),
             ),
             _gate_error_rate(engine),
         ]
