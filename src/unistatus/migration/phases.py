@@ -63,7 +63,8 @@ ROLLBACK_KEY = "last_rollback"
 _CONTROL_KEYS = (MODE_KEY, PHASE_KEY, ROLLBACK_KEY)
 MAX_ERROR_RATE = 0.001  # < 0.1 %
 MAX_P95_MS = 200.0
-# Error rate and latency gates look at the adapters' operations over the last hour.
+# The error rate gates look at the adapters' operations over the last hour (the p95 gate
+# into phase 4 at those since the switch to unified primary).
 GATE_WINDOW_SECONDS = 3600.0
 UNAVAILABLE = "unavailable"
 
@@ -290,20 +291,26 @@ def _gate_error_rate(engine: sa.Engine) -> Gate:
     )
 
 
-def _gate_p95(engine: sa.Engine) -> Gate:
-    w = window(engine, GATE_WINDOW_SECONDS)
+def _gate_p95(engine: sa.Engine, settings: Settings, switched: datetime | None) -> Gate:
+    """p95 of unified primary's own operations since the switch, over enough of them.
+
+    The last hour would mix in legacy primary's operations from before the switch (a
+    slow backfill, or a fast quiet hour) and judge unified primary by them.
+    """
+    name, threshold = "p95_latency_ms", f"< {MAX_P95_MS:g}"
+    if switched is None:
+        return _unavailable(name, threshold, "no record of the switch to unified primary")
+    seconds = max((utcnow() - switched).total_seconds(), 0.001)
+    w = window(engine, seconds, mode=DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
+    since = f"since unified became primary ({switched.isoformat()})"
     p95 = w.p95_ms
     if p95 is None:
-        return _unavailable(
-            "p95_latency_ms", f"< {MAX_P95_MS:g}", "no adapter operations recorded in the last hour"
-        )
-    return Gate(
-        "p95_latency_ms",
-        round(p95, 1),
-        f"< {MAX_P95_MS:g}",
-        p95 < MAX_P95_MS,
-        f"{w.count} operations over the last hour",
-    )
+        return _unavailable(name, threshold, f"no adapter operations recorded {since}")
+    need = settings.p95_gate_min_operations
+    if w.count < need:
+        detail = f"{w.count} operations {since}: at least {need} needed (p95_gate_min_operations)"
+        return Gate(name, round(p95, 1), threshold, False, detail)
+    return Gate(name, round(p95, 1), threshold, p95 < MAX_P95_MS, f"{w.count} operations {since}")
 
 
 def _gate_check(
@@ -377,11 +384,10 @@ def _gate_zero(engine: sa.Engine, name: str, count: Callable[[sa.Engine], int]) 
     return Gate(name, n, 0, n == 0)
 
 
-def _gate_soak(conn: sa.Connection, mode: DualWriteMode, settings: Settings) -> Gate:
+def _gate_soak(mode: DualWriteMode, settings: Settings, since: datetime | None) -> Gate:
     threshold = f">= {settings.soak_seconds:g} s"
     if mode is not DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
         return Gate("unified_primary_soak_s", 0, threshold, False, f"mode is {mode.value}")
-    since = _last_change_to(conn, MODE_KEY, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
     if since is None:
         return _unavailable("unified_primary_soak_s", threshold, "no record of the switch")
     elapsed = (utcnow() - since).total_seconds()
@@ -407,7 +413,7 @@ def evaluate_gates(
         # Every gate that reads a check wants one started after this (it is never
         # earlier than entering phase 1 or switching to unified primary).
         changed = _last_control_change(conn)
-        soak = _gate_soak(conn, mode, settings) if into == 4 else None
+        switched = _last_change_to(conn, MODE_KEY, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
     if into == 1:
         return [_gate_mapping()]
     if into == 2:
@@ -441,10 +447,9 @@ def evaluate_gates(
             _gate_zero(engine, "repair_queue_open", open_repair_count),
             _gate_zero(engine, "replay_conflicts_open", open_conflict_count),
         ]
-    assert soak is not None
     return [
-        soak,
-        _gate_p95(engine),
+        _gate_soak(mode, settings, switched),
+        _gate_p95(engine, settings, switched),
         _gate_error_rate(engine),
         _gate_check(
             engine,
