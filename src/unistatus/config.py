@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     writer_token: str | None = Field(default=None, repr=False)
     api_tokens: list[ApiToken] = Field(default_factory=list, repr=False)
     soak_seconds: float = Field(default=3600.0, ge=0.0)
+    # The p95 gate into phase 4 judges only unified primary's own operations, and no
+    # fewer than this many: a p95 of a handful of operations says nothing.
+    p95_gate_min_operations: int = Field(default=1000, ge=1)
     auto_responses: AutoResponses = Field(default_factory=AutoResponses)
     # Legacy values beyond the 38, per system (TOML [mapping.CASHOUT] REFUND_REQUESTED =
     # "CANCELLED"): checked here, registered for this process once the settings are valid

@@ -101,11 +101,11 @@ def test_metrics_reflect_the_database(db: Any, client: TestClient) -> None:
     assert 'unistatus_mode{mode="LEGACY_ONLY"} 1.0' in text
     assert "unistatus_phase 0.0" in text
     assert (
-        'unistatus_operation_latency_ms_bucket{le="150",mode="DUAL_WRITE_LEGACY_PRIMARY",'
+        'unistatus_operation_latency_seconds_bucket{le="0.15",mode="DUAL_WRITE_LEGACY_PRIMARY",'
         'operation="update_status"} 40.0' in text
     )
     assert (
-        'unistatus_operation_latency_ms_bucket{le="100",mode="DUAL_WRITE_LEGACY_PRIMARY",'
+        'unistatus_operation_latency_seconds_bucket{le="0.1",mode="DUAL_WRITE_LEGACY_PRIMARY",'
         'operation="update_status"} 0.0' in text
     )
     assert (
@@ -121,7 +121,12 @@ def test_metrics_reflect_the_database(db: Any, client: TestClient) -> None:
     assert "unistatus_repair_queue_open 0.0" in text
     assert "unistatus_quarantine_rows 0.0" in text
     assert 'unistatus_alert_firing{alert="consistency_warning",level="warning"} 1.0' in text
-    assert "unistatus_latency_p95_ms" in text
+    assert (
+        'unistatus_operation_latency_seconds_sum{mode="DUAL_WRITE_LEGACY_PRIMARY",'
+        'operation="update_status"} 4.8' in text  # 40 x 120 ms, in seconds
+    )
+    # p95 in the 100..150 ms bucket, bounded by the largest latency seen (120 ms)
+    assert "unistatus_latency_p95_seconds 0.119\n" in text
 
 
 def test_status_has_what_the_dashboard_shows(db: Any, client: TestClient) -> None:

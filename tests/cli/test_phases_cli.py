@@ -3,20 +3,36 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, Database
+from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
+from unistatus.clock import utcnow
 from unistatus.db.control import get_mode, history
 from unistatus.domain.statuses import DualWriteMode
+from unistatus.migration import phases
+from unistatus.migration.check import latest_report, run_check
 
 runner = CliRunner()
 
 
-def _run(db: Database, *args: str) -> tuple[int, str]:
-    result = runner.invoke(app, ["--database-url", db.url, *args], catch_exceptions=False)
+def _run(db: Database, *args: str, columns: int | None = None) -> tuple[int, str]:
+    env = {"COLUMNS": str(columns)} if columns else None
+    result = runner.invoke(app, ["--database-url", db.url, *args], env=env, catch_exceptions=False)
     return result.exit_code, result.output
+
+
+def _gate(db: Database, name: str) -> phases.Gate:
+    return next(g for g in phases.phase_status(db.engine, db.settings).gates if g.name == name)
+
+
+def _dual_writes(db: Database, n: int) -> None:
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        for i in range(n):
+            assert adapter.create_transaction("WALLET_CASHOUT", i + 1, Decimal("5"), "USD")
 
 
 def test_phase_status_json_and_table(db: Database) -> None:
@@ -56,3 +72,40 @@ def test_rollback_requires_emergency_flag(db: Database) -> None:
     code, out = _run(db, "rollback", "--emergency", "--reason", "drill", "--json")
     assert code == 0 and json.loads(out)["to_mode"] == "LEGACY_ONLY"
     assert get_mode(db.engine) is DualWriteMode.LEGACY_ONLY
+
+
+@IN_EVERY_LAYOUT
+def test_check_since_phase_start_is_what_the_gate_into_phase_2_reads(db: Database) -> None:
+    code, out = _run(db, "check", "--since", "phase-start")
+    assert code == 2 and "phase-start" in out and "phase 0" in out  # never entered
+    assert _run(db, "phase", "advance", "--reason", "phase 1")[0] == 0
+    _dual_writes(db, 5)
+    run_check(db.engine, db.settings, since=utcnow())  # covers too little
+    gate = _gate(db, "new_transactions_consistent")
+    assert not gate.passed and "`unistatus check --since phase-start`" in (gate.detail or "")
+
+    code, out = _run(db, "check", "--since", "phase-start", "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["since"] == phases.phase_started_at(db.engine, 1).isoformat()
+    assert report["total"] == 5 and latest_report(db.engine).id == report["id"]
+    gate = _gate(db, "new_transactions_consistent")
+    assert gate.passed, gate
+
+
+def test_the_gate_table_is_readable_at_80_columns(db: Database) -> None:
+    """Every gate's name, value, threshold, result and whole detail at 80 columns."""
+    _run(db, "phase", "advance", "--reason", "phase 1")
+    _dual_writes(db, 3)
+    run_check(db.engine, db.settings, since=utcnow())  # the gate names the command to run
+    code, out = _run(db, "phase", "status", columns=80)
+    assert code == 1
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "\u2026" not in out, out  # no "..."
+    flat = " ".join(out.split())
+    for gate in phases.phase_status(db.engine, db.settings).gates:
+        result = "pass" if gate.passed else "FAIL"
+        row = [line.split() for line in lines if line.split()[:1] == [gate.name]]
+        assert row == [[gate.name, *str(gate.value).split(), *str(gate.threshold).split(), result]]
+        assert " ".join((gate.detail or "").split()) in flat, (gate.detail, out)
+    assert "unistatus check --since phase-start" in flat

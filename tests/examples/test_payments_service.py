@@ -44,10 +44,11 @@ USERS = (1, 2, 3, 4)
 
 
 def settings_for(url: str) -> Settings:
-    """The example's own unistatus.toml, with a soak time a test can wait out."""
+    """The example's own unistatus.toml, with a soak time a test can wait out (and the
+    p95 gate into phase 4 judging the few operations that soak holds)."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv(CONFIG_FILE_ENV, str(EXAMPLE / "unistatus.toml"))
-        settings = load_settings(database_url=url, soak_seconds=1)
+        settings = load_settings(database_url=url, soak_seconds=1, p95_gate_min_operations=5)
     assert settings.mapping == {"CASHOUT": {"REFUND_REQUESTED": "CANCELLED"}}
     return settings
 

@@ -9,6 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT, Database
+from support.stats_data import record_latency
 from unistatus.adapter.core import DualWriteAdapter, OperationEvent
 from unistatus.backfill import run_backfill
 from unistatus.config import load_settings
@@ -192,7 +193,7 @@ def test_into_phase_3_backfill_check_quarantine_repair(db: Database) -> None:
 
 @IN_EVERY_LAYOUT
 def test_into_phase_4_soak_latency_and_a_check_after_the_switch(db: Database) -> None:
-    settings = load_settings(database_url=db.url, soak_seconds=0)
+    settings = load_settings(database_url=db.url, soak_seconds=0, p95_gate_min_operations=20)
     for _ in range(3):
         phases.advance(db.engine, settings, actor="t", force=True, reason="test setup")
     assert get_mode(db.engine) is M.DUAL_WRITE_UNIFIED_PRIMARY
@@ -219,6 +220,38 @@ def test_into_phase_4_soak_latency_and_a_check_after_the_switch(db: Database) ->
     assert phases.advance(db.engine, settings, actor="t").to_mode is M.UNIFIED_ONLY
     with pytest.raises(GateError, match="last"):
         phases.advance(db.engine, settings, actor="t", force=True, reason="x")
+
+
+@IN_EVERY_LAYOUT
+def test_p95_into_phase_4_counts_only_operations_since_the_switch_and_enough_of_them(
+    db: Database,
+) -> None:
+    settings = load_settings(database_url=db.url, soak_seconds=0, p95_gate_min_operations=100)
+    for _ in range(2):
+        phases.advance(db.engine, settings, actor="t", force=True, reason="test setup")
+    # A slow backfill hour while legacy is primary: none of it is unified primary's.
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 400.0, 300)
+    phases.advance(db.engine, settings, actor="t", force=True, reason="unified primary")
+    switch = history(db.engine, "mode")[0]
+    assert switch.new_value == M.DUAL_WRITE_UNIFIED_PRIMARY.value
+    switched = switch.created_at
+
+    gate = _gates(phases.phase_status(db.engine, settings))["p95_latency_ms"]
+    assert gate.value == "unavailable" and not gate.passed
+    assert "since unified became primary" in (gate.detail or "")
+
+    record_latency(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, 20.0, 60)
+    gate = _gates(phases.phase_status(db.engine, settings))["p95_latency_ms"]
+    assert not gate.passed and gate.value == 19.5  # measured, but on too few operations
+    assert gate.detail == (
+        f"60 operations since unified became primary ({switched.isoformat()}): "
+        "at least 100 needed (p95_gate_min_operations)"
+    )
+
+    record_latency(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, 20.0, 60)
+    gate = _gates(phases.phase_status(db.engine, settings))["p95_latency_ms"]
+    assert gate.passed and gate.value == 19.5, gate
+    assert gate.detail == f"120 operations since unified became primary ({switched.isoformat()})"
 
 
 def test_stale_check_does_not_count_after_a_mode_switch(db: Database) -> None:

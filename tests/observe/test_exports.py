@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from support.stats_data import record_latency, seed_pairs
 from unistatus.api.service import create_app
+from unistatus.backfill import pause, resume
 from unistatus.cli import app
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration.check import run_check
@@ -52,8 +54,8 @@ def test_rules_mirror_the_spec_thresholds() -> None:
         "UnistatusConsistencyWarning": ("unistatus_consistency_alert_rate < 0.999", "warning"),
         "UnistatusErrorRateCritical": ("unistatus_error_rate > 0.01", "critical"),
         "UnistatusErrorRateWarning": ("unistatus_error_rate > 0.001", "warning"),
-        "UnistatusLatencyP95Critical": ("unistatus_latency_p95_ms > 500", "critical"),
-        "UnistatusLatencyP95Warning": ("unistatus_latency_p95_ms > 200", "warning"),
+        "UnistatusLatencyP95Critical": ("unistatus_latency_p95_seconds > 0.5", "critical"),
+        "UnistatusLatencyP95Warning": ("unistatus_latency_p95_seconds > 0.2", "warning"),
         "UnistatusDatabaseDown": ("unistatus_database_up == 0", "critical"),
     }
     for name, (expr, severity) in expected.items():
@@ -86,3 +88,69 @@ def test_cli_writes_the_files(tmp_path: Path) -> None:
     assert loaded["uid"] == "unistatus-migration" and len(loaded["panels"]) >= 10
     r = runner.invoke(app, ["export", "grafana-dashboard"], catch_exceptions=False)
     assert json.loads(r.stdout) == grafana_dashboard()
+
+
+RUNBOOK = Path(__file__).resolve().parents[2] / "docs" / "runbook.md"
+
+
+def runbook_alert_table() -> dict[str, dict[str, str]]:
+    """docs/runbook.md's alert table: alert name -> its level, condition and action."""
+    text = RUNBOOK.read_text()
+    table = text[text.index("| alert | level | condition |") :].split("\n\n")[0]
+    rows: dict[str, dict[str, str]] = {}
+    for line in table.splitlines()[2:]:
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        name, level, condition, response, action = cells
+        rows[name.strip("`")] = {"level": level, "condition": condition, "action": action}
+    return rows
+
+
+def snake(alert: str) -> str:
+    """UnistatusLatencyP95Warning -> latency_p95_warning (the monitor's rule name)."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", alert.removeprefix("Unistatus")).lower()
+
+
+def test_each_rule_says_what_to_do_as_the_runbooks_alert_table_does() -> None:
+    table = runbook_alert_table()
+    rules = prometheus_rules()["groups"][0]["rules"]
+    for rule in rules:
+        name = snake(rule["alert"])
+        assert name in table, f"{rule['alert']}: no row `{name}` in docs/runbook.md"
+        assert rule["labels"]["severity"] == table[name]["level"], name
+        assert rule["annotations"]["runbook"] == table[name]["action"], name
+    for key in ("summary", "runbook"):
+        texts = [r["annotations"][key] for r in rules]
+        assert len(set(texts)) == len(texts), f"two rules share a {key}"
+    stalled = next(r for r in rules if r["alert"] == "UnistatusBackfillStalled")
+    assert "restart the workers" in stalled["annotations"]["runbook"]
+    assert "rollback --emergency" not in stalled["annotations"]["runbook"]
+
+
+def test_the_backfill_pause_is_exposed(db: Any) -> None:
+    seed_pairs(db.engine, 5)
+    pause(db.engine, actor="t", reason="peak hours")
+    text = TestClient(create_app(db.settings, db.engine)).get("/metrics").text
+    assert "\nunistatus_backfill_paused 1.0\n" in text
+    resume(db.engine, actor="t", reason="off-peak")
+    text = TestClient(create_app(db.settings, db.engine)).get("/metrics").text
+    assert "\nunistatus_backfill_paused 0.0\n" in text
+
+
+def test_every_panel_says_what_no_data_means(db: Any) -> None:
+    """Before the first check (or the first operation) some series do not exist yet:
+    the panels that read them say so instead of Grafana's bare "No data"."""
+    text = TestClient(create_app(db.settings, db.engine)).get("/metrics").text
+    exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    assert "unistatus_consistency_rate" not in exposed  # no check report yet
+    absent_panels = []
+    for panel in grafana_dashboard()["panels"]:
+        used = metric_names_used(panel)
+        if used - exposed:
+            absent_panels.append(panel["title"])
+            no_value = panel["fieldConfig"]["defaults"].get("noValue", "")
+            assert no_value.strip(), f"{panel['title']}: reads {used - exposed}, no noValue"
+            assert panel.get("description", "").strip(), panel["title"]
+    assert "Consistency" in absent_panels
+    consistency = next(p for p in grafana_dashboard()["panels"] if p["title"] == "Consistency")
+    assert consistency["fieldConfig"]["defaults"]["noValue"].startswith("unknown")
+    assert "unistatus check" in consistency["description"]

@@ -31,7 +31,7 @@ from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
@@ -60,9 +60,13 @@ log = logging.getLogger("unistatus.observe.stats")
 
 S = operation_stats
 N_BUCKETS = len(BUCKET_COLUMNS)
-# Rows older than this are deleted by the flusher now and then (a week of history).
+# Rows older than this are folded by the flusher now and then (a week of history).
 RETENTION_SECONDS = 7 * 24 * 3600.0
 PRUNE_EVERY_SECONDS = 3600.0
+# The process_id of the rows that carry the sums of pruned rows (see prune).
+CARRIED = "unistatus:pruned"
+# The columns that add up across rows (latency_max_ms takes the maximum instead).
+_SUMMED = ("count", "errors", "shadow_mismatches", "latency_sum_ms", *BUCKET_COLUMNS)
 
 
 class Observable(Protocol):
@@ -265,10 +269,39 @@ class OperationStats:
 
 
 def prune(engine: sa.Engine, older_than_seconds: float = RETENTION_SECONDS) -> int:
-    """Delete rows whose interval ended more than ``older_than_seconds`` ago."""
+    """Fold the rows whose interval ended more than ``older_than_seconds`` ago into one
+    row per (operation, mode); returns how many rows were folded.
+
+    The folded row (process :data:`CARRIED`) keeps their sums, so the totals over the
+    whole table, which ``/metrics`` exposes as Prometheus counters and a histogram,
+    never go down: a decrease would read as a counter reset, and ``rate()`` would count
+    the whole remaining total again. Its interval is theirs (older than the cutoff), so
+    it is in no window shorter than the retention, and it is folded again next time.
+    ``DELETE ... RETURNING`` sums exactly the rows this call removed: two processes
+    pruning at once never both carry a row.
+    """
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
+    sums = [*_SUMMED, *(("rolled_back",) if stores_rolled_back(engine) else ())]
+    columns = [S.c.operation, S.c.mode, S.c.interval_start, S.c.interval_end]
+    columns += [S.c.latency_max_ms, *(S.c[name] for name in sums)]
     with ops_for(engine).write_transaction() as conn:
-        return conn.execute(sa.delete(S).where(S.c.interval_end < cutoff)).rowcount
+        folded = conn.execute(sa.delete(S).where(S.c.interval_end < cutoff).returning(*columns))
+        carried: dict[tuple[str, str], dict[str, Any]] = {}
+        n = 0
+        for row in folded.mappings():
+            n += 1
+            into = carried.get((row["operation"], row["mode"]))
+            if into is None:
+                carried[(row["operation"], row["mode"])] = {"process_id": CARRIED, **row}
+                continue
+            into["interval_start"] = min(into["interval_start"], row["interval_start"])
+            into["interval_end"] = max(into["interval_end"], row["interval_end"])
+            into["latency_max_ms"] = max(into["latency_max_ms"], row["latency_max_ms"])
+            for name in sums:
+                into[name] += row[name]
+        if carried:
+            conn.execute(sa.insert(S), list(carried.values()))
+    return n
 
 
 # --- one recorder per engine and process, shared by its adapters ---------------------

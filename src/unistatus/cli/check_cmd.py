@@ -23,7 +23,8 @@ def check(
     since: str = typer.Option(
         None,
         "--since",
-        help="Only rows updated since TIME: ISO (2026-01-31T12:00:00Z) or an age (30m, 1h, 2d).",
+        help="Only rows updated since TIME: ISO (2026-01-31T12:00:00Z), an age (30m, 1h, 2d), "
+        "or phase-start (when the current phase was entered: what the gate into phase 2 reads).",
     ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
@@ -38,14 +39,20 @@ def check(
     Examples:
 
       unistatus check
+      unistatus check --since phase-start
       unistatus check --since 1h --examples 50
       unistatus check --system cashout --system escrow --json
     """
     from unistatus.migration.check import run_check
+    from unistatus.migration.phases import resolve_since
 
     app = state(ctx)
     report = run_check(
-        app.engine, app.settings, systems=system or None, since=since, examples=examples
+        app.engine,
+        app.settings,
+        systems=system or None,
+        since=resolve_since(app.engine, since),
+        examples=examples,
     )
     if json_out:
         print_json(report.as_dict())

@@ -31,19 +31,35 @@ phase_app = typer.Typer(
 
 
 def gate_table(gates: list[Gate], title: str) -> object:
-    """The gates as a Rich table with value / threshold / pass or FAIL."""
-    from rich.table import Table
+    """The gates as a Rich table (value / threshold / pass or FAIL), each detail below it.
 
-    table = Table(title=title, title_justify="left")
+    The details (often the command that satisfies a gate) are lines of their own, at the
+    console's full width: in a column they were squeezed to nothing at 80 columns. The
+    table has no outer edge, so the longest row (a 27-character gate name, a 26-character
+    mode) still fits in 80 columns.
+    """
+    from rich import box
+    from rich.console import Group
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
+    )
     table.add_column("gate", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
     table.add_column("threshold", justify="right", no_wrap=True)
     table.add_column("result", no_wrap=True)
-    table.add_column("detail", overflow="fold")
     for g in gates:
         result = "[green]pass[/]" if g.passed else "[bold red]FAIL[/]"
-        table.add_row(g.name, str(g.value), str(g.threshold), result, g.detail or "")
-    return table
+        table.add_row(g.name, str(g.value), str(g.threshold), result)
+    details = [
+        Padding(Text.assemble((f"{g.name}: ", "bold"), g.detail), (0, 0, 0, 2))
+        for g in gates
+        if g.detail
+    ]
+    return Group(table, *details)
 
 
 def _print_change(change: PhaseChange, verb: str) -> None:

@@ -38,6 +38,7 @@ __all__ = [
     "MAX_P95_MS",
     "PHASES",
     "PHASE_KEY",
+    "PHASE_START",
     "PhaseChange",
     "PhaseInfo",
     "PhaseStatus",
@@ -47,19 +48,23 @@ __all__ = [
     "phase_started_at",
     "phase_status",
     "read_phase",
+    "resolve_since",
     "write_phase",
 ]
 
 log = logging.getLogger("unistatus.migration.phases")
 
 PHASE_KEY = "phase"
+# `check --since phase-start`: a check of every change since the current phase began.
+PHASE_START = "phase-start"
 # The control-log key of every rollback (written by unistatus.migration.rollback).
 ROLLBACK_KEY = "last_rollback"
 # A check that started before the last change of any of these never opens a gate.
 _CONTROL_KEYS = (MODE_KEY, PHASE_KEY, ROLLBACK_KEY)
 MAX_ERROR_RATE = 0.001  # < 0.1 %
 MAX_P95_MS = 200.0
-# Error rate and latency gates look at the adapters' operations over the last hour.
+# The error rate gates look at the adapters' operations over the last hour (the p95 gate
+# into phase 4 at those since the switch to unified primary).
 GATE_WINDOW_SECONDS = 3600.0
 UNAVAILABLE = "unavailable"
 
@@ -226,6 +231,26 @@ def phase_started_at(engine: sa.Engine, phase: int) -> datetime | None:
         return _last_change_to(conn, PHASE_KEY, str(phase))
 
 
+def resolve_since(engine: sa.Engine, since: str | datetime | None) -> str | datetime | None:
+    """``phase-start`` (:data:`PHASE_START`) becomes when the current phase was entered.
+
+    The gate into phase 2 wants a check covering every change since phase 1 began;
+    ``check --since phase-start`` is that check, with no timestamp to copy. Any other
+    value is returned as it is, for :func:`unistatus.migration.check.parse_since`.
+    """
+    if not (isinstance(since, str) and since.strip().lower() == PHASE_START):
+        return since
+    with engine.connect() as conn:
+        phase = read_phase(conn)
+        started = _last_change_to(conn, PHASE_KEY, str(phase))
+    if started is None:
+        raise InputError(
+            f"--since {PHASE_START}: phase {phase} was never entered (a fresh installation); "
+            "give an ISO time or an age like 1h"
+        )
+    return started
+
+
 # --- gates --------------------------------------------------------------------------
 
 
@@ -266,20 +291,26 @@ def _gate_error_rate(engine: sa.Engine) -> Gate:
     )
 
 
-def _gate_p95(engine: sa.Engine) -> Gate:
-    w = window(engine, GATE_WINDOW_SECONDS)
+def _gate_p95(engine: sa.Engine, settings: Settings, switched: datetime | None) -> Gate:
+    """p95 of unified primary's own operations since the switch, over enough of them.
+
+    The last hour would mix in legacy primary's operations from before the switch (a
+    slow backfill, or a fast quiet hour) and judge unified primary by them.
+    """
+    name, threshold = "p95_latency_ms", f"< {MAX_P95_MS:g}"
+    if switched is None:
+        return _unavailable(name, threshold, "no record of the switch to unified primary")
+    seconds = max((utcnow() - switched).total_seconds(), 0.001)
+    w = window(engine, seconds, mode=DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
+    since = f"since unified became primary ({switched.isoformat()})"
     p95 = w.p95_ms
     if p95 is None:
-        return _unavailable(
-            "p95_latency_ms", f"< {MAX_P95_MS:g}", "no adapter operations recorded in the last hour"
-        )
-    return Gate(
-        "p95_latency_ms",
-        round(p95, 1),
-        f"< {MAX_P95_MS:g}",
-        p95 < MAX_P95_MS,
-        f"{w.count} operations over the last hour",
-    )
+        return _unavailable(name, threshold, f"no adapter operations recorded {since}")
+    need = settings.p95_gate_min_operations
+    if w.count < need:
+        detail = f"{w.count} operations {since}: at least {need} needed (p95_gate_min_operations)"
+        return Gate(name, round(p95, 1), threshold, False, detail)
+    return Gate(name, round(p95, 1), threshold, p95 < MAX_P95_MS, f"{w.count} operations {since}")
 
 
 def _gate_check(
@@ -290,33 +321,37 @@ def _gate_check(
     covering_since: datetime | None,
     require_full: bool,
     need_rows: bool,
+    command: str = "unistatus check",
 ) -> Gate:
-    """A stored check report, started after ``after``, 100% consistent."""
+    """A stored check report, started after ``after``, 100% consistent.
+
+    ``command`` is the check that satisfies the gate: every failing detail names it.
+    """
+    run = f"run `{command}`"
     try:
         report = latest_report(engine, scope="all") if require_full else latest_report(engine)
     except sa.exc.SQLAlchemyError as exc:
         return _unavailable(name, "100%", f"cannot read check reports: {exc}")
     if report is None:
-        return _unavailable(name, "100%", "no check report yet: run `unistatus check`")
+        return _unavailable(name, "100%", f"no check report yet: {run}")
     if after is not None and report.started_at < after:
         return _unavailable(
             name,
             "100%",
             f"check #{report.id} started before the last mode, phase or rollback change "
-            f"({after.isoformat()}): run it again",
+            f"({after.isoformat()}): {run} again",
         )
     systems = {str(s) for s in report.systems}
     if systems and systems != {s.value for s in LegacySystemType}:
         return _unavailable(
-            name, "100%", f"the latest check covers only {', '.join(sorted(systems))}"
+            name, "100%", f"the latest check covers only {', '.join(sorted(systems))}: {run}"
         )
     since = report.since
     if covering_since is not None and since is not None and since > covering_since:
         return _unavailable(
             name,
             "100%",
-            f"the latest check covers only changes since {since.isoformat()}: run "
-            f"`unistatus check --since {covering_since.isoformat()}`",
+            f"the latest check covers only changes since {since.isoformat()}: {run}",
         )
     if need_rows and report.total == 0:
         return Gate(name, "0 of 0", "100%", False, "no transactions to verify yet")
@@ -349,11 +384,10 @@ def _gate_zero(engine: sa.Engine, name: str, count: Callable[[sa.Engine], int]) 
     return Gate(name, n, 0, n == 0)
 
 
-def _gate_soak(conn: sa.Connection, mode: DualWriteMode, settings: Settings) -> Gate:
+def _gate_soak(mode: DualWriteMode, settings: Settings, since: datetime | None) -> Gate:
     threshold = f">= {settings.soak_seconds:g} s"
     if mode is not DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
         return Gate("unified_primary_soak_s", 0, threshold, False, f"mode is {mode.value}")
-    since = _last_change_to(conn, MODE_KEY, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
     if since is None:
         return _unavailable("unified_primary_soak_s", threshold, "no record of the switch")
     elapsed = (utcnow() - since).total_seconds()
@@ -375,10 +409,11 @@ def evaluate_gates(
     with engine.connect() as conn:
         mode = mode or read_mode(conn)
         phase1 = _last_change_to(conn, PHASE_KEY, "1")
+        in_phase1 = read_phase(conn) == 1
         # Every gate that reads a check wants one started after this (it is never
         # earlier than entering phase 1 or switching to unified primary).
         changed = _last_control_change(conn)
-        soak = _gate_soak(conn, mode, settings) if into == 4 else None
+        switched = _last_change_to(conn, MODE_KEY, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
     if into == 1:
         return [_gate_mapping()]
     if into == 2:
@@ -392,6 +427,8 @@ def evaluate_gates(
                 covering_since=phase1,
                 require_full=False,
                 need_rows=True,
+                command="unistatus check --since "
+                + (PHASE_START if in_phase1 or phase1 is None else phase1.isoformat()),
             ),
             _gate_error_rate(engine),
         ]
@@ -410,10 +447,9 @@ def evaluate_gates(
             _gate_zero(engine, "repair_queue_open", open_repair_count),
             _gate_zero(engine, "replay_conflicts_open", open_conflict_count),
         ]
-    assert soak is not None
     return [
-        soak,
-        _gate_p95(engine),
+        _gate_soak(mode, settings, switched),
+        _gate_p95(engine, settings, switched),
         _gate_error_rate(engine),
         _gate_check(
             engine,

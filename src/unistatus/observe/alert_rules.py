@@ -16,7 +16,15 @@ from typing import Any
 from unistatus.clock import as_utc
 from unistatus.observe.metrics import Snapshot, judged_consistency
 
-__all__ = ["MILESTONES", "STALL_SECONDS", "THRESHOLDS", "Level", "Observation", "observe"]
+__all__ = [
+    "ACTIONS",
+    "MILESTONES",
+    "STALL_SECONDS",
+    "THRESHOLDS",
+    "Level",
+    "Observation",
+    "observe",
+]
 
 STALL_SECONDS = 3600.0
 MILESTONES = (25, 50, 75, 100)
@@ -29,6 +37,61 @@ THRESHOLDS: dict[str, float] = {
     "latency_p95_critical": 500.0,
     "latency_p95_warning": 200.0,
     "backfill_stalled": STALL_SECONDS,
+}
+
+
+# What an operator does when a rule fires: the "what you do" column of the alert table
+# in docs/runbook.md, word for word (a test compares them). The exported Prometheus
+# rules carry it as their ``runbook`` annotation; ``repair_queue_not_empty`` is a
+# Prometheus rule only (the monitor shows the queue on the dashboards).
+ACTIONS: dict[str, str] = {
+    "database_down": (
+        "Restore the database; adapters fail their writes cleanly (no partial dual write)."
+    ),
+    "consistency_critical": (
+        "Confirm `unistatus mode get` is LEGACY_ONLY and health is healthy. Collect "
+        "`unistatus diagnose`. Read the check examples (`unistatus check --examples "
+        "50`); find the cause before returning with `phase advance`."
+    ),
+    "consistency_warning": (
+        "Look at the inconsistency kinds in `unistatus check --json`. "
+        "`missing_unified`: backfill / adapter gap. `status_mismatch` / "
+        "`field_mismatch`: `unistatus repair --strategy ...` (legacy_wins while legacy "
+        "is primary, unified_wins after). `unmappable_legacy`: quarantine, product "
+        "decision. `legacy_status_drift`: legacy-only changes left `legacy_status` "
+        "stale; `unistatus repair --strategy legacy_wins --reason ...` (any strategy "
+        "fixes it). Do not advance a phase until it resolves."
+    ),
+    "error_rate_critical": (
+        "Look at the service log for the failing operation and `unistatus dashboard`. "
+        "Database trouble (timeouts, locks) or a bad deploy: consider `unistatus "
+        "rollback --emergency` if writes are failing."
+    ),
+    "error_rate_warning": "Investigate before the next phase (it blocks the gates into 2 and 4).",
+    "latency_p95_critical": (
+        "Check database load, locks, slow queries. If unified primary was rolled back, "
+        "fix and re-advance through the gates."
+    ),
+    "latency_p95_warning": (
+        "Look for the cause (load, indexes, a running backfill: lower "
+        "`--max-rows-per-second` or `backfill pause`). Blocks the gate into 4."
+    ),
+    "backfill_stalled": (
+        "`unistatus backfill status` shows which system stopped and since when; restart "
+        "the workers with the same `unistatus backfill` command (they resume from the "
+        "checkpoint, nothing is copied twice). Production is not affected: do not roll "
+        "back. A backfill paused on purpose (`backfill pause`, or by a rollback) is not "
+        "stalled; `unistatus backfill resume` continues it."
+    ),
+    "repair_queue_not_empty": (
+        "`unistatus repair --strategy ... --dry-run` shows what the queued entries "
+        "would change; run it with `--reason` to close them (legacy_wins while legacy "
+        "is primary, unified_wins after). Entries it reports but keeps "
+        "(`missing_legacy`) need an operator: see docs/repair.md."
+    ),
+    "phase_transition": "Confirm it was planned (control log).",
+    "milestone_backfill_<system>": "None.",
+    "validation": "On failure, see the consistency alerts.",
 }
 
 

@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from unistatus.observe.alert_rules import THRESHOLDS
+from unistatus.observe.alert_rules import ACTIONS, THRESHOLDS
 
 __all__ = ["METRICS", "grafana_dashboard", "metric_names_used", "prometheus_rules", "to_yaml"]
 
@@ -22,13 +22,13 @@ METRICS: dict[str, str] = {
     "unistatus_source_up": "gauge",
     "unistatus_mode": "gauge",
     "unistatus_phase": "gauge",
-    "unistatus_latency_p95_ms": "gauge",
-    "unistatus_latency_p99_ms": "gauge",
+    "unistatus_latency_p95_seconds": "gauge",
+    "unistatus_latency_p99_seconds": "gauge",
     "unistatus_error_rate": "gauge",
     "unistatus_throughput_per_second": "gauge",
-    "unistatus_operation_latency_ms_bucket": "histogram",
-    "unistatus_operation_latency_ms_sum": "histogram",
-    "unistatus_operation_latency_ms_count": "histogram",
+    "unistatus_operation_latency_seconds_bucket": "histogram",
+    "unistatus_operation_latency_seconds_sum": "histogram",
+    "unistatus_operation_latency_seconds_count": "histogram",
     "unistatus_operations_total": "counter",
     "unistatus_operation_errors_total": "counter",
     "unistatus_operations_rolled_back_total": "counter",
@@ -37,34 +37,41 @@ METRICS: dict[str, str] = {
     "unistatus_consistency_alert_rate": "gauge",
     "unistatus_last_check_timestamp_seconds": "gauge",
     "unistatus_backfill_progress_ratio": "gauge",
+    "unistatus_backfill_paused": "gauge",
     "unistatus_repair_queue_open": "gauge",
     "unistatus_quarantine_rows": "gauge",
     "unistatus_mapping_coverage_ratio": "gauge",
     "unistatus_alert_firing": "gauge",
 }
 
-RUNBOOK = "unistatus diagnose --out incident.json; unistatus rollback --emergency --reason TEXT"
+
+def _seconds(ms: float) -> float:
+    """A threshold in ms (as the monitor keeps them) in the base unit of the metrics."""
+    return ms / 1000.0
 
 
 def _rule(
     name: str, expr: str, severity: str, summary: str, description: str, for_: str = "2m"
 ) -> dict[str, Any]:
+    """The Prometheus rule of the monitor's rule ``name`` (latency_p95_warning becomes
+    UnistatusLatencyP95Warning), with the runbook's action for it."""
     return {
-        "alert": name,
+        "alert": "Unistatus" + "".join(part.capitalize() for part in name.split("_")),
         "expr": expr,
         "for": for_,
         "labels": {"severity": severity, "service": "unistatus"},
-        "annotations": {"summary": summary, "description": description, "runbook": RUNBOOK},
+        "annotations": {"summary": summary, "description": description, "runbook": ACTIONS[name]},
     }
 
 
 def prometheus_rules() -> dict[str, Any]:
-    """Alert rules mirroring the spec's thresholds (critical / warning)."""
+    """Alert rules mirroring the monitor's thresholds (critical / warning)."""
     t = THRESHOLDS
-    stall = int(t["backfill_stalled"] // 60)
+    stall = f"{int(t['backfill_stalled'] // 60)}m"
+    ratio = "unistatus_backfill_progress_ratio"
     rules = [
         _rule(
-            "UnistatusDatabaseDown",
+            "database_down",
             "unistatus_database_up == 0",
             "critical",
             "unistatus cannot reach its database",
@@ -72,7 +79,7 @@ def prometheus_rules() -> dict[str, Any]:
             "1m",
         ),
         _rule(
-            "UnistatusConsistencyCritical",
+            "consistency_critical",
             f"unistatus_consistency_alert_rate < {t['consistency_critical']}",
             "critical",
             "Consistency below 99%",
@@ -81,7 +88,7 @@ def prometheus_rules() -> dict[str, Any]:
             "0m",
         ),
         _rule(
-            "UnistatusConsistencyWarning",
+            "consistency_warning",
             f"unistatus_consistency_alert_rate < {t['consistency_warning']}",
             "warning",
             "Consistency below 99.9%",
@@ -89,53 +96,86 @@ def prometheus_rules() -> dict[str, Any]:
             "0m",
         ),
         _rule(
-            "UnistatusErrorRateCritical",
+            "error_rate_critical",
             f"unistatus_error_rate > {t['error_rate_critical']}",
             "critical",
             "Adapter error rate above 1%",
             "Error rate {{ $value | humanizePercentage }} over the service's window.",
         ),
         _rule(
-            "UnistatusErrorRateWarning",
+            "error_rate_warning",
             f"unistatus_error_rate > {t['error_rate_warning']}",
             "warning",
             "Adapter error rate above 0.1%",
             "Error rate {{ $value | humanizePercentage }} over the service's window.",
         ),
         _rule(
-            "UnistatusLatencyP95Critical",
-            f"unistatus_latency_p95_ms > {t['latency_p95_critical']:g}",
+            "latency_p95_critical",
+            f"unistatus_latency_p95_seconds > {_seconds(t['latency_p95_critical'])}",
             "critical",
             "p95 latency above 500 ms",
-            "p95 {{ $value }} ms. With the unified side primary and > 20% above the "
-            "baseline, unistatus monitor rolls back to legacy primary.",
+            "p95 {{ $value | humanizeDuration }}. With the unified side primary and > 20% above "
+            "the baseline, unistatus monitor rolls back to legacy primary.",
         ),
         _rule(
-            "UnistatusLatencyP95Warning",
-            f"unistatus_latency_p95_ms > {t['latency_p95_warning']:g}",
+            "latency_p95_warning",
+            f"unistatus_latency_p95_seconds > {_seconds(t['latency_p95_warning'])}",
             "warning",
             "p95 latency above 200 ms",
-            "p95 {{ $value }} ms.",
+            "p95 {{ $value | humanizeDuration }}.",
         ),
         _rule(
-            "UnistatusBackfillStalled",
-            "unistatus_backfill_progress_ratio > 0 and unistatus_backfill_progress_ratio < 1 "
-            f"and changes(unistatus_backfill_progress_ratio[{stall}m]) == 0",
+            "backfill_stalled",
+            # A backfill paused on purpose (now or within the hour) is not stalled.
+            f"({ratio} > 0 and {ratio} < 1 and changes({ratio}[{stall}]) == 0) "
+            f"unless on() max_over_time(unistatus_backfill_paused[{stall}]) == 1",
             "warning",
-            "Migration progress stalled for more than 1 hour",
-            "Backfill of {{ $labels.system }} has not moved for an hour.",
+            "Backfill stalled: no progress for more than 1 hour",
+            "Backfill of {{ $labels.system }} has not moved for an hour "
+            "({{ $value | humanizePercentage }} done).",
             "0m",
         ),
         _rule(
-            "UnistatusRepairQueueNotEmpty",
+            "repair_queue_not_empty",
             "unistatus_repair_queue_open > 0",
             "warning",
             "Unresolved entries in the repair queue",
-            "{{ $value }} entries; run unistatus repair.",
+            "{{ $value }} entries in the repair queue.",
             "15m",
         ),
     ]
     return {"groups": [{"name": "unistatus-migration", "interval": "30s", "rules": rules}]}
+
+
+# Panels whose series do not exist yet on a new installation: what they show instead of
+# Grafana's bare "No data" (noValue), and why (the panel's description). Before the first
+# check the consistency is unknown, never 100%.
+NO_CHECK_YET = (
+    "Before the first `unistatus check` there is no report, so no series: the consistency "
+    "is unknown (not 100%) until a check runs."
+)
+NO_OPERATIONS = (
+    "No series until an adapter records an operation (adapters record them unless "
+    "record_stats=False or UNISTATUS_RECORD_STATS=false)."
+)
+NO_DATA: dict[str, tuple[str, str]] = {
+    "Firing alerts": ("none firing", "Alerts firing now; empty while none fires."),
+    "p95 latency": (
+        "no operations in the window",
+        "p95 of every process's adapter operations over the service's window (5 min). "
+        + NO_OPERATIONS,
+    ),
+    "Consistency": (
+        "unknown: no check yet",
+        "Consistency rate of the latest stored check report (`unistatus check`). " + NO_CHECK_YET,
+    ),
+    "Latency quantiles (all processes)": ("no operations recorded yet", NO_OPERATIONS),
+    "Operations and errors per second": ("no operations recorded yet", NO_OPERATIONS),
+    "Age of the latest check report": (
+        "unknown: no check yet",
+        "Time since the latest check report was stored. " + NO_CHECK_YET,
+    ),
+}
 
 
 def _panel(
@@ -153,6 +193,9 @@ def _panel(
     defaults: dict[str, Any] = {}
     if unit:
         defaults["unit"] = unit
+    no_data = NO_DATA.get(title)
+    if no_data:
+        defaults["noValue"] = no_data[0]
     if thresholds:
         defaults["thresholds"] = {
             "mode": "absolute",
@@ -161,6 +204,7 @@ def _panel(
     return {
         "id": pid,
         "title": title,
+        **({"description": no_data[1]} if no_data else {}),
         "type": kind,
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
         "gridPos": {"x": x, "y": y, "w": w, "h": h},
@@ -203,14 +247,14 @@ def grafana_dashboard() -> dict[str, Any]:
             5,
             "p95 latency",
             "stat",
-            [("unistatus_latency_p95_ms", "p95")],
+            [("unistatus_latency_p95_seconds", "p95")],
             0,
             4,
-            unit="ms",
+            unit="s",
             thresholds=[
                 ("green", None),
-                ("yellow", t["latency_p95_warning"]),
-                ("red", t["latency_p95_critical"]),
+                ("yellow", _seconds(t["latency_p95_warning"])),
+                ("red", _seconds(t["latency_p95_critical"])),
             ],
         ),
         _panel(
@@ -257,7 +301,7 @@ def grafana_dashboard() -> dict[str, Any]:
             [
                 (
                     f"histogram_quantile({q}, sum by (le) "
-                    "(rate(unistatus_operation_latency_ms_bucket[5m])))",
+                    "(rate(unistatus_operation_latency_seconds_bucket[5m])))",
                     f"p{int(q * 100)}",
                 )
                 for q in (0.5, 0.95, 0.99)
@@ -266,7 +310,7 @@ def grafana_dashboard() -> dict[str, Any]:
             9,
             12,
             8,
-            unit="ms",
+            unit="s",
         ),
         _panel(
             10,

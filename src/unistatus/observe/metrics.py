@@ -53,6 +53,8 @@ log = logging.getLogger("unistatus.observe.metrics")
 
 T = TypeVar("T")
 DEFAULT_WINDOW_SECONDS = 300.0
+# Latencies are measured and stored in ms; Prometheus wants base units (seconds).
+MS_PER_SECOND = 1000.0
 PHASE_NAMES = {
     1: "Dual-write infrastructure",
     2: "Data backfill",
@@ -352,6 +354,11 @@ class SnapshotCollector:
                 if info.get("percent") is not None:
                     ratio.add_metric([system], float(info["percent"]) / 100.0)
             yield ratio
+            yield GaugeMetricFamily(
+                "unistatus_backfill_paused",
+                "1 while the backfill is paused on purpose (backfill pause, or a rollback)",
+                value=int(any(info.get("paused") for info in snap.progress.values())),
+            )
         if snap.repair_open is not None:
             yield GaugeMetricFamily(
                 "unistatus_repair_queue_open",
@@ -391,25 +398,36 @@ class SnapshotCollector:
         self, histogram: Any, counter: Any, gauge: Any, snap: Snapshot
     ) -> Iterator[Any]:
         if snap.performance is not None:
-            for key, name, text in (
-                ("p95_ms", "unistatus_latency_p95_ms", "p95 latency over the window (ms)"),
-                ("p99_ms", "unistatus_latency_p99_ms", "p99 latency over the window (ms)"),
-                ("error_rate", "unistatus_error_rate", "Error rate over the window (0..1)"),
+            for key, name, text, per_unit in (
+                (
+                    "p95_ms",
+                    "unistatus_latency_p95_seconds",
+                    "p95 latency over the window (seconds)",
+                    MS_PER_SECOND,
+                ),
+                (
+                    "p99_ms",
+                    "unistatus_latency_p99_seconds",
+                    "p99 latency over the window (seconds)",
+                    MS_PER_SECOND,
+                ),
+                ("error_rate", "unistatus_error_rate", "Error rate over the window (0..1)", 1.0),
                 (
                     "throughput_per_s",
                     "unistatus_throughput_per_second",
                     "Operations per second over the window",
+                    1.0,
                 ),
             ):
                 value = snap.perf(key)
                 if value is not None:
-                    yield gauge(name, text, value=value)
+                    yield gauge(name, text, value=value / per_unit)
         totals = _read(snap.sources, "stats_totals", lambda: _stats_totals(self.engine))
         if totals is None:
             return
         hist = histogram(
-            "unistatus_operation_latency_ms",
-            "Adapter operation latency (ms), all processes",
+            "unistatus_operation_latency_seconds",
+            "Adapter operation latency (seconds), all processes",
             labels=["operation", "mode"],
         )
         ops = counter(
@@ -432,7 +450,7 @@ class SnapshotCollector:
         total_mismatches = 0
         for t in totals:
             labels = [t["operation"], t["mode"]]
-            hist.add_metric(labels, t["buckets"], t["sum_ms"])
+            hist.add_metric(labels, t["buckets"], t["sum_ms"] / MS_PER_SECOND)
             ops.add_metric(labels, t["count"])
             errors.add_metric(labels, t["errors"])
             rolled_back.add_metric(labels, t["rolled_back"])
@@ -449,8 +467,9 @@ def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
     """Cumulative per (operation, mode) totals over every stats row (monotonic counters).
 
     Prometheus wants counters and cumulative histograms; summing every stored interval
-    gives exactly that across processes (pruning old rows shows up as a counter reset,
-    which ``rate()`` handles).
+    gives exactly that across processes. Pruning folds old rows into one row per
+    (operation, mode) instead of deleting them (:func:`unistatus.adapter.stats.prune`),
+    so these sums never go down.
     """
     s = operation_stats.c
     q = sa.select(
@@ -466,7 +485,8 @@ def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     out: list[dict[str, Any]] = []
-    bounds = [*(_bound(b) for b in LATENCY_BUCKETS_MS), "+Inf"]
+    # Rendered as client_python renders its own bucket bounds: 0.001 ... 1.0 ... 10.0
+    bounds = [*(str(b / MS_PER_SECOND) for b in LATENCY_BUCKETS_MS), "+Inf"]
     for r in rows:
         cumulative, total = [], 0
         for bound, n in zip(bounds, r[7:], strict=True):
@@ -485,7 +505,3 @@ def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def _bound(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)

@@ -1,0 +1,135 @@
+"""Prometheus' own tool judges what we expose and export (Debian's ``promtool``).
+
+``promtool check metrics`` lints a real scrape of ``/metrics`` (base units, counter
+names), ``promtool check rules`` the exported alert rules. Without promtool the tests
+skip with the reason, except under CI=true, where they fail (``.ci/run`` installs it).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import IN_CI
+from support.serving import serving
+from support.stats_data import record_latency, seed_pairs
+from unistatus.api.service import create_app
+from unistatus.backfill import run_backfill
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.migration.check import run_check
+from unistatus.observe import alerts
+from unistatus.observe.exports import prometheus_rules, to_yaml
+from unistatus.observe.notify import Notifier
+
+
+@pytest.fixture
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        message = "no promtool on PATH (apt-get install -y prometheus)"
+        if IN_CI:
+            pytest.fail(f"{message}; CI=true requires it", pytrace=False)
+        pytest.skip(f"SKIPPING PROMTOOL TEST: {message}")
+    return path
+
+
+def _run(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, input=stdin, capture_output=True, text=True, timeout=60)
+
+
+def _scrape(db: Any) -> str:
+    """/metrics over HTTP from a running service, with every source populated."""
+    seed_pairs(db.engine, 50)
+    run_backfill(db.engine, db.settings, systems=[LegacySystemType.CASHOUT])
+    run_check(db.engine, db.settings)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 12.0, 30, errors=2)
+    alerts.evaluate(db.engine, db.settings, notifier=Notifier())
+    with serving(create_app(db.settings, db.engine)) as base:
+        with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:
+            return str(response.read().decode())
+
+
+def test_a_real_scrape_passes_promtool_check_metrics(sqlite_db: Any, promtool: str) -> None:
+    text = _scrape(sqlite_db)
+    assert "unistatus_operations_total" in text and "_bucket{" in text  # populated
+    result = _run([promtool, "check", "metrics"], stdin=text)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr
+
+
+def test_the_exported_rules_pass_promtool_check_rules(tmp_path: Path, promtool: str) -> None:
+    rules = tmp_path / "unistatus-rules.yml"
+    rules.write_text(to_yaml(prometheus_rules()) + "\n")
+    result = _run([promtool, "check", "rules", str(rules)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def _rule(name: str) -> dict[str, Any]:
+    return next(r for r in prometheus_rules()["groups"][0]["rules"] if r["alert"] == name)
+
+
+def test_the_exported_rules_fire_as_the_monitor_does(tmp_path: Path, promtool: str) -> None:
+    """``promtool test rules``: Prometheus' rule engine on made-up series.
+
+    A backfill that has not moved for an hour is stalled, unless it was paused on purpose
+    (now or within that hour); latency thresholds are in seconds, the metrics' unit.
+    """
+    (tmp_path / "rules.yml").write_text(to_yaml(prometheus_rules()) + "\n")
+    stalled, warning = _rule("UnistatusBackfillStalled"), _rule("UnistatusLatencyP95Warning")
+    ratio = 'unistatus_backfill_progress_ratio{system="CASHOUT"}'
+
+    def annotations(rule: dict[str, Any], description: str) -> dict[str, str]:
+        return {**rule["annotations"], "description": description}
+
+    def backfill(paused: str, expected: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "interval": "1m",
+            "input_series": [
+                {"series": ratio, "values": "0.5x150"},
+                {"series": "unistatus_backfill_paused", "values": paused},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "120m", "alertname": stalled["alert"], "exp_alerts": expected}
+            ],
+        }
+
+    fired = [
+        {
+            "exp_labels": {**stalled["labels"], "system": "CASHOUT"},
+            "exp_annotations": annotations(
+                stalled, "Backfill of CASHOUT has not moved for an hour (50% done)."
+            ),
+        }
+    ]
+    tests = [
+        backfill("0x150", fired),  # running, not moving: stalled
+        backfill("1x150", []),  # paused all along: not stalled
+        backfill("0x100 1x10 0x40", []),  # paused 40 minutes ago: not yet stalled
+        {
+            "interval": "1m",
+            "input_series": [{"series": "unistatus_latency_p95_seconds", "values": "0.3x10"}],
+            "alert_rule_test": [
+                {
+                    "eval_time": "5m",
+                    "alertname": warning["alert"],
+                    "exp_alerts": [
+                        {
+                            "exp_labels": warning["labels"],
+                            "exp_annotations": annotations(warning, "p95 300ms."),
+                        }
+                    ],
+                },
+                {"eval_time": "5m", "alertname": "UnistatusLatencyP95Critical", "exp_alerts": []},
+            ],
+        },
+    ]
+    spec = tmp_path / "rules_test.yml"
+    spec.write_text(to_yaml({"rule_files": ["rules.yml"], "tests": tests}) + "\n")
+    result = _run([promtool, "test", "rules", str(spec)])
+    assert result.returncode == 0, result.stdout + result.stderr
