@@ -9,8 +9,14 @@ import typer
 from unistatus.cli.context import EXIT_FAILED_CHECK, console, err_console, print_json, state
 
 capture_app = typer.Typer(
-    help="Capture writes that bypass the adapter (raw SQL, cron jobs, other services) "
-    "with database triggers: unified kept in step, the writers named and counted."
+    help=(
+        "Capture writes that bypass the adapter (raw SQL, cron jobs, other services) "
+        "with database triggers: unified kept in step, the writers named and counted.\n\n"
+        "Examples:\n\n"
+        '  unistatus capture enable --reason "cron jobs still write cashouts directly"\n'
+        "  unistatus capture status --json\n"
+        '  unistatus capture disable --reason "every code path goes through the adapter"'
+    )
 )
 
 ACTOR_HELP = "Who (recorded in the control log)."
