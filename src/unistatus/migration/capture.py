@@ -22,6 +22,7 @@ from unistatus.db.binding import schema_of
 from unistatus.db.control import read_value, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, pinned_legacy_table, resolve_legacy_tables
+from unistatus.db.tables import control_log
 from unistatus.db.tables_capture import capture_changed, capture_writers
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.errors import ConfigError, StorageError
@@ -34,6 +35,7 @@ __all__ = [
     "WriterSeen",
     "disable",
     "enable",
+    "enabled_since",
     "foreign_unified_writes",
     "installed",
     "is_enabled",
@@ -262,6 +264,23 @@ def own_schema(conn: sa.Connection) -> str:
 def is_enabled(conn: sa.Connection) -> bool:
     """The operator's intent (what ``enable`` / ``disable`` last recorded)."""
     return read_value(conn, CONTROL_KEY) == ENABLED
+
+
+def enabled_since(conn: sa.Connection) -> datetime | None:
+    """Since when capture has been enabled without a break (None: it is not enabled):
+    the first ``enabled`` after the last ``disabled`` in the control log. What a window
+    of "no bypass write" can prove starts there."""
+    if not is_enabled(conn):
+        return None
+    L = control_log
+    mine = L.c.key == CONTROL_KEY
+    last_off = sa.select(sa.func.max(L.c.id)).where(mine, L.c.new_value == DISABLED)
+    first_on = sa.select(sa.func.min(L.c.created_at)).where(
+        mine,
+        L.c.new_value == ENABLED,
+        L.c.id > sa.func.coalesce(last_off.scalar_subquery(), 0),
+    )
+    return as_utc(conn.execute(first_on).scalar_one_or_none())
 
 
 def suspend_for_retire(engine: sa.Engine, settings: Settings) -> bool:
