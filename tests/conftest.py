@@ -30,6 +30,9 @@ from unistatus.db.engine import create_engine
 from unistatus.domain import mapping
 from unistatus.domain.statuses import LegacySystemType
 
+# Fixtures kept in support modules: a real browser for the web dashboard tests.
+pytest_plugins = ["support.browser"]
+
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 OWN_SCHEMA = "unistatus"  # where the schema layout keeps unistatus's tables

@@ -6,6 +6,11 @@ legacy table with raw SQL. It goes from LEGACY_ONLY to UNIFIED_ONLY through the 
 (never forced), then back with a rollback and its replay, on a database of its own per
 backend; at each check both sides agree, the money adds up, and nothing the service
 wrote is lost.
+
+Capture is enabled right after ``init``: the raw-SQL job keeps running through phases
+1 and 2 and its writes are brought in step by the database (every check agrees, no
+repair); it is converted before the soak of phase 3, and the gate into phase 4 passes
+because no bypass write happened since unified became primary.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from unistatus.clock import utcnow
 from unistatus.config import CONFIG_FILE_ENV, Settings, load_settings
 from unistatus.db import schema
 from unistatus.db.engine import create_engine
-from unistatus.migration import phases
+from unistatus.migration import capture, phases
 from unistatus.migration.check import run_check
 from unistatus.migration.phases import phase_started_at, read_phase
 from unistatus.migration.rollback import rollback_current_phase
@@ -78,6 +83,7 @@ class World:
         self.db = db
         Base.metadata.create_all(db.engine)  # the service's own schema, as it always was
         schema.upgrade(db.engine, db.settings)  # `unistatus init`
+        capture.enable(db.engine, db.settings, actor="example", reason="the nightly job")
         self.adapter = DualWriteAdapter(db.engine, settings=db.settings)
         self.service = PaymentsService(db.engine, self.adapter)
         for user in USERS:
@@ -125,6 +131,15 @@ class World:
         for tx, status in self.expected.items():
             if status == "PENDING":
                 self.expected[tx] = "EXPIRED"
+
+    def raw_job_writer(self) -> str:
+        """The name the capture gives the nightly job (its connection's application
+        name and login role; SQLite has neither)."""
+        if self.db.backend == "sqlite":
+            return "bypass:sqlite"
+        with self.db.engine.connect() as conn:
+            name = conn.scalar(sa.text("SELECT current_setting('application_name')"))
+            return f"bypass:{name}/{conn.scalar(sa.text('SELECT session_user'))}"
 
     def advance(self, reason: str) -> None:
         """Into the next phase through its gates, never forced."""
@@ -177,22 +192,40 @@ def test_the_payments_service_migrates_through_all_four_phases_and_back(
         world.business()
         assert world.adapter.mode is DualWriteMode.LEGACY_ONLY
 
+        # Phases 1 and 2: the nightly job still raw SQL, captured: no repair needed.
         world.advance("phase 1: dual writes, legacy primary")
         world.business()
-        world.expire_by_adapter()
+        world.expire_by_raw_sql()
         world.full_check(since=phase_started_at(engine, 1))
+        world.statuses_as_written()
 
         world.advance("phase 2: backfill")
         report = run_backfill(engine, fresh.settings, batch_size=7)
         assert report.as_dict()["quarantined"] == 0
         world.business()
+        world.expire_by_raw_sql()
         world.full_check()
+        world.statuses_as_written()
+        job = world.raw_job_writer()
+        (seen,) = capture.status(engine, fresh.settings).writers
+        assert (seen.writer, seen.system) == (job, "CASHOUT") and seen.writes > 0
 
+        # Phase 3: the job converted (through the adapter) before the soak.
         world.advance("phase 3: unified primary")
         world.business()
         world.expire_by_adapter()
         world.full_check()
         time.sleep(max(0.0, fresh.settings.soak_seconds - soaked(engine)))
+        # The gate into 4 passes because the capture saw no bypass write in the soak
+        # (not because it could not see: capture is on), though it saw the raw job
+        # before it.
+        gates = {g.name: g for g in phases.phase_status(engine, fresh.settings).gates}
+        gate = gates[phases.BYPASS_GATE]
+        assert gate.passed and gate.value == 0 and (gate.detail or "").startswith("none since")
+        started = phase_started_at(engine, 3)
+        assert seen.last_seen_at is not None and started is not None
+        assert capture.writers_seen(engine, since=started) == []
+        assert seen.last_seen_at < started
         world.advance("phase 4: unified only")
         assert world.adapter.mode is DualWriteMode.UNIFIED_ONLY
         world.business()  # creates with legacy_values too: kept for the replay

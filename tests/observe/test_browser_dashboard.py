@@ -6,12 +6,9 @@ the test skips with the reason, except under CI=true, where it fails.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from support.serving import serving
 from support.stats_data import record_latency, seed_pairs
@@ -24,35 +21,7 @@ from unistatus.migration.check import run_check
 from unistatus.observe import alerts
 from unistatus.observe.notify import Notifier
 
-CHROMIUM = Path("/usr/bin/chromium")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
-
-@pytest.fixture
-def browser() -> Any:
-    if not CHROMIUM.exists():
-        message = f"no chromium at {CHROMIUM} (apt-get install -y chromium)"
-        if IN_CI:
-            pytest.fail(f"{message}; CI=true requires it", pytrace=False)
-        pytest.skip(f"SKIPPING BROWSER TEST: {message}")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: Any) -> None:

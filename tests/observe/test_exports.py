@@ -12,10 +12,12 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from support.capture_data import captured, raw
 from support.stats_data import record_latency, seed_pairs
 from unistatus.api.service import create_app
 from unistatus.backfill import pause, resume
 from unistatus.cli import app
+from unistatus.db.control import set_mode
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration.check import run_check
 from unistatus.observe import alerts
@@ -30,12 +32,16 @@ from unistatus.observe.notify import Notifier
 
 
 def exposed_names(db: Any) -> set[str]:
-    """Scrape /metrics with every source populated; return every sample name."""
+    """Scrape /metrics with every source populated (a bypass writer seen by the capture
+    too); return every sample name."""
     seed_pairs(db.engine, 50)
     run_check(db.engine, db.settings)
     record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 12.0, 30)
     alerts.evaluate(db.engine, db.settings, notifier=Notifier())
-    text = TestClient(create_app(db.settings, db.engine)).get("/metrics").text
+    with captured(db):
+        set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="t")
+        raw(db, "UPDATE cashouts SET amount = amount + 1 WHERE id = 1")
+        text = TestClient(create_app(db.settings, db.engine)).get("/metrics").text
     return {s.name for f in text_string_to_metric_families(text) for s in f.samples}
 
 
@@ -57,11 +63,16 @@ def test_rules_mirror_the_spec_thresholds() -> None:
         "UnistatusLatencyP95Critical": ("unistatus_latency_p95_seconds > 0.5", "critical"),
         "UnistatusLatencyP95Warning": ("unistatus_latency_p95_seconds > 0.2", "warning"),
         "UnistatusDatabaseDown": ("unistatus_database_up == 0", "critical"),
+        "UnistatusQuarantineRows": ("unistatus_quarantine_rows > 0", "warning"),
     }
     for name, (expr, severity) in expected.items():
         assert rules[name]["expr"] == expr
         assert rules[name]["labels"]["severity"] == severity
     assert "[60m]" in rules["UnistatusBackfillStalled"]["expr"]
+    bypass = rules["UnistatusBypassWritesUnifiedOnly"]
+    assert bypass["labels"]["severity"] == "warning"
+    assert "(increase(unistatus_bypass_writes_total[5m])) > 0" in bypass["expr"]
+    assert 'unistatus_mode{mode="UNIFIED_ONLY"} == 1' in bypass["expr"]
 
 
 def test_yaml_round_trips() -> None:

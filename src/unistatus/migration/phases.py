@@ -26,6 +26,7 @@ from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, StorageError
+from unistatus.migration import capture
 from unistatus.migration.check import latest_report
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay_conflicts import open_conflict_count
@@ -400,6 +401,66 @@ def _gate_soak(mode: DualWriteMode, settings: Settings, since: datetime | None) 
     )
 
 
+BYPASS_GATE = "no_bypass_writes_in_soak"
+
+
+def _gate_no_bypass(engine: sa.Engine, settings: Settings, mode: DualWriteMode) -> Gate:
+    """No writer bypassed unistatus since unified became primary (every code path is
+    converted before legacy is frozen). Only the capture can see such writes: without
+    it the gate passes, saying it proves nothing (docs/capture.md, "The gate")."""
+    primary = DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+    if mode is not primary:
+        return _unavailable(BYPASS_GATE, 0, f"mode is {mode.value}: the soak starts at {primary}")
+    with engine.connect() as conn:
+        since = _last_change_to(conn, MODE_KEY, primary.value)
+        enabled = capture.enabled_since(conn)
+    if since is None:
+        return _unavailable(BYPASS_GATE, 0, "no record of the switch")
+    if enabled is None:
+        return Gate(
+            BYPASS_GATE,
+            "capture not enabled",
+            0,
+            True,
+            "capture not enabled: writes that bypass unistatus are not seen, so this gate "
+            "proves nothing; `unistatus capture enable` before the soak to have it checked",
+        )
+    state = capture.status(engine, settings)
+    if not state.ok:
+        missing = ", ".join(sorted({t["name"] for t in state.as_dict()["missing"]}))
+        return _unavailable(
+            BYPASS_GATE,
+            0,
+            f"capture is enabled but triggers are missing ({missing}): "
+            "run `unistatus capture enable`",
+        )
+    covered = (utcnow() - max(since, enabled)).total_seconds()
+    if enabled > since and covered < settings.soak_seconds:
+        return _unavailable(
+            BYPASS_GATE,
+            0,
+            f"capture enabled at {enabled.isoformat()}, after the soak began "
+            f"({since.isoformat()}): it has seen {covered:.0f} s of the "
+            f"{settings.soak_seconds:g} s soak",
+        )
+    seen = capture.writers_seen(engine, since=since)
+    if not seen:
+        return Gate(BYPASS_GATE, 0, 0, True, f"none since {max(since, enabled).isoformat()}")
+    names = "; ".join(
+        f"{w.writer} on {w.system} (last {w.last_seen_at.isoformat() if w.last_seen_at else '?'})"
+        for w in seen[:5]
+    )
+    more = f" and {len(seen) - 5} more" if len(seen) > 5 else ""
+    return Gate(
+        BYPASS_GATE,
+        len(seen),
+        0,
+        False,
+        f"writers bypassing unistatus since unified became primary ({since.isoformat()}): "
+        f"{names}{more}; convert them, then wait out a new soak (`unistatus capture status`)",
+    )
+
+
 def evaluate_gates(
     engine: sa.Engine, settings: Settings, into: int, *, mode: DualWriteMode | None = None
 ) -> list[Gate]:
@@ -460,6 +521,7 @@ def evaluate_gates(
             need_rows=False,
         ),
         _gate_zero(engine, "replay_conflicts_open", open_conflict_count),
+        _gate_no_bypass(engine, settings, mode),
     ]
 
 

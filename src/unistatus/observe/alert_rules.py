@@ -9,11 +9,12 @@ model (``docs/status-model.md``); the rules: ``docs/alerts.md``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
 from unistatus.clock import as_utc
+from unistatus.domain.statuses import DualWriteMode
 from unistatus.observe.metrics import Snapshot, judged_consistency
 
 __all__ = [
@@ -88,6 +89,15 @@ ACTIONS: dict[str, str] = {
         "would change; run it with `--reason` to close them (legacy_wins while legacy "
         "is primary, unified_wins after). Entries it reports but keeps "
         "(`missing_legacy`) need an operator: see docs/repair.md."
+    ),
+    "quarantine_rows": (
+        "`unistatus diagnose` lists them (raw value, reason, writer). Fix the data or "
+        "extend the mapping, then `unistatus backfill --retry-quarantine`; a bypass "
+        "writer's later mappable write resolves its entry. Blocks the gate into 3."
+    ),
+    "bypass_writes_unified_only": (
+        "`unistatus capture status` names the writer (application_name/login role, "
+        "client address): convert that code path to the adapter."
     ),
     "phase_transition": "Confirm it was planned (control log).",
     "milestone_backfill_<system>": "None.",
@@ -216,6 +226,8 @@ def observe(
             )
         )
     out.append(_stalled(snap, now, stall_seconds))
+    out.append(_quarantine(snap))
+    out.append(_bypass_unified_only(snap, now))
     out.extend(_info_events(snap))
     return out
 
@@ -250,6 +262,53 @@ def _stalled(snap: Snapshot, now: datetime, stall_seconds: float) -> Observation
         stall_seconds,
         f"migration progress stalled: {text}",
         details={"idle_seconds": stalled},
+    )
+
+
+def _quarantine(snap: Snapshot) -> Observation:
+    """Rows kept aside unmapped (by the backfill, or a bypass writer's unmappable value):
+    they block the gate into phase 3 and need a product decision."""
+    name = "quarantine_rows"
+    if snap.quarantine is None:
+        return Observation(name, Level.WARNING, None, None, 0.0, "quarantine unknown")
+    n = snap.quarantine
+    message = (
+        f"{n} unmappable legacy rows in the quarantine (listed by `unistatus diagnose`)"
+        if n
+        else "quarantine empty"
+    )
+    return Observation(name, Level.WARNING, n > 0, float(n), 0.0, message)
+
+
+def _bypass_unified_only(snap: Snapshot, now: datetime) -> Observation:
+    """A bypass write to a frozen legacy table (UNIFIED_ONLY) within the window: mirrored
+    into unified, nothing lost, but a code path still writes legacy."""
+    name = "bypass_writes_unified_only"
+    frozen = DualWriteMode.UNIFIED_ONLY.value
+    if snap.bypass is None or snap.mode is None:
+        return Observation(name, Level.WARNING, None, None, 0.0, "capture or mode unknown")
+    if not snap.bypass.enabled:
+        return Observation(name, Level.WARNING, False, 0.0, 0.0, "capture not enabled")
+    since = now - timedelta(seconds=snap.window_seconds)
+    recent = [
+        w
+        for w in snap.bypass.writers
+        if w.last_mode == frozen and w.last_seen_at is not None and w.last_seen_at >= since
+    ]
+    if snap.mode != frozen or not recent:
+        return Observation(
+            name, Level.WARNING, False, 0.0, 0.0, "no bypass write to frozen legacy tables"
+        )
+    names = ", ".join(sorted({f"{w.writer} ({w.system})" for w in recent}))
+    return Observation(
+        name,
+        Level.WARNING,
+        True,
+        float(len(recent)),
+        0.0,
+        f"bypass writes to frozen legacy tables in {frozen} over the last "
+        f"{snap.window_seconds:g} s (mirrored into unified): {names}",
+        details={"writers": [w.as_dict() for w in recent]},
     )
 
 

@@ -35,6 +35,7 @@ from unistatus.migration.phases import phase_status, read_phase
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import list_conflicts, open_conflict_count
 from unistatus.observe.alert_state import load_states
+from unistatus.observe.bypass import read_bypass_writers
 from unistatus.observe.stats import window
 from unistatus.redact import REDACTED, redact, redact_values, redact_webhook
 from unistatus.version import VERSION
@@ -215,6 +216,7 @@ def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]
         "backfill": _section("backfill", lambda: _backfill(engine, settings)),
         "pending_legacy_changes": _section("pending", lambda: _pending(engine)),
         "replay_conflicts": _section("replay_conflicts", lambda: _replay_conflicts(engine)),
+        "capture": _section("capture", lambda: read_bypass_writers(engine).as_dict()),
         "operation_stats": _section("operation_stats", lambda: _stats(engine)),
         "table_counts": _section("table_counts", lambda: _table_counts(engine, settings)),
     }

@@ -41,6 +41,8 @@ METRICS: dict[str, str] = {
     "unistatus_repair_queue_open": "gauge",
     "unistatus_quarantine_rows": "gauge",
     "unistatus_mapping_coverage_ratio": "gauge",
+    "unistatus_capture_enabled": "gauge",
+    "unistatus_bypass_writes_total": "counter",
     "unistatus_alert_firing": "gauge",
 }
 
@@ -142,6 +144,26 @@ def prometheus_rules() -> dict[str, Any]:
             "Unresolved entries in the repair queue",
             "{{ $value }} entries in the repair queue.",
             "15m",
+        ),
+        _rule(
+            "quarantine_rows",
+            "unistatus_quarantine_rows > 0",
+            "warning",
+            "Unmappable legacy rows in the quarantine",
+            "{{ $value }} rows (backfill, or a bypass writer's unmappable value); "
+            "See unistatus diagnose; fix the data or the mapping, then "
+            "unistatus backfill --retry-quarantine.",
+            "0m",
+        ),
+        _rule(
+            "bypass_writes_unified_only",
+            "sum by (system, writer) (increase(unistatus_bypass_writes_total[5m])) > 0 "
+            'and on() unistatus_mode{mode="UNIFIED_ONLY"} == 1',
+            "warning",
+            "A writer bypasses unistatus and writes the frozen legacy tables",
+            "{{ $labels.writer }} wrote {{ $labels.system }} in UNIFIED_ONLY (mirrored into "
+            "unified, nothing lost); convert that code path. unistatus capture status.",
+            "0m",
         ),
     ]
     return {"groups": [{"name": "unistatus-migration", "interval": "30s", "rules": rules}]}

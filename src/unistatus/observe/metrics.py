@@ -37,6 +37,7 @@ from unistatus.migration.check import latest_report
 from unistatus.migration.phases import phase_status
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay_conflicts import open_conflict_count
+from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
 from unistatus.observe.stats import window
 
 __all__ = [
@@ -81,6 +82,8 @@ class Snapshot:
     quarantine: int | None = None
     # Open conflicts of the replay to legacy (changes it did not apply; see rollback).
     replay_conflicts: int | None = None
+    # The capture of writes that bypass the adapter: on or off, the writers seen.
+    bypass: BypassWriters | None = None
     mapping: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -159,6 +162,7 @@ class Snapshot:
                 "quarantine": self.quarantine,
                 "replay_conflicts": self.replay_conflicts,
             },
+            "capture": self.bypass.as_dict() if self.bypass is not None else None,
             "progress": {"systems": self.progress, "phases": self.phase_bars()},
             "sources": self.sources,
         }
@@ -270,6 +274,7 @@ def collect_snapshot(
     snap.repair_open = _read(src, "repair_queue", lambda: int(open_repair_count(engine)))
     snap.quarantine = _read(src, "quarantine", lambda: int(quarantine_count(engine)))
     snap.replay_conflicts = _read(src, "replay_conflicts", lambda: int(open_conflict_count(engine)))
+    snap.bypass = _read(src, "capture", lambda: read_bypass_writers(engine))
     return snap
 
 
@@ -371,6 +376,22 @@ class SnapshotCollector:
                 "Rows kept aside by backfill (unmappable)",
                 value=snap.quarantine,
             )
+        if snap.bypass is not None:
+            yield GaugeMetricFamily(
+                "unistatus_capture_enabled",
+                "1 while the capture of writes that bypass the adapter is enabled",
+                value=int(snap.bypass.enabled),
+            )
+            bypass = CounterMetricFamily(
+                "unistatus_bypass_writes",
+                "Rows written to the legacy tables (or unified_transactions: system UNIFIED) "
+                "not through unistatus, seen by the capture; the first 20 writers by name, "
+                'later ones per system as writer="other"',
+                labels=["system", "writer"],
+            )
+            for system, writer, writes in writer_series(snap.bypass.writers):
+                bypass.add_metric([system, writer], writes)
+            yield bypass
         yield GaugeMetricFamily(
             "unistatus_mapping_coverage_ratio",
             "Share of legacy statuses with a unified mapping",

@@ -166,6 +166,7 @@ def render(
         Panel(perf, title=f"Performance (last {snap.window_seconds / 60:.0f} min)"),
         Panel(quality, title="Data quality"),
         Panel(progress, title="Migration progress"),
+        Panel(_bypass_table(snap), title="Writers bypassing unistatus (capture)"),
         Panel(alert_table, title="Firing alerts"),
     ]
     unknown = snap.unknown
@@ -179,6 +180,34 @@ def render(
     return Panel(
         Group(*parts), title=title, subtitle=snap.taken_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     )
+
+
+# The most recent writers the terminal has room for (the web dashboard shows more).
+BYPASS_ROWS = 5
+
+
+def _bypass_table(snap: Snapshot) -> Table:
+    """Who wrote the legacy tables (or unified) not through unistatus: name, system,
+    rows written, last seen; most recent first."""
+    table = Table(box=None, padding=(0, 1))
+    bypass = snap.bypass
+    if bypass is None or not bypass.enabled:
+        table.add_column()
+        why = "unknown" if bypass is None else "capture not enabled: `unistatus capture enable`"
+        table.add_row(Text(why, style="dim"))
+        return table
+    if not bypass.writers:
+        table.add_column()
+        table.add_row(Text("none seen", style="green"))
+        return table
+    for name in ("writer", "system", "rows", "last seen"):
+        table.add_column(name, justify="right" if name == "rows" else "left", no_wrap=True)
+    for w in bypass.writers[:BYPASS_ROWS]:
+        seen = w.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if w.last_seen_at else "-"
+        table.add_row(Text(w.writer, style="yellow"), w.system, f"{w.writes:,}", seen)
+    if len(bypass.writers) > BYPASS_ROWS:
+        table.add_row(Text(f"... {len(bypass.writers) - BYPASS_ROWS} more", style="dim"))
+    return table
 
 
 def _known(value: int | None) -> str:

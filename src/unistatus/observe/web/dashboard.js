@@ -87,6 +87,20 @@ function render(s) {
     return tr;
   }));
 
+  const capture = s.capture;
+  const writers = capture?.writers ?? [];
+  text("bypass-state", capture == null ? "unknown"
+    : !capture.enabled ? "capture not enabled: unistatus capture enable"
+    : writers.length ? `${capture.writers_total} seen (capture on), most recent first` : "none seen (capture on)",
+    capture?.enabled && writers.length ? "warn" : "");
+  $("bypass").querySelector("tbody").replaceChildren(...writers.map((w) => {
+    const tr = document.createElement("tr");
+    for (const v of [w.writer, w.system, w.writes.toLocaleString(), w.last_seen_at ?? "-"]) {
+      tr.appendChild(Object.assign(document.createElement("td"), { textContent: String(v) }));
+    }
+    return tr;
+  }));
+
   const alerts = $("alerts");
   const firing = s.alerts.firing;
   alerts.replaceChildren(...(firing.length
