@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from support.adapters import adapter_in
 from support.capture_data import (
     captured,
@@ -66,6 +66,7 @@ def consistent(db: Database) -> bool:
 # --- install, remove --------------------------------------------------------------------------
 
 
+@IN_EVERY_LAYOUT
 def test_enable_installs_every_trigger_and_disable_leaves_nothing(db: Database) -> None:
     with db.engine.connect() as conn:
         assert capture.installed(conn) == ([], [])
@@ -124,6 +125,7 @@ def test_capture_needs_the_schema_of_revision_0011(db: Database) -> None:
         schema.upgrade(db.engine, db.settings)
 
 
+@IN_EVERY_LAYOUT
 def test_the_downgrade_of_0011_drops_the_triggers(db: Database) -> None:
     from unistatus.db import schema
 
@@ -144,6 +146,7 @@ def test_the_downgrade_of_0011_drops_the_triggers(db: Database) -> None:
 # --- a bypass write, brought in step ----------------------------------------------------------
 
 
+@IN_EVERY_LAYOUT
 @pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY])
 def test_a_bypass_update_is_applied_as_the_adapter_would(cap: Database, mode: M) -> None:
     a = adapter_in(cap, mode)
@@ -213,6 +216,7 @@ def test_a_bypass_insert_creates_the_unified_row(cap: Database) -> None:
     assert consistent(cap)
 
 
+@IN_EVERY_LAYOUT
 def test_a_bulk_update_and_a_bulk_delete(cap: Database) -> None:
     n = 300
     set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
@@ -264,6 +268,7 @@ def test_a_change_the_rules_refuse_is_applied_and_flagged(cap: Database) -> None
     assert consistent(cap)
 
 
+@IN_EVERY_LAYOUT
 def test_an_unmappable_value_is_quarantined_and_unified_left_alone(cap: Database) -> None:
     a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
     created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="PROCESSING")
@@ -293,6 +298,7 @@ def test_an_unmappable_value_is_quarantined_and_unified_left_alone(cap: Database
     assert consistent(cap)
 
 
+@IN_EVERY_LAYOUT
 def test_direct_writes_to_unified_are_counted_and_unistatus_writes_are_not(
     cap: Database,
 ) -> None:
@@ -301,15 +307,16 @@ def test_direct_writes_to_unified_are_counted_and_unistatus_writes_are_not(
     insert_cashouts(cap, range(100, 110), "PENDING")
     # unistatus's own writers: the adapter, repair, the backfill.
     assert a.update_status(created.entity_id, "PROCESSING", "r", "svc").overall_success
-    raw(cap, "UPDATE unified_transactions SET status = 'FAILED' WHERE legacy_id = 100")
+    unified = cap.table("unified_transactions")
+    raw(cap, f"UPDATE {unified} SET status = 'FAILED' WHERE legacy_id = 100")
     assert capture.foreign_unified_writes(cap.engine) == 1
     run_repair(cap.engine, cap.settings, strategy="legacy_wins", actor="test", reason="test")
     assert unified_of(cap, "CASHOUT", 100)["status"] == "PENDING"  # type: ignore[index]
     assert capture.foreign_unified_writes(cap.engine) == 1
-    raw(cap, "DELETE FROM unified_transactions WHERE legacy_id >= 105")
+    raw(cap, f"DELETE FROM {unified} WHERE legacy_id >= 105")
     assert capture.foreign_unified_writes(cap.engine) == 6
-    unified = [w for w in capture.writers_seen(cap.engine) if w.system == "UNIFIED"]
-    assert [(w.writer, w.writes, w.flagged) for w in unified] == [(writer_name(cap), 6, 6)]
+    seen = [w for w in capture.writers_seen(cap.engine) if w.system == "UNIFIED"]
+    assert [(w.writer, w.writes, w.flagged) for w in seen] == [(writer_name(cap), 6, 6)]
 
 
 # --- the adapter's own writes ---------------------------------------------------------------
@@ -378,6 +385,7 @@ def test_the_callers_own_sql_after_the_adapter_is_captured(cap: Database) -> Non
 # --- LEGACY_ONLY, UNIFIED_ONLY ----------------------------------------------------------------
 
 
+@IN_EVERY_LAYOUT
 def test_changes_while_legacy_only_are_brought_in_step_on_entering_dual_write(
     cap: Database,
 ) -> None:
@@ -415,6 +423,7 @@ def test_changes_while_legacy_only_are_brought_in_step_on_entering_dual_write(
     assert report.inconsistencies["missing_unified"] == 2 and report.inconsistent == 2
 
 
+@IN_EVERY_LAYOUT
 def test_a_bypass_write_in_unified_only_is_mirrored_and_kept_by_the_replay(
     cap: Database,
 ) -> None:
@@ -527,3 +536,80 @@ def test_a_writer_with_rights_on_the_legacy_table_only_is_captured(pg: Database)
             conn.exec_driver_sql(f"REVOKE ALL ON cashouts FROM {role}")
             conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
         admin.dispose()
+
+
+# --- one installation of several in a database ------------------------------------------------
+
+
+@PG_IN_EVERY_LAYOUT
+def test_a_bypass_writer_holds_this_installations_mode_lock(pg: Database) -> None:
+    """The trigger takes the mode lock of the installation it belongs to (each schema
+    has its own key), so this installation's mode switch waits for the writer."""
+    from unistatus.db.dialect import ops_for
+
+    key = ops_for(pg.engine).mode_lock_key
+    with captured(pg):
+        set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+        insert_cashouts(pg, range(1, 2))
+        with raw_writer(pg) as engine, engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE cashouts SET status = 'EXECUTING' WHERE id = 1")
+            held = conn.execute(
+                sa.text(
+                    "SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND objsubid = 1 AND pid = pg_backend_pid()"
+                )
+            ).scalars()
+            assert list(held) == [key]
+
+
+DECOY = "unistatus_capture_decoy"
+
+
+@PG_IN_EVERY_LAYOUT
+def test_enable_disable_and_the_downgrade_leave_other_objects_alone(pg: Database) -> None:
+    """Objects under the capture's prefix that are not this installation's (another
+    installation's, in another schema; here a decoy in public) are neither listed,
+    nor dropped by ``disable`` or revision 0011's downgrade."""
+    from unistatus.db import schema
+
+    with pg.app_engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE FUNCTION public.{DECOY}() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RETURN NULL; END $$"
+        )
+        conn.exec_driver_sql(
+            f"CREATE TRIGGER {DECOY} AFTER UPDATE ON public.escrows "
+            f"FOR EACH STATEMENT EXECUTE FUNCTION public.{DECOY}()"
+        )
+
+    def decoys() -> tuple[int, int]:
+        with pg.app_engine.connect() as conn:
+            return (
+                conn.execute(
+                    sa.text("SELECT count(*) FROM pg_trigger WHERE tgname = :n"), {"n": DECOY}
+                ).scalar_one(),
+                conn.execute(
+                    sa.text("SELECT count(*) FROM pg_proc WHERE proname = :n"), {"n": DECOY}
+                ).scalar_one(),
+            )
+
+    try:
+        with pg.engine.connect() as conn:
+            assert capture.installed(conn) == ([], [])
+        enabled = capture.enable(pg.engine, pg.settings, actor="test", reason="on")
+        assert enabled.ok and DECOY not in {t.name for t in enabled.installed}
+        capture.disable(pg.engine, pg.settings, actor="test", reason="off")
+        assert decoys() == (1, 1)
+        capture.enable(pg.engine, pg.settings, actor="test", reason="on")
+        schema.downgrade(pg.engine, pg.settings, "0010")
+        try:
+            assert decoys() == (1, 1)
+            with pg.engine.connect() as conn:
+                assert capture.installed(conn) == ([], [])
+        finally:
+            schema.upgrade(pg.engine, pg.settings)
+    finally:
+        capture.disable(pg.engine, pg.settings, actor="test", reason="off")
+        with pg.app_engine.begin() as conn:
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {DECOY} ON public.escrows")
+            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS public.{DECOY}()")

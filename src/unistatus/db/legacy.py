@@ -11,7 +11,7 @@ here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -159,17 +159,36 @@ def legacy_schema(bind: sa.Engine | sa.Connection, spec: LegacyTableSpec) -> str
     """
     if spec.schema is not None or schema_of(bind) is None:
         return spec.schema
+    return resolved_schema(bind, spec.table)
+
+
+def resolved_schema(bind: sa.Engine | sa.Connection, table: str) -> str:
+    """PostgreSQL: the schema the bare name ``table`` resolves to now (where a bare
+    ``CREATE TABLE`` would put it, when none has it yet)."""
     if isinstance(bind, sa.Engine):
         with bind.connect() as conn:
-            found = conn.execute(_RESOLVED_SCHEMA, {"name": spec.table}).scalar_one()
+            found = conn.execute(_RESOLVED_SCHEMA, {"name": table}).scalar_one()
     else:
-        found = bind.execute(_RESOLVED_SCHEMA, {"name": spec.table}).scalar_one()
+        found = bind.execute(_RESOLVED_SCHEMA, {"name": table}).scalar_one()
     if found is None:
         raise ConfigError(
-            f"legacy table {spec.table!r}: the search_path names no existing schema; set "
+            f"legacy table {table!r}: the search_path names no existing schema; set "
             "its schema in legacy_tables"
         )
     return str(found)
+
+
+def pinned_legacy_table(conn: sa.Connection, lt: LegacyTable) -> LegacyTable:
+    """``lt`` named in the schema it is in (PostgreSQL), for SQL that runs on another
+    search_path than the application's (the capture's SECURITY DEFINER functions)."""
+    if lt.table.schema is not None or conn.dialect.name != "postgresql":
+        return lt
+    table = lt.table.to_metadata(sa.MetaData(), schema=resolved_schema(conn, lt.name))
+    columns: dict[str, Any] = {
+        role: None if column is None else table.c[column.name]
+        for role, column in ((r, getattr(lt, r)) for r in LEGACY_COLUMNS)
+    }
+    return replace(lt, table=table, **columns)
 
 
 def reflect_legacy_table(

@@ -18,13 +18,14 @@ import sqlalchemy as sa
 from unistatus.clock import as_utc
 from unistatus.config import Settings
 from unistatus.db import schema
+from unistatus.db.binding import schema_of
 from unistatus.db.control import read_value, write_value
 from unistatus.db.dialect import ops_for
-from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.legacy import LegacyTable, pinned_legacy_table, resolve_legacy_tables
 from unistatus.db.tables_capture import capture_changed, capture_writers
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.errors import ConfigError, StorageError
-from unistatus.migration.capture_ddl import PREFIX, CaptureDdl, Trigger
+from unistatus.migration.capture_ddl import PREFIX, CaptureDdl, Trigger, function_names
 from unistatus.migration.capture_sql import UNIFIED_TARGET
 
 __all__ = [
@@ -124,24 +125,29 @@ def _key(t: Trigger) -> tuple[str, str]:
 # --- the catalog --------------------------------------------------------------------------
 
 
+# PostgreSQL: this installation's capture functions (by name, in its schema) and the
+# triggers that call them; another installation's (in another schema) are not ours.
+_PG_FUNCTIONS = sa.text(
+    "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p "
+    "WHERE p.pronamespace = CAST(:schema AS regnamespace) AND p.proname IN :names ORDER BY 1"
+).bindparams(sa.bindparam("names", expanding=True))
+_PG_TRIGGERS = sa.text(
+    "SELECT t.tgname, c.relname, t.tgrelid::regclass::text FROM pg_catalog.pg_trigger t "
+    "JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
+    "JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
+    "WHERE NOT t.tgisinternal AND p.pronamespace = CAST(:schema AS regnamespace) "
+    "AND p.proname IN :names ORDER BY 1, 2"
+).bindparams(sa.bindparam("names", expanding=True))
+
+
 def installed(conn: sa.Connection) -> tuple[list[Trigger], list[str]]:
-    """The capture's triggers and (PostgreSQL) functions the catalog holds now."""
-    like = PREFIX.replace("_", "\\_") + "%"
+    """This installation's capture triggers and (PostgreSQL) functions, in the catalog now."""
     if conn.dialect.name == "postgresql":
-        triggers = conn.execute(
-            sa.text(
-                "SELECT tgname, tgrelid::regclass::text FROM pg_trigger "
-                "WHERE NOT tgisinternal AND tgname LIKE :like ORDER BY 1"
-            ),
-            {"like": like},
-        ).all()
-        functions = conn.execute(
-            sa.text(
-                "SELECT oid::regprocedure::text FROM pg_proc WHERE proname LIKE :like ORDER BY 1"
-            ),
-            {"like": like},
-        ).scalars()
-        return [Trigger(name, table) for name, table in triggers], list(functions)
+        where = {"schema": own_schema(conn), "names": function_names()}
+        triggers = conn.execute(_PG_TRIGGERS, where).all()
+        functions = conn.execute(_PG_FUNCTIONS, where).scalars()
+        return [Trigger(name, table, on) for name, table, on in triggers], list(functions)
+    like = PREFIX.replace("_", "\\_") + "%"
     rows = conn.execute(
         sa.text(
             "SELECT name, tbl_name FROM sqlite_master WHERE type = 'trigger' "
@@ -225,7 +231,7 @@ def _replace(
             for statement in ddl.drop(triggers, functions):
                 conn.exec_driver_sql(statement)
             if tables is not None:
-                for statement in ddl.install(tables, _current_schema(conn)):
+                for statement in _install(ddl, conn, tables, ops.mode_lock_key):
                     conn.exec_driver_sql(statement)
             if intent is not None:
                 value, actor, reason = intent
@@ -235,10 +241,21 @@ def _replace(
         raise StorageError(f"cannot change the capture triggers: {exc.orig}") from None
 
 
-def _current_schema(conn: sa.Connection) -> str:
-    """Where the tables named without a schema are (PostgreSQL; SQLite has none)."""
+def _install(
+    ddl: CaptureDdl, conn: sa.Connection, tables: list[LegacyTable], mode_lock_key: int
+) -> list[str]:
     if conn.dialect.name != "postgresql":
-        return "main"
+        return ddl.install(tables)
+    pinned = [pinned_legacy_table(conn, lt) for lt in tables]
+    return ddl.install(pinned, own_schema(conn), mode_lock_key)
+
+
+def own_schema(conn: sa.Connection) -> str:
+    """Where our tables are (PostgreSQL): the ``schema`` setting's, or (the default
+    layout, tables named bare) the current schema, where they were created."""
+    schema = schema_of(conn)
+    if schema is not None:
+        return schema
     return str(conn.execute(sa.select(sa.func.current_schema())).scalar_one())
 
 

@@ -8,22 +8,29 @@ detector of direct writes to ``unified_transactions`` and the catch-up trigger o
 control table (a mode that maintains unified entered: the entities logged while
 LEGACY_ONLY are brought in step in the switch's own transaction).
 
-Every object is named here, with the prefix :data:`PREFIX` (``disable`` drops every
-object of the catalog that has it). What each does and why: docs/capture.md.
+Every object is named here, with the prefix :data:`PREFIX`. On PostgreSQL the functions
+live in the installation's schema (where its tables are) and are the installation's
+objects: ``disable`` drops the functions of :func:`function_names` in that schema and the
+triggers that call them, never another installation's. The functions run with their
+owner's rights (SECURITY DEFINER), so they name every table with its schema and run on
+``search_path = pg_catalog, pg_temp``: nothing a user may create in a schema on the
+writer's path (a ``public`` table or operator) can stand in for one of ours. What each
+does and why: docs/capture.md.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from unistatus.db import writer_mark
-from unistatus.db.dialect import MODE_LOCK_KEY, DialectOps
+from unistatus.db.binding import qualify
+from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import migration_control, unified_transactions
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.capture_sql import (
     Context,
     Rows,
@@ -32,7 +39,15 @@ from unistatus.migration.capture_sql import (
     stored_mode,
 )
 
-__all__ = ["CATCH_UP_WRITER", "PREFIX", "SQLITE_WRITER", "CaptureDdl", "Trigger"]
+__all__ = [
+    "CATCH_UP_WRITER",
+    "PREFIX",
+    "SEARCH_PATH",
+    "SQLITE_WRITER",
+    "CaptureDdl",
+    "Trigger",
+    "function_names",
+]
 
 PREFIX = "unistatus_capture_"
 # The writer named in the history of what the catch-up brought in step.
@@ -50,14 +65,26 @@ PG_WRITER = (
     "|| session_user, 128)"
 )
 EVENTS = {"INSERT": "ins", "UPDATE": "upd", "DELETE": "del"}
+# The functions' fixed search_path: the system catalog, the session's temporary schema
+# last (PostgreSQL's advice for SECURITY DEFINER functions: every other name qualified).
+SEARCH_PATH = "pg_catalog, pg_temp"
+
+
+def function_names() -> list[str]:
+    """Every function the capture may create (PostgreSQL), without schema: one per legacy
+    system, the detector of direct writes to unified, and the catch-up."""
+    systems = [f"{PREFIX}{system.value.lower()}" for system in LegacySystemType]
+    return [*systems, f"{PREFIX}unified", f"{PREFIX}catch_up"]
 
 
 @dataclass(frozen=True)
 class Trigger:
-    """One trigger the capture installs: its name and the table it is on."""
+    """One trigger the capture installs: its name and the table it is on (its bare name;
+    ``on``: how SQL names the table, schema included, as the catalog gave it)."""
 
     name: str
     table: str
+    on: str = field(default="", compare=False, repr=False)
 
 
 class CaptureDdl:
@@ -68,6 +95,9 @@ class CaptureDdl:
         self.dialect = dialect
         self.quote = dialect.identifier_preparer.quote
         self.postgres = dialect.name == "postgresql"
+        # PostgreSQL: the schema our tables are in (install's argument), named in every
+        # statement rendered into a function body.
+        self.schema: str | None = None
 
     # --- names ------------------------------------------------------------------------
 
@@ -91,27 +121,40 @@ class CaptureDdl:
         return f"{PREFIX}{lt.system.value.lower()}"
 
     def _function(self, name: str) -> str:
-        schema = unified_transactions.schema
-        return f"{self.quote(schema)}.{self.quote(name)}" if schema else self.quote(name)
+        return qualify(name, self.schema, self.dialect)
 
     def _table(self, table: sa.Table) -> str:
-        return self.dialect.identifier_preparer.format_table(table)
+        """A table as SQL names it: ours in :attr:`schema`, a legacy one in its own."""
+        return qualify(table.name, table.schema or self.schema, self.dialect)
 
     def render(self, statement: Any) -> str:
-        """A statement (or expression) as SQL text with its values inline."""
-        compiled = statement.compile(dialect=self.dialect, compile_kwargs={"literal_binds": True})
+        """A statement (or expression) as SQL text with its values inline; on PostgreSQL
+        our tables named in :attr:`schema` (the functions' search_path has none of them)."""
+        translate = {None: self.schema} if self.schema else None
+        compiled = statement.compile(
+            dialect=self.dialect,
+            schema_translate_map=translate,
+            render_schema_translate=translate is not None,
+            compile_kwargs={"literal_binds": True},
+        )
         return str(compiled).strip()
 
     # --- install ----------------------------------------------------------------------
 
-    def install(self, tables: list[LegacyTable], schema: str = "public") -> list[str]:
+    def install(
+        self, tables: list[LegacyTable], schema: str | None = None, mode_lock_key: int = 0
+    ) -> list[str]:
         """The statements that create every capture object (after :meth:`drop`).
 
-        ``schema``: PostgreSQL: where the tables the statements name unqualified are (the
-        current schema): the functions' fixed search_path, as SECURITY DEFINER wants.
+        PostgreSQL: ``schema`` is where our tables are (and the functions go), the
+        legacy tables each named in their schema (see ``pinned_legacy_table``), and
+        ``mode_lock_key`` the installation's mode lock (``DialectOps.mode_lock_key``).
         """
         if self.postgres:
-            return self._postgres(tables, schema)
+            if schema is None:
+                raise ValueError("the capture's functions need the schema of our tables")
+            self.schema = schema
+            return self._postgres(tables, mode_lock_key)
         return self._sqlite(tables)
 
     def drop(self, installed: list[Trigger], functions: list[str]) -> list[str]:
@@ -121,17 +164,12 @@ class CaptureDdl:
             if self.postgres:
                 out.append(
                     f"DROP TRIGGER IF EXISTS {self.quote(trigger.name)} ON "
-                    f"{self._quoted_table(trigger.table)}"
+                    f"{trigger.on or self.quote(trigger.table)}"
                 )
             else:
                 out.append(f"DROP TRIGGER IF EXISTS {self.quote(trigger.name)}")
         out += [f"DROP FUNCTION IF EXISTS {signature}" for signature in functions]
         return out
-
-    def _quoted_table(self, name: str) -> str:
-        if "." in name or name.startswith('"'):
-            return name  # as the catalog gave it (schema-qualified, quoted)
-        return self.quote(name)
 
     # --- PostgreSQL -----------------------------------------------------------------------
 
@@ -165,13 +203,11 @@ class CaptureDdl:
             lines.append(sql + ";")
         return "\n".join(lines)
 
-    def _postgres(self, tables: list[LegacyTable], schema: str) -> list[str]:
+    def _postgres(self, tables: list[LegacyTable], mode_lock_key: int) -> list[str]:
         # With its owner's rights (a writer needs no grant on unistatus's tables), on a
-        # fixed search_path; without JIT (compiling the generated expressions cost more
-        # than running them).
-        attributes = (
-            f"SECURITY DEFINER SET search_path = {self.quote(schema)}, pg_temp SET jit = off"
-        )
+        # fixed search_path (every table named with its schema); without JIT (compiling
+        # the generated expressions cost more than running them).
+        attributes = f"SECURITY DEFINER SET search_path = {SEARCH_PATH} SET jit = off"
         out: list[str] = []
         writer = sa.literal_column("v_writer", sa.String)
         mode = sa.literal_column("v_mode", sa.String)
@@ -206,7 +242,7 @@ BEGIN
         v_mode := v_mark;
     ELSE
         -- Held until the writer's transaction ends: no mode switch in between.
-        PERFORM pg_advisory_xact_lock_shared({MODE_LOCK_KEY});
+        PERFORM pg_advisory_xact_lock_shared({mode_lock_key});
         v_mode := ({read_mode});
     END IF;
     IF v_mode = '{LEGACY_ONLY}' THEN

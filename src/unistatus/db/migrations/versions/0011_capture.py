@@ -11,7 +11,8 @@
 
 The triggers themselves are not part of the schema: ``unistatus capture enable``
 generates them from the mapping and the configured legacy tables. The downgrade drops
-any it finds (they would name tables it drops).
+this installation's (they would name tables it drops): on PostgreSQL the capture's
+functions in its schema and the triggers that call them, never another installation's.
 
 Revision ID: 0011
 Revises: 0010
@@ -36,6 +37,11 @@ MODE_LOCK_KEY = 0x756E6973
 WRITER_SETTING = "unistatus.writer"
 CAPTURE_PREFIX = "unistatus_capture_"
 QUARANTINE = "unistatus_backfill_quarantine"
+# The functions `unistatus capture enable` may create (unistatus.migration.capture_ddl.
+# function_names at this revision): one per legacy system, the detector, the catch-up.
+CAPTURE_FUNCTIONS = [
+    f"{CAPTURE_PREFIX}{name}" for name in ("cashout", "escrow", "exchange", "unified", "catch_up")
+]
 
 LOCKED_MODE_MARKING = f"""
 CREATE OR REPLACE FUNCTION {{function}}() RETURNS text
@@ -139,7 +145,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     bind = op.get_bind()
     schema = _schema()
-    _drop_capture_objects(bind)
+    _drop_capture_objects(bind, schema)
     if bind.dialect.name == "postgresql":
         op.execute(_function(LOCKED_MODE_0007))
     with op.batch_alter_table(QUARANTINE, schema=schema) as batch:
@@ -152,22 +158,32 @@ def downgrade() -> None:
     op.drop_table("unistatus_capture_writers", schema=schema)
 
 
-def _drop_capture_objects(bind: sa.Connection) -> None:
-    """Every trigger and function `unistatus capture enable` made (they use these tables)."""
+def _drop_capture_objects(bind: sa.Connection, schema: str | None) -> None:
+    """Every trigger and function `unistatus capture enable` made for this installation
+    (they use these tables): its functions in its schema (``schema``, or the current one
+    where its tables are named bare) and the triggers that call them."""
     like = CAPTURE_PREFIX.replace("_", "\\_") + "%"
     if bind.dialect.name == "postgresql":
+        where = {
+            "schema": schema or bind.execute(sa.text("SELECT current_schema()")).scalar_one(),
+            "names": CAPTURE_FUNCTIONS,
+        }
+        ours = (
+            "FROM pg_catalog.pg_proc p WHERE p.pronamespace = CAST(:schema AS regnamespace) "
+            "AND p.proname IN :names"
+        )
+        expanding: sa.BindParameter[list[str]] = sa.bindparam("names", expanding=True)
         triggers = bind.execute(
             sa.text(
-                "SELECT tgname, tgrelid::regclass::text FROM pg_trigger "
-                "WHERE NOT tgisinternal AND tgname LIKE :like"
-            ),
-            {"like": like},
+                "SELECT t.tgname, t.tgrelid::regclass::text FROM pg_catalog.pg_trigger t "
+                f"WHERE NOT t.tgisinternal AND t.tgfoid IN (SELECT p.oid {ours})"
+            ).bindparams(expanding),
+            where,
         ).all()
         for name, table in triggers:
             bind.exec_driver_sql(f'DROP TRIGGER IF EXISTS "{name}" ON {table}')
         functions = bind.execute(
-            sa.text("SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.proname LIKE :like"),
-            {"like": like},
+            sa.text(f"SELECT p.oid::regprocedure::text {ours}").bindparams(expanding), where
         ).scalars()
         for signature in list(functions):
             bind.exec_driver_sql(f"DROP FUNCTION IF EXISTS {signature}")
