@@ -129,8 +129,9 @@ class Rows:
 @dataclass(frozen=True)
 class _Judged:
     """The legacy rows that have a unified row, each with the rule's verdict, worked out
-    once per row (an optimisation fence, ``OFFSET 0``, keeps the planner from copying the
-    mapping's CASE into every place a statement uses it).
+    once per row (PostgreSQL: a materialized CTE shared by every write that reads it, so
+    the planner neither copies the mapping's CASE into each use nor joins the rows again
+    per write).
 
     ``j`` has the legacy row's columns, ``mapped`` (its forward mapping), the unified
     row's ``uid``, ``u_status``, ``u_legacy_status`` and ``new_status``, the status the
@@ -176,20 +177,21 @@ class SystemSql:
             U.c.legacy_status.is_not_distinct_from(m.status),
             *(U.c[name].is_not_distinct_from(m[name]) for name in DATA_COLUMNS),
         )
+        select = sa.select(
+            *(m[name] for name in (*LEGACY_COLUMNS, "mapped")),
+            U.c.id.label("uid"),
+            U.c.status.label("u_status"),
+            U.c.legacy_status.label("u_legacy_status"),
+            sa.case((compatible, U.c.status), else_=m.mapped).label("new_status"),
+            sa.func.coalesce(in_step, sa.false()).label("in_step"),
+        ).join_from(m.id.table, U, self._unified_of(m.id))
+        # PostgreSQL: judged once, in a materialized CTE the writes then share
+        # (:meth:`_one_statement`); SQLite's per-row triggers read it per statement.
         j = (
-            self._fence(
-                sa.select(
-                    *(m[name] for name in (*LEGACY_COLUMNS, "mapped")),
-                    U.c.id.label("uid"),
-                    U.c.status.label("u_status"),
-                    U.c.legacy_status.label("u_legacy_status"),
-                    sa.case((compatible, U.c.status), else_=m.mapped).label("new_status"),
-                    sa.func.coalesce(in_step, sa.false()).label("in_step"),
-                ).join_from(m.id.table, U, self._unified_of(m.id))
-            )
-            .subquery("capture_judged")
-            .c
-        )
+            select.cte("capture_judged").prefix_with("MATERIALIZED")
+            if self.fenced
+            else select.subquery("capture_judged")
+        ).c
         allowed = allowed_clause(self.system.transaction_type, j.u_status, j.new_status)
         return _Judged(
             j=j,
@@ -227,11 +229,23 @@ class SystemSql:
                 .with_for_update(of=U)
             )
         judged = self._judged(r)
+        writes: list[Any] = []
         if bypass:
-            out.append(self._count(r, judged, ctx))
-            out += self._frozen_changes(judged, ctx)
-        out += self._update_stale(judged, ctx)
-        return out
+            writes.append(self._count(r, judged, ctx))
+            writes += self._frozen_changes(judged, ctx)
+        writes += self._update_stale(judged, ctx)
+        return out + (self._one_statement(writes) if self.fenced else writes)
+
+    @staticmethod
+    def _one_statement(writes: list[Any]) -> list[sa.Executable]:
+        """PostgreSQL: the writes that read the judged rows as one statement (all but the
+        last as data-modifying CTEs), so the rows are joined and judged once, not once
+        per write. They touch different rows or tables, and all read the unified rows
+        as locked just before, so one snapshot serves them all."""
+        *before, last = writes
+        for i, write in enumerate(before):
+            last = last.add_cte(write.cte(f"capture_write_{i}"))
+        return [last]
 
     def _quarantine(self, r: Rows, ctx: Context) -> list[sa.Executable]:
         """Unmappable values aside (raw value, why, who); entries mappable now resolved."""
