@@ -51,14 +51,7 @@ def render(
     snap: Snapshot, alerts: list[dict[str, Any]], health: str | None = None
 ) -> RenderableType:
     """One frame of the dashboard (a Rich renderable)."""
-    title = Text("Migration dashboard  ", style="bold")
-    title.append(f"mode {snap.mode or 'unknown'}", style="bold cyan")
-    phase = "unknown" if snap.phase is None else f"{snap.phase}: {snap.as_dict()['phase_name']}"
-    title.append(f"   phase {phase}", style="bold magenta")
-    if health:
-        title.append(
-            f"   {health}", style={"healthy": "green", "degraded": "yellow"}.get(health, "red")
-        )
+    title = _title(health)
     if not snap.database_up:
         return Panel(
             Text(f"database unreachable: {snap.database_error}", style="bold red"), title=title
@@ -163,6 +156,7 @@ def render(
         alert_table.add_row(Text(f"{a['level'].upper()} {a['name']}: {a['message']}", style=style))
 
     parts: list[RenderableType] = [
+        _where(snap),
         Panel(perf, title=f"Performance (last {snap.window_seconds / 60:.0f} min)"),
         Panel(quality, title="Data quality"),
         Panel(progress, title="Migration progress"),
@@ -179,6 +173,24 @@ def render(
     return Panel(
         Group(*parts), title=title, subtitle=snap.taken_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     )
+
+
+def _title(health: str | None) -> Text:
+    """Short enough for 80 columns: Rich crops a long title, and the health word came last."""
+    title = Text("Migration dashboard", style="bold")
+    if health:
+        title.append(
+            f"  {health}", style={"healthy": "green", "degraded": "yellow"}.get(health, "red")
+        )
+    return title
+
+
+def _where(snap: Snapshot) -> Text:
+    """Mode and phase on their own line, which wraps instead of being cropped."""
+    phase = "unknown" if snap.phase is None else f"{snap.phase}: {snap.as_dict()['phase_name']}"
+    line = Text(f"mode {snap.mode or 'unknown'}", style="bold cyan")
+    line.append(f"   phase {phase}", style="bold magenta")
+    return line
 
 
 def _known(value: int | None) -> str:
