@@ -37,6 +37,7 @@ from unistatus.migration.check import latest_report
 from unistatus.migration.phases import phase_status
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay_conflicts import open_conflict_count
+from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
 from unistatus.observe.stats import window
 
 __all__ = [
@@ -55,12 +56,6 @@ T = TypeVar("T")
 DEFAULT_WINDOW_SECONDS = 300.0
 # Latencies are measured and stored in ms; Prometheus wants base units (seconds).
 MS_PER_SECOND = 1000.0
-PHASE_NAMES = {
-    1: "Dual-write infrastructure",
-    2: "Data backfill",
-    3: "Unified primary",
-    4: "Legacy retirement",
-}
 
 
 @dataclass
@@ -81,6 +76,8 @@ class Snapshot:
     quarantine: int | None = None
     # Open conflicts of the replay to legacy (changes it did not apply; see rollback).
     replay_conflicts: int | None = None
+    # Phase 4's steps done (read in phase 4 only; see observe.phase_progress).
+    retirement: dict[str, bool] | None = None
     mapping: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -103,41 +100,8 @@ class Snapshot:
         return float(value) if value is not None else None
 
     def phase_bars(self) -> list[dict[str, Any]]:
-        """One progress bar per phase: done, current (measured), or not started."""
-        bars: list[dict[str, Any]] = []
-        for number, name in PHASE_NAMES.items():
-            percent: float | None
-            if self.phase is None:
-                percent = None
-            elif number < self.phase:
-                percent = 100.0
-            elif number == self.phase or (self.phase == 0 and number == 1):
-                # Before phase 1 starts, its bar shows the gates into it that pass.
-                percent = self._current_phase_percent(number)
-            else:
-                percent = 0.0
-            bars.append(
-                {
-                    "phase": number,
-                    "name": name,
-                    "percent": percent,
-                    "current": number == self.phase,
-                }
-            )
-        return bars
-
-    def _current_phase_percent(self, number: int) -> float | None:
-        if number == 2 and self.progress:
-            values = [p.get("percent") for p in self.progress.values()]
-            known = [float(v) for v in values if v is not None]
-            return sum(known) / len(known) if known else None
-        if number == 4:
-            return 100.0 if self.mode == DualWriteMode.UNIFIED_ONLY.value else 0.0
-        # Within other phases: the share of the next phase's gates that already pass.
-        if not self.gates:
-            return None
-        passed = sum(1 for g in self.gates if g.get("passed"))
-        return 100.0 * passed / len(self.gates)
+        """One progress bar per phase (:func:`~unistatus.observe.phase_progress.phase_bars`)."""
+        return phase_bars(self.phase, self.gates, self.progress, self.retirement)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -270,6 +234,8 @@ def collect_snapshot(
     snap.repair_open = _read(src, "repair_queue", lambda: int(open_repair_count(engine)))
     snap.quarantine = _read(src, "quarantine", lambda: int(quarantine_count(engine)))
     snap.replay_conflicts = _read(src, "replay_conflicts", lambda: int(open_conflict_count(engine)))
+    if snap.phase == 4:
+        snap.retirement = _read(src, "retirement", lambda: read_retirement(engine, settings))
     return snap
 
 

@@ -19,6 +19,7 @@ from rich.text import Text
 from unistatus.config import Settings
 from unistatus.observe.alert_state import load_states
 from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_snapshot
+from unistatus.observe.phase_progress import RETIREMENT_STEPS
 
 __all__ = ["frame", "render", "run"]
 
@@ -140,6 +141,8 @@ def render(
     for bar in snap.phase_bars():
         label = Text(f"Phase {bar['phase']}: {bar['name']}", style="bold" if bar["current"] else "")
         progress.add_row(label, _bar(bar["percent"]))
+        for step in _retirement_steps(bar.get("steps")):
+            progress.add_row(step, "")
     if snap.progress is None:
         progress.add_row(Text("backfill", style="dim"), Text("unknown", style="dim"))
     else:
@@ -191,6 +194,18 @@ def _where(snap: Snapshot) -> Text:
     line = Text(f"mode {snap.mode or 'unknown'}", style="bold cyan")
     line.append(f"   phase {phase}", style="bold magenta")
     return line
+
+
+def _retirement_steps(steps: dict[str, bool] | None) -> list[Text]:
+    """Phase 4's steps under its bar: what is done and what is left."""
+    return [
+        Text(
+            f"  {label}: {'done' if steps[key] else 'not yet'}",
+            style="green" if steps[key] else "dim",
+        )
+        for key, label in RETIREMENT_STEPS.items()
+        if steps is not None and key in steps
+    ]
 
 
 def _known(value: int | None) -> str:
