@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import os
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support.phases import to_phase
 from support.serving import serving
 from support.stats_data import record_latency, seed_pairs
+from unistatus.adapter.core import DualWriteAdapter
 from unistatus.api.service import create_app
 from unistatus.backfill import run_backfill
 from unistatus.config import AutoResponses
 from unistatus.db.control import set_mode
-from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionType
 from unistatus.migration.check import run_check
 from unistatus.observe import alerts
 from unistatus.observe.notify import Notifier
@@ -115,5 +118,17 @@ def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: An
             "document.getElementById('mode').textContent.includes('UNIFIED_PRIMARY')",
             timeout=12_000,
         )
+        assert not page.is_visible("#replay-pending")  # not in phase 4
+
+        # Phase 4: the changes a rollback would replay show, and count up.
+        to_phase(db.engine, 4)
+        DualWriteAdapter(db.engine, settings=settings).create_transaction(
+            UnifiedTransactionType.EXCHANGE, 5, Decimal("12.5"), "USDT"
+        )
+        page.wait_for_function(
+            "document.getElementById('replay-pending').textContent === '1 change'",
+            timeout=12_000,
+        )
+        assert page.is_visible("#replay-pending")
         assert script_errors == []
         page.close()

@@ -36,6 +36,7 @@ from unistatus.errors import UnistatusError
 from unistatus.migration.check import latest_report
 from unistatus.migration.phases import phase_status
 from unistatus.migration.repair_queue import open_repair_count
+from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
 from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
 from unistatus.observe.stats import window
@@ -78,6 +79,8 @@ class Snapshot:
     replay_conflicts: int | None = None
     # Phase 4's steps done (read in phase 4 only; see observe.phase_progress).
     retirement: dict[str, bool] | None = None
+    # Changes made while legacy was frozen that a rollback would replay (phase 4 only).
+    replay_pending: int | None = None
     mapping: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -122,6 +125,7 @@ class Snapshot:
                 "repair_open": self.repair_open,
                 "quarantine": self.quarantine,
                 "replay_conflicts": self.replay_conflicts,
+                "replay_pending": self.replay_pending,
             },
             "progress": {"systems": self.progress, "phases": self.phase_bars()},
             "sources": self.sources,
@@ -236,6 +240,7 @@ def collect_snapshot(
     snap.replay_conflicts = _read(src, "replay_conflicts", lambda: int(open_conflict_count(engine)))
     if snap.phase == 4:
         snap.retirement = _read(src, "retirement", lambda: read_retirement(engine, settings))
+        snap.replay_pending = _read(src, "replay_pending", lambda: int(pending_count(engine)))
     return snap
 
 

@@ -135,6 +135,8 @@ def render(
         ),
     )
 
+    _replay_pending_row(quality, snap)
+
     progress = Table(show_header=False, box=None, padding=(0, 1))
     progress.add_column(no_wrap=True)
     progress.add_column(no_wrap=True)
@@ -194,6 +196,19 @@ def _where(snap: Snapshot) -> Text:
     line = Text(f"mode {snap.mode or 'unknown'}", style="bold cyan")
     line.append(f"   phase {phase}", style="bold magenta")
     return line
+
+
+def _replay_pending_row(quality: Table, snap: Snapshot) -> None:
+    """In phase 4 only: what a rollback would have to replay into legacy first."""
+    if snap.phase != 4:
+        return
+    pending = snap.replay_pending
+    quality.add_row(
+        "rollback would replay",
+        Text("unknown", style="dim")
+        if pending is None
+        else f"{pending} change{'' if pending == 1 else 's'}",
+    )
 
 
 def _retirement_steps(steps: dict[str, bool] | None) -> list[Text]:

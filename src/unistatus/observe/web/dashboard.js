@@ -44,6 +44,13 @@ function retirementSteps(steps) {
     Object.assign(document.createElement("p"), { className: `step ${steps[key] ? "ok" : "muted"}`, textContent: `${label}: ${steps[key] ? "done" : "not yet"}` }));
 }
 
+// In phase 4 only: the changes a rollback would replay into legacy first.
+function renderReplayPending(s) {
+  const pending = s.data_quality.replay_pending;
+  $("replay-pending-figure").hidden = s.phase !== 4;
+  text("replay-pending", pending == null ? "unknown" : `${pending} change${pending === 1 ? "" : "s"}`);
+}
+
 function render(s) {
   text("health", s.health, `badge ${s.health}`);
   text("mode", `mode ${s.mode ?? "unknown"}`);
@@ -75,6 +82,8 @@ function render(s) {
   text("queues", `${q.repair_open ?? "unknown"} / ${q.quarantine ?? "unknown"}`);
   const conflicts = q.replay_conflicts;
   text("replay-conflicts", conflicts == null ? "unknown" : `${conflicts} open`, conflicts == null ? "" : conflicts ? "bad" : "ok");
+
+  renderReplayPending(s);
 
   const phases = $("phases");
   phases.replaceChildren(...s.progress.phases.flatMap((p) => [bar(`Phase ${p.phase}: ${p.name}`, p.percent, p.current), ...retirementSteps(p.steps)]));
