@@ -17,9 +17,12 @@ from rich.table import Table
 from rich.text import Text
 
 from unistatus.config import Settings
+from unistatus.errors import StorageError
 from unistatus.observe.alert_state import load_states
+from unistatus.observe.history import read_history
 from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_snapshot
 from unistatus.observe.phase_progress import RETIREMENT_STEPS
+from unistatus.observe.sparklines import TERMINAL_POINTS, history_table
 
 __all__ = ["frame", "render", "run"]
 
@@ -49,7 +52,10 @@ def _style(value: float | None, warn: float, bad: float, higher_is_worse: bool =
 
 
 def render(
-    snap: Snapshot, alerts: list[dict[str, Any]], health: str | None = None
+    snap: Snapshot,
+    alerts: list[dict[str, Any]],
+    health: str | None = None,
+    history: dict[str, Any] | None = None,
 ) -> RenderableType:
     """One frame of the dashboard (a Rich renderable)."""
     title = _title(health)
@@ -163,6 +169,7 @@ def render(
     parts: list[RenderableType] = [
         _where(snap),
         Panel(perf, title=f"Performance (last {snap.window_seconds / 60:.0f} min)"),
+        _history_panel(history),
         Panel(quality, title="Data quality"),
         Panel(progress, title="Migration progress"),
         Panel(alert_table, title="Firing alerts"),
@@ -196,6 +203,14 @@ def _where(snap: Snapshot) -> Text:
     line = Text(f"mode {snap.mode or 'unknown'}", style="bold cyan")
     line.append(f"   phase {phase}", style="bold magenta")
     return line
+
+
+def _history_panel(history: dict[str, Any] | None) -> Panel:
+    """Sparklines of the last hour (``None``: the history could not be read)."""
+    body: RenderableType = (
+        Text("unknown", style="dim") if history is None else history_table(history)
+    )
+    return Panel(body, title="Last hour")
 
 
 def _replay_pending_row(quality: Table, snap: Snapshot) -> None:
@@ -243,7 +258,14 @@ def frame(
         health = "degraded" if critical else "healthy"
     else:
         health = "down"
-    return render(snap, alerts, health)
+    return render(snap, alerts, health, _read_history(engine) if snap.database_up else None)
+
+
+def _read_history(engine: sa.Engine) -> dict[str, Any] | None:
+    try:
+        return read_history(engine, points=TERMINAL_POINTS).as_dict()
+    except StorageError:
+        return None
 
 
 def run(
