@@ -109,6 +109,23 @@ def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: An
         assert empty is not None and empty["width"] == 0
         assert "CRITICAL consistency_critical" in page.inner_text("#alerts")
         assert page.inner_text("#health") == "degraded"
+        # The last hour, drawn as inline SVG: the step with the recorded operations, the
+        # check, the mode change marked on the time axis.
+        page.wait_for_function(
+            "document.querySelectorAll('#chart-p95 circle.point').length > 0", timeout=12_000
+        )
+        charts = ("p95", "error-rate", "throughput", "consistency")
+        points = {c: page.locator(f"#chart-{c} circle.point").count() for c in charts}
+        assert points == {"p95": 1, "error-rate": 1, "throughput": 60, "consistency": 1}
+        line = page.get_attribute("#chart-throughput path.line", "d") or ""
+        assert line.count("L") == 59  # one unbroken line through the hour's 60 steps
+        # Its scale tops at the one value, the p95 the figure above shows.
+        top_label = f"{float(page.inner_text('#p95').split()[0]):.0f} ms"
+        assert page.inner_text("#chart-p95").startswith(top_label + "\n0 ms")
+        marks = page.locator("#chart-p95 .event.mode")
+        assert marks.count() == 1 and marks.locator("text").text_content() == "DW-L"
+        box = page.locator("#chart-p95 svg").bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 60
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
