@@ -14,6 +14,7 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT
+from support.phases import to_phase
 from support.stats_data import record_latency, seed_pairs
 from unistatus.clock import utcnow
 from unistatus.config import AutoResponses
@@ -27,21 +28,6 @@ from unistatus.observe import alert_rules, alerts
 from unistatus.observe.alert_responses import AUTO_RESPONSE_KEY
 from unistatus.observe.alert_state import AlertState
 from unistatus.observe.notify import Notifier
-
-
-def to_phase(engine: sa.Engine, phase: int) -> None:
-    """Put the migration in ``phase`` (and its mode) as ``phase advance --force`` would."""
-    from unistatus.migration.phases import PHASES, write_phase
-
-    with engine.begin() as conn:
-        write_phase(
-            conn,
-            phase,
-            PHASES[phase].mode,
-            actor="test",
-            reason=f"test: phase {phase}",
-            metadata={},
-        )
 
 
 def by_name(states: list[AlertState]) -> dict[str, AlertState]:

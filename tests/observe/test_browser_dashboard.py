@@ -7,16 +7,19 @@ the test skips with the reason, except under CI=true, where it fails.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from support.phases import to_phase
 from support.serving import serving
 from support.stats_data import record_latency, seed_pairs
+from unistatus.adapter.core import DualWriteAdapter
 from unistatus.api.service import create_app
 from unistatus.backfill import run_backfill
 from unistatus.config import AutoResponses
 from unistatus.db.control import set_mode
-from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionType
 from unistatus.migration.check import run_check
 from unistatus.observe import alerts
 from unistatus.observe.notify import Notifier
@@ -64,9 +67,10 @@ def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: An
         assert "not_started" in labels[1]
         phases = page.locator("#phases [role=progressbar]")
         assert phases.count() == 4
+        # Phase 0: phase 1 is not started, whatever gates into it pass.
+        assert phases.nth(0).get_attribute("aria-valuenow") == "0"
         # The bar is drawn as wide as its number says (a person sees the fill).
-        first = phases.nth(0)
-        assert first.get_attribute("aria-valuenow") == "100"
+        first = systems.nth(0)
         track = first.locator(".track").bounding_box()
         fill = first.locator(".fill").bounding_box()
         assert track and fill and abs(fill["width"] - track["width"]) < 1
@@ -74,6 +78,23 @@ def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: An
         assert empty is not None and empty["width"] == 0
         assert "CRITICAL consistency_critical" in page.inner_text("#alerts")
         assert page.inner_text("#health") == "degraded"
+        # The last hour, drawn as inline SVG: the step with the recorded operations, the
+        # check, the mode change marked on the time axis.
+        page.wait_for_function(
+            "document.querySelectorAll('#chart-p95 circle.point').length > 0", timeout=12_000
+        )
+        charts = ("p95", "error-rate", "throughput", "consistency")
+        points = {c: page.locator(f"#chart-{c} circle.point").count() for c in charts}
+        assert points == {"p95": 1, "error-rate": 1, "throughput": 60, "consistency": 1}
+        line = page.get_attribute("#chart-throughput path.line", "d") or ""
+        assert line.count("L") == 59  # one unbroken line through the hour's 60 steps
+        # Its scale tops at the one value, the p95 the figure above shows.
+        top_label = f"{float(page.inner_text('#p95').split()[0]):.0f} ms"
+        assert page.inner_text("#chart-p95").startswith(top_label + "\n0 ms")
+        marks = page.locator("#chart-p95 .event.mode")
+        assert marks.count() == 1 and marks.locator("text").text_content() == "DW-L"
+        box = page.locator("#chart-p95 svg").bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 60
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
 
@@ -83,5 +104,17 @@ def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: An
             "document.getElementById('mode').textContent.includes('UNIFIED_PRIMARY')",
             timeout=12_000,
         )
+        assert not page.is_visible("#replay-pending")  # not in phase 4
+
+        # Phase 4: the changes a rollback would replay show, and count up.
+        to_phase(db.engine, 4)
+        DualWriteAdapter(db.engine, settings=settings).create_transaction(
+            UnifiedTransactionType.EXCHANGE, 5, Decimal("12.5"), "USDT"
+        )
+        page.wait_for_function(
+            "document.getElementById('replay-pending').textContent === '1 change'",
+            timeout=12_000,
+        )
+        assert page.is_visible("#replay-pending")
         assert script_errors == []
         page.close()

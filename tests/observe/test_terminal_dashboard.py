@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from rich.console import Console
@@ -70,3 +71,17 @@ def test_dashboard_says_when_the_database_is_down(tmp_path: Any) -> None:
     )
     assert r.exit_code == 0
     assert "database unreachable" in r.stdout
+
+
+def test_the_health_word_stays_whole_at_80_columns(sqlite_db: Any) -> None:
+    db = sqlite_db
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="phase 3")
+    console = Console(width=80, record=True, color_system=None)
+    console.print(frame(db.engine, db.settings))
+    lines = console.export_text().splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    assert re.search(r"\bhealthy\b", lines[0]), lines[0]
+    out = "\n".join(lines)
+    # Nothing the title held before is lost: mode and phase show in full below it.
+    assert "mode DUAL_WRITE_UNIFIED_PRIMARY" in out
+    assert "phase 0: Not started" in out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
@@ -17,6 +17,7 @@ from unistatus.api.error_responses import public_database_error
 from unistatus.api.state import ServiceState
 from unistatus.db.control import get_mode
 from unistatus.migration.phases import read_phase
+from unistatus.observe.history import HISTORY_POINTS, HISTORY_SECONDS, read_history
 from unistatus.observe.metrics import SnapshotCollector, collect_snapshot, database_reachable
 from unistatus.redact import redact, redact_values
 
@@ -64,6 +65,7 @@ def health_report(service: ServiceState) -> dict[str, Any]:
 
 
 def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
+    _add_history_route(app, service)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         SnapshotCollector(
@@ -104,3 +106,13 @@ def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
         body["health"] = health_report(service)["status"]
         redacted: dict[str, Any] = redact_values(body)
         return redacted
+
+
+def _add_history_route(app: FastAPI, service: ServiceState) -> None:
+    @app.get("/api/v1/history", tags=["observability"])
+    def history(
+        seconds: float = Query(HISTORY_SECONDS, gt=0, le=86_400),
+        points: int = Query(HISTORY_POINTS, ge=2, le=720),
+    ) -> dict[str, Any]:
+        """p95, error rate, throughput per step, check results, mode and phase changes."""
+        return read_history(service.engine, seconds=seconds, points=points).as_dict()

@@ -8,14 +8,13 @@ gates and how gates are measured: ``docs/phases.md``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.backfill import progress, quarantine_count, resume
+from unistatus.backfill import quarantine_count, resume
 from unistatus.backfill.control import is_paused
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
@@ -23,16 +22,21 @@ from unistatus.db.control import MODE_KEY, read_mode, read_value, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import control_log
 from unistatus.domain.inputs import check_actor, check_reason
-from unistatus.domain.mapping import LegacyStatusMapper
-from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import GateError, InputError, StorageError
-from unistatus.migration import capture
-from unistatus.migration.check import latest_report
+from unistatus.migration import gates
+from unistatus.migration.gates import (
+    BYPASS_GATE,
+    GATE_WINDOW_SECONDS,
+    MAX_ERROR_RATE,
+    MAX_P95_MS,
+    Gate,
+)
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay_conflicts import open_conflict_count
-from unistatus.observe.stats import window
 
 __all__ = [
+    "BYPASS_GATE",
     "GATE_WINDOW_SECONDS",
     "Gate",
     "MAX_ERROR_RATE",
@@ -62,12 +66,6 @@ PHASE_START = "phase-start"
 ROLLBACK_KEY = "last_rollback"
 # A check that started before the last change of any of these never opens a gate.
 _CONTROL_KEYS = (MODE_KEY, PHASE_KEY, ROLLBACK_KEY)
-MAX_ERROR_RATE = 0.001  # < 0.1 %
-MAX_P95_MS = 200.0
-# The error rate gates look at the adapters' operations over the last hour (the p95 gate
-# into phase 4 at those since the switch to unified primary).
-GATE_WINDOW_SECONDS = 3600.0
-UNAVAILABLE = "unavailable"
 
 
 @dataclass(frozen=True)
@@ -85,26 +83,6 @@ PHASES: dict[int, PhaseInfo] = {
     4: PhaseInfo(4, "retirement", DualWriteMode.UNIFIED_ONLY),
 }
 LAST_PHASE = max(PHASES)
-
-
-@dataclass(frozen=True)
-class Gate:
-    """One success criterion: its measured value, the threshold, and whether it passes."""
-
-    name: str
-    value: Any
-    threshold: Any
-    passed: bool
-    detail: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "value": self.value,
-            "threshold": self.threshold,
-            "passed": self.passed,
-            "detail": self.detail,
-        }
 
 
 @dataclass(frozen=True)
@@ -255,212 +233,6 @@ def resolve_since(engine: sa.Engine, since: str | datetime | None) -> str | date
 # --- gates --------------------------------------------------------------------------
 
 
-def _unavailable(name: str, threshold: Any, why: str) -> Gate:
-    return Gate(name, UNAVAILABLE, threshold, False, why)
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:.3f}".rstrip("0").rstrip(".") + "%"
-
-
-def _gate_mapping() -> Gate:
-    report = LegacyStatusMapper().validate()
-    detail = "; ".join(report.problems[:5]) or None
-    return Gate("mapping_validation", _pct(report.coverage), "100%", report.ok, detail)
-
-
-def _gate_dual_write(mode: DualWriteMode) -> Gate:
-    return Gate("dual_write_on", mode.value, "DUAL_WRITE_*", mode.is_dual)
-
-
-def _gate_error_rate(engine: sa.Engine) -> Gate:
-    w = window(engine, GATE_WINDOW_SECONDS)
-    if w.count == 0:
-        return _unavailable(
-            "error_rate",
-            f"< {_pct(MAX_ERROR_RATE)}",
-            "no adapter operations recorded in the last hour (adapters record them "
-            "unless record_stats=False or UNISTATUS_RECORD_STATS=false)",
-        )
-    return Gate(
-        "error_rate",
-        _pct(w.error_rate),
-        f"< {_pct(MAX_ERROR_RATE)}",
-        w.error_rate < MAX_ERROR_RATE,
-        f"{w.errors} errors in {w.count} operations over the last hour"
-        + (f" ({w.rolled_back} rolled back by the caller, not counted)" if w.rolled_back else ""),
-    )
-
-
-def _gate_p95(engine: sa.Engine, settings: Settings, switched: datetime | None) -> Gate:
-    """p95 of unified primary's own operations since the switch, over enough of them.
-
-    The last hour would mix in legacy primary's operations from before the switch (a
-    slow backfill, or a fast quiet hour) and judge unified primary by them.
-    """
-    name, threshold = "p95_latency_ms", f"< {MAX_P95_MS:g}"
-    if switched is None:
-        return _unavailable(name, threshold, "no record of the switch to unified primary")
-    seconds = max((utcnow() - switched).total_seconds(), 0.001)
-    w = window(engine, seconds, mode=DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
-    since = f"since unified became primary ({switched.isoformat()})"
-    p95 = w.p95_ms
-    if p95 is None:
-        return _unavailable(name, threshold, f"no adapter operations recorded {since}")
-    need = settings.p95_gate_min_operations
-    if w.count < need:
-        detail = f"{w.count} operations {since}: at least {need} needed (p95_gate_min_operations)"
-        return Gate(name, round(p95, 1), threshold, False, detail)
-    return Gate(name, round(p95, 1), threshold, p95 < MAX_P95_MS, f"{w.count} operations {since}")
-
-
-def _gate_check(
-    engine: sa.Engine,
-    name: str,
-    *,
-    after: datetime | None,
-    covering_since: datetime | None,
-    require_full: bool,
-    need_rows: bool,
-    command: str = "unistatus check",
-) -> Gate:
-    """A stored check report, started after ``after``, 100% consistent.
-
-    ``command`` is the check that satisfies the gate: every failing detail names it.
-    """
-    run = f"run `{command}`"
-    try:
-        report = latest_report(engine, scope="all") if require_full else latest_report(engine)
-    except sa.exc.SQLAlchemyError as exc:
-        return _unavailable(name, "100%", f"cannot read check reports: {exc}")
-    if report is None:
-        return _unavailable(name, "100%", f"no check report yet: {run}")
-    if after is not None and report.started_at < after:
-        return _unavailable(
-            name,
-            "100%",
-            f"check #{report.id} started before the last mode, phase or rollback change "
-            f"({after.isoformat()}): {run} again",
-        )
-    systems = {str(s) for s in report.systems}
-    if systems and systems != {s.value for s in LegacySystemType}:
-        return _unavailable(
-            name, "100%", f"the latest check covers only {', '.join(sorted(systems))}: {run}"
-        )
-    since = report.since
-    if covering_since is not None and since is not None and since > covering_since:
-        return _unavailable(
-            name,
-            "100%",
-            f"the latest check covers only changes since {since.isoformat()}: {run}",
-        )
-    if need_rows and report.total == 0:
-        return Gate(name, "0 of 0", "100%", False, "no transactions to verify yet")
-    rate = float(report.consistency_rate)
-    detail = f"check #{report.id}: {report.consistent} of {report.total} consistent"
-    return Gate(name, _pct(rate), "100%", bool(report.is_consistent), detail)
-
-
-def _gate_backfill(engine: sa.Engine, settings: Settings) -> list[Gate]:
-    try:
-        result = progress(engine, settings)
-    except Exception as exc:  # a broken source makes the gate fail, never pass
-        return [_unavailable("backfill_complete", "100%", f"cannot read progress: {exc}")]
-    gates: list[Gate] = []
-    for system, info in sorted(result.items()):
-        percent = float(info.get("percent") or 0.0)
-        complete = bool(info.get("complete")) and percent >= 100.0
-        detail = f"{info.get('done', 0)} of {info.get('total', 0)} rows, {info.get('state')}"
-        gates.append(
-            Gate(f"backfill_{str(system).lower()}", f"{percent:g}%", "100%", complete, detail)
-        )
-    return gates or [_unavailable("backfill_complete", "100%", "no backfill progress reported")]
-
-
-def _gate_zero(engine: sa.Engine, name: str, count: Callable[[sa.Engine], int]) -> Gate:
-    try:
-        n = int(count(engine))
-    except Exception as exc:
-        return _unavailable(name, 0, f"cannot count: {exc}")
-    return Gate(name, n, 0, n == 0)
-
-
-def _gate_soak(mode: DualWriteMode, settings: Settings, since: datetime | None) -> Gate:
-    threshold = f">= {settings.soak_seconds:g} s"
-    if mode is not DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
-        return Gate("unified_primary_soak_s", 0, threshold, False, f"mode is {mode.value}")
-    if since is None:
-        return _unavailable("unified_primary_soak_s", threshold, "no record of the switch")
-    elapsed = (utcnow() - since).total_seconds()
-    return Gate(
-        "unified_primary_soak_s",
-        round(elapsed, 1),
-        threshold,
-        elapsed >= settings.soak_seconds,
-        f"unified primary since {since.isoformat()}",
-    )
-
-
-BYPASS_GATE = "no_bypass_writes_in_soak"
-
-
-def _gate_no_bypass(engine: sa.Engine, settings: Settings, mode: DualWriteMode) -> Gate:
-    """No writer bypassed unistatus since unified became primary (every code path is
-    converted before legacy is frozen). Only the capture can see such writes: without
-    it the gate passes, saying it proves nothing (docs/capture.md, "The gate")."""
-    primary = DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
-    if mode is not primary:
-        return _unavailable(BYPASS_GATE, 0, f"mode is {mode.value}: the soak starts at {primary}")
-    with engine.connect() as conn:
-        since = _last_change_to(conn, MODE_KEY, primary.value)
-        enabled = capture.enabled_since(conn)
-    if since is None:
-        return _unavailable(BYPASS_GATE, 0, "no record of the switch")
-    if enabled is None:
-        return Gate(
-            BYPASS_GATE,
-            "capture not enabled",
-            0,
-            True,
-            "capture not enabled: writes that bypass unistatus are not seen, so this gate "
-            "proves nothing; `unistatus capture enable` before the soak to have it checked",
-        )
-    state = capture.status(engine, settings)
-    if not state.ok:
-        missing = ", ".join(sorted({t["name"] for t in state.as_dict()["missing"]}))
-        return _unavailable(
-            BYPASS_GATE,
-            0,
-            f"capture is enabled but triggers are missing ({missing}): "
-            "run `unistatus capture enable`",
-        )
-    covered = (utcnow() - max(since, enabled)).total_seconds()
-    if enabled > since and covered < settings.soak_seconds:
-        return _unavailable(
-            BYPASS_GATE,
-            0,
-            f"capture enabled at {enabled.isoformat()}, after the soak began "
-            f"({since.isoformat()}): it has seen {covered:.0f} s of the "
-            f"{settings.soak_seconds:g} s soak",
-        )
-    seen = capture.writers_seen(engine, since=since)
-    if not seen:
-        return Gate(BYPASS_GATE, 0, 0, True, f"none since {max(since, enabled).isoformat()}")
-    names = "; ".join(
-        f"{w.writer} on {w.system} (last {w.last_seen_at.isoformat() if w.last_seen_at else '?'})"
-        for w in seen[:5]
-    )
-    more = f" and {len(seen) - 5} more" if len(seen) > 5 else ""
-    return Gate(
-        BYPASS_GATE,
-        len(seen),
-        0,
-        False,
-        f"writers bypassing unistatus since unified became primary ({since.isoformat()}): "
-        f"{names}{more}; convert them, then wait out a new soak (`unistatus capture status`)",
-    )
-
-
 def evaluate_gates(
     engine: sa.Engine, settings: Settings, into: int, *, mode: DualWriteMode | None = None
 ) -> list[Gate]:
@@ -476,12 +248,12 @@ def evaluate_gates(
         changed = _last_control_change(conn)
         switched = _last_change_to(conn, MODE_KEY, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
     if into == 1:
-        return [_gate_mapping()]
+        return [gates.gate_mapping()]
     if into == 2:
         return [
-            _gate_mapping(),
-            _gate_dual_write(mode),
-            _gate_check(
+            gates.gate_mapping(),
+            gates.gate_dual_write(mode),
+            gates.gate_check(
                 engine,
                 "new_transactions_consistent",
                 after=changed,
@@ -491,12 +263,12 @@ def evaluate_gates(
                 command="unistatus check --since "
                 + (PHASE_START if in_phase1 or phase1 is None else phase1.isoformat()),
             ),
-            _gate_error_rate(engine),
+            gates.gate_error_rate(engine),
         ]
     if into == 3:
         return [
-            *_gate_backfill(engine, settings),
-            _gate_check(
+            *gates.gate_backfill(engine, settings),
+            gates.gate_check(
                 engine,
                 "full_check_consistent",
                 after=changed,
@@ -504,15 +276,15 @@ def evaluate_gates(
                 require_full=True,
                 need_rows=False,
             ),
-            _gate_zero(engine, "quarantine", quarantine_count),
-            _gate_zero(engine, "repair_queue_open", open_repair_count),
-            _gate_zero(engine, "replay_conflicts_open", open_conflict_count),
+            gates.gate_zero(engine, "quarantine", quarantine_count),
+            gates.gate_zero(engine, "repair_queue_open", open_repair_count),
+            gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count),
         ]
     return [
-        _gate_soak(mode, settings, switched),
-        _gate_p95(engine, settings, switched),
-        _gate_error_rate(engine),
-        _gate_check(
+        gates.gate_soak(mode, settings, switched),
+        gates.gate_p95(engine, settings, switched),
+        gates.gate_error_rate(engine),
+        gates.gate_check(
             engine,
             "full_check_consistent",
             after=changed,
@@ -520,8 +292,8 @@ def evaluate_gates(
             require_full=True,
             need_rows=False,
         ),
-        _gate_zero(engine, "replay_conflicts_open", open_conflict_count),
-        _gate_no_bypass(engine, settings, mode),
+        gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count),
+        gates.gate_no_bypass(engine, settings, mode, switched),
     ]
 
 

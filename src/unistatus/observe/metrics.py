@@ -36,8 +36,10 @@ from unistatus.errors import UnistatusError
 from unistatus.migration.check import latest_report
 from unistatus.migration.phases import phase_status
 from unistatus.migration.repair_queue import open_repair_count
+from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
+from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
 from unistatus.observe.stats import window
 
 __all__ = [
@@ -56,12 +58,6 @@ T = TypeVar("T")
 DEFAULT_WINDOW_SECONDS = 300.0
 # Latencies are measured and stored in ms; Prometheus wants base units (seconds).
 MS_PER_SECOND = 1000.0
-PHASE_NAMES = {
-    1: "Dual-write infrastructure",
-    2: "Data backfill",
-    3: "Unified primary",
-    4: "Legacy retirement",
-}
 
 
 @dataclass
@@ -84,6 +80,10 @@ class Snapshot:
     replay_conflicts: int | None = None
     # The capture of writes that bypass the adapter: on or off, the writers seen.
     bypass: BypassWriters | None = None
+    # Phase 4's steps done (read in phase 4 only; see observe.phase_progress).
+    retirement: dict[str, bool] | None = None
+    # Changes made while legacy was frozen that a rollback would replay (phase 4 only).
+    replay_pending: int | None = None
     mapping: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -106,41 +106,8 @@ class Snapshot:
         return float(value) if value is not None else None
 
     def phase_bars(self) -> list[dict[str, Any]]:
-        """One progress bar per phase: done, current (measured), or not started."""
-        bars: list[dict[str, Any]] = []
-        for number, name in PHASE_NAMES.items():
-            percent: float | None
-            if self.phase is None:
-                percent = None
-            elif number < self.phase:
-                percent = 100.0
-            elif number == self.phase or (self.phase == 0 and number == 1):
-                # Before phase 1 starts, its bar shows the gates into it that pass.
-                percent = self._current_phase_percent(number)
-            else:
-                percent = 0.0
-            bars.append(
-                {
-                    "phase": number,
-                    "name": name,
-                    "percent": percent,
-                    "current": number == self.phase,
-                }
-            )
-        return bars
-
-    def _current_phase_percent(self, number: int) -> float | None:
-        if number == 2 and self.progress:
-            values = [p.get("percent") for p in self.progress.values()]
-            known = [float(v) for v in values if v is not None]
-            return sum(known) / len(known) if known else None
-        if number == 4:
-            return 100.0 if self.mode == DualWriteMode.UNIFIED_ONLY.value else 0.0
-        # Within other phases: the share of the next phase's gates that already pass.
-        if not self.gates:
-            return None
-        passed = sum(1 for g in self.gates if g.get("passed"))
-        return 100.0 * passed / len(self.gates)
+        """One progress bar per phase (:func:`~unistatus.observe.phase_progress.phase_bars`)."""
+        return phase_bars(self.phase, self.gates, self.progress, self.retirement)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -161,6 +128,7 @@ class Snapshot:
                 "repair_open": self.repair_open,
                 "quarantine": self.quarantine,
                 "replay_conflicts": self.replay_conflicts,
+                "replay_pending": self.replay_pending,
             },
             "capture": self.bypass.as_dict() if self.bypass is not None else None,
             "progress": {"systems": self.progress, "phases": self.phase_bars()},
@@ -275,6 +243,9 @@ def collect_snapshot(
     snap.quarantine = _read(src, "quarantine", lambda: int(quarantine_count(engine)))
     snap.replay_conflicts = _read(src, "replay_conflicts", lambda: int(open_conflict_count(engine)))
     snap.bypass = _read(src, "capture", lambda: read_bypass_writers(engine))
+    if snap.phase == 4:
+        snap.retirement = _read(src, "retirement", lambda: read_retirement(engine, settings))
+        snap.replay_pending = _read(src, "replay_pending", lambda: int(pending_count(engine)))
     return snap
 
 

@@ -17,8 +17,12 @@ from rich.table import Table
 from rich.text import Text
 
 from unistatus.config import Settings
+from unistatus.errors import StorageError
 from unistatus.observe.alert_state import load_states
+from unistatus.observe.history import read_history
 from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_snapshot
+from unistatus.observe.phase_progress import RETIREMENT_STEPS
+from unistatus.observe.sparklines import TERMINAL_POINTS, history_table
 
 __all__ = ["frame", "render", "run"]
 
@@ -48,17 +52,13 @@ def _style(value: float | None, warn: float, bad: float, higher_is_worse: bool =
 
 
 def render(
-    snap: Snapshot, alerts: list[dict[str, Any]], health: str | None = None
+    snap: Snapshot,
+    alerts: list[dict[str, Any]],
+    health: str | None = None,
+    history: dict[str, Any] | None = None,
 ) -> RenderableType:
     """One frame of the dashboard (a Rich renderable)."""
-    title = Text("Migration dashboard  ", style="bold")
-    title.append(f"mode {snap.mode or 'unknown'}", style="bold cyan")
-    phase = "unknown" if snap.phase is None else f"{snap.phase}: {snap.as_dict()['phase_name']}"
-    title.append(f"   phase {phase}", style="bold magenta")
-    if health:
-        title.append(
-            f"   {health}", style={"healthy": "green", "degraded": "yellow"}.get(health, "red")
-        )
+    title = _title(health)
     if not snap.database_up:
         return Panel(
             Text(f"database unreachable: {snap.database_error}", style="bold red"), title=title
@@ -141,12 +141,16 @@ def render(
         ),
     )
 
+    _replay_pending_row(quality, snap)
+
     progress = Table(show_header=False, box=None, padding=(0, 1))
     progress.add_column(no_wrap=True)
     progress.add_column(no_wrap=True)
     for bar in snap.phase_bars():
         label = Text(f"Phase {bar['phase']}: {bar['name']}", style="bold" if bar["current"] else "")
         progress.add_row(label, _bar(bar["percent"]))
+        for step in _retirement_steps(bar.get("steps")):
+            progress.add_row(step, "")
     if snap.progress is None:
         progress.add_row(Text("backfill", style="dim"), Text("unknown", style="dim"))
     else:
@@ -163,7 +167,9 @@ def render(
         alert_table.add_row(Text(f"{a['level'].upper()} {a['name']}: {a['message']}", style=style))
 
     parts: list[RenderableType] = [
+        _where(snap),
         Panel(perf, title=f"Performance (last {snap.window_seconds / 60:.0f} min)"),
+        _history_panel(history),
         Panel(quality, title="Data quality"),
         Panel(progress, title="Migration progress"),
         Panel(_bypass_table(snap), title="Writers bypassing unistatus (capture)"),
@@ -210,6 +216,57 @@ def _bypass_table(snap: Snapshot) -> Table:
     return table
 
 
+def _title(health: str | None) -> Text:
+    """Short enough for 80 columns: Rich crops a long title, and the health word came last."""
+    title = Text("Migration dashboard", style="bold")
+    if health:
+        title.append(
+            f"  {health}", style={"healthy": "green", "degraded": "yellow"}.get(health, "red")
+        )
+    return title
+
+
+def _where(snap: Snapshot) -> Text:
+    """Mode and phase on their own line, which wraps instead of being cropped."""
+    phase = "unknown" if snap.phase is None else f"{snap.phase}: {snap.as_dict()['phase_name']}"
+    line = Text(f"mode {snap.mode or 'unknown'}", style="bold cyan")
+    line.append(f"   phase {phase}", style="bold magenta")
+    return line
+
+
+def _history_panel(history: dict[str, Any] | None) -> Panel:
+    """Sparklines of the last hour (``None``: the history could not be read)."""
+    body: RenderableType = (
+        Text("unknown", style="dim") if history is None else history_table(history)
+    )
+    return Panel(body, title="Last hour")
+
+
+def _replay_pending_row(quality: Table, snap: Snapshot) -> None:
+    """In phase 4 only: what a rollback would have to replay into legacy first."""
+    if snap.phase != 4:
+        return
+    pending = snap.replay_pending
+    quality.add_row(
+        "rollback would replay",
+        Text("unknown", style="dim")
+        if pending is None
+        else f"{pending} change{'' if pending == 1 else 's'}",
+    )
+
+
+def _retirement_steps(steps: dict[str, bool] | None) -> list[Text]:
+    """Phase 4's steps under its bar: what is done and what is left."""
+    return [
+        Text(
+            f"  {label}: {'done' if steps[key] else 'not yet'}",
+            style="green" if steps[key] else "dim",
+        )
+        for key, label in RETIREMENT_STEPS.items()
+        if steps is not None and key in steps
+    ]
+
+
 def _known(value: int | None) -> str:
     return "unknown" if value is None else str(value)
 
@@ -230,7 +287,14 @@ def frame(
         health = "degraded" if critical else "healthy"
     else:
         health = "down"
-    return render(snap, alerts, health)
+    return render(snap, alerts, health, _read_history(engine) if snap.database_up else None)
+
+
+def _read_history(engine: sa.Engine) -> dict[str, Any] | None:
+    try:
+        return read_history(engine, points=TERMINAL_POINTS).as_dict()
+    except StorageError:
+        return None
 
 
 def run(

@@ -35,6 +35,22 @@ function bar(label, percent, current) {
   return row;
 }
 
+// Phase 4's steps under its bar (keys as in unistatus.observe.phase_progress).
+const RETIREMENT_STEPS = { unified_only: "unified-only", archive_verified: "archive verified", columns_retired: "columns retired" };
+
+function retirementSteps(steps) {
+  if (!steps) return [];
+  return Object.entries(RETIREMENT_STEPS).filter(([key]) => key in steps).map(([key, label]) =>
+    Object.assign(document.createElement("p"), { className: `step ${steps[key] ? "ok" : "muted"}`, textContent: `${label}: ${steps[key] ? "done" : "not yet"}` }));
+}
+
+// In phase 4 only: the changes a rollback would replay into legacy first.
+function renderReplayPending(s) {
+  const pending = s.data_quality.replay_pending;
+  $("replay-pending-figure").hidden = s.phase !== 4;
+  text("replay-pending", pending == null ? "unknown" : `${pending} change${pending === 1 ? "" : "s"}`);
+}
+
 function render(s) {
   text("health", s.health, `badge ${s.health}`);
   text("mode", `mode ${s.mode ?? "unknown"}`);
@@ -67,8 +83,10 @@ function render(s) {
   const conflicts = q.replay_conflicts;
   text("replay-conflicts", conflicts == null ? "unknown" : `${conflicts} open`, conflicts == null ? "" : conflicts ? "bad" : "ok");
 
+  renderReplayPending(s);
+
   const phases = $("phases");
-  phases.replaceChildren(...s.progress.phases.map((p) => bar(`Phase ${p.phase}: ${p.name}`, p.percent, p.current)));
+  phases.replaceChildren(...s.progress.phases.flatMap((p) => [bar(`Phase ${p.phase}: ${p.name}`, p.percent, p.current), ...retirementSteps(p.steps)]));
   const systems = $("systems");
   const entries = Object.entries(s.progress.systems ?? {});
   systems.replaceChildren(...(entries.length

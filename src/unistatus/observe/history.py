@@ -1,0 +1,142 @@
+"""The last hour as time series, from what the database already keeps.
+
+The dashboards' figures are one window; an operator also asks "since when?". Every
+number here comes from tables every process writes anyway: operation statistics (per
+process and flush interval, merged into fixed steps the way :func:`~unistatus.observe.stats.window`
+merges them: counts and latency buckets summed, p95 interpolated from the merged
+buckets), stored check reports (consistency), and the control log (mode and phase
+changes, marked on the time axis). A step with no operations has no latency and no
+error rate (``None``), never a made-up zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.clock import as_utc, utcnow
+from unistatus.db.control import MODE_KEY
+from unistatus.db.tables import control_log
+from unistatus.db.tables_check import check_reports
+from unistatus.db.tables_ops import BUCKET_COLUMNS, operation_stats
+from unistatus.errors import InputError, StorageError
+from unistatus.migration.phases import PHASE_KEY
+from unistatus.observe.stats import percentile
+
+__all__ = ["HISTORY_POINTS", "HISTORY_SECONDS", "History", "read_history"]
+
+HISTORY_SECONDS = 3600.0
+HISTORY_POINTS = 60
+# Bounds on what one read returns (a busy hour of checks or mode flips stays readable).
+MAX_CHECKS = 500
+MAX_EVENTS = 200
+S = operation_stats
+
+
+@dataclass(frozen=True)
+class History:
+    since: datetime
+    until: datetime
+    step_seconds: float
+    points: list[dict[str, Any]]
+    consistency: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "since": self.since.isoformat(),
+            "until": self.until.isoformat(),
+            "step_seconds": self.step_seconds,
+            "points": self.points,
+            "consistency": self.consistency,
+            "events": self.events,
+        }
+
+
+def read_history(
+    engine: sa.Engine,
+    *,
+    seconds: float = HISTORY_SECONDS,
+    points: int = HISTORY_POINTS,
+    now: datetime | None = None,
+) -> History:
+    """``points`` equal steps over the last ``seconds``, with checks and control changes."""
+    if seconds <= 0 or points < 1:
+        raise InputError(f"history needs a positive span and steps, got {seconds} s, {points}")
+    until = now or utcnow()
+    since = until - timedelta(seconds=seconds)
+    step = seconds / points
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(S.c.interval_end, S.c.count, S.c.errors, S.c.latency_max_ms)
+                .add_columns(*(S.c[b] for b in BUCKET_COLUMNS))
+                # Bounded by the stats retention: rows older than it are pruned.
+                .where(S.c.interval_end > since, S.c.interval_end <= until)
+            ).all()
+            checks = conn.execute(
+                sa.select(check_reports.c.created_at, check_reports.c.consistency_rate)
+                .where(check_reports.c.created_at > since, check_reports.c.created_at <= until)
+                .order_by(check_reports.c.created_at, check_reports.c.id)
+                .limit(MAX_CHECKS)
+            ).all()
+            events = conn.execute(
+                sa.select(control_log.c.created_at, control_log.c.key, control_log.c.new_value)
+                .where(
+                    control_log.c.key.in_((MODE_KEY, PHASE_KEY)),
+                    control_log.c.created_at > since,
+                    control_log.c.created_at <= until,
+                )
+                .order_by(control_log.c.id)
+                .limit(MAX_EVENTS)
+            ).all()
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot read the history: {exc.orig}") from None
+    return History(
+        since=since,
+        until=until,
+        step_seconds=step,
+        points=_steps(rows, since, step, points),
+        consistency=[{"t": _iso(at), "rate": float(rate)} for at, rate in checks],
+        events=[{"t": _iso(at), "key": key, "value": value} for at, key, value in events],
+    )
+
+
+def _steps(rows: Sequence[Any], since: datetime, step: float, points: int) -> list[dict[str, Any]]:
+    n_buckets = len(BUCKET_COLUMNS)
+    count = [0] * points
+    errors = [0] * points
+    max_ms = [0.0] * points
+    buckets = [[0] * n_buckets for _ in range(points)]
+    for row in rows:
+        end = as_utc(row[0])
+        assert end is not None
+        i = min(points - 1, max(0, int((end - since).total_seconds() // step)))
+        count[i] += int(row[1])
+        errors[i] += int(row[2])
+        max_ms[i] = max(max_ms[i], float(row[3]))
+        for b in range(n_buckets):
+            buckets[i][b] += int(row[4 + b])
+    out: list[dict[str, Any]] = []
+    for i in range(points):
+        p95 = percentile(buckets[i], 0.95, max_ms[i]) if count[i] else None
+        out.append(
+            {
+                "t": _iso(since + timedelta(seconds=step * (i + 1))),
+                "count": count[i],
+                "p95_ms": None if p95 is None else round(p95, 3),
+                "error_rate": errors[i] / count[i] if count[i] else None,
+                "throughput_per_s": round(count[i] / step, 4),
+            }
+        )
+    return out
+
+
+def _iso(at: datetime | None) -> str:
+    value = as_utc(at)
+    assert value is not None
+    return value.isoformat()
