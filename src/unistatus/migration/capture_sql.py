@@ -31,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.adapter.writes import history_values, unified_row
-from unistatus.backfill.statements import unmappable_reason
+from unistatus.backfill.statements import QUARANTINE_COLUMNS, unmappable_reason
 from unistatus.db.control import MODE_KEY
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
@@ -259,18 +259,8 @@ class SystemSql:
             ctx.now,
             ctx.writer,
         ).where(m.mapped.is_(None))
-        stmt = self.insert(Q).from_select(
-            [
-                Q.c.system,
-                Q.c.legacy_id,
-                Q.c.raw_status,
-                Q.c.reason,
-                Q.c.first_seen_at,
-                Q.c.last_seen_at,
-                Q.c.writer,
-            ],
-            select,
-        )
+        # The backfill's quarantine row, and who wrote the value.
+        stmt = self.insert(Q).from_select([*QUARANTINE_COLUMNS, Q.c.writer], select)
         stmt = stmt.on_conflict_do_update(
             index_elements=[Q.c.system, Q.c.legacy_id],
             set_={
