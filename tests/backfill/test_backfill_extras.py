@@ -17,6 +17,7 @@ from unistatus.config import CONFIG_FILE_ENV, Settings, load_settings
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
+from unistatus.domain.mapping import register_extra_statuses
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.migration.check import run_check
 from unistatus.migration.repair import run_repair
@@ -94,6 +95,20 @@ def test_backfill_worker_processes_map_it_too(pg: Database) -> None:
     assert report["workers"] == 2
     assert report["inserted"] == N and report["quarantined"] == 0
     _assert_refunds_cancelled_and_all_consistent(pg, settings)
+
+
+@pytest.mark.postgres
+def test_backfill_worker_processes_map_a_value_registered_without_settings(
+    pg: Database,
+) -> None:
+    """A library user registers the value in code (register_extra_statuses), with no
+    mapping in the settings: the spawned workers map it as one process would."""
+    _seed_with_refunds(pg)
+    register_extra_statuses({"CASHOUT": {"REFUND_REQUESTED": "CANCELLED"}})
+    report = run_backfill(pg.engine, pg.settings, batch_size=32, workers=2).as_dict()
+    assert report["workers"] == 2
+    assert report["inserted"] == N and report["quarantined"] == 0
+    _assert_refunds_cancelled_and_all_consistent(pg, pg.settings)
 
 
 def test_quarantine_retry_migrates_the_value_once_the_config_maps_it(

@@ -31,6 +31,7 @@ from unistatus.db.control import set_mode
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.db.tables_backfill import backfill_quarantine
 from unistatus.db.tables_capture import capture_changed
+from unistatus.domain.mapping import register_extra_statuses
 from unistatus.errors import ConfigError
 from unistatus.migration import capture
 from unistatus.migration.capture_sql import FLAG_DELETED, FLAG_FROZEN, FLAG_REFUSED
@@ -112,6 +113,26 @@ def test_status_names_missing_triggers(cap: Database) -> None:
     broken = capture.status(cap.engine, cap.settings)
     assert not broken.ok
     assert {"name": victim.name, "table": victim.table} in broken.as_dict()["missing"]
+
+
+def test_status_says_when_the_mapping_changed_since_enable(cap: Database) -> None:
+    """The triggers hold the mapping as it was at ``enable``: an extra value configured
+    since is quarantined by them as unknown, so status is not ok (and says why) until
+    ``enable`` generates them again."""
+    assert capture.status(cap.engine, cap.settings).ok
+    register_extra_statuses({"CASHOUT": {"REFUND_REQUESTED": "CANCELLED"}})
+    stale = capture.status(cap.engine, cap.settings)
+    assert not stale.ok and stale.as_dict()["mapping_changed"]
+    capture.enable(cap.engine, cap.settings, actor="test", reason="the new mapping")
+    again = capture.status(cap.engine, cap.settings)
+    assert again.ok and not again.as_dict()["mapping_changed"]
+    # The triggers generated again map the new value.
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    lid = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD").legacy_entity_id or 0
+    raw(cap, "UPDATE cashouts SET status = 'REFUND_REQUESTED' WHERE id = :id", params={"id": lid})
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None and u["status"] == "CANCELLED"
+    assert quarantine_count(cap.engine) == 0
 
 
 def test_capture_needs_the_schema_of_revision_0011(db: Database) -> None:

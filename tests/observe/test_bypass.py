@@ -248,3 +248,17 @@ def test_the_gate_fails_when_capture_is_on_but_a_trigger_is_gone(cap: Database) 
         conn.exec_driver_sql(f"DROP TRIGGER {victim.name}{on}")
     gate = _bypass_gate(cap, settings)
     assert not gate.passed and victim.name in (gate.detail or "")
+
+
+def test_the_gate_fails_when_the_mapping_changed_since_capture_was_enabled(
+    cap: Database,
+) -> None:
+    settings = _into_unified_primary(cap)
+    # The config gains an extra value: the triggers would quarantine it as unknown.
+    changed = load_settings(
+        database_url=cap.url, mapping={"CASHOUT": {"REFUND_REQUESTED": "CANCELLED"}}
+    )
+    gate = _bypass_gate(cap, changed)
+    assert not gate.passed and "mapping" in (gate.detail or ""), gate
+    capture.enable(cap.engine, changed, actor="test", reason="the new mapping")
+    assert _bypass_gate(cap, settings).passed

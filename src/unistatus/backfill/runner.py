@@ -29,6 +29,7 @@ from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.domain.mapping import extra_statuses, register_extra_statuses
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 
@@ -210,12 +211,16 @@ def _run_processes(
     results: multiprocessing.Queue[tuple[str, Any]] = ctx.Queue()
     url = engine.url.render_as_string(hide_password=False)
     per_worker = rate / workers if rate else None
+    # The process's extra values, not only the settings': a library user may register
+    # them in code (register_extra_statuses), which a spawned process never runs.
+    extras = {s.value: values for s, values in extra_statuses().items() if values}
     procs = [
         ctx.Process(
             target=_worker_main,
             args=(
                 url,
                 settings.model_dump(),
+                extras,
                 [s.value for s in systems],
                 per_worker,
                 results,
@@ -259,6 +264,7 @@ def _run_processes(
 def _worker_main(
     url: str,
     settings_data: dict[str, Any],
+    extras: dict[str, dict[str, str]],
     systems: list[str],
     rate: float | None,
     results: multiprocessing.Queue[tuple[str, Any]],
@@ -272,6 +278,7 @@ def _worker_main(
     _die_with_parent(parent)
     try:
         settings = Settings(**settings_data)
+        register_extra_statuses(extras)
         engine = create_engine(url, schema=settings.schema, pool_size=2, max_overflow=2)
         chosen = [LegacySystemType(s) for s in systems]
         tables = resolve_legacy_tables(engine, settings, systems=chosen)

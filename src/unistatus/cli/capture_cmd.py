@@ -84,7 +84,8 @@ def status(
     """The installed triggers and the writers seen bypassing the adapter.
 
     Exit 1 when the installed triggers are not what `enable` / `disable` asked for (a
-    trigger dropped by hand, a table renamed: run `unistatus capture enable` again).
+    trigger dropped by hand, a table renamed, the mapping configured differently since:
+    run `unistatus capture enable` again).
 
     Examples:
 
@@ -115,6 +116,12 @@ def _show(result: dict[str, Any], json_out: bool) -> None:
         err_console.print(
             f"[red]missing:[/] {missing['table']}: {missing['name']} "
             "(run `unistatus capture enable` again)",
+            highlight=False,
+        )
+    if result["mapping_changed"]:
+        err_console.print(
+            "[red]mapping changed:[/] the triggers map the legacy values as they were "
+            "configured at enable (run `unistatus capture enable` again)",
             highlight=False,
         )
     if result["suspended"]:

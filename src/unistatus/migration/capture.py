@@ -9,6 +9,7 @@ and their reasons: docs/capture.md.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ from unistatus.db.legacy import LegacyTable, pinned_legacy_table, resolve_legacy
 from unistatus.db.tables import control_log
 from unistatus.db.tables_capture import capture_changed, capture_writers
 from unistatus.domain.inputs import check_actor, check_reason
+from unistatus.domain.mapping import extra_statuses
 from unistatus.errors import ConfigError, StorageError
 from unistatus.migration.capture_ddl import PREFIX, CaptureDdl, Trigger, function_names
 from unistatus.migration.capture_sql import UNIFIED_TARGET
@@ -48,6 +50,10 @@ __all__ = [
 # The operator's intent, in the control table (and its log): "enabled" or "disabled".
 CONTROL_KEY = "capture"
 ENABLED, DISABLED = "enabled", "disabled"
+# The extra legacy values the installed triggers were generated from (JSON): the triggers
+# hold the mapping as it was then, so a value configured since is theirs only after
+# `enable` runs again.
+MAPPING_KEY = "capture_mapping"
 # Bounds of the transaction that installs or drops the triggers (PostgreSQL): creating a
 # trigger waits for the table's writes in flight, and holds new ones until it commits.
 DDL_STATEMENT_MS = 60_000
@@ -94,13 +100,17 @@ class CaptureStatus:
     suspended: list[str] = field(default_factory=list)  # tables whose status is retired
     writers: list[WriterSeen] = field(default_factory=list)
     changed_while_legacy_only: int = 0
+    # Enabled, and the configured mapping is not the one the triggers were generated from.
+    mapping_changed: bool = False
 
     @property
     def ok(self) -> bool:
-        """The catalog holds exactly what the intent asks for."""
+        """The catalog holds exactly what the intent asks for, from the current mapping."""
         want = self.expected if self.enabled else []
-        return sorted(self.installed, key=_key) == sorted(want, key=_key) and (
-            self.enabled or not self.functions
+        return (
+            sorted(self.installed, key=_key) == sorted(want, key=_key)
+            and (self.enabled or not self.functions)
+            and not self.mapping_changed
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -116,6 +126,7 @@ class CaptureStatus:
             "functions": list(self.functions),
             "suspended": list(self.suspended),
             "changed_while_legacy_only": self.changed_while_legacy_only,
+            "mapping_changed": self.mapping_changed,
             "writers": [w.as_dict() for w in self.writers],
         }
 
@@ -235,6 +246,15 @@ def _replace(
             if tables is not None:
                 for statement in _install(ddl, conn, tables, ops.mode_lock_key):
                     conn.exec_driver_sql(statement)
+                if read_value(conn, MAPPING_KEY) != _mapping_now():
+                    actor = intent[1] if intent is not None else "unistatus"
+                    write_value(
+                        conn,
+                        MAPPING_KEY,
+                        _mapping_now(),
+                        actor=actor,
+                        reason="the extra legacy values the capture triggers map",
+                    )
             if intent is not None:
                 value, actor, reason = intent
                 if read_value(conn, CONTROL_KEY) != value or tables is not None:
@@ -259,6 +279,12 @@ def own_schema(conn: sa.Connection) -> str:
     if schema is not None:
         return schema
     return str(conn.execute(sa.select(sa.func.current_schema())).scalar_one())
+
+
+def _mapping_now() -> str:
+    """The extra legacy values of this process, as the triggers would be generated now."""
+    extras = {s.value: dict(sorted(v.items())) for s, v in extra_statuses().items() if v}
+    return json.dumps(extras, sort_keys=True)
 
 
 def is_enabled(conn: sa.Connection) -> bool:
@@ -364,6 +390,7 @@ def status(engine: sa.Engine, settings: Settings) -> CaptureStatus:
     with engine.connect() as conn:
         enabled = is_enabled(conn)
         triggers, functions = installed(conn)
+        generated_from = read_value(conn, MAPPING_KEY)
         changed = conn.execute(sa.select(sa.func.count()).select_from(capture_changed))
         pending = int(changed.scalar_one())
         writers = writers_seen(conn)
@@ -375,6 +402,8 @@ def status(engine: sa.Engine, settings: Settings) -> CaptureStatus:
         suspended=retired if enabled else [],
         writers=writers,
         changed_while_legacy_only=pending,
+        # None: enabled before the mapping was recorded (nothing to compare with).
+        mapping_changed=enabled and generated_from not in (None, _mapping_now()),
     )
 
 

@@ -226,11 +226,11 @@ def gate_no_bypass(
     state = capture.status(engine, settings)
     if not state.ok:
         missing = ", ".join(sorted({t["name"] for t in state.as_dict()["missing"]}))
+        what = f"triggers are missing ({missing})" if missing else "its triggers are stale"
+        if state.mapping_changed:
+            what += " (the mapping changed since they were generated)"
         return unavailable(
-            BYPASS_GATE,
-            0,
-            f"capture is enabled but triggers are missing ({missing}): "
-            "run `unistatus capture enable`",
+            BYPASS_GATE, 0, f"capture is enabled but {what}: run `unistatus capture enable`"
         )
     covered = (utcnow() - max(since, enabled)).total_seconds()
     if enabled > since and covered < settings.soak_seconds:
