@@ -4,12 +4,43 @@ from __future__ import annotations
 
 import os
 import statistics
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def loadavg() -> str:
     """The 1, 5 and 15 minute load averages, for the report (a shared machine's noise)."""
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def rotated(items: Sequence[T], r: int) -> list[T]:
+    """Round ``r``'s order: the variants rotated, so each runs first in turn (drift on a
+    shared machine then hits all of them alike)."""
+    shift = r % len(items)
+    return [*items[shift:], *items[:shift]]
+
+
+def interleaved_rounds(
+    run: Callable[[str, int], list[float]],
+    variants: Sequence[str],
+    rounds: int,
+    ops: int,
+    after_round: Callable[[], None] | None = None,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """``rounds`` rounds of ``ops`` operations of each variant, in rotated order:
+    (per-round median of each variant, all its latencies pooled)."""
+    per_round: dict[str, list[float]] = {v: [] for v in variants}
+    pooled: dict[str, list[float]] = {v: [] for v in variants}
+    for r in range(rounds):
+        for variant in rotated(variants, r):
+            latencies = run(variant, ops)
+            per_round[variant].append(statistics.median(latencies))
+            pooled[variant].extend(latencies)
+        if after_round is not None:
+            after_round()
+    return per_round, pooled
 
 
 def quantile(values: list[float], q: float) -> float:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -31,7 +30,15 @@ from typing import Any
 
 import sqlalchemy as sa
 from _databases import given_or_throwaway
-from _timing import latency_ms, loadavg, p50_ratio, paired_ratio, print_report, round_medians
+from _timing import (
+    interleaved_rounds,
+    latency_ms,
+    loadavg,
+    p50_ratio,
+    paired_ratio,
+    print_report,
+    round_medians,
+)
 
 from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
 from unistatus.config import load_settings
@@ -174,15 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for variant in variants:  # warm-up: pools, statement caches, plans
                 bench.run(variant, max(1, args.ops // 5))
-            per_round: dict[str, list[float]] = {v: [] for v in variants}
-            pooled: dict[str, list[float]] = {v: [] for v in variants}
-            for r in range(args.rounds):
-                shift = r % len(variants)
-                order = variants[shift:] + variants[:shift]
-                for variant in order:
-                    latencies = bench.run(variant, args.ops)
-                    per_round[variant].append(statistics.median(latencies))
-                    pooled[variant].extend(latencies)
+            per_round, pooled = interleaved_rounds(bench.run, variants, args.rounds, args.ops)
         finally:
             bench.adapter.close()  # flush its operation statistics while the database exists
             bench.engine.dispose()

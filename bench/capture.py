@@ -41,7 +41,14 @@ from typing import Any
 
 import sqlalchemy as sa
 from _databases import given_or_throwaway
-from _timing import latency_ms, p50_ratio, paired_ratio, print_report, round_medians
+from _timing import (
+    interleaved_rounds,
+    latency_ms,
+    p50_ratio,
+    paired_ratio,
+    print_report,
+    round_medians,
+)
 
 from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
 from unistatus.config import Settings, load_settings
@@ -216,12 +223,9 @@ def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     if args.ops:
         for variant in SINGLE:  # warm-up: pools, statement caches, the functions' plans
             bench.run_single(variant, max(1, args.ops // 5))
-        for r in range(args.rounds):
-            for variant in SINGLE[r % 3 :] + SINGLE[: r % 3]:
-                latencies = bench.run_single(variant, args.ops)
-                single_rounds[variant].append(statistics.median(latencies))
-                pooled[variant].extend(latencies)
-            loads.append(loadavg())
+        single_rounds, pooled = interleaved_rounds(
+            bench.run_single, SINGLE, args.rounds, args.ops, lambda: loads.append(loadavg())
+        )
     if args.bulk_rows:
         for r in range(args.bulk_rounds):
             for variant in BULK if r % 2 == 0 else BULK[::-1]:

@@ -42,10 +42,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from _databases import throwaway_postgres
-from _timing import latency_ms, loadavg, p50_ratio, paired_ratio, round_medians
+from _timing import latency_ms, loadavg, p50_ratio, paired_ratio, rotated, round_medians
 from dual_write_overhead import Bench, setup
 
-from unistatus.adapter.sql import LOCKED_MODE, HotStatements
+from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.writes import HISTORY_KEYS
 from unistatus.db.control import set_mode
 from unistatus.db.prepared import Prepared
@@ -79,7 +79,7 @@ def guarded_dual(lock: str, history_keys: tuple[str, ...] = HISTORY_KEYS) -> Bui
     def build(hot: HotStatements, system: LegacySystemType) -> Any:
         lt = hot.legacy[system]
         src = hot._src_legacy_holds(lt)
-        mode_ok = LOCKED_MODE == _bind("p_mode")
+        mode_ok = hot._locked_mode == _bind("p_mode")  # this installation's function
         unified_guard = (
             U.c.id == _bind("p_utx_id"),
             U.c.legacy_system == system.value,
@@ -258,9 +258,7 @@ def apply_ddl(ddl: tuple[str, ...]) -> Callable[[sa.Engine], None]:
 def install_statement(bench: Bench, build: Build) -> None:
     """Put the variant's statement where the fast path looks its guarded write up."""
     hot = bench.adapter.hot
-    hot._state[1][("guarded_dual_write", CASHOUT)] = Prepared(
-        build(hot, CASHOUT), bench.engine.dialect
-    )
+    hot._state[1][("guarded_dual_write", CASHOUT)] = Prepared(build(hot, CASHOUT), bench.engine)
 
 
 @dataclass
@@ -440,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             t.latencies.clear()
             t.cpu_ms.clear()
         for r in range(args.rounds):
-            order = targets[r % len(targets) :] + targets[: r % len(targets)]
+            order = rotated(targets, r)
             first = {t.name: len(t.latencies) for t in order}
             for _ in range(args.ops):
                 for t in order:
