@@ -45,19 +45,11 @@ class PaymentsService:
         """Hold the amount and create the cashout; returns its transaction id."""
         with self.sessions.begin() as session:
             self._debit(session, user_id, amount)
-            created = self.adapter.create_transaction(
-                "WALLET_CASHOUT",
-                user_id,
-                amount,
-                currency,
-                status="PENDING",
-                triggered_by="payments-service",
-                legacy_values={"destination": destination},
-                connection=session,
+            created_id = self._create(
+                session, "WALLET_CASHOUT", user_id, amount, currency, destination=destination
             )
-            assert created.entity_id is not None
-            self._ledger(session, user_id, created.entity_id, -amount, "cashout hold")
-            return created.entity_id
+            self._ledger(session, user_id, created_id, -amount, "cashout hold")
+            return created_id
 
     def approve_cashout(self, transaction_id: str) -> None:
         with self.sessions.begin() as session:
@@ -86,18 +78,10 @@ class PaymentsService:
 
     def open_escrow(self, buyer_id: int, seller_id: int, amount: Decimal, currency: str) -> str:
         with self.sessions.begin() as session:
-            created = self.adapter.create_transaction(
-                "ESCROW",
-                buyer_id,
-                amount,
-                currency,
-                status="PENDING",
-                triggered_by="payments-service",
-                legacy_values={"seller_id": seller_id},
-                connection=session,
+            created_id = self._create(
+                session, "ESCROW", buyer_id, amount, currency, seller_id=seller_id
             )
-            assert created.entity_id is not None
-            return created.entity_id
+            return created_id
 
     def fund_escrow(self, transaction_id: str, buyer_id: int, amount: Decimal) -> None:
         with self.sessions.begin() as session:
@@ -117,18 +101,8 @@ class PaymentsService:
 
     def open_exchange(self, user_id: int, amount: Decimal, currency: str, pair: str) -> str:
         with self.sessions.begin() as session:
-            created = self.adapter.create_transaction(
-                "EXCHANGE",
-                user_id,
-                amount,
-                currency,
-                status="PENDING",
-                triggered_by="payments-service",
-                legacy_values={"pair": pair},
-                connection=session,
-            )
-            assert created.entity_id is not None
-            return created.entity_id
+            created_id = self._create(session, "EXCHANGE", user_id, amount, currency, pair=pair)
+            return created_id
 
     def settle_exchange(self, transaction_id: str, user_id: int, amount: Decimal) -> None:
         with self.sessions.begin() as session:
@@ -140,6 +114,29 @@ class PaymentsService:
             self._ledger(session, user_id, transaction_id, amount, "exchange proceeds")
 
     # --- within one transaction -----------------------------------------------------
+
+    def _create(
+        self,
+        session: Session,
+        transaction_type: str,
+        user_id: int,
+        amount: Decimal,
+        currency: str,
+        **legacy_values: object,
+    ) -> str:
+        """A new PENDING transaction; ``legacy_values``: the legacy row's own columns."""
+        created = self.adapter.create_transaction(
+            transaction_type,
+            user_id,
+            amount,
+            currency,
+            status="PENDING",
+            triggered_by="payments-service",
+            legacy_values=legacy_values,
+            connection=session,
+        )
+        assert created.entity_id is not None
+        return created.entity_id
 
     def _status(self, session: Session, transaction_id: str, status: str, reason: str) -> None:
         self.adapter.update_status(
