@@ -149,6 +149,22 @@ class DialectOps:
                 yield conn
                 self.end_writer_mark(conn)
 
+    @contextmanager
+    def rolled_back(self, *, statement_ms: int, lock_ms: int) -> Iterator[sa.Connection]:
+        """A write transaction that always ends in ROLLBACK: to time real statements on
+        a sample (``unistatus plan``) and leave nothing behind. Marked as unistatus's
+        writes (the capture triggers leave it alone) and bounded, so it never makes a
+        live writer wait long."""
+        with self.engine.connect() as conn:
+            conn = self._prepare_write(conn)
+            tx = conn.begin()
+            try:
+                self.bound_statements(conn, statement_ms, lock_ms)
+                self.mark_writer(conn)
+                yield conn
+            finally:
+                tx.rollback()
+
     def _prepare_write(self, conn: sa.Connection) -> sa.Connection:
         return conn
 

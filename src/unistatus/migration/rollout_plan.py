@@ -1,0 +1,611 @@
+"""``unistatus plan``: what the rest of the migration would do, measured now, changing nothing.
+
+For every phase still ahead: its gates as they stand now, the commands that would run,
+what a rollback out of it would do (how many changes its replay would write to legacy),
+and time estimates computed from this database: row counts per system, and backfill
+and check rates measured on a small sample. The backfill's own statement runs on the
+sample inside a transaction that is always rolled back; the check's statement only
+reads. The plan's shape (``RolloutPlan.as_dict``, :data:`PLAN_FORMAT`) and how it is
+computed: ``docs/phases.md``, "The plan".
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.backfill import quarantine_count
+from unistatus.backfill.statements import in_range, unified_insert
+from unistatus.clock import as_utc, utcnow
+from unistatus.config import Settings
+from unistatus.db.control import MODE_KEY, read_mode
+from unistatus.db.dialect import ops_for
+from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.tables import control_log, pending_legacy_changes, unified_transactions
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import InputError
+from unistatus.migration.check import count_first_keys
+from unistatus.migration.gates import Gate
+from unistatus.migration.phases import LAST_PHASE, PHASE_START, PHASES, evaluate_gates, read_phase
+from unistatus.migration.retire import legacy_columns_dropped
+from unistatus.migration.rollback import ROLLBACK_TARGET
+
+__all__ = [
+    "DEFAULT_SAMPLE_ROWS",
+    "PLAN_FORMAT",
+    "PhasePlan",
+    "RollbackPreview",
+    "RolloutPlan",
+    "Step",
+    "SystemFigures",
+    "rollout_plan",
+    "system_state",
+]
+
+# The version of the JSON shape (``RolloutPlan.as_dict``): bumped on any incompatible change.
+PLAN_FORMAT = 1
+DEFAULT_SAMPLE_ROWS = 2000
+# Each sample statement is timed this many times; the fastest counts (the first run
+# pays for a cold cache the real run pays once, not per batch).
+SAMPLE_RUNS = 2
+# The sample's write transaction never holds a live writer up for long.
+SAMPLE_STATEMENT_MS = 10_000
+SAMPLE_LOCK_MS = 200
+
+U = unified_transactions
+P = pending_legacy_changes
+REASON = '--reason "TEXT"'
+# Commands that take `--system` today. Per-system phases (issue 14 section 1) add
+# `phase advance` and `phase rollback` here.
+SYSTEM_SCOPED = frozenset({"backfill"})
+
+
+def system_state(conn: sa.Connection, system: LegacySystemType | None) -> tuple[DualWriteMode, int]:
+    """The mode and phase a plan starts from: THE one place they are read.
+
+    Mode and phase are global in this version (``system`` is not used yet); with per-system
+    control state this reads ``mode.<SYSTEM>`` / ``phase.<SYSTEM>``.
+    """
+    return read_mode(conn), read_phase(conn)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command the phase would run, why, and how long it is expected to take."""
+
+    command: str
+    why: str
+    estimate_seconds: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "why": self.why,
+            "estimate_seconds": _round(self.estimate_seconds),
+        }
+
+
+@dataclass(frozen=True)
+class RollbackPreview:
+    """What rolling back would do, with the replay's size as it stands now."""
+
+    command: str
+    to_phase: int
+    to_mode: DualWriteMode
+    actions: list[str]
+    replay: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "to_phase": self.to_phase,
+            "to_mode": self.to_mode.value,
+            "actions": list(self.actions),
+            "replay": dict(self.replay),
+        }
+
+
+@dataclass(frozen=True)
+class SystemFigures:
+    """One system's rows and the rates measured on its sample (None: not measured)."""
+
+    system: LegacySystemType
+    legacy_rows: int
+    unified_rows: int
+    missing_unified: int | None
+    pending_changes: int
+    backfill_rows_per_second: float | None
+    backfill_sample_rows: int
+    check_rows_per_second: float | None
+    check_sample_rows: int
+
+    def backfill_seconds(self) -> float | None:
+        if self.missing_unified is None:
+            return None
+        return _seconds(self.missing_unified, self.backfill_rows_per_second)
+
+    def check_seconds(self) -> float | None:
+        return _seconds(self.legacy_rows, self.check_rows_per_second)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "legacy_rows": self.legacy_rows,
+            "unified_rows": self.unified_rows,
+            "missing_unified": self.missing_unified,
+            "pending_changes": self.pending_changes,
+            "backfill": {
+                "rows_per_second": _round(self.backfill_rows_per_second),
+                "sample_rows": self.backfill_sample_rows,
+                "estimate_seconds": _round(self.backfill_seconds()),
+            },
+            "check": {
+                "rows_per_second": _round(self.check_rows_per_second),
+                "sample_rows": self.check_sample_rows,
+                "estimate_seconds": _round(self.check_seconds()),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    """One phase ahead: its gates now, its commands, its rollback, its estimates."""
+
+    phase: int
+    name: str
+    mode: DualWriteMode
+    next: bool  # the next phase: its gates decide the next `phase advance`
+    gates: list[Gate]
+    steps: list[Step]
+    rollback: RollbackPreview
+    wait_seconds: float = 0.0  # time that must pass (the soak), not work
+
+    @property
+    def ready(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+    @property
+    def estimate_seconds(self) -> float | None:
+        known = [s.estimate_seconds for s in self.steps if s.estimate_seconds is not None]
+        return sum(known) if known else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase,
+            "name": self.name,
+            "mode": self.mode.value,
+            "next": self.next,
+            "ready": self.ready,
+            "gates": [g.as_dict() for g in self.gates],
+            "steps": [s.as_dict() for s in self.steps],
+            "estimate_seconds": _round(self.estimate_seconds),
+            "wait_seconds": _round(self.wait_seconds),
+            "rollback": self.rollback.as_dict(),
+        }
+
+
+@dataclass
+class RolloutPlan:
+    """The whole plan (see :func:`rollout_plan`)."""
+
+    system: LegacySystemType | None
+    phase: int
+    mode: DualWriteMode
+    figures: dict[LegacySystemType, SystemFigures]
+    phases: list[PhasePlan]
+    emergency: RollbackPreview
+    notes: list[str] = field(default_factory=list)
+    measured_at: datetime = field(default_factory=utcnow)
+    duration_ms: float = 0.0
+
+    @property
+    def estimate_seconds(self) -> float:
+        return sum(p.estimate_seconds or 0.0 for p in self.phases)
+
+    @property
+    def wait_seconds(self) -> float:
+        return sum(p.wait_seconds for p in self.phases)
+
+    def summary(self) -> dict[str, Any]:
+        gates = [g for p in self.phases for g in p.gates]
+        nxt = next((p for p in self.phases if p.next), None)
+        return {
+            "phases": len(self.phases),
+            "commands": sum(len(p.steps) for p in self.phases),
+            "gates": len(gates),
+            "gates_failing": sum(not g.passed for g in gates),
+            "next_phase_ready": nxt.ready if nxt else None,
+            "estimate_seconds": _round(self.estimate_seconds),
+            "wait_seconds": _round(self.wait_seconds),
+            "replay_changes": self.emergency.replay["changes"],
+            "changed": 0,  # a plan changes nothing
+        }
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "format": PLAN_FORMAT,
+            "system": self.system.value if self.system else None,
+            "phase": self.phase,
+            "name": PHASES[self.phase].name,
+            "mode": self.mode.value,
+            "measured_at": self.measured_at.isoformat(),
+            "duration_ms": round(self.duration_ms, 1),
+            "systems": {s.value: f.as_dict() for s, f in self.figures.items()},
+            "phases": [p.as_dict() for p in self.phases],
+            "emergency_rollback": self.emergency.as_dict(),
+            "notes": list(self.notes),
+            "summary": self.summary(),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def _seconds(rows: int, rate: float | None) -> float | None:
+    if rows == 0:
+        return 0.0
+    return rows / rate if rate else None
+
+
+# --- figures from this database -------------------------------------------------------
+
+
+def _count(conn: sa.Connection, q: sa.Select[Any]) -> int:
+    return int(conn.execute(q).scalar_one() or 0)
+
+
+def _missing(lt: LegacyTable) -> sa.Select[Any]:
+    """Legacy rows without a unified row: what a backfill would copy."""
+    present = (
+        sa.select(sa.literal(1))
+        .where(U.c.legacy_system == lt.system.value, U.c.legacy_id == lt.id)
+        .exists()
+    )
+    return sa.select(sa.func.count()).select_from(lt.table).where(~present)
+
+
+def _pending_query(system: LegacySystemType | None) -> sa.Select[Any]:
+    """Changes awaiting replay (of one system's transactions), by kind, and transactions."""
+    q = sa.select(
+        sa.func.count(),
+        sa.func.count(sa.distinct(P.c.transaction_id)),
+        sa.func.coalesce(sa.func.sum(sa.case((P.c.kind == "create", 1), else_=0)), 0),
+    ).where(P.c.replayed_at.is_(None))
+    if system is not None:
+        q = q.select_from(P.join(U, U.c.id == P.c.transaction_id)).where(
+            U.c.legacy_system == system.value
+        )
+    return q
+
+
+def _replay_size(conn: sa.Connection, system: LegacySystemType | None) -> dict[str, int]:
+    """What a replay would apply now, read only: each transaction's changes end in at most
+    one legacy write (its row created or its status set; a conflict writes none)."""
+    changes, transactions, creates = conn.execute(_pending_query(system)).one()
+    return {
+        "changes": int(changes),
+        "creates": int(creates),
+        "status_changes": int(changes) - int(creates),
+        "transactions": int(transactions),
+        "legacy_rows_written_at_most": int(transactions),
+    }
+
+
+def _timed(run: Callable[[], int]) -> tuple[int, float]:
+    """(rows, best seconds) of ``run`` over :data:`SAMPLE_RUNS` runs."""
+    best, rows = float("inf"), 0
+    for _ in range(SAMPLE_RUNS):
+        started = time.perf_counter()
+        rows = run()
+        best = min(best, time.perf_counter() - started)
+    return rows, best
+
+
+def _rate(rows: int, seconds: float) -> float | None:
+    return rows / seconds if rows and seconds > 0 else None
+
+
+def _check_rate(engine: sa.Engine, lt: LegacyTable, sample: int) -> tuple[float | None, int]:
+    """The check's own statement over the first ``sample`` legacy keys (reads only)."""
+
+    def run() -> int:
+        with engine.connect() as conn:
+            try:
+                return count_first_keys(conn, lt, sample)
+            finally:
+                conn.rollback()
+
+    rows, seconds = _timed(run)
+    return _rate(rows, seconds), rows
+
+
+def _backfill_rate(engine: sa.Engine, lt: LegacyTable, sample: int) -> tuple[float | None, int]:
+    """The backfill's own INSERT ... SELECT over a key range holding ``sample`` legacy
+    rows not yet copied, in a transaction that is always rolled back."""
+    missing = (
+        sa.select(lt.id.label("k"))
+        .where(
+            ~sa.select(sa.literal(1))
+            .where(U.c.legacy_system == lt.system.value, U.c.legacy_id == lt.id)
+            .exists()
+        )
+        .order_by(lt.id)
+        .limit(sample)
+        .subquery()
+    )
+    with engine.connect() as conn:
+        lo, hi, n = conn.execute(
+            sa.select(sa.func.min(missing.c.k), sa.func.max(missing.c.k), sa.func.count())
+        ).one()
+    if not n:
+        return None, 0
+    ops = ops_for(engine)
+    stmt = unified_insert(ops, lt, in_range(lt, int(lo), int(hi)))
+    stmt = stmt.execution_options(preserve_rowcount=True)
+
+    def run() -> int:
+        with ops.rolled_back(statement_ms=SAMPLE_STATEMENT_MS, lock_ms=SAMPLE_LOCK_MS) as conn:
+            return int(conn.execute(stmt).rowcount)
+
+    rows, seconds = _timed(run)
+    return _rate(rows, seconds), rows
+
+
+def _figures(
+    engine: sa.Engine,
+    tables: dict[LegacySystemType, LegacyTable],
+    *,
+    sample_rows: int,
+    backfill_ahead: bool,
+    check_ahead: bool,
+) -> dict[LegacySystemType, SystemFigures]:
+    out: dict[LegacySystemType, SystemFigures] = {}
+    for system, lt in tables.items():
+        with engine.connect() as conn:
+            legacy_rows = _count(conn, sa.select(sa.func.count()).select_from(lt.table))
+            unified_rows = _count(
+                conn, sa.select(sa.func.count()).where(U.c.legacy_system == system.value)
+            )
+            missing = _count(conn, _missing(lt)) if backfill_ahead else None
+            pending = _replay_size(conn, system)["changes"]
+        bf_rate, bf_rows = (None, 0)
+        ck_rate, ck_rows = (None, 0)
+        if sample_rows and lt.status is not None:
+            if backfill_ahead and missing:
+                bf_rate, bf_rows = _backfill_rate(engine, lt, sample_rows)
+            if check_ahead and legacy_rows:
+                ck_rate, ck_rows = _check_rate(engine, lt, sample_rows)
+        out[system] = SystemFigures(
+            system,
+            legacy_rows,
+            unified_rows,
+            missing,
+            pending,
+            bf_rate,
+            bf_rows,
+            ck_rate,
+            ck_rows,
+        )
+    return out
+
+
+# --- the phases ahead -----------------------------------------------------------------
+
+
+def _flag(command: str, system: LegacySystemType | None) -> str:
+    """``--system`` for a command that takes it, when the plan is for one system."""
+    if system is None or command not in SYSTEM_SCOPED:
+        return ""
+    return f" --system {system.value.lower()}"
+
+
+def _sum(values: list[float | None]) -> float | None:
+    if any(v is None for v in values):
+        return None
+    return sum(v for v in values if v is not None)
+
+
+def _advance(phase: int) -> Step:
+    info = PHASES[phase]
+    return Step(
+        f"unistatus phase advance {REASON}",
+        f"enter phase {phase} ({info.name}): switches the mode to {info.mode.value}, "
+        "only if every gate passes",
+        0.0,
+    )
+
+
+def _steps(
+    into: int,
+    figures: dict[LegacySystemType, SystemFigures],
+    system: LegacySystemType | None,
+    quarantined: int,
+) -> list[Step]:
+    check = _sum([f.check_seconds() for f in figures.values()])
+    if into == 1:
+        return [
+            Step("unistatus mapping --validate", "the mapping covers every legacy status", 0.0),
+            _advance(1),
+        ]
+    if into == 2:
+        return [
+            Step(
+                f"unistatus check --since {PHASE_START}",
+                "verify every transaction written since phase 1 began (reads every pair)",
+                check,
+            ),
+            _advance(2),
+        ]
+    if into == 3:
+        missing = sum(f.missing_unified or 0 for f in figures.values())
+        steps = [
+            Step(
+                "unistatus backfill" + _flag("backfill", system),
+                f"copy {missing} legacy row(s) without a unified row",
+                _sum([f.backfill_seconds() for f in figures.values()]),
+            ),
+        ]
+        if quarantined:
+            steps.append(
+                Step(
+                    "unistatus backfill quarantine",
+                    f"{quarantined} unmappable row(s) set aside: fix them, then retry",
+                )
+            )
+        steps += [
+            Step("unistatus check", "a full check: every pair consistent", check),
+            Step(
+                f"unistatus repair --strategy legacy_wins {REASON}",
+                "only if the check finds mismatches",
+            ),
+            _advance(3),
+        ]
+        return steps
+    if into == 4:
+        return [
+            Step("unistatus capture status", "no writer bypasses unistatus during the soak", 0.0),
+            Step("unistatus check", "a full check after the switch to unified primary", check),
+            _advance(4),
+            Step(
+                "unistatus archive export --out DIR",
+                "keep the legacy tables before anything is dropped",
+            ),
+            Step("unistatus archive verify DIR", "verify and record the archive", 0.0),
+            Step(
+                f"unistatus retire legacy-columns {REASON}",
+                "drop the legacy status columns (reversible: --undo)",
+                0.0,
+            ),
+        ]
+    raise InputError(f"no phase {into}")
+
+
+def _rollback_actions(phase: int, retired: bool, replay: dict[str, int]) -> list[str]:
+    actions = []
+    if replay["changes"]:
+        actions.append(
+            f"replay {replay['changes']} pending change(s) of {replay['transactions']} "
+            f"transaction(s) to legacy first ({replay['creates']} create(s), "
+            f"{replay['status_changes']} status change(s); at most "
+            f"{replay['legacy_rows_written_at_most']} legacy row(s) written)"
+        )
+    if phase == 4:
+        if not replay["changes"]:
+            actions.append("replay to legacy every change made in UNIFIED_ONLY (none yet)")
+        if retired:
+            actions.append("restore the legacy status columns first (retire --undo)")
+    if phase == 2:
+        actions.append("pause the backfill workers (their rows stay; `backfill undo` removes)")
+    return actions
+
+
+def _rollback(phase: int, retired: bool, replay: dict[str, int]) -> RollbackPreview:
+    to = ROLLBACK_TARGET[phase]
+    actions = _rollback_actions(phase, retired, replay)
+    actions.append(f"set phase {to} and mode {PHASES[to].mode.value} in the same transaction")
+    return RollbackPreview(
+        f"unistatus phase rollback {REASON}", to, PHASES[to].mode, actions, replay
+    )
+
+
+def _emergency(phase: int, retired: bool, replay: dict[str, int]) -> RollbackPreview:
+    actions = _rollback_actions(4 if retired else phase, retired, replay)
+    actions.append("set phase 0 and mode LEGACY_ONLY in the same transaction")
+    actions.append("pause the backfill workers")
+    return RollbackPreview(
+        f"unistatus rollback --emergency {REASON}", 0, DualWriteMode.LEGACY_ONLY, actions, replay
+    )
+
+
+def _soak_left(settings: Settings, conn: sa.Connection, mode: DualWriteMode) -> float:
+    """The part of the soak still to wait (all of it before unified is primary)."""
+    if mode is not DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
+        return settings.soak_seconds
+    switched = conn.execute(
+        sa.select(sa.func.max(control_log.c.created_at)).where(
+            control_log.c.key == MODE_KEY,
+            control_log.c.new_value == DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value,
+        )
+    ).scalar_one_or_none()
+    switched = as_utc(switched)
+    if switched is None:
+        return settings.soak_seconds
+    return max(0.0, settings.soak_seconds - (utcnow() - switched).total_seconds())
+
+
+def rollout_plan(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    system: LegacySystemType | str | None = None,
+    sample_rows: int = DEFAULT_SAMPLE_ROWS,
+) -> RolloutPlan:
+    """The plan for every phase still ahead, measured now; it changes nothing.
+
+    ``system`` limits the row counts, rates, estimates and replay sizes to one legacy
+    system. ``sample_rows`` is how many legacy rows per system the backfill and check
+    rates are measured on (0: not measured, the estimates are then unknown, and nothing
+    runs but reads).
+    """
+    if isinstance(sample_rows, bool) or not isinstance(sample_rows, int) or sample_rows < 0:
+        raise InputError(f"sample_rows must be a non-negative integer, got {sample_rows!r}")
+    chosen = LegacySystemType.parse(system) if system is not None else None
+    started = time.perf_counter()
+    with engine.connect() as conn:
+        mode, phase = system_state(conn, chosen)
+        soak_left = _soak_left(settings, conn, mode)
+        replay = _replay_size(conn, chosen)
+    retired = legacy_columns_dropped(engine, settings)
+    tables = resolve_legacy_tables(
+        engine, settings, systems=[chosen] if chosen else None, require_status=False
+    )
+    ahead = list(range(phase + 1, LAST_PHASE + 1))
+    figures = _figures(
+        engine,
+        tables,
+        sample_rows=sample_rows,
+        backfill_ahead=3 in ahead,
+        check_ahead=bool(set(ahead) & {2, 3, 4}),
+    )
+    quarantined = quarantine_count(engine) if 3 in ahead else 0
+    phases = [
+        PhasePlan(
+            into,
+            PHASES[into].name,
+            PHASES[into].mode,
+            into == phase + 1,
+            evaluate_gates(engine, settings, into, mode=mode),
+            _steps(into, figures, chosen, quarantined),
+            _rollback(into, retired, replay),
+            soak_left if into == 4 else 0.0,
+        )
+        for into in ahead
+    ]
+    notes = []
+    if chosen is not None:
+        notes.append(
+            f"figures and estimates are {chosen.value}'s; the mode and phase are global in "
+            "this database, so each `phase advance` and rollback acts on every system"
+        )
+    if len(phases) > 1:
+        notes.append(
+            "gates of the phases after the next are measured now too: they are measured "
+            "again when their turn comes"
+        )
+    if sample_rows == 0:
+        notes.append("rates not measured (sample of 0 rows): estimates unknown")
+    return RolloutPlan(
+        chosen,
+        phase,
+        mode,
+        figures,
+        phases,
+        _emergency(phase, retired, replay),
+        notes,
+        duration_ms=(time.perf_counter() - started) * 1000,
+    )
