@@ -119,6 +119,8 @@ class DialectOps:
     exact_numeric_digits: int | None = None
     supports_skip_locked = False
     supports_dml_cte = False
+    # Schemas in one database (views a reader reaches through its search_path).
+    supports_schemas = False
     # Adapter writes of one process let through at once (settings.write_concurrency).
     default_write_concurrency = 4
     # Whether taking the mode lock also marks the transaction as unistatus's writes
@@ -303,6 +305,7 @@ class PostgresOps(DialectOps):
     name = "postgresql"
     supports_skip_locked = True
     supports_dml_cte = True
+    supports_schemas = True
     # Every mode lock statement sets the writer mark in the same call.
     mode_lock_marks = True
 
