@@ -5,14 +5,13 @@ what a rollback out of it would do (how many changes its replay would write to l
 and time estimates computed from this database: row counts per system, and backfill
 and check rates measured on a small sample. The backfill's own statement runs on the
 sample inside a transaction that is always rolled back; the check's statement only
-reads. The plan's shape (``RolloutPlan.as_dict``, :data:`PLAN_FORMAT`) and how it is
+reads (:mod:`unistatus.migration.rollout_figures`). The shape (:data:`PLAN_FORMAT`) and how it is
 computed: ``docs/phases.md``, "The plan".
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,20 +19,19 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.backfill import quarantine_count
-from unistatus.backfill.statements import in_range, unified_insert
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.control import MODE_KEY, read_mode
-from unistatus.db.dialect import ops_for
-from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
-from unistatus.db.tables import control_log, pending_legacy_changes, unified_transactions
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables import control_log
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError
-from unistatus.migration.check import count_first_keys
+from unistatus.migration import rollout_figures
 from unistatus.migration.gates import Gate
 from unistatus.migration.phases import LAST_PHASE, PHASE_START, PHASES, evaluate_gates, read_phase
 from unistatus.migration.retire import legacy_columns_dropped
 from unistatus.migration.rollback import ROLLBACK_TARGET
+from unistatus.migration.rollout_figures import SystemFigures, replay_size, rounded
 
 __all__ = [
     "DEFAULT_SAMPLE_ROWS",
@@ -50,15 +48,7 @@ __all__ = [
 # The version of the JSON shape (``RolloutPlan.as_dict``): bumped on any incompatible change.
 PLAN_FORMAT = 1
 DEFAULT_SAMPLE_ROWS = 2000
-# Each sample statement is timed this many times; the fastest counts (the first run
-# pays for a cold cache the real run pays once, not per batch).
-SAMPLE_RUNS = 2
-# The sample's write transaction never holds a live writer up for long.
-SAMPLE_STATEMENT_MS = 10_000
-SAMPLE_LOCK_MS = 200
 
-U = unified_transactions
-P = pending_legacy_changes
 REASON = '--reason "TEXT"'
 # Commands that take `--system` today. Per-system phases (issue 14 section 1) add
 # `phase advance` and `phase rollback` here.
@@ -86,7 +76,7 @@ class Step:
         return {
             "command": self.command,
             "why": self.why,
-            "estimate_seconds": _round(self.estimate_seconds),
+            "estimate_seconds": rounded(self.estimate_seconds),
         }
 
 
@@ -107,47 +97,6 @@ class RollbackPreview:
             "to_mode": self.to_mode.value,
             "actions": list(self.actions),
             "replay": dict(self.replay),
-        }
-
-
-@dataclass(frozen=True)
-class SystemFigures:
-    """One system's rows and the rates measured on its sample (None: not measured)."""
-
-    system: LegacySystemType
-    legacy_rows: int
-    unified_rows: int
-    missing_unified: int | None
-    pending_changes: int
-    backfill_rows_per_second: float | None
-    backfill_sample_rows: int
-    check_rows_per_second: float | None
-    check_sample_rows: int
-
-    def backfill_seconds(self) -> float | None:
-        if self.missing_unified is None:
-            return None
-        return _seconds(self.missing_unified, self.backfill_rows_per_second)
-
-    def check_seconds(self) -> float | None:
-        return _seconds(self.legacy_rows, self.check_rows_per_second)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "legacy_rows": self.legacy_rows,
-            "unified_rows": self.unified_rows,
-            "missing_unified": self.missing_unified,
-            "pending_changes": self.pending_changes,
-            "backfill": {
-                "rows_per_second": _round(self.backfill_rows_per_second),
-                "sample_rows": self.backfill_sample_rows,
-                "estimate_seconds": _round(self.backfill_seconds()),
-            },
-            "check": {
-                "rows_per_second": _round(self.check_rows_per_second),
-                "sample_rows": self.check_sample_rows,
-                "estimate_seconds": _round(self.check_seconds()),
-            },
         }
 
 
@@ -182,8 +131,8 @@ class PhasePlan:
             "ready": self.ready,
             "gates": [g.as_dict() for g in self.gates],
             "steps": [s.as_dict() for s in self.steps],
-            "estimate_seconds": _round(self.estimate_seconds),
-            "wait_seconds": _round(self.wait_seconds),
+            "estimate_seconds": rounded(self.estimate_seconds),
+            "wait_seconds": rounded(self.wait_seconds),
             "rollback": self.rollback.as_dict(),
         }
 
@@ -219,8 +168,8 @@ class RolloutPlan:
             "gates": len(gates),
             "gates_failing": sum(not g.passed for g in gates),
             "next_phase_ready": nxt.ready if nxt else None,
-            "estimate_seconds": _round(self.estimate_seconds),
-            "wait_seconds": _round(self.wait_seconds),
+            "estimate_seconds": rounded(self.estimate_seconds),
+            "wait_seconds": rounded(self.wait_seconds),
             "replay_changes": self.emergency.replay["changes"],
             "changed": 0,  # a plan changes nothing
         }
@@ -240,158 +189,6 @@ class RolloutPlan:
             "notes": list(self.notes),
             "summary": self.summary(),
         }
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
-def _seconds(rows: int, rate: float | None) -> float | None:
-    if rows == 0:
-        return 0.0
-    return rows / rate if rate else None
-
-
-# --- figures from this database -------------------------------------------------------
-
-
-def _count(conn: sa.Connection, q: sa.Select[Any]) -> int:
-    return int(conn.execute(q).scalar_one() or 0)
-
-
-def _missing(lt: LegacyTable) -> sa.Select[Any]:
-    """Legacy rows without a unified row: what a backfill would copy."""
-    present = (
-        sa.select(sa.literal(1))
-        .where(U.c.legacy_system == lt.system.value, U.c.legacy_id == lt.id)
-        .exists()
-    )
-    return sa.select(sa.func.count()).select_from(lt.table).where(~present)
-
-
-def _pending_query(system: LegacySystemType | None) -> sa.Select[Any]:
-    """Changes awaiting replay (of one system's transactions), by kind, and transactions."""
-    q = sa.select(
-        sa.func.count(),
-        sa.func.count(sa.distinct(P.c.transaction_id)),
-        sa.func.coalesce(sa.func.sum(sa.case((P.c.kind == "create", 1), else_=0)), 0),
-    ).where(P.c.replayed_at.is_(None))
-    if system is not None:
-        q = q.select_from(P.join(U, U.c.id == P.c.transaction_id)).where(
-            U.c.legacy_system == system.value
-        )
-    return q
-
-
-def _replay_size(conn: sa.Connection, system: LegacySystemType | None) -> dict[str, int]:
-    """What a replay would apply now, read only: each transaction's changes end in at most
-    one legacy write (its row created or its status set; a conflict writes none)."""
-    changes, transactions, creates = conn.execute(_pending_query(system)).one()
-    return {
-        "changes": int(changes),
-        "creates": int(creates),
-        "status_changes": int(changes) - int(creates),
-        "transactions": int(transactions),
-        "legacy_rows_written_at_most": int(transactions),
-    }
-
-
-def _timed(run: Callable[[], int]) -> tuple[int, float]:
-    """(rows, best seconds) of ``run`` over :data:`SAMPLE_RUNS` runs."""
-    best, rows = float("inf"), 0
-    for _ in range(SAMPLE_RUNS):
-        started = time.perf_counter()
-        rows = run()
-        best = min(best, time.perf_counter() - started)
-    return rows, best
-
-
-def _rate(rows: int, seconds: float) -> float | None:
-    return rows / seconds if rows and seconds > 0 else None
-
-
-def _check_rate(engine: sa.Engine, lt: LegacyTable, sample: int) -> tuple[float | None, int]:
-    """The check's own statement over the first ``sample`` legacy keys (reads only)."""
-
-    def run() -> int:
-        with engine.connect() as conn:
-            try:
-                return count_first_keys(conn, lt, sample)
-            finally:
-                conn.rollback()
-
-    rows, seconds = _timed(run)
-    return _rate(rows, seconds), rows
-
-
-def _backfill_rate(engine: sa.Engine, lt: LegacyTable, sample: int) -> tuple[float | None, int]:
-    """The backfill's own INSERT ... SELECT over a key range holding ``sample`` legacy
-    rows not yet copied, in a transaction that is always rolled back."""
-    missing = (
-        sa.select(lt.id.label("k"))
-        .where(
-            ~sa.select(sa.literal(1))
-            .where(U.c.legacy_system == lt.system.value, U.c.legacy_id == lt.id)
-            .exists()
-        )
-        .order_by(lt.id)
-        .limit(sample)
-        .subquery()
-    )
-    with engine.connect() as conn:
-        lo, hi, n = conn.execute(
-            sa.select(sa.func.min(missing.c.k), sa.func.max(missing.c.k), sa.func.count())
-        ).one()
-    if not n:
-        return None, 0
-    ops = ops_for(engine)
-    stmt = unified_insert(ops, lt, in_range(lt, int(lo), int(hi)))
-    stmt = stmt.execution_options(preserve_rowcount=True)
-
-    def run() -> int:
-        with ops.rolled_back(statement_ms=SAMPLE_STATEMENT_MS, lock_ms=SAMPLE_LOCK_MS) as conn:
-            return int(conn.execute(stmt).rowcount)
-
-    rows, seconds = _timed(run)
-    return _rate(rows, seconds), rows
-
-
-def _figures(
-    engine: sa.Engine,
-    tables: dict[LegacySystemType, LegacyTable],
-    *,
-    sample_rows: int,
-    backfill_ahead: bool,
-    check_ahead: bool,
-) -> dict[LegacySystemType, SystemFigures]:
-    out: dict[LegacySystemType, SystemFigures] = {}
-    for system, lt in tables.items():
-        with engine.connect() as conn:
-            legacy_rows = _count(conn, sa.select(sa.func.count()).select_from(lt.table))
-            unified_rows = _count(
-                conn, sa.select(sa.func.count()).where(U.c.legacy_system == system.value)
-            )
-            missing = _count(conn, _missing(lt)) if backfill_ahead else None
-            pending = _replay_size(conn, system)["changes"]
-        bf_rate, bf_rows = (None, 0)
-        ck_rate, ck_rows = (None, 0)
-        if sample_rows and lt.status is not None:
-            if backfill_ahead and missing:
-                bf_rate, bf_rows = _backfill_rate(engine, lt, sample_rows)
-            if check_ahead and legacy_rows:
-                ck_rate, ck_rows = _check_rate(engine, lt, sample_rows)
-        out[system] = SystemFigures(
-            system,
-            legacy_rows,
-            unified_rows,
-            missing,
-            pending,
-            bf_rate,
-            bf_rows,
-            ck_rate,
-            ck_rows,
-        )
-    return out
 
 
 # --- the phases ahead -----------------------------------------------------------------
@@ -559,13 +356,13 @@ def rollout_plan(
     with engine.connect() as conn:
         mode, phase = system_state(conn, chosen)
         soak_left = _soak_left(settings, conn, mode)
-        replay = _replay_size(conn, chosen)
+        replay = replay_size(conn, chosen)
     retired = legacy_columns_dropped(engine, settings)
     tables = resolve_legacy_tables(
         engine, settings, systems=[chosen] if chosen else None, require_status=False
     )
     ahead = list(range(phase + 1, LAST_PHASE + 1))
-    figures = _figures(
+    figures = rollout_figures.figures(
         engine,
         tables,
         sample_rows=sample_rows,
