@@ -19,6 +19,7 @@ from unistatus.cli import app
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.replay import pending_count
+from unistatus.migration.rollout_figures import cost_from
 from unistatus.migration.rollback import emergency_rollback
 from unistatus.migration.rollout_plan import PLAN_FORMAT, rollout_plan
 from unistatus.sim.seed import seed_legacy
@@ -86,8 +87,7 @@ def test_gates_counts_and_rollbacks_read_only(db: Database, ro_engine: sa.Engine
     to_phase(db.engine, 3)
     plan = rollout_plan(ro_engine, db.settings, sample_rows=10)
     assert [p.phase for p in plan.phases] == [4]
-    assert all(f.check_sample_rows == 10 for f in plan.figures.values())
-    assert all(f.check_rows_per_second for f in plan.figures.values())
+    assert all(f.check and f.check.sample_rows == 10 for f in plan.figures.values())
 
 
 @IN_EVERY_LAYOUT
@@ -101,13 +101,13 @@ def test_samples_write_nothing(db: Database) -> None:
     assert everything(db) == before
     escrow, cashout = plan.figures[LegacySystemType.ESCROW], plan.figures[LegacySystemType.CASHOUT]
     assert escrow.missing_unified == 0 and escrow.backfill_seconds() == 0.0
-    assert cashout.missing_unified == 100 and cashout.backfill_sample_rows == 50
-    assert cashout.backfill_rows_per_second and cashout.check_rows_per_second
+    assert cashout.missing_unified == 100
+    assert cashout.backfill and cashout.backfill.sample_rows == 50 and cashout.check
     assert plan.summary()["changed"] == 0
 
 
 def test_estimates_come_from_this_database(db: Database) -> None:
-    """Ten times the rows, a bigger estimate: rows counted here divided by rates timed here."""
+    """Ten times the rows, a bigger estimate: rows counted here, costs timed here."""
     seed_legacy(db.engine, db.settings, 300)
     small = rollout_plan(db.engine, db.settings, sample_rows=100)
     seed_legacy(db.engine, db.settings, 2700)
@@ -115,9 +115,14 @@ def test_estimates_come_from_this_database(db: Database) -> None:
     for plan, rows in ((small, 100), (big, 1000)):
         for f in plan.figures.values():
             assert f.legacy_rows == rows and f.missing_unified == rows
-            assert f.backfill_rows_per_second and f.check_rows_per_second
-            assert f.backfill_seconds() == pytest.approx(rows / f.backfill_rows_per_second)
-            assert f.check_seconds() == pytest.approx(rows / f.check_rows_per_second)
+            assert f.backfill and f.check and f.backfill.per_row_seconds > 0
+            assert f.backfill.rows_per_statement == 1000
+            assert f.backfill_seconds() == pytest.approx(
+                f.backfill.fixed_seconds + rows * f.backfill.per_row_seconds
+            )
+            assert f.check_seconds() == pytest.approx(
+                f.check.fixed_seconds + rows * f.check.per_row_seconds
+            )
     backfill = {p.phase: p for p in big.phases}[3].steps[0]
     assert backfill.command == "unistatus backfill"
     assert backfill.estimate_seconds == pytest.approx(
@@ -174,3 +179,18 @@ def test_cli_plan(sqlite_db: Database) -> None:
     assert bad.exit_code == 2 and "unknown legacy system" in bad.output
     helped = runner.invoke(app, ["plan", "--help"])
     assert helped.exit_code == 0 and "unistatus plan --system cashout" in helped.output
+
+
+def test_cost_separates_the_fixed_part() -> None:
+    """Two sizes give a fixed cost per statement and a cost per row; the estimate charges
+    the fixed part once per statement of the real command."""
+    cost = cost_from((500, 0.105), (2000, 0.120), 100_000)
+    assert cost is not None
+    assert cost.per_row_seconds == pytest.approx(0.00001)
+    assert cost.fixed_seconds == pytest.approx(0.1)
+    assert cost.seconds(600_000) == pytest.approx(6 * 0.1 + 6.0)
+    # Noise (the larger sample faster): per row only, from the larger sample.
+    flat = cost_from((500, 0.2), (2000, 0.1), 1000)
+    assert flat is not None and flat.fixed_seconds == 0.0
+    assert flat.per_row_seconds == pytest.approx(0.1 / 2000)
+    assert cost_from((0, 0.0), (0, 0.0), 1000) is None

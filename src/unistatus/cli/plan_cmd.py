@@ -9,6 +9,7 @@ import typer
 from unistatus.cli.context import SYSTEM_HELP, console, parse_system, print_json, state
 
 if TYPE_CHECKING:
+    from unistatus.migration.rollout_figures import Cost
     from unistatus.migration.rollout_plan import PhasePlan, RollbackPreview, RolloutPlan
 
 
@@ -41,16 +42,16 @@ def _figures_table(plan: RolloutPlan) -> object:
         table.add_column(name, justify="left" if name == "system" else "right", no_wrap=True)
     for system, f in plan.figures.items():
 
-        def rate(value: float | None, rows: int) -> str:
-            return "-" if value is None else f"{value:,.0f} ({rows})"
+        def rate(cost: Cost | None) -> str:
+            return "-" if cost is None else f"{cost.rows_per_second:,.0f}"
 
         table.add_row(
             system.value,
             f"{f.legacy_rows:,}",
             "-" if f.missing_unified is None else f"{f.missing_unified:,}",
             f"{f.pending_changes:,}",
-            rate(f.backfill_rows_per_second, f.backfill_sample_rows),
-            rate(f.check_rows_per_second, f.check_sample_rows),
+            rate(f.backfill),
+            rate(f.check),
         )
     return table
 

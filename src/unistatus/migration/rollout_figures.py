@@ -3,7 +3,10 @@ check's rates timed on a sample of this database (:mod:`unistatus.migration.roll
 
 The backfill's own ``INSERT ... SELECT`` runs on a key range holding the sample's rows
 inside a transaction that is always rolled back; the check's own counting statement
-only reads. Each is timed :data:`SAMPLE_RUNS` times and the fastest counts.
+only reads. Each is timed on two sizes (a quarter of the sample, and all of it),
+:data:`SAMPLE_RUNS` times each, the fastest counting; the two give a fixed cost per
+statement and a cost per row (:class:`Cost`), and an estimate charges the fixed cost
+once per statement the real command runs.
 """
 
 from __future__ import annotations
@@ -20,9 +23,18 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.migration.check import count_first_keys
+from unistatus.migration.check import DEFAULT_CHUNK, count_first_keys
 
-__all__ = ["SAMPLE_RUNS", "SystemFigures", "figures", "replay_size", "rounded", "seconds_for"]
+__all__ = [
+    "SAMPLE_RUNS",
+    "Cost",
+    "SystemFigures",
+    "cost_from",
+    "figures",
+    "replay_size",
+    "rounded",
+    "seconds_for",
+]
 
 # Each sample statement is timed this many times; the fastest counts (the first run
 # pays for a cold cache the real run pays once, not per batch).
@@ -30,6 +42,9 @@ SAMPLE_RUNS = 2
 # The sample's write transaction never holds a live writer up for long.
 SAMPLE_STATEMENT_MS = 10_000
 SAMPLE_LOCK_MS = 200
+# Rows per statement of the real commands: `backfill --batch-size`'s default, and the
+# check's key chunk.
+BACKFILL_BATCH = 1000
 
 U = unified_transactions
 P = pending_legacy_changes
@@ -46,44 +61,91 @@ def seconds_for(rows: int, rate: float | None) -> float | None:
 
 
 @dataclass(frozen=True)
+class Cost:
+    """A statement's cost measured on two sample sizes: a fixed part per statement
+    (round trip, planning) and a part per row. A small sample alone would charge the
+    fixed part to its few rows and make a big table look slow."""
+
+    per_row_seconds: float
+    fixed_seconds: float
+    sample_rows: int
+    rows_per_statement: int  # what the real command puts in one statement
+
+    @property
+    def rows_per_second(self) -> float:
+        return 1.0 / self.per_row_seconds
+
+    def seconds(self, rows: int) -> float:
+        statements = -(-rows // self.rows_per_statement)
+        return statements * self.fixed_seconds + rows * self.per_row_seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rows_per_second": rounded(self.rows_per_second),
+            "fixed_ms_per_statement": rounded(self.fixed_seconds * 1000),
+            "rows_per_statement": self.rows_per_statement,
+            "sample_rows": self.sample_rows,
+        }
+
+
+def cost_from(
+    small: tuple[int, float], large: tuple[int, float], per_statement: int
+) -> Cost | None:
+    """The :class:`Cost` through two timed samples ``(rows, seconds)``; per row only when
+    the two do not tell a fixed part apart (same size, or timing noise)."""
+    (n1, t1), (n2, t2) = small, large
+    if n2 <= 0 or t2 <= 0:
+        return None
+    if n2 > n1 > 0 and t2 > t1:
+        per_row = (t2 - t1) / (n2 - n1)
+        fixed = t1 - n1 * per_row
+        if fixed >= 0:
+            return Cost(per_row, fixed, n2, per_statement)
+    return Cost(t2 / n2, 0.0, n2, per_statement)
+
+
+@dataclass(frozen=True)
 class SystemFigures:
-    """One system's rows and the rates measured on its sample (None: not measured)."""
+    """One system's rows and the costs measured on its sample (None: not measured)."""
 
     system: LegacySystemType
     legacy_rows: int
     unified_rows: int
     missing_unified: int | None
     pending_changes: int
-    backfill_rows_per_second: float | None
-    backfill_sample_rows: int
-    check_rows_per_second: float | None
-    check_sample_rows: int
+    backfill: Cost | None
+    check: Cost | None
 
     def backfill_seconds(self) -> float | None:
         if self.missing_unified is None:
             return None
-        return seconds_for(self.missing_unified, self.backfill_rows_per_second)
+        if self.missing_unified == 0:
+            return 0.0
+        return self.backfill.seconds(self.missing_unified) if self.backfill else None
 
     def check_seconds(self) -> float | None:
-        return seconds_for(self.legacy_rows, self.check_rows_per_second)
+        if self.legacy_rows == 0:
+            return 0.0
+        return self.check.seconds(self.legacy_rows) if self.check else None
 
     def as_dict(self) -> dict[str, Any]:
+        def cost(c: Cost | None, estimate: float | None) -> dict[str, Any]:
+            return {
+                **(c.as_dict() if c else dict.fromkeys(_COST_KEYS)),
+                "estimate_seconds": rounded(estimate),
+            }
+
         return {
             "legacy_rows": self.legacy_rows,
             "unified_rows": self.unified_rows,
             "missing_unified": self.missing_unified,
             "pending_changes": self.pending_changes,
-            "backfill": {
-                "rows_per_second": rounded(self.backfill_rows_per_second),
-                "sample_rows": self.backfill_sample_rows,
-                "estimate_seconds": rounded(self.backfill_seconds()),
-            },
-            "check": {
-                "rows_per_second": rounded(self.check_rows_per_second),
-                "sample_rows": self.check_sample_rows,
-                "estimate_seconds": rounded(self.check_seconds()),
-            },
+            "backfill": cost(self.backfill, self.backfill_seconds()),
+            "check": cost(self.check, self.check_seconds()),
         }
+
+
+_COST_KEYS = ("rows_per_second", "fixed_ms_per_statement", "rows_per_statement", "sample_rows")
 
 
 # --- figures from this database -------------------------------------------------------
@@ -130,64 +192,64 @@ def replay_size(conn: sa.Connection, system: LegacySystemType | None) -> dict[st
     }
 
 
-def _timed(run: Callable[[], int]) -> tuple[int, float]:
-    """(rows, best seconds) of ``run`` over :data:`SAMPLE_RUNS` runs."""
-    best, rows = float("inf"), 0
+def _timed(run: Callable[[int], int], rows: int) -> tuple[int, float]:
+    """(rows done, best seconds) of ``run(rows)`` over :data:`SAMPLE_RUNS` runs."""
+    best, done = float("inf"), 0
     for _ in range(SAMPLE_RUNS):
         started = time.perf_counter()
-        rows = run()
+        done = run(rows)
         best = min(best, time.perf_counter() - started)
-    return rows, best
+    return done, best
 
 
-def _rate(rows: int, seconds: float) -> float | None:
-    return rows / seconds if rows and seconds > 0 else None
+def _two_sizes(run: Callable[[int], int], sample: int, per_statement: int) -> Cost | None:
+    """Time ``run`` on a quarter of the sample and on all of it, after one untimed run
+    (the first pays for reading the rows into the cache, which would pass for a fixed
+    cost of the small sample)."""
+    run(sample)
+    small = _timed(run, max(1, sample // 4))
+    return cost_from(small, _timed(run, sample), per_statement)
 
 
-def _check_rate(engine: sa.Engine, lt: LegacyTable, sample: int) -> tuple[float | None, int]:
-    """The check's own statement over the first ``sample`` legacy keys (reads only)."""
+def _check_cost(engine: sa.Engine, lt: LegacyTable, sample: int) -> Cost | None:
+    """The check's own statement over the first legacy keys (reads only)."""
 
-    def run() -> int:
+    def run(keys: int) -> int:
         with engine.connect() as conn:
             try:
-                return count_first_keys(conn, lt, sample)
+                return count_first_keys(conn, lt, keys)
             finally:
                 conn.rollback()
 
-    rows, seconds = _timed(run)
-    return _rate(rows, seconds), rows
+    return _two_sizes(run, sample, DEFAULT_CHUNK)
 
 
-def _backfill_rate(engine: sa.Engine, lt: LegacyTable, sample: int) -> tuple[float | None, int]:
-    """The backfill's own INSERT ... SELECT over a key range holding ``sample`` legacy
-    rows not yet copied, in a transaction that is always rolled back."""
-    missing = (
-        sa.select(lt.id.label("k"))
-        .where(
-            ~sa.select(sa.literal(1))
-            .where(U.c.legacy_system == lt.system.value, U.c.legacy_id == lt.id)
-            .exists()
-        )
-        .order_by(lt.id)
-        .limit(sample)
-        .subquery()
+def _backfill_cost(engine: sa.Engine, lt: LegacyTable, sample: int) -> Cost | None:
+    """The backfill's own INSERT ... SELECT over key ranges of legacy rows not yet
+    copied, in a transaction that is always rolled back."""
+    present = (
+        sa.select(sa.literal(1))
+        .where(U.c.legacy_system == lt.system.value, U.c.legacy_id == lt.id)
+        .exists()
     )
     with engine.connect() as conn:
-        lo, hi, n = conn.execute(
-            sa.select(sa.func.min(missing.c.k), sa.func.max(missing.c.k), sa.func.count())
-        ).one()
-    if not n:
-        return None, 0
+        keys = [
+            int(k)
+            for k in conn.execute(
+                sa.select(lt.id).where(~present).order_by(lt.id).limit(sample)
+            ).scalars()
+        ]
+    if not keys:
+        return None
     ops = ops_for(engine)
-    stmt = unified_insert(ops, lt, in_range(lt, int(lo), int(hi)))
-    stmt = stmt.execution_options(preserve_rowcount=True)
 
-    def run() -> int:
+    def run(rows: int) -> int:
+        last = keys[min(rows, len(keys)) - 1]
+        stmt = unified_insert(ops, lt, in_range(lt, keys[0], last))
         with ops.rolled_back(statement_ms=SAMPLE_STATEMENT_MS, lock_ms=SAMPLE_LOCK_MS) as conn:
-            return int(conn.execute(stmt).rowcount)
+            return int(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount)
 
-    rows, seconds = _timed(run)
-    return _rate(rows, seconds), rows
+    return _two_sizes(run, len(keys), BACKFILL_BATCH)
 
 
 def figures(
@@ -207,22 +269,13 @@ def figures(
             )
             missing = _count(conn, _missing(lt)) if backfill_ahead else None
             pending = replay_size(conn, system)["changes"]
-        bf_rate, bf_rows = (None, 0)
-        ck_rate, ck_rows = (None, 0)
+        backfill = check = None
         if sample_rows and lt.status is not None:
             if backfill_ahead and missing:
-                bf_rate, bf_rows = _backfill_rate(engine, lt, sample_rows)
+                backfill = _backfill_cost(engine, lt, sample_rows)
             if check_ahead and legacy_rows:
-                ck_rate, ck_rows = _check_rate(engine, lt, sample_rows)
+                check = _check_cost(engine, lt, sample_rows)
         out[system] = SystemFigures(
-            system,
-            legacy_rows,
-            unified_rows,
-            missing,
-            pending,
-            bf_rate,
-            bf_rows,
-            ck_rate,
-            ck_rows,
+            system, legacy_rows, unified_rows, missing, pending, backfill, check
         )
     return out
