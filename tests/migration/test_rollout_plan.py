@@ -19,8 +19,8 @@ from unistatus.cli import app
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.replay import pending_count
-from unistatus.migration.rollout_figures import cost_from
 from unistatus.migration.rollback import emergency_rollback
+from unistatus.migration.rollout_figures import cost_from
 from unistatus.migration.rollout_plan import PLAN_FORMAT, rollout_plan
 from unistatus.sim.seed import seed_legacy
 
