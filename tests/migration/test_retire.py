@@ -34,6 +34,7 @@ from unistatus.migration.retire import (
     status_checksum,
     undo_cleanup,
 )
+from unistatus.migration.rollout_plan import rollout_plan
 
 LEGACY = ("cashouts", "escrows", "exchanges")
 
@@ -106,6 +107,11 @@ def test_drop_then_undo_restores_statuses_exactly(retirable: Database) -> None:
     assert schema.upgrade(db.engine, db.settings) == "0006"
     # A second drop is a no-op.
     assert retire_legacy_columns(db.engine, db.settings)["already_dropped"]
+    # The plan reads a retired database (nothing to sample without the status column),
+    # and says a rollback restores the columns first.
+    plan = rollout_plan(db.engine, db.settings)
+    assert all(f.check is None and f.backfill is None for f in plan.figures.values())
+    assert any("restore the legacy status columns" in a for a in plan.emergency.actions)
 
     undone = undo_cleanup(db.engine, db.settings, actor="test")
     assert undone["undone"] and undone["revision"] == schema.INSTALL_REVISION

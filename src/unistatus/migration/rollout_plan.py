@@ -295,7 +295,10 @@ def _rollback_actions(phase: int, retired: bool, replay: dict[str, int]) -> list
         if not replay["changes"]:
             actions.append("replay to legacy every change made in UNIFIED_ONLY (none yet)")
         if retired:
-            actions.append("restore the legacy status columns first (retire --undo)")
+            actions.append(
+                "restore the legacy status columns first (retire --undo; compatibility "
+                "views, if any, are dropped)"
+            )
     if phase == 2:
         actions.append("pause the backfill workers (their rows stay; `backfill undo` removes)")
     return actions
