@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, Database
 from support.adapters import TABLES, adapter_in
+from support.capture_data import captured
 from support.phases import to_phase
 from unistatus.backfill import run_backfill
 from unistatus.cli import app
@@ -104,6 +105,23 @@ def test_samples_write_nothing(db: Database) -> None:
     assert cashout.missing_unified == 100
     assert cashout.backfill and cashout.backfill.sample_rows == 50 and cashout.check
     assert plan.summary()["changed"] == 0
+
+
+@IN_EVERY_LAYOUT
+def test_nothing_written_with_capture_enabled(db: Database, ro_engine: sa.Engine) -> None:
+    """With the capture's triggers on, the rolled-back sample leaves no captured change,
+    and the bypass gate (which reads the capture's state) reads only."""
+    seed_legacy(db.engine, db.settings, 60)
+    to_phase(db.engine, 1)
+    with captured(db):
+        before = everything(db)
+        plan = rollout_plan(db.engine, db.settings, sample_rows=10)
+        assert everything(db) == before
+        assert all(f.backfill for f in plan.figures.values())
+        to_phase(db.engine, 3)
+        plan = rollout_plan(ro_engine, db.settings, sample_rows=10)
+        gates = {g.name: g for g in plan.phases[0].gates}
+        assert "capture not enabled" not in str(gates["no_bypass_writes_in_soak"].value)
 
 
 def test_estimates_come_from_this_database(db: Database) -> None:
