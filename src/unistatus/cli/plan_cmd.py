@@ -56,13 +56,17 @@ def _figures_table(plan: RolloutPlan) -> object:
     return table
 
 
+def _indented(text: object, left: int) -> None:
+    """``text`` with every wrapped line ``left`` columns in (plans are read at 80)."""
+    from rich.padding import Padding
+
+    console.print(Padding(text, (0, 0, 0, left)), highlight=False)  # type: ignore[arg-type]
+
+
 def _rollback_lines(label: str, rb: RollbackPreview) -> None:
-    console.print(
-        f"    [bold]{label}:[/] {rb.command}  -> phase {rb.to_phase} ({rb.to_mode.value})",
-        highlight=False,
-    )
+    _indented(f"[bold]{label}:[/] {rb.command} -> phase {rb.to_phase} ({rb.to_mode.value})", 4)
     for action in rb.actions:
-        console.print(f"      - {action}", highlight=False)
+        _indented(f"- {action}", 6)
 
 
 def _phase(p: PhasePlan) -> None:
@@ -79,12 +83,12 @@ def _phase(p: PhasePlan) -> None:
     if p.gates:
         failing = sum(not g.passed for g in p.gates)
         title = f"    gates now: {len(p.gates) - failing} pass, {failing} fail"
-        console.print(gate_table(p.gates, title))
-    console.print("    [bold]commands:[/]")
+        _indented(gate_table(p.gates, title.strip()), 4)
+    _indented("[bold]commands:[/]", 4)
     for step in p.steps:
         when = f"  [dim]{duration(step.estimate_seconds)}[/]" if step.estimate_seconds else ""
-        console.print(f"      $ {step.command}{when}", highlight=False)
-        console.print(f"        [dim]{step.why}[/]", highlight=False)
+        _indented(f"$ {step.command}{when}", 6)
+        _indented(f"[dim]{step.why}[/]", 8)
     _rollback_lines("rollback", p.rollback)
 
 
