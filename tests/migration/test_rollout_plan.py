@@ -84,10 +84,13 @@ def test_gates_counts_and_rollbacks_read_only(db: Database, ro_engine: sa.Engine
     assert {g.name for g in plan.phases[2].gates} >= {"full_check_consistent", "quarantine"}
     assert all(f.legacy_rows == 30 and f.missing_unified == 30 for f in plan.figures.values())
     assert plan.estimate_seconds == 0.0 and "rates not measured" in plan.notes[-1]
+    assert plan.phases[3].wait_seconds == db.settings.soak_seconds  # the soak is ahead
     # In phase 3 only the check is ahead: its sample only reads.
     to_phase(db.engine, 3)
     plan = rollout_plan(ro_engine, db.settings, sample_rows=10)
     assert [p.phase for p in plan.phases] == [4]
+    soak = db.settings.soak_seconds  # unified primary since to_phase: nearly all of it left
+    assert soak - 60 < plan.phases[0].wait_seconds < soak
     assert all(f.check and f.check.sample_rows == 10 for f in plan.figures.values())
 
 

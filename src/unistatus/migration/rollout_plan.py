@@ -19,11 +19,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.backfill import quarantine_count
-from unistatus.clock import as_utc, utcnow
+from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import MODE_KEY, read_mode
+from unistatus.db.control import read_mode
 from unistatus.db.legacy import resolve_legacy_tables
-from unistatus.db.tables import control_log
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError
 from unistatus.migration import rollout_figures
@@ -50,6 +49,7 @@ PLAN_FORMAT = 1
 DEFAULT_SAMPLE_ROWS = 2000
 
 REASON = '--reason "TEXT"'
+SOAK_GATE = "unified_primary_soak_s"  # migration.gates.gate_soak
 # Commands that take `--system` today. Per-system phases (issue 14 section 1) add
 # `phase advance` and `phase rollback` here.
 SYSTEM_SCOPED = frozenset({"backfill"})
@@ -322,20 +322,13 @@ def _emergency(phase: int, retired: bool, replay: dict[str, int]) -> RollbackPre
     )
 
 
-def _soak_left(settings: Settings, conn: sa.Connection, mode: DualWriteMode) -> float:
-    """The part of the soak still to wait (all of it before unified is primary)."""
-    if mode is not DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
-        return settings.soak_seconds
-    switched = conn.execute(
-        sa.select(sa.func.max(control_log.c.created_at)).where(
-            control_log.c.key == MODE_KEY,
-            control_log.c.new_value == DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value,
-        )
-    ).scalar_one_or_none()
-    switched = as_utc(switched)
-    if switched is None:
-        return settings.soak_seconds
-    return max(0.0, settings.soak_seconds - (utcnow() - switched).total_seconds())
+def _soak_left(settings: Settings, gates: list[Gate]) -> float:
+    """The part of the soak still to wait, from the soak gate's own measurement (all of
+    it while unified is not primary yet)."""
+    elapsed = next((g.value for g in gates if g.name == SOAK_GATE), None)
+    if isinstance(elapsed, int | float) and not isinstance(elapsed, bool):
+        return max(0.0, settings.soak_seconds - float(elapsed))
+    return settings.soak_seconds
 
 
 def rollout_plan(
@@ -358,7 +351,6 @@ def rollout_plan(
     started = time.perf_counter()
     with engine.connect() as conn:
         mode, phase = system_state(conn, chosen)
-        soak_left = _soak_left(settings, conn, mode)
         replay = replay_size(conn, chosen)
     retired = legacy_columns_dropped(engine, settings)
     tables = resolve_legacy_tables(
@@ -373,19 +365,21 @@ def rollout_plan(
         check_ahead=bool(set(ahead) & {2, 3, 4}),
     )
     quarantined = quarantine_count(engine) if 3 in ahead else 0
-    phases = [
-        PhasePlan(
-            into,
-            PHASES[into].name,
-            PHASES[into].mode,
-            into == phase + 1,
-            evaluate_gates(engine, settings, into, mode=mode),
-            _steps(into, figures, chosen, quarantined),
-            _rollback(into, retired, replay),
-            soak_left if into == 4 else 0.0,
+    phases = []
+    for into in ahead:
+        gates = evaluate_gates(engine, settings, into, mode=mode)
+        phases.append(
+            PhasePlan(
+                into,
+                PHASES[into].name,
+                PHASES[into].mode,
+                into == phase + 1,
+                gates,
+                _steps(into, figures, chosen, quarantined),
+                _rollback(into, retired, replay),
+                _soak_left(settings, gates) if into == 4 else 0.0,
+            )
         )
-        for into in ahead
-    ]
     notes = []
     if chosen is not None:
         notes.append(
