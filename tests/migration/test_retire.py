@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic.util import CommandError
 from typer.testing import CliRunner
 
-from conftest import IN_EVERY_LAYOUT, Database
+from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
 from unistatus.db import schema
@@ -24,14 +24,17 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import cashouts
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError
+from unistatus.errors import GateError, InputError
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
+from unistatus.migration.compat_views import COMPAT_SCHEMA, compat_views
 from unistatus.migration.retire import (
+    drop_compat_views,
     legacy_columns_dropped,
     retire_legacy_columns,
     status_checksum,
     undo_cleanup,
 )
+from unistatus.migration.rollout_plan import rollout_plan
 
 LEGACY = ("cashouts", "escrows", "exchanges")
 
@@ -104,6 +107,11 @@ def test_drop_then_undo_restores_statuses_exactly(retirable: Database) -> None:
     assert schema.upgrade(db.engine, db.settings) == "0006"
     # A second drop is a no-op.
     assert retire_legacy_columns(db.engine, db.settings)["already_dropped"]
+    # The plan reads a retired database (nothing to sample without the status column),
+    # and says a rollback restores the columns first.
+    plan = rollout_plan(db.engine, db.settings)
+    assert all(f.check is None and f.backfill is None for f in plan.figures.values())
+    assert any("restore the legacy status columns" in a for a in plan.emergency.actions)
 
     undone = undo_cleanup(db.engine, db.settings, actor="test")
     assert undone["undone"] and undone["revision"] == schema.INSTALL_REVISION
@@ -272,3 +280,124 @@ def test_drop_and_undo_under_live_unified_only_writes(retirable: Database) -> No
     assert not errors, errors[:3]
     assert writes[0] > 0
     assert all(status_columns(db).values())
+
+
+# --- compatibility views (--compat-views) ---------------------------------------------
+
+READER_SQL = (
+    "SELECT id, status, user_id, amount, currency FROM {table} "
+    "WHERE status <> 'NO_SUCH' AND amount > 0 ORDER BY id"
+)
+
+
+def raw_reader(db: Database) -> sa.Engine:
+    """An application's own reader: plain SQLAlchemy, the compatibility schema first in
+    its search_path (it does not exist before retirement: the tables are read then)."""
+    return sa.create_engine(
+        db.url, connect_args={"options": f"-c search_path={COMPAT_SCHEMA},public"}
+    )
+
+
+def read_all(reader: sa.Engine) -> dict[str, list[tuple[object, ...]]]:
+    with reader.connect() as conn:
+        return {
+            t: [tuple(r) for r in conn.execute(sa.text(READER_SQL.format(table=t)))] for t in LEGACY
+        }
+
+
+@PG_IN_EVERY_LAYOUT
+def test_compat_views_serve_a_raw_reader_through_retirement(pg: Database, tmp_path: Path) -> None:
+    db = pg
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    reader = raw_reader(db)
+    try:
+        before = read_all(reader)
+        assert sum(len(rows) for rows in before.values()) == 9
+        star = "SELECT * FROM cashouts LIMIT 0"
+        with reader.connect() as conn:
+            table_columns = list(conn.execute(sa.text(star)).keys())
+        result = retire_legacy_columns(db.engine, db.settings, actor="test", compat=True)
+        assert result["dropped"] and result["compat_views"]["views"] == sorted(LEGACY)
+        assert not any(status_columns(db).values())
+        reader.dispose()  # a new session: PostgreSQL caches no plan across the DDL anyway
+        assert read_all(reader) == before
+        # The view keeps the column where the table had it (SELECT * readers).
+        with reader.connect() as conn:
+            assert list(conn.execute(sa.text(star)).keys()) == table_columns
+        # A change made after retirement reaches the reader through legacy_status.
+        escrow = _entity_ids(db)["ESCROW"]
+        adapter = DualWriteAdapter(db.engine, settings=db.settings)
+        assert adapter.update_status(escrow, "PAYMENT_CONFIRMED", "t", "test").overall_success
+        with reader.connect() as conn:
+            status = conn.execute(
+                sa.text("SELECT status FROM escrows WHERE id = :id"), {"id": int(escrow[4:])}
+            ).scalar_one()
+        assert status == "PAYMENT_CONFIRMED"
+        before["escrows"] = read_all(reader)["escrows"]
+        # Again once dropped: the views are made again, nothing else changes.
+        again = retire_legacy_columns(db.engine, db.settings, actor="test", compat=True)
+        assert again["already_dropped"] and again["compat_views"]["views"] == sorted(LEGACY)
+        assert read_all(reader) == before
+
+        undone = undo_cleanup(db.engine, db.settings, actor="test")
+        assert undone["compat_views_dropped"] == sorted(LEGACY)
+        assert compat_views(db.engine) == []
+        with db.engine.connect() as conn:
+            schemas = sa.inspect(conn).get_schema_names()
+        assert COMPAT_SCHEMA not in schemas
+        reader.dispose()
+        assert read_all(reader) == before  # the restored tables, read directly again
+    finally:
+        reader.dispose()
+        undo_cleanup(db.engine, db.settings)
+
+
+@PG_IN_EVERY_LAYOUT
+def test_compat_views_undo_alone_keeps_the_columns_dropped(pg: Database, tmp_path: Path) -> None:
+    db = pg
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    try:
+        retire_legacy_columns(db.engine, db.settings, compat=True)
+        assert compat_views(db.engine) == sorted(LEGACY)
+        dropped = drop_compat_views(db.engine, db.settings, actor="test", reason="converted")
+        assert dropped["dropped"] == sorted(LEGACY) and compat_views(db.engine) == []
+        assert legacy_columns_dropped(db.engine, db.settings)
+        assert drop_compat_views(db.engine, db.settings)["dropped"] == []
+    finally:
+        undo_cleanup(db.engine, db.settings)
+
+
+def test_compat_views_refused_on_sqlite(sqlite_db: Database, tmp_path: Path) -> None:
+    db = sqlite_db
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    before = status_checksum(db.engine, db.settings)
+    with pytest.raises(InputError, match="--compat-views needs PostgreSQL"):
+        retire_legacy_columns(db.engine, db.settings, compat=True)
+    _assert_unchanged(db, before)
+    runner = CliRunner()
+    base = ["--database-url", db.url, "retire", "legacy-columns", "--compat-views"]
+    refused = runner.invoke(app, [*base, "--reason", "phase 4"])
+    assert refused.exit_code == 2 and "needs PostgreSQL" in refused.output
+    _assert_unchanged(db, before)
+
+
+@pytest.mark.postgres
+def test_compat_views_cli(pg: Database, tmp_path: Path) -> None:
+    db = pg
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    runner = CliRunner()
+    base = ["--database-url", db.url, "retire", "legacy-columns", "--reason", "phase 4"]
+    try:
+        done = runner.invoke(app, [*base, "--compat-views"], catch_exceptions=False)
+        assert done.exit_code == 0, done.output
+        assert f"SET search_path = {COMPAT_SCHEMA}, public" in " ".join(done.output.split())
+        views = runner.invoke(app, [*base, "--compat-views", "--undo", "--json"])
+        assert views.exit_code == 0, views.output
+        assert json.loads(views.stdout)["dropped"] == sorted(LEGACY)
+        assert legacy_columns_dropped(db.engine, db.settings)
+    finally:
+        undo_cleanup(db.engine, db.settings)

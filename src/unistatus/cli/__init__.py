@@ -31,6 +31,7 @@ from unistatus.cli import (
     mode_cmd,
     monitor_cmd,
     phase_cmd,
+    plan_cmd,
     repair_cmd,
     retire_cmd,
     rollback_cmd,
@@ -108,6 +109,7 @@ backfill_cmd.register(app)
 check_cmd.register(app)
 repair_cmd.register(app)
 phase_cmd.register(app)
+plan_cmd.register(app)
 rollback_cmd.register(app)
 monitor_cmd.register(app)
 serve_cmd.register(app)

@@ -201,3 +201,19 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
     if isinstance(exc, sa.exc.SQLAlchemyError):
         abort(redact(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"))
     abort(redact(f"unexpected {exc.__class__.__name__}: {exc} (re-run with --debug for details)"))
+
+
+SYSTEM_HELP = "cashout, escrow or exchange (case-insensitive)."
+
+
+def parse_system(value: str | None) -> Any:
+    """``--system cashout|escrow|exchange`` as a LegacySystemType (None: every system);
+    anything else is bad input (exit 2)."""
+    if value is None:
+        return None
+    from unistatus.domain.statuses import LegacySystemType
+
+    try:
+        return LegacySystemType.parse(value)
+    except InputError as exc:
+        abort(f"--system: {exc}")

@@ -119,6 +119,8 @@ class DialectOps:
     exact_numeric_digits: int | None = None
     supports_skip_locked = False
     supports_dml_cte = False
+    # Schemas in one database (views a reader reaches through its search_path).
+    supports_schemas = False
     # Adapter writes of one process let through at once (settings.write_concurrency).
     default_write_concurrency = 4
     # Whether taking the mode lock also marks the transaction as unistatus's writes
@@ -148,6 +150,22 @@ class DialectOps:
                     self.mark_writer(conn)
                 yield conn
                 self.end_writer_mark(conn)
+
+    @contextmanager
+    def rolled_back(self, *, statement_ms: int, lock_ms: int) -> Iterator[sa.Connection]:
+        """A write transaction that always ends in ROLLBACK: to time real statements on
+        a sample (``unistatus plan``) and leave nothing behind. Marked as unistatus's
+        writes (the capture triggers leave it alone) and bounded, so it never makes a
+        live writer wait long."""
+        with self.engine.connect() as conn:
+            conn = self._prepare_write(conn)
+            tx = conn.begin()
+            try:
+                self.bound_statements(conn, statement_ms, lock_ms)
+                self.mark_writer(conn)
+                yield conn
+            finally:
+                tx.rollback()
 
     def _prepare_write(self, conn: sa.Connection) -> sa.Connection:
         return conn
@@ -287,6 +305,7 @@ class PostgresOps(DialectOps):
     name = "postgresql"
     supports_skip_locked = True
     supports_dml_cte = True
+    supports_schemas = True
     # Every mode lock statement sets the writer mark in the same call.
     mode_lock_marks = True
 

@@ -33,6 +33,7 @@ __all__ = [
     "KINDS",
     "CheckReport",
     "InconsistentRow",
+    "count_first_keys",
     "iter_inconsistent",
     "latest_report",
     "pair_flags",
@@ -431,6 +432,14 @@ def iter_inconsistent(
         if hi is None:
             return
         lo = hi
+
+
+def count_first_keys(conn: sa.Connection, lt: LegacyTable, keys: int) -> int:
+    """Check the first ``keys`` legacy keys of ``lt`` with the check's own statement and
+    return how many pairs it counted; reads only (``unistatus plan`` times it)."""
+    hi = _next_bound(conn, lt, None, keys)
+    pairs = pair_flags(lt, None, hi, project_pending=pending_replay_exists(conn))
+    return _count_chunk(conn, pairs)["total"]
 
 
 # --- the check ------------------------------------------------------------------------

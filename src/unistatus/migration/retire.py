@@ -20,12 +20,13 @@ from unistatus.db.legacy import reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError
-from unistatus.migration import capture
+from unistatus.migration import capture, compat_views
 from unistatus.migration.archive import read_manifest, recorded_archive, verify_archive
 from unistatus.migration.check import pending_replay_exists, projected_legacy_status
 
 __all__ = [
     "blockers",
+    "drop_compat_views",
     "legacy_columns_dropped",
     "retire_legacy_columns",
     "status_checksum",
@@ -178,10 +179,30 @@ def retire_legacy_columns(
     *,
     actor: str = "cli",
     reason: str = "phase 4 cleanup: legacy status columns retired",
+    compat: bool = False,
 ) -> dict[str, Any]:
-    """Drop the legacy status columns (revision 0006), or raise GateError saying why not."""
+    """Drop the legacy status columns (revision 0006), or raise GateError saying why not.
+
+    ``compat``: then leave a view per legacy table in schema ``unistatus_compat`` that
+    serves the status from ``unified_transactions.legacy_status``
+    (:mod:`unistatus.migration.compat_views`; PostgreSQL only, an InputError before
+    anything changes elsewhere). Given again once the columns are dropped, it (re)creates
+    the views.
+    """
+    if compat:
+        compat_views.require_schemas(engine)
     if legacy_columns_dropped(engine, settings):
-        return {"dropped": False, "already_dropped": True, "revision": schema.RETIRE_REVISION}
+        done: dict[str, Any] = {
+            "dropped": False,
+            "already_dropped": True,
+            "revision": schema.RETIRE_REVISION,
+        }
+        if compat:
+            _check_change(actor, reason)
+            done["compat_views"] = compat_views.create_compat_views(
+                engine, settings, actor=actor, reason=reason
+            )
+        return done
     with engine.connect() as conn:
         problems = blockers(conn, settings)
     problems += _archive_problems(engine, settings)
@@ -191,6 +212,7 @@ def retire_legacy_columns(
         )
     before = status_checksum(engine, settings)
     _check_change(actor, reason)
+    order = compat_views.column_order(engine, settings) if compat else None
     # The capture's legacy triggers read the status columns: they go first, and come
     # back with the columns (undo_cleanup), or now if the drop is refused.
     suspended = capture.suspend_for_retire(engine, settings)
@@ -202,13 +224,31 @@ def retire_legacy_columns(
         if suspended:
             capture.resume_after_retire(engine, settings)
         raise
-    return {
+    result: dict[str, Any] = {
         "dropped": True,
         "already_dropped": False,
         "revision": revision,
         "tables": _columns(settings),
         "checksum_before": before,
     }
+    if compat:
+        result["compat_views"] = compat_views.create_compat_views(
+            engine, settings, actor=actor, reason=reason, order=order
+        )
+    return result
+
+
+def drop_compat_views(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    actor: str = "cli",
+    reason: str = "compatibility views dropped",
+) -> dict[str, Any]:
+    """Drop the compatibility views (the columns stay as they are)."""
+    compat_views.require_schemas(engine)
+    _check_change(actor, reason)
+    return compat_views.drop_compat_views(engine, settings, actor=actor, reason=reason)
 
 
 def undo_cleanup(
@@ -218,7 +258,9 @@ def undo_cleanup(
     actor: str = "cli",
     reason: str = "legacy status columns restored",
 ) -> dict[str, Any]:
-    """Restore the legacy status columns (downgrade 0006) and refill them exactly."""
+    """Restore the legacy status columns (downgrade 0006) and refill them exactly; the
+    compatibility views go too (a reader that has them first in its search_path then
+    reads the tables again)."""
     if not legacy_columns_dropped(engine, settings):
         return {"undone": False, "reason": "the legacy status columns are in place"}
     _check_change(actor, reason)
@@ -226,11 +268,15 @@ def undo_cleanup(
         engine, settings, schema.RETIRE_UNDO, attributes={"actor": actor, "reason": reason}
     )
     capture.resume_after_retire(engine, settings)
+    views: dict[str, Any] | None = None
+    if compat_views.compat_views(engine):
+        views = compat_views.drop_compat_views(engine, settings, actor=actor, reason=reason)
     return {
         "undone": True,
         "revision": revision,
         "tables": _columns(settings),
         "checksum_after": status_checksum(engine, settings),
+        "compat_views_dropped": views["dropped"] if views else [],
     }
 
 
