@@ -226,11 +226,7 @@ class CaptureDdl:
             # One body for UNIFIED_ONLY, one for the other modes (no replay writes to
             # start up in every statement of theirs).
             changed, frozen = (
-                self._plpgsql(
-                    sql.bring_in_step(
-                        new_rows, replace(ctx, frozen=is_frozen), lock=True, bypass=True
-                    )
-                )
+                self._pg_in_step(sql, new_rows, replace(ctx, frozen=is_frozen))
                 for is_frozen in (False, True)
             )
             deleted = self._plpgsql(sql.deleted(old_rows, ctx))
@@ -297,6 +293,16 @@ $capture$"""
         if tables:
             out += self._pg_catch_up(tables, attributes)
         return out
+
+    def _pg_in_step(self, sql: SystemSql, rows: Rows, ctx: Context) -> str:
+        """A bypass write brought in step: the quarantine and the missing unified rows
+        only when a row needs them (a cheap read first), then the judged writes."""
+        prepare, writes = sql.in_step_parts(rows, ctx, lock=True, bypass=True)
+        check = self.render(sa.select(sql.needs_preparing(rows)))
+        return (
+            f"IF ({check}) THEN\n{_indent(self._plpgsql(prepare), 4)}\nEND IF;\n"
+            + self._plpgsql(writes)
+        )
 
     def _pg_unified(self, writer: Any, mode: Any, read_mode: str, attributes: str) -> list[str]:
         ctx = self._pg_context(writer, mode, sa.null(), "foreign")

@@ -255,8 +255,16 @@ class SystemSql:
 
         PostgreSQL gets two statements: the quarantine and the missing rows, then the
         judged writes (each statement a trigger runs costs its executor start-up, which
-        for one row is most of the price).
+        for one row is most of the price); :meth:`in_step_parts` gives them apart.
         """
+        prepare, writes = self.in_step_parts(r, ctx, lock=lock, bypass=bypass)
+        return prepare + writes
+
+    def in_step_parts(
+        self, r: Rows, ctx: Context, *, lock: bool, bypass: bool
+    ) -> tuple[list[sa.Executable], list[sa.Executable]]:
+        """:meth:`bring_in_step` in two parts: the quarantine and the missing unified rows
+        (nothing to do when :meth:`needs_preparing` is false), then the judged writes."""
         prepare: list[Any] = [*self._quarantine(r, ctx)]
         if bypass:
             prepare += self._create_missing(r, ctx, concurrent=lock)
@@ -267,8 +275,27 @@ class SystemSql:
             writes += self._frozen_changes(judged, ctx)
         writes += self._update_stale(judged, ctx)
         if not self.fenced:
-            return prepare + writes
-        return self._one_statement(prepare, "capture_prepare") + self._one_statement(writes)
+            return prepare, writes
+        return self._one_statement(prepare, "capture_prepare"), self._one_statement(writes)
+
+    def needs_preparing(self, r: Rows) -> sa.Exists:
+        """Whether the first part of :meth:`in_step_parts` has anything to do for ``r``:
+        a row with an unmappable value, without a unified row, or with an open quarantine
+        entry. A read with no write in its plan, so a statement whose rows all have their
+        unified row (most bypass UPDATEs) skips the part's four writes and their start-up;
+        it reads what the part would, in a snapshot as old as the part's would be."""
+        mapped = forward_case(self.system, r.c.status)
+        has_unified = sa.exists(sa.select(U.c.id).where(self._unified_of(r.c.id)))
+        quarantined = sa.exists(
+            sa.select(Q.c.legacy_id).where(
+                Q.c.system == self.system.value,
+                Q.c.legacy_id == r.c.id,
+                Q.c.resolved_at.is_(None),
+            )
+        )
+        return sa.exists(
+            sa.select(r.c.id).where(sa.or_(mapped.is_(None), ~has_unified, quarantined))
+        )
 
     @staticmethod
     def _one_statement(writes: list[Any], name: str = "capture_write") -> list[sa.Executable]:
