@@ -20,10 +20,11 @@ does and why: docs/capture.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from unistatus.db import writer_mark
 from unistatus.db.binding import qualify
@@ -54,6 +55,7 @@ PREFIX = "unistatus_capture_"
 CATCH_UP_WRITER = "capture:catch_up"
 SQLITE_WRITER = "bypass:sqlite"
 LEGACY_ONLY = DualWriteMode.LEGACY_ONLY.value
+FROZEN = DualWriteMode.UNIFIED_ONLY.value
 # PostgreSQL transition tables, as the triggers name them.
 NEW_ROWS = "unistatus_new"
 OLD_ROWS = "unistatus_old"
@@ -215,13 +217,18 @@ class CaptureDdl:
         read_mode = self.render(sa.select(stored_mode()))
         for lt in tables:
             sql = SystemSql(lt, self.ops)
-            reason = sa.literal("bypass ", sa.String) + sa.func.lower(
-                sa.literal_column("TG_OP", sa.String)
-            )
+            reason = sa.literal_column("v_reason", sa.String)
             ctx = self._pg_context(writer, mode, reason, "bypass")
+            base_meta = self.render(sql.base_meta(ctx))
+            ctx = replace(ctx, meta=sa.literal_column("v_meta", JSONB))
             new_rows, old_rows = self._pg_rows(lt, NEW_ROWS), self._pg_rows(lt, OLD_ROWS)
             log = self._plpgsql([sql.log_changed(new_rows, ctx.now)])
-            changed = self._plpgsql(sql.bring_in_step(new_rows, ctx, lock=True, bypass=True))
+            # One body for UNIFIED_ONLY, one for the other modes (no replay writes to
+            # start up in every statement of theirs).
+            changed, frozen = (
+                self._pg_in_step(sql, new_rows, replace(ctx, frozen=is_frozen))
+                for is_frozen in (False, True)
+            )
             deleted = self._plpgsql(sql.deleted(old_rows, ctx))
             function = self._function(self._legacy_name(lt))
             out.append(
@@ -232,6 +239,8 @@ DECLARE
     v_mode text;
     v_writer text;
     v_addr text;
+    v_reason text;
+    v_meta jsonb;
 BEGIN
     -- unistatus wrote it, in a mode it read under the mode lock that maintains unified
     -- (unistatus_locked_mode()), or the capture itself: nothing to do.
@@ -256,9 +265,13 @@ BEGIN
     END IF;
     v_writer := {PG_WRITER};
     v_addr := host(inet_client_addr());
+    v_reason := 'bypass ' || lower(TG_OP);
+    v_meta := {base_meta};
     PERFORM set_config('{setting}', '{writer_mark.CAPTURE_WRITER}', true);
     IF TG_OP = 'DELETE' THEN
 {_indent(deleted, 8)}
+    ELSIF v_mode = '{FROZEN}' THEN
+{_indent(frozen, 8)}
     ELSE
 {_indent(changed, 8)}
     END IF;
@@ -280,6 +293,16 @@ $capture$"""
         if tables:
             out += self._pg_catch_up(tables, attributes)
         return out
+
+    def _pg_in_step(self, sql: SystemSql, rows: Rows, ctx: Context) -> str:
+        """A bypass write brought in step: the quarantine and the missing unified rows
+        only when a row needs them (a cheap read first), then the judged writes."""
+        prepare, writes = sql.in_step_parts(rows, ctx, lock=True, bypass=True)
+        check = self.render(sa.select(sql.needs_preparing(rows)))
+        return (
+            f"IF ({check}) THEN\n{_indent(self._plpgsql(prepare), 4)}\nEND IF;\n"
+            + self._plpgsql(writes)
+        )
 
     def _pg_unified(self, writer: Any, mode: Any, read_mode: str, attributes: str) -> list[str]:
         ctx = self._pg_context(writer, mode, sa.null(), "foreign")

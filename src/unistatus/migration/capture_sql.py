@@ -93,7 +93,11 @@ class Context:
     history; ``now``: the time; ``client_addr``: the writer's address (or NULL); ``shard``:
     the writer-count row of this session; ``uuid``: a new operation id per row;
     ``json``: a JSON object from alternating keys and values; ``kind``: the history's
-    metadata ``capture`` (``bypass`` or ``catch_up``); ``reason``: the history reason.
+    metadata ``capture`` (``bypass`` or ``catch_up``); ``reason``: the history reason;
+    ``frozen``: whether ``mode`` is UNIFIED_ONLY, when the caller knows (PostgreSQL: one
+    body per case, so the other modes carry no UNIFIED_ONLY writes), None: tested in SQL;
+    ``meta``: the history metadata without a flag, worked out once per statement (a
+    PL/pgSQL variable: :meth:`SystemSql.base_meta`), or None: built per row.
     """
 
     writer: sa.ColumnElement[Any]
@@ -105,6 +109,15 @@ class Context:
     json: Callable[..., sa.ColumnElement[Any]]
     kind: str
     reason: sa.ColumnElement[Any]
+    frozen: bool | None = None
+    meta: sa.ColumnElement[Any] | None = None
+
+    @property
+    def is_frozen(self) -> sa.ColumnElement[bool]:
+        """The mode is UNIFIED_ONLY (legacy frozen), as SQL."""
+        if self.frozen is None:
+            return self.mode == FROZEN
+        return sa.true() if self.frozen else sa.false()
 
 
 @dataclass(frozen=True)
@@ -169,7 +182,11 @@ class SystemSql:
         mapped = forward_case(self.system, r.c.status).label("mapped")
         return self._fence(sa.select(*r.c, mapped)).subquery("capture_mapped").c
 
-    def _judged(self, r: Rows) -> _Judged:
+    def _judged(self, r: Rows, *, lock: bool) -> _Judged:
+        """``lock`` (PostgreSQL): the unified rows are locked by the judging select
+        itself (``FOR UPDATE OF``): in READ COMMITTED it waits for a concurrent writer of
+        a row and then judges the row's newest version, which the writes of the same
+        statement then change (one join and one statement fewer than locking first)."""
         m = self._mapped(r)
         compatible = pair_in(m.status, U.c.status, compatible_pairs(self.system))
         in_step = sa.and_(
@@ -177,14 +194,20 @@ class SystemSql:
             U.c.legacy_status.is_not_distinct_from(m.status),
             *(U.c[name].is_not_distinct_from(m[name]) for name in DATA_COLUMNS),
         )
+        new_status = sa.case((compatible, U.c.status), else_=m.mapped)
+        allowed = allowed_clause(self.system.transaction_type, U.c.status, new_status)
         select = sa.select(
             *(m[name] for name in (*LEGACY_COLUMNS, "mapped")),
             U.c.id.label("uid"),
             U.c.status.label("u_status"),
             U.c.legacy_status.label("u_legacy_status"),
-            sa.case((compatible, U.c.status), else_=m.mapped).label("new_status"),
+            new_status.label("new_status"),
             sa.func.coalesce(in_step, sa.false()).label("in_step"),
+            # Worked out once per row: the count, the flag and the override read it.
+            sa.func.coalesce(sa.not_(allowed), sa.false()).label("refused"),
         ).join_from(m.id.table, U, self._unified_of(m.id))
+        if lock:
+            select = select.with_for_update(of=U)
         # PostgreSQL: judged once, in a materialized CTE the writes then share
         # (:meth:`_one_statement`); SQLite's per-row triggers read it per statement.
         j = (
@@ -192,17 +215,27 @@ class SystemSql:
             if self.fenced
             else select.subquery("capture_judged")
         ).c
-        allowed = allowed_clause(self.system.transaction_type, j.u_status, j.new_status)
         return _Judged(
             j=j,
             stale=sa.and_(j.mapped.is_not(None), sa.not_(j.in_step)),
-            refused=sa.func.coalesce(sa.not_(allowed), sa.false()),
+            refused=j.refused,
         )
 
-    def _meta(self, ctx: Context, flag: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    @staticmethod
+    def base_meta(ctx: Context, flag: sa.ColumnElement[Any] | None = None) -> Any:
+        """The history metadata of a captured change (``flag``: None when not flagged)."""
+        flag = sa.null() if flag is None else flag
         return ctx.json(
             "capture", ctx.kind, "writer", ctx.writer, "client_addr", ctx.client_addr, "flag", flag
         )
+
+    def _meta(self, ctx: Context, flag: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        if ctx.meta is None:
+            return self.base_meta(ctx, flag)  # type: ignore[no-any-return]
+        # The statement's metadata, and the flag set on the (few) flagged rows only: one
+        # JSON object built per statement, not per row (a bulk write's history).
+        flagged = ctx.meta.op("||")(ctx.json("flag", flag))
+        return sa.case((flag.is_(None), ctx.meta), else_=flagged)
 
     # --- inserted or updated legacy rows ----------------------------------------------
 
@@ -212,39 +245,68 @@ class SystemSql:
         """The statements that bring the unified rows of ``r`` in step, in order.
 
         ``lock`` (PostgreSQL: other writers run at once): a missing unified row is created
-        by one statement that writes history only for the rows it really created; then
-        the unified rows of ``r`` (one a concurrent backfill created meanwhile included)
-        are locked (the writer holds their legacy rows: the adapter's lock order), so
-        the history written next reads what the update then changes. ``bypass``: a
-        writer's own statement (counted, missing unified rows created, UNIFIED_ONLY
-        changes recorded for the replay); else the catch-up after LEGACY_ONLY.
+        by one statement that writes history only for the rows it really created; then,
+        in the next statement (a newer snapshot), the unified rows of ``r`` (one a
+        concurrent backfill created meanwhile included) are locked as they are judged
+        (the writer holds their legacy rows: the adapter's lock order), so the history
+        written reads what the update then changes. ``bypass``: a writer's own statement
+        (counted, missing unified rows created, UNIFIED_ONLY changes recorded for the
+        replay); else the catch-up after LEGACY_ONLY.
+
+        PostgreSQL gets two statements: the quarantine and the missing rows, then the
+        judged writes (each statement a trigger runs costs its executor start-up, which
+        for one row is most of the price); :meth:`in_step_parts` gives them apart.
         """
-        out: list[sa.Executable] = [*self._quarantine(r, ctx)]
+        prepare, writes = self.in_step_parts(r, ctx, lock=lock, bypass=bypass)
+        return prepare + writes
+
+    def in_step_parts(
+        self, r: Rows, ctx: Context, *, lock: bool, bypass: bool
+    ) -> tuple[list[sa.Executable], list[sa.Executable]]:
+        """:meth:`bring_in_step` in two parts: the quarantine and the missing unified rows
+        (nothing to do when :meth:`needs_preparing` is false), then the judged writes."""
+        prepare: list[Any] = [*self._quarantine(r, ctx)]
         if bypass:
-            out += self._create_missing(r, ctx, concurrent=lock)
-        if lock:
-            out.append(
-                sa.select(U.c.id)
-                .join_from(r.rows, U, self._unified_of(r.c.id))
-                .with_for_update(of=U)
-            )
-        judged = self._judged(r)
+            prepare += self._create_missing(r, ctx, concurrent=lock)
+        judged = self._judged(r, lock=lock)
         writes: list[Any] = []
         if bypass:
             writes.append(self._count(r, judged, ctx))
             writes += self._frozen_changes(judged, ctx)
         writes += self._update_stale(judged, ctx)
-        return out + (self._one_statement(writes) if self.fenced else writes)
+        if not self.fenced:
+            return prepare, writes
+        return self._one_statement(prepare, "capture_prepare"), self._one_statement(writes)
+
+    def needs_preparing(self, r: Rows) -> sa.Exists:
+        """Whether the first part of :meth:`in_step_parts` has anything to do for ``r``:
+        a row with an unmappable value, without a unified row, or with an open quarantine
+        entry. A read with no write in its plan, so a statement whose rows all have their
+        unified row (most bypass UPDATEs) skips the part's four writes and their start-up;
+        it reads what the part would, in a snapshot as old as the part's would be."""
+        mapped = forward_case(self.system, r.c.status)
+        has_unified = sa.exists(sa.select(U.c.id).where(self._unified_of(r.c.id)))
+        quarantined = sa.exists(
+            sa.select(Q.c.legacy_id).where(
+                Q.c.system == self.system.value,
+                Q.c.legacy_id == r.c.id,
+                Q.c.resolved_at.is_(None),
+            )
+        )
+        return sa.exists(
+            sa.select(r.c.id).where(sa.or_(mapped.is_(None), ~has_unified, quarantined))
+        )
 
     @staticmethod
-    def _one_statement(writes: list[Any]) -> list[sa.Executable]:
-        """PostgreSQL: the writes that read the judged rows as one statement (all but the
-        last as data-modifying CTEs), so the rows are joined and judged once, not once
-        per write. They touch different rows or tables, and all read the unified rows
-        as locked just before, so one snapshot serves them all."""
+    def _one_statement(writes: list[Any], name: str = "capture_write") -> list[sa.Executable]:
+        """PostgreSQL: writes as one statement (all but the last as data-modifying CTEs):
+        the judged rows are joined and judged once, not once per write. They touch
+        different rows or tables (the quarantine's insert and resolve: rows of unmappable
+        and of mappable values), and the judged writes all read the unified rows as
+        locked by the judging, so one snapshot serves them all."""
         *before, last = writes
         for i, write in enumerate(before):
-            last = last.add_cte(write.cte(f"capture_write_{i}"))
+            last = last.add_cte(write.cte(f"{name}_{i}"))
         return [last]
 
     def _quarantine(self, r: Rows, ctx: Context) -> list[sa.Executable]:
@@ -303,7 +365,7 @@ class SystemSql:
         )
         counts = sa.select(
             writes.label("writes"),
-            sa.case((ctx.mode == FROZEN, writes), else_=refused).label("flagged"),
+            sa.case((ctx.is_frozen, writes), else_=refused).label("flagged"),
             unmappable.label("unmappable"),
         ).subquery("counts")
         return count_writes(self.insert, self.system.value, counts, ctx)
@@ -312,8 +374,10 @@ class SystemSql:
         """UNIFIED_ONLY: legacy now holds a newer value than any change awaiting replay
         (those are superseded, so the replay will not overwrite it), and the change is
         recorded as already in legacy."""
+        if ctx.frozen is False:
+            return []
         j = judged.j
-        frozen = sa.and_(ctx.mode == FROZEN, judged.stale)
+        frozen = sa.and_(ctx.is_frozen, judged.stale)
         superseded = (
             sa.update(P)
             .where(
@@ -342,7 +406,7 @@ class SystemSql:
         unified row itself."""
         j = judged.j
         flag = sa.case(
-            (judged.refused, FLAG_REFUSED), (ctx.mode == FROZEN, FLAG_FROZEN), else_=sa.null()
+            (judged.refused, FLAG_REFUSED), (ctx.is_frozen, FLAG_FROZEN), else_=sa.null()
         )
         history = history_values(
             transaction_id=j.uid,
@@ -420,7 +484,7 @@ class SystemSql:
             to_legacy_status=m.status,
             reason=ctx.reason,
             triggered_by=ctx.writer,
-            meta=self._meta(ctx, sa.case((ctx.mode == FROZEN, FLAG_FROZEN), else_=sa.null())),
+            meta=self._meta(ctx, sa.case((ctx.is_frozen, FLAG_FROZEN), else_=sa.null())),
             operation_id=ctx.uuid(),
             mode=ctx.mode,
             override=sa.false(),
