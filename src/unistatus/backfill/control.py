@@ -22,13 +22,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.clock import as_utc
-from unistatus.config import BackfillSettings
+from unistatus.backfill.plan import RUNNING as JOB_RUNNING
+from unistatus.clock import as_utc, utcnow
+from unistatus.config import BackfillSettings, Settings
 from unistatus.db.control import read_value, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import storage_errors
 from unistatus.db.tables import migration_control
-from unistatus.errors import InputError
+from unistatus.db.tables_backfill import backfill_jobs as J
+from unistatus.errors import InputError, StorageError
 
 PAUSE_KEY = "backfill.paused"
 TUNE_PREFIX = "backfill."
@@ -218,3 +220,20 @@ def effective_tuning(
         values[name] = s.value
         sources[name] = f"tune by {s.updated_by} at {s.updated_at.isoformat()}"
     return replace(base, **values), sources
+
+
+def current_tuning(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
+    """The tuning a worker started now without options would use, and each source."""
+    try:
+        with engine.connect() as conn:
+            stored = stored_tuning(conn)
+            started = conn.execute(
+                sa.select(sa.func.min(J.c.started_at)).where(J.c.state == JOB_RUNNING)
+            ).scalar_one_or_none()
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot read the backfill's tuning: {exc.orig}") from None
+    job_started = as_utc(started)
+    values, sources = effective_tuning(
+        Tuning.from_settings(settings.backfill), set(), utcnow(), job_started, stored
+    )
+    return {"values": values.as_dict(), "sources": sources}

@@ -346,6 +346,8 @@ class Worker:
                 "baseline_p95_ms": self._baseline,
                 "max_replication_lag_seconds": limits.max_replication_lag_seconds,
                 "max_lock_waits": limits.max_lock_waits,
+                "target_batch_ms": self.tuning.target_batch_ms,
+                "max_rows_per_second": self.tuning.max_rows_per_second,
             },
         )
         return health.decide(readings, limits)
