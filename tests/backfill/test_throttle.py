@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT
 from support.stats_data import record_latency
