@@ -77,7 +77,14 @@ class Activity:
             self.throttled_seconds[reason] = self.throttled_seconds.get(reason, 0.0) + seconds
 
     def saw(self, readings: Readings, extra: dict[str, Any]) -> None:
-        self.readings = {**readings.as_dict(), **extra}
+        """The latest health readings and the limits they were judged by."""
+        self.readings = {**self.readings, **readings.as_dict(), **extra}
+
+    def tuned(self, values: dict[str, Any]) -> None:
+        """The tuning in force (after a ``backfill tune``, the tuned values)."""
+        if any(self.readings.get(k, object()) != v for k, v in values.items()):
+            self._written_at = None  # written at once: the operator is watching
+        self.readings = {**self.readings, **values}
 
     def batch(self, rows: int, seconds: float, next_rows: int) -> None:
         self.rows += rows

@@ -312,6 +312,15 @@ class Worker:
                 low = min(t.min_batch_rows, sizer.start)
                 sizer.retarget(t.target_batch_ms, low, t.max_batch_rows)
         self.pacer.set_rate(t.max_rows_per_second / live if t.max_rows_per_second else None)
+        self.activity.tuned(
+            {
+                "target_batch_ms": t.target_batch_ms,
+                "max_rows_per_second": t.max_rows_per_second,
+                "min_batch_rows": t.min_batch_rows,
+                "max_batch_rows": t.max_batch_rows,
+                "workers_alive": live,
+            }
+        )
 
     def _limits(self) -> health.Limits:
         t = self.tuning
@@ -346,8 +355,6 @@ class Worker:
                 "baseline_p95_ms": self._baseline,
                 "max_replication_lag_seconds": limits.max_replication_lag_seconds,
                 "max_lock_waits": limits.max_lock_waits,
-                "target_batch_ms": self.tuning.target_batch_ms,
-                "max_rows_per_second": self.tuning.max_rows_per_second,
             },
         )
         return health.decide(readings, limits)
