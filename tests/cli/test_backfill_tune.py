@@ -16,8 +16,12 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from unistatus.backfill import progress, read_workers
+from unistatus.backfill.activity import Activity
+from unistatus.backfill.health import P95, Decision, Readings
 from unistatus.cli import app
+from unistatus.clock import utcnow
 from unistatus.db.control import history
+from unistatus.db.dialect import ops_for
 from unistatus.sim.seed import seed_legacy
 
 runner = CliRunner()
@@ -140,6 +144,19 @@ def test_status_and_tune_json_shapes_and_errors(db: Any) -> None:
     refused("tune", "--target-batch-ms", "-5")
     refused("--target-batch-ms", "-1")
     assert "above max" in refused("--min-batch-rows", "500", "--max-batch-rows", "100")
+
+
+def test_status_says_why_a_worker_holds_back(db: Any) -> None:
+    held = Activity(ops_for(db.engine), "host-a:1", batch_rows=4_000)
+    held.saw(Readings(p95_ms=240.0, operations=500), {"p95_limit_ms": 120.0})
+    held.hold(Decision(P95, 240.0, 120.0), utcnow())
+    held.write(0.0)
+    (worker,) = as_json(cli(db.url, "backfill", "status", "--json"))["workers"]
+    assert worker["state"] == "throttled" and worker["batch_rows"] == 4_000
+    assert worker["throttle"]["reason"] == P95 and worker["throttle"]["since"]
+    assert (worker["throttle"]["reading"], worker["throttle"]["limit"]) == (240.0, 120.0)
+    text = " ".join(cli(db.url, "backfill", "status").stdout.split())
+    assert "host-a:1" in text and "p95_latency: 240 > 120 since" in text
 
 
 def test_help_shows_examples_of_tune_and_the_sizing() -> None:

@@ -253,32 +253,31 @@ def _print_workers(workers: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="workers")
-    for col in ("worker", "state", "batch rows", "last batch", "rows", "held back"):
-        table.add_column(
-            col, justify="left" if col in ("worker", "state", "held back") else "right"
-        )
+    for col in ("worker", "state", "next batch", "last batch", "rows"):
+        table.add_column(col, justify="left" if col in ("worker", "state") else "right")
     for w in workers:
         last = (
             f"{w['last_batch_rows']:,} in {w['last_batch_ms']:.0f} ms"
             if w["last_batch_rows"] is not None
             else "-"
         )
-        t = w["throttle"]
-        held = (
-            f"{t['reason']}: {t['reading']:g} > {t['limit']:g} since {t['since']}"
-            if t["reason"]
-            else "-"
-        )
+        held = w["throttle"]["reason"] is not None
         table.add_row(
             w["worker"],
             w["state"],
             f"{w['batch_rows']:,}",
             last,
             f"{w['rows']:,}",
-            held,
-            style="yellow" if t["reason"] else None,
+            style="yellow" if held else None,
         )
     console.print(table)
+    for w in workers:
+        t = w["throttle"]
+        if t["reason"]:
+            console.print(
+                f"[yellow]{w['worker']} holds back: {t['reason']}: {t['reading']:g} > "
+                f"{t['limit']:g} since {t['since']} ({t['seconds']:.0f} s)[/]"
+            )
 
 
 def _print_tuning(tuning: dict[str, Any]) -> None:
