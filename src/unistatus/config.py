@@ -106,6 +106,43 @@ class AutoResponses(BaseModel):
     rollback_on_latency: bool = True
 
 
+class BackfillSettings(BaseModel):
+    """How the backfill sizes its batches and when it holds back (docs/backfill.md).
+
+    Each is the default a running backfill starts from; ``unistatus backfill tune``
+    changes a running one through the database (unistatus.backfill.control).
+    """
+
+    # Batches sized so that one takes about this long (ms); 0: every batch is
+    # --batch-size rows (fixed). Sizes stay within [min, max] rows.
+    target_batch_ms: float = Field(default=200.0, ge=0.0, le=600_000.0)
+    min_batch_rows: int = Field(default=1_000, ge=1)
+    max_batch_rows: int = Field(default=100_000, ge=1)
+    # Hold back while the adapter's p95 (every process's, over the last
+    # p95_window_seconds, from at least p95_min_operations operations) is above
+    # max_p95_ms, or above p95_over_baseline times its p95 before the backfill started.
+    max_p95_ms: float | None = Field(default=None, gt=0.0)
+    p95_over_baseline: float | None = Field(default=1.2, ge=1.0)
+    p95_window_seconds: float = Field(default=15.0, gt=0.0, le=3600.0)
+    p95_min_operations: int = Field(default=20, ge=1)
+    # PostgreSQL: hold back while a replica's replay lag is above this (None: never).
+    max_replication_lag_seconds: float | None = Field(default=10.0, gt=0.0)
+    # PostgreSQL: hold back while more than this many sessions wait for a lock on the
+    # legacy tables or unified_transactions (None: never).
+    max_lock_waits: int | None = Field(default=2, ge=0)
+    # How often the health is read (between batches) and re-read while held back.
+    health_interval_seconds: float = Field(default=1.0, gt=0.0, le=60.0)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> BackfillSettings:
+        if self.min_batch_rows > self.max_batch_rows:
+            raise ValueError(
+                f"min_batch_rows ({self.min_batch_rows}) is above max_batch_rows "
+                f"({self.max_batch_rows})"
+            )
+        return self
+
+
 class ApiToken(BaseModel):
     """A named bearer token of the HTTP API.
 
@@ -160,6 +197,7 @@ class Settings(BaseSettings):
     # fewer than this many: a p95 of a handful of operations says nothing.
     p95_gate_min_operations: int = Field(default=1000, ge=1)
     auto_responses: AutoResponses = Field(default_factory=AutoResponses)
+    backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     # Legacy values beyond the 38, per system (TOML [mapping.CASHOUT] REFUND_REQUESTED =
     # "CANCELLED"): checked here, registered for this process once the settings are valid
     # (docs/status-model.md, "Extra legacy values").

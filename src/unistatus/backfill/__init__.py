@@ -9,7 +9,8 @@ module map lists them).
 
 from __future__ import annotations
 
-from unistatus.backfill.control import pause, resume
+from unistatus.backfill.activity import read_workers
+from unistatus.backfill.control import current_tuning, pause, resume, tune
 from unistatus.backfill.progress import progress
 from unistatus.backfill.quarantine import quarantine_count, retry_quarantine
 from unistatus.backfill.runner import BackfillReport, SystemReport, run_backfill
@@ -18,11 +19,14 @@ from unistatus.backfill.undo import undo
 __all__ = [
     "BackfillReport",
     "SystemReport",
+    "current_tuning",
     "pause",
     "progress",
     "quarantine_count",
+    "read_workers",
     "resume",
     "retry_quarantine",
     "run_backfill",
+    "tune",
     "undo",
 ]

@@ -1,15 +1,20 @@
-"""One batch: claim a chunk, copy it, quarantine its unmappable rows, checkpoint it.
+"""One batch: claim chunks, copy them, quarantine their unmappable rows, checkpoint them.
+
+A batch claims as many consecutive pending chunks as its size asks for (one, with
+fixed batches; :mod:`unistatus.backfill.sizing` decides), so the chunks planned once
+stay the unit of the checkpoint while the batches grow and shrink. The chunks of one
+batch turn ``done`` in its transaction; its counts are recorded on its first chunk.
 
 The statements are built and compiled once per legacy table, with bind parameters for
 the checkpoint values, so a batch costs the database's time, not SQLAlchemy's.
 
 Where the dialect has data-modifying CTEs (PostgreSQL), the whole batch is ONE
-statement and one round trip: the chunk is claimed (``FOR UPDATE SKIP LOCKED``), its
-legacy range read once, the mappable rows inserted into ``unified_transactions`` (``ON
-CONFLICT DO NOTHING``), the unmappable ones quarantined, and the chunk row marked done
+statement and one round trip: the chunks are claimed (``FOR UPDATE SKIP LOCKED``), their
+legacy ranges read once, the mappable rows inserted into ``unified_transactions`` (``ON
+CONFLICT DO NOTHING``), the unmappable ones quarantined, and the chunk rows marked done
 with the counts, which ``RETURNING`` hands back. Elsewhere (SQLite, where the write
-transaction already serialises writers) the same work is five statements in the
-batch's transaction.
+transaction already serialises writers) the same work is a few statements per run of
+adjacent chunks in the batch's transaction.
 """
 
 from __future__ import annotations
@@ -47,18 +52,47 @@ END = sa.bindparam("bf_end", type_=sa.BigInteger)
 NOW = sa.bindparam("bf_now", type_=UTC)
 WORKER = sa.bindparam("bf_worker", type_=sa.String)
 ATTEMPTS = sa.bindparam("bf_attempts", type_=sa.Integer)
+CHUNKS = sa.bindparam("bf_chunks", type_=sa.Integer)
 
 
 @dataclass(frozen=True)
 class Copied:
-    """A chunk copied and checkpointed in the caller's transaction."""
+    """Chunks copied and checkpointed in the caller's transaction (one batch)."""
 
-    start_id: int
-    end_id: int
-    rows: int  # planned rows of the chunk (what progress counts)
+    start_id: int  # of the first chunk
+    end_id: int  # of the last chunk
+    rows: int  # planned rows of the chunks (what progress counts)
     inserted: int
     already_present: int
     quarantined: int
+    chunks: int = 1
+
+
+def _summed(rows: list[tuple[int, ...]]) -> Copied | None:
+    """One batch's figures from its chunks' rows (start, end, rows, counts...)."""
+    if not rows:
+        return None
+    rows_, inserted, already, quarantined = (sum(r[i] for r in rows) for i in range(2, 6))
+    return Copied(
+        min(r[0] for r in rows),
+        max(r[1] for r in rows),
+        rows_,
+        inserted,
+        already,
+        quarantined,
+        chunks=len(rows),
+    )
+
+
+def _adjacent_runs(chunks: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Claimed chunks (start, end), sorted, merged where one ends just before the next."""
+    runs: list[tuple[int, int]] = []
+    for start, end in sorted(chunks):
+        if runs and runs[-1][1] + 1 == start:
+            runs[-1] = (runs[-1][0], end)
+        else:
+            runs.append((start, end))
+    return runs
 
 
 class ChunkCopier:
@@ -71,35 +105,54 @@ class ChunkCopier:
         self._prepared: dict[str, Prepared] | None = None
 
     def claim_and_copy(
-        self, conn: sa.Connection, *, worker: str, attempts: int, now: datetime
+        self, conn: sa.Connection, *, worker: str, attempts: int, now: datetime, chunks: int = 1
     ) -> Copied | None:
-        """Copy the next pending chunk of this table; None when none is free (or paused)."""
+        """Copy the next ``chunks`` pending chunks of this table (fewer if fewer are
+        free); None when none is free (or the backfill is paused)."""
         if self._prepared is None:
             self._prepared = self._prepare(conn)
         run = self._prepared
-        params: dict[str, Any] = {"bf_now": now, "bf_worker": worker, "bf_attempts": attempts}
+        params: dict[str, Any] = {
+            "bf_now": now,
+            "bf_worker": worker,
+            "bf_attempts": attempts,
+            "bf_chunks": max(1, chunks),
+        }
         if "one" in run:
-            row = run["one"].execute(conn, params).first()
-            return None if row is None else Copied(*(int(v) for v in row))
-        chunk = run["claim"].execute(conn, {}).first()
-        if chunk is None:
+            rows = [tuple(int(v) for v in row) for row in run["one"].execute(conn, params)]
+            return _summed(rows)
+        claimed = [(int(a), int(b), int(n)) for a, b, n in run["claim"].execute(conn, params)]
+        if not claimed:
             return None
-        start_id, end_id, rows = (int(v) for v in chunk)
-        params.update(bf_start=start_id, bf_end=end_id)
-        inserted = run["insert"].execute(conn, params).rowcount
-        quarantined = run["quarantine"].execute(conn, params).rowcount
-        present = int(run["count"].execute(conn, params).scalar_one())
+        inserted = quarantined = present = 0
+        for start_id, end_id in _adjacent_runs([(a, b) for a, b, _ in claimed]):
+            ranged = {**params, "bf_start": start_id, "bf_end": end_id}
+            inserted += run["insert"].execute(conn, ranged).rowcount
+            quarantined += run["quarantine"].execute(conn, ranged).rowcount
+            present += int(run["count"].execute(conn, ranged).scalar_one())
         already = max(0, present - inserted - quarantined)
-        run["mark"].execute(
-            conn,
-            {
-                **params,
-                "bf_inserted": inserted,
-                "bf_already": already,
-                "bf_quarantined": quarantined,
-            },
+        first = min(a for a, _, _ in claimed)
+        for start_id, _, _ in claimed:
+            counts = (inserted, already, quarantined) if start_id == first else (0, 0, 0)
+            run["mark"].execute(
+                conn,
+                {
+                    **params,
+                    "bf_start": start_id,
+                    "bf_inserted": counts[0],
+                    "bf_already": counts[1],
+                    "bf_quarantined": counts[2],
+                },
+            )
+        return Copied(
+            first,
+            max(b for _, b, _ in claimed),
+            sum(n for _, _, n in claimed),
+            inserted,
+            already,
+            quarantined,
+            chunks=len(claimed),
         )
-        return Copied(start_id, end_id, rows, inserted, already, quarantined)
 
     def _claim(self) -> sa.Select[Any]:
         claim = (
@@ -110,7 +163,7 @@ class ChunkCopier:
                 ~paused_clause(),  # while paused nothing is claimable
             )
             .order_by(CH.c.start_id)
-            .limit(1)
+            .limit(CHUNKS)
         )
         # SKIP LOCKED: a chunk another worker holds is not waited for, the next is taken.
         return claim.with_for_update(skip_locked=True) if self.ops.supports_skip_locked else claim
@@ -182,13 +235,19 @@ class ChunkCopier:
         n_mappable = (
             sa.select(sa.func.count()).select_from(src).where(src.c.mapped.is_not(None))
         ).scalar_subquery()
+        # The batch's counts go on its first chunk, zero on the others.
+        first = CH.c.start_id == sa.select(sa.func.min(claim.c.start_id)).scalar_subquery()
+
+        def on_first(count: Any) -> Any:
+            return sa.case((first, count), else_=0)
+
         return (
             sa.update(CH)
             .where(CH.c.system == system.value, CH.c.start_id == claim.c.start_id)
             .values(
-                inserted=n_ins,
-                already_present=n_mappable - n_ins,
-                quarantined=n_q,
+                inserted=on_first(n_ins),
+                already_present=on_first(n_mappable - n_ins),
+                quarantined=on_first(n_q),
                 **self._done,
             )
             .returning(

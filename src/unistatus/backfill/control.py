@@ -1,17 +1,40 @@
-"""Pause and resume: a control flag every running worker reads before its next batch."""
+"""What an operator changes on a running backfill, through the database: every worker
+(on every host) reads it between batches, so nothing restarts.
+
+- Pause and resume: a flag (``backfill.paused``); paused workers hold before their next
+  batch.
+- Tuning (``unistatus backfill tune``): the rate, the target batch duration, the batch
+  bounds and the health limits, one control key each (``backfill.<name>``), every
+  change logged in the control log with its actor and reason.
+
+Which value a worker uses (:func:`effective_tuning`): the newest of the run's own
+option (as of the run's start) and a tune made since the job was planned; without
+either, the settings' default (``[backfill]``). A tune made before the job was planned
+belongs to an earlier job and is not used.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.backfill.plan import RUNNING as JOB_RUNNING
+from unistatus.clock import as_utc, utcnow
+from unistatus.config import BackfillSettings, Settings
 from unistatus.db.control import read_value, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import storage_errors
 from unistatus.db.tables import migration_control
+from unistatus.db.tables_backfill import backfill_jobs as J
+from unistatus.errors import InputError, StorageError
 
 PAUSE_KEY = "backfill.paused"
+TUNE_PREFIX = "backfill."
+OFF = "off"
 
 
 def is_paused(conn: sa.Connection) -> bool:
@@ -44,3 +67,173 @@ def pause(engine: sa.Engine, *, actor: str, reason: str) -> dict[str, Any]:
 def resume(engine: sa.Engine, *, actor: str, reason: str) -> dict[str, Any]:
     """Let paused backfill workers continue."""
     return _set(engine, False, actor, reason)
+
+
+# --- tuning -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How a worker sizes and paces its batches, and when it holds back.
+
+    ``max_rows_per_second`` is for the whole backfill: each worker takes its share (the
+    rate divided by the workers alive). ``target_batch_ms`` 0: fixed batches of the
+    run's --batch-size. A limit of None never holds a batch back.
+    """
+
+    max_rows_per_second: float | None = None
+    target_batch_ms: float = 200.0
+    min_batch_rows: int = 1_000
+    max_batch_rows: int = 100_000
+    max_p95_ms: float | None = None
+    p95_over_baseline: float | None = 1.2
+    max_replication_lag_seconds: float | None = 10.0
+    max_lock_waits: int | None = 2
+
+    @classmethod
+    def from_settings(cls, settings: BackfillSettings, **given: Any) -> Tuning:
+        """The settings' values, with ``given`` ones (not None) over them."""
+        base = cls(
+            max_rows_per_second=None,
+            target_batch_ms=settings.target_batch_ms,
+            min_batch_rows=settings.min_batch_rows,
+            max_batch_rows=settings.max_batch_rows,
+            max_p95_ms=settings.max_p95_ms,
+            p95_over_baseline=settings.p95_over_baseline,
+            max_replication_lag_seconds=settings.max_replication_lag_seconds,
+            max_lock_waits=settings.max_lock_waits,
+        )
+        return base.changed({k: v for k, v in given.items() if v is not None})
+
+    def changed(self, values: dict[str, Any]) -> Tuning:
+        """A copy with ``values`` (checked: :func:`parse_tuning`)."""
+        parsed = {name: parse_tuning(name, value) for name, value in values.items()}
+        return replace(self, **parsed)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+TUNABLE = tuple(f.name for f in fields(Tuning))
+# Where 0 means "no limit" (a rate of 0 rows/s or a limit of 0 ms would stop the run).
+_ZERO_IS_OFF = {"max_rows_per_second", "max_p95_ms", "max_replication_lag_seconds"}
+_INTEGERS = {"min_batch_rows", "max_batch_rows", "max_lock_waits"}
+_NEVER_OFF = {"target_batch_ms", "min_batch_rows", "max_batch_rows"}
+
+
+def parse_tuning(name: str, value: Any) -> Any:
+    """One tuning value from a number or its text (``"off"``: no limit); InputError."""
+    if name not in TUNABLE:
+        raise InputError(f"unknown backfill setting {name!r}; known: {', '.join(TUNABLE)}")
+    if value is None or (isinstance(value, str) and value.strip().lower() in (OFF, "none")):
+        if name in _NEVER_OFF:
+            raise InputError(f"{name} cannot be off")
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number or 'off', got {value!r}") from None
+    if isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise InputError(f"{name} must be a number >= 0 or 'off', got {value!r}")
+    if name in _ZERO_IS_OFF and number == 0:
+        return None
+    if name in _INTEGERS:
+        if number != int(number):
+            raise InputError(f"{name} must be a whole number, got {value!r}")
+        if name != "max_lock_waits" and number < 1:
+            raise InputError(f"{name} must be at least 1, got {value!r}")
+        return int(number)
+    if name == "p95_over_baseline" and number < 1:
+        raise InputError(f"p95_over_baseline must be at least 1 (or 'off'), got {value!r}")
+    return number
+
+
+def _stored_text(value: Any) -> str:
+    return OFF if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def tune(engine: sa.Engine, *, actor: str, reason: str, **changes: Any) -> dict[str, Any]:
+    """Change a running backfill: every worker, on every host, from its next batch.
+
+    ``changes``: tuning names (:data:`TUNABLE`) and values (a number, or None / "off"
+    for no limit). Each is stored as control key ``backfill.<name>`` and logged.
+    """
+    given = {name: value for name, value in changes.items() if value is not None}
+    if not given:
+        raise InputError(f"nothing to tune: give at least one of {', '.join(TUNABLE)}")
+    parsed = {name: parse_tuning(name, value) for name, value in given.items()}
+    ops = ops_for(engine)
+    logged = []
+    with storage_errors("cannot tune the backfill"), ops.write_transaction() as conn:
+        for name, value in parsed.items():
+            change = write_value(
+                conn, TUNE_PREFIX + name, _stored_text(value), actor=actor, reason=reason
+            )
+            logged.append(change.as_dict())
+    return {"tuned": parsed, "changes": logged}
+
+
+@dataclass(frozen=True)
+class StoredValue:
+    value: Any
+    updated_at: datetime
+    updated_by: str
+
+
+def stored_tuning(conn: sa.Connection) -> dict[str, StoredValue]:
+    """The tuning values ``backfill tune`` stored, by name."""
+    C = migration_control
+    keys = [TUNE_PREFIX + name for name in TUNABLE]
+    out: dict[str, StoredValue] = {}
+    for key, value, at, by in conn.execute(
+        sa.select(C.c.key, C.c.value, C.c.updated_at, C.c.updated_by).where(C.c.key.in_(keys))
+    ):
+        name = key[len(TUNE_PREFIX) :]
+        try:
+            parsed = parse_tuning(name, value)
+        except InputError:
+            continue  # a value written by hand that we cannot read: the default holds
+        out[name] = StoredValue(parsed, as_utc(at) or at, by)
+    return out
+
+
+def effective_tuning(
+    base: Tuning,
+    given: set[str],
+    run_started: datetime,
+    job_started: datetime | None,
+    stored: dict[str, StoredValue],
+) -> tuple[Tuning, dict[str, str]]:
+    """The values a worker uses now, and where each comes from.
+
+    ``base``: the settings' defaults with the run's options over them; ``given``: the
+    names the run was given explicitly. A stored value counts when it was tuned since
+    the job was planned, and then wins over a run's option older than it.
+    """
+    values: dict[str, Any] = {}
+    sources = {name: ("option" if name in given else "settings") for name in TUNABLE}
+    for name, s in stored.items():
+        if job_started is not None and s.updated_at < job_started:
+            continue
+        if name in given and s.updated_at < run_started:
+            continue
+        values[name] = s.value
+        sources[name] = f"tune by {s.updated_by} at {s.updated_at.isoformat()}"
+    return replace(base, **values), sources
+
+
+def current_tuning(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
+    """The tuning a worker started now without options would use, and each source."""
+    try:
+        with engine.connect() as conn:
+            stored = stored_tuning(conn)
+            started = conn.execute(
+                sa.select(sa.func.min(J.c.started_at)).where(J.c.state == JOB_RUNNING)
+            ).scalar_one_or_none()
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot read the backfill's tuning: {exc.orig}") from None
+    job_started = as_utc(started)
+    values, sources = effective_tuning(
+        Tuning.from_settings(settings.backfill), set(), utcnow(), job_started, stored
+    )
+    return {"values": values.as_dict(), "sources": sources}

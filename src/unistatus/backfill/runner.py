@@ -3,6 +3,12 @@
 With ``workers > 1`` on PostgreSQL, N processes run :class:`Worker` against the same
 chunk table (so more hosts can join with their own ``unistatus backfill``); this
 process then only watches progress through the database. SQLite runs one worker.
+
+Batch sizes: ``batch_size`` is where batches start, and the size of every batch when
+``target_batch_ms`` is 0 (fixed). Otherwise each worker sizes its batches to take about
+``target_batch_ms`` (:mod:`unistatus.backfill.sizing`) within ``[min(min_batch_rows,
+batch_size), max_batch_rows]``; a new job's chunks are planned at that minimum, and a
+batch claims as many chunks as its size asks for.
 """
 
 from __future__ import annotations
@@ -17,14 +23,17 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.backfill.control import Tuning
 from unistatus.backfill.plan import Job, mark_complete, plan_or_join
 from unistatus.backfill.progress import progress as read_progress
 from unistatus.backfill.statements import dry_run_counts
-from unistatus.backfill.worker import BatchResult, Tally, Worker
+from unistatus.backfill.worker import BatchResult, Clock, Tally, Worker
+from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
@@ -81,6 +90,8 @@ class BackfillReport:
     batch_size: int = 1000
     duration_seconds: float = 0.0
     rows_this_run: int = 0
+    tuning: dict[str, Any] = field(default_factory=dict)
+    batches_this_run: int = 0
 
     def _sum(self, name: str) -> int:
         return sum(int(getattr(s, name)) for s in self.systems.values())
@@ -116,7 +127,9 @@ class BackfillReport:
             "batch_size": self.batch_size,
             "duration_seconds": round(self.duration_seconds, 3),
             "rows_this_run": self.rows_this_run,
+            "batches_this_run": self.batches_this_run,
             "rows_per_second": round(self.rows_per_second, 1),
+            "tuning": dict(self.tuning),
             "systems": {k: v.as_dict() for k, v in self.systems.items()},
         }
 
@@ -129,11 +142,34 @@ def run_backfill(
     batch_size: int = 1000,
     workers: int = 1,
     max_rows_per_second: float | None = None,
+    target_batch_ms: float | None = None,
+    min_batch_rows: int | None = None,
+    max_batch_rows: int | None = None,
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
+    clock: Clock | None = None,
 ) -> BackfillReport:
-    """Backfill ``unified_transactions`` from the legacy tables (see the package docs)."""
+    """Backfill ``unified_transactions`` from the legacy tables (see the package docs).
+
+    ``max_rows_per_second``, ``target_batch_ms``, ``min_batch_rows``, ``max_batch_rows``:
+    None takes the settings' ``[backfill]`` value; ``backfill tune`` changes them while
+    the run goes (:mod:`unistatus.backfill.control`). ``clock``: the workers' time (tests).
+    """
     _validate(batch_size, workers, max_rows_per_second)
+    given = {
+        "max_rows_per_second": max_rows_per_second,
+        "target_batch_ms": target_batch_ms,
+        "min_batch_rows": min_batch_rows,
+        "max_batch_rows": max_batch_rows,
+    }
+    tuning = Tuning.from_settings(settings.backfill, **given)
+    if tuning.min_batch_rows > tuning.max_batch_rows:
+        raise InputError(
+            f"min batch rows ({tuning.min_batch_rows}) is above max batch rows "
+            f"({tuning.max_batch_rows})"
+        )
+    explicit = frozenset(name for name, value in given.items() if value is not None)
+    run_started = utcnow()
     started = time.perf_counter()
     ops = ops_for(engine)
     tables = resolve_legacy_tables(engine, settings, systems=systems)
@@ -144,22 +180,74 @@ def run_backfill(
         return report
     if not ops.supports_skip_locked:
         workers = 1  # SQLite: one writer at a time anyway
+    # The planned chunk is the smallest step a batch can take.
+    chunk = batch_size if not tuning.target_batch_ms else min(batch_size, tuning.min_batch_rows)
     try:
-        jobs = plan_or_join(ops, tables, batch_size)
+        jobs = plan_or_join(ops, tables, chunk)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot plan the backfill: {exc.orig}") from None
+    how = _How(tuning, explicit, run_started, batch_size, clock)
     if workers == 1:
-        tally = _run_here(engine, settings, tables, jobs, max_rows_per_second, progress)
+        tally = _run_here(engine, settings, tables, jobs, how, progress)
     else:
-        tally = _run_processes(
-            engine, settings, list(tables), workers, max_rows_per_second, progress
-        )
+        tally = _run_processes(engine, settings, list(tables), workers, how, progress)
     mark_complete(ops, list(tables))
     report = _report(engine, settings, jobs, tally)
     report.workers = workers
     report.batch_size = batch_size
+    report.tuning = tuning.as_dict()
+    report.batches_this_run = tally.batches
     report.duration_seconds = time.perf_counter() - started
     return report
+
+
+@dataclass(frozen=True)
+class _How:
+    """How this run's workers size and pace their batches (the run's options)."""
+
+    tuning: Tuning
+    given: frozenset[str]
+    run_started: datetime
+    batch_size: int
+    clock: Clock | None = None
+
+    def worker(
+        self,
+        engine: sa.Engine,
+        settings: Settings,
+        tables: dict[LegacySystemType, LegacyTable],
+        **kwargs: Any,
+    ) -> Worker:
+        return Worker(
+            engine,
+            ops_for(engine),
+            settings,
+            tables,
+            tuning=self.tuning,
+            given=self.given,
+            run_started=self.run_started,
+            batch_size=self.batch_size,
+            clock=self.clock,
+            **kwargs,
+        )
+
+    def portable(self) -> dict[str, Any]:
+        """What a spawned worker process needs to build its :class:`Worker`."""
+        return {
+            "tuning": self.tuning.as_dict(),
+            "given": sorted(self.given),
+            "run_started": self.run_started.isoformat(),
+            "batch_size": self.batch_size,
+        }
+
+    @classmethod
+    def from_portable(cls, data: dict[str, Any]) -> _How:
+        return cls(
+            Tuning(**data["tuning"]),
+            frozenset(data["given"]),
+            datetime.fromisoformat(data["run_started"]),
+            int(data["batch_size"]),
+        )
 
 
 def _validate(batch_size: int, workers: int, rate: float | None) -> None:
@@ -176,7 +264,7 @@ def _run_here(
     settings: Settings,
     tables: dict[LegacySystemType, LegacyTable],
     jobs: dict[LegacySystemType, Job],
-    rate: float | None,
+    how: _How,
     progress: ProgressCallback | None,
 ) -> Tally:
     done: dict[str, int] = {}
@@ -193,10 +281,7 @@ def _run_here(
         done[key] = done.get(key, 0) + b.rows
         progress(key, done[key], jobs[b.system].total)
 
-    worker = Worker(
-        engine, ops_for(engine), settings, tables, max_rows_per_second=rate, on_batch=on_batch
-    )
-    return worker.run()
+    return how.worker(engine, settings, tables, on_batch=on_batch).run()
 
 
 def _run_processes(
@@ -204,13 +289,12 @@ def _run_processes(
     settings: Settings,
     systems: list[LegacySystemType],
     workers: int,
-    rate: float | None,
+    how: _How,
     progress: ProgressCallback | None,
 ) -> Tally:
     ctx = multiprocessing.get_context("spawn")
     results: multiprocessing.Queue[tuple[str, Any]] = ctx.Queue()
     url = engine.url.render_as_string(hide_password=False)
-    per_worker = rate / workers if rate else None
     # The process's extra values, not only the settings': a library user may register
     # them in code (register_extra_statuses), which a spawned process never runs.
     extras = {s.value: values for s, values in extra_statuses().items() if values}
@@ -222,7 +306,7 @@ def _run_processes(
                 settings.model_dump(),
                 extras,
                 [s.value for s in systems],
-                per_worker,
+                how.portable(),
                 results,
                 os.getpid(),
             ),
@@ -266,7 +350,7 @@ def _worker_main(
     settings_data: dict[str, Any],
     extras: dict[str, dict[str, str]],
     systems: list[str],
-    rate: float | None,
+    how: dict[str, Any],
     results: multiprocessing.Queue[tuple[str, Any]],
     parent: int,
 ) -> None:
@@ -283,14 +367,11 @@ def _worker_main(
         chosen = [LegacySystemType(s) for s in systems]
         tables = resolve_legacy_tables(engine, settings, systems=chosen)
         ops = ops_for(engine)
-        tally = Worker(
-            engine,
-            ops,
-            settings,
-            tables,
-            max_rows_per_second=rate,
-            keep_going=lambda: os.getppid() == parent,
-        ).run()
+        tally = (
+            _How.from_portable(how)
+            .worker(engine, settings, tables, keep_going=lambda: os.getppid() == parent)
+            .run()
+        )
         if os.getppid() == parent:
             # The job this worker saw to its end gets its finish time even if the parent
             # dies before it can (mark_complete closes only jobs with nothing pending).

@@ -1,32 +1,54 @@
-"""One backfill worker: claim a chunk, copy it, checkpoint it, in ONE transaction.
+"""One backfill worker: claim chunks, copy them, checkpoint them, in ONE transaction.
 
 The claim (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), the ``INSERT ... SELECT`` of the
-chunk, the quarantine of its unmappable rows and the chunk's ``done`` mark commit
-together. A worker killed at any instant leaves its chunk pending and untouched, and
-the next worker (this host or another) copies it exactly once.
+chunks, the quarantine of their unmappable rows and the chunks' ``done`` mark commit
+together. A worker killed at any instant leaves its chunks pending and untouched, and
+the next worker (this host or another) copies them exactly once.
+
+Between batches the worker adapts to the database: it sizes the next batch to take
+the target duration (:mod:`~unistatus.backfill.sizing`), re-reads what operators
+changed (pause, ``backfill tune``: :mod:`~unistatus.backfill.control`), holds back
+while the database is unhealthy (:mod:`~unistatus.backfill.health`), keeps its share
+of the rate, and records all of it for ``backfill status`` and ``/metrics``
+(:mod:`~unistatus.backfill.activity`).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
 
+from unistatus.backfill import health
+from unistatus.backfill.activity import PAUSED as PAUSED_STATE
+from unistatus.backfill.activity import RUNNING, Activity, forget_old, live_workers
 from unistatus.backfill.batch import ChunkCopier
-from unistatus.backfill.control import is_paused
-from unistatus.clock import utcnow
+from unistatus.backfill.control import Tuning, effective_tuning, is_paused, stored_tuning
+from unistatus.backfill.plan import RUNNING as JOB_RUNNING
+from unistatus.backfill.sizing import BatchSizer
+from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import DialectOps, retry_reason
 from unistatus.db.legacy import LegacyTable
+from unistatus.db.tables import unified_transactions
+from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
 
+log = logging.getLogger("unistatus.backfill")
+
 MAX_ATTEMPTS = 8
 PAUSE_POLL_SECONDS = 0.2
+# The tuning (and the count of live workers, for the rate's share) is re-read between
+# batches, at most this often: a tune reaches every worker within about this long.
+TUNING_REFRESH_SECONDS = 0.25
 
 
 class _Paused:
@@ -34,6 +56,7 @@ class _Paused:
 
 
 PAUSED = _Paused()
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -46,6 +69,7 @@ class BatchResult:
     already_present: int
     quarantined: int
     retries: int
+    chunks: int = 1
 
 
 @dataclass
@@ -86,24 +110,42 @@ class Tally:
                 mine[key] = mine.get(key, 0) + value
 
 
-class Throttle:
+@dataclass(frozen=True)
+class Clock:
+    """The worker's sense of time; tests pass their own (batch durations, holds)."""
+
+    timer: Callable[[], float] = time.monotonic
+    sleep: Callable[[float], None] = time.sleep
+    now: Callable[[], datetime] = utcnow
+
+
+class Pacer:
     """Keeps a worker at or under ``rate`` rows per second (None: unbounded)."""
 
-    def __init__(self, rate: float | None) -> None:
+    def __init__(self, rate: float | None, clock: Clock) -> None:
+        self.clock = clock
         self.rate = rate
         self.reset()
 
     def reset(self) -> None:
-        self._started = time.monotonic()
+        self._started = self.clock.timer()
         self._rows = 0
 
-    def after(self, rows: int) -> None:
+    def set_rate(self, rate: float | None) -> None:
+        if rate != self.rate:
+            self.rate = rate
+            self.reset()
+
+    def after(self, rows: int) -> float:
+        """Sleep as long as ``rows`` more rows put this worker ahead; the seconds slept."""
         if not self.rate:
-            return
+            return 0.0
         self._rows += rows
-        ahead = self._rows / self.rate - (time.monotonic() - self._started)
-        if ahead > 0:
-            time.sleep(ahead)
+        ahead = self._rows / self.rate - (self.clock.timer() - self._started)
+        if ahead <= 0:
+            return 0.0
+        self.clock.sleep(ahead)
+        return ahead
 
 
 def worker_name() -> str:
@@ -111,6 +153,14 @@ def worker_name() -> str:
 
 
 class Worker:
+    """Copies chunks until none is left, adapting between batches (see the module).
+
+    ``tuning``: the settings' values with the run's options over them (``given``: the
+    names the run was given explicitly, at ``run_started``); ``backfill tune`` changes
+    them while it runs. ``batch_size``: the size batches start at (fixed when the
+    target duration is 0).
+    """
+
     def __init__(
         self,
         engine: sa.Engine,
@@ -118,44 +168,246 @@ class Worker:
         settings: Settings,
         tables: dict[LegacySystemType, LegacyTable],
         *,
-        max_rows_per_second: float | None = None,
+        tuning: Tuning | None = None,
+        given: frozenset[str] = frozenset(),
+        run_started: datetime | None = None,
+        batch_size: int | None = None,
         on_batch: Callable[[BatchResult], None] | None = None,
         keep_going: Callable[[], bool] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.engine = engine
         self.ops = ops
         self.settings = settings
         self.tables = tables
-        self.throttle = Throttle(max_rows_per_second)
+        self.clock = clock or Clock()
+        self.base = tuning or Tuning.from_settings(settings.backfill)
+        self.tuning = self.base
+        self.given = given
+        self.run_started = run_started or self.clock.now()
+        self.batch_size = batch_size
         self.on_batch = on_batch
         # Asked before each batch; False stops the worker (e.g. its parent died).
         self.keep_going = keep_going
         self.name = worker_name()
         self.tally = Tally()
+        self.pacer = Pacer(None, self.clock)
         self._copiers = {system: ChunkCopier(ops, lt) for system, lt in tables.items()}
         self._exhausted: set[LegacySystemType] = set()
+        self._chunk_rows: dict[LegacySystemType, int] = {}
+        self._sizers: dict[LegacySystemType, BatchSizer] = {}
+        self._job_started: datetime | None = None
+        self._baseline: float | None = None
+        self._health_tables = [lt.table for lt in tables.values()] + [unified_transactions]
+        self._refreshed_at: float | None = None
+        self._probed_at: float | None = None
+        self._probe_failed = False
+        self.sources: dict[str, str] = {}
+        self.activity = Activity(ops, self.name, batch_rows=batch_size or 0)
+
+    # --- the loop ---------------------------------------------------------------------
 
     def run(self) -> Tally:
-        """Copy chunks until none is left to claim; hold while the backfill is paused."""
+        """Copy chunks until none is left to claim; hold while paused or unhealthy."""
+        self._begin()
+        try:
+            self._loop()
+        finally:
+            self.activity.finish(self.clock.timer())
+        return self.tally
+
+    def _loop(self) -> None:
         held = False
         while True:
-            if self.keep_going is not None and not self.keep_going():
-                return self.tally
+            if not self._going():
+                return
+            self._refresh()
+            if not self._hold_while_unhealthy():
+                return
+            started = self.clock.timer()
             result = self._batch_with_retries()
+            elapsed = self.clock.timer() - started
             if result is None:
-                return self.tally
+                return
             if result is PAUSED:
                 held = True
-                time.sleep(PAUSE_POLL_SECONDS)
+                self._record_pause()
                 continue
             assert isinstance(result, BatchResult)
             if held:
                 held = False
-                self.throttle.reset()  # a pause is not credit for a burst afterwards
+                self.activity.state = RUNNING
+                self.pacer.reset()  # a pause is not credit for a burst afterwards
+            next_rows = self._sizers[result.system].observe(result.rows, elapsed)
+            self.activity.batch(result.rows, elapsed, next_rows)
             self.tally.add(result)
             if self.on_batch is not None:
                 self.on_batch(result)
-            self.throttle.after(result.rows)
+            self.activity.held(health.RATE, self.pacer.after(result.rows))
+            self.activity.write(self.clock.timer())
+
+    def _going(self) -> bool:
+        return self.keep_going is None or self.keep_going()
+
+    def _begin(self) -> None:
+        """The jobs' chunk sizes and start, the p95 baseline, this worker's row."""
+        systems = [s.value for s in self.tables]
+        try:
+            with self.engine.connect() as conn:
+                jobs = conn.execute(
+                    sa.select(J.c.system, J.c.batch_size, J.c.started_at, J.c.state).where(
+                        J.c.system.in_(systems)
+                    )
+                ).all()
+        except sa.exc.DBAPIError as exc:
+            raise _storage_error(exc, "reading the backfill jobs") from None
+        by_system = {row.system: row for row in jobs}
+        started = [
+            as_utc(row.started_at) for row in jobs if row.state == JOB_RUNNING and row.started_at
+        ]
+        self._job_started = min((s for s in started if s is not None), default=None)
+        for system in self.tables:
+            job = by_system.get(system.value)
+            self._chunk_rows[system] = int(job.batch_size) if job is not None else 1
+        self._refresh(force=True)
+        first = next(iter(self._sizers.values()), None)
+        self.activity.batch_rows = first.rows if first is not None else 0
+        job_started = self._job_started
+        if job_started is not None and self.tuning.p95_over_baseline is not None:
+            self._baseline = self._guarded(
+                lambda: health.baseline_p95(
+                    self.engine, job_started, self.settings.backfill.p95_min_operations
+                ),
+                None,
+            )
+        forget_old(self.ops)
+        self.activity.write(self.clock.timer(), force=True)
+
+    # --- between batches --------------------------------------------------------------
+
+    def _refresh(self, *, force: bool = False) -> None:
+        """Re-read the tuning and the live workers (at most every 0.25 s) and apply them."""
+        now = self.clock.timer()
+        if not force and self._refreshed_at is not None:
+            if now - self._refreshed_at < TUNING_REFRESH_SECONDS:
+                return
+        self._refreshed_at = now
+        try:
+            with self.engine.connect() as conn:
+                stored = stored_tuning(conn)
+                live = live_workers(conn)
+        except sa.exc.DBAPIError as exc:
+            raise _storage_error(exc, "reading the backfill's tuning") from None
+        self.tuning, self.sources = effective_tuning(
+            self.base, set(self.given), self.run_started, self._job_started, stored
+        )
+        t = self.tuning
+        for system in self.tables:
+            sizer = self._sizers.get(system)
+            if sizer is None:
+                start = self.batch_size or self._chunk_rows[system]
+                low = min(t.min_batch_rows, start)
+                self._sizers[system] = BatchSizer(start, t.target_batch_ms, low, t.max_batch_rows)
+            else:
+                low = min(t.min_batch_rows, sizer.start)
+                sizer.retarget(t.target_batch_ms, low, t.max_batch_rows)
+        self.pacer.set_rate(t.max_rows_per_second / live if t.max_rows_per_second else None)
+        self.activity.tuned(
+            {
+                "target_batch_ms": t.target_batch_ms,
+                "max_rows_per_second": t.max_rows_per_second,
+                "min_batch_rows": t.min_batch_rows,
+                "max_batch_rows": t.max_batch_rows,
+                "workers_alive": live,
+            }
+        )
+
+    def _limits(self) -> health.Limits:
+        t = self.tuning
+        return health.Limits(
+            max_p95_ms=t.max_p95_ms,
+            baseline_p95_ms=self._baseline,
+            p95_over_baseline=t.p95_over_baseline,
+            max_replication_lag_seconds=t.max_replication_lag_seconds,
+            max_lock_waits=t.max_lock_waits,
+        )
+
+    def _probe(self) -> health.Decision:
+        """Read the health and decide (the readings go to this worker's row)."""
+        b = self.settings.backfill
+        readings = self._guarded(
+            lambda: health.read_health(
+                self.engine,
+                self.ops,
+                self._health_tables,
+                window_seconds=b.p95_window_seconds,
+                min_operations=b.p95_min_operations,
+                now=self.clock.now(),
+            ),
+            health.Readings(),
+        )
+        limits = self._limits()
+        self._probed_at = self.clock.timer()
+        self.activity.saw(
+            readings,
+            {
+                "p95_limit_ms": limits.p95_limit_ms,
+                "baseline_p95_ms": self._baseline,
+                "max_replication_lag_seconds": limits.max_replication_lag_seconds,
+                "max_lock_waits": limits.max_lock_waits,
+            },
+        )
+        return health.decide(readings, limits)
+
+    def _guarded(self, read: Callable[[], _T], unknown: _T) -> _T:
+        """A health reading; unknown (and logged once) when the database cannot give it."""
+        try:
+            return read()
+        except StorageError as exc:
+            if not self._probe_failed:
+                log.warning("backfill health unknown, not holding back for it: %s", exc)
+            self._probe_failed = True
+            return unknown
+
+    def _hold_while_unhealthy(self) -> bool:
+        """Wait while a probe's reading is above its limit; False: told to stop."""
+        interval = self.settings.backfill.health_interval_seconds
+        due = self._probed_at is None or self.clock.timer() - self._probed_at >= interval
+        if not due:
+            return True
+        decision = self._probe()
+        if not decision.throttled:
+            self.activity.hold(health.GO, self.clock.now())
+            return True
+        while decision.throttled:
+            reason = decision.reason
+            assert reason is not None
+            self.activity.hold(decision, self.clock.now())
+            self.activity.write(self.clock.timer())
+            log.info("backfill worker %s holds back: %s", self.name, decision.describe())
+            before = self.clock.timer()
+            self.clock.sleep(interval)
+            self.activity.held(reason, self.clock.timer() - before)
+            if not self._going():
+                return False
+            self._refresh()
+            decision = self._probe()
+        self.activity.hold(health.GO, self.clock.now())
+        self.activity.write(self.clock.timer(), force=True)
+        self.pacer.reset()  # a hold is not credit for a burst afterwards
+        return True
+
+    def _record_pause(self) -> None:
+        self.activity.state = PAUSED_STATE
+        self.activity.write(self.clock.timer())
+        before = self.clock.timer()
+        self.clock.sleep(PAUSE_POLL_SECONDS)
+        self.activity.held(health.PAUSED, self.clock.timer() - before)
+
+    # --- one batch --------------------------------------------------------------------
+
+    def _chunks(self, system: LegacySystemType) -> int:
+        return self._sizers[system].chunks(self._chunk_rows[system])
 
     def _batch_with_retries(self) -> BatchResult | _Paused | None:
         for attempt in range(MAX_ATTEMPTS):
@@ -169,8 +421,8 @@ class Worker:
                 if attempt + 1 == MAX_ATTEMPTS:
                     raise StorageError(
                         f"backfill batch failed {MAX_ATTEMPTS} times ({reason}); lower "
-                        "--batch-size or raise statement_timeout_ms / lock_timeout_ms. "
-                        "Progress so far is kept: rerun to resume."
+                        "--batch-size or --max-batch-rows, or raise statement_timeout_ms / "
+                        "lock_timeout_ms. Progress so far is kept: rerun to resume."
                     ) from None
                 time.sleep(min(5.0, 0.05 * 2**attempt))
         return None  # pragma: no cover (the loop always returns or raises)
@@ -178,7 +430,7 @@ class Worker:
     def _batch(self, retries: int) -> BatchResult | _Paused | None:
         with self.ops.write_transaction() as conn:
             # Statement and lock timeouts, and an asynchronous commit: safe because the
-            # chunk's rows and its checkpoint are lost or kept together, and a lost
+            # chunks' rows and their checkpoint are lost or kept together, and a lost
             # chunk is simply copied again (ON CONFLICT DO NOTHING).
             self.ops.bound_batch(
                 conn, self.settings.statement_timeout_ms, self.settings.lock_timeout_ms
@@ -188,7 +440,11 @@ class Worker:
                 if system in self._exhausted:
                     continue
                 copied = self._copiers[system].claim_and_copy(
-                    conn, worker=self.name, attempts=retries + 1, now=now
+                    conn,
+                    worker=self.name,
+                    attempts=retries + 1,
+                    now=now,
+                    chunks=self._chunks(system),
                 )
                 if copied is not None:
                     return BatchResult(
@@ -200,6 +456,7 @@ class Worker:
                         copied.already_present,
                         copied.quarantined,
                         retries,
+                        copied.chunks,
                     )
                 if is_paused(conn):
                     return PAUSED

@@ -1,4 +1,5 @@
-"""`unistatus backfill`: copy history into unified_transactions; status, pause, resume, undo."""
+"""`unistatus backfill`: copy history into unified_transactions; status, pause, resume,
+tune, undo."""
 
 from __future__ import annotations
 
@@ -48,7 +49,26 @@ def run(
     ctx: typer.Context,
     system: SystemOption = None,
     batch_size: int = typer.Option(
-        1000, "--batch-size", min=1, help="Legacy rows per batch (one INSERT ... SELECT)."
+        1000,
+        "--batch-size",
+        min=1,
+        help="Rows of the first batch; of every batch with --target-batch-ms 0.",
+    ),
+    target_batch_ms: float = typer.Option(
+        None,
+        "--target-batch-ms",
+        min=0,
+        help="Size batches to take about this long (ms); 0: fixed --batch-size. "
+        "Default: settings backfill.target_batch_ms (200).",
+    ),
+    min_batch_rows: int = typer.Option(
+        None,
+        "--min-batch-rows",
+        min=1,
+        help="Smallest adaptive batch (default 1000; never above --batch-size).",
+    ),
+    max_batch_rows: int = typer.Option(
+        None, "--max-batch-rows", min=1, help="Largest adaptive batch (default 100000)."
     ),
     workers: int = typer.Option(
         1,
@@ -74,15 +94,21 @@ def run(
 
     Each batch is one INSERT ... SELECT over a key range, committed with its checkpoint: kill it at any moment and run the same command again to resume. Existing unified rows are never overwritten; unmappable rows are quarantined.
 
+    Batches start at --batch-size rows and are sized to take --target-batch-ms (200 ms by default; 0 keeps every batch at --batch-size). Between batches each worker holds back while the adapter's p95, a replica's lag or lock waits are above their limits (see `backfill status`), and `backfill tune` changes a running backfill.
+
     Examples:
 
       unistatus backfill --dry-run
 
       unistatus backfill --batch-size 1000 --max-rows-per-second 20000
 
+      unistatus backfill --target-batch-ms 0 --batch-size 5000     (fixed batches)
+
       unistatus backfill --workers 4 --json     (PostgreSQL; other hosts may join)
 
       unistatus backfill status --json
+
+      unistatus backfill tune --max-rows-per-second 5000 --reason "peak hours"
 
       unistatus backfill pause --reason "peak hours"; unistatus backfill resume
 
@@ -108,46 +134,32 @@ def run(
                 f"{result['still_unmappable']:,} still unmappable"
             )
         return
+    options: dict[str, Any] = {
+        "systems": chosen,
+        "batch_size": batch_size,
+        "workers": workers,
+        "max_rows_per_second": max_rows_per_second,
+        "target_batch_ms": target_batch_ms,
+        "min_batch_rows": min_batch_rows,
+        "max_batch_rows": max_batch_rows,
+    }
     show_bars = not json_out and not dry_run and err_console.is_terminal
     if show_bars:
-        report = _run_with_bars(app, chosen, batch_size, workers, max_rows_per_second, run_backfill)
+        report = _run_with_bars(app, options, run_backfill)
     else:
-        report = run_backfill(
-            app.engine,
-            app.settings,
-            systems=chosen,
-            batch_size=batch_size,
-            workers=workers,
-            max_rows_per_second=max_rows_per_second,
-            dry_run=dry_run,
-        )
+        report = run_backfill(app.engine, app.settings, dry_run=dry_run, **options)
     if json_out:
         print_json(report.as_dict())
     else:
         _print_report(report.as_dict())
 
 
-def _run_with_bars(
-    app: Any,
-    chosen: list[LegacySystemType] | None,
-    batch_size: int,
-    workers: int,
-    rate: float | None,
-    run_backfill: Any,
-) -> Any:
+def _run_with_bars(app: Any, options: dict[str, Any], run_backfill: Any) -> Any:
     from unistatus.backfill.bars import backfill_bars
 
     bars, on_progress = backfill_bars(err_console)
     with bars:
-        return run_backfill(
-            app.engine,
-            app.settings,
-            systems=chosen,
-            batch_size=batch_size,
-            workers=workers,
-            max_rows_per_second=rate,
-            progress=on_progress,
-        )
+        return run_backfill(app.engine, app.settings, progress=on_progress, **options)
 
 
 def _print_report(data: dict[str, Any]) -> None:
@@ -175,7 +187,8 @@ def _print_report(data: dict[str, Any]) -> None:
     if not data["dry_run"]:
         console.print(
             f"{data['rows_this_run']:,} rows in {data['duration_seconds']:.2f} s "
-            f"({data['rows_per_second']:,.0f} rows/s, {data['workers']} worker(s))"
+            f"({data['rows_per_second']:,.0f} rows/s, {data['workers']} worker(s), "
+            f"{data['batches_this_run']:,} batches)"
         )
     if data["quarantined"]:
         console.print(
@@ -187,19 +200,30 @@ def _print_report(data: dict[str, Any]) -> None:
 
 @backfill_app.command("status")
 def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
-    """Progress per system, read from the database (works while a run is going).
+    """Progress per system, each running worker's batch size and throttle, the tuning.
+
+    Read from the database (works while a run is going, from any host). A worker that holds back says why (p95_latency, replication_lag, lock_waits), since when, and the reading against its limit.
 
     Examples:
 
       unistatus backfill status
       unistatus backfill status --json
     """
-    from unistatus.backfill import progress, quarantine_count
+    from unistatus.backfill import current_tuning, progress, quarantine_count, read_workers
 
     app = state(ctx)
     data = progress(app.engine, app.settings)
+    workers = read_workers(app.engine)
+    tuning = current_tuning(app.engine, app.settings)
     if json_out:
-        print_json({"systems": data, "quarantined": quarantine_count(app.engine)})
+        print_json(
+            {
+                "systems": data,
+                "quarantined": quarantine_count(app.engine),
+                "workers": workers,
+                "tuning": tuning,
+            }
+        )
         return
     from rich.table import Table
 
@@ -219,7 +243,116 @@ def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
             p["updated_at"] or "-",
         )
     console.print(table)
+    if workers:
+        _print_workers(workers)
+    _print_tuning(tuning)
     console.print(f"quarantined (unresolved): {quarantine_count(app.engine):,}")
+
+
+def _print_workers(workers: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    table = Table(title="workers")
+    for col in ("worker", "state", "next batch", "last batch", "rows"):
+        table.add_column(col, justify="left" if col in ("worker", "state") else "right")
+    for w in workers:
+        last = (
+            f"{w['last_batch_rows']:,} in {w['last_batch_ms']:.0f} ms"
+            if w["last_batch_rows"] is not None
+            else "-"
+        )
+        held = w["throttle"]["reason"] is not None
+        table.add_row(
+            w["worker"],
+            w["state"],
+            f"{w['batch_rows']:,}",
+            last,
+            f"{w['rows']:,}",
+            style="yellow" if held else None,
+        )
+    console.print(table)
+    for w in workers:
+        t = w["throttle"]
+        if t["reason"]:
+            console.print(
+                f"[yellow]{w['worker']} holds back: {t['reason']}: {t['reading']:g} > "
+                f"{t['limit']:g} since {t['since']} ({t['seconds']:.0f} s)[/]"
+            )
+
+
+def _print_tuning(tuning: dict[str, Any]) -> None:
+    values, sources = tuning["values"], tuning["sources"]
+    parts = [
+        f"{name}={'off' if value is None else value}"
+        + ("" if sources[name] == "settings" else f" ({sources[name]})")
+        for name, value in values.items()
+    ]
+    console.print("tuning: " + ", ".join(parts))
+
+
+@backfill_app.command("tune")
+def tune(
+    ctx: typer.Context,
+    max_rows_per_second: str = typer.Option(
+        None, "--max-rows-per-second", help="Rows/s for the whole backfill; 0 or off: no limit."
+    ),
+    target_batch_ms: float = typer.Option(
+        None, "--target-batch-ms", min=0, help="Target batch duration (ms); 0: fixed batches."
+    ),
+    min_batch_rows: int = typer.Option(None, "--min-batch-rows", min=1, help="Smallest batch."),
+    max_batch_rows: int = typer.Option(None, "--max-batch-rows", min=1, help="Largest batch."),
+    max_p95_ms: str = typer.Option(
+        None, "--max-p95-ms", help="Hold back above this adapter p95 (ms); off: no limit."
+    ),
+    p95_over_baseline: str = typer.Option(
+        None,
+        "--p95-over-baseline",
+        help="Hold back above this times the p95 before the backfill (e.g. 1.2); off.",
+    ),
+    max_replication_lag: str = typer.Option(
+        None, "--max-replication-lag", help="Hold back above this replica lag (s); off."
+    ),
+    max_lock_waits: str = typer.Option(
+        None, "--max-lock-waits", help="Hold back above this many lock waits; off."
+    ),
+    reason: str = typer.Option("tune", "--reason", help="Why (recorded in the control log)."),
+    actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),
+    json_out: JsonOption = False,
+) -> None:
+    """Change a running backfill: every worker on every host, from its next batch.
+
+    Stored in the database (control keys backfill.<name>, each change in the control log); workers re-read them between batches, nothing restarts. A tune applies to the job running now (a later job starts from the settings and its own options).
+
+    Examples:
+
+      unistatus backfill tune --max-rows-per-second 5000 --reason "peak hours"
+
+      unistatus backfill tune --max-rows-per-second off --target-batch-ms 500
+
+      unistatus backfill tune --target-batch-ms 0     (fixed batches of --batch-size)
+
+      unistatus backfill tune --max-p95-ms 150 --max-lock-waits 0 --json
+    """
+    from unistatus.backfill import tune as do_tune
+
+    changes = {
+        "max_rows_per_second": max_rows_per_second,
+        "target_batch_ms": target_batch_ms,
+        "min_batch_rows": min_batch_rows,
+        "max_batch_rows": max_batch_rows,
+        "max_p95_ms": max_p95_ms,
+        "p95_over_baseline": p95_over_baseline,
+        "max_replication_lag_seconds": max_replication_lag,
+        "max_lock_waits": max_lock_waits,
+    }
+    result = do_tune(state(ctx).engine, actor=actor, reason=reason, **changes)
+    if json_out:
+        print_json(result)
+    else:
+        done = ", ".join(
+            f"{name}={'off' if value is None else value}" for name, value in result["tuned"].items()
+        )
+        console.print(f"backfill tuned: {done} (running workers apply it before their next batch)")
 
 
 @backfill_app.command("pause")

@@ -5,7 +5,8 @@ module for the few things that really differ: how a write transaction begins, ho
 write excludes a concurrent mode switch (:meth:`DialectOps.mode_shared_lock`), how a
 conflicting insert is skipped, how long-running statements are bounded, which errors
 are worth retrying (:func:`is_retryable`), what a database URL can do
-(:func:`is_in_memory`), whether a catalog object exists.
+(:func:`is_in_memory`), whether a catalog object exists, and what the server can say
+about its own health (replication lag, sessions waiting for a lock).
 """
 
 from __future__ import annotations
@@ -266,6 +267,17 @@ class DialectOps:
     def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:
         """After rows were inserted with explicit ids, let new rows get ids above them."""
 
+    def replication_lag_seconds(self, conn: sa.Connection) -> float | None:
+        """How far (seconds) the furthest replica is behind in replaying this server's
+        changes; None when there is no replica, none is behind, or the backend has no
+        replication (SQLite): nothing to wait for."""
+        return None
+
+    def lock_waits(self, conn: sa.Connection, tables: list[sa.Table]) -> int | None:
+        """Sessions waiting for a lock while working on ``tables`` (None: the backend
+        cannot tell; SQLite has one writer at a time and no lock table)."""
+        return None
+
 
 class SQLiteOps(DialectOps):
     name = "sqlite"
@@ -395,6 +407,33 @@ class PostgresOps(DialectOps):
                 conn.exec_driver_sql("SET TRANSACTION READ ONLY")
                 yield conn
 
+    def replication_lag_seconds(self, conn: sa.Connection) -> float | None:
+        # replay_lag is NULL for a replica that has caught up and gone quiet; the view
+        # shows it only to superusers and members of pg_monitor (else NULL too).
+        lag = sa.func.max(sa.extract("epoch", _REPLICATION.c.replay_lag))
+        value = conn.execute(sa.select(lag)).scalar()
+        return None if value is None else float(value)
+
+    def lock_waits(self, conn: sa.Connection, tables: list[sa.Table]) -> int | None:
+        # A session waiting for a lock on one of the tables (a relation lock), or for
+        # anything (a row's transaction, mostly) while holding a lock on one of them.
+        names = [qualify(t.name, conn.schema_for_object(t), conn.dialect) for t in tables]
+        if not names:
+            return 0
+        oids = [sa.func.to_regclass(sa.cast(sa.literal(n), sa.Text)) for n in names]
+        waiting, holding = _LOCKS.alias("waiting"), _LOCKS.alias("holding")
+        works_on_them = (
+            sa.select(sa.literal(1))
+            .where(holding.c.pid == waiting.c.pid, holding.c.granted, holding.c.relation.in_(oids))
+            .exists()
+        )
+        count = sa.select(sa.func.count(sa.distinct(waiting.c.pid))).where(
+            ~waiting.c.granted,
+            waiting.c.pid != sa.func.pg_backend_pid(),
+            sa.or_(waiting.c.relation.in_(oids), works_on_them),
+        )
+        return int(conn.execute(count).scalar_one())
+
     def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:
         # A serial/identity column's sequence does not move on explicit inserts.
         table = column.table
@@ -406,6 +445,16 @@ class PostgresOps(DialectOps):
                 seq.is_not(None)
             )
         )
+
+
+# The server's views the health probes read (PostgreSQL's catalog, never translated).
+_REPLICATION = sa.table("pg_stat_replication", sa.column("replay_lag", sa.Interval))
+_LOCKS = sa.table(
+    "pg_locks",
+    sa.column("pid", sa.Integer),
+    sa.column("granted", sa.Boolean),
+    sa.column("relation"),
+)
 
 
 def _unless_no_mark_table(conn: sa.Connection, statement: Any) -> None:

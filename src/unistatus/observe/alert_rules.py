@@ -74,8 +74,10 @@ ACTIONS: dict[str, str] = {
         "fix and re-advance through the gates."
     ),
     "latency_p95_warning": (
-        "Look for the cause (load, indexes, a running backfill: lower "
-        "`--max-rows-per-second` or `backfill pause`). Blocks the gate into 4."
+        "Look for the cause (load, indexes, a running backfill: it holds back by itself "
+        "above 1.2x its baseline p95 (`backfill status` says so); lower it further with "
+        "`backfill tune --max-rows-per-second R` or `--max-p95-ms`, or `backfill pause`). "
+        "Blocks the gate into 4."
     ),
     "backfill_stalled": (
         "`unistatus backfill status` shows which system stopped and since when; restart "

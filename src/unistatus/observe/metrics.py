@@ -25,7 +25,8 @@ from prometheus_client.core import (
 )
 
 from unistatus.backfill import progress as backfill_progress
-from unistatus.backfill import quarantine_count
+from unistatus.backfill import quarantine_count, read_workers
+from unistatus.backfill.health import HEALTH_REASONS, LAG, LOCKS, P95, REASONS
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import get_mode
@@ -74,6 +75,8 @@ class Snapshot:
     performance: dict[str, Any] | None = None
     last_check: dict[str, Any] | None = None
     progress: dict[str, dict[str, Any]] | None = None
+    # Every backfill worker's row (finished ones too: their held seconds count).
+    backfill_workers: list[dict[str, Any]] | None = None
     repair_open: int | None = None
     quarantine: int | None = None
     # Open conflicts of the replay to legacy (changes it did not apply; see rollback).
@@ -131,7 +134,13 @@ class Snapshot:
                 "replay_pending": self.replay_pending,
             },
             "capture": self.bypass.as_dict() if self.bypass is not None else None,
-            "progress": {"systems": self.progress, "phases": self.phase_bars()},
+            "progress": {
+                "systems": self.progress,
+                "phases": self.phase_bars(),
+                "workers": [w for w in self.backfill_workers or [] if w["alive"]]
+                if self.backfill_workers is not None
+                else None,
+            },
             "sources": self.sources,
         }
 
@@ -239,6 +248,9 @@ def collect_snapshot(
     snap.performance = _read(src, "stats", performance)
     snap.last_check = _read(src, "check", last_check)
     snap.progress = _read(src, "backfill", progress)
+    snap.backfill_workers = _read(
+        src, "backfill_workers", lambda: read_workers(engine, include_finished=True)
+    )
     snap.repair_open = _read(src, "repair_queue", lambda: int(open_repair_count(engine)))
     snap.quarantine = _read(src, "quarantine", lambda: int(quarantine_count(engine)))
     snap.replay_conflicts = _read(src, "replay_conflicts", lambda: int(open_conflict_count(engine)))
@@ -335,6 +347,8 @@ class SnapshotCollector:
                 "1 while the backfill is paused on purpose (backfill pause, or a rollback)",
                 value=int(any(info.get("paused") for info in snap.progress.values())),
             )
+        if snap.backfill_workers is not None:
+            yield from _backfill_worker_families(snap.backfill_workers)
         if snap.repair_open is not None:
             yield GaugeMetricFamily(
                 "unistatus_repair_queue_open",
@@ -453,6 +467,82 @@ class SnapshotCollector:
         yield errors
         yield rolled_back
         yield mismatches
+
+
+# The health probes' readings in base units: the p95 is kept in ms, Prometheus wants s.
+_PROBE_UNITS = {P95: ("p95_ms", MS_PER_SECOND), LAG: ("replication_lag_seconds", 1.0)}
+_PROBE_LIMITS = {
+    P95: ("p95_limit_ms", MS_PER_SECOND),
+    LAG: ("max_replication_lag_seconds", 1.0),
+    LOCKS: ("max_lock_waits", 1.0),
+}
+
+
+def _backfill_worker_families(workers: list[dict[str, Any]]) -> Iterator[Any]:
+    """The backfill's workers: how many, their batch size, why they hold back.
+
+    Gauges are over the workers alive now (0 without any); the held seconds are a
+    counter over every worker's row. A reading the backend cannot give (SQLite's
+    replication lag, say) is NaN.
+    """
+    alive = [w for w in workers if w["alive"]]
+    yield GaugeMetricFamily(
+        "unistatus_backfill_workers", "Backfill workers alive (every host)", value=len(alive)
+    )
+    throttled = GaugeMetricFamily(
+        "unistatus_backfill_throttled",
+        "Backfill workers holding back now, by reason (adapter p95, replica lag, lock waits)",
+        labels=["reason"],
+    )
+    for reason in HEALTH_REASONS:
+        throttled.add_metric([reason], sum(1 for w in alive if w["throttle"]["reason"] == reason))
+    yield throttled
+    held = CounterMetricFamily(
+        "unistatus_backfill_throttle_seconds",
+        "Seconds backfill workers held back, by reason (health, the rate limit, a pause)",
+        labels=["reason"],
+    )
+    for reason in REASONS:
+        held.add_metric(
+            [reason], sum(float(w["throttled_seconds"].get(reason, 0.0)) for w in workers)
+        )
+    yield held
+    sizes = [int(w["batch_rows"]) for w in alive]
+    yield GaugeMetricFamily(
+        "unistatus_backfill_batch_rows",
+        "Rows of the next backfill batch (mean over the workers alive; 0: none)",
+        value=sum(sizes) / len(sizes) if sizes else 0,
+    )
+    lasts = [float(w["last_batch_ms"]) for w in alive if w["last_batch_ms"] is not None]
+    yield GaugeMetricFamily(
+        "unistatus_backfill_batch_duration_seconds",
+        "How long the last backfill batch took (mean over the workers alive; 0: none)",
+        value=sum(lasts) / len(lasts) / MS_PER_SECOND if lasts else 0,
+    )
+    latest = max(alive, key=lambda w: str(w["updated_at"]), default=None)
+    readings = latest["readings"] if latest is not None else {}
+    reading = GaugeMetricFamily(
+        "unistatus_backfill_health_reading",
+        "The backfill throttle's latest reading per probe (p95 and lag in seconds, lock "
+        "waits in sessions; NaN: unknown or not applicable)",
+        labels=["probe"],
+    )
+    limit = GaugeMetricFamily(
+        "unistatus_backfill_health_limit",
+        "Above this reading the backfill holds back, per probe (NaN: no limit)",
+        labels=["probe"],
+    )
+    for reason in HEALTH_REASONS:
+        key, per = _PROBE_UNITS.get(reason, ("lock_waits", 1.0))
+        reading.add_metric([reason], _scaled(readings.get(key), per))
+        key, per = _PROBE_LIMITS[reason]
+        limit.add_metric([reason], _scaled(readings.get(key), per))
+    yield reading
+    yield limit
+
+
+def _scaled(value: Any, per: float) -> float:
+    return float("nan") if value is None else float(value) / per
 
 
 def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:

@@ -147,8 +147,14 @@ def window(
     operation: str | None = None,
     mode: str | None = None,
     now: datetime | None = None,
+    until: datetime | None = None,
 ) -> WindowStats:
-    """Merge the rows of every process whose interval ended in the last ``seconds``."""
+    """Merge the rows of every process whose interval ended in the last ``seconds``.
+
+    ``until``: leave out the intervals that ended after it (a window in the past, e.g.
+    before the backfill started); without it, every row after ``now - seconds``
+    counts, also one stamped a little ahead by another host's clock.
+    """
     if seconds <= 0:
         raise InputError(f"the window must be positive, got {seconds} s")
     since = (now or utcnow()) - timedelta(seconds=seconds)
@@ -165,6 +171,8 @@ def window(
         *(sa.func.coalesce(sa.func.sum(S.c[b]), 0) for b in BUCKET_COLUMNS),
     ]
     q = sa.select(*cols).where(S.c.interval_end > since)
+    if until is not None:
+        q = q.where(S.c.interval_end <= until)
     if operation:
         q = q.where(S.c.operation == operation)
     if mode:

@@ -1,0 +1,190 @@
+"""What each backfill worker is doing now, kept in the database for every process.
+
+A worker writes its row of ``unistatus_backfill_workers`` (revision 0013) when it
+starts, when it starts or stops holding back, and otherwise at most every
+:data:`HEARTBEAT_SECONDS` between batches: the size of its next batch, its last batch,
+the throttle decision in force (why, since when, the reading and the limit), every
+probe's latest reading, and the seconds it has held back per reason (a counter that
+only grows while the row lives). ``backfill status`` and ``/metrics`` read the rows
+(:func:`read_workers`); the workers read how many of them are alive to share the
+backfill's rate (:func:`live_workers`).
+
+The row is reporting, never control: a failure to write it is logged and the copy
+goes on (the laboratory rule: a failing publisher never breaks the work).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.backfill.health import GO, Decision, Readings
+from unistatus.clock import as_utc, utcnow
+from unistatus.db.dialect import DialectOps
+from unistatus.db.tables_backfill import backfill_workers as W
+from unistatus.errors import StorageError
+
+log = logging.getLogger("unistatus.backfill")
+
+HEARTBEAT_SECONDS = 1.0
+# A worker whose row has not moved for this long is gone (killed): not alive.
+ALIVE_SECONDS = 15.0
+# Rows of workers gone for this long are removed when a worker starts.
+FORGET_AFTER = timedelta(days=7)
+
+RUNNING = "running"
+THROTTLED = "throttled"
+PAUSED = "paused"
+FINISHED = "finished"
+
+
+@dataclass
+class Activity:
+    """One worker's row, written through ``ops`` in short transactions of its own."""
+
+    ops: DialectOps
+    worker: str
+    batch_rows: int
+    started_at: datetime = field(default_factory=utcnow)
+    state: str = RUNNING
+    rows: int = 0
+    last_batch_rows: int | None = None
+    last_batch_ms: float | None = None
+    decision: Decision = GO
+    since: datetime | None = None
+    readings: dict[str, Any] = field(default_factory=dict)
+    throttled_seconds: dict[str, float] = field(default_factory=dict)
+    _written_at: float | None = None
+    _failed: bool = False
+
+    def hold(self, decision: Decision, now: datetime) -> None:
+        """The throttle decision now in force (``GO``: not held back)."""
+        if decision.reason != self.decision.reason:
+            self.since = now if decision.throttled else None
+            self._written_at = None  # a change is written at once
+        self.decision = decision
+        if decision.throttled:
+            self.state = THROTTLED
+        elif self.state == THROTTLED:
+            self.state = RUNNING
+
+    def held(self, reason: str, seconds: float) -> None:
+        if seconds > 0:
+            self.throttled_seconds[reason] = self.throttled_seconds.get(reason, 0.0) + seconds
+
+    def saw(self, readings: Readings, extra: dict[str, Any]) -> None:
+        """The latest health readings and the limits they were judged by."""
+        self.readings = {**self.readings, **readings.as_dict(), **extra}
+
+    def tuned(self, values: dict[str, Any]) -> None:
+        """The tuning in force (after a ``backfill tune``, the tuned values)."""
+        if any(self.readings.get(k, object()) != v for k, v in values.items()):
+            self._written_at = None  # written at once: the operator is watching
+        self.readings = {**self.readings, **values}
+
+    def batch(self, rows: int, seconds: float, next_rows: int) -> None:
+        self.rows += rows
+        self.last_batch_rows = rows
+        self.last_batch_ms = round(seconds * 1000.0, 3)
+        self.batch_rows = next_rows
+
+    def write(self, clock: float, *, force: bool = False) -> None:
+        """Store the row if it changed state or the heartbeat is due (``clock``: s)."""
+        due = self._written_at is None or clock - self._written_at >= HEARTBEAT_SECONDS
+        if not (force or due):
+            return
+        self._written_at = clock
+        now = utcnow()
+        values = {
+            "state": self.state,
+            "batch_rows": int(self.batch_rows),
+            "last_batch_rows": self.last_batch_rows,
+            "last_batch_ms": self.last_batch_ms,
+            "rows": self.rows,
+            "throttle_reason": self.decision.reason,
+            "throttle_since": self.since,
+            "throttle_reading": self.decision.reading,
+            "throttle_limit": self.decision.limit,
+            "readings": self.readings or None,
+            "throttled_seconds": {k: round(v, 3) for k, v in self.throttled_seconds.items()},
+            "updated_at": now,
+            "finished_at": now if self.state == FINISHED else None,
+        }
+        try:
+            with self.ops.write_transaction() as conn:
+                stmt = self.ops.insert(W).values(
+                    worker=self.worker, started_at=self.started_at, **values
+                )
+                conn.execute(stmt.on_conflict_do_update(index_elements=[W.c.worker], set_=values))
+        except sa.exc.DBAPIError as exc:
+            if not self._failed:
+                log.warning("cannot record the backfill worker's state: %s", exc.orig)
+            self._failed = True
+
+    def finish(self, clock: float) -> None:
+        self.state = FINISHED
+        self.decision, self.since = GO, None
+        self.write(clock, force=True)
+
+
+def forget_old(ops: DialectOps) -> None:
+    """Remove the rows of workers gone for a week (no reader needs them)."""
+    try:
+        with ops.write_transaction() as conn:
+            conn.execute(sa.delete(W).where(W.c.updated_at < utcnow() - FORGET_AFTER))
+    except sa.exc.DBAPIError as exc:
+        log.warning("cannot prune the backfill workers' rows: %s", exc.orig)
+
+
+def _alive(now: datetime) -> sa.ColumnElement[bool]:
+    return sa.and_(W.c.state != FINISHED, W.c.updated_at > now - timedelta(seconds=ALIVE_SECONDS))
+
+
+def live_workers(conn: sa.Connection) -> int:
+    """How many workers (every host) are alive now; at least 1 (the one asking)."""
+    count = conn.execute(sa.select(sa.func.count()).where(_alive(utcnow()))).scalar_one()
+    return max(1, int(count))
+
+
+def read_workers(engine: sa.Engine, *, include_finished: bool = False) -> list[dict[str, Any]]:
+    """Every worker's row, alive ones first; ``alive`` says whether it still beats."""
+    now = utcnow()
+    q = sa.select(W, _alive(now).label("alive")).order_by(W.c.started_at, W.c.worker)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(q).mappings().all()
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot read the backfill workers: {exc.orig}") from None
+    out = []
+    for r in rows:
+        alive = bool(r["alive"])
+        if not alive and not include_finished:
+            continue
+        since = as_utc(r["throttle_since"])
+        out.append(
+            {
+                "worker": r["worker"],
+                "state": r["state"] if alive or r["state"] == FINISHED else "gone",
+                "alive": alive,
+                "batch_rows": r["batch_rows"],
+                "last_batch_rows": r["last_batch_rows"],
+                "last_batch_ms": r["last_batch_ms"],
+                "rows": int(r["rows"] or 0),
+                "throttle": {
+                    "reason": r["throttle_reason"],
+                    "since": since.isoformat() if since else None,
+                    "seconds": round((now - since).total_seconds(), 1) if since else None,
+                    "reading": r["throttle_reading"],
+                    "limit": r["throttle_limit"],
+                },
+                "readings": r["readings"] or {},
+                "throttled_seconds": r["throttled_seconds"] or {},
+                "started_at": (as_utc(r["started_at"]) or now).isoformat(),
+                "updated_at": (as_utc(r["updated_at"]) or now).isoformat(),
+            }
+        )
+    return sorted(out, key=lambda w: not w["alive"])

@@ -1,0 +1,260 @@
+"""The backfill's health throttle: the decision, each probe against a real database,
+and a worker that holds back while a reading is above its limit and goes on after.
+
+A worker's hold is observed through its injected sleep: the worker has stored why it
+holds (its row in unistatus_backfill_workers) before it sleeps, so the test reads the
+row there, then makes the database healthy again; nothing waits on wall-clock time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT
+from support.stats_data import record_latency
+from unistatus.backfill import read_workers, run_backfill
+from unistatus.backfill.health import (
+    GO,
+    LAG,
+    LOCKS,
+    P95,
+    Limits,
+    Readings,
+    decide,
+    read_health,
+)
+from unistatus.backfill.worker import Clock
+from unistatus.clock import utcnow
+from unistatus.config import BackfillSettings
+from unistatus.db.catalog import qualified_name
+from unistatus.db.dialect import ops_for
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables import unified_transactions
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.sim.seed import seed_legacy
+
+MODE = DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+
+
+def with_backfill(db: Any, **values: Any) -> Any:
+    """The test database's settings with these ``[backfill]`` values."""
+    return db.settings.model_copy(update={"backfill": BackfillSettings(**values)})
+
+
+def health_now(db: Any, **kwargs: Any) -> Readings:
+    tables = [lt.table for lt in resolve_legacy_tables(db.engine, db.settings).values()]
+    return read_health(
+        db.engine,
+        ops_for(db.engine),
+        [*tables, unified_transactions],
+        window_seconds=kwargs.get("window_seconds", 15.0),
+        min_operations=kwargs.get("min_operations", 20),
+        now=utcnow(),
+    )
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+# --- the decision, with readings made up on the spot --------------------------------------
+
+
+def test_each_probe_holds_back_only_above_its_limit() -> None:
+    limits = Limits(max_p95_ms=100.0, max_replication_lag_seconds=10.0, max_lock_waits=2)
+    assert decide(Readings(p95_ms=100.0, replication_lag_seconds=10.0, lock_waits=2), limits) == GO
+    assert decide(Readings(p95_ms=150.0), limits).reason == P95
+    lag = decide(Readings(replication_lag_seconds=30.0), limits)
+    assert (lag.reason, lag.reading, lag.limit) == (LAG, 30.0, 10.0)
+    assert "replication_lag 30 s > 10 s" == lag.describe()
+    assert decide(Readings(lock_waits=3), limits).reason == LOCKS
+    # Several at once: the adapter's p95 first (live writes come first), then lag.
+    assert decide(Readings(p95_ms=500.0, replication_lag_seconds=60.0), limits).reason == P95
+    # Unknown readings (SQLite's lag, too few operations) never hold anything back.
+    assert decide(Readings(), limits) == GO
+    # No limit: never held back, whatever the reading.
+    assert decide(Readings(p95_ms=10_000.0, replication_lag_seconds=3600.0), Limits()) == GO
+
+
+def test_the_p95_limit_is_the_stricter_of_absolute_and_relative_to_the_baseline() -> None:
+    assert Limits(max_p95_ms=100.0).p95_limit_ms == 100.0
+    assert Limits(baseline_p95_ms=80.0, p95_over_baseline=1.2).p95_limit_ms == 96.0
+    both = Limits(max_p95_ms=90.0, baseline_p95_ms=80.0, p95_over_baseline=1.2)
+    assert both.p95_limit_ms == 90.0
+    # A baseline of a few ms: at least 5 ms above it, not 20% of almost nothing.
+    assert Limits(baseline_p95_ms=2.0, p95_over_baseline=1.2).p95_limit_ms == 7.0
+    assert Limits(baseline_p95_ms=80.0).p95_limit_ms is None  # no ratio: no relative limit
+
+
+# --- the probes against the database --------------------------------------------------------
+
+
+def test_the_p95_probe_reads_every_process_s_statistics(db: Any) -> None:
+    limits = Limits(max_p95_ms=100.0)
+    record_latency(db.engine, MODE, 400.0, 5)
+    assert health_now(db).p95_ms is None  # 5 operations: too few to judge
+    record_latency(db.engine, MODE, 400.0, 40)
+    slow = health_now(db)
+    assert slow.operations == 45 and slow.p95_ms is not None and slow.p95_ms > 300
+    assert decide(slow, limits).reason == P95
+    record_latency(db.engine, MODE, 2.0, 2_000)  # live writes fast again
+    fast = health_now(db)
+    assert fast.p95_ms is not None and fast.p95_ms < 5 and decide(fast, limits) == GO
+
+
+@IN_EVERY_LAYOUT
+def test_the_replication_lag_probe_is_a_real_query_and_none_without_replicas(db: Any) -> None:
+    """No replica here (SQLite has none at all): the lag is unknown, nothing held back
+    even under a tiny limit; the decision itself is tested with a made-up reading."""
+    with db.engine.connect() as conn:
+        assert ops_for(db.engine).replication_lag_seconds(conn) is None
+    readings = health_now(db)
+    assert readings.replication_lag_seconds is None
+    assert decide(readings, Limits(max_replication_lag_seconds=0.001)) == GO
+
+
+def test_sqlite_cannot_tell_lock_waits(sqlite_db: Any) -> None:
+    assert health_now(sqlite_db).lock_waits is None
+
+
+@contextmanager
+def blocked_session(db: Any, hold_sql: str, blocked_sql: str) -> Iterator[Callable[[], None]]:
+    """One session holds a lock (``hold_sql``), another waits for it (``blocked_sql``);
+    yields the release (rolls the holder back). Synchronised on pg_locks, no sleeps."""
+    holder = db.engine.connect()
+    holder.begin()
+    holder.exec_driver_sql(hold_sql)
+    done = threading.Event()
+
+    def blocked() -> None:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(blocked_sql)
+        done.set()
+
+    thread = threading.Thread(target=blocked, daemon=True)
+    thread.start()
+    wait_for(lambda: (health_now(db).lock_waits or 0) >= 1, "the session to wait")
+
+    def release() -> None:
+        if holder.in_transaction():
+            holder.rollback()
+            done.wait(20)
+
+    try:
+        yield release
+    finally:
+        release()
+        holder.close()
+        thread.join(20)
+
+
+@PG_IN_EVERY_LAYOUT
+def test_lock_waits_count_a_session_blocked_by_another(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 30, seed=1)
+    unified = qualified_name("unified_transactions", pg.engine)
+    assert health_now(pg).lock_waits == 0
+    limits = Limits(max_lock_waits=0)
+    # A legacy row locked by one writer, another writer waiting for it.
+    row = "UPDATE cashouts SET amount = amount WHERE id = (SELECT min(id) FROM cashouts)"
+    with blocked_session(pg, row, row) as release:
+        held = decide(health_now(pg), limits)
+        assert (held.reason, held.reading, held.limit) == (LOCKS, 1.0, 0.0)
+        release()
+        wait_for(lambda: health_now(pg).lock_waits == 0, "the wait to end")
+    assert decide(health_now(pg), limits) == GO
+    # unified_transactions (in unistatus's schema in that layout) locked as a table.
+    with blocked_session(
+        pg, f"LOCK TABLE {unified} IN EXCLUSIVE MODE", f"DELETE FROM {unified}"
+    ) as release:
+        assert health_now(pg).lock_waits == 1
+        release()
+    # A legacy table locked as a whole: its waiters count (the relation lock itself).
+    with blocked_session(pg, "LOCK TABLE cashouts IN EXCLUSIVE MODE", "DELETE FROM cashouts"):
+        assert health_now(pg).lock_waits == 1
+    # A lock wait on a table that is not the migration's is not the backfill's business.
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS unrelated_t (id int)")
+    holder = pg.engine.connect()
+    holder.begin()
+    holder.exec_driver_sql("LOCK TABLE unrelated_t IN ACCESS EXCLUSIVE MODE")
+
+    def wait_on_it() -> None:
+        with pg.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT * FROM unrelated_t").all()
+
+    waiter = threading.Thread(target=wait_on_it, daemon=True)
+    waiter.start()
+    with pg.engine.connect() as conn:
+        wait_for(
+            lambda: (
+                conn.exec_driver_sql("SELECT count(*) FROM pg_locks WHERE NOT granted").scalar_one()
+                >= 1
+            ),
+            "the unrelated wait",
+        )
+    assert health_now(pg).lock_waits == 0
+    holder.rollback()
+    holder.close()
+    waiter.join(20)
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE unrelated_t")
+
+
+# --- a worker holding back and going on ---------------------------------------------------
+
+
+def test_the_worker_holds_while_the_p95_is_above_the_limit_and_resumes(db: Any) -> None:
+    seed_legacy(db.engine, db.settings, 600, seed=7)
+    record_latency(db.engine, MODE, 400.0, 40)  # live writes suffer
+    settings = with_backfill(db, max_p95_ms=100.0, p95_over_baseline=None, max_lock_waits=None)
+    seen: list[tuple[dict[str, Any], int]] = []
+
+    def sleep(seconds: float) -> None:
+        if not seen:
+            (worker,) = read_workers(db.engine)
+            seen.append((worker, db.count("unified_transactions")))
+            record_latency(db.engine, MODE, 2.0, 2_000)  # and recover
+
+    report = run_backfill(db.engine, settings, batch_size=100, clock=Clock(sleep=sleep))
+    assert report.complete and report.inserted == 600
+    worker, copied = seen[0]
+    assert copied == 0  # held before its first batch
+    throttle = worker["throttle"]
+    assert worker["state"] == "throttled" and throttle["reason"] == P95
+    assert throttle["reading"] > 300 and throttle["limit"] == 100.0
+    assert throttle["since"] is not None and worker["readings"]["p95_ms"] > 300
+    (finished,) = read_workers(db.engine, include_finished=True)
+    assert finished["state"] == "finished" and finished["throttle"]["reason"] is None
+    assert finished["throttled_seconds"][P95] > 0
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_the_worker_holds_while_sessions_wait_for_locks(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 300, seed=8)
+    settings = with_backfill(pg, max_lock_waits=0)
+    row = "UPDATE escrows SET amount = amount WHERE id = (SELECT min(id) FROM escrows)"
+    seen: list[dict[str, Any]] = []
+    with blocked_session(pg, row, row) as release:
+
+        def sleep(seconds: float) -> None:
+            if not seen:
+                seen.extend(read_workers(pg.engine))
+                release()
+                wait_for(lambda: health_now(pg).lock_waits == 0, "the wait to end")
+
+        report = run_backfill(pg.engine, settings, batch_size=100, clock=Clock(sleep=sleep))
+    assert report.complete and report.inserted == 300
+    (worker,) = seen
+    assert worker["throttle"]["reason"] == LOCKS
+    assert worker["throttle"]["reading"] == 1.0 and worker["throttle"]["limit"] == 0.0
+    assert worker["readings"]["lock_waits"] == 1
+    assert LegacySystemType.ESCROW.value in report.as_dict()["systems"]

@@ -1,0 +1,98 @@
+"""Tuning values: parsed strictly, and which one a worker uses (the newest of the run's
+option and a tune made during the job)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from unistatus.backfill import current_tuning, tune
+from unistatus.backfill.control import (
+    StoredValue,
+    Tuning,
+    effective_tuning,
+    parse_tuning,
+    stored_tuning,
+)
+from unistatus.clock import utcnow
+from unistatus.config import BackfillSettings
+from unistatus.db.control import history
+from unistatus.errors import InputError
+
+T0 = utcnow()
+
+
+def at(seconds: float) -> Any:
+    return T0 + timedelta(seconds=seconds)
+
+
+def test_values_parse_to_numbers_or_off_and_bad_ones_are_refused() -> None:
+    assert parse_tuning("max_rows_per_second", "2500") == 2500.0
+    assert parse_tuning("max_rows_per_second", 0) is None  # 0 rows/s: no limit
+    assert parse_tuning("max_p95_ms", "off") is None
+    assert parse_tuning("max_lock_waits", "0") == 0  # any waiter holds the backfill back
+    assert parse_tuning("target_batch_ms", 0) == 0.0  # fixed batches
+    assert parse_tuning("max_batch_rows", "5000") == 5000
+    for name, value in (
+        ("max_rows_per_second", "fast"),
+        ("max_rows_per_second", -1),
+        ("max_batch_rows", 0),
+        ("max_batch_rows", 2.5),
+        ("target_batch_ms", "off"),
+        ("p95_over_baseline", 0.5),
+        ("max_lock_waits", float("nan")),
+        ("batch_color", 1),
+    ):
+        with pytest.raises(InputError):
+            parse_tuning(name, value)
+
+
+def test_the_newest_of_the_run_s_option_and_a_tune_during_the_job_wins() -> None:
+    base = Tuning.from_settings(BackfillSettings(), max_rows_per_second=1000)
+    given = {"max_rows_per_second"}
+    stored = {
+        "max_rows_per_second": StoredValue(5000.0, at(20), "alice"),
+        "target_batch_ms": StoredValue(50.0, at(20), "alice"),
+        "max_lock_waits": StoredValue(None, at(-100), "bob"),  # before the job: not used
+    }
+    # Run started at 10, job planned at 0: the tune at 20 is newer than both.
+    tuning, sources = effective_tuning(base, given, at(10), at(0), stored)
+    assert tuning.max_rows_per_second == 5000.0 and tuning.target_batch_ms == 50.0
+    assert tuning.max_lock_waits == 2 and sources["max_lock_waits"] == "settings"
+    assert sources["max_rows_per_second"].startswith("tune by alice at ")
+    # A run started after the tune with its own rate: its option wins; the tune still
+    # sets what the run did not give.
+    tuning, sources = effective_tuning(base, given, at(30), at(0), stored)
+    assert tuning.max_rows_per_second == 1000 and sources["max_rows_per_second"] == "option"
+    assert tuning.target_batch_ms == 50.0
+    # A job planned after the tune: the tune belonged to an earlier job.
+    tuning, _ = effective_tuning(base, given, at(40), at(30), stored)
+    assert tuning.target_batch_ms == 200.0
+
+
+def test_tune_stores_and_logs_each_value(db: Any) -> None:
+    result = tune(
+        db.engine,
+        actor="alice",
+        reason="peak hours",
+        max_rows_per_second=2000,
+        max_p95_ms="off",
+        target_batch_ms=None,  # not given: unchanged
+    )
+    assert result["tuned"] == {"max_rows_per_second": 2000.0, "max_p95_ms": None}
+    with db.engine.connect() as conn:
+        stored = stored_tuning(conn)
+    assert stored["max_rows_per_second"].value == 2000.0 and stored["max_p95_ms"].value is None
+    logged = history(db.engine, key="backfill.max_rows_per_second")
+    assert logged[0].new_value == "2000" and logged[0].actor == "alice"
+    assert logged[0].reason == "peak hours"
+    now = current_tuning(db.engine, db.settings)
+    assert now["values"]["max_rows_per_second"] == 2000.0
+    assert now["sources"]["max_rows_per_second"].startswith("tune by alice")
+    assert now["sources"]["target_batch_ms"] == "settings"
+    with pytest.raises(InputError):
+        tune(db.engine, actor="alice", reason="nothing")
+    with pytest.raises(InputError):
+        tune(db.engine, actor="alice", reason="", max_rows_per_second=5)
