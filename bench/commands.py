@@ -22,6 +22,16 @@ command process's own maximum RSS (``os.wait4``).
     .venv/bin/python bench/commands.py                      # 500k rows, 3 rounds
     .venv/bin/python bench/commands.py --rows 100000 --rounds 1 --json
     .venv/bin/python bench/commands.py --only check --rounds 5
+    .venv/bin/python bench/commands.py --base-src /tmp/base/src   # before/after, same run
+
+``--library`` adds ``backfill@lib`` and ``check@lib``: ``run_backfill`` / ``run_check`` called
+in this process (what ``bench/backfill.py`` and ``bench/check.py`` time), so the gap splits
+into the library's and the process's share. ``--bars`` runs the commands with
+``FORCE_COLOR=1``: Rich then draws the backfill's progress bars as on a terminal.
+
+``--base-src DIR`` adds the variants ``backfill@base`` and ``check@base``: the same
+commands with ``PYTHONPATH=DIR`` (e.g. ``git archive <commit> src | tar -x -C /tmp/base``),
+so a change is measured against its base in the same rounds.
 
 Without ``--database-url`` a PostgreSQL database is created on the local server and
 dropped afterwards.
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -41,6 +52,7 @@ from _databases import given_or_throwaway
 from _process import run_timed, unistatus
 from _timing import loadavg, rotated
 
+from unistatus.backfill import run_backfill
 from unistatus.backfill.statements import unified_insert
 from unistatus.config import load_settings
 from unistatus.db import schema
@@ -49,7 +61,7 @@ from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks, backfill_jobs, backfill_quarantine
-from unistatus.migration.check import rule_flags
+from unistatus.migration.check import rule_flags, run_check
 from unistatus.sim.seed import seed_legacy
 
 BACKFILL = ("raw_backfill", "backfill")
@@ -74,20 +86,22 @@ def raw_backfill(engine: sa.Engine, tables: list[LegacyTable]) -> int:
 
 
 def raw_check_statement(lt: LegacyTable) -> sa.Select[Any]:
-    """ONE full outer join of a legacy table and its unified rows, the rule's predicates."""
+    """ONE full outer join of a legacy table and its system's unified rows (the rule's
+    predicates, as ``bench/check.py``; the unified side filtered to the system first, so
+    each table's join reads only its own unified rows)."""
     assert lt.status is not None
     system = lt.system
-    lcols = {n: lt.column(n) for n in ("id", "status", "user_id", "amount", "currency")}
-    ucols = {n: U.c[n] for n in ("id", "status", "legacy_status", "user_id", "amount")}
-    ucols["currency"] = U.c.currency
-    flags = rule_flags(system, lcols, ucols)
-    on = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
-    mine = sa.or_(
-        U.c.id.is_(None), sa.and_(U.c.legacy_system == system.value, U.c.legacy_id.is_not(None))
+    names = ("id", "status", "user_id", "amount", "currency")
+    unames = ("id", "legacy_id", "status", "legacy_status", "user_id", "amount", "currency")
+    mine = sa.select(*[U.c[n] for n in unames]).where(
+        U.c.legacy_system == system.value, U.c.legacy_id.is_not(None)
     )
+    u = mine.subquery("u")
+    lcols = {n: lt.column(n) for n in names}
+    flags = rule_flags(system, lcols, {n: u.c[n] for n in unames})
     cols = [sa.func.count().label("total")]
     cols.append(sa.func.sum(sa.case((sa.or_(*flags.values()), 0), else_=1)).label("ok"))
-    return sa.select(*cols).select_from(lt.table.join(U, on, full=True)).where(mine)
+    return sa.select(*cols).select_from(lt.table.join(u, u.c.legacy_id == lt.id, full=True))
 
 
 def raw_check(engine: sa.Engine, tables: list[LegacyTable]) -> tuple[int, int]:
@@ -116,7 +130,16 @@ def vacuum(engine: sa.Engine) -> None:
         conn.exec_driver_sql("VACUUM ANALYZE")
 
 
-def bench(url: str, rows: int, rounds: int, share: float, only: str | None) -> dict[str, Any]:
+def bench(
+    url: str,
+    rows: int,
+    rounds: int,
+    share: float,
+    only: str | None,
+    base_src: str | None = None,
+    library: bool = False,
+    bars: bool = False,
+) -> dict[str, Any]:
     settings = load_settings(database_url=url)
     engine = create_engine(url)
     schema.upgrade(engine, settings)
@@ -126,13 +149,25 @@ def bench(url: str, rows: int, rounds: int, share: float, only: str | None) -> d
     tables = list(resolve_legacy_tables(engine, settings).values())
     vacuum(engine)
     loads = [loadavg()]
-    seconds: dict[str, list[float]] = {v: [] for v in (*BACKFILL, *CHECK)}
-    peak_mb: dict[str, list[float]] = {"backfill": [], "check": []}
+    backfill_group, check_group = list(BACKFILL), list(CHECK)
+    env: dict[str, str] | None = {**os.environ, "FORCE_COLOR": "1"} if bars else None
+    base_env: dict[str, str] | None = None
+    if library:
+        backfill_group.append("backfill@lib")
+        check_group.append("check@lib")
+    if base_src is not None:
+        base_env = {**(env or os.environ), "PYTHONPATH": base_src}
+        backfill_group.append("backfill@base")
+        check_group.append("check@base")
+    seconds: dict[str, list[float]] = {v: [] for v in (*backfill_group, *check_group)}
+    peak_mb: dict[str, list[float]] = {v: [] for v in seconds}
+    json_flag = [] if bars else ["--json"]  # --json turns the bars off
     expected_ok: int | None = None
 
     def run_variant(variant: str) -> None:
         nonlocal expected_ok
-        if variant in BACKFILL:
+        cmd_env = base_env if variant.endswith("@base") else env
+        if variant in backfill_group:
             empty_unified(engine)
             vacuum(engine)
         t0 = time.perf_counter()
@@ -143,42 +178,49 @@ def bench(url: str, rows: int, rounds: int, share: float, only: str | None) -> d
             total, ok = raw_check(engine, tables)
             assert total == rows, (total, rows)
             expected_ok = ok
-        elif variant == "backfill":
-            done = run_timed(unistatus(url, "backfill", "--json"))
+        elif variant == "backfill@lib":
+            assert run_backfill(engine, settings).inserted == rows
+        elif variant == "check@lib":
+            assert run_check(engine, settings, examples=10).total == rows
+        elif variant.startswith("backfill"):
+            done = run_timed(unistatus(url, "backfill", *json_flag), cmd_env)
             assert done.returncode == 0, done.stderr
-            assert json.loads(done.stdout)["inserted"] == rows
-            peak_mb["backfill"].append(done.max_rss_mb)
+            if not bars:
+                assert json.loads(done.stdout)["inserted"] == rows
+            peak_mb[variant].append(done.max_rss_mb)
         else:
-            done = run_timed(unistatus(url, "check", "--examples", "10", "--json"))
+            done = run_timed(unistatus(url, "check", "--examples", "10", "--json"), cmd_env)
             assert done.returncode in (0, 1), done.stderr
             report = json.loads(done.stdout)
             assert report["total"] == rows, report["total"]
             if expected_ok is not None:
                 assert report["consistent"] == expected_ok, (report["consistent"], expected_ok)
-            peak_mb["check"].append(done.max_rss_mb)
+            peak_mb[variant].append(done.max_rss_mb)
         elapsed = time.perf_counter() - t0
         seconds[variant].append(elapsed)
         print(
-            f"  {variant:<13} {elapsed:7.2f} s {rows / elapsed:>10,.0f} rows/s "
-            f"(load {loadavg()})",
+            f"  {variant:<13} {elapsed:7.2f} s {rows / elapsed:>10,.0f} rows/s (load {loadavg()})",
             file=sys.stderr,
         )
 
     groups = []
     if only in (None, "backfill"):
-        groups.append(BACKFILL)
+        groups.append(backfill_group)
     if only in (None, "check"):
-        groups.append(CHECK)
+        groups.append(check_group)
     for r in range(rounds):
         for group in groups:
-            if group is CHECK and r == 0:
-                # The check needs every unified row, damaged on purpose; a warm-up pair.
-                empty_unified(engine)
-                raw_backfill(engine, tables)
+            fresh = backfill_group in groups  # the backfills just left every row undamaged
+            if group is check_group and (r == 0 or fresh):
+                # The check needs every unified row, damaged on purpose (once per copy:
+                # damage twice would undo it), and a warm-up.
+                if not fresh:
+                    empty_unified(engine)
+                    raw_backfill(engine, tables)
                 damage(engine, share)
                 vacuum(engine)
                 raw_check(engine, tables)
-            for variant in rotated(list(group), r):
+            for variant in rotated(group, r):
                 run_variant(variant)
         loads.append(loadavg())
     engine.dispose()
@@ -195,10 +237,10 @@ def bench(url: str, rows: int, rounds: int, share: float, only: str | None) -> d
             "command_rows_per_second": round(rows / med_cmd),
             "ratio_paired": [round(x, 3) for x in paired],
             "ratio": round(statistics.median(paired), 3),
-            "command_peak_rss_mb": max(peak_mb[cmd]),
+            "command_peak_rss_mb": max(peak_mb[cmd], default=None),
         }
 
-    return {
+    out = {
         "rows": rows,
         "per_system": seeded,
         "rounds": rounds,
@@ -207,6 +249,13 @@ def bench(url: str, rows: int, rounds: int, share: float, only: str | None) -> d
         "backfill": figures(*BACKFILL),
         "check": figures(*CHECK),
     }
+    for variant in ("backfill@lib", "check@lib"):
+        if variant in seconds:
+            out[variant] = figures("raw_" + variant.split("@")[0], variant)
+    if base_src is not None:
+        out["backfill@base"] = figures("raw_backfill", "backfill@base")
+        out["check@base"] = figures("raw_check", "check@base")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -215,22 +264,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--damage", type=float, default=0.001, help="share of mismatched rows")
     parser.add_argument("--only", choices=["backfill", "check"], help="one command only")
+    parser.add_argument("--base-src", help="also run the commands with PYTHONPATH=DIR")
+    parser.add_argument("--library", action="store_true", help="also time the library calls")
+    parser.add_argument("--bars", action="store_true", help="FORCE_COLOR=1: progress bars on")
     parser.add_argument("--database-url", help="a scratch PostgreSQL database instead")
     parser.add_argument("--json", action="store_true", help="JSON on stdout")
     args = parser.parse_args(argv)
     with given_or_throwaway(args.database_url, "bench_commands") as url:
-        result = bench(url, args.rows, args.rounds, args.damage, args.only)
+        result = bench(
+            url,
+            args.rows,
+            args.rounds,
+            args.damage,
+            args.only,
+            args.base_src,
+            args.library,
+            args.bars,
+        )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{result['rows']:,} legacy rows, {result['rounds']} rounds, load {result['loadavg']}")
-    for name in ("backfill", "check"):
-        f = result[name]
+    names = ("backfill", "backfill@lib", "backfill@base", "check", "check@lib", "check@base")
+    for name in names:
+        f = result.get(name)
         if f:
             print(
-                f"  {name:<9} raw {f['raw_rows_per_second']:>9,} rows/s  command "
+                f"  {name:<14} raw {f['raw_rows_per_second']:>9,} rows/s  command "
                 f"{f['command_rows_per_second']:>9,} rows/s  ratio {f['ratio']:.2f} "
-                f"(per round {f['ratio_paired']}), peak RSS {f['command_peak_rss_mb']:.0f} MB"
+                f"(per round {f['ratio_paired']}), peak RSS {f['command_peak_rss_mb']} MB"
             )
     return 0
 
