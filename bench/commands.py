@@ -93,6 +93,7 @@ def raw_check_statement(lt: LegacyTable) -> sa.Select[Any]:
     system = lt.system
     names = ("id", "status", "user_id", "amount", "currency")
     unames = ("id", "legacy_id", "status", "legacy_status", "user_id", "amount", "currency")
+    unames += ("updated_at",)  # for the --since variant (bench/scale.py)
     mine = sa.select(*[U.c[n] for n in unames]).where(
         U.c.legacy_system == system.value, U.c.legacy_id.is_not(None)
     )
