@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ UNISTATUS = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "unis
 @dataclass(frozen=True)
 class Finished:
     seconds: float
-    max_rss_mb: float  # the child's own peak (wait4's rusage), not the children's maximum
+    max_rss_mb: float  # the largest of the child and the processes it reaped (wait4)
     returncode: int
     stdout: str
     stderr: str
@@ -28,19 +29,18 @@ def run_timed(argv: list[str], env: dict[str, str] | None = None) -> Finished:
 
     ``resource.getrusage(RUSAGE_CHILDREN)`` is the maximum over every child so far, so
     it cannot tell a small command run after a big one; ``wait4`` gives each its own.
-    Output goes to files, not pipes: a pipe nobody reads would block a chatty child.
+    Output goes to (anonymous) files, not pipes: a pipe nobody reads would block a
+    chatty child.
     """
-    out_path = Path(f"/tmp/_bench_cmd_{os.getpid()}.out")
-    err_path = Path(f"/tmp/_bench_cmd_{os.getpid()}.err")
-    with out_path.open("w") as out, err_path.open("w") as err:
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         proc = subprocess.Popen(argv, stdout=out, stderr=err, env=env, stdin=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    stdout, stderr = out_path.read_text(), err_path.read_text()
-    out_path.unlink(missing_ok=True)
-    err_path.unlink(missing_ok=True)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
     return Finished(elapsed, usage.ru_maxrss / 1024, proc.returncode, stdout, stderr)
 
 

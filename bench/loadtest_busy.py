@@ -7,7 +7,7 @@ backfill's throttle should keep the live p95 within 20% of the run without one.
 Setup: a PostgreSQL database with ``--legacy-rows`` legacy rows (set-based seed), not
 backfilled. Each round runs two variants in rotated order, each on the same database:
 
-- ``alone``: ``unistatus loadtest --transactions N --concurrent C --json``;
+- ``alone``: ``unistatus loadtest --transactions N --concurrent C --mode M --json``;
 - ``busy``: the same command while, as separate processes, ``unistatus backfill
   BACKFILL_ARGS`` copies the legacy rows (``--backfill``, from scratch: its state and
   unified rows are emptied first) and the verification runs (``--verify``):
@@ -131,6 +131,8 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
                     str(args.transactions),
                     "--concurrent",
                     str(args.concurrent),
+                    "--mode",
+                    args.mode,
                     "--seed",
                     str(r),
                     "--json",
@@ -175,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrent", type=int, default=50)
     parser.add_argument("--legacy-rows", type=int, default=1_000_000, help="rows to backfill")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--mode", default="DUAL_WRITE_LEGACY_PRIMARY", help="load test's mode")
     parser.add_argument("--backfill", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--backfill-args", default="", help="extra `unistatus backfill` options")
     parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=True)
