@@ -89,3 +89,54 @@ def test_the_variants_bench_runs_every_variant_with_tiny_sizes() -> None:
     assert "r0010" in variants and "shipped" in variants and "r0010" in listed
     assert variants | {"legacy_only", "raw_update"} == set(report["latency_ms"])
     assert all(len(medians) == 2 for medians in report["round_medians_ms"].values())
+
+
+# --- issue 14: the command path and scale --------------------------------------------
+
+
+def test_the_commands_bench_times_both_commands_against_their_raw_sql(scratch_url: str) -> None:
+    report = run_bench(
+        "commands.py", "--database-url", scratch_url, "--rows", "3000", "--rounds", "2",
+        "--library", "--json",
+    )  # fmt: skip
+    assert report["rows"] == 3000 and len(report["loadavg"]) == 3
+    for name in ("backfill", "check", "backfill@lib", "check@lib"):
+        figures = report[name]
+        assert len(figures["raw_seconds"]) == len(figures["command_seconds"]) == 2
+        assert figures["ratio"] > 0
+    assert report["backfill"]["command_peak_rss_mb"] > 10  # the command's own, via wait4
+
+
+def test_the_scale_bench_runs_every_step_with_tiny_sizes(scratch_url: str) -> None:
+    report = run_bench(
+        "scale.py", "--database-url", scratch_url, "--rows", "3000", "--changed", "20",
+        "--json",
+    )  # fmt: skip
+    steps = report["steps"]
+    assert set(steps) == {
+        "backfill --workers 1",
+        "backfill --workers 2",
+        "check",
+        "check --since",
+        "archive export",
+    }
+    assert steps["check --since"]["rows_in_scope"] == 3 * 20
+    assert all(s["ratio"] > 0 and s["command_peak_rss_mb"] > 10 for s in steps.values())
+
+
+def test_the_busy_load_test_bench_runs_with_and_without_its_companions(scratch_url: str) -> None:
+    tiny = ["--transactions", "20", "--concurrent", "2", "--legacy-rows", "600", "--rounds", "1"]
+    on = run_bench(
+        "loadtest_busy.py", "--database-url", scratch_url, *tiny, "--verify-interval", "0.5",
+        "--json",
+    )  # fmt: skip
+    busy = on["runs"]["busy"][0]
+    assert on["backfill"] and on["verify"] and len(on["p95_busy_over_alone"]) == 1
+    assert "backfill_exit" in busy and "verify_runs" in busy
+    alone = on["runs"]["alone"][0]
+    assert alone["error_rate"] == 0.0 and alone["consistency_rate"] == 1.0
+    off = run_bench(
+        "loadtest_busy.py", "--database-url", scratch_url, *tiny, "--no-backfill",
+        "--no-verify", "--json",
+    )  # fmt: skip
+    assert not off["backfill"] and "backfill_exit" not in off["runs"]["busy"][0]

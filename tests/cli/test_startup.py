@@ -73,3 +73,18 @@ def test_mode_get_loads_no_adapter_and_no_http(tmp_path: Path) -> None:
     assert loaded(names, "sqlalchemy")  # it does read the database
     for package in ("fastapi", "unistatus.adapter"):
         assert loaded(names, package) == [], f"`unistatus mode get` imports {package}"
+
+
+def test_check_and_backfill_load_only_what_they_run(tmp_path: Path) -> None:
+    """The commands that run long (timed as commands against their raw SQL in
+    BENCHMARKS.md, "Issue 14") load no phase machinery, adapter facade, Alembic or HTTP:
+    a second of imports was a fifth of a 500,000-row check."""
+    url = f"sqlite:///{tmp_path / 'startup.db'}"
+    _, done = imported_modules("-c", MAIN, "--database-url", url, "init")
+    assert done.returncode == 0, done.stderr
+    unneeded = ("unistatus.migration.phases", "unistatus.adapter.core", "alembic", "fastapi")
+    for argv in (["check", "--json"], ["check", "--since", "1h"], ["backfill", "--json"]):
+        names, done = imported_modules("-c", MAIN, "--database-url", url, *argv)
+        assert done.returncode == 0, done.stderr
+        for package in unneeded:
+            assert loaded(names, package) == [], f"`unistatus {' '.join(argv)}` imports {package}"

@@ -298,3 +298,37 @@ def test_the_locked_mode_function_probe(db: Database) -> None:
 )
 def test_an_in_memory_database_is_recognised(url: str, memory: bool) -> None:
     assert is_in_memory(sa.engine.make_url(url)) is memory
+
+
+def test_a_batch_transaction_is_marked_and_bounded_in_one_round_trip(db: Database) -> None:
+    """A backfill batch: the writer mark, the statement and lock timeouts and (PostgreSQL)
+    the asynchronous commit, before its statement; on PostgreSQL in ONE round trip (a
+    batch is otherwise its one statement and its commit: every round trip counts)."""
+    from unistatus.db import writer_mark
+
+    ops = ops_for(db.engine)
+    sent: list[str] = []
+
+    def count(*args: object) -> None:
+        sent.append(str(args[2]))
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with ops.batch_transaction(1234, 567) as conn:
+            before = list(sent)
+            if db.backend == "postgres":
+                got = conn.execute(
+                    sa.select(
+                        sa.func.current_setting("statement_timeout"),
+                        sa.func.current_setting("lock_timeout"),
+                        sa.func.current_setting("synchronous_commit"),
+                        writer_mark.current_mark(),
+                    )
+                ).one()
+                assert tuple(got) == ("1234ms", "567ms", "off", writer_mark.MARK)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    if db.backend == "postgres":
+        assert len(before) == 1, before
+        with db.engine.connect() as conn:  # SET LOCAL: gone with the transaction
+            assert conn.execute(sa.text("SHOW synchronous_commit")).scalar() == "on"

@@ -428,13 +428,12 @@ class Worker:
         return None  # pragma: no cover (the loop always returns or raises)
 
     def _batch(self, retries: int) -> BatchResult | _Paused | None:
-        with self.ops.write_transaction() as conn:
-            # Statement and lock timeouts, and an asynchronous commit: safe because the
-            # chunks' rows and their checkpoint are lost or kept together, and a lost
-            # chunk is simply copied again (ON CONFLICT DO NOTHING).
-            self.ops.bound_batch(
-                conn, self.settings.statement_timeout_ms, self.settings.lock_timeout_ms
-            )
+        # Statement and lock timeouts, and an asynchronous commit: safe because the
+        # chunks' rows and their checkpoint are lost or kept together, and a lost
+        # chunk is simply copied again (ON CONFLICT DO NOTHING).
+        with self.ops.batch_transaction(
+            self.settings.statement_timeout_ms, self.settings.lock_timeout_ms
+        ) as conn:
             now = utcnow()
             for system in self.tables:
                 if system in self._exhausted:

@@ -168,6 +168,24 @@ class DialectOps:
             finally:
                 tx.rollback()
 
+    @contextmanager
+    def batch_transaction(self, statement_ms: int, lock_ms: int) -> Iterator[sa.Connection]:
+        """:meth:`write_transaction` bounded by :meth:`bound_batch`: a backfill batch.
+
+        The writer mark and the bounds are set together (PostgreSQL: one round trip for
+        both, where a batch is otherwise one statement and its commit).
+        """
+        with self.engine.connect() as conn:
+            conn = self._prepare_write(conn)
+            with conn.begin():
+                self._mark_and_bound_batch(conn, statement_ms, lock_ms)
+                yield conn
+                self.end_writer_mark(conn)
+
+    def _mark_and_bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
+        self.mark_writer(conn)
+        self.bound_batch(conn, statement_ms, lock_ms)
+
     def _prepare_write(self, conn: sa.Connection) -> sa.Connection:
         return conn
 
@@ -393,11 +411,11 @@ class PostgresOps(DialectOps):
 
     def bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         # One round trip instead of three: set_config(..., true) is SET LOCAL.
-        conn.exec_driver_sql(
-            f"SELECT set_config('statement_timeout', '{int(statement_ms)}', true), "
-            f"set_config('lock_timeout', '{int(lock_ms)}', true), "
-            "set_config('synchronous_commit', 'off', true)"
-        )
+        conn.execute(sa.select(*_batch_settings(statement_ms, lock_ms)))
+
+    def _mark_and_bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
+        # The writer mark is a set_config too: the same round trip.
+        conn.execute(sa.select(writer_mark.set_mark(), *_batch_settings(statement_ms, lock_ms)))
 
     @contextmanager
     def snapshot(self) -> Iterator[sa.Connection]:
@@ -474,3 +492,13 @@ def ops_for(engine: sa.Engine) -> DialectOps:
     if name == "sqlite":
         return SQLiteOps(engine)
     return DialectOps(engine)
+
+
+def _batch_settings(statement_ms: int, lock_ms: int) -> list[sa.FunctionElement[Any]]:
+    """PostgreSQL: a batch's timeouts and asynchronous commit, as SET LOCAL calls."""
+    values = {
+        "statement_timeout": str(int(statement_ms)),
+        "lock_timeout": str(int(lock_ms)),
+        "synchronous_commit": "off",
+    }
+    return [sa.func.set_config(name, value, True, type_=sa.Text) for name, value in values.items()]

@@ -298,7 +298,9 @@ def pair_flags(
         .select_from(lt.table.outerjoin(U, on))
         .where(*_range(lt.id, lo, hi))
     )
-    gone = ~sa.exists(sa.select(lt.id).where(lt.id == U.c.legacy_id))
+    # The range again on the legacy side: without it PostgreSQL hashes EVERY legacy key
+    # for each chunk's anti-join (quadratic over a whole check); with it, the chunk's.
+    gone = ~sa.exists(sa.select(lt.id).where(lt.id == U.c.legacy_id, *_range(lt.id, lo, hi)))
     orphans = sa.select(
         *[sa.cast(sa.null(), c.type).label(f"l_{n}") for n, c in lcols.items()],
         *[c.label(f"u_{n}") for n, c in ucols.items()],
