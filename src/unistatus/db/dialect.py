@@ -248,6 +248,23 @@ class DialectOps:
     def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:
         """After rows were inserted with explicit ids, let new rows get ids above them."""
 
+    @contextmanager
+    def locked_read(self) -> Iterator[sa.Connection]:
+        """A read transaction that waits for in-flight writers of the rows it locks.
+
+        Rows selected ``FOR SHARE`` in it wait for a writer holding them (PostgreSQL);
+        SQLite has one lock for the whole file, taken up front here, so the transaction
+        starts once the writer in flight has committed. Nothing is written.
+        """
+        with self.engine.connect() as conn:
+            conn = self._prepare_write(conn)
+            with conn.begin():
+                yield conn
+
+    def key_list(self, key: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        """An aggregate: the non-NULL values of ``key`` as one comma-separated text."""
+        return sa.func.group_concat(key, ",")
+
 
 class SQLiteOps(DialectOps):
     name = "sqlite"
@@ -331,6 +348,9 @@ class PostgresOps(DialectOps):
     ) -> sa.ColumnElement[Any]:
         one_second = sa.literal_column("INTERVAL '1 second'", sa.Interval)
         return sa.literal(moment, sa.DateTime(timezone=True)) - seconds * one_second
+
+    def key_list(self, key: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        return sa.func.string_agg(sa.cast(key, sa.Text), ",")
 
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")

@@ -7,17 +7,20 @@ and counted: docs/check.md.
 
 from __future__ import annotations
 
+import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
+from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.db.tables_check import check_reports
@@ -26,9 +29,18 @@ from unistatus.domain.consistency import InconsistencyKind
 from unistatus.domain.mapping import LegacyStatusMapper, compatible_clause
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
+from unistatus.migration.check_out import MismatchWriter, mismatch_record
+from unistatus.migration.check_runs import (
+    CONTINUOUS,
+    RunState,
+    SystemPosition,
+    add_counts,
+    latest_unfinished,
+)
 
 __all__ = [
     "DEFAULT_CHUNK",
+    "RECHECK_BATCH",
     "FULL_SCOPE",
     "KINDS",
     "CheckReport",
@@ -36,6 +48,7 @@ __all__ = [
     "iter_inconsistent",
     "latest_report",
     "pair_flags",
+    "recheck",
     "rule_flags",
     "parse_since",
     "parse_systems",
@@ -70,6 +83,9 @@ class CheckReport:
     started_at: datetime = field(default_factory=utcnow)
     created_at: datetime = field(default_factory=utcnow)
     id: int | None = None
+    # False: the run stopped before covering every key range (never a full check).
+    complete: bool = True
+    run: str | None = None
 
     @property
     def consistency_rate(self) -> float:
@@ -105,6 +121,8 @@ class CheckReport:
             "rows_per_second": round(self.rows_per_second, 1),
             "started_at": self.started_at.isoformat(),
             "created_at": self.created_at.isoformat(),
+            "complete": self.complete,
+            "run": self.run,
         }
 
 
@@ -128,6 +146,12 @@ class InconsistentRow:
             "kinds": list(self.kinds),
             "details": [d.as_dict() for d in details],
         }
+
+    def as_record(self) -> dict[str, Any]:
+        """Its line of ``check --out`` (:mod:`unistatus.migration.check_out`)."""
+        return mismatch_record(
+            self.system, self.legacy_id, self.transaction_id, self.kinds, self.legacy, self.unified
+        )
 
 
 # --- inputs ---------------------------------------------------------------------------
@@ -214,6 +238,10 @@ def _range(col: sa.ColumnElement[Any], lo: int | None, hi: int | None) -> list[A
     return out
 
 
+def _among(col: sa.ColumnElement[Any], keys: Sequence[int] | None) -> list[Any]:
+    return [] if keys is None else [col.in_(list(keys))]
+
+
 def rule_flags(
     system: LegacySystemType,
     l: Mapping[str, sa.ColumnElement[Any]],  # noqa: E741 - the spec's names
@@ -267,8 +295,11 @@ def pair_flags(
     since: datetime | None = None,
     *,
     project_pending: bool = False,
+    keys: Sequence[int] | None = None,
 ) -> _Pairs:
     """The pairs of legacy keys in (lo, hi] (None: open) and the rule over them.
+
+    ``keys``: only the pairs of those legacy keys (index look-ups: the re-check).
 
     A full outer join, written as the two halves every engine plans well: legacy rows
     LEFT JOIN their unified row (an index lookup by legacy system + id, the range
@@ -288,6 +319,7 @@ def pair_flags(
         U.c.legacy_system == system.value,
         U.c.legacy_id == lt.id,
         *_range(U.c.legacy_id, lo, hi),
+        *_among(U.c.legacy_id, keys),
     )
     matched = (
         sa.select(
@@ -295,7 +327,7 @@ def pair_flags(
             *[c.label(f"u_{n}") for n, c in ucols.items()],
         )
         .select_from(lt.table.outerjoin(U, on))
-        .where(*_range(lt.id, lo, hi))
+        .where(*_range(lt.id, lo, hi), *_among(lt.id, keys))
     )
     gone = ~sa.exists(sa.select(lt.id).where(lt.id == U.c.legacy_id))
     orphans = sa.select(
@@ -305,6 +337,7 @@ def pair_flags(
         U.c.legacy_system == system.value,
         U.c.legacy_id.is_not(None),
         *_range(U.c.legacy_id, lo, hi),
+        *_among(U.c.legacy_id, keys),
         gone,
     )
     p = sa.union_all(matched, orphans).subquery("p")
@@ -344,13 +377,23 @@ def _as_int(cond: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
     return sa.case((cond, 1), else_=0)
 
 
-def _count_chunk(conn: sa.Connection, pairs: _Pairs) -> dict[str, int]:
-    """One statement: the counts of one chunk, summed by the database."""
+def _count_chunk(
+    conn: sa.Connection, pairs: _Pairs, ops: DialectOps
+) -> tuple[dict[str, int], list[int]]:
+    """One statement: the counts of one chunk, summed by the database, and the legacy
+    keys of its inconsistent pairs (to re-check; none in a consistent chunk)."""
+    p = pairs.source
     any_kind = sa.or_(*pairs.flags.values())
-    cols = [sa.func.count().label("total"), sa.func.sum(_as_int(sa.not_(any_kind))).label("ok")]
+    key = sa.case((any_kind, sa.func.coalesce(p.c.l_id, p.c.u_legacy_id)), else_=sa.null())
+    cols: list[sa.ColumnElement[Any]] = [
+        sa.func.count().label("total"),
+        sa.func.sum(_as_int(sa.not_(any_kind))).label("ok"),
+    ]
     cols += [sa.func.sum(_as_int(cond)).label(kind) for kind, cond in pairs.flags.items()]
-    row = conn.execute(sa.select(*cols).select_from(pairs.source).where(pairs.scope)).one()
-    return {key: int(value or 0) for key, value in row._mapping.items()}
+    cols.append(ops.key_list(key).label("keys"))
+    row = conn.execute(sa.select(*cols).select_from(p).where(pairs.scope)).one()._mapping
+    keys = sorted({int(k) for k in str(row["keys"]).split(",")}) if row["keys"] else []
+    return {k: int(v or 0) for k, v in row.items() if k != "keys"}, keys
 
 
 def _next_bound(conn: sa.Connection, lt: LegacyTable, lo: int | None, chunk: int) -> int | None:
@@ -359,19 +402,6 @@ def _next_bound(conn: sa.Connection, lt: LegacyTable, lo: int | None, chunk: int
     sub = keys.order_by(lt.id).limit(chunk).subquery()
     hi, n = conn.execute(sa.select(sa.func.max(sub.c.k), sa.func.count()).select_from(sub)).one()
     return int(hi) if n >= chunk else None
-
-
-def _key_chunks(
-    conn: sa.Connection, lt: LegacyTable, chunk: int
-) -> Iterator[tuple[int | None, int | None]]:
-    """(lo, hi] legacy key ranges of ``chunk`` keys; first open below, last open above."""
-    lo: int | None = None
-    while True:
-        hi = _next_bound(conn, lt, lo, chunk)
-        yield lo, hi
-        if hi is None:
-            return
-        lo = hi
 
 
 def _row_values(row: Mapping[Any, Any], prefix: str, names: Sequence[str]) -> dict[str, Any] | None:
@@ -433,39 +463,160 @@ def iter_inconsistent(
         lo = hi
 
 
+# --- the re-check of what looks inconsistent ---------------------------------------
+
+# Keys re-read per transaction: short locks, few round trips.
+RECHECK_BATCH = 500
+
+
+def recheck(
+    ops: DialectOps,
+    lt: LegacyTable,
+    keys: Sequence[int],
+    *,
+    since: datetime | None,
+    project_pending: bool,
+    statement_ms: int,
+    lock_ms: int,
+) -> Iterator[InconsistentRow]:
+    """The pairs of ``keys`` that are still inconsistent once no write to them is in flight.
+
+    A pair seen inconsistent may be a write caught half-way (its writer still holds the
+    entity). Each batch is re-read after taking the entity's rows ``FOR SHARE``, legacy
+    first as the adapter locks them: that waits for the writer's commit, and the re-read
+    judges the rows as they are then (SQLite: the whole file, :meth:`DialectOps.locked_read`).
+    A row still locked after ``lock_ms`` is judged as committed, without the lock.
+    """
+    system = lt.system
+    for start in range(0, len(keys), RECHECK_BATCH):
+        batch = list(keys[start : start + RECHECK_BATCH])
+        pairs = pair_flags(lt, since=since, project_pending=project_pending, keys=batch)
+        try:
+            with ops.locked_read() as conn:
+                ops.bound_statements(conn, statement_ms, lock_ms)
+                conn.execute(
+                    sa.select(lt.id)
+                    .where(lt.id.in_(batch))
+                    .order_by(lt.id)
+                    .with_for_update(read=True)
+                ).all()
+                conn.execute(
+                    sa.select(U.c.id)
+                    .where(U.c.legacy_system == system.value, U.c.legacy_id.in_(batch))
+                    .order_by(U.c.legacy_id)
+                    .with_for_update(read=True)
+                ).all()
+                rows = _inconsistent_rows(conn, pairs, system, None)
+        except sa.exc.OperationalError:  # lock timeout or deadlock: what is committed
+            with ops.engine.connect() as conn:
+                rows = _inconsistent_rows(conn, pairs, system, None)
+        yield from rows
+
+
 # --- the check ------------------------------------------------------------------------
 
 
+@dataclass
+class _Scan:
+    """What one check (or one round of continuous verification) scans, and how."""
+
+    engine: sa.Engine
+    ops: DialectOps
+    settings: Settings
+    since: datetime | None
+    chunk: int
+    examples: int
+    project_pending: bool
+    out: MismatchWriter | None = None
+    recheck: bool = True
+    kept_examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def range(
+        self, conn: sa.Connection, lt: LegacyTable, lo: int | None
+    ) -> tuple[int | None, dict[str, int]]:
+        """Check the range above ``lo``: its upper key (None: the last) and its counts.
+
+        Inconsistent pairs are re-checked (:func:`recheck`) before they are counted,
+        kept as examples or written to --out; the read transaction ends before that.
+        """
+        hi = _next_bound(conn, lt, lo, self.chunk)
+        pairs = pair_flags(lt, lo, hi, self.since, project_pending=self.project_pending)
+        counts, keys = _count_chunk(conn, pairs, self.ops)
+        conn.rollback()  # no snapshot or lock held while re-checking or between ranges
+        if not keys:
+            return hi, counts
+        if self.recheck:
+            found: Iterable[InconsistentRow] = recheck(
+                self.ops,
+                lt,
+                keys,
+                since=self.since,
+                project_pending=self.project_pending,
+                statement_ms=self.settings.statement_timeout_ms,
+                lock_ms=self.settings.lock_timeout_ms,
+            )
+        else:
+            with self.engine.connect() as read:
+                found = _inconsistent_rows(
+                    read, pair_flags(lt, since=self.since, keys=keys), lt.system, None
+                )
+        confirmed = dict.fromkeys(KINDS, 0)
+        n = 0
+        for row in found:
+            n += 1
+            for kind in row.kinds:
+                confirmed[kind] += 1
+            if len(self.kept_examples) < self.examples:
+                self.kept_examples.append(row.as_example())
+            if self.out is not None:
+                self.out.write(row.as_record())
+        return hi, {"total": counts["total"], "ok": max(counts["total"] - n, 0), **confirmed}
+
+
+def _key_span(conn: sa.Connection, lt: LegacyTable) -> tuple[int | None, int | None]:
+    lo, hi = conn.execute(sa.select(sa.func.min(lt.id), sa.func.max(lt.id))).one()
+    return (int(lo) if lo is not None else None, int(hi) if hi is not None else None)
+
+
+def _percent(pos: SystemPosition, span: tuple[int | None, int | None]) -> float:
+    """How much of the system's key span the run has covered (100 when done)."""
+    if pos.done:
+        return 100.0
+    lo, hi = span
+    if pos.position is None or lo is None or hi is None:
+        return 0.0
+    if hi <= lo:
+        return 100.0 if pos.position >= hi else 0.0
+    return round(max(0.0, min(100.0, (pos.position - lo) / (hi - lo) * 100)), 2)
+
+
 def _check_system(
-    conn: sa.Connection,
+    scan: _Scan,
+    run: RunState,
     lt: LegacyTable,
-    since: datetime | None,
-    report: CheckReport,
-    examples: int,
-    chunk: int,
-    project_pending: bool,
-) -> None:
-    counts = dict.fromkeys(("total", "ok", *KINDS), 0)
-    for lo, hi in _key_chunks(conn, lt, chunk):
-        pairs = pair_flags(lt, lo, hi, since, project_pending=project_pending)
-        got = _count_chunk(conn, pairs)
-        for key, value in got.items():
-            counts[key] += value
-        wanted = examples - len(report.examples)
-        if wanted > 0 and got["ok"] < got["total"]:
-            found = _inconsistent_rows(conn, pairs, lt.system, wanted)
-            report.examples.extend(r.as_example() for r in found)
-        # End the read transaction between chunks: no snapshot or lock held for long.
-        conn.rollback()
-    report.per_system[lt.system.value] = {
-        "total": counts["total"],
-        "consistent": counts["ok"],
-        "inconsistencies": {k: counts[k] for k in KINDS},
-    }
-    report.total += counts["total"]
-    report.consistent += counts["ok"]
-    for kind in KINDS:
-        report.inconsistencies[kind] += counts[kind]
+    deadline: float | None,
+    on_range: Callable[[LegacySystemType, SystemPosition], None] | None,
+) -> bool:
+    """Walk one system's ranges from its stored position; False when out of time."""
+    pos = run.systems[lt.system]
+    with scan.engine.connect() as conn:
+        while not pos.done:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            hi, got = scan.range(conn, lt, pos.position)
+            out_bytes = scan.out.sync() if scan.out is not None else None
+            # The range's counts and the position past it, in one transaction: a run
+            # killed at any point has done both or neither.
+            pos.counts = add_counts(pos.counts, got)
+            pos.examples = scan.kept_examples[: scan.examples]
+            pos.position, pos.done = hi, hi is None
+            pos.ranges += 1
+            pos.out_bytes = out_bytes
+            with scan.engine.begin() as write:
+                run.commit(write, lt.system)
+            if on_range is not None:
+                on_range(lt.system, pos)
+    return True
 
 
 def run_check(
@@ -477,34 +628,147 @@ def run_check(
     examples: int = 10,
     store: bool = True,
     chunk: int = DEFAULT_CHUNK,
+    resume: bool | str = False,
+    max_duration: float | None = None,
+    out: str | os.PathLike[str] | None = None,
+    recheck_in_flight: bool = True,
+    on_range: Callable[[LegacySystemType, SystemPosition], None] | None = None,
 ) -> CheckReport:
     """Diff every legacy table in scope against ``unified_transactions``; store the report.
 
     ``since`` (ISO time, age like ``1h``, or datetime) limits the check to pairs where
     either side was updated since then. ``examples`` inconsistent rows are kept in the
-    report with both sides' values.
+    report with both sides' values; ``out`` writes every one to a JSON-lines file.
+
+    The run commits its position after each key range (``unistatus_check_runs``):
+    ``resume=True`` (or a run id) goes on with the latest unfinished run, with its
+    options, after a kill or a ``max_duration`` stop. ``max_duration`` (seconds) stops
+    between ranges; the report is stored with ``complete=False`` and says how far each
+    system got. With ``store=False`` nothing is written (positions stay in memory).
     """
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
         raise InputError(f"examples must be a non-negative integer, got {examples!r}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise InputError(f"chunk must be a positive integer, got {chunk!r}")
-    wanted = parse_systems(systems)
-    since_at = parse_since(since)
-    tables = resolve_legacy_tables(engine, settings, systems=wanted)
-    report = CheckReport(scope=scope_of(wanted, since_at), systems=[s.value for s in wanted])
-    report.since = since_at
+    if max_duration is not None and not max_duration > 0:
+        raise InputError(f"max_duration must be a positive number of seconds, got {max_duration!r}")
+    deadline = time.monotonic() + max_duration if max_duration is not None else None
     started = time.perf_counter()
     try:
-        with engine.connect() as conn:
-            project = pending_replay_exists(conn)
+        run = _open_run(engine, systems, since, examples, chunk, out, resume, store)
+        opts = run.options
+        wanted = [LegacySystemType.parse(s) for s in opts["systems"]]
+        since_at = parse_since(opts["since"])
+        tables = resolve_legacy_tables(engine, settings, systems=wanted)
+        out_path = opts.get("out")
+        writer = MismatchWriter(out_path, keep_bytes=run.out_bytes) if out_path else None
+        try:
+            with engine.connect() as conn:
+                project = pending_replay_exists(conn)
+                spans = {s: _key_span(conn, tables[s]) for s in wanted}
+            scan = _Scan(
+                engine,
+                ops_for(engine),
+                settings,
+                since_at,
+                int(opts["chunk"]),
+                int(opts["examples"]),
+                project,
+                writer,
+                recheck_in_flight,
+            )
+            scan.kept_examples = [e for s in wanted for e in run.systems[s].examples]
+            finished = True
             for system in wanted:
-                _check_system(conn, tables[system], since_at, report, examples, chunk, project)
+                if not _check_system(scan, run, tables[system], deadline, on_range):
+                    finished = False
+                    break
+        finally:
+            if writer is not None:
+                writer.close()
     except sa.exc.OperationalError as exc:
         raise StorageError(f"check failed: {str(exc.orig).strip()}") from None
+    report = _report_of(run, wanted, since_at, spans)
+    report.examples = scan.kept_examples[: scan.examples]
     report.duration_ms = (time.perf_counter() - started) * 1000
     report.created_at = utcnow()
+    report.complete = finished
+    if finished:
+        run.finish(engine)
     if store:
         _store(engine, report)
+    return report
+
+
+def _open_run(
+    engine: sa.Engine,
+    systems: Iterable[LegacySystemType | str] | LegacySystemType | str | None,
+    since: str | datetime | None,
+    examples: int,
+    chunk: int,
+    out: str | os.PathLike[str] | None,
+    resume: bool | str,
+    store: bool,
+) -> RunState:
+    if resume is False:
+        wanted = parse_systems(systems)
+        since_at = parse_since(since)
+        options = {
+            "systems": [s.value for s in wanted],
+            "since": since_at.isoformat() if since_at else None,
+            "scope": scope_of(wanted, since_at),
+            "chunk": chunk,
+            "examples": examples,
+            "out": str(Path(out).resolve()) if out is not None else None,
+        }
+        return RunState.start(engine, options, wanted, persist=store)
+    if systems is not None or since is not None or out is not None:
+        raise InputError(
+            "a resumed run keeps its own systems, --since and --out: give none of them"
+        )
+    if not store:
+        raise InputError("a resumed run stores its report (store=False cannot resume)")
+    with engine.connect() as conn:
+        name = resume if isinstance(resume, str) else latest_unfinished(conn)
+        state = RunState.load(conn, name) if name else None
+    if state is None or name == CONTINUOUS:
+        raise InputError(
+            "no interrupted check run to resume"
+            + (f" named {resume!r}" if isinstance(resume, str) else "")
+            + ": run `unistatus check` without --resume"
+        )
+    if state.complete:
+        raise InputError(f"check run {name} already covered everything: nothing to resume")
+    return state
+
+
+def _report_of(
+    run: RunState,
+    wanted: Sequence[LegacySystemType],
+    since: datetime | None,
+    spans: Mapping[LegacySystemType, tuple[int | None, int | None]],
+) -> CheckReport:
+    report = CheckReport(scope=str(run.options["scope"]), systems=[s.value for s in wanted])
+    report.since = since
+    report.run = run.run if run.persist else None
+    report.started_at = run.started_at
+    for system in wanted:
+        pos = run.systems[system]
+        c = pos.counts
+        report.per_system[system.value] = {
+            "total": c["total"],
+            "consistent": c["ok"],
+            "inconsistencies": {k: c[k] for k in KINDS},
+            "complete": pos.done,
+            "ranges": pos.ranges,
+            "position": pos.position,
+            "percent": _percent(pos, spans[system]),
+            "started_at": pos.started_at.isoformat(),
+        }
+        report.total += c["total"]
+        report.consistent += c["ok"]
+        for kind in KINDS:
+            report.inconsistencies[kind] += c[kind]
     return report
 
 
@@ -525,6 +789,8 @@ def _store(engine: sa.Engine, report: CheckReport) -> None:
         "duration_ms": report.duration_ms,
         "started_at": report.started_at,
         "created_at": report.created_at,
+        "complete": report.complete,
+        "run": report.run,
     }
     with engine.begin() as conn:
         report.id = int(
@@ -546,23 +812,37 @@ def _from_row(row: Mapping[Any, Any]) -> CheckReport:
         since=as_utc(row["since"]),
         duration_ms=float(row["duration_ms"]),
         id=int(row["id"]),
+        complete=bool(row["complete"]),
+        run=row["run"],
     )
     report.started_at = as_utc(row["started_at"]) or report.started_at
     report.created_at = as_utc(row["created_at"]) or report.created_at
     return report
 
 
-def latest_report(engine: sa.Engine, *, scope: str | None = None) -> CheckReport | None:
+def latest_report(
+    engine: sa.Engine,
+    *,
+    scope: str | None = None,
+    complete: bool = False,
+    covering_since: datetime | None = None,
+) -> CheckReport | None:
     """The most recent stored report (of ``scope``, e.g. :data:`FULL_SCOPE`), or None.
 
     ``scope=None`` returns the most recent report whatever its scope; a phase gate that
-    needs "everything is consistent" should ask for ``scope="all"``.
+    needs "everything is consistent" should ask for ``scope="all"`` and ``complete=True``
+    (a run stopped by --max-duration is stored too, and covered only part of the keys).
+    ``covering_since``: only reports of every change since then (no ``since``, or an
+    earlier one), so a newer, narrower report (continuous verification) does not hide it.
     """
-    q = sa.select(check_reports).order_by(
-        check_reports.c.created_at.desc(), check_reports.c.id.desc()
-    )
+    R = check_reports
+    q = sa.select(R).order_by(R.c.created_at.desc(), R.c.id.desc())
     if scope is not None:
-        q = q.where(check_reports.c.scope == scope)
+        q = q.where(R.c.scope == scope)
+    if complete:
+        q = q.where(R.c.complete.is_(True))
+    if covering_since is not None:
+        q = q.where(sa.or_(R.c.since.is_(None), R.c.since <= covering_since))
     with engine.connect() as conn:
         row = conn.execute(q.limit(1)).mappings().first()
     return _from_row(row) if row else None
