@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,15 +21,11 @@ import sqlalchemy as sa
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import DialectOps, ops_for
-from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable, resolve_legacy_tables
-from unistatus.db.tables import pending_legacy_changes, unified_transactions
+from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables_check import check_reports
-from unistatus.domain import consistency
-from unistatus.domain.consistency import InconsistencyKind
-from unistatus.domain.mapping import LegacyStatusMapper, compatible_clause
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
-from unistatus.migration.check_out import MismatchWriter, mismatch_record
+from unistatus.migration.check_out import MismatchWriter
 from unistatus.migration.check_runs import (
     CONTINUOUS,
     RunState,
@@ -37,10 +33,26 @@ from unistatus.migration.check_runs import (
     add_counts,
     latest_unfinished,
 )
+from unistatus.migration.check_sql import (
+    DEFAULT_CHUNK,
+    KINDS,
+    RECHECK_BATCH,
+    InconsistentRow,
+    count_chunk,
+    inconsistent_rows,
+    iter_inconsistent,
+    next_bound,
+    pair_flags,
+    pending_replay_exists,
+    projected_legacy_status,
+    recheck,
+    rule_flags,
+)
 
 __all__ = [
     "DEFAULT_CHUNK",
     "RECHECK_BATCH",
+    "RangeScan",
     "FULL_SCOPE",
     "KINDS",
     "CheckReport",
@@ -48,23 +60,21 @@ __all__ = [
     "iter_inconsistent",
     "latest_report",
     "pair_flags",
+    "pending_replay_exists",
+    "projected_legacy_status",
     "recheck",
     "rule_flags",
+    "parse_duration",
     "parse_since",
     "parse_systems",
     "run_check",
     "scope_of",
+    "store_report",
 ]
 
-U = unified_transactions
-KINDS = tuple(k.value for k in InconsistencyKind)
 FULL_SCOPE = "all"  # every system, every row: what phase gates should read
-# Legacy keys per statement: big enough that per-statement overhead is negligible,
-# small enough that each statement is short (no long snapshot, quick cancel).
-DEFAULT_CHUNK = 100_000
 _RELATIVE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-_mapper = LegacyStatusMapper()
 
 
 @dataclass
@@ -126,34 +136,6 @@ class CheckReport:
         }
 
 
-@dataclass(frozen=True)
-class InconsistentRow:
-    """One legacy/unified pair the SQL rule flagged, with both sides' values."""
-
-    system: LegacySystemType
-    legacy_id: int | None
-    transaction_id: str | None
-    kinds: tuple[str, ...]
-    legacy: Mapping[str, Any] | None
-    unified: Mapping[str, Any] | None
-
-    def as_example(self) -> dict[str, Any]:
-        details = consistency.compare(self.system, self.legacy, self.unified)
-        return {
-            "system": self.system.value,
-            "legacy_id": self.legacy_id,
-            "transaction_id": self.transaction_id,
-            "kinds": list(self.kinds),
-            "details": [d.as_dict() for d in details],
-        }
-
-    def as_record(self) -> dict[str, Any]:
-        """Its line of ``check --out`` (:mod:`unistatus.migration.check_out`)."""
-        return mismatch_record(
-            self.system, self.legacy_id, self.transaction_id, self.kinds, self.legacy, self.unified
-        )
-
-
 # --- inputs ---------------------------------------------------------------------------
 
 
@@ -179,6 +161,25 @@ def parse_since(value: str | datetime | None, *, now: datetime | None = None) ->
             "like 30s, 15m, 1h, 2d, 1w"
         ) from None
     return as_utc(parsed)
+
+
+def parse_duration(value: str | float | None) -> float | None:
+    """Seconds from ``90s``, ``10m``, ``1h`` or a plain number of seconds (None: no bound)."""
+    if value is None or isinstance(value, int | float):
+        return float(value) if value is not None else None
+    text = value.strip()
+    match = _RELATIVE.match(text)
+    try:
+        seconds = (
+            timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))}).total_seconds()
+            if match
+            else float(text)
+        )
+    except (ValueError, OverflowError):
+        seconds = -1.0
+    if not seconds > 0:
+        raise InputError(f"--max-duration {value!r}: give a duration like 90s, 10m or 1h")
+    return seconds
 
 
 def parse_systems(
@@ -207,317 +208,11 @@ def scope_of(systems: Sequence[LegacySystemType], since: datetime | None) -> str
     return " ".join(parts) or FULL_SCOPE
 
 
-# --- the rule in SQL ------------------------------------------------------------------
-
-
-# The columns each side of a pair carries: the rule's (key, status, DATA_COLUMNS) and
-# ``updated_at`` for ``--since``; unified adds its legacy key and legacy status image.
-_L_NAMES = tuple(name for name in LEGACY_COLUMNS if name != "created_at")
-_U_NAMES = ("id", "legacy_id", "status", "legacy_status", *DATA_COLUMNS, "updated_at")
-
-
-@dataclass(frozen=True)
-class _Pairs:
-    """Every legacy/unified pair of one key range, with the rule as one flag per kind.
-
-    ``source`` has the legacy side's columns as ``l_<name>`` and the unified side's as
-    ``u_<name>`` (NULL for the side that is absent).
-    """
-
-    source: sa.Subquery
-    flags: dict[str, sa.ColumnElement[bool]]
-    scope: sa.ColumnElement[bool]
-
-
-def _range(col: sa.ColumnElement[Any], lo: int | None, hi: int | None) -> list[Any]:
-    out: list[Any] = []
-    if lo is not None:
-        out.append(col > lo)
-    if hi is not None:
-        out.append(col <= hi)
-    return out
-
-
-def _among(col: sa.ColumnElement[Any], keys: Sequence[int] | None) -> list[Any]:
-    return [] if keys is None else [col.in_(list(keys))]
-
-
-def rule_flags(
-    system: LegacySystemType,
-    l: Mapping[str, sa.ColumnElement[Any]],  # noqa: E741 - the spec's names
-    u: Mapping[str, sa.ColumnElement[Any]],
-) -> dict[str, sa.ColumnElement[bool]]:
-    """The spec's consistency rule as one boolean SQL expression per kind.
-
-    ``l`` and ``u`` map ``id``, ``status`` and the DATA_COLUMNS (``u`` also
-    ``legacy_status``) to the two sides' columns (NULL ``id`` = that side is absent; ``u``
-    rows must all point at a legacy row, rows born unified are no orphans). Each
-    expression is never NULL, so ``CASE WHEN`` and ``NOT`` mean what they say, and each
-    mirrors :func:`unistatus.domain.consistency.compare` clause by clause.
-    """
-    has_l, has_u = l["id"].is_not(None), u["id"].is_not(None)
-    known = list(_mapper.forward_table(system))
-    mappable = sa.and_(l["status"].is_not(None), l["status"].in_(known))
-
-    def differs(name: str) -> sa.ColumnElement[bool]:
-        # As in compare: an amount is compared as a number, and NULL equals nothing.
-        if name == "amount":
-            return sa.or_(l[name].is_(None), u[name].is_(None), l[name] != u[name])
-        return l[name].is_distinct_from(u[name])
-
-    flags = {
-        InconsistencyKind.MISSING_UNIFIED: sa.and_(has_l, u["id"].is_(None)),
-        InconsistencyKind.ORPHAN_UNIFIED: sa.and_(l["id"].is_(None), has_u),
-        InconsistencyKind.STATUS_MISMATCH: sa.and_(
-            has_l, has_u, mappable, sa.not_(compatible_clause(system, l["status"], u["status"]))
-        ),
-        InconsistencyKind.FIELD_MISMATCH: sa.and_(
-            has_l,
-            has_u,
-            sa.or_(*(differs(name) for name in DATA_COLUMNS)),
-        ),
-        InconsistencyKind.UNMAPPABLE_LEGACY: sa.and_(has_l, sa.not_(mappable)),
-        InconsistencyKind.LEGACY_STATUS_DRIFT: sa.and_(
-            has_l,
-            has_u,
-            mappable,
-            compatible_clause(system, l["status"], u["status"]),
-            l["status"].is_distinct_from(u["legacy_status"]),
-        ),
-    }
-    return {str(k): v for k, v in flags.items()}
-
-
-def pair_flags(
-    lt: LegacyTable,
-    lo: int | None = None,
-    hi: int | None = None,
-    since: datetime | None = None,
-    *,
-    project_pending: bool = False,
-    keys: Sequence[int] | None = None,
-) -> _Pairs:
-    """The pairs of legacy keys in (lo, hi] (None: open) and the rule over them.
-
-    ``keys``: only the pairs of those legacy keys (index look-ups: the re-check).
-
-    A full outer join, written as the two halves every engine plans well: legacy rows
-    LEFT JOIN their unified row (an index lookup by legacy system + id, the range
-    repeated on the unified side so PostgreSQL can merge two index ranges), UNION ALL
-    the unified rows of the range whose legacy row does not exist (orphans, an
-    anti-join on the legacy primary key). SQLite has no index on a materialised
-    subquery, so a literal FULL JOIN of two filtered subqueries is quadratic there.
-    """
-    if lt.status is None:
-        raise StorageError(f"legacy table {lt.name!r} has no status column any more")
-    system = lt.system
-    lcols: dict[str, sa.ColumnElement[Any]] = {name: lt.column(name) for name in _L_NAMES}
-    if project_pending:
-        lcols["status"] = projected_legacy_status(lt.status)
-    ucols = {name: U.c[name] for name in _U_NAMES}
-    on = sa.and_(
-        U.c.legacy_system == system.value,
-        U.c.legacy_id == lt.id,
-        *_range(U.c.legacy_id, lo, hi),
-        *_among(U.c.legacy_id, keys),
-    )
-    matched = (
-        sa.select(
-            *[c.label(f"l_{n}") for n, c in lcols.items()],
-            *[c.label(f"u_{n}") for n, c in ucols.items()],
-        )
-        .select_from(lt.table.outerjoin(U, on))
-        .where(*_range(lt.id, lo, hi), *_among(lt.id, keys))
-    )
-    gone = ~sa.exists(sa.select(lt.id).where(lt.id == U.c.legacy_id))
-    orphans = sa.select(
-        *[sa.cast(sa.null(), c.type).label(f"l_{n}") for n, c in lcols.items()],
-        *[c.label(f"u_{n}") for n, c in ucols.items()],
-    ).where(
-        U.c.legacy_system == system.value,
-        U.c.legacy_id.is_not(None),
-        *_range(U.c.legacy_id, lo, hi),
-        *_among(U.c.legacy_id, keys),
-        gone,
-    )
-    p = sa.union_all(matched, orphans).subquery("p")
-    flags = rule_flags(
-        system,
-        {n: p.c[f"l_{n}"] for n in _L_NAMES},
-        {n: p.c[f"u_{n}"] for n in _U_NAMES},
-    )
-    scope: sa.ColumnElement[bool] = sa.true()
-    if since is not None:
-        scope = sa.or_(p.c.l_updated_at >= since, p.c.u_updated_at >= since)
-    return _Pairs(p, flags, scope)
-
-
-def projected_legacy_status(status: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """The legacy status as it will be once the changes made in UNIFIED_ONLY are replayed.
-
-    Legacy is frozen in UNIFIED_ONLY by design; each change made meanwhile is recorded
-    for replay and the unified row keeps its legacy image (``legacy_status``). Comparing
-    the frozen value would report every such change as a mismatch (and let the alerts
-    roll back a healthy phase 4), so where a replay is pending the image stands in.
-    """
-    pending = sa.exists().where(
-        pending_legacy_changes.c.transaction_id == U.c.id,
-        pending_legacy_changes.c.replayed_at.is_(None),
-    )
-    return sa.case((pending, U.c.legacy_status), else_=status)
-
-
-def pending_replay_exists(conn: sa.Connection) -> bool:
-    """Whether any change awaits replay to legacy (only then is the projection needed)."""
-    q = sa.select(pending_legacy_changes.c.id).where(pending_legacy_changes.c.replayed_at.is_(None))
-    return conn.execute(q.limit(1)).first() is not None
-
-
-def _as_int(cond: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-    return sa.case((cond, 1), else_=0)
-
-
-def _count_chunk(
-    conn: sa.Connection, pairs: _Pairs, ops: DialectOps
-) -> tuple[dict[str, int], list[int]]:
-    """One statement: the counts of one chunk, summed by the database, and the legacy
-    keys of its inconsistent pairs (to re-check; none in a consistent chunk)."""
-    p = pairs.source
-    any_kind = sa.or_(*pairs.flags.values())
-    key = sa.case((any_kind, sa.func.coalesce(p.c.l_id, p.c.u_legacy_id)), else_=sa.null())
-    cols: list[sa.ColumnElement[Any]] = [
-        sa.func.count().label("total"),
-        sa.func.sum(_as_int(sa.not_(any_kind))).label("ok"),
-    ]
-    cols += [sa.func.sum(_as_int(cond)).label(kind) for kind, cond in pairs.flags.items()]
-    cols.append(ops.key_list(key).label("keys"))
-    row = conn.execute(sa.select(*cols).select_from(p).where(pairs.scope)).one()._mapping
-    keys = sorted({int(k) for k in str(row["keys"]).split(",")}) if row["keys"] else []
-    return {k: int(v or 0) for k, v in row.items() if k != "keys"}, keys
-
-
-def _next_bound(conn: sa.Connection, lt: LegacyTable, lo: int | None, chunk: int) -> int | None:
-    """The upper key of the chunk after ``lo``, or None when it is the last (open) one."""
-    keys = sa.select(lt.id.label("k")).where(*_range(lt.id, lo, None))
-    sub = keys.order_by(lt.id).limit(chunk).subquery()
-    hi, n = conn.execute(sa.select(sa.func.max(sub.c.k), sa.func.count()).select_from(sub)).one()
-    return int(hi) if n >= chunk else None
-
-
-def _row_values(row: Mapping[Any, Any], prefix: str, names: Sequence[str]) -> dict[str, Any] | None:
-    values = {name: row[f"{prefix}{name}"] for name in names}
-    return values if values["id"] is not None else None
-
-
-def _inconsistent_rows(
-    conn: sa.Connection, pairs: _Pairs, system: LegacySystemType, limit: int | None
-) -> list[InconsistentRow]:
-    p = pairs.source
-    cols = [p.c[f"l_{n}"] for n in _L_NAMES] + [p.c[f"u_{n}"] for n in _U_NAMES]
-    cols += [cond.label(f"f_{kind}") for kind, cond in pairs.flags.items()]
-    q = sa.select(*cols).select_from(p).where(pairs.scope, sa.or_(*pairs.flags.values()))
-    if limit is not None:
-        # No ORDER BY: the database stops at the first ``limit`` rows it finds instead of
-        # reading the whole chunk a second time; the rows are sorted below.
-        q = q.limit(limit)
-    out = []
-    for row in conn.execute(q).mappings():
-        legacy = _row_values(row, "l_", _L_NAMES)
-        unified = _row_values(row, "u_", _U_NAMES)
-        out.append(
-            InconsistentRow(
-                system=system,
-                legacy_id=row["l_id"] if legacy else row["u_legacy_id"],
-                transaction_id=row["u_id"],
-                kinds=tuple(k for k in KINDS if row[f"f_{k}"]),
-                legacy=legacy,
-                unified=unified,
-            )
-        )
-    out.sort(key=lambda r: r.legacy_id or 0)
-    return out
-
-
-def iter_inconsistent(
-    engine: sa.Engine,
-    lt: LegacyTable,
-    *,
-    since: datetime | None = None,
-    chunk: int = DEFAULT_CHUNK,
-) -> Iterator[list[InconsistentRow]]:
-    """Every inconsistent pair of one system, one list per key chunk (a fresh read).
-
-    Each chunk's read transaction ends before the list is yielded, so the caller may
-    write (repair) between chunks without holding a snapshot or locks open.
-    """
-    lo: int | None = None
-    while True:
-        with engine.connect() as conn:
-            hi = _next_bound(conn, lt, lo, chunk)
-            project = pending_replay_exists(conn)
-            pairs = pair_flags(lt, lo, hi, since, project_pending=project)
-            rows = _inconsistent_rows(conn, pairs, lt.system, None)
-        yield rows
-        if hi is None:
-            return
-        lo = hi
-
-
-# --- the re-check of what looks inconsistent ---------------------------------------
-
-# Keys re-read per transaction: short locks, few round trips.
-RECHECK_BATCH = 500
-
-
-def recheck(
-    ops: DialectOps,
-    lt: LegacyTable,
-    keys: Sequence[int],
-    *,
-    since: datetime | None,
-    project_pending: bool,
-    statement_ms: int,
-    lock_ms: int,
-) -> Iterator[InconsistentRow]:
-    """The pairs of ``keys`` that are still inconsistent once no write to them is in flight.
-
-    A pair seen inconsistent may be a write caught half-way (its writer still holds the
-    entity). Each batch is re-read after taking the entity's rows ``FOR SHARE``, legacy
-    first as the adapter locks them: that waits for the writer's commit, and the re-read
-    judges the rows as they are then (SQLite: the whole file, :meth:`DialectOps.locked_read`).
-    A row still locked after ``lock_ms`` is judged as committed, without the lock.
-    """
-    system = lt.system
-    for start in range(0, len(keys), RECHECK_BATCH):
-        batch = list(keys[start : start + RECHECK_BATCH])
-        pairs = pair_flags(lt, since=since, project_pending=project_pending, keys=batch)
-        try:
-            with ops.locked_read() as conn:
-                ops.bound_statements(conn, statement_ms, lock_ms)
-                conn.execute(
-                    sa.select(lt.id)
-                    .where(lt.id.in_(batch))
-                    .order_by(lt.id)
-                    .with_for_update(read=True)
-                ).all()
-                conn.execute(
-                    sa.select(U.c.id)
-                    .where(U.c.legacy_system == system.value, U.c.legacy_id.in_(batch))
-                    .order_by(U.c.legacy_id)
-                    .with_for_update(read=True)
-                ).all()
-                rows = _inconsistent_rows(conn, pairs, system, None)
-        except sa.exc.OperationalError:  # lock timeout or deadlock: what is committed
-            with ops.engine.connect() as conn:
-                rows = _inconsistent_rows(conn, pairs, system, None)
-        yield from rows
-
-
 # --- the check ------------------------------------------------------------------------
 
 
 @dataclass
-class _Scan:
+class RangeScan:
     """What one check (or one round of continuous verification) scans, and how."""
 
     engine: sa.Engine
@@ -539,9 +234,9 @@ class _Scan:
         Inconsistent pairs are re-checked (:func:`recheck`) before they are counted,
         kept as examples or written to --out; the read transaction ends before that.
         """
-        hi = _next_bound(conn, lt, lo, self.chunk)
+        hi = next_bound(conn, lt, lo, self.chunk)
         pairs = pair_flags(lt, lo, hi, self.since, project_pending=self.project_pending)
-        counts, keys = _count_chunk(conn, pairs, self.ops)
+        counts, keys = count_chunk(conn, pairs, self.ops)
         conn.rollback()  # no snapshot or lock held while re-checking or between ranges
         if not keys:
             return hi, counts
@@ -557,7 +252,7 @@ class _Scan:
             )
         else:
             with self.engine.connect() as read:
-                found = _inconsistent_rows(
+                found = inconsistent_rows(
                     read, pair_flags(lt, since=self.since, keys=keys), lt.system, None
                 )
         confirmed = dict.fromkeys(KINDS, 0)
@@ -591,7 +286,7 @@ def _percent(pos: SystemPosition, span: tuple[int | None, int | None]) -> float:
 
 
 def _check_system(
-    scan: _Scan,
+    scan: RangeScan,
     run: RunState,
     lt: LegacyTable,
     deadline: float | None,
@@ -666,7 +361,7 @@ def run_check(
             with engine.connect() as conn:
                 project = pending_replay_exists(conn)
                 spans = {s: _key_span(conn, tables[s]) for s in wanted}
-            scan = _Scan(
+            scan = RangeScan(
                 engine,
                 ops_for(engine),
                 settings,
@@ -696,7 +391,7 @@ def run_check(
     if finished:
         run.finish(engine)
     if store:
-        _store(engine, report)
+        store_report(engine, report)
     return report
 
 
@@ -775,7 +470,7 @@ def _report_of(
 # --- stored reports -------------------------------------------------------------------
 
 
-def _store(engine: sa.Engine, report: CheckReport) -> None:
+def store_report(engine: sa.Engine, report: CheckReport) -> None:
     values = {
         "scope": report.scope,
         "systems": report.systems,
