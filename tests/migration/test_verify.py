@@ -72,7 +72,7 @@ def test_a_mismatch_seen_while_a_write_is_in_flight_is_rechecked(
             sa.select(U.c.status).where(U.c.legacy_system == "CASHOUT", U.c.legacy_id == 7)
         ).scalar_one()
     with pg.engine.begin() as conn:  # committed: half of a write (its unified side stale)
-        _set_unified(conn, 7, status=_wrong_status(pg, 7))
+        _set_unified(conn, 7, status=_wrong_status(pg, 7), updated_at=utcnow())
     writer = pg.engine.connect()
     writer.begin()
     writer.execute(sa.select(lt.id).where(lt.id == 7).with_for_update())  # the entity lock

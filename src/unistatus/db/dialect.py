@@ -261,10 +261,6 @@ class DialectOps:
             with conn.begin():
                 yield conn
 
-    def key_list(self, key: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
-        """An aggregate: the non-NULL values of ``key`` as one comma-separated text."""
-        return sa.func.group_concat(key, ",")
-
 
 class SQLiteOps(DialectOps):
     name = "sqlite"
@@ -348,9 +344,6 @@ class PostgresOps(DialectOps):
     ) -> sa.ColumnElement[Any]:
         one_second = sa.literal_column("INTERVAL '1 second'", sa.Interval)
         return sa.literal(moment, sa.DateTime(timezone=True)) - seconds * one_second
-
-    def key_list(self, key: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
-        return sa.func.string_agg(sa.cast(key, sa.Text), ",")
 
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")

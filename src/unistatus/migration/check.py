@@ -45,9 +45,14 @@ from unistatus.migration.check_sql import (
     pair_flags,
     pending_replay_exists,
     projected_legacy_status,
+    recent_clause,
     recheck,
     rule_flags,
 )
+
+# Inconsistent pairs updated this recently may be a write in flight: they are re-checked.
+# Older ones have been inconsistent for longer than any write takes.
+RECHECK_WINDOW = timedelta(minutes=5)
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -231,17 +236,29 @@ class RangeScan:
     ) -> tuple[int | None, dict[str, int]]:
         """Check the range above ``lo``: its upper key (None: the last) and its counts.
 
-        Inconsistent pairs are re-checked (:func:`recheck`) before they are counted,
-        kept as examples or written to --out; the read transaction ends before that.
+        Inconsistent pairs updated within :data:`RECHECK_WINDOW` (a write may be in
+        flight) are re-checked (:func:`recheck`) before they are counted, kept as
+        examples or written to --out; older ones have been inconsistent for longer than
+        any write takes. Nothing more is read for a consistent range.
         """
         hi = next_bound(conn, lt, lo, self.chunk)
         pairs = pair_flags(lt, lo, hi, self.since, project_pending=self.project_pending)
-        counts, keys = count_chunk(conn, pairs, self.ops)
-        conn.rollback()  # no snapshot or lock held while re-checking or between ranges
-        if not keys:
+        cutoff = utcnow() - RECHECK_WINDOW
+        counts, recent = count_chunk(conn, pairs, cutoff)
+        if counts["ok"] >= counts["total"]:
+            conn.rollback()
             return hi, counts
-        if self.recheck:
-            found: Iterable[InconsistentRow] = recheck(
+        # The recent inconsistent pairs, as first seen, then as they are once no write
+        # to them is in flight (None: consistent now, a write caught half-way).
+        now: dict[int, InconsistentRow | None] = {}
+        if recent and self.recheck:
+            seen = inconsistent_rows(
+                conn, pairs, lt.system, None, also=recent_clause(pairs, cutoff)
+            )
+            conn.rollback()  # no snapshot held while waiting for writers
+            keys = sorted({r.legacy_id for r in seen if r.legacy_id is not None})
+            now = dict.fromkeys(keys)
+            for row in recheck(
                 self.ops,
                 lt,
                 keys,
@@ -249,23 +266,32 @@ class RangeScan:
                 project_pending=self.project_pending,
                 statement_ms=self.settings.statement_timeout_ms,
                 lock_ms=self.settings.lock_timeout_ms,
-            )
-        else:
-            with self.engine.connect() as read:
-                found = inconsistent_rows(
-                    read, pair_flags(lt, since=self.since, keys=keys), lt.system, None
-                )
-        confirmed = dict.fromkeys(KINDS, 0)
-        n = 0
-        for row in found:
-            n += 1
-            for kind in row.kinds:
-                confirmed[kind] += 1
-            if len(self.kept_examples) < self.examples:
-                self.kept_examples.append(row.as_example())
-            if self.out is not None:
-                self.out.write(row.as_record())
-        return hi, {"total": counts["total"], "ok": max(counts["total"] - n, 0), **confirmed}
+            ):
+                if row.legacy_id is not None:
+                    now[row.legacy_id] = row
+            for first in seen:  # counted as first seen: count them as they are now
+                counts["ok"] += 1
+                for kind in first.kinds:
+                    counts[kind] -= 1
+            for still in now.values():
+                if still is not None:
+                    counts["ok"] -= 1
+                    for kind in still.kinds:
+                        counts[kind] += 1
+        wanted = self.examples - len(self.kept_examples)
+        if wanted > 0 or self.out is not None:
+            listed = inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
+            for first in listed:
+                shown = now.get(first.legacy_id, first) if first.legacy_id in now else first
+                if shown is None:
+                    continue
+                if len(self.kept_examples) < self.examples:
+                    self.kept_examples.append(shown.as_example())
+                if self.out is not None:
+                    self.out.write(shown.as_record())
+        conn.rollback()
+        counts["ok"] = max(0, min(counts["ok"], counts["total"]))
+        return hi, counts
 
 
 def _key_span(conn: sa.Connection, lt: LegacyTable) -> tuple[int | None, int | None]:

@@ -37,6 +37,7 @@ __all__ = [
     "pair_flags",
     "pending_replay_exists",
     "projected_legacy_status",
+    "recent_clause",
     "recheck",
     "rule_flags",
 ]
@@ -247,23 +248,32 @@ def _as_int(cond: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
     return sa.case((cond, 1), else_=0)
 
 
-def count_chunk(
-    conn: sa.Connection, pairs: _Pairs, ops: DialectOps
-) -> tuple[dict[str, int], list[int]]:
-    """One statement: the counts of one chunk, summed by the database, and the legacy
-    keys of its inconsistent pairs (to re-check; none in a consistent chunk)."""
+def recent_clause(pairs: _Pairs, since: datetime) -> sa.ColumnElement[bool]:
+    """Either side of the pair was updated at or after ``since``."""
     p = pairs.source
+    return sa.or_(p.c.l_updated_at >= since, p.c.u_updated_at >= since)
+
+
+def count_chunk(
+    conn: sa.Connection, pairs: _Pairs, recent_since: datetime
+) -> tuple[dict[str, int], int]:
+    """One statement: the counts of one chunk, summed by the database, and how many of
+    its inconsistent pairs were updated since ``recent_since`` (the ones to re-check).
+
+    Only plain sums: PostgreSQL keeps its parallel aggregate (no ``string_agg``).
+    """
     any_kind = sa.or_(*pairs.flags.values())
-    key = sa.case((any_kind, sa.func.coalesce(p.c.l_id, p.c.u_legacy_id)), else_=sa.null())
     cols: list[sa.ColumnElement[Any]] = [
         sa.func.count().label("total"),
         sa.func.sum(_as_int(sa.not_(any_kind))).label("ok"),
     ]
     cols += [sa.func.sum(_as_int(cond)).label(kind) for kind, cond in pairs.flags.items()]
-    cols.append(ops.key_list(key).label("keys"))
-    row = conn.execute(sa.select(*cols).select_from(p).where(pairs.scope)).one()._mapping
-    keys = sorted({int(k) for k in str(row["keys"]).split(",")}) if row["keys"] else []
-    return {k: int(v or 0) for k, v in row.items() if k != "keys"}, keys
+    cols.append(
+        sa.func.sum(_as_int(sa.and_(any_kind, recent_clause(pairs, recent_since)))).label("recent")
+    )
+    row = conn.execute(sa.select(*cols).select_from(pairs.source).where(pairs.scope)).one()
+    got = {k: int(v or 0) for k, v in row._mapping.items()}
+    return {k: v for k, v in got.items() if k != "recent"}, got["recent"]
 
 
 def next_bound(conn: sa.Connection, lt: LegacyTable, lo: int | None, chunk: int) -> int | None:
@@ -280,12 +290,19 @@ def _row_values(row: Mapping[Any, Any], prefix: str, names: Sequence[str]) -> di
 
 
 def inconsistent_rows(
-    conn: sa.Connection, pairs: _Pairs, system: LegacySystemType, limit: int | None
+    conn: sa.Connection,
+    pairs: _Pairs,
+    system: LegacySystemType,
+    limit: int | None,
+    *,
+    also: sa.ColumnElement[bool] | None = None,
 ) -> list[InconsistentRow]:
     p = pairs.source
     cols = [p.c[f"l_{n}"] for n in _L_NAMES] + [p.c[f"u_{n}"] for n in _U_NAMES]
     cols += [cond.label(f"f_{kind}") for kind, cond in pairs.flags.items()]
     q = sa.select(*cols).select_from(p).where(pairs.scope, sa.or_(*pairs.flags.values()))
+    if also is not None:
+        q = q.where(also)
     if limit is not None:
         # No ORDER BY: the database stops at the first ``limit`` rows it finds instead of
         # reading the whole chunk a second time; the rows are sorted below.
