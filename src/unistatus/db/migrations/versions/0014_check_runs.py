@@ -6,8 +6,8 @@ continuous verification. ``unistatus_check_reports`` gains ``complete`` (a run s
 ``--max-duration`` is stored, but is no full check) and ``run``; existing reports were
 complete runs.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
