@@ -142,7 +142,7 @@ def raw_statement(lt: LegacyTable) -> sa.Select[Any]:
     assert lt.status is not None
     lcols = {"id": lt.id, "status": lt.status, "user_id": lt.user_id}
     lcols.update(amount=lt.amount, currency=lt.currency)
-    ucols = {n: U.c[n] for n in ("id", "status", "user_id", "amount", "currency")}
+    ucols = {n: U.c[n] for n in ("id", "status", "legacy_status", "user_id", "amount", "currency")}
     flags = rule_flags(SYSTEM, lcols, ucols)
     on = sa.and_(U.c.legacy_system == SYSTEM.value, U.c.legacy_id == lt.id)
     # Unmatched unified rows of other systems, or born unified, are not this table's.

@@ -301,7 +301,8 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
 
     # `init` of today: the main chain's revisions after 0009 (0010: a column of the stats
     # table; 0011: the capture's tables and the quarantine's writer; 0012: three indexes
-    # dropped; 0013: the backfill workers' table), nothing else; still retired, and says so.
+    # dropped; 0013: the backfill workers' table; 0014: the check runs, two columns of the
+    # check reports), nothing else; still retired, and says so.
     assert schema.upgrade(old.engine, old.settings) == schema.RETIRE_REVISION
     assert schema.upgrade(old.engine, old.settings, "main@head") == schema.RETIRE_REVISION
     assert set(schema.current_heads(old.engine)) == {schema.INSTALL_REVISION, "0006"}
@@ -311,16 +312,18 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
         "unistatus_capture_changed",
         "unistatus_writer_marks",
         "unistatus_backfill_workers",
+        "unistatus_check_runs",
     }
     assert set(after["tables"]) - set(retired_shape["tables"]) == added
     for table in added:
         retired_shape["tables"][table] = after["tables"][table]
-    for table, column in (
-        ("unistatus_operation_stats", "rolled_back"),
-        ("unistatus_backfill_quarantine", "writer"),
+    for table, new_columns in (
+        ("unistatus_operation_stats", {"rolled_back"}),
+        ("unistatus_backfill_quarantine", {"writer"}),
+        ("unistatus_check_reports", {"complete", "run"}),
     ):
         columns = after["tables"][table]["columns"]
-        assert set(columns) - set(retired_shape["tables"][table]["columns"]) == {column}
+        assert set(columns) - set(retired_shape["tables"][table]["columns"]) == new_columns
         retired_shape["tables"][table]["columns"] = columns
     for table, names in DROPPED_BY_0012.items():
         indexes = retired_shape["tables"][table]["indexes"]

@@ -61,7 +61,8 @@ def test_counts_every_kind_exactly_at_any_chunk_size(db: Any, chunk: int) -> Non
     assert report.consistent == 3 * one["consistent"]
     assert report.inconsistencies == {k: 3 * v for k, v in one["inconsistencies"].items()}
     for system in LegacySystemType:
-        assert report.per_system[system.value] == one
+        assert {k: report.per_system[system.value][k] for k in one} == one
+        assert report.per_system[system.value]["complete"] is True
     assert report.consistency_rate == pytest.approx(one["consistent"] / one["total"])
     assert not report.is_consistent
 
@@ -260,12 +261,19 @@ def test_migration_creates_and_drops_the_reports_table(sqlite_db: Any) -> None:
 
 
 def test_memory_does_not_grow_with_the_table(sqlite_db: Any) -> None:
-    """Only one row of counts per chunk reaches Python: the Python-side peak does not
-    grow with the number of rows checked (8x the rows, about the same peak)."""
+    """Only one row of counts per chunk reaches Python, and the inconsistent pairs of
+    one chunk while they are re-checked: the Python-side peak does not grow with the
+    number of rows checked (8x the rows, about the same peak)."""
     import tracemalloc
 
     engine, settings = sqlite_db.engine, sqlite_db.settings
     populate(engine, settings, 2_000)
+    double = sa.text(  # legacy rows without unified rows: all missing_unified
+        "INSERT INTO cashouts SELECT (SELECT max(id) FROM cashouts) + id, user_id, amount,"
+        " currency, status, created_at, updated_at FROM cashouts"
+    )
+    with engine.begin() as conn:
+        conn.execute(double)
     run_check(engine, settings, chunk=500, store=False)  # warm caches (compiled SQL)
 
     def peak() -> int:
@@ -276,13 +284,11 @@ def test_memory_does_not_grow_with_the_table(sqlite_db: Any) -> None:
         return top
 
     small = peak()
-    double = sa.text(  # legacy rows without unified rows: all missing_unified
-        "INSERT INTO cashouts SELECT (SELECT max(id) FROM cashouts) + id, user_id, amount,"
-        " currency, status, created_at, updated_at FROM cashouts"
-    )
     with engine.begin() as conn:
         for _ in range(3):
             conn.execute(double)
-    assert sqlite_db.count("cashouts") == 16_000
+    assert sqlite_db.count("cashouts") == 32_000
     large = peak()
-    assert large < 1.5 * small + 256 * 1024, (small, large)
+    # Re-checked rows of a chunk are freed by the cyclic collector at its own pace, so
+    # the peak wobbles by a few chunks' worth; 8x the rows must not make it 8x.
+    assert large < 2.5 * small + 256 * 1024, (small, large)

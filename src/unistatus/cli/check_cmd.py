@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from unistatus.cli.context import EXIT_FAILED_CHECK, EXIT_OK, console, print_json, state
+from unistatus.cli.context import (
+    EXIT_FAILED_CHECK,
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    console,
+    err_console,
+    print_json,
+    state,
+)
 from unistatus.errors import InputError
 
 if TYPE_CHECKING:
@@ -31,6 +39,24 @@ def check(
         help="Only rows updated since TIME: ISO (2026-01-31T12:00:00Z), an age (30m, 1h, 2d), "
         "or phase-start (when the current phase was entered: what the gate into phase 2 reads).",
     ),
+    out: str = typer.Option(
+        None,
+        "--out",
+        help="Write every inconsistent pair to FILE, one JSON object a line (both sides' "
+        "statuses, the fields that differ, both updated times): `repair --from FILE`.",
+    ),
+    max_duration: str = typer.Option(
+        None,
+        "--max-duration",
+        help="Stop cleanly between key ranges after DURATION (90s, 10m, 1h); the report is "
+        f"stored as incomplete and the run can be resumed (exit {EXIT_INCOMPLETE}).",
+    ),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Go on with the latest interrupted run (killed, or stopped by --max-duration), "
+        "with its options, from the last key range it committed.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Compare every legacy row with its unified row (set-based, by key ranges).
@@ -39,7 +65,10 @@ def check(
     status_mismatch, field_mismatch (user, amount, currency), unmappable_legacy,
     legacy_status_drift (statuses agree, but the unified row's exact copy of the legacy
     status is stale: undoing the retirement would restore the wrong value; `repair`).
-    The report is stored. Exit 0 when fully consistent, 1 otherwise, 2 on errors.
+    A pair that looks inconsistent is re-read once no write to it is in flight (its
+    rows locked FOR SHARE) before it is counted. The run commits its position after
+    every key range. The report is stored, with complete true/false. Exit 0 when
+    fully consistent, 1 otherwise, 2 on errors, 3 when --max-duration stopped it first.
 
     Examples:
 
@@ -47,21 +76,43 @@ def check(
       unistatus check --since phase-start
       unistatus check --since 1h --examples 50
       unistatus check --system cashout --system escrow --json
+      unistatus check --max-duration 10m --out mismatches.jsonl
+      unistatus check --resume
     """
-    from unistatus.migration.check import run_check
+    from unistatus.migration.check import parse_duration, run_check
+    from unistatus.migration.check_runs import SystemPosition
+    from unistatus.migration.verify import verification_status
 
     app = state(ctx)
+    seconds = parse_duration(max_duration)
+
+    def progress(system: Any, pos: SystemPosition) -> None:
+        if not json_out:
+            err_console.print(
+                f"  {system.value.lower()}: {pos.ranges:,} ranges, {pos.counts['total']:,} rows"
+                + (" (done)" if pos.done else f", up to key {pos.position}"),
+                highlight=False,
+            )
+
     report = run_check(
         app.engine,
         app.settings,
-        systems=system or None,
+        systems=(system or None) if not resume else None,
         since=_since(app.engine, since),
         examples=examples,
+        resume=resume,
+        max_duration=seconds,
+        out=out,
+        on_range=progress,
     )
+    data = report.as_dict()
+    data["verification"] = verification_status(app.engine)
     if json_out:
-        print_json(report.as_dict())
+        print_json(data)
     else:
-        _print(report.as_dict())
+        _print(data)
+    if not report.complete:
+        raise typer.Exit(EXIT_INCOMPLETE)
     raise typer.Exit(EXIT_OK if report.is_consistent else EXIT_FAILED_CHECK)
 
 
@@ -95,6 +146,17 @@ def _print(data: dict[str, Any]) -> None:
         f" in {data['duration_ms'] / 1000:.2f} s ({data['rows_per_second']:,.0f} rows/s);"
         f" report #{data['id']}"
     )
+    if not data["complete"]:
+        parts = [
+            f"{name.lower()} {info['percent']:g}% ({info['total']:,} rows, {info['ranges']:,} "
+            "ranges)"
+            for name, info in data["per_system"].items()
+        ]
+        console.print(
+            f"[yellow]stopped by --max-duration: not a full check (complete: false); "
+            f"{'; '.join(parts)}. `unistatus check --resume` goes on (run {data['run']})[/]"
+        )
+    _print_verification(data.get("verification"))
     for ex in data["examples"]:
         ref = f"{ex['system'].lower()}:{ex['legacy_id']}"
         parts = [
@@ -107,6 +169,15 @@ def _print(data: dict[str, Any]) -> None:
             for d in ex["details"]
         ]
         console.print(f"  {ref} ({ex['transaction_id'] or 'no unified row'}): {'; '.join(parts)}")
+
+
+def _print_verification(info: dict[str, Any] | None) -> None:
+    if not info or info.get("watermark") is None:
+        return
+    console.print(
+        f"continuous verification: every change before {info['watermark']} verified "
+        f"(lag {info['lag_seconds']:,.0f} s)"
+    )
 
 
 def register(app: typer.Typer) -> None:

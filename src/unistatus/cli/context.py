@@ -34,6 +34,7 @@ err_console = Console(stderr=True)
 EXIT_OK = 0
 EXIT_FAILED_CHECK = 1  # the command ran; what it checked is not fine
 EXIT_ERROR = 2  # bad input, bad config, database unreachable
+EXIT_INCOMPLETE = 3  # stopped by --max-duration before covering everything (resumable)
 
 # How far a command needs its database checked before it starts:
 # "installed": reachable, with unistatus's tables (almost every command);

@@ -22,9 +22,20 @@ def monitor(
     count: int = typer.Option(
         0, "--count", min=0, help="Stop after N evaluations (0: until Ctrl-C)."
     ),
+    verify_rows: int = typer.Option(
+        200_000,
+        "--verify-rows",
+        min=0,
+        help="Continuous verification: rows changed since the last verified point checked "
+        "per evaluation and system, at most (0: off). See docs/check.md.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="One JSON document per evaluation."),
 ) -> None:
     """Evaluate alerts (state persisted, notifications once, automated responses).
+
+    Each evaluation first verifies the rows changed since the last verified point
+    (bounded by --verify-rows, watermark stored), so the consistency rate the alerts
+    judge stays fresh.
 
     With --once the exit code is 1 when a critical alert fires.
 
@@ -33,11 +44,12 @@ def monitor(
       unistatus monitor
       unistatus monitor --once --json
       unistatus monitor --interval 10 --count 6
+      unistatus monitor --verify-rows 50000
     """
     from unistatus.observe.alerts import Monitor
 
     app_state = state(ctx)
-    mon = Monitor(app_state.engine, app_state.settings)
+    mon = Monitor(app_state.engine, app_state.settings, verify_rows=verify_rows)
     limit = 1 if once else count
     done = 0
     critical = False

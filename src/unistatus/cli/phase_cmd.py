@@ -86,11 +86,13 @@ def status(
       unistatus phase status --json
     """
     from unistatus.migration.phases import PHASES, phase_status
+    from unistatus.migration.verify import verification_status
 
     app_state = state(ctx)
     st = phase_status(app_state.engine, app_state.settings)
+    verification = verification_status(app_state.engine)
     if json_out:
-        print_json(st.as_dict())
+        print_json({**st.as_dict(), "verification": verification})
     else:
         console.print(
             f"phase [bold]{st.phase}[/] ({st.name}), mode [bold]{st.mode.value}[/]"
@@ -111,6 +113,13 @@ def status(
                 if st.ready
                 else "[red]not ready[/] (fix the failing gates, or --force --reason)"
             )
+        if verification["watermark"] is not None:
+            console.print(
+                f"continuous verification: every change before {verification['watermark']} "
+                f"verified (lag {verification['lag_seconds']:,.0f} s)"
+            )
+        else:
+            console.print("continuous verification: no pass completed yet (`unistatus monitor`)")
     if st.next_phase is not None and not st.ready:
         raise typer.Exit(EXIT_FAILED_CHECK)
 

@@ -45,8 +45,16 @@ HELP = "\n\n".join(
         ),
         "--reason is required unless --dry-run; it is recorded in every history row written.",
         (
+            "--from FILE (a `unistatus check --out FILE`): repair exactly the entities it "
+            "lists (each re-judged under its locks), not the queue nor a fresh detection; a "
+            "malformed line refuses the file (exit 2, naming the line) before anything is "
+            "written."
+        ),
+        (
             "Examples: unistatus repair --strategy legacy_wins --dry-run ; unistatus repair "
-            '--strategy legacy_wins --reason "after the 02:10 legacy-only incident"'
+            '--strategy legacy_wins --reason "after the 02:10 legacy-only incident" ; '
+            "unistatus check --out mismatches.jsonl && unistatus repair --from "
+            'mismatches.jsonl --strategy legacy_wins --reason "INC-42"'
         ),
     ]
 )
@@ -64,6 +72,9 @@ def repair(
     limit: int = typer.Option(None, "--limit", min=1, help="Repair at most N entities."),
     reason: str = typer.Option(None, "--reason", help=f"{REASON_HELP} Not for --dry-run."),
     actor: str = typer.Option("cli", "--actor", help="Who runs the repair (recorded)."),
+    from_file: str = typer.Option(
+        None, "--from", help="Repair exactly the entities of a `check --out` file."
+    ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     from unistatus.migration.repair import run_repair
@@ -83,6 +94,7 @@ def repair(
         limit=limit,
         actor=actor,
         reason=why,
+        from_file=from_file,
     )
     if json_out:
         print_json(report.as_dict())

@@ -71,6 +71,23 @@ def read_mode(conn: sa.Connection) -> DualWriteMode:
     return DualWriteMode(value) if value else DEFAULT_MODE
 
 
+def last_mode_change_at(conn: sa.Connection, system: LegacySystemType | None) -> datetime | None:
+    """When the mode of ``system`` last changed (a switch, or a rollback's), None if never.
+
+    The one place that knows which control-log keys carry a system's mode: the global
+    ``mode`` (every system) and, per system, ``mode.<SYSTEM>``. ``system=None``: any
+    system's. A check that started before then measured another state of that system.
+    """
+    keys = [MODE_KEY]
+    if system is None:
+        keys_match = sa.or_(control_log.c.key == MODE_KEY, control_log.c.key.like(MODE_KEY + ".%"))
+    else:
+        keys.append(f"{MODE_KEY}.{LegacySystemType.parse(system).value}")
+        keys_match = control_log.c.key.in_(keys)
+    q = sa.select(sa.func.max(control_log.c.created_at)).where(keys_match)
+    return as_utc(conn.execute(q).scalar_one_or_none())
+
+
 def mode_is(mode: DualWriteMode) -> sa.ColumnElement[bool]:
     """SQL guard: true while the stored mode is ``mode`` (missing row = LEGACY_ONLY)."""
     stored = (
@@ -262,7 +279,7 @@ def unified_staleness(
     R = check_reports
     verified = conn.execute(
         sa.select(R.c.id, R.c.started_at)
-        .where(R.c.scope == "all", R.c.consistent == R.c.total)
+        .where(R.c.scope == "all", R.c.consistent == R.c.total, R.c.complete.is_(True))
         .order_by(R.c.started_at.desc(), R.c.id.desc())
         .limit(1)
     ).first()

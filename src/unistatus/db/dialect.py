@@ -296,6 +296,19 @@ class DialectOps:
         cannot tell; SQLite has one writer at a time and no lock table)."""
         return None
 
+    @contextmanager
+    def locked_read(self) -> Iterator[sa.Connection]:
+        """A read transaction that waits for in-flight writers of the rows it locks.
+
+        Rows selected ``FOR SHARE`` in it wait for a writer holding them (PostgreSQL);
+        SQLite has one lock for the whole file, taken up front here, so the transaction
+        starts once the writer in flight has committed. Nothing is written.
+        """
+        with self.engine.connect() as conn:
+            conn = self._prepare_write(conn)
+            with conn.begin():
+                yield conn
+
 
 class SQLiteOps(DialectOps):
     name = "sqlite"

@@ -38,7 +38,7 @@ REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exch
 # dropped, and the main chain's head once they are restored.
 MAIN_BRANCH = "main"
 RETIRE_BRANCH = "retire"
-INSTALL_REVISION = "0013"
+INSTALL_REVISION = "0014"
 RETIRE_REVISION = "0006"
 RETIRE_UNDO = f"{RETIRE_BRANCH}@base"
 

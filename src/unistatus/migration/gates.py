@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from unistatus.backfill import progress
 from unistatus.clock import utcnow
 from unistatus.config import Settings
+from unistatus.db.control import last_mode_change_at
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration import capture
@@ -127,11 +128,20 @@ def gate_check(
     """
     run = f"run `{command}`"
     try:
-        report = latest_report(engine, scope="all") if require_full else latest_report(engine)
+        # A run stopped by --max-duration, or a round of continuous verification, is
+        # stored too: neither covered every key range, so neither is the check a gate needs.
+        report = latest_report(
+            engine,
+            scope="all" if require_full else None,
+            complete=True,
+            covering_since=covering_since,
+        )
+        with engine.connect() as conn:
+            changed = {s: last_mode_change_at(conn, s) for s in LegacySystemType}
     except sa.exc.SQLAlchemyError as exc:
         return unavailable(name, "100%", f"cannot read check reports: {exc}")
     if report is None:
-        return unavailable(name, "100%", f"no check report yet: {run}")
+        return unavailable(name, "100%", f"no complete check report yet: {run}")
     if after is not None and report.started_at < after:
         return unavailable(
             name,
@@ -139,6 +149,18 @@ def gate_check(
             f"check #{report.id} started before the last mode, phase or rollback change "
             f"({after.isoformat()}): {run} again",
         )
+    for system, at in changed.items():
+        # A resumed run may have checked a system before its mode changed.
+        info = report.per_system.get(system.value) or {}
+        began = info.get("started_at")
+        checked = datetime.fromisoformat(began) if began else report.started_at
+        if at is not None and checked < at:
+            return unavailable(
+                name,
+                "100%",
+                f"check #{report.id} checked {system.value} before its last mode change or "
+                f"rollback ({at.isoformat()}): {run} again",
+            )
     systems = {str(s) for s in report.systems}
     if systems and systems != {s.value for s in LegacySystemType}:
         return unavailable(

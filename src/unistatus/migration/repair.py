@@ -8,6 +8,7 @@ each kind of difference gets, and UNIFIED_ONLY: ``docs/repair.md``.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 
@@ -20,6 +21,7 @@ from unistatus.domain.inputs import check_reason
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.check import iter_inconsistent
+from unistatus.migration.check_out import read_mismatch_keys
 from unistatus.migration.repair_entity import KEEP_ACTIONS, EntityRepair, RepairReport
 from unistatus.migration.repair_plan import Strategy
 from unistatus.migration.repair_queue import open_rows, queue_target
@@ -120,6 +122,13 @@ class _Repairer:
                         return
                     self.entity(system, row.legacy_id, row.transaction_id)
 
+    def listed(self, path: str | os.PathLike[str]) -> None:
+        """Exactly the entities of a ``check --out`` file (already validated), in order."""
+        for key in read_mismatch_keys(path):
+            if self.full:
+                return
+            self.entity(key.system, key.legacy_id, key.transaction_id)
+
 
 def run_repair(
     engine: sa.Engine,
@@ -130,12 +139,16 @@ def run_repair(
     limit: int | None = None,
     actor: str = "repair",
     reason: str | None = None,
+    from_file: str | os.PathLike[str] | None = None,
 ) -> RepairReport:
     """Repair the repair queue, then everything a fresh detection finds (see module doc).
 
     ``limit`` caps the number of entities repaired; ``dry_run`` plans and counts without
     writing anything. ``reason`` (the operator's why; the CLI requires it without
     ``--dry-run``) goes into every history row the repair writes, with ``actor``.
+    ``from_file`` (a ``check --out`` file): repair exactly the entities it lists, not
+    the queue nor a fresh detection; a malformed line refuses the whole file before
+    anything is written (:class:`InputError` naming the line).
     """
     chosen = Strategy.parse(strategy)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -147,13 +160,19 @@ def run_repair(
         raise InputError("reason must not be blank (why the repair runs; recorded)")
     if reason is not None:
         reason = check_reason(reason)
+    if from_file is not None:
+        listed = sum(1 for _ in read_mismatch_keys(from_file))  # validate it all first
+        log.info("repair --from %s: %d entities", from_file, listed)
     report = RepairReport(chosen, dry_run, str(actor), limit, reason.strip() if reason else None)
     started = time.perf_counter()
     repairer = _Repairer(engine, settings, tables, report)
     try:
-        repairer.queue()
-        if not repairer.full:
-            repairer.detected()
+        if from_file is not None:
+            repairer.listed(from_file)
+        else:
+            repairer.queue()
+            if not repairer.full:
+                repairer.detected()
     except sa.exc.OperationalError as exc:
         raise StorageError(f"repair stopped: {str(exc.orig).strip()}") from None
     report.limit_reached = repairer.full

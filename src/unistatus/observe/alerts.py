@@ -9,6 +9,7 @@ thresholds (:mod:`~unistatus.observe.alert_rules`), the persisted state
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -16,7 +17,8 @@ import sqlalchemy as sa
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
-from unistatus.errors import StorageError
+from unistatus.errors import StorageError, UnistatusError
+from unistatus.migration.verify import DEFAULT_ROWS_PER_ROUND, verify_changes
 from unistatus.observe.alert_responses import Responder
 from unistatus.observe.alert_rules import STALL_SECONDS, Level, Observation, observe
 from unistatus.observe.alert_state import (
@@ -39,6 +41,8 @@ from unistatus.observe.notify import Notification, Notifier
 
 __all__ = ["Monitor", "evaluate"]
 
+log = logging.getLogger("unistatus.observe.alerts")
+
 
 class Monitor:
     """Evaluates the rules, persists their state, notifies, and runs the responses."""
@@ -51,8 +55,11 @@ class Monitor:
         notifier: Notifier | None = None,
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         stall_seconds: float = STALL_SECONDS,
+        verify_rows: int = DEFAULT_ROWS_PER_ROUND,
     ) -> None:
         self.engine = engine
+        # Rows changed since the last verified point checked per evaluation (0: off).
+        self.verify_rows = verify_rows
         self.settings = settings
         self.notifier = notifier or Notifier.from_settings(settings)
         self.window_seconds = window_seconds
@@ -63,6 +70,7 @@ class Monitor:
 
     def evaluate(self, *, now: datetime | None = None) -> list[AlertState]:
         now = now or utcnow()
+        self.verify()
         snap = collect_snapshot(self.engine, self.settings, window_seconds=self.window_seconds)
         observations = observe(snap, now=now, stall_seconds=self.stall_seconds)
         if not snap.database_up:
@@ -81,6 +89,19 @@ class Monitor:
                 "database_down", Level.CRITICAL, True, 1.0, None, f"database unreachable: {first}"
             )
             return self._database_down(obs, now)
+
+    def verify(self) -> None:
+        """A round of continuous verification first, so the rules judge a fresh rate.
+
+        A failure is logged and left to the rules (the database_down rule, a stale
+        check): it never stops the evaluation.
+        """
+        if self.verify_rows <= 0:
+            return
+        try:
+            verify_changes(self.engine, self.settings, max_rows=self.verify_rows)
+        except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
+            log.warning("continuous verification failed: %s", exc)
 
     def _database_down(self, obs: Observation, now: datetime) -> list[AlertState]:
         if not self._down_notified:

@@ -36,6 +36,8 @@ METRICS: dict[str, str] = {
     "unistatus_consistency_rate": "gauge",
     "unistatus_consistency_alert_rate": "gauge",
     "unistatus_last_check_timestamp_seconds": "gauge",
+    "unistatus_verification_lag_seconds": "gauge",
+    "unistatus_verification_watermark_timestamp_seconds": "gauge",
     "unistatus_backfill_progress_ratio": "gauge",
     "unistatus_backfill_paused": "gauge",
     "unistatus_backfill_workers": "gauge",

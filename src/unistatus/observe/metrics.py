@@ -39,6 +39,7 @@ from unistatus.migration.phases import phase_status
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
+from unistatus.migration.verify import verification_status
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
 from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
 from unistatus.observe.stats import window
@@ -87,6 +88,8 @@ class Snapshot:
     retirement: dict[str, bool] | None = None
     # Changes made while legacy was frozen that a rollback would replay (phase 4 only).
     replay_pending: int | None = None
+    # Continuous verification: its watermark and lag, per system.
+    verification: dict[str, Any] | None = None
     mapping: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -132,6 +135,7 @@ class Snapshot:
                 "quarantine": self.quarantine,
                 "replay_conflicts": self.replay_conflicts,
                 "replay_pending": self.replay_pending,
+                "verification": self.verification,
             },
             "capture": self.bypass.as_dict() if self.bypass is not None else None,
             "progress": {
@@ -251,6 +255,7 @@ def collect_snapshot(
     snap.backfill_workers = _read(
         src, "backfill_workers", lambda: read_workers(engine, include_finished=True)
     )
+    snap.verification = _read(src, "verification", lambda: verification_status(engine))
     snap.repair_open = _read(src, "repair_queue", lambda: int(open_repair_count(engine)))
     snap.quarantine = _read(src, "quarantine", lambda: int(quarantine_count(engine)))
     snap.replay_conflicts = _read(src, "replay_conflicts", lambda: int(open_conflict_count(engine)))
@@ -332,6 +337,7 @@ class SnapshotCollector:
                     "When the latest check report was written (Unix time)",
                     value=ts,
                 )
+        yield from self._verification_families(snap)
         if snap.progress is not None:
             ratio = GaugeMetricFamily(
                 "unistatus_backfill_progress_ratio",
@@ -399,6 +405,29 @@ class SnapshotCollector:
         except Exception as exc:
             log.warning("reading alert state failed: %s", exc)
             return []
+
+    @staticmethod
+    def _verification_families(snap: Snapshot) -> Iterator[Any]:
+        info = snap.verification
+        if not info or not info.get("systems"):
+            return
+        lag = GaugeMetricFamily(
+            "unistatus_verification_lag_seconds",
+            "Age of continuous verification's watermark: every change before it is verified",
+            labels=["system"],
+        )
+        mark = GaugeMetricFamily(
+            "unistatus_verification_watermark_timestamp_seconds",
+            "Continuous verification's watermark (Unix time)",
+            labels=["system"],
+        )
+        for system, one in sorted(info["systems"].items()):
+            if one.get("watermark") is None:
+                continue
+            lag.add_metric([system], float(one["lag_seconds"]))
+            mark.add_metric([system], datetime.fromisoformat(one["watermark"]).timestamp())
+        yield lag
+        yield mark
 
     def _stats_families(
         self, histogram: Any, counter: Any, gauge: Any, snap: Snapshot

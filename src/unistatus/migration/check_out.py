@@ -1,0 +1,149 @@
+"""``check --out FILE``: every mismatching pair as one JSON line; ``repair --from FILE``.
+
+A line holds the pair's key (system, legacy id, transaction id), the kinds it shows,
+both statuses, the fields that differ with both values, and both updated times. Lines
+are written as the check finds them (nothing is held in memory) and flushed to disk
+before the range's position is committed, so a resumed run cuts the file back to what
+its committed ranges wrote and goes on: no line is lost or written twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from unistatus.domain import consistency
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.errors import InputError
+
+__all__ = ["MismatchKey", "MismatchWriter", "mismatch_record", "read_mismatch_keys"]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+def _side(values: Mapping[str, Any] | None, name: str) -> Any:
+    return _plain(values.get(name)) if values else None
+
+
+def mismatch_record(
+    system: LegacySystemType,
+    legacy_id: int | None,
+    transaction_id: str | None,
+    kinds: tuple[str, ...],
+    legacy: Mapping[str, Any] | None,
+    unified: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """One line of the file: the pair, its kinds, both sides' values."""
+    details = consistency.compare(system, legacy, unified)
+    fields = [
+        {"field": d.field, "legacy": _plain(d.legacy_value), "unified": _plain(d.unified_value)}
+        for d in details
+        if d.field is not None and d.field in consistency.SHARED_FIELDS
+    ]
+    return {
+        "system": system.value,
+        "legacy_id": legacy_id,
+        "transaction_id": transaction_id,
+        "kinds": list(kinds),
+        "legacy_status": _side(legacy, "status"),
+        "unified_status": _side(unified, "status"),
+        "unified_legacy_status": _side(unified, "legacy_status"),
+        "fields": fields,
+        "legacy_updated_at": _side(legacy, "updated_at"),
+        "unified_updated_at": _side(unified, "updated_at"),
+    }
+
+
+class MismatchWriter:
+    """Appends lines to the --out file; :meth:`sync` makes them durable, returns the size."""
+
+    def __init__(self, path: str | os.PathLike[str], *, keep_bytes: int = 0) -> None:
+        self.path = Path(path)
+        try:
+            # Resume: keep exactly what the committed ranges wrote (0: a new file).
+            self._file: IO[str] = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
+            self._file.truncate(keep_bytes)
+            self._file.seek(keep_bytes)
+        except OSError as exc:
+            raise InputError(f"--out {self.path}: {exc.strerror or exc}") from None
+        self.lines = 0
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n")
+        self.lines += 1
+
+    def sync(self) -> int:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+@dataclass(frozen=True)
+class MismatchKey:
+    """What ``repair --from`` needs of a line: which entity."""
+
+    line: int
+    system: LegacySystemType
+    legacy_id: int | None
+    transaction_id: str | None
+
+
+def _key_of(line_no: int, text: str, where: str) -> MismatchKey:
+    def bad(why: str) -> InputError:
+        return InputError(f"{where}:{line_no}: {why}")
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise bad(f"not JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise bad("not a JSON object (a line of `unistatus check --out`)")
+    if "system" not in data:
+        raise bad("no 'system'")
+    try:
+        system = LegacySystemType.parse(str(data["system"]))
+    except InputError as exc:
+        raise bad(str(exc)) from None
+    legacy_id, utx = data.get("legacy_id"), data.get("transaction_id")
+    if legacy_id is not None and (isinstance(legacy_id, bool) or not isinstance(legacy_id, int)):
+        raise bad(f"legacy_id must be an integer or null, got {legacy_id!r}")
+    if utx is not None and not isinstance(utx, str):
+        raise bad(f"transaction_id must be a string or null, got {utx!r}")
+    if legacy_id is None and utx is None:
+        raise bad("neither legacy_id nor transaction_id: no entity to repair")
+    return MismatchKey(line_no, system, legacy_id, utx)
+
+
+def read_mismatch_keys(path: str | os.PathLike[str]) -> Iterator[MismatchKey]:
+    """The entities of a --out file, line by line (blank lines skipped).
+
+    Raises :class:`InputError` naming the first bad line. Reads one line at a time:
+    call it once to validate the whole file, then again to act on it.
+    """
+    where = str(path)
+    try:
+        handle = open(path, encoding="utf-8")  # noqa: SIM115
+    except OSError as exc:
+        raise InputError(f"--from {where}: {exc.strerror or exc}") from None
+    with handle:
+        try:
+            for n, text in enumerate(handle, start=1):
+                if text.strip():
+                    yield _key_of(n, text, where)
+        except UnicodeDecodeError:
+            raise InputError(f"{where}: not UTF-8 text") from None

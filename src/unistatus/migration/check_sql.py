@@ -1,0 +1,413 @@
+"""The consistency rule as SQL over pairs of legacy and unified rows, and the re-check.
+
+:func:`pair_flags` pairs the rows of one legacy key range (a full outer join) and
+:func:`rule_flags` writes the spec's rule as one flag per kind; ``unistatus check``
+(:mod:`unistatus.migration.check`) counts them per range, and :func:`recheck` re-reads
+the pairs that look inconsistent once no write to them is in flight. docs/check.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.clock import utcnow
+from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
+from unistatus.db.tables import pending_legacy_changes, unified_transactions
+from unistatus.domain import consistency
+from unistatus.domain.consistency import InconsistencyKind
+from unistatus.domain.mapping import LegacyStatusMapper, compatible_clause
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.errors import StorageError
+from unistatus.migration.check_out import mismatch_record
+
+__all__ = [
+    "DEFAULT_CHUNK",
+    "KINDS",
+    "RECHECK_BATCH",
+    "InconsistentRow",
+    "count_chunk",
+    "inconsistent_rows",
+    "iter_inconsistent",
+    "next_bound",
+    "pair_flags",
+    "pending_replay_exists",
+    "projected_legacy_status",
+    "recent_clause",
+    "recheck",
+    "rule_flags",
+]
+
+U = unified_transactions
+KINDS = tuple(k.value for k in InconsistencyKind)
+# Legacy keys per statement: big enough that per-statement overhead is negligible,
+# small enough that each statement is short (no long snapshot, quick cancel).
+DEFAULT_CHUNK = 100_000
+_mapper = LegacyStatusMapper()
+
+
+@dataclass(frozen=True)
+class InconsistentRow:
+    """One legacy/unified pair the SQL rule flagged, with both sides' values."""
+
+    system: LegacySystemType
+    legacy_id: int | None
+    transaction_id: str | None
+    kinds: tuple[str, ...]
+    legacy: Mapping[str, Any] | None
+    unified: Mapping[str, Any] | None
+
+    def as_example(self) -> dict[str, Any]:
+        details = consistency.compare(self.system, self.legacy, self.unified)
+        return {
+            "system": self.system.value,
+            "legacy_id": self.legacy_id,
+            "transaction_id": self.transaction_id,
+            "kinds": list(self.kinds),
+            "details": [d.as_dict() for d in details],
+        }
+
+    def as_record(self) -> dict[str, Any]:
+        """Its line of ``check --out`` (:mod:`unistatus.migration.check_out`)."""
+        return mismatch_record(
+            self.system, self.legacy_id, self.transaction_id, self.kinds, self.legacy, self.unified
+        )
+
+
+# --- the rule in SQL ------------------------------------------------------------------
+
+
+# The columns each side of a pair carries: the rule's (key, status, DATA_COLUMNS) and
+# ``updated_at`` for ``--since``; unified adds its legacy key and legacy status image.
+_L_NAMES = tuple(name for name in LEGACY_COLUMNS if name != "created_at")
+_U_NAMES = ("id", "legacy_id", "status", "legacy_status", *DATA_COLUMNS, "updated_at")
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Every legacy/unified pair of one key range, with the rule as one flag per kind.
+
+    ``source`` has the legacy side's columns as ``l_<name>`` and the unified side's as
+    ``u_<name>`` (NULL for the side that is absent).
+    """
+
+    source: sa.Subquery
+    flags: dict[str, sa.ColumnElement[bool]]
+    scope: sa.ColumnElement[bool]
+
+
+def _range(col: sa.ColumnElement[Any], lo: int | None, hi: int | None) -> list[Any]:
+    out: list[Any] = []
+    if lo is not None:
+        out.append(col > lo)
+    if hi is not None:
+        out.append(col <= hi)
+    return out
+
+
+def _among(col: sa.ColumnElement[Any], keys: Sequence[int] | None) -> list[Any]:
+    return [] if keys is None else [col.in_(list(keys))]
+
+
+def rule_flags(
+    system: LegacySystemType,
+    l: Mapping[str, sa.ColumnElement[Any]],  # noqa: E741 - the spec's names
+    u: Mapping[str, sa.ColumnElement[Any]],
+) -> dict[str, sa.ColumnElement[bool]]:
+    """The spec's consistency rule as one boolean SQL expression per kind.
+
+    ``l`` and ``u`` map ``id``, ``status`` and the DATA_COLUMNS (``u`` also
+    ``legacy_status``) to the two sides' columns (NULL ``id`` = that side is absent; ``u``
+    rows must all point at a legacy row, rows born unified are no orphans). Each
+    expression is never NULL, so ``CASE WHEN`` and ``NOT`` mean what they say, and each
+    mirrors :func:`unistatus.domain.consistency.compare` clause by clause.
+    """
+    has_l, has_u = l["id"].is_not(None), u["id"].is_not(None)
+    known = list(_mapper.forward_table(system))
+    mappable = sa.and_(l["status"].is_not(None), l["status"].in_(known))
+
+    def differs(name: str) -> sa.ColumnElement[bool]:
+        # As in compare: an amount is compared as a number, and NULL equals nothing.
+        if name == "amount":
+            return sa.or_(l[name].is_(None), u[name].is_(None), l[name] != u[name])
+        return l[name].is_distinct_from(u[name])
+
+    flags = {
+        InconsistencyKind.MISSING_UNIFIED: sa.and_(has_l, u["id"].is_(None)),
+        InconsistencyKind.ORPHAN_UNIFIED: sa.and_(l["id"].is_(None), has_u),
+        InconsistencyKind.STATUS_MISMATCH: sa.and_(
+            has_l, has_u, mappable, sa.not_(compatible_clause(system, l["status"], u["status"]))
+        ),
+        InconsistencyKind.FIELD_MISMATCH: sa.and_(
+            has_l,
+            has_u,
+            sa.or_(*(differs(name) for name in DATA_COLUMNS)),
+        ),
+        InconsistencyKind.UNMAPPABLE_LEGACY: sa.and_(has_l, sa.not_(mappable)),
+        InconsistencyKind.LEGACY_STATUS_DRIFT: sa.and_(
+            has_l,
+            has_u,
+            mappable,
+            compatible_clause(system, l["status"], u["status"]),
+            l["status"].is_distinct_from(u["legacy_status"]),
+        ),
+    }
+    return {str(k): v for k, v in flags.items()}
+
+
+def pair_flags(
+    lt: LegacyTable,
+    lo: int | None = None,
+    hi: int | None = None,
+    since: datetime | None = None,
+    *,
+    project_pending: bool = False,
+    keys: Sequence[int] | None = None,
+) -> _Pairs:
+    """The pairs of legacy keys in (lo, hi] (None: open) and the rule over them.
+
+    ``keys``: only the pairs of those legacy keys (index look-ups: the re-check).
+
+    A full outer join, written as the two halves every engine plans well: legacy rows
+    LEFT JOIN their unified row (an index lookup by legacy system + id, the range
+    repeated on the unified side so PostgreSQL can merge two index ranges), UNION ALL
+    the unified rows of the range whose legacy row does not exist (orphans, an
+    anti-join on the legacy primary key). SQLite has no index on a materialised
+    subquery, so a literal FULL JOIN of two filtered subqueries is quadratic there.
+    """
+    if lt.status is None:
+        raise StorageError(f"legacy table {lt.name!r} has no status column any more")
+    system = lt.system
+    lcols: dict[str, sa.ColumnElement[Any]] = {name: lt.column(name) for name in _L_NAMES}
+    if project_pending:
+        lcols["status"] = projected_legacy_status(lt.status)
+    ucols = {name: U.c[name] for name in _U_NAMES}
+    on = sa.and_(
+        U.c.legacy_system == system.value,
+        U.c.legacy_id == lt.id,
+        *_range(U.c.legacy_id, lo, hi),
+        *_among(U.c.legacy_id, keys),
+    )
+    matched = (
+        sa.select(
+            *[c.label(f"l_{n}") for n, c in lcols.items()],
+            *[c.label(f"u_{n}") for n, c in ucols.items()],
+        )
+        .select_from(lt.table.outerjoin(U, on))
+        .where(*_range(lt.id, lo, hi), *_among(lt.id, keys))
+    )
+    # The range again on the legacy side: without it PostgreSQL hashes EVERY legacy key
+    # for each chunk's anti-join (quadratic over a whole check); with it, the chunk's.
+    gone = ~sa.exists(sa.select(lt.id).where(lt.id == U.c.legacy_id, *_range(lt.id, lo, hi)))
+    orphans = sa.select(
+        *[sa.cast(sa.null(), c.type).label(f"l_{n}") for n, c in lcols.items()],
+        *[c.label(f"u_{n}") for n, c in ucols.items()],
+    ).where(
+        U.c.legacy_system == system.value,
+        U.c.legacy_id.is_not(None),
+        *_range(U.c.legacy_id, lo, hi),
+        *_among(U.c.legacy_id, keys),
+        gone,
+    )
+    p = sa.union_all(matched, orphans).subquery("p")
+    flags = rule_flags(
+        system,
+        {n: p.c[f"l_{n}"] for n in _L_NAMES},
+        {n: p.c[f"u_{n}"] for n in _U_NAMES},
+    )
+    scope: sa.ColumnElement[bool] = sa.true()
+    if since is not None:
+        scope = sa.or_(p.c.l_updated_at >= since, p.c.u_updated_at >= since)
+    return _Pairs(p, flags, scope)
+
+
+def projected_legacy_status(status: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """The legacy status as it will be once the changes made in UNIFIED_ONLY are replayed.
+
+    Legacy is frozen in UNIFIED_ONLY by design; each change made meanwhile is recorded
+    for replay and the unified row keeps its legacy image (``legacy_status``). Comparing
+    the frozen value would report every such change as a mismatch (and let the alerts
+    roll back a healthy phase 4), so where a replay is pending the image stands in.
+    """
+    pending = sa.exists().where(
+        pending_legacy_changes.c.transaction_id == U.c.id,
+        pending_legacy_changes.c.replayed_at.is_(None),
+    )
+    return sa.case((pending, U.c.legacy_status), else_=status)
+
+
+def pending_replay_exists(conn: sa.Connection) -> bool:
+    """Whether any change awaits replay to legacy (only then is the projection needed)."""
+    q = sa.select(pending_legacy_changes.c.id).where(pending_legacy_changes.c.replayed_at.is_(None))
+    return conn.execute(q.limit(1)).first() is not None
+
+
+def _as_int(cond: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
+    return sa.case((cond, 1), else_=0)
+
+
+def recent_clause(pairs: _Pairs, since: datetime) -> sa.ColumnElement[bool]:
+    """Either side of the pair was updated at or after ``since``."""
+    p = pairs.source
+    return sa.or_(p.c.l_updated_at >= since, p.c.u_updated_at >= since)
+
+
+def count_chunk(
+    conn: sa.Connection, pairs: _Pairs, recent_since: datetime
+) -> tuple[dict[str, int], int]:
+    """One statement: the counts of one chunk, summed by the database, and how many of
+    its inconsistent pairs were updated since ``recent_since`` (the ones to re-check).
+
+    Only plain sums: PostgreSQL keeps its parallel aggregate (no ``string_agg``), and
+    a pair not updated recently costs two comparisons more.
+    """
+    any_kind = sa.or_(*pairs.flags.values())
+    cols: list[sa.ColumnElement[Any]] = [
+        sa.func.count().label("total"),
+        sa.func.sum(_as_int(sa.not_(any_kind))).label("ok"),
+    ]
+    cols += [sa.func.sum(_as_int(cond)).label(kind) for kind, cond in pairs.flags.items()]
+    # CASE is lazy: the flags are evaluated again only for the (few) recent pairs.
+    recent = sa.case((recent_clause(pairs, recent_since), _as_int(any_kind)), else_=0)
+    cols.append(sa.func.sum(recent).label("recent"))
+    row = conn.execute(sa.select(*cols).select_from(pairs.source).where(pairs.scope)).one()
+    got = {k: int(v or 0) for k, v in row._mapping.items()}
+    return {k: v for k, v in got.items() if k != "recent"}, got["recent"]
+
+
+def next_bound(conn: sa.Connection, lt: LegacyTable, lo: int | None, chunk: int) -> int | None:
+    """The upper key of the chunk after ``lo``, or None when it is the last (open) one."""
+    keys = sa.select(lt.id.label("k")).where(*_range(lt.id, lo, None))
+    sub = keys.order_by(lt.id).limit(chunk).subquery()
+    hi, n = conn.execute(sa.select(sa.func.max(sub.c.k), sa.func.count()).select_from(sub)).one()
+    return int(hi) if n >= chunk else None
+
+
+def _row_values(row: Mapping[Any, Any], prefix: str, names: Sequence[str]) -> dict[str, Any] | None:
+    values = {name: row[f"{prefix}{name}"] for name in names}
+    return values if values["id"] is not None else None
+
+
+def inconsistent_rows(
+    conn: sa.Connection,
+    pairs: _Pairs,
+    system: LegacySystemType,
+    limit: int | None,
+    *,
+    also: sa.ColumnElement[bool] | None = None,
+) -> list[InconsistentRow]:
+    p = pairs.source
+    cols = [p.c[f"l_{n}"] for n in _L_NAMES] + [p.c[f"u_{n}"] for n in _U_NAMES]
+    cols += [cond.label(f"f_{kind}") for kind, cond in pairs.flags.items()]
+    q = sa.select(*cols).select_from(p).where(pairs.scope, sa.or_(*pairs.flags.values()))
+    if also is not None:
+        q = q.where(also)
+    if limit is not None:
+        # No ORDER BY: the database stops at the first ``limit`` rows it finds instead of
+        # reading the whole chunk a second time; the rows are sorted below.
+        q = q.limit(limit)
+    out = []
+    for row in conn.execute(q).mappings():
+        legacy = _row_values(row, "l_", _L_NAMES)
+        unified = _row_values(row, "u_", _U_NAMES)
+        out.append(
+            InconsistentRow(
+                system=system,
+                legacy_id=row["l_id"] if legacy else row["u_legacy_id"],
+                transaction_id=row["u_id"],
+                kinds=tuple(k for k in KINDS if row[f"f_{k}"]),
+                legacy=legacy,
+                unified=unified,
+            )
+        )
+    out.sort(key=lambda r: r.legacy_id or 0)
+    return out
+
+
+def iter_inconsistent(
+    engine: sa.Engine,
+    lt: LegacyTable,
+    *,
+    since: datetime | None = None,
+    chunk: int = DEFAULT_CHUNK,
+) -> Iterator[list[InconsistentRow]]:
+    """Every inconsistent pair of one system, one list per key chunk (a fresh read).
+
+    Each chunk's read transaction ends before the list is yielded, so the caller may
+    write (repair) between chunks without holding a snapshot or locks open.
+    """
+    lo: int | None = None
+    while True:
+        with engine.connect() as conn:
+            hi = next_bound(conn, lt, lo, chunk)
+            project = pending_replay_exists(conn)
+            pairs = pair_flags(lt, lo, hi, since, project_pending=project)
+            rows = inconsistent_rows(conn, pairs, lt.system, None)
+        yield rows
+        if hi is None:
+            return
+        lo = hi
+
+
+# --- the re-check of what looks inconsistent ---------------------------------------
+
+# Keys re-read per transaction: short locks, few round trips.
+RECHECK_BATCH = 500
+
+
+def recheck(
+    ops: DialectOps,
+    lt: LegacyTable,
+    keys: Sequence[int],
+    *,
+    since: datetime | None,
+    project_pending: bool,
+    statement_ms: int,
+    lock_ms: int,
+) -> Iterator[InconsistentRow]:
+    """The pairs of ``keys`` that are still inconsistent once no write to them is in flight.
+
+    A pair seen inconsistent may be a write caught half-way (its writer still holds the
+    entity). Each batch is re-read after taking the entity's rows ``FOR SHARE``, legacy
+    first as the adapter locks them: that waits for the writer's commit, and the re-read
+    judges the rows as they are then (SQLite: the whole file, :meth:`DialectOps.locked_read`).
+    A row still locked after ``lock_ms`` is judged as committed, without the lock.
+    """
+    system = lt.system
+    for start in range(0, len(keys), RECHECK_BATCH):
+        batch = list(keys[start : start + RECHECK_BATCH])
+        pairs = pair_flags(lt, since=since, project_pending=project_pending, keys=batch)
+        try:
+            with ops.locked_read() as conn:
+                ops.bound_statements(conn, statement_ms, lock_ms)
+                conn.execute(
+                    sa.select(lt.id)
+                    .where(lt.id.in_(batch))
+                    .order_by(lt.id)
+                    .with_for_update(read=True)
+                ).all()
+                conn.execute(
+                    sa.select(U.c.id)
+                    .where(U.c.legacy_system == system.value, U.c.legacy_id.in_(batch))
+                    .order_by(U.c.legacy_id)
+                    .with_for_update(read=True)
+                ).all()
+                rows = inconsistent_rows(conn, pairs, system, None)
+        except sa.exc.OperationalError:  # lock timeout or deadlock: what is committed
+            with ops.engine.connect() as conn:
+                rows = inconsistent_rows(conn, pairs, system, None)
+        yield from rows
+
+
+def count_first_keys(conn: sa.Connection, lt: LegacyTable, keys: int) -> int:
+    """Check the first ``keys`` legacy keys of ``lt`` with the check's own statement and
+    return how many pairs it counted; reads only (``unistatus plan`` times it)."""
+    hi = next_bound(conn, lt, None, keys)
+    pairs = pair_flags(lt, None, hi, project_pending=pending_replay_exists(conn))
+    counts, _recent = count_chunk(conn, pairs, utcnow())
+    return counts["total"]

@@ -1,0 +1,199 @@
+"""Continuous verification: every row changed since the last verified point, each round.
+
+``monitor`` and ``serve`` call :func:`verify_changes` on each evaluation. Per legacy
+system it keeps a *watermark* (every change stamped before it has been verified) and a
+*pass*: the key ranges are walked with the check's own statement, restricted to pairs
+where either side was updated since ``watermark - SLACK``; a round stops after the
+range that reaches ``max_rows`` rows and the next round goes on from there. When a
+pass has covered every range, the moment it began becomes the new watermark. Position
+and watermark live in ``unistatus_check_runs`` (run ``continuous``), committed range by
+range like a check's. Inconsistent pairs are re-checked as the check does (no alarm
+from a write in flight). Each round that verified rows stores a report
+(scope ``continuous``, ``complete`` when every system finished its pass), which the
+alerts read; gates read complete full checks only.
+
+Limits: the legacy and unified tables have no index on ``updated_at`` (revision 0012
+keeps status changes HOT), so a pass reads every key range once, filtered; a writer
+transaction open longer than ``SLACK`` can commit a change stamped before the
+watermark (a full ``unistatus check`` still sees it).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.clock import as_utc, utcnow
+from unistatus.config import Settings
+from unistatus.db.dialect import ops_for
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.tables_check import check_reports
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.errors import StorageError
+from unistatus.migration.check import (
+    DEFAULT_CHUNK,
+    FULL_SCOPE,
+    KINDS,
+    CheckReport,
+    RangeScan,
+    pending_replay_exists,
+    store_report,
+)
+from unistatus.migration.check_runs import CONTINUOUS, RunState, add_counts, zero_counts
+
+__all__ = [
+    "CONTINUOUS_SCOPE",
+    "DEFAULT_ROWS_PER_ROUND",
+    "SLACK",
+    "verification_status",
+    "verify_changes",
+]
+
+CONTINUOUS_SCOPE = "continuous"
+# Changed rows verified per round and system, at most (a round ends after the range
+# that reaches it).
+DEFAULT_ROWS_PER_ROUND = 200_000
+# Changes stamped this long before the watermark are verified again by the next pass:
+# a writer's transaction commits after it stamped its rows, and hosts' clocks differ.
+SLACK = timedelta(seconds=60)
+
+
+def _verified_by_full_check(conn: sa.Connection) -> datetime | None:
+    """Where a first pass may start: the start of the latest complete full check."""
+    R = check_reports
+    q = (
+        sa.select(R.c.started_at)
+        .where(R.c.scope == FULL_SCOPE, R.c.complete.is_(True))
+        .order_by(R.c.started_at.desc())
+        .limit(1)
+    )
+    return as_utc(conn.execute(q).scalar_one_or_none())
+
+
+def _state(engine: sa.Engine) -> RunState:
+    with engine.connect() as conn:
+        state = RunState.load(conn, CONTINUOUS)
+        verified = _verified_by_full_check(conn)
+    missing = [s for s in LegacySystemType if state is None or s not in state.systems]
+    if missing:
+        try:
+            new = RunState.start(engine, {"scope": CONTINUOUS_SCOPE}, missing, run=CONTINUOUS)
+        except sa.exc.IntegrityError:  # another monitor created them first
+            new = None
+        with engine.connect() as conn:
+            state = RunState.load(conn, CONTINUOUS)
+        if state is not None and new is not None:
+            with engine.begin() as conn:
+                for system in missing:
+                    state.systems[system].watermark = verified
+                    state.commit(conn, system)
+    if state is None:
+        raise StorageError("continuous verification: its positions cannot be read")
+    return state
+
+
+def verify_changes(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    max_rows: int = DEFAULT_ROWS_PER_ROUND,
+    chunk: int = DEFAULT_CHUNK,
+    store: bool = True,
+) -> CheckReport:
+    """One round of continuous verification (see the module doc); its report."""
+    started = time.perf_counter()
+    ops = ops_for(engine)
+    try:
+        state = _state(engine)
+        tables = resolve_legacy_tables(engine, settings, require_status=False)
+        with engine.connect() as conn:
+            project = pending_replay_exists(conn)
+        report = CheckReport(scope=CONTINUOUS_SCOPE, systems=[s.value for s in LegacySystemType])
+        report.run = CONTINUOUS
+        complete = True
+        watermarks: list[datetime] = []
+        for system in LegacySystemType:
+            lt = tables.get(system)
+            pos = state.systems[system]
+            if lt is None or lt.status is None:
+                continue  # retired: legacy holds no status any more
+            if pos.pass_started_at is None:  # a new pass
+                pos.pass_started_at = utcnow()
+                pos.position, pos.done, pos.counts, pos.ranges = None, False, zero_counts(), 0
+            since = pos.watermark - SLACK if pos.watermark is not None else None
+            scan = RangeScan(engine, ops, settings, since, chunk, 0, project)
+            got = zero_counts()
+            with engine.connect() as conn:
+                while True:
+                    hi, counts = scan.range(conn, lt, pos.position)
+                    got = add_counts(got, counts)
+                    pos.counts = add_counts(pos.counts, counts)
+                    pos.position, pos.ranges = hi, pos.ranges + 1
+                    if hi is None:  # the pass is done: its start is the new watermark
+                        pos.watermark, pos.pass_started_at = pos.pass_started_at, None
+                        pos.position = None
+                    with engine.begin() as write:
+                        state.commit(write, system)
+                    if hi is None:
+                        break
+                    if got["total"] >= max_rows:
+                        complete = False
+                        break
+            if pos.watermark is not None:
+                watermarks.append(pos.watermark)
+            report.per_system[system.value] = {
+                "total": got["total"],
+                "consistent": got["ok"],
+                "inconsistencies": {k: got[k] for k in KINDS},
+                "complete": pos.pass_started_at is None,
+                "watermark": pos.watermark.isoformat() if pos.watermark else None,
+            }
+            report.total += got["total"]
+            report.consistent += got["ok"]
+            for kind in KINDS:
+                report.inconsistencies[kind] += got[kind]
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"continuous verification failed: {str(exc.orig).strip()}") from None
+    report.since = min(watermarks) - SLACK if watermarks else None
+    report.complete = complete
+    report.duration_ms = (time.perf_counter() - started) * 1000
+    report.created_at = utcnow()
+    if store and report.total > 0:
+        # A round that verified nothing stores nothing: 0 of 0 would read as 100%.
+        store_report(engine, report)
+    return report
+
+
+def verification_status(engine: sa.Engine, *, now: datetime | None = None) -> dict[str, Any]:
+    """The watermark of continuous verification and its age (lag), per system and overall.
+
+    ``watermark`` None: it has never completed a pass (``lag_seconds`` None too).
+    """
+    now = now or utcnow()
+    try:
+        with engine.connect() as conn:
+            state = RunState.load(conn, CONTINUOUS)
+    except sa.exc.SQLAlchemyError:
+        state = None
+    systems: dict[str, Any] = {}
+    marks = []
+    for system, pos in (state.systems if state else {}).items():
+        mark = pos.watermark
+        if mark is not None:
+            marks.append(mark)
+        systems[system.value] = {
+            "watermark": mark.isoformat() if mark else None,
+            "lag_seconds": round((now - mark).total_seconds(), 1) if mark else None,
+            "in_pass": pos.pass_started_at is not None,
+            "position": pos.position,
+            "updated_at": pos.updated_at.isoformat(),
+        }
+    oldest = min(marks) if marks and len(marks) == len(systems) else None
+    return {
+        "watermark": oldest.isoformat() if oldest else None,
+        "lag_seconds": round((now - oldest).total_seconds(), 1) if oldest else None,
+        "systems": systems,
+    }

@@ -1,0 +1,256 @@
+"""`unistatus check` resumable and bounded: positions per key range, --resume after a
+SIGKILL, --max-duration, the stored report's ``complete``, and --out / repair --from.
+
+The kill is real: a child process runs the check and is killed with SIGKILL once the
+stored position shows where it is (its range callback blocks on stdin after a known
+range; on PostgreSQL also while it waits, mid-range, on a lock the test holds, seen in
+``pg_locks``). Runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from support.check_data import damage, populate
+from unistatus.cli import app
+from unistatus.db.tables import status_history
+from unistatus.db.tables_check import check_runs
+from unistatus.errors import InputError
+from unistatus.migration.check import latest_report, run_check
+from unistatus.migration.gates import gate_check
+from unistatus.migration.repair import run_repair
+
+N = 120
+CHUNK = 10
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from unistatus.config import DEFAULT_SCHEMA, load_settings
+    from unistatus.db.engine import create_engine
+    from unistatus.migration.check import run_check
+
+    url, pause_at, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    settings = load_settings(database_url=url, schema=DEFAULT_SCHEMA)
+    engine = create_engine(url)
+
+    def on_range(system, pos):
+        if system.value == "ESCROW" and pos.ranges == pause_at:
+            print("paused", flush=True)
+            sys.stdin.readline()
+
+    run_check(engine, settings, chunk=CHUNK, examples=3, out=out, on_range=on_range)
+    print("finished", flush=True)
+    """
+).replace("CHUNK", str(CHUNK))
+
+
+def _cli(db: Any, *args: str) -> Any:
+    return CliRunner().invoke(app, ["--database-url", db.url, *args], catch_exceptions=False)
+
+
+def _counts(report: Any) -> tuple[Any, ...]:
+    per = {
+        s: (i["total"], i["consistent"], i["inconsistencies"]) for s, i in report.per_system.items()
+    }
+    return report.total, report.consistent, report.inconsistencies, per
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def _stored_ranges(db: Any) -> dict[str, int]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(check_runs.c.system, check_runs.c.ranges).where(
+                check_runs.c.finished_at.is_(None)
+            )
+        ).all()
+    return {r.system: int(r.ranges) for r in rows}
+
+
+def _waiting_on_lock(db: Any, pid: int) -> bool:
+    with db.engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE NOT l.granted AND a.application_name <> 'x' AND a.pid <> :me"
+                    " AND a.backend_type = 'client backend' AND a.query ILIKE '%check_runs%'"
+                ),
+                {"me": conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()},
+            ).scalar_one()
+        )
+
+
+@pytest.mark.parametrize("mid_range", [False, True], ids=["between_ranges", "mid_range"])
+def test_a_run_killed_with_sigkill_resumes_without_skipping_or_double_counting(
+    db: Any, tmp_path: Path, mid_range: bool
+) -> None:
+    if mid_range and db.backend != "postgres":
+        pytest.skip("the mid-range kill waits in pg_locks (PostgreSQL)")
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    whole_out = tmp_path / "whole.jsonl"
+    whole = run_check(db.engine, db.settings, chunk=CHUNK, examples=3, out=whole_out)
+    assert whole.complete and whole.inconsistent > 0
+
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    out = tmp_path / "killed.jsonl"
+    child = subprocess.Popen(
+        [sys.executable, str(script), db.url, "4", str(out)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "paused"
+        # The position the child committed is the one the test sees.
+        assert _stored_ranges(db)["ESCROW"] == 4
+        lock = None
+        if mid_range:
+            # Hold the runs table: the child counts its next range, then waits to commit.
+            lock = db.engine.connect()
+            lock.begin()
+            lock.exec_driver_sql(f"LOCK TABLE {db.table('unistatus_check_runs')} IN SHARE MODE")
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            deadline = time.monotonic() + 30
+            while not _waiting_on_lock(db, child.pid):
+                assert time.monotonic() < deadline, "the child never waited on the lock"
+                time.sleep(0.02)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=30)
+        if lock is not None:
+            lock.rollback()
+            lock.close()
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == -signal.SIGKILL
+    assert _stored_ranges(db)["ESCROW"] == 4  # the range in flight was not committed
+    assert latest_report(db.engine).id == whole.id  # a killed run stores no report
+
+    resumed = run_check(db.engine, db.settings, resume=True)
+    assert resumed.complete and resumed.run != whole.run
+    assert _counts(resumed) == _counts(whole)
+    assert sorted(_lines(out)) == sorted(_lines(whole_out))  # every line once
+    assert len(_lines(out)) == whole.inconsistent
+    with pytest.raises(InputError, match="no interrupted check run"):
+        run_check(db.engine, db.settings, resume=True)
+
+
+def test_max_duration_stops_cleanly_stores_an_incomplete_report_and_resumes(db: Any) -> None:
+    populate(db.engine, db.settings, N)
+    whole = run_check(db.engine, db.settings, chunk=CHUNK)
+    stopped = _cli(db, "check", "--max-duration", "0.000001s")
+    assert stopped.exit_code == 3, stopped.output
+    assert "not a full check (complete: false)" in stopped.output
+    assert "cashout 0%" in stopped.output and "--resume" in stopped.output
+    report = latest_report(db.engine)
+    assert report is not None and not report.complete and report.total == 0
+    assert report.per_system["CASHOUT"]["percent"] == 0.0
+    # A gate never takes it for a full check: it reads the complete one before it.
+    assert latest_report(db.engine, scope="all", complete=True).id == whole.id
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.delete(sa.table("unistatus_check_reports")).where(sa.column("id") == whole.id)
+        )
+    gate = gate_check(
+        db.engine, "full", after=None, covering_since=None, require_full=True, need_rows=False
+    )
+    assert not gate.passed and "no complete check report" in str(gate.detail)
+
+    resumed = _cli(db, "check", "--resume", "--json")
+    assert resumed.exit_code == 0, resumed.output
+    data = json.loads(resumed.output)
+    assert data["complete"] is True and data["total"] == whole.total
+    assert data["per_system"]["EXCHANGE"]["percent"] == 100.0
+    gate = gate_check(
+        db.engine, "full", after=None, covering_since=None, require_full=True, need_rows=False
+    )
+    assert gate.passed, gate
+
+
+def test_out_lists_every_mismatch_and_repair_from_repairs_exactly_that_list(
+    db: Any, tmp_path: Path
+) -> None:
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    out = tmp_path / "mismatches.jsonl"
+    result = _cli(db, "check", "--examples", "1", "--out", str(out))
+    assert result.exit_code == 1, result.output
+    report = latest_report(db.engine)
+    records = [json.loads(line) for line in _lines(out)]
+    assert len(records) == report.inconsistent  # every one, not only the examples
+    fields = {
+        "legacy_status",
+        "unified_status",
+        "fields",
+        "legacy_updated_at",
+        "unified_updated_at",
+    }
+    assert all(fields <= set(r) for r in records)
+    mismatch = next(r for r in records if "field_mismatch" in r["kinds"])
+    assert mismatch["fields"] and {"field", "legacy", "unified"} == set(mismatch["fields"][0])
+
+    # Only the cashouts' lines: repair touches those and nothing else.
+    mine = tmp_path / "cashouts.jsonl"
+    mine.write_text("".join(line + "\n" for line in _lines(out) if '"CASHOUT"' in line))
+    dry = _cli(
+        db, "repair", "--from", str(mine), "--strategy", "legacy_wins", "--dry-run", "--json"
+    )
+    assert dry.exit_code == 1, dry.output  # orphans and unmappable rows are left
+    planned = json.loads(dry.output)
+    assert planned["dry_run"] and planned["repaired"] > 0 and planned["repair_queue"]["seen"] == 0
+    assert db.count("unified_status_history") == 0
+    done = _cli(
+        db, "repair", "--from", str(mine), "--strategy", "legacy_wins", "--reason", "t", "--json"
+    )
+    assert json.loads(done.output)["repaired"] == planned["repaired"]
+    after = run_check(db.engine, db.settings)
+    left = {k: v for k, v in after.per_system["CASHOUT"]["inconsistencies"].items() if v}
+    assert set(left) <= {"orphan_unified", "unmappable_legacy", "missing_unified"}
+    assert after.per_system["ESCROW"] == report.per_system["ESCROW"] | {
+        "started_at": after.per_system["ESCROW"]["started_at"]
+    }
+
+
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        ("{not json", "not JSON"),
+        ('{"system": "PAYPAL", "legacy_id": 1}', "unknown legacy system"),
+        ('{"system": "CASHOUT", "legacy_id": "7"}', "legacy_id must be an integer"),
+        ('{"system": "CASHOUT"}', "neither legacy_id nor transaction_id"),
+    ],
+)
+def test_repair_from_refuses_a_malformed_file_naming_the_line_and_writes_nothing(
+    db: Any, tmp_path: Path, line: str, why: str
+) -> None:
+    populate(db.engine, db.settings, 10)
+    damage(db.engine, db.settings, 10)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"system": "CASHOUT", "legacy_id": 2}\n' + line + "\n")
+    result = _cli(db, "repair", "--from", str(bad), "--strategy", "legacy_wins", "--reason", "t")
+    assert result.exit_code == 2, result.output
+    assert f"bad.jsonl:2: {why}" in " ".join(result.output.split())
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(status_history)).scalar() == 0
+    with pytest.raises(InputError, match=":2:"):
+        run_repair(db.engine, db.settings, strategy="legacy_wins", dry_run=True, from_file=bad)

@@ -1,0 +1,161 @@
+"""Verification that keeps up: a mismatch of a write in flight is re-checked, not
+reported; continuous verification (watermark, bounded rounds, lag on /metrics); the
+gate refuses a full check older than a system's last mode change.
+
+The race is on PostgreSQL: a writer holds the entity (its legacy row FOR UPDATE) with
+the fix uncommitted; the check is released by the writer's commit once ``pg_locks``
+shows it waiting. The rest runs on both backends.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from support.check_data import populate, tables
+from unistatus.clock import utcnow
+from unistatus.db.control import last_mode_change_at, write_value
+from unistatus.db.tables import unified_transactions as U
+from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.statuses import LegacySystemType, UnifiedTransactionStatus
+from unistatus.migration.check import CheckReport, latest_report, run_check
+from unistatus.migration.gates import gate_check
+from unistatus.migration.verify import CONTINUOUS_SCOPE, verification_status, verify_changes
+from unistatus.observe.alerts import Monitor
+from unistatus.observe.metrics import SnapshotCollector
+
+CASHOUT = LegacySystemType.CASHOUT
+mapper = LegacyStatusMapper()
+
+
+def _wrong_status(db: Any, legacy_id: int) -> str:
+    lt = tables(db.engine, db.settings)[CASHOUT]
+    with db.engine.connect() as conn:
+        status = conn.execute(sa.select(lt.status).where(lt.id == legacy_id)).scalar_one()
+    return next(
+        s.value for s in UnifiedTransactionStatus if not mapper.is_compatible(CASHOUT, status, s)
+    )
+
+
+def _set_unified(conn: sa.Connection, legacy_id: int, **values: Any) -> None:
+    conn.execute(
+        sa.update(U)
+        .where(U.c.legacy_system == CASHOUT.value, U.c.legacy_id == legacy_id)
+        .values(**values)
+    )
+
+
+def _someone_waits_for_a_lock(db: Any) -> bool:
+    with db.engine.connect() as conn:
+        return bool(
+            conn.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE NOT l.granted AND a.datname = current_database()"
+                )
+            ).scalar_one()
+        )
+
+
+@pytest.mark.parametrize("writer_fixes_it", [True, False], ids=["fixed", "not_fixed"])
+def test_a_mismatch_seen_while_a_write_is_in_flight_is_rechecked(
+    pg: Any, writer_fixes_it: bool
+) -> None:
+    populate(pg.engine, pg.settings, 30)
+    lt = tables(pg.engine, pg.settings)[CASHOUT]
+    with pg.engine.connect() as conn:
+        right = conn.execute(
+            sa.select(U.c.status).where(U.c.legacy_system == "CASHOUT", U.c.legacy_id == 7)
+        ).scalar_one()
+    with pg.engine.begin() as conn:  # committed: half of a write (its unified side stale)
+        _set_unified(conn, 7, status=_wrong_status(pg, 7), updated_at=utcnow())
+    writer = pg.engine.connect()
+    writer.begin()
+    writer.execute(sa.select(lt.id).where(lt.id == 7).with_for_update())  # the entity lock
+    _set_unified(writer, 7, status=right if writer_fixes_it else _wrong_status(pg, 7))
+    result: list[CheckReport] = []
+    checker = threading.Thread(
+        target=lambda: result.append(run_check(pg.engine, pg.settings, systems="cashout"))
+    )
+    checker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not _someone_waits_for_a_lock(pg):  # the re-check waits for the writer
+            assert time.monotonic() < deadline, "the check never waited for the writer"
+            assert checker.is_alive(), "the check finished without waiting for the writer"
+            time.sleep(0.02)
+        writer.commit()
+    finally:
+        writer.close()
+        checker.join(timeout=60)
+    report = result[0]
+    assert report.total == 30
+    if writer_fixes_it:
+        assert report.is_consistent, report.examples  # no false alarm
+    else:
+        assert report.inconsistencies["status_mismatch"] == 1
+        assert [e["legacy_id"] for e in report.examples] == [7]
+
+
+def test_continuous_verification_verifies_what_changed_in_bounded_rounds(db: Any) -> None:
+    populate(db.engine, db.settings, 50)  # rows stamped long ago
+    full = run_check(db.engine, db.settings)
+    assert full.is_consistent
+    assert verification_status(db.engine)["watermark"] is None
+    first = verify_changes(db.engine, db.settings, chunk=10)  # nothing changed since `full`
+    assert first.complete and first.total == 0
+    assert latest_report(db.engine).id == full.id  # 0 of 0 is not stored as 100%
+    status = verification_status(db.engine)
+    assert status["watermark"] is not None and status["lag_seconds"] < 60
+
+    lt = tables(db.engine, db.settings)[CASHOUT]
+    with db.engine.begin() as conn:
+        _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow())
+        for legacy_id in (21, 44):
+            conn.execute(sa.update(lt.table).where(lt.id == legacy_id).values(updated_at=utcnow()))
+    rounds = []
+    while not rounds or not rounds[-1].complete:
+        rounds.append(verify_changes(db.engine, db.settings, chunk=10, max_rows=1))
+        assert len(rounds) < 10
+    assert len(rounds) >= 3  # bounded: one changed row per round here
+    assert sum(r.total for r in rounds) == 3  # each changed row verified once
+    assert sum(r.inconsistencies["status_mismatch"] for r in rounds) == 1
+    latest = latest_report(db.engine)
+    assert latest is not None and latest.scope == CONTINUOUS_SCOPE
+    # Gates read complete full checks: continuous rounds never stand in for one.
+    assert latest_report(db.engine, scope="all", complete=True).id == full.id
+
+    Monitor(db.engine, db.settings).evaluate()  # monitor and serve run a round each time
+    metrics = {m.name: m for m in SnapshotCollector(db.engine, db.settings).collect()}
+    lag = metrics["unistatus_verification_lag_seconds"]
+    assert {s.labels["system"] for s in lag.samples} == {s.value for s in LegacySystemType}
+    assert all(0 <= s.value < 120 for s in lag.samples)
+
+
+def test_the_gate_refuses_a_full_check_older_than_a_systems_last_mode_change(db: Any) -> None:
+    populate(db.engine, db.settings, 20)
+    run_check(db.engine, db.settings)
+
+    def gate() -> Any:
+        return gate_check(
+            db.engine, "full", after=None, covering_since=None, require_full=True, need_rows=False
+        )
+
+    assert gate().passed
+    with db.engine.begin() as conn:  # a per-system switch (issue 14 §1's key)
+        write_value(conn, "mode.ESCROW", "DUAL_WRITE_LEGACY_PRIMARY", actor="t", reason="t")
+    with db.engine.connect() as conn:
+        assert last_mode_change_at(conn, LegacySystemType.ESCROW) is not None
+        assert last_mode_change_at(conn, CASHOUT) is None
+    refused = gate()
+    assert not refused.passed and "ESCROW before its last mode change" in str(refused.detail)
+    with db.engine.begin() as conn:  # the global key counts for every system
+        write_value(conn, "mode", "DUAL_WRITE_LEGACY_PRIMARY", actor="t", reason="t")
+    with db.engine.connect() as conn:
+        assert last_mode_change_at(conn, CASHOUT) is not None
+    run_check(db.engine, db.settings)
+    assert gate().passed
