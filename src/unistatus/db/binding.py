@@ -152,3 +152,30 @@ def qualify(name: str, schema: str | None, dialect: sa.Dialect) -> str:
     if schema is None:
         return preparer.quote(name)
     return f"{preparer.quote_schema(schema)}.{preparer.quote(name)}"
+
+
+# (engine, table, column) found present: only a yes is kept, so a column a later
+# revision adds is used from the first statement after `unistatus init`.
+_COLUMNS_SEEN: weakref.WeakKeyDictionary[sa.Engine, set[tuple[str, str]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def has_column(engine: sa.Engine, table: sa.Table, column: str) -> bool:
+    """Whether ``table`` has ``column`` in this database.
+
+    New code on an older schema (a rolling upgrade, before ``unistatus init``) asks
+    this before using a column a later revision added, instead of failing. A missing
+    table answers yes: the statement then fails with the real error.
+    """
+    seen = _COLUMNS_SEEN.setdefault(engine, set())
+    if (table.name, column) in seen:
+        return True
+    try:
+        names = {c["name"] for c in sa.inspect(engine).get_columns(table.name, schema_of(engine))}
+    except sa.exc.NoSuchTableError:
+        return True
+    if column in names:
+        seen.add((table.name, column))
+        return True
+    return False

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings, load_settings
+from unistatus.db.binding import has_column
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import (
@@ -277,9 +278,12 @@ def unified_staleness(
     legacy status (a row brought back in step since, e.g. by a repair, is not).
     """
     R = check_reports
+    judged = [R.c.scope == "all", R.c.consistent == R.c.total]
+    if has_column(conn.engine, R, "complete"):  # revision 0014 (every report before: complete)
+        judged.append(R.c.complete.is_(True))
     verified = conn.execute(
         sa.select(R.c.id, R.c.started_at)
-        .where(R.c.scope == "all", R.c.consistent == R.c.total, R.c.complete.is_(True))
+        .where(*judged)
         .order_by(R.c.started_at.desc(), R.c.id.desc())
         .limit(1)
     ).first()

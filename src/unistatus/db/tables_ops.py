@@ -8,11 +8,9 @@ The phase lives in the control table (key ``phase``); it needs no table of its o
 
 from __future__ import annotations
 
-import weakref
-
 import sqlalchemy as sa
 
-from unistatus.db.binding import schema_of
+from unistatus.db.binding import has_column
 from unistatus.db.tables import UTC, metadata
 
 # Upper bounds (ms, inclusive) of the latency buckets; one more bucket holds the rest.
@@ -65,25 +63,10 @@ operation_stats = sa.Table(
 sa.Index("ix_operation_stats_end", operation_stats.c.interval_end)
 
 
-# Engines whose table has revision 0010's column (only a yes is kept: a no is checked
-# again, so the column is used from the first flush after `unistatus init`).
-_ROLLED_BACK_STORED: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
-
-
 def stores_rolled_back(engine: sa.Engine) -> bool:
     """Whether ``operation_stats`` has the ``rolled_back`` column (revision 0010).
 
     New code on an older schema (a rolling upgrade, before ``unistatus init``) records
     and reads the other figures without it instead of failing every flush.
     """
-    if engine in _ROLLED_BACK_STORED:
-        return True
-    try:
-        columns = sa.inspect(engine).get_columns(operation_stats.name, schema=schema_of(engine))
-        names = {c["name"] for c in columns}
-    except sa.exc.NoSuchTableError:
-        return True  # no table at all: let the statement fail with the real error
-    if "rolled_back" in names:
-        _ROLLED_BACK_STORED.add(engine)
-        return True
-    return False
+    return has_column(engine, operation_stats, "rolled_back")
