@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from unistatus.domain.inputs import check_reason
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError, InputError, UnistatusError
 from unistatus.redact import redact
 
@@ -201,3 +202,14 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
     if isinstance(exc, sa.exc.SQLAlchemyError):
         abort(redact(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"))
     abort(redact(f"unexpected {exc.__class__.__name__}: {exc} (re-run with --debug for details)"))
+
+
+SYSTEM_HELP = "One legacy system: cashout, escrow or exchange (default: every system)."
+
+
+def parse_system(value: str | None) -> LegacySystemType | None:
+    """``--system cashout|escrow|exchange`` (any case; ``all`` or absent: None, every
+    system). A bad value is an InputError (exit 2)."""
+    if value is None or value.strip().lower() == "all":
+        return None
+    return LegacySystemType.parse(value)

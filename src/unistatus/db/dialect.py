@@ -105,6 +105,17 @@ def mode_lock_key(schema: str | None) -> int:
     return (MODE_LOCK_KEY << 32) | zlib.crc32(schema.encode())
 
 
+def system_lock_key(key: int, system: str) -> int:
+    """The mode lock of one legacy system (``system``: its value, e.g. ``"CASHOUT"``) in
+    the installation whose mode lock is ``key`` (:func:`mode_lock_key`).
+
+    Never ``key`` itself (the low bit differs from the CRC's shifted value), positive and
+    64-bit like it. Revision 0013 holds a frozen copy, baked into
+    ``unistatus_locked_mode(system)``.
+    """
+    return key ^ ((zlib.crc32(system.encode()) << 1) | 1)
+
+
 def locked_mode_function(schema: str | None) -> sa.FunctionElement[Any]:
     """A call of ``unistatus_locked_mode()`` (revision 0007), in our tables' schema."""
     packages = () if schema is None else (schema,)
@@ -182,8 +193,11 @@ class DialectOps:
         """:meth:`mode_shared_lock` as a statement (None: the dialect needs no lock)."""
         return None
 
-    def mode_exclusive_lock(self, conn: sa.Connection) -> None:
-        """Taken by a mode switch: waits for in-flight writes, holds new ones back."""
+    def mode_exclusive_lock(self, conn: sa.Connection, system: Any = None) -> None:
+        """Taken by a mode switch: waits for in-flight writes, holds new ones back.
+
+        ``system`` (a LegacySystemType): only that system's writes; None: every write.
+        """
 
     def mode_lock_clause(self) -> sa.ColumnElement[bool] | None:
         """The shared lock as a WHERE clause, to take it inside the entity-lock SELECT."""
@@ -297,7 +311,7 @@ class PostgresOps(DialectOps):
     def mode_shared_lock_statement(self) -> sa.Select[Any]:
         return sa.select(self._mode_lock_shared(), writer_mark.set_mark())
 
-    def mode_exclusive_lock(self, conn: sa.Connection) -> None:
+    def mode_exclusive_lock(self, conn: sa.Connection, system: Any = None) -> None:
         conn.execute(
             sa.select(sa.func.pg_advisory_xact_lock(self.mode_lock_key), writer_mark.set_mark())
         )
