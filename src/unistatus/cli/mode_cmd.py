@@ -42,19 +42,18 @@ def get(
       unistatus mode get --system escrow
       unistatus mode get --json
     """
-    from unistatus.db.control import MIXED, common_mode, get_modes
+    from unistatus.db.control import get_modes, mode_summary
 
     chosen = parse_system(system)
     modes = get_modes(state(ctx).engine)
     if chosen is not None:
         modes = {chosen: modes[chosen]}
-    common = common_mode(modes)
-    shown = common.value if common is not None else MIXED
+    shown = mode_summary(modes)
     if json_out:
         print_json({"mode": shown, "systems": {s.value: m.value for s, m in modes.items()}})
         return
     console.print(shown)
-    if common is None:
+    if len(set(modes.values())) > 1:
         for s, m in modes.items():
             console.print(f"  {s.value:<9} {m.value}")
 

@@ -6,7 +6,7 @@ PostgreSQL a switch takes the exclusive mode lock, so it waits for in-flight ada
 writes and no write can commit under the old mode after the switch.
 
 The mode is per legacy system: control key ``mode.<SYSTEM>`` (:func:`mode_key`, e.g.
-``mode.CASHOUT``; missing = :data:`DEFAULT_MODE`). A switch names one system or all of
+``mode.CASHOUT``; missing = the global key's, else :data:`DEFAULT_MODE`). A switch names one system or all of
 them (``system=None``), and logs one control-log row per system it changed. The old
 global key ``mode`` (:data:`MODE_KEY`) is kept as a summary for readers that predate
 per-system modes (revision 0006's re-check, ``unistatus_locked_mode()`` without an
@@ -92,23 +92,34 @@ def read_value(conn: sa.Connection, key: str) -> str | None:
 
 
 def read_modes(conn: sa.Connection) -> dict[LegacySystemType, DualWriteMode]:
-    """Every system's mode, in one query (a missing key: :data:`DEFAULT_MODE`)."""
+    """Every system's mode, in one query (a system without its key: the global key's,
+    else :data:`DEFAULT_MODE`)."""
     keys = {mode_key(system): system for system in SYSTEMS}
-    rows = conn.execute(
-        sa.select(migration_control.c.key, migration_control.c.value).where(
-            migration_control.c.key.in_(list(keys))
+    rows: dict[str, str] = {
+        str(k): str(v)
+        for k, v in conn.execute(
+            sa.select(migration_control.c.key, migration_control.c.value).where(
+                migration_control.c.key.in_([MODE_KEY, *keys])
+            )
         )
-    ).all()
-    modes = dict.fromkeys(SYSTEMS, DEFAULT_MODE)
-    for key, value in rows:
-        modes[keys[key]] = DualWriteMode(value)
-    return modes
+    }
+    fallback = DualWriteMode(rows[MODE_KEY]) if rows.get(MODE_KEY) else DEFAULT_MODE
+    return {
+        system: DualWriteMode(rows[key]) if rows.get(key) else fallback
+        for key, system in keys.items()
+    }
 
 
 def common_mode(modes: dict[LegacySystemType, DualWriteMode]) -> DualWriteMode | None:
     """The mode every system is in, or None while they differ."""
     distinct = set(modes.values())
     return distinct.pop() if len(distinct) == 1 else None
+
+
+def mode_summary(modes: dict[LegacySystemType, DualWriteMode]) -> str:
+    """The mode every system is in, or :data:`MIXED` (what `mode get` prints first)."""
+    common = common_mode(modes)
+    return common.value if common is not None else MIXED
 
 
 def describe_modes(modes: dict[LegacySystemType, DualWriteMode]) -> str:
@@ -119,7 +130,7 @@ def read_mode(conn: sa.Connection, system: LegacySystemType | None = None) -> Du
     """``system``'s mode; with None, the mode of every system (ModeError if they differ:
     call :func:`read_modes` where systems may be in different modes)."""
     if system is not None:
-        value = read_value(conn, mode_key(system))
+        value = read_value(conn, mode_key(system)) or read_value(conn, MODE_KEY)
         return DualWriteMode(value) if value else DEFAULT_MODE
     modes = read_modes(conn)
     common = common_mode(modes)
@@ -134,7 +145,8 @@ def mode_is(mode: DualWriteMode, system: LegacySystemType) -> sa.ColumnElement[b
 
 
 def stored_mode(system: LegacySystemType | sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
-    """``system``'s stored mode as SQL (a missing row: LEGACY_ONLY, as read_mode says).
+    """``system``'s stored mode as SQL, as :func:`read_mode` reads it: its key, else
+    the global key, else LEGACY_ONLY.
 
     ``system`` is a system or a SQL expression of its value (a bound parameter, a
     column): the key is ``'mode.' || system``.
@@ -144,10 +156,12 @@ def stored_mode(system: LegacySystemType | sa.ColumnElement[Any]) -> sa.ColumnEl
         if isinstance(system, (LegacySystemType, str))
         else sa.literal(f"{MODE_KEY}.") + system
     )
-    stored = (
-        sa.select(migration_control.c.value).where(migration_control.c.key == key).scalar_subquery()
-    )
-    return sa.func.coalesce(stored, DEFAULT_MODE.value)
+
+    def value_of(k: Any) -> sa.ScalarSelect[Any]:
+        q = sa.select(migration_control.c.value).where(migration_control.c.key == k)
+        return q.scalar_subquery()
+
+    return sa.func.coalesce(value_of(key), value_of(MODE_KEY), DEFAULT_MODE.value)
 
 
 def last_mode_change_at(conn: sa.Connection, system: LegacySystemType) -> datetime | None:

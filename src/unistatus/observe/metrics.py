@@ -28,7 +28,7 @@ from unistatus.backfill import progress as backfill_progress
 from unistatus.backfill import quarantine_count
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import get_mode
+from unistatus.db.control import get_modes, mode_summary
 from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode
@@ -214,7 +214,7 @@ def collect_snapshot(
     src = snap.sources
 
     def mode() -> str:
-        return get_mode(engine).value
+        return mode_summary(get_modes(engine))
 
     def phase() -> dict[str, Any]:
         data: dict[str, Any] = phase_status(engine, settings).as_dict()

@@ -4,7 +4,8 @@
   ``mode.EXCHANGE``) holds each system's mode. A database with the one global ``mode``
   gets every system in that mode (no control-log row: the mode did not change, and the
   last change stays the one that set it). ``mode`` itself stays, as a summary kept by
-  unistatus: the mode of every system while they agree, absent while they differ.
+  unistatus: the mode of every system while they agree, absent while they differ; a
+  system without a key of its own reads it (unistatus writes the three keys together).
 - PostgreSQL: ``unistatus_locked_mode(system text)`` takes the installation's mode lock
   shared, then the system's own lock shared (a key derived from the installation's),
   reads that system's mode in a new snapshot, and sets the writer mark to it. A switch of
@@ -62,6 +63,7 @@ BEGIN
     -- the locks were awaited is seen.
     current_mode := coalesce(
         (SELECT value FROM {{control}} WHERE key = '{MODE_KEY}.' || p_system),
+        (SELECT value FROM {{control}} WHERE key = '{MODE_KEY}'),
         '{DEFAULT_MODE}'
     );
     -- The writer mark: this transaction writes for unistatus, under this mode.
