@@ -38,7 +38,7 @@ from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import unified_transactions
 from unistatus.domain import consistency
-from unistatus.domain.ids import EntityRef, LegacyRef, parse_entity_id
+from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
 from unistatus.domain.inputs import (
     MAX_ACTOR_CHARS,
     MAX_REASON_CHARS,
@@ -199,10 +199,18 @@ class DualWriteAdapter:
         if found is None:
             return LegacySystemType.CASHOUT
         system = LegacySystemType(found)
+        self._remember_system(ref.value, system)
+        return system
+
+    def _remember_system(self, utx_id: str | None, system: LegacySystemType) -> None:
+        """Remember the system of a transaction born unified (its id does not say it)."""
+        if utx_id is None or utx_id in self._born_unified:
+            return
+        if not isinstance(ref := parse_entity_id(utx_id), UtxId) or ref.derived_ref is not None:
+            return
         if len(self._born_unified) >= BORN_UNIFIED_REMEMBERED:
             self._born_unified.clear()
-        self._born_unified[ref.value] = system
-        return system
+        self._born_unified[utx_id] = system
 
     @property
     def legacy(self) -> dict[LegacySystemType, LegacyTable]:
@@ -297,7 +305,9 @@ class DualWriteAdapter:
             return self._caller.write("create_transaction", connection, work, system=system)
         work = partial(self._creator.work, new=new)
         settle = claim.settle if claim else None
-        return self._runner.run("create_transaction", work, settle=settle, system=system)
+        result = self._runner.run("create_transaction", work, settle=settle, system=system)
+        self._remember_system(result.entity_id, system)
+        return result
 
     def update_status(
         self,
