@@ -187,7 +187,11 @@ def test_an_emergency_rollback_of_one_system_replays_only_its_changes(db: Databa
         db.engine, db.settings, actor="oncall", reason="t", system="cashout"
     )
     assert result["replay"]["replayed"] == 10 and pending_count(db.engine) == 0
-    fully_consistent(db)
+    # Every system in step, but the escrow created above in LEGACY_ONLY (no unified row,
+    # as in any legacy-only period, until the backfill).
+    fully_consistent(db, S.CASHOUT, S.EXCHANGE)
+    escrow_check = run_check(db.engine, db.settings, systems=[S.ESCROW], store=False)
+    assert escrow_check.inconsistent == escrow_check.inconsistencies["missing_unified"] == 1
 
 
 def test_the_other_systems_writers_never_fail_while_one_system_switches(pg: Database) -> None:
@@ -339,3 +343,30 @@ def test_rollback_emergency_for_one_system_on_the_command_line(db: Database) -> 
     text = run("rollback", "--emergency", "--system", "exchange", "--reason", "again")
     assert text.exit_code == 0 and "emergency rollback: EXCHANGE: mode LEGACY_ONLY" in text.stdout
     fully_consistent(db, S.EXCHANGE)
+
+
+def test_the_api_switches_and_rolls_back_one_system(db: Database) -> None:
+    from fastapi.testclient import TestClient
+
+    from unistatus.api.service import create_app
+
+    token = "admin-token-for-this-test"
+    service = create_app(db.settings.model_copy(update={"admin_token": token}), db.engine)
+    headers = {"Authorization": f"Bearer {token}"}
+    set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    with TestClient(service) as client:
+        body = {"mode": "UNIFIED_ONLY", "system": "CASHOUT", "reason": "wk 3", "force": True}
+        r = client.put("/api/v1/control/mode", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["systems_changed"] == ["CASHOUT"]
+        assert get_mode(db.engine, S.CASHOUT) is M.UNIFIED_ONLY
+        frozen_writes(db, adapter_of(db), S.CASHOUT, 1)
+        body = {"system": "CASHOUT", "reason": "drill"}
+        r = client.post("/api/v1/control/rollback", json=body, headers=headers)
+        assert r.status_code == 200, r.text
+        assert r.json()["replay"]["replayed"] == 2 and r.json()["system"] == "CASHOUT"
+    assert get_modes(db.engine) == {
+        S.CASHOUT: M.LEGACY_ONLY,
+        S.ESCROW: M.DUAL_WRITE_LEGACY_PRIMARY,
+        S.EXCHANGE: M.DUAL_WRITE_LEGACY_PRIMARY,
+    }

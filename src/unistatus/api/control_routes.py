@@ -12,7 +12,7 @@ from fastapi import FastAPI
 
 from unistatus.api.access import actor_for
 from unistatus.api.auth import Admin
-from unistatus.api.models import ModeChange, PhaseAdvance, ReasonedAction
+from unistatus.api.models import EmergencyRollback, ModeChange, PhaseAdvance, ReasonedAction
 from unistatus.api.state import ServiceState
 from unistatus.db.control import set_mode as switch_mode
 from unistatus.db.control import switch_as_dict
@@ -64,8 +64,13 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
         return change.as_dict()
 
     @app.post("/api/v1/control/rollback", tags=["control"])
-    def emergency(body: ReasonedAction, who: Admin) -> dict[str, Any]:
-        """Emergency rollback: replay where legacy is stale, then legacy only."""
+    def emergency(body: EmergencyRollback, who: Admin) -> dict[str, Any]:
+        """Emergency rollback: replay where legacy is stale, then legacy only (of one
+        ``system``, or of every system)."""
         return emergency_rollback(
-            service.engine, service.settings, actor=actor_for(who, body.actor), reason=body.reason
+            service.engine,
+            service.settings,
+            actor=actor_for(who, body.actor),
+            reason=body.reason,
+            system=body.system,
         )

@@ -30,6 +30,7 @@ from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTr
 
 __all__ = [
     "Actor",
+    "EmergencyRollback",
     "EntityId",
     "ModeChange",
     "PhaseAdvance",
@@ -134,3 +135,8 @@ class PhaseAdvance(_Input):
 class ReasonedAction(_Input):
     reason: Reason
     actor: Actor = "api"
+
+
+class EmergencyRollback(ReasonedAction):
+    # One legacy system (CASHOUT, ESCROW, EXCHANGE); absent: every system.
+    system: LegacySystemType | None = None

@@ -30,12 +30,13 @@ def is_paused(conn: sa.Connection, system: LegacySystemType | None = None) -> bo
 def paused_clause(system: LegacySystemType | None = None) -> sa.ColumnElement[bool]:
     """SQL: true while the backfill (of ``system``, when given) is paused (to fold the
     check into another query)."""
-    keys = [PAUSE_KEY] if system is None else [PAUSE_KEY, pause_key(system)]
-    return (
-        sa.select(sa.literal(1))
-        .where(migration_control.c.key.in_(keys), migration_control.c.value == "true")
-        .exists()
+    # Plain comparisons, no IN list: the batch statements are compiled once
+    # (unistatus.db.prepared), with no expanding parameter to fill in.
+    key = migration_control.c.key
+    which = (
+        key == PAUSE_KEY if system is None else sa.or_(key == PAUSE_KEY, key == pause_key(system))
     )
+    return sa.select(sa.literal(1)).where(which, migration_control.c.value == "true").exists()
 
 
 def _set(
