@@ -321,7 +321,7 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
         indexes = retired_shape["tables"][table]["indexes"]
         assert {i[0] for i in indexes} >= names
         retired_shape["tables"][table]["indexes"] = [i for i in indexes if i[0] not in names]
-    # 0013: unistatus_locked_mode(system), beside the one without an argument.
+    # 0015: unistatus_locked_mode(system), beside the one without an argument.
     assert after["functions"] == retired_shape["functions"] * 2
     retired_shape["functions"] = after["functions"]
     assert after == retired_shape
@@ -444,17 +444,17 @@ def control_values(engine: sa.Engine) -> dict[str, str]:
     return {str(k): str(v) for k, v in rows if str(k).startswith("mode")}
 
 
-def test_0013_gives_every_system_the_global_mode_and_its_downgrade_takes_it_back(
+def test_0015_gives_every_system_the_global_mode_and_its_downgrade_takes_it_back(
     new_database: Callable[[str], Database],
 ) -> None:
-    """A database at 0012 with one global mode: after 0013 every system is in it (no
+    """A database at 0014 with one global mode: after 0015 every system is in it (no
     control-log row: nothing changed); the downgrade refuses while the systems differ."""
     from unistatus.db.control import get_mode, get_modes, last_mode_change_at, write_mode
     from unistatus.domain.statuses import LegacySystemType as S
 
     db = new_database("per_system")
-    assert schema.upgrade(db.engine, db.settings, "0012") == "0012"
-    with ops_for(db.engine).write_transaction() as conn:  # what 0012's set_mode wrote
+    assert schema.upgrade(db.engine, db.settings, "0014") == "0014"
+    with ops_for(db.engine).write_transaction() as conn:  # what 0014's set_mode wrote
         conn.execute(
             sa.text(
                 "INSERT INTO unistatus_control (key, value, updated_at, updated_by) "
@@ -468,7 +468,7 @@ def test_0013_gives_every_system_the_global_mode_and_its_downgrade_takes_it_back
                 " 'DUAL_WRITE_UNIFIED_PRIMARY', 'ops', 'phase 3', CURRENT_TIMESTAMP)"
             )
         )
-    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0013"
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0015"
     every = dict.fromkeys(S, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY)
     assert get_modes(db.engine) == every
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
@@ -491,31 +491,31 @@ def test_0013_gives_every_system_the_global_mode_and_its_downgrade_takes_it_back
         write_mode(conn, DualWriteMode.UNIFIED_ONLY, system=S.CASHOUT, actor="t", reason="t")
     assert "mode" not in control_values(db.engine)  # the summary: absent while they differ
     with pytest.raises(Exception, match="different modes"):
-        schema.downgrade(db.engine, db.settings, "0012")
+        schema.downgrade(db.engine, db.settings, "0014")
     with ops_for(db.engine).write_transaction() as conn:
         write_mode(conn, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, actor="t", reason="t")
-    assert schema.downgrade(db.engine, db.settings, "0012") == "0012"
+    assert schema.downgrade(db.engine, db.settings, "0014") == "0014"
     assert control_values(db.engine) == {"mode": "DUAL_WRITE_UNIFIED_PRIMARY"}
     assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION
 
 
-def test_0013_on_a_database_never_switched_leaves_every_system_legacy_only(
+def test_0015_on_a_database_never_switched_leaves_every_system_legacy_only(
     new_database: Callable[[str], Database],
 ) -> None:
     from unistatus.db.control import get_modes
     from unistatus.domain.statuses import LegacySystemType as S
 
     db = new_database("never_switched")
-    assert schema.upgrade(db.engine, db.settings, "0012") == "0012"
-    assert schema.upgrade(db.engine, db.settings) == "0013"
+    assert schema.upgrade(db.engine, db.settings, "0014") == "0014"
+    assert schema.upgrade(db.engine, db.settings) == "0015"
     assert control_values(db.engine) == {}
     assert get_modes(db.engine) == dict.fromkeys(S, DualWriteMode.LEGACY_ONLY)
 
 
-def test_0013_keeps_a_frozen_copy_of_the_system_lock_key() -> None:
+def test_0015_keeps_a_frozen_copy_of_the_system_lock_key() -> None:
     from unistatus.db.dialect import mode_lock_key, system_lock_key
 
-    path = next(VERSIONS.glob("0013_*.py"))
+    path = next(VERSIONS.glob("0015_*.py"))
     frozen: dict[str, Any] = {}
     exec(compile(path.read_text(), str(path), "exec"), frozen)  # noqa: S102 - our own file
     for key in (mode_lock_key(None), mode_lock_key("unistatus"), mode_lock_key("a_b")):

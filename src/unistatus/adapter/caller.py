@@ -84,7 +84,7 @@ class CallerTransactions:
         self.ops = ops
         # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves.
         self.driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-        # ``unistatus_locked_mode(system)`` (revision 0013): the locks and the read of
+        # ``unistatus_locked_mode(system)`` (revision 0015): the locks and the read of
         # the system's mode in one call.
         self._locked_mode = (
             {

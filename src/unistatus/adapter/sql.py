@@ -103,7 +103,7 @@ class HotStatements:
 
     def locked_mode_of(self, system: LegacySystemType) -> Any:
         """The mode locks of ``system`` and a fresh read of its mode in one value
-        (PostgreSQL, revision 0013). Uncorrelated, so the planner evaluates it once, as
+        (PostgreSQL, revision 0015). Uncorrelated, so the planner evaluates it once, as
         a one-time filter, before any row is read or locked: the advisory locks are
         always taken before row locks (as a mode switch takes them), and the mode it
         returns is the one no switch of that system can change until commit."""

@@ -11,7 +11,7 @@ them (``system=None``), and logs one control-log row per system it changed. The 
 global key ``mode`` (:data:`MODE_KEY`) is kept as a summary for readers that predate
 per-system modes (revision 0006's re-check, ``unistatus_locked_mode()`` without an
 argument): it holds the mode of every system while they agree and is absent while
-they differ. Revision 0013 copied a database's global mode to every system.
+they differ. Revision 0015 copied a database's global mode to every system.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def mode_key(system: LegacySystemType) -> str:
 
 def mode_keys(system: LegacySystemType | None = None) -> tuple[str, ...]:
     """The control keys that logged changes of ``system``'s mode (None: any system's):
-    its own and the global key (which set every system's before revision 0013)."""
+    its own and the global key (which set every system's before revision 0015)."""
     return (MODE_KEY, *(mode_key(s) for s in _systems(system)))
 
 
@@ -167,7 +167,7 @@ def stored_mode(system: LegacySystemType | sa.ColumnElement[Any]) -> sa.ColumnEl
 def last_mode_change_at(conn: sa.Connection, system: LegacySystemType) -> datetime | None:
     """When ``system``'s mode was last written (a switch, a rollback; None: never).
 
-    Counts the global key's log rows too (before revision 0013 one switch set every
+    Counts the global key's log rows too (before revision 0015 one switch set every
     system's mode).
     """
     at = conn.execute(
@@ -182,7 +182,7 @@ def mode_changes(
     conn: sa.Connection, system: LegacySystemType
 ) -> list[tuple[datetime, DualWriteMode]]:
     """(when, new mode) of every logged change of ``system``'s mode, oldest first (the
-    global key's rows from before revision 0013 included)."""
+    global key's rows from before revision 0015 included)."""
     rows = conn.execute(
         sa.select(control_log.c.created_at, control_log.c.new_value)
         .where(control_log.c.key.in_(mode_keys(system)))

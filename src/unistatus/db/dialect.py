@@ -27,7 +27,7 @@ from unistatus.domain.statuses import LegacySystemType
 # Key of the advisory lock that orders writes against mode switches on PostgreSQL
 # (tables in the default schema; another schema has its own: mode_lock_key).
 MODE_LOCK_KEY = 0x756E6973  # "unis"
-# revision 0013's function (0007's, with a system): the mode locks and a fresh read of
+# revision 0015's function (0007's, with a system): the mode locks and a fresh read of
 # the mode of one system (PostgreSQL).
 LOCKED_MODE_FUNCTION = "unistatus_locked_mode"
 
@@ -112,7 +112,7 @@ def system_lock_key(key: int, system: str) -> int:
     the installation whose mode lock is ``key`` (:func:`mode_lock_key`).
 
     Never ``key`` itself (the low bit differs from the CRC's shifted value), positive and
-    64-bit like it. Revision 0013 holds a frozen copy, baked into
+    64-bit like it. Revision 0015 holds a frozen copy, baked into
     ``unistatus_locked_mode(system)``.
     """
     return key ^ ((zlib.crc32(system.encode()) << 1) | 1)
@@ -121,7 +121,7 @@ def system_lock_key(key: int, system: str) -> int:
 def locked_mode_function(
     schema: str | None, system: LegacySystemType | sa.ColumnElement[Any]
 ) -> sa.FunctionElement[Any]:
-    """A call of ``unistatus_locked_mode(system)`` (revision 0013), in our tables'
+    """A call of ``unistatus_locked_mode(system)`` (revision 0015), in our tables'
     schema: both mode locks of ``system`` shared, then its mode read afresh."""
     packages = () if schema is None else (schema,)
     # A system is pasted as a constant (an enum value), so each statement names its
@@ -271,7 +271,7 @@ class DialectOps:
         return query
 
     def has_locked_mode_function(self, conn: sa.Connection) -> bool:
-        """Whether revision 0013's ``unistatus_locked_mode(system)`` exists (PostgreSQL
+        """Whether revision 0015's ``unistatus_locked_mode(system)`` exists (PostgreSQL
         only)."""
         return False
 

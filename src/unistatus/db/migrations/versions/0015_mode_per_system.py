@@ -18,8 +18,8 @@
 The downgrade refuses while the systems are in different modes (the global key could
 not say which), then drops the per-system keys and the function.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0015
+Revises: 0014
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import context, op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0015"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
@@ -121,7 +121,7 @@ def upgrade() -> None:
                     key=f"{MODE_KEY}.{system}",
                     value=values[MODE_KEY],
                     updated_at=now,
-                    updated_by="revision 0013",
+                    updated_by="revision 0015",
                 )
             )
     if bind.dialect.name == "postgresql":
@@ -146,7 +146,7 @@ def downgrade() -> None:
         raise refused(
             "the systems are in different modes ("
             + ", ".join(f"{s} {m}" for s, m in modes.items())
-            + "): before revision 0013 one mode held for all; switch them to one mode first"
+            + "): before revision 0015 one mode held for all; switch them to one mode first"
         )
     control = _control()
     bind.execute(sa.delete(control).where(control.c.key.in_([f"{MODE_KEY}.{s}" for s in SYSTEMS])))
@@ -157,7 +157,7 @@ def downgrade() -> None:
                 key=MODE_KEY,
                 value=common,
                 updated_at=datetime.now(UTC),
-                updated_by="revision 0013 downgrade",
+                updated_by="revision 0015 downgrade",
             )
         )
     if bind.dialect.name == "postgresql":
