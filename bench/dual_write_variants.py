@@ -79,7 +79,7 @@ def guarded_dual(lock: str, history_keys: tuple[str, ...] = HISTORY_KEYS) -> Bui
     def build(hot: HotStatements, system: LegacySystemType) -> Any:
         lt = hot.legacy[system]
         src = hot._src_legacy_holds(lt)
-        mode_ok = hot._locked_mode == _bind("p_mode")  # this installation's function
+        mode_ok = hot.locked_mode_of(system) == _bind("p_mode")  # this installation's function
         unified_guard = (
             U.c.id == _bind("p_utx_id"),
             U.c.legacy_system == system.value,

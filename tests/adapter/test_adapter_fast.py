@@ -28,7 +28,7 @@ from conftest import Database
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.clock import utcnow
 from unistatus.db import schema
-from unistatus.db.control import MODE_KEY, set_mode, write_value
+from unistatus.db.control import set_mode, write_mode
 from unistatus.db.dialect import PostgresOps
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import pending_legacy_changes, status_history
@@ -105,10 +105,10 @@ def test_round_trips_of_the_hot_paths(pg: Database, statements: list[tuple[str, 
 
     assert len(created) == 1 and not created[0][1], created
     assert created[0][0].lstrip().startswith("WITH legacy_insert")
-    assert "unistatus_locked_mode()" in created[0][0]
+    assert "unistatus_locked_mode('CASHOUT')" in created[0][0]
     assert len(known) == 1 and known[0][1], known
     assert known[0][0].lstrip().startswith("WITH locked")
-    assert "unistatus_locked_mode()" in known[0][0] and "FOR UPDATE" in known[0][0]
+    assert "unistatus_locked_mode('CASHOUT')" in known[0][0] and "FOR UPDATE" in known[0][0]
     assert len(unknown) == 2 and all(auto for _, auto in unknown), unknown
     assert "FOR UPDATE" not in unknown[0][0] and unknown[1][0] == known[0][0]
 
@@ -369,7 +369,7 @@ def _switch_while_waiting(pg: Database, new_mode: DualWriteMode, write: Callable
     with pg.engine.connect() as switcher:
         tx = switcher.begin()
         PostgresOps(pg.engine).mode_exclusive_lock(switcher)
-        write_value(switcher, MODE_KEY, new_mode.value, actor="test", reason="switch")
+        write_mode(switcher, new_mode, actor="test", reason="switch")
         worker = threading.Thread(target=lambda: results.append(write()))
         worker.start()
         for _ in range(200):
@@ -436,7 +436,7 @@ def test_guards_take_the_mode_lock_before_any_row_lock(pg: Database) -> None:
                     "EXPLAIN (VERBOSE) " + prepared.compiled.string, prepared.bind(params)
                 )
             )
-        assert "Output: unistatus_locked_mode()" in plan, plan
+        assert "Output: unistatus_locked_mode('" in plan, plan
         assert re.search(r"One-Time Filter: \(\$\d+ = 'DUAL_WRITE_LEGACY_PRIMARY'", plan), plan
 
 

@@ -415,3 +415,26 @@ def test_each_batch_is_one_set_based_insert(db: Any) -> None:
     assert batches <= len(statements) <= batches + 3
     assert all("SELECT" in s and "BETWEEN" in s for s in statements)
     assert report["workers"] == 1
+
+
+def test_a_system_paused_on_its_own_waits_while_the_others_go_on(db: Any) -> None:
+    """An emergency rollback of one system pauses that system's backfill only."""
+    _seed(db, 600, 0)
+    pause(db.engine, actor="test", reason="escrows rolled back", system=LegacySystemType.ESCROW)
+    state = progress(db.engine, db.settings)
+    assert state["ESCROW"]["paused"] and not state["CASHOUT"]["paused"]
+    box: dict[str, Any] = {}
+    t = threading.Thread(
+        target=lambda: box.update(r=run_backfill(db.engine, db.settings, batch_size=50))
+    )
+    t.start()
+    _wait_for(
+        lambda: all(
+            progress(db.engine, db.settings)[s]["complete"] for s in ("CASHOUT", "EXCHANGE")
+        )
+    )
+    assert t.is_alive() and progress(db.engine, db.settings)["ESCROW"]["done"] == 0
+    resume(db.engine, actor="test", reason="go")  # every system, the paused one too
+    t.join(30)
+    assert not t.is_alive() and box["r"].as_dict()["complete"]
+    assert db.count("unified_transactions") == 600

@@ -109,13 +109,16 @@ def test_mapping_validate_shape_and_exit_codes(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_mode_get_and_set(db) -> None:  # type: ignore[no-untyped-def]
-    assert as_json(run(db.url, "mode", "get", "--json")) == {"mode": "LEGACY_ONLY"}
+    def every(mode: str) -> dict[str, object]:
+        return {"mode": mode, "systems": dict.fromkeys(("CASHOUT", "ESCROW", "EXCHANGE"), mode)}
+
+    assert as_json(run(db.url, "mode", "get", "--json")) == every("LEGACY_ONLY")
     switched = run(db.url, "mode", "set", "dual_write_legacy_primary", "--reason", "start")
     assert switched.exit_code == 0 and "DUAL_WRITE_LEGACY_PRIMARY" in switched.stdout
-    assert as_json(run(db.url, "mode", "get", "--json")) == {"mode": "DUAL_WRITE_LEGACY_PRIMARY"}
+    assert as_json(run(db.url, "mode", "get", "--json")) == every("DUAL_WRITE_LEGACY_PRIMARY")
     err = one_line_error(run(db.url, "mode", "set", "HALF_AND_HALF", "--reason", "x"))
     assert "unknown mode 'HALF_AND_HALF'" in err
-    assert as_json(run(db.url, "mode", "get", "--json")) == {"mode": "DUAL_WRITE_LEGACY_PRIMARY"}
+    assert as_json(run(db.url, "mode", "get", "--json")) == every("DUAL_WRITE_LEGACY_PRIMARY")
 
 
 def test_tx_create_update_show(db) -> None:  # type: ignore[no-untyped-def]
@@ -209,3 +212,44 @@ def test_demo_command_fails_with_exit_1_on_a_bad_database(tmp_path: Path) -> Non
     result = run(url, "demo", "--rows", "10", "--seconds", "0.2")
     assert result.exit_code == 1
     assert "FAILED" in result.stdout
+
+
+def test_mode_set_and_get_per_system(db) -> None:  # type: ignore[no-untyped-def]
+    switched = run(
+        db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--system", "Escrow", "--reason", "wk2"
+    )
+    assert switched.exit_code == 0, switched.output
+    assert "mode ESCROW: LEGACY_ONLY -> DUAL_WRITE_LEGACY_PRIMARY" in switched.stdout
+    shown = run(db.url, "mode", "get")
+    assert shown.exit_code == 0
+    lines = [line.split() for line in shown.stdout.strip().splitlines()]
+    assert lines == [
+        ["mixed"],
+        ["CASHOUT", "LEGACY_ONLY"],
+        ["ESCROW", "DUAL_WRITE_LEGACY_PRIMARY"],
+        ["EXCHANGE", "LEGACY_ONLY"],
+    ]
+    assert as_json(run(db.url, "mode", "get", "--json")) == {
+        "mode": "mixed",
+        "systems": {
+            "CASHOUT": "LEGACY_ONLY",
+            "ESCROW": "DUAL_WRITE_LEGACY_PRIMARY",
+            "EXCHANGE": "LEGACY_ONLY",
+        },
+    }
+    assert as_json(run(db.url, "mode", "get", "--system", "escrow", "--json")) == {
+        "mode": "DUAL_WRITE_LEGACY_PRIMARY",
+        "systems": {"ESCROW": "DUAL_WRITE_LEGACY_PRIMARY"},
+    }
+    again = as_json(
+        run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "all", "--json")
+    )
+    assert isinstance(again, dict)
+    assert (
+        again["systems_changed"] == ["CASHOUT", "EXCHANGE"] and again["old_value"] == "LEGACY_ONLY"
+    )
+    assert run(db.url, "mode", "get").stdout.strip() == "DUAL_WRITE_LEGACY_PRIMARY"
+    err = one_line_error(
+        run(db.url, "mode", "set", "LEGACY_ONLY", "--system", "bank", "--reason", "x")
+    )
+    assert "unknown legacy system 'bank'" in err

@@ -18,9 +18,11 @@ def test_mode_switch_is_logged_with_actor_and_reason(db: Database) -> None:
     assert get_mode(db.engine) is M.LEGACY_ONLY
     set_mode(db.engine, "dual_write_legacy_primary", reason="phase 1", actor="ops")
     assert get_mode(db.engine) is M.DUAL_WRITE_LEGACY_PRIMARY
-    [change] = history(db.engine, "mode")
-    assert (change.old_value, change.new_value) == (None, "DUAL_WRITE_LEGACY_PRIMARY")
-    assert (change.actor, change.reason) == ("ops", "phase 1")
+    changes = history(db.engine, "mode")  # one row per system
+    assert sorted(c.key for c in changes) == ["mode.CASHOUT", "mode.ESCROW", "mode.EXCHANGE"]
+    for change in changes:
+        assert (change.old_value, change.new_value) == (None, "DUAL_WRITE_LEGACY_PRIMARY")
+        assert (change.actor, change.reason) == ("ops", "phase 1")
 
 
 @pytest.mark.parametrize("reason", ["", "   "])

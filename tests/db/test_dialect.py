@@ -31,6 +31,7 @@ from unistatus.db.dialect import (
 )
 from unistatus.db.engine import create_engine
 from unistatus.db.tables import migration_control
+from unistatus.domain.statuses import LegacySystemType
 
 # --- the rules is_retryable replaced, verbatim, to prove it accepts what they did -------
 
@@ -266,17 +267,22 @@ def test_the_mode_lock_is_taken_shared_until_the_transaction_ends(db: Database) 
             assert conn.execute(_SHARED_MODE_LOCKS, {"key": MODE_LOCK_KEY}).scalar() == 0
 
 
-def test_the_mode_lock_has_one_spelling(db: Database) -> None:
+@pytest.mark.parametrize("system", [None, *LegacySystemType], ids=str)
+def test_the_mode_lock_has_one_spelling(db: Database, system: LegacySystemType | None) -> None:
+    """The installation's lock first, then the system's (None: every system's)."""
     ops = ops_for(db.engine)
-    statement, clause = ops.mode_shared_lock_statement(), ops.mode_lock_clause()
+    statement, clause = ops.mode_shared_lock_statement(system), ops.mode_lock_clause(system)
     if db.backend == "sqlite":
         assert statement is None and clause is None
         return
     assert statement is not None and clause is not None
-    call = f"pg_advisory_xact_lock_shared({MODE_LOCK_KEY})"
+    keys = ops.mode_lock_keys(system)
+    assert keys[0] == MODE_LOCK_KEY and len(keys) == (4 if system is None else 2)
+    calls = [f"pg_advisory_xact_lock_shared({k})" for k in keys]
     for element in (statement, clause):
         sql = str(element.compile(db.engine, compile_kwargs={"literal_binds": True}))
-        assert sql.count("pg_advisory_xact_lock_shared(") == 1 and call in sql, sql
+        assert sql.count("pg_advisory_xact_lock_shared(") == len(keys), sql
+        assert [sql.index(c) for c in calls] == sorted(sql.index(c) for c in calls), sql
 
 
 def test_the_locked_mode_function_probe(db: Database) -> None:

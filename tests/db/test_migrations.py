@@ -302,7 +302,7 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     # `init` of today: the main chain's revisions after 0009 (0010: a column of the stats
     # table; 0011: the capture's tables and the quarantine's writer; 0012: three indexes
     # dropped; 0013: the backfill workers' table; 0014: the check runs, two columns of the
-    # check reports), nothing else; still retired, and says so.
+    # check reports; 0015: the mode per system, a function), nothing else; still retired.
     assert schema.upgrade(old.engine, old.settings) == schema.RETIRE_REVISION
     assert schema.upgrade(old.engine, old.settings, "main@head") == schema.RETIRE_REVISION
     assert set(schema.current_heads(old.engine)) == {schema.INSTALL_REVISION, "0006"}
@@ -329,6 +329,9 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
         indexes = retired_shape["tables"][table]["indexes"]
         assert {i[0] for i in indexes} >= names
         retired_shape["tables"][table]["indexes"] = [i for i in indexes if i[0] not in names]
+    # 0015: unistatus_locked_mode(system), beside the one without an argument.
+    assert after["functions"] == retired_shape["functions"] * 2
+    retired_shape["functions"] = after["functions"]
     assert after == retired_shape
     assert legacy_columns_dropped(old.engine, old.settings)
     assert retire_legacy_columns(old.engine, old.settings)["already_dropped"]
@@ -441,3 +444,90 @@ def test_0012_drops_the_indexes_that_kept_status_changes_from_being_hot(
     if postgres:
         assert unified_fillfactor(db.engine) is None
     assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION
+
+
+def control_values(engine: sa.Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT key, value FROM unistatus_control")).all()
+    return {str(k): str(v) for k, v in rows if str(k).startswith("mode")}
+
+
+def test_0015_gives_every_system_the_global_mode_and_its_downgrade_takes_it_back(
+    new_database: Callable[[str], Database],
+) -> None:
+    """A database at 0014 with one global mode: after 0015 every system is in it (no
+    control-log row: nothing changed); the downgrade refuses while the systems differ."""
+    from unistatus.db.control import get_mode, get_modes, last_mode_change_at, write_mode
+    from unistatus.domain.statuses import LegacySystemType as S
+
+    db = new_database("per_system")
+    assert schema.upgrade(db.engine, db.settings, "0014") == "0014"
+    with ops_for(db.engine).write_transaction() as conn:  # what 0014's set_mode wrote
+        conn.execute(
+            sa.text(
+                "INSERT INTO unistatus_control (key, value, updated_at, updated_by) "
+                "VALUES ('mode', 'DUAL_WRITE_UNIFIED_PRIMARY', CURRENT_TIMESTAMP, 'ops')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO unistatus_control_log (key, old_value, new_value, actor, reason,"
+                " created_at) VALUES ('mode', 'DUAL_WRITE_LEGACY_PRIMARY',"
+                " 'DUAL_WRITE_UNIFIED_PRIMARY', 'ops', 'phase 3', CURRENT_TIMESTAMP)"
+            )
+        )
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0015"
+    every = dict.fromkeys(S, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY)
+    assert get_modes(db.engine) == every
+    assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+    with db.engine.connect() as conn:
+        n_log = conn.execute(sa.text("SELECT count(*) FROM unistatus_control_log")).scalar()
+        assert n_log == 1  # the upgrade logged nothing
+        assert last_mode_change_at(conn, S.ESCROW) is not None  # the global row counts
+    assert control_values(db.engine) == {
+        "mode": "DUAL_WRITE_UNIFIED_PRIMARY",
+        "mode.CASHOUT": "DUAL_WRITE_UNIFIED_PRIMARY",
+        "mode.ESCROW": "DUAL_WRITE_UNIFIED_PRIMARY",
+        "mode.EXCHANGE": "DUAL_WRITE_UNIFIED_PRIMARY",
+    }
+    # An adapter of today writes under each system's mode.
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        r = adapter.create_transaction("ESCROW", 1, "5", "USD")
+        assert r.overall_success and r.mode is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+
+    with ops_for(db.engine).write_transaction() as conn:
+        write_mode(conn, DualWriteMode.UNIFIED_ONLY, system=S.CASHOUT, actor="t", reason="t")
+    assert "mode" not in control_values(db.engine)  # the summary: absent while they differ
+    with pytest.raises(Exception, match="different modes"):
+        schema.downgrade(db.engine, db.settings, "0014")
+    with ops_for(db.engine).write_transaction() as conn:
+        write_mode(conn, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, actor="t", reason="t")
+    assert schema.downgrade(db.engine, db.settings, "0014") == "0014"
+    assert control_values(db.engine) == {"mode": "DUAL_WRITE_UNIFIED_PRIMARY"}
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION
+
+
+def test_0015_on_a_database_never_switched_leaves_every_system_legacy_only(
+    new_database: Callable[[str], Database],
+) -> None:
+    from unistatus.db.control import get_modes
+    from unistatus.domain.statuses import LegacySystemType as S
+
+    db = new_database("never_switched")
+    assert schema.upgrade(db.engine, db.settings, "0014") == "0014"
+    assert schema.upgrade(db.engine, db.settings) == "0015"
+    assert control_values(db.engine) == {}
+    assert get_modes(db.engine) == dict.fromkeys(S, DualWriteMode.LEGACY_ONLY)
+
+
+def test_0015_keeps_a_frozen_copy_of_the_system_lock_key() -> None:
+    from unistatus.db.dialect import mode_lock_key, system_lock_key
+
+    path = next(VERSIONS.glob("0015_*.py"))
+    frozen: dict[str, Any] = {}
+    exec(compile(path.read_text(), str(path), "exec"), frozen)  # noqa: S102 - our own file
+    for key in (mode_lock_key(None), mode_lock_key("unistatus"), mode_lock_key("a_b")):
+        keys = {frozen["system_lock_key"](key, s) for s in ("CASHOUT", "ESCROW", "EXCHANGE")}
+        assert keys == {system_lock_key(key, s) for s in ("CASHOUT", "ESCROW", "EXCHANGE")}
+        assert key not in keys and len(keys) == 3
+        assert all(0 < k < 2**63 for k in keys)

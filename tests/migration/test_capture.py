@@ -565,10 +565,12 @@ def test_a_writer_with_rights_on_the_legacy_table_only_is_captured(pg: Database)
 @PG_IN_EVERY_LAYOUT
 def test_a_bypass_writer_holds_this_installations_mode_lock(pg: Database) -> None:
     """The trigger takes the mode lock of the installation it belongs to (each schema
-    has its own key), so this installation's mode switch waits for the writer."""
+    has its own key), then its table's system's, so this installation's mode switch
+    (of every system, or of cashouts) waits for the writer."""
     from unistatus.db.dialect import ops_for
+    from unistatus.domain.statuses import LegacySystemType
 
-    key = ops_for(pg.engine).mode_lock_key
+    keys = ops_for(pg.engine).mode_lock_keys(LegacySystemType.CASHOUT)
     with captured(pg):
         set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
         insert_cashouts(pg, range(1, 2))
@@ -580,7 +582,7 @@ def test_a_bypass_writer_holds_this_installations_mode_lock(pg: Database) -> Non
                     "WHERE locktype = 'advisory' AND objsubid = 1 AND pid = pg_backend_pid()"
                 )
             ).scalars()
-            assert list(held) == [key]
+            assert sorted(held) == sorted(keys) and len(keys) == 2
 
 
 DECOY = "unistatus_capture_decoy"
@@ -634,3 +636,43 @@ def test_enable_disable_and_the_downgrade_leave_other_objects_alone(pg: Database
         with pg.app_engine.begin() as conn:
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {DECOY} ON public.escrows")
             conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS public.{DECOY}()")
+
+
+# --- one system at a time (issue 14) -----------------------------------------------------------
+
+
+@IN_EVERY_LAYOUT
+def test_each_tables_trigger_follows_its_own_systems_mode(cap: Database) -> None:
+    """Cashouts back in LEGACY_ONLY, exchanges still dual-written: a bypass write to an
+    exchange is brought in step at once, one to a cashout is only logged, and caught up
+    when cashouts (and only they) leave LEGACY_ONLY."""
+    from unistatus.domain.statuses import LegacySystemType
+
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    cashout = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD").legacy_entity_id
+    exchange = a.create_transaction("EXCHANGE", 1, "5", "USD").legacy_entity_id
+    set_mode(cap.engine, M.LEGACY_ONLY, system=LegacySystemType.CASHOUT, reason="t", actor="test")
+    raw(cap, f"UPDATE cashouts SET status = 'EXECUTING' WHERE id = {cashout}")
+    raw(cap, f"UPDATE exchanges SET status = 'AWAITING_DEPOSIT' WHERE id = {exchange}")
+    in_step = unified_of(cap, "EXCHANGE", exchange or 0)
+    assert in_step is not None and in_step["legacy_status"] == "AWAITING_DEPOSIT"
+    assert in_step["version"] == 2
+    stale = unified_of(cap, "CASHOUT", cashout or 0)
+    assert stale is not None and stale["status"] == "PENDING" and stale["version"] == 1
+    with cap.engine.connect() as conn:
+        logged = conn.execute(sa.select(capture_changed.c.system, capture_changed.c.legacy_id))
+        assert [tuple(r) for r in logged] == [("CASHOUT", cashout)]
+
+    set_mode(
+        cap.engine,
+        M.DUAL_WRITE_LEGACY_PRIMARY,
+        system=LegacySystemType.CASHOUT,
+        reason="t",
+        actor="test",
+    )
+    assert cap.count("unistatus_capture_changed") == 0
+    caught = unified_of(cap, "CASHOUT", cashout or 0)
+    assert caught is not None and caught["status"] == "PROCESSING" and caught["version"] == 2
+    assert history_of(cap, "CASHOUT", cashout or 0)[-1]["triggered_by"] == "capture:catch_up"
+    assert unified_of(cap, "EXCHANGE", exchange or 0) == in_step  # not caught up again
+    assert consistent(cap)

@@ -111,7 +111,7 @@ def test_mode_set_into_unified_reads_is_refused_while_unified_is_stale(db: Datab
         err = refused.stderr.strip()
         assert "unified may be stale" in err and "CASHOUT 1" in err, err
         assert "phase advance" in err and "--force" in err, err
-    assert json.loads(ok(db, "mode", "get", "--json").stdout) == {"mode": "LEGACY_ONLY"}
+    assert json.loads(ok(db, "mode", "get", "--json").stdout)["mode"] == "LEGACY_ONLY"
     # Back in dual write, the legacy-only write is still not in unified: still refused.
     ok(db, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "resume")
     assert run(db, "mode", "set", "UNIFIED_ONLY", "--reason", "oops").exit_code == 2
@@ -259,7 +259,9 @@ def test_the_library_refuses_too_unless_forced(db: Database) -> None:
     with pytest.raises(ModeError, match="unified may be stale"):
         set_mode(db.engine, M.UNIFIED_ONLY, reason="lib", settings=db.settings)
     assert get_mode(db.engine) is M.LEGACY_ONLY
-    change = set_mode(db.engine, M.UNIFIED_ONLY, reason="lib", force=True, settings=db.settings)
+    [change, *_] = set_mode(
+        db.engine, M.UNIFIED_ONLY, reason="lib", force=True, settings=db.settings
+    )
     assert change.metadata and change.metadata["forced_over_stale_unified"]["rows"] == {
         "CASHOUT": 1
     }

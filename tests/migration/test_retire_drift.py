@@ -21,7 +21,7 @@ from typer.testing import CliRunner, Result
 from conftest import Database
 from unistatus.cli import app
 from unistatus.db import schema
-from unistatus.db.control import MODE_KEY, write_value
+from unistatus.db.control import write_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.tables import exchanges, unified_transactions
@@ -55,7 +55,7 @@ def force_mode(url: str, mode: DualWriteMode) -> None:
         ops = ops_for(engine)
         with ops.write_transaction() as conn:
             ops.mode_exclusive_lock(conn)
-            write_value(conn, MODE_KEY, mode.value, actor="test", reason="test: set by hand")
+            write_mode(conn, mode, actor="test", reason="test: set by hand")
     finally:
         engine.dispose()
 

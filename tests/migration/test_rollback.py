@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill.control import PAUSE_KEY
-from unistatus.db.control import get_mode, history, read_value, set_mode, write_value
+from unistatus.db.control import get_mode, history, read_value, set_mode, write_mode
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.consistency import compare
@@ -305,7 +305,7 @@ def test_replay_after_a_hand_switch_keeps_newer_dual_writes(db: Database) -> Non
     with pytest.raises(ModeError, match="not in legacy yet"):
         set_mode(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, reason="by hand, no replay")
     with db.engine.begin() as conn:
-        write_value(conn, "mode", M.DUAL_WRITE_UNIFIED_PRIMARY.value, actor="t", reason="bypass")
+        write_mode(conn, M.DUAL_WRITE_UNIFIED_PRIMARY, actor="t", reason="bypass")
     adapter.modes.refresh()
     assert adapter.update_status(r.entity_id, "FUNDS_HELD", "w", "t").overall_success
     assert pending_count(db.engine) == 1

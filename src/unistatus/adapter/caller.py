@@ -26,7 +26,7 @@ from unistatus.db.dialect import DialectOps, locked_mode_function
 from unistatus.db.failures import describe
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import migration_control
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import CallerTransactionError, InputError, StorageError, UnistatusError
 
 __all__ = [
@@ -84,9 +84,15 @@ class CallerTransactions:
         self.ops = ops
         # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves.
         self.driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-        # ``unistatus_locked_mode()`` (revision 0007): the lock and the read in one call.
+        # ``unistatus_locked_mode(system)`` (revision 0015): the locks and the read of
+        # the system's mode in one call.
         self._locked_mode = (
-            Prepared(sa.select(locked_mode_function(ops.schema)), engine) if locked_mode else None
+            {
+                s: Prepared(sa.select(locked_mode_function(ops.schema, s)), engine)
+                for s in LegacySystemType
+            }
+            if locked_mode
+            else None
         )
 
     def write(
@@ -96,8 +102,12 @@ class CallerTransactions:
         work: Work,
         fast: CallerFast | None = None,
         undo: Callable[[], None] | None = None,
+        *,
+        system: LegacySystemType | Callable[[sa.Connection], LegacySystemType],
     ) -> DualWriteResult:
-        """``work`` on the caller's connection, under the mode locked there.
+        """``work`` on the caller's connection, under the mode of ``system`` (the
+        entity's; a function of the caller's connection when it must be looked up
+        there) locked there.
 
         ``fast`` (if given) is tried first: the guarded one-statement change of
         :mod:`unistatus.adapter.fast` on the caller's connection, planned under the mode
@@ -110,9 +120,26 @@ class CallerTransactions:
         conn = caller_connection(target, self.ops.name)
         # Our tables in our schema on the caller's connection, for this call only.
         with bound_connection(conn, self.ops.schema):
-            mode, result = self._write(operation, conn, work, fast, started)
-        self._wait_for_end(conn, operation, mode, result, undo)
+            if not isinstance(system, LegacySystemType):
+                system = self._system_of(conn, operation, system)
+            mode, result = self._write(operation, conn, work, fast, started, system)
+        self._wait_for_end(conn, operation, mode, result, undo, system)
         return result
+
+    def _system_of(
+        self,
+        conn: sa.Connection,
+        operation: str,
+        look_up: Callable[[sa.Connection], LegacySystemType],
+    ) -> LegacySystemType:
+        """The entity's system, looked up on the caller's connection (a transaction born
+        unified in the caller's own transaction is seen there only)."""
+        try:
+            return look_up(conn)
+        except sa.exc.DBAPIError as exc:
+            raise CallerTransactionError(f"{operation}: {describe(exc)}") from None
+        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+            raise CallerTransactionError(f"{operation}: {type(exc).__name__}: {exc}") from None
 
     def _write(
         self,
@@ -121,14 +148,17 @@ class CallerTransactions:
         work: Work,
         fast: CallerFast | None,
         started: float,
+        system: LegacySystemType,
     ) -> tuple[DualWriteMode, DualWriteResult]:
         """The write, and the mode it ran under."""
         op_id = str(uuid.uuid4())
-        mode = self.runner.last_mode
+        mode = self.runner.last_modes[system]
         try:
             self._check_isolation(conn)
         except CallerTransactionError as refused:
-            self.runner.emit(operation, mode, True, started, refused=True, error=str(refused))
+            self.runner.emit(
+                operation, mode, True, started, refused=True, error=str(refused), system=system
+            )
             raise
         unmarked = False
         try:
@@ -139,7 +169,7 @@ class CallerTransactions:
                 self.runner.prepare(mode)
                 result = fast(conn, mode, op_id)
             if result is None:
-                mode = self.lock_mode(conn)
+                mode = self.lock_mode(conn, system)
                 if not self.ops.mode_lock_marks:
                     self.ops.mark_writer(conn)
                 self.runner.prepare(mode)
@@ -149,25 +179,25 @@ class CallerTransactions:
             unmarked = True
         except WriteLost as lost:
             error = f"connection lost: {describe(lost.error)}"
-            raise self._failed(operation, op_id, mode, error, started) from None
+            raise self._failed(operation, op_id, mode, error, started, system) from None
         except KeyTaken:
             error = "its idempotency key was taken by a concurrent call that committed"
-            raise self._failed(operation, op_id, mode, error, started) from None
+            raise self._failed(operation, op_id, mode, error, started, system) from None
         except ModeChanged:
             # The mode is read under its lock in a READ COMMITTED transaction (others
             # are refused above), so this is a guard's own race: the caller retries.
             error = "the mode changed under the caller's transaction; retry it"
-            raise self._failed(operation, op_id, mode, error, started) from None
+            raise self._failed(operation, op_id, mode, error, started, system) from None
         except StorageError as exc:
-            raise self._failed(operation, op_id, mode, str(exc), started) from None
+            raise self._failed(operation, op_id, mode, str(exc), started, system) from None
         except UnistatusError:
-            self.runner.emit(operation, mode, True, started, refused=True)
+            self.runner.emit(operation, mode, True, started, refused=True, system=system)
             raise
         except sa.exc.DBAPIError as exc:
-            raise self._failed(operation, op_id, mode, describe(exc), started) from None
+            raise self._failed(operation, op_id, mode, describe(exc), started, system) from None
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             error = f"{type(exc).__name__}: {exc}".strip()
-            raise self._failed(operation, op_id, mode, error, started) from None
+            raise self._failed(operation, op_id, mode, error, started, system) from None
         finally:
             if not unmarked:
                 self._unmark(conn)
@@ -224,13 +254,15 @@ class CallerTransactions:
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             raise CallerTransactionError(f"{what}: {type(exc).__name__}: {exc}") from None
 
-    def lock_mode(self, conn: sa.Connection) -> DualWriteMode:
-        """Lock the mode in the caller's transaction, then read it (see the module)."""
+    def lock_mode(self, conn: sa.Connection, system: LegacySystemType) -> DualWriteMode:
+        """Lock ``system``'s mode in the caller's transaction, then read it (see the
+        module)."""
         if self._locked_mode is not None:
-            mode = self.runner.last_mode = DualWriteMode(self._locked_mode.rows(conn, {})[0][0])
+            mode = DualWriteMode(self._locked_mode[system].rows(conn, {})[0][0])
+            self.runner.last_modes[system] = mode
             return mode
-        if self.ops.mode_shared_lock_statement() is not None:
-            self.ops.mode_shared_lock(conn)
+        if self.ops.mode_shared_lock_statement(system) is not None:
+            self.ops.mode_shared_lock(conn, system)
         else:
             try:
                 # A write that matches nothing: SQLite's write lock, until the caller ends.
@@ -245,15 +277,21 @@ class CallerTransactions:
                     f"({describe(exc)}); begin it with BEGIN IMMEDIATE, e.g. "
                     "conn.execution_options(sqlite_begin='IMMEDIATE') on the adapter's engine"
                 ) from None
-        mode = self.runner.last_mode = read_mode(conn)
+        mode = self.runner.last_modes[system] = read_mode(conn, system)
         return mode
 
     def _failed(
-        self, operation: str, op_id: str, mode: DualWriteMode, error: str, started: float
+        self,
+        operation: str,
+        op_id: str,
+        mode: DualWriteMode,
+        error: str,
+        started: float,
+        system: LegacySystemType,
     ) -> CallerTransactionError:
         """The failure, observed now: the caller's transaction must be rolled back."""
         error = f"{operation} failed in the caller's transaction (roll it back): {error}"
-        self.runner.emit(operation, mode, False, started, error=error)
+        self.runner.emit(operation, mode, False, started, error=error, system=system)
         return CallerTransactionError(error, failed_result(op_id, mode, error, started))
 
     # --- observers once the caller's transaction ends ---------------------------------
@@ -265,6 +303,7 @@ class CallerTransactions:
         mode: DualWriteMode,
         result: DualWriteResult,
         undo: Callable[[], None] | None,
+        system: LegacySystemType,
     ) -> None:
         """Observe the write once the caller's transaction has ended (:mod:`...caller_end`)."""
         if not self.runner.observers and undo is None:
@@ -273,7 +312,14 @@ class CallerTransactions:
 
         def end(ending: Ending) -> None:
             if ending.kept:
-                emit(operation, mode, result.overall_success, 0.0, duration_ms=result.duration_ms)
+                emit(
+                    operation,
+                    mode,
+                    result.overall_success,
+                    0.0,
+                    duration_ms=result.duration_ms,
+                    system=system,
+                )
                 return
             emit(
                 operation,
@@ -284,6 +330,7 @@ class CallerTransactions:
                 rolled_back=not ending.outcome_unknown,
                 outcome_unknown=ending.outcome_unknown,
                 duration_ms=result.duration_ms,
+                system=system,
             )
 
         track(conn, CallerWrite(end, undo))

@@ -36,8 +36,9 @@ from unistatus.db.control import ModeWatcher, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.tables import unified_transactions
 from unistatus.domain import consistency
-from unistatus.domain.ids import LegacyRef, parse_entity_id
+from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
 from unistatus.domain.inputs import (
     MAX_ACTOR_CHARS,
     MAX_REASON_CHARS,
@@ -65,6 +66,9 @@ from unistatus.errors import (
 )
 
 __all__ = ["DualWriteAdapter", "DualWriteResult", "Fallback", "OperationEvent"]
+
+# Born-unified transactions whose system an adapter remembers (then it starts over).
+BORN_UNIFIED_REMEMBERED = 100_000
 
 log = logging.getLogger("unistatus.adapter.core")
 
@@ -109,6 +113,11 @@ class DualWriteAdapter:
         self.mapper = LegacyStatusMapper()
         self.rules = TransitionRules()
         self.modes = ModeWatcher(self.engine, self.settings.mode_refresh_seconds)
+        # The systems of transactions born unified (their id does not say it).
+        self._born_unified: dict[str, LegacySystemType] = {}
+        self._system_query = sa.select(unified_transactions.c.legacy_system).where(
+            unified_transactions.c.id == sa.bindparam("p_utx_id")
+        )
         self.shadow_mismatches = 0
         slots = self.settings.write_concurrency
         if slots is None:
@@ -162,8 +171,46 @@ class DualWriteAdapter:
 
     @property
     def mode(self) -> DualWriteMode:
-        """The current mode (re-read when stale); StorageError if it cannot be read."""
+        """The mode of every system (re-read when stale); ModeError while the systems are
+        in different modes (:meth:`mode_of`), StorageError if it cannot be read."""
         return self._runner.mode()
+
+    def mode_of(self, system: LegacySystemType | str) -> DualWriteMode:
+        """``system``'s mode (re-read when stale); StorageError if it cannot be read."""
+        return self._runner.mode(LegacySystemType.parse(system))
+
+    def _system_of(self, ref: EntityRef, conn: sa.Connection | None = None) -> LegacySystemType:
+        """The legacy system of the entity ``ref`` names: from the reference itself, or
+        (born unified) from its unified row, read once (on ``conn``, else a connection
+        of the pool) and remembered: a transaction never changes system. Unknown: any
+        system; the write then finds no entity and says so."""
+        if isinstance(ref, LegacyRef):
+            return ref.system
+        derived = ref.derived_ref
+        if derived is not None:
+            return derived.system
+        known = self._born_unified.get(ref.value)
+        if known is not None:
+            return known
+        if conn is None:
+            with self.engine.connect() as own:
+                return self._system_of(ref, own)
+        found = conn.execute(self._system_query, {"p_utx_id": ref.value}).scalar_one_or_none()
+        if found is None:
+            return LegacySystemType.CASHOUT
+        system = LegacySystemType(found)
+        self._remember_system(ref.value, system)
+        return system
+
+    def _remember_system(self, utx_id: str | None, system: LegacySystemType) -> None:
+        """Remember the system of a transaction born unified (its id does not say it)."""
+        if utx_id is None or utx_id in self._born_unified:
+            return
+        if not isinstance(ref := parse_entity_id(utx_id), UtxId) or ref.derived_ref is not None:
+            return
+        if len(self._born_unified) >= BORN_UNIFIED_REMEMBERED:
+            self._born_unified.clear()
+        self._born_unified[utx_id] = system
 
     @property
     def legacy(self) -> dict[LegacySystemType, LegacyTable]:
@@ -255,9 +302,12 @@ class DualWriteAdapter:
             if claim is not None:
                 claim.look_first = True  # no second attempt in the caller's transaction
             work = partial(self._caller_creator.work, new=new)
-            return self._caller.write("create_transaction", connection, work)
+            return self._caller.write("create_transaction", connection, work, system=system)
         work = partial(self._creator.work, new=new)
-        return self._runner.run("create_transaction", work, settle=claim.settle if claim else None)
+        settle = claim.settle if claim else None
+        result = self._runner.run("create_transaction", work, settle=settle, system=system)
+        self._remember_system(result.entity_id, system)
+        return result
 
     def update_status(
         self,
@@ -294,7 +344,7 @@ class DualWriteAdapter:
                 )
             except UnistatusError:
                 # Judged under a mode that may just have changed: only refuse for real.
-                rows.confirm_mode(conn, mode, locked=True)
+                rows.confirm_mode(conn, mode, entity.system, locked=True)
                 raise
             plan.operation_id = op_id
             return self._writer.apply(conn, plan)
@@ -319,8 +369,19 @@ class DualWriteAdapter:
             in_caller = (lambda c, m, o: fast_work(m, o, c)) if fast is not None else None
             # The fast path remembered the change; the caller may still undo it.
             undo = partial(fast.forget, ref) if fast is not None else None
-            return self._caller.write("update_status", connection, work, in_caller, undo)
-        return self._runner.run("update_status", work, fast_work if fast is not None else None)
+            return self._caller.write(
+                "update_status",
+                connection,
+                work,
+                in_caller,
+                undo,
+                system=partial(self._system_of, ref),
+            )
+        with self._runner.storage_errors(f"cannot read {entity_id}"):
+            system = self._system_of(ref)
+        return self._runner.run(
+            "update_status", work, fast_work if fast is not None else None, system=system
+        )
 
     def get_transaction_status(
         self, entity_id: object, *, connection: CallerConnection | None = None
@@ -331,21 +392,25 @@ class DualWriteAdapter:
         """
         started = time.perf_counter()
         ref = parse_entity_id(entity_id)
-        mode = self._runner.last_mode
+        system = ref.system if isinstance(ref, LegacyRef) else None
+        mode = self._runner.last_modes[system] if system else self._runner.last_mode
         mismatch = False
         try:
-            if connection is None:
-                mode = self.mode
             with self._reading(connection, f"cannot read {entity_id}") as conn:
-                if connection is not None:
-                    mode = read_mode(conn)
                 entity = self._rows.read(conn, ref)
+                system = entity.system
+                # The system's mode: the caller's transaction reads it there (its own
+                # switch, if any, included); else as this process last read it.
+                read = read_mode(conn, system) if connection is not None else None
+            mode = read if read is not None else self._runner.mode(system)
         except StorageError as exc:
-            self._runner.emit("get_transaction_status", mode, False, started, error=str(exc))
+            self._runner.emit(
+                "get_transaction_status", mode, False, started, error=str(exc), system=system
+            )
             raise
         meta: dict[str, Any] = {"entity_id": str(entity_id), "mode": mode.value}
         if entity.legacy is None and entity.unified is None:
-            self._runner.emit("get_transaction_status", mode, True, started)
+            self._runner.emit("get_transaction_status", mode, True, started, system=system)
             return None, {**meta, "source": None, "error": "not found"}
         use_unified = entity.unified is not None and (mode.reads_unified or entity.legacy is None)
         if use_unified:
@@ -368,7 +433,14 @@ class DualWriteAdapter:
         )
         if mode.is_dual and self.shadow_read_rate and random.random() < self.shadow_read_rate:
             mismatch = self._shadow_compare(entity, use_unified, meta)
-        self._runner.emit("get_transaction_status", mode, True, started, shadow_mismatch=mismatch)
+        self._runner.emit(
+            "get_transaction_status",
+            mode,
+            True,
+            started,
+            shadow_mismatch=mismatch,
+            system=system,
+        )
         return status, meta
 
     def check_consistency(

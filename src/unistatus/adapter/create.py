@@ -112,7 +112,7 @@ class Creator:
                     return done
         entity = self.rows.lock(conn, new.ref, mode) if new.ref else None
         if entity is None or entity.legacy is None and entity.unified is None:
-            self.rows.confirm_mode(conn, mode, locked=new.ref is not None)
+            self.rows.confirm_mode(conn, mode, new.system, locked=new.ref is not None)
             result = self._create_new(conn, mode, op_id, new)
         else:
             result = self._link_existing(conn, mode, op_id, entity, new)
@@ -238,7 +238,7 @@ class Creator:
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
     ) -> DualWriteResult:
         """The hot path of a new transaction: one guarded statement (after the mode lock,
-        unless the statement takes it itself: ``unistatus_locked_mode()``).
+        unless the statement takes it itself: ``unistatus_locked_mode(system)``).
 
         Legacy INSERT (+ unified INSERT + first history row in the dual modes), written
         only while the stored mode is still ``mode``; no row back means it moved. With a
@@ -246,7 +246,7 @@ class Creator:
         """
         system, dst, dst_legacy, claim = new.system, new.dst, new.dst_legacy, new.claim
         if not self.hot.locked_mode:
-            self.rows.mode_lock(conn)
+            self.rows.mode_lock(conn, system)
         params: dict[str, Any] = {
             "p_mode": mode.value,
             **{f"c_{name}": new.fields[name] for name in DATA_COLUMNS},
@@ -296,7 +296,7 @@ class Creator:
         new: NewTransaction,
     ) -> DualWriteResult:
         """create_transaction for a legacy row that already exists: link it (idempotent)."""
-        self.rows.confirm_mode(conn, mode, locked=True)
+        self.rows.confirm_mode(conn, mode, entity.system, locked=True)
         source = entity.legacy if entity.legacy is not None else entity.unified
         assert source is not None
         for name, value in new.fields.items():

@@ -130,15 +130,19 @@ class EntityRows:
         self.hot = statements
         self.ops = ops
 
-    def mode_lock(self, conn: sa.Connection) -> None:
-        """Take the mode lock shared (held until commit; a mode switch waits for it)."""
-        self.ops.mode_shared_lock(conn)
+    def mode_lock(self, conn: sa.Connection, system: LegacySystemType) -> None:
+        """Take ``system``'s mode lock shared (held until commit; a switch of that
+        system waits for it)."""
+        self.ops.mode_shared_lock(conn, system)
 
-    def confirm_mode(self, conn: sa.Connection, mode: DualWriteMode, *, locked: bool) -> None:
-        """Re-read the mode once the mode lock is held; a switch in between means retry."""
+    def confirm_mode(
+        self, conn: sa.Connection, mode: DualWriteMode, system: LegacySystemType, *, locked: bool
+    ) -> None:
+        """Re-read ``system``'s mode once its mode lock is held; a switch in between
+        means retry."""
         if not locked:
-            self.mode_lock(conn)
-        confirm_mode(conn, mode)
+            self.mode_lock(conn, system)
+        confirm_mode(conn, mode, system)
 
     def read(self, conn: sa.Connection, ref: EntityRef) -> Entity:
         """Both rows, unlocked; an entity without rows when there is none."""
@@ -157,7 +161,7 @@ class EntityRows:
         """
         system, legacy_id, utx_id = resolve(conn, ref)
         if not mode.writes_legacy or legacy_id is None:
-            unified = self._lock_unified(conn, unified_clause(system, legacy_id, utx_id))
+            unified = self._lock_unified(conn, system, unified_clause(system, legacy_id, utx_id))
             legacy = None
             if legacy_id is not None and (unified is None or mode.writes_legacy):
                 legacy = read_legacy_row(conn, self.hot.legacy[system], legacy_id)
@@ -180,10 +184,11 @@ class EntityRows:
         return Entity(system, legacy_id, row, unified)
 
     def _lock_unified(
-        self, conn: sa.Connection, where: sa.ColumnElement[bool]
+        self, conn: sa.Connection, system: LegacySystemType, where: sa.ColumnElement[bool]
     ) -> Mapping[str, Any] | None:
         """The unified row, locked after the mode lock (taken by the same statement)."""
-        return read_unified_row(conn, where, lock=True, also=self.ops.mode_lock_clause())
+        also = self.ops.mode_lock_clause(system)
+        return read_unified_row(conn, where, lock=True, also=also)
 
     def _lock_both(
         self, conn: sa.Connection, system: LegacySystemType, legacy_id: int

@@ -25,7 +25,7 @@ from unistatus.config import Settings
 from unistatus.db.control import DEFAULT_MODE, ModeWatcher
 from unistatus.db.dialect import DialectOps, is_retryable
 from unistatus.db.failures import describe, storage_errors
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import StorageError, UnistatusError
 
 __all__ = ["MAX_ATTEMPTS", "Fast", "Runner", "Work", "failed_result"]
@@ -63,19 +63,28 @@ class Runner:
         self.gate = gate
         self.settings = settings
         self.prepare = prepare
-        # The mode as last read: what a failure is filed under when it cannot be read.
-        self.last_mode = DEFAULT_MODE
+        # Each system's mode as last read: what a failure is filed under when it cannot
+        # be read.
+        self.last_modes = dict.fromkeys(LegacySystemType, DEFAULT_MODE)
         self.observers: list[Callable[[OperationEvent], None]] = []
 
     def storage_errors(self, what: str) -> AbstractContextManager[None]:
         """SQLAlchemy's and the driver's errors as StorageError: ``what`` and the cause."""
         return storage_errors(what, self.driver_error)
 
-    def mode(self) -> DualWriteMode:
-        """The current mode (re-read when stale); StorageError if it cannot be read."""
+    def mode(self, system: LegacySystemType | None = None) -> DualWriteMode:
+        """``system``'s current mode (re-read when stale; None: the mode of every
+        system, ModeError if they differ); StorageError if it cannot be read."""
         with self.storage_errors("cannot read the mode"):
-            mode = self.last_mode = self.modes.get()
-        return mode
+            modes = self.modes.modes()
+        self.last_modes.update(modes)
+        return modes[system] if system is not None else self.modes.get()
+
+    @property
+    def last_mode(self) -> DualWriteMode:
+        """The mode as last read, of every system while they agree (else LEGACY_ONLY's
+        stand-in: the first system's), for what is filed under no system."""
+        return next(iter(self.last_modes.values()))
 
     def run(
         self,
@@ -83,8 +92,11 @@ class Runner:
         work: Work,
         fast: Fast | None = None,
         settle: Callable[[], bool] | None = None,
+        *,
+        system: LegacySystemType,
     ) -> DualWriteResult:
-        """Run ``work`` in a write transaction, retrying what may be retried.
+        """Run ``work`` in a write transaction under ``system``'s mode (the entity's),
+        retrying what may be retried.
 
         ``fast`` (if given) is tried first on every attempt: the two-round-trip path
         (:mod:`unistatus.adapter.fast`); None from it means "take the locked path".
@@ -101,16 +113,17 @@ class Runner:
         op_id = str(uuid.uuid4())
         gate = self.gate
         if gate is None:
-            return self._attempts(operation, work, fast, started, op_id, settle)
+            return self._attempts(operation, work, fast, started, op_id, settle, system)
         if not gate.acquire(self.settings.write_queue_timeout_seconds):
             error = (
                 f"no write slot within {self.settings.write_queue_timeout_seconds:g}s: "
                 f"{gate.slots} writes in flight, {gate.waiting} queued (the database is "
                 "slow or unreachable; see `unistatus diagnose`)"
             )
-            return self._give_up(operation, op_id, self.last_mode, error, None, started)
+            mode = self.last_modes[system]
+            return self._give_up(operation, op_id, mode, error, None, started, system)
         try:
-            return self._attempts(operation, work, fast, started, op_id, settle)
+            return self._attempts(operation, work, fast, started, op_id, settle, system)
         finally:
             gate.release()
 
@@ -121,7 +134,8 @@ class Runner:
         fast: Fast | None,
         started: float,
         op_id: str,
-        settle: Callable[[], bool] | None = None,
+        settle: Callable[[], bool] | None,
+        system: LegacySystemType,
     ) -> DualWriteResult:
         """The attempt loop. Every way it ends reaches the observers exactly once: a
         result (success or failure) is returned, a refusal (bad input, a forbidden
@@ -137,10 +151,10 @@ class Runner:
         unknown: str | None = None
         last_error: str | None = None
         try:
-            mode = self.mode()
+            mode = self.mode(system)
         except StorageError as exc:
-            mode, last_error = self.last_mode, str(exc)
-            return self._give_up(operation, op_id, mode, last_error, unknown, started)
+            mode, last_error = self.last_modes[system], str(exc)
+            return self._give_up(operation, op_id, mode, last_error, unknown, started, system)
         for attempt in range(MAX_ATTEMPTS):
             committing = False
             retry = False
@@ -155,13 +169,14 @@ class Runner:
                         result = work(conn, mode, op_id)
                         committing = True
                 result.duration_ms = (time.perf_counter() - started) * 1000
-                self.emit(operation, mode, result.overall_success, started)
+                self.emit(operation, mode, result.overall_success, started, system=system)
                 return result
             except KeyTaken:
                 continue  # nothing written: the next attempt returns the stored result
             except ModeChanged:
                 try:
-                    mode = self.modes.refresh()
+                    with self.storage_errors("cannot read the mode"):
+                        mode = self.last_modes[system] = self.modes.refresh(system)
                 except StorageError as exc:
                     last_error = str(exc)
                     break
@@ -178,7 +193,7 @@ class Runner:
                     # A retry refused on what the lost attempt may have written.
                     last_error = f"the retry was refused: {exc}"
                     break
-                self.emit(operation, mode, True, started, refused=True)
+                self.emit(operation, mode, True, started, refused=True, system=system)
                 raise
             except sa.exc.DBAPIError as exc:
                 last_error = describe(exc)
@@ -197,9 +212,8 @@ class Runner:
             if not retry or attempt + 1 >= MAX_ATTEMPTS:
                 break
             time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
-        return self._give_up(
-            operation, op_id, mode, last_error or "mode kept changing; retry", unknown, started
-        )
+        error = last_error or "mode kept changing; retry"
+        return self._give_up(operation, op_id, mode, error, unknown, started, system)
 
     def _give_up(
         self,
@@ -209,12 +223,21 @@ class Runner:
         error: str,
         unknown: str | None,
         started: float,
+        system: LegacySystemType | None = None,
     ) -> DualWriteResult:
         """The failed result, observed and logged; outcome unknown if ``unknown`` says why."""
         if unknown is not None:
             then = "" if error in unknown else f"; then: {error}"
             error = f"outcome unknown, it may have committed ({unknown}){then}"
-        self.emit(operation, mode, False, started, error=error, outcome_unknown=bool(unknown))
+        self.emit(
+            operation,
+            mode,
+            False,
+            started,
+            error=error,
+            outcome_unknown=bool(unknown),
+            system=system,
+        )
         log.error("%s failed in %s: %s", operation, mode.value, error)
         result = failed_result(op_id, mode, error, started)
         result.outcome_unknown = unknown is not None
@@ -233,6 +256,7 @@ class Runner:
         outcome_unknown: bool = False,
         rolled_back: bool = False,
         duration_ms: float | None = None,
+        system: LegacySystemType | None = None,
     ) -> None:
         """Hand the operation to every observer (one that fails is logged, not raised).
 
@@ -251,6 +275,7 @@ class Runner:
             refused=refused,
             outcome_unknown=outcome_unknown,
             rolled_back=rolled_back,
+            system=system,
         )
         for observer in self.observers:
             try:

@@ -14,25 +14,17 @@ import sqlalchemy as sa
 
 from unistatus.adapter.model import UNIFIED_LOCK_KEYS
 from unistatus.adapter.writes import HISTORY_KEYS, history_values, legacy_row, unified_row
-from unistatus.db.control import DEFAULT_MODE, MODE_KEY
+from unistatus.db.control import stored_mode
 from unistatus.db.dialect import DialectOps, locked_mode_function
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable, legacy_select, legacy_status_column
 from unistatus.db.prepared import Prepared
-from unistatus.db.tables import migration_control, status_history
+from unistatus.db.tables import status_history
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.domain.ids import utx_id_sql
 from unistatus.domain.statuses import LegacySystemType
 
 __all__ = ["HotStatements"]
-
-# The stored mode as SQL (a missing row means LEGACY_ONLY, as control.read_mode says).
-MODE_STORED = sa.func.coalesce(
-    sa.select(migration_control.c.value)
-    .where(migration_control.c.key == MODE_KEY)
-    .scalar_subquery(),
-    DEFAULT_MODE.value,
-)
 
 
 class HotStatements:
@@ -46,14 +38,8 @@ class HotStatements:
         locked_mode: bool = False,
     ) -> None:
         self.ops = ops
-        # unistatus_locked_mode() is installed: guards take the mode lock themselves.
+        # unistatus_locked_mode(system) is installed: guards take the mode lock themselves.
         self.locked_mode = locked_mode
-        # The mode lock and a fresh read of the mode in one value (PostgreSQL, revision
-        # 0007). Uncorrelated, so the planner evaluates it once, as a one-time filter,
-        # before any row is read or locked: the advisory lock is always taken before row
-        # locks (as a mode switch takes them), and the mode it returns is the one no
-        # switch can change until commit.
-        self._locked_mode = sa.select(locked_mode_function(ops.schema)).scalar_subquery()
         # The tables and the statements built on them, swapped together by reload().
         self._state: tuple[
             dict[LegacySystemType, LegacyTable], dict[tuple[str, LegacySystemType | None], Prepared]
@@ -88,7 +74,7 @@ class HotStatements:
         def build() -> Any:
             lt = self.legacy[system]
             q = legacy_select(lt).where(lt.id == sa.bindparam("p_legacy_id"))
-            return self._with_mode_lock(q.with_for_update())
+            return self._with_mode_lock(q.with_for_update(), system)
 
         return self._get("lock_legacy", system, build)
 
@@ -102,7 +88,7 @@ class HotStatements:
         return self._get(
             "lock_both",
             system,
-            lambda: self._with_mode_lock(self._both_select(system).with_for_update()),
+            lambda: self._with_mode_lock(self._both_select(system).with_for_update(), system),
         )
 
     def _both_select(self, system: LegacySystemType) -> sa.Select[Any]:
@@ -115,13 +101,22 @@ class HotStatements:
             .where(lt.id == sa.bindparam("p_legacy_id"))
         )
 
-    def _mode_guard(self) -> Any:
-        """The stored mode as a create's guard compares it: with the mode lock taken in
-        the same statement where the database can (then no separate lock statement)."""
-        return self._locked_mode if self.locked_mode else MODE_STORED
+    def locked_mode_of(self, system: LegacySystemType) -> Any:
+        """The mode locks of ``system`` and a fresh read of its mode in one value
+        (PostgreSQL, revision 0015). Uncorrelated, so the planner evaluates it once, as
+        a one-time filter, before any row is read or locked: the advisory locks are
+        always taken before row locks (as a mode switch takes them), and the mode it
+        returns is the one no switch of that system can change until commit."""
+        return sa.select(locked_mode_function(self.ops.schema, system)).scalar_subquery()
 
-    def _with_mode_lock(self, q: sa.Select[Any]) -> sa.Select[Any]:
-        lock_clause = self.ops.mode_lock_clause()
+    def _mode_guard(self, system: LegacySystemType) -> Any:
+        """``system``'s stored mode as a create's guard compares it: with the mode lock
+        taken in the same statement where the database can (then no separate lock
+        statement)."""
+        return self.locked_mode_of(system) if self.locked_mode else stored_mode(system)
+
+    def _with_mode_lock(self, q: sa.Select[Any], system: LegacySystemType) -> sa.Select[Any]:
+        lock_clause = self.ops.mode_lock_clause(system)
         return q.where(lock_clause) if lock_clause is not None else q
 
     # --- status changes ---------------------------------------------------------------
@@ -134,7 +129,9 @@ class HotStatements:
         lt = self.legacy[system]
         return (
             sa.update(lt.table)
-            .where(lt.id == sa.bindparam("p_legacy_id"), MODE_STORED == sa.bindparam("p_mode"))
+            .where(
+                lt.id == sa.bindparam("p_legacy_id"), stored_mode(system) == sa.bindparam("p_mode")
+            )
             .values(self._legacy_values(lt))
             .returning(lt.id)
         )
@@ -214,7 +211,7 @@ class HotStatements:
                 .where(
                     lt.id == sa.bindparam("p_legacy_id"),
                     self._src_legacy_holds(lt),
-                    self._locked_mode == sa.bindparam("p_mode"),
+                    self.locked_mode_of(system) == sa.bindparam("p_mode"),
                 )
                 .values(self._legacy_values(lt))
                 .returning(lt.id)
@@ -256,7 +253,7 @@ class HotStatements:
                 .where(
                     legacy_id,
                     self._src_legacy_holds(lt),
-                    self._locked_mode == sa.bindparam("p_mode"),
+                    self.locked_mode_of(system) == sa.bindparam("p_mode"),
                 )
                 .with_for_update()
                 .cte("locked")
@@ -382,7 +379,7 @@ class HotStatements:
                 n: sa.bindparam(f"x_{i}", type_=lt.table.c[n].type) for i, n in enumerate(extra)
             },
         )
-        values = sa.select(*row.values()).where(self._mode_guard() == sa.bindparam("p_mode"))
+        values = sa.select(*row.values()).where(self._mode_guard(system) == sa.bindparam("p_mode"))
         return sa.insert(lt.table).from_select(list(row), values).returning(lt.id)
 
     def create_dual(

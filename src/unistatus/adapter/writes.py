@@ -190,9 +190,9 @@ def one_statement_params(plan: Plan) -> dict[str, Any]:
     return params
 
 
-def confirm_mode(conn: sa.Connection, mode: DualWriteMode) -> None:
-    """Re-read the mode with the mode lock held; a switch in between means retry."""
-    if read_mode(conn) is not mode:
+def confirm_mode(conn: sa.Connection, mode: DualWriteMode, system: LegacySystemType) -> None:
+    """Re-read ``system``'s mode with its mode lock held; a switch in between means retry."""
+    if read_mode(conn, system) is not mode:
         raise ModeChanged
 
 
@@ -222,13 +222,13 @@ class LockedWriter:
         e, mode = plan.entity, plan.mode
         result = result_of(plan)
         if plan.kind is TransitionKind.NOOP and in_step(plan):
-            confirm_mode(conn, mode)
+            confirm_mode(conn, mode, e.system)
             result.changed = False
             return result
         if one_statement(plan, self.ops.supports_dml_cte, self.fallback):
             self._write_one_statement(conn, plan)
             return result
-        confirm_mode(conn, mode)
+        confirm_mode(conn, mode, e.system)
         if mode.writes_legacy:
             # Refuse before the first write, not between the sides: a caller's
             # transaction (``connection=``) must never be left half-written by a refusal.

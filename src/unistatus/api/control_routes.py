@@ -12,9 +12,10 @@ from fastapi import FastAPI
 
 from unistatus.api.access import actor_for
 from unistatus.api.auth import Admin
-from unistatus.api.models import ModeChange, PhaseAdvance, ReasonedAction
+from unistatus.api.models import EmergencyRollback, ModeChange, PhaseAdvance, ReasonedAction
 from unistatus.api.state import ServiceState
 from unistatus.db.control import set_mode as switch_mode
+from unistatus.db.control import switch_as_dict
 from unistatus.migration.phases import advance
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 
@@ -25,20 +26,22 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
 
     @app.put("/api/v1/control/mode", tags=["control"])
     def set_mode(body: ModeChange, who: Admin) -> dict[str, Any]:
-        """Switch the write mode for every adapter (waits for in-flight writes).
+        """Switch the write mode of one legacy system (``system``) or of every system
+        (no ``system``), for every adapter (waits for that system's in-flight writes).
 
         Entering a unified-read mode while unified may be stale is refused (409) unless
         ``force``; prefer the gated ``/api/v1/control/phase/advance``.
         """
-        change = switch_mode(
+        changes = switch_mode(
             service.engine,
             body.mode,
+            system=body.system,
             reason=body.reason,
             actor=actor_for(who, body.actor),
             force=body.force,
             settings=service.settings,
         )
-        return change.as_dict()
+        return switch_as_dict(body.mode, body.system, changes)
 
     @app.post("/api/v1/control/phase/advance", tags=["control"])
     def phase_advance(body: PhaseAdvance, who: Admin) -> dict[str, Any]:
@@ -61,8 +64,13 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
         return change.as_dict()
 
     @app.post("/api/v1/control/rollback", tags=["control"])
-    def emergency(body: ReasonedAction, who: Admin) -> dict[str, Any]:
-        """Emergency rollback: replay where legacy is stale, then legacy only."""
+    def emergency(body: EmergencyRollback, who: Admin) -> dict[str, Any]:
+        """Emergency rollback: replay where legacy is stale, then legacy only (of one
+        ``system``, or of every system)."""
         return emergency_rollback(
-            service.engine, service.settings, actor=actor_for(who, body.actor), reason=body.reason
+            service.engine,
+            service.settings,
+            actor=actor_for(who, body.actor),
+            reason=body.reason,
+            system=body.system,
         )

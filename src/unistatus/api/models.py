@@ -26,10 +26,11 @@ from unistatus import errors
 from unistatus.api.access import MAX_LABEL_CHARS
 from unistatus.domain.ids import MAX_LEGACY_ID
 from unistatus.domain.inputs import MAX_BIGINT, MAX_REASON_CHARS, check_metadata, check_text
-from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionType
 
 __all__ = [
     "Actor",
+    "EmergencyRollback",
     "EntityId",
     "ModeChange",
     "PhaseAdvance",
@@ -117,6 +118,8 @@ class StatusUpdate(_Input):
 
 class ModeChange(_Input):
     mode: DualWriteMode
+    # One legacy system (CASHOUT, ESCROW, EXCHANGE); absent: every system.
+    system: LegacySystemType | None = None
     reason: Reason
     # Enter a unified-read mode although unified may be stale (409 without it).
     force: StrictBool = False
@@ -132,3 +135,8 @@ class PhaseAdvance(_Input):
 class ReasonedAction(_Input):
     reason: Reason
     actor: Actor = "api"
+
+
+class EmergencyRollback(ReasonedAction):
+    # One legacy system (CASHOUT, ESCROW, EXCHANGE); absent: every system.
+    system: LegacySystemType | None = None

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from unistatus.api.error_responses import public_database_error
 from unistatus.api.state import ServiceState
-from unistatus.db.control import get_mode
+from unistatus.db.control import get_modes, mode_summary
 from unistatus.migration.phases import read_phase
 from unistatus.observe.history import HISTORY_POINTS, HISTORY_SECONDS, read_history
 from unistatus.observe.metrics import SnapshotCollector, collect_snapshot, database_reachable
@@ -34,7 +34,7 @@ def health_report(service: ServiceState) -> dict[str, Any]:
         return {"status": "down", "checks": checks}
     degraded: list[str] = []
     try:
-        checks["mode"] = get_mode(engine).value
+        checks["mode"] = mode_summary(get_modes(engine))
     except Exception as exc:
         checks["mode"] = f"unknown: {exc}"
         degraded.append("mode unknown")

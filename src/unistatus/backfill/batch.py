@@ -160,7 +160,7 @@ class ChunkCopier:
             .where(
                 CH.c.system == self.lt.system.value,
                 CH.c.state == PENDING,
-                ~paused_clause(),  # while paused nothing is claimable
+                ~paused_clause(self.lt.system),  # while paused nothing is claimable
             )
             .order_by(CH.c.start_id)
             .limit(CHUNKS)

@@ -54,11 +54,12 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
         with engine.connect() as conn:
             jobs = {r.system: r for r in conn.execute(sa.select(J))}
             chunks = {r.system: r for r in conn.execute(agg)}
-            paused = is_paused(conn)
+            paused_of = {system: is_paused(conn, system) for system in LegacySystemType}
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot read backfill progress: {exc.orig}") from None
     out: dict[str, dict[str, Any]] = {}
     for system in LegacySystemType:
+        paused = paused_of[system]  # all of the backfill, or this system's
         job, c = jobs.get(system.value), chunks.get(system.value)
         if job is None or job.state not in (RUNNING, COMPLETE):
             out[system.value] = _not_started(paused)

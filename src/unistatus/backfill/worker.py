@@ -435,6 +435,7 @@ class Worker:
             self.settings.statement_timeout_ms, self.settings.lock_timeout_ms
         ) as conn:
             now = utcnow()
+            paused = False
             for system in self.tables:
                 if system in self._exhausted:
                     continue
@@ -457,11 +458,12 @@ class Worker:
                         retries,
                         copied.chunks,
                     )
-                if is_paused(conn):
-                    return PAUSED
+                if is_paused(conn, system):
+                    paused = True  # this system's waits; another's may go on
+                    continue
                 # Nothing free: done, or the rest is held by other workers.
                 self._exhausted.add(system)
-        return None
+        return PAUSED if paused else None
 
 
 def _storage_error(exc: sa.exc.DBAPIError, doing: str) -> StorageError:

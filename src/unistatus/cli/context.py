@@ -20,6 +20,7 @@ import typer
 from rich.console import Console
 
 from unistatus.domain.inputs import check_reason
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError, InputError, UnistatusError
 from unistatus.redact import redact
 
@@ -204,17 +205,12 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
     abort(redact(f"unexpected {exc.__class__.__name__}: {exc} (re-run with --debug for details)"))
 
 
-SYSTEM_HELP = "cashout, escrow or exchange (case-insensitive)."
+SYSTEM_HELP = "One legacy system: cashout, escrow or exchange (default: every system)."
 
 
-def parse_system(value: str | None) -> Any:
-    """``--system cashout|escrow|exchange`` as a LegacySystemType (None: every system);
-    anything else is bad input (exit 2)."""
-    if value is None:
+def parse_system(value: str | None) -> LegacySystemType | None:
+    """``--system cashout|escrow|exchange`` (any case; ``all`` or absent: None, every
+    system). A bad value is an InputError (exit 2)."""
+    if value is None or value.strip().lower() == "all":
         return None
-    from unistatus.domain.statuses import LegacySystemType
-
-    try:
-        return LegacySystemType.parse(value)
-    except InputError as exc:
-        abort(f"--system: {exc}")
+    return LegacySystemType.parse(value)

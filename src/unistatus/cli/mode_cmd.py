@@ -1,20 +1,22 @@
-"""`unistatus mode get|set`: the write mode every adapter follows."""
+"""`unistatus mode get|set`: the write mode every adapter follows, per legacy system."""
 
 from __future__ import annotations
 
 import typer
 
-from unistatus.cli.context import console, print_json, state
+from unistatus.cli.context import SYSTEM_HELP, console, parse_system, print_json, state
 from unistatus.domain.statuses import DualWriteMode
 
 mode_app = typer.Typer(
     help=(
-        "Show or switch the dual-write mode (takes effect in ~1 s everywhere).\n\n"
+        "Show or switch the dual-write mode, per legacy system (takes effect in ~1 s "
+        "everywhere).\n\n"
         "During the migration, `unistatus phase advance` switches it through the gates; "
         "`mode set` is the manual override.\n\n"
         "Examples:\n\n"
         "  unistatus mode get\n"
-        '  unistatus mode set DUAL_WRITE_LEGACY_PRIMARY --reason "start phase 1"'
+        '  unistatus mode set DUAL_WRITE_LEGACY_PRIMARY --reason "start phase 1"\n'
+        '  unistatus mode set DUAL_WRITE_UNIFIED_PRIMARY --system cashout --reason "week 3"'
     )
 )
 
@@ -23,22 +25,37 @@ MODES_HELP = ", ".join(m.value for m in DualWriteMode)
 
 @mode_app.command("get")
 def get(
-    ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")
+    ctx: typer.Context,
+    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """Print the current write mode.
+    """Print the write mode: of every system (one line while they agree, else "mixed"
+    and a line per system), or of the one named by --system.
+
+    --json: {"mode": ..., "systems": {"CASHOUT": ..., "ESCROW": ..., "EXCHANGE": ...}}.
+    "mode" is the mode every system is in, or "mixed" while they differ (then read
+    "systems"); with --system it is that system's mode.
 
     Examples:
 
       unistatus mode get
+      unistatus mode get --system escrow
       unistatus mode get --json
     """
-    from unistatus.db.control import get_mode
+    from unistatus.db.control import get_modes, mode_summary
 
-    mode = get_mode(state(ctx).engine)
+    chosen = parse_system(system)
+    modes = get_modes(state(ctx).engine)
+    if chosen is not None:
+        modes = {chosen: modes[chosen]}
+    shown = mode_summary(modes)
     if json_out:
-        print_json({"mode": mode.value})
-    else:
-        console.print(mode.value)
+        print_json({"mode": shown, "systems": {s.value: m.value for s, m in modes.items()}})
+        return
+    console.print(shown)
+    if len(set(modes.values())) > 1:
+        for s, m in modes.items():
+            console.print(f"  {s.value:<9} {m.value}")
 
 
 @mode_app.command("set")
@@ -46,6 +63,7 @@ def set_(
     ctx: typer.Context,
     mode: str = typer.Argument(..., help=f"One of: {MODES_HELP}."),
     reason: str = typer.Option(..., "--reason", help="Why (recorded in the control log)."),
+    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who is switching (recorded)."),
     force: bool = typer.Option(
         False,
@@ -55,34 +73,52 @@ def set_(
     ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    """Switch the write mode for every running adapter (waits for in-flight writes).
+    """Switch the write mode of one system (--system) or of every system, for every
+    running adapter (waits for that system's in-flight writes; the other systems'
+    writers never wait).
 
     DUAL_WRITE_UNIFIED_PRIMARY and UNIFIED_ONLY read from unified: they are refused
-    while legacy rows written without unified (LEGACY_ONLY) are newer than the last
-    consistent full check. Prefer `unistatus phase advance`, which measures the gates.
+    while legacy rows of the system written without unified (LEGACY_ONLY) are newer
+    than the last consistent full check. Leaving UNIFIED_ONLY is refused while the
+    system has changes not replayed over legacy (`unistatus rollback --emergency`
+    replays them). Prefer `unistatus phase advance`, which measures the gates.
 
     Examples:
 
       unistatus mode set DUAL_WRITE_LEGACY_PRIMARY --reason "start phase 1"
 
+      unistatus mode set UNIFIED_ONLY --system cashout --reason "week 3: cashouts first"
+
       unistatus mode set UNIFIED_ONLY --force --reason "incident 42, approved by ops lead"
     """
-    from unistatus.db.control import FORCE_RISK, set_mode
+    from unistatus.db.control import FORCE_RISK, set_mode, switch_as_dict
 
     app_state = state(ctx)
-    change = set_mode(
+    chosen = parse_system(system)
+    new = DualWriteMode.parse(mode)
+    changes = set_mode(
         app_state.engine,
-        DualWriteMode.parse(mode),
+        new,
+        system=chosen,
         reason=reason,
         actor=actor,
         force=force,
         settings=app_state.settings,
     )
-    forced = (change.metadata or {}).get("forced_over_stale_unified")
+    summary = switch_as_dict(new, chosen, changes)
     if json_out:
-        print_json(change.as_dict())
+        print_json(summary)
         return
-    console.print(f"mode: {change.old_value or 'LEGACY_ONLY'} -> [bold]{change.new_value}[/]")
+    scope = chosen.value if chosen is not None else "every system"
+    if not changes:
+        console.print(f"mode of {scope}: already [bold]{new.value}[/] (nothing changed)")
+        return
+    for change in changes:
+        system_name = change.key.partition(".")[2]
+        console.print(
+            f"mode {system_name}: {change.old_value or 'LEGACY_ONLY'} -> [bold]{change.new_value}[/]"
+        )
+    forced = (summary["metadata"] or {}).get("forced_over_stale_unified")
     if forced:
         rows = ", ".join(f"{k} {v}" for k, v in sorted(forced["rows"].items()))
         console.print(f"[bold yellow]forced over stale unified[/] ({rows}): {FORCE_RISK}")

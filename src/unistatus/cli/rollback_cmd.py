@@ -14,6 +14,7 @@ from unistatus.cli.context import (
     REASON_HELP,
     abort,
     console,
+    parse_system,
     print_json,
     require_reason,
     state,
@@ -23,6 +24,7 @@ rollback_app = typer.Typer(
     help="Emergency rollback to LEGACY_ONLY, and the replay's conflict list.\n\n"
     "Examples:\n\n"
     "  unistatus rollback --emergency --reason 'consistency critical'\n\n"
+    "  unistatus rollback --emergency --system escrow --reason 'escrow consistency 97%'\n\n"
     "  unistatus rollback conflicts --json\n\n"
     "  unistatus rollback resolve 3 --keep-legacy --reason 'payout was confirmed'",
     invoke_without_command=True,
@@ -36,6 +38,13 @@ def rollback(
         False, "--emergency", help="Required: replay where legacy is stale, then LEGACY_ONLY."
     ),
     reason: str = typer.Option(None, "--reason", help=REASON_HELP),
+    system: str = typer.Option(
+        None,
+        "--system",
+        help="One legacy system: cashout, escrow or exchange. Only its pending changes are "
+        "replayed and only its mode goes to LEGACY_ONLY; the others' writers never wait. "
+        "Default: every system (phase 0).",
+    ),
     actor: str = typer.Option("cli", "--actor", help="Who is rolling back (recorded)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
@@ -43,9 +52,15 @@ def rollback(
 
     It wins over a concurrent `phase advance`: the phase is read under the exclusive
     mode lock and left for phase 0 from wherever it is. Changes the replay could not
-    apply are listed (`rollback conflicts`), never overwritten.
+    apply are listed (`rollback conflicts`), never overwritten. With --system only that
+    system rolls back (its pending changes replayed, its backfill paused); the other
+    systems' modes, writers and the phase are untouched.
 
-    Example: unistatus rollback --emergency --reason "consistency 97%" --actor oncall
+    Examples:
+
+      unistatus rollback --emergency --reason "consistency 97%" --actor oncall
+
+      unistatus rollback --emergency --system escrow --reason "escrow consistency 97%"
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -55,16 +70,20 @@ def rollback(
             "To go back one phase by its own procedure, use `unistatus phase rollback`."
         )
     reason = require_reason(reason, "rollback --emergency")
+    chosen = parse_system(system)
     from unistatus.migration.rollback import emergency_rollback
 
     app_state = state(ctx)
-    result = emergency_rollback(app_state.engine, app_state.settings, actor=actor, reason=reason)
+    result = emergency_rollback(
+        app_state.engine, app_state.settings, actor=actor, reason=reason, system=chosen
+    )
     if json_out:
         print_json(result)
         return
     replayed = result["replay"].get("replayed", 0)
+    what = f"{result['system']}: " if chosen is not None else f"phase {result['from_phase']} -> 0, "
     console.print(
-        f"[bold red]emergency rollback[/]: phase {result['from_phase']} -> 0, "
+        f"[bold red]emergency rollback[/]: {what}"
         f"mode {result['from_mode']} -> [bold]{result['to_mode']}[/] "
         f"in {result['duration_ms']:.0f} ms"
         + (f"; replayed {replayed} change(s) to legacy first" if replayed else "")

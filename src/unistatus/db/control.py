@@ -4,6 +4,14 @@ Every process reads the mode from here; a switch made by any process reaches eve
 running adapter within ``mode_refresh_seconds`` (see :class:`ModeWatcher`). On
 PostgreSQL a switch takes the exclusive mode lock, so it waits for in-flight adapter
 writes and no write can commit under the old mode after the switch.
+
+The mode is per legacy system: control key ``mode.<SYSTEM>`` (:func:`mode_key`, e.g.
+``mode.CASHOUT``; missing = the global key's, else :data:`DEFAULT_MODE`). A switch names one system or all of
+them (``system=None``), and logs one control-log row per system it changed. The old
+global key ``mode`` (:data:`MODE_KEY`) is kept as a summary for readers that predate
+per-system modes (revision 0006's re-check, ``unistatus_locked_mode()`` without an
+argument): it holds the mode of every system while they agree and is absent while
+they differ. Revision 0015 copied a database's global mode to every system.
 """
 
 from __future__ import annotations
@@ -37,6 +45,23 @@ U = unified_transactions
 
 MODE_KEY = "mode"
 DEFAULT_MODE = DualWriteMode.LEGACY_ONLY
+SYSTEMS: tuple[LegacySystemType, ...] = tuple(LegacySystemType)
+MIXED = "mixed"  # what `mode get` shows (and --json's "mode" holds) while systems differ
+
+
+def mode_key(system: LegacySystemType) -> str:
+    """The control key of ``system``'s mode (``mode.CASHOUT``)."""
+    return f"{MODE_KEY}.{LegacySystemType.parse(system).value}"
+
+
+def mode_keys(system: LegacySystemType | None = None) -> tuple[str, ...]:
+    """The control keys that logged changes of ``system``'s mode (None: any system's):
+    its own and the global key (which set every system's before revision 0015)."""
+    return (MODE_KEY, *(mode_key(s) for s in _systems(system)))
+
+
+def _systems(system: LegacySystemType | None) -> tuple[LegacySystemType, ...]:
+    return SYSTEMS if system is None else (LegacySystemType.parse(system),)
 
 
 @dataclass(frozen=True)
@@ -67,36 +92,105 @@ def read_value(conn: sa.Connection, key: str) -> str | None:
     ).scalar_one_or_none()
 
 
-def read_mode(conn: sa.Connection) -> DualWriteMode:
-    value = read_value(conn, MODE_KEY)
-    return DualWriteMode(value) if value else DEFAULT_MODE
+def read_modes(conn: sa.Connection) -> dict[LegacySystemType, DualWriteMode]:
+    """Every system's mode, in one query (a system without its key: the global key's,
+    else :data:`DEFAULT_MODE`)."""
+    keys = {mode_key(system): system for system in SYSTEMS}
+    rows: dict[str, str] = {
+        str(k): str(v)
+        for k, v in conn.execute(
+            sa.select(migration_control.c.key, migration_control.c.value).where(
+                migration_control.c.key.in_([MODE_KEY, *keys])
+            )
+        )
+    }
+    fallback = DualWriteMode(rows[MODE_KEY]) if rows.get(MODE_KEY) else DEFAULT_MODE
+    return {
+        system: DualWriteMode(rows[key]) if rows.get(key) else fallback
+        for key, system in keys.items()
+    }
+
+
+def common_mode(modes: dict[LegacySystemType, DualWriteMode]) -> DualWriteMode | None:
+    """The mode every system is in, or None while they differ."""
+    distinct = set(modes.values())
+    return distinct.pop() if len(distinct) == 1 else None
+
+
+def mode_summary(modes: dict[LegacySystemType, DualWriteMode]) -> str:
+    """The mode every system is in, or :data:`MIXED` (what `mode get` prints first)."""
+    common = common_mode(modes)
+    return common.value if common is not None else MIXED
+
+
+def describe_modes(modes: dict[LegacySystemType, DualWriteMode]) -> str:
+    return ", ".join(f"{system.value} {mode.value}" for system, mode in modes.items())
+
+
+def read_mode(conn: sa.Connection, system: LegacySystemType | None = None) -> DualWriteMode:
+    """``system``'s mode; with None, the mode of every system (ModeError if they differ:
+    call :func:`read_modes` where systems may be in different modes)."""
+    if system is not None:
+        value = read_value(conn, mode_key(system)) or read_value(conn, MODE_KEY)
+        return DualWriteMode(value) if value else DEFAULT_MODE
+    modes = read_modes(conn)
+    common = common_mode(modes)
+    if common is None:
+        raise ModeError(f"the systems are in different modes ({describe_modes(modes)})")
+    return common
+
+
+def mode_is(mode: DualWriteMode, system: LegacySystemType) -> sa.ColumnElement[bool]:
+    """SQL guard: true while ``system``'s stored mode is ``mode`` (missing = LEGACY_ONLY)."""
+    return stored_mode(system) == mode.value
+
+
+def stored_mode(system: LegacySystemType | sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+    """``system``'s stored mode as SQL, as :func:`read_mode` reads it: its key, else
+    the global key, else LEGACY_ONLY.
+
+    ``system`` is a system or a SQL expression of its value (a bound parameter, a
+    column): the key is ``'mode.' || system``.
+    """
+    key: Any = (
+        mode_key(system)
+        if isinstance(system, (LegacySystemType, str))
+        else sa.literal(f"{MODE_KEY}.") + system
+    )
+
+    def value_of(k: Any) -> sa.ScalarSelect[Any]:
+        q = sa.select(migration_control.c.value).where(migration_control.c.key == k)
+        return q.scalar_subquery()
+
+    return sa.func.coalesce(value_of(key), value_of(MODE_KEY), DEFAULT_MODE.value)
 
 
 def last_mode_change_at(conn: sa.Connection, system: LegacySystemType | None) -> datetime | None:
-    """When the mode of ``system`` last changed (a switch, or a rollback's), None if never.
+    """When ``system``'s mode (None: any system's) was last written (a switch, a
+    rollback; None: never).
 
-    The one place that knows which control-log keys carry a system's mode: the global
-    ``mode`` (every system) and, per system, ``mode.<SYSTEM>``. ``system=None``: any
-    system's. A check that started before then measured another state of that system.
+    Counts the global key's log rows too (before revision 0015 one switch set every
+    system's mode).
     """
-    keys = [MODE_KEY]
-    if system is None:
-        keys_match = sa.or_(control_log.c.key == MODE_KEY, control_log.c.key.like(MODE_KEY + ".%"))
-    else:
-        keys.append(f"{MODE_KEY}.{LegacySystemType.parse(system).value}")
-        keys_match = control_log.c.key.in_(keys)
-    q = sa.select(sa.func.max(control_log.c.created_at)).where(keys_match)
-    return as_utc(conn.execute(q).scalar_one_or_none())
+    at = conn.execute(
+        sa.select(sa.func.max(control_log.c.created_at)).where(
+            control_log.c.key.in_(mode_keys(system))
+        )
+    ).scalar_one_or_none()
+    return as_utc(at)
 
 
-def mode_is(mode: DualWriteMode) -> sa.ColumnElement[bool]:
-    """SQL guard: true while the stored mode is ``mode`` (missing row = LEGACY_ONLY)."""
-    stored = (
-        sa.select(migration_control.c.value)
-        .where(migration_control.c.key == MODE_KEY)
-        .scalar_subquery()
-    )
-    return sa.func.coalesce(stored, DEFAULT_MODE.value) == mode.value
+def mode_changes(
+    conn: sa.Connection, system: LegacySystemType
+) -> list[tuple[datetime, DualWriteMode]]:
+    """(when, new mode) of every logged change of ``system``'s mode, oldest first (the
+    global key's rows from before revision 0015 included)."""
+    rows = conn.execute(
+        sa.select(control_log.c.created_at, control_log.c.new_value)
+        .where(control_log.c.key.in_(mode_keys(system)))
+        .order_by(control_log.c.id)
+    ).all()
+    return [(as_utc(at) or utcnow(), DualWriteMode(value)) for at, value in rows]
 
 
 def write_value(
@@ -141,25 +235,71 @@ def write_value(
     return ControlChange(key, old, value, actor, reason, now, metadata)
 
 
+def write_mode(
+    conn: sa.Connection,
+    mode: DualWriteMode,
+    *,
+    system: LegacySystemType | None = None,
+    actor: str,
+    reason: str,
+    metadata: dict[str, Any] | None = None,
+) -> list[ControlChange]:
+    """Set ``system``'s mode (None: every system's) in the caller's transaction.
+
+    Logs one change per system whose mode changes (none: nothing written), and keeps the
+    global summary key in step. The caller holds the mode lock (:func:`set_mode` does).
+    """
+    if not reason or not reason.strip():
+        raise InputError(f"changing {MODE_KEY} needs a reason (--reason)")
+    current = read_modes(conn)
+    changes = [
+        write_value(conn, mode_key(s), mode.value, actor=actor, reason=reason, metadata=metadata)
+        for s in _systems(system)
+        if current[s] is not mode
+    ]
+    if changes:
+        current.update(dict.fromkeys(_systems(system), mode))
+        _write_summary(conn, common_mode(current), actor)
+    return changes
+
+
+def _write_summary(conn: sa.Connection, common: DualWriteMode | None, actor: str) -> None:
+    """The global key: every system's mode while they agree, absent while they differ
+    (so a reader of it alone, like revision 0006's re-check, never sees a mode some
+    system is not in). Not logged: the per-system rows say what changed."""
+    conn.execute(sa.delete(migration_control).where(migration_control.c.key == MODE_KEY))
+    if common is not None:
+        conn.execute(
+            sa.insert(migration_control).values(
+                key=MODE_KEY, value=common.value, updated_at=utcnow(), updated_by=actor
+            )
+        )
+
+
 def set_mode(
     engine: sa.Engine,
     mode: DualWriteMode | str,
     *,
+    system: LegacySystemType | str | None = None,
     reason: str,
     actor: str = "cli",
     metadata: dict[str, Any] | None = None,
     ops: DialectOps | None = None,
     force: bool = False,
     settings: Settings | None = None,
-) -> ControlChange:
-    """Switch the write mode for every adapter, after in-flight writes finish.
+) -> list[ControlChange]:
+    """Switch ``system``'s write mode (None: every system's) for every adapter, after
+    that system's in-flight writes finish; returns one change per system changed.
 
     Entering a mode that reads unified (DUAL_WRITE_UNIFIED_PRIMARY, UNIFIED_ONLY) is
-    refused while unified may be stale (:func:`unified_staleness`), unless ``force``;
-    a forced switch records what was stale in the control log. ``settings`` names the
-    legacy tables (default: :func:`unistatus.config.load_settings`).
+    refused while that system's unified rows may be stale (:func:`unified_staleness`),
+    unless ``force``; a forced switch records what was stale in the control log.
+    Leaving UNIFIED_ONLY by hand is refused while the system has changes not replayed
+    over legacy. ``settings`` names the legacy tables (default:
+    :func:`unistatus.config.load_settings`).
     """
     new = DualWriteMode.parse(mode)
+    chosen = None if system is None else LegacySystemType.parse(system)
     ops = ops or ops_for(engine)
     try:
         tables = (
@@ -168,7 +308,7 @@ def set_mode(
             else None
         )
         with ops.write_transaction() as conn:
-            ops.mode_exclusive_lock(conn)
+            ops.mode_exclusive_lock(conn, chosen)
             # Every writer now waits on this transaction: bound what it does under the
             # lock (the staleness scan), and let the server end it if its client dies.
             ops.bound_exclusive(
@@ -177,9 +317,12 @@ def set_mode(
                 lock_ms=SWITCH_LOCK_MS,
                 idle_ms=SWITCH_IDLE_MS,
             )
-            _refuse_stale_legacy(conn, new)
+            current = read_modes(conn)
+            moving = [s for s in _systems(chosen) if current[s] is not new]
+            _refuse_stale_legacy(conn, new, moving)
             if tables is not None:
-                stale = unified_staleness(conn, tables)
+                scope = {s: lt for s, lt in tables.items() if s in moving}
+                stale = unified_staleness(conn, scope)
                 if stale is not None and not force:
                     raise ModeError(
                         f"unified may be stale: {stale.describe()}. Entering {new.value} "
@@ -191,11 +334,29 @@ def set_mode(
                 if stale is not None:
                     log.warning("mode %s forced by %s over %s", new.value, actor, stale.describe())
                     metadata = {**(metadata or {}), "forced_over_stale_unified": stale.as_dict()}
-            return write_value(
-                conn, MODE_KEY, new.value, actor=actor, reason=reason, metadata=metadata
+            return write_mode(
+                conn, new, system=chosen, actor=actor, reason=reason, metadata=metadata
             )
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot switch mode: {exc.orig}") from None
+
+
+def switch_as_dict(
+    mode: DualWriteMode, system: LegacySystemType | None, changes: list[ControlChange]
+) -> dict[str, Any]:
+    """What a switch did, for ``--json`` and the API: the mode, the system asked for
+    (None: every system), the systems it changed, their mode before (``mixed`` if they
+    differed, None if none changed), the recorded metadata, and each logged change."""
+    olds = {c.old_value or DEFAULT_MODE.value for c in changes}
+    return {
+        "mode": mode.value,
+        "system": system.value if system is not None else None,
+        "systems_changed": [c.key.partition(".")[2] for c in changes],
+        "old_value": (olds.pop() if len(olds) == 1 else MIXED) if olds else None,
+        "new_value": mode.value,
+        "metadata": changes[0].metadata if changes else None,
+        "changes": [c.as_dict() for c in changes],
+    }
 
 
 # Bounds of a mode switch's transaction once it holds the exclusive lock (PostgreSQL).
@@ -245,22 +406,20 @@ class Staleness:
         }
 
 
-def _legacy_only_periods(conn: sa.Connection) -> list[tuple[datetime | None, datetime | None]]:
-    """(start, end) of every stretch in a mode not writing unified; None = open end."""
-    changes = conn.execute(
-        sa.select(control_log.c.created_at, control_log.c.new_value)
-        .where(control_log.c.key == MODE_KEY)
-        .order_by(control_log.c.id)
-    ).all()
+def _legacy_only_periods(
+    conn: sa.Connection, system: LegacySystemType
+) -> list[tuple[datetime | None, datetime | None]]:
+    """(start, end) of every stretch ``system`` spent in a mode not writing unified;
+    None = open end."""
     periods: list[tuple[datetime | None, datetime | None]] = []
     start: datetime | None = None
     blind = not DEFAULT_MODE.writes_unified  # before any switch: the default mode
-    for at, value in changes:
-        now_blind = not DualWriteMode(value).writes_unified
+    for at, mode in mode_changes(conn, system):
+        now_blind = not mode.writes_unified
         if blind and not now_blind:
-            periods.append((start, as_utc(at)))
+            periods.append((start, at))
         elif now_blind and not blind:
-            start = as_utc(at)
+            start = at
         blind = now_blind
     if blind:
         periods.append((start, None))
@@ -288,17 +447,18 @@ def unified_staleness(
         .limit(1)
     ).first()
     verified_at = as_utc(verified.started_at) if verified is not None else None
-    periods = [
-        (start, end)
-        for start, end in _legacy_only_periods(conn)
-        if verified_at is None or end is None or end > verified_at
-    ]
-    if not periods:
-        return None
     rows: dict[str, int] = {}
+    starts: list[datetime | None] = []  # of the first stretch counted, per system
     for system, lt in tables.items():
         if lt.status is None:
             continue  # retired: legacy holds no status to be out of step with
+        periods = [
+            (start, end)
+            for start, end in _legacy_only_periods(conn, system)
+            if verified_at is None or end is None or end > verified_at
+        ]
+        if not periods:
+            continue
         stamped = []
         for start, end in periods:
             lower = max(start, verified_at) if start and verified_at else start or verified_at
@@ -319,42 +479,66 @@ def unified_staleness(
         ).scalar_one()
         if n:
             rows[system.value] = int(n)
+            starts.append(periods[0][0])
     if not rows:
         return None
-    since = periods[0][0]
+    since = None if None in starts else min(s for s in starts if s is not None)
     if verified_at is not None and (since is None or since < verified_at):
         since = verified_at
     return Staleness(verified.id if verified else None, verified_at, since, rows)
 
 
-def _refuse_stale_legacy(conn: sa.Connection, new: DualWriteMode) -> None:
-    """Leaving UNIFIED_ONLY by hand would skip the replay: legacy would miss changes."""
-    if not new.writes_legacy or read_mode(conn) is not DualWriteMode.UNIFIED_ONLY:
+def _refuse_stale_legacy(
+    conn: sa.Connection, new: DualWriteMode, moving: list[LegacySystemType]
+) -> None:
+    """Leaving UNIFIED_ONLY by hand would skip the replay: legacy would miss changes
+    (per system: only the systems switched, and only their own pending changes)."""
+    if not new.writes_legacy:
         return
+    modes = read_modes(conn)
+    frozen = [s.value for s in moving if modes[s] is DualWriteMode.UNIFIED_ONLY]
+    if not frozen:
+        return
+    P = pending_legacy_changes
     pending = conn.execute(
         sa.select(sa.func.count())
-        .select_from(pending_legacy_changes)
-        .where(pending_legacy_changes.c.replayed_at.is_(None))
+        .select_from(P.join(U, U.c.id == P.c.transaction_id))
+        .where(P.c.replayed_at.is_(None), U.c.legacy_system.in_(frozen))
     ).scalar_one()
     if pending:
         raise ModeError(
-            f"{pending} change(s) made in UNIFIED_ONLY are not in legacy yet; switching to "
-            f"{new.value} by hand would lose them. Use `unistatus phase rollback` or "
-            "`unistatus rollback --emergency`, which replay them first"
+            f"{pending} change(s) made in UNIFIED_ONLY ({', '.join(frozen)}) are not in "
+            f"legacy yet; switching to {new.value} by hand would lose them. Use "
+            "`unistatus phase rollback` or `unistatus rollback --emergency`, which replay "
+            "them first"
         )
 
 
-def get_mode(engine: sa.Engine) -> DualWriteMode:
+def get_mode(engine: sa.Engine, system: LegacySystemType | None = None) -> DualWriteMode:
+    """:func:`read_mode` on a connection of its own."""
     try:
         with engine.connect() as conn:
-            return read_mode(conn)
+            return read_mode(conn, system)
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot read the mode: {exc.orig}") from None
+
+
+def get_modes(engine: sa.Engine) -> dict[LegacySystemType, DualWriteMode]:
+    """:func:`read_modes` on a connection of its own."""
+    try:
+        with engine.connect() as conn:
+            return read_modes(conn)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot read the mode: {exc.orig}") from None
 
 
 def history(engine: sa.Engine, key: str | None = None, limit: int = 100) -> list[ControlChange]:
+    """The newest control-log rows first; ``key`` :data:`MODE_KEY` means every mode
+    key (each system's and the global one)."""
     q = sa.select(control_log).order_by(control_log.c.id.desc()).limit(limit)
-    if key:
+    if key == MODE_KEY:
+        q = q.where(control_log.c.key.in_(mode_keys()))
+    elif key:
         q = q.where(control_log.c.key == key)
     with engine.connect() as conn:
         rows = conn.execute(q).all()
@@ -373,26 +557,39 @@ def history(engine: sa.Engine, key: str | None = None, limit: int = 100) -> list
 
 
 class ModeWatcher:
-    """The current mode as this process knows it, re-read at most every ``interval``."""
+    """Every system's mode as this process knows it, re-read (all systems in one query)
+    at most every ``interval``."""
 
     def __init__(self, engine: sa.Engine, interval: float = 1.0) -> None:
         self._engine = engine
         self._interval = interval
         self._lock = threading.Lock()
-        self._mode: DualWriteMode | None = None
+        self._modes: dict[LegacySystemType, DualWriteMode] | None = None
         self._read_at = 0.0
 
-    def get(self) -> DualWriteMode:
-        now = time.monotonic()
-        if self._mode is not None and now - self._read_at < self._interval:
-            return self._mode
-        with self._lock:
-            if self._mode is None or time.monotonic() - self._read_at >= self._interval:
-                self._mode = get_mode(self._engine)
-                self._read_at = time.monotonic()
-            return self._mode
+    def modes(self) -> dict[LegacySystemType, DualWriteMode]:
+        """Every system's mode (a copy)."""
+        modes = self._modes
+        if modes is None or time.monotonic() - self._read_at >= self._interval:
+            with self._lock:
+                modes = self._modes
+                if modes is None or time.monotonic() - self._read_at >= self._interval:
+                    modes = self._modes = get_modes(self._engine)
+                    self._read_at = time.monotonic()
+        return dict(modes)
 
-    def refresh(self) -> DualWriteMode:
+    def get(self, system: LegacySystemType | None = None) -> DualWriteMode:
+        """``system``'s mode; None: the mode of every system (ModeError if they differ)."""
+        modes = self.modes()
+        if system is not None:
+            return modes[system]
+        common = common_mode(modes)
+        if common is None:
+            raise ModeError(f"the systems are in different modes ({describe_modes(modes)})")
+        return common
+
+    def refresh(self, system: LegacySystemType | None = None) -> DualWriteMode:
         with self._lock:
             self._read_at = 0.0
-        return self.get()
+            self._modes = None
+        return self.get(system)

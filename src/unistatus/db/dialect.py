@@ -23,11 +23,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from unistatus.db import writer_mark
 from unistatus.db.binding import qualify, schema_of
 from unistatus.db.prepared import Prepared
+from unistatus.domain.statuses import LegacySystemType
 
 # Key of the advisory lock that orders writes against mode switches on PostgreSQL
 # (tables in the default schema; another schema has its own: mode_lock_key).
 MODE_LOCK_KEY = 0x756E6973  # "unis"
-# revision 0007's function: the mode lock and a fresh read of the mode (PostgreSQL).
+# revision 0015's function (0007's, with a system): the mode locks and a fresh read of
+# the mode of one system (PostgreSQL).
 LOCKED_MODE_FUNCTION = "unistatus_locked_mode"
 
 # A 64-bit integer column: BIGINT, but INTEGER on SQLite (the same storage there, and
@@ -106,10 +108,33 @@ def mode_lock_key(schema: str | None) -> int:
     return (MODE_LOCK_KEY << 32) | zlib.crc32(schema.encode())
 
 
-def locked_mode_function(schema: str | None) -> sa.FunctionElement[Any]:
-    """A call of ``unistatus_locked_mode()`` (revision 0007), in our tables' schema."""
+def system_lock_key(key: int, system: str) -> int:
+    """The mode lock of one legacy system (``system``: its value, e.g. ``"CASHOUT"``) in
+    the installation whose mode lock is ``key`` (:func:`mode_lock_key`).
+
+    Never ``key`` itself (the low bit differs from the CRC's shifted value), positive and
+    64-bit like it. Revision 0015 holds a frozen copy, baked into
+    ``unistatus_locked_mode(system)``.
+    """
+    return key ^ ((zlib.crc32(system.encode()) << 1) | 1)
+
+
+def locked_mode_function(
+    schema: str | None, system: LegacySystemType | sa.ColumnElement[Any]
+) -> sa.FunctionElement[Any]:
+    """A call of ``unistatus_locked_mode(system)`` (revision 0015), in our tables'
+    schema: both mode locks of ``system`` shared, then its mode read afresh."""
     packages = () if schema is None else (schema,)
-    return sa.sql.functions.Function(LOCKED_MODE_FUNCTION, type_=sa.Text, packagenames=packages)
+    # A system is pasted as a constant (an enum value), so each statement names its
+    # system in its text: its plan never depends on a parameter.
+    arg = (
+        sa.literal_column(f"'{system.value}'", sa.Text)
+        if isinstance(system, LegacySystemType)
+        else system
+    )
+    return sa.sql.functions.Function(
+        LOCKED_MODE_FUNCTION, arg, type_=sa.Text, packagenames=packages
+    )
 
 
 class DialectOps:
@@ -133,7 +158,7 @@ class DialectOps:
         # Where our tables are (unistatus.db.binding), and so which mode lock is ours.
         self.schema = schema_of(engine)
         self.mode_lock_key = mode_lock_key(self.schema)
-        self._shared_lock: Prepared | None = None
+        self._shared_locks: dict[LegacySystemType | None, Prepared] = {}
 
     @contextmanager
     def write_transaction(self, *, mode_locked: bool = False) -> Iterator[sa.Connection]:
@@ -199,31 +224,55 @@ class DialectOps:
     def end_writer_mark(self, conn: sa.Connection) -> None:
         """Remove the mark before COMMIT, where it would outlive the transaction."""
 
-    def mode_shared_lock(self, conn: sa.Connection) -> None:
-        """Take the mode lock shared, in ``conn``'s write transaction, until it ends.
+    def mode_lock_keys(self, system: LegacySystemType | None) -> tuple[int, ...]:
+        """The advisory locks a writer of ``system`` holds shared, in the order taken:
+        the installation's (:attr:`mode_lock_key`), then the system's
+        (:func:`system_lock_key`); None: every system's."""
+        systems = tuple(LegacySystemType) if system is None else (system,)
+        return (
+            self.mode_lock_key,
+            *(system_lock_key(self.mode_lock_key, s.value) for s in systems),
+        )
 
-        THE call for every write that must not overlap a mode switch (which takes the
-        lock exclusive, :meth:`mode_exclusive_lock`): take it before locking any row,
-        then read the mode. The statement is compiled once per ops object, so the
-        adapter's hot path can take it too. On SQLite :meth:`write_transaction`'s
-        ``BEGIN IMMEDIATE`` already holds the whole database: nothing to do.
+    def mode_shared_lock(self, conn: sa.Connection, system: LegacySystemType | None = None) -> None:
+        """Take the mode lock of ``system`` shared (None: of every system), in ``conn``'s
+        write transaction, until it ends.
+
+        THE call for every write that must not overlap a mode switch of its system
+        (which takes the lock exclusive, :meth:`mode_exclusive_lock`): take it before
+        locking any row, then read the mode. The statement is compiled once per ops
+        object and system, so the adapter's hot path can take it too. On SQLite
+        :meth:`write_transaction`'s ``BEGIN IMMEDIATE`` already holds the whole
+        database: nothing to do.
         """
-        if self._shared_lock is None:
-            stmt = self.mode_shared_lock_statement()
+        prepared = self._shared_locks.get(system)
+        if prepared is None:
+            stmt = self.mode_shared_lock_statement(system)
             if stmt is None:
                 return
-            self._shared_lock = Prepared(stmt, self.engine)
-        self._shared_lock.rows(conn, {})
+            prepared = self._shared_locks[system] = Prepared(stmt, self.engine)
+        prepared.rows(conn, {})
 
-    def mode_shared_lock_statement(self) -> sa.Select[Any] | None:
+    def mode_shared_lock_statement(
+        self, system: LegacySystemType | None = None
+    ) -> sa.Select[Any] | None:
         """:meth:`mode_shared_lock` as a statement (None: the dialect needs no lock)."""
         return None
 
-    def mode_exclusive_lock(self, conn: sa.Connection) -> None:
-        """Taken by a mode switch: waits for in-flight writes, holds new ones back."""
+    def mode_exclusive_lock(
+        self, conn: sa.Connection, system: LegacySystemType | None = None
+    ) -> None:
+        """Taken by a mode switch: waits for in-flight writes, holds new ones back.
 
-    def mode_lock_clause(self) -> sa.ColumnElement[bool] | None:
-        """The shared lock as a WHERE clause, to take it inside the entity-lock SELECT."""
+        ``system``: only that system's writes (a switch of that system); None: every
+        write (a switch of every system, the replay of every system).
+        """
+
+    def mode_lock_clause(
+        self, system: LegacySystemType | None = None
+    ) -> sa.ColumnElement[bool] | None:
+        """The shared lock of ``system`` as a WHERE clause, to take it inside the
+        entity-lock SELECT."""
         return None
 
     def insert(self, table: sa.Table) -> Any:
@@ -259,7 +308,8 @@ class DialectOps:
         return query
 
     def has_locked_mode_function(self, conn: sa.Connection) -> bool:
-        """Whether revision 0007's ``unistatus_locked_mode()`` exists (PostgreSQL only)."""
+        """Whether revision 0015's ``unistatus_locked_mode(system)`` exists (PostgreSQL
+        only)."""
         return False
 
     def integer_series(self, n: int) -> sa.FromClause:
@@ -352,25 +402,37 @@ class PostgresOps(DialectOps):
     # Every mode lock statement sets the writer mark in the same call.
     mode_lock_marks = True
 
-    def _mode_lock_shared(self) -> sa.FunctionElement[Any]:
-        """The shared mode lock, held until the transaction ends."""
-        return sa.func.pg_advisory_xact_lock_shared(self.mode_lock_key)
+    def _mode_locks_shared(self, system: LegacySystemType | None) -> list[Any]:
+        """The shared mode locks of ``system``, held until the transaction ends."""
+        return [sa.func.pg_advisory_xact_lock_shared(k) for k in self.mode_lock_keys(system)]
 
-    def mode_shared_lock_statement(self) -> sa.Select[Any]:
-        return sa.select(self._mode_lock_shared(), writer_mark.set_mark())
+    def mode_shared_lock_statement(self, system: LegacySystemType | None = None) -> sa.Select[Any]:
+        return sa.select(*self._mode_locks_shared(system), writer_mark.set_mark())
 
-    def mode_exclusive_lock(self, conn: sa.Connection) -> None:
-        conn.execute(
-            sa.select(sa.func.pg_advisory_xact_lock(self.mode_lock_key), writer_mark.set_mark())
-        )
+    def mode_exclusive_lock(
+        self, conn: sa.Connection, system: LegacySystemType | None = None
+    ) -> None:
+        if system is None:
+            locks = [sa.func.pg_advisory_xact_lock(self.mode_lock_key)]
+        else:
+            # The installation's lock shared (a switch of every system excludes this
+            # one), then the system's exclusive: its writers only.
+            locks = [
+                sa.func.pg_advisory_xact_lock_shared(self.mode_lock_key),
+                sa.func.pg_advisory_xact_lock(system_lock_key(self.mode_lock_key, system.value)),
+            ]
+        conn.execute(sa.select(*locks, writer_mark.set_mark()))
 
-    def mode_lock_clause(self) -> sa.ColumnElement[bool]:
+    def mode_lock_clause(self, system: LegacySystemType | None = None) -> sa.ColumnElement[bool]:
         # An uncorrelated sub-select runs once, before any row is scanned or locked,
-        # so the advisory lock is always taken before the row lock (no lock-order
+        # so the advisory locks are always taken before the row lock (no lock-order
         # inversion with a mode switch that later locks rows to replay changes). It
         # sets the writer mark in the same call.
         sub = sa.select(
-            sa.func.concat(self._mode_lock_shared().cast(sa.Text), writer_mark.set_mark())
+            sa.func.concat(
+                *(lock.cast(sa.Text) for lock in self._mode_locks_shared(system)),
+                writer_mark.set_mark(),
+            )
         )
         return sub.scalar_subquery().is_not(None)
 
@@ -419,7 +481,7 @@ class PostgresOps(DialectOps):
 
     def has_locked_mode_function(self, conn: sa.Connection) -> bool:
         name = qualify(LOCKED_MODE_FUNCTION, self.schema, conn.dialect)
-        found = conn.execute(sa.select(sa.func.to_regprocedure(f"{name}()")))
+        found = conn.execute(sa.select(sa.func.to_regprocedure(f"{name}(text)")))
         return found.scalar() is not None
 
     def bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:

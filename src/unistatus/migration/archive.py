@@ -23,12 +23,20 @@ import sqlalchemy as sa
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.binding import schema_of
-from unistatus.db.control import ControlChange, read_mode, read_value, write_value
+from unistatus.db.control import (
+    MIXED,
+    ControlChange,
+    common_mode,
+    read_modes,
+    read_value,
+    write_value,
+)
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine, display_url
 from unistatus.db.legacy import legacy_schema, reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.schema import current_revision
 from unistatus.db.tables import control_log, migration_control
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.archive_format import (
     MANIFEST,
@@ -104,7 +112,7 @@ def export_archive(
     try:
         with ops_for(engine).snapshot() as conn:
             installed = sa.inspect(conn).has_table(migration_control.name, schema=schema_of(conn))
-            mode = read_mode(conn) if installed else None
+            modes = read_modes(conn) if installed else None
             for system, lt in tables.items():
                 columns = [ColumnInfo.of(c, engine.dialect) for c in lt.table.c]
                 entry = _export_table(conn, lt.table, system.value, columns, directory)
@@ -123,7 +131,7 @@ def export_archive(
             "dialect": engine.dialect.name,
             "database": display_url(engine.url),
             "schema_revision": current_revision(engine),
-            "mode": mode.value if mode else None,
+            "mode": _mode_of(modes),
         },
         tables=entries,
     )
@@ -372,3 +380,11 @@ def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
             batch = []
     if batch:
         yield batch
+
+
+def _mode_of(modes: dict[LegacySystemType, DualWriteMode] | None) -> str | None:
+    """The mode of every system (``mixed`` while they differ; None: not installed)."""
+    if modes is None:
+        return None
+    common = common_mode(modes)
+    return common.value if common is not None else MIXED

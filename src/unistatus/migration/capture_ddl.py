@@ -28,7 +28,8 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from unistatus.db import writer_mark
 from unistatus.db.binding import qualify
-from unistatus.db.dialect import DialectOps
+from unistatus.db.control import mode_key
+from unistatus.db.dialect import DialectOps, system_lock_key
 from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import migration_control, unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
@@ -114,7 +115,15 @@ class CaptureDdl:
         unified = unified_transactions.name
         out += [Trigger(f"{PREFIX}unified_{short}", unified) for short in EVENTS.values()]
         if tables:
-            catch_up = ["catch_up"] if self.postgres else ["catch_up_ins", "catch_up_upd"]
+            catch_up = (
+                ["catch_up"]
+                if self.postgres
+                else [
+                    f"catch_up_{lt.system.value.lower()}_{short}"
+                    for lt in tables
+                    for short in ("ins", "upd")
+                ]
+            )
             out += [Trigger(f"{PREFIX}{name}", migration_control.name) for name in catch_up]
         return out
 
@@ -214,9 +223,12 @@ class CaptureDdl:
         writer = sa.literal_column("v_writer", sa.String)
         mode = sa.literal_column("v_mode", sa.String)
         setting = writer_mark.WRITER_SETTING
-        read_mode = self.render(sa.select(stored_mode()))
         for lt in tables:
             sql = SystemSql(lt, self.ops)
+            # The table's own system: its mode, and its mode lock after the
+            # installation's (as unistatus_locked_mode(system) takes them).
+            read_mode = self.render(sa.select(stored_mode(lt.system)))
+            system_key = system_lock_key(mode_lock_key, lt.system.value)
             reason = sa.literal_column("v_reason", sa.String)
             ctx = self._pg_context(writer, mode, reason, "bypass")
             base_meta = self.render(sql.base_meta(ctx))
@@ -243,15 +255,17 @@ DECLARE
     v_meta jsonb;
 BEGIN
     -- unistatus wrote it, in a mode it read under the mode lock that maintains unified
-    -- (unistatus_locked_mode()), or the capture itself: nothing to do.
+    -- (unistatus_locked_mode(system)), or the capture itself: nothing to do.
     IF v_mark NOT IN ('', '{writer_mark.MARK}', '{LEGACY_ONLY}') THEN
         RETURN NULL;
     END IF;
     IF v_mark = '{LEGACY_ONLY}' THEN
         v_mode := v_mark;
     ELSE
-        -- Held until the writer's transaction ends: no mode switch in between.
+        -- Held until the writer's transaction ends: no switch of this system's mode
+        -- (nor of every system's) in between.
         PERFORM pg_advisory_xact_lock_shared({mode_lock_key});
+        PERFORM pg_advisory_xact_lock_shared({system_key});
         v_mode := ({read_mode});
     END IF;
     IF v_mode = '{LEGACY_ONLY}' THEN
@@ -289,7 +303,7 @@ $capture$"""
                     f"AFTER {event} ON {table} REFERENCING {side} TABLE AS {transition} "
                     f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
                 )
-        out += self._pg_unified(writer, mode, read_mode, attributes)
+        out += self._pg_unified(writer, mode, attributes)
         if tables:
             out += self._pg_catch_up(tables, attributes)
         return out
@@ -304,7 +318,7 @@ $capture$"""
             + self._plpgsql(writes)
         )
 
-    def _pg_unified(self, writer: Any, mode: Any, read_mode: str, attributes: str) -> list[str]:
+    def _pg_unified(self, writer: Any, mode: Any, attributes: str) -> list[str]:
         ctx = self._pg_context(writer, mode, sa.null(), "foreign")
         setting = writer_mark.WRITER_SETTING
         count_new = self._plpgsql([count_foreign_unified(self.ops.insert, sa.table(NEW_ROWS), ctx)])
@@ -315,13 +329,16 @@ $capture$"""
             f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql {attributes} AS $capture$
 DECLARE
-    v_mode text := ({read_mode});
+    v_mode text;
     v_writer text := {PG_WRITER};
     v_addr text := host(inet_client_addr());
 BEGIN
+    -- The mode of the system of a row written (the writer's counts keep one).
     IF TG_OP = 'DELETE' THEN
+        v_mode := ({self._pg_mode_of_rows(OLD_ROWS)});
 {_indent(count_old, 8)}
     ELSE
+        v_mode := ({self._pg_mode_of_rows(NEW_ROWS)});
 {_indent(count_new, 8)}
     END IF;
     RAISE WARNING USING MESSAGE = 'unistatus: ' || v_writer || ' wrote unified_transactions '
@@ -342,6 +359,12 @@ $capture$"""
             )
         return out
 
+    def _pg_mode_of_rows(self, transition: str) -> str:
+        """The stored mode of the system of one row of ``transition`` (unified rows)."""
+        system = sa.literal_column("legacy_system", sa.String)
+        one = sa.select(system).select_from(sa.table(transition)).limit(1).scalar_subquery()
+        return self.render(sa.select(stored_mode(one)))
+
     def _pg_catch_up(self, tables: list[LegacyTable], attributes: str) -> list[str]:
         setting = writer_mark.WRITER_SETTING
         value = f"NEW.{self.quote(migration_control.c.value.name)}"
@@ -351,11 +374,16 @@ $capture$"""
             sa.literal("catch-up after LEGACY_ONLY", sa.String),
             "catch_up",
         )
+        # Each system's logged entities when that system leaves LEGACY_ONLY.
         body = "\n".join(
-            self._plpgsql(SystemSql(lt, self.ops).catch_up(ctx, lock=True)) for lt in tables
+            f"{'IF' if i == 0 else 'ELSIF'} NEW.{self.quote(migration_control.c.key.name)} = "
+            f"'{mode_key(lt.system)}' THEN\n"
+            + _indent(self._plpgsql(SystemSql(lt, self.ops).catch_up(ctx, lock=True)), 4)
+            for i, lt in enumerate(tables)
         )
         function = self._function(f"{PREFIX}catch_up")
         key = self.quote(migration_control.c.key.name)
+        keys = ", ".join(f"'{mode_key(lt.system)}'" for lt in tables)
         return [
             f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql {attributes} AS $capture$
@@ -365,12 +393,13 @@ DECLARE
 BEGIN
     PERFORM set_config('{setting}', '{writer_mark.CAPTURE_WRITER}', true);
 {_indent(body, 4)}
+    END IF;
     PERFORM set_config('{setting}', v_prev, true);
     RETURN NULL;
 END
 $capture$""",
             f"CREATE TRIGGER {self.quote(f'{PREFIX}catch_up')} AFTER INSERT OR UPDATE ON "
-            f"{self._table(migration_control)} FOR EACH ROW WHEN (NEW.{key} = 'mode' AND "
+            f"{self._table(migration_control)} FOR EACH ROW WHEN (NEW.{key} IN ({keys}) AND "
             f"{value} <> '{LEGACY_ONLY}') EXECUTE FUNCTION {function}()",
         ]
 
@@ -413,13 +442,13 @@ $capture$""",
 
     def _sqlite(self, tables: list[LegacyTable]) -> list[str]:
         out: list[str] = []
-        mode = stored_mode()
         unmarked = sa.not_(writer_mark.marked_sqlite())
         capturing = writer_mark.mark_row(writer_mark.CAPTURE_WRITER)
         captured = writer_mark.unmark_row(writer_mark.CAPTURE_WRITER)
         writer = sa.literal(SQLITE_WRITER, sa.String)
         for lt in tables:
             sql = SystemSql(lt, self.ops)
+            mode = stored_mode(lt.system)  # the table's own system's
             base, table = self._legacy_name(lt), self._table(lt.table)
             new_rows, old_rows = self._sqlite_rows(lt, "NEW"), self._sqlite_rows(lt, "OLD")
             for event in ("INSERT", "UPDATE"):
@@ -454,9 +483,13 @@ $capture$""",
                     [capturing, *sql.deleted(old_rows, ctx), captured],
                 )
             )
-        ctx = self._sqlite_context(writer, mode, "", "foreign")
         one_row = sa.select(sa.literal(1).label("one")).subquery("capture_rows")
         for event, short in EVENTS.items():
+            side = "OLD" if event == "DELETE" else "NEW"
+            system = sa.literal_column(
+                f"{side}.{self.quote(unified_transactions.c.legacy_system.name)}", sa.String
+            )
+            ctx = self._sqlite_context(writer, stored_mode(system), "", "foreign")
             out.append(
                 self._sqlite_trigger(
                     f"{PREFIX}unified_{short}",
@@ -478,20 +511,16 @@ $capture$""",
         ctx = self._sqlite_context(
             sa.literal(CATCH_UP_WRITER, sa.String), value, "catch-up after LEGACY_ONLY", "catch_up"
         )
-        body = [
-            statement
-            for lt in tables
-            for statement in SystemSql(lt, self.ops).catch_up(ctx, lock=False)
-        ]
-        when = sa.and_(key == "mode", value != LEGACY_ONLY)
+        # Each system's logged entities when that system leaves LEGACY_ONLY.
         return [
             self._sqlite_trigger(
-                f"{PREFIX}catch_up_{EVENTS[event]}",
+                f"{PREFIX}catch_up_{lt.system.value.lower()}_{EVENTS[event]}",
                 event,
                 self._table(migration_control),
-                when,
-                [capturing, *body, captured],
+                sa.and_(key == mode_key(lt.system), value != LEGACY_ONLY),
+                [capturing, *SystemSql(lt, self.ops).catch_up(ctx, lock=False), captured],
             )
+            for lt in tables
             for event in ("INSERT", "UPDATE")
         ]
 

@@ -32,11 +32,10 @@ import sqlalchemy as sa
 
 from unistatus.adapter.writes import history_values, unified_row
 from unistatus.backfill.statements import QUARANTINE_COLUMNS, unmappable_reason
-from unistatus.db.control import MODE_KEY
+from unistatus.db import control
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import (
-    migration_control,
     pending_legacy_changes,
     status_history,
     unified_transactions,
@@ -75,14 +74,9 @@ UNIFIED_TARGET = "UNIFIED"
 FROZEN = DualWriteMode.UNIFIED_ONLY.value
 
 
-def stored_mode() -> sa.ColumnElement[str]:
-    """The stored mode as SQL (a missing row means LEGACY_ONLY, as read_mode says)."""
-    stored = (
-        sa.select(migration_control.c.value)
-        .where(migration_control.c.key == MODE_KEY)
-        .scalar_subquery()
-    )
-    return sa.func.coalesce(stored, DualWriteMode.LEGACY_ONLY.value, type_=sa.String)
+def stored_mode(system: LegacySystemType | sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+    """``system``'s stored mode as SQL (:func:`unistatus.db.control.stored_mode`)."""
+    return sa.type_coerce(control.stored_mode(system), sa.String)
 
 
 @dataclass(frozen=True)

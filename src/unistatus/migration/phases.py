@@ -18,7 +18,7 @@ from unistatus.backfill import quarantine_count, resume
 from unistatus.backfill.control import is_paused
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
-from unistatus.db.control import MODE_KEY, read_mode, read_value, write_value
+from unistatus.db.control import mode_keys, read_mode, read_value, write_mode, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import control_log
 from unistatus.domain.inputs import check_actor, check_reason
@@ -65,7 +65,7 @@ PHASE_START = "phase-start"
 # The control-log key of every rollback (written by unistatus.migration.rollback).
 ROLLBACK_KEY = "last_rollback"
 # A check that started before the last change of any of these never opens a gate.
-_CONTROL_KEYS = (MODE_KEY, PHASE_KEY, ROLLBACK_KEY)
+_CONTROL_KEYS = (*mode_keys(), PHASE_KEY, ROLLBACK_KEY)
 
 
 @dataclass(frozen=True)
@@ -173,15 +173,15 @@ def write_phase(
     metadata: dict[str, Any],
 ) -> None:
     """Set phase and mode in the caller's transaction (which holds the mode lock)."""
-    if read_mode(conn) is not mode:
-        write_value(conn, MODE_KEY, mode.value, actor=actor, reason=reason, metadata=metadata)
+    write_mode(conn, mode, actor=actor, reason=reason, metadata=metadata)
     write_value(conn, PHASE_KEY, str(phase), actor=actor, reason=reason, metadata=metadata)
 
 
-def _last_change_to(conn: sa.Connection, key: str, value: str) -> datetime | None:
+def _last_change_to(conn: sa.Connection, key: str | tuple[str, ...], value: str) -> datetime | None:
+    keys = (key,) if isinstance(key, str) else key
     q = (
         sa.select(control_log.c.created_at)
-        .where(control_log.c.key == key, control_log.c.new_value == value)
+        .where(control_log.c.key.in_(keys), control_log.c.new_value == value)
         .order_by(control_log.c.id.desc())
         .limit(1)
     )
@@ -246,7 +246,9 @@ def evaluate_gates(
         # Every gate that reads a check wants one started after this (it is never
         # earlier than entering phase 1 or switching to unified primary).
         changed = _last_control_change(conn)
-        switched = _last_change_to(conn, MODE_KEY, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
+        switched = _last_change_to(
+            conn, mode_keys(), DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value
+        )
     if into == 1:
         return [gates.gate_mapping()]
     if into == 2:

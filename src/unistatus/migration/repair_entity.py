@@ -128,8 +128,8 @@ class EntityRepair:
         report = self.report
         if lock:
             # Mode lock, then legacy row, then unified row: the adapter's order.
-            self.ops.mode_shared_lock(conn)
-        mode = read_mode(conn)
+            self.ops.mode_shared_lock(conn, system)
+        mode = read_mode(conn, system)
         lt = self.tables[system]
         assert lt.status is not None  # resolved with require_status: repair reads it
         entity = read_entity(conn, lt, legacy_id, utx_id, lock=lock)

@@ -20,7 +20,7 @@ from unistatus.config import Settings
 from unistatus.db.dialect import DialectOps, is_retryable, ops_for
 from unistatus.db.failures import describe
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
-from unistatus.db.tables import pending_legacy_changes
+from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
@@ -55,14 +55,20 @@ LOCK_WAIT_SECONDS = 30.0
 RETRY_PAUSE_SECONDS = 0.1
 
 
-def pending_count(engine: sa.Engine) -> int:
-    """Changes made while legacy was frozen that legacy has not seen yet."""
+def pending_count(engine: sa.Engine, system: LegacySystemType | None = None) -> int:
+    """Changes made while legacy was frozen that legacy has not seen yet (of ``system``'s
+    transactions; None: of every system's)."""
     with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sa.select(sa.func.count()).select_from(P).where(P.c.replayed_at.is_(None))
-            ).scalar_one()
-        )
+        q = _of_system(sa.select(sa.func.count()).select_from(P), system)
+        return int(conn.execute(q.where(P.c.replayed_at.is_(None))).scalar_one())
+
+
+def _of_system(q: sa.Select[Any], system: LegacySystemType | None) -> sa.Select[Any]:
+    """``q`` over pending changes, restricted to those of ``system``'s transactions."""
+    if system is None:
+        return q
+    U = unified_transactions
+    return q.join(U, U.c.id == P.c.transaction_id).where(U.c.legacy_system == system.value)
 
 
 def _restore_legacy_columns(
@@ -75,14 +81,18 @@ def _restore_legacy_columns(
     return undo(engine, settings, actor=actor, reason=f"rollback out of phase 4: {reason}")
 
 
-def _fetch_after(conn: sa.Connection, after: int, limit: int) -> list[Any]:
-    """The oldest ``limit`` unreplayed changes above ``after`` (a primary-key range scan)."""
+_CHANGE = (P.c.id, P.c.transaction_id, P.c.kind, P.c.legacy_status, P.c.operation_id)
+
+
+def _fetch_after(
+    conn: sa.Connection, after: int, limit: int, system: LegacySystemType | None
+) -> list[Any]:
+    """The oldest ``limit`` unreplayed changes above ``after`` (a primary-key range scan),
+    of ``system``'s transactions (None: every system's)."""
+    q = _of_system(sa.select(*_CHANGE).select_from(P), system)
     return list(
         conn.execute(
-            sa.select(P.c.id, P.c.transaction_id, P.c.kind, P.c.legacy_status, P.c.operation_id)
-            .where(P.c.replayed_at.is_(None), P.c.id > after)
-            .order_by(P.c.id)
-            .limit(limit)
+            q.where(P.c.replayed_at.is_(None), P.c.id > after).order_by(P.c.id).limit(limit)
         ).all()
     )
 
@@ -93,7 +103,7 @@ def _fetch_held(conn: sa.Connection, held: set[str], upto: int) -> list[Any]:
         return []
     return list(
         conn.execute(
-            sa.select(P.c.id, P.c.transaction_id, P.c.kind, P.c.legacy_status, P.c.operation_id)
+            sa.select(*_CHANGE)
             .where(P.c.replayed_at.is_(None), P.c.id <= upto, P.c.transaction_id.in_(sorted(held)))
             .order_by(P.c.id)
         ).all()
@@ -130,6 +140,7 @@ def _round(
     drain_all: bool,
     busy_retry_seconds: float,
     actor: str,
+    system: LegacySystemType | None,
 ) -> bool:
     """One transaction's share of the replay; True when nothing is left (lock held)."""
     if p.held:
@@ -137,7 +148,7 @@ def _round(
         p.held.clear()
         p.add(replay_rows(conn, ops, tables, retry, p.held, actor=actor))
     while True:
-        rows = _fetch_after(conn, p.after, batch_size)
+        rows = _fetch_after(conn, p.after, batch_size, system)
         if rows:
             p.after = rows[-1].id
             p.batches += 1
@@ -168,8 +179,11 @@ def replay_pending(
     reason: str = "replay pending legacy changes",
     busy_retry_seconds: float = BUSY_RETRY_SECONDS,
     lock_wait_seconds: float = LOCK_WAIT_SECONDS,
+    system: LegacySystemType | None = None,
 ) -> dict[str, Any]:
-    """Replay every unreplayed UNIFIED_ONLY change to legacy, oldest first.
+    """Replay every unreplayed UNIFIED_ONLY change to legacy, oldest first: of
+    ``system``'s transactions only (under that system's exclusive mode lock: the other
+    systems' writers go on), or of every system's (None).
 
     Each batch commits under the exclusive mode lock. The batch that leaves nothing
     pending also runs ``finish(conn, summary)`` (e.g. the mode switch) in its own
@@ -189,7 +203,8 @@ def replay_pending(
     actor, reason = check_actor(actor), check_reason(reason)
     started = time.perf_counter()
     summary: dict[str, Any] = {
-        "undo_cleanup": _restore_legacy_columns(engine, settings, actor, reason)
+        "undo_cleanup": _restore_legacy_columns(engine, settings, actor, reason),
+        "system": system.value if system is not None else None,
     }
     tables = resolve_legacy_tables(engine, settings)
     ops = ops_for(engine)
@@ -207,7 +222,7 @@ def replay_pending(
                     lock_ms=LOCK_TIMEOUT_MS,
                     idle_ms=IDLE_TIMEOUT_MS,
                 )
-                ops.mode_exclusive_lock(conn)
+                ops.mode_exclusive_lock(conn, system)
                 done = _round(
                     conn,
                     ops,
@@ -217,6 +232,7 @@ def replay_pending(
                     drain_all=rounds > 3,
                     busy_retry_seconds=busy_retry_seconds,
                     actor=actor,
+                    system=system,
                 )
                 if done:
                     summary.update(attempt.totals, batches=attempt.batches)

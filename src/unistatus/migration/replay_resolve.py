@@ -72,9 +72,12 @@ def resolve(
         ops.write_transaction() as conn,
     ):
         ops.bound_statements(conn, RESOLVE_LOCK_MS * 2, RESOLVE_LOCK_MS)
-        ops.mode_shared_lock(conn)  # no mode switch between the decision and its write
+        system = LegacySystemType(conflict.legacy_system) if conflict.legacy_system else None
+        # No switch of the system's mode (None: of any) between the decision and its write.
+        ops.mode_shared_lock(conn, system)
         if action == "apply":
-            _apply(conn, conflict, tables, read_mode(conn), now)
+            mode = read_mode(conn, system) if system is not None else read_mode(conn)
+            _apply(conn, conflict, tables, mode, now)
         done = conn.execute(
             sa.update(C)
             .where(C.c.id == conflict_id, C.c.resolved_at.is_(None))

@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from unistatus.backfill import pause
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import read_mode, write_value
+from unistatus.db.control import common_mode, read_modes, write_mode, write_value
 from unistatus.db.failures import one_line
 from unistatus.domain.inputs import check_actor, check_reason
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError
 from unistatus.migration.phases import (
     PHASES,
@@ -38,6 +38,7 @@ __all__ = [
 
 log = logging.getLogger("unistatus.migration.rollback")
 
+_MODE_ORDER = list(DualWriteMode)  # LEGACY_ONLY first: the order of the phases
 # phase -> the phase a one-step rollback lands in
 ROLLBACK_TARGET = {1: 0, 2: 1, 3: 2, 4: 2}
 BACKFILL_UNDO_NOTE = (
@@ -82,13 +83,17 @@ def _switch(
         if from_phase is not None and current != from_phase:
             raise GateError("the phase changed during the rollback; check `phase status`")
         seen["from_phase"] = current
-        seen["from_mode"] = read_mode(conn)
+        modes = read_modes(conn)
+        # Systems in different modes (one rolled back on its own, say): the least
+        # advanced stands for them all, and the metadata keeps each.
+        seen["from_mode"] = common_mode(modes) or min(modes.values(), key=_MODE_ORDER.index)
         meta = {
             **extra,
             "action": "rollback",
             "from_phase": current,
             "to_phase": to_phase,
             "from_mode": seen["from_mode"].value,
+            "from_modes": {s.value: m.value for s, m in modes.items()},
             "replay": _jsonable(summary),
         }
         write_phase(conn, to_phase, to_mode, actor=actor, reason=reason, metadata=meta)
@@ -162,9 +167,23 @@ def rollback_current_phase(
 
 
 def emergency_rollback(
-    engine: sa.Engine, settings: Settings, *, actor: str, reason: str
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    actor: str,
+    reason: str,
+    system: LegacySystemType | str | None = None,
 ) -> dict[str, Any]:
-    """The fastest safe path to legacy: replay where legacy is stale, then LEGACY_ONLY."""
+    """The fastest safe path to legacy: replay where legacy is stale, then LEGACY_ONLY.
+
+    ``system``: that legacy system only (its pending changes replayed, its mode set to
+    LEGACY_ONLY under its own mode lock, its backfill paused); the other systems' mode,
+    writers, backfill and the phase are left as they are. None: every system, phase 0.
+    """
+    if system is not None:
+        return _emergency_of_system(
+            engine, settings, LegacySystemType.parse(system), actor=actor, reason=reason
+        )
     if not reason or not reason.strip():
         raise InputError("an emergency rollback needs a reason; it is recorded")
     if not actor or not actor.strip():
@@ -203,6 +222,70 @@ def emergency_rollback(
         "to_mode": DualWriteMode.LEGACY_ONLY.value,
         "actor": actor,
         "reason": reason.strip(),
+        "replay": replay,
+        "conflicts": replay["conflicts"],
+        "notes": notes,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+        "at": utcnow().isoformat(),
+    }
+
+
+def _emergency_of_system(
+    engine: sa.Engine, settings: Settings, system: LegacySystemType, *, actor: str, reason: str
+) -> dict[str, Any]:
+    """:func:`emergency_rollback` of one system."""
+    if not reason or not reason.strip():
+        raise InputError("an emergency rollback needs a reason; it is recorded")
+    if not actor or not actor.strip():
+        raise InputError("an actor is required")
+    reason, actor = check_reason(reason).strip(), check_actor(actor)
+    started = time.perf_counter()
+    notes: list[str] = []
+    seen: dict[str, Any] = {}
+    to_mode = DualWriteMode.LEGACY_ONLY
+
+    def finish(conn: sa.Connection, summary: dict[str, Any]) -> None:
+        # Under the system's exclusive mode lock, with the last replayed batch.
+        seen["from_mode"] = read_modes(conn)[system]
+        meta = {
+            "action": "rollback",
+            "emergency": True,
+            "system": system.value,
+            "from_mode": seen["from_mode"].value,
+            "replay": _jsonable(summary),
+        }
+        write_mode(conn, to_mode, system=system, actor=actor, reason=reason, metadata=meta)
+        write_value(
+            conn,
+            ROLLBACK_KEY,
+            f"{system.value}: {seen['from_mode'].value} -> {to_mode.value}",
+            actor=actor,
+            reason=reason,
+            metadata=meta,
+        )
+
+    replay = replay_pending(
+        engine, settings, finish=finish, actor=actor, reason=reason, system=system
+    )
+    if replay["conflicts"]:
+        notes.append(CONFLICTS_NOTE.format(n=replay["conflicts"]))
+    try:
+        pause(engine, actor=actor, reason=reason, system=system)
+        notes.append(f"backfill of {system.value} paused (the other systems' goes on)")
+    except Exception as exc:  # the switch is done; a pause failure must not hide it
+        log.exception("could not pause the backfill after the emergency rollback")
+        notes.append(f"could not pause the backfill: {one_line(exc)}")
+    notes.append(
+        f"running adapters follow within {settings.mode_refresh_seconds:g} s; the other "
+        "systems' mode and the phase are unchanged"
+    )
+    return {
+        "emergency": True,
+        "system": system.value,
+        "from_mode": seen["from_mode"].value,
+        "to_mode": to_mode.value,
+        "actor": actor,
+        "reason": reason,
         "replay": replay,
         "conflicts": replay["conflicts"],
         "notes": notes,

@@ -58,10 +58,10 @@ SYSTEM_SCOPED = frozenset({"backfill"})
 def system_state(conn: sa.Connection, system: LegacySystemType | None) -> tuple[DualWriteMode, int]:
     """The mode and phase a plan starts from: THE one place they are read.
 
-    Mode and phase are global in this version (``system`` is not used yet); with per-system
-    control state this reads ``mode.<SYSTEM>`` / ``phase.<SYSTEM>``.
+    ``system``'s mode (None: the mode every system is in; a ModeError while they
+    differ, so a plan of systems in different modes is asked for one system at a time).
     """
-    return read_mode(conn), read_phase(conn)
+    return read_mode(conn, system), read_phase(conn)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.catalog import all_tables
-from unistatus.db.control import get_mode, history
+from unistatus.db.control import get_modes, history, mode_summary
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine as Q
@@ -105,7 +105,7 @@ def _control(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         phase = read_phase(conn)
     return {
-        "mode": get_mode(engine).value,
+        "mode": mode_summary(get_modes(engine)),
         "phase": phase,
         "history": {
             key: [c.as_dict() for c in history(engine, key, limit=50)] for key in CONTROL_KEYS

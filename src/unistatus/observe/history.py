@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
-from unistatus.db.control import MODE_KEY
+from unistatus.db.control import MODE_KEY, mode_keys
 from unistatus.db.tables import control_log
 from unistatus.db.tables_check import check_reports
 from unistatus.db.tables_ops import BUCKET_COLUMNS, operation_stats
@@ -87,7 +87,7 @@ def read_history(
             events = conn.execute(
                 sa.select(control_log.c.created_at, control_log.c.key, control_log.c.new_value)
                 .where(
-                    control_log.c.key.in_((MODE_KEY, PHASE_KEY)),
+                    control_log.c.key.in_((*mode_keys(), PHASE_KEY)),
                     control_log.c.created_at > since,
                     control_log.c.created_at <= until,
                 )
@@ -102,8 +102,28 @@ def read_history(
         step_seconds=step,
         points=_steps(rows, since, step, points),
         consistency=[{"t": _iso(at), "rate": float(rate)} for at, rate in checks],
-        events=[{"t": _iso(at), "key": key, "value": value} for at, key, value in events],
+        events=_events(events),
     )
+
+
+def _events(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    """One event per change; a switch of several systems at once (adjacent mode rows,
+    one value) is one ``mode`` event naming them (``systems``; empty: the global key)."""
+    out: list[dict[str, Any]] = []
+    for at, key, value in rows:
+        family, _, system = str(key).partition(".")
+        if family != MODE_KEY:
+            out.append({"t": _iso(at), "key": key, "value": value})
+            continue
+        last = out[-1] if out else None
+        if last and last["key"] == MODE_KEY and last["value"] == value and system:
+            if system not in last["systems"]:
+                last["systems"].append(system)
+                continue
+        out.append(
+            {"t": _iso(at), "key": MODE_KEY, "value": value, "systems": [system] if system else []}
+        )
+    return out
 
 
 def _steps(rows: Sequence[Any], since: datetime, step: float, points: int) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ from unistatus.backfill import quarantine_count, read_workers
 from unistatus.backfill.health import HEALTH_REASONS, LAG, LOCKS, P95, REASONS
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import get_mode
+from unistatus.db.control import get_modes, mode_summary
 from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode
@@ -227,7 +227,7 @@ def collect_snapshot(
     src = snap.sources
 
     def mode() -> str:
-        return get_mode(engine).value
+        return mode_summary(get_modes(engine))
 
     def phase() -> dict[str, Any]:
         data: dict[str, Any] = phase_status(engine, settings).as_dict()

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import MODE_KEY, get_mode, set_mode, write_value
+from unistatus.db.control import get_mode, set_mode, write_mode
 from unistatus.db.dialect import is_in_memory
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
@@ -236,7 +236,7 @@ def _restore(engine: sa.Engine, settings: Settings, previous: DualWriteMode) -> 
     reason = "load test finished: UNIFIED_ONLY changes replayed, mode restored"
 
     def finish(conn: sa.Connection, _summary: dict[str, Any]) -> None:
-        write_value(conn, MODE_KEY, previous.value, actor=ACTOR, reason=reason)
+        write_mode(conn, previous, actor=ACTOR, reason=reason)
 
     replay_pending(engine, settings, finish=finish, actor=ACTOR, reason=reason)
 
