@@ -301,7 +301,8 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
 
     # `init` of today: the main chain's revisions after 0009 (0010: a column of the stats
     # table; 0011: the capture's tables and the quarantine's writer; 0012: three indexes
-    # dropped; 0013: a function), nothing else; still retired, and says so.
+    # dropped; 0013: a function; 0014: the stats' system column; 0015: data only),
+    # nothing else; still retired, and says so.
     assert schema.upgrade(old.engine, old.settings) == schema.RETIRE_REVISION
     assert schema.upgrade(old.engine, old.settings, "main@head") == schema.RETIRE_REVISION
     assert set(schema.current_heads(old.engine)) == {schema.INSTALL_REVISION, "0006"}
@@ -310,12 +311,12 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     assert set(after["tables"]) - set(retired_shape["tables"]) == added
     for table in added:
         retired_shape["tables"][table] = after["tables"][table]
-    for table, column in (
-        ("unistatus_operation_stats", "rolled_back"),
-        ("unistatus_backfill_quarantine", "writer"),
+    for table, added_columns in (
+        ("unistatus_operation_stats", {"rolled_back", "system"}),
+        ("unistatus_backfill_quarantine", {"writer"}),
     ):
         columns = after["tables"][table]["columns"]
-        assert set(columns) - set(retired_shape["tables"][table]["columns"]) == {column}
+        assert set(columns) - set(retired_shape["tables"][table]["columns"]) == added_columns
         retired_shape["tables"][table]["columns"] = columns
     for table, names in DROPPED_BY_0012.items():
         indexes = retired_shape["tables"][table]["indexes"]
@@ -468,7 +469,7 @@ def test_0013_gives_every_system_the_global_mode_and_its_downgrade_takes_it_back
                 " 'DUAL_WRITE_UNIFIED_PRIMARY', 'ops', 'phase 3', CURRENT_TIMESTAMP)"
             )
         )
-    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0013"
+    assert schema.upgrade(db.engine, db.settings, "0013") == "0013"
     every = dict.fromkeys(S, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY)
     assert get_modes(db.engine) == every
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
@@ -507,7 +508,7 @@ def test_0013_on_a_database_never_switched_leaves_every_system_legacy_only(
 
     db = new_database("never_switched")
     assert schema.upgrade(db.engine, db.settings, "0012") == "0012"
-    assert schema.upgrade(db.engine, db.settings) == "0013"
+    assert schema.upgrade(db.engine, db.settings, "0013") == "0013"
     assert control_values(db.engine) == {}
     assert get_modes(db.engine) == dict.fromkeys(S, DualWriteMode.LEGACY_ONLY)
 

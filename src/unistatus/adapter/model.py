@@ -112,6 +112,8 @@ class OperationEvent:
     # back: success is False, error says so; the statistics count it as rolled back,
     # neither a success nor an error.
     rolled_back: bool = False
+    # The legacy system of the entity written (None: not known, e.g. a read that failed).
+    system: LegacySystemType | None = None
 
 
 @dataclass

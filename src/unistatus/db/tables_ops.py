@@ -1,6 +1,6 @@
 """Tables for operating the migration: operation statistics flushed by every adapter.
 
-One row per flush interval, per process, per (operation, mode). Latency is kept as a
+One row per flush interval, per process, per (operation, mode, legacy system). Latency is kept as a
 fixed-bound histogram with one column per bucket, so a window over any number of
 processes is a plain ``SUM`` in SQL on every backend (see :mod:`unistatus.observe.stats`).
 The phase lives in the control table (key ``phase``); it needs no table of its own.
@@ -61,29 +61,42 @@ operation_stats = sa.Table(
     # Writes in the caller's transaction that the caller rolled back (revision 0010):
     # not in count, errors, the latency sum or the buckets (see unistatus.adapter.stats).
     sa.Column("rolled_back", sa.BigInteger, nullable=False, server_default="0"),
+    # The legacy system of the operations counted (revision 0014; NULL: not known, or
+    # flushed before it): each system's gates and alerts read their own figures.
+    sa.Column("system", sa.String(16), nullable=True),
 )
 sa.Index("ix_operation_stats_end", operation_stats.c.interval_end)
 
 
-# Engines whose table has revision 0010's column (only a yes is kept: a no is checked
-# again, so the column is used from the first flush after `unistatus init`).
-_ROLLED_BACK_STORED: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+# (engine, column) pairs whose table has that later column (only a yes is kept: a no is
+# checked again, so the column is used from the first flush after `unistatus init`).
+_STORED: weakref.WeakKeyDictionary[sa.Engine, set[str]] = weakref.WeakKeyDictionary()
 
 
-def stores_rolled_back(engine: sa.Engine) -> bool:
-    """Whether ``operation_stats`` has the ``rolled_back`` column (revision 0010).
+def _stores(engine: sa.Engine, column: str) -> bool:
+    """Whether ``operation_stats`` has ``column`` (added by a later revision).
 
     New code on an older schema (a rolling upgrade, before ``unistatus init``) records
     and reads the other figures without it instead of failing every flush.
     """
-    if engine in _ROLLED_BACK_STORED:
+    if column in _STORED.get(engine, ()):
         return True
     try:
         columns = sa.inspect(engine).get_columns(operation_stats.name, schema=schema_of(engine))
         names = {c["name"] for c in columns}
     except sa.exc.NoSuchTableError:
         return True  # no table at all: let the statement fail with the real error
-    if "rolled_back" in names:
-        _ROLLED_BACK_STORED.add(engine)
+    if column in names:
+        _STORED.setdefault(engine, set()).add(column)
         return True
     return False
+
+
+def stores_rolled_back(engine: sa.Engine) -> bool:
+    """Whether ``operation_stats`` has the ``rolled_back`` column (revision 0010)."""
+    return _stores(engine, "rolled_back")
+
+
+def stores_system(engine: sa.Engine) -> bool:
+    """Whether ``operation_stats`` has the ``system`` column (revision 0014)."""
+    return _stores(engine, "system")

@@ -35,6 +35,7 @@ __all__ = [
     "InconsistentRow",
     "iter_inconsistent",
     "latest_report",
+    "latest_report_for",
     "pair_flags",
     "rule_flags",
     "parse_since",
@@ -566,3 +567,27 @@ def latest_report(engine: sa.Engine, *, scope: str | None = None) -> CheckReport
     with engine.connect() as conn:
         row = conn.execute(q.limit(1)).mappings().first()
     return _from_row(row) if row else None
+
+
+# How many recent reports latest_report_for looks through for one covering a system.
+COVERING_LOOKBACK = 200
+
+
+def latest_report_for(
+    engine: sa.Engine, system: LegacySystemType, *, full: bool
+) -> CheckReport | None:
+    """The most recent stored report that covered ``system`` (``full``: all its rows,
+    no ``--since``), or None; a full check of every system covers each."""
+    q = (
+        sa.select(check_reports)
+        .order_by(check_reports.c.created_at.desc(), check_reports.c.id.desc())
+        .limit(COVERING_LOOKBACK)
+    )
+    if full:
+        q = q.where(check_reports.c.since.is_(None))
+    with engine.connect() as conn:
+        for row in conn.execute(q).mappings():
+            report = _from_row(row)
+            if system.value in report.systems or not report.systems:
+                return report
+    return None
