@@ -129,7 +129,7 @@ class EntityRepair:
         if lock:
             # Mode lock, then legacy row, then unified row: the adapter's order.
             self.ops.mode_shared_lock(conn)
-        mode = read_mode(conn)
+        mode = read_mode(conn, system)
         lt = self.tables[system]
         assert lt.status is not None  # resolved with require_status: repair reads it
         entity = read_entity(conn, lt, legacy_id, utx_id, lock=lock)

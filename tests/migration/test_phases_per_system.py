@@ -1,0 +1,149 @@
+"""One system at a time (issue 14 §1): each system's phase, its gates measured on its
+own data, the automated responses acting on the system that crossed, and every
+observer showing each system. Real data, a real check, real statistics; both backends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from support.phases import to_phase
+from support.stats_data import record_latency, seed_pairs
+from unistatus.config import AutoResponses
+from unistatus.db.control import get_mode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import GateError
+from unistatus.migration.check import run_check
+from unistatus.migration.phases import advance, phase_status, phase_statuses
+from unistatus.observe import alerts
+from unistatus.observe.metrics import SnapshotCollector, collect_snapshot
+from unistatus.observe.notify import Notifier
+from unistatus.observe.stats import window
+
+C, E, X = LegacySystemType.CASHOUT, LegacySystemType.ESCROW, LegacySystemType.EXCHANGE
+M = DualWriteMode
+
+
+def gates_of(engine: Any, settings: Any, system: LegacySystemType) -> dict[str, Any]:
+    return {g.name: g for g in phase_status(engine, settings, system).gates}
+
+
+def test_operation_stats_are_kept_per_system(db: Any) -> None:
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 40, errors=4, system=E)
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 60, system=C)
+    assert window(db.engine, 60).count == 100
+    escrow = window(db.engine, 60, system=E)
+    assert (escrow.count, escrow.errors, escrow.system) == (40, 4, "ESCROW")
+    assert window(db.engine, 60, system="cashout").errors == 0
+    assert window(db.engine, 60, system=X).count == 0
+
+
+def test_systems_advance_independently_on_their_own_data(db: Any) -> None:
+    """Into phase 2: cashout's gates pass on cashout's data, escrow's fail on escrow's
+    (an inconsistent row, errors), and advancing cashout leaves escrow untouched."""
+    to_phase(db.engine, 1)
+    seed_pairs(db.engine, 50, system=C)
+    seed_pairs(db.engine, 50, drift=1, system=E)
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 100, system=C)
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 100, errors=5, system=E)
+    run_check(db.engine, db.settings)
+
+    cashout, escrow = gates_of(db.engine, db.settings, C), gates_of(db.engine, db.settings, E)
+    assert all(g.passed for g in cashout.values()), cashout
+    assert cashout["new_transactions_consistent"].value == "100%"
+    assert "50 of 50 of CASHOUT" in str(cashout["new_transactions_consistent"].detail)
+    assert not escrow["new_transactions_consistent"].passed
+    assert escrow["new_transactions_consistent"].value == "98%"
+    assert not escrow["error_rate"].passed and escrow["error_rate"].value == "5%"
+    assert "49 of 50 of ESCROW" in str(escrow["new_transactions_consistent"].detail)
+
+    change = advance(db.engine, db.settings, actor="t", reason="cashouts first", system="cashout")
+    assert (change.system, change.from_phase, change.to_phase) == (C, 1, 2)
+    statuses = phase_statuses(db.engine, db.settings)
+    assert {s: st.phase for s, st in statuses.items()} == {C: 2, E: 1, X: 1}
+    assert get_mode(db.engine, C) is M.DUAL_WRITE_LEGACY_PRIMARY
+    with pytest.raises(GateError, match="ESCROW"):
+        advance(db.engine, db.settings, actor="t", reason="escrows", system=E)
+    with pytest.raises(GateError, match="different phases"):
+        advance(db.engine, db.settings, actor="t", reason="all", force=True)
+    with pytest.raises(GateError, match="different phases"):
+        phase_status(db.engine, db.settings)
+    # Forced, escrow moves on its own; cashout's phase is not touched.
+    advance(db.engine, db.settings, actor="t", reason="drill", force=True, system=E)
+    statuses = phase_statuses(db.engine, db.settings)
+    assert {s: st.phase for s, st in statuses.items()} == {C: 2, E: 2, X: 1}
+
+
+def test_consistency_below_99_on_escrows_rolls_back_escrows_only(db: Any) -> None:
+    to_phase(db.engine, 1)
+    seed_pairs(db.engine, 100, system=C)
+    seed_pairs(db.engine, 100, drift=2, system=E)  # 98% < 99%
+    run_check(db.engine, db.settings)
+    settings = db.settings.model_copy(
+        update={"auto_responses": AutoResponses(repair_on_consistency_warning=False)}
+    )
+    states = {s.name: s for s in alerts.evaluate(db.engine, settings, notifier=Notifier())}
+    critical = states["consistency_critical"]
+    assert critical.firing and "ESCROW 98.000%" in critical.message
+    assert "CASHOUT" not in critical.message
+    assert critical.response == "rollback_systems_to_legacy_only: done"
+    assert get_mode(db.engine, E) is M.LEGACY_ONLY
+    assert get_mode(db.engine, C) is M.DUAL_WRITE_LEGACY_PRIMARY
+    assert get_mode(db.engine, X) is M.DUAL_WRITE_LEGACY_PRIMARY
+
+
+def test_latency_of_one_system_rolls_back_that_system_only(db: Any) -> None:
+    # The legacy-primary baseline, remembered by the monitor while legacy is primary.
+    to_phase(db.engine, 2)
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 4.0, 50)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier())
+    monitor.evaluate()
+    assert monitor.baseline_p95_ms() is not None
+    to_phase(db.engine, 3)
+    record_latency(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, 700.0, 50, system=E)
+    record_latency(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, 4.0, 5000, system=C)
+    states = {s.name: s for s in monitor.evaluate()}
+    critical = states["latency_p95_critical"]
+    assert critical.firing and "ESCROW" in critical.message
+    assert critical.response == "rollback_systems_to_legacy_primary: done"
+    assert get_mode(db.engine, E) is M.DUAL_WRITE_LEGACY_PRIMARY
+    assert get_mode(db.engine, C) is M.DUAL_WRITE_UNIFIED_PRIMARY
+
+
+def test_snapshot_metrics_and_api_show_each_system(db: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from unistatus.api.service import create_app
+
+    to_phase(db.engine, 1)
+    to_phase(db.engine, 3, C)
+    seed_pairs(db.engine, 100, system=C)
+    seed_pairs(db.engine, 50, drift=1, system=E)
+    run_check(db.engine, db.settings)
+    record_latency(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, 5.0, 10, system=C)
+
+    snap = collect_snapshot(db.engine, db.settings)
+    assert snap.mode == "mixed" and snap.phase == 1
+    assert snap.systems is not None
+    assert snap.systems["CASHOUT"]["phase"] == 3
+    assert snap.systems["CASHOUT"]["mode"] == M.DUAL_WRITE_UNIFIED_PRIMARY.value
+    assert snap.systems["ESCROW"]["phase"] == 1
+    assert snap.systems["ESCROW"]["consistency_rate"] == 0.98
+    assert snap.systems["CASHOUT"]["performance"]["count"] == 10
+
+    registry = CollectorRegistry()
+    registry.register(SnapshotCollector(db.engine, db.settings))
+    text = generate_latest(registry).decode()
+    assert 'unistatus_phase{system="CASHOUT"} 3.0' in text
+    assert 'unistatus_phase{system="ESCROW"} 1.0' in text
+    assert 'unistatus_mode{mode="DUAL_WRITE_UNIFIED_PRIMARY",system="CASHOUT"} 1.0' in text
+    assert 'unistatus_mode{mode="DUAL_WRITE_LEGACY_PRIMARY",system="ESCROW"} 1.0' in text
+    assert 'unistatus_consistency_rate{system="ESCROW"} 0.98' in text
+    assert 'unistatus_consistency_rate{system="CASHOUT"} 1.0' in text
+
+    body = TestClient(create_app(db.settings, db.engine)).get("/api/v1/status").json()
+    assert body["systems"]["CASHOUT"]["phase"] == 3
+    assert body["systems"]["EXCHANGE"]["mode"] == M.DUAL_WRITE_LEGACY_PRIMARY.value
