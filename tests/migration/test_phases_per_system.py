@@ -147,3 +147,55 @@ def test_snapshot_metrics_and_api_show_each_system(db: Any) -> None:
     body = TestClient(create_app(db.settings, db.engine)).get("/api/v1/status").json()
     assert body["systems"]["CASHOUT"]["phase"] == 3
     assert body["systems"]["EXCHANGE"]["mode"] == M.DUAL_WRITE_LEGACY_PRIMARY.value
+
+
+def test_phase_status_cli_diagnose_history_and_dashboard_show_each_system(db: Any) -> None:
+    import json
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from unistatus.cli import app
+    from unistatus.observe.diagnose import generate_diagnostic
+    from unistatus.observe.history import read_history
+    from unistatus.observe.terminal_dashboard import render
+
+    to_phase(db.engine, 1)
+    to_phase(db.engine, 2, E)
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(app, ["--database-url", db.url, *args], catch_exceptions=False)
+
+    out = invoke("phase", "status", "--json")
+    data = json.loads(out.stdout)
+    assert data["phase"] == "mixed" and data["mode"] == "mixed"
+    assert {s: d["phase"] for s, d in data["systems"].items()} == {
+        "CASHOUT": 1,
+        "ESCROW": 2,
+        "EXCHANGE": 1,
+    }
+    assert out.exit_code == 1  # gates fail (no check yet)
+    out = invoke("phase", "status", "--system", "Escrow", "--json")
+    assert json.loads(out.stdout)["system"] == "ESCROW"
+    assert json.loads(out.stdout)["next_phase"] == 3
+    out = invoke("phase", "status")
+    assert "different phases" in out.stdout and "ESCROW: phase 2" in out.stdout
+    out = invoke("phase", "advance", "--reason", "all")
+    assert out.exit_code == 2 and "different phases" in out.output  # refused, as a gate
+
+    report = generate_diagnostic(db.engine, db.settings)
+    assert report["control"]["phase"] == "mixed"
+    assert report["control"]["systems"]["ESCROW"] == {
+        "mode": M.DUAL_WRITE_LEGACY_PRIMARY.value,
+        "phase": 2,
+    }
+    assert report["gates"]["systems"]["ESCROW"]["next_phase"] == 3
+    events = read_history(db.engine).events
+    assert {"key": "phase", "value": "2", "systems": ["ESCROW"]}.items() <= events[-1].items()
+
+    console = Console(width=120, record=True)
+    console.print(render(collect_snapshot(db.engine, db.settings), []))
+    shown = console.export_text()
+    assert "escrow   phase 2 DUAL_WRITE_LEGACY_PRIMARY" in shown
+    assert "cashout  phase 1" in shown
