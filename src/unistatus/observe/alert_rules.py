@@ -50,9 +50,10 @@ ACTIONS: dict[str, str] = {
         "Restore the database; adapters fail their writes cleanly (no partial dual write)."
     ),
     "consistency_critical": (
-        "Confirm `unistatus mode get` is LEGACY_ONLY and health is healthy. Collect "
-        "`unistatus diagnose`. Read the check examples (`unistatus check --examples "
-        "50`); find the cause before returning with `phase advance`."
+        "Confirm `unistatus mode get` shows the systems the alert names in LEGACY_ONLY "
+        "and health is healthy. Collect `unistatus diagnose`. Read the check examples "
+        "(`unistatus check --examples 50`); find the cause before returning with `phase "
+        "advance --system S`."
     ),
     "consistency_warning": (
         "Look at the inconsistency kinds in `unistatus check --json`. "
