@@ -199,3 +199,35 @@ def test_phase_status_cli_diagnose_history_and_dashboard_show_each_system(db: An
     shown = console.export_text()
     assert "escrow   phase 2 DUAL_WRITE_LEGACY_PRIMARY" in shown
     assert "cashout  phase 1" in shown
+
+
+def test_pruned_statistics_keep_their_system(db: Any) -> None:
+    from unistatus.observe.stats import prune
+
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 40, errors=4, system=E)
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 60, system=C)
+    assert prune(db.engine, older_than_seconds=0.0) == 2
+    assert window(db.engine, 3600, system=E).errors == 4
+    assert window(db.engine, 3600, system=C).count == 60
+
+
+def test_check_since_phase_start_of_one_system(db: Any) -> None:
+    """`check --since phase-start --system S` resolves S's phase start, even while the
+    systems are in different phases (what S's gate into phase 2 names)."""
+    from typer.testing import CliRunner
+
+    from unistatus.cli import app
+    from unistatus.migration.check import latest_report
+
+    to_phase(db.engine, 1, C)
+    seed_pairs(db.engine, 10, system=C)
+    out = CliRunner().invoke(
+        app,
+        ["--database-url", db.url, "check", "--since", "phase-start", "--system", "cashout"],
+    )
+    assert out.exit_code == 0, out.output
+    report = latest_report(db.engine)
+    assert report is not None and report.systems == ["CASHOUT"] and report.since is not None
+    assert phase_status(db.engine, db.settings, C).gates[2].passed  # new transactions
+    out = CliRunner().invoke(app, ["--database-url", db.url, "check", "--since", "phase-start"])
+    assert out.exit_code == 2 and "different phases" in out.output

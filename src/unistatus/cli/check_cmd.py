@@ -6,7 +6,14 @@ from typing import Annotated, Any
 
 import typer
 
-from unistatus.cli.context import EXIT_FAILED_CHECK, EXIT_OK, console, print_json, state
+from unistatus.cli.context import (
+    EXIT_FAILED_CHECK,
+    EXIT_OK,
+    console,
+    parse_system,
+    print_json,
+    state,
+)
 
 
 def check(
@@ -47,11 +54,15 @@ def check(
     from unistatus.migration.phases import resolve_since
 
     app = state(ctx)
+    # phase-start of the one system checked (each system has its own phase); of every
+    # system (which must be in one phase) otherwise.
+    chosen = {parse_system(s) for s in system or []}
+    one = chosen.pop() if len(chosen) == 1 else None
     report = run_check(
         app.engine,
         app.settings,
         systems=system or None,
-        since=resolve_since(app.engine, since),
+        since=resolve_since(app.engine, since, one),
         examples=examples,
     )
     if json_out:

@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.control import get_mode
+from unistatus.db.control import get_modes
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration.archive import recorded_archive
 from unistatus.migration.retire import legacy_columns_dropped
@@ -39,7 +39,7 @@ RETIREMENT_STEPS = {
 def read_retirement(engine: sa.Engine, settings: Settings) -> dict[str, bool]:
     """Which of phase 4's steps are done (keys of :data:`RETIREMENT_STEPS`)."""
     return {
-        "unified_only": get_mode(engine) is DualWriteMode.UNIFIED_ONLY,
+        "unified_only": all(m is DualWriteMode.UNIFIED_ONLY for m in get_modes(engine).values()),
         "archive_verified": recorded_archive(engine) is not None,
         "columns_retired": legacy_columns_dropped(engine, settings),
     }
