@@ -231,3 +231,29 @@ def test_check_since_phase_start_of_one_system(db: Any) -> None:
     assert phase_status(db.engine, db.settings, C).gates[2].passed  # new transactions
     out = CliRunner().invoke(app, ["--database-url", db.url, "check", "--since", "phase-start"])
     assert out.exit_code == 2 and "different phases" in out.output
+
+
+def test_api_advances_one_system_and_health_shows_each(db: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from unistatus.api.service import create_app
+
+    settings = db.settings.model_copy(update={"admin_token": "t0ken"})
+    headers = {"Authorization": "Bearer t0ken"}
+    with TestClient(create_app(settings, db.engine)) as client:
+        r = client.post(
+            "/api/v1/control/phase/advance",
+            json={"reason": "escrows first", "system": "ESCROW", "force": True},
+            headers=headers,
+        )
+        assert r.status_code == 200, r.text
+        assert (r.json()["system"], r.json()["to_phase"]) == ("ESCROW", 1)
+        r = client.post(
+            "/api/v1/control/phase/advance", json={"reason": "all", "force": True}, headers=headers
+        )
+        assert r.status_code == 409 and "different phases" in r.text
+        health = client.get("/health").json()
+        assert health["checks"]["phase"] == "mixed" and health["checks"]["mode"] == "mixed"
+        assert health["checks"]["systems"]["ESCROW"]["phase"] == 1
+        assert health["checks"]["systems"]["CASHOUT"] == {"mode": "LEGACY_ONLY", "phase": 0}
+        assert health["status"] == "healthy"

@@ -45,13 +45,17 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
 
     @app.post("/api/v1/control/phase/advance", tags=["control"])
     def phase_advance(body: PhaseAdvance, who: Admin) -> dict[str, Any]:
-        """Enter the next phase when its gates pass (``force`` needs a reason); 409 if not."""
+        """Enter the next phase when its gates pass (``force`` needs a reason); 409 if not.
+
+        ``system``: that legacy system only, its gates measured on its own data; absent:
+        every system, which must all be in one phase (409 naming them otherwise)."""
         change = advance(
             service.engine,
             service.settings,
             actor=actor_for(who, body.actor),
             reason=body.reason,
             force=body.force,
+            system=body.system,
         )
         return change.as_dict()
 
