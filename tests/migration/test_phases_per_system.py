@@ -257,3 +257,23 @@ def test_api_advances_one_system_and_health_shows_each(db: Any) -> None:
         assert health["checks"]["systems"]["ESCROW"]["phase"] == 1
         assert health["checks"]["systems"]["CASHOUT"] == {"mode": "LEGACY_ONLY", "phase": 0}
         assert health["status"] == "healthy"
+
+
+def test_phase_rollback_of_every_system_refuses_while_phases_differ(db: Any) -> None:
+    """A one-step rollback of every system starts from "the" phase: with cashouts in 2
+    and the others in 0 it would turn dual-write on for them. Refused, nothing changes."""
+    from typer.testing import CliRunner
+
+    from unistatus.cli import app
+
+    to_phase(db.engine, 2, C)
+    out = CliRunner().invoke(
+        app, ["--database-url", db.url, "phase", "rollback", "--reason", "p95"]
+    )
+    assert out.exit_code == 2 and "different phases" in out.output
+    assert {s: st.phase for s, st in phase_statuses(db.engine, db.settings).items()} == {
+        C: 2,
+        E: 0,
+        X: 0,
+    }
+    assert get_mode(db.engine, E) is M.LEGACY_ONLY

@@ -251,10 +251,14 @@ def rollback(
       unistatus phase rollback --reason "p95 over 200 ms" --actor oncall
       unistatus phase rollback --reason "backfill too slow" --json
     """
+    from unistatus.migration.phases import require_one_phase
     from unistatus.migration.rollback import rollback_current_phase
 
     reason = require_reason(reason, "phase rollback")
     app_state = state(ctx)
+    # Every system steps back from one phase: refused while they differ (one system at a
+    # time: `unistatus rollback --emergency --system S`).
+    require_one_phase(app_state.engine, "roll back")
     change = rollback_current_phase(
         app_state.engine, app_state.settings, actor=actor, reason=reason
     )

@@ -74,6 +74,7 @@ __all__ = [
     "phase_statuses",
     "read_phase",
     "read_phases",
+    "require_one_phase",
     "resolve_since",
     "write_phase",
 ]
@@ -448,6 +449,16 @@ def phase_status(
     gates = evaluate_gates(engine, settings, nxt, mode=mode, system=chosen) if nxt else []
     info = PHASES[phase]
     return PhaseStatus(phase, info.name, mode, info.mode, nxt, gates, since, chosen)
+
+
+def require_one_phase(engine: sa.Engine, what: str) -> int:
+    """The phase every system is in; GateError naming each system's while they differ.
+
+    For the procedures of every system at once that start from "the" phase (a one-step
+    rollback of every system would otherwise move a system behind the others forward).
+    """
+    with engine.connect() as conn:
+        return _require_common(read_phases(conn), what)
 
 
 def phase_statuses(engine: sa.Engine, settings: Settings) -> dict[LegacySystemType, PhaseStatus]:

@@ -156,7 +156,10 @@ class Responder:
             return
         crossed = self._crossed(snap, state.name)
         modes = self._modes(snap)
-        if crossed is not None and set(crossed) != set(SYSTEMS):
+        phases = {info.get("phase") for info in (snap.systems or {}).values()}
+        # One phase back for every system only while they are all in one phase: a
+        # system behind the others must not be moved forward by it.
+        if crossed is not None and (set(crossed) != set(SYSTEMS) or len(phases) > 1):
             self._latency_systems(state, snap, crossed, modes)
             return
         if mode not in UNIFIED_PRIMARY_MODES:
