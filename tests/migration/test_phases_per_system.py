@@ -277,3 +277,16 @@ def test_phase_rollback_of_every_system_refuses_while_phases_differ(db: Any) -> 
         X: 0,
     }
     assert get_mode(db.engine, E) is M.LEGACY_ONLY
+
+
+def test_no_automated_repair_while_systems_read_different_sides(db: Any) -> None:
+    """One repair has one winning side: with cashouts reading unified and escrows
+    legacy, neither legacy_wins nor unified_wins is right for both."""
+    to_phase(db.engine, 1)
+    to_phase(db.engine, 3, C)
+    seed_pairs(db.engine, 500, drift=1, system=E)  # 99.8%: a warning, not critical
+    run_check(db.engine, db.settings)
+    states = {s.name: s for s in alerts.evaluate(db.engine, db.settings, notifier=Notifier())}
+    warning = states["consistency_warning"]
+    assert warning.firing and not states["consistency_critical"].firing
+    assert (warning.response or "").startswith("none: the systems read different sides")

@@ -74,7 +74,7 @@ class Responder:
             ]
             if not auto.rollback_on_critical_consistency:
                 self._claim("consistency_critical", "none: rollback_on_critical_consistency is off")
-            elif not moving:
+            elif not moving or mode is DualWriteMode.LEGACY_ONLY:
                 self._claim("consistency_critical", "none: already LEGACY_ONLY")
             elif crossed is None or set(crossed) == set(SYSTEMS):
                 self._run(
@@ -99,13 +99,21 @@ class Responder:
                 # Legacy is frozen: nothing to repair it with until a rollback replays it.
                 self._detailed_logging(snap)
                 self._claim("consistency_warning", "none: legacy is frozen in UNIFIED_ONLY")
+            elif mode is None and len({m.reads_unified for m in self._modes(snap).values()}) > 1:
+                # One repair has one winning side; the systems read different sides.
+                self._detailed_logging(snap)
+                self._claim(
+                    "consistency_warning",
+                    "none: the systems read different sides (modes differ); repair each "
+                    "system by hand (`unistatus repair --strategy ...`)",
+                )
             else:
                 self._detailed_logging(snap)
                 self._run(
                     "consistency_warning",
                     "repair",
                     states["consistency_warning"].message,
-                    lambda reason: self._repair(mode, reason),
+                    lambda reason: self._repair(mode, reason, snap),
                 )
         if "latency_p95_critical" in states:
             self._latency_response(states["latency_p95_critical"], snap, mode)
@@ -226,9 +234,12 @@ class Responder:
             lambda why: self._switch(slow, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, why),
         )
 
-    def _repair(self, mode: DualWriteMode | None, reason: str) -> Any:
-        """Repair with the side the current mode reads as the winner (it is authoritative)."""
-        strategy = "unified_wins" if mode is not None and mode.reads_unified else "legacy_wins"
+    def _repair(self, mode: DualWriteMode | None, reason: str, snap: Snapshot) -> Any:
+        """Repair with the side the current mode reads as the winner (it is authoritative);
+        with modes that differ, the side every system reads."""
+        reads = {m.reads_unified for m in self._modes(snap).values()}
+        unified = mode.reads_unified if mode is not None else reads == {True}
+        strategy = "unified_wins" if unified else "legacy_wins"
         return run_repair(self.engine, self.settings, strategy=strategy, actor=ACTOR, reason=reason)
 
     def _detailed_logging(self, snap: Snapshot) -> None:
