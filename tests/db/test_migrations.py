@@ -526,10 +526,10 @@ def test_0013_keeps_a_frozen_copy_of_the_system_lock_key() -> None:
         assert all(0 < k < 2**63 for k in keys)
 
 
-def test_0015_gives_every_system_the_global_phase_and_its_downgrade_takes_it_back(
+def test_0017_gives_every_system_the_global_phase_and_its_downgrade_takes_it_back(
     new_database: Callable[[str], Database],
 ) -> None:
-    """A database at 0014 with one global phase: after 0015 every system is in it (no
+    """A database at 0016 with one global phase: after 0017 every system is in it (no
     control-log row); the downgrade refuses while the systems are in different phases."""
     from unistatus.domain.statuses import LegacySystemType as S
     from unistatus.migration.phases import (
@@ -541,7 +541,7 @@ def test_0015_gives_every_system_the_global_phase_and_its_downgrade_takes_it_bac
     )
 
     db = new_database("phase_per_system")
-    assert schema.upgrade(db.engine, db.settings, "0014") == "0014"
+    assert schema.upgrade(db.engine, db.settings, "0016") == "0016"
     with ops_for(db.engine).write_transaction() as conn:  # what phase advance wrote
         conn.execute(
             sa.text(
@@ -555,7 +555,7 @@ def test_0015_gives_every_system_the_global_phase_and_its_downgrade_takes_it_bac
                 " created_at) VALUES ('phase', '1', '2', 'ops', 'backfill', CURRENT_TIMESTAMP)"
             )
         )
-    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0015"
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0017"
     with db.engine.connect() as conn:
         assert read_phases(conn) == dict.fromkeys(S, 2)
         assert read_phase(conn) == read_phase(conn, S.ESCROW) == 2
@@ -578,12 +578,12 @@ def test_0015_gives_every_system_the_global_phase_and_its_downgrade_takes_it_bac
         ).scalar()
         assert summary == 0  # absent while they differ
     with pytest.raises(Exception, match="different phases"):
-        schema.downgrade(db.engine, db.settings, "0014")
+        schema.downgrade(db.engine, db.settings, "0016")
     with ops_for(db.engine).write_transaction() as conn:
         write_phase(
             conn, 2, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, actor="t", reason="t", metadata={}
         )
-    assert schema.downgrade(db.engine, db.settings, "0014") == "0014"
+    assert schema.downgrade(db.engine, db.settings, "0016") == "0016"
     with db.engine.connect() as conn:
         rows = conn.execute(
             sa.text("SELECT key, value FROM unistatus_control WHERE key LIKE 'phase%'")

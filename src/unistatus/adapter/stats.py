@@ -182,8 +182,8 @@ class OperationStats:
         if not self._warned_old_schema:
             self._warned_old_schema = True
             log.warning(
-                "the schema is older than revision 0014: rolled-back operations (0010) or "
-                "the legacy system of operations (0014) are not stored until `unistatus "
+                "the schema is older than revision 0016: rolled-back operations (0010) or "
+                "the legacy system of operations (0016) are not stored until `unistatus "
                 "init` upgrades it (the other figures are)"
             )
 

@@ -61,7 +61,7 @@ operation_stats = sa.Table(
     # Writes in the caller's transaction that the caller rolled back (revision 0010):
     # not in count, errors, the latency sum or the buckets (see unistatus.adapter.stats).
     sa.Column("rolled_back", sa.BigInteger, nullable=False, server_default="0"),
-    # The legacy system of the operations counted (revision 0014; NULL: not known, or
+    # The legacy system of the operations counted (revision 0016; NULL: not known, or
     # flushed before it): each system's gates and alerts read their own figures.
     sa.Column("system", sa.String(16), nullable=True),
 )
@@ -98,5 +98,5 @@ def stores_rolled_back(engine: sa.Engine) -> bool:
 
 
 def stores_system(engine: sa.Engine) -> bool:
-    """Whether ``operation_stats`` has the ``system`` column (revision 0014)."""
+    """Whether ``operation_stats`` has the ``system`` column (revision 0016)."""
     return _stores(engine, "system")

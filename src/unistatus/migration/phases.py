@@ -9,7 +9,7 @@ The phase is per legacy system, like the mode (:mod:`unistatus.db.control`): con
 system, its gates measured on its own data; without a system every system moves, and
 only while they are all in the same phase. The old global key ``phase`` stays as a
 summary (every system's phase while they agree, absent while they differ); revision
-0015 copied a database's global phase to every system.
+0017 copied a database's global phase to every system.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def phase_key(system: LegacySystemType) -> str:
 
 def phase_keys(system: LegacySystemType | None = None) -> tuple[str, ...]:
     """The control keys that logged changes of ``system``'s phase (None: any system's):
-    its own and the global key (which held every system's before revision 0015)."""
+    its own and the global key (which held every system's before revision 0017)."""
     return (PHASE_KEY, *(phase_key(s) for s in _systems(system)))
 
 

@@ -160,7 +160,7 @@ def window(
     """Merge the rows of every process whose interval ended in the last ``seconds``.
 
     ``system``: only that legacy system's operations (its gates and alerts read them);
-    on a schema older than revision 0014 none are known (the window is empty).
+    on a schema older than revision 0016 none are known (the window is empty).
     """
     if seconds <= 0:
         raise InputError(f"the window must be positive, got {seconds} s")

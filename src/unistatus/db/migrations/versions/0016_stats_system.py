@@ -6,8 +6,8 @@ system of the operations it counts (``CASHOUT``, ``ESCROW``, ``EXCHANGE``). NULL
 known (rows flushed before this revision, and reads that failed before the entity was
 found); those count in the figures of every system together only.
 
-Revision ID: 0014
-Revises: 0013
+Revision ID: 0016
+Revises: 0015
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context, op
 
-revision = "0014"
-down_revision = "0013"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

@@ -10,8 +10,8 @@ the phase of every system while they agree, absent while they differ.
 The downgrade refuses while the systems are in different phases (the global key could
 not say which), then drops the per-system keys.
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0017
+Revises: 0016
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from alembic import context, op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
@@ -65,7 +65,7 @@ def upgrade() -> None:
                     key=f"{PHASE_KEY}.{system}",
                     value=values[PHASE_KEY],
                     updated_at=now,
-                    updated_by="revision 0015",
+                    updated_by="revision 0017",
                 )
             )
 
@@ -79,7 +79,7 @@ def downgrade() -> None:
         raise refused(
             "the systems are in different phases ("
             + ", ".join(f"{s} {p}" for s, p in phases.items())
-            + "): before revision 0015 one phase held for all; bring them to one phase first"
+            + "): before revision 0017 one phase held for all; bring them to one phase first"
         )
     control = _control()
     bind.execute(sa.delete(control).where(control.c.key.in_([f"{PHASE_KEY}.{s}" for s in SYSTEMS])))
@@ -90,6 +90,6 @@ def downgrade() -> None:
                 key=PHASE_KEY,
                 value=common,
                 updated_at=datetime.now(UTC),
-                updated_by="revision 0015 downgrade",
+                updated_by="revision 0017 downgrade",
             )
         )
