@@ -97,9 +97,10 @@ def test_metrics_reflect_the_database(db: Any, client: TestClient) -> None:
     assert r.headers["content-type"].startswith("text/plain")
     text = r.text
     assert "unistatus_database_up 1.0" in text
-    assert "unistatus_consistency_rate 0.99" in text
-    assert 'unistatus_mode{mode="LEGACY_ONLY"} 1.0' in text
-    assert "unistatus_phase 0.0" in text
+    # Per legacy system (the seeded pairs are cashouts).
+    assert 'unistatus_consistency_rate{system="CASHOUT"} 0.99' in text
+    assert 'unistatus_mode{mode="LEGACY_ONLY",system="ESCROW"} 1.0' in text
+    assert 'unistatus_phase{system="EXCHANGE"} 0.0' in text
     assert (
         'unistatus_operation_latency_seconds_bucket{le="0.15",mode="DUAL_WRITE_LEGACY_PRIMARY",'
         'operation="update_status"} 40.0' in text

@@ -302,7 +302,8 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     # `init` of today: the main chain's revisions after 0009 (0010: a column of the stats
     # table; 0011: the capture's tables and the quarantine's writer; 0012: three indexes
     # dropped; 0013: the backfill workers' table; 0014: the check runs, two columns of the
-    # check reports; 0015: the mode per system, a function), nothing else; still retired.
+    # check reports; 0015: the mode per system, a function; 0016: the stats' system column;
+    # 0017: data only), nothing else; still retired, and says so.
     assert schema.upgrade(old.engine, old.settings) == schema.RETIRE_REVISION
     assert schema.upgrade(old.engine, old.settings, "main@head") == schema.RETIRE_REVISION
     assert set(schema.current_heads(old.engine)) == {schema.INSTALL_REVISION, "0006"}
@@ -318,7 +319,7 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     for table in added:
         retired_shape["tables"][table] = after["tables"][table]
     for table, new_columns in (
-        ("unistatus_operation_stats", {"rolled_back"}),
+        ("unistatus_operation_stats", {"rolled_back", "system"}),
         ("unistatus_backfill_quarantine", {"writer"}),
         ("unistatus_check_reports", {"complete", "run"}),
     ):
@@ -476,7 +477,7 @@ def test_0015_gives_every_system_the_global_mode_and_its_downgrade_takes_it_back
                 " 'DUAL_WRITE_UNIFIED_PRIMARY', 'ops', 'phase 3', CURRENT_TIMESTAMP)"
             )
         )
-    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0015"
+    assert schema.upgrade(db.engine, db.settings, "0015") == "0015"
     every = dict.fromkeys(S, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY)
     assert get_modes(db.engine) == every
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
@@ -515,7 +516,7 @@ def test_0015_on_a_database_never_switched_leaves_every_system_legacy_only(
 
     db = new_database("never_switched")
     assert schema.upgrade(db.engine, db.settings, "0014") == "0014"
-    assert schema.upgrade(db.engine, db.settings) == "0015"
+    assert schema.upgrade(db.engine, db.settings, "0015") == "0015"
     assert control_values(db.engine) == {}
     assert get_modes(db.engine) == dict.fromkeys(S, DualWriteMode.LEGACY_ONLY)
 
@@ -531,3 +532,69 @@ def test_0015_keeps_a_frozen_copy_of_the_system_lock_key() -> None:
         assert keys == {system_lock_key(key, s) for s in ("CASHOUT", "ESCROW", "EXCHANGE")}
         assert key not in keys and len(keys) == 3
         assert all(0 < k < 2**63 for k in keys)
+
+
+def test_0017_gives_every_system_the_global_phase_and_its_downgrade_takes_it_back(
+    new_database: Callable[[str], Database],
+) -> None:
+    """A database at 0016 with one global phase: after 0017 every system is in it (no
+    control-log row); the downgrade refuses while the systems are in different phases."""
+    from unistatus.domain.statuses import LegacySystemType as S
+    from unistatus.migration.phases import (
+        phase_started_at,
+        phase_status,
+        read_phase,
+        read_phases,
+        write_phase,
+    )
+
+    db = new_database("phase_per_system")
+    assert schema.upgrade(db.engine, db.settings, "0016") == "0016"
+    with ops_for(db.engine).write_transaction() as conn:  # what phase advance wrote
+        conn.execute(
+            sa.text(
+                "INSERT INTO unistatus_control (key, value, updated_at, updated_by) "
+                "VALUES ('phase', '2', CURRENT_TIMESTAMP, 'ops')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO unistatus_control_log (key, old_value, new_value, actor, reason,"
+                " created_at) VALUES ('phase', '1', '2', 'ops', 'backfill', CURRENT_TIMESTAMP)"
+            )
+        )
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0017"
+    with db.engine.connect() as conn:
+        assert read_phases(conn) == dict.fromkeys(S, 2)
+        assert read_phase(conn) == read_phase(conn, S.ESCROW) == 2
+        n_log = conn.execute(sa.text("SELECT count(*) FROM unistatus_control_log")).scalar()
+        assert n_log == 1  # the upgrade logged nothing
+    # When each system entered phase 2: the global row counts for every one.
+    assert phase_started_at(db.engine, 2, S.EXCHANGE) is not None
+    assert phase_status(db.engine, db.settings, S.CASHOUT).phase == 2
+
+    with ops_for(db.engine).write_transaction() as conn:
+        write_phase(
+            conn, 3, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, system=S.CASHOUT,
+            actor="t", reason="t", metadata={},
+        )  # fmt: skip
+    with db.engine.connect() as conn:
+        assert read_phases(conn) == {S.CASHOUT: 3, S.ESCROW: 2, S.EXCHANGE: 2}
+        assert read_phase(conn) == 3  # the furthest, for the emergency path's record
+        summary = conn.execute(
+            sa.text("SELECT count(*) FROM unistatus_control WHERE key = 'phase'")
+        ).scalar()
+        assert summary == 0  # absent while they differ
+    with pytest.raises(Exception, match="different phases"):
+        schema.downgrade(db.engine, db.settings, "0016")
+    with ops_for(db.engine).write_transaction() as conn:
+        write_phase(
+            conn, 2, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, actor="t", reason="t", metadata={}
+        )
+    assert schema.downgrade(db.engine, db.settings, "0016") == "0016"
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT key, value FROM unistatus_control WHERE key LIKE 'phase%'")
+        ).all()
+    assert {str(k): str(v) for k, v in rows} == {"phase": "2"}
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION

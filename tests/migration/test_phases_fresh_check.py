@@ -113,8 +113,8 @@ def test_an_advance_whose_gates_went_stale_before_the_lock_is_refused(
     phases.advance(db.engine, db.settings, actor="t", reason="setup", force=True)
     measured = phases.phase_status
 
-    def measure_then_switch(engine: Any, settings: Any) -> phases.PhaseStatus:
-        status = measured(engine, settings)
+    def measure_then_switch(engine: Any, settings: Any, system: Any = None) -> phases.PhaseStatus:
+        status = measured(engine, settings, system)
         set_mode(db.engine, M.LEGACY_ONLY, reason="incident meanwhile")
         return status
 

@@ -66,9 +66,11 @@ def test_critical_consistency_fires_once_rolls_back_and_resolves(db) -> None:
     assert states["consistency_critical"].value == 0.98
     assert states["consistency_warning"].firing
     assert fired(notifier, "consistency_critical") == 1
-    # The automated response ran and is recorded in the control log.
-    assert states["consistency_critical"].response == "emergency_rollback: done"
-    assert get_mode(db.engine) is not DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    # The automated response ran and is recorded in the control log. The drift is in
+    # cashouts only: cashouts go back to LEGACY_ONLY, the other systems keep their mode.
+    assert states["consistency_critical"].response == "rollback_systems_to_legacy_only: done"
+    assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.LEGACY_ONLY
+    assert get_mode(db.engine, LegacySystemType.ESCROW) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
     log = [c for c in history(db.engine, AUTO_RESPONSE_KEY)]
     assert any(c.metadata and c.metadata["alert"] == "consistency_critical" for c in log)
     assert all(c.actor == "monitor" for c in log)
@@ -391,7 +393,9 @@ def test_concurrent_evaluators_notify_and_respond_once(pg) -> None:
         if c.metadata and c.metadata["alert"] == "consistency_critical"
     ]
     assert len(rollbacks) == 1
-    assert get_mode(pg.engine) is DualWriteMode.LEGACY_ONLY
+    # The drift is in cashouts: cashouts only went back to LEGACY_ONLY.
+    assert get_mode(pg.engine, LegacySystemType.CASHOUT) is DualWriteMode.LEGACY_ONLY
+    assert get_mode(pg.engine, LegacySystemType.ESCROW) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
 
 
 def test_phase_transition_and_milestone_are_info_events(db) -> None:

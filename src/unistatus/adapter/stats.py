@@ -2,7 +2,7 @@
 
 Every :class:`~unistatus.adapter.model.OperationEvent` is folded into an in-memory
 aggregate (a dict update under a lock held for microseconds), and a daemon thread writes
-one row per (operation, mode) per interval to ``unistatus_operation_stats``. A failing
+one row per (operation, mode, legacy system) per interval to ``unistatus_operation_stats``. A failing
 flush is logged and its counts are kept for the next attempt; it never reaches the write
 that produced the event. A write in the caller's transaction that the caller rolled back
 is counted in ``rolled_back`` only: not in ``count`` (completed operations), ``errors``,
@@ -43,6 +43,7 @@ from unistatus.db.tables_ops import (
     LATENCY_BUCKETS_MS,
     operation_stats,
     stores_rolled_back,
+    stores_system,
 )
 from unistatus.errors import InputError
 
@@ -139,7 +140,7 @@ class OperationStats:
         self._ops = ops_for(engine)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._current: dict[tuple[str, str], _Agg] = {}
+        self._current: dict[tuple[str, str, str | None], _Agg] = {}
         self._interval_start = utcnow()
         self._stop = threading.Event()
         self._last_prune = 0.0
@@ -163,7 +164,8 @@ class OperationStats:
     def record(self, event: OperationEvent) -> None:
         """The observer: fold one event in. Cheap, and never raises into the caller."""
         try:
-            key = (str(event.operation), str(event.mode))
+            system = event.system.value if event.system is not None else None
+            key = (str(event.operation), str(event.mode), system)
             with self._lock:
                 agg = self._current.get(key)
                 if agg is None:
@@ -180,12 +182,13 @@ class OperationStats:
         if not self._warned_old_schema:
             self._warned_old_schema = True
             log.warning(
-                "the schema is older than revision 0010: rolled-back operations are not "
-                "stored until `unistatus init` upgrades it (the other figures are)"
+                "the schema is older than revision 0016: rolled-back operations (0010) or "
+                "the legacy system of operations (0016) are not stored until `unistatus "
+                "init` upgrades it (the other figures are)"
             )
 
     def flush(self) -> int:
-        """Write the aggregate since the last flush (one row per operation and mode).
+        """Write the aggregate since the last flush (one row per operation, mode, system).
 
         Returns the number of rows written. On a database error the counts are put
         back, to be written with the next interval, and the error is logged.
@@ -204,6 +207,7 @@ class OperationStats:
                     "interval_end": end,
                     "operation": op,
                     "mode": mode,
+                    "system": system,
                     "count": agg.count,
                     "errors": agg.errors,
                     "shadow_mismatches": agg.shadow_mismatches,
@@ -212,13 +216,17 @@ class OperationStats:
                     "latency_max_ms": agg.latency_max_ms,
                     **dict(zip(BUCKET_COLUMNS, agg.buckets, strict=True)),
                 }
-                for (op, mode), agg in taken.items()
+                for (op, mode, system), agg in taken.items()
             ]
             try:
-                if not stores_rolled_back(self.engine):
-                    self._warn_old_schema()
-                    for row in rows:
-                        del row["rolled_back"]
+                for column, stored in (
+                    ("rolled_back", stores_rolled_back),
+                    ("system", stores_system),
+                ):
+                    if not stored(self.engine):
+                        self._warn_old_schema()
+                        for row in rows:
+                            del row[column]
                 with self._ops.write_transaction() as conn:
                     conn.execute(sa.insert(S), rows)
             except Exception:
@@ -270,7 +278,7 @@ class OperationStats:
 
 def prune(engine: sa.Engine, older_than_seconds: float = RETENTION_SECONDS) -> int:
     """Fold the rows whose interval ended more than ``older_than_seconds`` ago into one
-    row per (operation, mode); returns how many rows were folded.
+    row per (operation, mode, system); returns how many rows were folded.
 
     The folded row (process :data:`CARRIED`) keeps their sums, so the totals over the
     whole table, which ``/metrics`` exposes as Prometheus counters and a histogram,
@@ -283,16 +291,19 @@ def prune(engine: sa.Engine, older_than_seconds: float = RETENTION_SECONDS) -> i
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     sums = [*_SUMMED, *(("rolled_back",) if stores_rolled_back(engine) else ())]
     columns = [S.c.operation, S.c.mode, S.c.interval_start, S.c.interval_end]
+    if stores_system(engine):
+        columns.append(S.c.system)
     columns += [S.c.latency_max_ms, *(S.c[name] for name in sums)]
     with ops_for(engine).write_transaction() as conn:
         folded = conn.execute(sa.delete(S).where(S.c.interval_end < cutoff).returning(*columns))
-        carried: dict[tuple[str, str], dict[str, Any]] = {}
+        carried: dict[tuple[str, str, str | None], dict[str, Any]] = {}
         n = 0
         for row in folded.mappings():
             n += 1
-            into = carried.get((row["operation"], row["mode"]))
+            key = (row["operation"], row["mode"], row.get("system"))
+            into = carried.get(key)
             if into is None:
-                carried[(row["operation"], row["mode"])] = {"process_id": CARRIED, **row}
+                carried[key] = {"process_id": CARRIED, **row}
                 continue
             into["interval_start"] = min(into["interval_start"], row["interval_start"])
             into["interval_end"] = max(into["interval_end"], row["interval_end"])

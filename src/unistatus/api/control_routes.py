@@ -16,7 +16,7 @@ from unistatus.api.models import EmergencyRollback, ModeChange, PhaseAdvance, Re
 from unistatus.api.state import ServiceState
 from unistatus.db.control import set_mode as switch_mode
 from unistatus.db.control import switch_as_dict
-from unistatus.migration.phases import advance
+from unistatus.migration.phases import advance, require_one_phase
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 
 __all__ = ["add_control_routes"]
@@ -45,19 +45,25 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
 
     @app.post("/api/v1/control/phase/advance", tags=["control"])
     def phase_advance(body: PhaseAdvance, who: Admin) -> dict[str, Any]:
-        """Enter the next phase when its gates pass (``force`` needs a reason); 409 if not."""
+        """Enter the next phase when its gates pass (``force`` needs a reason); 409 if not.
+
+        ``system``: that legacy system only, its gates measured on its own data; absent:
+        every system, which must all be in one phase (409 naming them otherwise)."""
         change = advance(
             service.engine,
             service.settings,
             actor=actor_for(who, body.actor),
             reason=body.reason,
             force=body.force,
+            system=body.system,
         )
         return change.as_dict()
 
     @app.post("/api/v1/control/phase/rollback", tags=["control"])
     def phase_rollback(body: ReasonedAction, who: Admin) -> dict[str, Any]:
-        """Go back one phase by its rollback procedure."""
+        """Go back one phase by its rollback procedure (every system; 409 while the
+        systems are in different phases)."""
+        require_one_phase(service.engine, "roll back")
         change = rollback_current_phase(
             service.engine, service.settings, actor=actor_for(who, body.actor), reason=body.reason
         )

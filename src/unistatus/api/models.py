@@ -128,6 +128,8 @@ class ModeChange(_Input):
 
 class PhaseAdvance(_Input):
     reason: Reason  # required, like every control change (recorded with the actor)
+    # One legacy system, its gates on its own data; absent: every system (in one phase).
+    system: LegacySystemType | None = None
     force: StrictBool = False
     actor: Actor = "api"
 

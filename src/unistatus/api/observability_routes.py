@@ -15,8 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from unistatus.api.error_responses import public_database_error
 from unistatus.api.state import ServiceState
-from unistatus.db.control import get_modes, mode_summary
-from unistatus.migration.phases import read_phase
+from unistatus.db.control import MIXED
+from unistatus.migration.phases import read_system_states
 from unistatus.observe.history import HISTORY_POINTS, HISTORY_SECONDS, read_history
 from unistatus.observe.metrics import SnapshotCollector, collect_snapshot, database_reachable
 from unistatus.redact import redact, redact_values
@@ -34,16 +34,19 @@ def health_report(service: ServiceState) -> dict[str, Any]:
         return {"status": "down", "checks": checks}
     degraded: list[str] = []
     try:
-        checks["mode"] = mode_summary(get_modes(engine))
+        each = read_system_states(engine)
+        modes = {mode.value for mode, _ in each.values()}
+        phases = {phase for _, phase in each.values()}
+        # Every system's mode and phase while they agree, "mixed" while they differ.
+        checks["mode"] = modes.pop() if len(modes) == 1 else MIXED
+        checks["phase"] = phases.pop() if len(phases) == 1 else MIXED
+        checks["systems"] = {
+            system.value: {"mode": mode.value, "phase": phase}
+            for system, (mode, phase) in each.items()
+        }
     except Exception as exc:
-        checks["mode"] = f"unknown: {exc}"
-        degraded.append("mode unknown")
-    try:
-        with engine.connect() as conn:
-            checks["phase"] = read_phase(conn)
-    except Exception as exc:
-        checks["phase"] = f"unknown: {exc}"
-        degraded.append("phase unknown")
+        checks["mode"] = checks["phase"] = f"unknown: {exc}"
+        degraded.append("mode and phase unknown")
     try:
         states = service.alerts()
         critical = [

@@ -13,6 +13,7 @@ from unistatus.cli.context import (
     EXIT_OK,
     console,
     err_console,
+    parse_system,
     print_json,
     state,
 )
@@ -20,6 +21,8 @@ from unistatus.errors import InputError
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
+
+    from unistatus.domain.statuses import LegacySystemType
 
 
 def check(
@@ -94,11 +97,15 @@ def check(
                 highlight=False,
             )
 
+    # phase-start of the one system checked (each system has its own phase); of every
+    # system (which must be in one phase) otherwise.
+    chosen = {parse_system(s) for s in system or []}
+    one = chosen.pop() if len(chosen) == 1 else None
     report = run_check(
         app.engine,
         app.settings,
         systems=(system or None) if not resume else None,
-        since=_since(app.engine, since),
+        since=_since(app.engine, since, one),
         examples=examples,
         resume=resume,
         max_duration=seconds,
@@ -116,7 +123,9 @@ def check(
     raise typer.Exit(EXIT_OK if report.is_consistent else EXIT_FAILED_CHECK)
 
 
-def _since(engine: sa.Engine, since: str | None) -> datetime | str | None:
+def _since(
+    engine: sa.Engine, since: str | None, system: LegacySystemType | None
+) -> datetime | str | None:
     """``--since`` as a time. Only ``phase-start`` needs the phases module, which loads
     the gates, the backfill, the adapter and Alembic (half a second of start-up): an ISO
     time or an age is parsed without it."""
@@ -127,7 +136,7 @@ def _since(engine: sa.Engine, since: str | None) -> datetime | str | None:
     except InputError:
         from unistatus.migration.phases import resolve_since
 
-        return resolve_since(engine, since)  # phase-start, or the same error again later
+        return resolve_since(engine, since, system)  # phase-start, or the same error again later
 
 
 def _print(data: dict[str, Any]) -> None:

@@ -2,29 +2,35 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from unistatus.cli.context import (
     EXIT_FAILED_CHECK,
     REASON_HELP,
+    SYSTEM_HELP,
     console,
+    parse_system,
     print_json,
     require_reason,
     state,
 )
 
 if TYPE_CHECKING:
-    from unistatus.migration.phases import Gate, PhaseChange
+    from unistatus.migration.phases import Gate, PhaseChange, PhaseStatus
 
 phase_app = typer.Typer(
     help=(
-        "Show the phase and the next phase's gates; advance (gated) or roll back one phase."
+        "Show the phase and the next phase's gates, per legacy system; advance (gated) or "
+        "roll back one phase. Each system has its own phase, its gates measured on its own "
+        "data; without --system every system moves together (they must be in one phase)."
         "\n\n"
         "Examples:\n\n"
         "  unistatus phase status\n"
+        "  unistatus phase status --system escrow\n"
         '  unistatus phase advance --reason "start dual-write (change #1234)"\n'
+        '  unistatus phase advance --system cashout --reason "week 3: cashouts first"\n'
         '  unistatus phase rollback --reason "p95 over 200 ms"'
     )
 )
@@ -63,8 +69,9 @@ def gate_table(gates: list[Gate], title: str) -> object:
 
 
 def _print_change(change: PhaseChange, verb: str) -> None:
+    who = change.system.value if change.system is not None else "every system"
     console.print(
-        f"{verb}: phase {change.from_phase} -> [bold]{change.to_phase}[/], "
+        f"{verb} ({who}): phase {change.from_phase} -> [bold]{change.to_phase}[/], "
         f"mode {change.from_mode.value} -> [bold]{change.to_mode.value}[/] "
         f"(by {change.actor}: {change.reason})"
     )
@@ -74,53 +81,118 @@ def _print_change(change: PhaseChange, verb: str) -> None:
         console.print(f"- {note}")
 
 
+def _print_verification(verification: dict[str, Any]) -> None:
+    if verification["watermark"] is not None:
+        console.print(
+            f"continuous verification: every change before {verification['watermark']} "
+            f"verified (lag {verification['lag_seconds']:,.0f} s)"
+        )
+    else:
+        console.print("continuous verification: no pass completed yet (`unistatus monitor`)")
+
+
+def _print_status(st: PhaseStatus) -> None:
+    from unistatus.migration.phases import PHASES
+
+    who = f"{st.system.value}: " if st.system is not None else ""
+    console.print(
+        f"{who}phase [bold]{st.phase}[/] ({st.name}), mode [bold]{st.mode.value}[/]"
+        + (f", since {st.since:%Y-%m-%d %H:%M:%S} UTC" if st.since else "")
+    )
+    if st.mode is not st.expected_mode:
+        console.print(
+            f"[yellow]the mode was changed by hand: phase {st.phase} runs "
+            f"{st.expected_mode.value}[/]"
+        )
+    if st.next_phase is None:
+        console.print("last phase: nothing further to advance to")
+        return
+    nxt = PHASES[st.next_phase]
+    console.print(gate_table(st.gates, f"gates into phase {nxt.number} ({nxt.name})"))
+    flag = f" --system {st.system.value.lower()}" if st.system is not None else ""
+    console.print(
+        f"[green]ready: `unistatus phase advance{flag}`[/]"
+        if st.ready
+        else "[red]not ready[/] (fix the failing gates, or --force --reason)"
+    )
+
+
+def _systems_table(statuses: dict[str, PhaseStatus]) -> object:
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("system", "phase", "mode", "next", "ready"):
+        table.add_column(column, no_wrap=True)
+    for name, st in statuses.items():
+        table.add_row(
+            name,
+            f"{st.phase} ({st.name})",
+            st.mode.value,
+            str(st.next_phase) if st.next_phase is not None else "-",
+            "-" if st.next_phase is None else ("[green]yes[/]" if st.ready else "[red]no[/]"),
+        )
+    return table
+
+
 @phase_app.command("status")
 def status(
-    ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="JSON output.")
+    ctx: typer.Context,
+    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
+    json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Phase, mode and the next phase's gates, measured now (exit 1 if any gate fails).
+
+    Without --system: each system's phase and mode, and the gates of every system
+    together while they are in one phase (each system's gates while they differ).
+    --json: the status of every system together ("phase" and "mode" are "mixed" while
+    the systems differ) with "systems": {"CASHOUT": {...}, ...}; with --system, that
+    system's status.
 
     Examples:
 
       unistatus phase status
-      unistatus phase status --json
+      unistatus phase status --system escrow --json
     """
-    from unistatus.migration.phases import PHASES, phase_status
+    from unistatus.migration.phases import common_phase, phase_status, phase_statuses
     from unistatus.migration.verify import verification_status
 
     app_state = state(ctx)
-    st = phase_status(app_state.engine, app_state.settings)
     verification = verification_status(app_state.engine)
+    chosen = parse_system(system)
+    if chosen is not None:
+        st = phase_status(app_state.engine, app_state.settings, chosen)
+        if json_out:
+            print_json({**st.as_dict(), "verification": verification})
+        else:
+            _print_status(st)
+            _print_verification(verification)
+        if st.next_phase is not None and not st.ready:
+            raise typer.Exit(EXIT_FAILED_CHECK)
+        return
+    each = {s.value: st for s, st in phase_statuses(app_state.engine, app_state.settings).items()}
+    agreed = common_phase({st.system: st.phase for st in each.values() if st.system})
+    together = phase_status(app_state.engine, app_state.settings) if agreed is not None else None
     if json_out:
-        print_json({**st.as_dict(), "verification": verification})
-    else:
-        console.print(
-            f"phase [bold]{st.phase}[/] ({st.name}), mode [bold]{st.mode.value}[/]"
-            + (f", since {st.since:%Y-%m-%d %H:%M:%S} UTC" if st.since else "")
+        out = (
+            together.as_dict()
+            if together is not None
+            else {"system": None, "phase": "mixed", "mode": "mixed", "ready": False, "gates": []}
         )
-        if st.mode is not st.expected_mode:
-            console.print(
-                f"[yellow]the mode was changed by hand: phase {st.phase} runs "
-                f"{st.expected_mode.value}[/]"
-            )
-        if st.next_phase is None:
-            console.print("last phase: nothing further to advance to")
+        out["systems"] = {name: st.as_dict() for name, st in each.items()}
+        out["verification"] = verification
+        print_json(out)
+    else:
+        console.print(_systems_table(each))
+        if together is not None:
+            _print_status(together)
         else:
-            nxt = PHASES[st.next_phase]
-            console.print(gate_table(st.gates, f"gates into phase {nxt.number} ({nxt.name})"))
-            console.print(
-                "[green]ready: `unistatus phase advance`[/]"
-                if st.ready
-                else "[red]not ready[/] (fix the failing gates, or --force --reason)"
-            )
-        if verification["watermark"] is not None:
-            console.print(
-                f"continuous verification: every change before {verification['watermark']} "
-                f"verified (lag {verification['lag_seconds']:,.0f} s)"
-            )
-        else:
-            console.print("continuous verification: no pass completed yet (`unistatus monitor`)")
-    if st.next_phase is not None and not st.ready:
+            console.print("[yellow]the systems are in different phases: each one's gates[/]")
+            for st in each.values():
+                _print_status(st)
+        _print_verification(verification)
+    statuses = [together] if together is not None else list(each.values())
+    if any(st.next_phase is not None and not st.ready for st in statuses):
         raise typer.Exit(EXIT_FAILED_CHECK)
 
 
@@ -132,13 +204,19 @@ def advance(
     ),
     reason: str = typer.Option(..., "--reason", help=REASON_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who is advancing (recorded)."),
+    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Enter the next phase (and its write mode) if every gate passes.
 
+    --system: that system only, its gates measured on its own data (the other systems
+    are untouched). Without it every system advances, if they are all in one phase.
+
     Examples:
 
       unistatus phase advance --reason "phase 1 gates green" --actor alice
+
+      unistatus phase advance --system cashout --reason "week 3: cashouts first"
 
       unistatus phase advance --force --reason "drill: error_rate gate has no data yet"
     """
@@ -147,15 +225,24 @@ def advance(
     from unistatus.migration.phases import phase_status
 
     reason = require_reason(reason, "phase advance")
+    chosen = parse_system(system)
     app_state = state(ctx)
     try:
         change = do_advance(
-            app_state.engine, app_state.settings, actor=actor, reason=reason, force=force
+            app_state.engine,
+            app_state.settings,
+            actor=actor,
+            reason=reason,
+            force=force,
+            system=chosen,
         )
     except GateError:
         if not json_out:
-            st = phase_status(app_state.engine, app_state.settings)
-            if st.gates:
+            try:
+                st = phase_status(app_state.engine, app_state.settings, chosen)
+            except GateError:
+                st = None  # the systems are in different phases: the error says so
+            if st is not None and st.gates:
                 console.print(gate_table(st.gates, f"gates into phase {st.next_phase}"))
         raise
     if json_out:
@@ -179,10 +266,14 @@ def rollback(
       unistatus phase rollback --reason "p95 over 200 ms" --actor oncall
       unistatus phase rollback --reason "backfill too slow" --json
     """
+    from unistatus.migration.phases import require_one_phase
     from unistatus.migration.rollback import rollback_current_phase
 
     reason = require_reason(reason, "phase rollback")
     app_state = state(ctx)
+    # Every system steps back from one phase: refused while they differ (one system at a
+    # time: `unistatus rollback --emergency --system S`).
+    require_one_phase(app_state.engine, "roll back")
     change = rollback_current_phase(
         app_state.engine, app_state.settings, actor=actor, reason=reason
     )

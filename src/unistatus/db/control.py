@@ -533,13 +533,11 @@ def get_modes(engine: sa.Engine) -> dict[LegacySystemType, DualWriteMode]:
 
 
 def history(engine: sa.Engine, key: str | None = None, limit: int = 100) -> list[ControlChange]:
-    """The newest control-log rows first; ``key`` :data:`MODE_KEY` means every mode
-    key (each system's and the global one)."""
+    """The newest control-log rows first; ``key`` means that key and its per-system
+    keys (``mode``: ``mode``, ``mode.CASHOUT``, ...; ``phase`` likewise)."""
     q = sa.select(control_log).order_by(control_log.c.id.desc()).limit(limit)
-    if key == MODE_KEY:
-        q = q.where(control_log.c.key.in_(mode_keys()))
-    elif key:
-        q = q.where(control_log.c.key == key)
+    if key:
+        q = q.where(control_log.c.key.in_((key, *(f"{key}.{s.value}" for s in SYSTEMS))))
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     return [

@@ -1,6 +1,6 @@
 """Tables for operating the migration: operation statistics flushed by every adapter.
 
-One row per flush interval, per process, per (operation, mode). Latency is kept as a
+One row per flush interval, per process, per (operation, mode, legacy system). Latency is kept as a
 fixed-bound histogram with one column per bucket, so a window over any number of
 processes is a plain ``SUM`` in SQL on every backend (see :mod:`unistatus.observe.stats`).
 The phase lives in the control table (key ``phase``); it needs no table of its own.
@@ -59,6 +59,9 @@ operation_stats = sa.Table(
     # Writes in the caller's transaction that the caller rolled back (revision 0010):
     # not in count, errors, the latency sum or the buckets (see unistatus.adapter.stats).
     sa.Column("rolled_back", sa.BigInteger, nullable=False, server_default="0"),
+    # The legacy system of the operations counted (revision 0016; NULL: not known, or
+    # flushed before it): each system's gates and alerts read their own figures.
+    sa.Column("system", sa.String(16), nullable=True),
 )
 sa.Index("ix_operation_stats_end", operation_stats.c.interval_end)
 
@@ -70,3 +73,8 @@ def stores_rolled_back(engine: sa.Engine) -> bool:
     and reads the other figures without it instead of failing every flush.
     """
     return has_column(engine, operation_stats, "rolled_back")
+
+
+def stores_system(engine: sa.Engine) -> bool:
+    """Whether ``operation_stats`` has the ``system`` column (revision 0016)."""
+    return has_column(engine, operation_stats, "system")

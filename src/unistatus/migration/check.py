@@ -66,6 +66,7 @@ __all__ = [
     "count_first_keys",
     "iter_inconsistent",
     "latest_report",
+    "latest_report_for",
     "pair_flags",
     "pending_replay_exists",
     "projected_legacy_status",
@@ -569,3 +570,28 @@ def latest_report(
     with engine.connect() as conn:
         row = conn.execute(q.limit(1)).mappings().first()
     return _from_row(row) if row else None
+
+
+# How many recent reports latest_report_for looks through for one covering a system.
+COVERING_LOOKBACK = 200
+
+
+def latest_report_for(
+    engine: sa.Engine, system: LegacySystemType, *, full: bool
+) -> CheckReport | None:
+    """The most recent stored report that covered ``system`` (``full``: all its rows,
+    no ``--since``), or None; a full check of every system covers each."""
+    q = (
+        sa.select(check_reports)
+        .order_by(check_reports.c.created_at.desc(), check_reports.c.id.desc())
+        .where(check_reports.c.complete.is_(True))  # a bounded run or a continuous round: no
+        .limit(COVERING_LOOKBACK)
+    )
+    if full:
+        q = q.where(check_reports.c.since.is_(None))
+    with engine.connect() as conn:
+        for row in conn.execute(q).mappings():
+            report = _from_row(row)
+            if system.value in report.systems or not report.systems:
+                return report
+    return None

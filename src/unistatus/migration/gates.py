@@ -21,7 +21,8 @@ from unistatus.db.control import last_mode_change_at
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration import capture
-from unistatus.migration.check import latest_report
+from unistatus.migration.capture_sql import UNIFIED_TARGET
+from unistatus.migration.check import CheckReport, latest_report, latest_report_for
 from unistatus.observe.stats import window
 
 MAX_ERROR_RATE = 0.001  # < 0.1 %
@@ -71,27 +72,38 @@ def gate_dual_write(mode: DualWriteMode) -> Gate:
     return Gate("dual_write_on", mode.value, "DUAL_WRITE_*", mode.is_dual)
 
 
-def gate_error_rate(engine: sa.Engine) -> Gate:
-    w = window(engine, GATE_WINDOW_SECONDS)
+def _of(system: LegacySystemType | None) -> str:
+    return f" of {system.value}" if system is not None else ""
+
+
+def gate_error_rate(engine: sa.Engine, system: LegacySystemType | None = None) -> Gate:
+    """The adapters' error rate over the last hour (``system``'s operations only)."""
+    w = window(engine, GATE_WINDOW_SECONDS, system=system)
     if w.count == 0:
         return unavailable(
             "error_rate",
             f"< {pct(MAX_ERROR_RATE)}",
-            "no adapter operations recorded in the last hour (adapters record them "
-            "unless record_stats=False or UNISTATUS_RECORD_STATS=false)",
+            f"no adapter operations{_of(system)} recorded in the last hour (adapters record "
+            "them unless record_stats=False or UNISTATUS_RECORD_STATS=false)",
         )
     return Gate(
         "error_rate",
         pct(w.error_rate),
         f"< {pct(MAX_ERROR_RATE)}",
         w.error_rate < MAX_ERROR_RATE,
-        f"{w.errors} errors in {w.count} operations over the last hour"
+        f"{w.errors} errors in {w.count} operations{_of(system)} over the last hour"
         + (f" ({w.rolled_back} rolled back by the caller, not counted)" if w.rolled_back else ""),
     )
 
 
-def gate_p95(engine: sa.Engine, settings: Settings, switched: datetime | None) -> Gate:
-    """p95 of unified primary's own operations since the switch, over enough of them.
+def gate_p95(
+    engine: sa.Engine,
+    settings: Settings,
+    switched: datetime | None,
+    system: LegacySystemType | None = None,
+) -> Gate:
+    """p95 of unified primary's own operations (``system``'s) since the switch, over
+    enough of them.
 
     The last hour would mix in legacy primary's operations from before the switch (a
     slow backfill, or a fast quiet hour) and judge unified primary by them.
@@ -100,16 +112,16 @@ def gate_p95(engine: sa.Engine, settings: Settings, switched: datetime | None) -
     if switched is None:
         return unavailable(name, threshold, "no record of the switch to unified primary")
     seconds = max((utcnow() - switched).total_seconds(), 0.001)
-    w = window(engine, seconds, mode=DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value)
-    since = f"since unified became primary ({switched.isoformat()})"
+    w = window(engine, seconds, mode=DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value, system=system)
+    since = f"{_of(system)} since unified became primary ({switched.isoformat()})"
     p95 = w.p95_ms
     if p95 is None:
-        return unavailable(name, threshold, f"no adapter operations recorded {since}")
+        return unavailable(name, threshold, f"no adapter operations recorded{since}")
     need = settings.p95_gate_min_operations
     if w.count < need:
-        detail = f"{w.count} operations {since}: at least {need} needed (p95_gate_min_operations)"
+        detail = f"{w.count} operations{since}: at least {need} needed (p95_gate_min_operations)"
         return Gate(name, round(p95, 1), threshold, False, detail)
-    return Gate(name, round(p95, 1), threshold, p95 < MAX_P95_MS, f"{w.count} operations {since}")
+    return Gate(name, round(p95, 1), threshold, p95 < MAX_P95_MS, f"{w.count} operations{since}")
 
 
 def gate_check(
@@ -121,23 +133,31 @@ def gate_check(
     require_full: bool,
     need_rows: bool,
     command: str = "unistatus check",
+    system: LegacySystemType | None = None,
 ) -> Gate:
     """A stored check report, started after ``after``, 100% consistent.
 
-    ``command`` is the check that satisfies the gate: every failing detail names it.
+    ``system``: the latest report that covered it, judged on its figures only (another
+    system's inconsistencies do not close its gate). ``command`` is the check that
+    satisfies the gate: every failing detail names it.
     """
     run = f"run `{command}`"
+    report: CheckReport | None
     try:
         # A run stopped by --max-duration, or a round of continuous verification, is
         # stored too: neither covered every key range, so neither is the check a gate needs.
-        report = latest_report(
-            engine,
-            scope="all" if require_full else None,
-            complete=True,
-            covering_since=covering_since,
-        )
+        if system is not None:
+            report = latest_report_for(engine, system, full=require_full)
+        else:
+            report = latest_report(
+                engine,
+                scope="all" if require_full else None,
+                complete=True,
+                covering_since=covering_since,
+            )
+        judged = list(LegacySystemType) if system is None else [system]
         with engine.connect() as conn:
-            changed = {s: last_mode_change_at(conn, s) for s in LegacySystemType}
+            changed = {s: last_mode_change_at(conn, s) for s in judged}
     except sa.exc.SQLAlchemyError as exc:
         return unavailable(name, "100%", f"cannot read check reports: {exc}")
     if report is None:
@@ -162,7 +182,7 @@ def gate_check(
                 f"rollback ({at.isoformat()}): {run} again",
             )
     systems = {str(s) for s in report.systems}
-    if systems and systems != {s.value for s in LegacySystemType}:
+    if system is None and systems and systems != {s.value for s in LegacySystemType}:
         return unavailable(
             name, "100%", f"the latest check covers only {', '.join(sorted(systems))}: {run}"
         )
@@ -173,25 +193,34 @@ def gate_check(
             "100%",
             f"the latest check covers only changes since {since.isoformat()}: {run}",
         )
-    if need_rows and report.total == 0:
-        return Gate(name, "0 of 0", "100%", False, "no transactions to verify yet")
-    rate = float(report.consistency_rate)
-    detail = f"check #{report.id}: {report.consistent} of {report.total} consistent"
-    return Gate(name, pct(rate), "100%", bool(report.is_consistent), detail)
+    total, consistent = report.total, report.consistent
+    if system is not None:
+        figures = report.per_system.get(system.value) or {}
+        total, consistent = int(figures.get("total") or 0), int(figures.get("consistent") or 0)
+    if need_rows and total == 0:
+        return Gate(name, "0 of 0", "100%", False, f"no transactions{_of(system)} to verify yet")
+    rate = consistent / total if total else 1.0
+    detail = f"check #{report.id}: {consistent} of {total}{_of(system)} consistent"
+    return Gate(name, pct(rate), "100%", consistent == total, detail)
 
 
-def gate_backfill(engine: sa.Engine, settings: Settings) -> list[Gate]:
+def gate_backfill(
+    engine: sa.Engine, settings: Settings, system: LegacySystemType | None = None
+) -> list[Gate]:
+    """One gate per system's backfill (``system``: its own only)."""
     try:
         result = progress(engine, settings)
     except Exception as exc:  # a broken source makes the gate fail, never pass
         return [unavailable("backfill_complete", "100%", f"cannot read progress: {exc}")]
+    if system is not None:
+        result = {k: v for k, v in result.items() if str(k) == system.value}
     gates: list[Gate] = []
-    for system, info in sorted(result.items()):
+    for name, info in sorted(result.items()):
         percent = float(info.get("percent") or 0.0)
         complete = bool(info.get("complete")) and percent >= 100.0
         detail = f"{info.get('done', 0)} of {info.get('total', 0)} rows, {info.get('state')}"
         gates.append(
-            Gate(f"backfill_{str(system).lower()}", f"{percent:g}%", "100%", complete, detail)
+            Gate(f"backfill_{str(name).lower()}", f"{percent:g}%", "100%", complete, detail)
         )
     return gates or [unavailable("backfill_complete", "100%", "no backfill progress reported")]
 
@@ -220,15 +249,18 @@ def gate_soak(mode: DualWriteMode, settings: Settings, since: datetime | None) -
     )
 
 
-BYPASS_GATE = "no_bypass_writes_in_soak"
-
-
 def gate_no_bypass(
-    engine: sa.Engine, settings: Settings, mode: DualWriteMode, since: datetime | None
+    engine: sa.Engine,
+    settings: Settings,
+    mode: DualWriteMode,
+    since: datetime | None,
+    system: LegacySystemType | None = None,
 ) -> Gate:
     """No writer bypassed unistatus since unified became primary (every code path is
-    converted before legacy is frozen). Only the capture can see such writes: without
-    it the gate passes, saying it proves nothing (docs/capture.md, "The gate")."""
+    converted before legacy is frozen; ``system``: writes to its table, and to
+    ``unified_transactions``, which belongs to every system). Only the capture can see
+    such writes: without it the gate passes, saying it proves nothing (docs/capture.md,
+    "The gate")."""
     primary = DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
     if mode is not primary:
         return unavailable(BYPASS_GATE, 0, f"mode is {mode.value}: the soak starts at {primary}")
@@ -264,6 +296,8 @@ def gate_no_bypass(
             f"{settings.soak_seconds:g} s soak",
         )
     seen = capture.writers_seen(engine, since=since)
+    if system is not None:
+        seen = [w for w in seen if w.system in (system.value, UNIFIED_TARGET)]
     if not seen:
         return Gate(BYPASS_GATE, 0, 0, True, f"none since {max(since, enabled).isoformat()}")
     names = "; ".join(

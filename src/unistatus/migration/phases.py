@@ -3,6 +3,13 @@
 Advancing writes the phase and its mode together under the exclusive mode lock and
 records the measured gate values; a gate never passes by default. The phases, their
 gates and how gates are measured: ``docs/phases.md``.
+
+The phase is per legacy system, like the mode (:mod:`unistatus.db.control`): control key
+``phase.<SYSTEM>`` (:func:`phase_key`; missing = 0). ``advance(system=S)`` moves one
+system, its gates measured on its own data; without a system every system moves, and
+only while they are all in the same phase. The old global key ``phase`` stays as a
+summary (every system's phase while they agree, absent while they differ); revision
+0017 copied a database's global phase to every system.
 """
 
 from __future__ import annotations
@@ -18,11 +25,19 @@ from unistatus.backfill import quarantine_count, resume
 from unistatus.backfill.control import is_paused
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
-from unistatus.db.control import mode_keys, read_mode, read_value, write_mode, write_value
+from unistatus.db.control import (
+    SYSTEMS,
+    mode_keys,
+    read_mode,
+    read_modes,
+    read_value,
+    write_mode,
+    write_value,
+)
 from unistatus.db.dialect import ops_for
-from unistatus.db.tables import control_log
+from unistatus.db.tables import control_log, migration_control
 from unistatus.domain.inputs import check_actor, check_reason
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, StorageError
 from unistatus.migration import gates
 from unistatus.migration.gates import (
@@ -49,10 +64,17 @@ __all__ = [
     "PhaseStatus",
     "ROLLBACK_KEY",
     "advance",
+    "common_phase",
+    "describe_phases",
     "evaluate_gates",
+    "phase_key",
+    "phase_keys",
     "phase_started_at",
     "phase_status",
+    "phase_statuses",
     "read_phase",
+    "read_phases",
+    "require_one_phase",
     "resolve_since",
     "write_phase",
 ]
@@ -64,8 +86,27 @@ PHASE_KEY = "phase"
 PHASE_START = "phase-start"
 # The control-log key of every rollback (written by unistatus.migration.rollback).
 ROLLBACK_KEY = "last_rollback"
-# A check that started before the last change of any of these never opens a gate.
-_CONTROL_KEYS = (*mode_keys(), PHASE_KEY, ROLLBACK_KEY)
+
+
+def phase_key(system: LegacySystemType) -> str:
+    """The control key of ``system``'s phase (``phase.CASHOUT``)."""
+    return f"{PHASE_KEY}.{LegacySystemType.parse(system).value}"
+
+
+def phase_keys(system: LegacySystemType | None = None) -> tuple[str, ...]:
+    """The control keys that logged changes of ``system``'s phase (None: any system's):
+    its own and the global key (which held every system's before revision 0017)."""
+    return (PHASE_KEY, *(phase_key(s) for s in _systems(system)))
+
+
+def _systems(system: LegacySystemType | None) -> tuple[LegacySystemType, ...]:
+    return SYSTEMS if system is None else (LegacySystemType.parse(system),)
+
+
+def _control_keys(system: LegacySystemType | None) -> tuple[str, ...]:
+    """A check that started before the last change of any of these never opens a gate
+    of ``system`` (None: of any system). A rollback of any system counts for all."""
+    return (*mode_keys(system), *phase_keys(system), ROLLBACK_KEY)
 
 
 @dataclass(frozen=True)
@@ -94,6 +135,7 @@ class PhaseStatus:
     next_phase: int | None
     gates: list[Gate]
     since: datetime | None
+    system: LegacySystemType | None = None  # None: every system (all in this phase)
 
     @property
     def ready(self) -> bool:
@@ -102,6 +144,7 @@ class PhaseStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "system": self.system.value if self.system is not None else None,
             "phase": self.phase,
             "name": self.name,
             "mode": self.mode.value,
@@ -130,9 +173,11 @@ class PhaseChange:
     forced: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
+    system: LegacySystemType | None = None  # None: every system
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "system": self.system.value if self.system is not None else None,
             "from_phase": self.from_phase,
             "to_phase": self.to_phase,
             "from_mode": self.from_mode.value,
@@ -150,10 +195,7 @@ class PhaseChange:
 # --- the stored phase ---------------------------------------------------------------
 
 
-def read_phase(conn: sa.Connection) -> int:
-    value = read_value(conn, PHASE_KEY)
-    if value is None:
-        return 0
+def _parse_phase(value: str) -> int:
     try:
         phase = int(value)
     except ValueError:
@@ -163,18 +205,68 @@ def read_phase(conn: sa.Connection) -> int:
     return phase
 
 
+def read_phases(conn: sa.Connection) -> dict[LegacySystemType, int]:
+    """Every system's phase, in one query (a missing key: 0)."""
+    keys = {phase_key(system): system for system in SYSTEMS}
+    rows = conn.execute(
+        sa.select(migration_control.c.key, migration_control.c.value).where(
+            migration_control.c.key.in_(list(keys))
+        )
+    ).all()
+    phases = dict.fromkeys(SYSTEMS, 0)
+    for key, value in rows:
+        phases[keys[key]] = _parse_phase(value)
+    return phases
+
+
+def common_phase(phases: dict[LegacySystemType, int]) -> int | None:
+    """The phase every system is in, or None while they differ."""
+    distinct = set(phases.values())
+    return distinct.pop() if len(distinct) == 1 else None
+
+
+def describe_phases(phases: dict[LegacySystemType, int]) -> str:
+    return ", ".join(f"{system.value} {phase}" for system, phase in phases.items())
+
+
+def read_phase(conn: sa.Connection, system: LegacySystemType | None = None) -> int:
+    """``system``'s phase; None: the phase of every system, and while they differ the
+    furthest one (what the emergency path records as where it came from). Call
+    :func:`read_phases` where systems may be in different phases."""
+    if system is not None:
+        value = read_value(conn, phase_key(system))
+        return _parse_phase(value) if value is not None else 0
+    return max(read_phases(conn).values())
+
+
 def write_phase(
     conn: sa.Connection,
     phase: int,
     mode: DualWriteMode,
     *,
+    system: LegacySystemType | None = None,
     actor: str,
     reason: str,
     metadata: dict[str, Any],
 ) -> None:
-    """Set phase and mode in the caller's transaction (which holds the mode lock)."""
-    write_mode(conn, mode, actor=actor, reason=reason, metadata=metadata)
-    write_value(conn, PHASE_KEY, str(phase), actor=actor, reason=reason, metadata=metadata)
+    """Set ``system``'s phase and mode (None: every system's) in the caller's transaction
+    (which holds the mode lock); one control-log row per system, and the summary key."""
+    write_mode(conn, mode, system=system, actor=actor, reason=reason, metadata=metadata)
+    for s in _systems(system):
+        write_value(conn, phase_key(s), str(phase), actor=actor, reason=reason, metadata=metadata)
+    _write_summary(conn, common_phase(read_phases(conn)), actor)
+
+
+def _write_summary(conn: sa.Connection, common: int | None, actor: str) -> None:
+    """The global key: every system's phase while they agree, absent while they differ
+    (not logged: the per-system rows say what changed)."""
+    conn.execute(sa.delete(migration_control).where(migration_control.c.key == PHASE_KEY))
+    if common is not None:
+        conn.execute(
+            sa.insert(migration_control).values(
+                key=PHASE_KEY, value=str(common), updated_at=utcnow(), updated_by=actor
+            )
+        )
 
 
 def _last_change_to(conn: sa.Connection, key: str | tuple[str, ...], value: str) -> datetime | None:
@@ -188,30 +280,49 @@ def _last_change_to(conn: sa.Connection, key: str | tuple[str, ...], value: str)
     return as_utc(conn.execute(q).scalar_one_or_none())
 
 
-def _last_control_id(conn: sa.Connection) -> int:
-    """The newest mode, phase or rollback entry of the control log (0 if none)."""
-    q = sa.select(sa.func.max(control_log.c.id)).where(control_log.c.key.in_(_CONTROL_KEYS))
+def _last_control_id(conn: sa.Connection, system: LegacySystemType | None = None) -> int:
+    """The newest mode, phase or rollback entry of ``system`` in the control log (0: none)."""
+    q = sa.select(sa.func.max(control_log.c.id)).where(control_log.c.key.in_(_control_keys(system)))
     return int(conn.execute(q).scalar_one_or_none() or 0)
 
 
-def _last_control_change(conn: sa.Connection) -> datetime | None:
-    """When the mode, the phase or a rollback last changed (None if never).
+def _last_control_change(
+    conn: sa.Connection, system: LegacySystemType | None = None
+) -> datetime | None:
+    """When ``system``'s mode or phase, or any rollback, last changed (None if never).
 
     A check that started before then measured another system state: a gate never
     reads it (legacy-only writes after an emergency rollback, say, are not in it).
     """
-    q = sa.select(sa.func.max(control_log.c.created_at)).where(control_log.c.key.in_(_CONTROL_KEYS))
+    q = sa.select(sa.func.max(control_log.c.created_at)).where(
+        control_log.c.key.in_(_control_keys(system))
+    )
     return as_utc(conn.execute(q).scalar_one_or_none())
 
 
-def phase_started_at(engine: sa.Engine, phase: int) -> datetime | None:
-    """When the phase was last entered (None if never)."""
+def phase_started_at(
+    engine: sa.Engine, phase: int, system: LegacySystemType | None = None
+) -> datetime | None:
+    """When ``system`` (None: any system) last entered the phase (None if never)."""
     with engine.connect() as conn:
-        return _last_change_to(conn, PHASE_KEY, str(phase))
+        return _last_change_to(conn, phase_keys(system), str(phase))
 
 
-def resolve_since(engine: sa.Engine, since: str | datetime | None) -> str | datetime | None:
-    """``phase-start`` (:data:`PHASE_START`) becomes when the current phase was entered.
+def _require_common(phases: dict[LegacySystemType, int], what: str) -> int:
+    common = common_phase(phases)
+    if common is None:
+        raise GateError(
+            f"the systems are in different phases ({describe_phases(phases)}): {what} one "
+            "system at a time with --system"
+        )
+    return common
+
+
+def resolve_since(
+    engine: sa.Engine, since: str | datetime | None, system: LegacySystemType | None = None
+) -> str | datetime | None:
+    """``phase-start`` (:data:`PHASE_START`) becomes when the current phase was entered
+    (``system``'s; None: every system's, which must be in one phase).
 
     The gate into phase 2 wants a check covering every change since phase 1 began;
     ``check --since phase-start`` is that check, with no timestamp to copy. Any other
@@ -220,8 +331,11 @@ def resolve_since(engine: sa.Engine, since: str | datetime | None) -> str | date
     if not (isinstance(since, str) and since.strip().lower() == PHASE_START):
         return since
     with engine.connect() as conn:
-        phase = read_phase(conn)
-        started = _last_change_to(conn, PHASE_KEY, str(phase))
+        if system is None:
+            phase = _require_common(read_phases(conn), f"--since {PHASE_START}: check")
+        else:
+            phase = read_phase(conn, system)
+        started = _last_change_to(conn, phase_keys(system), str(phase))
     if started is None:
         raise InputError(
             f"--since {PHASE_START}: phase {phase} was never entered (a fresh installation); "
@@ -234,21 +348,29 @@ def resolve_since(engine: sa.Engine, since: str | datetime | None) -> str | date
 
 
 def evaluate_gates(
-    engine: sa.Engine, settings: Settings, into: int, *, mode: DualWriteMode | None = None
+    engine: sa.Engine,
+    settings: Settings,
+    into: int,
+    *,
+    mode: DualWriteMode | None = None,
+    system: LegacySystemType | None = None,
 ) -> list[Gate]:
-    """Measure the gates for entering phase ``into`` now."""
+    """Measure the gates for entering phase ``into`` now: ``system``'s, on its own data
+    (its backfill, its check figures, its latency and error rate, its bypass writes);
+    None: every system's together."""
     if into not in PHASES or into == 0:
         raise InputError(f"no gates for phase {into}: phases are 1..{LAST_PHASE}")
     with engine.connect() as conn:
-        mode = mode or read_mode(conn)
-        phase1 = _last_change_to(conn, PHASE_KEY, "1")
-        in_phase1 = read_phase(conn) == 1
+        mode = mode or read_mode(conn, system)
+        phase1 = _last_change_to(conn, phase_keys(system), "1")
+        in_phase1 = read_phase(conn, system) == 1
         # Every gate that reads a check wants one started after this (it is never
         # earlier than entering phase 1 or switching to unified primary).
-        changed = _last_control_change(conn)
+        changed = _last_control_change(conn, system)
         switched = _last_change_to(
-            conn, mode_keys(), DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value
+            conn, mode_keys(system), DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value
         )
+    scoped = f" --system {system.value.lower()}" if system is not None else ""
     if into == 1:
         return [gates.gate_mapping()]
     if into == 2:
@@ -263,13 +385,15 @@ def evaluate_gates(
                 require_full=False,
                 need_rows=True,
                 command="unistatus check --since "
-                + (PHASE_START if in_phase1 or phase1 is None else phase1.isoformat()),
+                + (PHASE_START if in_phase1 or phase1 is None else phase1.isoformat())
+                + scoped,
+                system=system,
             ),
-            gates.gate_error_rate(engine),
+            gates.gate_error_rate(engine, system),
         ]
     if into == 3:
         return [
-            *gates.gate_backfill(engine, settings),
+            *gates.gate_backfill(engine, settings, system),
             gates.gate_check(
                 engine,
                 "full_check_consistent",
@@ -277,6 +401,8 @@ def evaluate_gates(
                 covering_since=None,
                 require_full=True,
                 need_rows=False,
+                command="unistatus check" + scoped,
+                system=system,
             ),
             gates.gate_zero(engine, "quarantine", quarantine_count),
             gates.gate_zero(engine, "repair_queue_open", open_repair_count),
@@ -284,8 +410,8 @@ def evaluate_gates(
         ]
     return [
         gates.gate_soak(mode, settings, switched),
-        gates.gate_p95(engine, settings, switched),
-        gates.gate_error_rate(engine),
+        gates.gate_p95(engine, settings, switched, system),
+        gates.gate_error_rate(engine, system),
         gates.gate_check(
             engine,
             "full_check_consistent",
@@ -293,25 +419,63 @@ def evaluate_gates(
             covering_since=None,
             require_full=True,
             need_rows=False,
+            command="unistatus check" + scoped,
+            system=system,
         ),
         gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count),
-        gates.gate_no_bypass(engine, settings, mode, switched),
+        gates.gate_no_bypass(engine, settings, mode, switched, system),
     ]
 
 
-def phase_status(engine: sa.Engine, settings: Settings) -> PhaseStatus:
-    """The phase, the mode, and the next phase's gates measured now."""
+def phase_status(
+    engine: sa.Engine, settings: Settings, system: LegacySystemType | str | None = None
+) -> PhaseStatus:
+    """``system``'s phase, mode, and the next phase's gates measured now on its data.
+
+    None: every system together (GateError while they are in different phases:
+    :func:`phase_statuses` shows each)."""
+    chosen = LegacySystemType.parse(system) if system is not None else None
     try:
         with engine.connect() as conn:
-            phase = read_phase(conn)
-            mode = read_mode(conn)
-            since = _last_change_to(conn, PHASE_KEY, str(phase))
+            if chosen is None:
+                phase = _require_common(read_phases(conn), "see them with `phase status`, move")
+            else:
+                phase = read_phase(conn, chosen)
+            mode = read_mode(conn, chosen)
+            since = _last_change_to(conn, phase_keys(chosen), str(phase))
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot read the phase: {exc.orig}") from None
     nxt = phase + 1 if phase < LAST_PHASE else None
-    gates = evaluate_gates(engine, settings, nxt, mode=mode) if nxt else []
+    gates = evaluate_gates(engine, settings, nxt, mode=mode, system=chosen) if nxt else []
     info = PHASES[phase]
-    return PhaseStatus(phase, info.name, mode, info.mode, nxt, gates, since)
+    return PhaseStatus(phase, info.name, mode, info.mode, nxt, gates, since, chosen)
+
+
+def require_one_phase(engine: sa.Engine, what: str) -> int:
+    """The phase every system is in; GateError naming each system's while they differ.
+
+    For the procedures of every system at once that start from "the" phase (a one-step
+    rollback of every system would otherwise move a system behind the others forward).
+    """
+    with engine.connect() as conn:
+        return _require_common(read_phases(conn), what)
+
+
+def phase_statuses(engine: sa.Engine, settings: Settings) -> dict[LegacySystemType, PhaseStatus]:
+    """:func:`phase_status` of every system, each on its own data."""
+    return {system: phase_status(engine, settings, system) for system in SYSTEMS}
+
+
+def read_system_states(
+    engine: sa.Engine,
+) -> dict[LegacySystemType, tuple[DualWriteMode, int]]:
+    """Every system's (mode, phase), in one connection (the observers' summary)."""
+    try:
+        with engine.connect() as conn:
+            modes, phases = read_modes(conn), read_phases(conn)
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot read the phase: {exc.orig}") from None
+    return {system: (modes[system], phases[system]) for system in SYSTEMS}
 
 
 def _gate_meta(gates: list[Gate]) -> list[dict[str, Any]]:
@@ -325,26 +489,33 @@ def advance(
     actor: str,
     reason: str | None = None,
     force: bool = False,
+    system: LegacySystemType | str | None = None,
 ) -> PhaseChange:
     """Enter the next phase if every gate passes (or ``force`` with a reason).
 
-    Sets the next phase's mode in the same transaction, under the exclusive mode lock.
+    ``system``: that system only, its gates measured on its data; None: every system,
+    which must all be in the same phase (GateError naming them otherwise). Sets the next
+    phase's mode in the same transaction, under the exclusive mode lock (the system's).
     """
+    chosen = LegacySystemType.parse(system) if system is not None else None
     if not actor or not actor.strip():
         raise InputError("an actor is required")
     actor = check_actor(actor)
     if reason is not None and reason.strip():
         reason = check_reason(reason)
     with engine.connect() as conn:
-        seen = _last_control_id(conn)
-    status = phase_status(engine, settings)
+        seen = _last_control_id(conn, chosen)
+    status = phase_status(engine, settings, chosen)
+    who = f"{chosen.value} is" if chosen is not None else "every system is"
     if status.next_phase is None:
-        raise GateError(f"already in phase {status.phase} ({status.name}), the last one")
+        raise GateError(f"{who} already in phase {status.phase} ({status.name}), the last one")
     failing = [g for g in status.gates if not g.passed]
     if failing and not force:
         listed = "; ".join(f"{g.name}={g.value} (needs {g.threshold})" for g in failing)
+        whose = f" ({chosen.value})" if chosen is not None else ""
         raise GateError(
-            f"cannot enter phase {status.next_phase}: {len(failing)} gate(s) failing: {listed}. "
+            f"cannot enter phase {status.next_phase}{whose}: {len(failing)} gate(s) failing: "
+            f"{listed}. "
             "Fix them, or pass --force with --reason to override (recorded)."
         )
     if failing and not (reason and reason.strip()):
@@ -354,6 +525,7 @@ def advance(
     forced = [g.name for g in failing]
     meta = {
         "action": "advance",
+        "system": chosen.value if chosen is not None else None,
         "from_phase": status.phase,
         "to_phase": to.number,
         "gates": _gate_meta(status.gates),
@@ -361,19 +533,28 @@ def advance(
     }
     ops = ops_for(engine)
     with ops.write_transaction() as conn:
-        ops.mode_exclusive_lock(conn)
-        if read_phase(conn) != status.phase or _last_control_id(conn) != seen:
+        ops.mode_exclusive_lock(conn, chosen)
+        phases = read_phases(conn)
+        now_at = phases[chosen] if chosen is not None else common_phase(phases)
+        if now_at != status.phase or _last_control_id(conn, chosen) != seen:
             # The gates describe a state that is gone (a mode set, another phase change,
             # a rollback): legacy-only writes since then are in no check they read.
             raise GateError(
                 "the mode, the phase or a rollback changed while the gates were measured; "
                 "run it again"
             )
-        from_mode = read_mode(conn)
-        write_phase(conn, to.number, to.mode, actor=actor, reason=text, metadata=meta)
+        from_mode = read_mode(conn, chosen)
+        write_phase(
+            conn, to.number, to.mode, system=chosen, actor=actor, reason=text, metadata=meta
+        )
     if forced:
         log.warning(
-            "phase %s entered by %s with forced gates %s: %s", to.number, actor, forced, text
+            "phase %s entered (%s) by %s with forced gates %s: %s",
+            to.number,
+            chosen.value if chosen is not None else "every system",
+            actor,
+            forced,
+            text,
         )
     notes = _resume_backfill(engine, actor) if to.number == 2 else []
     return PhaseChange(
@@ -387,6 +568,7 @@ def advance(
         gates=status.gates,
         forced=forced,
         notes=notes,
+        system=chosen,
     )
 
 

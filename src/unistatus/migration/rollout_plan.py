@@ -50,9 +50,8 @@ DEFAULT_SAMPLE_ROWS = 2000
 
 REASON = '--reason "TEXT"'
 SOAK_GATE = "unified_primary_soak_s"  # migration.gates.gate_soak
-# Commands that take `--system` today. Per-system phases (issue 14 section 1) add
-# `phase advance` and `phase rollback` here.
-SYSTEM_SCOPED = frozenset({"backfill"})
+# Commands that take `--system` (`phase rollback` does not yet: it moves every system).
+SYSTEM_SCOPED = frozenset({"backfill", "phase advance", "rollback --emergency"})
 
 
 def system_state(conn: sa.Connection, system: LegacySystemType | None) -> tuple[DualWriteMode, int]:
@@ -61,7 +60,7 @@ def system_state(conn: sa.Connection, system: LegacySystemType | None) -> tuple[
     ``system``'s mode (None: the mode every system is in; a ModeError while they
     differ, so a plan of systems in different modes is asked for one system at a time).
     """
-    return read_mode(conn, system), read_phase(conn)
+    return read_mode(conn, system), read_phase(conn, system)
 
 
 @dataclass(frozen=True)
@@ -207,10 +206,10 @@ def _sum(values: list[float | None]) -> float | None:
     return sum(v for v in values if v is not None)
 
 
-def _advance(phase: int) -> Step:
+def _advance(phase: int, system: LegacySystemType | None) -> Step:
     info = PHASES[phase]
     return Step(
-        f"unistatus phase advance {REASON}",
+        f"unistatus phase advance{_flag('phase advance', system)} {REASON}",
         f"enter phase {phase} ({info.name}): switches the mode to {info.mode.value}, "
         "only if every gate passes",
         0.0,
@@ -227,7 +226,7 @@ def _steps(
     if into == 1:
         return [
             Step("unistatus mapping --validate", "the mapping covers every legacy status", 0.0),
-            _advance(1),
+            _advance(1, system),
         ]
     if into == 2:
         return [
@@ -236,7 +235,7 @@ def _steps(
                 "verify every transaction written since phase 1 began (reads every pair)",
                 check,
             ),
-            _advance(2),
+            _advance(2, system),
         ]
     if into == 3:
         missing = sum(f.missing_unified or 0 for f in figures.values())
@@ -260,14 +259,14 @@ def _steps(
                 f"unistatus repair --strategy legacy_wins {REASON}",
                 "only if the check finds mismatches",
             ),
-            _advance(3),
+            _advance(3, system),
         ]
         return steps
     if into == 4:
         return [
             Step("unistatus capture status", "no writer bypasses unistatus during the soak", 0.0),
             Step("unistatus check", "a full check after the switch to unified primary", check),
-            _advance(4),
+            _advance(4, system),
             Step(
                 "unistatus archive export --out DIR",
                 "keep the legacy tables before anything is dropped",
@@ -313,12 +312,18 @@ def _rollback(phase: int, retired: bool, replay: dict[str, int]) -> RollbackPrev
     )
 
 
-def _emergency(phase: int, retired: bool, replay: dict[str, int]) -> RollbackPreview:
+def _emergency(
+    phase: int, retired: bool, replay: dict[str, int], system: LegacySystemType | None
+) -> RollbackPreview:
     actions = _rollback_actions(4 if retired else phase, retired, replay)
     actions.append("set phase 0 and mode LEGACY_ONLY in the same transaction")
     actions.append("pause the backfill workers")
     return RollbackPreview(
-        f"unistatus rollback --emergency {REASON}", 0, DualWriteMode.LEGACY_ONLY, actions, replay
+        f"unistatus rollback --emergency{_flag('rollback --emergency', system)} {REASON}",
+        0,
+        DualWriteMode.LEGACY_ONLY,
+        actions,
+        replay,
     )
 
 
@@ -367,7 +372,7 @@ def rollout_plan(
     quarantined = quarantine_count(engine) if 3 in ahead else 0
     phases = []
     for into in ahead:
-        gates = evaluate_gates(engine, settings, into, mode=mode)
+        gates = evaluate_gates(engine, settings, into, mode=mode, system=chosen)
         phases.append(
             PhasePlan(
                 into,
@@ -383,8 +388,8 @@ def rollout_plan(
     notes = []
     if chosen is not None:
         notes.append(
-            f"figures and estimates are {chosen.value}'s; the mode and phase are global in "
-            "this database, so each `phase advance` and rollback acts on every system"
+            f"mode, phase, gates, figures and estimates are {chosen.value}'s; `phase rollback` "
+            "still acts on every system (`rollback --emergency --system` on this one)"
         )
     if len(phases) > 1:
         notes.append(
@@ -399,7 +404,7 @@ def rollout_plan(
         mode,
         figures,
         phases,
-        _emergency(phase, retired, replay),
+        _emergency(phase, retired, replay, chosen),
         notes,
         duration_ms=(time.perf_counter() - started) * 1000,
     )

@@ -5,6 +5,12 @@ repair (the side the mode reads wins). Critical p95 with the unified side primar
 more than 20% slower than the legacy-primary baseline: one phase back. Each firing
 episode responds once (the evaluator that claims the slot runs it); the outcome is
 recorded in the control history under :data:`AUTO_RESPONSE_KEY` and notified.
+
+The rollbacks act on the systems whose own figures crossed the threshold (the alert's
+``details["systems"]``): consistency below 99% on escrows switches escrows back to
+LEGACY_ONLY (``set_mode(system=ESCROW)``), cashouts keep their mode. When every system
+crossed, or the figures are not known per system, every system is rolled back by the
+procedures of old (the emergency rollback, one phase back), which replay first.
 """
 
 from __future__ import annotations
@@ -17,11 +23,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.control import write_value
+from unistatus.db.control import MIXED, SYSTEMS, set_mode, switch_as_dict, write_value
 from unistatus.db.dialect import DialectOps
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.repair import run_repair
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
+from unistatus.observe.alert_rules import observe
 from unistatus.observe.alert_state import (
     AlertState,
     baseline_p95_ms,
@@ -58,13 +65,18 @@ class Responder:
     def respond(self, snap: Snapshot) -> None:
         auto = self.settings.auto_responses
         states = {s.name: s for s in load_states(self.engine) if s.firing and s.response is None}
-        mode = DualWriteMode(snap.mode) if snap.mode else None
+        mode = DualWriteMode(snap.mode) if snap.mode and snap.mode != MIXED else None
         if "consistency_critical" in states:
+            crossed = self._crossed(snap, "consistency_critical")
+            modes = self._modes(snap)
+            moving = [
+                s for s in crossed or SYSTEMS if modes.get(s) is not DualWriteMode.LEGACY_ONLY
+            ]
             if not auto.rollback_on_critical_consistency:
                 self._claim("consistency_critical", "none: rollback_on_critical_consistency is off")
-            elif mode is DualWriteMode.LEGACY_ONLY:
+            elif not moving or mode is DualWriteMode.LEGACY_ONLY:
                 self._claim("consistency_critical", "none: already LEGACY_ONLY")
-            else:
+            elif crossed is None or set(crossed) == set(SYSTEMS):
                 self._run(
                     "consistency_critical",
                     "emergency_rollback",
@@ -73,6 +85,13 @@ class Responder:
                         self.engine, self.settings, actor=ACTOR, reason=reason
                     ),
                 )
+            else:
+                self._run(
+                    "consistency_critical",
+                    "rollback_systems_to_legacy_only",
+                    states["consistency_critical"].message,
+                    lambda reason: self._switch(moving, DualWriteMode.LEGACY_ONLY, reason),
+                )
         if "consistency_warning" in states:
             if not auto.repair_on_consistency_warning:
                 self._claim("consistency_warning", "none: repair_on_consistency_warning is off")
@@ -80,22 +99,76 @@ class Responder:
                 # Legacy is frozen: nothing to repair it with until a rollback replays it.
                 self._detailed_logging(snap)
                 self._claim("consistency_warning", "none: legacy is frozen in UNIFIED_ONLY")
+            elif mode is None and len({m.reads_unified for m in self._modes(snap).values()}) > 1:
+                # One repair has one winning side; the systems read different sides.
+                self._detailed_logging(snap)
+                self._claim(
+                    "consistency_warning",
+                    "none: the systems read different sides (modes differ); repair each "
+                    "system by hand (`unistatus repair --strategy ...`)",
+                )
             else:
                 self._detailed_logging(snap)
                 self._run(
                     "consistency_warning",
                     "repair",
                     states["consistency_warning"].message,
-                    lambda reason: self._repair(mode, reason),
+                    lambda reason: self._repair(mode, reason, snap),
                 )
         if "latency_p95_critical" in states:
             self._latency_response(states["latency_p95_critical"], snap, mode)
+
+    @staticmethod
+    def _crossed(snap: Snapshot, name: str) -> list[LegacySystemType] | None:
+        """The systems whose own figures crossed the threshold of alert ``name`` (None:
+        not known per system)."""
+        for obs in observe(snap, now=snap.taken_at):
+            if obs.name == name:
+                systems = obs.details.get("systems")
+                if not systems:
+                    return None
+                return [LegacySystemType.parse(s) for s in sorted(systems)]
+        return None
+
+    @staticmethod
+    def _modes(snap: Snapshot) -> dict[LegacySystemType, DualWriteMode]:
+        return {
+            LegacySystemType.parse(system): DualWriteMode(info["mode"])
+            for system, info in (snap.systems or {}).items()
+            if info.get("mode")
+        }
+
+    def _switch(
+        self, systems: list[LegacySystemType], mode: DualWriteMode, reason: str
+    ) -> dict[str, Any]:
+        """Switch each of ``systems`` (only them) to ``mode``; one result per system."""
+        done: dict[str, Any] = {}
+        for system in systems:
+            changes = set_mode(
+                self.engine,
+                mode,
+                system=system,
+                reason=reason,
+                actor=ACTOR,
+                settings=self.settings,
+                metadata={"automated": True},
+            )
+            done[system.value] = switch_as_dict(mode, system, changes)
+        return {"systems": done}
 
     def _latency_response(
         self, state: AlertState, snap: Snapshot, mode: DualWriteMode | None
     ) -> None:
         if not self.settings.auto_responses.rollback_on_latency:
             self._claim(state.name, "none: rollback_on_latency is off")
+            return
+        crossed = self._crossed(snap, state.name)
+        modes = self._modes(snap)
+        phases = {info.get("phase") for info in (snap.systems or {}).values()}
+        # One phase back for every system only while they are all in one phase: a
+        # system behind the others must not be moved forward by it.
+        if crossed is not None and (set(crossed) != set(SYSTEMS) or len(phases) > 1):
+            self._latency_systems(state, snap, crossed, modes)
             return
         if mode not in UNIFIED_PRIMARY_MODES:
             return  # legacy is primary: nothing to roll back; the alert notifies
@@ -123,9 +196,50 @@ class Responder:
 
         self._run(state.name, action, reason, act)
 
-    def _repair(self, mode: DualWriteMode | None, reason: str) -> Any:
-        """Repair with the side the current mode reads as the winner (it is authoritative)."""
-        strategy = "unified_wins" if mode is not None and mode.reads_unified else "legacy_wins"
+    def _latency_systems(
+        self,
+        state: AlertState,
+        snap: Snapshot,
+        crossed: list[LegacySystemType],
+        modes: dict[LegacySystemType, DualWriteMode],
+    ) -> None:
+        """Some systems' own p95 crossed: those in unified primary and more than 20%
+        slower than the baseline go back to legacy primary, the others keep their mode.
+        A system in UNIFIED_ONLY is left to `phase rollback` (its changes are replayed
+        first), and the alert notifies."""
+        baseline = baseline_p95_ms(self.engine)
+        slow: list[LegacySystemType] = []
+        for system in crossed:
+            perf = ((snap.systems or {}).get(system.value) or {}).get("performance") or {}
+            p95 = perf.get("p95_ms")
+            if modes.get(system) is not DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
+                continue
+            if p95 is None or baseline is None or float(p95) <= baseline * LATENCY_REGRESSION:
+                continue
+            slow.append(system)
+        if not slow:
+            log.warning(
+                "p95 over the threshold on %s; none in unified primary and > %d%% above the "
+                "baseline %s ms: no automated rollback",
+                ", ".join(s.value for s in crossed),
+                round((LATENCY_REGRESSION - 1) * 100),
+                baseline,
+            )
+            return
+        reason = f"{state.message}; legacy-primary baseline {baseline} ms"
+        self._run(
+            state.name,
+            "rollback_systems_to_legacy_primary",
+            reason,
+            lambda why: self._switch(slow, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, why),
+        )
+
+    def _repair(self, mode: DualWriteMode | None, reason: str, snap: Snapshot) -> Any:
+        """Repair with the side the current mode reads as the winner (it is authoritative);
+        with modes that differ, the side every system reads."""
+        reads = {m.reads_unified for m in self._modes(snap).values()}
+        unified = mode.reads_unified if mode is not None else reads == {True}
+        strategy = "unified_wins" if unified else "legacy_wins"
         return run_repair(self.engine, self.settings, strategy=strategy, actor=ACTOR, reason=reason)
 
     def _detailed_logging(self, snap: Snapshot) -> None:
@@ -146,7 +260,13 @@ class Responder:
             log.error("automated response %s for %s failed: %s", action, name, exc)
             outcome = f"{action}: failed: {type(exc).__name__}: {exc}"
             result = None
-        detail = result.as_dict() if hasattr(result, "as_dict") else None
+        detail = (
+            result.as_dict()
+            if hasattr(result, "as_dict")
+            else result
+            if isinstance(result, dict)
+            else None
+        )
         with self.ops.write_transaction() as conn:
             set_response(conn, name, outcome)
             write_value(

@@ -50,9 +50,10 @@ ACTIONS: dict[str, str] = {
         "Restore the database; adapters fail their writes cleanly (no partial dual write)."
     ),
     "consistency_critical": (
-        "Confirm `unistatus mode get` is LEGACY_ONLY and health is healthy. Collect "
-        "`unistatus diagnose`. Read the check examples (`unistatus check --examples "
-        "50`); find the cause before returning with `phase advance`."
+        "Confirm `unistatus mode get` shows the systems the alert names in LEGACY_ONLY "
+        "and health is healthy. Collect `unistatus diagnose`. Read the check examples "
+        "(`unistatus check --examples 50`); find the cause before returning with `phase "
+        "advance --system S`."
     ),
     "consistency_warning": (
         "Look at the inconsistency kinds in `unistatus check --json`. "
@@ -160,6 +161,56 @@ def _threshold_rule(
     return Observation(name, level, firing, value, threshold, message)
 
 
+def _per_system(
+    obs: Observation, values: dict[str, float | None], *, below: bool, unit: str
+) -> Observation:
+    """``obs`` (every system together) judged per system too: it fires if the figures
+    of every system together or of any one system cross; ``details["systems"]`` names
+    the systems whose own figures crossed (what the automated responses act on), the
+    value is the worst of them."""
+    threshold = obs.threshold
+    if threshold is None or obs.firing is None:
+        return obs
+    crossed = {
+        system: v
+        for system, v in values.items()
+        if v is not None and (v < threshold if below else v > threshold)
+    }
+    if not crossed:
+        return obs
+    shown = _pct if unit == "%" else (lambda v: f"{v:.1f} ms")
+    worst = min(crossed.values()) if below else max(crossed.values())
+    if obs.value is not None and (obs.value < worst if below else obs.value > worst):
+        worst = obs.value
+    listed = ", ".join(f"{system} {shown(v)}" for system, v in sorted(crossed.items()))
+    message = f"{obs.message}; crossed by {listed}" if obs.firing else f"{listed} crossed"
+    if not obs.firing:
+        message = f"{message} (threshold {'<' if below else '>'} {shown(threshold)})"
+    return Observation(
+        obs.name,
+        obs.level,
+        True,
+        worst,
+        threshold,
+        message,
+        details={**obs.details, "systems": crossed},
+    )
+
+
+def _system_values(snap: Snapshot, key: str) -> dict[str, float | None]:
+    """Each system's ``key`` (``alert_consistency_rate``, or a figure of its operations
+    over the window: ``performance.<name>``, None while it ran none)."""
+    out: dict[str, float | None] = {}
+    for system, info in (snap.systems or {}).items():
+        if key.startswith("performance."):
+            perf = info.get("performance") or {}
+            value = perf.get(key.partition(".")[2]) if perf.get("count") else None
+        else:
+            value = info.get(key)
+        out[system] = float(value) if value is not None else None
+    return out
+
+
 def _pct(v: float | None) -> str:
     return "unknown" if v is None else f"{v * 100:.3f}%"
 
@@ -190,43 +241,45 @@ def observe(
     what = "consistency"
     if not_backfilled:
         what += f" ({not_backfilled} rows awaiting backfill not counted)"
+    by_system = {
+        "consistency": _system_values(snap, "alert_consistency_rate"),
+        "error_rate": _system_values(snap, "performance.error_rate"),
+        "latency_p95": _system_values(snap, "performance.p95_ms"),
+    }
     for level, suffix in ((Level.CRITICAL, "critical"), (Level.WARNING, "warning")):
-        out.append(
-            _threshold_rule(
-                f"consistency_{suffix}",
-                level,
-                consistency,
-                known=check_known,
-                below=True,
-                what=what,
-                unit="%",
-                empty="no check report yet",
-            )
+        rule = _threshold_rule(
+            f"consistency_{suffix}",
+            level,
+            consistency,
+            known=check_known,
+            below=True,
+            what=what,
+            unit="%",
+            empty="no check report yet",
         )
-        out.append(
-            _threshold_rule(
-                f"error_rate_{suffix}",
-                level,
-                error_rate,
-                known=stats_known,
-                below=False,
-                what=f"error rate over {count} operations",
-                unit="%",
-                empty=idle,
-            )
+        out.append(_per_system(rule, by_system["consistency"], below=True, unit="%"))
+        rule = _threshold_rule(
+            f"error_rate_{suffix}",
+            level,
+            error_rate,
+            known=stats_known,
+            below=False,
+            what=f"error rate over {count} operations",
+            unit="%",
+            empty=idle,
         )
-        out.append(
-            _threshold_rule(
-                f"latency_p95_{suffix}",
-                level,
-                p95,
-                known=stats_known,
-                below=False,
-                what="p95 latency",
-                unit="ms",
-                empty=idle,
-            )
+        out.append(_per_system(rule, by_system["error_rate"], below=False, unit="%"))
+        rule = _threshold_rule(
+            f"latency_p95_{suffix}",
+            level,
+            p95,
+            known=stats_known,
+            below=False,
+            what="p95 latency",
+            unit="ms",
+            empty=idle,
         )
+        out.append(_per_system(rule, by_system["latency_p95"], below=False, unit="ms"))
     out.append(_stalled(snap, now, stall_seconds))
     out.append(_quarantine(snap))
     out.append(_bypass_unified_only(snap, now))
@@ -292,12 +345,19 @@ def _bypass_unified_only(snap: Snapshot, now: datetime) -> Observation:
     if not snap.bypass.enabled:
         return Observation(name, Level.WARNING, False, 0.0, 0.0, "capture not enabled")
     since = now - timedelta(seconds=snap.window_seconds)
+    # A frozen system: its own mode is UNIFIED_ONLY (every system's, as before, without
+    # per-system figures); the writer's mark says under which mode it wrote.
+    frozen_systems = {
+        system for system, info in (snap.systems or {}).items() if info.get("mode") == frozen
+    }
     recent = [
         w
         for w in snap.bypass.writers
         if w.last_mode == frozen and w.last_seen_at is not None and w.last_seen_at >= since
     ]
-    if snap.mode != frozen or not recent:
+    if snap.mode != frozen and not frozen_systems:
+        recent = []
+    if not recent:
         return Observation(
             name, Level.WARNING, False, 0.0, 0.0, "no bypass write to frozen legacy tables"
         )
@@ -316,7 +376,27 @@ def _bypass_unified_only(snap: Snapshot, now: datetime) -> Observation:
 
 def _info_events(snap: Snapshot) -> list[Observation]:
     out: list[Observation] = []
-    if snap.phase is not None:
+    phases = {s: i.get("phase") for s, i in (snap.systems or {}).items()}
+    if snap.systems and len(set(phases.values())) > 1:
+        # Systems in different phases: a transition of any one system is an event.
+        each = ", ".join(
+            f"{system} phase {info.get('phase')} ({info.get('mode')})"
+            for system, info in sorted(snap.systems.items())
+        )
+        marker = ",".join(f"{s}={p}" for s, p in sorted(phases.items()))
+        out.append(
+            Observation(
+                "phase_transition",
+                Level.INFO,
+                None,
+                float(snap.phase) if snap.phase is not None else None,
+                None,
+                f"phase transition completed: now {each}",
+                marker=marker,
+                details={"systems": phases},
+            )
+        )
+    elif snap.phase is not None:
         out.append(
             Observation(
                 "phase_transition",

@@ -26,12 +26,12 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.catalog import all_tables
-from unistatus.db.control import get_modes, history, mode_summary
+from unistatus.db.control import MIXED, history
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.db.tables_check import check_reports as R
-from unistatus.migration.phases import phase_status, read_phase
+from unistatus.migration.phases import phase_status, phase_statuses, read_system_states
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import list_conflicts, open_conflict_count
 from unistatus.observe.alert_state import load_states
@@ -102,15 +102,35 @@ def _versions(engine: sa.Engine) -> dict[str, Any]:
 
 
 def _control(engine: sa.Engine) -> dict[str, Any]:
-    with engine.connect() as conn:
-        phase = read_phase(conn)
+    states = read_system_states(engine)
+    modes = {mode for mode, _ in states.values()}
+    phases = {phase for _, phase in states.values()}
     return {
-        "mode": mode_summary(get_modes(engine)),
-        "phase": phase,
+        # Every system's mode and phase while they agree, "mixed" while they differ.
+        "mode": modes.pop().value if len(modes) == 1 else MIXED,
+        "phase": phases.pop() if len(phases) == 1 else MIXED,
+        "systems": {
+            system.value: {"mode": mode.value, "phase": phase}
+            for system, (mode, phase) in states.items()
+        },
         "history": {
             key: [c.as_dict() for c in history(engine, key, limit=50)] for key in CONTROL_KEYS
         },
     }
+
+
+def _gates(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
+    """The next phase's gates of every system together while they are in one phase
+    ("phase": "mixed" otherwise), and each system's on its own data (``systems``)."""
+    each = phase_statuses(engine, settings)
+    phases = {st.phase for st in each.values()}
+    out: dict[str, Any] = (
+        phase_status(engine, settings).as_dict()
+        if len(phases) == 1
+        else {"phase": MIXED, "gates": []}
+    )
+    out["systems"] = {system.value: st.as_dict() for system, st in each.items()}
+    return out
 
 
 def _checks(engine: sa.Engine) -> list[dict[str, Any]]:
@@ -208,7 +228,7 @@ def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]
         "versions": _section("versions", lambda: _versions(engine)),
         "config": _section("config", lambda: redact_settings(settings)),
         "control": _section("control", lambda: _control(engine)),
-        "gates": _section("gates", lambda: phase_status(engine, settings).as_dict()),
+        "gates": _section("gates", lambda: _gates(engine, settings)),
         "check_reports": _section("check_reports", lambda: _checks(engine)),
         "alerts": _section("alerts", lambda: _alerts(engine)),
         "repair_queue": _section("repair_queue", lambda: _repair_queue(engine)),

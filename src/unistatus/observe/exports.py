@@ -167,7 +167,7 @@ def prometheus_rules() -> dict[str, Any]:
         _rule(
             "bypass_writes_unified_only",
             "sum by (system, writer) (increase(unistatus_bypass_writes_total[5m])) > 0 "
-            'and on() unistatus_mode{mode="UNIFIED_ONLY"} == 1',
+            'and on(system) unistatus_mode{mode="UNIFIED_ONLY"} == 1',
             "warning",
             "A writer bypasses unistatus and writes the frozen legacy tables",
             "{{ $labels.writer }} wrote {{ $labels.system }} in UNIFIED_ONLY (mirrored into "
@@ -251,8 +251,8 @@ def grafana_dashboard() -> dict[str, Any]:
     """The migration dashboard as a Grafana dashboard (JSON model)."""
     t = THRESHOLDS
     panels = [
-        _panel(1, "Phase", "stat", [("unistatus_phase", "phase")], 0, 0, 4, 4),
-        _panel(2, "Mode", "stat", [("unistatus_mode == 1", "{{mode}}")], 4, 0, 8, 4),
+        _panel(1, "Phase", "stat", [("unistatus_phase", "{{system}}")], 0, 0, 4, 4),
+        _panel(2, "Mode", "stat", [("unistatus_mode == 1", "{{system}} {{mode}}")], 4, 0, 8, 4),
         _panel(
             3,
             "Database",

@@ -24,7 +24,7 @@ from unistatus.db.tables import control_log
 from unistatus.db.tables_check import check_reports
 from unistatus.db.tables_ops import BUCKET_COLUMNS, operation_stats
 from unistatus.errors import InputError, StorageError
-from unistatus.migration.phases import PHASE_KEY
+from unistatus.migration.phases import PHASE_KEY, phase_keys
 from unistatus.observe.stats import percentile
 
 __all__ = ["HISTORY_POINTS", "HISTORY_SECONDS", "History", "read_history"]
@@ -87,7 +87,7 @@ def read_history(
             events = conn.execute(
                 sa.select(control_log.c.created_at, control_log.c.key, control_log.c.new_value)
                 .where(
-                    control_log.c.key.in_((*mode_keys(), PHASE_KEY)),
+                    control_log.c.key.in_((*mode_keys(), *phase_keys())),
                     control_log.c.created_at > since,
                     control_log.c.created_at <= until,
                 )
@@ -107,21 +107,22 @@ def read_history(
 
 
 def _events(rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """One event per change; a switch of several systems at once (adjacent mode rows,
-    one value) is one ``mode`` event naming them (``systems``; empty: the global key)."""
+    """One event per change; a change of several systems at once (adjacent mode rows,
+    or phase rows, of one value) is one ``mode`` (``phase``) event naming them
+    (``systems``; empty: the global key)."""
     out: list[dict[str, Any]] = []
     for at, key, value in rows:
         family, _, system = str(key).partition(".")
-        if family != MODE_KEY:
+        if family not in (MODE_KEY, PHASE_KEY):
             out.append({"t": _iso(at), "key": key, "value": value})
             continue
         last = out[-1] if out else None
-        if last and last["key"] == MODE_KEY and last["value"] == value and system:
+        if last and last["key"] == family and last["value"] == value and system:
             if system not in last["systems"]:
                 last["systems"].append(system)
                 continue
         out.append(
-            {"t": _iso(at), "key": MODE_KEY, "value": value, "systems": [system] if system else []}
+            {"t": _iso(at), "key": family, "value": value, "systems": [system] if system else []}
         )
     return out
 

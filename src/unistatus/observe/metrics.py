@@ -32,10 +32,10 @@ from unistatus.config import Settings
 from unistatus.db.control import get_modes, mode_summary
 from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
 from unistatus.domain.mapping import LegacyStatusMapper
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import UnistatusError
-from unistatus.migration.check import latest_report
-from unistatus.migration.phases import phase_status
+from unistatus.migration.check import latest_report, latest_report_for
+from unistatus.migration.phases import PhaseStatus, common_phase, phase_status, phase_statuses
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
@@ -52,6 +52,7 @@ __all__ = [
     "collect_snapshot",
     "database_reachable",
     "judged_consistency",
+    "system_consistency",
 ]
 
 log = logging.getLogger("unistatus.observe.metrics")
@@ -70,8 +71,13 @@ class Snapshot:
     window_seconds: float
     database_up: bool
     database_error: str | None = None
+    # Every system's mode while they agree, "mixed" while they differ (see systems).
     mode: str | None = None
+    # Every system's phase while they agree, else the lowest (see systems).
     phase: int | None = None
+    # Per legacy system: mode, phase, the next phase's gates on its data, its
+    # consistency (latest check covering it) and its operations over the window.
+    systems: dict[str, dict[str, Any]] | None = None
     gates: list[dict[str, Any]] | None = None
     performance: dict[str, Any] | None = None
     last_check: dict[str, Any] | None = None
@@ -125,6 +131,7 @@ class Snapshot:
             "phase_name": PHASE_NAMES.get(self.phase, "Not started")
             if self.phase is not None
             else None,
+            "systems": self.systems,
             "gates": self.gates,
             "performance": self.performance,
             "data_quality": {
@@ -198,6 +205,25 @@ def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
     return (consistent / total if total else 1.0), excluded
 
 
+def system_consistency(
+    report: dict[str, Any] | None,
+    system: str,
+    progress: dict[str, dict[str, Any]] | None,
+) -> tuple[float | None, float | None]:
+    """``system``'s consistency in a check report (``as_dict``), and the rate the alerts
+    judge (its ``missing_unified`` rows left out while its backfill is not complete, as
+    :func:`judged_consistency` does); (None, None) if the report did not cover it."""
+    info = ((report or {}).get("per_system") or {}).get(system)
+    if not info:
+        return None, None
+    total, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
+    rate = good / total if total else 1.0
+    if progress is None or (progress.get(system) or {}).get("complete"):
+        return rate, rate
+    judged_total = total - int((info.get("inconsistencies") or {}).get("missing_unified") or 0)
+    return rate, (good / judged_total if judged_total else 1.0)
+
+
 def database_reachable(engine: sa.Engine) -> str | None:
     """None when the database answers, else the reason it does not."""
     try:
@@ -229,9 +255,8 @@ def collect_snapshot(
     def mode() -> str:
         return mode_summary(get_modes(engine))
 
-    def phase() -> dict[str, Any]:
-        data: dict[str, Any] = phase_status(engine, settings).as_dict()
-        return data
+    def phases() -> dict[LegacySystemType, PhaseStatus]:
+        return phase_statuses(engine, settings)
 
     def performance() -> dict[str, Any]:
         data: dict[str, Any] = window(engine, window_seconds).as_dict()
@@ -245,10 +270,17 @@ def collect_snapshot(
         return {system: dict(info) for system, info in backfill_progress(engine, settings).items()}
 
     snap.mode = _read(src, "mode", mode)
-    phase_data = _read(src, "phase", phase)
-    if phase_data is not None:
-        snap.phase = int(phase_data["phase"]) if phase_data.get("phase") is not None else None
-        snap.gates = list(phase_data.get("gates") or [])
+    each = _read(src, "phase", phases)
+    if each is not None:
+        agreed = common_phase({s: st.phase for s, st in each.items()})
+        lowest = min(each.values(), key=lambda st: st.phase)
+        together = (
+            _read(src, "phase", lambda: phase_status(engine, settings))
+            if agreed is not None
+            else lowest
+        )
+        snap.phase = lowest.phase
+        snap.gates = [g.as_dict() for g in (together or lowest).gates]
     snap.performance = _read(src, "stats", performance)
     snap.last_check = _read(src, "check", last_check)
     snap.progress = _read(src, "backfill", progress)
@@ -256,6 +288,12 @@ def collect_snapshot(
         src, "backfill_workers", lambda: read_workers(engine, include_finished=True)
     )
     snap.verification = _read(src, "verification", lambda: verification_status(engine))
+    if each is not None:
+        snap.systems = _read(
+            src,
+            "systems",
+            lambda: _systems(engine, each, snap.progress, window_seconds),
+        )
     snap.repair_open = _read(src, "repair_queue", lambda: int(open_repair_count(engine)))
     snap.quarantine = _read(src, "quarantine", lambda: int(quarantine_count(engine)))
     snap.replay_conflicts = _read(src, "replay_conflicts", lambda: int(open_conflict_count(engine)))
@@ -264,6 +302,35 @@ def collect_snapshot(
         snap.retirement = _read(src, "retirement", lambda: read_retirement(engine, settings))
         snap.replay_pending = _read(src, "replay_pending", lambda: int(pending_count(engine)))
     return snap
+
+
+def _systems(
+    engine: sa.Engine,
+    statuses: dict[LegacySystemType, PhaseStatus],
+    progress: dict[str, dict[str, Any]] | None,
+    window_seconds: float,
+) -> dict[str, dict[str, Any]]:
+    """Each system's own figures (mode, phase, gates, consistency, operations)."""
+    out: dict[str, dict[str, Any]] = {}
+    for system, st in statuses.items():
+        report = latest_report_for(engine, system, full=False)
+        shown = report.as_dict() if report is not None else None
+        rate, judged = system_consistency(shown, system.value, progress)
+        perf = window(engine, window_seconds, system=system)
+        out[system.value] = {
+            "mode": st.mode.value,
+            "phase": st.phase,
+            "phase_name": PHASE_NAMES.get(st.phase, "Not started"),
+            "expected_mode": st.expected_mode.value,
+            "next_phase": st.next_phase,
+            "ready": st.ready,
+            "gates": [g.as_dict() for g in st.gates],
+            "consistency_rate": rate,
+            "alert_consistency_rate": judged,
+            "check_id": report.id if report is not None else None,
+            "performance": perf.as_dict(),
+        }
+    return out
 
 
 # --- Prometheus ---------------------------------------------------------------------
@@ -304,31 +371,47 @@ class SnapshotCollector:
         for name, state in snap.sources.items():
             sources.add_metric([name], 1 if state == "ok" else 0)
         yield sources
-        if snap.mode is not None:
+        if snap.systems is not None:
             mode = GaugeMetricFamily(
-                "unistatus_mode", "1 for the current dual-write mode", labels=["mode"]
+                "unistatus_mode",
+                "1 for each legacy system's current dual-write mode",
+                labels=["mode", "system"],
             )
-            for m in DualWriteMode:
-                mode.add_metric([m.value], 1 if m.value == snap.mode else 0)
+            phase = GaugeMetricFamily(
+                "unistatus_phase", "Each legacy system's migration phase", labels=["system"]
+            )
+            for system, info in snap.systems.items():
+                for m in DualWriteMode:
+                    mode.add_metric([m.value, system], 1 if m.value == info["mode"] else 0)
+                phase.add_metric([system], info["phase"])
             yield mode
-        if snap.phase is not None:
-            yield GaugeMetricFamily("unistatus_phase", "Current migration phase", value=snap.phase)
+            yield phase
         yield from self._stats_families(
             HistogramMetricFamily, CounterMetricFamily, GaugeMetricFamily, snap
         )
-        if snap.consistency_rate is not None:
-            yield GaugeMetricFamily(
+        rates = {
+            system: info
+            for system, info in (snap.systems or {}).items()
+            if info.get("consistency_rate") is not None
+        }
+        if rates:
+            rate = GaugeMetricFamily(
                 "unistatus_consistency_rate",
-                "Consistency rate of the latest check report (0..1)",
-                value=snap.consistency_rate,
+                "Each legacy system's consistency in the latest check report covering it (0..1)",
+                labels=["system"],
             )
-            judged, _ = judged_consistency(snap)
-            if judged is not None:
-                yield GaugeMetricFamily(
-                    "unistatus_consistency_alert_rate",
-                    "Consistency rate the alerts judge (rows awaiting backfill not counted)",
-                    value=judged,
-                )
+            judged = GaugeMetricFamily(
+                "unistatus_consistency_alert_rate",
+                "Each legacy system's consistency the alerts judge (rows awaiting its "
+                "backfill not counted)",
+                labels=["system"],
+            )
+            for system, info in rates.items():
+                rate.add_metric([system], info["consistency_rate"])
+                judged.add_metric([system], info["alert_consistency_rate"])
+            yield rate
+            yield judged
+        if snap.consistency_rate is not None:
             created = (snap.last_check or {}).get("created_at")
             if created:
                 ts = datetime.fromisoformat(str(created)).timestamp()

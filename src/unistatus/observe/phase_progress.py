@@ -39,7 +39,7 @@ RETIREMENT_STEPS = {
 def read_retirement(engine: sa.Engine, settings: Settings) -> dict[str, bool]:
     """Which of phase 4's steps are done (keys of :data:`RETIREMENT_STEPS`)."""
     return {
-        "unified_only": set(get_modes(engine).values()) == {DualWriteMode.UNIFIED_ONLY},
+        "unified_only": all(m is DualWriteMode.UNIFIED_ONLY for m in get_modes(engine).values()),
         "archive_verified": recorded_archive(engine) is not None,
         "columns_retired": legacy_columns_dropped(engine, settings),
     }

@@ -23,7 +23,13 @@ import sqlalchemy as sa
 
 from unistatus.adapter.stats import LATENCY_BUCKETS_MS, OperationStats, bucket_index, prune
 from unistatus.clock import utcnow
-from unistatus.db.tables_ops import BUCKET_COLUMNS, operation_stats, stores_rolled_back
+from unistatus.db.tables_ops import (
+    BUCKET_COLUMNS,
+    operation_stats,
+    stores_rolled_back,
+    stores_system,
+)
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 
 __all__ = [
@@ -57,6 +63,7 @@ class WindowStats:
     operation: str | None = None
     mode: str | None = None
     rolled_back: int = 0  # rolled back by their caller: not in count, nor anywhere else
+    system: str | None = None  # one legacy system's operations (None: every system's)
 
     @property
     def error_rate(self) -> float:
@@ -104,6 +111,7 @@ class WindowStats:
             "window_seconds": self.seconds,
             "operation": self.operation,
             "mode": self.mode,
+            "system": self.system,
             "count": self.count,
             "errors": self.errors,
             "error_rate": self.error_rate,
@@ -146,6 +154,7 @@ def window(
     *,
     operation: str | None = None,
     mode: str | None = None,
+    system: LegacySystemType | str | None = None,
     now: datetime | None = None,
     until: datetime | None = None,
 ) -> WindowStats:
@@ -154,6 +163,8 @@ def window(
     ``until``: leave out the intervals that ended after it (a window in the past, e.g.
     before the backfill started); without it, every row after ``now - seconds``
     counts, also one stamped a little ahead by another host's clock.
+    ``system``: only that legacy system's operations (its gates and alerts read them);
+    on a schema older than revision 0016 none are known (the window is empty).
     """
     if seconds <= 0:
         raise InputError(f"the window must be positive, got {seconds} s")
@@ -177,6 +188,9 @@ def window(
         q = q.where(S.c.operation == operation)
     if mode:
         q = q.where(S.c.mode == str(mode))
+    chosen = LegacySystemType.parse(system).value if system is not None else None
+    if chosen is not None:
+        q = q.where(S.c.system == chosen if stores_system(engine) else sa.false())
     try:
         with engine.connect() as conn:
             row = conn.execute(q).one()
@@ -194,4 +208,5 @@ def window(
         buckets=tuple(int(v) for v in row[7:]),
         operation=operation,
         mode=str(mode) if mode else None,
+        system=chosen,
     )

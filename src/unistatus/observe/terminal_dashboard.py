@@ -231,6 +231,14 @@ def _where(snap: Snapshot) -> Text:
     phase = "unknown" if snap.phase is None else f"{snap.phase}: {snap.as_dict()['phase_name']}"
     line = Text(f"mode {snap.mode or 'unknown'}", style="bold cyan")
     line.append(f"   phase {phase}", style="bold magenta")
+    # Each system's own mode and phase (they move one at a time).
+    for system, info in (snap.systems or {}).items():
+        line.append(f"\n  {system.lower():<9}", style="bold")
+        line.append(f"phase {info.get('phase')} ", style="magenta")
+        line.append(str(info.get("mode")), style="cyan")
+        rate = info.get("consistency_rate")
+        if rate is not None:
+            line.append(f"  consistency {rate * 100:.2f}%")
     return line
 
 

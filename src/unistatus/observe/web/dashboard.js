@@ -51,8 +51,34 @@ function renderReplayPending(s) {
   text("replay-pending", pending == null ? "unknown" : `${pending} change${pending === 1 ? "" : "s"}`);
 }
 
+// Each legacy system's own phase, mode, consistency and operations (one row each).
+function renderSystems(systems) {
+  const rows = Object.entries(systems ?? {}).map(([name, info]) => {
+    const row = document.createElement("tr");
+    row.dataset.system = name;
+    const perf = info.performance ?? {};
+    const cells = [
+      name.toLowerCase(),
+      `${info.phase}: ${info.phase_name}`,
+      info.mode,
+      pct(info.consistency_rate, 2),
+      perf.p95_ms == null ? "no operations" : `${perf.p95_ms.toFixed(1)} ms`,
+      perf.count ? pct(perf.error_rate, 2) : "no operations",
+    ];
+    for (const value of cells) {
+      const cell = document.createElement("td");
+      cell.textContent = value;
+      row.appendChild(cell);
+    }
+    row.children[3].className = level(info.consistency_rate, 0.999, 0.99, false);
+    return row;
+  });
+  $("system-states").querySelector("tbody").replaceChildren(...rows);
+}
+
 function render(s) {
   text("health", s.health, `badge ${s.health}`);
+  renderSystems(s.systems);
   text("mode", `mode ${s.mode ?? "unknown"}`);
   text("phase", s.phase === null ? "phase unknown" : `phase ${s.phase}: ${s.phase_name}`);
   text("window", `(last ${Math.round(s.window_seconds / 60)} min)`);
