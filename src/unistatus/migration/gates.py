@@ -169,16 +169,16 @@ def gate_check(
             f"check #{report.id} started before the last mode, phase or rollback change "
             f"({after.isoformat()}): {run} again",
         )
-    for system, at in changed.items():
+    for one, at in changed.items():
         # A resumed run may have checked a system before its mode changed.
-        info = report.per_system.get(system.value) or {}
+        info = report.per_system.get(one.value) or {}
         began = info.get("started_at")
         checked = datetime.fromisoformat(began) if began else report.started_at
         if at is not None and checked < at:
             return unavailable(
                 name,
                 "100%",
-                f"check #{report.id} checked {system.value} before its last mode change or "
+                f"check #{report.id} checked {one.value} before its last mode change or "
                 f"rollback ({at.isoformat()}): {run} again",
             )
     systems = {str(s) for s in report.systems}
