@@ -160,7 +160,11 @@ def test_web_dashboard_lists_the_writers(sqlite_db: Database, browser: Any) -> N
 
 
 def _states(db: Database) -> dict[str, Any]:
-    return {s.name: s for s in alerts.evaluate(db.engine, db.settings, notifier=Notifier())}
+    # Without continuous verification: it would count the unmappable row as an
+    # inconsistency, and the automated response would take cashouts back to LEGACY_ONLY,
+    # where the correction below is not captured (tested in tests/observe/test_alerts.py).
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+    return {s.name: s for s in monitor.evaluate()}
 
 
 @IN_EVERY_LAYOUT

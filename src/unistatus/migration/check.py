@@ -550,8 +550,10 @@ def latest_report(
     scope: str | None = None,
     complete: bool = False,
     covering_since: datetime | None = None,
+    not_scope: str | None = None,
 ) -> CheckReport | None:
-    """The most recent stored report (of ``scope``, e.g. :data:`FULL_SCOPE`), or None.
+    """The most recent stored report (of ``scope``, e.g. :data:`FULL_SCOPE`; not of
+    ``not_scope``), or None.
 
     ``scope=None`` returns the most recent report whatever its scope; a phase gate that
     needs "everything is consistent" should ask for ``scope="all"`` and ``complete=True``
@@ -563,6 +565,8 @@ def latest_report(
     q = sa.select(R).order_by(R.c.created_at.desc(), R.c.id.desc())
     if scope is not None:
         q = q.where(R.c.scope == scope)
+    if not_scope is not None:
+        q = q.where(R.c.scope != not_scope)
     if complete:
         q = q.where(R.c.complete.is_(True))
     if covering_since is not None:
@@ -577,7 +581,7 @@ COVERING_LOOKBACK = 200
 
 
 def latest_report_for(
-    engine: sa.Engine, system: LegacySystemType, *, full: bool
+    engine: sa.Engine, system: LegacySystemType, *, full: bool, not_scope: str | None = None
 ) -> CheckReport | None:
     """The most recent stored report that covered ``system`` (``full``: all its rows,
     no ``--since``), or None; a full check of every system covers each."""
@@ -589,6 +593,8 @@ def latest_report_for(
     )
     if full:
         q = q.where(check_reports.c.since.is_(None))
+    if not_scope is not None:
+        q = q.where(check_reports.c.scope != not_scope)
     with engine.connect() as conn:
         for row in conn.execute(q).mappings():
             report = _from_row(row)

@@ -39,6 +39,8 @@ from unistatus.migration.check import (
     KINDS,
     CheckReport,
     RangeScan,
+    latest_report,
+    latest_report_for,
     pending_replay_exists,
     store_report,
 )
@@ -48,6 +50,7 @@ __all__ = [
     "CONTINUOUS_SCOPE",
     "DEFAULT_ROWS_PER_ROUND",
     "SLACK",
+    "judged_report",
     "verification_status",
     "verify_changes",
 ]
@@ -197,3 +200,31 @@ def verification_status(engine: sa.Engine, *, now: datetime | None = None) -> di
         "lag_seconds": round((now - oldest).total_seconds(), 1) if oldest else None,
         "systems": systems,
     }
+
+
+def _inconsistent(report: CheckReport, system: LegacySystemType | None) -> bool:
+    if system is None:
+        return report.consistent < report.total
+    figures = report.per_system.get(system.value) or {}
+    return int(figures.get("consistent") or 0) < int(figures.get("total") or 0)
+
+
+def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> CheckReport | None:
+    """The report the alerts and dashboards judge consistency by (of ``system``, or of all).
+
+    The latest one, so a round of continuous verification raises a new mismatch within
+    minutes. But a round that found every changed row consistent read only those rows:
+    it cannot clear what the last check found in rows it did not read again, so while
+    that check (of every key range) holds inconsistencies, it is the one judged.
+    """
+    if system is None:
+        latest = latest_report(engine)
+    else:
+        latest = latest_report_for(engine, system, full=False)
+    if latest is None or latest.scope != CONTINUOUS_SCOPE or _inconsistent(latest, system):
+        return latest
+    if system is None:
+        before = latest_report(engine, complete=True, not_scope=CONTINUOUS_SCOPE)
+    else:
+        before = latest_report_for(engine, system, full=False, not_scope=CONTINUOUS_SCOPE)
+    return before if before is not None and _inconsistent(before, system) else latest

@@ -34,12 +34,11 @@ from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operatio
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import UnistatusError
-from unistatus.migration.check import latest_report, latest_report_for
 from unistatus.migration.phases import PhaseStatus, common_phase, phase_status, phase_statuses
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
-from unistatus.migration.verify import verification_status
+from unistatus.migration.verify import judged_report, verification_status
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
 from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
 from unistatus.observe.stats import window
@@ -263,7 +262,7 @@ def collect_snapshot(
         return data
 
     def last_check() -> dict[str, Any] | None:
-        report = latest_report(engine)
+        report = judged_report(engine)
         return None if report is None else dict(report.as_dict())
 
     def progress() -> dict[str, dict[str, Any]]:
@@ -313,7 +312,7 @@ def _systems(
     """Each system's own figures (mode, phase, gates, consistency, operations)."""
     out: dict[str, dict[str, Any]] = {}
     for system, st in statuses.items():
-        report = latest_report_for(engine, system, full=False)
+        report = judged_report(engine, system)
         shown = report.as_dict() if report is not None else None
         rate, judged = system_consistency(shown, system.value, progress)
         perf = window(engine, window_seconds, system=system)
