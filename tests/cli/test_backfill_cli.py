@@ -87,6 +87,14 @@ def test_json_shapes_of_every_subcommand(db: Any) -> None:
     resumed = as_json(cli(db.url, "backfill", "resume", "--json"))
     assert resumed["paused"] is False
 
+    # One system's backfill on its own: the others go on; resuming all resumes it too.
+    cli(db.url, "backfill", "pause", "--system", "escrow", "--reason", "escrow freeze")
+    systems = as_json(cli(db.url, "backfill", "status", "--json"))["systems"]
+    assert systems["ESCROW"]["paused"] and not systems["CASHOUT"]["paused"]
+    assert cli(db.url, "backfill", "pause", "--system", "bogus", "--reason", "x").exit_code == 2
+    cli(db.url, "backfill", "resume", "--json")
+    assert not as_json(cli(db.url, "backfill", "status", "--json"))["systems"]["ESCROW"]["paused"]
+
     rest = as_json(cli(db.url, "backfill", "--json"))
     # cashout was complete: a new job re-reads it and finds every row already present.
     assert rest["inserted"] == 400 and rest["already_present"] == 200 and rest["complete"]

@@ -9,8 +9,10 @@ import typer
 
 from unistatus.cli.context import (
     REASON_HELP,
+    SYSTEM_HELP,
     console,
     err_console,
+    parse_system,
     print_json,
     require_reason,
     state,
@@ -360,6 +362,7 @@ def pause(
     ctx: typer.Context,
     reason: str = typer.Option(..., "--reason", help="Why (recorded in the control log)."),
     actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),
+    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
     json_out: JsonOption = False,
 ) -> None:
     """Hold running backfill workers before their next batch (they wait).
@@ -367,15 +370,18 @@ def pause(
     Examples:
 
       unistatus backfill pause --reason "peak hours"
+      unistatus backfill pause --system escrow --reason "escrow team's freeze"
       unistatus backfill pause --reason "DB maintenance" --actor alice --json
     """
     from unistatus.backfill import pause as do_pause
 
-    result = do_pause(state(ctx).engine, actor=actor, reason=reason)
+    chosen = parse_system(system)
+    result = do_pause(state(ctx).engine, actor=actor, reason=reason, system=chosen)
     if json_out:
         print_json(result)
     else:
-        console.print("backfill paused: workers hold before their next batch")
+        which = f"{chosen.value}'s " if chosen is not None else ""
+        console.print(f"backfill paused: {which}workers hold before their next batch")
 
 
 @backfill_app.command("resume")
@@ -383,6 +389,9 @@ def resume(
     ctx: typer.Context,
     reason: str = typer.Option("resume", "--reason", help="Why (recorded in the control log)."),
     actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),
+    system: str = typer.Option(
+        None, "--system", help=f"{SYSTEM_HELP} Without it every system resumes."
+    ),
     json_out: JsonOption = False,
 ) -> None:
     """Let paused backfill workers continue.
@@ -390,11 +399,12 @@ def resume(
     Examples:
 
       unistatus backfill resume
+      unistatus backfill resume --system escrow
       unistatus backfill resume --reason "peak over" --actor alice
     """
     from unistatus.backfill import resume as do_resume
 
-    result = do_resume(state(ctx).engine, actor=actor, reason=reason)
+    result = do_resume(state(ctx).engine, actor=actor, reason=reason, system=parse_system(system))
     if json_out:
         print_json(result)
     else:
