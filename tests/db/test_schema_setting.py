@@ -271,12 +271,24 @@ def test_an_existing_default_installation_upgrades_without_moving_anything(
         assert schema.upgrade(engine, settings) == schema.INSTALL_REVISION  # `init` today
         after = where_things_are(engine)
         assert set(after) == {"public"}  # no schema created, nothing moved
-        # Only what revisions 0010 and 0011 add (0011: the capture's tables), in public.
+        # Only what revisions 0010 to 0017 add (the capture's, the backfill workers' and the
+        # check runs' tables), in public.
         added = after["public"] - before["public"]
         assert added and all(
-            n.startswith(("unistatus_capture_", "unistatus_writer_marks", "ix_capture_"))
+            n.startswith(
+                (
+                    "unistatus_capture_",
+                    "unistatus_writer_marks",
+                    "ix_capture_",
+                    "unistatus_backfill_workers",
+                    "unistatus_check_runs",
+                    "ix_backfill_workers",
+                    "ix_check_runs",
+                    "uq_check_runs_",
+                )
+            )
             for n in added
-        ), added
+        ), sorted(added)
         assert relation_names(engine, "public") == OURS | LEGACY
         assert get_mode(engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
         with engine.connect() as conn:

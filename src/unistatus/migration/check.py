@@ -8,7 +8,6 @@ and counted: docs/check.md.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
+from unistatus.db.binding import require_bound
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables_check import check_reports
@@ -50,6 +50,7 @@ from unistatus.migration.check_sql import (
     recheck,
     rule_flags,
 )
+from unistatus.migration.check_times import parse_duration, parse_since
 
 # Inconsistent pairs updated this recently may be a write in flight: they are re-checked.
 # Older ones have been inconsistent for longer than any write takes.
@@ -81,8 +82,6 @@ __all__ = [
 ]
 
 FULL_SCOPE = "all"  # every system, every row: what phase gates should read
-_RELATIVE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
 @dataclass
@@ -145,49 +144,6 @@ class CheckReport:
 
 
 # --- inputs ---------------------------------------------------------------------------
-
-
-def parse_since(value: str | datetime | None, *, now: datetime | None = None) -> datetime | None:
-    """An aware UTC time from an ISO time or a relative age like ``90s``, ``15m``, ``1h``, ``2d``."""
-    if value is None or isinstance(value, datetime):
-        return as_utc(value)
-    text = value.strip()
-    match = _RELATIVE.match(text)
-    if match:
-        amount = float(match.group(1))
-        try:
-            return (now or utcnow()) - timedelta(**{_UNITS[match.group(2).lower()]: amount})
-        except OverflowError:
-            raise InputError(
-                f"--since {value!r} reaches before the year 1: give a shorter age or an ISO time"
-            ) from None
-    try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(
-            f"--since {value!r} is neither an ISO time (2026-01-31T12:00:00Z) nor an age "
-            "like 30s, 15m, 1h, 2d, 1w"
-        ) from None
-    return as_utc(parsed)
-
-
-def parse_duration(value: str | float | None) -> float | None:
-    """Seconds from ``90s``, ``10m``, ``1h`` or a plain number of seconds (None: no bound)."""
-    if value is None or isinstance(value, int | float):
-        return float(value) if value is not None else None
-    text = value.strip()
-    match = _RELATIVE.match(text)
-    try:
-        seconds = (
-            timedelta(**{_UNITS[match.group(2).lower()]: float(match.group(1))}).total_seconds()
-            if match
-            else float(text)
-        )
-    except (ValueError, OverflowError):
-        seconds = -1.0
-    if not seconds > 0:
-        raise InputError(f"--max-duration {value!r}: give a duration like 90s, 10m or 1h")
-    return seconds
 
 
 def parse_systems(
@@ -378,6 +334,7 @@ def run_check(
         raise InputError(f"max_duration must be a positive number of seconds, got {max_duration!r}")
     deadline = time.monotonic() + max_duration if max_duration is not None else None
     started = time.perf_counter()
+    require_bound(engine, settings.schema)  # before the run's first row is written
     try:
         run = _open_run(engine, systems, since, examples, chunk, out, resume, store)
         opts = run.options

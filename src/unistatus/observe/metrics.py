@@ -26,11 +26,9 @@ from prometheus_client.core import (
 
 from unistatus.backfill import progress as backfill_progress
 from unistatus.backfill import quarantine_count, read_workers
-from unistatus.backfill.health import HEALTH_REASONS, LAG, LOCKS, P95, REASONS
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import get_modes, mode_summary
-from unistatus.db.tables_ops import BUCKET_COLUMNS, LATENCY_BUCKETS_MS, operation_stats
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import UnistatusError
@@ -39,9 +37,10 @@ from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
 from unistatus.migration.verify import judged_report, verification_status
+from unistatus.observe.backfill_metrics import backfill_worker_families
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
 from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
-from unistatus.observe.stats import window
+from unistatus.observe.stats import stats_totals, window
 
 __all__ = [
     "DEFAULT_WINDOW_SECONDS",
@@ -436,7 +435,7 @@ class SnapshotCollector:
                 value=int(any(info.get("paused") for info in snap.progress.values())),
             )
         if snap.backfill_workers is not None:
-            yield from _backfill_worker_families(snap.backfill_workers)
+            yield from backfill_worker_families(snap.backfill_workers)
         if snap.repair_open is not None:
             yield GaugeMetricFamily(
                 "unistatus_repair_queue_open",
@@ -539,7 +538,7 @@ class SnapshotCollector:
                 value = snap.perf(key)
                 if value is not None:
                     yield gauge(name, text, value=value / per_unit)
-        totals = _read(snap.sources, "stats_totals", lambda: _stats_totals(self.engine))
+        totals = _read(snap.sources, "stats_totals", lambda: stats_totals(self.engine))
         if totals is None:
             return
         hist = histogram(
@@ -578,123 +577,3 @@ class SnapshotCollector:
         yield errors
         yield rolled_back
         yield mismatches
-
-
-# The health probes' readings in base units: the p95 is kept in ms, Prometheus wants s.
-_PROBE_UNITS = {P95: ("p95_ms", MS_PER_SECOND), LAG: ("replication_lag_seconds", 1.0)}
-_PROBE_LIMITS = {
-    P95: ("p95_limit_ms", MS_PER_SECOND),
-    LAG: ("max_replication_lag_seconds", 1.0),
-    LOCKS: ("max_lock_waits", 1.0),
-}
-
-
-def _backfill_worker_families(workers: list[dict[str, Any]]) -> Iterator[Any]:
-    """The backfill's workers: how many, their batch size, why they hold back.
-
-    Gauges are over the workers alive now (0 without any); the held seconds are a
-    counter over every worker's row. A reading the backend cannot give (SQLite's
-    replication lag, say) is NaN.
-    """
-    alive = [w for w in workers if w["alive"]]
-    yield GaugeMetricFamily(
-        "unistatus_backfill_workers", "Backfill workers alive (every host)", value=len(alive)
-    )
-    throttled = GaugeMetricFamily(
-        "unistatus_backfill_throttled",
-        "Backfill workers holding back now, by reason (adapter p95, replica lag, lock waits)",
-        labels=["reason"],
-    )
-    for reason in HEALTH_REASONS:
-        throttled.add_metric([reason], sum(1 for w in alive if w["throttle"]["reason"] == reason))
-    yield throttled
-    held = CounterMetricFamily(
-        "unistatus_backfill_throttle_seconds",
-        "Seconds backfill workers held back, by reason (health, the rate limit, a pause)",
-        labels=["reason"],
-    )
-    for reason in REASONS:
-        held.add_metric(
-            [reason], sum(float(w["throttled_seconds"].get(reason, 0.0)) for w in workers)
-        )
-    yield held
-    sizes = [int(w["batch_rows"]) for w in alive]
-    yield GaugeMetricFamily(
-        "unistatus_backfill_batch_rows",
-        "Rows of the next backfill batch (mean over the workers alive; 0: none)",
-        value=sum(sizes) / len(sizes) if sizes else 0,
-    )
-    lasts = [float(w["last_batch_ms"]) for w in alive if w["last_batch_ms"] is not None]
-    yield GaugeMetricFamily(
-        "unistatus_backfill_batch_duration_seconds",
-        "How long the last backfill batch took (mean over the workers alive; 0: none)",
-        value=sum(lasts) / len(lasts) / MS_PER_SECOND if lasts else 0,
-    )
-    latest = max(alive, key=lambda w: str(w["updated_at"]), default=None)
-    readings = latest["readings"] if latest is not None else {}
-    reading = GaugeMetricFamily(
-        "unistatus_backfill_health_reading",
-        "The backfill throttle's latest reading per probe (p95 and lag in seconds, lock "
-        "waits in sessions; NaN: unknown or not applicable)",
-        labels=["probe"],
-    )
-    limit = GaugeMetricFamily(
-        "unistatus_backfill_health_limit",
-        "Above this reading the backfill holds back, per probe (NaN: no limit)",
-        labels=["probe"],
-    )
-    for reason in HEALTH_REASONS:
-        key, per = _PROBE_UNITS.get(reason, ("lock_waits", 1.0))
-        reading.add_metric([reason], _scaled(readings.get(key), per))
-        key, per = _PROBE_LIMITS[reason]
-        limit.add_metric([reason], _scaled(readings.get(key), per))
-    yield reading
-    yield limit
-
-
-def _scaled(value: Any, per: float) -> float:
-    return float("nan") if value is None else float(value) / per
-
-
-def _stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
-    """Cumulative per (operation, mode) totals over every stats row (monotonic counters).
-
-    Prometheus wants counters and cumulative histograms; summing every stored interval
-    gives exactly that across processes. Pruning folds old rows into one row per
-    (operation, mode) instead of deleting them (:func:`unistatus.adapter.stats.prune`),
-    so these sums never go down.
-    """
-    s = operation_stats.c
-    q = sa.select(
-        s.operation,
-        s.mode,
-        sa.func.sum(s.count),
-        sa.func.sum(s.errors),
-        sa.func.sum(s.shadow_mismatches),
-        sa.func.sum(s.latency_sum_ms),
-        sa.func.sum(s.rolled_back),
-        *(sa.func.sum(s[b]) for b in BUCKET_COLUMNS),
-    ).group_by(s.operation, s.mode)
-    with engine.connect() as conn:
-        rows = conn.execute(q).all()
-    out: list[dict[str, Any]] = []
-    # Rendered as client_python renders its own bucket bounds: 0.001 ... 1.0 ... 10.0
-    bounds = [*(str(b / MS_PER_SECOND) for b in LATENCY_BUCKETS_MS), "+Inf"]
-    for r in rows:
-        cumulative, total = [], 0
-        for bound, n in zip(bounds, r[7:], strict=True):
-            total += int(n or 0)
-            cumulative.append((bound, total))
-        out.append(
-            {
-                "operation": r[0],
-                "mode": r[1],
-                "count": int(r[2] or 0),
-                "errors": int(r[3] or 0),
-                "shadow_mismatches": int(r[4] or 0),
-                "sum_ms": float(r[5] or 0.0),
-                "rolled_back": int(r[6] or 0),
-                "buckets": cumulative,
-            }
-        )
-    return out

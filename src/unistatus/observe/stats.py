@@ -34,6 +34,7 @@ from unistatus.errors import InputError, StorageError
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
+    "stats_totals",
     "OperationStats",
     "WindowStats",
     "bucket_index",
@@ -210,3 +211,47 @@ def window(
         mode=str(mode) if mode else None,
         system=chosen,
     )
+
+
+def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
+    """Cumulative per (operation, mode) totals over every stats row (monotonic counters).
+
+    Prometheus wants counters and cumulative histograms; summing every stored interval
+    gives exactly that across processes. Pruning folds old rows into one row per
+    (operation, mode) instead of deleting them (:func:`unistatus.adapter.stats.prune`),
+    so these sums never go down.
+    """
+    s = S.c
+    q = sa.select(
+        s.operation,
+        s.mode,
+        sa.func.sum(s.count),
+        sa.func.sum(s.errors),
+        sa.func.sum(s.shadow_mismatches),
+        sa.func.sum(s.latency_sum_ms),
+        sa.func.sum(s.rolled_back),
+        *(sa.func.sum(s[b]) for b in BUCKET_COLUMNS),
+    ).group_by(s.operation, s.mode)
+    with engine.connect() as conn:
+        rows = conn.execute(q).all()
+    out: list[dict[str, Any]] = []
+    # Rendered as client_python renders its own bucket bounds: 0.001 ... 1.0 ... 10.0
+    bounds = [*(str(b / 1000.0) for b in LATENCY_BUCKETS_MS), "+Inf"]
+    for r in rows:
+        cumulative, total = [], 0
+        for bound, n in zip(bounds, r[7:], strict=True):
+            total += int(n or 0)
+            cumulative.append((bound, total))
+        out.append(
+            {
+                "operation": r[0],
+                "mode": r[1],
+                "count": int(r[2] or 0),
+                "errors": int(r[3] or 0),
+                "shadow_mismatches": int(r[4] or 0),
+                "sum_ms": float(r[5] or 0.0),
+                "rolled_back": int(r[6] or 0),
+                "buckets": cumulative,
+            }
+        )
+    return out
