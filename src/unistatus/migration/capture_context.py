@@ -1,0 +1,114 @@
+"""What the capture's statements take from where they run (:class:`Context`), and the
+writer counts each captured statement adds to (one row per writer, system and shard)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.db.tables_capture import capture_writers
+from unistatus.domain.statuses import DualWriteMode
+
+__all__ = ["FROZEN", "UNIFIED_TARGET", "Context", "count_foreign_unified", "count_writes"]
+
+W = capture_writers
+
+UNIFIED_TARGET = "UNIFIED"  # the writer counts' "system" of direct writes to unified
+FROZEN = DualWriteMode.UNIFIED_ONLY.value
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the statements take from where they run, as SQL expressions.
+
+    ``writer``: the name in history and writer counts; ``mode``: the mode written in
+    history; ``now``: the time; ``client_addr``: the writer's address (or NULL); ``shard``:
+    the writer-count row of this session; ``uuid``: a new operation id per row;
+    ``json``: a JSON object from alternating keys and values; ``kind``: the history's
+    metadata ``capture`` (``bypass`` or ``catch_up``); ``reason``: the history reason;
+    ``frozen``: whether ``mode`` is UNIFIED_ONLY, when the caller knows (PostgreSQL: one
+    body per case, so the other modes carry no UNIFIED_ONLY writes), None: tested in SQL;
+    ``meta``: the history metadata without a flag, worked out once per statement (a
+    PL/pgSQL variable: :meth:`SystemSql.base_meta`), or None: built per row.
+    """
+
+    writer: sa.ColumnElement[Any]
+    mode: sa.ColumnElement[Any]
+    now: sa.ColumnElement[Any]
+    client_addr: sa.ColumnElement[Any]
+    shard: sa.ColumnElement[Any]
+    uuid: Callable[[], sa.ColumnElement[Any]]
+    json: Callable[..., sa.ColumnElement[Any]]
+    kind: str
+    reason: sa.ColumnElement[Any]
+    frozen: bool | None = None
+    meta: sa.ColumnElement[Any] | None = None
+
+    @property
+    def is_frozen(self) -> sa.ColumnElement[bool]:
+        """The mode is UNIFIED_ONLY (legacy frozen), as SQL."""
+        if self.frozen is None:
+            return self.mode == FROZEN
+        return sa.true() if self.frozen else sa.false()
+
+
+def count_writes(
+    insert: Callable[[sa.Table], Any], target: str, counts: sa.Subquery, ctx: Context
+) -> sa.Executable:
+    """Add one statement's counts (``writes``, ``flagged``, ``unmappable``) to the
+    writer's row for ``target`` in this session's shard; nothing when it wrote no row."""
+    select = sa.select(
+        ctx.writer,
+        sa.literal(target, sa.String),
+        ctx.shard,
+        counts.c.writes,
+        counts.c.flagged,
+        counts.c.unmappable,
+        ctx.now,
+        ctx.now,
+        ctx.mode,
+        ctx.client_addr,
+    ).where(counts.c.writes > 0)
+    stmt = insert(W).from_select(
+        [
+            W.c.writer,
+            W.c.system,
+            W.c.shard,
+            W.c.writes,
+            W.c.flagged,
+            W.c.unmappable,
+            W.c.first_seen_at,
+            W.c.last_seen_at,
+            W.c.last_mode,
+            W.c.client_addr,
+        ],
+        select,
+    )
+    counted: sa.Executable = stmt.on_conflict_do_update(
+        index_elements=[W.c.writer, W.c.system, W.c.shard],
+        set_={
+            "writes": W.c.writes + stmt.excluded.writes,
+            "flagged": W.c.flagged + stmt.excluded.flagged,
+            "unmappable": W.c.unmappable + stmt.excluded.unmappable,
+            "last_seen_at": stmt.excluded.last_seen_at,
+            "last_mode": stmt.excluded.last_mode,
+            "client_addr": stmt.excluded.client_addr,
+        },
+    )
+    return counted
+
+
+def count_foreign_unified(
+    insert: Callable[[sa.Table], Any], rows: sa.FromClause, ctx: Context
+) -> sa.Executable:
+    """Rows of ``unified_transactions`` written by a writer that is not unistatus: all
+    counted, all flagged (they cannot be mapped back safely)."""
+    counts = sa.select(
+        sa.func.count().label("writes"),
+        sa.func.count().label("flagged"),
+        sa.literal(0, sa.BigInteger).label("unmappable"),
+    ).select_from(rows)
+    return count_writes(insert, UNIFIED_TARGET, counts.subquery("counts"), ctx)
