@@ -11,38 +11,19 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner, Result
+from typer.testing import Result
 
 from support.backfill_data import inconsistencies
+from support.cli_run import UNISTATUS, _release_connections, as_json, cli, runner  # noqa: F401
 from unistatus.backfill import progress, run_backfill
-from unistatus.cli import app
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.consistency import InconsistencyKind
 from unistatus.sim.seed import seed_legacy
-
-runner = CliRunner()
-UNISTATUS = str(Path(sys.executable).parent / "unistatus")
-
-
-@pytest.fixture(autouse=True)
-def _release_connections() -> Iterator[None]:
-    yield
-    gc.collect()  # each CLI invocation builds its own engine
-
-
-def cli(url: str, *args: str) -> Result:
-    return runner.invoke(app, ["--database-url", url, *args], catch_exceptions=False)
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def one_line_error(result: Result) -> str:

@@ -3,18 +3,13 @@ reaches a running multi-worker backfill (another process) through the database."
 
 from __future__ import annotations
 
-import gc
 import json
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-from typer.testing import CliRunner, Result
-
+from support.cli_run import UNISTATUS, _release_connections, as_json, cli, runner  # noqa: F401
 from unistatus.backfill import progress, read_workers
 from unistatus.backfill.activity import Activity
 from unistatus.backfill.health import P95, Decision, Readings
@@ -23,24 +18,6 @@ from unistatus.clock import utcnow
 from unistatus.db.control import history
 from unistatus.db.dialect import ops_for
 from unistatus.sim.seed import seed_legacy
-
-runner = CliRunner()
-UNISTATUS = str(Path(sys.executable).parent / "unistatus")
-
-
-@pytest.fixture(autouse=True)
-def _release_connections() -> Iterator[None]:
-    yield
-    gc.collect()  # each CLI invocation builds its own engine
-
-
-def cli(url: str, *args: str) -> Result:
-    return runner.invoke(app, ["--database-url", url, *args], catch_exceptions=False)
-
-
-def as_json(result: Result) -> Any:
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def wait_for(condition: Callable[[], bool], what: str, seconds: float = 60.0) -> None:
