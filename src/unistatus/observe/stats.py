@@ -34,12 +34,12 @@ from unistatus.errors import InputError, StorageError
 
 __all__ = [
     "LATENCY_BUCKETS_MS",
-    "stats_totals",
     "OperationStats",
     "WindowStats",
     "bucket_index",
     "percentile",
     "prune",
+    "stats_totals",
     "window",
 ]
 
