@@ -172,9 +172,15 @@ def test_an_emergency_rollback_of_one_system_replays_only_its_changes(db: Databa
         S.ESCROW: M.LEGACY_ONLY,
         S.EXCHANGE: M.DUAL_WRITE_LEGACY_PRIMARY,
     }
-    # Logged: escrow's mode, the rollback, the pause of escrow's backfill; nothing else.
+    # Logged: escrow's mode and phase (0, as LEGACY_ONLY is), the rollback, the pause of
+    # escrow's backfill; nothing else.
     new = [c.key for c in history(db.engine)[: len(history(db.engine)) - logged]]
-    assert sorted(new) == ["backfill.paused.ESCROW", "last_rollback", "mode.ESCROW"]
+    assert sorted(new) == [
+        "backfill.paused.ESCROW",
+        "last_rollback",
+        "mode.ESCROW",
+        "phase.ESCROW",
+    ]
     fully_consistent(db, S.ESCROW)
     status, meta = adapter.get_transaction_status(escrows[0])
     assert status is not None and meta["source"] == "legacy"  # escrows read legacy again
@@ -341,7 +347,10 @@ def test_rollback_emergency_for_one_system_on_the_command_line(db: Database) -> 
         },
     }
     text = run("rollback", "--emergency", "--system", "exchange", "--reason", "again")
-    assert text.exit_code == 0 and "emergency rollback: EXCHANGE: mode LEGACY_ONLY" in text.stdout
+    assert (
+        text.exit_code == 0
+        and "emergency rollback: EXCHANGE: phase 0 -> 0, mode LEGACY_ONLY" in text.stdout
+    )
     fully_consistent(db, S.EXCHANGE)
 
 
