@@ -9,19 +9,26 @@ import json
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from conftest import Database
 from support.phases import to_phase
+from support.stats_data import seed_pairs
 from unistatus import DualWriteAdapter
 from unistatus.backfill.control import is_paused, pause_key
 from unistatus.cli import app
+from unistatus.clock import utcnow
 from unistatus.db.control import get_modes, history, read_value
+from unistatus.db.tables import repair_queue
+from unistatus.db.tables_backfill import backfill_quarantine
+from unistatus.db.tables_replay import replay_conflicts
+from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.domain.statuses import LegacySystemType as S
 from unistatus.errors import GateError
 from unistatus.migration.check import run_check
-from unistatus.migration.phases import ROLLBACK_KEY, advance, read_phases
+from unistatus.migration.phases import ROLLBACK_KEY, advance, phase_status, read_phases
 from unistatus.migration.replay import pending_count
 from unistatus.migration.rollback import rollback_current_phase
 
@@ -196,3 +203,75 @@ def test_phase_rollback_of_one_system_over_the_api(db: Database) -> None:
         r = client.post(url, json={"reason": "all now"}, headers=headers)
         assert r.status_code == 200 and r.json()["system"] is None
     assert phases(db) == dict.fromkeys(S, 1)
+
+
+# --- the gates that count open rows count the judged system's -------------------------
+
+
+def test_open_rows_of_one_system_block_that_systems_gates_only(db: Database) -> None:
+    """An open quarantine entry, repair-queue row and replay conflict of exchange fail
+    exchange's gates into phase 3 and leave cashout's passing."""
+    to_phase(db.engine, 2)
+    seed_pairs(db.engine, 3, system=S.EXCHANGE)
+    now = utcnow()
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(backfill_quarantine).values(
+                system="EXCHANGE",
+                legacy_id=99,
+                raw_status="??",
+                reason="unknown_status",
+                first_seen_at=now,
+                last_seen_at=now,
+            )
+        )
+        conn.execute(
+            sa.insert(repair_queue).values(
+                transaction_id=derive_utx_id(S.EXCHANGE, 1),
+                legacy_system="EXCHANGE",
+                legacy_id=1,
+                source="dual_write",
+                error="legacy write failed",
+                created_at=now,
+            )
+        )
+        # No system named: the transaction's unified row says it is exchange's.
+        conn.execute(
+            sa.insert(replay_conflicts).values(
+                transaction_id=derive_utx_id(S.EXCHANGE, 2),
+                legacy_system=None,
+                cause="legacy_changed",
+                first_change_id=1,
+                last_change_id=1,
+                changes=1,
+                created_at=now,
+                created_by="test",
+            )
+        )
+    names = ("quarantine", "repair_queue_open", "replay_conflicts_open")
+    cashout = {g.name: g for g in phase_status(db.engine, db.settings, S.CASHOUT).gates}
+    exchange = {g.name: g for g in phase_status(db.engine, db.settings, S.EXCHANGE).gates}
+    together = {g.name: g for g in phase_status(db.engine, db.settings).gates}
+    for name in names:
+        assert cashout[name].passed and cashout[name].value == 0, cashout[name]
+        assert not exchange[name].passed and exchange[name].value == 1, exchange[name]
+        assert not together[name].passed and together[name].value == 1
+    assert exchange["quarantine"].detail == "counted on EXCHANGE's rows"
+
+    with pytest.raises(GateError) as refused:
+        advance(db.engine, db.settings, actor="t", reason="x", system=S.CASHOUT)
+    assert not any(name + "=" in str(refused.value) for name in names), refused.value
+    with pytest.raises(GateError, match="quarantine=1") as refused:
+        advance(db.engine, db.settings, actor="t", reason="x", system=S.EXCHANGE)
+    assert "repair_queue_open=1" in str(refused.value)
+    assert "replay_conflicts_open=1" in str(refused.value)
+
+    # A row whose system is not known at all may be any system's: it blocks every one.
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(repair_queue).values(
+                transaction_id=None, source="dual_write", error="?", created_at=now
+            )
+        )
+    cashout = {g.name: g for g in phase_status(db.engine, db.settings, S.CASHOUT).gates}
+    assert cashout["repair_queue_open"].value == 1

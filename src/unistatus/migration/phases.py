@@ -404,9 +404,9 @@ def evaluate_gates(
                 command="unistatus check" + scoped,
                 system=system,
             ),
-            gates.gate_zero(engine, "quarantine", quarantine_count),
-            gates.gate_zero(engine, "repair_queue_open", open_repair_count),
-            gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count),
+            gates.gate_zero(engine, "quarantine", quarantine_count, system),
+            gates.gate_zero(engine, "repair_queue_open", open_repair_count, system),
+            gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count, system),
         ]
     return [
         gates.gate_soak(mode, settings, switched),
@@ -422,7 +422,7 @@ def evaluate_gates(
             command="unistatus check" + scoped,
             system=system,
         ),
-        gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count),
+        gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count, system),
         gates.gate_no_bypass(engine, settings, mode, switched, system),
     ]
 
