@@ -14,11 +14,12 @@ from typer.testing import CliRunner
 
 from conftest import Database
 from support.phases import to_phase
-from support.stats_data import seed_pairs
+from support.stats_data import record_latency, seed_pairs
 from unistatus import DualWriteAdapter
 from unistatus.backfill.control import is_paused, pause_key
 from unistatus.cli import app
 from unistatus.clock import utcnow
+from unistatus.config import AutoResponses
 from unistatus.db.control import get_modes, history, read_value
 from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine
@@ -31,6 +32,8 @@ from unistatus.migration.check import run_check
 from unistatus.migration.phases import ROLLBACK_KEY, advance, phase_status, read_phases
 from unistatus.migration.replay import pending_count
 from unistatus.migration.rollback import rollback_current_phase
+from unistatus.observe import alerts
+from unistatus.observe.notify import Notifier
 
 TYPES = {S.CASHOUT: "WALLET_CASHOUT", S.ESCROW: "ESCROW", S.EXCHANGE: "EXCHANGE"}
 NEXT = {S.CASHOUT: "PROCESSING", S.ESCROW: "CANCELLED", S.EXCHANGE: "CANCELLED"}
@@ -275,3 +278,65 @@ def test_open_rows_of_one_system_block_that_systems_gates_only(db: Database) -> 
         )
     cashout = {g.name: g for g in phase_status(db.engine, db.settings, S.CASHOUT).gates}
     assert cashout["repair_queue_open"].value == 1
+
+
+# --- the automated responses keep a system's phase consistent with its mode -----------
+
+
+def test_consistency_response_of_one_system_is_its_emergency_rollback(db: Database) -> None:
+    """Consistency below 99% on escrows: escrows' pending changes are replayed, escrows
+    go to LEGACY_ONLY and phase 0 (as every system does in the response of every system),
+    their backfill pauses; cashouts keep their phase 4, mode and pending changes."""
+    to_phase(db.engine, 1)
+    to_phase(db.engine, 4, S.CASHOUT)
+    to_phase(db.engine, 4, S.ESCROW)
+    seed_pairs(db.engine, 100, drift=2, system=S.ESCROW)  # 98% < 99%
+    adapter = adapter_of(db)
+    frozen_writes(adapter, S.ESCROW, 2)
+    frozen_writes(adapter, S.CASHOUT, 2)
+    cashout_pending = pending_count(db.engine, S.CASHOUT)
+    run_check(db.engine, db.settings, systems=[S.ESCROW])
+    settings = db.settings.model_copy(
+        update={"auto_responses": AutoResponses(repair_on_consistency_warning=False)}
+    )
+    states = {s.name: s for s in alerts.evaluate(db.engine, settings, notifier=Notifier())}
+    critical = states["consistency_critical"]
+    assert critical.firing and "ESCROW" in critical.message and "CASHOUT" not in critical.message
+    assert critical.response == "rollback_systems_to_legacy_only: done"
+    assert phases(db) == {S.CASHOUT: 4, S.ESCROW: 0, S.EXCHANGE: 1}
+    assert get_modes(db.engine)[S.ESCROW] is M.LEGACY_ONLY
+    assert get_modes(db.engine)[S.CASHOUT] is M.UNIFIED_ONLY
+    assert pending_count(db.engine, S.ESCROW) == 0
+    assert pending_count(db.engine, S.CASHOUT) == cashout_pending
+    with db.engine.connect() as conn:
+        assert is_paused(conn, S.ESCROW) and not is_paused(conn, S.CASHOUT)
+    status = phase_status(db.engine, db.settings, S.ESCROW)
+    assert status.mode is status.expected_mode  # phase 0 runs LEGACY_ONLY
+    logged = history(db.engine, "auto_response")[0]
+    assert logged.metadata is not None
+    assert logged.metadata["result"]["systems"]["ESCROW"]["to_phase"] == 0
+
+
+def test_latency_response_of_one_system_is_its_phase_rollback(db: Database) -> None:
+    """Escrows' p95 regressed in phase 4: escrows go one phase back by phase 4's
+    procedure (their changes replayed first, phase 2, legacy primary); cashouts in
+    phase 3 keep theirs."""
+    to_phase(db.engine, 2)
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 4.0, 50)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier())
+    monitor.evaluate()  # remembers the legacy-primary baseline
+    assert monitor.baseline_p95_ms() is not None
+    to_phase(db.engine, 3, S.CASHOUT)
+    to_phase(db.engine, 4, S.ESCROW)
+    frozen_writes(adapter_of(db), S.ESCROW, 2)
+    record_latency(db.engine, M.UNIFIED_ONLY, 700.0, 50, system=S.ESCROW)
+    record_latency(db.engine, M.DUAL_WRITE_UNIFIED_PRIMARY, 4.0, 5000, system=S.CASHOUT)
+    states = {s.name: s for s in monitor.evaluate()}
+    critical = states["latency_p95_critical"]
+    assert critical.firing and "ESCROW" in critical.message
+    assert critical.response == "rollback_systems_to_legacy_primary: done"
+    assert phases(db) == {S.CASHOUT: 3, S.ESCROW: 2, S.EXCHANGE: 2}
+    assert get_modes(db.engine)[S.ESCROW] is M.DUAL_WRITE_LEGACY_PRIMARY
+    assert get_modes(db.engine)[S.CASHOUT] is M.DUAL_WRITE_UNIFIED_PRIMARY
+    assert pending_count(db.engine, S.ESCROW) == 0
+    consistent(db, S.ESCROW)
