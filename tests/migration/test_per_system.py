@@ -374,6 +374,7 @@ def test_rollback_emergency_for_one_system_on_the_command_line(db: Database) -> 
     assert (
         refused.exit_code == 2 and "3 change(s) made in UNIFIED_ONLY (EXCHANGE)" in refused.stderr
     )
+    assert "rollback --emergency --system exchange" in " ".join(refused.stderr.split())
     no_reason = run("rollback", "--emergency", "--system", "exchange")
     assert no_reason.exit_code == 2
     bad = run("rollback", "--emergency", "--system", "bank", "--reason", "x")
