@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from conftest import Database
+from support.phases import to_phase
 from unistatus import DualWriteAdapter
 from unistatus.adapter.model import OperationEvent
 from unistatus.cli import app
@@ -172,9 +173,15 @@ def test_an_emergency_rollback_of_one_system_replays_only_its_changes(db: Databa
         S.ESCROW: M.LEGACY_ONLY,
         S.EXCHANGE: M.DUAL_WRITE_LEGACY_PRIMARY,
     }
-    # Logged: escrow's mode, the rollback, the pause of escrow's backfill; nothing else.
+    # Logged: escrow's mode and phase (0, as LEGACY_ONLY is), the rollback, the pause of
+    # escrow's backfill; nothing else.
     new = [c.key for c in history(db.engine)[: len(history(db.engine)) - logged]]
-    assert sorted(new) == ["backfill.paused.ESCROW", "last_rollback", "mode.ESCROW"]
+    assert sorted(new) == [
+        "backfill.paused.ESCROW",
+        "last_rollback",
+        "mode.ESCROW",
+        "phase.ESCROW",
+    ]
     fully_consistent(db, S.ESCROW)
     # A running adapter sees a switch within its refresh interval (about a second): reads
     # follow the cached mode until then, so the test refreshes rather than races it.
@@ -244,6 +251,53 @@ def test_the_other_systems_writers_never_fail_while_one_system_switches(pg: Data
     cashouts = run_check(pg.engine, pg.settings, systems=[S.CASHOUT], store=False)
     kinds = {k for k, n in cashouts.inconsistencies.items() if n}
     assert kinds <= {"missing_unified", "status_mismatch", "legacy_status_drift"}, kinds
+
+
+def test_the_other_systems_writers_never_fail_while_one_system_rolls_back_a_phase(
+    pg: Database,
+) -> None:
+    """Live traffic on every system (all in phase 3) while escrows enter phase 4 and go
+    back by `phase rollback --system escrow` (its replay of escrows' changes), twice:
+    every write succeeds, cashouts and exchanges stay in phase 3, nothing is lost."""
+    from unistatus.migration.phases import advance, read_phases
+    from unistatus.migration.rollback import rollback_current_phase
+
+    to_phase(pg.engine, 3)
+    adapter = adapter_of(pg)
+    seen = Outcomes()
+    adapter.observers.append(seen)
+    stop = threading.Event()
+    reports: list[Any] = []
+    traffic = threading.Thread(
+        target=lambda: reports.append(
+            run_traffic(adapter, threads=4, seconds=None, stop=stop, new_ratio=0.4, seed=5)
+        )
+    )
+    traffic.start()
+    replayed = 0
+    try:
+        for _ in range(2):
+            seen.wait_for(20)
+            advance(pg.engine, pg.settings, actor="t", reason="t", force=True, system=S.ESCROW)
+            seen.wait_for(30)
+            change = rollback_current_phase(
+                pg.engine, pg.settings, actor="t", reason="t", system=S.ESCROW
+            )
+            assert (change.from_phase, change.to_phase) == (4, 2)
+            replayed += change.details["replay"]["replayed"]
+            seen.wait_for(10)
+            advance(pg.engine, pg.settings, actor="t", reason="t", force=True, system=S.ESCROW)
+        seen.wait_for(10)
+    finally:
+        stop.set()
+        traffic.join(60)
+    assert not traffic.is_alive()
+    assert sum(seen.failed.values()) == 0, seen.errors
+    assert reports and reports[0].errors == 0, reports[0].error_samples
+    assert replayed > 0 and pending_count(pg.engine) == 0
+    with pg.engine.connect() as conn:
+        assert read_phases(conn) == dict.fromkeys(S, 3)
+    fully_consistent(pg)  # escrows' frozen changes all reached legacy
 
 
 ADVISORY_WAITERS = (
@@ -321,6 +375,7 @@ def test_rollback_emergency_for_one_system_on_the_command_line(db: Database) -> 
     assert (
         refused.exit_code == 2 and "3 change(s) made in UNIFIED_ONLY (EXCHANGE)" in refused.stderr
     )
+    assert "rollback --emergency --system exchange" in " ".join(refused.stderr.split())
     no_reason = run("rollback", "--emergency", "--system", "exchange")
     assert no_reason.exit_code == 2
     bad = run("rollback", "--emergency", "--system", "bank", "--reason", "x")
@@ -343,7 +398,10 @@ def test_rollback_emergency_for_one_system_on_the_command_line(db: Database) -> 
         },
     }
     text = run("rollback", "--emergency", "--system", "exchange", "--reason", "again")
-    assert text.exit_code == 0 and "emergency rollback: EXCHANGE: mode LEGACY_ONLY" in text.stdout
+    assert (
+        text.exit_code == 0
+        and "emergency rollback: EXCHANGE: phase 0 -> 0, mode LEGACY_ONLY" in text.stdout
+    )
     fully_consistent(db, S.EXCHANGE)
 
 

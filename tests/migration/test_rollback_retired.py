@@ -76,3 +76,52 @@ def test_rollback_from_4_restores_columns_then_replays(db: Database, tmp_path: P
         assert adapter.check_consistency(old.entity_id)["consistent"]
     finally:
         undo_cleanup(db.engine, db.settings)
+
+
+def test_rollback_of_one_system_from_4_after_retirement(db: Database, tmp_path: Path) -> None:
+    """The columns are restored for every table (the retirement was of every system),
+    only escrows' changes are replayed; exchanges stay frozen in phase 4, their writes
+    still recorded, and replayed by their own rollback later: nothing lost."""
+    from unistatus.migration.replay import pending_count
+
+    E, X = LegacySystemType.ESCROW, LegacySystemType.EXCHANGE
+    for _ in range(4):
+        phases.advance(db.engine, db.settings, actor="t", force=True, reason="test setup")
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    record_verified(db.engine, verify_archive(db.engine, out), actor="test")
+    try:
+        retire_legacy_columns(db.engine, db.settings)
+        adapter = DualWriteAdapter(db.engine, settings=db.settings)
+        escrow = adapter.create_transaction("ESCROW", 4, "20", "EUR")
+        exchange = adapter.create_transaction("EXCHANGE", 9, "1.5", "USDT")
+        assert escrow.entity_id and exchange.entity_id
+        assert pending_count(db.engine, E) == 1 and pending_count(db.engine, X) == 1
+
+        change = rollback.rollback_current_phase(
+            db.engine, db.settings, actor="ops", reason="escrow bug", system="escrow"
+        )
+        assert change.details["replay"]["undo_cleanup"]["undone"] is True
+        assert change.details["replay"]["replayed"] == 1
+        assert not legacy_columns_dropped(db.engine, db.settings)
+        assert pending_count(db.engine, E) == 0 and pending_count(db.engine, X) == 1
+        assert get_mode(db.engine, E) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+        assert get_mode(db.engine, X) is DualWriteMode.UNIFIED_ONLY
+        adapter.modes.refresh(X)
+        moved = adapter.update_status(exchange.entity_id, "AWAITING_PAYMENT", "w", "t")
+        assert moved.overall_success and moved.mode is DualWriteMode.UNIFIED_ONLY
+        assert pending_count(db.engine, X) == 2
+
+        back = rollback.rollback_current_phase(
+            db.engine, db.settings, actor="ops", reason="exchange too", system=X
+        )
+        assert back.details["replay"]["replayed"] == 2 and pending_count(db.engine) == 0
+        from unistatus.migration.check import run_check
+
+        report = run_check(db.engine, db.settings, store=False)
+        assert report.total == 2 and report.consistent == 2, report.as_dict()
+        fresh = DualWriteAdapter(db.engine, settings=db.settings)
+        for utx in (escrow.entity_id, exchange.entity_id):
+            assert fresh.check_consistency(utx)["consistent"], str(fresh.check_consistency(utx))
+    finally:
+        undo_cleanup(db.engine, db.settings)

@@ -196,6 +196,13 @@ def test_cli_plan(sqlite_db: Database) -> None:
     step = data["phases"][2]["steps"][0]
     assert step["command"] == "unistatus backfill --system escrow"
     assert set(data["phases"][0]["rollback"]["replay"]) >= {"changes", "transactions"}
+    # The rollbacks a plan of one system shows are that system's.
+    into_2 = data["phases"][1]["rollback"]
+    assert into_2["command"] == 'unistatus phase rollback --system escrow --reason "TEXT"'
+    assert "pause the backfill workers of ESCROW" in into_2["actions"][0]
+    assert data["emergency_rollback"]["command"].startswith(
+        "unistatus rollback --emergency --system escrow"
+    )
     bad = runner.invoke(app, [*base, "--system", "bonds"])
     assert bad.exit_code == 2 and "unknown legacy system" in bad.output
     helped = runner.invoke(app, ["plan", "--help"])

@@ -12,11 +12,11 @@ from fastapi import FastAPI
 
 from unistatus.api.access import actor_for
 from unistatus.api.auth import Admin
-from unistatus.api.models import EmergencyRollback, ModeChange, PhaseAdvance, ReasonedAction
+from unistatus.api.models import EmergencyRollback, ModeChange, PhaseAdvance, PhaseRollback
 from unistatus.api.state import ServiceState
 from unistatus.db.control import set_mode as switch_mode
 from unistatus.db.control import switch_as_dict
-from unistatus.migration.phases import advance, require_one_phase
+from unistatus.migration.phases import advance
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 
 __all__ = ["add_control_routes"]
@@ -60,12 +60,16 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
         return change.as_dict()
 
     @app.post("/api/v1/control/phase/rollback", tags=["control"])
-    def phase_rollback(body: ReasonedAction, who: Admin) -> dict[str, Any]:
-        """Go back one phase by its rollback procedure (every system; 409 while the
-        systems are in different phases)."""
-        require_one_phase(service.engine, "roll back")
+    def phase_rollback(body: PhaseRollback, who: Admin) -> dict[str, Any]:
+        """Go back one phase by its rollback procedure: of one ``system`` (its phase and
+        mode only; from phase 4 only its pending changes are replayed), or of every
+        system (absent; 409 naming each system's phase while they differ)."""
         change = rollback_current_phase(
-            service.engine, service.settings, actor=actor_for(who, body.actor), reason=body.reason
+            service.engine,
+            service.settings,
+            actor=actor_for(who, body.actor),
+            reason=body.reason,
+            system=body.system,
         )
         return change.as_dict()
 

@@ -34,6 +34,7 @@ __all__ = [
     "EntityId",
     "ModeChange",
     "PhaseAdvance",
+    "PhaseRollback",
     "Reason",
     "ReasonedAction",
     "StatusText",
@@ -137,6 +138,11 @@ class PhaseAdvance(_Input):
 class ReasonedAction(_Input):
     reason: Reason
     actor: Actor = "api"
+
+
+class PhaseRollback(ReasonedAction):
+    # One legacy system, by its own phase's procedure; absent: every system (in one phase).
+    system: LegacySystemType | None = None
 
 
 class EmergencyRollback(ReasonedAction):

@@ -21,9 +21,14 @@ from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
 
 
-def quarantine_count(engine: sa.Engine, *, unresolved: bool = True) -> int:
-    """How many legacy rows are (or, with ``unresolved=False``, ever were) quarantined."""
+def quarantine_count(
+    engine: sa.Engine, *, unresolved: bool = True, system: LegacySystemType | None = None
+) -> int:
+    """How many legacy rows (of ``system``; None: of every system) are (or, with
+    ``unresolved=False``, ever were) quarantined."""
     q = sa.select(sa.func.count()).select_from(Q)
+    if system is not None:
+        q = q.where(Q.c.system == LegacySystemType.parse(system).value)
     if unresolved:
         q = q.where(Q.c.resolved_at.is_(None))
     try:

@@ -31,7 +31,8 @@ phase_app = typer.Typer(
         "  unistatus phase status --system escrow\n"
         '  unistatus phase advance --reason "start dual-write (change #1234)"\n'
         '  unistatus phase advance --system cashout --reason "week 3: cashouts first"\n'
-        '  unistatus phase rollback --reason "p95 over 200 ms"'
+        '  unistatus phase rollback --reason "p95 over 200 ms"\n'
+        '  unistatus phase rollback --system escrow --reason "escrow p95 over 200 ms"'
     )
 )
 
@@ -257,25 +258,32 @@ def rollback(
     ctx: typer.Context,
     reason: str = typer.Option(..., "--reason", help=REASON_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who is rolling back (recorded)."),
+    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Go back one phase by its rollback procedure (from 4: replay to legacy first).
 
+    --system: that system only, by its own phase's procedure (from 4 only its pending
+    changes are replayed; from 2 only its backfill is paused); the other systems' phase
+    and mode are untouched. Without it every system steps back, if they are all in one
+    phase (refused, naming each system's phase, while they differ). Exit 2 when refused
+    (phase 0, phases that differ, an unknown system).
+
     Examples:
 
       unistatus phase rollback --reason "p95 over 200 ms" --actor oncall
+
+      unistatus phase rollback --system escrow --reason "escrow p95 over 200 ms"
+
       unistatus phase rollback --reason "backfill too slow" --json
     """
-    from unistatus.migration.phases import require_one_phase
     from unistatus.migration.rollback import rollback_current_phase
 
     reason = require_reason(reason, "phase rollback")
+    chosen = parse_system(system)
     app_state = state(ctx)
-    # Every system steps back from one phase: refused while they differ (one system at a
-    # time: `unistatus rollback --emergency --system S`).
-    require_one_phase(app_state.engine, "roll back")
     change = rollback_current_phase(
-        app_state.engine, app_state.settings, actor=actor, reason=reason
+        app_state.engine, app_state.settings, actor=actor, reason=reason, system=chosen
     )
     if json_out:
         print_json(change.as_dict())

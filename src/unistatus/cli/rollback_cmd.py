@@ -42,8 +42,8 @@ def rollback(
         None,
         "--system",
         help="One legacy system: cashout, escrow or exchange. Only its pending changes are "
-        "replayed and only its mode goes to LEGACY_ONLY; the others' writers never wait. "
-        "Default: every system (phase 0).",
+        "replayed and only its mode goes to LEGACY_ONLY (its phase to 0); the others' "
+        "writers never wait. Default: every system.",
     ),
     actor: str = typer.Option("cli", "--actor", help="Who is rolling back (recorded)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
@@ -53,8 +53,9 @@ def rollback(
     It wins over a concurrent `phase advance`: the phase is read under the exclusive
     mode lock and left for phase 0 from wherever it is. Changes the replay could not
     apply are listed (`rollback conflicts`), never overwritten. With --system only that
-    system rolls back (its pending changes replayed, its backfill paused); the other
-    systems' modes, writers and the phase are untouched.
+    system rolls back (its pending changes replayed, its mode LEGACY_ONLY and its phase
+    0, its backfill paused); the other systems' phases, modes and writers are untouched.
+    One phase back instead: `unistatus phase rollback [--system S]`.
 
     Examples:
 
@@ -81,7 +82,8 @@ def rollback(
         print_json(result)
         return
     replayed = result["replay"].get("replayed", 0)
-    what = f"{result['system']}: " if chosen is not None else f"phase {result['from_phase']} -> 0, "
+    who = f"{result['system']}: " if chosen is not None else ""
+    what = f"{who}phase {result['from_phase']} -> 0, "
     console.print(
         f"[bold red]emergency rollback[/]: {what}"
         f"mode {result['from_mode']} -> [bold]{result['to_mode']}[/] "

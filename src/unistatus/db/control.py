@@ -506,11 +506,12 @@ def _refuse_stale_legacy(
         .where(P.c.replayed_at.is_(None), U.c.legacy_system.in_(frozen))
     ).scalar_one()
     if pending:
+        flag = f" --system {frozen[0].lower()}" if len(frozen) == 1 else ""
         raise ModeError(
             f"{pending} change(s) made in UNIFIED_ONLY ({', '.join(frozen)}) are not in "
             f"legacy yet; switching to {new.value} by hand would lose them. Use "
-            "`unistatus phase rollback` or `unistatus rollback --emergency`, which replay "
-            "them first"
+            f"`unistatus phase rollback{flag}` or `unistatus rollback --emergency{flag}`, "
+            "which replay them first"
         )
 
 

@@ -225,12 +225,19 @@ def gate_backfill(
     return gates or [unavailable("backfill_complete", "100%", "no backfill progress reported")]
 
 
-def gate_zero(engine: sa.Engine, name: str, count: Callable[[sa.Engine], int]) -> Gate:
+def gate_zero(
+    engine: sa.Engine,
+    name: str,
+    count: Callable[..., int],
+    system: LegacySystemType | None = None,
+) -> Gate:
+    """Nothing open: ``count(engine, system=system)`` rows (``system``'s only; None: of
+    every system)."""
     try:
-        n = int(count(engine))
+        n = int(count(engine, system=system))
     except Exception as exc:
         return unavailable(name, 0, f"cannot count: {exc}")
-    return Gate(name, n, 0, n == 0)
+    return Gate(name, n, 0, n == 0, f"counted on {system.value}'s rows" if system else None)
 
 
 def gate_soak(mode: DualWriteMode, settings: Settings, since: datetime | None) -> Gate:

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.backfill import quarantine_count, resume
-from unistatus.backfill.control import is_paused
+from unistatus.backfill.control import pause_key
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.control import (
@@ -404,9 +404,9 @@ def evaluate_gates(
                 command="unistatus check" + scoped,
                 system=system,
             ),
-            gates.gate_zero(engine, "quarantine", quarantine_count),
-            gates.gate_zero(engine, "repair_queue_open", open_repair_count),
-            gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count),
+            gates.gate_zero(engine, "quarantine", quarantine_count, system),
+            gates.gate_zero(engine, "repair_queue_open", open_repair_count, system),
+            gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count, system),
         ]
     return [
         gates.gate_soak(mode, settings, switched),
@@ -422,7 +422,7 @@ def evaluate_gates(
             command="unistatus check" + scoped,
             system=system,
         ),
-        gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count),
+        gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count, system),
         gates.gate_no_bypass(engine, settings, mode, switched, system),
     ]
 
@@ -556,7 +556,7 @@ def advance(
             forced,
             text,
         )
-    notes = _resume_backfill(engine, actor) if to.number == 2 else []
+    notes = _resume_backfill(engine, actor, chosen) if to.number == 2 else []
     return PhaseChange(
         status.phase,
         to.number,
@@ -572,10 +572,15 @@ def advance(
     )
 
 
-def _resume_backfill(engine: sa.Engine, actor: str) -> list[str]:
-    """Entering phase 2 lets backfill workers paused by an earlier rollback go on."""
+def _resume_backfill(engine: sa.Engine, actor: str, system: LegacySystemType | None) -> list[str]:
+    """Entering phase 2 lets backfill workers paused by an earlier rollback go on:
+    ``system``'s (a pause of every system stays: it holds the others too); None: all."""
     with engine.connect() as conn:
-        if not is_paused(conn):
-            return []
-    resume(engine, actor=actor, reason="entering phase 2 (backfill)")
-    return ["backfill workers resumed (they were paused by a rollback)"]
+        paused = {s for s in (None, *_systems(system)) if read_value(conn, pause_key(s)) == "true"}
+    own = paused - {None} if system is not None else paused
+    if own:
+        resume(engine, actor=actor, reason="entering phase 2 (backfill)", system=system)
+    notes = ["backfill workers resumed (they were paused by a rollback)"] if own else []
+    if system is not None and None in paused:
+        notes.append("the backfill of every system stays paused: `unistatus backfill resume`")
+    return notes

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
-from unistatus.db.tables import repair_queue
+from unistatus.db.tables import repair_queue, unified_transactions
 from unistatus.domain.ids import UtxId, derive_utx_id, parse_entity_id
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import UnistatusError
@@ -23,16 +23,25 @@ __all__ = ["open_repair_count", "open_rows", "queue_target", "resolve_queued"]
 PAGE = 1000  # open rows per read
 
 
-def open_repair_count(engine: sa.Engine) -> int:
-    """Unresolved rows of the adapter's repair queue (what still needs a repair run)."""
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                sa.select(sa.func.count())
-                .select_from(repair_queue)
-                .where(repair_queue.c.resolved_at.is_(None))
-            ).scalar_one()
+def open_repair_count(engine: sa.Engine, system: LegacySystemType | None = None) -> int:
+    """Unresolved rows of the adapter's repair queue (what still needs a repair run):
+    of ``system``'s transactions (None: of every system's).
+
+    A row that names no system is judged by its transaction's unified row; one whose
+    system is not known at all counts for every system (it may be any one's)."""
+    q = (
+        sa.select(sa.func.count())
+        .select_from(repair_queue)
+        .where(repair_queue.c.resolved_at.is_(None))
+    )
+    if system is not None:
+        U = unified_transactions
+        whose = sa.func.coalesce(repair_queue.c.legacy_system, U.c.legacy_system)
+        q = q.select_from(repair_queue.outerjoin(U, U.c.id == repair_queue.c.transaction_id)).where(
+            sa.or_(whose == LegacySystemType.parse(system).value, whose.is_(None))
         )
+    with engine.connect() as conn:
+        return int(conn.execute(q).scalar_one())
 
 
 def open_rows(engine: sa.Engine, after: int) -> Sequence[sa.Row[Any]]:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc
 from unistatus.db.failures import storage_errors
+from unistatus.db.tables import unified_transactions
 from unistatus.db.tables_replay import replay_conflicts
 from unistatus.domain.inputs import MAX_ACTOR_CHARS, check_text
 from unistatus.domain.statuses import LegacySystemType
@@ -195,8 +196,17 @@ def has_open_conflict(
     return conn.execute(q).first() is not None
 
 
-def open_conflict_count(engine: sa.Engine) -> int:
+def open_conflict_count(engine: sa.Engine, system: LegacySystemType | None = None) -> int:
+    """Undecided conflicts: of ``system``'s transactions (None: of every system's). One
+    that names no system is judged by its transaction's unified row, and counts for
+    every system when that is not known either."""
     q = sa.select(sa.func.count()).select_from(C).where(C.c.resolved_at.is_(None))
+    if system is not None:
+        U = unified_transactions
+        whose = sa.func.coalesce(C.c.legacy_system, U.c.legacy_system)
+        q = q.select_from(C.outerjoin(U, U.c.id == C.c.transaction_id)).where(
+            sa.or_(whose == LegacySystemType.parse(system).value, whose.is_(None))
+        )
     with storage_errors("cannot count the replay conflicts"), engine.connect() as conn:
         return int(conn.execute(q).scalar_one())
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from unistatus.backfill import pause
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import common_mode, read_modes, write_mode, write_value
+from unistatus.db.control import common_mode, read_modes, write_value
 from unistatus.db.failures import one_line
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
@@ -25,7 +25,10 @@ from unistatus.migration.phases import (
     PHASES,
     ROLLBACK_KEY,
     PhaseChange,
+    common_phase,
+    describe_phases,
     read_phase,
+    read_phases,
     write_phase,
 )
 from unistatus.migration.replay import replay_pending
@@ -54,15 +57,27 @@ CONFLICTS_NOTE = (
 )
 
 
-def _pause_backfill(engine: sa.Engine, settings: Settings, actor: str, reason: str) -> str:
-    pause(engine, actor=actor, reason=reason)
-    return "backfill workers paused (they wait before their next batch)"
+def _pause_backfill(
+    engine: sa.Engine, actor: str, reason: str, system: LegacySystemType | None
+) -> str:
+    pause(engine, actor=actor, reason=reason, system=system)
+    if system is None:
+        return "backfill workers paused (they wait before their next batch)"
+    return f"backfill of {system.value} paused (the other systems' goes on)"
+
+
+def _different_phases(phases: dict[LegacySystemType, int]) -> GateError:
+    return GateError(
+        f"the systems are in different phases ({describe_phases(phases)}): roll back one "
+        "system at a time with --system"
+    )
 
 
 def _switch(
     engine: sa.Engine,
     settings: Settings,
     *,
+    system: LegacySystemType | None,
     from_phase: int | None,
     to_phase: int,
     to_mode: DualWriteMode,
@@ -70,7 +85,9 @@ def _switch(
     reason: str,
     extra: dict[str, Any],
 ) -> tuple[int, DualWriteMode, dict[str, Any]]:
-    """Replay what legacy has not seen, then set phase and mode in the same transaction.
+    """Replay what legacy has not seen, then set phase and mode in the same transaction:
+    of ``system`` only (its pending changes, under its own mode lock; the other systems'
+    phase, mode and writers are left alone), or of every system (None).
 
     ``from_phase=None`` (the emergency path) goes to ``to_phase`` from whatever phase
     holds under the lock: a concurrent ``phase advance`` cannot make it give up.
@@ -79,34 +96,48 @@ def _switch(
     seen: dict[str, Any] = {}
 
     def finish(conn: sa.Connection, summary: dict[str, Any]) -> None:
-        current = read_phase(conn)
+        modes = read_modes(conn)
+        if system is not None:
+            current: int | None = read_phase(conn, system)
+            seen["from_mode"] = modes[system]
+            modes = {system: modes[system]}
+        else:
+            phases = read_phases(conn)
+            current = max(phases.values()) if from_phase is None else common_phase(phases)
+            if current is None:
+                raise _different_phases(phases)
+            # Systems in different modes (one rolled back on its own, say): the least
+            # advanced stands for them all, and the metadata keeps each.
+            seen["from_mode"] = common_mode(modes) or min(modes.values(), key=_MODE_ORDER.index)
         if from_phase is not None and current != from_phase:
             raise GateError("the phase changed during the rollback; check `phase status`")
         seen["from_phase"] = current
-        modes = read_modes(conn)
-        # Systems in different modes (one rolled back on its own, say): the least
-        # advanced stands for them all, and the metadata keeps each.
-        seen["from_mode"] = common_mode(modes) or min(modes.values(), key=_MODE_ORDER.index)
         meta = {
             **extra,
             "action": "rollback",
+            "system": system.value if system is not None else None,
             "from_phase": current,
             "to_phase": to_phase,
             "from_mode": seen["from_mode"].value,
             "from_modes": {s.value: m.value for s, m in modes.items()},
             "replay": _jsonable(summary),
         }
-        write_phase(conn, to_phase, to_mode, actor=actor, reason=reason, metadata=meta)
+        write_phase(
+            conn, to_phase, to_mode, system=system, actor=actor, reason=reason, metadata=meta
+        )
+        who = f"{system.value}: " if system is not None else ""
         write_value(
             conn,
             ROLLBACK_KEY,
-            f"phase {current} -> {to_phase}, {to_mode.value}",
+            f"{who}phase {current} -> {to_phase}, {to_mode.value}",
             actor=actor,
             reason=reason,
             metadata=meta,
         )
 
-    replay = replay_pending(engine, settings, finish=finish, actor=actor, reason=reason)
+    replay = replay_pending(
+        engine, settings, finish=finish, actor=actor, reason=reason, system=system
+    )
     return seen["from_phase"], seen["from_mode"], replay
 
 
@@ -117,34 +148,54 @@ def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def rollback_current_phase(
-    engine: sa.Engine, settings: Settings, *, actor: str, reason: str
-) -> PhaseChange:
-    """One step back from the current phase, by that phase's procedure."""
+def _checked(actor: str, reason: str, what: str) -> tuple[str, str]:
     if not reason or not reason.strip():
-        raise InputError("a rollback needs a reason (--reason); it is recorded")
+        raise InputError(f"{what} needs a reason (--reason); it is recorded")
     if not actor or not actor.strip():
         raise InputError("an actor is required")
-    reason = check_reason(reason)
-    actor = check_actor(actor)
+    return check_actor(actor), check_reason(reason).strip()
+
+
+def rollback_current_phase(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    actor: str,
+    reason: str,
+    system: LegacySystemType | str | None = None,
+) -> PhaseChange:
+    """One step back from the current phase, by that phase's procedure.
+
+    ``system``: that legacy system only (from phase 4 only its pending changes are
+    replayed, under its own mode lock; from phase 2 only its backfill is paused); the
+    other systems' phase, mode and writers are untouched. None: every system, which must
+    all be in one phase (GateError naming each system's phase otherwise).
+    """
+    chosen = LegacySystemType.parse(system) if system is not None else None
+    actor, reason = _checked(actor, reason, "a rollback")
     with engine.connect() as conn:
-        phase = read_phase(conn)
+        phases = read_phases(conn)
+    phase = phases[chosen] if chosen is not None else common_phase(phases)
+    if phase is None:
+        raise _different_phases(phases)
     if phase == 0:
-        raise GateError("phase 0 (not started): there is nothing to roll back")
+        who = f"{chosen.value} is in phase 0" if chosen is not None else "phase 0"
+        raise GateError(f"{who} (not started): there is nothing to roll back")
     to_phase = ROLLBACK_TARGET[phase]
     to_mode = PHASES[to_phase].mode
     notes: list[str] = []
     if phase == 2:
-        notes.append(_pause_backfill(engine, settings, actor, reason))
+        notes.append(_pause_backfill(engine, actor, reason, chosen))
         notes.append(BACKFILL_UNDO_NOTE)
     _, from_mode, replay = _switch(
         engine,
         settings,
+        system=chosen,
         from_phase=phase,
         to_phase=to_phase,
         to_mode=to_mode,
         actor=actor,
-        reason=reason.strip(),
+        reason=reason,
         extra={"notes": notes},
     )
     if replay["replayed"]:
@@ -153,16 +204,19 @@ def rollback_current_phase(
         notes.append(CONFLICTS_NOTE.format(n=replay["conflicts"]))
     if replay.get("undo_cleanup"):
         notes.append("legacy status columns restored")
+    if chosen is not None:
+        notes.append("the other systems' phase and mode are unchanged")
     return PhaseChange(
         phase,
         to_phase,
         from_mode,
         to_mode,
         actor,
-        reason.strip(),
+        reason,
         utcnow(),
         notes=notes,
         details={"replay": replay},
+        system=chosen,
     )
 
 
@@ -174,116 +228,50 @@ def emergency_rollback(
     reason: str,
     system: LegacySystemType | str | None = None,
 ) -> dict[str, Any]:
-    """The fastest safe path to legacy: replay where legacy is stale, then LEGACY_ONLY.
+    """The fastest safe path to legacy: replay where legacy is stale, then LEGACY_ONLY
+    and phase 0.
 
     ``system``: that legacy system only (its pending changes replayed, its mode set to
-    LEGACY_ONLY under its own mode lock, its backfill paused); the other systems' mode,
-    writers, backfill and the phase are left as they are. None: every system, phase 0.
+    LEGACY_ONLY and its phase to 0 under its own mode lock, its backfill paused); the
+    other systems' phase, mode, writers and backfill are left as they are. None: every
+    system.
     """
-    if system is not None:
-        return _emergency_of_system(
-            engine, settings, LegacySystemType.parse(system), actor=actor, reason=reason
-        )
-    if not reason or not reason.strip():
-        raise InputError("an emergency rollback needs a reason; it is recorded")
-    if not actor or not actor.strip():
-        raise InputError("an actor is required")
-    reason = check_reason(reason)
-    actor = check_actor(actor)
+    chosen = LegacySystemType.parse(system) if system is not None else None
+    actor, reason = _checked(actor, reason, "an emergency rollback")
     started = time.perf_counter()
     notes: list[str] = []
     # The phase is read under the exclusive lock, in the transaction that leaves it.
     phase, from_mode, replay = _switch(
         engine,
         settings,
+        system=chosen,
         from_phase=None,
         to_phase=0,
         to_mode=DualWriteMode.LEGACY_ONLY,
         actor=actor,
-        reason=reason.strip(),
+        reason=reason,
         extra={"emergency": True},
     )
     if replay["conflicts"]:
         notes.append(CONFLICTS_NOTE.format(n=replay["conflicts"]))
     try:
-        notes.append(_pause_backfill(engine, settings, actor, reason))
+        notes.append(_pause_backfill(engine, actor, reason, chosen))
     except Exception as exc:  # the switch is done; a pause failure must not hide it
         log.exception("could not pause the backfill after the emergency rollback")
         notes.append(f"could not pause the backfill: {one_line(exc)}")
+    flag = f" --system {chosen.value.lower()}" if chosen is not None else ""
     notes.append(
         f"running adapters follow within {settings.mode_refresh_seconds:g} s; "
-        "return with `unistatus phase advance` (gated, one phase at a time)"
+        f"return with `unistatus phase advance{flag}` (gated, one phase at a time)"
+        + ("; the other systems' phase and mode are unchanged" if chosen is not None else "")
     )
     return {
         "emergency": True,
+        "system": chosen.value if chosen is not None else None,
         "from_phase": phase,
         "to_phase": 0,
         "from_mode": from_mode.value,
         "to_mode": DualWriteMode.LEGACY_ONLY.value,
-        "actor": actor,
-        "reason": reason.strip(),
-        "replay": replay,
-        "conflicts": replay["conflicts"],
-        "notes": notes,
-        "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-        "at": utcnow().isoformat(),
-    }
-
-
-def _emergency_of_system(
-    engine: sa.Engine, settings: Settings, system: LegacySystemType, *, actor: str, reason: str
-) -> dict[str, Any]:
-    """:func:`emergency_rollback` of one system."""
-    if not reason or not reason.strip():
-        raise InputError("an emergency rollback needs a reason; it is recorded")
-    if not actor or not actor.strip():
-        raise InputError("an actor is required")
-    reason, actor = check_reason(reason).strip(), check_actor(actor)
-    started = time.perf_counter()
-    notes: list[str] = []
-    seen: dict[str, Any] = {}
-    to_mode = DualWriteMode.LEGACY_ONLY
-
-    def finish(conn: sa.Connection, summary: dict[str, Any]) -> None:
-        # Under the system's exclusive mode lock, with the last replayed batch.
-        seen["from_mode"] = read_modes(conn)[system]
-        meta = {
-            "action": "rollback",
-            "emergency": True,
-            "system": system.value,
-            "from_mode": seen["from_mode"].value,
-            "replay": _jsonable(summary),
-        }
-        write_mode(conn, to_mode, system=system, actor=actor, reason=reason, metadata=meta)
-        write_value(
-            conn,
-            ROLLBACK_KEY,
-            f"{system.value}: {seen['from_mode'].value} -> {to_mode.value}",
-            actor=actor,
-            reason=reason,
-            metadata=meta,
-        )
-
-    replay = replay_pending(
-        engine, settings, finish=finish, actor=actor, reason=reason, system=system
-    )
-    if replay["conflicts"]:
-        notes.append(CONFLICTS_NOTE.format(n=replay["conflicts"]))
-    try:
-        pause(engine, actor=actor, reason=reason, system=system)
-        notes.append(f"backfill of {system.value} paused (the other systems' goes on)")
-    except Exception as exc:  # the switch is done; a pause failure must not hide it
-        log.exception("could not pause the backfill after the emergency rollback")
-        notes.append(f"could not pause the backfill: {one_line(exc)}")
-    notes.append(
-        f"running adapters follow within {settings.mode_refresh_seconds:g} s; the other "
-        "systems' mode and the phase are unchanged"
-    )
-    return {
-        "emergency": True,
-        "system": system.value,
-        "from_mode": seen["from_mode"].value,
-        "to_mode": to_mode.value,
         "actor": actor,
         "reason": reason,
         "replay": replay,

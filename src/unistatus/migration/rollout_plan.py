@@ -50,8 +50,8 @@ DEFAULT_SAMPLE_ROWS = 2000
 
 REASON = '--reason "TEXT"'
 SOAK_GATE = "unified_primary_soak_s"  # migration.gates.gate_soak
-# Commands that take `--system` (`phase rollback` does not yet: it moves every system).
-SYSTEM_SCOPED = frozenset({"backfill", "phase advance", "rollback --emergency"})
+# Commands that take `--system`.
+SYSTEM_SCOPED = frozenset({"backfill", "phase advance", "phase rollback", "rollback --emergency"})
 
 
 def system_state(conn: sa.Connection, system: LegacySystemType | None) -> tuple[DualWriteMode, int]:
@@ -281,7 +281,9 @@ def _steps(
     raise InputError(f"no phase {into}")
 
 
-def _rollback_actions(phase: int, retired: bool, replay: dict[str, int]) -> list[str]:
+def _rollback_actions(
+    phase: int, retired: bool, replay: dict[str, int], system: LegacySystemType | None
+) -> list[str]:
     actions = []
     if replay["changes"]:
         actions.append(
@@ -299,25 +301,39 @@ def _rollback_actions(phase: int, retired: bool, replay: dict[str, int]) -> list
                 "views, if any, are dropped)"
             )
     if phase == 2:
-        actions.append("pause the backfill workers (their rows stay; `backfill undo` removes)")
+        actions.append(
+            f"pause the backfill workers{_of(system)} (their rows stay; `backfill undo` removes)"
+        )
     return actions
 
 
-def _rollback(phase: int, retired: bool, replay: dict[str, int]) -> RollbackPreview:
+def _of(system: LegacySystemType | None) -> str:
+    return f" of {system.value}" if system is not None else ""
+
+
+def _rollback(
+    phase: int, retired: bool, replay: dict[str, int], system: LegacySystemType | None
+) -> RollbackPreview:
     to = ROLLBACK_TARGET[phase]
-    actions = _rollback_actions(phase, retired, replay)
-    actions.append(f"set phase {to} and mode {PHASES[to].mode.value} in the same transaction")
+    actions = _rollback_actions(phase, retired, replay, system)
+    actions.append(
+        f"set phase {to} and mode {PHASES[to].mode.value}{_of(system)} in the same transaction"
+    )
     return RollbackPreview(
-        f"unistatus phase rollback {REASON}", to, PHASES[to].mode, actions, replay
+        f"unistatus phase rollback{_flag('phase rollback', system)} {REASON}",
+        to,
+        PHASES[to].mode,
+        actions,
+        replay,
     )
 
 
 def _emergency(
     phase: int, retired: bool, replay: dict[str, int], system: LegacySystemType | None
 ) -> RollbackPreview:
-    actions = _rollback_actions(4 if retired else phase, retired, replay)
-    actions.append("set phase 0 and mode LEGACY_ONLY in the same transaction")
-    actions.append("pause the backfill workers")
+    actions = _rollback_actions(4 if retired else phase, retired, replay, system)
+    actions.append(f"set phase 0 and mode LEGACY_ONLY{_of(system)} in the same transaction")
+    actions.append(f"pause the backfill workers{_of(system)}")
     return RollbackPreview(
         f"unistatus rollback --emergency{_flag('rollback --emergency', system)} {REASON}",
         0,
@@ -369,7 +385,7 @@ def rollout_plan(
         backfill_ahead=3 in ahead,
         check_ahead=bool(set(ahead) & {2, 3, 4}),
     )
-    quarantined = quarantine_count(engine) if 3 in ahead else 0
+    quarantined = quarantine_count(engine, system=chosen) if 3 in ahead else 0
     phases = []
     for into in ahead:
         gates = evaluate_gates(engine, settings, into, mode=mode, system=chosen)
@@ -381,15 +397,15 @@ def rollout_plan(
                 into == phase + 1,
                 gates,
                 _steps(into, figures, chosen, quarantined),
-                _rollback(into, retired, replay),
+                _rollback(into, retired, replay, chosen),
                 _soak_left(settings, gates) if into == 4 else 0.0,
             )
         )
     notes = []
     if chosen is not None:
         notes.append(
-            f"mode, phase, gates, figures and estimates are {chosen.value}'s; `phase rollback` "
-            "still acts on every system (`rollback --emergency --system` on this one)"
+            f"mode, phase, gates, figures, estimates and rollbacks are {chosen.value}'s; the "
+            "other systems are left as they are"
         )
     if len(phases) > 1:
         notes.append(

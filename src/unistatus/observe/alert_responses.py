@@ -7,10 +7,12 @@ episode responds once (the evaluator that claims the slot runs it); the outcome 
 recorded in the control history under :data:`AUTO_RESPONSE_KEY` and notified.
 
 The rollbacks act on the systems whose own figures crossed the threshold (the alert's
-``details["systems"]``): consistency below 99% on escrows switches escrows back to
-LEGACY_ONLY (``set_mode(system=ESCROW)``), cashouts keep their mode. When every system
-crossed, or the figures are not known per system, every system is rolled back by the
-procedures of old (the emergency rollback, one phase back), which replay first.
+``details["systems"]``), by the procedure the response of every system uses, run for
+that system only: consistency below 99% on escrows is the emergency rollback of escrows
+(their pending changes replayed, LEGACY_ONLY and phase 0, their backfill paused), a
+latency regression on escrows is the one-phase rollback of escrows; either way escrows'
+phase stays consistent with their mode and cashouts keep theirs. When every system
+crossed, or the figures are not known per system, every system is rolled back.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.control import MIXED, SYSTEMS, set_mode, switch_as_dict, write_value
+from unistatus.db.control import MIXED, SYSTEMS, write_value
 from unistatus.db.dialect import DialectOps
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import UnistatusError
 from unistatus.migration.repair import run_repair
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 from unistatus.observe.alert_rules import observe
@@ -90,7 +93,12 @@ class Responder:
                     "consistency_critical",
                     "rollback_systems_to_legacy_only",
                     states["consistency_critical"].message,
-                    lambda reason: self._switch(moving, DualWriteMode.LEGACY_ONLY, reason),
+                    lambda reason: _each(
+                        moving,
+                        lambda system: emergency_rollback(
+                            self.engine, self.settings, actor=ACTOR, reason=reason, system=system
+                        ),
+                    ),
                 )
         if "consistency_warning" in states:
             if not auto.repair_on_consistency_warning:
@@ -137,24 +145,6 @@ class Responder:
             for system, info in (snap.systems or {}).items()
             if info.get("mode")
         }
-
-    def _switch(
-        self, systems: list[LegacySystemType], mode: DualWriteMode, reason: str
-    ) -> dict[str, Any]:
-        """Switch each of ``systems`` (only them) to ``mode``; one result per system."""
-        done: dict[str, Any] = {}
-        for system in systems:
-            changes = set_mode(
-                self.engine,
-                mode,
-                system=system,
-                reason=reason,
-                actor=ACTOR,
-                settings=self.settings,
-                metadata={"automated": True},
-            )
-            done[system.value] = switch_as_dict(mode, system, changes)
-        return {"systems": done}
 
     def _latency_response(
         self, state: AlertState, snap: Snapshot, mode: DualWriteMode | None
@@ -203,16 +193,15 @@ class Responder:
         crossed: list[LegacySystemType],
         modes: dict[LegacySystemType, DualWriteMode],
     ) -> None:
-        """Some systems' own p95 crossed: those in unified primary and more than 20%
-        slower than the baseline go back to legacy primary, the others keep their mode.
-        A system in UNIFIED_ONLY is left to `phase rollback` (its changes are replayed
-        first), and the alert notifies."""
+        """Some systems' own p95 crossed: those with the unified side primary and more
+        than 20% slower than the baseline go one phase back (each by its own phase's
+        procedure: from 4 its changes are replayed first), the others keep theirs."""
         baseline = baseline_p95_ms(self.engine)
         slow: list[LegacySystemType] = []
         for system in crossed:
             perf = ((snap.systems or {}).get(system.value) or {}).get("performance") or {}
             p95 = perf.get("p95_ms")
-            if modes.get(system) is not DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
+            if modes.get(system) not in UNIFIED_PRIMARY_MODES:
                 continue
             if p95 is None or baseline is None or float(p95) <= baseline * LATENCY_REGRESSION:
                 continue
@@ -231,7 +220,12 @@ class Responder:
             state.name,
             "rollback_systems_to_legacy_primary",
             reason,
-            lambda why: self._switch(slow, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, why),
+            lambda why: _each(
+                slow,
+                lambda system: rollback_current_phase(
+                    self.engine, self.settings, actor=ACTOR, reason=why, system=system
+                ),
+            ),
         )
 
     def _repair(self, mode: DualWriteMode | None, reason: str, snap: Snapshot) -> Any:
@@ -285,6 +279,26 @@ class Responder:
                 message=f"automated response {outcome} ({reason})",
             )
         )
+
+
+def _each(
+    systems: list[LegacySystemType], act: Callable[[LegacySystemType], Any]
+) -> dict[str, Any]:
+    """``act`` for each system, the others' too when one fails (then the failures are
+    raised together, after every system was tried); one result per system."""
+    done: dict[str, Any] = {}
+    failed: list[str] = []
+    for system in systems:
+        try:
+            result = act(system)
+        except Exception as exc:
+            log.error("automated response for %s failed: %s", system.value, exc)
+            failed.append(f"{system.value}: {type(exc).__name__}: {exc}")
+            continue
+        done[system.value] = result.as_dict() if hasattr(result, "as_dict") else result
+    if failed:
+        raise UnistatusError(f"{'; '.join(failed)} (done: {', '.join(done) or 'none'})")
+    return {"systems": done}
 
 
 def _jsonable(value: Any) -> Any:
