@@ -45,10 +45,9 @@ from unistatus.migration.archive_format import (
     TableEntry,
     check_files,
     decode,
-    encode,
     file_lines,
     read_manifest,
-    row_line,
+    row_encoder,
     sha256_file,
 )
 
@@ -69,6 +68,7 @@ __all__ = [
 
 CONTROL_KEY = "archive"
 BATCH_ROWS = 2_000
+WRITE_BLOCK_LINES = 1_000
 
 
 # --- reading live rows --------------------------------------------------------------
@@ -83,10 +83,10 @@ def _ordered_select(table: sa.Table, columns: Sequence[ColumnInfo]) -> sa.Select
 def _live_lines(
     conn: sa.Connection, table: sa.Table, columns: Sequence[ColumnInfo]
 ) -> Iterator[bytes]:
-    kinds = [(c.kind, c.timezone) for c in columns]
+    line = row_encoder([(c.kind, c.timezone) for c in columns])
     result = conn.execution_options(yield_per=BATCH_ROWS).execute(_ordered_select(table, columns))
     for row in result:
-        yield row_line([encode(k, v, timezone=tz) for (k, tz), v in zip(kinds, row, strict=True)])
+        yield line(row)
 
 
 # --- export -------------------------------------------------------------------------
@@ -159,11 +159,23 @@ def _export_table(
     path = directory / name
     content = hashlib.sha256()
     rows = 0
+    block: list[bytes] = []
+
+    def flush() -> None:
+        # Written and hashed a block of lines at a time: per line, the compressor's
+        # and the hash's calls cost more than the bytes (the same bytes either way).
+        data = b"".join(block)
+        gz.write(data)
+        content.update(data)
+        block.clear()
+
     with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
         for line in _live_lines(conn, table, columns):
-            gz.write(line)
-            content.update(line)
+            block.append(line)
             rows += 1
+            if len(block) == WRITE_BLOCK_LINES:
+                flush()
+        flush()
     return TableEntry(
         name=table.name,
         system=system,

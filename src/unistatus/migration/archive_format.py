@@ -12,10 +12,11 @@ import base64
 import gzip
 import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "encode",
     "file_lines",
     "read_manifest",
+    "row_encoder",
     "row_line",
     "sha256_file",
 ]
@@ -108,8 +110,39 @@ def decode(kind: str, value: Any) -> Any:
     return value
 
 
+def _value_encoder(kind: str, timezone: bool) -> Callable[[Any], Any]:
+    """:func:`encode` of one column, chosen once: the export calls it per value."""
+    if kind in ("integer", "boolean", "json"):
+        return _same
+    if kind == "string":
+        return _text
+    return partial(encode, kind, timezone=timezone)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _text(value: Any) -> Any:
+    return None if value is None else str(value)
+
+
+def row_encoder(columns: Sequence[tuple[str, bool]]) -> Callable[[Sequence[Any]], bytes]:
+    """A row of these columns (``(kind, timezone)`` each) as its archive line: the
+    same bytes as :func:`row_line` of :func:`encode` of each value."""
+    encoders = [_value_encoder(kind, timezone) for kind, timezone in columns]
+
+    def line(row: Sequence[Any]) -> bytes:
+        return row_line([f(v) for f, v in zip(encoders, row, strict=True)])
+
+    return line
+
+
+_LINE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def row_line(row: Sequence[Any]) -> bytes:
-    return (json.dumps(list(row), separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+    return (_LINE.encode(list(row)) + "\n").encode()
 
 
 # --- manifest -----------------------------------------------------------------------
