@@ -18,11 +18,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from unistatus.backfill import progress as backfill_progress
 from unistatus.backfill import quarantine_count, read_workers
@@ -39,6 +35,7 @@ from unistatus.migration.replay_conflicts import open_conflict_count
 from unistatus.migration.verify import judged_report, verification_status
 from unistatus.observe.backfill_metrics import backfill_worker_families
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
+from unistatus.observe.operation_metrics import operation_families, window_families
 from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
 from unistatus.observe.stats import stats_totals, window
 
@@ -57,8 +54,6 @@ log = logging.getLogger("unistatus.observe.metrics")
 
 T = TypeVar("T")
 DEFAULT_WINDOW_SECONDS = 300.0
-# Latencies are measured and stored in ms; Prometheus wants base units (seconds).
-MS_PER_SECOND = 1000.0
 
 
 @dataclass
@@ -384,9 +379,7 @@ class SnapshotCollector:
                 phase.add_metric([system], info["phase"])
             yield mode
             yield phase
-        yield from self._stats_families(
-            HistogramMetricFamily, CounterMetricFamily, GaugeMetricFamily, snap
-        )
+        yield from self._stats_families(snap)
         rates = {
             system: info
             for system, info in (snap.systems or {}).items()
@@ -510,70 +503,17 @@ class SnapshotCollector:
         yield lag
         yield mark
 
-    def _stats_families(
-        self, histogram: Any, counter: Any, gauge: Any, snap: Snapshot
-    ) -> Iterator[Any]:
+    def _stats_families(self, snap: Snapshot) -> Iterator[Any]:
         if snap.performance is not None:
-            for key, name, text, per_unit in (
-                (
-                    "p95_ms",
-                    "unistatus_latency_p95_seconds",
-                    "p95 latency over the window (seconds)",
-                    MS_PER_SECOND,
-                ),
-                (
-                    "p99_ms",
-                    "unistatus_latency_p99_seconds",
-                    "p99 latency over the window (seconds)",
-                    MS_PER_SECOND,
-                ),
-                ("error_rate", "unistatus_error_rate", "Error rate over the window (0..1)", 1.0),
-                (
-                    "throughput_per_s",
-                    "unistatus_throughput_per_second",
-                    "Operations per second over the window",
-                    1.0,
-                ),
-            ):
-                value = snap.perf(key)
-                if value is not None:
-                    yield gauge(name, text, value=value / per_unit)
+            per_system = {
+                system: info["performance"] for system, info in (snap.systems or {}).items()
+            }
+            if snap.systems is None:  # the phases could not be read: each system's window
+                per_system = {
+                    s.value: window(self.engine, self.window_seconds, system=s).as_dict()
+                    for s in LegacySystemType
+                }
+            yield from window_families(per_system)
         totals = _read(snap.sources, "stats_totals", lambda: stats_totals(self.engine))
-        if totals is None:
-            return
-        hist = histogram(
-            "unistatus_operation_latency_seconds",
-            "Adapter operation latency (seconds), all processes",
-            labels=["operation", "mode"],
-        )
-        ops = counter(
-            "unistatus_operations",
-            "Adapter operations, all processes",
-            labels=["operation", "mode"],
-        )
-        errors = counter(
-            "unistatus_operation_errors",
-            "Failed adapter operations, all processes",
-            labels=["operation", "mode"],
-        )
-        rolled_back = counter(
-            "unistatus_operations_rolled_back",
-            "Adapter writes their caller's transaction rolled back (not in operations, "
-            "errors or latency), all processes",
-            labels=["operation", "mode"],
-        )
-        mismatches = counter("unistatus_shadow_mismatches", "Shadow-read mismatches, all processes")
-        total_mismatches = 0
-        for t in totals:
-            labels = [t["operation"], t["mode"]]
-            hist.add_metric(labels, t["buckets"], t["sum_ms"] / MS_PER_SECOND)
-            ops.add_metric(labels, t["count"])
-            errors.add_metric(labels, t["errors"])
-            rolled_back.add_metric(labels, t["rolled_back"])
-            total_mismatches += t["shadow_mismatches"]
-        mismatches.add_metric([], total_mismatches)
-        yield hist
-        yield ops
-        yield errors
-        yield rolled_back
-        yield mismatches
+        if totals is not None:
+            yield from operation_families(totals)
