@@ -196,8 +196,7 @@ NO_DATA: dict[str, tuple[str, str]] = {
     "p95 latency": (
         "no operations in the window",
         "p95 of every process's adapter operations over the service's window (5 min), "
-        "one value per legacy system. "
-        + NO_OPERATIONS,
+        "one value per legacy system. " + NO_OPERATIONS,
     ),
     "Consistency": (
         "unknown: no check yet",
