@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from unistatus.backfill import current_tuning, quarantine_count, read_workers
 from unistatus.backfill import progress as backfill_progress
-from unistatus.backfill import quarantine_count, read_workers
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import get_modes, mode_summary
@@ -34,6 +34,7 @@ from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
 from unistatus.migration.verify import judged_report, verification_status
 from unistatus.observe.backfill_metrics import backfill_worker_families
+from unistatus.observe.backfill_throttle import throttle_view
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
 from unistatus.observe.operation_metrics import operation_families, window_families
 from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
@@ -77,6 +78,8 @@ class Snapshot:
     progress: dict[str, dict[str, Any]] | None = None
     # Every backfill worker's row (finished ones too: their held seconds count).
     backfill_workers: list[dict[str, Any]] | None = None
+    # The backfill's tuning in force (``backfill status`` reads it too).
+    backfill_tuning: dict[str, Any] | None = None
     repair_open: int | None = None
     quarantine: int | None = None
     # Open conflicts of the replay to legacy (changes it did not apply; see rollback).
@@ -109,6 +112,11 @@ class Snapshot:
             return None
         value = self.performance.get(key)
         return float(value) if value is not None else None
+
+    @property
+    def backfill_throttle(self) -> dict[str, Any] | None:
+        """Running or waiting and why, the batch size and its target (both dashboards)."""
+        return throttle_view(self.backfill_workers, self.backfill_tuning)
 
     def phase_bars(self) -> list[dict[str, Any]]:
         """One progress bar per phase (:func:`~unistatus.observe.phase_progress.phase_bars`)."""
@@ -144,6 +152,7 @@ class Snapshot:
                 "workers": [w for w in self.backfill_workers or [] if w["alive"]]
                 if self.backfill_workers is not None
                 else None,
+                "throttle": self.backfill_throttle,
             },
             "sources": self.sources,
         }
@@ -280,6 +289,7 @@ def collect_snapshot(
     snap.backfill_workers = _read(
         src, "backfill_workers", lambda: read_workers(engine, include_finished=True)
     )
+    snap.backfill_tuning = _read(src, "backfill_tuning", lambda: current_tuning(engine, settings))
     snap.verification = _read(src, "verification", lambda: verification_status(engine))
     if each is not None:
         snap.systems = _read(
