@@ -86,3 +86,37 @@ def test_a_system_without_operations_has_no_latency_series(db: Database) -> None
         "ESCROW": 0.0,
         "EXCHANGE": 0.0,
     }
+
+
+def test_before_revision_0016_the_counters_carry_an_empty_system(db: Database) -> None:
+    """A rolling upgrade: new code on a schema without the stats' system column still
+    exports the cumulative families (``system=""``: no system, in Prometheus' terms)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from unistatus.db import schema
+    from unistatus.db.engine import create_engine
+    from unistatus.observe.operation_metrics import operation_families
+    from unistatus.observe.stats import stats_totals
+
+    assert schema.downgrade(db.engine, db.settings, "0015") == "0015"
+    # A process started on that schema (a new engine: what it has seen is not cached).
+    old = create_engine(db.url, schema=db.settings.schema)
+    record_latency(old, M.LEGACY_ONLY, 12.0, 4, errors=1, system=S.ESCROW)
+    totals = stats_totals(old)
+    assert [(t["operation"], t["system"], t["count"], t["errors"]) for t in totals] == [
+        ("update_status", "", 4, 1)
+    ]
+
+    class Families:
+        def collect(self) -> Any:
+            return operation_families(totals)
+
+    registry = CollectorRegistry()
+    registry.register(Families())  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert (
+        'unistatus_operations_total{mode="LEGACY_ONLY",operation="update_status",system=""} 4.0'
+        in text
+    )
+    assert window(old, 300, system=S.ESCROW).count == 0  # no system known there
+    old.dispose()
