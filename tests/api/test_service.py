@@ -18,7 +18,7 @@ from unistatus.api.service import create_app
 from unistatus.config import AutoResponses, load_settings
 from unistatus.db.control import get_mode, history
 from unistatus.db.engine import create_engine
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.check import run_check
 from unistatus.observe import alerts
 from unistatus.observe.notify import Notifier
@@ -84,7 +84,14 @@ def test_health_is_down_with_503_when_the_database_is_unreachable(tmp_path: Any)
 def test_metrics_reflect_the_database(db: Any, client: TestClient) -> None:
     seed_pairs(db.engine, 100, drift=1)
     run_check(db.engine, db.settings)
-    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 120.0, 40, errors=1)
+    record_latency(
+        db.engine,
+        DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY,
+        120.0,
+        40,
+        errors=1,
+        system=LegacySystemType.CASHOUT,
+    )
     alerts.evaluate(
         db.engine,
         db.settings.model_copy(
@@ -103,19 +110,19 @@ def test_metrics_reflect_the_database(db: Any, client: TestClient) -> None:
     assert 'unistatus_phase{system="EXCHANGE"} 0.0' in text
     assert (
         'unistatus_operation_latency_seconds_bucket{le="0.15",mode="DUAL_WRITE_LEGACY_PRIMARY",'
-        'operation="update_status"} 40.0' in text
+        'operation="update_status",system="CASHOUT"} 40.0' in text
     )
     assert (
         'unistatus_operation_latency_seconds_bucket{le="0.1",mode="DUAL_WRITE_LEGACY_PRIMARY",'
-        'operation="update_status"} 0.0' in text
+        'operation="update_status",system="CASHOUT"} 0.0' in text
     )
     assert (
-        'unistatus_operations_total{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="update_status"} 40.0'
-        in text
+        'unistatus_operations_total{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="update_status",'
+        'system="CASHOUT"} 40.0' in text
     )
     assert (
-        'unistatus_operation_errors_total{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="update_status"} 1.0'
-        in text
+        'unistatus_operation_errors_total{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="update_status",'
+        'system="CASHOUT"} 1.0' in text
     )
     assert "unistatus_shadow_mismatches_total 0.0" in text
     assert 'unistatus_backfill_progress_ratio{system="CASHOUT"}' in text
@@ -124,10 +131,14 @@ def test_metrics_reflect_the_database(db: Any, client: TestClient) -> None:
     assert 'unistatus_alert_firing{alert="consistency_warning",level="warning"} 1.0' in text
     assert (
         'unistatus_operation_latency_seconds_sum{mode="DUAL_WRITE_LEGACY_PRIMARY",'
-        'operation="update_status"} 4.8' in text  # 40 x 120 ms, in seconds
+        'operation="update_status",system="CASHOUT"} 4.8' in text  # 40 x 120 ms, in seconds
     )
     # p95 in the 100..150 ms bucket, bounded by the largest latency seen (120 ms)
-    assert "unistatus_latency_p95_seconds 0.119\n" in text
+    assert 'unistatus_latency_p95_seconds{system="CASHOUT"} 0.119\n' in text
+    # The other systems ran nothing: no p95 (unknown, never 0), an error rate of 0.
+    assert 'unistatus_latency_p95_seconds{system="ESCROW"}' not in text
+    assert 'unistatus_error_rate{system="ESCROW"} 0.0' in text
+    assert 'unistatus_error_rate{system="CASHOUT"} 0.025' in text
 
 
 def test_status_has_what_the_dashboard_shows(db: Any, client: TestClient) -> None:

@@ -19,6 +19,7 @@ from unistatus.backfill import run_backfill
 from unistatus.cli import app
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.migration.archive import export_archive
 from unistatus.migration.replay import pending_count
 from unistatus.migration.rollback import emergency_rollback
 from unistatus.migration.rollout_figures import cost_from
@@ -222,3 +223,75 @@ def test_cost_separates_the_fixed_part() -> None:
     assert flat is not None and flat.fixed_seconds == 0.0
     assert flat.per_row_seconds == pytest.approx(0.1 / 2000)
     assert cost_from((0, 0.0), (0, 0.0), 1000) is None
+
+
+def test_archive_export_is_estimated_from_a_sample(db: Database, tmp_path: Any) -> None:
+    """A plan that covers retirement times the archive export on a sample (nothing
+    written: test_samples_write_nothing runs it too); its size is near the real export's."""
+    seed_legacy(db.engine, db.settings, 600)
+    plan = rollout_plan(db.engine, db.settings, sample_rows=100)
+    for f in plan.figures.values():
+        assert f.legacy_rows == 200
+        assert f.archive and f.archive.sample_rows == 100 and f.archive.per_row_seconds > 0
+        assert f.archive.rows_per_statement == 200  # one statement per table, as exported
+        assert f.archive_seconds() == pytest.approx(
+            f.archive.fixed_seconds + 200 * f.archive.per_row_seconds
+        )
+        assert f.as_dict()["archive"]["rows"] == 200
+    export = {p.phase: p for p in plan.phases}[4].steps[3]
+    assert export.command == "unistatus archive export --out DIR"
+    assert export.estimate_seconds == pytest.approx(
+        sum(f.archive_seconds() or 0 for f in plan.figures.values())
+    )
+    assert "600 legacy row(s), about" in export.why
+    estimated = sum(f.archive_bytes() or 0 for f in plan.figures.values())
+    manifest = export_archive(db.engine, db.settings, tmp_path / "archive")
+    written = sum((tmp_path / "archive" / t.file).stat().st_size for t in manifest.tables)
+    assert 0.5 * written < estimated < 2 * written
+
+    unmeasured = rollout_plan(db.engine, db.settings, sample_rows=0)
+    assert all(f.archive is None for f in unmeasured.figures.values())
+    export = {p.phase: p for p in unmeasured.phases}[4].steps[3]
+    assert export.estimate_seconds is None
+    assert export.why.endswith("600 legacy row(s); size and time not measured")
+    # In phase 4 retirement is no longer ahead: nothing archived is sampled.
+    to_phase(db.engine, 4)
+    assert all(f.archive is None for f in rollout_plan(db.engine, db.settings).figures.values())
+
+
+def test_replay_time_comes_from_an_earlier_rollback_or_is_not_measured(db: Database) -> None:
+    """Without an earlier replay the plan says the replay time is not measured; after a
+    rollback that replayed changes, its rate gives the time."""
+    adapter = adapter_in(db, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
+    ids = [adapter.create_transaction("ESCROW", 1, "5", "USD").entity_id for _ in range(4)]
+    adapter = adapter_in(db, DualWriteMode.UNIFIED_ONLY)
+    to_phase(db.engine, 4)
+    for entity in ids[:3]:
+        assert entity and adapter.update_status(entity, "PENDING_SELLER", "t", "t").overall_success
+    plan = rollout_plan(db.engine, db.settings, sample_rows=0)
+    estimate = plan.emergency.estimate
+    assert estimate["changes"] == 3 and estimate["measured"] is False
+    assert estimate["estimate_seconds"] is None and estimate["rate"] is None
+    assert any("replay time not measured" in note for note in plan.notes)
+    runner = CliRunner()
+    text = runner.invoke(app, ["--database-url", db.url, "plan", "--sample-rows", "0"])
+    assert "replay: 3 change(s) to legacy, time not measured" in text.output
+
+    done = emergency_rollback(db.engine, db.settings, actor="test", reason="drill")
+    replayed, ms = done["replay"]["replayed"], done["replay"]["duration_ms"]
+    assert replayed == 3 and ms > 0
+    adapter = adapter_in(db, DualWriteMode.UNIFIED_ONLY)
+    to_phase(db.engine, 4)
+    assert adapter.update_status(ids[3], "PENDING_SELLER", "t", "t").overall_success
+    estimate = rollout_plan(db.engine, db.settings, sample_rows=0).emergency.estimate
+    assert estimate["measured"] is True and estimate["changes"] == 1
+    assert estimate["rate"]["rollbacks"] == 1 and estimate["rate"]["changes"] == 3
+    assert estimate["estimate_seconds"] == pytest.approx(ms / 1000 / 3, abs=1e-3)  # rounded
+    data = json.loads(
+        runner.invoke(
+            app, ["--database-url", db.url, "plan", "--sample-rows", "0", "--json"]
+        ).stdout
+    )
+    assert data["emergency_rollback"]["replay_estimate"]["measured"] is True
+    text = runner.invoke(app, ["--database-url", db.url, "plan", "--sample-rows", "0"])
+    assert "replay: 1 change(s) to legacy" in text.output and "earlier rollback(s)" in text.output

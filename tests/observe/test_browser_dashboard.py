@@ -17,8 +17,12 @@ from support.stats_data import record_latency, seed_pairs
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.api.service import create_app
 from unistatus.backfill import run_backfill
+from unistatus.backfill.activity import Activity
+from unistatus.backfill.health import LOCKS, Decision, Readings
+from unistatus.clock import utcnow
 from unistatus.config import AutoResponses
 from unistatus.db.control import set_mode
+from unistatus.db.dialect import ops_for
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionType
 from unistatus.migration.check import run_check
 from unistatus.observe import alerts
@@ -117,5 +121,35 @@ def test_dashboard_shows_the_migration_and_refreshes(sqlite_db: Any, browser: An
             timeout=12_000,
         )
         assert page.is_visible("#replay-pending")
+        assert script_errors == []
+        page.close()
+
+
+def test_the_page_shows_why_the_backfill_waits(sqlite_db: Any, browser: Any) -> None:
+    """The throttle drawn by the page's own script: waiting and why, the batch, its target."""
+    db = sqlite_db
+    held = Activity(ops_for(db.engine), "host-a:1", batch_rows=4_000)
+    held.tuned({"target_batch_ms": 200.0, "max_rows_per_second": None})
+    held.saw(Readings(lock_waits=5), {"max_lock_waits": 2})
+    held.hold(Decision(LOCKS, 5.0, 2.0), utcnow())
+    held.batch(4_000, 0.15, 4_000)
+    held.write(0.0)
+    with serving(create_app(db.settings, db.engine)) as base:
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        script_errors: list[str] = []
+        page.on("pageerror", lambda exc: script_errors.append(str(exc)))
+        page.goto(base + "/")
+        page.wait_for_function(
+            "document.getElementById('throttle-state').textContent.startsWith('waiting')",
+            timeout=10_000,
+        )
+        assert page.inner_text("#throttle-state") == (
+            "waiting (1 of 1 workers): lock_waits 5 sessions > 2 sessions"
+        )
+        assert "warn" in (page.get_attribute("#throttle-state", "class") or "")
+        assert page.inner_text("#throttle-waiting").startswith("host-a:1: lock_waits 5 sessions")
+        assert page.inner_text("#throttle-batch") == (
+            "batch 4,000 rows, target 200 ms; last 4,000 in 150 ms; rate limit off"
+        )
         assert script_errors == []
         page.close()

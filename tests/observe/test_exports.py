@@ -18,7 +18,7 @@ from unistatus.api.service import create_app
 from unistatus.backfill import pause, resume
 from unistatus.cli import app
 from unistatus.db.control import set_mode
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.check import run_check
 from unistatus.observe import alerts
 from unistatus.observe.exports import (
@@ -36,7 +36,13 @@ def exposed_names(db: Any) -> set[str]:
     too); return every sample name."""
     seed_pairs(db.engine, 50)
     run_check(db.engine, db.settings)
-    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 12.0, 30)
+    record_latency(
+        db.engine,
+        DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY,
+        12.0,
+        30,
+        system=LegacySystemType.CASHOUT,
+    )
     alerts.evaluate(db.engine, db.settings, notifier=Notifier())
     with captured(db):
         set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="t")

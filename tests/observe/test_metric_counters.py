@@ -59,7 +59,7 @@ def test_pruning_old_rows_keeps_every_counter_and_histogram_total(db: Database) 
     before = _cumulative(db)
     key = (
         "unistatus_operations_total",
-        (("mode", "DUAL_WRITE_LEGACY_PRIMARY"), ("operation", "update_status")),
+        (("mode", "DUAL_WRITE_LEGACY_PRIMARY"), ("operation", "update_status"), ("system", "")),
     )
     assert before[key] == 50.0
     rows = _rows(db)
@@ -109,6 +109,6 @@ def test_concurrent_prunes_count_every_row_once(pg: Database) -> None:
     after = _cumulative(pg)
     key = (
         "unistatus_operations_total",
-        (("mode", "DUAL_WRITE_LEGACY_PRIMARY"), ("operation", "update_status")),
+        (("mode", "DUAL_WRITE_LEGACY_PRIMARY"), ("operation", "update_status"), ("system", "")),
     )
     assert after[key] == before[key] + 5

@@ -47,7 +47,14 @@ def _scrape(db: Any) -> str:
     seed_pairs(db.engine, 50)
     run_backfill(db.engine, db.settings, systems=[LegacySystemType.CASHOUT])
     run_check(db.engine, db.settings)
-    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 12.0, 30, errors=2)
+    record_latency(
+        db.engine,
+        DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY,
+        12.0,
+        30,
+        errors=2,
+        system=LegacySystemType.CASHOUT,
+    )
     alerts.evaluate(db.engine, db.settings, notifier=Notifier())
     with serving(create_app(db.settings, db.engine)) as base:
         with urllib.request.urlopen(f"{base}/metrics", timeout=30) as response:
@@ -113,15 +120,19 @@ def test_the_exported_rules_fire_as_the_monitor_does(tmp_path: Path, promtool: s
         backfill("0x100 1x10 0x40", []),  # paused 40 minutes ago: not yet stalled
         {
             "interval": "1m",
-            "input_series": [{"series": "unistatus_latency_p95_seconds", "values": "0.3x10"}],
+            "input_series": [
+                {"series": 'unistatus_latency_p95_seconds{system="ESCROW"}', "values": "0.3x10"},
+                {"series": 'unistatus_latency_p95_seconds{system="CASHOUT"}', "values": "0.01x10"},
+            ],
             "alert_rule_test": [
                 {
                     "eval_time": "5m",
                     "alertname": warning["alert"],
                     "exp_alerts": [
                         {
-                            "exp_labels": warning["labels"],
-                            "exp_annotations": annotations(warning, "p95 300ms."),
+                            # Only the system whose own p95 crossed.
+                            "exp_labels": {**warning["labels"], "system": "ESCROW"},
+                            "exp_annotations": annotations(warning, "ESCROW p95 300ms."),
                         }
                     ],
                 },

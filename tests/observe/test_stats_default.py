@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
 from conftest import Database
@@ -144,7 +145,7 @@ def test_a_write_the_caller_rolls_back_is_counted_as_rolled_back_not_as_an_error
     )
     with TestClient(create_app(db.settings, db.engine)) as client:
         text = client.get("/metrics").text
-    labels = '{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="update_status"}'
+    labels = '{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="update_status",system="CASHOUT"}'
     assert f"unistatus_operations_rolled_back_total{labels} 1.0" in text
     assert f"unistatus_operations_total{labels} 1.0" in text
     assert f"unistatus_operation_errors_total{labels} 0.0" in text
@@ -166,8 +167,9 @@ def test_service_writes_are_counted_once_and_reach_metrics(db: Database) -> None
         adapter.create_transaction("EXCHANGE", 8, "2", "USD")
     with TestClient(create_app(db.settings, db.engine)) as client:
         text = client.get("/metrics").text
-    assert 'unistatus_operations_total{mode="LEGACY_ONLY",operation="create_transaction"} 2.0' in (
-        text
+    assert (
+        'unistatus_operations_total{mode="LEGACY_ONLY",operation="create_transaction",'
+        'system="EXCHANGE"} 2.0' in text
     )
 
 
@@ -180,9 +182,18 @@ def test_the_load_tests_operations_appear_once(db: Database) -> None:
     assert w.count == report.run.operations and w.errors == 0
     with TestClient(create_app(db.settings, db.engine)) as client:
         text = client.get("/metrics").text
+    created = [
+        sample
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "unistatus_operations_total"
+        and sample.labels["mode"] == M.DUAL_WRITE_LEGACY_PRIMARY.value
+        and sample.labels["operation"] == "create_transaction"
+    ]
+    assert {s.labels["system"] for s in created} <= {"CASHOUT", "ESCROW", "EXCHANGE"}
     assert (
-        'unistatus_operations_total{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="create_transaction"} '
-        f"{float(window(db.engine, 600, operation='create_transaction').count)}" in text
+        sum(s.value for s in created)
+        == window(db.engine, 600, operation="create_transaction").count
     )
 
 

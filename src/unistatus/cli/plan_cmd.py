@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -38,7 +38,7 @@ def _figures_table(plan: RolloutPlan) -> object:
         show_edge=False,
         pad_edge=False,
     )
-    for name in ("system", "legacy", "to copy", "pending", "backfill/s", "check/s"):
+    for name in ("system", "legacy", "to copy", "pending", "backfill/s", "check/s", "archive/s"):
         table.add_column(name, justify="left" if name == "system" else "right", no_wrap=True)
     for system, f in plan.figures.items():
 
@@ -52,6 +52,7 @@ def _figures_table(plan: RolloutPlan) -> object:
             f"{f.pending_changes:,}",
             rate(f.backfill),
             rate(f.check),
+            rate(f.archive),
         )
     return table
 
@@ -63,10 +64,28 @@ def _indented(text: object, left: int) -> None:
     console.print(Padding(text, (0, 0, 0, left)), highlight=False)  # type: ignore[arg-type]
 
 
+def replay_line(estimate: dict[str, Any]) -> str:
+    """The replay's size and time: ``not measured`` without a rate from an earlier
+    rollback, never a made-up one."""
+    changes = estimate.get("changes", 0)
+    if not changes:
+        return "replay: nothing to write to legacy now"
+    rate = estimate.get("rate")
+    if rate is None:
+        return f"replay: {changes} change(s) to legacy, time not measured (no earlier replay)"
+    return (
+        f"replay: {changes} change(s) to legacy, {duration(estimate['estimate_seconds'])} at "
+        f"{rate['changes_per_second']:,.0f} changes/s (measured by {rate['rollbacks']} "
+        "earlier rollback(s))"
+    )
+
+
 def _rollback_lines(label: str, rb: RollbackPreview) -> None:
     _indented(f"[bold]{label}:[/] {rb.command} -> phase {rb.to_phase} ({rb.to_mode.value})", 4)
     for action in rb.actions:
         _indented(f"- {action}", 6)
+    if rb.estimate:
+        _indented(f"[dim]{replay_line(rb.estimate)}[/]", 6)
 
 
 def _phase(p: PhasePlan) -> None:

@@ -7,10 +7,17 @@ only reads. Each is timed on two sizes (a quarter of the sample, and all of it),
 :data:`SAMPLE_RUNS` times each, the fastest counting; the two give a fixed cost per
 statement and a cost per row (:class:`Cost`), and an estimate charges the fixed cost
 once per statement the real command runs.
+
+The archive export is timed the same way: the first rows of each legacy table read,
+encoded and gzipped as ``archive export`` does, into memory (no file, no table written).
+A rollback's replay is not sampled (it writes legacy): its rate is the one measured by
+the rollbacks this database has already run (the replay summary each one logged); none
+yet, and the replay's time is not measured (:func:`replay_rate`).
 """
 
 from __future__ import annotations
 
+import gzip
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,16 +28,21 @@ import sqlalchemy as sa
 from unistatus.backfill.statements import in_range, unified_insert
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable
-from unistatus.db.tables import pending_legacy_changes, unified_transactions
+from unistatus.db.tables import control_log, pending_legacy_changes, unified_transactions
 from unistatus.domain.statuses import LegacySystemType
+from unistatus.migration.archive_format import ColumnInfo, encode, row_line
 from unistatus.migration.check import DEFAULT_CHUNK, count_first_keys
+from unistatus.migration.phases import ROLLBACK_KEY
 
 __all__ = [
     "SAMPLE_RUNS",
     "Cost",
+    "ReplayRate",
     "SystemFigures",
     "cost_from",
     "figures",
+    "replay_estimate",
+    "replay_rate",
     "replay_size",
     "rounded",
     "seconds_for",
@@ -45,6 +57,8 @@ SAMPLE_LOCK_MS = 200
 # Rows per statement of the real commands: `backfill --batch-size`'s default, and the
 # check's key chunk.
 BACKFILL_BATCH = 1000
+# The replay's rate: from the last few rollbacks that replayed something.
+REPLAY_HISTORY = 5
 
 U = unified_transactions
 P = pending_legacy_changes
@@ -115,6 +129,9 @@ class SystemFigures:
     pending_changes: int
     backfill: Cost | None
     check: Cost | None
+    # The archive export (measured when the plan covers phase 4's retirement).
+    archive: Cost | None = None
+    archive_bytes_per_row: float | None = None
 
     def backfill_seconds(self) -> float | None:
         if self.missing_unified is None:
@@ -127,6 +144,18 @@ class SystemFigures:
         if self.legacy_rows == 0:
             return 0.0
         return self.check.seconds(self.legacy_rows) if self.check else None
+
+    def archive_seconds(self) -> float | None:
+        if self.legacy_rows == 0:
+            return 0.0
+        return self.archive.seconds(self.legacy_rows) if self.archive else None
+
+    def archive_bytes(self) -> int | None:
+        if self.legacy_rows == 0:
+            return 0
+        if self.archive_bytes_per_row is None:
+            return None
+        return round(self.archive_bytes_per_row * self.legacy_rows)
 
     def as_dict(self) -> dict[str, Any]:
         def cost(c: Cost | None, estimate: float | None) -> dict[str, Any]:
@@ -142,6 +171,11 @@ class SystemFigures:
             "pending_changes": self.pending_changes,
             "backfill": cost(self.backfill, self.backfill_seconds()),
             "check": cost(self.check, self.check_seconds()),
+            "archive": {
+                **cost(self.archive, self.archive_seconds()),
+                "rows": self.legacy_rows,
+                "estimate_bytes": self.archive_bytes(),
+            },
         }
 
 
@@ -252,6 +286,111 @@ def _backfill_cost(engine: sa.Engine, lt: LegacyTable, sample: int) -> Cost | No
     return _two_sizes(run, len(keys), BACKFILL_BATCH)
 
 
+class _Sink:
+    """A write-only file that keeps nothing but how many bytes it was given."""
+
+    def __init__(self) -> None:
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _archive_cost(
+    engine: sa.Engine, lt: LegacyTable, sample: int, rows: int
+) -> tuple[Cost | None, float | None]:
+    """``archive export``'s work on the first ``sample`` rows (read in key order, encoded,
+    gzipped into a sink that keeps only the size; reads only), and the gzipped bytes per
+    row. One statement per table, as the export runs."""
+    columns = [ColumnInfo.of(c, engine.dialect) for c in lt.table.c]
+    kinds = [(c.kind, c.timezone) for c in columns]
+    order = [c for c in lt.table.c if c.primary_key] or list(lt.table.c)
+    sizes: dict[int, int] = {}
+
+    def run(limit: int) -> int:
+        sink, done = _Sink(), 0
+        query = sa.select(*lt.table.c).order_by(*order).limit(limit)
+        with engine.connect() as conn:
+            try:
+                with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0) as gz:
+                    for row in conn.execute(query):
+                        line = [
+                            encode(k, v, timezone=tz) for (k, tz), v in zip(kinds, row, strict=True)
+                        ]
+                        gz.write(row_line(line))
+                        done += 1
+            finally:
+                conn.rollback()
+        sizes[done] = sink.size
+        return done
+
+    cost = _two_sizes(run, sample, max(rows, 1))
+    largest = max(sizes, default=0)
+    return cost, (sizes[largest] / largest if largest else None)
+
+
+@dataclass(frozen=True)
+class ReplayRate:
+    """Changes replayed per second by the rollbacks this database already ran."""
+
+    changes: int
+    seconds: float
+    rollbacks: int
+
+    @property
+    def changes_per_second(self) -> float:
+        return self.changes / self.seconds
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "changes_per_second": rounded(self.changes_per_second),
+            "changes": self.changes,
+            "seconds": rounded(self.seconds),
+            "rollbacks": self.rollbacks,
+        }
+
+
+def replay_rate(conn: sa.Connection, *, history: int = REPLAY_HISTORY) -> ReplayRate | None:
+    """The replay rate of the last ``history`` rollbacks that replayed changes (their
+    logged summaries: changes replayed, duration, locking included); None: not measured."""
+    q = (
+        sa.select(control_log.c.meta)
+        .where(control_log.c.key == ROLLBACK_KEY)
+        .order_by(control_log.c.id.desc())
+        .limit(history * 10)
+    )
+    changes, seconds, runs = 0, 0.0, 0
+    for meta in conn.execute(q).scalars():
+        replay = (meta or {}).get("replay") if isinstance(meta, dict) else None
+        if not isinstance(replay, dict):
+            continue
+        done, ms = replay.get("replayed"), replay.get("duration_ms")
+        if not isinstance(done, int) or not isinstance(ms, int | float) or done <= 0 or ms <= 0:
+            continue
+        changes, seconds, runs = changes + done, seconds + float(ms) / 1000.0, runs + 1
+        if runs == history:
+            break
+    return ReplayRate(changes, seconds, runs) if runs else None
+
+
+def replay_estimate(replay: dict[str, int], rate: ReplayRate | None) -> dict[str, Any]:
+    """What a rollback's replay would write now, and how long it would take at the
+    measured rate (None with ``measured`` False when no rate was measured)."""
+    changes = int(replay["changes"])
+    seconds = 0.0 if changes == 0 else (changes / rate.changes_per_second if rate else None)
+    return {
+        "changes": changes,
+        "legacy_rows_written_at_most": int(replay["legacy_rows_written_at_most"]),
+        "estimate_seconds": rounded(seconds),
+        "measured": rate is not None,
+        "rate": rate.as_dict() if rate else None,
+    }
+
+
 def figures(
     engine: sa.Engine,
     tables: dict[LegacySystemType, LegacyTable],
@@ -259,6 +398,7 @@ def figures(
     sample_rows: int,
     backfill_ahead: bool,
     check_ahead: bool,
+    archive_ahead: bool = False,
 ) -> dict[LegacySystemType, SystemFigures]:
     out: dict[LegacySystemType, SystemFigures] = {}
     for system, lt in tables.items():
@@ -269,13 +409,16 @@ def figures(
             )
             missing = _count(conn, _missing(lt)) if backfill_ahead else None
             pending = replay_size(conn, system)["changes"]
-        backfill = check = None
+        backfill = check = archive = None
+        per_row: float | None = None
         if sample_rows and lt.status is not None:
             if backfill_ahead and missing:
                 backfill = _backfill_cost(engine, lt, sample_rows)
             if check_ahead and legacy_rows:
                 check = _check_cost(engine, lt, sample_rows)
+        if sample_rows and archive_ahead and legacy_rows:
+            archive, per_row = _archive_cost(engine, lt, sample_rows, legacy_rows)
         out[system] = SystemFigures(
-            system, legacy_rows, unified_rows, missing, pending, backfill, check
+            system, legacy_rows, unified_rows, missing, pending, backfill, check, archive, per_row
         )
     return out

@@ -1,9 +1,10 @@
 """``unistatus plan``: what the rest of the migration would do, measured now, changing nothing.
 
 For every phase still ahead: its gates as they stand now, the commands that would run,
-what a rollback out of it would do (how many changes its replay would write to legacy),
-and time estimates computed from this database: row counts per system, and backfill
-and check rates measured on a small sample. The backfill's own statement runs on the
+what a rollback out of it would do (how many changes its replay would write to legacy,
+and how long that takes at the rate earlier rollbacks replayed, when one did), and time
+estimates computed from this database: row counts per system, and backfill, check and
+archive export rates measured on a small sample. The backfill's own statement runs on the
 sample inside a transaction that is always rolled back; the check's statement only
 reads (:mod:`unistatus.migration.rollout_figures`). The shape (:data:`PLAN_FORMAT`) and how it is
 computed: ``docs/phases.md``, "The plan".
@@ -30,7 +31,13 @@ from unistatus.migration.gates import Gate
 from unistatus.migration.phases import LAST_PHASE, PHASE_START, PHASES, evaluate_gates, read_phase
 from unistatus.migration.retire import legacy_columns_dropped
 from unistatus.migration.rollback import ROLLBACK_TARGET
-from unistatus.migration.rollout_figures import SystemFigures, replay_size, rounded
+from unistatus.migration.rollout_figures import (
+    SystemFigures,
+    replay_estimate,
+    replay_rate,
+    replay_size,
+    rounded,
+)
 
 __all__ = [
     "DEFAULT_SAMPLE_ROWS",
@@ -88,6 +95,8 @@ class RollbackPreview:
     to_mode: DualWriteMode
     actions: list[str]
     replay: dict[str, int]
+    # The replay's changes and time at the measured rate (rollout_figures.replay_estimate).
+    estimate: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -96,6 +105,7 @@ class RollbackPreview:
             "to_mode": self.to_mode.value,
             "actions": list(self.actions),
             "replay": dict(self.replay),
+            "replay_estimate": dict(self.estimate),
         }
 
 
@@ -269,7 +279,8 @@ def _steps(
             _advance(4, system),
             Step(
                 "unistatus archive export --out DIR",
-                "keep the legacy tables before anything is dropped",
+                "keep the legacy tables before anything is dropped: " + _archive_size(figures),
+                _sum([f.archive_seconds() for f in figures.values()]),
             ),
             Step("unistatus archive verify DIR", "verify and record the archive", 0.0),
             Step(
@@ -279,6 +290,16 @@ def _steps(
             ),
         ]
     raise InputError(f"no phase {into}")
+
+
+def _archive_size(figures: dict[LegacySystemType, SystemFigures]) -> str:
+    """The archive's rows, and its size and time when measured ("not measured" else)."""
+    rows = sum(f.legacy_rows for f in figures.values())
+    sizes = [f.archive_bytes() for f in figures.values()]
+    if any(b is None for b in sizes) or any(f.archive_seconds() is None for f in figures.values()):
+        return f"{rows} legacy row(s); size and time not measured"
+    total = sum(b for b in sizes if b is not None)
+    return f"{rows} legacy row(s), about {total / 1e6:.1f} MB gzipped (timed on a sample)"
 
 
 def _rollback_actions(
@@ -312,7 +333,11 @@ def _of(system: LegacySystemType | None) -> str:
 
 
 def _rollback(
-    phase: int, retired: bool, replay: dict[str, int], system: LegacySystemType | None
+    phase: int,
+    retired: bool,
+    replay: dict[str, int],
+    system: LegacySystemType | None,
+    estimate: dict[str, Any],
 ) -> RollbackPreview:
     to = ROLLBACK_TARGET[phase]
     actions = _rollback_actions(phase, retired, replay, system)
@@ -325,11 +350,16 @@ def _rollback(
         PHASES[to].mode,
         actions,
         replay,
+        estimate,
     )
 
 
 def _emergency(
-    phase: int, retired: bool, replay: dict[str, int], system: LegacySystemType | None
+    phase: int,
+    retired: bool,
+    replay: dict[str, int],
+    system: LegacySystemType | None,
+    estimate: dict[str, Any],
 ) -> RollbackPreview:
     actions = _rollback_actions(4 if retired else phase, retired, replay, system)
     actions.append(f"set phase 0 and mode LEGACY_ONLY{_of(system)} in the same transaction")
@@ -340,6 +370,7 @@ def _emergency(
         DualWriteMode.LEGACY_ONLY,
         actions,
         replay,
+        estimate,
     )
 
 
@@ -373,6 +404,7 @@ def rollout_plan(
     with engine.connect() as conn:
         mode, phase = system_state(conn, chosen)
         replay = replay_size(conn, chosen)
+        estimate = replay_estimate(replay, replay_rate(conn))
     retired = legacy_columns_dropped(engine, settings)
     tables = resolve_legacy_tables(
         engine, settings, systems=[chosen] if chosen else None, require_status=False
@@ -384,6 +416,7 @@ def rollout_plan(
         sample_rows=sample_rows,
         backfill_ahead=3 in ahead,
         check_ahead=bool(set(ahead) & {2, 3, 4}),
+        archive_ahead=4 in ahead,
     )
     quarantined = quarantine_count(engine, system=chosen) if 3 in ahead else 0
     phases = []
@@ -397,7 +430,7 @@ def rollout_plan(
                 into == phase + 1,
                 gates,
                 _steps(into, figures, chosen, quarantined),
-                _rollback(into, retired, replay, chosen),
+                _rollback(into, retired, replay, chosen, estimate),
                 _soak_left(settings, gates) if into == 4 else 0.0,
             )
         )
@@ -412,6 +445,15 @@ def rollout_plan(
             "gates of the phases after the next are measured now too: they are measured "
             "again when their turn comes"
         )
+    if chosen is not None and 4 in ahead:
+        notes.append(
+            f"`archive export` writes every configured legacy table: its rows and time here "
+            f"are {chosen.value}'s"
+        )
+    if not estimate["measured"] and estimate["changes"]:
+        notes.append(
+            "replay time not measured: no rollback has replayed changes on this database yet"
+        )
     if sample_rows == 0:
         notes.append("rates not measured (sample of 0 rows): estimates unknown")
     return RolloutPlan(
@@ -420,7 +462,7 @@ def rollout_plan(
         mode,
         figures,
         phases,
-        _emergency(phase, retired, replay, chosen),
+        _emergency(phase, retired, replay, chosen, estimate),
         notes,
         duration_ms=(time.perf_counter() - started) * 1000,
     )

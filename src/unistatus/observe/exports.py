@@ -111,21 +111,23 @@ def prometheus_rules() -> dict[str, Any]:
             f"unistatus_error_rate > {t['error_rate_critical']}",
             "critical",
             "Adapter error rate above 1%",
-            "Error rate {{ $value | humanizePercentage }} over the service's window.",
+            "{{ $labels.system }} error rate {{ $value | humanizePercentage }} over the "
+            "service's window.",
         ),
         _rule(
             "error_rate_warning",
             f"unistatus_error_rate > {t['error_rate_warning']}",
             "warning",
             "Adapter error rate above 0.1%",
-            "Error rate {{ $value | humanizePercentage }} over the service's window.",
+            "{{ $labels.system }} error rate {{ $value | humanizePercentage }} over the "
+            "service's window.",
         ),
         _rule(
             "latency_p95_critical",
             f"unistatus_latency_p95_seconds > {_seconds(t['latency_p95_critical'])}",
             "critical",
             "p95 latency above 500 ms",
-            "p95 {{ $value | humanizeDuration }}. With the unified side primary and > 20% above "
+            "{{ $labels.system }} p95 {{ $value | humanizeDuration }}. With the unified side primary and > 20% above "
             "the baseline, unistatus monitor rolls back to legacy primary.",
         ),
         _rule(
@@ -133,7 +135,7 @@ def prometheus_rules() -> dict[str, Any]:
             f"unistatus_latency_p95_seconds > {_seconds(t['latency_p95_warning'])}",
             "warning",
             "p95 latency above 200 ms",
-            "p95 {{ $value | humanizeDuration }}.",
+            "{{ $labels.system }} p95 {{ $value | humanizeDuration }}.",
         ),
         _rule(
             "backfill_stalled",
@@ -193,8 +195,8 @@ NO_DATA: dict[str, tuple[str, str]] = {
     "Firing alerts": ("none firing", "Alerts firing now; empty while none fires."),
     "p95 latency": (
         "no operations in the window",
-        "p95 of every process's adapter operations over the service's window (5 min). "
-        + NO_OPERATIONS,
+        "p95 of every process's adapter operations over the service's window (5 min), "
+        "one value per legacy system. " + NO_OPERATIONS,
     ),
     "Consistency": (
         "unknown: no check yet",
@@ -278,7 +280,7 @@ def grafana_dashboard() -> dict[str, Any]:
             5,
             "p95 latency",
             "stat",
-            [("unistatus_latency_p95_seconds", "p95")],
+            [("unistatus_latency_p95_seconds", "{{system}}")],
             0,
             4,
             unit="s",
@@ -292,7 +294,7 @@ def grafana_dashboard() -> dict[str, Any]:
             6,
             "Error rate",
             "stat",
-            [("unistatus_error_rate", "errors")],
+            [("unistatus_error_rate", "{{system}}")],
             6,
             4,
             unit="percentunit",
@@ -306,7 +308,7 @@ def grafana_dashboard() -> dict[str, Any]:
             7,
             "Throughput",
             "stat",
-            [("unistatus_throughput_per_second", "ops/s")],
+            [("unistatus_throughput_per_second", "{{system}}")],
             12,
             4,
             unit="ops",

@@ -18,14 +18,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from unistatus.backfill import current_tuning, quarantine_count, read_workers
 from unistatus.backfill import progress as backfill_progress
-from unistatus.backfill import quarantine_count, read_workers
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import get_modes, mode_summary
@@ -38,7 +34,9 @@ from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
 from unistatus.migration.verify import judged_report, verification_status
 from unistatus.observe.backfill_metrics import backfill_worker_families
+from unistatus.observe.backfill_throttle import throttle_view
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
+from unistatus.observe.operation_metrics import operation_families, window_families
 from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
 from unistatus.observe.stats import stats_totals, window
 
@@ -57,8 +55,6 @@ log = logging.getLogger("unistatus.observe.metrics")
 
 T = TypeVar("T")
 DEFAULT_WINDOW_SECONDS = 300.0
-# Latencies are measured and stored in ms; Prometheus wants base units (seconds).
-MS_PER_SECOND = 1000.0
 
 
 @dataclass
@@ -82,6 +78,8 @@ class Snapshot:
     progress: dict[str, dict[str, Any]] | None = None
     # Every backfill worker's row (finished ones too: their held seconds count).
     backfill_workers: list[dict[str, Any]] | None = None
+    # The backfill's tuning in force (``backfill status`` reads it too).
+    backfill_tuning: dict[str, Any] | None = None
     repair_open: int | None = None
     quarantine: int | None = None
     # Open conflicts of the replay to legacy (changes it did not apply; see rollback).
@@ -114,6 +112,11 @@ class Snapshot:
             return None
         value = self.performance.get(key)
         return float(value) if value is not None else None
+
+    @property
+    def backfill_throttle(self) -> dict[str, Any] | None:
+        """Running or waiting and why, the batch size and its target (both dashboards)."""
+        return throttle_view(self.backfill_workers, self.backfill_tuning)
 
     def phase_bars(self) -> list[dict[str, Any]]:
         """One progress bar per phase (:func:`~unistatus.observe.phase_progress.phase_bars`)."""
@@ -149,6 +152,7 @@ class Snapshot:
                 "workers": [w for w in self.backfill_workers or [] if w["alive"]]
                 if self.backfill_workers is not None
                 else None,
+                "throttle": self.backfill_throttle,
             },
             "sources": self.sources,
         }
@@ -285,6 +289,7 @@ def collect_snapshot(
     snap.backfill_workers = _read(
         src, "backfill_workers", lambda: read_workers(engine, include_finished=True)
     )
+    snap.backfill_tuning = _read(src, "backfill_tuning", lambda: current_tuning(engine, settings))
     snap.verification = _read(src, "verification", lambda: verification_status(engine))
     if each is not None:
         snap.systems = _read(
@@ -384,9 +389,7 @@ class SnapshotCollector:
                 phase.add_metric([system], info["phase"])
             yield mode
             yield phase
-        yield from self._stats_families(
-            HistogramMetricFamily, CounterMetricFamily, GaugeMetricFamily, snap
-        )
+        yield from self._stats_families(snap)
         rates = {
             system: info
             for system, info in (snap.systems or {}).items()
@@ -510,70 +513,17 @@ class SnapshotCollector:
         yield lag
         yield mark
 
-    def _stats_families(
-        self, histogram: Any, counter: Any, gauge: Any, snap: Snapshot
-    ) -> Iterator[Any]:
+    def _stats_families(self, snap: Snapshot) -> Iterator[Any]:
         if snap.performance is not None:
-            for key, name, text, per_unit in (
-                (
-                    "p95_ms",
-                    "unistatus_latency_p95_seconds",
-                    "p95 latency over the window (seconds)",
-                    MS_PER_SECOND,
-                ),
-                (
-                    "p99_ms",
-                    "unistatus_latency_p99_seconds",
-                    "p99 latency over the window (seconds)",
-                    MS_PER_SECOND,
-                ),
-                ("error_rate", "unistatus_error_rate", "Error rate over the window (0..1)", 1.0),
-                (
-                    "throughput_per_s",
-                    "unistatus_throughput_per_second",
-                    "Operations per second over the window",
-                    1.0,
-                ),
-            ):
-                value = snap.perf(key)
-                if value is not None:
-                    yield gauge(name, text, value=value / per_unit)
+            per_system = {
+                system: info["performance"] for system, info in (snap.systems or {}).items()
+            }
+            if snap.systems is None:  # the phases could not be read: each system's window
+                per_system = {
+                    s.value: window(self.engine, self.window_seconds, system=s).as_dict()
+                    for s in LegacySystemType
+                }
+            yield from window_families(per_system)
         totals = _read(snap.sources, "stats_totals", lambda: stats_totals(self.engine))
-        if totals is None:
-            return
-        hist = histogram(
-            "unistatus_operation_latency_seconds",
-            "Adapter operation latency (seconds), all processes",
-            labels=["operation", "mode"],
-        )
-        ops = counter(
-            "unistatus_operations",
-            "Adapter operations, all processes",
-            labels=["operation", "mode"],
-        )
-        errors = counter(
-            "unistatus_operation_errors",
-            "Failed adapter operations, all processes",
-            labels=["operation", "mode"],
-        )
-        rolled_back = counter(
-            "unistatus_operations_rolled_back",
-            "Adapter writes their caller's transaction rolled back (not in operations, "
-            "errors or latency), all processes",
-            labels=["operation", "mode"],
-        )
-        mismatches = counter("unistatus_shadow_mismatches", "Shadow-read mismatches, all processes")
-        total_mismatches = 0
-        for t in totals:
-            labels = [t["operation"], t["mode"]]
-            hist.add_metric(labels, t["buckets"], t["sum_ms"] / MS_PER_SECOND)
-            ops.add_metric(labels, t["count"])
-            errors.add_metric(labels, t["errors"])
-            rolled_back.add_metric(labels, t["rolled_back"])
-            total_mismatches += t["shadow_mismatches"]
-        mismatches.add_metric([], total_mismatches)
-        yield hist
-        yield ops
-        yield errors
-        yield rolled_back
-        yield mismatches
+        if totals is not None:
+            yield from operation_families(totals)

@@ -214,24 +214,29 @@ def window(
 
 
 def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
-    """Cumulative per (operation, mode) totals over every stats row (monotonic counters).
+    """Cumulative per (operation, mode, system) totals over every stats row (monotonic
+    counters).
 
     Prometheus wants counters and cumulative histograms; summing every stored interval
     gives exactly that across processes. Pruning folds old rows into one row per
-    (operation, mode) instead of deleting them (:func:`unistatus.adapter.stats.prune`),
-    so these sums never go down.
+    (operation, mode, system) instead of deleting them
+    (:func:`unistatus.adapter.stats.prune`), so these sums never go down. ``system`` is
+    the legacy system's value, "" for operations stored without one (flushed before
+    revision 0016, or tied to no system); on a schema older than 0016, "" throughout.
     """
     s = S.c
+    system: sa.ColumnElement[Any] = s.system if stores_system(engine) else sa.null()
     q = sa.select(
         s.operation,
         s.mode,
+        system,
         sa.func.sum(s.count),
         sa.func.sum(s.errors),
         sa.func.sum(s.shadow_mismatches),
         sa.func.sum(s.latency_sum_ms),
         sa.func.sum(s.rolled_back),
         *(sa.func.sum(s[b]) for b in BUCKET_COLUMNS),
-    ).group_by(s.operation, s.mode)
+    ).group_by(s.operation, s.mode, *([system] if stores_system(engine) else []))
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     out: list[dict[str, Any]] = []
@@ -239,18 +244,19 @@ def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
     bounds = [*(str(b / 1000.0) for b in LATENCY_BUCKETS_MS), "+Inf"]
     for r in rows:
         cumulative, total = [], 0
-        for bound, n in zip(bounds, r[7:], strict=True):
+        for bound, n in zip(bounds, r[8:], strict=True):
             total += int(n or 0)
             cumulative.append((bound, total))
         out.append(
             {
                 "operation": r[0],
                 "mode": r[1],
-                "count": int(r[2] or 0),
-                "errors": int(r[3] or 0),
-                "shadow_mismatches": int(r[4] or 0),
-                "sum_ms": float(r[5] or 0.0),
-                "rolled_back": int(r[6] or 0),
+                "system": r[2] or "",
+                "count": int(r[3] or 0),
+                "errors": int(r[4] or 0),
+                "shadow_mismatches": int(r[5] or 0),
+                "sum_ms": float(r[6] or 0.0),
+                "rolled_back": int(r[7] or 0),
                 "buckets": cumulative,
             }
         )

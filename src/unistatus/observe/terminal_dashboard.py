@@ -156,6 +156,7 @@ def render(
     else:
         for system, info in snap.progress.items():
             progress.add_row(f"  {system} ({info.get('state', '')})", _bar(info.get("percent")))
+    _throttle_rows(progress, snap.backfill_throttle)
 
     firing = [a for a in alerts if a.get("state") == "firing"]
     alert_table = Table(show_header=False, box=None)
@@ -260,6 +261,37 @@ def _replay_pending_row(quality: Table, snap: Snapshot) -> None:
         Text("unknown", style="dim")
         if pending is None
         else f"{pending} change{'' if pending == 1 else 's'}",
+    )
+
+
+THROTTLE_STYLES = {"waiting": "yellow", "paused": "cyan", "running": "green", "idle": "dim"}
+
+
+def _throttle_rows(table: Table, view: dict[str, Any] | None) -> None:
+    """The backfill's throttle under its bars: running or waiting and why, the batch."""
+    if view is None:
+        table.add_row(Text("  throttle", style="dim"), Text("unknown", style="dim"))
+        return
+    table.add_row("  throttle", Text(view["summary"], style=THROTTLE_STYLES[view["state"]]))
+    for held in view["waiting"]:
+        table.add_row(
+            Text(f"    {held['worker']}", style="dim"),
+            Text(f"{held['why']} for {held['seconds'] or 0:.0f} s", style="yellow"),
+        )
+    if not view["workers"]:
+        return
+    target = view["target_batch_ms"]
+    batch = f"{view['batch_rows']:,} rows, target " + (
+        f"{target:g} ms" if target else "off (fixed batches)"
+    )
+    if view["last_batch_ms"] is not None:
+        batch += f"; last {view['last_batch_rows']:,} in {view['last_batch_ms']:.0f} ms"
+    table.add_row("  batch", batch)
+    rate = view["max_rows_per_second"]
+    paced = view["held_seconds"].get("max_rows_per_second", 0.0)
+    table.add_row(
+        "  rate limit",
+        "off" if rate is None else f"{rate:,.0f} rows/s (held {paced:.0f} s so far)",
     )
 
 

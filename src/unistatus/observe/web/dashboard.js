@@ -76,6 +76,31 @@ function renderSystems(systems) {
   $("system-states").querySelector("tbody").replaceChildren(...rows);
 }
 
+// The backfill's throttle: running or waiting and why, the batch size and its target.
+const THROTTLE_CLASSES = { waiting: "warn", paused: "muted", running: "ok", idle: "muted" };
+
+function renderThrottle(view) {
+  if (!view) {
+    text("throttle-state", "unknown", "");
+    $("throttle-waiting").replaceChildren();
+    text("throttle-batch", "");
+    return;
+  }
+  text("throttle-state", view.summary, THROTTLE_CLASSES[view.state] ?? "");
+  $("throttle-waiting").replaceChildren(...view.waiting.map((w) =>
+    Object.assign(document.createElement("li"), { className: "warn", textContent: `${w.worker}: ${w.why} for ${Math.round(w.seconds ?? 0)} s` })));
+  if (!view.workers) {
+    text("throttle-batch", view.target_batch_ms ? `target batch ${view.target_batch_ms} ms` : "");
+    return;
+  }
+  const target = view.target_batch_ms ? `target ${view.target_batch_ms} ms` : "target off (fixed batches)";
+  const last = view.last_batch_ms === null ? "" : `; last ${view.last_batch_rows.toLocaleString()} in ${Math.round(view.last_batch_ms)} ms`;
+  const rate = view.max_rows_per_second === null || view.max_rows_per_second === undefined
+    ? "rate limit off"
+    : `rate limit ${view.max_rows_per_second.toLocaleString()} rows/s (held ${Math.round(view.held_seconds.max_rows_per_second ?? 0)} s so far)`;
+  text("throttle-batch", `batch ${view.batch_rows.toLocaleString()} rows, ${target}${last}; ${rate}`);
+}
+
 function render(s) {
   text("health", s.health, `badge ${s.health}`);
   renderSystems(s.systems);
@@ -118,6 +143,8 @@ function render(s) {
   systems.replaceChildren(...(entries.length
     ? entries.map(([name, p]) => bar(`${name} (${p.state ?? ""})`, p.percent, false))
     : [Object.assign(document.createElement("p"), { className: "muted", textContent: "backfill progress unknown" })]));
+
+  renderThrottle(s.progress.throttle);
 
   const body = $("gates").querySelector("tbody");
   body.replaceChildren(...(s.gates ?? []).map((g) => {
