@@ -121,7 +121,9 @@ def _chunk_insert(lt: LegacyTable, hwm: int, batch_size: int) -> sa.Insert:
             sa.func.min(numbered.c.id).label("start_id"),
             sa.func.count().label("rows"),
         )
-        .group_by(numbered.c.rn // batch_size)
+        # Integer division as the database does it: ``//`` renders FLOOR(rn / n), which
+        # PostgreSQL computes in double precision for every legacy row.
+        .group_by(numbered.c.rn.op("/")(batch_size))
         .subquery("grouped")
     )
     next_start = sa.func.lead(grouped.c.start_id).over(order_by=grouped.c.start_id)
