@@ -442,3 +442,28 @@ def test_a_system_paused_on_its_own_waits_while_the_others_go_on(db: Any) -> Non
     t.join(30)
     assert not t.is_alive() and box["r"].as_dict()["complete"]
     assert db.count("unified_transactions") == 600
+
+
+def test_chunks_tile_the_keys_in_batch_size_steps_across_gaps(db: Any) -> None:
+    """The planned chunks: contiguous, batch_size keys each but the last, up to the
+    high-water mark, over keys with gaps (the index walk that finds their starts)."""
+    _seed(db, 3_000, 0)
+    lt = resolve_legacy_tables(db.engine, db.settings)[LegacySystemType.CASHOUT]
+    with db.engine.begin() as conn:
+        # Gaps: every third key of the first half, and one long run, deleted.
+        conn.execute(sa.delete(lt.table).where(lt.id <= 500, sa.func.mod(lt.id, 3) == 0))
+        conn.execute(sa.delete(lt.table).where(lt.id.between(700, 800)))
+        keys = [int(k) for k in conn.execute(sa.select(lt.id).order_by(lt.id)).scalars()]
+    run_backfill(db.engine, db.settings, systems=[LegacySystemType.CASHOUT], batch_size=37)
+    with db.engine.connect() as conn:
+        chunks = conn.execute(
+            sa.select(CH.c.start_id, CH.c.end_id, CH.c.rows)
+            .where(CH.c.system == "CASHOUT")
+            .order_by(CH.c.start_id)
+        ).all()
+    starts = [keys[i] for i in range(0, len(keys), 37)]
+    assert [c.start_id for c in chunks] == starts
+    assert [c.end_id for c in chunks] == [s - 1 for s in starts[1:]] + [keys[-1]]
+    assert [c.rows for c in chunks] == [37] * (len(starts) - 1) + [
+        len(keys) - 37 * (len(starts) - 1)
+    ]
