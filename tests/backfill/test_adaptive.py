@@ -117,6 +117,32 @@ def test_target_zero_keeps_every_batch_at_the_batch_size(db: Any) -> None:
     assert sizes == [100] * 5 and report.as_dict()["tuning"]["target_batch_ms"] == 0
 
 
+def test_the_next_table_starts_at_the_size_the_last_one_reached(db: Any) -> None:
+    seed_legacy(db.engine, db.settings, 6_000, seed=7)  # 2,000 rows per table
+    sizes: dict[str, list[int]] = {}
+    last: dict[str, int] = {}
+
+    def on_progress(system: str, done: int, total: int) -> None:
+        if done > last.get(system, 0):
+            sizes.setdefault(system, []).append(done - last.get(system, 0))
+        last[system] = done
+
+    run_backfill(
+        db.engine,
+        db.settings,
+        systems=[LegacySystemType.CASHOUT, LegacySystemType.ESCROW],
+        batch_size=10,
+        min_batch_rows=10,
+        target_batch_ms=20,
+        clock=work_clock(db, 0.05),  # the size that takes the target: 400 rows
+        progress=on_progress,
+    )
+    first, second = (sizes[s] for s in ("CASHOUT", "ESCROW"))
+    assert first[0] == 10 and max(first) >= 300  # the first table climbs from 10 rows
+    # The second one starts where the first got to, not at 10 rows again.
+    assert second[0] >= 300 and len(second) < len(first) / 2, (first, second)
+
+
 def test_adaptive_batches_interrupted_and_resumed_copy_every_row_once(db: Any) -> None:
     """Multi-chunk batches, stopped after three, resumed with other sizes: each row
     once, every count once (a batch's counts sit on its first chunk)."""

@@ -52,7 +52,8 @@ def test_backfill_copies_every_mappable_row_exactly_once(db: Any) -> None:
     assert set(data["systems"]) == {"CASHOUT", "ESCROW", "EXCHANGE"}
     for s in data["systems"].values():
         assert s["complete"] and s["percent"] == 100.0 and s["done"] == s["total"]
-        assert s["this_run"]["batches"] >= 4
+        # Several batches each (the later tables start at the size the first reached).
+        assert s["this_run"]["batches"] >= 2
     unified = unified_rows(db.engine)
     assert len(unified) == N
     assert {u["origin"] for u in unified.values()} == {"backfill"}
@@ -404,7 +405,10 @@ def test_each_batch_is_one_set_based_insert(db: Any) -> None:
     try:
         # On SQLite asking for 4 workers still runs one, in this process.
         workers = 4 if db.backend == "sqlite" else 1
-        report = run_backfill(db.engine, db.settings, batch_size=100, workers=workers).as_dict()
+        # Fixed batches (target 0): 4 of 100 rows per system.
+        report = run_backfill(
+            db.engine, db.settings, batch_size=100, workers=workers, target_batch_ms=0
+        ).as_dict()
     finally:
         sa.event.remove(db.engine, "before_cursor_execute", record)
     assert report["inserted"] == 1_200
@@ -438,3 +442,28 @@ def test_a_system_paused_on_its_own_waits_while_the_others_go_on(db: Any) -> Non
     t.join(30)
     assert not t.is_alive() and box["r"].as_dict()["complete"]
     assert db.count("unified_transactions") == 600
+
+
+def test_chunks_tile_the_keys_in_batch_size_steps_across_gaps(db: Any) -> None:
+    """The planned chunks: contiguous, batch_size keys each but the last, up to the
+    high-water mark, over keys with gaps (the index walk that finds their starts)."""
+    _seed(db, 3_000, 0)
+    lt = resolve_legacy_tables(db.engine, db.settings)[LegacySystemType.CASHOUT]
+    with db.engine.begin() as conn:
+        # Gaps: every third key of the first half, and one long run, deleted.
+        conn.execute(sa.delete(lt.table).where(lt.id <= 500, sa.func.mod(lt.id, 3) == 0))
+        conn.execute(sa.delete(lt.table).where(lt.id.between(700, 800)))
+        keys = [int(k) for k in conn.execute(sa.select(lt.id).order_by(lt.id)).scalars()]
+    run_backfill(db.engine, db.settings, systems=[LegacySystemType.CASHOUT], batch_size=37)
+    with db.engine.connect() as conn:
+        chunks = conn.execute(
+            sa.select(CH.c.start_id, CH.c.end_id, CH.c.rows)
+            .where(CH.c.system == "CASHOUT")
+            .order_by(CH.c.start_id)
+        ).all()
+    starts = [keys[i] for i in range(0, len(keys), 37)]
+    assert [c.start_id for c in chunks] == starts
+    assert [c.end_id for c in chunks] == [s - 1 for s in starts[1:]] + [keys[-1]]
+    assert [c.rows for c in chunks] == [37] * (len(starts) - 1) + [
+        len(keys) - 37 * (len(starts) - 1)
+    ]

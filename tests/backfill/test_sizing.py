@@ -83,3 +83,27 @@ def test_chunks_per_batch_round_to_whole_chunks_and_never_zero() -> None:
     sizer = BatchSizer(start=1000, target_ms=200.0, min_rows=10, max_rows=100_000)
     assert sizer.chunks(100) == 10 and sizer.chunks(1000) == 1 and sizer.chunks(5000) == 1
     assert sizer.chunks(0) == 1000
+
+
+def test_a_new_table_starts_from_what_the_last_one_learned() -> None:
+    first = BatchSizer(start=1000, target_ms=200.0, min_rows=100, max_rows=1_000_000)
+    run(first, cost_ms=0.01, overhead_ms=0.0, batches=40)  # settled near 20,000
+    fresh = BatchSizer(start=1000, target_ms=200.0, min_rows=100, max_rows=50_000)
+    fresh.learn_from(first)
+    assert fresh.rows == first.rows and fresh.ms_per_row == first.ms_per_row
+    # Within its own bounds; and a table 10x costlier shrinks at its first batch.
+    capped = BatchSizer(start=1000, target_ms=200.0, min_rows=100, max_rows=5_000)
+    capped.learn_from(first)
+    assert capped.rows == 5_000
+    fresh.observe(fresh.rows, fresh.rows * 0.1 / 1000.0)
+    assert fresh.rows < first.rows / 2
+    # Only before its own first batch, only when adaptive, only from a sizer that learned.
+    fresh_rows = fresh.rows
+    fresh.learn_from(first)
+    assert fresh.rows == fresh_rows
+    fixed = BatchSizer(start=700, target_ms=0.0, min_rows=100, max_rows=100_000)
+    fixed.learn_from(first)
+    assert fixed.rows == 700 and fixed.ms_per_row is None
+    blank = BatchSizer(start=1000, target_ms=200.0, min_rows=100, max_rows=100_000)
+    blank.learn_from(BatchSizer(start=3000, target_ms=200.0, min_rows=100, max_rows=100_000))
+    assert blank.rows == 1000

@@ -236,14 +236,22 @@ class ChunkCopier:
             sa.select(sa.func.count()).select_from(src).where(src.c.mapped.is_not(None))
         ).scalar_subquery()
         # The batch's counts go on its first chunk, zero on the others.
-        first = CH.c.start_id == sa.select(sa.func.min(claim.c.start_id)).scalar_subquery()
+        lowest = sa.select(sa.func.min(claim.c.start_id)).scalar_subquery()
+        highest = sa.select(sa.func.max(claim.c.start_id)).scalar_subquery()
+        first = CH.c.start_id == lowest
 
         def on_first(count: Any) -> Any:
             return sa.case((first, count), else_=0)
 
         return (
             sa.update(CH)
-            .where(CH.c.system == system.value, CH.c.start_id == claim.c.start_id)
+            .where(
+                CH.c.system == system.value,
+                CH.c.start_id == claim.c.start_id,
+                # The claimed span, for the index: without it each claimed chunk was
+                # matched against every chunk row of the system (quadratic in rows).
+                CH.c.start_id.between(lowest, highest),
+            )
             .values(
                 inserted=on_first(n_ins),
                 already_present=on_first(n_mappable - n_ins),

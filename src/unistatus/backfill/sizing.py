@@ -82,6 +82,19 @@ class BatchSizer:
         self.rows = int(min(max(round(wanted), self.min_rows), self.max_rows))
         return self.rows
 
+    def learn_from(self, other: BatchSizer) -> None:
+        """Start where ``other`` (the same worker's sizer of another legacy table) got to.
+
+        Before its first batch a sizer knows nothing but ``start``; climbing from there at
+        20% a batch takes a dozen small batches per table. The cost per row another table
+        showed on the same database a moment ago is a better first guess; a batch that
+        then runs long is corrected at once (shrinking is not capped).
+        """
+        if not self.adaptive or self.ms_per_row is not None or other.ms_per_row is None:
+            return
+        self.ms_per_row = other.ms_per_row
+        self.rows = int(min(max(other.rows, self.min_rows), self.max_rows))
+
     def chunks(self, chunk_rows: int) -> int:
         """How many planned chunks of ``chunk_rows`` the next batch claims (at least 1)."""
         return max(1, round(self.rows / max(chunk_rows, 1)))

@@ -196,6 +196,7 @@ class Worker:
         self._exhausted: set[LegacySystemType] = set()
         self._chunk_rows: dict[LegacySystemType, int] = {}
         self._sizers: dict[LegacySystemType, BatchSizer] = {}
+        self._learned: BatchSizer | None = None  # the sizer of the last batch
         self._job_started: datetime | None = None
         self._baseline: float | None = None
         self._health_tables = [lt.table for lt in tables.values()] + [unified_transactions]
@@ -238,7 +239,9 @@ class Worker:
                 held = False
                 self.activity.state = RUNNING
                 self.pacer.reset()  # a pause is not credit for a burst afterwards
-            next_rows = self._sizers[result.system].observe(result.rows, elapsed)
+            sizer = self._sizers[result.system]
+            next_rows = sizer.observe(result.rows, elapsed)
+            self._learned = sizer
             self.activity.batch(result.rows, elapsed, next_rows)
             self.tally.add(result)
             if self.on_batch is not None:
@@ -407,7 +410,10 @@ class Worker:
     # --- one batch --------------------------------------------------------------------
 
     def _chunks(self, system: LegacySystemType) -> int:
-        return self._sizers[system].chunks(self._chunk_rows[system])
+        sizer = self._sizers[system]
+        if self._learned is not None and self._learned is not sizer:
+            sizer.learn_from(self._learned)  # a table's first batch: no ramp from scratch
+        return sizer.chunks(self._chunk_rows[system])
 
     def _batch_with_retries(self) -> BatchResult | _Paused | None:
         for attempt in range(MAX_ATTEMPTS):
