@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from conftest import Database
+from conftest import PG_IN_EVERY_LAYOUT, Database
+from support.race import in_lockstep
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.db import control
 from unistatus.db.control import (
@@ -126,3 +127,24 @@ def test_leaving_unified_only_is_refused_per_system(db: Database) -> None:
     }
     with db.engine.connect() as conn:
         assert read_modes(conn)[S.CASHOUT] is M.UNIFIED_ONLY
+
+
+@PG_IN_EVERY_LAYOUT
+def test_systems_switching_at_once_keep_the_summary_true(pg: Database) -> None:
+    """Every system switches at the same moment, each under its own lock, round after
+    round through every combination of two modes: no switch fails, and after each round
+    the global key holds the mode they all are in, or is absent while they differ."""
+    both = (M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY)
+
+    def switch(system: S, n: int) -> None:
+        mode = both[(n >> list(S).index(system)) & 1]
+        set_mode(pg.engine, mode, system=system, reason=f"round {n}")
+
+    def check(n: int) -> None:
+        with pg.engine.connect() as conn:
+            modes, summary = read_modes(conn), read_value(conn, control.MODE_KEY)
+        common = control.common_mode(modes)
+        assert summary == (common.value if common else None), (n, modes)
+
+    set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="start: the summary written")
+    assert in_lockstep(switch, rounds=24, after_round=check) == []

@@ -20,14 +20,16 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from conftest import Database
+from conftest import PG_IN_EVERY_LAYOUT, Database
 from unistatus.db.dialect import (
     MODE_LOCK_KEY,
     RETRY_SQLSTATES,
+    SUMMARY_LOCK,
     is_in_memory,
     is_retryable,
     ops_for,
     retry_reason,
+    system_lock_key,
 )
 from unistatus.db.engine import create_engine
 from unistatus.db.tables import migration_control
@@ -283,6 +285,22 @@ def test_the_mode_lock_has_one_spelling(db: Database, system: LegacySystemType |
         sql = str(element.compile(db.engine, compile_kwargs={"literal_binds": True}))
         assert sql.count("pg_advisory_xact_lock_shared(") == len(keys), sql
         assert [sql.index(c) for c in calls] == sorted(sql.index(c) for c in calls), sql
+
+
+@PG_IN_EVERY_LAYOUT
+def test_the_summary_lock_is_its_own_and_held_until_the_transaction_ends(pg: Database) -> None:
+    """Exclusive, on a key of the installation's that no writer or switch takes."""
+    ops = ops_for(pg.engine)
+    key = system_lock_key(ops.mode_lock_key, SUMMARY_LOCK)
+    assert key not in ops.mode_lock_keys(None)
+    try_lock = sa.select(sa.func.pg_try_advisory_xact_lock(key))
+    with ops.write_transaction() as conn:
+        ops.summary_lock(conn)
+        with pg.engine.connect() as other:
+            assert other.execute(try_lock).scalar() is False
+            other.rollback()
+    with pg.engine.connect() as other:
+        assert other.execute(try_lock).scalar() is True
 
 
 def test_the_locked_mode_function_probe(db: Database) -> None:

@@ -10,14 +10,25 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from conftest import PG_IN_EVERY_LAYOUT
 from support.phases import to_phase
+from support.race import in_lockstep
 from support.stats_data import record_latency, seed_pairs
 from unistatus.config import AutoResponses
+from unistatus.db import control
 from unistatus.db.control import get_mode
+from unistatus.db.dialect import ops_for
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError
+from unistatus.migration import phases
 from unistatus.migration.check import run_check
-from unistatus.migration.phases import advance, phase_status, phase_statuses
+from unistatus.migration.phases import (
+    PHASES,
+    advance,
+    phase_status,
+    phase_statuses,
+    write_phase,
+)
 from unistatus.observe import alerts
 from unistatus.observe.metrics import SnapshotCollector, collect_snapshot
 from unistatus.observe.notify import Notifier
@@ -290,3 +301,39 @@ def test_no_automated_repair_while_systems_read_different_sides(db: Any) -> None
     warning = states["consistency_warning"]
     assert warning.firing and not states["consistency_critical"].firing
     assert (warning.response or "").startswith("none: the systems read different sides")
+
+
+@PG_IN_EVERY_LAYOUT
+def test_systems_moving_at_once_keep_both_summaries_true(pg: Any) -> None:
+    """Every system writes its phase (and mode) at the same moment, each under its own
+    mode lock as advance and rollback --system do, round after round through every
+    combination of phases 2 and 3 (a system may write the phase it is in): no write
+    fails, and after each round the global keys hold the phase and the mode every
+    system is in, or are absent while they differ."""
+    ops = ops_for(pg.engine)
+    to_phase(pg.engine, 2)
+
+    def move(system: LegacySystemType, n: int) -> None:
+        phase = (2, 3)[(n >> list(LegacySystemType).index(system)) & 1]
+        with ops.write_transaction() as conn:
+            ops.mode_exclusive_lock(conn, system)
+            write_phase(
+                conn,
+                phase,
+                PHASES[phase].mode,
+                system=system,
+                actor="test",
+                reason=f"round {n}",
+                metadata={},
+            )
+
+    def check(n: int) -> None:
+        with pg.engine.connect() as conn:
+            found = phases.read_phases(conn), control.read_modes(conn)
+            phase_summary = control.read_value(conn, phases.PHASE_KEY)
+            mode_summary = control.read_value(conn, control.MODE_KEY)
+        common, mode = phases.common_phase(found[0]), control.common_mode(found[1])
+        assert phase_summary == (str(common) if common is not None else None), (n, found)
+        assert mode_summary == (mode.value if mode is not None else None), (n, found)
+
+    assert in_lockstep(move, rounds=24, after_round=check) == []

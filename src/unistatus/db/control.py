@@ -11,7 +11,8 @@ them (``system=None``), and logs one control-log row per system it changed. The 
 global key ``mode`` (:data:`MODE_KEY`) is kept as a summary for readers that predate
 per-system modes (revision 0006's re-check, ``unistatus_locked_mode()`` without an
 argument): it holds the mode of every system while they agree and is absent while
-they differ. Revision 0015 copied a database's global mode to every system.
+they differ, written under a lock of its own (:mod:`unistatus.db.system_keys`). Revision
+0015 copied a database's global mode to every system.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from unistatus.config import Settings, load_settings
 from unistatus.db.binding import has_column
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.system_keys import SYSTEMS, system_key, system_keys, systems_of, write_summary
 from unistatus.db.tables import (
     control_log,
     migration_control,
@@ -45,23 +47,18 @@ U = unified_transactions
 
 MODE_KEY = "mode"
 DEFAULT_MODE = DualWriteMode.LEGACY_ONLY
-SYSTEMS: tuple[LegacySystemType, ...] = tuple(LegacySystemType)
 MIXED = "mixed"  # what `mode get` shows (and --json's "mode" holds) while systems differ
 
 
 def mode_key(system: LegacySystemType) -> str:
     """The control key of ``system``'s mode (``mode.CASHOUT``)."""
-    return f"{MODE_KEY}.{LegacySystemType.parse(system).value}"
+    return system_key(MODE_KEY, system)
 
 
 def mode_keys(system: LegacySystemType | None = None) -> tuple[str, ...]:
     """The control keys that logged changes of ``system``'s mode (None: any system's):
     its own and the global key (which set every system's before revision 0015)."""
-    return (MODE_KEY, *(mode_key(s) for s in _systems(system)))
-
-
-def _systems(system: LegacySystemType | None) -> tuple[LegacySystemType, ...]:
-    return SYSTEMS if system is None else (LegacySystemType.parse(system),)
+    return system_keys(MODE_KEY, system)
 
 
 @dataclass(frozen=True)
@@ -247,33 +244,22 @@ def write_mode(
     """Set ``system``'s mode (None: every system's) in the caller's transaction.
 
     Logs one change per system whose mode changes (none: nothing written), and keeps the
-    global summary key in step. The caller holds the mode lock (:func:`set_mode` does).
+    global key in step: every system's mode while they agree, absent while they differ,
+    so a reader of it alone (revision 0006's re-check) never sees a mode some system is
+    not in (:func:`unistatus.db.system_keys.write_summary`). The caller holds the mode
+    lock (:func:`set_mode` does).
     """
     if not reason or not reason.strip():
         raise InputError(f"changing {MODE_KEY} needs a reason (--reason)")
     current = read_modes(conn)
     changes = [
         write_value(conn, mode_key(s), mode.value, actor=actor, reason=reason, metadata=metadata)
-        for s in _systems(system)
+        for s in systems_of(system)
         if current[s] is not mode
     ]
     if changes:
-        current.update(dict.fromkeys(_systems(system), mode))
-        _write_summary(conn, common_mode(current), actor)
+        write_summary(conn, MODE_KEY, read_modes, actor)
     return changes
-
-
-def _write_summary(conn: sa.Connection, common: DualWriteMode | None, actor: str) -> None:
-    """The global key: every system's mode while they agree, absent while they differ
-    (so a reader of it alone, like revision 0006's re-check, never sees a mode some
-    system is not in). Not logged: the per-system rows say what changed."""
-    conn.execute(sa.delete(migration_control).where(migration_control.c.key == MODE_KEY))
-    if common is not None:
-        conn.execute(
-            sa.insert(migration_control).values(
-                key=MODE_KEY, value=common.value, updated_at=utcnow(), updated_by=actor
-            )
-        )
 
 
 def set_mode(
@@ -318,7 +304,7 @@ def set_mode(
                 idle_ms=SWITCH_IDLE_MS,
             )
             current = read_modes(conn)
-            moving = [s for s in _systems(chosen) if current[s] is not new]
+            moving = [s for s in systems_of(chosen) if current[s] is not new]
             _refuse_stale_legacy(conn, new, moving)
             if tables is not None:
                 scope = {s: lt for s, lt in tables.items() if s in moving}
@@ -538,7 +524,7 @@ def history(engine: sa.Engine, key: str | None = None, limit: int = 100) -> list
     keys (``mode``: ``mode``, ``mode.CASHOUT``, ...; ``phase`` likewise)."""
     q = sa.select(control_log).order_by(control_log.c.id.desc()).limit(limit)
     if key:
-        q = q.where(control_log.c.key.in_((key, *(f"{key}.{s.value}" for s in SYSTEMS))))
+        q = q.where(control_log.c.key.in_(system_keys(key)))
     with engine.connect() as conn:
         rows = conn.execute(q).all()
     return [

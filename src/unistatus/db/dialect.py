@@ -28,6 +28,9 @@ from unistatus.domain.statuses import LegacySystemType
 # Key of the advisory lock that orders writes against mode switches on PostgreSQL
 # (tables in the default schema; another schema has its own: mode_lock_key).
 MODE_LOCK_KEY = 0x756E6973  # "unis"
+# The name the summary lock's key is derived from, as a system's is (system_lock_key):
+# the lock of the global mode and phase keys, taken after a system's (PostgreSQL).
+SUMMARY_LOCK = "summary"
 # revision 0015's function (0007's, with a system): the mode locks and a fresh read of
 # the mode of one system (PostgreSQL).
 LOCKED_MODE_FUNCTION = "unistatus_locked_mode"
@@ -268,6 +271,12 @@ class DialectOps:
         write (a switch of every system, the replay of every system).
         """
 
+    def summary_lock(self, conn: sa.Connection) -> None:
+        """Taken, after the system's mode lock, by a writer of the global summary of a
+        per-system control value (:func:`unistatus.db.system_keys.write_summary`), so
+        writers of different systems write it one at a time. SQLite's write transaction
+        already holds the whole database: nothing to do."""
+
     def mode_lock_clause(
         self, system: LegacySystemType | None = None
     ) -> sa.ColumnElement[bool] | None:
@@ -422,6 +431,10 @@ class PostgresOps(DialectOps):
                 sa.func.pg_advisory_xact_lock(system_lock_key(self.mode_lock_key, system.value)),
             ]
         conn.execute(sa.select(*locks, writer_mark.set_mark()))
+
+    def summary_lock(self, conn: sa.Connection) -> None:
+        key = system_lock_key(self.mode_lock_key, SUMMARY_LOCK)
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
     def mode_lock_clause(self, system: LegacySystemType | None = None) -> sa.ColumnElement[bool]:
         # An uncorrelated sub-select runs once, before any row is scanned or locked,

@@ -26,7 +26,6 @@ from unistatus.backfill.control import pause_key
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.control import (
-    SYSTEMS,
     mode_keys,
     read_mode,
     read_modes,
@@ -35,6 +34,7 @@ from unistatus.db.control import (
     write_value,
 )
 from unistatus.db.dialect import ops_for
+from unistatus.db.system_keys import SYSTEMS, system_key, system_keys, systems_of, write_summary
 from unistatus.db.tables import control_log, migration_control
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
@@ -90,17 +90,13 @@ ROLLBACK_KEY = "last_rollback"
 
 def phase_key(system: LegacySystemType) -> str:
     """The control key of ``system``'s phase (``phase.CASHOUT``)."""
-    return f"{PHASE_KEY}.{LegacySystemType.parse(system).value}"
+    return system_key(PHASE_KEY, system)
 
 
 def phase_keys(system: LegacySystemType | None = None) -> tuple[str, ...]:
     """The control keys that logged changes of ``system``'s phase (None: any system's):
     its own and the global key (which held every system's before revision 0017)."""
-    return (PHASE_KEY, *(phase_key(s) for s in _systems(system)))
-
-
-def _systems(system: LegacySystemType | None) -> tuple[LegacySystemType, ...]:
-    return SYSTEMS if system is None else (LegacySystemType.parse(system),)
+    return system_keys(PHASE_KEY, system)
 
 
 def _control_keys(system: LegacySystemType | None) -> tuple[str, ...]:
@@ -250,23 +246,12 @@ def write_phase(
     metadata: dict[str, Any],
 ) -> None:
     """Set ``system``'s phase and mode (None: every system's) in the caller's transaction
-    (which holds the mode lock); one control-log row per system, and the summary key."""
+    (which holds the mode lock); one control-log row per system, and the summary key
+    (:func:`unistatus.db.system_keys.write_summary`)."""
     write_mode(conn, mode, system=system, actor=actor, reason=reason, metadata=metadata)
-    for s in _systems(system):
+    for s in systems_of(system):
         write_value(conn, phase_key(s), str(phase), actor=actor, reason=reason, metadata=metadata)
-    _write_summary(conn, common_phase(read_phases(conn)), actor)
-
-
-def _write_summary(conn: sa.Connection, common: int | None, actor: str) -> None:
-    """The global key: every system's phase while they agree, absent while they differ
-    (not logged: the per-system rows say what changed)."""
-    conn.execute(sa.delete(migration_control).where(migration_control.c.key == PHASE_KEY))
-    if common is not None:
-        conn.execute(
-            sa.insert(migration_control).values(
-                key=PHASE_KEY, value=str(common), updated_at=utcnow(), updated_by=actor
-            )
-        )
+    write_summary(conn, PHASE_KEY, read_phases, actor)
 
 
 def _last_change_to(conn: sa.Connection, key: str | tuple[str, ...], value: str) -> datetime | None:
@@ -576,7 +561,9 @@ def _resume_backfill(engine: sa.Engine, actor: str, system: LegacySystemType | N
     """Entering phase 2 lets backfill workers paused by an earlier rollback go on:
     ``system``'s (a pause of every system stays: it holds the others too); None: all."""
     with engine.connect() as conn:
-        paused = {s for s in (None, *_systems(system)) if read_value(conn, pause_key(s)) == "true"}
+        paused = {
+            s for s in (None, *systems_of(system)) if read_value(conn, pause_key(s)) == "true"
+        }
     own = paused - {None} if system is not None else paused
     if own:
         resume(engine, actor=actor, reason="entering phase 2 (backfill)", system=system)

@@ -25,8 +25,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.control import MIXED, SYSTEMS, write_value
+from unistatus.db.control import MIXED, write_value
 from unistatus.db.dialect import DialectOps
+from unistatus.db.system_keys import SYSTEMS
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import UnistatusError
 from unistatus.migration.repair import run_repair
