@@ -46,7 +46,6 @@ from unistatus.migration.check_sql import (
     pair_flags,
     pending_replay_exists,
     projected_legacy_status,
-    recent_clause,
     recheck,
     rule_flags,
 )
@@ -207,15 +206,13 @@ class RangeScan:
         if counts["ok"] >= counts["total"]:
             conn.rollback()
             return hi, counts
-        # The recent inconsistent pairs, as first seen, then as they are once no write
-        # to them is in flight (None: consistent now, a write caught half-way).
+        # The recent inconsistent pairs, as first seen (their kinds, by key, from the
+        # counting statement), then as they are once no write to them is in flight
+        # (None: consistent now, a write caught half-way).
         now: dict[int, InconsistentRow | None] = {}
         if recent and self.recheck:
-            seen = inconsistent_rows(
-                conn, pairs, lt.system, None, also=recent_clause(pairs, cutoff)
-            )
             conn.rollback()  # no snapshot held while waiting for writers
-            keys = sorted({r.legacy_id for r in seen if r.legacy_id is not None})
+            keys = sorted(recent)
             now = dict.fromkeys(keys)
             for row in recheck(
                 self.ops,
@@ -228,9 +225,9 @@ class RangeScan:
             ):
                 if row.legacy_id is not None:
                     now[row.legacy_id] = row
-            for first in seen:  # counted as first seen: count them as they are now
+            for kinds in recent.values():  # counted as first seen: count them as they are now
                 counts["ok"] += 1
-                for kind in first.kinds:
+                for kind in kinds:
                     counts[kind] -= 1
             for still in now.values():
                 if still is not None:

@@ -259,25 +259,39 @@ def recent_clause(pairs: _Pairs, since: datetime) -> sa.ColumnElement[bool]:
 
 def count_chunk(
     conn: sa.Connection, pairs: _Pairs, recent_since: datetime
-) -> tuple[dict[str, int], int]:
-    """One statement: the counts of one chunk, summed by the database, and how many of
-    its inconsistent pairs were updated since ``recent_since`` (the ones to re-check).
+) -> tuple[dict[str, int], dict[int, tuple[str, ...]]]:
+    """One statement, one read of the chunk: its counts, and the inconsistent pairs
+    updated since ``recent_since`` (the ones to re-check) with their kinds, by key.
 
-    Only plain sums: PostgreSQL keeps its parallel aggregate (no ``string_agg``), and
-    a pair not updated recently costs two comparisons more.
+    The pairs are grouped by their flags (a handful of groups) and, for a recent
+    inconsistent pair only, its key as well (one group each): the counts are the groups'
+    sums and the recent pairs arrive without reading the chunk a second time. Grouping
+    keeps PostgreSQL's parallel (partial) aggregate, which ``string_agg``/``array_agg``
+    would not (before PostgreSQL 16).
     """
+    p = pairs.source
     any_kind = sa.or_(*pairs.flags.values())
-    cols: list[sa.ColumnElement[Any]] = [
-        sa.func.count().label("total"),
-        sa.func.sum(_as_int(sa.not_(any_kind))).label("ok"),
+    key = sa.func.coalesce(p.c.l_id, p.c.u_legacy_id)
+    recent = sa.case((sa.and_(recent_clause(pairs, recent_since), any_kind), key), else_=None)
+    groups: list[sa.ColumnElement[Any]] = [
+        _as_int(cond).label(kind) for kind, cond in pairs.flags.items()
     ]
-    cols += [sa.func.sum(_as_int(cond)).label(kind) for kind, cond in pairs.flags.items()]
-    # CASE is lazy: the flags are evaluated again only for the (few) recent pairs.
-    recent = sa.case((recent_clause(pairs, recent_since), _as_int(any_kind)), else_=0)
-    cols.append(sa.func.sum(recent).label("recent"))
-    row = conn.execute(sa.select(*cols).select_from(pairs.source).where(pairs.scope)).one()
-    got = {k: int(v or 0) for k, v in row._mapping.items()}
-    return {k: v for k, v in got.items() if k != "recent"}, got["recent"]
+    groups.append(recent.label("recent_key"))
+    g = sa.select(*groups).select_from(p).where(pairs.scope).subquery("g")
+    q = sa.select(*g.c, sa.func.count().label("n")).group_by(*g.c)
+    counts = dict.fromkeys(("total", "ok", *pairs.flags), 0)
+    recent_keys: dict[int, tuple[str, ...]] = {}
+    for row in conn.execute(q).mappings():
+        n = int(row["n"])
+        kinds = tuple(kind for kind in pairs.flags if row[kind])
+        counts["total"] += n
+        if not kinds:
+            counts["ok"] += n
+        for kind in kinds:
+            counts[kind] += n
+        if row["recent_key"] is not None:
+            recent_keys[int(row["recent_key"])] = kinds
+    return counts, recent_keys
 
 
 def next_bound(conn: sa.Connection, lt: LegacyTable, lo: int | None, chunk: int) -> int | None:
