@@ -210,6 +210,9 @@ class RangeScan:
         # counting statement), then as they are once no write to them is in flight
         # (None: consistent now, a write caught half-way).
         now: dict[int, InconsistentRow | None] = {}
+        # Every inconsistent pair of the range is a recent one: the re-check read them
+        # all, and the examples and --out need no read of their own.
+        covered = self.recheck and len(recent) == counts["total"] - counts["ok"]
         if recent and self.recheck:
             conn.rollback()  # no snapshot held while waiting for writers
             keys = sorted(recent)
@@ -236,7 +239,11 @@ class RangeScan:
                         counts[kind] += 1
         wanted = self.examples - len(self.kept_examples)
         if wanted > 0 or self.out is not None:
-            listed = inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
+            listed = (
+                [row for row in now.values() if row is not None]
+                if covered
+                else inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
+            )
             for first in listed:
                 shown = now.get(first.legacy_id, first) if first.legacy_id in now else first
                 if shown is None:
