@@ -290,14 +290,19 @@ def _check_system(
             hi, got = scan.range(conn, lt, pos.position)
             out_bytes = scan.out.sync() if scan.out is not None else None
             # The range's counts and the position past it, in one transaction: a run
-            # killed at any point has done both or neither.
+            # killed at any point has done both or neither. On the range's connection,
+            # committed asynchronously (PostgreSQL, :meth:`DialectOps.bound_batch`): a
+            # server crash may lose the last positions, never half of one, and a resumed
+            # run then checks those ranges again.
             pos.counts = add_counts(pos.counts, got)
             pos.examples = scan.kept_examples[: scan.examples]
             pos.position, pos.done = hi, hi is None
             pos.ranges += 1
             pos.out_bytes = out_bytes
-            with scan.engine.begin() as write:
-                run.commit(write, lt.system)
+            with conn.begin():
+                settings = scan.settings
+                scan.ops.bound_batch(conn, settings.statement_timeout_ms, settings.lock_timeout_ms)
+                run.commit(conn, lt.system)
             if on_range is not None:
                 on_range(lt.system, pos)
     return True
