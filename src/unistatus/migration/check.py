@@ -202,6 +202,7 @@ class RangeScan:
         hi = next_bound(conn, lt, lo, self.chunk)
         pairs = pair_flags(lt, lo, hi, self.since, project_pending=self.project_pending)
         cutoff = utcnow() - RECHECK_WINDOW
+        self.ops.without_jit(conn)
         counts, recent = count_chunk(conn, pairs, cutoff)
         if counts["ok"] >= counts["total"]:
             conn.rollback()
@@ -239,11 +240,11 @@ class RangeScan:
                         counts[kind] += 1
         wanted = self.examples - len(self.kept_examples)
         if wanted > 0 or self.out is not None:
-            listed = (
-                [row for row in now.values() if row is not None]
-                if covered
-                else inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
-            )
+            if covered:
+                listed = [row for row in now.values() if row is not None]
+            else:
+                self.ops.without_jit(conn)
+                listed = inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
             for first in listed:
                 shown = now.get(first.legacy_id, first) if first.legacy_id in now else first
                 if shown is None:
