@@ -46,8 +46,11 @@ __all__ = [
 U = unified_transactions
 KINDS = tuple(k.value for k in InconsistencyKind)
 # Legacy keys per statement: big enough that per-statement overhead is negligible,
-# small enough that each statement is short (no long snapshot, quick cancel).
-DEFAULT_CHUNK = 100_000
+# small enough that each statement is short (no long snapshot, quick cancel). Each range
+# reads the unified rows of its key range, by index or, while the range is a large share
+# of the table, by a scan of all of them: 250,000 beat 100,000 in every paired run at
+# 500k and 2M rows (BENCHMARKS.md, "Issue 14", branch checkperf).
+DEFAULT_CHUNK = 250_000
 _mapper = LegacyStatusMapper()
 
 
