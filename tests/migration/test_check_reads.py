@@ -20,7 +20,8 @@ from support.check_data import damage, populate, tables
 from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import unified_transactions as U
-from unistatus.migration.check import run_check
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.migration.check import iter_inconsistent, run_check
 
 N = 60
 CHUNK = 25  # three ranges per system: 1-25, 26-50, 51-60 and above
@@ -110,3 +111,16 @@ def test_without_jit_lasts_one_transaction(db: Any) -> None:
         assert conn.exec_driver_sql("SHOW jit").scalar_one() == "off"
         conn.rollback()
         assert conn.exec_driver_sql("SHOW jit").scalar_one() == default
+
+
+def test_repair_detection_reads_ranges_without_jit_too(db: Any) -> None:
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    lt = tables(db.engine, db.settings)[LegacySystemType.CASHOUT]
+    with statements(db.engine) as seen:
+        chunks = list(iter_inconsistent(db.engine, lt, chunk=CHUNK))
+    found = sorted(r.legacy_id for rows in chunks for r in rows if r.legacy_id is not None)
+    report = run_check(db.engine, db.settings, systems="cashout", store=False)
+    assert len(found) == report.total - report.consistent
+    no_jit = [s for s in seen if s == "SET LOCAL jit = off"]
+    assert len(no_jit) == (len(chunks) if db.engine.dialect.name == "postgresql" else 0)

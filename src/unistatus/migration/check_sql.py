@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
-from unistatus.db.dialect import DialectOps
+from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain import consistency
@@ -359,8 +359,10 @@ def iter_inconsistent(
     write (repair) between chunks without holding a snapshot or locks open.
     """
     lo: int | None = None
+    ops = ops_for(engine)
     while True:
         with engine.connect() as conn:
+            ops.without_jit(conn)  # as the check's ranges: compiling costs more than reading
             hi = next_bound(conn, lt, lo, chunk)
             project = pending_replay_exists(conn)
             pairs = pair_flags(lt, lo, hi, since, project_pending=project)
