@@ -176,12 +176,15 @@ def pair_flags(
 
     ``keys``: only the pairs of those legacy keys (index look-ups: the re-check).
 
-    A full outer join, written as the two halves every engine plans well: legacy rows
-    LEFT JOIN their unified row (an index lookup by legacy system + id, the range
-    repeated on the unified side so PostgreSQL can merge two index ranges), UNION ALL
-    the unified rows of the range whose legacy row does not exist (orphans, an
-    anti-join on the legacy primary key). SQLite has no index on a materialised
-    subquery, so a literal FULL JOIN of two filtered subqueries is quadratic there.
+    A full outer join, written as the two halves every engine plans well: the system's
+    unified rows of the range LEFT JOIN their legacy row (a unified row without one is
+    an orphan), UNION ALL the legacy rows of the range that no unified row points at
+    (an anti-join on the unified legacy reference, its unique index). The wide unified
+    rows are read once, the narrow legacy rows twice (PostgreSQL, 500k rows: 15-20% less
+    than reading unified in both halves). The range is repeated on both sides of each
+    join so PostgreSQL reads only the range's keys. SQLite has no index on a
+    materialised subquery, so a literal FULL JOIN of two filtered subqueries is
+    quadratic there.
     """
     if lt.status is None:
         raise StorageError(f"legacy table {lt.name!r} has no status column any more")
@@ -190,34 +193,35 @@ def pair_flags(
     if project_pending:
         lcols["status"] = projected_legacy_status(lt.status)
     ucols = {name: U.c[name] for name in _U_NAMES}
-    on = sa.and_(
+    mine = [
         U.c.legacy_system == system.value,
-        U.c.legacy_id == lt.id,
+        U.c.legacy_id.is_not(None),
         *_range(U.c.legacy_id, lo, hi),
         *_among(U.c.legacy_id, keys),
-    )
+    ]
+    on = sa.and_(lt.id == U.c.legacy_id, *_range(lt.id, lo, hi), *_among(lt.id, keys))
     matched = (
         sa.select(
             *[c.label(f"l_{n}") for n, c in lcols.items()],
             *[c.label(f"u_{n}") for n, c in ucols.items()],
         )
-        .select_from(lt.table.outerjoin(U, on))
-        .where(*_range(lt.id, lo, hi), *_among(lt.id, keys))
+        .select_from(U.outerjoin(lt.table, on))
+        .where(*mine)
     )
-    # The range again on the legacy side: without it PostgreSQL hashes EVERY legacy key
-    # for each chunk's anti-join (quadratic over a whole check); with it, the chunk's.
-    gone = ~sa.exists(sa.select(lt.id).where(lt.id == U.c.legacy_id, *_range(lt.id, lo, hi)))
-    orphans = sa.select(
-        *[sa.cast(sa.null(), c.type).label(f"l_{n}") for n, c in lcols.items()],
-        *[c.label(f"u_{n}") for n, c in ucols.items()],
-    ).where(
-        U.c.legacy_system == system.value,
-        U.c.legacy_id.is_not(None),
-        *_range(U.c.legacy_id, lo, hi),
-        *_among(U.c.legacy_id, keys),
-        gone,
+    # No unified row: no replay can be pending for it, the legacy status is as it is.
+    alone = {**lcols, "status": lt.status}
+    pointed_at = sa.exists(
+        sa.select(U.c.legacy_id).where(
+            U.c.legacy_system == system.value,
+            U.c.legacy_id == lt.id,
+            *_range(U.c.legacy_id, lo, hi),
+        )
     )
-    p = sa.union_all(matched, orphans).subquery("p")
+    missing = sa.select(
+        *[c.label(f"l_{n}") for n, c in alone.items()],
+        *[sa.cast(sa.null(), c.type).label(f"u_{n}") for n, c in ucols.items()],
+    ).where(*_range(lt.id, lo, hi), *_among(lt.id, keys), ~pointed_at)
+    p = sa.union_all(matched, missing).subquery("p")
     flags = rule_flags(
         system,
         {n: p.c[f"l_{n}"] for n in _L_NAMES},
