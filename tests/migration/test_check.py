@@ -198,10 +198,12 @@ def test_the_check_is_one_statement_per_chunk(db: Any) -> None:
         .compile(db.engine, compile_kwargs={"literal_binds": True})
     )
     assert "LEFT OUTER JOIN" in sql and "UNION ALL" in sql and "NOT (EXISTS" in sql
-    # legacy side, unified side, orphans, and the orphans' anti-join on the legacy key:
-    # unbounded, PostgreSQL hashed every legacy key for every chunk (quadratic overall).
+    # unified side, legacy side of its join, legacy rows alone, and their anti-join on
+    # the unified reference: an unbounded anti-join hashed every key of the other table
+    # for every chunk (quadratic overall).
     assert sql.count("> 10") == 4 and sql.count("<= 20") == 4
-    assert "legacy_id AND cashouts.id > 10 AND cashouts.id <= 20)" in sql
+    anti = "legacy_id = cashouts.id AND unified_transactions.legacy_id > 10"
+    assert anti + " AND unified_transactions.legacy_id <= 20)" in sql
     assert set(pairs.flags) == set(KINDS)
 
 

@@ -291,6 +291,11 @@ class DialectOps:
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         """Bound how long statements and lock waits may take in this transaction."""
 
+    def without_jit(self, conn: sa.Connection) -> None:
+        """Plan this transaction's statements without JIT compilation (PostgreSQL): a
+        check range's CASE-heavy statement costs above ``jit_above_cost`` from about a
+        million rows on, and compiling it took longer than reading the range."""
+
     def bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         """:meth:`bound_statements`, and let the commit return before its WAL is on disk.
 
@@ -472,6 +477,9 @@ class PostgresOps(DialectOps):
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
+
+    def without_jit(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("SET LOCAL jit = off")
 
     def bound_exclusive(
         self, conn: sa.Connection, *, statement_ms: int, lock_ms: int, idle_ms: int

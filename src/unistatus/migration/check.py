@@ -46,7 +46,6 @@ from unistatus.migration.check_sql import (
     pair_flags,
     pending_replay_exists,
     projected_legacy_status,
-    recent_clause,
     recheck,
     rule_flags,
 )
@@ -203,19 +202,21 @@ class RangeScan:
         hi = next_bound(conn, lt, lo, self.chunk)
         pairs = pair_flags(lt, lo, hi, self.since, project_pending=self.project_pending)
         cutoff = utcnow() - RECHECK_WINDOW
+        self.ops.without_jit(conn)
         counts, recent = count_chunk(conn, pairs, cutoff)
         if counts["ok"] >= counts["total"]:
             conn.rollback()
             return hi, counts
-        # The recent inconsistent pairs, as first seen, then as they are once no write
-        # to them is in flight (None: consistent now, a write caught half-way).
+        # The recent inconsistent pairs, as first seen (their kinds, by key, from the
+        # counting statement), then as they are once no write to them is in flight
+        # (None: consistent now, a write caught half-way).
         now: dict[int, InconsistentRow | None] = {}
+        # Every inconsistent pair of the range is a recent one: the re-check read them
+        # all, and the examples and --out need no read of their own.
+        covered = self.recheck and len(recent) == counts["total"] - counts["ok"]
         if recent and self.recheck:
-            seen = inconsistent_rows(
-                conn, pairs, lt.system, None, also=recent_clause(pairs, cutoff)
-            )
             conn.rollback()  # no snapshot held while waiting for writers
-            keys = sorted({r.legacy_id for r in seen if r.legacy_id is not None})
+            keys = sorted(recent)
             now = dict.fromkeys(keys)
             for row in recheck(
                 self.ops,
@@ -228,9 +229,9 @@ class RangeScan:
             ):
                 if row.legacy_id is not None:
                     now[row.legacy_id] = row
-            for first in seen:  # counted as first seen: count them as they are now
+            for kinds in recent.values():  # counted as first seen: count them as they are now
                 counts["ok"] += 1
-                for kind in first.kinds:
+                for kind in kinds:
                     counts[kind] -= 1
             for still in now.values():
                 if still is not None:
@@ -239,7 +240,11 @@ class RangeScan:
                         counts[kind] += 1
         wanted = self.examples - len(self.kept_examples)
         if wanted > 0 or self.out is not None:
-            listed = inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
+            if covered:
+                listed = [row for row in now.values() if row is not None]
+            else:
+                self.ops.without_jit(conn)
+                listed = inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
             for first in listed:
                 shown = now.get(first.legacy_id, first) if first.legacy_id in now else first
                 if shown is None:
@@ -286,14 +291,19 @@ def _check_system(
             hi, got = scan.range(conn, lt, pos.position)
             out_bytes = scan.out.sync() if scan.out is not None else None
             # The range's counts and the position past it, in one transaction: a run
-            # killed at any point has done both or neither.
+            # killed at any point has done both or neither. On the range's connection,
+            # committed asynchronously (PostgreSQL, :meth:`DialectOps.bound_batch`): a
+            # server crash may lose the last positions, never half of one, and a resumed
+            # run then checks those ranges again.
             pos.counts = add_counts(pos.counts, got)
             pos.examples = scan.kept_examples[: scan.examples]
             pos.position, pos.done = hi, hi is None
             pos.ranges += 1
             pos.out_bytes = out_bytes
-            with scan.engine.begin() as write:
-                run.commit(write, lt.system)
+            with conn.begin():
+                settings = scan.settings
+                scan.ops.bound_batch(conn, settings.statement_timeout_ms, settings.lock_timeout_ms)
+                run.commit(conn, lt.system)
             if on_range is not None:
                 on_range(lt.system, pos)
     return True

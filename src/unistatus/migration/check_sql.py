@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
-from unistatus.db.dialect import DialectOps
+from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain import consistency
@@ -46,8 +46,11 @@ __all__ = [
 U = unified_transactions
 KINDS = tuple(k.value for k in InconsistencyKind)
 # Legacy keys per statement: big enough that per-statement overhead is negligible,
-# small enough that each statement is short (no long snapshot, quick cancel).
-DEFAULT_CHUNK = 100_000
+# small enough that each statement is short (no long snapshot, quick cancel). Each range
+# reads the unified rows of its key range, by index or, while the range is a large share
+# of the table, by a scan of all of them: 250,000 beat 100,000 in every paired run at
+# 500k and 2M rows (BENCHMARKS.md, "Issue 14", branch checkperf).
+DEFAULT_CHUNK = 250_000
 _mapper = LegacyStatusMapper()
 
 
@@ -173,12 +176,15 @@ def pair_flags(
 
     ``keys``: only the pairs of those legacy keys (index look-ups: the re-check).
 
-    A full outer join, written as the two halves every engine plans well: legacy rows
-    LEFT JOIN their unified row (an index lookup by legacy system + id, the range
-    repeated on the unified side so PostgreSQL can merge two index ranges), UNION ALL
-    the unified rows of the range whose legacy row does not exist (orphans, an
-    anti-join on the legacy primary key). SQLite has no index on a materialised
-    subquery, so a literal FULL JOIN of two filtered subqueries is quadratic there.
+    A full outer join, written as the two halves every engine plans well: the system's
+    unified rows of the range LEFT JOIN their legacy row (a unified row without one is
+    an orphan), UNION ALL the legacy rows of the range that no unified row points at
+    (an anti-join on the unified legacy reference, its unique index). The wide unified
+    rows are read once, the narrow legacy rows twice (PostgreSQL, 500k rows: 15-20% less
+    than reading unified in both halves). The range is repeated on both sides of each
+    join so PostgreSQL reads only the range's keys. SQLite has no index on a
+    materialised subquery, so a literal FULL JOIN of two filtered subqueries is
+    quadratic there.
     """
     if lt.status is None:
         raise StorageError(f"legacy table {lt.name!r} has no status column any more")
@@ -187,34 +193,35 @@ def pair_flags(
     if project_pending:
         lcols["status"] = projected_legacy_status(lt.status)
     ucols = {name: U.c[name] for name in _U_NAMES}
-    on = sa.and_(
+    mine = [
         U.c.legacy_system == system.value,
-        U.c.legacy_id == lt.id,
+        U.c.legacy_id.is_not(None),
         *_range(U.c.legacy_id, lo, hi),
         *_among(U.c.legacy_id, keys),
-    )
+    ]
+    on = sa.and_(lt.id == U.c.legacy_id, *_range(lt.id, lo, hi), *_among(lt.id, keys))
     matched = (
         sa.select(
             *[c.label(f"l_{n}") for n, c in lcols.items()],
             *[c.label(f"u_{n}") for n, c in ucols.items()],
         )
-        .select_from(lt.table.outerjoin(U, on))
-        .where(*_range(lt.id, lo, hi), *_among(lt.id, keys))
+        .select_from(U.outerjoin(lt.table, on))
+        .where(*mine)
     )
-    # The range again on the legacy side: without it PostgreSQL hashes EVERY legacy key
-    # for each chunk's anti-join (quadratic over a whole check); with it, the chunk's.
-    gone = ~sa.exists(sa.select(lt.id).where(lt.id == U.c.legacy_id, *_range(lt.id, lo, hi)))
-    orphans = sa.select(
-        *[sa.cast(sa.null(), c.type).label(f"l_{n}") for n, c in lcols.items()],
-        *[c.label(f"u_{n}") for n, c in ucols.items()],
-    ).where(
-        U.c.legacy_system == system.value,
-        U.c.legacy_id.is_not(None),
-        *_range(U.c.legacy_id, lo, hi),
-        *_among(U.c.legacy_id, keys),
-        gone,
+    # No unified row: no replay can be pending for it, the legacy status is as it is.
+    alone = {**lcols, "status": lt.status}
+    pointed_at = sa.exists(
+        sa.select(U.c.legacy_id).where(
+            U.c.legacy_system == system.value,
+            U.c.legacy_id == lt.id,
+            *_range(U.c.legacy_id, lo, hi),
+        )
     )
-    p = sa.union_all(matched, orphans).subquery("p")
+    missing = sa.select(
+        *[c.label(f"l_{n}") for n, c in alone.items()],
+        *[sa.cast(sa.null(), c.type).label(f"u_{n}") for n, c in ucols.items()],
+    ).where(*_range(lt.id, lo, hi), *_among(lt.id, keys), ~pointed_at)
+    p = sa.union_all(matched, missing).subquery("p")
     flags = rule_flags(
         system,
         {n: p.c[f"l_{n}"] for n in _L_NAMES},
@@ -259,25 +266,39 @@ def recent_clause(pairs: _Pairs, since: datetime) -> sa.ColumnElement[bool]:
 
 def count_chunk(
     conn: sa.Connection, pairs: _Pairs, recent_since: datetime
-) -> tuple[dict[str, int], int]:
-    """One statement: the counts of one chunk, summed by the database, and how many of
-    its inconsistent pairs were updated since ``recent_since`` (the ones to re-check).
+) -> tuple[dict[str, int], dict[int, tuple[str, ...]]]:
+    """One statement, one read of the chunk: its counts, and the inconsistent pairs
+    updated since ``recent_since`` (the ones to re-check) with their kinds, by key.
 
-    Only plain sums: PostgreSQL keeps its parallel aggregate (no ``string_agg``), and
-    a pair not updated recently costs two comparisons more.
+    The pairs are grouped by their flags (a handful of groups) and, for a recent
+    inconsistent pair only, its key as well (one group each): the counts are the groups'
+    sums and the recent pairs arrive without reading the chunk a second time. Grouping
+    keeps PostgreSQL's parallel (partial) aggregate, which ``string_agg``/``array_agg``
+    would not (before PostgreSQL 16).
     """
+    p = pairs.source
     any_kind = sa.or_(*pairs.flags.values())
-    cols: list[sa.ColumnElement[Any]] = [
-        sa.func.count().label("total"),
-        sa.func.sum(_as_int(sa.not_(any_kind))).label("ok"),
+    key = sa.func.coalesce(p.c.l_id, p.c.u_legacy_id)
+    recent = sa.case((sa.and_(recent_clause(pairs, recent_since), any_kind), key), else_=None)
+    groups: list[sa.ColumnElement[Any]] = [
+        _as_int(cond).label(kind) for kind, cond in pairs.flags.items()
     ]
-    cols += [sa.func.sum(_as_int(cond)).label(kind) for kind, cond in pairs.flags.items()]
-    # CASE is lazy: the flags are evaluated again only for the (few) recent pairs.
-    recent = sa.case((recent_clause(pairs, recent_since), _as_int(any_kind)), else_=0)
-    cols.append(sa.func.sum(recent).label("recent"))
-    row = conn.execute(sa.select(*cols).select_from(pairs.source).where(pairs.scope)).one()
-    got = {k: int(v or 0) for k, v in row._mapping.items()}
-    return {k: v for k, v in got.items() if k != "recent"}, got["recent"]
+    groups.append(recent.label("recent_key"))
+    g = sa.select(*groups).select_from(p).where(pairs.scope).subquery("g")
+    q = sa.select(*g.c, sa.func.count().label("n")).group_by(*g.c)
+    counts = dict.fromkeys(("total", "ok", *pairs.flags), 0)
+    recent_keys: dict[int, tuple[str, ...]] = {}
+    for row in conn.execute(q).mappings():
+        n = int(row["n"])
+        kinds = tuple(kind for kind in pairs.flags if row[kind])
+        counts["total"] += n
+        if not kinds:
+            counts["ok"] += n
+        for kind in kinds:
+            counts[kind] += n
+        if row["recent_key"] is not None:
+            recent_keys[int(row["recent_key"])] = kinds
+    return counts, recent_keys
 
 
 def next_bound(conn: sa.Connection, lt: LegacyTable, lo: int | None, chunk: int) -> int | None:
@@ -342,8 +363,10 @@ def iter_inconsistent(
     write (repair) between chunks without holding a snapshot or locks open.
     """
     lo: int | None = None
+    ops = ops_for(engine)
     while True:
         with engine.connect() as conn:
+            ops.without_jit(conn)  # as the check's ranges: compiling costs more than reading
             hi = next_bound(conn, lt, lo, chunk)
             project = pending_replay_exists(conn)
             pairs = pair_flags(lt, lo, hi, since, project_pending=project)
