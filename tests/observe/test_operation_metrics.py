@@ -99,24 +99,27 @@ def test_before_revision_0016_the_counters_carry_an_empty_system(db: Database) -
     from unistatus.observe.stats import stats_totals
 
     assert schema.downgrade(db.engine, db.settings, "0015") == "0015"
-    # A process started on that schema (a new engine: what it has seen is not cached).
-    old = create_engine(db.url, schema=db.settings.schema)
-    record_latency(old, M.LEGACY_ONLY, 12.0, 4, errors=1, system=S.ESCROW)
-    totals = stats_totals(old)
-    assert [(t["operation"], t["system"], t["count"], t["errors"]) for t in totals] == [
-        ("update_status", "", 4, 1)
-    ]
+    try:
+        # A process started on that schema (a new engine: what it has seen is not cached).
+        old = create_engine(db.url, schema=db.settings.schema)
+        record_latency(old, M.LEGACY_ONLY, 12.0, 4, errors=1, system=S.ESCROW)
+        totals = stats_totals(old)
+        assert [(t["operation"], t["system"], t["count"], t["errors"]) for t in totals] == [
+            ("update_status", "", 4, 1)
+        ]
 
-    class Families:
-        def collect(self) -> Any:
-            return operation_families(totals)
+        class Families:
+            def collect(self) -> Any:
+                return operation_families(totals)
 
-    registry = CollectorRegistry()
-    registry.register(Families())  # type: ignore[arg-type]
-    text = generate_latest(registry).decode()
-    assert (
-        'unistatus_operations_total{mode="LEGACY_ONLY",operation="update_status",system=""} 4.0'
-        in text
-    )
-    assert window(old, 300, system=S.ESCROW).count == 0  # no system known there
-    old.dispose()
+        registry = CollectorRegistry()
+        registry.register(Families())  # type: ignore[arg-type]
+        text = generate_latest(registry).decode()
+        assert (
+            'unistatus_operations_total{mode="LEGACY_ONLY",operation="update_status",system=""} 4.0'
+            in text
+        )
+        assert window(old, 300, system=S.ESCROW).count == 0  # no system known there
+        old.dispose()
+    finally:  # the database is shared by the tests of this run: leave it installed
+        schema.upgrade(db.engine, db.settings)
