@@ -8,7 +8,8 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,6 +71,28 @@ class Outcomes:
                     return
             assert time.monotonic() < deadline, f"traffic stalled: {dict(self.done)}"
             time.sleep(0.01)
+
+
+@contextmanager
+def live_traffic(adapter: DualWriteAdapter, seed: int) -> Iterator[tuple[Outcomes, list[Any]]]:
+    """Four threads of traffic on every system through ``adapter`` while the block runs:
+    its outcomes per system and, once stopped, the traffic's report."""
+    seen = Outcomes()
+    adapter.observers.append(seen)
+    stop = threading.Event()
+    reports: list[Any] = []
+    traffic = threading.Thread(
+        target=lambda: reports.append(
+            run_traffic(adapter, threads=4, seconds=None, stop=stop, new_ratio=0.4, seed=seed)
+        )
+    )
+    traffic.start()
+    try:
+        yield seen, reports
+    finally:
+        stop.set()
+        traffic.join(60)
+    assert not traffic.is_alive()
 
 
 def fully_consistent(db: Database, *systems: S) -> None:
@@ -208,18 +231,7 @@ def test_the_other_systems_writers_never_fail_while_one_system_switches(pg: Data
     emergency rollback (with its replay), three times: escrow and exchange writes all
     succeed (and so do cashouts': a write racing a switch waits for it)."""
     set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
-    adapter = adapter_of(pg)
-    seen = Outcomes()
-    adapter.observers.append(seen)
-    stop = threading.Event()
-    reports: list[Any] = []
-    traffic = threading.Thread(
-        target=lambda: reports.append(
-            run_traffic(adapter, threads=4, seconds=None, stop=stop, new_ratio=0.4, seed=3)
-        )
-    )
-    traffic.start()
-    try:
+    with live_traffic(adapter_of(pg), seed=3) as (seen, reports):
         for _ in range(3):
             seen.wait_for(20)
             set_mode(
@@ -235,10 +247,6 @@ def test_the_other_systems_writers_never_fail_while_one_system_switches(pg: Data
             seen.wait_for(10)
             set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, system=S.CASHOUT, reason="again")
         seen.wait_for(10)
-    finally:
-        stop.set()
-        traffic.join(60)
-    assert not traffic.is_alive()
     assert seen.failed[S.ESCROW] == seen.failed[S.EXCHANGE] == 0, seen.errors
     assert seen.failed[S.CASHOUT] == 0, seen.errors
     assert reports and reports[0].errors == 0, reports[0].error_samples
@@ -263,19 +271,8 @@ def test_the_other_systems_writers_never_fail_while_one_system_rolls_back_a_phas
     from unistatus.migration.rollback import rollback_current_phase
 
     to_phase(pg.engine, 3)
-    adapter = adapter_of(pg)
-    seen = Outcomes()
-    adapter.observers.append(seen)
-    stop = threading.Event()
-    reports: list[Any] = []
-    traffic = threading.Thread(
-        target=lambda: reports.append(
-            run_traffic(adapter, threads=4, seconds=None, stop=stop, new_ratio=0.4, seed=5)
-        )
-    )
-    traffic.start()
     replayed = 0
-    try:
+    with live_traffic(adapter_of(pg), seed=5) as (seen, reports):
         for _ in range(2):
             seen.wait_for(20)
             advance(pg.engine, pg.settings, actor="t", reason="t", force=True, system=S.ESCROW)
@@ -288,10 +285,6 @@ def test_the_other_systems_writers_never_fail_while_one_system_rolls_back_a_phas
             seen.wait_for(10)
             advance(pg.engine, pg.settings, actor="t", reason="t", force=True, system=S.ESCROW)
         seen.wait_for(10)
-    finally:
-        stop.set()
-        traffic.join(60)
-    assert not traffic.is_alive()
     assert sum(seen.failed.values()) == 0, seen.errors
     assert reports and reports[0].errors == 0, reports[0].error_samples
     assert replayed > 0 and pending_count(pg.engine) == 0
