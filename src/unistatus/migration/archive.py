@@ -58,7 +58,9 @@ __all__ = [
     "TableEntry",
     "VerifyReport",
     "check_files",
+    "compress_lines",
     "export_archive",
+    "live_lines",
     "read_manifest",
     "record_verified",
     "recorded_archive",
@@ -80,13 +82,42 @@ def _ordered_select(table: sa.Table, columns: Sequence[ColumnInfo]) -> sa.Select
     return sa.select(*cols).order_by(*order)
 
 
-def _live_lines(
-    conn: sa.Connection, table: sa.Table, columns: Sequence[ColumnInfo]
+def live_lines(
+    conn: sa.Connection,
+    table: sa.Table,
+    columns: Sequence[ColumnInfo],
+    *,
+    limit: int | None = None,
 ) -> Iterator[bytes]:
+    """The archive lines of ``table``'s rows in key order (the first ``limit`` only)."""
     line = row_encoder([(c.kind, c.timezone) for c in columns])
-    result = conn.execution_options(yield_per=BATCH_ROWS).execute(_ordered_select(table, columns))
-    for row in result:
+    select = _ordered_select(table, columns)
+    if limit is not None:
+        select = select.limit(limit)
+    for row in conn.execution_options(yield_per=BATCH_ROWS).execute(select):
         yield line(row)
+
+
+def compress_lines(lines: Iterable[bytes], gz: gzip.GzipFile, content: Any | None = None) -> int:
+    """Write ``lines`` to ``gz`` (and to the ``content`` hash), a block of lines at a
+    time: per line, the compressor's and the hash's calls cost more than the bytes (the
+    same bytes either way). Returns how many lines."""
+    rows, block = 0, []
+    for line in lines:
+        block.append(line)
+        rows += 1
+        if len(block) == WRITE_BLOCK_LINES:
+            _write_block(block, gz, content)
+    _write_block(block, gz, content)
+    return rows
+
+
+def _write_block(block: list[bytes], gz: gzip.GzipFile, content: Any | None) -> None:
+    data = b"".join(block)
+    gz.write(data)
+    if content is not None:
+        content.update(data)
+    block.clear()
 
 
 # --- export -------------------------------------------------------------------------
@@ -158,24 +189,8 @@ def _export_table(
     name = f"{table.name}.jsonl.gz"
     path = directory / name
     content = hashlib.sha256()
-    rows = 0
-    block: list[bytes] = []
-
-    def flush() -> None:
-        # Written and hashed a block of lines at a time: per line, the compressor's
-        # and the hash's calls cost more than the bytes (the same bytes either way).
-        data = b"".join(block)
-        gz.write(data)
-        content.update(data)
-        block.clear()
-
     with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-        for line in _live_lines(conn, table, columns):
-            block.append(line)
-            rows += 1
-            if len(block) == WRITE_BLOCK_LINES:
-                flush()
-        flush()
+        rows = compress_lines(live_lines(conn, table, columns), gz, content)
     return TableEntry(
         name=table.name,
         system=system,
@@ -238,7 +253,7 @@ def _compare_live(conn: sa.Connection, entry: TableEntry, problems: list[str]) -
         problems.append(f"{entry.name}: columns missing in the database: {', '.join(missing)}")
         return out
     content, rows = hashlib.sha256(), 0
-    for line in _live_lines(conn, table, entry.columns):
+    for line in live_lines(conn, table, entry.columns):
         content.update(line)
         rows += 1
     out["live_rows"] = rows

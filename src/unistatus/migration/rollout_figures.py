@@ -30,7 +30,8 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.tables import control_log, pending_legacy_changes, unified_transactions
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.migration.archive_format import ColumnInfo, encode, row_line
+from unistatus.migration.archive import compress_lines, live_lines
+from unistatus.migration.archive_format import ColumnInfo
 from unistatus.migration.check import DEFAULT_CHUNK, count_first_keys
 from unistatus.migration.phases import ROLLBACK_KEY
 
@@ -307,22 +308,14 @@ def _archive_cost(
     gzipped into a sink that keeps only the size; reads only), and the gzipped bytes per
     row. One statement per table, as the export runs."""
     columns = [ColumnInfo.of(c, engine.dialect) for c in lt.table.c]
-    kinds = [(c.kind, c.timezone) for c in columns]
-    order = [c for c in lt.table.c if c.primary_key] or list(lt.table.c)
     sizes: dict[int, int] = {}
 
     def run(limit: int) -> int:
-        sink, done = _Sink(), 0
-        query = sa.select(*lt.table.c).order_by(*order).limit(limit)
+        sink = _Sink()
         with engine.connect() as conn:
             try:
                 with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0) as gz:
-                    for row in conn.execute(query):
-                        line = [
-                            encode(k, v, timezone=tz) for (k, tz), v in zip(kinds, row, strict=True)
-                        ]
-                        gz.write(row_line(line))
-                        done += 1
+                    done = compress_lines(live_lines(conn, lt.table, columns, limit=limit), gz)
             finally:
                 conn.rollback()
         sizes[done] = sink.size
