@@ -17,7 +17,9 @@ Rows: ``--rows`` legacy rows across the three legacy tables (``unistatus.sim.see
 set-based). Rounds: ``--rounds`` rounds, each running backfill and its raw statement,
 then check and its raw statement, in rotated order (``_timing.rotated``); the ratio is
 raw seconds / command seconds per round (paired), then the median. Peak memory is the
-command process's own maximum RSS (``os.wait4``).
+command process's own maximum RSS (``os.wait4``). Every variant starts settled (VACUUM
+ANALYZE, CHECKPOINT); the WAL it wrote and the checkpoints that ran during it are
+recorded beside its time (``pg_current_wal_lsn``, ``pg_stat_bgwriter``).
 
     .venv/bin/python bench/commands.py                      # 500k rows, 3 rounds
     .venv/bin/python bench/commands.py --rows 100000 --rounds 1 --json
@@ -114,6 +116,17 @@ def raw_check(engine: sa.Engine, tables: list[LegacyTable]) -> tuple[int, int]:
     return total, ok
 
 
+def server_counters(engine: sa.Engine) -> tuple[int, int]:
+    """(WAL bytes written so far, checkpoints so far) on the server: what a variant cost
+    the server besides its time, and whether a checkpoint ran while it did."""
+    with engine.connect() as conn:
+        wal, checkpoints = conn.exec_driver_sql(
+            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, "
+            "checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+        ).one()
+    return int(wal), int(checkpoints)
+
+
 def damage(engine: sa.Engine, share: float) -> None:
     every = max(1, round(1 / share)) if share > 0 else 0
     if not every:
@@ -169,6 +182,8 @@ def bench(
         check_group.append("check@base")
     seconds: dict[str, list[float]] = {v: [] for v in (*backfill_group, *check_group)}
     peak_mb: dict[str, list[float]] = {v: [] for v in seconds}
+    wal_mb: dict[str, list[float]] = {v: [] for v in seconds}
+    checkpoints: dict[str, list[int]] = {v: [] for v in seconds}
     json_flag = [] if bars else ["--json"]  # --json turns the bars off
     expected_ok: int | None = None
 
@@ -178,6 +193,7 @@ def bench(
         if variant in backfill_group:
             empty_unified(engine)
         vacuum(engine)
+        wal0, ckpt0 = server_counters(engine)
         t0 = time.perf_counter()
         if variant == "raw_backfill":
             copied = raw_backfill(engine, tables)
@@ -205,9 +221,14 @@ def bench(
                 assert report["consistent"] == expected_ok, (report["consistent"], expected_ok)
             peak_mb[variant].append(done.max_rss_mb)
         elapsed = time.perf_counter() - t0
+        wal1, ckpt1 = server_counters(engine)
         seconds[variant].append(elapsed)
+        wal_mb[variant].append(round((wal1 - wal0) / 2**20, 1))
+        checkpoints[variant].append(ckpt1 - ckpt0)
         print(
-            f"  {variant:<13} {elapsed:7.2f} s {rows / elapsed:>10,.0f} rows/s (load {loadavg()})",
+            f"  {variant:<13} {elapsed:7.2f} s {rows / elapsed:>10,.0f} rows/s "
+            f"WAL {wal_mb[variant][-1]:,.0f} MB, checkpoints {ckpt1 - ckpt0} "
+            f"(load {loadavg()})",
             file=sys.stderr,
         )
 
@@ -246,6 +267,8 @@ def bench(
             "ratio_paired": [round(x, 3) for x in paired],
             "ratio": round(statistics.median(paired), 3),
             "command_peak_rss_mb": max(peak_mb[cmd], default=None),
+            "wal_mb": {"raw": wal_mb[raw], "command": wal_mb[cmd]},
+            "checkpoints_during": {"raw": checkpoints[raw], "command": checkpoints[cmd]},
         }
 
     out = {
