@@ -303,7 +303,8 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     # table; 0011: the capture's tables and the quarantine's writer; 0012: three indexes
     # dropped; 0013: the backfill workers' table; 0014: the check runs, two columns of the
     # check reports; 0015: the mode per system, a function; 0016: the stats' system column;
-    # 0017: data only), nothing else; still retired, and says so.
+    # 0017: data only; 0018: the writer counts' index on last_seen_at, dropped), nothing
+    # else; still retired, and says so.
     assert schema.upgrade(old.engine, old.settings) == schema.RETIRE_REVISION
     assert schema.upgrade(old.engine, old.settings, "main@head") == schema.RETIRE_REVISION
     assert set(schema.current_heads(old.engine)) == {schema.INSTALL_REVISION, "0006"}
@@ -563,7 +564,7 @@ def test_0017_gives_every_system_the_global_phase_and_its_downgrade_takes_it_bac
                 " created_at) VALUES ('phase', '1', '2', 'ops', 'backfill', CURRENT_TIMESTAMP)"
             )
         )
-    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0017"
+    assert schema.upgrade(db.engine, db.settings, "0017") == "0017"
     with db.engine.connect() as conn:
         assert read_phases(conn) == dict.fromkeys(S, 2)
         assert read_phase(conn) == read_phase(conn, S.ESCROW) == 2
@@ -597,4 +598,60 @@ def test_0017_gives_every_system_the_global_phase_and_its_downgrade_takes_it_bac
             sa.text("SELECT key, value FROM unistatus_control WHERE key LIKE 'phase%'")
         ).all()
     assert {str(k): str(v) for k, v in rows} == {"phase": "2"}
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION
+
+
+def writers_updates(engine: sa.Engine) -> tuple[int, int]:
+    """(updates, HOT updates) of unistatus_capture_writers, as the statistics have them."""
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.text(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+                " WHERE relname = 'unistatus_capture_writers'"
+            )
+        ).one()
+    return int(row[0]), int(row[1])
+
+
+def test_0018_drops_the_index_that_kept_writer_counts_from_being_hot(
+    new_database: Callable[[str], Database],
+) -> None:
+    """Every captured statement sets its writer's ``last_seen_at``: without an index on
+    it (0018), on PostgreSQL that update is HOT; the downgrade puts the index back."""
+    from unistatus.migration import capture
+
+    index = {"ix_capture_writers_last_seen"}
+    db = new_database("writers_hot")
+    assert schema.upgrade(db.engine, db.settings, "0017") == "0017"
+    assert index_names(db.engine, "unistatus_capture_writers") >= index
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0018"
+    assert not index_names(db.engine, "unistatus_capture_writers") & index
+
+    if db.backend == "postgres":
+        set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test")
+        with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+            created = adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        assert created.legacy_entity_id is not None
+        capture.enable(db.engine, db.settings, actor="test", reason="test")
+        try:
+            with db.engine.connect() as conn:  # one statement, one transaction each
+                for status in ("APPROVED", "EXECUTING", "AWAITING_RESPONSE") * 10:
+                    conn.execute(
+                        sa.text("UPDATE cashouts SET status = :s WHERE id = :id"),
+                        {"s": status, "id": created.legacy_entity_id},
+                    )
+                    conn.commit()
+        finally:
+            capture.disable(db.engine, db.settings, actor="test", reason="test")
+        db.engine.dispose()  # each backend reports its counts when it exits
+        for _ in range(100):
+            updates, hot = writers_updates(db.engine)
+            if updates >= 29:
+                break
+            time.sleep(0.1)
+        # The first statement inserted the row; each later one updated it.
+        assert updates >= 29 and hot >= updates // 2, (updates, hot)
+
+    assert schema.downgrade(db.engine, db.settings, "0017") == "0017"
+    assert index_names(db.engine, "unistatus_capture_writers") >= index
     assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION

@@ -271,7 +271,7 @@ def test_an_existing_default_installation_upgrades_without_moving_anything(
         assert schema.upgrade(engine, settings) == schema.INSTALL_REVISION  # `init` today
         after = where_things_are(engine)
         assert set(after) == {"public"}  # no schema created, nothing moved
-        # Only what revisions 0010 to 0017 add (the capture's, the backfill workers' and the
+        # Only what revisions 0010 to 0018 add (the capture's, the backfill workers' and the
         # check runs' tables), in public.
         added = after["public"] - before["public"]
         assert added and all(

@@ -585,6 +585,55 @@ def test_a_bypass_writer_holds_this_installations_mode_lock(pg: Database) -> Non
             assert sorted(held) == sorted(keys) and len(keys) == 2
 
 
+def executed_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The nodes of an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan that ran."""
+    if node.get("Actual Loops", 0) > 0:
+        yield node
+    for child in node.get("Plans", []):
+        yield from executed_nodes(child)
+
+
+def test_a_one_row_pre_check_probes_and_never_reads_the_whole_system(pg: Database) -> None:
+    """The read before the quarantine-and-create statement (``needs_preparing``), for a
+    one-row statement, is one index probe per table. Unfenced, on a unified table not
+    yet analyzed, the planner read every unified row of the system into a hash to probe
+    the one row (a plan kept for the session). A table of the test's own, with one row
+    and analyzed as a transition table's count is known, stands in for the transition
+    table."""
+    from unistatus.db.dialect import ops_for
+    from unistatus.db.legacy import LEGACY_COLUMNS, resolve_legacy_tables
+    from unistatus.domain.statuses import LegacySystemType
+    from unistatus.migration.capture_ddl import CaptureDdl
+    from unistatus.migration.capture_sql import Rows, SystemSql
+
+    insert_cashouts(pg, range(1, 4))  # unified rows by the backfill's rule: none yet
+    lt = resolve_legacy_tables(pg.engine, pg.settings)[LegacySystemType.CASHOUT]
+    columns = [lt.column(name) for name in LEGACY_COLUMNS]
+    written = sa.table("capture_written", *(sa.column(c.name, c.type) for c in columns))
+    rows = Rows.of(
+        {name: written.c[c.name] for name, c in zip(LEGACY_COLUMNS, columns, strict=True)},
+        written,
+    )
+    ddl = CaptureDdl(ops_for(pg.engine), pg.engine.dialect)
+    ddl.schema = "public"
+    check = ddl.render(sa.select(SystemSql(lt, ops_for(pg.engine)).needs_preparing(rows)))
+    table = pg.engine.dialect.identifier_preparer.format_table(lt.table)
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TEMPORARY TABLE capture_written AS SELECT * FROM {table} WHERE id = 2"
+        )
+        conn.exec_driver_sql("ANALYZE capture_written")
+        explain = "EXPLAIN (ANALYZE, TIMING OFF, SUMMARY OFF, FORMAT JSON) "
+        plan = conn.exec_driver_sql(explain + check).scalar_one()[0]["Plan"]
+        needed = conn.exec_driver_sql(check).scalar_one()
+    assert needed  # no unified row: the quarantine-and-create statement runs
+    ran = list(executed_nodes(plan))
+    assert not [n for n in ran if "hashed" in n.get("Filter", "")], plan
+    unified = "unified_transactions"
+    probes = [n.get("Index Cond", "") for n in ran if n.get("Relation Name") == unified]
+    assert probes and all("(legacy_id = capture_written" in p for p in probes), plan
+
+
 DECOY = "unistatus_capture_decoy"
 
 

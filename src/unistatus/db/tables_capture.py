@@ -34,7 +34,8 @@ capture_writers = sa.Table(
     sa.Column("last_mode", sa.String(40), nullable=False),
     sa.Column("client_addr", sa.String(64), nullable=True),
 )
-sa.Index("ix_capture_writers_last_seen", capture_writers.c.last_seen_at)
+# No index on last_seen_at, which every captured statement sets: its update stays HOT
+# (revision 0018); readers sum a few rows per writer and order them in memory.
 
 capture_changed = sa.Table(
     "unistatus_capture_changed",

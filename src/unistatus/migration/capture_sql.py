@@ -240,15 +240,37 @@ class SystemSql:
             return prepare, writes
         return self._one_statement(prepare, "capture_prepare"), self._one_statement(writes)
 
-    def needs_preparing(self, r: Rows) -> sa.Exists:
+    def needs_preparing(self, r: Rows) -> sa.ColumnElement[bool]:
         """Whether the first part of :meth:`in_step_parts` has anything to do for ``r``:
         a row with an unmappable value, without a unified row, or with an open quarantine
         entry. A read with no write in its plan, so a statement whose rows all have their
         unified row (most bypass UPDATEs) skips the part's four writes and their start-up;
-        it reads what the part would, in a snapshot as old as the part's would be."""
+        it reads what the part would, in a snapshot as old as the part's would be.
+
+        PostgreSQL: a statement of one row (or none) is read with each probe fenced
+        (OFFSET 0): one index probe. Unfenced, the planner may turn an ``EXISTS`` under
+        ``OR`` into a hashed subplan that reads every unified row of the system to probe
+        one (it did, with the unified table not yet analyzed; and the plan of this read,
+        which has no parameters, is made on the session's first statement and kept, so
+        a first bulk statement would leave it to every later one-row statement). A
+        larger statement is read unfenced, as before (hashing pays there). Each read is
+        an InitPlan of the one statement, run only when the ``CASE`` takes its branch.
+        """
+        if not self.fenced:
+            return self._needs_preparing(r, fence=False)
+        rows = sa.select(sa.func.count()).select_from(r.rows).scalar_subquery()
+        return sa.case(
+            (rows <= 1, self._needs_preparing(r, fence=True)),
+            else_=self._needs_preparing(r, fence=False),
+        )
+
+    def _needs_preparing(self, r: Rows, *, fence: bool) -> sa.Exists:
+        def probe(select: sa.Select[Any]) -> sa.Exists:
+            return sa.exists(select.offset(0) if fence else select)
+
         mapped = forward_case(self.system, r.c.status)
-        has_unified = sa.exists(sa.select(U.c.id).where(self._unified_of(r.c.id)))
-        quarantined = sa.exists(
+        has_unified = probe(sa.select(U.c.id).where(self._unified_of(r.c.id)))
+        quarantined = probe(
             sa.select(Q.c.legacy_id).where(
                 Q.c.system == self.system.value,
                 Q.c.legacy_id == r.c.id,
