@@ -201,3 +201,22 @@ def test_a_slice_holds_many_keys_when_the_range_is_wide(db: Any) -> None:
         span = (1, SPOTS * 4 * N)  # as if the range's keys went that far: 4N keys a slice
         counts, _recent, spots = count_chunk(conn, pair_flags(lt), utcnow(), span)
     assert len(spots) == 1 and spots[0].n == counts["total"] - counts["ok"]
+
+
+def test_chunk_keys_walks_the_keys_only_when_a_chunk_may_end_before_them(db: Any) -> None:
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)  # ids ending in 5 deleted: gaps in the keys
+    lt = tables(db.engine, db.settings)[LegacySystemType.EXCHANGE]
+    with db.engine.connect() as conn:
+        ids = sorted(int(k) for k in conn.execute(sa.select(lt.id)).scalars())
+        for lo in (None, 0, 7, 24, 25, 50, 59, 60, 99):
+            for chunk in (1, 9, 10, 25, 53, 54, 55, 60, 1000):
+                rest = [k for k in ids if lo is None or k > lo]
+                expected_hi = rest[chunk - 1] if len(rest) >= chunk else None
+                expected_span = (rest[0], rest[:chunk][-1]) if rest else None
+                assert chunk_keys(conn, lt, lo, chunk) == (expected_hi, expected_span)
+    with statements(db.engine) as seen, db.engine.connect() as conn:
+        assert chunk_keys(conn, lt, 50, 25) == (None, (51, 60))  # 51..60: under one chunk
+        assert chunk_keys(conn, lt, None, 25)[0] == ids[24]  # 1..60: walked
+    walks = [s for s in seen if "LIMIT" in s]
+    assert len(walks) == 1, seen

@@ -374,13 +374,26 @@ def chunk_keys(
     conn: sa.Connection, lt: LegacyTable, lo: int | None, chunk: int
 ) -> tuple[int | None, tuple[int, int] | None]:
     """:func:`next_bound`, and the chunk's first and last legacy keys (None: it has
-    none) from the same read of them."""
-    keys = sa.select(lt.id.label("k")).where(*_range(lt.id, lo, None))
+    none) from the same read of them.
+
+    The keys above ``lo`` are counted only when there may be ``chunk`` of them: when
+    their first and last (two index probes) are fewer than ``chunk`` apart, the rest is
+    the last chunk. That spares every system whose remaining keys are one chunk a walk
+    of its whole key index (PostgreSQL, 166k keys: about 20 ms).
+    """
+    above = _range(lt.id, lo, None)
+    first, last = conn.execute(
+        sa.select(sa.func.min(lt.id), sa.func.max(lt.id)).where(*above)
+    ).one()
+    if first is None:
+        return None, None
+    if int(last) - int(first) + 1 < chunk:
+        return None, (int(first), int(last))
+    keys = sa.select(lt.id.label("k")).where(*above)
     sub = keys.order_by(lt.id).limit(chunk).subquery()
     q = sa.select(sa.func.min(sub.c.k), sa.func.max(sub.c.k), sa.func.count()).select_from(sub)
     first, last, n = conn.execute(q).one()
-    span = (int(first), int(last)) if n else None
-    return (int(last) if n >= chunk else None), span
+    return (int(last) if n >= chunk else None), (int(first), int(last))
 
 
 def _row_values(row: Mapping[Any, Any], prefix: str, names: Sequence[str]) -> dict[str, Any] | None:
