@@ -88,3 +88,25 @@ def test_check_and_backfill_load_only_what_they_run(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr
         for package in unneeded:
             assert loaded(names, package) == [], f"`unistatus {' '.join(argv)}` imports {package}"
+
+
+def test_the_process_ends_without_walking_its_objects_again() -> None:
+    """run_program freezes what is left when the command ends (``gc.freeze``): the
+    interpreter's exit then skips them in its collections."""
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count(), file=sys.stderr))\n"
+        "from unistatus.cli import main\n"
+        "sys.argv[0] = 'unistatus'\n"
+        "main()\n"
+    )
+    for argv in (["--version"], ["check", "--help"], ["no-such-command"]):
+        done = subprocess.run(
+            [sys.executable, "-c", probe, *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        frozen = [line for line in done.stderr.splitlines() if line.startswith("frozen ")]
+        assert frozen and int(frozen[0].split()[1]) > 10_000, (argv, done.stderr)

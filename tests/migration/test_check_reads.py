@@ -1,8 +1,9 @@
 """What `unistatus check` reads per key range (BENCHMARKS.md, "Issue 14").
 
 One read of a range counts it and names its recent inconsistent pairs (the ones to
-re-check); when every inconsistent pair is recent, the examples and --out come from the
-re-check, not from a second read of the range. PostgreSQL plans the range statements
+re-check) and where its inconsistent pairs are; when every inconsistent pair is recent,
+the examples and --out come from the re-check, not from a second read of the range, and
+otherwise the examples alone are read from where the count located them. PostgreSQL plans the range statements
 without JIT and commits each position asynchronously. Runs on SQLite and PostgreSQL.
 """
 
@@ -22,6 +23,14 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.migration.check import iter_inconsistent, run_check
+from unistatus.migration.check_sql import (
+    SPOTS,
+    Spot,
+    chunk_keys,
+    count_chunk,
+    example_window,
+    pair_flags,
+)
 
 N = 60
 CHUNK = 25  # three ranges per system: 1-25, 26-50, 51-60 and above
@@ -124,3 +133,90 @@ def test_repair_detection_reads_ranges_without_jit_too(db: Any) -> None:
     assert len(found) == report.total - report.consistent
     no_jit = [s for s in seen if s == "SET LOCAL jit = off"]
     assert len(no_jit) == (len(chunks) if db.engine.dialect.name == "postgresql" else 0)
+
+
+@contextmanager
+def statements_with_values(engine: sa.Engine) -> Iterator[list[tuple[str, list[Any]]]]:
+    seen: list[tuple[str, list[Any]]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        values = list(parameters.values()) if isinstance(parameters, dict) else list(parameters)
+        seen.append((" ".join(statement.split()), values))
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def test_the_examples_of_old_mismatches_are_read_from_where_the_count_found_them(
+    db: Any,
+) -> None:
+    """Without --out, a range's examples are read from the few keys its counting
+    statement located them in, not from the whole range a second time."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)  # ids ending in 1 to 5 of every system, not recent
+    with statements_with_values(db.engine) as seen:
+        report = run_check(db.engine, db.settings, systems="cashout", chunk=N, examples=4)
+    assert [e["legacy_id"] for e in report.examples] == [1, 2, 3, 4]
+    reads = [(s, v) for s, v in seen if s in range_reads([s])]
+    counting = [v for s, v in reads if "GROUP BY" in s]
+    examples = [v for s, v in reads if "GROUP BY" not in s]
+    assert len(counting) == 1 and len(examples) == 1  # one range (every key), one window
+    assert 4 in examples[0] and N not in examples[0]  # the window (0, 4], not (0, 60]
+
+
+def test_the_count_locates_every_inconsistent_pair(db: Any) -> None:
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    lt = tables(db.engine, db.settings)[LegacySystemType.ESCROW]
+    found = sorted(
+        r.legacy_id for rows in iter_inconsistent(db.engine, lt) for r in rows if r.legacy_id
+    )
+    with db.engine.connect() as conn:
+        hi, span = chunk_keys(conn, lt, None, 10 * N)
+        assert hi is None and span is not None
+        counts, _recent, spots = count_chunk(conn, pair_flags(lt), utcnow(), span)
+    assert sum(s.n for s in spots) == counts["total"] - counts["ok"] == len(found)
+
+    def holds(s: Spot, k: int) -> bool:
+        return (s.after is None or s.after < k) and (s.upto is None or k <= s.upto)
+
+    assert all(sum(holds(s, k) for s in spots) == 1 for k in found)  # in exactly one
+    # A slice a key wide (60 keys, 1024 slices); the first one open below, as the range.
+    assert [(s.after, s.upto) for s in spots[1:4]] == [(k - 1, k) for k in found[1:4]]
+    assert example_window(spots, 3) == (None, found[2])
+    assert example_window(spots, 10 * N) == (None, found[-1])
+    assert example_window([], 3) is None
+
+
+def test_a_slice_holds_many_keys_when_the_range_is_wide(db: Any) -> None:
+    """At most SPOTS slices however many pairs are inconsistent (one group each in the
+    counting statement); a slice then spans several keys."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    lt = tables(db.engine, db.settings)[LegacySystemType.CASHOUT]
+    with db.engine.connect() as conn:
+        span = (1, SPOTS * 4 * N)  # as if the range's keys went that far: 4N keys a slice
+        counts, _recent, spots = count_chunk(conn, pair_flags(lt), utcnow(), span)
+    assert len(spots) == 1 and spots[0].n == counts["total"] - counts["ok"]
+
+
+def test_chunk_keys_walks_the_keys_only_when_a_chunk_may_end_before_them(db: Any) -> None:
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)  # ids ending in 5 deleted: gaps in the keys
+    lt = tables(db.engine, db.settings)[LegacySystemType.EXCHANGE]
+    with db.engine.connect() as conn:
+        ids = sorted(int(k) for k in conn.execute(sa.select(lt.id)).scalars())
+        for lo in (None, 0, 7, 24, 25, 50, 59, 60, 99):
+            for chunk in (1, 9, 10, 25, 53, 54, 55, 60, 1000):
+                rest = [k for k in ids if lo is None or k > lo]
+                expected_hi = rest[chunk - 1] if len(rest) >= chunk else None
+                expected_span = (rest[0], rest[:chunk][-1]) if rest else None
+                assert chunk_keys(conn, lt, lo, chunk) == (expected_hi, expected_span)
+    with statements(db.engine) as seen, db.engine.connect() as conn:
+        assert chunk_keys(conn, lt, 50, 25) == (None, (51, 60))  # 51..60: under one chunk
+        assert chunk_keys(conn, lt, None, 25)[0] == ids[24]  # 1..60: walked
+    walks = [s for s in seen if "LIMIT" in s]
+    assert len(walks) == 1, seen

@@ -11,6 +11,7 @@ here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
@@ -197,11 +198,51 @@ def reflect_legacy_table(
     """The application's table as the database has it now (None: there is none), named
     in :func:`legacy_schema` and reflected untranslated (its foreign keys may point at
     more tables of the application's)."""
-    schema = legacy_schema(conn, spec)
+    return _reflect_one(conn, spec.table, legacy_schema(conn, spec), meta or sa.MetaData())
+
+
+def _reflect_one(
+    conn: sa.Connection, name: str, schema: str | None, meta: sa.MetaData
+) -> sa.Table | None:
     with unbound_connection(conn):
-        if not sa.inspect(conn).has_table(spec.table, schema=schema):
+        if not sa.inspect(conn).has_table(name, schema=schema):
             return None
-        return sa.Table(spec.table, meta or sa.MetaData(), schema=schema, autoload_with=conn)
+        return sa.Table(name, meta, schema=schema, autoload_with=conn)
+
+
+def reflect_legacy_tables(
+    conn: sa.Connection, specs: Sequence[LegacyTableSpec], meta: sa.MetaData
+) -> list[sa.Table | None]:
+    """:func:`reflect_legacy_table` of each of ``specs``, in one reflection per schema.
+
+    Reflected one by one, each table costs a round trip per catalog query (columns,
+    keys, indexes, constraints, comments) and its foreign keys reflect the tables they
+    point at as well: 0.14-0.18 s of every command's start-up on PostgreSQL for three
+    tables. ``MetaData.reflect`` asks each catalog query once for all the tables of a
+    schema, and ``resolve_fks=False`` leaves the tables they point at alone (nothing
+    here follows a legacy table's foreign keys). A name the bulk reflection does not
+    find as a table of that exact spelling (none by that name, a view, another case on
+    SQLite) is looked up as :func:`reflect_legacy_table` does, so the outcome is the
+    same: the table, or None.
+    """
+    schemas = [legacy_schema(conn, spec) for spec in specs]
+    wanted: dict[str | None, set[str]] = {}
+    for spec, schema in zip(specs, schemas, strict=True):
+        wanted.setdefault(schema, set()).add(spec.table)
+    with unbound_connection(conn):
+        for schema, names in wanted.items():
+            meta.reflect(
+                conn,
+                schema=schema,
+                only=lambda name, _meta, names=names: name in names,
+                resolve_fks=False,
+            )
+    out: list[sa.Table | None] = []
+    for spec, schema in zip(specs, schemas, strict=True):
+        key = spec.table if schema is None else f"{schema}.{spec.table}"
+        table = meta.tables.get(key)
+        out.append(table if table is not None else _reflect_one(conn, spec.table, schema, meta))
+    return out
 
 
 def legacy_table_name(spec: LegacyTableSpec) -> str:
@@ -226,11 +267,10 @@ def resolve_legacy_tables(
     meta = sa.MetaData()
     out: dict[LegacySystemType, LegacyTable] = {}
     try:
+        chosen = systems or list(LegacySystemType)
+        specs = [settings.legacy_tables[system.value] for system in chosen]
         with engine.connect() as conn:
-            tables = {
-                system: reflect_legacy_table(conn, settings.legacy_tables[system.value], meta)
-                for system in systems or list(LegacySystemType)
-            }
+            tables = dict(zip(chosen, reflect_legacy_tables(conn, specs, meta), strict=True))
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot reach the database: {exc.orig}") from None
     for system, table in tables.items():

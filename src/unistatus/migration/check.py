@@ -38,11 +38,12 @@ from unistatus.migration.check_sql import (
     KINDS,
     RECHECK_BATCH,
     InconsistentRow,
+    chunk_keys,
     count_chunk,
     count_first_keys,
+    example_window,
     inconsistent_rows,
     iter_inconsistent,
-    next_bound,
     pair_flags,
     pending_replay_exists,
     projected_legacy_status,
@@ -199,11 +200,11 @@ class RangeScan:
         examples or written to --out; older ones have been inconsistent for longer than
         any write takes. Nothing more is read for a consistent range.
         """
-        hi = next_bound(conn, lt, lo, self.chunk)
+        hi, span = chunk_keys(conn, lt, lo, self.chunk)
         pairs = pair_flags(lt, lo, hi, self.since, project_pending=self.project_pending)
         cutoff = utcnow() - RECHECK_WINDOW
         self.ops.without_jit(conn)
-        counts, recent = count_chunk(conn, pairs, cutoff)
+        counts, recent, spots = count_chunk(conn, pairs, cutoff, span)
         if counts["ok"] >= counts["total"]:
             conn.rollback()
             return hi, counts
@@ -240,8 +241,15 @@ class RangeScan:
                         counts[kind] += 1
         wanted = self.examples - len(self.kept_examples)
         if wanted > 0 or self.out is not None:
+            window = None if self.out is not None else example_window(spots, wanted)
             if covered:
                 listed = [row for row in now.values() if row is not None]
+            elif window is not None:
+                # Only the examples: read from the keys the counting statement located
+                # them in (a few slices of the range), not from the whole range again.
+                near = pair_flags(lt, *window, self.since, project_pending=self.project_pending)
+                self.ops.without_jit(conn)
+                listed = inconsistent_rows(conn, near, lt.system, wanted)
             else:
                 self.ops.without_jit(conn)
                 listed = inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
