@@ -36,6 +36,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -44,6 +45,8 @@ from _process import run_timed, unistatus
 from _timing import loadavg, rotated
 from commands import empty_unified, vacuum
 
+from unistatus.backfill.activity import read_workers
+from unistatus.clock import utcnow
 from unistatus.config import load_settings
 from unistatus.db import schema
 from unistatus.db.engine import create_engine
@@ -108,6 +111,18 @@ def backfilled_rows(engine: sa.Engine) -> int:
         return int(conn.execute(q).scalar_one())
 
 
+def held_back(engine: sa.Engine, since: datetime) -> dict[str, float]:
+    """Seconds the backfill workers started at or after ``since`` held back, per reason
+    (``p95_latency``, ``max_rows_per_second``, ...): what the throttle did in the run."""
+    held: dict[str, float] = {}
+    for worker in read_workers(engine, include_finished=True):
+        if datetime.fromisoformat(worker["started_at"]) < since:
+            continue
+        for reason, seconds in worker["throttled_seconds"].items():
+            held[reason] = round(held.get(reason, 0.0) + float(seconds), 3)
+    return held
+
+
 def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
     settings = load_settings(database_url=url)
     engine = create_engine(url)
@@ -121,6 +136,7 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
             empty_unified(engine)  # the backfill starts from scratch in each busy run
             vacuum(engine)
             beside = Beside(url, args) if variant == "busy" else None
+            variant_started = utcnow()
             if beside is not None:
                 beside.start()
             done = run_timed(
@@ -141,6 +157,7 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
             extra = beside.stop() if beside is not None else {}
             if beside is not None and args.backfill:
                 extra["backfill_rows_committed"] = backfilled_rows(engine)
+                extra["backfill_held_back_seconds"] = held_back(engine, variant_started)
             assert done.returncode in (0, 1), done.stderr[-2000:]
             report = json.loads(done.stdout)
             figures = {

@@ -105,6 +105,10 @@ def test_the_commands_bench_times_both_commands_against_their_raw_sql(scratch_ur
         assert len(figures["raw_seconds"]) == len(figures["command_seconds"]) == 2
         assert figures["ratio"] > 0
     assert report["backfill"]["command_peak_rss_mb"] > 10  # the command's own, via wait4
+    # Each variant's WAL and the checkpoints during it, beside its time (settled first).
+    wal = report["backfill"]["wal_mb"]
+    assert len(wal["raw"]) == len(wal["command"]) == 2 and min(wal["command"]) > 0
+    assert len(report["backfill"]["checkpoints_during"]["command"]) == 2
 
 
 def test_the_scale_bench_runs_every_step_with_tiny_sizes(scratch_url: str) -> None:
@@ -133,6 +137,7 @@ def test_the_busy_load_test_bench_runs_with_and_without_its_companions(scratch_u
     busy = on["runs"]["busy"][0]
     assert on["backfill"] and on["verify"] and len(on["p95_busy_over_alone"]) == 1
     assert "backfill_exit" in busy and "verify_runs" in busy
+    assert isinstance(busy["backfill_held_back_seconds"], dict)  # what the throttle did
     alone = on["runs"]["alone"][0]
     assert alone["error_rate"] == 0.0 and alone["consistency_rate"] == 1.0
     off = run_bench(
