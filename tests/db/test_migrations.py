@@ -390,14 +390,12 @@ def unified_fillfactor(engine: sa.Engine) -> str | None:
     return next((o for o in options or () if o.startswith("fillfactor=")), None)
 
 
-def hot_updates(engine: sa.Engine) -> tuple[int, int]:
-    """(updates, HOT updates) of unified_transactions, as the statistics have them."""
+def hot_updates(engine: sa.Engine, table: str = "unified_transactions") -> tuple[int, int]:
+    """(updates, HOT updates) of ``table``, as the statistics have them."""
     with engine.connect() as conn:
         row = conn.execute(
-            sa.text(
-                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
-                " WHERE relname = 'unified_transactions'"
-            )
+            sa.text("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = :t"),
+            {"t": table},
         ).one()
     return int(row[0]), int(row[1])
 
@@ -601,18 +599,6 @@ def test_0017_gives_every_system_the_global_phase_and_its_downgrade_takes_it_bac
     assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION
 
 
-def writers_updates(engine: sa.Engine) -> tuple[int, int]:
-    """(updates, HOT updates) of unistatus_capture_writers, as the statistics have them."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            sa.text(
-                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
-                " WHERE relname = 'unistatus_capture_writers'"
-            )
-        ).one()
-    return int(row[0]), int(row[1])
-
-
 def test_0018_drops_the_index_that_kept_writer_counts_from_being_hot(
     new_database: Callable[[str], Database],
 ) -> None:
@@ -645,7 +631,7 @@ def test_0018_drops_the_index_that_kept_writer_counts_from_being_hot(
             capture.disable(db.engine, db.settings, actor="test", reason="test")
         db.engine.dispose()  # each backend reports its counts when it exits
         for _ in range(100):
-            updates, hot = writers_updates(db.engine)
+            updates, hot = hot_updates(db.engine, "unistatus_capture_writers")
             if updates >= 29:
                 break
             time.sleep(0.1)
