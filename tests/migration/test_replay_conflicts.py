@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -232,6 +233,43 @@ def test_conflicts_show_in_diagnose_status_and_dashboard(db: Database) -> None:
     console.print(frame(db.engine, db.settings))
     text = console.export_text()
     assert "replay conflicts" in text and "1 open" in text
+
+
+def test_an_open_conflict_fires_an_alert_and_is_a_metric_until_resolved(db: Database) -> None:
+    """Changes the replay kept aside wait for an operator: the monitor says so (a
+    warning, like the quarantine), and /metrics carries the count for Prometheus."""
+    from fastapi.testclient import TestClient
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from unistatus.api.service import create_app
+    from unistatus.observe import alerts
+    from unistatus.observe.notify import Notifier
+
+    def alert() -> Any:
+        monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+        return {s.name: s for s in monitor.evaluate()}["replay_conflicts_open"]
+
+    def metric() -> float:
+        with TestClient(create_app(db.settings, db.engine)) as client:
+            text = client.get("/metrics").text
+        [value] = [
+            s.value
+            for f in text_string_to_metric_families(text)
+            for s in f.samples
+            if s.name == "unistatus_replay_conflicts_open"
+        ]
+        return float(value)
+
+    assert alert().state == "resolved" and metric() == 0.0
+    stale_unified_only(db)
+    ok(db, "rollback", "--emergency", "--reason", "back")
+    firing = alert()
+    assert firing.firing and firing.level == "warning" and firing.value == 1.0
+    assert "unistatus rollback conflicts" in firing.message
+    assert metric() == 1.0
+    [conflict] = json.loads(run(db, "rollback", "conflicts", "--json").stdout)["conflicts"]
+    ok(db, "rollback", "resolve", str(conflict["id"]), "--keep-legacy", "--reason", "ops call")
+    assert alert().state == "resolved" and metric() == 0.0
 
 
 def _legacy_only_write(db: Database) -> None:

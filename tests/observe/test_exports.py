@@ -70,6 +70,7 @@ def test_rules_mirror_the_spec_thresholds() -> None:
         "UnistatusLatencyP95Warning": ("unistatus_latency_p95_seconds > 0.2", "warning"),
         "UnistatusDatabaseDown": ("unistatus_database_up == 0", "critical"),
         "UnistatusQuarantineRows": ("unistatus_quarantine_rows > 0", "warning"),
+        "UnistatusReplayConflictsOpen": ("unistatus_replay_conflicts_open > 0", "warning"),
     }
     for name, (expr, severity) in expected.items():
         assert rules[name]["expr"] == expr

@@ -98,6 +98,13 @@ ACTIONS: dict[str, str] = {
         "extend the mapping, then `unistatus backfill --retry-quarantine`; a bypass "
         "writer's later mappable write resolves its entry. Blocks the gate into 3."
     ),
+    "replay_conflicts_open": (
+        "`unistatus rollback conflicts` lists each change the replay kept aside (what "
+        "legacy was expected to hold, what it held, the change); decide each with "
+        "`unistatus rollback resolve ID --keep-legacy --reason ...` (or `--apply`). Nothing is "
+        "lost meanwhile; `repair` leaves those transactions alone. Blocks the gates into 3 "
+        "and 4."
+    ),
     "bypass_writes_unified_only": (
         "`unistatus capture status` names the writer (application_name/login role, "
         "client address): convert that code path to the adapter."
@@ -282,6 +289,7 @@ def observe(
         out.append(_per_system(rule, by_system["latency_p95"], below=False, unit="ms"))
     out.append(_stalled(snap, now, stall_seconds))
     out.append(_quarantine(snap))
+    out.append(_replay_conflicts(snap))
     out.append(_bypass_unified_only(snap, now))
     out.extend(_info_events(snap))
     return out
@@ -331,6 +339,22 @@ def _quarantine(snap: Snapshot) -> Observation:
         f"{n} unmappable legacy rows in the quarantine (listed by `unistatus diagnose`)"
         if n
         else "quarantine empty"
+    )
+    return Observation(name, Level.WARNING, n > 0, float(n), 0.0, message)
+
+
+def _replay_conflicts(snap: Snapshot) -> Observation:
+    """Changes a rollback's replay did not apply over legacy (legacy held something else):
+    kept as conflicts, nothing lost, but each waits for an operator's decision."""
+    name = "replay_conflicts_open"
+    if snap.replay_conflicts is None:
+        return Observation(name, Level.WARNING, None, None, 0.0, "replay conflicts unknown")
+    n = snap.replay_conflicts
+    message = (
+        f"{n} open replay conflicts: changes the rollback kept aside, not applied over "
+        "legacy (`unistatus rollback conflicts`)"
+        if n
+        else "no open replay conflict"
     )
     return Observation(name, Level.WARNING, n > 0, float(n), 0.0, message)
 

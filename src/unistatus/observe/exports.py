@@ -49,6 +49,7 @@ METRICS: dict[str, str] = {
     "unistatus_backfill_health_limit": "gauge",
     "unistatus_repair_queue_open": "gauge",
     "unistatus_quarantine_rows": "gauge",
+    "unistatus_replay_conflicts_open": "gauge",
     "unistatus_mapping_coverage_ratio": "gauge",
     "unistatus_capture_enabled": "gauge",
     "unistatus_bypass_writes_total": "counter",
@@ -164,6 +165,15 @@ def prometheus_rules() -> dict[str, Any]:
             "{{ $value }} rows (backfill, or a bypass writer's unmappable value); "
             "See unistatus diagnose; fix the data or the mapping, then "
             "unistatus backfill --retry-quarantine.",
+            "0m",
+        ),
+        _rule(
+            "replay_conflicts_open",
+            "unistatus_replay_conflicts_open > 0",
+            "warning",
+            "Changes a rollback's replay kept aside wait for a decision",
+            "{{ $value }} open replay conflicts (legacy held something else than the "
+            "change expected); see unistatus rollback conflicts.",
             "0m",
         ),
         _rule(
@@ -387,11 +397,12 @@ def grafana_dashboard() -> dict[str, Any]:
         ),
         _panel(
             13,
-            "Repair queue / quarantine",
+            "Repair queue / quarantine / replay conflicts",
             "stat",
             [
                 ("unistatus_repair_queue_open", "repair queue"),
                 ("unistatus_quarantine_rows", "quarantine"),
+                ("unistatus_replay_conflicts_open", "replay conflicts"),
             ],
             16,
             17,

@@ -451,6 +451,13 @@ class SnapshotCollector:
                 "Rows kept aside by backfill (unmappable)",
                 value=snap.quarantine,
             )
+        if snap.replay_conflicts is not None:
+            yield GaugeMetricFamily(
+                "unistatus_replay_conflicts_open",
+                "Changes a rollback's replay kept aside (legacy held something else), "
+                "not yet decided (unistatus rollback conflicts)",
+                value=snap.replay_conflicts,
+            )
         if snap.bypass is not None:
             yield GaugeMetricFamily(
                 "unistatus_capture_enabled",
