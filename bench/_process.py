@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import compileall
 import os
 import subprocess
 import sys
@@ -13,6 +14,26 @@ from pathlib import Path
 # The console script of the venv this bench runs in (``python -m unistatus`` otherwise).
 _SCRIPT = Path(sys.executable).with_name("unistatus")
 UNISTATUS = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "unistatus"]
+
+
+def with_bytecode(*sources: str | Path) -> None:
+    """Compile the Python sources a timed command will import, as installing a package
+    does (pip compiles its modules): an editable install run with
+    ``PYTHONDONTWRITEBYTECODE`` set (as on the development machines) never writes them,
+    and every command then compiled all of unistatus again, 0.08 s of a 0.7 s command.
+    Unchanged sources are skipped; the files go to ``__pycache__`` (git-ignored)."""
+    for source in sources:
+        compileall.compile_dir(str(source), quiet=1)
+
+
+def _package_sources() -> Path:
+    import unistatus
+
+    return Path(unistatus.__file__).parent
+
+
+# The unistatus the benches' commands run (a ``--base-src`` tree is compiled where given).
+with_bytecode(_package_sources())
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from _databases import given_or_throwaway
-from _process import run_timed, unistatus
+from _process import run_timed, unistatus, with_bytecode
 from _timing import loadavg, rotated
 
 from unistatus.backfill import run_backfill
@@ -177,6 +177,7 @@ def bench(
         backfill_group.append("backfill@lib")
         check_group.append("check@lib")
     if base_src is not None:
+        with_bytecode(base_src)
         base_env = {**(env or os.environ), "PYTHONPATH": base_src}
         backfill_group.append("backfill@base")
         check_group.append("check@base")
