@@ -275,6 +275,31 @@ def test_a_bulk_update_and_a_bulk_delete(cap: Database) -> None:
     assert (w.writes, w.flagged) == (n + n // 3 + 50, 50)
 
 
+@PG_IN_EVERY_LAYOUT
+def test_a_truncate_is_captured_as_a_delete_of_every_row(pg: Database) -> None:
+    """TRUNCATE fires no row or DELETE trigger: captured before it runs, as deleting every
+    row would be (history flagged, the writer counted), never a silent orphaning of the
+    system's unified rows. Not recorded while LEGACY_ONLY, as a DELETE is not."""
+    with captured(pg):
+        insert_cashouts(pg, range(1, 4), "PENDING")  # LEGACY_ONLY: unified never had them
+        raw(pg, "TRUNCATE cashouts")
+        assert capture.writers_seen(pg.engine) == []
+        set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+        insert_cashouts(pg, range(1, 11), "PENDING")
+        raw(pg, "TRUNCATE cashouts, escrows")
+        assert pg.count("cashouts") == 0
+        # Kept, as after a DELETE: a unified row whose legacy row is gone is a money record.
+        assert pg.count("unified_transactions") == 10
+        for lid in (1, 10):
+            gone = history_of(pg, "CASHOUT", lid)[-1]
+            assert gone["to_legacy_status"] is None and gone["meta"]["flag"] == FLAG_DELETED
+            assert gone["reason"] == "bypass truncate"
+        report = run_check(pg.engine, pg.settings, store=False)
+        assert report.inconsistencies["orphan_unified"] == 10 and report.inconsistent == 10
+        (w,) = capture.writers_seen(pg.engine)
+        assert (w.writes, w.flagged) == (10 + 10, 10)
+
+
 def test_a_change_the_rules_refuse_is_applied_and_flagged(cap: Database) -> None:
     a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
     created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="SUCCESS")

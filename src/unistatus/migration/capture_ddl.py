@@ -68,6 +68,9 @@ PG_WRITER = (
     "|| session_user, 128)"
 )
 EVENTS = {"INSERT": "ins", "UPDATE": "upd", "DELETE": "del"}
+# PostgreSQL: a TRUNCATE fires no row trigger and has no transition table. A BEFORE
+# trigger still sees every row it will remove, and records them as a DELETE of each.
+TRUNCATE_SHORT = "trunc"
 # The functions' fixed search_path: the system catalog, the session's temporary schema
 # last (PostgreSQL's advice for SECURITY DEFINER functions: every other name qualified).
 SEARCH_PATH = "pg_catalog, pg_temp"
@@ -106,10 +109,13 @@ class CaptureDdl:
 
     def triggers(self, tables: list[LegacyTable]) -> list[Trigger]:
         """Every trigger :meth:`install` creates, by name and table."""
-        # PostgreSQL: one statement trigger per event; SQLite: per event one row trigger
-        # that brings unified in step, and one that logs while LEGACY_ONLY (not DELETE).
+        # PostgreSQL: one statement trigger per event, TRUNCATE included; SQLite (no
+        # TRUNCATE): per event one row trigger that brings unified in step, and one that
+        # logs while LEGACY_ONLY (not DELETE).
         legacy = (
-            ["ins", "upd", "del"] if self.postgres else ["ins", "ins_log", "upd", "upd_log", "del"]
+            ["ins", "upd", "del", TRUNCATE_SHORT]
+            if self.postgres
+            else ["ins", "ins_log", "upd", "upd_log", "del"]
         )
         out = [Trigger(f"{self._legacy_name(lt)}_{s}", lt.name) for lt in tables for s in legacy]
         unified = unified_transactions.name
@@ -205,6 +211,12 @@ class CaptureDdl:
             table,
         )
 
+    @staticmethod
+    def _pg_table_rows(lt: LegacyTable) -> Rows:
+        """Every row of the legacy table itself (in its own schema): what a TRUNCATE,
+        seen from its BEFORE trigger, is about to remove."""
+        return Rows.of({name: lt.column(name) for name in LEGACY_COLUMNS}, lt.table)
+
     def _plpgsql(self, statements: list[Any]) -> str:
         lines = []
         for statement in statements:
@@ -242,6 +254,7 @@ class CaptureDdl:
                 for is_frozen in (False, True)
             )
             deleted = self._plpgsql(sql.deleted(old_rows, ctx))
+            truncated = self._plpgsql(sql.deleted(self._pg_table_rows(lt), ctx))
             function = self._function(self._legacy_name(lt))
             out.append(
                 f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
@@ -269,7 +282,7 @@ BEGIN
         v_mode := ({read_mode});
     END IF;
     IF v_mode = '{LEGACY_ONLY}' THEN
-        IF TG_OP <> 'DELETE' THEN
+        IF TG_OP NOT IN ('DELETE', 'TRUNCATE') THEN
 {_indent(log, 12)}
         END IF;
         RETURN NULL;
@@ -284,6 +297,8 @@ BEGIN
     PERFORM set_config('{setting}', '{writer_mark.CAPTURE_WRITER}', true);
     IF TG_OP = 'DELETE' THEN
 {_indent(deleted, 8)}
+    ELSIF TG_OP = 'TRUNCATE' THEN
+{_indent(truncated, 8)}
     ELSIF v_mode = '{FROZEN}' THEN
 {_indent(frozen, 8)}
     ELSE
@@ -303,6 +318,10 @@ $capture$"""
                     f"AFTER {event} ON {table} REFERENCING {side} TABLE AS {transition} "
                     f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
                 )
+            out.append(
+                f"CREATE TRIGGER {self.quote(f'{self._legacy_name(lt)}_{TRUNCATE_SHORT}')} "
+                f"BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+            )
         out += self._pg_unified(writer, mode, attributes)
         if tables:
             out += self._pg_catch_up(tables, attributes)
