@@ -8,7 +8,9 @@ concurrent test is in ``test_capture_concurrency.py``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -37,6 +39,8 @@ from unistatus.migration import capture
 from unistatus.migration.capture_sql import FLAG_DELETED, FLAG_FROZEN, FLAG_REFUSED
 from unistatus.migration.check import run_check
 from unistatus.migration.repair import run_repair
+from unistatus.observe import alerts
+from unistatus.observe.notify import Notifier
 
 M = DualWriteMode
 T0 = "2026-01-01 00:00:00"
@@ -298,6 +302,67 @@ def test_a_truncate_is_captured_as_a_delete_of_every_row(pg: Database) -> None:
         assert report.inconsistencies["orphan_unified"] == 10 and report.inconsistent == 10
         (w,) = capture.writers_seen(pg.engine)
         assert (w.writes, w.flagged) == (10 + 10, 10)
+
+
+def _age_writer_rows(db: Database, hours: float) -> None:
+    W = capture.capture_writers
+    back = sa.func.now() - sa.text(f"interval '{hours} hours'")
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(W).values(last_seen_at=back, first_seen_at=back))
+
+
+def test_old_sessions_writer_counts_are_folded_into_one_row(pg: Database) -> None:
+    """A writer's counts are kept per session (backend pid): a cron job that connects
+    anew each run adds a row each time. Rows not written for a while are folded into one
+    per writer and target (shard 0), the totals unchanged; the monitor does it."""
+    W = capture.capture_writers
+    with captured(pg):
+        set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+        insert_cashouts(pg, range(1, 4), "PENDING")  # one session
+        for lid in (1, 2):  # two more sessions, one each (raw() has an engine of its own)
+            raw(pg, "UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id", params={"id": lid})
+        assert pg.count(W.name) == 3
+        before = capture.writers_seen(pg.engine)
+        assert capture.fold_writers(pg.engine) == 0  # all recent: nothing to fold
+        _age_writer_rows(pg, 2)
+        aged = capture.writers_seen(pg.engine)
+        assert capture.fold_writers(pg.engine) == 3
+        assert pg.count(W.name) == 1
+        assert capture.writers_seen(pg.engine) == aged
+        assert [(w.writes, w.flagged) for w in aged] == [(w.writes, w.flagged) for w in before]
+        # A later session adds its own row; readers sum it with the folded one.
+        raw(pg, "UPDATE cashouts SET status = 'EXECUTING' WHERE id = 3")
+        (w,) = capture.writers_seen(pg.engine)
+        assert w.writes == before[0].writes + 1 and pg.count(W.name) == 2
+        # The monitor folds too (at most every FOLD_EVERY seconds).
+        _age_writer_rows(pg, 2)
+        monitor = alerts.Monitor(pg.engine, pg.settings, notifier=Notifier(), verify_rows=0)
+        monitor.evaluate()
+        assert pg.count(W.name) == 1
+        assert capture.writers_seen(pg.engine)[0].writes == before[0].writes + 1
+
+
+def test_a_session_writing_while_its_row_is_folded_is_counted_once(pg: Database) -> None:
+    """The fold deletes the old rows and adds what it deleted: a session that writes
+    meanwhile keeps its row (it is recent again) and nothing is counted twice."""
+    with captured(pg):
+        set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+        insert_cashouts(pg, range(1, 3), "PENDING")
+        with raw_writer(pg) as engine, engine.connect() as conn:
+            conn.execute(sa.text("UPDATE cashouts SET status = 'EXECUTING' WHERE id = 1"))
+            conn.commit()
+            _age_writer_rows(pg, 2)
+            total = sum(w.writes for w in capture.writers_seen(pg.engine))
+            # The same session writes again, holding its row until it commits.
+            conn.execute(sa.text("UPDATE cashouts SET status = 'EXECUTING' WHERE id = 2"))
+            with ThreadPoolExecutor(1) as pool:
+                folding = pool.submit(capture.fold_writers, pg.engine)
+                time.sleep(0.5)
+                assert not folding.done()  # waits for the session's row
+                conn.commit()
+                folded = folding.result(timeout=30)
+        assert folded == 1  # the insert's session only: the writer's own row is recent
+        assert sum(w.writes for w in capture.writers_seen(pg.engine)) == total + 1
 
 
 def test_a_change_the_rules_refuse_is_applied_and_flagged(cap: Database) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 
 from unistatus.clock import as_utc
 from unistatus.config import Settings
@@ -38,6 +39,8 @@ __all__ = [
     "disable",
     "enable",
     "enabled_since",
+    "FOLD_AFTER",
+    "fold_writers",
     "foreign_unified_writes",
     "installed",
     "is_enabled",
@@ -58,6 +61,11 @@ MAPPING_KEY = "capture_mapping"
 # trigger waits for the table's writes in flight, and holds new ones until it commits.
 DDL_STATEMENT_MS = 60_000
 W = capture_writers
+# A session's writer counts not written for this long are folded into one row per writer
+# and target (:func:`fold_writers`): the shard the folded counts go to (PostgreSQL backend
+# pids are never 0; SQLite writes shard 0 only and has nothing to fold).
+FOLD_AFTER = timedelta(hours=1)
+FOLDED_SHARD = 0
 
 
 @dataclass(frozen=True)
@@ -405,6 +413,64 @@ def status(engine: sa.Engine, settings: Settings) -> CaptureStatus:
         # None: enabled before the mapping was recorded (nothing to compare with).
         mapping_changed=enabled and generated_from not in (None, _mapping_now()),
     )
+
+
+def fold_writers(engine: sa.Engine, *, older_than: timedelta = FOLD_AFTER) -> int:
+    """Fold the writer counts of sessions not seen for ``older_than`` into one row per
+    writer and target; how many rows were folded. Readers' totals do not change.
+
+    The counts are kept per session so that concurrent writers never wait for each
+    other, which leaves a row per connection a writer ever made (a cron job connecting
+    anew each run: one a run), all read by ``/metrics`` and the monitor. One statement
+    deletes the old rows and adds what it deleted to the folded row: a session that
+    writes meanwhile holds its row, which is recent again once it commits and is left
+    alone, so nothing is counted twice or lost.
+    """
+    if engine.dialect.name != "postgresql":
+        return 0
+    ops = ops_for(engine)
+    gone = (
+        sa.delete(W)
+        .where(W.c.shard != FOLDED_SHARD, W.c.last_seen_at < sa.func.now() - older_than)
+        .returning(*W.c)
+        .cte("gone")
+    )
+
+    def newest(column: sa.ColumnElement[Any]) -> Any:
+        """The value of the most recently seen of the folded rows."""
+        ordered = aggregate_order_by(column, gone.c.last_seen_at.desc())
+        return sa.func.array_agg(ordered, type_=ARRAY(column.type))[1]
+
+    folded = sa.select(
+        gone.c.writer,
+        gone.c.system,
+        sa.literal(FOLDED_SHARD, sa.BigInteger),
+        sa.func.sum(gone.c.writes),
+        sa.func.sum(gone.c.flagged),
+        sa.func.sum(gone.c.unmappable),
+        sa.func.min(gone.c.first_seen_at),
+        sa.func.max(gone.c.last_seen_at),
+        newest(gone.c.last_mode),
+        newest(gone.c.client_addr),
+    ).group_by(gone.c.writer, gone.c.system)
+    insert = ops.insert(W).from_select([c.name for c in W.c], folded)
+    newer = insert.excluded.last_seen_at > W.c.last_seen_at
+    added = insert.on_conflict_do_update(
+        index_elements=[W.c.writer, W.c.system, W.c.shard],
+        set_={
+            "writes": W.c.writes + insert.excluded.writes,
+            "flagged": W.c.flagged + insert.excluded.flagged,
+            "unmappable": W.c.unmappable + insert.excluded.unmappable,
+            "first_seen_at": sa.func.least(W.c.first_seen_at, insert.excluded.first_seen_at),
+            "last_seen_at": sa.func.greatest(W.c.last_seen_at, insert.excluded.last_seen_at),
+            "last_mode": sa.case((newer, insert.excluded.last_mode), else_=W.c.last_mode),
+            "client_addr": sa.case((newer, insert.excluded.client_addr), else_=W.c.client_addr),
+        },
+    ).cte("added")
+    # The data-modifying CTEs run to completion whatever the main query reads.
+    statement = sa.select(sa.func.count()).select_from(gone).add_cte(added)
+    with ops.write_transaction() as conn:
+        return int(conn.execute(statement).scalar_one())
 
 
 def foreign_unified_writes(engine: sa.Engine) -> int:

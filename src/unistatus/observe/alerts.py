@@ -10,6 +10,7 @@ thresholds (:mod:`~unistatus.observe.alert_rules`), the persisted state
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -18,6 +19,7 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.errors import StorageError, UnistatusError
+from unistatus.migration.capture import fold_writers
 from unistatus.migration.verify import DEFAULT_ROWS_PER_ROUND, verify_changes
 from unistatus.observe.alert_responses import Responder
 from unistatus.observe.alert_rules import STALL_SECONDS, Level, Observation, observe
@@ -42,6 +44,8 @@ from unistatus.observe.notify import Notification, Notifier
 __all__ = ["Monitor", "evaluate"]
 
 log = logging.getLogger("unistatus.observe.alerts")
+# How often a monitor folds the capture's writer counts (capture.fold_writers).
+FOLD_EVERY_SECONDS = 600.0
 
 
 class Monitor:
@@ -67,10 +71,12 @@ class Monitor:
         self.ops = ops_for(engine)
         # While the database is down nothing can be persisted: remember in memory.
         self._down_notified = False
+        self._folded_at: float | None = None
 
     def evaluate(self, *, now: datetime | None = None) -> list[AlertState]:
         now = now or utcnow()
         self.verify()
+        self.housekeep()
         snap = collect_snapshot(self.engine, self.settings, window_seconds=self.window_seconds)
         observations = observe(snap, now=now, stall_seconds=self.stall_seconds)
         if not snap.database_up:
@@ -102,6 +108,20 @@ class Monitor:
             verify_changes(self.engine, self.settings, max_rows=self.verify_rows)
         except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
             log.warning("continuous verification failed: %s", exc)
+
+    def housekeep(self) -> None:
+        """Now and then (every :data:`FOLD_EVERY_SECONDS`): fold the capture's writer
+        counts of sessions gone quiet into one row per writer (``fold_writers``), so the
+        table the rules and ``/metrics`` read stays as small as the writers are few.
+        A failure is logged; it never stops the evaluation."""
+        ticks = time.monotonic()
+        if self._folded_at is not None and ticks - self._folded_at < FOLD_EVERY_SECONDS:
+            return
+        self._folded_at = ticks
+        try:
+            fold_writers(self.engine)
+        except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
+            log.warning("folding the capture's writer counts failed: %s", exc)
 
     def _database_down(self, obs: Observation, now: datetime) -> list[AlertState]:
         if not self._down_notified:
