@@ -8,7 +8,6 @@ concurrent test is in ``test_capture_concurrency.py``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -52,10 +51,12 @@ def cap(db: Database) -> Iterator[Database]:
         yield db
 
 
-def insert_cashouts(db: Database, ids: range, status: str = "PENDING") -> None:
+def insert_cashouts(
+    db: Database, ids: range, status: str = "PENDING", table: str = "cashouts"
+) -> None:
     raw(
         db,
-        "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, updated_at) "
+        f"INSERT INTO {table} (id, user_id, amount, currency, status, created_at, updated_at) "
         f"SELECT :first + n, 7, 10.50, 'USD', :status, '{T0}', '{T0}' FROM ("
         + " UNION ALL ".join(f"SELECT {i} AS n" for i in range(len(ids)))
         + ") AS seq",
@@ -290,18 +291,19 @@ def test_a_truncate_is_captured_as_a_delete_of_every_row(pg: Database) -> None:
         assert capture.writers_seen(pg.engine) == []
         set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
         insert_cashouts(pg, range(1, 11), "PENDING")
+        insert_cashouts(pg, range(1, 5), "CREATED", table="escrows")
         raw(pg, "TRUNCATE cashouts, escrows")
-        assert pg.count("cashouts") == 0
+        assert pg.count("cashouts") == 0 and pg.count("escrows") == 0
         # Kept, as after a DELETE: a unified row whose legacy row is gone is a money record.
-        assert pg.count("unified_transactions") == 10
-        for lid in (1, 10):
-            gone = history_of(pg, "CASHOUT", lid)[-1]
+        assert pg.count("unified_transactions") == 14
+        for system, lid in (("CASHOUT", 1), ("CASHOUT", 10), ("ESCROW", 4)):
+            gone = history_of(pg, system, lid)[-1]
             assert gone["to_legacy_status"] is None and gone["meta"]["flag"] == FLAG_DELETED
             assert gone["reason"] == "bypass truncate"
         report = run_check(pg.engine, pg.settings, store=False)
-        assert report.inconsistencies["orphan_unified"] == 10 and report.inconsistent == 10
-        (w,) = capture.writers_seen(pg.engine)
-        assert (w.writes, w.flagged) == (10 + 10, 10)
+        assert report.inconsistencies["orphan_unified"] == 14 and report.inconsistent == 14
+        seen = {w.system: (w.writes, w.flagged) for w in capture.writers_seen(pg.engine)}
+        assert seen == {"CASHOUT": (10 + 10, 10), "ESCROW": (4 + 4, 4)}
 
 
 def _age_writer_rows(db: Database, hours: float) -> None:
@@ -342,9 +344,10 @@ def test_old_sessions_writer_counts_are_folded_into_one_row(pg: Database) -> Non
         assert capture.writers_seen(pg.engine)[0].writes == before[0].writes + 1
 
 
-def test_a_session_writing_while_its_row_is_folded_is_counted_once(pg: Database) -> None:
-    """The fold deletes the old rows and adds what it deleted: a session that writes
-    meanwhile keeps its row (it is recent again) and nothing is counted twice."""
+def test_the_fold_never_waits_for_a_writer_and_counts_each_write_once(pg: Database) -> None:
+    """The fold deletes the old rows and adds what it deleted. A row a session's open
+    transaction holds is skipped, not waited for (no writer queues behind the fold): it
+    is recent once that commits, and nothing is counted twice."""
     with captured(pg):
         set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
         insert_cashouts(pg, range(1, 3), "PENDING")
@@ -356,13 +359,51 @@ def test_a_session_writing_while_its_row_is_folded_is_counted_once(pg: Database)
             # The same session writes again, holding its row until it commits.
             conn.execute(sa.text("UPDATE cashouts SET status = 'EXECUTING' WHERE id = 2"))
             with ThreadPoolExecutor(1) as pool:
-                folding = pool.submit(capture.fold_writers, pg.engine)
-                time.sleep(0.5)
-                assert not folding.done()  # waits for the session's row
-                conn.commit()
-                folded = folding.result(timeout=30)
-        assert folded == 1  # the insert's session only: the writer's own row is recent
+                folded = pool.submit(capture.fold_writers, pg.engine).result(timeout=10)
+            conn.commit()
+        assert folded == 1  # the insert's session only: the writer's own row was held
+        assert pg.count(capture.capture_writers.name) == 2
         assert sum(w.writes for w in capture.writers_seen(pg.engine)) == total + 1
+
+
+def test_the_folded_row_keeps_the_newest_mode_and_address_and_the_span(pg: Database) -> None:
+    W = capture.capture_writers
+    at = "2026-01-01 00:00:00+00"
+
+    def row(shard: int, writes: int, hours: int, mode: str, addr: str | None) -> dict[str, Any]:
+        seen = sa.text(f"timestamptz '{at}' + interval '{hours} hours'")
+        return {
+            "writer": "bypass:cron/x",
+            "system": "CASHOUT",
+            "shard": shard,
+            "writes": writes,
+            "flagged": 1,
+            "unmappable": 0,
+            "first_seen_at": seen,
+            "last_seen_at": seen,
+            "last_mode": mode,
+            "client_addr": addr,
+        }
+
+    rows = [
+        row(0, 5, 1, "LEGACY_ONLY", "10.0.0.1"),  # folded before, older than the newest
+        row(11, 2, 0, "DUAL_WRITE_LEGACY_PRIMARY", "10.0.0.2"),  # the earliest
+        row(12, 3, 3, "DUAL_WRITE_UNIFIED_PRIMARY", None),  # the newest: its mode, no address
+        row(13, 4, 2, "DUAL_WRITE_LEGACY_PRIMARY", "10.0.0.4"),
+    ]
+    with pg.engine.begin() as conn:
+        for r in rows:
+            conn.execute(sa.insert(W).values(**r))
+    assert capture.fold_writers(pg.engine) == 3
+    (w,) = capture.writers_seen(pg.engine)
+    assert (w.writes, w.flagged, w.last_mode, w.client_addr) == (
+        14,
+        4,
+        "DUAL_WRITE_UNIFIED_PRIMARY",
+        None,
+    )
+    assert w.first_seen_at is not None and w.last_seen_at is not None
+    assert (w.last_seen_at - w.first_seen_at).total_seconds() == 3 * 3600
 
 
 def test_a_change_the_rules_refuse_is_applied_and_flagged(cap: Database) -> None:

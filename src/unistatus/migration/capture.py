@@ -66,6 +66,10 @@ W = capture_writers
 # pids are never 0; SQLite writes shard 0 only and has nothing to fold).
 FOLD_AFTER = timedelta(hours=1)
 FOLDED_SHARD = 0
+# Bounds of the fold's transaction: it skips the rows writers hold, and waits only for
+# another fold's folded row.
+FOLD_STATEMENT_MS = 30_000
+FOLD_LOCK_MS = 2_000
 
 
 @dataclass(frozen=True)
@@ -422,19 +426,21 @@ def fold_writers(engine: sa.Engine, *, older_than: timedelta = FOLD_AFTER) -> in
     The counts are kept per session so that concurrent writers never wait for each
     other, which leaves a row per connection a writer ever made (a cron job connecting
     anew each run: one a run), all read by ``/metrics`` and the monitor. One statement
-    deletes the old rows and adds what it deleted to the folded row: a session that
-    writes meanwhile holds its row, which is recent again once it commits and is left
-    alone, so nothing is counted twice or lost.
+    deletes the old rows and adds what it deleted to the folded row. It never waits for
+    a writer: a row a session's open transaction holds is skipped (``SKIP LOCKED``; it
+    is recent once that commits, and folded later if it goes quiet), so no writer queues
+    behind the fold and nothing is counted twice or lost.
     """
     if engine.dialect.name != "postgresql":
         return 0
     ops = ops_for(engine)
-    gone = (
-        sa.delete(W)
+    quiet = (
+        sa.select(W.c.writer, W.c.system, W.c.shard)
         .where(W.c.shard != FOLDED_SHARD, W.c.last_seen_at < sa.func.now() - older_than)
-        .returning(*W.c)
-        .cte("gone")
+        .with_for_update(skip_locked=True)
     )
+    key = sa.tuple_(W.c.writer, W.c.system, W.c.shard)
+    gone = sa.delete(W).where(key.in_(quiet)).returning(*W.c).cte("gone")
 
     def newest(column: sa.ColumnElement[Any]) -> Any:
         """The value of the most recently seen of the folded rows."""
@@ -470,6 +476,7 @@ def fold_writers(engine: sa.Engine, *, older_than: timedelta = FOLD_AFTER) -> in
     # The data-modifying CTEs run to completion whatever the main query reads.
     statement = sa.select(sa.func.count()).select_from(gone).add_cte(added)
     with ops.write_transaction() as conn:
+        ops.bound_statements(conn, FOLD_STATEMENT_MS, FOLD_LOCK_MS)
         return int(conn.execute(statement).scalar_one())
 
 

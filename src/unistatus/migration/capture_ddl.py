@@ -1,8 +1,9 @@
 """The DDL of the capture: triggers (and PostgreSQL functions) around capture_sql's statements.
 
-Per legacy table, PostgreSQL gets one PL/pgSQL function and three statement-level AFTER
+Per legacy table, PostgreSQL gets one PL/pgSQL function, three statement-level AFTER
 triggers (INSERT, UPDATE, DELETE) with transition tables, so a bulk write costs a few
-set-based statements, not one call per row. SQLite, which has neither, gets row-level
+set-based statements, not one call per row, and a BEFORE TRUNCATE one that reads the
+table itself (a TRUNCATE is recorded as a DELETE of every row). SQLite, which has neither, gets row-level
 triggers whose bodies are the same statements on the ``NEW`` or ``OLD`` row. Both get the
 detector of direct writes to ``unified_transactions`` and the catch-up trigger on the
 control table (a mode that maintains unified entered: the entities logged while

@@ -328,35 +328,38 @@ def _stalled(snap: Snapshot, now: datetime, stall_seconds: float) -> Observation
     )
 
 
+def _count_rule(name: str, count: int | None, *, what: str, some: str, none: str) -> Observation:
+    """A warning while ``count`` (rows waiting for an operator) is above 0; unknown while
+    its source is unavailable. ``some`` is formatted with ``n``."""
+    if count is None:
+        return Observation(name, Level.WARNING, None, None, 0.0, f"{what} unknown")
+    message = some.format(n=count) if count else none
+    return Observation(name, Level.WARNING, count > 0, float(count), 0.0, message)
+
+
 def _quarantine(snap: Snapshot) -> Observation:
     """Rows kept aside unmapped (by the backfill, or a bypass writer's unmappable value):
     they block the gate into phase 3 and need a product decision."""
-    name = "quarantine_rows"
-    if snap.quarantine is None:
-        return Observation(name, Level.WARNING, None, None, 0.0, "quarantine unknown")
-    n = snap.quarantine
-    message = (
-        f"{n} unmappable legacy rows in the quarantine (listed by `unistatus diagnose`)"
-        if n
-        else "quarantine empty"
+    return _count_rule(
+        "quarantine_rows",
+        snap.quarantine,
+        what="quarantine",
+        some="{n} unmappable legacy rows in the quarantine (listed by `unistatus diagnose`)",
+        none="quarantine empty",
     )
-    return Observation(name, Level.WARNING, n > 0, float(n), 0.0, message)
 
 
 def _replay_conflicts(snap: Snapshot) -> Observation:
     """Changes a rollback's replay did not apply over legacy (legacy held something else):
     kept as conflicts, nothing lost, but each waits for an operator's decision."""
-    name = "replay_conflicts_open"
-    if snap.replay_conflicts is None:
-        return Observation(name, Level.WARNING, None, None, 0.0, "replay conflicts unknown")
-    n = snap.replay_conflicts
-    message = (
-        f"{n} open replay conflicts: changes the rollback kept aside, not applied over "
-        "legacy (`unistatus rollback conflicts`)"
-        if n
-        else "no open replay conflict"
+    return _count_rule(
+        "replay_conflicts_open",
+        snap.replay_conflicts,
+        what="replay conflicts",
+        some="{n} open replay conflicts: changes the rollback kept aside, not applied over "
+        "legacy (`unistatus rollback conflicts`)",
+        none="no open replay conflict",
     )
-    return Observation(name, Level.WARNING, n > 0, float(n), 0.0, message)
 
 
 def _bypass_unified_only(snap: Snapshot, now: datetime) -> Observation:
