@@ -29,6 +29,7 @@ from support.capture_data import (
 from unistatus import DualWriteMode
 from unistatus.backfill import quarantine_count
 from unistatus.db.control import set_mode
+from unistatus.db.dialect import ops_for
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.db.tables_backfill import backfill_quarantine
 from unistatus.db.tables_capture import capture_changed
@@ -304,6 +305,25 @@ def test_a_truncate_is_captured_as_a_delete_of_every_row(pg: Database) -> None:
         assert report.inconsistencies["orphan_unified"] == 14 and report.inconsistent == 14
         seen = {w.system: (w.writes, w.flagged) for w in capture.writers_seen(pg.engine)}
         assert seen == {"CASHOUT": (10 + 10, 10), "ESCROW": (4 + 4, 4)}
+
+
+@PG_IN_EVERY_LAYOUT
+def test_a_truncate_of_unified_is_counted_as_a_direct_write(pg: Database) -> None:
+    """Every unified row a TRUNCATE removes is a direct write to unified, counted (and
+    flagged) for its writer like a DELETE of each; unistatus's own TRUNCATE is not."""
+    with captured(pg):
+        set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+        unified = pg.table("unified_transactions")
+        insert_cashouts(pg, range(1, 8), "PENDING")
+        with pg.engine.begin() as conn:  # unistatus's own (marked): not counted
+            ops_for(pg.engine).mark_writer(conn)
+            conn.exec_driver_sql(f"TRUNCATE {unified}")
+        assert all(w.system != "UNIFIED" for w in capture.writers_seen(pg.engine))
+        insert_cashouts(pg, range(8, 15), "PENDING")
+        raw(pg, f"TRUNCATE {unified}")
+        assert pg.count("unified_transactions") == 0
+        seen = [w for w in capture.writers_seen(pg.engine) if w.system == "UNIFIED"]
+        assert [(w.writer, w.writes, w.flagged) for w in seen] == [(writer_name(pg), 7, 7)]
 
 
 def _age_writer_rows(db: Database, hours: float) -> None:

@@ -120,7 +120,8 @@ class CaptureDdl:
         )
         out = [Trigger(f"{self._legacy_name(lt)}_{s}", lt.name) for lt in tables for s in legacy]
         unified = unified_transactions.name
-        out += [Trigger(f"{PREFIX}unified_{short}", unified) for short in EVENTS.values()]
+        direct = [*EVENTS.values(), TRUNCATE_SHORT] if self.postgres else list(EVENTS.values())
+        out += [Trigger(f"{PREFIX}unified_{short}", unified) for short in direct]
         if tables:
             catch_up = (
                 ["catch_up"]
@@ -343,6 +344,10 @@ $capture$"""
         setting = writer_mark.WRITER_SETTING
         count_new = self._plpgsql([count_foreign_unified(self.ops.insert, sa.table(NEW_ROWS), ctx)])
         count_old = self._plpgsql([count_foreign_unified(self.ops.insert, sa.table(OLD_ROWS), ctx)])
+        # TRUNCATE: before it runs, every row it removes is still in the table.
+        count_all = self._plpgsql(
+            [count_foreign_unified(self.ops.insert, unified_transactions, ctx)]
+        )
         function = self._function(f"{PREFIX}unified")
         unified = self._table(unified_transactions)
         out = [
@@ -355,10 +360,13 @@ DECLARE
 BEGIN
     -- The mode of the system of a row written (the writer's counts keep one).
     IF TG_OP = 'DELETE' THEN
-        v_mode := ({self._pg_mode_of_rows(OLD_ROWS)});
+        v_mode := ({self._pg_mode_of_rows(sa.table(OLD_ROWS))});
 {_indent(count_old, 8)}
+    ELSIF TG_OP = 'TRUNCATE' THEN
+        v_mode := ({self._pg_mode_of_rows(unified_transactions)});
+{_indent(count_all, 8)}
     ELSE
-        v_mode := ({self._pg_mode_of_rows(NEW_ROWS)});
+        v_mode := ({self._pg_mode_of_rows(sa.table(NEW_ROWS))});
 {_indent(count_new, 8)}
     END IF;
     RAISE WARNING USING MESSAGE = 'unistatus: ' || v_writer || ' wrote unified_transactions '
@@ -377,12 +385,18 @@ $capture$"""
                 f"AFTER {event} ON {unified} REFERENCING {side} TABLE AS {transition} "
                 f"FOR EACH STATEMENT WHEN ({unmarked}) EXECUTE FUNCTION {function}()"
             )
+        out.append(
+            f"CREATE TRIGGER {self.quote(f'{PREFIX}unified_{TRUNCATE_SHORT}')} "
+            f"BEFORE TRUNCATE ON {unified} "
+            f"FOR EACH STATEMENT WHEN ({unmarked}) EXECUTE FUNCTION {function}()"
+        )
         return out
 
-    def _pg_mode_of_rows(self, transition: str) -> str:
-        """The stored mode of the system of one row of ``transition`` (unified rows)."""
+    def _pg_mode_of_rows(self, rows: sa.FromClause) -> str:
+        """The stored mode of the system of one of ``rows`` (unified rows: a transition
+        table, or the table itself)."""
         system = sa.literal_column("legacy_system", sa.String)
-        one = sa.select(system).select_from(sa.table(transition)).limit(1).scalar_subquery()
+        one = sa.select(system).select_from(rows).limit(1).scalar_subquery()
         return self.render(sa.select(stored_mode(one)))
 
     def _pg_catch_up(self, tables: list[LegacyTable], attributes: str) -> list[str]:
