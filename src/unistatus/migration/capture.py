@@ -29,6 +29,7 @@ from unistatus.db.tables_capture import capture_changed, capture_writers
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.mapping import extra_statuses
 from unistatus.errors import ConfigError, StorageError
+from unistatus.migration.capture_context import added_counts
 from unistatus.migration.capture_ddl import PREFIX, CaptureDdl, Trigger, function_names
 from unistatus.migration.capture_sql import UNIFIED_TARGET
 
@@ -464,9 +465,7 @@ def fold_writers(engine: sa.Engine, *, older_than: timedelta = FOLD_AFTER) -> in
     added = insert.on_conflict_do_update(
         index_elements=[W.c.writer, W.c.system, W.c.shard],
         set_={
-            "writes": W.c.writes + insert.excluded.writes,
-            "flagged": W.c.flagged + insert.excluded.flagged,
-            "unmappable": W.c.unmappable + insert.excluded.unmappable,
+            **added_counts(insert),
             "first_seen_at": sa.func.least(W.c.first_seen_at, insert.excluded.first_seen_at),
             "last_seen_at": sa.func.greatest(W.c.last_seen_at, insert.excluded.last_seen_at),
             "last_mode": sa.case((newer, insert.excluded.last_mode), else_=W.c.last_mode),

@@ -90,15 +90,18 @@ def count_writes(
     counted: sa.Executable = stmt.on_conflict_do_update(
         index_elements=[W.c.writer, W.c.system, W.c.shard],
         set_={
-            "writes": W.c.writes + stmt.excluded.writes,
-            "flagged": W.c.flagged + stmt.excluded.flagged,
-            "unmappable": W.c.unmappable + stmt.excluded.unmappable,
+            **added_counts(stmt),
             "last_seen_at": stmt.excluded.last_seen_at,
             "last_mode": stmt.excluded.last_mode,
             "client_addr": stmt.excluded.client_addr,
         },
     )
     return counted
+
+
+def added_counts(upsert: Any) -> dict[str, Any]:
+    """The writer's counts plus those of the row an ``INSERT ... ON CONFLICT`` brings."""
+    return {name: W.c[name] + upsert.excluded[name] for name in ("writes", "flagged", "unmappable")}
 
 
 def count_foreign_unified(

@@ -213,12 +213,6 @@ class CaptureDdl:
             table,
         )
 
-    @staticmethod
-    def _pg_table_rows(lt: LegacyTable) -> Rows:
-        """Every row of the legacy table itself (in its own schema): what a TRUNCATE,
-        seen from its BEFORE trigger, is about to remove."""
-        return Rows.of({name: lt.column(name) for name in LEGACY_COLUMNS}, lt.table)
-
     def _plpgsql(self, statements: list[Any]) -> str:
         lines = []
         for statement in statements:
@@ -256,7 +250,8 @@ class CaptureDdl:
                 for is_frozen in (False, True)
             )
             deleted = self._plpgsql(sql.deleted(old_rows, ctx))
-            truncated = self._plpgsql(sql.deleted(self._pg_table_rows(lt), ctx))
+            # TRUNCATE: its BEFORE trigger still sees every row it removes.
+            truncated = self._plpgsql(sql.deleted(Rows.of_table(lt), ctx))
             function = self._function(self._legacy_name(lt))
             out.append(
                 f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger

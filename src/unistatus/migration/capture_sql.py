@@ -100,6 +100,15 @@ class Rows:
             select = select.select_from(*froms)
         return cls(select.subquery("capture_rows"))
 
+    @classmethod
+    def of_table(cls, lt: LegacyTable, source: Any = None) -> Rows:
+        """The rows of the legacy table itself (``source``: the table joined to what
+        selects them; default, every row)."""
+        return cls.of(
+            {name: lt.column(name) for name in LEGACY_COLUMNS},
+            lt.table if source is None else source,
+        )
+
 
 @dataclass(frozen=True)
 class _Judged:
@@ -551,6 +560,6 @@ class SystemSql:
         C = capture_changed
         lt = self.lt
         logged = sa.and_(C.c.system == self.system.value, C.c.legacy_id == lt.id)
-        r = Rows.of({name: lt.column(name) for name in LEGACY_COLUMNS}, lt.table.join(C, logged))
+        r = Rows.of_table(lt, lt.table.join(C, logged))
         done = sa.delete(C).where(C.c.system == self.system.value)
         return [*self.bring_in_step(r, ctx, lock=lock, bypass=False), done]
