@@ -143,6 +143,17 @@ class BackfillSettings(BaseModel):
         return self
 
 
+class RetentionSettings(BaseModel):
+    """How long the monitor keeps what grows with traffic, in days (0: forever).
+
+    unistatus.observe.retention: idempotency keys (a deleted key is new again) and the
+    reports of continuous verification (the newest is always kept).
+    """
+
+    idempotency_keys_days: float = Field(default=30.0, ge=0.0)
+    verification_reports_days: float = Field(default=7.0, ge=0.0)
+
+
 class ApiToken(BaseModel):
     """A named bearer token of the HTTP API.
 
@@ -198,6 +209,7 @@ class Settings(BaseSettings):
     p95_gate_min_operations: int = Field(default=1000, ge=1)
     auto_responses: AutoResponses = Field(default_factory=AutoResponses)
     backfill: BackfillSettings = Field(default_factory=BackfillSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     # Legacy values beyond the 38, per system (TOML [mapping.CASHOUT] REFUND_REQUESTED =
     # "CANCELLED"): checked here, registered for this process once the settings are valid
     # (docs/status-model.md, "Extra legacy values").

@@ -40,11 +40,13 @@ from unistatus.observe.metrics import (
     database_reachable,
 )
 from unistatus.observe.notify import Notification, Notifier
+from unistatus.observe.retention import prune
 
 __all__ = ["Monitor", "evaluate"]
 
 log = logging.getLogger("unistatus.observe.alerts")
-# How often a monitor folds the capture's writer counts (capture.fold_writers).
+# How often a monitor keeps house: folds the capture's writer counts
+# (capture.fold_writers) and deletes what is past its retention (observe.retention).
 FOLD_EVERY_SECONDS = 600.0
 
 
@@ -110,9 +112,11 @@ class Monitor:
             log.warning("continuous verification failed: %s", exc)
 
     def housekeep(self) -> None:
-        """Now and then (every :data:`FOLD_EVERY_SECONDS`): fold the capture's writer
-        counts of sessions gone quiet into one row per writer (``fold_writers``), so the
-        table the rules and ``/metrics`` read stays as small as the writers are few.
+        """Now and then (every :data:`FOLD_EVERY_SECONDS`, and at the first evaluation):
+        fold the capture's writer counts of sessions gone quiet into one row per writer
+        (``fold_writers``), so the table the rules and ``/metrics`` read stays as small
+        as the writers are few; and delete the idempotency keys and continuous
+        verification reports past their retention (:func:`~unistatus.observe.retention.prune`).
         A failure is logged; it never stops the evaluation."""
         ticks = time.monotonic()
         if self._folded_at is not None and ticks - self._folded_at < FOLD_EVERY_SECONDS:
@@ -122,6 +126,17 @@ class Monitor:
             fold_writers(self.engine)
         except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
             log.warning("folding the capture's writer counts failed: %s", exc)
+        try:
+            pruned = prune(self.engine, self.settings)
+        except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
+            log.warning("deleting what is past its retention failed: %s", exc)
+        else:
+            if pruned.total:
+                log.info(
+                    "retention: deleted %d idempotency keys and %d verification reports",
+                    pruned.idempotency_keys,
+                    pruned.verification_reports,
+                )
 
     def _database_down(self, obs: Observation, now: datetime) -> list[AlertState]:
         if not self._down_notified:

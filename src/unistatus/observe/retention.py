@@ -1,0 +1,110 @@
+"""Retention: what grows with traffic is deleted once it is older than it is useful.
+
+Two tables grow with every day of live traffic and were kept forever:
+
+- ``unistatus_idempotency_keys``: a row per create sent with a key. A key protects a
+  retry; once it is older than any client retries, it only takes space. Deleted after
+  ``retention.idempotency_keys_days`` (30): a deleted key is new again, as with Stripe's
+  keys (kept 24 hours).
+- ``unistatus_check_reports`` of continuous verification: a report per monitor
+  evaluation that saw changes (thousands a day). Deleted after
+  ``retention.verification_reports_days`` (7), except the newest, which
+  ``verification_status`` and the gates read. Reports of ``unistatus check`` runs are
+  few and kept: they are the migration's record.
+
+``0`` keeps a table's rows forever. The monitor (``monitor``, ``serve``) prunes every
+few minutes (:meth:`unistatus.observe.alerts.Monitor.housekeep`); ``unistatus monitor
+--once`` does it once. Each batch is its own short transaction, bounded by the
+configured statement and lock timeouts, and each call deletes at most ``max_rows`` rows
+per table, so a first run on a table years deep catches up over several calls instead
+of holding locks for long.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from unistatus.clock import utcnow
+from unistatus.config import Settings
+from unistatus.db.dialect import ops_for
+from unistatus.db.tables_check import check_reports
+from unistatus.db.tables_idempotency import idempotency_keys
+from unistatus.migration.verify import CONTINUOUS_SCOPE
+
+__all__ = ["BATCH_ROWS", "MAX_ROWS_PER_CALL", "Pruned", "prune"]
+
+# Rows per DELETE (one short transaction each) and per table per call.
+BATCH_ROWS = 5_000
+MAX_ROWS_PER_CALL = 50_000
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """How many rows one :func:`prune` call deleted, per table."""
+
+    idempotency_keys: int = 0
+    verification_reports: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.idempotency_keys + self.verification_reports
+
+
+def prune(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    batch_rows: int = BATCH_ROWS,
+    max_rows: int = MAX_ROWS_PER_CALL,
+) -> Pruned:
+    """Delete the idempotency keys and continuous verification reports older than their
+    retention (``settings.retention``); how many of each."""
+    now = now or utcnow()
+    keep = settings.retention
+    keys = reports = 0
+    if keep.idempotency_keys_days > 0:
+        K = idempotency_keys
+        cutoff = now - timedelta(days=keep.idempotency_keys_days)
+        old = sa.select(K.c.key).where(K.c.created_at < cutoff)
+        keys = _delete_in_batches(
+            engine, settings, K, K.c.key, old.order_by(K.c.created_at), batch_rows, max_rows
+        )
+    if keep.verification_reports_days > 0:
+        R = check_reports
+        cutoff = now - timedelta(days=keep.verification_reports_days)
+        continuous = R.c.scope == CONTINUOUS_SCOPE
+        newest = sa.select(sa.func.max(R.c.id)).where(continuous).scalar_subquery()
+        old = sa.select(R.c.id).where(continuous, R.c.created_at < cutoff, R.c.id < newest)
+        reports = _delete_in_batches(
+            engine, settings, R, R.c.id, old.order_by(R.c.created_at), batch_rows, max_rows
+        )
+    return Pruned(keys, reports)
+
+
+def _delete_in_batches(
+    engine: sa.Engine,
+    settings: Settings,
+    table: sa.Table,
+    key: sa.ColumnElement[object],
+    old: sa.Select[tuple[object]],
+    batch_rows: int,
+    max_rows: int,
+) -> int:
+    """Delete the rows ``old`` selects (by ``key``), ``batch_rows`` per transaction, at
+    most ``max_rows`` in all; how many."""
+    ops = ops_for(engine)
+    deleted = 0
+    while deleted < max_rows:
+        size = min(batch_rows, max_rows - deleted)
+        with engine.begin() as conn:
+            ops.bound_batch(conn, settings.statement_timeout_ms, settings.lock_timeout_ms)
+            batch = old.limit(size).scalar_subquery()
+            n = conn.execute(sa.delete(table).where(key.in_(batch))).rowcount
+        deleted += n
+        if n < size:
+            break
+    return deleted

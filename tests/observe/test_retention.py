@@ -1,0 +1,149 @@
+"""Retention (unistatus.observe.retention): idempotency keys and continuous verification
+reports older than their retention are deleted, in bounded batches, by the monitor too;
+the newest verification report and every full check report are kept. Both backends."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import adapter_in
+from unistatus import DualWriteMode
+from unistatus.clock import utcnow
+from unistatus.config import load_settings
+from unistatus.db.tables_check import check_reports
+from unistatus.db.tables_idempotency import idempotency_keys
+from unistatus.errors import ConfigError
+from unistatus.migration.check import CheckReport, store_report
+from unistatus.migration.verify import CONTINUOUS_SCOPE, verification_status
+from unistatus.observe.alerts import Monitor
+from unistatus.observe.retention import prune
+
+K, R = idempotency_keys, check_reports
+
+
+def age_keys(db: Database, days: float, *keys: str) -> None:
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(K).where(K.c.key.in_(keys)).values(created_at=utcnow() - timedelta(days=days))
+        )
+
+
+def keys_left(db: Database) -> list[str]:
+    with db.engine.connect() as conn:
+        return sorted(conn.execute(sa.select(K.c.key)).scalars())
+
+
+def report(db: Database, scope: str, days_ago: float) -> int:
+    at = utcnow() - timedelta(days=days_ago)
+    r = CheckReport(scope=scope, systems=["CASHOUT"], total=1, consistent=1)
+    r.started_at = r.created_at = at
+    store_report(db.engine, r)
+    assert r.id is not None
+    return r.id
+
+
+def reports_left(db: Database) -> list[int]:
+    with db.engine.connect() as conn:
+        return sorted(conn.execute(sa.select(R.c.id)).scalars())
+
+
+def test_keys_past_their_retention_are_deleted_and_new_again(db: Database) -> None:
+    a = adapter_in(db, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
+    old = a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="old")
+    recent = a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="recent")
+    assert keys_left(db) == ["old", "recent"]
+    age_keys(db, 31, "old")
+
+    pruned = prune(db.engine, db.settings)
+
+    assert (pruned.idempotency_keys, pruned.verification_reports) == (1, 0)
+    assert keys_left(db) == ["recent"]
+    # The key kept still protects a retry; the deleted one is a new key again.
+    again = a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="recent")
+    assert again.replayed and again.entity_id == recent.entity_id
+    anew = a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="old")
+    assert anew.changed and not anew.replayed and anew.entity_id != old.entity_id
+    assert prune(db.engine, db.settings).total == 0  # nothing more is old enough
+
+
+def test_old_verification_reports_go_the_newest_and_full_checks_stay(db: Database) -> None:
+    full = report(db, "all", 400)
+    old = [report(db, CONTINUOUS_SCOPE, 9), report(db, CONTINUOUS_SCOPE, 8)]
+    recent = report(db, CONTINUOUS_SCOPE, 1)
+
+    assert prune(db.engine, db.settings).verification_reports == 2
+
+    assert reports_left(db) == sorted([full, recent])
+    assert not set(old) & set(reports_left(db))
+
+
+def test_the_newest_verification_report_is_kept_however_old(db: Database) -> None:
+    """verification_status and the gates read the newest report of continuous
+    verification: a monitor stopped for weeks must not leave them with none."""
+    report(db, CONTINUOUS_SCOPE, 30)
+    newest = report(db, CONTINUOUS_SCOPE, 20)
+    before = verification_status(db.engine)
+
+    assert prune(db.engine, db.settings).verification_reports == 1
+
+    assert reports_left(db) == [newest]
+    assert verification_status(db.engine) == before
+
+
+def test_zero_keeps_everything(db: Database) -> None:
+    a = adapter_in(db, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
+    a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="old")
+    age_keys(db, 3650, "old")
+    report(db, CONTINUOUS_SCOPE, 3650)
+    report(db, CONTINUOUS_SCOPE, 3000)
+    forever = db.settings.model_copy(
+        update={
+            "retention": db.settings.retention.model_copy(
+                update={"idempotency_keys_days": 0, "verification_reports_days": 0}
+            )
+        }
+    )
+    assert prune(db.engine, forever).total == 0
+    assert keys_left(db) == ["old"] and len(reports_left(db)) == 2
+
+
+def test_each_call_deletes_a_bounded_number_in_batches(db: Database) -> None:
+    """A table years deep is caught up over several calls, a short transaction a batch."""
+    a = adapter_in(db, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
+    names = [f"k{i:02}" for i in range(12)]
+    for name in names:
+        a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key=name)
+    for i, name in enumerate(names):
+        age_keys(db, 60 - i, name)  # k00 the oldest
+
+    first = prune(db.engine, db.settings, batch_rows=5, max_rows=7)
+    assert first.idempotency_keys == 7
+    assert keys_left(db) == names[7:]  # the oldest first
+    assert prune(db.engine, db.settings, batch_rows=5, max_rows=7).idempotency_keys == 5
+    assert keys_left(db) == []
+
+
+def test_the_monitor_prunes_when_it_keeps_house(db: Database) -> None:
+    a = adapter_in(db, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
+    a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key="old")
+    age_keys(db, 45, "old")
+    report(db, CONTINUOUS_SCOPE, 10)
+    newest = report(db, CONTINUOUS_SCOPE, 9)
+
+    Monitor(db.engine, db.settings, verify_rows=0).housekeep()
+
+    assert keys_left(db) == [] and reports_left(db) == [newest]
+
+
+def test_retention_is_configured_per_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNISTATUS_RETENTION__IDEMPOTENCY_KEYS_DAYS", "1.5")
+    monkeypatch.setenv("UNISTATUS_RETENTION__VERIFICATION_REPORTS_DAYS", "0")
+    keep = load_settings().retention
+    assert (keep.idempotency_keys_days, keep.verification_reports_days) == (1.5, 0.0)
+    monkeypatch.setenv("UNISTATUS_RETENTION__IDEMPOTENCY_KEYS_DAYS", "-1")
+    with pytest.raises(ConfigError, match="idempotency_keys_days"):
+        load_settings()
