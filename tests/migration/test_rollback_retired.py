@@ -68,8 +68,13 @@ def test_rollback_from_4_restores_columns_then_replays(db: Database, tmp_path: P
         statuses = {u["id"]: (u["status"], u["legacy_status"]) for u in unified}
         assert statuses[born.entity_id] == ("AWAITING_PAYMENT", "AWAITING_DEPOSIT")
         assert statuses[old.entity_id] == ("PAYMENT_CONFIRMED", "PAYMENT_CONFIRMED")
-        # The adapter started while the columns were gone writes legacy again, no restart.
+        # The adapter started while the columns were gone reads legacy again (before any
+        # write of its own) and writes it again, no restart.
         adapter.modes.refresh()
+        assert adapter.check_consistency(born.entity_id)["consistent"]
+        status, meta = adapter.get_transaction_status(born.entity_id)
+        assert status is not None and status.value == "AWAITING_PAYMENT"
+        assert meta["source"] == "legacy"
         moved = adapter.update_status(old.entity_id, "FUNDS_HELD", "seller accepted", "t")
         assert moved.overall_success, moved.error
         assert moved.legacy_status == "ACTIVE"

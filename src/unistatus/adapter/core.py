@@ -394,6 +394,7 @@ class DualWriteAdapter:
         ref = parse_entity_id(entity_id)
         system = ref.system if isinstance(ref, LegacyRef) else None
         mode = self._runner.last_modes[system] if system else self._runner.last_mode
+        self._follow_restored_columns()
         mismatch = False
         try:
             with self._reading(connection, f"cannot read {entity_id}") as conn:
@@ -453,6 +454,7 @@ class DualWriteAdapter:
         """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction
         (with ``connection``: as the caller's transaction sees it)."""
         ref = parse_entity_id(entity_id)
+        self._follow_restored_columns()
         with self._reading(connection, f"cannot read {entity_id}") as conn:
             entity = self._rows.read(conn, ref)
         if entity.legacy is None and entity.unified is None:
@@ -535,6 +537,18 @@ class DualWriteAdapter:
         if not mode.writes_legacy or all(lt.status is not None for lt in self.legacy.values()):
             return
         self.hot.reload(resolve_legacy_tables(self.engine, self.settings, require_status=False))
+
+    def _follow_restored_columns(self) -> None:
+        """Reads too: once a rollback restored the legacy status columns (any system's
+        mode writes legacy again), an adapter started while they were retired reads
+        legacy again, before any write of its own (which would pick them up as well)."""
+        if all(lt.status is not None for lt in self.legacy.values()):
+            return
+        with self._runner.storage_errors("cannot read the mode"):
+            writing = [m for m in self.modes.modes().values() if m.writes_legacy]
+        if writing:
+            with self._runner.storage_errors("cannot reflect the legacy tables"):
+                self._restore_retired_columns(writing[0])
 
     # --- shadow reads -------------------------------------------------------------------
 
