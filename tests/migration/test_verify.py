@@ -159,3 +159,31 @@ def test_the_gate_refuses_a_full_check_older_than_a_systems_last_mode_change(db:
         assert last_mode_change_at(conn, CASHOUT) is not None
     run_check(db.engine, db.settings)
     assert gate().passed
+
+
+def test_a_round_is_bounded_in_time_and_the_pass_goes_on_in_the_next(db: Any) -> None:
+    """A pass reads every key range (no index on updated_at): on a big table a round
+    stops once its time per system is up, after the range it began, and the next round
+    goes on from the stored position. Every system progresses each round; nothing is
+    verified twice or skipped."""
+    populate(db.engine, db.settings, 20)  # keys 1..20 per system
+    run_check(db.engine, db.settings)
+    lt = tables(db.engine, db.settings)[CASHOUT]
+    with db.engine.begin() as conn:  # changed rows in every range of the cashouts
+        conn.execute(sa.update(lt.table).values(updated_at=utcnow()))
+    rounds = []
+    while not rounds or not rounds[-1].complete:
+        rounds.append(verify_changes(db.engine, db.settings, chunk=6, max_seconds=1e-6))
+        assert len(rounds) <= 10
+    per_system = [r.per_system[CASHOUT.value]["total"] for r in rounds]
+    assert per_system == [6, 6, 6, 2]  # one range (6 keys) a round
+    # The other systems walk their (unchanged) ranges in the same rounds, not after.
+    escrow = [r.per_system[LegacySystemType.ESCROW.value]["complete"] for r in rounds]
+    assert escrow == [False, False, False, True]
+    assert sum(r.total for r in rounds) == 20  # the cashouts changed, each once
+    assert verification_status(db.engine)["watermark"] is not None
+    # Unbounded (None), one round reads the whole pass.
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(lt.table).values(updated_at=utcnow()))
+    whole = verify_changes(db.engine, db.settings, chunk=6, max_seconds=None)
+    assert whole.complete and whole.per_system[CASHOUT.value]["total"] == 20

@@ -29,13 +29,20 @@ def monitor(
         help="Continuous verification: rows changed since the last verified point checked "
         "per evaluation and system, at most (0: off). See docs/check.md.",
     ),
+    verify_seconds: float = typer.Option(
+        2.0,
+        "--verify-seconds",
+        min=0.01,
+        help="Continuous verification: seconds per evaluation and system, at most (a key "
+        "range begun is finished); a big table's pass goes on over several evaluations.",
+    ),
     json_out: bool = typer.Option(False, "--json", help="One JSON document per evaluation."),
 ) -> None:
     """Evaluate alerts (state persisted, notifications once, automated responses).
 
     Each evaluation first verifies the rows changed since the last verified point
-    (bounded by --verify-rows, watermark stored), so the consistency rate the alerts
-    judge stays fresh.
+    (bounded by --verify-rows and --verify-seconds, watermark stored), so the
+    consistency rate the alerts judge stays fresh.
 
     With --once the exit code is 1 when a critical alert fires.
 
@@ -49,7 +56,12 @@ def monitor(
     from unistatus.observe.alerts import Monitor
 
     app_state = state(ctx)
-    mon = Monitor(app_state.engine, app_state.settings, verify_rows=verify_rows)
+    mon = Monitor(
+        app_state.engine,
+        app_state.settings,
+        verify_rows=verify_rows,
+        verify_seconds=verify_seconds,
+    )
     limit = 1 if once else count
     done = 0
     critical = False

@@ -20,7 +20,11 @@ from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.errors import StorageError, UnistatusError
 from unistatus.migration.capture import fold_writers
-from unistatus.migration.verify import DEFAULT_ROWS_PER_ROUND, verify_changes
+from unistatus.migration.verify import (
+    DEFAULT_ROWS_PER_ROUND,
+    DEFAULT_SECONDS_PER_ROUND,
+    verify_changes,
+)
 from unistatus.observe.alert_responses import Responder
 from unistatus.observe.alert_rules import STALL_SECONDS, Level, Observation, observe
 from unistatus.observe.alert_state import (
@@ -62,10 +66,13 @@ class Monitor:
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         stall_seconds: float = STALL_SECONDS,
         verify_rows: int = DEFAULT_ROWS_PER_ROUND,
+        verify_seconds: float | None = DEFAULT_SECONDS_PER_ROUND,
     ) -> None:
         self.engine = engine
-        # Rows changed since the last verified point checked per evaluation (0: off).
+        # Rows changed since the last verified point checked per evaluation and system
+        # (0: off), and the seconds spent on each system, at most (None: unbounded).
         self.verify_rows = verify_rows
+        self.verify_seconds = verify_seconds
         self.settings = settings
         self.notifier = notifier or Notifier.from_settings(settings)
         self.window_seconds = window_seconds
@@ -107,7 +114,12 @@ class Monitor:
         if self.verify_rows <= 0:
             return
         try:
-            verify_changes(self.engine, self.settings, max_rows=self.verify_rows)
+            verify_changes(
+                self.engine,
+                self.settings,
+                max_rows=self.verify_rows,
+                max_seconds=self.verify_seconds,
+            )
         except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
             log.warning("continuous verification failed: %s", exc)
 
