@@ -154,8 +154,14 @@ def verify_changes(
                     if hi is None:  # the pass is done: its start is the new watermark
                         pos.watermark, pos.pass_started_at = pos.pass_started_at, None
                         pos.position = None
-                    with engine.begin() as write:
-                        state.commit(write, system)
+                    # On the range's connection, committed asynchronously as a check's
+                    # positions are (PostgreSQL): a crash may lose the last positions,
+                    # and the next round then verifies those ranges again.
+                    with conn.begin():
+                        ops.bound_batch(
+                            conn, settings.statement_timeout_ms, settings.lock_timeout_ms
+                        )
+                        state.commit(conn, system)
                     if hi is None:
                         break
                     if got["total"] >= max_rows or (
