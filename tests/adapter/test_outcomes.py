@@ -31,7 +31,7 @@ from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.adapter.core import OperationEvent
 from unistatus.config import load_settings
 from unistatus.db.control import set_mode
-from unistatus.db.dialect import MODE_LOCK_KEY
+from unistatus.db.mode_lock_keys import MODE_LOCK_KEY
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import repair_queue
 from unistatus.errors import InputError, StorageError

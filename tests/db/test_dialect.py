@@ -21,17 +21,10 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import PG_IN_EVERY_LAYOUT, Database
-from unistatus.db.dialect import (
-    MODE_LOCK_KEY,
-    RETRY_SQLSTATES,
-    SUMMARY_LOCK,
-    is_in_memory,
-    is_retryable,
-    ops_for,
-    retry_reason,
-    system_lock_key,
-)
+from unistatus.db.dialect import is_in_memory, ops_for
 from unistatus.db.engine import create_engine
+from unistatus.db.mode_lock_keys import MODE_LOCK_KEY, SUMMARY_LOCK, system_lock_key
+from unistatus.db.retry import RETRY_SQLSTATES, is_retryable, retry_reason
 from unistatus.db.tables import migration_control
 from unistatus.domain.statuses import LegacySystemType
 

@@ -521,7 +521,7 @@ def test_0015_on_a_database_never_switched_leaves_every_system_legacy_only(
 
 
 def test_0015_keeps_a_frozen_copy_of_the_system_lock_key() -> None:
-    from unistatus.db.dialect import mode_lock_key, system_lock_key
+    from unistatus.db.mode_lock_keys import mode_lock_key, system_lock_key
 
     path = next(VERSIONS.glob("0015_*.py"))
     frozen: dict[str, Any] = {}

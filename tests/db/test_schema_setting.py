@@ -26,9 +26,10 @@ from unistatus.db import schema
 from unistatus.db.binding import schema_of
 from unistatus.db.catalog import all_tables, qualified_name
 from unistatus.db.control import get_mode, set_mode
-from unistatus.db.dialect import MODE_LOCK_KEY, mode_lock_key, ops_for
+from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.mode_lock_keys import MODE_LOCK_KEY, mode_lock_key
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from conftest import Database
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.db.control import get_mode, history
-from unistatus.db.dialect import MODE_LOCK_KEY
+from unistatus.db.mode_lock_keys import MODE_LOCK_KEY
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration import phases, rollback
 from unistatus.migration.phases import read_phase

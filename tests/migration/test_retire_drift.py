@@ -209,7 +209,7 @@ def test_a_drift_made_while_retire_waits_for_the_mode_lock_is_caught_under_it(
 
     from unistatus.adapter.core import DualWriteAdapter
     from unistatus.db.control import set_mode
-    from unistatus.db.dialect import MODE_LOCK_KEY
+    from unistatus.db.mode_lock_keys import MODE_LOCK_KEY
     from unistatus.migration.archive import export_archive, record_verified, verify_archive
 
     db = pg

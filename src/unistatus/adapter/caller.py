@@ -22,8 +22,9 @@ from unistatus.adapter.model import DualWriteResult, ModeChanged, WriteLost
 from unistatus.adapter.runner import Runner, Work, failed_result
 from unistatus.db.binding import bound_connection
 from unistatus.db.control import read_mode
-from unistatus.db.dialect import DialectOps, locked_mode_function
+from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe
+from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import migration_control
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType

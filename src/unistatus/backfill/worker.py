@@ -35,8 +35,9 @@ from unistatus.backfill.plan import RUNNING as JOB_RUNNING
 from unistatus.backfill.sizing import BatchSizer
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
-from unistatus.db.dialect import DialectOps, retry_reason
+from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
+from unistatus.db.retry import retry_reason
 from unistatus.db.tables import unified_transactions
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import LegacySystemType

@@ -3,15 +3,15 @@
 Everything else in unistatus is written once against SQLAlchemy Core and asks this
 module for the few things that really differ: how a write transaction begins, how a
 write excludes a concurrent mode switch (:meth:`DialectOps.mode_shared_lock`), how a
-conflicting insert is skipped, how long-running statements are bounded, which errors
-are worth retrying (:func:`is_retryable`), what a database URL can do
-(:func:`is_in_memory`), whether a catalog object exists, and what the server can say
-about its own health (replication lag, sessions waiting for a lock).
+conflicting insert is skipped, how long-running statements are bounded, what a
+database URL can do (:func:`is_in_memory`), whether a catalog object exists, and what
+the server can say about its own health (replication lag, sessions waiting for a lock).
+Which errors are worth retrying: :mod:`unistatus.db.retry`; the mode locks' keys:
+:mod:`unistatus.db.mode_lock_keys`.
 """
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -22,122 +22,24 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from unistatus.db import writer_mark
 from unistatus.db.binding import qualify, schema_of
+from unistatus.db.mode_lock_keys import (
+    LOCKED_MODE_FUNCTION,
+    SUMMARY_LOCK,
+    mode_lock_key,
+    system_lock_key,
+)
 from unistatus.db.prepared import Prepared
 from unistatus.domain.statuses import LegacySystemType
-
-# Key of the advisory lock that orders writes against mode switches on PostgreSQL
-# (tables in the default schema; another schema has its own: mode_lock_key).
-MODE_LOCK_KEY = 0x756E6973  # "unis"
-# The name the summary lock's key is derived from, as a system's is (system_lock_key):
-# the lock of the global mode and phase keys, taken after a system's (PostgreSQL).
-SUMMARY_LOCK = "summary"
-# revision 0015's function (0007's, with a system): the mode locks and a fresh read of
-# the mode of one system (PostgreSQL).
-LOCKED_MODE_FUNCTION = "unistatus_locked_mode"
 
 # A 64-bit integer column: BIGINT, but INTEGER on SQLite (the same storage there, and
 # only an INTEGER PRIMARY KEY numbers new rows itself).
 BIG_INTEGER = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-
-# Errors worth running the transaction again for: it lost a race for a lock or a
-# snapshot, or ran out of time waiting. PostgreSQL names them by SQLSTATE; the value is
-# the reason the backfill shows while it retries.
-RETRY_SQLSTATES = {
-    "40001": "serialization failure",
-    "40P01": "deadlock",
-    "55P03": "lock timeout",
-    "57014": "statement timeout",
-}
-# Without a SQLSTATE: SQLite's busy code (named on Python 3.11+), else the message
-# (first match wins; SQLite says "database is locked" for a busy database).
-_RETRY_SQLITE_CODE = "SQLITE_BUSY"
-_RETRY_TEXTS = (
-    ("database is locked", "database is locked"),
-    ("deadlock", "deadlock"),
-    ("could not serialize", "serialization failure"),
-    ("lock timeout", "lock timeout"),
-)
-
-
-def retry_reason(exc: BaseException) -> str | None:
-    """Why ``exc`` is worth retrying (e.g. ``"deadlock"``), or None if it is not.
-
-    ``exc`` is a SQLAlchemy ``DBAPIError`` or the driver's own error. PostgreSQL's
-    errors are judged by SQLSTATE (:data:`RETRY_SQLSTATES`: serialization failure,
-    deadlock, lock not available or lock timeout, statement timeout or cancel), never
-    by message text. SQLite's busy database (``SQLITE_BUSY``, "database is locked") and,
-    for any driver without SQLSTATEs, a message naming a deadlock, a serialization
-    failure or a lock timeout are retryable too. A lost connection is not: whether its
-    transaction committed is unknown (the adapter handles that case itself).
-    """
-    orig: BaseException | None = exc
-    if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return None
-        orig = exc.orig
-    if orig is None:
-        return None
-    sqlstate = getattr(orig, "sqlstate", None)
-    if sqlstate is not None:
-        return RETRY_SQLSTATES.get(sqlstate)
-    if str(getattr(orig, "sqlite_errorname", "")).startswith(_RETRY_SQLITE_CODE):
-        return "database is locked"
-    text = str(orig).lower()
-    return next((reason for match, reason in _RETRY_TEXTS if match in text), None)
-
-
-def is_retryable(exc: BaseException) -> bool:
-    """Whether ``exc`` is worth retrying in a fresh transaction (:func:`retry_reason`)."""
-    return retry_reason(exc) is not None
 
 
 def is_in_memory(url: sa.URL) -> bool:
     """Whether ``url`` names a database that lives in one process's memory (SQLite's
     ``:memory:``): no other process can reach it."""
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
-
-
-def mode_lock_key(schema: str | None) -> int:
-    """The mode lock's key for the installation whose tables are in ``schema``.
-
-    Advisory locks belong to the database, not a schema: two installations in one
-    database (each in its schema) take keys of their own, so neither one's mode switch
-    waits for the other's writes. The default keeps :data:`MODE_LOCK_KEY`; another
-    schema's key has it in the high 32 bits (never equal to it) and the name's CRC-32 in
-    the low ones.
-    """
-    if schema is None:
-        return MODE_LOCK_KEY
-    return (MODE_LOCK_KEY << 32) | zlib.crc32(schema.encode())
-
-
-def system_lock_key(key: int, system: str) -> int:
-    """The mode lock of one legacy system (``system``: its value, e.g. ``"CASHOUT"``) in
-    the installation whose mode lock is ``key`` (:func:`mode_lock_key`).
-
-    Never ``key`` itself (the low bit differs from the CRC's shifted value), positive and
-    64-bit like it. Revision 0015 holds a frozen copy, baked into
-    ``unistatus_locked_mode(system)``.
-    """
-    return key ^ ((zlib.crc32(system.encode()) << 1) | 1)
-
-
-def locked_mode_function(
-    schema: str | None, system: LegacySystemType | sa.ColumnElement[Any]
-) -> sa.FunctionElement[Any]:
-    """A call of ``unistatus_locked_mode(system)`` (revision 0015), in our tables'
-    schema: both mode locks of ``system`` shared, then its mode read afresh."""
-    packages = () if schema is None else (schema,)
-    # A system is pasted as a constant (an enum value), so each statement names its
-    # system in its text: its plan never depends on a parameter.
-    arg = (
-        sa.literal_column(f"'{system.value}'", sa.Text)
-        if isinstance(system, LegacySystemType)
-        else system
-    )
-    return sa.sql.functions.Function(
-        LOCKED_MODE_FUNCTION, arg, type_=sa.Text, packagenames=packages
-    )
 
 
 class DialectOps:

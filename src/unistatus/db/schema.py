@@ -18,8 +18,9 @@ from alembic.script import ScriptDirectory
 
 from unistatus.config import Settings
 from unistatus.db.binding import require_bound, schema_of
-from unistatus.db.dialect import mode_lock_key, ops_for
+from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import legacy_schema
+from unistatus.db.mode_lock_keys import mode_lock_key
 from unistatus.errors import GateError, StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"

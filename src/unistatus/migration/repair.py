@@ -15,8 +15,9 @@ import time
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.dialect import is_retryable, ops_for
+from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.retry import is_retryable
 from unistatus.domain.inputs import check_reason
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError

@@ -17,9 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.dialect import DialectOps, is_retryable, ops_for
+from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.failures import describe
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.retry import is_retryable
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import LegacySystemType

@@ -17,9 +17,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
-from unistatus.db.dialect import DialectOps, is_retryable
+from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe
 from unistatus.db.legacy import LegacyTable
+from unistatus.db.retry import is_retryable
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.inputs import check_legacy_values, require_legacy_values
 from unistatus.domain.kept_values import KEPT_KEY, from_json

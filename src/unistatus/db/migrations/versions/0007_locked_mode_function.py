@@ -17,7 +17,7 @@ down_revision = "0005"
 branch_labels = None
 depends_on = None
 
-# Frozen copies of the values at this revision (unistatus.db.dialect.MODE_LOCK_KEY,
+# Frozen copies of the values at this revision (unistatus.db.mode_lock_keys.MODE_LOCK_KEY,
 # the control table, unistatus.db.control.MODE_KEY and DEFAULT_MODE). An installation in
 # a schema of its own passes its lock key and its schema as config attributes.
 MODE_LOCK_KEY = 0x756E6973

@@ -29,7 +29,7 @@ branch_labels = None
 depends_on = None
 
 UTC = sa.DateTime(timezone=True)
-# Frozen copies of the values at this revision (unistatus.db.dialect.MODE_LOCK_KEY, the
+# Frozen copies of the values at this revision (unistatus.db.mode_lock_keys.MODE_LOCK_KEY, the
 # control table and key, the default mode, unistatus.db.writer_mark.WRITER_SETTING, the
 # prefix of every object `unistatus capture enable` creates). An installation in a
 # schema of its own passes its lock key and its schema as config attributes (as 0007).

@@ -35,7 +35,7 @@ down_revision = "0014"
 branch_labels = None
 depends_on = None
 
-# --- frozen at this revision (unistatus.db.dialect.MODE_LOCK_KEY / system_lock_key,
+# --- frozen at this revision (unistatus.db.mode_lock_keys.MODE_LOCK_KEY / system_lock_key,
 # unistatus.db.control.MODE_KEY / mode_key / DEFAULT_MODE, the writer mark's setting).
 SYSTEMS = ("CASHOUT", "ESCROW", "EXCHANGE")
 MODE_KEY = "mode"

@@ -1,0 +1,64 @@
+"""Which database errors are worth running the transaction again for, and why.
+
+A lost race for a lock or a snapshot, or a wait that ran out of time: PostgreSQL names
+them by SQLSTATE, SQLite by its busy code; the reason is what the backfill shows while
+it retries. A lost connection is not retryable here: whether its transaction committed
+is unknown (the adapter handles that case itself).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["RETRY_SQLSTATES", "is_retryable", "retry_reason"]
+
+# Errors worth running the transaction again for: it lost a race for a lock or a
+# snapshot, or ran out of time waiting. PostgreSQL names them by SQLSTATE; the value is
+# the reason the backfill shows while it retries.
+RETRY_SQLSTATES = {
+    "40001": "serialization failure",
+    "40P01": "deadlock",
+    "55P03": "lock timeout",
+    "57014": "statement timeout",
+}
+# Without a SQLSTATE: SQLite's busy code (named on Python 3.11+), else the message
+# (first match wins; SQLite says "database is locked" for a busy database).
+_RETRY_SQLITE_CODE = "SQLITE_BUSY"
+_RETRY_TEXTS = (
+    ("database is locked", "database is locked"),
+    ("deadlock", "deadlock"),
+    ("could not serialize", "serialization failure"),
+    ("lock timeout", "lock timeout"),
+)
+
+
+def retry_reason(exc: BaseException) -> str | None:
+    """Why ``exc`` is worth retrying (e.g. ``"deadlock"``), or None if it is not.
+
+    ``exc`` is a SQLAlchemy ``DBAPIError`` or the driver's own error. PostgreSQL's
+    errors are judged by SQLSTATE (:data:`RETRY_SQLSTATES`: serialization failure,
+    deadlock, lock not available or lock timeout, statement timeout or cancel), never
+    by message text. SQLite's busy database (``SQLITE_BUSY``, "database is locked") and,
+    for any driver without SQLSTATEs, a message naming a deadlock, a serialization
+    failure or a lock timeout are retryable too. A lost connection is not: whether its
+    transaction committed is unknown (the adapter handles that case itself).
+    """
+    orig: BaseException | None = exc
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return None
+        orig = exc.orig
+    if orig is None:
+        return None
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return RETRY_SQLSTATES.get(sqlstate)
+    if str(getattr(orig, "sqlite_errorname", "")).startswith(_RETRY_SQLITE_CODE):
+        return "database is locked"
+    text = str(orig).lower()
+    return next((reason for match, reason in _RETRY_TEXTS if match in text), None)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying in a fresh transaction (:func:`retry_reason`)."""
+    return retry_reason(exc) is not None
