@@ -24,9 +24,15 @@ from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import LegacySystemType, UnifiedTransactionStatus
 from unistatus.migration.check import CheckReport, latest_report, run_check
 from unistatus.migration.gates import gate_check
-from unistatus.migration.verify import CONTINUOUS_SCOPE, verification_status, verify_changes
+from unistatus.migration.verify import (
+    CONTINUOUS_SCOPE,
+    judged_report,
+    verification_status,
+    verify_changes,
+)
+from unistatus.observe.alert_rules import observe
 from unistatus.observe.alerts import Monitor
-from unistatus.observe.metrics import SnapshotCollector
+from unistatus.observe.metrics import SnapshotCollector, collect_snapshot
 
 CASHOUT = LegacySystemType.CASHOUT
 mapper = LegacyStatusMapper()
@@ -187,3 +193,30 @@ def test_a_round_is_bounded_in_time_and_the_pass_goes_on_in_the_next(db: Any) ->
         conn.execute(sa.update(lt.table).values(updated_at=utcnow()))
     whole = verify_changes(db.engine, db.settings, chunk=6, max_seconds=None)
     assert whole.complete and whole.per_system[CASHOUT.value]["total"] == 20
+
+
+def test_a_mismatch_in_a_time_bounded_round_is_judged_for_its_own_system(db: Any) -> None:
+    """A round stopped by its time bound is stored as incomplete (not every system
+    finished its pass). Its per-system figures still count for the system they are of:
+    the alerts judge that system by them, so the automated response rolls back that
+    system only (an incomplete report judged only as a whole named no system, and the
+    response then rolled back every system)."""
+    populate(db.engine, db.settings, 20)
+    run_check(db.engine, db.settings)
+    with db.engine.begin() as conn:
+        _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow())
+    bounded = verify_changes(db.engine, db.settings, chunk=6, max_seconds=1e-6)
+    assert not bounded.complete
+    assert bounded.per_system[CASHOUT.value]["inconsistencies"]["status_mismatch"] == 1
+
+    judged = judged_report(db.engine, CASHOUT)
+    assert judged is not None and judged.id == bounded.id
+    other = judged_report(db.engine, LegacySystemType.ESCROW)
+    assert (
+        other is not None
+        and other.per_system["ESCROW"]["consistent"] == other.per_system["ESCROW"]["total"]
+    )
+    snap = collect_snapshot(db.engine, db.settings)
+    firing = [o for o in observe(snap, now=utcnow()) if o.name == "consistency_critical"]
+    assert firing and firing[0].firing
+    assert set(firing[0].details.get("systems") or ()) == {"CASHOUT"}  # cashouts only

@@ -556,20 +556,35 @@ COVERING_LOOKBACK = 200
 
 
 def latest_report_for(
-    engine: sa.Engine, system: LegacySystemType, *, full: bool, not_scope: str | None = None
+    engine: sa.Engine,
+    system: LegacySystemType,
+    *,
+    full: bool,
+    not_scope: str | None = None,
+    partial_scope: str | None = None,
 ) -> CheckReport | None:
     """The most recent stored report that covered ``system`` (``full``: all its rows,
-    no ``--since``), or None; a full check of every system covers each."""
+    no ``--since``), or None; a full check of every system covers each.
+
+    An incomplete report (a run stopped by --max-duration) covered only part of the
+    keys and is skipped, except a report of ``partial_scope``: a round of continuous
+    verification is stored incomplete while any system's pass goes on, and its figures
+    per system are each that system's own.
+    """
+    R = check_reports
+    whole: sa.ColumnElement[bool] = R.c.complete.is_(True)
+    if partial_scope is not None:
+        whole = sa.or_(whole, R.c.scope == partial_scope)
     q = (
-        sa.select(check_reports)
-        .order_by(check_reports.c.created_at.desc(), check_reports.c.id.desc())
-        .where(check_reports.c.complete.is_(True))  # a bounded run or a continuous round: no
+        sa.select(R)
+        .order_by(R.c.created_at.desc(), R.c.id.desc())
+        .where(whole)
         .limit(COVERING_LOOKBACK)
     )
     if full:
-        q = q.where(check_reports.c.since.is_(None))
+        q = q.where(R.c.since.is_(None))
     if not_scope is not None:
-        q = q.where(check_reports.c.scope != not_scope)
+        q = q.where(R.c.scope != not_scope)
     with engine.connect() as conn:
         for row in conn.execute(q).mappings():
             report = _from_row(row)

@@ -244,7 +244,7 @@ def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> 
     if system is None:
         latest = latest_report(engine)
     else:
-        latest = latest_report_for(engine, system, full=False)
+        latest = latest_report_for(engine, system, full=False, partial_scope=CONTINUOUS_SCOPE)
     if latest is None or latest.scope != CONTINUOUS_SCOPE or _inconsistent(latest, system):
         return latest
     if system is None:
