@@ -144,14 +144,15 @@ class BackfillSettings(BaseModel):
 
 
 class RetentionSettings(BaseModel):
-    """How long the monitor keeps what grows with traffic, in days (0: forever).
+    """How long the monitor keeps what grows with traffic, in days (0: forever; at most
+    100 years).
 
     unistatus.observe.retention: idempotency keys (a deleted key is new again) and the
     reports of continuous verification (the newest is always kept).
     """
 
-    idempotency_keys_days: float = Field(default=30.0, ge=0.0)
-    verification_reports_days: float = Field(default=7.0, ge=0.0)
+    idempotency_keys_days: float = Field(default=30.0, ge=0.0, le=36_500.0)
+    verification_reports_days: float = Field(default=7.0, ge=0.0, le=36_500.0)
 
 
 class ApiToken(BaseModel):

@@ -18,7 +18,7 @@ from unistatus.db.tables_check import check_reports
 from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.errors import ConfigError
 from unistatus.migration.check import CheckReport, store_report
-from unistatus.migration.verify import CONTINUOUS_SCOPE, verification_status
+from unistatus.migration.verify import CONTINUOUS_SCOPE, judged_report
 from unistatus.observe.alerts import Monitor
 from unistatus.observe.retention import prune
 
@@ -49,6 +49,11 @@ def report(db: Database, scope: str, days_ago: float) -> int:
 def reports_left(db: Database) -> list[int]:
     with db.engine.connect() as conn:
         return sorted(conn.execute(sa.select(R.c.id)).scalars())
+
+
+def judged_id(db: Database) -> int | None:
+    judged = judged_report(db.engine)
+    return judged.id if judged is not None else None
 
 
 def test_keys_past_their_retention_are_deleted_and_new_again(db: Database) -> None:
@@ -82,16 +87,18 @@ def test_old_verification_reports_go_the_newest_and_full_checks_stay(db: Databas
 
 
 def test_the_newest_verification_report_is_kept_however_old(db: Database) -> None:
-    """verification_status and the gates read the newest report of continuous
-    verification: a monitor stopped for weeks must not leave them with none."""
-    report(db, CONTINUOUS_SCOPE, 30)
+    """The alerts and dashboards judge by the newest report of continuous verification
+    (by its time, then its id): a monitor stopped for weeks must not leave them with
+    none, nor with an older one. Here the newest by time has the lower id (two monitors'
+    clocks)."""
     newest = report(db, CONTINUOUS_SCOPE, 20)
-    before = verification_status(db.engine)
+    report(db, CONTINUOUS_SCOPE, 30)  # stored later, stamped earlier
+    assert judged_id(db) == newest
 
     assert prune(db.engine, db.settings).verification_reports == 1
 
     assert reports_left(db) == [newest]
-    assert verification_status(db.engine) == before
+    assert judged_id(db) == newest
 
 
 def test_zero_keeps_everything(db: Database) -> None:
@@ -121,9 +128,10 @@ def test_each_call_deletes_a_bounded_number_in_batches(db: Database) -> None:
         age_keys(db, 60 - i, name)  # k00 the oldest
 
     first = prune(db.engine, db.settings, batch_rows=5, max_rows=7)
-    assert first.idempotency_keys == 7
+    assert first.idempotency_keys == 7 and first.more
     assert keys_left(db) == names[7:]  # the oldest first
-    assert prune(db.engine, db.settings, batch_rows=5, max_rows=7).idempotency_keys == 5
+    second = prune(db.engine, db.settings, batch_rows=5, max_rows=7)
+    assert second.idempotency_keys == 5 and not second.more
     assert keys_left(db) == []
 
 
@@ -139,11 +147,29 @@ def test_the_monitor_prunes_when_it_keeps_house(db: Database) -> None:
     assert keys_left(db) == [] and reports_left(db) == [newest]
 
 
+def test_the_monitor_goes_on_at_the_next_evaluation_while_rows_remain(db: Database) -> None:
+    """A call that stopped at its bound does not wait the 10 minutes to the next
+    housekeeping: the next evaluation deletes more, until none is left."""
+    a = adapter_in(db, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
+    names = [f"k{i}" for i in range(5)]
+    for name in names:
+        a.create_transaction("ESCROW", 1, "5", "USD", idempotency_key=name)
+    age_keys(db, 60, *names)
+    monitor = Monitor(db.engine, db.settings, verify_rows=0)
+    monitor.prune_rows = 2
+    left = []
+    for _ in range(4):
+        monitor.housekeep()
+        left.append(len(keys_left(db)))
+    assert left == [3, 1, 0, 0]
+
+
 def test_retention_is_configured_per_table(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("UNISTATUS_RETENTION__IDEMPOTENCY_KEYS_DAYS", "1.5")
     monkeypatch.setenv("UNISTATUS_RETENTION__VERIFICATION_REPORTS_DAYS", "0")
     keep = load_settings().retention
     assert (keep.idempotency_keys_days, keep.verification_reports_days) == (1.5, 0.0)
-    monkeypatch.setenv("UNISTATUS_RETENTION__IDEMPOTENCY_KEYS_DAYS", "-1")
-    with pytest.raises(ConfigError, match="idempotency_keys_days"):
-        load_settings()
+    for bad in ("-1", "1e6", "inf"):  # "forever" is 0
+        monkeypatch.setenv("UNISTATUS_RETENTION__IDEMPOTENCY_KEYS_DAYS", bad)
+        with pytest.raises(ConfigError, match="idempotency_keys_days"):
+            load_settings()

@@ -44,7 +44,11 @@ from unistatus.observe.metrics import (
     database_reachable,
 )
 from unistatus.observe.notify import Notification, Notifier
-from unistatus.observe.retention import prune
+from unistatus.observe.retention import (
+    MAX_ROWS_PER_CALL,
+    prune_idempotency_keys,
+    prune_verification_reports,
+)
 
 __all__ = ["Monitor", "evaluate"]
 
@@ -80,12 +84,22 @@ class Monitor:
         self.ops = ops_for(engine)
         # While the database is down nothing can be persisted: remember in memory.
         self._down_notified = False
-        self._folded_at: float | None = None
+        self._housekept_at: float | None = None
+        # Rows deleted per table and retention call, at most; a call that stopped there
+        # goes on at the next evaluation.
+        self.prune_rows = MAX_ROWS_PER_CALL
+        self._prune_more = False
 
     def evaluate(self, *, now: datetime | None = None) -> list[AlertState]:
-        now = now or utcnow()
+        """One evaluation: verify, judge, persist, notify, respond; then keep house
+        (after the alerts, which never wait for it), unless the database is down."""
+        states = self._judge(now or utcnow())
+        if not any(s.name == "database_down" and s.firing for s in states):
+            self.housekeep()
+        return states
+
+    def _judge(self, now: datetime) -> list[AlertState]:
         self.verify()
-        self.housekeep()
         snap = collect_snapshot(self.engine, self.settings, window_seconds=self.window_seconds)
         observations = observe(snap, now=now, stall_seconds=self.stall_seconds)
         if not snap.database_up:
@@ -128,27 +142,34 @@ class Monitor:
         fold the capture's writer counts of sessions gone quiet into one row per writer
         (``fold_writers``), so the table the rules and ``/metrics`` read stays as small
         as the writers are few; and delete the idempotency keys and continuous
-        verification reports past their retention (:func:`~unistatus.observe.retention.prune`).
-        A failure is logged; it never stops the evaluation."""
+        verification reports past their retention (:mod:`unistatus.observe.retention`),
+        again at the next evaluation while a call stopped at its bound. A failure is
+        logged, each table's on its own; it never stops the evaluation."""
         ticks = time.monotonic()
-        if self._folded_at is not None and ticks - self._folded_at < FOLD_EVERY_SECONDS:
+        due = self._housekept_at is None or ticks - self._housekept_at >= FOLD_EVERY_SECONDS
+        if not due and not self._prune_more:
             return
-        self._folded_at = ticks
-        try:
-            fold_writers(self.engine)
-        except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
-            log.warning("folding the capture's writer counts failed: %s", exc)
-        try:
-            pruned = prune(self.engine, self.settings)
-        except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
-            log.warning("deleting what is past its retention failed: %s", exc)
-        else:
-            if pruned.total:
-                log.info(
-                    "retention: deleted %d idempotency keys and %d verification reports",
-                    pruned.idempotency_keys,
-                    pruned.verification_reports,
-                )
+        if due:
+            self._housekept_at = ticks
+            try:
+                fold_writers(self.engine)
+            except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
+                log.warning("folding the capture's writer counts failed: %s", exc)
+        self._prune_more = False
+        for what, step in (
+            ("idempotency keys", prune_idempotency_keys),
+            ("verification reports", prune_verification_reports),
+        ):
+            try:
+                deleted = step(self.engine, self.settings, max_rows=self.prune_rows)
+            except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
+                log.warning("deleting the %s past their retention failed: %s", what, exc)
+                continue
+            if deleted >= self.prune_rows:
+                self._prune_more = True
+                log.info("retention: deleted %d %s; more remain (next evaluation)", deleted, what)
+            elif deleted:
+                log.info("retention: deleted %d %s", deleted, what)
 
     def _database_down(self, obs: Observation, now: datetime) -> list[AlertState]:
         if not self._down_notified:

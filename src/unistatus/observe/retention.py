@@ -8,16 +8,17 @@ Two tables grow with every day of live traffic and were kept forever:
   keys (kept 24 hours).
 - ``unistatus_check_reports`` of continuous verification: a report per monitor
   evaluation that saw changes (thousands a day). Deleted after
-  ``retention.verification_reports_days`` (7), except the newest, which
-  ``verification_status`` and the gates read. Reports of ``unistatus check`` runs are
-  few and kept: they are the migration's record.
+  ``retention.verification_reports_days`` (7), except the newest (in the readers' order:
+  ``created_at``, then ``id``), which the alerts, dashboards and ``diagnose`` judge by
+  (:func:`unistatus.migration.verify.judged_report`). Reports of ``unistatus check`` runs
+  are few and kept: they are the migration's record.
 
-``0`` keeps a table's rows forever. The monitor (``monitor``, ``serve``) prunes every
-few minutes (:meth:`unistatus.observe.alerts.Monitor.housekeep`); ``unistatus monitor
---once`` does it once. Each batch is its own short transaction, bounded by the
-configured statement and lock timeouts, and each call deletes at most ``max_rows`` rows
-per table, so a first run on a table years deep catches up over several calls instead
-of holding locks for long.
+``0`` keeps a table's rows forever. The monitor (``monitor``, ``serve``) prunes after
+an evaluation, every few minutes, and at once again while a call left rows behind
+(:meth:`unistatus.observe.alerts.Monitor.housekeep`); ``unistatus monitor --once`` does
+it once. Each batch is its own short transaction, bounded by the configured statement
+and lock timeouts, and each call deletes at most ``max_rows`` rows per table, so a first
+run on a table years deep catches up over several calls instead of holding locks.
 """
 
 from __future__ import annotations
@@ -34,7 +35,14 @@ from unistatus.db.tables_check import check_reports
 from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.migration.verify import CONTINUOUS_SCOPE
 
-__all__ = ["BATCH_ROWS", "MAX_ROWS_PER_CALL", "Pruned", "prune"]
+__all__ = [
+    "BATCH_ROWS",
+    "MAX_ROWS_PER_CALL",
+    "Pruned",
+    "prune",
+    "prune_idempotency_keys",
+    "prune_verification_reports",
+]
 
 # Rows per DELETE (one short transaction each) and per table per call.
 BATCH_ROWS = 5_000
@@ -43,10 +51,12 @@ MAX_ROWS_PER_CALL = 50_000
 
 @dataclass(frozen=True)
 class Pruned:
-    """How many rows one :func:`prune` call deleted, per table."""
+    """How many rows one :func:`prune` call deleted, per table, and whether it stopped
+    at ``max_rows`` on either (rows past their retention may remain)."""
 
     idempotency_keys: int = 0
     verification_reports: int = 0
+    more: bool = False
 
     @property
     def total(self) -> int:
@@ -64,25 +74,63 @@ def prune(
     """Delete the idempotency keys and continuous verification reports older than their
     retention (``settings.retention``); how many of each."""
     now = now or utcnow()
-    keep = settings.retention
-    keys = reports = 0
-    if keep.idempotency_keys_days > 0:
-        K = idempotency_keys
-        cutoff = now - timedelta(days=keep.idempotency_keys_days)
-        old = sa.select(K.c.key).where(K.c.created_at < cutoff)
-        keys = _delete_in_batches(
-            engine, settings, K, K.c.key, old.order_by(K.c.created_at), batch_rows, max_rows
-        )
-    if keep.verification_reports_days > 0:
-        R = check_reports
-        cutoff = now - timedelta(days=keep.verification_reports_days)
-        continuous = R.c.scope == CONTINUOUS_SCOPE
-        newest = sa.select(sa.func.max(R.c.id)).where(continuous).scalar_subquery()
-        old = sa.select(R.c.id).where(continuous, R.c.created_at < cutoff, R.c.id < newest)
-        reports = _delete_in_batches(
-            engine, settings, R, R.c.id, old.order_by(R.c.created_at), batch_rows, max_rows
-        )
-    return Pruned(keys, reports)
+    keys = prune_idempotency_keys(
+        engine, settings, now=now, batch_rows=batch_rows, max_rows=max_rows
+    )
+    reports = prune_verification_reports(
+        engine, settings, now=now, batch_rows=batch_rows, max_rows=max_rows
+    )
+    return Pruned(keys, reports, more=max_rows in (keys, reports))
+
+
+def prune_idempotency_keys(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    batch_rows: int = BATCH_ROWS,
+    max_rows: int = MAX_ROWS_PER_CALL,
+) -> int:
+    """Delete the idempotency keys older than ``retention.idempotency_keys_days``, the
+    oldest first; how many."""
+    days = settings.retention.idempotency_keys_days
+    if days <= 0:
+        return 0
+    K = idempotency_keys
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    old = sa.select(K.c.key).where(K.c.created_at < cutoff).order_by(K.c.created_at)
+    return _delete_in_batches(engine, settings, K, K.c.key, old, batch_rows, max_rows)
+
+
+def prune_verification_reports(
+    engine: sa.Engine,
+    settings: Settings,
+    *,
+    now: datetime | None = None,
+    batch_rows: int = BATCH_ROWS,
+    max_rows: int = MAX_ROWS_PER_CALL,
+) -> int:
+    """Delete the continuous verification reports older than
+    ``retention.verification_reports_days`` but the newest; how many."""
+    days = settings.retention.verification_reports_days
+    if days <= 0:
+        return 0
+    R = check_reports
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    continuous = R.c.scope == CONTINUOUS_SCOPE
+    newest = (
+        sa.select(R.c.id)
+        .where(continuous)
+        .order_by(R.c.created_at.desc(), R.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    old = (
+        sa.select(R.c.id)
+        .where(continuous, R.c.created_at < cutoff, R.c.id != newest)
+        .order_by(R.c.created_at)
+    )
+    return _delete_in_batches(engine, settings, R, R.c.id, old, batch_rows, max_rows)
 
 
 def _delete_in_batches(
