@@ -44,11 +44,7 @@ from unistatus.observe.metrics import (
     database_reachable,
 )
 from unistatus.observe.notify import Notification, Notifier
-from unistatus.observe.retention import (
-    MAX_ROWS_PER_CALL,
-    prune_idempotency_keys,
-    prune_verification_reports,
-)
+from unistatus.observe.retention import MAX_ROWS_PER_CALL, RETAINED, prune_table
 
 __all__ = ["Monitor", "evaluate"]
 
@@ -156,20 +152,23 @@ class Monitor:
             except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
                 log.warning("folding the capture's writer counts failed: %s", exc)
         self._prune_more = False
-        for what, step in (
-            ("idempotency keys", prune_idempotency_keys),
-            ("verification reports", prune_verification_reports),
-        ):
+        for retained in RETAINED:
             try:
-                deleted = step(self.engine, self.settings, max_rows=self.prune_rows)
+                deleted = prune_table(
+                    self.engine, self.settings, retained, max_rows=self.prune_rows
+                )
             except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
-                log.warning("deleting the %s past their retention failed: %s", what, exc)
+                log.warning("deleting the %s past their retention failed: %s", retained.what, exc)
                 continue
             if deleted >= self.prune_rows:
                 self._prune_more = True
-                log.info("retention: deleted %d %s; more remain (next evaluation)", deleted, what)
+                log.info(
+                    "retention: deleted %d %s; more remain (next evaluation)",
+                    deleted,
+                    retained.what,
+                )
             elif deleted:
-                log.info("retention: deleted %d %s", deleted, what)
+                log.info("retention: deleted %d %s", deleted, retained.what)
 
     def _database_down(self, obs: Observation, now: datetime) -> list[AlertState]:
         if not self._down_notified:

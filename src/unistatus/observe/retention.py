@@ -23,13 +23,14 @@ run on a table years deep catches up over several calls instead of holding locks
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
-from unistatus.config import Settings
+from unistatus.config import RetentionSettings, Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables_check import check_reports
 from unistatus.db.tables_idempotency import idempotency_keys
@@ -38,15 +39,70 @@ from unistatus.migration.verify import CONTINUOUS_SCOPE
 __all__ = [
     "BATCH_ROWS",
     "MAX_ROWS_PER_CALL",
+    "RETAINED",
     "Pruned",
+    "Retained",
     "prune",
-    "prune_idempotency_keys",
-    "prune_verification_reports",
+    "prune_table",
 ]
 
 # Rows per DELETE (one short transaction each) and per table per call.
 BATCH_ROWS = 5_000
 MAX_ROWS_PER_CALL = 50_000
+
+
+@dataclass(frozen=True)
+class Retained:
+    """A table kept for a while: what its rows are, its retention in days, and the
+    keys of its rows stamped before a cutoff that may go (oldest first)."""
+
+    what: str
+    days: Callable[[RetentionSettings], float]
+    table: sa.Table
+    key: sa.ColumnElement[object]
+    old: Callable[[datetime], sa.Select[tuple[object]]]
+
+
+def _old_keys(cutoff: datetime) -> sa.Select[tuple[object]]:
+    K = idempotency_keys
+    return sa.select(K.c.key).where(K.c.created_at < cutoff).order_by(K.c.created_at)
+
+
+def _old_reports(cutoff: datetime) -> sa.Select[tuple[object]]:
+    """Continuous verification reports but the newest, in the readers' order."""
+    R = check_reports
+    continuous = R.c.scope == CONTINUOUS_SCOPE
+    newest = (
+        sa.select(R.c.id)
+        .where(continuous)
+        .order_by(R.c.created_at.desc(), R.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return (
+        sa.select(R.c.id)
+        .where(continuous, R.c.created_at < cutoff, R.c.id != newest)
+        .order_by(R.c.created_at)
+    )
+
+
+RETAINED = (
+    Retained(
+        "idempotency keys",
+        lambda keep: keep.idempotency_keys_days,
+        idempotency_keys,
+        idempotency_keys.c.key,
+        _old_keys,
+    ),
+    Retained(
+        "verification reports",
+        lambda keep: keep.verification_reports_days,
+        check_reports,
+        check_reports.c.id,
+        _old_reports,
+    ),
+)
+IDEMPOTENCY_KEYS, VERIFICATION_REPORTS = RETAINED
 
 
 @dataclass(frozen=True)
@@ -74,76 +130,28 @@ def prune(
     """Delete the idempotency keys and continuous verification reports older than their
     retention (``settings.retention``); how many of each."""
     now = now or utcnow()
-    keys = prune_idempotency_keys(
-        engine, settings, now=now, batch_rows=batch_rows, max_rows=max_rows
-    )
-    reports = prune_verification_reports(
-        engine, settings, now=now, batch_rows=batch_rows, max_rows=max_rows
+    keys, reports = (
+        prune_table(engine, settings, t, now=now, batch_rows=batch_rows, max_rows=max_rows)
+        for t in (IDEMPOTENCY_KEYS, VERIFICATION_REPORTS)
     )
     return Pruned(keys, reports, more=max_rows in (keys, reports))
 
 
-def prune_idempotency_keys(
+def prune_table(
     engine: sa.Engine,
     settings: Settings,
+    retained: Retained,
     *,
     now: datetime | None = None,
     batch_rows: int = BATCH_ROWS,
     max_rows: int = MAX_ROWS_PER_CALL,
 ) -> int:
-    """Delete the idempotency keys older than ``retention.idempotency_keys_days``, the
-    oldest first; how many."""
-    days = settings.retention.idempotency_keys_days
+    """Delete ``retained``'s rows older than its retention (0 days: none), the oldest
+    first, ``batch_rows`` per transaction, at most ``max_rows`` in all; how many."""
+    days = retained.days(settings.retention)
     if days <= 0:
         return 0
-    K = idempotency_keys
-    cutoff = (now or utcnow()) - timedelta(days=days)
-    old = sa.select(K.c.key).where(K.c.created_at < cutoff).order_by(K.c.created_at)
-    return _delete_in_batches(engine, settings, K, K.c.key, old, batch_rows, max_rows)
-
-
-def prune_verification_reports(
-    engine: sa.Engine,
-    settings: Settings,
-    *,
-    now: datetime | None = None,
-    batch_rows: int = BATCH_ROWS,
-    max_rows: int = MAX_ROWS_PER_CALL,
-) -> int:
-    """Delete the continuous verification reports older than
-    ``retention.verification_reports_days`` but the newest; how many."""
-    days = settings.retention.verification_reports_days
-    if days <= 0:
-        return 0
-    R = check_reports
-    cutoff = (now or utcnow()) - timedelta(days=days)
-    continuous = R.c.scope == CONTINUOUS_SCOPE
-    newest = (
-        sa.select(R.c.id)
-        .where(continuous)
-        .order_by(R.c.created_at.desc(), R.c.id.desc())
-        .limit(1)
-        .scalar_subquery()
-    )
-    old = (
-        sa.select(R.c.id)
-        .where(continuous, R.c.created_at < cutoff, R.c.id != newest)
-        .order_by(R.c.created_at)
-    )
-    return _delete_in_batches(engine, settings, R, R.c.id, old, batch_rows, max_rows)
-
-
-def _delete_in_batches(
-    engine: sa.Engine,
-    settings: Settings,
-    table: sa.Table,
-    key: sa.ColumnElement[object],
-    old: sa.Select[tuple[object]],
-    batch_rows: int,
-    max_rows: int,
-) -> int:
-    """Delete the rows ``old`` selects (by ``key``), ``batch_rows`` per transaction, at
-    most ``max_rows`` in all; how many."""
+    old = retained.old((now or utcnow()) - timedelta(days=days))
     ops = ops_for(engine)
     deleted = 0
     while deleted < max_rows:
@@ -151,7 +159,7 @@ def _delete_in_batches(
         with engine.begin() as conn:
             ops.bound_batch(conn, settings.statement_timeout_ms, settings.lock_timeout_ms)
             batch = old.limit(size).scalar_subquery()
-            n = conn.execute(sa.delete(table).where(key.in_(batch))).rowcount
+            n = conn.execute(sa.delete(retained.table).where(retained.key.in_(batch))).rowcount
         deleted += n
         if n < size:
             break
