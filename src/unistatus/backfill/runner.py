@@ -172,7 +172,7 @@ def run_backfill(
     run_started = utcnow()
     started = time.perf_counter()
     ops = ops_for(engine)
-    tables = resolve_legacy_tables(engine, settings, systems=systems)
+    tables = resolve_legacy_tables(engine, settings, systems=systems, columns_only=True)
     if dry_run:
         report = _dry_run(engine, tables)
         report.batch_size = batch_size
@@ -365,7 +365,7 @@ def _worker_main(
         register_extra_statuses(extras)
         engine = create_engine(url, schema=settings.schema, pool_size=2, max_overflow=2)
         chosen = [LegacySystemType(s) for s in systems]
-        tables = resolve_legacy_tables(engine, settings, systems=chosen)
+        tables = resolve_legacy_tables(engine, settings, systems=chosen, columns_only=True)
         ops = ops_for(engine)
         tally = (
             _How.from_portable(how)
