@@ -57,6 +57,9 @@ class DialectOps:
     # Whether taking the mode lock also marks the transaction as unistatus's writes
     # (:mod:`unistatus.db.writer_mark`): a writer that takes it first needs no mark.
     mode_lock_marks = False
+    # Whether reads on several connections at once run side by side (one check walks
+    # its systems at once): not SQLite's, whose in-memory database is one connection.
+    concurrent_reads = False
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
@@ -317,6 +320,7 @@ class PostgresOps(DialectOps):
     supports_schemas = True
     # Every mode lock statement sets the writer mark in the same call.
     mode_lock_marks = True
+    concurrent_reads = True
 
     def _mode_locks_shared(self, system: LegacySystemType | None) -> list[Any]:
         """The shared mode locks of ``system``, held until the transaction ends."""

@@ -8,8 +8,10 @@ and counted: docs/check.md.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -189,6 +191,8 @@ class RangeScan:
     out: MismatchWriter | None = None
     recheck: bool = True
     kept_examples: list[dict[str, Any]] = field(default_factory=list)
+    # Count by one FULL JOIN (check_sql.pair_flags): when other ranges are counted at once.
+    full_join: bool = False
 
     def range(
         self, conn: sa.Connection, lt: LegacyTable, lo: int | None
@@ -201,7 +205,9 @@ class RangeScan:
         any write takes. Nothing more is read for a consistent range.
         """
         hi, span = chunk_keys(conn, lt, lo, self.chunk)
-        pairs = pair_flags(lt, lo, hi, self.since, project_pending=self.project_pending)
+        pairs = pair_flags(
+            lt, lo, hi, self.since, project_pending=self.project_pending, full_join=self.full_join
+        )
         cutoff = utcnow() - RECHECK_WINDOW
         self.ops.without_jit(conn)
         counts, recent, spots = count_chunk(conn, pairs, cutoff, span)
@@ -289,12 +295,16 @@ def _check_system(
     lt: LegacyTable,
     deadline: float | None,
     on_range: Callable[[LegacySystemType, SystemPosition], None] | None,
+    stop: threading.Event | None = None,
 ) -> bool:
-    """Walk one system's ranges from its stored position; False when out of time."""
+    """Walk one system's ranges from its stored position; False when out of time (or
+    told to ``stop``: another system's walk failed)."""
     pos = run.systems[lt.system]
     with scan.engine.connect() as conn:
         while not pos.done:
             if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if stop is not None and stop.is_set():
                 return False
             hi, got = scan.range(conn, lt, pos.position)
             out_bytes = scan.out.sync() if scan.out is not None else None
@@ -315,6 +325,41 @@ def _check_system(
             if on_range is not None:
                 on_range(lt.system, pos)
     return True
+
+
+def _check_systems(
+    scans: Mapping[LegacySystemType, RangeScan],
+    run: RunState,
+    tables: Mapping[LegacySystemType, LegacyTable],
+    deadline: float | None,
+    on_range: Callable[[LegacySystemType, SystemPosition], None] | None,
+    at_once: bool,
+) -> bool:
+    """Walk every system's ranges; False when out of time before all were covered.
+
+    ``at_once``: each system on its own connection and thread, side by side (PostgreSQL;
+    each system's positions are its own rows, committed on its own connection). Not with
+    ``--out``: one file receives every system's mismatches and a resumed run cuts it at
+    one byte offset, so the systems are walked one after another.
+    """
+    order = list(scans)
+    if not at_once:
+        for system in order:
+            if not _check_system(scans[system], run, tables[system], deadline, on_range):
+                return False
+        return True
+    failed = threading.Event()
+
+    def walk(system: LegacySystemType) -> bool:
+        try:
+            return _check_system(scans[system], run, tables[system], deadline, on_range, failed)
+        except BaseException:
+            failed.set()  # the others stop after their range: the error is reported now
+            raise
+
+    with ThreadPoolExecutor(max_workers=len(order), thread_name_prefix="check") as pool:
+        futures = [pool.submit(walk, system) for system in order]
+        return all([f.result() for f in futures])
 
 
 def run_check(
@@ -358,37 +403,40 @@ def run_check(
         opts = run.options
         wanted = [LegacySystemType.parse(s) for s in opts["systems"]]
         since_at = parse_since(opts["since"])
-        tables = resolve_legacy_tables(engine, settings, systems=wanted)
+        tables = resolve_legacy_tables(engine, settings, systems=wanted, columns_only=True)
         out_path = opts.get("out")
         writer = MismatchWriter(out_path, keep_bytes=run.out_bytes) if out_path else None
         try:
             with engine.connect() as conn:
                 project = pending_replay_exists(conn)
                 spans = {s: _key_span(conn, tables[s]) for s in wanted}
-            scan = RangeScan(
-                engine,
-                ops_for(engine),
-                settings,
-                since_at,
-                int(opts["chunk"]),
-                int(opts["examples"]),
-                project,
-                writer,
-                recheck_in_flight,
-            )
-            scan.kept_examples = [e for s in wanted for e in run.systems[s].examples]
-            finished = True
-            for system in wanted:
-                if not _check_system(scan, run, tables[system], deadline, on_range):
-                    finished = False
-                    break
+            ops = ops_for(engine)
+            at_once = ops.concurrent_reads and len(wanted) > 1 and writer is None
+            scans = {
+                system: RangeScan(
+                    engine,
+                    ops,
+                    settings,
+                    since_at,
+                    int(opts["chunk"]),
+                    int(opts["examples"]),
+                    project,
+                    writer,
+                    recheck_in_flight,
+                    kept_examples=list(run.systems[system].examples),
+                    full_join=at_once,
+                )
+                for system in wanted
+            }
+            finished = _check_systems(scans, run, tables, deadline, on_range, at_once)
         finally:
             if writer is not None:
                 writer.close()
     except sa.exc.OperationalError as exc:
         raise StorageError(f"check failed: {str(exc.orig).strip()}") from None
     report = _report_of(run, wanted, since_at, spans)
-    report.examples = scan.kept_examples[: scan.examples]
+    kept = [e for system in wanted for e in scans[system].kept_examples]
+    report.examples = kept[: int(opts["examples"])]
     report.duration_ms = (time.perf_counter() - started) * 1000
     report.created_at = utcnow()
     report.complete = finished

@@ -177,10 +177,13 @@ def pair_flags(
     *,
     project_pending: bool = False,
     keys: Sequence[int] | None = None,
+    full_join: bool = False,
 ) -> _Pairs:
     """The pairs of legacy keys in (lo, hi] (None: open) and the rule over them.
 
     ``keys``: only the pairs of those legacy keys (index look-ups: the re-check).
+    ``full_join``: the literal FULL JOIN (:func:`_full_join_pairs`), for PostgreSQL when
+    several ranges are counted at once.
 
     A full outer join, written as the two halves every engine plans well: the system's
     unified rows of the range LEFT JOIN their legacy row (a unified row without one is
@@ -195,6 +198,9 @@ def pair_flags(
     if lt.status is None:
         raise StorageError(f"legacy table {lt.name!r} has no status column any more")
     system = lt.system
+    if full_join:
+        p = _full_join_pairs(lt, lo, hi, keys, project_pending)
+        return _Pairs(p, _flags_of(system, p), _scope_of(p, since), lo, hi)
     lcols: dict[str, sa.ColumnElement[Any]] = {name: lt.column(name) for name in _L_NAMES}
     if project_pending:
         lcols["status"] = projected_legacy_status(lt.status)
@@ -228,15 +234,59 @@ def pair_flags(
         *[sa.cast(sa.null(), c.type).label(f"u_{n}") for n, c in ucols.items()],
     ).where(*_range(lt.id, lo, hi), *_among(lt.id, keys), ~pointed_at)
     p = sa.union_all(matched, missing).subquery("p")
-    flags = rule_flags(
-        system,
-        {n: p.c[f"l_{n}"] for n in _L_NAMES},
-        {n: p.c[f"u_{n}"] for n in _U_NAMES},
+    return _Pairs(p, _flags_of(system, p), _scope_of(p, since), lo, hi)
+
+
+def _full_join_pairs(
+    lt: LegacyTable,
+    lo: int | None,
+    hi: int | None,
+    keys: Sequence[int] | None,
+    project_pending: bool,
+) -> sa.Subquery:
+    """The range's legacy rows FULL JOIN its system's unified rows, as one join.
+
+    PostgreSQL before 16 runs a full join in one process, where the two halves of
+    :func:`pair_flags` run in parallel workers; but the halves build two hash tables and
+    read legacy twice: 2.7 times the CPU of the one join (500k rows). When the systems
+    are counted at once (one connection each), the one join leaves the cores to them:
+    three systems on two cores in 0.64-0.83 s against 0.85-1.01 s for the halves one
+    system after another (BENCHMARKS.md).
+    """
+    legacy = (
+        sa.select(*[lt.column(n).label(n) for n in _L_NAMES])
+        .where(*_range(lt.id, lo, hi), *_among(lt.id, keys))
+        .subquery("l")
     )
-    scope: sa.ColumnElement[bool] = sa.true()
-    if since is not None:
-        scope = sa.or_(p.c.l_updated_at >= since, p.c.u_updated_at >= since)
-    return _Pairs(p, flags, scope, lo, hi)
+    mine = [U.c.legacy_system == lt.system.value, U.c.legacy_id.is_not(None)]
+    unified = sa.select(*[U.c[n] for n in _U_NAMES]).where(
+        *mine, *_range(U.c.legacy_id, lo, hi), *_among(U.c.legacy_id, keys)
+    )
+    u = unified.subquery("u")
+    status: sa.ColumnElement[Any] = legacy.c.status
+    if project_pending:
+        status = sa.case((_replay_pending(u.c.id), u.c.legacy_status), else_=status)
+    lcols = {**{n: legacy.c[n] for n in _L_NAMES}, "status": status}
+    return (
+        sa.select(
+            *[c.label(f"l_{n}") for n, c in lcols.items()],
+            *[u.c[n].label(f"u_{n}") for n in _U_NAMES],
+        )
+        .select_from(legacy.join(u, u.c.legacy_id == legacy.c.id, full=True))
+        .subquery("p")
+    )
+
+
+def _flags_of(system: LegacySystemType, p: sa.Subquery) -> dict[str, sa.ColumnElement[bool]]:
+    return rule_flags(
+        system, {n: p.c[f"l_{n}"] for n in _L_NAMES}, {n: p.c[f"u_{n}"] for n in _U_NAMES}
+    )
+
+
+def _scope_of(p: sa.Subquery, since: datetime | None) -> sa.ColumnElement[bool]:
+    if since is None:
+        return sa.true()
+    return sa.or_(p.c.l_updated_at >= since, p.c.u_updated_at >= since)
 
 
 def projected_legacy_status(status: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -247,11 +297,15 @@ def projected_legacy_status(status: sa.ColumnElement[Any]) -> sa.ColumnElement[A
     the frozen value would report every such change as a mismatch (and let the alerts
     roll back a healthy phase 4), so where a replay is pending the image stands in.
     """
-    pending = sa.exists().where(
-        pending_legacy_changes.c.transaction_id == U.c.id,
+    return sa.case((_replay_pending(U.c.id), U.c.legacy_status), else_=status)
+
+
+def _replay_pending(transaction_id: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """A change of that unified row awaits its replay to legacy."""
+    return sa.exists().where(
+        pending_legacy_changes.c.transaction_id == transaction_id,
         pending_legacy_changes.c.replayed_at.is_(None),
     )
-    return sa.case((pending, U.c.legacy_status), else_=status)
 
 
 def pending_replay_exists(conn: sa.Connection) -> bool:
