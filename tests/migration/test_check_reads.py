@@ -15,13 +15,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from support.check_data import damage, populate, tables
 from unistatus.clock import utcnow
+from unistatus.config import load_settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.statuses import LegacySystemType
+from unistatus.errors import ConfigError
 from unistatus.migration.check import iter_inconsistent, run_check
 from unistatus.migration.check_sql import (
     SPOTS,
@@ -95,31 +98,44 @@ def test_a_range_with_only_recent_mismatches_is_read_once(db: Any, tmp_path: Pat
     assert len(new_out) == old.total - old.consistent
 
 
+NO_JIT = "set_config('jit', 'off', true)"
+
+
 def test_postgres_ranges_run_without_jit_and_commit_positions_asynchronously(
     db: Any, tmp_path: Path
 ) -> None:
     populate(db.engine, db.settings, N)
     _, seen, _ = _run(db, tmp_path / "out.jsonl")
-    no_jit = [s for s in seen if s == "SET LOCAL jit = off"]
-    async_commit = [s for s in seen if "set_config(" in s]  # synchronous_commit off, bound
+    no_jit = [s for s in seen if NO_JIT in s]
+    # The counting statements' hash tables get check_work_mem_mb (64 MB by default).
+    hashed = [s for s in no_jit if "set_config('work_mem', '64MB', true)" in s]
+    # synchronous_commit off, bound
+    async_commit = [s for s in seen if "set_config(" in s and NO_JIT not in s]
     if db.engine.dialect.name == "postgresql":
         assert len(no_jit) >= len(range_reads(seen)) == 9
+        assert len(hashed) == 9
         assert len(async_commit) == 9  # one per committed position
     else:
         assert no_jit == [] and async_commit == []
 
 
-def test_without_jit_lasts_one_transaction(db: Any) -> None:
+def test_planning_for_scans_lasts_one_transaction(db: Any) -> None:
     ops = ops_for(db.engine)
     with db.engine.connect() as conn:
         if db.engine.dialect.name != "postgresql":
-            ops.without_jit(conn)  # nothing to turn off
+            ops.plan_for_scans(conn, 64)  # nothing to set
             return
-        default = conn.exec_driver_sql("SHOW jit").scalar_one()
-        ops.without_jit(conn)
+        before = conn.exec_driver_sql("SHOW jit").scalar_one()
+        memory = conn.exec_driver_sql("SHOW work_mem").scalar_one()
+        ops.plan_for_scans(conn, 64)
         assert conn.exec_driver_sql("SHOW jit").scalar_one() == "off"
+        assert conn.exec_driver_sql("SHOW work_mem").scalar_one() == "64MB"
         conn.rollback()
-        assert conn.exec_driver_sql("SHOW jit").scalar_one() == default
+        assert conn.exec_driver_sql("SHOW jit").scalar_one() == before
+        assert conn.exec_driver_sql("SHOW work_mem").scalar_one() == memory
+        ops.plan_for_scans(conn)  # 0: the server's work_mem
+        assert conn.exec_driver_sql("SHOW work_mem").scalar_one() == memory
+        conn.rollback()
 
 
 def test_repair_detection_reads_ranges_without_jit_too(db: Any) -> None:
@@ -131,7 +147,7 @@ def test_repair_detection_reads_ranges_without_jit_too(db: Any) -> None:
     found = sorted(r.legacy_id for rows in chunks for r in rows if r.legacy_id is not None)
     report = run_check(db.engine, db.settings, systems="cashout", store=False)
     assert len(found) == report.total - report.consistent
-    no_jit = [s for s in seen if s == "SET LOCAL jit = off"]
+    no_jit = [s for s in seen if NO_JIT in s]
     assert len(no_jit) == (len(chunks) if db.engine.dialect.name == "postgresql" else 0)
 
 
@@ -220,3 +236,12 @@ def test_chunk_keys_walks_the_keys_only_when_a_chunk_may_end_before_them(db: Any
         assert chunk_keys(conn, lt, None, 25)[0] == ids[24]  # 1..60: walked
     walks = [s for s in seen if "LIMIT" in s]
     assert len(walks) == 1, seen
+
+
+def test_the_check_work_mem_is_a_setting_with_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().check_work_mem_mb == 64
+    monkeypatch.setenv("UNISTATUS_CHECK_WORK_MEM_MB", "0")
+    assert load_settings().check_work_mem_mb == 0
+    monkeypatch.setenv("UNISTATUS_CHECK_WORK_MEM_MB", "-1")
+    with pytest.raises(ConfigError, match="check_work_mem_mb"):
+        load_settings()

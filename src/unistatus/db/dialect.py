@@ -196,10 +196,13 @@ class DialectOps:
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         """Bound how long statements and lock waits may take in this transaction."""
 
-    def without_jit(self, conn: sa.Connection) -> None:
-        """Plan this transaction's statements without JIT compilation (PostgreSQL): a
-        check range's CASE-heavy statement costs above ``jit_above_cost`` from about a
-        million rows on, and compiling it took longer than reading the range."""
+    def plan_for_scans(self, conn: sa.Connection, work_mem_mb: int = 0) -> None:
+        """Plan this transaction's statements for a scan of a key range (PostgreSQL):
+        without JIT compilation (a check range's CASE-heavy statement costs above
+        ``jit_above_cost`` from about a million rows on, and compiling it took longer
+        than reading the range), and with ``work_mem_mb`` (0: the server's setting) for
+        its hash tables: a range's join hashed in the default 4 MB spills to temporary
+        files (three systems at once, 500k rows: median 0.81 s, with 64 MB 0.73 s)."""
 
     def bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         """:meth:`bound_statements`, and let the commit return before its WAL is on disk.
@@ -384,8 +387,13 @@ class PostgresOps(DialectOps):
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
 
-    def without_jit(self, conn: sa.Connection) -> None:
-        conn.exec_driver_sql("SET LOCAL jit = off")
+    def plan_for_scans(self, conn: sa.Connection, work_mem_mb: int = 0) -> None:
+        settings = {"jit": "off"}
+        if work_mem_mb:
+            settings["work_mem"] = f"{int(work_mem_mb)}MB"
+        conn.exec_driver_sql(
+            "SELECT " + ", ".join(f"set_config('{k}', '{v}', true)" for k, v in settings.items())
+        )
 
     def bound_exclusive(
         self, conn: sa.Connection, *, statement_ms: int, lock_ms: int, idle_ms: int

@@ -209,7 +209,7 @@ class RangeScan:
             lt, lo, hi, self.since, project_pending=self.project_pending, full_join=self.full_join
         )
         cutoff = utcnow() - RECHECK_WINDOW
-        self.ops.without_jit(conn)
+        self.ops.plan_for_scans(conn, self.settings.check_work_mem_mb)
         counts, recent, spots = count_chunk(conn, pairs, cutoff, span)
         if counts["ok"] >= counts["total"]:
             conn.rollback()
@@ -254,10 +254,10 @@ class RangeScan:
                 # Only the examples: read from the keys the counting statement located
                 # them in (a few slices of the range), not from the whole range again.
                 near = pair_flags(lt, *window, self.since, project_pending=self.project_pending)
-                self.ops.without_jit(conn)
+                self.ops.plan_for_scans(conn)
                 listed = inconsistent_rows(conn, near, lt.system, wanted)
             else:
-                self.ops.without_jit(conn)
+                self.ops.plan_for_scans(conn)
                 listed = inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
             for first in listed:
                 shown = now.get(first.legacy_id, first) if first.legacy_id in now else first

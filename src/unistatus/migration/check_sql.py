@@ -507,7 +507,7 @@ def iter_inconsistent(
     ops = ops_for(engine)
     while True:
         with engine.connect() as conn:
-            ops.without_jit(conn)  # as the check's ranges: compiling costs more than reading
+            ops.plan_for_scans(conn)  # as the check's ranges: compiling costs more than reading
             hi = next_bound(conn, lt, lo, chunk)
             project = pending_replay_exists(conn)
             pairs = pair_flags(lt, lo, hi, since, project_pending=project)
