@@ -22,7 +22,7 @@ from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration import capture
 from unistatus.migration.capture_sql import UNIFIED_TARGET
-from unistatus.migration.check import CheckReport, latest_report, latest_report_for
+from unistatus.migration.check_reports import CheckReport, latest_report, latest_report_for
 from unistatus.observe.stats import window
 
 MAX_ERROR_RATE = 0.001  # < 0.1 %

@@ -36,18 +36,16 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables_check import check_reports
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
-from unistatus.migration.check import (
-    DEFAULT_CHUNK,
+from unistatus.migration.check_reports import (
     FULL_SCOPE,
-    KINDS,
     CheckReport,
-    RangeScan,
     latest_report,
     latest_report_for,
-    pending_replay_exists,
     store_report,
 )
 from unistatus.migration.check_runs import CONTINUOUS, RunState, add_counts, zero_counts
+from unistatus.migration.check_scan import RangeScan
+from unistatus.migration.check_sql import DEFAULT_CHUNK, KINDS, pending_replay_exists
 
 __all__ = [
     "CONTINUOUS_SCOPE",

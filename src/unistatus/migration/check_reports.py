@@ -1,0 +1,200 @@
+"""Stored check reports: what a check (or a round of continuous verification) found,
+and how gates, alerts and the dashboard find the one they need.
+
+One row of ``unistatus_check_reports`` per report; :func:`latest_report` and
+:func:`latest_report_for` read them instead of re-running a diff.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.clock import as_utc, utcnow
+from unistatus.db.tables_check import check_reports
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.migration.check_sql import KINDS
+
+FULL_SCOPE = "all"  # every system, every row: what phase gates should read
+
+
+@dataclass
+class CheckReport:
+    """The result of one check run (stored as one row of ``unistatus_check_reports``)."""
+
+    scope: str
+    systems: list[str]
+    total: int = 0
+    consistent: int = 0
+    inconsistencies: dict[str, int] = field(default_factory=lambda: dict.fromkeys(KINDS, 0))
+    per_system: dict[str, dict[str, Any]] = field(default_factory=dict)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    since: datetime | None = None
+    duration_ms: float = 0.0
+    started_at: datetime = field(default_factory=utcnow)
+    created_at: datetime = field(default_factory=utcnow)
+    id: int | None = None
+    # False: the run stopped before covering every key range (never a full check).
+    complete: bool = True
+    run: str | None = None
+
+    @property
+    def consistency_rate(self) -> float:
+        """consistent / total in 0..1; nothing to compare counts as fully consistent."""
+        return self.consistent / self.total if self.total else 1.0
+
+    @property
+    def is_consistent(self) -> bool:
+        return self.consistent == self.total
+
+    @property
+    def inconsistent(self) -> int:
+        return self.total - self.consistent
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.total / (self.duration_ms / 1000) if self.duration_ms > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "scope": self.scope,
+            "systems": list(self.systems),
+            "since": self.since.isoformat() if self.since else None,
+            "total": self.total,
+            "consistent": self.consistent,
+            "inconsistent": self.inconsistent,
+            "consistency_rate": self.consistency_rate,
+            "inconsistencies": dict(self.inconsistencies),
+            "per_system": self.per_system,
+            "examples": list(self.examples),
+            "duration_ms": round(self.duration_ms, 3),
+            "rows_per_second": round(self.rows_per_second, 1),
+            "started_at": self.started_at.isoformat(),
+            "created_at": self.created_at.isoformat(),
+            "complete": self.complete,
+            "run": self.run,
+        }
+
+
+def store_report(engine: sa.Engine, report: CheckReport) -> None:
+    values = {
+        "scope": report.scope,
+        "systems": report.systems,
+        "since": report.since,
+        "total": report.total,
+        "consistent": report.consistent,
+        "consistency_rate": report.consistency_rate,
+        "inconsistencies": report.inconsistencies,
+        "per_system": report.per_system,
+        "examples": report.examples,
+        "duration_ms": report.duration_ms,
+        "started_at": report.started_at,
+        "created_at": report.created_at,
+        "complete": report.complete,
+        "run": report.run,
+    }
+    with engine.begin() as conn:
+        report.id = int(
+            conn.execute(
+                sa.insert(check_reports).values(values).returning(check_reports.c.id)
+            ).scalar_one()
+        )
+
+
+def _from_row(row: Mapping[Any, Any]) -> CheckReport:
+    report = CheckReport(
+        scope=row["scope"],
+        systems=list(row["systems"]),
+        total=int(row["total"]),
+        consistent=int(row["consistent"]),
+        inconsistencies={**dict.fromkeys(KINDS, 0), **row["inconsistencies"]},
+        per_system=dict(row["per_system"]),
+        examples=list(row["examples"]),
+        since=as_utc(row["since"]),
+        duration_ms=float(row["duration_ms"]),
+        id=int(row["id"]),
+        complete=bool(row["complete"]),
+        run=row["run"],
+    )
+    report.started_at = as_utc(row["started_at"]) or report.started_at
+    report.created_at = as_utc(row["created_at"]) or report.created_at
+    return report
+
+
+def latest_report(
+    engine: sa.Engine,
+    *,
+    scope: str | None = None,
+    complete: bool = False,
+    covering_since: datetime | None = None,
+    not_scope: str | None = None,
+) -> CheckReport | None:
+    """The most recent stored report (of ``scope``, e.g. :data:`FULL_SCOPE`; not of
+    ``not_scope``), or None.
+
+    ``scope=None`` returns the most recent report whatever its scope; a phase gate that
+    needs "everything is consistent" should ask for ``scope="all"`` and ``complete=True``
+    (a run stopped by --max-duration is stored too, and covered only part of the keys).
+    ``covering_since``: only reports of every change since then (no ``since``, or an
+    earlier one), so a newer, narrower report (continuous verification) does not hide it.
+    """
+    R = check_reports
+    q = sa.select(R).order_by(R.c.created_at.desc(), R.c.id.desc())
+    if scope is not None:
+        q = q.where(R.c.scope == scope)
+    if not_scope is not None:
+        q = q.where(R.c.scope != not_scope)
+    if complete:
+        q = q.where(R.c.complete.is_(True))
+    if covering_since is not None:
+        q = q.where(sa.or_(R.c.since.is_(None), R.c.since <= covering_since))
+    with engine.connect() as conn:
+        row = conn.execute(q.limit(1)).mappings().first()
+    return _from_row(row) if row else None
+
+
+# How many recent reports latest_report_for looks through for one covering a system.
+COVERING_LOOKBACK = 200
+
+
+def latest_report_for(
+    engine: sa.Engine,
+    system: LegacySystemType,
+    *,
+    full: bool,
+    not_scope: str | None = None,
+    partial_scope: str | None = None,
+) -> CheckReport | None:
+    """The most recent stored report that covered ``system`` (``full``: all its rows,
+    no ``--since``), or None; a full check of every system covers each.
+
+    An incomplete report (a run stopped by --max-duration) covered only part of the
+    keys and is skipped, except a report of ``partial_scope``: a round of continuous
+    verification is stored incomplete while any system's pass goes on, and its figures
+    per system are each that system's own.
+    """
+    R = check_reports
+    whole: sa.ColumnElement[bool] = R.c.complete.is_(True)
+    if partial_scope is not None:
+        whole = sa.or_(whole, R.c.scope == partial_scope)
+    q = (
+        sa.select(R)
+        .order_by(R.c.created_at.desc(), R.c.id.desc())
+        .where(whole)
+        .limit(COVERING_LOOKBACK)
+    )
+    if full:
+        q = q.where(R.c.since.is_(None))
+    if not_scope is not None:
+        q = q.where(R.c.scope != not_scope)
+    with engine.connect() as conn:
+        for row in conn.execute(q).mappings():
+            report = _from_row(row)
+            if system.value in report.systems or not report.systems:
+                return report
+    return None
