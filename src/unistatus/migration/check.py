@@ -33,7 +33,7 @@ from unistatus.migration.check_reports import (
     store_report,
 )
 from unistatus.migration.check_runs import CONTINUOUS, RunState, SystemPosition, latest_unfinished
-from unistatus.migration.check_scan import RECHECK_WINDOW, RangeScan, walk_systems
+from unistatus.migration.check_scan import RECHECK_WINDOW, RangeScan, room_for_walks, walk_systems
 from unistatus.migration.check_sql import (
     DEFAULT_CHUNK,
     KINDS,
@@ -151,6 +151,9 @@ def run_check(
     options, after a kill or a ``max_duration`` stop. ``max_duration`` (seconds) stops
     between ranges; the report is stored with ``complete=False`` and says how far each
     system got. With ``store=False`` nothing is written (positions stay in memory).
+
+    On PostgreSQL the systems are walked at once (``check_scan.walk_systems``), and
+    ``on_range(system, position)`` is then called from their threads.
     """
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
         raise InputError(f"examples must be a non-negative integer, got {examples!r}")
@@ -174,7 +177,12 @@ def run_check(
                 project = pending_replay_exists(conn)
                 spans = {s: _key_span(conn, tables[s]) for s in wanted}
             ops = ops_for(engine)
-            at_once = ops.concurrent_reads and len(wanted) > 1 and writer is None
+            at_once = (
+                ops.concurrent_reads
+                and len(wanted) > 1
+                and writer is None
+                and room_for_walks(engine, len(wanted))
+            )
             scans = {
                 system: RangeScan(
                     engine,
@@ -197,6 +205,8 @@ def run_check(
                 writer.close()
     except sa.exc.OperationalError as exc:
         raise StorageError(f"check failed: {str(exc.orig).strip()}") from None
+    except sa.exc.TimeoutError as exc:  # no connection free in the engine's pool
+        raise StorageError(f"check failed: {exc}") from None
     report = _report_of(run, wanted, since_at, spans)
     kept = [e for system in wanted for e in scans[system].kept_examples]
     report.examples = kept[: int(opts["examples"])]

@@ -185,15 +185,24 @@ def walk_systems(
     """Walk every system's ranges; False when out of time before all were covered.
 
     ``at_once``: each system on its own connection and thread, side by side (PostgreSQL;
-    each system's positions are its own rows, committed on its own connection). Not with
-    ``--out``: one file receives every system's mismatches and a resumed run cuts it at
-    one byte offset, so the systems are walked one after another.
+    each system's positions are its own rows, committed on its own connection; the
+    ``on_range`` callback is then called from those threads). Not with ``--out``: one
+    file receives every system's mismatches and a resumed run cuts it at one byte
+    offset, so the systems are walked one after another. An error in one walk, or an
+    interrupt (Ctrl-C) of the caller, stops the others after their current range.
+
+    One after another, a system keeps only the examples the systems before it left
+    room for (the report lists the first ``examples`` in system order).
     """
     order = list(scans)
     if not at_once:
+        room = scans[order[0]].examples if order else 0
         for system in order:
-            if not walk_system(scans[system], run, tables[system], deadline, on_range):
+            scan = scans[system]
+            scan.examples = max(0, min(scan.examples, room))
+            if not walk_system(scan, run, tables[system], deadline, on_range):
                 return False
+            room -= len(scan.kept_examples)
         return True
     failed = threading.Event()
 
@@ -206,4 +215,22 @@ def walk_systems(
 
     with ThreadPoolExecutor(max_workers=len(order), thread_name_prefix="check") as pool:
         futures = [pool.submit(walk, system) for system in order]
-        return all([f.result() for f in futures])
+        try:
+            return all([f.result() for f in futures])
+        except BaseException:
+            failed.set()  # Ctrl-C here: the walks stop after their range, not at their end
+            raise
+
+
+def room_for_walks(engine: sa.Engine, walks: int) -> bool:
+    """Whether ``engine``'s pool lends ``walks`` walks their connections at once: each
+    holds one for its ranges and takes a second for a re-check (``recheck``). A smaller
+    pool (an application's engine) walks the systems one after another rather than
+    waiting on its own connections."""
+    pool = engine.pool
+    if isinstance(pool, sa.pool.NullPool):
+        return True
+    if not isinstance(pool, sa.pool.QueuePool):
+        return False
+    overflow = int(getattr(pool, "_max_overflow", 0))  # QueuePool has no public reader
+    return overflow < 0 or pool.size() + overflow >= 2 * walks

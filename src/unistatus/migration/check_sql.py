@@ -205,12 +205,7 @@ def pair_flags(
     if project_pending:
         lcols["status"] = projected_legacy_status(lt.status)
     ucols = {name: U.c[name] for name in _U_NAMES}
-    mine = [
-        U.c.legacy_system == system.value,
-        U.c.legacy_id.is_not(None),
-        *_range(U.c.legacy_id, lo, hi),
-        *_among(U.c.legacy_id, keys),
-    ]
+    mine = _unified_of(system, lo, hi, keys)
     on = sa.and_(lt.id == U.c.legacy_id, *_range(lt.id, lo, hi), *_among(lt.id, keys))
     matched = (
         sa.select(
@@ -237,6 +232,18 @@ def pair_flags(
     return _Pairs(p, _flags_of(system, p), _scope_of(p, since), lo, hi)
 
 
+def _unified_of(
+    system: LegacySystemType, lo: int | None, hi: int | None, keys: Sequence[int] | None
+) -> list[sa.ColumnElement[bool]]:
+    """The system's unified rows that point at a legacy key of the range (or ``keys``)."""
+    return [
+        U.c.legacy_system == system.value,
+        U.c.legacy_id.is_not(None),
+        *_range(U.c.legacy_id, lo, hi),
+        *_among(U.c.legacy_id, keys),
+    ]
+
+
 def _full_join_pairs(
     lt: LegacyTable,
     lo: int | None,
@@ -258,10 +265,7 @@ def _full_join_pairs(
         .where(*_range(lt.id, lo, hi), *_among(lt.id, keys))
         .subquery("l")
     )
-    mine = [U.c.legacy_system == lt.system.value, U.c.legacy_id.is_not(None)]
-    unified = sa.select(*[U.c[n] for n in _U_NAMES]).where(
-        *mine, *_range(U.c.legacy_id, lo, hi), *_among(U.c.legacy_id, keys)
-    )
+    unified = sa.select(*[U.c[n] for n in _U_NAMES]).where(*_unified_of(lt.system, lo, hi, keys))
     u = unified.subquery("u")
     status: sa.ColumnElement[Any] = legacy.c.status
     if project_pending:
@@ -284,8 +288,11 @@ def _flags_of(system: LegacySystemType, p: sa.Subquery) -> dict[str, sa.ColumnEl
 
 
 def _scope_of(p: sa.Subquery, since: datetime | None) -> sa.ColumnElement[bool]:
-    if since is None:
-        return sa.true()
+    return sa.true() if since is None else _updated_since(p, since)
+
+
+def _updated_since(p: sa.Subquery, since: datetime) -> sa.ColumnElement[bool]:
+    """Either side of the pair was updated at or after ``since``."""
     return sa.or_(p.c.l_updated_at >= since, p.c.u_updated_at >= since)
 
 
@@ -320,8 +327,7 @@ def _as_int(cond: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
 
 def recent_clause(pairs: _Pairs, since: datetime) -> sa.ColumnElement[bool]:
     """Either side of the pair was updated at or after ``since``."""
-    p = pairs.source
-    return sa.or_(p.c.l_updated_at >= since, p.c.u_updated_at >= since)
+    return _updated_since(pairs.source, since)
 
 
 # The counting statement says where a range's inconsistent pairs are, to within
