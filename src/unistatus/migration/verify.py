@@ -124,7 +124,7 @@ def verify_changes(
     ops = ops_for(engine)
     try:
         state = _state(engine)
-        tables = resolve_legacy_tables(engine, settings, require_status=False)
+        tables = resolve_legacy_tables(engine, settings, require_status=False, columns_only=True)
         with engine.connect() as conn:
             project = pending_replay_exists(conn)
         report = CheckReport(scope=CONTINUOUS_SCOPE, systems=[s.value for s in LegacySystemType])
