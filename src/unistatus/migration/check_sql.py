@@ -255,10 +255,10 @@ def _full_join_pairs(
 
     PostgreSQL before 16 runs a full join in one process, where the two halves of
     :func:`pair_flags` run in parallel workers; but the halves build two hash tables and
-    read legacy twice: 2.7 times the CPU of the one join (500k rows). When the systems
-    are counted at once (one connection each), the one join leaves the cores to them:
-    three systems on two cores in 0.64-0.83 s against 0.85-1.01 s for the halves one
-    system after another (BENCHMARKS.md).
+    read legacy twice (166k rows: three processes of 0.36 s against one of 0.5 s). When
+    the systems are counted at once (one connection each), the one join leaves the cores
+    to them: three systems on two cores in 0.64-0.83 s against 0.85-1.01 s for the
+    halves one system after another (BENCHMARKS.md, "Session of 2026-12-04 morning").
     """
     legacy = (
         sa.select(*[lt.column(n).label(n) for n in _L_NAMES])
