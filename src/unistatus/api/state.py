@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter import DualWriteAdapter
 from unistatus.config import Settings
+from unistatus.migration.verify import DEFAULT_ROWS_PER_ROUND, DEFAULT_SECONDS_PER_ROUND
 from unistatus.observe.alert_state import load_states
 from unistatus.observe.alerts import Monitor
 
@@ -36,6 +37,7 @@ class ServiceState:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._monitor_thread: threading.Thread | None = None
+        self.monitor: Monitor | None = None  # the background one, once started
 
     def adapter(self) -> DualWriteAdapter:
         with self._lock:
@@ -46,8 +48,21 @@ class ServiceState:
     def alerts(self) -> list[dict[str, Any]]:
         return [s.as_dict() for s in load_states(self.engine)]
 
-    def start_monitor(self, interval: float) -> None:
-        monitor = Monitor(self.engine, self.settings, window_seconds=self.window_seconds)
+    def start_monitor(
+        self,
+        interval: float,
+        *,
+        verify_rows: int = DEFAULT_ROWS_PER_ROUND,
+        verify_seconds: float | None = DEFAULT_SECONDS_PER_ROUND,
+    ) -> None:
+        monitor = Monitor(
+            self.engine,
+            self.settings,
+            window_seconds=self.window_seconds,
+            verify_rows=verify_rows,
+            verify_seconds=verify_seconds,
+        )
+        self.monitor = monitor
 
         def loop() -> None:
             while not self._stop.is_set():

@@ -8,6 +8,12 @@ from typing import TYPE_CHECKING
 import typer
 
 from unistatus.cli.context import EXIT_FAILED_CHECK, EXIT_OK, console, print_json, state
+from unistatus.cli.verify_options import (
+    DEFAULT_VERIFY_ROWS,
+    DEFAULT_VERIFY_SECONDS,
+    VerifyRows,
+    VerifySeconds,
+)
 
 if TYPE_CHECKING:
     from unistatus.observe.alert_state import AlertState
@@ -22,20 +28,8 @@ def monitor(
     count: int = typer.Option(
         0, "--count", min=0, help="Stop after N evaluations (0: until Ctrl-C)."
     ),
-    verify_rows: int = typer.Option(
-        200_000,
-        "--verify-rows",
-        min=0,
-        help="Continuous verification: rows changed since the last verified point checked "
-        "per evaluation and system, at most (0: off). See docs/check.md.",
-    ),
-    verify_seconds: float = typer.Option(
-        2.0,
-        "--verify-seconds",
-        min=0.01,
-        help="Continuous verification: seconds per evaluation and system, at most (a key "
-        "range begun is finished); a big table's pass goes on over several evaluations.",
-    ),
+    verify_rows: VerifyRows = DEFAULT_VERIFY_ROWS,
+    verify_seconds: VerifySeconds = DEFAULT_VERIFY_SECONDS,
     json_out: bool = typer.Option(False, "--json", help="One JSON document per evaluation."),
 ) -> None:
     """Evaluate alerts (state persisted, notifications once, automated responses).

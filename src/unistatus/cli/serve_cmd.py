@@ -5,6 +5,12 @@ from __future__ import annotations
 import typer
 
 from unistatus.cli.context import abort, err_console, state
+from unistatus.cli.verify_options import (
+    DEFAULT_VERIFY_ROWS,
+    DEFAULT_VERIFY_SECONDS,
+    VerifyRows,
+    VerifySeconds,
+)
 
 
 def serve(
@@ -19,8 +25,11 @@ def serve(
         30.0,
         "--monitor-interval",
         min=0.0,
-        help="Evaluate alerts every S seconds in the background (0: off).",
+        help="Evaluate alerts every S seconds in the background (0: off), each evaluation "
+        "verifying the rows changed since the last one first (as `monitor` does).",
     ),
+    verify_rows: VerifyRows = DEFAULT_VERIFY_ROWS,
+    verify_seconds: VerifySeconds = DEFAULT_VERIFY_SECONDS,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve /health, /metrics, /api/v1/... and the dashboard at / (Ctrl-C stops).
@@ -31,6 +40,7 @@ def serve(
 
       unistatus serve
       unistatus serve --port 8080 --monitor-interval 0
+      unistatus serve --verify-rows 50000 --verify-seconds 1
       UNISTATUS_ADMIN_TOKEN=... unistatus serve --host 0.0.0.0   (behind a TLS proxy)
     """
     import uvicorn
@@ -43,7 +53,13 @@ def serve(
     # as_is: a service started while its database is down reports it on /health and
     # recovers with it, rather than not starting
     engine = app_state.open_engine("as_is")
-    app = create_app(app_state.settings, engine, monitor_interval=monitor_interval or None)
+    app = create_app(
+        app_state.settings,
+        engine,
+        monitor_interval=monitor_interval or None,
+        verify_rows=verify_rows,
+        verify_seconds=verify_seconds,
+    )
     from unistatus.api.access import enabled
 
     if not enabled(app_state.settings, "writer"):

@@ -1,0 +1,46 @@
+"""`monitor` and `serve` share the continuous verification options, with the library's
+defaults, and `serve` hands them to its background monitor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from unistatus.api.service import create_app
+from unistatus.cli import app
+from unistatus.cli.verify_options import DEFAULT_VERIFY_ROWS, DEFAULT_VERIFY_SECONDS
+from unistatus.migration.verify import DEFAULT_ROWS_PER_ROUND, DEFAULT_SECONDS_PER_ROUND
+
+
+def test_the_cli_defaults_are_the_librarys() -> None:
+    assert (DEFAULT_VERIFY_ROWS, DEFAULT_VERIFY_SECONDS) == (
+        DEFAULT_ROWS_PER_ROUND,
+        DEFAULT_SECONDS_PER_ROUND,
+    )
+
+
+@pytest.mark.parametrize("command", ["monitor", "serve"])
+def test_monitor_and_serve_offer_both_options(command: str) -> None:
+    done = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert done.exit_code == 0, done.output
+    assert "--verify-rows" in done.output and "--verify-seconds" in done.output
+
+
+def test_the_service_monitor_verifies_within_the_bounds_given(db: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    application = create_app(
+        db.settings, db.engine, monitor_interval=3600, verify_rows=123, verify_seconds=0.5
+    )
+    with TestClient(application):
+        monitor = application.state.service.monitor
+        assert monitor is not None
+        assert (monitor.verify_rows, monitor.verify_seconds) == (123, 0.5)
+
+
+def test_serve_refuses_a_bound_out_of_range() -> None:
+    done = CliRunner().invoke(app, ["serve", "--verify-seconds", "0"])
+    assert done.exit_code == 2
+    assert "--verify-seconds" in done.output
