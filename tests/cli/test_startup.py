@@ -90,8 +90,7 @@ def test_check_and_backfill_load_only_what_they_run(tmp_path: Path) -> None:
     for argv in (["check", "--json"], ["check", "--since", "1h"], ["backfill", "--json"]):
         names, done = imported_modules("-c", MAIN, "--database-url", url, *argv)
         assert done.returncode == 0, done.stderr
-        # Printing JSON, they draw nothing: Rich (25 ms) stays out too.
-        for package in (*unneeded, "rich") if "--json" in argv else unneeded:
+        for package in unneeded:
             assert loaded(names, package) == [], f"`unistatus {' '.join(argv)}` imports {package}"
 
 

@@ -4,12 +4,10 @@ Each command group lives in its own module here and only maps options onto libra
 functions. Errors derived from :class:`unistatus.UnistatusError` become one line on
 stderr and exit code 2 (``--debug`` shows the traceback).
 
-Startup stays fast: the command modules import only typer and the stdlib-only parts of
-the package at module top, and import the library (SQLAlchemy, settings, the adapter)
-inside the command bodies that use it - the documented exception to "imports at module
-top", so ``unistatus --help`` loads none of it (tests/cli/test_startup.py). Rich loads
-when a command first prints through the shared consoles (``context.console``), so a
-command that prints JSON never loads it.
+Startup stays fast: the command modules import only typer, rich and the stdlib-only
+parts of the package at module top, and import the library (SQLAlchemy, settings, the
+adapter) inside the command bodies that use it - the documented exception to "imports at
+module top", so ``unistatus --help`` loads none of it (tests/cli/test_startup.py).
 """
 
 from __future__ import annotations

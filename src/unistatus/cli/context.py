@@ -14,9 +14,10 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn, cast
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import typer
+from rich.console import Console
 
 from unistatus.domain.inputs import check_reason
 from unistatus.domain.statuses import LegacySystemType
@@ -25,29 +26,11 @@ from unistatus.redact import redact
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
-    from rich.console import Console
 
     from unistatus.config import Settings
 
-
-class _ConsoleWhenUsed:
-    """A Rich console made when a command first prints through it: a command that
-    prints JSON, or nothing, never imports Rich (25 ms of every start-up)."""
-
-    def __init__(self, **options: Any) -> None:
-        self._options = options
-        self._console: Console | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._console is None:
-            from rich.console import Console
-
-            self._console = Console(**self._options)
-        return getattr(self._console, name)
-
-
-console = cast("Console", _ConsoleWhenUsed())
-err_console = cast("Console", _ConsoleWhenUsed(stderr=True))
+console = Console()
+err_console = Console(stderr=True)
 
 EXIT_OK = 0
 EXIT_FAILED_CHECK = 1  # the command ran; what it checked is not fine

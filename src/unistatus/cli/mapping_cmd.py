@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.table import Table
 
 from unistatus.cli.context import EXIT_FAILED_CHECK, console, print_json, state
 
@@ -64,8 +65,6 @@ def mapping(
     if json_out:
         print_json({"mappings": rows, "types": types})
         return
-    from rich.table import Table  # lazy: a command that prints JSON does without Rich
-
     extra = sum(r["origin"] == "extra" for r in rows)
     of_config = f", {extra} from the config" if extra else ""
     table = Table(title=f"Forward mapping ({len(rows)} legacy statuses{of_config})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.table import Table
 
 from unistatus.cli.context import EXIT_ERROR, console, err_console, print_json, state
 
@@ -231,8 +232,6 @@ def _history(adapter: Any, transaction_id: str, limit: int) -> list[dict[str, An
 
 
 def _print_show(data: dict[str, Any]) -> None:
-    from rich.table import Table  # lazy: a command that prints JSON does without Rich
-
     ref = f"{str(data['legacy_system']).lower()}:{data['legacy_id']}" if data["legacy_id"] else "-"
     console.print(
         f"[bold]{data['transaction_id']}[/] ({data['transaction_type']}, legacy {ref})",
