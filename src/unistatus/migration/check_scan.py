@@ -120,8 +120,8 @@ class RangeScan:
                 near = pair_flags(lt, *window, self.since, project_pending=self.project_pending)
                 self.ops.plan_for_scans(conn)
                 listed = inconsistent_rows(conn, near, lt.system, wanted)
-            else:
-                self.ops.plan_for_scans(conn)
+            else:  # the whole range again (--out): the same statement's hash tables
+                self.ops.plan_for_scans(conn, self.settings.check_work_mem_mb)
                 listed = inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
             for first in listed:
                 shown = now.get(first.legacy_id, first) if first.legacy_id in now else first
