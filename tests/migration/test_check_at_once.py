@@ -36,6 +36,7 @@ from unistatus.db.tables import pending_legacy_changes
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_check import check_runs
 from unistatus.migration.check import run_check
+from unistatus.migration.check_runs import latest_unfinished
 from unistatus.migration.check_scan import room_for_walks
 from unistatus.migration.check_sql import chunk_keys, count_chunk, pair_flags
 
@@ -279,3 +280,32 @@ def test_ctrl_c_stops_every_walk_after_its_range(pg: Any, tmp_path: Path) -> Non
             child.kill()
     assert child.returncode == 130 and "interrupted" in out, out
     assert waited < 5, f"the interrupt waited {waited:.1f} s for the walks to end"
+
+
+def test_a_run_interrupted_before_the_fix_resumes_with_each_example_once(db: Any) -> None:
+    """Positions stored by the code before kept the earlier systems' examples too: a
+    resumed run reads each system's own."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    whole = run_check(db.engine, db.settings, chunk=CHUNK, examples=1000)
+
+    def stop_in_escrow(system: Any, pos: Any) -> None:
+        if system.value == "ESCROW" and pos.ranges == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_check(db.engine, db.settings, chunk=CHUNK, examples=1000, on_range=stop_in_escrow)
+    R = check_runs
+    with db.engine.begin() as conn:
+        name = latest_unfinished(conn)
+        stored = dict(
+            conn.execute(sa.select(R.c.system, R.c.examples).where(R.c.run == name)).all()
+        )
+        # As the code before stored them: every earlier system's examples in front.
+        conn.execute(
+            sa.update(R)
+            .where(R.c.run == name, R.c.system == "ESCROW")
+            .values(examples=stored["CASHOUT"] + stored["ESCROW"])
+        )
+    resumed = run_check(db.engine, db.settings, resume=True)
+    assert resumed.examples == whole.examples

@@ -194,7 +194,11 @@ def run_check(
                     project,
                     writer,
                     recheck_in_flight,
-                    kept_examples=list(run.systems[system].examples),
+                    # Its own only: a run stored before 2026-12-04 kept the earlier
+                    # systems' examples in every system's position as well.
+                    kept_examples=[
+                        e for e in run.systems[system].examples if e["system"] == system.value
+                    ],
                     full_join=at_once,
                 )
                 for system in wanted
