@@ -170,9 +170,9 @@ def test_an_error_in_one_walk_stops_the_others_and_is_raised(pg: Any) -> None:
     assert seen.get("CASHOUT", 0) < N and seen.get("EXCHANGE", 0) < N
 
 
-def test_a_resumed_run_keeps_each_systems_examples_once(db: Any) -> None:
-    """Each system's position kept every example found so far, other systems' too: a
-    resumed run then listed the first systems' examples twice."""
+def whole_then_stopped_in_escrow(db: Any) -> Any:
+    """A damaged database's whole report (every mismatch an example), then a run of the
+    same check stopped in escrow's second range, left to resume."""
     populate(db.engine, db.settings, N)
     damage(db.engine, db.settings, N)
     whole = run_check(db.engine, db.settings, chunk=CHUNK, examples=1000)
@@ -183,6 +183,13 @@ def test_a_resumed_run_keeps_each_systems_examples_once(db: Any) -> None:
 
     with pytest.raises(Stop):
         run_check(db.engine, db.settings, chunk=CHUNK, examples=1000, on_range=stop_in_escrow)
+    return whole
+
+
+def test_a_resumed_run_keeps_each_systems_examples_once(db: Any) -> None:
+    """Each system's position kept every example found so far, other systems' too: a
+    resumed run then listed the first systems' examples twice."""
+    whole = whole_then_stopped_in_escrow(db)
     resumed = run_check(db.engine, db.settings, resume=True)
     assert resumed.complete and resumed.inconsistent == whole.inconsistent
     keys = [(e["system"], e["legacy_id"]) for e in resumed.examples]
@@ -285,16 +292,7 @@ def test_ctrl_c_stops_every_walk_after_its_range(pg: Any, tmp_path: Path) -> Non
 def test_a_run_interrupted_before_the_fix_resumes_with_each_example_once(db: Any) -> None:
     """Positions stored by the code before kept the earlier systems' examples too: a
     resumed run reads each system's own."""
-    populate(db.engine, db.settings, N)
-    damage(db.engine, db.settings, N)
-    whole = run_check(db.engine, db.settings, chunk=CHUNK, examples=1000)
-
-    def stop_in_escrow(system: Any, pos: Any) -> None:
-        if system.value == "ESCROW" and pos.ranges == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        run_check(db.engine, db.settings, chunk=CHUNK, examples=1000, on_range=stop_in_escrow)
+    whole = whole_then_stopped_in_escrow(db)
     R = check_runs
     with db.engine.begin() as conn:
         name = latest_unfinished(conn)

@@ -391,25 +391,20 @@ class PostgresOps(DialectOps):
         settings = {"jit": "off"}
         if work_mem_mb:
             settings["work_mem"] = f"{int(work_mem_mb)}MB"
-        conn.exec_driver_sql(
-            "SELECT " + ", ".join(f"set_config('{k}', '{v}', true)" for k, v in settings.items())
-        )
+        conn.exec_driver_sql(_set_local_sql(settings))
 
     def bound_exclusive(
         self, conn: sa.Connection, *, statement_ms: int, lock_ms: int, idle_ms: int
     ) -> None:
         settings = {
-            "statement_timeout": statement_ms,
-            "lock_timeout": lock_ms,
-            "idle_in_transaction_session_timeout": idle_ms,
+            "statement_timeout": int(statement_ms),
+            "lock_timeout": int(lock_ms),
+            "idle_in_transaction_session_timeout": int(idle_ms),
         }
         if (conn.dialect.server_version_info or (0,)) >= (14,):
             # A statement still running when its client died ends within this period.
-            settings["client_connection_check_interval"] = min(lock_ms, 1000)
-        conn.exec_driver_sql(
-            "SELECT "
-            + ", ".join(f"set_config('{k}', '{int(v)}', true)" for k, v in settings.items())
-        )
+            settings["client_connection_check_interval"] = min(int(lock_ms), 1000)
+        conn.exec_driver_sql(_set_local_sql(settings))
 
     def lock_rows_skip_busy(self, query: sa.Select[Any]) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=True)
@@ -502,6 +497,12 @@ def ops_for(engine: sa.Engine) -> DialectOps:
     if name == "sqlite":
         return SQLiteOps(engine)
     return DialectOps(engine)
+
+
+def _set_local_sql(settings: dict[str, Any]) -> str:
+    """PostgreSQL: ONE statement setting each of ``settings`` for the transaction (SET
+    LOCAL), its values written literally (names and values of our own, never input)."""
+    return "SELECT " + ", ".join(f"set_config('{k}', '{v}', true)" for k, v in settings.items())
 
 
 def _batch_settings(statement_ms: int, lock_ms: int) -> list[sa.FunctionElement[Any]]:
