@@ -154,6 +154,11 @@ class ChunkCopier:
             chunks=len(claimed),
         )
 
+    def any_claimable(self, conn: sa.Connection) -> bool:
+        """Whether a pending chunk of this table is free to claim now: not paused, and
+        not held by another worker."""
+        return conn.execute(self._claim().limit(1)).first() is not None
+
     def _claim(self) -> sa.Select[Any]:
         claim = (
             sa.select(CH.c.start_id, CH.c.end_id, CH.c.rows)

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from unistatus.backfill import health
 from unistatus.backfill.activity import PAUSED as PAUSED_STATE
 from unistatus.backfill.activity import RUNNING, Activity, forget_old, live_workers
-from unistatus.backfill.batch import ChunkCopier
+from unistatus.backfill.batch import ChunkCopier, Copied
 from unistatus.backfill.control import Tuning, effective_tuning, is_paused, stored_tuning
 from unistatus.backfill.plan import RUNNING as JOB_RUNNING
 from unistatus.backfill.sizing import BatchSizer
@@ -434,6 +434,13 @@ class Worker:
                 time.sleep(min(5.0, 0.05 * 2**attempt))
         return None  # pragma: no cover (the loop always returns or raises)
 
+    def _claim(
+        self, conn: sa.Connection, system: LegacySystemType, retries: int, now: datetime
+    ) -> Copied | None:
+        return self._copiers[system].claim_and_copy(
+            conn, worker=self.name, attempts=retries + 1, now=now, chunks=self._chunks(system)
+        )
+
     def _batch(self, retries: int) -> BatchResult | _Paused | None:
         # Statement and lock timeouts, and an asynchronous commit: safe because the
         # chunks' rows and their checkpoint are lost or kept together, and a lost
@@ -446,30 +453,30 @@ class Worker:
             for system in self.tables:
                 if system in self._exhausted:
                     continue
-                copied = self._copiers[system].claim_and_copy(
-                    conn,
-                    worker=self.name,
-                    attempts=retries + 1,
-                    now=now,
-                    chunks=self._chunks(system),
+                copied = self._claim(conn, system, retries, now)
+                if copied is None:
+                    if is_paused(conn, system):
+                        paused = True  # this system's waits; another's may go on
+                        continue
+                    # Not paused as the flag reads now. Done (or the rest held by other
+                    # workers), unless a resume committed between the claim and this
+                    # look: then a chunk is free again, and claimed now.
+                    if self._copiers[system].any_claimable(conn):
+                        copied = self._claim(conn, system, retries, now)
+                    if copied is None:
+                        self._exhausted.add(system)
+                        continue
+                return BatchResult(
+                    system,
+                    copied.start_id,
+                    copied.end_id,
+                    copied.rows,
+                    copied.inserted,
+                    copied.already_present,
+                    copied.quarantined,
+                    retries,
+                    copied.chunks,
                 )
-                if copied is not None:
-                    return BatchResult(
-                        system,
-                        copied.start_id,
-                        copied.end_id,
-                        copied.rows,
-                        copied.inserted,
-                        copied.already_present,
-                        copied.quarantined,
-                        retries,
-                        copied.chunks,
-                    )
-                if is_paused(conn, system):
-                    paused = True  # this system's waits; another's may go on
-                    continue
-                # Nothing free: done, or the rest is held by other workers.
-                self._exhausted.add(system)
         return PAUSED if paused else None
 
 
