@@ -31,6 +31,8 @@ in this process (what ``bench/backfill.py`` and ``bench/check.py`` time), so the
 into the library's and the process's share. ``--bars`` runs the commands with
 ``FORCE_COLOR=1``: Rich then draws the backfill's progress bars as on a terminal.
 
+``--workers N`` adds ``backfill@wN``: the backfill command with ``--workers N``.
+
 ``--base-src DIR`` adds the variants ``backfill@base`` and ``check@base``: the same
 commands with ``PYTHONPATH=DIR`` (e.g. ``git archive <commit> src | tar -x -C /tmp/base``),
 so a change is measured against its base in the same rounds.
@@ -160,6 +162,7 @@ def bench(
     base_src: str | None = None,
     library: bool = False,
     bars: bool = False,
+    workers: int | None = None,
 ) -> dict[str, Any]:
     settings = load_settings(database_url=url)
     engine = create_engine(url)
@@ -176,6 +179,8 @@ def bench(
     if library:
         backfill_group.append("backfill@lib")
         check_group.append("check@lib")
+    if workers is not None:
+        backfill_group.append(f"backfill@w{workers}")
     if base_src is not None:
         with_bytecode(base_src)
         base_env = {**(env or os.environ), "PYTHONPATH": base_src}
@@ -208,7 +213,8 @@ def bench(
         elif variant == "check@lib":
             assert run_check(engine, settings, examples=10).total == rows
         elif variant.startswith("backfill"):
-            done = run_timed(unistatus(url, "backfill", *json_flag), cmd_env)
+            more = ["--workers", str(workers)] if variant.startswith("backfill@w") else []
+            done = run_timed(unistatus(url, "backfill", *more, *json_flag), cmd_env)
             assert done.returncode == 0, done.stderr
             if not bars:
                 assert json.loads(done.stdout)["inserted"] == rows
@@ -281,7 +287,7 @@ def bench(
         "backfill": figures(*BACKFILL),
         "check": figures(*CHECK),
     }
-    for variant in ("backfill@lib", "check@lib"):
+    for variant in ("backfill@lib", "check@lib", f"backfill@w{workers}"):
         if variant in seconds:
             out[variant] = figures("raw_" + variant.split("@")[0], variant)
     if base_src is not None:
@@ -299,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-src", help="also run the commands with PYTHONPATH=DIR")
     parser.add_argument("--library", action="store_true", help="also time the library calls")
     parser.add_argument("--bars", action="store_true", help="FORCE_COLOR=1: progress bars on")
+    parser.add_argument(
+        "--workers", type=int, help="also run the backfill command with --workers N"
+    )
     parser.add_argument("--database-url", help="a scratch PostgreSQL database instead")
     parser.add_argument("--json", action="store_true", help="JSON on stdout")
     args = parser.parse_args(argv)
@@ -312,12 +321,14 @@ def main(argv: list[str] | None = None) -> int:
             args.base_src,
             args.library,
             args.bars,
+            args.workers,
         )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f"{result['rows']:,} legacy rows, {result['rounds']} rounds, load {result['loadavg']}")
-    names = ("backfill", "backfill@lib", "backfill@base", "check", "check@lib", "check@base")
+    names = ("backfill", "backfill@lib", "backfill@base", f"backfill@w{args.workers}")
+    names += ("check", "check@lib", "check@base")
     for name in names:
         f = result.get(name)
         if f:

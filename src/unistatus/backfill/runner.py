@@ -1,8 +1,8 @@
 """``run_backfill``: plan (or join) the jobs, run the workers, report.
 
-With ``workers > 1`` on PostgreSQL, N processes run :class:`Worker` against the same
-chunk table (so more hosts can join with their own ``unistatus backfill``); this
-process then only watches progress through the database. SQLite runs one worker.
+With ``workers > 1`` on PostgreSQL, N threads run :class:`Worker` against the same
+chunk table, one connection each (more hosts can join with their own ``unistatus
+backfill``). SQLite runs one worker.
 
 Batch sizes: ``batch_size`` is where batches start, and the size of every batch when
 ``target_batch_ms`` is 0 (fixed). Otherwise each worker sizes its batches to take about
@@ -13,13 +13,8 @@ batch claims as many chunks as its size asks for.
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import multiprocessing
-import os
-import queue
-import signal
-import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,15 +27,14 @@ from unistatus.backfill.control import Tuning
 from unistatus.backfill.plan import Job, mark_complete, plan_or_join
 from unistatus.backfill.progress import progress as read_progress
 from unistatus.backfill.statements import dry_run_counts
-from unistatus.backfill.worker import BatchResult, Clock, Tally, Worker
+from unistatus.backfill.worker import BatchResult, Clock, Tally, Worker, worker_name
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
-from unistatus.domain.mapping import extra_statuses, register_extra_statuses
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.errors import InputError, StorageError
+from unistatus.errors import InputError, StorageError, UnistatusError
 
 log = logging.getLogger("unistatus.backfill")
 
@@ -187,10 +181,7 @@ def run_backfill(
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot plan the backfill: {exc.orig}") from None
     how = _How(tuning, explicit, run_started, batch_size, clock)
-    if workers == 1:
-        tally = _run_here(engine, settings, tables, jobs, how, progress)
-    else:
-        tally = _run_processes(engine, settings, list(tables), workers, how, progress)
+    tally = _run_workers(engine, settings, tables, jobs, how, progress, workers)
     mark_complete(ops, list(tables))
     report = _report(engine, settings, jobs, tally)
     report.workers = workers
@@ -231,24 +222,6 @@ class _How:
             **kwargs,
         )
 
-    def portable(self) -> dict[str, Any]:
-        """What a spawned worker process needs to build its :class:`Worker`."""
-        return {
-            "tuning": self.tuning.as_dict(),
-            "given": sorted(self.given),
-            "run_started": self.run_started.isoformat(),
-            "batch_size": self.batch_size,
-        }
-
-    @classmethod
-    def from_portable(cls, data: dict[str, Any]) -> _How:
-        return cls(
-            Tuning(**data["tuning"]),
-            frozenset(data["given"]),
-            datetime.fromisoformat(data["run_started"]),
-            int(data["batch_size"]),
-        )
-
 
 def _validate(batch_size: int, workers: int, rate: float | None) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -259,15 +232,26 @@ def _validate(batch_size: int, workers: int, rate: float | None) -> None:
         raise InputError(f"max rows per second must be positive, got {rate!r}")
 
 
-def _run_here(
+def _run_workers(
     engine: sa.Engine,
     settings: Settings,
     tables: dict[LegacySystemType, LegacyTable],
     jobs: dict[LegacySystemType, Job],
     how: _How,
     progress: ProgressCallback | None,
+    workers: int,
 ) -> Tally:
+    """Run the workers: one in this thread, or ``workers`` threads sharing the chunks.
+
+    Threads, not processes: a batch is one statement the server runs, so a worker
+    waits on its connection (psycopg lets the others run meanwhile), and threads start
+    at once, die with the process (a killed backfill leaves no copier behind) and map
+    with this process's registered values. They copy on an engine of their own, one
+    connection each. An error or Ctrl-C stops the others after their batch (a batch
+    is one transaction: nothing half-copied).
+    """
     done: dict[str, int] = {}
+    lock = threading.Lock()
     if progress is not None:
         snapshot = read_progress(engine, settings)
         for system, job in jobs.items():
@@ -278,127 +262,56 @@ def _run_here(
         if progress is None:
             return
         key = b.system.value
-        done[key] = done.get(key, 0) + b.rows
-        progress(key, done[key], jobs[b.system].total)
+        with lock:
+            done[key] = done.get(key, 0) + b.rows
+            progress(key, done[key], jobs[b.system].total)
 
-    return how.worker(engine, settings, tables, on_batch=on_batch).run()
-
-
-def _run_processes(
-    engine: sa.Engine,
-    settings: Settings,
-    systems: list[LegacySystemType],
-    workers: int,
-    how: _How,
-    progress: ProgressCallback | None,
-) -> Tally:
-    ctx = multiprocessing.get_context("spawn")
-    results: multiprocessing.Queue[tuple[str, Any]] = ctx.Queue()
+    if workers == 1:
+        return how.worker(engine, settings, tables, on_batch=on_batch).run()
     url = engine.url.render_as_string(hide_password=False)
-    # The process's extra values, not only the settings': a library user may register
-    # them in code (register_extra_statuses), which a spawned process never runs.
-    extras = {s.value: values for s, values in extra_statuses().items() if values}
-    procs = [
-        ctx.Process(
-            target=_worker_main,
-            args=(
-                url,
-                settings.model_dump(),
-                extras,
-                [s.value for s in systems],
-                how.portable(),
-                results,
-                os.getpid(),
-            ),
-            daemon=True,
-        )
-        for _ in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    tally, errors, finished = Tally(), [], 0
-    try:
-        while finished < len(procs):
-            try:
-                kind, payload = results.get(timeout=POLL_SECONDS)
-                finished += 1
-                if kind == "ok":
-                    tally.merge(payload)
-                else:
-                    errors.append(str(payload))
-            except queue.Empty:
-                if not any(p.is_alive() for p in procs) and results.empty():
-                    break
-            if progress is not None:
-                snapshot = read_progress(engine, settings)
-                for s in systems:
-                    progress(s.value, snapshot[s.value]["done"], snapshot[s.value]["total"])
-    finally:
-        for p in procs:
-            p.join(timeout=5)
-            if p.is_alive():
-                p.terminate()
-    dead = [p.exitcode for p in procs if p.exitcode not in (0, None)]
-    if errors or (dead and finished < len(procs)):
-        detail = errors[0] if errors else f"a worker process exited with code {dead[0]}"
-        raise StorageError(f"backfill worker failed: {detail}")
-    return tally
+    shared = create_engine(url, schema=settings.schema, pool_size=workers, max_overflow=workers)
+    stop = threading.Event()
+    tally, errors = Tally(), []
 
-
-def _worker_main(
-    url: str,
-    settings_data: dict[str, Any],
-    extras: dict[str, dict[str, str]],
-    systems: list[str],
-    how: dict[str, Any],
-    results: multiprocessing.Queue[tuple[str, Any]],
-    parent: int,
-) -> None:
-    """Entry point of a worker process: its own engine, the same chunk table.
-
-    It lives only as long as the ``unistatus backfill`` that started it: a killed
-    parent must not leave workers copying unseen (see :func:`_die_with_parent`).
-    """
-    _die_with_parent(parent)
-    try:
-        settings = Settings(**settings_data)
-        register_extra_statuses(extras)
-        engine = create_engine(url, schema=settings.schema, pool_size=2, max_overflow=2)
-        chosen = [LegacySystemType(s) for s in systems]
-        tables = resolve_legacy_tables(engine, settings, systems=chosen, columns_only=True)
-        ops = ops_for(engine)
-        tally = (
-            _How.from_portable(how)
-            .worker(engine, settings, tables, keep_going=lambda: os.getppid() == parent)
-            .run()
-        )
-        if os.getppid() == parent:
-            # The job this worker saw to its end gets its finish time even if the parent
-            # dies before it can (mark_complete closes only jobs with nothing pending).
-            mark_complete(ops, chosen)
-        engine.dispose()
-        results.put(("ok", tally))
-    except Exception as exc:  # reported to the parent, which raises it as one line
-        results.put(("error", f"{type(exc).__name__}: {exc}"))
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel stop this process when its parent dies (Linux), and check now.
-
-    Elsewhere the worker notices between batches (its parent id changes when the
-    parent is gone). A batch cut short is rolled back and copied again later.
-    """
-    if sys.platform.startswith("linux"):
+    def copy(index: int) -> None:
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover (no prctl: the check remains)
-            log.warning("cannot ask to stop with the parent; checking between batches")
-    if os.getppid() != parent:  # it died before the request above
-        raise SystemExit(1)
+            worker = how.worker(
+                shared,
+                settings,
+                tables,
+                on_batch=on_batch,
+                keep_going=lambda: not stop.is_set(),
+                name=worker_name(index),
+            )
+            result = worker.run()
+            with lock:
+                tally.merge(result)
+        except BaseException as exc:  # reported by the caller's thread, which raises it
+            with lock:
+                errors.append(exc)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=copy, args=(i,), name=f"backfill-{i}", daemon=True)
+        for i in range(workers)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=POLL_SECONDS)
+    finally:
+        stop.set()  # Ctrl-C: the others end after their batch
+        for t in threads:
+            t.join()
+        shared.dispose()
+    if errors:
+        first = errors[0]
+        if isinstance(first, UnistatusError):
+            raise first
+        raise StorageError(f"backfill worker failed: {type(first).__name__}: {first}")
+    return tally
 
 
 def _report(

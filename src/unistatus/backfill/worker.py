@@ -149,8 +149,10 @@ class Pacer:
         return ahead
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"[:64]
+def worker_name(index: int | None = None) -> str:
+    """``host:pid``, and ``host:pid.N`` for the N-th of a process's worker threads."""
+    name = f"{socket.gethostname()}:{os.getpid()}"
+    return (name if index is None else f"{name}.{index}")[-64:]
 
 
 class Worker:
@@ -176,6 +178,7 @@ class Worker:
         on_batch: Callable[[BatchResult], None] | None = None,
         keep_going: Callable[[], bool] | None = None,
         clock: Clock | None = None,
+        name: str | None = None,
     ) -> None:
         self.engine = engine
         self.ops = ops
@@ -188,9 +191,9 @@ class Worker:
         self.run_started = run_started or self.clock.now()
         self.batch_size = batch_size
         self.on_batch = on_batch
-        # Asked before each batch; False stops the worker (e.g. its parent died).
+        # Asked before each batch; False stops the worker (Ctrl-C, another worker failed).
         self.keep_going = keep_going
-        self.name = worker_name()
+        self.name = name or worker_name()
         self.tally = Tally()
         self.pacer = Pacer(None, self.clock)
         self._copiers = {system: ChunkCopier(ops, lt) for system, lt in tables.items()}

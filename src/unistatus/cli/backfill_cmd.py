@@ -77,7 +77,7 @@ def run(
         "--workers",
         min=1,
         max=64,
-        help="Worker processes sharing the chunks (PostgreSQL; SQLite runs one).",
+        help="Worker threads sharing the chunks, one connection each (PostgreSQL; SQLite runs one).",
     ),
     max_rows_per_second: float = typer.Option(
         None, "--max-rows-per-second", min=0.001, help="Throttle (rows/s, all workers)."
