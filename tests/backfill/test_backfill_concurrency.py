@@ -89,10 +89,10 @@ def test_backfill_100k_under_live_dual_writes_is_fully_consistent(pg: Any) -> No
 
 
 def test_several_workers_share_the_chunks_without_gap_or_overlap(pg: Any) -> None:
-    """Three worker processes, started together, each claim chunks; together they tile
-    every key range once. The start is synchronised, not hoped for: the chunk table is
-    locked until all three workers wait on it, so each one's first claim is a chunk of
-    its own (SKIP LOCKED), however slowly the processes were spawned."""
+    """Three workers, started together, each claim chunks; together they tile every key
+    range once. The start is synchronised, not hoped for: the chunk table is locked
+    until all three workers wait on it, so each one's first claim is a chunk of its own
+    (SKIP LOCKED), however slowly their threads were started."""
     seed_legacy(pg.engine, pg.settings, 15_000, seed=4, unmappable=9)
     # The workers' first statements wait for the lock below: no timeout may cut them off.
     settings = pg.settings.model_copy(
@@ -194,12 +194,18 @@ def test_a_timed_out_batch_is_retried_not_skipped(pg: Any) -> None:
     assert not inconsistencies(pg.engine, settings)
 
 
-def test_server_connection_lost_mid_batch_is_reported_and_resumable(pg: Any) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_server_connection_lost_mid_batch_is_reported_and_resumable(
+    pg: Any, workers: int
+) -> None:
+    """With two workers, the one whose connection is lost stops the other after its
+    batch: the command ends with one line, not a run finished by the survivor."""
     seed_legacy(pg.engine, pg.settings, 40_000, seed=7)
     # The operator's command, in its own process; the server kills its connection
     # while a batch statement is running.
     proc = subprocess.Popen(
-        [UNISTATUS, "--database-url", pg.url, "backfill", "--batch-size", "200", "--json"],
+        [UNISTATUS, "--database-url", pg.url, "backfill", "--batch-size", "200"]
+        + ["--target-batch-ms", "0", "--workers", str(workers), "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
