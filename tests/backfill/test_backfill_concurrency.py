@@ -195,9 +195,7 @@ def test_a_timed_out_batch_is_retried_not_skipped(pg: Any) -> None:
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-def test_server_connection_lost_mid_batch_is_reported_and_resumable(
-    pg: Any, workers: int
-) -> None:
+def test_server_connection_lost_mid_batch_is_reported_and_resumable(pg: Any, workers: int) -> None:
     """With two workers, the one whose connection is lost stops the other after its
     batch: the command ends with one line, not a run finished by the survivor."""
     seed_legacy(pg.engine, pg.settings, 40_000, seed=7)
