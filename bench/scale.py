@@ -4,7 +4,7 @@ against the raw SQL limit in the same run.
 Seeds ``--rows`` legacy rows across the three legacy tables, set-based
 (``unistatus.sim.seed.seed_legacy``: one ``INSERT ... SELECT`` over ``generate_series``
 per table), then, in this order, each step timed as a process (``_process.run_timed``:
-wall time and the command's own peak RSS, spawned workers included) and its raw
+wall time and the command's own peak RSS, its worker threads included) and its raw
 statement timed in this process just before it:
 
 - ``backfill --workers 1`` and ``backfill --workers 2`` (``--workers``), each into an

@@ -235,3 +235,39 @@ def test_workers_stop_when_the_backfill_process_is_killed(pg: Any) -> None:
     assert again["complete"] and again["inserted"] == rows
     with pg.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(U)).scalar_one() == rows
+
+
+def test_ctrl_c_stops_every_worker_after_its_batch(pg: Any) -> None:
+    """Ctrl-C of `backfill --workers 2`: both workers stop after their batch (each one
+    transaction), the command ends at once, and the next run copies the rest once."""
+    rows = 30_000
+    seed_legacy(pg.engine, pg.settings, rows, seed=5)
+    proc = subprocess.Popen(
+        [UNISTATUS, "--database-url", pg.url, "backfill", "--workers", "2"]
+        + ["--batch-size", "200", "--target-batch-ms", "0", "--max-rows-per-second", "1500"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while proc.poll() is None and _done(pg) < 600 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the backfill ended before it could be interrupted"
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        waited = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert waited < 3, f"Ctrl-C waited {waited:.1f} s for the workers"
+    assert _copiers(pg) == 0
+    done = _done(pg)
+    assert 600 <= done < rows
+    assert pg.count("unified_transactions") == done  # every batch whole or not at all
+    again = as_json(cli(pg.url, "backfill", "--workers", "2", "--json"))
+    assert again["complete"] and again["inserted"] == rows
+    assert again["rows_this_run"] == rows - done

@@ -38,6 +38,7 @@ from unistatus.db.schema import current_revision
 from unistatus.db.tables import control_log, migration_control
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, StorageError
+from unistatus.migration.archive_blocks import compress_lines
 from unistatus.migration.archive_format import (
     MANIFEST,
     ColumnInfo,
@@ -70,7 +71,6 @@ __all__ = [
 
 CONTROL_KEY = "archive"
 BATCH_ROWS = 2_000
-WRITE_BLOCK_LINES = 1_000
 
 
 # --- reading live rows --------------------------------------------------------------
@@ -96,28 +96,6 @@ def live_lines(
         select = select.limit(limit)
     for row in conn.execution_options(yield_per=BATCH_ROWS).execute(select):
         yield line(row)
-
-
-def compress_lines(lines: Iterable[bytes], gz: gzip.GzipFile, content: Any | None = None) -> int:
-    """Write ``lines`` to ``gz`` (and to the ``content`` hash), a block of lines at a
-    time: per line, the compressor's and the hash's calls cost more than the bytes (the
-    same bytes either way). Returns how many lines."""
-    rows, block = 0, []
-    for line in lines:
-        block.append(line)
-        rows += 1
-        if len(block) == WRITE_BLOCK_LINES:
-            _write_block(block, gz, content)
-    _write_block(block, gz, content)
-    return rows
-
-
-def _write_block(block: list[bytes], gz: gzip.GzipFile, content: Any | None) -> None:
-    data = b"".join(block)
-    gz.write(data)
-    if content is not None:
-        content.update(data)
-    block.clear()
 
 
 # --- export -------------------------------------------------------------------------
