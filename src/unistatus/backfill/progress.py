@@ -104,6 +104,8 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
             "started_at": started.isoformat(),
             "updated_at": last.isoformat(),
             "finished_at": finished_at.isoformat() if finished_at else None,
+            # When the last chunk was done (the job's finish time, once recorded).
+            "completed_at": finished.isoformat() if complete else None,
             "paused": paused,
         }
     return out

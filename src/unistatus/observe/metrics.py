@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from unistatus.backfill import current_tuning, quarantine_count, read_workers
 from unistatus.backfill import progress as backfill_progress
-from unistatus.clock import utcnow
+from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.control import get_modes, mode_summary
 from unistatus.domain.mapping import LegacyStatusMapper
@@ -185,8 +185,9 @@ def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
     A legacy row of a system whose backfill is not complete yet has no unified row by
     design; counting it would make every check run during phase 2 look like a
     consistency collapse and trigger an emergency rollback of a healthy migration.
-    Those ``missing_unified`` rows are left out until that system's backfill completes;
-    every other disagreement counts. Without per-system figures or backfill progress,
+    Those ``missing_unified`` rows are left out of every report whose check started
+    before that system's backfill completed (:func:`backfilled_before`); every other
+    disagreement counts. Without per-system figures or backfill progress,
     the report's own rate is used as it is.
     """
     report = snap.last_check
@@ -199,12 +200,31 @@ def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
     for system, info in per_system.items():
         rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
         missing = int((info.get("inconsistencies") or {}).get("missing_unified") or 0)
-        if not (snap.progress.get(system) or {}).get("complete"):
+        if not backfilled_before(snap.progress.get(system), info, report):
             rows -= missing
             excluded += missing
         total += rows
         consistent += good
     return (consistent / total if total else 1.0), excluded
+
+
+def backfilled_before(
+    progress: dict[str, Any] | None, info: dict[str, Any], report: dict[str, Any]
+) -> bool:
+    """Whether a system's backfill had completed when the check of ``report`` (``info``:
+    its part for that system) started reading it. A check that read while the last
+    chunks were still being copied found their rows missing by design; judged against
+    a backfill that completed since, they would look like rows lost."""
+    if not (progress or {}).get("complete"):
+        return False
+    assert progress is not None
+    completed = progress.get("completed_at")
+    started = info.get("started_at") or report.get("started_at")
+    if not completed or not started:
+        return True  # a report or progress from before these times were kept
+    done_at, read_at = (as_utc(datetime.fromisoformat(t)) for t in (completed, started))
+    assert done_at is not None and read_at is not None
+    return done_at <= read_at
 
 
 def system_consistency(
@@ -213,14 +233,15 @@ def system_consistency(
     progress: dict[str, dict[str, Any]] | None,
 ) -> tuple[float | None, float | None]:
     """``system``'s consistency in a check report (``as_dict``), and the rate the alerts
-    judge (its ``missing_unified`` rows left out while its backfill is not complete, as
-    :func:`judged_consistency` does); (None, None) if the report did not cover it."""
+    judge (its ``missing_unified`` rows left out unless its backfill had completed when the
+    check started, as :func:`judged_consistency` does); (None, None) if the report did
+    not cover it."""
     info = ((report or {}).get("per_system") or {}).get(system)
     if not info:
         return None, None
     total, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
     rate = good / total if total else 1.0
-    if progress is None or (progress.get(system) or {}).get("complete"):
+    if progress is None or backfilled_before(progress.get(system), info, report or {}):
         return rate, rate
     judged_total = total - int((info.get("inconsistencies") or {}).get("missing_unified") or 0)
     return rate, (good / judged_total if judged_total else 1.0)
