@@ -16,12 +16,14 @@ from support.backfill_data import inconsistencies
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import progress, run_backfill
 from unistatus.backfill.plan import plan_or_join
+from unistatus.backfill.worker import Worker
 from unistatus.db.control import set_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import StorageError
 from unistatus.migration.check import run_check
 from unistatus.sim.seed import id_ranges, seed_legacy
 from unistatus.sim.traffic import run_traffic
@@ -239,3 +241,35 @@ def test_server_connection_lost_mid_batch_is_reported_and_resumable(pg: Any, wor
     assert report["complete"] and report["inserted"] == 40_000
     assert report["rows_this_run"] == 40_000 - done_rows
     assert pg.count("unified_transactions") == 40_000
+
+
+def test_one_failed_worker_stops_the_others_at_once(
+    pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The error of one worker thread ends the run: the other stops after its batch,
+    cutting short its pacing wait (5 s per 500-row batch at 100 rows/s here),
+    and the error is the run's."""
+    seed_legacy(pg.engine, pg.settings, 20_000, seed=8)
+    copy = Worker.run
+
+    def run(self: Worker) -> Any:
+        if self.name.endswith(".1"):
+            time.sleep(0.5)  # the other has copied a batch and waits for its pace
+            raise StorageError("injected: this worker's database went away")
+        return copy(self)
+
+    monkeypatch.setattr(Worker, "run", run)
+    started = time.monotonic()
+    with pytest.raises(StorageError, match="injected"):
+        run_backfill(
+            pg.engine,
+            pg.settings,
+            batch_size=500,
+            target_batch_ms=0,
+            max_rows_per_second=100,
+            workers=2,
+        )
+    waited = time.monotonic() - started
+    assert waited < 3, f"the run waited {waited:.1f} s for the other worker's pace"
+    state = progress(pg.engine, pg.settings)
+    assert 0 < sum(p["done"] for p in state.values()) < 20_000

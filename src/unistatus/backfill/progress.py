@@ -104,7 +104,8 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
             "started_at": started.isoformat(),
             "updated_at": last.isoformat(),
             "finished_at": finished_at.isoformat() if finished_at else None,
-            # When the last chunk was done (the job's finish time, once recorded).
+            # The job's finish time; before it is recorded (its last worker died), the
+            # start of the last batch that marked a chunk done.
             "completed_at": finished.isoformat() if complete else None,
             "paused": paused,
         }

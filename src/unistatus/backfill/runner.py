@@ -207,8 +207,22 @@ class _How:
         engine: sa.Engine,
         settings: Settings,
         tables: dict[LegacySystemType, LegacyTable],
+        *,
+        stop: threading.Event | None = None,
         **kwargs: Any,
     ) -> Worker:
+        """A worker of this run; with ``stop``, one that ends when it is set: checked
+        before each batch and each retry, and every wait (pacing, holds, back-off)
+        cut short by it."""
+        clock = self.clock
+        if stop is not None:
+
+            def sleep(seconds: float) -> None:
+                stop.wait(seconds)
+
+            base = clock or Clock()
+            clock = Clock(timer=base.timer, sleep=sleep, now=base.now)
+            kwargs["keep_going"] = lambda: not stop.is_set()
         return Worker(
             engine,
             ops_for(engine),
@@ -218,7 +232,7 @@ class _How:
             given=self.given,
             run_started=self.run_started,
             batch_size=self.batch_size,
-            clock=self.clock,
+            clock=clock,
             **kwargs,
         )
 
@@ -247,46 +261,25 @@ def _run_workers(
     waits on its connection (psycopg lets the others run meanwhile), and threads start
     at once, die with the process (a killed backfill leaves no copier behind) and map
     with this process's registered values. They copy on an engine of their own, one
-    connection each. An error or Ctrl-C stops the others after their batch (a batch
-    is one transaction: nothing half-copied).
+    connection each, while this thread reports the progress of every worker (other
+    hosts' too) from the database. An error or Ctrl-C stops the others after their
+    batch (a batch is one transaction: nothing half-copied).
     """
-    done: dict[str, int] = {}
-    lock = threading.Lock()
-    if progress is not None:
-        snapshot = read_progress(engine, settings)
-        for system, job in jobs.items():
-            done[system.value] = int(snapshot[system.value]["done"])
-            progress(system.value, done[system.value], job.total)
-
-    def on_batch(b: BatchResult) -> None:
-        if progress is None:
-            return
-        key = b.system.value
-        with lock:
-            done[key] = done.get(key, 0) + b.rows
-            progress(key, done[key], jobs[b.system].total)
-
     if workers == 1:
-        return how.worker(engine, settings, tables, on_batch=on_batch).run()
+        return _run_here(engine, settings, jobs, tables, how, progress)
     url = engine.url.render_as_string(hide_password=False)
     shared = create_engine(url, schema=settings.schema, pool_size=workers, max_overflow=workers)
     stop = threading.Event()
+    lock = threading.Lock()
     tally, errors = Tally(), []
 
     def copy(index: int) -> None:
         try:
-            worker = how.worker(
-                shared,
-                settings,
-                tables,
-                on_batch=on_batch,
-                keep_going=lambda: not stop.is_set(),
-                name=worker_name(index),
-            )
+            worker = how.worker(shared, settings, tables, stop=stop, name=worker_name(index))
             result = worker.run()
             with lock:
                 tally.merge(result)
-        except BaseException as exc:  # reported by the caller's thread, which raises it
+        except BaseException as exc:  # raised again in the caller's thread
             with lock:
                 errors.append(exc)
             stop.set()
@@ -298,20 +291,60 @@ def _run_workers(
     try:
         for t in threads:
             t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(timeout=POLL_SECONDS)
+        while alive := [t for t in threads if t.is_alive()]:
+            alive[0].join(timeout=POLL_SECONDS)
+            if progress is not None:
+                _report_progress(engine, settings, jobs, progress)
     finally:
         stop.set()  # Ctrl-C: the others end after their batch
         for t in threads:
-            t.join()
+            if t.ident is not None:
+                t.join()
         shared.dispose()
     if errors:
         first = errors[0]
         if isinstance(first, UnistatusError):
             raise first
-        raise StorageError(f"backfill worker failed: {type(first).__name__}: {first}")
+        raise StorageError(f"backfill worker failed: {type(first).__name__}: {first}") from first
     return tally
+
+
+def _run_here(
+    engine: sa.Engine,
+    settings: Settings,
+    jobs: dict[LegacySystemType, Job],
+    tables: dict[LegacySystemType, LegacyTable],
+    how: _How,
+    progress: ProgressCallback | None,
+) -> Tally:
+    """One worker in this thread, the progress counted from its own batches."""
+    done: dict[str, int] = {}
+    if progress is not None:
+        snapshot = read_progress(engine, settings)
+        for system, job in jobs.items():
+            done[system.value] = int(snapshot[system.value]["done"])
+            progress(system.value, done[system.value], job.total)
+
+    def on_batch(b: BatchResult) -> None:
+        if progress is None:
+            return
+        key = b.system.value
+        done[key] = done.get(key, 0) + b.rows
+        progress(key, done[key], jobs[b.system].total)
+
+    return how.worker(engine, settings, tables, on_batch=on_batch).run()
+
+
+def _report_progress(
+    engine: sa.Engine,
+    settings: Settings,
+    jobs: dict[LegacySystemType, Job],
+    progress: ProgressCallback,
+) -> None:
+    snapshot = read_progress(engine, settings)
+    for system in jobs:
+        p = snapshot[system.value]
+        progress(system.value, int(p["done"]), int(p["total"]))
 
 
 def _report(

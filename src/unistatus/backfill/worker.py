@@ -434,7 +434,9 @@ class Worker:
                         "--batch-size or --max-batch-rows, or raise statement_timeout_ms / "
                         "lock_timeout_ms. Progress so far is kept: rerun to resume."
                     ) from None
-                time.sleep(min(5.0, 0.05 * 2**attempt))
+                self.clock.sleep(min(5.0, 0.05 * 2**attempt))
+                if not self._going():
+                    return None  # told to stop: the chunk stays pending for the next run
         return None  # pragma: no cover (the loop always returns or raises)
 
     def _claim(

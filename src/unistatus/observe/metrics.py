@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -208,6 +208,9 @@ def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
     return (consistent / total if total else 1.0), excluded
 
 
+UNRECORDED_FINISH_MARGIN = timedelta(seconds=65)
+
+
 def backfilled_before(
     progress: dict[str, Any] | None, info: dict[str, Any], report: dict[str, Any]
 ) -> bool:
@@ -224,6 +227,10 @@ def backfilled_before(
         return True  # a report or progress from before these times were kept
     done_at, read_at = (as_utc(datetime.fromisoformat(t)) for t in (completed, started))
     assert done_at is not None and read_at is not None
+    if not progress.get("finished_at"):
+        # Only the last batch's start is known: it may have gone on until its
+        # statement timeout.
+        done_at += UNRECORDED_FINISH_MARGIN
     return done_at <= read_at
 
 
