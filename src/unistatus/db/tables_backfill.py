@@ -70,7 +70,7 @@ sa.Index("ix_backfill_quarantine_unresolved", backfill_quarantine.c.resolved_at)
 backfill_workers = sa.Table(
     "unistatus_backfill_workers",
     metadata,
-    sa.Column("worker", sa.String(64), primary_key=True),  # host:pid, host:pid.N for a process's N-th thread
+    sa.Column("worker", sa.String(64), primary_key=True),  # host:pid[.N]
     sa.Column("state", sa.String(16), nullable=False),  # running|throttled|paused|finished
     sa.Column("batch_rows", sa.Integer, nullable=False),  # the size of its next batch
     sa.Column("last_batch_rows", sa.Integer, nullable=True),
