@@ -266,7 +266,7 @@ def _run_workers(
     batch (a batch is one transaction: nothing half-copied).
     """
     if workers == 1:
-        return _run_here(engine, settings, jobs, tables, how, progress)
+        return _run_here(engine, settings, tables, jobs, how, progress)
     url = engine.url.render_as_string(hide_password=False)
     shared = create_engine(url, schema=settings.schema, pool_size=workers, max_overflow=workers)
     stop = threading.Event()
@@ -312,8 +312,8 @@ def _run_workers(
 def _run_here(
     engine: sa.Engine,
     settings: Settings,
-    jobs: dict[LegacySystemType, Job],
     tables: dict[LegacySystemType, LegacyTable],
+    jobs: dict[LegacySystemType, Job],
     how: _How,
     progress: ProgressCallback | None,
 ) -> Tally:
