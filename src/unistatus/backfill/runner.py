@@ -318,12 +318,7 @@ def _run_here(
     progress: ProgressCallback | None,
 ) -> Tally:
     """One worker in this thread, the progress counted from its own batches."""
-    done: dict[str, int] = {}
-    if progress is not None:
-        snapshot = read_progress(engine, settings)
-        for system, job in jobs.items():
-            done[system.value] = int(snapshot[system.value]["done"])
-            progress(system.value, done[system.value], job.total)
+    done = _report_progress(engine, settings, jobs, progress) if progress is not None else {}
 
     def on_batch(b: BatchResult) -> None:
         if progress is None:
@@ -340,11 +335,15 @@ def _report_progress(
     settings: Settings,
     jobs: dict[LegacySystemType, Job],
     progress: ProgressCallback,
-) -> None:
+) -> dict[str, int]:
+    """Every worker's progress as the database has it, to ``progress``; the rows done."""
     snapshot = read_progress(engine, settings)
+    done: dict[str, int] = {}
     for system in jobs:
         p = snapshot[system.value]
-        progress(system.value, int(p["done"]), int(p["total"]))
+        done[system.value] = int(p["done"])
+        progress(system.value, done[system.value], int(p["total"]))
+    return done
 
 
 def _report(

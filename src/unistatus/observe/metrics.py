@@ -198,14 +198,23 @@ def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
         return snap.consistency_rate, 0
     total = consistent = excluded = 0
     for system, info in per_system.items():
-        rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
-        missing = int((info.get("inconsistencies") or {}).get("missing_unified") or 0)
-        if not backfilled_before(snap.progress.get(system), info, report):
-            rows -= missing
-            excluded += missing
+        rows, good, left_out = _judged_counts(info, snap.progress.get(system), report)
         total += rows
         consistent += good
+        excluded += left_out
     return (consistent / total if total else 1.0), excluded
+
+
+def _judged_counts(
+    info: dict[str, Any], progress: dict[str, Any] | None, report: dict[str, Any]
+) -> tuple[int, int, int]:
+    """One system's part of a report as the alerts judge it: (rows, consistent, rows
+    left out as awaiting the backfill)."""
+    rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
+    if backfilled_before(progress, info, report):
+        return rows, good, 0
+    missing = int((info.get("inconsistencies") or {}).get("missing_unified") or 0)
+    return rows - missing, good, missing
 
 
 UNRECORDED_FINISH_MARGIN = timedelta(seconds=65)
@@ -248,9 +257,9 @@ def system_consistency(
         return None, None
     total, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
     rate = good / total if total else 1.0
-    if progress is None or backfilled_before(progress.get(system), info, report or {}):
+    if progress is None:
         return rate, rate
-    judged_total = total - int((info.get("inconsistencies") or {}).get("missing_unified") or 0)
+    judged_total, _, _ = _judged_counts(info, progress.get(system), report or {})
     return rate, (good / judged_total if judged_total else 1.0)
 
 
