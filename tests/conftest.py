@@ -206,6 +206,22 @@ def pg(request: pytest.FixtureRequest) -> Database:
 
 
 @pytest.fixture
+def scratch_pg(postgres_url: str) -> Iterator[Database]:
+    """PostgreSQL in a database of its own, migrated, dropped after: for a test that
+    changes the schema itself (its indexes, to stage a race)."""
+    _ = postgres_url  # the server is reachable (else skipped, or failed under CI)
+    admin, url, name = _throwaway_database("_scratch")
+    engine = create_engine(url)
+    settings = load_settings(database_url=url)
+    try:
+        schema.upgrade(engine, settings)
+        yield Database("postgres", url, engine, settings)
+    finally:
+        engine.dispose()
+        _drop_database(admin, name)
+
+
+@pytest.fixture
 def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     database = make_sqlite(tmp_path_factory)
     yield database

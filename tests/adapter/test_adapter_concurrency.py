@@ -11,15 +11,16 @@ from __future__ import annotations
 import random
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
 
 from conftest import Database
+from support.race import BACKFILLED_ROW, SLOW_SETTING, slow_index, wait_for_sleep
 from unistatus import DualWriteAdapter, DualWriteMode, DualWriteResult, LegacyStatusMapper
 from unistatus.db.control import set_mode
+from unistatus.db.engine import create_engine
 from unistatus.db.tables import escrows, status_history, unified_transactions
 
 THREADS = 16
@@ -156,29 +157,20 @@ def test_adapter_connections_bound_lock_waits(pg: Database) -> None:
         adapter.engine.dispose()
 
 
-@pytest.fixture
-def scratch_pg(postgres_url: str) -> Iterator[Database]:
-    """A database of its own (its indexes are changed), migrated, dropped after."""
-    from unistatus.config import load_settings
-    from unistatus.db import schema
-    from unistatus.db.engine import create_engine
+def _one_unbackfilled_cashout(db: Database, *, before_primary_key: bool) -> None:
+    with db.engine.begin() as conn:
+        slow_index(conn, before_primary_key=before_primary_key)
+        conn.exec_driver_sql(
+            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+            "updated_at) VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
+        )
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
 
-    server = sa.engine.make_url(postgres_url)
-    name = f"{server.database}_race"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    url = server.set(database=name).render_as_string(hide_password=False)
-    engine = create_engine(url)
-    settings = load_settings(database_url=url)
-    try:
-        schema.upgrade(engine, settings)
-        yield Database("postgres", url, engine, settings)
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
+
+def _unified_row(db: Database) -> tuple[object, ...]:
+    U = unified_transactions
+    with db.engine.connect() as conn:
+        return tuple(conn.execute(sa.select(U.c.status, U.c.legacy_status, U.c.version)).one())
 
 
 @pytest.mark.postgres
@@ -186,44 +178,20 @@ def test_a_unified_row_the_backfill_is_inserting_is_updated_not_an_error(
     scratch_pg: Database,
 ) -> None:
     """The adapter creates the unified row of an unbackfilled transaction while the
-    backfill inserts the same row. The backfill's insert is held between the primary
-    key's index and the legacy reference's (a slow index in between, so the race is
-    certain): an upsert arbitrated on the legacy reference does not see the row there,
-    meets it in the primary key and fails with a unique violation; arbitrated on the
-    primary key (reached first), it waits and updates the row."""
+    backfill inserts the same row, held between the primary key's index and the legacy
+    reference's (a slow index in between, so the race is certain): the adapter's insert
+    meets the row in the primary key, waits for the backfill and updates the row."""
     db = scratch_pg
-    with db.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE FUNCTION test_slow_key(text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS "
-            "$$ BEGIN IF current_setting('test.slow', true) = 'on' THEN "
-            "PERFORM pg_sleep(1.5); END IF; RETURN $1; END $$"
-        )
-        conn.exec_driver_sql("CREATE INDEX test_slow ON unified_transactions (test_slow_key(id))")
-        # Indexes are filled in creation order: the reference's now comes after the slow one.
-        conn.exec_driver_sql(
-            "ALTER TABLE unified_transactions DROP CONSTRAINT uq_unified_legacy_ref, "
-            "ADD CONSTRAINT uq_unified_legacy_ref UNIQUE (legacy_system, legacy_id)"
-        )
-        conn.exec_driver_sql(
-            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
-            "updated_at) VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
-        )
-    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    _one_unbackfilled_cashout(db, before_primary_key=False)
     adapter = DualWriteAdapter(db.engine, settings=db.settings)
     adapter.modes.refresh()
     inserting = threading.Event()
 
     def backfill_insert() -> None:
         with db.engine.begin() as conn:
-            conn.exec_driver_sql("SET LOCAL test.slow = 'on'")
+            conn.exec_driver_sql(f"SET LOCAL {SLOW_SETTING} = 'on'")
             inserting.set()
-            conn.exec_driver_sql(
-                "INSERT INTO unified_transactions (id, transaction_type, legacy_system, "
-                "legacy_id, user_id, amount, currency, status, legacy_status, version, origin, "
-                "created_at, updated_at) VALUES ('UTX100000000000001', 'WALLET_CASHOUT', "
-                "'CASHOUT', 1, 7, 10, 'USD', 'PROCESSING', 'EXECUTING', 1, 'backfill', now(), "
-                "now()) ON CONFLICT DO NOTHING"
-            )
+            conn.exec_driver_sql(BACKFILLED_ROW)
 
     with ThreadPoolExecutor(1) as pool:
         backfill = pool.submit(backfill_insert)
@@ -233,7 +201,30 @@ def test_a_unified_row_the_backfill_is_inserting_is_updated_not_an_error(
         backfill.result()
     adapter.close()
     assert result.overall_success, result.error
-    U = unified_transactions
-    with db.engine.connect() as conn:
-        row = conn.execute(sa.select(U.c.status, U.c.legacy_status, U.c.version)).one()
-    assert tuple(row) == ("AWAITING_RESPONSE", "AWAITING_RESPONSE", 2)
+    assert _unified_row(db) == ("AWAITING_RESPONSE", "AWAITING_RESPONSE", 2)
+
+
+@pytest.mark.postgres
+def test_a_unified_row_the_backfill_committed_after_the_adapters_check_is_updated(
+    scratch_pg: Database,
+) -> None:
+    """The other way round: the adapter's insert has passed its conflict check and is
+    held before the keys' indexes (a slow index first) while the backfill inserts the
+    same row and commits. An upsert arbitrated on the primary key alone then meets the
+    row in the legacy reference's unique index, which is not its arbiter: a unique
+    violation, and the change fails. The change must land on the backfilled row."""
+    db = scratch_pg
+    _one_unbackfilled_cashout(db, before_primary_key=True)
+    slow = create_engine(db.url, connect_args={"options": f"-c {SLOW_SETTING}=on"})
+    adapter = DualWriteAdapter(slow, settings=db.settings)
+    adapter.modes.refresh()
+    with ThreadPoolExecutor(1) as pool:
+        change = pool.submit(adapter.update_status, "cashout:1", "AWAITING_RESPONSE", "r", "svc")
+        wait_for_sleep(db)  # the adapter's insert is in the slow index
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(BACKFILLED_ROW)
+        result = change.result()
+    adapter.close()
+    slow.dispose()
+    assert result.overall_success, result.error
+    assert _unified_row(db) == ("AWAITING_RESPONSE", "AWAITING_RESPONSE", 2)

@@ -21,11 +21,20 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Database
-from support.capture_data import captured, raw_writer, writer_name
+from support.capture_data import (
+    CRON,
+    captured,
+    history_of,
+    raw_writer,
+    unified_of,
+    writer_name,
+)
+from support.race import BACKFILLED_ROW, SLOW_SETTING, slow_index, wait_for_sleep
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.backfill import run_backfill
 from unistatus.config import load_settings
 from unistatus.db.control import set_mode
+from unistatus.db.engine import create_engine
 from unistatus.db.tables import status_history, unified_transactions
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import UnistatusError
@@ -176,3 +185,55 @@ def _explain(pg: Database, examples: list[dict[str, object]]) -> str:
             ).first()
             lines.append(f"   unified {tuple(u) if u else None}")
     return "\n".join(lines)
+
+
+def test_a_bypass_write_racing_the_backfill_for_the_unified_row_is_not_refused(
+    scratch_pg: Database,
+) -> None:
+    """A raw UPDATE of an unbackfilled cashout creates its unified row (the capture)
+    while the backfill inserts the same row and commits, after the capture's insert had
+    passed its conflict check (held before the keys' indexes by a slow index). Arbitrated
+    on the primary key alone, the insert meets the row in the legacy reference's unique
+    index: a unique violation, and the cron job's UPDATE fails. It must succeed, with the
+    backfilled row brought in step."""
+    db = scratch_pg
+    with db.engine.begin() as conn:
+        slow_index(conn, before_primary_key=True)
+        conn.exec_driver_sql(
+            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+            "updated_at) VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
+        )
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    cron = create_engine(
+        db.url, connect_args={"application_name": CRON, "options": f"-c {SLOW_SETTING}=on"}
+    )
+
+    def cron_job() -> None:
+        with cron.begin() as conn:
+            conn.exec_driver_sql(
+                "UPDATE cashouts SET status = 'AWAITING_RESPONSE', updated_at = now() "
+                "WHERE id = 1"
+            )
+
+    with captured(db), ThreadPoolExecutor(1) as pool:
+        job = pool.submit(cron_job)
+        wait_for_sleep(db)  # the capture's insert is in the slow index
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(BACKFILLED_ROW)
+        job.result()
+        check = run_check(db.engine, db.settings, store=False)
+    cron.dispose()
+    assert check.is_consistent and check.total == 1
+    row = unified_of(db, "CASHOUT", 1)
+    assert row is not None
+    assert (row["status"], row["legacy_status"], row["version"], row["origin"]) == (
+        "AWAITING_RESPONSE",
+        "AWAITING_RESPONSE",
+        2,
+        "backfill",
+    )
+    history = history_of(db, "CASHOUT", 1)
+    assert [(h["from_legacy_status"], h["to_legacy_status"]) for h in history] == [
+        ("EXECUTING", "AWAITING_RESPONSE")
+    ]
+    assert history[0]["triggered_by"] == writer_name(db)

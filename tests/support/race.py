@@ -5,6 +5,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import sqlalchemy as sa
+
+from conftest import Database
+
 from unistatus.domain.statuses import LegacySystemType
 
 
@@ -53,3 +57,59 @@ def in_lockstep(
         for t in threads:
             t.join(timeout=60)
     return errors
+
+
+# A session with this setting on is held 1.5 s by the slow index of :func:`slow_index`
+# for every row it inserts into (or moves within) unified_transactions.
+SLOW_SETTING = "test.slow"
+
+
+def slow_index(conn: sa.Connection, *, before_primary_key: bool) -> None:
+    """Stage a race in unified_transactions (PostgreSQL, a scratch database): an index
+    whose expression sleeps 1.5 s in a session with :data:`SLOW_SETTING` on, filled
+    before the legacy reference's unique index (and before the primary key's with
+    ``before_primary_key``). An insert fills a table's indexes in creation order after
+    its conflict pre-check, so such an insert is held between the two for as long as
+    another session needs to insert and commit the same row."""
+    conn.exec_driver_sql(
+        "CREATE FUNCTION test_slow_key(text) RETURNS text LANGUAGE plpgsql IMMUTABLE AS "
+        f"$$ BEGIN IF current_setting('{SLOW_SETTING}', true) = 'on' THEN "
+        "PERFORM pg_sleep(1.5); END IF; RETURN $1; END $$"
+    )
+    conn.exec_driver_sql("CREATE INDEX test_slow ON unified_transactions (test_slow_key(id))")
+    # Made again, the keys' indexes come after the slow one.
+    if before_primary_key:
+        primary_key = conn.exec_driver_sql(
+            "SELECT conname FROM pg_constraint WHERE contype = 'p' "
+            "AND conrelid = 'unified_transactions'::regclass"
+        ).scalar_one()
+        conn.exec_driver_sql(
+            f'ALTER TABLE unified_transactions DROP CONSTRAINT "{primary_key}", '
+            f'ADD CONSTRAINT "{primary_key}" PRIMARY KEY (id)'
+        )
+    conn.exec_driver_sql(
+        "ALTER TABLE unified_transactions DROP CONSTRAINT uq_unified_legacy_ref, "
+        "ADD CONSTRAINT uq_unified_legacy_ref UNIQUE (legacy_system, legacy_id)"
+    )
+
+
+# The unified row the backfill copies from cashout 1 (EXECUTING).
+BACKFILLED_ROW = (
+    "INSERT INTO unified_transactions (id, transaction_type, legacy_system, legacy_id, "
+    "user_id, amount, currency, status, legacy_status, version, origin, created_at, "
+    "updated_at) VALUES ('UTX100000000000001', 'WALLET_CASHOUT', 'CASHOUT', 1, 7, 10, "
+    "'USD', 'PROCESSING', 'EXECUTING', 1, 'backfill', now(), now()) ON CONFLICT DO NOTHING"
+)
+
+
+def wait_for_sleep(db: Database) -> None:
+    """Until a session of the database sleeps (in the slow index); at most 10 s."""
+    for _ in range(1000):
+        with db.engine.connect() as conn:
+            if conn.exec_driver_sql(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event = 'PgSleep'"
+            ).first():
+                return
+        threading.Event().wait(0.01)
+    raise AssertionError("no session reached the slow index")
