@@ -211,8 +211,7 @@ def test_a_bypass_write_racing_the_backfill_for_the_unified_row_is_not_refused(
     def cron_job() -> None:
         with cron.begin() as conn:
             conn.exec_driver_sql(
-                "UPDATE cashouts SET status = 'AWAITING_RESPONSE', updated_at = now() "
-                "WHERE id = 1"
+                "UPDATE cashouts SET status = 'AWAITING_RESPONSE', updated_at = now() WHERE id = 1"
             )
 
     with captured(db), ThreadPoolExecutor(1) as pool:

@@ -19,8 +19,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from support.check_data import damage, populate
+from support.race import BACKFILLED_ROW
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.db.control import set_mode
+from unistatus.db.engine import create_engine
+from unistatus.db.tables import status_history
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.mapping import CANONICAL_REVERSE
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
@@ -86,3 +89,44 @@ def test_repair_while_the_adapter_writes(pg: Any) -> None:
             ).all()
         )
     assert held == last
+
+
+def test_a_unified_row_another_writer_inserts_first_is_not_counted_as_repaired(
+    pg: Any,
+) -> None:
+    """The repair of a missing unified row: the backfill inserts the row (and commits)
+    after the repair read the entity and before its own insert, which then writes
+    nothing. The repair must say so (already consistent), not count a repair nor write
+    a repair's history row for a row it did not create."""
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+            "updated_at) VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
+        )
+    set_mode(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test")
+    backfill = create_engine(pg.url)
+    raced: list[str] = []
+
+    def backfill_first(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if (
+            not raced
+            and statement.startswith("INSERT INTO")
+            and "unified_transactions" in (statement.split("(")[0])
+        ):
+            raced.append(statement)
+            with backfill.begin() as other:
+                other.exec_driver_sql(BACKFILLED_ROW)
+
+    sa.event.listen(pg.engine, "before_cursor_execute", backfill_first)
+    try:
+        report = run_repair(pg.engine, pg.settings, strategy="legacy_wins", actor="test")
+    finally:
+        sa.event.remove(pg.engine, "before_cursor_execute", backfill_first)
+        backfill.dispose()
+    assert raced, "the repair never inserted a unified row"
+    assert (report.repaired, report.already_consistent) == (0, 1)
+    with pg.engine.connect() as conn:
+        origins = conn.execute(sa.select(U.c.origin)).scalars().all()
+        history = conn.execute(sa.select(status_history.c.triggered_by)).scalars().all()
+    assert origins == ["backfill"]
+    assert history == []

@@ -8,7 +8,6 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from conftest import Database
-
 from unistatus.domain.statuses import LegacySystemType
 
 

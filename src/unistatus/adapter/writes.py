@@ -26,6 +26,7 @@ from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable, legacy_status_column
 from unistatus.db.prepared import Prepared
+from unistatus.db.rowcount import affected
 from unistatus.db.tables import (
     pending_legacy_changes,
     repair_queue,
@@ -35,7 +36,7 @@ from unistatus.db.tables import (
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.domain.transitions import TransitionKind
-from unistatus.errors import ModeError
+from unistatus.errors import ModeError, StorageError
 
 __all__ = [
     "HISTORY_KEYS",
@@ -353,7 +354,8 @@ class LockedWriter:
         now: Any,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        """The unified row of the locked legacy row, or its status if one appeared."""
+        """The unified row of the locked legacy row, or its status if one appeared
+        (the backfill's or the capture's insert racing this one)."""
         assert e.legacy is not None and e.legacy_id is not None
         values = unified_row(
             e.system,
@@ -367,20 +369,29 @@ class LockedWriter:
             created_at=e.legacy["created_at"] or now,
             updated_at=now,
         )
-        stmt = self.ops.insert(U).values(values)
-        # Arbitrated on the primary key (the id is derived from the legacy row), the
-        # index a racing insert of the same row (the backfill's) reaches first; on the
-        # legacy reference it could be met in the primary key instead: an error.
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[U.c.id],
-            set_={
-                "status": stmt.excluded.status,
-                "legacy_status": stmt.excluded.legacy_status,
-                "version": U.c.version + 1,
-                "updated_at": stmt.excluded.updated_at,
-            },
+        # Every unique index an arbiter: a racing insert of the same row (the backfill's,
+        # the capture's) is a conflict wherever this insert meets it, and the row it
+        # committed gets the change. (Arbitrated on one index, the insert could meet it
+        # in the other after its conflict check had passed: a unique violation.) DO
+        # NOTHING waits for the racing insert to end, so the UPDATE (a new snapshot in
+        # READ COMMITTED) sees its row.
+        if affected(conn, self.ops.insert(U).values(values).on_conflict_do_nothing()):
+            return
+        updated = affected(
+            conn,
+            sa.update(U)
+            .where(U.c.legacy_system == e.system.value, U.c.legacy_id == e.legacy_id)
+            .values(
+                status=status, legacy_status=legacy_status, version=U.c.version + 1, updated_at=now
+            ),
         )
-        conn.execute(stmt)
+        if updated != 1:
+            # REPEATABLE READ or SERIALIZABLE (a caller's transaction): the row committed
+            # after this transaction's snapshot, which cannot see it to change it.
+            raise StorageError(
+                f"the unified row of {e.system.value.lower()}:{e.legacy_id} was created by "
+                "another writer after this transaction began; run the transaction again"
+            )
 
     @staticmethod
     def history(conn: sa.Connection, plan: Plan) -> None:

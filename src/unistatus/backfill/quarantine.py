@@ -11,11 +11,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.backfill.statements import affected, mapped_status, unified_insert
+from unistatus.backfill.statements import mapped_status, unified_insert
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.rowcount import affected
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError

@@ -41,11 +41,6 @@ QUARANTINE_COLUMNS = [
 ]
 
 
-def affected(conn: sa.Connection, stmt: Any, params: dict[str, Any] | None = None) -> int:
-    """Rows an INSERT ... SELECT wrote (SQLAlchemy keeps INSERT rowcounts only on request)."""
-    return int(conn.execute(stmt.execution_options(preserve_rowcount=True), params).rowcount)
-
-
 def status_column(lt: LegacyTable) -> sa.Column[str]:
     if lt.status is None:
         raise ConfigError(

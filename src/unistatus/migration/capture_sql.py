@@ -440,10 +440,10 @@ class SystemSql:
 
         ``concurrent``: one statement, the history written from what the INSERT returns,
         so a row a concurrent writer (the backfill) created first gets none here (it is
-        stale, and brought in step next, with its one history row). The conflict arbiter
-        is the primary key (the id is derived from the legacy row): the index a racing
-        insert of the same row reaches first (on the legacy reference index, a racing
-        insert could be met in the primary key: an error, not a conflict).
+        stale, and brought in step next, with its one history row). Every unique index
+        is an arbiter: arbitrated on one, the insert could meet a racing insert of the
+        same row in the other after its conflict check had passed (a unique violation
+        that refused the writer's statement), not a conflict.
         """
         m = self._mapped(r)
         missing = sa.and_(
@@ -465,7 +465,7 @@ class SystemSql:
         insert = (
             self.insert(U)
             .from_select([U.c[k] for k in row], sa.select(*row.values()).where(missing))
-            .on_conflict_do_nothing(index_elements=[U.c.id])
+            .on_conflict_do_nothing()
         )
         history = history_values(
             transaction_id=utx_id,

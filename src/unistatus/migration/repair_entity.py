@@ -22,6 +22,7 @@ from unistatus.config import Settings
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
+from unistatus.db.rowcount import affected
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.consistency import InconsistencyKind as K
 from unistatus.domain.ids import derive_utx_id
@@ -229,7 +230,7 @@ class EntityRepair:
                 updated_at=now,
             )
             stmt = self.ops.insert(U).values(values).on_conflict_do_nothing()
-            if conn.execute(stmt).rowcount == 0:
+            if not affected(conn, stmt):  # another writer inserted it first
                 return False
             after_unified = values
         if plan.action == "write_unified":

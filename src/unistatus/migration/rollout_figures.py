@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from unistatus.backfill.statements import in_range, unified_insert
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable
+from unistatus.db.rowcount import affected
 from unistatus.db.tables import control_log, pending_legacy_changes, unified_transactions
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.migration.archive import compress_lines, live_lines
@@ -282,7 +283,7 @@ def _backfill_cost(engine: sa.Engine, lt: LegacyTable, sample: int) -> Cost | No
         last = keys[min(rows, len(keys)) - 1]
         stmt = unified_insert(ops, lt, in_range(lt, keys[0], last))
         with ops.rolled_back(statement_ms=SAMPLE_STATEMENT_MS, lock_ms=SAMPLE_LOCK_MS) as conn:
-            return int(conn.execute(stmt.execution_options(preserve_rowcount=True)).rowcount)
+            return affected(conn, stmt)
 
     return _two_sizes(run, len(keys), BACKFILL_BATCH)
 
