@@ -115,6 +115,9 @@ class CaptureStatus:
     changed_while_legacy_only: int = 0
     # Enabled, and the configured mapping is not the one the triggers were generated from.
     mapping_changed: bool = False
+    # Enabled, and an installed definition is not what this code generates now (an
+    # earlier unistatus generated it, or another configuration): `enable` again.
+    sql_changed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -124,6 +127,7 @@ class CaptureStatus:
             sorted(self.installed, key=_key) == sorted(want, key=_key)
             and (self.enabled or not self.functions)
             and not self.mapping_changed
+            and not self.sql_changed
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -140,6 +144,7 @@ class CaptureStatus:
             "suspended": list(self.suspended),
             "changed_while_legacy_only": self.changed_while_legacy_only,
             "mapping_changed": self.mapping_changed,
+            "sql_changed": self.sql_changed,
             "writers": [w.as_dict() for w in self.writers],
         }
 
@@ -184,6 +189,30 @@ def installed(conn: sa.Connection) -> tuple[list[Trigger], list[str]]:
     return [Trigger(name, table) for name, table in rows], []
 
 
+_PG_DEFINITIONS = sa.text(
+    "SELECT p.proname, p.prosrc FROM pg_catalog.pg_proc p "
+    "WHERE p.pronamespace = CAST(:schema AS regnamespace) AND p.proname IN :names"
+).bindparams(sa.bindparam("names", expanding=True))
+
+
+def _sql_changed(
+    conn: sa.Connection, ddl: CaptureDdl, tables: list[LegacyTable], generated: list[str] | None
+) -> bool:
+    """Whether an installed definition differs from what :func:`enable` would install
+    now (``generated``: those statements, if at hand; one missing is
+    :attr:`CaptureStatus.installed`'s business)."""
+    if generated is None:
+        generated = _install(ddl, conn, tables, ddl.ops.mode_lock_key)
+    wanted = ddl.definitions(generated)
+    if conn.dialect.name == "postgresql":
+        where = {"schema": own_schema(conn), "names": function_names()}
+        rows = conn.execute(_PG_DEFINITIONS, where)
+    else:
+        rows = conn.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
+    catalog = {str(name): str(text) for name, text in rows}
+    return any(name in catalog and catalog[name] != text for name, text in wanted.items())
+
+
 def _capturable(engine: sa.Engine, settings: Settings) -> tuple[list[LegacyTable], list[str]]:
     """The legacy tables triggers go on (those with a status column), and the rest."""
     tables = resolve_legacy_tables(engine, settings, require_status=False)
@@ -220,8 +249,8 @@ def enable(
     _require_schema(engine)
     actor, reason = check_actor(actor), check_reason(reason)
     tables, _ = _capturable(engine, settings)
-    _replace(engine, settings, tables, intent=(ENABLED, actor, reason))
-    return status(engine, settings)
+    installed_now = _replace(engine, settings, tables, intent=(ENABLED, actor, reason))
+    return _status(engine, settings, installed_now)
 
 
 def disable(
@@ -245,11 +274,13 @@ def _replace(
     tables: list[LegacyTable] | None,
     *,
     intent: tuple[str, str, str] | None = None,
-) -> None:
+) -> list[str]:
     """In one transaction: drop what is installed, then install for ``tables`` (None:
-    nothing), and record ``intent`` (value, actor, reason) if given."""
+    nothing), and record ``intent`` (value, actor, reason) if given. Returns the
+    statements that installed."""
     ops = ops_for(engine)
     ddl = CaptureDdl(ops, engine.dialect)
+    statements: list[str] = []
     try:
         with ops.write_transaction() as conn:
             ops.bound_statements(conn, DDL_STATEMENT_MS, settings.lock_timeout_ms)
@@ -257,7 +288,8 @@ def _replace(
             for statement in ddl.drop(triggers, functions):
                 conn.exec_driver_sql(statement)
             if tables is not None:
-                for statement in _install(ddl, conn, tables, ops.mode_lock_key):
+                statements = _install(ddl, conn, tables, ops.mode_lock_key)
+                for statement in statements:
                     conn.exec_driver_sql(statement)
                 if read_value(conn, MAPPING_KEY) != _mapping_now():
                     actor = intent[1] if intent is not None else "unistatus"
@@ -274,6 +306,7 @@ def _replace(
                     write_value(conn, CONTROL_KEY, value, actor=actor, reason=reason)
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot change the capture triggers: {exc.orig}") from None
+    return statements
 
 
 def _install(
@@ -397,6 +430,10 @@ def _writers(conn: sa.Connection, q: sa.Select[Any]) -> list[WriterSeen]:
 
 def status(engine: sa.Engine, settings: Settings) -> CaptureStatus:
     """The installed triggers against the intent, the writers seen, the pending catch-up."""
+    return _status(engine, settings, None)
+
+
+def _status(engine: sa.Engine, settings: Settings, generated: list[str] | None) -> CaptureStatus:
     _require_schema(engine)
     tables, retired = _capturable(engine, settings)
     ddl = CaptureDdl(ops_for(engine), engine.dialect)
@@ -404,6 +441,7 @@ def status(engine: sa.Engine, settings: Settings) -> CaptureStatus:
         enabled = is_enabled(conn)
         triggers, functions = installed(conn)
         generated_from = read_value(conn, MAPPING_KEY)
+        sql_changed = enabled and bool(triggers) and _sql_changed(conn, ddl, tables, generated)
         changed = conn.execute(sa.select(sa.func.count()).select_from(capture_changed))
         pending = int(changed.scalar_one())
         writers = writers_seen(conn)
@@ -417,6 +455,7 @@ def status(engine: sa.Engine, settings: Settings) -> CaptureStatus:
         changed_while_legacy_only=pending,
         # None: enabled before the mapping was recorded (nothing to compare with).
         mapping_changed=enabled and generated_from not in (None, _mapping_now()),
+        sql_changed=sql_changed,
     )
 
 
