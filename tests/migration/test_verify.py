@@ -220,3 +220,28 @@ def test_a_mismatch_in_a_time_bounded_round_is_judged_for_its_own_system(db: Any
     firing = [o for o in observe(snap, now=utcnow()) if o.name == "consistency_critical"]
     assert firing and firing[0].firing
     assert set(firing[0].details.get("systems") or ()) == {"CASHOUT"}  # cashouts only
+
+
+def test_continuous_verification_leaves_the_other_cores_to_live_traffic(pg: Any) -> None:
+    """A round of continuous verification runs beside live traffic (monitor, serve): its
+    statements get no parallel workers (on 2 cores a round's join took both, and the
+    live p95 doubled); a check an operator runs keeps them."""
+    populate(pg.engine, pg.settings, 50)
+    workers: list[str] = []
+
+    def watch(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "unified_transactions" in statement and "GROUP BY" in statement:
+            workers.append(conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar())
+
+    sa.event.listen(pg.engine, "before_cursor_execute", watch)
+    try:
+        assert verify_changes(pg.engine, pg.settings, chunk=10).total == 150  # 50 a system
+        continuous, workers[:] = list(workers), []
+        run_check(pg.engine, pg.settings, store=False)
+        checked = list(workers)
+    finally:
+        sa.event.remove(pg.engine, "before_cursor_execute", watch)
+    assert continuous and set(continuous) == {"0"}
+    with pg.engine.connect() as conn:
+        default = conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar()
+    assert checked and set(checked) == {default} != {"0"}

@@ -196,13 +196,17 @@ class DialectOps:
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         """Bound how long statements and lock waits may take in this transaction."""
 
-    def plan_for_scans(self, conn: sa.Connection, work_mem_mb: int = 0) -> None:
+    def plan_for_scans(
+        self, conn: sa.Connection, work_mem_mb: int = 0, *, parallel: bool = True
+    ) -> None:
         """Plan this transaction's statements for a scan of a key range (PostgreSQL):
         without JIT compilation (a check range's CASE-heavy statement costs above
         ``jit_above_cost`` from about a million rows on, and compiling it took longer
         than reading the range), and with ``work_mem_mb`` (0: the server's setting) for
         its hash tables: a range's join hashed in the default 4 MB spills to temporary
-        files (three systems at once, 500k rows: median 0.81 s, with 64 MB 0.73 s)."""
+        files (three systems at once, 500k rows: median 0.81 s, with 64 MB 0.73 s).
+        ``parallel=False``: no parallel workers, one core (a scan that runs beside live
+        traffic, as continuous verification does)."""
 
     def bound_batch(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         """:meth:`bound_statements`, and let the commit return before its WAL is on disk.
@@ -387,10 +391,14 @@ class PostgresOps(DialectOps):
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
 
-    def plan_for_scans(self, conn: sa.Connection, work_mem_mb: int = 0) -> None:
+    def plan_for_scans(
+        self, conn: sa.Connection, work_mem_mb: int = 0, *, parallel: bool = True
+    ) -> None:
         settings = {"jit": "off"}
         if work_mem_mb:
             settings["work_mem"] = f"{int(work_mem_mb)}MB"
+        if not parallel:
+            settings["max_parallel_workers_per_gather"] = "0"
         conn.exec_driver_sql(_set_local_sql(settings))
 
     def bound_exclusive(

@@ -57,6 +57,8 @@ class RangeScan:
     kept_examples: list[dict[str, Any]] = field(default_factory=list)
     # Count by one FULL JOIN (check_sql.pair_flags): when other ranges are counted at once.
     full_join: bool = False
+    # Parallel workers for the statements (False: one core; beside live traffic).
+    parallel: bool = True
 
     def range(
         self, conn: sa.Connection, lt: LegacyTable, lo: int | None
@@ -73,7 +75,7 @@ class RangeScan:
             lt, lo, hi, self.since, project_pending=self.project_pending, full_join=self.full_join
         )
         cutoff = utcnow() - RECHECK_WINDOW
-        self.ops.plan_for_scans(conn, self.settings.check_work_mem_mb)
+        self.ops.plan_for_scans(conn, self.settings.check_work_mem_mb, parallel=self.parallel)
         counts, recent, spots = count_chunk(conn, pairs, cutoff, span)
         if counts["ok"] >= counts["total"]:
             conn.rollback()
@@ -118,10 +120,12 @@ class RangeScan:
                 # Only the examples: read from the keys the counting statement located
                 # them in (a few slices of the range), not from the whole range again.
                 near = pair_flags(lt, *window, self.since, project_pending=self.project_pending)
-                self.ops.plan_for_scans(conn)
+                self.ops.plan_for_scans(conn, parallel=self.parallel)
                 listed = inconsistent_rows(conn, near, lt.system, wanted)
             else:  # the whole range again (--out): the same statement's hash tables
-                self.ops.plan_for_scans(conn, self.settings.check_work_mem_mb)
+                self.ops.plan_for_scans(
+                    conn, self.settings.check_work_mem_mb, parallel=self.parallel
+                )
                 listed = inconsistent_rows(conn, pairs, lt.system, None if self.out else wanted)
             for first in listed:
                 shown = now.get(first.legacy_id, first) if first.legacy_id in now else first

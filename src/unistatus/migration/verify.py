@@ -140,7 +140,8 @@ def verify_changes(
                 pos.pass_started_at = utcnow()
                 pos.position, pos.done, pos.counts, pos.ranges = None, False, zero_counts(), 0
             since = pos.watermark - SLACK if pos.watermark is not None else None
-            scan = RangeScan(engine, ops, settings, since, chunk, 0, project)
+            # Beside live traffic: one core (no parallel workers), the others left to it.
+            scan = RangeScan(engine, ops, settings, since, chunk, 0, project, parallel=False)
             got = zero_counts()
             until = time.monotonic() + max_seconds if max_seconds is not None else None
             with engine.connect() as conn:
