@@ -17,7 +17,12 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Database
-from support.race import BACKFILLED_ROW, SLOW_SETTING, slow_index, wait_for_sleep
+from support.race import (
+    BACKFILLED_ROW,
+    SLOW_SETTING,
+    one_unbackfilled_cashout,
+    wait_for_sleep,
+)
 from unistatus import DualWriteAdapter, DualWriteMode, DualWriteResult, LegacyStatusMapper
 from unistatus.db.control import set_mode
 from unistatus.db.engine import create_engine
@@ -157,16 +162,6 @@ def test_adapter_connections_bound_lock_waits(pg: Database) -> None:
         adapter.engine.dispose()
 
 
-def _one_unbackfilled_cashout(db: Database, *, before_primary_key: bool) -> None:
-    with db.engine.begin() as conn:
-        slow_index(conn, before_primary_key=before_primary_key)
-        conn.exec_driver_sql(
-            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
-            "updated_at) VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
-        )
-    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
-
-
 def _unified_row(db: Database) -> tuple[object, ...]:
     U = unified_transactions
     with db.engine.connect() as conn:
@@ -182,7 +177,7 @@ def test_a_unified_row_the_backfill_is_inserting_is_updated_not_an_error(
     reference's (a slow index in between, so the race is certain): the adapter's insert
     meets the row in the primary key, waits for the backfill and updates the row."""
     db = scratch_pg
-    _one_unbackfilled_cashout(db, before_primary_key=False)
+    one_unbackfilled_cashout(db, before_primary_key=False)
     adapter = DualWriteAdapter(db.engine, settings=db.settings)
     adapter.modes.refresh()
     inserting = threading.Event()
@@ -214,7 +209,7 @@ def test_a_unified_row_the_backfill_committed_after_the_adapters_check_is_update
     row in the legacy reference's unique index, which is not its arbiter: a unique
     violation, and the change fails. The change must land on the backfilled row."""
     db = scratch_pg
-    _one_unbackfilled_cashout(db, before_primary_key=True)
+    one_unbackfilled_cashout(db, before_primary_key=True)
     slow = create_engine(db.url, connect_args={"options": f"-c {SLOW_SETTING}=on"})
     adapter = DualWriteAdapter(slow, settings=db.settings)
     adapter.modes.refresh()

@@ -29,7 +29,12 @@ from support.capture_data import (
     unified_of,
     writer_name,
 )
-from support.race import BACKFILLED_ROW, SLOW_SETTING, slow_index, wait_for_sleep
+from support.race import (
+    BACKFILLED_ROW,
+    SLOW_SETTING,
+    one_unbackfilled_cashout,
+    wait_for_sleep,
+)
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.backfill import run_backfill
 from unistatus.config import load_settings
@@ -197,13 +202,7 @@ def test_a_bypass_write_racing_the_backfill_for_the_unified_row_is_not_refused(
     index: a unique violation, and the cron job's UPDATE fails. It must succeed, with the
     backfilled row brought in step."""
     db = scratch_pg
-    with db.engine.begin() as conn:
-        slow_index(conn, before_primary_key=True)
-        conn.exec_driver_sql(
-            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
-            "updated_at) VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
-        )
-    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    one_unbackfilled_cashout(db, before_primary_key=True)
     cron = create_engine(
         db.url, connect_args={"application_name": CRON, "options": f"-c {SLOW_SETTING}=on"}
     )

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 
 from conftest import Database
-from unistatus.domain.statuses import LegacySystemType
+from unistatus.db.control import set_mode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 
 
 def in_lockstep(
@@ -112,3 +113,15 @@ def wait_for_sleep(db: Database) -> None:
                 return
         threading.Event().wait(0.01)
     raise AssertionError("no session reached the slow index")
+
+
+def one_unbackfilled_cashout(db: Database, *, before_primary_key: bool) -> None:
+    """Cashout 1 (EXECUTING) without its unified row, the slow index of
+    :func:`slow_index` in place, and the mode DUAL_WRITE_LEGACY_PRIMARY."""
+    with db.engine.begin() as conn:
+        slow_index(conn, before_primary_key=before_primary_key)
+        conn.exec_driver_sql(
+            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+            "updated_at) VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
+        )
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
