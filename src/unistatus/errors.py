@@ -71,13 +71,23 @@ class UnmappableStoredStatusError(UnmappableStatusError):
 class InvalidStatusError(InputError):
     """A status that is not valid for the transaction type."""
 
-    def __init__(self, transaction_type: str, status: object, valid: Iterable[str]) -> None:
+    def __init__(
+        self,
+        transaction_type: str,
+        status: object,
+        valid: Iterable[str],
+        legacy: Iterable[str] = (),
+        legacy_system: str = "",
+    ) -> None:
         self.transaction_type = transaction_type
         self.status = status
-        self.valid = sorted(valid)
-        super().__init__(
-            f"status {status!r} is not valid for {transaction_type}; valid: {', '.join(self.valid)}"
-        )
+        unified, legacy = sorted(valid), sorted(legacy)
+        # Every value accepted as it is written: unified first, then the legacy ones.
+        self.valid = unified + [value for value in legacy if value not in unified]
+        text = f"status {status!r} is not valid for {transaction_type}; valid: {', '.join(unified)}"
+        if legacy:
+            text += f"; legacy ({legacy_system}): {', '.join(legacy)}"
+        super().__init__(text)
 
 
 class InvalidTransitionError(InputError):

@@ -223,6 +223,55 @@ def test_create_transaction_links_existing_legacy_row(db: Database) -> None:
         a.create_transaction("WALLET_CASHOUT", 11, "43", "USD", legacy_entity_id=lid)
 
 
+@pytest.mark.parametrize("mode", list(M))
+def test_a_link_to_a_legacy_row_that_does_not_exist_is_refused(db: Database, mode: M) -> None:
+    """``legacy_entity_id`` links an existing legacy row. One that names no row was
+    created under that id (PostgreSQL: past the table's sequence, so a later create of
+    any client met it, a unique violation counted as a database failure; SQLite: the
+    next id out of range, every later create refused after it committed)."""
+    a = adapter_in(db, mode)
+    before = snapshot(db)
+    with pytest.raises(InputError, match=r"cashout:99999999999999 does not exist"):
+        a.create_transaction("WALLET_CASHOUT", 11, "5", "USD", legacy_entity_id=99999999999999)
+    assert snapshot(db) == before
+    if mode.writes_legacy:
+        assert a.create_transaction("WALLET_CASHOUT", 11, "5", "USD").overall_success
+
+
+def test_a_link_asking_for_another_status_is_refused(db: Database) -> None:
+    """A link never changes the row's status (update_status does, under the transition
+    rules): a create that links a row and names another status than it holds was
+    answered as a success in the status the row kept."""
+    lid = seed_legacy(db, "cashouts", "PENDING")
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    before = snapshot(db)
+    with pytest.raises(InputError, match=r"cashout:\d+ exists with status PENDING, not SUCCESS"):
+        a.create_transaction(
+            "WALLET_CASHOUT", 11, "42.5", "USD", legacy_entity_id=lid, status="SUCCESS"
+        )
+    assert snapshot(db) == before
+    same = a.create_transaction(
+        "WALLET_CASHOUT", 11, "42.5", "USD", legacy_entity_id=lid, status="PENDING"
+    )
+    assert same.overall_success and same.status is UnifiedTransactionStatus.PENDING
+    linked = a.create_transaction("WALLET_CASHOUT", 11, "42.5", "USD", legacy_entity_id=lid)
+    assert linked.overall_success and not linked.changed
+
+
+def test_every_status_an_invalid_status_error_lists_is_accepted(db: Database) -> None:
+    """The refusal of an unknown status lists the valid ones: each of them, sent as it
+    is listed, is taken (the legacy values were listed as ``CASHOUT.EXECUTING``, a form
+    refused in turn)."""
+    a = adapter_in(db, M.LEGACY_ONLY)
+    with pytest.raises(InvalidStatusError) as refused:
+        a.create_transaction("WALLET_CASHOUT", 11, "5", "USD", status="BOGUS")
+    listed = refused.value.valid
+    assert {"PROCESSING", "EXECUTING", "COMPLETED"} <= set(listed)
+    assert "legacy (CASHOUT): " in str(refused.value)
+    for status in listed:
+        assert a.create_transaction("WALLET_CASHOUT", 11, "5", "USD", status=status).overall_success
+
+
 # --- legacy refinements, idempotence, overrides --------------------------------------
 
 

@@ -92,7 +92,7 @@ def test_a_required_column_left_out_is_refused_before_anything_is_written(
     before = snapshot(app_db)
     with pytest.raises(InputError, match=r"'destination'.*pass it in legacy_values"):
         a.create_transaction("WALLET_CASHOUT", 7, "12.50", "USD")
-    with pytest.raises(InputError, match=r"'destination'.*pass it in legacy_values"):
+    with pytest.raises(InputError, match=r"cashout:900 does not exist"):
         a.create_transaction("WALLET_CASHOUT", 7, "12.50", "USD", legacy_entity_id=900)
     assert snapshot(app_db) == before
 

@@ -296,7 +296,17 @@ class DualWriteAdapter:
             }
             claim = IdempotencyClaim.of(idempotency_key, arguments)
         new = NewTransaction(
-            system, ref, fields, dst, dst_legacy, metadata, triggered_by, claim, extra
+            system,
+            ref,
+            fields,
+            dst,
+            dst_legacy,
+            metadata,
+            triggered_by,
+            claim,
+            extra,
+            status_given=status is not None,
+            legacy_status_given=explicit_legacy is not None,
         )
         if connection is not None:
             if claim is not None:

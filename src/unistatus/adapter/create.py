@@ -52,7 +52,7 @@ class NewTransaction:
     """A checked create_transaction request."""
 
     system: LegacySystemType
-    ref: LegacyRef | None  # the legacy id asked for, if any
+    ref: LegacyRef | None  # the existing legacy row to link, if any
     fields: dict[str, Any]  # DATA_COLUMNS, checked
     dst: UnifiedTransactionStatus
     dst_legacy: str
@@ -60,6 +60,9 @@ class NewTransaction:
     triggered_by: str
     claim: IdempotencyClaim | None
     legacy_values: dict[str, Any] = field(default_factory=dict)  # checked, by column name
+    # Whether the caller named the status (a link must find it held), and a legacy one.
+    status_given: bool = False
+    legacy_status_given: bool = False
 
 
 class Creator:
@@ -110,11 +113,19 @@ class Creator:
                 done = self._in_one_statement(conn, mode, op_id, new)
                 if done is not None:
                     return done
-        entity = self.rows.lock(conn, new.ref, mode) if new.ref else None
-        if entity is None or entity.legacy is None and entity.unified is None:
-            self.rows.confirm_mode(conn, mode, new.system, locked=new.ref is not None)
+        if new.ref is None:
+            self.rows.confirm_mode(conn, mode, new.system, locked=False)
             result = self._create_new(conn, mode, op_id, new)
         else:
+            entity = self.rows.lock(conn, new.ref, mode)
+            if entity is None or entity.legacy is None and entity.unified is None:
+                # Never made under the id asked for: an id past the table's sequence
+                # would meet a later create of any client (a unique violation).
+                raise InputError(
+                    f"{new.ref.system.value.lower()}:{new.ref.legacy_id} does not exist: "
+                    "legacy_entity_id links an existing legacy row (leave it out to create "
+                    "a new one)"
+                )
             result = self._link_existing(conn, mode, op_id, entity, new)
         if new.claim is not None:
             new.claim.store(conn, result)
@@ -145,23 +156,18 @@ class Creator:
     def _create_new(
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
     ) -> DualWriteResult:
-        system, ref, dst, dst_legacy = new.system, new.ref, new.dst, new.dst_legacy
+        system, dst, dst_legacy = new.system, new.dst, new.dst_legacy
         now = utcnow()
         result = created(op_id, system, mode, dst, dst_legacy)
         # Every mode makes a legacy row, UNIFIED_ONLY at the rollback's replay.
         self._require_legacy_values(new)
         legacy_id: int | None = None
-        # The unified row's legacy id when no legacy row was made: the one asked for
-        # (DUAL_WRITE_UNIFIED_PRIMARY whose legacy insert was refused), which the repair awaits.
-        awaited: int | None = None
         if mode.writes_legacy:
             lt = self.hot.legacy[system]
             row = legacy_row(
                 lt, data=new.fields, status=dst_legacy, now=now, extra=new.legacy_values
             )
             values = {column.key: value for column, value in row.items()}
-            if ref is not None:
-                values[lt.id.key] = ref.legacy_id
 
             def write_legacy() -> None:
                 nonlocal legacy_id
@@ -170,13 +176,9 @@ class Creator:
 
             if mode is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
                 # The secondary side: under primary_wins the unified row commits without
-                # it, under the id the repair queue names (the legacy id asked for, or
-                # an id of its own).
-                awaited = ref.legacy_id if ref is not None else None
-                result.entity_id = derive_utx_id(system, awaited) if awaited else new_unified_id()
-                self.writer.secondary(
-                    conn, write_legacy, result, Entity(system, awaited, None, None)
-                )
+                # it, under an id of its own, which the repair queue names.
+                result.entity_id = new_unified_id()
+                self.writer.secondary(conn, write_legacy, result, Entity(system, None, None, None))
             else:
                 write_legacy()
             result.legacy_entity_id = legacy_id
@@ -187,7 +189,6 @@ class Creator:
             utx_id = derive_utx_id(system, legacy_id)
         else:  # UNIFIED_ONLY, or the legacy insert was refused (named above)
             utx_id = result.entity_id or new_unified_id()
-            legacy_id = awaited
         result.entity_id = utx_id
         unified = unified_row(
             system,
@@ -307,6 +308,7 @@ class Creator:
                 )
         if new.legacy_values and entity.legacy is not None:
             self._same_legacy_values(conn, entity, new.legacy_values)
+        self._same_status(entity, new)
         result = DualWriteResult(
             operation_id=op_id,
             entity_id=entity.utx_id,
@@ -347,6 +349,25 @@ class Creator:
         self.writer.history(conn, plan)
         result.status, result.legacy_status, result.changed = status, entity.legacy["status"], True
         return result
+
+    def _same_status(self, entity: Entity, new: NewTransaction) -> None:
+        """Linking a row with a status named: the row must hold it (a link never
+        changes a status; ``update_status`` does, under the transition rules)."""
+        if not new.status_given:
+            return
+        ref = f"{entity.system.value.lower()}:{entity.legacy_id}"
+        legacy = entity.legacy["status"] if entity.legacy is not None else None
+        if new.legacy_status_given and legacy is not None:
+            if legacy != new.dst_legacy:
+                raise InputError(f"{ref} exists with status {legacy}, not {new.dst_legacy}")
+            return
+        if entity.unified is not None:
+            held: str | None = entity.unified["status"]
+        else:
+            mapped = self.mapper.try_to_unified(entity.system, legacy) if legacy else None
+            held = mapped.value if mapped is not None else legacy
+        if held != new.dst.value:
+            raise InputError(f"{ref} exists with status {held}, not {new.dst.value}")
 
     def _same_legacy_values(
         self, conn: sa.Connection, entity: Entity, values: dict[str, Any]

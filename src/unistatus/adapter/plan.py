@@ -53,11 +53,12 @@ class Planner:
             return UnifiedTransactionStatus(new_status), None
         if self.mapper.is_legacy_status(system, new_status):
             return self.mapper.to_unified(system, new_status), new_status
-        valid = {s.value for s in self.mapper.valid_statuses(ttype)}
         raise InvalidStatusError(
             ttype.value,
             new_status,
-            sorted(valid | {f"{system.value}.{s}" for s in self.mapper.legacy_statuses(system)}),
+            {s.value for s in self.mapper.valid_statuses(ttype)},
+            self.mapper.legacy_statuses(system),
+            system.value,
         )
 
     def change(
