@@ -223,6 +223,8 @@ def test_transaction_errors_are_clear_4xx_and_write_nothing(db: Any, client: Tes
     )
     assert r.status_code == 422
     assert r.json()["detail"][0]["loc"] == ["body", "amount"]
+    # One key to tell every refused input by, whoever refused it (the schema or unistatus).
+    assert r.json()["error"] == "InputError"
     r = client.post(
         "/api/v1/transactions",
         json={"transaction_type": "ESCROW", "user_id": 7, "amount": "5", "currency": "usd"},

@@ -114,7 +114,8 @@ def add_error_handlers(app: FastAPI) -> None:
             {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
             for e in exc.errors()
         ]
-        return error_response({"detail": detail}, 422)
+        # The schema's refusals carry the key unistatus's own do (InputError: 422).
+        return error_response({"detail": detail, "error": errors.InputError.__name__}, 422)
 
     @app.exception_handler(sa.exc.DBAPIError)
     async def _database(_request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
