@@ -27,6 +27,7 @@ from unistatus.db.failures import describe
 from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import migration_control
+from unistatus.db.transaction_state import autocommits, transaction_failed
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import CallerTransactionError, InputError, StorageError, UnistatusError
 
@@ -49,8 +50,13 @@ _READ_ISOLATION = sa.text("SELECT current_setting('transaction_isolation')")
 
 def caller_connection(target: object, dialect: str) -> sa.Connection:
     """The connection to write on: the Connection itself (it must be in a transaction),
-    or the Session's current one (begun if need be). InputError for anything else."""
+    or the Session's current one (begun if need be, its new objects flushed first as
+    ``session.execute()`` would). InputError for anything else, and for a connection in
+    AUTOCOMMIT, whose "transaction" would commit each of the adapter's statements on its
+    own and hold no mode lock."""
     if isinstance(target, Session):
+        if target.autoflush:
+            target.flush()  # the caller's own pending rows, as its next query would see them
         conn = target.connection()
     elif isinstance(target, sa.Connection):
         if not target.in_transaction():
@@ -66,6 +72,13 @@ def caller_connection(target: object, dialect: str) -> sa.Connection:
     if conn.dialect.name != dialect:
         raise InputError(
             f"connection= is a {conn.dialect.name} connection; this adapter writes to {dialect}"
+        )
+    if autocommits(conn):
+        raise InputError(
+            "connection= is in AUTOCOMMIT: each statement would commit on its own, so the "
+            "caller's transaction could neither keep the write together with its own nor "
+            "be waited for by a mode switch; use a connection without "
+            "isolation_level='AUTOCOMMIT'"
         )
     return conn
 
@@ -119,6 +132,18 @@ class CallerTransactions:
         """
         started = time.perf_counter()
         conn = caller_connection(target, self.ops.name)
+        if transaction_failed(conn):
+            # The caller's own statement failed before this call: its error, not ours.
+            refused = CallerTransactionError(
+                f"{operation}: the caller's transaction has already failed (a statement "
+                "before this call failed); it can only be rolled back, nothing was written"
+            )
+            known = system if isinstance(system, LegacySystemType) else None
+            mode = self.runner.last_modes[known] if known else self.runner.last_mode
+            self.runner.emit(
+                operation, mode, True, started, refused=True, error=str(refused), system=known
+            )
+            raise refused
         # Our tables in our schema on the caller's connection, for this call only.
         with bound_connection(conn, self.ops.schema):
             if not isinstance(system, LegacySystemType):
@@ -156,6 +181,9 @@ class CallerTransactions:
         mode = self.runner.last_modes[system]
         try:
             self._check_isolation(conn)
+        except sa.exc.DBAPIError as exc:  # the database, not the caller (a lost connection)
+            error = f"cannot read the caller's transaction isolation level: {describe(exc)}"
+            raise self._failed(operation, op_id, mode, error, started, system) from None
         except CallerTransactionError as refused:
             self.runner.emit(
                 operation, mode, True, started, refused=True, error=str(refused), system=system
@@ -229,12 +257,7 @@ class CallerTransactions:
         if known is not None and known[0] is transaction:
             level: str = known[1]
         else:
-            try:
-                level = str(conn.execute(_READ_ISOLATION).scalar_one())
-            except sa.exc.DBAPIError as exc:
-                raise CallerTransactionError(
-                    f"cannot read the caller's transaction isolation level: {describe(exc)}"
-                ) from None
+            level = str(conn.execute(_READ_ISOLATION).scalar_one())
             conn.info[_ISOLATION] = (transaction, level)
         if level != "read committed":
             raise CallerTransactionError(

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from unistatus.db.failures import describe
+from unistatus.db.transaction_state import transaction_failed
 
 __all__ = ["ROLLED_BACK", "SAVEPOINT_ROLLED_BACK", "CallerWrite", "Ending", "track"]
 
@@ -28,6 +29,10 @@ log = logging.getLogger("unistatus.adapter.core")
 
 ROLLED_BACK = "rolled back by the caller"
 SAVEPOINT_ROLLED_BACK = "rolled back by the caller (to a savepoint)"
+FAILED_BEFORE_COMMIT = (
+    f"{ROLLED_BACK}: its transaction had failed (a statement in it failed), and the "
+    "database answers the COMMIT of a failed transaction with ROLLBACK"
+)
 # Where a connection keeps its pending writes: the pool's per-connection dict
 # (``Connection.info``), so they are found again when it is returned to the pool.
 _KEY = "unistatus_caller_writes"
@@ -137,10 +142,15 @@ def _sync(state: _Open, conn: sa.Connection) -> None:
 
 
 def _on_commit(conn: sa.Connection) -> None:
-    """COMMIT is about to be sent: kept once the connection goes on without an error."""
+    """COMMIT is about to be sent: kept once the connection goes on without an error;
+    not kept at all if the transaction had failed (PostgreSQL answers ROLLBACK)."""
     state = _state(conn)
-    if state is not None:
-        state.committing = True
+    if state is None:
+        return
+    if transaction_failed(conn):
+        _finish(conn.info, state, Ending(False, FAILED_BEFORE_COMMIT))
+        return
+    state.committing = True
 
 
 def _on_commit_twophase(conn: sa.Connection, _xid: Any, _is_prepared: bool) -> None:

@@ -1,0 +1,184 @@
+"""The caller's transaction where real applications go wrong (found by a review).
+
+An AUTOCOMMIT connection (every statement its own transaction), a transaction the
+caller's own statement already aborted (PostgreSQL then turns COMMIT into ROLLBACK), a
+connection lost before the first write, and an ORM Session whose new objects are not
+flushed yet: each is either refused, counted as what it is, or works as the ORM would.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from decimal import Decimal
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from conftest import Database
+from support.adapters import adapter_in
+from unistatus import CallerTransactionError, DualWriteAdapter, DualWriteMode, OperationEvent
+from unistatus.db.control import set_mode
+from unistatus.errors import InputError
+
+M = DualWriteMode
+
+
+def watched(db: Database) -> tuple[DualWriteAdapter, str, list[OperationEvent]]:
+    """An adapter in DUAL_WRITE_LEGACY_PRIMARY, a PENDING cashout, its events."""
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, record_stats=False)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    events: list[OperationEvent] = []
+    a.observers.append(events.append)
+    return a, str(created.entity_id), events
+
+
+def unified_status(db: Database, entity_id: str) -> str:
+    with db.engine.connect() as conn:
+        return str(
+            conn.execute(
+                sa.text("SELECT status FROM unified_transactions WHERE id = :i"), {"i": entity_id}
+            ).scalar_one()
+        )
+
+
+def test_an_autocommit_connection_is_refused(pg: Database) -> None:
+    """``begin()`` on an AUTOCOMMIT connection begins nothing at the database: each of
+    the adapter's statements would commit on its own (the caller's rollback undid
+    nothing, reported as rolled back) and hold no mode lock (a mode switch did not wait
+    for it). Refused before anything is written."""
+    a, entity_id, events = watched(pg)
+    with pg.engine.connect() as plain:
+        conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+        with conn.begin():
+            with pytest.raises(InputError, match="AUTOCOMMIT"):
+                a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+            with pytest.raises(InputError, match="AUTOCOMMIT"):
+                a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=conn)
+    assert unified_status(pg, entity_id) == "PENDING"
+    assert pg.count("cashouts") == 1
+    assert events == []  # not even counted as an operation: the connection was refused
+
+
+def test_a_commit_the_database_turned_into_a_rollback_is_not_a_kept_write(pg: Database) -> None:
+    """The caller's own statement failed after the adapter's write, the caller went on
+    and committed: PostgreSQL answers COMMIT with ROLLBACK, no error. The write was
+    reported as kept (counted as a success by the gates and the error rate)."""
+    a, entity_id, events = watched(pg)
+    with pg.engine.connect() as conn:
+        conn.begin()
+        assert a.update_status(entity_id, "PROCESSING", "r", "svc", connection=conn).changed
+        with pytest.raises(sa.exc.DBAPIError):
+            conn.exec_driver_sql("SELECT 1/0")
+        conn.commit()
+    assert unified_status(pg, entity_id) == "PENDING"
+    assert [(e.success, e.rolled_back) for e in events] == [(False, True)]
+    assert events[0].error is not None and "had failed" in events[0].error
+
+    events.clear()
+    with Session(pg.engine) as session:
+        a.update_status(entity_id, "PROCESSING", "r", "svc", connection=session)
+        with pytest.raises(sa.exc.DBAPIError):
+            session.execute(sa.text("SELECT 1/0"))
+        session.commit()
+    assert unified_status(pg, entity_id) == "PENDING"
+    assert [(e.success, e.rolled_back) for e in events] == [(False, True)]
+
+
+def test_a_write_into_a_transaction_the_caller_already_failed_is_refused(pg: Database) -> None:
+    """The caller's own statement aborted the transaction, then it calls the adapter:
+    the caller's error, refused the same whether or not the adapter wrote earlier in
+    that transaction (the first write of a transaction was counted as refused, a later
+    one as a database failure)."""
+    a, entity_id, events = watched(pg)
+    seen = []
+    for earlier_write in (False, True):
+        events.clear()
+        with pg.engine.connect() as conn:
+            conn.begin()
+            if earlier_write:
+                a.update_status(entity_id, "PROCESSING", "r", "svc", connection=conn)
+            with pytest.raises(sa.exc.DBAPIError):
+                conn.exec_driver_sql("SELECT 1/0")
+            with pytest.raises(CallerTransactionError, match="already failed"):
+                a.update_status(entity_id, "AWAITING_RESPONSE", "r", "svc", connection=conn)
+            conn.rollback()
+        refused = [e for e in events if e.operation == "update_status" and not e.rolled_back]
+        seen.append([(e.success, e.refused) for e in refused])
+    assert seen == [[(True, True)], [(True, True)]]
+
+
+def test_a_connection_lost_before_the_first_write_is_a_database_failure(pg: Database) -> None:
+    """The server ended the caller's connection (a restart, a killed backend) before
+    the first write of its transaction: a database failure, counted as one (it was
+    counted as a refusal, out of the error rate the alerts and gates read)."""
+    a, entity_id, events = watched(pg)
+    with pg.engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+        conn.commit()
+        with pg.engine.connect() as other:
+            other.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+        conn.begin()
+        with pytest.raises(CallerTransactionError):
+            a.update_status(entity_id, "PROCESSING", "r", "svc", connection=conn)
+    assert [(e.success, e.refused) for e in events] == [(False, False)]
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Cashout(Base):  # the legacy application's own model of its table
+    __tablename__ = "cashouts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int]
+    amount: Mapped[Decimal] = mapped_column(sa.Numeric(18, 2))
+    currency: Mapped[str]
+    status: Mapped[str]
+    created_at: Mapped[dt.datetime]
+    updated_at: Mapped[dt.datetime]
+
+
+def test_an_orm_sessions_new_objects_are_flushed_first(db: Database) -> None:
+    """A legacy row the application added to its Session (not flushed yet) is seen by
+    the adapter, as by any ``session.execute()`` (autoflush): it was not found."""
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, record_stats=False)
+    now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    with Session(db.engine) as session:
+        session.add(
+            Cashout(
+                id=77,
+                user_id=1,
+                amount=Decimal("5"),
+                currency="USD",
+                status="PENDING",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        r = a.update_status("cashout:77", "PROCESSING", "paid", "svc", connection=session)
+        assert r.overall_success, r.error
+        session.commit()
+    assert unified_status(db, "UTX100000000000077") == "PROCESSING"
+
+
+def test_a_mode_switch_still_waits_for_a_callers_transaction(pg: Database) -> None:
+    """What the AUTOCOMMIT refusal keeps: in a real transaction the mode lock is held
+    until the caller ends it."""
+    a, entity_id, _ = watched(pg)
+    switched = threading.Event()
+
+    def switch() -> None:
+        set_mode(pg.engine, M.LEGACY_ONLY, reason="pause", actor="test")
+        switched.set()
+
+    with pg.engine.connect() as conn:
+        conn.begin()
+        a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+        worker = threading.Thread(target=switch)
+        worker.start()
+        assert not switched.wait(1.0)
+        conn.commit()
+        worker.join(10)
+    assert switched.is_set()
