@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -182,3 +183,44 @@ def test_a_mode_switch_still_waits_for_a_callers_transaction(pg: Database) -> No
         conn.commit()
         worker.join(10)
     assert switched.is_set()
+
+
+@pytest.fixture
+def app_schema(pg: Database) -> Iterator[str]:
+    """A schema of the application's own, where its engine's translate map sends its
+    models (per tenant, per service)."""
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA app_own")
+        conn.exec_driver_sql("CREATE TABLE app_own.orders (id serial PRIMARY KEY, utx text)")
+    try:
+        yield "app_own"
+    finally:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA app_own CASCADE")
+
+
+@pytest.mark.parametrize("fallback", ["strict", "primary_wins"])
+@pytest.mark.parametrize("mode", [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY, M.UNIFIED_ONLY])
+def test_the_callers_own_translate_map_is_not_applied_to_unistatus_tables(
+    pg: Database, app_schema: str, mode: DualWriteMode, fallback: str
+) -> None:
+    """An application engine with ``schema_translate_map={None: "app_own"}`` for its own
+    models: the adapter's statements (the locked path's, of the default layout) were
+    sent to that schema too ("relation app_own.unistatus_control does not exist")."""
+    a = adapter_in(pg, mode, record_stats=False, fallback=fallback)
+    orders = sa.Table(
+        "orders",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("utx", sa.Text),
+    )
+    app = pg.engine.execution_options(schema_translate_map={None: app_schema})
+    with app.connect() as conn, conn.begin():
+        created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=conn)
+        assert created.overall_success, created.error
+        changed = a.update_status(created.entity_id, "PROCESSING", "r", "svc", connection=conn)
+        assert changed.overall_success, changed.error
+        conn.execute(sa.insert(orders).values(utx=created.entity_id))  # the app's own table
+    assert pg.count("cashouts") == (1 if mode.writes_legacy else 0)
+    with pg.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM app_own.orders").scalar_one() == 1

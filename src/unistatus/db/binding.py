@@ -114,12 +114,18 @@ def bound_connection(conn: sa.Connection, schema: str | None) -> Iterator[sa.Con
 
     ``Connection.execution_options`` changes the connection in place, so the caller's
     own translate map (none, usually) is put back afterwards: its statements must never
-    see ours. Nothing to do for the default schema.
+    see ours. In the default layout our tables are named bare: the caller's map (one
+    that sends the application's own models to a schema of theirs) is set aside for the
+    block; without one there is nothing to do.
     """
-    if schema is None:
-        yield conn
-        return
     before = conn.get_execution_options().get(_OPTION) or {}
+    if schema is None:
+        if not before:
+            yield conn
+            return
+        with _translating(conn, {}):
+            yield conn
+        return
     with _translating(conn, {**before, **(translate_map(schema) or {})}):
         yield conn
 
