@@ -9,6 +9,7 @@ and their reasons: docs/capture.md.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -195,22 +196,45 @@ _PG_DEFINITIONS = sa.text(
 ).bindparams(sa.bindparam("names", expanding=True))
 
 
+# What :func:`_sql_changed` found, by what it depends on: the generated SQL is this
+# process's code applied to its configuration, so the same catalog, tables and mapping
+# get the same answer, and generating it (a quarter of a second) is not repeated on
+# every gate evaluation (``/metrics``, the dashboards, ``monitor``).
+_compared: dict[str, bool] = {}
+_COMPARED_KEPT = 64
+
+
 def _sql_changed(
     conn: sa.Connection, ddl: CaptureDdl, tables: list[LegacyTable], generated: list[str] | None
 ) -> bool:
     """Whether an installed definition differs from what :func:`enable` would install
     now (``generated``: those statements, if at hand; one missing is
     :attr:`CaptureStatus.installed`'s business)."""
-    if generated is None:
-        generated = _install(ddl, conn, tables, ddl.ops.mode_lock_key)
-    wanted = ddl.definitions(generated)
     if conn.dialect.name == "postgresql":
         where = {"schema": own_schema(conn), "names": function_names()}
         rows = conn.execute(_PG_DEFINITIONS, where)
     else:
         rows = conn.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'"))
     catalog = {str(name): str(text) for name, text in rows}
-    return any(name in catalog and catalog[name] != text for name, text in wanted.items())
+    inputs = [
+        conn.engine.url.render_as_string(hide_password=True),
+        ddl.ops.schema,
+        ddl.ops.mode_lock_key,
+        _mapping_now(),
+        sorted((lt.table.fullname, [c.name for c in lt.table.c]) for lt in tables),
+        sorted(catalog.items()),
+    ]
+    key = hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()
+    if generated is None and key in _compared:
+        return _compared[key]
+    if generated is None:
+        generated = _install(ddl, conn, tables, ddl.ops.mode_lock_key)
+    wanted = ddl.definitions(generated)
+    changed = any(name in catalog and catalog[name] != text for name, text in wanted.items())
+    if len(_compared) >= _COMPARED_KEPT:
+        _compared.clear()
+    _compared[key] = changed
+    return changed
 
 
 def _capturable(engine: sa.Engine, settings: Settings) -> tuple[list[LegacyTable], list[str]]:
