@@ -207,6 +207,9 @@ class Settings(BaseSettings):
     admin_token: str | None = Field(default=None, repr=False)
     writer_token: str | None = Field(default=None, repr=False)
     api_tokens: list[ApiToken] = Field(default_factory=list, repr=False)
+    # The largest request body the HTTP API takes; a larger one is refused (413) before
+    # it is read whole (unistatus.api.body_limit).
+    max_request_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
     soak_seconds: float = Field(default=3600.0, ge=0.0)
     # The p95 gate into phase 4 judges only unified primary's own operations, and no
     # fewer than this many: a p95 of a handful of operations says nothing.

@@ -26,6 +26,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from unistatus.api.body_limit import BodyLimit
 from unistatus.api.control_routes import add_control_routes
 from unistatus.api.error_responses import add_error_handlers
 from unistatus.api.observability_routes import add_observability_routes
@@ -77,6 +78,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     add_error_handlers(app)
     add_observability_routes(app, service)
     add_transaction_routes(app, service)
