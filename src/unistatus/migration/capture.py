@@ -159,16 +159,15 @@ def _key(t: Trigger) -> tuple[str, str]:
 
 # PostgreSQL: this installation's capture functions (by name, in its schema) and the
 # triggers that call them; another installation's (in another schema) are not ours.
+_PG_OURS = "p.pronamespace = CAST(:schema AS regnamespace) AND p.proname IN :names"
 _PG_FUNCTIONS = sa.text(
-    "SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p "
-    "WHERE p.pronamespace = CAST(:schema AS regnamespace) AND p.proname IN :names ORDER BY 1"
+    f"SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p WHERE {_PG_OURS} ORDER BY 1"
 ).bindparams(sa.bindparam("names", expanding=True))
 _PG_TRIGGERS = sa.text(
     "SELECT t.tgname, c.relname, t.tgrelid::regclass::text FROM pg_catalog.pg_trigger t "
     "JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
     "JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
-    "WHERE NOT t.tgisinternal AND p.pronamespace = CAST(:schema AS regnamespace) "
-    "AND p.proname IN :names ORDER BY 1, 2"
+    f"WHERE NOT t.tgisinternal AND {_PG_OURS} ORDER BY 1, 2"
 ).bindparams(sa.bindparam("names", expanding=True))
 
 
@@ -191,8 +190,7 @@ def installed(conn: sa.Connection) -> tuple[list[Trigger], list[str]]:
 
 
 _PG_DEFINITIONS = sa.text(
-    "SELECT p.proname, p.prosrc FROM pg_catalog.pg_proc p "
-    "WHERE p.pronamespace = CAST(:schema AS regnamespace) AND p.proname IN :names"
+    f"SELECT p.proname, p.prosrc FROM pg_catalog.pg_proc p WHERE {_PG_OURS}"
 ).bindparams(sa.bindparam("names", expanding=True))
 
 
@@ -225,9 +223,9 @@ def _sql_changed(
         sorted(catalog.items()),
     ]
     key = hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()
-    if generated is None and key in _compared:
-        return _compared[key]
     if generated is None:
+        if key in _compared:
+            return _compared[key]
         generated = _install(ddl, conn, tables, ddl.ops.mode_lock_key)
     wanted = ddl.definitions(generated)
     changed = any(name in catalog and catalog[name] != text for name, text in wanted.items())
