@@ -268,3 +268,35 @@ def test_a_failed_write_503_carries_no_sql(sqlite_db: Database) -> None:
     _no_server_detail(r.text)
     assert "unified_status_history" not in r.text and "error id" in r.json()["detail"]
     assert r.json()["result"]["overall_success"] is False
+
+
+def test_every_refusal_names_its_kind_in_error(db: Database, cashout: str) -> None:
+    """A script tells refusals apart by ``error``, whoever refused: the bearer check,
+    the router or the body parser answer with it like unistatus's own errors do."""
+    update = f"/api/v1/transactions/{cashout}/status"
+    body = {"status": "PROCESSING", "reason": "sent", "triggered_by": "svc"}
+    with client_with(db, admin_token=ADMIN, writer_token=WRITER) as client:
+        cases = [
+            (client.post(update, json=body), 401, "AuthenticationError"),
+            (
+                client.post(update, json={**body, "force": True}, headers=bearer(WRITER)),
+                403,
+                "PermissionError",
+            ),
+            (client.get("/api/v1/no-such-route"), 404, "NotFoundError"),
+            (client.get("/api/v1/transactions/cashout:999999"), 404, "EntityNotFoundError"),
+            (client.delete(update), 405, "MethodNotAllowedError"),
+            (
+                client.post(
+                    update,
+                    content=b'{"status": "\xff"}',
+                    headers={**bearer(WRITER), "Content-Type": "application/json"},
+                ),
+                400,
+                "InputError",
+            ),
+        ]
+    for r, code, kind in cases:
+        assert (r.status_code, r.json().get("error")) == (code, kind), r.text
+        assert r.json()["detail"]
+    assert cases[0][0].headers["WWW-Authenticate"] == "Bearer"

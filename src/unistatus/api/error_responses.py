@@ -3,7 +3,9 @@
 Typed unistatus errors become 4xx with a clear ``detail`` (404 unknown transaction, 409
 refused transition / mode / gate, 422 invalid input); 503 only when the database itself
 fails, and a 503 body names no host, port or SQL: it carries an ``error_id`` under which
-the service log keeps the detail. :func:`add_error_handlers` installs this on an app.
+the service log keeps the detail. Every error body has ``error``: the typed error's
+name, or for a refusal of the HTTP layer itself (401, 403, an unknown route) a name
+from :data:`HTTP_ERROR_NAMES`. :func:`add_error_handlers` installs this on an app.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from unistatus import errors
 from unistatus.redact import redact
 
 __all__ = [
+    "HTTP_ERROR_NAMES",
     "STATUS_CODES",
     "add_error_handlers",
     "error_response",
@@ -43,6 +47,17 @@ STATUS_CODES: list[tuple[type[errors.UnistatusError], int]] = [
     (errors.StorageError, 503),
     (errors.ConfigError, 503),
 ]
+
+
+# What a refusal by the HTTP layer itself (the bearer check, the router, the body
+# parser) is called in a body's ``error``, beside unistatus's own error names.
+HTTP_ERROR_NAMES = {
+    400: errors.InputError.__name__,
+    401: "AuthenticationError",
+    403: "PermissionError",
+    404: "NotFoundError",
+    405: "MethodNotAllowedError",
+}
 
 
 def status_code_for(exc: errors.UnistatusError) -> int:
@@ -105,6 +120,13 @@ def add_error_handlers(app: FastAPI) -> None:
         if code >= 500:
             return unavailable(type(exc).__name__, str(exc))
         return error_response({"detail": redact(str(exc)), "error": type(exc).__name__}, code)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+        kind = HTTP_ERROR_NAMES.get(exc.status_code, "HTTPError")
+        response = error_response({"detail": exc.detail, "error": kind}, exc.status_code)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
