@@ -127,10 +127,19 @@ def _written_in_a_rolled_back_savepoint_then_again(w: Watched, conn: sa.Connecti
     w.change(conn)  # the same change again, outside: kept
 
 
+def _outer_rolled_back_while_inner_open(w: Watched, conn: sa.Connection) -> None:
+    outer = conn.begin_nested()
+    w.change(conn)  # in the outer savepoint
+    conn.begin_nested()  # an inner one, never ended by the caller
+    w.change(conn, "AWAITING_RESPONSE")
+    outer.rollback()  # ROLLBACK TO the outer savepoint undoes both
+
+
 @pytest.mark.parametrize(
     ("scenario", "expected", "final"),
     [
         (_nested_released_then_outer_rolled_back, [UNDONE], "PENDING"),
+        (_outer_rolled_back_while_inner_open, [UNDONE, UNDONE], "PENDING"),
         (_write_before_a_savepoint_rolled_back, [KEPT, UNDONE], "PROCESSING"),
         (_savepoint_released, [KEPT], "PROCESSING"),
         (_written_in_a_rolled_back_savepoint_then_again, [UNDONE, KEPT], "PROCESSING"),

@@ -36,9 +36,6 @@ FAILED_BEFORE_COMMIT = (
 # Where a connection keeps its pending writes: the pool's per-connection dict
 # (``Connection.info``), so they are found again when it is returned to the pool.
 _KEY = "unistatus_caller_writes"
-# A write's savepoint once that savepoint was released: it belongs to the enclosing
-# one, which is the connection's innermost savepoint at the next event.
-_RELEASED = -1
 
 
 @dataclass(frozen=True)
@@ -63,8 +60,9 @@ class CallerWrite:
 
     end: Callable[[Ending], None]
     undo: Callable[[], None] | None = None
-    # id() of the innermost savepoint open when it was written (alive while open).
-    savepoint: int | None = None
+    # The savepoints enclosing it (names, outermost first): rolling back to any of them
+    # undoes it; releasing one hands it to the savepoint enclosing that one.
+    savepoints: tuple[str, ...] = ()
     undone: str | None = None
 
 
@@ -84,8 +82,7 @@ def track(conn: sa.Connection, write: CallerWrite) -> None:
     state = info.get(_KEY)
     if state is None:
         state = info[_KEY] = _Open()
-    _sync(state, conn)
-    write.savepoint = _innermost(conn)
+    write.savepoints = _open_savepoints(conn)
     state.writes.append(write)
 
 
@@ -112,7 +109,6 @@ def _listen(engine: sa.Engine) -> None:
         event.listen(engine, "commit_twophase", _on_commit_twophase)
         event.listen(engine, "rollback_twophase", _on_rollback_twophase)
         event.listen(engine, "rollback", _on_rollback)
-        event.listen(engine, "savepoint", _on_savepoint)
         event.listen(engine, "release_savepoint", _on_release_savepoint)
         event.listen(engine, "rollback_savepoint", _on_rollback_savepoint)
         _installed.add(engine)
@@ -126,19 +122,18 @@ def _state(conn: sa.Connection) -> _Open | None:
     return state
 
 
-def _innermost(conn: sa.Connection) -> int | None:
+def _open_savepoints(conn: sa.Connection) -> tuple[str, ...]:
+    """The names of the savepoints open on ``conn``, outermost first (unique per
+    connection: SQLAlchemy numbers them). SQLAlchemy keeps them as a chain of its
+    nested transactions, which only its private attributes walk."""
+    names: list[str] = []
     nested = conn.get_nested_transaction()
-    return id(nested) if nested is not None else None
-
-
-def _sync(state: _Open, conn: sa.Connection) -> None:
-    """Writes of a released savepoint belong to the enclosing one, innermost now (the
-    events fire before SQLAlchemy moves on, so this is exact at every event)."""
-    if any(w.savepoint == _RELEASED for w in state.writes):
-        enclosing = _innermost(conn)
-        for w in state.writes:
-            if w.savepoint == _RELEASED:
-                w.savepoint = enclosing
+    while nested is not None:
+        name = getattr(nested, "_savepoint", None)
+        if nested.is_active and isinstance(name, str):
+            names.append(name)
+        nested = getattr(nested, "_previous_nested", None)
+    return tuple(reversed(names))
 
 
 def _on_commit(conn: sa.Connection) -> None:
@@ -205,33 +200,25 @@ def _on_rollback(conn: sa.Connection) -> None:
         _finish(conn.info, state, Ending(False, ROLLED_BACK))
 
 
-def _on_savepoint(conn: sa.Connection, _name: Any) -> None:
-    state = _state(conn)
-    if state is not None:
-        _sync(state, conn)
-
-
-def _on_release_savepoint(conn: sa.Connection, _name: Any, _context: Any) -> None:
+def _on_release_savepoint(conn: sa.Connection, name: Any, _context: Any) -> None:
+    """RELEASE hands the writes in ``name`` (and in savepoints inside it) to the one
+    enclosing it."""
     state = _state(conn)
     if state is None:
         return
-    _sync(state, conn)
-    released = _innermost(conn)  # the one being released
     for w in state.writes:
-        if w.savepoint is not None and w.savepoint == released:
-            w.savepoint = _RELEASED
+        if name in w.savepoints:
+            w.savepoints = w.savepoints[: w.savepoints.index(name)]
 
 
-def _on_rollback_savepoint(conn: sa.Connection, _name: Any, _context: Any) -> None:
+def _on_rollback_savepoint(conn: sa.Connection, name: Any, _context: Any) -> None:
+    """ROLLBACK TO ``name`` undoes every write made since it, in savepoints inside it
+    too, even those the caller left open."""
     state = _state(conn)
     if state is None:
         return
-    _sync(state, conn)
-    rolled_back = _innermost(conn)  # the one being rolled back
-    if rolled_back is None:
-        return
     for w in state.writes:
-        if w.savepoint == rolled_back and w.undone is None:
+        if name in w.savepoints and w.undone is None:
             w.undone = SAVEPOINT_ROLLED_BACK
             _call(w.undo)
 
