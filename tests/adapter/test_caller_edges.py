@@ -224,3 +224,21 @@ def test_the_callers_own_translate_map_is_not_applied_to_unistatus_tables(
     assert pg.count("cashouts") == (1 if mode.writes_legacy else 0)
     with pg.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM app_own.orders").scalar_one() == 1
+
+
+def test_a_session_with_several_binds_is_told_which_connection_to_pass(db: Database) -> None:
+    """A Session bound per model has no connection of its own: the caller is told how
+    to pass the one of the adapter's database (SQLAlchemy's UnboundExecutionError
+    leaked), and that connection works inside the Session's transaction."""
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, record_stats=False)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    entity_id = str(created.entity_id)
+    with Session(binds={Cashout: db.engine}) as session:
+        with pytest.raises(InputError, match=r"bind_arguments=\{'mapper'"):
+            a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
+        assert unified_status(db, entity_id) == "PENDING"
+        conn = session.connection(bind_arguments={"mapper": Cashout})
+        r = a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+        assert r.overall_success, r.error
+        session.rollback()
+    assert unified_status(db, entity_id) == "PENDING"  # it was the Session's transaction

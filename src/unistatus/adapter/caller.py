@@ -57,7 +57,15 @@ def caller_connection(target: object, dialect: str) -> sa.Connection:
     if isinstance(target, Session):
         if target.autoflush:
             target.flush()  # the caller's own pending rows, as its next query would see them
-        conn = target.connection()
+        try:
+            conn = target.connection()
+        except sa.exc.UnboundExecutionError:
+            raise InputError(
+                "connection= is a Session bound per model, with no connection of its own: "
+                "pass the Connection it holds for the adapter's database, e.g. "
+                "connection=session.connection(bind_arguments={'mapper': Cashout}) "
+                "(Cashout: a model of yours bound to that database)"
+            ) from None
     elif isinstance(target, sa.Connection):
         if not target.in_transaction():
             raise InputError(
