@@ -36,7 +36,12 @@ from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.consistency import same_value
-from unistatus.domain.ids import LegacyRef, derive_utx_id, new_unified_id
+from unistatus.domain.ids import (
+    LegacyRef,
+    derive_utx_id,
+    new_unified_id,
+    require_migratable_id,
+)
 from unistatus.domain.inputs import require_legacy_values
 from unistatus.domain.kept_values import KEPT_KEY, to_json
 from unistatus.domain.mapping import LegacyStatusMapper
@@ -173,6 +178,7 @@ class Creator:
                 nonlocal legacy_id
                 insert = sa.insert(lt.table).values(values).returning(lt.id)
                 legacy_id = conn.execute(insert).scalar_one()
+                require_migratable_id(lt.name, legacy_id)
 
             if mode is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
                 # The secondary side: under primary_wins the unified row commits without
@@ -267,6 +273,7 @@ class Creator:
             if keyed and rows[0][1] != 1:
                 raise StorageError(f"creating {system.value} stored {rows[0][1]} keys, not 1")
             result.legacy_entity_id = int(rows[0][0])
+            require_migratable_id(self.hot.legacy[system].name, result.legacy_entity_id)
             result.entity_id = derive_utx_id(system, result.legacy_entity_id)
             if self.fast is not None:
                 self.fast.remember_created(system, result.legacy_entity_id, dst_legacy)
@@ -281,6 +288,7 @@ class Creator:
         if not rows:
             raise ModeChanged
         utx_id, legacy_id, history_rows = rows[0][:3]
+        require_migratable_id(self.hot.legacy[system].name, int(legacy_id))
         if history_rows != 1 or keyed and rows[0][3] != 1:
             raise StorageError(f"creating {utx_id} wrote {history_rows} history rows, not 1")
         result.entity_id, result.legacy_entity_id = str(utx_id), int(legacy_id)

@@ -22,10 +22,24 @@ from unistatus.db.prepared import Prepared
 from unistatus.db.tables import status_history
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_idempotency import idempotency_keys
-from unistatus.domain.ids import utx_id_sql
+from unistatus.domain.ids import MAX_LEGACY_ID, utx_id_sql
 from unistatus.domain.statuses import LegacySystemType
 
 __all__ = ["HotStatements"]
+
+
+# What a created row's unified id is in SQL when its legacy id is beyond the UTX range:
+# no UTX id looks like it, so it meets no other row before the adapter refuses the id
+# (``require_migratable_id``) and the statement's transaction is rolled back.
+BEYOND_RANGE = "UTX-beyond-range"
+
+
+def _created_utx_id(system: LegacySystemType, legacy_id: Any) -> Any:
+    """``utx_id_sql``, but never the next system's id (nor too long for the column)."""
+    return sa.case(
+        (legacy_id <= MAX_LEGACY_ID, utx_id_sql(system, legacy_id)),
+        else_=sa.literal(BEYOND_RANGE, sa.String),
+    )
 
 
 class HotStatements:
@@ -329,7 +343,7 @@ class HotStatements:
                 return self._legacy_insert(system, extra)
             legacy_cte = self._legacy_insert(system, extra).cte("legacy_insert")
             key_cte = self._key_insert(
-                system, utx_id_sql(system, legacy_cte.c.id), legacy_cte.c.id, legacy_cte
+                system, _created_utx_id(system, legacy_cte.c.id), legacy_cte.c.id, legacy_cte
             )
             keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
             return sa.select(legacy_cte.c.id, keys)
@@ -400,7 +414,7 @@ class HotStatements:
             now = sa.bindparam("c_now", type_=U.c.created_at.type)
             unified = unified_row(
                 system,
-                utx_id=utx_id_sql(system, legacy_cte.c.id),
+                utx_id=_created_utx_id(system, legacy_cte.c.id),
                 legacy_id=legacy_cte.c.id,
                 data={n: sa.bindparam(f"c_{n}", type_=U.c[n].type) for n in DATA_COLUMNS},
                 status=sa.bindparam("c_status", type_=U.c.status.type),

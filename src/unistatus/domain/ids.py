@@ -2,7 +2,8 @@
 
 A unified row made from a legacy row has a UTX id derived from it, in Python and in
 SQL alike: "UTX" + system digit + the legacy id padded to 14 digits. A transaction born
-unified gets "UTX9" + 14 random digits.
+unified gets "UTX9" + 14 random digits. A legacy id beyond 14 digits cannot be
+migrated (:func:`require_migratable_id`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.errors import InvalidIdentifierError
+from unistatus.errors import ConfigError, InvalidIdentifierError
 
 # ASCII digits, matched whole (``fullmatch``): ``\d`` and ``$`` would also take
 # Arabic-Indic or full-width digits and a trailing newline.
@@ -72,6 +73,18 @@ class UtxId:
 
 
 EntityRef = LegacyRef | UtxId
+
+
+def require_migratable_id(table: str, legacy_id: int) -> None:
+    """ConfigError when ``legacy_id`` (of the legacy table ``table``) is beyond what a
+    UTX id holds: its derived id would be malformed, or in SQL land on the next system's
+    ids (cashout 10^14 + 5 would be escrow 5's ``UTX200000000000005``)."""
+    if legacy_id > MAX_LEGACY_ID:
+        raise ConfigError(
+            f"{table} holds id {legacy_id}, beyond {MAX_LEGACY_ID}: a UTX id carries 14 "
+            "digits of a legacy id, so rows with larger ids cannot be migrated; nothing "
+            "was written"
+        )
 
 
 def derive_utx_id(system: LegacySystemType, legacy_id: int) -> str:

@@ -1,0 +1,72 @@
+"""Legacy ids beyond what a UTX id holds (14 digits: ``UTX`` + system digit + id).
+
+A legacy table whose ids go past 99,999,999,999,999 (a sequence restarted high, ids
+made elsewhere) cannot be migrated under UTX ids: a derived id would be malformed, or in
+SQL run into the next system's ids (cashout 10^14 + 5 is ``UTX200000000000005``, the id of
+escrow 5). Each path refuses before anything is written, naming the table and the limit:
+the adapter's create (the create committed, then raised), the backfill (it planned the
+rows).
+"""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import adapter_in, snapshot
+from unistatus import DualWriteMode
+from unistatus.backfill.runner import run_backfill
+from unistatus.domain.ids import MAX_LEGACY_ID
+from unistatus.errors import ConfigError
+
+M = DualWriteMode
+WRITES_LEGACY = [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY]
+
+
+def next_cashout_id_beyond_range(db: Database) -> None:
+    """The cashouts table hands out 10^14 + 1 next: in SQL, escrow 1's UTX id."""
+    with db.engine.begin() as conn:
+        if db.backend == "sqlite":
+            conn.execute(
+                sa.text(
+                    "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at,"
+                    " updated_at) VALUES (:i, 1, 5, 'USD', 'PENDING', :t, :t)"
+                ),
+                {"i": MAX_LEGACY_ID + 1, "t": "2026-01-01 00:00:00"},
+            )
+        else:
+            conn.execute(
+                sa.text("SELECT setval(pg_get_serial_sequence('cashouts', 'id'), :i)"),
+                {"i": MAX_LEGACY_ID + 1},
+            )
+
+
+@pytest.mark.parametrize("mode", WRITES_LEGACY, ids=lambda m: m.value)
+def test_a_create_given_an_id_beyond_the_utx_range_writes_nothing(
+    db: Database, mode: DualWriteMode
+) -> None:
+    a = adapter_in(db, mode, record_stats=False)
+    a.create_transaction("ESCROW", 1, "5", "USD")  # escrow 1: what cashout 10^14 + 1 hits
+    next_cashout_id_beyond_range(db)
+    before = snapshot(db)
+    with pytest.raises(ConfigError, match=r"cashouts.*100000000000001.*14 digits"):
+        a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    assert snapshot(db) == before
+
+
+def test_the_backfill_refuses_legacy_ids_beyond_the_utx_range(db: Database) -> None:
+    a = adapter_in(db, M.LEGACY_ONLY, record_stats=False)
+    a.create_transaction("ESCROW", 1, "5", "USD")
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at,"
+                " updated_at) VALUES (:i, 1, 5, 'USD', 'PENDING', :t, :t)"
+            ),
+            {"i": MAX_LEGACY_ID + 5, "t": "2026-01-01 00:00:00"},
+        )
+    before = snapshot(db)
+    with pytest.raises(ConfigError, match=r"cashouts.*100000000000004.*14 digits"):
+        run_backfill(db.engine, db.settings)
+    assert snapshot(db)["unified_transactions"] == before["unified_transactions"]
