@@ -4,7 +4,9 @@
 caller's SQLAlchemy transaction (straight on the DBAPI cursor on psycopg, for the
 adapter's hot path). Why, and what each method keeps: docs/adapter.md. The SQL names our
 tables in the schema of the engine or connection it is prepared for (the translate map
-is rendered into it: the driver runs it as it is, on any connection).
+is rendered into it: the driver runs it as it is, on any connection). A connection of
+another driver (an application's psycopg2 connection given to an adapter on psycopg 3)
+runs the statement through SQLAlchemy, compiled for that connection.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Prepared:
 
     def __init__(self, statement: Any, bind: sa.Engine | sa.Connection) -> None:
         dialect = bind.dialect
+        self.driver = dialect.driver
         self.statement = statement
         names = translate_map(schema_of(bind))
         rendered = {"schema_translate_map": names, "render_schema_translate": True}
@@ -54,6 +57,10 @@ class Prepared:
 
     def execute(self, conn: sa.Connection, values: dict[str, Any]) -> sa.CursorResult[Any]:
         """Run with ``values`` (by bind name); the driver's result, rowcount kept."""
+        if conn.dialect.driver != self.driver:
+            return conn.execute(
+                self.statement, dict(values), execution_options={"preserve_rowcount": True}
+            )
         params = self.compiled.construct_params(values)
         for name, processor in self.processors.items():
             if name in params and params[name] is not None:
@@ -72,7 +79,7 @@ class Prepared:
 
         For statements that return rows (SELECT, or DML with RETURNING).
         """
-        if not self.raw:
+        if not self.raw or conn.dialect.driver != self.driver:
             return [tuple(row) for row in conn.execute(self.statement, dict(values))]
         params = self.bind(values)
         sql = self.compiled.string

@@ -14,6 +14,9 @@ import sqlalchemy as sa
 
 __all__ = ["autocommits", "transaction_failed"]
 
+# libpq's PQTRANS_INERROR: in a transaction that a failed statement aborted.
+_PQTRANS_INERROR = 3
+
 
 def _driver_connection(conn: sa.Connection) -> Any:
     try:
@@ -33,4 +36,5 @@ def transaction_failed(conn: sa.Connection) -> bool:
     in it failed): it can only be rolled back, and its COMMIT is a ROLLBACK."""
     info = getattr(_driver_connection(conn), "info", None)
     status = getattr(info, "transaction_status", None)
-    return getattr(status, "name", None) == "INERROR"
+    # libpq's number, as psycopg 3 (an IntEnum) and psycopg2 (an int) both report it.
+    return status is not None and int(status) == _PQTRANS_INERROR
