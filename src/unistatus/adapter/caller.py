@@ -73,6 +73,13 @@ def caller_connection(target: object, dialect: str) -> sa.Connection:
                 "never begins or commits the caller's transaction"
             )
         conn = target
+    elif _is_asyncio(target):
+        raise InputError(
+            f"connection= is an asyncio {type(target).__name__}; the adapter is "
+            "synchronous: call it through SQLAlchemy's run_sync, which hands it the "
+            "synchronous one underneath, e.g. await conn.run_sync(lambda c: "
+            "adapter.update_status(..., connection=c))"
+        )
     else:
         raise InputError(
             f"connection= must be a SQLAlchemy Connection or ORM Session, got {target!r}"
@@ -89,6 +96,12 @@ def caller_connection(target: object, dialect: str) -> sa.Connection:
             "isolation_level='AUTOCOMMIT'"
         )
     return conn
+
+
+def _is_asyncio(target: object) -> bool:
+    """SQLAlchemy's AsyncConnection or AsyncSession (its asyncio extension is not
+    imported for this: anything of it in hand means it is loaded already)."""
+    return type(target).__module__.startswith("sqlalchemy.ext.asyncio")
 
 
 class CallerTransactions:
