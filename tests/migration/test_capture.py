@@ -28,11 +28,14 @@ from support.capture_data import (
 )
 from unistatus import DualWriteMode
 from unistatus.backfill import quarantine_count
+from unistatus.backfill.quarantine import retry_quarantine
+from unistatus.backfill.statements import BEYOND_UTX_RANGE
 from unistatus.db.control import set_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.db.tables_backfill import backfill_quarantine
 from unistatus.db.tables_capture import capture_changed
+from unistatus.domain.ids import MAX_LEGACY_ID
 from unistatus.domain.mapping import register_extra_statuses
 from unistatus.errors import ConfigError
 from unistatus.migration import capture
@@ -467,6 +470,28 @@ def test_a_change_the_rules_refuse_is_applied_and_flagged(cap: Database) -> None
     (w,) = capture.writers_seen(cap.engine)
     assert (w.writes, w.flagged) == (1, 1)
     assert consistent(cap)
+
+
+@IN_EVERY_LAYOUT
+def test_a_bypass_row_with_an_id_beyond_the_utx_range_is_quarantined(cap: Database) -> None:
+    """Its derived id would be the next system's (cashout 10^14 + 1: escrow 1's
+    ``UTX200000000000001``): set aside with its reason, the writer unharmed, and the
+    quarantine retry does not migrate it either."""
+    set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    big = MAX_LEGACY_ID + 2
+    insert_cashouts(cap, range(big, big + 1), "APPROVED")
+    assert legacy_status(cap, "cashouts", big) == "APPROVED"  # the writer succeeded
+    assert unified_of(cap, "CASHOUT", big) is None
+    Q = backfill_quarantine
+    with cap.engine.connect() as conn:
+        q = conn.execute(sa.select(Q)).mappings().one()
+    assert (q["legacy_id"], q["raw_status"], q["reason"]) == (big, "APPROVED", BEYOND_UTX_RANGE)
+    raw(cap, "UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id", params={"id": big})
+    assert retry_quarantine(cap.engine, cap.settings)["still_unmappable"] == 1
+    assert unified_of(cap, "CASHOUT", big) is None and quarantine_count(cap.engine) == 1
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    escrow = a.create_transaction("ESCROW", 1, "5", "USD")  # escrow 1's id is its own
+    assert escrow.overall_success and escrow.entity_id == "UTX200000000000001"
 
 
 @IN_EVERY_LAYOUT

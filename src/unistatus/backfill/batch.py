@@ -223,7 +223,7 @@ class ChunkCopier:
             sa.literal(system.value, sa.String),
             src.c.id,
             src.c.raw,
-            unmappable_reason(system, src.c.raw),
+            unmappable_reason(system, src.c.raw, src.c.id),
             NOW,
             NOW,
         ).where(src.c.mapped.is_(None))

@@ -18,7 +18,7 @@ from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
-from unistatus.domain.ids import utx_id_sql
+from unistatus.domain.ids import MAX_LEGACY_ID, utx_id_sql
 from unistatus.domain.mapping import forward_case
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError
@@ -29,6 +29,8 @@ ORIGIN = "backfill"
 NULL_STATUS = "null_status"
 WRONG_CASE = "wrong_case"
 UNKNOWN_STATUS = "unknown_status"
+# A legacy id beyond what a UTX id holds (domain.ids.require_migratable_id).
+BEYOND_UTX_RANGE = "id_beyond_utx_range"
 
 
 QUARANTINE_COLUMNS = [
@@ -49,8 +51,17 @@ def status_column(lt: LegacyTable) -> sa.Column[str]:
     return lt.status
 
 
+def migratable(
+    system: LegacySystemType, status: sa.ColumnElement[Any], legacy_id: sa.ColumnElement[Any]
+) -> sa.Case[Any]:
+    """The unified status of a legacy row: its status mapped forward, NULL (set aside)
+    when unmappable or when its id is beyond what a UTX id holds (its derived id would be
+    the next system's)."""
+    return sa.case((legacy_id > MAX_LEGACY_ID, sa.null()), else_=forward_case(system, status))
+
+
 def mapped_status(lt: LegacyTable) -> sa.Case[Any]:
-    return forward_case(lt.system, status_column(lt))
+    return migratable(lt.system, status_column(lt), lt.id)
 
 
 def in_range(lt: LegacyTable, start_id: Any, end_id: Any) -> sa.ColumnElement[bool]:
@@ -95,9 +106,13 @@ def unified_insert(ops: DialectOps, lt: LegacyTable, where: sa.ColumnElement[boo
     return insert_select(ops, row, where, status.is_not(None))
 
 
-def unmappable_reason(system: LegacySystemType, raw: sa.ColumnElement[Any]) -> sa.Case[Any]:
-    """Why an unmappable value is unmappable: NULL, wrong case, or unknown."""
+def unmappable_reason(
+    system: LegacySystemType, raw: sa.ColumnElement[Any], legacy_id: sa.ColumnElement[Any]
+) -> sa.Case[Any]:
+    """Why a row is set aside: its id beyond the UTX range, or its value NULL, in the
+    wrong case, or unknown."""
     return sa.case(
+        (legacy_id > MAX_LEGACY_ID, BEYOND_UTX_RANGE),
         (raw.is_(None), NULL_STATUS),
         (forward_case(system, sa.func.upper(raw)).is_not(None), WRONG_CASE),
         else_=UNKNOWN_STATUS,
@@ -123,7 +138,7 @@ def quarantine_insert(
         sa.literal(lt.system.value, sa.String),
         lt.id,
         status_column(lt),
-        unmappable_reason(lt.system, status_column(lt)),
+        unmappable_reason(lt.system, status_column(lt), lt.id),
         now,
         now,
     ).where(where, mapped_status(lt).is_(None))

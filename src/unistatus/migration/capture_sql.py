@@ -30,7 +30,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.adapter.writes import history_values, unified_row
-from unistatus.backfill.statements import QUARANTINE_COLUMNS, unmappable_reason
+from unistatus.backfill.statements import QUARANTINE_COLUMNS, migratable, unmappable_reason
 from unistatus.db import control
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
@@ -42,7 +42,7 @@ from unistatus.db.tables import (
 from unistatus.db.tables_backfill import backfill_quarantine
 from unistatus.db.tables_capture import capture_changed, capture_writers
 from unistatus.domain.ids import utx_id_sql
-from unistatus.domain.mapping import compatible_pairs, forward_case
+from unistatus.domain.mapping import compatible_pairs
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.domain.transitions import allowed_clause, pair_in
 from unistatus.migration.capture_context import (
@@ -150,7 +150,7 @@ class SystemSql:
 
     def _mapped(self, r: Rows) -> Any:
         """``r`` with the forward mapping of each row as ``mapped`` (NULL: unmappable)."""
-        mapped = forward_case(self.system, r.c.status).label("mapped")
+        mapped = migratable(self.system, r.c.status, r.c.id).label("mapped")
         return self._fence(sa.select(*r.c, mapped)).subquery("capture_mapped").c
 
     def _judged(self, r: Rows, *, lock: bool) -> _Judged:
@@ -277,7 +277,7 @@ class SystemSql:
         def probe(select: sa.Select[Any]) -> sa.Exists:
             return sa.exists(select.offset(0) if fence else select)
 
-        mapped = forward_case(self.system, r.c.status)
+        mapped = migratable(self.system, r.c.status, r.c.id)
         has_unified = probe(sa.select(U.c.id).where(self._unified_of(r.c.id)))
         quarantined = probe(
             sa.select(Q.c.legacy_id).where(
@@ -309,7 +309,7 @@ class SystemSql:
             sa.literal(self.system.value, sa.String),
             m.id,
             m.status,
-            unmappable_reason(self.system, m.status),
+            unmappable_reason(self.system, m.status, m.id),
             ctx.now,
             ctx.now,
             ctx.writer,
