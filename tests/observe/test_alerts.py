@@ -503,3 +503,44 @@ def test_missing_alert_table_is_a_clear_error_not_database_down(sqlite_db) -> No
         conn.exec_driver_sql("DROP TABLE unistatus_alert_state")
     with pytest.raises(StorageError, match="unistatus init"):
         alerts.evaluate(sqlite_db.engine, sqlite_db.settings, notifier=Notifier())
+
+
+def test_rows_written_in_legacy_only_do_not_roll_back_a_return_to_dual_write(db) -> None:
+    """Back in dual write after a stretch of LEGACY_ONLY (an emergency rollback, say),
+    the rows written meanwhile are stale in unified, as expected until check and repair:
+    the alert says so, but the monitor must not roll the system back for them (it undid
+    the operator's `phase advance` at once). A disagreement they do not explain still
+    rolls back."""
+    from support.adapters import adapter_in
+
+    seed_pairs(db.engine, 10)
+    assert run_check(db.engine, db.settings).consistency_rate == 1.0
+    legacy_only = adapter_in(db, DualWriteMode.LEGACY_ONLY, record_stats=False)
+    for i in (1, 2, 3):
+        assert legacy_only.update_status(f"cashout:{i}", "PROCESSING", "r", "t").changed
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="back to phase 1")
+    run_check(db.engine, db.settings)  # 70%: the three rows written in LEGACY_ONLY
+    notifier = Notifier()
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier, verify_rows=0)
+    states = by_name(monitor.evaluate())
+    assert states["consistency_critical"].firing and states["consistency_critical"].value == 0.7
+    assert get_mode(db.engine, LegacySystemType.CASHOUT) is (
+        DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    )
+    response = states["consistency_critical"].response or ""
+    assert response.startswith("none:") and "LEGACY_ONLY" in response, response
+
+    # One more disagreement, in a row no legacy-only write explains: rolled back.
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(unified_transactions)
+            .where(unified_transactions.c.legacy_id == 9)
+            .values(status="SUCCESS")
+        )
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+    with db.engine.begin() as conn:
+        conn.execute(sa.delete(alert_state))  # a new episode of the alert
+    run_check(db.engine, db.settings)
+    states = by_name(monitor.evaluate())
+    assert states["consistency_critical"].firing
+    assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.LEGACY_ONLY

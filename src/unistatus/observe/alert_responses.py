@@ -12,7 +12,9 @@ that system only: consistency below 99% on escrows is the emergency rollback of 
 (their pending changes replayed, LEGACY_ONLY and phase 0, their backfill paused), a
 latency regression on escrows is the one-phase rollback of escrows; either way escrows'
 phase stays consistent with their mode and cashouts keep theirs. When every system
-crossed, or the figures are not known per system, every system is rolled back.
+crossed, or the figures are not known per system, every system is rolled back. A system
+back in legacy-primary dual write whose inconsistent rows were all written while it was
+in LEGACY_ONLY (stale as expected, docs/alerts.md) is not rolled back.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.control import MIXED, write_value
+from unistatus.db.control import MIXED, unified_staleness, write_value
 from unistatus.db.dialect import DialectOps
+from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.system_keys import SYSTEMS
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import UnistatusError
@@ -76,11 +79,15 @@ class Responder:
             moving = [
                 s for s in crossed or SYSTEMS if modes.get(s) is not DualWriteMode.LEGACY_ONLY
             ]
+            stale = self._stale_from_legacy_only(moving, snap) if moving else {}
+            moving = [s for s in moving if s not in stale]
             if not auto.rollback_on_critical_consistency:
                 self._claim("consistency_critical", "none: rollback_on_critical_consistency is off")
+            elif stale and not moving:
+                self._claim("consistency_critical", _stale_response(stale))
             elif not moving or mode is DualWriteMode.LEGACY_ONLY:
                 self._claim("consistency_critical", "none: already LEGACY_ONLY")
-            elif crossed is None or set(crossed) == set(SYSTEMS):
+            elif not stale and (crossed is None or set(crossed) == set(SYSTEMS)):
                 self._run(
                     "consistency_critical",
                     "emergency_rollback",
@@ -138,6 +145,34 @@ class Responder:
                     return None
                 return [LegacySystemType.parse(s) for s in sorted(systems)]
         return None
+
+    def _stale_from_legacy_only(
+        self, systems: list[LegacySystemType], snap: Snapshot
+    ) -> dict[LegacySystemType, int]:
+        """The systems back in DUAL_WRITE_LEGACY_PRIMARY whose inconsistent rows are all
+        explained by writes made while they were in LEGACY_ONLY (unified not maintained:
+        stale as expected until check and repair), with those rows' count. Rolling such
+        a system back would undo the operator's return for rows no dual write touched;
+        and it reads legacy, whatever unified holds."""
+        modes = self._modes(snap)
+        judged: dict[LegacySystemType, int] = {}
+        for s in systems:
+            n = (snap.systems or {}).get(s.value, {}).get("alert_inconsistent_rows")
+            if n and modes.get(s) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY:
+                judged[s] = int(n)
+        if not judged:
+            return {}
+        try:
+            tables = resolve_legacy_tables(
+                self.engine, self.settings, systems=list(judged), require_status=False
+            )
+            with self.engine.connect() as conn:
+                staleness = unified_staleness(conn, tables)
+        except (UnistatusError, sa.exc.SQLAlchemyError) as exc:
+            log.warning("cannot tell legacy-only staleness from inconsistency: %s", exc)
+            return {}
+        rows = staleness.rows if staleness is not None else {}
+        return {s: n for s, n in judged.items() if 0 < n <= rows.get(s.value, 0)}
 
     @staticmethod
     def _modes(snap: Snapshot) -> dict[LegacySystemType, DualWriteMode]:
@@ -280,6 +315,15 @@ class Responder:
                 message=f"automated response {outcome} ({reason})",
             )
         )
+
+
+def _stale_response(stale: dict[LegacySystemType, int]) -> str:
+    which = ", ".join(f"{s.value.lower()} ({n} rows)" for s, n in sorted(stale.items()))
+    return (
+        f"none: the inconsistent rows of {which} were written while in LEGACY_ONLY "
+        "(unified not maintained), stale as expected after a return to dual write: run "
+        "`unistatus check` and `unistatus repair`"
+    )
 
 
 def _each(

@@ -263,6 +263,23 @@ def system_consistency(
     return rate, (good / judged_total if judged_total else 1.0)
 
 
+def judged_inconsistent_rows(
+    report: dict[str, Any] | None,
+    system: str,
+    progress: dict[str, dict[str, Any]] | None,
+) -> int | None:
+    """How many of ``system``'s rows the alerts judge inconsistent in a check report
+    (``as_dict``; rows awaiting the backfill left out as :func:`system_consistency` does);
+    None if the report did not cover it."""
+    info = ((report or {}).get("per_system") or {}).get(system)
+    if not info:
+        return None
+    rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
+    if progress is not None:
+        rows, _, _ = _judged_counts(info, progress.get(system), report or {})
+    return max(0, rows - good)
+
+
 def database_reachable(engine: sa.Engine) -> str | None:
     """None when the database answers, else the reason it does not."""
     try:
@@ -367,6 +384,7 @@ def _systems(
             "gates": [g.as_dict() for g in st.gates],
             "consistency_rate": rate,
             "alert_consistency_rate": judged,
+            "alert_inconsistent_rows": judged_inconsistent_rows(shown, system.value, progress),
             "check_id": report.id if report is not None else None,
             "performance": perf.as_dict(),
         }
