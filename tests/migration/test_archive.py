@@ -204,7 +204,11 @@ def test_restore_refuses_non_empty_unless_replace(db: Database, tmp_path: Path) 
     with pytest.raises(InputError, match="not empty"):
         restore_archive(db.engine, out)
     assert exact_rows(db.app_engine, cashouts) == changed  # nothing written
-    report = restore_archive(db.engine, out, replace=True)
+    # A live installation: --replace would delete the rows written since the export.
+    with pytest.raises(InputError, match=r"live unistatus installation.*--overwrite-live"):
+        restore_archive(db.engine, out, replace=True)
+    assert exact_rows(db.app_engine, cashouts) == changed  # nothing written
+    report = restore_archive(db.engine, out, replace=True, overwrite_live=True)
     assert report.verify.ok
     assert exact_rows(db.app_engine, cashouts) == before
 
@@ -244,3 +248,7 @@ def test_cli_export_verify_restore(sqlite_db: Database, tmp_path: Path) -> None:
     assert json.loads(r.stdout)["verified"] is True
     r = runner.invoke(app, [*base, "restore", out, "--database-url", target])
     assert r.exit_code == 2 and "not empty" in r.output
+    # The default target is the database unistatus runs on: never replaced by accident.
+    r = runner.invoke(app, [*base, "restore", out, "--replace"])
+    assert r.exit_code == 2 and "live unistatus installation" in r.output, r.output
+    assert exact_rows(sqlite_db.app_engine, escrows) == []  # still as it was

@@ -113,6 +113,12 @@ def restore(
     replace: bool = typer.Option(
         False, "--replace", help="Overwrite tables that already have rows."
     ),
+    overwrite_live: bool = typer.Option(
+        False,
+        "--overwrite-live",
+        help="With --replace, also into a database unistatus runs on (refused without it: "
+        "the rows written since the export would be lost).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Load an archive into a database (creates missing tables; one transaction).
@@ -125,7 +131,7 @@ def restore(
     from unistatus.migration.archive import restore_archive
 
     target = database_url or state(ctx).settings.database_url
-    report = restore_archive(target, directory, replace=replace)
+    report = restore_archive(target, directory, replace=replace, overwrite_live=overwrite_live)
     if json_out:
         print_json(report.as_dict())
     else:

@@ -304,10 +304,16 @@ class RestoreReport:
 
 
 def restore_archive(
-    database: str | sa.Engine, directory: str | Path, *, replace: bool = False
+    database: str | sa.Engine,
+    directory: str | Path,
+    *,
+    replace: bool = False,
+    overwrite_live: bool = False,
 ) -> RestoreReport:
     """Load an archive into a database: create missing tables; refuse non-empty ones
-    unless ``replace``. One transaction: all tables load, or none does."""
+    unless ``replace``, and a database unistatus runs on (its legacy rows are live: the
+    ones written since the export would be lost) unless ``overwrite_live`` too. One
+    transaction: all tables load, or none does."""
     manifest = read_manifest(directory)
     problems = check_files(directory, manifest)
     if problems:
@@ -317,6 +323,8 @@ def restore_archive(
     loaded: list[dict[str, Any]] = []
     try:
         with ops.write_transaction() as conn:
+            if replace and not overwrite_live:
+                _refuse_live(conn, manifest)
             tables = [_target_table(conn, entry, replace) for entry in manifest.tables]
             for entry, (table, created) in zip(manifest.tables, tables, strict=True):
                 if replace and not created:
@@ -334,6 +342,24 @@ def restore_archive(
         display_url(engine.url),
         loaded,
         verify,
+    )
+
+
+def _refuse_live(conn: sa.Connection, manifest: Manifest) -> None:
+    """InputError when ``conn``'s database holds unistatus's tables (in any schema): its
+    legacy tables are the live ones, and replacing them loses every row written since
+    the archive was taken."""
+    inspector = sa.inspect(conn)
+    schemas = inspector.get_schema_names() if conn.dialect.name == "postgresql" else [None]
+    if not any(inspector.has_table(migration_control.name, schema=s) for s in schemas):
+        return
+    source = manifest.source.get("database") or "another database"
+    raise InputError(
+        f"{display_url(conn.engine.url)} is a live unistatus installation: --replace would "
+        "delete its legacy rows and load the archive's (taken "
+        f"{manifest.created_at} from {source}), losing every row written since; nothing "
+        "restored. Restore into a scratch database (--database-url), or add "
+        "--overwrite-live to replace the live rows anyway"
     )
 
 
