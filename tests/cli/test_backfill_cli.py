@@ -5,9 +5,11 @@ from __future__ import annotations
 import gc
 import json
 import os
+import queue
 import random
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -271,3 +273,34 @@ def test_ctrl_c_stops_every_worker_after_its_batch(pg: Any) -> None:
     again = as_json(cli(pg.url, "backfill", "--workers", "2", "--json"))
     assert again["complete"] and again["inserted"] == rows
     assert again["rows_this_run"] == rows - done
+
+
+def test_a_backfill_started_while_paused_says_so_and_goes_on_once_resumed(db: Any) -> None:
+    """A pause left by a rollback (or an operator) made `backfill` wait in silence,
+    forever as far as its operator could tell: it says who paused it, why, and how to
+    resume, whatever its output (here --json, off a terminal), then runs once resumed."""
+    seed_legacy(db.engine, db.settings, 300, seed=3)
+    assert cli(db.url, "backfill", "pause", "--reason", "peak hours").exit_code == 0
+    proc = subprocess.Popen(
+        [UNISTATUS, "--database-url", db.url, "backfill", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stderr is not None
+    threading.Thread(target=lambda: [lines.put(x) for x in proc.stderr], daemon=True).start()
+    try:
+        try:
+            line = lines.get(timeout=30)
+        except queue.Empty:
+            pytest.fail("backfill waits on the pause without a word")
+        assert "paused" in line and "peak hours" in line, line
+        assert "unistatus backfill resume" in line
+        assert proc.poll() is None and db.count("unified_transactions") == 0  # waiting
+        assert cli(db.url, "backfill", "resume", "--reason", "quiet now").exit_code == 0
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == 0 and json.loads(out)["inserted"] == 300

@@ -28,7 +28,7 @@ from unistatus.config import BackfillSettings, Settings
 from unistatus.db.control import read_value, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import storage_errors
-from unistatus.db.tables import migration_control
+from unistatus.db.tables import control_log, migration_control
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
@@ -90,6 +90,49 @@ def resume(
 ) -> dict[str, Any]:
     """Let paused backfill workers continue (every system's, or ``system``'s)."""
     return _set(engine, False, actor, reason, system)
+
+
+@dataclass(frozen=True)
+class Pause:
+    """A pause flag set now: of every system's backfill (``system`` None) or of one."""
+
+    system: LegacySystemType | None
+    by: str
+    since: datetime | None
+    reason: str | None
+
+    def describe(self) -> str:
+        which = "the backfill" if self.system is None else f"{self.system.value}'s backfill"
+        why = f": {self.reason}" if self.reason else ""
+        when = f" at {self.since.isoformat(timespec='seconds')}" if self.since else ""
+        resume_cmd = "unistatus backfill resume" + (
+            f" --system {self.system.value.lower()}" if self.system is not None else ""
+        )
+        return (
+            f"{which} is paused (by {self.by}{when}{why}): its workers wait until "
+            f"`{resume_cmd} --reason ...`"
+        )
+
+
+def active_pauses(engine: sa.Engine, systems: list[LegacySystemType] | None = None) -> list[Pause]:
+    """The pause flags set now that hold back a backfill of ``systems`` (None: every
+    system), each with who set it, when and why (the control log's newest entry)."""
+    wanted = [None, *(systems or list(LegacySystemType))]
+    keys = {pause_key(s): s for s in wanted}
+    C, L = migration_control, control_log
+    with storage_errors("cannot read the backfill pause flags"), engine.connect() as conn:
+        flags = conn.execute(
+            sa.select(C.c.key, C.c.updated_at, C.c.updated_by).where(
+                C.c.key.in_(list(keys)), C.c.value == "true"
+            )
+        ).all()
+        pauses = []
+        for key, updated_at, updated_by in flags:
+            reason = conn.execute(
+                sa.select(L.c.reason).where(L.c.key == key).order_by(L.c.id.desc()).limit(1)
+            ).scalar_one_or_none()
+            pauses.append(Pause(keys[key], updated_by, as_utc(updated_at), reason))
+    return sorted(pauses, key=lambda p: "" if p.system is None else p.system.value)
 
 
 # --- tuning -----------------------------------------------------------------------------

@@ -145,6 +145,12 @@ def run(
         "min_batch_rows": min_batch_rows,
         "max_batch_rows": max_batch_rows,
     }
+    if not dry_run:
+        from unistatus.backfill.control import active_pauses
+
+        for paused in active_pauses(app.engine, chosen):
+            # On stderr, whatever the output: a wait nobody is told of looks like a hang.
+            err_console.print(paused.describe(), style="yellow", highlight=False, soft_wrap=True)
     show_bars = not json_out and not dry_run and err_console.is_terminal
     if show_bars:
         report = _run_with_bars(app, options, run_backfill)
