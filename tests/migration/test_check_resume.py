@@ -254,3 +254,25 @@ def test_repair_from_refuses_a_malformed_file_naming_the_line_and_writes_nothing
         assert conn.execute(sa.select(sa.func.count()).select_from(status_history)).scalar() == 0
     with pytest.raises(InputError, match=":2:"):
         run_repair(db.engine, db.settings, strategy="legacy_wins", dry_run=True, from_file=bad)
+
+
+def test_repair_from_counts_entities_that_exist_nowhere_as_not_found(
+    db: Any, tmp_path: Path
+) -> None:
+    """A line naming an entity neither side holds (stale ids, a file from another
+    database) was counted "already consistent", exit 0: it looked repaired."""
+    populate(db.engine, db.settings, 10)
+    listed = tmp_path / "other.jsonl"
+    listed.write_text(
+        '{"system": "CASHOUT", "legacy_id": 99999999}\n{"system": "CASHOUT", "legacy_id": 1}\n'
+    )
+    result = _cli(
+        db, "repair", "--from", str(listed), "--strategy", "legacy_wins", "--dry-run", "--json"
+    )
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.stdout)
+    assert (data["not_found"], data["already_consistent"]) == (1, 1)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    result = _cli(db, "repair", "--from", str(empty), "--strategy", "legacy_wins", "--dry-run")
+    assert result.exit_code == 0 and "lists no entity" in " ".join(result.output.split())

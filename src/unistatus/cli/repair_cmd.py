@@ -11,6 +11,7 @@ from unistatus.cli.context import (
     EXIT_OK,
     REASON_HELP,
     console,
+    err_console,
     print_json,
     require_reason,
     state,
@@ -41,7 +42,7 @@ HELP = "\n\n".join(
             "In UNIFIED_ONLY legacy is frozen (a rollback replays it): only legacy_status_drift "
             "of a transaction with no change awaiting replay is repaired; the rest is skipped "
             "(legacy_frozen). Exit 0 when nothing was left unrepaired, 1 when something was "
-            "skipped or failed."
+            "skipped, failed or not found (named by the queue or --from, held by neither side)."
         ),
         "--reason is required unless --dry-run; it is recorded in every history row written.",
         (
@@ -96,6 +97,8 @@ def repair(
         reason=why,
         from_file=from_file,
     )
+    if from_file is not None and report.examined == 0:
+        err_console.print(f"[yellow]{from_file} lists no entity: nothing to repair[/]")
     if json_out:
         print_json(report.as_dict())
     else:
@@ -111,6 +114,11 @@ def _print(data: dict[str, Any]) -> None:
     )
     for kind, count in data["repaired_kinds"].items():
         console.print(f"  {kind}: {count:,}")
+    if data["not_found"]:
+        console.print(
+            f"  [yellow]not found[/] (neither side holds them): {data['not_found']:,}",
+            highlight=False,
+        )
     for reason, count in data["skipped"].items():
         console.print(f"  [yellow]left for an operator[/] {reason}: {count:,}")
     queue = data["repair_queue"]

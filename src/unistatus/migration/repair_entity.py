@@ -54,6 +54,8 @@ class RepairReport:
     repaired: int = 0
     repaired_kinds: dict[str, int] = field(default_factory=dict)
     already_consistent: int = 0
+    # Entities named (a queue row, a --from line) that neither side holds.
+    not_found: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     failed: int = 0
     queue_seen: int = 0
@@ -65,8 +67,9 @@ class RepairReport:
 
     @property
     def remaining(self) -> int:
-        """Entities still inconsistent after this run (skipped, failed, or past the limit)."""
-        return sum(self.skipped.values()) + self.failed
+        """Entities left unrepaired by this run: skipped, failed, or named but found on
+        neither side."""
+        return sum(self.skipped.values()) + self.failed + self.not_found
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +83,7 @@ class RepairReport:
             "repaired": self.repaired,
             "repaired_kinds": dict(self.repaired_kinds),
             "already_consistent": self.already_consistent,
+            "not_found": self.not_found,
             "skipped": dict(self.skipped),
             "failed": self.failed,
             "repair_queue": {"seen": self.queue_seen, "resolved": self.queue_resolved},
@@ -135,6 +139,13 @@ class EntityRepair:
         assert lt.status is not None  # resolved with require_status: repair reads it
         entity = read_entity(conn, lt, legacy_id, utx_id, lock=lock)
         legacy, unified = entity.legacy, entity.unified
+        if legacy is None and unified is None:
+            report.not_found += 1
+            if not report.dry_run:
+                report.queue_resolved += resolve_queued(
+                    conn, system, legacy_id, utx_id, "not found: neither side holds it"
+                )
+            return
         plan = plan_repair(system, legacy, unified, report.strategy, mode)
         frozen = mode is DualWriteMode.UNIFIED_ONLY and plan.action not in ("none", "skip")
         if frozen and not _allowed_frozen(conn, plan, unified):
