@@ -276,3 +276,26 @@ def test_repair_from_counts_entities_that_exist_nowhere_as_not_found(
     empty.write_text("\n")
     result = _cli(db, "repair", "--from", str(empty), "--strategy", "legacy_wins", "--dry-run")
     assert result.exit_code == 0 and "lists no entity" in " ".join(result.output.split())
+
+
+def test_a_run_another_process_walks_is_not_resumed_twice(db: Any) -> None:
+    """Two `check --resume` at once both walked the same run: ranges counted twice and
+    its --out file's lines doubled. While one process holds the run, a resume of it is
+    refused before anything is counted; once it lets go, the resume goes on."""
+    from unistatus.migration.check_claim import claim_run
+    from unistatus.migration.check_runs import latest_unfinished
+
+    populate(db.engine, db.settings, N)
+    whole = run_check(db.engine, db.settings, chunk=CHUNK, store=False)
+    stopped = run_check(db.engine, db.settings, chunk=CHUNK, max_duration=0.000001)
+    assert not stopped.complete
+    with db.engine.connect() as conn:
+        name = latest_unfinished(conn)
+    assert name is not None
+    with claim_run(db.engine, name):  # another process walks it
+        with pytest.raises(InputError, match="being walked by another process"):
+            run_check(db.engine, db.settings, resume=True)
+        busy = _cli(db, "check", "--resume")
+        assert busy.exit_code == 2 and "another process" in busy.output, busy.output
+    resumed = run_check(db.engine, db.settings, resume=True)
+    assert resumed.complete and resumed.total == whole.total

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
+from unistatus.migration.check_claim import claim_run
 from unistatus.migration.check_out import MismatchWriter
 from unistatus.migration.check_reports import (
     COVERING_LOOKBACK,
@@ -164,8 +166,9 @@ def run_check(
     deadline = time.monotonic() + max_duration if max_duration is not None else None
     started = time.perf_counter()
     require_bound(engine, settings.schema)  # before the run's first row is written
+    held = ExitStack()  # the claim on the run, for as long as it is walked
     try:
-        run = _open_run(engine, systems, since, examples, chunk, out, resume, store)
+        run = _open_run(engine, systems, since, examples, chunk, out, resume, store, held)
         opts = run.options
         wanted = [LegacySystemType.parse(s) for s in opts["systems"]]
         since_at = parse_since(opts["since"])
@@ -211,6 +214,8 @@ def run_check(
         raise StorageError(f"check failed: {str(exc.orig).strip()}") from None
     except sa.exc.TimeoutError as exc:  # no connection free in the engine's pool
         raise StorageError(f"check failed: {exc}") from None
+    finally:
+        held.close()
     report = _report_of(run, wanted, since_at, spans)
     kept = [e for system in wanted for e in scans[system].kept_examples]
     report.examples = kept[: int(opts["examples"])]
@@ -233,7 +238,10 @@ def _open_run(
     out: str | os.PathLike[str] | None,
     resume: bool | str,
     store: bool,
+    held: ExitStack,
 ) -> RunState:
+    """The run to walk, claimed in ``held`` (:func:`claim_run`): a new one, or the one
+    ``resume`` names, loaded once claimed (as the process before left it)."""
     if resume is False:
         wanted = parse_systems(systems)
         since_at = parse_since(since)
@@ -245,7 +253,10 @@ def _open_run(
             "examples": examples,
             "out": str(Path(out).resolve()) if out is not None else None,
         }
-        return RunState.start(engine, options, wanted, persist=store)
+        started = RunState.start(engine, options, wanted, persist=store)
+        if store:
+            held.enter_context(claim_run(engine, started.run))
+        return started
     if systems is not None or since is not None or out is not None:
         raise InputError(
             "a resumed run keeps its own systems, --since and --out: give none of them"
@@ -254,6 +265,9 @@ def _open_run(
         raise InputError("a resumed run stores its report (store=False cannot resume)")
     with engine.connect() as conn:
         name = resume if isinstance(resume, str) else latest_unfinished(conn)
+    if name and name != CONTINUOUS:
+        held.enter_context(claim_run(engine, name))
+    with engine.connect() as conn:
         state = RunState.load(conn, name) if name else None
     if state is None or name == CONTINUOUS:
         raise InputError(
