@@ -304,3 +304,28 @@ def test_a_backfill_started_while_paused_says_so_and_goes_on_once_resumed(db: An
         proc.kill()
         proc.wait()
     assert proc.returncode == 0 and json.loads(out)["inserted"] == 300
+
+
+def test_a_backfill_interrupted_with_ctrl_c_is_shown_as_interrupted(db: Any) -> None:
+    """After Ctrl-C, `backfill status` said `running` while no worker was left: it says
+    `interrupted` (no live worker) and how to go on; the command itself said nothing."""
+    seed_legacy(db.engine, db.settings, 5_000, seed=5)
+    proc = subprocess.Popen(
+        [UNISTATUS, "--database-url", db.url, "backfill", "--batch-size", "200"]
+        + ["--max-rows-per-second", "1000", "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while proc.poll() is None and _done(db) < 400 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted" in err and "unistatus backfill" in err, err
+    status = as_json(cli(db.url, "backfill", "status", "--json"))
+    states = {s: p["state"] for s, p in status["systems"].items() if not p["complete"]}
+    assert states and set(states.values()) == {"interrupted"}, status
+    again = as_json(cli(db.url, "backfill", "--json"))
+    assert again["complete"] and again["inserted"] == 5_000

@@ -144,10 +144,11 @@ def _alive(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(W.c.state != FINISHED, W.c.updated_at > now - timedelta(seconds=ALIVE_SECONDS))
 
 
-def live_workers(conn: sa.Connection) -> int:
-    """How many workers (every host) are alive now; at least 1 (the one asking)."""
+def live_workers(conn: sa.Connection, *, at_least: int = 1) -> int:
+    """How many workers (every host) are alive now; at least ``at_least`` (1: the
+    worker asking counts itself)."""
     count = conn.execute(sa.select(sa.func.count()).where(_alive(utcnow()))).scalar_one()
-    return max(1, int(count))
+    return max(at_least, int(count))
 
 
 def read_workers(engine: sa.Engine, *, include_finished: bool = False) -> list[dict[str, Any]]:

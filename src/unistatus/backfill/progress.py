@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.backfill.activity import live_workers
 from unistatus.backfill.control import is_paused
 from unistatus.backfill.plan import COMPLETE, DONE, RUNNING
 from unistatus.clock import as_utc, utcnow
@@ -22,13 +23,15 @@ from unistatus.errors import StorageError
 
 RATE_WINDOW_SECONDS = 10.0
 STALLED_AFTER_SECONDS = 60.0
+INTERRUPTED = "interrupted"
 
 
 def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """``{system: {total, done, percent, complete, state, rows_per_second, ...}}``.
 
-    ``state``: not_started, running, paused, stalled (running but nothing committed for
-    a minute: its workers died; rerun to resume), complete.
+    ``state``: not_started, running, paused, interrupted (not complete, and no worker
+    alive on any host: stopped or killed; rerun to resume), stalled (workers alive but
+    nothing committed for a minute), complete.
     """
     now = utcnow()
     recent = now - timedelta(seconds=RATE_WINDOW_SECONDS)
@@ -55,6 +58,7 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
             jobs = {r.system: r for r in conn.execute(sa.select(J))}
             chunks = {r.system: r for r in conn.execute(agg)}
             paused_of = {system: is_paused(conn, system) for system in LegacySystemType}
+            workers_alive = live_workers(conn, at_least=0)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot read backfill progress: {exc.orig}") from None
     out: dict[str, dict[str, Any]] = {}
@@ -81,7 +85,12 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
             rate = (int(c.recent) if c else 0) / window
             avg = done_rows / max((now - started).total_seconds(), 1e-6)
             idle = (now - last).total_seconds()
-            state = "paused" if paused else ("stalled" if idle > STALLED_AFTER_SECONDS else RUNNING)
+            if paused:
+                state = "paused"
+            elif not workers_alive:  # stopped (Ctrl-C, an error) or killed: rerun to resume
+                state = INTERRUPTED
+            else:
+                state = "stalled" if idle > STALLED_AFTER_SECONDS else RUNNING
         remaining = max(total - done_rows, 0)
         finished_at = as_utc(job.finished_at)
         out[system.value] = {

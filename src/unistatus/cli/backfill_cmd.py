@@ -15,6 +15,7 @@ from unistatus.cli.context import (
     parse_system,
     print_json,
     require_reason,
+    says_when_interrupted,
     state,
 )
 
@@ -152,10 +153,13 @@ def run(
             # On stderr, whatever the output: a wait nobody is told of looks like a hang.
             err_console.print(paused.describe(), style="yellow", highlight=False, soft_wrap=True)
     show_bars = not json_out and not dry_run and err_console.is_terminal
-    if show_bars:
-        report = _run_with_bars(app, options, run_backfill)
-    else:
-        report = run_backfill(app.engine, app.settings, dry_run=dry_run, **options)
+    with says_when_interrupted(
+        "every batch committed so far is kept; run `unistatus backfill` again to resume"
+    ):
+        if show_bars:
+            report = _run_with_bars(app, options, run_backfill)
+        else:
+            report = run_backfill(app.engine, app.settings, dry_run=dry_run, **options)
     if json_out:
         print_json(report.as_dict())
     else:

@@ -15,6 +15,7 @@ from unistatus.cli.context import (
     err_console,
     parse_system,
     print_json,
+    says_when_interrupted,
     state,
 )
 from unistatus.errors import InputError
@@ -101,17 +102,20 @@ def check(
     # system (which must be in one phase) otherwise.
     chosen = {parse_system(s) for s in system or []}
     one = chosen.pop() if len(chosen) == 1 else None
-    report = run_check(
-        app.engine,
-        app.settings,
-        systems=(system or None) if not resume else None,
-        since=_since(app.engine, since, one),
-        examples=examples,
-        resume=resume,
-        max_duration=seconds,
-        out=out,
-        on_range=progress,
-    )
+    with says_when_interrupted(
+        "the ranges counted so far are kept; `unistatus check --resume` goes on from there"
+    ):
+        report = run_check(
+            app.engine,
+            app.settings,
+            systems=(system or None) if not resume else None,
+            since=_since(app.engine, since, one),
+            examples=examples,
+            resume=resume,
+            max_duration=seconds,
+            out=out,
+            on_range=progress,
+        )
     data = report.as_dict()
     data["verification"] = verification_status(app.engine)
     if json_out:

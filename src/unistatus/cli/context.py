@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -36,6 +38,7 @@ EXIT_OK = 0
 EXIT_FAILED_CHECK = 1  # the command ran; what it checked is not fine
 EXIT_ERROR = 2  # bad input, bad config, database unreachable
 EXIT_INCOMPLETE = 3  # stopped by --max-duration before covering everything (resumable)
+EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports a process it ended
 
 # How far a command needs its database checked before it starts:
 # "installed": reachable, with unistatus's tables (almost every command);
@@ -145,6 +148,19 @@ def print_json(data: Any) -> None:
     """Machine output: JSON on stdout, nothing else."""
     sys.stdout.write(json.dumps(data, default=_default, indent=2, sort_keys=False) + "\n")
     sys.stdout.flush()
+
+
+@contextmanager
+def says_when_interrupted(what_next: str) -> Iterator[None]:
+    """Ctrl-C in the block: one line on stderr saying what is kept and how to go on
+    (``what_next``), exit 130, instead of a silent end."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: {what_next}", style="yellow", highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:
