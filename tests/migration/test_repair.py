@@ -374,3 +374,29 @@ def test_cli_json_and_exit_codes(db: Any) -> None:
 
     bad = runner.invoke(app, [*base, "--strategy", "coin_flip", "--reason", "t"])
     assert bad.exit_code == 2 and "unknown strategy" in bad.output
+
+
+def test_a_database_that_refuses_every_write_stops_the_repair_at_once(db: Any) -> None:
+    """A read-only database (a replica, default_transaction_read_only) failed every
+    entity on its own: a warning per row, hundreds of them, and exit 1 as if some rows
+    were left. The first such error stops the run: a StorageError (exit 2)."""
+    from unistatus.db.engine import create_engine
+    from unistatus.errors import StorageError
+
+    populate(db.engine, db.settings, 40)
+    damage(db.engine, db.settings, 40)
+    if db.backend == "sqlite":
+        path = db.url.removeprefix("sqlite:///")
+        read_only = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    else:
+        read_only = create_engine(
+            db.url, connect_args={"options": "-c default_transaction_read_only=on"}
+        )
+    before = snapshot(db)
+    try:
+        with pytest.raises(StorageError, match=r"(?i)read.?only") as stopped:
+            run_repair(read_only, db.settings, strategy="legacy_wins", reason="t")
+        assert "stopped" in str(stopped.value)
+    finally:
+        read_only.dispose()
+    assert snapshot(db) == before

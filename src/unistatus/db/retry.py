@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["RETRY_SQLSTATES", "is_retryable", "retry_reason"]
+__all__ = ["RETRY_SQLSTATES", "fails_every_write", "is_read_only", "is_retryable", "retry_reason"]
 
 # Errors worth running the transaction again for: it lost a race for a lock or a
 # snapshot, or ran out of time waiting. PostgreSQL names them by SQLSTATE; the value is
@@ -62,3 +62,37 @@ def retry_reason(exc: BaseException) -> str | None:
 def is_retryable(exc: BaseException) -> bool:
     """Whether ``exc`` is worth retrying in a fresh transaction (:func:`retry_reason`)."""
     return retry_reason(exc) is not None
+
+
+# SQLSTATEs (or their class, two characters) that every write would meet again: a
+# read-only transaction or database, no privilege, out of resources, the server
+# shutting down, the connection gone, a system error.
+_EVERY_WRITE_SQLSTATES = ("25006", "42501", "53", "57P", "08", "58")
+# SQLite's codes for the same: read-only, no permission, full, I/O error, cannot open.
+_EVERY_WRITE_SQLITE = ("SQLITE_READONLY", "SQLITE_PERM", "SQLITE_FULL", "SQLITE_IOERR")
+
+
+def fails_every_write(exc: BaseException) -> bool:
+    """Whether ``exc`` (a SQLAlchemy ``DBAPIError`` or the driver's error) is the
+    database refusing writes as such, not this row: a lost connection, a read-only
+    database, no privilege, a full disk, a shutdown (:data:`_EVERY_WRITE_SQLSTATES`)."""
+    orig: BaseException | None = exc
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+    if orig is None:
+        return False
+    sqlstate = getattr(orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate.startswith(_EVERY_WRITE_SQLSTATES)
+    return str(getattr(orig, "sqlite_errorname", "")).startswith(_EVERY_WRITE_SQLITE)
+
+
+def is_read_only(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a write because it is read-only (a
+    replica, ``default_transaction_read_only``, a SQLite file opened read-only)."""
+    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if getattr(orig, "sqlstate", None) == "25006":
+        return True
+    return str(getattr(orig, "sqlite_errorname", "")).startswith("SQLITE_READONLY")

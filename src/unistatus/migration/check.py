@@ -21,7 +21,9 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.binding import require_bound
 from unistatus.db.dialect import ops_for
+from unistatus.db.failures import describe
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.retry import is_read_only
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.check_claim import claim_run
@@ -210,7 +212,14 @@ def run_check(
         finally:
             if writer is not None:
                 writer.close()
-    except sa.exc.OperationalError as exc:
+    except sa.exc.DBAPIError as exc:
+        if is_read_only(exc):
+            raise StorageError(
+                "check failed: the database refuses writes (a check stores its positions "
+                f"and report; read-only: a replica?): {describe(exc)}"
+            ) from None
+        if not isinstance(exc, sa.exc.OperationalError):
+            raise
         raise StorageError(f"check failed: {str(exc.orig).strip()}") from None
     except sa.exc.TimeoutError as exc:  # no connection free in the engine's pool
         raise StorageError(f"check failed: {exc}") from None

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
-from unistatus.db.retry import is_retryable
+from unistatus.db.retry import fails_every_write, is_read_only, is_retryable
 from unistatus.domain.inputs import check_reason
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
@@ -83,6 +83,16 @@ class _Repairer:
                 if is_retryable(exc) and attempt + 1 < MAX_ATTEMPTS:
                     time.sleep(0.01 * (attempt + 1) * (1 + random.random()))
                     continue
+                if fails_every_write(exc):
+                    # The database's, not this entity's: every next one would fail too.
+                    done = self.report
+                    raise StorageError(
+                        f"repair stopped after {done.repaired:,} repaired and "
+                        f"{done.already_consistent:,} already consistent of "
+                        f"{done.examined:,} examined: the database "
+                        f"{'refuses writes (read-only)' if is_read_only(exc) else 'failed'}: "
+                        f"{text}"
+                    ) from None
                 self.report.failed += 1
                 self._note_error(f"{system.value}:{legacy_id or utx_id}: {text}")
                 return

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
+from unistatus.db.failures import describe
+from unistatus.db.retry import is_read_only
 from unistatus.errors import StorageError, UnistatusError
 from unistatus.migration.capture import fold_writers
 from unistatus.migration.verify import (
@@ -104,11 +106,14 @@ class Monitor:
             return self._persist(snap, observations, now)
         except sa.exc.DBAPIError as exc:
             first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            if database_reachable(self.engine) is None:  # reachable: the schema is the problem
-                raise StorageError(
-                    f"cannot store alert state ({first}); run `unistatus init` to upgrade the "
-                    "schema"
-                ) from None
+            if database_reachable(self.engine) is None:  # reachable: it refuses the write
+                hint = (
+                    "the database refuses writes (read-only: a replica, or "
+                    "default_transaction_read_only): point the monitor at the primary"
+                    if is_read_only(exc)
+                    else "run `unistatus init` to upgrade the schema"
+                )
+                raise StorageError(f"cannot store alert state ({first}); {hint}") from None
             # It went away between the snapshot and now.
             obs = Observation(
                 "database_down", Level.CRITICAL, True, 1.0, None, f"database unreachable: {first}"
@@ -131,7 +136,10 @@ class Monitor:
                 max_seconds=self.verify_seconds,
             )
         except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
-            log.warning("continuous verification failed: %s", exc)
+            # One line, never the statement's parameters (they hold the rows' data).
+            why = describe(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else str(exc)
+            prefix = "continuous verification failed: "
+            log.warning("%s%s", prefix, why.removeprefix(prefix))
 
     def housekeep(self) -> None:
         """Now and then (every :data:`FOLD_EVERY_SECONDS`, and at the first evaluation):
