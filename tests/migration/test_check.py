@@ -186,6 +186,10 @@ def test_parse_since() -> None:
     assert parse_since(None) is None
     with pytest.raises(InputError):
         parse_since("1 fortnight")
+    # A time to come: "0 of 0 consistent (100%)" said nothing was wrong.
+    with pytest.raises(InputError, match="in the future"):
+        parse_since("2099-01-01T00:00:00Z", now=now)
+    assert parse_since("2026-01-31T12:00:30Z", now=parse_since("2026-01-31T12:00:00Z"))
 
 
 def test_the_check_is_one_statement_per_chunk(db: Any) -> None:

@@ -14,6 +14,10 @@ _RELATIVE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw])\s*$", re.IGNORECA
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+# How far past now an ISO --since may lie (clocks of two hosts disagree a little).
+FUTURE_SLACK = timedelta(minutes=1)
+
+
 def parse_since(value: str | datetime | None, *, now: datetime | None = None) -> datetime | None:
     """An aware UTC time from an ISO time or a relative age like ``90s``, ``15m``, ``1h``, ``2d``."""
     if value is None or isinstance(value, datetime):
@@ -35,7 +39,14 @@ def parse_since(value: str | datetime | None, *, now: datetime | None = None) ->
             f"--since {value!r} is neither an ISO time (2026-01-31T12:00:00Z) nor an age "
             "like 30s, 15m, 1h, 2d, 1w"
         ) from None
-    return as_utc(parsed)
+    since = as_utc(parsed)
+    current = now or utcnow()
+    if since is not None and since > current + FUTURE_SLACK:
+        raise InputError(
+            f"--since {value!r} is in the future (now: {current.isoformat(timespec='seconds')}): "
+            "nothing has changed after it yet"
+        )
+    return since
 
 
 def parse_duration(value: str | float | None) -> float | None:
