@@ -43,17 +43,14 @@ def retry_reason(exc: BaseException) -> str | None:
     failure or a lock timeout are retryable too. A lost connection is not: whether its
     transaction committed is unknown (the adapter handles that case itself).
     """
-    orig: BaseException | None = exc
-    if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return None
-        orig = exc.orig
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return None
+    orig, sqlstate, sqlite_name = _codes(exc)
     if orig is None:
         return None
-    sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate is not None:
         return RETRY_SQLSTATES.get(sqlstate)
-    if str(getattr(orig, "sqlite_errorname", "")).startswith(_RETRY_SQLITE_CODE):
+    if sqlite_name.startswith(_RETRY_SQLITE_CODE):
         return "database is locked"
     text = str(orig).lower()
     return next((reason for match, reason in _RETRY_TEXTS if match in text), None)
@@ -76,23 +73,25 @@ def fails_every_write(exc: BaseException) -> bool:
     """Whether ``exc`` (a SQLAlchemy ``DBAPIError`` or the driver's error) is the
     database refusing writes as such, not this row: a lost connection, a read-only
     database, no privilege, a full disk, a shutdown (:data:`_EVERY_WRITE_SQLSTATES`)."""
-    orig: BaseException | None = exc
-    if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        orig = exc.orig
-    if orig is None:
-        return False
-    sqlstate = getattr(orig, "sqlstate", None)
-    if isinstance(sqlstate, str):
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    _, sqlstate, sqlite_name = _codes(exc)
+    if sqlstate is not None:
         return sqlstate.startswith(_EVERY_WRITE_SQLSTATES)
-    return str(getattr(orig, "sqlite_errorname", "")).startswith(_EVERY_WRITE_SQLITE)
+    return sqlite_name.startswith(_EVERY_WRITE_SQLITE)
 
 
 def is_read_only(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing a write because it is read-only (a
     replica, ``default_transaction_read_only``, a SQLite file opened read-only)."""
+    _, sqlstate, sqlite_name = _codes(exc)
+    return sqlstate == "25006" or sqlite_name.startswith("SQLITE_READONLY")
+
+
+def _codes(exc: BaseException) -> tuple[BaseException | None, str | None, str]:
+    """The driver's error under SQLAlchemy's wrapper, its SQLSTATE (PostgreSQL) and its
+    SQLite error name ("" when it has none)."""
     orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-    if getattr(orig, "sqlstate", None) == "25006":
-        return True
-    return str(getattr(orig, "sqlite_errorname", "")).startswith("SQLITE_READONLY")
+    sqlstate = getattr(orig, "sqlstate", None)
+    name = getattr(orig, "sqlite_errorname", "")
+    return orig, sqlstate if isinstance(sqlstate, str) else None, str(name or "")
