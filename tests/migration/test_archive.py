@@ -97,9 +97,9 @@ def other_db(db: Database, tmp_path: Path, request: pytest.FixtureRequest) -> It
         with engine.begin() as conn:
             for table in LEGACY:
                 conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{table.name}"')
-        yield url
     finally:
         engine.dispose()
+    yield url
 
 
 @IN_EVERY_LAYOUT
@@ -125,6 +125,13 @@ def test_export_restore_identical(db: Database, other_db: str, tmp_path: Path) -
 
     report = restore_archive(other_db, out)
     assert report.verify.ok, report.verify.problems
+    if db.backend != "sqlite":  # the engine it made for the URL is closed with it
+        with db.engine.connect() as conn:
+            name = sa.engine.make_url(other_db).database
+            left = conn.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d"), {"d": name}
+            ).scalar_one()
+        assert left == 0, f"restore left {left} connections open"
     target = create_engine(other_db)
     try:
         for table in LEGACY:

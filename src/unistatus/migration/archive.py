@@ -319,6 +319,20 @@ def restore_archive(
     if problems:
         raise InputError("the archive is damaged, nothing restored: " + "; ".join(problems))
     engine = create_engine(database)
+    try:
+        return _restore(engine, directory, manifest, replace, overwrite_live)
+    finally:
+        if engine is not database:  # made here for a URL: its connections go with it
+            engine.dispose()
+
+
+def _restore(
+    engine: sa.Engine,
+    directory: str | Path,
+    manifest: Manifest,
+    replace: bool,
+    overwrite_live: bool,
+) -> RestoreReport:
     ops = ops_for(engine)
     loaded: list[dict[str, Any]] = []
     try:
