@@ -70,3 +70,30 @@ def test_the_backfill_refuses_legacy_ids_beyond_the_utx_range(db: Database) -> N
     with pytest.raises(ConfigError, match=r"cashouts.*100000000000004.*14 digits"):
         run_backfill(db.engine, db.settings)
     assert snapshot(db)["unified_transactions"] == before["unified_transactions"]
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "idempotency-key"])
+@pytest.mark.parametrize("mode", WRITES_LEGACY, ids=lambda m: m.value)
+def test_in_the_callers_transaction_the_refused_create_leaves_nothing_behind(
+    db: Database, mode: DualWriteMode, keyed: bool
+) -> None:
+    """The caller catches the refusal and commits the rest of its work: nothing of the
+    create may be in it (the one-statement create had written its rows, and a unified
+    row under a placeholder id, before the id was judged), and a second such create is
+    refused the same way."""
+    a = adapter_in(db, mode, record_stats=False)
+    a.create_transaction("ESCROW", 1, "5", "USD")
+    next_cashout_id_beyond_range(db)
+    before = snapshot(db)
+    with db.app_engine.connect() as conn, conn.begin():
+        for attempt in ("k1", "k2"):
+            with pytest.raises(ConfigError, match=r"14 digits"):
+                a.create_transaction(
+                    "WALLET_CASHOUT",
+                    1,
+                    "5",
+                    "USD",
+                    connection=conn,
+                    idempotency_key=attempt if keyed else None,
+                )
+    assert snapshot(db) == before

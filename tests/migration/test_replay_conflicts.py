@@ -7,7 +7,6 @@ rollback. The replay must keep legacy SUCCESS and leave the FAILED as a conflict
 
 from __future__ import annotations
 
-import gc
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -27,12 +26,6 @@ from unistatus.migration.phases import evaluate_gates
 from unistatus.migration.repair import run_repair
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _release_connections() -> Iterator[None]:
-    yield
-    gc.collect()
 
 
 def run(db: Database, *args: str) -> Result:

@@ -9,9 +9,7 @@ runs through the CLI on SQLite, as the issue found it.
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,12 +28,6 @@ from unistatus.errors import GateError
 from unistatus.migration.retire import retire_legacy_columns, undo_cleanup
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _release_connections() -> Iterator[None]:
-    yield
-    gc.collect()
 
 
 def cli(url: str, *args: str, code: int = 0) -> Result:

@@ -21,7 +21,7 @@ an id of its own (none can be derived from a legacy id that does not exist).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import sqlalchemy as sa
 
@@ -29,14 +29,16 @@ from unistatus.adapter.fast import FastStatusWriter
 from unistatus.adapter.keys import IdempotencyClaim, KeyTaken
 from unistatus.adapter.model import DualWriteResult, Entity, ModeChanged, Plan
 from unistatus.adapter.rows import EntityRows
-from unistatus.adapter.sql import HotStatements
+from unistatus.adapter.sql import BEYOND_RANGE, HotStatements
 from unistatus.adapter.writes import LockedWriter, legacy_row, unified_row
 from unistatus.clock import utcnow
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS
-from unistatus.db.tables import unified_transactions
+from unistatus.db.tables import status_history, unified_transactions
+from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.domain.consistency import same_value
 from unistatus.domain.ids import (
+    MAX_LEGACY_ID,
     LegacyRef,
     derive_utx_id,
     new_unified_id,
@@ -178,7 +180,8 @@ class Creator:
                 nonlocal legacy_id
                 insert = sa.insert(lt.table).values(values).returning(lt.id)
                 legacy_id = conn.execute(insert).scalar_one()
-                require_migratable_id(lt.name, legacy_id)
+                if legacy_id > MAX_LEGACY_ID:
+                    self._refuse_beyond_range(conn, system, legacy_id)
 
             if mode is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
                 # The secondary side: under primary_wins the unified row commits without
@@ -241,6 +244,32 @@ class Creator:
             self.writer.pending(conn, utx_id, "create", dst_legacy, op_id, now)
         return result
 
+    def _refuse_beyond_range(
+        self,
+        conn: sa.Connection,
+        system: LegacySystemType,
+        legacy_id: int,
+        *,
+        claim: IdempotencyClaim | None = None,
+        op_id: str | None = None,
+    ) -> NoReturn:
+        """The legacy table handed out an id a UTX id cannot hold: undo what this create
+        wrote (the caller's transaction goes on without it, ours is rolled back anyway),
+        then refuse. ``op_id``: the one-statement create also wrote its unified row, under
+        the placeholder id (``sql.BEYOND_RANGE``), and its history row."""
+        if op_id is not None:
+            H, U = status_history, unified_transactions
+            conn.execute(
+                sa.delete(H).where(H.c.transaction_id == BEYOND_RANGE, H.c.operation_id == op_id)
+            )
+            conn.execute(sa.delete(U).where(U.c.id == BEYOND_RANGE))
+        if claim is not None:
+            conn.execute(sa.delete(idempotency_keys).where(idempotency_keys.c.key == claim.key))
+        lt = self.hot.legacy[system]
+        conn.execute(sa.delete(lt.table).where(lt.id == legacy_id))
+        require_migratable_id(lt.name, legacy_id)
+        raise AssertionError("unreachable: the id is beyond the range")
+
     def _create_in_one_statement(
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
     ) -> DualWriteResult:
@@ -273,7 +302,8 @@ class Creator:
             if keyed and rows[0][1] != 1:
                 raise StorageError(f"creating {system.value} stored {rows[0][1]} keys, not 1")
             result.legacy_entity_id = int(rows[0][0])
-            require_migratable_id(self.hot.legacy[system].name, result.legacy_entity_id)
+            if result.legacy_entity_id > MAX_LEGACY_ID:
+                self._refuse_beyond_range(conn, system, result.legacy_entity_id, claim=claim)
             result.entity_id = derive_utx_id(system, result.legacy_entity_id)
             if self.fast is not None:
                 self.fast.remember_created(system, result.legacy_entity_id, dst_legacy)
@@ -288,7 +318,8 @@ class Creator:
         if not rows:
             raise ModeChanged
         utx_id, legacy_id, history_rows = rows[0][:3]
-        require_migratable_id(self.hot.legacy[system].name, int(legacy_id))
+        if int(legacy_id) > MAX_LEGACY_ID:
+            self._refuse_beyond_range(conn, system, int(legacy_id), claim=claim, op_id=op_id)
         if history_rows != 1 or keyed and rows[0][3] != 1:
             raise StorageError(f"creating {utx_id} wrote {history_rows} history rows, not 1")
         result.entity_id, result.legacy_entity_id = str(utx_id), int(legacy_id)
