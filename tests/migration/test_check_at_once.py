@@ -236,6 +236,26 @@ def test_a_pool_too_small_for_the_walks_walks_one_after_another(pg: Any) -> None
         small.dispose()
 
 
+def test_a_pool_of_two_connections_still_checks(pg: Any) -> None:
+    """A run's claim (one process walks it) takes no connection of the caller's pool: a
+    walk and its re-check fit in two, as they did before the claim."""
+    populate(pg.engine, pg.settings, N)
+    damage(pg.engine, pg.settings, N)
+    with pg.engine.begin() as conn:  # a mismatch written just now: the range re-checks it
+        conn.execute(
+            sa.text(
+                "UPDATE unified_transactions SET status = 'CANCELLED', updated_at = now() "
+                "WHERE legacy_system = 'CASHOUT' AND legacy_id = 3"
+            )
+        )
+    two = create_engine(pg.url, pool_size=1, max_overflow=1, pool_timeout=5)
+    try:
+        report = run_check(two, pg.settings, chunk=CHUNK)
+        assert report.complete and report.total == run_check(pg.engine, pg.settings).total
+    finally:
+        two.dispose()
+
+
 INTERRUPTED = textwrap.dedent(
     """
     import sys, time

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -36,7 +37,13 @@ from unistatus.migration.check_reports import (
     latest_report_for,
     store_report,
 )
-from unistatus.migration.check_runs import CONTINUOUS, RunState, SystemPosition, latest_unfinished
+from unistatus.migration.check_runs import (
+    CONTINUOUS,
+    RunState,
+    SystemPosition,
+    latest_unfinished,
+    new_run_id,
+)
 from unistatus.migration.check_scan import RECHECK_WINDOW, RangeScan, room_for_walks, walk_systems
 from unistatus.migration.check_sql import (
     DEFAULT_CHUNK,
@@ -168,7 +175,8 @@ def run_check(
     deadline = time.monotonic() + max_duration if max_duration is not None else None
     started = time.perf_counter()
     require_bound(engine, settings.schema)  # before the run's first row is written
-    held = ExitStack()  # the claim on the run, for as long as it is walked
+    held = ExitStack()  # the claim on the run, until its report is stored
+    finished_walk = False
     try:
         run = _open_run(engine, systems, since, examples, chunk, out, resume, store, held)
         opts = run.options
@@ -209,6 +217,7 @@ def run_check(
                 for system in wanted
             }
             finished = walk_systems(scans, run, tables, deadline, on_range, at_once)
+            finished_walk = True
         finally:
             if writer is not None:
                 writer.close()
@@ -224,7 +233,24 @@ def run_check(
     except sa.exc.TimeoutError as exc:  # no connection free in the engine's pool
         raise StorageError(f"check failed: {exc}") from None
     finally:
-        held.close()
+        if not finished_walk:
+            held.close()  # stopped by an error: released now
+    with held:  # released once the run is marked finished and its report stored
+        return _finish(engine, run, wanted, since_at, spans, scans, opts, started, finished, store)
+
+
+def _finish(
+    engine: sa.Engine,
+    run: RunState,
+    wanted: list[LegacySystemType],
+    since_at: datetime | None,
+    spans: Mapping[LegacySystemType, tuple[int | None, int | None]],
+    scans: Mapping[LegacySystemType, RangeScan],
+    opts: Mapping[str, Any],
+    started: float,
+    finished: bool,
+    store: bool,
+) -> CheckReport:
     report = _report_of(run, wanted, since_at, spans)
     kept = [e for system in wanted for e in scans[system].kept_examples]
     report.examples = kept[: int(opts["examples"])]
@@ -262,10 +288,10 @@ def _open_run(
             "examples": examples,
             "out": str(Path(out).resolve()) if out is not None else None,
         }
-        started = RunState.start(engine, options, wanted, persist=store)
-        if store:
-            held.enter_context(claim_run(engine, started.run))
-        return started
+        fresh = new_run_id()
+        if store:  # claimed before it is stored: no resume can take it first
+            held.enter_context(claim_run(engine, fresh))
+        return RunState.start(engine, options, wanted, persist=store, run=fresh)
     if systems is not None or since is not None or out is not None:
         raise InputError(
             "a resumed run keeps its own systems, --since and --out: give none of them"

@@ -3,13 +3,15 @@
 Two processes walking the same run (two ``check --resume`` at once, or a resume of a
 run that is still going) would each count the ranges after the stored position and
 each write their mismatches to the run's ``--out`` file: counted twice, lines doubled.
-The claim is held for the whole walk and refused to a second process at once:
+The claim is taken before the run is first stored, held until its report is stored,
+and refused to a second process at once:
 
-- PostgreSQL: a session advisory lock on a connection of its own, keyed by the run's
-  name (released with ``pg_advisory_unlock`` before the connection goes back to the
-  pool; a process that dies loses it with its connection);
+- PostgreSQL: a session advisory lock keyed by the run's name, on a connection of its
+  own outside the caller's pool (a check walks in as few connections as it did before
+  the claim); a process that dies loses it with its connection;
 - SQLite: an exclusive ``flock`` on a file beside the database file
-  (``<database>.check-<run>.lock``, removed on release; a process that dies loses it).
+  (``<database>.check-<hash of the run>.lock``, removed on release; the lock is taken
+  again if the file was removed and made anew meanwhile); a process that dies loses it.
 """
 
 from __future__ import annotations
@@ -35,9 +37,8 @@ def _busy(name: str) -> InputError:
     )
 
 
-def _key(name: str) -> int:
-    digest = hashlib.blake2b(f"unistatus.check:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+def _digest(name: str, size: int) -> bytes:
+    return hashlib.blake2b(f"unistatus.check:{name}".encode(), digest_size=size).digest()
 
 
 @contextmanager
@@ -48,42 +49,47 @@ def claim_run(engine: sa.Engine, name: str) -> Iterator[None]:
             yield
         return
     database = engine.url.database
-    if not database or database == ":memory:":
-        yield  # a private database: no other process sees it
+    if not database or database == ":memory:" or database.startswith("file:"):
+        yield  # a private database, or one named by URI: no lock file beside it
         return
-    with _flock(Path(f"{database}.check-{name}.lock"), name):
+    lock_file = Path(f"{database}.check-{_digest(name, 8).hex()}.lock")
+    with _flock(lock_file, name):
         yield
 
 
 @contextmanager
 def _advisory(engine: sa.Engine, name: str) -> Iterator[None]:
-    key = _key(name)
-    with engine.connect() as conn:
-        got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
-        conn.commit()
-        if not got:
-            raise _busy(name)
-        try:
-            yield
-        finally:
-            try:
-                conn.execute(sa.select(sa.func.pg_advisory_unlock(key)))
-                conn.commit()
-            except sa.exc.DBAPIError:
-                pass  # the connection is gone, and its lock with it
+    key = int.from_bytes(_digest(name, 8), "big", signed=True)
+    own = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+    try:
+        with own.connect() as conn:
+            got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
+            conn.commit()
+            if not got:
+                raise _busy(name)
+            yield  # the connection closes after the block: the lock goes with it
+    finally:
+        own.dispose()
 
 
 @contextmanager
 def _flock(path: Path, name: str) -> Iterator[None]:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             raise _busy(name) from None
         try:
-            yield
-        finally:
-            path.unlink(missing_ok=True)
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the file was released and removed while it was opened: again
+    try:
+        yield
     finally:
+        path.unlink(missing_ok=True)
         os.close(fd)

@@ -228,14 +228,13 @@ def walk_systems(
 
 def room_for_walks(engine: sa.Engine, walks: int) -> bool:
     """Whether ``engine``'s pool lends ``walks`` walks their connections at once: each
-    holds one for its ranges and takes a second for a re-check (``recheck``), and the
-    run's claim holds one more (``check_claim``). A smaller pool (an application's
-    engine) walks the systems one after another rather than waiting on its own
-    connections."""
+    holds one for its ranges and takes a second for a re-check (``recheck``). A smaller
+    pool (an application's engine) walks the systems one after another rather than
+    waiting on its own connections."""
     pool = engine.pool
     if isinstance(pool, sa.pool.NullPool):
         return True
     if not isinstance(pool, sa.pool.QueuePool):
         return False
     overflow = int(getattr(pool, "_max_overflow", 0))  # QueuePool has no public reader
-    return overflow < 0 or pool.size() + overflow >= 2 * walks + 1
+    return overflow < 0 or pool.size() + overflow >= 2 * walks
