@@ -544,3 +544,34 @@ def test_rows_written_in_legacy_only_do_not_roll_back_a_return_to_dual_write(db)
     states = by_name(monitor.evaluate())
     assert states["consistency_critical"].firing
     assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.LEGACY_ONLY
+
+
+def test_a_fresh_mismatch_is_not_excused_by_older_legacy_only_writes(db) -> None:
+    """The judged report covers only recent changes (a check --since, a continuous
+    round): its mismatch is a dual write's, whatever older legacy-only writes left stale
+    outside it, and the system is rolled back (comparing counts alone excused it)."""
+    import time
+
+    from support.adapters import adapter_in
+
+    seed_pairs(db.engine, 10)
+    assert run_check(db.engine, db.settings).consistency_rate == 1.0
+    legacy_only = adapter_in(db, DualWriteMode.LEGACY_ONLY, record_stats=False)
+    for i in (1, 2, 3):
+        assert legacy_only.update_status(f"cashout:{i}", "PROCESSING", "r", "t").changed
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="back to phase 1")
+    time.sleep(0.05)
+    after_them = utcnow()
+    time.sleep(0.05)
+    with db.engine.begin() as conn:  # a dual write gone wrong, now
+        conn.execute(
+            sa.update(unified_transactions)
+            .where(unified_transactions.c.legacy_id == 9)
+            .values(status="SUCCESS", updated_at=utcnow())
+        )
+    report = run_check(db.engine, db.settings, since=after_them)
+    assert report.total - report.consistent == 1
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+    states = by_name(monitor.evaluate())
+    assert states["consistency_critical"].firing
+    assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.LEGACY_ONLY

@@ -413,9 +413,13 @@ def _legacy_only_periods(
 
 
 def unified_staleness(
-    conn: sa.Connection, tables: dict[LegacySystemType, LegacyTable]
+    conn: sa.Connection,
+    tables: dict[LegacySystemType, LegacyTable],
+    *,
+    since: datetime | None = None,
 ) -> Staleness | None:
-    """Legacy-only writes since unified was last verified, or None if there are none.
+    """Legacy-only writes since unified was last verified, or None if there are none
+    (``since``: only rows written since then, the window a report judged).
 
     Verified = the start of the latest full check (scope ``all``) that found every row
     consistent. Counted = legacy rows stamped within a stretch of a mode that did not
@@ -453,6 +457,8 @@ def unified_staleness(
                 bounds.append(lt.updated_at >= lower - STALE_SLACK)
             if end is not None:
                 bounds.append(lt.updated_at <= end + STALE_SLACK)
+            if since is not None:
+                bounds.append(lt.updated_at >= since)
             stamped.append(sa.and_(sa.true(), *bounds))
         on = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
         n = conn.execute(

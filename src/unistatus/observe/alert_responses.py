@@ -35,6 +35,7 @@ from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import UnistatusError
 from unistatus.migration.repair import run_repair
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
+from unistatus.migration.verify import judged_report
 from unistatus.observe.alert_rules import observe
 from unistatus.observe.alert_state import (
     AlertState,
@@ -162,17 +163,24 @@ class Responder:
                 judged[s] = int(n)
         if not judged:
             return {}
+        explained: dict[LegacySystemType, int] = {}
         try:
             tables = resolve_legacy_tables(
                 self.engine, self.settings, systems=list(judged), require_status=False
             )
             with self.engine.connect() as conn:
-                staleness = unified_staleness(conn, tables)
+                for system, n in judged.items():
+                    # Only the stale rows the judged report could have read: a report of
+                    # recent changes (--since, a continuous round) judged dual writes.
+                    report = judged_report(self.engine, system)
+                    window = report.since if report is not None else None
+                    stale = unified_staleness(conn, {system: tables[system]}, since=window)
+                    if stale is not None and n <= stale.rows.get(system.value, 0):
+                        explained[system] = n
         except (UnistatusError, sa.exc.SQLAlchemyError) as exc:
             log.warning("cannot tell legacy-only staleness from inconsistency: %s", exc)
             return {}
-        rows = staleness.rows if staleness is not None else {}
-        return {s: n for s, n in judged.items() if 0 < n <= rows.get(s.value, 0)}
+        return explained
 
     @staticmethod
     def _modes(snap: Snapshot) -> dict[LegacySystemType, DualWriteMode]:
