@@ -327,5 +327,26 @@ def test_a_backfill_interrupted_with_ctrl_c_is_shown_as_interrupted(db: Any) -> 
     status = as_json(cli(db.url, "backfill", "status", "--json"))
     states = {s: p["state"] for s, p in status["systems"].items() if not p["complete"]}
     assert states and set(states.values()) == {"interrupted"}, status
+    # A worker that has not said it ended, silent for 20 s (in a long batch, say): not
+    # taken for ended.
+    from datetime import timedelta
+
+    from unistatus.clock import utcnow
+    from unistatus.db.tables_backfill import backfill_workers
+
+    with db.engine.begin() as conn:
+        then = utcnow() - timedelta(seconds=20)
+        conn.execute(
+            sa.insert(backfill_workers).values(
+                worker="other-host:1",
+                state="running",
+                batch_rows=1000,
+                started_at=then,
+                updated_at=then,
+            )
+        )
+    assert "interrupted" not in {p["state"] for p in progress(db.engine, db.settings).values()}
+    with db.engine.begin() as conn:
+        conn.execute(sa.delete(backfill_workers).where(backfill_workers.c.worker == "other-host:1"))
     again = as_json(cli(db.url, "backfill", "--json"))
     assert again["complete"] and again["inserted"] == 5_000

@@ -140,15 +140,30 @@ def forget_old(ops: DialectOps) -> None:
         log.warning("cannot prune the backfill workers' rows: %s", exc.orig)
 
 
+# How long a worker that has not finished may have been silent and still be in a batch
+# (a batch runs up to the statement timeout, retried, or a throttle hold).
+MAYBE_BUSY_SECONDS = 300.0
+
+
 def _alive(now: datetime) -> sa.ColumnElement[bool]:
     return sa.and_(W.c.state != FINISHED, W.c.updated_at > now - timedelta(seconds=ALIVE_SECONDS))
 
 
-def live_workers(conn: sa.Connection, *, at_least: int = 1) -> int:
-    """How many workers (every host) are alive now; at least ``at_least`` (1: the
-    worker asking counts itself)."""
+def live_workers(conn: sa.Connection) -> int:
+    """How many workers (every host) are alive now; at least 1 (the one asking)."""
     count = conn.execute(sa.select(sa.func.count()).where(_alive(utcnow()))).scalar_one()
-    return max(at_least, int(count))
+    return max(1, int(count))
+
+
+def workers_maybe_busy(conn: sa.Connection) -> int:
+    """Workers that have not said they finished and were heard from lately
+    (:data:`MAYBE_BUSY_SECONDS`): alive, or in a batch longer than a heartbeat, or
+    killed just now. None of them: every worker of the backfill ended on its own."""
+    recent = utcnow() - timedelta(seconds=MAYBE_BUSY_SECONDS)
+    count = conn.execute(
+        sa.select(sa.func.count()).where(W.c.state != FINISHED, W.c.updated_at > recent)
+    ).scalar_one()
+    return int(count)
 
 
 def read_workers(engine: sa.Engine, *, include_finished: bool = False) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.backfill.activity import live_workers
+from unistatus.backfill.activity import workers_maybe_busy
 from unistatus.backfill.control import is_paused
 from unistatus.backfill.plan import COMPLETE, DONE, RUNNING
 from unistatus.clock import as_utc, utcnow
@@ -29,9 +29,10 @@ INTERRUPTED = "interrupted"
 def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """``{system: {total, done, percent, complete, state, rows_per_second, ...}}``.
 
-    ``state``: not_started, running, paused, interrupted (not complete, and no worker
-    alive on any host: stopped or killed; rerun to resume), stalled (workers alive but
-    nothing committed for a minute), complete.
+    ``state``: not_started, running, paused, interrupted (not complete, and every worker
+    on every host ended on its own: Ctrl-C, an error; rerun to resume), stalled (nothing
+    committed for a minute while a worker had not said it ended: killed, or stuck),
+    complete.
     """
     now = utcnow()
     recent = now - timedelta(seconds=RATE_WINDOW_SECONDS)
@@ -58,7 +59,7 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
             jobs = {r.system: r for r in conn.execute(sa.select(J))}
             chunks = {r.system: r for r in conn.execute(agg)}
             paused_of = {system: is_paused(conn, system) for system in LegacySystemType}
-            workers_alive = live_workers(conn, at_least=0)
+            workers_busy = workers_maybe_busy(conn)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot read backfill progress: {exc.orig}") from None
     out: dict[str, dict[str, Any]] = {}
@@ -87,7 +88,7 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
             idle = (now - last).total_seconds()
             if paused:
                 state = "paused"
-            elif not workers_alive:  # stopped (Ctrl-C, an error) or killed: rerun to resume
+            elif not workers_busy:  # every worker ended (Ctrl-C, an error): rerun to resume
                 state = INTERRUPTED
             else:
                 state = "stalled" if idle > STALLED_AFTER_SECONDS else RUNNING
