@@ -400,3 +400,23 @@ def test_a_database_that_refuses_every_write_stops_the_repair_at_once(db: Any) -
     finally:
         read_only.dispose()
     assert snapshot(db) == before
+
+
+def test_a_legacy_row_beyond_the_utx_range_is_left_for_an_operator(db: Any) -> None:
+    """Its unified row would need an id no UTX id holds (19 characters: refused by
+    PostgreSQL's column, stored malformed by SQLite): skipped with its reason."""
+    from unistatus.domain.ids import MAX_LEGACY_ID
+
+    populate(db.engine, db.settings, 5)
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+                "updated_at) VALUES (:i, 1, 5, 'USD', 'PENDING', :t, :t)"
+            ),
+            {"i": MAX_LEGACY_ID + 7, "t": "2026-01-01 00:00:00"},
+        )
+    report = run_repair(db.engine, db.settings, strategy="legacy_wins", reason="t")
+    assert report.skipped == {"id_beyond_utx_range": 1} and report.failed == 0
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.max(sa.func.length(U.c.id)))).scalar_one() == 18

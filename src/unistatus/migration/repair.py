@@ -80,7 +80,8 @@ class _Repairer:
                 return
             except sa.exc.DBAPIError as exc:
                 text = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-                if is_retryable(exc) and attempt + 1 < MAX_ATTEMPTS:
+                lost = exc.connection_invalidated  # a fresh connection may do
+                if (is_retryable(exc) or lost) and attempt + 1 < MAX_ATTEMPTS:
                     time.sleep(0.01 * (attempt + 1) * (1 + random.random()))
                     continue
                 if fails_every_write(exc):

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter.rows import read_entity
 from unistatus.adapter.writes import history_values, unified_row
+from unistatus.backfill.statements import BEYOND_UTX_RANGE
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import read_mode
@@ -25,7 +26,7 @@ from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
 from unistatus.db.rowcount import affected
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.consistency import InconsistencyKind as K
-from unistatus.domain.ids import derive_utx_id
+from unistatus.domain.ids import MAX_LEGACY_ID, derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.domain.transitions import TransitionRules
 from unistatus.migration.repair_plan import RepairPlan, Strategy, plan_repair
@@ -145,6 +146,11 @@ class EntityRepair:
                 report.queue_resolved += resolve_queued(
                     conn, system, legacy_id, utx_id, "not found: neither side holds it"
                 )
+            return
+        if unified is None and legacy is not None and int(legacy["id"]) > MAX_LEGACY_ID:
+            # No UTX id holds it (domain.ids.require_migratable_id): left for an operator.
+            reason = BEYOND_UTX_RANGE
+            report.skipped[reason] = report.skipped.get(reason, 0) + 1
             return
         plan = plan_repair(system, legacy, unified, report.strategy, mode)
         frozen = mode is DualWriteMode.UNIFIED_ONLY and plan.action not in ("none", "skip")

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
-from unistatus.db.failures import describe
+from unistatus.db.failures import one_line
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables_check import check_reports
 from unistatus.domain.statuses import LegacySystemType
@@ -183,7 +183,7 @@ def verify_changes(
             for kind in KINDS:
                 report.inconsistencies[kind] += got[kind]
     except sa.exc.DBAPIError as exc:
-        raise StorageError(f"continuous verification failed: {describe(exc)}") from None
+        raise StorageError(f"continuous verification failed: {one_line(exc)}") from None
     report.since = min(watermarks) - SLACK if watermarks else None
     report.complete = complete
     report.duration_ms = (time.perf_counter() - started) * 1000

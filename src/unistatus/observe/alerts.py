@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
-from unistatus.db.failures import describe
+from unistatus.db.failures import one_line
 from unistatus.db.retry import is_read_only
 from unistatus.errors import StorageError, UnistatusError
 from unistatus.migration.capture import fold_writers
@@ -137,9 +137,8 @@ class Monitor:
             )
         except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
             # One line, never the statement's parameters (they hold the rows' data).
-            why = describe(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else str(exc)
             prefix = "continuous verification failed: "
-            log.warning("%s%s", prefix, why.removeprefix(prefix))
+            log.warning("%s%s", prefix, one_line(exc).removeprefix(prefix))
 
     def housekeep(self) -> None:
         """Now and then (every :data:`FOLD_EVERY_SECONDS`, and at the first evaluation):
