@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import adapter_in, snapshot
+from support.legacy_rows import insert_cashout
 from unistatus import DualWriteMode
 from unistatus.backfill.runner import run_backfill
 from unistatus.domain.ids import MAX_LEGACY_ID
@@ -26,20 +27,14 @@ WRITES_LEGACY = [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIE
 
 def next_cashout_id_beyond_range(db: Database) -> None:
     """The cashouts table hands out 10^14 + 1 next: in SQL, escrow 1's UTX id."""
+    if db.backend == "sqlite":
+        insert_cashout(db.engine, MAX_LEGACY_ID + 1)
+        return
     with db.engine.begin() as conn:
-        if db.backend == "sqlite":
-            conn.execute(
-                sa.text(
-                    "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at,"
-                    " updated_at) VALUES (:i, 1, 5, 'USD', 'PENDING', :t, :t)"
-                ),
-                {"i": MAX_LEGACY_ID + 1, "t": "2026-01-01 00:00:00"},
-            )
-        else:
-            conn.execute(
-                sa.text("SELECT setval(pg_get_serial_sequence('cashouts', 'id'), :i)"),
-                {"i": MAX_LEGACY_ID + 1},
-            )
+        conn.execute(
+            sa.text("SELECT setval(pg_get_serial_sequence('cashouts', 'id'), :i)"),
+            {"i": MAX_LEGACY_ID + 1},
+        )
 
 
 @pytest.mark.parametrize("mode", WRITES_LEGACY, ids=lambda m: m.value)
@@ -58,14 +53,7 @@ def test_a_create_given_an_id_beyond_the_utx_range_writes_nothing(
 def test_the_backfill_refuses_legacy_ids_beyond_the_utx_range(db: Database) -> None:
     a = adapter_in(db, M.LEGACY_ONLY, record_stats=False)
     a.create_transaction("ESCROW", 1, "5", "USD")
-    with db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at,"
-                " updated_at) VALUES (:i, 1, 5, 'USD', 'PENDING', :t, :t)"
-            ),
-            {"i": MAX_LEGACY_ID + 5, "t": "2026-01-01 00:00:00"},
-        )
+    insert_cashout(db.engine, MAX_LEGACY_ID + 5)
     before = snapshot(db)
     with pytest.raises(ConfigError, match=r"cashouts.*100000000000004.*14 digits"):
         run_backfill(db.engine, db.settings)

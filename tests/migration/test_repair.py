@@ -405,17 +405,11 @@ def test_a_database_that_refuses_every_write_stops_the_repair_at_once(db: Any) -
 def test_a_legacy_row_beyond_the_utx_range_is_left_for_an_operator(db: Any) -> None:
     """Its unified row would need an id no UTX id holds (19 characters: refused by
     PostgreSQL's column, stored malformed by SQLite): skipped with its reason."""
+    from support.legacy_rows import insert_cashout
     from unistatus.domain.ids import MAX_LEGACY_ID
 
     populate(db.engine, db.settings, 5)
-    with db.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
-                "updated_at) VALUES (:i, 1, 5, 'USD', 'PENDING', :t, :t)"
-            ),
-            {"i": MAX_LEGACY_ID + 7, "t": "2026-01-01 00:00:00"},
-        )
+    insert_cashout(db.engine, MAX_LEGACY_ID + 7)
     report = run_repair(db.engine, db.settings, strategy="legacy_wins", reason="t")
     assert report.skipped == {"id_beyond_utx_range": 1} and report.failed == 0
     with db.engine.connect() as conn:

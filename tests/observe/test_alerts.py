@@ -505,12 +505,9 @@ def test_missing_alert_table_is_a_clear_error_not_database_down(sqlite_db) -> No
         alerts.evaluate(sqlite_db.engine, sqlite_db.settings, notifier=Notifier())
 
 
-def test_rows_written_in_legacy_only_do_not_roll_back_a_return_to_dual_write(db) -> None:
-    """Back in dual write after a stretch of LEGACY_ONLY (an emergency rollback, say),
-    the rows written meanwhile are stale in unified, as expected until check and repair:
-    the alert says so, but the monitor must not roll the system back for them (it undid
-    the operator's `phase advance` at once). A disagreement they do not explain still
-    rolls back."""
+def _back_from_legacy_only(db) -> None:
+    """Ten consistent cashouts, checked; three written in LEGACY_ONLY (unified not
+    maintained); then back in DUAL_WRITE_LEGACY_PRIMARY."""
     from support.adapters import adapter_in
 
     seed_pairs(db.engine, 10)
@@ -519,6 +516,15 @@ def test_rows_written_in_legacy_only_do_not_roll_back_a_return_to_dual_write(db)
     for i in (1, 2, 3):
         assert legacy_only.update_status(f"cashout:{i}", "PROCESSING", "r", "t").changed
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="back to phase 1")
+
+
+def test_rows_written_in_legacy_only_do_not_roll_back_a_return_to_dual_write(db) -> None:
+    """Back in dual write after a stretch of LEGACY_ONLY (an emergency rollback, say),
+    the rows written meanwhile are stale in unified, as expected until check and repair:
+    the alert says so, but the monitor must not roll the system back for them (it undid
+    the operator's `phase advance` at once). A disagreement they do not explain still
+    rolls back."""
+    _back_from_legacy_only(db)
     run_check(db.engine, db.settings)  # 70%: the three rows written in LEGACY_ONLY
     notifier = Notifier()
     monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier, verify_rows=0)
@@ -552,14 +558,7 @@ def test_a_fresh_mismatch_is_not_excused_by_older_legacy_only_writes(db) -> None
     outside it, and the system is rolled back (comparing counts alone excused it)."""
     import time
 
-    from support.adapters import adapter_in
-
-    seed_pairs(db.engine, 10)
-    assert run_check(db.engine, db.settings).consistency_rate == 1.0
-    legacy_only = adapter_in(db, DualWriteMode.LEGACY_ONLY, record_stats=False)
-    for i in (1, 2, 3):
-        assert legacy_only.update_status(f"cashout:{i}", "PROCESSING", "r", "t").changed
-    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="back to phase 1")
+    _back_from_legacy_only(db)
     time.sleep(0.05)
     after_them = utcnow()
     time.sleep(0.05)
