@@ -30,7 +30,7 @@ __all__ = ["HotStatements"]
 
 # What a created row's unified id is in SQL when its legacy id is beyond the UTX range:
 # no UTX id looks like it, so it meets no other row before the adapter refuses the id
-# (``require_migratable_id``) and the statement's transaction is rolled back.
+# and deletes what the statement wrote (``Creator._refuse_beyond_range``).
 BEYOND_RANGE = "UTX-beyond-range"
 
 
