@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from typer.testing import Result
 
 from support.backfill_data import inconsistencies
-from support.cli_run import UNISTATUS, _release_connections, as_json, cli, runner  # noqa: F401
+from support.cli_run import UNISTATUS, as_json, cli, runner  # noqa: F401
 from unistatus.backfill import progress, read_workers, run_backfill
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.consistency import InconsistencyKind

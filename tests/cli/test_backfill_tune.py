@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from support.cli_run import UNISTATUS, _release_connections, as_json, cli, runner  # noqa: F401
+from support.cli_run import UNISTATUS, as_json, cli, runner  # noqa: F401
 from unistatus.backfill import progress, read_workers
 from unistatus.backfill.activity import Activity
 from unistatus.backfill.health import P95, Decision, Readings

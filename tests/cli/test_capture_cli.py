@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterator
 
-import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner, Result
 
@@ -17,12 +14,6 @@ from unistatus.db.control import set_mode
 from unistatus.domain.statuses import DualWriteMode
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _release_connections() -> Iterator[None]:
-    yield
-    gc.collect()
 
 
 def run(db: Database, *args: str) -> Result:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,14 +14,6 @@ from unistatus.domain import mapping
 from unistatus.domain.statuses import LegacySystemType
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _release_connections() -> Iterator[None]:
-    # Each invocation builds its own engine; collect them so PostgreSQL connections
-    # do not pile up across tests.
-    yield
-    gc.collect()
 
 
 def run(url: str | None, *args: str) -> Result:

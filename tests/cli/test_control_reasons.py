@@ -9,9 +9,7 @@ blank reason with exit 2 and changes nothing; the HTTP control routes answer 422
 
 from __future__ import annotations
 
-import gc
 import json
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -30,12 +28,6 @@ from unistatus.migration import phases, rollback
 
 runner = CliRunner()
 BLANK = ("", "   ")
-
-
-@pytest.fixture(autouse=True)
-def _release_connections() -> Iterator[None]:
-    yield
-    gc.collect()
 
 
 def cli(db: Database, *args: str) -> Result:

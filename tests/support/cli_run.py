@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from typer.testing import CliRunner, Result
 
 from unistatus.cli import app
 
 runner = CliRunner()
 UNISTATUS = str(Path(sys.executable).parent / "unistatus")
-
-
-@pytest.fixture(autouse=True)
-def _release_connections() -> Iterator[None]:
-    yield
-    gc.collect()  # each CLI invocation builds its own engine
 
 
 def cli(url: str, *args: str) -> Result:
