@@ -17,6 +17,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -58,6 +59,11 @@ class Database:
     def table(self, name: str) -> str:
         """A table's name for SQL text: ours qualified with their schema, others bare."""
         return qualified_name(name, self.engine) if name in metadata.tables else name
+
+    def scalar(self, sql: str, **params: Any) -> Any:
+        """The one value ``sql`` (text, ``:name`` parameters) selects."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.text(sql), params).scalar_one()
 
     def count(self, table: str) -> int:
         with self.engine.connect() as conn:

@@ -36,12 +36,7 @@ def watched(db: Database) -> tuple[DualWriteAdapter, str, list[OperationEvent]]:
 
 
 def unified_status(db: Database, entity_id: str) -> str:
-    with db.engine.connect() as conn:
-        return str(
-            conn.execute(
-                sa.text("SELECT status FROM unified_transactions WHERE id = :i"), {"i": entity_id}
-            ).scalar_one()
-        )
+    return str(db.scalar("SELECT status FROM unified_transactions WHERE id = :i", i=entity_id))
 
 
 def test_an_autocommit_connection_is_refused(pg: Database) -> None:

@@ -108,12 +108,7 @@ def _unified_only_with_pending(db: Database, n: int = 3) -> list[Any]:
 
 
 def _legacy_status(db: Database, legacy_id: int) -> str:
-    with db.engine.connect() as conn:
-        return str(
-            conn.execute(
-                sa.text("SELECT status FROM cashouts WHERE id = :i"), {"i": legacy_id}
-            ).scalar_one()
-        )
+    return str(db.scalar("SELECT status FROM cashouts WHERE id = :i", i=legacy_id))
 
 
 def test_a_locked_legacy_row_stalls_neither_writers_nor_the_rollback(pg: Database) -> None:

@@ -145,8 +145,9 @@ def forget_old(ops: DialectOps) -> None:
 MAYBE_BUSY_SECONDS = 300.0
 
 
-def _alive(now: datetime) -> sa.ColumnElement[bool]:
-    return sa.and_(W.c.state != FINISHED, W.c.updated_at > now - timedelta(seconds=ALIVE_SECONDS))
+def _alive(now: datetime, seconds: float = ALIVE_SECONDS) -> sa.ColumnElement[bool]:
+    """Not finished, and heard from within ``seconds``."""
+    return sa.and_(W.c.state != FINISHED, W.c.updated_at > now - timedelta(seconds=seconds))
 
 
 def live_workers(conn: sa.Connection) -> int:
@@ -159,11 +160,8 @@ def workers_maybe_busy(conn: sa.Connection) -> int:
     """Workers that have not said they finished and were heard from lately
     (:data:`MAYBE_BUSY_SECONDS`): alive, or in a batch longer than a heartbeat, or
     killed just now. None of them: every worker of the backfill ended on its own."""
-    recent = utcnow() - timedelta(seconds=MAYBE_BUSY_SECONDS)
-    count = conn.execute(
-        sa.select(sa.func.count()).where(W.c.state != FINISHED, W.c.updated_at > recent)
-    ).scalar_one()
-    return int(count)
+    busy = _alive(utcnow(), MAYBE_BUSY_SECONDS)
+    return int(conn.execute(sa.select(sa.func.count()).where(busy)).scalar_one())
 
 
 def read_workers(engine: sa.Engine, *, include_finished: bool = False) -> list[dict[str, Any]]:
