@@ -118,6 +118,11 @@ class BackfillSettings(BaseModel):
     target_batch_ms: float = Field(default=200.0, ge=0.0, le=600_000.0)
     min_batch_rows: int = Field(default=1_000, ge=1)
     max_batch_rows: int = Field(default=100_000, ge=1)
+    # Worker threads sharing the chunks, one connection each (PostgreSQL; SQLite runs
+    # one). Two by default: one connection spends part of its time between batches
+    # (commit, checkpoint, sizing) and the process's start-up, a second copies meanwhile
+    # (bench/commands.py, BENCHMARKS.md); the throttle below holds every worker back.
+    workers: int = Field(default=2, ge=1, le=64)
     # Hold back while the adapter's p95 (every process's, over the last
     # p95_window_seconds, from at least p95_min_operations operations) is above
     # max_p95_ms, or above p95_over_baseline times its p95 before the backfill started.

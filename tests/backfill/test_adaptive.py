@@ -50,7 +50,10 @@ def batch_sizes(db: Any, **options: Any) -> tuple[list[int], Any]:
             sizes.append(done - last["done"])
         last["done"] = done
 
-    report = run_backfill(db.engine, db.settings, systems=CASHOUT, progress=on_progress, **options)
+    # One worker: its batches, one after another, are what the sizing is about.
+    report = run_backfill(
+        db.engine, db.settings, systems=CASHOUT, progress=on_progress, workers=1, **options
+    )
     return sizes, report
 
 
@@ -136,6 +139,7 @@ def test_the_next_table_starts_at_the_size_the_last_one_reached(db: Any) -> None
         target_batch_ms=20,
         clock=work_clock(db, 0.05),  # the size that takes the target: 400 rows
         progress=on_progress,
+        workers=1,
     )
     first, second = (sizes[s] for s in ("CASHOUT", "ESCROW"))
     assert first[0] == 10 and max(first) >= 300  # the first table climbs from 10 rows
@@ -167,6 +171,7 @@ def test_adaptive_batches_interrupted_and_resumed_copy_every_row_once(db: Any) -
             target_batch_ms=50,
             progress=stop_after_three,
             clock=work_clock(db, 0.01),
+            workers=1,
         )
     first = progress(db.engine, db.settings)
     assert 0 < first["CASHOUT"]["done"] < first["CASHOUT"]["total"]

@@ -288,6 +288,7 @@ def test_throttle_limits_rows_per_second(db: Any) -> None:
         systems=[LegacySystemType.ESCROW],
         batch_size=50,
         max_rows_per_second=500,
+        workers=1,
     )
     # 200 rows at 500 rows/s: the last batch may end the run, so >= (200 - 50) / 500.
     assert time.perf_counter() - started >= 0.3
@@ -307,7 +308,8 @@ def test_resume_after_interruption_continues_the_same_job(db: Any) -> None:
             raise Stop
 
     with pytest.raises(Stop):
-        run_backfill(db.engine, db.settings, batch_size=100, progress=stop_after_three)
+        # One worker, whose progress is each of its batches: stopped after the third.
+        run_backfill(db.engine, db.settings, batch_size=100, progress=stop_after_three, workers=1)
     first = progress(db.engine, db.settings)
     assert 0 < first["CASHOUT"]["done"] < first["CASHOUT"]["total"]
     with db.engine.connect() as conn:
@@ -443,6 +445,18 @@ def test_each_batch_is_one_set_based_insert(db: Any) -> None:
     assert batches <= len(statements) <= batches + 3
     assert all("SELECT" in s and "BETWEEN" in s for s in statements)
     assert report["workers"] == 1
+
+
+def test_the_worker_count_defaults_to_the_settings(db: Any) -> None:
+    """Two worker threads unless the settings (or the call) say otherwise; SQLite one."""
+    _seed(db, 600, 0)
+    report = run_backfill(db.engine, db.settings, batch_size=100).as_dict()
+    assert report["inserted"] == 600
+    assert report["workers"] == (1 if db.backend == "sqlite" else 2)
+    backfill = db.settings.backfill.model_copy(update={"workers": 1})
+    one = db.settings.model_copy(update={"backfill": backfill})
+    assert run_backfill(db.engine, one).as_dict()["workers"] == 1
+    assert inconsistencies(db.engine, db.settings) == []
 
 
 def test_a_system_paused_on_its_own_waits_while_the_others_go_on(db: Any) -> None:

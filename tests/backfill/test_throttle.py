@@ -224,7 +224,7 @@ def test_the_worker_holds_while_the_p95_is_above_the_limit_and_resumes(db: Any) 
             seen.append((worker, db.count("unified_transactions")))
             record_latency(db.engine, MODE, 2.0, 2_000)  # and recover
 
-    report = run_backfill(db.engine, settings, batch_size=100, clock=Clock(sleep=sleep))
+    report = run_backfill(db.engine, settings, batch_size=100, workers=1, clock=Clock(sleep=sleep))
     assert report.complete and report.inserted == 600
     worker, copied = seen[0]
     assert copied == 0  # held before its first batch
@@ -251,7 +251,9 @@ def test_the_worker_holds_while_sessions_wait_for_locks(pg: Any) -> None:
                 release()
                 wait_for(lambda: health_now(pg).lock_waits == 0, "the wait to end")
 
-        report = run_backfill(pg.engine, settings, batch_size=100, clock=Clock(sleep=sleep))
+        report = run_backfill(
+            pg.engine, settings, batch_size=100, workers=1, clock=Clock(sleep=sleep)
+        )
     assert report.complete and report.inserted == 300
     (worker,) = seen
     assert worker["throttle"]["reason"] == LOCKS

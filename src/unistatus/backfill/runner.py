@@ -134,7 +134,7 @@ def run_backfill(
     *,
     systems: list[LegacySystemType] | None = None,
     batch_size: int = 1000,
-    workers: int = 1,
+    workers: int | None = None,
     max_rows_per_second: float | None = None,
     target_batch_ms: float | None = None,
     min_batch_rows: int | None = None,
@@ -145,10 +145,12 @@ def run_backfill(
 ) -> BackfillReport:
     """Backfill ``unified_transactions`` from the legacy tables (see the package docs).
 
-    ``max_rows_per_second``, ``target_batch_ms``, ``min_batch_rows``, ``max_batch_rows``:
-    None takes the settings' ``[backfill]`` value; ``backfill tune`` changes them while
+    ``workers``, ``max_rows_per_second``, ``target_batch_ms``, ``min_batch_rows``,
+    ``max_batch_rows``: None takes the settings' ``[backfill]`` value; ``backfill tune`` changes them while
     the run goes (:mod:`unistatus.backfill.control`). ``clock``: the workers' time (tests).
     """
+    if workers is None:
+        workers = settings.backfill.workers
     _validate(batch_size, workers, max_rows_per_second)
     given = {
         "max_rows_per_second": max_rows_per_second,

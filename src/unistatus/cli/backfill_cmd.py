@@ -74,11 +74,12 @@ def run(
         None, "--max-batch-rows", min=1, help="Largest adaptive batch (default 100000)."
     ),
     workers: int = typer.Option(
-        1,
+        None,
         "--workers",
         min=1,
         max=64,
-        help="Worker threads sharing the chunks, one connection each (PostgreSQL; SQLite runs one).",
+        help="Worker threads sharing the chunks, one connection each (PostgreSQL; SQLite "
+        "runs one). Default: settings backfill.workers (2).",
     ),
     max_rows_per_second: float = typer.Option(
         None, "--max-rows-per-second", min=0.001, help="Throttle (rows/s, all workers)."
@@ -108,6 +109,8 @@ def run(
       unistatus backfill --target-batch-ms 0 --batch-size 5000     (fixed batches)
 
       unistatus backfill --workers 4 --json     (PostgreSQL; other hosts may join)
+
+      unistatus backfill --workers 1     (one connection: the gentlest on a busy server)
 
       unistatus backfill status --json
 
