@@ -19,6 +19,7 @@ from conftest import IN_EVERY_LAYOUT
 from support.check_data import SWAP, T1, damage, insert_case, populate, tables
 from unistatus.cli import app
 from unistatus.db import schema
+from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError, InputError
 from unistatus.migration.check import (
@@ -131,6 +132,28 @@ def test_since_limits_to_rows_updated_on_either_side(db: Any) -> None:
     assert report.inconsistencies["missing_unified"] == 0
     assert report.scope.startswith("since=")
     assert run_check(db.engine, db.settings, since=T1 + timedelta(days=1)).total == 0
+
+
+def test_since_keeps_the_pairs_with_one_side_absent(db: Any) -> None:
+    """A legacy row without its unified row, and an orphan unified row, are in a
+    ``since`` scope when their one side was updated since (the changed keys are found
+    on each side before the join)."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)  # ids %10 == 1: unified gone; == 5: legacy gone
+    lt = tables(db.engine, db.settings)[LegacySystemType.CASHOUT]
+    with db.engine.begin() as conn:
+        conn.execute(sa.update(lt.table).where(lt.id == 11).values({lt.updated_at.key: T1}))
+        conn.execute(
+            sa.update(U)
+            .where(U.c.legacy_system == "CASHOUT", U.c.legacy_id == 15)
+            .values(updated_at=T1)
+        )
+    since = T1 - timedelta(days=1)
+    report = run_check(db.engine, db.settings, since=since, store=False, chunk=7)
+    per = 2 * N // 10  # the unified rows damage() updated at T1, per system
+    assert report.total == 3 * per + 2
+    assert report.inconsistencies["missing_unified"] == 1
+    assert report.inconsistencies["orphan_unified"] == 1
 
 
 def test_system_filter(db: Any) -> None:

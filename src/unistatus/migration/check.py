@@ -29,6 +29,7 @@ from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.check_claim import claim_run
 from unistatus.migration.check_out import MismatchWriter
+from unistatus.migration.check_recheck import RECHECK_BATCH, recheck
 from unistatus.migration.check_reports import (
     COVERING_LOOKBACK,
     FULL_SCOPE,
@@ -48,14 +49,12 @@ from unistatus.migration.check_scan import RECHECK_WINDOW, RangeScan, room_for_w
 from unistatus.migration.check_sql import (
     DEFAULT_CHUNK,
     KINDS,
-    RECHECK_BATCH,
     InconsistentRow,
     count_first_keys,
     iter_inconsistent,
     pair_flags,
     pending_replay_exists,
     projected_legacy_status,
-    recheck,
     rule_flags,
 )
 from unistatus.migration.check_times import parse_duration, parse_since

@@ -25,6 +25,7 @@ from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.migration.check_out import MismatchWriter
+from unistatus.migration.check_recheck import recheck
 from unistatus.migration.check_runs import RunState, SystemPosition, add_counts
 from unistatus.migration.check_sql import (
     InconsistentRow,
@@ -33,7 +34,6 @@ from unistatus.migration.check_sql import (
     example_window,
     inconsistent_rows,
     pair_flags,
-    recheck,
 )
 
 # Inconsistent pairs updated this recently may be a write in flight: they are re-checked.

@@ -1,9 +1,10 @@
-"""The consistency rule as SQL over pairs of legacy and unified rows, and the re-check.
+"""The consistency rule as SQL over pairs of legacy and unified rows.
 
 :func:`pair_flags` pairs the rows of one legacy key range (a full outer join) and
 :func:`rule_flags` writes the spec's rule as one flag per kind; ``unistatus check``
-(:mod:`unistatus.migration.check`) counts them per range, and :func:`recheck` re-reads
-the pairs that look inconsistent once no write to them is in flight. docs/check.md.
+(:mod:`unistatus.migration.check`) counts them per range, and
+:mod:`~unistatus.migration.check_recheck` re-reads the pairs that look inconsistent once
+no write to them is in flight. docs/check.md.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
-from unistatus.db.dialect import DialectOps, ops_for
+from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain import consistency
@@ -29,7 +30,6 @@ from unistatus.migration.check_out import mismatch_record
 __all__ = [
     "DEFAULT_CHUNK",
     "KINDS",
-    "RECHECK_BATCH",
     "SPOTS",
     "InconsistentRow",
     "Spot",
@@ -43,7 +43,6 @@ __all__ = [
     "pending_replay_exists",
     "projected_legacy_status",
     "recent_clause",
-    "recheck",
     "rule_flags",
 ]
 
@@ -119,8 +118,32 @@ def _range(col: sa.ColumnElement[Any], lo: int | None, hi: int | None) -> list[A
     return out
 
 
-def _among(col: sa.ColumnElement[Any], keys: Sequence[int] | None) -> list[Any]:
-    return [] if keys is None else [col.in_(list(keys))]
+def _among(col: sa.ColumnElement[Any], keys: Sequence[int] | sa.Select[Any] | None) -> list[Any]:
+    if keys is None:
+        return []
+    return [col.in_(keys if isinstance(keys, sa.Select) else list(keys))]
+
+
+def _changed_keys(
+    lt: LegacyTable, lo: int | None, hi: int | None, since: datetime
+) -> sa.Select[Any]:
+    """The range's legacy keys whose legacy or unified row was updated at or after
+    ``since``: the pairs a ``since`` scope keeps, found before the join (each table's
+    range read once, filtered) so that only their pairs are joined and judged.
+
+    A CTE: the pairs use the keys in three places and PostgreSQL reads a CTE used more
+    than once only once (as a subquery it read both tables three times: slower than the
+    join it spares). 500k legacy rows, a few hundred changed: a continuous verification
+    pass 0.36 s against 0.60 s for the join filtered afterwards (BENCHMARKS.md)."""
+    changed = sa.union(
+        sa.select(lt.id.label("key")).where(
+            *_range(lt.id, lo, hi), lt.column("updated_at") >= since
+        ),
+        sa.select(U.c.legacy_id).where(
+            *_unified_of(lt.system, lo, hi, None), U.c.updated_at >= since
+        ),
+    ).cte("changed")
+    return sa.select(changed.c.key)
 
 
 def rule_flags(
@@ -182,6 +205,8 @@ def pair_flags(
     """The pairs of legacy keys in (lo, hi] (None: open) and the rule over them.
 
     ``keys``: only the pairs of those legacy keys (index look-ups: the re-check).
+    ``since``: only the pairs either side of which was updated since, whose keys are
+    found first (:func:`_changed_keys`).
     ``full_join``: the literal FULL JOIN (:func:`_full_join_pairs`), for PostgreSQL when
     several ranges are counted at once.
 
@@ -198,15 +223,18 @@ def pair_flags(
     if lt.status is None:
         raise StorageError(f"legacy table {lt.name!r} has no status column any more")
     system = lt.system
+    among: Sequence[int] | sa.Select[Any] | None = keys
+    if keys is None and since is not None:
+        among = _changed_keys(lt, lo, hi, since)
     if full_join:
-        p = _full_join_pairs(lt, lo, hi, keys, project_pending)
+        p = _full_join_pairs(lt, lo, hi, among, project_pending)
         return _Pairs(p, _flags_of(system, p), _scope_of(p, since), lo, hi)
     lcols: dict[str, sa.ColumnElement[Any]] = {name: lt.column(name) for name in _L_NAMES}
     if project_pending:
         lcols["status"] = projected_legacy_status(lt.status)
     ucols = {name: U.c[name] for name in _U_NAMES}
-    mine = _unified_of(system, lo, hi, keys)
-    on = sa.and_(lt.id == U.c.legacy_id, *_range(lt.id, lo, hi), *_among(lt.id, keys))
+    mine = _unified_of(system, lo, hi, among)
+    on = sa.and_(lt.id == U.c.legacy_id, *_range(lt.id, lo, hi), *_among(lt.id, among))
     matched = (
         sa.select(
             *[c.label(f"l_{n}") for n, c in lcols.items()],
@@ -227,13 +255,16 @@ def pair_flags(
     missing = sa.select(
         *[c.label(f"l_{n}") for n, c in alone.items()],
         *[sa.cast(sa.null(), c.type).label(f"u_{n}") for n, c in ucols.items()],
-    ).where(*_range(lt.id, lo, hi), *_among(lt.id, keys), ~pointed_at)
+    ).where(*_range(lt.id, lo, hi), *_among(lt.id, among), ~pointed_at)
     p = sa.union_all(matched, missing).subquery("p")
     return _Pairs(p, _flags_of(system, p), _scope_of(p, since), lo, hi)
 
 
 def _unified_of(
-    system: LegacySystemType, lo: int | None, hi: int | None, keys: Sequence[int] | None
+    system: LegacySystemType,
+    lo: int | None,
+    hi: int | None,
+    keys: Sequence[int] | sa.Select[Any] | None,
 ) -> list[sa.ColumnElement[bool]]:
     """The system's unified rows that point at a legacy key of the range (or ``keys``)."""
     return [
@@ -248,7 +279,7 @@ def _full_join_pairs(
     lt: LegacyTable,
     lo: int | None,
     hi: int | None,
-    keys: Sequence[int] | None,
+    keys: Sequence[int] | sa.Select[Any] | None,
     project_pending: bool,
 ) -> sa.Subquery:
     """The range's legacy rows FULL JOIN its system's unified rows, as one join.
@@ -522,56 +553,6 @@ def iter_inconsistent(
         if hi is None:
             return
         lo = hi
-
-
-# --- the re-check of what looks inconsistent ---------------------------------------
-
-# Keys re-read per transaction: short locks, few round trips.
-RECHECK_BATCH = 500
-
-
-def recheck(
-    ops: DialectOps,
-    lt: LegacyTable,
-    keys: Sequence[int],
-    *,
-    since: datetime | None,
-    project_pending: bool,
-    statement_ms: int,
-    lock_ms: int,
-) -> Iterator[InconsistentRow]:
-    """The pairs of ``keys`` that are still inconsistent once no write to them is in flight.
-
-    A pair seen inconsistent may be a write caught half-way (its writer still holds the
-    entity). Each batch is re-read after taking the entity's rows ``FOR SHARE``, legacy
-    first as the adapter locks them: that waits for the writer's commit, and the re-read
-    judges the rows as they are then (SQLite: the whole file, :meth:`DialectOps.locked_read`).
-    A row still locked after ``lock_ms`` is judged as committed, without the lock.
-    """
-    system = lt.system
-    for start in range(0, len(keys), RECHECK_BATCH):
-        batch = list(keys[start : start + RECHECK_BATCH])
-        pairs = pair_flags(lt, since=since, project_pending=project_pending, keys=batch)
-        try:
-            with ops.locked_read() as conn:
-                ops.bound_statements(conn, statement_ms, lock_ms)
-                conn.execute(
-                    sa.select(lt.id)
-                    .where(lt.id.in_(batch))
-                    .order_by(lt.id)
-                    .with_for_update(read=True)
-                ).all()
-                conn.execute(
-                    sa.select(U.c.id)
-                    .where(U.c.legacy_system == system.value, U.c.legacy_id.in_(batch))
-                    .order_by(U.c.legacy_id)
-                    .with_for_update(read=True)
-                ).all()
-                rows = inconsistent_rows(conn, pairs, system, None)
-        except sa.exc.OperationalError:  # lock timeout or deadlock: what is committed
-            with ops.engine.connect() as conn:
-                rows = inconsistent_rows(conn, pairs, system, None)
-        yield from rows
 
 
 def count_first_keys(conn: sa.Connection, lt: LegacyTable, keys: int) -> int:

@@ -14,9 +14,10 @@ from a write in flight). Each round that verified rows stores a report
 alerts read; gates read complete full checks only.
 
 Limits: the legacy and unified tables have no index on ``updated_at`` (revision 0012
-keeps status changes HOT), so a pass reads every key range once, filtered (the time
-bound spreads a big table's pass over several rounds: its length grows with the
-table, not each evaluation's); a writer
+keeps status changes HOT), so a pass reads every key range once, filtered before the
+join (only the changed pairs are joined: ``check_sql.pair_flags`` with ``since``); the
+time bound spreads a big table's pass over several rounds: its length grows with the
+table, not each evaluation's; a writer
 transaction open longer than ``SLACK`` can commit a change stamped before the
 watermark (a full ``unistatus check`` still sees it).
 """
