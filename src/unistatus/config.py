@@ -121,7 +121,8 @@ class BackfillSettings(BaseModel):
     # Worker threads sharing the chunks, one connection each (PostgreSQL; SQLite runs
     # one). Two by default: one connection spends part of its time between batches
     # (commit, checkpoint, sizing) and the process's start-up, a second copies meanwhile
-    # (bench/commands.py, BENCHMARKS.md); the throttle below holds every worker back.
+    # (bench/commands.py, BENCHMARKS.md). The second and later wait while the adapter
+    # serves live traffic; the throttle below holds every worker back.
     workers: int = Field(default=2, ge=1, le=64)
     # Hold back while the adapter's p95 (every process's, over the last
     # p95_window_seconds, from at least p95_min_operations operations) is above

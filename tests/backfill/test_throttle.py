@@ -24,6 +24,7 @@ from unistatus.backfill.health import (
     LAG,
     LOCKS,
     P95,
+    TRAFFIC,
     Limits,
     Readings,
     decide,
@@ -83,6 +84,20 @@ def test_each_probe_holds_back_only_above_its_limit() -> None:
     assert decide(Readings(), limits) == GO
     # No limit: never held back, whatever the reading.
     assert decide(Readings(p95_ms=10_000.0, replication_lag_seconds=3600.0), Limits()) == GO
+
+
+def test_an_extra_worker_holds_beside_live_traffic_the_first_never() -> None:
+    busy = Readings(p95_ms=3.0, operations=500)
+    extra = decide(busy, Limits(max_live_operations=19))
+    assert (extra.reason, extra.reading, extra.limit) == (TRAFFIC, 500.0, 19.0)
+    assert extra.describe() == "live_traffic 500 operations > 19 operations"
+    assert decide(busy, Limits()) == GO  # the first worker of a process
+    assert decide(Readings(operations=19), Limits(max_live_operations=19)) == GO  # quiet
+    # Health first: a p95 above its limit is the reason, whichever worker asks.
+    assert (
+        decide(Readings(p95_ms=300.0, operations=500), Limits(100.0, max_live_operations=19)).reason
+        == P95
+    )
 
 
 def test_the_p95_limit_is_the_stricter_of_absolute_and_relative_to_the_baseline() -> None:
@@ -260,3 +275,25 @@ def test_the_worker_holds_while_sessions_wait_for_locks(pg: Any) -> None:
     assert worker["throttle"]["reading"] == 1.0 and worker["throttle"]["limit"] == 0.0
     assert worker["readings"]["lock_waits"] == 1
     assert LegacySystemType.ESCROW.value in report.as_dict()["systems"]
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_the_extra_worker_waits_while_the_adapter_serves_traffic(pg: Any) -> None:
+    """Two workers: beside live traffic the second one waits and the first copies
+    everything; once nothing is left to claim, the waiting one ends too."""
+    seed_legacy(pg.engine, pg.settings, 3_000, seed=9)
+    record_latency(pg.engine, MODE, 2.0, 2_000)  # the adapter served 2,000 operations just now
+    report = run_backfill(pg.engine, pg.settings, batch_size=100, workers=2)
+    assert report.complete and report.inserted == 3_000
+    first, extra = sorted(read_workers(pg.engine, include_finished=True), key=lambda w: w["worker"])
+    assert first["rows"] == 3_000 and extra["rows"] == 0
+    assert extra["throttled_seconds"][TRAFFIC] > 0 and not first["throttled_seconds"].get(TRAFFIC)
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_without_live_traffic_both_workers_copy(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 30_000, seed=9)
+    report = run_backfill(pg.engine, pg.settings, batch_size=100, workers=2)
+    assert report.complete and report.inserted == 30_000
+    rows = [w["rows"] for w in read_workers(pg.engine, include_finished=True)]
+    assert len(rows) == 2 and all(n > 0 for n in rows) and sum(rows) == 30_000

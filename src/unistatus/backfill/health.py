@@ -26,16 +26,21 @@ from unistatus.db.dialect import DialectOps
 from unistatus.errors import StorageError
 from unistatus.observe.stats import window
 
-# Why a worker holds back. The first three are health; the pacing of
-# --max-rows-per-second and an operator's pause are counted alongside them.
+# Why a worker holds back. The first three are health; an extra worker's wait beside
+# live traffic, the pacing of --max-rows-per-second and an operator's pause are counted
+# alongside them.
 P95 = "p95_latency"
 LAG = "replication_lag"
 LOCKS = "lock_waits"
+# The second and later workers of one process copy while the database is quiet, and
+# wait while the adapter serves live traffic (at least p95_min_operations operations in
+# the p95 window): two workers in a quiet hour, one beside the application.
+TRAFFIC = "live_traffic"
 RATE = "max_rows_per_second"
 PAUSED = "paused"
 HEALTH_REASONS = (P95, LAG, LOCKS)
-REASONS = (*HEALTH_REASONS, RATE, PAUSED)
-UNITS = {P95: "ms", LAG: "s", LOCKS: "sessions"}
+REASONS = (*HEALTH_REASONS, TRAFFIC, RATE, PAUSED)
+UNITS = {P95: "ms", LAG: "s", LOCKS: "sessions", TRAFFIC: "operations"}
 
 # A limit derived from the baseline is never closer to it than this: a p95 of a few ms
 # moves by more than 20% between two quiet windows (the buckets are coarse there).
@@ -53,6 +58,9 @@ class Limits:
     p95_over_baseline: float | None = None
     max_replication_lag_seconds: float | None = None
     max_lock_waits: int | None = None
+    # An extra worker: held while the adapter served more operations than this in the
+    # p95 window (None: never; the first worker of a process).
+    max_live_operations: int | None = None
 
     @property
     def p95_limit_ms(self) -> float | None:
@@ -76,6 +84,8 @@ class Limits:
             return self.max_replication_lag_seconds
         if reason == LOCKS:
             return None if self.max_lock_waits is None else float(self.max_lock_waits)
+        if reason == TRAFFIC:
+            return None if self.max_live_operations is None else float(self.max_live_operations)
         return None
 
 
@@ -93,6 +103,7 @@ class Readings:
             P95: self.p95_ms,
             LAG: self.replication_lag_seconds,
             LOCKS: self.lock_waits,
+            TRAFFIC: self.operations,
         }.get(reason)
         return None if value is None else float(value)
 
@@ -128,8 +139,9 @@ GO = Decision()
 
 
 def decide(readings: Readings, limits: Limits) -> Decision:
-    """The first health reason whose reading is above its limit (p95, lag, locks)."""
-    for reason in HEALTH_REASONS:
+    """The first reason whose reading is above its limit (p95, lag, locks; then, for an
+    extra worker, live traffic)."""
+    for reason in (*HEALTH_REASONS, TRAFFIC):
         value, limit = readings.reading(reason), limits.limit(reason)
         if value is not None and limit is not None and value > limit:
             return Decision(reason, value, limit)

@@ -277,7 +277,10 @@ def _run_workers(
 
     def copy(index: int) -> None:
         try:
-            worker = how.worker(shared, settings, tables, stop=stop, name=worker_name(index))
+            # The second and later workers wait while the adapter serves live traffic.
+            worker = how.worker(
+                shared, settings, tables, stop=stop, name=worker_name(index), extra=index > 0
+            )
             result = worker.run()
             with lock:
                 tally.merge(result)

@@ -179,6 +179,7 @@ class Worker:
         keep_going: Callable[[], bool] | None = None,
         clock: Clock | None = None,
         name: str | None = None,
+        extra: bool = False,
     ) -> None:
         self.engine = engine
         self.ops = ops
@@ -194,6 +195,8 @@ class Worker:
         # Asked before each batch; False stops the worker (Ctrl-C, another worker failed).
         self.keep_going = keep_going
         self.name = name or worker_name()
+        # The second or later worker of its process: it waits beside live traffic.
+        self.extra = extra
         self.tally = Tally()
         self.pacer = Pacer(None, self.clock)
         self._copiers = {system: ChunkCopier(ops, lt) for system, lt in tables.items()}
@@ -337,6 +340,9 @@ class Worker:
             p95_over_baseline=t.p95_over_baseline,
             max_replication_lag_seconds=t.max_replication_lag_seconds,
             max_lock_waits=t.max_lock_waits,
+            max_live_operations=self.settings.backfill.p95_min_operations - 1
+            if self.extra
+            else None,
         )
 
     def _probe(self) -> health.Decision:
@@ -397,12 +403,23 @@ class Worker:
             self.activity.held(reason, self.clock.timer() - before)
             if not self._going():
                 return False
+            if reason == health.TRAFFIC and not self._any_claimable():
+                return False  # the other workers took what was left: nothing to wait for
             self._refresh()
             decision = self._probe()
         self.activity.hold(health.GO, self.clock.now())
         self.activity.write(self.clock.timer(), force=True)
         self.pacer.reset()  # a hold is not credit for a burst afterwards
         return True
+
+    def _any_claimable(self) -> bool:
+        """Whether a chunk of this worker's tables is free to claim now (not paused, not
+        held by another worker)."""
+        try:
+            with self.engine.connect() as conn:
+                return any(c.any_claimable(conn) for c in self._copiers.values())
+        except sa.exc.DBAPIError as exc:
+            raise _storage_error(exc, "looking for chunks left") from None
 
     def _record_pause(self) -> None:
         self.activity.state = PAUSED_STATE

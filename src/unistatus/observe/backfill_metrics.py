@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from unistatus.backfill.health import HEALTH_REASONS, LAG, LOCKS, P95, REASONS
+from unistatus.backfill.health import HEALTH_REASONS, LAG, LOCKS, P95, REASONS, TRAFFIC
 
 __all__ = ["backfill_worker_families"]
 
@@ -35,10 +35,11 @@ def backfill_worker_families(workers: list[dict[str, Any]]) -> Iterator[Any]:
     )
     throttled = GaugeMetricFamily(
         "unistatus_backfill_throttled",
-        "Backfill workers holding back now, by reason (adapter p95, replica lag, lock waits)",
+        "Backfill workers holding back now, by reason (adapter p95, replica lag, lock "
+        "waits; an extra worker beside live traffic)",
         labels=["reason"],
     )
-    for reason in HEALTH_REASONS:
+    for reason in (*HEALTH_REASONS, TRAFFIC):
         throttled.add_metric([reason], sum(1 for w in alive if w["throttle"]["reason"] == reason))
     yield throttled
     held = CounterMetricFamily(
