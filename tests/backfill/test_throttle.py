@@ -19,12 +19,14 @@ import pytest
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
+from unistatus.backfill.activity import Activity, live_workers
 from unistatus.backfill.health import (
     GO,
     LAG,
     LOCKS,
     P95,
     TRAFFIC,
+    Decision,
     Limits,
     Readings,
     decide,
@@ -283,7 +285,11 @@ def test_the_extra_worker_waits_while_the_adapter_serves_traffic(pg: Any) -> Non
     everything; once nothing is left to claim, the waiting one ends too."""
     seed_legacy(pg.engine, pg.settings, 3_000, seed=9)
     record_latency(pg.engine, MODE, 2.0, 2_000)  # the adapter served 2,000 operations just now
+    started = time.monotonic()
     report = run_backfill(pg.engine, pg.settings, batch_size=100, workers=2)
+    # The waiting worker ended when nothing was pending, not when the traffic left the
+    # 15 s p95 window.
+    assert time.monotonic() - started < 10
     assert report.complete and report.inserted == 3_000
     first, extra = sorted(read_workers(pg.engine, include_finished=True), key=lambda w: w["worker"])
     assert first["rows"] == 3_000 and extra["rows"] == 0
@@ -297,3 +303,20 @@ def test_without_live_traffic_both_workers_copy(pg: Any) -> None:
     assert report.complete and report.inserted == 30_000
     rows = [w["rows"] for w in read_workers(pg.engine, include_finished=True)]
     assert len(rows) == 2 and all(n > 0 for n in rows) and sum(rows) == 30_000
+
+
+@IN_EVERY_LAYOUT
+def test_a_worker_waiting_beside_live_traffic_takes_no_share_of_the_rate(db: Any) -> None:
+    """The rate is divided among the workers that copy: one waiting beside live traffic
+    leaves its share to the others (and is counted again once it copies)."""
+    ops = ops_for(db.engine)
+    first, extra = Activity(ops, "host:1.0", 100), Activity(ops, "host:1.1", 100)
+    extra.hold(Decision(TRAFFIC, 500.0, 19.0), utcnow())
+    for activity in (first, extra):
+        activity.write(0.0, force=True)
+    with db.engine.connect() as conn:
+        assert live_workers(conn) == 1
+    extra.hold(GO, utcnow())
+    extra.write(1.0, force=True)
+    with db.engine.connect() as conn:
+        assert live_workers(conn) == 2

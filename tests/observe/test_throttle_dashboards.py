@@ -11,7 +11,7 @@ from rich.console import Console
 
 from unistatus.api.service import create_app
 from unistatus.backfill.activity import PAUSED, Activity
-from unistatus.backfill.health import LAG, P95, RATE, Decision, Readings
+from unistatus.backfill.health import LAG, P95, RATE, TRAFFIC, Decision, Readings
 from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
 from unistatus.observe.terminal_dashboard import frame
@@ -101,3 +101,19 @@ def test_the_web_page_has_the_throttle_panel(db: Any) -> None:
         script = client.get("/static/dashboard.js").text
     assert 'id="throttle"' in page and 'data-testid="throttle"' in page
     assert "renderThrottle" in script and "progress.throttle" in script
+
+
+def test_a_second_worker_waiting_beside_live_traffic_is_no_hold(db: Any) -> None:
+    """By design beside the application: the throttle says running, and lists the wait."""
+    going = Activity(ops_for(db.engine), "host-d:4.0", batch_rows=1_000)
+    going.write(0.0)
+    extra = Activity(ops_for(db.engine), "host-d:4.1", batch_rows=1_000)
+    extra.hold(Decision(TRAFFIC, 500.0, 19.0), utcnow())
+    extra.write(0.0)
+    view = status(db)["progress"]["throttle"]
+    assert view["state"] == "running" and view["summary"] == "running (2 workers)"
+    assert view["waiting"][0]["why"] == "live_traffic 500 operations > 19 operations"
+    # Held on health too: waiting.
+    going.hold(Decision(P95, 240.0, 120.0), utcnow())
+    going.write(1.0)
+    assert status(db)["progress"]["throttle"]["state"] == "waiting"

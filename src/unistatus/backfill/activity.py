@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.backfill.health import GO, Decision, Readings
+from unistatus.backfill.health import GO, TRAFFIC, Decision, Readings
 from unistatus.clock import as_utc, utcnow
 from unistatus.db.dialect import DialectOps
 from unistatus.db.tables_backfill import backfill_workers as W
@@ -151,8 +151,10 @@ def _alive(now: datetime, seconds: float = ALIVE_SECONDS) -> sa.ColumnElement[bo
 
 
 def live_workers(conn: sa.Connection) -> int:
-    """How many workers (every host) are alive now; at least 1 (the one asking)."""
-    count = conn.execute(sa.select(sa.func.count()).where(_alive(utcnow()))).scalar_one()
+    """How many workers (every host) are alive now and copying, not waiting beside live
+    traffic (an extra worker: it takes no share of the rate); at least 1 (the one asking)."""
+    copying = sa.or_(W.c.throttle_reason.is_(None), W.c.throttle_reason != TRAFFIC)
+    count = conn.execute(sa.select(sa.func.count()).where(_alive(utcnow()), copying)).scalar_one()
     return max(1, int(count))
 
 

@@ -31,6 +31,7 @@ from unistatus.backfill.activity import PAUSED as PAUSED_STATE
 from unistatus.backfill.activity import RUNNING, Activity, forget_old, live_workers
 from unistatus.backfill.batch import ChunkCopier, Copied
 from unistatus.backfill.control import Tuning, effective_tuning, is_paused, stored_tuning
+from unistatus.backfill.plan import PENDING
 from unistatus.backfill.plan import RUNNING as JOB_RUNNING
 from unistatus.backfill.sizing import BatchSizer
 from unistatus.clock import as_utc, utcnow
@@ -39,6 +40,7 @@ from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.retry import retry_reason
 from unistatus.db.tables import unified_transactions
+from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
@@ -403,8 +405,8 @@ class Worker:
             self.activity.held(reason, self.clock.timer() - before)
             if not self._going():
                 return False
-            if reason == health.TRAFFIC and not self._any_claimable():
-                return False  # the other workers took what was left: nothing to wait for
+            if reason == health.TRAFFIC and not self._any_pending():
+                return False  # the other workers copied what was left: nothing to wait for
             self._refresh()
             decision = self._probe()
         self.activity.hold(health.GO, self.clock.now())
@@ -412,12 +414,15 @@ class Worker:
         self.pacer.reset()  # a hold is not credit for a burst afterwards
         return True
 
-    def _any_claimable(self) -> bool:
-        """Whether a chunk of this worker's tables is free to claim now (not paused, not
-        held by another worker)."""
+    def _any_pending(self) -> bool:
+        """Whether a chunk of this worker's tables is still pending: free, held by another
+        worker's batch, or paused (a plain read: it locks nothing, so it never hides a
+        chunk from a worker's claim)."""
+        systems = [system.value for system in self.tables]
+        q = sa.select(CH.c.start_id).where(CH.c.system.in_(systems), CH.c.state == PENDING)
         try:
             with self.engine.connect() as conn:
-                return any(c.any_claimable(conn) for c in self._copiers.values())
+                return conn.execute(q.limit(1)).first() is not None
         except sa.exc.DBAPIError as exc:
             raise _storage_error(exc, "looking for chunks left") from None
 

@@ -217,7 +217,7 @@ def _print_report(data: dict[str, Any]) -> None:
 def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
     """Progress per system, each running worker's batch size and throttle, the tuning.
 
-    Read from the database (works while a run is going, from any host). A worker that holds back says why (p95_latency, replication_lag, lock_waits), since when, and the reading against its limit.
+    Read from the database (works while a run is going, from any host). A worker that holds back says why (p95_latency, replication_lag, lock_waits, or live_traffic for a second worker), since when, and the reading against its limit.
 
     Examples:
 

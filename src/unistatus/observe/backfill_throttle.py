@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from unistatus.backfill.activity import PAUSED, THROTTLED
-from unistatus.backfill.health import REASONS, UNITS
+from unistatus.backfill.health import REASONS, TRAFFIC, UNITS
 
 __all__ = ["IDLE", "RUNNING", "WAITING", "throttle_view"]
 
@@ -39,7 +39,14 @@ def throttle_view(
         return None
     alive = [w for w in workers if w["alive"]]
     held = [_held(w) for w in alive if w["state"] == THROTTLED and w["throttle"]["reason"]]
-    if held:
+    # An extra worker waiting beside live traffic is the design, not a hold on health:
+    # waiting is a worker held on health, or every worker held.
+    on_health = [
+        w
+        for w in alive
+        if w["state"] == THROTTLED and w["throttle"]["reason"] not in (None, TRAFFIC)
+    ]
+    if on_health or (held and all(w["state"] == THROTTLED for w in alive)):
         state = WAITING
     elif alive and all(w["state"] == PAUSED for w in alive):
         state = PAUSED
