@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from support.backfill_data import inconsistencies
 from unistatus.adapter.core import DualWriteAdapter
-from unistatus.backfill import progress, run_backfill
+from unistatus.backfill import progress, run_backfill, runner
 from unistatus.backfill.plan import plan_or_join
 from unistatus.backfill.worker import Worker
 from unistatus.db.control import set_mode
@@ -273,3 +273,28 @@ def test_one_failed_worker_stops_the_others_at_once(
     assert waited < 3, f"the run waited {waited:.1f} s for the other worker's pace"
     state = progress(pg.engine, pg.settings)
     assert 0 < sum(p["done"] for p in state.values()) < 20_000
+
+
+def test_the_workers_copy_on_the_caller_s_engine(pg: Any) -> None:
+    """Its connect arguments, events and credentials are the workers' too: two workers
+    check out connections of the caller's engine at once (a pool too small for them:
+    an engine of their own, from its URL)."""
+    seed_legacy(pg.engine, pg.settings, 30_000, seed=4)
+    pg.engine.dispose()
+    opened: list[int] = []
+
+    def count(dbapi_conn: Any, record: Any) -> None:
+        opened.append(1)
+
+    sa.event.listen(pg.engine, "connect", count)
+    try:
+        report = run_backfill(pg.engine, pg.settings, batch_size=100, workers=2)
+    finally:
+        sa.event.remove(pg.engine, "connect", count)
+    assert report.complete and report.inserted == 30_000
+    assert len(opened) >= 2  # the planning's connection and at least one more at once
+    small = sa.create_engine(pg.url, pool_size=1, max_overflow=0)
+    try:
+        assert runner._pool_too_small(small, 2) and not runner._pool_too_small(pg.engine, 2)
+    finally:
+        small.dispose()

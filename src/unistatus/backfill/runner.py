@@ -262,15 +262,19 @@ def _run_workers(
     Threads, not processes: a batch is one statement the server runs, so a worker
     waits on its connection (psycopg lets the others run meanwhile), and threads start
     at once, die with the process (a killed backfill leaves no copier behind) and map
-    with this process's registered values. They copy on an engine of their own, one
-    connection each, while this thread reports the progress of every worker (other
+    with this process's registered values. They copy on the caller's engine (one of
+    their own if its pool is too small), one connection each, while this thread reports the progress of every worker (other
     hosts' too) from the database. An error or Ctrl-C stops the others after their
     batch (a batch is one transaction: nothing half-copied).
     """
     if workers == 1:
         return _run_here(engine, settings, tables, jobs, how, progress)
-    url = engine.url.render_as_string(hide_password=False)
-    shared = create_engine(url, schema=settings.schema, pool_size=workers, max_overflow=workers)
+    own = _pool_too_small(engine, workers)
+    if own:
+        url = engine.url.render_as_string(hide_password=False)
+        shared = create_engine(url, schema=settings.schema, pool_size=workers, max_overflow=workers)
+    else:
+        shared = engine  # its connect arguments, events and credentials, as one worker's
     stop = threading.Event()
     lock = threading.Lock()
     tally, errors = Tally(), []
@@ -305,13 +309,25 @@ def _run_workers(
         for t in threads:
             if t.ident is not None:
                 t.join()
-        shared.dispose()
+        if own:
+            shared.dispose()
     if errors:
         first = errors[0]
         if isinstance(first, UnistatusError):
             raise first
         raise StorageError(f"backfill worker failed: {type(first).__name__}: {first}") from first
     return tally
+
+
+def _pool_too_small(engine: sa.Engine, workers: int) -> bool:
+    """Whether the caller's engine cannot give every worker and the progress a connection
+    at once (a QueuePool smaller than that): then the workers copy on an engine of their
+    own, made from its URL. Otherwise on the caller's engine, as one worker does."""
+    pool = engine.pool
+    if not isinstance(pool, sa.pool.QueuePool):
+        return False  # NullPool and the like: a connection whenever one is asked for
+    overflow = pool._max_overflow  # no public reader; -1: unlimited
+    return overflow >= 0 and pool.size() + overflow < workers + 1
 
 
 def _run_here(
