@@ -153,7 +153,7 @@ def _alive(now: datetime, seconds: float = ALIVE_SECONDS) -> sa.ColumnElement[bo
 def live_workers(conn: sa.Connection) -> int:
     """How many workers (every host) are alive now and copying, not waiting beside live
     traffic (an extra worker: it takes no share of the rate); at least 1 (the one asking)."""
-    copying = sa.or_(W.c.throttle_reason.is_(None), W.c.throttle_reason != TRAFFIC)
+    copying = W.c.throttle_reason.is_distinct_from(TRAFFIC)
     count = conn.execute(sa.select(sa.func.count()).where(_alive(utcnow()), copying)).scalar_one()
     return max(1, int(count))
 

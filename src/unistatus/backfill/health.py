@@ -39,7 +39,9 @@ TRAFFIC = "live_traffic"
 RATE = "max_rows_per_second"
 PAUSED = "paused"
 HEALTH_REASONS = (P95, LAG, LOCKS)
-REASONS = (*HEALTH_REASONS, TRAFFIC, RATE, PAUSED)
+# What a worker's probe holds it back for, in that order (decide).
+HOLD_REASONS = (*HEALTH_REASONS, TRAFFIC)
+REASONS = (*HOLD_REASONS, RATE, PAUSED)
 UNITS = {P95: "ms", LAG: "s", LOCKS: "sessions", TRAFFIC: "operations"}
 
 # A limit derived from the baseline is never closer to it than this: a p95 of a few ms
@@ -141,7 +143,7 @@ GO = Decision()
 def decide(readings: Readings, limits: Limits) -> Decision:
     """The first reason whose reading is above its limit (p95, lag, locks; then, for an
     extra worker, live traffic)."""
-    for reason in (*HEALTH_REASONS, TRAFFIC):
+    for reason in HOLD_REASONS:
         value, limit = readings.reading(reason), limits.limit(reason)
         if value is not None and limit is not None and value > limit:
             return Decision(reason, value, limit)

@@ -151,6 +151,15 @@ def _chunk_insert(lt: LegacyTable, hwm: int, batch_size: int) -> sa.Insert:
     )
 
 
+def any_pending(conn: sa.Connection, systems: list[LegacySystemType]) -> bool:
+    """Whether a chunk of ``systems`` is still pending: free, in another worker's batch,
+    or paused (a plain read: it locks nothing, so it hides no chunk from a claim)."""
+    q = sa.select(CH.c.start_id).where(
+        CH.c.system.in_([s.value for s in systems]), CH.c.state == PENDING
+    )
+    return conn.execute(q.limit(1)).first() is not None
+
+
 def mark_complete(ops: DialectOps, systems: list[LegacySystemType]) -> None:
     """Close every job of ``systems`` that has no pending chunk left."""
     now = utcnow()

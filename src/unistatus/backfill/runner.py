@@ -146,8 +146,9 @@ def run_backfill(
     """Backfill ``unified_transactions`` from the legacy tables (see the package docs).
 
     ``workers``, ``max_rows_per_second``, ``target_batch_ms``, ``min_batch_rows``,
-    ``max_batch_rows``: None takes the settings' ``[backfill]`` value; ``backfill tune`` changes them while
-    the run goes (:mod:`unistatus.backfill.control`). ``clock``: the workers' time (tests).
+    ``max_batch_rows``: None takes the settings' ``[backfill]`` value; ``backfill tune``
+    changes all but ``workers`` while the run goes (:mod:`unistatus.backfill.control`).
+    ``clock``: the workers' time (tests).
     """
     if workers is None:
         workers = settings.backfill.workers
@@ -263,8 +264,8 @@ def _run_workers(
     waits on its connection (psycopg lets the others run meanwhile), and threads start
     at once, die with the process (a killed backfill leaves no copier behind) and map
     with this process's registered values. They copy on the caller's engine (one of
-    their own if its pool is too small), one connection each, while this thread reports the progress of every worker (other
-    hosts' too) from the database. An error or Ctrl-C stops the others after their
+    their own if its pool is too small), one connection each, while this thread reports
+    the progress of every worker (other hosts' too) from the database. An error or Ctrl-C stops the others after their
     batch (a batch is one transaction: nothing half-copied).
     """
     if workers == 1:

@@ -31,8 +31,8 @@ from unistatus.backfill.activity import PAUSED as PAUSED_STATE
 from unistatus.backfill.activity import RUNNING, Activity, forget_old, live_workers
 from unistatus.backfill.batch import ChunkCopier, Copied
 from unistatus.backfill.control import Tuning, effective_tuning, is_paused, stored_tuning
-from unistatus.backfill.plan import PENDING
 from unistatus.backfill.plan import RUNNING as JOB_RUNNING
+from unistatus.backfill.plan import any_pending
 from unistatus.backfill.sizing import BatchSizer
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
@@ -40,7 +40,6 @@ from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.retry import retry_reason
 from unistatus.db.tables import unified_transactions
-from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
@@ -415,14 +414,10 @@ class Worker:
         return True
 
     def _any_pending(self) -> bool:
-        """Whether a chunk of this worker's tables is still pending: free, held by another
-        worker's batch, or paused (a plain read: it locks nothing, so it never hides a
-        chunk from a worker's claim)."""
-        systems = [system.value for system in self.tables]
-        q = sa.select(CH.c.start_id).where(CH.c.system.in_(systems), CH.c.state == PENDING)
+        """Whether a chunk of this worker's tables is still pending (plan.any_pending)."""
         try:
             with self.engine.connect() as conn:
-                return conn.execute(q.limit(1)).first() is not None
+                return any_pending(conn, list(self.tables))
         except sa.exc.DBAPIError as exc:
             raise _storage_error(exc, "looking for chunks left") from None
 

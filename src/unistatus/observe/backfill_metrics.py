@@ -7,7 +7,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from unistatus.backfill.health import HEALTH_REASONS, LAG, LOCKS, P95, REASONS, TRAFFIC
+from unistatus.backfill.health import HEALTH_REASONS, HOLD_REASONS, LAG, LOCKS, P95, REASONS
 
 __all__ = ["backfill_worker_families"]
 
@@ -39,7 +39,7 @@ def backfill_worker_families(workers: list[dict[str, Any]]) -> Iterator[Any]:
         "waits; an extra worker beside live traffic)",
         labels=["reason"],
     )
-    for reason in (*HEALTH_REASONS, TRAFFIC):
+    for reason in HOLD_REASONS:
         throttled.add_metric([reason], sum(1 for w in alive if w["throttle"]["reason"] == reason))
     yield throttled
     held = CounterMetricFamily(
