@@ -104,10 +104,10 @@ def test_round_trips_of_the_hot_paths(pg: Database, statements: list[tuple[str, 
     assert c.overall_success and r1.overall_success and r2.overall_success
 
     assert len(created) == 1 and not created[0][1], created
-    assert created[0][0].lstrip().startswith("WITH legacy_insert")
+    assert created[0][0].lstrip().startswith("WITH unistatus_legacy_insert")
     assert "unistatus_locked_mode('CASHOUT')" in created[0][0]
     assert len(known) == 1 and known[0][1], known
-    assert known[0][0].lstrip().startswith("WITH locked")
+    assert known[0][0].lstrip().startswith("WITH unistatus_locked")
     assert "unistatus_locked_mode('CASHOUT')" in known[0][0] and "FOR UPDATE" in known[0][0]
     assert len(unknown) == 2 and all(auto for _, auto in unknown), unknown
     assert "FOR UPDATE" not in unknown[0][0] and unknown[1][0] == known[0][0]
@@ -200,7 +200,8 @@ def test_a_refused_write_reports_what_it_found(
     statements.clear()
     r = a.update_status(c.entity_id, "FAILED", "r", "a")
     assert r.overall_success and r.changed
-    assert [sql.lstrip()[:11] for sql, _ in statements] == ["WITH locked"] * 2, statements
+    prefix = "WITH unistatus_locked"
+    assert [sql.lstrip()[: len(prefix)] for sql, _ in statements] == [prefix] * 2, statements
     last = history(pg, c.entity_id or "")[-1]
     assert (last["from_status"], last["to_status"]) == ("PROCESSING", "FAILED")
 
@@ -232,7 +233,7 @@ def test_a_change_the_caller_rolls_back_is_forgotten(
     # writer mark so that the caller's own SQL after it is captured: docs/capture.md).
     sent = [sql.lstrip() for sql, _ in statements if "set_config" not in sql]
     assert len(sent) == 2 and "FOR UPDATE" not in sent[0], sent
-    assert sent[1].startswith("WITH locked")
+    assert sent[1].startswith("WITH unistatus_locked")
     chain = [(h["from_status"], h["to_status"]) for h in history(pg, c.entity_id or "")]
     assert chain == [(None, "PROCESSING"), ("PROCESSING", "FAILED")]
 

@@ -219,7 +219,7 @@ def test_server_connection_lost_mid_batch_is_reported_and_resumable(pg: Any, wor
                     sa.text(
                         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                         "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                        "AND state = 'active' AND query LIKE 'WITH claim%'"
+                        "AND state = 'active' AND query LIKE 'WITH unistatus_claim%'"
                     )
                 )
             time.sleep(0.01)

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from unistatus.adapter.model import UNIFIED_LOCK_KEYS
 from unistatus.adapter.writes import HISTORY_KEYS, history_values, legacy_row, unified_row
 from unistatus.db.control import stored_mode
+from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable, legacy_select, legacy_status_column
 from unistatus.db.mode_lock_keys import locked_mode_function
@@ -155,7 +156,9 @@ class HotStatements:
         """Guarded legacy UPDATE + unified UPDATE + history INSERT: one row, count 1."""
 
         def build() -> Any:
-            history_cte = self._dual_update(self._legacy_update(system).cte("legacy_write"))
+            history_cte = self._dual_update(
+                self._legacy_update(system).cte(cte_name("legacy_write"))
+            )
             return sa.select(sa.func.count()).select_from(history_cte)
 
         return self._get("dual_write", system, build)
@@ -180,7 +183,7 @@ class HotStatements:
                 updated_at=sa.bindparam("p_now", type_=U.c.updated_at.type),
             )
             .returning(U.c.id)
-            .cte("unified_write")
+            .cte(cte_name("unified_write"))
         )
 
     @staticmethod
@@ -196,7 +199,7 @@ class HotStatements:
                 ).select_from(after),
             )
             .returning(H.c.id)
-            .cte("history_write")
+            .cte(cte_name("history_write"))
         )
 
     # --- the two-round-trip path (PostgreSQL) -----------------------------------------
@@ -230,7 +233,7 @@ class HotStatements:
                 )
                 .values(self._legacy_values(lt))
                 .returning(lt.id)
-                .cte("legacy_write")
+                .cte(cte_name("legacy_write"))
             )
             written = sa.select(sa.func.count()).select_from(write).scalar_subquery()
             return sa.select(written, legacy_status_column(lt)).where(
@@ -271,7 +274,7 @@ class HotStatements:
                     self.locked_mode_of(system) == sa.bindparam("p_mode"),
                 )
                 .with_for_update()
-                .cte("locked")
+                .cte(cte_name("locked"))
             )
             unified_cte = self._unified_update(
                 U.c.id == sa.bindparam("p_utx_id"),
@@ -289,7 +292,7 @@ class HotStatements:
                 .where(legacy_id, sa.exists(sa.select(unified_cte)))
                 .values(self._legacy_values(lt))
                 .returning(lt.id)
-                .cte("legacy_write")
+                .cte(cte_name("legacy_write"))
             )
             history_cte = self._history_insert(legacy_cte)
             written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
@@ -341,7 +344,7 @@ class HotStatements:
         def build() -> Any:
             if not keyed:
                 return self._legacy_insert(system, extra)
-            legacy_cte = self._legacy_insert(system, extra).cte("legacy_insert")
+            legacy_cte = self._legacy_insert(system, extra).cte(cte_name("legacy_insert"))
             key_cte = self._key_insert(
                 system, _created_utx_id(system, legacy_cte.c.id), legacy_cte.c.id, legacy_cte
             )
@@ -381,7 +384,9 @@ class HotStatements:
             K.c.legacy_status,
             K.c.created_at,
         ]
-        return sa.insert(K).from_select(columns, values).returning(K.c.key).cte("key_insert")
+        return (
+            sa.insert(K).from_select(columns, values).returning(K.c.key).cte(cte_name("key_insert"))
+        )
 
     def _legacy_insert(self, system: LegacySystemType, extra: tuple[str, ...] = ()) -> Any:
         lt = self.legacy[system]
@@ -410,7 +415,7 @@ class HotStatements:
         """
 
         def build() -> Any:
-            legacy_cte = self._legacy_insert(system, extra).cte("legacy_insert")
+            legacy_cte = self._legacy_insert(system, extra).cte(cte_name("legacy_insert"))
             now = sa.bindparam("c_now", type_=U.c.created_at.type)
             unified = unified_row(
                 system,
@@ -432,7 +437,7 @@ class HotStatements:
                     sa.select(*unified.values()).select_from(legacy_cte),
                 )
                 .returning(U.c.id, U.c.legacy_id)
-                .cte("unified_insert")
+                .cte(cte_name("unified_insert"))
             )
             H = status_history
             history = history_values(
@@ -458,7 +463,7 @@ class HotStatements:
                     sa.select(*history.values()).select_from(unified_cte),
                 )
                 .returning(H.c.id)
-                .cte("history_insert")
+                .cte(cte_name("history_insert"))
             )
             written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
             if not keyed:

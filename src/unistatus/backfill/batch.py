@@ -39,6 +39,7 @@ from unistatus.backfill.statements import (
     unified_insert,
     unmappable_reason,
 )
+from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
 from unistatus.db.prepared import Prepared
@@ -199,7 +200,7 @@ class ChunkCopier:
     def _one_statement(self) -> Any:
         lt, ops = self.lt, self.ops
         system = lt.system
-        claim = self._claim().cte("claim")
+        claim = self._claim().cte(cte_name("claim"))
         src = (
             sa.select(
                 *(lt.column(name).label(name) for name in LEGACY_COLUMNS if name != "status"),
@@ -207,7 +208,7 @@ class ChunkCopier:
                 mapped_status(lt).label("mapped"),
             )
             .select_from(lt.table.join(claim, in_range(lt, claim.c.start_id, claim.c.end_id)))
-            .cte("src")
+            .cte(cte_name("src"))
         )
         # The legacy row as the plain INSERT reads it (statements.unified_insert), its
         # status column under the name "raw" beside the status it maps to.
@@ -217,7 +218,7 @@ class ChunkCopier:
                 ops, backfilled_row(system, legacy, src.c.mapped), src.c.mapped.is_not(None)
             )
             .returning(U.c.id)
-            .cte("ins")
+            .cte(cte_name("ins"))
         )
         q_select = sa.select(
             sa.literal(system.value, sa.String),
@@ -233,7 +234,7 @@ class ChunkCopier:
                 index_elements=[Q.c.system, Q.c.legacy_id], set_=requarantine(q_stmt)
             )
             .returning(Q.c.legacy_id)
-            .cte("qins")
+            .cte(cte_name("qins"))
         )
         n_ins = sa.select(sa.func.count()).select_from(ins).scalar_subquery()
         n_q = sa.select(sa.func.count()).select_from(qins).scalar_subquery()

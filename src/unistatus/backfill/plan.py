@@ -18,6 +18,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
+from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.tables_backfill import backfill_chunks as CH
@@ -121,7 +122,7 @@ def _chunk_insert(lt: LegacyTable, hwm: int, batch_size: int) -> sa.Insert:
     first = (
         sa.select(sa.func.min(lt.id).label("start_id"))
         .where(lt.id <= hwm)
-        .cte("bounds", recursive=True)
+        .cte(cte_name("bounds"), recursive=True)
     )
     step = (
         sa.select(lt.id)

@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from unistatus.db import writer_mark
 from unistatus.db.binding import qualify, schema_of
+from unistatus.db.cte_names import cte_name
 from unistatus.db.mode_lock_keys import (
     LOCKED_MODE_FUNCTION,
     SUMMARY_LOCK,
@@ -240,7 +241,9 @@ class DialectOps:
 
     def integer_series(self, n: int) -> sa.FromClause:
         """Rows ``g`` = 1..n made by the database, for set-based seeding (a recursive CTE)."""
-        series = sa.select(sa.literal(1, sa.BigInteger).label("g")).cte("series", recursive=True)
+        series = sa.select(sa.literal(1, sa.BigInteger).label("g")).cte(
+            cte_name("series"), recursive=True
+        )
         return series.union_all(sa.select(series.c.g + 1).where(series.c.g < n))
 
     def seconds_before(

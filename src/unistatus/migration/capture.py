@@ -23,6 +23,7 @@ from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.binding import schema_of
 from unistatus.db.control import read_value, write_value
+from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, pinned_legacy_table, resolve_legacy_tables
 from unistatus.db.tables import control_log
@@ -502,7 +503,7 @@ def fold_writers(engine: sa.Engine, *, older_than: timedelta = FOLD_AFTER) -> in
         .with_for_update(skip_locked=True)
     )
     key = sa.tuple_(W.c.writer, W.c.system, W.c.shard)
-    gone = sa.delete(W).where(key.in_(quiet)).returning(*W.c).cte("gone")
+    gone = sa.delete(W).where(key.in_(quiet)).returning(*W.c).cte(cte_name("gone"))
 
     def newest(column: sa.ColumnElement[Any]) -> Any:
         """The value of the most recently seen of the folded rows."""
@@ -532,7 +533,7 @@ def fold_writers(engine: sa.Engine, *, older_than: timedelta = FOLD_AFTER) -> in
             "last_mode": sa.case((newer, insert.excluded.last_mode), else_=W.c.last_mode),
             "client_addr": sa.case((newer, insert.excluded.client_addr), else_=W.c.client_addr),
         },
-    ).cte("added")
+    ).cte(cte_name("added"))
     # The data-modifying CTEs run to completion whatever the main query reads.
     statement = sa.select(sa.func.count()).select_from(gone).add_cte(added)
     with ops.write_transaction() as conn:

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from unistatus.adapter.writes import history_values, unified_row
 from unistatus.backfill.statements import QUARANTINE_COLUMNS, migratable, unmappable_reason
 from unistatus.db import control
+from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import (
@@ -182,7 +183,7 @@ class SystemSql:
         # PostgreSQL: judged once, in a materialized CTE the writes then share
         # (:meth:`_one_statement`); SQLite's per-row triggers read it per statement.
         j = (
-            select.cte("capture_judged").prefix_with("MATERIALIZED")
+            select.cte(cte_name("capture_judged")).prefix_with("MATERIALIZED")
             if self.fenced
             else select.subquery("capture_judged")
         ).c
@@ -299,7 +300,7 @@ class SystemSql:
         locked by the judging, so one snapshot serves them all."""
         *before, last = writes
         for i, write in enumerate(before):
-            last = last.add_cte(write.cte(f"{name}_{i}"))
+            last = last.add_cte(write.cte(cte_name(f"{name}_{i}")))
         return [last]
 
     def _quarantine(self, r: Rows, ctx: Context) -> list[sa.Executable]:
@@ -489,7 +490,7 @@ class SystemSql:
                 sa.insert(H).from_select(columns, sa.select(*history.values()).where(missing)),
                 insert,
             ]
-        created = insert.returning(U.c.legacy_id).cte("created")
+        created = insert.returning(U.c.legacy_id).cte(cte_name("created"))
         select = sa.select(*history.values()).join_from(
             m.id.table, created, created.c.legacy_id == m.id
         )

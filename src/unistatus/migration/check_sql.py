@@ -17,6 +17,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
+from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
@@ -142,7 +143,7 @@ def _changed_keys(
         sa.select(U.c.legacy_id).where(
             *_unified_of(lt.system, lo, hi, None), U.c.updated_at >= since
         ),
-    ).cte("changed")
+    ).cte(cte_name("changed"))
     return sa.select(changed.c.key)
 
 
