@@ -236,9 +236,7 @@ class HotStatements:
                 .cte(cte_name("legacy_write"))
             )
             written = sa.select(sa.func.count()).select_from(write).scalar_subquery()
-            return sa.select(written, legacy_status_column(lt)).where(
-                lt.id == sa.bindparam("p_legacy_id")
-            )
+            return sa.select(written, lt.read("status")).where(lt.id == sa.bindparam("p_legacy_id"))
 
         return self._get("guarded_legacy_write", system, build)
 
@@ -299,7 +297,7 @@ class HotStatements:
             return (
                 sa.select(
                     written,
-                    legacy_status_column(lt),
+                    lt.read("status"),
                     U.c.status,
                     U.c.legacy_status,
                     U.c.version,
@@ -314,7 +312,7 @@ class HotStatements:
     def _src_legacy_holds(lt: LegacyTable) -> sa.ColumnElement[bool]:
         """The legacy row still holds the status the write was planned from."""
         src = sa.bindparam("p_src_legacy", type_=sa.String)
-        return legacy_status_column(lt).is_not_distinct_from(src)
+        return lt.read("status").is_not_distinct_from(src)
 
     @staticmethod
     def _unified_of(system: LegacySystemType, lt: LegacyTable) -> sa.ColumnElement[bool]:
@@ -323,7 +321,7 @@ class HotStatements:
     @staticmethod
     def _legacy_values(lt: LegacyTable) -> dict[str, Any]:
         return {
-            legacy_status_column(lt).key: sa.bindparam("p_legacy_status"),
+            legacy_status_column(lt).key: lt.as_stored("status", sa.bindparam("p_legacy_status")),
             lt.updated_at.key: sa.bindparam("p_now", type_=lt.updated_at.type),
         }
 

@@ -146,8 +146,10 @@ def legacy_row(
 ) -> dict[sa.Column[Any], Any]:
     """A new legacy row (column: value): DATA_COLUMNS from ``data``, created now, and
     the application's own columns from ``extra`` (checked ``legacy_values``, by name)."""
-    row: dict[sa.Column[Any], Any] = {lt.column(name): data[name] for name in DATA_COLUMNS}
-    row[legacy_status_column(lt)] = status
+    row: dict[sa.Column[Any], Any] = {
+        lt.column(name): lt.as_stored(name, data[name]) for name in DATA_COLUMNS
+    }
+    row[legacy_status_column(lt)] = lt.as_stored("status", status)
     row[lt.created_at] = now
     row[lt.updated_at] = now
     for name, value in (extra or {}).items():
@@ -317,7 +319,12 @@ class LockedWriter:
         conn.execute(
             sa.update(lt.table)
             .where(lt.id == e.legacy_id)
-            .values({legacy_status_column(lt).key: plan.dst_legacy, lt.updated_at.key: plan.now})
+            .values(
+                {
+                    legacy_status_column(lt).key: lt.as_stored("status", plan.dst_legacy),
+                    lt.updated_at.key: plan.now,
+                }
+            )
         )
 
     def _write_unified_side(self, conn: sa.Connection, plan: Plan) -> None:

@@ -203,7 +203,7 @@ class ChunkCopier:
         claim = self._claim().cte(cte_name("claim"))
         src = (
             sa.select(
-                *(lt.column(name).label(name) for name in LEGACY_COLUMNS if name != "status"),
+                *(lt.read(name).label(name) for name in LEGACY_COLUMNS if name != "status"),
                 status_column(lt).label("raw"),
                 mapped_status(lt).label("mapped"),
             )

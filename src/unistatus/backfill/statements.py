@@ -43,12 +43,13 @@ QUARANTINE_COLUMNS = [
 ]
 
 
-def status_column(lt: LegacyTable) -> sa.Column[str]:
+def status_column(lt: LegacyTable) -> sa.ColumnElement[str]:
+    """The legacy status as the backfill reads it (text: LegacyTable.read)."""
     if lt.status is None:
         raise ConfigError(
             f"legacy table {lt.name!r} has no status column (retired); nothing to backfill"
         )
-    return lt.status
+    return lt.read("status")
 
 
 def migratable(
@@ -101,7 +102,7 @@ def unified_insert(ops: DialectOps, lt: LegacyTable, where: sa.ColumnElement[boo
     is at least as new as this copy, so it is never overwritten.
     """
     status = mapped_status(lt)
-    legacy = {name: lt.column(name) for name in LEGACY_COLUMNS if name != "status"}
+    legacy = {name: lt.read(name) for name in LEGACY_COLUMNS if name != "status"}
     row = backfilled_row(lt.system, {**legacy, "status": status_column(lt)}, status)
     return insert_select(ops, row, where, status.is_not(None))
 

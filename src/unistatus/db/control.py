@@ -466,7 +466,7 @@ def unified_staleness(
             .select_from(lt.table.outerjoin(U, on))
             .where(
                 sa.or_(*stamped),
-                sa.or_(U.c.id.is_(None), U.c.legacy_status.is_distinct_from(lt.status)),
+                sa.or_(U.c.id.is_(None), U.c.legacy_status.is_distinct_from(lt.read("status"))),
             )
         ).scalar_one()
         if n:

@@ -6,7 +6,10 @@ configured name is ever pasted into SQL text. The tables are the application's: 
 stay where it keeps them whatever the ``schema`` setting (:func:`legacy_schema`). The
 list of legacy columns unistatus works with (:data:`LEGACY_COLUMNS`,
 :data:`DATA_COLUMNS`) and the one way to read a legacy row (:func:`legacy_select`) live
-here.
+here, as does the rule for an application's own column types: a status (or currency)
+in a PostgreSQL enum is read and compared as text (:meth:`LegacyTable.read`) and written
+cast back (:meth:`LegacyTable.as_stored`); a status column that cannot hold text, or an
+enum without a value unistatus writes, is a ConfigError at start.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from unistatus.config import LegacyTableSpec, Settings
 from unistatus.db.binding import require_bound, schema_of, unbound_connection
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import LegacyColumn
+from unistatus.domain.mapping import canonical_legacy_values
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError, ModeError, StorageError
 
@@ -31,6 +35,9 @@ DATA_COLUMNS = SHARED_FIELDS
 # Every legacy column unistatus works with, under its own names (each configurable in
 # LegacyTableSpec), in the order a legacy row is read (legacy_select).
 LEGACY_COLUMNS = ("id", "status", *DATA_COLUMNS, "created_at", "updated_at")
+# The roles unistatus reads and compares as text (their unified counterparts are text):
+# an application's enum in one of them is cast (LegacyTable.as_text, as_stored).
+TEXT_ROLES = ("status", "currency")
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,38 @@ class LegacyTable:
             return legacy_status_column(self)
         column: sa.Column[Any] = getattr(self, name)
         return column
+
+    def read(self, name: str) -> sa.ColumnElement[Any]:
+        """The column playing role ``name``, as statements read and compare it
+        (:meth:`as_text` of :meth:`column`)."""
+        return self.as_text(name, self.column(name))
+
+    def as_text(self, name: str, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """``value``, a reading of role ``name``, as unistatus compares it: a text role
+        (:data:`TEXT_ROLES`) whose column is not text (a PostgreSQL enum) cast to text,
+        everything else as it is (the SQL of a text column is unchanged)."""
+        if self.cast_types.get(name) is None:
+            return value
+        return sa.cast(value, sa.String)
+
+    def as_stored(self, name: str, value: Any) -> Any:
+        """``value`` for role ``name`` (text, or an expression giving it) as its column
+        takes it: cast to the column's own type when a text role's column is not text
+        (a PostgreSQL enum), as it is otherwise."""
+        kind = self.cast_types.get(name)
+        return value if kind is None else sa.cast(value, kind)
+
+    @cached_property
+    def cast_types(self) -> dict[str, sa.types.TypeEngine[Any]]:
+        """The text roles whose columns statements cast to and from (:func:`cast_type`),
+        with the column's type."""
+        out = {}
+        for name in TEXT_ROLES:
+            column = getattr(self, name)
+            kind = None if column is None else cast_type(column, self.dialect)
+            if kind is not None:
+                out[name] = kind
+        return out
 
     @cached_property
     def owned(self) -> frozenset[str]:
@@ -124,6 +163,97 @@ def _digits(kind: sa.types.TypeEngine[Any]) -> tuple[int, int] | None:
     return None
 
 
+class Named(sa.types.UserDefinedType[Any]):
+    """A type of the application's by its SQL name (a view's column cast to it)."""
+
+    cache_ok = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return self.name
+
+
+def cast_type(column: sa.Column[Any], dialect: str) -> sa.types.TypeEngine[Any] | None:
+    """The column's type if a text value must be cast to and from it: a PostgreSQL enum
+    (or a domain over one), whose values unistatus reads as text and writes cast back.
+    None for anything PostgreSQL compares with text as it is (a text type, a domain over
+    one, an extension's text type such as citext), and on SQLite (which compares any
+    declared type as its values)."""
+    if dialect == "sqlite":
+        return None
+    kind = column.type
+    base = getattr(kind, "data_type", None)  # a domain: its base type
+    if isinstance(base, sa.types.TypeEngine):
+        kind = base
+    return column.type if isinstance(kind, sa.Enum) else None
+
+
+def as_text(column: sa.Column[Any], dialect: str) -> sa.ColumnElement[Any]:
+    """A text role's column as unistatus reads and compares it (:func:`cast_type`)."""
+    return column if cast_type(column, dialect) is None else sa.cast(column, sa.String)
+
+
+# Types that cannot hold the legacy statuses (their values are text).
+_NOT_TEXT = (
+    sa.Integer,
+    sa.Numeric,
+    sa.Boolean,
+    sa.Date,
+    sa.DateTime,
+    sa.Time,
+    sa.Interval,
+    sa.LargeBinary,
+    sa.JSON,
+    sa.Uuid,
+)
+
+
+def _not_text(column: sa.Column[Any], dialect: str) -> str | None:
+    """Why the status column cannot hold the legacy statuses, if it cannot: a number,
+    a time, ... (an integer code of the application's). A text type, an enum (cast:
+    :func:`cast_type`), a domain over either, or a type reflection does not know (an
+    extension's, such as citext) is taken; SQLite compares any declared type as its
+    values."""
+    if dialect == "sqlite":
+        return None
+    kind = column.type
+    base = getattr(kind, "data_type", None)  # a domain: its base type
+    if isinstance(base, sa.types.TypeEngine):
+        kind = base
+    return f"of type {kind}" if isinstance(kind, _NOT_TEXT) else None
+
+
+def _check_status_type(
+    system: LegacySystemType, shown: str, status: sa.Column[Any], dialect: str
+) -> None:
+    """A ConfigError unless the status column can hold every value unistatus writes:
+    text, or an enum with the canonical legacy value of each unified status (what the
+    unified-primary modes, a rollback's replay and a unified-wins repair write; found
+    missing only then, it would stop a rollback)."""
+    why = _not_text(status, dialect)
+    if why is not None:
+        raise ConfigError(
+            f"legacy table {shown!r}: its status column {status.name!r} is {why}; the "
+            "legacy statuses are text (a text column, or an enum of them)"
+        )
+    kind = cast_type(status, dialect)
+    if kind is None:
+        return
+    enum = getattr(kind, "data_type", kind)  # a domain over an enum: the enum
+    labels = set(getattr(enum, "enums", None) or ())
+    missing = sorted(set(canonical_legacy_values(system)) - labels)
+    if labels and missing:
+        name = getattr(enum, "name", None) or str(enum)
+        add = "; ".join(f"ALTER TYPE {name} ADD VALUE '{label}'" for label in missing)
+        raise ConfigError(
+            f"legacy table {shown!r}: its status type {name} lacks "
+            f"{', '.join(repr(m) for m in missing)}, which unistatus writes to legacy "
+            f"(the canonical legacy value of a unified status); add them first: {add}"
+        )
+
+
 def legacy_status_column(lt: LegacyTable) -> sa.Column[str]:
     """The legacy status column; a clear ModeError once retirement has dropped it."""
     if lt.status is None:
@@ -136,7 +266,7 @@ def legacy_status_column(lt: LegacyTable) -> sa.Column[str]:
 
 def legacy_select(lt: LegacyTable) -> sa.Select[Any]:
     """The legacy row under unistatus's column names (LEGACY_COLUMNS, in that order)."""
-    return sa.select(*(lt.column(name).label(name) for name in LEGACY_COLUMNS))
+    return sa.select(*(lt.read(name).label(name) for name in LEGACY_COLUMNS))
 
 
 # PostgreSQL: the schema a bare table name resolves to (where a bare CREATE would put it
@@ -340,6 +470,9 @@ def resolve_legacy_tables(
                     f"(configured as {role}); it has: {', '.join(c.name for c in table.c)}"
                 )
             cols[role] = table.c[name]
+        status = cols.get("status")
+        if status is not None:
+            _check_status_type(system, legacy_table_name(spec), status, engine.dialect.name)
         out[system] = LegacyTable(
             system=system,
             table=table,

@@ -480,6 +480,12 @@ def compatible_pairs(system: LegacySystemType) -> list[tuple[str, str]]:
     return sorted(pairs)
 
 
+def canonical_legacy_values(system: LegacySystemType) -> list[str]:
+    """Every legacy value unistatus may write to ``system``'s table: the canonical
+    reverse mapping of each unified status of its transaction type."""
+    return sorted(set(_REVERSE_STR[system.transaction_type].values()))
+
+
 def mapping_rows() -> list[dict[str, str]]:
     """Every forward mapping as rows (for the `mapping` command and docs).
 

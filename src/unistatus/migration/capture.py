@@ -220,7 +220,8 @@ def _sql_changed(
         ddl.ops.schema,
         ddl.ops.mode_lock_key,
         _mapping_now(),
-        sorted((lt.table.fullname, [c.name for c in lt.table.c]) for lt in tables),
+        # The columns' types too: the triggers cast an enum status (LegacyTable.as_text).
+        sorted((lt.table.fullname, [(c.name, str(c.type)) for c in lt.table.c]) for lt in tables),
         sorted(catalog.items()),
     ]
     key = hashlib.sha256(json.dumps(inputs, default=str).encode()).hexdigest()

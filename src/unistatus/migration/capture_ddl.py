@@ -231,7 +231,10 @@ class CaptureDdl:
         columns = [lt.column(name) for name in LEGACY_COLUMNS]
         table = sa.table(transition, *(sa.column(c.name, c.type) for c in columns))
         return Rows.of(
-            {name: table.c[c.name] for name, c in zip(LEGACY_COLUMNS, columns, strict=True)},
+            {
+                name: lt.as_text(name, table.c[c.name])
+                for name, c in zip(LEGACY_COLUMNS, columns, strict=True)
+            },
             table,
         )
 
@@ -477,8 +480,11 @@ $capture$""",
     def _sqlite_rows(self, lt: LegacyTable, side: str) -> Rows:
         return Rows.of(
             {
-                name: sa.literal_column(
-                    f"{side}.{self.quote(lt.column(name).name)}", lt.column(name).type
+                name: lt.as_text(
+                    name,
+                    sa.literal_column(
+                        f"{side}.{self.quote(lt.column(name).name)}", lt.column(name).type
+                    ),
                 )
                 for name in LEGACY_COLUMNS
             }

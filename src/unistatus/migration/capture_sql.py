@@ -106,7 +106,7 @@ class Rows:
         """The rows of the legacy table itself (``source``: the table joined to what
         selects them; default, every row)."""
         return cls.of(
-            {name: lt.column(name) for name in LEGACY_COLUMNS},
+            {name: lt.read(name) for name in LEGACY_COLUMNS},
             lt.table if source is None else source,
         )
 

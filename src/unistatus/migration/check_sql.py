@@ -230,9 +230,9 @@ def pair_flags(
     if full_join:
         p = _full_join_pairs(lt, lo, hi, among, project_pending)
         return _Pairs(p, _flags_of(system, p), _scope_of(p, since), lo, hi)
-    lcols: dict[str, sa.ColumnElement[Any]] = {name: lt.column(name) for name in _L_NAMES}
+    lcols: dict[str, sa.ColumnElement[Any]] = {name: lt.read(name) for name in _L_NAMES}
     if project_pending:
-        lcols["status"] = projected_legacy_status(lt.status)
+        lcols["status"] = projected_legacy_status(lt.read("status"))
     ucols = {name: U.c[name] for name in _U_NAMES}
     mine = _unified_of(system, lo, hi, among)
     on = sa.and_(lt.id == U.c.legacy_id, *_range(lt.id, lo, hi), *_among(lt.id, among))
@@ -245,7 +245,7 @@ def pair_flags(
         .where(*mine)
     )
     # No unified row: no replay can be pending for it, the legacy status is as it is.
-    alone = {**lcols, "status": lt.status}
+    alone = {**lcols, "status": lt.read("status")}
     pointed_at = sa.exists(
         sa.select(U.c.legacy_id).where(
             U.c.legacy_system == system.value,
@@ -293,7 +293,7 @@ def _full_join_pairs(
     halves one system after another (BENCHMARKS.md, "Session of 2026-12-04 morning").
     """
     legacy = (
-        sa.select(*[lt.column(n).label(n) for n in _L_NAMES])
+        sa.select(*[lt.read(n).label(n) for n in _L_NAMES])
         .where(*_range(lt.id, lo, hi), *_among(lt.id, keys))
         .subquery("l")
     )

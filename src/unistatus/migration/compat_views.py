@@ -20,7 +20,7 @@ from unistatus.config import Settings
 from unistatus.db.binding import qualify, schema_of, translate_map, unbound_connection
 from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
-from unistatus.db.legacy import pinned_legacy_table, resolve_legacy_tables
+from unistatus.db.legacy import Named, pinned_legacy_table, resolve_legacy_tables
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError
@@ -61,14 +61,19 @@ def column_order(engine: sa.Engine, settings: Settings) -> Order:
 
 
 def view_selects(
-    engine: sa.Engine, settings: Settings, order: Order | None = None
+    engine: sa.Engine,
+    settings: Settings,
+    order: Order | None = None,
+    types: dict[LegacySystemType, str] | None = None,
 ) -> dict[str, sa.Select[Any]]:
     """The SELECT of each view, by legacy table name.
 
     The legacy row LEFT JOIN its unified row (every legacy row stays, as in the table),
     every column of the table as it is now, and the configured status column as
     ``unified_transactions.legacy_status``: where ``order`` put it (the order before
-    the drop), else last (where an undo puts the restored column back).
+    the drop), else last (where an undo puts the restored column back); cast to the
+    type ``types`` names for its system (the application's enum the column had), so a
+    reader compares and sorts it as before.
     """
     tables = resolve_legacy_tables(engine, settings, require_status=False)
     out: dict[str, sa.Select[Any]] = {}
@@ -81,8 +86,12 @@ def view_selects(
             names += [c.name for c in lt.table.c if c.name not in names]
             if status not in names:
                 names.append(status)
+            kind = (types or {}).get(system)
+            legacy_status = (
+                U.c.legacy_status if kind is None else sa.cast(U.c.legacy_status, Named(kind))
+            )
             columns = [
-                U.c.legacy_status.label(status) if name == status else lt.table.c[name]
+                legacy_status.label(status) if name == status else lt.table.c[name]
                 for name in names
             ]
             on = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
@@ -117,10 +126,12 @@ def create_compat_views(
     actor: str,
     reason: str,
     order: Order | None = None,
+    types: dict[LegacySystemType, str] | None = None,
 ) -> dict[str, Any]:
-    """(Re)create one view per legacy table in :data:`COMPAT_SCHEMA`, in one transaction."""
+    """(Re)create one view per legacy table in :data:`COMPAT_SCHEMA`, in one transaction
+    (``order``, ``types``: :func:`view_selects`)."""
     require_schemas(engine)
-    selects = view_selects(engine, settings, order)
+    selects = view_selects(engine, settings, order, types)
     with ops_for(engine).write_transaction() as conn:
         quote = conn.dialect.identifier_preparer.quote_schema
         conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(COMPAT_SCHEMA)}")

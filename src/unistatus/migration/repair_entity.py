@@ -260,7 +260,7 @@ class EntityRepair:
             after_unified.update(plan.unified_values)
         if plan.action == "write_legacy":
             assert unified is not None
-            values = {lt.column(k).key: v for k, v in plan.legacy_values.items()}
+            values = {lt.column(k).key: lt.as_stored(k, v) for k, v in plan.legacy_values.items()}
             values[lt.updated_at.key] = now
             conn.execute(sa.update(lt.table).where(lt.id == legacy["id"]).values(values))
             conn.execute(

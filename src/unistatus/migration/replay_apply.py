@@ -135,7 +135,7 @@ def replay_rows(
         lt = tables[LegacySystemType(system_value)]
         assert lt.status is not None
         ids = sorted(txs)
-        query = sa.select(lt.id, lt.status).where(lt.id.in_(ids))
+        query = sa.select(lt.id, lt.read("status")).where(lt.id.in_(ids))
         got: dict[int, str | None] = {
             r[0]: r[1] for r in conn.execute(ops.lock_rows_skip_busy(query))
         }
@@ -170,7 +170,12 @@ def replay_rows(
             conn.execute(
                 sa.update(lt.table)
                 .where(lt.id == sa.bindparam("lid"))
-                .values({lt.status.key: sa.bindparam("st"), lt.updated_at.key: now}),
+                .values(
+                    {
+                        lt.status.key: lt.as_stored("status", sa.bindparam("st")),
+                        lt.updated_at.key: now,
+                    }
+                ),
                 updates,
             )
             counts["legacy_updated"] += len(updates)

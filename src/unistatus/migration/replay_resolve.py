@@ -125,7 +125,12 @@ def _apply(
     conn.execute(
         sa.update(lt.table)
         .where(lt.id == conflict.legacy_id)
-        .values({lt.status.key: conflict.replay_status, lt.updated_at.key: now})
+        .values(
+            {
+                lt.status.key: lt.as_stored("status", conflict.replay_status),
+                lt.updated_at.key: now,
+            }
+        )
     )
 
 

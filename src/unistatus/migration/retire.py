@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.binding import require_bound
-from unistatus.db.control import read_mode
-from unistatus.db.legacy import reflect_legacy_table, resolve_legacy_tables
+from unistatus.db.control import history, read_mode
+from unistatus.db.legacy import as_text, reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError
@@ -122,7 +122,8 @@ def _drifted(
     awaits replay): legacy is frozen in UNIFIED_ONLY and ``legacy_status`` already holds
     the newer value, which is what must come back.
     """
-    status = projected_legacy_status(status_col) if project_pending else status_col
+    text = as_text(status_col, conn.dialect.name)
+    status = projected_legacy_status(text) if project_pending else text
     table = id_col.table
     join = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == id_col)
     q = (
@@ -166,7 +167,7 @@ def status_checksum(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
     with engine.connect() as conn:
         for system, lt in tables.items():
             assert lt.status is not None
-            q = sa.select(lt.id, lt.status).order_by(lt.id)
+            q = sa.select(lt.id, lt.read("status")).order_by(lt.id)
             for legacy_id, status in conn.execution_options(yield_per=5000).execute(q):
                 digest.update(f"{system.value}|{legacy_id}|{status}\n".encode())
                 rows += 1
@@ -200,7 +201,7 @@ def retire_legacy_columns(
         if compat:
             _check_change(actor, reason)
             done["compat_views"] = compat_views.create_compat_views(
-                engine, settings, actor=actor, reason=reason
+                engine, settings, actor=actor, reason=reason, types=dropped_types(engine)
             )
         return done
     with engine.connect() as conn:
@@ -233,9 +234,23 @@ def retire_legacy_columns(
     }
     if compat:
         result["compat_views"] = compat_views.create_compat_views(
-            engine, settings, actor=actor, reason=reason, order=order
+            engine, settings, actor=actor, reason=reason, order=order, types=dropped_types(engine)
         )
     return result
+
+
+def dropped_types(engine: sa.Engine) -> dict[LegacySystemType, str]:
+    """The SQL type each dropped status column had, where it was the application's own
+    (an enum, a domain), as the drop recorded it (revision 0006's control-log row)."""
+    for change in history(engine, key=CONTROL_KEY, limit=50):
+        if change.new_value == "dropped":
+            recorded = change.metadata or {}
+            return {
+                LegacySystemType(system): info["type"]
+                for system, info in recorded.items()
+                if isinstance(info, dict) and info.get("type")
+            }
+    return {}
 
 
 def drop_compat_views(

@@ -256,7 +256,8 @@ def _insert(
         "updated_at": ops.seconds_before(now, since_update),
     }
     names = [name for name in LEGACY_COLUMNS if name != "id"]
-    select = sa.select(*(values[name].label(name) for name in names))
+    # Into an application's enum (status, currency) each value is cast (as_stored).
+    select = sa.select(*(lt.as_stored(name, values[name]).label(name) for name in names))
     columns = [lt.column(name).key for name in names]
     conn.execute(sa.insert(lt.table).from_select(columns, select))
     return count

@@ -187,7 +187,7 @@ def _blockers(bind: sa.Connection, legacy: dict[str, dict[str, str]]) -> list[st
         if spec["status"] not in table.c:
             problems.append(f"{spec['table']}.{spec['status']} is already missing")
             continue
-        id_col, status_col = table.c[spec["id"]], table.c[spec["status"]]
+        id_col, status_col = table.c[spec["id"]], _as_text(table.c[spec["status"]])
         join = sa.and_(unified.c.legacy_system == system, unified.c.legacy_id == id_col)
         lost = bind.execute(
             sa.select(sa.func.count())
@@ -247,6 +247,9 @@ def upgrade() -> None:
             "column": spec["status"],
             "length": getattr(column.type, "length", None),
             "nullable": bool(column.nullable),
+            # A type of the application's (a PostgreSQL enum or domain), by its SQL name:
+            # the column comes back as one (dropping the column leaves the type).
+            "type": _type_name(bind, column.type),
         }
         with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
             batch.drop_column(spec["status"])
@@ -259,11 +262,12 @@ def downgrade() -> None:
     restored: dict[str, Any] = {}
     for system, spec in _legacy_tables().items():
         info = dropped.get(system, {})
+        kind: sa.types.TypeEngine[Any] = sa.String(info.get("length") or 64)
+        if info.get("type"):
+            kind = _Named(info["type"])
         if spec["status"] not in _legacy(bind, spec).c:
             with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
-                batch.add_column(
-                    sa.Column(spec["status"], sa.String(info.get("length") or 64), nullable=True)
-                )
+                batch.add_column(sa.Column(spec["status"], kind, nullable=True))
         table = _legacy(bind, spec)
         unified = _unified()
         legacy_status = (
@@ -271,12 +275,47 @@ def downgrade() -> None:
             .where(unified.c.legacy_system == system, unified.c.legacy_id == table.c[spec["id"]])
             .scalar_subquery()
         )
-        result = bind.execute(sa.update(table).values({table.c[spec["status"]]: legacy_status}))
+        value = sa.cast(legacy_status, kind) if info.get("type") else legacy_status
+        result = bind.execute(sa.update(table).values({table.c[spec["status"]]: value}))
         if info.get("nullable") is False:
             with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
-                batch.alter_column(spec["status"], existing_type=sa.String(), nullable=False)
+                batch.alter_column(spec["status"], existing_type=kind, nullable=False)
         restored[system] = {"table": spec["table"], "rows": result.rowcount}
     _record(bind, "restored", restored)
+
+
+def _plain_text(kind: sa.types.TypeEngine[Any]) -> bool:
+    return isinstance(kind, sa.String) and not isinstance(kind, sa.Enum)
+
+
+def _as_text(status: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    """A legacy status column as text: an enum's (or a domain's) values cast
+    (PostgreSQL compares an enum with text only so)."""
+    return status if _plain_text(status.type) else sa.cast(status, sa.String)
+
+
+def _type_name(bind: sa.Connection, kind: sa.types.TypeEngine[Any]) -> str | None:
+    """The SQL name of a named type of the application's (an enum, a domain: schema
+    included when reflection gave one); None for a plain text type."""
+    name = getattr(kind, "name", None)
+    if _plain_text(kind) or not name:
+        return None
+    preparer = bind.dialect.identifier_preparer
+    schema = getattr(kind, "schema", None)
+    quoted = preparer.quote(name)
+    return f"{preparer.quote_schema(schema)}.{quoted}" if schema else quoted
+
+
+class _Named(sa.types.UserDefinedType[Any]):
+    """A type by its SQL name (to add a column of it, and to cast to it)."""
+
+    cache_ok = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get_col_spec(self, **_kw: Any) -> str:
+        return self.name
 
 
 def _dropped_columns(bind: sa.Connection) -> dict[str, Any]:
