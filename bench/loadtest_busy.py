@@ -23,6 +23,10 @@ completed; and p95 busy / alone per round (paired), with its median.
     .venv/bin/python bench/loadtest_busy.py                           # both on, 2 rounds
     .venv/bin/python bench/loadtest_busy.py --no-verify --backfill-args "--max-rows-per-second 20000"
     .venv/bin/python bench/loadtest_busy.py --verify-command "monitor --interval 5" --no-backfill
+    .venv/bin/python bench/loadtest_busy.py --verify-command "monitor --interval 5" --settle 3
+
+``--settle S`` starts the load test S seconds after the processes beside it (default 0:
+all at once, their start-ups inside the load test's first seconds).
 """
 
 from __future__ import annotations
@@ -139,6 +143,10 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
             variant_started = utcnow()
             if beside is not None:
                 beside.start()
+                # Running, not starting: their interpreters' start-ups and first
+                # statements fall before the load test, as in production, where the
+                # traffic meets a backfill and a monitor already at work.
+                time.sleep(args.settle)
             done = run_timed(
                 unistatus(
                     url,
@@ -181,6 +189,7 @@ def bench(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "backfill_args": args.backfill_args,
         "verify": args.verify,
         "verify_command": args.verify_command or f"check --since 2m every {args.verify_interval} s",
+        "settle_seconds": args.settle,
         "runs": runs,
         "p95_busy_over_alone": [round(x, 3) for x in paired],
         "p95_busy_over_alone_median": round(statistics.median(paired), 3),
@@ -202,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
         "--verify-command", default="", help="a long-running unistatus command instead"
     )
     parser.add_argument("--verify-interval", type=float, default=10.0, help="seconds")
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=0.0,
+        help="seconds between starting the backfill and verification and the load test",
+    )
     parser.add_argument("--database-url", help="a scratch PostgreSQL database instead")
     parser.add_argument("--json", action="store_true", help="JSON on stdout")
     args = parser.parse_args(argv)
