@@ -18,7 +18,7 @@ from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
-from unistatus.domain.ids import MAX_LEGACY_ID, utx_id_sql
+from unistatus.domain.ids import max_legacy_id_sql, utx_id_sql
 from unistatus.domain.mapping import forward_case
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError
@@ -58,7 +58,7 @@ def migratable(
     """The unified status of a legacy row: its status mapped forward, NULL (set aside)
     when unmappable or when its id is beyond what a UTX id holds (its derived id would be
     the next system's)."""
-    return sa.case((legacy_id > MAX_LEGACY_ID, sa.null()), else_=forward_case(system, status))
+    return sa.case((legacy_id > max_legacy_id_sql(), sa.null()), else_=forward_case(system, status))
 
 
 def mapped_status(lt: LegacyTable) -> sa.Case[Any]:
@@ -113,7 +113,7 @@ def unmappable_reason(
     """Why a row is set aside: its id beyond the UTX range, or its value NULL, in the
     wrong case, or unknown."""
     return sa.case(
-        (legacy_id > MAX_LEGACY_ID, BEYOND_UTX_RANGE),
+        (legacy_id > max_legacy_id_sql(), BEYOND_UTX_RANGE),
         (raw.is_(None), NULL_STATUS),
         (forward_case(system, sa.func.upper(raw)).is_not(None), WRONG_CASE),
         else_=UNKNOWN_STATUS,

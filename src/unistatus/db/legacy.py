@@ -470,6 +470,13 @@ def resolve_legacy_tables(
                     f"(configured as {role}); it has: {', '.join(c.name for c in table.c)}"
                 )
             cols[role] = table.c[name]
+        key = cols["id"]
+        if engine.dialect.name != "sqlite" and key is not None:
+            if not isinstance(key.type, sa.Integer):
+                raise ConfigError(
+                    f"legacy table {legacy_table_name(spec)!r}: its id column {key.name!r} "
+                    f"is of type {key.type}; a UTX id is derived from an integer key"
+                )
         status = cols.get("status")
         if status is not None:
             _check_status_type(system, legacy_table_name(spec), status, engine.dialect.name)

@@ -33,6 +33,12 @@ BORN_UNIFIED_DIGIT = 9
 MAX_LEGACY_ID = 10**14 - 1
 
 
+def max_legacy_id_sql() -> sa.BindParameter[int]:
+    """:data:`MAX_LEGACY_ID` in SQL, bound as a BIGINT: a legacy id column may be a
+    4-byte INTEGER (Django, older Rails), to whose type the bound does not cast."""
+    return sa.literal(MAX_LEGACY_ID, sa.BigInteger)
+
+
 @dataclass(frozen=True)
 class LegacyRef:
     """A row of a legacy system: ``LegacyRef(LegacySystemType.CASHOUT, 123)``."""

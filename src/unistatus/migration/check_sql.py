@@ -111,11 +111,13 @@ class _Pairs:
 
 
 def _range(col: sa.ColumnElement[Any], lo: int | None, hi: int | None) -> list[Any]:
+    """The key range (lo, hi], its bounds bound as BIGINT: a range's end may lie beyond a
+    4-byte INTEGER id column's largest value."""
     out: list[Any] = []
     if lo is not None:
-        out.append(col > lo)
+        out.append(col > sa.literal(lo, sa.BigInteger))
     if hi is not None:
-        out.append(col <= hi)
+        out.append(col <= sa.literal(hi, sa.BigInteger))
     return out
 
 

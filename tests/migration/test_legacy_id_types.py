@@ -1,0 +1,80 @@
+"""A legacy id column of the application's own integer type (PostgreSQL).
+
+Django's AutoField and older Rails tables key their rows with a 4-byte ``integer``; the
+UTX range bound (14 digits) does not fit one, so every comparison with it is bound as a
+BIGINT. A key that is not an integer at all (a UUID) cannot derive a UTX id and is
+refused with a clear error before anything is written.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.backfill import run_backfill
+from unistatus.clock import utcnow
+from unistatus.db.control import set_mode
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionStatus
+from unistatus.errors import ConfigError
+from unistatus.migration import capture
+from unistatus.migration.check import run_check
+from unistatus.sim.seed import seed_legacy
+
+
+@pytest.mark.postgres
+def test_a_four_byte_integer_id_works(scratch_pg: Any) -> None:
+    db = scratch_pg
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE cashouts ALTER COLUMN id TYPE integer")
+    seed_legacy(db.engine, db.settings, 90, seed=1)
+    assert run_backfill(db.engine, db.settings, workers=1).as_dict()["inserted"] == 90
+    full = run_check(db.engine, db.settings, store=False)
+    assert (full.total, full.consistent) == (90, 90)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    try:
+        created = adapter.create_transaction("WALLET_CASHOUT", 7, "12.50", "USD")
+        assert created.overall_success, created.as_dict()
+        entity = f"cashout:{created.legacy_entity_id}"
+        changed = adapter.update_status(entity, "FUNDS_HELD", "t", "t")
+        assert changed.overall_success and changed.changed, changed.as_dict()
+        capture.enable(db.engine, db.settings, actor="t", reason="t")
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE cashouts SET status = 'EXECUTING' WHERE id = {created.legacy_entity_id}"
+            )
+        assert adapter.get_transaction_status(entity)[0] is UnifiedTransactionStatus.PROCESSING
+    finally:
+        adapter.close()
+    since = run_check(db.engine, db.settings, since=utcnow() - timedelta(hours=1), store=False)
+    assert since.total >= 1 and since.consistent == since.total
+    full = run_check(db.engine, db.settings, store=False)
+    assert (full.total, full.consistent) == (91, 91)
+
+
+@pytest.mark.postgres
+def test_a_key_that_is_not_an_integer_is_refused(scratch_pg: Any) -> None:
+    db = scratch_pg
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE cashouts")
+        conn.exec_driver_sql(
+            "CREATE TABLE cashouts (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+            "status varchar(64), user_id bigint, amount numeric(20, 8), currency varchar(10), "
+            "created_at timestamptz, updated_at timestamptz)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO cashouts (status, user_id, amount, currency, created_at, updated_at) "
+            "VALUES ('PENDING', 1, 1, 'USD', now(), now())"
+        )
+    message = r"legacy table 'cashouts': its id column 'id' is of type UUID"
+    with pytest.raises(ConfigError, match=message):
+        resolve_legacy_tables(db.engine, db.settings)
+    with pytest.raises(ConfigError, match=message):
+        run_backfill(db.engine, db.settings)
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM unified_transactions")).scalar() == 0
