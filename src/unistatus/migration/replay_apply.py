@@ -162,12 +162,11 @@ def replay_rows(
                 # writes ran after a hand switch out of UNIFIED_ONLY): nothing to write.
                 applied.append(tx)
             elif tx in befores and actual == befores[tx]:
-                updates.append({"lid": lid, "st": target[tx]})
-                applied.append(tx)
+                updates.append({"lid": lid, "st": target[tx], "tx": tx, "actual": actual})
             else:
                 conflicts.append((tx, "legacy_changed", actual))
         if updates:
-            conn.execute(
+            update = (
                 sa.update(lt.table)
                 .where(lt.id == sa.bindparam("lid"))
                 .values(
@@ -175,10 +174,15 @@ def replay_rows(
                         lt.status.key: lt.as_stored("status", sa.bindparam("st")),
                         lt.updated_at.key: now,
                     }
-                ),
-                updates,
+                )
             )
-            counts["legacy_updated"] += len(updates)
+            not_taken = _update_legacy(conn, update, updates)
+            for planned in updates:
+                if planned["tx"] in not_taken:
+                    conflicts.append((planned["tx"], "legacy_update_refused", planned["actual"]))
+                else:
+                    applied.append(planned["tx"])
+            counts["legacy_updated"] += len(updates) - len(not_taken)
     for tx, cause, actual in conflicts:
         u = unified[tx] if tx in unified else None
         record_conflict(
@@ -345,6 +349,33 @@ def _create_legacy_rows(
             linked,
         )
     return len(linked), refused
+
+
+def _update_legacy(conn: sa.Connection, update: sa.Update, rows: list[dict[str, Any]]) -> set[str]:
+    """The replay's legacy UPDATEs (``lid``, ``st``; ``tx`` names the transaction), all
+    at once; when the database refuses one (a CHECK constraint, a trigger, a value its
+    type lacks), row by row: the transactions it refused, each left as it was."""
+    params = [{"lid": r["lid"], "st": r["st"]} for r in rows]
+    try:
+        with conn.begin_nested():
+            conn.execute(update, params)
+        return set()
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated or is_retryable(exc):
+            raise  # the round is retried, or the replay fails: not this row's doing
+    refused: set[str] = set()
+    for row, one in zip(rows, params, strict=True):
+        try:
+            with conn.begin_nested():
+                conn.execute(update, [one])
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or is_retryable(exc):
+                raise
+            refused.add(row["tx"])
+            log.warning(
+                "replay: the database refused the legacy update of %s: %s", row["tx"], describe(exc)
+            )
+    return refused
 
 
 def _one_by_one(

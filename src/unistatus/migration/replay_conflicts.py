@@ -48,6 +48,10 @@ CAUSES = {
     "legacy_insert_refused": (
         "the database refused the legacy row of a transaction born in UNIFIED_ONLY"
     ),
+    "legacy_update_refused": (
+        "the database refused the legacy status the replay would write (a constraint or "
+        "trigger of the application's, or a value its type lacks)"
+    ),
 }
 RESOLUTIONS = ("keep_legacy", "apply")
 
