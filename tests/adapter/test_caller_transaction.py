@@ -359,6 +359,37 @@ def test_orm_session(ledger: Database, commit: bool) -> None:
         assert [(e.success, e.rolled_back) for e in events] == [(False, True), (False, True)]
 
 
+class Cashout(Base):
+    """The application's own model of the legacy table (a few of its columns)."""
+
+    __tablename__ = "cashouts"
+    id: Mapped[int] = mapped_column(sa.BigInteger, primary_key=True)
+    status: Mapped[str] = mapped_column(sa.String(64))
+    amount: Mapped[Decimal] = mapped_column(sa.Numeric(20, 8))
+
+
+@IN_EVERY_LAYOUT
+@pytest.mark.parametrize("autoflush", [True, False], ids=["autoflush", "no_autoflush"])
+def test_the_sessions_loaded_row_shows_the_adapters_write(db: Database, autoflush: bool) -> None:
+    """The legacy row the caller's Session holds is refreshed from the transaction after
+    the adapter writes it, and a change of the caller's own to it is kept."""
+    a, _ = adapter(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 7, "5", "USD")
+    assert created.entity_id is not None and created.legacy_entity_id is not None
+    with Session(db.app_engine, autoflush=autoflush) as session, session.begin():
+        loaded = session.get(Cashout, created.legacy_entity_id)
+        assert loaded is not None and loaded.status == "PENDING"
+        loaded.amount = Decimal("6")  # the caller's own change, not flushed yet
+        a.update_status(created.entity_id, "OTP_PENDING", "sent", "svc", connection=session)
+        assert loaded.status == "OTP_PENDING"
+        assert session.get(Cashout, created.legacy_entity_id) is loaded
+        assert loaded.amount == Decimal("6")
+    with Session(db.app_engine) as session:
+        stored = session.get(Cashout, created.legacy_entity_id)
+        assert stored is not None
+        assert (stored.status, stored.amount) == ("OTP_PENDING", Decimal("6"))
+
+
 # --- the mode ------------------------------------------------------------------------------
 
 

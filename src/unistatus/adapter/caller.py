@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from unistatus.adapter.caller_end import ROLLED_BACK, CallerWrite, Ending, track
+from unistatus.adapter.caller_session import expire_written
 from unistatus.adapter.keys import KeyTaken
 from unistatus.adapter.model import DualWriteResult, ModeChanged, WriteLost
 from unistatus.adapter.runner import Runner, Work, failed_result
@@ -24,6 +25,7 @@ from unistatus.db.binding import bound_connection
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe
+from unistatus.db.legacy import LegacyTable
 from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import migration_control
@@ -114,9 +116,12 @@ class CallerTransactions:
         engine: sa.Engine,
         *,
         locked_mode: bool,
+        legacy: Mapping[LegacySystemType, LegacyTable] | None = None,
     ) -> None:
         self.runner = runner
         self.ops = ops
+        # The legacy tables: their rows a caller's Session holds are expired once written.
+        self.legacy: Mapping[LegacySystemType, LegacyTable] = legacy or {}
         # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves.
         self.driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         # ``unistatus_locked_mode(system)`` (revision 0015): the locks and the read of
@@ -171,6 +176,9 @@ class CallerTransactions:
                 system = self._system_of(conn, operation, system)
             mode, result = self._write(operation, conn, work, fast, started, system)
         self._wait_for_end(conn, operation, mode, result, undo, system)
+        lt = self.legacy.get(system)
+        if isinstance(target, Session) and lt is not None and result.legacy_entity_id:
+            expire_written(target, lt, result.legacy_entity_id)
         return result
 
     def _system_of(

@@ -156,7 +156,7 @@ class DualWriteAdapter:
         # connection=: the caller's transaction. Its creates leave the fast path's state
         # cache alone (the caller may roll them back).
         self._caller = CallerTransactions(
-            self._runner, self.ops, self.engine, locked_mode=self.locked_mode
+            self._runner, self.ops, self.engine, locked_mode=self.locked_mode, legacy=legacy
         )
         self._caller_creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, None
