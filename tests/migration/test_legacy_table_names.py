@@ -19,6 +19,7 @@ from unistatus.config import Settings, load_settings
 from unistatus.db.control import set_mode
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionStatus
 from unistatus.migration.check import run_check
+from unistatus.migration.rollback import emergency_rollback
 from unistatus.sim.seed import seed_legacy
 
 # Names our statements' CTEs had before they took unistatus's prefix: the backfill's
@@ -89,3 +90,67 @@ def test_a_since_scope_reads_a_legacy_table_named_changed(db: Any) -> None:
     assert before["CASHOUT"][0] > 0
     with cashouts_named(db, "changed") as settings:
         assert counts(settings) == before
+
+
+@contextmanager
+def cashouts_of_their_own(db: Any) -> Iterator[Settings]:
+    """A cashout table of the application's naming: a name and columns that need
+    quoting, none of them unistatus's (PostgreSQL: in a schema of its own). Dropped
+    afterwards."""
+    pg = db.backend == "postgres"
+    table = 'shop."Cash Outs"' if pg else '"Cash Outs"'
+    key = '"ID" BIGSERIAL PRIMARY KEY' if pg else '"ID" INTEGER PRIMARY KEY AUTOINCREMENT'
+    with db.engine.begin() as conn:
+        if pg:
+            conn.exec_driver_sql("CREATE SCHEMA shop")
+        conn.exec_driver_sql(
+            f'CREATE TABLE {table} ({key}, "State" VARCHAR(64) NOT NULL, '
+            '"Owner" BIGINT NOT NULL, "Sum" NUMERIC(20, 8) NOT NULL, "Cur" VARCHAR(10) NOT '
+            'NULL, "Made" TIMESTAMP NOT NULL, "Touched" TIMESTAMP NOT NULL)'
+        )
+    legacy = {
+        "CASHOUT": {
+            "table": "Cash Outs",
+            **({"schema": "shop"} if pg else {}),
+            "id": "ID",
+            "status": "State",
+            "user_id": "Owner",
+            "amount": "Sum",
+            "currency": "Cur",
+            "created_at": "Made",
+            "updated_at": "Touched",
+        },
+        "ESCROW": {"table": "escrows"},
+        "EXCHANGE": {"table": "exchanges"},
+    }
+    try:
+        yield load_settings(database_url=db.url, schema=db.settings.schema, legacy_tables=legacy)
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA shop CASCADE" if pg else f"DROP TABLE {table}")
+
+
+def test_a_legacy_table_with_columns_of_its_own_naming(db: Any) -> None:
+    """Every column named otherwise (and needing quotes): the backfill, the check, the
+    adapter's one-statement create and its update, and a rollback's replay of a create
+    made in UNIFIED_ONLY all find them by the configured names."""
+    with cashouts_of_their_own(db) as settings:
+        seed_legacy(db.engine, settings, 60, seed=1, systems=["CASHOUT"])
+        assert run_backfill(db.engine, settings, workers=1).as_dict()["inserted"] == 60
+        set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+        adapter = DualWriteAdapter(db.engine, settings=settings)
+        try:
+            created = adapter.create_transaction("WALLET_CASHOUT", 7, "12.50", "USD")
+            assert created.overall_success, created.as_dict()
+            entity = f"cashout:{created.legacy_entity_id}"
+            changed = adapter.update_status(entity, "OTP_PENDING", "t", "t")
+            assert changed.overall_success and changed.changed, changed.as_dict()
+            set_mode(db.engine, DualWriteMode.UNIFIED_ONLY, reason="t", actor="t")
+            adapter.modes.refresh()
+            born = adapter.create_transaction("WALLET_CASHOUT", 8, "3", "USD")
+            assert born.overall_success, born.as_dict()
+        finally:
+            adapter.close()
+        emergency_rollback(db.engine, settings, actor="t", reason="t")
+        full = run_check(db.engine, settings, store=False)
+        assert (full.total, full.consistent) == (62, 62)

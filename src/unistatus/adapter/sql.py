@@ -398,7 +398,8 @@ class HotStatements:
             },
         )
         values = sa.select(*row.values()).where(self._mode_guard(system) == sa.bindparam("p_mode"))
-        return sa.insert(lt.table).from_select(list(row), values).returning(lt.id)
+        # As "id" whatever the column's name: the statements around it read it so.
+        return sa.insert(lt.table).from_select(list(row), values).returning(lt.id.label("id"))
 
     def create_dual(
         self, system: LegacySystemType, *, keyed: bool = False, extra: tuple[str, ...] = ()
