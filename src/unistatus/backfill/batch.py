@@ -41,7 +41,7 @@ from unistatus.backfill.statements import (
 )
 from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
-from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
+from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import UTC
 from unistatus.db.tables import unified_transactions as U
@@ -224,7 +224,7 @@ class ChunkCopier:
             sa.literal(system.value, sa.String),
             src.c.id,
             src.c.raw,
-            unmappable_reason(system, src.c.raw, src.c.id),
+            unmappable_reason(system, src.c.raw, src.c.id, {n: src.c[n] for n in DATA_COLUMNS}),
             NOW,
             NOW,
         ).where(src.c.mapped.is_(None))

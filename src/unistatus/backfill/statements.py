@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter.writes import unified_row
 from unistatus.db.dialect import DialectOps
-from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
+from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.domain.ids import max_legacy_id_sql, utx_id_sql
@@ -31,6 +31,9 @@ WRONG_CASE = "wrong_case"
 UNKNOWN_STATUS = "unknown_status"
 # A legacy id beyond what a UTX id holds (domain.ids.require_migratable_id).
 BEYOND_UTX_RANGE = "id_beyond_utx_range"
+# A shared field the unified row cannot take: NULL (null_user_id, null_amount,
+# null_currency), or a currency longer than its column.
+CURRENCY_TOO_LONG = "currency_too_long"
 
 
 QUARANTINE_COLUMNS = [
@@ -53,16 +56,42 @@ def status_column(lt: LegacyTable) -> sa.ColumnElement[str]:
 
 
 def migratable(
-    system: LegacySystemType, status: sa.ColumnElement[Any], legacy_id: sa.ColumnElement[Any]
+    system: LegacySystemType,
+    status: sa.ColumnElement[Any],
+    legacy_id: sa.ColumnElement[Any],
+    data: Mapping[str, sa.ColumnElement[Any]],
 ) -> sa.Case[Any]:
     """The unified status of a legacy row: its status mapped forward, NULL (set aside)
-    when unmappable or when its id is beyond what a UTX id holds (its derived id would be
-    the next system's)."""
-    return sa.case((legacy_id > max_legacy_id_sql(), sa.null()), else_=forward_case(system, status))
+    when unmappable, when its id is beyond what a UTX id holds (its derived id would be
+    the next system's), or when a shared field (``data``: DATA_COLUMNS) cannot go into a
+    unified row (:func:`_uncopyable`)."""
+    return sa.case(
+        (legacy_id > max_legacy_id_sql(), sa.null()),
+        *((problem, sa.null()) for problem, _ in _uncopyable(data)),
+        else_=forward_case(system, status),
+    )
+
+
+def _uncopyable(
+    data: Mapping[str, sa.ColumnElement[Any]],
+) -> list[tuple[sa.ColumnElement[bool], str]]:
+    """Each way a legacy row's shared fields can fail the unified row's columns (NOT
+    NULL, the currency's length), with its reason in the quarantine."""
+    out: list[tuple[sa.ColumnElement[bool], str]] = [
+        (data[name].is_(None), f"null_{name}") for name in DATA_COLUMNS
+    ]
+    longest = U.c.currency.type.length  # type: ignore[attr-defined]
+    out.append((sa.func.length(data["currency"]) > longest, CURRENCY_TOO_LONG))
+    return out
+
+
+def legacy_data(lt: LegacyTable) -> dict[str, sa.ColumnElement[Any]]:
+    """The legacy table's shared fields as statements read them (DATA_COLUMNS)."""
+    return {name: lt.read(name) for name in DATA_COLUMNS}
 
 
 def mapped_status(lt: LegacyTable) -> sa.Case[Any]:
-    return migratable(lt.system, status_column(lt), lt.id)
+    return migratable(lt.system, status_column(lt), lt.id, legacy_data(lt))
 
 
 def in_range(lt: LegacyTable, start_id: Any, end_id: Any) -> sa.ColumnElement[bool]:
@@ -108,12 +137,16 @@ def unified_insert(ops: DialectOps, lt: LegacyTable, where: sa.ColumnElement[boo
 
 
 def unmappable_reason(
-    system: LegacySystemType, raw: sa.ColumnElement[Any], legacy_id: sa.ColumnElement[Any]
+    system: LegacySystemType,
+    raw: sa.ColumnElement[Any],
+    legacy_id: sa.ColumnElement[Any],
+    data: Mapping[str, sa.ColumnElement[Any]],
 ) -> sa.Case[Any]:
-    """Why a row is set aside: its id beyond the UTX range, or its value NULL, in the
-    wrong case, or unknown."""
+    """Why a row is set aside: its id beyond the UTX range, a shared field the unified
+    row cannot take, or its value NULL, in the wrong case, or unknown."""
     return sa.case(
         (legacy_id > max_legacy_id_sql(), BEYOND_UTX_RANGE),
+        *_uncopyable(data),
         (raw.is_(None), NULL_STATUS),
         (forward_case(system, sa.func.upper(raw)).is_not(None), WRONG_CASE),
         else_=UNKNOWN_STATUS,
@@ -139,7 +172,7 @@ def quarantine_insert(
         sa.literal(lt.system.value, sa.String),
         lt.id,
         status_column(lt),
-        unmappable_reason(lt.system, status_column(lt), lt.id),
+        unmappable_reason(lt.system, status_column(lt), lt.id, legacy_data(lt)),
         now,
         now,
     ).where(where, mapped_status(lt).is_(None))

@@ -56,7 +56,9 @@ backfill_quarantine = sa.Table(
     sa.Column("system", sa.String(16), primary_key=True),
     sa.Column("legacy_id", sa.BigInteger, primary_key=True),
     sa.Column("raw_status", sa.String(64), nullable=True),
-    sa.Column("reason", sa.String(32), nullable=False),  # null_status|wrong_case|unknown_status
+    # null_status | wrong_case | unknown_status | id_beyond_utx_range | null_user_id |
+    # null_amount | null_currency | currency_too_long (backfill.statements)
+    sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("first_seen_at", UTC, nullable=False),
     sa.Column("last_seen_at", UTC, nullable=False),
     sa.Column("resolved_at", UTC, nullable=True),

@@ -151,7 +151,8 @@ class SystemSql:
 
     def _mapped(self, r: Rows) -> Any:
         """``r`` with the forward mapping of each row as ``mapped`` (NULL: unmappable)."""
-        mapped = migratable(self.system, r.c.status, r.c.id).label("mapped")
+        data = {name: r.c[name] for name in DATA_COLUMNS}
+        mapped = migratable(self.system, r.c.status, r.c.id, data).label("mapped")
         return self._fence(sa.select(*r.c, mapped)).subquery("capture_mapped").c
 
     def _judged(self, r: Rows, *, lock: bool) -> _Judged:
@@ -278,7 +279,7 @@ class SystemSql:
         def probe(select: sa.Select[Any]) -> sa.Exists:
             return sa.exists(select.offset(0) if fence else select)
 
-        mapped = migratable(self.system, r.c.status, r.c.id)
+        mapped = migratable(self.system, r.c.status, r.c.id, {n: r.c[n] for n in DATA_COLUMNS})
         has_unified = probe(sa.select(U.c.id).where(self._unified_of(r.c.id)))
         quarantined = probe(
             sa.select(Q.c.legacy_id).where(
@@ -310,7 +311,7 @@ class SystemSql:
             sa.literal(self.system.value, sa.String),
             m.id,
             m.status,
-            unmappable_reason(self.system, m.status, m.id),
+            unmappable_reason(self.system, m.status, m.id, {n: m[n] for n in DATA_COLUMNS}),
             ctx.now,
             ctx.now,
             ctx.writer,
