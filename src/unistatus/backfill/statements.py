@@ -34,6 +34,8 @@ BEYOND_UTX_RANGE = "id_beyond_utx_range"
 # A shared field the unified row cannot take: NULL (null_user_id, null_amount,
 # null_currency), or a currency longer than its column.
 CURRENCY_TOO_LONG = "currency_too_long"
+# An amount of more whole digits than the unified column holds.
+AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
 
 
 QUARANTINE_COLUMNS = [
@@ -82,6 +84,10 @@ def _uncopyable(
     ]
     longest = U.c.currency.type.length  # type: ignore[attr-defined]
     out.append((sa.func.length(data["currency"]) > longest, CURRENCY_TOO_LONG))
+    money = U.c.amount.type
+    whole_digits = money.precision - money.scale  # type: ignore[attr-defined]
+    bound = sa.literal(10**whole_digits, money)
+    out.append((sa.func.abs(data["amount"]) >= bound, AMOUNT_OUT_OF_RANGE))
     return out
 
 
