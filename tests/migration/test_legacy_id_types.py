@@ -12,15 +12,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
+from support.refusals import assert_refused_at_start
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import run_backfill
 from unistatus.clock import utcnow
 from unistatus.db.control import set_mode
-from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionStatus
-from unistatus.errors import ConfigError
 from unistatus.migration import capture
 from unistatus.migration.check import run_check
 from unistatus.sim.seed import seed_legacy
@@ -71,10 +69,4 @@ def test_a_key_that_is_not_an_integer_is_refused(scratch_pg: Any) -> None:
             "INSERT INTO cashouts (status, user_id, amount, currency, created_at, updated_at) "
             "VALUES ('PENDING', 1, 1, 'USD', now(), now())"
         )
-    message = r"legacy table 'cashouts': its id column 'id' is of type UUID"
-    with pytest.raises(ConfigError, match=message):
-        resolve_legacy_tables(db.engine, db.settings)
-    with pytest.raises(ConfigError, match=message):
-        run_backfill(db.engine, db.settings)
-    with db.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM unified_transactions")).scalar() == 0
+    assert_refused_at_start(db, r"legacy table 'cashouts': its id column 'id' is of type UUID")

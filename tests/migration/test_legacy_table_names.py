@@ -34,16 +34,19 @@ def cashouts_named(db: Any, name: str) -> Iterator[Settings]:
     settings that say so."""
     with db.engine.begin() as conn:
         conn.exec_driver_sql(f"ALTER TABLE cashouts RENAME TO {name}")
-    legacy = {
-        "CASHOUT": {"table": name},
-        "ESCROW": {"table": "escrows"},
-        "EXCHANGE": {"table": "exchanges"},
-    }
     try:
-        yield load_settings(database_url=db.url, schema=db.settings.schema, legacy_tables=legacy)
+        yield cashouts_as(db, {"table": name})
     finally:
         with db.engine.begin() as conn:
             conn.exec_driver_sql(f"ALTER TABLE {name} RENAME TO cashouts")
+
+
+def cashouts_as(db: Any, spec: dict[str, str]) -> Settings:
+    """``db``'s settings with the cashout table described by ``spec`` (the other
+    systems' tables as they are)."""
+    return load_settings(
+        database_url=db.url, schema=db.settings.schema, legacy_tables={"CASHOUT": spec}
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -108,23 +111,19 @@ def cashouts_of_their_own(db: Any) -> Iterator[Settings]:
             '"Owner" BIGINT NOT NULL, "Sum" NUMERIC(20, 8) NOT NULL, "Cur" VARCHAR(10) NOT '
             'NULL, "Made" TIMESTAMP NOT NULL, "Touched" TIMESTAMP NOT NULL)'
         )
-    legacy = {
-        "CASHOUT": {
-            "table": "Cash Outs",
-            **({"schema": "shop"} if pg else {}),
-            "id": "ID",
-            "status": "State",
-            "user_id": "Owner",
-            "amount": "Sum",
-            "currency": "Cur",
-            "created_at": "Made",
-            "updated_at": "Touched",
-        },
-        "ESCROW": {"table": "escrows"},
-        "EXCHANGE": {"table": "exchanges"},
+    spec = {
+        "table": "Cash Outs",
+        **({"schema": "shop"} if pg else {}),
+        "id": "ID",
+        "status": "State",
+        "user_id": "Owner",
+        "amount": "Sum",
+        "currency": "Cur",
+        "created_at": "Made",
+        "updated_at": "Touched",
     }
     try:
-        yield load_settings(database_url=db.url, schema=db.settings.schema, legacy_tables=legacy)
+        yield cashouts_as(db, spec)
     finally:
         with db.engine.begin() as conn:
             conn.exec_driver_sql("DROP SCHEMA shop CASCADE" if pg else f"DROP TABLE {table}")

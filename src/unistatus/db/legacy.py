@@ -183,11 +183,13 @@ def cast_type(column: sa.Column[Any], dialect: str) -> sa.types.TypeEngine[Any] 
     declared type as its values)."""
     if dialect == "sqlite":
         return None
-    kind = column.type
-    base = getattr(kind, "data_type", None)  # a domain: its base type
-    if isinstance(base, sa.types.TypeEngine):
-        kind = base
-    return column.type if isinstance(kind, sa.Enum) else None
+    return column.type if isinstance(_base_type(column.type), sa.Enum) else None
+
+
+def _base_type(kind: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+    """A domain's base type; any other type as it is."""
+    base = getattr(kind, "data_type", None)
+    return base if isinstance(base, sa.types.TypeEngine) else kind
 
 
 def as_text(column: sa.Column[Any], dialect: str) -> sa.ColumnElement[Any]:
@@ -218,10 +220,7 @@ def _not_text(column: sa.Column[Any], dialect: str) -> str | None:
     values."""
     if dialect == "sqlite":
         return None
-    kind = column.type
-    base = getattr(kind, "data_type", None)  # a domain: its base type
-    if isinstance(base, sa.types.TypeEngine):
-        kind = base
+    kind = _base_type(column.type)
     return f"of type {kind}" if isinstance(kind, _NOT_TEXT) else None
 
 
@@ -241,7 +240,7 @@ def _check_status_type(
     kind = cast_type(status, dialect)
     if kind is None:
         return
-    enum = getattr(kind, "data_type", kind)  # a domain over an enum: the enum
+    enum = _base_type(kind)  # a domain over an enum: the enum
     labels = set(getattr(enum, "enums", None) or ())
     missing = sorted(set(canonical_legacy_values(system)) - labels)
     if labels and missing:
