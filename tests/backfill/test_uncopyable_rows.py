@@ -1,6 +1,6 @@
 """Legacy rows whose shared fields cannot be copied into a unified row (a NULL user,
 amount or currency; a currency longer, or an amount larger, than the unified columns
-hold), as real legacy
+hold, a negative amount), as real legacy
 data has them: the backfill sets each aside in the quarantine with its reason and
 copies the rest (it failed every batch holding one, and never finished); a bypass
 writer's row of that kind goes to the quarantine too, and its statement succeeds."""
@@ -69,22 +69,24 @@ def test_the_backfill_sets_uncopyable_rows_aside_and_copies_the_rest(loose: Data
         insert(conn, 5, "5.00", "USDC-POLYGON-ERC")
         insert(conn, 6, "6.00", "EUR")
         insert(conn, 7, "10000000000000.00", "EUR")
+        insert(conn, 8, "-8.00", "EUR")
     report = run_backfill(db.engine, db.settings, workers=1).as_dict()
     assert report["complete"] is True
-    assert (report["inserted"], report["quarantined"]) == (2, 5)
+    assert (report["inserted"], report["quarantined"]) == (2, 6)
     assert quarantined(db) == {
         2: "null_user_id",
         3: "null_amount",
         4: "null_currency",
         5: "currency_too_long",
         7: "amount_out_of_range",
+        8: "negative_amount",
     }
     # Mended in legacy, the row is copied by the retry of the quarantine.
     with db.engine.begin() as conn:
         conn.exec_driver_sql("UPDATE cashouts SET currency = 'USD' WHERE id = 4")
     again = retry_quarantine(db.engine, db.settings)
     assert again["inserted"] == 1
-    assert set(quarantined(db)) == {2, 3, 5, 7}
+    assert set(quarantined(db)) == {2, 3, 5, 7, 8}
 
 
 def test_a_bypass_writers_uncopyable_row_is_quarantined_and_its_write_succeeds(

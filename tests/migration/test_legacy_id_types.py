@@ -19,6 +19,7 @@ from unistatus.backfill import run_backfill
 from unistatus.clock import utcnow
 from unistatus.db.control import set_mode
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionStatus
+from unistatus.errors import EntityNotFoundError
 from unistatus.migration import capture
 from unistatus.migration.check import run_check
 from unistatus.sim.seed import seed_legacy
@@ -53,6 +54,44 @@ def test_a_four_byte_integer_id_works(scratch_pg: Any) -> None:
     assert since.total >= 1 and since.consistent == since.total
     full = run_check(db.engine, db.settings, store=False)
     assert (full.total, full.consistent) == (91, 91)
+
+
+@pytest.mark.postgres
+def test_an_id_beyond_a_four_byte_key_is_not_found(scratch_pg: Any) -> None:
+    """A reference the API accepts but a 4-byte key cannot hold is no such entity (it
+    was a database error, counted as a failure)."""
+    db = scratch_pg
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE cashouts ALTER COLUMN id TYPE integer")
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    try:
+        beyond = "cashout:3000000000"
+        with pytest.raises(EntityNotFoundError):
+            adapter.update_status(beyond, "OTP_PENDING", "t", "t")
+        with pytest.raises(EntityNotFoundError):
+            adapter.get_transaction_status(beyond)
+        with pytest.raises(EntityNotFoundError):
+            adapter.check_consistency(beyond)
+    finally:
+        adapter.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "kind",
+    ["CREATE DOMAIN cashout_key AS bigint", "NUMERIC(18, 0)"],
+    ids=["domain", "numeric"],
+)
+def test_an_integer_key_of_another_declaration_is_taken(scratch_pg: Any, kind: str) -> None:
+    db = scratch_pg
+    with db.engine.begin() as conn:
+        if kind.startswith("CREATE DOMAIN"):
+            conn.exec_driver_sql(kind)
+            kind = "cashout_key"
+        conn.exec_driver_sql(f"ALTER TABLE cashouts ALTER COLUMN id TYPE {kind}")
+    seed_legacy(db.engine, db.settings, 30, seed=1)
+    assert run_backfill(db.engine, db.settings, workers=1).as_dict()["inserted"] == 30
 
 
 @pytest.mark.postgres

@@ -116,12 +116,13 @@ class CallerTransactions:
         engine: sa.Engine,
         *,
         locked_mode: bool,
-        legacy: Mapping[LegacySystemType, LegacyTable] | None = None,
+        legacy: Callable[[], Mapping[LegacySystemType, LegacyTable]] = dict,
     ) -> None:
         self.runner = runner
         self.ops = ops
-        # The legacy tables: their rows a caller's Session holds are expired once written.
-        self.legacy: Mapping[LegacySystemType, LegacyTable] = legacy or {}
+        # The legacy tables as the adapter has them now (a retirement's undo reloads
+        # them): their rows a caller's Session holds are expired once written.
+        self.legacy = legacy
         # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves.
         self.driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         # ``unistatus_locked_mode(system)`` (revision 0015): the locks and the read of
@@ -176,7 +177,7 @@ class CallerTransactions:
                 system = self._system_of(conn, operation, system)
             mode, result = self._write(operation, conn, work, fast, started, system)
         self._wait_for_end(conn, operation, mode, result, undo, system)
-        lt = self.legacy.get(system)
+        lt = self.legacy().get(system)
         if isinstance(target, Session) and lt is not None and result.legacy_entity_id:
             expire_written(target, lt, result.legacy_entity_id)
         return result

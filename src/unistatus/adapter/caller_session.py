@@ -22,16 +22,20 @@ __all__ = ["expire_written"]
 
 def expire_written(session: Session, lt: LegacyTable, legacy_id: int) -> None:
     """Expire the status and update time of ``session``'s instance of legacy row
-    ``legacy_id`` of ``lt``, if it holds one."""
-    for instance in list(session.identity_map.values()):
-        state: Any = sa.inspect(instance)
-        if state.identity != (legacy_id,):
+    ``legacy_id`` of ``lt``, if it holds one (an attribute the caller changed and did not
+    flush keeps the caller's value: expiring it would drop the change)."""
+    identity = (legacy_id,)
+    # The identity map's keys are (class, primary key, token): compared first, cheaply.
+    for key in [k for k in session.identity_map.keys() if k[1] == identity]:
+        instance = session.identity_map.get(key)
+        if instance is None:
             continue
+        state: Any = sa.inspect(instance)
         mapper = state.mapper
         if not any(_same_table(table, lt.table) for table in mapper.tables):
             continue
         keys = [_attribute(mapper, c) for c in (lt.status, lt.updated_at) if c is not None]
-        expired = [key for key in keys if key is not None]
+        expired = [k for k in keys if k is not None and not state.attrs[k].history.has_changes()]
         if expired:
             session.expire(instance, expired)
 

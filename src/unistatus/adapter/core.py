@@ -156,7 +156,11 @@ class DualWriteAdapter:
         # connection=: the caller's transaction. Its creates leave the fast path's state
         # cache alone (the caller may roll them back).
         self._caller = CallerTransactions(
-            self._runner, self.ops, self.engine, locked_mode=self.locked_mode, legacy=legacy
+            self._runner,
+            self.ops,
+            self.engine,
+            locked_mode=self.locked_mode,
+            legacy=lambda: self.hot.legacy,
         )
         self._caller_creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, None
@@ -178,6 +182,17 @@ class DualWriteAdapter:
     def mode_of(self, system: LegacySystemType | str) -> DualWriteMode:
         """``system``'s mode (re-read when stale); StorageError if it cannot be read."""
         return self._runner.mode(LegacySystemType.parse(system))
+
+    def _entity(self, entity_id: object) -> EntityRef:
+        """The reference ``entity_id`` names (InputError if malformed); EntityNotFoundError
+        for a legacy id its table's key cannot hold (a 4-byte key and an id beyond it:
+        the database would refuse the comparison, not find nothing)."""
+        ref = parse_entity_id(entity_id)
+        legacy = ref if isinstance(ref, LegacyRef) else ref.derived_ref
+        lt = self.hot.legacy.get(legacy.system) if legacy is not None else None
+        if legacy is not None and lt is not None and not lt.holds_id(legacy.legacy_id):
+            raise EntityNotFoundError(str(entity_id))
+        return ref
 
     def _system_of(self, ref: EntityRef, conn: sa.Connection | None = None) -> LegacySystemType:
         """The legacy system of the entity ``ref`` names: from the reference itself, or
@@ -334,7 +349,7 @@ class DualWriteAdapter:
 
         With ``connection``: in the caller's transaction (:mod:`unistatus.adapter.caller`).
         """
-        ref = parse_entity_id(entity_id)
+        ref = self._entity(entity_id)
         if not isinstance(triggered_by, str) or not triggered_by.strip():
             raise InputError("triggered_by is required (who or what made this change)")
         check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS)
@@ -401,7 +416,7 @@ class DualWriteAdapter:
         With ``connection``: read in the caller's transaction (its own writes included).
         """
         started = time.perf_counter()
-        ref = parse_entity_id(entity_id)
+        ref = self._entity(entity_id)
         system = ref.system if isinstance(ref, LegacyRef) else None
         mode = self._runner.last_modes[system] if system else self._runner.last_mode
         self._follow_restored_columns()
@@ -463,7 +478,7 @@ class DualWriteAdapter:
     ) -> dict[str, Any]:
         """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction
         (with ``connection``: as the caller's transaction sees it)."""
-        ref = parse_entity_id(entity_id)
+        ref = self._entity(entity_id)
         self._follow_restored_columns()
         with self._reading(connection, f"cannot read {entity_id}") as conn:
             entity = self._rows.read(conn, ref)

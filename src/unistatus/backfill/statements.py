@@ -36,6 +36,8 @@ BEYOND_UTX_RANGE = "id_beyond_utx_range"
 CURRENCY_TOO_LONG = "currency_too_long"
 # An amount of more whole digits than the unified column holds.
 AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
+# A negative amount (a refund kept as one): a unified amount is never negative.
+NEGATIVE_AMOUNT = "negative_amount"
 
 
 QUARANTINE_COLUMNS = [
@@ -87,7 +89,8 @@ def _uncopyable(
     money = U.c.amount.type
     whole_digits = money.precision - money.scale  # type: ignore[attr-defined]
     bound = sa.literal(10**whole_digits, money)
-    out.append((sa.func.abs(data["amount"]) >= bound, AMOUNT_OUT_OF_RANGE))
+    out.append((data["amount"] >= bound, AMOUNT_OUT_OF_RANGE))
+    out.append((data["amount"] < 0, NEGATIVE_AMOUNT))  # ck_unified_amount
     return out
 
 

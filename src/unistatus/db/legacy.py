@@ -99,6 +99,12 @@ class LegacyTable:
                 out[name] = kind
         return out
 
+    def holds_id(self, legacy_id: int) -> bool:
+        """Whether the id column's type can hold ``legacy_id`` (a 4-byte INTEGER key
+        cannot hold every id a UTX id can carry)."""
+        bounds = _int_range(_base_type(self.id.type), self.dialect)
+        return bounds is None or bounds[1] <= legacy_id <= bounds[2]
+
     @cached_property
     def owned(self) -> frozenset[str]:
         """The names of the columns unistatus writes (LEGACY_COLUMNS)."""
@@ -184,6 +190,14 @@ def cast_type(column: sa.Column[Any], dialect: str) -> sa.types.TypeEngine[Any] 
     if dialect == "sqlite":
         return None
     return column.type if isinstance(_base_type(column.type), sa.Enum) else None
+
+
+def _integer(column: sa.Column[Any]) -> bool:
+    """An integer key: an integer type, a NUMERIC without decimals, or a domain over one."""
+    kind = _base_type(column.type)
+    if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
+        return kind.scale == 0
+    return isinstance(kind, sa.Integer)
 
 
 def _base_type(kind: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
@@ -470,12 +484,11 @@ def resolve_legacy_tables(
                 )
             cols[role] = table.c[name]
         key = cols["id"]
-        if engine.dialect.name != "sqlite" and key is not None:
-            if not isinstance(key.type, sa.Integer):
-                raise ConfigError(
-                    f"legacy table {legacy_table_name(spec)!r}: its id column {key.name!r} "
-                    f"is of type {key.type}; a UTX id is derived from an integer key"
-                )
+        if engine.dialect.name != "sqlite" and key is not None and not _integer(key):
+            raise ConfigError(
+                f"legacy table {legacy_table_name(spec)!r}: its id column {key.name!r} is "
+                f"of type {key.type}; a UTX id is derived from an integer key"
+            )
         status = cols.get("status")
         if status is not None:
             _check_status_type(system, legacy_table_name(spec), status, engine.dialect.name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
@@ -328,14 +329,7 @@ def _create_legacy_rows(
             for r, extra in items
         ]
         insert = sa.insert(target).returning(target.c[lt.id.key], sort_by_parameter_order=True)
-        try:
-            with conn.begin_nested():
-                # insertmanyvalues: one statement per page, ids in parameter order.
-                ids = conn.execute(insert, params).scalars().all()
-        except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated or is_retryable(exc):
-                raise  # the round is retried, or the replay fails: not this row's doing
-            ids = _one_by_one(conn, insert, items, params, refused)
+        ids = _insert_legacy(conn, insert, [r.id for r, _ in items], params, refused)
         linked += [
             {"utx": r.id, "lid": lid}
             for (r, _), lid in zip(items, ids, strict=True)
@@ -352,52 +346,80 @@ def _create_legacy_rows(
 
 
 def _update_legacy(conn: sa.Connection, update: sa.Update, rows: list[dict[str, Any]]) -> set[str]:
-    """The replay's legacy UPDATEs (``lid``, ``st``; ``tx`` names the transaction), all
-    at once; when the database refuses one (a CHECK constraint, a trigger, a value its
-    type lacks), row by row: the transactions it refused, each left as it was."""
+    """The replay's legacy UPDATEs (``lid``, ``st``; ``tx`` names the transaction): the
+    transactions whose row the database refused (:func:`_row_by_row_on_refusal`), each
+    left as it was."""
     params = [{"lid": r["lid"], "st": r["st"]} for r in rows]
-    try:
-        with conn.begin_nested():
-            conn.execute(update, params)
-        return set()
-    except sa.exc.DBAPIError as exc:
-        if exc.connection_invalidated or is_retryable(exc):
-            raise  # the round is retried, or the replay fails: not this row's doing
     refused: set[str] = set()
-    for row, one in zip(rows, params, strict=True):
-        try:
-            with conn.begin_nested():
-                conn.execute(update, [one])
-        except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated or is_retryable(exc):
-                raise
-            refused.add(row["tx"])
-            log.warning(
-                "replay: the database refused the legacy update of %s: %s", row["tx"], describe(exc)
-            )
+
+    def write(part: list[int]) -> list[Any]:
+        conn.execute(update, [params[i] for i in part])
+        return [True] * len(part)
+
+    def refuse(i: int, exc: sa.exc.DBAPIError) -> None:
+        refused.add(rows[i]["tx"])
+        log.warning(
+            "replay: the database refused the legacy update of %s: %s", rows[i]["tx"], describe(exc)
+        )
+
+    _row_by_row_on_refusal(conn, len(rows), write, refuse)
     return refused
 
 
-def _one_by_one(
+def _insert_legacy(
     conn: sa.Connection,
     insert: sa.Insert,
-    items: list[tuple[Any, dict[str, Any]]],
+    txs: list[str],
     params: list[dict[str, Any]],
     refused: dict[str, str],
-) -> list[int | None]:
-    """The page the database refused, row by row: the ids of those it takes (None for
-    each it refuses, recorded in ``refused``)."""
-    ids: list[int | None] = []
-    for (r, _), row in zip(items, params, strict=True):
+) -> list[Any]:
+    """The replay's legacy INSERTs (one per transaction of ``txs``): the new ids in
+    order, None for each row the database refused (recorded in ``refused``)."""
+
+    def create(part: list[int]) -> list[Any]:
+        # insertmanyvalues: one statement per page, ids in parameter order.
+        return list(conn.execute(insert, [params[i] for i in part]).scalars().all())
+
+    def refuse(i: int, exc: sa.exc.DBAPIError) -> None:
+        refused[txs[i]] = "legacy_insert_refused"
+        log.warning("replay: the database refused the legacy row of %s: %s", txs[i], describe(exc))
+
+    return _row_by_row_on_refusal(conn, len(txs), create, refuse)
+
+
+def _row_by_row_on_refusal(
+    conn: sa.Connection,
+    n: int,
+    run: Callable[[list[int]], list[Any]],
+    refuse: Callable[[int, sa.exc.DBAPIError], None],
+) -> list[Any]:
+    """``run`` over rows ``0 .. n-1`` in a savepoint; when the database refuses a row of
+    them (a constraint, a trigger of the application's, a value its type lacks: not a
+    lost connection, a conflict worth a retry, a missing privilege or column), halves
+    them until each refused row is alone and ``refuse`` is told of it. Each row's result
+    in order, None for a refused one. Halving keeps the savepoints few (a handful per
+    refused row, not one per row: past 64 subtransactions in one transaction PostgreSQL
+    slows every session's snapshots)."""
+
+    def attempt(part: list[int]) -> list[Any]:
         try:
             with conn.begin_nested():
-                ids.append(conn.execute(insert, [row]).scalar_one())
+                return run(part)
         except sa.exc.DBAPIError as exc:
-            if exc.connection_invalidated or is_retryable(exc):
-                raise
-            refused[r.id] = "legacy_insert_refused"
-            ids.append(None)
-            log.warning(
-                "replay: the database refused the legacy row of %s: %s", r.id, describe(exc)
-            )
-    return ids
+            if exc.connection_invalidated or is_retryable(exc) or not _refused_row(exc):
+                raise  # the round is retried, or the replay fails: not a row's doing
+            if len(part) == 1:
+                refuse(part[0], exc)
+                return [None]
+            half = len(part) // 2
+            return attempt(part[:half]) + attempt(part[half:])
+
+    return attempt(list(range(n))) if n else []
+
+
+def _refused_row(exc: sa.exc.DBAPIError) -> bool:
+    """The database refused a row's values (a constraint, a value out of range or not in
+    its type, a trigger's RAISE), not the statement itself."""
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return True
+    return getattr(exc.orig, "sqlstate", None) == "P0001"  # a PL/pgSQL RAISE
