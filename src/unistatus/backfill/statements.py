@@ -121,8 +121,14 @@ def backfilled_row(
         status=mapped,
         legacy_status=legacy["status"],
         origin=ORIGIN,
-        created_at=legacy["created_at"],
-        updated_at=legacy["updated_at"],
+        # A legacy row may lack either time (older rows, from before the column): the
+        # other one stands in, else the copy's.
+        created_at=sa.func.coalesce(
+            legacy["created_at"], legacy["updated_at"], sa.func.current_timestamp()
+        ),
+        updated_at=sa.func.coalesce(
+            legacy["updated_at"], legacy["created_at"], sa.func.current_timestamp()
+        ),
         literal=sa.literal,
     )
 

@@ -460,7 +460,7 @@ class SystemSql:
             status=m.mapped,
             legacy_status=m.status,
             origin="dual_write",
-            created_at=m.created_at,
+            created_at=sa.func.coalesce(m.created_at, m.updated_at, ctx.now),
             updated_at=ctx.now,
             literal=sa.literal,
         )
