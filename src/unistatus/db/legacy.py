@@ -6,10 +6,9 @@ configured name is ever pasted into SQL text. The tables are the application's: 
 stay where it keeps them whatever the ``schema`` setting (:func:`legacy_schema`). The
 list of legacy columns unistatus works with (:data:`LEGACY_COLUMNS`,
 :data:`DATA_COLUMNS`) and the one way to read a legacy row (:func:`legacy_select`) live
-here, as does the rule for an application's own column types: a status (or currency)
-in a PostgreSQL enum is read and compared as text (:meth:`LegacyTable.read`) and written
-cast back (:meth:`LegacyTable.as_stored`); a status column that cannot hold text, or an
-enum without a value unistatus writes, is a ConfigError at start.
+here; a status (or currency) of an application's enum type is read as text
+(:meth:`LegacyTable.read`) and written cast back (:meth:`LegacyTable.as_stored`), by the
+rules of :mod:`unistatus.db.legacy_types`.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ import sqlalchemy as sa
 
 from unistatus.config import LegacyTableSpec, Settings
 from unistatus.db.binding import require_bound, schema_of, unbound_connection
+from unistatus.db.legacy_types import base_type, cast_type, check_status_type, integer_key
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import LegacyColumn
-from unistatus.domain.mapping import canonical_legacy_values
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError, ModeError, StorageError
 
@@ -102,7 +101,7 @@ class LegacyTable:
     def holds_id(self, legacy_id: int) -> bool:
         """Whether the id column's type can hold ``legacy_id`` (a 4-byte INTEGER key
         cannot hold every id a UTX id can carry)."""
-        bounds = _int_range(_base_type(self.id.type), self.dialect)
+        bounds = _int_range(base_type(self.id.type), self.dialect)
         return bounds is None or bounds[1] <= legacy_id <= bounds[2]
 
     @cached_property
@@ -167,104 +166,6 @@ def _digits(kind: sa.types.TypeEngine[Any]) -> tuple[int, int] | None:
     if isinstance(precision, int) and isinstance(scale, int):
         return (precision, scale)
     return None
-
-
-class Named(sa.types.UserDefinedType[Any]):
-    """A type of the application's by its SQL name (a view's column cast to it)."""
-
-    cache_ok = True
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def get_col_spec(self, **_kw: Any) -> str:
-        return self.name
-
-
-def cast_type(column: sa.Column[Any], dialect: str) -> sa.types.TypeEngine[Any] | None:
-    """The column's type if a text value must be cast to and from it: a PostgreSQL enum
-    (or a domain over one), whose values unistatus reads as text and writes cast back.
-    None for anything PostgreSQL compares with text as it is (a text type, a domain over
-    one, an extension's text type such as citext), and on SQLite (which compares any
-    declared type as its values)."""
-    if dialect == "sqlite":
-        return None
-    return column.type if isinstance(_base_type(column.type), sa.Enum) else None
-
-
-def _integer(column: sa.Column[Any]) -> bool:
-    """An integer key: an integer type, a NUMERIC without decimals, or a domain over one."""
-    kind = _base_type(column.type)
-    if isinstance(kind, sa.Numeric) and not isinstance(kind, sa.Float):
-        return kind.scale == 0
-    return isinstance(kind, sa.Integer)
-
-
-def _base_type(kind: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
-    """A domain's base type; any other type as it is."""
-    base = getattr(kind, "data_type", None)
-    return base if isinstance(base, sa.types.TypeEngine) else kind
-
-
-def as_text(column: sa.Column[Any], dialect: str) -> sa.ColumnElement[Any]:
-    """A text role's column as unistatus reads and compares it (:func:`cast_type`)."""
-    return column if cast_type(column, dialect) is None else sa.cast(column, sa.String)
-
-
-# Types that cannot hold the legacy statuses (their values are text).
-_NOT_TEXT = (
-    sa.Integer,
-    sa.Numeric,
-    sa.Boolean,
-    sa.Date,
-    sa.DateTime,
-    sa.Time,
-    sa.Interval,
-    sa.LargeBinary,
-    sa.JSON,
-    sa.Uuid,
-)
-
-
-def _not_text(column: sa.Column[Any], dialect: str) -> str | None:
-    """Why the status column cannot hold the legacy statuses, if it cannot: a number,
-    a time, ... (an integer code of the application's). A text type, an enum (cast:
-    :func:`cast_type`), a domain over either, or a type reflection does not know (an
-    extension's, such as citext) is taken; SQLite compares any declared type as its
-    values."""
-    if dialect == "sqlite":
-        return None
-    kind = _base_type(column.type)
-    return f"of type {kind}" if isinstance(kind, _NOT_TEXT) else None
-
-
-def _check_status_type(
-    system: LegacySystemType, shown: str, status: sa.Column[Any], dialect: str
-) -> None:
-    """A ConfigError unless the status column can hold every value unistatus writes:
-    text, or an enum with the canonical legacy value of each unified status (what the
-    unified-primary modes, a rollback's replay and a unified-wins repair write; found
-    missing only then, it would stop a rollback)."""
-    why = _not_text(status, dialect)
-    if why is not None:
-        raise ConfigError(
-            f"legacy table {shown!r}: its status column {status.name!r} is {why}; the "
-            "legacy statuses are text (a text column, or an enum of them)"
-        )
-    kind = cast_type(status, dialect)
-    if kind is None:
-        return
-    enum = _base_type(kind)  # a domain over an enum: the enum
-    labels = set(getattr(enum, "enums", None) or ())
-    missing = sorted(set(canonical_legacy_values(system)) - labels)
-    if labels and missing:
-        name = getattr(enum, "name", None) or str(enum)
-        add = "; ".join(f"ALTER TYPE {name} ADD VALUE '{label}'" for label in missing)
-        raise ConfigError(
-            f"legacy table {shown!r}: its status type {name} lacks "
-            f"{', '.join(repr(m) for m in missing)}, which unistatus writes to legacy "
-            f"(the canonical legacy value of a unified status); add them first: {add}"
-        )
 
 
 def legacy_status_column(lt: LegacyTable) -> sa.Column[str]:
@@ -484,14 +385,14 @@ def resolve_legacy_tables(
                 )
             cols[role] = table.c[name]
         key = cols["id"]
-        if engine.dialect.name != "sqlite" and key is not None and not _integer(key):
+        if engine.dialect.name != "sqlite" and key is not None and not integer_key(key):
             raise ConfigError(
                 f"legacy table {legacy_table_name(spec)!r}: its id column {key.name!r} is "
                 f"of type {key.type}; a UTX id is derived from an integer key"
             )
         status = cols.get("status")
         if status is not None:
-            _check_status_type(system, legacy_table_name(spec), status, engine.dialect.name)
+            check_status_type(system, legacy_table_name(spec), status, engine.dialect.name)
         out[system] = LegacyTable(
             system=system,
             table=table,

@@ -20,7 +20,8 @@ from unistatus.config import Settings
 from unistatus.db.binding import qualify, schema_of, translate_map, unbound_connection
 from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
-from unistatus.db.legacy import Named, pinned_legacy_table, resolve_legacy_tables
+from unistatus.db.legacy import pinned_legacy_table, resolve_legacy_tables
+from unistatus.db.legacy_types import Named
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError

@@ -16,7 +16,8 @@ from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.binding import require_bound
 from unistatus.db.control import history, read_mode
-from unistatus.db.legacy import as_text, reflect_legacy_table, resolve_legacy_tables
+from unistatus.db.legacy import reflect_legacy_table, resolve_legacy_tables
+from unistatus.db.legacy_types import as_text
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError

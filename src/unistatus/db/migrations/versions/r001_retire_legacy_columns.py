@@ -308,7 +308,7 @@ def _type_name(bind: sa.Connection, kind: sa.types.TypeEngine[Any]) -> str | Non
 
 class _Named(sa.types.UserDefinedType[Any]):
     """A type by its SQL name (to add a column of it, and to cast to it). As
-    ``unistatus.db.legacy.Named``: a revision imports nothing of the package, whose code
+    ``unistatus.db.legacy_types.Named``: a revision imports nothing of the package, whose code
     may change after the revision was written."""
 
     cache_ok = True
