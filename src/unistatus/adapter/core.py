@@ -26,7 +26,7 @@ from unistatus.adapter.fast import FastStatusWriter
 from unistatus.adapter.keys import IdempotencyClaim
 from unistatus.adapter.model import DualWriteResult, Entity, Fallback, OperationEvent
 from unistatus.adapter.plan import Planner, parse_type
-from unistatus.adapter.rows import EntityRows, replay_pending
+from unistatus.adapter.rows import EntityRows, held_ref, replay_pending
 from unistatus.adapter.runner import Runner
 from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.stats import OperationStats, acquire, release
@@ -183,17 +183,6 @@ class DualWriteAdapter:
         """``system``'s mode (re-read when stale); StorageError if it cannot be read."""
         return self._runner.mode(LegacySystemType.parse(system))
 
-    def _entity(self, entity_id: object) -> EntityRef:
-        """The reference ``entity_id`` names (InputError if malformed); EntityNotFoundError
-        for a legacy id its table's key cannot hold (a 4-byte key and an id beyond it:
-        the database would refuse the comparison, not find nothing)."""
-        ref = parse_entity_id(entity_id)
-        legacy = ref if isinstance(ref, LegacyRef) else ref.derived_ref
-        lt = self.hot.legacy.get(legacy.system) if legacy is not None else None
-        if legacy is not None and lt is not None and not lt.holds_id(legacy.legacy_id):
-            raise EntityNotFoundError(str(entity_id))
-        return ref
-
     def _system_of(self, ref: EntityRef, conn: sa.Connection | None = None) -> LegacySystemType:
         """The legacy system of the entity ``ref`` names: from the reference itself, or
         (born unified) from its unified row, read once (on ``conn``, else a connection
@@ -349,7 +338,7 @@ class DualWriteAdapter:
 
         With ``connection``: in the caller's transaction (:mod:`unistatus.adapter.caller`).
         """
-        ref = self._entity(entity_id)
+        ref = held_ref(entity_id, self.hot.legacy)
         if not isinstance(triggered_by, str) or not triggered_by.strip():
             raise InputError("triggered_by is required (who or what made this change)")
         check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS)
@@ -416,7 +405,7 @@ class DualWriteAdapter:
         With ``connection``: read in the caller's transaction (its own writes included).
         """
         started = time.perf_counter()
-        ref = self._entity(entity_id)
+        ref = held_ref(entity_id, self.hot.legacy)
         system = ref.system if isinstance(ref, LegacyRef) else None
         mode = self._runner.last_modes[system] if system else self._runner.last_mode
         self._follow_restored_columns()
@@ -478,7 +467,7 @@ class DualWriteAdapter:
     ) -> dict[str, Any]:
         """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction
         (with ``connection``: as the caller's transaction sees it)."""
-        ref = self._entity(entity_id)
+        ref = held_ref(entity_id, self.hot.legacy)
         self._follow_restored_columns()
         with self._reading(connection, f"cannot read {entity_id}") as conn:
             entity = self._rows.read(conn, ref)

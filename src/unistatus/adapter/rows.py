@@ -20,12 +20,13 @@ from unistatus.adapter.writes import confirm_mode
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable, legacy_select
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
-from unistatus.domain.ids import EntityRef, LegacyRef, UtxId
+from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import EntityNotFoundError
 
 __all__ = [
     "EntityRows",
+    "held_ref",
     "read_entity",
     "read_legacy_row",
     "read_unified_row",
@@ -34,6 +35,18 @@ __all__ = [
 ]
 
 U = unified_transactions
+
+
+def held_ref(entity_id: object, legacy: Mapping[LegacySystemType, LegacyTable]) -> EntityRef:
+    """The reference ``entity_id`` names (InputError if malformed); EntityNotFoundError
+    for a legacy id its table's key cannot hold (a 4-byte key and an id beyond it: the
+    database would refuse the comparison, not find nothing)."""
+    ref = parse_entity_id(entity_id)
+    named = ref if isinstance(ref, LegacyRef) else ref.derived_ref
+    lt = legacy.get(named.system) if named is not None else None
+    if named is not None and lt is not None and not lt.holds_id(named.legacy_id):
+        raise EntityNotFoundError(str(entity_id))
+    return ref
 
 
 def resolve(conn: sa.Connection, ref: EntityRef) -> tuple[LegacySystemType, int | None, str | None]:
