@@ -68,6 +68,21 @@ class UnmappableStoredStatusError(UnmappableStatusError):
         )
 
 
+class UncopyableLegacyRowError(InputError):
+    """A change refused because it would make a unified row from a legacy row whose
+    shared fields a unified row cannot take (a NULL currency, a negative amount, ...)."""
+
+    def __init__(self, entity: str, reason: str) -> None:
+        self.entity = entity
+        self.reason = reason
+        super().__init__(
+            f"{entity} has no unified row yet and its legacy row cannot make one ({reason}): "
+            "nothing was written. The stored row is the problem: mend it in legacy, then "
+            "`unistatus backfill --retry-quarantine` copies it (a backfill quarantines it "
+            "meanwhile)"
+        )
+
+
 class InvalidStatusError(InputError):
     """A status that is not valid for the transaction type."""
 

@@ -13,10 +13,13 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import retry_quarantine, run_backfill
 from unistatus.db.control import set_mode
 from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import InputError
 from unistatus.migration import capture
+from unistatus.migration.repair import run_repair
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -144,3 +147,38 @@ def test_a_row_without_its_times_is_copied_with_the_other_one_or_now(loose: Data
     with db.engine.connect() as conn:
         count = conn.execute(sa.text("SELECT count(*) FROM unified_transactions")).scalar()
     assert count == 4
+
+
+def test_the_adapter_refuses_a_change_its_unified_row_cannot_take(loose: Database) -> None:
+    """A change to a legacy row without a unified row, whose fields a unified row cannot
+    take: refused as input before anything is written (it was a database failure, with
+    the legacy write rolled back, counted in the error rate)."""
+    db = loose
+    with db.engine.begin() as conn:
+        insert(conn, 1, "1.00", None)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
+    events: list[Any] = []
+    adapter.observers.append(events.append)
+    try:
+        with pytest.raises(InputError, match=r"cashout:1 .*null_currency.*retry-quarantine"):
+            adapter.update_status("cashout:1", "OTP_PENDING", "t", "t")
+    finally:
+        adapter.close()
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT status FROM cashouts")).scalar() == "PENDING"
+        assert conn.execute(sa.text("SELECT count(*) FROM unified_transactions")).scalar() == 0
+    # Refused as input: not counted in the error rate (success stays True).
+    assert [(e.success, e.refused) for e in events] == [(True, True)]
+
+
+def test_repair_skips_a_row_it_cannot_copy_and_names_why(loose: Database) -> None:
+    db = loose
+    with db.engine.begin() as conn:
+        insert(conn, 1, "1.00", "USD")
+        insert(conn, 2, "-2.00", "USD")
+    report = run_repair(db.engine, db.settings, strategy="legacy_wins", actor="t", reason="t")
+    assert report.as_dict()["skipped"] == {"negative_amount": 1}
+    with db.engine.connect() as conn:
+        ids = conn.execute(sa.text("SELECT legacy_id FROM unified_transactions")).scalars()
+        assert [int(i) for i in ids] == [1]

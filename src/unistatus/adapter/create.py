@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from unistatus.adapter.fast import FastStatusWriter
 from unistatus.adapter.keys import IdempotencyClaim, KeyTaken
 from unistatus.adapter.model import DualWriteResult, Entity, ModeChanged, Plan
+from unistatus.adapter.plan import require_copyable
 from unistatus.adapter.rows import EntityRows
 from unistatus.adapter.sql import BEYOND_RANGE, HotStatements
 from unistatus.adapter.writes import LockedWriter, legacy_row, unified_row
@@ -367,6 +368,7 @@ class Creator:
         status = self.mapper.try_to_unified(entity.system, entity.legacy["status"])
         if status is None:
             raise UnmappableStatusError(entity.system.value, entity.legacy["status"])
+        require_copyable(entity, mode)
         now = utcnow()
         self.writer.upsert_from_legacy(
             conn, entity, status.value, entity.legacy["status"], now, new.metadata

@@ -13,6 +13,7 @@ from enum import Enum
 from typing import Any
 
 from unistatus.adapter.model import Entity, Fallback, Plan
+from unistatus.domain.copyable import uncopyable
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import (
     DualWriteMode,
@@ -20,9 +21,14 @@ from unistatus.domain.statuses import (
     UnifiedTransactionType,
 )
 from unistatus.domain.transitions import TransitionKind, TransitionRules
-from unistatus.errors import InputError, InvalidStatusError, UnmappableStoredStatusError
+from unistatus.errors import (
+    InputError,
+    InvalidStatusError,
+    UncopyableLegacyRowError,
+    UnmappableStoredStatusError,
+)
 
-__all__ = ["Planner", "in_step", "one_statement", "parse_type"]
+__all__ = ["Planner", "in_step", "one_statement", "parse_type", "require_copyable"]
 
 
 class Planner:
@@ -72,6 +78,7 @@ class Planner:
         force: bool,
     ) -> Plan:
         """The plan of a status change of ``entity`` (refusals raise UnistatusError)."""
+        require_copyable(entity, mode)
         ttype = entity.ttype
         dst, explicit_legacy = self.target(ttype, new_status)
         unified, legacy = entity.unified, entity.legacy
@@ -160,3 +167,15 @@ def parse_type(value: object) -> UnifiedTransactionType:
             f"unknown transaction type {value!r}; expected one of: "
             + ", ".join(t.value for t in UnifiedTransactionType)
         ) from None
+
+
+def require_copyable(entity: Entity, mode: DualWriteMode) -> None:
+    """UncopyableLegacyRowError when the change would make ``entity``'s unified row from
+    a legacy row whose shared fields a unified row cannot take (refused before anything
+    is written, as input: the database would refuse the row)."""
+    if entity.unified is not None or entity.legacy is None or not mode.writes_unified:
+        return
+    why = uncopyable(entity.legacy)
+    if why is not None:
+        name = f"{entity.system.value.lower()}:{entity.legacy_id}"
+        raise UncopyableLegacyRowError(name, why)

@@ -18,6 +18,7 @@ from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
+from unistatus.domain.copyable import uncopyable_clauses
 from unistatus.domain.ids import max_legacy_id_sql, utx_id_sql
 from unistatus.domain.mapping import forward_case
 from unistatus.domain.statuses import LegacySystemType
@@ -31,13 +32,6 @@ WRONG_CASE = "wrong_case"
 UNKNOWN_STATUS = "unknown_status"
 # A legacy id beyond what a UTX id holds (domain.ids.require_migratable_id).
 BEYOND_UTX_RANGE = "id_beyond_utx_range"
-# A shared field the unified row cannot take: NULL (null_user_id, null_amount,
-# null_currency), or a currency longer than its column.
-CURRENCY_TOO_LONG = "currency_too_long"
-# An amount of more whole digits than the unified column holds.
-AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
-# A negative amount (a refund kept as one): a unified amount is never negative.
-NEGATIVE_AMOUNT = "negative_amount"
 
 
 QUARANTINE_COLUMNS = [
@@ -68,30 +62,12 @@ def migratable(
     """The unified status of a legacy row: its status mapped forward, NULL (set aside)
     when unmappable, when its id is beyond what a UTX id holds (its derived id would be
     the next system's), or when a shared field (``data``: DATA_COLUMNS) cannot go into a
-    unified row (:func:`_uncopyable`)."""
+    unified row (:func:`unistatus.domain.copyable.uncopyable_clauses`)."""
     return sa.case(
         (legacy_id > max_legacy_id_sql(), sa.null()),
-        *((problem, sa.null()) for problem, _ in _uncopyable(data)),
+        *((problem, sa.null()) for problem, _ in uncopyable_clauses(data)),
         else_=forward_case(system, status),
     )
-
-
-def _uncopyable(
-    data: Mapping[str, sa.ColumnElement[Any]],
-) -> list[tuple[sa.ColumnElement[bool], str]]:
-    """Each way a legacy row's shared fields can fail the unified row's columns (NOT
-    NULL, the currency's length), with its reason in the quarantine."""
-    out: list[tuple[sa.ColumnElement[bool], str]] = [
-        (data[name].is_(None), f"null_{name}") for name in DATA_COLUMNS
-    ]
-    longest = U.c.currency.type.length  # type: ignore[attr-defined]
-    out.append((sa.func.length(data["currency"]) > longest, CURRENCY_TOO_LONG))
-    money = U.c.amount.type
-    whole_digits = money.precision - money.scale  # type: ignore[attr-defined]
-    bound = sa.literal(10**whole_digits, money)
-    out.append((data["amount"] >= bound, AMOUNT_OUT_OF_RANGE))
-    out.append((data["amount"] < 0, NEGATIVE_AMOUNT))  # ck_unified_amount
-    return out
 
 
 def legacy_data(lt: LegacyTable) -> dict[str, sa.ColumnElement[Any]]:
@@ -161,7 +137,7 @@ def unmappable_reason(
     row cannot take, or its value NULL, in the wrong case, or unknown."""
     return sa.case(
         (legacy_id > max_legacy_id_sql(), BEYOND_UTX_RANGE),
-        *_uncopyable(data),
+        *uncopyable_clauses(data),
         (raw.is_(None), NULL_STATUS),
         (forward_case(system, sa.func.upper(raw)).is_not(None), WRONG_CASE),
         else_=UNKNOWN_STATUS,

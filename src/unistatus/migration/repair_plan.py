@@ -15,6 +15,7 @@ from unistatus.clock import as_utc
 from unistatus.db.legacy import DATA_COLUMNS
 from unistatus.domain import consistency
 from unistatus.domain.consistency import InconsistencyKind as K
+from unistatus.domain.copyable import uncopyable
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, UnistatusError
@@ -99,12 +100,19 @@ def plan_repair(
         # legacy row is what that image must show, whatever the strategy.
         values = {"legacy_status": legacy["status"]}
         return RepairPlan(kinds, "write_unified", "legacy", unified_values=values)
+    # Legacy's shared fields a unified row cannot take (a NULL currency, a negative
+    # amount): nothing to copy; the row waits, quarantined, for an operator to mend it.
+    uncopyable_reason = uncopyable(legacy)
     if unified is None:
+        if uncopyable_reason is not None:
+            return RepairPlan(kinds, "skip", "legacy", skip_reason=uncopyable_reason)
         values = {name: legacy[name] for name in DATA_COLUMNS}
         values.update(status=forward, legacy_status=legacy["status"])
         return RepairPlan(kinds, "insert_unified", "legacy", unified_values=values)
     winner = _winner(strategy, legacy, unified, mode)
     if winner == "legacy":
+        if uncopyable_reason is not None:
+            return RepairPlan(kinds, "skip", winner, skip_reason=uncopyable_reason)
         values = {name: legacy[name] for name in DATA_COLUMNS}
         values["legacy_status"] = legacy["status"]
         if K.STATUS_MISMATCH in kinds:

@@ -1,0 +1,72 @@
+"""Whether a legacy row's shared fields fit a unified row, and why not.
+
+The unified row's columns take no NULL user, amount or currency, a currency of at most
+:data:`MAX_CURRENCY_CHARS` characters and an amount in ``[0, 10**12)`` (NUMERIC(20, 8),
+``ck_unified_amount``). Real legacy data holds rows outside that (a NULL from an old
+release, a refund kept as a negative amount): the backfill and the capture set them
+aside in the quarantine with the reason, and the adapter refuses a change that would
+have to create a unified row from one. The rule is written once, evaluated two ways:
+in SQL (:func:`uncopyable_clauses`, set-based) and in Python (:func:`uncopyable`, on a
+row in hand), the same tests in the same order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.domain.consistency import SHARED_FIELDS
+from unistatus.domain.inputs import MAX_AMOUNT_INTEGER_DIGITS
+
+__all__ = [
+    "AMOUNT_OUT_OF_RANGE",
+    "CURRENCY_TOO_LONG",
+    "MAX_CURRENCY_CHARS",
+    "NEGATIVE_AMOUNT",
+    "uncopyable",
+    "uncopyable_clauses",
+]
+
+# The quarantine's reasons, besides null_<field> for each shared field.
+CURRENCY_TOO_LONG = "currency_too_long"
+AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
+NEGATIVE_AMOUNT = "negative_amount"
+MAX_CURRENCY_CHARS = 10  # unified_transactions.currency
+AMOUNT_BOUND = 10**MAX_AMOUNT_INTEGER_DIGITS
+
+
+def uncopyable_clauses(
+    data: Mapping[str, sa.ColumnElement[Any]],
+) -> list[tuple[sa.ColumnElement[bool], str]]:
+    """Each way the shared fields ``data`` (SQL, by SHARED_FIELDS name) can fail a unified
+    row, with its reason, in the order :func:`uncopyable` tests them."""
+    out: list[tuple[sa.ColumnElement[bool], str]] = [
+        (data[name].is_(None), f"null_{name}") for name in SHARED_FIELDS
+    ]
+    out.append((sa.func.length(data["currency"]) > MAX_CURRENCY_CHARS, CURRENCY_TOO_LONG))
+    bound = sa.literal(AMOUNT_BOUND, sa.Numeric(20, 8))
+    out.append((data["amount"] >= bound, AMOUNT_OUT_OF_RANGE))
+    out.append((data["amount"] < 0, NEGATIVE_AMOUNT))
+    return out
+
+
+def uncopyable(data: Mapping[str, Any]) -> str | None:
+    """Why a legacy row (its shared fields, by SHARED_FIELDS name) cannot make a unified
+    row; None when it can."""
+    for name in SHARED_FIELDS:
+        if data.get(name) is None:
+            return f"null_{name}"
+    if len(str(data["currency"])) > MAX_CURRENCY_CHARS:
+        return CURRENCY_TOO_LONG
+    try:
+        amount = Decimal(str(data["amount"]))
+    except InvalidOperation:
+        return AMOUNT_OUT_OF_RANGE
+    if amount >= AMOUNT_BOUND:
+        return AMOUNT_OUT_OF_RANGE
+    if amount < 0:
+        return NEGATIVE_AMOUNT
+    return None
