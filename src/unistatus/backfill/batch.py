@@ -35,13 +35,14 @@ from unistatus.backfill.statements import (
     mapped_status,
     quarantine_insert,
     requarantine,
+    shared_fields,
     status_column,
     unified_insert,
     unmappable_reason,
 )
 from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
-from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
+from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import UTC
 from unistatus.db.tables import unified_transactions as U
@@ -224,7 +225,7 @@ class ChunkCopier:
             sa.literal(system.value, sa.String),
             src.c.id,
             src.c.raw,
-            unmappable_reason(system, src.c.raw, src.c.id, {n: src.c[n] for n in DATA_COLUMNS}),
+            unmappable_reason(system, src.c.raw, src.c.id, shared_fields(src.c)),
             NOW,
             NOW,
         ).where(src.c.mapped.is_(None))

@@ -70,6 +70,12 @@ def migratable(
     )
 
 
+def shared_fields(columns: Any) -> dict[str, sa.ColumnElement[Any]]:
+    """The shared fields (DATA_COLUMNS) of a row's columns named so (a subquery's ``.c``,
+    a CTE's): what :func:`migratable` and :func:`unmappable_reason` judge."""
+    return {name: columns[name] for name in DATA_COLUMNS}
+
+
 def legacy_data(lt: LegacyTable) -> dict[str, sa.ColumnElement[Any]]:
     """The legacy table's shared fields as statements read them (DATA_COLUMNS)."""
     return {name: lt.read(name) for name in DATA_COLUMNS}

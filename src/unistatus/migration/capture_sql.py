@@ -30,7 +30,12 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.adapter.writes import history_values, unified_row
-from unistatus.backfill.statements import QUARANTINE_COLUMNS, migratable, unmappable_reason
+from unistatus.backfill.statements import (
+    QUARANTINE_COLUMNS,
+    migratable,
+    shared_fields,
+    unmappable_reason,
+)
 from unistatus.db import control
 from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
@@ -151,8 +156,7 @@ class SystemSql:
 
     def _mapped(self, r: Rows) -> Any:
         """``r`` with the forward mapping of each row as ``mapped`` (NULL: unmappable)."""
-        data = {name: r.c[name] for name in DATA_COLUMNS}
-        mapped = migratable(self.system, r.c.status, r.c.id, data).label("mapped")
+        mapped = migratable(self.system, r.c.status, r.c.id, shared_fields(r.c)).label("mapped")
         return self._fence(sa.select(*r.c, mapped)).subquery("capture_mapped").c
 
     def _judged(self, r: Rows, *, lock: bool) -> _Judged:
@@ -279,7 +283,7 @@ class SystemSql:
         def probe(select: sa.Select[Any]) -> sa.Exists:
             return sa.exists(select.offset(0) if fence else select)
 
-        mapped = migratable(self.system, r.c.status, r.c.id, {n: r.c[n] for n in DATA_COLUMNS})
+        mapped = migratable(self.system, r.c.status, r.c.id, shared_fields(r.c))
         has_unified = probe(sa.select(U.c.id).where(self._unified_of(r.c.id)))
         quarantined = probe(
             sa.select(Q.c.legacy_id).where(
@@ -311,7 +315,7 @@ class SystemSql:
             sa.literal(self.system.value, sa.String),
             m.id,
             m.status,
-            unmappable_reason(self.system, m.status, m.id, {n: m[n] for n in DATA_COLUMNS}),
+            unmappable_reason(self.system, m.status, m.id, shared_fields(m)),
             ctx.now,
             ctx.now,
             ctx.writer,
@@ -456,7 +460,7 @@ class SystemSql:
             self.system,
             utx_id=utx_id,
             legacy_id=m.id,
-            data={name: m[name] for name in DATA_COLUMNS},
+            data=shared_fields(m),
             status=m.mapped,
             legacy_status=m.status,
             origin="dual_write",
