@@ -14,6 +14,7 @@ from typing import Any
 
 from unistatus.adapter.model import Entity, Fallback, Plan
 from unistatus.domain.copyable import uncopyable
+from unistatus.domain.ids import LegacyRef
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import (
     DualWriteMode,
@@ -175,7 +176,7 @@ def require_copyable(entity: Entity, mode: DualWriteMode) -> None:
     is written, as input: the database would refuse the row)."""
     if entity.unified is not None or entity.legacy is None or not mode.writes_unified:
         return
+    assert entity.legacy_id is not None  # a legacy row in hand has its id
     why = uncopyable(entity.legacy)
     if why is not None:
-        name = f"{entity.system.value.lower()}:{entity.legacy_id}"
-        raise UncopyableLegacyRowError(name, why)
+        raise UncopyableLegacyRowError(str(LegacyRef(entity.system, entity.legacy_id)), why)
