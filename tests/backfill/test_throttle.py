@@ -12,15 +12,18 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
 from unistatus.backfill.activity import Activity, live_workers
 from unistatus.backfill.health import (
+    BASELINE,
     GO,
     LAG,
     LOCKS,
@@ -39,6 +42,7 @@ from unistatus.db.catalog import qualified_name
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions
+from unistatus.db.tables_ops import operation_stats
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.sim.seed import seed_legacy
 
@@ -320,3 +324,49 @@ def test_a_worker_waiting_beside_live_traffic_takes_no_share_of_the_rate(db: Any
     extra.write(1.0, force=True)
     with db.engine.connect() as conn:
         assert live_workers(conn) == 2
+
+
+def stamp_after(db: Any, seconds: float) -> None:
+    """Every stored statistics interval ends ``seconds`` from now: a flush that the
+    backfill's job start precedes (traffic that began after the backfill started)."""
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(operation_stats).values(
+                interval_end=utcnow() + timedelta(seconds=seconds)
+            )
+        )
+
+
+@IN_EVERY_LAYOUT
+def test_traffic_that_begins_after_the_job_started_is_measured_before_it_is_judged(
+    db: Any,
+) -> None:
+    """Started in a quiet hour, the backfill has no p95 of live writes without it.
+    When live traffic appears it holds until it has learned that p95 from operations
+    made while it held (not from those it may already have slowed), then judges the
+    p95 against it: here the slow operations from before the hold keep it back."""
+    seed_legacy(db.engine, db.settings, 600, seed=7)
+    record_latency(db.engine, MODE, 400.0, 40)  # slowed by the backfill already?
+    stamp_after(db, 1.0)
+    settings = with_backfill(db, max_lock_waits=None, health_interval_seconds=0.01)
+    seen: list[tuple[dict[str, Any], int]] = []
+
+    def sleep(seconds: float) -> None:
+        seen.append((read_workers(db.engine)[0], db.count("unified_transactions")))
+        if len(seen) == 1:
+            record_latency(db.engine, MODE, 2.0, 200)  # live writes while it holds
+        elif len(seen) == 2:
+            record_latency(db.engine, MODE, 2.0, 20_000)  # the slow ones are outliers now
+
+    report = run_backfill(db.engine, settings, batch_size=100, workers=1, clock=Clock(sleep=sleep))
+    assert report.complete and report.inserted == 600
+    (learning, copied), (judged, still_copied) = seen[0], seen[1]
+    assert copied == 0 and learning["throttle"]["reason"] == BASELINE
+    assert learning["throttle"]["reading"] == 40.0  # the live operations it saw
+    # Learned from the 200 operations made while it held: a p95 of a few ms, so the
+    # limit is 5 ms above it; the 400 ms operations it saw first hold it back.
+    assert still_copied == 0 and judged["throttle"]["reason"] == P95
+    assert judged["readings"]["baseline_p95_ms"] < 5
+    assert judged["throttle"]["limit"] < 10 and judged["throttle"]["reading"] > 300
+    (finished,) = read_workers(db.engine, include_finished=True)
+    assert finished["throttled_seconds"][BASELINE] > 0 and finished["throttled_seconds"][P95] > 0
