@@ -331,9 +331,7 @@ def stamp_after(db: Any, seconds: float) -> None:
     backfill's job start precedes (traffic that began after the backfill started)."""
     with db.engine.begin() as conn:
         conn.execute(
-            sa.update(operation_stats).values(
-                interval_end=utcnow() + timedelta(seconds=seconds)
-            )
+            sa.update(operation_stats).values(interval_end=utcnow() + timedelta(seconds=seconds))
         )
 
 

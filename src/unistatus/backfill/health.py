@@ -36,13 +36,17 @@ LOCKS = "lock_waits"
 # wait while the adapter serves live traffic (at least p95_min_operations operations in
 # the p95 window): two workers in a quiet hour, one beside the application.
 TRAFFIC = "live_traffic"
+# A worker without a p95 of live writes from before the job (the job began in a quiet
+# hour) holds when live traffic appears, until it has learned that p95 from operations
+# made while it held: it cannot tell "slowed by the backfill" without it.
+BASELINE = "p95_baseline"
 RATE = "max_rows_per_second"
 PAUSED = "paused"
 HEALTH_REASONS = (P95, LAG, LOCKS)
 # What a worker's probe holds it back for, in that order (decide).
-HOLD_REASONS = (*HEALTH_REASONS, TRAFFIC)
+HOLD_REASONS = (*HEALTH_REASONS, BASELINE, TRAFFIC)
 REASONS = (*HOLD_REASONS, RATE, PAUSED)
-UNITS = {P95: "ms", LAG: "s", LOCKS: "sessions", TRAFFIC: "operations"}
+UNITS = {P95: "ms", LAG: "s", LOCKS: "sessions", BASELINE: "operations", TRAFFIC: "operations"}
 
 # A limit derived from the baseline is never closer to it than this: a p95 of a few ms
 # moves by more than 20% between two quiet windows (the buckets are coarse there).
@@ -63,6 +67,9 @@ class Limits:
     # An extra worker: held while the adapter served more operations than this in the
     # p95 window (None: never; the first worker of a process).
     max_live_operations: int | None = None
+    # A worker learning the baseline: held while the adapter served more operations than
+    # this in the p95 window (None: it has a baseline, or needs none).
+    learning_baseline: int | None = None
 
     @property
     def p95_limit_ms(self) -> float | None:
@@ -86,6 +93,8 @@ class Limits:
             return self.max_replication_lag_seconds
         if reason == LOCKS:
             return None if self.max_lock_waits is None else float(self.max_lock_waits)
+        if reason == BASELINE:
+            return None if self.learning_baseline is None else float(self.learning_baseline)
         if reason == TRAFFIC:
             return None if self.max_live_operations is None else float(self.max_live_operations)
         return None
@@ -105,6 +114,7 @@ class Readings:
             P95: self.p95_ms,
             LAG: self.replication_lag_seconds,
             LOCKS: self.lock_waits,
+            BASELINE: self.operations,
             TRAFFIC: self.operations,
         }.get(reason)
         return None if value is None else float(value)
@@ -141,8 +151,8 @@ GO = Decision()
 
 
 def decide(readings: Readings, limits: Limits) -> Decision:
-    """The first reason whose reading is above its limit (p95, lag, locks; then, for an
-    extra worker, live traffic)."""
+    """The first reason whose reading is above its limit (p95, lag, locks; then live
+    traffic for a worker learning the baseline, and for an extra worker)."""
     for reason in HOLD_REASONS:
         value, limit = readings.reading(reason), limits.limit(reason)
         if value is not None and limit is not None and value > limit:
@@ -179,4 +189,15 @@ def baseline_p95(engine: sa.Engine, before: datetime, min_operations: int) -> fl
     """The adapter's p95 over the five minutes before ``before`` (the job's start):
     what live writes looked like without the backfill. None: too few operations."""
     stats = window(engine, BASELINE_WINDOW_SECONDS, now=before, until=before)
+    return stats.p95_ms if stats.count >= min_operations else None
+
+
+def learned_p95(
+    engine: sa.Engine, held_since: datetime, now: datetime, min_operations: int
+) -> float | None:
+    """The adapter's p95 over the intervals that began after ``held_since`` (when the
+    worker began to hold): live writes without this worker's batches. None: too few
+    operations flushed yet (every process flushes every ``stats_flush_seconds``)."""
+    seconds = max((now - held_since).total_seconds(), 0.001)
+    stats = window(engine, seconds, now=now, started_since=held_since)
     return stats.p95_ms if stats.count >= min_operations else None

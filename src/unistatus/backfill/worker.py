@@ -207,6 +207,7 @@ class Worker:
         self._learned: BatchSizer | None = None  # the sizer of the last batch
         self._job_started: datetime | None = None
         self._baseline: float | None = None
+        self._learning_since: datetime | None = None  # holding to learn the baseline
         self._health_tables = [lt.table for lt in tables.values()] + [unified_transactions]
         self._refreshed_at: float | None = None
         self._probed_at: float | None = None
@@ -344,6 +345,9 @@ class Worker:
             max_live_operations=self.settings.backfill.p95_min_operations - 1
             if self.extra
             else None,
+            learning_baseline=self.settings.backfill.p95_min_operations - 1
+            if self._baseline is None and t.p95_over_baseline is not None and not self.extra
+            else None,
         )
 
     def _probe(self) -> health.Decision:
@@ -360,6 +364,7 @@ class Worker:
             ),
             health.Readings(),
         )
+        self._learn_baseline()
         limits = self._limits()
         self._probed_at = self.clock.timer()
         self.activity.saw(
@@ -371,7 +376,27 @@ class Worker:
                 "max_lock_waits": limits.max_lock_waits,
             },
         )
-        return health.decide(readings, limits)
+        decision = health.decide(readings, limits)
+        if decision.reason != health.BASELINE:
+            self._learning_since = None
+        elif self._learning_since is None:
+            self._learning_since = self.clock.now()
+        return decision
+
+    def _learn_baseline(self) -> None:
+        """While held to learn it: the p95 of the operations made since the hold began,
+        once enough of them are flushed."""
+        since = self._learning_since
+        if since is None or self._baseline is not None:
+            return
+        min_operations = self.settings.backfill.p95_min_operations
+        learned = self._guarded(
+            lambda: health.learned_p95(self.engine, since, self.clock.now(), min_operations),
+            None,
+        )
+        if learned is not None:
+            self._baseline, self._learning_since = learned, None
+            log.info("backfill worker %s learned live writes' p95: %.1f ms", self.name, learned)
 
     def _guarded(self, read: Callable[[], _T], unknown: _T) -> _T:
         """A health reading; unknown (and logged once) when the database cannot give it."""

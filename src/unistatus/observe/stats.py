@@ -158,12 +158,15 @@ def window(
     system: LegacySystemType | str | None = None,
     now: datetime | None = None,
     until: datetime | None = None,
+    started_since: datetime | None = None,
 ) -> WindowStats:
     """Merge the rows of every process whose interval ended in the last ``seconds``.
 
     ``until``: leave out the intervals that ended after it (a window in the past, e.g.
     before the backfill started); without it, every row after ``now - seconds``
     counts, also one stamped a little ahead by another host's clock.
+    ``started_since``: only the intervals that began at or after it (operations made
+    after a moment, none of them from before).
     ``system``: only that legacy system's operations (its gates and alerts read them);
     on a schema older than revision 0016 none are known (the window is empty).
     """
@@ -185,6 +188,8 @@ def window(
     q = sa.select(*cols).where(S.c.interval_end > since)
     if until is not None:
         q = q.where(S.c.interval_end <= until)
+    if started_since is not None:
+        q = q.where(S.c.interval_start >= started_since)
     if operation:
         q = q.where(S.c.operation == operation)
     if mode:
