@@ -182,3 +182,42 @@ def test_repair_skips_a_row_it_cannot_copy_and_names_why(loose: Database) -> Non
     with db.engine.connect() as conn:
         ids = conn.execute(sa.text("SELECT legacy_id FROM unified_transactions")).scalars()
         assert [int(i) for i in ids] == [1]
+
+
+def test_an_amount_finer_than_the_unified_column_is_set_aside_not_rounded(
+    loose: Database,
+) -> None:
+    """A legacy amount of more than 8 decimal places (an exchange's NUMERIC(38, 18)):
+    a unified amount would round it, changing the money, and the check would then
+    report the row for ever (repair writes the same rounded amount again). It is set
+    aside as ``amount_too_precise``; amounts the unified column holds exactly, 0.1
+    included, are copied as they are."""
+    db = loose
+    if db.backend == "postgresql":
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE cashouts ALTER COLUMN amount TYPE NUMERIC(38, 18)")
+    with db.engine.begin() as conn:
+        insert(conn, 1, "1.123456789012", "ETH")
+        insert(conn, 2, "2.5", "USD")
+        insert(conn, 3, "0.1", "USD")
+        insert(conn, 4, "999999999999.12345678", "USD")
+    report = run_backfill(db.engine, db.settings, workers=1).as_dict()
+    assert (report["inserted"], report["quarantined"]) == (3, 1)
+    assert quarantined(db) == {1: "amount_too_precise"}
+    with db.engine.connect() as conn:
+        amounts = conn.execute(
+            sa.text("SELECT legacy_id, amount FROM unified_transactions ORDER BY legacy_id")
+        ).all()
+    assert [(int(i), str(a).rstrip("0")) for i, a in amounts][:2] == [(2, "2.5"), (3, "0.1")]
+    # The adapter refuses to make a unified row from it; a bypass writer's is set aside.
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
+    try:
+        with pytest.raises(InputError, match=r"cashout:1 .*amount_too_precise"):
+            adapter.update_status("cashout:1", "OTP_PENDING", "t", "t")
+    finally:
+        adapter.close()
+    capture.enable(db.engine, db.settings, actor="t", reason="t")
+    with db.engine.begin() as conn:
+        insert(conn, 5, "5.000000001", "ETH")
+    assert quarantined(db) == {1: "amount_too_precise", 5: "amount_too_precise"}
