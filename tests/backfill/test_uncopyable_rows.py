@@ -193,7 +193,7 @@ def test_an_amount_finer_than_the_unified_column_is_set_aside_not_rounded(
     aside as ``amount_too_precise``; amounts the unified column holds exactly, 0.1
     included, are copied as they are."""
     db = loose
-    if db.backend == "postgresql":
+    if db.backend == "postgres":
         with db.engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE cashouts ALTER COLUMN amount TYPE NUMERIC(38, 18)")
     with db.engine.begin() as conn:

@@ -37,6 +37,10 @@ LEGACY_COLUMNS = ("id", "status", *DATA_COLUMNS, "created_at", "updated_at")
 # The roles unistatus reads and compares as text (their unified counterparts are text):
 # an application's enum in one of them is cast (LegacyTable.as_text, as_stored).
 TEXT_ROLES = ("status", "currency")
+# How a legacy amount is read into Python: a Decimal with all its decimals. The reflected
+# type would round to its own scale where the value arrives as a float (SQLite keeps
+# NUMERIC as one), hiding an amount finer than a unified row takes (the copyable rule).
+EXACT_AMOUNT = sa.Numeric(asdecimal=True)
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,12 @@ class LegacyTable:
 
     def read(self, name: str) -> sa.ColumnElement[Any]:
         """The column playing role ``name``, as statements read and compare it
-        (:meth:`as_text` of :meth:`column`)."""
-        return self.as_text(name, self.column(name))
+        (:meth:`as_text` of :meth:`column`); the amount as an exact number with every
+        decimal it has (:data:`EXACT_AMOUNT`)."""
+        column: sa.ColumnElement[Any] = self.column(name)
+        if name == "amount":
+            column = sa.type_coerce(column, EXACT_AMOUNT)
+        return self.as_text(name, column)
 
     def as_text(self, name: str, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         """``value``, a reading of role ``name``, as unistatus compares it: a text role

@@ -58,7 +58,7 @@ backfill_quarantine = sa.Table(
     sa.Column("raw_status", sa.String(64), nullable=True),
     # null_status | wrong_case | unknown_status | id_beyond_utx_range | null_user_id |
     # null_amount | null_currency | currency_too_long | amount_out_of_range |
-    # negative_amount
+    # amount_too_precise | negative_amount
     # (backfill.statements)
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("first_seen_at", UTC, nullable=False),

@@ -1,8 +1,9 @@
 """Whether a legacy row's shared fields fit a unified row, and why not.
 
 The unified row's columns take no NULL user, amount or currency, a currency of at most
-:data:`MAX_CURRENCY_CHARS` characters and an amount in ``[0, 10**12)`` (NUMERIC(20, 8),
-``ck_unified_amount``). Real legacy data holds rows outside that (a NULL from an old
+:data:`MAX_CURRENCY_CHARS` characters and an amount in ``[0, 10**12)`` of at most 8
+decimal places (NUMERIC(20, 8), ``ck_unified_amount``: a finer amount would be rounded,
+the money changed, and the row reported by every check after). Real legacy data holds rows outside that (a NULL from an old
 release, a refund kept as a negative amount): the backfill and the capture set them
 aside in the quarantine with the reason, and the adapter refuses a change that would
 have to create a unified row from one. The rule is written once, evaluated two ways:
@@ -19,10 +20,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.domain.consistency import SHARED_FIELDS
-from unistatus.domain.inputs import MAX_AMOUNT_INTEGER_DIGITS
+from unistatus.domain.inputs import MAX_AMOUNT_DECIMALS, MAX_AMOUNT_INTEGER_DIGITS
 
 __all__ = [
     "AMOUNT_OUT_OF_RANGE",
+    "AMOUNT_TOO_PRECISE",
     "CURRENCY_TOO_LONG",
     "MAX_CURRENCY_CHARS",
     "NEGATIVE_AMOUNT",
@@ -33,9 +35,11 @@ __all__ = [
 # The quarantine's reasons, besides null_<field> for each shared field.
 CURRENCY_TOO_LONG = "currency_too_long"
 AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
+AMOUNT_TOO_PRECISE = "amount_too_precise"
 NEGATIVE_AMOUNT = "negative_amount"
 MAX_CURRENCY_CHARS = 10  # unified_transactions.currency
 AMOUNT_BOUND = 10**MAX_AMOUNT_INTEGER_DIGITS
+_QUANTUM = Decimal(1).scaleb(-MAX_AMOUNT_DECIMALS)  # 0.00000001
 
 
 def uncopyable_clauses(
@@ -49,6 +53,9 @@ def uncopyable_clauses(
     out.append((sa.func.length(data["currency"]) > MAX_CURRENCY_CHARS, CURRENCY_TOO_LONG))
     bound = sa.literal(AMOUNT_BOUND, sa.Numeric(20, 8))
     out.append((data["amount"] >= bound, AMOUNT_OUT_OF_RANGE))
+    # As a number whatever the legacy column's type (PostgreSQL's round takes NUMERIC).
+    exact = sa.cast(data["amount"], sa.Numeric)
+    out.append((exact != sa.func.round(exact, MAX_AMOUNT_DECIMALS), AMOUNT_TOO_PRECISE))
     out.append((data["amount"] < 0, NEGATIVE_AMOUNT))
     return out
 
@@ -67,6 +74,8 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
         return AMOUNT_OUT_OF_RANGE
     if amount >= AMOUNT_BOUND:
         return AMOUNT_OUT_OF_RANGE
+    if amount != amount.quantize(_QUANTUM):
+        return AMOUNT_TOO_PRECISE
     if amount < 0:
         return NEGATIVE_AMOUNT
     return None
