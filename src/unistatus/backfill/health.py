@@ -41,11 +41,13 @@ TRAFFIC = "live_traffic"
 # made while it held: it cannot tell "slowed by the backfill" without it.
 BASELINE = "p95_baseline"
 RATE = "max_rows_per_second"
+# The first worker's rate cap beside live traffic (backfill.ramp), counted as pacing.
+RAMP = "traffic_ramp"
 PAUSED = "paused"
 HEALTH_REASONS = (P95, LAG, LOCKS)
 # What a worker's probe holds it back for, in that order (decide).
 HOLD_REASONS = (*HEALTH_REASONS, BASELINE, TRAFFIC)
-REASONS = (*HOLD_REASONS, RATE, PAUSED)
+REASONS = (*HOLD_REASONS, RATE, RAMP, PAUSED)
 UNITS = {P95: "ms", LAG: "s", LOCKS: "sessions", BASELINE: "operations", TRAFFIC: "operations"}
 
 # A limit derived from the baseline is never closer to it than this: a p95 of a few ms
@@ -108,6 +110,7 @@ class Readings:
     operations: int = 0  # adapter operations the p95 is computed from
     replication_lag_seconds: float | None = None
     lock_waits: int | None = None
+    live_sessions: int | None = None  # other sessions at work now (the ramp's, not a hold's)
 
     def reading(self, reason: str) -> float | None:
         value: float | int | None = {
@@ -125,6 +128,7 @@ class Readings:
             "operations": self.operations,
             "replication_lag_seconds": self.replication_lag_seconds,
             "lock_waits": self.lock_waits,
+            "live_sessions": self.live_sessions,
         }
 
 
@@ -175,6 +179,7 @@ def read_health(
         with engine.connect() as conn:
             lag = ops.replication_lag_seconds(conn)
             waits = ops.lock_waits(conn, tables)
+            live = ops.live_sessions(conn)
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the database's health: {exc.orig}") from None
     return Readings(
@@ -182,6 +187,7 @@ def read_health(
         operations=stats.count,
         replication_lag_seconds=lag,
         lock_waits=waits,
+        live_sessions=live,
     )
 
 

@@ -33,6 +33,7 @@ from unistatus.backfill.batch import ChunkCopier, Copied
 from unistatus.backfill.control import Tuning, effective_tuning, is_paused, stored_tuning
 from unistatus.backfill.plan import RUNNING as JOB_RUNNING
 from unistatus.backfill.plan import any_pending
+from unistatus.backfill.ramp import Ramp
 from unistatus.backfill.sizing import BatchSizer
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
@@ -208,6 +209,9 @@ class Worker:
         self._job_started: datetime | None = None
         self._baseline: float | None = None
         self._learning_since: datetime | None = None  # holding to learn the baseline
+        self.ramp = Ramp()  # the first worker's rate cap beside live traffic
+        self._quiet_rate: float | None = None  # rows/s of its last batch
+        self._share: float | None = None  # its share of --max-rows-per-second
         self._health_tables = [lt.table for lt in tables.values()] + [unified_transactions]
         self._refreshed_at: float | None = None
         self._probed_at: float | None = None
@@ -250,12 +254,14 @@ class Worker:
                 self.pacer.reset()  # a pause is not credit for a burst afterwards
             sizer = self._sizers[result.system]
             next_rows = sizer.observe(result.rows, elapsed)
+            if elapsed > 0 and result.rows:
+                self._quiet_rate = result.rows / elapsed
             self._learned = sizer
             self.activity.batch(result.rows, elapsed, next_rows)
             self.tally.add(result)
             if self.on_batch is not None:
                 self.on_batch(result)
-            self.activity.held(health.RATE, self.pacer.after(result.rows))
+            self.activity.held(self._pacing_reason(), self.pacer.after(result.rows))
             self.activity.write(self.clock.timer())
 
     def _going(self) -> bool:
@@ -323,7 +329,8 @@ class Worker:
             else:
                 low = min(t.min_batch_rows, sizer.start)
                 sizer.retarget(t.target_batch_ms, low, t.max_batch_rows)
-        self.pacer.set_rate(t.max_rows_per_second / live if t.max_rows_per_second else None)
+        self._share = t.max_rows_per_second / live if t.max_rows_per_second else None
+        self._pace()
         self.activity.tuned(
             {
                 "target_batch_ms": t.target_batch_ms,
@@ -374,6 +381,7 @@ class Worker:
                 "baseline_p95_ms": self._baseline,
                 "max_replication_lag_seconds": limits.max_replication_lag_seconds,
                 "max_lock_waits": limits.max_lock_waits,
+                "ramp_rows_per_second": self.ramp.binding(self._quiet_rate),
             },
         )
         decision = health.decide(readings, limits)
@@ -381,7 +389,47 @@ class Worker:
             self._learning_since = None
         elif self._learning_since is None:
             self._learning_since = self.clock.now()
+        self._follow_traffic(decision, readings, limits)
         return decision
+
+    def _follow_traffic(
+        self, decision: health.Decision, readings: health.Readings, limits: health.Limits
+    ) -> None:
+        """The first worker's rate cap beside live traffic (:mod:`.ramp`): restarted by
+        any hold, moved by the p95 of the operations made since it last changed."""
+        if self.extra:
+            return
+        if decision.throttled:
+            self.ramp.restart()
+        else:
+            since, now = self.ramp.changed_at, self.clock.now()
+            min_operations = self.settings.backfill.p95_min_operations
+            judged = (
+                None
+                if since is None
+                else self._guarded(
+                    lambda: health.learned_p95(self.engine, since, now, min_operations), None
+                )
+            )
+            self.ramp.update(
+                live_sessions=readings.live_sessions,
+                quiet_rate=self._quiet_rate,
+                limit_ms=limits.p95_limit_ms,
+                p95_since_change=judged,
+                now=now,
+            )
+        self._pace()
+
+    def _pace(self) -> None:
+        """The pacer's rate: the stricter of the rate limit's share and the ramp's cap."""
+        rates = [r for r in (self._share, self.ramp.binding(self._quiet_rate)) if r is not None]
+        self.pacer.set_rate(min(rates) if rates else None)
+
+    def _pacing_reason(self) -> str:
+        cap = self.ramp.binding(self._quiet_rate)
+        if cap is not None and (self._share is None or cap < self._share):
+            return health.RAMP
+        return health.RATE
 
     def _learn_baseline(self) -> None:
         """While held to learn it: the p95 of the operations made since the hold began,

@@ -52,10 +52,15 @@ DEFAULT_DATABASE_NOTE = (
 )
 
 
+# Commands whose sessions are live traffic, not unistatus's background work.
+LIVE_COMMANDS = frozenset({"serve", "loadtest"})
+
+
 @dataclass
 class AppState:
     database_url: str | None = None
     debug: bool = False
+    command: str | None = None  # the top-level command: names the sessions
     _settings: Settings | None = field(default=None, repr=False)
     _engine: sa.Engine | None = field(default=None, repr=False)
     _installed: bool = field(default=False, repr=False)
@@ -67,6 +72,18 @@ class AppState:
 
             self._settings = load_settings(database_url=self.database_url)
         return self._settings
+
+    @property
+    def application_name(self) -> str:
+        """``unistatus/<command>`` for background work, which the backfill's live-traffic
+        probe leaves out; ``unistatus <command>`` for the commands that serve live
+        writes (the service, the load test)."""
+        from unistatus.db.engine import TOOL_APPLICATION_PREFIX
+
+        command = self.command or "cli"
+        if command in LIVE_COMMANDS:
+            return f"unistatus {command}"
+        return f"{TOOL_APPLICATION_PREFIX}{command}"
 
     def close(self) -> None:
         """Release pooled connections when the command ends (PG holds them otherwise)."""
@@ -106,7 +123,9 @@ class AppState:
                     highlight=False,
                     soft_wrap=True,
                 )
-            engine = create_engine(url, schema=self.settings.schema)
+            engine = create_engine(
+                url, schema=self.settings.schema, application_name=self.application_name
+            )
             if need != "as_is":
                 target.check_reachable(engine)
             self._engine = engine
@@ -118,7 +137,7 @@ class AppState:
 
 def begin(ctx: typer.Context, database_url: str | None, debug: bool) -> AppState:
     """The program's state from its global options, released when the command ends."""
-    app_state = AppState(database_url=database_url, debug=debug)
+    app_state = AppState(database_url=database_url, debug=debug, command=ctx.invoked_subcommand)
     ctx.obj = app_state
     ctx.call_on_close(app_state.close)
     return app_state

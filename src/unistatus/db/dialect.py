@@ -23,6 +23,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from unistatus.db import writer_mark
 from unistatus.db.binding import qualify, schema_of
 from unistatus.db.cte_names import cte_name
+from unistatus.db.engine import TOOL_APPLICATION_PREFIX
 from unistatus.db.mode_lock_keys import (
     LOCKED_MODE_FUNCTION,
     SUMMARY_LOCK,
@@ -275,6 +276,13 @@ class DialectOps:
         cannot tell; SQLite has one writer at a time and no lock table)."""
         return None
 
+    def live_sessions(self, conn: sa.Connection) -> int | None:
+        """Other sessions of this database at work now or in the last second, leaving
+        out those named as this one and unistatus's own tools (``application_name``
+        starting with :data:`~unistatus.db.engine.TOOL_APPLICATION_PREFIX`): live
+        traffic, as it is now (None: the backend cannot tell)."""
+        return None
+
     @contextmanager
     def locked_read(self) -> Iterator[sa.Connection]:
         """A read transaction that waits for in-flight writers of the rows it locks.
@@ -468,6 +476,23 @@ class PostgresOps(DialectOps):
         )
         return int(conn.execute(count).scalar_one())
 
+    def live_sessions(self, conn: sa.Connection) -> int | None:
+        # Sessions named as this one are its siblings (the same engine's pool, the
+        # process's other workers): an application sharing the backfill's name cannot
+        # be told from it, and is not counted (no worse than not looking).
+        a = _ACTIVITY
+        name = sa.func.coalesce(a.c.application_name, "")
+        recently = sa.func.clock_timestamp() - sa.text("interval '1 second'")
+        count = sa.select(sa.func.count()).where(
+            a.c.datname == sa.func.current_database(),
+            a.c.backend_type == "client backend",
+            a.c.pid != sa.func.pg_backend_pid(),
+            name != sa.func.current_setting("application_name"),
+            ~name.startswith(TOOL_APPLICATION_PREFIX, autoescape=True),
+            sa.or_(a.c.state != "idle", a.c.state_change > recently),
+        )
+        return int(conn.execute(count).scalar_one())
+
     def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:
         # A serial/identity column's sequence does not move on explicit inserts.
         table = column.table
@@ -483,6 +508,15 @@ class PostgresOps(DialectOps):
 
 # The server's views the health probes read (PostgreSQL's catalog, never translated).
 _REPLICATION = sa.table("pg_stat_replication", sa.column("replay_lag", sa.Interval))
+_ACTIVITY = sa.table(
+    "pg_stat_activity",
+    sa.column("pid", sa.Integer),
+    sa.column("datname", sa.Text),
+    sa.column("backend_type", sa.Text),
+    sa.column("application_name", sa.Text),
+    sa.column("state", sa.Text),
+    sa.column("state_change", sa.DateTime(timezone=True)),
+)
 _LOCKS = sa.table(
     "pg_locks",
     sa.column("pid", sa.Integer),

@@ -17,6 +17,9 @@ from unistatus.errors import ConfigError
 from unistatus.redact import redact
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The application_name of unistatus's own background work (the backfill, the checks):
+# ``unistatus/<command>``. The backfill's live-traffic probe leaves such sessions out.
+TOOL_APPLICATION_PREFIX = "unistatus/"
 
 
 def normalise_url(url: str) -> str:
@@ -47,25 +50,33 @@ def create_engine(
     *,
     lock_timeout_ms: int | None = None,
     schema: str | None = None,
+    application_name: str | None = None,
     **kwargs: Any,
 ) -> sa.Engine:
     """An engine for a URL (or the engine itself), with unistatus's connection settings.
 
     ``lock_timeout_ms`` bounds every lock wait on PostgreSQL connections (set once per
     connection, so it costs nothing per transaction); 0 or None leaves the server's.
+    ``application_name`` names PostgreSQL sessions (``pg_stat_activity``), unless the
+    URL names them itself.
     ``schema`` is the ``schema`` setting (None: an engine given stays as it is, a URL
     gets the default); a ConfigError if the engine given is bound to another schema.
     """
     if isinstance(database, sa.Engine):
         return database if schema is None else bind_schema(database, schema)
-    return bind_schema(_engine_for(database, lock_timeout_ms, **kwargs), schema or DEFAULT_SCHEMA)
+    engine = _engine_for(database, lock_timeout_ms, application_name, **kwargs)
+    return bind_schema(engine, schema or DEFAULT_SCHEMA)
 
 
-def _engine_for(database: str, lock_timeout_ms: int | None, **kwargs: Any) -> sa.Engine:
+def _engine_for(
+    database: str, lock_timeout_ms: int | None, application_name: str | None, **kwargs: Any
+) -> sa.Engine:
     url = parse_url(database)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
     if url.get_backend_name() == "postgresql":
+        if application_name and "application_name" not in url.query:
+            kwargs.setdefault("connect_args", {}).setdefault("application_name", application_name)
         kwargs.setdefault("pool_size", 20)
         kwargs.setdefault("max_overflow", 40)
         # No pre-ping: it costs a round trip on every checkout (a fifth of a dual

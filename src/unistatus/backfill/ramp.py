@@ -1,0 +1,73 @@
+"""How fast a worker copies beside live traffic: gently at first, faster while live
+writes stay healthy.
+
+The p95 throttle (:mod:`~unistatus.backfill.health`) reads the adapter's statistics,
+which every process flushes every ``stats_flush_seconds`` (5 s) and which are judged
+over ``p95_window_seconds`` (15 s): it learns of the harm a batch does seconds after
+the batch. A worker that copied at full speed the moment traffic appeared would slow
+live writes for those seconds, every time traffic came back. So, when the worker sees
+live sessions (:meth:`~unistatus.db.dialect.DialectOps.live_sessions`, read as it is
+now), it copies at a rate cap: first :data:`START_SHARE` of its own speed in a quiet
+database, then :data:`GROWTH` times more each time the p95 of the operations made
+since the last change (:func:`~unistatus.backfill.health.learned_p95`) is within the
+p95 limit, half as much each time it is above it (congestion control's probing for
+what the path takes, growing by a factor rather than a step because each step waits
+for a flush). Once the cap reaches the quiet speed it no longer binds. Without live sessions, without a p95 limit to judge by, or on
+a backend that cannot tell (SQLite), there is no cap: the worker copies as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+__all__ = ["GROWTH", "START_SHARE", "Ramp"]
+
+# The first cap beside live traffic: this share of the worker's quiet speed.
+START_SHARE = 0.1
+# The cap's growth per healthy reading, and its cut per unhealthy one.
+GROWTH = 1.5
+CUT = 0.5
+# Never slower than this many rows a second (a cap must still make progress).
+MIN_RATE = 100.0
+
+
+@dataclass
+class Ramp:
+    """The rate cap of one worker beside live traffic (None: no cap)."""
+
+    cap: float | None = None
+    changed_at: datetime | None = None  # when the cap last changed: readings after it judge it
+
+    def update(
+        self,
+        *,
+        live_sessions: int | None,
+        quiet_rate: float | None,
+        limit_ms: float | None,
+        p95_since_change: float | None,
+        now: datetime,
+    ) -> None:
+        """The cap after one look: ``live_sessions`` other sessions at work now,
+        ``quiet_rate`` rows/s of this worker without a cap (None: not measured yet),
+        ``limit_ms`` the p95 limit, ``p95_since_change`` the p95 of the operations made
+        since :attr:`changed_at` (None: too few yet)."""
+        if not live_sessions or quiet_rate is None or limit_ms is None:
+            self.restart()
+        elif self.cap is None:
+            self._set(max(quiet_rate * START_SHARE, MIN_RATE), now)
+        elif p95_since_change is not None:
+            factor = GROWTH if p95_since_change <= limit_ms else CUT
+            self._set(max(min(self.cap * factor, quiet_rate), MIN_RATE), now)
+
+    def binding(self, quiet_rate: float | None) -> float | None:
+        """The cap while it binds: below the worker's quiet speed."""
+        cap = self.cap
+        return cap if cap is not None and quiet_rate is not None and cap < quiet_rate else None
+
+    def restart(self) -> None:
+        """No cap; the next traffic starts gently again (after a hold for the p95, too)."""
+        self.cap, self.changed_at = None, None
+
+    def _set(self, cap: float, now: datetime) -> None:
+        self.cap, self.changed_at = cap, now

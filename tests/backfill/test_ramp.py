@@ -1,0 +1,159 @@
+"""The first worker's rate cap beside live traffic: the policy with readings made up on
+the spot, the live-sessions probe against PostgreSQL, and a worker that copies gently
+while another application's session is at work and at full speed without one."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from support.stats_data import record_latency
+from unistatus.backfill import read_workers, run_backfill
+from unistatus.backfill.health import RAMP, RATE
+from unistatus.backfill.ramp import GROWTH, MIN_RATE, START_SHARE, Ramp
+from unistatus.backfill.worker import Clock
+from unistatus.clock import utcnow
+from unistatus.config import BackfillSettings
+from unistatus.db.dialect import ops_for
+from unistatus.db.engine import create_engine
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.sim.seed import seed_legacy
+
+T0 = utcnow()
+
+
+def look(ramp: Ramp, seconds: float, **readings: Any) -> float | None:
+    values: dict[str, Any] = {
+        "live_sessions": 3,
+        "quiet_rate": 50_000.0,
+        "limit_ms": 36.0,
+        "p95_since_change": None,
+    }
+    values.update(readings)
+    ramp.update(now=T0 + timedelta(seconds=seconds), **values)
+    return ramp.binding(values["quiet_rate"])
+
+
+def test_beside_traffic_it_starts_gently_and_grows_while_live_writes_stay_healthy() -> None:
+    ramp = Ramp()
+    assert look(ramp, 0) == 50_000 * START_SHARE
+    assert ramp.changed_at == T0
+    assert look(ramp, 1) == 5_000  # no judgement yet: too few operations since the change
+    assert look(ramp, 6, p95_since_change=30.0) == 5_000 * GROWTH
+    assert ramp.changed_at == T0 + timedelta(seconds=6)
+    assert look(ramp, 12, p95_since_change=50.0) == 5_000 * GROWTH / 2  # above the limit
+    for second in range(18, 200, 6):
+        cap = look(ramp, second, p95_since_change=20.0)
+    assert cap is None and ramp.cap == 50_000  # grown to its quiet speed: binds no more
+    assert look(ramp, 206, p95_since_change=99.0) == 25_000  # and cut again when it harms
+
+
+def test_no_cap_without_traffic_a_limit_or_a_measured_speed() -> None:
+    ramp = Ramp()
+    look(ramp, 0)
+    assert look(ramp, 1, live_sessions=0) is None and ramp.cap is None
+    assert look(ramp, 2) == 5_000  # traffic again: from the start again
+    assert look(ramp, 3, live_sessions=None) is None  # a backend that cannot tell
+    assert look(ramp, 4, limit_ms=None) is None  # nothing to judge the p95 by
+    assert look(ramp, 5, quiet_rate=None) is None  # no batch measured yet
+    assert look(ramp, 6, quiet_rate=500.0) == MIN_RATE  # never below a crawl
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_live_sessions_counts_other_applications_at_work_not_its_own_kind(pg: Any) -> None:
+    ops = ops_for(pg.engine)
+    probe = create_engine(pg.url, application_name="unistatus/backfill")
+    tool = create_engine(pg.url, application_name="unistatus/check")
+    shop = create_engine(pg.url, application_name="shop")
+
+    def live() -> int | None:
+        with probe.connect() as conn:  # a transaction of its own: a fresh snapshot
+            return ops.live_sessions(conn)
+
+    pg.engine.dispose()  # the fixture's own sessions closed: nobody else at work
+    try:
+        with probe.connect() as sibling:
+            sibling.begin()
+            sibling.exec_driver_sql("SELECT 1")
+            assert live() == 0  # itself and its own kind left out
+            with tool.connect() as busy_tool:
+                busy_tool.begin()
+                busy_tool.exec_driver_sql("SELECT 1")
+                assert live() == 0  # unistatus's tools left out
+                with shop.connect() as app:
+                    app.begin()
+                    app.exec_driver_sql("SELECT 1")  # idle in a transaction: at work
+                    assert live() == 1
+                    app.rollback()
+                # Idle since less than a second: still counted (between statements).
+                assert live() == 1
+    finally:
+        for engine in (probe, tool, shop):
+            engine.dispose()
+    with pg.engine.connect() as conn:
+        assert ops_for(pg.engine).live_sessions(conn) is not None
+
+
+def test_sqlite_cannot_tell_live_sessions(sqlite_db: Any) -> None:
+    with sqlite_db.engine.connect() as conn:
+        assert ops_for(sqlite_db.engine).live_sessions(conn) is None
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_the_worker_copies_gently_beside_another_applications_session(pg: Any) -> None:
+    """Another application's session in a transaction: the first worker paces itself
+    under the ramp's cap (counted as traffic_ramp), and copies everything; without one
+    it is not paced at all."""
+    seed_legacy(pg.engine, pg.settings, 3_000, seed=11)
+    record_latency(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 2.0, 200)
+    settings = pg.settings.model_copy(
+        update={
+            "backfill": BackfillSettings(
+                max_p95_ms=100.0, max_lock_waits=None, health_interval_seconds=0.001
+            )
+        }
+    )
+    slept: list[float] = []
+    shop = create_engine(pg.url, application_name="shop")
+    try:
+        with shop.connect() as app:
+            app.begin()
+            app.exec_driver_sql("SELECT 1")
+            report = run_backfill(
+                pg.engine,
+                settings,
+                batch_size=300,
+                workers=1,
+                clock=Clock(sleep=slept.append),
+            )
+            app.rollback()
+    finally:
+        shop.dispose()
+    assert report.complete and report.inserted == 3_000
+    (worker,) = read_workers(pg.engine, include_finished=True)
+    assert worker["throttled_seconds"][RAMP] > 0 and sum(slept) > 0
+    assert not worker["throttled_seconds"].get(RATE)
+    assert worker["readings"]["live_sessions"] == 1
+    assert worker["readings"]["ramp_rows_per_second"] > 0
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_without_other_sessions_the_worker_is_not_paced(pg: Any) -> None:
+    seed_legacy(pg.engine, pg.settings, 3_000, seed=12)
+    settings = pg.settings.model_copy(
+        update={
+            "backfill": BackfillSettings(
+                max_p95_ms=100.0, max_lock_waits=None, health_interval_seconds=0.001
+            )
+        }
+    )
+    slept: list[float] = []
+    report = run_backfill(
+        pg.engine, settings, batch_size=300, workers=1, clock=Clock(sleep=slept.append)
+    )
+    assert report.complete and report.inserted == 3_000
+    (worker,) = read_workers(pg.engine, include_finished=True)
+    assert not worker["throttled_seconds"].get(RAMP) and slept == []
+    assert worker["readings"]["live_sessions"] == 0
