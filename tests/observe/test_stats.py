@@ -189,3 +189,34 @@ def test_a_schema_older_than_0010_still_records_and_reads(sqlite_db: Database) -
     assert (w.count, w.errors, w.rolled_back) == (2, 1, 0)
     schema.upgrade(engine, settings, schema.INSTALL_REVISION)
     assert window(engine, 60).count == 2
+
+
+@IN_EVERY_LAYOUT
+def test_the_p95_tells_a_fifth_slower_apart_between_20_and_50_ms(db: Database) -> None:
+    """The throttle and the gates judge a p95 against 1.2 times a baseline: the
+    histogram must see a 20% change where live writes are (tens of ms). With buckets
+    of 20 and 50 ms a p95 of 43.5 and of 52 ms both read about 48."""
+    calm, slowed = _p95_of(db, 30.0), _p95_of(db, 36.0)
+    assert abs(calm - 43.5) / 43.5 < 0.08 and abs(slowed - 52.2) / 52.2 < 0.08
+    assert slowed / calm > 1.12
+
+
+def _p95_of(db: Database, ms: float) -> float:
+    """The stored p95 of 1000 operations spread evenly over 0.5..1.5 times ``ms`` and
+    three outliers of 120 ms, as live traffic has them (its true p95: about 1.45 times
+    ``ms``), alone in the table."""
+    import sqlalchemy as sa
+
+    from unistatus.db.tables_ops import operation_stats
+
+    with db.engine.begin() as conn:
+        conn.execute(sa.delete(operation_stats))
+    stats = OperationStats(db.engine, flush_seconds=60, process_id="p", start=False)
+    for i in range(1000):
+        stats.record(_event(ms * (0.5 + i / 1000)))
+    for _ in range(3):
+        stats.record(_event(120.0))
+    stats.flush()
+    p95 = window(db.engine, 60).p95_ms
+    assert p95 is not None
+    return p95
