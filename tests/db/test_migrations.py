@@ -28,6 +28,7 @@ from unistatus.db.control import set_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.tables import cashouts
+from unistatus.db.tables_ops import FINE_COLUMNS
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.retire import (
@@ -320,7 +321,7 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     for table in added:
         retired_shape["tables"][table] = after["tables"][table]
     for table, new_columns in (
-        ("unistatus_operation_stats", {"rolled_back", "system"}),
+        ("unistatus_operation_stats", {"rolled_back", "system", *FINE_COLUMNS}),
         ("unistatus_backfill_quarantine", {"writer"}),
         ("unistatus_check_reports", {"complete", "run"}),
     ):
@@ -610,7 +611,7 @@ def test_0018_drops_the_index_that_kept_writer_counts_from_being_hot(
     db = new_database("writers_hot")
     assert schema.upgrade(db.engine, db.settings, "0017") == "0017"
     assert index_names(db.engine, "unistatus_capture_writers") >= index
-    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0018"
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0019"
     assert not index_names(db.engine, "unistatus_capture_writers") & index
 
     if db.backend == "postgres":

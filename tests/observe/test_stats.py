@@ -220,3 +220,37 @@ def _p95_of(db: Database, ms: float) -> float:
     p95 = window(db.engine, 60).p95_ms
     assert p95 is not None
     return p95
+
+
+def test_rows_without_the_fine_buckets_are_read_from_the_coarse_ones(sqlite_db: Database) -> None:
+    """A rolling upgrade: new code on a schema before revision 0019 records and reads the
+    coarse buckets; after the upgrade a window that still holds such a row reads the
+    coarse buckets (the fine ones lack its operations), and the fine ones once it left."""
+    from unistatus.db import schema
+
+    engine, settings = sqlite_db.engine, sqlite_db.settings
+    schema.downgrade(engine, settings, "0018")
+    old = OperationStats(engine, process_id="before-0019", start=False)
+    old.record(_event(36.0))
+    assert old.flush() == 1 and old.flush_errors == 0
+    w = window(engine, 60)
+    assert w.count == 1 and w.fine_buckets is None and w.p95_ms is not None
+    schema.upgrade(engine, settings, schema.INSTALL_REVISION)
+    new = OperationStats(engine, process_id="after-0019", start=False)
+    for _ in range(99):
+        new.record(_event(36.0))
+    new.flush()
+    mixed = window(engine, 60)
+    assert mixed.count == 100 and mixed.fine_buckets is not None
+    assert sum(mixed.fine_buckets) == 99 and mixed.histogram[1] == mixed.buckets  # coarse
+    import sqlalchemy as sa
+
+    from unistatus.db.tables_ops import operation_stats
+
+    with engine.begin() as conn:
+        conn.execute(
+            sa.delete(operation_stats).where(operation_stats.c.process_id == "before-0019")
+        )
+    fine = window(engine, 60)
+    assert fine.histogram[1] == fine.fine_buckets and fine.p95_ms is not None
+    assert 35.0 <= fine.p95_ms <= 36.0  # the fine bucket (35, 40], clamped by the max

@@ -40,8 +40,12 @@ from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables_ops import (
     BUCKET_COLUMNS,
+    COARSE_OF_FINE,
+    FINE_BUCKETS_MS,
+    FINE_COLUMNS,
     LATENCY_BUCKETS_MS,
     operation_stats,
+    stores_fine_latency,
     stores_rolled_back,
     stores_system,
 )
@@ -61,6 +65,7 @@ log = logging.getLogger("unistatus.observe.stats")
 
 S = operation_stats
 N_BUCKETS = len(BUCKET_COLUMNS)
+N_FINE = len(FINE_COLUMNS)
 # Rows older than this are folded by the flusher now and then (a week of history).
 RETENTION_SECONDS = 7 * 24 * 3600.0
 PRUNE_EVERY_SECONDS = 3600.0
@@ -77,9 +82,17 @@ class Observable(Protocol):
     def observers(self) -> list[Callable[[OperationEvent], None]]: ...
 
 
-def bucket_index(duration_ms: float) -> int:
+def bucket_index(duration_ms: float, bounds: tuple[float, ...] = LATENCY_BUCKETS_MS) -> int:
     """The bucket a latency falls in: the first bound >= it, else the +Inf bucket."""
-    return bisect_left(LATENCY_BUCKETS_MS, duration_ms)
+    return bisect_left(bounds, duration_ms)
+
+
+def coarse_buckets(fine: list[int]) -> list[int]:
+    """The counts of the fine buckets (FINE_BUCKETS_MS) in the coarse ones."""
+    out = [0] * N_BUCKETS
+    for i, n in enumerate(fine):
+        out[COARSE_OF_FINE[i]] += n
+    return out
 
 
 @dataclass
@@ -89,7 +102,7 @@ class _Agg:
     shadow_mismatches: int = 0
     latency_sum_ms: float = 0.0
     latency_max_ms: float = 0.0
-    buckets: list[int] = field(default_factory=lambda: [0] * N_BUCKETS)
+    buckets: list[int] = field(default_factory=lambda: [0] * N_FINE)  # FINE_BUCKETS_MS
     rolled_back: int = 0  # rolled back by the caller: in nothing else
 
     def add(self, event: OperationEvent) -> None:
@@ -104,7 +117,7 @@ class _Agg:
         duration = max(float(event.duration_ms), 0.0)
         self.latency_sum_ms += duration
         self.latency_max_ms = max(self.latency_max_ms, duration)
-        self.buckets[bucket_index(duration)] += 1
+        self.buckets[bucket_index(duration, FINE_BUCKETS_MS)] += 1
 
     def merge(self, other: _Agg) -> None:
         self.count += other.count
@@ -182,9 +195,9 @@ class OperationStats:
         if not self._warned_old_schema:
             self._warned_old_schema = True
             log.warning(
-                "the schema is older than revision 0016: rolled-back operations (0010) or "
-                "the legacy system of operations (0016) are not stored until `unistatus "
-                "init` upgrades it (the other figures are)"
+                "the schema is older than revision 0019: rolled-back operations (0010), "
+                "the legacy system of operations (0016) or the fine latency buckets (0019) "
+                "are not stored until `unistatus init` upgrades it (the other figures are)"
             )
 
     def flush(self) -> int:
@@ -214,19 +227,22 @@ class OperationStats:
                     "rolled_back": agg.rolled_back,
                     "latency_sum_ms": agg.latency_sum_ms,
                     "latency_max_ms": agg.latency_max_ms,
-                    **dict(zip(BUCKET_COLUMNS, agg.buckets, strict=True)),
+                    **dict(zip(BUCKET_COLUMNS, coarse_buckets(agg.buckets), strict=True)),
+                    **dict(zip(FINE_COLUMNS, agg.buckets, strict=True)),
                 }
                 for (op, mode, system), agg in taken.items()
             ]
             try:
-                for column, stored in (
-                    ("rolled_back", stores_rolled_back),
-                    ("system", stores_system),
+                for columns, stored in (
+                    (("rolled_back",), stores_rolled_back),
+                    (("system",), stores_system),
+                    (FINE_COLUMNS, stores_fine_latency),
                 ):
                     if not stored(self.engine):
                         self._warn_old_schema()
                         for row in rows:
-                            del row[column]
+                            for column in columns:
+                                del row[column]
                 with self._ops.write_transaction() as conn:
                     conn.execute(sa.insert(S), rows)
             except Exception:
@@ -289,7 +305,11 @@ def prune(engine: sa.Engine, older_than_seconds: float = RETENTION_SECONDS) -> i
     pruning at once never both carry a row.
     """
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
-    sums = [*_SUMMED, *(("rolled_back",) if stores_rolled_back(engine) else ())]
+    sums = [
+        *_SUMMED,
+        *(("rolled_back",) if stores_rolled_back(engine) else ()),
+        *(FINE_COLUMNS if stores_fine_latency(engine) else ()),
+    ]
     columns = [S.c.operation, S.c.mode, S.c.interval_start, S.c.interval_end]
     if stores_system(engine):
         columns.append(S.c.system)

@@ -22,10 +22,15 @@ from unistatus.clock import as_utc, utcnow
 from unistatus.db.control import MODE_KEY, mode_keys
 from unistatus.db.tables import control_log
 from unistatus.db.tables_check import check_reports
-from unistatus.db.tables_ops import BUCKET_COLUMNS, operation_stats
+from unistatus.db.tables_ops import (
+    BUCKET_COLUMNS,
+    FINE_COLUMNS,
+    operation_stats,
+    stores_fine_latency,
+)
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.phases import PHASE_KEY, phase_keys
-from unistatus.observe.stats import percentile
+from unistatus.observe.stats import best_histogram, percentile
 
 __all__ = ["HISTORY_POINTS", "HISTORY_SECONDS", "History", "read_history"]
 
@@ -70,11 +75,12 @@ def read_history(
     until = now or utcnow()
     since = until - timedelta(seconds=seconds)
     step = seconds / points
+    histograms = [*BUCKET_COLUMNS, *(FINE_COLUMNS if stores_fine_latency(engine) else ())]
     try:
         with engine.connect() as conn:
             rows = conn.execute(
                 sa.select(S.c.interval_end, S.c.count, S.c.errors, S.c.latency_max_ms)
-                .add_columns(*(S.c[b] for b in BUCKET_COLUMNS))
+                .add_columns(*(S.c[b] for b in histograms))
                 # Bounded by the stats retention: rows older than it are pruned.
                 .where(S.c.interval_end > since, S.c.interval_end <= until)
             ).all()
@@ -128,7 +134,9 @@ def _events(rows: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def _steps(rows: Sequence[Any], since: datetime, step: float, points: int) -> list[dict[str, Any]]:
-    n_buckets = len(BUCKET_COLUMNS)
+    """Each step's figures; the p95 from the fine buckets where the step's rows all
+    have them (:func:`~unistatus.observe.stats.best_histogram`)."""
+    n_buckets = len(rows[0]) - 4 if rows else 0
     count = [0] * points
     errors = [0] * points
     max_ms = [0.0] * points
@@ -144,7 +152,9 @@ def _steps(rows: Sequence[Any], since: datetime, step: float, points: int) -> li
             buckets[i][b] += int(row[4 + b])
     out: list[dict[str, Any]] = []
     for i in range(points):
-        p95 = percentile(buckets[i], 0.95, max_ms[i]) if count[i] else None
+        coarse, fine = buckets[i][: len(BUCKET_COLUMNS)], buckets[i][len(BUCKET_COLUMNS) :]
+        bounds, counts = best_histogram(coarse, fine or None)
+        p95 = percentile(counts, 0.95, max_ms[i], bounds) if count[i] else None
         out.append(
             {
                 "t": _iso(since + timedelta(seconds=step * (i + 1))),

@@ -15,6 +15,7 @@ the writes their caller rolled back; they are in no other figure (``count``, ``e
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +26,10 @@ from unistatus.adapter.stats import LATENCY_BUCKETS_MS, OperationStats, bucket_i
 from unistatus.clock import utcnow
 from unistatus.db.tables_ops import (
     BUCKET_COLUMNS,
+    FINE_BUCKETS_MS,
+    FINE_COLUMNS,
     operation_stats,
+    stores_fine_latency,
     stores_rolled_back,
     stores_system,
 )
@@ -65,6 +69,15 @@ class WindowStats:
     mode: str | None = None
     rolled_back: int = 0  # rolled back by their caller: not in count, nor anywhere else
     system: str | None = None  # one legacy system's operations (None: every system's)
+    # The same operations in FINE_BUCKETS_MS (revision 0019; None: not stored).
+    fine_buckets: tuple[int, ...] | None = None
+
+    @property
+    def histogram(self) -> tuple[tuple[float, ...], tuple[int, ...]]:
+        """(bounds, per-bucket counts) the percentiles are read from: the fine buckets
+        when every operation in the window has them (none flushed before revision
+        0019, or by older code), else the coarse ones."""
+        return best_histogram(self.buckets, self.fine_buckets)
 
     @property
     def error_rate(self) -> float:
@@ -85,15 +98,19 @@ class WindowStats:
 
     @property
     def p50_ms(self) -> float | None:
-        return percentile(self.buckets, 0.50, self.latency_max_ms)
+        return self._quantile(0.50)
 
     @property
     def p95_ms(self) -> float | None:
-        return percentile(self.buckets, 0.95, self.latency_max_ms)
+        return self._quantile(0.95)
 
     @property
     def p99_ms(self) -> float | None:
-        return percentile(self.buckets, 0.99, self.latency_max_ms)
+        return self._quantile(0.99)
+
+    def _quantile(self, q: float) -> float | None:
+        bounds, buckets = self.histogram
+        return percentile(buckets, q, self.latency_max_ms, bounds)
 
     def cumulative_buckets(self) -> list[tuple[float, int]]:
         """(upper bound, cumulative count) pairs ending with +Inf, as Prometheus wants."""
@@ -128,8 +145,14 @@ class WindowStats:
         }
 
 
-def percentile(buckets: tuple[int, ...] | list[int], q: float, max_ms: float) -> float | None:
-    """The q-quantile interpolated linearly inside its bucket (None when empty).
+def percentile(
+    buckets: tuple[int, ...] | list[int],
+    q: float,
+    max_ms: float,
+    bounds: tuple[float, ...] = LATENCY_BUCKETS_MS,
+) -> float | None:
+    """The q-quantile interpolated linearly inside its bucket (None when empty);
+    ``buckets`` are counts per bucket of ``bounds`` (and the +Inf one).
 
     The +Inf bucket is bounded by the largest latency seen, so a p99 there is never
     reported above the true maximum.
@@ -141,12 +164,23 @@ def percentile(buckets: tuple[int, ...] | list[int], q: float, max_ms: float) ->
     seen = 0
     for i, n in enumerate(buckets):
         if n and seen + n >= rank:
-            lower = LATENCY_BUCKETS_MS[i - 1] if i > 0 else 0.0
-            upper = LATENCY_BUCKETS_MS[i] if i < len(LATENCY_BUCKETS_MS) else max(max_ms, lower)
+            lower = bounds[i - 1] if i > 0 else 0.0
+            upper = bounds[i] if i < len(bounds) else max(max_ms, lower)
             upper = min(upper, max(max_ms, lower))
             return lower + (upper - lower) * ((rank - seen) / n)
         seen += n
     return max_ms
+
+
+def best_histogram(
+    coarse: Sequence[int], fine: Sequence[int] | None
+) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """(bounds, counts) of the finest histogram holding every operation: the fine
+    buckets unless some operations were stored without them (before revision 0019, or
+    by older code during an upgrade: their coarse buckets have them, their fine ones not)."""
+    if fine is not None and sum(fine) == sum(coarse):
+        return FINE_BUCKETS_MS, tuple(fine)
+    return LATENCY_BUCKETS_MS, tuple(coarse)
 
 
 def window(
@@ -185,6 +219,9 @@ def window(
         else sa.literal(0),
         *(sa.func.coalesce(sa.func.sum(S.c[b]), 0) for b in BUCKET_COLUMNS),
     ]
+    fine = stores_fine_latency(engine)
+    if fine:
+        cols += [sa.func.coalesce(sa.func.sum(S.c[b]), 0) for b in FINE_COLUMNS]
     q = sa.select(*cols).where(S.c.interval_end > since)
     if until is not None:
         q = q.where(S.c.interval_end <= until)
@@ -211,7 +248,8 @@ def window(
         latency_max_ms=float(row[4]),
         processes=int(row[5]),
         rolled_back=int(row[6]),
-        buckets=tuple(int(v) for v in row[7:]),
+        buckets=tuple(int(v) for v in row[7 : 7 + len(BUCKET_COLUMNS)]),
+        fine_buckets=tuple(int(v) for v in row[7 + len(BUCKET_COLUMNS) :]) if fine else None,
         operation=operation,
         mode=str(mode) if mode else None,
         system=chosen,
