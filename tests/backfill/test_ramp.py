@@ -12,7 +12,7 @@ import pytest
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
 from unistatus.backfill.health import RAMP, RATE
-from unistatus.backfill.ramp import GROWTH, MIN_RATE, START_SHARE, Ramp
+from unistatus.backfill.ramp import GROWTH, MIN_RATE, START_SHARE, Ramp, grow_below
 from unistatus.backfill.worker import Clock
 from unistatus.clock import utcnow
 from unistatus.config import BackfillSettings
@@ -30,6 +30,7 @@ def look(ramp: Ramp, seconds: float, **readings: Any) -> float | None:
         "quiet_rate": 50_000.0,
         "limit_ms": 36.0,
         "p95_since_change": None,
+        "baseline_ms": 30.0,
     }
     values.update(readings)
     ramp.update(now=T0 + timedelta(seconds=seconds), **values)
@@ -37,17 +38,27 @@ def look(ramp: Ramp, seconds: float, **readings: Any) -> float | None:
 
 
 def test_beside_traffic_it_starts_gently_and_grows_while_live_writes_stay_healthy() -> None:
+    """Baseline 30 ms, limit 36: the cap grows while the p95 is at most 33 (halfway),
+    stays between 33 and 36, and is halved above 36."""
     ramp = Ramp()
     assert look(ramp, 0) == 50_000 * START_SHARE
     assert ramp.changed_at == T0
     assert look(ramp, 1) == 5_000  # no judgement yet: too few operations since the change
-    assert look(ramp, 6, p95_since_change=30.0) == 5_000 * GROWTH
+    assert look(ramp, 6, p95_since_change=33.0) == 5_000 * GROWTH
     assert ramp.changed_at == T0 + timedelta(seconds=6)
-    assert look(ramp, 12, p95_since_change=50.0) == 5_000 * GROWTH / 2  # above the limit
+    assert look(ramp, 9, p95_since_change=35.0) == 5_000 * GROWTH  # near the limit: kept
+    assert ramp.changed_at == T0 + timedelta(seconds=6)  # judged again on what follows
+    assert look(ramp, 12, p95_since_change=37.0) == 5_000 * GROWTH / 2  # above the limit
     for second in range(18, 200, 6):
         cap = look(ramp, second, p95_since_change=20.0)
     assert cap is None and ramp.cap == 50_000  # grown to its quiet speed: binds no more
     assert look(ramp, 206, p95_since_change=99.0) == 25_000  # and cut again when it harms
+
+
+def test_it_grows_below_halfway_to_the_limit() -> None:
+    assert grow_below(36.0, 30.0) == 33.0
+    assert grow_below(100.0, None) == 90.0  # an absolute limit only
+    assert grow_below(36.0, 40.0) == 36.0 * 0.9  # a baseline above the limit: as unknown
 
 
 def test_no_cap_without_traffic_a_limit_or_a_measured_speed() -> None:

@@ -198,12 +198,13 @@ def baseline_p95(engine: sa.Engine, before: datetime, min_operations: int) -> fl
     return stats.p95_ms if stats.count >= min_operations else None
 
 
-def learned_p95(
-    engine: sa.Engine, held_since: datetime, now: datetime, min_operations: int
+def p95_since(
+    engine: sa.Engine, since: datetime, now: datetime, min_operations: int
 ) -> float | None:
-    """The adapter's p95 over the intervals that began after ``held_since`` (when the
-    worker began to hold): live writes without this worker's batches. None: too few
-    operations flushed yet (every process flushes every ``stats_flush_seconds``)."""
-    seconds = max((now - held_since).total_seconds(), 0.001)
-    stats = window(engine, seconds, now=now, started_since=held_since)
+    """The adapter's p95 over the statistics intervals that began at or after ``since``
+    (a hold began, the ramp's cap changed): operations made under what the worker did
+    since. None: too few operations flushed yet (every process flushes every
+    ``stats_flush_seconds``)."""
+    seconds = max((now - since).total_seconds(), 0.001)
+    stats = window(engine, seconds, now=now, started_since=since)
     return stats.p95_ms if stats.count >= min_operations else None

@@ -9,10 +9,12 @@ live writes for those seconds, every time traffic came back. So, when the worker
 live sessions (:meth:`~unistatus.db.dialect.DialectOps.live_sessions`, read as it is
 now), it copies at a rate cap: first :data:`START_SHARE` of its own speed in a quiet
 database, then :data:`GROWTH` times more each time the p95 of the operations made
-since the last change (:func:`~unistatus.backfill.health.learned_p95`) is within the
-p95 limit, half as much each time it is above it (congestion control's probing for
-what the path takes, growing by a factor rather than a step because each step waits
-for a flush). Once the cap reaches the quiet speed it no longer binds. Without live sessions, without a p95 limit to judge by, or on
+since the last change (:func:`~unistatus.backfill.health.p95_since`) is in the lower
+half of the room the limit leaves above the baseline (:func:`grow_below`), half as much
+each time it is above the limit, and the same in between (congestion control's probing
+for what the path takes, growing by a factor rather than a step because each step
+waits for a flush; aiming below the limit, not at it, so that the p95 it settles at is
+within it). Once the cap reaches the quiet speed it no longer binds. Without live sessions, without a p95 limit to judge by, or on
 a backend that cannot tell (SQLite), there is no cap: the worker copies as before.
 """
 
@@ -21,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-__all__ = ["GROWTH", "START_SHARE", "Ramp"]
+__all__ = ["GROWTH", "START_SHARE", "Ramp", "grow_below"]
 
 # The first cap beside live traffic: this share of the worker's quiet speed.
 START_SHARE = 0.1
@@ -30,6 +32,16 @@ GROWTH = 1.5
 CUT = 0.5
 # Never slower than this many rows a second (a cap must still make progress).
 MIN_RATE = 100.0
+# Without a baseline (an absolute max_p95_ms only): grow below this share of the limit.
+UNKNOWN_BASELINE_SHARE = 0.9
+
+
+def grow_below(limit_ms: float, baseline_ms: float | None) -> float:
+    """The p95 under which the cap grows: halfway from the baseline to the limit
+    (:data:`UNKNOWN_BASELINE_SHARE` of the limit without a baseline)."""
+    if baseline_ms is None or baseline_ms >= limit_ms:
+        return limit_ms * UNKNOWN_BASELINE_SHARE
+    return baseline_ms + (limit_ms - baseline_ms) / 2
 
 
 @dataclass
@@ -47,18 +59,21 @@ class Ramp:
         limit_ms: float | None,
         p95_since_change: float | None,
         now: datetime,
+        baseline_ms: float | None = None,
     ) -> None:
         """The cap after one look: ``live_sessions`` other sessions at work now,
         ``quiet_rate`` rows/s of this worker without a cap (None: not measured yet),
-        ``limit_ms`` the p95 limit, ``p95_since_change`` the p95 of the operations made
-        since :attr:`changed_at` (None: too few yet)."""
+        ``limit_ms`` the p95 limit and ``baseline_ms`` the p95 without the backfill
+        (None: unknown), ``p95_since_change`` the p95 of the operations made since
+        :attr:`changed_at` (None: too few yet)."""
         if not live_sessions or quiet_rate is None or limit_ms is None:
             self.restart()
         elif self.cap is None:
             self._set(max(quiet_rate * START_SHARE, MIN_RATE), now)
-        elif p95_since_change is not None:
-            factor = GROWTH if p95_since_change <= limit_ms else CUT
-            self._set(max(min(self.cap * factor, quiet_rate), MIN_RATE), now)
+        elif p95_since_change is not None and p95_since_change > limit_ms:
+            self._set(max(self.cap * CUT, MIN_RATE), now)
+        elif p95_since_change is not None and p95_since_change <= grow_below(limit_ms, baseline_ms):
+            self._set(max(min(self.cap * GROWTH, quiet_rate), MIN_RATE), now)
 
     def binding(self, quiet_rate: float | None) -> float | None:
         """The cap while it binds: below the worker's quiet speed."""

@@ -408,7 +408,7 @@ class Worker:
                 None
                 if since is None
                 else self._guarded(
-                    lambda: health.learned_p95(self.engine, since, now, min_operations), None
+                    lambda: health.p95_since(self.engine, since, now, min_operations), None
                 )
             )
             self.ramp.update(
@@ -417,6 +417,7 @@ class Worker:
                 limit_ms=limits.p95_limit_ms,
                 p95_since_change=judged,
                 now=now,
+                baseline_ms=self._baseline,
             )
         self._pace()
 
@@ -439,7 +440,7 @@ class Worker:
             return
         min_operations = self.settings.backfill.p95_min_operations
         learned = self._guarded(
-            lambda: health.learned_p95(self.engine, since, self.clock.now(), min_operations),
+            lambda: health.p95_since(self.engine, since, self.clock.now(), min_operations),
             None,
         )
         if learned is not None:
