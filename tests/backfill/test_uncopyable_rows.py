@@ -209,15 +209,19 @@ def test_an_amount_finer_than_the_unified_column_is_set_aside_not_rounded(
             sa.text("SELECT legacy_id, amount FROM unified_transactions ORDER BY legacy_id")
         ).all()
     assert [(int(i), str(a).rstrip("0")) for i, a in amounts][:2] == [(2, "2.5"), (3, "0.1")]
+    assert [int(i) for i, _ in amounts] == [2, 3, 4]
     # The adapter refuses to make a unified row from it; a bypass writer's is set aside.
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+    with db.engine.begin() as conn:
+        insert(conn, 6, "1234567.89", "USD")  # a float on SQLite: still exactly 2 places
     adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
     try:
         with pytest.raises(InputError, match=r"cashout:1 .*amount_too_precise"):
             adapter.update_status("cashout:1", "OTP_PENDING", "t", "t")
+        assert adapter.update_status("cashout:5", "OTP_PENDING", "t", "t").primary_success
     finally:
         adapter.close()
     capture.enable(db.engine, db.settings, actor="t", reason="t")
     with db.engine.begin() as conn:
-        insert(conn, 5, "5.000000001", "ETH")
-    assert quarantined(db) == {1: "amount_too_precise", 5: "amount_too_precise"}
+        insert(conn, 7, "5.000000001", "ETH")
+    assert quarantined(db) == {1: "amount_too_precise", 6: "amount_too_precise"}

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -37,10 +38,31 @@ LEGACY_COLUMNS = ("id", "status", *DATA_COLUMNS, "created_at", "updated_at")
 # The roles unistatus reads and compares as text (their unified counterparts are text):
 # an application's enum in one of them is cast (LegacyTable.as_text, as_stored).
 TEXT_ROLES = ("status", "currency")
-# How a legacy amount is read into Python: a Decimal with all its decimals. The reflected
-# type would round to its own scale where the value arrives as a float (SQLite keeps
-# NUMERIC as one), hiding an amount finer than a unified row takes (the copyable rule).
-EXACT_AMOUNT = sa.Numeric(asdecimal=True)
+
+
+class ExactAmount(sa.types.TypeDecorator[Decimal]):
+    """How a legacy amount is read into Python: a Decimal with all its decimals, as the
+    database holds it. The reflected type would round to its own scale where the value
+    arrives as a float (SQLite keeps NUMERIC as one; a ``double precision`` column),
+    hiding an amount finer than a unified row takes (the copyable rule), and a plain
+    float-to-Decimal conversion would add noise (1234567.89 -> ...8899999999): a float
+    becomes the shortest decimal that reads back as it (``repr``)."""
+
+    impl = sa.Numeric
+    cache_ok = True
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Any:
+        # In place of Numeric's (which rounds a float to its scale): the raw value.
+        return _exact_decimal
+
+
+def _exact_decimal(value: Any) -> Decimal | None:
+    if value is None or isinstance(value, Decimal):
+        return value
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+EXACT_AMOUNT = ExactAmount()
 
 
 @dataclass(frozen=True)

@@ -53,10 +53,10 @@ def uncopyable_clauses(
     out.append((sa.func.length(data["currency"]) > MAX_CURRENCY_CHARS, CURRENCY_TOO_LONG))
     bound = sa.literal(AMOUNT_BOUND, sa.Numeric(20, 8))
     out.append((data["amount"] >= bound, AMOUNT_OUT_OF_RANGE))
+    out.append((data["amount"] < 0, NEGATIVE_AMOUNT))
     # As a number whatever the legacy column's type (PostgreSQL's round takes NUMERIC).
     exact = sa.cast(data["amount"], sa.Numeric)
     out.append((exact != sa.func.round(exact, MAX_AMOUNT_DECIMALS), AMOUNT_TOO_PRECISE))
-    out.append((data["amount"] < 0, NEGATIVE_AMOUNT))
     return out
 
 
@@ -74,8 +74,8 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
         return AMOUNT_OUT_OF_RANGE
     if amount >= AMOUNT_BOUND:
         return AMOUNT_OUT_OF_RANGE
-    if amount != amount.quantize(_QUANTUM):
-        return AMOUNT_TOO_PRECISE
     if amount < 0:
         return NEGATIVE_AMOUNT
+    if amount != amount.quantize(_QUANTUM):
+        return AMOUNT_TOO_PRECISE
     return None
