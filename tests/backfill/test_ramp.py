@@ -4,6 +4,7 @@ while another application's session is at work and at full speed without one."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -12,7 +13,14 @@ import pytest
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
 from unistatus.backfill.health import RAMP, RATE
-from unistatus.backfill.ramp import GROWTH, MIN_RATE, START_SHARE, Ramp, grow_below
+from unistatus.backfill.ramp import (
+    GROWTH,
+    MIN_RATE,
+    NO_WRITES_SECONDS,
+    START_SHARE,
+    Ramp,
+    grow_below,
+)
 from unistatus.backfill.worker import Clock
 from unistatus.clock import utcnow
 from unistatus.config import BackfillSettings
@@ -47,7 +55,7 @@ def test_beside_traffic_it_starts_gently_and_grows_while_live_writes_stay_health
     assert look(ramp, 6, p95_since_change=33.0) == 5_000 * GROWTH
     assert ramp.changed_at == T0 + timedelta(seconds=6)
     assert look(ramp, 9, p95_since_change=35.0) == 5_000 * GROWTH  # near the limit: kept
-    assert ramp.changed_at == T0 + timedelta(seconds=6)  # judged again on what follows
+    assert ramp.changed_at == T0 + timedelta(seconds=9)  # and judged on what follows
     assert look(ramp, 12, p95_since_change=37.0) == 5_000 * GROWTH / 2  # above the limit
     for second in range(18, 200, 6):
         cap = look(ramp, second, p95_since_change=20.0)
@@ -63,13 +71,28 @@ def test_it_grows_below_halfway_to_the_limit() -> None:
 
 def test_no_cap_without_traffic_a_limit_or_a_measured_speed() -> None:
     ramp = Ramp()
-    look(ramp, 0)
-    assert look(ramp, 1, live_sessions=0) is None and ramp.cap is None
-    assert look(ramp, 2) == 5_000  # traffic again: from the start again
-    assert look(ramp, 3, live_sessions=None) is None  # a backend that cannot tell
-    assert look(ramp, 4, limit_ms=None) is None  # nothing to judge the p95 by
-    assert look(ramp, 5, quiet_rate=None) is None  # no batch measured yet
-    assert look(ramp, 6, quiet_rate=500.0) == MIN_RATE  # never below a crawl
+    look(ramp, 0, p95_since_change=20.0)
+    assert look(ramp, 6, p95_since_change=20.0) == 7_500
+    assert look(ramp, 7, live_sessions=0) == 7_500  # a gap between statements: kept
+    assert look(ramp, 8) == 7_500 and ramp.quiet_since is None
+    look(ramp, 9, live_sessions=0)
+    assert look(ramp, 11, live_sessions=0) is None and ramp.cap is None  # quiet for 2 s
+    assert look(ramp, 12) == 5_000  # traffic again: from the start again
+    assert look(ramp, 13, live_sessions=None) is None  # a backend that cannot tell
+    assert look(ramp, 14, limit_ms=None) is None  # nothing to judge the p95 by
+    assert look(ramp, 15, quiet_rate=None) is None  # no batch measured yet
+    assert look(ramp, 16, quiet_rate=500.0) == MIN_RATE  # never below a crawl
+
+
+def test_sessions_at_work_without_live_writes_do_not_keep_it_crawling() -> None:
+    """A report, a dump or an operator's open transaction: sessions at work, but no
+    adapter operation to judge the cap by. After NO_WRITES_SECONDS it grows."""
+    ramp = Ramp()
+    assert look(ramp, 0, live_writes=False) == 5_000
+    assert look(ramp, NO_WRITES_SECONDS - 1, live_writes=False) == 5_000
+    assert look(ramp, NO_WRITES_SECONDS, live_writes=False) == 5_000 * GROWTH
+    # Live writes in the window but none flushed since the change yet: it waits.
+    assert look(ramp, 3 * NO_WRITES_SECONDS, live_writes=True) == 5_000 * GROWTH
 
 
 @pytest.mark.parametrize("pg", ["postgres"], indirect=True)
@@ -100,6 +123,8 @@ def test_live_sessions_counts_other_applications_at_work_not_its_own_kind(pg: An
                     app.rollback()
                 # Idle since less than a second: still counted (between statements).
                 assert live() == 1
+                time.sleep(1.1)
+                assert live() == 0  # idle for longer: not at work
     finally:
         for engine in (probe, tool, shop):
             engine.dispose()

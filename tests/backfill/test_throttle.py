@@ -32,6 +32,7 @@ from unistatus.backfill.health import (
     Decision,
     Limits,
     Readings,
+    baseline_p95,
     decide,
     read_health,
 )
@@ -42,7 +43,7 @@ from unistatus.db.catalog import qualified_name
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions
-from unistatus.db.tables_ops import operation_stats
+from unistatus.db.tables_ops import FINE_COLUMNS, operation_stats
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.sim.seed import seed_legacy
 
@@ -368,3 +369,18 @@ def test_traffic_that_begins_after_the_job_started_is_measured_before_it_is_judg
     assert judged["throttle"]["limit"] < 10 and judged["throttle"]["reading"] > 300
     (finished,) = read_workers(db.engine, include_finished=True)
     assert finished["throttled_seconds"][BASELINE] > 0 and finished["throttled_seconds"][P95] > 0
+
+
+@IN_EVERY_LAYOUT
+def test_a_baseline_from_coarse_buckets_only_is_learned_again(db: Any) -> None:
+    """Operations flushed before revision 0019 (or by older code) have only the coarse
+    buckets; the live p95 is read from the fine ones: not comparable (a p95 of 25
+    against 46 ms for the same operations), so such a baseline is unknown and learned."""
+    before = utcnow()
+    record_latency(db.engine, MODE, 30.0, 100)
+    job_start = utcnow()
+    assert baseline_p95(db.engine, job_start, 20) is not None
+    with db.engine.begin() as conn:  # as an older writer left them
+        conn.execute(sa.update(operation_stats).values({c: 0 for c in FINE_COLUMNS}))
+    assert baseline_p95(db.engine, job_start, 20) is None
+    assert before < job_start

@@ -254,3 +254,16 @@ def test_rows_without_the_fine_buckets_are_read_from_the_coarse_ones(sqlite_db: 
     fine = window(engine, 60)
     assert fine.histogram[1] == fine.fine_buckets and fine.p95_ms is not None
     assert 35.0 <= fine.p95_ms <= 36.0  # the fine bucket (35, 40], clamped by the max
+
+
+def test_pruning_keeps_the_fine_buckets_of_the_rows_it_folds(sqlite_db: Database) -> None:
+    from unistatus.observe.stats import prune
+
+    stats = OperationStats(sqlite_db.engine, process_id="folded", start=False)
+    for _ in range(50):
+        stats.record(_event(36.0))
+    stats.flush()
+    assert prune(sqlite_db.engine, older_than_seconds=-60) == 1
+    folded = window(sqlite_db.engine, 3600, now=utcnow() + dt.timedelta(seconds=120))
+    assert folded.count == 50 and folded.fine_buckets is not None
+    assert sum(folded.fine_buckets) == 50 and folded.histogram[1] == folded.fine_buckets

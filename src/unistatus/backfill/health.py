@@ -179,9 +179,9 @@ def read_health(
         with engine.connect() as conn:
             lag = ops.replication_lag_seconds(conn)
             waits = ops.lock_waits(conn, tables)
-            live = ops.live_sessions(conn)
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the database's health: {exc.orig}") from None
+    live = _live_sessions(engine, ops)
     return Readings(
         p95_ms=stats.p95_ms if stats.count >= min_operations else None,
         operations=stats.count,
@@ -191,10 +191,25 @@ def read_health(
     )
 
 
+def _live_sessions(engine: sa.Engine, ops: DialectOps) -> int | None:
+    """The live sessions, or unknown when the server cannot tell (a PostgreSQL-like
+    server without ``pg_stat_activity.backend_type``): the ramp then stays off, and
+    the other readings stand."""
+    try:
+        with engine.connect() as conn:
+            return ops.live_sessions(conn)
+    except sa.exc.DBAPIError:
+        return None
+
+
 def baseline_p95(engine: sa.Engine, before: datetime, min_operations: int) -> float | None:
     """The adapter's p95 over the five minutes before ``before`` (the job's start):
     what live writes looked like without the backfill. None: too few operations."""
     stats = window(engine, BASELINE_WINDOW_SECONDS, now=before, until=before)
+    if stats.fine_buckets is not None and stats.histogram[1] != stats.fine_buckets:
+        # Read from the coarse buckets (flushed before revision 0019) while the live
+        # readings come from the fine ones: not comparable. Learned again instead.
+        return None
     return stats.p95_ms if stats.count >= min_operations else None
 
 

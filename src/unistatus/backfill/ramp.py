@@ -34,6 +34,11 @@ CUT = 0.5
 MIN_RATE = 100.0
 # Without a baseline (an absolute max_p95_ms only): grow below this share of the limit.
 UNKNOWN_BASELINE_SHARE = 0.9
+# No live session for this long (not one probe's gap between statements): no cap.
+QUIET_SECONDS = 2.0
+# No adapter operation flushed for this long under a cap: the sessions at work are not
+# live writes (a report, a dump, an operator's open transaction): nothing to harm, grow.
+NO_WRITES_SECONDS = 10.0
 
 
 def grow_below(limit_ms: float, baseline_ms: float | None) -> float:
@@ -50,6 +55,7 @@ class Ramp:
 
     cap: float | None = None
     changed_at: datetime | None = None  # when the cap last changed: readings after it judge it
+    quiet_since: datetime | None = None  # since when no live session was seen
 
     def update(
         self,
@@ -60,20 +66,31 @@ class Ramp:
         p95_since_change: float | None,
         now: datetime,
         baseline_ms: float | None = None,
+        live_writes: bool = True,
     ) -> None:
         """The cap after one look: ``live_sessions`` other sessions at work now,
         ``quiet_rate`` rows/s of this worker without a cap (None: not measured yet),
         ``limit_ms`` the p95 limit and ``baseline_ms`` the p95 without the backfill
         (None: unknown), ``p95_since_change`` the p95 of the operations made since
-        :attr:`changed_at` (None: too few yet)."""
-        if not live_sessions or quiet_rate is None or limit_ms is None:
+        :attr:`changed_at` (None: too few yet), ``live_writes`` whether the adapter's
+        statistics hold live writes (the p95 window's operations)."""
+        if quiet_rate is None or limit_ms is None or live_sessions is None:
             self.restart()
-        elif self.cap is None:
+            return
+        if not live_sessions:
+            self.quiet_since = self.quiet_since or now
+            if (now - self.quiet_since).total_seconds() >= QUIET_SECONDS:
+                self.restart()
+            return
+        self.quiet_since = None
+        if self.cap is None:
             self._set(max(quiet_rate * START_SHARE, MIN_RATE), now)
         elif p95_since_change is not None and p95_since_change > limit_ms:
             self._set(max(self.cap * CUT, MIN_RATE), now)
-        elif p95_since_change is not None and p95_since_change <= grow_below(limit_ms, baseline_ms):
+        elif self._healthy(p95_since_change, limit_ms, baseline_ms, live_writes, now):
             self._set(max(min(self.cap * GROWTH, quiet_rate), MIN_RATE), now)
+        elif p95_since_change is not None:
+            self.changed_at = now  # near the limit: kept, and judged on what follows
 
     def binding(self, quiet_rate: float | None) -> float | None:
         """The cap while it binds: below the worker's quiet speed."""
@@ -82,7 +99,22 @@ class Ramp:
 
     def restart(self) -> None:
         """No cap; the next traffic starts gently again (after a hold for the p95, too)."""
-        self.cap, self.changed_at = None, None
+        self.cap, self.changed_at, self.quiet_since = None, None, None
+
+    def _healthy(
+        self,
+        p95: float | None,
+        limit_ms: float,
+        baseline_ms: float | None,
+        live_writes: bool,
+        now: datetime,
+    ) -> bool:
+        """Room to grow: the p95 since the change is low enough, or no live write was
+        flushed for :data:`NO_WRITES_SECONDS` under this cap (nothing to harm)."""
+        if p95 is not None:
+            return p95 <= grow_below(limit_ms, baseline_ms)
+        held = 0.0 if self.changed_at is None else (now - self.changed_at).total_seconds()
+        return not live_writes and held >= NO_WRITES_SECONDS
 
     def _set(self, cap: float, now: datetime) -> None:
         self.cap, self.changed_at = cap, now

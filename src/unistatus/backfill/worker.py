@@ -254,8 +254,9 @@ class Worker:
                 self.pacer.reset()  # a pause is not credit for a burst afterwards
             sizer = self._sizers[result.system]
             next_rows = sizer.observe(result.rows, elapsed)
-            if elapsed > 0 and result.rows:
-                self._quiet_rate = result.rows / elapsed
+            if elapsed > 0 and result.rows:  # smoothed: one slow batch is not its speed
+                rate, last = result.rows / elapsed, self._quiet_rate
+                self._quiet_rate = rate if last is None else 0.7 * last + 0.3 * rate
             self._learned = sizer
             self.activity.batch(result.rows, elapsed, next_rows)
             self.tally.add(result)
@@ -418,6 +419,7 @@ class Worker:
                 p95_since_change=judged,
                 now=now,
                 baseline_ms=self._baseline,
+                live_writes=readings.operations >= self.settings.backfill.p95_min_operations,
             )
         self._pace()
 

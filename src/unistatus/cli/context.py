@@ -135,9 +135,13 @@ class AppState:
         return self._engine
 
 
-def begin(ctx: typer.Context, database_url: str | None, debug: bool) -> AppState:
-    """The program's state from its global options, released when the command ends."""
-    app_state = AppState(database_url=database_url, debug=debug, command=ctx.invoked_subcommand)
+def begin(
+    ctx: typer.Context, database_url: str | None, debug: bool, command: str | None = None
+) -> AppState:
+    """The program's state from its global options, released when the command ends;
+    ``command`` names the sessions (default: the subcommand invoked)."""
+    command = command or ctx.invoked_subcommand
+    app_state = AppState(database_url=database_url, debug=debug, command=command)
     ctx.obj = app_state
     ctx.call_on_close(app_state.close)
     return app_state

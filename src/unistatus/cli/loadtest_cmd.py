@@ -219,7 +219,7 @@ def script_app() -> typer.Typer:
     ]  # fmt: skip
 
     def program(ctx: typer.Context, database_url: str | None, debug: bool, **values: Any) -> None:
-        begin(ctx, database_url, debug)
+        begin(ctx, database_url, debug, command="loadtest")
         loadtest(ctx, **values)
 
     parameters = [context, *globals_, *(p.replace(kind=p.KEYWORD_ONLY) for p in options)]

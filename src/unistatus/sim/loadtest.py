@@ -187,6 +187,7 @@ def run_load_test(
         max_overflow=10,
         pool_timeout=60,
         pool_pre_ping=False,
+        application_name="unistatus loadtest",  # live traffic (db.engine)
     )
     try:
         previous = get_mode(engine)
