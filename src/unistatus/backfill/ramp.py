@@ -14,8 +14,9 @@ half of the room the limit leaves above the baseline (:func:`grow_below`), half 
 each time it is above the limit, and the same in between (congestion control's probing
 for what the path takes, growing by a factor rather than a step because each step
 waits for a flush; aiming below the limit, not at it, so that the p95 it settles at is
-within it). Once the cap reaches the quiet speed it no longer binds. Without live sessions, without a p95 limit to judge by, or on
-a backend that cannot tell (SQLite), there is no cap: the worker copies as before.
+within it). Once the cap reaches the quiet speed it no longer binds. Without live
+sessions, without a p95 limit to judge by, or on a backend that cannot tell (SQLite),
+there is no cap: the worker copies as before.
 """
 
 from __future__ import annotations

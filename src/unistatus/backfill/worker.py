@@ -210,7 +210,7 @@ class Worker:
         self._baseline: float | None = None
         self._learning_since: datetime | None = None  # holding to learn the baseline
         self.ramp = Ramp()  # the first worker's rate cap beside live traffic
-        self._quiet_rate: float | None = None  # rows/s of its last batch
+        self._quiet_rate: float | None = None  # rows/s of its batches, smoothed
         self._share: float | None = None  # its share of --max-rows-per-second
         self._health_tables = [lt.table for lt in tables.values()] + [unified_transactions]
         self._refreshed_at: float | None = None
