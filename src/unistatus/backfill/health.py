@@ -51,7 +51,7 @@ REASONS = (*HOLD_REASONS, RATE, RAMP, PAUSED)
 UNITS = {P95: "ms", LAG: "s", LOCKS: "sessions", BASELINE: "operations", TRAFFIC: "operations"}
 
 # A limit derived from the baseline is never closer to it than this: a p95 of a few ms
-# moves by more than 20% between two quiet windows (the buckets are coarse there).
+# moves by more than 20% between two quiet windows.
 BASELINE_MARGIN_MS = 5.0
 # The baseline: the adapter's p95 over this long before the backfill job started.
 BASELINE_WINDOW_SECONDS = 300.0
@@ -179,9 +179,9 @@ def read_health(
         with engine.connect() as conn:
             lag = ops.replication_lag_seconds(conn)
             waits = ops.lock_waits(conn, tables)
+            live = _live_sessions(conn, ops)  # last: its failure spoils nothing read
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the database's health: {exc.orig}") from None
-    live = _live_sessions(engine, ops)
     return Readings(
         p95_ms=stats.p95_ms if stats.count >= min_operations else None,
         operations=stats.count,
@@ -191,13 +191,12 @@ def read_health(
     )
 
 
-def _live_sessions(engine: sa.Engine, ops: DialectOps) -> int | None:
+def _live_sessions(conn: sa.Connection, ops: DialectOps) -> int | None:
     """The live sessions, or unknown when the server cannot tell (a PostgreSQL-like
     server without ``pg_stat_activity.backend_type``): the ramp then stays off, and
     the other readings stand."""
     try:
-        with engine.connect() as conn:
-            return ops.live_sessions(conn)
+        return ops.live_sessions(conn)
     except sa.exc.DBAPIError:
         return None
 
@@ -206,7 +205,7 @@ def baseline_p95(engine: sa.Engine, before: datetime, min_operations: int) -> fl
     """The adapter's p95 over the five minutes before ``before`` (the job's start):
     what live writes looked like without the backfill. None: too few operations."""
     stats = window(engine, BASELINE_WINDOW_SECONDS, now=before, until=before)
-    if stats.fine_buckets is not None and stats.histogram[1] != stats.fine_buckets:
+    if stats.fine_buckets is not None and not stats.reads_fine:
         # Read from the coarse buckets (flushed before revision 0019) while the live
         # readings come from the fine ones: not comparable. Learned again instead.
         return None

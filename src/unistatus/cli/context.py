@@ -52,10 +52,6 @@ DEFAULT_DATABASE_NOTE = (
 )
 
 
-# Commands whose sessions are live traffic, not unistatus's background work.
-LIVE_COMMANDS = frozenset({"serve", "loadtest"})
-
-
 @dataclass
 class AppState:
     database_url: str | None = None
@@ -72,18 +68,6 @@ class AppState:
 
             self._settings = load_settings(database_url=self.database_url)
         return self._settings
-
-    @property
-    def application_name(self) -> str:
-        """``unistatus/<command>`` for background work, which the backfill's live-traffic
-        probe leaves out; ``unistatus <command>`` for the commands that serve live
-        writes (the service, the load test)."""
-        from unistatus.db.engine import TOOL_APPLICATION_PREFIX
-
-        command = self.command or "cli"
-        if command in LIVE_COMMANDS:
-            return f"unistatus {command}"
-        return f"{TOOL_APPLICATION_PREFIX}{command}"
 
     def close(self) -> None:
         """Release pooled connections when the command ends (PG holds them otherwise)."""
@@ -106,7 +90,7 @@ class AppState:
         from unistatus.db import target  # lazy: SQLAlchemy
 
         if self._engine is None:
-            from unistatus.db.engine import create_engine
+            from unistatus.db.engine import create_engine, session_name
 
             url = self.settings.database_url
             default = "database_url" not in self.settings.model_fields_set
@@ -124,7 +108,9 @@ class AppState:
                     soft_wrap=True,
                 )
             engine = create_engine(
-                url, schema=self.settings.schema, application_name=self.application_name
+                url,
+                schema=self.settings.schema,
+                application_name=session_name(self.command or "cli"),
             )
             if need != "as_is":
                 target.check_reachable(engine)

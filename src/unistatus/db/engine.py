@@ -20,6 +20,17 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # The application_name of unistatus's own background work (the backfill, the checks):
 # ``unistatus/<command>``. The backfill's live-traffic probe leaves such sessions out.
 TOOL_APPLICATION_PREFIX = "unistatus/"
+# Commands whose sessions are live traffic, not unistatus's background work.
+LIVE_COMMANDS = frozenset({"serve", "loadtest"})
+
+
+def session_name(command: str) -> str:
+    """The ``application_name`` of a command's sessions: ``unistatus/<command>`` for
+    background work, which the backfill's live-traffic probe leaves out; ``unistatus
+    <command>`` for the commands that serve live writes (:data:`LIVE_COMMANDS`)."""
+    if command in LIVE_COMMANDS:
+        return f"unistatus {command}"
+    return f"{TOOL_APPLICATION_PREFIX}{command}"
 
 
 def normalise_url(url: str) -> str:

@@ -80,6 +80,11 @@ class WindowStats:
         return best_histogram(self.buckets, self.fine_buckets)
 
     @property
+    def reads_fine(self) -> bool:
+        """Whether the percentiles come from the fine buckets (:attr:`histogram`)."""
+        return self.histogram[0] is FINE_BUCKETS_MS
+
+    @property
     def error_rate(self) -> float:
         """Errors / completed operations, 0..1 (0 when nothing ran).
 

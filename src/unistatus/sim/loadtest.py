@@ -36,7 +36,7 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import get_mode, set_mode, write_mode
 from unistatus.db.dialect import is_in_memory
-from unistatus.db.engine import create_engine
+from unistatus.db.engine import create_engine, session_name
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
 from unistatus.errors import InputError, UnistatusError
 from unistatus.migration.check import run_check
@@ -187,7 +187,7 @@ def run_load_test(
         max_overflow=10,
         pool_timeout=60,
         pool_pre_ping=False,
-        application_name="unistatus loadtest",  # live traffic (db.engine)
+        application_name=session_name("loadtest"),  # live traffic
     )
     try:
         previous = get_mode(engine)
