@@ -19,6 +19,8 @@ import sqlalchemy as sa
 from support.check_data import populate, tables
 from unistatus.clock import utcnow
 from unistatus.db.control import last_mode_change_at, write_value
+from unistatus.db.dialect import ops_for
+from unistatus.db.engine import create_engine
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import LegacySystemType, UnifiedTransactionStatus
@@ -248,3 +250,89 @@ def test_continuous_verification_leaves_the_other_cores_to_live_traffic(pg: Any)
     with pg.engine.connect() as conn:
         default = conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar()
     assert checked and set(checked) == {default} != {"0"}
+
+
+def _at_work(engine: sa.Engine) -> sa.Connection:
+    """A session of ``engine`` idle in a transaction: at work, for pg_stat_activity."""
+    conn = engine.connect()
+    conn.begin()
+    conn.exec_driver_sql("SELECT 1")
+    return conn
+
+
+def test_a_new_pass_waits_beside_live_traffic_and_a_pass_begun_goes_on(pg: Any) -> None:
+    """Beside other applications at work, a new pass begins only ``busy_pace`` times the
+    last pass's length after the last began (``busy_max_wait`` at most): on 2 cores a
+    pass each evaluation took the core live writes wait for. The deferred system verifies
+    nothing (no report stored, the watermark kept); a pass begun goes on; once the
+    traffic is gone, or the wait is up, passes begin again."""
+    populate(pg.engine, pg.settings, 30)
+    run_check(pg.engine, pg.settings)
+    first = verify_changes(pg.engine, pg.settings, max_seconds=None, busy_pace=1e6)
+    assert first.complete and "deferred" not in first.per_system[CASHOUT.value]
+    mark = verification_status(pg.engine)["systems"][CASHOUT.value]["watermark"]
+    with pg.engine.begin() as conn:
+        _set_unified(conn, 3, status=_wrong_status(pg, 3), updated_at=utcnow())
+    stored = latest_report(pg.engine)
+    shop = create_engine(pg.url, application_name="shop")
+    app = _at_work(shop)
+    try:
+        waited = verify_changes(pg.engine, pg.settings, max_seconds=None, busy_pace=1e6)
+        assert waited.per_system[CASHOUT.value]["deferred"] == "live_traffic"
+        assert waited.total == 0 and waited.complete
+        assert latest_report(pg.engine).id == stored.id  # nothing verified, nothing stored
+        assert verification_status(pg.engine)["systems"][CASHOUT.value]["watermark"] == mark
+
+        # The wait is bounded: busy_max_wait after the last pass began, it begins.
+        time.sleep(0.3)
+        due = verify_changes(
+            pg.engine, pg.settings, max_seconds=None, busy_pace=1e6, busy_max_wait=0.2
+        )
+        assert "deferred" not in due.per_system[CASHOUT.value]
+        assert due.inconsistencies["status_mismatch"] == 1
+
+        # A pass begun (bounded to one range here, with waiting off) goes on beside it.
+        with pg.engine.begin() as conn:
+            _set_unified(conn, 25, updated_at=utcnow())
+        begun = verify_changes(pg.engine, pg.settings, chunk=10, max_seconds=1e-6, busy_max_wait=0)
+        assert not begun.complete
+        going_on = verify_changes(pg.engine, pg.settings, chunk=10, busy_pace=1e6)
+        assert "deferred" not in going_on.per_system[CASHOUT.value]
+        assert going_on.per_system[CASHOUT.value]["total"] >= 1  # key 25, in a later range
+    finally:
+        app.close()
+        shop.dispose()
+    time.sleep(1.1)  # the application gone for over a second: quiet again
+    quiet = verify_changes(pg.engine, pg.settings, max_seconds=None, busy_pace=1e6)
+    assert all("deferred" not in figures for figures in quiet.per_system.values())
+
+
+def test_quiet_or_unable_to_tell_a_pass_begins_each_round(db: Any) -> None:
+    """Without live traffic (or on SQLite, which cannot tell) every round begins a pass."""
+    populate(db.engine, db.settings, 10)
+    for _ in range(2):
+        round_ = verify_changes(db.engine, db.settings, max_seconds=None, busy_pace=1e6)
+        assert all("deferred" not in figures for figures in round_.per_system.values())
+
+
+def test_serves_own_api_sessions_at_work_are_live_traffic_for_its_verification(pg: Any) -> None:
+    """`serve` verifies on the engine its API writes through: those siblings count while
+    at work (the backfill leaves its siblings out); its own connections just returned
+    to the pool do not."""
+    ops = ops_for(pg.engine)
+    serve = create_engine(pg.url, application_name="unistatus serve")
+    pg.engine.dispose()
+    try:
+        with serve.connect() as probe:  # itself, and a sibling back in the pool
+            with serve.connect() as used:
+                used.exec_driver_sql("SELECT 1")
+            assert ops.live_sessions(probe, siblings=True) == 0
+        request = _at_work(serve)
+        try:
+            with serve.connect() as probe:
+                assert ops.live_sessions(probe, siblings=True) == 1
+                assert ops.live_sessions(probe) == 0  # the backfill's reading
+        finally:
+            request.close()
+    finally:
+        serve.dispose()

@@ -34,7 +34,11 @@ from unistatus.api.state import ServiceState
 from unistatus.api.transaction_routes import add_transaction_routes
 from unistatus.config import Settings, load_settings
 from unistatus.db.engine import create_engine
-from unistatus.migration.verify import DEFAULT_ROWS_PER_ROUND, DEFAULT_SECONDS_PER_ROUND
+from unistatus.migration.verify import (
+    DEFAULT_BUSY_MAX_WAIT,
+    DEFAULT_ROWS_PER_ROUND,
+    DEFAULT_SECONDS_PER_ROUND,
+)
 from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS
 from unistatus.version import VERSION
 
@@ -51,10 +55,12 @@ def create_app(
     window_seconds: float = DEFAULT_WINDOW_SECONDS,
     verify_rows: int = DEFAULT_ROWS_PER_ROUND,
     verify_seconds: float | None = DEFAULT_SECONDS_PER_ROUND,
+    verify_busy_wait: float = DEFAULT_BUSY_MAX_WAIT,
 ) -> FastAPI:
     """The unistatus HTTP app. ``monitor_interval`` (s) evaluates alerts in the background,
     each evaluation first verifying at most ``verify_rows`` changed rows per system in at
-    most ``verify_seconds`` (:class:`unistatus.observe.alerts.Monitor`)."""
+    most ``verify_seconds``, a new pass waiting beside live traffic ``verify_busy_wait``
+    seconds at most (:class:`unistatus.observe.alerts.Monitor`)."""
     settings = settings or load_settings()
     engine = create_engine(engine or settings.database_url, schema=settings.schema)
     service = ServiceState(settings, engine, window_seconds)
@@ -63,7 +69,10 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if monitor_interval:
             service.start_monitor(
-                monitor_interval, verify_rows=verify_rows, verify_seconds=verify_seconds
+                monitor_interval,
+                verify_rows=verify_rows,
+                verify_seconds=verify_seconds,
+                verify_busy_wait=verify_busy_wait,
             )
         try:
             yield

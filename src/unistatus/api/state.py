@@ -16,7 +16,11 @@ import sqlalchemy as sa
 
 from unistatus.adapter import DualWriteAdapter
 from unistatus.config import Settings
-from unistatus.migration.verify import DEFAULT_ROWS_PER_ROUND, DEFAULT_SECONDS_PER_ROUND
+from unistatus.migration.verify import (
+    DEFAULT_BUSY_MAX_WAIT,
+    DEFAULT_ROWS_PER_ROUND,
+    DEFAULT_SECONDS_PER_ROUND,
+)
 from unistatus.observe.alert_state import load_states
 from unistatus.observe.alerts import Monitor
 
@@ -54,6 +58,7 @@ class ServiceState:
         *,
         verify_rows: int = DEFAULT_ROWS_PER_ROUND,
         verify_seconds: float | None = DEFAULT_SECONDS_PER_ROUND,
+        verify_busy_wait: float = DEFAULT_BUSY_MAX_WAIT,
     ) -> None:
         monitor = Monitor(
             self.engine,
@@ -61,6 +66,7 @@ class ServiceState:
             window_seconds=self.window_seconds,
             verify_rows=verify_rows,
             verify_seconds=verify_seconds,
+            verify_busy_wait=verify_busy_wait,
         )
         self.monitor = monitor
 

@@ -179,7 +179,7 @@ def read_health(
         with engine.connect() as conn:
             lag = ops.replication_lag_seconds(conn)
             waits = ops.lock_waits(conn, tables)
-            live = _live_sessions(conn, ops)  # last: its failure spoils nothing read
+            live = ops.live_sessions_if_known(conn)  # last: its failure spoils nothing
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the database's health: {exc.orig}") from None
     return Readings(
@@ -189,16 +189,6 @@ def read_health(
         lock_waits=waits,
         live_sessions=live,
     )
-
-
-def _live_sessions(conn: sa.Connection, ops: DialectOps) -> int | None:
-    """The live sessions, or unknown when the server cannot tell (a PostgreSQL-like
-    server without ``pg_stat_activity.backend_type``): the ramp then stays off, and
-    the other readings stand."""
-    try:
-        return ops.live_sessions(conn)
-    except sa.exc.DBAPIError:
-        return None
 
 
 def baseline_p95(engine: sa.Engine, before: datetime, min_operations: int) -> float | None:

@@ -9,8 +9,10 @@ import typer
 
 from unistatus.cli.context import EXIT_FAILED_CHECK, EXIT_OK, console, print_json, state
 from unistatus.cli.verify_options import (
+    DEFAULT_VERIFY_BUSY_WAIT,
     DEFAULT_VERIFY_ROWS,
     DEFAULT_VERIFY_SECONDS,
+    VerifyBusyWait,
     VerifyRows,
     VerifySeconds,
 )
@@ -30,6 +32,7 @@ def monitor(
     ),
     verify_rows: VerifyRows = DEFAULT_VERIFY_ROWS,
     verify_seconds: VerifySeconds = DEFAULT_VERIFY_SECONDS,
+    verify_busy_wait: VerifyBusyWait = DEFAULT_VERIFY_BUSY_WAIT,
     json_out: bool = typer.Option(False, "--json", help="One JSON document per evaluation."),
 ) -> None:
     """Evaluate alerts (state persisted, notifications once, automated responses).
@@ -55,6 +58,7 @@ def monitor(
         app_state.settings,
         verify_rows=verify_rows,
         verify_seconds=verify_seconds,
+        verify_busy_wait=verify_busy_wait,
     )
     limit = 1 if once else count
     done = 0

@@ -6,8 +6,10 @@ import typer
 
 from unistatus.cli.context import abort, err_console, state
 from unistatus.cli.verify_options import (
+    DEFAULT_VERIFY_BUSY_WAIT,
     DEFAULT_VERIFY_ROWS,
     DEFAULT_VERIFY_SECONDS,
+    VerifyBusyWait,
     VerifyRows,
     VerifySeconds,
 )
@@ -30,6 +32,7 @@ def serve(
     ),
     verify_rows: VerifyRows = DEFAULT_VERIFY_ROWS,
     verify_seconds: VerifySeconds = DEFAULT_VERIFY_SECONDS,
+    verify_busy_wait: VerifyBusyWait = DEFAULT_VERIFY_BUSY_WAIT,
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve /health, /metrics, /api/v1/... and the dashboard at / (Ctrl-C stops).
@@ -59,6 +62,7 @@ def serve(
         monitor_interval=monitor_interval or None,
         verify_rows=verify_rows,
         verify_seconds=verify_seconds,
+        verify_busy_wait=verify_busy_wait,
     )
     from unistatus.api.access import enabled
 

@@ -12,6 +12,7 @@ import typer
 
 DEFAULT_VERIFY_ROWS = 200_000
 DEFAULT_VERIFY_SECONDS = 2.0
+DEFAULT_VERIFY_BUSY_WAIT = 120.0
 
 VerifyRows = Annotated[
     int,
@@ -29,5 +30,15 @@ VerifySeconds = Annotated[
         min=0.01,
         help="Continuous verification: seconds per evaluation and system, at most (a key "
         "range begun is finished); a big table's pass goes on over several evaluations.",
+    ),
+]
+VerifyBusyWait = Annotated[
+    float,
+    typer.Option(
+        "--verify-busy-wait",
+        min=0.0,
+        help="Continuous verification beside live traffic (other applications' sessions "
+        "at work): a new pass begins 10x the last pass's length after the last began, "
+        "this many seconds at most (0: a pass each evaluation, as when quiet).",
     ),
 ]

@@ -276,12 +276,22 @@ class DialectOps:
         cannot tell; SQLite has one writer at a time and no lock table)."""
         return None
 
-    def live_sessions(self, conn: sa.Connection) -> int | None:
+    def live_sessions(self, conn: sa.Connection, *, siblings: bool = False) -> int | None:
         """Other sessions of this database at work now or in the last second, leaving
-        out those named as this one and unistatus's own tools (``application_name``
-        starting with :data:`~unistatus.db.engine.TOOL_APPLICATION_PREFIX`): live
-        traffic, as it is now (None: the backend cannot tell)."""
+        out unistatus's own tools (``application_name`` starting with
+        :data:`~unistatus.db.engine.TOOL_APPLICATION_PREFIX`) and, unless ``siblings``,
+        those named as this one: live traffic, as it is now (None: the backend cannot
+        tell)."""
         return None
+
+    def live_sessions_if_known(self, conn: sa.Connection, *, siblings: bool = False) -> int | None:
+        """:meth:`live_sessions`, or None (unknown) when the server refuses to tell (a
+        PostgreSQL-like server without ``pg_stat_activity.backend_type``, say): read it
+        last in a transaction, as its failure spoils the transaction."""
+        try:
+            return self.live_sessions(conn, siblings=siblings)
+        except sa.exc.DBAPIError:
+            return None
 
     @contextmanager
     def locked_read(self) -> Iterator[sa.Connection]:
@@ -476,21 +486,25 @@ class PostgresOps(DialectOps):
         )
         return int(conn.execute(count).scalar_one())
 
-    def live_sessions(self, conn: sa.Connection) -> int | None:
+    def live_sessions(self, conn: sa.Connection, *, siblings: bool = False) -> int | None:
         # Sessions named as this one are its siblings (the same engine's pool, the
         # process's other workers): an application sharing the backfill's name cannot
         # be told from it, and is not counted (no worse than not looking).
+        # Siblings count only while at work now: the caller's own connections, back
+        # in its pool a moment ago, are not live traffic.
         a = _ACTIVITY
         name = sa.func.coalesce(a.c.application_name, "")
-        recently = sa.func.clock_timestamp() - sa.text("interval '1 second'")
+        other = name != sa.func.current_setting("application_name")
+        recently = a.c.state_change > sa.func.clock_timestamp() - sa.text("interval '1 second'")
         count = sa.select(sa.func.count()).where(
             a.c.datname == sa.func.current_database(),
             a.c.backend_type == "client backend",
             a.c.pid != sa.func.pg_backend_pid(),
-            name != sa.func.current_setting("application_name"),
             ~name.startswith(TOOL_APPLICATION_PREFIX, autoescape=True),
-            sa.or_(a.c.state != "idle", a.c.state_change > recently),
+            sa.or_(a.c.state != "idle", sa.and_(other, recently)),
         )
+        if not siblings:
+            count = count.where(other)
         return int(conn.execute(count).scalar_one())
 
     def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:

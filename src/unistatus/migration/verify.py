@@ -8,7 +8,11 @@ after the range that reaches ``max_rows`` rows or ``max_seconds``, and the next 
 goes on from there. When a
 pass has covered every range, the moment it began becomes the new watermark. Position
 and watermark live in ``unistatus_check_runs`` (run ``continuous``), committed range by
-range like a check's. Inconsistent pairs are re-checked as the check does (no alarm
+range like a check's. Beside live traffic (other applications' sessions at work:
+:meth:`~unistatus.db.dialect.DialectOps.live_sessions`), a new pass waits until the
+time since the last one began is :data:`BUSY_PACE` times that pass's length, and at
+most ``busy_max_wait``: a pass reads every key range, and live writes wait for the core
+it takes (a pass in progress goes on). Inconsistent pairs are re-checked as the check does (no alarm
 from a write in flight). Each round that verified rows stores a report
 (scope ``continuous``, ``complete`` when every system finished its pass), which the
 alerts read; gates read complete full checks only.
@@ -45,12 +49,20 @@ from unistatus.migration.check_reports import (
     latest_report_for,
     store_report,
 )
-from unistatus.migration.check_runs import CONTINUOUS, RunState, add_counts, zero_counts
+from unistatus.migration.check_runs import (
+    CONTINUOUS,
+    RunState,
+    SystemPosition,
+    add_counts,
+    zero_counts,
+)
 from unistatus.migration.check_scan import RangeScan
 from unistatus.migration.check_sql import DEFAULT_CHUNK, KINDS, pending_replay_exists
 
 __all__ = [
     "CONTINUOUS_SCOPE",
+    "BUSY_PACE",
+    "DEFAULT_BUSY_MAX_WAIT",
     "DEFAULT_ROWS_PER_ROUND",
     "DEFAULT_SECONDS_PER_ROUND",
     "SLACK",
@@ -71,6 +83,13 @@ DEFAULT_SECONDS_PER_ROUND = 2.0
 # Changes stamped this long before the watermark are verified again by the next pass:
 # a writer's transaction commits after it stamped its rows, and hosts' clocks differ.
 SLACK = timedelta(seconds=60)
+# Beside live traffic, a pass takes at most one part in BUSY_PACE of the time: the next
+# begins BUSY_PACE times the last one's length after it began (a pass of 1M rows, ~1.5
+# s, every ~15 s instead of each evaluation) ...
+BUSY_PACE = 10.0
+# ... and at most this many seconds after it (the gates and alerts read a rate a few
+# minutes old at most: the watermark's lag stays below this, a pass and an evaluation).
+DEFAULT_BUSY_MAX_WAIT = 120.0
 
 
 def _verified_by_full_check(conn: sa.Connection) -> datetime | None:
@@ -113,6 +132,8 @@ def verify_changes(
     *,
     max_rows: int = DEFAULT_ROWS_PER_ROUND,
     max_seconds: float | None = DEFAULT_SECONDS_PER_ROUND,
+    busy_max_wait: float = DEFAULT_BUSY_MAX_WAIT,
+    busy_pace: float = BUSY_PACE,
     chunk: int = DEFAULT_CHUNK,
     store: bool = True,
 ) -> CheckReport:
@@ -120,7 +141,9 @@ def verify_changes(
 
     Per system, the round ends after the range that reaches ``max_rows`` changed rows
     or ``max_seconds`` (None: no time bound); at least one range is read, and the next
-    round goes on from there.
+    round goes on from there. Beside live traffic a new pass waits (``busy_pace`` times
+    the last pass's length, ``busy_max_wait`` seconds at most; 0: never waits): the
+    system is then ``deferred`` in the report and verifies nothing this round.
     """
     started = time.perf_counter()
     ops = ops_for(engine)
@@ -129,6 +152,9 @@ def verify_changes(
         tables = resolve_legacy_tables(engine, settings, require_status=False, columns_only=True)
         with engine.connect() as conn:
             project = pending_replay_exists(conn)
+            # Last (its failure spoils nothing read). Siblings count: in `serve` they
+            # are its API's writes (`monitor`'s sessions are a tool's, never counted).
+            busy = busy_max_wait > 0 and bool(ops.live_sessions_if_known(conn, siblings=True))
         report = CheckReport(scope=CONTINUOUS_SCOPE, systems=[s.value for s in LegacySystemType])
         report.run = CONTINUOUS
         complete = True
@@ -138,6 +164,11 @@ def verify_changes(
             pos = state.systems[system]
             if lt is None or lt.status is None:
                 continue  # retired: legacy holds no status any more
+            waits_from = _waits_from(pos, busy_pace, busy_max_wait) if busy else None
+            if waits_from is not None:
+                report.per_system[system.value] = _deferred(waits_from)
+                watermarks.append(waits_from)
+                continue
             if pos.pass_started_at is None:  # a new pass
                 pos.pass_started_at = utcnow()
                 pos.position, pos.done, pos.counts, pos.ranges = None, False, zero_counts(), 0
@@ -193,6 +224,30 @@ def verify_changes(
         # A round that verified nothing stores nothing: 0 of 0 would read as 100%.
         store_report(engine, report)
     return report
+
+
+def _waits_from(pos: SystemPosition, pace: float, max_wait: float) -> datetime | None:
+    """Beside live traffic, whether a new pass waits (the module doc): its watermark if
+    so. The last pass, from its start (the watermark) to its last range (its position's
+    ``updated_at``), took ``length``; the next begins ``pace`` times that after it
+    began, ``max_wait`` at most. (A pass spread over several rounds counts the time
+    between them too: the next waits longer, up to ``max_wait``.)"""
+    if pos.pass_started_at is not None or pos.watermark is None:
+        return None  # a pass begun goes on; a system never verified begins now
+    length = max((pos.updated_at - pos.watermark).total_seconds(), 0.0)
+    waited = (utcnow() - pos.watermark).total_seconds()
+    return pos.watermark if waited < min(length * pace, max_wait) else None
+
+
+def _deferred(watermark: datetime) -> dict[str, Any]:
+    return {
+        "total": 0,
+        "consistent": 0,
+        "inconsistencies": dict.fromkeys(KINDS, 0),
+        "complete": True,
+        "deferred": "live_traffic",
+        "watermark": watermark.isoformat(),
+    }
 
 
 def verification_status(engine: sa.Engine, *, now: datetime | None = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from unistatus.db.retry import is_read_only
 from unistatus.errors import StorageError, UnistatusError
 from unistatus.migration.capture import fold_writers
 from unistatus.migration.verify import (
+    DEFAULT_BUSY_MAX_WAIT,
     DEFAULT_ROWS_PER_ROUND,
     DEFAULT_SECONDS_PER_ROUND,
     verify_changes,
@@ -69,12 +70,15 @@ class Monitor:
         stall_seconds: float = STALL_SECONDS,
         verify_rows: int = DEFAULT_ROWS_PER_ROUND,
         verify_seconds: float | None = DEFAULT_SECONDS_PER_ROUND,
+        verify_busy_wait: float = DEFAULT_BUSY_MAX_WAIT,
     ) -> None:
         self.engine = engine
         # Rows changed since the last verified point checked per evaluation and system
-        # (0: off), and the seconds spent on each system, at most (None: unbounded).
+        # (0: off), the seconds spent on each system, at most (None: unbounded), and
+        # how long a new pass may wait beside live traffic (0: never waits).
         self.verify_rows = verify_rows
         self.verify_seconds = verify_seconds
+        self.verify_busy_wait = verify_busy_wait
         self.settings = settings
         self.notifier = notifier or Notifier.from_settings(settings)
         self.window_seconds = window_seconds
@@ -134,6 +138,7 @@ class Monitor:
                 self.settings,
                 max_rows=self.verify_rows,
                 max_seconds=self.verify_seconds,
+                busy_max_wait=self.verify_busy_wait,
             )
         except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
             # One line, never the statement's parameters (they hold the rows' data).
