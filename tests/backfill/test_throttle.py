@@ -43,6 +43,7 @@ from unistatus.db.catalog import qualified_name
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions
+from unistatus.db.tables_backfill import backfill_workers
 from unistatus.db.tables_ops import FINE_COLUMNS, operation_stats
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.sim.seed import seed_legacy
@@ -369,6 +370,62 @@ def test_traffic_that_begins_after_the_job_started_is_measured_before_it_is_judg
     assert judged["throttle"]["limit"] < 10 and judged["throttle"]["reading"] > 300
     (finished,) = read_workers(db.engine, include_finished=True)
     assert finished["throttled_seconds"][BASELINE] > 0 and finished["throttled_seconds"][P95] > 0
+
+
+def another_host_judging_by(db: Any, baseline_ms: float) -> None:
+    """A live worker of another host (its heartbeat now) whose p95 baseline is given."""
+    now = utcnow()
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(backfill_workers).values(
+                worker="other-host:4242",
+                state="running",
+                batch_rows=100,
+                rows=0,
+                readings={"baseline_p95_ms": baseline_ms},
+                started_at=now,
+                updated_at=now + timedelta(minutes=5),  # alive for the whole test
+            )
+        )
+
+
+@IN_EVERY_LAYOUT
+def test_a_worker_joining_beside_live_traffic_takes_the_baseline_another_learned(
+    db: Any,
+) -> None:
+    """A worker started (on another host, say) while the backfill already runs beside
+    live traffic has no p95 without the backfill to learn: the operations made while it
+    holds are already slowed by the workers copying. It takes the baseline a live worker
+    judges by (2 ms here) instead of learning the raised one (400 ms), so the raised
+    p95 holds it back."""
+    seed_legacy(db.engine, db.settings, 600, seed=7)
+    another_host_judging_by(db, 2.0)
+    record_latency(db.engine, MODE, 400.0, 40)  # raised by the other host's copying
+    stamp_after(db, 1.0)
+    settings = with_backfill(db, max_lock_waits=None, health_interval_seconds=0.01)
+    seen: list[tuple[dict[str, Any], int]] = []
+
+    def sleep(seconds: float) -> None:
+        mine = [w for w in read_workers(db.engine) if w["worker"] != "other-host:4242"]
+        seen.append((mine[0], db.count("unified_transactions")))
+        if len(seen) == 1:
+            record_latency(db.engine, MODE, 400.0, 200)  # still raised while it holds
+        elif len(seen) == 2:
+            with db.engine.begin() as conn:  # the other host finished; traffic is fast
+                conn.execute(sa.delete(backfill_workers).where(W_OTHER))
+            record_latency(db.engine, MODE, 1.0, 50_000)
+
+    report = run_backfill(db.engine, settings, batch_size=100, workers=1, clock=Clock(sleep=sleep))
+    assert report.complete and report.inserted == 600
+    assert len(seen) >= 2, "it learned the raised p95 as its baseline and copied"
+    (learning, copied), (judged, still_copied) = seen[0], seen[1]
+    assert copied == 0 and learning["throttle"]["reason"] == BASELINE
+    assert still_copied == 0 and judged["throttle"]["reason"] == P95
+    assert judged["readings"]["baseline_p95_ms"] == 2.0  # the other worker's
+    assert judged["throttle"]["limit"] < 10 and judged["throttle"]["reading"] > 300
+
+
+W_OTHER = backfill_workers.c.worker == "other-host:4242"
 
 
 @IN_EVERY_LAYOUT
