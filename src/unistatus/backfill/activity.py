@@ -7,7 +7,8 @@ the throttle decision in force (why, since when, the reading and the limit), eve
 probe's latest reading, and the seconds it has held back per reason (a counter that
 only grows while the row lives). ``backfill status`` and ``/metrics`` read the rows
 (:func:`read_workers`); the workers read how many of them are alive to share the
-backfill's rate (:func:`live_workers`).
+backfill's rate (:func:`live_workers`) and a p95 baseline learned by another
+(:func:`shared_baseline`).
 
 The row is reporting, never control: a failure to write it is logged and the copy
 goes on (the laboratory rule: a failing publisher never breaks the work).
@@ -156,6 +157,27 @@ def live_workers(conn: sa.Connection) -> int:
     copying = W.c.throttle_reason.is_distinct_from(TRAFFIC)
     count = conn.execute(sa.select(sa.func.count()).where(_alive(utcnow()), copying)).scalar_one()
     return max(1, int(count))
+
+
+def shared_baseline(engine: sa.Engine, worker: str) -> float | None:
+    """The p95 baseline the other live workers (every host) judge live writes by, the
+    lowest if they differ (the stricter); None: none has one. A worker that joins a
+    backfill after live traffic began takes it, instead of learning a p95 already
+    raised by the workers copying."""
+    q = sa.select(W.c.readings).where(_alive(utcnow()), W.c.worker != worker)
+    try:
+        with engine.connect() as conn:
+            readings = conn.execute(q).scalars().all()
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot read the other backfill workers: {exc.orig}") from None
+    found = [
+        float(value)
+        for r in readings
+        if isinstance(r, dict)
+        and isinstance(value := r.get("baseline_p95_ms"), int | float)
+        and not isinstance(value, bool)
+    ]
+    return min(found, default=None)
 
 
 def workers_maybe_busy(conn: sa.Connection) -> int:

@@ -28,7 +28,13 @@ import sqlalchemy as sa
 
 from unistatus.backfill import health
 from unistatus.backfill.activity import PAUSED as PAUSED_STATE
-from unistatus.backfill.activity import RUNNING, Activity, forget_old, live_workers
+from unistatus.backfill.activity import (
+    RUNNING,
+    Activity,
+    forget_old,
+    live_workers,
+    shared_baseline,
+)
 from unistatus.backfill.batch import ChunkCopier, Copied
 from unistatus.backfill.control import Tuning, effective_tuning, is_paused, stored_tuning
 from unistatus.backfill.plan import RUNNING as JOB_RUNNING
@@ -435,16 +441,18 @@ class Worker:
         return health.RATE
 
     def _learn_baseline(self) -> None:
-        """While held to learn it: the p95 of the operations made since the hold began,
-        once enough of them are flushed."""
+        """While held to learn it: another live worker's (:func:`.activity.shared_baseline`),
+        else the p95 of the operations made since the hold began, once flushed."""
         since = self._learning_since
         if since is None or self._baseline is not None:
             return
         min_operations = self.settings.backfill.p95_min_operations
-        learned = self._guarded(
-            lambda: health.p95_since(self.engine, since, self.clock.now(), min_operations),
-            None,
-        )
+        learned = self._guarded(lambda: shared_baseline(self.engine, self.name), None)
+        if learned is None:
+            learned = self._guarded(
+                lambda: health.p95_since(self.engine, since, self.clock.now(), min_operations),
+                None,
+            )
         if learned is not None:
             self._baseline, self._learning_since = learned, None
             log.info("backfill worker %s learned live writes' p95: %.1f ms", self.name, learned)
