@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import time
 from collections.abc import Iterator
 from decimal import Decimal
 
@@ -20,8 +21,11 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from conftest import Database
 from support.adapters import adapter_in
 from unistatus import CallerTransactionError, DualWriteAdapter, DualWriteMode, OperationEvent
-from unistatus.db.control import set_mode
-from unistatus.errors import InputError
+from unistatus.db import mode_lock_wait
+from unistatus.db.control import get_mode, history, set_mode
+from unistatus.db.engine import create_engine
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.errors import InputError, ModeLockBusyError
 
 M = DualWriteMode
 
@@ -178,6 +182,79 @@ def test_a_mode_switch_still_waits_for_a_callers_transaction(pg: Database) -> No
         conn.commit()
         worker.join(10)
     assert switched.is_set()
+
+
+def test_a_switch_waiting_for_a_callers_transaction_does_not_stop_other_writers(
+    pg: Database,
+) -> None:
+    """While a switch waits for a caller's long transaction, the system's other writers
+    go on: PostgreSQL queues a new shared lock behind a waiting exclusive one, so every
+    adapter write of the system waited behind the switch for the caller's commit (a
+    live service stopped by one slow transaction and an operator's `mode set`). The
+    switch still applies once the caller commits."""
+    a, entity_id, _ = watched(pg)
+    other = str(a.create_transaction("WALLET_CASHOUT", 2, "5", "USD").entity_id)
+    switched = threading.Event()
+
+    def switch() -> None:
+        set_mode(pg.engine, M.LEGACY_ONLY, system="CASHOUT", reason="pause", actor="test")
+        switched.set()
+
+    wrote = threading.Event()
+    took: list[float] = []
+
+    def write_another() -> None:  # another writer of the same system, meanwhile
+        started = time.monotonic()
+        done = a.update_status(other, "PROCESSING", "paid", "svc")
+        took.append(time.monotonic() - started)
+        assert done.overall_success, done.error
+        wrote.set()
+
+    with pg.engine.connect() as conn:
+        conn.begin()
+        a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+        worker = threading.Thread(target=switch)
+        worker.start()
+        time.sleep(0.5)  # the switch waits for the caller's transaction
+        writer = threading.Thread(target=write_another)
+        writer.start()
+        wrote.wait(3.0)  # (before the fix it waited for the caller's commit below)
+        assert not switched.is_set()
+        conn.commit()
+        writer.join(30)
+        worker.join(30)
+    assert wrote.is_set(), "the other writer failed"
+    assert took[0] < 1.5, f"a writer waited {took[0]:.1f} s behind a waiting switch"
+    assert switched.is_set()
+    assert get_mode(pg.engine, LegacySystemType.CASHOUT) is M.LEGACY_ONLY
+
+
+def test_a_switch_gives_up_on_a_transaction_left_open_and_names_it(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller's transaction left open (for longer than a switch waits: 1 s here)
+    makes the switch give up with the session named, nothing changed: not hang, and
+    not hold the system's writers back while it waits."""
+    monkeypatch.setattr(mode_lock_wait, "WAIT_SECONDS", 1.0)
+    a, entity_id, _ = watched(pg)
+    shop = create_engine(pg.url, application_name="shop-api")
+    before = len(history(pg.engine))
+    try:
+        with shop.connect() as conn:
+            conn.begin()
+            a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+            pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            with pytest.raises(ModeLockBusyError) as refused:
+                set_mode(pg.engine, M.LEGACY_ONLY, system="CASHOUT", reason="r", actor="t")
+            conn.rollback()
+    finally:
+        shop.dispose()
+    message = str(refused.value)
+    assert f"pid {pid} (shop-api, idle in transaction" in message
+    assert "mode lock of CASHOUT" in message and "nothing was changed" in message
+    assert [h["pid"] for h in refused.value.holders] == [pid]
+    assert get_mode(pg.engine, LegacySystemType.CASHOUT) is M.DUAL_WRITE_LEGACY_PRIMARY
+    assert len(history(pg.engine)) == before  # no control-log row
 
 
 @pytest.fixture
