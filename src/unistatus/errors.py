@@ -138,6 +138,32 @@ class ModeError(UnistatusError):
     """The operation is not possible in the current write mode."""
 
 
+class ModeLockBusyError(ModeError):
+    """A mode switch (or replay) gave up waiting for the mode lock: other sessions held
+    it for longer than it waits (a caller's transaction left open, say). Nothing was
+    changed; ``holders`` are those sessions (pid, application_name, state, open_seconds)."""
+
+    def __init__(self, what: str, waited: float, holders: list[dict[str, Any]]) -> None:
+        self.holders = holders
+        super().__init__(
+            f"gave up after {waited:.0f} s waiting for the {what}, held by "
+            f"{self.describe(holders)}; nothing was changed, and writers went on meanwhile. "
+            "End those transactions (their applications' own, or pg_terminate_backend) and "
+            "run it again"
+        )
+
+    @staticmethod
+    def describe(holders: list[dict[str, Any]]) -> str:
+        """The holders in one line."""
+        if not holders:
+            return "no session any more (it was free again as it gave up)"
+        return "; ".join(
+            f"pid {h['pid']} ({h['application_name'] or 'no application_name'}, "
+            f"{h['state']}, transaction open {h['open_seconds']:g} s)"
+            for h in holders
+        )
+
+
 class GateError(UnistatusError):
     """A phase gate did not pass."""
 

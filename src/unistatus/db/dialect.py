@@ -30,6 +30,7 @@ from unistatus.db.mode_lock_keys import (
     mode_lock_key,
     system_lock_key,
 )
+from unistatus.db.mode_lock_wait import take_waiting_politely
 from unistatus.db.prepared import Prepared
 from unistatus.domain.statuses import LegacySystemType
 
@@ -175,7 +176,10 @@ class DialectOps:
         """Taken by a mode switch: waits for in-flight writes, holds new ones back.
 
         ``system``: only that system's writes (a switch of that system); None: every
-        write (a switch of every system, the replay of every system).
+        write (a switch of every system, the replay of every system). On PostgreSQL it
+        queues a little at a time, letting writers by between attempts, and gives up
+        with :class:`~unistatus.errors.ModeLockBusyError` after a while
+        (:mod:`unistatus.db.mode_lock_wait`).
         """
 
     def summary_lock(self, conn: sa.Connection) -> None:
@@ -369,7 +373,9 @@ class PostgresOps(DialectOps):
                 sa.func.pg_advisory_xact_lock_shared(self.mode_lock_key),
                 sa.func.pg_advisory_xact_lock(system_lock_key(self.mode_lock_key, system.value)),
             ]
-        conn.execute(sa.select(*locks, writer_mark.set_mark()))
+        what = "mode lock" + ("" if system is None else f" of {system.value}")
+        take = sa.select(*locks, writer_mark.set_mark())
+        take_waiting_politely(conn, take, self.mode_lock_keys(system), what)
 
     def summary_lock(self, conn: sa.Connection) -> None:
         key = system_lock_key(self.mode_lock_key, SUMMARY_LOCK)
