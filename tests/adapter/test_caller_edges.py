@@ -26,6 +26,7 @@ from unistatus.db.control import get_mode, history, set_mode
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, ModeLockBusyError
+from unistatus.migration.replay import replay_pending
 
 M = DualWriteMode
 
@@ -255,6 +256,23 @@ def test_a_switch_gives_up_on_a_transaction_left_open_and_names_it(
     assert [h["pid"] for h in refused.value.holders] == [pid]
     assert get_mode(pg.engine, LegacySystemType.CASHOUT) is M.DUAL_WRITE_LEGACY_PRIMARY
     assert len(history(pg.engine)) == before  # no control-log row
+
+
+def test_a_replay_gives_up_on_the_mode_lock_within_its_own_time(pg: Database) -> None:
+    """The replay bounds its lock waits itself (``lock_wait_seconds``): its wait for the
+    mode lock behind a caller's open transaction ends within it, naming the caller."""
+    a, entity_id, _ = watched(pg)
+    with pg.engine.connect() as conn:
+        conn.begin()
+        a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+        started = time.monotonic()
+        with pytest.raises(ModeLockBusyError, match="mode lock of CASHOUT"):
+            replay_pending(
+                pg.engine, pg.settings, system=LegacySystemType.CASHOUT, lock_wait_seconds=1.0
+            )
+        took = time.monotonic() - started
+        conn.rollback()
+    assert took < 5.0, f"the replay waited {took:.0f} s for the mode lock"
 
 
 @pytest.fixture
