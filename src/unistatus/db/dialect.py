@@ -171,15 +171,19 @@ class DialectOps:
         return None
 
     def mode_exclusive_lock(
-        self, conn: sa.Connection, system: LegacySystemType | None = None
+        self,
+        conn: sa.Connection,
+        system: LegacySystemType | None = None,
+        *,
+        wait_seconds: float | None = None,
     ) -> None:
         """Taken by a mode switch: waits for in-flight writes, holds new ones back.
 
         ``system``: only that system's writes (a switch of that system); None: every
         write (a switch of every system, the replay of every system). On PostgreSQL it
         queues a little at a time, letting writers by between attempts, and gives up
-        with :class:`~unistatus.errors.ModeLockBusyError` after a while
-        (:mod:`unistatus.db.mode_lock_wait`).
+        with :class:`~unistatus.errors.ModeLockBusyError` after ``wait_seconds`` (None:
+        :data:`unistatus.db.mode_lock_wait.WAIT_SECONDS`; :mod:`unistatus.db.mode_lock_wait`).
         """
 
     def summary_lock(self, conn: sa.Connection) -> None:
@@ -362,7 +366,11 @@ class PostgresOps(DialectOps):
         return sa.select(*self._mode_locks_shared(system), writer_mark.set_mark())
 
     def mode_exclusive_lock(
-        self, conn: sa.Connection, system: LegacySystemType | None = None
+        self,
+        conn: sa.Connection,
+        system: LegacySystemType | None = None,
+        *,
+        wait_seconds: float | None = None,
     ) -> None:
         if system is None:
             locks = [sa.func.pg_advisory_xact_lock(self.mode_lock_key)]
@@ -375,7 +383,8 @@ class PostgresOps(DialectOps):
             ]
         what = "mode lock" + ("" if system is None else f" of {system.value}")
         take = sa.select(*locks, writer_mark.set_mark())
-        take_waiting_politely(conn, take, self.mode_lock_keys(system), what)
+        keys = self.mode_lock_keys(system)
+        take_waiting_politely(conn, take, keys, what, wait_seconds=wait_seconds)
 
     def summary_lock(self, conn: sa.Connection) -> None:
         key = system_lock_key(self.mode_lock_key, SUMMARY_LOCK)

@@ -60,11 +60,18 @@ _ACTIVITY = sa.table(
 
 
 def take_waiting_politely(
-    conn: sa.Connection, take: sa.Executable, keys: tuple[int, ...], what: str
+    conn: sa.Connection,
+    take: sa.Executable,
+    keys: tuple[int, ...],
+    what: str,
+    *,
+    wait_seconds: float | None = None,
 ) -> None:
     """Run ``take`` (a statement taking advisory locks exclusive) the polite way (the
-    module doc). ``keys``: the locks' keys, to name their holders; ``what``: the lock,
+    module doc), giving up after ``wait_seconds`` (None: :data:`WAIT_SECONDS`; at least
+    one attempt). ``keys``: the locks' keys, to name their holders; ``what``: the lock,
     for messages. Any other database error is raised as it is."""
+    wait = WAIT_SECONDS if wait_seconds is None else wait_seconds
     started = time.monotonic()
     pause, said = FIRST_PAUSE_SECONDS, False
     previous = conn.execute(sa.select(sa.func.current_setting("lock_timeout"))).scalar_one()
@@ -78,7 +85,7 @@ def take_waiting_politely(
             if retry_reason(exc) != "lock timeout":
                 raise
         waited = time.monotonic() - started
-        if waited >= WAIT_SECONDS:
+        if waited >= wait:
             raise ModeLockBusyError(what, waited, lock_holders(conn, keys))
         if not said and waited >= SAY_AFTER_SECONDS:
             said = True

@@ -223,7 +223,10 @@ def replay_pending(
                     lock_ms=LOCK_TIMEOUT_MS,
                     idle_ms=IDLE_TIMEOUT_MS,
                 )
-                ops.mode_exclusive_lock(conn, system)
+                # Within the replay's own time for its locks (then ModeLockBusyError,
+                # naming the sessions that hold the mode lock).
+                wait = max(give_up - time.monotonic(), 0.0)
+                ops.mode_exclusive_lock(conn, system, wait_seconds=wait)
                 done = _round(
                     conn,
                     ops,
