@@ -202,6 +202,9 @@ class Settings(BaseSettings):
     stats_flush_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     lock_timeout_ms: int = Field(default=5_000, ge=0)
+    # How long a mode switch (mode set, phase advance) waits for the exclusive mode lock
+    # behind writers' open transactions before it gives up (unistatus.db.mode_lock_wait).
+    mode_lock_wait_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
     # The memory a check range's statement may give its hash tables (PostgreSQL's
     # work_mem, for that transaction only); 0: the server's own setting.
     check_work_mem_mb: int = Field(default=64, ge=0, le=65_536)

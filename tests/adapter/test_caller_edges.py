@@ -21,7 +21,6 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from conftest import Database
 from support.adapters import adapter_in
 from unistatus import CallerTransactionError, DualWriteAdapter, DualWriteMode, OperationEvent
-from unistatus.db import mode_lock_wait
 from unistatus.db.control import get_mode, history, set_mode
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import LegacySystemType
@@ -230,13 +229,12 @@ def test_a_switch_waiting_for_a_callers_transaction_does_not_stop_other_writers(
     assert get_mode(pg.engine, LegacySystemType.CASHOUT) is M.LEGACY_ONLY
 
 
-def test_a_switch_gives_up_on_a_transaction_left_open_and_names_it(
-    pg: Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A caller's transaction left open (for longer than a switch waits: 1 s here)
-    makes the switch give up with the session named, nothing changed: not hang, and
-    not hold the system's writers back while it waits."""
-    monkeypatch.setattr(mode_lock_wait, "WAIT_SECONDS", 1.0)
+def test_a_switch_gives_up_on_a_transaction_left_open_and_names_it(pg: Database) -> None:
+    """A caller's transaction left open (for longer than a switch waits: 1 s here, the
+    ``mode_lock_wait_seconds`` setting) makes the switch give up with the session
+    named, nothing changed: not hang, and not hold the system's writers back while it
+    waits."""
+    hurried = pg.settings.model_copy(update={"mode_lock_wait_seconds": 1.0})
     a, entity_id, _ = watched(pg)
     shop = create_engine(pg.url, application_name="shop-api")
     before = len(history(pg.engine))
@@ -245,8 +243,10 @@ def test_a_switch_gives_up_on_a_transaction_left_open_and_names_it(
             conn.begin()
             a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
             pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+            started = time.monotonic()
             with pytest.raises(ModeLockBusyError) as refused:
-                set_mode(pg.engine, M.LEGACY_ONLY, system="CASHOUT", reason="r", actor="t")
+                set_mode(pg.engine, M.LEGACY_ONLY, system="CASHOUT", reason="r", settings=hurried)
+            assert time.monotonic() - started < 5.0
             conn.rollback()
     finally:
         shop.dispose()

@@ -287,14 +287,15 @@ def set_mode(
     new = DualWriteMode.parse(mode)
     chosen = None if system is None else LegacySystemType.parse(system)
     ops = ops or ops_for(engine)
+    settings = settings or load_settings()
     try:
         tables = (
-            resolve_legacy_tables(engine, settings or load_settings(), require_status=False)
+            resolve_legacy_tables(engine, settings, require_status=False)
             if new.reads_unified
             else None
         )
         with ops.write_transaction() as conn:
-            ops.mode_exclusive_lock(conn, chosen)
+            ops.mode_exclusive_lock(conn, chosen, wait_seconds=settings.mode_lock_wait_seconds)
             # Every writer now waits on this transaction: bound what it does under the
             # lock (the staleness scan), and let the server end it if its client dies.
             ops.bound_exclusive(

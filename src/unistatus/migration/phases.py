@@ -518,7 +518,7 @@ def advance(
     }
     ops = ops_for(engine)
     with ops.write_transaction() as conn:
-        ops.mode_exclusive_lock(conn, chosen)
+        ops.mode_exclusive_lock(conn, chosen, wait_seconds=settings.mode_lock_wait_seconds)
         phases = read_phases(conn)
         now_at = phases[chosen] if chosen is not None else common_phase(phases)
         if now_at != status.phase or _last_control_id(conn, chosen) != seen:
