@@ -145,3 +145,11 @@ def test_the_busy_load_test_bench_runs_with_and_without_its_companions(scratch_u
         "--no-verify", "--json",
     )  # fmt: skip
     assert not off["backfill"] and "backfill_exit" not in off["runs"]["busy"][0]
+
+
+def test_mode_switch_wait_bench_runs_with_tiny_sizes(scratch_url: str) -> None:
+    tiny = ["--writers", "2", "--before", "0.3", "--hold", "1", "--after", "0.3"]
+    report = run_bench("mode_switch_wait.py", "--database-url", scratch_url, *tiny, "--json")
+    assert report["switch"]["outcome"] == "switched" and report["errors"] == 0
+    for part in ("before_switch", "while_switch_waits", "after_commit"):
+        assert report[part]["writes"] > 0

@@ -138,6 +138,10 @@ class ModeError(UnistatusError):
     """The operation is not possible in the current write mode."""
 
 
+# The longest-open holders a ModeLockBusyError names (the rest are counted).
+SHOWN_HOLDERS = 5
+
+
 class ModeLockBusyError(ModeError):
     """A mode switch (or replay) gave up waiting for the mode lock: other sessions held
     it for longer than it waits (a caller's transaction left open, say). Nothing was
@@ -154,14 +158,16 @@ class ModeLockBusyError(ModeError):
 
     @staticmethod
     def describe(holders: list[dict[str, Any]]) -> str:
-        """The holders in one line."""
+        """The holders in one line, the longest-open first (those given are in that order)."""
         if not holders:
             return "no session any more (it was free again as it gave up)"
-        return "; ".join(
+        shown = "; ".join(
             f"pid {h['pid']} ({h['application_name'] or 'no application_name'}, "
             f"{h['state']}, transaction open {h['open_seconds']:g} s)"
-            for h in holders
+            for h in holders[:SHOWN_HOLDERS]
         )
+        more = len(holders) - SHOWN_HOLDERS
+        return shown + (f" and {more} more" if more > 0 else "")
 
 
 class GateError(UnistatusError):

@@ -254,6 +254,7 @@ def test_a_switch_gives_up_on_a_transaction_left_open_and_names_it(pg: Database)
     assert f"pid {pid} (shop-api, idle in transaction" in message
     assert "mode lock of CASHOUT" in message and "nothing was changed" in message
     assert [h["pid"] for h in refused.value.holders] == [pid]
+    assert refused.value.holders[0]["open_seconds"] >= 0.9  # open since before the switch
     assert get_mode(pg.engine, LegacySystemType.CASHOUT) is M.DUAL_WRITE_LEGACY_PRIMARY
     assert len(history(pg.engine)) == before  # no control-log row
 

@@ -109,7 +109,11 @@ def lock_holders(conn: sa.Connection, keys: tuple[int, ...]) -> list[dict[str, A
             A.c.pid,
             A.c.application_name,
             A.c.state,
-            sa.func.extract("epoch", sa.func.now() - A.c.xact_start).label("open_seconds"),
+            # statement_timestamp(): now() is this transaction's start, older than theirs
+            # (and clock_timestamp() differs row by row, defeating DISTINCT).
+            sa.func.extract("epoch", sa.func.statement_timestamp() - A.c.xact_start).label(
+                "open_seconds"
+            ),
         )
         .distinct()
         .select_from(L.join(A, A.c.pid == L.c.pid))
