@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,9 +23,11 @@ from unistatus.db.control import last_mode_change_at, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.tables import unified_transactions as U
+from unistatus.db.tables_check import check_runs
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import LegacySystemType, UnifiedTransactionStatus
 from unistatus.migration.check import CheckReport, latest_report, run_check
+from unistatus.migration.check_runs import CONTINUOUS
 from unistatus.migration.gates import gate_check
 from unistatus.migration.verify import (
     CONTINUOUS_SCOPE,
@@ -336,3 +339,79 @@ def test_serves_own_api_sessions_at_work_are_live_traffic_for_its_verification(p
             request.close()
     finally:
         serve.dispose()
+
+
+def _last_pass(db: Any, system: LegacySystemType, began_ago: float, took: float) -> None:
+    """Make ``system``'s last pass one that began ``began_ago`` seconds ago and took
+    ``took`` seconds (its watermark and the time of its last range)."""
+    began = utcnow() - timedelta(seconds=began_ago)
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(check_runs)
+            .where(check_runs.c.run == CONTINUOUS, check_runs.c.system == system.value)
+            .values(watermark=began, updated_at=began + timedelta(seconds=took))
+        )
+
+
+def test_beside_traffic_the_next_pass_begins_pace_times_the_last_ones_length_after_it(
+    pg: Any,
+) -> None:
+    """The wait beside live traffic is the last pass's length times the pace (at most
+    busy_max_wait), counted from when that pass began; a host whose clock is behind the
+    one that began it does not wait longer for it."""
+    populate(pg.engine, pg.settings, 10)
+    verify_changes(pg.engine, pg.settings, max_seconds=None)  # the positions exist
+    shop = create_engine(pg.url, application_name="shop")
+    app = _at_work(shop)
+    try:
+
+        def deferred(began_ago: float, took: float, pace: float, max_wait: float) -> bool:
+            for system in LegacySystemType:
+                _last_pass(pg, system, began_ago, took)
+            got = verify_changes(
+                pg.engine, pg.settings, busy_pace=pace, busy_max_wait=max_wait, max_seconds=None
+            )
+            return got.per_system[CASHOUT.value].get("deferred") == "live_traffic"
+
+        assert deferred(10.0, 2.0, 10.0, 120.0)  # 2 s x 10 = 20 s: 10 s is too soon
+        assert not deferred(10.0, 2.0, 4.0, 120.0)  # 2 s x 4 = 8 s: due
+        assert not deferred(10.0, 2.0, 10.0, 9.0)  # at most 9 s: due
+        assert not deferred(-30.0, 2.0, 10.0, 120.0)  # began "in the future": due now
+    finally:
+        app.close()
+        shop.dispose()
+
+
+def test_a_system_that_waits_is_left_out_of_the_stored_report(pg: Any) -> None:
+    """A round where the cashouts wait beside live traffic and the escrows verify stores
+    a report of the escrows only: the cashouts' mismatch found by the pass before stays
+    what the alerts judge them by (stored at 0 of 0 it read as 100% consistent, and the
+    critical alert cleared until the next pass)."""
+    populate(pg.engine, pg.settings, 20)
+    run_check(pg.engine, pg.settings)
+    with pg.engine.begin() as conn:
+        _set_unified(conn, 3, status=_wrong_status(pg, 3), updated_at=utcnow())
+    found = verify_changes(pg.engine, pg.settings, max_seconds=None)
+    assert found.per_system[CASHOUT.value]["inconsistencies"]["status_mismatch"] == 1
+    escrows = tables(pg.engine, pg.settings)[LegacySystemType.ESCROW]
+    with pg.engine.begin() as conn:  # an escrow changed since
+        conn.execute(sa.update(escrows.table).where(escrows.id == 5).values(updated_at=utcnow()))
+    _last_pass(pg, CASHOUT, 1.0, 1.0)  # the cashouts' pass is recent: they wait
+    _last_pass(pg, LegacySystemType.ESCROW, 600.0, 1.0)  # the escrows' is due
+    shop = create_engine(pg.url, application_name="shop")
+    app = _at_work(shop)
+    try:
+        mixed = verify_changes(pg.engine, pg.settings, max_seconds=None)
+    finally:
+        app.close()
+        shop.dispose()
+    assert mixed.per_system[CASHOUT.value]["deferred"] == "live_traffic"
+    assert mixed.per_system[LegacySystemType.ESCROW.value]["total"] >= 1
+    stored = latest_report(pg.engine)
+    assert stored is not None and stored.id == mixed.id
+    assert CASHOUT.value not in stored.systems and CASHOUT.value not in stored.per_system
+    judged = judged_report(pg.engine, CASHOUT)
+    assert judged is not None and judged.id == found.id  # the pass that found it
+    snap = collect_snapshot(pg.engine, pg.settings)
+    firing = [o for o in observe(snap, now=utcnow()) if o.name == "consistency_critical"]
+    assert firing and firing[0].firing and "CASHOUT" in set(firing[0].details["systems"])

@@ -1,0 +1,139 @@
+"""A mode switch's wait for the exclusive mode lock (PostgreSQL, db/mode_lock_wait.py):
+it waits out a steady stream of writers' transactions of a few hundred ms, names only
+the sessions that block it (as they are when it gives up), and leaves the transaction's
+own ``lock_timeout`` as it found it. (Writers going on while it waits, and the give-up
+naming a caller's open transaction: tests/adapter/test_caller_edges.py.)"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import adapter_in
+from unistatus import DualWriteAdapter, DualWriteMode
+from unistatus.db.control import get_mode, set_mode
+from unistatus.db.dialect import ops_for
+from unistatus.db.engine import create_engine
+from unistatus.domain.statuses import LegacySystemType
+from unistatus.errors import ModeLockBusyError
+
+pytestmark = pytest.mark.postgres
+
+M = DualWriteMode
+CASHOUT, ESCROW = LegacySystemType.CASHOUT, LegacySystemType.ESCROW
+
+
+def _open_change(
+    engine: sa.Engine, adapter: DualWriteAdapter, entity: str, status: str
+) -> sa.Connection:
+    """A caller's transaction holding a status change of ``entity``, left open."""
+    conn = engine.connect()
+    conn.begin()
+    result = adapter.update_status(entity, status, "app", "app", connection=conn)
+    assert result.overall_success, result.error
+    return conn
+
+
+def test_a_steady_stream_of_transactions_of_a_few_hundred_ms_is_waited_out(pg: Database) -> None:
+    """Ten writers whose transactions each stay open 0.3-0.6 s, with short random gaps:
+    there is nearly always one in flight with more than 200 ms to go, so a switch that
+    queued 200 ms at a time rarely got the lock and gave up, blaming ordinary traffic.
+    Attempts that grow (and none behind a transaction open for long) get it."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY, record_stats=False)
+    entities = [
+        str(a.create_transaction("WALLET_CASHOUT", 1, "5", "USD").entity_id) for _ in range(10)
+    ]
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def write(entity: str) -> None:
+        rng = random.Random(entity)
+        time.sleep(rng.uniform(0.0, 0.5))  # not in step with each other
+        status = "PENDING"
+        while not stop.is_set():
+            target = "AWAITING_RESPONSE" if status == "PROCESSING" else "PROCESSING"
+            with pg.engine.connect() as conn:
+                conn.begin()
+                result = a.update_status(entity, target, "app", "app", connection=conn)
+                time.sleep(rng.uniform(0.3, 0.6))  # the application's own work
+                conn.commit()
+            if result.overall_success:
+                status = target
+            elif "LEGACY_ONLY" not in str(result.error):
+                failures.append(str(result.error))
+            time.sleep(rng.uniform(0.0, 0.2))
+
+    writers = [threading.Thread(target=write, args=(e,)) for e in entities]
+    for t in writers:
+        t.start()
+    try:
+        time.sleep(1.5)
+        patient = pg.settings.model_copy(update={"mode_lock_wait_seconds": 15.0})
+        started = time.monotonic()
+        set_mode(pg.engine, M.LEGACY_ONLY, system="CASHOUT", reason="r", settings=patient)
+        took = time.monotonic() - started
+    finally:
+        stop.set()
+        for t in writers:
+            t.join(30)
+    assert get_mode(pg.engine, CASHOUT) is M.LEGACY_ONLY
+    assert took < 8.0, f"the switch took {took:.1f} s"
+    assert not failures
+
+
+def test_only_the_sessions_that_block_it_are_named_as_they_are_when_it_gives_up(
+    pg: Database,
+) -> None:
+    """An escrow switch waits for an escrow caller, not for a cashout caller (which
+    holds the installation's lock shared too, as every writer does); the holders named
+    are read afresh (a session that began holding it after the first reading is named
+    with its application; one that ended is not)."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY, record_stats=False)
+    cashout = str(a.create_transaction("WALLET_CASHOUT", 1, "5", "USD").entity_id)
+    escrows = [str(a.create_transaction("ESCROW", 1, "5", "USD").entity_id) for _ in range(2)]
+    first_app = create_engine(pg.url, application_name="first-escrow-app")
+    later_app = create_engine(pg.url, application_name="later-escrow-app")
+    hurried = pg.settings.model_copy(update={"mode_lock_wait_seconds": 3.0})
+    refused: list[BaseException] = []
+
+    def switch() -> None:
+        try:
+            set_mode(pg.engine, M.LEGACY_ONLY, system="ESCROW", reason="r", settings=hurried)
+        except ModeLockBusyError as exc:
+            refused.append(exc)
+
+    other_system = _open_change(pg.engine, a, cashout, "PROCESSING")
+    first = _open_change(first_app, a, escrows[0], "AWAITING_PAYMENT")
+    try:
+        switcher = threading.Thread(target=switch)
+        switcher.start()
+        time.sleep(1.0)
+        later = _open_change(later_app, a, escrows[1], "AWAITING_PAYMENT")
+        time.sleep(0.5)
+        first.rollback()
+        switcher.join(30)
+        later.rollback()
+    finally:
+        for conn in (other_system, first):
+            conn.close()
+        first_app.dispose()
+        later_app.dispose()
+    assert refused, "the switch did not give up"
+    error = refused[0]
+    assert isinstance(error, ModeLockBusyError)
+    assert [h["application_name"] for h in error.holders] == ["later-escrow-app"]
+    assert "mode lock of ESCROW" in str(error)
+    assert get_mode(pg.engine, ESCROW) is M.DUAL_WRITE_LEGACY_PRIMARY
+
+
+def test_the_transactions_own_lock_timeout_is_left_as_it_was(pg: Database) -> None:
+    ops = ops_for(pg.engine)
+    with pg.engine.connect() as conn, conn.begin():
+        conn.exec_driver_sql("SET LOCAL lock_timeout = '1234ms'")
+        ops.mode_exclusive_lock(conn, CASHOUT)
+        assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "1234ms"
