@@ -144,16 +144,24 @@ SHOWN_HOLDERS = 5
 
 class ModeLockBusyError(ModeError):
     """A mode switch (or replay) gave up waiting for the mode lock: other sessions held
-    it for longer than it waits (a caller's transaction left open, say). Nothing was
-    changed; ``holders`` are those sessions (pid, application_name, state, open_seconds)."""
+    it for longer than it waits (a caller's transaction left open, say). ``outcome``
+    says what was left undone (default: nothing was changed); ``holders`` are those
+    sessions (pid, application_name, state, open_seconds: None when unknown)."""
 
-    def __init__(self, what: str, waited: float, holders: list[dict[str, Any]]) -> None:
-        self.holders = holders
+    def __init__(
+        self,
+        what: str,
+        waited: float,
+        holders: list[dict[str, Any]],
+        *,
+        outcome: str = "nothing was changed",
+    ) -> None:
+        self.what, self.waited, self.holders = what, waited, holders
         super().__init__(
             f"gave up after {waited:.0f} s waiting for the {what}, held by "
-            f"{self.describe(holders)}; nothing was changed, and writers went on meanwhile. "
-            "End those transactions (their applications' own, or pg_terminate_backend) and "
-            "run it again"
+            f"{self.describe(holders)}; {outcome}, and writers went on meanwhile. End "
+            "those transactions (their applications' own, or pg_terminate_backend) and run "
+            "it again"
         )
 
     @staticmethod
@@ -162,8 +170,12 @@ class ModeLockBusyError(ModeError):
         if not holders:
             return "no session any more (it was free again as it gave up)"
         shown = "; ".join(
-            f"pid {h['pid']} ({h['application_name'] or 'no application_name'}, "
-            f"{h['state']}, transaction open {h['open_seconds']:g} s)"
+            f"pid {h['pid']} ({h['application_name'] or 'no application_name'}, {h['state']}, "
+            + (
+                "transaction open for how long unknown: no pg_read_all_stats)"
+                if h["open_seconds"] is None
+                else f"transaction open {h['open_seconds']:g} s)"
+            )
             for h in holders[:SHOWN_HOLDERS]
         )
         more = len(holders) - SHOWN_HOLDERS

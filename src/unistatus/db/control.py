@@ -287,15 +287,16 @@ def set_mode(
     new = DualWriteMode.parse(mode)
     chosen = None if system is None else LegacySystemType.parse(system)
     ops = ops or ops_for(engine)
-    settings = settings or load_settings()
+    # Without settings: the library's default wait (the setting's default too).
+    wait = settings.mode_lock_wait_seconds if settings is not None else None
     try:
         tables = (
-            resolve_legacy_tables(engine, settings, require_status=False)
+            resolve_legacy_tables(engine, settings or load_settings(), require_status=False)
             if new.reads_unified
             else None
         )
         with ops.write_transaction() as conn:
-            ops.mode_exclusive_lock(conn, chosen, wait_seconds=settings.mode_lock_wait_seconds)
+            ops.mode_exclusive_lock(conn, chosen, wait_seconds=wait)
             # Every writer now waits on this transaction: bound what it does under the
             # lock (the staleness scan), and let the server end it if its client dies.
             ops.bound_exclusive(

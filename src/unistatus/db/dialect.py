@@ -372,19 +372,19 @@ class PostgresOps(DialectOps):
         *,
         wait_seconds: float | None = None,
     ) -> None:
+        key = self.mode_lock_key
         if system is None:
-            locks = [sa.func.pg_advisory_xact_lock(self.mode_lock_key)]
+            locks = [sa.func.pg_advisory_xact_lock(key)]
+            blockers = [(key, False)]
         else:
             # The installation's lock shared (a switch of every system excludes this
             # one), then the system's exclusive: its writers only.
-            locks = [
-                sa.func.pg_advisory_xact_lock_shared(self.mode_lock_key),
-                sa.func.pg_advisory_xact_lock(system_lock_key(self.mode_lock_key, system.value)),
-            ]
+            own = system_lock_key(key, system.value)
+            locks = [sa.func.pg_advisory_xact_lock_shared(key), sa.func.pg_advisory_xact_lock(own)]
+            blockers = [(key, True), (own, False)]
         what = "mode lock" + ("" if system is None else f" of {system.value}")
         take = sa.select(*locks, writer_mark.set_mark())
-        keys = self.mode_lock_keys(system)
-        take_waiting_politely(conn, take, keys, what, wait_seconds=wait_seconds)
+        take_waiting_politely(conn, take, blockers, what, wait_seconds=wait_seconds)
 
     def summary_lock(self, conn: sa.Connection) -> None:
         key = system_lock_key(self.mode_lock_key, SUMMARY_LOCK)

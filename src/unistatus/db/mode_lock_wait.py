@@ -7,11 +7,20 @@ application keeps it. PostgreSQL grants no new lock that conflicts with one a se
 *waiting* for, so every write of the system then queued behind the waiting switch: one
 slow application transaction and an operator's `mode set` stopped the whole service.
 
-As pgroll and gh-ost do for their DDL, the switch queues for the lock :data:`ATTEMPT_MS`
-at a time (``lock_timeout``, in a savepoint), and between attempts steps out of the
-queue so the writers go on, pausing a little longer each time; after
-:data:`WAIT_SECONDS` in all it gives up with :class:`~unistatus.errors.ModeLockBusyError`
-naming the sessions that hold the lock. Nothing is written before the lock is held.
+As pgroll and gh-ost do for their DDL, the switch never queues unbounded. Before each
+attempt it reads who holds what it needs (:func:`lock_holders`). Behind a transaction
+open for :data:`LONG_SECONDS` or more (not about to end) it does not queue at all: it
+polls every :data:`POLL_SECONDS` while the writers go on. Otherwise it queues for the
+lock with a ``lock_timeout`` (in a savepoint) of :data:`FIRST_ATTEMPT_MS`, doubled after
+each attempt that timed out up to :data:`LONGEST_ATTEMPT_MS` (a steady stream of
+transactions of a few hundred ms each is waited out), and steps out of the queue
+between attempts so the writers go on. After ``wait_seconds`` in all it gives up with
+:class:`~unistatus.errors.ModeLockBusyError` naming the holders. Nothing is written
+before the lock is held.
+
+Reading other roles' sessions' ages needs ``pg_read_all_stats`` (or superuser): without
+it their age is unknown, they count as young, and the attempts grow to
+:data:`LONGEST_ATTEMPT_MS` behind them.
 """
 
 from __future__ import annotations
@@ -25,16 +34,30 @@ import sqlalchemy as sa
 from unistatus.db.retry import retry_reason
 from unistatus.errors import ModeLockBusyError
 
-__all__ = ["ATTEMPT_MS", "WAIT_SECONDS", "lock_holders", "take_waiting_politely"]
+__all__ = [
+    "LONG_SECONDS",
+    "WAIT_SECONDS",
+    "Blocker",
+    "lock_holders",
+    "take_waiting_politely",
+]
 
 log = logging.getLogger("unistatus.db")
 
-# How long one attempt queues for the lock: the longest a writer waits behind it.
-ATTEMPT_MS = 200
-# Pauses between attempts: the first, then doubled up to the last.
-FIRST_PAUSE_SECONDS = 0.05
-LONGEST_PAUSE_SECONDS = 1.0
-# How long a switch keeps trying in all before it gives up.
+# A lock the switch waits for: its key, and whether only an exclusive holder blocks it
+# (the installation's key, which a switch of one system takes shared).
+Blocker = tuple[int, bool]
+
+# The first attempt's time in the queue (the longest a writer then waits behind it),
+# doubled after each attempt that timed out, up to the last.
+FIRST_ATTEMPT_MS = 200
+LONGEST_ATTEMPT_MS = 2_000
+# A holder whose transaction has been open this long is not about to end: no attempt.
+LONG_SECONDS = 2.0
+# Between attempts (and polls behind a long transaction).
+POLL_SECONDS = 0.1
+# How long a switch keeps trying in all before it gives up (the library's default; the
+# commands pass the mode_lock_wait_seconds setting).
 WAIT_SECONDS = 60.0
 # After this long it says (once, in the log) whom it waits for.
 SAY_AFTER_SECONDS = 2.0
@@ -42,6 +65,8 @@ SAY_AFTER_SECONDS = 2.0
 _LOCKS = sa.table(
     "pg_locks",
     sa.column("locktype"),
+    sa.column("database"),
+    sa.column("mode"),
     sa.column("classid"),
     sa.column("objid"),
     sa.column("objsubid"),
@@ -49,6 +74,7 @@ _LOCKS = sa.table(
     sa.column("granted"),
     schema="pg_catalog",
 )
+_DATABASE = sa.table("pg_database", sa.column("oid"), sa.column("datname"), schema="pg_catalog")
 _ACTIVITY = sa.table(
     "pg_stat_activity",
     sa.column("pid"),
@@ -62,51 +88,78 @@ _ACTIVITY = sa.table(
 def take_waiting_politely(
     conn: sa.Connection,
     take: sa.Executable,
-    keys: tuple[int, ...],
+    blockers: list[Blocker],
     what: str,
     *,
     wait_seconds: float | None = None,
 ) -> None:
     """Run ``take`` (a statement taking advisory locks exclusive) the polite way (the
-    module doc), giving up after ``wait_seconds`` (None: :data:`WAIT_SECONDS`; at least
-    one attempt). ``keys``: the locks' keys, to name their holders; ``what``: the lock,
-    for messages. Any other database error is raised as it is."""
+    module doc), giving up after ``wait_seconds`` (None: :data:`WAIT_SECONDS`).
+    ``blockers``: what it waits for, to read the holders; ``what``: the lock, for
+    messages. Any other database error is raised as it is (the savepoint rolled back,
+    the transaction usable)."""
     wait = WAIT_SECONDS if wait_seconds is None else wait_seconds
     started = time.monotonic()
-    pause, said = FIRST_PAUSE_SECONDS, False
+    attempt_ms, said = FIRST_ATTEMPT_MS, False
     previous = conn.execute(sa.select(sa.func.current_setting("lock_timeout"))).scalar_one()
     while True:
-        try:
-            with conn.begin_nested():
-                conn.execute(sa.select(sa.func.set_config("lock_timeout", f"{ATTEMPT_MS}ms", True)))
-                conn.execute(take)
-            break
-        except sa.exc.OperationalError as exc:
-            if retry_reason(exc) != "lock timeout":
-                raise
+        holders = lock_holders(conn, blockers)
+        stuck = any((h["open_seconds"] or 0.0) >= LONG_SECONDS for h in holders)
+        if not stuck:
+            if _attempt(conn, take, attempt_ms):
+                break
+            attempt_ms = min(attempt_ms * 2, LONGEST_ATTEMPT_MS)
         waited = time.monotonic() - started
         if waited >= wait:
-            raise ModeLockBusyError(what, waited, lock_holders(conn, keys))
+            raise ModeLockBusyError(what, waited, lock_holders(conn, blockers))
         if not said and waited >= SAY_AFTER_SECONDS:
             said = True
             log.warning(
                 "waiting for the %s (writers go on meanwhile): held by %s",
                 what,
-                ModeLockBusyError.describe(lock_holders(conn, keys)),
+                ModeLockBusyError.describe(holders),
             )
-        time.sleep(pause)
-        pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
+        time.sleep(POLL_SECONDS)
     conn.execute(sa.select(sa.func.set_config("lock_timeout", previous, True)))
 
 
-def lock_holders(conn: sa.Connection, keys: tuple[int, ...]) -> list[dict[str, Any]]:
-    """The other sessions holding any advisory lock of ``keys`` (one bigint each: its
-    high and low 32 bits are ``classid`` and ``objid``), longest-open transaction first."""
-    halves = [((k >> 32) & 0xFFFFFFFF, k & 0xFFFFFFFF) for k in keys]
+def _attempt(conn: sa.Connection, take: sa.Executable, timeout_ms: int) -> bool:
+    """Queue for the lock ``timeout_ms`` at most (in a savepoint); whether it was taken."""
+    try:
+        with conn.begin_nested():
+            conn.execute(sa.select(sa.func.set_config("lock_timeout", f"{timeout_ms}ms", True)))
+            conn.execute(take)
+    except sa.exc.OperationalError as exc:
+        if retry_reason(exc) != "lock timeout":
+            raise
+        return False
+    return True
+
+
+def lock_holders(conn: sa.Connection, blockers: list[Blocker]) -> list[dict[str, Any]]:
+    """The other sessions of this database holding a lock of ``blockers`` in a mode that
+    blocks the switch (an advisory lock of one bigint key: its high and low 32 bits are
+    ``classid`` and ``objid``), longest-open transaction first. ``open_seconds`` None:
+    unknown (another role's session, without ``pg_read_all_stats``)."""
     L, A = _LOCKS, _ACTIVITY
+    # The statistics of a transaction are a snapshot taken at its first read: cleared,
+    # so each call sees the sessions as they are now.
+    conn.execute(sa.select(sa.func.pg_stat_clear_snapshot()))
+    this_database = (
+        sa.select(_DATABASE.c.oid)
+        .where(_DATABASE.c.datname == sa.func.current_database())
+        .scalar_subquery()
+    )
+    matches = []
+    for key, exclusive_only in blockers:
+        match = sa.and_(
+            sa.cast(L.c.classid, sa.BigInteger) == (key >> 32) & 0xFFFFFFFF,
+            sa.cast(L.c.objid, sa.BigInteger) == key & 0xFFFFFFFF,
+        )
+        matches.append(sa.and_(match, L.c.mode == "ExclusiveLock") if exclusive_only else match)
     q = (
         sa.select(
-            A.c.pid,
+            L.c.pid,
             A.c.application_name,
             A.c.state,
             # statement_timestamp(): now() is this transaction's start, older than theirs
@@ -116,30 +169,23 @@ def lock_holders(conn: sa.Connection, keys: tuple[int, ...]) -> list[dict[str, A
             ),
         )
         .distinct()
-        .select_from(L.join(A, A.c.pid == L.c.pid))
+        .select_from(L.outerjoin(A, A.c.pid == L.c.pid))
         .where(
             L.c.locktype == "advisory",
+            L.c.database == this_database,
             L.c.objsubid == 1,
             L.c.granted,
             L.c.pid != sa.func.pg_backend_pid(),
-            sa.or_(
-                *(
-                    sa.and_(
-                        sa.cast(L.c.classid, sa.BigInteger) == hi,
-                        sa.cast(L.c.objid, sa.BigInteger) == lo,
-                    )
-                    for hi, lo in halves
-                )
-            ),
+            sa.or_(*matches),
         )
-        .order_by(sa.literal_column("open_seconds").desc())
+        .order_by(sa.literal_column("open_seconds").desc().nulls_last())
     )
     return [
         {
             "pid": row.pid,
             "application_name": row.application_name or "",
-            "state": row.state,
-            "open_seconds": round(float(row.open_seconds or 0.0), 1),
+            "state": row.state or "unknown",
+            "open_seconds": None if row.open_seconds is None else round(float(row.open_seconds), 1),
         }
         for row in conn.execute(q)
     ]

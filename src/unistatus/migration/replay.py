@@ -24,7 +24,7 @@ from unistatus.db.retry import is_retryable
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.errors import InputError, StorageError
+from unistatus.errors import InputError, ModeLockBusyError, StorageError
 from unistatus.migration.replay_apply import COUNT_KEYS, replay_rows
 from unistatus.migration.retire import legacy_columns_dropped
 from unistatus.migration.retire import undo_cleanup as undo
@@ -223,10 +223,19 @@ def replay_pending(
                     lock_ms=LOCK_TIMEOUT_MS,
                     idle_ms=IDLE_TIMEOUT_MS,
                 )
-                # Within the replay's own time for its locks (then ModeLockBusyError,
-                # naming the sessions that hold the mode lock).
-                wait = max(give_up - time.monotonic(), 0.0)
-                ops.mode_exclusive_lock(conn, system, wait_seconds=wait)
+                # Within the replay's own time for its locks, at least one round's
+                # lock_timeout (then ModeLockBusyError, naming the holders).
+                wait = max(give_up - time.monotonic(), LOCK_TIMEOUT_MS / 1000)
+                try:
+                    ops.mode_exclusive_lock(conn, system, wait_seconds=wait)
+                except ModeLockBusyError as exc:
+                    raise ModeLockBusyError(
+                        exc.what,
+                        exc.waited,
+                        exc.holders,
+                        outcome="nothing of the unfinished round was written (the rounds "
+                        "before it were)",
+                    ) from None
                 done = _round(
                     conn,
                     ops,

@@ -28,6 +28,7 @@ watermark (a full ``unistatus check`` still sees it).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -143,7 +144,8 @@ def verify_changes(
     or ``max_seconds`` (None: no time bound); at least one range is read, and the next
     round goes on from there. Beside live traffic a new pass waits (``busy_pace`` times
     the last pass's length, ``busy_max_wait`` seconds at most; 0: never waits): the
-    system is then ``deferred`` in the report and verifies nothing this round.
+    system is then ``deferred`` in the report returned, verifies nothing this round, and
+    is left out of the report stored (the alerts judge it by the last that verified it).
     """
     started = time.perf_counter()
     ops = ops_for(engine)
@@ -221,8 +223,17 @@ def verify_changes(
     report.duration_ms = (time.perf_counter() - started) * 1000
     report.created_at = utcnow()
     if store and report.total > 0:
-        # A round that verified nothing stores nothing: 0 of 0 would read as 100%.
-        store_report(engine, report)
+        # A round that verified nothing stores nothing: 0 of 0 would read as 100%. For
+        # the same reason a system that waited is left out of the stored report: the
+        # alerts then judge it by the last report that verified it.
+        waited = {name for name, figures in report.per_system.items() if "deferred" in figures}
+        stored = dataclasses.replace(
+            report,
+            systems=[name for name in report.systems if name not in waited],
+            per_system={k: v for k, v in report.per_system.items() if k not in waited},
+        )
+        store_report(engine, stored)
+        report.id = stored.id
     return report
 
 
@@ -236,6 +247,8 @@ def _waits_from(pos: SystemPosition, pace: float, max_wait: float) -> datetime |
         return None  # a pass begun goes on; a system never verified begins now
     length = max((pos.updated_at - pos.watermark).total_seconds(), 0.0)
     waited = (utcnow() - pos.watermark).total_seconds()
+    if waited < 0:  # this host's clock is behind the one that began the last pass
+        return None
     return pos.watermark if waited < min(length * pace, max_wait) else None
 
 
