@@ -12,10 +12,12 @@ import time
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from conftest import Database
 from support.adapters import adapter_in
 from unistatus import DualWriteAdapter, DualWriteMode
+from unistatus.cli import app
 from unistatus.db.control import get_mode, set_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
@@ -137,3 +139,29 @@ def test_the_transactions_own_lock_timeout_is_left_as_it_was(pg: Database) -> No
         conn.exec_driver_sql("SET LOCAL lock_timeout = '1234ms'")
         ops.mode_exclusive_lock(conn, CASHOUT)
         assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "1234ms"
+
+
+def test_the_command_gives_up_in_one_line_with_exit_code_2(pg: Database) -> None:
+    """`unistatus mode set` behind a transaction left open: after the
+    UNISTATUS_MODE_LOCK_WAIT_SECONDS the operator set, one line naming the session."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY, record_stats=False)
+    entity = str(a.create_transaction("WALLET_CASHOUT", 1, "5", "USD").entity_id)
+    shop = create_engine(pg.url, application_name="shop-api")
+    held = _open_change(shop, a, entity, "PROCESSING")
+    try:
+        done = CliRunner().invoke(
+            app,
+            ["--database-url", pg.url, "mode", "set", "LEGACY_ONLY", "--system", "cashout"]
+            + ["--reason", "pause cashouts"],
+            env={"UNISTATUS_MODE_LOCK_WAIT_SECONDS": "1"},
+        )
+    finally:
+        held.rollback()
+        held.close()
+        shop.dispose()
+    assert done.exit_code == 2, done.output
+    err = done.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err, err
+    assert "gave up after 1 s waiting for the mode lock of CASHOUT" in err
+    assert "(shop-api, idle in transaction" in err
+    assert get_mode(pg.engine, CASHOUT) is M.DUAL_WRITE_LEGACY_PRIMARY
