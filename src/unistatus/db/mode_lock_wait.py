@@ -52,6 +52,8 @@ Blocker = tuple[int, bool]
 # doubled after each attempt that timed out, up to the last.
 FIRST_ATTEMPT_MS = 200
 LONGEST_ATTEMPT_MS = 2_000
+# An attempt never outlasts the time left, but is never shorter than this.
+SHORTEST_ATTEMPT_MS = 50
 # A holder whose transaction has been open this long is not about to end: no attempt.
 LONG_SECONDS = 2.0
 # Between attempts (and polls behind a long transaction).
@@ -106,7 +108,8 @@ def take_waiting_politely(
         holders = lock_holders(conn, blockers)
         stuck = any((h["open_seconds"] or 0.0) >= LONG_SECONDS for h in holders)
         if not stuck:
-            if _attempt(conn, take, attempt_ms):
+            left_ms = (wait - (time.monotonic() - started)) * 1000
+            if _attempt(conn, take, int(max(min(attempt_ms, left_ms), SHORTEST_ATTEMPT_MS))):
                 break
             attempt_ms = min(attempt_ms * 2, LONGEST_ATTEMPT_MS)
         waited = time.monotonic() - started
