@@ -9,8 +9,10 @@ slow application transaction and an operator's `mode set` stopped the whole serv
 
 As pgroll and gh-ost do for their DDL, the switch never queues unbounded. Before each
 attempt it reads who holds what it needs (:func:`lock_holders`). Behind a transaction
-open for :data:`LONG_SECONDS` or more (not about to end) it does not queue at all: it
-polls every :data:`POLL_SECONDS` while the writers go on. Otherwise it queues for the
+open for :data:`LONG_SECONDS` or more (not about to end; a transaction whose age it may
+not read, another role's or a prepared one, is as old as it has been seen holding the
+lock) it does not queue at all: it looks again every :data:`POLL_SECONDS` while the
+writers go on. Otherwise it queues for the
 lock with a ``lock_timeout`` (in a savepoint) of :data:`FIRST_ATTEMPT_MS`, doubled after
 each attempt that timed out up to :data:`LONGEST_ATTEMPT_MS` (a steady stream of
 transactions of a few hundred ms each is waited out), and steps out of the queue
@@ -18,9 +20,9 @@ between attempts so the writers go on. After ``wait_seconds`` in all it gives up
 :class:`~unistatus.errors.ModeLockBusyError` naming the holders. Nothing is written
 before the lock is held.
 
-Reading other roles' sessions' ages needs ``pg_read_all_stats`` (or superuser): without
-it their age is unknown, they count as young, and the attempts grow to
-:data:`LONGEST_ATTEMPT_MS` behind them.
+Reading other roles' sessions' ages and names needs ``pg_read_all_stats`` (or
+superuser): without it the holders are named by pid only, and aged from when the switch
+first saw them.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ LONGEST_ATTEMPT_MS = 2_000
 SHORTEST_ATTEMPT_MS = 50
 # A holder whose transaction has been open this long is not about to end: no attempt.
 LONG_SECONDS = 2.0
-# Between attempts (and polls behind a long transaction).
-POLL_SECONDS = 0.1
+# Between attempts (and looks behind a long transaction: pg_locks is not read often).
+POLL_SECONDS = 0.25
 # How long a switch keeps trying in all before it gives up (the library's default; the
 # commands pass the mode_lock_wait_seconds setting).
 WAIT_SECONDS = 60.0
@@ -73,6 +75,7 @@ _LOCKS = sa.table(
     sa.column("objid"),
     sa.column("objsubid"),
     sa.column("pid"),
+    sa.column("virtualtransaction"),
     sa.column("granted"),
     schema="pg_catalog",
 )
@@ -103,10 +106,19 @@ def take_waiting_politely(
     wait = WAIT_SECONDS if wait_seconds is None else wait_seconds
     started = time.monotonic()
     attempt_ms, said = FIRST_ATTEMPT_MS, False
+    first_seen: dict[str, float] = {}  # a holder's transaction: when first seen holding
     previous = conn.execute(sa.select(sa.func.current_setting("lock_timeout"))).scalar_one()
     while True:
         holders = lock_holders(conn, blockers)
-        stuck = any((h["open_seconds"] or 0.0) >= LONG_SECONDS for h in holders)
+        now = time.monotonic()
+        for h in holders:
+            first_seen.setdefault(h["transaction"], now)
+        # Its age from pg_stat_activity, else (another role's session, a prepared
+        # transaction) at least how long it has been seen holding the lock.
+        stuck = any(
+            max(h["open_seconds"] or 0.0, now - first_seen[h["transaction"]]) >= LONG_SECONDS
+            for h in holders
+        )
         if not stuck:
             left_ms = (wait - (time.monotonic() - started)) * 1000
             if _attempt(conn, take, int(max(min(attempt_ms, left_ms), SHORTEST_ATTEMPT_MS))):
@@ -142,8 +154,9 @@ def _attempt(conn: sa.Connection, take: sa.Executable, timeout_ms: int) -> bool:
 def lock_holders(conn: sa.Connection, blockers: list[Blocker]) -> list[dict[str, Any]]:
     """The other sessions of this database holding a lock of ``blockers`` in a mode that
     blocks the switch (an advisory lock of one bigint key: its high and low 32 bits are
-    ``classid`` and ``objid``), longest-open transaction first. ``open_seconds`` None:
-    unknown (another role's session, without ``pg_read_all_stats``)."""
+    ``classid`` and ``objid``), longest-open transaction first; ``transaction``: its
+    virtual transaction id. ``open_seconds`` None: unknown (another role's session
+    without ``pg_read_all_stats``, a prepared transaction)."""
     L, A = _LOCKS, _ACTIVITY
     # The statistics of a transaction are a snapshot taken at its first read: cleared,
     # so each call sees the sessions as they are now.
@@ -163,6 +176,7 @@ def lock_holders(conn: sa.Connection, blockers: list[Blocker]) -> list[dict[str,
     q = (
         sa.select(
             L.c.pid,
+            L.c.virtualtransaction,
             A.c.application_name,
             A.c.state,
             # statement_timestamp(): now() is this transaction's start, older than theirs
@@ -178,7 +192,8 @@ def lock_holders(conn: sa.Connection, blockers: list[Blocker]) -> list[dict[str,
             L.c.database == this_database,
             L.c.objsubid == 1,
             L.c.granted,
-            L.c.pid != sa.func.pg_backend_pid(),
+            # A prepared transaction's locks have no pid: they block all the same.
+            L.c.pid.is_distinct_from(sa.func.pg_backend_pid()),
             sa.or_(*matches),
         )
         .order_by(sa.literal_column("open_seconds").desc().nulls_last())
@@ -186,6 +201,7 @@ def lock_holders(conn: sa.Connection, blockers: list[Blocker]) -> list[dict[str,
     return [
         {
             "pid": row.pid,
+            "transaction": str(row.virtualtransaction),
             "application_name": row.application_name or "",
             "state": row.state or "unknown",
             "open_seconds": None if row.open_seconds is None else round(float(row.open_seconds), 1),

@@ -229,12 +229,12 @@ def replay_pending(
                 try:
                     ops.mode_exclusive_lock(conn, system, wait_seconds=wait)
                 except ModeLockBusyError as exc:
+                    before = " (the rounds before it were)" if rounds > 1 else ""
                     raise ModeLockBusyError(
                         exc.what,
                         exc.waited,
                         exc.holders,
-                        outcome="nothing of the unfinished round was written (the rounds "
-                        "before it were)",
+                        outcome=f"nothing of the unfinished round was written{before}",
                     ) from None
                 done = _round(
                     conn,

@@ -28,7 +28,6 @@ watermark (a full ``unistatus check`` still sees it).
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -144,8 +143,9 @@ def verify_changes(
     or ``max_seconds`` (None: no time bound); at least one range is read, and the next
     round goes on from there. Beside live traffic a new pass waits (``busy_pace`` times
     the last pass's length, ``busy_max_wait`` seconds at most; 0: never waits): the
-    system is then ``deferred`` in the report returned, verifies nothing this round, and
-    is left out of the report stored (the alerts judge it by the last that verified it).
+    system then verifies nothing this round: its figures are its last pass's, marked
+    ``deferred`` and left out of the round's totals, and the round is stored incomplete
+    (the alerts read it; no gate takes it for a complete verification).
     """
     started = time.perf_counter()
     ops = ops_for(engine)
@@ -168,8 +168,9 @@ def verify_changes(
                 continue  # retired: legacy holds no status any more
             waits_from = _waits_from(pos, busy_pace, busy_max_wait) if busy else None
             if waits_from is not None:
-                report.per_system[system.value] = _deferred(waits_from)
+                report.per_system[system.value] = _deferred(pos, waits_from)
                 watermarks.append(waits_from)
+                complete = False  # not verified up to now: no gate takes this round
                 continue
             if pos.pass_started_at is None:  # a new pass
                 pos.pass_started_at = utcnow()
@@ -223,17 +224,8 @@ def verify_changes(
     report.duration_ms = (time.perf_counter() - started) * 1000
     report.created_at = utcnow()
     if store and report.total > 0:
-        # A round that verified nothing stores nothing: 0 of 0 would read as 100%. For
-        # the same reason a system that waited is left out of the stored report: the
-        # alerts then judge it by the last report that verified it.
-        waited = {name for name, figures in report.per_system.items() if "deferred" in figures}
-        stored = dataclasses.replace(
-            report,
-            systems=[name for name in report.systems if name not in waited],
-            per_system={k: v for k, v in report.per_system.items() if k not in waited},
-        )
-        store_report(engine, stored)
-        report.id = stored.id
+        # A round that verified nothing stores nothing: 0 of 0 would read as 100%.
+        store_report(engine, report)
     return report
 
 
@@ -252,11 +244,14 @@ def _waits_from(pos: SystemPosition, pace: float, max_wait: float) -> datetime |
     return pos.watermark if waited < min(length * pace, max_wait) else None
 
 
-def _deferred(watermark: datetime) -> dict[str, Any]:
+def _deferred(pos: SystemPosition, watermark: datetime) -> dict[str, Any]:
+    """A waiting system's figures in a round: its last pass's (what is known of it now),
+    marked as carried over; the round's own totals leave them out."""
+    counts = pos.counts
     return {
-        "total": 0,
-        "consistent": 0,
-        "inconsistencies": dict.fromkeys(KINDS, 0),
+        "total": int(counts.get("total", 0)),
+        "consistent": int(counts.get("ok", 0)),
+        "inconsistencies": {kind: int(counts.get(kind, 0)) for kind in KINDS},
         "complete": True,
         "deferred": "live_traffic",
         "watermark": watermark.isoformat(),
