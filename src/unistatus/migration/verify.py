@@ -5,17 +5,21 @@ system it keeps a *watermark* (every change stamped before it has been verified)
 *pass*: the key ranges are walked with the check's own statement, restricted to pairs
 where either side was updated since ``watermark - SLACK``; a round stops, per system,
 after the range that reaches ``max_rows`` rows or ``max_seconds``, and the next round
-goes on from there. When a
-pass has covered every range, the moment it began becomes the new watermark. Position
-and watermark live in ``unistatus_check_runs`` (run ``continuous``), committed range by
-range like a check's. Beside live traffic (other applications' sessions at work:
-:meth:`~unistatus.db.dialect.DialectOps.live_sessions`), a new pass waits until the
-time since the last one began is :data:`BUSY_PACE` times that pass's length, and at
-most ``busy_max_wait``: a pass reads every key range, and live writes wait for the core
-it takes (a pass in progress goes on). Inconsistent pairs are re-checked as the check does (no alarm
-from a write in flight). Each round that verified rows stores a report
-(scope ``continuous``, ``complete`` when every system finished its pass), which the
-alerts read; gates read complete full checks only.
+goes on from there. When a pass has covered every range, the moment it began becomes
+the new watermark. Position and watermark live in ``unistatus_check_runs`` (run
+``continuous``), committed range by range like a check's. Inconsistent pairs are
+re-checked as the check does (no alarm from a write in flight). Each round that
+verified rows stores a report (scope ``continuous``, ``complete`` when every system
+finished its pass and none waited), which the alerts read; gates read complete full
+checks only.
+
+Beside live traffic (other applications' sessions at work:
+:meth:`~unistatus.db.dialect.DialectOps.live_sessions`) a new pass waits until the time
+since the last one began is :data:`BUSY_PACE` times that pass's length, and at most
+``busy_max_wait``: a pass reads every key range, and live writes wait for the core it
+takes. A pass in progress goes on. A system that waits verifies nothing that round; its
+figures in the round's report are its last pass's, marked ``deferred`` and left out of
+the round's totals, so the alerts keep judging it by what it last found.
 
 Limits: the legacy and unified tables have no index on ``updated_at`` (revision 0012
 keeps status changes HOT), so a pass reads every key range once, filtered before the
