@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
@@ -193,3 +194,51 @@ def test_without_other_sessions_the_worker_is_not_paced(pg: Any) -> None:
     (worker,) = read_workers(pg.engine, include_finished=True)
     assert not worker["throttled_seconds"].get(RAMP) and slept == []
     assert worker["readings"]["live_sessions"] == 0
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_traffic_that_appears_between_probes_is_paced_from_the_next_batch(pg: Any) -> None:
+    """Probes come every ``health_interval_seconds`` (60 s here: one, at the start, in a
+    quiet database). Another application's session that begins after the first batch
+    is seen before the next one (a cheap reading of the live sessions each batch while
+    the last probe saw none), probed at once, and paced: before, the worker copied at
+    full speed until the next probe (a second by default, the whole run here)."""
+    seed_legacy(pg.engine, pg.settings, 3_000, seed=13)
+    record_latency(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 2.0, 200)
+    settings = pg.settings.model_copy(
+        update={
+            "backfill": BackfillSettings(
+                max_p95_ms=100.0, max_lock_waits=None, health_interval_seconds=60.0
+            )
+        }
+    )
+    shop = create_engine(pg.url, application_name="shop")
+    opened: list[sa.Connection] = []
+
+    def after_a_batch(_system: str, done: int, _total: int) -> None:
+        if done and not opened:  # traffic begins after the first batch
+            app = shop.connect()
+            app.begin()
+            app.exec_driver_sql("SELECT 1")
+            opened.append(app)
+
+    try:
+        report = run_backfill(
+            pg.engine,
+            settings,
+            batch_size=300,
+            min_batch_rows=300,
+            max_batch_rows=300,  # ten batches
+            workers=1,
+            progress=after_a_batch,
+            clock=Clock(sleep=lambda _seconds: None),
+        )
+    finally:
+        for app in opened:
+            app.rollback()
+            app.close()
+        shop.dispose()
+    assert report.complete and report.inserted == 3_000 and opened
+    (worker,) = read_workers(pg.engine, include_finished=True)
+    assert worker["throttled_seconds"].get(RAMP, 0) > 0
+    assert worker["readings"]["live_sessions"] == 1
