@@ -164,6 +164,19 @@ def decide(readings: Readings, limits: Limits) -> Decision:
     return GO
 
 
+def traffic_appeared(engine: sa.Engine, ops: DialectOps, live_at_probe: int | None) -> bool:
+    """Live sessions now where the last probe saw none (read between probes, each batch,
+    so the ramp's cap applies within a batch of traffic appearing, not a probe interval
+    later; unknown or failed: no). Nothing to read when the last probe saw some."""
+    if live_at_probe != 0:
+        return False
+    try:
+        with engine.connect() as conn:
+            return bool(ops.live_sessions_if_known(conn))
+    except sa.exc.DBAPIError:
+        return False
+
+
 def read_health(
     engine: sa.Engine,
     ops: DialectOps,

@@ -221,6 +221,7 @@ class Worker:
         self._health_tables = [lt.table for lt in tables.values()] + [unified_transactions]
         self._refreshed_at: float | None = None
         self._probed_at: float | None = None
+        self._live_at_probe: int | None = None  # live sessions the last probe saw
         self._probe_failed = False
         self.sources: dict[str, str] = {}
         self.activity = Activity(ops, self.name, batch_rows=batch_size or 0)
@@ -380,7 +381,7 @@ class Worker:
         )
         self._learn_baseline()
         limits = self._limits()
-        self._probed_at = self.clock.timer()
+        self._probed_at, self._live_at_probe = self.clock.timer(), readings.live_sessions
         self.activity.saw(
             readings,
             {
@@ -469,8 +470,11 @@ class Worker:
 
     def _hold_while_unhealthy(self) -> bool:
         """Wait while a probe's reading is above its limit; False: told to stop."""
-        interval = self.settings.backfill.health_interval_seconds
+        interval, t = self.settings.backfill.health_interval_seconds, self.tuning
         due = self._probed_at is None or self.clock.timer() - self._probed_at >= interval
+        ramps = not self.extra and (t.max_p95_ms is not None or t.p95_over_baseline is not None)
+        if not due and ramps:  # traffic that just appeared: probed now (the ramp's cue)
+            due = health.traffic_appeared(self.engine, self.ops, self._live_at_probe)
         if not due:
             return True
         decision = self._probe()
