@@ -242,3 +242,6 @@ def test_traffic_that_appears_between_probes_is_paced_from_the_next_batch(pg: An
     (worker,) = read_workers(pg.engine, include_finished=True)
     assert worker["throttled_seconds"].get(RAMP, 0) > 0
     assert worker["readings"]["live_sessions"] == 1
+    # The cap that probe set is shown with its readings (it was shown a probe late:
+    # None here, where no probe came after it).
+    assert worker["readings"]["ramp_rows_per_second"] is not None
