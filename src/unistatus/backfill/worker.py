@@ -389,7 +389,6 @@ class Worker:
                 "baseline_p95_ms": self._baseline,
                 "max_replication_lag_seconds": limits.max_replication_lag_seconds,
                 "max_lock_waits": limits.max_lock_waits,
-                "ramp_rows_per_second": self.ramp.binding(self._quiet_rate),
             },
         )
         decision = health.decide(readings, limits)
@@ -398,6 +397,7 @@ class Worker:
         elif self._learning_since is None:
             self._learning_since = self.clock.now()
         self._follow_traffic(decision, readings, limits)
+        self.activity.saw(readings, {"ramp_rows_per_second": self.ramp.binding(self._quiet_rate)})
         return decision
 
     def _follow_traffic(
