@@ -138,6 +138,15 @@ def test_sqlite_cannot_tell_live_sessions(sqlite_db: Any) -> None:
         assert ops_for(sqlite_db.engine).live_sessions(conn) is None
 
 
+def judged_by_p95(pg: Any, *, probe_every: float) -> Any:
+    """The test database's settings with a p95 limit to judge by (100 ms), lock waits
+    not judged, and a probe every ``probe_every`` seconds."""
+    backfill = BackfillSettings(
+        max_p95_ms=100.0, max_lock_waits=None, health_interval_seconds=probe_every
+    )
+    return pg.settings.model_copy(update={"backfill": backfill})
+
+
 @pytest.mark.parametrize("pg", ["postgres"], indirect=True)
 def test_the_worker_copies_gently_beside_another_applications_session(pg: Any) -> None:
     """Another application's session in a transaction: the first worker paces itself
@@ -145,13 +154,7 @@ def test_the_worker_copies_gently_beside_another_applications_session(pg: Any) -
     it is not paced at all."""
     seed_legacy(pg.engine, pg.settings, 3_000, seed=11)
     record_latency(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 2.0, 200)
-    settings = pg.settings.model_copy(
-        update={
-            "backfill": BackfillSettings(
-                max_p95_ms=100.0, max_lock_waits=None, health_interval_seconds=0.001
-            )
-        }
-    )
+    settings = judged_by_p95(pg, probe_every=0.001)
     slept: list[float] = []
     shop = create_engine(pg.url, application_name="shop")
     try:
@@ -179,13 +182,7 @@ def test_the_worker_copies_gently_beside_another_applications_session(pg: Any) -
 @pytest.mark.parametrize("pg", ["postgres"], indirect=True)
 def test_without_other_sessions_the_worker_is_not_paced(pg: Any) -> None:
     seed_legacy(pg.engine, pg.settings, 3_000, seed=12)
-    settings = pg.settings.model_copy(
-        update={
-            "backfill": BackfillSettings(
-                max_p95_ms=100.0, max_lock_waits=None, health_interval_seconds=0.001
-            )
-        }
-    )
+    settings = judged_by_p95(pg, probe_every=0.001)
     slept: list[float] = []
     report = run_backfill(
         pg.engine, settings, batch_size=300, workers=1, clock=Clock(sleep=slept.append)
@@ -205,13 +202,7 @@ def test_traffic_that_appears_between_probes_is_paced_from_the_next_batch(pg: An
     full speed until the next probe (a second by default, the whole run here)."""
     seed_legacy(pg.engine, pg.settings, 3_000, seed=13)
     record_latency(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 2.0, 200)
-    settings = pg.settings.model_copy(
-        update={
-            "backfill": BackfillSettings(
-                max_p95_ms=100.0, max_lock_waits=None, health_interval_seconds=60.0
-            )
-        }
-    )
+    settings = judged_by_p95(pg, probe_every=60.0)
     shop = create_engine(pg.url, application_name="shop")
     opened: list[sa.Connection] = []
 

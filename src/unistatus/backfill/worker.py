@@ -382,22 +382,22 @@ class Worker:
         self._learn_baseline()
         limits = self._limits()
         self._probed_at, self._live_at_probe = self.clock.timer(), readings.live_sessions
-        self.activity.saw(
-            readings,
-            {
-                "p95_limit_ms": limits.p95_limit_ms,
-                "baseline_p95_ms": self._baseline,
-                "max_replication_lag_seconds": limits.max_replication_lag_seconds,
-                "max_lock_waits": limits.max_lock_waits,
-            },
-        )
         decision = health.decide(readings, limits)
         if decision.reason != health.BASELINE:
             self._learning_since = None
         elif self._learning_since is None:
             self._learning_since = self.clock.now()
         self._follow_traffic(decision, readings, limits)
-        self.activity.saw(readings, {"ramp_rows_per_second": self.ramp.binding(self._quiet_rate)})
+        self.activity.saw(  # after the ramp moved: the cap this probe set
+            readings,
+            {
+                "p95_limit_ms": limits.p95_limit_ms,
+                "baseline_p95_ms": self._baseline,
+                "max_replication_lag_seconds": limits.max_replication_lag_seconds,
+                "max_lock_waits": limits.max_lock_waits,
+                "ramp_rows_per_second": self.ramp.binding(self._quiet_rate),
+            },
+        )
         return decision
 
     def _follow_traffic(

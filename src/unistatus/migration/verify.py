@@ -170,10 +170,11 @@ def verify_changes(
             pos = state.systems[system]
             if lt is None or lt.status is None:
                 continue  # retired: legacy holds no status any more
-            waits_from = _waits_from(pos, busy_pace, busy_max_wait) if busy else None
-            if waits_from is not None:
-                report.per_system[system.value] = _deferred(pos, waits_from)
-                watermarks.append(waits_from)
+            if busy and pos.watermark is not None and _waits(pos, busy_pace, busy_max_wait):
+                # Its last pass's figures, carried over (out of the round's totals).
+                carried = _figures(pos.counts, True, pos.watermark)
+                report.per_system[system.value] = {**carried, "deferred": "live_traffic"}
+                watermarks.append(pos.watermark)
                 complete = False  # not verified up to now: no gate takes this round
                 continue
             if pos.pass_started_at is None:  # a new pass
@@ -210,13 +211,9 @@ def verify_changes(
                         break
             if pos.watermark is not None:
                 watermarks.append(pos.watermark)
-            report.per_system[system.value] = {
-                "total": got["total"],
-                "consistent": got["ok"],
-                "inconsistencies": {k: got[k] for k in KINDS},
-                "complete": pos.pass_started_at is None,
-                "watermark": pos.watermark.isoformat() if pos.watermark else None,
-            }
+            report.per_system[system.value] = _figures(
+                got, pos.pass_started_at is None, pos.watermark
+            )
             report.total += got["total"]
             report.consistent += got["ok"]
             for kind in KINDS:
@@ -233,32 +230,28 @@ def verify_changes(
     return report
 
 
-def _waits_from(pos: SystemPosition, pace: float, max_wait: float) -> datetime | None:
-    """Beside live traffic, whether a new pass waits (the module doc): its watermark if
-    so. The last pass, from its start (the watermark) to its last range (its position's
-    ``updated_at``), took ``length``; the next begins ``pace`` times that after it
-    began, ``max_wait`` at most. (A pass spread over several rounds counts the time
-    between them too: the next waits longer, up to ``max_wait``.)"""
+def _waits(pos: SystemPosition, pace: float, max_wait: float) -> bool:
+    """Beside live traffic, whether a new pass waits (the module doc). The last pass,
+    from its start (the watermark) to its last range (its position's ``updated_at``),
+    took ``length``; the next begins ``pace`` times that after it began, ``max_wait`` at
+    most. (A pass spread over several rounds counts the time between them too: the next
+    waits longer, up to ``max_wait``.)"""
     if pos.pass_started_at is not None or pos.watermark is None:
-        return None  # a pass begun goes on; a system never verified begins now
+        return False  # a pass begun goes on; a system never verified begins now
     length = max((pos.updated_at - pos.watermark).total_seconds(), 0.0)
     waited = (utcnow() - pos.watermark).total_seconds()
-    if waited < 0:  # this host's clock is behind the one that began the last pass
-        return None
-    return pos.watermark if waited < min(length * pace, max_wait) else None
+    # A negative wait: this host's clock is behind the one that began the last pass.
+    return 0 <= waited < min(length * pace, max_wait)
 
 
-def _deferred(pos: SystemPosition, watermark: datetime) -> dict[str, Any]:
-    """A waiting system's figures in a round: its last pass's (what is known of it now),
-    marked as carried over; the round's own totals leave them out."""
-    counts = pos.counts
+def _figures(counts: dict[str, int], complete: bool, watermark: datetime | None) -> dict[str, Any]:
+    """One system's figures in a round's report, from its counts."""
     return {
         "total": int(counts.get("total", 0)),
         "consistent": int(counts.get("ok", 0)),
         "inconsistencies": {kind: int(counts.get(kind, 0)) for kind in KINDS},
-        "complete": True,
-        "deferred": "live_traffic",
-        "watermark": watermark.isoformat(),
+        "complete": complete,
+        "watermark": watermark.isoformat() if watermark else None,
     }
 
 
