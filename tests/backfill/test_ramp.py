@@ -5,6 +5,7 @@ while another application's session is at work and at full speed without one."""
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -236,3 +237,51 @@ def test_traffic_that_appears_between_probes_is_paced_from_the_next_batch(pg: An
     # The cap that probe set is shown with its readings (it was shown a probe late:
     # None here, where no probe came after it).
     assert worker["readings"]["ramp_rows_per_second"] is not None
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_live_sessions_sees_another_roles_session_at_work_without_read_all_stats(pg: Any) -> None:
+    """unistatus runs as a role of its own beside the application's. Without
+    ``pg_read_all_stats`` that role reads other roles' sessions in ``pg_stat_activity``
+    with their state and type hidden (NULL): the application's traffic counted as none,
+    so the backfill copied at full speed beside it and verification never waited. A
+    session of another role in a transaction (its virtual transaction's lock, which
+    ``pg_locks`` shows to every role) is at work; idle, it is not."""
+    role = f"unistatus_test_watcher_{uuid.uuid4().hex[:8]}"  # roles belong to the server
+    admin = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+    ops = ops_for(pg.engine)
+    probe = create_engine(
+        sa.engine.make_url(pg.url).set(username=role).render_as_string(hide_password=False),
+        application_name="unistatus/backfill",
+    )
+    shop = create_engine(pg.url, application_name="shop")  # the application's role
+
+    def live() -> int | None:
+        with probe.connect() as conn:
+            return ops.live_sessions(conn)
+
+    pg.engine.dispose()
+    try:
+        with shop.connect() as app:
+            app.exec_driver_sql("SELECT 1")
+            app.commit()
+            time.sleep(1.1)
+            assert live() == 0  # idle: not at work
+            with probe.connect() as conn:  # hidden from this role indeed
+                state = conn.exec_driver_sql(
+                    "SELECT state FROM pg_stat_activity WHERE application_name = 'shop'"
+                ).scalar_one()
+                assert state is None
+            app.begin()
+            app.exec_driver_sql("SELECT 1")  # idle in a transaction: at work
+            assert live() == 1
+            app.rollback()
+            assert live() == 0
+    finally:
+        for engine in (probe, shop):
+            engine.dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        admin.dispose()
