@@ -511,12 +511,15 @@ class PostgresOps(DialectOps):
         name = sa.func.coalesce(a.c.application_name, "")
         other = name != sa.func.current_setting("application_name")
         recently = a.c.state_change > sa.func.clock_timestamp() - sa.text("interval '1 second'")
+        seen_at_work = sa.and_(
+            a.c.backend_type == "client backend",
+            sa.or_(a.c.state != "idle", sa.and_(other, recently)),
+        )
         count = sa.select(sa.func.count()).where(
             a.c.datname == sa.func.current_database(),
-            a.c.backend_type == "client backend",
             a.c.pid != sa.func.pg_backend_pid(),
             ~name.startswith(TOOL_APPLICATION_PREFIX, autoescape=True),
-            sa.or_(a.c.state != "idle", sa.and_(other, recently)),
+            sa.or_(seen_at_work, _hidden_in_a_transaction(a)),
         )
         if not siblings:
             count = count.where(other)
@@ -549,9 +552,32 @@ _ACTIVITY = sa.table(
 _LOCKS = sa.table(
     "pg_locks",
     sa.column("pid", sa.Integer),
+    sa.column("locktype", sa.Text),
     sa.column("granted", sa.Boolean),
     sa.column("relation"),
 )
+_VACUUMING = sa.table("pg_stat_progress_vacuum", sa.column("pid", sa.Integer))
+_ANALYZING = sa.table("pg_stat_progress_analyze", sa.column("pid", sa.Integer))
+
+
+def _hidden_in_a_transaction(a: sa.TableClause) -> sa.ColumnElement[bool]:
+    """A session of another role whose state this role may not read (without
+    ``pg_read_all_stats`` its type, state and times are NULL), in a transaction now:
+    it holds its virtual transaction's lock, which ``pg_locks`` shows every role. A
+    vacuum or analyze (autovacuum's workers run as the superuser) is not live traffic.
+    Such a session is seen only while in a transaction, not in the second after it."""
+    holds_its_transaction = (
+        sa.select(sa.literal(1))
+        .where(_LOCKS.c.pid == a.c.pid, _LOCKS.c.locktype == "virtualxid", _LOCKS.c.granted)
+        .exists()
+    )
+    maintenance = sa.union_all(sa.select(_VACUUMING.c.pid), sa.select(_ANALYZING.c.pid))
+    return sa.and_(
+        a.c.backend_type.is_(None),
+        a.c.state.is_(None),
+        holds_its_transaction,
+        a.c.pid.not_in(maintenance.scalar_subquery()),
+    )
 
 
 def _unless_no_mark_table(conn: sa.Connection, statement: Any) -> None:
