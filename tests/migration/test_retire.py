@@ -7,6 +7,9 @@ database is shared by the whole run.
 from __future__ import annotations
 
 import json
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,13 +21,14 @@ from typer.testing import CliRunner
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
+from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.control import set_mode
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import cashouts
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError, InputError
+from unistatus.errors import GateError, InputError, ModeLockBusyError
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.compat_views import COMPAT_SCHEMA, compat_views
 from unistatus.migration.retire import (
@@ -401,3 +405,77 @@ def test_compat_views_cli(pg: Database, tmp_path: Path) -> None:
         assert legacy_columns_dropped(db.engine, db.settings)
     finally:
         undo_cleanup(db.engine, db.settings)
+
+
+def _retire_beside_a_callers_transaction(
+    db: Database, settings: Settings
+) -> tuple[list[BaseException | dict[str, object]], threading.Thread, sa.Connection, int]:
+    """Seeded, frozen and archived; a caller's transaction holding an escrow's change
+    open (the installation's mode lock shared); retire started in a thread behind it."""
+    ids = seed(db)
+    freeze_and_archive(db, Path(tempfile.mkdtemp()))
+    a = DualWriteAdapter(db.engine, settings=db.settings)
+    outcome: list[BaseException | dict[str, object]] = []
+
+    def retire() -> None:
+        try:
+            outcome.append(retire_legacy_columns(db.engine, settings, actor="t", reason="t"))
+        except BaseException as exc:  # reported by the test
+            outcome.append(exc)
+
+    caller = db.engine.connect()
+    caller.begin()
+    changed = a.update_status(ids["ESCROW0"], "PAYMENT_CONFIRMED", "paid", "svc", connection=caller)
+    assert changed.overall_success, changed.error
+    pid = int(caller.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    worker = threading.Thread(target=retire)
+    worker.start()
+    return outcome, worker, caller, pid
+
+
+@pytest.mark.postgres
+def test_retire_waiting_for_a_callers_transaction_does_not_stop_other_writers(
+    pg: Database,
+) -> None:
+    """Retirement takes the installation's mode lock exclusive. Queued behind a caller's
+    open transaction with a plain lock_timeout (5 s), it held every adapter write of
+    every system behind it (PostgreSQL grants no lock past a waiting exclusive one):
+    it now waits the way a mode switch does, and drops once the caller commits."""
+    outcome, worker, caller, _ = _retire_beside_a_callers_transaction(pg, pg.settings)
+    took: list[float] = []
+    try:
+        time.sleep(0.5)  # retire waits for the caller's transaction
+        a = DualWriteAdapter(pg.engine, settings=pg.settings)
+        started = time.monotonic()
+        born = a.create_transaction("ESCROW", 3, "5", "EUR")  # another writer, meanwhile
+        took.append(time.monotonic() - started)
+        assert born.overall_success, born.error
+        assert took[0] < 1.5, f"a writer waited {took[0]:.1f} s behind a waiting retire"
+        assert not outcome  # still waiting
+        caller.commit()
+        worker.join(60)
+        assert outcome and isinstance(outcome[0], dict), outcome
+        assert outcome[0]["dropped"]
+    finally:
+        caller.close()
+        worker.join(60)
+        undo_cleanup(pg.engine, pg.settings)
+
+
+@pytest.mark.postgres
+def test_retire_gives_up_on_a_transaction_left_open_and_names_it(pg: Database) -> None:
+    """After ``mode_lock_wait_seconds`` it gives up naming the session, the columns and
+    the capture as they were (before: a lock timeout after lock_timeout_ms, unnamed)."""
+    hurried = pg.settings.model_copy(update={"mode_lock_wait_seconds": 1.0})
+    outcome, worker, caller, pid = _retire_beside_a_callers_transaction(pg, hurried)
+    try:
+        worker.join(30)
+        caller.rollback()
+    finally:
+        caller.close()
+        worker.join(30)
+        undo_cleanup(pg.engine, pg.settings)
+    assert outcome and isinstance(outcome[0], ModeLockBusyError), outcome
+    assert f"pid {pid} (" in str(outcome[0]) and "nothing was changed" in str(outcome[0])
+    assert all(status_columns(pg).values())
+    assert not legacy_columns_dropped(pg.engine, pg.settings)
