@@ -220,7 +220,11 @@ def retire_legacy_columns(
     suspended = capture.suspend_for_retire(engine, settings)
     try:
         revision = schema.upgrade(
-            engine, settings, schema.RETIRE_REVISION, attributes={"actor": actor, "reason": reason}
+            engine,
+            settings,
+            schema.RETIRE_REVISION,
+            attributes={"actor": actor, "reason": reason},
+            mode_lock_wait_seconds=settings.mode_lock_wait_seconds,
         )
     except BaseException:
         if suspended:
@@ -281,7 +285,11 @@ def undo_cleanup(
         return {"undone": False, "reason": "the legacy status columns are in place"}
     _check_change(actor, reason)
     revision = schema.downgrade(
-        engine, settings, schema.RETIRE_UNDO, attributes={"actor": actor, "reason": reason}
+        engine,
+        settings,
+        schema.RETIRE_UNDO,
+        attributes={"actor": actor, "reason": reason},
+        mode_lock_wait_seconds=settings.mode_lock_wait_seconds,
     )
     capture.resume_after_retire(engine, settings)
     views: dict[str, Any] | None = None
