@@ -17,10 +17,11 @@ Beside live traffic (other applications' sessions at work:
 :meth:`~unistatus.db.dialect.DialectOps.live_sessions`) a new pass waits until the time
 since the last one began is :data:`BUSY_PACE` times that pass's length, and at most
 ``busy_max_wait``: a pass reads every key range, and live writes wait for the core it
-takes. A pass in progress goes on by one range of ``chunk / BUSY_NARROWER`` keys a round
-(it may have begun while the database was quiet). A system that waits verifies nothing that round; its
-figures in the round's report are its last pass's, marked ``deferred`` and left out of
-the round's totals, so the alerts keep judging it by what it last found.
+takes. A pass in progress goes on by one range of ``chunk / BUSY_NARROWER`` keys a
+round (it may have begun while the database was quiet). A system that waits verifies
+nothing that round; its figures in the round's report are its last pass's, marked
+``deferred`` and left out of the round's totals, so the alerts keep judging it by what
+it last found.
 
 Limits: the legacy and unified tables have no index on ``updated_at`` (revision 0012
 keeps status changes HOT), so a pass reads every key range once, filtered before the
@@ -91,13 +92,14 @@ DEFAULT_SECONDS_PER_ROUND = 2.0
 SLACK = timedelta(seconds=60)
 # Beside live traffic, a pass takes at most one part in BUSY_PACE of the time: the next
 # begins BUSY_PACE times the last one's length after it began (a pass of 1M rows, ~1.5
-# s, every ~15 s instead of each evaluation) ...
+# s, every ~15 s instead of each evaluation).
 BUSY_PACE = 10.0
 # A pass in progress beside live traffic reads one range a round, this many times
 # narrower than ``chunk`` (250k keys: about 0.07 s of one core per system at 1M rows).
 BUSY_NARROWER = 10
-# ... and a new pass at most this many seconds after the last began (the gates and alerts read a rate a few
-# minutes old at most: the watermark's lag stays below this, a pass and an evaluation).
+# A new pass begins at most this many seconds after the last began (the gates and
+# alerts read a rate a few minutes old at most: the watermark's lag stays below this, a
+# pass and an evaluation).
 DEFAULT_BUSY_MAX_WAIT = 120.0
 
 
