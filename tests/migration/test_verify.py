@@ -299,7 +299,8 @@ def test_a_new_pass_waits_beside_live_traffic_and_a_pass_begun_goes_on(pg: Any) 
             _set_unified(conn, 25, updated_at=utcnow())
         begun = verify_changes(pg.engine, pg.settings, chunk=10, max_seconds=1e-6, busy_max_wait=0)
         assert not begun.complete
-        going_on = verify_changes(pg.engine, pg.settings, chunk=10, busy_pace=1e6)
+        # (Beside traffic, in ranges of chunk / BUSY_NARROWER keys: 11-30 here.)
+        going_on = verify_changes(pg.engine, pg.settings, chunk=200, busy_pace=1e6)
         assert "deferred" not in going_on.per_system[CASHOUT.value]
         assert going_on.per_system[CASHOUT.value]["total"] >= 1  # key 25, in a later range
     finally:
@@ -315,8 +316,8 @@ def test_beside_live_traffic_a_pass_in_progress_reads_one_narrow_range_a_round(p
     after at full width: ranges of ``chunk`` keys for up to ``max_seconds`` per system
     each round (a 1M-row pass begun as the load test started read 3 x 87k rows in 3.4 s
     of its second round, live throughput halved meanwhile). Beside live traffic it now
-    goes on by one range of ``chunk / busy_pace`` keys a round: it still ends, spread
-    over more rounds."""
+    goes on by one range of ``chunk / BUSY_NARROWER`` keys a round: it still ends,
+    spread over more rounds."""
     populate(pg.engine, pg.settings, 30)
     run_check(pg.engine, pg.settings)
     with pg.engine.begin() as conn:  # every cashout changed since the check
@@ -330,15 +331,16 @@ def test_beside_live_traffic_a_pass_in_progress_reads_one_narrow_range_a_round(p
     try:
         rounds = []
         for _ in range(20):
-            round_ = verify_changes(pg.engine, pg.settings, chunk=10, busy_pace=5, max_seconds=None)
+            round_ = verify_changes(pg.engine, pg.settings, chunk=20, max_seconds=None)
             rounds.append(round_.per_system[CASHOUT.value])
             if round_.per_system[CASHOUT.value]["complete"]:
                 break
     finally:
         app.close()
         shop.dispose()
-    assert [r["total"] for r in rounds] == [2] * 10  # keys 11-30, two a round
-    assert [r["complete"] for r in rounds] == [False] * 9 + [True]
+    # Keys 11-30, two a round (20 / BUSY_NARROWER), then the open range past the last.
+    assert [r["total"] for r in rounds] == [2] * 10 + [0]
+    assert [r["complete"] for r in rounds] == [False] * 10 + [True]
 
 
 def test_quiet_or_unable_to_tell_a_pass_begins_each_round(db: Any) -> None:
