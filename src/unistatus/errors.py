@@ -170,8 +170,7 @@ class ModeLockBusyError(ModeError):
         if not holders:
             return "no session any more (it was free again as it gave up)"
         shown = "; ".join(
-            f"pid {h['pid']} ({h['application_name'] or 'no application_name'}, "
-            f"{h['state'] or 'state hidden'}, "
+            f"pid {h['pid']} ({h['application_name'] or 'no application_name'}, {h['state']}, "
             + (
                 "transaction open for how long unknown: no pg_read_all_stats)"
                 if h["open_seconds"] is None

@@ -165,13 +165,3 @@ def test_the_command_gives_up_in_one_line_with_exit_code_2(pg: Database) -> None
     assert "gave up after 1 s waiting for the mode lock of CASHOUT" in err
     assert "(shop-api, idle in transaction" in err
     assert get_mode(pg.engine, CASHOUT) is M.DUAL_WRITE_LEGACY_PRIMARY
-
-
-def test_a_holder_whose_state_this_role_may_not_read_is_named_as_such() -> None:
-    """Without ``pg_read_all_stats`` another role's session shows its pid and
-    application_name, not its state or age: said so, not printed as "None"."""
-    holders = [{"pid": 42, "application_name": "shop", "state": None, "open_seconds": None}]
-    said = ModeLockBusyError.describe(holders)
-    assert said == (
-        "pid 42 (shop, state hidden, transaction open for how long unknown: no pg_read_all_stats)"
-    )

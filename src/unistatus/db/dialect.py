@@ -20,10 +20,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from unistatus.db import writer_mark
+from unistatus.db import server_views, writer_mark
 from unistatus.db.binding import qualify, schema_of
 from unistatus.db.cte_names import cte_name
-from unistatus.db.engine import TOOL_APPLICATION_PREFIX
 from unistatus.db.mode_lock_keys import (
     LOCKED_MODE_FUNCTION,
     SUMMARY_LOCK,
@@ -475,55 +474,18 @@ class PostgresOps(DialectOps):
                 yield conn
 
     def replication_lag_seconds(self, conn: sa.Connection) -> float | None:
-        # replay_lag is NULL for a replica that has caught up and gone quiet; the view
-        # shows it only to superusers and members of pg_monitor (else NULL too).
-        lag = sa.func.max(sa.extract("epoch", _REPLICATION.c.replay_lag))
-        value = conn.execute(sa.select(lag)).scalar()
+        value = conn.execute(server_views.replication_lag()).scalar()
         return None if value is None else float(value)
 
     def lock_waits(self, conn: sa.Connection, tables: list[sa.Table]) -> int | None:
-        # A session waiting for a lock on one of the tables (a relation lock), or for
-        # anything (a row's transaction, mostly) while holding a lock on one of them.
         names = [qualify(t.name, conn.schema_for_object(t), conn.dialect) for t in tables]
         if not names:
             return 0
         oids = [sa.func.to_regclass(sa.cast(sa.literal(n), sa.Text)) for n in names]
-        waiting, holding = _LOCKS.alias("waiting"), _LOCKS.alias("holding")
-        works_on_them = (
-            sa.select(sa.literal(1))
-            .where(holding.c.pid == waiting.c.pid, holding.c.granted, holding.c.relation.in_(oids))
-            .exists()
-        )
-        count = sa.select(sa.func.count(sa.distinct(waiting.c.pid))).where(
-            ~waiting.c.granted,
-            waiting.c.pid != sa.func.pg_backend_pid(),
-            sa.or_(waiting.c.relation.in_(oids), works_on_them),
-        )
-        return int(conn.execute(count).scalar_one())
+        return int(conn.execute(server_views.lock_waits_count(oids)).scalar_one())
 
     def live_sessions(self, conn: sa.Connection, *, siblings: bool = False) -> int | None:
-        # Sessions named as this one are its siblings (the same engine's pool, the
-        # process's other workers): an application sharing the backfill's name cannot
-        # be told from it, and is not counted (no worse than not looking).
-        # Siblings count only while at work now: the caller's own connections, back
-        # in its pool a moment ago, are not live traffic.
-        a = _ACTIVITY
-        name = sa.func.coalesce(a.c.application_name, "")
-        other = name != sa.func.current_setting("application_name")
-        recently = a.c.state_change > sa.func.clock_timestamp() - sa.text("interval '1 second'")
-        seen_at_work = sa.and_(
-            a.c.backend_type == "client backend",
-            sa.or_(a.c.state != "idle", sa.and_(other, recently)),
-        )
-        count = sa.select(sa.func.count()).where(
-            a.c.datname == sa.func.current_database(),
-            a.c.pid != sa.func.pg_backend_pid(),
-            ~name.startswith(TOOL_APPLICATION_PREFIX, autoescape=True),
-            sa.or_(seen_at_work, _hidden_in_a_transaction(a)),
-        )
-        if not siblings:
-            count = count.where(other)
-        return int(conn.execute(count).scalar_one())
+        return int(conn.execute(server_views.live_sessions_count(siblings=siblings)).scalar_one())
 
     def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:
         # A serial/identity column's sequence does not move on explicit inserts.
@@ -536,48 +498,6 @@ class PostgresOps(DialectOps):
                 seq.is_not(None)
             )
         )
-
-
-# The server's views the health probes read (PostgreSQL's catalog, never translated).
-_REPLICATION = sa.table("pg_stat_replication", sa.column("replay_lag", sa.Interval))
-_ACTIVITY = sa.table(
-    "pg_stat_activity",
-    sa.column("pid", sa.Integer),
-    sa.column("datname", sa.Text),
-    sa.column("backend_type", sa.Text),
-    sa.column("application_name", sa.Text),
-    sa.column("state", sa.Text),
-    sa.column("state_change", sa.DateTime(timezone=True)),
-)
-_LOCKS = sa.table(
-    "pg_locks",
-    sa.column("pid", sa.Integer),
-    sa.column("locktype", sa.Text),
-    sa.column("granted", sa.Boolean),
-    sa.column("relation"),
-)
-_VACUUMING = sa.table("pg_stat_progress_vacuum", sa.column("pid", sa.Integer))
-_ANALYZING = sa.table("pg_stat_progress_analyze", sa.column("pid", sa.Integer))
-
-
-def _hidden_in_a_transaction(a: sa.TableClause) -> sa.ColumnElement[bool]:
-    """A session of another role whose state this role may not read (without
-    ``pg_read_all_stats`` its type, state and times are NULL), in a transaction now:
-    it holds its virtual transaction's lock, which ``pg_locks`` shows every role. A
-    vacuum or analyze (autovacuum's workers run as the superuser) is not live traffic.
-    Such a session is seen only while in a transaction, not in the second after it."""
-    holds_its_transaction = (
-        sa.select(sa.literal(1))
-        .where(_LOCKS.c.pid == a.c.pid, _LOCKS.c.locktype == "virtualxid", _LOCKS.c.granted)
-        .exists()
-    )
-    maintenance = sa.union_all(sa.select(_VACUUMING.c.pid), sa.select(_ANALYZING.c.pid))
-    return sa.and_(
-        a.c.backend_type.is_(None),
-        a.c.state.is_(None),
-        holds_its_transaction,
-        a.c.pid.not_in(maintenance.scalar_subquery()),
-    )
 
 
 def _unless_no_mark_table(conn: sa.Connection, statement: Any) -> None:

@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.db.retry import retry_reason
+from unistatus.db.server_views import PG_DATABASE, PG_LOCKS, PG_STAT_ACTIVITY
 from unistatus.errors import ModeLockBusyError
 
 __all__ = [
@@ -65,29 +66,6 @@ POLL_SECONDS = 0.25
 WAIT_SECONDS = 60.0
 # After this long it says (once, in the log) whom it waits for.
 SAY_AFTER_SECONDS = 2.0
-
-_LOCKS = sa.table(
-    "pg_locks",
-    sa.column("locktype"),
-    sa.column("database"),
-    sa.column("mode"),
-    sa.column("classid"),
-    sa.column("objid"),
-    sa.column("objsubid"),
-    sa.column("pid"),
-    sa.column("virtualtransaction"),
-    sa.column("granted"),
-    schema="pg_catalog",
-)
-_DATABASE = sa.table("pg_database", sa.column("oid"), sa.column("datname"), schema="pg_catalog")
-_ACTIVITY = sa.table(
-    "pg_stat_activity",
-    sa.column("pid"),
-    sa.column("application_name"),
-    sa.column("state"),
-    sa.column("xact_start"),
-    schema="pg_catalog",
-)
 
 
 def take_waiting_politely(
@@ -157,13 +135,13 @@ def lock_holders(conn: sa.Connection, blockers: list[Blocker]) -> list[dict[str,
     ``classid`` and ``objid``), longest-open transaction first; ``transaction``: its
     virtual transaction id. ``open_seconds`` None: unknown (another role's session
     without ``pg_read_all_stats``, a prepared transaction)."""
-    L, A = _LOCKS, _ACTIVITY
+    L, A = PG_LOCKS, PG_STAT_ACTIVITY
     # The statistics of a transaction are a snapshot taken at its first read: cleared,
     # so each call sees the sessions as they are now.
     conn.execute(sa.select(sa.func.pg_stat_clear_snapshot()))
     this_database = (
-        sa.select(_DATABASE.c.oid)
-        .where(_DATABASE.c.datname == sa.func.current_database())
+        sa.select(PG_DATABASE.c.oid)
+        .where(PG_DATABASE.c.datname == sa.func.current_database())
         .scalar_subquery()
     )
     matches = []
