@@ -4,14 +4,18 @@ while another application's session is at work and at full speed without one."""
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from support.check_data import populate
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
 from unistatus.backfill.health import RAMP, RATE
@@ -239,6 +243,25 @@ def test_traffic_that_appears_between_probes_is_paced_from_the_next_batch(pg: An
     assert worker["readings"]["ramp_rows_per_second"] is not None
 
 
+@contextmanager
+def a_role_without_read_all_stats(pg: Any, grants: str = "") -> Iterator[str]:
+    """A login role of its own (roles belong to the server: a unique name, dropped
+    after), with ``grants`` (SQL run as the test's superuser, ``{role}`` filled in)."""
+    role = f"unistatus_test_watcher_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        if grants:
+            conn.exec_driver_sql(grants.format(role=role))
+    try:
+        yield sa.engine.make_url(pg.url).set(username=role).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        admin.dispose()
+
+
 @pytest.mark.parametrize("pg", ["postgres"], indirect=True)
 def test_live_sessions_sees_another_roles_session_at_work_without_read_all_stats(pg: Any) -> None:
     """unistatus runs as a role of its own beside the application's. Without
@@ -247,41 +270,63 @@ def test_live_sessions_sees_another_roles_session_at_work_without_read_all_stats
     so the backfill copied at full speed beside it and verification never waited. A
     session of another role in a transaction (its virtual transaction's lock, which
     ``pg_locks`` shows to every role) is at work; idle, it is not."""
-    role = f"unistatus_test_watcher_{uuid.uuid4().hex[:8]}"  # roles belong to the server
-    admin = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
     ops = ops_for(pg.engine)
-    probe = create_engine(
-        sa.engine.make_url(pg.url).set(username=role).render_as_string(hide_password=False),
-        application_name="unistatus/backfill",
-    )
     shop = create_engine(pg.url, application_name="shop")  # the application's role
-
-    def live() -> int | None:
-        with probe.connect() as conn:
-            return ops.live_sessions(conn)
-
     pg.engine.dispose()
-    try:
-        with shop.connect() as app:
-            app.exec_driver_sql("SELECT 1")
-            app.commit()
-            time.sleep(1.1)
-            assert live() == 0  # idle: not at work
-            with probe.connect() as conn:  # hidden from this role indeed
-                state = conn.exec_driver_sql(
-                    "SELECT state FROM pg_stat_activity WHERE application_name = 'shop'"
-                ).scalar_one()
-                assert state is None
-            app.begin()
-            app.exec_driver_sql("SELECT 1")  # idle in a transaction: at work
-            assert live() == 1
-            app.rollback()
-            assert live() == 0
-    finally:
-        for engine in (probe, shop):
+    with a_role_without_read_all_stats(pg) as url:
+        probe = create_engine(url, application_name="unistatus/backfill")
+
+        def live() -> int | None:
+            with probe.connect() as conn:
+                return ops.live_sessions(conn)
+
+        try:
+            with shop.connect() as app:
+                app.exec_driver_sql("SELECT 1")
+                app.commit()
+                time.sleep(1.1)
+                assert live() == 0  # idle: not at work
+                with probe.connect() as conn:  # hidden from this role indeed
+                    state = conn.exec_driver_sql(
+                        "SELECT state FROM pg_stat_activity WHERE application_name = 'shop'"
+                    ).scalar_one()
+                    assert state is None
+                app.begin()
+                app.exec_driver_sql("SELECT 1")  # idle in a transaction: at work
+                assert live() == 1
+                app.rollback()
+                assert live() == 0
+        finally:
+            for engine in (probe, shop):
+                engine.dispose()
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_a_backfill_run_by_a_role_that_sees_activity_in_part_says_so(
+    pg: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operator whose backfill role lacks pg_read_all_stats is told at the start,
+    with the grant that gives the full view; a role that has it is not."""
+    populate(pg.engine, pg.settings, 5)
+    everything = (
+        "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; "
+        "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"
+    )
+    with a_role_without_read_all_stats(pg, everything) as url:
+        engine = create_engine(url, application_name="unistatus/backfill")
+        try:
+            with engine.connect() as conn:
+                assert ops_for(engine).reads_all_activity(conn) is False
+            with caplog.at_level(logging.WARNING, logger="unistatus.backfill"):
+                report = run_backfill(engine, pg.settings, workers=1)
+        finally:
             engine.dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
-        admin.dispose()
+    assert report.inserted == 0  # populate wrote the unified rows: nothing to copy
+    said = [r.getMessage() for r in caplog.records if "pg_read_all_stats" in r.getMessage()]
+    assert len(said) == 1 and "GRANT pg_monitor TO unistatus_test_watcher_" in said[0]
+    caplog.clear()
+    with pg.engine.connect() as conn:
+        assert ops_for(pg.engine).reads_all_activity(conn) is True  # a superuser
+    with caplog.at_level(logging.WARNING, logger="unistatus.backfill"):
+        run_backfill(pg.engine, pg.settings, workers=1)
+    assert not [r for r in caplog.records if "pg_read_all_stats" in r.getMessage()]

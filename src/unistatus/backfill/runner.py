@@ -183,6 +183,7 @@ def run_backfill(
         jobs = plan_or_join(ops, tables, chunk)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot plan the backfill: {exc.orig}") from None
+    ops.say_if_activity_hidden("the backfill's pace beside live traffic", log)
     how = _How(tuning, explicit, run_started, batch_size, clock)
     tally = _run_workers(engine, settings, tables, jobs, how, progress, workers)
     mark_complete(ops, list(tables))

@@ -12,6 +12,7 @@ Which errors are worth retrying: :mod:`unistatus.db.retry`; the mode locks' keys
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -291,6 +292,33 @@ class DialectOps:
         tell)."""
         return None
 
+    def reads_all_activity(self, conn: sa.Connection) -> bool | None:
+        """Whether this session reads other roles' sessions in full (PostgreSQL: a
+        superuser or a member of ``pg_read_all_stats``; None: the backend cannot tell).
+        Without it :meth:`live_sessions` sees them only while they hold a transaction
+        open, and :meth:`replication_lag_seconds` nothing."""
+        return None
+
+    def say_if_activity_hidden(self, what: str, log: logging.Logger) -> None:
+        """Log once, as a warning, that ``what`` sees other roles' sessions only in part
+        (:meth:`reads_all_activity` false); nothing if it cannot be read."""
+        try:
+            with self.engine.connect() as conn:
+                full = self.reads_all_activity(conn)
+                role = conn.execute(sa.select(sa.func.current_user())).scalar()
+        except sa.exc.DBAPIError:
+            return
+        if full is False:
+            log.warning(
+                "the role %s may not read other roles' sessions (it is not a member of "
+                "pg_read_all_stats): %s sees them only while they hold a transaction "
+                "open, and replication lag not at all; GRANT pg_monitor TO %s for the "
+                "full view",
+                role,
+                what,
+                role,
+            )
+
     def live_sessions_if_known(self, conn: sa.Connection, *, siblings: bool = False) -> int | None:
         """:meth:`live_sessions`, or None (unknown) when the server refuses to tell (a
         PostgreSQL-like server without ``pg_stat_activity.backend_type``, say): read it
@@ -486,6 +514,9 @@ class PostgresOps(DialectOps):
 
     def live_sessions(self, conn: sa.Connection, *, siblings: bool = False) -> int | None:
         return int(conn.execute(server_views.live_sessions_count(siblings=siblings)).scalar_one())
+
+    def reads_all_activity(self, conn: sa.Connection) -> bool | None:
+        return bool(conn.execute(server_views.reads_all_activity()).scalar_one())
 
     def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:
         # A serial/identity column's sequence does not move on explicit inserts.

@@ -23,6 +23,7 @@ __all__ = [
     "PG_STAT_ACTIVITY",
     "lock_waits_count",
     "live_sessions_count",
+    "reads_all_activity",
     "replication_lag",
 ]
 
@@ -57,6 +58,12 @@ _REPLICATION = sa.table(
 )
 _VACUUMING = sa.table("pg_stat_progress_vacuum", sa.column("pid", sa.Integer), schema="pg_catalog")
 _ANALYZING = sa.table("pg_stat_progress_analyze", sa.column("pid", sa.Integer), schema="pg_catalog")
+
+
+def reads_all_activity() -> sa.Select[Any]:
+    """Whether this role reads other roles' sessions in full (a superuser, or a member of
+    ``pg_read_all_stats``, which ``pg_monitor`` includes)."""
+    return sa.select(sa.func.pg_has_role("pg_read_all_stats", "USAGE"))
 
 
 def replication_lag() -> sa.Select[Any]:

@@ -86,6 +86,7 @@ class Monitor:
         self.ops = ops_for(engine)
         # While the database is down nothing can be persisted: remember in memory.
         self._down_notified = False
+        self._said_how_it_sees = False  # whether it read how much of the activity it sees
         self._housekept_at: float | None = None
         # Rows deleted per table and retention call, at most; a call that stopped there
         # goes on at the next evaluation.
@@ -132,6 +133,9 @@ class Monitor:
         """
         if self.verify_rows <= 0:
             return
+        if not self._said_how_it_sees:
+            self._said_how_it_sees = True
+            self.ops.say_if_activity_hidden("continuous verification's wait for live traffic", log)
         try:
             verify_changes(
                 self.engine,
