@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from support.check_data import populate
+from support.roles import a_role_without_read_all_stats
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
 from unistatus.backfill.health import RAMP, RATE
@@ -241,25 +239,6 @@ def test_traffic_that_appears_between_probes_is_paced_from_the_next_batch(pg: An
     # The cap that probe set is shown with its readings (it was shown a probe late:
     # None here, where no probe came after it).
     assert worker["readings"]["ramp_rows_per_second"] is not None
-
-
-@contextmanager
-def a_role_without_read_all_stats(pg: Any, grants: str = "") -> Iterator[str]:
-    """A login role of its own (roles belong to the server: a unique name, dropped
-    after), with ``grants`` (SQL run as the test's superuser, ``{role}`` filled in)."""
-    role = f"unistatus_test_watcher_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
-        if grants:
-            conn.exec_driver_sql(grants.format(role=role))
-    try:
-        yield sa.engine.make_url(pg.url).set(username=role).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f"DROP OWNED BY {role}")
-            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
-        admin.dispose()
 
 
 @pytest.mark.parametrize("pg", ["postgres"], indirect=True)

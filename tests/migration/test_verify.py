@@ -9,6 +9,7 @@ shows it waiting. The rest runs on both backends.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import timedelta
@@ -18,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from support.check_data import populate, tables
+from support.roles import a_role_without_read_all_stats
 from unistatus.clock import utcnow
 from unistatus.db.control import last_mode_change_at, write_value
 from unistatus.db.dialect import ops_for
@@ -452,3 +454,27 @@ def test_a_system_that_waits_keeps_what_its_last_pass_found(pg: Any) -> None:
     snap = collect_snapshot(pg.engine, pg.settings)
     firing = [o for o in observe(snap, now=utcnow()) if o.name == "consistency_critical"]
     assert firing and firing[0].firing and "CASHOUT" in set(firing[0].details["systems"])
+
+
+def test_a_monitor_whose_role_sees_activity_in_part_says_so_once(
+    pg: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its verification's wait beside live traffic sees other roles' sessions only in a
+    transaction without pg_read_all_stats: said once, at the first round."""
+    populate(pg.engine, pg.settings, 5)
+    grants = (
+        "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; "
+        "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"
+    )
+    with a_role_without_read_all_stats(pg, grants) as url:
+        engine = create_engine(url, application_name="unistatus/monitor")
+        try:
+            monitor = Monitor(engine, pg.settings)
+            with caplog.at_level(logging.WARNING, logger="unistatus.observe.alerts"):
+                monitor.verify()
+                monitor.verify()
+        finally:
+            engine.dispose()
+    said = [r.getMessage() for r in caplog.records if "pg_read_all_stats" in r.getMessage()]
+    assert len(said) == 1 and "continuous verification's wait" in said[0]
+    assert not [r for r in caplog.records if "verification failed" in r.getMessage()]
