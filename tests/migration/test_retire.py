@@ -7,7 +7,6 @@ database is shared by the whole run.
 from __future__ import annotations
 
 import json
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from unistatus.db.tables import cashouts
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, ModeLockBusyError
+from unistatus.migration import capture
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.compat_views import COMPAT_SCHEMA, compat_views
 from unistatus.migration.retire import (
@@ -408,12 +408,12 @@ def test_compat_views_cli(pg: Database, tmp_path: Path) -> None:
 
 
 def _retire_beside_a_callers_transaction(
-    db: Database, settings: Settings
+    db: Database, settings: Settings, archive: Path
 ) -> tuple[list[BaseException | dict[str, object]], threading.Thread, sa.Connection, int]:
     """Seeded, frozen and archived; a caller's transaction holding an escrow's change
     open (the installation's mode lock shared); retire started in a thread behind it."""
     ids = seed(db)
-    freeze_and_archive(db, Path(tempfile.mkdtemp()))
+    freeze_and_archive(db, archive)
     a = DualWriteAdapter(db.engine, settings=db.settings)
     outcome: list[BaseException | dict[str, object]] = []
 
@@ -424,10 +424,16 @@ def _retire_beside_a_callers_transaction(
             outcome.append(exc)
 
     caller = db.engine.connect()
-    caller.begin()
-    changed = a.update_status(ids["ESCROW0"], "PAYMENT_CONFIRMED", "paid", "svc", connection=caller)
-    assert changed.overall_success, changed.error
-    pid = int(caller.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    try:
+        caller.begin()
+        changed = a.update_status(
+            ids["ESCROW0"], "PAYMENT_CONFIRMED", "paid", "svc", connection=caller
+        )
+        assert changed.overall_success, changed.error
+        pid = int(caller.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    except BaseException:
+        caller.close()
+        raise
     worker = threading.Thread(target=retire)
     worker.start()
     return outcome, worker, caller, pid
@@ -435,23 +441,25 @@ def _retire_beside_a_callers_transaction(
 
 @pytest.mark.postgres
 def test_retire_waiting_for_a_callers_transaction_does_not_stop_other_writers(
-    pg: Database,
+    pg: Database, tmp_path: Path
 ) -> None:
     """Retirement takes the installation's mode lock exclusive. Queued behind a caller's
     open transaction with a plain lock_timeout (5 s), it held every adapter write of
     every system behind it (PostgreSQL grants no lock past a waiting exclusive one):
     it now waits the way a mode switch does, and drops once the caller commits."""
-    outcome, worker, caller, _ = _retire_beside_a_callers_transaction(pg, pg.settings)
+    outcome, worker, caller, _ = _retire_beside_a_callers_transaction(pg, pg.settings, tmp_path)
     took: list[float] = []
     try:
-        time.sleep(0.5)  # retire waits for the caller's transaction
+        # Other writers, for 3 s after retire began (its checks first, then the wait).
         a = DualWriteAdapter(pg.engine, settings=pg.settings)
-        started = time.monotonic()
-        born = a.create_transaction("ESCROW", 3, "5", "EUR")  # another writer, meanwhile
-        took.append(time.monotonic() - started)
-        assert born.overall_success, born.error
-        assert took[0] < 1.5, f"a writer waited {took[0]:.1f} s behind a waiting retire"
-        assert not outcome  # still waiting
+        until = time.monotonic() + 3.0
+        while time.monotonic() < until:
+            started = time.monotonic()
+            born = a.create_transaction("ESCROW", 3, "5", "EUR")
+            took.append(time.monotonic() - started)
+            assert born.overall_success, born.error
+        assert max(took) < 1.5, f"a writer waited {max(took):.1f} s behind a waiting retire"
+        assert not outcome  # still waiting for the caller
         caller.commit()
         worker.join(60)
         assert outcome and isinstance(outcome[0], dict), outcome
@@ -462,20 +470,43 @@ def test_retire_waiting_for_a_callers_transaction_does_not_stop_other_writers(
         undo_cleanup(pg.engine, pg.settings)
 
 
+def _capture_triggers_on_cashouts(db: Database) -> int:
+    with db.engine.connect() as conn:
+        return int(
+            conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'cashouts'::regclass "
+                "AND NOT tgisinternal"
+            ).scalar_one()
+        )
+
+
 @pytest.mark.postgres
-def test_retire_gives_up_on_a_transaction_left_open_and_names_it(pg: Database) -> None:
-    """After ``mode_lock_wait_seconds`` it gives up naming the session, the columns and
-    the capture as they were (before: a lock timeout after lock_timeout_ms, unnamed)."""
-    hurried = pg.settings.model_copy(update={"mode_lock_wait_seconds": 1.0})
-    outcome, worker, caller, pid = _retire_beside_a_callers_transaction(pg, hurried)
+def test_retire_gives_up_on_a_transaction_left_open_and_names_it(
+    pg: Database, tmp_path: Path
+) -> None:
+    """After ``mode_lock_wait_seconds`` it gives up naming the session, leaving the
+    columns and the capture as they were (before: a lock timeout after lock_timeout_ms,
+    unnamed). The capture's triggers stay in place while it waits: they go in the drop's
+    own transaction, once it holds the lock (before, they were dropped first, and a
+    bypass write made while retire waited went uncaptured)."""
+    capture.enable(pg.engine, pg.settings, actor="t", reason="t")
+    triggers = _capture_triggers_on_cashouts(pg)
+    hurried = pg.settings.model_copy(update={"mode_lock_wait_seconds": 2.0})
     try:
-        worker.join(30)
-        caller.rollback()
+        outcome, worker, caller, pid = _retire_beside_a_callers_transaction(pg, hurried, tmp_path)
+        try:
+            time.sleep(1.0)  # waiting now
+            assert not outcome and _capture_triggers_on_cashouts(pg) == triggers > 0
+            worker.join(30)
+            caller.rollback()
+        finally:
+            caller.close()
+            worker.join(30)
+            undo_cleanup(pg.engine, pg.settings)
+        assert outcome and isinstance(outcome[0], ModeLockBusyError), outcome
+        assert f"pid {pid} (" in str(outcome[0]) and "nothing was changed" in str(outcome[0])
+        assert all(status_columns(pg).values())
+        assert not legacy_columns_dropped(pg.engine, pg.settings)
+        assert _capture_triggers_on_cashouts(pg) == triggers
     finally:
-        caller.close()
-        worker.join(30)
-        undo_cleanup(pg.engine, pg.settings)
-    assert outcome and isinstance(outcome[0], ModeLockBusyError), outcome
-    assert f"pid {pid} (" in str(outcome[0]) and "nothing was changed" in str(outcome[0])
-    assert all(status_columns(pg).values())
-    assert not legacy_columns_dropped(pg.engine, pg.settings)
+        capture.disable(pg.engine, pg.settings, actor="t", reason="t")
