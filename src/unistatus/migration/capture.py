@@ -303,33 +303,45 @@ def _replace(
     nothing), and record ``intent`` (value, actor, reason) if given. Returns the
     statements that installed."""
     ops = ops_for(engine)
-    ddl = CaptureDdl(ops, engine.dialect)
-    statements: list[str] = []
     try:
         with ops.write_transaction() as conn:
-            ops.bound_statements(conn, DDL_STATEMENT_MS, settings.lock_timeout_ms)
-            triggers, functions = installed(conn)
-            for statement in ddl.drop(triggers, functions):
-                conn.exec_driver_sql(statement)
-            if tables is not None:
-                statements = _install(ddl, conn, tables, ops.mode_lock_key)
-                for statement in statements:
-                    conn.exec_driver_sql(statement)
-                if read_value(conn, MAPPING_KEY) != _mapping_now():
-                    actor = intent[1] if intent is not None else "unistatus"
-                    write_value(
-                        conn,
-                        MAPPING_KEY,
-                        _mapping_now(),
-                        actor=actor,
-                        reason="the extra legacy values the capture triggers map",
-                    )
-            if intent is not None:
-                value, actor, reason = intent
-                if read_value(conn, CONTROL_KEY) != value or tables is not None:
-                    write_value(conn, CONTROL_KEY, value, actor=actor, reason=reason)
+            return _replace_on(conn, settings, tables, intent=intent)
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot change the capture triggers: {exc.orig}") from None
+
+
+def _replace_on(
+    conn: sa.Connection,
+    settings: Settings,
+    tables: list[LegacyTable] | None,
+    *,
+    intent: tuple[str, str, str] | None = None,
+) -> list[str]:
+    """:func:`_replace` in ``conn``'s write transaction (the caller's to end)."""
+    ops = ops_for(conn.engine)
+    ddl = CaptureDdl(ops, conn.dialect)
+    statements: list[str] = []
+    ops.bound_statements(conn, DDL_STATEMENT_MS, settings.lock_timeout_ms)
+    triggers, functions = installed(conn)
+    for statement in ddl.drop(triggers, functions):
+        conn.exec_driver_sql(statement)
+    if tables is not None:
+        statements = _install(ddl, conn, tables, ops.mode_lock_key)
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+        if read_value(conn, MAPPING_KEY) != _mapping_now():
+            actor = intent[1] if intent is not None else "unistatus"
+            write_value(
+                conn,
+                MAPPING_KEY,
+                _mapping_now(),
+                actor=actor,
+                reason="the extra legacy values the capture triggers map",
+            )
+    if intent is not None:
+        value, actor, reason = intent
+        if read_value(conn, CONTROL_KEY) != value or tables is not None:
+            write_value(conn, CONTROL_KEY, value, actor=actor, reason=reason)
     return statements
 
 
@@ -379,13 +391,14 @@ def enabled_since(conn: sa.Connection) -> datetime | None:
     return as_utc(conn.execute(first_on).scalar_one_or_none())
 
 
-def suspend_for_retire(engine: sa.Engine, settings: Settings) -> bool:
-    """Before the legacy status columns are dropped: the triggers that read them go
-    (the detector of direct writes to unified stays). True if capture is enabled."""
-    with engine.connect() as conn:
-        if not is_enabled(conn):
-            return False
-    _replace(engine, settings, [])
+def suspend_for_retire(conn: sa.Connection, settings: Settings) -> bool:
+    """Before the legacy status columns are dropped, in the drop's own transaction
+    (``conn``, which holds the mode lock: a refused or failed drop rolls this back too):
+    the triggers that read them go (the detector of direct writes to unified stays).
+    True if capture is enabled."""
+    if not is_enabled(conn):
+        return False
+    _replace_on(conn, settings, [])
     return True
 
 
