@@ -318,8 +318,8 @@ def test_beside_live_traffic_a_pass_in_progress_reads_one_narrow_range_a_round(p
     after at full width: ranges of ``chunk`` keys for up to ``max_seconds`` per system
     each round (a 1M-row pass begun as the load test started read 3 x 87k rows in 3.4 s
     of its second round, live throughput halved meanwhile). Beside live traffic it now
-    goes on by one range of ``chunk / BUSY_NARROWER`` keys a round: it still ends,
-    spread over more rounds."""
+    goes on by one range of ``chunk / BUSY_NARROWER`` keys a round while it is younger
+    than ``busy_max_wait``: it still ends, spread over more rounds."""
     populate(pg.engine, pg.settings, 30)
     run_check(pg.engine, pg.settings)
     with pg.engine.begin() as conn:  # every cashout changed since the check
@@ -343,6 +343,25 @@ def test_beside_live_traffic_a_pass_in_progress_reads_one_narrow_range_a_round(p
     # Keys 11-30, two a round (20 / BUSY_NARROWER), then the open range past the last.
     assert [r["total"] for r in rounds] == [2] * 10 + [0]
     assert [r["complete"] for r in rounds] == [False] * 10 + [True]
+
+    # A pass older than busy_max_wait goes on as when quiet: the watermark's lag stays
+    # bounded beside traffic that never stops.
+    with pg.engine.begin() as conn:
+        conn.execute(
+            sa.update(U).where(U.c.legacy_system == CASHOUT.value).values(updated_at=utcnow())
+        )
+    verify_changes(pg.engine, pg.settings, chunk=10, max_seconds=1e-6, busy_max_wait=0)
+    time.sleep(0.4)
+    shop = create_engine(pg.url, application_name="shop")
+    app = _at_work(shop)
+    try:
+        old = verify_changes(pg.engine, pg.settings, chunk=20, max_seconds=None, busy_max_wait=0.3)
+    finally:
+        app.close()
+        shop.dispose()
+    assert (
+        old.per_system[CASHOUT.value]["total"] == 20 and old.per_system[CASHOUT.value]["complete"]
+    )
 
 
 def test_quiet_or_unable_to_tell_a_pass_begins_each_round(db: Any) -> None:
