@@ -18,7 +18,9 @@ Beside live traffic (other applications' sessions at work:
 since the last one began is :data:`BUSY_PACE` times that pass's length, and at most
 ``busy_max_wait``: a pass reads every key range, and live writes wait for the core it
 takes. A pass in progress goes on by one range of ``chunk / BUSY_NARROWER`` keys a
-round (it may have begun while the database was quiet). A system that waits verifies
+round (it may have begun while the database was quiet) for ``busy_max_wait`` after it
+began, then as when quiet: the watermark lags by at most twice that wait, a pass and an
+evaluation. A system that waits verifies
 nothing that round; its figures in the round's report are its last pass's, marked
 ``deferred`` and left out of the round's totals, so the alerts keep judging it by what
 it last found.
@@ -94,8 +96,9 @@ SLACK = timedelta(seconds=60)
 # begins BUSY_PACE times the last one's length after it began (a pass of 1M rows, ~1.5
 # s, every ~15 s instead of each evaluation).
 BUSY_PACE = 10.0
-# A pass in progress beside live traffic reads one range a round, this many times
-# narrower than ``chunk`` (250k keys: about 0.07 s of one core per system at 1M rows).
+# A young pass beside live traffic reads one range a round, this many times narrower
+# than ``chunk`` (25k keys of the default 250k: about 0.07 s of one core per system at
+# 1M rows).
 BUSY_NARROWER = 10
 # A new pass begins at most this many seconds after the last began (the gates and
 # alerts read a rate a few minutes old at most: the watermark's lag stays below this, a
@@ -153,7 +156,8 @@ def verify_changes(
     Per system, the round ends after the range that reaches ``max_rows`` changed rows
     or ``max_seconds`` (None: no time bound); at least one range is read, and the next
     round goes on from there. Beside live traffic a pass in progress reads one range of
-    ``chunk / BUSY_NARROWER`` keys, and a new pass waits (``busy_pace`` times
+    ``chunk / BUSY_NARROWER`` keys for ``busy_max_wait`` after it began (``max_rows``
+    and ``max_seconds`` apply again after that), and a new pass waits (``busy_pace`` times
     the last pass's length, ``busy_max_wait`` seconds at most; 0: never waits): the
     system then verifies nothing this round: its figures are its last pass's, marked
     ``deferred`` and left out of the round's totals, and the round is stored incomplete
@@ -190,9 +194,10 @@ def verify_changes(
                 pos.position, pos.done, pos.counts, pos.ranges = None, False, zero_counts(), 0
             since = pos.watermark - SLACK if pos.watermark is not None else None
             # One core (no parallel workers), the others left to live traffic; beside
-            # it, one narrow range a round (a pass begun goes on, at its pace).
+            # it, one narrow range a round while the pass is young (then as when quiet,
+            # so that the watermark's lag stays bounded).
             width, until = chunk, None
-            if busy:
+            if busy and _young(pos, busy_max_wait):
                 width, until = max(1, chunk // BUSY_NARROWER), time.monotonic()
             elif max_seconds is not None:
                 until = time.monotonic() + max_seconds
@@ -255,6 +260,14 @@ def _waits(pos: SystemPosition, pace: float, max_wait: float) -> bool:
     waited = (utcnow() - pos.watermark).total_seconds()
     # A negative wait: this host's clock is behind the one that began the last pass.
     return 0 <= waited < min(length * pace, max_wait)
+
+
+def _young(pos: SystemPosition, max_wait: float) -> bool:
+    """The pass in progress began less than ``max_wait`` seconds ago (beside live
+    traffic it then reads one narrow range a round; older, as when quiet)."""
+    if pos.pass_started_at is None:
+        return False
+    return (utcnow() - pos.pass_started_at).total_seconds() < max_wait
 
 
 def _figures(counts: dict[str, int], complete: bool, watermark: datetime | None) -> dict[str, Any]:
