@@ -289,7 +289,8 @@ class DialectOps:
         out unistatus's own tools (``application_name`` starting with
         :data:`~unistatus.db.engine.TOOL_APPLICATION_PREFIX`) and, unless ``siblings``,
         those named as this one: live traffic, as it is now (None: the backend cannot
-        tell)."""
+        tell). Another role's session, to a role without ``pg_read_all_stats``: only
+        while it holds a transaction open (:mod:`unistatus.db.server_views`)."""
         return None
 
     def reads_all_activity(self, conn: sa.Connection) -> bool | None:

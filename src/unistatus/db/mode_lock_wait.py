@@ -20,9 +20,9 @@ between attempts so the writers go on. After ``wait_seconds`` in all it gives up
 :class:`~unistatus.errors.ModeLockBusyError` naming the holders. Nothing is written
 before the lock is held.
 
-Reading other roles' sessions' ages and names needs ``pg_read_all_stats`` (or
-superuser): without it the holders are named by pid only, and aged from when the switch
-first saw them.
+Reading other roles' sessions' ages and states needs ``pg_read_all_stats`` (or
+superuser): without it the holders are named by pid and ``application_name`` only
+(state "unknown"), and aged from when the switch first saw them.
 """
 
 from __future__ import annotations

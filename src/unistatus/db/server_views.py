@@ -58,6 +58,7 @@ _REPLICATION = sa.table(
 )
 _VACUUMING = sa.table("pg_stat_progress_vacuum", sa.column("pid", sa.Integer), schema="pg_catalog")
 _ANALYZING = sa.table("pg_stat_progress_analyze", sa.column("pid", sa.Integer), schema="pg_catalog")
+_WAL_SENDERS = sa.table("pg_stat_replication", sa.column("pid", sa.Integer), schema="pg_catalog")
 
 
 def reads_all_activity() -> sa.Select[Any]:
@@ -118,15 +119,20 @@ def live_sessions_count(*, siblings: bool) -> sa.Select[Any]:
 def _hidden_in_a_transaction(a: sa.TableClause) -> sa.ColumnElement[bool]:
     """A session of another role whose state this role may not read (its type, state and
     times NULL), in a transaction now: it holds its virtual transaction's lock, which
-    ``pg_locks`` shows every role. A vacuum or analyze (autovacuum's workers run as the
-    superuser) is not live traffic. Such a session is seen only while in a transaction,
-    not in the second after it."""
+    ``pg_locks`` shows every role. Not live traffic, left out: a vacuum or analyze while
+    it reports its progress (autovacuum's workers run as the superuser; between two
+    tables a worker is counted), and a replication sender (a logical one decodes every
+    transaction, the backfill's own included). Such a session is seen only while in a
+    transaction, not in the second after it, and a parallel query's workers count as
+    sessions of their own."""
     holds_its_transaction = (
         sa.select(sa.literal(1))
         .where(PG_LOCKS.c.pid == a.c.pid, PG_LOCKS.c.locktype == "virtualxid", PG_LOCKS.c.granted)
         .exists()
     )
-    maintenance = sa.union_all(sa.select(_VACUUMING.c.pid), sa.select(_ANALYZING.c.pid))
+    maintenance = sa.union_all(
+        sa.select(_VACUUMING.c.pid), sa.select(_ANALYZING.c.pid), sa.select(_WAL_SENDERS.c.pid)
+    )
     return sa.and_(
         a.c.backend_type.is_(None),
         a.c.state.is_(None),
