@@ -259,12 +259,21 @@ def test_live_sessions_sees_another_roles_session_at_work_without_read_all_stats
             with probe.connect() as conn:
                 return ops.live_sessions(conn)
 
+        def none_at_work() -> bool:
+            # (An autovacuum worker between two tables is a hidden session in a
+            # transaction too: a look may catch one, the next will not.)
+            for _ in range(15):
+                if live() == 0:
+                    return True
+                time.sleep(0.2)
+            return False
+
         try:
             with shop.connect() as app:
                 app.exec_driver_sql("SELECT 1")
                 app.commit()
                 time.sleep(1.1)
-                assert live() == 0  # idle: not at work
+                assert none_at_work()  # idle: not at work
                 with probe.connect() as conn:  # hidden from this role indeed
                     state = conn.exec_driver_sql(
                         "SELECT state FROM pg_stat_activity WHERE application_name = 'shop'"
@@ -272,9 +281,9 @@ def test_live_sessions_sees_another_roles_session_at_work_without_read_all_stats
                     assert state is None
                 app.begin()
                 app.exec_driver_sql("SELECT 1")  # idle in a transaction: at work
-                assert live() == 1
+                assert (live() or 0) >= 1  # (before: 0, hidden)
                 app.rollback()
-                assert live() == 0
+                assert none_at_work()
         finally:
             for engine in (probe, shop):
                 engine.dispose()
