@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from support.check_data import populate
-from support.roles import a_role_without_read_all_stats
+from support.roles import ALL_ON_PUBLIC, a_role_without_read_all_stats
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
 from unistatus.backfill.health import RAMP, RATE
@@ -296,11 +296,7 @@ def test_a_backfill_run_by_a_role_that_sees_activity_in_part_says_so(
     """An operator whose backfill role lacks pg_read_all_stats is told at the start,
     with the grant that gives the full view; a role that has it is not."""
     populate(pg.engine, pg.settings, 5)
-    everything = (
-        "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; "
-        "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"
-    )
-    with a_role_without_read_all_stats(pg, everything) as url:
+    with a_role_without_read_all_stats(pg, ALL_ON_PUBLIC) as url:
         engine = create_engine(url, application_name="unistatus/backfill")
         try:
             with engine.connect() as conn:

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from support.check_data import populate, tables
-from support.roles import a_role_without_read_all_stats
+from support.roles import ALL_ON_PUBLIC, a_role_without_read_all_stats
 from unistatus.clock import utcnow
 from unistatus.db.control import last_mode_change_at, write_value
 from unistatus.db.dialect import ops_for
@@ -481,11 +481,7 @@ def test_a_monitor_whose_role_sees_activity_in_part_says_so_once(
     """Its verification's wait beside live traffic sees other roles' sessions only in a
     transaction without pg_read_all_stats: said once, at the first round."""
     populate(pg.engine, pg.settings, 5)
-    grants = (
-        "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; "
-        "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"
-    )
-    with a_role_without_read_all_stats(pg, grants) as url:
+    with a_role_without_read_all_stats(pg, ALL_ON_PUBLIC) as url:
         engine = create_engine(url, application_name="unistatus/monitor")
         try:
             monitor = Monitor(engine, pg.settings)

@@ -10,6 +10,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+# Every table and sequence of the test's schema: what unistatus's commands need.
+ALL_ON_PUBLIC = (
+    "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; "
+    "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"
+)
+
 
 @contextmanager
 def a_role_without_read_all_stats(pg: Any, grants: str = "") -> Iterator[str]:
