@@ -307,7 +307,7 @@ def test_a_backfill_run_by_a_role_that_sees_activity_in_part_says_so(
             engine.dispose()
     assert report.inserted == 0  # populate wrote the unified rows: nothing to copy
     said = [r.getMessage() for r in caplog.records if "pg_read_all_stats" in r.getMessage()]
-    assert len(said) == 1 and "GRANT pg_monitor TO unistatus_test_watcher_" in said[0]
+    assert len(said) == 1 and "GRANT pg_read_all_stats TO unistatus_test_watcher_" in said[0]
     caplog.clear()
     with pg.engine.connect() as conn:
         assert ops_for(pg.engine).reads_all_activity(conn) is True  # a superuser

@@ -486,9 +486,9 @@ def test_retire_gives_up_on_a_transaction_left_open_and_names_it(
 ) -> None:
     """After ``mode_lock_wait_seconds`` it gives up naming the session, leaving the
     columns and the capture as they were (before: a lock timeout after lock_timeout_ms,
-    unnamed). The capture's triggers stay in place while it waits: they go in the drop's
-    own transaction, once it holds the lock (before, they were dropped first, and a
-    bypass write made while retire waited went uncaptured)."""
+    unnamed). The capture's triggers stay in place while it waits: they go once no
+    adapter write is in flight (before, their drop came first, behind the caller's
+    transaction: a lock timeout)."""
     capture.enable(pg.engine, pg.settings, actor="t", reason="t")
     triggers = _capture_triggers_on_cashouts(pg)
     hurried = pg.settings.model_copy(update={"mode_lock_wait_seconds": 2.0})

@@ -300,25 +300,28 @@ class DialectOps:
         open, and :meth:`replication_lag_seconds` nothing."""
         return None
 
-    def say_if_activity_hidden(self, what: str, log: logging.Logger) -> None:
-        """Log once, as a warning, that ``what`` sees other roles' sessions only in part
-        (:meth:`reads_all_activity` false); nothing if it cannot be read."""
+    def say_if_activity_hidden(self, what: str, log: logging.Logger) -> bool:
+        """Log, as a warning, that ``what`` sees other roles' sessions only in part
+        (:meth:`reads_all_activity` false). Whether that is settled (False: the database
+        could not be read now; a backend that cannot tell has nothing to say); never
+        raises."""
         try:
             with self.engine.connect() as conn:
                 full = self.reads_all_activity(conn)
+                if full is not False:
+                    return True
                 role = conn.execute(sa.select(sa.func.current_user())).scalar()
-        except sa.exc.DBAPIError:
-            return
-        if full is False:
-            log.warning(
-                "the role %s may not read other roles' sessions (it is not a member of "
-                "pg_read_all_stats): %s sees them only while they hold a transaction "
-                "open, and replication lag not at all; GRANT pg_monitor TO %s for the "
-                "full view",
-                role,
-                what,
-                role,
-            )
+        except sa.exc.SQLAlchemyError:
+            return False
+        log.warning(
+            "the role %s may not read other roles' sessions (no pg_read_all_stats): %s "
+            "sees them only while they hold a transaction open, and replication lag not "
+            "at all; GRANT pg_read_all_stats TO %s for the full view",
+            role,
+            what,
+            role,
+        )
+        return True
 
     def live_sessions_if_known(self, conn: sa.Connection, *, siblings: bool = False) -> int | None:
         """:meth:`live_sessions`, or None (unknown) when the server refuses to tell (a

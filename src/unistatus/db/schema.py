@@ -7,7 +7,6 @@ tables stay the application's (:mod:`unistatus.db.binding`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +82,6 @@ def upgrade(
     attributes: dict[str, Any] | None = None,
     *,
     mode_lock_wait_seconds: float | None = None,
-    before_revision: Callable[[sa.Connection], object] | None = None,
 ) -> str | None:
     """Bring the schema to ``revision``; returns the revision now current.
 
@@ -91,8 +89,6 @@ def upgrade(
     ``engine`` must be bound to the settings' schema (``create_engine(url, schema=...)``).
     ``mode_lock_wait_seconds``: a revision that takes the installation's mode lock
     exclusive (0006) gets it held already, taken the polite way (:func:`_mode_locked`).
-    ``before_revision``: called in the migration's transaction, once the lock is held
-    and before the revisions run (what it changes is rolled back with them).
     """
     require_bound(engine, settings.schema)
     try:
@@ -102,8 +98,6 @@ def upgrade(
         with ops_for(engine).write_transaction() as conn:
             _mode_locked(conn, mode_lock_wait_seconds)
             _create_schema(conn)
-            if before_revision is not None:
-                before_revision(conn)
             cfg = alembic_config(conn, settings)
             cfg.attributes.update(attributes or {})
             command.upgrade(cfg, revision)

@@ -298,50 +298,43 @@ def _replace(
     tables: list[LegacyTable] | None,
     *,
     intent: tuple[str, str, str] | None = None,
+    mode_lock_wait_seconds: float | None = None,
 ) -> list[str]:
     """In one transaction: drop what is installed, then install for ``tables`` (None:
     nothing), and record ``intent`` (value, actor, reason) if given. Returns the
-    statements that installed."""
+    statements that installed. ``mode_lock_wait_seconds``: first take the installation's
+    mode lock exclusive, the polite way (no adapter write in flight, none held back
+    while it waits; :class:`~unistatus.errors.ModeLockBusyError` after that long)."""
     ops = ops_for(engine)
+    ddl = CaptureDdl(ops, engine.dialect)
+    statements: list[str] = []
     try:
         with ops.write_transaction() as conn:
-            return _replace_on(conn, settings, tables, intent=intent)
+            if mode_lock_wait_seconds is not None:
+                ops.mode_exclusive_lock(conn, None, wait_seconds=mode_lock_wait_seconds)
+            ops.bound_statements(conn, DDL_STATEMENT_MS, settings.lock_timeout_ms)
+            triggers, functions = installed(conn)
+            for statement in ddl.drop(triggers, functions):
+                conn.exec_driver_sql(statement)
+            if tables is not None:
+                statements = _install(ddl, conn, tables, ops.mode_lock_key)
+                for statement in statements:
+                    conn.exec_driver_sql(statement)
+                if read_value(conn, MAPPING_KEY) != _mapping_now():
+                    actor = intent[1] if intent is not None else "unistatus"
+                    write_value(
+                        conn,
+                        MAPPING_KEY,
+                        _mapping_now(),
+                        actor=actor,
+                        reason="the extra legacy values the capture triggers map",
+                    )
+            if intent is not None:
+                value, actor, reason = intent
+                if read_value(conn, CONTROL_KEY) != value or tables is not None:
+                    write_value(conn, CONTROL_KEY, value, actor=actor, reason=reason)
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot change the capture triggers: {exc.orig}") from None
-
-
-def _replace_on(
-    conn: sa.Connection,
-    settings: Settings,
-    tables: list[LegacyTable] | None,
-    *,
-    intent: tuple[str, str, str] | None = None,
-) -> list[str]:
-    """:func:`_replace` in ``conn``'s write transaction (the caller's to end)."""
-    ops = ops_for(conn.engine)
-    ddl = CaptureDdl(ops, conn.dialect)
-    statements: list[str] = []
-    ops.bound_statements(conn, DDL_STATEMENT_MS, settings.lock_timeout_ms)
-    triggers, functions = installed(conn)
-    for statement in ddl.drop(triggers, functions):
-        conn.exec_driver_sql(statement)
-    if tables is not None:
-        statements = _install(ddl, conn, tables, ops.mode_lock_key)
-        for statement in statements:
-            conn.exec_driver_sql(statement)
-        if read_value(conn, MAPPING_KEY) != _mapping_now():
-            actor = intent[1] if intent is not None else "unistatus"
-            write_value(
-                conn,
-                MAPPING_KEY,
-                _mapping_now(),
-                actor=actor,
-                reason="the extra legacy values the capture triggers map",
-            )
-    if intent is not None:
-        value, actor, reason = intent
-        if read_value(conn, CONTROL_KEY) != value or tables is not None:
-            write_value(conn, CONTROL_KEY, value, actor=actor, reason=reason)
     return statements
 
 
@@ -391,14 +384,18 @@ def enabled_since(conn: sa.Connection) -> datetime | None:
     return as_utc(conn.execute(first_on).scalar_one_or_none())
 
 
-def suspend_for_retire(conn: sa.Connection, settings: Settings) -> bool:
-    """Before the legacy status columns are dropped, in the drop's own transaction
-    (``conn``, which holds the mode lock: a refused or failed drop rolls this back too):
-    the triggers that read them go (the detector of direct writes to unified stays).
-    True if capture is enabled."""
-    if not is_enabled(conn):
-        return False
-    _replace_on(conn, settings, [])
+def suspend_for_retire(engine: sa.Engine, settings: Settings) -> bool:
+    """Before the legacy status columns are dropped: the triggers that read them go
+    (the detector of direct writes to unified stays). True if capture is enabled.
+
+    Once no adapter write is in flight (the mode lock, taken the polite way, as the drop
+    then takes it): an application's transaction holding a legacy row would otherwise
+    hold the triggers' drop for ``lock_timeout_ms`` and fail it, and the capture would
+    be off while the drop waited for the lock."""
+    with engine.connect() as conn:
+        if not is_enabled(conn):
+            return False
+    _replace(engine, settings, [], mode_lock_wait_seconds=settings.mode_lock_wait_seconds)
     return True
 
 

@@ -215,17 +215,22 @@ def retire_legacy_columns(
     before = status_checksum(engine, settings)
     _check_change(actor, reason)
     order = compat_views.column_order(engine, settings) if compat else None
-    # The capture's legacy triggers read the status columns: they go first, in the
-    # drop's transaction once it holds the mode lock (a refused or failed drop keeps
-    # them), and come back with the columns (undo_cleanup).
-    revision = schema.upgrade(
-        engine,
-        settings,
-        schema.RETIRE_REVISION,
-        attributes={"actor": actor, "reason": reason},
-        mode_lock_wait_seconds=settings.mode_lock_wait_seconds,
-        before_revision=lambda conn: capture.suspend_for_retire(conn, settings),
-    )
+    # The capture's legacy triggers read the status columns: they go first (once no
+    # adapter write is in flight: the mode lock), and come back with the columns
+    # (undo_cleanup), or now if the drop is refused or gives up.
+    suspended = capture.suspend_for_retire(engine, settings)
+    try:
+        revision = schema.upgrade(
+            engine,
+            settings,
+            schema.RETIRE_REVISION,
+            attributes={"actor": actor, "reason": reason},
+            mode_lock_wait_seconds=settings.mode_lock_wait_seconds,
+        )
+    except BaseException:
+        if suspended:
+            capture.resume_after_retire(engine, settings)
+        raise
     result: dict[str, Any] = {
         "dropped": True,
         "already_dropped": False,

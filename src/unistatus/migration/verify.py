@@ -19,8 +19,8 @@ since the last one began is :data:`BUSY_PACE` times that pass's length, and at m
 ``busy_max_wait``: a pass reads every key range, and live writes wait for the core it
 takes. A pass in progress goes on by one range of ``chunk / BUSY_NARROWER`` keys a
 round (it may have begun while the database was quiet) for ``busy_max_wait`` after it
-began, then as when quiet: the watermark lags by at most twice that wait, a pass and an
-evaluation. A system that waits verifies
+began, then as when quiet: the watermark lags by at most about twice (that wait, a pass
+and an evaluation). A system that waits verifies
 nothing that round; its figures in the round's report are its last pass's, marked
 ``deferred`` and left out of the round's totals, so the alerts keep judging it by what
 it last found.

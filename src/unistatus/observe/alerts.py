@@ -133,9 +133,9 @@ class Monitor:
         """
         if self.verify_rows <= 0:
             return
-        if not self._said_how_it_sees:
-            self._said_how_it_sees = True
-            self.ops.say_if_activity_hidden("continuous verification's wait for live traffic", log)
+        if not self._said_how_it_sees:  # once it could tell
+            what = "continuous verification's wait for live traffic"
+            self._said_how_it_sees = self.ops.say_if_activity_hidden(what, log)
         try:
             verify_changes(
                 self.engine,
