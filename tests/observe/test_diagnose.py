@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, Database
+from support.roles import ALL_ON_PUBLIC, a_role_without_read_all_stats
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
 from unistatus.cli.context import _default
 from unistatus.config import load_settings
+from unistatus.db.engine import create_engine
 from unistatus.migration import phases, rollback
 from unistatus.migration.check import run_check
 from unistatus.observe.diagnose import default_filename, generate_diagnostic, redact_settings
@@ -19,6 +22,7 @@ from unistatus.observe.stats import OperationStats
 SECTIONS = {
     "generated_at",
     "versions",
+    "database_role",
     "config",
     "control",
     "gates",
@@ -69,6 +73,24 @@ def test_diagnostic_has_every_section_and_no_secrets(db: Database) -> None:
     assert report["table_counts"]["unified_transactions"] == 1
     assert report["table_counts"]["exchanges"] == 1
     assert report["repair_queue"]["open"] == 0
+    if db.backend == "postgres":  # the test's role is a superuser: it sees everything
+        assert report["database_role"] == {"role": "postgres", "reads_all_activity": True}
+    else:
+        assert report["database_role"] == {"role": None, "reads_all_activity": None}
+
+
+@pytest.mark.postgres
+def test_the_diagnostic_says_when_the_role_sees_other_sessions_in_part(pg: Database) -> None:
+    """The first thing to look at when the backfill did not slow down beside traffic."""
+    with a_role_without_read_all_stats(pg, ALL_ON_PUBLIC) as url:
+        engine = create_engine(url)
+        try:
+            report = generate_diagnostic(engine, pg.settings)
+        finally:
+            engine.dispose()
+    role = report["database_role"]
+    assert role["reads_all_activity"] is False
+    assert role["role"].startswith("unistatus_test_watcher_")
 
 
 def test_redaction_without_secrets_configured(db: Database) -> None:

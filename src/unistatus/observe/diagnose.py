@@ -27,6 +27,7 @@ from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.catalog import all_tables
 from unistatus.db.control import MIXED, history
+from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine as Q
@@ -99,6 +100,16 @@ def _versions(engine: sa.Engine) -> dict[str, Any]:
         "schema_revision": schema.current_revision(engine),
         "schema_head": schema.head_revision(),
     }
+
+
+def _database_role(engine: sa.Engine) -> dict[str, Any]:
+    """Who unistatus is in the database, and whether it sees other roles' sessions in
+    full (without it, the backfill's ramp and verification's wait see them only in a
+    transaction, and no replication lag: docs/backfill.md)."""
+    with engine.connect() as conn:
+        full = ops_for(engine).reads_all_activity(conn)
+        role = None if full is None else conn.execute(sa.select(sa.func.current_user())).scalar()
+    return {"role": role, "reads_all_activity": full}
 
 
 def _control(engine: sa.Engine) -> dict[str, Any]:
@@ -226,6 +237,7 @@ def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]
     document = {
         "generated_at": utcnow().isoformat(),
         "versions": _section("versions", lambda: _versions(engine)),
+        "database_role": _section("database_role", lambda: _database_role(engine)),
         "config": _section("config", lambda: redact_settings(settings)),
         "control": _section("control", lambda: _control(engine)),
         "gates": _section("gates", lambda: _gates(engine, settings)),
