@@ -293,34 +293,37 @@ class DialectOps:
         while it holds a transaction open (:mod:`unistatus.db.server_views`)."""
         return None
 
-    def reads_all_activity(self, conn: sa.Connection) -> bool | None:
-        """Whether this session reads other roles' sessions in full (PostgreSQL: a
-        superuser or a member of ``pg_read_all_stats``; None: the backend cannot tell).
-        Without it :meth:`live_sessions` sees them only while they hold a transaction
-        open, and :meth:`replication_lag_seconds` nothing."""
+    def activity_view(self, conn: sa.Connection) -> tuple[str, bool] | None:
+        """This session's role, and whether it reads other roles' sessions in full
+        (PostgreSQL: a superuser or a member of ``pg_read_all_stats``; None: the backend
+        cannot tell). Without it :meth:`live_sessions` sees them only while they hold a
+        transaction open, and :meth:`replication_lag_seconds` nothing."""
         return None
+
+    def reads_all_activity(self, conn: sa.Connection) -> bool | None:
+        """:meth:`activity_view`'s second half."""
+        view = self.activity_view(conn)
+        return None if view is None else view[1]
 
     def say_if_activity_hidden(self, what: str, log: logging.Logger) -> bool:
         """Log, as a warning, that ``what`` sees other roles' sessions only in part
-        (:meth:`reads_all_activity` false). Whether that is settled (False: the database
-        could not be read now; a backend that cannot tell has nothing to say); never
-        raises."""
+        (:meth:`activity_view`). Whether that is settled (False: the database could not
+        be read now; a backend that cannot tell has nothing to say); never raises."""
         try:
             with self.engine.connect() as conn:
-                full = self.reads_all_activity(conn)
-                if full is not False:
-                    return True
-                role = conn.execute(sa.select(sa.func.current_user())).scalar()
+                view = self.activity_view(conn)
         except sa.exc.SQLAlchemyError:
             return False
-        log.warning(
-            "the role %s may not read other roles' sessions (no pg_read_all_stats): %s "
-            "sees them only while they hold a transaction open, and replication lag not "
-            "at all; GRANT pg_read_all_stats TO %s for the full view",
-            role,
-            what,
-            role,
-        )
+        if view is not None and not view[1]:
+            role = view[0]
+            log.warning(
+                "the role %s may not read other roles' sessions (no pg_read_all_stats): %s "
+                "sees them only while they hold a transaction open, and replication lag "
+                "not at all; GRANT pg_read_all_stats TO %s for the full view",
+                role,
+                what,
+                role,
+            )
         return True
 
     def live_sessions_if_known(self, conn: sa.Connection, *, siblings: bool = False) -> int | None:
@@ -519,8 +522,9 @@ class PostgresOps(DialectOps):
     def live_sessions(self, conn: sa.Connection, *, siblings: bool = False) -> int | None:
         return int(conn.execute(server_views.live_sessions_count(siblings=siblings)).scalar_one())
 
-    def reads_all_activity(self, conn: sa.Connection) -> bool | None:
-        return bool(conn.execute(server_views.reads_all_activity()).scalar_one())
+    def activity_view(self, conn: sa.Connection) -> tuple[str, bool] | None:
+        role, full = conn.execute(server_views.activity_view()).one()
+        return str(role), bool(full)
 
     def sync_identity(self, conn: sa.Connection, column: sa.Column[Any]) -> None:
         # A serial/identity column's sequence does not move on explicit inserts.

@@ -81,14 +81,14 @@ def upgrade(
     revision: str = INSTALL_REVISION,
     attributes: dict[str, Any] | None = None,
     *,
-    mode_lock_wait_seconds: float | None = None,
+    mode_locked: bool = False,
 ) -> str | None:
     """Bring the schema to ``revision``; returns the revision now current.
 
     ``attributes`` reach the migrations through the Alembic config (e.g. who asked).
     ``engine`` must be bound to the settings' schema (``create_engine(url, schema=...)``).
-    ``mode_lock_wait_seconds``: a revision that takes the installation's mode lock
-    exclusive (0006) gets it held already, taken the polite way (:func:`_mode_locked`).
+    ``mode_locked``: a revision that takes the installation's mode lock exclusive (0006)
+    gets it held already, taken the polite way (:func:`_mode_locked`).
     """
     require_bound(engine, settings.schema)
     try:
@@ -96,7 +96,8 @@ def upgrade(
         # IMMEDIATE), so a migration run while adapters write waits for them instead of
         # failing with "database is locked" when its first read turns into a write.
         with ops_for(engine).write_transaction() as conn:
-            _mode_locked(conn, mode_lock_wait_seconds)
+            if mode_locked:
+                _mode_locked(conn, settings)
             _create_schema(conn)
             cfg = alembic_config(conn, settings)
             cfg.attributes.update(attributes or {})
@@ -106,14 +107,14 @@ def upgrade(
         raise StorageError(f"cannot migrate the database: {exc.orig}") from None
 
 
-def _mode_locked(conn: sa.Connection, wait_seconds: float | None) -> None:
+def _mode_locked(conn: sa.Connection, settings: Settings) -> None:
     """Take the installation's mode lock exclusive for the migration's transaction, the
     way a mode switch does (writers go on while it waits for a caller's transaction;
-    :class:`~unistatus.errors.ModeLockBusyError` after ``wait_seconds``), so that the
-    revision's own plain ``pg_advisory_xact_lock`` (frozen with it) finds it held. None:
-    the revision takes it itself."""
-    if wait_seconds is not None:
-        ops_for(conn.engine).mode_exclusive_lock(conn, None, wait_seconds=wait_seconds)
+    :class:`~unistatus.errors.ModeLockBusyError` after ``mode_lock_wait_seconds``), so
+    that the revision's own plain ``pg_advisory_xact_lock`` (frozen with it) finds it
+    held."""
+    wait = settings.mode_lock_wait_seconds
+    ops_for(conn.engine).mode_exclusive_lock(conn, None, wait_seconds=wait)
 
 
 def _create_schema(conn: sa.Connection) -> None:
@@ -130,12 +131,13 @@ def downgrade(
     revision: str,
     attributes: dict[str, Any] | None = None,
     *,
-    mode_lock_wait_seconds: float | None = None,
+    mode_locked: bool = False,
 ) -> str | None:
-    """Take the schema back to ``revision`` (``mode_lock_wait_seconds``: as :func:`upgrade`)."""
+    """Take the schema back to ``revision`` (``mode_locked``: as :func:`upgrade`)."""
     require_bound(engine, settings.schema)
     with ops_for(engine).write_transaction() as conn:
-        _mode_locked(conn, mode_lock_wait_seconds)
+        if mode_locked:
+            _mode_locked(conn, settings)
         cfg = alembic_config(conn, settings)
         cfg.attributes.update(attributes or {})
         command.downgrade(cfg, revision)

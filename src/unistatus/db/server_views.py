@@ -21,9 +21,9 @@ __all__ = [
     "PG_DATABASE",
     "PG_LOCKS",
     "PG_STAT_ACTIVITY",
+    "activity_view",
     "lock_waits_count",
     "live_sessions_count",
-    "reads_all_activity",
     "replication_lag",
 ]
 
@@ -61,10 +61,10 @@ _ANALYZING = sa.table("pg_stat_progress_analyze", sa.column("pid", sa.Integer), 
 _WAL_SENDERS = sa.table("pg_stat_replication", sa.column("pid", sa.Integer), schema="pg_catalog")
 
 
-def reads_all_activity() -> sa.Select[Any]:
-    """Whether this role reads other roles' sessions in full (a superuser, or a member of
-    ``pg_read_all_stats``, which ``pg_monitor`` includes)."""
-    return sa.select(sa.func.pg_has_role("pg_read_all_stats", "USAGE"))
+def activity_view() -> sa.Select[Any]:
+    """This role, and whether it reads other roles' sessions in full (a superuser, or a
+    member of ``pg_read_all_stats``, which ``pg_monitor`` includes)."""
+    return sa.select(sa.func.current_user(), sa.func.pg_has_role("pg_read_all_stats", "USAGE"))
 
 
 def replication_lag() -> sa.Select[Any]:

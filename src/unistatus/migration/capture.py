@@ -298,20 +298,21 @@ def _replace(
     tables: list[LegacyTable] | None,
     *,
     intent: tuple[str, str, str] | None = None,
-    mode_lock_wait_seconds: float | None = None,
+    mode_locked: bool = False,
 ) -> list[str]:
     """In one transaction: drop what is installed, then install for ``tables`` (None:
     nothing), and record ``intent`` (value, actor, reason) if given. Returns the
-    statements that installed. ``mode_lock_wait_seconds``: first take the installation's
-    mode lock exclusive, the polite way (no adapter write in flight, none held back
-    while it waits; :class:`~unistatus.errors.ModeLockBusyError` after that long)."""
+    statements that installed. ``mode_locked``: first take the installation's mode lock
+    exclusive, the polite way (no adapter write in flight, none held back while it
+    waits; :class:`~unistatus.errors.ModeLockBusyError` after ``mode_lock_wait_seconds``)."""
     ops = ops_for(engine)
     ddl = CaptureDdl(ops, engine.dialect)
     statements: list[str] = []
     try:
         with ops.write_transaction() as conn:
-            if mode_lock_wait_seconds is not None:
-                ops.mode_exclusive_lock(conn, None, wait_seconds=mode_lock_wait_seconds)
+            if mode_locked:
+                wait = settings.mode_lock_wait_seconds
+                ops.mode_exclusive_lock(conn, None, wait_seconds=wait)
             ops.bound_statements(conn, DDL_STATEMENT_MS, settings.lock_timeout_ms)
             triggers, functions = installed(conn)
             for statement in ddl.drop(triggers, functions):
@@ -395,7 +396,7 @@ def suspend_for_retire(engine: sa.Engine, settings: Settings) -> bool:
     with engine.connect() as conn:
         if not is_enabled(conn):
             return False
-    _replace(engine, settings, [], mode_lock_wait_seconds=settings.mode_lock_wait_seconds)
+    _replace(engine, settings, [], mode_locked=True)
     return True
 
 

@@ -225,7 +225,7 @@ def retire_legacy_columns(
             settings,
             schema.RETIRE_REVISION,
             attributes={"actor": actor, "reason": reason},
-            mode_lock_wait_seconds=settings.mode_lock_wait_seconds,
+            mode_locked=True,
         )
     except BaseException:
         if suspended:
@@ -290,7 +290,7 @@ def undo_cleanup(
         settings,
         schema.RETIRE_UNDO,
         attributes={"actor": actor, "reason": reason},
-        mode_lock_wait_seconds=settings.mode_lock_wait_seconds,
+        mode_locked=True,
     )
     capture.resume_after_retire(engine, settings)
     views: dict[str, Any] | None = None

@@ -107,8 +107,8 @@ def _database_role(engine: sa.Engine) -> dict[str, Any]:
     full (without it, the backfill's ramp and verification's wait see them only in a
     transaction, and no replication lag: docs/backfill.md)."""
     with engine.connect() as conn:
-        full = ops_for(engine).reads_all_activity(conn)
-        role = None if full is None else conn.execute(sa.select(sa.func.current_user())).scalar()
+        view = ops_for(engine).activity_view(conn)
+    role, full = view if view is not None else (None, None)
     return {"role": role, "reads_all_activity": full}
 
 
