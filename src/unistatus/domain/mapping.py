@@ -466,11 +466,11 @@ def compatible_clause(
 ) -> sa.ColumnElement[bool]:
     """SQL form of :meth:`LegacyStatusMapper.is_compatible` (NULLs are never compatible).
 
-    Written as an explicit list of compatible (legacy, unified) pairs so that it is plain,
-    index-friendly SQL on every dialect and shares its truth table with the Python rule.
+    Written as an explicit list of compatible (legacy, unified) pairs (:func:`pair_in`)
+    so that it is plain SQL on every dialect and shares its truth table with the Python
+    rule.
     """
-    pairs = compatible_pairs(system)
-    return sa.tuple_(legacy_col, unified_col).in_(pairs)
+    return pair_in(legacy_col, unified_col, compatible_pairs(system))
 
 
 def compatible_pairs(system: LegacySystemType) -> list[tuple[str, str]]:
@@ -478,6 +478,21 @@ def compatible_pairs(system: LegacySystemType) -> list[tuple[str, str]]:
     pairs = set(_FORWARD_STR[system].items())
     pairs |= {(legacy, unified) for unified, legacy in _REVERSE_STR[ttype].items()}
     return sorted(pairs)
+
+
+def pair_in(
+    first: sa.ColumnElement[Any], second: sa.ColumnElement[Any], pairs: list[tuple[str, str]]
+) -> sa.ColumnElement[bool]:
+    """SQL: ``(first, second)`` is one of ``pairs`` (NULL never is).
+
+    Written as one IN list of ``'first|second'`` strings, which PostgreSQL hashes: a
+    row-value IN list is expanded per element, with a copy of each operand every time.
+    """
+    joined = sa.type_coerce(first, sa.String) + PAIR_SEPARATOR + sa.type_coerce(second, sa.String)
+    return joined.in_([f"{a}{PAIR_SEPARATOR}{b}" for a, b in pairs])
+
+
+PAIR_SEPARATOR = "|"  # in no status name, built-in or extra (_LEGACY_VALUE)
 
 
 def canonical_legacy_values(system: LegacySystemType) -> list[str]:

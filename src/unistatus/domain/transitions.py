@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.mapping import LegacyStatusMapper, pair_in
 from unistatus.domain.statuses import UnifiedTransactionStatus as U
 from unistatus.domain.statuses import UnifiedTransactionType as T
 from unistatus.errors import InputError, InvalidTransitionError
@@ -147,21 +147,6 @@ def allowed_pairs(transaction_type: T) -> list[tuple[str, str]]:
         for src, targets in TRANSITIONS[transaction_type].items()
         for dst in targets
     )
-
-
-def pair_in(
-    first: sa.ColumnElement[Any], second: sa.ColumnElement[Any], pairs: list[tuple[str, str]]
-) -> sa.ColumnElement[bool]:
-    """SQL: ``(first, second)`` is one of ``pairs`` (NULL never is).
-
-    Written as one IN list of ``'first|second'`` strings, which PostgreSQL hashes: a
-    row-value IN list is expanded per element, with a copy of each operand every time.
-    """
-    joined = sa.type_coerce(first, sa.String) + PAIR_SEPARATOR + sa.type_coerce(second, sa.String)
-    return joined.in_([f"{a}{PAIR_SEPARATOR}{b}" for a, b in pairs])
-
-
-PAIR_SEPARATOR = "|"  # in no status name
 
 
 def allowed_clause(

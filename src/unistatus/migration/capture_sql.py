@@ -48,9 +48,9 @@ from unistatus.db.tables import (
 from unistatus.db.tables_backfill import backfill_quarantine
 from unistatus.db.tables_capture import capture_changed, capture_writers
 from unistatus.domain.ids import utx_id_sql
-from unistatus.domain.mapping import compatible_pairs
+from unistatus.domain.mapping import compatible_clause
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.domain.transitions import allowed_clause, pair_in
+from unistatus.domain.transitions import allowed_clause
 from unistatus.migration.capture_context import (
     UNIFIED_TARGET,
     Context,
@@ -165,7 +165,7 @@ class SystemSql:
         a row and then judges the row's newest version, which the writes of the same
         statement then change (one join and one statement fewer than locking first)."""
         m = self._mapped(r)
-        compatible = pair_in(m.status, U.c.status, compatible_pairs(self.system))
+        compatible = compatible_clause(self.system, m.status, U.c.status)
         in_step = sa.and_(
             compatible,
             U.c.legacy_status.is_not_distinct_from(m.status),
