@@ -50,7 +50,7 @@ from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.ids import utx_id_sql
 from unistatus.domain.mapping import LegacyStatusMapper, forward_case
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.migration.check import rule_flags, run_check
+from unistatus.migration.check import rule, run_check
 
 SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SYSTEM = LegacySystemType.CASHOUT
@@ -143,14 +143,15 @@ def raw_statement(lt: LegacyTable) -> sa.Select[Any]:
     lcols = {"id": lt.id, "status": lt.status, "user_id": lt.user_id}
     lcols.update(amount=lt.amount, currency=lt.currency)
     ucols = {n: U.c[n] for n in ("id", "status", "legacy_status", "user_id", "amount", "currency")}
-    flags = rule_flags(SYSTEM, lcols, ucols)
+    judged = rule(SYSTEM, lcols, ucols)
+    flags = judged.flags
     on = sa.and_(U.c.legacy_system == SYSTEM.value, U.c.legacy_id == lt.id)
     # Unmatched unified rows of other systems, or born unified, are not this table's.
     mine = sa.or_(
         U.c.id.is_(None), sa.and_(U.c.legacy_system == SYSTEM.value, U.c.legacy_id.is_not(None))
     )
     cols = [sa.func.count().label("total")]
-    cols.append(sa.func.sum(sa.case((sa.or_(*flags.values()), 0), else_=1)).label("ok"))
+    cols.append(sa.func.sum(sa.case((judged.any(), 0), else_=1)).label("ok"))
     cols += [sa.func.sum(sa.case((f, 1), else_=0)).label(k) for k, f in flags.items()]
     return sa.select(*cols).select_from(lt.table.join(U, on, full=True)).where(mine)
 

@@ -11,7 +11,7 @@ the raw statements over the same rows in the same run (PostgreSQL):
 - ``check``: ``unistatus --database-url URL check --json`` (exit 1: the data has
   ``--damage`` of the unified rows mismatched on purpose), against ``raw_check``: ONE
   ``SELECT count(*), sum(...) FROM legacy FULL OUTER JOIN unified`` per legacy table
-  with the rule's predicates (``unistatus.migration.check.rule_flags``), in this process.
+  with the rule's predicates (``unistatus.migration.check.rule``), in this process.
 
 Rows: ``--rows`` legacy rows across the three legacy tables (``unistatus.sim.seed``,
 set-based). Rounds: ``--rounds`` rounds, each running backfill and its raw statement,
@@ -65,7 +65,7 @@ from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks, backfill_jobs, backfill_quarantine
-from unistatus.migration.check import rule_flags, run_check
+from unistatus.migration.check import rule, run_check
 from unistatus.sim.seed import seed_legacy
 
 BACKFILL = ("raw_backfill", "backfill")
@@ -103,9 +103,9 @@ def raw_check_statement(lt: LegacyTable) -> sa.Select[Any]:
     )
     u = mine.subquery("u")
     lcols = {n: lt.column(n) for n in names}
-    flags = rule_flags(system, lcols, {n: u.c[n] for n in unames})
+    inconsistent = rule(system, lcols, {n: u.c[n] for n in unames}).any()
     cols = [sa.func.count().label("total")]
-    cols.append(sa.func.sum(sa.case((sa.or_(*flags.values()), 0), else_=1)).label("ok"))
+    cols.append(sa.func.sum(sa.case((inconsistent, 0), else_=1)).label("ok"))
     return sa.select(*cols).select_from(lt.table.join(u, u.c.legacy_id == lt.id, full=True))
 
 

@@ -231,7 +231,7 @@ def test_the_check_is_one_statement_per_chunk(db: Any) -> None:
     assert sql.count("> 10") == 4 and sql.count("<= 20") == 4
     anti = "legacy_id = cashouts.id AND unified_transactions.legacy_id > 10"
     assert anti + " AND unified_transactions.legacy_id <= 20)" in sql
-    assert set(pairs.flags) == set(KINDS)
+    assert set(pairs.rule.flags) == set(KINDS)
 
 
 def test_a_missing_legacy_table_is_a_config_error(db: Any) -> None:

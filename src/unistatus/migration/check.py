@@ -55,7 +55,7 @@ from unistatus.migration.check_sql import (
     pair_flags,
     pending_replay_exists,
     projected_legacy_status,
-    rule_flags,
+    rule,
 )
 from unistatus.migration.check_times import parse_duration, parse_since
 
@@ -77,7 +77,7 @@ __all__ = [
     "pending_replay_exists",
     "projected_legacy_status",
     "recheck",
-    "rule_flags",
+    "rule",
     "parse_duration",
     "parse_since",
     "parse_systems",
