@@ -510,3 +510,80 @@ def test_retire_gives_up_on_a_transaction_left_open_and_names_it(
         assert _capture_triggers_on_cashouts(pg) == triggers
     finally:
         capture.disable(pg.engine, pg.settings, actor="t", reason="t")
+
+
+@pytest.mark.postgres
+def test_a_bypass_write_committed_while_retire_runs_is_mirrored_not_lost(
+    pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With capture enabled a bypass write to a frozen legacy table is mirrored into its
+    unified row (docs/capture.md). Retirement dropped the capture's legacy triggers in a
+    transaction of its own before the drop's: a bypass write from then on was not
+    mirrored, and one that committed after the drop's gates had read the table (no drift
+    seen) went with the column, a lost write. The triggers now stay until the columns go,
+    in the drop's own transaction."""
+    capture.enable(pg.engine, pg.settings, actor="t", reason="t")
+    bypass = pg.engine.connect()
+    try:
+        ids = seed(pg)
+        freeze_and_archive(pg, tmp_path)
+        with pg.engine.connect() as conn:
+            legacy_id = conn.execute(
+                sa.text("SELECT legacy_id FROM unified_transactions WHERE id = :id"),
+                {"id": ids["WALLET_CASHOUT2"]},  # APPROVED
+            ).scalar_one()
+        pid = int(bypass.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        bypass.rollback()
+
+        def commit_once_retire_waits() -> None:
+            with pg.engine.connect() as watcher:
+                until = time.monotonic() + 20
+                while time.monotonic() < until:
+                    blocked = watcher.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE :pid = ANY(pg_blocking_pids(pid))"
+                        ),
+                        {"pid": pid},
+                    ).scalar_one()
+                    watcher.rollback()
+                    if blocked:
+                        break
+                    time.sleep(0.01)
+            bypass.commit()
+
+        committer = threading.Thread(target=commit_once_retire_waits)
+        run_revision = schema.upgrade
+
+        def bypass_write_then_upgrade(*args: object, **kwargs: object) -> object:
+            # A cron job's raw UPDATE, left open as the revision begins: the drop's gates
+            # cannot see it, its commit comes while the drop waits.
+            bypass.execute(
+                sa.text("UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id"),
+                {"id": legacy_id},
+            )
+            committer.start()
+            return run_revision(*args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(schema, "upgrade", bypass_write_then_upgrade)
+        try:
+            retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t")
+        finally:
+            monkeypatch.undo()
+            committer.join(30)
+        with pg.engine.connect() as conn:
+            status, legacy_status = conn.execute(
+                sa.text("SELECT status, legacy_status FROM unified_transactions WHERE id = :id"),
+                {"id": ids["WALLET_CASHOUT2"]},
+            ).one()
+        assert (status, legacy_status) == ("PROCESSING", "EXECUTING"), "the bypass write was lost"
+        undo_cleanup(pg.engine, pg.settings)
+        with pg.engine.connect() as conn:
+            restored = conn.execute(
+                sa.text("SELECT status FROM cashouts WHERE id = :id"), {"id": legacy_id}
+            ).scalar_one()
+        assert restored == "EXECUTING"
+    finally:
+        bypass.close()
+        undo_cleanup(pg.engine, pg.settings)
+        capture.disable(pg.engine, pg.settings, actor="t", reason="t")
