@@ -38,6 +38,7 @@ from unistatus.migration.check_reports import (
     latest_report_for,
     store_report,
 )
+from unistatus.migration.check_rule import KINDS, rule
 from unistatus.migration.check_runs import (
     CONTINUOUS,
     RunState,
@@ -48,14 +49,12 @@ from unistatus.migration.check_runs import (
 from unistatus.migration.check_scan import RECHECK_WINDOW, RangeScan, room_for_walks, walk_systems
 from unistatus.migration.check_sql import (
     DEFAULT_CHUNK,
-    KINDS,
     InconsistentRow,
     count_first_keys,
     iter_inconsistent,
     pair_flags,
     pending_replay_exists,
     projected_legacy_status,
-    rule,
 )
 from unistatus.migration.check_times import parse_duration, parse_since
 

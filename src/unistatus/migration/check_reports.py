@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from unistatus.clock import as_utc, utcnow
 from unistatus.db.tables_check import check_reports
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.migration.check_sql import KINDS
+from unistatus.migration.check_rule import KINDS
 
 FULL_SCOPE = "all"  # every system, every row: what phase gates should read
 

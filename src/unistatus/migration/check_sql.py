@@ -1,7 +1,7 @@
 """The consistency rule as SQL over pairs of legacy and unified rows.
 
-:func:`pair_flags` pairs the rows of one legacy key range (a full outer join) and
-:func:`rule` writes the spec's rule over them (:class:`Rule`); ``unistatus check``
+:func:`pair_flags` pairs the rows of one legacy key range (a full outer join) with
+the spec's rule over them (:mod:`~unistatus.migration.check_rule`); ``unistatus check``
 (:mod:`unistatus.migration.check`) counts them per range, and
 :mod:`~unistatus.migration.check_recheck` re-reads the pairs that look inconsistent once
 no write to them is in flight. docs/check.md.
@@ -22,19 +22,15 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain import consistency
-from unistatus.domain.consistency import InconsistencyKind
-from unistatus.domain.mapping import LegacyStatusMapper, compatible_clause
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
 from unistatus.migration.check_out import mismatch_record
+from unistatus.migration.check_rule import KINDS, Rule, rule
 
 __all__ = [
     "DEFAULT_CHUNK",
-    "KINDS",
-    "STATUS_KINDS",
     "SPOTS",
     "InconsistentRow",
-    "Rule",
     "Spot",
     "chunk_keys",
     "count_chunk",
@@ -46,18 +42,15 @@ __all__ = [
     "pending_replay_exists",
     "projected_legacy_status",
     "recent_clause",
-    "rule",
 ]
 
 U = unified_transactions
-KINDS = tuple(k.value for k in InconsistencyKind)
 # Legacy keys per statement: big enough that per-statement overhead is negligible,
 # small enough that each statement is short (no long snapshot, quick cancel). Each range
 # reads the unified rows of its key range, by index or, while the range is a large share
 # of the table, by a scan of all of them: 250,000 beat 100,000 in every paired run at
 # 500k and 2M rows (BENCHMARKS.md, "Issue 14", branch checkperf).
 DEFAULT_CHUNK = 250_000
-_mapper = LegacyStatusMapper()
 
 
 @dataclass(frozen=True)
@@ -149,96 +142,6 @@ def _changed_keys(
         ),
     ).cte(cte_name("changed"))
     return sa.select(changed.c.key)
-
-
-# The kinds judged on the legacy status exclude each other (unmappable: no mapping;
-# mismatch: mappable, not compatible; drift: compatible, the exact copy stale), so one CASE
-# names which of them a pair has (:attr:`Rule.verdict`): the status is judged once per pair,
-# where one flag per kind judged it three times (its mapping looked up three times, the
-# pair twice). PostgreSQL, 500k rows: the counting statement 16% faster (BENCHMARKS.md,
-# "Session of 2026-12-05 (3)").
-STATUS_KINDS = (
-    str(InconsistencyKind.UNMAPPABLE_LEGACY),
-    str(InconsistencyKind.STATUS_MISMATCH),
-    str(InconsistencyKind.LEGACY_STATUS_DRIFT),
-)
-
-
-@dataclass(frozen=True)
-class Rule:
-    """The spec's consistency rule over one pair of rows, as SQL (:func:`rule`).
-
-    ``plain``: one flag each for the kinds judged on their own (missing, orphan, fields);
-    ``verdict``: which of :data:`STATUS_KINDS` the pair has, as its position + 1 (0: none).
-    """
-
-    plain: dict[str, sa.ColumnElement[bool]]
-    verdict: sa.ColumnElement[int]
-
-    @property
-    def flags(self) -> dict[str, sa.ColumnElement[bool]]:
-        """One boolean per kind, in :data:`KINDS` order (the status kinds each compare the
-        verdict: for a few pairs, not for counting a range)."""
-        status = {kind: self.verdict == n for n, kind in enumerate(STATUS_KINDS, 1)}
-        return {kind: self.plain[kind] if kind in self.plain else status[kind] for kind in KINDS}
-
-    def any(self) -> sa.ColumnElement[bool]:
-        """The pair is inconsistent (of any kind)."""
-        return sa.or_(*self.plain.values(), self.verdict != 0)
-
-    def columns(self) -> list[sa.ColumnElement[Any]]:
-        """The rule as the columns a statement selects (or groups by) to tell the kinds:
-        read back by :meth:`kinds`."""
-        cols: list[sa.ColumnElement[Any]] = [
-            _as_int(flag).label(f"f_{kind}") for kind, flag in self.plain.items()
-        ]
-        return [*cols, self.verdict.label("f_status")]
-
-    def kinds(self, row: Mapping[Any, Any]) -> tuple[str, ...]:
-        """The kinds of a row selected with :meth:`columns`, in :data:`KINDS` order."""
-        verdict = int(row["f_status"] or 0)
-        status = STATUS_KINDS[verdict - 1] if verdict else None
-        return tuple(k for k in KINDS if k == status or (k in self.plain and row[f"f_{k}"]))
-
-
-def rule(
-    system: LegacySystemType,
-    l: Mapping[str, sa.ColumnElement[Any]],  # noqa: E741 - the spec's names
-    u: Mapping[str, sa.ColumnElement[Any]],
-) -> Rule:
-    """The spec's consistency rule over the pair of columns ``l`` and ``u``.
-
-    ``l`` and ``u`` map ``id``, ``status`` and the DATA_COLUMNS (``u`` also
-    ``legacy_status``) to the two sides' columns (NULL ``id`` = that side is absent; ``u``
-    rows must all point at a legacy row, rows born unified are no orphans). Each
-    expression is never NULL, so ``CASE WHEN`` and ``NOT`` mean what they say, and the
-    rule mirrors :func:`unistatus.domain.consistency.compare` clause by clause.
-    """
-    has_l, has_u = l["id"].is_not(None), u["id"].is_not(None)
-    known = list(_mapper.forward_table(system))
-
-    def differs(name: str) -> sa.ColumnElement[bool]:
-        # As in compare: an amount is compared as a number, and NULL equals nothing.
-        if name == "amount":
-            return sa.or_(l[name].is_(None), u[name].is_(None), l[name] != u[name])
-        return l[name].is_distinct_from(u[name])
-
-    plain = {
-        str(InconsistencyKind.MISSING_UNIFIED): sa.and_(has_l, u["id"].is_(None)),
-        str(InconsistencyKind.ORPHAN_UNIFIED): sa.and_(l["id"].is_(None), has_u),
-        str(InconsistencyKind.FIELD_MISMATCH): sa.and_(
-            has_l, has_u, sa.or_(*(differs(name) for name in DATA_COLUMNS))
-        ),
-    }
-    verdict = sa.case(
-        (l["id"].is_(None), 0),
-        (sa.or_(l["status"].is_(None), l["status"].not_in(known)), 1),  # unmappable
-        (u["id"].is_(None), 0),
-        (sa.not_(compatible_clause(system, l["status"], u["status"])), 2),  # mismatch
-        (l["status"].is_distinct_from(u["legacy_status"]), 3),  # drift
-        else_=0,
-    )
-    return Rule(plain, verdict)
 
 
 def pair_flags(
@@ -397,10 +300,6 @@ def pending_replay_exists(conn: sa.Connection) -> bool:
     """Whether any change awaits replay to legacy (only then is the projection needed)."""
     q = sa.select(pending_legacy_changes.c.id).where(pending_legacy_changes.c.replayed_at.is_(None))
     return conn.execute(q.limit(1)).first() is not None
-
-
-def _as_int(cond: sa.ColumnElement[bool]) -> sa.ColumnElement[int]:
-    return sa.case((cond, 1), else_=0)
 
 
 def recent_clause(pairs: _Pairs, since: datetime) -> sa.ColumnElement[bool]:

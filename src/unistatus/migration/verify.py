@@ -57,6 +57,7 @@ from unistatus.migration.check_reports import (
     latest_report_for,
     store_report,
 )
+from unistatus.migration.check_rule import KINDS
 from unistatus.migration.check_runs import (
     CONTINUOUS,
     RunState,
@@ -65,7 +66,7 @@ from unistatus.migration.check_runs import (
     zero_counts,
 )
 from unistatus.migration.check_scan import RangeScan
-from unistatus.migration.check_sql import DEFAULT_CHUNK, KINDS, pending_replay_exists
+from unistatus.migration.check_sql import DEFAULT_CHUNK, pending_replay_exists
 
 __all__ = [
     "CONTINUOUS_SCOPE",
