@@ -27,7 +27,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import cashouts
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError, InputError, ModeLockBusyError
+from unistatus.errors import GateError, InputError, ModeLockBusyError, StorageError
 from unistatus.migration import capture
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.compat_views import COMPAT_SCHEMA, compat_views
@@ -512,6 +512,59 @@ def test_retire_gives_up_on_a_transaction_left_open_and_names_it(
         capture.disable(pg.engine, pg.settings, actor="t", reason="t")
 
 
+def _cashout_of(db: Database, entity_id: str) -> int:
+    with db.engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT legacy_id FROM unified_transactions WHERE id = :id"),
+                {"id": entity_id},
+            ).scalar_one()
+        )
+
+
+def _legacy_write_as_retire_begins(
+    db: Database, monkeypatch: pytest.MonkeyPatch, legacy_id: int
+) -> tuple[sa.Connection, threading.Thread]:
+    """A cron job's raw UPDATE of a cashout's status (to EXECUTING), begun as the drop's
+    revision begins and committed once the drop waits for it (or for what it holds):
+    what the drop's gates cannot see when they read the table. Returns its connection
+    and the thread that commits it (join it; ``monkeypatch.undo()`` ends the set-up)."""
+    bypass = db.engine.connect()
+    pid = int(bypass.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    bypass.rollback()
+
+    def commit_once_retire_waits() -> None:
+        with db.engine.connect() as watcher:
+            until = time.monotonic() + 20
+            while time.monotonic() < until:
+                blocked = watcher.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE :pid = ANY(pg_blocking_pids(pid))"
+                    ),
+                    {"pid": pid},
+                ).scalar_one()
+                watcher.rollback()
+                if blocked:
+                    break
+                time.sleep(0.01)
+        bypass.commit()
+
+    committer = threading.Thread(target=commit_once_retire_waits)
+    run_revision = schema.upgrade
+
+    def bypass_write_then_upgrade(*args: object, **kwargs: object) -> object:
+        bypass.execute(
+            sa.text("UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id"),
+            {"id": legacy_id},
+        )
+        committer.start()
+        return run_revision(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(schema, "upgrade", bypass_write_then_upgrade)
+    return bypass, committer
+
+
 @pytest.mark.postgres
 def test_a_bypass_write_committed_while_retire_runs_is_mirrored_not_lost(
     pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -523,54 +576,17 @@ def test_a_bypass_write_committed_while_retire_runs_is_mirrored_not_lost(
     seen) went with the column, a lost write. The triggers now stay until the columns go,
     in the drop's own transaction."""
     capture.enable(pg.engine, pg.settings, actor="t", reason="t")
-    bypass = pg.engine.connect()
     try:
         ids = seed(pg)
         freeze_and_archive(pg, tmp_path)
-        with pg.engine.connect() as conn:
-            legacy_id = conn.execute(
-                sa.text("SELECT legacy_id FROM unified_transactions WHERE id = :id"),
-                {"id": ids["WALLET_CASHOUT2"]},  # APPROVED
-            ).scalar_one()
-        pid = int(bypass.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
-        bypass.rollback()
-
-        def commit_once_retire_waits() -> None:
-            with pg.engine.connect() as watcher:
-                until = time.monotonic() + 20
-                while time.monotonic() < until:
-                    blocked = watcher.execute(
-                        sa.text(
-                            "SELECT count(*) FROM pg_stat_activity "
-                            "WHERE :pid = ANY(pg_blocking_pids(pid))"
-                        ),
-                        {"pid": pid},
-                    ).scalar_one()
-                    watcher.rollback()
-                    if blocked:
-                        break
-                    time.sleep(0.01)
-            bypass.commit()
-
-        committer = threading.Thread(target=commit_once_retire_waits)
-        run_revision = schema.upgrade
-
-        def bypass_write_then_upgrade(*args: object, **kwargs: object) -> object:
-            # A cron job's raw UPDATE, left open as the revision begins: the drop's gates
-            # cannot see it, its commit comes while the drop waits.
-            bypass.execute(
-                sa.text("UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id"),
-                {"id": legacy_id},
-            )
-            committer.start()
-            return run_revision(*args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(schema, "upgrade", bypass_write_then_upgrade)
+        legacy_id = _cashout_of(pg, ids["WALLET_CASHOUT2"])  # APPROVED
+        bypass, committer = _legacy_write_as_retire_begins(pg, monkeypatch, legacy_id)
         try:
             retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t")
         finally:
             monkeypatch.undo()
             committer.join(30)
+            bypass.close()
         with pg.engine.connect() as conn:
             status, legacy_status = conn.execute(
                 sa.text("SELECT status, legacy_status FROM unified_transactions WHERE id = :id"),
@@ -584,6 +600,53 @@ def test_a_bypass_write_committed_while_retire_runs_is_mirrored_not_lost(
             ).scalar_one()
         assert restored == "EXECUTING"
     finally:
-        bypass.close()
         undo_cleanup(pg.engine, pg.settings)
         capture.disable(pg.engine, pg.settings, actor="t", reason="t")
+
+
+@pytest.mark.postgres
+def test_a_legacy_write_committed_while_retire_runs_is_seen_by_its_gates(
+    pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without capture a write to a frozen legacy table is not mirrored: the drop's gates
+    refuse it (legacy_status_drift). One committed after the gates had read the table
+    went with the column unseen. The drop now holds the legacy tables' writers (SHARE)
+    before its gates: the write waits for it, or it for the write, and is seen."""
+    try:
+        ids = seed(pg)
+        freeze_and_archive(pg, tmp_path)
+        legacy_id = _cashout_of(pg, ids["WALLET_CASHOUT2"])  # APPROVED
+        bypass, committer = _legacy_write_as_retire_begins(pg, monkeypatch, legacy_id)
+        try:
+            with pytest.raises(GateError, match="legacy_status_drift"):
+                retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t")
+        finally:
+            monkeypatch.undo()
+            committer.join(30)
+            bypass.close()
+        assert all(status_columns(pg).values())
+        with pg.engine.connect() as conn:
+            kept = conn.execute(
+                sa.text("SELECT status FROM cashouts WHERE id = :id"), {"id": legacy_id}
+            ).scalar_one()
+        assert kept == "EXECUTING"
+    finally:
+        undo_cleanup(pg.engine, pg.settings)
+
+
+@pytest.mark.postgres
+def test_retire_stops_on_a_legacy_writer_left_open_and_names_its_table(
+    pg: Database, tmp_path: Path
+) -> None:
+    seed(pg)
+    freeze_and_archive(pg, tmp_path)
+    hurried = pg.settings.model_copy(update={"lock_timeout_ms": 300})
+    writer = pg.engine.connect()
+    try:
+        writer.exec_driver_sql("UPDATE escrows SET updated_at = updated_at WHERE id < 0")
+        with pytest.raises(StorageError, match="writing .*escrows.* stayed open"):
+            retire_legacy_columns(pg.engine, hurried, actor="t", reason="t")
+        assert all(status_columns(pg).values())
+    finally:
+        writer.close()
+        undo_cleanup(pg.engine, pg.settings)
