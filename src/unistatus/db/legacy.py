@@ -370,7 +370,7 @@ def legacy_table_name(spec: LegacyTableSpec) -> str:
 
 
 def resolve_legacy_tables(
-    engine: sa.Engine,
+    database: sa.Engine | sa.Connection,
     settings: Settings,
     *,
     systems: list[LegacySystemType] | None = None,
@@ -383,17 +383,22 @@ def resolve_legacy_tables(
     ``unistatus retire legacy-columns`` (its ``status`` is then None). ``columns_only``:
     the tables as their columns, for a caller that only reads them
     (:func:`reflect_legacy_tables`). A ConfigError if ``engine`` is not bound to the
-    schema the settings name (:mod:`unistatus.db.binding`).
+    schema the settings name (:mod:`unistatus.db.binding`). ``database``: a connection
+    reflects the tables as its transaction sees them (one whose DDL is not committed).
     """
+    engine = database if isinstance(database, sa.Engine) else database.engine
     require_bound(engine, settings.schema)
     meta = sa.MetaData()
     out: dict[LegacySystemType, LegacyTable] = {}
     try:
         chosen = systems or list(LegacySystemType)
         specs = [settings.legacy_tables[system.value] for system in chosen]
-        with engine.connect() as conn:
-            reflected = reflect_legacy_tables(conn, specs, meta, columns_only=columns_only)
-            tables = dict(zip(chosen, reflected, strict=True))
+        if isinstance(database, sa.Connection):
+            reflected = reflect_legacy_tables(database, specs, meta, columns_only=columns_only)
+        else:
+            with database.connect() as conn:
+                reflected = reflect_legacy_tables(conn, specs, meta, columns_only=columns_only)
+        tables = dict(zip(chosen, reflected, strict=True))
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot reach the database: {exc.orig}") from None
     for system, table in tables.items():

@@ -7,6 +7,7 @@ tables stay the application's (:mod:`unistatus.db.binding`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ RETIRE_BRANCH = "retire"
 INSTALL_REVISION = "0019"
 RETIRE_REVISION = "0006"
 RETIRE_UNDO = f"{RETIRE_BRANCH}@base"
+
+# Work of the package's own done in a revision's transaction (upgrade's ``before``, ``after``).
+InTransaction = Callable[[sa.Connection], object]
 
 
 def alembic_config(connection: sa.Connection, settings: Settings) -> Config:
@@ -82,13 +86,17 @@ def upgrade(
     attributes: dict[str, Any] | None = None,
     *,
     mode_locked: bool = False,
+    before: InTransaction | None = None,
+    after: InTransaction | None = None,
 ) -> str | None:
     """Bring the schema to ``revision``; returns the revision now current.
 
     ``attributes`` reach the migrations through the Alembic config (e.g. who asked).
     ``engine`` must be bound to the settings' schema (``create_engine(url, schema=...)``).
     ``mode_locked``: a revision that takes the installation's mode lock exclusive (0006)
-    gets it held already, taken the polite way (:func:`_mode_locked`).
+    gets it held already, taken the polite way (:func:`_mode_locked`). ``before`` and
+    ``after`` run in the revision's transaction, just before and after it (a revision
+    is frozen: what the package must do with it atomically goes there).
     """
     require_bound(engine, settings.schema)
     try:
@@ -98,10 +106,14 @@ def upgrade(
         with ops_for(engine).write_transaction() as conn:
             if mode_locked:
                 _mode_locked(conn, settings)
+            if before is not None:
+                before(conn)
             _create_schema(conn)
             cfg = alembic_config(conn, settings)
             cfg.attributes.update(attributes or {})
             command.upgrade(cfg, revision)
+            if after is not None:
+                after(conn)
         return current_revision(engine)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot migrate the database: {exc.orig}") from None
@@ -132,8 +144,10 @@ def downgrade(
     attributes: dict[str, Any] | None = None,
     *,
     mode_locked: bool = False,
+    after: InTransaction | None = None,
 ) -> str | None:
-    """Take the schema back to ``revision`` (``mode_locked``: as :func:`upgrade`)."""
+    """Take the schema back to ``revision`` (``mode_locked``, ``after``: as
+    :func:`upgrade`)."""
     require_bound(engine, settings.schema)
     with ops_for(engine).write_transaction() as conn:
         if mode_locked:
@@ -141,6 +155,8 @@ def downgrade(
         cfg = alembic_config(conn, settings)
         cfg.attributes.update(attributes or {})
         command.downgrade(cfg, revision)
+        if after is not None:
+            after(conn)
     return current_revision(engine)
 
 

@@ -26,7 +26,7 @@ from unistatus.db.control import read_value, write_value
 from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, pinned_legacy_table, resolve_legacy_tables
-from unistatus.db.tables import control_log
+from unistatus.db.tables import control_log, unified_transactions
 from unistatus.db.tables_capture import capture_changed, capture_writers
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.mapping import extra_statuses
@@ -47,9 +47,9 @@ __all__ = [
     "foreign_unified_writes",
     "installed",
     "is_enabled",
-    "resume_after_retire",
+    "restore_in",
+    "retire_in",
     "status",
-    "suspend_for_retire",
     "writers_seen",
 ]
 
@@ -237,9 +237,11 @@ def _sql_changed(
     return changed
 
 
-def _capturable(engine: sa.Engine, settings: Settings) -> tuple[list[LegacyTable], list[str]]:
+def _capturable(
+    database: sa.Engine | sa.Connection, settings: Settings
+) -> tuple[list[LegacyTable], list[str]]:
     """The legacy tables triggers go on (those with a status column), and the rest."""
-    tables = resolve_legacy_tables(engine, settings, require_status=False)
+    tables = resolve_legacy_tables(database, settings, require_status=False)
     present = [lt for lt in tables.values() if lt.status is not None]
     retired = [lt.name for lt in tables.values() if lt.status is None]
     return present, retired
@@ -268,7 +270,7 @@ def enable(
 
     Idempotent: what was installed before is dropped and generated again in the same
     transaction (a mapping or a table changed since is picked up). Tables whose status
-    column is retired get none until ``retire --undo`` (:func:`resume_after_retire`).
+    column is retired get none until ``retire --undo`` (:func:`restore_in`).
     """
     _require_schema(engine)
     actor, reason = check_actor(actor), check_reason(reason)
@@ -340,12 +342,17 @@ def _replace(
 
 
 def _install(
-    ddl: CaptureDdl, conn: sa.Connection, tables: list[LegacyTable], mode_lock_key: int
+    ddl: CaptureDdl,
+    conn: sa.Connection,
+    tables: list[LegacyTable],
+    mode_lock_key: int,
+    *,
+    unified: bool = True,
 ) -> list[str]:
     if conn.dialect.name != "postgresql":
-        return ddl.install(tables)
+        return ddl.install(tables, unified=unified)
     pinned = [pinned_legacy_table(conn, lt) for lt in tables]
-    return ddl.install(pinned, own_schema(conn), mode_lock_key)
+    return ddl.install(pinned, own_schema(conn), mode_lock_key, unified=unified)
 
 
 def own_schema(conn: sa.Connection) -> str:
@@ -385,30 +392,49 @@ def enabled_since(conn: sa.Connection) -> datetime | None:
     return as_utc(conn.execute(first_on).scalar_one_or_none())
 
 
-def suspend_for_retire(engine: sa.Engine, settings: Settings) -> bool:
-    """Before the legacy status columns are dropped: the triggers that read them go
-    (the detector of direct writes to unified stays). True if capture is enabled.
+def retire_in(conn: sa.Connection) -> bool:
+    """In the retirement's transaction, once its revision dropped the legacy status
+    columns: the capture's objects that read them go (each legacy table's triggers and
+    the catch-up, with their functions); the detector of direct writes to unified stays.
+    True if capture is enabled.
 
-    Once no adapter write is in flight (the mode lock, taken the polite way, as the drop
-    then takes it): an application's transaction holding a legacy row would otherwise
-    hold the triggers' drop for ``lock_timeout_ms`` and fail it, and the capture would
-    be off while the drop waited for the lock."""
-    with engine.connect() as conn:
-        if not is_enabled(conn):
-            return False
-    _replace(engine, settings, [], mode_locked=True)
+    Not before, nor in a transaction of its own: until the columns go every bypass write
+    is mirrored into unified (one committed after the drop's gates read the table would
+    otherwise go with the column), and if the drop is refused or fails they stay."""
+    if not is_enabled(conn):
+        return False
+    ddl = CaptureDdl(ops_for(conn.engine), conn.dialect)
+    for statement in ddl.drop(*_legacy_side(*installed(conn))):
+        conn.exec_driver_sql(statement)
     return True
 
 
-def resume_after_retire(engine: sa.Engine, settings: Settings) -> bool:
-    """After the columns are back (or their drop failed): every trigger again, if
-    capture is enabled. True if it was."""
-    with engine.connect() as conn:
-        if not is_enabled(conn):
-            return False
-    tables, _ = _capturable(engine, settings)
-    _replace(engine, settings, tables)
+def restore_in(conn: sa.Connection, settings: Settings) -> bool:
+    """In the undo's transaction, once its revision restored the status columns: the
+    legacy tables' triggers and the catch-up again (as :func:`retire_in` left it, the
+    detector of direct writes to unified in place), so that no bypass write comes
+    between the columns' return and the capture's. True if capture is enabled."""
+    if not is_enabled(conn):
+        return False
+    ops = ops_for(conn.engine)
+    ddl = CaptureDdl(ops, conn.dialect)
+    present, _ = _capturable(conn, settings)
+    statements = ddl.drop(*_legacy_side(*installed(conn)))
+    statements += _install(ddl, conn, present, ops.mode_lock_key, unified=False)
+    for statement in statements:
+        conn.exec_driver_sql(statement)
     return True
+
+
+def _legacy_side(installed: list[Trigger], functions: list[str]) -> tuple[list[Trigger], list[str]]:
+    """Of what is installed, what reads the legacy tables' columns: each legacy table's
+    triggers and the catch-up (on the control table), with their functions; not the
+    detector of direct writes to unified."""
+    detector = f"{PREFIX}unified"
+    triggers = [t for t in installed if t.table != unified_transactions.name]
+    # A function's signature as the catalog gives it: [schema.]name().
+    kept = [f for f in functions if f.split("(")[0].split(".")[-1].strip('"') != detector]
+    return triggers, kept
 
 
 # --- status, writers --------------------------------------------------------------------------

@@ -171,20 +171,26 @@ class CaptureDdl:
     # --- install ----------------------------------------------------------------------
 
     def install(
-        self, tables: list[LegacyTable], schema: str | None = None, mode_lock_key: int = 0
+        self,
+        tables: list[LegacyTable],
+        schema: str | None = None,
+        mode_lock_key: int = 0,
+        *,
+        unified: bool = True,
     ) -> list[str]:
         """The statements that create every capture object (after :meth:`drop`).
 
         PostgreSQL: ``schema`` is where our tables are (and the functions go), the
         legacy tables each named in their schema (see ``pinned_legacy_table``), and
         ``mode_lock_key`` the installation's mode lock (``DialectOps.mode_lock_key``).
+        ``unified=False``: all but the detector of direct writes to unified.
         """
         if self.postgres:
             if schema is None:
                 raise ValueError("the capture's functions need the schema of our tables")
             self.schema = schema
-            return self._postgres(tables, mode_lock_key)
-        return self._sqlite(tables)
+            return self._postgres(tables, mode_lock_key, unified)
+        return self._sqlite(tables, unified)
 
     def definitions(self, statements: list[str]) -> dict[str, str]:
         """What the catalog keeps of :meth:`install`'s ``statements``, by name: on
@@ -247,7 +253,9 @@ class CaptureDdl:
             lines.append(sql + ";")
         return "\n".join(lines)
 
-    def _postgres(self, tables: list[LegacyTable], mode_lock_key: int) -> list[str]:
+    def _postgres(
+        self, tables: list[LegacyTable], mode_lock_key: int, unified: bool = True
+    ) -> list[str]:
         # With its owner's rights (a writer needs no grant on unistatus's tables), on a
         # fixed search_path (every table named with its schema); without JIT (compiling
         # the generated expressions cost more than running them).
@@ -344,7 +352,8 @@ $capture$"""
                 f"CREATE TRIGGER {self.quote(f'{self._legacy_name(lt)}_{TRUNCATE_SHORT}')} "
                 f"BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
             )
-        out += self._pg_unified(writer, mode, attributes)
+        if unified:
+            out += self._pg_unified(writer, mode, attributes)
         if tables:
             out += self._pg_catch_up(tables, attributes)
         return out
@@ -497,7 +506,7 @@ $capture$""",
             f"WHEN {self.render(when)}\nBEGIN\n{statements}\nEND"
         )
 
-    def _sqlite(self, tables: list[LegacyTable]) -> list[str]:
+    def _sqlite(self, tables: list[LegacyTable], unified: bool = True) -> list[str]:
         out: list[str] = []
         unmarked = sa.not_(writer_mark.marked_sqlite())
         capturing = writer_mark.mark_row(writer_mark.CAPTURE_WRITER)
@@ -541,7 +550,7 @@ $capture$""",
                 )
             )
         one_row = sa.select(sa.literal(1).label("one")).subquery("capture_rows")
-        for event, short in EVENTS.items():
+        for event, short in EVENTS.items() if unified else ():
             side = "OLD" if event == "DELETE" else "NEW"
             system = sa.literal_column(
                 f"{side}.{self.quote(unified_transactions.c.legacy_system.name)}", sa.String

@@ -14,13 +14,14 @@ import sqlalchemy as sa
 
 from unistatus.config import Settings
 from unistatus.db import schema
-from unistatus.db.binding import require_bound
+from unistatus.db.binding import qualify, require_bound
 from unistatus.db.control import history, read_mode
-from unistatus.db.legacy import reflect_legacy_table, resolve_legacy_tables
+from unistatus.db.legacy import legacy_schema, reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.legacy_types import as_text
+from unistatus.db.retry import retry_reason
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError, InputError
+from unistatus.errors import GateError, InputError, StorageError
 from unistatus.migration import capture, compat_views
 from unistatus.migration.archive import read_manifest, recorded_archive, verify_archive
 from unistatus.migration.check import pending_replay_exists, projected_legacy_status
@@ -215,22 +216,15 @@ def retire_legacy_columns(
     before = status_checksum(engine, settings)
     _check_change(actor, reason)
     order = compat_views.column_order(engine, settings) if compat else None
-    # The capture's legacy triggers read the status columns: they go first (once no
-    # adapter write is in flight: the mode lock), and come back with the columns
-    # (undo_cleanup), or now if the drop is refused or gives up.
-    suspended = capture.suspend_for_retire(engine, settings)
-    try:
-        revision = schema.upgrade(
-            engine,
-            settings,
-            schema.RETIRE_REVISION,
-            attributes={"actor": actor, "reason": reason},
-            mode_locked=True,
-        )
-    except BaseException:
-        if suspended:
-            capture.resume_after_retire(engine, settings)
-        raise
+    revision = schema.upgrade(
+        engine,
+        settings,
+        schema.RETIRE_REVISION,
+        attributes={"actor": actor, "reason": reason},
+        mode_locked=True,
+        before=lambda conn: _before_the_drop(conn, settings),
+        after=_after_the_drop,
+    )
     result: dict[str, Any] = {
         "dropped": True,
         "already_dropped": False,
@@ -243,6 +237,48 @@ def retire_legacy_columns(
             engine, settings, actor=actor, reason=reason, order=order, types=dropped_types(engine)
         )
     return result
+
+
+# In the drop's transaction, around its revision: no write to a legacy table from its
+# gates' re-check to its commit, and the capture's triggers that read the status columns
+# gone with them (every bypass write until then mirrored into unified; if the drop is
+# refused or fails, they stay).
+
+
+def _before_the_drop(conn: sa.Connection, settings: Settings) -> None:
+    if conn.dialect.name == "postgresql":
+        _hold_legacy_writers(conn, settings)
+    else:
+        # SQLite's batch ALTER re-checks every trigger that names the table it copies:
+        # they go first (the transaction holds the write lock: nothing writes meanwhile).
+        capture.retire_in(conn)
+
+
+def _after_the_drop(conn: sa.Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        capture.retire_in(conn)
+
+
+def _hold_legacy_writers(conn: sa.Connection, settings: Settings) -> None:
+    """No write to a legacy table until the drop commits (each locked SHARE: readers go
+    on). A write committed after the gates' re-check read its table (so unseen by it)
+    would otherwise be dropped with the column: a legacy-only change, or one the capture
+    mirrors, lost. A writer's transaction left open: a StorageError naming the table
+    after ``lock_timeout_ms``, nothing changed. (SQLite needs none: the drop's
+    transaction holds the write lock from its start.)"""
+    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
+    for spec in settings.legacy_tables.values():
+        table = qualify(spec.table, legacy_schema(conn, spec), conn.dialect)
+        try:
+            conn.exec_driver_sql(f"LOCK TABLE {table} IN SHARE MODE")
+        except sa.exc.OperationalError as exc:
+            if retry_reason(exc) != "lock timeout":
+                raise
+            raise StorageError(
+                f"a transaction writing {table} stayed open for lock_timeout_ms "
+                f"({settings.lock_timeout_ms} ms) while the drop waited to hold that table's "
+                "writers: nothing was changed; retry in a quiet moment"
+            ) from None
 
 
 def dropped_types(engine: sa.Engine) -> dict[LegacySystemType, str]:
@@ -291,8 +327,8 @@ def undo_cleanup(
         schema.RETIRE_UNDO,
         attributes={"actor": actor, "reason": reason},
         mode_locked=True,
+        after=lambda conn: capture.restore_in(conn, settings),
     )
-    capture.resume_after_retire(engine, settings)
     views: dict[str, Any] | None = None
     if compat_views.compat_views(engine):
         views = compat_views.drop_compat_views(engine, settings, actor=actor, reason=reason)
