@@ -650,3 +650,54 @@ def test_retire_stops_on_a_legacy_writer_left_open_and_names_its_table(
     finally:
         writer.close()
         undo_cleanup(pg.engine, pg.settings)
+
+
+@pytest.mark.postgres
+def test_a_bypass_write_right_after_the_undo_is_mirrored(pg: Database, tmp_path: Path) -> None:
+    """The undo installed the capture's legacy triggers again in a transaction of its
+    own, after its commit (and behind the detector's re-install, which waits for every
+    reader of unified): a bypass write to the restored column in between was not
+    mirrored. They now come back in the undo's own transaction."""
+    capture.enable(pg.engine, pg.settings, actor="t", reason="t")
+    reader = pg.engine.connect()
+    try:
+        ids = seed(pg)
+        freeze_and_archive(pg, tmp_path)
+        legacy_id = _cashout_of(pg, ids["WALLET_CASHOUT2"])  # APPROVED
+        retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t")
+        reader.exec_driver_sql("SELECT 1 FROM unified_transactions LIMIT 1")  # a report
+        written: list[BaseException] = []
+
+        def write_once_the_column_is_back() -> None:
+            try:
+                with pg.engine.connect() as cron:
+                    until = time.monotonic() + 20
+                    while time.monotonic() < until and not all(status_columns(pg).values()):
+                        time.sleep(0.01)
+                    cron.execute(
+                        sa.text("UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id"),
+                        {"id": legacy_id},
+                    )
+                    cron.commit()
+            except BaseException as exc:  # reported by the test
+                written.append(exc)
+            finally:
+                reader.rollback()  # the report ends
+
+        cron = threading.Thread(target=write_once_the_column_is_back)
+        cron.start()
+        try:
+            undo_cleanup(pg.engine, pg.settings)
+        finally:
+            cron.join(30)
+        assert not written, written
+        with pg.engine.connect() as conn:
+            status, legacy_status = conn.execute(
+                sa.text("SELECT status, legacy_status FROM unified_transactions WHERE id = :id"),
+                {"id": ids["WALLET_CASHOUT2"]},
+            ).one()
+        assert (status, legacy_status) == ("PROCESSING", "EXECUTING"), "not mirrored"
+    finally:
+        reader.close()
+        undo_cleanup(pg.engine, pg.settings)
+        capture.disable(pg.engine, pg.settings, actor="t", reason="t")
