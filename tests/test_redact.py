@@ -175,3 +175,25 @@ def test_redact_hides_any_key_value_password(password: str, quoted: bool) -> Non
     value = "'" + password.replace("\\", "\\\\").replace("'", "\\'") + " x'" if quoted else password
     out = redact(f"host=h password={value} dbname=d")
     assert password not in out and out.endswith("dbname=d")
+
+
+def test_the_log_goes_above_the_progress_bars_while_they_are_drawn() -> None:
+    """The CLI's log handler (stderr) kept the stream of the moment it was made: a
+    warning while the backfill's bars were drawn (its role cannot see other roles'
+    sessions, say) was written in the middle of them, and the next refresh drew the
+    bars over it. It now writes to the stream Rich's live display redirects, which
+    prints it above the bars."""
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from unistatus.redact import log_redacted
+
+    handler = log_redacted()
+    screen = io.StringIO()
+    try:
+        with Progress(console=Console(file=screen, force_terminal=True, width=80)) as bars:
+            bars.add_task("cashout", total=10)
+            logging.getLogger("unistatus.test_redact").warning("a warning mid-backfill")
+    finally:
+        logging.getLogger("unistatus").removeHandler(handler)
+    assert "a warning mid-backfill" in screen.getvalue()
