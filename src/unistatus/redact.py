@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
@@ -90,13 +91,25 @@ class RedactingFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """To ``sys.stderr`` as it is when a record comes, not as it was when the handler
+    was made: while Rich draws progress bars it redirects stderr, and prints what comes
+    that way above them (written to the stderr of before, a warning landed among the
+    bars and the next refresh drew them over it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
 def log_redacted(stream: TextIO | None = None, level: int = logging.WARNING) -> logging.Handler:
-    """Send unistatus's log records to ``stream`` (stderr) through :func:`redact`.
+    """Send unistatus's log records to ``stream`` (None: stderr, as it is when each
+    record comes) through :func:`redact`.
 
     For programs that have no logging set up of their own (the CLI, ``serve``): without
     it, Python prints warnings raw through its last-resort handler.
     """
-    handler = logging.StreamHandler(stream)
+    handler = logging.StreamHandler(stream) if stream is not None else _StderrHandler()
     handler.setLevel(level)
     handler.setFormatter(RedactingFormatter("%(message)s"))
     logging.getLogger("unistatus").addHandler(handler)
