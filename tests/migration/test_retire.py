@@ -522,6 +522,24 @@ def _cashout_of(db: Database, entity_id: str) -> int:
         )
 
 
+def _unified_status(db: Database, entity_id: str) -> tuple[str, str]:
+    with db.engine.connect() as conn:
+        row = conn.execute(
+            sa.text("SELECT status, legacy_status FROM unified_transactions WHERE id = :id"),
+            {"id": entity_id},
+        ).one()
+    return row[0], row[1]
+
+
+def _cashout_status(db: Database, legacy_id: int) -> str:
+    with db.engine.connect() as conn:
+        return str(
+            conn.execute(
+                sa.text("SELECT status FROM cashouts WHERE id = :id"), {"id": legacy_id}
+            ).scalar_one()
+        )
+
+
 def _legacy_write_as_retire_begins(
     db: Database, monkeypatch: pytest.MonkeyPatch, legacy_id: int
 ) -> tuple[sa.Connection, threading.Thread]:
@@ -587,18 +605,11 @@ def test_a_bypass_write_committed_while_retire_runs_is_mirrored_not_lost(
             monkeypatch.undo()
             committer.join(30)
             bypass.close()
-        with pg.engine.connect() as conn:
-            status, legacy_status = conn.execute(
-                sa.text("SELECT status, legacy_status FROM unified_transactions WHERE id = :id"),
-                {"id": ids["WALLET_CASHOUT2"]},
-            ).one()
-        assert (status, legacy_status) == ("PROCESSING", "EXECUTING"), "the bypass write was lost"
+        assert _unified_status(pg, ids["WALLET_CASHOUT2"]) == ("PROCESSING", "EXECUTING"), (
+            "the bypass write was lost"
+        )
         undo_cleanup(pg.engine, pg.settings)
-        with pg.engine.connect() as conn:
-            restored = conn.execute(
-                sa.text("SELECT status FROM cashouts WHERE id = :id"), {"id": legacy_id}
-            ).scalar_one()
-        assert restored == "EXECUTING"
+        assert _cashout_status(pg, legacy_id) == "EXECUTING"
     finally:
         undo_cleanup(pg.engine, pg.settings)
         capture.disable(pg.engine, pg.settings, actor="t", reason="t")
@@ -625,11 +636,7 @@ def test_a_legacy_write_committed_while_retire_runs_is_seen_by_its_gates(
             committer.join(30)
             bypass.close()
         assert all(status_columns(pg).values())
-        with pg.engine.connect() as conn:
-            kept = conn.execute(
-                sa.text("SELECT status FROM cashouts WHERE id = :id"), {"id": legacy_id}
-            ).scalar_one()
-        assert kept == "EXECUTING"
+        assert _cashout_status(pg, legacy_id) == "EXECUTING"
     finally:
         undo_cleanup(pg.engine, pg.settings)
 
@@ -691,12 +698,9 @@ def test_a_bypass_write_right_after_the_undo_is_mirrored(pg: Database, tmp_path:
         finally:
             cron.join(30)
         assert not written, written
-        with pg.engine.connect() as conn:
-            status, legacy_status = conn.execute(
-                sa.text("SELECT status, legacy_status FROM unified_transactions WHERE id = :id"),
-                {"id": ids["WALLET_CASHOUT2"]},
-            ).one()
-        assert (status, legacy_status) == ("PROCESSING", "EXECUTING"), "not mirrored"
+        assert _unified_status(pg, ids["WALLET_CASHOUT2"]) == ("PROCESSING", "EXECUTING"), (
+            "not mirrored"
+        )
     finally:
         reader.close()
         undo_cleanup(pg.engine, pg.settings)
