@@ -27,7 +27,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import cashouts
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError, InputError, ModeLockBusyError, StorageError
+from unistatus.errors import GateError, InputError, ModeLockBusyError
 from unistatus.migration import capture
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.compat_views import COMPAT_SCHEMA, compat_views
@@ -603,7 +603,8 @@ def test_a_bypass_write_committed_while_retire_runs_is_mirrored_not_lost(
             retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t")
         finally:
             monkeypatch.undo()
-            committer.join(30)
+            if committer.ident is not None:  # started: the revision began
+                committer.join(30)
             bypass.close()
         assert _unified_status(pg, ids["WALLET_CASHOUT2"]) == ("PROCESSING", "EXECUTING"), (
             "the bypass write was lost"
@@ -633,7 +634,8 @@ def test_a_legacy_write_committed_while_retire_runs_is_seen_by_its_gates(
                 retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t")
         finally:
             monkeypatch.undo()
-            committer.join(30)
+            if committer.ident is not None:  # started: the revision began
+                committer.join(30)
             bypass.close()
         assert all(status_columns(pg).values())
         assert _cashout_status(pg, legacy_id) == "EXECUTING"
@@ -642,21 +644,85 @@ def test_a_legacy_write_committed_while_retire_runs_is_seen_by_its_gates(
 
 
 @pytest.mark.postgres
-def test_retire_stops_on_a_legacy_writer_left_open_and_names_its_table(
+def test_retire_gives_up_on_a_legacy_writer_left_open_and_names_it(
     pg: Database, tmp_path: Path
 ) -> None:
+    """A transaction that wrote a legacy table and stays open: the drop waits for it the
+    polite way (its gates must see that write), then gives up naming it, nothing
+    changed."""
     seed(pg)
     freeze_and_archive(pg, tmp_path)
-    hurried = pg.settings.model_copy(update={"lock_timeout_ms": 300})
+    hurried = pg.settings.model_copy(update={"mode_lock_wait_seconds": 1.0})
     writer = pg.engine.connect()
     try:
+        pid = int(writer.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
         writer.exec_driver_sql("UPDATE escrows SET updated_at = updated_at WHERE id < 0")
-        with pytest.raises(StorageError, match="writing .*escrows.* stayed open"):
+        with pytest.raises(ModeLockBusyError) as refused:
             retire_legacy_columns(pg.engine, hurried, actor="t", reason="t")
+        assert f"pid {pid} (" in str(refused.value) and "writes to" in str(refused.value)
+        assert "nothing was changed" in str(refused.value)
         assert all(status_columns(pg).values())
     finally:
         writer.close()
         undo_cleanup(pg.engine, pg.settings)
+
+
+@pytest.mark.postgres
+def test_a_bypass_statement_in_flight_as_retire_begins_ends_first(
+    pg: Database, tmp_path: Path
+) -> None:
+    """A cron job's statement holds its table (ROW EXCLUSIVE) when the drop begins; its
+    capture trigger will ask for the mode lock at the statement's end. Taken first, the
+    mode lock then waited for the table: a deadlock, one side failed. The drop now takes
+    both in one polite attempt: the statement ends, is mirrored, and the drop goes on."""
+    capture.enable(pg.engine, pg.settings, actor="t", reason="t")
+    cron = pg.engine.connect()
+    try:
+        ids = seed(pg)
+        freeze_and_archive(pg, tmp_path)
+        legacy_id = _cashout_of(pg, ids["WALLET_CASHOUT2"])  # APPROVED
+        pid = int(cron.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+        # The statement under way: its table lock taken, its trigger not fired yet.
+        cron.exec_driver_sql("LOCK TABLE cashouts IN ROW EXCLUSIVE MODE")
+        outcome: list[BaseException | dict[str, object]] = []
+
+        def retire() -> None:
+            try:
+                outcome.append(retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t"))
+            except BaseException as exc:  # reported by the test
+                outcome.append(exc)
+
+        worker = threading.Thread(target=retire)
+        worker.start()
+        try:
+            with pg.engine.connect() as watcher:
+                until = time.monotonic() + 20
+                while (
+                    time.monotonic() < until
+                    and not watcher.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_stat_activity "
+                            "WHERE :pid = ANY(pg_blocking_pids(pid))"
+                        ),
+                        {"pid": pid},
+                    ).scalar_one()
+                ):
+                    watcher.rollback()
+                    time.sleep(0.01)
+            time.sleep(1.5)  # past deadlock_timeout (1 s): a cycle would be found by now
+            cron.execute(
+                sa.text("UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id"),
+                {"id": legacy_id},
+            )
+            cron.commit()
+        finally:
+            worker.join(60)
+        assert outcome and isinstance(outcome[0], dict), outcome
+        assert _unified_status(pg, ids["WALLET_CASHOUT2"]) == ("PROCESSING", "EXECUTING")
+    finally:
+        cron.close()
+        undo_cleanup(pg.engine, pg.settings)
+        capture.disable(pg.engine, pg.settings, actor="t", reason="t")
 
 
 @pytest.mark.postgres
