@@ -13,7 +13,7 @@ Which errors are worth retrying: :mod:`unistatus.db.retry`; the mode locks' keys
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -176,6 +176,7 @@ class DialectOps:
         system: LegacySystemType | None = None,
         *,
         wait_seconds: float | None = None,
+        share_locked: Sequence[str] = (),
     ) -> None:
         """Taken by a mode switch: waits for in-flight writes, holds new ones back.
 
@@ -184,6 +185,8 @@ class DialectOps:
         queues a little at a time, letting writers by between attempts, and gives up
         with :class:`~unistatus.errors.ModeLockBusyError` after ``wait_seconds`` (None:
         :data:`unistatus.db.mode_lock_wait.WAIT_SECONDS`; :mod:`unistatus.db.mode_lock_wait`).
+        ``share_locked``: tables (SQL names) whose writers are held back too, locked
+        SHARE with it in each attempt (SQLite's write transaction holds them already).
         """
 
     def summary_lock(self, conn: sa.Connection) -> None:
@@ -405,6 +408,7 @@ class PostgresOps(DialectOps):
         system: LegacySystemType | None = None,
         *,
         wait_seconds: float | None = None,
+        share_locked: Sequence[str] = (),
     ) -> None:
         key = self.mode_lock_key
         if system is None:
@@ -417,8 +421,12 @@ class PostgresOps(DialectOps):
             locks = [sa.func.pg_advisory_xact_lock_shared(key), sa.func.pg_advisory_xact_lock(own)]
             blockers = [(key, True), (own, False)]
         what = "mode lock" + ("" if system is None else f" of {system.value}")
+        if share_locked:
+            what += " and the writes to " + ", ".join(share_locked)
         take = sa.select(*locks, writer_mark.set_mark())
-        take_waiting_politely(conn, take, blockers, what, wait_seconds=wait_seconds)
+        take_waiting_politely(
+            conn, take, blockers, what, wait_seconds=wait_seconds, tables=share_locked
+        )
 
     def summary_lock(self, conn: sa.Connection) -> None:
         key = system_lock_key(self.mode_lock_key, SUMMARY_LOCK)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -75,19 +76,23 @@ def take_waiting_politely(
     what: str,
     *,
     wait_seconds: float | None = None,
+    tables: Sequence[str] = (),
 ) -> None:
     """Run ``take`` (a statement taking advisory locks exclusive) the polite way (the
     module doc), giving up after ``wait_seconds`` (None: :data:`WAIT_SECONDS`).
     ``blockers``: what it waits for, to read the holders; ``what``: the lock, for
-    messages. Any other database error is raised as it is (the savepoint rolled back,
-    the transaction usable)."""
+    messages. ``tables`` (SQL names): locked SHARE in the same attempt, before ``take``
+    (their writers held back with the writes the mode lock holds; a writer's statement
+    in flight, whose capture trigger will ask for the mode lock, ends first instead of
+    deadlocking with it). Any other database error is raised as it is (the savepoint
+    rolled back, the transaction usable)."""
     wait = WAIT_SECONDS if wait_seconds is None else wait_seconds
     started = time.monotonic()
     attempt_ms, said = FIRST_ATTEMPT_MS, False
     first_seen: dict[str, float] = {}  # a holder's transaction: when first seen holding
     previous = conn.execute(sa.select(sa.func.current_setting("lock_timeout"))).scalar_one()
     while True:
-        holders = lock_holders(conn, blockers)
+        holders = lock_holders(conn, blockers, tables)
         now = time.monotonic()
         for h in holders:
             first_seen.setdefault(h["transaction"], now)
@@ -99,12 +104,13 @@ def take_waiting_politely(
         )
         if not stuck:
             left_ms = (wait - (time.monotonic() - started)) * 1000
-            if _attempt(conn, take, int(max(min(attempt_ms, left_ms), SHORTEST_ATTEMPT_MS))):
+            timeout_ms = int(max(min(attempt_ms, left_ms), SHORTEST_ATTEMPT_MS))
+            if _attempt(conn, [*(_share_lock(t) for t in tables), take], timeout_ms):
                 break
             attempt_ms = min(attempt_ms * 2, LONGEST_ATTEMPT_MS)
         waited = time.monotonic() - started
         if waited >= wait:
-            raise ModeLockBusyError(what, waited, lock_holders(conn, blockers))
+            raise ModeLockBusyError(what, waited, lock_holders(conn, blockers, tables))
         if not said and waited >= SAY_AFTER_SECONDS:
             said = True
             log.warning(
@@ -116,25 +122,44 @@ def take_waiting_politely(
     conn.execute(sa.select(sa.func.set_config("lock_timeout", previous, True)))
 
 
-def _attempt(conn: sa.Connection, take: sa.Executable, timeout_ms: int) -> bool:
-    """Queue for the lock ``timeout_ms`` at most (in a savepoint); whether it was taken."""
+def _attempt(conn: sa.Connection, takes: list[sa.Executable], timeout_ms: int) -> bool:
+    """Queue for the locks ``timeout_ms`` at most each (in a savepoint); whether they
+    were all taken (none is held otherwise)."""
     try:
         with conn.begin_nested():
             conn.execute(sa.select(sa.func.set_config("lock_timeout", f"{timeout_ms}ms", True)))
-            conn.execute(take)
+            for take in takes:
+                conn.execute(take)
     except sa.exc.OperationalError as exc:
-        if retry_reason(exc) != "lock timeout":
+        if retry_reason(exc) not in ("lock timeout", "deadlock"):
             raise
         return False
     return True
 
 
-def lock_holders(conn: sa.Connection, blockers: list[Blocker]) -> list[dict[str, Any]]:
+# The table lock modes a SHARE lock waits for: every writer's (ROW EXCLUSIVE) and more.
+_SHARE_CONFLICTS = (
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
+
+
+def _share_lock(table: str) -> sa.Executable:
+    return sa.text(f"LOCK TABLE {table} IN SHARE MODE")
+
+
+def lock_holders(
+    conn: sa.Connection, blockers: list[Blocker], tables: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """The other sessions of this database holding a lock of ``blockers`` in a mode that
     blocks the switch (an advisory lock of one bigint key: its high and low 32 bits are
-    ``classid`` and ``objid``), longest-open transaction first; ``transaction``: its
-    virtual transaction id. ``open_seconds`` None: unknown (another role's session
-    without ``pg_read_all_stats``, a prepared transaction)."""
+    ``classid`` and ``objid``), or one of ``tables`` in a mode that blocks a SHARE lock
+    (a writer), longest-open transaction first; ``transaction``: its virtual transaction
+    id. ``open_seconds`` None: unknown (another role's session without
+    ``pg_read_all_stats``, a prepared transaction)."""
     L, A = PG_LOCKS, PG_STAT_ACTIVITY
     # The statistics of a transaction are a snapshot taken at its first read: cleared,
     # so each call sees the sessions as they are now.
@@ -166,13 +191,20 @@ def lock_holders(conn: sa.Connection, blockers: list[Blocker]) -> list[dict[str,
         .distinct()
         .select_from(L.outerjoin(A, A.c.pid == L.c.pid))
         .where(
-            L.c.locktype == "advisory",
             L.c.database == this_database,
-            L.c.objsubid == 1,
             L.c.granted,
             # A prepared transaction's locks have no pid: they block all the same.
             L.c.pid.is_distinct_from(sa.func.pg_backend_pid()),
-            sa.or_(*matches),
+            sa.or_(
+                sa.and_(L.c.locktype == "advisory", L.c.objsubid == 1, sa.or_(*matches)),
+                sa.and_(
+                    L.c.locktype == "relation",
+                    L.c.relation.in_([sa.func.to_regclass(t) for t in tables]),
+                    L.c.mode.in_(_SHARE_CONFLICTS),
+                )
+                if tables
+                else sa.false(),
+            ),
         )
         .order_by(sa.literal_column("open_seconds").desc().nulls_last())
     )

@@ -85,7 +85,6 @@ def upgrade(
     revision: str = INSTALL_REVISION,
     attributes: dict[str, Any] | None = None,
     *,
-    mode_locked: bool = False,
     before: InTransaction | None = None,
     after: InTransaction | None = None,
 ) -> str | None:
@@ -93,10 +92,10 @@ def upgrade(
 
     ``attributes`` reach the migrations through the Alembic config (e.g. who asked).
     ``engine`` must be bound to the settings' schema (``create_engine(url, schema=...)``).
-    ``mode_locked``: a revision that takes the installation's mode lock exclusive (0006)
-    gets it held already, taken the polite way (:func:`_mode_locked`). ``before`` and
-    ``after`` run in the revision's transaction, just before and after it (a revision
-    is frozen: what the package must do with it atomically goes there).
+    ``before`` and ``after`` run in the revision's transaction, just before and after it
+    (a revision is frozen: what the package must do with it atomically goes there; a
+    revision that takes the installation's mode lock exclusive, as 0006 does, finds it
+    held if ``before`` took it the polite way).
     """
     require_bound(engine, settings.schema)
     try:
@@ -104,8 +103,6 @@ def upgrade(
         # IMMEDIATE), so a migration run while adapters write waits for them instead of
         # failing with "database is locked" when its first read turns into a write.
         with ops_for(engine).write_transaction() as conn:
-            if mode_locked:
-                _mode_locked(conn, settings)
             if before is not None:
                 before(conn)
             _create_schema(conn)
@@ -117,16 +114,6 @@ def upgrade(
         return current_revision(engine)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot migrate the database: {exc.orig}") from None
-
-
-def _mode_locked(conn: sa.Connection, settings: Settings) -> None:
-    """Take the installation's mode lock exclusive for the migration's transaction, the
-    way a mode switch does (writers go on while it waits for a caller's transaction;
-    :class:`~unistatus.errors.ModeLockBusyError` after ``mode_lock_wait_seconds``), so
-    that the revision's own plain ``pg_advisory_xact_lock`` (frozen with it) finds it
-    held."""
-    wait = settings.mode_lock_wait_seconds
-    ops_for(conn.engine).mode_exclusive_lock(conn, None, wait_seconds=wait)
 
 
 def _create_schema(conn: sa.Connection) -> None:
@@ -143,15 +130,14 @@ def downgrade(
     revision: str,
     attributes: dict[str, Any] | None = None,
     *,
-    mode_locked: bool = False,
+    before: InTransaction | None = None,
     after: InTransaction | None = None,
 ) -> str | None:
-    """Take the schema back to ``revision`` (``mode_locked``, ``after``: as
-    :func:`upgrade`)."""
+    """Take the schema back to ``revision`` (``before``, ``after``: as :func:`upgrade`)."""
     require_bound(engine, settings.schema)
     with ops_for(engine).write_transaction() as conn:
-        if mode_locked:
-            _mode_locked(conn, settings)
+        if before is not None:
+            before(conn)
         cfg = alembic_config(conn, settings)
         cfg.attributes.update(attributes or {})
         command.downgrade(cfg, revision)

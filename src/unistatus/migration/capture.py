@@ -300,21 +300,15 @@ def _replace(
     tables: list[LegacyTable] | None,
     *,
     intent: tuple[str, str, str] | None = None,
-    mode_locked: bool = False,
 ) -> list[str]:
     """In one transaction: drop what is installed, then install for ``tables`` (None:
     nothing), and record ``intent`` (value, actor, reason) if given. Returns the
-    statements that installed. ``mode_locked``: first take the installation's mode lock
-    exclusive, the polite way (no adapter write in flight, none held back while it
-    waits; :class:`~unistatus.errors.ModeLockBusyError` after ``mode_lock_wait_seconds``)."""
+    statements that installed."""
     ops = ops_for(engine)
     ddl = CaptureDdl(ops, engine.dialect)
     statements: list[str] = []
     try:
         with ops.write_transaction() as conn:
-            if mode_locked:
-                wait = settings.mode_lock_wait_seconds
-                ops.mode_exclusive_lock(conn, None, wait_seconds=wait)
             ops.bound_statements(conn, DDL_STATEMENT_MS, settings.lock_timeout_ms)
             triggers, functions = installed(conn)
             for statement in ddl.drop(triggers, functions):
@@ -323,15 +317,7 @@ def _replace(
                 statements = _install(ddl, conn, tables, ops.mode_lock_key)
                 for statement in statements:
                     conn.exec_driver_sql(statement)
-                if read_value(conn, MAPPING_KEY) != _mapping_now():
-                    actor = intent[1] if intent is not None else "unistatus"
-                    write_value(
-                        conn,
-                        MAPPING_KEY,
-                        _mapping_now(),
-                        actor=actor,
-                        reason="the extra legacy values the capture triggers map",
-                    )
+                _record_mapping(conn, intent[1] if intent is not None else "unistatus")
             if intent is not None:
                 value, actor, reason = intent
                 if read_value(conn, CONTROL_KEY) != value or tables is not None:
@@ -339,6 +325,14 @@ def _replace(
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot change the capture triggers: {exc.orig}") from None
     return statements
+
+
+def _record_mapping(conn: sa.Connection, actor: str) -> None:
+    """The extra legacy values the triggers just installed map, if not recorded yet
+    (``capture status`` compares them with the configuration's)."""
+    if read_value(conn, MAPPING_KEY) != _mapping_now():
+        reason = "the extra legacy values the capture triggers map"
+        write_value(conn, MAPPING_KEY, _mapping_now(), actor=actor, reason=reason)
 
 
 def _install(
@@ -394,7 +388,8 @@ def enabled_since(conn: sa.Connection) -> datetime | None:
 
 def retire_in(conn: sa.Connection) -> bool:
     """In the retirement's transaction, once its revision dropped the legacy status
-    columns: the capture's objects that read them go (each legacy table's triggers and
+    columns (SQLite: just before, nothing writes meanwhile): the capture's objects that
+    read them go (each legacy table's triggers and
     the catch-up, with their functions); the detector of direct writes to unified stays.
     True if capture is enabled.
 
@@ -421,8 +416,12 @@ def restore_in(conn: sa.Connection, settings: Settings) -> bool:
     present, _ = _capturable(conn, settings)
     statements = ddl.drop(*_legacy_side(*installed(conn)))
     statements += _install(ddl, conn, present, ops.mode_lock_key, unified=False)
-    for statement in statements:
-        conn.exec_driver_sql(statement)
+    try:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot install the capture triggers again: {exc.orig}") from None
+    _record_mapping(conn, "unistatus")
     return True
 
 

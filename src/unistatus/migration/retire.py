@@ -16,6 +16,7 @@ from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.binding import qualify, require_bound
 from unistatus.db.control import history, read_mode
+from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import legacy_schema, reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.legacy_types import as_text
 from unistatus.db.retry import retry_reason
@@ -221,7 +222,6 @@ def retire_legacy_columns(
         settings,
         schema.RETIRE_REVISION,
         attributes={"actor": actor, "reason": reason},
-        mode_locked=True,
         before=lambda conn: _before_the_drop(conn, settings),
         after=_after_the_drop,
     )
@@ -246,39 +246,46 @@ def retire_legacy_columns(
 
 
 def _before_the_drop(conn: sa.Connection, settings: Settings) -> None:
-    if conn.dialect.name == "postgresql":
-        _hold_legacy_writers(conn, settings)
-    else:
-        # SQLite's batch ALTER re-checks every trigger that names the table it copies:
-        # they go first (the transaction holds the write lock: nothing writes meanwhile).
+    """PostgreSQL: the installation's mode lock and each legacy table's SHARE lock, the
+    polite way and in one attempt (:meth:`DialectOps.mode_exclusive_lock`): no adapter
+    write in flight, and no write to a legacy table until the drop commits (readers go
+    on). A write committed after the gates' re-check read its table (so unseen by it)
+    would otherwise be dropped with the column: a change no unified row holds, lost.
+    After ``mode_lock_wait_seconds`` a ``ModeLockBusyError`` names the sessions, nothing
+    changed. The revision's own ``pg_advisory_xact_lock`` then finds the lock held.
+
+    SQLite: the transaction holds the write lock from its start; the capture's triggers
+    go first, as the revision's table copy re-checks every trigger that names the table.
+    """
+    if conn.dialect.name != "postgresql":
         capture.retire_in(conn)
+        return
+    tables = [
+        qualify(spec.table, legacy_schema(conn, spec), conn.dialect)
+        for spec in settings.legacy_tables.values()
+    ]
+    ops_for(conn.engine).mode_exclusive_lock(
+        conn, None, wait_seconds=settings.mode_lock_wait_seconds, share_locked=tables
+    )
 
 
 def _after_the_drop(conn: sa.Connection) -> None:
-    if conn.dialect.name == "postgresql":
+    """PostgreSQL: the capture's triggers that read the dropped columns go. The catch-up's
+    is on the control table, whose ACCESS EXCLUSIVE lock it then takes for the last
+    moments of the drop's transaction: a transaction that read that table and stays open
+    for ``lock_timeout_ms`` stops the drop, named, nothing changed."""
+    if conn.dialect.name != "postgresql":
+        return
+    try:
         capture.retire_in(conn)
-
-
-def _hold_legacy_writers(conn: sa.Connection, settings: Settings) -> None:
-    """No write to a legacy table until the drop commits (each locked SHARE: readers go
-    on). A write committed after the gates' re-check read its table (so unseen by it)
-    would otherwise be dropped with the column: a legacy-only change, or one the capture
-    mirrors, lost. A writer's transaction left open: a StorageError naming the table
-    after ``lock_timeout_ms``, nothing changed. (SQLite needs none: the drop's
-    transaction holds the write lock from its start.)"""
-    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
-    for spec in settings.legacy_tables.values():
-        table = qualify(spec.table, legacy_schema(conn, spec), conn.dialect)
-        try:
-            conn.exec_driver_sql(f"LOCK TABLE {table} IN SHARE MODE")
-        except sa.exc.OperationalError as exc:
-            if retry_reason(exc) != "lock timeout":
-                raise
-            raise StorageError(
-                f"a transaction writing {table} stayed open for lock_timeout_ms "
-                f"({settings.lock_timeout_ms} ms) while the drop waited to hold that table's "
-                "writers: nothing was changed; retry in a quiet moment"
-            ) from None
+    except sa.exc.OperationalError as exc:
+        if retry_reason(exc) != "lock timeout":
+            raise
+        raise StorageError(
+            "the drop waited lock_timeout_ms for a transaction that had read unistatus's "
+            "control table (to drop the capture's catch-up trigger on it): nothing was "
+            "changed; end that session and retry"
+        ) from None
 
 
 def dropped_types(engine: sa.Engine) -> dict[LegacySystemType, str]:
@@ -326,7 +333,9 @@ def undo_cleanup(
         settings,
         schema.RETIRE_UNDO,
         attributes={"actor": actor, "reason": reason},
-        mode_locked=True,
+        before=lambda conn: ops_for(conn.engine).mode_exclusive_lock(
+            conn, None, wait_seconds=settings.mode_lock_wait_seconds
+        ),
         after=lambda conn: capture.restore_in(conn, settings),
     )
     views: dict[str, Any] | None = None
