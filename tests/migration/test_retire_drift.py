@@ -229,15 +229,18 @@ def test_a_drift_made_while_retire_waits_for_the_mode_lock_is_caught_under_it(
             # An in-flight writer holds the mode lock shared and changes legacy.
             blocker.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY)))
             blocker.execute(sa.update(exchanges).values(status="RATE_LOCKED"))
+            pid = blocker.execute(sa.select(sa.func.pg_backend_pid())).scalar_one()
             thread = threading.Thread(target=retire)
             thread.start()
             deadline = time.monotonic() + 20
+            # Waiting for the writer: its table (the drop holds the legacy tables'
+            # writers, first) or the mode lock.
             waiting = sa.text(
-                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                "AND objid = :k"
+                "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
             )
             with db.engine.connect() as probe:
-                while not probe.execute(waiting, {"k": MODE_LOCK_KEY}).scalar_one():
+                while not probe.execute(waiting, {"pid": pid}).scalar_one():
+                    probe.rollback()  # the activity view is read once per transaction
                     assert thread.is_alive() and time.monotonic() < deadline, outcome
                     time.sleep(0.01)
         thread.join(30)
