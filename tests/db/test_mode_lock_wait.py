@@ -18,6 +18,7 @@ from conftest import Database
 from support.adapters import adapter_in
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.cli import app
+from unistatus.db import mode_lock_wait
 from unistatus.db.control import get_mode, set_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
@@ -165,3 +166,106 @@ def test_the_command_gives_up_in_one_line_with_exit_code_2(pg: Database) -> None
     assert "gave up after 1 s waiting for the mode lock of CASHOUT" in err
     assert "(shop-api, idle in transaction" in err
     assert get_mode(pg.engine, CASHOUT) is M.DUAL_WRITE_LEGACY_PRIMARY
+
+
+def _blocked_by(watcher: sa.Connection, pid: int) -> bool:
+    blocked = watcher.execute(
+        sa.text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"),
+        {"pid": pid},
+    ).scalar_one()
+    watcher.rollback()  # the activity view is read once per transaction
+    return bool(blocked)
+
+
+def test_a_vacuum_holding_a_table_is_queued_for_not_waited_out(pg: Database) -> None:
+    """A lock taken with tables' SHARE locks (retirement's) and a vacuum or analyze of
+    one of them: counted as a long transaction after 2 s, it was only polled for, so the
+    server, which cancels an automatic vacuum for a lock queued behind it for
+    deadlock_timeout, never did, and a long vacuum of a big legacy table made retirement
+    give up. Its hold (SHARE UPDATE EXCLUSIVE) is now queued for."""
+    vacuum = pg.engine.connect()
+    vacuum.exec_driver_sql("LOCK TABLE cashouts IN SHARE UPDATE EXCLUSIVE MODE")
+    pid = int(vacuum.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    outcome: list[BaseException | None] = []
+
+    def take() -> None:
+        try:
+            with ops_for(pg.engine).write_transaction() as conn:
+                ops_for(pg.engine).mode_exclusive_lock(
+                    conn, None, wait_seconds=20, share_locked=["cashouts"]
+                )
+            outcome.append(None)
+        except BaseException as exc:  # reported by the test
+            outcome.append(exc)
+
+    worker = threading.Thread(target=take)
+    try:
+        worker.start()
+        time.sleep(2.5)  # the vacuum's transaction is a "long" one now
+        queued = False
+        with pg.engine.connect() as watcher:
+            until = time.monotonic() + 4
+            while time.monotonic() < until and not queued:
+                queued = _blocked_by(watcher, pid)
+                time.sleep(0.01)
+        assert queued, "only polled for the vacuum: the server would never cancel it"
+    finally:
+        vacuum.close()
+        worker.join(30)
+    assert outcome == [None], outcome
+
+
+def test_after_its_first_lock_an_attempt_waits_briefly_for_the_rest(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Holding one table's SHARE lock, an attempt waited for the next locks as long as
+    for the first (attempts grow to 2 s under a stream of writers). A caller's
+    transaction (the mode lock shared) that then wrote the table it held waited for it,
+    and when the attempt came to the mode lock after another writer let it by, the
+    caller had waited longest: its deadlock check ended the caller. The attempt now
+    waits for the rest half deadlock_timeout in all, and the next one queues for the
+    busy one first, holding nothing."""
+    monkeypatch.setattr(mode_lock_wait, "FIRST_ATTEMPT_MS", 1_500)  # grown, as under traffic
+    ops = ops_for(pg.engine)
+    caller, other = pg.engine.connect(), pg.engine.connect()
+    caller.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(ops.mode_lock_key)))
+    other.exec_driver_sql("UPDATE escrows SET updated_at = updated_at WHERE id < 0")
+    other_pid = int(other.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+    outcome: list[BaseException | None] = []
+    wrote: list[BaseException | None] = []
+
+    def take() -> None:
+        try:
+            with ops.write_transaction() as conn:
+                ops.mode_exclusive_lock(
+                    conn, None, wait_seconds=20, share_locked=["cashouts", "escrows"]
+                )
+            outcome.append(None)
+        except BaseException as exc:  # reported by the test
+            outcome.append(exc)
+
+    def write() -> None:
+        try:
+            caller.exec_driver_sql("UPDATE cashouts SET updated_at = updated_at WHERE id < 0")
+            caller.commit()
+            wrote.append(None)
+        except BaseException as exc:  # reported by the test
+            wrote.append(exc)
+
+    worker, writing = threading.Thread(target=take), threading.Thread(target=write)
+    try:
+        worker.start()
+        with pg.engine.connect() as watcher:  # the attempt holds cashouts, waits for escrows
+            until = time.monotonic() + 10
+            while time.monotonic() < until and not _blocked_by(watcher, other_pid):
+                time.sleep(0.01)
+        writing.start()  # the caller writes cashouts: it waits for the attempt
+        time.sleep(0.3)
+        other.commit()  # escrows free: the attempt goes on to the mode lock
+        writing.join(30)
+    finally:
+        other.close()
+        caller.close()
+        worker.join(30)
+    assert wrote == [None], wrote
+    assert outcome == [None], outcome
