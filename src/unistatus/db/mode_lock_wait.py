@@ -91,22 +91,34 @@ def take_waiting_politely(
     attempt_ms, said = FIRST_ATTEMPT_MS, False
     first_seen: dict[str, float] = {}  # a holder's transaction: when first seen holding
     previous = conn.execute(sa.select(sa.func.current_setting("lock_timeout"))).scalar_one()
+    takes = [*(_share_lock(t) for t in tables), take]
+    # Once one lock is held, the others are waited for no longer than half the server's
+    # deadlock_timeout in all: a session that waits for the one held may hold one that
+    # comes next (a writer's trigger asks for the mode lock at its statement's end), and
+    # this attempt then gives up before that session's deadlock check could end it.
+    then_ms = _deadlock_timeout_ms(conn) // 2 if len(takes) > 1 else 0
     while True:
         holders = lock_holders(conn, blockers, tables)
         now = time.monotonic()
         for h in holders:
             first_seen.setdefault(h["transaction"], now)
         # Its age from pg_stat_activity, else (another role's session, a prepared
-        # transaction) at least how long it has been seen holding the lock.
+        # transaction) at least how long it has been seen holding the lock. Not a
+        # vacuum or analyze: the server cancels an automatic one for a lock queued
+        # behind it for deadlock_timeout (the attempts grow past it).
         stuck = any(
             max(h["open_seconds"] or 0.0, now - first_seen[h["transaction"]]) >= LONG_SECONDS
             for h in holders
+            if not h["maintenance"]
         )
         if not stuck:
             left_ms = (wait - (time.monotonic() - started)) * 1000
             timeout_ms = int(max(min(attempt_ms, left_ms), SHORTEST_ATTEMPT_MS))
-            if _attempt(conn, [*(_share_lock(t) for t in tables), take], timeout_ms):
+            busy = _attempt(conn, takes, timeout_ms, min(then_ms, timeout_ms))
+            if busy is None:
                 break
+            # The next attempt queues for the busy one first, holding nothing meanwhile.
+            takes.insert(0, takes.pop(busy))
             attempt_ms = min(attempt_ms * 2, LONGEST_ATTEMPT_MS)
         waited = time.monotonic() - started
         if waited >= wait:
@@ -122,19 +134,46 @@ def take_waiting_politely(
     conn.execute(sa.select(sa.func.set_config("lock_timeout", previous, True)))
 
 
-def _attempt(conn: sa.Connection, takes: list[sa.Executable], timeout_ms: int) -> bool:
-    """Queue for the locks ``timeout_ms`` at most each (in a savepoint); whether they
-    were all taken (none is held otherwise)."""
+def _attempt(
+    conn: sa.Connection, takes: list[sa.Executable], timeout_ms: int, then_ms: int
+) -> int | None:
+    """Take ``takes`` in a savepoint: queue for the first ``timeout_ms`` at most, for the
+    rest ``then_ms`` in all. None: all taken; else the position of the one that was not
+    (none is held then)."""
+    position = 0
     try:
         with conn.begin_nested():
-            conn.execute(sa.select(sa.func.set_config("lock_timeout", f"{timeout_ms}ms", True)))
-            for take in takes:
+            _lock_timeout(conn, timeout_ms)
+            conn.execute(takes[0])
+            until = time.monotonic() + then_ms / 1000
+            for position, take in enumerate(takes[1:], 1):  # noqa: B007 - read below
+                left_ms = int((until - time.monotonic()) * 1000)
+                if left_ms < 1:
+                    raise _OutOfTime
+                _lock_timeout(conn, left_ms)
                 conn.execute(take)
+    except _OutOfTime:
+        return position
     except sa.exc.OperationalError as exc:
         if retry_reason(exc) not in ("lock timeout", "deadlock"):
             raise
-        return False
-    return True
+        return position
+    return None
+
+
+class _OutOfTime(Exception):
+    """The attempt's time for the locks after its first ran out (its savepoint rolled
+    back on the way out)."""
+
+
+def _lock_timeout(conn: sa.Connection, ms: int) -> None:
+    conn.execute(sa.select(sa.func.set_config("lock_timeout", f"{ms}ms", True)))
+
+
+def _deadlock_timeout_ms(conn: sa.Connection) -> int:
+    """The server's deadlock_timeout, in ms (pg_settings keeps it so)."""
+    q = sa.text("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'deadlock_timeout'")
+    return int(conn.execute(q).scalar_one())
 
 
 # The table lock modes a SHARE lock waits for: every writer's (ROW EXCLUSIVE) and more.
@@ -148,7 +187,7 @@ _SHARE_CONFLICTS = (
 
 
 def _share_lock(table: str) -> sa.Executable:
-    return sa.text(f"LOCK TABLE {table} IN SHARE MODE")
+    return sa.text(f"LOCK TABLE {table} IN SHARE MODE".replace(":", "\\:"))
 
 
 def lock_holders(
@@ -187,6 +226,10 @@ def lock_holders(
             sa.func.extract("epoch", sa.func.statement_timestamp() - A.c.xact_start).label(
                 "open_seconds"
             ),
+            # A vacuum's or analyze's hold on a table (and CREATE INDEX CONCURRENTLY's).
+            sa.and_(L.c.locktype == "relation", L.c.mode == "ShareUpdateExclusiveLock").label(
+                "maintenance"
+            ),
         )
         .distinct()
         .select_from(L.outerjoin(A, A.c.pid == L.c.pid))
@@ -215,6 +258,7 @@ def lock_holders(
             "application_name": row.application_name or "",
             "state": row.state or "unknown",
             "open_seconds": None if row.open_seconds is None else round(float(row.open_seconds), 1),
+            "maintenance": bool(row.maintenance),
         }
         for row in conn.execute(q)
     ]

@@ -274,8 +274,7 @@ def enable(
     """
     _require_schema(engine)
     actor, reason = check_actor(actor), check_reason(reason)
-    tables, _ = _capturable(engine, settings)
-    installed_now = _replace(engine, settings, tables, intent=(ENABLED, actor, reason))
+    installed_now = _replace(engine, settings, install=True, intent=(ENABLED, actor, reason))
     return _status(engine, settings, installed_now)
 
 
@@ -290,20 +289,21 @@ def disable(
     its prefix); records the intent ``disabled``. Counts and logs are kept."""
     _require_schema(engine)
     actor, reason = check_actor(actor), check_reason(reason)
-    _replace(engine, settings, None, intent=(DISABLED, actor, reason))
+    _replace(engine, settings, install=False, intent=(DISABLED, actor, reason))
     return status(engine, settings)
 
 
 def _replace(
     engine: sa.Engine,
     settings: Settings,
-    tables: list[LegacyTable] | None,
     *,
+    install: bool,
     intent: tuple[str, str, str] | None = None,
 ) -> list[str]:
-    """In one transaction: drop what is installed, then install for ``tables`` (None:
-    nothing), and record ``intent`` (value, actor, reason) if given. Returns the
-    statements that installed."""
+    """In one transaction: drop what is installed, then (``install``) install for the
+    legacy tables that have a status column, as the transaction sees them once the drops
+    hold them (a retirement or its undo that committed meanwhile is seen), and record
+    ``intent`` (value, actor, reason) if given. Returns the statements that installed."""
     ops = ops_for(engine)
     ddl = CaptureDdl(ops, engine.dialect)
     statements: list[str] = []
@@ -313,14 +313,15 @@ def _replace(
             triggers, functions = installed(conn)
             for statement in ddl.drop(triggers, functions):
                 conn.exec_driver_sql(statement)
-            if tables is not None:
+            if install:
+                tables, _ = _capturable(conn, settings)
                 statements = _install(ddl, conn, tables, ops.mode_lock_key)
                 for statement in statements:
                     conn.exec_driver_sql(statement)
                 _record_mapping(conn, intent[1] if intent is not None else "unistatus")
             if intent is not None:
                 value, actor, reason = intent
-                if read_value(conn, CONTROL_KEY) != value or tables is not None:
+                if read_value(conn, CONTROL_KEY) != value or install:
                     write_value(conn, CONTROL_KEY, value, actor=actor, reason=reason)
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot change the capture triggers: {exc.orig}") from None
@@ -420,7 +421,10 @@ def restore_in(conn: sa.Connection, settings: Settings) -> bool:
         for statement in statements:
             conn.exec_driver_sql(statement)
     except sa.exc.DBAPIError as exc:
-        raise StorageError(f"cannot install the capture triggers again: {exc.orig}") from None
+        raise StorageError(
+            f"cannot install the capture triggers again ({exc.orig}): the undo was rolled "
+            "back, the status columns are still retired"
+        ) from None
     _record_mapping(conn, "unistatus")
     return True
 
