@@ -18,7 +18,9 @@ each attempt that timed out up to :data:`LONGEST_ATTEMPT_MS` (a steady stream of
 transactions of a few hundred ms each is waited out), and steps out of the queue
 between attempts so the writers go on. After ``wait_seconds`` in all it gives up with
 :class:`~unistatus.errors.ModeLockBusyError` naming the holders. Nothing is written
-before the lock is held.
+before the lock is held. With tables to lock SHARE as well (a retirement's), the attempt
+takes them first; once it holds one lock it waits for the rest half ``deadlock_timeout``
+in all, and the next attempt queues for the busy one first (docs/retire.md).
 
 Reading other roles' sessions' ages and states needs ``pg_read_all_stats`` (or
 superuser): without it the holders are named by pid and ``application_name`` only
