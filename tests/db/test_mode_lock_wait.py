@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from conftest import Database
 from support.adapters import adapter_in
+from support.blocking import wait_until_it_blocks
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.cli import app
 from unistatus.db import mode_lock_wait
@@ -168,15 +169,6 @@ def test_the_command_gives_up_in_one_line_with_exit_code_2(pg: Database) -> None
     assert get_mode(pg.engine, CASHOUT) is M.DUAL_WRITE_LEGACY_PRIMARY
 
 
-def _blocked_by(watcher: sa.Connection, pid: int) -> bool:
-    blocked = watcher.execute(
-        sa.text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"),
-        {"pid": pid},
-    ).scalar_one()
-    watcher.rollback()  # the activity view is read once per transaction
-    return bool(blocked)
-
-
 def test_a_vacuum_holding_a_table_is_queued_for_not_waited_out(pg: Database) -> None:
     """A lock taken with tables' SHARE locks (retirement's) and a vacuum or analyze of
     one of them: counted as a long transaction after 2 s, it was only polled for, so the
@@ -202,12 +194,7 @@ def test_a_vacuum_holding_a_table_is_queued_for_not_waited_out(pg: Database) -> 
     try:
         worker.start()
         time.sleep(2.5)  # the vacuum's transaction is a "long" one now
-        queued = False
-        with pg.engine.connect() as watcher:
-            until = time.monotonic() + 4
-            while time.monotonic() < until and not queued:
-                queued = _blocked_by(watcher, pid)
-                time.sleep(0.01)
+        queued = wait_until_it_blocks(pg.engine, pid, seconds=4)
         assert queued, "only polled for the vacuum: the server would never cancel it"
     finally:
         vacuum.close()
@@ -255,10 +242,8 @@ def test_after_its_first_lock_an_attempt_waits_briefly_for_the_rest(
     worker, writing = threading.Thread(target=take), threading.Thread(target=write)
     try:
         worker.start()
-        with pg.engine.connect() as watcher:  # the attempt holds cashouts, waits for escrows
-            until = time.monotonic() + 10
-            while time.monotonic() < until and not _blocked_by(watcher, other_pid):
-                time.sleep(0.01)
+        # The attempt holds cashouts, waits for escrows.
+        assert wait_until_it_blocks(pg.engine, other_pid, seconds=10)
         writing.start()  # the caller writes cashouts: it waits for the attempt
         time.sleep(0.3)
         other.commit()  # escrows free: the attempt goes on to the mode lock

@@ -18,6 +18,7 @@ from alembic.util import CommandError
 from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
+from support.blocking import wait_until_it_blocks
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
 from unistatus.config import Settings
@@ -552,20 +553,7 @@ def _legacy_write_as_retire_begins(
     bypass.rollback()
 
     def commit_once_retire_waits() -> None:
-        with db.engine.connect() as watcher:
-            until = time.monotonic() + 20
-            while time.monotonic() < until:
-                blocked = watcher.execute(
-                    sa.text(
-                        "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE :pid = ANY(pg_blocking_pids(pid))"
-                    ),
-                    {"pid": pid},
-                ).scalar_one()
-                watcher.rollback()
-                if blocked:
-                    break
-                time.sleep(0.01)
+        wait_until_it_blocks(db.engine, pid)
         bypass.commit()
 
     committer = threading.Thread(target=commit_once_retire_waits)
@@ -695,20 +683,7 @@ def test_a_bypass_statement_in_flight_as_retire_begins_ends_first(
         worker = threading.Thread(target=retire)
         worker.start()
         try:
-            with pg.engine.connect() as watcher:
-                until = time.monotonic() + 20
-                while (
-                    time.monotonic() < until
-                    and not watcher.execute(
-                        sa.text(
-                            "SELECT count(*) FROM pg_stat_activity "
-                            "WHERE :pid = ANY(pg_blocking_pids(pid))"
-                        ),
-                        {"pid": pid},
-                    ).scalar_one()
-                ):
-                    watcher.rollback()
-                    time.sleep(0.01)
+            assert wait_until_it_blocks(pg.engine, pid)
             time.sleep(1.5)  # past deadlock_timeout (1 s): a cycle would be found by now
             cron.execute(
                 sa.text("UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id"),

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner, Result
 
 from conftest import Database
+from support.blocking import wait_until_it_blocks
 from unistatus.cli import app
 from unistatus.db import schema
 from unistatus.db.control import write_mode
@@ -197,7 +198,6 @@ def test_a_drift_made_while_retire_waits_for_the_mode_lock_is_caught_under_it(
     """The pre-check passes; the drift commits while the revision waits for the exclusive
     mode lock; the revision's own check (under that lock) refuses the drop."""
     import threading
-    import time
 
     from unistatus.adapter.core import DualWriteAdapter
     from unistatus.db.control import set_mode
@@ -232,17 +232,9 @@ def test_a_drift_made_while_retire_waits_for_the_mode_lock_is_caught_under_it(
             pid = blocker.execute(sa.select(sa.func.pg_backend_pid())).scalar_one()
             thread = threading.Thread(target=retire)
             thread.start()
-            deadline = time.monotonic() + 20
             # Waiting for the writer: its table (the drop holds the legacy tables'
             # writers, first) or the mode lock.
-            waiting = sa.text(
-                "SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))"
-            )
-            with db.engine.connect() as probe:
-                while not probe.execute(waiting, {"pid": pid}).scalar_one():
-                    probe.rollback()  # the activity view is read once per transaction
-                    assert thread.is_alive() and time.monotonic() < deadline, outcome
-                    time.sleep(0.01)
+            assert wait_until_it_blocks(db.engine, pid), outcome
         thread.join(30)
     finally:
         blocker.close()
