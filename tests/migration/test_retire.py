@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -541,13 +542,17 @@ def _cashout_status(db: Database, legacy_id: int) -> str:
         )
 
 
-def _legacy_write_as_retire_begins(
-    db: Database, monkeypatch: pytest.MonkeyPatch, legacy_id: int
-) -> tuple[sa.Connection, threading.Thread]:
-    """A cron job's raw UPDATE of a cashout's status (to EXECUTING), begun as the drop's
-    revision begins and committed once the drop waits for it (or for what it holds):
-    what the drop's gates cannot see when they read the table. Returns its connection
-    and the thread that commits it (join it; ``monkeypatch.undo()`` ends the set-up)."""
+@contextmanager
+def _a_legacy_write_as_retire_begins(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[dict[str, str], int]]:
+    """Seeded, frozen and archived; then, as the drop's revision begins, a cron job's raw
+    UPDATE of a cashout's status (APPROVED to EXECUTING), committed once the drop waits
+    for it (or for what it holds): what the drop's gates cannot see when they read the
+    table. Yields the seeded ids and that cashout's legacy id."""
+    ids = seed(db)
+    freeze_and_archive(db, tmp_path)
+    legacy_id = _cashout_of(db, ids["WALLET_CASHOUT2"])
     bypass = db.engine.connect()
     pid = int(bypass.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
     bypass.rollback()
@@ -568,7 +573,13 @@ def _legacy_write_as_retire_begins(
         return run_revision(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(schema, "upgrade", bypass_write_then_upgrade)
-    return bypass, committer
+    try:
+        yield ids, legacy_id
+    finally:
+        monkeypatch.undo()
+        if committer.ident is not None:  # started: the revision began
+            committer.join(30)
+        bypass.close()
 
 
 @pytest.mark.postgres
@@ -583,17 +594,8 @@ def test_a_bypass_write_committed_while_retire_runs_is_mirrored_not_lost(
     in the drop's own transaction."""
     capture.enable(pg.engine, pg.settings, actor="t", reason="t")
     try:
-        ids = seed(pg)
-        freeze_and_archive(pg, tmp_path)
-        legacy_id = _cashout_of(pg, ids["WALLET_CASHOUT2"])  # APPROVED
-        bypass, committer = _legacy_write_as_retire_begins(pg, monkeypatch, legacy_id)
-        try:
+        with _a_legacy_write_as_retire_begins(pg, tmp_path, monkeypatch) as (ids, legacy_id):
             retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t")
-        finally:
-            monkeypatch.undo()
-            if committer.ident is not None:  # started: the revision began
-                committer.join(30)
-            bypass.close()
         assert _unified_status(pg, ids["WALLET_CASHOUT2"]) == ("PROCESSING", "EXECUTING"), (
             "the bypass write was lost"
         )
@@ -613,18 +615,9 @@ def test_a_legacy_write_committed_while_retire_runs_is_seen_by_its_gates(
     went with the column unseen. The drop now holds the legacy tables' writers (SHARE)
     before its gates: the write waits for it, or it for the write, and is seen."""
     try:
-        ids = seed(pg)
-        freeze_and_archive(pg, tmp_path)
-        legacy_id = _cashout_of(pg, ids["WALLET_CASHOUT2"])  # APPROVED
-        bypass, committer = _legacy_write_as_retire_begins(pg, monkeypatch, legacy_id)
-        try:
+        with _a_legacy_write_as_retire_begins(pg, tmp_path, monkeypatch) as (_, legacy_id):
             with pytest.raises(GateError, match="legacy_status_drift"):
                 retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t")
-        finally:
-            monkeypatch.undo()
-            if committer.ident is not None:  # started: the revision began
-                committer.join(30)
-            bypass.close()
         assert all(status_columns(pg).values())
         assert _cashout_status(pg, legacy_id) == "EXECUTING"
     finally:
