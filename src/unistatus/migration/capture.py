@@ -390,9 +390,8 @@ def enabled_since(conn: sa.Connection) -> datetime | None:
 def retire_in(conn: sa.Connection) -> bool:
     """In the retirement's transaction, once its revision dropped the legacy status
     columns (SQLite: just before, nothing writes meanwhile): the capture's objects that
-    read them go (each legacy table's triggers and
-    the catch-up, with their functions); the detector of direct writes to unified stays.
-    True if capture is enabled.
+    read them go (each legacy table's triggers and the catch-up, with their functions);
+    the detector of direct writes to unified stays. True if capture is enabled.
 
     Not before, nor in a transaction of its own: until the columns go every bypass write
     is mirrored into unified (one committed after the drop's gates read the table would

@@ -273,7 +273,7 @@ def _after_the_drop(conn: sa.Connection) -> None:
     """PostgreSQL: the capture's triggers that read the dropped columns go. The catch-up's
     is on the control table, whose ACCESS EXCLUSIVE lock it then takes for the last
     moments of the drop's transaction: a transaction that read that table and stays open
-    for ``lock_timeout_ms`` stops the drop, named, nothing changed."""
+    for ``lock_timeout_ms`` stops the drop (a StorageError saying so), nothing changed."""
     if conn.dialect.name != "postgresql":
         return
     try:
