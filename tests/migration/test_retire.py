@@ -739,3 +739,64 @@ def test_a_bypass_write_right_after_the_undo_is_mirrored(pg: Database, tmp_path:
         reader.close()
         undo_cleanup(pg.engine, pg.settings)
         capture.disable(pg.engine, pg.settings, actor="t", reason="t")
+
+
+@pytest.mark.postgres
+def test_capture_enabled_as_a_retirement_commits_reads_the_tables_after_it(
+    pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`capture enable` the first time (nothing installed to drop, so nothing to wait for
+    before it read the tables) beside a retirement: it read the columns as they were
+    before the drop committed, then, once the drop let it, installed triggers that read
+    a dropped column: every later write to that table failed. It now reads the tables
+    once it holds them."""
+    import unistatus.migration.retire as retire_module
+
+    seed(pg)
+    freeze_and_archive(pg, tmp_path)
+    dropped, go_on = threading.Event(), threading.Event()
+    run_after = retire_module._after_the_drop
+
+    def after_and_wait(conn: sa.Connection) -> None:
+        run_after(conn)
+        dropped.set()
+        go_on.wait(20)  # the columns dropped, not committed yet
+
+    monkeypatch.setattr(retire_module, "_after_the_drop", after_and_wait)
+    outcome: list[BaseException | dict[str, object] | None] = []
+    enabled: list[BaseException | None] = []
+
+    def retire() -> None:
+        try:
+            outcome.append(retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t"))
+        except BaseException as exc:  # reported by the test
+            outcome.append(exc)
+
+    def enable() -> None:
+        try:
+            capture.enable(pg.engine, pg.settings, actor="t", reason="t")
+            enabled.append(None)
+        except BaseException as exc:  # reported by the test
+            enabled.append(exc)
+
+    retiring, enabling = threading.Thread(target=retire), threading.Thread(target=enable)
+    try:
+        retiring.start()
+        assert dropped.wait(20), outcome
+        enabling.start()
+        time.sleep(1.0)  # enable at work, waiting for the drop's locks
+        go_on.set()
+        retiring.join(30)
+        enabling.join(30)
+        assert outcome and isinstance(outcome[0], dict), outcome
+        assert enabled == [None], enabled
+        with pg.engine.begin() as conn:  # an application's write to the table
+            conn.exec_driver_sql("UPDATE cashouts SET amount = amount WHERE id > 0")
+    finally:
+        go_on.set()
+        retiring.join(30)
+        if enabling.ident is not None:
+            enabling.join(30)
+        monkeypatch.undo()
+        undo_cleanup(pg.engine, pg.settings)
+        capture.disable(pg.engine, pg.settings, actor="t", reason="t")
