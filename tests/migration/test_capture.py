@@ -34,7 +34,7 @@ from unistatus.db.control import set_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.db.tables_backfill import backfill_quarantine
-from unistatus.db.tables_capture import capture_changed
+from unistatus.db.tables_capture import capture_changed, capture_writers
 from unistatus.domain.ids import MAX_LEGACY_ID
 from unistatus.domain.mapping import register_extra_statuses
 from unistatus.errors import ConfigError
@@ -359,7 +359,7 @@ def test_a_truncate_of_unified_is_counted_as_a_direct_write(pg: Database) -> Non
 
 
 def _age_writer_rows(db: Database, hours: float) -> None:
-    W = capture.capture_writers
+    W = capture_writers
     back = sa.func.now() - sa.text(f"interval '{hours} hours'")
     with db.engine.begin() as conn:
         conn.execute(sa.update(W).values(last_seen_at=back, first_seen_at=back))
@@ -369,7 +369,7 @@ def test_old_sessions_writer_counts_are_folded_into_one_row(pg: Database) -> Non
     """A writer's counts are kept per session (backend pid): a cron job that connects
     anew each run adds a row each time. Rows not written for a while are folded into one
     per writer and target (shard 0), the totals unchanged; the monitor does it."""
-    W = capture.capture_writers
+    W = capture_writers
     with captured(pg):
         set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
         insert_cashouts(pg, range(1, 4), "PENDING")  # one session
@@ -414,12 +414,12 @@ def test_the_fold_never_waits_for_a_writer_and_counts_each_write_once(pg: Databa
                 folded = pool.submit(capture.fold_writers, pg.engine).result(timeout=10)
             conn.commit()
         assert folded == 1  # the insert's session only: the writer's own row was held
-        assert pg.count(capture.capture_writers.name) == 2
+        assert pg.count(capture_writers.name) == 2
         assert sum(w.writes for w in capture.writers_seen(pg.engine)) == total + 1
 
 
 def test_the_folded_row_keeps_the_newest_mode_and_address_and_the_span(pg: Database) -> None:
-    W = capture.capture_writers
+    W = capture_writers
     at = "2026-01-01 00:00:00+00"
 
     def row(shard: int, writes: int, hours: int, mode: str, addr: str | None) -> dict[str, Any]:

@@ -4,9 +4,9 @@
   without going through unistatus, with counts. One row per writer, target and *shard*:
   the writing session's backend pid on PostgreSQL (0 on SQLite), so concurrent
   sessions never update the same row (no lock queue, no deadlock between writers);
-  readers sum the shards (:func:`unistatus.migration.capture.writers_seen`), and the
+  readers sum the shards (:func:`unistatus.migration.capture_writers.writers_seen`), and the
   shards of sessions gone quiet are folded into shard 0 now and then
-  (:func:`unistatus.migration.capture.fold_writers`). The target
+  (:func:`unistatus.migration.capture_writers.fold_writers`). The target
   ``system`` is a legacy system, or ``UNIFIED`` for direct writes to
   ``unified_transactions``.
 - :data:`capture_changed`: the entities a legacy write changed while the mode was

@@ -1,6 +1,6 @@
 """The writers seen bypassing the adapter, as the observers show them.
 
-Read from the capture's writer counts (:func:`unistatus.migration.capture.writers_seen`).
+Read from the capture's writer counts (:func:`unistatus.migration.capture_writers.writers_seen`).
 Writer names carry the writer's ``application_name``, which the writer chooses: nothing
 bounds how many there are. So what is shown is capped:
 
