@@ -28,8 +28,8 @@ _mapper = LegacyStatusMapper()
 # mismatch: mappable, not compatible; drift: compatible, the exact copy stale), so one CASE
 # names which of them a pair has (:attr:`Rule.verdict`): the status is judged once per pair,
 # where one flag per kind judged it three times (its mapping looked up three times, the
-# pair twice). PostgreSQL, 500k rows: the counting statement 16% faster (BENCHMARKS.md,
-# "Session of 2026-12-05 (3)").
+# pair twice). PostgreSQL, 500k rows: one system's counting statement 210 -> 185 ms
+# (BENCHMARKS.md, "Session of 2026-12-05 (3)").
 STATUS_KINDS = (
     str(InconsistencyKind.UNMAPPABLE_LEGACY),
     str(InconsistencyKind.STATUS_MISMATCH),
