@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -178,28 +179,23 @@ def test_a_vacuum_holding_a_table_is_queued_for_not_waited_out(pg: Database) -> 
     vacuum = pg.engine.connect()
     vacuum.exec_driver_sql("LOCK TABLE cashouts IN SHARE UPDATE EXCLUSIVE MODE")
     pid = int(vacuum.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
-    outcome: list[BaseException | None] = []
-
-    def take() -> None:
+    with ThreadPoolExecutor(1) as pool:
         try:
-            with ops_for(pg.engine).write_transaction() as conn:
-                ops_for(pg.engine).mode_exclusive_lock(
-                    conn, None, wait_seconds=20, share_locked=["cashouts"]
-                )
-            outcome.append(None)
-        except BaseException as exc:  # reported by the test
-            outcome.append(exc)
+            taking = pool.submit(_take_with_tables, pg, ["cashouts"])
+            time.sleep(2.5)  # the vacuum's transaction is a "long" one now
+            queued = wait_until_it_blocks(pg.engine, pid, seconds=4)
+            assert queued, "only polled for the vacuum: the server would never cancel it"
+        finally:
+            vacuum.close()
+        taking.result(30)
 
-    worker = threading.Thread(target=take)
-    try:
-        worker.start()
-        time.sleep(2.5)  # the vacuum's transaction is a "long" one now
-        queued = wait_until_it_blocks(pg.engine, pid, seconds=4)
-        assert queued, "only polled for the vacuum: the server would never cancel it"
-    finally:
-        vacuum.close()
-        worker.join(30)
-    assert outcome == [None], outcome
+
+def _take_with_tables(db: Database, tables: list[str]) -> None:
+    """The installation's mode lock with ``tables`` locked SHARE (as retirement takes
+    it), in a transaction of its own, then let go."""
+    ops = ops_for(db.engine)
+    with ops.write_transaction() as conn:
+        ops.mode_exclusive_lock(conn, None, wait_seconds=20, share_locked=tables)
 
 
 def test_after_its_first_lock_an_attempt_waits_briefly_for_the_rest(
@@ -218,39 +214,21 @@ def test_after_its_first_lock_an_attempt_waits_briefly_for_the_rest(
     caller.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(ops.mode_lock_key)))
     other.exec_driver_sql("UPDATE escrows SET updated_at = updated_at WHERE id < 0")
     other_pid = int(other.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
-    outcome: list[BaseException | None] = []
-    wrote: list[BaseException | None] = []
-
-    def take() -> None:
-        try:
-            with ops.write_transaction() as conn:
-                ops.mode_exclusive_lock(
-                    conn, None, wait_seconds=20, share_locked=["cashouts", "escrows"]
-                )
-            outcome.append(None)
-        except BaseException as exc:  # reported by the test
-            outcome.append(exc)
 
     def write() -> None:
-        try:
-            caller.exec_driver_sql("UPDATE cashouts SET updated_at = updated_at WHERE id < 0")
-            caller.commit()
-            wrote.append(None)
-        except BaseException as exc:  # reported by the test
-            wrote.append(exc)
+        caller.exec_driver_sql("UPDATE cashouts SET updated_at = updated_at WHERE id < 0")
+        caller.commit()
 
-    worker, writing = threading.Thread(target=take), threading.Thread(target=write)
-    try:
-        worker.start()
-        # The attempt holds cashouts, waits for escrows.
-        assert wait_until_it_blocks(pg.engine, other_pid, seconds=10)
-        writing.start()  # the caller writes cashouts: it waits for the attempt
-        time.sleep(0.3)
-        other.commit()  # escrows free: the attempt goes on to the mode lock
-        writing.join(30)
-    finally:
-        other.close()
-        caller.close()
-        worker.join(30)
-    assert wrote == [None], wrote
-    assert outcome == [None], outcome
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            taking = pool.submit(_take_with_tables, pg, ["cashouts", "escrows"])
+            # The attempt holds cashouts, waits for escrows.
+            assert wait_until_it_blocks(pg.engine, other_pid, seconds=10)
+            writing = pool.submit(write)  # the caller writes cashouts: it waits for the attempt
+            time.sleep(0.3)
+            other.commit()  # escrows free: the attempt goes on to the mode lock
+            writing.result(30)
+        finally:
+            other.close()
+            caller.close()
+        taking.result(30)

@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -665,17 +666,10 @@ def test_a_bypass_statement_in_flight_as_retire_begins_ends_first(
         pid = int(cron.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
         # The statement under way: its table lock taken, its trigger not fired yet.
         cron.exec_driver_sql("LOCK TABLE cashouts IN ROW EXCLUSIVE MODE")
-        outcome: list[BaseException | dict[str, object]] = []
-
-        def retire() -> None:
-            try:
-                outcome.append(retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t"))
-            except BaseException as exc:  # reported by the test
-                outcome.append(exc)
-
-        worker = threading.Thread(target=retire)
-        worker.start()
-        try:
+        with ThreadPoolExecutor(1) as pool:
+            retiring = pool.submit(
+                retire_legacy_columns, pg.engine, pg.settings, actor="t", reason="t"
+            )
             assert wait_until_it_blocks(pg.engine, pid)
             time.sleep(1.5)  # past deadlock_timeout (1 s): a cycle would be found by now
             cron.execute(
@@ -683,9 +677,7 @@ def test_a_bypass_statement_in_flight_as_retire_begins_ends_first(
                 {"id": legacy_id},
             )
             cron.commit()
-        finally:
-            worker.join(60)
-        assert outcome and isinstance(outcome[0], dict), outcome
+            assert retiring.result(60)["dropped"]
         assert _unified_status(pg, ids["WALLET_CASHOUT2"]) == ("PROCESSING", "EXECUTING")
     finally:
         cron.close()
@@ -707,7 +699,6 @@ def test_a_bypass_write_right_after_the_undo_is_mirrored(pg: Database, tmp_path:
         legacy_id = _cashout_of(pg, ids["WALLET_CASHOUT2"])  # APPROVED
         retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t")
         reader.exec_driver_sql("SELECT 1 FROM unified_transactions LIMIT 1")  # a report
-        written: list[BaseException] = []
 
         def write_once_the_column_is_back() -> None:
             try:
@@ -720,18 +711,13 @@ def test_a_bypass_write_right_after_the_undo_is_mirrored(pg: Database, tmp_path:
                         {"id": legacy_id},
                     )
                     cron.commit()
-            except BaseException as exc:  # reported by the test
-                written.append(exc)
             finally:
                 reader.rollback()  # the report ends
 
-        cron = threading.Thread(target=write_once_the_column_is_back)
-        cron.start()
-        try:
+        with ThreadPoolExecutor(1) as pool:
+            cron = pool.submit(write_once_the_column_is_back)
             undo_cleanup(pg.engine, pg.settings)
-        finally:
-            cron.join(30)
-        assert not written, written
+            cron.result(30)
         assert _unified_status(pg, ids["WALLET_CASHOUT2"]) == ("PROCESSING", "EXECUTING"), (
             "not mirrored"
         )
@@ -763,40 +749,24 @@ def test_capture_enabled_as_a_retirement_commits_reads_the_tables_after_it(
         go_on.wait(20)  # the columns dropped, not committed yet
 
     monkeypatch.setattr(retire_module, "_after_the_drop", after_and_wait)
-    outcome: list[BaseException | dict[str, object] | None] = []
-    enabled: list[BaseException | None] = []
-
-    def retire() -> None:
-        try:
-            outcome.append(retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t"))
-        except BaseException as exc:  # reported by the test
-            outcome.append(exc)
-
-    def enable() -> None:
-        try:
-            capture.enable(pg.engine, pg.settings, actor="t", reason="t")
-            enabled.append(None)
-        except BaseException as exc:  # reported by the test
-            enabled.append(exc)
-
-    retiring, enabling = threading.Thread(target=retire), threading.Thread(target=enable)
     try:
-        retiring.start()
-        assert dropped.wait(20), outcome
-        enabling.start()
-        time.sleep(1.0)  # enable at work, waiting for the drop's locks
-        go_on.set()
-        retiring.join(30)
-        enabling.join(30)
-        assert outcome and isinstance(outcome[0], dict), outcome
-        assert enabled == [None], enabled
+        with ThreadPoolExecutor(2) as pool:
+            try:
+                retiring = pool.submit(
+                    retire_legacy_columns, pg.engine, pg.settings, actor="t", reason="t"
+                )
+                assert dropped.wait(20)
+                enabling = pool.submit(
+                    capture.enable, pg.engine, pg.settings, actor="t", reason="t"
+                )
+                time.sleep(1.0)  # enable at work, waiting for the drop's locks
+            finally:
+                go_on.set()
+            assert retiring.result(30)["dropped"]
+            enabling.result(30)
         with pg.engine.begin() as conn:  # an application's write to the table
             conn.exec_driver_sql("UPDATE cashouts SET amount = amount WHERE id > 0")
     finally:
-        go_on.set()
-        retiring.join(30)
-        if enabling.ident is not None:
-            enabling.join(30)
         monkeypatch.undo()
         undo_cleanup(pg.engine, pg.settings)
         capture.disable(pg.engine, pg.settings, actor="t", reason="t")
