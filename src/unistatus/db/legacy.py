@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import LegacyTableSpec, Settings
-from unistatus.db.binding import require_bound, schema_of, unbound_connection
+from unistatus.db.binding import qualify, require_bound, schema_of, unbound_connection
 from unistatus.db.legacy_types import base_type, cast_type, check_status_type, integer_key
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import LegacyColumn
@@ -362,6 +362,12 @@ def _column_of(reflected: Any) -> sa.Column[Any]:
         nullable=reflected["nullable"],
         autoincrement=reflected.get("autoincrement", "auto"),
     )
+
+
+def legacy_table_sql(bind: sa.Engine | sa.Connection, spec: LegacyTableSpec) -> str:
+    """A legacy table as a statement of ours names it (``LOCK TABLE``): quoted, in
+    :func:`legacy_schema`."""
+    return qualify(spec.table, legacy_schema(bind, spec), bind.dialect)
 
 
 def legacy_table_name(spec: LegacyTableSpec) -> str:

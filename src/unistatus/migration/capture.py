@@ -21,12 +21,12 @@ import sqlalchemy as sa
 from unistatus.clock import as_utc
 from unistatus.config import Settings
 from unistatus.db import schema
-from unistatus.db.binding import qualify, schema_of
+from unistatus.db.binding import schema_of
 from unistatus.db.control import read_value, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import (
     LegacyTable,
-    legacy_schema,
+    legacy_table_sql,
     pinned_legacy_table,
     resolve_legacy_tables,
 )
@@ -307,7 +307,7 @@ def _hold_legacy_tables(conn: sa.Connection, settings: Settings) -> None:
     if conn.dialect.name != "postgresql":
         return
     for spec in settings.legacy_tables.values():
-        name = qualify(spec.table, legacy_schema(conn, spec), conn.dialect)
+        name = legacy_table_sql(conn, spec)
         if conn.execute(sa.select(sa.func.to_regclass(name))).scalar_one() is not None:
             conn.exec_driver_sql(f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE")
 

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 
 from unistatus.config import Settings
 from unistatus.db import schema
-from unistatus.db.binding import qualify, require_bound
+from unistatus.db.binding import require_bound
 from unistatus.db.control import history, read_mode
 from unistatus.db.dialect import ops_for
-from unistatus.db.legacy import legacy_schema, reflect_legacy_table, resolve_legacy_tables
+from unistatus.db.legacy import legacy_table_sql, reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.legacy_types import as_text
 from unistatus.db.retry import retry_reason
 from unistatus.db.tables import unified_transactions
@@ -260,10 +260,7 @@ def _before_the_drop(conn: sa.Connection, settings: Settings) -> None:
     if conn.dialect.name != "postgresql":
         capture.retire_in(conn)
         return
-    tables = [
-        qualify(spec.table, legacy_schema(conn, spec), conn.dialect)
-        for spec in settings.legacy_tables.values()
-    ]
+    tables = [legacy_table_sql(conn, spec) for spec in settings.legacy_tables.values()]
     ops_for(conn.engine).mode_exclusive_lock(
         conn, None, wait_seconds=settings.mode_lock_wait_seconds, share_locked=tables
     )
