@@ -26,6 +26,7 @@ from unistatus.cli import app
 from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.control import set_mode
+from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import cashouts
 from unistatus.domain.ids import derive_utx_id
@@ -770,3 +771,29 @@ def test_capture_enabled_as_a_retirement_commits_reads_the_tables_after_it(
         monkeypatch.undo()
         undo_cleanup(pg.engine, pg.settings)
         capture.disable(pg.engine, pg.settings, actor="t", reason="t")
+
+
+@pytest.mark.postgres
+def test_retire_on_a_repeatable_read_engine_sees_a_write_committed_while_it_waits(
+    pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An engine (or a server, a role) whose transactions default to REPEATABLE READ:
+    the drop's transaction took its snapshot at its first statement, before it waited
+    for the legacy tables' writers, so its gates read the tables as they were before a
+    write that committed meanwhile, and the column went with that write. The package's
+    write transactions are now READ COMMITTED whatever the default."""
+    options = "-c default_transaction_isolation=repeatable\\ read"
+    engine = create_engine(pg.url, schema=pg.settings.schema, connect_args={"options": options})
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW transaction_isolation").scalar_one() == (
+                "repeatable read"
+            )
+        with _a_legacy_write_as_retire_begins(pg, tmp_path, monkeypatch) as (_, legacy_id):
+            with pytest.raises(GateError, match="legacy_status_drift"):
+                retire_legacy_columns(engine, pg.settings, actor="t", reason="t")
+        assert all(status_columns(pg).values())
+        assert _cashout_status(pg, legacy_id) == "EXECUTING"
+    finally:
+        engine.dispose()
+        undo_cleanup(pg.engine, pg.settings)

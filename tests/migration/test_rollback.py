@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
 import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
+from support.adapters import adapter_in
+from support.blocking import wait_until_it_blocks
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill.control import PAUSE_KEY
 from unistatus.db.control import get_mode, history, read_value, set_mode, write_mode
+from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.consistency import compare
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, ModeError
 from unistatus.migration import phases, rollback
 from unistatus.migration.replay import pending_count, replay_pending
@@ -315,3 +319,45 @@ def test_replay_after_a_hand_switch_keeps_newer_dual_writes(db: Database) -> Non
     assert status is not None and status.value == "FUNDS_HELD"
     assert meta["legacy_status"] == "APPROVED"
     _assert_all_consistent(db)
+
+
+@pytest.mark.postgres
+def test_a_rollback_on_a_repeatable_read_engine_replays_a_change_committed_while_it_waits(
+    pg: Database,
+) -> None:
+    """An application's transaction changes a status in UNIFIED_ONLY (a change to replay
+    to legacy) and is still open as an emergency rollback begins: the rollback waits for
+    it (the mode lock), then replays. On an engine (or a server, a role) whose
+    transactions default to REPEATABLE READ the replay's snapshot was taken before it
+    waited: it found nothing pending, switched to LEGACY_ONLY, and the change never
+    reached legacy (a lost write). The package's write transactions are now READ
+    COMMITTED whatever the default."""
+    options = "-c default_transaction_isolation=repeatable\\ read"
+    engine = create_engine(pg.url, schema=pg.settings.schema, connect_args={"options": options})
+    a = adapter_in(pg, M.DUAL_WRITE_UNIFIED_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    assert created.entity_id is not None and created.legacy_entity_id is not None
+    set_mode(pg.engine, M.UNIFIED_ONLY, reason="t", actor="t", force=True)
+    a.modes.refresh()
+    try:
+        with pg.app_engine.connect() as conn, ThreadPoolExecutor(1) as pool:
+            tx = conn.begin()
+            pid = int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+            changed = a.update_status(created.entity_id, "OTP_PENDING", "t", "t", connection=conn)
+            assert changed.overall_success, changed.error
+            rolling_back = pool.submit(
+                rollback.emergency_rollback, engine, pg.settings, actor="ops", reason="t"
+            )
+            assert wait_until_it_blocks(pg.engine, pid), "the rollback did not wait"
+            tx.commit()
+            rolling_back.result(timeout=60)
+        assert get_mode(pg.engine) is M.LEGACY_ONLY
+        assert pending_count(pg.engine) == 0, "a change committed as it waited was not replayed"
+        legacy = resolve_legacy_tables(pg.engine, pg.settings)[LegacySystemType.CASHOUT]
+        with pg.engine.connect() as conn:
+            status = conn.execute(
+                sa.select(legacy.read("status")).where(legacy.id == created.legacy_entity_id)
+            ).scalar_one()
+        assert status == "OTP_PENDING"
+    finally:
+        engine.dispose()
