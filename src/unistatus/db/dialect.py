@@ -445,6 +445,15 @@ class PostgresOps(DialectOps):
         )
         return sub.scalar_subquery().is_not(None)
 
+    def _prepare_write(self, conn: sa.Connection) -> sa.Connection:
+        # READ COMMITTED whatever the engine's or the server's default: a transaction
+        # that waits for a lock (the mode lock, a retirement's table locks) must then
+        # see what the transactions it waited for committed. Under REPEATABLE READ its
+        # snapshot is its first statement's: a replay found no pending change that a
+        # writer committed meanwhile, a retirement's gates no legacy write, and dropped
+        # the column with it. (psycopg sends it with the BEGIN: no round trip.)
+        return conn.execution_options(isolation_level="READ COMMITTED")
+
     def mark_writer(self, conn: sa.Connection) -> None:
         conn.execute(sa.select(writer_mark.set_mark()))
 
