@@ -45,3 +45,17 @@ def test_set_mode_refuses_to_skip_the_replay(db: Database) -> None:
     replay_pending(db.engine, db.settings, actor="t", reason="replay")
     set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="replayed, now safe")
     assert get_mode(db.engine) is M.DUAL_WRITE_LEGACY_PRIMARY
+
+
+@pytest.mark.postgres
+def test_a_mode_switch_on_an_autocommit_engine_is_one_transaction(pg: Database) -> None:
+    """An application's engine in AUTOCOMMIT (``execution_options(isolation_level=
+    "AUTOCOMMIT")``) handed to the library: its write transactions were no transactions
+    (each statement its own, the mode lock gone with its statement), and the switch
+    failed on its savepoint. They are READ COMMITTED transactions whatever the engine's
+    level."""
+    autocommit = pg.engine.execution_options(isolation_level="AUTOCOMMIT")
+    set_mode(autocommit, M.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t", force=True)
+    assert get_mode(pg.engine) is M.DUAL_WRITE_LEGACY_PRIMARY
+    logged = history(pg.engine, "mode")[0]
+    assert (logged.new_value, logged.reason) == ("DUAL_WRITE_LEGACY_PRIMARY", "t")
