@@ -1,0 +1,153 @@
+"""unistatus through a connection pooler in transaction mode (PgBouncer), as production
+servers are often reached; and its connections' settings when reached directly.
+
+A transaction pooler hands each transaction whichever server connection is free: a
+statement psycopg prepared on one is unknown to the next ("prepared statement _pg3_N
+does not exist"), and PgBouncer refuses a startup ``options`` parameter outright.
+"""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import adapter_in
+from support.cli_run import cli
+from support.pgbouncer import pgbouncer
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.db.engine import create_engine
+from unistatus.domain.statuses import DualWriteMode as M
+
+pytestmark = pytest.mark.postgres
+
+# Enough changes per connection that psycopg prepares its statements (after 5).
+WALK = ["OTP_PENDING", "AWAITING_APPROVAL", "ADMIN_PENDING", "FUNDS_HELD"] + [
+    "PROCESSING",
+    "AWAITING_RESPONSE",
+] * 4
+
+
+def _prepare_threshold(engine: sa.Engine) -> Any:
+    with engine.connect() as conn:
+        return conn.connection.dbapi_connection.prepare_threshold  # type: ignore[union-attr]
+
+
+def _statuses(db: Database, entity_ids: list[str]) -> dict[str, tuple[str, str]]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT u.id, u.status, c.status FROM unified_transactions u "
+                "JOIN cashouts c ON c.id = u.legacy_id AND u.legacy_system = 'CASHOUT' "
+                "WHERE u.id = ANY(:ids)"
+            ),
+            {"ids": entity_ids},
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def test_dual_writes_from_many_threads_through_a_transaction_pooler(pg: Database) -> None:
+    """Every change of 8 threads' walks through PgBouncer succeeds and lands on both
+    sides (before: a quarter failed, "prepared statement ... does not exist")."""
+    adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    with pgbouncer(pg.url) as url:
+        engine = create_engine(url, schema=pg.settings.schema)
+        try:
+            a = DualWriteAdapter(engine, settings=pg.settings)
+
+            def walk(user: int) -> list[str]:
+                created = a.create_transaction("WALLET_CASHOUT", user, "5", "USD")
+                if not created.overall_success or created.entity_id is None:
+                    return ["", str(created.error)]
+                failed = []
+                for status in WALK:
+                    r = a.update_status(created.entity_id, status, "t", "pooler")
+                    if not r.overall_success:
+                        failed.append(str(r.error))
+                        break  # its status did not move: the walk cannot go on
+                return [created.entity_id, *failed]
+
+            with ThreadPoolExecutor(8) as pool:
+                walks = list(pool.map(walk, range(1, 25)))
+            a.close()  # its statistics flushed while the pooler is there
+        finally:
+            engine.dispose()
+    failures = [f for w in walks for f in w[1:]]
+    assert not failures, failures[:3]
+    statuses = _statuses(pg, [w[0] for w in walks])
+    assert len(statuses) == 24
+    assert set(statuses.values()) == {("AWAITING_RESPONSE", "AWAITING_RESPONSE")}
+
+
+def test_an_adapter_made_from_a_url_connects_through_a_transaction_pooler(
+    pg: Database,
+) -> None:
+    """The adapter's own engine bounds lock waits (``lock_timeout_ms``): it was a startup
+    ``options`` parameter, which PgBouncer refuses ("unsupported startup parameter")."""
+    adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    with pgbouncer(pg.url) as url:
+        settings = pg.settings.model_copy(update={"database_url": url})
+        a = DualWriteAdapter(url, settings=settings)
+        try:
+            created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+            assert created.overall_success, created.error
+            for status in WALK[:7]:
+                assert a.update_status(created.entity_id or "", status, "t", "t").overall_success
+        finally:
+            a.close()
+
+
+def test_the_load_test_command_through_a_transaction_pooler(pg: Database) -> None:
+    """As the user runs it: ``unistatus loadtest`` against PgBouncer, no error."""
+    with pgbouncer(pg.url) as url:
+        done = cli(
+            url, "loadtest", "-n", "200", "-c", "8", "--mode", "DUAL_WRITE_LEGACY_PRIMARY", "--json"
+        )
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert (report["errors"], report["consistency_rate"]) == (0, 1.0)
+
+
+def test_a_direct_connection_keeps_its_lock_timeout_and_prepared_statements(
+    pg: Database,
+) -> None:
+    engine = create_engine(pg.url, schema=pg.settings.schema, lock_timeout_ms=1234)
+    try:
+        assert _prepare_threshold(engine) == 5  # psycopg's default
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "1234ms"
+    finally:
+        engine.dispose()
+
+
+def test_the_prepared_statements_setting_overrides_what_is_found(pg: Database) -> None:
+    """``prepared_statements = false``: never (a pooler not recognised as one);
+    ``true``: always (PgBouncer 1.21 and newer keeps them, with
+    ``max_prepared_statements``)."""
+    direct = create_engine(pg.url, schema=pg.settings.schema, prepared_statements=False)
+    try:
+        assert _prepare_threshold(direct) is None
+    finally:
+        direct.dispose()
+    with pgbouncer(pg.url) as url:
+        pooled = create_engine(url, schema=pg.settings.schema, prepared_statements=True)
+        try:
+            assert _prepare_threshold(pooled) == 5
+        finally:
+            pooled.dispose()
+
+
+def test_the_lock_timeout_is_not_set_on_a_pooled_server_connection(pg: Database) -> None:
+    """Behind a transaction pooler a session setting would stay on the server connection
+    for whoever gets it next: it is not set there (set it for the role instead)."""
+    with pgbouncer(pg.url) as url:
+        engine = create_engine(url, schema=pg.settings.schema, lock_timeout_ms=1234)
+        try:
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "0"
+        finally:
+            engine.dispose()
