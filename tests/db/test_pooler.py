@@ -22,6 +22,8 @@ from support.pgbouncer import pgbouncer
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode as M
+from unistatus.errors import InputError
+from unistatus.migration.check_claim import claim_run
 
 pytestmark = pytest.mark.postgres
 
@@ -149,5 +151,33 @@ def test_the_lock_timeout_is_not_set_on_a_pooled_server_connection(pg: Database)
         try:
             with engine.connect() as conn:
                 assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "0"
+        finally:
+            engine.dispose()
+
+
+def _advisory_locks(db: Database) -> int:
+    with db.engine.connect() as conn:
+        q = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        return int(conn.exec_driver_sql(q).scalar_one())
+
+
+def test_a_check_runs_claim_through_a_transaction_pooler_excludes_and_ends(
+    pg: Database,
+) -> None:
+    """The claim on a check run (one process walks it) was a session advisory lock: behind
+    a transaction pooler it stayed on whichever server connection took it, for whichever
+    client got that connection next, after the run and after its process died (a resume
+    refused for as long as the pooler kept the connection), and it let a second claim
+    through on that same server connection."""
+    with pgbouncer(pg.url) as url:
+        engine = create_engine(url, schema=pg.settings.schema)
+        try:
+            with claim_run(engine, "run-1"):
+                with pytest.raises(InputError, match="being walked by another process"):
+                    with claim_run(engine, "run-1"):
+                        pass
+            assert _advisory_locks(pg) == 0, "the claim stayed on a pooled server connection"
+            with claim_run(engine, "run-1"):
+                pass
         finally:
             engine.dispose()
