@@ -202,6 +202,10 @@ class Settings(BaseSettings):
     stats_flush_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
     statement_timeout_ms: int = Field(default=30_000, ge=0)
     lock_timeout_ms: int = Field(default=5_000, ge=0)
+    # Server-side prepared statements on PostgreSQL: None (unset) as found at connect,
+    # on unless the server is reached through a connection pooler (PgBouncer before
+    # 1.21 cannot keep them); true or false as said (unistatus.db.connection_setup).
+    prepared_statements: bool | None = None
     # How long a mode switch (mode set, phase advance) waits for the exclusive mode lock
     # behind writers' open transactions before it gives up (unistatus.db.mode_lock_wait).
     mode_lock_wait_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)

@@ -20,6 +20,7 @@ from support.adapters import adapter_in
 from support.cli_run import cli
 from support.pgbouncer import pgbouncer
 from unistatus.adapter.core import DualWriteAdapter
+from unistatus.config import load_settings
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.errors import InputError
@@ -157,7 +158,10 @@ def test_the_lock_timeout_is_not_set_on_a_pooled_server_connection(pg: Database)
 
 def _advisory_locks(db: Database) -> int:
     with db.engine.connect() as conn:
-        q = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        q = (
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND "
+            "database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
         return int(conn.exec_driver_sql(q).scalar_one())
 
 
@@ -181,3 +185,16 @@ def test_a_check_runs_claim_through_a_transaction_pooler_excludes_and_ends(
                 pass
         finally:
             engine.dispose()
+
+
+def test_the_setting_reaches_the_engines_unistatus_makes(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UNISTATUS_PREPARED_STATEMENTS", "false")
+    settings = load_settings(database_url=pg.url)
+    assert settings.prepared_statements is False
+    a = DualWriteAdapter(pg.url, settings=settings)
+    try:
+        assert _prepare_threshold(a.engine) is None
+    finally:
+        a.close()

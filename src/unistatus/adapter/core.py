@@ -108,6 +108,7 @@ class DualWriteAdapter:
             database or self.settings.database_url,
             lock_timeout_ms=self.settings.lock_timeout_ms,
             schema=self.settings.schema,
+            prepared_statements=self.settings.prepared_statements,
         )
         self.ops = ops_for(self.engine)
         self.mapper = LegacyStatusMapper()

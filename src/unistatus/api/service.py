@@ -62,7 +62,11 @@ def create_app(
     most ``verify_seconds``, a new pass waiting beside live traffic ``verify_busy_wait``
     seconds at most (:class:`unistatus.observe.alerts.Monitor`)."""
     settings = settings or load_settings()
-    engine = create_engine(engine or settings.database_url, schema=settings.schema)
+    engine = create_engine(
+        engine or settings.database_url,
+        schema=settings.schema,
+        prepared_statements=settings.prepared_statements,
+    )
     service = ServiceState(settings, engine, window_seconds)
 
     @asynccontextmanager

@@ -274,7 +274,13 @@ def _run_workers(
     own = _pool_too_small(engine, workers)
     if own:
         url = engine.url.render_as_string(hide_password=False)
-        shared = create_engine(url, schema=settings.schema, pool_size=workers, max_overflow=workers)
+        shared = create_engine(
+            url,
+            schema=settings.schema,
+            pool_size=workers,
+            max_overflow=workers,
+            prepared_statements=settings.prepared_statements,
+        )
     else:
         shared = engine  # its connect arguments, events and credentials, as one worker's
     stop = threading.Event()

@@ -111,6 +111,7 @@ class AppState:
                 url,
                 schema=self.settings.schema,
                 application_name=session_name(self.command or "cli"),
+                prepared_statements=self.settings.prepared_statements,
             )
             if need != "as_is":
                 target.check_reachable(engine)

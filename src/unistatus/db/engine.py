@@ -13,6 +13,7 @@ from sqlalchemy.pool import StaticPool
 
 from unistatus.config import DEFAULT_SCHEMA
 from unistatus.db.binding import bind_schema
+from unistatus.db.connection_setup import set_up_connections
 from unistatus.errors import ConfigError
 from unistatus.redact import redact
 
@@ -62,12 +63,15 @@ def create_engine(
     lock_timeout_ms: int | None = None,
     schema: str | None = None,
     application_name: str | None = None,
+    prepared_statements: bool | None = None,
     **kwargs: Any,
 ) -> sa.Engine:
     """An engine for a URL (or the engine itself), with unistatus's connection settings.
 
     ``lock_timeout_ms`` bounds every lock wait on PostgreSQL connections (set once per
     connection, so it costs nothing per transaction); 0 or None leaves the server's.
+    Behind a connection pooler it is not set, and ``prepared_statements`` (None: as
+    found) are off (:mod:`unistatus.db.connection_setup`).
     ``application_name`` names PostgreSQL sessions (``pg_stat_activity``), unless the
     URL names them itself.
     ``schema`` is the ``schema`` setting (None: an engine given stays as it is, a URL
@@ -75,12 +79,16 @@ def create_engine(
     """
     if isinstance(database, sa.Engine):
         return database if schema is None else bind_schema(database, schema)
-    engine = _engine_for(database, lock_timeout_ms, application_name, **kwargs)
+    engine = _engine_for(database, lock_timeout_ms, application_name, prepared_statements, **kwargs)
     return bind_schema(engine, schema or DEFAULT_SCHEMA)
 
 
 def _engine_for(
-    database: str, lock_timeout_ms: int | None, application_name: str | None, **kwargs: Any
+    database: str,
+    lock_timeout_ms: int | None,
+    application_name: str | None,
+    prepared_statements: bool | None,
+    **kwargs: Any,
 ) -> sa.Engine:
     url = parse_url(database)
     if url.get_backend_name() == "sqlite":
@@ -94,12 +102,11 @@ def _engine_for(
         # write). A connection a restart killed is found on use instead; SQLAlchemy then
         # invalidates the pool and the adapter retries the write on a fresh connection.
         kwargs.setdefault("pool_pre_ping", False)
-        if lock_timeout_ms:
-            args = kwargs.setdefault("connect_args", {})
-            args["options"] = (
-                f"{args.get('options', '')} -c lock_timeout={int(lock_timeout_ms)}".strip()
-            )
-        return sa.create_engine(url, **kwargs)
+        engine = sa.create_engine(url, **kwargs)
+        set_up_connections(
+            engine, lock_timeout_ms=lock_timeout_ms, prepared_statements=prepared_statements
+        )
+        return engine
     raise ConfigError(
         f"unsupported database {url.get_backend_name()!r}: use sqlite:///FILE or postgresql://"
     )

@@ -115,7 +115,11 @@ def _refusals_are_races(report: Any) -> None:
 
 
 def step_prepare(ctx: DemoContext) -> str:
-    ctx.engine = create_engine(ctx.database_url, schema=ctx.settings.schema)
+    ctx.engine = create_engine(
+        ctx.database_url,
+        schema=ctx.settings.schema,
+        prepared_statements=ctx.settings.prepared_statements,
+    )
     revision = schema.upgrade(ctx.engine, ctx.settings)
     return f"{ctx.engine.dialect.name} database at schema revision {revision}"
 

@@ -188,6 +188,7 @@ def run_load_test(
         pool_timeout=60,
         pool_pre_ping=False,
         application_name=session_name("loadtest"),  # live traffic
+        prepared_statements=settings.prepared_statements,
     )
     try:
         previous = get_mode(engine)
