@@ -6,9 +6,14 @@ each write their mismatches to the run's ``--out`` file: counted twice, lines do
 The claim is taken before the run is first stored, held until its report is stored,
 and refused to a second process at once:
 
-- PostgreSQL: a session advisory lock keyed by the run's name, on a connection of its
-  own outside the caller's pool (a check walks in as few connections as it did before
-  the claim); a process that dies loses it with its connection;
+- PostgreSQL: a transaction-scoped advisory lock keyed by the run's name, in a
+  transaction held open on a connection of its own outside the caller's pool (a check
+  walks in as few connections as it did before the claim); a process that dies loses
+  it with its connection. Not a session lock: through a transaction pooler (PgBouncer)
+  that stayed on whichever server connection took it, for whichever client got that
+  connection next (a second walker let through, a resume after a kill refused); an open
+  transaction keeps its server connection to itself, and ends with its client. It
+  holds no snapshot and no transaction id (nothing for vacuum to wait for);
 - SQLite: an exclusive ``flock`` on a file beside the database file
   (``<database>.check-<hash of the run>.lock``, removed on release; the lock is taken
   again if the file was removed and made anew meanwhile); a process that dies loses it.
@@ -62,12 +67,11 @@ def _advisory(engine: sa.Engine, name: str) -> Iterator[None]:
     key = int.from_bytes(_digest(name, 8), "big", signed=True)
     own = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
     try:
-        with own.connect() as conn:
-            got = conn.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar_one()
-            conn.commit()
+        with own.connect() as conn, conn.begin():
+            got = conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(key))).scalar_one()
             if not got:
                 raise _busy(name)
-            yield  # the connection closes after the block: the lock goes with it
+            yield  # the transaction ends after the block: the lock goes with it
     finally:
         own.dispose()
 
