@@ -9,6 +9,7 @@ does not exist"), and PgBouncer refuses a startup ``options`` parameter outright
 from __future__ import annotations
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -198,3 +199,25 @@ def test_the_setting_reaches_the_engines_unistatus_makes(
         assert _prepare_threshold(a.engine) is None
     finally:
         a.close()
+
+
+def test_a_check_runs_claim_outlives_the_servers_idle_in_transaction_timeout(
+    pg: Database,
+) -> None:
+    """The claim's transaction stays idle for the whole run: a server (or role) with
+    ``idle_in_transaction_session_timeout`` would end it, the claim with it, and a
+    second walker would get the run."""
+    url = sa.engine.make_url(pg.url).update_query_dict(
+        {"options": "-c idle_in_transaction_session_timeout=200"}
+    )
+    engine = create_engine(url.render_as_string(hide_password=False), schema=pg.settings.schema)
+    try:
+        with claim_run(engine, "run-2"):
+            time.sleep(0.6)
+            with pytest.raises(InputError, match="being walked by another process"):
+                with claim_run(engine, "run-2"):
+                    pass
+        with claim_run(engine, "run-2"):
+            pass
+    finally:
+        engine.dispose()
