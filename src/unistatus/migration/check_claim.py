@@ -13,7 +13,8 @@ and refused to a second process at once:
   that stayed on whichever server connection took it, for whichever client got that
   connection next (a second walker let through, a resume after a kill refused); an open
   transaction keeps its server connection to itself, and ends with its client. It
-  holds no snapshot and no transaction id (nothing for vacuum to wait for);
+  holds no snapshot and no transaction id (nothing for vacuum to wait for), and the
+  server's ``idle_in_transaction_session_timeout`` is off for it;
 - SQLite: an exclusive ``flock`` on a file beside the database file
   (``<database>.check-<hash of the run>.lock``, removed on release; the lock is taken
   again if the file was removed and made anew meanwhile); a process that dies loses it.
@@ -68,7 +69,14 @@ def _advisory(engine: sa.Engine, name: str) -> Iterator[None]:
     own = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
     try:
         with own.connect() as conn, conn.begin():
-            got = conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(key))).scalar_one()
+            # Idle for the whole run: exempt from the server's (or role's)
+            # idle_in_transaction_session_timeout, which would end it and the claim.
+            got = conn.execute(
+                sa.select(
+                    sa.func.set_config("idle_in_transaction_session_timeout", "0", True),
+                    sa.func.pg_try_advisory_xact_lock(key),
+                )
+            ).one()[1]
             if not got:
                 raise _busy(name)
             yield  # the transaction ends after the block: the lock goes with it
