@@ -221,3 +221,53 @@ def test_a_check_runs_claim_outlives_the_servers_idle_in_transaction_timeout(
             pass
     finally:
         engine.dispose()
+
+
+def _claim_session(db: Database) -> tuple[int, Any]:
+    """The pid and backend_xmin of the session holding a check run's claim."""
+    with db.engine.connect() as conn:
+        q = (
+            "SELECT a.pid, a.backend_xmin FROM pg_locks l JOIN pg_stat_activity a "
+            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND "
+            "l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        )
+        pid, xmin = conn.exec_driver_sql(q).one()
+        return int(pid), xmin
+
+
+@pytest.mark.parametrize("isolation", ["read\\ committed", "repeatable\\ read"])
+def test_a_check_runs_claim_holds_back_no_vacuum(pg: Database, isolation: str) -> None:
+    """The claim's transaction is open for the whole run: it must hold no snapshot, or
+    vacuum could remove no row deleted meanwhile anywhere in the database (a run of
+    hours on a busy database: every table bloats). Its statement's bound values kept
+    a portal, and with it a snapshot, open; a REPEATABLE READ default kept one too."""
+    url = sa.engine.make_url(pg.url).update_query_dict(
+        {"options": f"-c default_transaction_isolation={isolation}"}
+    )
+    engine = create_engine(url.render_as_string(hide_password=False), schema=pg.settings.schema)
+    try:
+        with claim_run(engine, "run-3"):
+            _, xmin = _claim_session(pg)
+            assert xmin is None, "the claim holds a snapshot"
+    finally:
+        engine.dispose()
+
+
+def test_a_check_runs_claim_lost_with_its_connection_ends_the_run_quietly(
+    pg: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The claim's connection ended under it (the server restarted, an administrator's
+    pg_terminate_backend): the run's own outcome stands, the claim's loss is logged.
+    Ending the claim's transaction on the dead connection raised instead, after the
+    run's report was stored, or in place of the run's own error."""
+    with claim_run(pg.engine, "run-4"):
+        pid, _ = _claim_session(pg)
+        with pg.engine.connect() as admin:
+            admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+    assert "claim" in caplog.text and "lost" in caplog.text
+    with pytest.raises(KeyError, match="the run's own"):
+        with claim_run(pg.engine, "run-5"):
+            pid, _ = _claim_session(pg)
+            with pg.engine.connect() as admin:
+                admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
+            raise KeyError("the run's own")
