@@ -13,8 +13,9 @@ and refused to a second process at once:
   that stayed on whichever server connection took it, for whichever client got that
   connection next (a second walker let through, a resume after a kill refused); an open
   transaction keeps its server connection to itself, and ends with its client. It
-  holds no snapshot and no transaction id (nothing for vacuum to wait for), and the
-  server's ``idle_in_transaction_session_timeout`` is off for it;
+  holds no snapshot and no transaction id (nothing for vacuum to wait for), the
+  server's timeouts for open transactions are off for it, and if its connection ends
+  under it the run goes on, the loss logged;
 - SQLite: an exclusive ``flock`` on a file beside the database file
   (``<database>.check-<hash of the run>.lock``, removed on release; the lock is taken
   again if the file was removed and made anew meanwhile); a process that dies loses it.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,6 +36,8 @@ import sqlalchemy as sa
 from unistatus.errors import InputError
 
 __all__ = ["claim_run"]
+
+log = logging.getLogger("unistatus.migration.check")
 
 
 def _busy(name: str) -> InputError:
@@ -63,25 +67,52 @@ def claim_run(engine: sa.Engine, name: str) -> Iterator[None]:
         yield
 
 
+# The claim, sent as text (no bound values: a statement's parameters keep its portal,
+# and with it a snapshot, open until the next statement, which comes at the run's end);
+# its transaction exempt from the server's timeouts for idle (and, from PostgreSQL 17,
+# any) open transactions, which would end it and the claim with it.
+_CLAIM = (
+    "SELECT set_config('idle_in_transaction_session_timeout', '0', true), "
+    "CASE WHEN current_setting('server_version_num')::int >= 170000 "
+    "THEN set_config('transaction_timeout', '0', true) END, "
+    "pg_try_advisory_xact_lock({key})"
+)
+
+
 @contextmanager
 def _advisory(engine: sa.Engine, name: str) -> Iterator[None]:
     key = int.from_bytes(_digest(name, 8), "big", signed=True)
-    own = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+    # READ COMMITTED whatever the server's default: a REPEATABLE READ transaction keeps
+    # its first statement's snapshot to its end, holding back vacuum for the whole run.
+    own = sa.create_engine(engine.url, poolclass=sa.pool.NullPool, isolation_level="READ COMMITTED")
     try:
-        with own.connect() as conn, conn.begin():
-            # Idle for the whole run: exempt from the server's (or role's)
-            # idle_in_transaction_session_timeout, which would end it and the claim.
-            got = conn.execute(
-                sa.select(
-                    sa.func.set_config("idle_in_transaction_session_timeout", "0", True),
-                    sa.func.pg_try_advisory_xact_lock(key),
-                )
-            ).one()[1]
+        with own.connect() as conn:
+            conn.begin()
+            got = conn.exec_driver_sql(_CLAIM.format(key=int(key))).one()[-1]
             if not got:
+                conn.rollback()
                 raise _busy(name)
-            yield  # the transaction ends after the block: the lock goes with it
+            try:
+                yield  # the transaction ends after the block: the lock goes with it
+            finally:
+                _end(conn, name)
     finally:
         own.dispose()
+
+
+def _end(conn: sa.Connection, name: str) -> None:
+    """End the claim's transaction (nothing to commit). Its connection may have ended
+    under it (a server restart, ``pg_terminate_backend``): the run's own outcome
+    stands, the loss is said."""
+    try:
+        conn.rollback()
+    except sa.exc.DBAPIError as exc:
+        log.warning(
+            "the claim on check run %s was lost before the run ended (its connection: %s); "
+            "another process could have walked it meanwhile",
+            name,
+            str(exc.orig).strip().splitlines()[0] if exc.orig else exc,
+        )
 
 
 @contextmanager
