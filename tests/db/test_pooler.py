@@ -145,9 +145,12 @@ def test_the_prepared_statements_setting_overrides_what_is_found(pg: Database) -
             pooled.dispose()
 
 
-def test_the_lock_timeout_is_not_set_on_a_pooled_server_connection(pg: Database) -> None:
+def test_the_lock_timeout_is_not_set_on_a_pooled_server_connection(
+    pg: Database, caplog: pytest.LogCaptureFixture
+) -> None:
     """Behind a transaction pooler a session setting would stay on the server connection
-    for whoever gets it next: it is not set there (set it for the role instead)."""
+    for whoever gets it next: it is not set there, and the operator is told to set it
+    for the role (else the adapter's writes would wait for a row lock without end)."""
     with pgbouncer(pg.url) as url:
         engine = create_engine(url, schema=pg.settings.schema, lock_timeout_ms=1234)
         try:
@@ -155,6 +158,8 @@ def test_the_lock_timeout_is_not_set_on_a_pooled_server_connection(pg: Database)
                 assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "0"
         finally:
             engine.dispose()
+    said = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == 1 and "ALTER ROLE ... SET lock_timeout = '1234ms'" in said[0].message
 
 
 def _advisory_locks(db: Database) -> int:

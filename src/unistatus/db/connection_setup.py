@@ -29,6 +29,7 @@ sets the lock timeout on a direct one.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -38,12 +39,21 @@ __all__ = ["set_up_connections"]
 
 log = logging.getLogger("unistatus.db")
 
-# The serving process's pid; with the lock timeout, set only where it is the announced one.
-_PID = "SELECT pg_backend_pid()"
-_PID_AND_TIMEOUT = (
-    "SELECT pg_backend_pid(), CASE WHEN pg_backend_pid() = %(announced)s "
-    "THEN set_config('lock_timeout', %(lock_timeout)s, false) END"
+# The serving process's pid and the lock timeout it has (the server's, or its role's),
+# the one asked for set first where the serving process is the announced one. Its
+# values bound client-side: no statement is prepared, on any connection.
+_PROBE = (
+    "SELECT pg_backend_pid(), "
+    "CASE WHEN pg_backend_pid() = {announced} AND {timeout} IS NOT NULL "
+    "THEN set_config('lock_timeout', {timeout}, false) END, "
+    "current_setting('lock_timeout')"
 )
+
+
+@dataclass(frozen=True)
+class _Found:
+    pooled: bool
+    lock_timeout: str  # as the session has it after the probe ("0": none)
 
 
 def set_up_connections(
@@ -53,44 +63,60 @@ def set_up_connections(
     and prepared statements as fits how it reaches the server (the module doc).
 
     ``lock_timeout_ms``: 0 or None leaves the server's; ``prepared_statements``: None
-    decides by what is found (off behind a pooler), True or False as said."""
-    said: list[bool] = []  # the pooler logged once per engine
+    decides by what is found (off behind a pooler), True or False as said. With neither
+    to decide, nothing is asked of the server."""
+    said: list[bool] = []  # the pooler logged once per engine (a race: said twice)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        pooled = _through_a_pooler(dbapi_conn, lock_timeout_ms)
+        if not lock_timeout_ms and prepared_statements is not None:
+            found = None
+        else:
+            found = _probe(dbapi_conn, lock_timeout_ms)
+        pooled = found is not None and found.pooled
         prepare = (not pooled) if prepared_statements is None else prepared_statements
         if not prepare and hasattr(dbapi_conn, "prepare_threshold"):  # psycopg 3
             dbapi_conn.prepare_threshold = None
-        if pooled and not said:
+        if found is not None and pooled and not said:
             said.append(True)
-            log.info(
-                "the server is reached through a connection pooler: statements are %s on "
-                "the server%s",
-                "prepared" if prepare else "not prepared",
-                "; lock_timeout_ms is not set per session (set lock_timeout for the role)"
-                if lock_timeout_ms
-                else "",
-            )
+            _say_pooled(prepare, lock_timeout_ms, found.lock_timeout)
 
 
-def _through_a_pooler(dbapi_conn: Any, lock_timeout_ms: int | None) -> bool:
-    """Whether ``dbapi_conn`` reaches the server through a pooler; the lock timeout set
+def _say_pooled(prepare: bool, lock_timeout_ms: int | None, role_timeout: str) -> None:
+    how = "prepared" if prepare else "not prepared"
+    log.info("the server is reached through a connection pooler: statements are %s there", how)
+    if lock_timeout_ms and role_timeout == "0":
+        # The adapter's writes would wait for a row lock without end.
+        log.warning(
+            "lock_timeout_ms (%d) is not set on a pooled server connection (it would stay "
+            "there for other clients) and the server sets no lock_timeout for this role: "
+            "set it for the role (ALTER ROLE ... SET lock_timeout = '%dms')",
+            lock_timeout_ms,
+            lock_timeout_ms,
+        )
+
+
+def _probe(dbapi_conn: Any, lock_timeout_ms: int | None) -> _Found:
+    """Whether ``dbapi_conn`` reaches the server through a pooler, the lock timeout set
     (for the session) where it does not. Outside any transaction, none left open."""
     announced = int(dbapi_conn.info.backend_pid)
-    timeout = f"{int(lock_timeout_ms)}ms" if lock_timeout_ms else None
+    timeout = f"'{int(lock_timeout_ms)}ms'" if lock_timeout_ms else "NULL::text"
     autocommit = dbapi_conn.autocommit
-    dbapi_conn.autocommit = True  # a SET inside a transaction rolled back would be undone
     try:
+        dbapi_conn.autocommit = True  # a SET inside a transaction rolled back is undone
         cursor = dbapi_conn.cursor()
         try:
-            if timeout is None:
-                cursor.execute(_PID)
-            else:
-                cursor.execute(_PID_AND_TIMEOUT, {"announced": announced, "lock_timeout": timeout})
-            serving = int(cursor.fetchone()[0])
+            cursor.execute(_PROBE.format(announced=announced, timeout=timeout))
+            serving, _, lock_timeout = cursor.fetchone()
         finally:
             cursor.close()
-    finally:
         dbapi_conn.autocommit = autocommit
-    return serving != announced
+    except Exception as exc:
+        log.error(
+            "a new connection failed while unistatus asked the server whether a connection "
+            "pooler is in front (%s): %s",
+            _PROBE.split(",")[0],
+            str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+        )
+        raise
+    return _Found(pooled=int(serving) != announced, lock_timeout=str(lock_timeout))
