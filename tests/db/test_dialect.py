@@ -349,3 +349,35 @@ def test_a_batch_transaction_is_marked_and_bounded_in_one_round_trip(db: Databas
         assert len(before) == 1, before
         with db.engine.connect() as conn:  # SET LOCAL: gone with the transaction
             assert conn.execute(sa.text("SHOW synchronous_commit")).scalar() == "on"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "made",
+    ["server default", "server default repeatable read", "engine repeatable read", "autocommit"],
+)
+def test_the_packages_write_transactions_are_read_committed_whatever_the_engine(
+    pg: Database, made: str
+) -> None:
+    """Each kind of engine an application may hand the library: the package's write
+    transactions (mode switches, replays, retirement) wait for locks and must see what
+    committed meanwhile, so they are READ COMMITTED transactions on every one."""
+    options = "-c default_transaction_isolation=repeatable\\ read"
+    engine = {
+        "server default": lambda: create_engine(pg.url),
+        "server default repeatable read": lambda: create_engine(
+            pg.url, connect_args={"options": options}
+        ),
+        "engine repeatable read": lambda: create_engine(pg.url, isolation_level="REPEATABLE READ"),
+        "autocommit": lambda: create_engine(pg.url).execution_options(isolation_level="AUTOCOMMIT"),
+    }[made]()
+    try:
+        for _ in range(2):  # and again on the connection the pool gives back
+            with ops_for(engine).write_transaction() as conn:
+                level = conn.exec_driver_sql("SHOW transaction_isolation").scalar_one()
+                in_transaction = conn.exec_driver_sql(
+                    "SELECT now() = statement_timestamp()"
+                ).scalar_one()
+            assert (level, in_transaction) == ("read committed", False)
+    finally:
+        engine.dispose()
