@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from unistatus.config import LegacyTableSpec, Settings
 from unistatus.db.binding import qualify, require_bound, schema_of, unbound_connection
 from unistatus.db.legacy_types import base_type, cast_type, check_status_type, integer_key
+from unistatus.db.search_path import search_path
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import LegacyColumn
 from unistatus.domain.statuses import LegacySystemType
@@ -375,6 +376,22 @@ def legacy_table_name(spec: LegacyTableSpec) -> str:
     return spec.table if spec.schema is None else f"{spec.schema}.{spec.table}"
 
 
+def _searched(database: sa.Engine | sa.Connection, spec: LegacyTableSpec) -> str:
+    """Where a legacy table named without a schema was looked for (PostgreSQL): the
+    connection's search_path, which may not reach the schema that holds it."""
+    if spec.schema is not None or database.dialect.name != "postgresql":
+        return ""
+    try:
+        if isinstance(database, sa.Connection):
+            _, path = search_path(database)
+        else:
+            with database.connect() as conn:
+                _, path = search_path(conn)
+    except sa.exc.DBAPIError:
+        return ""
+    return f" in this connection's search_path ({path})"
+
+
 def resolve_legacy_tables(
     database: sa.Engine | sa.Connection,
     settings: Settings,
@@ -411,8 +428,9 @@ def resolve_legacy_tables(
         spec: LegacyTableSpec = settings.legacy_tables[system.value]
         if table is None:
             raise ConfigError(
-                f"legacy table {legacy_table_name(spec)!r} for {system.value} does not exist "
-                "(run `unistatus init`, or set legacy_tables in the config)"
+                f"legacy table {legacy_table_name(spec)!r} for {system.value} does not exist"
+                f"{_searched(database, spec)} (run `unistatus init`, or set legacy_tables in "
+                "the config)"
             )
         cols: dict[str, sa.Column[Any] | None] = {}
         for role, name in spec.column_names().items():

@@ -22,6 +22,7 @@ from unistatus.db.binding import require_bound, schema_of
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import legacy_schema
 from unistatus.db.mode_lock_keys import mode_lock_key
+from unistatus.db.search_path import require_public_first
 from unistatus.errors import GateError, StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -103,6 +104,7 @@ def upgrade(
         # IMMEDIATE), so a migration run while adapters write waits for them instead of
         # failing with "database is locked" when its first read turns into a write.
         with ops_for(engine).write_transaction() as conn:
+            _where_names_go(conn)
             if before is not None:
                 before(conn)
             _create_schema(conn)
@@ -114,6 +116,13 @@ def upgrade(
         return current_revision(engine)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot migrate the database: {exc.orig}") from None
+
+
+def _where_names_go(conn: sa.Connection) -> None:
+    """PostgreSQL, the default layout (our tables named bare): a ConfigError, nothing
+    created, unless they are created in public (:mod:`unistatus.db.search_path`)."""
+    if conn.dialect.name == "postgresql" and schema_of(conn) is None:
+        require_public_first(conn)
 
 
 def _create_schema(conn: sa.Connection) -> None:
@@ -136,6 +145,7 @@ def downgrade(
     """Take the schema back to ``revision`` (``before``, ``after``: as :func:`upgrade`)."""
     require_bound(engine, settings.schema)
     with ops_for(engine).write_transaction() as conn:
+        _where_names_go(conn)
         if before is not None:
             before(conn)
         cfg = alembic_config(conn, settings)

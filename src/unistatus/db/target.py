@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from unistatus.db.binding import schema_of
 from unistatus.db.engine import parse_url
+from unistatus.db.search_path import where_they_are
 from unistatus.db.tables import migration_control
 from unistatus.errors import ConfigError, StorageError
 from unistatus.redact import redact
@@ -89,13 +90,18 @@ def check_reachable(engine: sa.Engine) -> None:
 
 def check_installed(engine: sa.Engine) -> None:
     """ConfigError unless unistatus's tables are there (`unistatus init` creates them)."""
+    elsewhere = None
     try:
         with engine.connect() as conn:
             installed = sa.inspect(conn).has_table(migration_control.name, schema=schema_of(engine))
+            if not installed and engine.dialect.name == "postgresql" and not schema_of(engine):
+                elsewhere = where_they_are(conn, migration_control.name)
     except sa.exc.DBAPIError as exc:
         raise StorageError(
             f"cannot read {describe(engine.url)}: {_reason(exc, engine.url)}"
         ) from None
+    if elsewhere is not None:
+        raise ConfigError(f"{describe(engine.url)}: {elsewhere}")
     if not installed:
         raise ConfigError(
             f"{describe(engine.url)} has no unistatus tables{_in_schema(engine)}: run `unistatus init` first, "
