@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc
 import socket
 import sqlite3
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner, Result
 
+from conftest import _drop_database, _throwaway_database
 from unistatus.cli import app
 
 runner = CliRunner()
@@ -75,24 +75,16 @@ def test_a_sqlite_database_without_unistatus_tables_says_run_init(tmp_path: Path
 def test_a_postgresql_database_without_unistatus_tables_says_run_init(
     postgres_url: str,
 ) -> None:
-    # An empty schema first on the search path stands for an empty database (a new
-    # database costs seconds on a busy server): the tables in public are not visible.
-    server = sa.engine.make_url(postgres_url)
-    schema = f"unistatus_blank_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    # A database of its own: an empty schema first on the search path no longer stands
+    # for one (the tables in public it hides are named: tests/db/test_search_path.py).
+    admin, url, name = _throwaway_database("_blank")
     try:
-        blank = server.update_query_dict({"options": f"-csearch_path={schema}"})
-        url = blank.render_as_string(hide_password=False)
         err = one_line_error(run("--database-url", url, "mode", "get"))
-        assert f"postgresql database '{server.database}'" in err
+        assert f"postgresql database '{name}'" in err
         assert "has no unistatus tables" in err and "unistatus init" in err
     finally:
         gc.collect()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        admin.dispose()
+        _drop_database(admin, name)
 
 
 def _closed_port() -> int:
