@@ -354,7 +354,14 @@ def test_a_batch_transaction_is_marked_and_bounded_in_one_round_trip(db: Databas
 @pytest.mark.postgres
 @pytest.mark.parametrize(
     "made",
-    ["server default", "server default repeatable read", "engine repeatable read", "autocommit"],
+    [
+        "server default",
+        "server default repeatable read",
+        "engine repeatable read",
+        "autocommit",
+        "application's engine, server default repeatable read",
+        "application's engine, repeatable read",
+    ],
 )
 def test_the_packages_write_transactions_are_read_committed_whatever_the_engine(
     pg: Database, made: str
@@ -370,6 +377,14 @@ def test_the_packages_write_transactions_are_read_committed_whatever_the_engine(
         ),
         "engine repeatable read": lambda: create_engine(pg.url, isolation_level="REPEATABLE READ"),
         "autocommit": lambda: create_engine(pg.url).execution_options(isolation_level="AUTOCOMMIT"),
+        # An application's engine handed to the library: unistatus sets nothing on its
+        # connections, and asks for the level on each of its write transactions.
+        "application's engine, server default repeatable read": lambda: sa.create_engine(
+            pg.url, connect_args={"options": options}
+        ),
+        "application's engine, repeatable read": lambda: sa.create_engine(
+            pg.url, isolation_level="REPEATABLE READ"
+        ),
     }[made]()
     try:
         for _ in range(2):  # and again on the connection the pool gives back
@@ -379,5 +394,9 @@ def test_the_packages_write_transactions_are_read_committed_whatever_the_engine(
                     "SELECT now() = statement_timestamp()"
                 ).scalar_one()
             assert (level, in_transaction) == ("read committed", False)
+        if made.startswith("application's"):  # its own transactions left as it made them
+            with engine.connect() as conn:
+                own = conn.exec_driver_sql("SHOW transaction_isolation").scalar_one()
+            assert own == "repeatable read"
     finally:
         engine.dispose()

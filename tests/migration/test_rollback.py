@@ -333,7 +333,9 @@ def test_a_rollback_on_a_repeatable_read_engine_replays_a_change_committed_while
     reached legacy (a lost write). The package's write transactions are now READ
     COMMITTED whatever the default."""
     options = "-c default_transaction_isolation=repeatable\\ read"
-    engine = create_engine(pg.url, schema=pg.settings.schema, connect_args={"options": options})
+    # The application's own engine (unistatus's own name READ COMMITTED on every connection).
+    own = sa.create_engine(pg.url, connect_args={"options": options})
+    engine = create_engine(own, schema=pg.settings.schema)
     a = adapter_in(pg, M.DUAL_WRITE_UNIFIED_PRIMARY)
     created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
     assert created.entity_id is not None and created.legacy_entity_id is not None

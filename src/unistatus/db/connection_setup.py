@@ -57,10 +57,20 @@ class _Found:
 
 
 def set_up_connections(
-    engine: sa.Engine, *, lock_timeout_ms: int | None, prepared_statements: bool | None
+    engine: sa.Engine,
+    *,
+    lock_timeout_ms: int | None,
+    prepared_statements: bool | None,
+    read_committed: bool = True,
 ) -> None:
     """Give each new connection of ``engine`` (psycopg 3 or psycopg2) its lock timeout
-    and prepared statements as fits how it reaches the server (the module doc).
+    and prepared statements as fits how it reaches the server (the module doc), and
+    (psycopg 3, ``read_committed``) READ COMMITTED transactions whatever the server's
+    default: sent with each BEGIN, no round trip; the package's write transactions need
+    it (:meth:`unistatus.db.dialect.PostgresOps._prepare_write`). A level asked of
+    SQLAlchemy for one transaction (the check's snapshots) is reset after it to the
+    server's default as SQLAlchemy read it, which the write transactions then see and
+    ask over where it is another.
 
     ``lock_timeout_ms``: 0 or None leaves the server's; ``prepared_statements``: None
     decides by what is found (off behind a pooler), True or False as said. With neither
@@ -75,8 +85,13 @@ def set_up_connections(
             found = _probe(dbapi_conn, lock_timeout_ms)
         pooled = found is not None and found.pooled
         prepare = (not pooled) if prepared_statements is None else prepared_statements
-        if not prepare and hasattr(dbapi_conn, "prepare_threshold"):  # psycopg 3
-            dbapi_conn.prepare_threshold = None
+        if hasattr(dbapi_conn, "prepare_threshold"):  # psycopg 3
+            if not prepare:
+                dbapi_conn.prepare_threshold = None
+            if read_committed:
+                from psycopg import IsolationLevel  # psycopg 3 is here: imported already
+
+                dbapi_conn.isolation_level = IsolationLevel.READ_COMMITTED
         if found is not None and pooled and not said:
             said.append(True)
             _say_pooled(prepare, lock_timeout_ms, found.lock_timeout)

@@ -452,9 +452,8 @@ class PostgresOps(DialectOps):
         # snapshot is its first statement's: a replay found no pending change that a
         # writer committed meanwhile, a retirement's gates no legacy write, and dropped
         # the column with it; in AUTOCOMMIT there was no transaction at all. Asked for
-        # only where the default is another (psycopg sends it with the BEGIN, but
-        # SQLAlchemy's setting and resetting cost a create 10% of its time): the
-        # server's default as read at the engine's first connection.
+        # only where the connection does not say so itself (psycopg sends it with the
+        # BEGIN, but SQLAlchemy's setting and resetting cost a create 10% of its time).
         if _read_committed_already(conn):
             return conn
         return conn.execution_options(isolation_level="READ COMMITTED")
@@ -597,12 +596,17 @@ def _batch_settings(statement_ms: int, lock_ms: int) -> list[sa.FunctionElement[
 
 
 def _read_committed_already(conn: sa.Connection) -> bool:
-    """Whether ``conn``'s transactions are READ COMMITTED without asking: no isolation
-    level set on it or its engine (``execution_options``, ``create_engine``), and the
-    server's default, as read at the engine's first connection, is READ COMMITTED."""
-    dialect = conn.dialect
-    return (
-        "isolation_level" not in conn.get_execution_options()
-        and getattr(dialect, "isolation_level", None) in (None, "READ COMMITTED")
-        and getattr(dialect, "default_isolation_level", None) == "READ COMMITTED"
-    )
+    """Whether ``conn``'s next transaction is READ COMMITTED by the connection's own
+    word: psycopg 3 sends the level its ``isolation_level`` names with the BEGIN, and the
+    engines unistatus makes name READ COMMITTED on every new connection
+    (:mod:`unistatus.db.connection_setup`). Not the server's default as SQLAlchemy read
+    it at the engine's first connection: an ``ALTER DATABASE ... SET
+    default_transaction_isolation`` since, or an application's own connect listener,
+    would make that stale. Any other connection (an application's engine, another
+    driver, a level set through SQLAlchemy) is asked explicitly."""
+    if conn.dialect.driver != "psycopg" or "isolation_level" in conn.get_execution_options():
+        return False
+    from psycopg import IsolationLevel
+
+    raw = conn.connection.dbapi_connection
+    return getattr(raw, "isolation_level", None) == IsolationLevel.READ_COMMITTED

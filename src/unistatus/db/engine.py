@@ -104,7 +104,10 @@ def _engine_for(
         kwargs.setdefault("pool_pre_ping", False)
         engine = sa.create_engine(url, **kwargs)
         set_up_connections(
-            engine, lock_timeout_ms=lock_timeout_ms, prepared_statements=prepared_statements
+            engine,
+            lock_timeout_ms=lock_timeout_ms,
+            prepared_statements=prepared_statements,
+            read_committed="isolation_level" not in kwargs,  # a level asked for stands
         )
         return engine
     raise ConfigError(
