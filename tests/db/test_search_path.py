@@ -12,9 +12,11 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
-from conftest import Database
+from conftest import Database, _drop_database, _throwaway_database
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
+from unistatus.config import load_settings
+from unistatus.db.engine import create_engine
 from unistatus.errors import ConfigError
 
 pytestmark = pytest.mark.postgres
@@ -55,8 +57,8 @@ def test_init_refuses_a_search_path_that_finds_another_schema_first(pg: Database
         url = _with_search_path(pg, own)
         done = runner.invoke(app, ["--database-url", url, "init"])
         assert done.exit_code == 2, done.output
-        assert "search_path" in done.output and own in done.output
-        assert f'schema = "{own}"' in " ".join(done.output.split())
+        said = " ".join(done.output.split())
+        assert "installed in schema public" in said and f"search_path ({own})" in said
         assert _tables_in(pg, own) == 0, "a second installation was made"
 
 
@@ -67,15 +69,64 @@ def test_every_command_refuses_it_rather_than_say_nothing_is_installed(pg: Datab
         assert "search_path" in done.output and "run `unistatus init`" not in done.output
 
 
-def test_a_search_path_that_names_no_schema_is_refused(pg: Database) -> None:
+def test_an_installation_the_search_path_does_not_reach_is_named(pg: Database) -> None:
     url = _with_search_path(pg, "no_such_schema")
-    done = runner.invoke(app, ["--database-url", url, "init"])
-    assert done.exit_code == 2, done.output
-    assert "names no schema that exists" in " ".join(done.output.split())
-    done = runner.invoke(app, ["--database-url", url, "mode", "get"])
-    assert done.exit_code == 2, done.output
-    said = " ".join(done.output.split())
-    assert "are in schema public" in said and "put public in the role's search_path" in said
+    for command in (["init"], ["mode", "get"]):
+        done = runner.invoke(app, ["--database-url", url, *command])
+        assert done.exit_code == 2, done.output
+        said = " ".join(done.output.split())
+        assert "installed in schema public" in said and "does not reach" in said
+
+
+def test_a_migration_where_the_installation_is_found_but_not_first_is_refused(
+    pg: Database,
+) -> None:
+    """Found through the search_path but not first: a migration would create its new
+    tables in the first schema and alter the old ones in public, one installation in
+    two schemas."""
+    with _a_schema_of_the_roles(pg) as own:
+        done = runner.invoke(
+            app, ["--database-url", _with_search_path(pg, f"{own},public"), "init"]
+        )
+        assert done.exit_code == 2, done.output
+        said = " ".join(done.output.split())
+        assert (
+            f"installed in schema public, but a migration would create its new objects in {own}"
+            in said
+        )
+        assert "put public first" in said
+        assert _tables_in(pg, own) == 0
+
+
+@pytest.fixture
+def blank_database() -> Iterator[Database]:
+    admin, url, name = _throwaway_database("_search_path")
+    engine = create_engine(url)
+    try:
+        yield Database("postgres", url, engine, load_settings(database_url=url))
+    finally:
+        engine.dispose()
+        _drop_database(admin, name)
+
+
+def test_a_new_installation_goes_to_public_or_nowhere(blank_database: Database) -> None:
+    """A role with a schema of its own first in its search_path: a first init would
+    have installed there, unseen by every other role."""
+    db = blank_database
+    with _a_schema_of_the_roles(db) as own:
+        done = runner.invoke(
+            app, ["--database-url", _with_search_path(db, f"{own},public"), "init"]
+        )
+        assert done.exit_code == 2, done.output
+        said = " ".join(done.output.split())
+        assert f"would create its tables in schema {own}" in said
+        assert f'set schema = "{own}"' in said and "put public first" in said
+        assert _tables_in(db, own) == 0 and _tables_in(db, "public") == 0
+    done = runner.invoke(app, ["--database-url", _with_search_path(db, "no_such_schema"), "init"])
+    assert done.exit_code == 2 and "put public in the role's search_path" in done.output
+    done = runner.invoke(app, ["--database-url", _with_search_path(db, '"$user",public'), "init"])
+    assert done.exit_code == 0, done.output
+    assert _tables_in(db, "public") > 0
 
 
 def test_the_library_refuses_it_too(pg: Database) -> None:

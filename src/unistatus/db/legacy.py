@@ -383,10 +383,10 @@ def _searched(database: sa.Engine | sa.Connection, spec: LegacyTableSpec) -> str
         return ""
     try:
         if isinstance(database, sa.Connection):
-            _, path = search_path(database)
+            path = search_path(database).path
         else:
             with database.connect() as conn:
-                _, path = search_path(conn)
+                path = search_path(conn).path
     except sa.exc.DBAPIError:
         return ""
     return f" in this connection's search_path ({path})"

@@ -22,7 +22,7 @@ from unistatus.db.binding import require_bound, schema_of
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import legacy_schema
 from unistatus.db.mode_lock_keys import mode_lock_key
-from unistatus.db.search_path import require_public_first
+from unistatus.db.search_path import require_one_place
 from unistatus.errors import GateError, StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -120,9 +120,10 @@ def upgrade(
 
 def _where_names_go(conn: sa.Connection) -> None:
     """PostgreSQL, the default layout (our tables named bare): a ConfigError, nothing
-    created, unless they are created in public (:mod:`unistatus.db.search_path`)."""
+    changed, unless the migration's new objects go beside the installation
+    (:mod:`unistatus.db.search_path`)."""
     if conn.dialect.name == "postgresql" and schema_of(conn) is None:
-        require_public_first(conn)
+        require_one_place(conn)
 
 
 def _create_schema(conn: sa.Connection) -> None:

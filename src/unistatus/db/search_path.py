@@ -1,16 +1,19 @@
 """Where a bare table name goes on PostgreSQL: the connection's ``search_path``.
 
-The default layout (``schema = "public"``) names unistatus's tables bare, and the
-``schema`` setting says they are in ``public``. A role whose ``search_path`` finds another
-schema first (``"$user", public`` with a schema named after the role, the most common)
-made ``unistatus init`` install a second set of tables in that schema, and every command
-of that role used them: an operator's mode switch or rollback in one installation, the
-adapters of another role reading the other. So, in the default layout:
+The default layout (``schema = "public"``) names unistatus's tables bare: they are found,
+and a migration creates new ones, through the search_path of the role that connects. A
+role whose search_path finds another schema first (``"$user", public`` with a schema
+named after the role, the most common) made ``unistatus init`` install a second set of
+tables in that schema, and every command of that role used them: an operator's mode
+switch or rollback in one installation, the adapters of another role reading the other.
+A migration run where the installation is found but not first would put its new tables
+in one schema and alter the old ones in another. So, in the default layout:
 
-- what creates our tables (``init``, a migration) refuses unless the first schema of the
-  search_path is ``public`` (:func:`require_public_first`);
-- a database whose tables the search_path does not reach says where they are
-  (:func:`where_they_are`), not "run `unistatus init`".
+- a migration (``init``, an upgrade, a downgrade) runs only where its new objects go
+  beside the installation: into the schema that holds it, or into ``public`` for a new
+  one (:func:`require_one_place`); else a ConfigError saying where, nothing changed;
+- a database whose installation the search_path does not reach says where it is
+  (:func:`where_it_is`), not "run `unistatus init`".
 
 Legacy tables named without a schema are the application's and are found as it finds
 them, through the same search_path (README, "Your own legacy tables").
@@ -18,65 +21,100 @@ them, through the same search_path (README, "Your own legacy tables").
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 
 from unistatus.config import DEFAULT_SCHEMA
 from unistatus.errors import ConfigError
 
-__all__ = ["require_public_first", "search_path", "where_they_are"]
+__all__ = ["SearchPath", "require_one_place", "search_path", "where_it_is"]
 
-_WHERE = sa.text("SELECT current_schema(), current_setting('search_path')")
+# The table every installation has: Alembic's version table (db/schema.py).
+INSTALLATION_TABLE = "unistatus_alembic_version"
+
+_WHERE = sa.text(
+    "SELECT current_schema(), current_setting('search_path'), "
+    "(SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    " ON n.oid = c.relnamespace WHERE c.oid = to_regclass(:table))"
+)
+# Every schema holding an installation, with whether this role may use it.
 _HOLDING = sa.text(
-    "SELECT schemaname FROM pg_catalog.pg_tables WHERE tablename = :name ORDER BY schemaname"
+    "SELECT schemaname, has_schema_privilege(schemaname, 'USAGE') FROM pg_catalog.pg_tables "
+    "WHERE tablename = :table ORDER BY schemaname <> 'public', schemaname"
 )
 
 
-def search_path(conn: sa.Connection) -> tuple[str | None, str]:
-    """The schema a bare ``CREATE TABLE`` goes to (None: none of the search_path exists)
-    and the search_path itself."""
-    current, path = conn.execute(_WHERE).one()
-    return current, str(path)
+@dataclass(frozen=True)
+class SearchPath:
+    """What a bare name means on one connection."""
+
+    current: str | None  # where a bare CREATE goes (None: no schema of the path exists)
+    path: str  # the search_path as set
+    installed: str | None  # the schema of the installation the path reaches (None: none)
 
 
-def require_public_first(conn: sa.Connection) -> None:
-    """ConfigError unless bare names are created in ``public`` on ``conn``."""
-    current, path = search_path(conn)
-    if current == DEFAULT_SCHEMA:
-        return
-    if current is None:
-        where = f"this connection's search_path ({path}) names no schema that exists"
-        fix = "put public in the role's search_path"
-    else:
-        where = (
-            f"unistatus would create its tables in schema {current}, the first of this "
-            f"connection's search_path ({path}) that exists"
+def search_path(conn: sa.Connection) -> SearchPath:
+    current, path, installed = conn.execute(_WHERE, {"table": INSTALLATION_TABLE}).one()
+    return SearchPath(current, str(path), installed)
+
+
+def require_one_place(conn: sa.Connection) -> None:
+    """ConfigError, nothing changed, unless a migration on ``conn`` creates its objects
+    beside the installation: in the schema that holds the one the search_path reaches,
+    else (none reached, none anywhere) in ``public``."""
+    sp = search_path(conn)
+    first = (
+        f"the first schema of this connection's search_path ({sp.path}) that exists"
+        if sp.current is not None
+        else f"no schema: none of this connection's search_path ({sp.path}) exists"
+    )
+    if sp.installed is not None:
+        if sp.current == sp.installed:
+            return
+        raise ConfigError(
+            f"unistatus is installed in schema {sp.installed}, but a migration would create "
+            f"its new objects in {sp.current or 'no schema'} ({first}): put "
+            f"{sp.installed} first in the search_path of the role that runs it "
+            "(ALTER ROLE ... SET search_path, or options=-c search_path=... in the URL); "
+            "nothing was changed"
         )
-        fix = (
-            f'set schema = "{current}" (UNISTATUS_SCHEMA) to install them there, or put '
-            "public first in the role's search_path"
+    elsewhere = where_it_is(conn, sp)
+    if elsewhere is not None:
+        raise ConfigError(f"{elsewhere}; nothing was created")
+    if sp.current == DEFAULT_SCHEMA:
+        return
+    if sp.current is None:
+        raise ConfigError(
+            f"unistatus would create its tables in {first}: put public in the role's "
+            "search_path; nothing was created"
         )
     raise ConfigError(
-        f"{where}, but the schema setting says public: {fix} "
-        "(ALTER ROLE ... SET search_path = public, ...); nothing was created"
+        f"unistatus would create its tables in schema {sp.current}, {first}, but the "
+        f'schema setting says public: set schema = "{sp.current}" (UNISTATUS_SCHEMA) to '
+        "install them there, or put public first in the role's search_path; nothing was "
+        "created"
     )
 
 
-def where_they_are(conn: sa.Connection, table: str) -> str | None:
-    """Why the bare name ``table`` is not found on ``conn`` when the search_path is the
-    cause: the schemas that hold it, or a search_path that names no schema; None when
-    neither (it is nowhere: not installed)."""
-    current, path = search_path(conn)
-    holding = list(conn.execute(_HOLDING, {"name": table}).scalars())
-    if holding:
-        fix = (
-            "put public in the role's search_path"
-            if DEFAULT_SCHEMA in holding
-            else f'set schema = "{holding[0]}" (UNISTATUS_SCHEMA) to use them there'
-        )
+def where_it_is(conn: sa.Connection, sp: SearchPath | None = None) -> str | None:
+    """Where the installation is when the search_path of ``conn`` does not reach it
+    (None: it does, or there is none)."""
+    sp = sp or search_path(conn)
+    if sp.installed is not None:
+        return None
+    holding = list(conn.execute(_HOLDING, {"table": INSTALLATION_TABLE}))
+    if not holding:
+        return None
+    schema, usable = holding[0]
+    others = f" (and in {', '.join(s for s, _ in holding[1:])})" if holding[1:] else ""
+    if not usable:
         return (
-            f"unistatus's tables are in schema {', '.join(holding)}, which this connection's "
-            f"search_path ({path}) does not reach: {fix}"
+            f"unistatus is installed in schema {schema}{others}, which this role may not use "
+            f"(no USAGE privilege on it): GRANT USAGE ON SCHEMA {schema} TO the role"
         )
-    if current is None:
-        return f"this connection's search_path ({path}) names no schema that exists"
-    return None
+    return (
+        f"unistatus is installed in schema {schema}{others}, which this connection's "
+        f"search_path ({sp.path}) does not reach: add {schema} to the role's search_path "
+        f'(or set schema = "{schema}" if it was installed with that setting)'
+    )

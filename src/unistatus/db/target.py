@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from unistatus.db.binding import schema_of
 from unistatus.db.engine import parse_url
-from unistatus.db.search_path import where_they_are
+from unistatus.db.search_path import where_it_is
 from unistatus.db.tables import migration_control
 from unistatus.errors import ConfigError, StorageError
 from unistatus.redact import redact
@@ -95,7 +95,7 @@ def check_installed(engine: sa.Engine) -> None:
         with engine.connect() as conn:
             installed = sa.inspect(conn).has_table(migration_control.name, schema=schema_of(engine))
             if not installed and engine.dialect.name == "postgresql" and not schema_of(engine):
-                elsewhere = where_they_are(conn, migration_control.name)
+                elsewhere = where_it_is(conn)
     except sa.exc.DBAPIError as exc:
         raise StorageError(
             f"cannot read {describe(engine.url)}: {_reason(exc, engine.url)}"
