@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from conftest import Database, _drop_database, _throwaway_database
+from support.roles import a_role_without_read_all_stats
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
 from unistatus.config import load_settings
@@ -142,3 +143,17 @@ def test_public_later_in_the_search_path_but_first_to_exist_is_fine(pg: Database
     url = _with_search_path(pg, '"$user",public')
     done = runner.invoke(app, ["--database-url", url, "mode", "get"])
     assert done.exit_code == 0, done.output
+
+
+def test_an_installation_in_a_schema_the_role_may_not_use_says_so(pg: Database) -> None:
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("REVOKE USAGE ON SCHEMA public FROM PUBLIC")
+    try:
+        with a_role_without_read_all_stats(pg) as url:
+            done = runner.invoke(app, ["--database-url", url, "mode", "get"])
+        assert done.exit_code == 2, done.output
+        said = " ".join(done.output.split())
+        assert "which this role may not use (no USAGE privilege on it)" in said
+    finally:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("GRANT USAGE ON SCHEMA public TO PUBLIC")
