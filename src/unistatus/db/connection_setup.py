@@ -35,6 +35,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from unistatus.db.isolation import name_read_committed
+
 __all__ = ["set_up_connections"]
 
 log = logging.getLogger("unistatus.db")
@@ -89,9 +91,7 @@ def set_up_connections(
             if not prepare:
                 dbapi_conn.prepare_threshold = None
             if read_committed:
-                from psycopg import IsolationLevel  # psycopg 3 is here: imported already
-
-                dbapi_conn.isolation_level = IsolationLevel.READ_COMMITTED
+                name_read_committed(dbapi_conn)
         if found is not None and pooled and not said:
             said.append(True)
             _say_pooled(prepare, lock_timeout_ms, found.lock_timeout)

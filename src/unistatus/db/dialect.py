@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from unistatus.db import server_views, writer_mark
 from unistatus.db.binding import qualify, schema_of
 from unistatus.db.cte_names import cte_name
+from unistatus.db.isolation import read_committed
 from unistatus.db.mode_lock_keys import (
     LOCKED_MODE_FUNCTION,
     SUMMARY_LOCK,
@@ -446,17 +447,7 @@ class PostgresOps(DialectOps):
         return sub.scalar_subquery().is_not(None)
 
     def _prepare_write(self, conn: sa.Connection) -> sa.Connection:
-        # READ COMMITTED whatever the engine's or the server's default: a transaction
-        # that waits for a lock (the mode lock, a retirement's table locks) must then
-        # see what the transactions it waited for committed. Under REPEATABLE READ its
-        # snapshot is its first statement's: a replay found no pending change that a
-        # writer committed meanwhile, a retirement's gates no legacy write, and dropped
-        # the column with it; in AUTOCOMMIT there was no transaction at all. Asked for
-        # only where the connection does not say so itself (psycopg sends it with the
-        # BEGIN, but SQLAlchemy's setting and resetting cost a create 10% of its time).
-        if _read_committed_already(conn):
-            return conn
-        return conn.execution_options(isolation_level="READ COMMITTED")
+        return read_committed(conn)
 
     def mark_writer(self, conn: sa.Connection) -> None:
         conn.execute(sa.select(writer_mark.set_mark()))
@@ -593,20 +584,3 @@ def _batch_settings(statement_ms: int, lock_ms: int) -> list[sa.FunctionElement[
         "synchronous_commit": "off",
     }
     return [sa.func.set_config(name, value, True, type_=sa.Text) for name, value in values.items()]
-
-
-def _read_committed_already(conn: sa.Connection) -> bool:
-    """Whether ``conn``'s next transaction is READ COMMITTED by the connection's own
-    word: psycopg 3 sends the level its ``isolation_level`` names with the BEGIN, and the
-    engines unistatus makes name READ COMMITTED on every new connection
-    (:mod:`unistatus.db.connection_setup`). Not the server's default as SQLAlchemy read
-    it at the engine's first connection: an ``ALTER DATABASE ... SET
-    default_transaction_isolation`` since, or an application's own connect listener,
-    would make that stale. Any other connection (an application's engine, another
-    driver, a level set through SQLAlchemy) is asked explicitly."""
-    if conn.dialect.driver != "psycopg" or "isolation_level" in conn.get_execution_options():
-        return False
-    from psycopg import IsolationLevel
-
-    raw = conn.connection.dbapi_connection
-    return getattr(raw, "isolation_level", None) == IsolationLevel.READ_COMMITTED
