@@ -26,6 +26,7 @@ from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.errors import InputError
 from unistatus.migration.check_claim import claim_run
+from unistatus.sim.seed import seed_legacy
 
 pytestmark = pytest.mark.postgres
 
@@ -276,3 +277,17 @@ def test_a_check_runs_claim_lost_with_its_connection_ends_the_run_quietly(
             with pg.engine.connect() as admin:
                 admin.exec_driver_sql(f"SELECT pg_terminate_backend({pid})")
             raise KeyError("the run's own")
+
+
+def test_the_backfill_and_check_commands_through_a_transaction_pooler(pg: Database) -> None:
+    """The backfill's workers (two by default), its chunk claims and throttle, and the
+    check's systems at once, each on their own connections: all through PgBouncer."""
+    seed_legacy(pg.engine, pg.settings, 3_000, seed=1)
+    with pgbouncer(pg.url) as url:
+        backfilled = cli(url, "backfill", "--json")
+        assert backfilled.exit_code == 0, backfilled.output
+        assert json.loads(backfilled.stdout)["inserted"] == 3_000
+        checked = cli(url, "check", "--json")
+    assert checked.exit_code == 0, checked.output
+    report = json.loads(checked.stdout)
+    assert (report["total"], report["consistent"]) == (3_000, 3_000)
