@@ -146,7 +146,9 @@ def setup(
     rows: ``rows`` in all, or ``rows`` per variant with ``disjoint``."""
     settings = load_settings(database_url=url)
     engine = create_engine(
-        url, connect_args={"options": f"-c synchronous_commit={synchronous_commit}"}
+        url,
+        connect_args={"options": f"-c synchronous_commit={synchronous_commit}"},
+        prepared_statements=settings.prepared_statements,  # UNISTATUS_PREPARED_STATEMENTS
     )
     schema.upgrade(engine, settings)
     if prepare is not None:
