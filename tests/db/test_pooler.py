@@ -26,6 +26,7 @@ from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.errors import InputError
 from unistatus.migration.check_claim import claim_run
+from unistatus.observe.diagnose import generate_diagnostic
 from unistatus.sim.seed import seed_legacy
 
 pytestmark = pytest.mark.postgres
@@ -291,3 +292,17 @@ def test_the_backfill_and_check_commands_through_a_transaction_pooler(pg: Databa
     assert checked.exit_code == 0, checked.output
     report = json.loads(checked.stdout)
     assert (report["total"], report["consistent"]) == (3_000, 3_000)
+
+
+def test_the_diagnostic_says_the_server_is_reached_through_a_pooler(pg: Database) -> None:
+    """The first thing to look at when writes through a pooler are slower than direct."""
+    with pgbouncer(pg.url) as url:
+        engine = create_engine(url, schema=pg.settings.schema)
+        try:
+            report = generate_diagnostic(engine, pg.settings)
+        finally:
+            engine.dispose()
+    connection = report["connection"]
+    assert (connection["through_a_pooler"], connection["prepared_statements"]) == (True, False)
+    assert connection["write_transactions"] == "read committed"
+    assert connection["installed_in"] == "public"

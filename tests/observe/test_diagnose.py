@@ -23,6 +23,7 @@ SECTIONS = {
     "generated_at",
     "versions",
     "database_role",
+    "connection",
     "config",
     "control",
     "gates",
@@ -75,8 +76,16 @@ def test_diagnostic_has_every_section_and_no_secrets(db: Database) -> None:
     assert report["repair_queue"]["open"] == 0
     if db.backend == "postgres":  # the test's role is a superuser: it sees everything
         assert report["database_role"] == {"role": "postgres", "reads_all_activity": True}
+        connection = report["connection"]
+        assert connection["through_a_pooler"] is False
+        assert connection["prepared_statements"] is True
+        assert connection["write_transactions"] == "read committed"
+        assert connection["installed_in"] == (
+            db.settings.schema if db.settings.schema != "public" else "public"
+        )
     else:
         assert report["database_role"] == {"role": None, "reads_all_activity": None}
+        assert report["connection"] == {"database": "sqlite"}
 
 
 @pytest.mark.postgres

@@ -37,7 +37,7 @@ from sqlalchemy import event
 
 from unistatus.db.isolation import name_read_committed
 
-__all__ = ["set_up_connections"]
+__all__ = ["announced_pid", "set_up_connections"]
 
 log = logging.getLogger("unistatus.db")
 
@@ -111,10 +111,16 @@ def _say_pooled(prepare: bool, lock_timeout_ms: int | None, role_timeout: str) -
         )
 
 
+def announced_pid(dbapi_conn: Any) -> int:
+    """The backend pid the server announced at connect (BackendKeyData): through a
+    pooler, one the pooler made up, not ``pg_backend_pid()`` of the statements."""
+    return int(dbapi_conn.info.backend_pid)
+
+
 def _probe(dbapi_conn: Any, lock_timeout_ms: int | None) -> _Found:
     """Whether ``dbapi_conn`` reaches the server through a pooler, the lock timeout set
     (for the session) where it does not. Outside any transaction, none left open."""
-    announced = int(dbapi_conn.info.backend_pid)
+    announced = announced_pid(dbapi_conn)
     timeout = f"'{int(lock_timeout_ms)}ms'" if lock_timeout_ms else "NULL::text"
     autocommit = dbapi_conn.autocommit
     try:

@@ -25,10 +25,13 @@ from unistatus.backfill import progress, quarantine_count
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db import schema
+from unistatus.db.binding import schema_of
 from unistatus.db.catalog import all_tables
+from unistatus.db.connection_setup import announced_pid
 from unistatus.db.control import MIXED, history
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.search_path import search_path
 from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.db.tables_check import check_reports as R
@@ -110,6 +113,42 @@ def _database_role(engine: sa.Engine) -> dict[str, Any]:
         view = ops_for(engine).activity_view(conn)
     role, full = view if view is not None else (None, None)
     return {"role": role, "reads_all_activity": full}
+
+
+_SESSION = sa.text(
+    "SELECT pg_backend_pid(), current_setting('default_transaction_isolation'), "
+    "current_setting('lock_timeout'), current_setting('statement_timeout'), "
+    "current_setting('idle_in_transaction_session_timeout')"
+)
+
+
+def _connection(engine: sa.Engine) -> dict[str, Any]:
+    """How unistatus's connections reach the server and what they carry (PostgreSQL):
+    through a connection pooler or not, prepared statements, the isolation level of its
+    write transactions and the session's own, the timeouts, and where bare table names
+    go (README, "Behind a connection pooler"; :mod:`unistatus.db.search_path`)."""
+    if engine.dialect.name != "postgresql":
+        return {"database": engine.dialect.name}
+    ops = ops_for(engine)
+    with ops.write_transaction() as conn:
+        write_level = conn.exec_driver_sql("SHOW transaction_isolation").scalar_one()
+    with engine.connect() as conn:
+        raw = conn.connection.dbapi_connection
+        serving, default_level, lock_ms, statement_ms, idle_ms = conn.execute(_SESSION).one()
+        where = search_path(conn)
+    return {
+        "through_a_pooler": announced_pid(raw) != int(serving),
+        "prepared_statements": getattr(raw, "prepare_threshold", None) is not None,
+        "write_transactions": write_level,
+        "server_default_isolation": default_level,
+        "lock_timeout": lock_ms,
+        "statement_timeout": statement_ms,
+        "idle_in_transaction_session_timeout": idle_ms,
+        "search_path": where.path,
+        "current_schema": where.current,
+        # The schema setting's, or (the default layout) the one the search_path reaches.
+        "installed_in": schema_of(engine) or where.installed,
+    }
 
 
 def _control(engine: sa.Engine) -> dict[str, Any]:
@@ -238,6 +277,7 @@ def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]
         "generated_at": utcnow().isoformat(),
         "versions": _section("versions", lambda: _versions(engine)),
         "database_role": _section("database_role", lambda: _database_role(engine)),
+        "connection": _section("connection", lambda: _connection(engine)),
         "config": _section("config", lambda: redact_settings(settings)),
         "control": _section("control", lambda: _control(engine)),
         "gates": _section("gates", lambda: _gates(engine, settings)),
