@@ -22,6 +22,7 @@ from support.cli_run import cli
 from support.pgbouncer import pgbouncer
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.config import load_settings
+from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.errors import InputError
@@ -306,3 +307,33 @@ def test_the_diagnostic_says_the_server_is_reached_through_a_pooler(pg: Database
     assert (connection["through_a_pooler"], connection["prepared_statements"]) == (True, False)
     assert connection["write_transactions"] == "read committed"
     assert connection["installed_in"] == "public"
+
+
+def test_a_check_runs_claim_is_not_live_traffic(pg: Database) -> None:
+    """Held open for the run, the claim's session is "idle in transaction": unnamed, a
+    backfill beside the check counted it as live traffic for the whole run (and slowed
+    for it), and an administrator saw an anonymous long transaction. It carries
+    unistatus's tool name."""
+    engine = create_engine(pg.url, schema=pg.settings.schema, application_name="unistatus/check")
+    backfill = create_engine(
+        pg.url, schema=pg.settings.schema, application_name="unistatus/backfill"
+    )
+    ops = ops_for(backfill)
+    try:
+        time.sleep(1.1)  # the sessions set up so far are more than a second idle
+        with backfill.connect() as watcher:  # as the backfill's probe looks
+            before = ops.live_sessions(watcher)
+            watcher.rollback()
+            with claim_run(engine, "run-6"):
+                time.sleep(1.1)
+                during = ops.live_sessions(watcher)
+                watcher.rollback()
+                pid, _ = _claim_session(pg)
+                named = watcher.exec_driver_sql(
+                    f"SELECT application_name FROM pg_stat_activity WHERE pid = {pid}"
+                ).scalar_one()
+        assert during == before, "the claim's session counted as live traffic"
+        assert named.startswith("unistatus/")
+    finally:
+        engine.dispose()
+        backfill.dispose()
