@@ -14,8 +14,10 @@ and refused to a second process at once:
   connection next (a second walker let through, a resume after a kill refused); an open
   transaction keeps its server connection to itself, and ends with its client. It
   holds no snapshot and no transaction id (nothing for vacuum to wait for), the
-  server's timeouts for open transactions are off for it, and if its connection ends
-  under it the run goes on, the loss logged;
+  server's timeouts for open transactions are off for it, it is named as unistatus's
+  tools are (``unistatus/check claim``: idle in transaction for the whole run, it is no
+  live traffic to a backfill beside it), and if its connection ends under it the run
+  goes on, the loss logged;
 - SQLite: an exclusive ``flock`` on a file beside the database file
   (``<database>.check-<hash of the run>.lock``, removed on release; the lock is taken
   again if the file was removed and made anew meanwhile); a process that dies loses it.
@@ -33,11 +35,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from unistatus.db.engine import session_name
 from unistatus.errors import InputError
 
 __all__ = ["claim_run"]
 
 log = logging.getLogger("unistatus.migration.check")
+
+# The claim's session, in pg_stat_activity.
+CLAIM_NAME = session_name("check claim")
 
 
 def _busy(name: str) -> InputError:
@@ -84,7 +90,15 @@ def _advisory(engine: sa.Engine, name: str) -> Iterator[None]:
     key = int.from_bytes(_digest(name, 8), "big", signed=True)
     # READ COMMITTED whatever the server's default: a REPEATABLE READ transaction keeps
     # its first statement's snapshot to its end, holding back vacuum for the whole run.
-    own = sa.create_engine(engine.url, poolclass=sa.pool.NullPool, isolation_level="READ COMMITTED")
+    # Named as unistatus's tools are: idle in transaction for the whole run, it is no
+    # live traffic to a backfill's probe beside it, nor an anonymous session to a DBA.
+    named = {} if "application_name" in engine.url.query else {"application_name": CLAIM_NAME}
+    own = sa.create_engine(
+        engine.url,
+        poolclass=sa.pool.NullPool,
+        isolation_level="READ COMMITTED",
+        connect_args=named,
+    )
     try:
         with own.connect() as conn:
             conn.begin()
