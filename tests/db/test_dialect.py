@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import PG_IN_EVERY_LAYOUT, Database
+from support.engines import REPEATABLE_READ_OPTIONS, at_repeatable_read
 from unistatus.db.dialect import is_in_memory, ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.mode_lock_keys import MODE_LOCK_KEY, SUMMARY_LOCK, system_lock_key
@@ -369,7 +370,7 @@ def test_the_packages_write_transactions_are_read_committed_whatever_the_engine(
     """Each kind of engine an application may hand the library: the package's write
     transactions (mode switches, replays, retirement) wait for locks and must see what
     committed meanwhile, so they are READ COMMITTED transactions on every one."""
-    options = "-c default_transaction_isolation=repeatable\\ read"
+    options = REPEATABLE_READ_OPTIONS
     engine = {
         "server default": lambda: create_engine(pg.url),
         "server default repeatable read": lambda: create_engine(
@@ -379,9 +380,7 @@ def test_the_packages_write_transactions_are_read_committed_whatever_the_engine(
         "autocommit": lambda: create_engine(pg.url).execution_options(isolation_level="AUTOCOMMIT"),
         # An application's engine handed to the library: unistatus sets nothing on its
         # connections, and asks for the level on each of its write transactions.
-        "application's engine, server default repeatable read": lambda: sa.create_engine(
-            pg.url, connect_args={"options": options}
-        ),
+        "application's engine, server default repeatable read": lambda: at_repeatable_read(pg.url),
         "application's engine, repeatable read": lambda: sa.create_engine(
             pg.url, isolation_level="REPEATABLE READ"
         ),

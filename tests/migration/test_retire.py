@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from support.blocking import wait_until_it_blocks
+from support.engines import at_repeatable_read
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
 from unistatus.config import Settings
@@ -616,10 +617,18 @@ def test_a_legacy_write_committed_while_retire_runs_is_seen_by_its_gates(
     refuse it (legacy_status_drift). One committed after the gates had read the table
     went with the column unseen. The drop now holds the legacy tables' writers (SHARE)
     before its gates: the write waits for it, or it for the write, and is seen."""
+    _a_write_as_retire_begins_is_refused(pg, tmp_path, monkeypatch, pg.engine)
+
+
+def _a_write_as_retire_begins_is_refused(
+    pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: sa.Engine
+) -> None:
+    """Retirement on ``engine`` refuses the legacy write that commits as it begins
+    (legacy_status_drift), the columns and the write left as they are."""
     try:
         with _a_legacy_write_as_retire_begins(pg, tmp_path, monkeypatch) as (_, legacy_id):
             with pytest.raises(GateError, match="legacy_status_drift"):
-                retire_legacy_columns(pg.engine, pg.settings, actor="t", reason="t")
+                retire_legacy_columns(engine, pg.settings, actor="t", reason="t")
         assert all(status_columns(pg).values())
         assert _cashout_status(pg, legacy_id) == "EXECUTING"
     finally:
@@ -782,20 +791,12 @@ def test_retire_on_a_repeatable_read_engine_sees_a_write_committed_while_it_wait
     for the legacy tables' writers, so its gates read the tables as they were before a
     write that committed meanwhile, and the column went with that write. The package's
     write transactions are now READ COMMITTED whatever the default."""
-    options = "-c default_transaction_isolation=repeatable\\ read"
-    # The application's own engine (unistatus's own name READ COMMITTED on every connection).
-    own = sa.create_engine(pg.url, connect_args={"options": options})
-    engine = create_engine(own, schema=pg.settings.schema)
+    engine = create_engine(at_repeatable_read(pg.url), schema=pg.settings.schema)
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SHOW transaction_isolation").scalar_one() == (
                 "repeatable read"
             )
-        with _a_legacy_write_as_retire_begins(pg, tmp_path, monkeypatch) as (_, legacy_id):
-            with pytest.raises(GateError, match="legacy_status_drift"):
-                retire_legacy_columns(engine, pg.settings, actor="t", reason="t")
-        assert all(status_columns(pg).values())
-        assert _cashout_status(pg, legacy_id) == "EXECUTING"
+        _a_write_as_retire_begins_is_refused(pg, tmp_path, monkeypatch, engine)
     finally:
         engine.dispose()
-        undo_cleanup(pg.engine, pg.settings)

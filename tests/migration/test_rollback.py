@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from support.adapters import adapter_in
 from support.blocking import wait_until_it_blocks
+from support.engines import at_repeatable_read
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill.control import PAUSE_KEY
 from unistatus.db.control import get_mode, history, read_value, set_mode, write_mode
@@ -332,10 +333,7 @@ def test_a_rollback_on_a_repeatable_read_engine_replays_a_change_committed_while
     waited: it found nothing pending, switched to LEGACY_ONLY, and the change never
     reached legacy (a lost write). The package's write transactions are now READ
     COMMITTED whatever the default."""
-    options = "-c default_transaction_isolation=repeatable\\ read"
-    # The application's own engine (unistatus's own name READ COMMITTED on every connection).
-    own = sa.create_engine(pg.url, connect_args={"options": options})
-    engine = create_engine(own, schema=pg.settings.schema)
+    engine = create_engine(at_repeatable_read(pg.url), schema=pg.settings.schema)
     a = adapter_in(pg, M.DUAL_WRITE_UNIFIED_PRIMARY)
     created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
     assert created.entity_id is not None and created.legacy_entity_id is not None

@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import IN_CI
+from support.serving import free_port
 
 # Debian installs it in /usr/sbin, which is not on every user's PATH.
 _PLACES = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
@@ -29,12 +30,6 @@ _PLACES = ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer")
 
 def _program() -> str | None:
     return shutil.which("pgbouncer") or next((p for p in _PLACES if os.access(p, os.X_OK)), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _missing(reason: str) -> None:
@@ -53,7 +48,7 @@ def pgbouncer(database_url: str) -> Iterator[str]:
         _missing("no pgbouncer program (apt-get install pgbouncer)")
     assert program is not None
     url = sa.engine.make_url(database_url)
-    port = _free_port()
+    port = free_port()
     home = Path(tempfile.mkdtemp(prefix="unistatus_pgbouncer_"))
     user = url.username or "postgres"
     (home / "users.txt").write_text(f'"{user}" ""\n')

@@ -216,13 +216,6 @@ def legacy_select(lt: LegacyTable) -> sa.Select[Any]:
 
 # PostgreSQL: the schema a bare table name resolves to (where a bare CREATE would put it
 # when none has it yet). The name is passed as a value, never pasted.
-_RESOLVED_SCHEMA = sa.text(
-    "SELECT coalesce((SELECT n.nspname FROM pg_catalog.pg_class c "
-    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.oid = to_regclass(quote_ident(:name))), current_schema())"
-)
-
-
 def legacy_schema(bind: sa.Engine | sa.Connection, spec: LegacyTableSpec) -> str | None:
     """The schema to name a legacy table in, so that it is never taken for one of ours.
 
@@ -243,9 +236,10 @@ def resolved_schema(bind: sa.Engine | sa.Connection, table: str) -> str:
     ``CREATE TABLE`` would put it, when none has it yet)."""
     if isinstance(bind, sa.Engine):
         with bind.connect() as conn:
-            found = conn.execute(_RESOLVED_SCHEMA, {"name": table}).scalar_one()
+            where = search_path(conn, table)
     else:
-        found = bind.execute(_RESOLVED_SCHEMA, {"name": table}).scalar_one()
+        where = search_path(bind, table)
+    found = where.found_in or where.current
     if found is None:
         raise ConfigError(
             f"legacy table {table!r}: the search_path names no existing schema; set "

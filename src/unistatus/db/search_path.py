@@ -33,11 +33,12 @@ __all__ = ["SearchPath", "require_one_place", "search_path", "where_it_is"]
 # The table every installation has: Alembic's version table (db/schema.py).
 INSTALLATION_TABLE = "unistatus_alembic_version"
 
-_WHERE = sa.text(
-    "SELECT current_schema(), current_setting('search_path'), "
+# The schema a bare table name resolves to through the search_path (NULL: none has it).
+_SCHEMA_OF_BARE = (
     "(SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-    " ON n.oid = c.relnamespace WHERE c.oid = to_regclass(:table))"
+    "ON n.oid = c.relnamespace WHERE c.oid = to_regclass(quote_ident(:table)))"
 )
+_WHERE = sa.text(f"SELECT current_schema(), current_setting('search_path'), {_SCHEMA_OF_BARE}")
 # Every schema holding an installation, with whether this role may use it.
 _HOLDING = sa.text(
     "SELECT schemaname, has_schema_privilege(schemaname, 'USAGE') FROM pg_catalog.pg_tables "
@@ -51,12 +52,14 @@ class SearchPath:
 
     current: str | None  # where a bare CREATE goes (None: no schema of the path exists)
     path: str  # the search_path as set
-    installed: str | None  # the schema of the installation the path reaches (None: none)
+    found_in: str | None  # the schema the bare table name asked about resolves to (None: none)
 
 
-def search_path(conn: sa.Connection) -> SearchPath:
-    current, path, installed = conn.execute(_WHERE, {"table": INSTALLATION_TABLE}).one()
-    return SearchPath(current, str(path), installed)
+def search_path(conn: sa.Connection, table: str = INSTALLATION_TABLE) -> SearchPath:
+    """The search_path of ``conn``, and where the bare name ``table`` resolves to (by
+    default the installation's version table: where the installation it reaches is)."""
+    current, path, found_in = conn.execute(_WHERE, {"table": table}).one()
+    return SearchPath(current, str(path), found_in)
 
 
 def require_one_place(conn: sa.Connection) -> None:
@@ -69,13 +72,13 @@ def require_one_place(conn: sa.Connection) -> None:
         if sp.current is not None
         else f"no schema: none of this connection's search_path ({sp.path}) exists"
     )
-    if sp.installed is not None:
-        if sp.current == sp.installed:
+    if sp.found_in is not None:
+        if sp.current == sp.found_in:
             return
         raise ConfigError(
-            f"unistatus is installed in schema {sp.installed}, but a migration would create "
+            f"unistatus is installed in schema {sp.found_in}, but a migration would create "
             f"its new objects in {sp.current or 'no schema'} ({first}): put "
-            f"{sp.installed} first in the search_path of the role that runs it "
+            f"{sp.found_in} first in the search_path of the role that runs it "
             "(ALTER ROLE ... SET search_path, or options=-c search_path=... in the URL); "
             "nothing was changed"
         )
@@ -101,7 +104,7 @@ def where_it_is(conn: sa.Connection, sp: SearchPath | None = None) -> str | None
     """Where the installation is when the search_path of ``conn`` does not reach it
     (None: it does, or there is none)."""
     sp = sp or search_path(conn)
-    if sp.installed is not None:
+    if sp.found_in is not None:
         return None
     holding = list(conn.execute(_HOLDING, {"table": INSTALLATION_TABLE}))
     if not holding:

@@ -129,11 +129,9 @@ def _connection(engine: sa.Engine) -> dict[str, Any]:
     go (README, "Behind a connection pooler"; :mod:`unistatus.db.search_path`)."""
     if engine.dialect.name != "postgresql":
         return {"database": engine.dialect.name}
-    ops = ops_for(engine)
-    with ops.write_transaction() as conn:
-        write_level = conn.exec_driver_sql("SHOW transaction_isolation").scalar_one()
-    with engine.connect() as conn:
+    with ops_for(engine).write_transaction() as conn:  # as unistatus's own writes run
         raw = conn.connection.dbapi_connection
+        write_level = conn.exec_driver_sql("SHOW transaction_isolation").scalar_one()
         serving, default_level, lock_ms, statement_ms, idle_ms = conn.execute(_SESSION).one()
         where = search_path(conn)
     return {
@@ -147,7 +145,7 @@ def _connection(engine: sa.Engine) -> dict[str, Any]:
         "search_path": where.path,
         "current_schema": where.current,
         # The schema setting's, or (the default layout) the one the search_path reaches.
-        "installed_in": schema_of(engine) or where.installed,
+        "installed_in": schema_of(engine) or where.found_in,
     }
 
 
