@@ -26,6 +26,7 @@ from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
 from unistatus.config import Settings
 from unistatus.db import schema
+from unistatus.db.binding import schema_of
 from unistatus.db.control import set_mode
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
@@ -358,6 +359,40 @@ def test_compat_views_serve_a_raw_reader_through_retirement(pg: Database, tmp_pa
         reader.dispose()
         assert read_all(reader) == before  # the restored tables, read directly again
     finally:
+        reader.dispose()
+        undo_cleanup(db.engine, db.settings)
+
+
+@PG_IN_EVERY_LAYOUT
+def test_retirement_is_undone_by_a_role_that_reads_through_the_views(
+    pg: Database, tmp_path: Path
+) -> None:
+    """One role for the application and its operators, given the compatibility schema
+    first in its search_path for the readers: unistatus run as that role still finds the
+    legacy tables (not the views of the same names) and undoes the retirement."""
+    db = pg
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    reader = raw_reader(db)
+    operator = create_engine(
+        db.url,
+        schema=schema_of(db.engine),
+        connect_args={"options": f"-c search_path={COMPAT_SCHEMA},public"},
+    )
+    try:
+        before = read_all(reader)
+        checksum = status_checksum(db.engine, db.settings)
+        retire_legacy_columns(operator, db.settings, actor="test", compat=True)
+        assert not any(status_columns(db).values())
+        assert compat_views(db.engine) == sorted(LEGACY)
+        undone = undo_cleanup(operator, db.settings, actor="test")
+        assert undone["undone"] and undone["compat_views_dropped"] == sorted(LEGACY)
+        assert all(status_columns(db).values())
+        assert status_checksum(db.engine, db.settings) == checksum
+        reader.dispose()
+        assert read_all(reader) == before
+    finally:
+        operator.dispose()
         reader.dispose()
         undo_cleanup(db.engine, db.settings)
 
