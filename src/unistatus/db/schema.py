@@ -22,7 +22,7 @@ from unistatus.db.binding import require_bound, schema_of
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import legacy_schema
 from unistatus.db.mode_lock_keys import mode_lock_key
-from unistatus.db.search_path import require_one_place
+from unistatus.db.search_path import require_one_place, without_compat_views
 from unistatus.errors import GateError, StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -119,10 +119,14 @@ def upgrade(
 
 
 def _where_names_go(conn: sa.Connection) -> None:
-    """PostgreSQL, the default layout (our tables named bare): a ConfigError, nothing
-    changed, unless the migration's new objects go beside the installation
+    """PostgreSQL: bare names on the search_path without the compatibility views; in
+    the default layout (our tables named bare) a ConfigError, nothing changed, unless
+    the migration's new objects go beside the installation
     (:mod:`unistatus.db.search_path`)."""
-    if conn.dialect.name == "postgresql" and schema_of(conn) is None:
+    if conn.dialect.name != "postgresql":
+        return
+    without_compat_views(conn)
+    if schema_of(conn) is None:
         require_one_place(conn)
 
 

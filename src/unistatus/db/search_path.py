@@ -16,7 +16,12 @@ in one schema and alter the old ones in another. So, in the default layout:
   (:func:`where_it_is`), not "run `unistatus init`".
 
 Legacy tables named without a schema are the application's and are found as it finds
-them, through the same search_path (README, "Your own legacy tables").
+them, through the same search_path (README, "Your own legacy tables"), with one
+exception: the compatibility views a retirement leaves (:data:`COMPAT_SCHEMA`, ``retire
+legacy-columns --compat-views``) have the legacy tables' names, and their readers put
+that schema first. The role unistatus runs as is often the application's own; unistatus
+never takes those views for the tables: a name is resolved on the search_path without
+that schema, and a migration runs on it (:func:`without_compat_views`).
 """
 
 from __future__ import annotations
@@ -28,17 +33,40 @@ import sqlalchemy as sa
 from unistatus.config import DEFAULT_SCHEMA
 from unistatus.errors import ConfigError
 
-__all__ = ["SearchPath", "require_one_place", "search_path", "where_it_is"]
+__all__ = [
+    "COMPAT_SCHEMA",
+    "SearchPath",
+    "require_one_place",
+    "search_path",
+    "where_it_is",
+    "without_compat_views",
+]
 
 # The table every installation has: Alembic's version table (db/schema.py).
 INSTALLATION_TABLE = "unistatus_alembic_version"
 
-# The schema a bare table name resolves to through the search_path (NULL: none has it).
-_SCHEMA_OF_BARE = (
-    "(SELECT n.nspname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-    "ON n.oid = c.relnamespace WHERE c.oid = to_regclass(quote_ident(:table)))"
+# The schema of the views ``retire legacy-columns --compat-views`` leaves for readers.
+COMPAT_SCHEMA = "unistatus_compat"
+
+# The schemas of the search_path that exist, in order, without the compatibility schema.
+_SCHEMAS = (
+    "(SELECT u.name, u.n FROM unnest(current_schemas(false)) WITH ORDINALITY AS u(name, n) "
+    f"WHERE u.name <> '{COMPAT_SCHEMA}') AS p"
 )
-_WHERE = sa.text(f"SELECT current_schema(), current_setting('search_path'), {_SCHEMA_OF_BARE}")
+# Where a bare CREATE goes; the schema a bare table name resolves to (NULL: none has it).
+_WHERE = sa.text(
+    f"SELECT (SELECT p.name FROM {_SCHEMAS} ORDER BY p.n LIMIT 1), "
+    "current_setting('search_path'), "
+    "(SELECT p.name FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s "
+    f"ON s.oid = c.relnamespace JOIN {_SCHEMAS} ON p.name = s.nspname "
+    "WHERE c.relname = :table ORDER BY p.n LIMIT 1)"
+)
+# The search_path without the compatibility schema, for the current transaction.
+_WITHOUT_COMPAT = sa.text(
+    "SELECT set_config('search_path', array_to_string(ARRAY(SELECT quote_ident(p.name) "
+    f"FROM {_SCHEMAS} ORDER BY p.n), ', '), true) "
+    f"WHERE '{COMPAT_SCHEMA}' = ANY(current_schemas(false))"
+)
 # Every schema holding an installation, with whether this role may use it.
 _HOLDING = sa.text(
     "SELECT schemaname, has_schema_privilege(schemaname, 'USAGE') FROM pg_catalog.pg_tables "
@@ -60,6 +88,13 @@ def search_path(conn: sa.Connection, table: str = INSTALLATION_TABLE) -> SearchP
     default the installation's version table: where the installation it reaches is)."""
     current, path, found_in = conn.execute(_WHERE, {"table": table}).one()
     return SearchPath(current, str(path), found_in)
+
+
+def without_compat_views(conn: sa.Connection) -> None:
+    """Drop the compatibility schema from the search_path of ``conn`` for its current
+    transaction (PostgreSQL): a bare legacy table name there means the table, not its
+    view (a migration's DDL and refills name them bare)."""
+    conn.execute(_WITHOUT_COMPAT)
 
 
 def require_one_place(conn: sa.Connection) -> None:

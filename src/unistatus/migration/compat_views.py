@@ -22,6 +22,7 @@ from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import pinned_legacy_table, resolve_legacy_tables
 from unistatus.db.legacy_types import Named
+from unistatus.db.search_path import COMPAT_SCHEMA
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError
@@ -36,7 +37,6 @@ __all__ = [
     "view_selects",
 ]
 
-COMPAT_SCHEMA = "unistatus_compat"
 CONTROL_KEY = "compat_views"
 U = unified_transactions
 Order = dict[LegacySystemType, list[str]]
