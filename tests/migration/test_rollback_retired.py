@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from conftest import Database
 from unistatus.adapter.core import DualWriteAdapter
-from unistatus.db.control import get_mode
+from unistatus.cli import app
+from unistatus.db.control import get_mode, set_mode
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.consistency import compare
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.statuses import DualWriteMode as M
+from unistatus.errors import ModeError
 from unistatus.migration import phases, rollback
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.retire import legacy_columns_dropped, retire_legacy_columns, undo_cleanup
@@ -128,5 +133,38 @@ def test_rollback_of_one_system_from_4_after_retirement(db: Database, tmp_path: 
         fresh = DualWriteAdapter(db.engine, settings=db.settings)
         for utx in (escrow.entity_id, exchange.entity_id):
             assert fresh.check_consistency(utx)["consistent"], str(fresh.check_consistency(utx))
+    finally:
+        undo_cleanup(db.engine, db.settings)
+
+
+def test_mode_set_refuses_a_mode_that_writes_legacy_while_its_columns_are_retired(
+    db: Database, tmp_path: Path
+) -> None:
+    """Nothing is pending, so leaving UNIFIED_ONLY skips no replay; but the legacy status
+    columns are gone, and in any mode that writes legacy every write would fail. The
+    switch is refused, even forced (a rollback restores the columns first)."""
+    for _ in range(4):
+        phases.advance(db.engine, db.settings, actor="t", force=True, reason="test setup")
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    record_verified(db.engine, verify_archive(db.engine, out), actor="test")
+    try:
+        retire_legacy_columns(db.engine, db.settings)
+        for mode in (M.DUAL_WRITE_UNIFIED_PRIMARY, M.DUAL_WRITE_LEGACY_PRIMARY, M.LEGACY_ONLY):
+            for system in (None, LegacySystemType.ESCROW):
+                with pytest.raises(ModeError, match="retire legacy-columns --undo"):
+                    set_mode(
+                        db.engine, mode, system=system, reason="by hand", force=True,
+                        settings=db.settings,
+                    )
+        assert {get_mode(db.engine, s) for s in LegacySystemType} == {M.UNIFIED_ONLY}
+        done = CliRunner().invoke(app, ["--database-url", db.url, "mode", "set", "LEGACY_ONLY", "--reason", "x"])
+        assert done.exit_code == 2, done.output
+        assert "retire legacy-columns --undo" in done.output
+        # Writes go on as before.
+        adapter = DualWriteAdapter(db.engine, settings=db.settings)
+        born = adapter.create_transaction("ESCROW", 4, "20", "EUR")
+        assert born.overall_success and born.mode is M.UNIFIED_ONLY
+        assert legacy_columns_dropped(db.engine, db.settings)
     finally:
         undo_cleanup(db.engine, db.settings)
