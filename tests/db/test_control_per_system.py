@@ -16,7 +16,6 @@ from support.race import in_lockstep
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.db import control
 from unistatus.db.control import (
-    ModeWatcher,
     get_mode,
     get_modes,
     history,
@@ -26,6 +25,7 @@ from unistatus.db.control import (
     read_value,
     set_mode,
 )
+from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.domain.statuses import LegacySystemType as S
 from unistatus.domain.statuses import UnifiedTransactionType as T

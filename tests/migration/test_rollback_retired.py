@@ -154,11 +154,17 @@ def test_mode_set_refuses_a_mode_that_writes_legacy_while_its_columns_are_retire
             for system in (None, LegacySystemType.ESCROW):
                 with pytest.raises(ModeError, match="retire legacy-columns --undo"):
                     set_mode(
-                        db.engine, mode, system=system, reason="by hand", force=True,
+                        db.engine,
+                        mode,
+                        system=system,
+                        reason="by hand",
+                        force=True,
                         settings=db.settings,
                     )
         assert {get_mode(db.engine, s) for s in LegacySystemType} == {M.UNIFIED_ONLY}
-        done = CliRunner().invoke(app, ["--database-url", db.url, "mode", "set", "LEGACY_ONLY", "--reason", "x"])
+        done = CliRunner().invoke(
+            app, ["--database-url", db.url, "mode", "set", "LEGACY_ONLY", "--reason", "x"]
+        )
         assert done.exit_code == 2, done.output
         assert "retire legacy-columns --undo" in done.output
         # Writes go on as before.

@@ -32,10 +32,11 @@ from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.stats import OperationStats, acquire, release
 from unistatus.adapter.writes import LockedWriter, result_of
 from unistatus.config import Settings, load_settings
-from unistatus.db.control import ModeWatcher, read_mode
+from unistatus.db.control import read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.tables import unified_transactions
 from unistatus.domain import consistency
 from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id

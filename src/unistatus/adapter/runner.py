@@ -22,9 +22,10 @@ from unistatus.adapter.admission import FairGate
 from unistatus.adapter.keys import KeyTaken
 from unistatus.adapter.model import DualWriteResult, ModeChanged, OperationEvent, WriteLost
 from unistatus.config import Settings
-from unistatus.db.control import DEFAULT_MODE, ModeWatcher
+from unistatus.db.control import DEFAULT_MODE
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe, storage_errors
+from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.retry import is_retryable
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import StorageError, UnistatusError

@@ -81,7 +81,8 @@ def set_(
     while legacy rows of the system written without unified (LEGACY_ONLY) are newer
     than the last consistent full check. Leaving UNIFIED_ONLY is refused while the
     system has changes not replayed over legacy (`unistatus rollback --emergency`
-    replays them). Prefer `unistatus phase advance`, which measures the gates.
+    replays them), and a mode that writes legacy is refused while the legacy status
+    columns are retired (`retire legacy-columns --undo` restores them). Prefer `unistatus phase advance`, which measures the gates.
 
     Examples:
 

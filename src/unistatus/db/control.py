@@ -18,8 +18,6 @@ they differ, written under a lock of its own (:mod:`unistatus.db.system_keys`). 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -31,6 +29,7 @@ from unistatus.config import Settings, load_settings
 from unistatus.db.binding import has_column
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.revisions import columns_retired
 from unistatus.db.system_keys import SYSTEMS, system_key, system_keys, systems_of, write_summary
 from unistatus.db.tables import (
     control_log,
@@ -308,6 +307,7 @@ def set_mode(
             current = read_modes(conn)
             moving = [s for s in systems_of(chosen) if current[s] is not new]
             _refuse_stale_legacy(conn, new, moving)
+            _refuse_retired_legacy(conn, new, moving)
             if tables is not None:
                 scope = {s: lt for s, lt in tables.items() if s in moving}
                 stale = unified_staleness(conn, scope)
@@ -509,6 +509,21 @@ def _refuse_stale_legacy(
         )
 
 
+def _refuse_retired_legacy(
+    conn: sa.Connection, new: DualWriteMode, moving: list[LegacySystemType]
+) -> None:
+    """A mode that writes legacy, while the legacy status columns are retired, would fail
+    every write (even forced): the columns come back first."""
+    if not new.writes_legacy or not moving or not columns_retired(conn):
+        return
+    raise ModeError(
+        f"the legacy status columns are retired: in {new.value} every write to legacy "
+        "would fail. Restore them first with `unistatus retire legacy-columns --undo "
+        "--reason ...`, or use `unistatus phase rollback` or `unistatus rollback "
+        "--emergency`, which restore them and replay what legacy has not seen"
+    )
+
+
 def get_mode(engine: sa.Engine, system: LegacySystemType | None = None) -> DualWriteMode:
     """:func:`read_mode` on a connection of its own."""
     try:
@@ -547,42 +562,3 @@ def history(engine: sa.Engine, key: str | None = None, limit: int = 100) -> list
         )
         for r in rows
     ]
-
-
-class ModeWatcher:
-    """Every system's mode as this process knows it, re-read (all systems in one query)
-    at most every ``interval``."""
-
-    def __init__(self, engine: sa.Engine, interval: float = 1.0) -> None:
-        self._engine = engine
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._modes: dict[LegacySystemType, DualWriteMode] | None = None
-        self._read_at = 0.0
-
-    def modes(self) -> dict[LegacySystemType, DualWriteMode]:
-        """Every system's mode (a copy)."""
-        modes = self._modes
-        if modes is None or time.monotonic() - self._read_at >= self._interval:
-            with self._lock:
-                modes = self._modes
-                if modes is None or time.monotonic() - self._read_at >= self._interval:
-                    modes = self._modes = get_modes(self._engine)
-                    self._read_at = time.monotonic()
-        return dict(modes)
-
-    def get(self, system: LegacySystemType | None = None) -> DualWriteMode:
-        """``system``'s mode; None: the mode of every system (ModeError if they differ)."""
-        modes = self.modes()
-        if system is not None:
-            return modes[system]
-        common = common_mode(modes)
-        if common is None:
-            raise ModeError(f"the systems are in different modes ({describe_modes(modes)})")
-        return common
-
-    def refresh(self, system: LegacySystemType | None = None) -> DualWriteMode:
-        with self._lock:
-            self._read_at = 0.0
-            self._modes = None
-        return self.get(system)

@@ -22,11 +22,11 @@ from unistatus.db.binding import require_bound, schema_of
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import legacy_schema
 from unistatus.db.mode_lock_keys import mode_lock_key
+from unistatus.db.revisions import RETIRE_REVISION, VERSION_TABLE
 from unistatus.db.search_path import require_one_place, without_compat_views
 from unistatus.errors import GateError, StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = "unistatus_alembic_version"
 REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exchanges"}
 # Two Alembic branches; file names tell the order: 0001_ .. 0019_ (no 0006) on the main
 # chain, r001_ on the retire branch. `init` (and every upgrade) installs the main chain, up to
@@ -42,7 +42,6 @@ REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exch
 MAIN_BRANCH = "main"
 RETIRE_BRANCH = "retire"
 INSTALL_REVISION = "0019"
-RETIRE_REVISION = "0006"
 RETIRE_UNDO = f"{RETIRE_BRANCH}@base"
 
 # Work of the package's own done in a revision's transaction (upgrade's ``before``, ``after``).

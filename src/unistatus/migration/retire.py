@@ -20,6 +20,7 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import legacy_table_sql, reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.legacy_types import as_text
 from unistatus.db.retry import retry_reason
+from unistatus.db.revisions import RETIRE_REVISION, columns_retired
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, StorageError
@@ -43,7 +44,8 @@ U = unified_transactions
 def legacy_columns_dropped(engine: sa.Engine, settings: Settings) -> bool:
     """True while revision 0006 is applied (the legacy status columns are gone)."""
     require_bound(engine, settings.schema)
-    return schema.RETIRE_REVISION in schema.current_heads(engine)
+    with engine.connect() as conn:
+        return columns_retired(conn)
 
 
 def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
@@ -199,7 +201,7 @@ def retire_legacy_columns(
         done: dict[str, Any] = {
             "dropped": False,
             "already_dropped": True,
-            "revision": schema.RETIRE_REVISION,
+            "revision": RETIRE_REVISION,
         }
         if compat:
             _check_change(actor, reason)
@@ -220,7 +222,7 @@ def retire_legacy_columns(
     revision = schema.upgrade(
         engine,
         settings,
-        schema.RETIRE_REVISION,
+        RETIRE_REVISION,
         attributes={"actor": actor, "reason": reason},
         before=lambda conn: _before_the_drop(conn, settings),
         after=_after_the_drop,
