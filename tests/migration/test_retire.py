@@ -34,7 +34,7 @@ from unistatus.db.tables import cashouts
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, ModeLockBusyError
-from unistatus.migration import capture
+from unistatus.migration import capture, rollback
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.compat_views import COMPAT_SCHEMA, compat_views
 from unistatus.migration.retire import (
@@ -374,17 +374,16 @@ def test_retirement_is_undone_by_a_role_that_reads_through_the_views(
     seed(db)
     freeze_and_archive(db, tmp_path)
     reader = raw_reader(db)
-    operator = create_engine(
-        db.url,
-        schema=schema_of(db.engine),
-        connect_args={"options": f"-c search_path={COMPAT_SCHEMA},public"},
-    )
+    operator = reading_role(db)
     try:
         before = read_all(reader)
         checksum = status_checksum(db.engine, db.settings)
         retire_legacy_columns(operator, db.settings, actor="test", compat=True)
         assert not any(status_columns(db).values())
         assert compat_views(db.engine) == sorted(LEGACY)
+        # Again, now that the views are there: made again, the tables left alone.
+        again = retire_legacy_columns(operator, db.settings, actor="test", compat=True)
+        assert again["already_dropped"] and compat_views(db.engine) == sorted(LEGACY)
         undone = undo_cleanup(operator, db.settings, actor="test")
         assert undone["undone"] and undone["compat_views_dropped"] == sorted(LEGACY)
         assert all(status_columns(db).values())
@@ -394,6 +393,53 @@ def test_retirement_is_undone_by_a_role_that_reads_through_the_views(
     finally:
         operator.dispose()
         reader.dispose()
+        undo_cleanup(db.engine, db.settings)
+
+
+def reading_role(db: Database) -> sa.Engine:
+    """unistatus's engine for a role that has the compatibility schema first in its
+    search_path (the readers' role, as often the application's and the operators')."""
+    return create_engine(
+        db.url,
+        schema=schema_of(db.engine),
+        connect_args={"options": f"-c search_path={COMPAT_SCHEMA},public"},
+    )
+
+
+@PG_IN_EVERY_LAYOUT
+def test_a_role_reading_through_the_views_sees_the_tables_and_rolls_back(
+    pg: Database, tmp_path: Path
+) -> None:
+    """Retired, the views in place, unistatus run as that role: it reflects the legacy
+    tables (no status column), not the views of the same names, finds its own tables
+    where they are, and an emergency rollback replays a change made in UNIFIED_ONLY into
+    the tables (restored with the views dropped in the same transaction)."""
+    db = pg
+    ids = seed(db)
+    freeze_and_archive(db, tmp_path)
+    operator = reading_role(db)
+    try:
+        retire_legacy_columns(db.engine, db.settings, actor="test", compat=True)
+        tables = resolve_legacy_tables(operator, db.settings, require_status=False)
+        assert {lt.name: lt.status is None for lt in tables.values()} == dict.fromkeys(
+            LEGACY, True
+        )
+        with operator.connect() as conn, db.engine.connect() as plain:
+            assert capture.own_schema(conn) == capture.own_schema(plain)
+        adapter = DualWriteAdapter(operator, settings=db.settings)
+        moved = adapter.update_status(ids["ESCROW0"], "PAYMENT_CONFIRMED", "w", "test")
+        assert moved.overall_success and moved.mode is DualWriteMode.UNIFIED_ONLY
+
+        done = rollback.emergency_rollback(operator, db.settings, actor="ops", reason="drill")
+        assert done["replay"]["undo_cleanup"]["compat_views_dropped"] == sorted(LEGACY)
+        assert done["replay"]["replayed"] == 1 and compat_views(db.engine) == []
+        assert all(status_columns(db).values())
+        escrow = int(ids["ESCROW0"][4:])
+        assert db.scalar("SELECT status FROM escrows WHERE id = :id", id=escrow) == (
+            "PAYMENT_CONFIRMED"
+        )
+    finally:
+        operator.dispose()
         undo_cleanup(db.engine, db.settings)
 
 
