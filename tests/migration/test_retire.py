@@ -421,9 +421,7 @@ def test_a_role_reading_through_the_views_sees_the_tables_and_rolls_back(
     try:
         retire_legacy_columns(db.engine, db.settings, actor="test", compat=True)
         tables = resolve_legacy_tables(operator, db.settings, require_status=False)
-        assert {lt.name: lt.status is None for lt in tables.values()} == dict.fromkeys(
-            LEGACY, True
-        )
+        assert {lt.name: lt.status is None for lt in tables.values()} == dict.fromkeys(LEGACY, True)
         with operator.connect() as conn, db.engine.connect() as plain:
             assert capture.own_schema(conn) == capture.own_schema(plain)
         adapter = DualWriteAdapter(operator, settings=db.settings)

@@ -1,7 +1,8 @@
 """The migration's control state (mode, later phase) in the database, with a log.
 
 Every process reads the mode from here; a switch made by any process reaches every
-running adapter within ``mode_refresh_seconds`` (see :class:`ModeWatcher`). On
+running adapter within ``mode_refresh_seconds`` (see
+:class:`unistatus.db.mode_watcher.ModeWatcher`). On
 PostgreSQL a switch takes the exclusive mode lock, so it waits for in-flight adapter
 writes and no write can commit under the old mode after the switch.
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from unistatus.config import LegacyTableSpec, Settings
 from unistatus.db.binding import qualify, require_bound, schema_of, unbound_connection
 from unistatus.db.legacy_types import base_type, cast_type, check_status_type, integer_key
-from unistatus.db.search_path import search_path
+from unistatus.db.search_path import SearchPath, search_path
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import LegacyColumn
 from unistatus.domain.statuses import LegacySystemType
@@ -224,21 +224,28 @@ def legacy_schema(bind: sa.Engine | sa.Connection, spec: LegacyTableSpec) -> str
     When they are in a schema of their own the bare name would be translated into it
     (:mod:`unistatus.db.binding`), so the table is pinned to the schema its bare name
     resolves to now (no such table yet: ``current_schema()``, where a bare ``CREATE
-    TABLE`` would put it).
+    TABLE`` would put it). So too in the default layout while the compatibility views
+    are on the search_path (:data:`unistatus.db.search_path.COMPAT_SCHEMA`: views under
+    the legacy tables' names, for readers), so that the table is named, not its view.
     """
-    if spec.schema is not None or schema_of(bind) is None:
+    if spec.schema is not None:
         return spec.schema
-    return resolved_schema(bind, spec.table)
+    if schema_of(bind) is not None:
+        return resolved_schema(bind, spec.table)
+    if bind.dialect.name != "postgresql":
+        return None
+    where = _search_path(bind, spec.table)
+    return resolved_schema(bind, spec.table, where) if where.compat_views else None
 
 
-def resolved_schema(bind: sa.Engine | sa.Connection, table: str) -> str:
+def resolved_schema(
+    bind: sa.Engine | sa.Connection, table: str, where: SearchPath | None = None
+) -> str:
     """PostgreSQL: the schema the bare name ``table`` resolves to now (where a bare
-    ``CREATE TABLE`` would put it, when none has it yet)."""
-    if isinstance(bind, sa.Engine):
-        with bind.connect() as conn:
-            where = search_path(conn, table)
-    else:
-        where = search_path(bind, table)
+    ``CREATE TABLE`` would put it, when none has it yet); ``where``: the search_path
+    already read for ``table``."""
+    if where is None:
+        where = _search_path(bind, table)
     found = where.found_in or where.current
     if found is None:
         raise ConfigError(
@@ -246,6 +253,13 @@ def resolved_schema(bind: sa.Engine | sa.Connection, table: str) -> str:
             "its schema in legacy_tables"
         )
     return str(found)
+
+
+def _search_path(bind: sa.Engine | sa.Connection, table: str) -> SearchPath:
+    if isinstance(bind, sa.Engine):
+        with bind.connect() as conn:
+            return search_path(conn, table)
+    return search_path(bind, table)
 
 
 def pinned_legacy_table(conn: sa.Connection, lt: LegacyTable) -> LegacyTable:

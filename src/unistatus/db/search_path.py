@@ -21,7 +21,9 @@ exception: the compatibility views a retirement leaves (:data:`COMPAT_SCHEMA`, `
 legacy-columns --compat-views``) have the legacy tables' names, and their readers put
 that schema first. The role unistatus runs as is often the application's own; unistatus
 never takes those views for the tables: a name is resolved on the search_path without
-that schema, and a migration runs on it (:func:`without_compat_views`).
+that schema (in the default layout a legacy table is then named in the schema found so,
+not bare: :func:`unistatus.db.legacy.legacy_schema`), and a migration runs on it
+(:func:`without_compat_views`).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ _WHERE = sa.text(
     "current_setting('search_path'), "
     "(SELECT p.name FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s "
     f"ON s.oid = c.relnamespace JOIN {_SCHEMAS} ON p.name = s.nspname "
-    "WHERE c.relname = :table ORDER BY p.n LIMIT 1)"
+    "WHERE c.relname = :table ORDER BY p.n LIMIT 1), "
+    f"'{COMPAT_SCHEMA}' = ANY(current_schemas(false))"
 )
 # The search_path without the compatibility schema, for the current transaction.
 _WITHOUT_COMPAT = sa.text(
@@ -81,13 +84,14 @@ class SearchPath:
     current: str | None  # where a bare CREATE goes (None: no schema of the path exists)
     path: str  # the search_path as set
     found_in: str | None  # the schema the bare table name asked about resolves to (None: none)
+    compat_views: bool = False  # COMPAT_SCHEMA is on the path (left out of the two above)
 
 
 def search_path(conn: sa.Connection, table: str = INSTALLATION_TABLE) -> SearchPath:
     """The search_path of ``conn``, and where the bare name ``table`` resolves to (by
     default the installation's version table: where the installation it reaches is)."""
-    current, path, found_in = conn.execute(_WHERE, {"table": table}).one()
-    return SearchPath(current, str(path), found_in)
+    current, path, found_in, compat = conn.execute(_WHERE, {"table": table}).one()
+    return SearchPath(current, str(path), found_in, bool(compat))
 
 
 def without_compat_views(conn: sa.Connection) -> None:

@@ -30,6 +30,7 @@ from unistatus.db.legacy import (
     pinned_legacy_table,
     resolve_legacy_tables,
 )
+from unistatus.db.search_path import search_path
 from unistatus.db.tables import control_log, unified_transactions
 from unistatus.db.tables_capture import capture_changed
 from unistatus.domain.inputs import check_actor, check_reason
@@ -336,11 +337,13 @@ def _install(
 
 def own_schema(conn: sa.Connection) -> str:
     """Where our tables are (PostgreSQL): the ``schema`` setting's, or (the default
-    layout, tables named bare) the current schema, where they were created."""
+    layout, tables named bare) the schema the search_path finds them in (never the
+    compatibility views' schema: :mod:`unistatus.db.search_path`)."""
     schema = schema_of(conn)
     if schema is not None:
         return schema
-    return str(conn.execute(sa.select(sa.func.current_schema())).scalar_one())
+    where = search_path(conn)
+    return str(where.found_in or where.current)
 
 
 def _mapping_now() -> str:

@@ -33,6 +33,7 @@ __all__ = [
     "compat_views",
     "create_compat_views",
     "drop_compat_views",
+    "drop_compat_views_in",
     "require_schemas",
     "view_selects",
 ]
@@ -149,21 +150,34 @@ def drop_compat_views(
 ) -> dict[str, Any]:
     """Drop the views :func:`create_compat_views` made, and the schema once it is empty
     (anything else someone put there stays, and so does the schema)."""
-    present = compat_views(engine)
-    if not present:
+    if not compat_views(engine):
         return {"schema": COMPAT_SCHEMA, "dropped": []}
+    with ops_for(engine).write_transaction() as conn:
+        dropped = drop_compat_views_in(conn, settings, actor=actor, reason=reason)
+    return {"schema": COMPAT_SCHEMA, "dropped": dropped}
+
+
+def drop_compat_views_in(
+    conn: sa.Connection, settings: Settings, *, actor: str, reason: str
+) -> list[str]:
+    """:func:`drop_compat_views` in the transaction of ``conn`` (the undo of a
+    retirement drops them with the columns' return: never the one without the other);
+    returns the views dropped."""
+    if not ops_for(conn.engine).supports_schemas:
+        return []
+    with unbound_connection(conn):
+        present = sorted(sa.inspect(conn).get_view_names(schema=COMPAT_SCHEMA))
+    if not present:
+        return []
     names = {settings.legacy_tables[s.value].table for s in LegacySystemType}
     ours = [name for name in present if name in names]
-    with ops_for(engine).write_transaction() as conn:
-        for name in ours:
-            conn.exec_driver_sql(
-                f"DROP VIEW IF EXISTS {qualify(name, COMPAT_SCHEMA, conn.dialect)}"
-            )
-        if len(ours) == len(present):
-            with unbound_connection(conn):
-                left = sa.inspect(conn).get_table_names(schema=COMPAT_SCHEMA)
-            if not left:
-                quote = conn.dialect.identifier_preparer.quote_schema
-                conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote(COMPAT_SCHEMA)}")
-        write_value(conn, CONTROL_KEY, "off", actor=actor, reason=reason)
-    return {"schema": COMPAT_SCHEMA, "dropped": ours}
+    for name in ours:
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {qualify(name, COMPAT_SCHEMA, conn.dialect)}")
+    if len(ours) == len(present):
+        with unbound_connection(conn):
+            left = sa.inspect(conn).get_table_names(schema=COMPAT_SCHEMA)
+        if not left:
+            quote = conn.dialect.identifier_preparer.quote_schema
+            conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote(COMPAT_SCHEMA)}")
+    write_value(conn, CONTROL_KEY, "off", actor=actor, reason=reason)
+    return ours

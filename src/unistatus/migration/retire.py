@@ -327,6 +327,12 @@ def undo_cleanup(
     if not legacy_columns_dropped(engine, settings):
         return {"undone": False, "reason": "the legacy status columns are in place"}
     _check_change(actor, reason)
+    views: list[str] = []
+
+    def after(conn: sa.Connection) -> None:
+        capture.restore_in(conn, settings)
+        views.extend(compat_views.drop_compat_views_in(conn, settings, actor=actor, reason=reason))
+
     revision = schema.downgrade(
         engine,
         settings,
@@ -335,17 +341,14 @@ def undo_cleanup(
         before=lambda conn: ops_for(conn.engine).mode_exclusive_lock(
             conn, None, wait_seconds=settings.mode_lock_wait_seconds
         ),
-        after=lambda conn: capture.restore_in(conn, settings),
+        after=after,
     )
-    views: dict[str, Any] | None = None
-    if compat_views.compat_views(engine):
-        views = compat_views.drop_compat_views(engine, settings, actor=actor, reason=reason)
     return {
         "undone": True,
         "revision": revision,
         "tables": _columns(settings),
         "checksum_after": status_checksum(engine, settings),
-        "compat_views_dropped": views["dropped"] if views else [],
+        "compat_views_dropped": views,
     }
 
 

@@ -143,7 +143,9 @@ def _connection(engine: sa.Engine) -> dict[str, Any]:
         "statement_timeout": statement_ms,
         "idle_in_transaction_session_timeout": idle_ms,
         "search_path": where.path,
+        # The first schema of the path that exists, the compatibility views' left out.
         "current_schema": where.current,
+        "compat_views_on_path": where.compat_views,
         # The schema setting's, or (the default layout) the one the search_path reaches.
         "installed_in": schema_of(engine) or where.found_in,
     }
