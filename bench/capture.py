@@ -272,6 +272,16 @@ def setup(url: str, rows: int, bulk_rows: int, synchronous_commit: str) -> Bench
     return bench
 
 
+def set_unified_fillfactor(engine: sa.Engine, fillfactor: int) -> None:
+    """A variant of the schema: ``unified_transactions`` rewritten at ``fillfactor``, so
+    that every row of a page has room for one HOT update (50: a bulk UPDATE of every row
+    of a page keeps them all on it; revision 0012's 90 leaves room for a tenth)."""
+    table = engine.dialect.identifier_preparer.format_table(unified_transactions)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql(f"ALTER TABLE {table} SET (fillfactor = {int(fillfactor)})")
+        conn.exec_driver_sql(f"VACUUM (FULL, ANALYZE) {table}")
+
+
 def measure(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     single_rounds: dict[str, list[float]] = {v: [] for v in SINGLE}
     pooled: dict[str, list[float]] = {v: [] for v in SINGLE}
@@ -306,6 +316,7 @@ def summarise(
         "bulk_rows": args.bulk_rows,
         "bulk_rounds": args.bulk_rounds,
         "synchronous_commit": args.synchronous_commit,
+        "unified_fillfactor": args.unified_fillfactor,
         "loadavg_1min": {"min": min(loads), "max": max(loads), "samples": loads},
     }
     if args.ops:
@@ -368,8 +379,16 @@ def main(argv: list[str] | None = None) -> int:
         default="on",
         help="off takes WAL flush latency (disk noise) out of every variant (default on)",
     )
+    parser.add_argument(
+        "--unified-fillfactor",
+        type=int,
+        help="a schema variant: unified_transactions rewritten at this fillfactor after "
+        "seeding (10-100; the schema's own: 90)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
+    if args.unified_fillfactor is not None and not 10 <= args.unified_fillfactor <= 100:
+        parser.error("--unified-fillfactor must be between 10 and 100")
     if args.skip_single:
         args.ops = 0
     if args.skip_bulk:
@@ -380,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     with given_or_throwaway(args.database_url, "bench_capture") as url:
         bench = setup(url, args.rows, args.bulk_rows, args.synchronous_commit)
         try:
+            if args.unified_fillfactor is not None:
+                set_unified_fillfactor(bench.engine, args.unified_fillfactor)
             report = measure(bench, args)
         finally:
             bench.set_capture(False)
