@@ -441,6 +441,61 @@ def test_a_role_reading_through_the_views_sees_the_tables_and_rolls_back(
         undo_cleanup(db.engine, db.settings)
 
 
+@pytest.mark.postgres
+def test_an_undo_while_readers_query_the_views_commits(
+    pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader queries a view while the undo refills the restored columns (a long
+    refill, held open here). The undo must not lock the tables and then the views (a
+    reader locks a view, then its tables: a deadlock, the rollback out of phase 4 with
+    it): it commits, and the reader then reads the restored table."""
+    db = pg
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    retire_legacy_columns(db.engine, db.settings, actor="test", compat=True)
+    refilling, release = threading.Event(), threading.Event()
+    restore_in = capture.restore_in
+
+    def slow_restore(conn: sa.Connection, settings: Settings) -> None:
+        refilling.set()
+        assert release.wait(30)
+        restore_in(conn, settings)
+
+    monkeypatch.setattr(capture, "restore_in", slow_restore)
+    reader = raw_reader(db)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            undo = pool.submit(undo_cleanup, db.engine, db.settings, actor="test")
+            assert refilling.wait(30)
+            with reader.connect() as conn:
+                read = pool.submit(
+                    lambda: conn.execute(sa.text(READER_SQL.format(table="cashouts"))).all()
+                )
+                assert wait_until_it_blocks(db.engine, undo_pid(db), 20)
+                time.sleep(1.5)  # past deadlock_timeout: the reader's own check found nothing
+                release.set()
+                assert undo.result(60)["undone"]
+                assert len(read.result(60)) == 3
+        assert all(status_columns(db).values()) and compat_views(db.engine) == []
+    finally:
+        release.set()
+        reader.dispose()
+        undo_cleanup(db.engine, db.settings)
+
+
+def undo_pid(db: Database) -> int:
+    """The backend of the undo's transaction (the one holding the legacy tables)."""
+    with db.engine.connect() as conn:
+        return int(
+            conn.execute(
+                sa.text(
+                    "SELECT l.pid FROM pg_locks l WHERE l.relation = to_regclass('escrows') "
+                    "AND l.mode = 'AccessExclusiveLock' AND l.granted LIMIT 1"
+                )
+            ).scalar_one()
+        )
+
+
 @PG_IN_EVERY_LAYOUT
 def test_compat_views_undo_alone_keeps_the_columns_dropped(pg: Database, tmp_path: Path) -> None:
     db = pg
