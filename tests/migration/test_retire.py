@@ -33,7 +33,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import cashouts
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError, InputError, ModeLockBusyError
+from unistatus.errors import GateError, InputError, ModeLockBusyError, StorageError
 from unistatus.migration import capture, rollback
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.compat_views import COMPAT_SCHEMA, compat_views
@@ -479,6 +479,30 @@ def test_an_undo_while_readers_query_the_views_commits(
         assert all(status_columns(db).values()) and compat_views(db.engine) == []
     finally:
         release.set()
+        reader.dispose()
+        undo_cleanup(db.engine, db.settings)
+
+
+@pytest.mark.postgres
+def test_an_undo_behind_a_reader_of_the_views_gives_up_having_changed_nothing(
+    pg: Database, tmp_path: Path
+) -> None:
+    """A reader's transaction stays open on a view: the undo waits lock_timeout_ms to drop
+    it, then says so, and the retirement stands as it was (no table touched)."""
+    db = pg
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    retire_legacy_columns(db.engine, db.settings, actor="test", compat=True)
+    reader = raw_reader(db)
+    settings = db.settings.model_copy(update={"lock_timeout_ms": 300})
+    try:
+        with reader.connect() as conn:
+            conn.execute(sa.text(READER_SQL.format(table="escrows"))).all()
+            with pytest.raises(StorageError, match="reader of the compatibility views"):
+                undo_cleanup(db.engine, settings, actor="test")
+        assert not any(status_columns(db).values())
+        assert compat_views(db.engine) == sorted(LEGACY)
+    finally:
         reader.dispose()
         undo_cleanup(db.engine, db.settings)
 

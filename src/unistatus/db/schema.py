@@ -148,16 +148,19 @@ def downgrade(
 ) -> str | None:
     """Take the schema back to ``revision`` (``before``, ``after``: as :func:`upgrade`)."""
     require_bound(engine, settings.schema)
-    with ops_for(engine).write_transaction() as conn:
-        _where_names_go(conn)
-        if before is not None:
-            before(conn)
-        cfg = alembic_config(conn, settings)
-        cfg.attributes.update(attributes or {})
-        command.downgrade(cfg, revision)
-        if after is not None:
-            after(conn)
-    return current_revision(engine)
+    try:
+        with ops_for(engine).write_transaction() as conn:
+            _where_names_go(conn)
+            if before is not None:
+                before(conn)
+            cfg = alembic_config(conn, settings)
+            cfg.attributes.update(attributes or {})
+            command.downgrade(cfg, revision)
+            if after is not None:
+                after(conn)
+        return current_revision(engine)
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot migrate the database (nothing changed): {exc.orig}") from None
 
 
 def current_revision(engine: sa.Engine) -> str | None:

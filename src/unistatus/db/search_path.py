@@ -38,6 +38,7 @@ from unistatus.errors import ConfigError
 __all__ = [
     "COMPAT_SCHEMA",
     "SearchPath",
+    "compat_views_on_path",
     "require_one_place",
     "search_path",
     "where_it_is",
@@ -64,6 +65,7 @@ _WHERE = sa.text(
     "WHERE c.relname = :table ORDER BY p.n LIMIT 1), "
     f"'{COMPAT_SCHEMA}' = ANY(current_schemas(false))"
 )
+_COMPAT_ON_PATH = sa.text(f"SELECT '{COMPAT_SCHEMA}' = ANY(current_schemas(false))")
 # The search_path without the compatibility schema, for the current transaction.
 _WITHOUT_COMPAT = sa.text(
     "SELECT set_config('search_path', array_to_string(ARRAY(SELECT quote_ident(p.name) "
@@ -92,6 +94,11 @@ def search_path(conn: sa.Connection, table: str = INSTALLATION_TABLE) -> SearchP
     default the installation's version table: where the installation it reaches is)."""
     current, path, found_in, compat = conn.execute(_WHERE, {"table": table}).one()
     return SearchPath(current, str(path), found_in, bool(compat))
+
+
+def compat_views_on_path(conn: sa.Connection) -> bool:
+    """Whether :data:`COMPAT_SCHEMA` is on the search_path of ``conn`` (PostgreSQL)."""
+    return bool(conn.execute(_COMPAT_ON_PATH).scalar_one())
 
 
 def without_compat_views(conn: sa.Connection) -> None:

@@ -329,19 +329,19 @@ def undo_cleanup(
     _check_change(actor, reason)
     views: list[str] = []
 
-    def after(conn: sa.Connection) -> None:
-        capture.restore_in(conn, settings)
-        views.extend(compat_views.drop_compat_views_in(conn, settings, actor=actor, reason=reason))
+    def before(conn: sa.Connection) -> None:
+        ops_for(conn.engine).mode_exclusive_lock(
+            conn, None, wait_seconds=settings.mode_lock_wait_seconds
+        )
+        views.extend(_drop_views_first(conn, settings, actor, reason))
 
     revision = schema.downgrade(
         engine,
         settings,
         schema.RETIRE_UNDO,
         attributes={"actor": actor, "reason": reason},
-        before=lambda conn: ops_for(conn.engine).mode_exclusive_lock(
-            conn, None, wait_seconds=settings.mode_lock_wait_seconds
-        ),
-        after=after,
+        before=before,
+        after=lambda conn: capture.restore_in(conn, settings),
     )
     return {
         "undone": True,
@@ -350,6 +350,27 @@ def undo_cleanup(
         "checksum_after": status_checksum(engine, settings),
         "compat_views_dropped": views,
     }
+
+
+def _drop_views_first(
+    conn: sa.Connection, settings: Settings, actor: str, reason: str
+) -> list[str]:
+    """The compatibility views go in the undo's transaction, before the tables are
+    touched: a reader locks a view, then the tables under it, so an undo that held the
+    tables while it waited for a view would deadlock with it. A reader still in a view
+    after ``lock_timeout_ms``: a StorageError, nothing changed."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
+    try:
+        return compat_views.drop_compat_views_in(conn, settings, actor=actor, reason=reason)
+    except sa.exc.OperationalError as exc:
+        if retry_reason(exc) != "lock timeout":
+            raise
+        raise StorageError(
+            "the undo waited lock_timeout_ms for a reader of the compatibility views "
+            f"({compat_views.COMPAT_SCHEMA}) to drop them: nothing was changed; retry, or "
+            "end that reader's transaction"
+        ) from None
 
 
 def _check_change(actor: str, reason: str) -> None:
