@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -35,6 +36,7 @@ from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, ModeLockBusyError, StorageError
 from unistatus.migration import capture, rollback
+from unistatus.migration import compat_views as compat_views_module
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.compat_views import COMPAT_SCHEMA, compat_views
 from unistatus.migration.retire import (
@@ -503,6 +505,43 @@ def test_an_undo_behind_a_reader_of_the_views_gives_up_having_changed_nothing(
         assert not any(status_columns(db).values())
         assert compat_views(db.engine) == sorted(LEGACY)
     finally:
+        reader.dispose()
+        undo_cleanup(db.engine, db.settings)
+
+
+@pytest.mark.postgres
+def test_a_reader_never_meets_a_table_without_its_status_during_retirement(
+    pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--compat-views`: a reader with the views first in its search_path queries while
+    the retirement is between its drop and its views (held there): it must not find the
+    table without its status column, but wait and read the views."""
+    db = pg
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    building, release = threading.Event(), threading.Event()
+    view_selects = compat_views_module.view_selects
+
+    def slow_selects(*args: Any, **kwargs: Any) -> Any:
+        building.set()
+        assert release.wait(30)
+        return view_selects(*args, **kwargs)
+
+    monkeypatch.setattr(compat_views_module, "view_selects", slow_selects)
+    reader = raw_reader(db)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            retire = pool.submit(
+                retire_legacy_columns, db.engine, db.settings, actor="test", compat=True
+            )
+            assert building.wait(30)
+            read = pool.submit(read_all, reader)
+            time.sleep(0.5)
+            release.set()
+            assert retire.result(60)["compat_views"]["views"] == sorted(LEGACY)
+            assert sum(len(rows) for rows in read.result(60).values()) == 9
+    finally:
+        release.set()
         reader.dispose()
         undo_cleanup(db.engine, db.settings)
 
