@@ -543,14 +543,20 @@ def get_modes(engine: sa.Engine) -> dict[LegacySystemType, DualWriteMode]:
         raise StorageError(f"cannot read the mode: {exc.orig}") from None
 
 
-def history(engine: sa.Engine, key: str | None = None, limit: int = 100) -> list[ControlChange]:
+def history(
+    bind: sa.Engine | sa.Connection, key: str | None = None, limit: int = 100
+) -> list[ControlChange]:
     """The newest control-log rows first; ``key`` means that key and its per-system
-    keys (``mode``: ``mode``, ``mode.CASHOUT``, ...; ``phase`` likewise)."""
+    keys (``mode``: ``mode``, ``mode.CASHOUT``, ...; ``phase`` likewise). On a
+    connection: as its transaction sees them."""
     q = sa.select(control_log).order_by(control_log.c.id.desc()).limit(limit)
     if key:
         q = q.where(control_log.c.key.in_(system_keys(key)))
-    with engine.connect() as conn:
-        rows = conn.execute(q).all()
+    if isinstance(bind, sa.Connection):
+        rows = bind.execute(q).all()
+    else:
+        with bind.connect() as conn:
+            rows = conn.execute(q).all()
     return [
         ControlChange(
             r.key,

@@ -12,6 +12,8 @@ Dropped by ``--undo`` (and by every undo of the retirement). See docs/retire.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +34,7 @@ __all__ = [
     "column_order",
     "compat_views",
     "create_compat_views",
+    "create_compat_views_in",
     "drop_compat_views",
     "drop_compat_views_in",
     "require_schemas",
@@ -63,7 +66,7 @@ def column_order(engine: sa.Engine, settings: Settings) -> Order:
 
 
 def view_selects(
-    engine: sa.Engine,
+    bind: sa.Engine | sa.Connection,
     settings: Settings,
     order: Order | None = None,
     types: dict[LegacySystemType, str] | None = None,
@@ -75,11 +78,12 @@ def view_selects(
     ``unified_transactions.legacy_status``: where ``order`` put it (the order before
     the drop), else last (where an undo puts the restored column back); cast to the
     type ``types`` names for its system (the application's enum the column had), so a
-    reader compares and sorts it as before.
+    reader compares and sorts it as before. On a connection: the tables as its
+    transaction has them (the drop's, not yet committed).
     """
-    tables = resolve_legacy_tables(engine, settings, require_status=False)
+    tables = resolve_legacy_tables(bind, settings, require_status=False)
     out: dict[str, sa.Select[Any]] = {}
-    with engine.connect() as conn:
+    with _connection(bind) as conn:
         for system, found in tables.items():
             lt = pinned_legacy_table(conn, found)  # never resolved through a reader's path
             status = settings.legacy_tables[system.value].status
@@ -99,6 +103,16 @@ def view_selects(
             on = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
             out[lt.name] = sa.select(*columns).select_from(lt.table.outerjoin(U, on))
     return out
+
+
+@contextmanager
+def _connection(bind: sa.Engine | sa.Connection) -> Iterator[sa.Connection]:
+    """``bind`` itself, or a connection of the engine for the block."""
+    if isinstance(bind, sa.Connection):
+        yield bind
+        return
+    with bind.connect() as conn:
+        yield conn
 
 
 def _sql(conn: sa.Connection, select: sa.Select[Any]) -> str:
@@ -133,15 +147,31 @@ def create_compat_views(
     """(Re)create one view per legacy table in :data:`COMPAT_SCHEMA`, in one transaction
     (``order``, ``types``: :func:`view_selects`)."""
     require_schemas(engine)
-    selects = view_selects(engine, settings, order, types)
     with ops_for(engine).write_transaction() as conn:
-        quote = conn.dialect.identifier_preparer.quote_schema
-        conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(COMPAT_SCHEMA)}")
-        for name, select in selects.items():
-            view = qualify(name, COMPAT_SCHEMA, conn.dialect)
-            conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
-            conn.exec_driver_sql(f"CREATE VIEW {view} AS {_sql(conn, select)}")
-        write_value(conn, CONTROL_KEY, "on", actor=actor, reason=reason)
+        return create_compat_views_in(
+            conn, settings, actor=actor, reason=reason, order=order, types=types
+        )
+
+
+def create_compat_views_in(
+    conn: sa.Connection,
+    settings: Settings,
+    *,
+    actor: str,
+    reason: str,
+    order: Order | None = None,
+    types: dict[LegacySystemType, str] | None = None,
+) -> dict[str, Any]:
+    """:func:`create_compat_views` in the transaction of ``conn`` (the retirement makes
+    them in its drop's: a reader never finds a table without its status column)."""
+    selects = view_selects(conn, settings, order, types)
+    quote = conn.dialect.identifier_preparer.quote_schema
+    conn.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(COMPAT_SCHEMA)}")
+    for name, select in selects.items():
+        view = qualify(name, COMPAT_SCHEMA, conn.dialect)
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
+        conn.exec_driver_sql(f"CREATE VIEW {view} AS {_sql(conn, select)}")
+    write_value(conn, CONTROL_KEY, "on", actor=actor, reason=reason)
     return {"schema": COMPAT_SCHEMA, "views": sorted(selects)}
 
 

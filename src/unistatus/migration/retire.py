@@ -219,13 +219,25 @@ def retire_legacy_columns(
     before = status_checksum(engine, settings)
     _check_change(actor, reason)
     order = compat_views.column_order(engine, settings) if compat else None
+    views: dict[str, Any] = {}
+
+    def after(conn: sa.Connection) -> None:
+        _after_the_drop(conn)
+        if compat:  # in the drop's transaction: no reader meets a table without its status
+            types = dropped_types(conn)
+            views.update(
+                compat_views.create_compat_views_in(
+                    conn, settings, actor=actor, reason=reason, order=order, types=types
+                )
+            )
+
     revision = schema.upgrade(
         engine,
         settings,
         RETIRE_REVISION,
         attributes={"actor": actor, "reason": reason},
         before=lambda conn: _before_the_drop(conn, settings),
-        after=_after_the_drop,
+        after=after,
     )
     result: dict[str, Any] = {
         "dropped": True,
@@ -235,9 +247,7 @@ def retire_legacy_columns(
         "checksum_before": before,
     }
     if compat:
-        result["compat_views"] = compat_views.create_compat_views(
-            engine, settings, actor=actor, reason=reason, order=order, types=dropped_types(engine)
-        )
+        result["compat_views"] = views
     return result
 
 
@@ -287,10 +297,11 @@ def _after_the_drop(conn: sa.Connection) -> None:
         ) from None
 
 
-def dropped_types(engine: sa.Engine) -> dict[LegacySystemType, str]:
+def dropped_types(bind: sa.Engine | sa.Connection) -> dict[LegacySystemType, str]:
     """The SQL type each dropped status column had, where it was the application's own
-    (an enum, a domain), as the drop recorded it (revision 0006's control-log row)."""
-    for change in history(engine, key=CONTROL_KEY, limit=50):
+    (an enum, a domain), as the drop recorded it (revision 0006's control-log row; on a
+    connection, as its transaction sees it: the drop's own)."""
+    for change in history(bind, key=CONTROL_KEY, limit=50):
         if change.new_value == "dropped":
             recorded = change.metadata or {}
             return {
