@@ -455,15 +455,7 @@ def test_an_undo_while_readers_query_the_views_commits(
     seed(db)
     freeze_and_archive(db, tmp_path)
     retire_legacy_columns(db.engine, db.settings, actor="test", compat=True)
-    refilling, release = threading.Event(), threading.Event()
-    restore_in = capture.restore_in
-
-    def slow_restore(conn: sa.Connection, settings: Settings) -> None:
-        refilling.set()
-        assert release.wait(30)
-        restore_in(conn, settings)
-
-    monkeypatch.setattr(capture, "restore_in", slow_restore)
+    refilling, release = held(monkeypatch, capture, "restore_in")
     reader = raw_reader(db)
     try:
         with ThreadPoolExecutor(2) as pool:
@@ -519,15 +511,7 @@ def test_a_reader_never_meets_a_table_without_its_status_during_retirement(
     db = pg
     seed(db)
     freeze_and_archive(db, tmp_path)
-    building, release = threading.Event(), threading.Event()
-    view_selects = compat_views_module.view_selects
-
-    def slow_selects(*args: Any, **kwargs: Any) -> Any:
-        building.set()
-        assert release.wait(30)
-        return view_selects(*args, **kwargs)
-
-    monkeypatch.setattr(compat_views_module, "view_selects", slow_selects)
+    building, release = held(monkeypatch, compat_views_module, "view_selects")
     reader = raw_reader(db)
     try:
         with ThreadPoolExecutor(2) as pool:
@@ -544,6 +528,22 @@ def test_a_reader_never_meets_a_table_without_its_status_during_retirement(
         release.set()
         reader.dispose()
         undo_cleanup(db.engine, db.settings)
+
+
+def held(
+    monkeypatch: pytest.MonkeyPatch, owner: object, name: str
+) -> tuple[threading.Event, threading.Event]:
+    """``owner.name`` made to wait, once called, until released: (reached, release)."""
+    reached, release = threading.Event(), threading.Event()
+    original = getattr(owner, name)
+
+    def waiting(*args: Any, **kwargs: Any) -> Any:
+        reached.set()
+        assert release.wait(30)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, waiting)
+    return reached, release
 
 
 def undo_pid(db: Database) -> int:

@@ -23,6 +23,13 @@ from unistatus.migration.archive import export_archive, record_verified, verify_
 from unistatus.migration.retire import legacy_columns_dropped, retire_legacy_columns, undo_cleanup
 
 
+def archived(db: Database, tmp_path: Path) -> None:
+    """A verified archive of the frozen legacy tables (the retirement's gate)."""
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    record_verified(db.engine, verify_archive(db.engine, out), actor="test")
+
+
 def test_rollback_from_4_restores_columns_then_replays(db: Database, tmp_path: Path) -> None:
     adapter = DualWriteAdapter(db.engine, settings=db.settings)
     phases.advance(db.engine, db.settings, actor="t")
@@ -32,9 +39,7 @@ def test_rollback_from_4_restores_columns_then_replays(db: Database, tmp_path: P
     assert adapter.update_status(old.entity_id, "PENDING_SELLER", "s", "t").overall_success
     for _ in range(3):
         phases.advance(db.engine, db.settings, actor="t", force=True, reason="test setup")
-    out = tmp_path / "archive"
-    export_archive(db.engine, db.settings, out)
-    record_verified(db.engine, verify_archive(db.engine, out), actor="test")
+    archived(db, tmp_path)
     try:
         retire_legacy_columns(db.engine, db.settings)
         assert legacy_columns_dropped(db.engine, db.settings)
@@ -97,9 +102,7 @@ def test_rollback_of_one_system_from_4_after_retirement(db: Database, tmp_path: 
     E, X = LegacySystemType.ESCROW, LegacySystemType.EXCHANGE
     for _ in range(4):
         phases.advance(db.engine, db.settings, actor="t", force=True, reason="test setup")
-    out = tmp_path / "archive"
-    export_archive(db.engine, db.settings, out)
-    record_verified(db.engine, verify_archive(db.engine, out), actor="test")
+    archived(db, tmp_path)
     try:
         retire_legacy_columns(db.engine, db.settings)
         adapter = DualWriteAdapter(db.engine, settings=db.settings)
@@ -145,9 +148,7 @@ def test_mode_set_refuses_a_mode_that_writes_legacy_while_its_columns_are_retire
     switch is refused, even forced (a rollback restores the columns first)."""
     for _ in range(4):
         phases.advance(db.engine, db.settings, actor="t", force=True, reason="test setup")
-    out = tmp_path / "archive"
-    export_archive(db.engine, db.settings, out)
-    record_verified(db.engine, verify_archive(db.engine, out), actor="test")
+    archived(db, tmp_path)
     try:
         retire_legacy_columns(db.engine, db.settings)
         for mode in (M.DUAL_WRITE_UNIFIED_PRIMARY, M.DUAL_WRITE_LEGACY_PRIMARY, M.LEGACY_ONLY):

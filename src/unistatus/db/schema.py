@@ -97,6 +97,29 @@ def upgrade(
     revision that takes the installation's mode lock exclusive, as 0006 does, finds it
     held if ``before`` took it the polite way).
     """
+    return _migrate(
+        engine,
+        settings,
+        lambda cfg: command.upgrade(cfg, revision),
+        attributes,
+        before,
+        after,
+        create_schema=True,
+    )
+
+
+def _migrate(
+    engine: sa.Engine,
+    settings: Settings,
+    move: Callable[[Config], None],
+    attributes: dict[str, Any] | None,
+    before: InTransaction | None,
+    after: InTransaction | None,
+    *,
+    create_schema: bool = False,
+) -> str | None:
+    """Run ``move`` (an Alembic command) in one write transaction, ``before`` and
+    ``after`` in it; a database failure is a StorageError, nothing changed."""
     require_bound(engine, settings.schema)
     try:
         # A write transaction: on SQLite it takes the write lock up front (BEGIN
@@ -106,15 +129,16 @@ def upgrade(
             _where_names_go(conn)
             if before is not None:
                 before(conn)
-            _create_schema(conn)
+            if create_schema:
+                _create_schema(conn)
             cfg = alembic_config(conn, settings)
             cfg.attributes.update(attributes or {})
-            command.upgrade(cfg, revision)
+            move(cfg)
             if after is not None:
                 after(conn)
         return current_revision(engine)
     except sa.exc.OperationalError as exc:
-        raise StorageError(f"cannot migrate the database: {exc.orig}") from None
+        raise StorageError(f"cannot migrate the database (nothing changed): {exc.orig}") from None
 
 
 def _where_names_go(conn: sa.Connection) -> None:
@@ -147,20 +171,9 @@ def downgrade(
     after: InTransaction | None = None,
 ) -> str | None:
     """Take the schema back to ``revision`` (``before``, ``after``: as :func:`upgrade`)."""
-    require_bound(engine, settings.schema)
-    try:
-        with ops_for(engine).write_transaction() as conn:
-            _where_names_go(conn)
-            if before is not None:
-                before(conn)
-            cfg = alembic_config(conn, settings)
-            cfg.attributes.update(attributes or {})
-            command.downgrade(cfg, revision)
-            if after is not None:
-                after(conn)
-        return current_revision(engine)
-    except sa.exc.OperationalError as exc:
-        raise StorageError(f"cannot migrate the database (nothing changed): {exc.orig}") from None
+    return _migrate(
+        engine, settings, lambda cfg: command.downgrade(cfg, revision), attributes, before, after
+    )
 
 
 def current_revision(engine: sa.Engine) -> str | None:
