@@ -37,6 +37,7 @@ from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, ModeLockBusyError, StorageError
 from unistatus.migration import capture, rollback
 from unistatus.migration import compat_views as compat_views_module
+from unistatus.migration import retire as retire_module
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.compat_views import COMPAT_SCHEMA, compat_views
 from unistatus.migration.retire import (
@@ -465,7 +466,7 @@ def test_an_undo_while_readers_query_the_views_commits(
                 read = pool.submit(
                     lambda: conn.execute(sa.text(READER_SQL.format(table="cashouts"))).all()
                 )
-                assert wait_until_it_blocks(db.engine, undo_pid(db), 20)
+                assert wait_until_it_blocks(db.engine, holding_the_tables(db), 20)
                 time.sleep(1.5)  # past deadlock_timeout: the reader's own check found nothing
                 release.set()
                 assert undo.result(60)["undone"]
@@ -492,7 +493,7 @@ def test_an_undo_behind_a_reader_of_the_views_gives_up_having_changed_nothing(
     try:
         with reader.connect() as conn:
             conn.execute(sa.text(READER_SQL.format(table="escrows"))).all()
-            with pytest.raises(StorageError, match="reader of the compatibility views"):
+            with pytest.raises(StorageError, match="met a reader of them"):
                 undo_cleanup(db.engine, settings, actor="test")
         assert not any(status_columns(db).values())
         assert compat_views(db.engine) == sorted(LEGACY)
@@ -520,7 +521,7 @@ def test_a_reader_never_meets_a_table_without_its_status_during_retirement(
             )
             assert building.wait(30)
             read = pool.submit(read_all, reader)
-            time.sleep(0.5)
+            assert wait_until_it_blocks(db.engine, holding_the_tables(db), 20)
             release.set()
             assert retire.result(60)["compat_views"]["views"] == sorted(LEGACY)
             assert sum(len(rows) for rows in read.result(60).values()) == 9
@@ -528,6 +529,18 @@ def test_a_reader_never_meets_a_table_without_its_status_during_retirement(
         release.set()
         reader.dispose()
         undo_cleanup(db.engine, db.settings)
+
+
+@pytest.mark.postgres
+def test_views_made_again_only_over_retired_columns(pg: Database, tmp_path: Path) -> None:
+    """`--compat-views` given again checks, under the mode lock, that the columns are still
+    retired: an undo that committed since the first look leaves no views behind it."""
+    db = pg
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    with pytest.raises(GateError, match="restored meanwhile"):
+        retire_module._views_again(db.engine, db.settings, "test", "again")
+    assert compat_views(db.engine) == []
 
 
 def held(
@@ -546,8 +559,8 @@ def held(
     return reached, release
 
 
-def undo_pid(db: Database) -> int:
-    """The backend of the undo's transaction (the one holding the legacy tables)."""
+def holding_the_tables(db: Database) -> int:
+    """The backend whose transaction holds the legacy tables (an undo's, a retirement's)."""
     with db.engine.connect() as conn:
         return int(
             conn.execute(

@@ -136,9 +136,9 @@ def _migrate(
             move(cfg)
             if after is not None:
                 after(conn)
-        return current_revision(engine)
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot migrate the database (nothing changed): {exc.orig}") from None
+    return current_revision(engine)
 
 
 def _where_names_go(conn: sa.Connection) -> None:

@@ -205,9 +205,7 @@ def retire_legacy_columns(
         }
         if compat:
             _check_change(actor, reason)
-            done["compat_views"] = compat_views.create_compat_views(
-                engine, settings, actor=actor, reason=reason, types=dropped_types(engine)
-            )
+            done["compat_views"] = _views_again(engine, settings, actor, reason)
         return done
     with engine.connect() as conn:
         problems = blockers(conn, settings)
@@ -222,7 +220,6 @@ def retire_legacy_columns(
     views: dict[str, Any] = {}
 
     def after(conn: sa.Connection) -> None:
-        _after_the_drop(conn)
         if compat:  # in the drop's transaction: no reader meets a table without its status
             types = dropped_types(conn)
             views.update(
@@ -230,6 +227,7 @@ def retire_legacy_columns(
                     conn, settings, actor=actor, reason=reason, order=order, types=types
                 )
             )
+        _after_the_drop(conn)  # last: it locks the control table
 
     revision = schema.upgrade(
         engine,
@@ -322,7 +320,25 @@ def drop_compat_views(
     """Drop the compatibility views (the columns stay as they are)."""
     compat_views.require_schemas(engine)
     _check_change(actor, reason)
-    return compat_views.drop_compat_views(engine, settings, actor=actor, reason=reason)
+    with ops_for(engine).write_transaction() as conn:
+        dropped = _drop_views_first(conn, settings, actor, reason)
+    return {"schema": compat_views.COMPAT_SCHEMA, "dropped": dropped}
+
+
+def _views_again(engine: sa.Engine, settings: Settings, actor: str, reason: str) -> dict[str, Any]:
+    """The views made again over retired columns: under the mode lock (an undo waits),
+    and only while the columns are still retired (an undo may have just committed)."""
+    ops = ops_for(engine)
+    with ops.write_transaction() as conn:
+        ops.mode_shared_lock(conn)
+        if not columns_retired(conn):
+            raise GateError(
+                "the legacy status columns were restored meanwhile (`retire legacy-columns "
+                "--undo`, or a rollback): no views made"
+            )
+        return compat_views.create_compat_views_in(
+            conn, settings, actor=actor, reason=reason, types=dropped_types(conn)
+        )
 
 
 def undo_cleanup(
@@ -369,18 +385,21 @@ def _drop_views_first(
     """The compatibility views go in the undo's transaction, before the tables are
     touched: a reader locks a view, then the tables under it, so an undo that held the
     tables while it waited for a view would deadlock with it. A reader still in a view
-    after ``lock_timeout_ms``: a StorageError, nothing changed."""
-    if conn.dialect.name == "postgresql":
+    after ``lock_timeout_ms`` (0: the server's own lock_timeout), or one that waits for
+    this transaction in turn (a deadlock): a StorageError, nothing changed."""
+    if conn.dialect.name == "postgresql" and settings.lock_timeout_ms > 0:
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
     try:
         return compat_views.drop_compat_views_in(conn, settings, actor=actor, reason=reason)
     except sa.exc.OperationalError as exc:
-        if retry_reason(exc) != "lock timeout":
+        why = retry_reason(exc)
+        if why not in ("lock timeout", "deadlock"):
             raise
         raise StorageError(
-            "the undo waited lock_timeout_ms for a reader of the compatibility views "
-            f"({compat_views.COMPAT_SCHEMA}) to drop them: nothing was changed; retry, or "
-            "end that reader's transaction"
+            f"dropping the compatibility views ({compat_views.COMPAT_SCHEMA}) met a reader "
+            f"of them ({why}: it held a view longer than lock_timeout_ms, or waited for this "
+            "transaction in turn): nothing was changed; retry, or end that reader's "
+            "transaction"
         ) from None
 
 
