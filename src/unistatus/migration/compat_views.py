@@ -35,7 +35,6 @@ __all__ = [
     "compat_views",
     "create_compat_views",
     "create_compat_views_in",
-    "drop_compat_views",
     "drop_compat_views_in",
     "require_schemas",
     "view_selects",
@@ -175,24 +174,13 @@ def create_compat_views_in(
     return {"schema": COMPAT_SCHEMA, "views": sorted(selects)}
 
 
-def drop_compat_views(
-    engine: sa.Engine, settings: Settings, *, actor: str, reason: str
-) -> dict[str, Any]:
-    """Drop the views :func:`create_compat_views` made, and the schema once it is empty
-    (anything else someone put there stays, and so does the schema)."""
-    if not compat_views(engine):
-        return {"schema": COMPAT_SCHEMA, "dropped": []}
-    with ops_for(engine).write_transaction() as conn:
-        dropped = drop_compat_views_in(conn, settings, actor=actor, reason=reason)
-    return {"schema": COMPAT_SCHEMA, "dropped": dropped}
-
-
 def drop_compat_views_in(
     conn: sa.Connection, settings: Settings, *, actor: str, reason: str
 ) -> list[str]:
-    """:func:`drop_compat_views` in the transaction of ``conn`` (the undo of a
-    retirement drops them with the columns' return: never the one without the other);
-    returns the views dropped."""
+    """Drop the views :func:`create_compat_views` made, and the schema once it is empty
+    (anything else someone put there stays, and so does the schema), in the transaction
+    of ``conn`` (an undo drops them with the columns' return: never the one without the
+    other); returns the views dropped."""
     if not ops_for(conn.engine).supports_schemas:
         return []
     with unbound_connection(conn):
