@@ -382,9 +382,10 @@ def undo_cleanup(
 def _drop_views_first(
     conn: sa.Connection, settings: Settings, actor: str, reason: str
 ) -> list[str]:
-    """The compatibility views go in the undo's transaction, before the tables are
-    touched: a reader locks a view, then the tables under it, so an undo that held the
-    tables while it waited for a view would deadlock with it. A reader still in a view
+    """The compatibility views dropped in the transaction of ``conn`` (an undo's: before
+    the tables are touched, since a reader locks a view, then the tables under it, and an
+    undo that held the tables while it waited for a view would deadlock with it; or
+    ``--compat-views --undo``'s own). A reader still in a view
     after ``lock_timeout_ms`` (0: the server's own lock_timeout), or one that waits for
     this transaction in turn (a deadlock): a StorageError, nothing changed."""
     if conn.dialect.name == "postgresql" and settings.lock_timeout_ms > 0:
