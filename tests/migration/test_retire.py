@@ -34,7 +34,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import cashouts
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError, InputError, ModeLockBusyError, StorageError
+from unistatus.errors import GateError, InputError, ModeLockBusyError
 from unistatus.migration import capture, rollback
 from unistatus.migration import compat_views as compat_views_module
 from unistatus.migration import retire as retire_module
@@ -479,25 +479,35 @@ def test_an_undo_while_readers_query_the_views_commits(
 
 
 @pytest.mark.postgres
-def test_an_undo_behind_a_reader_of_the_views_gives_up_having_changed_nothing(
+def test_an_undo_behind_a_reader_of_the_views_waits_politely_then_gives_up(
     pg: Database, tmp_path: Path
 ) -> None:
-    """A reader's transaction stays open on a view: the undo waits lock_timeout_ms to drop
-    it, then says so, and the retirement stands as it was (no table touched)."""
+    """A reader's transaction stays open on a view: the undo waits for it as a mode switch
+    waits for writers (the mode lock let go between attempts: the adapter's writes go on
+    meanwhile), then gives up naming the reader, and the retirement stands as it was."""
     db = pg
-    seed(db)
+    ids = seed(db)
     freeze_and_archive(db, tmp_path)
     retire_legacy_columns(db.engine, db.settings, actor="test", compat=True)
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
     reader = raw_reader(db)
-    settings = db.settings.model_copy(update={"lock_timeout_ms": 300})
+    settings = db.settings.model_copy(update={"mode_lock_wait_seconds": 3.0})
     try:
-        with reader.connect() as conn:
+        with reader.connect() as conn, ThreadPoolExecutor(1) as pool:
             conn.execute(sa.text(READER_SQL.format(table="escrows"))).all()
-            with pytest.raises(StorageError, match="met a reader of them"):
-                undo_cleanup(db.engine, settings, actor="test")
+            undo = pool.submit(undo_cleanup, db.engine, settings, actor="test")
+            time.sleep(1.0)
+            assert not undo.done()
+            started = time.monotonic()
+            moved = adapter.update_status(ids["ESCROW0"], "PAYMENT_CONFIRMED", "w", "test")
+            assert moved.overall_success and time.monotonic() - started < 0.5
+            with pytest.raises(ModeLockBusyError, match="every use of unistatus_compat") as e:
+                undo.result(30)
+            assert "idle in transaction" in str(e.value)
         assert not any(status_columns(db).values())
         assert compat_views(db.engine) == sorted(LEGACY)
     finally:
+        adapter.close()
         reader.dispose()
         undo_cleanup(db.engine, db.settings)
 
