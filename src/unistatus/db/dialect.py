@@ -178,6 +178,7 @@ class DialectOps:
         *,
         wait_seconds: float | None = None,
         share_locked: Sequence[str] = (),
+        exclusive_locked: Sequence[str] = (),
     ) -> None:
         """Taken by a mode switch: waits for in-flight writes, holds new ones back.
 
@@ -187,7 +188,9 @@ class DialectOps:
         with :class:`~unistatus.errors.ModeLockBusyError` after ``wait_seconds`` (None:
         :data:`unistatus.db.mode_lock_wait.WAIT_SECONDS`; :mod:`unistatus.db.mode_lock_wait`).
         ``share_locked``: tables (SQL names) whose writers are held back too, locked
-        SHARE with it in each attempt (SQLite's write transaction holds them already).
+        SHARE with it in each attempt (SQLite's write transaction holds them already);
+        ``exclusive_locked``: relations (SQL names) locked ACCESS EXCLUSIVE with it in
+        each attempt, so that their readers end first (views about to be dropped).
         """
 
     def summary_lock(self, conn: sa.Connection) -> None:
@@ -410,6 +413,7 @@ class PostgresOps(DialectOps):
         *,
         wait_seconds: float | None = None,
         share_locked: Sequence[str] = (),
+        exclusive_locked: Sequence[str] = (),
     ) -> None:
         key = self.mode_lock_key
         if system is None:
@@ -424,9 +428,17 @@ class PostgresOps(DialectOps):
         what = "mode lock" + ("" if system is None else f" of {system.value}")
         if share_locked:
             what += " and the writes to " + ", ".join(share_locked)
+        if exclusive_locked:
+            what += " and every use of " + ", ".join(exclusive_locked)
         take = sa.select(*locks, writer_mark.set_mark())
         take_waiting_politely(
-            conn, take, blockers, what, wait_seconds=wait_seconds, tables=share_locked
+            conn,
+            take,
+            blockers,
+            what,
+            wait_seconds=wait_seconds,
+            tables=share_locked,
+            exclusive=exclusive_locked,
         )
 
     def summary_lock(self, conn: sa.Connection) -> None:

@@ -79,6 +79,7 @@ def take_waiting_politely(
     *,
     wait_seconds: float | None = None,
     tables: Sequence[str] = (),
+    exclusive: Sequence[str] = (),
 ) -> None:
     """Run ``take`` (a statement taking advisory locks exclusive) the polite way (the
     module doc), giving up after ``wait_seconds`` (None: :data:`WAIT_SECONDS`).
@@ -86,21 +87,24 @@ def take_waiting_politely(
     messages. ``tables`` (SQL names): locked SHARE in the same attempt, before ``take``
     (their writers held back with the writes the mode lock holds; a writer's statement
     in flight, whose capture trigger will ask for the mode lock, ends first instead of
-    deadlocking with it). Any other database error is raised as it is (the savepoint
-    rolled back, the transaction usable)."""
+    deadlocking with it); ``exclusive`` (SQL names): locked ACCESS EXCLUSIVE in it too,
+    before them (relations about to be dropped: every reader of them ends first).
+    Any other database error is raised as it is (the savepoint rolled back, the
+    transaction usable)."""
     wait = WAIT_SECONDS if wait_seconds is None else wait_seconds
     started = time.monotonic()
     attempt_ms, said = FIRST_ATTEMPT_MS, False
     first_seen: dict[str, float] = {}  # a holder's transaction: when first seen holding
     previous = conn.execute(sa.select(sa.func.current_setting("lock_timeout"))).scalar_one()
-    takes = [*(_share_lock(t) for t in tables), take]
+    takes = [*(_lock(t, "ACCESS EXCLUSIVE") for t in exclusive)]
+    takes += [*(_lock(t, "SHARE") for t in tables), take]
     # Once one lock is held, the others are waited for no longer than half the server's
     # deadlock_timeout in all: a session that waits for the one held may hold one that
     # comes next (a writer's trigger asks for the mode lock at its statement's end), and
     # this attempt then gives up before that session's deadlock check could end it.
     then_ms = _deadlock_timeout_ms(conn) // 2 if len(takes) > 1 else 0
     while True:
-        holders = lock_holders(conn, blockers, tables)
+        holders = lock_holders(conn, blockers, tables, exclusive)
         now = time.monotonic()
         for h in holders:
             first_seen.setdefault(h["transaction"], now)
@@ -124,7 +128,7 @@ def take_waiting_politely(
             attempt_ms = min(attempt_ms * 2, LONGEST_ATTEMPT_MS)
         waited = time.monotonic() - started
         if waited >= wait:
-            raise ModeLockBusyError(what, waited, lock_holders(conn, blockers, tables))
+            raise ModeLockBusyError(what, waited, lock_holders(conn, blockers, tables, exclusive))
         if not said and waited >= SAY_AFTER_SECONDS:
             said = True
             log.warning(
@@ -188,17 +192,21 @@ _SHARE_CONFLICTS = (
 )
 
 
-def _share_lock(table: str) -> sa.Executable:
-    return sa.text(f"LOCK TABLE {table} IN SHARE MODE".replace(":", "\\:"))
+def _lock(table: str, mode: str) -> sa.Executable:
+    return sa.text(f"LOCK TABLE {table} IN {mode} MODE".replace(":", "\\:"))
 
 
 def lock_holders(
-    conn: sa.Connection, blockers: list[Blocker], tables: Sequence[str] = ()
+    conn: sa.Connection,
+    blockers: list[Blocker],
+    tables: Sequence[str] = (),
+    exclusive: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """The other sessions of this database holding a lock of ``blockers`` in a mode that
     blocks the switch (an advisory lock of one bigint key: its high and low 32 bits are
     ``classid`` and ``objid``), or one of ``tables`` in a mode that blocks a SHARE lock
-    (a writer), longest-open transaction first; ``transaction``: its virtual transaction
+    (a writer), or any lock on one of ``exclusive`` (a reader too), longest-open
+    transaction first; ``transaction``: its virtual transaction
     id. ``open_seconds`` None: unknown (another role's session without
     ``pg_read_all_stats``, a prepared transaction)."""
     L, A = PG_LOCKS, PG_STAT_ACTIVITY
@@ -248,6 +256,12 @@ def lock_holders(
                     L.c.mode.in_(_SHARE_CONFLICTS),
                 )
                 if tables
+                else sa.false(),
+                sa.and_(
+                    L.c.locktype == "relation",
+                    L.c.relation.in_([sa.func.to_regclass(t) for t in exclusive]),
+                )
+                if exclusive
                 else sa.false(),
             ),
         )

@@ -38,6 +38,7 @@ __all__ = [
     "drop_compat_views_in",
     "require_schemas",
     "view_selects",
+    "views_to_drop",
 ]
 
 CONTROL_KEY = "compat_views"
@@ -181,14 +182,9 @@ def drop_compat_views_in(
     (anything else someone put there stays, and so does the schema), in the transaction
     of ``conn`` (an undo drops them with the columns' return: never the one without the
     other); returns the views dropped."""
-    if not ops_for(conn.engine).supports_schemas:
-        return []
-    with unbound_connection(conn):
-        present = sorted(sa.inspect(conn).get_view_names(schema=COMPAT_SCHEMA))
+    present, ours = _views_in(conn, settings)
     if not present:
         return []
-    names = {settings.legacy_tables[s.value].table for s in LegacySystemType}
-    ours = [name for name in present if name in names]
     for name in ours:
         conn.exec_driver_sql(f"DROP VIEW IF EXISTS {qualify(name, COMPAT_SCHEMA, conn.dialect)}")
     if len(ours) == len(present):
@@ -199,3 +195,19 @@ def drop_compat_views_in(
             conn.exec_driver_sql(f"DROP SCHEMA IF EXISTS {quote(COMPAT_SCHEMA)}")
     write_value(conn, CONTROL_KEY, "off", actor=actor, reason=reason)
     return ours
+
+
+def views_to_drop(conn: sa.Connection, settings: Settings) -> list[str]:
+    """The views :func:`drop_compat_views_in` would drop now, as SQL names (for their
+    locks to be taken first)."""
+    return [qualify(name, COMPAT_SCHEMA, conn.dialect) for name in _views_in(conn, settings)[1]]
+
+
+def _views_in(conn: sa.Connection, settings: Settings) -> tuple[list[str], list[str]]:
+    """(every view in :data:`COMPAT_SCHEMA`, those of them named like a legacy table)."""
+    if not ops_for(conn.engine).supports_schemas:
+        return [], []
+    with unbound_connection(conn):
+        present = sorted(sa.inspect(conn).get_view_names(schema=COMPAT_SCHEMA))
+    names = {settings.legacy_tables[s.value].table for s in LegacySystemType}
+    return present, [name for name in present if name in names]

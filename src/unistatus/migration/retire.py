@@ -357,8 +357,13 @@ def undo_cleanup(
     views: list[str] = []
 
     def before(conn: sa.Connection) -> None:
+        # The views' readers end first, with the mode lock's polite attempts (no writer
+        # held back while one reads on: the lock is let go between attempts).
         ops_for(conn.engine).mode_exclusive_lock(
-            conn, None, wait_seconds=settings.mode_lock_wait_seconds
+            conn,
+            None,
+            wait_seconds=settings.mode_lock_wait_seconds,
+            exclusive_locked=compat_views.views_to_drop(conn, settings),
         )
         views.extend(_drop_views_first(conn, settings, actor, reason))
 
