@@ -31,6 +31,7 @@ from unistatus.errors import ConfigError
 __all__ = [
     "bind_schema",
     "bound_connection",
+    "connected",
     "own_schema",
     "qualify",
     "require_bound",
@@ -106,6 +107,17 @@ def require_bound(bind: sa.Engine | sa.Connection, setting: str) -> None:
             f"{'in schema ' + repr(current) if current else 'unqualified (public)'}: make it "
             "with unistatus.db.engine.create_engine(url, schema=settings.schema)"
         )
+
+
+@contextmanager
+def connected(bind: sa.Engine | sa.Connection) -> Iterator[sa.Connection]:
+    """``bind`` itself (its transaction as it stands), or a connection of the engine for
+    the block."""
+    if isinstance(bind, sa.Connection):
+        yield bind
+        return
+    with bind.connect() as conn:
+        yield conn
 
 
 @contextmanager

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings, load_settings
-from unistatus.db.binding import has_column
+from unistatus.db.binding import connected, has_column
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.revisions import columns_retired
@@ -552,11 +552,8 @@ def history(
     q = sa.select(control_log).order_by(control_log.c.id.desc()).limit(limit)
     if key:
         q = q.where(control_log.c.key.in_(system_keys(key)))
-    if isinstance(bind, sa.Connection):
-        rows = bind.execute(q).all()
-    else:
-        with bind.connect() as conn:
-            rows = conn.execute(q).all()
+    with connected(bind) as conn:
+        rows = conn.execute(q).all()
     return [
         ControlChange(
             r.key,

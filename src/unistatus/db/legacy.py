@@ -22,7 +22,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import LegacyTableSpec, Settings
-from unistatus.db.binding import qualify, require_bound, schema_of, unbound_connection
+from unistatus.db.binding import (
+    connected,
+    qualify,
+    require_bound,
+    schema_of,
+    unbound_connection,
+)
 from unistatus.db.legacy_types import base_type, cast_type, check_status_type, integer_key
 from unistatus.db.search_path import SearchPath, compat_views_on_path, search_path
 from unistatus.domain.consistency import SHARED_FIELDS
@@ -265,10 +271,8 @@ def resolved_schema(
 
 
 def _search_path(bind: sa.Engine | sa.Connection, table: str) -> SearchPath:
-    if isinstance(bind, sa.Engine):
-        with bind.connect() as conn:
-            return search_path(conn, table)
-    return search_path(bind, table)
+    with connected(bind) as conn:
+        return search_path(conn, table)
 
 
 def pinned_legacy_table(conn: sa.Connection, lt: LegacyTable) -> LegacyTable:
@@ -399,11 +403,8 @@ def _searched(database: sa.Engine | sa.Connection, spec: LegacyTableSpec) -> str
     if spec.schema is not None or database.dialect.name != "postgresql":
         return ""
     try:
-        if isinstance(database, sa.Connection):
-            path = search_path(database).path
-        else:
-            with database.connect() as conn:
-                path = search_path(conn).path
+        with connected(database) as conn:
+            path = search_path(conn).path
     except sa.exc.DBAPIError:
         return ""
     return f" in this connection's search_path ({path})"
@@ -433,11 +434,8 @@ def resolve_legacy_tables(
     try:
         chosen = systems or list(LegacySystemType)
         specs = [settings.legacy_tables[system.value] for system in chosen]
-        if isinstance(database, sa.Connection):
-            reflected = reflect_legacy_tables(database, specs, meta, columns_only=columns_only)
-        else:
-            with database.connect() as conn:
-                reflected = reflect_legacy_tables(conn, specs, meta, columns_only=columns_only)
+        with connected(database) as conn:
+            reflected = reflect_legacy_tables(conn, specs, meta, columns_only=columns_only)
         tables = dict(zip(chosen, reflected, strict=True))
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot reach the database: {exc.orig}") from None

@@ -51,6 +51,8 @@ INSTALLATION_TABLE = "unistatus_alembic_version"
 # The schema of the views ``retire legacy-columns --compat-views`` leaves for readers.
 COMPAT_SCHEMA = "unistatus_compat"
 
+# The compatibility schema is on the search_path.
+_ON_PATH = f"'{COMPAT_SCHEMA}' = ANY(current_schemas(false))"
 # The schemas of the search_path that exist, in order, without the compatibility schema.
 _SCHEMAS = (
     "(SELECT u.name, u.n FROM unnest(current_schemas(false)) WITH ORDINALITY AS u(name, n) "
@@ -62,15 +64,13 @@ _WHERE = sa.text(
     "current_setting('search_path'), "
     "(SELECT p.name FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s "
     f"ON s.oid = c.relnamespace JOIN {_SCHEMAS} ON p.name = s.nspname "
-    "WHERE c.relname = :table ORDER BY p.n LIMIT 1), "
-    f"'{COMPAT_SCHEMA}' = ANY(current_schemas(false))"
+    f"WHERE c.relname = :table ORDER BY p.n LIMIT 1), {_ON_PATH}"
 )
-_COMPAT_ON_PATH = sa.text(f"SELECT '{COMPAT_SCHEMA}' = ANY(current_schemas(false))")
+_COMPAT_ON_PATH = sa.text(f"SELECT {_ON_PATH}")
 # The search_path without the compatibility schema, for the current transaction.
 _WITHOUT_COMPAT = sa.text(
     "SELECT set_config('search_path', array_to_string(ARRAY(SELECT quote_ident(p.name) "
-    f"FROM {_SCHEMAS} ORDER BY p.n), ', '), true) "
-    f"WHERE '{COMPAT_SCHEMA}' = ANY(current_schemas(false))"
+    f"FROM {_SCHEMAS} ORDER BY p.n), ', '), true) WHERE {_ON_PATH}"
 )
 # Every schema holding an installation, with whether this role may use it.
 _HOLDING = sa.text(

@@ -12,14 +12,18 @@ Dropped by ``--undo`` (and by every undo of the retirement). See docs/retire.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.binding import qualify, schema_of, translate_map, unbound_connection
+from unistatus.db.binding import (
+    connected,
+    qualify,
+    schema_of,
+    translate_map,
+    unbound_connection,
+)
 from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import pinned_legacy_table, resolve_legacy_tables
@@ -83,7 +87,7 @@ def view_selects(
     """
     tables = resolve_legacy_tables(bind, settings, require_status=False)
     out: dict[str, sa.Select[Any]] = {}
-    with _connection(bind) as conn:
+    with connected(bind) as conn:
         for system, found in tables.items():
             lt = pinned_legacy_table(conn, found)  # never resolved through a reader's path
             status = settings.legacy_tables[system.value].status
@@ -105,16 +109,6 @@ def view_selects(
     return out
 
 
-@contextmanager
-def _connection(bind: sa.Engine | sa.Connection) -> Iterator[sa.Connection]:
-    """``bind`` itself, or a connection of the engine for the block."""
-    if isinstance(bind, sa.Connection):
-        yield bind
-        return
-    with bind.connect() as conn:
-        yield conn
-
-
 def _sql(conn: sa.Connection, select: sa.Select[Any]) -> str:
     """``select`` as SQL text, our tables named in their schema, values inlined."""
     names = translate_map(schema_of(conn))
@@ -127,11 +121,11 @@ def _sql(conn: sa.Connection, select: sa.Select[Any]) -> str:
     return str(compiled)
 
 
-def compat_views(engine: sa.Engine) -> list[str]:
+def compat_views(bind: sa.Engine | sa.Connection) -> list[str]:
     """The views in :data:`COMPAT_SCHEMA` now (empty without schemas or views)."""
-    if not ops_for(engine).supports_schemas:
+    if not ops_for(bind.engine).supports_schemas:
         return []
-    with engine.connect() as conn, unbound_connection(conn):
+    with connected(bind) as conn, unbound_connection(conn):
         return sorted(sa.inspect(conn).get_view_names(schema=COMPAT_SCHEMA))
 
 
@@ -205,9 +199,6 @@ def views_to_drop(conn: sa.Connection, settings: Settings) -> list[str]:
 
 def _views_in(conn: sa.Connection, settings: Settings) -> tuple[list[str], list[str]]:
     """(every view in :data:`COMPAT_SCHEMA`, those of them named like a legacy table)."""
-    if not ops_for(conn.engine).supports_schemas:
-        return [], []
-    with unbound_connection(conn):
-        present = sorted(sa.inspect(conn).get_view_names(schema=COMPAT_SCHEMA))
+    present = compat_views(conn)
     names = {settings.legacy_tables[s.value].table for s in LegacySystemType}
     return present, [name for name in present if name in names]
