@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -16,9 +17,11 @@ from unistatus.config import load_settings
 from unistatus.db.control import get_mode, history, set_mode
 from unistatus.db.tables import cashouts, escrows, repair_queue
 from unistatus.domain.statuses import DualWriteMode
-from unistatus.errors import GateError, InputError
+from unistatus.errors import GateError, InputError, ModeError
 from unistatus.migration import phases
+from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.check import run_check
+from unistatus.migration.retire import retire_legacy_columns, undo_cleanup
 from unistatus.observe.stats import OperationStats
 
 M = DualWriteMode
@@ -269,3 +272,40 @@ def test_manual_mode_change_is_shown(db: Database) -> None:
     assert d["phase"] == 0 and d["mode_matches_phase"] is False
     with pytest.raises(InputError):
         phases.advance(db.engine, db.settings, actor=" ")
+
+
+@IN_EVERY_LAYOUT
+def test_advance_out_of_a_hand_set_unified_only_refuses_to_skip_the_replay(db: Database) -> None:
+    """Phase 0 with escrows switched to UNIFIED_ONLY by hand, a transaction created there
+    (a change to replay to legacy): advancing into phase 1 (DUAL_WRITE_LEGACY_PRIMARY)
+    would leave legacy without it, as `mode set` would; it is refused, even forced,
+    nothing changed, and a phase rollback still replays it."""
+    set_mode(db.engine, M.UNIFIED_ONLY, system="escrow", reason="by hand")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    born = adapter.create_transaction("ESCROW", 42, Decimal("10.00"), "USD")
+    assert born.overall_success and born.mode is M.UNIFIED_ONLY
+    for system in ("escrow", None):
+        with pytest.raises(ModeError, match="not in legacy yet"):
+            phases.advance(
+                db.engine, db.settings, actor="t", system=system, force=True, reason="go"
+            )
+    assert get_mode(db.engine, "escrow") is M.UNIFIED_ONLY
+    assert phases.phase_status(db.engine, db.settings, "escrow").phase == 0
+
+
+def test_advance_refuses_a_mode_that_writes_legacy_while_its_columns_are_retired(
+    db: Database, tmp_path: Path
+) -> None:
+    """Phase 0, every system switched to UNIFIED_ONLY by hand and the legacy status
+    columns retired: phase 1 writes legacy, where every write would fail."""
+    set_mode(db.engine, M.UNIFIED_ONLY, reason="by hand")
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    record_verified(db.engine, verify_archive(db.engine, out), actor="test")
+    retire_legacy_columns(db.engine, db.settings)
+    try:
+        with pytest.raises(ModeError, match="retire legacy-columns --undo"):
+            phases.advance(db.engine, db.settings, actor="t", force=True, reason="go")
+        assert get_mode(db.engine) is M.UNIFIED_ONLY
+    finally:
+        undo_cleanup(db.engine, db.settings)
