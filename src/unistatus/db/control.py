@@ -307,8 +307,7 @@ def set_mode(
             )
             current = read_modes(conn)
             moving = [s for s in systems_of(chosen) if current[s] is not new]
-            _refuse_stale_legacy(conn, new, moving)
-            _refuse_retired_legacy(conn, new, moving)
+            refuse_losing_legacy(conn, new, moving)
             if tables is not None:
                 scope = {s: lt for s, lt in tables.items() if s in moving}
                 stale = unified_staleness(conn, scope)
@@ -481,6 +480,18 @@ def unified_staleness(
     if verified_at is not None and (since is None or since < verified_at):
         since = verified_at
     return Staleness(verified.id if verified else None, verified_at, since, rows)
+
+
+def refuse_losing_legacy(
+    conn: sa.Connection, new: DualWriteMode, moving: list[LegacySystemType]
+) -> None:
+    """ModeError unless the systems ``moving`` may enter ``new`` without a rollback's
+    care for legacy: not out of UNIFIED_ONLY with changes legacy has not seen, not into a
+    mode that writes legacy while its status columns are retired. Under the mode lock, in
+    the switch's transaction: `mode set` and `phase advance` both refuse so (a rollback
+    replays and restores first, and never comes through here)."""
+    _refuse_stale_legacy(conn, new, moving)
+    _refuse_retired_legacy(conn, new, moving)
 
 
 def _refuse_stale_legacy(

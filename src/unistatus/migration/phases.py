@@ -30,6 +30,7 @@ from unistatus.db.control import (
     read_mode,
     read_modes,
     read_value,
+    refuse_losing_legacy,
     write_mode,
     write_value,
 )
@@ -529,6 +530,11 @@ def advance(
                 "run it again"
             )
         from_mode = read_mode(conn, chosen)
+        modes = read_modes(conn)
+        # A mode set by hand (UNIFIED_ONLY in phase 0, say) is left as `mode set` leaves it.
+        refuse_losing_legacy(
+            conn, to.mode, [s for s in systems_of(chosen) if modes[s] is not to.mode]
+        )
         write_phase(
             conn, to.number, to.mode, system=chosen, actor=actor, reason=text, metadata=meta
         )
