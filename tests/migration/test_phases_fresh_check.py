@@ -9,10 +9,12 @@ primary on the check taken before the rollback.
 from __future__ import annotations
 
 import json
+import threading
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from conftest import Database
@@ -20,11 +22,13 @@ from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import run_backfill
 from unistatus.cli import app
 from unistatus.db.control import get_mode, set_mode
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.db.tables import unified_transactions as U
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError
 from unistatus.migration import phases
 from unistatus.migration.check import run_check
 from unistatus.migration.rollback import emergency_rollback
+from unistatus.migration.verify import verify_changes
 
 M = DualWriteMode
 
@@ -124,3 +128,70 @@ def test_an_advance_whose_gates_went_stale_before_the_lock_is_refused(
     monkeypatch.undo()
     assert phases.phase_status(db.engine, db.settings).phase == 2
     assert get_mode(db.engine) is M.LEGACY_ONLY
+
+
+class _Stop(Exception):
+    """Ends a check run as a kill would, its positions committed."""
+
+
+def test_a_resumed_run_begun_before_a_newer_check_does_not_hide_its_mismatch(
+    db: Database,
+) -> None:
+    """A run counts cashouts, then stops (a kill); a cashout goes wrong; a full check sees
+    it; the old run is resumed and finishes last, its cashouts counted before the damage.
+    The gates read the check begun last, which saw the mismatch, not the one stored last."""
+    _phase_2_with_a_clean_check(db)
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    for i in range(4):  # escrows: a system still being counted when the run stops
+        assert adapter.create_transaction("ESCROW", i + 1, Decimal("3"), "EUR").overall_success
+    cashouts_counted = threading.Event()
+    ranges: list[LegacySystemType] = []
+
+    def stop(system: LegacySystemType, pos: object) -> None:
+        ranges.append(system)
+        if ranges.count(LegacySystemType.CASHOUT) == 3:  # ids 1..5 in ranges of 2
+            cashouts_counted.set()
+        if system is LegacySystemType.ESCROW:  # (PostgreSQL counts the systems at once)
+            assert cashouts_counted.wait(10)
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_check(db.engine, db.settings, chunk=2, on_range=stop)
+    with db.engine.begin() as conn:
+        first = conn.execute(
+            sa.select(sa.func.min(U.c.legacy_id)).where(U.c.legacy_system == "CASHOUT")
+        ).scalar_one()
+        conn.execute(
+            sa.update(U)
+            .where(U.c.legacy_system == "CASHOUT", U.c.legacy_id == first)
+            .values(status="FAILED")
+        )
+    assert not run_check(db.engine, db.settings).is_consistent
+    assert run_check(db.engine, db.settings, resume=True).is_consistent
+    for system in (None, "cashout"):
+        status = phases.phase_status(db.engine, db.settings, system)
+        gate = {g.name: g for g in status.gates}["full_check_consistent"]
+        assert not gate.passed, (system, gate)
+
+
+def test_continuous_verification_rounds_are_not_the_check_into_phase_2(db: Database) -> None:
+    """Phase 1: `check --since phase-start` of every system opens each system's gate into
+    phase 2; a round of continuous verification afterwards (changes since its watermark,
+    not since the phase began) neither closes it nor stands in for that check."""
+    phases.advance(db.engine, db.settings, actor="t", reason="phase 1")
+    _write(db, 3)
+    since = phases.resolve_since(db.engine, "phase-start")
+    assert run_check(db.engine, db.settings, since=since).is_consistent
+    for system in (None, "cashout", "escrow"):
+        gate = _new_transactions_gate(db, system)
+        assert gate.passed, (system, gate)
+    _write(db, 1)
+    verify_changes(db.engine, db.settings, busy_max_wait=0)
+    for system in (None, "cashout"):
+        gate = _new_transactions_gate(db, system)
+        assert gate.passed, (system, gate)
+
+
+def _new_transactions_gate(db: Database, system: str | None) -> phases.Gate:
+    status = phases.phase_status(db.engine, db.settings, system)
+    return {g.name: g for g in status.gates}["new_transactions_consistent"]
