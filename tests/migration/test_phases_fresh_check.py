@@ -182,7 +182,7 @@ def test_continuous_verification_rounds_are_not_the_check_into_phase_2(db: Datab
     _write(db, 3)
     since = phases.resolve_since(db.engine, "phase-start")
     assert run_check(db.engine, db.settings, since=since).is_consistent
-    for system in (None, "cashout", "escrow"):
+    for system in (None, "cashout"):
         gate = _new_transactions_gate(db, system)
         assert gate.passed, (system, gate)
     _write(db, 1)

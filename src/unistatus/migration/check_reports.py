@@ -20,6 +20,9 @@ from unistatus.domain.statuses import LegacySystemType
 from unistatus.migration.check_rule import KINDS
 
 FULL_SCOPE = "all"  # every system, every row: what phase gates should read
+# A round of continuous verification (`monitor`, `serve`): the changes since its
+# watermark, for the alerts; never the check a phase gate names.
+CONTINUOUS_SCOPE = "continuous"
 
 
 @dataclass
@@ -133,9 +136,10 @@ def latest_report(
     complete: bool = False,
     covering_since: datetime | None = None,
     not_scope: str | None = None,
+    begun_last: bool = False,
 ) -> CheckReport | None:
     """The most recent stored report (of ``scope``, e.g. :data:`FULL_SCOPE`; not of
-    ``not_scope``), or None.
+    ``not_scope``), or None; ``begun_last``: of the run begun last (:func:`_newest`).
 
     ``scope=None`` returns the most recent report whatever its scope; a phase gate that
     needs "everything is consistent" should ask for ``scope="all"`` and ``complete=True``
@@ -144,7 +148,7 @@ def latest_report(
     earlier one), so a newer, narrower report (continuous verification) does not hide it.
     """
     R = check_reports
-    q = sa.select(R).order_by(R.c.created_at.desc(), R.c.id.desc())
+    q = sa.select(R).order_by(*_newest(begun_last))
     if scope is not None:
         q = q.where(R.c.scope == scope)
     if not_scope is not None:
@@ -158,6 +162,16 @@ def latest_report(
     return _from_row(row) if row else None
 
 
+def _newest(begun_last: bool) -> tuple[sa.UnaryExpression[Any], ...]:
+    """Newest first: by when the report was stored, or (``begun_last``) by when its run
+    began. A gate wants the latter: a run resumed after a kill is stored after a check
+    begun later, and counted its first ranges before that check began; what the newer
+    check saw (a mismatch since) must not be hidden by the older counts."""
+    R = check_reports
+    first = R.c.started_at if begun_last else R.c.created_at
+    return first.desc(), R.c.id.desc()
+
+
 # How many recent reports latest_report_for looks through for one covering a system.
 COVERING_LOOKBACK = 200
 
@@ -169,9 +183,12 @@ def latest_report_for(
     full: bool,
     not_scope: str | None = None,
     partial_scope: str | None = None,
+    covering_since: datetime | None = None,
+    begun_last: bool = False,
 ) -> CheckReport | None:
     """The most recent stored report that covered ``system`` (``full``: all its rows,
-    no ``--since``), or None; a full check of every system covers each.
+    no ``--since``; ``covering_since``: every change since then), or None; a full check
+    of every system covers each. ``begun_last``: of the run begun last (:func:`_newest`).
 
     An incomplete report (a run stopped by --max-duration) covered only part of the
     keys and is skipped, except a report of ``partial_scope``: a round of continuous
@@ -182,14 +199,11 @@ def latest_report_for(
     whole: sa.ColumnElement[bool] = R.c.complete.is_(True)
     if partial_scope is not None:
         whole = sa.or_(whole, R.c.scope == partial_scope)
-    q = (
-        sa.select(R)
-        .order_by(R.c.created_at.desc(), R.c.id.desc())
-        .where(whole)
-        .limit(COVERING_LOOKBACK)
-    )
+    q = sa.select(R).order_by(*_newest(begun_last)).where(whole).limit(COVERING_LOOKBACK)
     if full:
         q = q.where(R.c.since.is_(None))
+    if covering_since is not None:
+        q = q.where(sa.or_(R.c.since.is_(None), R.c.since <= covering_since))
     if not_scope is not None:
         q = q.where(R.c.scope != not_scope)
     with engine.connect() as conn:

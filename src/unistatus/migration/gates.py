@@ -22,7 +22,12 @@ from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration import capture
 from unistatus.migration.capture_sql import UNIFIED_TARGET
-from unistatus.migration.check_reports import CheckReport, latest_report, latest_report_for
+from unistatus.migration.check_reports import (
+    CONTINUOUS_SCOPE,
+    CheckReport,
+    latest_report,
+    latest_report_for,
+)
 from unistatus.observe.stats import window
 
 MAX_ERROR_RATE = 0.001  # < 0.1 %
@@ -146,14 +151,25 @@ def gate_check(
     try:
         # A run stopped by --max-duration, or a round of continuous verification, is
         # stored too: neither covered every key range, so neither is the check a gate needs.
+        # Of the run begun last, never a round of continuous verification (a check_reports
+        # note says why).
         if system is not None:
-            report = latest_report_for(engine, system, full=require_full)
+            report = latest_report_for(
+                engine,
+                system,
+                full=require_full,
+                not_scope=CONTINUOUS_SCOPE,
+                covering_since=covering_since,
+                begun_last=True,
+            )
         else:
             report = latest_report(
                 engine,
                 scope="all" if require_full else None,
                 complete=True,
                 covering_since=covering_since,
+                not_scope=CONTINUOUS_SCOPE,
+                begun_last=True,
             )
         judged = list(LegacySystemType) if system is None else [system]
         with engine.connect() as conn:

@@ -308,7 +308,8 @@ def resolve_since(
     engine: sa.Engine, since: str | datetime | None, system: LegacySystemType | None = None
 ) -> str | datetime | None:
     """``phase-start`` (:data:`PHASE_START`) becomes when the current phase was entered
-    (``system``'s; None: every system's, which must be in one phase).
+    (``system``'s; None: every system's, which must be in one phase: when the first of
+    them entered it, so that the check covers each system's gate, not only the last's).
 
     The gate into phase 2 wants a check covering every change since phase 1 began;
     ``check --since phase-start`` is that check, with no timestamp to copy. Any other
@@ -321,7 +322,8 @@ def resolve_since(
             phase = _require_common(read_phases(conn), f"--since {PHASE_START}: check")
         else:
             phase = read_phase(conn, system)
-        started = _last_change_to(conn, phase_keys(system), str(phase))
+        entered = [_last_change_to(conn, phase_keys(s), str(phase)) for s in systems_of(system)]
+    started = None if None in entered else min(t for t in entered if t is not None)
     if started is None:
         raise InputError(
             f"--since {PHASE_START}: phase {phase} was never entered (a fresh installation); "

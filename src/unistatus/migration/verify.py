@@ -51,6 +51,7 @@ from unistatus.db.tables_check import check_reports
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
 from unistatus.migration.check_reports import (
+    CONTINUOUS_SCOPE,
     FULL_SCOPE,
     CheckReport,
     latest_report,
@@ -81,7 +82,6 @@ __all__ = [
     "verify_changes",
 ]
 
-CONTINUOUS_SCOPE = "continuous"
 # Changed rows verified per round and system, at most (a round ends after the range
 # that reaches it).
 DEFAULT_ROWS_PER_ROUND = 200_000
