@@ -5,9 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from typer.testing import CliRunner
 
 from conftest import Database
 from unistatus.adapter.core import DualWriteAdapter
+from unistatus.cli import app
 from unistatus.db.control import get_mode, history, set_mode
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.domain.statuses import UnifiedTransactionType as T
@@ -29,6 +31,33 @@ def test_mode_switch_is_logged_with_actor_and_reason(db: Database) -> None:
 def test_mode_switch_needs_a_reason(db: Database, reason: str) -> None:
     with pytest.raises(InputError, match="reason"):
         set_mode(db.engine, M.UNIFIED_ONLY, reason=reason)
+    assert get_mode(db.engine) is M.LEGACY_ONLY
+    assert history(db.engine, "mode") == []
+
+
+@pytest.mark.parametrize(
+    ("reason", "actor", "refused"),
+    [
+        ("x" * 2000, "ops", "reason is too long"),
+        ("ok\x1b[2Jcleared", "ops", "reason"),
+        ("ok", "a" * 200, "actor is too long"),
+        ("ok", "  ", "actor is required"),
+    ],
+    ids=["long_reason", "escape_in_reason", "long_actor", "blank_actor"],
+)
+def test_mode_switch_checks_its_reason_and_actor_as_phase_changes_do(
+    db: Database, reason: str, actor: str, refused: str
+) -> None:
+    """What the control log records is checked as `phase advance` checks it (the
+    runbook's "every change has a reason"): the library, and `mode set` exits 2."""
+    with pytest.raises(InputError, match=refused):
+        set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason=reason, actor=actor)
+    done = CliRunner().invoke(
+        app,
+        ["--database-url", db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY"]
+        + ["--system", "cashout", "--reason", reason, "--actor", actor],
+    )
+    assert done.exit_code == 2, done.output
     assert get_mode(db.engine) is M.LEGACY_ONLY
     assert history(db.engine, "mode") == []
 
