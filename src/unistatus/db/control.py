@@ -39,6 +39,7 @@ from unistatus.db.tables import (
     unified_transactions,
 )
 from unistatus.db.tables_check import check_reports
+from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, ModeError, StorageError
 
@@ -286,6 +287,7 @@ def set_mode(
     """
     new = DualWriteMode.parse(mode)
     chosen = None if system is None else LegacySystemType.parse(system)
+    reason, actor = check_reason(reason), check_actor(actor)
     ops = ops or ops_for(engine)
     # Without settings: the library's default wait (the setting's default too).
     wait = settings.mode_lock_wait_seconds if settings is not None else None
