@@ -295,3 +295,26 @@ def test_replay_time_comes_from_an_earlier_rollback_or_is_not_measured(db: Datab
     assert data["emergency_rollback"]["replay_estimate"]["measured"] is True
     text = runner.invoke(app, ["--database-url", db.url, "plan", "--sample-rows", "0"])
     assert "replay: 1 change(s) to legacy" in text.output and "earlier rollback(s)" in text.output
+
+
+def test_a_plan_of_every_system_in_different_phases_asks_for_one_system(
+    sqlite_db: Database,
+) -> None:
+    """Every system in DUAL_WRITE_LEGACY_PRIMARY, cashouts in phase 2 and the others in
+    phase 1: a plan of them all would start every system from cashout's phase (and name
+    commands without --system that are refused). It is refused, naming --system, as
+    for systems in different modes; one system at a time plans from its own phase."""
+    db = sqlite_db
+    seed_legacy(db.engine, db.settings, 30)
+    to_phase(db.engine, 1)
+    to_phase(db.engine, 2, LegacySystemType.CASHOUT)
+    base = ["--database-url", db.url, "plan", "--sample-rows", "0"]
+    for_all = CliRunner().invoke(app, base)
+    assert for_all.exit_code == 2, for_all.output
+    assert "different phases" in for_all.output and "--system" in for_all.output
+    escrow = CliRunner().invoke(app, [*base, "--system", "escrow", "--json"])
+    assert escrow.exit_code == 0, escrow.output
+    assert json.loads(escrow.stdout)["phase"] == 1
+    to_phase(db.engine, 3, LegacySystemType.CASHOUT)  # another mode as well
+    modes = CliRunner().invoke(app, base)
+    assert modes.exit_code == 2 and "--system" in modes.output, modes.output
