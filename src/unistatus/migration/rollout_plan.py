@@ -22,13 +22,21 @@ import sqlalchemy as sa
 from unistatus.backfill import quarantine_count
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import read_mode
+from unistatus.db.control import describe_modes, read_mode, read_modes
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import InputError
+from unistatus.errors import InputError, ModeError
 from unistatus.migration import rollout_figures
 from unistatus.migration.gates import Gate
-from unistatus.migration.phases import LAST_PHASE, PHASE_START, PHASES, evaluate_gates, read_phase
+from unistatus.migration.phases import (
+    LAST_PHASE,
+    PHASE_START,
+    PHASES,
+    describe_phases,
+    evaluate_gates,
+    read_phase,
+    read_phases,
+)
 from unistatus.migration.retire import legacy_columns_dropped
 from unistatus.migration.rollback import ROLLBACK_TARGET
 from unistatus.migration.rollout_figures import (
@@ -64,9 +72,22 @@ SYSTEM_SCOPED = frozenset({"backfill", "phase advance", "phase rollback", "rollb
 def system_state(conn: sa.Connection, system: LegacySystemType | None) -> tuple[DualWriteMode, int]:
     """The mode and phase a plan starts from: THE one place they are read.
 
-    ``system``'s mode (None: the mode every system is in; a ModeError while they
-    differ, so a plan of systems in different modes is asked for one system at a time).
+    ``system``'s (None: the mode and phase every system is in; a ModeError naming
+    ``--system`` while they differ, so such a plan is asked for one system at a time).
     """
+    if system is None:
+        modes, phases = read_modes(conn), read_phases(conn)
+        if len(set(modes.values())) > 1:
+            differ = f"modes ({describe_modes(modes)})"
+        elif len(set(phases.values())) > 1:
+            differ = f"phases ({describe_phases(phases)})"
+        else:
+            differ = None
+        if differ is not None:
+            raise ModeError(
+                f"the systems are in different {differ}: plan one system at a time with "
+                "--system"
+            )
     return read_mode(conn, system), read_phase(conn, system)
 
 
