@@ -5,6 +5,7 @@ observer showing each system. Real data, a real check, real statistics; both bac
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from conftest import PG_IN_EVERY_LAYOUT
 from support.phases import to_phase
 from support.race import in_lockstep
 from support.stats_data import record_latency, seed_pairs
+from unistatus.adapter.model import OperationEvent
 from unistatus.config import AutoResponses
 from unistatus.db import control
 from unistatus.db.control import get_mode
@@ -32,7 +34,7 @@ from unistatus.migration.phases import (
 from unistatus.observe import alerts
 from unistatus.observe.metrics import SnapshotCollector, collect_snapshot
 from unistatus.observe.notify import Notifier
-from unistatus.observe.stats import window
+from unistatus.observe.stats import OperationStats, window
 
 C, E, X = LegacySystemType.CASHOUT, LegacySystemType.ESCROW, LegacySystemType.EXCHANGE
 M = DualWriteMode
@@ -104,6 +106,26 @@ def test_consistency_below_99_on_escrows_rolls_back_escrows_only(db: Any) -> Non
     assert get_mode(db.engine, E) is M.LEGACY_ONLY
     assert get_mode(db.engine, C) is M.DUAL_WRITE_LEGACY_PRIMARY
     assert get_mode(db.engine, X) is M.DUAL_WRITE_LEGACY_PRIMARY
+
+
+def test_reads_do_not_dilute_the_write_error_rate_of_gates_and_alerts(db: Any) -> None:
+    """Reads are open to any client of the service: 3,000 of them beside 3 failed status
+    changes must not bring the error rate the gates and the alerts watch under their
+    thresholds (nor fill the p95 gate's minimum count)."""
+    to_phase(db.engine, 1)
+    stats = OperationStats(db.engine, start=False)
+    for _ in range(3):
+        event = OperationEvent("update_status", M.DUAL_WRITE_LEGACY_PRIMARY, False, 5.0)
+        stats.record(replace(event, error="boom", system=C))
+    for _ in range(3000):
+        read = OperationEvent("get_transaction_status", M.DUAL_WRITE_LEGACY_PRIMARY, True, 1.0)
+        stats.record(replace(read, system=C))
+    stats.flush()
+    gate = gates_of(db.engine, db.settings, C)["error_rate"]
+    assert not gate.passed and gate.value == "100.000%", gate
+    states = {s.name: s for s in alerts.evaluate(db.engine, db.settings, notifier=Notifier())}
+    assert states["error_rate_critical"].firing, states["error_rate_critical"]
+    assert "CASHOUT" in states["error_rate_critical"].message
 
 
 def test_latency_of_one_system_rolls_back_that_system_only(db: Any) -> None:
