@@ -28,7 +28,7 @@ from unistatus.migration.check_reports import (
     latest_report,
     latest_report_for,
 )
-from unistatus.observe.stats import window
+from unistatus.observe.stats import WRITES, window
 
 MAX_ERROR_RATE = 0.001  # < 0.1 %
 MAX_P95_MS = 200.0
@@ -82,8 +82,8 @@ def _of(system: LegacySystemType | None) -> str:
 
 
 def gate_error_rate(engine: sa.Engine, system: LegacySystemType | None = None) -> Gate:
-    """The adapters' error rate over the last hour (``system``'s operations only)."""
-    w = window(engine, GATE_WINDOW_SECONDS, system=system)
+    """The adapters' error rate over the last hour (their writes: ``system``'s only)."""
+    w = window(engine, GATE_WINDOW_SECONDS, operation=WRITES, system=system)
     if w.count == 0:
         return unavailable(
             "error_rate",
@@ -117,7 +117,8 @@ def gate_p95(
     if switched is None:
         return unavailable(name, threshold, "no record of the switch to unified primary")
     seconds = max((utcnow() - switched).total_seconds(), 0.001)
-    w = window(engine, seconds, mode=DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value, system=system)
+    unified_primary = DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value
+    w = window(engine, seconds, operation=WRITES, mode=unified_primary, system=system)
     since = f"{_of(system)} since unified became primary ({switched.isoformat()})"
     p95 = w.p95_ms
     if p95 is None:

@@ -85,8 +85,7 @@ def system_state(conn: sa.Connection, system: LegacySystemType | None) -> tuple[
             differ = None
         if differ is not None:
             raise ModeError(
-                f"the systems are in different {differ}: plan one system at a time with "
-                "--system"
+                f"the systems are in different {differ}: plan one system at a time with --system"
             )
     return read_mode(conn, system), read_phase(conn, system)
 

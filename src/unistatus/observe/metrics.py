@@ -38,7 +38,7 @@ from unistatus.observe.backfill_throttle import throttle_view
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
 from unistatus.observe.operation_metrics import operation_families, window_families
 from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
-from unistatus.observe.stats import stats_totals, window
+from unistatus.observe.stats import WRITES, stats_totals, window
 
 __all__ = [
     "DEFAULT_WINDOW_SECONDS",
@@ -315,7 +315,7 @@ def collect_snapshot(
         return phase_statuses(engine, settings)
 
     def performance() -> dict[str, Any]:
-        data: dict[str, Any] = window(engine, window_seconds).as_dict()
+        data: dict[str, Any] = window(engine, window_seconds, operation=WRITES).as_dict()
         return data
 
     def last_check() -> dict[str, Any] | None:
@@ -373,7 +373,7 @@ def _systems(
         report = judged_report(engine, system)
         shown = report.as_dict() if report is not None else None
         rate, judged = system_consistency(shown, system.value, progress)
-        perf = window(engine, window_seconds, system=system)
+        perf = window(engine, window_seconds, operation=WRITES, system=system)
         out[system.value] = {
             "mode": st.mode.value,
             "phase": st.phase,
@@ -582,7 +582,9 @@ class SnapshotCollector:
             }
             if snap.systems is None:  # the phases could not be read: each system's window
                 per_system = {
-                    s.value: window(self.engine, self.window_seconds, system=s).as_dict()
+                    s.value: window(
+                        self.engine, self.window_seconds, operation=WRITES, system=s
+                    ).as_dict()
                     for s in LegacySystemType
                 }
             yield from window_families(per_system)

@@ -31,25 +31,25 @@ WINDOW_GAUGES: tuple[tuple[str, str, str, float], ...] = (
     (
         "p95_ms",
         "unistatus_latency_p95_seconds",
-        "Each legacy system's p95 latency over the window (seconds)",
+        "Each legacy system's p95 latency of its writes over the window (seconds)",
         MS_PER_SECOND,
     ),
     (
         "p99_ms",
         "unistatus_latency_p99_seconds",
-        "Each legacy system's p99 latency over the window (seconds)",
+        "Each legacy system's p99 latency of its writes over the window (seconds)",
         MS_PER_SECOND,
     ),
     (
         "error_rate",
         "unistatus_error_rate",
-        "Each legacy system's error rate over the window (0..1)",
+        "Each legacy system's error rate of its writes over the window (0..1)",
         1.0,
     ),
     (
         "throughput_per_s",
         "unistatus_throughput_per_second",
-        "Each legacy system's operations per second over the window",
+        "Each legacy system's writes per second over the window",
         1.0,
     ),
 )

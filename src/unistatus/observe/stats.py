@@ -39,6 +39,7 @@ from unistatus.errors import InputError, StorageError
 __all__ = [
     "LATENCY_BUCKETS_MS",
     "OperationStats",
+    "WRITES",
     "WindowStats",
     "bucket_index",
     "percentile",
@@ -48,6 +49,11 @@ __all__ = [
 ]
 
 S = operation_stats
+
+# The operations that write: what the error-rate and latency gates and alerts judge.
+# Reads are open to any client of the service; counted there, a flood of them would
+# bring a failing write path under the thresholds.
+WRITES = ("create_transaction", "update_status")
 
 
 # --- reading ------------------------------------------------------------------------
@@ -192,7 +198,7 @@ def window(
     engine: sa.Engine,
     seconds: float = 300.0,
     *,
-    operation: str | None = None,
+    operation: str | tuple[str, ...] | None = None,
     mode: str | None = None,
     system: LegacySystemType | str | None = None,
     now: datetime | None = None,
@@ -206,6 +212,7 @@ def window(
     counts, also one stamped a little ahead by another host's clock.
     ``started_since``: only the intervals that began at or after it (operations made
     after a moment, none of them from before).
+    ``operation``: only that operation, or those (:data:`WRITES`: the writes).
     ``system``: only that legacy system's operations (its gates and alerts read them);
     on a schema older than revision 0016 none are known (the window is empty).
     """
@@ -233,7 +240,8 @@ def window(
     if started_since is not None:
         q = q.where(S.c.interval_start >= started_since)
     if operation:
-        q = q.where(S.c.operation == operation)
+        ops = (operation,) if isinstance(operation, str) else operation
+        q = q.where(S.c.operation.in_(ops))
     if mode:
         q = q.where(S.c.mode == str(mode))
     chosen = LegacySystemType.parse(system).value if system is not None else None
