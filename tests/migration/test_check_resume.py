@@ -299,3 +299,60 @@ def test_a_run_another_process_walks_is_not_resumed_twice(db: Any) -> None:
         assert busy.exit_code == 2 and "another process" in busy.output, busy.output
     resumed = run_check(db.engine, db.settings, resume=True)
     assert resumed.complete and resumed.total == whole.total
+
+
+class _Stop(Exception):
+    """Stands for a kill: the run stops after a committed range, its report unstored."""
+
+
+def _interrupted(db: Any, out: Path) -> str:
+    """A run with --out stopped after ESCROW's 4th range (every cashout line written);
+    its name. The whole run's counts are those of a fresh check."""
+
+    def stop(system: Any, pos: Any) -> None:
+        if system.value == "ESCROW" and pos.ranges == 4:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_check(db.engine, db.settings, chunk=CHUNK, examples=3, out=out, on_range=stop)
+    from unistatus.migration.check_runs import latest_unfinished
+
+    with db.engine.connect() as conn:
+        name = latest_unfinished(conn)
+    assert name is not None and _stored_ranges(db)["ESCROW"] == 4
+    return name
+
+
+def test_resume_refuses_an_out_file_moved_or_cut_short_and_goes_on_once_it_is_back(
+    db: Any, tmp_path: Path
+) -> None:
+    """A resume after the --out file was moved made a new one, filled with NUL bytes up
+    to the committed size: the committed ranges' lines lost, `repair --from` then
+    failing with "not JSON", and the report complete. Refused now, nothing changed."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    whole_out = tmp_path / "whole.jsonl"
+    whole = run_check(db.engine, db.settings, chunk=CHUNK, examples=3, out=whole_out)
+    out, away = tmp_path / "m.jsonl", tmp_path / "moved.jsonl"
+    _interrupted(db, out)
+    written = out.read_bytes()
+    assert written and b"\0" not in written
+
+    out.rename(away)
+    with pytest.raises(InputError, match=r"--out .*m\.jsonl.* (gone|missing|no such)"):
+        run_check(db.engine, db.settings, resume=True)
+    assert not out.exists() and _stored_ranges(db)["ESCROW"] == 4
+    refused = _cli(db, "check", "--resume")
+    assert refused.exit_code == 2 and "--out" in refused.output, refused.output
+    assert not out.exists()
+
+    out.write_bytes(written[: len(written) // 2])  # a copy cut short
+    with pytest.raises(InputError, match=r"--out .*m\.jsonl.* shorter"):
+        run_check(db.engine, db.settings, resume=True)
+    assert out.read_bytes() == written[: len(written) // 2]
+    assert _stored_ranges(db)["ESCROW"] == 4
+
+    away.replace(out)  # back where it was: the run goes on
+    resumed = run_check(db.engine, db.settings, resume=True)
+    assert resumed.complete and _counts(resumed) == _counts(whole)
+    assert sorted(_lines(out)) == sorted(_lines(whole_out))
