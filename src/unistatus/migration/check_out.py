@@ -72,10 +72,7 @@ class MismatchWriter:
     def __init__(self, path: str | os.PathLike[str], *, keep_bytes: int = 0) -> None:
         self.path = Path(path)
         try:
-            # Resume: keep exactly what the committed ranges wrote (0: a new file).
-            self._file: IO[str] = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
-            self._file.truncate(keep_bytes)
-            self._file.seek(keep_bytes)
+            self._file: IO[str] = _open_out(self.path, keep_bytes)
         except OSError as exc:
             raise InputError(f"--out {self.path}: {exc.strerror or exc}") from None
         self.lines = 0
@@ -91,6 +88,39 @@ class MismatchWriter:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _open_out(path: Path, keep_bytes: int) -> IO[str]:
+    """A new file (``keep_bytes`` 0), or a resumed run's, cut back to ``keep_bytes``:
+    what its committed ranges wrote.
+
+    A resumed run's file must still hold those bytes: one moved away or cut short
+    would be extended with NUL bytes (its committed lines lost, a `repair --from`
+    failing on them, the report saying complete). Refused, the file left as it is, so
+    the run resumes once the file is back.
+    """
+    if not keep_bytes:
+        return open(path, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        handle = open(path, "r+", encoding="utf-8")  # noqa: SIM115 - never creates it
+    except FileNotFoundError:
+        raise InputError(
+            f"--out {path} is gone (moved or deleted?): the run being resumed wrote "
+            f"{keep_bytes:,} bytes of mismatches there. Put the file back and resume, or "
+            "start a new run (`unistatus check` without --resume)"
+        ) from None
+    size = os.fstat(handle.fileno()).st_size
+    if size < keep_bytes:
+        handle.close()
+        raise InputError(
+            f"--out {path} is shorter ({size:,} bytes) than what the run being resumed "
+            f"wrote there ({keep_bytes:,} bytes): not its file, or cut short. Put the "
+            "run's file back and resume, or start a new run (`unistatus check` without "
+            "--resume)"
+        )
+    handle.truncate(keep_bytes)
+    handle.seek(keep_bytes)
+    return handle
 
 
 @dataclass(frozen=True)
