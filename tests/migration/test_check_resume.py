@@ -356,3 +356,31 @@ def test_resume_refuses_an_out_file_moved_or_cut_short_and_goes_on_once_it_is_ba
     resumed = run_check(db.engine, db.settings, resume=True)
     assert resumed.complete and _counts(resumed) == _counts(whole)
     assert sorted(_lines(out)) == sorted(_lines(whole_out))
+
+
+def test_a_new_run_whose_out_cannot_be_opened_stores_nothing_and_resume_keeps_the_earlier(
+    db: Any, tmp_path: Path
+) -> None:
+    """`check --out` into a missing directory failed (exit 2) after storing its run:
+    every later `check --resume` took that run and failed with the same error, and the
+    interrupted run before it could never be resumed. The file is opened first now."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    whole_out = tmp_path / "whole.jsonl"
+    whole = run_check(db.engine, db.settings, chunk=CHUNK, examples=3, out=whole_out)
+    out = tmp_path / "m.jsonl"
+    name = _interrupted(db, out)
+    with db.engine.connect() as conn:
+        runs_before = conn.execute(sa.select(sa.func.count()).select_from(check_runs)).scalar()
+
+    failed = _cli(db, "check", "--out", str(tmp_path / "no" / "such" / "dir" / "m.jsonl"))
+    assert failed.exit_code == 2 and "--out" in failed.output, failed.output
+
+    resumed = run_check(db.engine, db.settings, resume=True)
+    assert resumed.complete and resumed.run == name
+    with db.engine.connect() as conn:  # the failed run left no row
+        assert conn.execute(sa.select(sa.func.count()).select_from(check_runs)).scalar() == (
+            runs_before
+        )
+    assert _counts(resumed) == _counts(whole)
+    assert sorted(_lines(out)) == sorted(_lines(whole_out))
