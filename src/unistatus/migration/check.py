@@ -176,13 +176,11 @@ def run_check(
     held = ExitStack()  # the claim on the run, until its report is stored
     finished_walk = False
     try:
-        run = _open_run(engine, systems, since, examples, chunk, out, resume, store, held)
+        run, writer = _open_run(engine, systems, since, examples, chunk, out, resume, store, held)
         opts = run.options
         wanted = [LegacySystemType.parse(s) for s in opts["systems"]]
         since_at = parse_since(opts["since"])
         tables = resolve_legacy_tables(engine, settings, systems=wanted, columns_only=True)
-        out_path = opts.get("out")
-        writer = MismatchWriter(out_path, keep_bytes=run.out_bytes) if out_path else None
         try:
             with engine.connect() as conn:
                 project = pending_replay_exists(conn)
@@ -272,9 +270,10 @@ def _open_run(
     resume: bool | str,
     store: bool,
     held: ExitStack,
-) -> RunState:
+) -> tuple[RunState, MismatchWriter | None]:
     """The run to walk, claimed in ``held`` (:func:`claim_run`): a new one, or the one
-    ``resume`` names, loaded once claimed (as the process before left it)."""
+    ``resume`` names, loaded once claimed (as the process before left it); and its
+    --out file's writer (:func:`_out_writer`)."""
     if resume is False:
         wanted = parse_systems(systems)
         since_at = parse_since(since)
@@ -286,10 +285,14 @@ def _open_run(
             "examples": examples,
             "out": str(Path(out).resolve()) if out is not None else None,
         }
+        # Opened before the run is stored: a file that cannot be opened leaves no run
+        # behind, which a later --resume would take (failing on it again) instead of
+        # the interrupted run before it.
+        writer = _out_writer(options["out"], 0, held)
         fresh = new_run_id()
         if store:  # claimed before it is stored: no resume can take it first
             held.enter_context(claim_run(engine, fresh))
-        return RunState.start(engine, options, wanted, persist=store, run=fresh)
+        return RunState.start(engine, options, wanted, persist=store, run=fresh), writer
     if systems is not None or since is not None or out is not None:
         raise InputError(
             "a resumed run keeps its own systems, --since and --out: give none of them"
@@ -310,7 +313,17 @@ def _open_run(
         )
     if state.complete:
         raise InputError(f"check run {name} already covered everything: nothing to resume")
-    return state
+    return state, _out_writer(state.options.get("out"), state.out_bytes, held)
+
+
+def _out_writer(path: str | None, keep_bytes: int, held: ExitStack) -> MismatchWriter | None:
+    """The --out file's writer (None without --out), closed with ``held`` at the latest:
+    a run that fails before its walk does not leave it open."""
+    if not path:
+        return None
+    writer = MismatchWriter(path, keep_bytes=keep_bytes)
+    held.callback(writer.close)
+    return writer
 
 
 def _report_of(
