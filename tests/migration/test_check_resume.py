@@ -238,6 +238,10 @@ def test_out_lists_every_mismatch_and_repair_from_repairs_exactly_that_list(
         ('{"system": "PAYPAL", "legacy_id": 1}', "unknown legacy system"),
         ('{"system": "CASHOUT", "legacy_id": "7"}', "legacy_id must be an integer"),
         ('{"system": "CASHOUT"}', "neither legacy_id nor transaction_id"),
+        # Beyond a BIGINT: SQLite crashed mid-run (OverflowError) after line 1 was
+        # repaired, PostgreSQL counted it failed; an id below 1 names no row.
+        ('{"system": "CASHOUT", "legacy_id": 9223372036854775808}', "legacy_id out of range"),
+        ('{"system": "CASHOUT", "legacy_id": 0}', "legacy_id out of range"),
     ],
 )
 def test_repair_from_refuses_a_malformed_file_naming_the_line_and_writes_nothing(
