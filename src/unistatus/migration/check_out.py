@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from unistatus.domain import consistency
+from unistatus.domain.inputs import MAX_BIGINT
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError
 
@@ -152,6 +153,10 @@ def _key_of(line_no: int, text: str, where: str) -> MismatchKey:
     legacy_id, utx = data.get("legacy_id"), data.get("transaction_id")
     if legacy_id is not None and (isinstance(legacy_id, bool) or not isinstance(legacy_id, int)):
         raise bad(f"legacy_id must be an integer or null, got {legacy_id!r}")
+    if legacy_id is not None and not 0 < legacy_id <= MAX_BIGINT:
+        # Refused with the file, not met mid-run: SQLite cannot bind it (a crash after
+        # the lines before were repaired), PostgreSQL refuses it as that line's failure.
+        raise bad(f"legacy_id out of range (1..{MAX_BIGINT}), got {legacy_id}")
     if utx is not None and not isinstance(utx, str):
         raise bad(f"transaction_id must be a string or null, got {utx!r}")
     if legacy_id is None and utx is None:
