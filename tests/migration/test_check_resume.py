@@ -242,6 +242,21 @@ def test_out_lists_every_mismatch_and_repair_from_repairs_exactly_that_list(
         # repaired, PostgreSQL counted it failed; an id below 1 names no row.
         ('{"system": "CASHOUT", "legacy_id": 9223372036854775808}', "legacy_id out of range"),
         ('{"system": "CASHOUT", "legacy_id": 0}', "legacy_id out of range"),
+        # A system or legacy id the UTX id contradicts: the line names two entities
+        # (taken for an orphan before, nothing repaired).
+        (
+            '{"system": "CASHOUT", "transaction_id": "UTX200000000000003"}',
+            "transaction_id UTX200000000000003 is escrow:3, not a CASHOUT id",
+        ),
+        (
+            '{"system": "ESCROW", "legacy_id": 4, "transaction_id": "UTX200000000000003"}',
+            "legacy_id 4 disagrees with transaction_id UTX200000000000003 (escrow:3)",
+        ),
+        ('{"system": "CASHOUT", "transaction_id": "UTX12"}', "'UTX12' is not a UTX id"),
+        (
+            '{"system": "CASHOUT", "transaction_id": "UTX100000000000000"}',
+            "'UTX100000000000000' is not a UTX id",
+        ),
     ],
 )
 def test_repair_from_refuses_a_malformed_file_naming_the_line_and_writes_nothing(
@@ -258,6 +273,36 @@ def test_repair_from_refuses_a_malformed_file_naming_the_line_and_writes_nothing
         assert conn.execute(sa.select(sa.func.count()).select_from(status_history)).scalar() == 0
     with pytest.raises(InputError, match=":2:"):
         run_repair(db.engine, db.settings, strategy="legacy_wins", dry_run=True, from_file=bad)
+
+
+def test_repair_from_a_line_naming_only_the_transaction_id_repairs_its_entity(
+    db: Any, tmp_path: Path
+) -> None:
+    """A line naming its entity by transaction_id alone was taken for an orphan
+    (skipped, orphan_unified) and the mismatch left as it was: the legacy id is the
+    one the UTX id was derived from."""
+    populate(db.engine, db.settings, 10)
+    damage(db.engine, db.settings, 10)
+    out = tmp_path / "m.jsonl"
+    before = run_check(db.engine, db.settings, out=out)
+    record = next(
+        r
+        for r in map(json.loads, _lines(out))
+        if r["system"] == "ESCROW" and "status_mismatch" in r["kinds"]
+    )
+    listed = tmp_path / "by_utx.jsonl"
+    listed.write_text(
+        json.dumps({"system": "ESCROW", "transaction_id": record["transaction_id"]}) + "\n"
+    )
+    result = _cli(
+        db, "repair", "--from", str(listed), "--strategy", "legacy_wins", "--reason", "t", "--json"
+    )
+    data = json.loads(result.stdout)
+    assert (data["repaired"], data["skipped"]) == (1, {}), result.output
+    assert result.exit_code == 0, result.output
+    after = run_check(db.engine, db.settings)
+    mismatches = after.per_system["ESCROW"]["inconsistencies"]["status_mismatch"]
+    assert mismatches == before.per_system["ESCROW"]["inconsistencies"]["status_mismatch"] - 1
 
 
 def test_repair_from_counts_entities_that_exist_nowhere_as_not_found(
