@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from unistatus.domain import consistency
+from unistatus.domain.ids import UTX_PATTERN, UtxId
 from unistatus.domain.inputs import MAX_BIGINT
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.errors import InputError
+from unistatus.errors import InputError, InvalidIdentifierError
 
 __all__ = ["MismatchKey", "MismatchWriter", "mismatch_record", "read_mismatch_keys"]
 
@@ -126,7 +127,8 @@ def _open_out(path: Path, keep_bytes: int) -> IO[str]:
 
 @dataclass(frozen=True)
 class MismatchKey:
-    """What ``repair --from`` needs of a line: which entity."""
+    """What ``repair --from`` needs of a line: which entity (``legacy_id`` derived from
+    a UTX id when the line gives only that)."""
 
     line: int
     system: LegacySystemType
@@ -161,7 +163,37 @@ def _key_of(line_no: int, text: str, where: str) -> MismatchKey:
         raise bad(f"transaction_id must be a string or null, got {utx!r}")
     if legacy_id is None and utx is None:
         raise bad("neither legacy_id nor transaction_id: no entity to repair")
+    if utx is not None:
+        legacy_id = _derived_legacy_id(system, legacy_id, utx, bad)
     return MismatchKey(line_no, system, legacy_id, utx)
+
+
+def _derived_legacy_id(
+    system: LegacySystemType,
+    legacy_id: int | None,
+    utx: str,
+    bad: Callable[[str], InputError],
+) -> int | None:
+    """The legacy id of a line that names a UTX id: its own, else the one the UTX id
+    was derived from (as the repair queue's :func:`queue_target` reads a row).
+
+    Without it a line naming a transaction by its id alone was taken for an orphan and
+    left unrepaired. A system or legacy id that the UTX id contradicts names two
+    entities: refused with the file rather than one of them guessed.
+    """
+    if not UTX_PATTERN.fullmatch(utx):
+        raise bad(f"transaction_id {utx!r} is not a UTX id (UTX and 15 digits)")
+    try:
+        derived = UtxId(utx).derived_ref
+    except InvalidIdentifierError as exc:
+        raise bad(f"transaction_id {utx!r} is not a UTX id: {exc}") from None
+    if derived is None:  # born unified: its id names no legacy row
+        return legacy_id
+    if derived.system is not system:
+        raise bad(f"transaction_id {utx} is {derived}, not a {system.value} id")
+    if legacy_id is not None and legacy_id != derived.legacy_id:
+        raise bad(f"legacy_id {legacy_id} disagrees with transaction_id {utx} ({derived})")
+    return derived.legacy_id
 
 
 def read_mismatch_keys(path: str | os.PathLike[str]) -> Iterator[MismatchKey]:
