@@ -433,3 +433,22 @@ def test_a_new_run_whose_out_cannot_be_opened_stores_nothing_and_resume_keeps_th
         )
     assert _counts(resumed) == _counts(whole)
     assert sorted(_lines(out)) == sorted(_lines(whole_out))
+
+
+@pytest.mark.parametrize(
+    "option", [["--system", "escrow"], ["--examples", "0"]], ids=["system", "examples"]
+)
+def test_resume_refuses_the_options_of_a_new_run_as_it_refuses_since_and_out(
+    db: Any, tmp_path: Path, option: list[str]
+) -> None:
+    """`check --resume --system escrow` or `--examples 0` ignored the option silently
+    (the run went on with its own), while --since and --out were refused."""
+    populate(db.engine, db.settings, N)
+    _interrupted(db, tmp_path / "m.jsonl")
+    refused = _cli(db, "check", "--resume", *option)
+    assert refused.exit_code == 2, refused.output
+    assert "a resumed run keeps its own" in " ".join(refused.output.split())
+    assert _stored_ranges(db)["ESCROW"] == 4
+    with pytest.raises(InputError, match="a resumed run keeps its own"):
+        run_check(db.engine, db.settings, resume=True, examples=0)
+    assert run_check(db.engine, db.settings, resume=True).complete
