@@ -252,7 +252,10 @@ def test_out_lists_every_mismatch_and_repair_from_repairs_exactly_that_list(
             '{"system": "ESCROW", "legacy_id": 4, "transaction_id": "UTX200000000000003"}',
             "legacy_id 4 disagrees with transaction_id UTX200000000000003 (escrow:3)",
         ),
-        ('{"system": "CASHOUT", "transaction_id": "UTX12"}', "transaction_id 'UTX12' is not a UTX id"),
+        (
+            '{"system": "CASHOUT", "transaction_id": "UTX12"}',
+            "transaction_id 'UTX12' is not a UTX id",
+        ),
         (
             '{"system": "CASHOUT", "transaction_id": "UTX100000000000000"}',
             "transaction_id 'UTX100000000000000' is not a UTX id",

@@ -283,18 +283,19 @@ def _open_run(
     if resume is False:
         wanted = parse_systems(systems)
         since_at = parse_since(since)
+        out_path = str(Path(out).resolve()) if out is not None else None
         options = {
             "systems": [s.value for s in wanted],
             "since": since_at.isoformat() if since_at else None,
             "scope": scope_of(wanted, since_at),
             "chunk": chunk,
             "examples": DEFAULT_EXAMPLES if examples is None else examples,
-            "out": str(Path(out).resolve()) if out is not None else None,
+            "out": out_path,
         }
         # Opened before the run is stored: a file that cannot be opened leaves no run
         # behind, which a later --resume would take (failing on it again) instead of
         # the interrupted run before it.
-        writer = _out_writer(options["out"], 0, held)
+        writer = _out_writer(out_path, 0, held)
         fresh = new_run_id()
         if store:  # claimed before it is stored: no resume can take it first
             held.enter_context(claim_run(engine, fresh))
@@ -302,8 +303,7 @@ def _open_run(
     # Refused rather than ignored: the run goes on with the options it started with.
     if systems is not None or since is not None or out is not None or examples is not None:
         raise InputError(
-            "a resumed run keeps its own systems, --since, --out and --examples: give "
-            "none of them"
+            "a resumed run keeps its own systems, --since, --out and --examples: give none of them"
         )
     if not store:
         raise InputError("a resumed run stores its report (store=False cannot resume)")
