@@ -238,6 +238,28 @@ def test_out_lists_every_mismatch_and_repair_from_repairs_exactly_that_list(
         ('{"system": "PAYPAL", "legacy_id": 1}', "unknown legacy system"),
         ('{"system": "CASHOUT", "legacy_id": "7"}', "legacy_id must be an integer"),
         ('{"system": "CASHOUT"}', "neither legacy_id nor transaction_id"),
+        # Beyond a BIGINT: SQLite crashed mid-run (OverflowError) after line 1 was
+        # repaired, PostgreSQL counted it failed; an id below 1 names no row.
+        ('{"system": "CASHOUT", "legacy_id": 9223372036854775808}', "legacy_id out of range"),
+        ('{"system": "CASHOUT", "legacy_id": 0}', "legacy_id out of range"),
+        # A system or legacy id the UTX id contradicts: the line names two entities
+        # (taken for an orphan before, nothing repaired).
+        (
+            '{"system": "CASHOUT", "transaction_id": "UTX200000000000003"}',
+            "transaction_id UTX200000000000003 is escrow:3, not a CASHOUT id",
+        ),
+        (
+            '{"system": "ESCROW", "legacy_id": 4, "transaction_id": "UTX200000000000003"}',
+            "legacy_id 4 disagrees with transaction_id UTX200000000000003 (escrow:3)",
+        ),
+        (
+            '{"system": "CASHOUT", "transaction_id": "UTX12"}',
+            "transaction_id 'UTX12' is not a UTX id",
+        ),
+        (
+            '{"system": "CASHOUT", "transaction_id": "UTX100000000000000"}',
+            "transaction_id 'UTX100000000000000' is not a UTX id",
+        ),
     ],
 )
 def test_repair_from_refuses_a_malformed_file_naming_the_line_and_writes_nothing(
@@ -254,6 +276,36 @@ def test_repair_from_refuses_a_malformed_file_naming_the_line_and_writes_nothing
         assert conn.execute(sa.select(sa.func.count()).select_from(status_history)).scalar() == 0
     with pytest.raises(InputError, match=":2:"):
         run_repair(db.engine, db.settings, strategy="legacy_wins", dry_run=True, from_file=bad)
+
+
+def test_repair_from_a_line_naming_only_the_transaction_id_repairs_its_entity(
+    db: Any, tmp_path: Path
+) -> None:
+    """A line naming its entity by transaction_id alone was taken for an orphan
+    (skipped, orphan_unified) and the mismatch left as it was: the legacy id is the
+    one the UTX id was derived from."""
+    populate(db.engine, db.settings, 10)
+    damage(db.engine, db.settings, 10)
+    out = tmp_path / "m.jsonl"
+    before = run_check(db.engine, db.settings, out=out)
+    record = next(
+        r
+        for r in map(json.loads, _lines(out))
+        if r["system"] == "ESCROW" and "status_mismatch" in r["kinds"]
+    )
+    listed = tmp_path / "by_utx.jsonl"
+    listed.write_text(
+        json.dumps({"system": "ESCROW", "transaction_id": record["transaction_id"]}) + "\n"
+    )
+    result = _cli(
+        db, "repair", "--from", str(listed), "--strategy", "legacy_wins", "--reason", "t", "--json"
+    )
+    data = json.loads(result.stdout)
+    assert (data["repaired"], data["skipped"]) == (1, {}), result.output
+    assert result.exit_code == 0, result.output
+    after = run_check(db.engine, db.settings)
+    mismatches = after.per_system["ESCROW"]["inconsistencies"]["status_mismatch"]
+    assert mismatches == before.per_system["ESCROW"]["inconsistencies"]["status_mismatch"] - 1
 
 
 def test_repair_from_counts_entities_that_exist_nowhere_as_not_found(
@@ -299,3 +351,107 @@ def test_a_run_another_process_walks_is_not_resumed_twice(db: Any) -> None:
         assert busy.exit_code == 2 and "another process" in busy.output, busy.output
     resumed = run_check(db.engine, db.settings, resume=True)
     assert resumed.complete and resumed.total == whole.total
+
+
+class _Stop(Exception):
+    """Stands for a kill: the run stops after a committed range, its report unstored."""
+
+
+def _interrupted(db: Any, out: Path) -> str:
+    """A run with --out stopped after ESCROW's 4th range (every cashout line written);
+    its name. The whole run's counts are those of a fresh check."""
+
+    def stop(system: Any, pos: Any) -> None:
+        if system.value == "ESCROW" and pos.ranges == 4:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        run_check(db.engine, db.settings, chunk=CHUNK, examples=3, out=out, on_range=stop)
+    from unistatus.migration.check_runs import latest_unfinished
+
+    with db.engine.connect() as conn:
+        name = latest_unfinished(conn)
+    assert name is not None and _stored_ranges(db)["ESCROW"] == 4
+    return name
+
+
+def test_resume_refuses_an_out_file_moved_or_cut_short_and_goes_on_once_it_is_back(
+    db: Any, tmp_path: Path
+) -> None:
+    """A resume after the --out file was moved made a new one, filled with NUL bytes up
+    to the committed size: the committed ranges' lines lost, `repair --from` then
+    failing with "not JSON", and the report complete. Refused now, nothing changed."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    whole_out = tmp_path / "whole.jsonl"
+    whole = run_check(db.engine, db.settings, chunk=CHUNK, examples=3, out=whole_out)
+    out, away = tmp_path / "m.jsonl", tmp_path / "moved.jsonl"
+    _interrupted(db, out)
+    written = out.read_bytes()
+    assert written and b"\0" not in written
+
+    out.rename(away)
+    with pytest.raises(InputError, match=r"--out .*m\.jsonl.* (gone|missing|no such)"):
+        run_check(db.engine, db.settings, resume=True)
+    assert not out.exists() and _stored_ranges(db)["ESCROW"] == 4
+    refused = _cli(db, "check", "--resume")
+    assert refused.exit_code == 2 and "--out" in refused.output, refused.output
+    assert not out.exists()
+
+    out.write_bytes(written[: len(written) // 2])  # a copy cut short
+    with pytest.raises(InputError, match=r"--out .*m\.jsonl.* shorter"):
+        run_check(db.engine, db.settings, resume=True)
+    assert out.read_bytes() == written[: len(written) // 2]
+    assert _stored_ranges(db)["ESCROW"] == 4
+
+    away.replace(out)  # back where it was: the run goes on
+    resumed = run_check(db.engine, db.settings, resume=True)
+    assert resumed.complete and _counts(resumed) == _counts(whole)
+    assert sorted(_lines(out)) == sorted(_lines(whole_out))
+
+
+def test_a_new_run_whose_out_cannot_be_opened_stores_nothing_and_resume_keeps_the_earlier(
+    db: Any, tmp_path: Path
+) -> None:
+    """`check --out` into a missing directory failed (exit 2) after storing its run:
+    every later `check --resume` took that run and failed with the same error, and the
+    interrupted run before it could never be resumed. The file is opened first now."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    whole_out = tmp_path / "whole.jsonl"
+    whole = run_check(db.engine, db.settings, chunk=CHUNK, examples=3, out=whole_out)
+    out = tmp_path / "m.jsonl"
+    name = _interrupted(db, out)
+    with db.engine.connect() as conn:
+        runs_before = conn.execute(sa.select(sa.func.count()).select_from(check_runs)).scalar()
+
+    failed = _cli(db, "check", "--out", str(tmp_path / "no" / "such" / "dir" / "m.jsonl"))
+    assert failed.exit_code == 2 and "--out" in failed.output, failed.output
+
+    resumed = run_check(db.engine, db.settings, resume=True)
+    assert resumed.complete and resumed.run == name
+    with db.engine.connect() as conn:  # the failed run left no row
+        assert conn.execute(sa.select(sa.func.count()).select_from(check_runs)).scalar() == (
+            runs_before
+        )
+    assert _counts(resumed) == _counts(whole)
+    assert sorted(_lines(out)) == sorted(_lines(whole_out))
+
+
+@pytest.mark.parametrize(
+    "option", [["--system", "escrow"], ["--examples", "0"]], ids=["system", "examples"]
+)
+def test_resume_refuses_the_options_of_a_new_run_as_it_refuses_since_and_out(
+    db: Any, tmp_path: Path, option: list[str]
+) -> None:
+    """`check --resume --system escrow` or `--examples 0` ignored the option silently
+    (the run went on with its own), while --since and --out were refused."""
+    populate(db.engine, db.settings, N)
+    _interrupted(db, tmp_path / "m.jsonl")
+    refused = _cli(db, "check", "--resume", *option)
+    assert refused.exit_code == 2, refused.output
+    assert "a resumed run keeps its own" in " ".join(refused.output.split())
+    assert _stored_ranges(db)["ESCROW"] == 4
+    with pytest.raises(InputError, match="a resumed run keeps its own"):
+        run_check(db.engine, db.settings, resume=True, examples=0)
+    assert run_check(db.engine, db.settings, resume=True).complete

@@ -34,8 +34,11 @@ def check(
             "--system", help="cashout, escrow, exchange or all (repeatable). Default: all."
         ),
     ] = None,
-    examples: int = typer.Option(
-        10, "--examples", min=0, help="How many inconsistent rows to show and store."
+    examples: int | None = typer.Option(
+        None,
+        "--examples",
+        min=0,
+        help="How many inconsistent rows to show and store. Default: 10.",
     ),
     since: str = typer.Option(
         None,
@@ -108,7 +111,7 @@ def check(
         report = run_check(
             app.engine,
             app.settings,
-            systems=(system or None) if not resume else None,
+            systems=system or None,  # a resumed run refuses them, as --since and --out
             since=_since(app.engine, since, one),
             examples=examples,
             resume=resume,

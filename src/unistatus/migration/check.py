@@ -61,6 +61,7 @@ from unistatus.migration.check_times import parse_duration, parse_since
 __all__ = [
     "COVERING_LOOKBACK",
     "DEFAULT_CHUNK",
+    "DEFAULT_EXAMPLES",
     "RECHECK_BATCH",
     "RECHECK_WINDOW",
     "RangeScan",
@@ -84,6 +85,8 @@ __all__ = [
     "scope_of",
     "store_report",
 ]
+
+DEFAULT_EXAMPLES = 10  # inconsistent rows a report keeps, unless told
 
 # --- inputs ---------------------------------------------------------------------------
 
@@ -140,7 +143,7 @@ def run_check(
     *,
     systems: Iterable[LegacySystemType | str] | LegacySystemType | str | None = None,
     since: str | datetime | None = None,
-    examples: int = 10,
+    examples: int | None = None,
     store: bool = True,
     chunk: int = DEFAULT_CHUNK,
     resume: bool | str = False,
@@ -152,8 +155,9 @@ def run_check(
     """Diff every legacy table in scope against ``unified_transactions``; store the report.
 
     ``since`` (ISO time, age like ``1h``, or datetime) limits the check to pairs where
-    either side was updated since then. ``examples`` inconsistent rows are kept in the
-    report with both sides' values; ``out`` writes every one to a JSON-lines file.
+    either side was updated since then. ``examples`` inconsistent rows (None:
+    :data:`DEFAULT_EXAMPLES`) are kept in the report with both sides' values; ``out``
+    writes every one to a JSON-lines file.
 
     The run commits its position after each key range (``unistatus_check_runs``):
     ``resume=True`` (or a run id) goes on with the latest unfinished run, with its
@@ -164,7 +168,9 @@ def run_check(
     On PostgreSQL the systems are walked at once (``check_scan.walk_systems``), and
     ``on_range(system, position)`` is then called from their threads.
     """
-    if isinstance(examples, bool) or not isinstance(examples, int) or examples < 0:
+    if examples is not None and (
+        isinstance(examples, bool) or not isinstance(examples, int) or examples < 0
+    ):
         raise InputError(f"examples must be a non-negative integer, got {examples!r}")
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise InputError(f"chunk must be a positive integer, got {chunk!r}")
@@ -176,13 +182,11 @@ def run_check(
     held = ExitStack()  # the claim on the run, until its report is stored
     finished_walk = False
     try:
-        run = _open_run(engine, systems, since, examples, chunk, out, resume, store, held)
+        run, writer = _open_run(engine, systems, since, examples, chunk, out, resume, store, held)
         opts = run.options
         wanted = [LegacySystemType.parse(s) for s in opts["systems"]]
         since_at = parse_since(opts["since"])
         tables = resolve_legacy_tables(engine, settings, systems=wanted, columns_only=True)
-        out_path = opts.get("out")
-        writer = MismatchWriter(out_path, keep_bytes=run.out_bytes) if out_path else None
         try:
             with engine.connect() as conn:
                 project = pending_replay_exists(conn)
@@ -266,33 +270,40 @@ def _open_run(
     engine: sa.Engine,
     systems: Iterable[LegacySystemType | str] | LegacySystemType | str | None,
     since: str | datetime | None,
-    examples: int,
+    examples: int | None,
     chunk: int,
     out: str | os.PathLike[str] | None,
     resume: bool | str,
     store: bool,
     held: ExitStack,
-) -> RunState:
+) -> tuple[RunState, MismatchWriter | None]:
     """The run to walk, claimed in ``held`` (:func:`claim_run`): a new one, or the one
-    ``resume`` names, loaded once claimed (as the process before left it)."""
+    ``resume`` names, loaded once claimed (as the process before left it); and its
+    --out file's writer (:func:`_out_writer`)."""
     if resume is False:
         wanted = parse_systems(systems)
         since_at = parse_since(since)
+        out_path = str(Path(out).resolve()) if out is not None else None
         options = {
             "systems": [s.value for s in wanted],
             "since": since_at.isoformat() if since_at else None,
             "scope": scope_of(wanted, since_at),
             "chunk": chunk,
-            "examples": examples,
-            "out": str(Path(out).resolve()) if out is not None else None,
+            "examples": DEFAULT_EXAMPLES if examples is None else examples,
+            "out": out_path,
         }
+        # Opened before the run is stored: a file that cannot be opened leaves no run
+        # behind, which a later --resume would take (failing on it again) instead of
+        # the interrupted run before it.
+        writer = _out_writer(out_path, 0, held)
         fresh = new_run_id()
         if store:  # claimed before it is stored: no resume can take it first
             held.enter_context(claim_run(engine, fresh))
-        return RunState.start(engine, options, wanted, persist=store, run=fresh)
-    if systems is not None or since is not None or out is not None:
+        return RunState.start(engine, options, wanted, persist=store, run=fresh), writer
+    # Refused rather than ignored: the run goes on with the options it started with.
+    if systems is not None or since is not None or out is not None or examples is not None:
         raise InputError(
-            "a resumed run keeps its own systems, --since and --out: give none of them"
+            "a resumed run keeps its own systems, --since, --out and --examples: give none of them"
         )
     if not store:
         raise InputError("a resumed run stores its report (store=False cannot resume)")
@@ -310,7 +321,17 @@ def _open_run(
         )
     if state.complete:
         raise InputError(f"check run {name} already covered everything: nothing to resume")
-    return state
+    return state, _out_writer(state.options.get("out"), state.out_bytes, held)
+
+
+def _out_writer(path: str | None, keep_bytes: int, held: ExitStack) -> MismatchWriter | None:
+    """The --out file's writer (None without --out), closed with ``held`` at the latest:
+    a run that fails before its walk does not leave it open."""
+    if not path:
+        return None
+    writer = MismatchWriter(path, keep_bytes=keep_bytes)
+    held.callback(writer.close)
+    return writer
 
 
 def _report_of(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from unistatus.domain import consistency
+from unistatus.domain.ids import UTX_PATTERN, UtxId
+from unistatus.domain.inputs import MAX_BIGINT
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.errors import InputError
+from unistatus.errors import InputError, InvalidIdentifierError
 
 __all__ = ["MismatchKey", "MismatchWriter", "mismatch_record", "read_mismatch_keys"]
 
@@ -72,10 +74,7 @@ class MismatchWriter:
     def __init__(self, path: str | os.PathLike[str], *, keep_bytes: int = 0) -> None:
         self.path = Path(path)
         try:
-            # Resume: keep exactly what the committed ranges wrote (0: a new file).
-            self._file: IO[str] = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115
-            self._file.truncate(keep_bytes)
-            self._file.seek(keep_bytes)
+            self._file: IO[str] = _open_out(self.path, keep_bytes)
         except OSError as exc:
             raise InputError(f"--out {self.path}: {exc.strerror or exc}") from None
         self.lines = 0
@@ -93,9 +92,43 @@ class MismatchWriter:
         self._file.close()
 
 
+def _open_out(path: Path, keep_bytes: int) -> IO[str]:
+    """A new file (``keep_bytes`` 0), or a resumed run's, cut back to ``keep_bytes``:
+    what its committed ranges wrote.
+
+    A resumed run's file must still hold those bytes: one moved away or cut short
+    would be extended with NUL bytes (its committed lines lost, a `repair --from`
+    failing on them, the report saying complete). Refused, the file left as it is, so
+    the run resumes once the file is back.
+    """
+    if not keep_bytes:
+        return open(path, "w", encoding="utf-8")  # noqa: SIM115
+    try:
+        handle = open(path, "r+", encoding="utf-8")  # noqa: SIM115 - never creates it
+    except FileNotFoundError:
+        raise InputError(
+            f"--out {path} is gone (moved or deleted?): the run being resumed wrote "
+            f"{keep_bytes:,} bytes of mismatches there. Put the file back and resume, or "
+            "start a new run (`unistatus check` without --resume)"
+        ) from None
+    size = os.fstat(handle.fileno()).st_size
+    if size < keep_bytes:
+        handle.close()
+        raise InputError(
+            f"--out {path} is shorter ({size:,} bytes) than what the run being resumed "
+            f"wrote there ({keep_bytes:,} bytes): not its file, or cut short. Put the "
+            "run's file back and resume, or start a new run (`unistatus check` without "
+            "--resume)"
+        )
+    handle.truncate(keep_bytes)
+    handle.seek(keep_bytes)
+    return handle
+
+
 @dataclass(frozen=True)
 class MismatchKey:
-    """What ``repair --from`` needs of a line: which entity."""
+    """What ``repair --from`` needs of a line: which entity (``legacy_id`` derived from
+    a UTX id when the line gives only that)."""
 
     line: int
     system: LegacySystemType
@@ -122,11 +155,45 @@ def _key_of(line_no: int, text: str, where: str) -> MismatchKey:
     legacy_id, utx = data.get("legacy_id"), data.get("transaction_id")
     if legacy_id is not None and (isinstance(legacy_id, bool) or not isinstance(legacy_id, int)):
         raise bad(f"legacy_id must be an integer or null, got {legacy_id!r}")
+    if legacy_id is not None and not 0 < legacy_id <= MAX_BIGINT:
+        # Refused with the file, not met mid-run: SQLite cannot bind it (a crash after
+        # the lines before were repaired), PostgreSQL refuses it as that line's failure.
+        raise bad(f"legacy_id out of range (1..{MAX_BIGINT}), got {legacy_id}")
     if utx is not None and not isinstance(utx, str):
         raise bad(f"transaction_id must be a string or null, got {utx!r}")
     if legacy_id is None and utx is None:
         raise bad("neither legacy_id nor transaction_id: no entity to repair")
+    if utx is not None:
+        legacy_id = _derived_legacy_id(system, legacy_id, utx, bad)
     return MismatchKey(line_no, system, legacy_id, utx)
+
+
+def _derived_legacy_id(
+    system: LegacySystemType,
+    legacy_id: int | None,
+    utx: str,
+    bad: Callable[[str], InputError],
+) -> int | None:
+    """The legacy id of a line that names a UTX id: its own, else the one the UTX id
+    was derived from (as the repair queue's :func:`queue_target` reads a row).
+
+    Without it a line naming a transaction by its id alone was taken for an orphan and
+    left unrepaired. A system or legacy id that the UTX id contradicts names two
+    entities: refused with the file rather than one of them guessed.
+    """
+    if not UTX_PATTERN.fullmatch(utx):
+        raise bad(f"transaction_id {utx!r} is not a UTX id (UTX and 15 digits)")
+    try:
+        derived = UtxId(utx).derived_ref
+    except InvalidIdentifierError as exc:
+        raise bad(f"transaction_id {utx!r} is not a UTX id: {exc}") from None
+    if derived is None:  # born unified: its id names no legacy row
+        return legacy_id
+    if derived.system is not system:
+        raise bad(f"transaction_id {utx} is {derived}, not a {system.value} id")
+    if legacy_id is not None and legacy_id != derived.legacy_id:
+        raise bad(f"legacy_id {legacy_id} disagrees with transaction_id {utx} ({derived})")
+    return derived.legacy_id
 
 
 def read_mismatch_keys(path: str | os.PathLike[str]) -> Iterator[MismatchKey]:
