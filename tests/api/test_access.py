@@ -340,6 +340,15 @@ def test_every_refusal_names_its_kind_in_error(db: Database, cashout: str) -> No
                 400,
                 "InputError",
             ),
+            (
+                client.post(
+                    update,
+                    content=b"status=PROCESSING",
+                    headers={**bearer(WRITER), "Content-Type": "application/json"},
+                ),
+                400,
+                "InputError",
+            ),
         ]
     for r, code, kind in cases:
         assert (r.status_code, r.json().get("error")) == (code, kind), r.text
