@@ -9,6 +9,7 @@ or SQL.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from conftest import Database
+from conftest import Database, _drop_database, _throwaway_database
 from support.adapters import adapter_in, snapshot
 from unistatus.api.service import create_app
 from unistatus.config import load_settings
@@ -270,6 +271,50 @@ def test_a_failed_write_503_carries_no_sql(sqlite_db: Database) -> None:
     assert r.json()["result"]["overall_success"] is False
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def uninitialised(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[sa.Engine]:
+    """A database that answers but has no unistatus tables: every read of them fails."""
+    if request.param == "sqlite":
+        engine = create_engine(f"sqlite:///{tmp_path / 'blank.db'}")
+        yield engine
+        engine.dispose()
+        return
+    request.getfixturevalue("postgres_url")  # the server is there (else skipped)
+    admin, url, name = _throwaway_database("_blank")
+    engine = create_engine(url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        _drop_database(admin, name)
+
+
+SQL_LEAKS = ("SELECT", "FROM", "LINE", "[SQL", "sqlalche.me", "unistatus_", "no such table")
+
+
+def test_reads_that_fail_show_only_an_error_id(
+    uninitialised: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The open endpoints say what is unknown, never why in SQL: the log has the why,
+    under the error id the body gives."""
+    settings = load_settings(database_url="sqlite://", admin_token=ADMIN)
+    caplog.set_level(logging.ERROR, logger="unistatus")
+    with TestClient(create_app(settings, uninitialised)) as client:
+        health, status = client.get("/health"), client.get("/api/v1/status")
+    assert health.status_code == status.status_code == 200
+    checks, body = health.json()["checks"], status.json()
+    unknown = [checks["mode"], checks["phase"], checks["critical_alerts"]]
+    unknown += [body["alerts"]["error"], *(v for v in body["sources"].values() if v != "ok")]
+    for r in (health, status):
+        for leak in SQL_LEAKS:
+            assert leak not in r.text, (leak, r.text)
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    for value in unknown:
+        assert re.fullmatch(r"unknown \(error id [0-9a-f]{12}\)", value), value
+        assert re.search(r"error id ([0-9a-f]{12})", value)[1] in logged  # type: ignore[index]
+    assert "unistatus_control" in logged
+
+
 def test_every_refusal_names_its_kind_in_error(db: Database, cashout: str) -> None:
     """A script tells refusals apart by ``error``, whoever refused: the bearer check,
     the router or the body parser answer with it like unistatus's own errors do."""
@@ -290,6 +335,15 @@ def test_every_refusal_names_its_kind_in_error(db: Database, cashout: str) -> No
                 client.post(
                     update,
                     content=b'{"status": "\xff"}',
+                    headers={**bearer(WRITER), "Content-Type": "application/json"},
+                ),
+                400,
+                "InputError",
+            ),
+            (
+                client.post(
+                    update,
+                    content=b"status=PROCESSING",
                     headers={**bearer(WRITER), "Content-Type": "application/json"},
                 ),
                 400,

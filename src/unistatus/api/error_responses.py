@@ -1,11 +1,13 @@
 """How the HTTP API answers errors: typed errors to status codes, and safe error bodies.
 
 Typed unistatus errors become 4xx with a clear ``detail`` (404 unknown transaction, 409
-refused transition / mode / gate, 422 invalid input); 503 only when the database itself
-fails, and a 503 body names no host, port or SQL: it carries an ``error_id`` under which
-the service log keeps the detail. Every error body has ``error``: the typed error's
-name, or for a refusal of the HTTP layer itself (401, 403, an unknown route) a name
-from :data:`HTTP_ERROR_NAMES`. :func:`add_error_handlers` installs this on an app.
+refused transition / mode / gate, 422 invalid input; 400 a body that is not JSON at
+all); 503 only when the database itself fails, and a 503 body names no host, port or
+SQL: it carries an ``error_id`` under which the service log keeps the detail (so does a
+figure the open endpoints could not read: ``unknown (error id …)``,
+:func:`public_unknown`). Every error body has ``error``: the typed error's name, or for
+a refusal of the HTTP layer itself (401, 403, an unknown route) a name from
+:data:`HTTP_ERROR_NAMES`. :func:`add_error_handlers` installs this on an app.
 """
 
 from __future__ import annotations
@@ -30,7 +32,9 @@ __all__ = [
     "STATUS_CODES",
     "add_error_handlers",
     "error_response",
+    "failure_detail",
     "public_database_error",
+    "public_unknown",
     "status_code_for",
     "unavailable",
 ]
@@ -111,6 +115,20 @@ def public_database_error(detail: str | None) -> str | None:
     return f"database unreachable (error id {_logged('database unreachable', detail)})"
 
 
+def public_unknown(what: str, detail: str) -> str:
+    """A figure a read failed to give, as an unauthenticated client may see it: the why
+    (a table's name, SQL, parameters) goes to the log, under the id it names."""
+    return f"unknown (error id {_logged(f'{what} unknown', detail)})"
+
+
+def failure_detail(exc: BaseException) -> str:
+    """What the log keeps of a failure: a database error's statement but not its
+    parameters (they hold callers' data)."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return f"database error: {type(exc.orig).__name__}: {exc.orig} [SQL: {exc.statement}]"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Typed errors, invalid requests and database failures as the answers above."""
 
@@ -130,6 +148,14 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # A body that is not JSON at all is the parser's refusal, as one that is not
+        # even text is (400), not a field's: no field can be named.
+        not_json = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if not_json:
+            loc = list(not_json[0].get("loc", ()))
+            at = f" (at character {loc[-1]})" if loc[1:] else ""
+            message = f"the request body is not JSON{at}"
+            return error_response({"detail": message, "error": errors.InputError.__name__}, 400)
         # FastAPI's own handler echoes the input, which may hold NaN or a lone surrogate
         # that its JSON encoder cannot write (a 500 for a 422): say where and why only.
         detail = [
@@ -141,8 +167,4 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sa.exc.DBAPIError)
     async def _database(_request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
-        # The statement but not its parameters (they hold callers' data) goes to the log.
-        return unavailable(
-            "StorageError",
-            f"database error: {type(exc.orig).__name__}: {exc.orig} [SQL: {exc.statement}]",
-        )
+        return unavailable("StorageError", failure_detail(exc))

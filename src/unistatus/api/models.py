@@ -67,7 +67,10 @@ EntityId = Annotated[
     PathParam(
         min_length=1,
         max_length=64,
-        description="A UTX id (UTX + 15 digits) or a legacy reference like cashout:123",
+        description=(
+            "A UTX id (UTX + a system digit 1-3, or 9 born unified, + 14 digits) "
+            "or a legacy reference like cashout:123"
+        ),
     ),
 ]
 

@@ -2,29 +2,40 @@
 
 Every figure is read from the database at request time, so they show what every process
 is doing. A database error reaches an unauthenticated client only as an error id
-(:func:`~unistatus.api.error_responses.public_database_error`).
+(:func:`~unistatus.api.error_responses.public_database_error`), and so does a figure
+whose read failed: ``unknown (error id …)``, never the exception's text, which names
+tables and carries the SQL (:func:`~unistatus.api.error_responses.public_unknown`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from unistatus.api.error_responses import public_database_error
+from unistatus.api.error_responses import failure_detail, public_database_error, public_unknown
 from unistatus.api.state import ServiceState
 from unistatus.db.control import MIXED
 from unistatus.migration.phases import read_system_states
 from unistatus.observe.history import HISTORY_POINTS, HISTORY_SECONDS, read_history
 from unistatus.observe.metrics import SnapshotCollector, collect_snapshot, database_reachable
-from unistatus.redact import redact, redact_values
+from unistatus.redact import redact_values
 
 __all__ = ["add_observability_routes", "health_report"]
 
+# What a client sees of a read that failed, given (what, the detail for the log).
+Unknown = Callable[[str, str], str]
 
-def health_report(service: ServiceState) -> dict[str, Any]:
+
+def _unlogged(_what: str, _detail: str) -> str:
+    """For a report whose unknowns nobody is shown: no log line for an id never given."""
+    return "unknown"
+
+
+def health_report(service: ServiceState, *, unknown: Unknown = public_unknown) -> dict[str, Any]:
     """``{"status": healthy|degraded|down, "checks": {...}}`` from cheap reads only."""
     engine = service.engine
     error = database_reachable(engine)
@@ -45,7 +56,7 @@ def health_report(service: ServiceState) -> dict[str, Any]:
             for system, (mode, phase) in each.items()
         }
     except Exception as exc:
-        checks["mode"] = checks["phase"] = f"unknown: {exc}"
+        checks["mode"] = checks["phase"] = unknown("mode and phase", failure_detail(exc))
         degraded.append("mode and phase unknown")
     try:
         states = service.alerts()
@@ -60,7 +71,7 @@ def health_report(service: ServiceState) -> dict[str, Any]:
         if critical:
             degraded.append(f"critical alerts firing: {', '.join(critical)}")
     except Exception as exc:
-        checks["critical_alerts"] = f"unknown: {exc}"
+        checks["critical_alerts"] = unknown("alert state", failure_detail(exc))
         degraded.append("alert state unknown")
     if degraded:
         checks["degraded_because"] = degraded
@@ -105,10 +116,23 @@ def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
                 "all": states,
             }
         except Exception as exc:
-            body["alerts"] = {"firing": [], "all": [], "error": redact(f"unknown: {exc}")}
-        body["health"] = health_report(service)["status"]
+            error = public_unknown("alert state", failure_detail(exc))
+            body["alerts"] = {"firing": [], "all": [], "error": error}
+        body["sources"] = _public_sources(snap.sources)
+        body["health"] = health_report(service, unknown=_unlogged)["status"]
         redacted: dict[str, Any] = redact_values(body)
         return redacted
+
+
+def _public_sources(sources: dict[str, str]) -> dict[str, str]:
+    """Each source "ok" or ``unknown (error id …)``: one id for all those unknown, whose
+    reasons (a table's name, a line of SQL) go to the log under it."""
+    unknown = {name: reason for name, reason in sources.items() if reason != "ok"}
+    if not unknown:
+        return sources
+    detail = "; ".join(f"{name}: {reason}" for name, reason in unknown.items())
+    shown = public_unknown("status sources", detail)
+    return {name: shown if name in unknown else reason for name, reason in sources.items()}
 
 
 def _add_history_route(app: FastAPI, service: ServiceState) -> None:

@@ -2,8 +2,9 @@
 
 A unified row made from a legacy row has a UTX id derived from it, in Python and in
 SQL alike: "UTX" + system digit + the legacy id padded to 14 digits. A transaction born
-unified gets "UTX9" + 14 random digits. A legacy id beyond 14 digits cannot be
-migrated (:func:`require_migratable_id`).
+unified gets "UTX9" + 14 random digits. No other UTX id can exist, so any other (digit 0, 4 to 8,
+or a legacy id 0) is malformed, refused as such before any lookup. A legacy id beyond 14
+digits cannot be migrated (:func:`require_migratable_id`).
 """
 
 from __future__ import annotations
@@ -65,13 +66,32 @@ class LegacyRef:
 
 @dataclass(frozen=True)
 class UtxId:
+    """A UTX id unistatus can make: derived from a legacy row, or born unified."""
+
     value: str
+
+    def __post_init__(self) -> None:
+        # Refused here, not looked up: no such row can exist, so "not found" would
+        # send the caller looking for a transaction instead of at the id.
+        if not isinstance(self.value, str) or not UTX_PATTERN.fullmatch(self.value):
+            raise InvalidIdentifierError(
+                f"malformed id {self.value!r}: expected UTX followed by 15 digits"
+            )
+        digit = int(self.value[3])
+        if digit != BORN_UNIFIED_DIGIT and digit not in DIGIT_SYSTEM:
+            raise InvalidIdentifierError(
+                f"malformed id {self.value!r}: its digit {digit} after UTX names no system "
+                "(1 cashout, 2 escrow, 3 exchange, 9 born unified)"
+            )
+        if digit in DIGIT_SYSTEM and int(self.value[4:]) == 0:
+            raise InvalidIdentifierError(
+                f"malformed id {self.value!r}: a legacy id is 1..{MAX_LEGACY_ID}, not 0"
+            )
 
     @property
     def derived_ref(self) -> LegacyRef | None:
         """The legacy row this id was derived from, if it was derived from one."""
-        digit = int(self.value[3])
-        system = DIGIT_SYSTEM.get(digit)
+        system = DIGIT_SYSTEM.get(int(self.value[3]))
         return LegacyRef(system, int(self.value[4:])) if system else None
 
     def __str__(self) -> str:

@@ -168,15 +168,19 @@ def _read(sources: dict[str, str], name: str, fn: Callable[[], T]) -> T | None:
     try:
         value = fn()
     except sa.exc.DBAPIError as exc:
-        first = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        sources[name] = f"unknown: database error: {first}"
+        # The driver's first line: its next ones (and SQLAlchemy's text) quote the SQL.
+        sources[name] = f"unknown: database error: {_first_line(exc.orig or exc)}"
         return None
     except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
         log.warning("reading %s failed: %s", name, exc)
-        sources[name] = f"unknown: {type(exc).__name__}: {exc}"
+        sources[name] = f"unknown: {type(exc).__name__}: {_first_line(exc)}"
         return None
     sources[name] = "ok"
     return value
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
