@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from unistatus.backfill import current_tuning, tune
+from unistatus.backfill import current_tuning, read_workers, run_backfill, tune
 from unistatus.backfill.control import (
     StoredValue,
     Tuning,
@@ -16,10 +16,13 @@ from unistatus.backfill.control import (
     parse_tuning,
     stored_tuning,
 )
+from unistatus.backfill.worker import Clock
 from unistatus.clock import utcnow
 from unistatus.config import BackfillSettings
 from unistatus.db.control import history
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError
+from unistatus.sim.seed import seed_legacy
 
 T0 = utcnow()
 
@@ -38,6 +41,7 @@ def test_values_parse_to_numbers_or_off_and_bad_ones_are_refused() -> None:
     for name, value in (
         ("max_rows_per_second", "fast"),
         ("max_rows_per_second", -1),
+        ("max_rows_per_second", 1e-9),  # under the backfill's floor (0.001 rows/s)
         ("max_batch_rows", 0),
         ("max_batch_rows", 2.5),
         ("target_batch_ms", "off"),
@@ -96,3 +100,36 @@ def test_tune_stores_and_logs_each_value(db: Any) -> None:
         tune(db.engine, actor="alice", reason="nothing")
     with pytest.raises(InputError):
         tune(db.engine, actor="alice", reason="", max_rows_per_second=5)
+
+
+def test_a_tune_reaches_a_worker_in_a_long_wait_for_its_rate(db: Any) -> None:
+    """At 0.05 rows/s a batch of 100 rows owes 2,000 s: the wait is taken in slices,
+    the tuning re-read between them, so `tune --max-rows-per-second off` ends it
+    within about a second (it used to sleep the 2,000 s in one go), and the worker's
+    row shows the wait while it lasts. Time here is the test's: only sleeps pass it."""
+    seed_legacy(db.engine, db.settings, 900, seed=5)
+    now = {"t": 0.0}
+    slept: list[float] = []
+    seen: list[dict[str, Any]] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now["t"] += seconds
+        if len(slept) == 4:  # about 2 s into the first wait
+            seen.extend(read_workers(db.engine))
+            tune(db.engine, actor="alice", reason="off-peak", max_rows_per_second="off")
+
+    report = run_backfill(
+        db.engine,
+        db.settings,
+        systems=[LegacySystemType.CASHOUT],
+        batch_size=100,
+        target_batch_ms=0,
+        max_rows_per_second=0.05,
+        workers=1,
+        clock=Clock(timer=lambda: now["t"], sleep=sleep),
+    )
+    assert max(slept) <= 1.0, f"slept {max(slept):g} s in one go"
+    assert report.complete and sum(slept) < 5.0  # the tune ended the wait
+    (waiting,) = seen
+    assert waiting["throttled_seconds"]["max_rows_per_second"] > 0

@@ -123,6 +123,17 @@ def test_status_and_tune_json_shapes_and_errors(db: Any) -> None:
     assert "above max" in refused("--min-batch-rows", "500", "--max-batch-rows", "100")
 
 
+def test_tune_refuses_the_rates_the_backfill_refuses(db: Any) -> None:
+    """A rate under the backfill's floor was stored by `tune`, and a worker then asked to
+    sleep longer than the platform's time_t (1e-9 rows/s: OverflowError, the run
+    dead). Both commands refuse it alike, and nothing is stored."""
+    for args in (("tune", "--max-rows-per-second", "1e-9"), ("--max-rows-per-second", "1e-9")):
+        result = cli(db.url, "backfill", *args)
+        assert result.exit_code == 2, result.output
+        assert "0.001" in " ".join(result.output.split())
+    assert history(db.engine, key="backfill.max_rows_per_second") == []
+
+
 def test_status_says_why_a_worker_holds_back(db: Any) -> None:
     held = Activity(ops_for(db.engine), "host-a:1", batch_rows=4_000)
     held.saw(Readings(p95_ms=240.0, operations=500), {"p95_limit_ms": 120.0})
