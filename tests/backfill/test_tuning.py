@@ -16,7 +16,7 @@ from unistatus.backfill.control import (
     parse_tuning,
     stored_tuning,
 )
-from unistatus.backfill.worker import Clock
+from unistatus.backfill.pacing import Clock
 from unistatus.clock import utcnow
 from unistatus.config import BackfillSettings
 from unistatus.db.control import history

@@ -181,6 +181,10 @@ class Tuning:
 
 
 TUNABLE = tuple(f.name for f in fields(Tuning))
+# The lowest rate a run or a tune may set (rows/s, the whole backfill): below it a batch
+# owes days of waiting (1e-9 rows/s: longer than the platform can sleep), which is a
+# pause, and ``backfill pause`` says so.
+MIN_ROWS_PER_SECOND = 0.001
 # Where 0 means "no limit" (a rate of 0 rows/s or a limit of 0 ms would stop the run).
 _ZERO_IS_OFF = {"max_rows_per_second", "max_p95_ms", "max_replication_lag_seconds"}
 _INTEGERS = {"min_batch_rows", "max_batch_rows", "max_lock_waits"}
@@ -209,6 +213,11 @@ def parse_tuning(name: str, value: Any) -> Any:
         if name != "max_lock_waits" and number < 1:
             raise InputError(f"{name} must be at least 1, got {value!r}")
         return int(number)
+    if name == "max_rows_per_second" and number < MIN_ROWS_PER_SECOND:
+        raise InputError(
+            f"max_rows_per_second must be at least {MIN_ROWS_PER_SECOND:g} rows/s, got "
+            f"{value!r}; to stop the backfill for a while: `unistatus backfill pause`"
+        )
     if name == "p95_over_baseline" and number < 1:
         raise InputError(f"p95_over_baseline must be at least 1 (or 'off'), got {value!r}")
     return number

@@ -81,8 +81,9 @@ def run(
         help="Worker threads sharing the chunks, one connection each (PostgreSQL; SQLite "
         "runs one). Default: settings backfill.workers (2).",
     ),
+    # Its floor is the library's (control.MIN_ROWS_PER_SECOND), the same as `tune`'s.
     max_rows_per_second: float = typer.Option(
-        None, "--max-rows-per-second", min=0.001, help="Throttle (rows/s, all workers)."
+        None, "--max-rows-per-second", help="Throttle (rows/s, all workers)."
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Count what would be inserted and what is unmappable."
