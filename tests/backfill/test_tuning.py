@@ -133,3 +133,63 @@ def test_a_tune_reaches_a_worker_in_a_long_wait_for_its_rate(db: Any) -> None:
     assert report.complete and sum(slept) < 5.0  # the tune ended the wait
     (waiting,) = seen
     assert waiting["throttled_seconds"]["max_rows_per_second"] > 0
+
+
+def slow_run(db: Any, on_sleep: Any, **options: Any) -> Any:
+    """The cashout backfill at 100 rows/s in batches of 100, on the test's time (only
+    sleeps pass it): ``on_sleep(n)`` is called at its n-th sleep, while it runs."""
+    now = {"t": 0.0, "n": 0}
+
+    def sleep(seconds: float) -> None:
+        now["t"] += seconds
+        now["n"] += 1
+        on_sleep(now["n"])
+
+    return run_backfill(
+        db.engine,
+        db.settings,
+        systems=[LegacySystemType.CASHOUT],
+        batch_size=100,
+        target_batch_ms=0,
+        workers=1,
+        clock=Clock(timer=lambda: now["t"], sleep=sleep),
+        **{"max_rows_per_second": 100, **options},
+    )
+
+
+def test_status_shows_the_tuning_the_running_workers_use(db: Any) -> None:
+    """A run's own options are its tuning: `backfill status` showed the settings'
+    (max_rows_per_second=off during a run at 100 rows/s)."""
+    seed_legacy(db.engine, db.settings, 600, seed=5)
+    seen: list[dict[str, Any]] = []
+    report = slow_run(db, lambda n: seen.append(current_tuning(db.engine, db.settings)))
+    assert report.complete and seen
+    values, sources = seen[0]["values"], seen[0]["sources"]
+    assert values["max_rows_per_second"] == 100.0 and sources["max_rows_per_second"] == "option"
+    assert values["target_batch_ms"] == 0.0 and sources["target_batch_ms"] == "option"
+    assert values["max_lock_waits"] == 2 and sources["max_lock_waits"] == "settings"
+
+
+def test_a_tune_is_the_running_job_s_and_none_is_taken_without_one(db: Any) -> None:
+    """A tune made during a job is shown (and used) while it runs; once the job is
+    done the next one starts from the settings and its options, so `status` shows
+    those, and a tune with no job to apply to is refused, nothing stored (it was
+    stored and shown as the tuning, and the next run ignored it)."""
+    seed_legacy(db.engine, db.settings, 600, seed=5)
+    seen: list[dict[str, Any]] = []
+
+    def tune_then_look(n: int) -> None:
+        if n == 1:
+            tune(db.engine, actor="alice", reason="lock storm", max_lock_waits=0)
+        seen.append(current_tuning(db.engine, db.settings))
+
+    assert slow_run(db, tune_then_look).complete
+    assert seen[0]["values"]["max_lock_waits"] == 0
+    assert seen[0]["sources"]["max_lock_waits"].startswith("tune by alice")
+    after = current_tuning(db.engine, db.settings)
+    assert after["values"]["max_lock_waits"] == 2 and after["sources"]["max_lock_waits"] == (
+        "settings"
+    )
+    with pytest.raises(InputError, match="no backfill"):
+        tune(db.engine, actor="bob", reason="too late", max_p95_ms=150)
+    assert history(db.engine, key="backfill.max_p95_ms") == []

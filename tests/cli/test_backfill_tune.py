@@ -9,8 +9,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from support.cli_run import UNISTATUS, as_json, cli, runner  # noqa: F401
-from unistatus.backfill import progress, read_workers
+from unistatus.backfill import progress, read_workers, run_backfill
 from unistatus.backfill.activity import Activity
 from unistatus.backfill.health import P95, Decision, Readings
 from unistatus.cli import app
@@ -132,6 +134,40 @@ def test_tune_refuses_the_rates_the_backfill_refuses(db: Any) -> None:
         assert result.exit_code == 2, result.output
         assert "0.001" in " ".join(result.output.split())
     assert history(db.engine, key="backfill.max_rows_per_second") == []
+
+
+def interrupted_job(db: Any) -> None:
+    """An unfinished job that no worker runs now (stopped after its first batch)."""
+
+    class Stop(Exception):
+        pass
+
+    def stop(_system: str, done: int, _total: int) -> None:
+        if done:
+            raise Stop
+
+    seed_legacy(db.engine, db.settings, 600, seed=4)
+    with pytest.raises(Stop):
+        run_backfill(db.engine, db.settings, batch_size=50, workers=1, progress=stop)
+
+
+def test_tune_refuses_min_above_max_and_stores_every_digit(db: Any) -> None:
+    """`backfill` refuses a min batch above the max; `tune` took it. A rate was stored
+    with 6 significant digits (1234567 became 1234570). With no worker running, the
+    tune says the job's next run takes it."""
+    interrupted_job(db)
+    refused = cli(db.url, "backfill", "tune", "--min-batch-rows", "50000", "--max-batch-rows", "10")
+    assert refused.exit_code == 2, refused.output
+    assert "above" in refused.output
+    assert history(db.engine, key="backfill.min_batch_rows") == []
+    text = cli(db.url, "backfill", "tune", "--max-rows-per-second", "1234567")
+    assert text.exit_code == 0, text.output
+    said = " ".join(text.output.split())
+    assert "max_rows_per_second=1234567.0" in said and "no worker is running" in said
+    (change,) = history(db.engine, key="backfill.max_rows_per_second")
+    assert change.new_value == "1234567"
+    status = as_json(cli(db.url, "backfill", "status", "--json"))
+    assert status["tuning"]["values"]["max_rows_per_second"] == 1234567.0
 
 
 def test_status_says_why_a_worker_holds_back(db: Any) -> None:
