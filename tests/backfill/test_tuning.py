@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from support.backfill_data import interrupted_job
 from unistatus.backfill import current_tuning, read_workers, run_backfill, tune
 from unistatus.backfill.control import (
     StoredValue,
@@ -77,6 +78,8 @@ def test_the_newest_of_the_run_s_option_and_a_tune_during_the_job_wins() -> None
 
 
 def test_tune_stores_and_logs_each_value(db: Any) -> None:
+    seed_legacy(db.engine, db.settings, 300, seed=5)
+    interrupted_job(db)  # a tune belongs to a job: here one that no worker runs now
     result = tune(
         db.engine,
         actor="alice",
@@ -86,6 +89,7 @@ def test_tune_stores_and_logs_each_value(db: Any) -> None:
         target_batch_ms=None,  # not given: unchanged
     )
     assert result["tuned"] == {"max_rows_per_second": 2000.0, "max_p95_ms": None}
+    assert result["of"] == "next run"
     with db.engine.connect() as conn:
         stored = stored_tuning(conn)
     assert stored["max_rows_per_second"].value == 2000.0 and stored["max_p95_ms"].value is None
@@ -184,8 +188,9 @@ def test_a_tune_is_the_running_job_s_and_none_is_taken_without_one(db: Any) -> N
         seen.append(current_tuning(db.engine, db.settings))
 
     assert slow_run(db, tune_then_look).complete
-    assert seen[0]["values"]["max_lock_waits"] == 0
-    assert seen[0]["sources"]["max_lock_waits"].startswith("tune by alice")
+    # Shown once the worker uses it: it re-reads the tuning between two slices of a wait.
+    assert seen[1]["values"]["max_lock_waits"] == 0
+    assert seen[1]["sources"]["max_lock_waits"].startswith("tune by alice")
     after = current_tuning(db.engine, db.settings)
     assert after["values"]["max_lock_waits"] == 2 and after["sources"]["max_lock_waits"] == (
         "settings"

@@ -308,6 +308,9 @@ class Worker:
                 "min_batch_rows": t.min_batch_rows,
                 "max_batch_rows": t.max_batch_rows,
                 "workers_alive": live,
+                # All of it and where each value comes from, for `backfill status`.
+                "tuning": t.as_dict(),
+                "tuning_sources": dict(self.sources),
             }
         )
 
@@ -402,10 +405,10 @@ class Worker:
         the row kept beating (a long wait is not a worker gone), the tuning re-read (a
         tune applies to the rest of the wait); False: told to stop."""
         self.activity.held(self._pacing_reason(), seconds)
-        self.activity.write(self.clock.timer())
         if not self._going():
             return False
         self._refresh()
+        self.activity.write(self.clock.timer())  # a tune just taken: shown at once
         return True
 
     def _pacing_reason(self) -> str:
