@@ -15,8 +15,8 @@ import sqlalchemy as sa
 
 from support.backfill_data import inconsistencies
 from unistatus.backfill import progress, read_workers, run_backfill
+from unistatus.backfill.pacing import Clock
 from unistatus.backfill.sizing import BAND, MAX_GROWTH
-from unistatus.backfill.worker import Clock
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J

@@ -17,6 +17,7 @@ from support.roles import ALL_ON_PUBLIC, a_role_without_read_all_stats
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
 from unistatus.backfill.health import RAMP, RATE
+from unistatus.backfill.pacing import Clock
 from unistatus.backfill.ramp import (
     GROWTH,
     MIN_RATE,
@@ -25,7 +26,6 @@ from unistatus.backfill.ramp import (
     Ramp,
     grow_below,
 )
-from unistatus.backfill.worker import Clock
 from unistatus.clock import utcnow
 from unistatus.config import BackfillSettings
 from unistatus.db.dialect import ops_for

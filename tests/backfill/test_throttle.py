@@ -36,7 +36,7 @@ from unistatus.backfill.health import (
     decide,
     read_health,
 )
-from unistatus.backfill.worker import Clock
+from unistatus.backfill.pacing import Clock
 from unistatus.clock import utcnow
 from unistatus.config import BackfillSettings
 from unistatus.db.catalog import qualified_name

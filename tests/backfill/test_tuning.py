@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from unistatus.backfill import current_tuning, tune
+from support.backfill_data import interrupted_job
+from unistatus.backfill import current_tuning, read_workers, run_backfill, tune
 from unistatus.backfill.control import (
     StoredValue,
     Tuning,
@@ -16,10 +17,13 @@ from unistatus.backfill.control import (
     parse_tuning,
     stored_tuning,
 )
+from unistatus.backfill.pacing import Clock
 from unistatus.clock import utcnow
 from unistatus.config import BackfillSettings
 from unistatus.db.control import history
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError
+from unistatus.sim.seed import seed_legacy
 
 T0 = utcnow()
 
@@ -38,6 +42,7 @@ def test_values_parse_to_numbers_or_off_and_bad_ones_are_refused() -> None:
     for name, value in (
         ("max_rows_per_second", "fast"),
         ("max_rows_per_second", -1),
+        ("max_rows_per_second", 1e-9),  # under the backfill's floor (0.001 rows/s)
         ("max_batch_rows", 0),
         ("max_batch_rows", 2.5),
         ("target_batch_ms", "off"),
@@ -73,6 +78,8 @@ def test_the_newest_of_the_run_s_option_and_a_tune_during_the_job_wins() -> None
 
 
 def test_tune_stores_and_logs_each_value(db: Any) -> None:
+    seed_legacy(db.engine, db.settings, 300, seed=5)
+    interrupted_job(db)  # a tune belongs to a job: here one that no worker runs now
     result = tune(
         db.engine,
         actor="alice",
@@ -82,6 +89,7 @@ def test_tune_stores_and_logs_each_value(db: Any) -> None:
         target_batch_ms=None,  # not given: unchanged
     )
     assert result["tuned"] == {"max_rows_per_second": 2000.0, "max_p95_ms": None}
+    assert result["of"] == "next run"
     with db.engine.connect() as conn:
         stored = stored_tuning(conn)
     assert stored["max_rows_per_second"].value == 2000.0 and stored["max_p95_ms"].value is None
@@ -96,3 +104,97 @@ def test_tune_stores_and_logs_each_value(db: Any) -> None:
         tune(db.engine, actor="alice", reason="nothing")
     with pytest.raises(InputError):
         tune(db.engine, actor="alice", reason="", max_rows_per_second=5)
+
+
+def test_a_tune_reaches_a_worker_in_a_long_wait_for_its_rate(db: Any) -> None:
+    """At 0.05 rows/s a batch of 100 rows owes 2,000 s: the wait is taken in slices,
+    the tuning re-read between them, so `tune --max-rows-per-second off` ends it
+    within about a second (it used to sleep the 2,000 s in one go), and the worker's
+    row shows the wait while it lasts. Time here is the test's: only sleeps pass it."""
+    seed_legacy(db.engine, db.settings, 900, seed=5)
+    now = {"t": 0.0}
+    slept: list[float] = []
+    seen: list[dict[str, Any]] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now["t"] += seconds
+        if len(slept) == 4:  # about 2 s into the first wait
+            seen.extend(read_workers(db.engine))
+            tune(db.engine, actor="alice", reason="off-peak", max_rows_per_second="off")
+
+    report = run_backfill(
+        db.engine,
+        db.settings,
+        systems=[LegacySystemType.CASHOUT],
+        batch_size=100,
+        target_batch_ms=0,
+        max_rows_per_second=0.05,
+        workers=1,
+        clock=Clock(timer=lambda: now["t"], sleep=sleep),
+    )
+    assert max(slept) <= 1.0, f"slept {max(slept):g} s in one go"
+    assert report.complete and sum(slept) < 5.0  # the tune ended the wait
+    (waiting,) = seen
+    assert waiting["throttled_seconds"]["max_rows_per_second"] > 0
+
+
+def slow_run(db: Any, on_sleep: Any, **options: Any) -> Any:
+    """The cashout backfill at 100 rows/s in batches of 100, on the test's time (only
+    sleeps pass it): ``on_sleep(n)`` is called at its n-th sleep, while it runs."""
+    now = {"t": 0.0, "n": 0}
+
+    def sleep(seconds: float) -> None:
+        now["t"] += seconds
+        now["n"] += 1
+        on_sleep(now["n"])
+
+    return run_backfill(
+        db.engine,
+        db.settings,
+        systems=[LegacySystemType.CASHOUT],
+        batch_size=100,
+        target_batch_ms=0,
+        workers=1,
+        clock=Clock(timer=lambda: now["t"], sleep=sleep),
+        **{"max_rows_per_second": 100, **options},
+    )
+
+
+def test_status_shows_the_tuning_the_running_workers_use(db: Any) -> None:
+    """A run's own options are its tuning: `backfill status` showed the settings'
+    (max_rows_per_second=off during a run at 100 rows/s)."""
+    seed_legacy(db.engine, db.settings, 600, seed=5)
+    seen: list[dict[str, Any]] = []
+    report = slow_run(db, lambda n: seen.append(current_tuning(db.engine, db.settings)))
+    assert report.complete and seen
+    values, sources = seen[0]["values"], seen[0]["sources"]
+    assert values["max_rows_per_second"] == 100.0 and sources["max_rows_per_second"] == "option"
+    assert values["target_batch_ms"] == 0.0 and sources["target_batch_ms"] == "option"
+    assert values["max_lock_waits"] == 2 and sources["max_lock_waits"] == "settings"
+
+
+def test_a_tune_is_the_running_job_s_and_none_is_taken_without_one(db: Any) -> None:
+    """A tune made during a job is shown (and used) while it runs; once the job is
+    done the next one starts from the settings and its options, so `status` shows
+    those, and a tune with no job to apply to is refused, nothing stored (it was
+    stored and shown as the tuning, and the next run ignored it)."""
+    seed_legacy(db.engine, db.settings, 600, seed=5)
+    seen: list[dict[str, Any]] = []
+
+    def tune_then_look(n: int) -> None:
+        if n == 1:
+            tune(db.engine, actor="alice", reason="lock storm", max_lock_waits=0)
+        seen.append(current_tuning(db.engine, db.settings))
+
+    assert slow_run(db, tune_then_look).complete
+    # Shown once the worker uses it: it re-reads the tuning between two slices of a wait.
+    assert seen[1]["values"]["max_lock_waits"] == 0
+    assert seen[1]["sources"]["max_lock_waits"].startswith("tune by alice")
+    after = current_tuning(db.engine, db.settings)
+    assert after["values"]["max_lock_waits"] == 2 and after["sources"]["max_lock_waits"] == (
+        "settings"
+    )
+    with pytest.raises(InputError, match="no backfill"):
+        tune(db.engine, actor="bob", reason="too late", max_p95_ms=150)
+    assert history(db.engine, key="backfill.max_p95_ms") == []

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from support.backfill_data import interrupted_job
 from support.cli_run import UNISTATUS, as_json, cli, runner  # noqa: F401
 from unistatus.backfill import progress, read_workers
 from unistatus.backfill.activity import Activity
@@ -99,28 +100,64 @@ def test_status_and_tune_json_shapes_and_errors(db: Any) -> None:
     run = as_json(cli(db.url, "backfill", "--batch-size", "20", "--min-batch-rows", "10", "--json"))
     assert run["complete"] and run["batches_this_run"] >= 3
     assert run["tuning"]["min_batch_rows"] == 10 and run["tuning"]["target_batch_ms"] == 200
-    tuned = as_json(cli(db.url, "backfill", "tune", "--max-lock-waits", "0", "--json"))
-    assert tuned["tuned"] == {"max_lock_waits": 0}
-    assert tuned["changes"][0]["key"] == "backfill.max_lock_waits"
-    status = as_json(cli(db.url, "backfill", "status", "--json"))
-    assert {"systems", "quarantined", "workers", "tuning"} <= set(status)
-    assert status["workers"] == []  # none running now
-    assert status["tuning"]["values"]["max_lock_waits"] == 0
-    assert status["tuning"]["sources"]["max_lock_waits"].startswith("tune by cli")
-    text = cli(db.url, "backfill", "status")
-    assert text.exit_code == 0 and "max_lock_waits=0 (tune by cli" in " ".join(text.stdout.split())
 
     def refused(*args: str) -> str:
         result = cli(db.url, "backfill", *args)
         assert result.exit_code == 2, result.output
         return result.output
 
+    # The job is done: a tune would belong to none (a new job starts from the settings).
+    assert "no backfill job" in refused("tune", "--max-lock-waits", "0")
+    status = as_json(cli(db.url, "backfill", "status", "--json"))
+    assert status["tuning"]["of"] == "new job"
+    interrupted_job(db)  # a new job, stopped after its first batch
+    tuned = as_json(cli(db.url, "backfill", "tune", "--max-lock-waits", "0", "--json"))
+    assert tuned["tuned"] == {"max_lock_waits": 0} and tuned["of"] == "next run"
+    assert tuned["changes"][0]["key"] == "backfill.max_lock_waits"
+    status = as_json(cli(db.url, "backfill", "status", "--json"))
+    assert {"systems", "quarantined", "workers", "tuning"} <= set(status)
+    assert status["workers"] == []  # none running now
+    assert status["tuning"]["values"]["max_lock_waits"] == 0
+    assert status["tuning"]["sources"]["max_lock_waits"].startswith("tune by cli")
+    text = " ".join(cli(db.url, "backfill", "status").stdout.split())
+    assert "max_lock_waits=0 (tune by cli" in text and "the unfinished job's next run" in text
     assert "nothing to tune" in refused("tune")
     assert "number" in refused("tune", "--max-rows-per-second", "fast")
     assert "number" in refused("tune", "--max-lock-waits", "-1")
     refused("tune", "--target-batch-ms", "-5")
     refused("--target-batch-ms", "-1")
     assert "above max" in refused("--min-batch-rows", "500", "--max-batch-rows", "100")
+
+
+def test_tune_refuses_the_rates_the_backfill_refuses(db: Any) -> None:
+    """A rate under the backfill's floor was stored by `tune`, and a worker then asked to
+    sleep longer than the platform's time_t (1e-9 rows/s: OverflowError, the run
+    dead). Both commands refuse it alike, and nothing is stored."""
+    for args in (("tune", "--max-rows-per-second", "1e-9"), ("--max-rows-per-second", "1e-9")):
+        result = cli(db.url, "backfill", *args)
+        assert result.exit_code == 2, result.output
+        assert "0.001" in " ".join(result.output.split())
+    assert history(db.engine, key="backfill.max_rows_per_second") == []
+
+
+def test_tune_refuses_min_above_max_and_stores_every_digit(db: Any) -> None:
+    """`backfill` refuses a min batch above the max; `tune` took it. A rate was stored
+    with 6 significant digits (1234567 became 1234570). With no worker running, the
+    tune says the job's next run takes it."""
+    seed_legacy(db.engine, db.settings, 600, seed=4)
+    interrupted_job(db)
+    refused = cli(db.url, "backfill", "tune", "--min-batch-rows", "50000", "--max-batch-rows", "10")
+    assert refused.exit_code == 2, refused.output
+    assert "above" in refused.output
+    assert history(db.engine, key="backfill.min_batch_rows") == []
+    text = cli(db.url, "backfill", "tune", "--max-rows-per-second", "1234567")
+    assert text.exit_code == 0, text.output
+    said = " ".join(text.output.split())
+    assert "max_rows_per_second=1234567.0" in said and "no worker is running" in said
+    (change,) = history(db.engine, key="backfill.max_rows_per_second")
+    assert change.new_value == "1234567"
+    status = as_json(cli(db.url, "backfill", "status", "--json"))
+    assert status["tuning"]["values"]["max_rows_per_second"] == 1234567.0
 
 
 def test_status_says_why_a_worker_holds_back(db: Any) -> None:

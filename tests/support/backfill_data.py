@@ -6,6 +6,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.backfill import run_backfill
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.consistency import compare
@@ -59,3 +60,22 @@ def inconsistencies(engine: sa.Engine, settings: Any) -> list[Any]:
         if lid not in legacy[LegacySystemType(system)]:
             found += compare(LegacySystemType(system), None, u)
     return found
+
+
+class _Stop(Exception):
+    pass
+
+
+def interrupted_job(db: Any) -> None:
+    """An unfinished backfill job that no worker runs now: a run over the legacy rows
+    there are (more than one batch of 50) stopped after its first batch."""
+
+    def stop(_system: str, done: int, _total: int) -> None:
+        if done:
+            raise _Stop
+
+    try:
+        run_backfill(db.engine, db.settings, batch_size=50, workers=1, progress=stop)
+    except _Stop:
+        return
+    raise AssertionError("the backfill finished in one batch: seed more legacy rows")

@@ -10,7 +10,8 @@
 Which value a worker uses (:func:`effective_tuning`): the newest of the run's own
 option (as of the run's start) and a tune made since the job was planned; without
 either, the settings' default (``[backfill]``). A tune made before the job was planned
-belongs to an earlier job and is not used.
+belongs to an earlier job and is not used, so :func:`tune` refuses to store one while
+no job is unfinished: it would be shown and never used.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.backfill.activity import read_workers
 from unistatus.backfill.plan import RUNNING as JOB_RUNNING
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import BackfillSettings, Settings
@@ -36,6 +38,10 @@ from unistatus.errors import InputError, StorageError
 PAUSE_KEY = "backfill.paused"
 TUNE_PREFIX = "backfill."
 OFF = "off"
+# Whose tuning current_tuning() shows (its ``of``).
+OF_WORKERS = "running workers"  # the live workers' own, as they reported it
+OF_NEXT_RUN = "next run"  # an unfinished job no worker runs: a run started now
+OF_NEW_JOB = "new job"  # no unfinished job: the settings (a run's options over them)
 
 
 def pause_key(system: LegacySystemType | None) -> str:
@@ -181,6 +187,10 @@ class Tuning:
 
 
 TUNABLE = tuple(f.name for f in fields(Tuning))
+# The lowest rate a run or a tune may set (rows/s, the whole backfill): below it a batch
+# owes days of waiting (1e-9 rows/s: longer than the platform can sleep), which is a
+# pause, and ``backfill pause`` says so.
+MIN_ROWS_PER_SECOND = 0.001
 # Where 0 means "no limit" (a rate of 0 rows/s or a limit of 0 ms would stop the run).
 _ZERO_IS_OFF = {"max_rows_per_second", "max_p95_ms", "max_replication_lag_seconds"}
 _INTEGERS = {"min_batch_rows", "max_batch_rows", "max_lock_waits"}
@@ -209,25 +219,55 @@ def parse_tuning(name: str, value: Any) -> Any:
         if name != "max_lock_waits" and number < 1:
             raise InputError(f"{name} must be at least 1, got {value!r}")
         return int(number)
+    if name == "max_rows_per_second" and number < MIN_ROWS_PER_SECOND:
+        raise InputError(
+            f"max_rows_per_second must be at least {MIN_ROWS_PER_SECOND:g} rows/s, got "
+            f"{value!r}; to stop the backfill for a while: `unistatus backfill pause`"
+        )
     if name == "p95_over_baseline" and number < 1:
         raise InputError(f"p95_over_baseline must be at least 1 (or 'off'), got {value!r}")
     return number
 
 
 def _stored_text(value: Any) -> str:
-    return OFF if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+    """A value as stored: every digit (a float's repr reads back exactly; ``:g`` kept
+    six, 1234567 became 1234570), without a float's trailing ``.0``."""
+    if value is None:
+        return OFF
+    text = repr(value)
+    return text[:-2] if isinstance(value, float) and text.endswith(".0") else text
 
 
-def tune(engine: sa.Engine, *, actor: str, reason: str, **changes: Any) -> dict[str, Any]:
+def tune(
+    engine: sa.Engine,
+    *,
+    actor: str,
+    reason: str,
+    settings: Settings | None = None,
+    **changes: Any,
+) -> dict[str, Any]:
     """Change a running backfill: every worker, on every host, from its next batch.
 
     ``changes``: tuning names (:data:`TUNABLE`) and values (a number, or None / "off"
     for no limit). Each is stored as control key ``backfill.<name>`` and logged.
+    Refused (InputError, nothing stored) without an unfinished job: a new job starts
+    from the settings and its own options. With one that no worker runs now, its next
+    run takes the tune (``of`` in the result says which). ``settings``: the defaults
+    a bound given alone is checked against (None: the built-in ones).
     """
     given = {name: value for name, value in changes.items() if value is not None}
     if not given:
         raise InputError(f"nothing to tune: give at least one of {', '.join(TUNABLE)}")
     parsed = {name: parse_tuning(name, value) for name, value in given.items()}
+    base = Tuning() if settings is None else Tuning.from_settings(settings.backfill)
+    in_force = _in_force(engine, base)
+    if in_force["of"] == OF_NEW_JOB:
+        raise InputError(
+            "no backfill job is running or unfinished: nothing stored. A tune belongs to "
+            "the job it is made during; a new job starts from the backfill settings "
+            "and the options given to `unistatus backfill`."
+        )
+    _check_bounds(parsed, in_force)
     ops = ops_for(engine)
     logged = []
     with storage_errors("cannot tune the backfill"), ops.write_transaction() as conn:
@@ -236,7 +276,21 @@ def tune(engine: sa.Engine, *, actor: str, reason: str, **changes: Any) -> dict[
                 conn, TUNE_PREFIX + name, _stored_text(value), actor=actor, reason=reason
             )
             logged.append(change.as_dict())
-    return {"tuned": parsed, "changes": logged}
+    return {"tuned": parsed, "changes": logged, "of": in_force["of"]}
+
+
+def _check_bounds(parsed: dict[str, Any], in_force: dict[str, Any]) -> None:
+    """The batch bounds a tune leaves: min not above max (as ``backfill`` refuses)."""
+    values = {**in_force["values"], **parsed}
+    low, high = values["min_batch_rows"], values["max_batch_rows"]
+    if low <= high:
+        return
+    both = "min_batch_rows" in parsed and "max_batch_rows" in parsed
+    source = "" if both else " in force"
+    raise InputError(
+        f"min_batch_rows ({low}) would be above max_batch_rows ({high}{source}): "
+        "nothing stored; give both bounds"
+    )
 
 
 @dataclass(frozen=True)
@@ -279,8 +333,8 @@ def effective_tuning(
     values: dict[str, Any] = {}
     sources = {name: ("option" if name in given else "settings") for name in TUNABLE}
     for name, s in stored.items():
-        if job_started is not None and s.updated_at < job_started:
-            continue
+        if job_started is None or s.updated_at < job_started:
+            continue  # no job, or tuned for an earlier one
         if name in given and s.updated_at < run_started:
             continue
         values[name] = s.value
@@ -288,18 +342,56 @@ def effective_tuning(
     return replace(base, **values), sources
 
 
+def unfinished_since(conn: sa.Connection) -> datetime | None:
+    """When the oldest unfinished job (running, paused or interrupted) was planned; None
+    without one (every job complete, or none planned)."""
+    started = conn.execute(
+        sa.select(sa.func.min(J.c.started_at)).where(J.c.state == JOB_RUNNING)
+    ).scalar_one_or_none()
+    return as_utc(started)
+
+
 def current_tuning(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
-    """The tuning a worker started now without options would use, and each source."""
+    """The tuning in force, where each value comes from, and whose it is (``of``):
+
+    - ``running workers``: what the live workers use (their run's options, the tunes
+      made since the job was planned, the settings), as they reported it; the first
+      one's, if hosts run with different options (each has its own in its row);
+    - ``next run``: an unfinished job no worker runs: what a run started now without
+      options would use (a run's own options win over it);
+    - ``new job``: no unfinished job: the settings' (a tune belonged to its job).
+    """
+    return _in_force(engine, Tuning.from_settings(settings.backfill))
+
+
+def _in_force(engine: sa.Engine, base: Tuning) -> dict[str, Any]:
     try:
         with engine.connect() as conn:
             stored = stored_tuning(conn)
-            started = conn.execute(
-                sa.select(sa.func.min(J.c.started_at)).where(J.c.state == JOB_RUNNING)
-            ).scalar_one_or_none()
+            job_started = unfinished_since(conn)
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the backfill's tuning: {exc.orig}") from None
-    job_started = as_utc(started)
-    values, sources = effective_tuning(
-        Tuning.from_settings(settings.backfill), set(), utcnow(), job_started, stored
-    )
-    return {"values": values.as_dict(), "sources": sources}
+    values, sources = effective_tuning(base, set(), utcnow(), job_started, stored)
+    if job_started is None:
+        return {"values": values.as_dict(), "sources": sources, "of": OF_NEW_JOB}
+    reported = _workers_tuning(engine)
+    if reported is None:
+        return {"values": values.as_dict(), "sources": sources, "of": OF_NEXT_RUN}
+    return {
+        "values": {**values.as_dict(), **reported[0]},
+        "sources": {**sources, **reported[1]},
+        "of": OF_WORKERS,
+    }
+
+
+def _workers_tuning(engine: sa.Engine) -> tuple[dict[str, Any], dict[str, str]] | None:
+    """The tuning the first live worker reported using, and each value's source."""
+    for worker in read_workers(engine):
+        readings = worker["readings"]
+        values, sources = readings.get("tuning"), readings.get("tuning_sources")
+        if isinstance(values, dict) and isinstance(sources, dict):
+            return (
+                {k: v for k, v in values.items() if k in TUNABLE},
+                {k: str(v) for k, v in sources.items() if k in TUNABLE},
+            )
+    return None

@@ -24,10 +24,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.backfill.control import Tuning
+from unistatus.backfill.pacing import Clock
 from unistatus.backfill.plan import Job, mark_complete, plan_or_join
 from unistatus.backfill.progress import progress as read_progress
 from unistatus.backfill.statements import dry_run_counts
-from unistatus.backfill.worker import BatchResult, Clock, Tally, Worker, worker_name
+from unistatus.backfill.worker import BatchResult, Tally, Worker, worker_name
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for

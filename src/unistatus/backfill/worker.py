@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +36,7 @@ from unistatus.backfill.activity import (
 )
 from unistatus.backfill.batch import ChunkCopier, Copied
 from unistatus.backfill.control import Tuning, effective_tuning, is_paused, stored_tuning
+from unistatus.backfill.pacing import Clock, Pacer
 from unistatus.backfill.plan import RUNNING as JOB_RUNNING
 from unistatus.backfill.plan import any_pending
 from unistatus.backfill.ramp import Ramp
@@ -117,44 +117,6 @@ class Tally:
             mine = self.per_system.setdefault(system, dict.fromkeys(counts, 0))
             for key, value in counts.items():
                 mine[key] = mine.get(key, 0) + value
-
-
-@dataclass(frozen=True)
-class Clock:
-    """The worker's sense of time; tests pass their own (batch durations, holds)."""
-
-    timer: Callable[[], float] = time.monotonic
-    sleep: Callable[[float], None] = time.sleep
-    now: Callable[[], datetime] = utcnow
-
-
-class Pacer:
-    """Keeps a worker at or under ``rate`` rows per second (None: unbounded)."""
-
-    def __init__(self, rate: float | None, clock: Clock) -> None:
-        self.clock = clock
-        self.rate = rate
-        self.reset()
-
-    def reset(self) -> None:
-        self._started = self.clock.timer()
-        self._rows = 0
-
-    def set_rate(self, rate: float | None) -> None:
-        if rate != self.rate:
-            self.rate = rate
-            self.reset()
-
-    def after(self, rows: int) -> float:
-        """Sleep as long as ``rows`` more rows put this worker ahead; the seconds slept."""
-        if not self.rate:
-            return 0.0
-        self._rows += rows
-        ahead = self._rows / self.rate - (self.clock.timer() - self._started)
-        if ahead <= 0:
-            return 0.0
-        self.clock.sleep(ahead)
-        return ahead
 
 
 def worker_name(index: int | None = None) -> str:
@@ -269,7 +231,7 @@ class Worker:
             self.tally.add(result)
             if self.on_batch is not None:
                 self.on_batch(result)
-            self.activity.held(self._pacing_reason(), self.pacer.after(result.rows))
+            self.pacer.after(result.rows, self._while_pacing)
             self.activity.write(self.clock.timer())
 
     def _going(self) -> bool:
@@ -346,6 +308,9 @@ class Worker:
                 "min_batch_rows": t.min_batch_rows,
                 "max_batch_rows": t.max_batch_rows,
                 "workers_alive": live,
+                # All of it and where each value comes from, for `backfill status`.
+                "tuning": t.as_dict(),
+                "tuning_sources": dict(self.sources),
             }
         )
 
@@ -434,6 +399,17 @@ class Worker:
         """The pacer's rate: the stricter of the rate limit's share and the ramp's cap."""
         rates = [r for r in (self._share, self.ramp.binding(self._quiet_rate)) if r is not None]
         self.pacer.set_rate(min(rates) if rates else None)
+
+    def _while_pacing(self, seconds: float) -> bool:
+        """Between the slices of a wait for the rate (:mod:`.pacing`): the wait counted,
+        the row kept beating (a long wait is not a worker gone), the tuning re-read (a
+        tune applies to the rest of the wait); False: told to stop."""
+        self.activity.held(self._pacing_reason(), seconds)
+        if not self._going():
+            return False
+        self._refresh()
+        self.activity.write(self.clock.timer())  # a tune just taken: shown at once
+        return True
 
     def _pacing_reason(self) -> str:
         cap = self.ramp.binding(self._quiet_rate)

@@ -81,8 +81,9 @@ def run(
         help="Worker threads sharing the chunks, one connection each (PostgreSQL; SQLite "
         "runs one). Default: settings backfill.workers (2).",
     ),
+    # Its floor is the library's (control.MIN_ROWS_PER_SECOND), the same as `tune`'s.
     max_rows_per_second: float = typer.Option(
-        None, "--max-rows-per-second", min=0.001, help="Throttle (rows/s, all workers)."
+        None, "--max-rows-per-second", help="Throttle (rows/s, all workers)."
     ),
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Count what would be inserted and what is unmappable."
@@ -295,6 +296,14 @@ def _print_workers(workers: list[dict[str, Any]]) -> None:
             )
 
 
+# What `status` calls the tuning it shows, by whose it is (control.current_tuning's "of").
+_TUNING_OF = {
+    "running workers": "tuning (the running workers')",
+    "next run": "tuning (no worker running: the unfinished job's next run, without options)",
+    "new job": "tuning (no unfinished job: a new one's, without options)",
+}
+
+
 def _print_tuning(tuning: dict[str, Any]) -> None:
     values, sources = tuning["values"], tuning["sources"]
     parts = [
@@ -302,7 +311,8 @@ def _print_tuning(tuning: dict[str, Any]) -> None:
         + ("" if sources[name] == "settings" else f" ({sources[name]})")
         for name, value in values.items()
     ]
-    console.print("tuning: " + ", ".join(parts))
+    label = _TUNING_OF.get(tuning.get("of", ""), "tuning")
+    console.print(f"{label}: " + ", ".join(parts))
 
 
 @backfill_app.command("tune")
@@ -336,7 +346,7 @@ def tune(
 ) -> None:
     """Change a running backfill: every worker on every host, from its next batch.
 
-    Stored in the database (control keys backfill.<name>, each change in the control log); workers re-read them between batches, nothing restarts. A tune applies to the job running now (a later job starts from the settings and its own options).
+    Stored in the database (control keys backfill.<name>, each change in the control log); workers re-read them between batches (and during a wait for the rate), nothing restarts. A tune belongs to the job running now: with no worker running, the unfinished job's next run takes it (except what that run is given as options); with no unfinished job it is refused, nothing stored (a new job starts from the settings and its own options).
 
     Examples:
 
@@ -360,14 +370,21 @@ def tune(
         "max_replication_lag_seconds": max_replication_lag,
         "max_lock_waits": max_lock_waits,
     }
-    result = do_tune(state(ctx).engine, actor=actor, reason=reason, **changes)
+    app = state(ctx)
+    result = do_tune(app.engine, actor=actor, reason=reason, settings=app.settings, **changes)
     if json_out:
         print_json(result)
-    else:
-        done = ", ".join(
-            f"{name}={'off' if value is None else value}" for name, value in result["tuned"].items()
-        )
+        return
+    done = ", ".join(
+        f"{name}={'off' if value is None else value}" for name, value in result["tuned"].items()
+    )
+    if result["of"] == "running workers":
         console.print(f"backfill tuned: {done} (running workers apply it before their next batch)")
+    else:
+        console.print(
+            f"backfill tuned: {done}; no worker is running now: the unfinished job's next run "
+            "(`unistatus backfill`) takes it, except what that run is given as options."
+        )
 
 
 @backfill_app.command("pause")
