@@ -283,6 +283,7 @@ class DualWriteAdapter:
             )
         check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS)
         lt = self.hot.legacy[system]
+        lt.check_shared(fields)
         extra = check_legacy_values(legacy_values or {}, lt.extra_columns, lt.owned, lt.name)
         dst, explicit_legacy = self._planner.target(
             ttype, status or UnifiedTransactionStatus.PENDING
