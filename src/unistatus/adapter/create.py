@@ -71,6 +71,13 @@ class NewTransaction:
     # Whether the caller named the status (a link must find it held), and a legacy one.
     status_given: bool = False
     legacy_status_given: bool = False
+    # legacy_values as UNIFIED_ONLY keeps them (domain.kept_values). Made with the
+    # request, before anything is written, and so in every mode: the mode is known only
+    # under its lock, and a value refused there would be refused after the other writes.
+    kept: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kept", to_json(self.legacy_values))
 
 
 class Creator:
@@ -216,7 +223,7 @@ class Creator:
         history_meta = new.metadata
         if mode is DualWriteMode.UNIFIED_ONLY and new.legacy_values:
             # Kept for the replay, which creates the legacy row (domain.kept_values).
-            history_meta = {**(new.metadata or {}), KEPT_KEY: to_json(new.legacy_values)}
+            history_meta = {**(new.metadata or {}), KEPT_KEY: new.kept}
         plan = Plan(
             mode,
             entity,

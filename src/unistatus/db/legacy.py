@@ -189,6 +189,7 @@ def _rule(column: sa.Column[Any], dialect: str, *, exact: bool = False) -> Legac
         generated=generated,
         labels=tuple(labels) if labels else None,
         exact=exact,
+        is_json=isinstance(column.type, sa.JSON),
     )
 
 

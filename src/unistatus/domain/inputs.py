@@ -321,6 +321,8 @@ class LegacyColumn:
     labels: tuple[str, ...] | None = None
     # Refuse what NUMERIC(precision, scale) would round (not only what overflows it).
     exact: bool = False
+    # A JSON column: its value is written as strict JSON, which it must have.
+    is_json: bool = False
 
 
 def check_legacy_values(
@@ -389,7 +391,19 @@ def _legacy_value_problem(value: object, column: LegacyColumn) -> str | None:
         return None
     if not _of_kind(value, kind):
         return f"expected {kind.__name__}, got {type(value).__name__} {shown(value)}"
+    if column.is_json:
+        return _json_problem(value)
     return _limit_problem(value, column)
+
+
+def _json_problem(value: object) -> str | None:
+    """Why a JSON column's value has no strict JSON form (the database's ``json`` takes
+    no NaN; a Decimal, a set or a UUID inside it has no JSON form at all)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"{shown(value)} is not strict JSON ({exc})"
+    return None
 
 
 def _of_kind(value: object, kind: type[Any]) -> bool:
