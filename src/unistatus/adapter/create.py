@@ -34,7 +34,7 @@ from unistatus.adapter.sql import BEYOND_RANGE, HotStatements
 from unistatus.adapter.writes import LockedWriter, legacy_row, unified_row
 from unistatus.clock import utcnow
 from unistatus.db.dialect import DialectOps
-from unistatus.db.legacy import DATA_COLUMNS
+from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
 from unistatus.db.tables import status_history, unified_transactions
 from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.domain.consistency import same_value
@@ -52,7 +52,7 @@ from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTr
 from unistatus.domain.transitions import TransitionKind
 from unistatus.errors import InputError, StorageError, UnmappableStatusError
 
-__all__ = ["Creator", "NewTransaction"]
+__all__ = ["Creator", "NewTransaction", "linked_ref"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,26 @@ class NewTransaction:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kept", to_json(self.legacy_values))
+
+
+def linked_ref(lt: LegacyTable, legacy_entity_id: int | None) -> LegacyRef | None:
+    """The legacy row a create links (None: it makes a new one); InputError for an id
+    that names no row, before anything is written, as :func:`...rows.held_ref` finds no
+    entity there: an id the table's key cannot hold (a 4-byte INTEGER) would otherwise
+    abort the transaction comparing it."""
+    if legacy_entity_id is None:
+        return None
+    ref = LegacyRef(lt.system, legacy_entity_id)
+    if not lt.holds_id(ref.legacy_id):
+        raise _no_such_row(ref)
+    return ref
+
+
+def _no_such_row(ref: LegacyRef) -> InputError:
+    return InputError(
+        f"{ref} does not exist: legacy_entity_id links an existing legacy row (leave it "
+        "out to create a new one)"
+    )
 
 
 class Creator:
@@ -136,11 +156,7 @@ class Creator:
             if entity is None or entity.legacy is None and entity.unified is None:
                 # Never made under the id asked for: an id past the table's sequence
                 # would meet a later create of any client (a unique violation).
-                raise InputError(
-                    f"{new.ref.system.value.lower()}:{new.ref.legacy_id} does not exist: "
-                    "legacy_entity_id links an existing legacy row (leave it out to create "
-                    "a new one)"
-                )
+                raise _no_such_row(new.ref)
             result = self._link_existing(conn, mode, op_id, entity, new)
         if new.claim is not None:
             new.claim.store(conn, result)
