@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -433,3 +434,31 @@ def test_a_json_value_that_is_not_json_is_refused_before_anything_is_written(
         with pytest.raises(InputError, match=r"legacy_values\['extras'\].*JSON"):
             a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"extras": value})
         assert snapshot(db) == before
+
+
+def test_linking_compares_legacy_values_as_the_database_does(db: Database) -> None:
+    """A CHAR(4) holds 'AB' padded ('AB  ' on PostgreSQL), which the database says
+    equals 'AB': the link is taken; a value it does not hold is still refused."""
+    with legacy_columns(db, {"branch": "CHAR(4) NOT NULL"}):
+        a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+        with db.app_engine.connect() as conn, conn.begin():
+            legacy_id = conn.execute(
+                sa.text(
+                    "INSERT INTO cashouts (user_id, amount, currency, status, branch, "
+                    "created_at, updated_at) VALUES (1, 5, 'USD', 'PENDING', 'AB', :now, :now) "
+                    "RETURNING id"
+                ),
+                {"now": NOW},
+            ).scalar_one()
+            link = partial(
+                a.create_transaction,
+                "WALLET_CASHOUT",
+                1,
+                "5",
+                "USD",
+                legacy_entity_id=legacy_id,
+                connection=conn,
+            )
+            with pytest.raises(InputError, match=r"exists with branch='AB *', not 'AC'"):
+                link(legacy_values={"branch": "AC"})
+            assert link(legacy_values={"branch": "AB"}).overall_success
