@@ -436,17 +436,28 @@ class Creator:
     def _same_legacy_values(
         self, conn: sa.Connection, entity: Entity, values: dict[str, Any]
     ) -> None:
-        """Linking a legacy row that exists: ``legacy_values`` must be what it holds."""
+        """Linking a legacy row that exists: ``legacy_values`` must be what it holds, as
+        the database compares them (a CHAR holds 'AB' as 'AB  ', equal to 'AB')."""
         lt = self.hot.legacy[entity.system]
-        stored = conn.execute(
-            sa.select(*(lt.table.c[name] for name in values)).where(lt.id == entity.legacy_id)
-        ).one()
-        for (name, value), held in zip(values.items(), stored, strict=True):
-            if held != value:
+        columns = [lt.table.c[name] for name in values]
+        same = [_held(c, v) for c, v in zip(columns, values.values(), strict=True)]
+        stored = conn.execute(sa.select(*columns, *same).where(lt.id == entity.legacy_id)).one()
+        for i, (name, value) in enumerate(values.items()):
+            held, equal = stored[i], stored[len(columns) + i]
+            if not (held == value if equal is None else equal):
                 raise InputError(
                     f"{entity.system.value.lower()}:{entity.legacy_id} exists with "
                     f"{name}={held!r}, not {value!r} (legacy_values)"
                 )
+
+
+def _held(column: sa.Column[Any], value: Any) -> sa.ColumnElement[Any]:
+    """Whether ``column`` holds ``value``, as the database says (bound as the column's
+    type); NULL for a JSON column, which PostgreSQL's ``json`` cannot compare: compared
+    as Python values instead."""
+    if isinstance(column.type, sa.JSON):
+        return sa.null()
+    return column.is_not_distinct_from(sa.bindparam(None, value, type_=column.type))
 
 
 def created(
