@@ -10,9 +10,11 @@ its own transaction is linked in that transaction (``legacy_entity_id=`` with
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
@@ -370,3 +372,93 @@ def test_a_postgresql_enum_column_takes_only_its_labels(
             sa.text("SELECT channel::text FROM cashouts WHERE id = :i"), {"i": r.legacy_entity_id}
         ).scalar_one()
     assert stored == "mobile"
+
+
+# --- values JSON has no word for, kept in UNIFIED_ONLY -------------------------------------
+
+
+def test_unified_only_keeps_a_uuid_an_interval_and_a_nan(db: Database) -> None:
+    """Each passes the checks (the dual modes write it), so UNIFIED_ONLY keeps it for the
+    replay: the create, its history row and its pending legacy row commit together."""
+    if db.backend != "postgres":
+        pytest.skip("UUID and INTERVAL columns, and a NaN a DOUBLE PRECISION takes")
+    columns = {"ext_ref": "UUID NOT NULL", "wait": "INTERVAL", "rate": "DOUBLE PRECISION"}
+    values = {"ext_ref": uuid.uuid4(), "wait": timedelta(days=-1, microseconds=7)}
+    with legacy_columns(db, columns):
+        a = adapter_in(db, M.UNIFIED_ONLY)
+        with db.app_engine.connect() as conn, conn.begin():
+            r = a.create_transaction(
+                "WALLET_CASHOUT",
+                7,
+                "1",
+                "USD",
+                legacy_values={**values, "rate": float("nan")},
+                connection=conn,
+            )
+        assert r.overall_success and r.legacy_entity_id is None
+        assert count(db, "SELECT count(*) FROM unistatus_pending_legacy") == 1
+        with db.engine.connect() as conn:
+            meta = conn.execute(
+                sa.select(status_history.c.meta).where(
+                    status_history.c.transaction_id == r.entity_id
+                )
+            ).scalar_one()
+        kept = meta["unistatus.legacy_values"]
+        assert set(kept) == {"ext_ref", "wait", "rate"}
+        assert kept["ext_ref"] == str(values["ext_ref"])
+
+
+@pytest.mark.parametrize("mode", [M.UNIFIED_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY])
+@pytest.mark.parametrize(
+    "value",
+    [{"a": Decimal("1.5")}, {"a": {1, 2}}, {"a": [uuid.UUID(int=1)]}, {"a": float("inf")}],
+    ids=["decimal", "set", "uuid", "infinity"],
+)
+def test_a_json_value_that_is_not_json_is_refused_before_anything_is_written(
+    db: Database, mode: DualWriteMode, value: dict[str, Any]
+) -> None:
+    with legacy_columns(db, {"extras": "JSON"}):
+        a = adapter_in(db, mode)
+        before = snapshot(db)
+        with db.app_engine.connect() as conn, conn.begin():
+            with pytest.raises(InputError, match=r"legacy_values\['extras'\].*JSON"):
+                a.create_transaction(
+                    "WALLET_CASHOUT",
+                    7,
+                    "1",
+                    "USD",
+                    legacy_values={"extras": value},
+                    connection=conn,
+                )
+            assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1  # still usable
+        with pytest.raises(InputError, match=r"legacy_values\['extras'\].*JSON"):
+            a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"extras": value})
+        assert snapshot(db) == before
+
+
+def test_linking_compares_legacy_values_as_the_database_does(db: Database) -> None:
+    """A CHAR(4) holds 'AB' padded ('AB  ' on PostgreSQL), which the database says
+    equals 'AB': the link is taken; a value it does not hold is still refused."""
+    with legacy_columns(db, {"branch": "CHAR(4) NOT NULL"}):
+        a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+        with db.app_engine.connect() as conn, conn.begin():
+            legacy_id = conn.execute(
+                sa.text(
+                    "INSERT INTO cashouts (user_id, amount, currency, status, branch, "
+                    "created_at, updated_at) VALUES (1, 5, 'USD', 'PENDING', 'AB', :now, :now) "
+                    "RETURNING id"
+                ),
+                {"now": NOW},
+            ).scalar_one()
+            link = partial(
+                a.create_transaction,
+                "WALLET_CASHOUT",
+                1,
+                "5",
+                "USD",
+                legacy_entity_id=legacy_id,
+                connection=conn,
+            )
+            with pytest.raises(InputError, match=r"exists with branch='AB *', not 'AC'"):
+                link(legacy_values={"branch": "AC"})
+            assert link(legacy_values={"branch": "AB"}).overall_success

@@ -9,17 +9,19 @@ refused with a clear error before anything is written.
 from __future__ import annotations
 
 from datetime import timedelta
+from functools import partial
 from typing import Any
 
 import pytest
 
 from support.refusals import assert_refused_at_start
 from unistatus.adapter.core import DualWriteAdapter
+from unistatus.adapter.model import OperationEvent
 from unistatus.backfill import run_backfill
 from unistatus.clock import utcnow
 from unistatus.db.control import set_mode
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionStatus
-from unistatus.errors import EntityNotFoundError
+from unistatus.errors import EntityNotFoundError, InputError
 from unistatus.migration import capture
 from unistatus.migration.check import run_check
 from unistatus.sim.seed import seed_legacy
@@ -75,6 +77,31 @@ def test_an_id_beyond_a_four_byte_key_is_not_found(scratch_pg: Any) -> None:
             adapter.check_consistency(beyond)
     finally:
         adapter.close()
+
+
+@pytest.mark.postgres
+def test_linking_an_id_beyond_a_four_byte_key_is_an_input_error(scratch_pg: Any) -> None:
+    """``legacy_entity_id`` only links, and no row of a 4-byte key has this id: the
+    InputError of an id that names no row, the caller's transaction untouched, nothing
+    counted as a failure (it was an aborted transaction, NumericValueOutOfRange)."""
+    db = scratch_pg
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE cashouts ALTER COLUMN id TYPE integer")
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
+    events: list[OperationEvent] = []
+    adapter.observers.append(events.append)
+    link = partial(adapter.create_transaction, "WALLET_CASHOUT", 1, "1.00", "USD")
+    try:
+        with db.engine.connect() as conn, conn.begin():
+            with pytest.raises(InputError, match=r"cashout:3000000000 does not exist"):
+                link(legacy_entity_id=3_000_000_000, connection=conn)
+            assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
+        with pytest.raises(InputError, match=r"cashout:3000000000 does not exist"):
+            link(legacy_entity_id=3_000_000_000)
+    finally:
+        adapter.close()
+    assert [e for e in events if not e.success] == []
 
 
 @pytest.mark.postgres

@@ -9,8 +9,10 @@ database) is a replay conflict for the operator, never a crash of the rollback.
 
 from __future__ import annotations
 
+import math
+import uuid
 from collections.abc import Iterator
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -158,3 +160,24 @@ def test_a_create_the_database_refuses_is_a_replay_conflict(app_db: Database) ->
     assert legacy_id_of(app_db, fine.entity_id) is not None
     (conflict,) = list_conflicts(app_db.engine)
     assert (conflict.transaction_id, conflict.cause) == (refused.entity_id, "legacy_insert_refused")
+
+
+def test_the_replay_inserts_a_uuid_an_interval_and_a_nan_kept_with_the_create(
+    db: Database,
+) -> None:
+    """Values JSON has no word for, which the dual modes write as they are: kept, and
+    inserted by the replay as the columns' own types."""
+    if db.backend != "postgres":
+        pytest.skip("UUID and INTERVAL columns, and a NaN a DOUBLE PRECISION takes")
+    columns = {"ext_ref": "UUID NOT NULL", "wait": "INTERVAL", "rate": "DOUBLE PRECISION"}
+    ref, wait = uuid.uuid4(), timedelta(days=-2, seconds=5, microseconds=7)
+    with legacy_columns(db, columns):
+        a = unified_only(db)
+        values = {"ext_ref": ref, "wait": wait, "rate": float("nan")}
+        r = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values=values)
+        assert r.overall_success and r.legacy_entity_id is None
+        replay = roll_back(db)
+        assert (replay["legacy_created"], replay["conflicts"]) == (1, 0)
+        (row,) = legacy_rows(db)
+        assert (row["ext_ref"], row["wait"]) == (ref, wait)
+        assert math.isnan(row["rate"])

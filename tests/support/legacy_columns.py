@@ -1,4 +1,5 @@
-"""The application's own columns on a legacy table, added for a test and dropped after."""
+"""The application's own columns on a legacy table, added for a test and dropped after;
+a legacy table narrower than the unified row (:func:`narrow_payouts`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from conftest import Database
+from unistatus.config import Settings, load_settings
 
 
 @contextmanager
@@ -38,3 +40,25 @@ def legacy_columns(
             with db.engine.begin() as conn:
                 dropped = ", ".join(f"DROP COLUMN IF EXISTS {name}" for name in columns)
                 conn.exec_driver_sql(f"ALTER TABLE {table} {dropped}")
+
+
+@contextmanager
+def narrow_payouts(db: Database) -> Iterator[Settings]:
+    """The cashout system's legacy table ``payouts``, narrower than the unified row, and
+    settings that name it (dropped afterwards: the PostgreSQL database is shared)."""
+    pg = db.backend == "postgres"
+    key = "id SERIAL PRIMARY KEY" if pg else "id INTEGER PRIMARY KEY AUTOINCREMENT"
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            f"CREATE TABLE payouts ({key}, status VARCHAR(64), owner_id INTEGER NOT NULL, "
+            "amount NUMERIC(12, 2) NOT NULL, currency VARCHAR(3) NOT NULL, "
+            "created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL)"
+        )
+    spec = {"table": "payouts", "user_id": "owner_id"}
+    try:
+        yield load_settings(
+            database_url=db.url, schema=db.settings.schema, legacy_tables={"CASHOUT": spec}
+        )
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE payouts")

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter.admission import FairGate
 from unistatus.adapter.caller import CallerConnection, CallerTransactions
-from unistatus.adapter.create import Creator, NewTransaction
+from unistatus.adapter.create import Creator, NewTransaction, linked_ref
 from unistatus.adapter.fast import FastStatusWriter
 from unistatus.adapter.keys import IdempotencyClaim
 from unistatus.adapter.model import DualWriteResult, Entity, Fallback, OperationEvent
@@ -283,12 +283,13 @@ class DualWriteAdapter:
             )
         check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS)
         lt = self.hot.legacy[system]
+        lt.check_shared(fields)
         extra = check_legacy_values(legacy_values or {}, lt.extra_columns, lt.owned, lt.name)
         dst, explicit_legacy = self._planner.target(
             ttype, status or UnifiedTransactionStatus.PENDING
         )
         dst_legacy = explicit_legacy or self.mapper.to_legacy(ttype, dst)
-        ref = LegacyRef(system, legacy_entity_id) if legacy_entity_id is not None else None
+        ref = linked_ref(lt, legacy_entity_id)
         claim = None
         if idempotency_key is not None:
             arguments = {

@@ -34,7 +34,7 @@ from unistatus.adapter.sql import BEYOND_RANGE, HotStatements
 from unistatus.adapter.writes import LockedWriter, legacy_row, unified_row
 from unistatus.clock import utcnow
 from unistatus.db.dialect import DialectOps
-from unistatus.db.legacy import DATA_COLUMNS
+from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
 from unistatus.db.tables import status_history, unified_transactions
 from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.domain.consistency import same_value
@@ -52,7 +52,7 @@ from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTr
 from unistatus.domain.transitions import TransitionKind
 from unistatus.errors import InputError, StorageError, UnmappableStatusError
 
-__all__ = ["Creator", "NewTransaction"]
+__all__ = ["Creator", "NewTransaction", "linked_ref"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,33 @@ class NewTransaction:
     # Whether the caller named the status (a link must find it held), and a legacy one.
     status_given: bool = False
     legacy_status_given: bool = False
+    # legacy_values as UNIFIED_ONLY keeps them (domain.kept_values). Made with the
+    # request, before anything is written, and so in every mode: the mode is known only
+    # under its lock, and a value refused there would be refused after the other writes.
+    kept: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kept", to_json(self.legacy_values))
+
+
+def linked_ref(lt: LegacyTable, legacy_entity_id: int | None) -> LegacyRef | None:
+    """The legacy row a create links (None: it makes a new one); InputError for an id
+    that names no row, before anything is written, as :func:`...rows.held_ref` finds no
+    entity there: an id the table's key cannot hold (a 4-byte INTEGER) would otherwise
+    abort the transaction comparing it."""
+    if legacy_entity_id is None:
+        return None
+    ref = LegacyRef(lt.system, legacy_entity_id)
+    if not lt.holds_id(ref.legacy_id):
+        raise _no_such_row(ref)
+    return ref
+
+
+def _no_such_row(ref: LegacyRef) -> InputError:
+    return InputError(
+        f"{ref} does not exist: legacy_entity_id links an existing legacy row (leave it "
+        "out to create a new one)"
+    )
 
 
 class Creator:
@@ -129,11 +156,7 @@ class Creator:
             if entity is None or entity.legacy is None and entity.unified is None:
                 # Never made under the id asked for: an id past the table's sequence
                 # would meet a later create of any client (a unique violation).
-                raise InputError(
-                    f"{new.ref.system.value.lower()}:{new.ref.legacy_id} does not exist: "
-                    "legacy_entity_id links an existing legacy row (leave it out to create "
-                    "a new one)"
-                )
+                raise _no_such_row(new.ref)
             result = self._link_existing(conn, mode, op_id, entity, new)
         if new.claim is not None:
             new.claim.store(conn, result)
@@ -216,7 +239,7 @@ class Creator:
         history_meta = new.metadata
         if mode is DualWriteMode.UNIFIED_ONLY and new.legacy_values:
             # Kept for the replay, which creates the legacy row (domain.kept_values).
-            history_meta = {**(new.metadata or {}), KEPT_KEY: to_json(new.legacy_values)}
+            history_meta = {**(new.metadata or {}), KEPT_KEY: new.kept}
         plan = Plan(
             mode,
             entity,
@@ -413,17 +436,28 @@ class Creator:
     def _same_legacy_values(
         self, conn: sa.Connection, entity: Entity, values: dict[str, Any]
     ) -> None:
-        """Linking a legacy row that exists: ``legacy_values`` must be what it holds."""
+        """Linking a legacy row that exists: ``legacy_values`` must be what it holds, as
+        the database compares them (a CHAR holds 'AB' as 'AB  ', equal to 'AB')."""
         lt = self.hot.legacy[entity.system]
-        stored = conn.execute(
-            sa.select(*(lt.table.c[name] for name in values)).where(lt.id == entity.legacy_id)
-        ).one()
-        for (name, value), held in zip(values.items(), stored, strict=True):
-            if held != value:
+        columns = [lt.table.c[name] for name in values]
+        same = [_held(c, v) for c, v in zip(columns, values.values(), strict=True)]
+        stored = conn.execute(sa.select(*columns, *same).where(lt.id == entity.legacy_id)).one()
+        for i, (name, value) in enumerate(values.items()):
+            held, equal = stored[i], stored[len(columns) + i]
+            if not (held == value if equal is None else equal):
                 raise InputError(
                     f"{entity.system.value.lower()}:{entity.legacy_id} exists with "
                     f"{name}={held!r}, not {value!r} (legacy_values)"
                 )
+
+
+def _held(column: sa.Column[Any], value: Any) -> sa.ColumnElement[Any]:
+    """Whether ``column`` holds ``value``, as the database says (bound as the column's
+    type); NULL for a JSON column, which PostgreSQL's ``json`` cannot compare: compared
+    as Python values instead."""
+    if isinstance(column.type, sa.JSON):
+        return sa.null()
+    return column.is_not_distinct_from(sa.bindparam(None, value, type_=column.type))
 
 
 def created(

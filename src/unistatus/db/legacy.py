@@ -13,7 +13,7 @@ rules of :mod:`unistatus.db.legacy_types`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cached_property
@@ -32,7 +32,7 @@ from unistatus.db.binding import (
 from unistatus.db.legacy_types import base_type, cast_type, check_status_type, integer_key
 from unistatus.db.search_path import SearchPath, compat_views_on_path, search_path
 from unistatus.domain.consistency import SHARED_FIELDS
-from unistatus.domain.inputs import LegacyColumn
+from unistatus.domain.inputs import LegacyColumn, check_stored_value
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError, ModeError, StorageError
 
@@ -153,8 +153,24 @@ class LegacyTable:
         ``legacy_values`` may set, and those it may not (GENERATED ALWAYS)."""
         return {c.name: _rule(c, self.dialect) for c in self.table.c if c.name not in self.owned}
 
+    @cached_property
+    def shared_columns(self) -> dict[str, LegacyColumn]:
+        """The columns of the fields both sides carry (DATA_COLUMNS), by role, under the
+        rules of the application's own columns: this deployment's may be narrower than
+        the unified row. An amount is taken only as it is (``exact``): one its column
+        would round would differ from its unified row."""
+        return {role: _rule(getattr(self, role), self.dialect, exact=True) for role in DATA_COLUMNS}
 
-def _rule(column: sa.Column[Any], dialect: str) -> LegacyColumn:
+    def check_shared(self, fields: Mapping[str, Any]) -> None:
+        """InputError unless each of ``fields`` (DATA_COLUMNS, within the unified limits)
+        fits its column here, whatever the mode: a rollback's replay writes into legacy
+        what UNIFIED_ONLY took."""
+        for role, value in fields.items():
+            rule = self.shared_columns[role]
+            check_stored_value(role, value, self.column(role).name, rule, self.name)
+
+
+def _rule(column: sa.Column[Any], dialect: str, *, exact: bool = False) -> LegacyColumn:
     try:
         python_type: type[Any] | None = column.type.python_type
     except NotImplementedError:
@@ -172,6 +188,8 @@ def _rule(column: sa.Column[Any], dialect: str) -> LegacyColumn:
         digits=_digits(column.type),
         generated=generated,
         labels=tuple(labels) if labels else None,
+        exact=exact,
+        is_json=isinstance(column.type, sa.JSON),
     )
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "check_legacy_values",
     "check_metadata",
     "check_reason",
+    "check_stored_value",
     "require_legacy_values",
     "check_text",
     "check_user_id",
@@ -318,6 +319,10 @@ class LegacyColumn:
     generated: str | None = None
     # An enum type's labels (PostgreSQL): the only values it takes.
     labels: tuple[str, ...] | None = None
+    # Refuse what NUMERIC(precision, scale) would round (not only what overflows it).
+    exact: bool = False
+    # A JSON column: its value is written as strict JSON, which it must have.
+    is_json: bool = False
 
 
 def check_legacy_values(
@@ -365,37 +370,74 @@ def require_legacy_values(
         )
 
 
+def check_stored_value(field: str, value: Any, column: str, rule: LegacyColumn, table: str) -> None:
+    """InputError unless ``value`` of ``field`` (a field both sides carry, already of its
+    type and within the unified limits) fits ``table``'s own ``column``: a deployment's
+    legacy table may be narrower than the unified row (an ``integer`` owner, a
+    ``varchar(3)`` currency, an amount of two decimals). The database would refuse it
+    as a failure counted against the error rate, or round it silently."""
+    problem = _limit_problem(value, rule)
+    if problem:
+        raise InputError(
+            f"{field} does not fit legacy table {table!r} (column {column!r}): {problem}"
+        )
+
+
 def _legacy_value_problem(value: object, column: LegacyColumn) -> str | None:
     if value is None:
         return None if column.nullable else "the column is NOT NULL, got None"
     kind = column.python_type
     if kind is None:
         return None
-    if kind is bool:
-        ok = isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-        if ok and not -MAX_BIGINT - 1 <= value <= MAX_BIGINT:  # type: ignore[operator]
-            return f"{shown(value)} is past a BIGINT"
-        if ok and column.int_range is not None:
-            name, lowest, highest = column.int_range
-            if not lowest <= value <= highest:  # type: ignore[operator]
-                return f"{shown(value)} is out of range for {name} ({lowest:,} to {highest:,})"
-    elif kind is Decimal:
-        ok = isinstance(value, Decimal | int) and not isinstance(value, bool)
-        if ok and isinstance(value, Decimal) and not value.is_finite():
-            return f"{shown(value)} is not a finite number"
-        if ok and column.digits is not None and not _fits(value, *column.digits):  # type: ignore[arg-type]
-            precision, scale = column.digits
-            return f"{shown(value)} does not fit NUMERIC({precision}, {scale})"
-    elif kind is float:
-        ok = isinstance(value, float | int | Decimal) and not isinstance(value, bool)
-    elif kind is date:
-        ok = isinstance(value, date) and not isinstance(value, datetime)
-    else:
-        ok = isinstance(value, kind)
-    if not ok:
+    if not _of_kind(value, kind):
         return f"expected {kind.__name__}, got {type(value).__name__} {shown(value)}"
+    if column.is_json:
+        return _json_problem(value)
+    return _limit_problem(value, column)
+
+
+def _json_problem(value: object) -> str | None:
+    """Why a JSON column's value has no strict JSON form (the database's ``json`` takes
+    no NaN; a Decimal, a set or a UUID inside it has no JSON form at all)."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return f"{shown(value)} is not strict JSON ({exc})"
+    return None
+
+
+def _of_kind(value: object, kind: type[Any]) -> bool:
+    """Whether ``value`` is one the column's Python type takes as it is."""
+    if kind is bool:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind is int:
+        return isinstance(value, int)
+    if kind is Decimal:
+        return isinstance(value, Decimal | int)
+    if kind is float:
+        return isinstance(value, float | int | Decimal)
+    if kind is date:
+        return isinstance(value, date) and not isinstance(value, datetime)
+    return isinstance(value, kind)
+
+
+def _limit_problem(value: object, column: LegacyColumn) -> str | None:
+    """What the column's declared limits refuse in ``value``, a value of its type."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and column.python_type is int:
+        if not -MAX_BIGINT - 1 <= value <= MAX_BIGINT:
+            return f"{shown(value)} is past a BIGINT"
+        if column.int_range is not None:
+            name, lowest, highest = column.int_range
+            if not lowest <= value <= highest:
+                return f"{shown(value)} is out of range for {name} ({lowest:,} to {highest:,})"
+    if isinstance(value, Decimal) and column.python_type is Decimal and not value.is_finite():
+        return f"{shown(value)} is not a finite number"
+    if isinstance(value, Decimal | int) and column.digits is not None:
+        return _digits_problem(value, column.digits, exact=column.exact)
     if isinstance(value, str):
         if column.labels is not None and value not in column.labels:
             labels = ", ".join(map(repr, column.labels))
@@ -405,6 +447,21 @@ def _legacy_value_problem(value: object, column: LegacyColumn) -> str | None:
         problem = printable_problem(value)
         if problem:
             return f"the text {problem}"
+    return None
+
+
+def _digits_problem(value: Decimal | int, digits: tuple[int, int], *, exact: bool) -> str | None:
+    """Why NUMERIC(precision, scale) does not hold ``value``; ``exact``: as it is, not
+    rounded to the scale (an amount both sides carry must be equal on both)."""
+    precision, scale = digits
+    if not _fits(value, precision, scale):
+        return f"{shown(value)} does not fit NUMERIC({precision}, {scale})"
+    exponent = Decimal(value).normalize().as_tuple().exponent
+    if exact and isinstance(exponent, int) and -exponent > scale:
+        return (
+            f"{shown(value)} has more than {scale} decimal places: NUMERIC({precision}, "
+            f"{scale}) would round it"
+        )
     return None
 
 

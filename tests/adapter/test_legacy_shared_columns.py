@@ -1,0 +1,105 @@
+"""The deployment's own legacy columns for the fields both sides carry.
+
+``user_id``, ``amount`` and ``currency`` go into the legacy row as well as the unified one,
+and a deployment's legacy table may be narrower than the unified limits (BIGINT,
+NUMERIC(20, 8), ten characters): an ``integer`` owner, a ``varchar(3)`` currency, an
+amount of two decimals. A value that does not fit is the caller's error, refused before
+anything is written in every mode (UNIFIED_ONLY too: a rollback's replay writes it into
+legacy later), never a database failure counted against the error rate, and never
+rounded silently into a legacy row that then differs from its unified row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import snapshot
+from support.legacy_columns import narrow_payouts
+from unistatus import DualWriteAdapter, DualWriteMode, InputError
+from unistatus.adapter.model import OperationEvent
+from unistatus.config import Settings
+from unistatus.db.control import set_mode
+
+M = DualWriteMode
+
+
+@pytest.fixture
+def payouts(db: Database) -> Iterator[Settings]:
+    with narrow_payouts(db) as settings:
+        yield settings
+
+
+def adapter(db: Database, settings: Settings, mode: DualWriteMode) -> DualWriteAdapter:
+    set_mode(db.engine, mode, reason="test", actor="test", force=True)
+    a = DualWriteAdapter(db.engine, settings=settings, record_stats=False)
+    a.modes.refresh()
+    return a
+
+
+def payouts_rows(db: Database) -> list[Any]:
+    with db.engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT * FROM payouts")).all())
+
+
+OUT_OF_RANGE = 3_000_000_000  # past a 4-byte INTEGER (SQLite's INTEGER holds 8 bytes)
+REFUSED: list[tuple[dict[str, Any], str]] = [
+    ({"currency": "USDT"}, r"currency.*'payouts'.*'currency'.*too long.*at most 3"),
+    ({"amount": "0.001"}, r"amount.*'payouts'.*'amount'.*0\.001.*more than 2 decimal"),
+    ({"amount": "12345678901"}, r"amount.*'payouts'.*'amount'.*NUMERIC\(12, 2\)"),
+]
+GOOD: dict[str, Any] = {"user_id": 7, "amount": "12.50", "currency": "USD"}
+
+
+@pytest.mark.parametrize("mode", list(DualWriteMode), ids=lambda m: m.value)
+@pytest.mark.parametrize(("given", "message"), REFUSED)
+def test_a_value_past_the_legacy_column_is_refused_before_anything_is_written(
+    db: Database, payouts: Settings, mode: DualWriteMode, given: dict[str, Any], message: str
+) -> None:
+    a = adapter(db, payouts, mode)
+    events: list[OperationEvent] = []
+    a.observers.append(events.append)
+    before = snapshot(db), payouts_rows(db)
+    with pytest.raises(InputError, match=message):
+        a.create_transaction("WALLET_CASHOUT", **{**GOOD, **given})
+    with db.engine.connect() as conn, conn.begin():
+        with pytest.raises(InputError, match=message):
+            a.create_transaction("WALLET_CASHOUT", **{**GOOD, **given}, connection=conn)
+        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1  # still usable
+    assert (snapshot(db), payouts_rows(db)) == before
+    assert [e for e in events if not e.success] == []
+
+
+@pytest.mark.parametrize("mode", list(DualWriteMode), ids=lambda m: m.value)
+def test_a_user_id_past_a_four_byte_owner_column_is_refused(
+    db: Database, payouts: Settings, mode: DualWriteMode
+) -> None:
+    a = adapter(db, payouts, mode)
+    events: list[OperationEvent] = []
+    a.observers.append(events.append)
+    before = snapshot(db), payouts_rows(db)
+    given = {**GOOD, "user_id": OUT_OF_RANGE}
+    if db.backend == "sqlite":  # an 8-byte INTEGER holds it
+        assert a.create_transaction("WALLET_CASHOUT", **given).overall_success
+        return
+    with pytest.raises(InputError, match=r"user_id.*'payouts'.*'owner_id'.*out of range for INT"):
+        a.create_transaction("WALLET_CASHOUT", **given)
+    assert (snapshot(db), payouts_rows(db)) == before
+    assert [e for e in events if not e.success] == []
+
+
+@pytest.mark.parametrize("mode", list(DualWriteMode), ids=lambda m: m.value)
+def test_values_that_fit_the_narrow_columns_are_written(
+    db: Database, payouts: Settings, mode: DualWriteMode
+) -> None:
+    a = adapter(db, payouts, mode)
+    edge = {"user_id": 2**31 - 1, "amount": Decimal("99999.99"), "currency": "EUR"}
+    r = a.create_transaction("WALLET_CASHOUT", **edge)
+    assert r.overall_success and not r.has_inconsistency
+    if mode.writes_legacy and mode.writes_unified:
+        assert a.check_consistency(r.entity_id)["consistent"] is True
