@@ -61,6 +61,32 @@ def test_an_autocommit_connection_is_refused(pg: Database) -> None:
     assert events == []  # not even counted as an operation: the connection was refused
 
 
+def test_an_autocommit_connection_of_the_applications_sqlite_engine_is_refused(
+    sqlite_db: Database,
+) -> None:
+    """The application's own SQLite engine (no BEGIN of unistatus's in its ``begin``
+    hook) in AUTOCOMMIT: pysqlite then never begins a transaction, so ``begin()`` is
+    SQLAlchemy's bookkeeping only. It was not refused (Python 3.11's sqlite3 has no
+    ``autocommit`` attribute): the caller's rollback undid nothing, and the write was
+    reported as rolled back."""
+    a, entity_id, events = watched(sqlite_db)
+    app = sa.create_engine(sqlite_db.url)
+    try:
+        with app.connect() as plain:
+            conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+            with conn.begin():
+                with pytest.raises(InputError, match="AUTOCOMMIT"):
+                    a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=conn)
+                with pytest.raises(InputError, match="AUTOCOMMIT"):
+                    a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+    finally:
+        app.dispose()
+    assert unified_status(sqlite_db, entity_id) == "PENDING"
+    assert sqlite_db.count("cashouts") == 1
+    assert sqlite_db.count("unified_status_history") == 1
+    assert events == []
+
+
 def test_a_commit_the_database_turned_into_a_rollback_is_not_a_kept_write(pg: Database) -> None:
     """The caller's own statement failed after the adapter's write, the caller went on
     and committed: PostgreSQL answers COMMIT with ROLLBACK, no error. The write was
