@@ -87,6 +87,40 @@ def test_an_autocommit_connection_of_the_applications_sqlite_engine_is_refused(
     assert events == []
 
 
+def test_a_real_sqlite_transaction_is_written_in_whatever_engine_began_it(
+    sqlite_db: Database,
+) -> None:
+    """What the SQLite AUTOCOMMIT refusal keeps. The application's plain engine (pysqlite
+    defers its BEGIN to the first INSERT/UPDATE/DELETE: none is open when the adapter is
+    called) gets one before the adapter's first write, the mode lock's UPDATE, so the
+    caller's rollback undoes every row and its commit keeps them; a Session on it too.
+    unistatus's engine in AUTOCOMMIT is a real transaction (its ``begin`` hook sends
+    BEGIN)."""
+    a, entity_id, events = watched(sqlite_db)
+    app = sa.create_engine(sqlite_db.url)
+    own = sqlite_db.engine.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        for engine in (app, own):
+            with engine.connect() as conn, conn.begin() as tx:
+                if engine is app:  # pysqlite has not begun yet
+                    assert not conn.connection.dbapi_connection.in_transaction
+                a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=conn)
+                a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+                tx.rollback()
+            with Session(engine) as session:
+                a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
+                session.rollback()
+        assert unified_status(sqlite_db, entity_id) == "PENDING"
+        assert sqlite_db.count("cashouts") == 1
+        assert sqlite_db.count("unified_status_history") == 1
+        assert [(e.success, e.rolled_back) for e in events] == [(False, True)] * 6
+        with app.connect() as conn, conn.begin():
+            a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+        assert unified_status(sqlite_db, entity_id) == "PROCESSING"
+    finally:
+        app.dispose()
+
+
 def test_a_commit_the_database_turned_into_a_rollback_is_not_a_kept_write(pg: Database) -> None:
     """The caller's own statement failed after the adapter's write, the caller went on
     and committed: PostgreSQL answers COMMIT with ROLLBACK, no error. The write was
