@@ -393,3 +393,25 @@ def test_a_session_with_several_binds_is_told_which_connection_to_pass(db: Datab
         assert r.overall_success, r.error
         session.rollback()
     assert unified_status(db, entity_id) == "PENDING"  # it was the Session's transaction
+
+
+def test_a_session_not_begun_with_autobegin_off_is_refused(db: Database) -> None:
+    """``Session(autobegin=False)`` the caller forgot to begin: refused like a Connection
+    not in a transaction, for writes and reads (SQLAlchemy's InvalidRequestError
+    "Autobegin is disabled" leaked); once begun, the adapter writes in its transaction."""
+    a, entity_id, events = watched(db)
+    with Session(db.engine, autobegin=False) as session:
+        with pytest.raises(InputError, match="must be in a transaction"):
+            a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
+        with pytest.raises(InputError, match="must be in a transaction"):
+            a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=session)
+        with pytest.raises(InputError, match="must be in a transaction"):
+            a.get_transaction_status(entity_id, connection=session)
+        assert events == []
+        with session.begin():
+            r = a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
+            assert r.overall_success, r.error
+        with pytest.raises(InputError, match="must be in a transaction"):  # ended: none again
+            a.update_status(entity_id, "AWAITING_RESPONSE", "r", "svc", connection=session)
+    assert unified_status(db, entity_id) == "PROCESSING"
+    assert db.count("cashouts") == 1
