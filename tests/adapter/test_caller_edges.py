@@ -61,6 +61,66 @@ def test_an_autocommit_connection_is_refused(pg: Database) -> None:
     assert events == []  # not even counted as an operation: the connection was refused
 
 
+def test_an_autocommit_connection_of_the_applications_sqlite_engine_is_refused(
+    sqlite_db: Database,
+) -> None:
+    """The application's own SQLite engine (no BEGIN of unistatus's in its ``begin``
+    hook) in AUTOCOMMIT: pysqlite then never begins a transaction, so ``begin()`` is
+    SQLAlchemy's bookkeeping only. It was not refused (Python 3.11's sqlite3 has no
+    ``autocommit`` attribute): the caller's rollback undid nothing, and the write was
+    reported as rolled back."""
+    a, entity_id, events = watched(sqlite_db)
+    app = sa.create_engine(sqlite_db.url)
+    try:
+        with app.connect() as plain:
+            conn = plain.execution_options(isolation_level="AUTOCOMMIT")
+            with conn.begin():
+                with pytest.raises(InputError, match="AUTOCOMMIT"):
+                    a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=conn)
+                with pytest.raises(InputError, match="AUTOCOMMIT"):
+                    a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+    finally:
+        app.dispose()
+    assert unified_status(sqlite_db, entity_id) == "PENDING"
+    assert sqlite_db.count("cashouts") == 1
+    assert sqlite_db.count("unified_status_history") == 1
+    assert events == []
+
+
+def test_a_real_sqlite_transaction_is_written_in_whatever_engine_began_it(
+    sqlite_db: Database,
+) -> None:
+    """What the SQLite AUTOCOMMIT refusal keeps. The application's plain engine (pysqlite
+    defers its BEGIN to the first INSERT/UPDATE/DELETE: none is open when the adapter is
+    called) gets one before the adapter's first write, the mode lock's UPDATE, so the
+    caller's rollback undoes every row and its commit keeps them; a Session on it too.
+    unistatus's engine in AUTOCOMMIT is a real transaction (its ``begin`` hook sends
+    BEGIN)."""
+    a, entity_id, events = watched(sqlite_db)
+    app = sa.create_engine(sqlite_db.url)
+    own = sqlite_db.engine.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        for engine in (app, own):
+            with engine.connect() as conn, conn.begin() as tx:
+                if engine is app:  # pysqlite has not begun yet
+                    assert not conn.connection.dbapi_connection.in_transaction
+                a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=conn)
+                a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+                tx.rollback()
+            with Session(engine) as session:
+                a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
+                session.rollback()
+        assert unified_status(sqlite_db, entity_id) == "PENDING"
+        assert sqlite_db.count("cashouts") == 1
+        assert sqlite_db.count("unified_status_history") == 1
+        assert [(e.success, e.rolled_back) for e in events] == [(False, True)] * 6
+        with app.connect() as conn, conn.begin():
+            a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+        assert unified_status(sqlite_db, entity_id) == "PROCESSING"
+    finally:
+        app.dispose()
+
+
 def test_a_commit_the_database_turned_into_a_rollback_is_not_a_kept_write(pg: Database) -> None:
     """The caller's own statement failed after the adapter's write, the caller went on
     and committed: PostgreSQL answers COMMIT with ROLLBACK, no error. The write was
@@ -333,3 +393,25 @@ def test_a_session_with_several_binds_is_told_which_connection_to_pass(db: Datab
         assert r.overall_success, r.error
         session.rollback()
     assert unified_status(db, entity_id) == "PENDING"  # it was the Session's transaction
+
+
+def test_a_session_not_begun_with_autobegin_off_is_refused(db: Database) -> None:
+    """``Session(autobegin=False)`` the caller forgot to begin: refused like a Connection
+    not in a transaction, for writes and reads (SQLAlchemy's InvalidRequestError
+    "Autobegin is disabled" leaked); once begun, the adapter writes in its transaction."""
+    a, entity_id, events = watched(db)
+    with Session(db.engine, autobegin=False) as session:
+        with pytest.raises(InputError, match="must be in a transaction"):
+            a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
+        with pytest.raises(InputError, match="must be in a transaction"):
+            a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=session)
+        with pytest.raises(InputError, match="must be in a transaction"):
+            a.get_transaction_status(entity_id, connection=session)
+        assert events == []
+        with session.begin():
+            r = a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
+            assert r.overall_success, r.error
+        with pytest.raises(InputError, match="must be in a transaction"):  # ended: none again
+            a.update_status(entity_id, "AWAITING_RESPONSE", "r", "svc", connection=session)
+    assert unified_status(db, entity_id) == "PROCESSING"
+    assert db.count("cashouts") == 1

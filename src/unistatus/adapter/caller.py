@@ -48,15 +48,22 @@ CallerFast = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult | Non
 # Where a PostgreSQL connection keeps (transaction, its isolation level) once read.
 _ISOLATION = "unistatus_caller_isolation"
 _READ_ISOLATION = sa.text("SELECT current_setting('transaction_isolation')")
+_NOT_IN_TRANSACTION = (
+    "connection= must be in a transaction ({begin}): the adapter never begins or "
+    "commits the caller's transaction"
+)
 
 
 def caller_connection(target: object, dialect: str) -> sa.Connection:
     """The connection to write on: the Connection itself (it must be in a transaction),
-    or the Session's current one (begun if need be, its new objects flushed first as
-    ``session.execute()`` would). InputError for anything else, and for a connection in
+    or the Session's current one (begun if need be and it may autobegin, its new objects
+    flushed first as ``session.execute()`` would). InputError for anything else, and for a connection in
     AUTOCOMMIT, whose "transaction" would commit each of the adapter's statements on its
     own and hold no mode lock."""
     if isinstance(target, Session):
+        if not target.autobegin and not target.in_transaction():
+            # Its connection() cannot begin one (SQLAlchemy's InvalidRequestError).
+            raise InputError(_NOT_IN_TRANSACTION.format(begin="`with session.begin():`"))
         if target.autoflush:
             target.flush()  # the caller's own pending rows, as its next query would see them
         try:
@@ -70,10 +77,7 @@ def caller_connection(target: object, dialect: str) -> sa.Connection:
             ) from None
     elif isinstance(target, sa.Connection):
         if not target.in_transaction():
-            raise InputError(
-                "connection= must be in a transaction (`with conn.begin():`): the adapter "
-                "never begins or commits the caller's transaction"
-            )
+            raise InputError(_NOT_IN_TRANSACTION.format(begin="`with conn.begin():`"))
         conn = target
     elif _is_asyncio(target):
         raise InputError(

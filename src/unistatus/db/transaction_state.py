@@ -27,8 +27,22 @@ def _driver_connection(conn: sa.Connection) -> Any:
 
 def autocommits(conn: sa.Connection) -> bool:
     """Whether each statement on ``conn`` commits on its own (the driver's autocommit,
-    as ``isolation_level="AUTOCOMMIT"`` sets it): a transaction begun there is not one."""
-    return getattr(_driver_connection(conn), "autocommit", False) is True
+    as ``isolation_level="AUTOCOMMIT"`` sets it): a transaction begun there is not one.
+
+    psycopg says so in ``autocommit``. Python's sqlite3 (before 3.12: no ``autocommit``)
+    is told ``isolation_level = None`` by SQLAlchemy's AUTOCOMMIT, and then begins no
+    transaction itself; only an explicit BEGIN opens one, as unistatus's engine sends
+    from its ``begin`` hook on every connection: its ``in_transaction`` tells which.
+    (SQLAlchemy's own execution options say AUTOCOMMIT for both.)
+    """
+    driver = _driver_connection(conn)
+    if getattr(driver, "in_transaction", False) is True:
+        return False  # a BEGIN was sent: a transaction, whatever the driver's setting
+    if getattr(driver, "autocommit", False) is True:
+        return True
+    # sqlite3 in its own transaction handling ("" and the like) begins one itself
+    # before the adapter's first write (the mode lock's UPDATE); with None it never does.
+    return hasattr(driver, "in_transaction") and getattr(driver, "isolation_level", "") is None
 
 
 def transaction_failed(conn: sa.Connection) -> bool:
