@@ -26,6 +26,7 @@ from support.capture_data import (
     unified_of,
     writer_name,
 )
+from support.legacy_columns import legacy_columns
 from unistatus import DualWriteMode
 from unistatus.backfill import quarantine_count
 from unistatus.backfill.quarantine import retry_quarantine
@@ -238,7 +239,7 @@ def test_a_bypass_update_is_applied_as_the_adapter_would(cap: Database, mode: M)
     assert last["triggered_by"] == writer_name(cap) and last["mode"] == mode.value
     assert last["override"] is False and last["meta"]["flag"] is None
     assert last["meta"]["capture"] == "bypass" and last["meta"]["writer"] == writer_name(cap)
-    # An update that changes nothing unistatus keeps is no change.
+    # An update that changes nothing unistatus keeps is no change (nor counted).
     raw(cap, "UPDATE escrows SET updated_at = updated_at WHERE id = :id", params={"id": lid})
     assert len(history_of(cap, "ESCROW", lid)) == 4
     assert consistent(cap)
@@ -248,7 +249,7 @@ def test_a_bypass_update_is_applied_as_the_adapter_would(cap: Database, mode: M)
     seen = {(w.writer, w.system): w for w in capture.writers_seen(cap.engine)}
     assert set(seen) == {(writer_name(cap), "ESCROW")}
     w = seen[(writer_name(cap), "ESCROW")]
-    assert (w.writes, w.flagged, w.unmappable, w.last_mode) == (3, 0, 0, mode.value)
+    assert (w.writes, w.flagged, w.unmappable, w.last_mode) == (2, 0, 0, mode.value)
     if cap.backend == "postgres":
         assert w.client_addr == "127.0.0.1"
 
@@ -685,6 +686,71 @@ def test_a_bypass_write_in_unified_only_is_mirrored_and_kept_by_the_replay(
     set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test: back", actor="test")
     assert legacy_status(cap, "cashouts", lid) == "FAILED"
     assert consistent(cap)
+
+
+@pytest.mark.parametrize("mode", [M.UNIFIED_ONLY, M.DUAL_WRITE_UNIFIED_PRIMARY])
+def test_an_update_that_changes_nothing_unistatus_keeps_writes_nothing(
+    db: Database, mode: M
+) -> None:
+    """Legacy behind unified (UNIFIED_ONLY: frozen, the change awaiting its replay;
+    DUAL_WRITE_UNIFIED_PRIMARY: its legacy side failed): an UPDATE of the application's
+    own column, or one setting the kept columns to what they hold, in the adapter's
+    transaction or later, leaves the committed change (and its replay) alone. In a bulk
+    UPDATE the row whose status changed is still mirrored."""
+    P = pending_legacy_changes
+    with legacy_columns(db, {"note": "TEXT"}), captured(db):
+        a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+        kept, changed = (a.create_transaction("WALLET_CASHOUT", 1, "5", "USD") for _ in "ab")
+        lid, other = kept.legacy_entity_id or 0, changed.legacy_entity_id or 0
+        a = adapter_in(db, mode)
+        with db.engine.connect() as conn, conn.begin():  # the application's transaction
+            for c in (kept, changed):
+                r = a.update_status(c.entity_id, "PROCESSING", "r", "svc", connection=conn)
+                assert r.changed
+            conn.execute(sa.text("UPDATE cashouts SET note = 'a' WHERE id = :id"), {"id": lid})
+        if mode is not M.UNIFIED_ONLY:
+            # Legacy behind, as a primary_wins write whose legacy side failed leaves it
+            # (unistatus's own write: marked, not captured).
+            with ops_for(db.engine).write_transaction() as conn:
+                conn.execute(sa.text("UPDATE cashouts SET status = 'PENDING'"))
+        before = unified_of(db, "CASHOUT", lid)
+        assert before is not None and (before["status"], before["version"]) == ("PROCESSING", 2)
+        raw(db, "UPDATE cashouts SET note = 'b' WHERE id = :id", params={"id": lid})
+        raw(
+            db,
+            "UPDATE cashouts SET note = 'c', status = status, amount = amount, "
+            "updated_at = '2026-02-01 00:00:00' WHERE id = :id",
+            params={"id": lid},
+        )
+        assert unified_of(db, "CASHOUT", lid) == before
+        assert [h["to_status"] for h in history_of(db, "CASHOUT", lid)] == [
+            "PENDING",
+            "PROCESSING",
+        ]
+        with db.engine.connect() as conn:
+            pending = conn.execute(
+                sa.select(P.c.legacy_status, P.c.replayed_at.is_not(None)).where(
+                    P.c.transaction_id == kept.entity_id
+                )
+            ).all()
+        if mode is M.UNIFIED_ONLY:
+            assert [tuple(p) for p in pending] == [("EXECUTING", False)]  # its legacy value
+        assert capture.writers_seen(db.engine) == []
+        assert a.get_transaction_status(kept.entity_id)[0] == "PROCESSING"
+        # One statement, two rows: the one whose status changed is mirrored, not the other.
+        raw(
+            db,
+            "UPDATE cashouts SET note = 'd', "
+            "status = CASE WHEN id = :other THEN 'FAILED' ELSE status END "
+            "WHERE id IN (:id, :other)",
+            params={"id": lid, "other": other},
+        )
+        assert unified_of(db, "CASHOUT", lid) == before
+        mirrored = unified_of(db, "CASHOUT", other)
+        assert mirrored is not None
+        assert (mirrored["status"], mirrored["legacy_status"]) == ("FAILED", "FAILED")
+        (w,) = capture.writers_seen(db.engine)
+        assert (w.writes, w.last_mode) == (1, mode.value)
 
 
 # --- retirement ----------------------------------------------------------------------------

@@ -9,10 +9,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.db.tables import unified_transactions
 from unistatus.db.tables_capture import capture_writers
 from unistatus.domain.statuses import DualWriteMode
 
-__all__ = ["FROZEN", "UNIFIED_TARGET", "Context", "count_foreign_unified", "count_writes"]
+__all__ = [
+    "FROZEN",
+    "UNIFIED_TARGET",
+    "Context",
+    "count_foreign_unified",
+    "count_writes",
+    "postgres_context",
+    "sqlite_context",
+]
 
 W = capture_writers
 
@@ -53,6 +62,41 @@ class Context:
         if self.frozen is None:
             return self.mode == FROZEN
         return sa.true() if self.frozen else sa.false()
+
+
+def postgres_context(writer: Any, mode: Any, reason: Any, kind: str) -> Context:
+    """In a PL/pgSQL function: the writer's address in ``v_addr``, its session's shard."""
+    return Context(
+        writer=writer,
+        mode=mode,
+        now=sa.func.statement_timestamp(type_=unified_transactions.c.updated_at.type),
+        client_addr=sa.literal_column("v_addr", sa.String),
+        shard=sa.func.pg_backend_pid(type_=sa.BigInteger),
+        uuid=lambda: sa.cast(sa.func.gen_random_uuid(), sa.String),
+        json=lambda *pairs: sa.func.jsonb_build_object(*pairs),
+        kind=kind,
+        reason=reason,
+    )
+
+
+def sqlite_context(writer: Any, mode: Any, reason: str, kind: str) -> Context:
+    """In a SQLite trigger: no address, one shard, the time in the stored format."""
+    now = (
+        sa.func.strftime("%Y-%m-%d %H:%M:%S", "now", type_=sa.String)
+        + sa.func.substr(sa.func.strftime("%f", "now", type_=sa.String), 3)
+        + sa.literal("000", sa.String)
+    )
+    return Context(
+        writer=writer,
+        mode=mode,
+        now=now,
+        client_addr=sa.null(),
+        shard=sa.literal(0, sa.BigInteger),
+        uuid=lambda: sa.func.lower(sa.func.hex(sa.func.randomblob(16)), type_=sa.String),
+        json=lambda *pairs: sa.func.json_object(*pairs),
+        kind=kind,
+        reason=sa.literal(reason, sa.String),
+    )
 
 
 def count_writes(

@@ -36,6 +36,7 @@ from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
 from unistatus.db.mode_lock_keys import system_lock_key
 from unistatus.db.tables import migration_control, unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.migration.capture_context import postgres_context, sqlite_context
 from unistatus.migration.capture_sql import (
     Context,
     Rows,
@@ -63,6 +64,12 @@ FROZEN = DualWriteMode.UNIFIED_ONLY.value
 # PostgreSQL transition tables, as the triggers name them.
 NEW_ROWS = "unistatus_new"
 OLD_ROWS = "unistatus_old"
+# Per event, what a legacy table's trigger passes (an UPDATE's old rows: what it changed).
+LEGACY_TRANSITIONS = {
+    "INSERT": f"NEW TABLE AS {NEW_ROWS}",
+    "UPDATE": f"OLD TABLE AS {OLD_ROWS} NEW TABLE AS {NEW_ROWS}",
+    "DELETE": f"OLD TABLE AS {OLD_ROWS}",
+}
 # PostgreSQL: who wrote, from the session (application_name and the login role; the
 # address apart). The functions run with their owner's rights (SECURITY DEFINER: a writer
 # needs no grant on unistatus's tables), where current_user is the owner.
@@ -220,19 +227,6 @@ class CaptureDdl:
 
     # --- PostgreSQL -----------------------------------------------------------------------
 
-    def _pg_context(self, writer: Any, mode: Any, reason: Any, kind: str) -> Context:
-        return Context(
-            writer=writer,
-            mode=mode,
-            now=sa.func.statement_timestamp(type_=unified_transactions.c.updated_at.type),
-            client_addr=sa.literal_column("v_addr", sa.String),
-            shard=sa.func.pg_backend_pid(type_=sa.BigInteger),
-            uuid=lambda: sa.cast(sa.func.gen_random_uuid(), sa.String),
-            json=lambda *pairs: sa.func.jsonb_build_object(*pairs),
-            kind=kind,
-            reason=reason,
-        )
-
     def _pg_rows(self, lt: LegacyTable, transition: str) -> Rows:
         columns = [lt.column(name) for name in LEGACY_COLUMNS]
         table = sa.table(transition, *(sa.column(c.name, c.type) for c in columns))
@@ -271,16 +265,18 @@ class CaptureDdl:
             read_mode = self.render(sa.select(stored_mode(lt.system)))
             system_key = system_lock_key(mode_lock_key, lt.system.value)
             reason = sa.literal_column("v_reason", sa.String)
-            ctx = self._pg_context(writer, mode, reason, "bypass")
+            ctx = postgres_context(writer, mode, reason, "bypass")
             base_meta = self.render(sql.base_meta(ctx))
             ctx = replace(ctx, meta=sa.literal_column("v_meta", JSONB))
             new_rows, old_rows = self._pg_rows(lt, NEW_ROWS), self._pg_rows(lt, OLD_ROWS)
             log = self._plpgsql([sql.log_changed(new_rows, ctx.now)])
-            # One body for UNIFIED_ONLY, one for the other modes (no replay writes to
-            # start up in every statement of theirs).
-            changed, frozen = (
-                self._pg_in_step(sql, new_rows, replace(ctx, frozen=is_frozen))
-                for is_frozen in (False, True)
+            # Per event, one body for UNIFIED_ONLY, one for the other modes (no replay
+            # writes to start up in every statement of theirs); an UPDATE's rows without
+            # those that changed nothing unistatus keeps.
+            rows = {"INSERT": new_rows, "UPDATE": new_rows.changed_from(old_rows)}
+            (ins, frozen_ins), (upd, frozen_upd) = (
+                [self._pg_in_step(sql, r, replace(ctx, frozen=f)) for f in (False, True)]
+                for r in rows.values()
             )
             deleted = self._plpgsql(sql.deleted(old_rows, ctx))
             # TRUNCATE: its BEFORE trigger still sees every row it removes.
@@ -329,10 +325,14 @@ BEGIN
 {_indent(deleted, 8)}
     ELSIF TG_OP = 'TRUNCATE' THEN
 {_indent(truncated, 8)}
+    ELSIF TG_OP = 'INSERT' AND v_mode = '{FROZEN}' THEN
+{_indent(frozen_ins, 8)}
+    ELSIF TG_OP = 'INSERT' THEN
+{_indent(ins, 8)}
     ELSIF v_mode = '{FROZEN}' THEN
-{_indent(frozen, 8)}
+{_indent(frozen_upd, 8)}
     ELSE
-{_indent(changed, 8)}
+{_indent(upd, 8)}
     END IF;
     PERFORM set_config('{setting}', '', true);
     RETURN NULL;
@@ -341,11 +341,9 @@ $capture$"""
             )
             table = self._table(lt.table)
             for event, short in EVENTS.items():
-                transition = OLD_ROWS if event == "DELETE" else NEW_ROWS
-                side = "OLD" if event == "DELETE" else "NEW"
                 out.append(
                     f"CREATE TRIGGER {self.quote(f'{self._legacy_name(lt)}_{short}')} "
-                    f"AFTER {event} ON {table} REFERENCING {side} TABLE AS {transition} "
+                    f"AFTER {event} ON {table} REFERENCING {LEGACY_TRANSITIONS[event]} "
                     f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
                 )
             out.append(
@@ -369,7 +367,7 @@ $capture$"""
         )
 
     def _pg_unified(self, writer: Any, mode: Any, attributes: str) -> list[str]:
-        ctx = self._pg_context(writer, mode, sa.null(), "foreign")
+        ctx = postgres_context(writer, mode, sa.null(), "foreign")
         setting = writer_mark.WRITER_SETTING
         count_new = self._plpgsql([count_foreign_unified(self.ops.insert, sa.table(NEW_ROWS), ctx)])
         count_old = self._plpgsql([count_foreign_unified(self.ops.insert, sa.table(OLD_ROWS), ctx)])
@@ -431,7 +429,7 @@ $capture$"""
     def _pg_catch_up(self, tables: list[LegacyTable], attributes: str) -> list[str]:
         setting = writer_mark.WRITER_SETTING
         value = f"NEW.{self.quote(migration_control.c.value.name)}"
-        ctx = self._pg_context(
+        ctx = postgres_context(
             sa.literal(CATCH_UP_WRITER, sa.String),
             sa.literal_column(value, sa.String),
             sa.literal("catch-up after LEGACY_ONLY", sa.String),
@@ -468,24 +466,6 @@ $capture$""",
 
     # --- SQLite ---------------------------------------------------------------------------
 
-    def _sqlite_context(self, writer: Any, mode: Any, reason: str, kind: str) -> Context:
-        now = (
-            sa.func.strftime("%Y-%m-%d %H:%M:%S", "now", type_=sa.String)
-            + sa.func.substr(sa.func.strftime("%f", "now", type_=sa.String), 3)
-            + sa.literal("000", sa.String)
-        )
-        return Context(
-            writer=writer,
-            mode=mode,
-            now=now,
-            client_addr=sa.null(),
-            shard=sa.literal(0, sa.BigInteger),
-            uuid=lambda: sa.func.lower(sa.func.hex(sa.func.randomblob(16)), type_=sa.String),
-            json=lambda *pairs: sa.func.json_object(*pairs),
-            kind=kind,
-            reason=sa.literal(reason, sa.String),
-        )
-
     def _sqlite_rows(self, lt: LegacyTable, side: str) -> Rows:
         return Rows.of(
             {
@@ -519,7 +499,7 @@ $capture$""",
             new_rows, old_rows = self._sqlite_rows(lt, "NEW"), self._sqlite_rows(lt, "OLD")
             for event in ("INSERT", "UPDATE"):
                 short = EVENTS[event]
-                ctx = self._sqlite_context(writer, mode, f"bypass {event.lower()}", "bypass")
+                ctx = sqlite_context(writer, mode, f"bypass {event.lower()}", "bypass")
                 out.append(
                     self._sqlite_trigger(
                         f"{base}_{short}_log",
@@ -530,16 +510,16 @@ $capture$""",
                     )
                 )
                 body = sql.bring_in_step(new_rows, ctx, lock=False, bypass=True)
+                when = sa.and_(mode != LEGACY_ONLY, unmarked)
+                if event == "UPDATE":  # not when it changed nothing unistatus keeps
+                    changed = new_rows.changed_from(old_rows).rows
+                    when = sa.and_(when, sa.exists(changed.select()))
                 out.append(
                     self._sqlite_trigger(
-                        f"{base}_{short}",
-                        event,
-                        table,
-                        sa.and_(mode != LEGACY_ONLY, unmarked),
-                        [capturing, *body, captured],
+                        f"{base}_{short}", event, table, when, [capturing, *body, captured]
                     )
                 )
-            ctx = self._sqlite_context(writer, mode, "bypass delete", "bypass")
+            ctx = sqlite_context(writer, mode, "bypass delete", "bypass")
             out.append(
                 self._sqlite_trigger(
                     f"{base}_del",
@@ -555,7 +535,7 @@ $capture$""",
             system = sa.literal_column(
                 f"{side}.{self.quote(unified_transactions.c.legacy_system.name)}", sa.String
             )
-            ctx = self._sqlite_context(writer, stored_mode(system), "", "foreign")
+            ctx = sqlite_context(writer, stored_mode(system), "", "foreign")
             out.append(
                 self._sqlite_trigger(
                     f"{PREFIX}unified_{short}",
@@ -574,7 +554,7 @@ $capture$""",
     ) -> list[str]:
         value = sa.literal_column(f"NEW.{self.quote(migration_control.c.value.name)}", sa.String)
         key = sa.literal_column(f"NEW.{self.quote(migration_control.c.key.name)}", sa.String)
-        ctx = self._sqlite_context(
+        ctx = sqlite_context(
             sa.literal(CATCH_UP_WRITER, sa.String), value, "catch-up after LEGACY_ONLY", "catch_up"
         )
         # Each system's logged entities when that system leaves LEGACY_ONLY.

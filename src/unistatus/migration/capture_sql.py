@@ -62,6 +62,7 @@ __all__ = [
     "FLAG_DELETED",
     "FLAG_FROZEN",
     "FLAG_REFUSED",
+    "KEPT",
     "UNIFIED_TARGET",
     "Context",
     "Rows",
@@ -80,7 +81,8 @@ P = pending_legacy_changes
 FLAG_REFUSED = "transition_refused"  # the transition rules would have refused it
 FLAG_FROZEN = "legacy_frozen"  # written to the frozen legacy table (UNIFIED_ONLY)
 FLAG_DELETED = "legacy_row_deleted"  # the legacy row is gone; its unified row is kept
-# The ``system`` of writer counts for direct writes to unified_transactions.
+# What unistatus keeps of a legacy row (the unified row's image of it; the times are not).
+KEPT = ("id", "status", *DATA_COLUMNS)
 
 
 def stored_mode(system: LegacySystemType | sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
@@ -114,6 +116,21 @@ class Rows:
             {name: lt.read(name) for name in LEGACY_COLUMNS},
             lt.table if source is None else source,
         )
+
+    def changed_from(self, old: Rows) -> Rows:
+        """An UPDATE's new rows but those that hold what unistatus keeps (:data:`KEPT`)
+        as the row of the same id held it before (``old``): no change at all. Judged
+        against unified instead, such a row would take legacy's value where legacy is
+        behind on purpose (UNIFIED_ONLY, a failed legacy side) and undo a committed
+        change."""
+        before = old.rows.alias("capture_before")
+        # The id with "=" (a bulk UPDATE's rows are hashed on it), the rest NULL-safe.
+        same = sa.and_(
+            before.c.id == self.c.id,
+            *(before.c[n].is_not_distinct_from(self.c[n]) for n in KEPT if n != "id"),
+        )
+        unchanged = sa.exists(sa.select(before.c.id).where(same))
+        return Rows(sa.select(*self.c).where(~unchanged).subquery("capture_changed"))
 
 
 @dataclass(frozen=True)
