@@ -263,7 +263,9 @@ def window(
         rolled_back=int(row[6]),
         buckets=tuple(int(v) for v in row[7 : 7 + len(BUCKET_COLUMNS)]),
         fine_buckets=tuple(int(v) for v in row[7 + len(BUCKET_COLUMNS) :]) if fine else None,
-        operation=operation,
+        operation=operation
+        if operation is None or isinstance(operation, str)
+        else ",".join(operation),
         mode=str(mode) if mode else None,
         system=chosen,
     )
