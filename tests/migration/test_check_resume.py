@@ -25,9 +25,10 @@ from typer.testing import CliRunner
 
 from support.check_data import damage, populate
 from unistatus.cli import app
+from unistatus.config import LegacyTableSpec
 from unistatus.db.tables import status_history
 from unistatus.db.tables_check import check_runs
-from unistatus.errors import InputError
+from unistatus.errors import ConfigError, InputError
 from unistatus.migration.check import latest_report, run_check
 from unistatus.migration.gates import gate_check
 from unistatus.migration.repair import run_repair
@@ -436,6 +437,28 @@ def test_a_new_run_whose_out_cannot_be_opened_stores_nothing_and_resume_keeps_th
         )
     assert _counts(resumed) == _counts(whole)
     assert sorted(_lines(out)) == sorted(_lines(whole_out))
+
+
+def test_a_new_run_whose_legacy_tables_cannot_be_read_stores_nothing(
+    db: Any, tmp_path: Path
+) -> None:
+    """A check whose configured legacy table is missing fails (a ConfigError) before it
+    reads anything: it leaves no run behind for --resume to take instead of the run
+    interrupted before it."""
+    populate(db.engine, db.settings, N)
+    name = _interrupted(db, tmp_path / "m.jsonl")
+    wrong = db.settings.model_copy(
+        update={
+            "legacy_tables": {
+                **db.settings.legacy_tables,
+                "ESCROW": LegacyTableSpec(table="no_such_escrows"),
+            }
+        }
+    )
+    with pytest.raises(ConfigError):
+        run_check(db.engine, wrong, chunk=CHUNK)
+    resumed = run_check(db.engine, db.settings, resume=True)
+    assert resumed.complete and resumed.run == name
 
 
 @pytest.mark.parametrize(
