@@ -182,11 +182,14 @@ def run_check(
     held = ExitStack()  # the claim on the run, until its report is stored
     finished_walk = False
     try:
+        # A new run's tables are read before it is stored: a legacy table that cannot be
+        # read leaves no run behind for --resume to take instead of an interrupted one.
+        tables = None if resume is not False else _tables(engine, settings, parse_systems(systems))
         run, writer = _open_run(engine, systems, since, examples, chunk, out, resume, store, held)
         opts = run.options
         wanted = [LegacySystemType.parse(s) for s in opts["systems"]]
         since_at = parse_since(opts["since"])
-        tables = resolve_legacy_tables(engine, settings, systems=wanted, columns_only=True)
+        tables = tables or _tables(engine, settings, wanted)
         try:
             with engine.connect() as conn:
                 project = pending_replay_exists(conn)
@@ -264,6 +267,12 @@ def _finish(
     if store:
         store_report(engine, report)
     return report
+
+
+def _tables(
+    engine: sa.Engine, settings: Settings, wanted: list[LegacySystemType]
+) -> dict[LegacySystemType, LegacyTable]:
+    return resolve_legacy_tables(engine, settings, systems=wanted, columns_only=True)
 
 
 def _open_run(
