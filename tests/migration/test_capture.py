@@ -843,6 +843,41 @@ def test_a_bypass_update_takes_only_the_columns_it_changed(cap: Database, mode: 
         assert consistent(cap)
 
 
+def test_legacy_primary_a_bypass_update_leaves_a_lagging_unified_status_to_repair(
+    cap: Database,
+) -> None:
+    """DUAL_WRITE_LEGACY_PRIMARY, the unified row behind (its side of a dual write
+    failed): a bypass UPDATE of the amount mirrors the amount, not the status it did not
+    write; check still reports the lag and repair corrects it (docs/capture.md)."""
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    lid = created.legacy_entity_id or 0
+    assert a.update_status(created.entity_id, "PROCESSING", "r", "svc").changed
+    unified = cap.table("unified_transactions")
+    with ops_for(cap.engine).write_transaction() as conn:  # marked: not a bypass write
+        conn.execute(
+            sa.text(
+                f"UPDATE {unified} SET status = 'PENDING', legacy_status = 'PENDING' "
+                "WHERE legacy_system = 'CASHOUT' AND legacy_id = :id"
+            ),
+            {"id": lid},
+        )
+    raw(cap, "UPDATE cashouts SET amount = 6 WHERE id = :id", params={"id": lid})
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None
+    assert (u["status"], u["legacy_status"], float(u["amount"]), u["version"]) == (
+        "PENDING",
+        "PENDING",
+        6.0,
+        3,
+    )
+    assert not consistent(cap)
+    run_repair(cap.engine, cap.settings, strategy="legacy_wins", actor="test", reason="test")
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None and (u["status"], u["legacy_status"]) == ("PROCESSING", "EXECUTING")
+    assert consistent(cap)
+
+
 # --- retirement ----------------------------------------------------------------------------
 
 
