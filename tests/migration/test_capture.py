@@ -753,6 +753,131 @@ def test_an_update_that_changes_nothing_unistatus_keeps_writes_nothing(
         assert (w.writes, w.last_mode) == (1, mode.value)
 
 
+@pytest.mark.parametrize("mode", [M.UNIFIED_ONLY, M.DUAL_WRITE_UNIFIED_PRIMARY])
+def test_a_bypass_update_takes_only_the_columns_it_changed(cap: Database, mode: M) -> None:
+    """Legacy behind unified (UNIFIED_ONLY: frozen, the change awaiting its replay;
+    DUAL_WRITE_UNIFIED_PRIMARY: its legacy side failed): an UPDATE of a shared field
+    mirrors that field, and leaves unified's status (and the replay of its change) as
+    they are. In one statement, a row whose status changed takes the new status (as
+    before), a row whose amount changed takes the amount only."""
+    P = pending_legacy_changes
+
+    def pending_of(entity_id: str) -> list[tuple[Any, ...]]:
+        with cap.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(P.c.legacy_status, P.c.replayed_at.is_not(None))
+                .where(P.c.transaction_id == entity_id)
+                .order_by(P.c.id)
+            ).all()
+        return [tuple(r) for r in rows]
+
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    kept, changed = (a.create_transaction("WALLET_CASHOUT", 1, "5", "USD") for _ in "ab")
+    lid, other = kept.legacy_entity_id or 0, changed.legacy_entity_id or 0
+    a = adapter_in(cap, mode)
+    for c in (kept, changed):
+        assert a.update_status(c.entity_id, "PROCESSING", "r", "svc").changed
+    if mode is not M.UNIFIED_ONLY:
+        # Legacy behind, as a primary_wins write whose legacy side failed leaves it
+        # (unistatus's own write: marked, not captured).
+        with ops_for(cap.engine).write_transaction() as conn:
+            conn.execute(sa.text("UPDATE cashouts SET status = 'PENDING'"))
+    before = unified_of(cap, "CASHOUT", lid)
+    assert before is not None and (before["status"], before["version"]) == ("PROCESSING", 2)
+    flag = FLAG_FROZEN if mode is M.UNIFIED_ONLY else None
+
+    raw(cap, "UPDATE cashouts SET amount = 6 WHERE id = :id", params={"id": lid})
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None
+    assert (u["status"], u["legacy_status"], float(u["amount"]), u["version"]) == (
+        "PROCESSING",
+        before["legacy_status"],
+        6.0,
+        3,
+    )
+    last = history_of(cap, "CASHOUT", lid)[-1]
+    assert (last["from_status"], last["to_status"]) == ("PROCESSING", "PROCESSING")
+    assert last["triggered_by"] == writer_name(cap) and last["meta"]["flag"] == flag
+    if mode is M.UNIFIED_ONLY:
+        assert pending_of(kept.entity_id) == [("EXECUTING", False)]  # still to replay
+    assert a.get_transaction_status(kept.entity_id)[0] == "PROCESSING"
+
+    # One statement: the status of one row, the amount of the other.
+    raw(
+        cap,
+        "UPDATE cashouts SET status = CASE WHEN id = :other THEN 'FAILED' ELSE status END, "
+        "amount = CASE WHEN id = :id THEN 7 ELSE amount END WHERE id IN (:id, :other)",
+        params={"id": lid, "other": other},
+    )
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None
+    assert (u["status"], u["legacy_status"], float(u["amount"]), u["version"]) == (
+        "PROCESSING",
+        before["legacy_status"],
+        7.0,
+        4,
+    )
+    mirrored = unified_of(cap, "CASHOUT", other)
+    assert mirrored is not None
+    assert (mirrored["status"], mirrored["legacy_status"], float(mirrored["amount"])) == (
+        "FAILED",
+        "FAILED",
+        5.0,
+    )
+    assert history_of(cap, "CASHOUT", other)[-1]["meta"]["flag"] == flag
+    (w,) = capture.writers_seen(cap.engine)
+    assert (w.writes, w.last_mode) == (3, mode.value)
+    if mode is M.UNIFIED_ONLY:
+        assert w.flagged == 3
+        assert pending_of(kept.entity_id) == [("EXECUTING", False)]
+        # The bypass status change supersedes the other row's change, as before.
+        assert pending_of(changed.entity_id) == [("EXECUTING", True), ("FAILED", True)]
+        # Back to legacy primary: the replay brings the kept status change to legacy,
+        # which keeps the bypass amount; nothing is lost.
+        from unistatus.migration.replay import replay_pending
+
+        replay_pending(cap.engine, cap.settings, actor="test", reason="test")
+        set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test: back", actor="test")
+        assert legacy_status(cap, "cashouts", lid) == "EXECUTING"
+        assert legacy_status(cap, "cashouts", other) == "FAILED"
+        assert consistent(cap)
+
+
+def test_legacy_primary_a_bypass_update_leaves_a_lagging_unified_status_to_repair(
+    cap: Database,
+) -> None:
+    """DUAL_WRITE_LEGACY_PRIMARY, the unified row behind (its side of a dual write
+    failed): a bypass UPDATE of the amount mirrors the amount, not the status it did not
+    write; check still reports the lag and repair corrects it (docs/capture.md)."""
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    lid = created.legacy_entity_id or 0
+    assert a.update_status(created.entity_id, "PROCESSING", "r", "svc").changed
+    unified = cap.table("unified_transactions")
+    with ops_for(cap.engine).write_transaction() as conn:  # marked: not a bypass write
+        conn.execute(
+            sa.text(
+                f"UPDATE {unified} SET status = 'PENDING', legacy_status = 'PENDING' "
+                "WHERE legacy_system = 'CASHOUT' AND legacy_id = :id"
+            ),
+            {"id": lid},
+        )
+    raw(cap, "UPDATE cashouts SET amount = 6 WHERE id = :id", params={"id": lid})
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None
+    assert (u["status"], u["legacy_status"], float(u["amount"]), u["version"]) == (
+        "PENDING",
+        "PENDING",
+        6.0,
+        3,
+    )
+    assert not consistent(cap)
+    run_repair(cap.engine, cap.settings, strategy="legacy_wins", actor="test", reason="test")
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None and (u["status"], u["legacy_status"]) == ("PROCESSING", "EXECUTING")
+    assert consistent(cap)
+
+
 # --- retirement ----------------------------------------------------------------------------
 
 

@@ -271,8 +271,8 @@ class CaptureDdl:
             new_rows, old_rows = self._pg_rows(lt, NEW_ROWS), self._pg_rows(lt, OLD_ROWS)
             log = self._plpgsql([sql.log_changed(new_rows, ctx.now)])
             # Per event, one body for UNIFIED_ONLY, one for the other modes (no replay
-            # writes to start up in every statement of theirs); an UPDATE's rows without
-            # those that changed nothing unistatus keeps.
+            # writes to start up in every statement of theirs); an UPDATE's rows with what
+            # it changed in each, without those that changed nothing unistatus keeps.
             rows = {"INSERT": new_rows, "UPDATE": new_rows.changed_from(old_rows)}
             (ins, frozen_ins), (upd, frozen_upd) = (
                 [self._pg_in_step(sql, r, replace(ctx, frozen=f)) for f in (False, True)]
@@ -509,11 +509,11 @@ $capture$""",
                         [sql.log_changed(new_rows, ctx.now)],
                     )
                 )
-                body = sql.bring_in_step(new_rows, ctx, lock=False, bypass=True)
-                when = sa.and_(mode != LEGACY_ONLY, unmarked)
-                if event == "UPDATE":  # not when it changed nothing unistatus keeps
-                    changed = new_rows.changed_from(old_rows).rows
-                    when = sa.and_(when, sa.exists(changed.select()))
+                rows, when = new_rows, sa.and_(mode != LEGACY_ONLY, unmarked)
+                if event == "UPDATE":  # what it changed; nothing when none unistatus keeps
+                    rows = new_rows.changed_from(old_rows)
+                    when = sa.and_(when, sa.exists(rows.rows.select()))
+                body = sql.bring_in_step(rows, ctx, lock=False, bypass=True)
                 out.append(
                     self._sqlite_trigger(
                         f"{base}_{short}", event, table, when, [capturing, *body, captured]

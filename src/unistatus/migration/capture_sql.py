@@ -13,6 +13,9 @@ LEGACY_ONLY (the catch-up). So the rule that brings unified in step is written o
   differs (the consistency rule); only stale rows are written, each with one history row
   and ``version + 1``, exactly as the adapter would (:func:`unified_row`,
   :func:`history_values`);
+- an UPDATE's rows (:meth:`Rows.changed_from`) are judged by the kept columns the
+  statement changed in each, unified's values standing for the others: a shared field
+  written alone keeps unified's status (and, UNIFIED_ONLY, the changes awaiting replay);
 - a change the transition rules would refuse is applied anyway (legacy is
   authoritative) and flagged (``override`` and the history's metadata); an unmappable
   value leaves unified alone and goes to the quarantine with the writer's name.
@@ -57,12 +60,12 @@ from unistatus.migration.capture_context import (
     count_foreign_unified,
     count_writes,
 )
+from unistatus.migration.capture_rows import Rows, changed_flag
 
 __all__ = [
     "FLAG_DELETED",
     "FLAG_FROZEN",
     "FLAG_REFUSED",
-    "KEPT",
     "UNIFIED_TARGET",
     "Context",
     "Rows",
@@ -81,56 +84,11 @@ P = pending_legacy_changes
 FLAG_REFUSED = "transition_refused"  # the transition rules would have refused it
 FLAG_FROZEN = "legacy_frozen"  # written to the frozen legacy table (UNIFIED_ONLY)
 FLAG_DELETED = "legacy_row_deleted"  # the legacy row is gone; its unified row is kept
-# What unistatus keeps of a legacy row (the unified row's image of it; the times are not).
-KEPT = ("id", "status", *DATA_COLUMNS)
 
 
 def stored_mode(system: LegacySystemType | sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
     """``system``'s stored mode as SQL (:func:`unistatus.db.control.stored_mode`)."""
     return sa.type_coerce(control.stored_mode(system), sa.String)
-
-
-@dataclass(frozen=True)
-class Rows:
-    """Legacy rows to work on: ``c`` has every LEGACY_COLUMNS name."""
-
-    rows: sa.Subquery
-
-    @property
-    def c(self) -> Any:
-        return self.rows.c
-
-    @classmethod
-    def of(cls, columns: dict[str, sa.ColumnElement[Any]], *froms: Any) -> Rows:
-        """From expressions for each LEGACY_COLUMNS name (and the FROM clause they need)."""
-        select = sa.select(*(columns[name].label(name) for name in LEGACY_COLUMNS))
-        if froms:
-            select = select.select_from(*froms)
-        return cls(select.subquery("capture_rows"))
-
-    @classmethod
-    def of_table(cls, lt: LegacyTable, source: Any = None) -> Rows:
-        """The rows of the legacy table itself (``source``: the table joined to what
-        selects them; default, every row)."""
-        return cls.of(
-            {name: lt.read(name) for name in LEGACY_COLUMNS},
-            lt.table if source is None else source,
-        )
-
-    def changed_from(self, old: Rows) -> Rows:
-        """An UPDATE's new rows but those that hold what unistatus keeps (:data:`KEPT`)
-        as the row of the same id held it before (``old``): no change at all. Judged
-        against unified instead, such a row would take legacy's value where legacy is
-        behind on purpose (UNIFIED_ONLY, a failed legacy side) and undo a committed
-        change."""
-        before = old.rows.alias("capture_before")
-        # The id with "=" (a bulk UPDATE's rows are hashed on it), the rest NULL-safe.
-        same = sa.and_(
-            before.c.id == self.c.id,
-            *(before.c[n].is_not_distinct_from(self.c[n]) for n in KEPT if n != "id"),
-        )
-        unchanged = sa.exists(sa.select(before.c.id).where(same))
-        return Rows(sa.select(*self.c).where(~unchanged).subquery("capture_changed"))
 
 
 @dataclass(frozen=True)
@@ -143,12 +101,17 @@ class _Judged:
     ``j`` has the legacy row's columns, ``mapped`` (its forward mapping), the unified
     row's ``uid``, ``u_status``, ``u_legacy_status`` and ``new_status``, the status the
     unified row gets (its own when compatible with the legacy value, a refinement the
-    adapter keeps too; else the mapped one).
+    adapter keeps too; else the mapped one). An UPDATE's rows (:attr:`Rows.flagged`)
+    carry legacy's value only in the kept columns the statement changed, unified's in
+    the others (a status it did not change keeps unified's status and image), and
+    ``took_status``.
     """
 
     j: Any
     stale: sa.ColumnElement[bool]  # the legacy value maps, and the unified row disagrees
     refused: sa.ColumnElement[bool]  # the rules would refuse u_status -> new_status
+    # An UPDATE's rows: whether it changed the row's status (None: rows taken whole).
+    took_status: sa.ColumnElement[bool] | None = None
 
 
 class SystemSql:
@@ -182,16 +145,33 @@ class SystemSql:
         a row and then judges the row's newest version, which the writes of the same
         statement then change (one join and one statement fewer than locking first)."""
         m = self._mapped(r)
+
+        def agrees(name: str, clause: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+            # A column an UPDATE did not change agrees: unified's value stays.
+            return sa.or_(sa.not_(m[changed_flag(name)]), clause) if r.flagged else clause
+
         compatible = compatible_clause(self.system, m.status, U.c.status)
         in_step = sa.and_(
-            compatible,
-            U.c.legacy_status.is_not_distinct_from(m.status),
-            *(U.c[name].is_not_distinct_from(m[name]) for name in DATA_COLUMNS),
+            agrees("status", sa.and_(compatible, U.c.legacy_status.is_not_distinct_from(m.status))),
+            *(agrees(n, U.c[n].is_not_distinct_from(m[n])) for n in DATA_COLUMNS),
         )
-        new_status = sa.case((compatible, U.c.status), else_=m.mapped)
+        new_status = sa.case((agrees("status", compatible), U.c.status), else_=m.mapped)
         allowed = allowed_clause(self.system.transaction_type, U.c.status, new_status)
+        legacy = [m[name] for name in LEGACY_COLUMNS]
+        if r.flagged:
+            # Legacy's value where the UPDATE changed it, else unified's image of it; and
+            # whether the status was changed (only then is it recorded for the replay).
+            image = {"status": U.c.legacy_status, **{n: U.c[n] for n in DATA_COLUMNS}}
+            legacy = [
+                sa.case((m[changed_flag(c.name)], c), else_=image[c.name]).label(c.name)
+                if c.name in image
+                else c
+                for c in legacy
+            ]
+            legacy.append(m[changed_flag("status")].label("took_status"))
         select = sa.select(
-            *(m[name] for name in (*LEGACY_COLUMNS, "mapped")),
+            *legacy,
+            m.mapped,
             U.c.id.label("uid"),
             U.c.status.label("u_status"),
             U.c.legacy_status.label("u_legacy_status"),
@@ -213,6 +193,7 @@ class SystemSql:
             j=j,
             stale=sa.and_(j.mapped.is_not(None), sa.not_(j.in_step)),
             refused=j.refused,
+            took_status=j.took_status if r.flagged else None,
         )
 
     @staticmethod
@@ -387,13 +368,17 @@ class SystemSql:
         return count_writes(self.insert, self.system.value, counts, ctx)
 
     def _frozen_changes(self, judged: _Judged, ctx: Context) -> list[sa.Executable]:
-        """UNIFIED_ONLY: legacy now holds a newer value than any change awaiting replay
-        (those are superseded, so the replay will not overwrite it), and the change is
-        recorded as already in legacy."""
+        """UNIFIED_ONLY, a status written: legacy now holds a newer value than any change
+        awaiting replay (those are superseded, so the replay will not overwrite it), and
+        the change is recorded as already in legacy. A shared field changed alone is in
+        legacy already and is no status: the changes awaiting replay stay."""
         if ctx.frozen is False:
             return []
         j = judged.j
         frozen = sa.and_(ctx.is_frozen, judged.stale)
+        if judged.took_status is not None:
+            # A shared field changed alone: legacy's status is no newer than before.
+            frozen = sa.and_(frozen, judged.took_status)
         superseded = (
             sa.update(P)
             .where(
