@@ -20,8 +20,8 @@ from conftest import Database
 from support.outage import DEADLINE, Server
 from unistatus.cli import app
 from unistatus.db.control import get_mode, set_mode
-from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionStatus
-from unistatus.errors import InputError
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
+from unistatus.errors import InputError, ModeNotRestoredError, StorageError
 from unistatus.migration.check import run_check
 from unistatus.sim.loadtest import RunStats, percentile, run_load_test
 from unistatus.sim.loadtest_targets import judge
@@ -340,3 +340,34 @@ def test_a_run_stopped_midway_restores_the_mode(pg: Database, stop: signal.Signa
     assert "interrupted" in err and "DUAL_WRITE_LEGACY_PRIMARY" in err, err
     assert get_mode(pg.engine) is PHASE_1
     assert _legacy_rows(pg) < 2000
+
+
+@pytest.mark.postgres
+def test_a_run_error_and_a_failed_restore_are_both_named(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final check fails in the outage, then the restore does too: the error is the
+    mode left behind, and it keeps the run's own error (in the line and as run_error)."""
+    server = Server(pg)
+    check = loadtest._check
+
+    def outage_then_check(*args: object) -> None:
+        server.allow_connections(False)
+        server.terminate(LOAD_SESSIONS)
+        check(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loadtest, "_check", outage_then_check)
+    try:
+        with pytest.raises(ModeNotRestoredError) as caught:
+            run_load_test(
+                pg.url, pg.settings, transactions=4, concurrent=2, mode=PHASE_1, restore_seconds=0.3
+            )
+    finally:
+        server.close()
+    error = caught.value
+    assert error.left == dict.fromkeys(LegacySystemType, PHASE_1)
+    assert error.previous is DualWriteMode.LEGACY_ONLY
+    assert isinstance(error.run_error, StorageError)
+    assert "the run itself had failed first: " in str(error)
+    assert error.command in str(error) and "mode set LEGACY_ONLY" in error.command
+    assert get_mode(pg.engine) is PHASE_1
