@@ -14,7 +14,8 @@ One root (catch everything at once); context as attributes, so callers need not 
     ├── ModeError                   an operation not allowed in the current write mode
     ├── GateError                   a phase gate failed (and the move was not forced)
     └── StorageError                the database failed or went away
-        └── CallerTransactionError  ... inside the caller's transaction (``connection=``)
+        ├── CallerTransactionError  ... inside the caller's transaction (``connection=``)
+        └── ModeNotRestoredError    ... so a run's own write mode was not put back
 """
 
 from __future__ import annotations
@@ -198,4 +199,25 @@ class CallerTransactionError(StorageError):
 
     def __init__(self, message: str, result: Any = None) -> None:
         self.result = result
+        super().__init__(message)
+
+
+class ModeNotRestoredError(StorageError):
+    """A run that set the write mode for itself (the load test) could not put the
+    previous one back: ``left`` is the mode each system is in (as last seen), ``previous``
+    the mode it should be in, ``command`` the command that puts it back, ``restore_error``
+    why it could not and ``run_error`` the run's own error, if it had failed first."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        left: dict[Any, Any],
+        previous: Any,
+        command: str,
+        restore_error: BaseException,
+        run_error: BaseException | None = None,
+    ) -> None:
+        self.left, self.previous, self.command = left, previous, command
+        self.restore_error, self.run_error = restore_error, run_error
         super().__init__(message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import random
 import time
 
@@ -135,6 +136,47 @@ def test_failed_flush_keeps_counts_and_never_raises(sqlite_db: Database, tmp_pat
     assert stats.flush() == 1
     assert window(sqlite_db.engine, 60).count == 1
     stats.record("not an event")  # type: ignore[arg-type]  # logged, not raised
+
+
+def test_a_flush_in_an_outage_is_one_warning_line_and_its_figures_wait(
+    sqlite_db: Database, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The database unreachable (an OperationalError): nothing is lost, so one WARNING
+    line naming the driver's error, not a traceback each interval; the traceback is at
+    DEBUG. A failure that is a bug (not the database) keeps its traceback."""
+    from unistatus.db.dialect import ops_for
+    from unistatus.db.engine import create_engine
+
+    unreachable = create_engine(f"sqlite:///{tmp_path}/no/such/dir/unistatus.db")
+    stats = OperationStats(unreachable, process_id="x", start=False)
+    stats.record(_event(1.0))
+    stats.record(_event(2.0, ok=False))
+    with caplog.at_level(logging.DEBUG, logger="unistatus.observe.stats"):
+        assert stats.flush() == 0 and stats.flush_errors == 1
+        stats._maybe_prune()
+    shown = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.levelname for r in shown] == ["WARNING", "WARNING"], caplog.text
+    for record in shown:
+        assert record.exc_info is None, record.getMessage()
+        message = record.getMessage()
+        assert "unable to open database file" in message and "\n" not in message, message
+    assert any(r.levelno == logging.DEBUG and r.exc_info for r in caplog.records)
+
+    caplog.clear()
+    stats.engine, stats._ops = sqlite_db.engine, ops_for(sqlite_db.engine)
+    assert stats.flush() == 1  # the figures kept through the outage
+    w = window(sqlite_db.engine, 60)
+    assert w.count == 2 and w.errors == 1
+
+    def bug() -> None:
+        raise ValueError("a bug, not an outage")
+
+    stats._ops = type("Broken", (), {"write_transaction": staticmethod(bug)})()  # type: ignore[assignment]
+    stats.record(_event(3.0))
+    with caplog.at_level(logging.DEBUG, logger="unistatus.observe.stats"):
+        assert stats.flush() == 0
+    errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(errors) == 1 and errors[0].exc_info is not None
 
 
 def test_module_all_is_sorted_and_resolves() -> None:

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+import unistatus
+import unistatus.sim.loadtest as loadtest
 from conftest import Database
+from support.outage import DEADLINE, Server
 from unistatus.cli import app
 from unistatus.db.control import get_mode, set_mode
-from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionStatus
-from unistatus.errors import InputError
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
+from unistatus.errors import InputError, ModeNotRestoredError, StorageError
 from unistatus.migration.check import run_check
 from unistatus.sim.loadtest import RunStats, percentile, run_load_test
 from unistatus.sim.loadtest_targets import judge
 
 LEGACY = ("cashouts", "escrows", "exchanges")
+PHASE_1 = DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+LOAD_SESSIONS = "application_name = 'unistatus loadtest'"
 
 
 def _legacy_rows(db: Database) -> int:
@@ -213,3 +221,153 @@ def test_a_run_over_the_latency_target_is_not_met() -> None:
     assert {t["name"]: t["passed"] for t in data["targets"]}["p95 latency"] is False
     run.latencies_ms = [5.0] * 40
     assert run.targets_met is True
+
+
+# --- the write mode put back after the run, whatever happens (L1) ----------------------
+
+
+class _Retrying(logging.Handler):
+    """Sets ``seen`` when the load test says it will try restoring the mode again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "retrying" in record.getMessage():
+            self.seen.set()
+
+
+@pytest.mark.postgres
+def test_the_mode_is_restored_once_the_database_is_back(pg: Database) -> None:
+    """The database refuses connections as the run ends: the restore fails, retries,
+    and puts the previous mode back once the database accepts connections again."""
+    set_mode(pg.engine, PHASE_1, reason="phase 1")
+    server = Server(pg)
+    retrying = _Retrying()
+    logger = logging.getLogger("unistatus.sim.loadtest")
+    logger.addHandler(retrying)
+
+    def outage_at_the_end(_label: str, done: int, total: int) -> None:
+        if done == total:
+            server.allow_connections(False)
+            server.terminate(LOAD_SESSIONS)
+
+    def back_after_a_failed_restore() -> None:
+        retrying.seen.wait(DEADLINE)
+        server.allow_connections(True)
+
+    back = threading.Thread(target=back_after_a_failed_restore)
+    back.start()
+    try:
+        report = run_load_test(
+            pg.url,
+            pg.settings,
+            transactions=8,
+            concurrent=2,
+            mode=DualWriteMode.LEGACY_ONLY,
+            on_progress=outage_at_the_end,
+        )
+    finally:
+        retrying.seen.set()
+        back.join()
+        logger.removeHandler(retrying)
+        server.close()
+    assert report.run.errors == 0
+    assert get_mode(pg.engine) is PHASE_1
+
+
+@pytest.mark.postgres
+def test_a_mode_left_behind_is_named_with_the_command_that_fixes_it(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The database stays unreachable for longer than the restore retries: exit 2, and
+    the one line says which mode every system was left in instead of which, and the
+    exact command that puts it back."""
+    set_mode(pg.engine, PHASE_1, reason="phase 1")
+    server = Server(pg)
+    monkeypatch.setattr(loadtest, "RESTORE_SECONDS", 0.5, raising=False)
+    check = loadtest._check
+
+    def outage_then_check(*args: object) -> None:
+        server.allow_connections(False)
+        server.terminate(LOAD_SESSIONS)
+        check(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loadtest, "_check", outage_then_check)
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["--database-url", pg.url, "loadtest", "-n", "6", "-c", "2", "--mode", "LEGACY_ONLY"],
+            catch_exceptions=False,
+        )
+    finally:
+        server.close()
+    assert result.exit_code == 2, result.output
+    error = result.stderr.replace("\n", " ")
+    assert "left at LEGACY_ONLY instead of DUAL_WRITE_LEGACY_PRIMARY" in error, error
+    assert "CASHOUT, ESCROW, EXCHANGE" in error, error
+    assert (
+        'unistatus mode set DUAL_WRITE_LEGACY_PRIMARY --reason "restore the mode after an '
+        'interrupted load test"' in error
+    ), error
+    assert "not currently accepting connections" in error, error  # why, in the driver's words
+    assert get_mode(pg.engine) is DualWriteMode.LEGACY_ONLY  # what the message says
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_run_stopped_midway_restores_the_mode(pg: Database, stop: signal.Signals) -> None:
+    """Ctrl-C or SIGTERM in the middle of a run: it stops soon (the transactions not
+    started are never started), puts the previous mode back and says so (exit 130)."""
+    set_mode(pg.engine, PHASE_1, reason="phase 1")
+    src = str(Path(unistatus.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "COLUMNS": "200"}
+    args = ["--database-url", pg.url, "loadtest", "-n", "2000", "-c", "2", "--mode", "LEGACY_ONLY"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "unistatus", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as proc:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # the first tenth is done: mid-way
+        assert first.startswith("load: 200/2,000"), first
+        proc.send_signal(stop)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    assert "interrupted" in err and "DUAL_WRITE_LEGACY_PRIMARY" in err, err
+    assert get_mode(pg.engine) is PHASE_1
+    assert _legacy_rows(pg) < 2000
+
+
+@pytest.mark.postgres
+def test_a_run_error_and_a_failed_restore_are_both_named(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The final check fails in the outage, then the restore does too: the error is the
+    mode left behind, and it keeps the run's own error (in the line and as run_error)."""
+    server = Server(pg)
+    check = loadtest._check
+
+    def outage_then_check(*args: object) -> None:
+        server.allow_connections(False)
+        server.terminate(LOAD_SESSIONS)
+        check(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loadtest, "_check", outage_then_check)
+    try:
+        with pytest.raises(ModeNotRestoredError) as caught:
+            run_load_test(
+                pg.url, pg.settings, transactions=4, concurrent=2, mode=PHASE_1, restore_seconds=0.3
+            )
+    finally:
+        server.close()
+    error = caught.value
+    assert error.left == dict.fromkeys(LegacySystemType, PHASE_1)
+    assert error.previous is DualWriteMode.LEGACY_ONLY
+    assert isinstance(error.run_error, StorageError)
+    assert "the run itself had failed first: " in str(error)
+    assert error.command in str(error) and "mode set LEGACY_ONLY" in error.command
+    assert get_mode(pg.engine) is PHASE_1

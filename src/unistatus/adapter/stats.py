@@ -38,6 +38,8 @@ import sqlalchemy as sa
 from unistatus.adapter.model import OperationEvent
 from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
+from unistatus.db.failures import one_line
+from unistatus.db.retry import fails_every_write
 from unistatus.db.tables_ops import (
     BUCKET_COLUMNS,
     COARSE_OF_FINE,
@@ -245,9 +247,9 @@ class OperationStats:
                                 del row[column]
                 with self._ops.write_transaction() as conn:
                     conn.execute(sa.insert(S), rows)
-            except Exception:
+            except Exception as exc:
                 self.flush_errors += 1
-                log.exception("could not flush operation statistics; keeping them for later")
+                _log_failure("could not flush operation statistics; keeping them for later", exc)
                 with self._lock:
                     for key, agg in taken.items():
                         self._current.setdefault(key, _Agg()).merge(agg)
@@ -270,8 +272,8 @@ class OperationStats:
         self._last_prune = now
         try:
             prune(self.engine, RETENTION_SECONDS)
-        except Exception:
-            log.exception("could not prune old operation statistics")
+        except Exception as exc:
+            _log_failure("could not prune old operation statistics", exc)
 
     @property
     def running(self) -> bool:
@@ -290,6 +292,22 @@ class OperationStats:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """A failed flush or prune, logged. The database failing or unreachable is expected
+    in an outage and nothing is lost (retried next interval): one WARNING line naming
+    the driver's error, the traceback at DEBUG, not ~90 lines each interval. Anything
+    else is a bug: its traceback stays."""
+    outage = isinstance(exc, sa.exc.OperationalError) or (
+        isinstance(exc, sa.exc.DBAPIError)
+        and (exc.connection_invalidated or fails_every_write(exc))
+    )
+    if not outage:
+        log.error(what, exc_info=exc)
+        return
+    log.warning("%s: %s", what, one_line(exc))
+    log.debug("%s: the error in full", what, exc_info=exc)
 
 
 def prune(engine: sa.Engine, older_than_seconds: float = RETENTION_SECONDS) -> int:

@@ -7,7 +7,9 @@ import: ``--help`` must not pay for them (see :mod:`unistatus.cli`).
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -171,6 +173,25 @@ def says_when_interrupted(what_next: str) -> Iterator[None]:
             f"interrupted: {what_next}", style="yellow", highlight=False, soft_wrap=True
         )
         raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM in the block stops it as Ctrl-C does (KeyboardInterrupt), so its cleanup
+    runs: by default SIGTERM ends Python at once, with no ``finally`` run (a load test
+    would leave its write mode behind). The main thread only (where signals arrive)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    before = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:

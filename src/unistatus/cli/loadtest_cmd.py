@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -18,13 +19,17 @@ from unistatus.cli.context import (
     DATABASE_URL_OPTION,
     DEBUG_OPTION,
     EXIT_FAILED_CHECK,
+    EXIT_INTERRUPTED,
+    AppState,
     begin,
     console,
     err_console,
     print_json,
     state,
+    terminate_as_interrupt,
 )
 from unistatus.cli.errors_shown import ErrorsShownCommand
+from unistatus.errors import UnistatusError
 
 if TYPE_CHECKING:
     from unistatus.sim.loadtest import LoadTestReport, RunStats
@@ -69,6 +74,10 @@ def loadtest(
     operation failed or the final check found an inconsistency. Progress goes to
     stderr: a bar on a terminal, a line per tenth of the run otherwise (none with --json).
 
+    Ctrl-C or SIGTERM stops the run (exit 130) and puts the previous mode back. If the
+    database is unreachable, that is retried for a minute; failing that, exit 2 with the
+    mode left behind and the `unistatus mode set` command that puts it back.
+
     Examples:
 
       unistatus loadtest --transactions 10000 --concurrent 50 --mode DUAL_WRITE_LEGACY_PRIMARY
@@ -81,15 +90,19 @@ def loadtest(
     app = state(ctx)
     app.engine  # noqa: B018 - the database reachable and installed, before the run starts
     tasks: dict[str, Any] = {}
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=json_out or not err_console.is_terminal,
-        transient=False,
-    ) as progress:
+    with (
+        terminate_as_interrupt(),
+        _says_mode_when_interrupted(app),
+        Progress(
+            "[progress.description]{task.description}",
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=err_console,
+            disable=json_out or not err_console.is_terminal,
+            transient=False,
+        ) as progress,
+    ):
 
         def on_bar(label: str, done: int, total: int) -> None:
             if label not in tasks:
@@ -120,6 +133,28 @@ def loadtest(
         or (run.consistency_rate is not None and run.consistency_rate < 1.0)
     ):
         raise typer.Exit(EXIT_FAILED_CHECK)
+
+
+@contextmanager
+def _says_mode_when_interrupted(app: AppState) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM): the run stopped, its mode put back (else the run raised
+    ModeNotRestoredError, shown as any error); one line saying the mode now, exit 130."""
+    from unistatus.db.control import get_modes, mode_summary
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        try:
+            now = f"the write mode is back to {mode_summary(get_modes(app.engine))}"
+        except UnistatusError as exc:
+            now = f"the write mode was put back (cannot read it now: {exc})"
+        err_console.print(
+            f"interrupted: the load test stopped early; {now}",
+            style="yellow",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 def _progress_lines() -> ProgressFn:

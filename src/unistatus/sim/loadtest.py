@@ -34,19 +34,18 @@ import sqlalchemy as sa
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import get_mode, set_mode, write_mode
+from unistatus.db.control import get_mode
 from unistatus.db.dialect import is_in_memory
 from unistatus.db.engine import create_engine, session_name
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
 from unistatus.errors import InputError, UnistatusError
 from unistatus.migration.check import run_check
-from unistatus.migration.replay import replay_pending
+from unistatus.sim.loadtest_mode import ACTOR, RESTORE_SECONDS, ModeGuard
 from unistatus.sim.loadtest_targets import TargetResult, judge
 from unistatus.sim.traffic import valid_path
 
 __all__ = ["LoadTestReport", "RunStats", "percentile", "run_load_test"]
 
-ACTOR = "loadtest"
 CURRENCIES = ("USD", "USDT", "EUR", "BTC")
 
 
@@ -168,10 +167,16 @@ def run_load_test(
     baseline: bool = False,
     seed: int = 0,
     on_progress: ProgressFn | None = None,
+    restore_seconds: float | None = None,
 ) -> LoadTestReport:
     """Run the load (after a LEGACY_ONLY baseline if asked); restore the mode after.
 
-    ``on_progress(label, done, total)`` is called as transactions finish.
+    ``on_progress(label, done, total)`` is called as transactions finish. The previous
+    mode is put back however the run ends (an error, Ctrl-C); while the database is
+    unreachable the restore retries for up to ``restore_seconds`` (None:
+    :data:`~unistatus.sim.loadtest_mode.RESTORE_SECONDS`), then raises
+    :class:`~unistatus.errors.ModeNotRestoredError`, which names the mode left behind,
+    the command that puts it back, and the run's own error.
     """
     if transactions < 1:
         raise InputError(f"--transactions must be at least 1, got {transactions}")
@@ -200,16 +205,20 @@ def run_load_test(
                 "refused (unified stale): run the baseline with a mode that reads legacy"
             )
         baseline_stats: RunStats | None = None
+        guard = ModeGuard(engine, settings, previous)
+        restore_s = RESTORE_SECONDS if restore_seconds is None else restore_seconds
         try:
             if baseline:
-                _switch(engine, DualWriteMode.LEGACY_ONLY, "load test baseline")
+                guard.switch(DualWriteMode.LEGACY_ONLY, "load test baseline")
                 baseline_stats = _run_once(
                     engine, settings, transactions, concurrent, seed, "baseline", on_progress
                 )
-            _switch(engine, target, "load test")
+            guard.switch(target, "load test")
             stats = _run_once(engine, settings, transactions, concurrent, seed, "load", on_progress)
-        finally:
-            _restore(engine, settings, previous)
+        except BaseException as exc:  # Ctrl-C too: the mode goes back, then the error
+            guard.restore(restore_s, run_error=exc)
+            raise
+        guard.restore(restore_s)
         return LoadTestReport(stats, engine.dialect.name, baseline_stats)
     finally:
         engine.dispose()
@@ -223,29 +232,6 @@ def _url_of(database: str | sa.Engine) -> str:
     if is_in_memory(url):
         raise InputError("the load test needs a file or server database, not in-memory SQLite")
     return url.render_as_string(hide_password=False)
-
-
-def _restore(engine: sa.Engine, settings: Settings, previous: DualWriteMode) -> None:
-    """Put the previous mode back. Out of UNIFIED_ONLY into a mode that writes legacy,
-    the run's changes are replayed to legacy first and the switch commits with the last
-    replayed batch (the rollback path), so legacy misses nothing the load test wrote."""
-    current = get_mode(engine)
-    if current is previous:
-        return
-    if current is not DualWriteMode.UNIFIED_ONLY or not previous.writes_legacy:
-        set_mode(engine, previous, reason="load test finished: mode restored", actor=ACTOR)
-        return
-    reason = "load test finished: UNIFIED_ONLY changes replayed, mode restored"
-
-    def finish(conn: sa.Connection, _summary: dict[str, Any]) -> None:
-        write_mode(conn, previous, actor=ACTOR, reason=reason)
-
-    replay_pending(engine, settings, finish=finish, actor=ACTOR, reason=reason)
-
-
-def _switch(engine: sa.Engine, mode: DualWriteMode, reason: str) -> None:
-    if get_mode(engine) is not mode:
-        set_mode(engine, mode, reason=reason, actor=ACTOR)
 
 
 def _run_once(
@@ -283,8 +269,14 @@ def _run_once(
     started = time.perf_counter()
     try:
         with ThreadPoolExecutor(max_workers=concurrent, thread_name_prefix="loadtest") as pool:
-            for future in as_completed([pool.submit(one, i) for i in range(transactions)]):
-                future.result()
+            try:
+                for future in as_completed([pool.submit(one, i) for i in range(transactions)]):
+                    future.result()
+            except BaseException:
+                # Stop now (Ctrl-C, a failed walk): the walks under way finish, the
+                # rest are never started, instead of the whole run going on first.
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     finally:
         adapter.close()  # its operation statistics reach the table (and /metrics) now
     stats.elapsed_s = time.perf_counter() - started
