@@ -330,6 +330,57 @@ def test_a_vanished_legacy_row_is_a_conflict_not_an_error(db: Database) -> None:
     assert conflict["cause"] == "legacy_missing" and conflict["legacy_actual"] is None
 
 
+def test_keep_legacy_closes_a_conflict_whose_legacy_row_is_gone(db: Database) -> None:
+    """Legacy row deleted on purpose: --apply has nothing to write, and --keep-legacy
+    accepts that it is gone. The unified row is kept as it is (an orphan, as repair
+    leaves it under legacy_wins: a money record `check` reports for an operator) and its
+    history records the decision; the conflict, its exit code and alert are closed."""
+    from unistatus.db.tables import status_history, unified_transactions
+
+    stale_unified_only(db)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM cashouts WHERE id = 1"))
+    ok(db, "rollback", "--emergency", "--reason", "drill")
+    [conflict] = json.loads(run(db, "rollback", "conflicts", "--json").stdout)["conflicts"]
+    assert conflict["cause"] == "legacy_missing"
+    conflict_id = str(conflict["id"])
+    applied = run(db, "rollback", "resolve", conflict_id, "--apply", "--reason", "x")
+    assert applied.exit_code == 2 and "the legacy row is gone" in applied.stderr
+    U, H = unified_transactions, status_history
+    tx = conflict["transaction_id"]
+
+    def unified() -> Any:
+        with db.engine.connect() as conn:
+            return conn.execute(sa.select(U).where(U.c.id == tx)).one()._asdict()
+
+    before = unified()
+    kept = run(
+        db,
+        "rollback",
+        "resolve",
+        conflict_id,
+        "--keep-legacy",
+        "--reason",
+        "deleted on purpose",
+        "--actor",
+        "alice",
+    )
+    assert kept.exit_code == 0, kept.output
+    assert "gone" in kept.stdout and "orphan" in kept.stdout, kept.stdout
+    assert json.loads(ok(db, "rollback", "conflicts", "--json").stdout)["open"] == 0
+    assert unified() == before  # kept, untouched
+    with db.engine.connect() as conn:
+        last = conn.execute(
+            sa.select(H).where(H.c.transaction_id == tx).order_by(H.c.id.desc()).limit(1)
+        ).one()
+    assert last.from_status == last.to_status == before["status"]
+    assert last.to_legacy_status is None and "deleted on purpose" in last.reason
+    assert last.meta["replay_conflict"] == conflict["id"]
+    assert last.meta["actor"] == "alice" and last.meta["resolution"] == "keep_legacy"
+    report = run_check(db.engine, db.settings)
+    assert report.inconsistencies["orphan_unified"] == 1
+
+
 @pytest.fixture
 def conflicts_table_gone(pg: Database) -> Iterator[Database]:
     """The fault: the replay conflicts table is missing (a raw ProgrammingError on

@@ -180,6 +180,12 @@ def resolve(
         return
     if done.resolution == "apply":
         console.print(f"#{done.id} {done.entity}: legacy now holds {done.replay_status!r}")
+    elif done.cause == "legacy_missing":
+        console.print(
+            f"#{done.id} {done.entity}: the legacy row is gone and stays gone; the unified "
+            "row is kept as it is, an orphan (`check` reports it; its history records the "
+            "decision)"
+        )
     else:
         console.print(
             f"#{done.id} {done.entity}: legacy keeps {done.legacy_actual!r}, and unified "

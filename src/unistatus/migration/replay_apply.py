@@ -27,6 +27,8 @@ from unistatus.domain.inputs import check_legacy_values, require_legacy_values
 from unistatus.domain.kept_values import KEPT_KEY, from_json
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError
+from unistatus.migration.replay_conflicts import join as join_conflict
+from unistatus.migration.replay_conflicts import open_conflicts
 from unistatus.migration.replay_conflicts import record as record_conflict
 
 __all__ = ["COUNT_KEYS", "replay_rows"]
@@ -85,9 +87,12 @@ def replay_rows(
     Per transaction: legacy already holds the target, nothing to write; legacy holds
     the status the first change started from, it is written; anything else (a final
     status written while legacy-only, a row gone) is never overwritten but recorded
-    as a conflict. A legacy row locked elsewhere is skipped (``held``: its later
-    changes wait too) and retried later, or recorded as a conflict when
-    ``busy_is_conflict``. The caller holds the exclusive mode lock.
+    as a conflict. A transaction already in conflict (recorded by an earlier batch,
+    whose changes it split, or an earlier replay) is not looked at again: these changes
+    join that conflict, so it holds the transaction's newest target. A legacy row locked
+    elsewhere is skipped (``held``: its later changes wait too) and retried later, or
+    recorded as a conflict when ``busy_is_conflict``. The caller holds the exclusive
+    mode lock.
     """
     counts = dict.fromkeys(COUNT_KEYS, 0)
     by_tx: dict[str, list[Any]] = {}
@@ -108,12 +113,31 @@ def replay_rows(
     # Each transaction's changes here chain: the first starts from its legacy "before",
     # the last leaves the value legacy must hold (later changes start from it).
     target = {tx: changes[-1].legacy_status for tx, changes in by_tx.items()}
+    joined = open_conflicts(conn, list(by_tx))
+    for tx, conflict_id in joined.items():
+        # Never written over what the open conflict keeps: the operator decides it all.
+        join_conflict(
+            conn,
+            conflict_id,
+            replay_status=target[tx],
+            unified_status=unified[tx].status if tx in unified else None,
+            change_ids=[c.id for c in by_tx[tx]],
+        )
+        log.warning(
+            "replay: %s change(s) of %s joined its open conflict #%s (the replay would now "
+            "write %r)",
+            len(by_tx[tx]),
+            tx,
+            conflict_id,
+            target[tx],
+        )
     applied: list[str] = []
     # Born in UNIFIED_ONLY: each with its create's operation id (its kept values).
     creates = {
         tx: next(c.operation_id for c in changes if c.kind == "create")
         for tx, changes in by_tx.items()
         if tx in unified
+        and tx not in joined
         and unified[tx].legacy_id is None
         and any(c.kind == "create" for c in changes)
     }
@@ -123,9 +147,10 @@ def replay_rows(
         counts["legacy_created"] = made
         applied += sorted(tx for tx in creates if tx not in refused)
         conflicts += [(tx, cause, None) for tx, cause in sorted(refused.items())]
-    befores = _legacy_befores(conn, {tx: changes[0] for tx, changes in by_tx.items()})
+    firsts = {tx: changes[0] for tx, changes in by_tx.items() if tx not in joined}
+    befores = _legacy_befores(conn, firsts)
     by_system: dict[str, dict[int, str]] = defaultdict(dict)
-    for tx in by_tx:
+    for tx in firsts:
         u = unified.get(tx)
         if tx in creates or u is None or u.legacy_id is None:
             if tx not in creates:
@@ -208,7 +233,7 @@ def replay_rows(
             actual,
             target[tx],
         )
-    done = applied + [tx for tx, _, _ in conflicts]
+    done = applied + [tx for tx, _, _ in conflicts] + list(joined)
     ids_done = [c.id for tx in done for c in by_tx[tx]]
     if ids_done:
         conn.execute(sa.update(P).where(P.c.id.in_(ids_done)).values(replayed_at=now))
@@ -217,7 +242,8 @@ def replay_rows(
     counts["creates"] = sum(1 for c in changes_applied if c.kind == "create")
     counts["status_changes"] = counts["replayed"] - counts["creates"]
     counts["conflicts"] = len(conflicts)
-    counts["conflicted_changes"] = sum(len(by_tx[tx]) for tx, _, _ in conflicts)
+    in_conflict = [tx for tx, _, _ in conflicts] + list(joined)
+    counts["conflicted_changes"] = sum(len(by_tx[tx]) for tx in in_conflict)
     return counts
 
 

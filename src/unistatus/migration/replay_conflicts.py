@@ -30,7 +30,9 @@ __all__ = [
     "ReplayConflict",
     "get_conflict",
     "has_open_conflict",
+    "join",
     "list_conflicts",
+    "open_conflicts",
     "open_conflict_count",
     "record",
 ]
@@ -165,6 +167,49 @@ def record(
             changes=len(change_ids),
             created_at=now,
             created_by=actor,
+        )
+    )
+
+
+def open_conflicts(conn: sa.Connection, transaction_ids: list[str]) -> dict[str, int]:
+    """The open conflict (its id) of each of these transactions that has one."""
+    if not transaction_ids:
+        return {}
+    rows = conn.execute(
+        sa.select(C.c.transaction_id, C.c.id)
+        .where(C.c.resolved_at.is_(None), C.c.transaction_id.in_(sorted(transaction_ids)))
+        .order_by(C.c.id)
+    ).all()
+    return {r.transaction_id: int(r.id) for r in rows}  # several (recorded before): the newest
+
+
+def join(
+    conn: sa.Connection,
+    conflict_id: int,
+    *,
+    replay_status: str | None,
+    unified_status: str | None,
+    change_ids: list[int],
+) -> None:
+    """More changes of a transaction already in conflict join it (in the caller's
+    transaction): one conflict per transaction, holding all its unapplied changes, and
+    the target of the newest of them (what ``apply`` writes), never an intermediate one.
+    What legacy was expected to hold and was seen holding stay as first recorded."""
+    first = sa.literal(min(change_ids), C.c.first_change_id.type)
+    last = sa.literal(max(change_ids), C.c.last_change_id.type)
+    newer = C.c.last_change_id < last
+    target = sa.literal(replay_status, C.c.replay_status.type)
+    conn.execute(
+        sa.update(C)
+        .where(C.c.id == conflict_id)
+        .values(
+            replay_status=sa.case((newer, target), else_=C.c.replay_status),
+            unified_status=unified_status,
+            first_change_id=sa.case(
+                (C.c.first_change_id > first, first), else_=C.c.first_change_id
+            ),
+            last_change_id=sa.case((newer, last), else_=C.c.last_change_id),
+            changes=C.c.changes + len(change_ids),
         )
     )
 

@@ -3,6 +3,9 @@
 - ``keep_legacy``: legacy keeps what it holds (e.g. a payout confirmed as SUCCESS while
   legacy was written alone), and unified is brought in line with it in the same
   transaction (a ``legacy_wins`` repair of that one transaction, audited in its history).
+  A legacy row that is gone stays gone: the unified row is kept as it is, an orphan,
+  as that repair leaves one (a money record ``check`` reports for an operator), and the
+  decision goes into its history.
 - ``apply``: write the replayed status to legacy after all, only if the legacy row
   still holds what it held when the conflict was recorded, and only in a mode that
   writes legacy.
@@ -10,18 +13,22 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 import sqlalchemy as sa
 
 from unistatus.adapter.rows import read_legacy_row
+from unistatus.adapter.writes import history_values
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import storage_errors
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.tables import status_history, unified_transactions
 from unistatus.db.tables_replay import replay_conflicts as C
+from unistatus.domain.consistency import InconsistencyKind as K
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, ModeError, StorageError
@@ -91,7 +98,7 @@ def resolve(
         if done != 1:
             raise InputError(f"replay conflict #{conflict_id} was resolved meanwhile")
         if action == "keep_legacy":
-            _unified_follows_legacy(conn, engine, settings, tables, conflict, actor, reason)
+            _unified_follows_legacy(conn, engine, settings, tables, conflict, actor, reason, now)
     return get_conflict(engine, conflict_id)
 
 
@@ -142,11 +149,14 @@ def _unified_follows_legacy(
     conflict: ReplayConflict,
     actor: str,
     reason: str,
+    now: datetime,
 ) -> None:
     """Unified takes legacy's status now, in the decision's own transaction: left to a
     later repair, a strategy that lets the newer side win would write the replayed
     status over the legacy one the operator just chose to keep. A create legacy never
-    got (no legacy row): nothing to follow."""
+    got (no legacy row): nothing to follow. A legacy row that is gone (deleted on
+    purpose, say): nothing to follow either; the unified row is left as the repair
+    leaves an orphan, and the decision recorded in its history."""
     if conflict.legacy_system is None or conflict.legacy_id is None:
         return
     report = repair_in(
@@ -161,8 +171,57 @@ def _unified_follows_legacy(
         actor=actor.strip(),
         reason=f"replay conflict #{conflict.id} kept legacy: {reason.strip()}",
     )
+    if report.skipped == {K.ORPHAN_UNIFIED.value: 1} and not report.failed:
+        _orphan_kept(conn, conflict, actor.strip(), reason.strip(), now)
+        return
     if report.failed or report.skipped:
         raise StorageError(
             f"replay conflict #{conflict.id}: unified could not follow legacy "
             f"({report.errors or report.skipped}); nothing was changed"
         )
+
+
+def _orphan_kept(
+    conn: sa.Connection, conflict: ReplayConflict, actor: str, reason: str, now: datetime
+) -> None:
+    """The unified row of a legacy row that is gone, kept as it is (the repair's lock
+    on it still held): one history row says who decided it and why."""
+    U = unified_transactions
+    assert conflict.legacy_system is not None
+    system = LegacySystemType(conflict.legacy_system)
+    status = conn.execute(
+        sa.select(U.c.status).where(U.c.id == conflict.transaction_id)
+    ).scalar_one()
+    conn.execute(
+        sa.insert(status_history).values(
+            history_values(
+                transaction_id=conflict.transaction_id,
+                legacy_system=system.value,
+                legacy_id=conflict.legacy_id,
+                from_status=status,
+                to_status=status,
+                from_legacy_status=None,
+                to_legacy_status=None,  # no legacy row, as a captured DELETE records it
+                reason=(
+                    f"replay conflict #{conflict.id} kept legacy: the legacy row is gone, the "
+                    f"unified row is kept as an orphan; {reason}"
+                ),
+                triggered_by="rollback resolve",
+                meta={
+                    "replay_conflict": conflict.id,
+                    "cause": conflict.cause,
+                    "resolution": "keep_legacy",
+                    "actor": actor,
+                    "reason": reason,
+                    "legacy": None,
+                    "unified": K.ORPHAN_UNIFIED.value,
+                    "replay_status": conflict.replay_status,
+                    "changes": conflict.changes,
+                },
+                operation_id=str(uuid.uuid4()),
+                mode=read_mode(conn, system).value,
+                override=False,
+                created_at=now,
+            )
+        )
+    )
