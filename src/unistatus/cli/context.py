@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from unistatus.domain.inputs import check_reason
 from unistatus.domain.statuses import LegacySystemType
@@ -174,7 +175,8 @@ def says_when_interrupted(what_next: str) -> Iterator[None]:
 
 
 def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is text, not Rich markup: "[auto_responses]" of a config error is kept.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
