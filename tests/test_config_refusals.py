@@ -158,3 +158,37 @@ def test_the_settings_the_docs_name_still_load(
     assert settings.backfill.workers == 3
     assert settings.legacy_tables["ESCROW"].table == "deals"
     assert settings.retention.idempotency_keys_days == 3
+
+
+# --- K2: a variable holding JSON that is not JSON ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "UNISTATUS_API_TOKENS",
+            '[{"name": "x", "token": "abc-secret", "role": "writer"}',
+            "invalid setting api_tokens: UNISTATUS_API_TOKENS is not valid JSON: "
+            "Expecting ',' delimiter: line 1 column 56",
+        ),
+        (
+            "UNISTATUS_MAPPING",
+            '{"CASHOUT": {"REFUND_REQUESTED": "CANCELLED",}}',
+            "invalid setting mapping: UNISTATUS_MAPPING is not valid JSON: "
+            "Expecting property name enclosed in double quotes",
+        ),
+        (
+            "unistatus_auto_responses",
+            "{rollback_on_latency: false}",
+            "invalid setting auto_responses: unistatus_auto_responses is not valid JSON",
+        ),
+    ],
+)
+def test_a_variable_that_is_not_json_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    said = _refusal()
+    assert said.startswith(message), said
+    assert "abc-secret" not in said  # a token's value is never said
