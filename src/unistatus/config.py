@@ -7,6 +7,7 @@ the live database (see :mod:`unistatus.db.legacy`) before any SQL uses them.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from pydantic_settings import (
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -373,6 +375,8 @@ def load_settings(**overrides: Any) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         # A key given twice ([mapping.CASHOUT] with one value mapped twice) lands here too.
         raise ConfigError(f"{CONFIG_FILE_ENV}={path}: not valid TOML: {exc}") from None
+    except SettingsError as exc:
+        raise ConfigError(_unparsed(exc)) from None
     except ValidationError as exc:
         unknown = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
         if unknown:
@@ -380,6 +384,20 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+
+
+def _unparsed(exc: SettingsError) -> str:
+    """A value a source could not parse (a variable's JSON), said as a setting's error.
+
+    pydantic-settings names the field only in its message; the JSON error is the cause
+    (its position, never the value: it may be a token)."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    field = found.group(1) if found else "settings"
+    cause = exc.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        variable = _variable_of((field,)) or f"{ENV_PREFIX}{field.upper()}"
+        return f"invalid setting {field}: {variable} is not valid JSON: {cause}"
+    return f"invalid setting {field}: {cause or exc}"
 
 
 _warned: set[str] = set()  # unknown variables said once per process, not at every load
