@@ -192,3 +192,51 @@ def test_a_variable_that_is_not_json_is_named(
     said = _refusal()
     assert said.startswith(message), said
     assert "abc-secret" not in said  # a token's value is never said
+
+
+# --- K3: numbers out of what their use takes --------------------------------------------
+
+PG_INT_MAX = 2_147_483_647  # the largest millisecond a PostgreSQL setting (GUC) takes
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "setting"),
+    [
+        # httpx refuses such a timeout at every webhook delivery, long after the start.
+        ("UNISTATUS_WEBHOOK_TIMEOUT_SECONDS", "-5", "webhook_timeout_seconds"),
+        ("UNISTATUS_WEBHOOK_TIMEOUT_SECONDS", "0", "webhook_timeout_seconds"),
+        ("UNISTATUS_WEBHOOK_TIMEOUT_SECONDS", "nan", "webhook_timeout_seconds"),
+        ("UNISTATUS_WEBHOOK_TIMEOUT_SECONDS", "inf", "webhook_timeout_seconds"),
+        ("UNISTATUS_WEBHOOK_TIMEOUT_SECONDS", "1e12", "webhook_timeout_seconds"),
+        # PostgreSQL refuses these mid-backfill ("rerun"), or at every adapter connection.
+        ("UNISTATUS_STATEMENT_TIMEOUT_MS", str(PG_INT_MAX + 1), "statement_timeout_ms"),
+        ("UNISTATUS_LOCK_TIMEOUT_MS", "3000000000", "lock_timeout_ms"),
+        # Never passed, never reached: the soak gate or the throttle can then never act.
+        ("UNISTATUS_SOAK_SECONDS", "inf", "soak_seconds"),
+        ("UNISTATUS_BACKFILL__MAX_P95_MS", "inf", "backfill.max_p95_ms"),
+        ("UNISTATUS_BACKFILL__P95_OVER_BASELINE", "inf", "backfill.p95_over_baseline"),
+        (
+            "UNISTATUS_BACKFILL__MAX_REPLICATION_LAG_SECONDS",
+            "inf",
+            "backfill.max_replication_lag_seconds",
+        ),
+    ],
+)
+def test_a_number_out_of_bounds_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert _refusal().startswith(f"invalid setting {setting}: ")
+
+
+def test_nan_is_said_to_be_no_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Refused before, but as "Input should be less than or equal to 60".
+    monkeypatch.setenv("UNISTATUS_MODE_REFRESH_SECONDS", "nan")
+    assert _refusal() == "invalid setting mode_refresh_seconds: Input should be a finite number"
+
+
+def test_the_largest_bounds_still_load() -> None:
+    settings = load_settings(
+        statement_timeout_ms=PG_INT_MAX, lock_timeout_ms=PG_INT_MAX, webhook_timeout_seconds=300
+    )
+    assert settings.statement_timeout_ms == settings.lock_timeout_ms == PG_INT_MAX
