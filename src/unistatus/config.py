@@ -98,8 +98,12 @@ def check_own_schema(name: str) -> str:
 
 
 # A key no setting reads is refused, in the file's tables as at its top: a misspelt
-# `rollback_on_latancy = false` left the automated rollback on, with no word said.
-_NESTED = ConfigDict(extra="forbid")
+# `rollback_on_latancy = false` left the automated rollback on, with no word said. No
+# setting is infinite or NaN: an infinite soak or limit is never reached, and NaN passed
+# every bound it was not compared with (a webhook timeout of NaN failed every delivery).
+_NESTED = ConfigDict(extra="forbid", allow_inf_nan=False)
+# The largest value of a PostgreSQL integer setting (statement_timeout, lock_timeout: ms).
+PG_INT_MAX = 2_147_483_647
 
 
 class LegacyTableSpec(BaseModel):
@@ -221,7 +225,11 @@ class Settings(BaseSettings):
     # the file or keyword is refused; an unknown variable is never seen by pydantic-settings
     # (its environment source reads only the settings' own), so check_variables does it.
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", env_nested_delimiter="__", env_ignore_empty=True
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        env_nested_delimiter="__",
+        env_ignore_empty=True,
+        allow_inf_nan=False,
     )
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -243,8 +251,9 @@ class Settings(BaseSettings):
     # every stats_flush_seconds; false: nothing recorded (gates then lack the figures).
     record_stats: bool = True
     stats_flush_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
-    statement_timeout_ms: int = Field(default=30_000, ge=0)
-    lock_timeout_ms: int = Field(default=5_000, ge=0)
+    # Sent to PostgreSQL as settings: beyond PG_INT_MAX it refuses them, mid-backfill.
+    statement_timeout_ms: int = Field(default=30_000, ge=0, le=PG_INT_MAX)
+    lock_timeout_ms: int = Field(default=5_000, ge=0, le=PG_INT_MAX)
     # Server-side prepared statements on PostgreSQL: None (unset) as found at connect,
     # on unless the server is reached through a connection pooler (PgBouncer before
     # 1.21 cannot keep them); true or false as said (unistatus.db.connection_setup).
@@ -257,7 +266,9 @@ class Settings(BaseSettings):
     check_work_mem_mb: int = Field(default=64, ge=0, le=65_536)
     # NoDecode: the env value is a comma-separated list, not JSON (split below).
     webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    webhook_timeout_seconds: float = 5.0
+    # Each delivery's, at most 5 minutes (a few retries follow a failed one); a negative
+    # or NaN one failed every delivery ("Timeout value out of range"), found at an alert.
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
     # Bearer tokens of the HTTP API (see ApiToken and unistatus.api.access): the admin token
     # (named "admin"), the writer token (named "writer"), and any number of named ones.
     admin_token: str | None = Field(default=None, repr=False)
