@@ -240,3 +240,34 @@ def test_the_largest_bounds_still_load() -> None:
         statement_timeout_ms=PG_INT_MAX, lock_timeout_ms=PG_INT_MAX, webhook_timeout_seconds=300
     )
     assert settings.statement_timeout_ms == settings.lock_timeout_ms == PG_INT_MAX
+
+
+# --- K4: the tokens' checks name the setting --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"admin_token": "same", "writer_token": "same"},
+            "invalid setting api_tokens: the admin token, the writer token and the API "
+            "tokens must all differ",
+        ),
+        (
+            {"admin_token": "t-1", "api_tokens": [{"name": "ci", "token": "t-1"}]},
+            "invalid setting api_tokens: the admin token, the writer token and the API "
+            "tokens must all differ",
+        ),
+        (
+            {"api_tokens": [{"name": "ci", "token": "t 1"}]},
+            "invalid setting api_tokens: an API token is sent in an HTTP header",
+        ),
+        (
+            {"api_tokens": [{"name": "a", "token": "t1"}, {"name": "a", "token": "t2"}]},
+            "invalid setting api_tokens: two API tokens have the same name",
+        ),
+    ],
+)
+def test_a_token_refused_is_said_of_api_tokens(overrides: dict[str, object], message: str) -> None:
+    said = _refusal(**overrides)
+    assert said.startswith(message), said
