@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -273,7 +274,7 @@ class Settings(BaseSettings):
     # (named "admin"), the writer token (named "writer"), and any number of named ones.
     admin_token: str | None = Field(default=None, repr=False)
     writer_token: str | None = Field(default=None, repr=False)
-    api_tokens: list[ApiToken] = Field(default_factory=list, repr=False)
+    api_tokens: list[ApiToken] = Field(default_factory=list, repr=False, validate_default=True)
     # The largest request body the HTTP API takes; a larger one is refused (413) before
     # it is read whole (unistatus.api.body_limit).
     max_request_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
@@ -307,7 +308,10 @@ class Settings(BaseSettings):
 
     @field_validator("api_tokens")
     @classmethod
-    def _distinct_tokens(cls, v: list[ApiToken]) -> list[ApiToken]:
+    def _distinct_tokens(cls, v: list[ApiToken], info: ValidationInfo) -> list[ApiToken]:
+        """Names and values apart, every value fit for a header: all said of api_tokens,
+        the setting that holds them all (admin_token and writer_token are checked first,
+        declared before it; api_tokens is checked when not given too: validate_default)."""
         names = [t.name for t in v]
         for reserved in ("admin", "writer"):
             if reserved in names:
@@ -316,12 +320,8 @@ class Settings(BaseSettings):
                 )
         if len(set(names)) != len(names):
             raise ValueError("two API tokens have the same name")
-        return v
-
-    @model_validator(mode="after")
-    def _tokens_tell_roles_apart(self) -> Settings:
-        values = [t for t in (self.admin_token, self.writer_token) if t]
-        values += [t.token for t in self.api_tokens]
+        values = [info.data.get(f) for f in ("admin_token", "writer_token")]
+        values = [t for t in values if t] + [t.token for t in v]
         if any(not is_header_text(t, spaces=False) for t in values):
             raise ValueError(
                 "an API token is sent in an HTTP header: printable ASCII without spaces only"
@@ -331,7 +331,7 @@ class Settings(BaseSettings):
                 "the admin token, the writer token and the API tokens must all differ "
                 "(a token names one client and one role)"
             )
-        return self
+        return v
 
     @field_validator("mapping")
     @classmethod
@@ -394,7 +394,9 @@ def load_settings(**overrides: Any) -> Settings:
             raise ConfigError(_unknown_keys(unknown, path, clean)) from None
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+        # "Value error, ": pydantic's word for a ValueError raised by a validator.
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {where}: {message}") from None
 
 
 def _unparsed(exc: SettingsError) -> str:
