@@ -6,20 +6,33 @@ the live database (see :mod:`unistatus.db.legacy`) before any SQL uses them.
 
 from __future__ import annotations
 
+import difflib
+import json
+import logging
 import os
 import re
 import tomllib
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -27,8 +40,22 @@ from unistatus.domain.inputs import is_header_text
 from unistatus.domain.mapping import check_extra_statuses, register_extra_statuses
 from unistatus.errors import ConfigError
 
+log = logging.getLogger("unistatus.config")
+
 DEFAULT_DATABASE_URL = "sqlite:///unistatus.db"
+ENV_PREFIX = "UNISTATUS_"
 CONFIG_FILE_ENV = "UNISTATUS_CONFIG"
+# Variables with the settings' prefix that are no setting: the config file's name, and
+# what the test suite reads (tests/conftest.py, tests/migration/test_capture_concurrency.py).
+OTHER_VARIABLES = frozenset(
+    {CONFIG_FILE_ENV, "UNISTATUS_TEST_POSTGRES_URL", "UNISTATUS_CAPTURE_STRESS_ROWS"}
+)
+# An unknown UNISTATUS_ variable at least this close to a setting's name (difflib's
+# ratio) is taken for a misspelling and refused: UNISTATUS_SHEMA (0.91) would leave the
+# schema public, in another installation's tables. Others are only warned of: a
+# Kubernetes Service named "unistatus" gives its namespace's pods UNISTATUS_SERVICE_HOST,
+# UNISTATUS_PORT, ... (0.5 at most), and refusing those would stop the service starting.
+_MISSPELT = 0.8
 # Where unistatus's own tables live on PostgreSQL. "public" (the default, and what every
 # installation made before the setting existed has) keeps their names unqualified, as
 # they always were; any other name is a schema of their own (unistatus.db.binding).
@@ -71,8 +98,19 @@ def check_own_schema(name: str) -> str:
     return name
 
 
+# A key no setting reads is refused, in the file's tables as at its top: a misspelt
+# `rollback_on_latancy = false` left the automated rollback on, with no word said. No
+# setting is infinite or NaN: an infinite soak or limit is never reached, and NaN passed
+# every bound it was not compared with (a webhook timeout of NaN failed every delivery).
+_NESTED = ConfigDict(extra="forbid", allow_inf_nan=False)
+# The largest value of a PostgreSQL integer setting (statement_timeout, lock_timeout: ms).
+PG_INT_MAX = 2_147_483_647
+
+
 class LegacyTableSpec(BaseModel):
     """Where one legacy system keeps its rows, and what its columns are called."""
+
+    model_config = _NESTED
 
     table: str
     # The schema the application keeps the table in; None: wherever the table's bare name
@@ -101,6 +139,8 @@ def _default_legacy_tables() -> dict[str, LegacyTableSpec]:
 class AutoResponses(BaseModel):
     """Automated responses to alerts; each can be switched off."""
 
+    model_config = _NESTED
+
     rollback_on_critical_consistency: bool = True
     repair_on_consistency_warning: bool = True
     rollback_on_latency: bool = True
@@ -112,6 +152,8 @@ class BackfillSettings(BaseModel):
     Each is the default a running backfill starts from; ``unistatus backfill tune``
     changes a running one through the database (unistatus.backfill.control).
     """
+
+    model_config = _NESTED
 
     # Batches sized so that one takes about this long (ms); 0: every batch is
     # --batch-size rows (fixed). Sizes stay within [min, max] rows.
@@ -157,6 +199,8 @@ class RetentionSettings(BaseModel):
     reports of continuous verification (the newest is always kept).
     """
 
+    model_config = _NESTED
+
     idempotency_keys_days: float = Field(default=30.0, ge=0.0, le=36_500.0)
     verification_reports_days: float = Field(default=7.0, ge=0.0, le=36_500.0)
 
@@ -169,6 +213,8 @@ class ApiToken(BaseModel):
     history records the token's ``name``, never its value.
     """
 
+    model_config = _NESTED
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
     token: str = Field(min_length=1, repr=False)
     role: Literal["writer", "admin"] = "writer"
@@ -176,9 +222,15 @@ class ApiToken(BaseModel):
 
 class Settings(BaseSettings):
     # An empty variable (`UNISTATUS_WRITE_CONCURRENCY=`) means "not set", as in shells
-    # and compose files, rather than an invalid value.
+    # and compose files, rather than an invalid value. extra="forbid": an unknown key of
+    # the file or keyword is refused; an unknown variable is never seen by pydantic-settings
+    # (its environment source reads only the settings' own), so check_variables does it.
     model_config = SettingsConfigDict(
-        env_prefix="UNISTATUS_", extra="ignore", env_nested_delimiter="__", env_ignore_empty=True
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        env_nested_delimiter="__",
+        env_ignore_empty=True,
+        allow_inf_nan=False,
     )
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -200,8 +252,9 @@ class Settings(BaseSettings):
     # every stats_flush_seconds; false: nothing recorded (gates then lack the figures).
     record_stats: bool = True
     stats_flush_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
-    statement_timeout_ms: int = Field(default=30_000, ge=0)
-    lock_timeout_ms: int = Field(default=5_000, ge=0)
+    # Sent to PostgreSQL as settings: beyond PG_INT_MAX it refuses them, mid-backfill.
+    statement_timeout_ms: int = Field(default=30_000, ge=0, le=PG_INT_MAX)
+    lock_timeout_ms: int = Field(default=5_000, ge=0, le=PG_INT_MAX)
     # Server-side prepared statements on PostgreSQL: None (unset) as found at connect,
     # on unless the server is reached through a connection pooler (PgBouncer before
     # 1.21 cannot keep them); true or false as said (unistatus.db.connection_setup).
@@ -214,12 +267,14 @@ class Settings(BaseSettings):
     check_work_mem_mb: int = Field(default=64, ge=0, le=65_536)
     # NoDecode: the env value is a comma-separated list, not JSON (split below).
     webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    webhook_timeout_seconds: float = 5.0
+    # Each delivery's, at most 5 minutes (a few retries follow a failed one); a negative
+    # or NaN one failed every delivery ("Timeout value out of range"), found at an alert.
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0.0, le=300.0)
     # Bearer tokens of the HTTP API (see ApiToken and unistatus.api.access): the admin token
     # (named "admin"), the writer token (named "writer"), and any number of named ones.
     admin_token: str | None = Field(default=None, repr=False)
     writer_token: str | None = Field(default=None, repr=False)
-    api_tokens: list[ApiToken] = Field(default_factory=list, repr=False)
+    api_tokens: list[ApiToken] = Field(default_factory=list, repr=False, validate_default=True)
     # The largest request body the HTTP API takes; a larger one is refused (413) before
     # it is read whole (unistatus.api.body_limit).
     max_request_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
@@ -253,7 +308,10 @@ class Settings(BaseSettings):
 
     @field_validator("api_tokens")
     @classmethod
-    def _distinct_tokens(cls, v: list[ApiToken]) -> list[ApiToken]:
+    def _distinct_tokens(cls, v: list[ApiToken], info: ValidationInfo) -> list[ApiToken]:
+        """Names and values apart, every value fit for a header: all said of api_tokens,
+        the setting that holds them all (admin_token and writer_token are checked first,
+        declared before it; api_tokens is checked when not given too: validate_default)."""
         names = [t.name for t in v]
         for reserved in ("admin", "writer"):
             if reserved in names:
@@ -262,12 +320,8 @@ class Settings(BaseSettings):
                 )
         if len(set(names)) != len(names):
             raise ValueError("two API tokens have the same name")
-        return v
-
-    @model_validator(mode="after")
-    def _tokens_tell_roles_apart(self) -> Settings:
-        values = [t for t in (self.admin_token, self.writer_token) if t]
-        values += [t.token for t in self.api_tokens]
+        values = [info.data.get(f) for f in ("admin_token", "writer_token")]
+        values = [t for t in values if t] + [t.token for t in v]
         if any(not is_header_text(t, spaces=False) for t in values):
             raise ValueError(
                 "an API token is sent in an HTTP header: printable ASCII without spaces only"
@@ -277,7 +331,7 @@ class Settings(BaseSettings):
                 "the admin token, the writer token and the API tokens must all differ "
                 "(a token names one client and one role)"
             )
-        return self
+        return v
 
     @field_validator("mapping")
     @classmethod
@@ -325,13 +379,144 @@ def load_settings(**overrides: Any) -> Settings:
     path = os.environ.get(CONFIG_FILE_ENV)
     if path and not Path(path).is_file():
         raise ConfigError(f"{CONFIG_FILE_ENV}={path}: no such file")
+    check_variables(os.environ)
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
         return Settings(**clean)
     except tomllib.TOMLDecodeError as exc:
         # A key given twice ([mapping.CASHOUT] with one value mapped twice) lands here too.
         raise ConfigError(f"{CONFIG_FILE_ENV}={path}: not valid TOML: {exc}") from None
+    except SettingsError as exc:
+        raise ConfigError(_unparsed(exc)) from None
     except ValidationError as exc:
+        unknown = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
+        if unknown:
+            raise ConfigError(_unknown_keys(unknown, path, clean)) from None
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
-        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+        # "Value error, ": pydantic's word for a ValueError raised by a validator.
+        message = first["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {where}: {message}") from None
+
+
+def _unparsed(exc: SettingsError) -> str:
+    """A value a source could not parse (a variable's JSON), said as a setting's error.
+
+    pydantic-settings names the field only in its message; the JSON error is the cause
+    (its position, never the value: it may be a token)."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    field = found.group(1) if found else "settings"
+    cause = exc.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        variable = _variable_of((field,)) or f"{ENV_PREFIX}{field.upper()}"
+        return f"invalid setting {field}: {variable} is not valid JSON: {cause}"
+    return f"invalid setting {field}: {cause or exc}"
+
+
+_warned: set[str] = set()  # unknown variables said once per process, not at every load
+
+
+def check_variables(environ: Mapping[str, str]) -> None:
+    """Refuse a UNISTATUS_ variable that misspells a setting; warn once of other unknown
+    ones (:data:`_MISSPELT`). Variables without the prefix are none of unistatus's."""
+    fields = Settings.model_fields
+    misspelt: list[str] = []
+    unknown: list[str] = []
+    for var in sorted(environ):
+        name = var.upper()
+        if not name.startswith(ENV_PREFIX) or name in OTHER_VARIABLES:
+            continue
+        head, nested, rest = name.removeprefix(ENV_PREFIX).lower().partition("__")
+        if head in fields and (not nested or _is_table(fields[head].annotation)):
+            continue  # a key unknown within a table is pydantic's to refuse (extra)
+        close = difflib.get_close_matches(head, fields, n=1, cutoff=_MISSPELT)
+        if close:
+            meant = f"{ENV_PREFIX}{close[0]}{nested}{rest}".upper()
+            misspelt.append(f"{var}: unknown setting (did you mean {meant}?)")
+        else:
+            unknown.append(var)
+    if misspelt:
+        raise ConfigError("; ".join(misspelt))
+    new = [var for var in unknown if var not in _warned]
+    if new:
+        _warned.update(new)
+        log.warning("%s: not a setting of unistatus (README.md, Settings), ignored", ", ".join(new))
+
+
+def _is_table(annotation: Any) -> bool:
+    """A setting made of keys (a model, a dict or a list of them), not one value."""
+    model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return model or get_origin(annotation) in (dict, list)
+
+
+def _unknown_keys(locs: list[tuple[int | str, ...]], path: str | None, given: Any) -> str:
+    """Each key no setting reads, where it was written and what it may have meant."""
+    document: Any = {}
+    if path:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    in_file: list[str] = []
+    elsewhere: list[str] = []
+    for loc in sorted(locs, key=len):  # the top level's first
+        key, table = str(loc[-1]), loc[:-1]
+        close = difflib.get_close_matches(key, _keys_of(table), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        if _holds(document, loc):
+            where = f" in {_toml_table(table)}" if table else ""
+            in_file.append(f"unknown key {key!r}{where}{hint}")
+            continue
+        where = f" in {'.'.join(str(p) for p in table)}" if table else ""
+        variable = None if _holds(given, loc) else _variable_of(loc)
+        source = f"{variable}: " if variable else ""
+        elsewhere.append(f"{source}unknown setting {key!r}{where}{hint}")
+    if in_file:
+        elsewhere.insert(0, f"{CONFIG_FILE_ENV}={path}: " + "; ".join(in_file))
+    return "; ".join(elsewhere)
+
+
+def _keys_of(table: tuple[int | str, ...]) -> list[str]:
+    """The keys a table of the settings has (``()``: the top level)."""
+    annotation: Any = Settings
+    parts = list(table)
+    while parts:
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        field = annotation.model_fields.get(str(parts.pop(0)))
+        if field is None:
+            return []
+        annotation = field.annotation
+        if get_origin(annotation) in (dict, list) and parts:
+            parts.pop(0)  # a system's name, a token's place in the list
+            annotation = get_args(annotation)[-1]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return list(annotation.model_fields)
+    return []
+
+
+def _holds(data: Any, loc: tuple[int | str, ...]) -> bool:
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            return False
+    return True
+
+
+def _toml_table(table: tuple[int | str, ...]) -> str:
+    *names, last = table
+    if isinstance(last, int):
+        return f"[[{'.'.join(str(p) for p in names)}]] number {last + 1}"
+    return f"[{'.'.join(str(p) for p in table)}]"
+
+
+def _variable_of(loc: tuple[int | str, ...]) -> str | None:
+    """The variable that gave the key at ``loc``: its own (UNISTATUS_BACKFILL__WOKERS), or
+    the JSON of a table holding it (UNISTATUS_API_TOKENS); None: none did."""
+    present = {name.upper(): name for name in os.environ}
+    for end in range(len(loc), 0, -1):
+        name = ENV_PREFIX + "__".join(str(p) for p in loc[:end]).upper()
+        if name in present:
+            return present[name]
+    return None

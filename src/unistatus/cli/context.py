@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from unistatus.domain.inputs import check_reason
 from unistatus.domain.statuses import LegacySystemType
@@ -195,7 +196,8 @@ def terminate_as_interrupt() -> Iterator[None]:
 
 
 def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    # The message is text, not Rich markup: "[auto_responses]" of a config error is kept.
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

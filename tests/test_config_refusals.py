@@ -1,0 +1,276 @@
+"""What the settings refuse when they load: a ConfigError naming the setting (and, for a
+key nobody reads, where it was written and what it may have meant), never defaults
+taken in silence nor an error that names pydantic's machinery instead."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from unistatus import config
+from unistatus.cli import app
+from unistatus.config import CONFIG_FILE_ENV, load_settings
+from unistatus.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def _no_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Only what a test sets: the suite's own UNISTATUS_* (a server's URL) set aside."""
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("UNISTATUS_"):
+            monkeypatch.delenv(name)
+    yield
+
+
+def _config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Path:
+    path = tmp_path / "unistatus.toml"
+    path.write_text(text)
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(path))
+    return path
+
+
+def _refusal(**overrides: object) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(**overrides)
+    return str(info.value)
+
+
+# --- K1: a key nobody reads -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ('shema = "unistatus"\n', "unknown key 'shema' (did you mean 'schema'?)"),
+        ('fallbak = "primary_wins"\n', "unknown key 'fallbak' (did you mean 'fallback'?)"),
+        (
+            "[auto_responses]\nrollback_on_latancy = false\n",
+            "unknown key 'rollback_on_latancy' in [auto_responses] "
+            "(did you mean 'rollback_on_latency'?)",
+        ),
+        (
+            "[backfill]\nwokers = 8\n",
+            "unknown key 'wokers' in [backfill] (did you mean 'workers'?)",
+        ),
+        (
+            '[legacy_tables.CASHOUT]\ntable = "cashouts"\nstauts = "state"\n',
+            "unknown key 'stauts' in [legacy_tables.CASHOUT] (did you mean 'status'?)",
+        ),
+        (
+            "retention = {idempotency_key_days = 3}\n",
+            "unknown key 'idempotency_key_days' in [retention] "
+            "(did you mean 'idempotency_keys_days'?)",
+        ),
+        (
+            '[[api_tokens]]\nname = "a"\ntoken = "t-1"\nrol = "admin"\n',
+            "unknown key 'rol' in [[api_tokens]] number 1 (did you mean 'role'?)",
+        ),
+        ('colour = "blue"\n', "unknown key 'colour'"),
+    ],
+)
+def test_an_unknown_key_in_the_file_is_refused_where_it_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, toml: str, named: str
+) -> None:
+    path = _config(tmp_path, monkeypatch, toml)
+    message = _refusal()
+    assert message.startswith(f"{CONFIG_FILE_ENV}={path}: "), message
+    assert named in message
+
+
+def test_every_unknown_key_of_the_file_is_named_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _config(
+        tmp_path,
+        monkeypatch,
+        'shema = "unistatus"\nfallbak = "primary_wins"\n'
+        "[auto_responses]\nrollback_on_latancy = false\n[backfill]\nwokers = 8\n"
+        '[legacy_tables.CASHOUT]\ntable = "cashouts"\nstauts = "state"\n',
+    )
+    message = _refusal()
+    for key in ("shema", "fallbak", "rollback_on_latancy", "wokers", "stauts"):
+        assert f"'{key}'" in message
+
+
+def test_the_command_line_exits_2_on_an_unknown_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _config(tmp_path, monkeypatch, "[auto_responses]\nrollback_on_latancy = false\n")
+    result = CliRunner().invoke(app, ["mapping", "--validate"], catch_exceptions=False)
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err, err
+    assert "unknown key 'rollback_on_latancy' in [auto_responses]" in err
+
+
+def test_an_unknown_keyword_is_refused() -> None:
+    assert "unknown setting 'shema' (did you mean 'schema'?)" in _refusal(shema="unistatus")
+
+
+def test_an_unknown_nested_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNISTATUS_BACKFILL__WOKERS", "8")
+    message = _refusal()
+    assert message.startswith("UNISTATUS_BACKFILL__WOKERS: "), message
+    assert "unknown setting 'wokers' in backfill (did you mean 'workers'?)" in message
+
+
+def test_a_misspelt_variable_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNISTATUS_SHEMA", "unistatus")
+    monkeypatch.setenv("UNISTATUS_FALBACK", "primary_wins")
+    message = _refusal()
+    assert "UNISTATUS_FALBACK: unknown setting (did you mean UNISTATUS_FALLBACK?)" in message
+    assert "UNISTATUS_SHEMA: unknown setting (did you mean UNISTATUS_SCHEMA?)" in message
+
+
+def test_another_unistatus_variable_is_only_warned_of(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Kubernetes Service called "unistatus" gives every pod of its namespace these.
+    monkeypatch.setenv("UNISTATUS_SERVICE_HOST", "10.0.0.7")
+    monkeypatch.setenv("UNISTATUS_PORT", "tcp://10.0.0.7:8000")
+    # What unistatus and its test suite read besides the settings: never warned of.
+    monkeypatch.setenv("UNISTATUS_TEST_POSTGRES_URL", "postgresql://localhost/x")
+    monkeypatch.setenv("UNISTATUS_CAPTURE_STRESS_ROWS", "10")
+    monkeypatch.setenv("FALBACK", "primary_wins")  # without the prefix: none of ours
+    monkeypatch.setattr(config, "_warned", set())  # said once per process: this one's first
+    with caplog.at_level(logging.WARNING, logger="unistatus"):
+        settings = load_settings()
+        load_settings()  # every adapter and command loads them: said once
+    assert settings.fallback == "strict"
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1, warned
+    assert "UNISTATUS_PORT, UNISTATUS_SERVICE_HOST" in warned[0]
+    assert "not a setting" in warned[0] and "\n" not in warned[0]
+
+
+def test_the_settings_the_docs_name_still_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = Path(__file__).parent.parent / "examples" / "payments_service" / "unistatus.toml"
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(example))
+    monkeypatch.setenv("UNISTATUS_BACKFILL__WORKERS", "3")
+    monkeypatch.setenv("UNISTATUS_LEGACY_TABLES__ESCROW__TABLE", "deals")
+    monkeypatch.setenv("unistatus_retention__idempotency_keys_days", "3")
+    settings = load_settings()
+    assert settings.backfill.workers == 3
+    assert settings.legacy_tables["ESCROW"].table == "deals"
+    assert settings.retention.idempotency_keys_days == 3
+
+
+# --- K2: a variable holding JSON that is not JSON ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "UNISTATUS_API_TOKENS",
+            '[{"name": "x", "token": "abc-secret", "role": "writer"}',
+            "invalid setting api_tokens: UNISTATUS_API_TOKENS is not valid JSON: "
+            "Expecting ',' delimiter: line 1 column 56",
+        ),
+        (
+            "UNISTATUS_MAPPING",
+            '{"CASHOUT": {"REFUND_REQUESTED": "CANCELLED",}}',
+            "invalid setting mapping: UNISTATUS_MAPPING is not valid JSON: "
+            "Expecting property name enclosed in double quotes",
+        ),
+        (
+            "unistatus_auto_responses",
+            "{rollback_on_latency: false}",
+            "invalid setting auto_responses: unistatus_auto_responses is not valid JSON",
+        ),
+    ],
+)
+def test_a_variable_that_is_not_json_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    said = _refusal()
+    assert said.startswith(message), said
+    assert "abc-secret" not in said  # a token's value is never said
+
+
+# --- K3: numbers out of what their use takes --------------------------------------------
+
+PG_INT_MAX = 2_147_483_647  # the largest millisecond a PostgreSQL setting (GUC) takes
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "setting"),
+    [
+        # httpx refuses such a timeout at every webhook delivery, long after the start.
+        ("UNISTATUS_WEBHOOK_TIMEOUT_SECONDS", "-5", "webhook_timeout_seconds"),
+        ("UNISTATUS_WEBHOOK_TIMEOUT_SECONDS", "0", "webhook_timeout_seconds"),
+        ("UNISTATUS_WEBHOOK_TIMEOUT_SECONDS", "nan", "webhook_timeout_seconds"),
+        ("UNISTATUS_WEBHOOK_TIMEOUT_SECONDS", "inf", "webhook_timeout_seconds"),
+        ("UNISTATUS_WEBHOOK_TIMEOUT_SECONDS", "1e12", "webhook_timeout_seconds"),
+        # PostgreSQL refuses these mid-backfill ("rerun"), or at every adapter connection.
+        ("UNISTATUS_STATEMENT_TIMEOUT_MS", str(PG_INT_MAX + 1), "statement_timeout_ms"),
+        ("UNISTATUS_LOCK_TIMEOUT_MS", "3000000000", "lock_timeout_ms"),
+        # Never passed, never reached: the soak gate or the throttle can then never act.
+        ("UNISTATUS_SOAK_SECONDS", "inf", "soak_seconds"),
+        ("UNISTATUS_BACKFILL__MAX_P95_MS", "inf", "backfill.max_p95_ms"),
+        ("UNISTATUS_BACKFILL__P95_OVER_BASELINE", "inf", "backfill.p95_over_baseline"),
+        (
+            "UNISTATUS_BACKFILL__MAX_REPLICATION_LAG_SECONDS",
+            "inf",
+            "backfill.max_replication_lag_seconds",
+        ),
+    ],
+)
+def test_a_number_out_of_bounds_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    assert _refusal().startswith(f"invalid setting {setting}: ")
+
+
+def test_nan_is_said_to_be_no_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Refused before, but as "Input should be less than or equal to 60".
+    monkeypatch.setenv("UNISTATUS_MODE_REFRESH_SECONDS", "nan")
+    assert _refusal() == "invalid setting mode_refresh_seconds: Input should be a finite number"
+
+
+def test_the_largest_bounds_still_load() -> None:
+    settings = load_settings(
+        statement_timeout_ms=PG_INT_MAX, lock_timeout_ms=PG_INT_MAX, webhook_timeout_seconds=300
+    )
+    assert settings.statement_timeout_ms == settings.lock_timeout_ms == PG_INT_MAX
+
+
+# --- K4: the tokens' checks name the setting --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            {"admin_token": "same", "writer_token": "same"},
+            "invalid setting api_tokens: the admin token, the writer token and the API "
+            "tokens must all differ",
+        ),
+        (
+            {"admin_token": "t-1", "api_tokens": [{"name": "ci", "token": "t-1"}]},
+            "invalid setting api_tokens: the admin token, the writer token and the API "
+            "tokens must all differ",
+        ),
+        (
+            {"api_tokens": [{"name": "ci", "token": "t 1"}]},
+            "invalid setting api_tokens: an API token is sent in an HTTP header",
+        ),
+        (
+            {"api_tokens": [{"name": "a", "token": "t1"}, {"name": "a", "token": "t2"}]},
+            "invalid setting api_tokens: two API tokens have the same name",
+        ),
+    ],
+)
+def test_a_token_refused_is_said_of_api_tokens(overrides: dict[str, object], message: str) -> None:
+    said = _refusal(**overrides)
+    assert said.startswith(message), said
