@@ -21,6 +21,7 @@ from conftest import Database
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import run_backfill
 from unistatus.cli import app
+from unistatus.clock import utcnow
 from unistatus.db.control import get_mode, set_mode
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
@@ -195,3 +196,23 @@ def test_continuous_verification_rounds_are_not_the_check_into_phase_2(db: Datab
 def _new_transactions_gate(db: Database, system: str | None) -> phases.Gate:
     status = phases.phase_status(db.engine, db.settings, system)
     return {g.name: g for g in status.gates}["new_transactions_consistent"]
+
+
+def test_a_newer_narrower_check_that_found_a_mismatch_closes_a_systems_gate(
+    db: Database,
+) -> None:
+    """Phase 1: `check --since phase-start` passes; then a check of the last hour of
+    cashouts finds a mismatch. Cashout's gate into phase 2 reads that newer check (it
+    fails, as it does on any narrower check), never the older one that passed."""
+    phases.advance(db.engine, db.settings, actor="t", reason="phase 1")
+    _write(db, 3)
+    since = phases.resolve_since(db.engine, "phase-start")
+    assert run_check(db.engine, db.settings, since=since).is_consistent
+    assert _new_transactions_gate(db, "cashout").passed
+    after = utcnow()  # the narrower check's start: after the phase began
+    with db.engine.begin() as conn:
+        damaged = {"status": "FAILED", "updated_at": utcnow()}
+        conn.execute(sa.update(U).where(U.c.legacy_system == "CASHOUT").values(**damaged))
+    narrower = run_check(db.engine, db.settings, since=after, systems="cashout")
+    assert not narrower.is_consistent
+    assert not _new_transactions_gate(db, "cashout").passed

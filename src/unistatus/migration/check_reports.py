@@ -183,12 +183,11 @@ def latest_report_for(
     full: bool,
     not_scope: str | None = None,
     partial_scope: str | None = None,
-    covering_since: datetime | None = None,
     begun_last: bool = False,
 ) -> CheckReport | None:
     """The most recent stored report that covered ``system`` (``full``: all its rows,
-    no ``--since``; ``covering_since``: every change since then), or None; a full check
-    of every system covers each. ``begun_last``: of the run begun last (:func:`_newest`).
+    no ``--since``), or None; a full check of every system covers each. ``begun_last``:
+    of the run begun last (:func:`_newest`).
 
     An incomplete report (a run stopped by --max-duration) covered only part of the
     keys and is skipped, except a report of ``partial_scope``: a round of continuous
@@ -202,8 +201,6 @@ def latest_report_for(
     q = sa.select(R).order_by(*_newest(begun_last)).where(whole).limit(COVERING_LOOKBACK)
     if full:
         q = q.where(R.c.since.is_(None))
-    if covering_since is not None:
-        q = q.where(sa.or_(R.c.since.is_(None), R.c.since <= covering_since))
     if not_scope is not None:
         q = q.where(R.c.scope != not_scope)
     with engine.connect() as conn:

@@ -160,7 +160,6 @@ def gate_check(
                 system,
                 full=require_full,
                 not_scope=CONTINUOUS_SCOPE,
-                covering_since=covering_since,
                 begun_last=True,
             )
         else:
