@@ -105,6 +105,7 @@ class ModeGuard:
         if not moving:
             return
         unified_only = any(current[s] is DualWriteMode.UNIFIED_ONLY for s in moving)
+        self.certain = False  # the switch may commit, its reply lost: "may be left at"
         if not unified_only or not previous.writes_legacy:
             set_mode(self.engine, previous, reason="load test finished: mode restored", actor=ACTOR)
         else:
@@ -114,7 +115,7 @@ class ModeGuard:
                 write_mode(conn, previous, actor=ACTOR, reason=reason)
 
             replay_pending(self.engine, self.settings, finish=finish, actor=ACTOR, reason=reason)
-        self.left = dict.fromkeys(SYSTEMS, previous)
+        self.left, self.certain = dict.fromkeys(SYSTEMS, previous), True
 
     def _not_restored(
         self, exc: BaseException, run_error: BaseException | None, how: str
