@@ -87,6 +87,11 @@ def legacy_columns(
                     else ""
                 )
             )
+            if result["pending_covered"]:
+                console.print(
+                    f"{result['pending_covered']} change(s) awaiting replay are now in legacy "
+                    "(the refill wrote their result): marked replayed"
+                )
         else:
             console.print(f"nothing to undo: {result['reason']}")
         return

@@ -381,7 +381,22 @@ def undo_cleanup(
         "tables": _columns(settings),
         "checksum_after": status_checksum(engine, settings),
         "compat_views_dropped": views,
+        "pending_covered": _pending_covered(engine),
     }
+
+
+def _pending_covered(engine: sa.Engine) -> int:
+    """How many changes awaiting replay the undo's refill wrote to legacy (and so marked
+    replayed), as its control-log row says."""
+    for change in history(engine, key=CONTROL_KEY, limit=1):
+        if change.new_value == "restored":
+            recorded = change.metadata or {}
+            return sum(
+                int(info.get("pending_covered") or 0)
+                for info in recorded.values()
+                if isinstance(info, dict)
+            )
+    return 0
 
 
 def _drop_views_first(

@@ -277,11 +277,40 @@ def downgrade() -> None:
         )
         value = sa.cast(legacy_status, kind) if info.get("type") else legacy_status
         result = bind.execute(sa.update(table).values({table.c[spec["status"]]: value}))
+        covered = _mark_refilled(bind, system, table.c[spec["id"]])
         if info.get("nullable") is False:
             with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
                 batch.alter_column(spec["status"], existing_type=kind, nullable=False)
-        restored[system] = {"table": spec["table"], "rows": result.rowcount}
+        restored[system] = {
+            "table": spec["table"],
+            "rows": result.rowcount,
+            "pending_covered": covered,
+        }
     _record(bind, "restored", restored)
+
+
+def _mark_refilled(bind: sa.Connection, system: str, legacy_id: sa.Column[Any]) -> int:
+    """Mark replayed the unreplayed changes of every transaction whose legacy row the
+    refill just wrote: its ``legacy_status`` is their result, so legacy already holds it.
+
+    Left pending, a later replay would start them from the status legacy held before
+    them, meet the newer one the refill wrote, and keep a change made after the undo as
+    a conflict (that write lost to legacy). In the refill's transaction, under the
+    exclusive mode lock: no change is recorded between the two. A transaction with no
+    legacy row yet (born in UNIFIED_ONLY) is left to the replay, which creates it.
+    """
+    unified, pending = _unified(), _pending()
+    refilled = (
+        sa.select(unified.c.id)
+        .select_from(unified.join(legacy_id.table, unified.c.legacy_id == legacy_id))
+        .where(unified.c.legacy_system == system, unified.c.id == pending.c.transaction_id)
+    )
+    result = bind.execute(
+        sa.update(pending)
+        .where(pending.c.replayed_at.is_(None), refilled.exists())
+        .values(replayed_at=datetime.now(UTC))
+    )
+    return int(result.rowcount)
 
 
 def _plain_text(kind: sa.types.TypeEngine[Any]) -> bool:
