@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -175,3 +178,155 @@ def test_mode_set_refuses_a_mode_that_writes_legacy_while_its_columns_are_retire
         assert legacy_columns_dropped(db.engine, db.settings)
     finally:
         undo_cleanup(db.engine, db.settings)
+
+
+def legacy_status_of(db: Database, utx: str) -> str | None:
+    """What the transaction's legacy row holds now."""
+    tables = resolve_legacy_tables(db.engine, db.settings)
+    with db.engine.connect() as conn:
+        u = conn.execute(sa.select(U.c.legacy_system, U.c.legacy_id).where(U.c.id == utx)).one()
+        lt = tables[LegacySystemType(u.legacy_system)]
+        assert lt.status is not None
+        value = conn.execute(sa.select(lt.status).where(lt.id == u.legacy_id)).scalar_one()
+    return None if value is None else str(value)
+
+
+def cashouts_in_phase_4(db: Database, n: int) -> list[str]:
+    """``n`` cashouts made in dual-write, then every system in phase 4 (UNIFIED_ONLY)."""
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    phases.advance(db.engine, db.settings, actor="t")
+    adapter.modes.refresh()
+    made = [adapter.create_transaction("WALLET_CASHOUT", 6 + i, "20", "EUR") for i in range(n)]
+    assert all(m.overall_success and m.entity_id for m in made)
+    for _ in range(3):
+        phases.advance(db.engine, db.settings, actor="t", force=True, reason="test setup")
+    return [str(m.entity_id) for m in made]
+
+
+def test_a_write_between_an_undo_and_the_rollback_is_replayed(db: Database, tmp_path: Path) -> None:
+    """The undo refills legacy with the newest legacy_status: the changes it so applied
+    are not replayed again (the next change starts from what the refill wrote), so a
+    write made after the undo, still in UNIFIED_ONLY, reaches legacy on rollback."""
+    (utx,) = cashouts_in_phase_4(db, 1)
+    archived(db, tmp_path)
+    try:
+        retire_legacy_columns(db.engine, db.settings)
+        adapter = DualWriteAdapter(db.engine, settings=db.settings)
+        assert adapter.update_status(utx, "OTP_PENDING", "a", "t", force=True).overall_success
+        undo_cleanup(db.engine, db.settings, reason="undo drill")
+        assert legacy_status_of(db, utx) == "OTP_PENDING"
+        moved = adapter.update_status(utx, "USER_CONFIRM_PENDING", "b", "t", force=True)
+        assert moved.overall_success and moved.mode is M.UNIFIED_ONLY
+
+        change = rollback.rollback_current_phase(db.engine, db.settings, actor="t", reason="back")
+        assert change.details["replay"]["conflicts"] == 0, change.details
+        assert legacy_status_of(db, utx) == "USER_CONFIRM_PENDING"
+        adapter.modes.refresh()
+        status, meta = adapter.get_transaction_status(utx)
+        assert meta["source"] == "legacy" and status is not None
+        assert status.value == "AWAITING_APPROVAL"
+    finally:
+        undo_cleanup(db.engine, db.settings)
+
+
+def test_an_emergency_rollback_of_one_system_then_the_others_rollback(
+    db: Database, tmp_path: Path
+) -> None:
+    """The emergency rollback of escrows restores every system's columns: the cashouts'
+    changes it refilled are not replayed again by the cashouts' own rollback later."""
+    (utx,) = cashouts_in_phase_4(db, 1)
+    archived(db, tmp_path)
+    try:
+        retire_legacy_columns(db.engine, db.settings)
+        adapter = DualWriteAdapter(db.engine, settings=db.settings)
+        assert adapter.update_status(utx, "OTP_PENDING", "a", "t", force=True).overall_success
+        rollback.emergency_rollback(
+            db.engine, db.settings, actor="t", reason="escrow", system=LegacySystemType.ESCROW
+        )
+        assert not legacy_columns_dropped(db.engine, db.settings)
+        adapter.modes.refresh(LegacySystemType.CASHOUT)
+        moved = adapter.update_status(utx, "USER_CONFIRM_PENDING", "b", "t", force=True)
+        assert moved.overall_success and moved.mode is M.UNIFIED_ONLY
+
+        change = rollback.rollback_current_phase(
+            db.engine, db.settings, actor="t", reason="back", system="cashout"
+        )
+        assert change.details["replay"]["conflicts"] == 0, change.details
+        assert legacy_status_of(db, utx) == "USER_CONFIRM_PENDING"
+    finally:
+        undo_cleanup(db.engine, db.settings)
+
+
+@pytest.mark.postgres
+def test_a_rollback_from_retired_columns_under_a_live_writer_loses_nothing(
+    pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer thread keeps changing transactions that had changes awaiting replay while
+    the rollback restores the columns and replays. Writes acknowledged between the undo
+    and the replay (still UNIFIED_ONLY) start from what the undo refilled: no conflict,
+    and every transaction's last acknowledged write is what legacy holds afterwards."""
+    from unistatus.migration import replay
+    from unistatus.migration.check import run_check
+
+    db = pg
+    utxs = cashouts_in_phase_4(db, 4)
+    archived(db, tmp_path)
+    acked: dict[str, str] = {}
+    attempts: dict[str, str] = {}
+    last_ok: dict[str, bool] = {}
+    count = [0]
+    stop = threading.Event()
+    failures: list[BaseException] = []
+
+    def writer() -> None:
+        w = DualWriteAdapter(db.engine, settings=db.settings)
+        steps = ("OTP_PENDING", "USER_CONFIRM_PENDING", "ADMIN_PENDING", "PENDING")
+        n = 0
+        try:
+            while not stop.is_set():
+                utx, step = utxs[n % len(utxs)], steps[(n // len(utxs)) % len(steps)]
+                n += 1
+                attempts[utx] = step
+                done = w.update_status(utx, step, "load", "writer", force=True)
+                last_ok[utx] = done.overall_success
+                if done.overall_success:
+                    acked[utx] = done.legacy_status or step
+                    count[0] += 1
+        except BaseException as exc:  # reported by the test
+            failures.append(exc)
+
+    def wait_for_writes(more: int) -> None:
+        goal, deadline = count[0] + more, time.monotonic() + 30
+        while count[0] < goal:
+            assert time.monotonic() < deadline and not failures, (count[0], failures)
+            time.sleep(0.01)
+
+    real_undo = replay.undo
+
+    def undo_then_writes(*args: Any, **kwargs: Any) -> Any:
+        done = real_undo(*args, **kwargs)
+        wait_for_writes(len(utxs) * 2)  # acknowledged between the undo and the replay
+        return done
+
+    monkeypatch.setattr(replay, "undo", undo_then_writes)
+    thread = threading.Thread(target=writer)
+    try:
+        retire_legacy_columns(db.engine, db.settings)
+        thread.start()
+        wait_for_writes(len(utxs) * 2)  # changes awaiting replay while retired
+        change = rollback.rollback_current_phase(db.engine, db.settings, actor="t", reason="back")
+        assert change.details["replay"]["undo_cleanup"]["undone"] is True
+        wait_for_writes(len(utxs))  # dual writes again
+    finally:
+        stop.set()
+        if thread.is_alive():
+            thread.join(30)
+        undo_cleanup(db.engine, db.settings)
+    assert not failures, failures
+    assert change.details["replay"]["conflicts"] == 0, change.details
+    for utx in utxs:
+        # The last write's outcome is known (acknowledged) or it was the one cut short.
+        expected = {acked[utx]} if last_ok[utx] else {acked[utx], attempts[utx]}
+        assert legacy_status_of(db, utx) in expected, (utx, expected)
+    report = run_check(db.engine, db.settings, store=False)
+    assert report.total == len(utxs) and report.consistent == report.total, report.as_dict()

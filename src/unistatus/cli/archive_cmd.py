@@ -72,21 +72,29 @@ def verify(
 
     from unistatus.db.binding import schema_of
     from unistatus.db.tables import migration_control
-    from unistatus.migration.archive import record_verified, verify_archive
+    from unistatus.migration.archive import (
+        read_manifest,
+        record_verified,
+        status_gaps,
+        verify_archive,
+    )
 
     app = state(ctx)
     engine = app.open_engine("reachable")  # e.g. a restore drill's scratch database
     report = verify_archive(engine, directory)
     recorded = False
+    gaps: list[str] = []
     if (
         report.ok
         and record
         and sa.inspect(engine).has_table(migration_control.name, schema=schema_of(engine))
     ):
-        record_verified(engine, report, actor=actor)
-        recorded = True
+        gaps = status_gaps(read_manifest(directory), app.settings)
+        if not gaps:
+            record_verified(engine, report, actor=actor, settings=app.settings)
+            recorded = True
     if json_out:
-        print_json({**report.as_dict(), "recorded": recorded})
+        print_json({**report.as_dict(), "recorded": recorded, "not_recorded_because": gaps})
     else:
         for t in report.tables:
             console.print(
@@ -99,7 +107,9 @@ def verify(
             console.print(
                 "[green]archive verified[/]" + (" and recorded" if recorded else ""),
             )
-    if not report.ok:
+        for gap in gaps:
+            err_console.print(f"[red]not recorded:[/] {gap}", highlight=False)
+    if not report.ok or gaps:
         raise typer.Exit(EXIT_FAILED_CHECK)
 
 

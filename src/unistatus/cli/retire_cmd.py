@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from unistatus.cli.context import REASON_HELP, console, print_json, require_reason, state
+from unistatus.cli.context import (
+    REASON_HELP,
+    console,
+    err_console,
+    print_json,
+    require_reason,
+    state,
+)
 
 retire_app = typer.Typer(
     help=(
@@ -87,6 +94,13 @@ def legacy_columns(
                     else ""
                 )
             )
+            if result["pending_covered"]:
+                console.print(
+                    f"{result['pending_covered']} change(s) awaiting replay are now in legacy "
+                    "(the refill wrote their result): marked replayed"
+                )
+            for note in result["notes"]:
+                err_console.print(f"[yellow]note:[/] {note}", highlight=False)
         else:
             console.print(f"nothing to undo: {result['reason']}")
         return

@@ -492,3 +492,20 @@ def resolve_legacy_tables(
             **cols,  # type: ignore[arg-type]
         )
     return out
+
+
+def indexes_a_drop_cannot_keep(conn: sa.Connection, table: sa.Table, column: str) -> list[str]:
+    """The indexes involving ``column`` that dropping it would fail on (sorted names).
+
+    SQLite drops a column by copying its table, which recreates every index, and one
+    naming the dropped column fails the copy. PostgreSQL drops them with the column
+    (the retirement records them and its undo creates them again): none there.
+    """
+    if conn.dialect.name != "sqlite":
+        return []
+    names: list[str] = []
+    for index in sa.inspect(conn).get_indexes(table.name, schema=table.schema):
+        expressions = [str(e) for e in index.get("expressions") or [] if e is not None]
+        if column in (index.get("column_names") or []) or any(column in e for e in expressions):
+            names.append(str(index["name"]))
+    return sorted(names)

@@ -66,6 +66,7 @@ __all__ = [
     "record_verified",
     "recorded_archive",
     "restore_archive",
+    "status_gaps",
     "verify_archive",
 ]
 
@@ -243,12 +244,49 @@ def _compare_live(conn: sa.Connection, entry: TableEntry, problems: list[str]) -
     return out
 
 
+def status_gaps(manifest: Manifest, settings: Settings) -> list[str]:
+    """What the archive lacks to stand for the legacy statuses: each configured legacy
+    table not in it, or in it without its status column (exported while the columns were
+    retired: it verifies against such tables, and would then let the retirement drop
+    statuses that no archive holds)."""
+    gaps: list[str] = []
+    for system in LegacySystemType:
+        spec = settings.legacy_tables[system.value]
+        entry = next(
+            (t for t in manifest.tables if t.system == system.value or t.name == spec.table), None
+        )
+        if entry is None:
+            gaps.append(f"it does not contain legacy table {spec.table!r}")
+        elif spec.status not in {c.name for c in entry.columns}:
+            gaps.append(
+                f"it holds {spec.table} without its status column ({spec.table}.{spec.status}: "
+                "exported while the columns were retired?): export a new archive once they "
+                "are back"
+            )
+    return gaps
+
+
 def record_verified(
-    engine: sa.Engine, report: VerifyReport, *, actor: str = "cli"
+    engine: sa.Engine,
+    report: VerifyReport,
+    *,
+    actor: str = "cli",
+    settings: Settings | None = None,
 ) -> ControlChange:
-    """Remember a verified archive in the control table (retirement requires one)."""
+    """Remember a verified archive in the control table (retirement requires one).
+
+    ``settings``: the archive must also hold every configured legacy table with its
+    status column (:func:`status_gaps`), else an InputError and nothing recorded.
+    """
     if not report.ok:
         raise InputError("only a verified archive can be recorded: " + "; ".join(report.problems))
+    if settings is not None:
+        gaps = status_gaps(read_manifest(report.directory), settings)
+        if gaps:
+            raise InputError(
+                "the archive cannot stand for the legacy statuses (not recorded): "
+                + "; ".join(gaps)
+            )
     meta = {
         "path": report.directory,
         "manifest_sha256": report.manifest_sha256,

@@ -17,7 +17,12 @@ from unistatus.db import schema
 from unistatus.db.binding import require_bound
 from unistatus.db.control import history, read_mode
 from unistatus.db.dialect import ops_for
-from unistatus.db.legacy import legacy_table_sql, reflect_legacy_table, resolve_legacy_tables
+from unistatus.db.legacy import (
+    indexes_a_drop_cannot_keep,
+    legacy_table_sql,
+    reflect_legacy_table,
+    resolve_legacy_tables,
+)
 from unistatus.db.legacy_types import as_text
 from unistatus.db.retry import retry_reason
 from unistatus.db.revisions import RETIRE_REVISION, columns_retired
@@ -25,7 +30,12 @@ from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError, StorageError
 from unistatus.migration import capture, compat_views
-from unistatus.migration.archive import read_manifest, recorded_archive, verify_archive
+from unistatus.migration.archive import (
+    read_manifest,
+    recorded_archive,
+    status_gaps,
+    verify_archive,
+)
 from unistatus.migration.check import pending_replay_exists, projected_legacy_status
 
 __all__ = [
@@ -77,6 +87,13 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
         if spec.status not in table.c:
             problems.append(f"{spec.table}.{spec.status} is already missing")
             continue
+        indexed = indexes_a_drop_cannot_keep(conn, table, spec.status)
+        if indexed:
+            problems.append(
+                f"{spec.table}.{spec.status} has index(es) {', '.join(indexed)}: SQLite drops "
+                "a column by copying its table, which cannot keep them; drop them first "
+                "(the undo does not create them again on SQLite)"
+            )
         lost = _unrestorable(conn, system, table.c[spec.id], table.c[spec.status])
         if lost:
             problems.append(
@@ -156,11 +173,9 @@ def _archive_problems(engine: sa.Engine, settings: Settings) -> list[str]:
     problems = [f"archive {path}: {p}" for p in report.problems]
     if manifest.sha256 != recorded.get("manifest_sha256"):
         problems.append(f"archive {path}: its manifest changed since it was verified")
-    archived = {t.name for t in manifest.tables}
-    for system in LegacySystemType:
-        table = settings.legacy_tables[system.value].table
-        if table not in archived:
-            problems.append(f"archive {path} does not contain legacy table {table!r}")
+    # Every status column must be in it: one exported while the columns were retired
+    # verifies (it compares its own columns) but holds no status to fall back on.
+    problems += [f"archive {path}: {gap}" for gap in status_gaps(manifest, settings)]
     return problems
 
 
@@ -381,7 +396,26 @@ def undo_cleanup(
         "tables": _columns(settings),
         "checksum_after": status_checksum(engine, settings),
         "compat_views_dropped": views,
+        **_undone(engine, settings),
     }
+
+
+def _undone(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
+    """What the undo's control-log row says: how many changes awaiting replay its refill
+    wrote to legacy (so marked replayed), and what it could not restore (``notes``)."""
+    restored: dict[str, Any] = {}
+    for change in history(engine, key=CONTROL_KEY, limit=1):
+        if change.new_value == "restored":
+            restored = {k: v for k, v in (change.metadata or {}).items() if isinstance(v, dict)}
+    notes = [
+        f"{settings.legacy_tables[system].table}.{settings.legacy_tables[system].status}: its "
+        "DEFAULT, indexes and constraints were not recorded (retired before they were): not "
+        "restored; create any it had again by hand"
+        for system, info in restored.items()
+        if info.get("definitions") == "not recorded" and system in settings.legacy_tables
+    ]
+    covered = sum(int(info.get("pending_covered") or 0) for info in restored.values())
+    return {"pending_covered": covered, "notes": notes}
 
 
 def _drop_views_first(

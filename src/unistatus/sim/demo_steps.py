@@ -340,7 +340,7 @@ def step_archive(ctx: DemoContext) -> str:
     report = verify_archive(engine, directory)
     if not report.ok:
         raise DemoStepFailed("archive does not verify: " + "; ".join(report.problems))
-    record_verified(engine, report, actor=ACTOR)
+    record_verified(engine, report, actor=ACTOR, settings=ctx.settings)
     rows = sum(t.rows for t in manifest.tables)
     return f"{rows} legacy rows in {len(manifest.tables)} files, verified (sha256 {manifest.sha256[:12]}…)"
 

@@ -12,6 +12,7 @@ Revises: (branch base; depends on 0009)
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +35,11 @@ ARCHIVE_KEY = "archive"
 MODE_LOCK_KEY = 0x756E6973  # the advisory lock every adapter write holds shared
 UTC_TIME = sa.DateTime(timezone=True)
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# What goes with a column, recorded by upgrade() for the undo (PostgreSQL). A retirement
+# recorded without them was done before they were.
+DEFINITION_KEYS = ("default", "indexes", "constraints")
+
+log = logging.getLogger("alembic.runtime.migration")
 
 
 def _ours(name: str, *columns: sa.ColumnClause[Any]) -> sa.TableClause:
@@ -251,6 +257,8 @@ def upgrade() -> None:
             # the column comes back as one (dropping the column leaves the type).
             "type": _type_name(bind, column.type),
         }
+        if bind.dialect.name == "postgresql":
+            dropped[system].update(_definitions(bind, spec))
         with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
             batch.drop_column(spec["status"])
     _record(bind, "dropped", dropped)
@@ -277,11 +285,139 @@ def downgrade() -> None:
         )
         value = sa.cast(legacy_status, kind) if info.get("type") else legacy_status
         result = bind.execute(sa.update(table).values({table.c[spec["status"]]: value}))
+        covered = _mark_refilled(bind, system, table.c[spec["id"]])
         if info.get("nullable") is False:
             with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
                 batch.alter_column(spec["status"], existing_type=kind, nullable=False)
-        restored[system] = {"table": spec["table"], "rows": result.rowcount}
+        restored[system] = {
+            "table": spec["table"],
+            "rows": result.rowcount,
+            "pending_covered": covered,
+        }
+        if bind.dialect.name == "postgresql":
+            restored[system].update(_recreate(bind, spec, info))
     _record(bind, "restored", restored)
+
+
+def _table_sql(bind: sa.Connection, spec: dict[str, Any]) -> str:
+    """The legacy table's name in SQL (schema-qualified when the config names one)."""
+    preparer = bind.dialect.identifier_preparer
+    name = preparer.quote(spec["table"])
+    return f"{preparer.quote_schema(spec['schema'])}.{name}" if spec.get("schema") else name
+
+
+def _definitions(bind: sa.Connection, spec: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL: what the drop takes with the status column, as the catalog prints it,
+    for the undo to create again: its DEFAULT, the indexes that involve it (its key, an
+    expression, a predicate; not those of a constraint), and the constraints that
+    involve it (CHECK, UNIQUE, foreign keys), each with its table schema-qualified."""
+    where = {"rel": _table_sql(bind, spec), "col": spec["status"]}
+    column = bind.execute(
+        sa.text(
+            "SELECT a.attrelid AS rel, a.attnum AS num FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(:rel) AND a.attname = :col AND NOT a.attisdropped"
+        ),
+        where,
+    ).one()
+    at = {"rel": column.rel, "num": column.num}
+    default = bind.execute(
+        sa.text(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d "
+            "WHERE d.adrelid = :rel AND d.adnum = :num"
+        ),
+        at,
+    ).scalar_one_or_none()
+    indexes = bind.execute(
+        sa.text(
+            "SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition "
+            "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            "WHERE i.indrelid = :rel AND (:num = ANY (i.indkey::int2[]) OR EXISTS ("
+            "  SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+            "  AND d.objid = i.indexrelid AND d.refobjid = :rel AND d.refobjsubid = :num))"
+            " AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid"
+            "  AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u', 'x')) "
+            "ORDER BY c.relname"
+        ),
+        at,
+    ).all()
+    constraints = bind.execute(
+        sa.text(
+            "SELECT k.conname AS name, pg_get_constraintdef(k.oid) AS definition, "
+            "quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS on_table "
+            "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE k.contype IN ('c', 'u', 'p', 'x', 'f') AND ("
+            " (k.conrelid = :rel AND :num = ANY (k.conkey))"
+            " OR (k.confrelid = :rel AND :num = ANY (k.confkey))) "
+            "ORDER BY k.contype = 'f', k.conname"
+        ),
+        at,
+    ).all()
+    return {
+        "default": default,
+        "indexes": [{"name": r.name, "definition": r.definition} for r in indexes],
+        "constraints": [
+            {"name": r.name, "definition": r.definition, "table": r.on_table} for r in constraints
+        ],
+    }
+
+
+def _recreate(bind: sa.Connection, spec: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """PostgreSQL: the restored column's DEFAULT, indexes and constraints, as upgrade()
+    recorded them (after the refill: each constraint is checked against the values)."""
+    if not all(key in info for key in DEFINITION_KEYS):
+        log.warning(
+            "%s.%s: its DEFAULT, indexes and constraints were not recorded (retired before "
+            "they were): not restored; create them again by hand if it had any",
+            spec["table"],
+            spec["status"],
+        )
+        return {"definitions": "not recorded"}
+    table = _table_sql(bind, spec)
+    preparer = bind.dialect.identifier_preparer
+    # exec_driver_sql: the catalog's text as it is (no bind parameters read into it).
+    if info["default"] is not None:
+        column = preparer.quote(spec["status"])
+        bind.exec_driver_sql(
+            f"ALTER TABLE {table} ALTER COLUMN {column} SET DEFAULT {info['default']}"
+        )
+    for index in info["indexes"]:
+        bind.exec_driver_sql(index["definition"])
+    for constraint in info["constraints"]:
+        name = preparer.quote(constraint["name"])
+        bind.exec_driver_sql(
+            f"ALTER TABLE {constraint['table']} ADD CONSTRAINT {name} {constraint['definition']}"
+        )
+    return {
+        "definitions": "restored",
+        "default": info["default"],
+        "indexes": [i["name"] for i in info["indexes"]],
+        "constraints": [c["name"] for c in info["constraints"]],
+    }
+
+
+def _mark_refilled(bind: sa.Connection, system: str, legacy_id: sa.Column[Any]) -> int:
+    """Mark replayed the unreplayed changes of every transaction whose legacy row the
+    refill just wrote: its ``legacy_status`` is their result, so legacy already holds it.
+
+    Left pending, a later replay would start them from the status legacy held before
+    them, meet the newer one the refill wrote, and keep a change made after the undo as
+    a conflict (that write lost to legacy). In the refill's transaction, under the
+    exclusive mode lock: no change is recorded between the two. A transaction with no
+    legacy row yet (born in UNIFIED_ONLY) is left to the replay, which creates it.
+    """
+    unified, pending = _unified(), _pending()
+    refilled = (
+        sa.select(unified.c.id)
+        .select_from(unified.join(legacy_id.table, unified.c.legacy_id == legacy_id))
+        .where(unified.c.legacy_system == system, unified.c.id == pending.c.transaction_id)
+    )
+    result = bind.execute(
+        sa.update(pending)
+        .where(pending.c.replayed_at.is_(None), refilled.exists())
+        .values(replayed_at=datetime.now(UTC))
+    )
+    return int(result.rowcount)
 
 
 def _plain_text(kind: sa.types.TypeEngine[Any]) -> bool:
