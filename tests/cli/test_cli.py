@@ -155,6 +155,28 @@ def test_tx_create_update_show(db) -> None:  # type: ignore[no-untyped-def]
     assert isinstance(last, dict) and last["history"][0]["override"] is True
 
 
+def test_tx_show_prints_what_is_stored_as_it_is(db) -> None:  # type: ignore[no-untyped-def]
+    """A reason, a name or a legacy value is shown literally, never read as Rich markup:
+    a forced change keeps its [override] mark in the table, `[bold]` stays text, and a
+    stray `[/]` does not make the transaction impossible to show."""
+    run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "test")
+    created = as_json(
+        run(db.url, "tx", "create", "--type", "cashout", "--user", "42",
+            "--amount", "150.00", "--currency", "USD", "--json")
+    )  # fmt: skip
+    assert isinstance(created, dict)
+    ref = f"cashout:{created['legacy_entity_id']}"
+    forced = run(db.url, "tx", "update", ref, "SUCCESS", "--reason", "ops fix INC-12",
+                 "--by", "[bold]alice", "--force")  # fmt: skip
+    assert forced.exit_code == 0, forced.output
+    again = run(db.url, "tx", "update", ref, "FAILED", "--reason", "see [/] ticket", "--force")
+    assert again.exit_code == 0, again.output
+    shown = run(db.url, "tx", "show", ref)
+    assert shown.exit_code == 0, shown.output
+    flat = " ".join(shown.stdout.split())
+    assert "[override]" in flat and "see [/] ticket" in flat and "[bold]alice" in flat, flat
+
+
 def test_tx_bad_input_is_one_line_exit_2_and_writes_nothing(db) -> None:  # type: ignore[no-untyped-def]
     run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "test")
     ok = as_json(
