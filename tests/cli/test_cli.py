@@ -171,7 +171,9 @@ def test_tx_show_prints_what_is_stored_as_it_is(db) -> None:  # type: ignore[no-
     assert forced.exit_code == 0, forced.output
     again = run(db.url, "tx", "update", ref, "FAILED", "--reason", "see [/] ticket", "--force")
     assert again.exit_code == 0, again.output
-    shown = run(db.url, "tx", "show", ref)
+    shown = CliRunner().invoke(
+        app, ["--database-url", db.url, "tx", "show", ref], env={"COLUMNS": "250"}
+    )
     assert shown.exit_code == 0, shown.output
     flat = " ".join(shown.stdout.split())
     assert "[override]" in flat and "see [/] ticket" in flat and "[bold]alice" in flat, flat

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from unistatus.cli.context import EXIT_ERROR, console, err_console, print_json, state
@@ -232,14 +233,17 @@ def _history(adapter: Any, transaction_id: str, limit: int) -> list[dict[str, An
 
 
 def _print_show(data: dict[str, Any]) -> None:
+    """The transaction as stored: every stored value escaped (a reason, a name or a raw
+    legacy value is text, never Rich markup: ``[/]`` in a reason must not break this)."""
     ref = f"{str(data['legacy_system']).lower()}:{data['legacy_id']}" if data["legacy_id"] else "-"
     console.print(
-        f"[bold]{data['transaction_id']}[/] ({data['transaction_type']}, legacy {ref})",
+        f"[bold]{escape(str(data['transaction_id']))}[/] "
+        f"({escape(str(data['transaction_type']))}, legacy {escape(ref)})",
         highlight=False,
     )
     console.print(
-        f"status: [bold]{data['status']}[/] from {data['source']} "
-        f"(legacy value {data['legacy_status']}, mode {data['mode']})",
+        f"status: [bold]{escape(str(data['status']))}[/] from {escape(str(data['source']))} "
+        f"(legacy value {escape(str(data['legacy_status']))}, mode {escape(str(data['mode']))})",
         highlight=False,
     )
     if data["consistent"]:
@@ -253,7 +257,7 @@ def _print_show(data: dict[str, Any]) -> None:
                     f" {i['field']}: legacy={i.get('legacy_value')!r} "
                     f"unified={i.get('unified_value')!r}"
                 )
-            console.print(f"  {i['kind']}{detail}", highlight=False)
+            console.print(escape(f"  {i['kind']}{detail}"), highlight=False)
     if not data["history"]:
         console.print("history: (none)")
         return
@@ -263,7 +267,7 @@ def _print_show(data: dict[str, Any]) -> None:
     for row in data["history"]:
         legacy = f"{row['from_legacy_status'] or '-'} -> {row['to_legacy_status'] or '-'}"
         reason = (row["reason"] or "") + (" [override]" if row["override"] else "")
-        table.add_row(
+        cells = (
             str(row["created_at"])[:19],
             row["from_status"] or "-",
             row["to_status"] or "-",
@@ -272,6 +276,7 @@ def _print_show(data: dict[str, Any]) -> None:
             reason,
             row["mode"],
         )
+        table.add_row(*(escape(str(cell)) for cell in cells))
     console.print(table)
 
 
