@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner, Result
 
@@ -60,3 +61,25 @@ def test_enable_status_disable(db: Database) -> None:
     out = json.loads(disabled.stdout)
     assert not out["enabled"] and out["ok"] and out["triggers"] == []
     assert run(db, "status").exit_code == 0
+
+
+@pytest.mark.postgres
+def test_status_shows_a_writers_name_as_it_is(pg: Database) -> None:
+    """A bypass writer names itself (application_name is any client's to set): `[/]` or
+    `[bold]` in it is text in `capture status`, never Rich markup that breaks it."""
+    name = "cron [/] [bold]job"
+    writer = sa.create_engine(pg.url, connect_args={"application_name": name})
+    try:
+        assert run(pg, "enable", "--actor", "alice").exit_code == 0
+        set_mode(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+        with writer.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+                "updated_at) VALUES (1, 7, 1, 'USD', 'PENDING', now(), now())"
+            )
+        shown = runner.invoke(app, ["--database-url", pg.url, "capture", "status"])
+        assert shown.exit_code == 0, shown.output
+        assert f"bypass:{name}/" in shown.stdout, shown.stdout
+    finally:
+        writer.dispose()
+        run(pg, "disable", "--reason", "done")
