@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from unistatus.cli.context import EXIT_FAILED_CHECK, console, err_console, print_json, state
 
@@ -146,9 +147,13 @@ def _show(result: dict[str, Any], json_out: bool) -> None:
         return
     console.print("writers seen bypassing the adapter:")
     for w in result["writers"]:
+        # The writer names itself (application_name): text, never markup.
         console.print(
-            f"  {w['writer']}  {w['system']}: {w['writes']} write(s), {w['flagged']} flagged, "
-            f"{w['unmappable']} unmappable; last seen {w['last_seen_at']} ({w['last_mode']})",
+            escape(
+                f"  {w['writer']}  {w['system']}: {w['writes']} write(s), {w['flagged']} "
+                f"flagged, {w['unmappable']} unmappable; last seen {w['last_seen_at']} "
+                f"({w['last_mode']})"
+            ),
             highlight=False,
         )
 

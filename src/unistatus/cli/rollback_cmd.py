@@ -8,6 +8,7 @@ an operator decides each one with a reason.
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from unistatus.cli.context import (
     EXIT_FAILED_CHECK,
@@ -125,10 +126,14 @@ def conflicts(
     else:
         for c in found:
             state_text = "[yellow]open[/]" if c.resolved_at is None else f"resolved: {c.resolution}"
+            # Legacy holds whatever a writer put there: text, never markup.
             console.print(
-                f"#{c.id} {c.entity} ({c.transaction_id}) {state_text}: legacy holds "
-                f"{c.legacy_actual!r}, the replay expected {c.legacy_expected!r} and would "
-                f"write {c.replay_status!r} ({c.changes} change(s); {c.cause})"
+                f"#{c.id} {escape(str(c.entity))} ({c.transaction_id}) {state_text}: "
+                + escape(
+                    f"legacy holds {c.legacy_actual!r}, the replay expected "
+                    f"{c.legacy_expected!r} and would write {c.replay_status!r} "
+                    f"({c.changes} change(s); {c.cause})"
+                )
             )
         if open_:
             console.print(
@@ -179,7 +184,7 @@ def resolve(
         print_json(done.as_dict())
         return
     if done.resolution == "apply":
-        console.print(f"#{done.id} {done.entity}: legacy now holds {done.replay_status!r}")
+        console.print(escape(f"#{done.id} {done.entity}: legacy now holds {done.replay_status!r}"))
     elif done.cause == "legacy_missing":
         console.print(
             f"#{done.id} {done.entity}: the legacy row is gone and stays gone; the unified "
