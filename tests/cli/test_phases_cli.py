@@ -112,3 +112,14 @@ def test_the_gate_table_is_readable_at_80_columns(db: Database) -> None:
         assert row == [[gate.name, *str(gate.value).split(), *str(gate.threshold).split(), result]]
         assert " ".join((gate.detail or "").split()) in flat, (gate.detail, out)
     assert "unistatus check --since phase-start" in flat
+
+
+def test_a_reason_with_brackets_is_printed_as_it_is(db: Database) -> None:
+    """The change is made; its report prints the reason and the actor as text (a `[/]`
+    in a ticket reference made the command fail after the phase had changed)."""
+    code, out = _run(
+        db, "phase", "advance", "--reason", "INC [/] 12", "--actor", "[bold]ops", columns=200
+    )
+    assert code == 0, out
+    assert "INC [/] 12" in out and "[bold]ops" in out
+    assert phases.phase_status(db.engine, db.settings).phase == 1
