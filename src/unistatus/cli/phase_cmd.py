@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.markup import escape
 
 from unistatus.cli.context import (
     EXIT_FAILED_CHECK,
@@ -74,7 +75,7 @@ def _print_change(change: PhaseChange, verb: str) -> None:
     console.print(
         f"{verb} ({who}): phase {change.from_phase} -> [bold]{change.to_phase}[/], "
         f"mode {change.from_mode.value} -> [bold]{change.to_mode.value}[/] "
-        f"(by {change.actor}: {change.reason})"
+        + escape(f"(by {change.actor}: {change.reason})")
     )
     if change.forced:
         console.print(f"[yellow]forced gates (recorded):[/] {', '.join(change.forced)}")
