@@ -64,6 +64,18 @@ def test_init_on_both_backends(db) -> None:  # type: ignore[no-untyped-def]
     assert db.count("escrows") == 10
 
 
+@pytest.mark.parametrize("seed", ["-1", "-3", "2147483648", "99999999999999999999"])
+def test_init_refuses_a_seed_out_of_range(db, seed: str) -> None:  # type: ignore[no-untyped-def]
+    err = one_line_error(run(db.url, "init", "--demo-data", "30", "--seed", seed))
+    assert "seed" in err and "2147483647" in err
+    assert db.count("cashouts") == 0
+
+
+def test_init_accepts_the_largest_seed(db) -> None:  # type: ignore[no-untyped-def]
+    out = as_json(run(db.url, "init", "--demo-data", "30", "--seed", "2147483647", "--json"))
+    assert out["seeded"] == {"CASHOUT": 10, "ESCROW": 10, "EXCHANGE": 10}
+
+
 def test_mapping_table_and_json() -> None:
     text = run(None, "mapping").stdout
     assert "Forward mapping (38 legacy statuses)" in text
