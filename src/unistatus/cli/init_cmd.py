@@ -35,7 +35,6 @@ def init(
 ) -> None:
     from unistatus.config import DEFAULT_SCHEMA
     from unistatus.db import schema
-
     from unistatus.sim.seed import check_seed
 
     check_seed(seed)  # before anything is created or upgraded

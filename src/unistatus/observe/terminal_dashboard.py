@@ -219,13 +219,15 @@ def _bypass_table(snap: Snapshot) -> Table:
     return table
 
 
+# "unknown": the alerts could not be read (no unistatus tables, say); "down": no database.
+HEALTH_STYLES = {"healthy": "green", "degraded": "yellow", "unknown": "yellow"}
+
+
 def _title(health: str | None) -> Text:
     """Short enough for 80 columns: Rich crops a long title, and the health word came last."""
     title = Text("Migration dashboard", style="bold")
     if health:
-        title.append(
-            f"  {health}", style={"healthy": "green", "degraded": "yellow", "unknown": "yellow"}.get(health, "red")
-        )
+        title.append(f"  {health}", style=HEALTH_STYLES.get(health, "red"))
     return title
 
 
