@@ -64,6 +64,38 @@ def test_init_on_both_backends(db) -> None:  # type: ignore[no-untyped-def]
     assert db.count("escrows") == 10
 
 
+@pytest.mark.parametrize("seed", ["-1", "-3", "2147483648", "99999999999999999999"])
+def test_init_refuses_a_seed_out_of_range(db, seed: str) -> None:  # type: ignore[no-untyped-def]
+    err = one_line_error(run(db.url, "init", "--demo-data", "30", "--seed", seed))
+    assert "seed" in err and "2147483647" in err
+    assert db.count("cashouts") == 0
+
+
+def test_init_accepts_the_largest_seed(db) -> None:  # type: ignore[no-untyped-def]
+    out = as_json(run(db.url, "init", "--demo-data", "30", "--seed", "2147483647", "--json"))
+    assert out["seeded"] == {"CASHOUT": 10, "ESCROW": 10, "EXCHANGE": 10}
+
+
+def test_the_mapping_help_shows_the_config_section_in_brackets() -> None:
+    for args in (["mapping", "--help"], ["--help"]):
+        shown = runner.invoke(app, args, env={"COLUMNS": "400"}, catch_exceptions=False)
+        assert shown.exit_code == 0
+        assert "[mapping.CASHOUT]" in shown.stdout, shown.stdout
+
+
+def test_mapping_validate_refuses_an_unknown_system() -> None:
+    err = one_line_error(run(None, "mapping", "--validate", "--system", "bogus"))
+    assert "bogus" in err
+
+
+def test_mapping_takes_system_all_as_the_other_commands_do() -> None:
+    every = run(None, "mapping", "--json")
+    shown = run(None, "mapping", "--system", "all", "--json")
+    assert shown.exit_code == 0, shown.output
+    assert as_json(shown) == as_json(every)
+    assert run(None, "mapping", "--validate", "--system", "all").exit_code == 0
+
+
 def test_mapping_table_and_json() -> None:
     text = run(None, "mapping").stdout
     assert "Forward mapping (38 legacy statuses)" in text

@@ -116,3 +116,30 @@ def test_a_refused_login_names_the_database_never_the_password(postgres_url: str
 def test_an_unopenable_sqlite_file_is_named(tmp_path: Path) -> None:
     err = one_line_error(run("--database-url", "sqlite:///missing-dir/x.db", "init"))
     assert "./missing-dir/x.db" in err
+
+
+def test_the_dashboard_refuses_a_missing_sqlite_file_and_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "nonexist.db"
+    err = one_line_error(run("--database-url", f"sqlite:///{missing}", "dashboard", "--once"))
+    assert "no database at" in err and "unistatus init" in err
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_the_dashboard_of_a_database_without_tables_is_not_called_healthy(
+    backend: str, tmp_path: Path, postgres_url: str
+) -> None:
+    if backend == "sqlite":
+        sqlite3.connect(tmp_path / "blank.db").close()
+        url, admin, name = "sqlite:///blank.db", None, ""
+    else:
+        admin, url, name = _throwaway_database("_blank")
+    try:
+        shown = run("--database-url", url, "dashboard", "--once")
+        header = shown.stdout.strip().splitlines()[0]
+        assert "Migration dashboard" in header, shown.output
+        assert "healthy" not in header and "unknown" in header, header
+    finally:
+        if admin is not None:
+            gc.collect()
+            _drop_database(admin, name)

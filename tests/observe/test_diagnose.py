@@ -124,3 +124,22 @@ def test_cli_diagnose_writes_a_file(sqlite_db: Database, tmp_path) -> None:
         ["--database-url", sqlite_db.url, "diagnose", "--out", str(tmp_path / "no/such/dir.json")],
     )
     assert bad.exit_code == 2 and "cannot write" in bad.output
+
+
+def test_the_jq_example_of_the_help_finds_the_mode(sqlite_db: Database) -> None:
+    """`unistatus diagnose --out - | jq <path>`, as the help shows it, finds a value."""
+    runner = CliRunner()
+    shown = runner.invoke(app, ["diagnose", "--help"], env={"COLUMNS": "200"})
+    examples = [
+        line.split("| jq ", 1)[1].strip() for line in shown.stdout.splitlines() if "| jq " in line
+    ]
+    assert examples, shown.stdout
+    r = runner.invoke(
+        app, ["--database-url", sqlite_db.url, "diagnose", "--out", "-"], catch_exceptions=False
+    )
+    assert r.exit_code == 0, r.output
+    value = json.loads(r.stdout)
+    for key in examples[0].strip(".").split("."):
+        assert isinstance(value, dict) and key in value, (examples[0], key)
+        value = value[key]
+    assert value == "LEGACY_ONLY"

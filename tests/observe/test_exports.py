@@ -128,6 +128,20 @@ def snake(alert: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", alert.removeprefix("Unistatus")).lower()
 
 
+def test_cli_says_when_it_cannot_write(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("")
+    unwritable = [str(tmp_path / "a-file" / "y.json")]  # a file where a directory should be
+    if Path("/proc").is_dir():
+        unwritable.append("/proc/x/y")  # the reviewer's case
+    for command in ("prometheus-rules", "grafana-dashboard"):
+        for out in unwritable:
+            r = CliRunner().invoke(app, ["export", command, "--out", out], catch_exceptions=False)
+            assert r.exit_code == 2, r.output
+            err = r.stderr.strip()
+            assert err.startswith(f"error: cannot write {out}") and "\n" not in err, err
+            assert "unexpected" not in err
+
+
 def test_each_rule_says_what_to_do_as_the_runbooks_alert_table_does() -> None:
     table = runbook_alert_table()
     rules = prometheus_rules()["groups"][0]["rules"]

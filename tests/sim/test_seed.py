@@ -12,6 +12,7 @@ from unistatus.clock import as_utc, utcnow
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import LegacySystemType, UnifiedTransactionStatus
+from unistatus.errors import InputError
 from unistatus.sim.seed import CURRENCIES, id_ranges, seed_legacy, split_counts
 
 FINAL = {s.value for s in UnifiedTransactionStatus if s.is_final}
@@ -47,6 +48,24 @@ def test_counts_and_realistic_status_mix(db) -> None:  # type: ignore[no-untyped
 
 def test_field_values_are_plausible(db) -> None:  # type: ignore[no-untyped-def]
     seed_legacy(db.engine, db.settings, 600)
+    _assert_plausible(db)
+
+
+# The ends of the documented range: every accepted seed gives rows the adapter accepts.
+@pytest.mark.parametrize("seed", [0, 2**31 - 1])
+def test_every_seed_of_the_range_gives_plausible_rows(db, seed: int) -> None:  # type: ignore[no-untyped-def]
+    seed_legacy(db.engine, db.settings, 600, seed=seed)
+    _assert_plausible(db)
+
+
+@pytest.mark.parametrize("seed", [-1, -3, 2**31, 2_000_000_000_000_000, 10**20])
+def test_a_seed_out_of_range_is_refused_and_writes_nothing(db, seed: int) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InputError, match="seed"):
+        seed_legacy(db.engine, db.settings, 30, seed=seed)
+    assert db.count("cashouts") == 0
+
+
+def _assert_plausible(db) -> None:  # type: ignore[no-untyped-def]
     tables = resolve_legacy_tables(db.engine, db.settings)
     now = utcnow()
     for system, lt in tables.items():

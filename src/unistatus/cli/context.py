@@ -47,7 +47,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports a process it 
 # "installed": reachable, with unistatus's tables (almost every command);
 # "reachable": an existing database, tables or not (diagnose, archive verify);
 # "creatable": reachable, and a missing SQLite file is created (init);
-# "as_is": nothing checked (live views that report the database's state themselves).
+# "as_is": only that a SQLite file exists (live views that report the database's state
+#          themselves; connecting to a missing file would create it, and only init may).
 Need = Literal["installed", "reachable", "creatable", "as_is"]
 
 DEFAULT_DATABASE_NOTE = (
@@ -97,7 +98,7 @@ class AppState:
 
             url = self.settings.database_url
             default = "database_url" not in self.settings.model_fields_set
-            if need in ("installed", "reachable") and target.missing_sqlite_file(url):
+            if need != "creatable" and target.missing_sqlite_file(url):
                 unnamed = f" ({DEFAULT_DATABASE_NOTE})" if default else ""
                 raise ConfigError(
                     f"no database at {target.describe(url)}{unnamed}: run `unistatus init` to "

@@ -25,6 +25,7 @@ def dashboard(
     app_state = state(ctx)
     try:
         # as_is: the dashboard shows "database unreachable" itself, and keeps refreshing
+        # (a missing SQLite file is still refused: connecting would create it)
         engine = app_state.open_engine("as_is")
         run(engine, app_state.settings, once=once, interval=interval, console=console)
     except KeyboardInterrupt:

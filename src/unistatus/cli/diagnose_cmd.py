@@ -24,7 +24,7 @@ def diagnose(
 
       unistatus diagnose
       unistatus diagnose --out /tmp/incident-42.json
-      unistatus diagnose --out - | jq .mode
+      unistatus diagnose --out - | jq .control.mode
     """
     from unistatus.observe.diagnose import default_filename, generate_diagnostic
 

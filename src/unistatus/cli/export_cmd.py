@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from unistatus.cli.context import err_console
+from unistatus.cli.context import abort, err_console
 
 export_app = typer.Typer(
     help=(
@@ -28,8 +28,11 @@ def _write(text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text)
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n", encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:  # as diagnose --out says it
+        abort(f"cannot write {out}: {exc.strerror}")
     err_console.print(f"wrote {out}")
 
 

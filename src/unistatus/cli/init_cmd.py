@@ -29,13 +29,15 @@ def init(
         0, "--demo-data", min=0, metavar="N", help="Also seed N synthetic legacy rows."
     ),
     seed: int = typer.Option(
-        0, "--seed", help="Seed of the synthetic data (same seed, same rows)."
+        0, "--seed", help="Seed of the synthetic data, 0 to 2147483647 (same seed, same rows)."
     ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     from unistatus.config import DEFAULT_SCHEMA
     from unistatus.db import schema
+    from unistatus.sim.seed import check_seed
 
+    check_seed(seed)  # before anything is created or upgraded
     st = state(ctx)
     engine = st.open_engine("creatable")  # creating the tables is init's job
     before = schema.current_revision(engine)

@@ -8,15 +8,24 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from unistatus.cli.context import EXIT_FAILED_CHECK, console, print_json, state
+from unistatus.cli.context import (
+    EXIT_FAILED_CHECK,
+    abort,
+    console,
+    parse_system,
+    print_json,
+    state,
+)
 
 HELP = (
     "Show the status mapping (legacy -> unified, and unified -> legacy per type, with the "
     "allowed transitions). It includes the extra legacy values of the config "
-    '([mapping.CASHOUT] REFUND_REQUESTED = "CANCELLED"); a bad one exits 2.\n\n'
+    # \[: Rich would take "[mapping.CASHOUT]" for markup and drop it.
+    '(\\[mapping.CASHOUT] REFUND_REQUESTED = "CANCELLED"); a bad one exits 2.\n\n'
     "--validate checks it instead: every legacy value mapped, every valid unified status "
     "reversible, forward(reverse(u)) compatible, all 16 unified statuses reachable. It exits "
-    "1 unless coverage is 100% and nothing is wrong.\n\n"
+    "1 unless coverage is 100% and nothing is wrong. It covers every system: --system "
+    "cannot narrow it (all is accepted).\n\n"
     "Examples:\n\n"
     "  unistatus mapping\n\n"
     "  unistatus mapping --system escrow\n\n"
@@ -27,7 +36,7 @@ HELP = (
 def mapping(
     ctx: typer.Context,
     system: str = typer.Option(
-        None, "--system", help="Only this legacy system: cashout, escrow or exchange."
+        None, "--system", help="Only this legacy system: cashout, escrow, exchange or all."
     ),
     validate: bool = typer.Option(False, "--validate", help="Validate; exit 1 on any problem."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
@@ -37,8 +46,12 @@ def mapping(
     from unistatus.domain.transitions import TransitionRules
 
     _ = state(ctx).settings  # loading them checks and registers the extra legacy values
+    only = parse_system(system)
     mapper = LegacyStatusMapper()
     if validate:
+        if only is not None:
+            # Reachability of the unified statuses is a property of every system together.
+            abort("--validate checks every system: drop --system (or give --system all)")
         report = mapper.validate()
         if json_out:
             print_json(report.as_dict())
@@ -48,7 +61,7 @@ def mapping(
             raise typer.Exit(EXIT_FAILED_CHECK)
         return
 
-    systems = [LegacySystemType.parse(system)] if system else list(LegacySystemType)
+    systems = [only] if only else list(LegacySystemType)
     wanted = {s.value for s in systems}
     rows = [r for r in mapping_rows() if r["system"] in wanted]
     rules = TransitionRules()

@@ -161,7 +161,9 @@ def render(
     firing = [a for a in alerts if a.get("state") == "firing"]
     alert_table = Table(show_header=False, box=None)
     alert_table.add_column()
-    if not firing:
+    if health == "unknown":  # the alerts could not be read
+        alert_table.add_row(Text("unknown", style="dim"))
+    elif not firing:
         alert_table.add_row(Text("none firing", style="green"))
     for a in firing:
         style = "bold red" if a["level"] == "critical" else "yellow"
@@ -217,13 +219,15 @@ def _bypass_table(snap: Snapshot) -> Table:
     return table
 
 
+# "unknown": the alerts could not be read (no unistatus tables, say); "down": no database.
+HEALTH_STYLES = {"healthy": "green", "degraded": "yellow", "unknown": "yellow"}
+
+
 def _title(health: str | None) -> Text:
     """Short enough for 80 columns: Rich crops a long title, and the health word came last."""
     title = Text("Migration dashboard", style="bold")
     if health:
-        title.append(
-            f"  {health}", style={"healthy": "green", "degraded": "yellow"}.get(health, "red")
-        )
+        title.append(f"  {health}", style=HEALTH_STYLES.get(health, "red"))
     return title
 
 
@@ -322,9 +326,11 @@ def frame(
         try:
             alerts = [s.as_dict() for s in load_states(engine)]
         except sa.exc.DBAPIError:
-            alerts = []
-        critical = any(a["state"] == "firing" and a["level"] == "critical" for a in alerts)
-        health = "degraded" if critical else "healthy"
+            # No alert read is not "none firing": the header must not say healthy.
+            health = "unknown"
+        else:
+            critical = any(a["state"] == "firing" and a["level"] == "critical" for a in alerts)
+            health = "degraded" if critical else "healthy"
     else:
         health = "down"
     return render(snap, alerts, health, _read_history(engine) if snap.database_up else None)

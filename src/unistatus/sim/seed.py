@@ -24,12 +24,14 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable, resolve_legacy_tables
+from unistatus.domain.inputs import shown
 from unistatus.domain.statuses import (
     CashoutStatus,
     EscrowStatus,
     ExchangeStatus,
     LegacySystemType,
 )
+from unistatus.errors import InputError
 
 # Relative weights of each legacy value (per mille-ish). Final values dominate, as in
 # a payments table that has been live for years; in-flight values are a thin slice.
@@ -97,6 +99,10 @@ HISTORY_DAYS = 180  # created_at spreads over this many days before now
 MAX_USER_ID = 50_000
 MAX_CENTS = 5_000_000  # amounts from 1.00 to 50,000.00
 _PRIME = 4_294_967_311  # > 2**32; products with ids up to ~10**9 stay inside BIGINT
+MAX_SEED = 2**31 - 1  # seeds are 0..MAX_SEED
+# A salt below 2**30 keeps (id + salt) * _SALTS[...] inside BIGINT for ids up to ~1.7e9:
+# a larger one overflows (PostgreSQL: an error; SQLite: a float, then NULL times).
+_SALT_RANGE = 2**30
 _SALTS = {
     "status": 2_654_435_761,
     "user": 2_246_822_519,
@@ -113,6 +119,13 @@ def split_counts(n: int, systems: Sequence[LegacySystemType]) -> dict[LegacySyst
     return {s: base + (1 if i < extra else 0) for i, s in enumerate(systems)}
 
 
+def check_seed(seed: object) -> int:
+    """``seed`` if it is an integer from 0 to :data:`MAX_SEED`, else :class:`InputError`."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise InputError(f"seed must be an integer from 0 to {MAX_SEED}, got {shown(seed)}")
+    return seed
+
+
 def seed_legacy(
     engine: sa.Engine,
     settings: Settings,
@@ -124,12 +137,14 @@ def seed_legacy(
 ) -> dict[str, int]:
     """Insert ``n`` synthetic rows (plus ``unmappable`` bad ones) across the legacy tables.
 
-    Rows are shared evenly between ``systems`` (default: all three). Returns the rows
+    Rows are shared evenly between ``systems`` (default: all three). ``seed`` is from 0
+    to :data:`MAX_SEED` (else :class:`InputError`, nothing written). Returns the rows
     inserted per system value (``{"CASHOUT": ..., ...}``), unmappable rows included.
     Ids come from the tables' own sequences, so the adapter can keep inserting after.
     """
     if n < 0 or unmappable < 0:
         raise ValueError("n and unmappable must be >= 0")
+    check_seed(seed)
     chosen = [LegacySystemType.parse(s) for s in systems] if systems else list(LegacySystemType)
     tables = resolve_legacy_tables(engine, settings, systems=chosen)
     ops = ops_for(engine)
@@ -140,7 +155,7 @@ def seed_legacy(
     with engine.begin() as conn:
         for i, system in enumerate(chosen):
             lt = tables[system]
-            salt = seed * 7_919 + i * 104_729
+            salt = (seed * 7_919 + i * 104_729) % _SALT_RANGE  # the same below 135,000
             total = 0
             if good[system]:
                 statuses = _status_case(system, good[system])
