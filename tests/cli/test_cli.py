@@ -211,6 +211,22 @@ def test_tx_show_prints_what_is_stored_as_it_is(db) -> None:  # type: ignore[no-
     assert "[override]" in flat and "see [/] ticket" in flat and "[bold]alice" in flat, flat
 
 
+def test_tx_update_needs_a_reason_that_says_something(db) -> None:  # type: ignore[no-untyped-def]
+    """`--reason ""` is no reason: refused as every command that changes data refuses
+    it (exit 2), nothing written; the help's example names the id `tx create` printed."""
+    run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "test")
+    created = run(db.url, "tx", "create", "--type", "cashout", "--user", "42",
+                  "--amount", "150.00", "--currency", "USD")  # fmt: skip
+    assert "(cashout:1)" in created.stdout, created.stdout
+    before = db.count("unified_status_history")
+    for blank in ("", "   "):
+        refused = run(db.url, "tx", "update", "cashout:1", "OTP_PENDING", "--reason", blank)
+        assert refused.exit_code == 2 and "--reason" in refused.output, refused.output
+    assert db.count("unified_status_history") == before
+    helped = " ".join(run(None, "tx", "--help").stdout.split())
+    assert "tx update cashout:1 OTP_PENDING" in helped, helped
+
+
 def test_tx_bad_input_is_one_line_exit_2_and_writes_nothing(db) -> None:  # type: ignore[no-untyped-def]
     run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "test")
     ok = as_json(
