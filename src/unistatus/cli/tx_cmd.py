@@ -12,15 +12,23 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from unistatus.cli.context import EXIT_ERROR, console, err_console, print_json, state
+from unistatus.cli.context import (
+    EXIT_ERROR,
+    console,
+    err_console,
+    print_json,
+    require_reason,
+    state,
+)
 
 tx_app = typer.Typer(
     help=(
         "Create, update or inspect one transaction (writes follow the current mode).\n\n"
         "Examples:\n\n"
         "  unistatus tx create --type cashout --user 42 --amount 150.00 --currency USD\n"
-        '  unistatus tx update cashout:42 OTP_PENDING --reason "user requested OTP"\n'
-        "  unistatus tx show cashout:42"
+        "  (it prints the new transaction's ids: UTX100000000000001 (cashout:1))\n"
+        '  unistatus tx update cashout:1 OTP_PENDING --reason "user requested OTP"\n'
+        "  unistatus tx show cashout:1"
     ),
     no_args_is_help=True,
 )
@@ -140,7 +148,7 @@ def create(
         "The change must be allowed by the transition rules; --force makes it an audited "
         "admin override (the reason is recorded in the history).\n\n"
         "Examples:\n\n"
-        '  unistatus tx update cashout:42 OTP_PENDING --reason "user requested OTP"\n\n'
+        '  unistatus tx update cashout:1 OTP_PENDING --reason "user requested OTP"\n\n'
         '  unistatus tx update UTX100000000000042 SUCCESS --reason "ops fix INC-12" --by '
         "alice --force"
     ),
@@ -154,6 +162,7 @@ def update(
     force: bool = typer.Option(False, "--force", help="Admin override of the transition rules."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
+    reason = require_reason(reason, "tx update")
     result = _adapter(ctx).update_status(
         entity_id, new_status, reason=reason, triggered_by=by, force=force
     )
@@ -166,7 +175,7 @@ def update(
         "Show a transaction: its status (and which side it came from), whether both sides "
         "agree, and its most recent history rows.\n\n"
         "Examples:\n\n"
-        "  unistatus tx show cashout:42\n\n"
+        "  unistatus tx show cashout:1\n\n"
         "  unistatus tx show UTX200000000000007 --json"
     ),
 )
