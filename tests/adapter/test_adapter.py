@@ -224,6 +224,21 @@ def test_create_transaction_links_existing_legacy_row(db: Database) -> None:
 
 
 @pytest.mark.parametrize("mode", list(M))
+def test_a_link_that_changes_nothing_says_what_the_transaction_holds(db: Database, mode: M) -> None:
+    """Linking a row already linked (or, in LEGACY_ONLY, a legacy row with no unified row
+    yet) changes nothing and says so, with the statuses the transaction holds (they were
+    None: `tx create --legacy-id` printed `? (legacy None ...)`)."""
+    lid = seed_legacy(db, "cashouts", "APPROVED")
+    a = adapter_in(db, mode)
+    first = a.create_transaction("WALLET_CASHOUT", 11, "42.5", "USD", legacy_entity_id=lid)
+    again = a.create_transaction("WALLET_CASHOUT", 11, "42.5", "USD", legacy_entity_id=lid)
+    assert first.overall_success and again.overall_success and not again.changed
+    assert again.status is UnifiedTransactionStatus.FUNDS_HELD, again
+    if mode.writes_legacy or mode is M.LEGACY_ONLY:
+        assert again.legacy_status == "APPROVED", again
+
+
+@pytest.mark.parametrize("mode", list(M))
 def test_a_link_to_a_legacy_row_that_does_not_exist_is_refused(db: Database, mode: M) -> None:
     """``legacy_entity_id`` links an existing legacy row. One that names no row was
     created under that id (PostgreSQL: past the table's sequence, so a later create of
