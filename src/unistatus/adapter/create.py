@@ -383,9 +383,14 @@ class Creator:
             overall_success=True,
             changed=False,
         )
+        # What the transaction holds: legacy's value (the unified copy once retired).
+        held = (entity.legacy or {}).get("status") or (entity.unified or {}).get("legacy_status")
+        result.legacy_status = held
         if entity.unified is not None or not mode.writes_unified:
             if entity.unified is not None:
                 result.status = UnifiedTransactionStatus(entity.unified["status"])
+            elif held is not None:  # LEGACY_ONLY: no unified row yet, its mapping
+                result.status = self.mapper.try_to_unified(entity.system, held)
             return result
         assert entity.legacy is not None
         status = self.mapper.try_to_unified(entity.system, entity.legacy["status"])
