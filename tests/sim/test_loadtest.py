@@ -277,6 +277,19 @@ def test_the_mode_is_restored_once_the_database_is_back(pg: Database) -> None:
     assert get_mode(pg.engine) is PHASE_1
 
 
+def _outage_at_the_final_check(monkeypatch: pytest.MonkeyPatch, server: Server) -> None:
+    """The database refuses connections, and the load test's sessions are ended, as the
+    run's final check begins (the restore then meets the outage)."""
+    check = loadtest._check
+
+    def outage_then_check(*args: object) -> None:
+        server.allow_connections(False)
+        server.terminate(LOAD_SESSIONS)
+        check(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loadtest, "_check", outage_then_check)
+
+
 @pytest.mark.postgres
 def test_a_mode_left_behind_is_named_with_the_command_that_fixes_it(
     pg: Database, monkeypatch: pytest.MonkeyPatch
@@ -287,14 +300,7 @@ def test_a_mode_left_behind_is_named_with_the_command_that_fixes_it(
     set_mode(pg.engine, PHASE_1, reason="phase 1")
     server = Server(pg)
     monkeypatch.setattr(loadtest, "RESTORE_SECONDS", 0.5, raising=False)
-    check = loadtest._check
-
-    def outage_then_check(*args: object) -> None:
-        server.allow_connections(False)
-        server.terminate(LOAD_SESSIONS)
-        check(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(loadtest, "_check", outage_then_check)
+    _outage_at_the_final_check(monkeypatch, server)
     try:
         result = CliRunner().invoke(
             app,
@@ -349,14 +355,7 @@ def test_a_run_error_and_a_failed_restore_are_both_named(
     """The final check fails in the outage, then the restore does too: the error is the
     mode left behind, and it keeps the run's own error (in the line and as run_error)."""
     server = Server(pg)
-    check = loadtest._check
-
-    def outage_then_check(*args: object) -> None:
-        server.allow_connections(False)
-        server.terminate(LOAD_SESSIONS)
-        check(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(loadtest, "_check", outage_then_check)
+    _outage_at_the_final_check(monkeypatch, server)
     try:
         with pytest.raises(ModeNotRestoredError) as caught:
             run_load_test(
