@@ -440,3 +440,46 @@ def test_the_body_of_a_caller_without_a_valid_token_is_not_parsed(
         r = client.put("/api/v1/control/mode", json={"nope": 1}, headers=bearer(ADMIN))
         assert r.status_code == 422, r.text
     assert parsed == ["/api/v1/control/mode"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "named"),
+    [
+        (b"status=PROCESSING", {"Content-Type": "text/plain"}, "text/plain"),
+        (b"status=PROCESSING", {}, "no Content-Type"),
+        (
+            b"status=PROCESSING",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            "application/x-www-form-urlencoded",
+        ),
+        (b'{"reason": "go"}', {"Content-Type": "text/plain; charset=utf-8"}, "text/plain"),
+    ],
+)
+def test_a_body_not_sent_as_json_is_refused_as_one_that_is_not_json(
+    sqlite_db: Database, content: bytes, content_type: dict[str, str], named: str
+) -> None:
+    """A body the service does not read as JSON gets one answer, whichever way it is not:
+    400 ``InputError`` saying so (as for a JSON content type and a body that does not
+    parse), not a 422 about a field when there is no field to name."""
+    before = snapshot(sqlite_db)
+    answers: dict[tuple[str, str], tuple[int, str | None, bool]] = {}
+    with client_with(sqlite_db, admin_token=ADMIN, writer_token=WRITER) as client:
+        routes = token_routes(client)
+        for method, path, _ in routes:
+            r = client.request(
+                method, path, content=content, headers={**bearer(ADMIN), **content_type}
+            )
+            detail = r.json()["detail"]
+            answers[method, path] = (
+                r.status_code,
+                r.json().get("error"),
+                isinstance(detail, str) and named in detail and "application/json" in detail,
+            )
+        not_json = client.post(
+            "/api/v1/transactions",
+            content=b"status=PROCESSING",
+            headers={**bearer(ADMIN), "Content-Type": "application/json"},
+        )
+    assert (not_json.status_code, not_json.json()["error"]) == (400, "InputError")
+    assert answers == {(method, path): (400, "InputError", True) for method, path, _ in routes}
+    assert snapshot(sqlite_db) == before
