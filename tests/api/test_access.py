@@ -354,3 +354,132 @@ def test_every_refusal_names_its_kind_in_error(db: Database, cashout: str) -> No
         assert (r.status_code, r.json().get("error")) == (code, kind), r.text
         assert r.json()["detail"]
     assert cases[0][0].headers["WWW-Authenticate"] == "Bearer"
+
+
+# --- the token before the body ----------------------------------------------------------
+
+# Bodies the service would refuse, each in its own way, once it read them: a caller that
+# is not who it claims must get the token's answer instead, whatever it sent.
+BAD_BODIES: dict[str, tuple[bytes, dict[str, str]]] = {
+    "not JSON": (b'{"reason": ', {"Content-Type": "application/json"}),
+    "not UTF-8": (b'{"reason": "\xff"}', {"Content-Type": "application/json"}),
+    "not the schema": (b'{"nope": 1}', {"Content-Type": "application/json"}),
+    "text": (b"reason=x", {"Content-Type": "text/plain"}),
+    "no content type": (b"reason=x", {}),
+}
+
+
+def token_routes(client: TestClient) -> list[tuple[str, str, bool]]:
+    """(method, path, admin only) of every operation taking a body and a token, read from
+    the OpenAPI document so that a new one is covered without being listed here."""
+    routes = [
+        (method.upper(), path.replace("{entity_id}", "cashout:1"), "control" in op["tags"])
+        for path, operations in client.app.openapi()["paths"].items()  # type: ignore[attr-defined]
+        for method, op in operations.items()
+        if "requestBody" in op and op.get("security")
+    ]
+    assert len(routes) == 6, routes  # create, update; mode, advance, phase and emergency rollback
+    return routes
+
+
+@pytest.mark.parametrize("kind", list(BAD_BODIES))
+def test_the_token_is_checked_before_the_body(sqlite_db: Database, kind: str) -> None:
+    """No valid token: 401; no token configured: 403; a writer's token on a control
+    endpoint: 403, whatever the body. A body refused before the token would tell an
+    unknown caller how the service reads bodies, after parsing it for them."""
+    content, content_type = BAD_BODIES[kind]
+    refused, disabled = ("AuthenticationError", "Bearer"), ("PermissionError", None)
+    answers: dict[tuple[str, str, str], tuple[int, str | None, str | None]] = {}
+    expected: dict[tuple[str, str, str], tuple[int, str | None, str | None]] = {}
+
+    def ask(client: TestClient, method: str, path: str, caller: str, headers: Any) -> None:
+        r = client.request(method, path, content=content, headers={**headers, **content_type})
+        answers[method, path, caller] = (
+            r.status_code,
+            r.json().get("error"),
+            r.headers.get("WWW-Authenticate"),
+        )
+
+    with client_with(sqlite_db, admin_token=ADMIN, writer_token=WRITER) as client:
+        for method, path, admin_only in token_routes(client):
+            ask(client, method, path, "no header", {})
+            ask(client, method, path, "wrong token", bearer("not-the-token"))
+            ask(client, method, path, "basic auth", {"Authorization": f"Basic {WRITER}"})
+            for caller in ("no header", "wrong token", "basic auth"):
+                expected[method, path, caller] = (401, *refused)
+            if admin_only:
+                ask(client, method, path, "writer token", bearer(WRITER))
+                expected[method, path, "writer token"] = (403, *disabled)
+    with client_with(sqlite_db, admin_token=None, writer_token=None) as client:
+        for method, path, _ in token_routes(client):
+            ask(client, method, path, "none configured", bearer(WRITER))
+            expected[method, path, "none configured"] = (403, *disabled)
+    assert answers == expected
+
+
+def test_the_body_of_a_caller_without_a_valid_token_is_not_parsed(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.requests import Request
+
+    parsed: list[str] = []
+    parse = Request.json
+
+    async def spy(request: Request) -> Any:
+        parsed.append(request.url.path)
+        return await parse(request)
+
+    monkeypatch.setattr(Request, "json", spy)
+    body = {"mode": "LEGACY_ONLY", "reason": "x", "status": "PROCESSING"}
+    with client_with(sqlite_db, admin_token=ADMIN, writer_token=WRITER) as client:
+        for method, path, _ in token_routes(client):
+            for headers in ({}, bearer("not-the-token")):
+                assert client.request(method, path, json=body, headers=headers).status_code == 401
+        assert parsed == []
+        # The spy is where bodies are parsed: an admin's body is.
+        r = client.put("/api/v1/control/mode", json={"nope": 1}, headers=bearer(ADMIN))
+        assert r.status_code == 422, r.text
+    assert parsed == ["/api/v1/control/mode"]
+
+
+@pytest.mark.parametrize(
+    ("content", "content_type", "named"),
+    [
+        (b"status=PROCESSING", {"Content-Type": "text/plain"}, "text/plain"),
+        (b"status=PROCESSING", {}, "no Content-Type"),
+        (
+            b"status=PROCESSING",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            "application/x-www-form-urlencoded",
+        ),
+        (b'{"reason": "go"}', {"Content-Type": "text/plain; charset=utf-8"}, "text/plain"),
+    ],
+)
+def test_a_body_not_sent_as_json_is_refused_as_one_that_is_not_json(
+    sqlite_db: Database, content: bytes, content_type: dict[str, str], named: str
+) -> None:
+    """A body the service does not read as JSON gets one answer, whichever way it is not:
+    400 ``InputError`` saying so (as for a JSON content type and a body that does not
+    parse), not a 422 about a field when there is no field to name."""
+    before = snapshot(sqlite_db)
+    answers: dict[tuple[str, str], tuple[int, str | None, bool]] = {}
+    with client_with(sqlite_db, admin_token=ADMIN, writer_token=WRITER) as client:
+        routes = token_routes(client)
+        for method, path, _ in routes:
+            r = client.request(
+                method, path, content=content, headers={**bearer(ADMIN), **content_type}
+            )
+            detail = r.json()["detail"]
+            answers[method, path] = (
+                r.status_code,
+                r.json().get("error"),
+                isinstance(detail, str) and named in detail and "application/json" in detail,
+            )
+        not_json = client.post(
+            "/api/v1/transactions",
+            content=b"status=PROCESSING",
+            headers={**bearer(ADMIN), "Content-Type": "application/json"},
+        )
+    assert (not_json.status_code, not_json.json()["error"]) == (400, "InputError")
+    assert answers == {(method, path): (400, "InputError", True) for method, path, _ in routes}
+    assert snapshot(sqlite_db) == before

@@ -2,12 +2,13 @@
 
 Typed unistatus errors become 4xx with a clear ``detail`` (404 unknown transaction, 409
 refused transition / mode / gate, 422 invalid input; 400 a body that is not JSON at
-all); 503 only when the database itself fails, and a 503 body names no host, port or
-SQL: it carries an ``error_id`` under which the service log keeps the detail (so does a
-figure the open endpoints could not read: ``unknown (error id …)``,
-:func:`public_unknown`). Every error body has ``error``: the typed error's name, or for
-a refusal of the HTTP layer itself (401, 403, an unknown route) a name from
-:data:`HTTP_ERROR_NAMES`. :func:`add_error_handlers` installs this on an app.
+all, or not sent as JSON: :mod:`~unistatus.api.routing`); 503 only when the database
+itself fails, and a 503 body names no host, port or SQL: it carries an ``error_id``
+under which the service log keeps the detail (so does a figure the open endpoints could
+not read: ``unknown (error id …)``, :func:`public_unknown`). Every error body has
+``error``: the typed error's name, or for a refusal of the HTTP layer itself (401, 403,
+an unknown route) a name from :data:`HTTP_ERROR_NAMES`. :func:`add_error_handlers`
+installs this on an app.
 """
 
 from __future__ import annotations

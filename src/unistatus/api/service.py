@@ -7,7 +7,8 @@ doing.
 
 The parts: request models (:mod:`~unistatus.api.models`), error answers
 (:mod:`~unistatus.api.error_responses`: typed errors as 4xx, a 503 naming no host, port
-or SQL), token checks (:mod:`~unistatus.api.auth` over :mod:`~unistatus.api.access`),
+or SQL), token checks (:mod:`~unistatus.api.auth` over :mod:`~unistatus.api.access`,
+run before a body is read: :mod:`~unistatus.api.routing`),
 shared state (:mod:`~unistatus.api.state`) and the routes
 (:mod:`~unistatus.api.observability_routes`, :mod:`~unistatus.api.transaction_routes`,
 :mod:`~unistatus.api.control_routes`); the dashboard's files are mounted here. Reads
@@ -30,6 +31,7 @@ from unistatus.api.body_limit import BodyLimit
 from unistatus.api.control_routes import add_control_routes
 from unistatus.api.error_responses import add_error_handlers
 from unistatus.api.observability_routes import add_observability_routes
+from unistatus.api.routing import AuthFirstRoute
 from unistatus.api.state import ServiceState
 from unistatus.api.transaction_routes import add_transaction_routes
 from unistatus.config import Settings, load_settings
@@ -91,6 +93,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    app.router.route_class = AuthFirstRoute  # the token before the body, on every route
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
     add_error_handlers(app)
     add_observability_routes(app, service)
