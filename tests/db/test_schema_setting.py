@@ -301,6 +301,31 @@ def test_an_existing_default_installation_upgrades_without_moving_anything(
 
 
 @pytest.mark.postgres
+def test_init_in_a_schema_refuses_when_another_installation_exists(
+    fresh_pg: Callable[[], str],
+) -> None:
+    """The setting turned on (or misspelt in one process's config) over an existing
+    installation: init made a second, empty one, in LEGACY_ONLY over the same legacy
+    tables, and every process with the setting used it from then on."""
+    url = fresh_pg()
+    first = CliRunner().invoke(app, ["--database-url", url, "init"])
+    assert first.exit_code == 0, first.output
+    engine = create_engine(url)
+    try:
+        set_mode(engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="live")
+        env = {"UNISTATUS_SCHEMA": OWN_SCHEMA}
+        done = CliRunner().invoke(app, ["--database-url", url, "init"], env=env)
+        said = " ".join(done.output.split())
+        assert done.exit_code == 2, done.output
+        assert "already installed in this database, in schema public" in said, said
+        assert "nothing was created" in said and "--alongside" in said, said
+        assert not sa.inspect(engine).has_schema(OWN_SCHEMA), "a second installation was made"
+        assert get_mode(engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
 def test_two_installations_side_by_side_are_independent(fresh_pg: Callable[[], str]) -> None:
     """Two applications in one database: A's legacy tables in public, B's in schema
     "shop"; unistatus for each in a schema of its own."""
