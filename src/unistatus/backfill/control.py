@@ -273,7 +273,7 @@ def tune(
             .order_by(J.c.system)
             .with_for_update()
         )
-        in_force = _in_force(conn, base)
+        in_force = _in_force(conn, base, next_batch=True)
         if in_force["of"] == OF_NEW_JOB:
             raise InputError(
                 "no backfill job is running or unfinished: nothing stored. A tune belongs "
@@ -378,7 +378,10 @@ def current_tuning(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
         raise StorageError(f"cannot read the backfill's tuning: {exc.orig}") from None
 
 
-def _in_force(conn: sa.Connection, base: Tuning) -> dict[str, Any]:
+def _in_force(conn: sa.Connection, base: Tuning, *, next_batch: bool = False) -> dict[str, Any]:
+    """The tuning in force (:func:`current_tuning`). ``next_batch``: with the tunes the
+    running workers have not applied yet over what they reported, as they will be from
+    their next batch (what a new tune's bounds are checked against)."""
     stored = stored_tuning(conn)
     job_started = unfinished_since(conn)
     values, sources = effective_tuning(base, set(), utcnow(), job_started, stored)
@@ -387,15 +390,23 @@ def _in_force(conn: sa.Connection, base: Tuning) -> dict[str, Any]:
     reported = _workers_tuning(conn)
     if reported is None:
         return {"values": values.as_dict(), "sources": sources, "of": OF_NEXT_RUN}
+    in_use, why, started = reported
+    if next_batch:
+        # A tune stored since that worker started is newer than its run's options, so it
+        # wins at the worker's next re-read (effective_tuning); an older one it reported.
+        in_use = {**in_use, **{n: s.value for n, s in stored.items() if s.updated_at >= started}}
     return {
-        "values": {**values.as_dict(), **reported[0]},
-        "sources": {**sources, **reported[1]},
+        "values": {**values.as_dict(), **in_use},
+        "sources": {**sources, **why},
         "of": OF_WORKERS,
     }
 
 
-def _workers_tuning(conn: sa.Connection) -> tuple[dict[str, Any], dict[str, str]] | None:
-    """The tuning the first live worker reported using, and each value's source."""
+def _workers_tuning(
+    conn: sa.Connection,
+) -> tuple[dict[str, Any], dict[str, str], datetime] | None:
+    """The tuning the first live worker reported using, each value's source, and when
+    the worker started."""
     for worker in read_workers(conn):
         readings = worker["readings"]
         values, sources = readings.get("tuning"), readings.get("tuning_sources")
@@ -403,5 +414,6 @@ def _workers_tuning(conn: sa.Connection) -> tuple[dict[str, Any], dict[str, str]
             return (
                 {k: v for k, v in values.items() if k in TUNABLE},
                 {k: str(v) for k, v in sources.items() if k in TUNABLE},
+                datetime.fromisoformat(worker["started_at"]),
             )
     return None
