@@ -10,7 +10,9 @@ import pytest
 
 from support.backfill_data import interrupted_job
 from unistatus.backfill import current_tuning, read_workers, run_backfill, tune
+from unistatus.backfill.activity import Activity
 from unistatus.backfill.control import (
+    TUNABLE,
     StoredValue,
     Tuning,
     effective_tuning,
@@ -21,6 +23,7 @@ from unistatus.backfill.pacing import Clock
 from unistatus.clock import utcnow
 from unistatus.config import BackfillSettings
 from unistatus.db.control import history
+from unistatus.db.dialect import ops_for
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError
 from unistatus.sim.seed import seed_legacy
@@ -198,3 +201,21 @@ def test_a_tune_is_the_running_job_s_and_none_is_taken_without_one(db: Any) -> N
     with pytest.raises(InputError, match="no backfill"):
         tune(db.engine, actor="bob", reason="too late", max_p95_ms=150)
     assert history(db.engine, key="backfill.max_p95_ms") == []
+
+
+def test_bounds_are_checked_against_a_tune_the_workers_have_not_applied_yet(db: Any) -> None:
+    """While workers run, the tuning in force is what they reported; a tune stored since
+    reaches them at their next batch. Checked against their report alone, a second tune
+    made before then stored max_batch_rows 10,000 under the first's min 50,000."""
+    seed_legacy(db.engine, db.settings, 300, seed=5)
+    interrupted_job(db)
+    worker = Activity(ops_for(db.engine), "host-a:1", batch_rows=1_000)
+    worker.tuned({"tuning": Tuning().as_dict(), "tuning_sources": {n: "settings" for n in TUNABLE}})
+    worker.write(0.0)
+    assert current_tuning(db.engine, db.settings)["of"] == "running workers"
+    tune(db.engine, actor="alice", reason="a", min_batch_rows=50_000)
+    with pytest.raises(InputError, match="above max_batch_rows"):
+        tune(db.engine, actor="bob", reason="b", max_batch_rows=10_000)
+    assert history(db.engine, key="backfill.max_batch_rows") == []
+    # Both bounds together are checked against each other only.
+    tune(db.engine, actor="bob", reason="b", min_batch_rows=5_000, max_batch_rows=10_000)

@@ -301,6 +301,63 @@ def test_an_existing_default_installation_upgrades_without_moving_anything(
 
 
 @pytest.mark.postgres
+def test_init_in_a_schema_refuses_when_another_installation_exists(
+    fresh_pg: Callable[[], str],
+) -> None:
+    """The setting turned on (or misspelt in one process's config) over an existing
+    installation: init made a second, empty one, in LEGACY_ONLY over the same legacy
+    tables, and every process with the setting used it from then on."""
+    url = fresh_pg()
+    first = CliRunner().invoke(app, ["--database-url", url, "init"])
+    assert first.exit_code == 0, first.output
+    engine = create_engine(url)
+    try:
+        set_mode(engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="live")
+        env = {"UNISTATUS_SCHEMA": OWN_SCHEMA}
+        done = CliRunner().invoke(app, ["--database-url", url, "init"], env=env)
+        said = " ".join(done.output.split())
+        assert done.exit_code == 2, done.output
+        assert "already installed in this database, in schema public" in said, said
+        assert "nothing was created" in said and "--alongside" in said, said
+        assert not sa.inspect(engine).has_schema(OWN_SCHEMA), "a second installation was made"
+        assert get_mode(engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+
+        # Asked for, it is made; then it upgrades in place like any other.
+        args = ["--database-url", url, "init", "--json"]
+        made = CliRunner().invoke(app, [*args, "--alongside"], env=env)
+        assert made.exit_code == 0 and '"upgraded": true' in made.stdout, made.output
+        again = CliRunner().invoke(app, args, env=env)
+        assert again.exit_code == 0 and '"upgraded": false' in again.stdout, again.output
+        assert CliRunner().invoke(app, args).exit_code == 0  # public's upgrades as ever
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_init_in_public_beside_one_in_a_schema_only_when_asked_for(
+    fresh_pg: Callable[[], str],
+) -> None:
+    """The other way round: the default layout refused it already (the search_path does
+    not reach the installation); --alongside is the way to ask for it there too."""
+    url = fresh_pg()
+    first = CliRunner().invoke(
+        app, ["--database-url", url, "init"], env={"UNISTATUS_SCHEMA": OWN_SCHEMA}
+    )
+    assert first.exit_code == 0, first.output
+    done = CliRunner().invoke(app, ["--database-url", url, "init"])
+    said = " ".join(done.output.split())
+    assert done.exit_code == 2 and "installed in schema unistatus" in said, said
+    assert "`unistatus init --alongside`" in said and "nothing was created" in said, said
+    made = CliRunner().invoke(app, ["--database-url", url, "init", "--alongside", "--json"])
+    assert made.exit_code == 0 and '"upgraded": true' in made.stdout, made.output
+    plain = create_engine(url)
+    try:
+        assert schema.current_heads(plain) == (schema.INSTALL_REVISION,)
+    finally:
+        plain.dispose()
+
+
+@pytest.mark.postgres
 def test_two_installations_side_by_side_are_independent(fresh_pg: Callable[[], str]) -> None:
     """Two applications in one database: A's legacy tables in public, B's in schema
     "shop"; unistatus for each in a schema of its own."""
@@ -316,11 +373,10 @@ def test_two_installations_side_by_side_are_independent(fresh_pg: Callable[[], s
     b = create_engine(url, schema=settings_b.schema)
     adapters: list[DualWriteAdapter] = []
     try:
-        assert (
-            schema.upgrade(a, settings_a)
-            == schema.upgrade(b, settings_b)
-            == schema.INSTALL_REVISION
-        )
+        assert schema.upgrade(a, settings_a) == schema.INSTALL_REVISION
+        with pytest.raises(ConfigError, match="already installed .* in schema unistatus_a"):
+            schema.upgrade(b, settings_b)  # the second one only when asked for
+        assert schema.upgrade(b, settings_b, alongside=True) == schema.INSTALL_REVISION
         found = where_things_are(a)
         assert relation_names(a, "unistatus_a") == relation_names(a, "unistatus_b") == OURS
         assert relation_names(a, "public") == relation_names(a, "shop") == LEGACY

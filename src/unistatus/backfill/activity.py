@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from unistatus.backfill.health import GO, TRAFFIC, Decision, Readings
 from unistatus.clock import as_utc, utcnow
+from unistatus.db.binding import connected
 from unistatus.db.dialect import DialectOps
 from unistatus.db.tables_backfill import backfill_workers as W
 from unistatus.errors import StorageError
@@ -188,12 +189,15 @@ def workers_maybe_busy(conn: sa.Connection) -> int:
     return int(conn.execute(sa.select(sa.func.count()).where(busy)).scalar_one())
 
 
-def read_workers(engine: sa.Engine, *, include_finished: bool = False) -> list[dict[str, Any]]:
-    """Every worker's row, alive ones first; ``alive`` says whether it still beats."""
+def read_workers(
+    bind: sa.Engine | sa.Connection, *, include_finished: bool = False
+) -> list[dict[str, Any]]:
+    """Every worker's row, alive ones first; ``alive`` says whether it still beats
+    (``bind``: an engine, or a connection to read in its transaction)."""
     now = utcnow()
     q = sa.select(W, _alive(now).label("alive")).order_by(W.c.started_at, W.c.worker)
     try:
-        with engine.connect() as conn:
+        with connected(bind) as conn:
             rows = conn.execute(q).mappings().all()
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the backfill workers: {exc.orig}") from None

@@ -11,7 +11,8 @@ Which value a worker uses (:func:`effective_tuning`): the newest of the run's ow
 option (as of the run's start) and a tune made since the job was planned; without
 either, the settings' default (``[backfill]``). A tune made before the job was planned
 belongs to an earlier job and is not used, so :func:`tune` refuses to store one while
-no job is unfinished: it would be shown and never used.
+no job is unfinished: it would be shown and never used. It checks that, and the batch
+bounds it leaves, in the transaction that stores it.
 """
 
 from __future__ import annotations
@@ -260,17 +261,26 @@ def tune(
         raise InputError(f"nothing to tune: give at least one of {', '.join(TUNABLE)}")
     parsed = {name: parse_tuning(name, value) for name, value in given.items()}
     base = Tuning() if settings is None else Tuning.from_settings(settings.backfill)
-    in_force = _in_force(engine, base)
-    if in_force["of"] == OF_NEW_JOB:
-        raise InputError(
-            "no backfill job is running or unfinished: nothing stored. A tune belongs to "
-            "the job it is made during; a new job starts from the backfill settings "
-            "and the options given to `unistatus backfill`."
-        )
-    _check_bounds(parsed, in_force)
     ops = ops_for(engine)
     logged = []
     with storage_errors("cannot tune the backfill"), ops.write_transaction() as conn:
+        # Checked in the transaction that stores it, the unfinished jobs' rows locked
+        # (SQLite: the write lock, taken at BEGIN): a tune made at the same time waits,
+        # then checks against this one's values; a job cannot finish in between.
+        conn.execute(
+            sa.select(J.c.system)
+            .where(J.c.state == JOB_RUNNING)
+            .order_by(J.c.system)
+            .with_for_update()
+        )
+        in_force = _in_force(conn, base, next_batch=True)
+        if in_force["of"] == OF_NEW_JOB:
+            raise InputError(
+                "no backfill job is running or unfinished: nothing stored. A tune belongs "
+                "to the job it is made during; a new job starts from the backfill settings "
+                "and the options given to `unistatus backfill`."
+            )
+        _check_bounds(parsed, in_force)
         for name, value in parsed.items():
             change = write_value(
                 conn, TUNE_PREFIX + name, _stored_text(value), actor=actor, reason=reason
@@ -361,37 +371,49 @@ def current_tuning(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
       options would use (a run's own options win over it);
     - ``new job``: no unfinished job: the settings' (a tune belonged to its job).
     """
-    return _in_force(engine, Tuning.from_settings(settings.backfill))
-
-
-def _in_force(engine: sa.Engine, base: Tuning) -> dict[str, Any]:
     try:
         with engine.connect() as conn:
-            stored = stored_tuning(conn)
-            job_started = unfinished_since(conn)
+            return _in_force(conn, Tuning.from_settings(settings.backfill))
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the backfill's tuning: {exc.orig}") from None
+
+
+def _in_force(conn: sa.Connection, base: Tuning, *, next_batch: bool = False) -> dict[str, Any]:
+    """The tuning in force (:func:`current_tuning`). ``next_batch``: with the tunes the
+    running workers have not applied yet over what they reported, as they will be from
+    their next batch (what a new tune's bounds are checked against)."""
+    stored = stored_tuning(conn)
+    job_started = unfinished_since(conn)
     values, sources = effective_tuning(base, set(), utcnow(), job_started, stored)
     if job_started is None:
         return {"values": values.as_dict(), "sources": sources, "of": OF_NEW_JOB}
-    reported = _workers_tuning(engine)
+    reported = _workers_tuning(conn)
     if reported is None:
         return {"values": values.as_dict(), "sources": sources, "of": OF_NEXT_RUN}
+    in_use, why, started = reported
+    if next_batch:
+        # A tune stored since that worker started is newer than its run's options, so it
+        # wins at the worker's next re-read (effective_tuning); an older one it reported.
+        in_use = {**in_use, **{n: s.value for n, s in stored.items() if s.updated_at >= started}}
     return {
-        "values": {**values.as_dict(), **reported[0]},
-        "sources": {**sources, **reported[1]},
+        "values": {**values.as_dict(), **in_use},
+        "sources": {**sources, **why},
         "of": OF_WORKERS,
     }
 
 
-def _workers_tuning(engine: sa.Engine) -> tuple[dict[str, Any], dict[str, str]] | None:
-    """The tuning the first live worker reported using, and each value's source."""
-    for worker in read_workers(engine):
+def _workers_tuning(
+    conn: sa.Connection,
+) -> tuple[dict[str, Any], dict[str, str], datetime] | None:
+    """The tuning the first live worker reported using, each value's source, and when
+    the worker started."""
+    for worker in read_workers(conn):
         readings = worker["readings"]
         values, sources = readings.get("tuning"), readings.get("tuning_sources")
         if isinstance(values, dict) and isinstance(sources, dict):
             return (
                 {k: v for k, v in values.items() if k in TUNABLE},
                 {k: str(v) for k, v in sources.items() if k in TUNABLE},
+                datetime.fromisoformat(worker["started_at"]),
             )
     return None

@@ -12,7 +12,10 @@ HELP = (
     "columns, is applied only by `unistatus retire legacy-columns`.\n\n"
     "On PostgreSQL the tables go in the schema the `schema` setting names "
     "(UNISTATUS_SCHEMA; default public), created if missing; the legacy tables stay "
-    "where the application keeps them.\n\n"
+    "where the application keeps them. A database that already holds an installation "
+    "in another schema is refused, naming it (set the setting to that schema to use it): "
+    "--alongside makes a second, independent installation on purpose (another "
+    "application's legacy tables).\n\n"
     "Also creates the reference legacy tables (cashouts, escrows, exchanges) when the "
     "configuration still points at them. --demo-data N seeds N synthetic legacy rows across "
     "the three systems with a realistic status mix.\n\n"
@@ -31,6 +34,12 @@ def init(
     seed: int = typer.Option(
         0, "--seed", help="Seed of the synthetic data, 0 to 2147483647 (same seed, same rows)."
     ),
+    alongside: bool = typer.Option(
+        False,
+        "--alongside",
+        help="Make a new installation even though the database holds another, in another "
+        "schema (PostgreSQL).",
+    ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     from unistatus.config import DEFAULT_SCHEMA
@@ -41,7 +50,7 @@ def init(
     st = state(ctx)
     engine = st.open_engine("creatable")  # creating the tables is init's job
     before = schema.current_revision(engine)
-    revision = schema.upgrade(engine, st.settings)
+    revision = schema.upgrade(engine, st.settings, alongside=alongside)
     seeded: dict[str, int] = {}
     if demo_data:
         from unistatus.sim.seed import seed_legacy

@@ -2,7 +2,9 @@
 
 With the ``schema`` setting (PostgreSQL) the tables, revision 0007's function and
 Alembic's version table all go in that schema, created here if missing; the legacy
-tables stay the application's (:mod:`unistatus.db.binding`).
+tables stay the application's (:mod:`unistatus.db.binding`). A new installation while
+the database holds one elsewhere is refused unless asked for (``alongside``:
+:mod:`unistatus.db.search_path`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,11 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import legacy_schema
 from unistatus.db.mode_lock_keys import mode_lock_key
 from unistatus.db.revisions import RETIRE_REVISION, VERSION_TABLE
-from unistatus.db.search_path import require_one_place, without_compat_views
+from unistatus.db.search_path import (
+    require_one_place,
+    require_sole_installation,
+    without_compat_views,
+)
 from unistatus.errors import GateError, StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -87,6 +93,7 @@ def upgrade(
     *,
     before: InTransaction | None = None,
     after: InTransaction | None = None,
+    alongside: bool = False,
 ) -> str | None:
     """Bring the schema to ``revision``; returns the revision now current.
 
@@ -96,6 +103,8 @@ def upgrade(
     (a revision is frozen: what the package must do with it atomically goes there; a
     revision that takes the installation's mode lock exclusive, as 0006 does, finds it
     held if ``before`` took it the polite way).
+    ``alongside``: make a new installation even though the database holds another, in
+    another schema (PostgreSQL; else a ConfigError, nothing created).
     """
     return _migrate(
         engine,
@@ -105,6 +114,7 @@ def upgrade(
         before,
         after,
         create_schema=True,
+        alongside=alongside,
     )
 
 
@@ -117,6 +127,7 @@ def _migrate(
     after: InTransaction | None,
     *,
     create_schema: bool = False,
+    alongside: bool = False,
 ) -> str | None:
     """Run ``move`` (an Alembic command) in one write transaction, ``before`` and
     ``after`` in it; a database failure is a StorageError, nothing changed."""
@@ -126,7 +137,7 @@ def _migrate(
         # IMMEDIATE), so a migration run while adapters write waits for them instead of
         # failing with "database is locked" when its first read turns into a write.
         with ops_for(engine).write_transaction() as conn:
-            _where_names_go(conn)
+            _where_names_go(conn, alongside=alongside)
             if before is not None:
                 before(conn)
             if create_schema:
@@ -141,16 +152,19 @@ def _migrate(
     return current_revision(engine)
 
 
-def _where_names_go(conn: sa.Connection) -> None:
-    """PostgreSQL: bare names on the search_path without the compatibility views; in
-    the default layout (our tables named bare) a ConfigError, nothing changed, unless
-    the migration's new objects go beside the installation
-    (:mod:`unistatus.db.search_path`)."""
+def _where_names_go(conn: sa.Connection, *, alongside: bool) -> None:
+    """PostgreSQL: bare names on the search_path without the compatibility views; a
+    ConfigError, nothing changed, unless the migration's new objects go beside the
+    installation (default layout: where the search_path puts them), or, making a new
+    installation, none is elsewhere or ``alongside`` (:mod:`unistatus.db.search_path`)."""
     if conn.dialect.name != "postgresql":
         return
     without_compat_views(conn)
-    if schema_of(conn) is None:
-        require_one_place(conn)
+    own = schema_of(conn)
+    if own is None:
+        require_one_place(conn, alongside=alongside)
+    elif not alongside:
+        require_sole_installation(conn, own)
 
 
 def _create_schema(conn: sa.Connection) -> None:

@@ -15,6 +15,13 @@ in one schema and alter the old ones in another. So, in the default layout:
 - a database whose installation the search_path does not reach says where it is
   (:func:`where_it_is`), not "run `unistatus init`".
 
+With the ``schema`` setting the names are qualified and the search_path plays no part,
+but the same mistake is one setting away: turned on (or set in one process's config
+only) over an installation in public, ``init`` made a second, empty one over the same
+legacy tables. A migration that would make a new installation while the database holds
+another is refused (:func:`require_sole_installation`), in either layout, unless asked
+for (``init --alongside``: two applications, each with its own legacy tables).
+
 Legacy tables named without a schema are the application's and are found as it finds
 them, through the same search_path (README, "Your own legacy tables"), with one
 exception: the compatibility views a retirement leaves (:data:`COMPAT_SCHEMA`, ``retire
@@ -40,6 +47,7 @@ __all__ = [
     "SearchPath",
     "compat_views_on_path",
     "require_one_place",
+    "require_sole_installation",
     "search_path",
     "where_it_is",
     "without_compat_views",
@@ -108,10 +116,11 @@ def without_compat_views(conn: sa.Connection) -> None:
     conn.execute(_WITHOUT_COMPAT)
 
 
-def require_one_place(conn: sa.Connection) -> None:
+def require_one_place(conn: sa.Connection, *, alongside: bool = False) -> None:
     """ConfigError, nothing changed, unless a migration on ``conn`` creates its objects
     beside the installation: in the schema that holds the one the search_path reaches,
-    else (none reached, none anywhere) in ``public``."""
+    else (none reached) in ``public``, if no installation is anywhere else or
+    ``alongside`` (a new one asked for beside it)."""
     sp = search_path(conn)
     first = (
         f"the first schema of this connection's search_path ({sp.path}) that exists"
@@ -128,9 +137,10 @@ def require_one_place(conn: sa.Connection) -> None:
             "(ALTER ROLE ... SET search_path, or options=-c search_path=... in the URL); "
             "nothing was changed"
         )
-    elsewhere = where_it_is(conn, sp)
+    elsewhere = None if alongside else where_it_is(conn, sp)
     if elsewhere is not None:
-        raise ConfigError(f"{elsewhere}; nothing was created")
+        also = _ALONGSIDE.format(schema="public") if sp.current == DEFAULT_SCHEMA else ""
+        raise ConfigError(f"{elsewhere}{also}; nothing was created")
     if sp.current == DEFAULT_SCHEMA:
         return
     if sp.current is None:
@@ -144,6 +154,35 @@ def require_one_place(conn: sa.Connection) -> None:
         "install them there, or put public first in the role's search_path; nothing was "
         "created"
     )
+
+
+def require_sole_installation(conn: sa.Connection, schema: str) -> None:
+    """ConfigError, nothing changed, if a migration would make a new installation in
+    ``schema`` (none there yet) while the database holds one in another schema; an
+    installation in ``schema`` migrates as ever."""
+    holding = [name for name, _ in conn.execute(_HOLDING, {"table": INSTALLATION_TABLE})]
+    if not holding or schema in holding:
+        return
+    first = holding[0]
+    others = f" (and in {', '.join(holding[1:])})" if holding[1:] else ""
+    use = (
+        f'leave the schema setting at its default, "{DEFAULT_SCHEMA}" (unset UNISTATUS_SCHEMA)'
+        if first == DEFAULT_SCHEMA
+        else f'set schema = "{first}" (UNISTATUS_SCHEMA)'
+    )
+    raise ConfigError(
+        f"unistatus is already installed in this database, in schema {first}{others}; the "
+        f"schema setting says {schema}, where there is none, and a migration would make a "
+        f"second, empty installation there (its own mode, LEGACY_ONLY, and no history): to "
+        f"use the existing one, {use}{_ALONGSIDE.format(schema=schema)}; nothing was created"
+    )
+
+
+# How to make a second installation on purpose, in the refusals that would stop it.
+_ALONGSIDE = (
+    "; to make another installation in {schema} on purpose (another application's legacy "
+    "tables), run `unistatus init --alongside`"
+)
 
 
 def where_it_is(conn: sa.Connection, sp: SearchPath | None = None) -> str | None:
