@@ -170,11 +170,20 @@ def test_a_refused_write_is_counted_as_refused_not_as_an_operation(db: Database)
     w = window(db.engine, 600)
     assert (w.count, w.errors, w.p95_ms) == (0, 0, None)
     assert w.refused == 4 and w.as_dict()["refused"] == 4
+    gates = {g.name: g for g in phases.phase_status(db.engine, db.settings).gates}
+    assert gates["error_rate"].value == "unavailable"  # nothing completed: nothing to judge
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        second = adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        assert adapter.update_status(second.entity_id, "OTP_PENDING", "otp", "t").overall_success
+    gates = {g.name: g for g in phases.phase_status(db.engine, db.settings).gates}
+    assert gates["error_rate"].detail == (
+        "0 errors in 2 operations over the last hour (4 refused for their input, not counted)"
+    )
     with TestClient(create_app(db.settings, db.engine)) as client:
         text = client.get("/metrics").text
     labels = '{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="update_status",system="CASHOUT"}'
     assert f"unistatus_operations_refused_total{labels} 4.0" in text
-    assert f"unistatus_operations_total{labels} 0.0" in text
+    assert f"unistatus_operations_total{labels} 1.0" in text  # the one that wrote
 
 
 def test_service_writes_are_counted_once_and_reach_metrics(db: Database) -> None:
