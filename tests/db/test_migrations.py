@@ -304,8 +304,9 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     # table; 0011: the capture's tables and the quarantine's writer; 0012: three indexes
     # dropped; 0013: the backfill workers' table; 0014: the check runs, two columns of the
     # check reports; 0015: the mode per system, a function; 0016: the stats' system column;
-    # 0017: data only; 0018: the writer counts' index on last_seen_at, dropped), nothing
-    # else; still retired, and says so.
+    # 0017: data only; 0018: the writer counts' index on last_seen_at, dropped; 0019: the
+    # fine latency buckets; 0020: the stats' refused column), nothing else; still
+    # retired, and says so.
     assert schema.upgrade(old.engine, old.settings) == schema.RETIRE_REVISION
     assert schema.upgrade(old.engine, old.settings, "main@head") == schema.RETIRE_REVISION
     assert set(schema.current_heads(old.engine)) == {schema.INSTALL_REVISION, "0006"}
@@ -321,7 +322,7 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     for table in added:
         retired_shape["tables"][table] = after["tables"][table]
     for table, new_columns in (
-        ("unistatus_operation_stats", {"rolled_back", "system", *FINE_COLUMNS}),
+        ("unistatus_operation_stats", {"rolled_back", "system", "refused", *FINE_COLUMNS}),
         ("unistatus_backfill_quarantine", {"writer"}),
         ("unistatus_check_reports", {"complete", "run"}),
     ):
@@ -611,7 +612,7 @@ def test_0018_drops_the_index_that_kept_writer_counts_from_being_hot(
     db = new_database("writers_hot")
     assert schema.upgrade(db.engine, db.settings, "0017") == "0017"
     assert index_names(db.engine, "unistatus_capture_writers") >= index
-    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0019"
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0020"
     assert not index_names(db.engine, "unistatus_capture_writers") & index
 
     if db.backend == "postgres":

@@ -30,6 +30,7 @@ from unistatus.api.service import create_app
 from unistatus.config import load_settings
 from unistatus.db.control import set_mode
 from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import EntityNotFoundError, InvalidTransitionError
 from unistatus.migration import phases
 from unistatus.observe.stats import window
 from unistatus.sim.loadtest import run_load_test
@@ -149,6 +150,40 @@ def test_a_write_the_caller_rolls_back_is_counted_as_rolled_back_not_as_an_error
     assert f"unistatus_operations_rolled_back_total{labels} 1.0" in text
     assert f"unistatus_operations_total{labels} 1.0" in text
     assert f"unistatus_operation_errors_total{labels} 0.0" in text
+
+
+def test_a_refused_write_is_counted_as_refused_not_as_an_operation(db: Database) -> None:
+    """A write refused for the caller's input (an unknown transaction, an invalid
+    transition found under the lock) wrote nothing: it must not dilute the error rate,
+    pull the p95 down or count towards ``p95_gate_min_operations`` (a client retrying a
+    404 could otherwise satisfy the latency gate without one write)."""
+    phases.advance(db.engine, db.settings, actor="t")  # phase 1: dual writes
+    with DualWriteAdapter(db.engine, settings=db.settings, record_stats=False) as setup:
+        created = setup.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        assert setup.update_status(created.entity_id, "CANCELLED", "done", "t").overall_success
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        for _ in range(3):
+            with pytest.raises(EntityNotFoundError):
+                adapter.update_status("UTX100000000009999", "COMPLETED", "no such", "t")
+        with pytest.raises(InvalidTransitionError):  # CANCELLED is final
+            adapter.update_status(created.entity_id, "PENDING", "back", "t")
+    w = window(db.engine, 600)
+    assert (w.count, w.errors, w.p95_ms) == (0, 0, None)
+    assert w.refused == 4 and w.as_dict()["refused"] == 4
+    gates = {g.name: g for g in phases.phase_status(db.engine, db.settings).gates}
+    assert gates["error_rate"].value == "unavailable"  # nothing completed: nothing to judge
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        second = adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        assert adapter.update_status(second.entity_id, "OTP_PENDING", "otp", "t").overall_success
+    gates = {g.name: g for g in phases.phase_status(db.engine, db.settings).gates}
+    assert gates["error_rate"].detail == (
+        "0 errors in 2 operations over the last hour (4 refused for their input, not counted)"
+    )
+    with TestClient(create_app(db.settings, db.engine)) as client:
+        text = client.get("/metrics").text
+    labels = '{mode="DUAL_WRITE_LEGACY_PRIMARY",operation="update_status",system="CASHOUT"}'
+    assert f"unistatus_operations_refused_total{labels} 4.0" in text
+    assert f"unistatus_operations_total{labels} 1.0" in text  # the one that wrote
 
 
 def test_service_writes_are_counted_once_and_reach_metrics(db: Database) -> None:

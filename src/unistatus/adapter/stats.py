@@ -7,7 +7,10 @@ flush is logged and its counts are kept for the next attempt; it never reaches t
 that produced the event. A write in the caller's transaction that the caller rolled back
 is counted in ``rolled_back`` only: not in ``count`` (completed operations), ``errors``,
 the latency sum or the buckets, so an application's own rollbacks neither raise the error
-rate nor move the latency figures. Reading them back (the cross-process window, percentiles) is
+rate nor move the latency figures. A write refused for its caller's input after it began
+(an unknown transaction, an invalid transition) wrote nothing: it is counted in
+``refused`` only, the same way, so a client retrying a 404 can neither dilute the error
+rate nor pull the p95 down nor make up a gate's minimum of operations. Reading them back (the cross-process window, percentiles) is
 :mod:`unistatus.observe.stats`.
 
 Every :class:`~unistatus.adapter.core.DualWriteAdapter` records unless
@@ -48,6 +51,7 @@ from unistatus.db.tables_ops import (
     LATENCY_BUCKETS_MS,
     operation_stats,
     stores_fine_latency,
+    stores_refused,
     stores_rolled_back,
     stores_system,
 )
@@ -106,10 +110,14 @@ class _Agg:
     latency_max_ms: float = 0.0
     buckets: list[int] = field(default_factory=lambda: [0] * N_FINE)  # FINE_BUCKETS_MS
     rolled_back: int = 0  # rolled back by the caller: in nothing else
+    refused: int = 0  # refused for the caller's input, nothing written: in nothing else
 
     def add(self, event: OperationEvent) -> None:
         if event.rolled_back:
             self.rolled_back += 1
+            return
+        if event.refused:
+            self.refused += 1
             return
         self.count += 1
         if not event.success:
@@ -126,6 +134,7 @@ class _Agg:
         self.errors += other.errors
         self.shadow_mismatches += other.shadow_mismatches
         self.rolled_back += other.rolled_back
+        self.refused += other.refused
         self.latency_sum_ms += other.latency_sum_ms
         self.latency_max_ms = max(self.latency_max_ms, other.latency_max_ms)
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
@@ -197,8 +206,9 @@ class OperationStats:
         if not self._warned_old_schema:
             self._warned_old_schema = True
             log.warning(
-                "the schema is older than revision 0019: rolled-back operations (0010), "
-                "the legacy system of operations (0016) or the fine latency buckets (0019) "
+                "the schema is older than revision 0020: rolled-back operations (0010), "
+                "the legacy system of operations (0016), the fine latency buckets (0019) "
+                "or refused writes (0020) "
                 "are not stored until `unistatus init` upgrades it (the other figures are)"
             )
 
@@ -227,6 +237,7 @@ class OperationStats:
                     "errors": agg.errors,
                     "shadow_mismatches": agg.shadow_mismatches,
                     "rolled_back": agg.rolled_back,
+                    "refused": agg.refused,
                     "latency_sum_ms": agg.latency_sum_ms,
                     "latency_max_ms": agg.latency_max_ms,
                     **dict(zip(BUCKET_COLUMNS, coarse_buckets(agg.buckets), strict=True)),
@@ -237,6 +248,7 @@ class OperationStats:
             try:
                 for columns, stored in (
                     (("rolled_back",), stores_rolled_back),
+                    (("refused",), stores_refused),
                     (("system",), stores_system),
                     (FINE_COLUMNS, stores_fine_latency),
                 ):
@@ -326,6 +338,7 @@ def prune(engine: sa.Engine, older_than_seconds: float = RETENTION_SECONDS) -> i
     sums = [
         *_SUMMED,
         *(("rolled_back",) if stores_rolled_back(engine) else ()),
+        *(("refused",) if stores_refused(engine) else ()),
         *(FINE_COLUMNS if stores_fine_latency(engine) else ()),
     ]
     columns = [S.c.operation, S.c.mode, S.c.interval_start, S.c.interval_end]

@@ -82,6 +82,9 @@ operation_stats = sa.Table(
     # The legacy system of the operations counted (revision 0016; NULL: not known, or
     # flushed before it): each system's gates and alerts read their own figures.
     sa.Column("system", sa.String(16), nullable=True),
+    # Writes refused for their caller's input after they began (revision 0020): they
+    # wrote nothing; not in count, errors, the latency sum or the buckets.
+    sa.Column("refused", sa.BigInteger, nullable=False, server_default="0"),
 )
 sa.Index("ix_operation_stats_end", operation_stats.c.interval_end)
 
@@ -93,6 +96,11 @@ def stores_rolled_back(engine: sa.Engine) -> bool:
     and reads the other figures without it instead of failing every flush.
     """
     return has_column(engine, operation_stats, "rolled_back")
+
+
+def stores_refused(engine: sa.Engine) -> bool:
+    """Whether ``operation_stats`` has the ``refused`` column (revision 0020)."""
+    return has_column(engine, operation_stats, "refused")
 
 
 def stores_system(engine: sa.Engine) -> bool:

@@ -28,7 +28,7 @@ from unistatus.migration.check_reports import (
     latest_report,
     latest_report_for,
 )
-from unistatus.observe.stats import WRITES, window
+from unistatus.observe.stats import WRITES, WindowStats, window
 
 MAX_ERROR_RATE = 0.001  # < 0.1 %
 MAX_P95_MS = 200.0
@@ -97,8 +97,15 @@ def gate_error_rate(engine: sa.Engine, system: LegacySystemType | None = None) -
         f"< {pct(MAX_ERROR_RATE)}",
         w.error_rate < MAX_ERROR_RATE,
         f"{w.errors} errors in {w.count} operations{_of(system)} over the last hour"
-        + (f" ({w.rolled_back} rolled back by the caller, not counted)" if w.rolled_back else ""),
+        + _not_counted(w),
     )
+
+
+def _not_counted(w: WindowStats) -> str:
+    """The writes of the window that are in neither figure, said when there are any."""
+    parts = [f"{w.rolled_back} rolled back by the caller"] if w.rolled_back else []
+    parts += [f"{w.refused} refused for their input"] if w.refused else []
+    return f" ({', '.join(parts)}, not counted)" if parts else ""
 
 
 def gate_p95(
@@ -125,7 +132,10 @@ def gate_p95(
         return unavailable(name, threshold, f"no adapter operations recorded{since}")
     need = settings.p95_gate_min_operations
     if w.count < need:
-        detail = f"{w.count} operations{since}: at least {need} needed (p95_gate_min_operations)"
+        detail = (
+            f"{w.count} operations{since}: at least {need} needed (p95_gate_min_operations)"
+            + _not_counted(w)
+        )
         return Gate(name, round(p95, 1), threshold, False, detail)
     return Gate(name, round(p95, 1), threshold, p95 < MAX_P95_MS, f"{w.count} operations{since}")
 

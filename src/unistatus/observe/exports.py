@@ -32,6 +32,7 @@ METRICS: dict[str, str] = {
     "unistatus_operations_total": "counter",
     "unistatus_operation_errors_total": "counter",
     "unistatus_operations_rolled_back_total": "counter",
+    "unistatus_operations_refused_total": "counter",
     "unistatus_shadow_mismatches_total": "counter",
     "unistatus_consistency_rate": "gauge",
     "unistatus_consistency_alert_rate": "gauge",

@@ -9,7 +9,7 @@ system's gate figures can be read apart in Prometheus:
   system alerts judge. A system that ran no operation in the window has no p95/p99
   series (unknown, never 0); its error rate and throughput are 0.
 - the cumulative families (``unistatus_operation_latency_seconds`` histogram,
-  ``unistatus_operations_total``, ``..._errors_total``, ``..._rolled_back_total``): sums
+  ``unistatus_operations_total``, ``..._errors_total``, ``..._rolled_back_total``, ``..._refused_total``): sums
   over every stats row, per (operation, mode, system); ``system=""`` (no system, in
   Prometheus' terms) for operations stored without one.
 """
@@ -86,6 +86,12 @@ def operation_families(totals: list[dict[str, Any]]) -> Iterator[Any]:
         "errors or latency), all processes",
         labels=labels,
     )
+    refused = CounterMetricFamily(
+        "unistatus_operations_refused",
+        "Adapter writes refused for their caller's input, nothing written (not in "
+        "operations, errors or latency), all processes",
+        labels=labels,
+    )
     mismatches = CounterMetricFamily(
         "unistatus_shadow_mismatches", "Shadow-read mismatches, all processes"
     )
@@ -93,6 +99,7 @@ def operation_families(totals: list[dict[str, Any]]) -> Iterator[Any]:
         (ops.add_metric, "count"),
         (errors.add_metric, "errors"),
         (rolled_back.add_metric, "rolled_back"),
+        (refused.add_metric, "refused"),
     ]
     total_mismatches = 0
     for t in totals:
@@ -106,4 +113,5 @@ def operation_families(totals: list[dict[str, Any]]) -> Iterator[Any]:
     yield ops
     yield errors
     yield rolled_back
+    yield refused
     yield mismatches

@@ -30,6 +30,7 @@ from unistatus.db.tables_ops import (
     FINE_COLUMNS,
     operation_stats,
     stores_fine_latency,
+    stores_refused,
     stores_rolled_back,
     stores_system,
 )
@@ -74,6 +75,7 @@ class WindowStats:
     operation: str | None = None
     mode: str | None = None
     rolled_back: int = 0  # rolled back by their caller: not in count, nor anywhere else
+    refused: int = 0  # refused for their caller's input (nothing written): the same
     system: str | None = None  # one legacy system's operations (None: every system's)
     # The same operations in FINE_BUCKETS_MS (revision 0019; None: not stored).
     fine_buckets: tuple[int, ...] | None = None
@@ -145,6 +147,7 @@ class WindowStats:
             "errors": self.errors,
             "error_rate": self.error_rate,
             "rolled_back": self.rolled_back,
+            "refused": self.refused,
             "p50_ms": ms(self.p50_ms),
             "p95_ms": ms(self.p95_ms),
             "p99_ms": ms(self.p99_ms),
@@ -229,6 +232,7 @@ def window(
         sa.func.coalesce(sa.func.sum(S.c.rolled_back), 0)
         if stores_rolled_back(engine)
         else sa.literal(0),
+        sa.func.coalesce(sa.func.sum(S.c.refused), 0) if stores_refused(engine) else sa.literal(0),
         *(sa.func.coalesce(sa.func.sum(S.c[b]), 0) for b in BUCKET_COLUMNS),
     ]
     fine = stores_fine_latency(engine)
@@ -261,8 +265,9 @@ def window(
         latency_max_ms=float(row[4]),
         processes=int(row[5]),
         rolled_back=int(row[6]),
-        buckets=tuple(int(v) for v in row[7 : 7 + len(BUCKET_COLUMNS)]),
-        fine_buckets=tuple(int(v) for v in row[7 + len(BUCKET_COLUMNS) :]) if fine else None,
+        refused=int(row[7]),
+        buckets=tuple(int(v) for v in row[8 : 8 + len(BUCKET_COLUMNS)]),
+        fine_buckets=tuple(int(v) for v in row[8 + len(BUCKET_COLUMNS) :]) if fine else None,
         operation=operation
         if operation is None or isinstance(operation, str)
         else ",".join(operation),
@@ -293,6 +298,7 @@ def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
         sa.func.sum(s.shadow_mismatches),
         sa.func.sum(s.latency_sum_ms),
         sa.func.sum(s.rolled_back),
+        sa.func.sum(s.refused) if stores_refused(engine) else sa.literal(0),
         *(sa.func.sum(s[b]) for b in BUCKET_COLUMNS),
     ).group_by(s.operation, s.mode, *([system] if stores_system(engine) else []))
     with engine.connect() as conn:
@@ -302,7 +308,7 @@ def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
     bounds = [*(str(b / 1000.0) for b in LATENCY_BUCKETS_MS), "+Inf"]
     for r in rows:
         cumulative, total = [], 0
-        for bound, n in zip(bounds, r[8:], strict=True):
+        for bound, n in zip(bounds, r[9:], strict=True):
             total += int(n or 0)
             cumulative.append((bound, total))
         out.append(
@@ -315,6 +321,7 @@ def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
                 "shadow_mismatches": int(r[5] or 0),
                 "sum_ms": float(r[6] or 0.0),
                 "rolled_back": int(r[7] or 0),
+                "refused": int(r[8] or 0),
                 "buckets": cumulative,
             }
         )

@@ -81,11 +81,15 @@ def render(
             "error rate",
             Text("no operations" if err is None else _pct(err, 2), style=_style(err, 0.001, 0.01)),
         )
-        rolled_back = int(snap.perf("rolled_back") or 0)  # not in the ops, nor the error rate
+        # Not in the ops, nor the error rate: rolled back by the caller, refused for input.
+        rolled_back = int(snap.perf("rolled_back") or 0)
+        refused = int(snap.perf("refused") or 0)
         perf.add_row(
             "throughput",
             f"{snap.perf('throughput_per_s') or 0:.2f}/s ({count} ops"
-            + (f", {rolled_back} rolled back by the caller)" if rolled_back else ")"),
+            + (f", {rolled_back} rolled back by the caller" if rolled_back else "")
+            + (f", {refused} refused" if refused else "")
+            + ")",
         )
         perf.add_row("shadow mismatches", str(int(snap.perf("shadow_mismatches") or 0)))
 
