@@ -5,7 +5,8 @@ refused transition / mode / gate, 422 invalid input; 400 a body that is not JSON
 all); 503 only when the database itself fails, and a 503 body names no host, port or
 SQL: it carries an ``error_id`` under which the service log keeps the detail (so does a
 figure the open endpoints could not read: ``unknown (error id …)``,
-:func:`public_unknown`). Every error body has ``error``: the typed error's name, or for
+:func:`public_unknown`; so does a write that stood with its secondary side queued for
+repair, :func:`queued_for_repair`). Every error body has ``error``: the typed error's name, or for
 a refusal of the HTTP layer itself (401, 403, an unknown route) a name from
 :data:`HTTP_ERROR_NAMES`. :func:`add_error_handlers` installs this on an app.
 """
@@ -35,6 +36,7 @@ __all__ = [
     "failure_detail",
     "public_database_error",
     "public_unknown",
+    "queued_for_repair",
     "status_code_for",
     "unavailable",
 ]
@@ -71,10 +73,10 @@ def status_code_for(exc: errors.UnistatusError) -> int:
     return 400
 
 
-def _logged(what: str, detail: str) -> str:
+def _logged(what: str, detail: str, level: int = logging.ERROR) -> str:
     """Log ``detail`` under a new error id; what a client may see instead of it."""
     error_id = uuid.uuid4().hex[:12]
-    log.error("%s [error id %s]: %s", what, error_id, redact(detail))
+    log.log(level, "%s [error id %s]: %s", what, error_id, redact(detail))
     return error_id
 
 
@@ -89,6 +91,19 @@ def unavailable(kind: str, detail: str, result: dict[str, Any] | None = None) ->
     if result is not None:
         body["result"] = {**result, "error": message}
     return error_response(body, 503)
+
+
+def queued_for_repair(result: dict[str, Any], detail: str) -> dict[str, Any]:
+    """A write's result whose secondary side the database refused (``primary_wins``: the
+    write stood, the entity is queued for repair), as a client may see it. The database's
+    words go to the log, under the id the result names: they quote the refused row
+    (another caller's user, amount, metadata) and name tables and constraints."""
+    error_id = _logged("secondary write queued for repair", detail, logging.WARNING)
+    message = (
+        f"the secondary write failed and was queued for repair (error id {error_id}; "
+        "the service log has the detail)"
+    )
+    return {**result, "error": message, "error_id": error_id}
 
 
 def error_response(body: Any, status_code: int) -> JSONResponse:
