@@ -1,14 +1,15 @@
 """How the HTTP API answers errors: typed errors to status codes, and safe error bodies.
 
 Typed unistatus errors become 4xx with a clear ``detail`` (404 unknown transaction, 409
-refused transition / mode / gate, 422 invalid input; 400 a body that is not JSON at
-all); 503 only when the database itself fails, and a 503 body names no host, port or
-SQL: it carries an ``error_id`` under which the service log keeps the detail (so does a
-figure the open endpoints could not read: ``unknown (error id …)``,
-:func:`public_unknown`; so does a write that stood with its secondary side queued for
-repair, :func:`queued_for_repair`). Every error body has ``error``: the typed error's name, or for
-a refusal of the HTTP layer itself (401, 403, an unknown route) a name from
-:data:`HTTP_ERROR_NAMES`. :func:`add_error_handlers` installs this on an app.
+refused transition / mode / gate, 422 invalid input, its first :data:`MAX_LISTED_ERRORS`
+errors listed; 400 a body that is not JSON at all); 503 only when the database itself
+fails, and a 503 body names no host, port or SQL: it carries an ``error_id`` under which
+the service log keeps the detail (so does a figure the open endpoints could not read:
+``unknown (error id …)``, :func:`public_unknown`; so does a write that stood with its
+secondary side queued for repair, :func:`queued_for_repair`). Every error body has
+``error``: the typed error's name, or for a refusal of the HTTP layer itself (401, 403,
+an unknown route) a name from :data:`HTTP_ERROR_NAMES`. :func:`add_error_handlers`
+installs this on an app.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from unistatus.redact import redact
 
 __all__ = [
     "HTTP_ERROR_NAMES",
+    "MAX_LISTED_ERRORS",
     "STATUS_CODES",
     "add_error_handlers",
     "error_response",
@@ -64,6 +66,12 @@ HTTP_ERROR_NAMES = {
     404: "NotFoundError",
     405: "MethodNotAllowedError",
 }
+
+
+# How many of a request's schema errors a 422 lists (``detail``), the rest only counted
+# (``errors_not_listed``): a body within the size limit can be wrong in as many places as
+# it has fields, and one entry each made an answer 7 times larger than the request.
+MAX_LISTED_ERRORS = 20
 
 
 def status_code_for(exc: errors.UnistatusError) -> int:
@@ -165,9 +173,10 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # A body that is not JSON at all is the parser's refusal, as one that is not
         # even text is (400), not a field's: no field can be named.
-        not_json = [e for e in exc.errors() if e.get("type") == "json_invalid"]
-        if not_json:
-            loc = list(not_json[0].get("loc", ()))
+        found = exc.errors()
+        not_json = next((e for e in found if e.get("type") == "json_invalid"), None)
+        if not_json is not None:
+            loc = list(not_json.get("loc", ()))
             at = f" (at character {loc[-1]})" if loc[1:] else ""
             message = f"the request body is not JSON{at}"
             return error_response({"detail": message, "error": errors.InputError.__name__}, 400)
@@ -175,10 +184,13 @@ def add_error_handlers(app: FastAPI) -> None:
         # that its JSON encoder cannot write (a 500 for a 422): say where and why only.
         detail = [
             {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
-            for e in exc.errors()
+            for e in found[:MAX_LISTED_ERRORS]
         ]
         # The schema's refusals carry the key unistatus's own do (InputError: 422).
-        return error_response({"detail": detail, "error": errors.InputError.__name__}, 422)
+        body: dict[str, Any] = {"detail": detail, "error": errors.InputError.__name__}
+        if len(found) > MAX_LISTED_ERRORS:
+            body["errors_not_listed"] = len(found) - MAX_LISTED_ERRORS
+        return error_response(body, 422)
 
     @app.exception_handler(sa.exc.DBAPIError)
     async def _database(_request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
