@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Database
+from support.refusing import refuse
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.db.control import set_mode
 from unistatus.db.tables import repair_queue
@@ -69,26 +70,6 @@ def history_of(db: Database, utx_id: str | None) -> list[tuple[str | None, str]]
 def repairs(db: Database) -> list[dict[str, Any]]:
     with db.engine.connect() as conn:
         return [dict(r) for r in conn.execute(sa.select(repair_queue)).mappings()]
-
-
-@contextmanager
-def refuse(db: Database, table: str, status: str) -> Iterator[str]:
-    """Make the database refuse ``status`` in ``table`` (a real constraint); yields its name."""
-    name = f"t_no_{status.lower()}"
-    if db.backend == "postgres":
-        ddl = f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK (status <> '{status}') NOT VALID"
-        undo = f"ALTER TABLE {table} DROP CONSTRAINT IF EXISTS {name}"
-    else:
-        body = f"WHEN NEW.status = '{status}' BEGIN SELECT RAISE(ABORT, '{name}'); END"
-        ddl = f"CREATE TRIGGER {name} BEFORE UPDATE ON {table} {body}"
-        undo = f"DROP TRIGGER IF EXISTS {name}"
-    with db.engine.begin() as conn:
-        conn.exec_driver_sql(ddl)
-    try:
-        yield name
-    finally:
-        with db.engine.begin() as conn:
-            conn.exec_driver_sql(undo)
 
 
 # --- the secondary side refuses the write ----------------------------------------------

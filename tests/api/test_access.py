@@ -3,7 +3,7 @@
 Transaction writes need a writer (or admin) token and are disabled when none is
 configured; ``force`` needs the admin token; the history names the token that made a
 change, never its value; a refused request writes nothing; a 503 names no host, port
-or SQL.
+or SQL, nor does a 200 whose secondary side the database refused.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 
 from conftest import Database, _drop_database, _throwaway_database
 from support.adapters import adapter_in, snapshot
+from support.refusing import refuse
 from unistatus.api.service import create_app
 from unistatus.config import load_settings
 from unistatus.db.engine import create_engine
@@ -207,7 +208,7 @@ def test_tokens_must_tell_clients_and_roles_apart() -> None:
     assert authenticate(settings, "ad") is None and authenticate(settings, "adm\n") is None
 
 
-# --- 503 bodies -----------------------------------------------------------------------
+# --- 503 bodies, and the error of a write that stood -----------------------------------
 
 
 SECRET = "Pw-0f-the-db"
@@ -269,6 +270,71 @@ def test_a_failed_write_503_carries_no_sql(sqlite_db: Database) -> None:
     _no_server_detail(r.text)
     assert "unified_status_history" not in r.text and "error id" in r.json()["detail"]
     assert r.json()["result"]["overall_success"] is False
+
+
+IBAN = "DE89370400440532013000"
+
+
+def test_a_write_queued_for_repair_shows_an_error_id_not_the_database_error(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """fallback=primary_wins: the database refuses the secondary (unified) side of bob's
+    change to alice's transaction. The change stands (200), queued for repair, and the
+    body says so under an error id: the database's own words stay in the log, for
+    PostgreSQL's quote the whole row (alice's user, amount, metadata) and name the table
+    and the constraint. So for a create too, its replay by key, and the stored key."""
+    tokens = [
+        {"name": "alice", "token": "alice-token", "role": "writer"},
+        {"name": "bob", "token": "bob-token", "role": "writer"},
+    ]
+    settings = db.settings.model_copy(
+        update={
+            "fallback": "primary_wins",
+            "api_tokens": load_settings(api_tokens=tokens).api_tokens,
+        }
+    )
+    adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    caplog.set_level(logging.WARNING, logger="unistatus")
+    body = {
+        "transaction_type": "WALLET_CASHOUT",
+        "user_id": 4242,
+        "amount": "13.37",
+        "currency": "USD",
+        "metadata": {"iban": IBAN},
+    }
+    with TestClient(create_app(settings, db.engine)) as client:
+        created = client.post("/api/v1/transactions", json=body, headers=bearer("alice-token"))
+        assert created.status_code == 201, created.text
+        update = f"/api/v1/transactions/{created.json()['entity_id']}/status"
+        with refuse(db, "unified_transactions", "PROCESSING") as refused_update:
+            changed = client.post(
+                update, json={"status": "PROCESSING", "reason": "x"}, headers=bearer("bob-token")
+            )
+        keyed = {"Idempotency-Key": "k-1", **bearer("alice-token")}
+        with refuse(db, "unified_transactions", "PENDING") as refused_create:
+            first = client.post("/api/v1/transactions", json=body, headers=keyed)
+            again = client.post("/api/v1/transactions", json=body, headers=keyed)
+    logged = "\n".join(rec.getMessage() for rec in caplog.records)
+    for r, code, constraint in ((changed, 200, refused_update), (first, 201, refused_create)):
+        assert r.status_code == code, r.text
+        result = r.json()
+        assert result["primary_success"] and not result["secondary_success"], r.text
+        assert result["has_inconsistency"], r.text
+        for leak in (IBAN, "unified_transactions", constraint, "DETAIL", "Failing row"):
+            assert leak not in r.text, (leak, r.text)
+        error_id = result["error_id"]
+        assert re.fullmatch(r"[0-9a-f]{12}", error_id), r.text
+        assert "queued for repair" in result["error"] and error_id in result["error"]
+        # The log keeps the database's words, under the id the client got.
+        assert [line for line in logged.splitlines() if error_id in line and constraint in line]
+    assert again.status_code == 200 and again.json()["replayed"], again.text
+    for leak in (IBAN, "unified_transactions", refused_create, "DETAIL"):
+        assert leak not in again.text, (leak, again.text)
+    with db.engine.connect() as conn:
+        stored = conn.execute(
+            sa.text(f"SELECT * FROM {db.table('unistatus_idempotency_keys')}")
+        ).all()
+    assert len(stored) == 1 and refused_create not in repr(stored) and IBAN not in repr(stored)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

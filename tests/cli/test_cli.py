@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner, Result
 
+from support.refusing import refuse
+from unistatus import DualWriteAdapter
 from unistatus.cli import app
 from unistatus.db import schema
 from unistatus.domain import mapping
@@ -209,6 +211,33 @@ def test_tx_show_prints_what_is_stored_as_it_is(db) -> None:  # type: ignore[no-
     assert shown.exit_code == 0, shown.output
     flat = " ".join(shown.stdout.split())
     assert "[override]" in flat and "see [/] ticket" in flat and "[bold]alice" in flat, flat
+
+
+def test_tx_update_says_what_the_database_refused_as_text(db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The database refuses the unified side of `tx update`: under strict nothing is
+    written (exit 2, `error: write failed: ...`); under primary_wins the change stands
+    (exit 0) and `warning: ... (queued for repair)` says why. Each on one line, the
+    database's message as text: the refused row it quotes holds a caller's metadata,
+    whose "[/]" must not turn either into "unexpected MarkupError" (nor the write that
+    stood into exit 2). The log (stderr) has the message in full."""
+    run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "test")
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        created = adapter.create_transaction(
+            "WALLET_CASHOUT", 42, "5", "USD", metadata={"note": "see [/] ticket"}
+        )
+    ref = f"cashout:{created.legacy_entity_id}"
+    with refuse(db, "unified_transactions", "PROCESSING") as constraint:
+        monkeypatch.setenv("UNISTATUS_FALLBACK", "strict")
+        failed = run(db.url, "tx", "update", ref, "PROCESSING", "--reason", "sent")
+        monkeypatch.setenv("UNISTATUS_FALLBACK", "primary_wins")
+        stood = run(db.url, "tx", "update", ref, "PROCESSING", "--reason", "sent")
+    assert failed.exit_code == 2, failed.output
+    said = failed.stderr.strip().splitlines()[-1]
+    assert said.startswith("error: write failed: ") and constraint in said, failed.output
+    assert stood.exit_code == 0 and "updated" in stood.stdout, stood.output
+    (said,) = [line for line in stood.stderr.splitlines() if line.startswith("warning:")]
+    assert constraint in said and said.endswith("(queued for repair)"), stood.output
+    assert "MarkupError" not in failed.output + stood.output
 
 
 def test_tx_update_needs_a_reason_that_says_something(db) -> None:  # type: ignore[no-untyped-def]

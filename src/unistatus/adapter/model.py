@@ -49,6 +49,12 @@ class DualWriteResult:
     it may have committed. Read the status, or repeat the call: a status change is
     re-planned from what is stored (a change already applied is a no-op), a create is
     safe to repeat only with the same ``idempotency_key``.
+
+    ``error`` says why the write failed, or (``has_inconsistency``, ``primary_wins``) why
+    its secondary side did, in the database's own words: for the caller's log, not its
+    users, for they can quote the refused row (any caller's values) and name tables and
+    constraints. The HTTP service answers with an ``error_id`` instead, under which its
+    log keeps them.
     """
 
     operation_id: str

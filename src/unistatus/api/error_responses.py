@@ -1,11 +1,13 @@
 """How the HTTP API answers errors: typed errors to status codes, and safe error bodies.
 
 Typed unistatus errors become 4xx with a clear ``detail`` (404 unknown transaction, 409
-refused transition / mode / gate, 422 invalid input; 400 a body that is not JSON at
-all, or not sent as JSON: :mod:`~unistatus.api.routing`); 503 only when the database
-itself fails, and a 503 body names no host, port or SQL: it carries an ``error_id``
-under which the service log keeps the detail (so does a figure the open endpoints could
-not read: ``unknown (error id …)``, :func:`public_unknown`). Every error body has
+refused transition / mode / gate, 422 invalid input, its first :data:`MAX_LISTED_ERRORS`
+errors listed; 400 a body that is not JSON at all, or not sent as JSON:
+:mod:`~unistatus.api.routing`); 503 only when the database itself fails, and a 503 body
+names no host, port or SQL: it carries an ``error_id`` under which the service log keeps
+the detail (so does a figure the open endpoints could not read: ``unknown (error id …)``,
+:func:`public_unknown`; so does a write that stood with its secondary side queued for
+repair, :func:`queued_for_repair`). Every error body has
 ``error``: the typed error's name, or for a refusal of the HTTP layer itself (401, 403,
 an unknown route) a name from :data:`HTTP_ERROR_NAMES`. :func:`add_error_handlers`
 installs this on an app.
@@ -30,12 +32,14 @@ from unistatus.redact import redact
 
 __all__ = [
     "HTTP_ERROR_NAMES",
+    "MAX_LISTED_ERRORS",
     "STATUS_CODES",
     "add_error_handlers",
     "error_response",
     "failure_detail",
     "public_database_error",
     "public_unknown",
+    "queued_for_repair",
     "status_code_for",
     "unavailable",
 ]
@@ -65,6 +69,12 @@ HTTP_ERROR_NAMES = {
 }
 
 
+# How many of a request's schema errors a 422 lists (``detail``), the rest only counted
+# (``errors_not_listed``): a body within the size limit can be wrong in as many places as
+# it has fields, and one entry each made an answer 7 times larger than the request.
+MAX_LISTED_ERRORS = 20
+
+
 def status_code_for(exc: errors.UnistatusError) -> int:
     for kind, code in STATUS_CODES:
         if isinstance(exc, kind):
@@ -72,10 +82,10 @@ def status_code_for(exc: errors.UnistatusError) -> int:
     return 400
 
 
-def _logged(what: str, detail: str) -> str:
+def _logged(what: str, detail: str, level: int = logging.ERROR) -> str:
     """Log ``detail`` under a new error id; what a client may see instead of it."""
     error_id = uuid.uuid4().hex[:12]
-    log.error("%s [error id %s]: %s", what, error_id, redact(detail))
+    log.log(level, "%s [error id %s]: %s", what, error_id, redact(detail))
     return error_id
 
 
@@ -90,6 +100,19 @@ def unavailable(kind: str, detail: str, result: dict[str, Any] | None = None) ->
     if result is not None:
         body["result"] = {**result, "error": message}
     return error_response(body, 503)
+
+
+def queued_for_repair(result: dict[str, Any], detail: str) -> dict[str, Any]:
+    """A write's result whose secondary side the database refused (``primary_wins``: the
+    write stood, the entity is queued for repair), as a client may see it. The database's
+    words go to the log, under the id the result names: they quote the refused row
+    (another caller's user, amount, metadata) and name tables and constraints."""
+    error_id = _logged("secondary write queued for repair", detail, logging.WARNING)
+    message = (
+        f"the secondary write failed and was queued for repair (error id {error_id}; "
+        "the service log has the detail)"
+    )
+    return {**result, "error": message, "error_id": error_id}
 
 
 def error_response(body: Any, status_code: int) -> JSONResponse:
@@ -151,9 +174,10 @@ def add_error_handlers(app: FastAPI) -> None:
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
         # A body that is not JSON at all is the parser's refusal, as one that is not
         # even text is (400), not a field's: no field can be named.
-        not_json = [e for e in exc.errors() if e.get("type") == "json_invalid"]
-        if not_json:
-            loc = list(not_json[0].get("loc", ()))
+        found = exc.errors()
+        not_json = next((e for e in found if e.get("type") == "json_invalid"), None)
+        if not_json is not None:
+            loc = list(not_json.get("loc", ()))
             at = f" (at character {loc[-1]})" if loc[1:] else ""
             message = f"the request body is not JSON{at}"
             return error_response({"detail": message, "error": errors.InputError.__name__}, 400)
@@ -161,10 +185,13 @@ def add_error_handlers(app: FastAPI) -> None:
         # that its JSON encoder cannot write (a 500 for a 422): say where and why only.
         detail = [
             {"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")}
-            for e in exc.errors()
+            for e in found[:MAX_LISTED_ERRORS]
         ]
         # The schema's refusals carry the key unistatus's own do (InputError: 422).
-        return error_response({"detail": detail, "error": errors.InputError.__name__}, 422)
+        body: dict[str, Any] = {"detail": detail, "error": errors.InputError.__name__}
+        if len(found) > MAX_LISTED_ERRORS:
+            body["errors_not_listed"] = len(found) - MAX_LISTED_ERRORS
+        return error_response(body, 422)
 
     @app.exception_handler(sa.exc.DBAPIError)
     async def _database(_request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:

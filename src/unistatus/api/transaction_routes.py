@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from unistatus import errors
 from unistatus.api.access import Principal, actor_for
 from unistatus.api.auth import Writer
-from unistatus.api.error_responses import unavailable
+from unistatus.api.error_responses import queued_for_repair, unavailable
 from unistatus.api.models import EntityId, StatusUpdate, TransactionCreate
 from unistatus.api.state import ServiceState
 from unistatus.domain.inputs import check_key
@@ -25,10 +25,14 @@ __all__ = ["HTTP_KEY_LENGTH", "add_transaction_routes"]
 
 
 def _write_result(result: Any, created: bool = False) -> JSONResponse:
+    """A DualWriteResult as the client sees it: its ``error`` (the database's words) is
+    in the service log only, under the ``error_id`` the body gives."""
     data = result.as_dict()
     if not result.overall_success:
         # The database refused the write after retries: a server-side failure.
         return unavailable("StorageError", f"write failed: {result.error}", result=data)
+    if result.error is not None:
+        data = queued_for_repair(data, f"{result.entity_id}: {result.error}")
     return JSONResponse(data, status_code=201 if created and result.changed else 200)
 
 

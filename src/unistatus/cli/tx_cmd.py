@@ -20,6 +20,7 @@ from unistatus.cli.context import (
     require_reason,
     state,
 )
+from unistatus.redact import redact
 
 tx_app = typer.Typer(
     help=(
@@ -79,7 +80,11 @@ def _finish(result: Any, json_out: bool, verb: str) -> None:
             highlight=False,
         )
         if result.has_inconsistency:
-            err_console.print(f"[yellow]warning:[/] {result.error} (queued for repair)")
+            err_console.print(
+                f"[yellow]warning:[/] {_said(result.error)} (queued for repair)",
+                highlight=False,
+                soft_wrap=True,
+            )
     if not result.overall_success:
         if not json_out:
             hint = ""
@@ -88,8 +93,20 @@ def _finish(result: Any, json_out: bool, verb: str) -> None:
                     " (it may have been written: check with `unistatus tx show`, or repeat "
                     "the command; a create is safe to repeat with the same --idempotency-key)"
                 )
-            err_console.print(f"[bold red]error:[/] write failed: {result.error}{hint}")
+            err_console.print(
+                f"[bold red]error:[/] write failed: {_said(result.error)}{hint}",
+                highlight=False,
+                soft_wrap=True,
+            )
         raise typer.Exit(EXIT_ERROR)
+
+
+def _said(error: str | None) -> str:
+    """A result's error as one line of text: the database's first line (the log above
+    has the rest: the row it quotes, the SQL), redacted, and escaped: the row can hold
+    anything a caller wrote, Rich markup included."""
+    lines = (error or "").strip().splitlines()
+    return escape(redact(lines[0] if lines else "no detail"))
 
 
 @tx_app.command(
