@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from rich.console import Console
@@ -20,6 +21,7 @@ from unistatus.clock import utcnow
 from unistatus.db.control import set_mode
 from unistatus.db.tables_ops import BUCKET_COLUMNS, FINE_BUCKETS_MS, FINE_COLUMNS, operation_stats
 from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import InputError
 from unistatus.migration.check import run_check
 from unistatus.observe.history import read_history
 from unistatus.observe.stats import bucket_index
@@ -241,3 +243,19 @@ def test_the_database_sums_the_steps(db: Any) -> None:
         h = read_history(db.engine, seconds=600, points=10, now=UNTIL).as_dict()
     assert sum(p["count"] for p in h["points"]) == 240
     assert counts and max(counts) <= 10 + 1, counts  # a row per step (and the window's end)
+
+
+def test_a_span_shorter_than_a_second_per_step_is_refused(db: Any) -> None:
+    """A step under a second is noise, and one that underflows to 0 divided by zero."""
+    with TestClient(create_app(db.settings, db.engine), raise_server_exceptions=False) as client:
+        for seconds, points in [("5e-324", 60), ("1e-300", 60), ("59.9", 60), ("1", 2)]:
+            r = client.get("/api/v1/history", params={"seconds": seconds, "points": points})
+            assert r.status_code == 422, (seconds, r.status_code, r.text)
+            assert "at least 1 s per step" in r.json()["detail"], r.text
+        r = client.get("/api/v1/history", params={"seconds": 60, "points": 60})
+        assert r.status_code == 200 and r.json()["step_seconds"] == 1.0
+        schema = client.get("/openapi.json").json()["paths"]["/api/v1/history"]["get"]
+        assert "at least 1 s per step" in schema["description"]
+    for seconds in (5e-324, 59.0, float("nan")):
+        with pytest.raises(InputError, match="at least 1 s per step"):
+            read_history(db.engine, seconds=seconds, points=60)
