@@ -35,10 +35,13 @@ from unistatus.errors import InputError, StorageError
 from unistatus.migration.phases import PHASE_KEY, phase_keys
 from unistatus.observe.stats import best_histogram, percentile
 
-__all__ = ["HISTORY_POINTS", "HISTORY_SECONDS", "History", "read_history"]
+__all__ = ["HISTORY_POINTS", "HISTORY_SECONDS", "History", "MIN_STEP_SECONDS", "read_history"]
 
 HISTORY_SECONDS = 3600.0
 HISTORY_POINTS = 60
+# The shortest step: the stats are flushed every few seconds, so a shorter one shows
+# nothing more, and one that rounds to no time at all has no rate.
+MIN_STEP_SECONDS = 1.0
 # Bounds on what one read returns (a busy hour of checks or mode flips stays readable).
 MAX_CHECKS = 500
 MAX_EVENTS = 200
@@ -72,9 +75,18 @@ def read_history(
     points: int = HISTORY_POINTS,
     now: datetime | None = None,
 ) -> History:
-    """``points`` equal steps over the last ``seconds``, with checks and control changes."""
-    if seconds <= 0 or points < 1:
-        raise InputError(f"history needs a positive span and steps, got {seconds} s, {points}")
+    """``points`` equal steps over the last ``seconds``, with checks and control changes.
+
+    Each step at least :data:`MIN_STEP_SECONDS` long (``seconds >= points``), else
+    :class:`~unistatus.errors.InputError`.
+    """
+    if points < 1:
+        raise InputError(f"history needs at least one step, got {points}")
+    if not seconds >= points * MIN_STEP_SECONDS:  # NaN too
+        raise InputError(
+            f"history needs at least {MIN_STEP_SECONDS:g} s per step, got {seconds:g} s for "
+            f"{points} steps (seconds >= points)"
+        )
     until = now or utcnow()
     since = until - timedelta(seconds=seconds)
     step = seconds / points
