@@ -259,3 +259,20 @@ def test_a_span_shorter_than_a_second_per_step_is_refused(db: Any) -> None:
     for seconds in (5e-324, 59.0, float("nan")):
         with pytest.raises(InputError, match="at least 1 s per step"):
             read_history(db.engine, seconds=seconds, points=60)
+
+
+def test_the_history_counts_the_writes_as_status_does(db: Any) -> None:
+    """Reads are open to anyone: a flood of fast ones must not flatten the p95, the
+    error rate or the throughput of the writes the gates and alerts judge."""
+    flushed(db.engine, 100, 10, 280.0, errors=5)
+    flushed(db.engine, 101, 10, 280.0, operation="create_transaction", process="p2")
+    flushed(db.engine, 102, 5000, 1.0, operation="get_transaction_status", process="p3")
+    step = read_history(db.engine, seconds=600, points=10, now=UNTIL).points[1]
+    assert step["count"] == 20 and step["error_rate"] == 0.25, step
+    assert step["p95_ms"] is not None and step["p95_ms"] > 250, step
+    with TestClient(create_app(db.settings, db.engine)) as client:
+        schema = client.get("/openapi.json").json()["paths"]["/api/v1/history"]["get"]
+        assert "writes" in schema["description"], schema["description"]
+        page = client.get("/").text
+    heading = page[page.index('<h2 id="history-title">') :].split("</h2>")[0]
+    assert "writes" in heading, heading
