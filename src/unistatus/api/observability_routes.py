@@ -144,9 +144,11 @@ def _add_history_route(app: FastAPI, service: ServiceState) -> None:
     @app.get(
         "/api/v1/history",
         tags=["observability"],
-        description="p95, error rate, throughput per step, check results, mode and phase "
-        f"changes: the last `seconds` in `points` equal steps, at least {MIN_STEP_SECONDS:g} s "
-        "per step (`seconds >= points`); a shorter span is refused (422).",
+        description="p95, error rate and throughput of the writes (create_transaction, "
+        "update_status: what /api/v1/status, the gates and the alerts count; reads are left "
+        "out) per step, check results, mode and phase changes: the last `seconds` in "
+        f"`points` equal steps, at least {MIN_STEP_SECONDS:g} s per step "
+        "(`seconds >= points`); a shorter span is refused (422).",
     )
     def history(
         seconds: float = Query(HISTORY_SECONDS, gt=0, le=86_400),

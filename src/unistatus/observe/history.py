@@ -1,14 +1,20 @@
 """The last hour as time series, from what the database already keeps.
 
 The dashboards' figures are one window; an operator also asks "since when?". Every
-number here comes from tables every process writes anyway: operation statistics (per
-process and flush interval, merged into fixed steps the way :func:`~unistatus.observe.stats.window`
-merges them: counts and latency buckets summed by the database, one row per step, so a
-read costs the steps, not the rows in the span; p95 interpolated from the merged
-buckets), stored check reports (consistency), and the control log (mode and phase
-changes, marked on the time axis). A step with no operations has no latency and no
-error rate (``None``), never a made-up zero. A row belongs to the step its interval
-ended in; one ending on a step's edge, to the later step (the window's end, to the last).
+number here comes from tables every process writes anyway:
+
+- operation statistics of the writes (:data:`~unistatus.observe.stats.WRITES`, what
+  ``/api/v1/status``, the gates and the alerts count: reads are open to anyone, and a
+  flood of them would flatten the figures), per process and flush interval, merged into
+  fixed steps the way :func:`~unistatus.observe.stats.window` merges them: counts and
+  latency buckets summed by the database, one row per step (a read costs the steps, not
+  the rows in the span), p95 interpolated from the merged buckets;
+- stored check reports (consistency);
+- the control log (mode and phase changes, marked on the time axis).
+
+A step with no operations has no latency and no error rate (``None``), never a made-up
+zero. A row belongs to the step its interval ended in; one ending on a step's edge, to
+the later step (the window's end, to the last).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from unistatus.db.tables_ops import (
 )
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.phases import PHASE_KEY, phase_keys
-from unistatus.observe.stats import best_histogram, percentile
+from unistatus.observe.stats import WRITES, best_histogram, percentile
 
 __all__ = ["HISTORY_POINTS", "HISTORY_SECONDS", "History", "MIN_STEP_SECONDS", "read_history"]
 
@@ -152,7 +158,7 @@ def _per_step(engine: sa.Engine, since: datetime, until: datetime, points: int) 
     rows = (
         sa.select(step, S.c.count, S.c.errors, S.c.latency_max_ms, *(S.c[b] for b in histograms))
         # Bounded by the stats retention: rows older than it are pruned.
-        .where(S.c.interval_end > since, S.c.interval_end <= until)
+        .where(S.c.interval_end > since, S.c.interval_end <= until, S.c.operation.in_(WRITES))
         .subquery("in_window")
     )
     r = rows.c
