@@ -20,7 +20,12 @@ from unistatus.api.error_responses import failure_detail, public_database_error,
 from unistatus.api.state import ServiceState
 from unistatus.db.control import MIXED
 from unistatus.migration.phases import read_system_states
-from unistatus.observe.history import HISTORY_POINTS, HISTORY_SECONDS, read_history
+from unistatus.observe.history import (
+    HISTORY_POINTS,
+    HISTORY_SECONDS,
+    MIN_STEP_SECONDS,
+    read_history,
+)
 from unistatus.observe.metrics import SnapshotCollector, collect_snapshot, database_reachable
 from unistatus.redact import redact_values
 
@@ -136,10 +141,17 @@ def _public_sources(sources: dict[str, str]) -> dict[str, str]:
 
 
 def _add_history_route(app: FastAPI, service: ServiceState) -> None:
-    @app.get("/api/v1/history", tags=["observability"])
+    @app.get(
+        "/api/v1/history",
+        tags=["observability"],
+        description="p95, error rate and throughput of the writes (create_transaction, "
+        "update_status: what /api/v1/status, the gates and the alerts count; reads are left "
+        "out) per step, check results, mode and phase changes: the last `seconds` in "
+        f"`points` equal steps, at least {MIN_STEP_SECONDS:g} s per step "
+        "(`seconds >= points`); a shorter span is refused (422).",
+    )
     def history(
         seconds: float = Query(HISTORY_SECONDS, gt=0, le=86_400),
         points: int = Query(HISTORY_POINTS, ge=2, le=720),
     ) -> dict[str, Any]:
-        """p95, error rate, throughput per step, check results, mode and phase changes."""
         return read_history(service.engine, seconds=seconds, points=points).as_dict()

@@ -1,12 +1,20 @@
 """The last hour as time series, from what the database already keeps.
 
 The dashboards' figures are one window; an operator also asks "since when?". Every
-number here comes from tables every process writes anyway: operation statistics (per
-process and flush interval, merged into fixed steps the way :func:`~unistatus.observe.stats.window`
-merges them: counts and latency buckets summed, p95 interpolated from the merged
-buckets), stored check reports (consistency), and the control log (mode and phase
-changes, marked on the time axis). A step with no operations has no latency and no
-error rate (``None``), never a made-up zero.
+number here comes from tables every process writes anyway:
+
+- operation statistics of the writes (:data:`~unistatus.observe.stats.WRITES`, what
+  ``/api/v1/status``, the gates and the alerts count: reads are open to anyone, and a
+  flood of them would flatten the figures), per process and flush interval, merged into
+  fixed steps the way :func:`~unistatus.observe.stats.window` merges them: counts and
+  latency buckets summed by the database, one row per step (a read costs the steps, not
+  the rows in the span), p95 interpolated from the merged buckets;
+- stored check reports (consistency);
+- the control log (mode and phase changes, marked on the time axis).
+
+A step with no operations has no latency and no error rate (``None``), never a made-up
+zero. A row belongs to the step its interval ended in; one ending on a step's edge, to
+the later step (the window's end, to the last).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.db.control import MODE_KEY, mode_keys
+from unistatus.db.elapsed import microseconds_after
 from unistatus.db.tables import control_log
 from unistatus.db.tables_check import check_reports
 from unistatus.db.tables_ops import (
@@ -30,12 +39,15 @@ from unistatus.db.tables_ops import (
 )
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.phases import PHASE_KEY, phase_keys
-from unistatus.observe.stats import best_histogram, percentile
+from unistatus.observe.stats import WRITES, best_histogram, percentile
 
-__all__ = ["HISTORY_POINTS", "HISTORY_SECONDS", "History", "read_history"]
+__all__ = ["HISTORY_POINTS", "HISTORY_SECONDS", "History", "MIN_STEP_SECONDS", "read_history"]
 
 HISTORY_SECONDS = 3600.0
 HISTORY_POINTS = 60
+# The shortest step: the stats are flushed every few seconds, so a shorter one shows
+# nothing more, and one that rounds to no time at all has no rate.
+MIN_STEP_SECONDS = 1.0
 # Bounds on what one read returns (a busy hour of checks or mode flips stays readable).
 MAX_CHECKS = 500
 MAX_EVENTS = 200
@@ -69,21 +81,24 @@ def read_history(
     points: int = HISTORY_POINTS,
     now: datetime | None = None,
 ) -> History:
-    """``points`` equal steps over the last ``seconds``, with checks and control changes."""
-    if seconds <= 0 or points < 1:
-        raise InputError(f"history needs a positive span and steps, got {seconds} s, {points}")
+    """``points`` equal steps over the last ``seconds``, with checks and control changes.
+
+    Each step at least :data:`MIN_STEP_SECONDS` long (``seconds >= points``), else
+    :class:`~unistatus.errors.InputError`.
+    """
+    if points < 1:
+        raise InputError(f"history needs at least one step, got {points}")
+    if not seconds >= points * MIN_STEP_SECONDS:  # NaN too
+        raise InputError(
+            f"history needs at least {MIN_STEP_SECONDS:g} s per step, got {seconds:g} s for "
+            f"{points} steps (seconds >= points)"
+        )
     until = now or utcnow()
     since = until - timedelta(seconds=seconds)
     step = seconds / points
-    histograms = [*BUCKET_COLUMNS, *(FINE_COLUMNS if stores_fine_latency(engine) else ())]
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(S.c.interval_end, S.c.count, S.c.errors, S.c.latency_max_ms)
-                .add_columns(*(S.c[b] for b in histograms))
-                # Bounded by the stats retention: rows older than it are pruned.
-                .where(S.c.interval_end > since, S.c.interval_end <= until)
-            ).all()
+            rows = conn.execute(_per_step(engine, since, until, points)).all()
             checks = conn.execute(
                 sa.select(check_reports.c.created_at, check_reports.c.consistency_rate)
                 .where(check_reports.c.created_at > since, check_reports.c.created_at <= until)
@@ -133,18 +148,39 @@ def _events(rows: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def _per_step(engine: sa.Engine, since: datetime, until: datetime, points: int) -> sa.Select[Any]:
+    """(step, count, errors, max latency, every bucket) of each step with rows: the step
+    by integer arithmetic on microseconds, exact on every backend (0..points, the
+    window's end alone in the step ``points``)."""
+    histograms = [*BUCKET_COLUMNS, *(FINE_COLUMNS if stores_fine_latency(engine) else ())]
+    span = (until - since) // timedelta(microseconds=1)
+    step = (microseconds_after(since, S.c.interval_end) * points // span).label("step")
+    rows = (
+        sa.select(step, S.c.count, S.c.errors, S.c.latency_max_ms, *(S.c[b] for b in histograms))
+        # Bounded by the stats retention: rows older than it are pruned.
+        .where(S.c.interval_end > since, S.c.interval_end <= until, S.c.operation.in_(WRITES))
+        .subquery("in_window")
+    )
+    r = rows.c
+    return sa.select(
+        r.step,
+        sa.func.sum(r.count),
+        sa.func.sum(r.errors),
+        sa.func.max(r.latency_max_ms),
+        *(sa.func.sum(r[b]) for b in histograms),
+    ).group_by(r.step)
+
+
 def _steps(rows: Sequence[Any], since: datetime, step: float, points: int) -> list[dict[str, Any]]:
-    """Each step's figures; the p95 from the fine buckets where the step's rows all
-    have them (:func:`~unistatus.observe.stats.best_histogram`)."""
+    """Each step's figures from :func:`_per_step`'s rows; the p95 from the fine buckets
+    where the step's rows all have them (:func:`~unistatus.observe.stats.best_histogram`)."""
     n_buckets = len(rows[0]) - 4 if rows else 0
     count = [0] * points
     errors = [0] * points
     max_ms = [0.0] * points
     buckets = [[0] * n_buckets for _ in range(points)]
     for row in rows:
-        end = as_utc(row[0])
-        assert end is not None
-        i = min(points - 1, max(0, int((end - since).total_seconds() // step)))
+        i = min(points - 1, max(0, int(row[0])))
         count[i] += int(row[1])
         errors[i] += int(row[2])
         max_ms[i] = max(max_ms[i], float(row[3]))

@@ -256,7 +256,7 @@ def _history_panel(history: dict[str, Any] | None) -> Panel:
     body: RenderableType = (
         Text("unknown", style="dim") if history is None else history_table(history)
     )
-    return Panel(body, title="Last hour")
+    return Panel(body, title="Last hour (p95, errors, throughput: of writes)")
 
 
 def _replay_pending_row(quality: Table, snap: Snapshot) -> None:
