@@ -72,6 +72,14 @@ def rolled_back(db: Database) -> None:
     assert report.is_consistent and report.total == 1, report.inconsistencies
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="not captured: row by row, SET status = 'EXECUTING' where frozen legacy holds "
+    "EXECUTING is the same change as SET status = status, an ORM's whole-row save or a "
+    "bulk CASE ... ELSE status END, which must keep the committed change awaiting replay "
+    "(test_capture.py: test_an_update_that_changes_nothing_unistatus_keeps_writes_nothing, "
+    "test_a_bypass_update_takes_only_the_columns_it_changed); docs/capture.md, UNIFIED_ONLY",
+)
 def test_the_frozen_value_written_again_is_the_newest_write(cap: Database) -> None:
     """``SET status = 'EXECUTING'``, the value frozen legacy holds: unified takes it (its
     history says so), the adapter's change awaiting replay is superseded, the bypass
