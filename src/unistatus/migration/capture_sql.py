@@ -16,6 +16,8 @@ LEGACY_ONLY (the catch-up). So the rule that brings unified in step is written o
 - an UPDATE's rows (:meth:`Rows.changed_from`) are judged by the kept columns the
   statement changed in each, unified's values standing for the others: a shared field
   written alone keeps unified's status (and, UNIFIED_ONLY, the changes awaiting replay);
+  UNIFIED_ONLY, a status changed is written and recorded for the replay even where
+  unified already holds it (legacy holds a newer value than any change awaiting replay);
 - a change the transition rules would refuse is applied anyway (legacy is
   authoritative) and flagged (``override`` and the history's metadata); an unmappable
   value leaves unified alone and goes to the quarantine with the writer's name.
@@ -112,6 +114,21 @@ class _Judged:
     refused: sa.ColumnElement[bool]  # the rules would refuse u_status -> new_status
     # An UPDATE's rows: whether it changed the row's status (None: rows taken whole).
     took_status: sa.ColumnElement[bool] | None = None
+
+    def frozen_status(self, ctx: Context) -> sa.ColumnElement[bool]:
+        """UNIFIED_ONLY, a mappable status written to frozen legacy: an UPDATE's row whose
+        status it changed (a row taken whole: when stale). Legacy now holds a newer value
+        than any change awaiting replay, even one unified already holds."""
+        if self.took_status is None:
+            return sa.and_(ctx.is_frozen, self.stale)
+        return sa.and_(ctx.is_frozen, self.j.mapped.is_not(None), self.took_status)
+
+    def written(self, ctx: Context) -> sa.ColumnElement[bool]:
+        """The rows written (history, unified row): the stale ones, and every status
+        written to frozen legacy (the newest write, recorded where unified agrees too)."""
+        if ctx.frozen is False or self.took_status is None:
+            return self.stale
+        return sa.or_(self.stale, self.frozen_status(ctx))
 
 
 class SystemSql:
@@ -368,17 +385,15 @@ class SystemSql:
         return count_writes(self.insert, self.system.value, counts, ctx)
 
     def _frozen_changes(self, judged: _Judged, ctx: Context) -> list[sa.Executable]:
-        """UNIFIED_ONLY, a status written: legacy now holds a newer value than any change
-        awaiting replay (those are superseded, so the replay will not overwrite it), and
-        the change is recorded as already in legacy. A shared field changed alone is in
-        legacy already and is no status: the changes awaiting replay stay."""
+        """UNIFIED_ONLY, a status written (:meth:`_Judged.frozen_status`): legacy now
+        holds a newer value than any change awaiting replay (those are superseded, so the
+        replay will not overwrite it, nor find legacy moved on), and the change is
+        recorded as already in legacy. A shared field changed alone is in legacy already
+        and is no status: the changes awaiting replay stay."""
         if ctx.frozen is False:
             return []
         j = judged.j
-        frozen = sa.and_(ctx.is_frozen, judged.stale)
-        if judged.took_status is not None:
-            # A shared field changed alone: legacy's status is no newer than before.
-            frozen = sa.and_(frozen, judged.took_status)
+        frozen = judged.frozen_status(ctx)
         superseded = (
             sa.update(P)
             .where(
@@ -403,9 +418,9 @@ class SystemSql:
         return [superseded, recorded]
 
     def _update_stale(self, judged: _Judged, ctx: Context) -> list[sa.Executable]:
-        """History of each stale row (from its unified values as they are), then the
+        """History of each row written (from its unified values as they are), then the
         unified row itself."""
-        j = judged.j
+        j, written = judged.j, judged.written(ctx)
         flag = sa.case(
             (judged.refused, FLAG_REFUSED), (ctx.is_frozen, FLAG_FROZEN), else_=sa.null()
         )
@@ -426,11 +441,11 @@ class SystemSql:
             created_at=ctx.now,
         )
         write_history = sa.insert(H).from_select(
-            [H.c[k] for k in history], sa.select(*history.values()).where(judged.stale)
+            [H.c[k] for k in history], sa.select(*history.values()).where(written)
         )
         update = (
             sa.update(U)
-            .where(U.c.id == j.uid, judged.stale)
+            .where(U.c.id == j.uid, written)
             .values(
                 {
                     U.c.status: j.new_status,
