@@ -69,14 +69,19 @@ def refuse_queued_legacy(conn: sa.Connection, new: DualWriteMode, leaving: Seque
     make legacy, which then decides, serve and build on the older statuses."""
     if new.reads_unified or not leaving:
         return
-    found = conn.execute(
-        sa.select(sa.func.count()).select_from(open_queued_legacy(leaving).subquery())
-    ).scalar_one()
+    rows = open_queued_legacy(leaving).subquery()
+    found: dict[str, int] = {
+        str(system): int(n)
+        for system, n in conn.execute(
+            sa.select(rows.c.legacy_system, sa.func.count()).group_by(rows.c.legacy_system)
+        ).all()
+    }
     if not found:
         return
-    flag = f" --system {leaving[0].lower()}" if len(leaving) == 1 else ""
+    flag = f" --system {next(iter(found)).lower()}" if len(found) == 1 else ""
+    per = ", ".join(f"{system} {n}" for system, n in sorted(found.items()))
     raise ModeError(
-        f"{found} acknowledged write(s) of {', '.join(sorted(leaving))} are not in legacy "
+        f"{sum(found.values())} acknowledged write(s) ({per}) are not in legacy "
         "(the database refused their legacy side; they wait in the repair queue): "
         f"switching to {new.value} by hand would lose them. Use `unistatus phase "
         f"rollback{flag}` or `unistatus rollback --emergency{flag}`, which write them to "
