@@ -43,6 +43,7 @@ def expected(n: int) -> dict[str, Any]:
         "field_mismatch": {i for i in ids if i % 10 in (2, 3)},
         "unmappable_legacy": {i for i in ids if i % 10 == 4},
         "legacy_status_drift": set(),  # the damage keeps every legacy_status exact
+        "missing_legacy": set(),  # no unified row without its legacy row
     }
     bad = set().union(*kinds.values())
     return {

@@ -15,7 +15,8 @@ secondary side in a savepoint of its own: if it is refused again, the primary si
 commits and the entity is queued for repair (``has_inconsistency``). In
 DUAL_WRITE_LEGACY_PRIMARY the secondary side is the unified insert and its history row;
 in DUAL_WRITE_UNIFIED_PRIMARY it is the legacy insert, and a unified row without one gets
-an id of its own (none can be derived from a legacy id that does not exist).
+an id of its own (none can be derived from a legacy id that does not exist) and keeps
+its ``legacy_values`` as UNIFIED_ONLY does: a rollback's replay creates the row.
 """
 
 from __future__ import annotations
@@ -237,8 +238,9 @@ class Creator:
         )
         entity = Entity(system, legacy_id, None, {"id": utx_id})
         history_meta = new.metadata
-        if mode is DualWriteMode.UNIFIED_ONLY and new.legacy_values:
-            # Kept for the replay, which creates the legacy row (domain.kept_values).
+        if legacy_id is None and new.legacy_values:
+            # Kept for the replay, which creates the legacy row (domain.kept_values): in
+            # UNIFIED_ONLY, or the legacy insert refused (a rollback carries it there).
             history_meta = {**(new.metadata or {}), KEPT_KEY: new.kept}
         plan = Plan(
             mode,

@@ -30,6 +30,7 @@ from unistatus.config import Settings, load_settings
 from unistatus.db.binding import connected, has_column
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.queued_legacy import refuse_queued_legacy
 from unistatus.db.revisions import columns_retired
 from unistatus.db.system_keys import SYSTEMS, system_key, system_keys, systems_of, write_summary
 from unistatus.db.tables import (
@@ -489,11 +490,14 @@ def refuse_losing_legacy(
 ) -> None:
     """ModeError unless the systems ``moving`` may enter ``new`` without a rollback's
     care for legacy: not out of UNIFIED_ONLY with changes legacy has not seen, not into a
-    mode that writes legacy while its status columns are retired. Under the mode lock, in
+    mode that writes legacy while its status columns are retired, not out of a mode that
+    reads unified with acknowledged writes legacy lacks. Under the mode lock, in
     the switch's transaction: `mode set` and `phase advance` both refuse so (a rollback
     replays and restores first, and never comes through here)."""
     _refuse_stale_legacy(conn, new, moving)
     _refuse_retired_legacy(conn, new, moving)
+    modes = read_modes(conn)  # out of a unified-primary mode: nothing acknowledged lost
+    refuse_queued_legacy(conn, new, [s.value for s in moving if modes[s].reads_unified])
 
 
 def _refuse_stale_legacy(

@@ -24,6 +24,7 @@ from unistatus.db.binding import require_bound
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import describe
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.queued_legacy import count_missing_legacy
 from unistatus.db.retry import is_read_only
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
@@ -57,6 +58,7 @@ from unistatus.migration.check_sql import (
     projected_legacy_status,
 )
 from unistatus.migration.check_times import parse_duration, parse_since
+from unistatus.migration.repair_plan import MISSING_LEGACY
 
 __all__ = [
     "COVERING_LOOKBACK",
@@ -257,6 +259,7 @@ def _finish(
     store: bool,
 ) -> CheckReport:
     report = _report_of(run, wanted, since_at, spans)
+    _count_missing_legacy(engine, report, wanted, since_at)
     kept = [e for system in wanted for e in scans[system].kept_examples]
     report.examples = kept[: int(opts["examples"])]
     report.duration_ms = (time.perf_counter() - started) * 1000
@@ -371,3 +374,22 @@ def _report_of(
         for kind in KINDS:
             report.inconsistencies[kind] += c[kind]
     return report
+
+
+def _count_missing_legacy(
+    engine: sa.Engine,
+    report: CheckReport,
+    wanted: Sequence[LegacySystemType],
+    since: datetime | None,
+) -> None:
+    """Count the transactions acknowledged without a legacy row (``missing_legacy``:
+    their legacy INSERT refused under ``primary_wins``, queued): no legacy key points at
+    them, so the walk over the legacy keys cannot pair them, and legacy lacks them."""
+    with engine.connect() as conn:
+        for system in wanted:
+            n = count_missing_legacy(conn, system.value, since)
+            mine = report.per_system[system.value]
+            mine["inconsistencies"][MISSING_LEGACY] = n
+            mine["total"] += n
+            report.total += n
+            report.inconsistencies[MISSING_LEGACY] += n

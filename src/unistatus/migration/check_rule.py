@@ -18,10 +18,13 @@ from unistatus.db.legacy import DATA_COLUMNS
 from unistatus.domain.consistency import InconsistencyKind
 from unistatus.domain.mapping import LegacyStatusMapper, compatible_clause
 from unistatus.domain.statuses import LegacySystemType
+from unistatus.migration.repair_plan import MISSING_LEGACY
 
 __all__ = ["KINDS", "STATUS_KINDS", "Rule", "rule"]
 
-KINDS = tuple(k.value for k in InconsistencyKind)
+# The kinds of a pair, then missing_legacy: a unified row no legacy key points at (its
+# legacy INSERT refused, queued), counted apart from the pairs and never by the rule.
+KINDS = (*(k.value for k in InconsistencyKind), MISSING_LEGACY)
 _mapper = LegacyStatusMapper()
 
 # The kinds judged on the legacy status exclude each other (unmappable: no mapping;
@@ -53,7 +56,8 @@ class Rule:
         """One boolean per kind, in :data:`KINDS` order (the status kinds each compare the
         verdict: for a few pairs, not for counting a range)."""
         status = {kind: self.verdict == n for n, kind in enumerate(STATUS_KINDS, 1)}
-        return {kind: self.plain[kind] if kind in self.plain else status[kind] for kind in KINDS}
+        no = sa.false()  # a kind the rule never gives a pair (missing_legacy)
+        return {kind: self.plain.get(kind, status.get(kind, no)) for kind in KINDS}
 
     def any(self) -> sa.ColumnElement[bool]:
         """The pair is inconsistent (of any kind)."""

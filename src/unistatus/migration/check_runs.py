@@ -19,8 +19,8 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.db.tables_check import check_runs as R
-from unistatus.domain.consistency import InconsistencyKind
 from unistatus.domain.statuses import LegacySystemType
+from unistatus.migration.check_rule import KINDS
 
 __all__ = [
     "CONTINUOUS",
@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 CONTINUOUS = "continuous"  # the run name of continuous verification's rows
-COUNT_KEYS = ("total", "ok", *(k.value for k in InconsistencyKind))
+COUNT_KEYS = ("total", "ok", *KINDS)
 
 
 def zero_counts() -> dict[str, int]:

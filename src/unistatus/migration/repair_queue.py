@@ -1,8 +1,9 @@
 """The adapter's repair queue, as repair reads and closes it.
 
 The adapter enqueues an entity it could not keep consistent; here: how many rows are
-open, the open rows page by page, which entity a row names, and closing the rows of a
-repaired entity with a resolution.
+open, the open rows page by page, which entity a row names, closing the rows of a
+repaired entity with a resolution, and carrying the acknowledged writes legacy lacks to
+the rollbacks' replay (:func:`carry_to_replay`).
 """
 
 from __future__ import annotations
@@ -13,12 +14,20 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
-from unistatus.db.tables import repair_queue, unified_transactions
+from unistatus.db.queued_legacy import open_queued_legacy
+from unistatus.db.tables import pending_legacy_changes, repair_queue, unified_transactions
 from unistatus.domain.ids import UtxId, derive_utx_id, parse_entity_id
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import UnistatusError
 
-__all__ = ["open_repair_count", "open_rows", "queue_target", "resolve_queued"]
+__all__ = [
+    "CARRIED",
+    "carry_to_replay",
+    "open_repair_count",
+    "open_rows",
+    "queue_target",
+    "resolve_queued",
+]
 
 PAGE = 1000  # open rows per read
 
@@ -110,3 +119,46 @@ def resolve_queued(
         .values(resolved_at=utcnow(), resolution=resolution[:2000])
     )
     return max(result.rowcount, 0)
+
+
+CARRIED = "carried to legacy by the rollback's replay (pending change {change})"
+
+
+def carry_to_replay(conn: sa.Connection, system: LegacySystemType | None) -> int:
+    """Turn the open queue rows of a refused legacy side (of ``system``'s transactions;
+    None: every system's) into pending legacy changes, one per transaction, and close
+    them: the replay then writes legacy, or keeps a conflict, as it does for a change
+    made in UNIFIED_ONLY. The caller holds the exclusive mode lock (a replay round), so
+    no write is queued between this and the mode switch. Returns how many transactions.
+
+    A transaction without a legacy row (its create's INSERT refused) becomes a
+    ``create`` under its create's operation: the replay inserts the row with the
+    ``legacy_values`` that history row kept and the newest status. Any other becomes a
+    ``status`` change to the unified row's legacy image, judged from what its newest
+    refused write started from (that operation's history row): a legacy row that moved
+    since is a conflict, never overwritten.
+    """
+    rows = conn.execute(open_queued_legacy([system.value] if system else None)).all()
+    by_tx: dict[str, list[Any]] = {}
+    for r in rows:
+        by_tx.setdefault(r.transaction_id, []).append(r)
+    now = utcnow()
+    for tx, queued in by_tx.items():
+        create = queued[0].legacy_id is None
+        change = conn.execute(
+            sa.insert(pending_legacy_changes)
+            .values(
+                transaction_id=tx,
+                kind="create" if create else "status",
+                legacy_status=queued[-1].legacy_status,
+                operation_id=(queued[0] if create else queued[-1]).operation_id,
+                created_at=now,
+            )
+            .returning(pending_legacy_changes.c.id)
+        ).scalar_one()
+        conn.execute(
+            sa.update(repair_queue)
+            .where(repair_queue.c.id.in_([r.id for r in queued]))
+            .values(resolved_at=now, resolution=CARRIED.format(change=change))
+        )
+    return len(by_tx)

@@ -1,6 +1,8 @@
 """The replay of pending changes to legacy: rounds, batches, lock bounds and retries.
 
-Changes made in UNIFIED_ONLY wait in ``unistatus_pending_legacy``; :func:`replay_pending`
+Changes made in UNIFIED_ONLY wait in ``unistatus_pending_legacy``, and so do, once a
+round carries them there, the writes acknowledged in DUAL_WRITE_UNIFIED_PRIMARY whose
+legacy side the database refused (queued for repair); :func:`replay_pending`
 applies them oldest first (each batch by :mod:`unistatus.migration.replay_apply`) under the
 exclusive mode lock, the last batch in the same transaction as the caller's ``finish``
 (the rollbacks' mode switch, :mod:`unistatus.migration.rollback`). See ``docs/rollback.md``.
@@ -25,6 +27,7 @@ from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, ModeLockBusyError, StorageError
+from unistatus.migration.repair_queue import carry_to_replay
 from unistatus.migration.replay_apply import COUNT_KEYS, replay_rows
 from unistatus.migration.retire import legacy_columns_dropped
 from unistatus.migration.retire import undo_cleanup as undo
@@ -143,7 +146,11 @@ def _round(
     actor: str,
     system: LegacySystemType | None,
 ) -> bool:
-    """One transaction's share of the replay; True when nothing is left (lock held)."""
+    """One transaction's share of the replay; True when nothing is left (lock held).
+
+    First the acknowledged writes legacy lacks (a refused legacy side, queued for repair
+    under ``primary_wins``) become pending changes: replayed like the rest."""
+    p.add({"carried": carry_to_replay(conn, system)})
     if p.held:
         retry = _fetch_held(conn, p.held, p.after)
         p.held.clear()

@@ -48,6 +48,7 @@ COUNT_KEYS = (
     "conflicts",
     "conflicted_changes",
     "busy",
+    "carried",  # acknowledged writes legacy lacked, carried from the repair queue
 )
 
 
