@@ -240,6 +240,27 @@ def test_tx_update_says_what_the_database_refused_as_text(db, monkeypatch) -> No
     assert "MarkupError" not in failed.output + stood.output
 
 
+def test_repair_says_what_the_database_refused_as_text(db) -> None:  # type: ignore[no-untyped-def]
+    """A repair the database refuses is listed under the report as text: the refused row
+    it quotes holds a caller's metadata, whose "[/]" must not turn the report into
+    "unexpected MarkupError" (exit 2, after the repair ran and the rest was written)."""
+    run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "test")
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        created = adapter.create_transaction(
+            "WALLET_CASHOUT", 42, "5", "USD", metadata={"note": "see [/] ticket"}
+        )
+    with db.engine.begin() as conn:  # legacy moves on behind the adapter's back
+        conn.exec_driver_sql(
+            f"UPDATE cashouts SET status = 'OTP_PENDING' WHERE id = {created.legacy_entity_id}"
+        )
+    target = mapping.LegacyStatusMapper().to_unified(LegacySystemType.CASHOUT, "OTP_PENDING")
+    with refuse(db, "unified_transactions", target.value) as constraint:
+        done = run(db.url, "repair", "--strategy", "legacy_wins", "--reason", "INC-7")
+    assert "MarkupError" not in done.output, done.output
+    assert done.exit_code == 1, done.output  # an entity failed
+    assert constraint in done.stdout and "[/]" not in done.stdout.replace("see [/] ticket", "")
+
+
 def test_tx_update_needs_a_reason_that_says_something(db) -> None:  # type: ignore[no-untyped-def]
     """`--reason ""` is no reason: refused as every command that changes data refuses
     it (exit 2), nothing written; the help's example names the id `tx create` printed."""

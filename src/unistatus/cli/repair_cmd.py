@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import typer
+from rich.markup import escape
 
 from unistatus.cli.context import (
     EXIT_FAILED_CHECK,
@@ -120,13 +121,13 @@ def _print(data: dict[str, Any]) -> None:
             highlight=False,
         )
     for reason, count in data["skipped"].items():
-        console.print(f"  [yellow]left for an operator[/] {reason}: {count:,}")
+        console.print(f"  [yellow]left for an operator[/] {escape(reason)}: {count:,}")
     queue = data["repair_queue"]
     console.print(f"repair queue: {queue['seen']:,} seen, {queue['resolved']:,} resolved")
     if data["limit_reached"]:
         console.print(f"[yellow]stopped at --limit {data['limit']}; run again for the rest[/]")
     for error in data["errors"]:
-        console.print(f"  [red]{error}[/]")
+        console.print(f"  [red]{escape(error)}[/]")  # the database's words, as text
 
 
 def register(app: typer.Typer) -> None:
