@@ -3,8 +3,8 @@
 In DUAL_WRITE_UNIFIED_PRIMARY under ``primary_wins`` a legacy write the database refuses
 (a trigger of the application's, here refusing once) is acknowledged on the unified side
 and queued in ``unistatus_repair_queue``. A rollback to legacy must carry it to legacy
-(an UPDATE, or the INSERT of a create), a hand ``mode set`` must not skip that, and the
-legacy-primary adapter must never move a transaction off a final unified status. The
+(an UPDATE, or the INSERT of a create), and a hand ``mode set`` must not skip that, even
+after a rollback that stopped half-way (legacy primary then takes legacy as it is). The
 unified row without a legacy row is counted by ``check`` (``missing_legacy``).
 """
 
@@ -131,19 +131,56 @@ def test_mode_set_to_legacy_primary_is_refused_while_legacy_repairs_are_open(
     assert get_mode(pg.engine) is M.DUAL_WRITE_UNIFIED_PRIMARY
 
 
-def test_legacy_primary_never_moves_a_final_unified_status(pg: Database) -> None:
-    """However legacy got behind (the queue row closed by hand, say), the final status
-    unified holds is the transaction's: FAILED is refused, not written over it."""
-    a, utx, lid = acknowledged_success(pg)
-    with pg.engine.begin() as conn:
-        conn.exec_driver_sql("UPDATE unistatus_repair_queue SET resolved_at = now()")
-    set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="back", actor="oncall")
-    a.modes.refresh()
-    with pytest.raises(InvalidTransitionError):
-        a.update_status(utx, "FAILED", "reconciliation says failed", "app")
-    assert one(pg, "SELECT status FROM unified_transactions WHERE id = :e", e=utx).status == (
-        "SUCCESS"
+def test_legacy_primary_takes_legacy_as_it_is_even_under_a_final_unified_status(
+    pg: Database,
+) -> None:
+    """While legacy is primary it is the authority: a legacy application that reopened a
+    SUCCESS behind the adapter (no capture) may then fail it, as it could before
+    unistatus. A final unified status does not overrule legacy in this mode."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    r = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD")
+    assert a.update_status(r.entity_id, "PROCESSING", "go", "app").overall_success
+    assert a.update_status(r.entity_id, "SUCCESS", "paid", "app").overall_success
+    with pg.engine.begin() as conn:  # the legacy application, behind the adapter
+        conn.exec_driver_sql(
+            f"UPDATE cashouts SET status = 'EXECUTING' WHERE id = {r.legacy_entity_id}"
+        )
+    assert a.update_status(r.entity_id, "FAILED", "bank says failed", "app").overall_success
+    assert one(pg, "SELECT status FROM unified_transactions WHERE id = :e", e=r.entity_id)[0] == (
+        "FAILED"
     )
+
+
+def test_mode_set_is_refused_while_a_carried_write_awaits_its_replay(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback stopped between two rounds (Ctrl-C while a busy legacy row held its
+    replay) has carried the refused write into a pending change and closed its queue
+    row: a hand ``mode set`` to legacy primary must still refuse, or legacy never gets
+    the acknowledged SUCCESS; running the rollback again replays it."""
+    from unistatus.migration import replay as replay_module
+
+    a, utx, lid = acknowledged_success(pg)
+    holder = pg.engine.connect()
+    held = holder.begin()
+    holder.exec_driver_sql(f"SELECT id FROM cashouts WHERE id = {lid} FOR UPDATE")
+
+    def interrupted(_seconds: float) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(replay_module.time, "sleep", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        emergency_rollback(pg.engine, pg.settings, actor="oncall", reason="unified incident")
+    held.rollback()
+    holder.close()
+    monkeypatch.undo()
+    assert get_mode(pg.engine) is M.DUAL_WRITE_UNIFIED_PRIMARY
+    assert all_rows(pg, "SELECT id FROM unistatus_repair_queue WHERE resolved_at IS NULL") == []
+    with pytest.raises(ModeError, match="rollback"):
+        set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="back", actor="oncall")
+    out = emergency_rollback(pg.engine, pg.settings, actor="oncall", reason="again")
+    assert (out["replay"]["replayed"], out["conflicts"]) == (1, 0)
+    assert_success_kept(pg, a, utx, lid)
 
 
 def refused_create(db: Database) -> tuple[DualWriteAdapter, str]:
