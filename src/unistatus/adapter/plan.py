@@ -86,14 +86,10 @@ class Planner:
         # The unified status is the current one whenever it is authoritative or agrees
         # with legacy: it may be a refinement legacy cannot express (RELEASE_PENDING vs
         # ACTIVE), and judging from legacy would lose it (and break the history chain).
-        # A final one too: only an acknowledged write (or an override) makes it, so
-        # legacy disagreeing is behind (a refused legacy side not carried over yet), and
-        # judging from legacy would write over it.
         if unified is not None and (
             mode.reads_unified
             or legacy is None
             or self.mapper.is_compatible(entity.system, legacy["status"], unified["status"])
-            or not self.rules.allowed(ttype, unified["status"])
         ):
             src: UnifiedTransactionStatus | None = UnifiedTransactionStatus(unified["status"])
             src_legacy = (

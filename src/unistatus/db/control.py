@@ -504,11 +504,12 @@ def _refuse_stale_legacy(
     conn: sa.Connection, new: DualWriteMode, moving: list[LegacySystemType]
 ) -> None:
     """Leaving UNIFIED_ONLY by hand would skip the replay: legacy would miss changes
-    (per system: only the systems switched, and only their own pending changes)."""
-    if not new.writes_legacy:
-        return
+    (per system: only the systems switched, and only their own pending changes). So would
+    leaving a mode that reads unified for one that reads legacy while changes carried
+    there by a rollback that stopped half-way (writes whose legacy side was refused under
+    ``primary_wins``) await their replay."""
     modes = read_modes(conn)
-    frozen = [s.value for s in moving if modes[s] is DualWriteMode.UNIFIED_ONLY]
+    frozen = [s.value for s in moving if _skips_replay(modes[s], new)]
     if not frozen:
         return
     P = pending_legacy_changes
@@ -519,12 +520,25 @@ def _refuse_stale_legacy(
     ).scalar_one()
     if pending:
         flag = f" --system {frozen[0].lower()}" if len(frozen) == 1 else ""
+        made = (
+            "made in UNIFIED_ONLY"
+            if all(modes[LegacySystemType(s)] is DualWriteMode.UNIFIED_ONLY for s in frozen)
+            else "made in UNIFIED_ONLY or carried by a rollback that did not finish"
+        )
         raise ModeError(
-            f"{pending} change(s) made in UNIFIED_ONLY ({', '.join(frozen)}) are not in "
+            f"{pending} change(s) {made} ({', '.join(frozen)}) are not in "
             f"legacy yet; switching to {new.value} by hand would lose them. Use "
             f"`unistatus phase rollback{flag}` or `unistatus rollback --emergency{flag}`, "
             "which replay them first"
         )
+
+
+def _skips_replay(current: DualWriteMode, new: DualWriteMode) -> bool:
+    """Whether a switch from ``current`` to ``new`` by hand would leave pending changes
+    unreplayed while legacy takes over (writes it, or is read as the truth)."""
+    if current is DualWriteMode.UNIFIED_ONLY:
+        return new.writes_legacy
+    return current.reads_unified and not new.reads_unified
 
 
 def _refuse_retired_legacy(
