@@ -29,6 +29,8 @@ from unistatus.migration.capture_sql import FLAG_FROZEN
 from unistatus.migration.check import run_check
 from unistatus.migration.replay_conflicts import list_conflicts
 from unistatus.migration.rollback import emergency_rollback
+from unistatus.observe import alerts
+from unistatus.observe.notify import Notifier
 
 M = DualWriteMode
 P = pending_legacy_changes
@@ -78,7 +80,8 @@ def rolled_back(db: Database) -> None:
     "EXECUTING is the same change as SET status = status, an ORM's whole-row save or a "
     "bulk CASE ... ELSE status END, which must keep the committed change awaiting replay "
     "(test_capture.py: test_an_update_that_changes_nothing_unistatus_keeps_writes_nothing, "
-    "test_a_bypass_update_takes_only_the_columns_it_changed); docs/capture.md, UNIFIED_ONLY",
+    "test_a_bypass_update_takes_only_the_columns_it_changed); docs/capture.md, UNIFIED_ONLY. "
+    "The write is seen, not recorded: test_the_frozen_value_written_again_is_seen",
 )
 def test_the_frozen_value_written_again_is_the_newest_write(cap: Database) -> None:
     """``SET status = 'EXECUTING'``, the value frozen legacy holds: unified takes it (its
@@ -99,6 +102,50 @@ def test_the_frozen_value_written_again_is_the_newest_write(cap: Database) -> No
 
     rolled_back(cap)
     assert legacy_status(cap, "cashouts", lid) == "EXECUTING"
+
+
+def test_the_frozen_value_written_again_is_seen(cap: Database) -> None:
+    """``SET status = 'EXECUTING'``, the value frozen legacy holds: its value is not
+    recorded (the limit above: nothing in unified, history or the replay changes), but
+    the statement wrote the frozen table's status column, so its writer is counted
+    (flagged, under UNIFIED_ONLY): ``capture status`` names it and the alert of bypass
+    writes to frozen legacy tables fires."""
+    _, entity_id, lid = frozen_cashout(cap)
+    before, history = unified_of(cap, "CASHOUT", lid), history_of(cap, "CASHOUT", lid)
+    assert capture.writers_seen(cap.engine) == []
+    raw(cap, "UPDATE cashouts SET status = 'EXECUTING' WHERE id = :id", params={"id": lid})
+    assert unified_of(cap, "CASHOUT", lid) == before
+    assert history_of(cap, "CASHOUT", lid) == history
+    assert pending_of(cap, entity_id) == [("AWAITING_RESPONSE", False)]
+
+    (w,) = capture.status(cap.engine, cap.settings).writers
+    assert (w.writer, w.system) == (writer_name(cap), "CASHOUT")
+    assert (w.writes, w.flagged, w.unmappable, w.last_mode) == (1, 1, 0, M.UNIFIED_ONLY.value)
+    monitor = alerts.Monitor(cap.engine, cap.settings, notifier=Notifier(), verify_rows=0)
+    alert = {s.name: s for s in monitor.evaluate()}["bypass_writes_unified_only"]
+    assert alert.firing and writer_name(cap) in alert.message and "CASHOUT" in alert.message
+
+
+def test_only_a_statement_naming_the_frozen_status_is_counted(cap: Database) -> None:
+    """Of the statements that change nothing unistatus keeps, those that name the status
+    column are counted once legacy is frozen (``SET status = status``: an ORM's save of
+    the whole row), not those that leave it out; before legacy is frozen none is. A
+    statement that changed the status is counted once, as before."""
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD", status="PROCESSING")
+    lid = created.legacy_entity_id
+    same = "UPDATE cashouts SET status = status, amount = amount WHERE id = :id"
+    raw(cap, same, params={"id": lid})
+    assert capture.writers_seen(cap.engine) == []
+    adapter_in(cap, M.UNIFIED_ONLY)
+    raw(cap, "UPDATE cashouts SET amount = amount WHERE id = :id", params={"id": lid})
+    assert capture.writers_seen(cap.engine) == []
+    raw(cap, same, params={"id": lid})
+    (w,) = capture.writers_seen(cap.engine)
+    assert (w.writes, w.flagged, w.last_mode) == (1, 1, M.UNIFIED_ONLY.value)
+    raw(cap, "UPDATE cashouts SET status = 'FAILED' WHERE id = :id", params={"id": lid})
+    (w,) = capture.writers_seen(cap.engine)
+    assert (w.writes, w.flagged) == (2, 2)
 
 
 def test_the_value_unified_holds_written_to_legacy_supersedes_the_replay(

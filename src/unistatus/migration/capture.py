@@ -37,6 +37,7 @@ from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.mapping import extra_statuses
 from unistatus.errors import ConfigError, StorageError
 from unistatus.migration.capture_ddl import PREFIX, CaptureDdl, Trigger, function_names
+from unistatus.migration.capture_frozen import SHORT as STATUS_TRIGGER
 from unistatus.migration.capture_writers import (
     FOLD_AFTER,
     WriterSeen,
@@ -57,6 +58,7 @@ __all__ = [
     "foreign_unified_writes",
     "installed",
     "is_enabled",
+    "release_status_columns_in",
     "restore_in",
     "retire_in",
     "status",
@@ -389,6 +391,18 @@ def retire_in(conn: sa.Connection) -> bool:
     for statement in ddl.drop(*_legacy_side(*installed(conn))):
         conn.exec_driver_sql(statement)
     return True
+
+
+def release_status_columns_in(conn: sa.Connection) -> None:
+    """In the retirement's transaction, before its revision drops the legacy status
+    columns (PostgreSQL: the drop refuses a column a trigger names): the triggers that
+    name them (``UPDATE OF``, :mod:`unistatus.migration.capture_frozen`). The rest stay
+    until :func:`retire_in`; if the drop is refused or fails, these are back with it."""
+    ddl = CaptureDdl(ops_for(conn.engine), conn.dialect)
+    triggers, _ = _legacy_side(*installed(conn))
+    naming = [t for t in triggers if t.name.endswith(f"_{STATUS_TRIGGER}")]
+    for statement in ddl.drop(naming, []):
+        conn.exec_driver_sql(statement)
 
 
 def restore_in(conn: sa.Connection, settings: Settings) -> bool:

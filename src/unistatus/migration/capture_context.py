@@ -100,10 +100,17 @@ def sqlite_context(writer: Any, mode: Any, reason: str, kind: str) -> Context:
 
 
 def count_writes(
-    insert: Callable[[sa.Table], Any], target: str, counts: sa.Subquery, ctx: Context
+    insert: Callable[[sa.Table], Any],
+    target: str,
+    counts: sa.Subquery,
+    ctx: Context,
+    *,
+    per_statement: bool = False,
 ) -> sa.Executable:
     """Add one statement's counts (``writes``, ``flagged``, ``unmappable``) to the
-    writer's row for ``target`` in this session's shard; nothing when it wrote no row."""
+    writer's row for ``target`` in this session's shard; nothing when it wrote no row.
+    ``per_statement``: nothing either when the row was last seen at ``ctx.now`` (another
+    trigger of the same statement counted it: capture_frozen)."""
     select = sa.select(
         ctx.writer,
         sa.literal(target, sa.String),
@@ -131,10 +138,14 @@ def count_writes(
         ],
         select,
     )
+    added = added_counts(stmt)
+    if per_statement:
+        again = W.c.last_seen_at == stmt.excluded.last_seen_at
+        added = {name: sa.case((again, W.c[name]), else_=sum_) for name, sum_ in added.items()}
     counted: sa.Executable = stmt.on_conflict_do_update(
         index_elements=[W.c.writer, W.c.system, W.c.shard],
         set_={
-            **added_counts(stmt),
+            **added,
             "last_seen_at": stmt.excluded.last_seen_at,
             "last_mode": stmt.excluded.last_mode,
             "client_addr": stmt.excluded.client_addr,

@@ -36,6 +36,7 @@ from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
 from unistatus.db.mode_lock_keys import system_lock_key
 from unistatus.db.tables import migration_control, unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.migration import capture_frozen as frozen
 from unistatus.migration.capture_context import postgres_context, sqlite_context
 from unistatus.migration.capture_sql import (
     Context,
@@ -131,9 +132,9 @@ class CaptureDdl:
         # TRUNCATE): per event one row trigger that brings unified in step, and one that
         # logs while LEGACY_ONLY (not DELETE).
         legacy = (
-            ["ins", "upd", "del", TRUNCATE_SHORT]
+            ["ins", "upd", "del", TRUNCATE_SHORT, frozen.SHORT]
             if self.postgres
-            else ["ins", "ins_log", "upd", "upd_log", "del"]
+            else ["ins", "ins_log", "upd", "upd_log", "del", frozen.SHORT]
         )
         out = [Trigger(f"{self._legacy_name(lt)}_{s}", lt.name) for lt in tables for s in legacy]
         unified = unified_transactions.name
@@ -282,6 +283,8 @@ class CaptureDdl:
             # TRUNCATE: its BEFORE trigger still sees every row it removes.
             truncated = self._plpgsql(sql.deleted(Rows.of_table(lt), ctx))
             function = self._function(self._legacy_name(lt))
+            count = frozen.counted(self.ops.insert, lt, ctx, per_statement=True)
+            status_written = frozen.pg_block(self._plpgsql, count, PG_WRITER)
             out.append(
                 f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql {attributes} AS $capture$
@@ -307,6 +310,7 @@ BEGIN
         PERFORM pg_advisory_xact_lock_shared({system_key});
         v_mode := ({read_mode});
     END IF;
+{_indent(status_written, 4)}
     IF v_mode = '{LEGACY_ONLY}' THEN
         IF TG_OP NOT IN ('DELETE', 'TRUNCATE') THEN
 {_indent(log, 12)}
@@ -350,6 +354,9 @@ $capture$"""
                 f"CREATE TRIGGER {self.quote(f'{self._legacy_name(lt)}_{TRUNCATE_SHORT}')} "
                 f"BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
             )
+            name = self.quote(f"{self._legacy_name(lt)}_{frozen.SHORT}")
+            column = self.quote(lt.column("status").name)
+            out.append(frozen.pg_trigger(name, table, column, function))
         if unified:
             out += self._pg_unified(writer, mode, attributes)
         if tables:
@@ -527,6 +534,17 @@ $capture$""",
                     table,
                     sa.and_(mode != LEGACY_ONLY, unmarked),
                     [capturing, *sql.deleted(old_rows, ctx), captured],
+                )
+            )
+            # UPDATE OF the status column, in UNIFIED_ONLY, the rows changing nothing.
+            unchanged = sa.not_(sa.exists(new_rows.changed_from(old_rows).rows.select()))
+            out.append(
+                self._sqlite_trigger(
+                    f"{base}_{frozen.SHORT}",
+                    f"UPDATE OF {self.quote(lt.column('status').name)}",
+                    table,
+                    sa.and_(mode == FROZEN, unmarked, unchanged),
+                    [frozen.counted(self.ops.insert, lt, ctx, per_statement=False)],
                 )
             )
         one_row = sa.select(sa.literal(1).label("one")).subquery("capture_rows")

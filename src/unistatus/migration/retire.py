@@ -279,6 +279,9 @@ def _before_the_drop(conn: sa.Connection, settings: Settings) -> None:
     After ``mode_lock_wait_seconds`` a ``ModeLockBusyError`` names the sessions, nothing
     changed. The revision's own ``pg_advisory_xact_lock`` then finds the lock held.
 
+    Then the capture's triggers that name the status columns go (the others after the
+    drop: :func:`_after_the_drop`).
+
     SQLite: the transaction holds the write lock from its start; the capture's triggers
     go first, as the revision's table copy re-checks every trigger that names the table.
     """
@@ -289,6 +292,9 @@ def _before_the_drop(conn: sa.Connection, settings: Settings) -> None:
     ops_for(conn.engine).mode_exclusive_lock(
         conn, None, wait_seconds=settings.mode_lock_wait_seconds, share_locked=tables
     )
+    # Held so, no legacy write comes between: the triggers that name the status columns
+    # (a column a trigger names cannot be dropped) go now, the rest after the drop.
+    capture.release_status_columns_in(conn)
 
 
 def _after_the_drop(conn: sa.Connection) -> None:
