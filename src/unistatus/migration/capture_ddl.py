@@ -274,7 +274,11 @@ class CaptureDdl:
             # Per event, one body for UNIFIED_ONLY, one for the other modes (no replay
             # writes to start up in every statement of theirs); an UPDATE's rows with what
             # it changed in each, without those that changed nothing unistatus keeps.
-            rows = {"INSERT": new_rows, "UPDATE": new_rows.changed_from(old_rows)}
+            # Their values as legacy holds them now (Rows.as_now).
+            rows = {
+                "INSERT": new_rows.as_now(lt),
+                "UPDATE": new_rows.changed_from(old_rows).as_now(lt),
+            }
             (ins, frozen_ins), (upd, frozen_upd) = (
                 [self._pg_in_step(sql, r, replace(ctx, frozen=f)) for f in (False, True)]
                 for r in rows.values()
@@ -520,7 +524,8 @@ $capture$""",
                 if event == "UPDATE":  # what it changed; nothing when none unistatus keeps
                     rows = new_rows.changed_from(old_rows)
                     when = sa.and_(when, sa.exists(rows.rows.select()))
-                body = sql.bring_in_step(rows, ctx, lock=False, bypass=True)
+                # The row as legacy holds it now (Rows.as_now).
+                body = sql.bring_in_step(rows.as_now(lt), ctx, lock=False, bypass=True)
                 out.append(
                     self._sqlite_trigger(
                         f"{base}_{short}", event, table, when, [capturing, *body, captured]

@@ -62,7 +62,7 @@ from unistatus.migration.capture_context import (
     count_foreign_unified,
     count_writes,
 )
-from unistatus.migration.capture_rows import Rows, changed_flag
+from unistatus.migration.capture_rows import Rows, allowed_in_two_steps, changed_flag
 
 __all__ = [
     "FLAG_DELETED",
@@ -174,6 +174,8 @@ class SystemSql:
         )
         new_status = sa.case((agrees("status", compatible), U.c.status), else_=m.mapped)
         allowed = allowed_clause(self.system.transaction_type, U.c.status, new_status)
+        if r.flagged:  # legacy moved on in two steps, the first not captured yet
+            allowed = sa.or_(allowed, allowed_in_two_steps(self.system, m, new_status))
         legacy = [m[name] for name in LEGACY_COLUMNS]
         if r.flagged:
             # Legacy's value where the UPDATE changed it, else unified's image of it; and
