@@ -1,0 +1,130 @@
+"""The capture's quarantine: unmappable values that bypass writers (and the backfill) set
+aside, and what happens to the row once it is mappable again (docs/capture.md).
+
+A long unmappable value never fails the writer's statement (nor the switch that catches
+up, nor a backfill batch): the quarantine keeps a cut image of it. A shared field changed
+while the row's status was unmappable is not lost: the row is taken whole once it maps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import adapter_in
+from support.capture_data import captured, legacy_status, raw, unified_of
+from unistatus import DualWriteMode
+from unistatus.backfill import quarantine_count, retry_quarantine, run_backfill
+from unistatus.db.control import set_mode
+from unistatus.db.tables_backfill import backfill_quarantine
+from unistatus.migration.check import run_check
+
+M = DualWriteMode
+Q = backfill_quarantine
+T0 = "2026-01-01 00:00:00"
+
+
+@pytest.fixture
+def cap(db: Database) -> Iterator[Database]:
+    with captured(db):
+        yield db
+
+
+def quarantined(db: Database) -> dict[int, tuple[str | None, str, bool]]:
+    """Each quarantine entry's (raw value, reason, whether still open), by legacy id."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(Q.c.legacy_id, Q.c.raw_status, Q.c.reason, Q.c.resolved_at.is_(None))
+        ).all()
+    return {r[0]: (r[1], r[2], bool(r[3])) for r in rows}
+
+
+def cut(value: str) -> str:
+    """What the quarantine keeps of a value longer than its column (docs/capture.md)."""
+    return f"{value[:40]}...({len(value)} chars)"
+
+
+def insert_cashout(db: Database, lid: int, status: str) -> None:
+    raw(
+        db,
+        "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, updated_at) "
+        f"VALUES (:id, 7, 10.50, 'USD', :status, '{T0}', '{T0}')",
+        params={"id": lid, "status": status},
+    )
+
+
+# --- D4: a value longer than the quarantine's column ------------------------------------------
+
+
+@pytest.fixture
+def text_status(scratch_pg: Database) -> Database:
+    """PostgreSQL, the legacy status column of type text (any length); capture not yet
+    enabled (a trigger's column cannot change type)."""
+    with scratch_pg.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE cashouts ALTER COLUMN status TYPE text"))
+    return scratch_pg
+
+
+@pytest.mark.postgres
+def test_a_long_unmappable_value_is_quarantined_cut_and_the_writer_unharmed(
+    text_status: Database,
+) -> None:
+    db = text_status
+    long_update, long_insert, long_logged = "X" * 65, "Y" * 300, "Z" * 1000
+    with captured(db):
+        a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+        lid = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD").legacy_entity_id or 0
+        before = unified_of(db, "CASHOUT", lid)
+
+        # An UPDATE (the row has its unified row) and an INSERT (it has none).
+        raw(
+            db,
+            "UPDATE cashouts SET status = :s WHERE id = :id",
+            params={"s": long_update, "id": lid},
+        )
+        insert_cashout(db, 900, long_insert)
+        assert legacy_status(db, "cashouts", lid) == long_update  # the writers succeeded
+        assert legacy_status(db, "cashouts", 900) == long_insert
+        assert unified_of(db, "CASHOUT", lid) == before and unified_of(db, "CASHOUT", 900) is None
+        assert quarantined(db) == {
+            lid: (cut(long_update), "unknown_status", True),
+            900: (cut(long_insert), "unknown_status", True),
+        }
+
+        # Written while LEGACY_ONLY: the switch's catch-up sets it aside, and succeeds.
+        other = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD").legacy_entity_id or 0
+        set_mode(db.engine, M.LEGACY_ONLY, reason="test", actor="test")
+        raw(
+            db,
+            "UPDATE cashouts SET status = :s WHERE id = :id",
+            params={"s": long_logged, "id": other},
+        )
+        set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+        assert quarantined(db)[other] == (cut(long_logged), "unknown_status", True)
+
+        # Corrected by the writers: migrated, the entries resolved.
+        raw(
+            db,
+            "UPDATE cashouts SET status = 'EXECUTING' WHERE id IN (:a, :b, 900)",
+            params={"a": lid, "b": other},
+        )
+        assert quarantine_count(db.engine) == 0
+        assert run_check(db.engine, db.settings, store=False).is_consistent
+
+
+@pytest.mark.postgres
+def test_the_backfill_quarantines_a_long_value_cut_and_retries_it(text_status: Database) -> None:
+    db = text_status
+    long_value = "W" * 65
+    insert_cashout(db, 1, "PENDING")
+    insert_cashout(db, 2, long_value)
+    report = run_backfill(db.engine, db.settings, batch_size=100).as_dict()
+    assert (report["inserted"], report["quarantined"]) == (1, 1)
+    assert quarantined(db) == {2: (cut(long_value), "unknown_status", True)}
+    raw(db, "UPDATE cashouts SET status = 'PENDING' WHERE id = 2")
+    assert retry_quarantine(db.engine, db.settings)["migrated"] == 1
+    assert quarantined(db) == {2: (cut(long_value), "unknown_status", False)}
+    assert unified_of(db, "CASHOUT", 2) is not None
