@@ -38,6 +38,7 @@ from unistatus.adapter.writes import history_values, unified_row
 from unistatus.backfill.statements import (
     QUARANTINE_COLUMNS,
     migratable,
+    quarantined_raw,
     shared_fields,
     unmappable_reason,
 )
@@ -329,7 +330,7 @@ class SystemSql:
         select = sa.select(
             sa.literal(self.system.value, sa.String),
             m.id,
-            m.status,
+            quarantined_raw(m.status),
             unmappable_reason(self.system, m.status, m.id, shared_fields(m)),
             ctx.now,
             ctx.now,
