@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import adapter_in
-from support.capture_data import captured, legacy_status, raw, unified_of
+from support.capture_data import captured, history_of, legacy_status, raw, unified_of
 from unistatus import DualWriteMode
 from unistatus.backfill import quarantine_count, retry_quarantine, run_backfill
 from unistatus.db.control import set_mode
@@ -128,3 +128,39 @@ def test_the_backfill_quarantines_a_long_value_cut_and_retries_it(text_status: D
     assert retry_quarantine(db.engine, db.settings)["migrated"] == 1
     assert quarantined(db) == {2: (cut(long_value), "unknown_status", False)}
     assert unified_of(db, "CASHOUT", 2) is not None
+
+
+# --- D2: a shared field changed while the status was unmappable --------------------------------
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY])
+def test_a_field_changed_while_quarantined_is_taken_when_the_row_maps_again(
+    cap: Database, mode: M
+) -> None:
+    """The UPDATE of the amount while the status is unmappable is skipped (the row is
+    quarantined); when the status maps again the row is taken whole, as the catch-up and a
+    row without a unified row are, so the amount is not lost."""
+    a = adapter_in(cap, mode)
+    lid = a.create_transaction("WALLET_CASHOUT", 1, "10.5", "USD").legacy_entity_id or 0
+    where = {"id": lid}
+    raw(cap, "UPDATE cashouts SET status = 'REFUND_REQUESTED' WHERE id = :id", params=where)
+    raw(cap, "UPDATE cashouts SET amount = 42 WHERE id = :id", params=where)
+    assert quarantined(cap)[lid][2]  # open
+    raw(cap, "UPDATE cashouts SET status = 'FAILED' WHERE id = :id", params=where)
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None
+    assert (u["status"], u["legacy_status"], float(u["amount"]), u["version"]) == (
+        "FAILED",
+        "FAILED",
+        42.0,
+        2,
+    )
+    last = history_of(cap, "CASHOUT", lid)[-1]
+    assert (last["from_status"], last["to_status"]) == ("PENDING", "FAILED")
+    assert quarantined(cap)[lid] == ("REFUND_REQUESTED", "unknown_status", False)
+    report = run_check(cap.engine, cap.settings, store=False)
+    assert report.is_consistent, dict(report.inconsistencies)
+    # Mapped again, the row is judged by what each statement changes, as before.
+    raw(cap, "UPDATE cashouts SET amount = 43 WHERE id = :id", params=where)
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None and (u["status"], float(u["amount"]), u["version"]) == ("FAILED", 43.0, 3)
