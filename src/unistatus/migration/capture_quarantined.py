@@ -7,7 +7,10 @@ maps again, what it changed meanwhile is only in legacy, and an UPDATE judged by
 columns it changed itself (:meth:`~unistatus.migration.capture_rows.Rows.changed_from`)
 would lose it. A row with an open entry is therefore taken whole, as the catch-up's rows
 and a row without a unified row are (docs/capture.md); its entry is resolved
-(``migrated``) after the judging, which must still see it open.
+(``migrated``) after the judging, which must still see it open. Its status too, but not
+while legacy is frozen (UNIFIED_ONLY): there legacy's status is behind by design (the
+adapter's committed changes await their replay), and taking it would write that older
+status over them; the statement's own status change is taken as always.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ def _open(system: LegacySystemType) -> sa.ColumnElement[bool]:
     return sa.and_(Q.c.system == system.value, Q.c.resolved_at.is_(None))
 
 
-def whole_when_quarantined(r: Rows, system: LegacySystemType, *, fenced: bool) -> Rows:
+def whole_when_quarantined(
+    r: Rows, system: LegacySystemType, frozen: sa.ColumnElement[bool], *, fenced: bool
+) -> Rows:
     """An UPDATE's rows (:attr:`Rows.flagged`), each row with an open quarantine entry
-    marked as changed in every kept column (taken whole); other rows as they are.
+    marked as changed in every kept column (taken whole), its status only while not
+    ``frozen``; other rows as they are.
 
     ``fenced`` (PostgreSQL): the entry is probed once per row (OFFSET 0), not once per
     flag that reads it."""
@@ -41,9 +47,10 @@ def whole_when_quarantined(r: Rows, system: LegacySystemType, *, fenced: bool) -
     entry = sa.exists(sa.select(Q.c.legacy_id).where(_open(system), Q.c.legacy_id == r.c.id))
     probed = sa.select(*r.c, entry.label("quarantined"))
     inner = (probed.offset(0) if fenced else probed).subquery("capture_probed").c
-    flags = {changed_flag(name) for name in CHANGEABLE}
+    whole = {changed_flag(name): inner.quarantined for name in CHANGEABLE}
+    whole[changed_flag("status")] = sa.and_(inner.quarantined, sa.not_(frozen))
     columns = [
-        sa.or_(inner[c.name], inner.quarantined).label(c.name) if c.name in flags else inner[c.name]
+        sa.or_(inner[c.name], whole[c.name]).label(c.name) if c.name in whole else inner[c.name]
         for c in r.c
     ]
     return Rows(sa.select(*columns).subquery("capture_whole"), flagged=True)

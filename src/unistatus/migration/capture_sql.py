@@ -159,13 +159,14 @@ class SystemSql:
         mapped = migratable(self.system, r.c.status, r.c.id, shared_fields(r.c)).label("mapped")
         return self._fence(sa.select(*r.c, mapped)).subquery("capture_mapped").c
 
-    def _judged(self, r: Rows, *, lock: bool) -> _Judged:
+    def _judged(self, r: Rows, ctx: Context, *, lock: bool) -> _Judged:
         """``lock`` (PostgreSQL): the unified rows are locked by the judging select
         itself (``FOR UPDATE OF``): in READ COMMITTED it waits for a concurrent writer of
         a row and then judges the row's newest version, which the writes of the same
         statement then change (one join and one statement fewer than locking first)."""
         # A row with an open quarantine entry is taken whole (capture_quarantined).
-        m = self._mapped(whole_when_quarantined(r, self.system, fenced=self.fenced))
+        whole = whole_when_quarantined(r, self.system, ctx.is_frozen, fenced=self.fenced)
+        m = self._mapped(whole)
 
         def agrees(name: str, clause: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
             # A column an UPDATE did not change agrees: unified's value stays.
@@ -264,7 +265,7 @@ class SystemSql:
         prepare: list[Any] = [self._quarantine(r, ctx)]
         if bypass:
             prepare += self._create_missing(r, ctx, concurrent=lock)
-        judged = self._judged(r, lock=lock)
+        judged = self._judged(r, ctx, lock=lock)
         writes: list[Any] = []
         if bypass:
             writes.append(self._count(r, judged, ctx))
