@@ -34,6 +34,7 @@ from unistatus.backfill.statements import (
     insert_select,
     mapped_status,
     quarantine_insert,
+    quarantined_raw,
     requarantine,
     shared_fields,
     status_column,
@@ -224,7 +225,7 @@ class ChunkCopier:
         q_select = sa.select(
             sa.literal(system.value, sa.String),
             src.c.id,
-            src.c.raw,
+            quarantined_raw(src.c.raw),
             unmappable_reason(system, src.c.raw, src.c.id, shared_fields(src.c)),
             NOW,
             NOW,

@@ -34,6 +34,7 @@ UNKNOWN_STATUS = "unknown_status"
 BEYOND_UTX_RANGE = "id_beyond_utx_range"
 
 
+# The quarantine's columns its inserts write (the raw value: :func:`quarantined_raw`).
 QUARANTINE_COLUMNS = [
     Q.c.system,
     Q.c.legacy_id,
@@ -150,6 +151,28 @@ def unmappable_reason(
     )
 
 
+# A raw value longer than the quarantine's column is kept as its first characters and its
+# length ("XXXX...(65 chars)"): the statement that sets it aside (a bypass writer's own, a
+# mode switch's catch-up, a backfill batch) must not fail on it. The legacy row keeps the
+# whole value; the retry reads it there, never this image.
+RAW_KEPT = 40
+
+
+def quarantined_raw(raw: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """``raw`` as the quarantine stores it: as it is when its column holds it, else cut
+    (:data:`RAW_KEPT` characters, then ``...(<length> chars)``)."""
+    column = Q.c.raw_status.type
+    assert isinstance(column, sa.String) and column.length is not None
+    length = sa.func.length(raw, type_=sa.Integer)
+    cut = (
+        sa.func.substr(raw, 1, RAW_KEPT, type_=sa.String)
+        + sa.literal("...(", sa.String)
+        + sa.cast(length, sa.String)
+        + sa.literal(" chars)", sa.String)
+    )
+    return sa.case((length > column.length, cut), else_=raw)
+
+
 def requarantine(stmt: Any) -> dict[str, Any]:
     """Seen again: refresh the raw value and reason, and re-open a resolved entry."""
     return {
@@ -168,7 +191,7 @@ def quarantine_insert(
     select = sa.select(
         sa.literal(lt.system.value, sa.String),
         lt.id,
-        status_column(lt),
+        quarantined_raw(status_column(lt)),
         unmappable_reason(lt.system, status_column(lt), lt.id, legacy_data(lt)),
         now,
         now,

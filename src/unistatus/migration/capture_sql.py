@@ -14,8 +14,9 @@ LEGACY_ONLY (the catch-up). So the rule that brings unified in step is written o
   and ``version + 1``, exactly as the adapter would (:func:`unified_row`,
   :func:`history_values`);
 - an UPDATE's rows (:meth:`Rows.changed_from`) are judged by the kept columns the
-  statement changed in each, unified's values standing for the others: a shared field
-  written alone keeps unified's status (and, UNIFIED_ONLY, the changes awaiting replay);
+  statement changed in each (a row with an open quarantine entry: all of them, see
+  :mod:`~unistatus.migration.capture_quarantined`), unified's values standing for the
+  others: a shared field written alone keeps unified's status (and, UNIFIED_ONLY, the changes awaiting replay);
   UNIFIED_ONLY, a status changed is written and recorded for the replay even where
   unified already holds it (legacy holds a newer value than any change awaiting replay);
 - a change the transition rules would refuse is applied anyway (legacy is
@@ -38,6 +39,7 @@ from unistatus.adapter.writes import history_values, unified_row
 from unistatus.backfill.statements import (
     QUARANTINE_COLUMNS,
     migratable,
+    quarantined_raw,
     shared_fields,
     unmappable_reason,
 )
@@ -62,6 +64,7 @@ from unistatus.migration.capture_context import (
     count_foreign_unified,
     count_writes,
 )
+from unistatus.migration.capture_quarantined import resolve_migrated, whole_when_quarantined
 from unistatus.migration.capture_rows import Rows, allowed_in_two_steps, changed_flag
 
 __all__ = [
@@ -156,12 +159,14 @@ class SystemSql:
         mapped = migratable(self.system, r.c.status, r.c.id, shared_fields(r.c)).label("mapped")
         return self._fence(sa.select(*r.c, mapped)).subquery("capture_mapped").c
 
-    def _judged(self, r: Rows, *, lock: bool) -> _Judged:
+    def _judged(self, r: Rows, ctx: Context, *, lock: bool) -> _Judged:
         """``lock`` (PostgreSQL): the unified rows are locked by the judging select
         itself (``FOR UPDATE OF``): in READ COMMITTED it waits for a concurrent writer of
         a row and then judges the row's newest version, which the writes of the same
         statement then change (one join and one statement fewer than locking first)."""
-        m = self._mapped(r)
+        # A row with an open quarantine entry is taken whole (capture_quarantined).
+        whole = whole_when_quarantined(r, self.system, ctx.is_frozen, fenced=self.fenced)
+        m = self._mapped(whole)
 
         def agrees(name: str, clause: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
             # A column an UPDATE did not change agrees: unified's value stays.
@@ -259,15 +264,17 @@ class SystemSql:
     ) -> tuple[list[sa.Executable], list[sa.Executable]]:
         """:meth:`bring_in_step` in two parts: the quarantine and the missing unified rows
         (nothing to do when :meth:`needs_preparing` is false), then the judged writes."""
-        prepare: list[Any] = [*self._quarantine(r, ctx)]
+        prepare: list[Any] = [self._quarantine(r, ctx)]
         if bypass:
             prepare += self._create_missing(r, ctx, concurrent=lock)
-        judged = self._judged(r, lock=lock)
+        judged = self._judged(r, ctx, lock=lock)
         writes: list[Any] = []
         if bypass:
             writes.append(self._count(r, judged, ctx))
             writes += self._frozen_changes(judged, ctx)
         writes += self._update_stale(judged, ctx)
+        # Resolved after the judging, which takes a row with an open entry whole.
+        writes.append(resolve_migrated(self.system, judged.j.id, judged.j.mapped, ctx))
         if not self.fenced:
             return prepare, writes
         return self._one_statement(prepare, "capture_prepare"), self._one_statement(writes)
@@ -317,21 +324,22 @@ class SystemSql:
     def _one_statement(writes: list[Any], name: str = "capture_write") -> list[sa.Executable]:
         """PostgreSQL: writes as one statement (all but the last as data-modifying CTEs):
         the judged rows are joined and judged once, not once per write. They touch
-        different rows or tables (the quarantine's insert and resolve: rows of unmappable
-        and of mappable values), and the judged writes all read the unified rows as
-        locked by the judging, so one snapshot serves them all."""
+        different rows or tables (the quarantine's entries, the unified rows, the history),
+        and the judged writes all read the unified rows as locked by the judging (and the
+        quarantine entries as it read them), so one snapshot serves them all."""
         *before, last = writes
         for i, write in enumerate(before):
             last = last.add_cte(write.cte(cte_name(f"{name}_{i}")))
         return [last]
 
-    def _quarantine(self, r: Rows, ctx: Context) -> list[sa.Executable]:
-        """Unmappable values aside (raw value, why, who); entries mappable now resolved."""
+    def _quarantine(self, r: Rows, ctx: Context) -> sa.Executable:
+        """Unmappable values aside (raw value, why, who). Entries mappable now are
+        resolved after the judging (:func:`resolve_migrated`)."""
         m = self._mapped(r)
         select = sa.select(
             sa.literal(self.system.value, sa.String),
             m.id,
-            m.status,
+            quarantined_raw(m.status),
             unmappable_reason(self.system, m.status, m.id, shared_fields(m)),
             ctx.now,
             ctx.now,
@@ -350,18 +358,8 @@ class SystemSql:
                 "resolution": None,
             },
         )
-        m = self._mapped(r)
-        mappable_now = sa.select(m.id).where(m.mapped.is_not(None)).scalar_subquery()
-        resolve = (
-            sa.update(Q)
-            .where(
-                Q.c.system == self.system.value,
-                Q.c.resolved_at.is_(None),
-                Q.c.legacy_id.in_(mappable_now),
-            )
-            .values(resolved_at=ctx.now, resolution="migrated")
-        )
-        return [stmt, resolve]
+        quarantined: sa.Executable = stmt
+        return quarantined
 
     def _count(self, r: Rows, judged: _Judged, ctx: Context) -> sa.Executable:
         """One more statement of this writer: rows written, flagged, unmappable."""
