@@ -14,14 +14,20 @@ change awaiting its replay. The bypass writer then writes the status:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT, Database
 from support.adapters import adapter_in
-from support.capture_data import captured, history_of, legacy_status, raw, unified_of, writer_name
+from support.capture_data import (
+    captured,
+    history_of,
+    legacy_status,
+    pending_of,
+    raw,
+    unified_of,
+    writer_name,
+)
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.db.tables import pending_legacy_changes
 from unistatus.migration import capture
@@ -53,16 +59,6 @@ def frozen_cashout(db: Database) -> tuple[DualWriteAdapter, str, int]:
     assert a.update_status(created.entity_id, "AWAITING_RESPONSE", "r", "svc").changed
     assert legacy_status(db, "cashouts", created.legacy_entity_id) == "EXECUTING"
     return a, created.entity_id, created.legacy_entity_id
-
-
-def pending_of(db: Database, entity_id: str) -> list[tuple[Any, ...]]:
-    with db.engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(P.c.legacy_status, P.c.replayed_at.is_not(None))
-            .where(P.c.transaction_id == entity_id)
-            .order_by(P.c.id)
-        ).all()
-    return [tuple(r) for r in rows]
 
 
 def rolled_back(db: Database) -> None:

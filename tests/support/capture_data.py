@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from conftest import Database
 from unistatus.db.engine import create_engine
-from unistatus.db.tables import status_history, unified_transactions
+from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.migration import capture
 
 # The application_name of the "cron job" that writes the legacy tables with raw SQL.
@@ -83,3 +83,15 @@ def captured(db: Database) -> Iterator[Database]:
         yield db
     finally:
         capture.disable(db.engine, db.settings, actor="test", reason="test")
+
+
+def pending_of(db: Database, entity_id: str) -> list[tuple[Any, ...]]:
+    """The changes of ``entity_id`` recorded for the replay: (legacy status, replayed)."""
+    P = pending_legacy_changes
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(P.c.legacy_status, P.c.replayed_at.is_not(None))
+            .where(P.c.transaction_id == entity_id)
+            .order_by(P.c.id)
+        ).all()
+    return [tuple(r) for r in rows]
