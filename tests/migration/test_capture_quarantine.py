@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from conftest import Database
 from support.adapters import adapter_in
 from support.capture_data import captured, history_of, legacy_status, raw, unified_of
+from support.phases import to_phase
+from support.refusing import refuse
 from unistatus import DualWriteMode
 from unistatus.backfill import quarantine_count, retry_quarantine, run_backfill
 from unistatus.db.control import set_mode
@@ -194,3 +196,28 @@ def test_a_field_fixed_while_legacy_is_frozen_keeps_the_status_awaiting_replay(
     out = emergency_rollback(cap.engine, cap.settings, actor="oncall", reason="test")
     assert out["conflicts"] == 0
     assert legacy_status(cap, "cashouts", created.legacy_entity_id) == "AWAITING_RESPONSE"
+
+
+@pytest.mark.postgres
+def test_a_field_fixed_while_legacy_lags_a_primary_wins_write_keeps_that_write(
+    pg: Database,
+) -> None:
+    """DUAL_WRITE_UNIFIED_PRIMARY: legacy is behind on purpose after a ``primary_wins``
+    write whose legacy side was refused (repair queued). A row quarantined for a shared
+    field and then fixed is taken whole, but not its status: taking it would roll the
+    acknowledged SUCCESS back to legacy's PROCESSING."""
+    with captured(pg):
+        to_phase(pg.engine, 3)
+        a = adapter_in(pg, M.DUAL_WRITE_UNIFIED_PRIMARY, fallback="primary_wins")
+        created = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD")
+        assert created.entity_id is not None and created.legacy_entity_id is not None
+        assert a.update_status(created.entity_id, "PROCESSING", "go", "app").overall_success
+        where = {"id": created.legacy_entity_id}
+        raw(pg, "UPDATE cashouts SET amount = -5 WHERE id = :id", params=where)
+        with refuse(pg, "cashouts", "SUCCESS"):
+            paid = a.update_status(created.entity_id, "SUCCESS", "paid", "app")
+        assert paid.overall_success and not paid.secondary_success
+        raw(pg, "UPDATE cashouts SET amount = 7 WHERE id = :id", params=where)
+        u = unified_of(pg, "CASHOUT", created.legacy_entity_id)
+        assert u is not None
+        assert (u["status"], u["legacy_status"], float(u["amount"])) == ("SUCCESS", "SUCCESS", 7.0)
