@@ -27,6 +27,9 @@ W = capture_writers
 
 UNIFIED_TARGET = "UNIFIED"  # the writer counts' "system" of direct writes to unified
 FROZEN = DualWriteMode.UNIFIED_ONLY.value
+# The modes in which legacy is the truth (the adapter reads it): its status is never
+# behind on purpose there.
+LEGACY_READ = tuple(m.value for m in DualWriteMode if not m.reads_unified)
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,15 @@ class Context:
         if self.frozen is None:
             return self.mode == FROZEN
         return sa.true() if self.frozen else sa.false()
+
+    @property
+    def reads_legacy(self) -> sa.ColumnElement[bool]:
+        """The mode reads legacy (LEGACY_ONLY, DUAL_WRITE_LEGACY_PRIMARY), as SQL: where
+        unified is read, legacy's status may be behind on purpose (changes awaiting their
+        replay in UNIFIED_ONLY, a refused legacy side queued under ``primary_wins``)."""
+        if self.frozen:
+            return sa.false()
+        return self.mode.in_(LEGACY_READ)
 
 
 def postgres_context(writer: Any, mode: Any, reason: Any, kind: str) -> Context:

@@ -7,10 +7,11 @@ maps again, what it changed meanwhile is only in legacy, and an UPDATE judged by
 columns it changed itself (:meth:`~unistatus.migration.capture_rows.Rows.changed_from`)
 would lose it. A row with an open entry is therefore taken whole, as the catch-up's rows
 and a row without a unified row are (docs/capture.md); its entry is resolved
-(``migrated``) after the judging, which must still see it open. Its status too, but not
-while legacy is frozen (UNIFIED_ONLY): there legacy's status is behind by design (the
-adapter's committed changes await their replay), and taking it would write that older
-status over them; the statement's own status change is taken as always.
+(``migrated``) after the judging, which must still see it open. Its status too, but only
+where legacy is the truth (a mode that reads legacy): where unified is read, legacy's
+status may be behind on purpose (UNIFIED_ONLY's changes awaiting their replay, a refused
+legacy side queued under ``primary_wins``), and taking it would write that older status
+over acknowledged writes; the statement's own status change is taken as always.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ def _open(system: LegacySystemType) -> sa.ColumnElement[bool]:
 
 
 def whole_when_quarantined(
-    r: Rows, system: LegacySystemType, frozen: sa.ColumnElement[bool], *, fenced: bool
+    r: Rows, system: LegacySystemType, reads_legacy: sa.ColumnElement[bool], *, fenced: bool
 ) -> Rows:
     """An UPDATE's rows (:attr:`Rows.flagged`), each row with an open quarantine entry
-    marked as changed in every kept column (taken whole), its status only while not
-    ``frozen``; other rows as they are.
+    marked as changed in every kept column (taken whole), its status only where the mode
+    ``reads_legacy``; other rows as they are.
 
     ``fenced`` (PostgreSQL): the entry is probed once per row (OFFSET 0), not once per
     flag that reads it."""
@@ -50,7 +51,7 @@ def whole_when_quarantined(
     whole: dict[str, sa.ColumnElement[bool]] = {
         changed_flag(name): inner.quarantined for name in CHANGEABLE
     }
-    whole[changed_flag("status")] = sa.and_(inner.quarantined, sa.not_(frozen))
+    whole[changed_flag("status")] = sa.and_(inner.quarantined, reads_legacy)
     columns = [
         sa.or_(inner[c.name], whole[c.name]).label(c.name) if c.name in whole else inner[c.name]
         for c in r.c

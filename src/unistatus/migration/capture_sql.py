@@ -165,7 +165,7 @@ class SystemSql:
         a row and then judges the row's newest version, which the writes of the same
         statement then change (one join and one statement fewer than locking first)."""
         # A row with an open quarantine entry is taken whole (capture_quarantined).
-        whole = whole_when_quarantined(r, self.system, ctx.is_frozen, fenced=self.fenced)
+        whole = whole_when_quarantined(r, self.system, ctx.reads_legacy, fenced=self.fenced)
         m = self._mapped(whole)
 
         def agrees(name: str, clause: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
