@@ -30,15 +30,33 @@ from unistatus.observe.terminal_dashboard import frame
 
 def stats_row(engine: sa.Engine, at: datetime, n: int, ms: float, errors: int = 0) -> None:
     """One process's flushed interval ending at ``at``: ``n`` operations of ``ms`` each."""
-    buckets = dict.fromkeys(BUCKET_COLUMNS, 0)
+    interval(engine, at, n, ms, errors=errors, process="test", fine=False)
+
+
+def interval(
+    engine: sa.Engine,
+    end: datetime,
+    n: int,
+    ms: float,
+    *,
+    errors: int = 0,
+    process: str = "p1",
+    operation: str = "update_status",
+    fine: bool = True,
+) -> None:
+    """One flushed interval of 5 s ending at ``end``: ``n`` operations of ``ms`` each;
+    ``fine=False``: stored without the fine buckets (by code older than revision 0019)."""
+    buckets = dict.fromkeys((*BUCKET_COLUMNS, *FINE_COLUMNS), 0)
     buckets[BUCKET_COLUMNS[bucket_index(ms)]] = n
+    if fine:
+        buckets[FINE_COLUMNS[bucket_index(ms, FINE_BUCKETS_MS)]] = n
     with engine.begin() as conn:
         conn.execute(
             sa.insert(operation_stats).values(
-                process_id="test",
-                interval_start=at - timedelta(seconds=5),
-                interval_end=at,
-                operation="update_status",
+                process_id=process,
+                interval_start=end - timedelta(seconds=5),
+                interval_end=end,
+                operation=operation,
                 mode="DUAL_WRITE_LEGACY_PRIMARY",
                 count=n,
                 errors=errors,
@@ -119,30 +137,9 @@ def flushed(
     operation: str = "update_status",
     fine: bool = True,
 ) -> None:
-    """One flushed interval ending ``after`` seconds after :data:`SINCE`: ``n``
-    operations of ``ms`` each; ``fine=False``: stored without the fine buckets (by code
-    older than revision 0019)."""
+    """One flushed interval ending ``after`` seconds after :data:`SINCE` (:func:`interval`)."""
     end = SINCE + timedelta(seconds=after)
-    buckets = dict.fromkeys((*BUCKET_COLUMNS, *FINE_COLUMNS), 0)
-    buckets[BUCKET_COLUMNS[bucket_index(ms)]] = n
-    if fine:
-        buckets[FINE_COLUMNS[bucket_index(ms, FINE_BUCKETS_MS)]] = n
-    with engine.begin() as conn:
-        conn.execute(
-            sa.insert(operation_stats).values(
-                process_id=process,
-                interval_start=end - timedelta(seconds=5),
-                interval_end=end,
-                operation=operation,
-                mode="DUAL_WRITE_LEGACY_PRIMARY",
-                count=n,
-                errors=errors,
-                shadow_mismatches=0,
-                latency_sum_ms=n * ms,
-                latency_max_ms=ms,
-                **buckets,
-            )
-        )
+    interval(engine, end, n, ms, errors=errors, process=process, operation=operation, fine=fine)
 
 
 UNTIL = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

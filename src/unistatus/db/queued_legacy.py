@@ -89,11 +89,16 @@ def refuse_queued_legacy(conn: sa.Connection, new: DualWriteMode, leaving: Seque
     )
 
 
-def count_missing_legacy(conn: sa.Connection, system: str, since: datetime | None) -> int:
-    """``system``'s transactions acknowledged without a legacy row (their create's legacy
-    INSERT refused, queued): legacy lacks them (``since``: only those updated since)."""
-    q = open_queued_legacy([system]).where(U.c.legacy_id.is_(None))
+def count_missing_legacy(
+    conn: sa.Connection, systems: Sequence[str], since: datetime | None
+) -> dict[str, int]:
+    """Per system (values; 0 where none), the transactions acknowledged without a legacy
+    row (their create's legacy INSERT refused, queued): legacy lacks them (``since``:
+    only those updated since). One statement for every system."""
+    q = open_queued_legacy(systems).where(U.c.legacy_id.is_(None))
     if since is not None:
         q = q.where(U.c.updated_at >= since)
-    ids = q.with_only_columns(U.c.id).order_by(None).distinct().subquery()
-    return int(conn.execute(sa.select(sa.func.count()).select_from(ids)).scalar_one())
+    ids = q.with_only_columns(U.c.legacy_system, U.c.id).order_by(None).distinct().subquery()
+    counted = sa.select(ids.c.legacy_system, sa.func.count()).group_by(ids.c.legacy_system)
+    found = {str(system): int(n) for system, n in conn.execute(counted).all()}
+    return {system: found.get(system, 0) for system in systems}

@@ -386,10 +386,10 @@ def _count_missing_legacy(
     their legacy INSERT refused under ``primary_wins``, queued): no legacy key points at
     them, so the walk over the legacy keys cannot pair them, and legacy lacks them."""
     with engine.connect() as conn:
-        for system in wanted:
-            n = count_missing_legacy(conn, system.value, since)
-            mine = report.per_system[system.value]
-            mine["inconsistencies"][MISSING_LEGACY] = n
-            mine["total"] += n
-            report.total += n
-            report.inconsistencies[MISSING_LEGACY] += n
+        counts = count_missing_legacy(conn, [s.value for s in wanted], since)
+    for system, n in counts.items():
+        mine = report.per_system[system]
+        mine["inconsistencies"][MISSING_LEGACY] = n
+        mine["total"] += n
+        report.total += n
+        report.inconsistencies[MISSING_LEGACY] += n
