@@ -192,10 +192,10 @@ def test_unified_primary_commits_the_unified_row_and_queues_a_repair(
     ok = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD")
     assert ok.overall_success and not ok.has_inconsistency and ok.legacy_entity_id is not None
     assert a.check_consistency(ok.entity_id)["consistent"] is True
-    # A unified row without its legacy row is left to an operator (docs/repair.md):
-    # the repair reports it and keeps it queued, never closes it as consistent.
+    # Repair creates the missing legacy row (docs/repair.md), but not while legacy
+    # still refuses it: a failure for that entity, kept queued, never closed.
     report = run_repair(db.engine, db.settings, strategy="unified_wins", reason="test")
-    assert report.skipped == {"missing_legacy": 1}
+    assert (report.repaired, report.failed, report.skipped) == (0, 1, {})
     assert [q["resolved_at"] for q in rows(db, "unistatus_repair_queue")] == [None]
 
 
