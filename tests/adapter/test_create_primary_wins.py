@@ -10,7 +10,6 @@ transaction (a savepoint on the caller's connection).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import adapter_in, snapshot
+from support.refusing import refusing_inserts
 from unistatus import CallerTransactionError, DualWriteMode
 from unistatus.migration.repair import run_repair
 
@@ -25,41 +25,10 @@ M = DualWriteMode
 MARKED_USER = 4242
 
 
-@contextmanager
-def refusing_inserts(db: Database, table: str) -> Iterator[str]:
-    """``table`` refuses an INSERT for MARKED_USER (a trigger, dropped at the end); yields
-    the trigger's name, which the database's error carries."""
-    name = f"t_refuse_{table}"
-    if db.backend == "postgres":
-        create = [
-            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"IF NEW.user_id = {MARKED_USER} THEN RAISE EXCEPTION '{name}'; END IF; "
-            "RETURN NEW; END $$",
-            f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
-            f"FOR EACH ROW EXECUTE FUNCTION {name}()",
-        ]
-        drop = [f"DROP TRIGGER IF EXISTS {name} ON {table}", f"DROP FUNCTION IF EXISTS {name}()"]
-    else:
-        create = [
-            f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
-            f"WHEN NEW.user_id = {MARKED_USER} BEGIN SELECT RAISE(ABORT, '{name}'); END"
-        ]
-        drop = [f"DROP TRIGGER IF EXISTS {name}"]
-    with db.engine.begin() as conn:
-        for sql in create:
-            conn.exec_driver_sql(sql)
-    try:
-        yield name
-    finally:
-        with db.engine.begin() as conn:
-            for sql in drop:
-                conn.exec_driver_sql(sql)
-
-
 @pytest.fixture
 def refusing(db: Database) -> Iterator[Database]:
     """unified_transactions refuses an INSERT for MARKED_USER."""
-    with refusing_inserts(db, "unified_transactions"):
+    with refusing_inserts(db, "unified_transactions", MARKED_USER):
         yield db
 
 
@@ -186,7 +155,7 @@ def test_postgresql_tries_the_one_statement_create_in_a_savepoint(refusing: Data
 @pytest.fixture
 def refusing_legacy(db: Database) -> Iterator[Database]:
     """cashouts refuses an INSERT for MARKED_USER."""
-    with refusing_inserts(db, "cashouts"):
+    with refusing_inserts(db, "cashouts", MARKED_USER):
         yield db
 
 
@@ -223,10 +192,10 @@ def test_unified_primary_commits_the_unified_row_and_queues_a_repair(
     ok = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD")
     assert ok.overall_success and not ok.has_inconsistency and ok.legacy_entity_id is not None
     assert a.check_consistency(ok.entity_id)["consistent"] is True
-    # A unified row without its legacy row is left to an operator (docs/repair.md):
-    # the repair reports it and keeps it queued, never closes it as consistent.
+    # Repair creates the missing legacy row (docs/repair.md), but not while legacy
+    # still refuses it: a failure for that entity, kept queued, never closed.
     report = run_repair(db.engine, db.settings, strategy="unified_wins", reason="test")
-    assert report.skipped == {"missing_legacy": 1}
+    assert (report.repaired, report.failed, report.skipped) == (0, 1, {})
     assert [q["resolved_at"] for q in rows(db, "unistatus_repair_queue")] == [None]
 
 

@@ -1,4 +1,5 @@
-"""The database refuses a status for real: a constraint (PostgreSQL) or triggers (SQLite)."""
+"""The database refuses a row for real: a constraint (PostgreSQL) or triggers (SQLite),
+or an application's own trigger refusing some users' INSERTs."""
 
 from __future__ import annotations
 
@@ -31,4 +32,41 @@ def refuse(db: Database, table: str, status: str) -> Iterator[str]:
     finally:
         with db.engine.begin() as conn:
             for sql in undo:
+                conn.exec_driver_sql(sql)
+
+
+@contextmanager
+def refusing_inserts(db: Database, table: str, *users: int) -> Iterator[str]:
+    """``table`` refuses an INSERT for any of ``users`` (a trigger, as the application's
+    own would; dropped at the end); yields the trigger's name, which the database's error
+    carries."""
+    name = f"t_refuse_{table}"
+    marked = ", ".join(str(u) for u in users)
+    if db.backend == "postgres":
+        create = [
+            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.user_id IN ({marked}) THEN RAISE EXCEPTION '{name}'; END IF; "
+            "RETURN NEW; END $$",
+            f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION {name}()",
+        ]
+        drop = [f"DROP TRIGGER IF EXISTS {name} ON {table}", f"DROP FUNCTION IF EXISTS {name}()"]
+    else:
+        create = [
+            # A pooled connection may still hold the schema from before another one
+            # dropped this trigger (an earlier block): a read makes it load it afresh,
+            # else its CREATE is refused as "already exists".
+            "SELECT count(*) FROM sqlite_master",
+            f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
+            f"WHEN NEW.user_id IN ({marked}) BEGIN SELECT RAISE(ABORT, '{name}'); END",
+        ]
+        drop = [f"DROP TRIGGER IF EXISTS {name}"]
+    with db.engine.begin() as conn:
+        for sql in create:
+            conn.exec_driver_sql(sql)
+    try:
+        yield name
+    finally:
+        with db.engine.begin() as conn:
+            for sql in drop:
                 conn.exec_driver_sql(sql)

@@ -16,7 +16,8 @@ commits and the entity is queued for repair (``has_inconsistency``). In
 DUAL_WRITE_LEGACY_PRIMARY the secondary side is the unified insert and its history row;
 in DUAL_WRITE_UNIFIED_PRIMARY it is the legacy insert, and a unified row without one gets
 an id of its own (none can be derived from a legacy id that does not exist) and keeps
-its ``legacy_values`` as UNIFIED_ONLY does: a rollback's replay creates the row.
+its ``legacy_values`` as UNIFIED_ONLY does: a rollback's replay (or ``unistatus repair``)
+creates the row.
 """
 
 from __future__ import annotations

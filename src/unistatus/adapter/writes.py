@@ -8,7 +8,8 @@
 - :class:`LockedWriter`: one status change inside the caller's write transaction, the
   entity already locked (:mod:`unistatus.adapter.rows`): one guarded statement where the
   dialect allows, else each side the mode writes, the history row, and for
-  ``primary_wins`` the secondary side in a savepoint, queued for repair if it fails.
+  ``primary_wins`` the secondary side in a savepoint, queued for repair if it fails
+  (or, a legacy row its create never got, queued without a try).
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ __all__ = [
 # The adapter's one logger: its messages kept their logger name through the split.
 log = logging.getLogger("unistatus.adapter.core")
 U = unified_transactions
+# Why the legacy side of a change to a transaction born without a legacy row failed.
+NO_LEGACY_ROW = "no legacy row to write (the legacy INSERT of its create was refused)"
 
 # --- the rows ---------------------------------------------------------------------------
 
@@ -232,12 +235,17 @@ class LockedWriter:
             self._write_one_statement(conn, plan)
             return result
         confirm_mode(conn, mode, e.system)
-        if mode.writes_legacy:
+        # No legacy row to write where legacy is the secondary side: refused as a
+        # database refusal of it would be (queued below), not before the write.
+        no_legacy_row = self._legacy_row_refused(plan)
+        if mode.writes_legacy and not no_legacy_row:
             # Refuse before the first write, not between the sides: a caller's
             # transaction (``connection=``) must never be left half-written by a refusal.
             self._legacy_writable(plan)
         legacy_side = (
-            (lambda: self._write_legacy_status(conn, plan)) if mode.writes_legacy else None
+            (lambda: self._write_legacy_status(conn, plan))
+            if mode.writes_legacy and not no_legacy_row
+            else None
         )
         unified_side = (
             (lambda: self._write_unified_side(conn, plan)) if mode.writes_unified else None
@@ -248,7 +256,9 @@ class LockedWriter:
             primary, secondary = legacy_side, unified_side
         assert primary is not None
         primary()
-        if secondary is not None:
+        if no_legacy_row:
+            self.queue(conn, result, e, f"secondary write failed: {NO_LEGACY_ROW}")
+        elif secondary is not None:
             self.secondary(conn, secondary, result, e)
         if mode is DualWriteMode.UNIFIED_ONLY:
             self.pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
@@ -287,22 +297,46 @@ class LockedWriter:
                 # The connection is gone, not the secondary side: the whole write
                 # rolled back, and is retried (or reported) as a lost connection.
                 raise
-            error = f"secondary write failed: {type(exc.orig).__name__}: {exc.orig}"
-            log.warning("%s (%s); queued for repair", error, result.entity_id)
-            result.secondary_success = False
-            result.has_inconsistency = True
-            result.error = error
-            conn.execute(
-                sa.insert(repair_queue).values(
-                    transaction_id=result.entity_id,
-                    legacy_system=e.system.value,
-                    legacy_id=e.legacy_id,
-                    operation_id=result.operation_id,
-                    source="dual_write",
-                    error=error[:2000],
-                    created_at=utcnow(),
-                )
+            self.queue(
+                conn, result, e, f"secondary write failed: {type(exc.orig).__name__}: {exc.orig}"
             )
+
+    @staticmethod
+    def queue(conn: sa.Connection, result: DualWriteResult, e: Entity, error: str) -> None:
+        """The secondary side failed with ``error``: the result says so and the entity is
+        queued for repair (``primary_wins``; the primary side stands)."""
+        log.warning("%s (%s); queued for repair", error, result.entity_id)
+        result.secondary_success = False
+        result.has_inconsistency = True
+        result.error = error
+        conn.execute(
+            sa.insert(repair_queue).values(
+                transaction_id=result.entity_id,
+                legacy_system=e.system.value,
+                legacy_id=e.legacy_id,
+                operation_id=result.operation_id,
+                source="dual_write",
+                error=error[:2000],
+                created_at=utcnow(),
+            )
+        )
+
+    def _legacy_row_refused(self, plan: Plan) -> bool:
+        """Whether this change's legacy side is refused before it is tried: under
+        ``primary_wins`` in DUAL_WRITE_UNIFIED_PRIMARY, a transaction born without a
+        legacy row (its create's legacy INSERT refused, and acknowledged). Legacy is the
+        secondary side there: the change is queued as a refused legacy UPDATE is, and
+        the rollback's replay (or ``unistatus repair``) creates the row with the newest
+        status. Elsewhere a missing legacy row stays a ModeError (``_legacy_writable``):
+        where legacy is primary, under ``strict``, a row deleted behind the adapter."""
+        e = plan.entity
+        return (
+            plan.mode is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+            and self.fallback == "primary_wins"
+            and e.legacy is None
+            and e.legacy_id is None
+            and e.unified is not None
+        )
 
     def _legacy_writable(self, plan: Plan) -> None:
         """ModeError unless the entity has a legacy row with a status column."""

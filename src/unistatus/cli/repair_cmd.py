@@ -40,6 +40,12 @@ HELP = "\n\n".join(
             " backfill --retry-quarantine`)."
         ),
         (
+            "missing_legacy (a create acknowledged under primary_wins while legacy refused its "
+            "INSERT): in a dual mode its legacy row is created (any strategy) from the "
+            "legacy_values the create kept and unified's current status; refused again, it "
+            "counts as failed and stays queued."
+        ),
+        (
             "In UNIFIED_ONLY legacy is frozen (a rollback replays it): only legacy_status_drift "
             "of a transaction with no change awaiting replay is repaired; the rest is skipped "
             "(legacy_frozen). Exit 0 when nothing was left unrepaired, 1 when something was "

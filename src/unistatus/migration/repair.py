@@ -23,7 +23,7 @@ from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.check import iter_inconsistent
 from unistatus.migration.check_out import read_mismatch_keys
-from unistatus.migration.repair_entity import KEEP_ACTIONS, EntityRepair, RepairReport
+from unistatus.migration.repair_entity import EntityRepair, RepairReport
 from unistatus.migration.repair_plan import Strategy
 from unistatus.migration.repair_queue import open_rows, queue_target
 
@@ -94,14 +94,8 @@ class _Repairer:
                         f"{'refuses writes (read-only)' if is_read_only(exc) else 'failed'}: "
                         f"{text}"
                     ) from None
-                self.report.failed += 1
-                self._note_error(f"{system.value}:{legacy_id or utx_id}: {text}")
+                self.one.failed(f"{system.value}:{legacy_id or utx_id}: {text}")
                 return
-
-    def _note_error(self, message: str) -> None:
-        log.warning("repair failed: %s", message)
-        if len(self.report.errors) < KEEP_ACTIONS:
-            self.report.errors.append(message)
 
     # sources -------------------------------------------------------------------------
 

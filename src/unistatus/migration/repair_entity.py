@@ -7,6 +7,7 @@ rows closed; what happened is counted in a ``RepairReport``.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,10 +32,12 @@ from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.domain.transitions import TransitionRules
 from unistatus.migration.repair_plan import RepairPlan, Strategy, plan_repair
 from unistatus.migration.repair_queue import resolve_queued
+from unistatus.migration.replay_apply import create_legacy_rows, create_operations
 from unistatus.migration.replay_conflicts import has_open_conflict
 
 __all__ = ["KEEP_ACTIONS", "EntityRepair", "RepairReport", "repair_in"]
 
+log = logging.getLogger("unistatus.migration.repair")
 U = unified_transactions
 KEEP_ACTIONS = 50  # entity-level detail kept in the report; counts are always complete
 _rules = TransitionRules()
@@ -179,7 +182,14 @@ class EntityRepair:
             return
         op_id = str(uuid.uuid4())
         if not report.dry_run:
-            if not self._write(conn, lt, legacy, unified, plan, mode, op_id):
+            if plan.action == "create_legacy":
+                assert unified is not None
+                refused = self._create_legacy(conn, system, unified, plan, mode, op_id)
+                if refused is not None:
+                    # Never counted as repaired: its queue rows stay open.
+                    self.failed(f"{system.value}:{unified['id']}: {refused}")
+                    return
+            elif not self._write(conn, lt, legacy, unified, plan, mode, op_id):
                 report.already_consistent += 1  # a concurrent insert won the race
                 return
             report.queue_resolved += resolve_queued(
@@ -194,6 +204,14 @@ class EntityRepair:
         for kind in plan.kinds:
             report.repaired_kinds[kind] = report.repaired_kinds.get(kind, 0) + 1
         self._keep(system, legacy_id, utx_id, plan, op_id)
+
+    def failed(self, message: str) -> None:
+        """An entity could not be repaired (nothing of it written): counted, and said
+        (the first KEEP_ACTIONS messages kept in the report)."""
+        log.warning("repair failed: %s", message)
+        self.report.failed += 1
+        if len(self.report.errors) < KEEP_ACTIONS:
+            self.report.errors.append(message)
 
     def _keep(
         self,
@@ -270,17 +288,88 @@ class EntityRepair:
             )
             after_legacy.update(plan.legacy_values)
             after_unified.update(plan.unified_values)
-        src = unified["status"] if unified else None
+        self._audit(
+            conn,
+            system,
+            utx_id,
+            (legacy, after_legacy),
+            (unified, after_unified),
+            plan,
+            mode,
+            op_id,
+            now,
+        )
+        return True
+
+    def _create_legacy(
+        self,
+        conn: sa.Connection,
+        system: LegacySystemType,
+        unified: Mapping[str, Any],
+        plan: RepairPlan,
+        mode: DualWriteMode,
+        op_id: str,
+    ) -> str | None:
+        """The legacy row of a transaction born without one (``missing_legacy``), made
+        as the rollback's replay makes it (:func:`...replay_apply.create_legacy_rows`):
+        the ``legacy_values`` its create kept, unified's current legacy status; linked
+        and audited. None once made; else why not, and nothing was written (the
+        database refused the row, or a value it requires was never kept)."""
+        utx = str(unified["id"])
+        # Its create's operation names the history row that kept the values (none
+        # found: nothing was kept, and a table that requires some refuses it below).
+        create = create_operations(conn, [utx]).get(utx, "")
+        now = utcnow()
+        made = create_legacy_rows(
+            conn, self.tables, {utx: create}, {utx: unified["legacy_status"]}, now
+        )
+        if utx not in made.created:
+            cause = made.refused.get(utx, "legacy row not created")
+            said = made.said.get(utx)
+            return f"the legacy row was not created ({cause})" + (f": {said}" if said else "")
+        lid = made.created[utx]
+        after_legacy = {name: unified[name] for name in DATA_COLUMNS}
+        after_legacy.update(id=lid, status=unified["legacy_status"])
+        after_unified = {**unified, "legacy_id": lid}
+        self._audit(
+            conn,
+            system,
+            utx,
+            (None, after_legacy),
+            (unified, after_unified),
+            plan,
+            mode,
+            op_id,
+            now,
+        )
+        return None
+
+    def _audit(
+        self,
+        conn: sa.Connection,
+        system: LegacySystemType,
+        utx_id: str,
+        legacy: tuple[Mapping[str, Any] | None, Mapping[str, Any]],
+        unified: tuple[Mapping[str, Any] | None, Mapping[str, Any]],
+        plan: RepairPlan,
+        mode: DualWriteMode,
+        op_id: str,
+        now: Any,
+    ) -> None:
+        """The history row of one repair: ``legacy`` and ``unified`` as (before, after)
+        (a side that did not exist before: None)."""
+        (legacy_before, after_legacy), (unified_before, after_unified) = legacy, unified
+        src = unified_before["status"] if unified_before else None
         dst = after_unified.get("status")
         conn.execute(
             sa.insert(status_history).values(
                 history_values(
                     transaction_id=utx_id,
                     legacy_system=system.value,
-                    legacy_id=legacy["id"],
+                    legacy_id=after_legacy["id"],
                     from_status=src,
                     to_status=dst,
-                    from_legacy_status=legacy["status"],
+                    from_legacy_status=legacy_before["status"] if legacy_before else None,
                     to_legacy_status=after_legacy["status"],
                     reason=(
                         f"repair of {', '.join(plan.kinds)}: {self.report.strategy.value}, "
@@ -296,8 +385,8 @@ class EntityRepair:
                         "actor": self.report.actor,
                         "reason": self.report.reason,
                         "before": {
-                            "legacy": _jsonable(legacy, _L_AUDIT),
-                            "unified": _jsonable(unified, _U_AUDIT),
+                            "legacy": _jsonable(legacy_before, _L_AUDIT),
+                            "unified": _jsonable(unified_before, _U_AUDIT),
                         },
                         "after": {
                             "legacy": _jsonable(after_legacy, _L_AUDIT),
@@ -311,7 +400,6 @@ class EntityRepair:
                 )
             )
         )
-        return True
 
 
 def _is_override(system: LegacySystemType, src: str | None, dst: str | None) -> bool:

@@ -47,7 +47,7 @@ class RepairPlan:
     """What repairing one entity will write (or why it will not)."""
 
     kinds: list[str]
-    action: str  # insert_unified | write_unified | write_legacy | skip | none
+    action: str  # insert_unified | write_unified | write_legacy | create_legacy | skip | none
     winner: str | None = None  # legacy | unified
     skip_reason: str | None = None
     legacy_values: dict[str, Any] = field(default_factory=dict)
@@ -79,12 +79,15 @@ def plan_repair(
 ) -> RepairPlan:
     """Decide how to repair one entity from its two rows (see ``docs/repair.md``)."""
     if legacy is None and unified is not None and unified.get("legacy_id") is None:
-        if mode.is_dual:
-            # Queued by a create whose legacy insert was refused (primary_wins in
-            # DUAL_WRITE_UNIFIED_PRIMARY). Born unified, it is no orphan, but legacy
-            # lacks it, and a legacy row cannot be made here (the application's own
-            # columns are unknown): kept for an operator, never closed as consistent.
-            return RepairPlan([MISSING_LEGACY], "skip", skip_reason=MISSING_LEGACY)
+        # Born without a legacy row: a create acknowledged under primary_wins in
+        # DUAL_WRITE_UNIFIED_PRIMARY whose legacy INSERT was refused (queued), or one
+        # made in UNIFIED_ONLY. No orphan, but legacy lacks it, never consistent. Where
+        # the mode writes both sides its legacy row is made from unified (there is no
+        # legacy side to win), as the rollback's replay makes it; in UNIFIED_ONLY legacy
+        # is frozen (repair_entity skips it), and LEGACY_ONLY keeps it for an operator.
+        if mode.is_dual or mode is DualWriteMode.UNIFIED_ONLY:
+            return RepairPlan([MISSING_LEGACY], "create_legacy", "unified")
+        return RepairPlan([MISSING_LEGACY], "skip", skip_reason=MISSING_LEGACY)
     found = consistency.compare(system, legacy, unified)
     kinds = sorted({i.kind.value for i in found})
     if not found:

@@ -5,7 +5,8 @@ the change is written, found already there, created in legacy (born in UNIFIED_O
 with the ``legacy_values`` its create kept: :mod:`unistatus.domain.kept_values`), or kept
 as a conflict (:mod:`unistatus.migration.replay_conflicts`), never overwritten. A legacy
 row that cannot be created (required values never kept, or the database refuses it) is
-a conflict too, not a failed replay.
+a conflict too, not a failed replay. ``unistatus repair`` makes the legacy row a refused
+create left missing with the same code (:func:`create_legacy_rows`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
 from unistatus.db.dialect import DialectOps
-from unistatus.db.failures import describe
+from unistatus.db.failures import describe, one_line
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.retry import is_retryable
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
@@ -31,7 +33,7 @@ from unistatus.migration.replay_conflicts import join as join_conflict
 from unistatus.migration.replay_conflicts import open_conflicts
 from unistatus.migration.replay_conflicts import record as record_conflict
 
-__all__ = ["COUNT_KEYS", "replay_rows"]
+__all__ = ["COUNT_KEYS", "LegacyRowsMade", "create_legacy_rows", "create_operations", "replay_rows"]
 
 log = logging.getLogger("unistatus.migration.replay_apply")
 
@@ -144,10 +146,10 @@ def replay_rows(
     }
     conflicts: list[tuple[str, str, str | None]] = []  # (tx, cause, legacy value seen)
     if creates:
-        made, refused = _create_legacy_rows(conn, tables, creates, target, now)
-        counts["legacy_created"] = made
-        applied += sorted(tx for tx in creates if tx not in refused)
-        conflicts += [(tx, cause, None) for tx, cause in sorted(refused.items())]
+        made = create_legacy_rows(conn, tables, creates, target, now)
+        counts["legacy_created"] = len(made.created)
+        applied += sorted(tx for tx in creates if tx not in made.refused)
+        conflicts += [(tx, cause, None) for tx, cause in sorted(made.refused.items())]
     firsts = {tx: changes[0] for tx, changes in by_tx.items() if tx not in joined}
     befores = _legacy_befores(conn, firsts)
     by_system: dict[str, dict[int, str]] = defaultdict(dict)
@@ -274,6 +276,18 @@ def _insert_target(lt: LegacyTable, extra: tuple[str, ...] = ()) -> sa.Table:
     )
 
 
+def create_operations(conn: sa.Connection, txs: list[str]) -> dict[str, str]:
+    """Each transaction's create operation: its first history row's (a transaction born
+    without a legacy row got it from the adapter's create, with the values it kept)."""
+    first = (
+        sa.select(sa.func.min(H.c.id))
+        .where(H.c.transaction_id.in_(sorted(txs)))
+        .group_by(H.c.transaction_id)
+    )
+    rows = conn.execute(sa.select(H.c.transaction_id, H.c.operation_id).where(H.c.id.in_(first)))
+    return {r.transaction_id: r.operation_id for r in rows}
+
+
 def _kept_values(conn: sa.Connection, creates: dict[str, str]) -> dict[str, Any]:
     """The ``legacy_values`` each create kept in its history row (absent: none kept)."""
     rows = conn.execute(
@@ -301,17 +315,31 @@ def _extra_values(lt: LegacyTable, kept: object) -> dict[str, Any]:
     return checked
 
 
-def _create_legacy_rows(
+@dataclass
+class LegacyRowsMade:
+    """What :func:`create_legacy_rows` made: each new legacy row's id, and why each
+    transaction without one was not given it."""
+
+    created: dict[str, int] = field(default_factory=dict)  # transaction: its legacy id
+    # transaction: legacy_values_missing | legacy_insert_refused
+    refused: dict[str, str] = field(default_factory=dict)
+    said: dict[str, str] = field(default_factory=dict)  # transaction: why, in one line
+
+
+def create_legacy_rows(
     conn: sa.Connection,
     tables: dict[LegacySystemType, LegacyTable],
     creates: dict[str, str],
     latest: dict[str, str | None],
     now: Any,
-) -> tuple[int, dict[str, str]]:
-    """Legacy rows for transactions born in UNIFIED_ONLY; link them (the UTX id stays).
+) -> LegacyRowsMade:
+    """Legacy rows for transactions born without one (in UNIFIED_ONLY, or a create whose
+    legacy INSERT was refused under ``primary_wins``); link them (the UTX id stays).
 
-    ``creates``: each transaction's create operation. Returns how many were created, and
-    the conflict cause of each that could not be.
+    ``creates``: each transaction's create operation, whose history row kept its
+    ``legacy_values``; ``latest``: the legacy status each row gets. A row the values or
+    the database refuse is left out (its savepoint rolled back), the others are made.
+    The rollback's replay and ``unistatus repair`` both make them here.
     """
     born = conn.execute(
         sa.select(
@@ -325,7 +353,8 @@ def _create_legacy_rows(
         ).where(U.c.id.in_(sorted(creates)), U.c.legacy_id.is_(None))
     ).all()
     kept = _kept_values(conn, creates)
-    refused: dict[str, str] = {}
+    made = LegacyRowsMade()
+    refused = made.refused
     # One INSERT per system and list of the application's columns (rows that leave a
     # column out keep its default).
     groups: dict[tuple[str, tuple[str, ...]], list[tuple[Any, dict[str, Any]]]] = defaultdict(list)
@@ -335,6 +364,7 @@ def _create_legacy_rows(
             extra = _extra_values(lt, kept.get(r.id))
         except InputError as exc:
             refused[r.id] = "legacy_values_missing"
+            made.said[r.id] = str(exc)
             log.warning("replay: the legacy row of %s cannot be created: %s", r.id, exc)
             continue
         groups[(r.legacy_system, tuple(extra))].append((r, extra))
@@ -356,7 +386,7 @@ def _create_legacy_rows(
             for r, extra in items
         ]
         insert = sa.insert(target).returning(target.c[lt.id.key], sort_by_parameter_order=True)
-        ids = _insert_legacy(conn, insert, [r.id for r, _ in items], params, refused)
+        ids = _insert_legacy(conn, insert, [r.id for r, _ in items], params, made)
         linked += [
             {"utx": r.id, "lid": lid}
             for (r, _), lid in zip(items, ids, strict=True)
@@ -369,7 +399,8 @@ def _create_legacy_rows(
             .values(legacy_id=sa.bindparam("lid"), updated_at=now),
             linked,
         )
-    return len(linked), refused
+    made.created = {row["utx"]: int(row["lid"]) for row in linked}
+    return made
 
 
 def _update_legacy(conn: sa.Connection, update: sa.Update, rows: list[dict[str, Any]]) -> set[str]:
@@ -398,17 +429,18 @@ def _insert_legacy(
     insert: sa.Insert,
     txs: list[str],
     params: list[dict[str, Any]],
-    refused: dict[str, str],
+    made: LegacyRowsMade,
 ) -> list[Any]:
-    """The replay's legacy INSERTs (one per transaction of ``txs``): the new ids in
-    order, None for each row the database refused (recorded in ``refused``)."""
+    """The new legacy rows' INSERTs (one per transaction of ``txs``): the new ids in
+    order, None for each row the database refused (recorded in ``made``)."""
 
     def create(part: list[int]) -> list[Any]:
         # insertmanyvalues: one statement per page, ids in parameter order.
         return list(conn.execute(insert, [params[i] for i in part]).scalars().all())
 
     def refuse(i: int, exc: sa.exc.DBAPIError) -> None:
-        refused[txs[i]] = "legacy_insert_refused"
+        made.refused[txs[i]] = "legacy_insert_refused"
+        made.said[txs[i]] = one_line(exc)
         log.warning("replay: the database refused the legacy row of %s: %s", txs[i], describe(exc))
 
     return _row_by_row_on_refusal(conn, len(txs), create, refuse)

@@ -90,8 +90,9 @@ ACTIONS: dict[str, str] = {
     "repair_queue_not_empty": (
         "`unistatus repair --strategy ... --dry-run` shows what the queued entries "
         "would change; run it with `--reason` to close them (legacy_wins while legacy "
-        "is primary, unified_wins after). Entries it reports but keeps "
-        "(`missing_legacy`) need an operator: see docs/repair.md."
+        "is primary, unified_wins after). A transaction whose legacy INSERT was refused "
+        "(`missing_legacy`) gets its legacy row once legacy takes it; while legacy still "
+        "refuses it, repair counts it failed and keeps it queued: see docs/repair.md."
     ),
     "quarantine_rows": (
         "`unistatus diagnose` lists them (raw value, reason, writer). Fix the data or "

@@ -1,0 +1,154 @@
+"""Changing a transaction acknowledged without its legacy row, under ``primary_wins``.
+
+A create in DUAL_WRITE_UNIFIED_PRIMARY whose legacy INSERT the database refused was
+acknowledged (``primary_wins``): the application goes on with that payment. Its later
+status changes in that mode are acknowledged the same way, as any write whose legacy
+side failed: unified and history written as for a whole transaction, the legacy side
+(there is no row to write) queued for repair, as a refused UPDATE is. A rollback then
+creates the legacy row with the newest status. Under ``strict`` the change is refused
+with a typed error and nothing is written; where legacy is primary it stays refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conftest import Database
+from support.adapters import snapshot
+from support.missing_legacy import MARKED, open_queue, refused_creates, rows
+from support.phases import to_phase
+from unistatus import DualWriteAdapter, DualWriteMode
+from unistatus.db.control import set_mode
+from unistatus.errors import ModeError
+from unistatus.migration.check import run_check
+from unistatus.migration.rollback import emergency_rollback
+
+M = DualWriteMode
+
+
+def unified(db: Database, utx: str) -> Any:
+    (row,) = rows(
+        db,
+        "SELECT status, legacy_status, legacy_id, version FROM unified_transactions WHERE id = :e",
+        e=utx,
+    )
+    return row
+
+
+def changes(db: Database, utx: str) -> list[tuple[Any, ...]]:
+    """The history of ``utx`` as a write records it (ids and times left out)."""
+    return [
+        tuple(r)
+        for r in rows(
+            db,
+            "SELECT from_status, to_status, from_legacy_status, to_legacy_status, reason, "
+            "triggered_by, mode, override FROM unified_status_history "
+            "WHERE transaction_id = :e ORDER BY id",
+            e=utx,
+        )
+    ]
+
+
+def assert_acknowledged_and_queued(result: Any) -> None:
+    """As ``primary_wins`` reports a write whose legacy side failed."""
+    assert result.overall_success and result.primary_success
+    assert not result.secondary_success and result.has_inconsistency
+    assert "legacy row" in (result.error or "")
+    assert result.legacy_entity_id is None
+
+
+def test_changes_are_acknowledged_queued_and_reach_legacy_at_the_rollback(db: Database) -> None:
+    a, whole, (utx,) = refused_creates(db)
+    for status, reason in (("PROCESSING", "sent"), ("SUCCESS", "paid")):
+        assert a.update_status(whole, status, reason, "app").overall_success
+        assert_acknowledged_and_queued(a.update_status(utx, status, reason, "app"))
+    # Unified and its history exactly as for the transaction written on both sides.
+    assert tuple(unified(db, utx))[:2] == tuple(unified(db, whole))[:2] == ("SUCCESS", "SUCCESS")
+    assert unified(db, utx).version == unified(db, whole).version == 3
+    assert unified(db, utx).legacy_id is None
+    assert changes(db, utx)[1:] == changes(db, whole)[1:]
+    assert [c[:2] for c in changes(db, utx)] == [
+        (None, "PENDING"),
+        ("PENDING", "PROCESSING"),
+        ("PROCESSING", "SUCCESS"),
+    ]
+    status, meta = a.get_transaction_status(utx)
+    assert status is not None and status.value == "SUCCESS" and meta["source"] == "unified"
+    # Queued as a refused UPDATE is (one row per refused write), and still one missing
+    # legacy row for check.
+    assert [tuple(q) for q in open_queue(db)] == [(utx, None)] * 3
+    report = run_check(db.engine, db.settings)
+    assert report.inconsistencies["missing_legacy"] == 1
+    assert report.consistent == 1 < report.total
+    # The rollback creates the legacy row with the newest status: nothing acknowledged lost.
+    out = emergency_rollback(db.engine, db.settings, actor="oncall", reason="unified incident")
+    assert (out["replay"]["legacy_created"], out["conflicts"]) == (1, 0)
+    after = unified(db, utx)
+    assert (after.status, after.legacy_status) == ("SUCCESS", "SUCCESS")
+    (legacy,) = rows(db, "SELECT user_id, status FROM cashouts WHERE id = :i", i=after.legacy_id)
+    assert tuple(legacy) == (MARKED, "SUCCESS")
+    assert open_queue(db) == []
+    report = run_check(db.engine, db.settings)
+    assert report.consistent == report.total == 2
+
+
+def test_strict_refuses_with_a_typed_error_and_writes_nothing(db: Database) -> None:
+    _, _, (utx,) = refused_creates(db)
+    strict = DualWriteAdapter(db.engine, settings=db.settings)  # the default fallback
+    assert strict.fallback == "strict"
+    before = snapshot(db)
+    with pytest.raises(ModeError, match="has no legacy row"):
+        strict.update_status(utx, "PROCESSING", "sent", "app")
+    assert snapshot(db) == before
+
+
+def test_in_the_callers_transaction(db: Database) -> None:
+    """Acknowledged and queued in the caller's transaction, which goes on and commits
+    it with the rest; rolled back, nothing of it is left."""
+    a, whole, (utx,) = refused_creates(db)
+    before = snapshot(db)
+    with db.engine.connect() as conn:
+        with conn.begin() as tx:
+            r = a.update_status(utx, "PROCESSING", "sent", "app", connection=conn)
+            assert_acknowledged_and_queued(r)
+            tx.rollback()
+    assert snapshot(db) == before
+    with db.engine.connect() as conn, conn.begin():
+        r = a.update_status(utx, "PROCESSING", "sent", "app", connection=conn)
+        assert_acknowledged_and_queued(r)
+        # The caller's transaction goes on: its next write is whole.
+        other = a.update_status(whole, "PROCESSING", "sent", "app", connection=conn)
+        assert other.overall_success and not other.has_inconsistency
+    assert tuple(unified(db, utx))[:2] == ("PROCESSING", "EXECUTING")
+    assert changes(db, utx)[1:] == changes(db, whole)[1:]
+    assert [tuple(q) for q in open_queue(db)] == [(utx, None)] * 2
+
+
+def test_strict_in_the_callers_transaction_refuses_before_writing(db: Database) -> None:
+    _, whole, (utx,) = refused_creates(db)
+    strict = DualWriteAdapter(db.engine, settings=db.settings, fallback="strict")
+    with db.engine.connect() as conn, conn.begin():
+        with pytest.raises(ModeError, match="has no legacy row"):
+            strict.update_status(utx, "PROCESSING", "sent", "app", connection=conn)
+        # Refused before the first write: the caller's transaction goes on.
+        ok = strict.update_status(whole, "PROCESSING", "sent", "app", connection=conn)
+        assert ok.overall_success
+    assert unified(db, utx).status == "PENDING" and len(changes(db, utx)) == 1
+
+
+def test_legacy_primary_refuses_the_change(db: Database) -> None:
+    """DUAL_WRITE_LEGACY_PRIMARY is not entered while such a row is open, even by force;
+    put there all the same (the phase written as a rollback writes it), the change
+    cannot be made without its primary side: refused, nothing written."""
+    _, _, (utx,) = refused_creates(db)
+    with pytest.raises(ModeError, match="not in legacy"):
+        set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t", force=True)
+    to_phase(db.engine, 2)
+    a = DualWriteAdapter(db.engine, settings=db.settings, fallback="primary_wins")
+    assert a.mode is M.DUAL_WRITE_LEGACY_PRIMARY
+    before = snapshot(db)
+    with pytest.raises(ModeError, match="has no legacy row"):
+        a.update_status(utx, "PROCESSING", "sent", "app")
+    assert snapshot(db) == before
