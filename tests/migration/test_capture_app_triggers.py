@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, Database
 from support.adapters import adapter_in
 from support.capture_data import captured, history_of, legacy_status, raw, unified_of
 from unistatus import DualWriteMode
@@ -35,6 +35,9 @@ ADVANCES = {
     "UPDATE": ("EXECUTING", "AWAITING_RESPONSE"),
     "INSERT": ("PENDING", "APPROVED"),
 }
+# The adapter's modes that write legacy and unified.
+DUAL = [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY]
+FALLBACKS = ["strict", "primary_wins"]
 
 
 @pytest.fixture
@@ -175,4 +178,110 @@ def test_an_application_trigger_fired_by_the_adapters_write_is_left_to_check(
     u = unified_of(cap, "CASHOUT", 1)
     assert u is not None
     assert (u["status"], u["legacy_status"]) == ("AWAITING_RESPONSE", "AWAITING_RESPONSE")
+    consistent(cap)
+
+
+def nested_change_captured(db: Database, legacy_id: int, adapters: tuple[str, str]) -> None:
+    """Unified holds legacy's committed value, and the history ends with the adapter's
+    change (``adapters``: from, to) then the application trigger's, in a bypass
+    writer's name, one row each."""
+    u = in_step_with_legacy(db, legacy_id)
+    history = history_of(db, "CASHOUT", legacy_id)
+    last = [(h["from_status"], h["to_status"], h["triggered_by"]) for h in history[-2:]]
+    assert last[0][:2] == adapters, history
+    assert last[1][:2] == (adapters[1], u["status"]), history
+    assert last[0][2] == "svc" and last[1][2].startswith("bypass:"), history
+    consistent(db)
+
+
+# What SQLite cannot do (docs/capture.md, "The application's triggers").
+SQLITE_NESTED = (
+    "SQLite: an application trigger fired by unistatus's own write is not captured "
+    "(a trigger cannot tell its nested statement from unistatus's marked one)"
+)
+
+
+@IN_EVERY_LAYOUT
+@pytest.mark.parametrize("fallback", FALLBACKS)
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_an_application_trigger_fired_by_the_adapters_update_is_mirrored(
+    cap: Database, mode: DualWriteMode, fallback: str
+) -> None:
+    """The adapter sends a cashout out (PROCESSING, legacy EXECUTING); the application's
+    trigger moves it on to AWAITING_RESPONSE in a statement nested in the adapter's. The
+    nested write is not the adapter's: unified follows it in the same transaction, with
+    a history row of its own in a bypass writer's name (strict: the one-statement path;
+    primary_wins: the locked one, a savepoint around the secondary side)."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1])
+    a = adapter_in(cap, mode, fallback=fallback)
+    with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
+        assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
+    assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
+    nested_change_captured(cap, 1, ("PENDING", "PROCESSING"))
+
+
+@pytest.mark.parametrize("kind", ["row", "statement"])
+@pytest.mark.parametrize("fallback", FALLBACKS)
+def test_an_application_trigger_fired_by_the_adapters_write_in_the_callers_transaction(
+    cap: Database, fallback: str, kind: str
+) -> None:
+    """The same in the caller's transaction (``connection=``): the caller's own SQL after
+    the adapter's call is still captured, the adapter's own write still is not."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1, 2])
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY, fallback=fallback)
+    with app_trigger(cap, "UPDATE", kind, NAMES["before"]), cap.app_engine.begin() as conn:
+        r = a.update_status("UTX100000000000001", "PROCESSING", "go", "svc", connection=conn)
+        assert r.changed
+        conn.exec_driver_sql("UPDATE cashouts SET amount = 12 WHERE id = 2")
+    assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
+    nested_change_captured(cap, 1, ("PENDING", "PROCESSING"))
+    u = in_step_with_legacy(cap, 2)
+    assert (u["status"], float(u["amount"])) == ("PENDING", 12.0)
+
+
+def test_an_application_trigger_fired_by_the_adapters_first_write_of_a_row_is_mirrored(
+    cap: Database,
+) -> None:
+    """A legacy row without a unified row yet (not backfilled): the adapter's locked path
+    creates it with its change; the application's nested write is mirrored after it."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    set_mode(cap.engine, M.LEGACY_ONLY, reason="test", actor="test", force=True)
+    insert_cashouts(cap, [1])
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    assert unified_of(cap, "CASHOUT", 1) is None
+    with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
+        assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
+    assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
+    nested_change_captured(cap, 1, ("PENDING", "PROCESSING"))
+
+
+@pytest.mark.parametrize("fallback", FALLBACKS)
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_an_application_trigger_fired_by_the_adapters_create_is_mirrored(
+    cap: Database, mode: DualWriteMode, fallback: str
+) -> None:
+    """create_transaction inserts a PENDING cashout; the application's AFTER INSERT
+    trigger approves it at once: unified ends FUNDS_HELD / APPROVED, the approval a
+    history row of its own after the adapter's "created"."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    a = adapter_in(cap, mode, fallback=fallback)
+    with app_trigger(cap, "INSERT", "row", NAMES["after"]):
+        created = a.create_transaction("WALLET_CASHOUT", 7, "10.50", "USD")
+    assert created.overall_success and created.legacy_entity_id is not None
+    lid = created.legacy_entity_id
+    assert legacy_status(cap, "cashouts", lid) == "APPROVED"
+    u = in_step_with_legacy(cap, lid)
+    assert (u["status"], u["legacy_status"]) == ("FUNDS_HELD", "APPROVED")
+    history = history_of(cap, "CASHOUT", lid)
+    steps = [(h["from_status"], h["to_status"], h["triggered_by"][:7]) for h in history]
+    assert steps == [
+        (None, "PENDING", "create_"),
+        ("PENDING", "FUNDS_HELD", "bypass:"),
+    ]
     consistent(cap)
