@@ -18,12 +18,23 @@ import pytest
 
 from conftest import IN_EVERY_LAYOUT, Database
 from support.adapters import adapter_in
-from support.capture_data import captured, history_of, legacy_status, raw, unified_of
+from support.capture_data import (
+    captured,
+    history_of,
+    legacy_status,
+    pending_of,
+    raw,
+    unified_of,
+    writer_name,
+)
 from unistatus import DualWriteMode
 from unistatus.db.control import set_mode
 from unistatus.migration import capture
+from unistatus.migration.capture_sql import FLAG_FROZEN
 from unistatus.migration.check import run_check
 from unistatus.migration.repair import run_repair
+from unistatus.migration.replay_conflicts import list_conflicts
+from unistatus.migration.rollback import emergency_rollback
 
 M = DualWriteMode
 T0 = "2026-01-01 00:00:00"
@@ -284,4 +295,100 @@ def test_an_application_trigger_fired_by_the_adapters_create_is_mirrored(
         (None, "PENDING", "create_"),
         ("PENDING", "FUNDS_HELD", "bypass:"),
     ]
+    consistent(cap)
+
+
+def test_an_application_trigger_fired_by_the_replay_is_mirrored(cap: Database) -> None:
+    """A rollback replays the change made while legacy was frozen (EXECUTING) under the
+    exclusive mode lock; the application's trigger moves the row on. Its nested write
+    is captured in the replay's transaction (the capture's shared mode locks granted to
+    the session that holds them exclusive: no wait, no deadlock), in the mode of the
+    moment (UNIFIED_ONLY: flagged, recorded as already in legacy), once, and the replay
+    finishes without a conflict."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1])
+    a = adapter_in(cap, M.UNIFIED_ONLY)
+    assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
+    assert legacy_status(cap, "cashouts", 1) == "PENDING"
+    with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
+        out = emergency_rollback(cap.engine, cap.settings, actor="oncall", reason="test")
+    assert out["conflicts"] == 0, list_conflicts(cap.engine)
+    assert out["replay"]["replayed"] == 1
+    assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
+    u = in_step_with_legacy(cap, 1)
+    assert u["status"] == "AWAITING_RESPONSE"
+    last = history_of(cap, "CASHOUT", 1)[-1]
+    assert (last["from_status"], last["to_status"]) == ("PROCESSING", "AWAITING_RESPONSE")
+    assert last["triggered_by"].startswith("bypass:") and last["meta"]["flag"] == FLAG_FROZEN
+    assert pending_of(cap, "UTX100000000000001") == [
+        ("EXECUTING", True),
+        ("AWAITING_RESPONSE", True),
+    ]
+    consistent(cap)
+
+
+def test_an_application_trigger_fired_by_the_repair_is_mirrored(cap: Database) -> None:
+    """Unified ahead of legacy (PROCESSING, legacy still PENDING: a legacy side that
+    failed, say); ``repair --strategy unified_wins`` writes EXECUTING to legacy, and the
+    application's trigger moves the row on: the repair's own writes come first (unified,
+    its history row, then legacy), the nested write is captured after them."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1])
+    unified = cap.table("unified_transactions")
+    raw(
+        cap,
+        "SELECT set_config('unistatus.writer', 'on', true)",  # not counted as foreign
+        f"UPDATE {unified} SET status = 'PROCESSING', legacy_status = 'EXECUTING' "
+        "WHERE legacy_system = 'CASHOUT' AND legacy_id = 1",
+    )
+    report = run_check(cap.engine, cap.settings, store=False)
+    assert dict(report.inconsistencies).get("status_mismatch") == 1 == report.inconsistent
+    with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
+        repaired = run_repair(
+            cap.engine, cap.settings, strategy="unified_wins", actor="test", reason="test"
+        )
+    assert repaired.repaired == 1
+    assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
+    u = unified_of(cap, "CASHOUT", 1)
+    assert u is not None
+    assert (u["status"], u["legacy_status"]) == ("AWAITING_RESPONSE", "AWAITING_RESPONSE")
+    steps = [
+        (h["from_status"], h["to_status"], h["to_legacy_status"], h["triggered_by"][:7])
+        for h in history_of(cap, "CASHOUT", 1)
+    ]
+    assert steps[-2:] == [
+        ("PROCESSING", "PROCESSING", "EXECUTING", "repair"),
+        ("PROCESSING", "AWAITING_RESPONSE", "AWAITING_RESPONSE", "bypass:"),
+    ]
+    consistent(cap)
+
+
+def test_a_nested_write_of_the_frozen_status_column_is_seen(cap: Database) -> None:
+    """While legacy is frozen, the application's trigger fired by the replay writes the
+    status column without changing it (``SET status = status``): a nested statement, so
+    the writer of the frozen column is counted as for any bypass statement."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1])
+    a = adapter_in(cap, M.UNIFIED_ONLY)
+    assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
+    raw(
+        cap,
+        "CREATE FUNCTION app_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF pg_trigger_depth() = 1 THEN UPDATE cashouts SET status = status "
+        "WHERE id = NEW.id; END IF; RETURN NULL; END $$",
+        "CREATE TRIGGER app_touch AFTER UPDATE ON cashouts FOR EACH ROW "
+        "EXECUTE FUNCTION app_touch()",
+    )
+    try:
+        out = emergency_rollback(cap.engine, cap.settings, actor="oncall", reason="test")
+    finally:
+        raw(cap, "DROP TRIGGER app_touch ON cashouts", "DROP FUNCTION app_touch()")
+    assert out["conflicts"] == 0 and out["replay"]["replayed"] == 1
+    assert legacy_status(cap, "cashouts", 1) == "EXECUTING"
+    (w,) = [w for w in capture.writers_seen(cap.engine) if w.writer != writer_name(cap)]
+    assert (w.writes, w.flagged, w.last_mode) == (1, 1, M.UNIFIED_ONLY.value)
+    in_step_with_legacy(cap, 1)
     consistent(cap)
