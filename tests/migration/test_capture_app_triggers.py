@@ -16,14 +16,25 @@ from typing import Any
 
 import pytest
 
-from conftest import Database
+from conftest import IN_EVERY_LAYOUT, Database
 from support.adapters import adapter_in
-from support.capture_data import captured, history_of, legacy_status, raw, unified_of
+from support.capture_data import (
+    captured,
+    history_of,
+    legacy_status,
+    pending_of,
+    raw,
+    unified_of,
+    writer_name,
+)
 from unistatus import DualWriteMode
 from unistatus.db.control import set_mode
 from unistatus.migration import capture
+from unistatus.migration.capture_sql import FLAG_FROZEN
 from unistatus.migration.check import run_check
 from unistatus.migration.repair import run_repair
+from unistatus.migration.replay_conflicts import list_conflicts
+from unistatus.migration.rollback import emergency_rollback
 
 M = DualWriteMode
 T0 = "2026-01-01 00:00:00"
@@ -35,6 +46,9 @@ ADVANCES = {
     "UPDATE": ("EXECUTING", "AWAITING_RESPONSE"),
     "INSERT": ("PENDING", "APPROVED"),
 }
+# The adapter's modes that write legacy and unified.
+DUAL = [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY]
+FALLBACKS = ["strict", "primary_wins"]
 
 
 @pytest.fixture
@@ -155,13 +169,15 @@ def test_an_application_trigger_advancing_an_inserted_row_is_mirrored(
     consistent(cap)
 
 
-def test_an_application_trigger_fired_by_the_adapters_write_is_left_to_check(
+@pytest.mark.parametrize("db", ["sqlite"], indirect=True)
+def test_on_sqlite_an_application_trigger_fired_by_the_adapters_write_is_left_to_check(
     cap: Database,
 ) -> None:
-    """Out of the capture's reach (docs/capture.md): the application's trigger fired by
-    unistatus's own write of legacy runs in unistatus's marked transaction, so the
-    capture does not see it. Unified keeps what the adapter wrote; check reports the
-    difference and repair brings unified in step with legacy."""
+    """SQLite's limit (docs/capture.md): the application's trigger fired by unistatus's
+    own write of legacy runs under unistatus's mark, and a SQLite trigger has no depth
+    to tell its nested statement by, so the capture does not see it. Unified keeps what
+    the adapter wrote; check reports the difference and repair brings unified in step
+    with legacy. (PostgreSQL captures it: the tests below.)"""
     insert_cashouts(cap, [1])
     a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
     with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
@@ -175,4 +191,206 @@ def test_an_application_trigger_fired_by_the_adapters_write_is_left_to_check(
     u = unified_of(cap, "CASHOUT", 1)
     assert u is not None
     assert (u["status"], u["legacy_status"]) == ("AWAITING_RESPONSE", "AWAITING_RESPONSE")
+    consistent(cap)
+
+
+def nested_change_captured(db: Database, legacy_id: int, adapters: tuple[str, str]) -> None:
+    """Unified holds legacy's committed value, and the history ends with the adapter's
+    change (``adapters``: from, to) then the application trigger's, in a bypass
+    writer's name, one row each."""
+    u = in_step_with_legacy(db, legacy_id)
+    history = history_of(db, "CASHOUT", legacy_id)
+    last = [(h["from_status"], h["to_status"], h["triggered_by"]) for h in history[-2:]]
+    assert last[0][:2] == adapters, history
+    assert last[1][:2] == (adapters[1], u["status"]), history
+    assert last[0][2] == "svc" and last[1][2].startswith("bypass:"), history
+    consistent(db)
+
+
+# What SQLite cannot do (docs/capture.md, "The application's triggers").
+SQLITE_NESTED = (
+    "SQLite: an application trigger fired by unistatus's own write is not captured "
+    "(a trigger cannot tell its nested statement from unistatus's marked one)"
+)
+
+
+@IN_EVERY_LAYOUT
+@pytest.mark.parametrize("fallback", FALLBACKS)
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_an_application_trigger_fired_by_the_adapters_update_is_mirrored(
+    cap: Database, mode: DualWriteMode, fallback: str
+) -> None:
+    """The adapter sends a cashout out (PROCESSING, legacy EXECUTING); the application's
+    trigger moves it on to AWAITING_RESPONSE in a statement nested in the adapter's. The
+    nested write is not the adapter's: unified follows it in the same transaction, with
+    a history row of its own in a bypass writer's name (strict: the one-statement path;
+    primary_wins: the locked one, a savepoint around the secondary side)."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1])
+    a = adapter_in(cap, mode, fallback=fallback)
+    with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
+        assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
+    assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
+    nested_change_captured(cap, 1, ("PENDING", "PROCESSING"))
+
+
+@pytest.mark.parametrize("kind", ["row", "statement"])
+@pytest.mark.parametrize("fallback", FALLBACKS)
+def test_an_application_trigger_fired_by_the_adapters_write_in_the_callers_transaction(
+    cap: Database, fallback: str, kind: str
+) -> None:
+    """The same in the caller's transaction (``connection=``): the caller's own SQL after
+    the adapter's call is still captured, the adapter's own write still is not."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1, 2])
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY, fallback=fallback)
+    with app_trigger(cap, "UPDATE", kind, NAMES["before"]), cap.app_engine.begin() as conn:
+        r = a.update_status("UTX100000000000001", "PROCESSING", "go", "svc", connection=conn)
+        assert r.changed
+        conn.exec_driver_sql("UPDATE cashouts SET amount = 12 WHERE id = 2")
+    assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
+    nested_change_captured(cap, 1, ("PENDING", "PROCESSING"))
+    u = in_step_with_legacy(cap, 2)
+    assert (u["status"], float(u["amount"])) == ("PENDING", 12.0)
+
+
+def test_an_application_trigger_fired_by_the_adapters_first_write_of_a_row_is_mirrored(
+    cap: Database,
+) -> None:
+    """A legacy row without a unified row yet (not backfilled): the adapter's locked path
+    creates it with its change; the application's nested write is mirrored after it."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    set_mode(cap.engine, M.LEGACY_ONLY, reason="test", actor="test", force=True)
+    insert_cashouts(cap, [1])
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    assert unified_of(cap, "CASHOUT", 1) is None
+    with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
+        assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
+    assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
+    nested_change_captured(cap, 1, ("PENDING", "PROCESSING"))
+
+
+@pytest.mark.parametrize("fallback", FALLBACKS)
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_an_application_trigger_fired_by_the_adapters_create_is_mirrored(
+    cap: Database, mode: DualWriteMode, fallback: str
+) -> None:
+    """create_transaction inserts a PENDING cashout; the application's AFTER INSERT
+    trigger approves it at once: unified ends FUNDS_HELD / APPROVED, the approval a
+    history row of its own after the adapter's "created"."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    a = adapter_in(cap, mode, fallback=fallback)
+    with app_trigger(cap, "INSERT", "row", NAMES["after"]):
+        created = a.create_transaction("WALLET_CASHOUT", 7, "10.50", "USD")
+    assert created.overall_success and created.legacy_entity_id is not None
+    lid = created.legacy_entity_id
+    assert legacy_status(cap, "cashouts", lid) == "APPROVED"
+    u = in_step_with_legacy(cap, lid)
+    assert (u["status"], u["legacy_status"]) == ("FUNDS_HELD", "APPROVED")
+    history = history_of(cap, "CASHOUT", lid)
+    steps = [(h["from_status"], h["to_status"], h["triggered_by"][:7]) for h in history]
+    assert steps == [
+        (None, "PENDING", "create_"),
+        ("PENDING", "FUNDS_HELD", "bypass:"),
+    ]
+    consistent(cap)
+
+
+def test_an_application_trigger_fired_by_the_replay_is_mirrored(cap: Database) -> None:
+    """A rollback replays the change made while legacy was frozen (EXECUTING) under the
+    exclusive mode lock; the application's trigger moves the row on. Its nested write
+    is captured in the replay's transaction (the capture's shared mode locks granted to
+    the session that holds them exclusive: no wait, no deadlock), in the mode of the
+    moment (UNIFIED_ONLY: flagged, recorded as already in legacy), once, and the replay
+    finishes without a conflict."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1])
+    a = adapter_in(cap, M.UNIFIED_ONLY)
+    assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
+    assert legacy_status(cap, "cashouts", 1) == "PENDING"
+    with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
+        out = emergency_rollback(cap.engine, cap.settings, actor="oncall", reason="test")
+    assert out["conflicts"] == 0, list_conflicts(cap.engine)
+    assert out["replay"]["replayed"] == 1
+    assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
+    u = in_step_with_legacy(cap, 1)
+    assert u["status"] == "AWAITING_RESPONSE"
+    last = history_of(cap, "CASHOUT", 1)[-1]
+    assert (last["from_status"], last["to_status"]) == ("PROCESSING", "AWAITING_RESPONSE")
+    assert last["triggered_by"].startswith("bypass:") and last["meta"]["flag"] == FLAG_FROZEN
+    assert pending_of(cap, "UTX100000000000001") == [
+        ("EXECUTING", True),
+        ("AWAITING_RESPONSE", True),
+    ]
+    consistent(cap)
+
+
+def test_an_application_trigger_fired_by_the_repair_is_mirrored(cap: Database) -> None:
+    """Unified ahead of legacy (PROCESSING, legacy still PENDING: a legacy side that
+    failed, say); ``repair --strategy unified_wins`` writes EXECUTING to legacy, and the
+    application's trigger moves the row on: the repair's own writes come first (unified,
+    its history row, then legacy), the nested write is captured after them."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1])
+    unified = cap.table("unified_transactions")
+    raw(
+        cap,
+        "SELECT set_config('unistatus.writer', 'on', true)",  # not counted as foreign
+        f"UPDATE {unified} SET status = 'PROCESSING', legacy_status = 'EXECUTING' "
+        "WHERE legacy_system = 'CASHOUT' AND legacy_id = 1",
+    )
+    report = run_check(cap.engine, cap.settings, store=False)
+    assert dict(report.inconsistencies).get("status_mismatch") == 1 == report.inconsistent
+    with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
+        repaired = run_repair(
+            cap.engine, cap.settings, strategy="unified_wins", actor="test", reason="test"
+        )
+    assert repaired.repaired == 1
+    assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
+    u = unified_of(cap, "CASHOUT", 1)
+    assert u is not None
+    assert (u["status"], u["legacy_status"]) == ("AWAITING_RESPONSE", "AWAITING_RESPONSE")
+    steps = [
+        (h["from_status"], h["to_status"], h["to_legacy_status"], h["triggered_by"][:7])
+        for h in history_of(cap, "CASHOUT", 1)
+    ]
+    assert steps[-2:] == [
+        ("PROCESSING", "PROCESSING", "EXECUTING", "repair"),
+        ("PROCESSING", "AWAITING_RESPONSE", "AWAITING_RESPONSE", "bypass:"),
+    ]
+    consistent(cap)
+
+
+def test_a_nested_write_of_the_frozen_status_column_is_seen(cap: Database) -> None:
+    """While legacy is frozen, the application's trigger fired by the replay writes the
+    status column without changing it (``SET status = status``): a nested statement, so
+    the writer of the frozen column is counted as for any bypass statement."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1])
+    a = adapter_in(cap, M.UNIFIED_ONLY)
+    assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
+    raw(
+        cap,
+        "CREATE FUNCTION app_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF pg_trigger_depth() = 1 THEN UPDATE cashouts SET status = status "
+        "WHERE id = NEW.id; END IF; RETURN NULL; END $$",
+        "CREATE TRIGGER app_touch AFTER UPDATE ON cashouts FOR EACH ROW "
+        "EXECUTE FUNCTION app_touch()",
+    )
+    try:
+        out = emergency_rollback(cap.engine, cap.settings, actor="oncall", reason="test")
+    finally:
+        raw(cap, "DROP TRIGGER app_touch ON cashouts", "DROP FUNCTION app_touch()")
+    assert out["conflicts"] == 0 and out["replay"]["replayed"] == 1
+    assert legacy_status(cap, "cashouts", 1) == "EXECUTING"
+    (w,) = [w for w in capture.writers_seen(cap.engine) if w.writer != writer_name(cap)]
+    assert (w.writes, w.flagged, w.last_mode) == (1, 1, M.UNIFIED_ONLY.value)
+    in_step_with_legacy(cap, 1)
     consistent(cap)

@@ -250,16 +250,20 @@ class LockedWriter:
         unified_side = (
             (lambda: self._write_unified_side(conn, plan)) if mode.writes_unified else None
         )
-        if mode.reads_unified:
-            primary, secondary = unified_side, legacy_side
-        else:
-            primary, secondary = legacy_side, unified_side
-        assert primary is not None
-        primary()
+        # Unified before legacy, whichever is primary (the rows are locked already): an
+        # application's trigger that the legacy write fires and that writes the row again
+        # is captured as a bypass write (migration/capture_marked.py), after the unified
+        # write it must follow, never overwritten by it.
+        sides = ((unified_side, mode.reads_unified), (legacy_side, not mode.reads_unified))
+        for write, primary in sides:
+            if write is None:
+                continue
+            if primary:
+                write()
+            else:
+                self.secondary(conn, write, result, e)
         if no_legacy_row:
             self.queue(conn, result, e, f"secondary write failed: {NO_LEGACY_ROW}")
-        elif secondary is not None:
-            self.secondary(conn, secondary, result, e)
         if mode is DualWriteMode.UNIFIED_ONLY:
             self.pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
         return result

@@ -11,7 +11,9 @@ transaction carries a mark, for as long as it writes:
   statements that take the mode lock set it (:class:`unistatus.db.dialect.PostgresOps`,
   and ``unistatus_locked_mode()`` from revision 0011, which sets it to the mode it read
   under the lock), so the adapter's writes cost no extra round trip; other writers set
-  :data:`MARK` when their write transaction begins. Empty or unset: not unistatus.
+  :data:`MARK` when their write transaction begins. Empty or unset: not unistatus. A
+  legacy statement nested in a trigger's is never unistatus's, whatever the mark
+  (unistatus writes legacy in top-level statements only: ``capture_marked``).
 - SQLite: a row of ``unistatus_writer_marks`` inserted after ``BEGIN IMMEDIATE`` and
   deleted before COMMIT. The write transaction holds the whole database, so no other
   connection ever sees it; a row left committed by accident is deleted by the next

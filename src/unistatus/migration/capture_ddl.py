@@ -37,6 +37,7 @@ from unistatus.db.mode_lock_keys import system_lock_key
 from unistatus.db.tables import migration_control, unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration import capture_frozen as frozen
+from unistatus.migration import capture_marked as marked
 from unistatus.migration.capture_context import postgres_context, sqlite_context
 from unistatus.migration.capture_sql import (
     Context,
@@ -292,28 +293,9 @@ class CaptureDdl:
             out.append(
                 f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger
 LANGUAGE plpgsql {attributes} AS $capture$
-DECLARE
-    v_mark text := coalesce(current_setting('{setting}', true), '');
-    v_mode text;
-    v_writer text;
-    v_addr text;
-    v_reason text;
-    v_meta jsonb;
+{marked.pg_declare()}
 BEGIN
-    -- unistatus wrote it, in a mode it read under the mode lock that maintains unified
-    -- (unistatus_locked_mode(system)), or the capture itself: nothing to do.
-    IF v_mark NOT IN ('', '{writer_mark.MARK}', '{LEGACY_ONLY}') THEN
-        RETURN NULL;
-    END IF;
-    IF v_mark = '{LEGACY_ONLY}' THEN
-        v_mode := v_mark;
-    ELSE
-        -- Held until the writer's transaction ends: no switch of this system's mode
-        -- (nor of every system's) in between.
-        PERFORM pg_advisory_xact_lock_shared({mode_lock_key});
-        PERFORM pg_advisory_xact_lock_shared({system_key});
-        v_mode := ({read_mode});
-    END IF;
+{_indent(marked.pg_mode(read_mode, mode_lock_key, system_key), 4)}
 {_indent(status_written, 4)}
     IF v_mode = '{LEGACY_ONLY}' THEN
         IF TG_OP NOT IN ('DELETE', 'TRUNCATE') THEN
@@ -342,7 +324,7 @@ BEGIN
     ELSE
 {_indent(upd, 8)}
     END IF;
-    PERFORM set_config('{setting}', '', true);
+    {marked.pg_restore_mark()}
     RETURN NULL;
 END
 $capture$"""

@@ -15,7 +15,9 @@ unified row, and does nothing outside UNIFIED_ONLY.
   column is in the SET list, whatever the rows; a column list cannot be combined with
   transition tables, so it sees no row): it calls the system's own function with
   :data:`ARGUMENT`, which counts the statement (:func:`pg_block`), only when unistatus's
-  writer mark is unset (its ``WHEN``: an adapter write costs no call). Its name sorts
+  writer mark is unset or the statement is nested in a trigger's, which is never
+  unistatus's own (its ``WHEN``: an adapter write costs no call; the function judges a
+  nested one as :mod:`~unistatus.migration.capture_marked` says). Its name sorts
   after the system's UPDATE trigger, so it fires after it: a statement that trigger
   counted (it changed a row) is not counted again (:func:`counted`, ``per_statement``).
   Reached through the system's function, so ``disable``, the retirement and revision
@@ -75,9 +77,10 @@ END IF;"""
 
 
 def pg_trigger(name: str, table: str, column: str, function: str) -> str:
-    """The statement trigger on ``table`` (names quoted as SQL needs them)."""
+    """The statement trigger on ``table`` (names quoted as SQL needs them). In its
+    ``WHEN``, ``pg_trigger_depth()`` is the depth of the statement (0: top level)."""
     unmarked = f"coalesce(current_setting('{writer_mark.WRITER_SETTING}', true), '') = ''"
     return (
         f"CREATE TRIGGER {name} AFTER UPDATE OF {column} ON {table} FOR EACH STATEMENT "
-        f"WHEN ({unmarked}) EXECUTE FUNCTION {function}('{ARGUMENT}')"
+        f"WHEN ({unmarked} OR pg_trigger_depth() > 0) EXECUTE FUNCTION {function}('{ARGUMENT}')"
     )
