@@ -25,6 +25,8 @@ operation ends, so the caller's own SQL after it in the same transaction is capt
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -33,11 +35,13 @@ from unistatus.db.tables_capture import writer_marks
 
 __all__ = [
     "CAPTURE_WRITER",
+    "CREATING",
     "MARK",
     "UNISTATUS_WRITER",
     "WRITER_SETTING",
     "clear_mark",
     "current_mark",
+    "marked_as",
     "marked_sqlite",
     "set_mark",
     "unmarked_postgres",
@@ -50,6 +54,12 @@ MARK = "on"
 # hold while they write unified themselves (so their writes are not counted as foreign).
 UNISTATUS_WRITER = "unistatus"
 CAPTURE_WRITER = "capture"
+# PostgreSQL: unistatus creating legacy rows for unified rows that exist (the replay of
+# creates made in UNIFIED_ONLY, the repair of a refused create): a statement an
+# application's trigger nests in that INSERT is not taken as a bypass write, which would
+# find the new legacy row not linked yet and create a second unified row for it
+# (migration/capture_marked.py).
+CREATING = "creating"
 
 
 def set_mark(value: Any = MARK) -> sa.FunctionElement[Any]:
@@ -65,6 +75,20 @@ def clear_mark() -> sa.FunctionElement[Any]:
 def current_mark() -> sa.FunctionElement[Any]:
     """PostgreSQL: the mark as set ('' or NULL: none)."""
     return sa.func.current_setting(WRITER_SETTING, True, type_=sa.Text)
+
+
+@contextmanager
+def marked_as(conn: sa.Connection, value: str) -> Iterator[None]:
+    """PostgreSQL: the block's statements marked ``value``, and the mark found put back
+    after it (SQLite: nothing to do). On an error the mark is left to the transaction's
+    (or its savepoint's) rollback, which undoes it."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    before = conn.execute(sa.select(current_mark())).scalar()
+    conn.execute(sa.select(set_mark(value)))
+    yield
+    conn.execute(sa.select(set_mark(before or "")))
 
 
 def unmarked_postgres() -> sa.ColumnElement[bool]:

@@ -10,7 +10,10 @@ unistatus's, with one exception: a statement nested in a trigger's (``pg_trigger
 row again after the adapter wrote it. unistatus writes legacy tables only in top-level
 statements (the adapter's, the replay's, the repair's, a resolved conflict's, all sent
 from Python), so a nested one is never its own: it is taken as a bypass write whatever
-the mark says (the capture's own mark apart: the capture writes no legacy table). It
+the mark says (the capture's own mark apart: the capture writes no legacy table; and
+unistatus creating legacy rows for unified rows that exist, :data:`~writer_mark.CREATING`:
+a nested write of such a row would find it not linked yet, and create a second unified
+row for it, so it is left to check and repair, as before this rule). It
 reads its own system's mode under that system's mode locks, as an unmarked write does
 (a session already holding them, shared or exclusive, is granted them at once), and at
 its end puts back the mark it found, so the statement it is nested in (whose own capture
@@ -47,11 +50,11 @@ def pg_mode(read_mode: str, mode_lock_key: int, system_key: int) -> str:
     the capture's), else set ``v_mode`` to the mode of the table's system, read under
     the installation's and the system's mode locks unless the mark is that mode already
     (LEGACY_ONLY: the adapter read it under those locks; only logged)."""
-    capture = writer_mark.CAPTURE_WRITER
+    own = f"'{writer_mark.CAPTURE_WRITER}', '{writer_mark.CREATING}'"
     return f"""-- A statement nested in a trigger's (an application's trigger writing this table
 -- again) is never unistatus's own write: unistatus writes legacy in top-level
 -- statements only. Taken as a bypass write whatever the mark (capture_marked.py).
-IF pg_trigger_depth() > 1 AND v_mark <> '{capture}' THEN
+IF pg_trigger_depth() > 1 AND v_mark NOT IN ({own}) THEN
     v_mark := '';
 END IF;
 -- unistatus wrote it, in a mode it read under the mode lock that maintains unified

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
+from unistatus.db import writer_mark
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe, one_line
 from unistatus.db.legacy import LegacyTable
@@ -369,6 +370,25 @@ def create_legacy_rows(
             continue
         groups[(r.legacy_system, tuple(extra))].append((r, extra))
     linked: list[dict[str, Any]] = []
+    # Marked as creating: an application's trigger that writes a new row again is not
+    # captured before the row is linked (it would get a second unified row).
+    with writer_mark.marked_as(conn, writer_mark.CREATING):
+        _create_and_link(conn, tables, groups, latest, now, made, linked)
+    made.created = {row["utx"]: int(row["lid"]) for row in linked}
+    return made
+
+
+def _create_and_link(
+    conn: sa.Connection,
+    tables: dict[LegacySystemType, LegacyTable],
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple[Any, dict[str, Any]]]],
+    latest: dict[str, str | None],
+    now: Any,
+    made: LegacyRowsMade,
+    linked: list[dict[str, Any]],
+) -> None:
+    """The INSERTs of :func:`create_legacy_rows`, one per group, and the links (into
+    ``linked``: ``utx``, ``lid``)."""
     for (system_value, names), items in groups.items():
         lt = tables[LegacySystemType(system_value)]
         assert lt.status is not None
@@ -399,8 +419,6 @@ def create_legacy_rows(
             .values(legacy_id=sa.bindparam("lid"), updated_at=now),
             linked,
         )
-    made.created = {row["utx"]: int(row["lid"]) for row in linked}
-    return made
 
 
 def _update_legacy(conn: sa.Connection, update: sa.Update, rows: list[dict[str, Any]]) -> set[str]:
