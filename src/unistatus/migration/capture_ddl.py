@@ -277,8 +277,8 @@ class CaptureDdl:
             # it changed in each, without those that changed nothing unistatus keeps.
             # Their values as legacy holds them now (Rows.as_now).
             rows = {
-                "INSERT": new_rows.as_now(lt),
-                "UPDATE": new_rows.changed_from(old_rows).as_now(lt),
+                "INSERT": new_rows.as_now(lt, materialized=True),
+                "UPDATE": new_rows.changed_from(old_rows).as_now(lt, materialized=True),
             }
             (ins, frozen_ins), (upd, frozen_upd) = (
                 [self._pg_in_step(sql, r, replace(ctx, frozen=f)) for f in (False, True)]

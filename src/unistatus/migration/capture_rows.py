@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.db.cte_names import cte_name
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.mapping import forward_case
@@ -51,7 +52,7 @@ class Rows:
     that row), and :data:`WAS_STATUS`. Other rows (an INSERT's, the catch-up's) are taken whole.
     """
 
-    rows: sa.Subquery
+    rows: sa.Subquery | sa.CTE
     flagged: bool = False
 
     @property
@@ -95,7 +96,7 @@ class Rows:
         )
         return Rows(select.subquery("capture_changed"), flagged=True)
 
-    def as_now(self, lt: LegacyTable) -> Rows:
+    def as_now(self, lt: LegacyTable, *, materialized: bool = False) -> Rows:
         """These rows with the values the legacy table holds now (what an UPDATE changed
         in each, :func:`changed_flag`, as the statement changed it). The image a
         statement's trigger is given is the row as that statement left it; a trigger of
@@ -103,12 +104,23 @@ class Rows:
         (captured already, or about to be), and legacy's newest value is the one unified
         must end with, whichever capture runs last. A row gone since (deleted by such a
         statement) is left out: its deletion is captured on its own. One index probe per
-        row: the writer holds the row, so no one else can have changed it."""
+        row: the writer holds the row, so no one else can have changed it.
+
+        ``materialized`` (PostgreSQL): a ``MATERIALIZED`` CTE of the statement that reads
+        them, so the join of the statement's rows to legacy is made once, however many of
+        its parts read them (the judging, the writer's counts, the pre-check): as a
+        subquery, each read made it again (a bulk capture joined its 100,000 rows three
+        times over, and a one-row capture started three plans for it)."""
         flags = [self.c[changed_flag(n)] for n in CHANGEABLE] if self.flagged else []
         flags += [self.c[WAS_STATUS]] if self.flagged else []
         select = sa.select(
             *(lt.read(name).label(name) for name in LEGACY_COLUMNS), *flags
         ).select_from(self.rows.join(lt.table, lt.id == self.c.id))
+        if materialized:
+            return Rows(
+                select.cte(cte_name("capture_now")).prefix_with("MATERIALIZED"),
+                flagged=self.flagged,
+            )
         return Rows(select.subquery("capture_now"), flagged=self.flagged)
 
 
