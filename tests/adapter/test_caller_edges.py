@@ -415,3 +415,26 @@ def test_a_session_not_begun_with_autobegin_off_is_refused(db: Database) -> None
             a.update_status(entity_id, "AWAITING_RESPONSE", "r", "svc", connection=session)
     assert unified_status(db, entity_id) == "PROCESSING"
     assert db.count("cashouts") == 1
+
+
+def test_sqlite_a_refused_legacy_primary_leaves_nothing_for_a_caller_that_commits(
+    sqlite_db: Database,
+) -> None:
+    """SQLite keeps a transaction usable after a refused statement. In
+    DUAL_WRITE_LEGACY_PRIMARY the unified side was written first (for PostgreSQL's
+    capture of nested statements, which SQLite has not): a caller that committed after
+    the CallerTransactionError anyway kept unified FAILED over a legacy row that refused
+    it (review of the merge of fix-nested). The primary side comes first on SQLite."""
+    from support.refusing import refuse
+
+    a = adapter_in(sqlite_db, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    with refuse(sqlite_db, "cashouts", "FAILED"), sqlite_db.engine.connect() as conn:
+        conn.begin()
+        with pytest.raises(CallerTransactionError):
+            a.update_status(created.entity_id, "FAILED", "no", "svc", connection=conn)
+        conn.commit()
+    with sqlite_db.engine.connect() as conn:
+        legacy = conn.exec_driver_sql("SELECT status FROM cashouts").scalar_one()
+        unified = conn.exec_driver_sql("SELECT status FROM unified_transactions").scalar_one()
+    assert (legacy, unified) == ("PENDING", "PENDING")

@@ -10,11 +10,13 @@ names decide, and neither may leave unified with a value legacy no longer holds.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT, Database
 from support.adapters import adapter_in
@@ -22,17 +24,18 @@ from support.capture_data import (
     captured,
     history_of,
     legacy_status,
-    pending_of,
     raw,
     unified_of,
     writer_name,
 )
 from unistatus import DualWriteMode
+from unistatus.adapter.create import Creator
 from unistatus.db.control import set_mode
 from unistatus.migration import capture
-from unistatus.migration.capture_sql import FLAG_FROZEN
+from unistatus.migration import rollback as rollback_module
 from unistatus.migration.check import run_check
 from unistatus.migration.repair import run_repair
+from unistatus.migration.replay import replay_pending
 from unistatus.migration.replay_conflicts import list_conflicts
 from unistatus.migration.rollback import emergency_rollback
 
@@ -300,34 +303,111 @@ def test_an_application_trigger_fired_by_the_adapters_create_is_mirrored(
     consistent(cap)
 
 
-def test_an_application_trigger_fired_by_the_replay_is_mirrored(cap: Database) -> None:
-    """A rollback replays the change made while legacy was frozen (EXECUTING) under the
-    exclusive mode lock; the application's trigger moves the row on. Its nested write
-    is captured in the replay's transaction (the capture's shared mode locks granted to
-    the session that holds them exclusive: no wait, no deadlock), in the mode of the
-    moment (UNIFIED_ONLY: flagged, recorded as already in legacy), once, and the replay
-    finishes without a conflict."""
+def test_an_application_trigger_fired_by_the_replay_is_left_to_check(cap: Database) -> None:
+    """A rollback replays the change made while legacy was frozen (EXECUTING); the
+    application's trigger moves the row on. The replay's legacy writes are marked
+    'replaying', whose nested statements the capture leaves alone: captured as bypass
+    writes to frozen legacy they superseded the transaction's changes still to replay and
+    overrode unified's newest status (the tests below). The replay ends without a
+    conflict; the application's change is left to check and repair (docs/capture.md)."""
     if cap.backend == "sqlite":
         pytest.skip(SQLITE_NESTED)
     insert_cashouts(cap, [1])
     a = adapter_in(cap, M.UNIFIED_ONLY)
     assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
-    assert legacy_status(cap, "cashouts", 1) == "PENDING"
     with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
         out = emergency_rollback(cap.engine, cap.settings, actor="oncall", reason="test")
     assert out["conflicts"] == 0, list_conflicts(cap.engine)
     assert out["replay"]["replayed"] == 1
     assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
-    u = in_step_with_legacy(cap, 1)
-    assert u["status"] == "AWAITING_RESPONSE"
-    last = history_of(cap, "CASHOUT", 1)[-1]
-    assert (last["from_status"], last["to_status"]) == ("PROCESSING", "AWAITING_RESPONSE")
-    assert last["triggered_by"].startswith("bypass:") and last["meta"]["flag"] == FLAG_FROZEN
-    assert pending_of(cap, "UTX100000000000001") == [
-        ("EXECUTING", True),
-        ("AWAITING_RESPONSE", True),
-    ]
+    u = unified_of(cap, "CASHOUT", 1)
+    assert u is not None and (u["status"], u["legacy_status"]) == ("PROCESSING", "EXECUTING")
+    report = run_check(cap.engine, cap.settings, store=False)
+    assert dict(report.inconsistencies).get("status_mismatch") == 1 == report.inconsistent
+    repaired = run_repair(
+        cap.engine, cap.settings, strategy="legacy_wins", actor="test", reason="test"
+    )
+    assert repaired.repaired == 1
     consistent(cap)
+
+
+def test_a_transactions_changes_split_over_replay_batches_keep_its_newest_status(
+    cap: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PENDING -> PROCESSING -> SUCCESS while legacy is frozen, replayed one change per
+    batch; the application's trigger reacts to the intermediate EXECUTING. Captured as a
+    bypass write to frozen legacy, its nested write superseded the SUCCESS still to
+    replay and overrode it in unified (SUCCESS -> AWAITING_RESPONSE), with no conflict:
+    an acknowledged final status lost (review of the merge of fix-nested). Now the
+    replay finds legacy moved on and keeps a conflict; unified keeps SUCCESS."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1])
+    a = adapter_in(cap, M.UNIFIED_ONLY)
+    assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
+    assert a.update_status("UTX100000000000001", "SUCCESS", "paid", "svc").changed
+    monkeypatch.setattr(
+        rollback_module, "replay_pending", functools.partial(replay_pending, batch_size=1)
+    )
+    with app_trigger(cap, "UPDATE", "row", NAMES["after"]):
+        emergency_rollback(cap.engine, cap.settings, actor="oncall", reason="test")
+    u = unified_of(cap, "CASHOUT", 1)
+    assert u is not None and u["status"] == "SUCCESS"
+    assert [c.transaction_id for c in list_conflicts(cap.engine)] == ["UTX100000000000001"]
+    assert not any(h["override"] for h in history_of(cap, "CASHOUT", 1))
+
+
+def test_a_replay_keeps_another_transactions_newest_status(cap: Database) -> None:
+    """Cashout 2 was EXECUTING when legacy froze, then paid (SUCCESS) in UNIFIED_ONLY;
+    the replay of cashout 1 fires the application's statement trigger, which moves every
+    EXECUTING cashout on, cashout 2 too. Captured, that overrode cashout 2's SUCCESS in
+    unified (review of the merge of fix-nested); unified keeps it now."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+    insert_cashouts(cap, [1])
+    insert_cashouts(cap, [2], status="EXECUTING")
+    a = adapter_in(cap, M.UNIFIED_ONLY)
+    assert a.update_status("UTX100000000000001", "PROCESSING", "go", "svc").changed
+    assert a.update_status("UTX100000000000002", "SUCCESS", "paid", "svc").changed
+    with app_trigger(cap, "UPDATE", "statement", NAMES["after"]):
+        emergency_rollback(cap.engine, cap.settings, actor="oncall", reason="test")
+    u = unified_of(cap, "CASHOUT", 2)
+    assert u is not None and u["status"] == "SUCCESS"
+    assert not any(h["override"] for h in history_of(cap, "CASHOUT", 2))
+
+
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_a_create_written_statement_by_statement_with_an_insert_trigger(
+    cap: Database, mode: DualWriteMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one-statement create refused once (a lock timeout, say) under primary_wins:
+    the create is written statement by statement, legacy first. Its AFTER INSERT trigger
+    approved the new row in a nested statement whose capture created the unified row
+    first: the create then failed whole in DUAL_WRITE_UNIFIED_PRIMARY (the unified
+    row's primary key), and was queued for repair in DUAL_WRITE_LEGACY_PRIMARY (review of
+    the merge of fix-nested). The legacy INSERT is marked 'creating' now: the create is
+    acknowledged, in step with what it wrote; the application's change is left to check
+    and repair (docs/capture.md)."""
+    if cap.backend == "sqlite":
+        pytest.skip(SQLITE_NESTED)
+
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("simulated", {}, Exception("lock timeout (simulated)"))
+
+    monkeypatch.setattr(Creator, "_create_in_one_statement", refused)
+    a = adapter_in(cap, mode, fallback="primary_wins")
+    with app_trigger(cap, "INSERT", "row", NAMES["after"]):
+        r = a.create_transaction("WALLET_CASHOUT", 7, "10.50", "USD")
+    assert r.overall_success and r.primary_success and r.secondary_success, r.error
+    assert r.legacy_entity_id is not None
+    assert legacy_status(cap, "cashouts", r.legacy_entity_id) == "APPROVED"
+    u = unified_of(cap, "CASHOUT", r.legacy_entity_id)
+    assert u is not None and (u["status"], u["legacy_status"]) == ("PENDING", "PENDING")
+    with cap.engine.connect() as conn:
+        queued = conn.exec_driver_sql(
+            f"SELECT count(*) FROM {cap.table('unistatus_repair_queue')}"
+        ).scalar_one()
+    assert queued == 0
 
 
 def test_an_application_trigger_fired_by_the_repair_is_mirrored(cap: Database) -> None:
@@ -367,10 +447,13 @@ def test_an_application_trigger_fired_by_the_repair_is_mirrored(cap: Database) -
     consistent(cap)
 
 
-def test_a_nested_write_of_the_frozen_status_column_is_seen(cap: Database) -> None:
+def test_a_nested_write_of_the_frozen_status_column_by_the_replay_is_left_alone(
+    cap: Database,
+) -> None:
     """While legacy is frozen, the application's trigger fired by the replay writes the
-    status column without changing it (``SET status = status``): a nested statement, so
-    the writer of the frozen column is counted as for any bypass statement."""
+    status column without changing it (``SET status = status``). The replay's writes are
+    marked 'replaying', whose nested statements the capture leaves alone (the tests
+    above): not counted as a writer of the frozen table, the rollback's own session."""
     if cap.backend == "sqlite":
         pytest.skip(SQLITE_NESTED)
     insert_cashouts(cap, [1])
@@ -390,8 +473,7 @@ def test_a_nested_write_of_the_frozen_status_column_is_seen(cap: Database) -> No
         raw(cap, "DROP TRIGGER app_touch ON cashouts", "DROP FUNCTION app_touch()")
     assert out["conflicts"] == 0 and out["replay"]["replayed"] == 1
     assert legacy_status(cap, "cashouts", 1) == "EXECUTING"
-    (w,) = [w for w in capture.writers_seen(cap.engine) if w.writer != writer_name(cap)]
-    assert (w.writes, w.flagged, w.last_mode) == (1, 1, M.UNIFIED_ONLY.value)
+    assert [w for w in capture.writers_seen(cap.engine) if w.writer != writer_name(cap)] == []
     in_step_with_legacy(cap, 1)
     consistent(cap)
 
