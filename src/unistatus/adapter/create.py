@@ -35,6 +35,7 @@ from unistatus.adapter.rows import EntityRows
 from unistatus.adapter.sql import BEYOND_RANGE, HotStatements
 from unistatus.adapter.writes import LockedWriter, legacy_row, unified_row
 from unistatus.clock import utcnow
+from unistatus.db import writer_mark
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
 from unistatus.db.tables import status_history, unified_transactions
@@ -205,7 +206,11 @@ class Creator:
             def write_legacy() -> None:
                 nonlocal legacy_id
                 insert = sa.insert(lt.table).values(values).returning(lt.id)
-                legacy_id = conn.execute(insert).scalar_one()
+                # Marked as creating (PostgreSQL): the application's trigger that writes
+                # the new row again is not captured before the unified row exists (the
+                # capture would create it, and this create's own insert meet it).
+                with writer_mark.marked_as(conn, writer_mark.CREATING):
+                    legacy_id = conn.execute(insert).scalar_one()
                 if legacy_id > MAX_LEGACY_ID:
                     self._refuse_beyond_range(conn, system, legacy_id)
 

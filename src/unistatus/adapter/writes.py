@@ -250,11 +250,15 @@ class LockedWriter:
         unified_side = (
             (lambda: self._write_unified_side(conn, plan)) if mode.writes_unified else None
         )
-        # Unified before legacy, whichever is primary (the rows are locked already): an
-        # application's trigger that the legacy write fires and that writes the row again
-        # is captured as a bypass write (migration/capture_marked.py), after the unified
-        # write it must follow, never overwritten by it.
-        sides = ((unified_side, mode.reads_unified), (legacy_side, not mode.reads_unified))
+        # PostgreSQL: unified before legacy, whichever is primary (the rows are locked
+        # already): an application's trigger that the legacy write fires and that writes
+        # the row again is captured as a bypass write (migration/capture_marked.py), after
+        # the unified write it must follow, never overwritten by it. SQLite captures no
+        # nested statement: the primary side first, so a refused primary leaves nothing
+        # written for a caller's transaction that commits after the error all the same.
+        sides = [(unified_side, mode.reads_unified), (legacy_side, not mode.reads_unified)]
+        if self.ops.name != "postgresql":
+            sides.sort(key=lambda side: not side[1])
         for write, primary in sides:
             if write is None:
                 continue

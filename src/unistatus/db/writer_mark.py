@@ -37,6 +37,7 @@ __all__ = [
     "CAPTURE_WRITER",
     "CREATING",
     "MARK",
+    "REPLAYING",
     "UNISTATUS_WRITER",
     "WRITER_SETTING",
     "clear_mark",
@@ -60,6 +61,10 @@ CAPTURE_WRITER = "capture"
 # find the new legacy row not linked yet and create a second unified row for it
 # (migration/capture_marked.py).
 CREATING = "creating"
+# PostgreSQL: the rollback's replay writing legacy: a statement an application's trigger
+# nests in it is not taken as a bypass write either; in UNIFIED_ONLY it would supersede
+# the changes of the transaction still to replay and override unified's newest status.
+REPLAYING = "replaying"
 
 
 def set_mark(value: Any = MARK) -> sa.FunctionElement[Any]:

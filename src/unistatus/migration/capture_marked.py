@@ -13,7 +13,10 @@ from Python), so a nested one is never its own: it is taken as a bypass write wh
 the mark says (the capture's own mark apart: the capture writes no legacy table; and
 unistatus creating legacy rows for unified rows that exist, :data:`~writer_mark.CREATING`:
 a nested write of such a row would find it not linked yet, and create a second unified
-row for it, so it is left to check and repair, as before this rule). It
+row for it; and the rollback's replay, :data:`~writer_mark.REPLAYING`: in UNIFIED_ONLY a
+nested write would supersede the transaction's changes still to replay and override
+unified's newest status; both left to the replay's conflicts, check and repair, as
+before this rule). It
 reads its own system's mode under that system's mode locks, as an unmarked write does
 (a session already holding them, shared or exclusive, is granted them at once), and at
 its end puts back the mark it found, so the statement it is nested in (whose own capture
@@ -50,7 +53,9 @@ def pg_mode(read_mode: str, mode_lock_key: int, system_key: int) -> str:
     the capture's), else set ``v_mode`` to the mode of the table's system, read under
     the installation's and the system's mode locks unless the mark is that mode already
     (LEGACY_ONLY: the adapter read it under those locks; only logged)."""
-    own = f"'{writer_mark.CAPTURE_WRITER}', '{writer_mark.CREATING}'"
+    own = ", ".join(
+        f"'{m}'" for m in (writer_mark.CAPTURE_WRITER, writer_mark.CREATING, writer_mark.REPLAYING)
+    )
     return f"""-- A statement nested in a trigger's (an application's trigger writing this table
 -- again) is never unistatus's own write: unistatus writes legacy in top-level
 -- statements only. Taken as a bypass write whatever the mark (capture_marked.py).

@@ -206,7 +206,12 @@ def replay_rows(
                     }
                 )
             )
-            not_taken = _update_legacy(conn, update, updates)
+            # Marked as replaying: an application's trigger that reacts to a replayed
+            # status is not captured as a bypass write (in UNIFIED_ONLY it would supersede
+            # the transaction's later changes, in this batch or the next, and override
+            # unified's newest status); the replay's own checks see what it did.
+            with writer_mark.marked_as(conn, writer_mark.REPLAYING):
+                not_taken = _update_legacy(conn, update, updates)
             for planned in updates:
                 if planned["tx"] in not_taken:
                     conflicts.append((planned["tx"], "legacy_update_refused", planned["actual"]))
