@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -14,7 +15,8 @@ import sqlalchemy as sa
 
 from support.backfill_data import inconsistencies
 from unistatus.adapter.core import DualWriteAdapter
-from unistatus.backfill import progress, run_backfill, runner
+from unistatus.backfill import progress, read_workers, run_backfill, runner
+from unistatus.backfill.activity import Activity
 from unistatus.backfill.plan import plan_or_join
 from unistatus.backfill.worker import Worker
 from unistatus.db.control import set_mode
@@ -273,6 +275,62 @@ def test_one_failed_worker_stops_the_others_at_once(
     assert waited < 3, f"the run waited {waited:.1f} s for the other worker's pace"
     state = progress(pg.engine, pg.settings)
     assert 0 < sum(p["done"] for p in state.values()) < 20_000
+
+
+def test_ctrl_c_ends_the_run_once_every_worker_has_said_it_finished(
+    pg: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the run waits for its worker threads: the run ends (KeyboardInterrupt)
+    only once each worker has ended its batch and written its row `finished`. The
+    process exits right after it, and a worker still in its batch then dies with it, its
+    row left `running`: `backfill status` showed a running backfill that nobody ran.
+    Here the first worker takes a second to end (its last batch on a loaded machine)."""
+    seed_legacy(pg.engine, pg.settings, 20_000, seed=8)
+    finish = Activity.finish
+
+    def slow_finish(self: Activity, clock: float) -> None:
+        if self.worker.endswith(".0"):
+            time.sleep(1.0)
+        finish(self, clock)
+
+    monkeypatch.setattr(Activity, "finish", slow_finish)
+    main = threading.main_thread().ident
+    assert main is not None
+
+    def ctrl_c() -> None:
+        """SIGINT to the main thread (as a terminal's Ctrl-C) once both workers copy."""
+        done = sa.select(sa.func.coalesce(sa.func.sum(CH.c.rows), 0)).where(CH.c.state == "done")
+        deadline = time.monotonic() + 10  # the run takes 20 s: still running then
+        while time.monotonic() < deadline:
+            with pg.engine.connect() as conn:
+                if conn.execute(done).scalar_one() >= 400:
+                    break
+            time.sleep(0.02)
+        signal.pthread_kill(main, signal.SIGINT)
+
+    interrupter = threading.Thread(target=ctrl_c, name="ctrl-c")
+    interrupter.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_backfill(
+                pg.engine,
+                pg.settings,
+                batch_size=200,
+                target_batch_ms=0,
+                max_rows_per_second=1000,
+                workers=2,
+            )
+        workers = read_workers(pg.engine, include_finished=True)
+        states = {p["state"] for p in progress(pg.engine, pg.settings).values()}
+    finally:
+        interrupter.join()
+        deadline = time.monotonic() + 10  # a worker left behind ends before the next test
+        while time.monotonic() < deadline and any(
+            t.name.startswith("backfill-") for t in threading.enumerate()
+        ):
+            time.sleep(0.05)
+    assert [w["state"] for w in workers] == ["finished", "finished"], workers
+    assert states == {"interrupted"}
 
 
 def test_the_workers_copy_on_the_caller_s_engine(pg: Any) -> None:

@@ -6,6 +6,19 @@ import time
 
 import sqlalchemy as sa
 
+from unistatus.db import mode_lock_wait
+
+# The longest an adapter write may take while a mode switch or a retirement waits for
+# the mode lock the polite way (db/mode_lock_wait.py): queued behind one of its attempts
+# at the longest (LONGEST_ATTEMPT_MS, the mode lock let go after it), and the write
+# itself, with a margin for a machine loaded by the rest of the suite: 2.5 s. A writer
+# that waits out a caller's transaction or a whole lock_timeout (5 s) instead, as
+# before the polite wait, waits longer than this.
+LOADED_MACHINE_MARGIN_SECONDS = 0.5
+WRITE_BESIDE_A_WAITING_SWITCH_SECONDS = (
+    mode_lock_wait.LONGEST_ATTEMPT_MS / 1000 + LOADED_MACHINE_MARGIN_SECONDS
+)
+
 _BLOCKED = sa.text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
 
 

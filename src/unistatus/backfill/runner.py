@@ -269,6 +269,13 @@ def _run_workers(
     their own if its pool is too small), one connection each, while this thread reports
     the progress of every worker (other hosts' too) from the database. An error or Ctrl-C stops the others after their
     batch (a batch is one transaction: nothing half-copied).
+
+    The run ends once every worker has ended, its row written ``finished``: after a
+    Ctrl-C the process exits at once, and a worker still in its batch would die with it,
+    its row ``running`` (``backfill status``: a backfill nobody runs). Each worker says
+    so with an event of its own, waited for here instead of ``Thread.join``: a join that
+    Ctrl-C interrupts takes the thread it waited for as ended (CPython gh-90882, in 3.11
+    at least), so the joins after it would not wait for that worker.
     """
     if workers == 1:
         return _run_here(engine, settings, tables, jobs, how, progress)
@@ -287,6 +294,7 @@ def _run_workers(
     stop = threading.Event()
     lock = threading.Lock()
     tally, errors = Tally(), []
+    ended = [threading.Event() for _ in range(workers)]  # the worker's row says finished
 
     def copy(index: int) -> None:
         try:
@@ -301,6 +309,8 @@ def _run_workers(
             with lock:
                 errors.append(exc)
             stop.set()
+        finally:
+            ended[index].set()
 
     threads = [
         threading.Thread(target=copy, args=(i,), name=f"backfill-{i}", daemon=True)
@@ -309,15 +319,15 @@ def _run_workers(
     try:
         for t in threads:
             t.start()
-        while alive := [t for t in threads if t.is_alive()]:
-            alive[0].join(timeout=POLL_SECONDS)
+        while running := [e for e in ended if not e.is_set()]:
+            running[0].wait(POLL_SECONDS)
             if progress is not None:
                 _report_progress(engine, settings, jobs, progress)
     finally:
         stop.set()  # Ctrl-C: the others end after their batch
-        for t in threads:
+        for t, e in zip(threads, ended, strict=True):
             if t.ident is not None:
-                t.join()
+                e.wait()  # not t.join(): see above
         if own:
             shared.dispose()
     if errors:
