@@ -119,6 +119,21 @@ def test_legacy_refusing_again_is_a_failure_and_the_run_goes_on(db: Database) ->
     assert report.consistent == 2 < report.total
 
 
+def test_a_refusal_for_want_of_privilege_is_that_entitys_failure(pg: Database) -> None:
+    """PostgreSQL: legacy refusing the row with SQLSTATE 42501 (insufficient_privilege,
+    as a row-level security policy or an application's trigger may) is one entity's
+    failure too, not the database refusing every write: the run goes on."""
+    db = pg
+    _, _, (refused, other) = refused_creates(db, MARKED, MARKED + 1)
+    with refusing_inserts(db, "cashouts", MARKED, errcode="insufficient_privilege") as trigger:
+        done = run_repair(db.engine, db.settings, strategy="unified_wins", reason="INC-9")
+    assert (done.repaired, done.failed, done.skipped) == (1, 1, {})
+    assert len(done.errors) == 1 and refused in done.errors[0] and trigger in done.errors[0]
+    assert unified(db, refused).legacy_id is None
+    assert unified(db, other).legacy_id is not None
+    assert [tuple(q) for q in open_queue(db)] == [(refused, None)]
+
+
 def test_unified_only_keeps_legacy_frozen_and_the_row_queued(db: Database) -> None:
     _, _, (utx,) = refused_creates(db)
     to_phase(db.engine, 4)  # as `phase advance --force` would
