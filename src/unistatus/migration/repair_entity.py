@@ -24,7 +24,9 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps, ops_for
+from unistatus.db.failures import one_line
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
+from unistatus.db.retry import fails_every_write, is_retryable
 from unistatus.db.rowcount import affected
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.consistency import InconsistencyKind as K
@@ -324,15 +326,27 @@ class EntityRepair:
         as the rollback's replay makes it (:func:`...replay_apply.create_legacy_rows`):
         the ``legacy_values`` its create kept, unified's current legacy status; linked
         and audited. None once made; else why not, and nothing was written (the
-        database refused the row, or a value it requires was never kept)."""
+        database refused the row, or a value it requires was never kept).
+
+        In a savepoint: any error of the database's is this entity's, rolled back, the
+        run goes on (the replay's code takes some refusals for the statement's, e.g. a
+        missing privilege, SQLSTATE 42501, which a row-level security policy or an
+        application's trigger raises for some rows), except those the run's: a lost
+        connection, a race worth a retry, the database refusing every write."""
         utx = str(unified["id"])
         # Its create's operation names the history row that kept the values (none
         # found: nothing was kept, and a table that requires some refuses it below).
         create = create_operations(conn, [utx]).get(utx, "")
         now = utcnow()
-        made = create_legacy_rows(
-            conn, self.tables, {utx: create}, {utx: unified["legacy_status"]}, now
-        )
+        try:
+            with conn.begin_nested():
+                made = create_legacy_rows(
+                    conn, self.tables, {utx: create}, {utx: unified["legacy_status"]}, now
+                )
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or conn.invalidated or _the_runs(exc):
+                raise
+            return f"the legacy row was not created: {one_line(exc)}"
         if utx not in made.created:
             cause = made.refused.get(utx, "legacy row not created")
             said = made.said.get(utx)
@@ -431,6 +445,16 @@ def _read(
     if lock:
         raise Relinked
     return Entity(lt.system, int(linked), read_legacy_row(conn, lt, int(linked)), entity.unified)
+
+
+def _the_runs(exc: sa.exc.DBAPIError) -> bool:
+    """A race worth a retry, or the database refusing every write (read-only, full,
+    shutting down: :func:`...retry.fails_every_write`), but for a missing privilege
+    (42501): that one is taken for the row's refusal, for a row-level security policy or
+    an application's trigger raises it for the rows it refuses."""
+    if is_retryable(exc):
+        return True
+    return fails_every_write(exc) and getattr(exc.orig, "sqlstate", None) != "42501"
 
 
 def _is_override(system: LegacySystemType, src: str | None, dst: str | None) -> bool:
