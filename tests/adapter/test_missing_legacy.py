@@ -7,6 +7,8 @@ side failed: unified and history written as for a whole transaction, the legacy 
 (there is no row to write) queued for repair, as a refused UPDATE is. A rollback then
 creates the legacy row with the newest status. Under ``strict`` the change is refused
 with a typed error and nothing is written; where legacy is primary it stays refused.
+A change racing ``unistatus repair``'s creation of the legacy row (it read the row
+missing, then waited for the unified row the repair links) writes that legacy row.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import pytest
 
 from conftest import Database
 from support.adapters import snapshot
-from support.missing_legacy import MARKED, open_queue, refused_creates, rows
+from support.missing_legacy import MARKED, open_queue, refused_creates, repair_racing, rows
 from support.phases import to_phase
-from unistatus import DualWriteAdapter, DualWriteMode
+from unistatus import DualWriteAdapter, DualWriteMode, DualWriteResult
 from unistatus.db.control import set_mode
 from unistatus.errors import ModeError
 from unistatus.migration.check import run_check
@@ -152,3 +154,33 @@ def test_legacy_primary_refuses_the_change(db: Database) -> None:
     with pytest.raises(ModeError, match="has no legacy row"):
         a.update_status(utx, "PROCESSING", "sent", "app")
     assert snapshot(db) == before
+
+
+@pytest.mark.parametrize("where", ["pooled", "callers_transaction"])
+def test_a_change_racing_the_repair_writes_the_legacy_row_it_created(
+    pg: Database, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """PostgreSQL (SQLite's writers take the whole database first): the change looked
+    the transaction's legacy id up (none) before the repair that creates its legacy row
+    committed, and locked the unified row after. It writes both sides, as for any
+    transaction with a legacy row: nothing queued, the legacy row at the new status."""
+    db = pg
+    a, whole, (utx,) = refused_creates(db)
+
+    def change() -> DualWriteResult:
+        if where == "pooled":
+            return a.update_status(utx, "PROCESSING", "sent", "app")
+        with db.engine.connect() as conn, conn.begin():
+            return a.update_status(utx, "PROCESSING", "sent", "app", connection=conn)
+
+    done, r = repair_racing(db, monkeypatch, change)
+    assert r.overall_success and r.secondary_success and not r.has_inconsistency, r.error
+    assert (done.repaired, done.failed, done.skipped) == (1, 0, {})
+    after = unified(db, utx)
+    assert r.legacy_entity_id == after.legacy_id is not None
+    assert (after.status, after.legacy_status) == ("PROCESSING", "EXECUTING")
+    (legacy,) = rows(db, "SELECT status FROM cashouts WHERE id = :i", i=after.legacy_id)
+    assert legacy.status == "EXECUTING"
+    assert open_queue(db) == []
+    report = run_check(db.engine, db.settings)
+    assert report.consistent == report.total == 2

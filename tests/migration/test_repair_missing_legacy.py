@@ -7,6 +7,8 @@ from the ``legacy_values`` the create kept and unified's current status, as a ro
 replay does, links it and closes the queue rows; ``--dry-run`` only says so. Legacy
 refusing it again is a failure for that entity (its queue rows stay open), never a
 repair, and the run goes on. Only in the dual modes: UNIFIED_ONLY keeps legacy frozen.
+Once linked, a queue row naming the transaction by its UTX id only (queued before the
+link, or by a repair racing the one that made it) is judged with its legacy row.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import snapshot
 from support.legacy_columns import legacy_columns
-from support.missing_legacy import MARKED, open_queue, refused_creates, rows
+from support.missing_legacy import MARKED, open_queue, refused_creates, repair_racing, rows
 from support.phases import to_phase
 from support.refusing import refusing_inserts
+from unistatus.clock import utcnow
+from unistatus.db.tables import repair_queue
 from unistatus.migration.check import run_check
 from unistatus.migration.repair import run_repair
 from unistatus.migration.rollback import emergency_rollback
@@ -114,6 +119,21 @@ def test_legacy_refusing_again_is_a_failure_and_the_run_goes_on(db: Database) ->
     assert report.consistent == 2 < report.total
 
 
+def test_a_refusal_for_want_of_privilege_is_that_entitys_failure(pg: Database) -> None:
+    """PostgreSQL: legacy refusing the row with SQLSTATE 42501 (insufficient_privilege,
+    as a row-level security policy or an application's trigger may) is one entity's
+    failure too, not the database refusing every write: the run goes on."""
+    db = pg
+    _, _, (refused, other) = refused_creates(db, MARKED, MARKED + 1)
+    with refusing_inserts(db, "cashouts", MARKED, errcode="insufficient_privilege") as trigger:
+        done = run_repair(db.engine, db.settings, strategy="unified_wins", reason="INC-9")
+    assert (done.repaired, done.failed, done.skipped) == (1, 1, {})
+    assert len(done.errors) == 1 and refused in done.errors[0] and trigger in done.errors[0]
+    assert unified(db, refused).legacy_id is None
+    assert unified(db, other).legacy_id is not None
+    assert [tuple(q) for q in open_queue(db)] == [(refused, None)]
+
+
 def test_unified_only_keeps_legacy_frozen_and_the_row_queued(db: Database) -> None:
     _, _, (utx,) = refused_creates(db)
     to_phase(db.engine, 4)  # as `phase advance --force` would
@@ -127,3 +147,44 @@ def test_unified_only_keeps_legacy_frozen_and_the_row_queued(db: Database) -> No
     out = emergency_rollback(db.engine, db.settings, actor="oncall", reason="back")
     assert (out["replay"]["legacy_created"], out["conflicts"]) == (1, 0)
     assert unified(db, utx).legacy_id is not None and open_queue(db) == []
+
+
+def test_a_queue_row_by_utx_id_only_is_judged_with_the_legacy_row_made_since(
+    db: Database,
+) -> None:
+    """A queue row naming the transaction by its UTX id only, still open after its legacy
+    row was made and linked: closed as already consistent, not skipped as an orphan."""
+    _, _, (utx,) = refused_creates(db)
+    done = run_repair(db.engine, db.settings, strategy="unified_wins", reason="INC-9")
+    assert (done.repaired, done.queue_resolved) == (1, 1)
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.insert(repair_queue).values(
+                transaction_id=utx,
+                legacy_system="CASHOUT",
+                source="dual_write",
+                error="secondary write failed: queued before the link",
+                created_at=utcnow(),
+            )
+        )
+    again = run_repair(db.engine, db.settings, strategy="legacy_wins", reason="INC-10")
+    assert (again.repaired, again.already_consistent, again.skipped) == (0, 1, {})
+    assert open_queue(db) == []
+
+
+def test_two_repairs_at_once(pg: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL: a second repair reads the same open queue row, and waits for the
+    unified row the first one links. It finds the legacy row made: already consistent,
+    no orphan_unified alarm."""
+    db = pg
+    _, _, (utx,) = refused_creates(db)
+
+    def second() -> Any:
+        return run_repair(db.engine, db.settings, strategy="unified_wins", reason="INC-10")
+
+    first, other = repair_racing(db, monkeypatch, second)
+    assert (first.repaired, first.failed, first.skipped) == (1, 0, {})
+    assert (other.repaired, other.failed, other.skipped) == (0, 0, {})
+    assert (other.queue_seen, other.already_consistent) == (1, 1)
+    assert unified(db, utx).legacy_id is not None and open_queue(db) == []
+    assert len(rows(db, "SELECT id FROM cashouts WHERE user_id = :u", u=MARKED)) == 1

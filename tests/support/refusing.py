@@ -36,16 +36,20 @@ def refuse(db: Database, table: str, status: str) -> Iterator[str]:
 
 
 @contextmanager
-def refusing_inserts(db: Database, table: str, *users: int) -> Iterator[str]:
+def refusing_inserts(
+    db: Database, table: str, *users: int, errcode: str | None = None
+) -> Iterator[str]:
     """``table`` refuses an INSERT for any of ``users`` (a trigger, as the application's
     own would; dropped at the end); yields the trigger's name, which the database's error
-    carries."""
+    carries. ``errcode`` (PostgreSQL): the condition it raises (default: P0001,
+    raise_exception), e.g. ``insufficient_privilege`` as a row-level security policy."""
     name = f"t_refuse_{table}"
     marked = ", ".join(str(u) for u in users)
     if db.backend == "postgres":
+        using = f" USING ERRCODE = '{errcode}'" if errcode else ""
         create = [
             f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"IF NEW.user_id IN ({marked}) THEN RAISE EXCEPTION '{name}'; END IF; "
+            f"IF NEW.user_id IN ({marked}) THEN RAISE EXCEPTION '{name}'{using}; END IF; "
             "RETURN NEW; END $$",
             f"CREATE TRIGGER {name} BEFORE INSERT ON {table} "
             f"FOR EACH ROW EXECUTE FUNCTION {name}()",

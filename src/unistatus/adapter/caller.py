@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from unistatus.adapter.caller_end import ROLLED_BACK, CallerWrite, Ending, track
 from unistatus.adapter.caller_session import expire_written
 from unistatus.adapter.keys import KeyTaken
-from unistatus.adapter.model import DualWriteResult, ModeChanged, WriteLost
+from unistatus.adapter.model import DualWriteResult, ModeChanged, Relinked, WriteLost
 from unistatus.adapter.runner import Runner, Work, failed_result
 from unistatus.db.binding import bound_connection
 from unistatus.db.control import read_mode
@@ -236,7 +236,15 @@ class CallerTransactions:
                 if not self.ops.mode_lock_marks:
                     self.ops.mark_writer(conn)
                 self.runner.prepare(mode)
-                result = work(conn, mode, op_id)
+                try:
+                    result = work(conn, mode, op_id)
+                except Relinked:
+                    # Nothing written; the caller's transaction cannot start over, so the
+                    # write runs again here and locks the new legacy row after the
+                    # unified row it holds (against the adapter's order: a deadlock with
+                    # a write that locked legacy first is a failed write, typed, nothing
+                    # of it written).
+                    result = work(conn, mode, op_id)
             # The caller's own SQL after this operation is not the adapter's.
             self.ops.unmark_writer(conn)
             unmarked = True

@@ -29,6 +29,7 @@ __all__ = [
     "ModeChanged",
     "OperationEvent",
     "Plan",
+    "Relinked",
     "WriteLost",
 ]
 
@@ -154,6 +155,14 @@ class Entity:
 
 class ModeChanged(Exception):
     """The mode moved while this write waited for its lock: retry under the new mode."""
+
+
+class Relinked(ModeChanged):
+    """The transaction was given its legacy row (``unistatus repair``, the rollback's
+    replay) after this write looked its legacy id up and before it locked the unified
+    row: the write starts over, so that it locks that legacy row first (the adapter's
+    lock order) and writes it. In the caller's transaction, which cannot start over, the
+    write runs again there (:mod:`unistatus.adapter.caller`)."""
 
 
 class WriteLost(Exception):

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.adapter.model import Entity
+from unistatus.adapter.model import Entity, Relinked
 from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.writes import confirm_mode
 from unistatus.db.dialect import DialectOps
@@ -171,10 +171,15 @@ class EntityRows:
         """Lock the entity: its legacy row while legacy is written, else its unified row.
 
         Writers always lock legacy before unified, so writers never deadlock each other.
+        :class:`Relinked` when the unified row, once locked, names a legacy row the
+        unlocked look-up did not find (created and linked meanwhile): never written on
+        as if it had none.
         """
         system, legacy_id, utx_id = resolve(conn, ref)
         if not mode.writes_legacy or legacy_id is None:
             unified = self._lock_unified(conn, system, unified_clause(system, legacy_id, utx_id))
+            if legacy_id is None and unified is not None and unified["legacy_id"] is not None:
+                raise Relinked
             legacy = None
             if legacy_id is not None and (unified is None or mode.writes_legacy):
                 legacy = read_legacy_row(conn, self.hot.legacy[system], legacy_id)

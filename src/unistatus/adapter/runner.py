@@ -20,7 +20,13 @@ import sqlalchemy as sa
 
 from unistatus.adapter.admission import FairGate
 from unistatus.adapter.keys import KeyTaken
-from unistatus.adapter.model import DualWriteResult, ModeChanged, OperationEvent, WriteLost
+from unistatus.adapter.model import (
+    DualWriteResult,
+    ModeChanged,
+    OperationEvent,
+    Relinked,
+    WriteLost,
+)
 from unistatus.config import Settings
 from unistatus.db.control import DEFAULT_MODE
 from unistatus.db.dialect import DialectOps
@@ -175,6 +181,8 @@ class Runner:
                 return result
             except KeyTaken:
                 continue  # nothing written: the next attempt returns the stored result
+            except Relinked:
+                continue  # nothing written: the next attempt locks the new legacy row first
             except ModeChanged:
                 try:
                     with self.storage_errors("cannot read the mode"):

@@ -336,7 +336,9 @@ class LockedWriter:
         secondary side there: the change is queued as a refused legacy UPDATE is, and
         the rollback's replay (or ``unistatus repair``) creates the row with the newest
         status. Elsewhere a missing legacy row stays a ModeError (``_legacy_writable``):
-        where legacy is primary, under ``strict``, a row deleted behind the adapter."""
+        where legacy is primary, under ``strict``, a row deleted behind the adapter. The
+        locked unified row must name no legacy row either (one created and linked since
+        the legacy id was looked up is written: :class:`...model.Relinked`)."""
         e = plan.entity
         return (
             plan.mode is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
@@ -344,6 +346,7 @@ class LockedWriter:
             and e.legacy is None
             and e.legacy_id is None
             and e.unified is not None
+            and e.unified.get("legacy_id") is None
         )
 
     def _legacy_writable(self, plan: Plan) -> None:

@@ -14,6 +14,7 @@ import time
 
 import sqlalchemy as sa
 
+from unistatus.adapter.model import Relinked
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
@@ -77,6 +78,12 @@ class _Repairer:
                             conn, self.settings.statement_timeout_ms, self.settings.lock_timeout_ms
                         )
                         self.one.run(conn, system, legacy_id, utx_id, lock=True)
+                return
+            except Relinked:
+                # Nothing written: the next attempt finds the new legacy row, locks it first.
+                if attempt + 1 < MAX_ATTEMPTS:
+                    continue
+                self.one.failed(f"{system.value}:{utx_id}: linked meanwhile, again and again")
                 return
             except sa.exc.DBAPIError as exc:
                 text = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)

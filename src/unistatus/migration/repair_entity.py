@@ -16,20 +16,24 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.adapter.rows import read_entity
+from unistatus.adapter.model import Entity, Relinked
+from unistatus.adapter.rows import read_entity, read_legacy_row
 from unistatus.adapter.writes import history_values, unified_row
 from unistatus.backfill.statements import BEYOND_UTX_RANGE
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps, ops_for
+from unistatus.db.failures import one_line
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
+from unistatus.db.retry import fails_every_write, is_retryable
 from unistatus.db.rowcount import affected
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.consistency import InconsistencyKind as K
 from unistatus.domain.ids import MAX_LEGACY_ID, derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.domain.transitions import TransitionRules
+from unistatus.errors import StorageError
 from unistatus.migration.repair_plan import RepairPlan, Strategy, plan_repair
 from unistatus.migration.repair_queue import resolve_queued
 from unistatus.migration.replay_apply import create_legacy_rows, create_operations
@@ -133,7 +137,11 @@ class EntityRepair:
         *,
         lock: bool,
     ) -> None:
-        """Repair one entity in ``conn``; ``lock`` takes the adapter's locks first."""
+        """Repair one entity in ``conn``; ``lock`` takes the adapter's locks first.
+
+        :class:`Relinked` (``lock``): the entity, named by its UTX id alone, was given its
+        legacy row while this waited for its unified row; nothing was written, and the
+        caller starts over (the legacy row is then locked first)."""
         report = self.report
         if lock:
             # Mode lock, then legacy row, then unified row: the adapter's order.
@@ -141,7 +149,7 @@ class EntityRepair:
         mode = read_mode(conn, system)
         lt = self.tables[system]
         assert lt.status is not None  # resolved with require_status: repair reads it
-        entity = read_entity(conn, lt, legacy_id, utx_id, lock=lock)
+        entity = _read(conn, lt, legacy_id, utx_id, lock=lock)
         legacy, unified = entity.legacy, entity.unified
         if legacy is None and unified is None:
             report.not_found += 1
@@ -318,15 +326,27 @@ class EntityRepair:
         as the rollback's replay makes it (:func:`...replay_apply.create_legacy_rows`):
         the ``legacy_values`` its create kept, unified's current legacy status; linked
         and audited. None once made; else why not, and nothing was written (the
-        database refused the row, or a value it requires was never kept)."""
+        database refused the row, or a value it requires was never kept).
+
+        In a savepoint: any error of the database's is this entity's, rolled back, the
+        run goes on (the replay's code takes some refusals for the statement's, e.g. a
+        missing privilege, SQLSTATE 42501, which a row-level security policy or an
+        application's trigger raises for some rows), except those the run's: a lost
+        connection, a race worth a retry, the database refusing every write."""
         utx = str(unified["id"])
         # Its create's operation names the history row that kept the values (none
         # found: nothing was kept, and a table that requires some refuses it below).
         create = create_operations(conn, [utx]).get(utx, "")
         now = utcnow()
-        made = create_legacy_rows(
-            conn, self.tables, {utx: create}, {utx: unified["legacy_status"]}, now
-        )
+        try:
+            with conn.begin_nested():
+                made = create_legacy_rows(
+                    conn, self.tables, {utx: create}, {utx: unified["legacy_status"]}, now
+                )
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or conn.invalidated or _the_runs(exc):
+                raise
+            return f"the legacy row was not created: {one_line(exc)}"
         if utx not in made.created:
             cause = made.refused.get(utx, "legacy row not created")
             said = made.said.get(utx)
@@ -406,6 +426,37 @@ class EntityRepair:
         )
 
 
+def _read(
+    conn: sa.Connection, lt: LegacyTable, legacy_id: int | None, utx_id: str | None, *, lock: bool
+) -> Entity:
+    """Both rows of the entity (``lock``: locked, legacy first). Named by its UTX id alone
+    (a queue row of a transaction born without a legacy row), its unified row's legacy id
+    is looked up first: a legacy row made and linked since (a repair, the rollback's
+    replay) is read with it, never taken for missing (an orphan_unified)."""
+    if legacy_id is None and utx_id is not None:
+        linked = conn.execute(sa.select(U.c.legacy_id).where(U.c.id == utx_id)).scalar()
+        if linked is not None:
+            return read_entity(conn, lt, int(linked), None, lock=lock)
+    entity = read_entity(conn, lt, legacy_id, utx_id, lock=lock)
+    linked = entity.unified.get("legacy_id") if entity.unified is not None else None
+    if entity.legacy_id is not None or linked is None:
+        return entity
+    # Linked by a writer that committed while this waited for the unified row.
+    if lock:
+        raise Relinked
+    return Entity(lt.system, int(linked), read_legacy_row(conn, lt, int(linked)), entity.unified)
+
+
+def _the_runs(exc: sa.exc.DBAPIError) -> bool:
+    """A race worth a retry, or the database refusing every write (read-only, full,
+    shutting down: :func:`...retry.fails_every_write`), but for a missing privilege
+    (42501): that one is taken for the row's refusal, for a row-level security policy or
+    an application's trigger raises it for the rows it refuses."""
+    if is_retryable(exc):
+        return True
+    return fails_every_write(exc) and getattr(exc.orig, "sqlstate", None) != "42501"
+
+
 def _is_override(system: LegacySystemType, src: str | None, dst: str | None) -> bool:
     """True when repair moved the unified status along a path the rules do not list."""
     if src is None or dst is None or src == dst:
@@ -457,5 +508,12 @@ def repair_in(
     """Repair one transaction inside the caller's write transaction (no retry, no queue
     sweep): the caller commits or rolls back, with whatever else it wrote."""
     report = RepairReport(strategy, False, actor, None, reason)
-    EntityRepair(ops_for(engine), tables, report).run(conn, system, legacy_id, utx_id, lock=True)
+    try:
+        EntityRepair(ops_for(engine), tables, report).run(
+            conn, system, legacy_id, utx_id, lock=True
+        )
+    except Relinked:
+        raise StorageError(
+            f"{utx_id}: its legacy row was made while the repair waited for it; run it again"
+        ) from None
     return report
