@@ -19,7 +19,14 @@ import pytest
 
 from conftest import Database
 from support.adapters import snapshot
-from support.missing_legacy import MARKED, open_queue, refused_creates, repair_racing, rows
+from support.missing_legacy import (
+    MARKED,
+    open_queue,
+    refused_creates,
+    repair_racing,
+    rows,
+    unified,
+)
 from support.phases import to_phase
 from unistatus import DualWriteAdapter, DualWriteMode, DualWriteResult
 from unistatus.db.control import set_mode
@@ -28,15 +35,6 @@ from unistatus.migration.check import run_check
 from unistatus.migration.rollback import emergency_rollback
 
 M = DualWriteMode
-
-
-def unified(db: Database, utx: str) -> Any:
-    (row,) = rows(
-        db,
-        "SELECT status, legacy_status, legacy_id, version FROM unified_transactions WHERE id = :e",
-        e=utx,
-    )
-    return row
 
 
 def changes(db: Database, utx: str) -> list[tuple[Any, ...]]:

@@ -118,6 +118,16 @@ def in_step_with_legacy(db: Database, legacy_id: int) -> dict[str, Any]:
     return u
 
 
+def left_to_check_then_repaired(db: Database) -> None:
+    """One status_mismatch (an application's change not mirrored), which a repair with
+    legacy_wins (legacy primary again after the rollback) brings unified to."""
+    report = run_check(db.engine, db.settings, store=False)
+    assert dict(report.inconsistencies).get("status_mismatch") == 1 == report.inconsistent
+    repaired = run_repair(db.engine, db.settings, strategy="legacy_wins", actor="t", reason="t")
+    assert repaired.repaired == 1
+    consistent(db)
+
+
 def consistent(db: Database) -> None:
     report = run_check(db.engine, db.settings, store=False)
     assert report.is_consistent and report.total > 0, dict(report.inconsistencies)
@@ -322,13 +332,7 @@ def test_an_application_trigger_fired_by_the_replay_is_left_to_check(cap: Databa
     assert legacy_status(cap, "cashouts", 1) == "AWAITING_RESPONSE"
     u = unified_of(cap, "CASHOUT", 1)
     assert u is not None and (u["status"], u["legacy_status"]) == ("PROCESSING", "EXECUTING")
-    report = run_check(cap.engine, cap.settings, store=False)
-    assert dict(report.inconsistencies).get("status_mismatch") == 1 == report.inconsistent
-    repaired = run_repair(
-        cap.engine, cap.settings, strategy="legacy_wins", actor="test", reason="test"
-    )
-    assert repaired.repaired == 1
-    consistent(cap)
+    left_to_check_then_repaired(cap)
 
 
 def test_a_transactions_changes_split_over_replay_batches_keep_its_newest_status(
@@ -501,10 +505,4 @@ def test_an_application_trigger_fired_by_a_legacy_row_the_replay_creates(cap: Da
     assert len(rows) == 1 and rows[0][0] == created.entity_id and rows[0][1] is not None
     lid = int(rows[0][1])
     assert legacy_status(cap, "cashouts", lid) == "APPROVED"
-    report = run_check(cap.engine, cap.settings, store=False)
-    assert dict(report.inconsistencies).get("status_mismatch") == 1 == report.inconsistent
-    repaired = run_repair(
-        cap.engine, cap.settings, strategy="legacy_wins", actor="test", reason="test"
-    )
-    assert repaired.repaired == 1
-    consistent(cap)
+    left_to_check_then_repaired(cap)

@@ -22,7 +22,14 @@ import sqlalchemy as sa
 from conftest import Database
 from support.adapters import snapshot
 from support.legacy_columns import legacy_columns
-from support.missing_legacy import MARKED, open_queue, refused_creates, repair_racing, rows
+from support.missing_legacy import (
+    MARKED,
+    open_queue,
+    refused_creates,
+    repair_racing,
+    rows,
+    unified,
+)
 from support.phases import to_phase
 from support.refusing import refusing_inserts
 from unistatus.clock import utcnow
@@ -39,15 +46,6 @@ def app_db(db: Database) -> Iterator[Database]:
     """cashouts with a required column of the application's own."""
     with legacy_columns(db, {"destination": "VARCHAR(64) NOT NULL"}):
         yield db
-
-
-def unified(db: Database, utx: str) -> Any:
-    (row,) = rows(
-        db,
-        "SELECT status, legacy_status, legacy_id FROM unified_transactions WHERE id = :e",
-        e=utx,
-    )
-    return row
 
 
 def legacy(db: Database, legacy_id: int) -> tuple[Any, ...]:

@@ -52,6 +52,16 @@ def rows(db: Database, sql: str, **params: Any) -> list[Any]:
         return list(conn.execute(sa.text(sql), params).all())
 
 
+def unified(db: Database, utx: str) -> Any:
+    """The transaction's unified row: status, legacy_status, legacy_id, version."""
+    (row,) = rows(
+        db,
+        "SELECT status, legacy_status, legacy_id, version FROM unified_transactions WHERE id = :e",
+        e=utx,
+    )
+    return row
+
+
 def open_queue(db: Database) -> list[Any]:
     """The open repair-queue rows (transaction_id, legacy_id), oldest first."""
     return rows(

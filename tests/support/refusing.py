@@ -24,15 +24,8 @@ def refuse(db: Database, table: str, status: str) -> Iterator[str]:
             f"CREATE TRIGGER {name}_insert BEFORE INSERT ON {table} {body}",
         ]
         undo = [f"DROP TRIGGER IF EXISTS {name}", f"DROP TRIGGER IF EXISTS {name}_insert"]
-    with db.engine.begin() as conn:
-        for sql in ddl:
-            conn.exec_driver_sql(sql)
-    try:
+    with _installed(db, ddl, undo):
         yield name
-    finally:
-        with db.engine.begin() as conn:
-            for sql in undo:
-                conn.exec_driver_sql(sql)
 
 
 @contextmanager
@@ -65,12 +58,19 @@ def refusing_inserts(
             f"WHEN NEW.user_id IN ({marked}) BEGIN SELECT RAISE(ABORT, '{name}'); END",
         ]
         drop = [f"DROP TRIGGER IF EXISTS {name}"]
+    with _installed(db, create, drop):
+        yield name
+
+
+@contextmanager
+def _installed(db: Database, ddl: list[str], undo: list[str]) -> Iterator[None]:
+    """``ddl`` run (one transaction), ``undo`` run at the block's end, whatever happens."""
     with db.engine.begin() as conn:
-        for sql in create:
+        for sql in ddl:
             conn.exec_driver_sql(sql)
     try:
-        yield name
+        yield
     finally:
         with db.engine.begin() as conn:
-            for sql in drop:
+            for sql in undo:
                 conn.exec_driver_sql(sql)
