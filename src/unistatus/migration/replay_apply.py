@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 
 from unistatus.clock import utcnow
 from unistatus.db import writer_mark
+from unistatus.db.control import stored_mode
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe, one_line
 from unistatus.db.legacy import LegacyTable
@@ -28,7 +30,7 @@ from unistatus.db.retry import is_retryable
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.inputs import check_legacy_values, require_legacy_values
 from unistatus.domain.kept_values import KEPT_KEY, from_json
-from unistatus.domain.statuses import LegacySystemType
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError
 from unistatus.migration.replay_conflicts import join as join_conflict
 from unistatus.migration.replay_conflicts import open_conflicts
@@ -37,6 +39,9 @@ from unistatus.migration.replay_conflicts import record as record_conflict
 __all__ = ["COUNT_KEYS", "LegacyRowsMade", "create_legacy_rows", "create_operations", "replay_rows"]
 
 log = logging.getLogger("unistatus.migration.replay_apply")
+
+# The mode whose replay leaves an application trigger's nested writes alone.
+FROZEN = DualWriteMode.UNIFIED_ONLY.value
 
 P = pending_legacy_changes
 U = unified_transactions
@@ -206,11 +211,14 @@ def replay_rows(
                     }
                 )
             )
-            # Marked as replaying: an application's trigger that reacts to a replayed
-            # status is not captured as a bypass write (in UNIFIED_ONLY it would supersede
-            # the transaction's later changes, in this batch or the next, and override
-            # unified's newest status); the replay's own checks see what it did.
-            with writer_mark.marked_as(conn, writer_mark.REPLAYING):
+            # In UNIFIED_ONLY marked as replaying: an application's trigger that reacts
+            # to a replayed status is not captured as a bypass write to frozen legacy (it
+            # would supersede the transaction's later changes, in this batch or the next,
+            # and override unified's newest status); the replay's conflicts and check
+            # see it. In a mode that maintains unified (a carried change: one per
+            # transaction) it is captured, as for the adapter's own write there.
+            frozen = conn.execute(sa.select(stored_mode(lt.system))).scalar_one() == FROZEN
+            with writer_mark.marked_as(conn, writer_mark.REPLAYING) if frozen else nullcontext():
                 not_taken = _update_legacy(conn, update, updates)
             for planned in updates:
                 if planned["tx"] in not_taken:
