@@ -382,11 +382,10 @@ def create_legacy_rows(
             log.warning("replay: the legacy row of %s cannot be created: %s", r.id, exc)
             continue
         groups[(r.legacy_system, tuple(extra))].append((r, extra))
-    linked: list[dict[str, Any]] = []
     # Marked as creating: an application's trigger that writes a new row again is not
     # captured before the row is linked (it would get a second unified row).
     with writer_mark.marked_as(conn, writer_mark.CREATING):
-        _create_and_link(conn, tables, groups, latest, now, made, linked)
+        linked = _create_and_link(conn, tables, groups, latest, now, made)
     made.created = {row["utx"]: int(row["lid"]) for row in linked}
     return made
 
@@ -398,10 +397,10 @@ def _create_and_link(
     latest: dict[str, str | None],
     now: Any,
     made: LegacyRowsMade,
-    linked: list[dict[str, Any]],
-) -> None:
-    """The INSERTs of :func:`create_legacy_rows`, one per group, and the links (into
-    ``linked``: ``utx``, ``lid``)."""
+) -> list[dict[str, Any]]:
+    """The INSERTs of :func:`create_legacy_rows`, one per group, and the links made
+    (``utx``, ``lid`` each)."""
+    linked: list[dict[str, Any]] = []
     for (system_value, names), items in groups.items():
         lt = tables[LegacySystemType(system_value)]
         assert lt.status is not None
@@ -432,6 +431,7 @@ def _create_and_link(
             .values(legacy_id=sa.bindparam("lid"), updated_at=now),
             linked,
         )
+    return linked
 
 
 def _update_legacy(conn: sa.Connection, update: sa.Update, rows: list[dict[str, Any]]) -> set[str]:
