@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -198,17 +199,50 @@ def db(
     yield request.getfixturevalue("pg_schema" if request.param == "postgres_schema" else "pg")
 
 
+def _undo_what_a_test_left(database: Database) -> list[str]:
+    """Put the shared database's schema back as installed (legacy status columns in
+    place, no capture trigger); what was left otherwise. A test undoes what it does in
+    its own ``finally``; this keeps one that failed before it could (a retirement still
+    running in its thread, say) from failing every later test on the same database."""
+    from unistatus.migration import capture
+    from unistatus.migration.retire import legacy_columns_dropped, undo_cleanup
+
+    left = []
+    engine, settings = database.engine, database.settings
+    if legacy_columns_dropped(engine, settings):
+        undo_cleanup(engine, settings, actor="tests", reason="left retired by a test")
+        left.append("the legacy status columns dropped")
+    with engine.connect() as conn:
+        triggers, functions = capture.installed(conn)
+    if triggers or functions:
+        capture.disable(engine, settings, actor="tests", reason="left enabled by a test")
+        left.append("the capture enabled")
+    return left
+
+
+def _left_as_installed(database: Database) -> Iterator[Database]:
+    """Yield ``database`` (empty); after the test, fail it if it left the schema changed
+    (then put back for the next one). Changed already before it (by a thread that
+    outlived an earlier test): put back first, with a warning."""
+    if left := _undo_what_a_test_left(database):
+        warnings.warn(f"an earlier test left {' and '.join(left)}: put back", stacklevel=1)
+    _truncate_all(database.engine)
+    yield database
+    if left := _undo_what_a_test_left(database):
+        pytest.fail(f"the test left {' and '.join(left)} (put back for the next tests)")
+
+
 @pytest.fixture
-def pg(request: pytest.FixtureRequest) -> Database:
+def pg(request: pytest.FixtureRequest) -> Iterator[Database]:
     """PostgreSQL only (for concurrency tests): an empty, migrated database (in a schema
     of its own too with PG_IN_EVERY_LAYOUT)."""
     if getattr(request, "param", "postgres") == "postgres_schema":
-        database: Database = request.getfixturevalue("pg_schema")
-        return database
+        yield request.getfixturevalue("pg_schema")
+        return
     engine = request.getfixturevalue("_postgres_migrated")
     url = request.getfixturevalue("postgres_url")
-    _truncate_all(engine)
-    return Database("postgres", url, engine, load_settings(database_url=url, schema=DEFAULT_SCHEMA))
+    settings = load_settings(database_url=url, schema=DEFAULT_SCHEMA)
+    yield from _left_as_installed(Database("postgres", url, engine, settings))
 
 
 @pytest.fixture
@@ -235,12 +269,14 @@ def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
 
 
 @pytest.fixture
-def pg_schema(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Database:
+def pg_schema(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Database]:
     """PostgreSQL with unistatus's tables in schema "unistatus" (legacy tables in public),
     empty. UNISTATUS_SCHEMA is set too, for what loads its settings from the environment
     (the CLI, the demo)."""
     engine = request.getfixturevalue("_postgres_schema_migrated")
-    _truncate_all(engine)
     url = engine.url.render_as_string(hide_password=False)
     monkeypatch.setenv("UNISTATUS_SCHEMA", OWN_SCHEMA)
-    return Database("postgres", url, engine, load_settings(database_url=url, schema=OWN_SCHEMA))
+    settings = load_settings(database_url=url, schema=OWN_SCHEMA)
+    yield from _left_as_installed(Database("postgres", url, engine, settings))

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner, Result
 
 from conftest import Database
-from support.blocking import wait_until_it_blocks
 from unistatus.cli import app
 from unistatus.db import schema
 from unistatus.db.control import write_mode
@@ -193,13 +193,14 @@ def test_the_revision_itself_refuses_a_drift_under_the_mode_lock(
 
 
 def test_a_drift_made_while_retire_waits_for_the_mode_lock_is_caught_under_it(
-    pg: Database, tmp_path: Path
+    pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The pre-check passes; the drift commits while the revision waits for the exclusive
     mode lock; the revision's own check (under that lock) refuses the drop."""
     import threading
 
     from unistatus.adapter.core import DualWriteAdapter
+    from unistatus.db import mode_lock_wait
     from unistatus.db.control import set_mode
     from unistatus.db.mode_lock_keys import MODE_LOCK_KEY
     from unistatus.migration.archive import export_archive, record_verified, verify_archive
@@ -215,6 +216,18 @@ def test_a_drift_made_while_retire_waits_for_the_mode_lock_is_caught_under_it(
     export_archive(db.engine, db.settings, out)
     record_verified(db.engine, verify_archive(db.engine, out), actor="t")
 
+    # The revision waits for the mode lock once it reads who holds it. Whether it then
+    # queues or, the writer's transaction open for LONG_SECONDS by then (a loaded
+    # machine), looks again without queueing, it waits: watched here, not through
+    # pg_blocking_pids, which sees only the first.
+    waiting = threading.Event()
+    reads_holders = mode_lock_wait.lock_holders
+
+    def lock_holders(*args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        waiting.set()
+        return reads_holders(*args, **kwargs)
+
+    monkeypatch.setattr(mode_lock_wait, "lock_holders", lock_holders)
     outcome: list[BaseException | dict[str, object]] = []
 
     def retire() -> None:
@@ -223,21 +236,21 @@ def test_a_drift_made_while_retire_waits_for_the_mode_lock_is_caught_under_it(
         except BaseException as exc:  # reported below
             outcome.append(exc)
 
-    blocker = db.engine.connect()
+    thread = threading.Thread(target=retire)
     try:
-        with blocker.begin():
+        with db.engine.connect() as blocker, blocker.begin():
             # An in-flight writer holds the mode lock shared and changes legacy.
             blocker.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(MODE_LOCK_KEY)))
             blocker.execute(sa.update(exchanges).values(status="RATE_LOCKED"))
-            pid = blocker.execute(sa.select(sa.func.pg_backend_pid())).scalar_one()
-            thread = threading.Thread(target=retire)
             thread.start()
-            # Waiting for the writer: its table (the drop holds the legacy tables'
-            # writers, first) or the mode lock.
-            assert wait_until_it_blocks(db.engine, pid), outcome
-        thread.join(30)
+            assert waiting.wait(30), outcome  # past the pre-check, the drift unseen
+        thread.join(60)  # the drift committed: the revision takes the lock and checks
+        assert not thread.is_alive()
     finally:
-        blocker.close()
+        # Never undone before the retirement is over: a drop after the undo would leave
+        # the columns dropped for the tests that come next.
+        if thread.ident is not None:
+            thread.join()
         undo_cleanup(db.engine, db.settings, actor="t", reason="cleanup")
     (result,) = outcome
     assert isinstance(result, GateError), result
