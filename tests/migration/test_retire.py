@@ -21,7 +21,11 @@ from alembic.util import CommandError
 from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
-from support.blocking import WRITE_BESIDE_A_WAITING_SWITCH_SECONDS, wait_until_it_blocks
+from support.blocking import (
+    WRITE_BESIDE_A_WAITING_SWITCH_SECONDS,
+    queue_behind_any_holder,
+    wait_until_it_blocks,
+)
 from support.engines import at_repeatable_read
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.cli import app
@@ -887,12 +891,13 @@ def test_retire_gives_up_on_a_legacy_writer_left_open_and_names_it(
 
 @pytest.mark.postgres
 def test_a_bypass_statement_in_flight_as_retire_begins_ends_first(
-    pg: Database, tmp_path: Path
+    pg: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cron job's statement holds its table (ROW EXCLUSIVE) when the drop begins; its
     capture trigger will ask for the mode lock at the statement's end. Taken first, the
     mode lock then waited for the table: a deadlock, one side failed. The drop now takes
     both in one polite attempt: the statement ends, is mirrored, and the drop goes on."""
+    queue_behind_any_holder(monkeypatch)  # the cron job's transaction opens first
     capture.enable(pg.engine, pg.settings, actor="t", reason="t")
     cron = pg.engine.connect()
     try:

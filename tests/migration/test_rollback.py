@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from support.adapters import adapter_in
-from support.blocking import wait_until_it_blocks
+from support.blocking import queue_behind_any_holder, wait_until_it_blocks
 from support.engines import at_repeatable_read
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill.control import PAUSE_KEY
@@ -324,7 +324,7 @@ def test_replay_after_a_hand_switch_keeps_newer_dual_writes(db: Database) -> Non
 
 @pytest.mark.postgres
 def test_a_rollback_on_a_repeatable_read_engine_replays_a_change_committed_while_it_waits(
-    pg: Database,
+    pg: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An application's transaction changes a status in UNIFIED_ONLY (a change to replay
     to legacy) and is still open as an emergency rollback begins: the rollback waits for
@@ -333,6 +333,7 @@ def test_a_rollback_on_a_repeatable_read_engine_replays_a_change_committed_while
     waited: it found nothing pending, switched to LEGACY_ONLY, and the change never
     reached legacy (a lost write). The package's write transactions are now READ
     COMMITTED whatever the default."""
+    queue_behind_any_holder(monkeypatch)  # the application's transaction opens first
     engine = create_engine(at_repeatable_read(pg.url), schema=pg.settings.schema)
     a = adapter_in(pg, M.DUAL_WRITE_UNIFIED_PRIMARY)
     created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")

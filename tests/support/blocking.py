@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import sqlalchemy as sa
 
 from unistatus.db import mode_lock_wait
@@ -39,3 +40,13 @@ def wait_until_it_blocks(engine: sa.Engine, pid: int, seconds: float = 20.0) -> 
                 return True
             time.sleep(0.01)
     return False
+
+
+def queue_behind_any_holder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make a mode switch (a retirement, a rollback) of this test queue for the mode lock
+    however long its holder's transaction has been open, so that ``wait_until_it_blocks``
+    sees it wait. The test opened that transaction itself before the switch began: on a
+    machine loaded by the rest of the suite the switch may reach the lock after
+    ``LONG_SECONDS``, and then it looks again without queueing, by design (invisible to
+    ``pg_blocking_pids``)."""
+    monkeypatch.setattr(mode_lock_wait, "LONG_SECONDS", 3600.0)
