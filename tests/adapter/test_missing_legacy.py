@@ -182,3 +182,25 @@ def test_a_change_racing_the_repair_writes_the_legacy_row_it_created(
     assert open_queue(db) == []
     report = run_check(db.engine, db.settings)
     assert report.consistent == report.total == 2
+
+
+def test_check_consistency_reports_the_missing_legacy_row(db: Database) -> None:
+    """``check_consistency`` of a transaction acknowledged without its legacy row says
+    what ``check`` says of it (``missing_legacy``), in the caller's transaction too; once
+    the rollback created the row, consistent."""
+    a, whole, (utx,) = refused_creates(db)
+    assert a.check_consistency(whole)["consistent"]
+    found = a.check_consistency(utx)
+    assert not found["consistent"]
+    assert [i["kind"] for i in found["inconsistencies"]] == ["missing_legacy"]
+    (missing,) = found["inconsistencies"]
+    assert (missing["system"], missing["transaction_id"], missing["legacy_id"]) == (
+        "CASHOUT",
+        utx,
+        None,
+    )
+    with db.engine.connect() as conn, conn.begin():
+        assert not a.check_consistency(utx, connection=conn)["consistent"]
+    emergency_rollback(db.engine, db.settings, actor="oncall", reason="unified incident")
+    a.modes.refresh()
+    assert a.check_consistency(utx)["consistent"]
