@@ -19,6 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.adapter import judge
 from unistatus.adapter.admission import FairGate
 from unistatus.adapter.caller import CallerConnection, CallerTransactions
 from unistatus.adapter.create import Creator, NewTransaction, linked_ref
@@ -26,7 +27,7 @@ from unistatus.adapter.fast import FastStatusWriter
 from unistatus.adapter.keys import IdempotencyClaim
 from unistatus.adapter.model import DualWriteResult, Entity, Fallback, OperationEvent
 from unistatus.adapter.plan import Planner, parse_type
-from unistatus.adapter.rows import EntityRows, held_ref, replay_pending
+from unistatus.adapter.rows import EntityRows, held_ref
 from unistatus.adapter.runner import Runner
 from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.stats import OperationStats, acquire, release
@@ -474,18 +475,11 @@ class DualWriteAdapter:
         self._follow_restored_columns()
         with self._reading(connection, f"cannot read {entity_id}") as conn:
             entity = self._rows.read(conn, ref)
+            found = judge.inconsistencies(conn, entity)
         if entity.legacy is None and entity.unified is None:
             raise EntityNotFoundError(str(entity_id))
         if system_type is not None and LegacySystemType.parse(system_type) is not entity.system:
             raise InputError(f"{entity_id} belongs to {entity.system.value}, not {system_type}")
-        legacy = entity.legacy
-        if legacy is not None and entity.unified is not None:
-            with self._reading(connection, f"cannot read {entity_id}") as conn:
-                if replay_pending(conn, str(entity.unified["id"])):
-                    # Legacy is frozen until the replay: compare with what it will hold
-                    # (the same projection as the bulk check, unistatus.migration.check).
-                    legacy = {**legacy, "status": entity.unified["legacy_status"]}
-        found = consistency.compare(entity.system, legacy, entity.unified)
         return {
             "entity_id": str(entity_id),
             "transaction_id": entity.utx_id,

@@ -24,7 +24,12 @@ from unistatus.db.tables import repair_queue, status_history, unified_transactio
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import ModeError
 
-__all__ = ["count_missing_legacy", "open_queued_legacy", "refuse_queued_legacy"]
+__all__ = [
+    "count_missing_legacy",
+    "legacy_missing",
+    "open_queued_legacy",
+    "refuse_queued_legacy",
+]
 
 Q, H, U = repair_queue, status_history, unified_transactions
 
@@ -102,3 +107,10 @@ def count_missing_legacy(
     counted = sa.select(ids.c.legacy_system, sa.func.count()).group_by(ids.c.legacy_system)
     found = {str(system): int(n) for system, n in conn.execute(counted).all()}
     return {system: found.get(system, 0) for system in systems}
+
+
+def legacy_missing(conn: sa.Connection, transaction_id: str) -> bool:
+    """Whether the transaction was acknowledged without its legacy row: one of those
+    :func:`count_missing_legacy` counts."""
+    q = open_queued_legacy().where(Q.c.transaction_id == transaction_id, U.c.legacy_id.is_(None))
+    return conn.execute(q.limit(1)).first() is not None

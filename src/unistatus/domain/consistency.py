@@ -28,6 +28,11 @@ class InconsistencyKind(StrEnum):
     # unified status (exchange CREATED -> RATE_LOCKED). The undo of the retirement
     # refills legacy from that image, so it must be exact.
     LEGACY_STATUS_DRIFT = "legacy_status_drift"
+    # A unified row acknowledged without its legacy row (its create's legacy INSERT
+    # refused under ``primary_wins``, queued for repair): not a pair to compare, so
+    # :func:`compare` never finds it; ``check`` and the adapter's ``check_consistency``
+    # read it from the repair queue (``unistatus.db.queued_legacy``).
+    MISSING_LEGACY = "missing_legacy"
 
 
 SHARED_FIELDS = ("user_id", "amount", "currency")

@@ -18,13 +18,12 @@ from unistatus.db.legacy import DATA_COLUMNS
 from unistatus.domain.consistency import InconsistencyKind
 from unistatus.domain.mapping import LegacyStatusMapper, compatible_clause
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.migration.repair_plan import MISSING_LEGACY
 
 __all__ = ["KINDS", "STATUS_KINDS", "Rule", "rule"]
 
 # The kinds of a pair, then missing_legacy: a unified row no legacy key points at (its
 # legacy INSERT refused, queued), counted apart from the pairs and never by the rule.
-KINDS = (*(k.value for k in InconsistencyKind), MISSING_LEGACY)
+KINDS = tuple(k.value for k in InconsistencyKind)
 _mapper = LegacyStatusMapper()
 
 # The kinds judged on the legacy status exclude each other (unmappable: no mapping;

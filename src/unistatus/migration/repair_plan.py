@@ -24,7 +24,7 @@ __all__ = ["MISSING_LEGACY", "RepairPlan", "Strategy", "plan_repair"]
 
 _mapper = LegacyStatusMapper()
 # A unified row without a legacy row in a mode that writes both (see plan_repair).
-MISSING_LEGACY = "missing_legacy"
+MISSING_LEGACY = K.MISSING_LEGACY.value
 
 
 class Strategy(StrEnum):
