@@ -4,6 +4,7 @@ that is invalid many times over gets a 422 of a few lines, not one entry per err
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -83,4 +84,51 @@ def test_a_422_lists_its_first_errors_and_counts_the_rest(sqlite_db: Database) -
     # A few errors are all listed, as before.
     assert few.status_code == 422 and "errors_not_listed" not in few.json(), few.text
     assert [e["loc"] for e in few.json()["detail"]] == [["body", "a"], ["body", "b"]]
+    assert sqlite_db.count("cashouts") == 0
+
+
+def test_a_caller_without_a_valid_token_has_no_byte_of_its_body_read(
+    sqlite_db: Database,
+) -> None:
+    """The token is checked from the headers before anything reads the body: a client
+    that is not who it claims streams its body in vain (401; the server neither waits
+    for nor holds a byte of it). The app is called as the server calls it (ASGI), so
+    what it asks of the connection is seen."""
+    settings = sqlite_db.settings.model_copy(
+        update={"admin_token": TOKEN, "max_request_bytes": LIMIT}
+    )
+    app = create_app(settings, sqlite_db.engine)
+    for authorization in (b"Bearer not-the-token", None):
+        asked: list[str] = []
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            asked.append("receive")
+            return {"type": "http.request", "body": b"x" * 1000, "more_body": True}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        headers = [(b"content-type", b"application/json")]  # chunked: no Content-Length
+        if authorization is not None:
+            headers.append((b"authorization", authorization))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/api/v1/transactions",
+            "raw_path": b"/api/v1/transactions",
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        asyncio.run(app(scope, receive, send))
+        assert sent[0]["type"] == "http.response.start"
+        assert sent[0]["status"] == 401, sent
+        assert asked == [], f"{len(asked)} part(s) of the body read before the token's 401"
     assert sqlite_db.count("cashouts") == 0
