@@ -3,8 +3,11 @@
 Without a bound a client (hostile or broken) could send a body of any size, which the
 server would read whole into memory before any check of ours ran. A pure ASGI
 middleware: a declared ``Content-Length`` over the bound is refused before anything is
-read; a body without one (chunked) is counted as it arrives and refused once over it.
-Within the bound the body is handed on as it came (one message).
+read; otherwise the body is counted as the route reads it, and the read that goes over
+the bound raises :class:`BodyTooLarge` (a 413 through the app's error handlers). Nothing
+is read ahead of the route: the bearer check (:class:`~unistatus.api.routing.
+AuthFirstRoute`) runs on the headers first, so a caller without a valid token has no
+byte of its body read or held.
 """
 
 from __future__ import annotations
@@ -12,15 +15,28 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.exceptions import HTTPException
+
 from unistatus.api.error_responses import error_response
 from unistatus.errors import InputError
 
-__all__ = ["BodyLimit"]
+__all__ = ["BodyLimit", "BodyTooLarge"]
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 App = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+
+
+class BodyTooLarge(HTTPException):
+    """The body read so far is over the bound (413)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, _detail(max_bytes))
+
+
+def _detail(max_bytes: int) -> str:
+    return f"the request body is over {max_bytes} bytes (max_request_bytes)"
 
 
 class BodyLimit:
@@ -36,36 +52,18 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send)
+            detail = {"detail": _detail(self.max_bytes), "error": InputError.__name__}
+            await error_response(detail, 413)(scope, receive, send)
             return
-        chunks: list[bytes] = []
         size = 0
-        while True:
+
+        async def counted() -> Message:
+            nonlocal size
             message = await receive()
-            if message["type"] != "http.request":  # the client went away: let the app see it
-                first = message
-                break
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_bytes:
-                await self._refuse(scope, receive, send)
-                return
-            chunks.append(body)
-            if not message.get("more_body", False):
-                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-                break
-        handed = False
+            if message["type"] == "http.request":
+                size += len(message.get("body", b""))
+                if size > self.max_bytes:
+                    raise BodyTooLarge(self.max_bytes)
+            return message
 
-        async def replay() -> Message:
-            nonlocal handed
-            if not handed:
-                handed = True
-                return first
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
-        detail = f"the request body is over {self.max_bytes} bytes (max_request_bytes)"
-        response = error_response({"detail": detail, "error": InputError.__name__}, 413)
-        await response(scope, receive, send)
+        await self.app(scope, counted, send)

@@ -66,6 +66,7 @@ HTTP_ERROR_NAMES = {
     403: "PermissionError",
     404: "NotFoundError",
     405: "MethodNotAllowedError",
+    413: errors.InputError.__name__,  # the body over max_request_bytes (api/body_limit.py)
 }
 
 
