@@ -52,3 +52,45 @@ def test_a_session_commit_sqlite_refuses_leaves_no_transaction_in_the_pool(
         conn.execute(sa.insert(CHILD).values(id=1, parent_id=1))
     with sqlite_engine.connect() as conn:
         assert conn.execute(sa.select(CHILD.c.parent_id)).scalars().all() == [1]
+
+
+SECRET = "card 4111-1111-1111-1111"
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_failed_statement_never_quotes_its_parameters(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """What a statement was given (a caller's user, amount, metadata) stays out of the
+    errors unistatus's engines raise, hence out of every log and message made from them
+    (a 503's log line, a result's ``error``); so does ``describe``, on a caller's own
+    engine that does not hide them."""
+    from unistatus.db.failures import describe
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    engine = create_engine(url)
+    theirs = sa.create_engine(url)
+    # A bind processor refusing the value (a StatementError) and the server refusing
+    # the statement (a DBAPIError), each given the secret.
+    when = sa.select(sa.bindparam("at", type_=sa.DateTime)).where(
+        sa.bindparam("note", type_=sa.String) != ""
+    )
+    wrong = sa.text("SELECT no_such_column FROM (SELECT :note AS x) AS t")
+    try:
+        for statement, values in (
+            (when, {"at": "not a time", "note": SECRET}),
+            (wrong, {"note": SECRET}),
+        ):
+            for eng in (engine, theirs):
+                with eng.connect() as conn, pytest.raises(sa.exc.StatementError) as raised:
+                    conn.execute(statement, values)
+                if eng is engine:
+                    assert SECRET not in str(raised.value), str(raised.value)
+                assert SECRET not in describe(raised.value), describe(raised.value)
+    finally:
+        engine.dispose()
+        theirs.dispose()
