@@ -196,10 +196,8 @@ class CallerTransactions:
         unified in the caller's own transaction is seen there only)."""
         try:
             return look_up(conn)
-        except sa.exc.DBAPIError as exc:
-            raise CallerTransactionError(f"{operation}: {describe(exc)}") from None
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
-            raise CallerTransactionError(f"{operation}: {type(exc).__name__}: {exc}") from None
+            raise CallerTransactionError(f"{operation}: {describe(exc)}") from None
 
     def _write(
         self,
@@ -264,11 +262,8 @@ class CallerTransactions:
         except UnistatusError:
             self.runner.emit(operation, mode, True, started, refused=True, system=system)
             raise
-        except sa.exc.DBAPIError as exc:
-            raise self._failed(operation, op_id, mode, describe(exc), started, system) from None
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
-            error = f"{type(exc).__name__}: {exc}".strip()
-            raise self._failed(operation, op_id, mode, error, started, system) from None
+            raise self._failed(operation, op_id, mode, describe(exc), started, system) from None
         finally:
             if not unmarked:
                 self._unmark(conn)
@@ -315,10 +310,8 @@ class CallerTransactions:
         try:
             with bound_connection(conn, self.ops.schema):
                 yield conn
-        except sa.exc.DBAPIError as exc:
-            raise CallerTransactionError(f"{what}: {describe(exc)}") from None
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
-            raise CallerTransactionError(f"{what}: {type(exc).__name__}: {exc}") from None
+            raise CallerTransactionError(f"{what}: {describe(exc)}") from None
 
     def lock_mode(self, conn: sa.Connection, system: LegacySystemType) -> DualWriteMode:
         """Lock ``system``'s mode in the caller's transaction, then read it (see the

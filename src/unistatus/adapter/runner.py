@@ -217,7 +217,7 @@ class Runner:
                     retry = is_retryable(exc) or exc.connection_invalidated
             except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
                 # Pool timeouts, a connection closed under us, ...: never raw to the caller.
-                last_error = f"{type(exc).__name__}: {exc}".strip()
+                last_error = describe(exc)
                 break
             if not retry or attempt + 1 >= MAX_ATTEMPTS:
                 break

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from unistatus import errors
+from unistatus.db.failures import describe
 from unistatus.redact import redact
 
 __all__ = [
@@ -149,9 +150,9 @@ def public_unknown(what: str, detail: str) -> str:
 def failure_detail(exc: BaseException) -> str:
     """What the log keeps of a failure: a database error's statement but not its
     parameters (they hold callers' data)."""
-    if isinstance(exc, sa.exc.DBAPIError):
-        return f"database error: {type(exc.orig).__name__}: {exc.orig} [SQL: {exc.statement}]"
-    return f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, sa.exc.StatementError):
+        return f"database error: {describe(exc)} [SQL: {exc.statement}]"
+    return describe(exc)
 
 
 def add_error_handlers(app: FastAPI) -> None:

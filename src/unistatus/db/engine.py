@@ -91,6 +91,9 @@ def _engine_for(
     **kwargs: Any,
 ) -> sa.Engine:
     url = parse_url(database)
+    # A failed statement's error never quotes what it was given (callers' users,
+    # amounts, metadata): not in a log line, a result's error, a stored note.
+    kwargs.setdefault("hide_parameters", True)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
     if url.get_backend_name() == "postgresql":

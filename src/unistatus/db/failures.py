@@ -21,15 +21,16 @@ __all__ = ["describe", "one_line", "storage_errors"]
 
 
 def describe(exc: BaseException) -> str:
-    """A driver error as its type and message (SQLAlchemy's wrapper, SQL and parameters
-    dropped)."""
-    orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    """An error as its type and message; a statement's (a driver's error, a value its
+    type refused) in the words of what refused it: SQLAlchemy's wrapper, the SQL and
+    the parameters (callers' data) dropped, whatever engine ran it."""
+    orig = exc.orig if isinstance(exc, sa.exc.StatementError) and exc.orig else exc
     return f"{type(orig).__name__}: {orig}".strip()
 
 
 def one_line(exc: BaseException) -> str:
     """Any error as one redacted line: the driver's words or unistatus's own message."""
-    text = describe(exc) if isinstance(exc, sa.exc.DBAPIError) else str(exc)
+    text = describe(exc) if isinstance(exc, sa.exc.StatementError) else str(exc)
     lines = text.strip().splitlines()
     return redact(lines[0] if lines else type(exc).__name__)
 
@@ -41,7 +42,5 @@ def storage_errors(what: str, *others: type[Exception]) -> Iterator[None]:
     caught: tuple[type[Exception], ...] = (sa.exc.SQLAlchemyError, *others)
     try:
         yield
-    except sa.exc.DBAPIError as exc:
-        raise StorageError(f"{what}: {describe(exc)}") from None
     except caught as exc:
-        raise StorageError(f"{what}: {type(exc).__name__}: {exc}") from None
+        raise StorageError(f"{what}: {describe(exc)}") from None
