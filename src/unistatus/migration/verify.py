@@ -8,7 +8,9 @@ after the range that reaches ``max_rows`` rows or ``max_seconds``, and the next 
 goes on from there. When a pass has covered every range, the moment it began becomes
 the new watermark. Position and watermark live in ``unistatus_check_runs`` (run
 ``continuous``), committed range by range like a check's. Inconsistent pairs are
-re-checked as the check does (no alarm from a write in flight). Each round that
+re-checked as the check does (no alarm from a write in flight); a pass ends counting the
+transactions acknowledged without a legacy row (``missing_legacy``) changed since its
+watermark, as the check counts them. Each round that
 verified rows stores a report (scope ``continuous``, ``complete`` when every system
 finished its pass and none waited), which the alerts read; gates read complete full
 checks only.
@@ -44,10 +46,12 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
-from unistatus.db.dialect import ops_for
+from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.failures import one_line
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.queued_legacy import count_missing_legacy
 from unistatus.db.tables_check import check_reports
+from unistatus.domain.consistency import InconsistencyKind
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
 from unistatus.migration.check_reports import (
@@ -213,6 +217,11 @@ def verify_changes(
                     if hi is None:  # the pass is done: its start is the new watermark
                         pos.watermark, pos.pass_started_at = pos.pass_started_at, None
                         pos.position = None
+                        # Acknowledged without a legacy row: no legacy key to pair
+                        # them by, counted once a pass as check counts them.
+                        missing = _missing_legacy(conn, ops, system, since)
+                        got = add_counts(got, missing)
+                        pos.counts = add_counts(pos.counts, missing)
                     # On the range's connection, committed asynchronously as a check's
                     # positions are (PostgreSQL): a crash may lose the last positions,
                     # and the next round then verifies those ranges again.
@@ -247,6 +256,18 @@ def verify_changes(
         # A round that verified nothing stores nothing: 0 of 0 would read as 100%.
         store_report(engine, report)
     return report
+
+
+def _missing_legacy(
+    conn: sa.Connection, ops: DialectOps, system: LegacySystemType, since: datetime | None
+) -> dict[str, int]:
+    """The system's transactions acknowledged without a legacy row (``missing_legacy``)
+    changed since ``since``, as counts to add to a pass's (read on one core, as the
+    pass's ranges are)."""
+    ops.plan_for_scans(conn, parallel=False)
+    n = count_missing_legacy(conn, [system.value], since)[system.value]
+    conn.rollback()  # the read's transaction ends: the position is committed after it
+    return {"total": n, InconsistencyKind.MISSING_LEGACY.value: n}
 
 
 def _waits(pos: SystemPosition, pace: float, max_wait: float) -> bool:
