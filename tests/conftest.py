@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from support import shared_database
 from unistatus.adapter.stats import close_all as close_statistics
 from unistatus.config import DEFAULT_SCHEMA, Settings, load_settings
 from unistatus.db import schema
@@ -201,9 +202,8 @@ def db(
 
 def _undo_what_a_test_left(database: Database) -> list[str]:
     """Put the shared database's schema back as installed (legacy status columns in
-    place, no capture trigger); what was left otherwise. A test undoes what it does in
-    its own ``finally``; this keeps one that failed before it could (a retirement still
-    running in its thread, say) from failing every later test on the same database."""
+    place, no capture trigger, nothing a test added: tests/support/shared_database.py);
+    what was left otherwise."""
     from unistatus.migration import capture
     from unistatus.migration.retire import legacy_columns_dropped, undo_cleanup
 
@@ -217,7 +217,14 @@ def _undo_what_a_test_left(database: Database) -> list[str]:
     if triggers or functions:
         capture.disable(engine, settings, actor="tests", reason="left enabled by a test")
         left.append("the capture enabled")
-    return left
+    key = engine.url.render_as_string(hide_password=False)
+    if key not in _INSTALLED:  # the first test on this database: as installed
+        _INSTALLED[key] = shared_database.shape(engine)
+    return left + shared_database.put_back(engine, _INSTALLED[key])
+
+
+# Each shared database's shape as installed (tests/support/shared_database.py).
+_INSTALLED: dict[str, set[shared_database.Item]] = {}
 
 
 def _left_as_installed(database: Database) -> Iterator[Database]:
@@ -225,11 +232,11 @@ def _left_as_installed(database: Database) -> Iterator[Database]:
     (then put back for the next one). Changed already before it (by a thread that
     outlived an earlier test): put back first, with a warning."""
     if left := _undo_what_a_test_left(database):
-        warnings.warn(f"an earlier test left {' and '.join(left)}: put back", stacklevel=1)
+        warnings.warn(f"an earlier test left {'; '.join(left)}: put back", stacklevel=1)
     _truncate_all(database.engine)
     yield database
     if left := _undo_what_a_test_left(database):
-        pytest.fail(f"the test left {' and '.join(left)} (put back for the next tests)")
+        pytest.fail(f"the test left {'; '.join(left)} (put back for the next tests)")
 
 
 @pytest.fixture
