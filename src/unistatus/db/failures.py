@@ -23,9 +23,26 @@ __all__ = ["describe", "one_line", "storage_errors"]
 def describe(exc: BaseException) -> str:
     """An error as its type and message; a statement's (a driver's error, a value its
     type refused) in the words of what refused it: SQLAlchemy's wrapper, the SQL and
-    the parameters (callers' data) dropped, whatever engine ran it."""
-    orig = exc.orig if isinstance(exc, sa.exc.StatementError) and exc.orig else exc
-    return f"{type(orig).__name__}: {orig}".strip()
+    the parameters (callers' data) dropped, whatever engine ran it. The server's
+    excerpt of the statement (``LINE 1: ...`` and its caret) goes too: a driver that
+    writes the values into the SQL it sends (psycopg2) has them quoted there."""
+    while isinstance(exc, sa.exc.StatementError):
+        if exc.orig is None:  # SQLAlchemy's own: its message, without SQL or parameters
+            return f"{type(exc).__name__}: {exc.args[0] if exc.args else ''}".strip()
+        exc = exc.orig
+    return f"{type(exc).__name__}: {_without_excerpt(str(exc))}".strip()
+
+
+def _without_excerpt(message: str) -> str:
+    """``message`` without the lines where PostgreSQL quotes the statement."""
+    kept, lines = [], message.splitlines()
+    for n, line in enumerate(lines):
+        if line.startswith("LINE ") or (
+            line.strip() == "^" and n and lines[n - 1].startswith("LINE ")
+        ):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
 
 
 def one_line(exc: BaseException) -> str:
