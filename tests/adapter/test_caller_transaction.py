@@ -11,6 +11,7 @@ import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -63,10 +64,23 @@ TABLES = [
 ]
 
 
+@contextmanager
+def application_tables(db: Database, base: Any = Base) -> Iterator[Database]:
+    """The application's tables (``base``'s, those not there already) for the block,
+    dropped after: the PostgreSQL database is shared by the whole run."""
+    there = set(sa.inspect(db.app_engine).get_table_names())
+    made = [t for t in base.metadata.sorted_tables if t.name not in there]
+    base.metadata.create_all(db.app_engine, tables=made)
+    try:
+        yield db
+    finally:
+        base.metadata.drop_all(db.app_engine, tables=made)
+
+
 @pytest.fixture
 def ledger(db: Database) -> Iterator[Database]:
-    Base.metadata.create_all(db.app_engine)  # the application's table
-    yield db
+    with application_tables(db):  # the application's table
+        yield db
 
 
 def adapter(db: Database, mode: DualWriteMode, **kw: Any) -> tuple[DualWriteAdapter, list[Any]]:
@@ -451,7 +465,11 @@ def test_postgres_snapshot_isolation_is_refused_with_nothing_written(
 ) -> None:
     # The mode is read in the caller's snapshot: at REPEATABLE READ a switch after the
     # snapshot was taken would go unseen (a write under UNIFIED_ONLY's stale mode).
-    Base.metadata.create_all(pg.app_engine)
+    with application_tables(pg):
+        snapshot_isolation_refused(pg, isolation)
+
+
+def snapshot_isolation_refused(pg: Database, isolation: str) -> None:
     a, events = adapter(pg, M.DUAL_WRITE_UNIFIED_PRIMARY)
     created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
     assert created.entity_id is not None
@@ -480,7 +498,11 @@ def test_postgres_snapshot_isolation_is_refused_with_nothing_written(
 
 @PG_IN_EVERY_LAYOUT
 def test_sixteen_threads_lose_nothing(pg: Database) -> None:
-    Base.metadata.create_all(pg.app_engine)
+    with application_tables(pg):
+        sixteen_threads(pg)
+
+
+def sixteen_threads(pg: Database) -> None:
     a, events = adapter(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
     shared = a.create_transaction("ESCROW", 1, "10", "USDT", status="FUNDS_HELD").entity_id
     assert shared is not None
@@ -552,7 +574,11 @@ def test_the_readme_example_runs(db: Database) -> None:
     # The application's own engine: the adapter finds the schema in its settings.
     ns: dict[str, Any] = {"engine": db.app_engine, "__name__": "readme"}
     exec(compile(readme_example(), str(README), "exec", dont_inherit=True), ns)
-    ns["Base"].metadata.create_all(db.app_engine)
+    with application_tables(db, ns["Base"]):
+        readme_example_runs(db, ns)
+
+
+def readme_example_runs(db: Database, ns: dict[str, Any]) -> None:
     adapter: DualWriteAdapter = ns["adapter"]
     first = adapter.create_transaction("WALLET_CASHOUT", 1, "30", "USD").entity_id
     second = adapter.create_transaction("WALLET_CASHOUT", 1, "30", "USD").entity_id
