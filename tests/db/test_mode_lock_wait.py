@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from conftest import Database
 from support.adapters import adapter_in
-from support.blocking import wait_until_it_blocks
+from support.blocking import queue_behind_any_holder, wait_until_it_blocks
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.cli import app
 from unistatus.db import mode_lock_wait
@@ -209,6 +209,7 @@ def test_after_its_first_lock_an_attempt_waits_briefly_for_the_rest(
     waits for the rest half deadlock_timeout in all, and the next one queues for the
     busy one first, holding nothing."""
     monkeypatch.setattr(mode_lock_wait, "FIRST_ATTEMPT_MS", 1_500)  # grown, as under traffic
+    queue_behind_any_holder(monkeypatch)  # the two transactions open before the attempt
     ops = ops_for(pg.engine)
     caller, other = pg.engine.connect(), pg.engine.connect()
     caller.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(ops.mode_lock_key)))
