@@ -101,3 +101,28 @@ def test_legacy_only_says_what_was_stored(held_for_an_admin: Database) -> None:
     large = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD")
     assert large.overall_success and large.legacy_status == "ADMIN_PENDING"
     assert legacy_status(db, "cashouts", int(large.legacy_entity_id)) == "ADMIN_PENDING"
+
+
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_a_create_written_statement_by_statement_holds_it_too(
+    held_for_an_admin: Database, mode: DualWriteMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The path a create takes once its one statement was refused under primary_wins
+    (a lock timeout, say): legacy INSERT, then the unified row from what it stored."""
+    import sqlalchemy as sa
+
+    from unistatus.adapter.create import Creator
+
+    def refused(*_args: Any, **_kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("simulated", {}, Exception("lock timeout (simulated)"))
+
+    monkeypatch.setattr(Creator, "_create_in_one_statement", refused)
+    db = held_for_an_admin
+    a = adapter_in(db, mode, fallback="primary_wins")
+    first = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD", idempotency_key="k-2")
+    again = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD", idempotency_key="k-2")
+    assert first.secondary_success, first.error
+    as_the_rule_decided(db, first)
+    for result in (first, again):
+        assert result.status is not None
+        assert (result.status.value, result.legacy_status) == ("ADMIN_PENDING", "ADMIN_PENDING")
