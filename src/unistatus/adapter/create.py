@@ -196,6 +196,7 @@ class Creator:
         # Every mode makes a legacy row, UNIFIED_ONLY at the rollback's replay.
         self._require_legacy_values(new)
         legacy_id: int | None = None
+        stored: str | None = None
         if mode.writes_legacy:
             lt = self.hot.legacy[system]
             row = legacy_row(
@@ -204,13 +205,13 @@ class Creator:
             values = {column.key: value for column, value in row.items()}
 
             def write_legacy() -> None:
-                nonlocal legacy_id
-                insert = sa.insert(lt.table).values(values).returning(lt.id)
+                nonlocal legacy_id, stored
+                insert = sa.insert(lt.table).values(values).returning(lt.id, lt.read("status"))
                 # Marked as creating (PostgreSQL): the application's trigger that writes
                 # the new row again is not captured before the unified row exists (the
                 # capture would create it, and this create's own insert meet it).
                 with writer_mark.marked_as(conn, writer_mark.CREATING):
-                    legacy_id = conn.execute(insert).scalar_one()
+                    legacy_id, stored = conn.execute(insert).one()
                 if legacy_id > MAX_LEGACY_ID:
                     self._refuse_beyond_range(conn, system, legacy_id)
 
@@ -222,6 +223,8 @@ class Creator:
             else:
                 write_legacy()
             result.legacy_entity_id = legacy_id
+            dst, dst_legacy = self._as_stored(system, dst, dst_legacy, stored)
+            result.status, result.legacy_status = dst, dst_legacy
         if not mode.writes_unified:
             result.entity_id = derive_utx_id(system, legacy_id) if legacy_id else None
             return result
@@ -337,6 +340,7 @@ class Creator:
             if result.legacy_entity_id > MAX_LEGACY_ID:
                 self._refuse_beyond_range(conn, system, result.legacy_entity_id, claim=claim)
             result.entity_id = derive_utx_id(system, result.legacy_entity_id)
+            dst, dst_legacy = self._hold_as_stored(conn, result, new, rows[0][-1])
             if self.fast is not None:
                 self.fast.remember_created(system, result.legacy_entity_id, dst_legacy)
             return result
@@ -355,9 +359,70 @@ class Creator:
         if history_rows != 1 or keyed and rows[0][3] != 1:
             raise StorageError(f"creating {utx_id} wrote {history_rows} history rows, not 1")
         result.entity_id, result.legacy_entity_id = str(utx_id), int(legacy_id)
+        dst, dst_legacy = self._hold_as_stored(conn, result, new, rows[0][-1], op_id=op_id)
         if self.fast is not None:
             self.fast.remember_created(system, int(legacy_id), dst_legacy, (str(utx_id), dst.value))
         return result
+
+    def _as_stored(
+        self,
+        system: LegacySystemType,
+        dst: UnifiedTransactionStatus,
+        dst_legacy: str,
+        stored: str | None,
+    ) -> tuple[UnifiedTransactionStatus, str]:
+        """A new transaction's statuses once its legacy INSERT stored ``stored``. The
+        application's BEFORE trigger may have changed the status sent (a large cashout
+        held ADMIN_PENDING): that is the application's decision, and unified takes it
+        (the status it maps to). One that maps to nothing stays as sent: ``check``
+        reports the legacy row unmappable."""
+        if stored is None or stored == dst_legacy:
+            return dst, dst_legacy
+        mapped = self.mapper.try_to_unified(system, stored)
+        return (dst, dst_legacy) if mapped is None else (mapped, stored)
+
+    def _hold_as_stored(
+        self,
+        conn: sa.Connection,
+        result: DualWriteResult,
+        new: NewTransaction,
+        stored: str | None,
+        *,
+        op_id: str | None = None,
+    ) -> tuple[UnifiedTransactionStatus, str]:
+        """After the one-statement create: where the legacy INSERT stored another status
+        than the one sent (:meth:`_as_stored`), the result, the idempotency key's stored
+        result and (``op_id``: the dual modes) the unified row and its first history row,
+        written with the one sent, take it, in the same transaction. The statuses held."""
+        dst, dst_legacy = self._as_stored(new.system, new.dst, new.dst_legacy, stored)
+        if (dst, dst_legacy) == (new.dst, new.dst_legacy):
+            return dst, dst_legacy
+        result.status, result.legacy_status = dst, dst_legacy
+        values = {"status": dst.value, "legacy_status": dst_legacy}
+        if new.claim is not None:
+            K = idempotency_keys
+            conn.execute(sa.update(K).where(K.c.key == new.claim.key).values(values))
+        if op_id is not None:
+            self._rewrite_created(conn, str(result.entity_id), op_id, dst, dst_legacy)
+        return dst, dst_legacy
+
+    @staticmethod
+    def _rewrite_created(
+        conn: sa.Connection,
+        utx_id: str,
+        op_id: str,
+        dst: UnifiedTransactionStatus,
+        dst_legacy: str,
+    ) -> None:
+        """The unified row just created, and its first history row, hold ``dst``."""
+        values = {"status": dst.value, "legacy_status": dst_legacy}
+        U, H = unified_transactions, status_history
+        conn.execute(sa.update(U).where(U.c.id == utx_id).values(values))
+        conn.execute(
+            sa.update(H)
+            .where(H.c.transaction_id == utx_id, H.c.operation_id == op_id)
+            .values(to_status=dst.value, to_legacy_status=dst_legacy)
+        )
 
     def _link_existing(
         self,

@@ -330,7 +330,9 @@ class HotStatements:
     def create_legacy(
         self, system: LegacySystemType, *, keyed: bool = False, extra: tuple[str, ...] = ()
     ) -> Prepared:
-        """Guarded legacy INSERT of a new transaction; RETURNING its id (no row: mode moved).
+        """Guarded legacy INSERT of a new transaction; RETURNING its id, then the status it
+        stored (an application's BEFORE trigger may have changed it): no row, the mode
+        moved.
 
         With ``locked_mode`` the guard takes the mode lock and reads the mode afresh;
         otherwise the caller takes the mode lock first (:meth:`mode_lock`). ``keyed``: the
@@ -347,7 +349,7 @@ class HotStatements:
                 system, _created_utx_id(system, legacy_cte.c.id), legacy_cte.c.id, legacy_cte
             )
             keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
-            return sa.select(legacy_cte.c.id, keys)
+            return sa.select(legacy_cte.c.id, keys, legacy_cte.c.status)
 
         name = "create_legacy_keyed" if keyed else "create_legacy"
         return self._get(f"{name}{list(extra) if extra else ''}", system, build)
@@ -398,8 +400,10 @@ class HotStatements:
             },
         )
         values = sa.select(*row.values()).where(self._mode_guard(system) == sa.bindparam("p_mode"))
-        # As "id" whatever the column's name: the statements around it read it so.
-        return sa.insert(lt.table).from_select(list(row), values).returning(lt.id.label("id"))
+        # As "id" and "status" whatever the columns' names: the statements around read
+        # them so.
+        insert = sa.insert(lt.table).from_select(list(row), values)
+        return insert.returning(lt.id.label("id"), lt.read("status").label("status"))
 
     def create_dual(
         self, system: LegacySystemType, *, keyed: bool = False, extra: tuple[str, ...] = ()
@@ -408,9 +412,9 @@ class HotStatements:
 
         The unified id is derived from the new legacy id in SQL (``utx_id_sql``), exactly
         as :func:`unistatus.domain.ids.derive_utx_id` would. One row (unified id, legacy id,
-        history rows written), or none when the mode moved. ``keyed``: the idempotency
-        key's row too, and the row ends with the key rows written. ``extra``: as for
-        :meth:`create_legacy`.
+        history rows written, then, ``keyed``, the key rows written, and last the status
+        the legacy INSERT stored), or none when the mode moved. ``keyed``: the idempotency
+        key's row too. ``extra``: as for :meth:`create_legacy`.
         """
 
         def build() -> Any:
@@ -465,13 +469,14 @@ class HotStatements:
                 .cte(cte_name("history_insert"))
             )
             written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
+            stored = sa.select(legacy_cte.c.status).scalar_subquery()
             if not keyed:
-                return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written)
+                return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written, stored)
             key_cte = self._key_insert(
                 system, unified_cte.c.id, unified_cte.c.legacy_id, unified_cte
             )
             keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
-            return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written, keys)
+            return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written, keys, stored)
 
         name = "create_dual_keyed" if keyed else "create_dual"
         return self._get(f"{name}{list(extra) if extra else ''}", system, build)
