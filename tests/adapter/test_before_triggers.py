@@ -126,3 +126,41 @@ def test_a_create_written_statement_by_statement_holds_it_too(
     for result in (first, again):
         assert result.status is not None
         assert (result.status.value, result.legacy_status) == ("ADMIN_PENDING", "ADMIN_PENDING")
+
+
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_with_an_after_insert_trigger_captured_too_the_chain_holds(
+    held_for_an_admin: Database, mode: DualWriteMode
+) -> None:
+    """The same create's AFTER INSERT trigger then approves the row (a nested UPDATE,
+    which the capture mirrors at the statement's end): unified ends at what legacy
+    ends at, its history a chain from the held status (review: a rewrite after the
+    statement put ADMIN_PENDING back over the captured change, at version 2)."""
+    from support.capture_data import captured
+
+    db = held_for_an_admin
+    raw(
+        db,
+        "CREATE FUNCTION app_approve() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "UPDATE cashouts SET status = 'APPROVED' WHERE id = NEW.id; RETURN NULL; END $$",
+        "CREATE TRIGGER app_approve AFTER INSERT ON cashouts FOR EACH ROW "
+        "EXECUTE FUNCTION app_approve()",
+    )
+    try:
+        with captured(db):
+            a = adapter_in(db, mode)
+            r = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD", idempotency_key="k-3")
+            assert r.overall_success, r.error
+            legacy_id = int(r.legacy_entity_id)
+            assert legacy_status(db, "cashouts", legacy_id) == "APPROVED"
+            u = unified_of(db, "CASHOUT", legacy_id)
+            assert u is not None
+            assert (u["status"], u["legacy_status"], u["version"]) == ("FUNDS_HELD", "APPROVED", 2)
+            chain = [
+                (h["from_status"], h["to_status"]) for h in history_of(db, "CASHOUT", legacy_id)
+            ]
+            assert chain == [(None, "ADMIN_PENDING"), ("ADMIN_PENDING", "FUNDS_HELD")]
+            report = run_check(db.engine, db.settings, store=False)
+            assert report.is_consistent, dict(report.inconsistencies)
+    finally:
+        raw(db, "DROP TRIGGER app_approve ON cashouts", "DROP FUNCTION app_approve()")
