@@ -133,9 +133,9 @@ def test_with_an_after_insert_trigger_captured_too_the_chain_holds(
     held_for_an_admin: Database, mode: DualWriteMode
 ) -> None:
     """The same create's AFTER INSERT trigger then approves the row (a nested UPDATE,
-    which the capture mirrors at the statement's end): unified ends at what legacy
-    ends at, its history a chain from the held status (review: a rewrite after the
-    statement put ADMIN_PENDING back over the captured change, at version 2)."""
+    which the capture mirrors at the statement's end, from the status sent): unified
+    ends at what legacy ends at, its history an unbroken chain (review: a rewrite after
+    the statement put ADMIN_PENDING back over the captured change, at version 2)."""
     from support.capture_data import captured
 
     db = held_for_an_admin
@@ -159,7 +159,7 @@ def test_with_an_after_insert_trigger_captured_too_the_chain_holds(
             chain = [
                 (h["from_status"], h["to_status"]) for h in history_of(db, "CASHOUT", legacy_id)
             ]
-            assert chain == [(None, "ADMIN_PENDING"), ("ADMIN_PENDING", "FUNDS_HELD")]
+            assert chain == [(None, "PENDING"), ("PENDING", "FUNDS_HELD")]
             report = run_check(db.engine, db.settings, store=False)
             assert report.is_consistent, dict(report.inconsistencies)
     finally:

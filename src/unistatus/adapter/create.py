@@ -321,7 +321,6 @@ class Creator:
         params: dict[str, Any] = {
             "p_mode": mode.value,
             **{f"c_{name}": new.fields[name] for name in DATA_COLUMNS},
-            "c_status": dst.value,
             "c_legacy_status": dst_legacy,
             "c_now": utcnow(),
             **{f"x_{i}": value for i, value in enumerate(new.legacy_values.values())},
@@ -330,7 +329,7 @@ class Creator:
         result = created(op_id, system, mode, dst, dst_legacy)
         keyed = claim is not None
         if claim is not None:
-            params.update(claim.params(), c_operation_id=op_id)
+            params.update(claim.params(), c_status=dst.value, c_operation_id=op_id)
         if not mode.writes_unified:
             rows = self.hot.create_legacy(system, keyed=keyed, extra=extra).rows(conn, params)
             if not rows:
@@ -341,11 +340,12 @@ class Creator:
             if result.legacy_entity_id > MAX_LEGACY_ID:
                 self._refuse_beyond_range(conn, system, result.legacy_entity_id, claim=claim)
             result.entity_id = derive_utx_id(system, result.legacy_entity_id)
-            dst, dst_legacy = self._written(result, rows[0])
+            dst, dst_legacy = self._hold_as_stored(conn, result, new, rows[0][-1])
             if self.fast is not None:
                 self.fast.remember_created(system, result.legacy_entity_id, dst_legacy)
             return result
         params.update(
+            c_status=dst.value,
             c_meta=new.metadata,
             c_operation_id=op_id,
             c_triggered_by=new.triggered_by,
@@ -359,18 +359,10 @@ class Creator:
         if history_rows != 1 or keyed and rows[0][3] != 1:
             raise StorageError(f"creating {utx_id} wrote {history_rows} history rows, not 1")
         result.entity_id, result.legacy_entity_id = str(utx_id), int(legacy_id)
-        dst, dst_legacy = self._written(result, rows[0])
+        dst, dst_legacy = self._hold_as_stored(conn, result, new, rows[0][-1], op_id=op_id)
         if self.fast is not None:
             self.fast.remember_created(system, int(legacy_id), dst_legacy, (str(utx_id), dst.value))
         return result
-
-    @staticmethod
-    def _written(result: DualWriteResult, row: Any) -> tuple[UnifiedTransactionStatus, str]:
-        """The statuses the one-statement create wrote (the last two of its row, the
-        statement's :func:`~unistatus.adapter.sql.as_stored`), in ``result`` too."""
-        result.status = UnifiedTransactionStatus(row[-2])
-        result.legacy_status = str(row[-1])
-        return result.status, result.legacy_status
 
     def _as_stored(
         self,
@@ -388,6 +380,70 @@ class Creator:
             return dst, dst_legacy
         mapped = self.mapper.try_to_unified(system, stored)
         return (dst, dst_legacy) if mapped is None else (mapped, stored)
+
+    def _hold_as_stored(
+        self,
+        conn: sa.Connection,
+        result: DualWriteResult,
+        new: NewTransaction,
+        stored: str | None,
+        *,
+        op_id: str | None = None,
+    ) -> tuple[UnifiedTransactionStatus, str]:
+        """After the one-statement create: where the legacy INSERT stored another status
+        than the one sent (:meth:`_as_stored`), the result, the idempotency key's stored
+        result and (``op_id``: the dual modes) the unified row and its first history row,
+        written with the one sent, take it, in the same transaction (a second statement
+        only then: the hot path stays one statement). Unless the unified row moved on
+        within the statement already (the application's AFTER INSERT trigger changed the
+        row again, and the capture mirrored it at the statement's end, from the status
+        sent): then all stays as written. The statuses the result says."""
+        dst, dst_legacy = self._as_stored(new.system, new.dst, new.dst_legacy, stored)
+        if (dst, dst_legacy) == (new.dst, new.dst_legacy):
+            return dst, dst_legacy
+        if op_id is not None and not self._rewrite_created(
+            conn, str(result.entity_id), op_id, (new.dst, new.dst_legacy), (dst, dst_legacy)
+        ):
+            return new.dst, new.dst_legacy
+        result.status, result.legacy_status = dst, dst_legacy
+        values = {"status": dst.value, "legacy_status": dst_legacy}
+        if new.claim is not None:
+            K = idempotency_keys
+            conn.execute(sa.update(K).where(K.c.key == new.claim.key).values(values))
+        return dst, dst_legacy
+
+    @staticmethod
+    def _rewrite_created(
+        conn: sa.Connection,
+        utx_id: str,
+        op_id: str,
+        sent: tuple[UnifiedTransactionStatus, str],
+        held: tuple[UnifiedTransactionStatus, str],
+    ) -> bool:
+        """The unified row just created, and its first history row, hold ``held``
+        instead of ``sent``, if the row still holds ``sent`` at its first version;
+        whether it did."""
+        (was, was_legacy), (dst, dst_legacy) = sent, held
+        U, H = unified_transactions, status_history
+        rewritten = conn.execute(
+            sa.update(U)
+            .where(
+                U.c.id == utx_id,
+                U.c.version == 1,
+                U.c.status == was.value,
+                U.c.legacy_status == was_legacy,
+            )
+            .values(status=dst.value, legacy_status=dst_legacy)
+            .returning(U.c.id)
+        ).first()
+        if rewritten is None:
+            return False
+        conn.execute(
+            sa.update(H)
+            .where(H.c.transaction_id == utx_id, H.c.operation_id == op_id)
+            .values(to_status=dst.value, to_legacy_status=dst_legacy)
+        )
+        return True
 
     def _link_existing(
         self,

@@ -24,7 +24,6 @@ from unistatus.db.tables import status_history
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.domain.ids import max_legacy_id_sql, utx_id_sql
-from unistatus.domain.mapping import forward_case
 from unistatus.domain.statuses import LegacySystemType
 
 __all__ = ["HotStatements"]
@@ -34,18 +33,6 @@ __all__ = ["HotStatements"]
 # no UTX id looks like it, so it meets no other row before the adapter refuses the id
 # and deletes what the statement wrote (``Creator._refuse_beyond_range``).
 BEYOND_RANGE = "UTX-beyond-range"
-
-
-def as_stored(system: LegacySystemType, stored: Any) -> tuple[Any, Any]:
-    """The unified status and legacy status of a new transaction whose legacy INSERT
-    stored ``stored`` (its RETURNING): the application's BEFORE trigger may have changed
-    the status sent (a large cashout held ADMIN_PENDING), and that is the application's
-    decision: the status it maps to. One that maps to nothing is left as sent
-    (``c_status``, ``c_legacy_status``): check reports the legacy row unmappable."""
-    mapped = forward_case(system, stored)
-    status = sa.func.coalesce(mapped, sa.bindparam("c_status", type_=U.c.status.type))
-    sent = sa.bindparam("c_legacy_status", type_=U.c.legacy_status.type)
-    return status, sa.case((mapped.is_not(None), stored), else_=sent)
 
 
 def _created_utx_id(system: LegacySystemType, legacy_id: Any) -> Any:
@@ -343,9 +330,9 @@ class HotStatements:
     def create_legacy(
         self, system: LegacySystemType, *, keyed: bool = False, extra: tuple[str, ...] = ()
     ) -> Prepared:
-        """Guarded legacy INSERT of a new transaction: one row (its id, then, ``keyed``,
-        the key rows written, and last the unified status and legacy status it stands
-        for, :func:`as_stored`), or none when the mode moved.
+        """Guarded legacy INSERT of a new transaction; RETURNING its id, then the status it
+        stored (an application's BEFORE trigger may have changed it): no row, the mode
+        moved.
 
         With ``locked_mode`` the guard takes the mode lock and reads the mode afresh;
         otherwise the caller takes the mode lock first (:meth:`mode_lock`). ``keyed``: the
@@ -355,34 +342,23 @@ class HotStatements:
         """
 
         def build() -> Any:
-            legacy_cte = self._legacy_insert(system, extra).cte(cte_name("legacy_insert"))
-            status, legacy_status = as_stored(system, legacy_cte.c.status)
             if not keyed:
-                return sa.select(legacy_cte.c.id, status, legacy_status)
+                return self._legacy_insert(system, extra)
+            legacy_cte = self._legacy_insert(system, extra).cte(cte_name("legacy_insert"))
             key_cte = self._key_insert(
-                system,
-                _created_utx_id(system, legacy_cte.c.id),
-                legacy_cte.c.id,
-                legacy_cte,
-                (status, legacy_status),
+                system, _created_utx_id(system, legacy_cte.c.id), legacy_cte.c.id, legacy_cte
             )
             keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
-            return sa.select(legacy_cte.c.id, keys, status, legacy_status)
+            return sa.select(legacy_cte.c.id, keys, legacy_cte.c.status)
 
         name = "create_legacy_keyed" if keyed else "create_legacy"
         return self._get(f"{name}{list(extra) if extra else ''}", system, build)
 
     def _key_insert(
-        self,
-        system: LegacySystemType,
-        utx_id: Any,
-        legacy_id: Any,
-        source: Any,
-        statuses: tuple[Any, Any],
+        self, system: LegacySystemType, utx_id: Any, legacy_id: Any, source: Any
     ) -> Any:
         """The idempotency key's row, one per row of ``source``: a CTE. A repeated key
-        fails the whole statement on the key's primary key (the adapter then replays).
-        ``statuses``: the unified status and legacy status it stores."""
+        fails the whole statement on the key's primary key (the adapter then replays)."""
         K = idempotency_keys
         values = sa.select(
             sa.bindparam("k_key", type_=K.c.key.type),
@@ -392,7 +368,8 @@ class HotStatements:
             sa.literal(system.value),
             legacy_id,
             sa.bindparam("p_mode", type_=K.c.mode.type),
-            *statuses,
+            sa.bindparam("c_status", type_=K.c.status.type),
+            sa.bindparam("c_legacy_status", type_=K.c.legacy_status.type),
             sa.bindparam("c_now", type_=K.c.created_at.type),
         ).select_from(source)
         columns = [
@@ -435,22 +412,21 @@ class HotStatements:
 
         The unified id is derived from the new legacy id in SQL (``utx_id_sql``), exactly
         as :func:`unistatus.domain.ids.derive_utx_id` would. One row (unified id, legacy id,
-        history rows written, then, ``keyed``, the key rows written, and last the unified
-        status and legacy status written, :func:`as_stored`), or none when the mode moved.
-        ``keyed``: the idempotency key's row too. ``extra``: as for :meth:`create_legacy`.
+        history rows written, then, ``keyed``, the key rows written, and last the status
+        the legacy INSERT stored), or none when the mode moved. ``keyed``: the idempotency
+        key's row too. ``extra``: as for :meth:`create_legacy`.
         """
 
         def build() -> Any:
             legacy_cte = self._legacy_insert(system, extra).cte(cte_name("legacy_insert"))
-            status, legacy_status = as_stored(system, legacy_cte.c.status)
             now = sa.bindparam("c_now", type_=U.c.created_at.type)
             unified = unified_row(
                 system,
                 utx_id=_created_utx_id(system, legacy_cte.c.id),
                 legacy_id=legacy_cte.c.id,
                 data={n: sa.bindparam(f"c_{n}", type_=U.c[n].type) for n in DATA_COLUMNS},
-                status=status,
-                legacy_status=legacy_status,
+                status=sa.bindparam("c_status", type_=U.c.status.type),
+                legacy_status=sa.bindparam("c_legacy_status", type_=U.c.legacy_status.type),
                 origin="dual_write",
                 meta=sa.bindparam("c_meta", type_=U.c.meta.type),
                 created_at=now,
@@ -463,7 +439,7 @@ class HotStatements:
                     [U.c[k] for k in unified],
                     sa.select(*unified.values()).select_from(legacy_cte),
                 )
-                .returning(U.c.id, U.c.legacy_id, U.c.status, U.c.legacy_status)
+                .returning(U.c.id, U.c.legacy_id)
                 .cte(cte_name("unified_insert"))
             )
             H = status_history
@@ -472,9 +448,9 @@ class HotStatements:
                 legacy_system=sa.literal(system.value),
                 legacy_id=unified_cte.c.legacy_id,
                 from_status=sa.null(),
-                to_status=unified_cte.c.status,
+                to_status=sa.bindparam("c_status", type_=H.c.to_status.type),
                 from_legacy_status=sa.null(),
-                to_legacy_status=unified_cte.c.legacy_status,
+                to_legacy_status=sa.bindparam("c_legacy_status", type_=H.c.to_legacy_status.type),
                 reason=sa.literal("created"),
                 triggered_by=sa.bindparam("c_triggered_by", type_=H.c.triggered_by.type),
                 meta=sa.bindparam("c_meta", type_=H.c.meta.type),
@@ -493,13 +469,14 @@ class HotStatements:
                 .cte(cte_name("history_insert"))
             )
             written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
-            u = unified_cte.c
+            stored = sa.select(legacy_cte.c.status).scalar_subquery()
             if not keyed:
-                return sa.select(u.id, u.legacy_id, written, u.status, u.legacy_status)
-            statuses = (u.status, u.legacy_status)
-            key_cte = self._key_insert(system, u.id, u.legacy_id, unified_cte, statuses)
+                return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written, stored)
+            key_cte = self._key_insert(
+                system, unified_cte.c.id, unified_cte.c.legacy_id, unified_cte
+            )
             keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
-            return sa.select(u.id, u.legacy_id, written, keys, u.status, u.legacy_status)
+            return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written, keys, stored)
 
         name = "create_dual_keyed" if keyed else "create_dual"
         return self._get(f"{name}{list(extra) if extra else ''}", system, build)
