@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import adapter_in
-from support.capture_data import history_of, legacy_status, raw, unified_of
+from support.capture_data import captured, history_of, legacy_status, raw, unified_of
 from unistatus import DualWriteMode
+from unistatus.adapter.create import Creator
 from unistatus.migration.check import run_check
 
 M = DualWriteMode
@@ -109,9 +111,6 @@ def test_a_create_written_statement_by_statement_holds_it_too(
 ) -> None:
     """The path a create takes once its one statement was refused under primary_wins
     (a lock timeout, say): legacy INSERT, then the unified row from what it stored."""
-    import sqlalchemy as sa
-
-    from unistatus.adapter.create import Creator
 
     def refused(*_args: Any, **_kwargs: Any) -> Any:
         raise sa.exc.OperationalError("simulated", {}, Exception("lock timeout (simulated)"))
@@ -136,8 +135,6 @@ def test_with_an_after_insert_trigger_captured_too_the_chain_holds(
     which the capture mirrors at the statement's end, from the status sent): unified
     ends at what legacy ends at, its history an unbroken chain (review: a rewrite after
     the statement put ADMIN_PENDING back over the captured change, at version 2)."""
-    from support.capture_data import captured
-
     db = held_for_an_admin
     raw(
         db,
