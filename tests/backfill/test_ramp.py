@@ -14,6 +14,7 @@ import sqlalchemy as sa
 
 from support.check_data import populate
 from support.roles import ALL_ON_PUBLIC, a_role_without_read_all_stats
+from support.sessions import until_no_other_at_work
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
 from unistatus.backfill.health import RAMP, RATE
@@ -112,6 +113,8 @@ def test_live_sessions_counts_other_applications_at_work_not_its_own_kind(pg: An
 
     pg.engine.dispose()  # the fixture's own sessions closed: nobody else at work
     try:
+        with probe.connect() as watcher:
+            until_no_other_at_work(ops, watcher)
         with probe.connect() as sibling:
             sibling.begin()
             sibling.exec_driver_sql("SELECT 1")

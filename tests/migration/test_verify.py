@@ -20,6 +20,7 @@ import sqlalchemy as sa
 
 from support.check_data import populate, tables
 from support.roles import ALL_ON_PUBLIC, a_role_without_read_all_stats
+from support.sessions import until_no_other_at_work
 from unistatus.clock import utcnow
 from unistatus.db.control import last_mode_change_at, write_value
 from unistatus.db.dialect import ops_for
@@ -381,6 +382,7 @@ def test_serves_own_api_sessions_at_work_are_live_traffic_for_its_verification(p
     pg.engine.dispose()
     try:
         with serve.connect() as probe:  # itself, and a sibling back in the pool
+            until_no_other_at_work(ops, probe)
             with serve.connect() as used:
                 used.exec_driver_sql("SELECT 1")
             assert ops.live_sessions(probe, siblings=True) == 0
