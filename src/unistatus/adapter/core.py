@@ -146,13 +146,15 @@ class DualWriteAdapter:
         # Hot-path statements, built once per legacy system and compiled once.
         self.hot = HotStatements(legacy, self.ops, locked_mode=self.locked_mode)
         self.fast = (
-            FastStatusWriter(self.engine, self.hot, fallback, self.settings.state_cache_size)
+            FastStatusWriter(
+                self.engine, self.hot, fallback, self.mapper, self.settings.state_cache_size
+            )
             if self.locked_mode
             else None
         )
         self._planner = Planner(self.mapper, self.rules)
         self._rows = EntityRows(self.hot, self.ops)
-        self._writer = LockedWriter(self.hot, self.ops, fallback)
+        self._writer = LockedWriter(self.hot, self.ops, fallback, self.mapper)
         self._creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, self.fast
         )

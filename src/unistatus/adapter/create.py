@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 
 from unistatus.adapter.fast import FastStatusWriter
+from unistatus.adapter.held import held_status, rewrite_written
 from unistatus.adapter.keys import IdempotencyClaim, KeyTaken
 from unistatus.adapter.model import DualWriteResult, Entity, ModeChanged, Plan
 from unistatus.adapter.plan import require_copyable
@@ -223,7 +224,7 @@ class Creator:
             else:
                 write_legacy()
             result.legacy_entity_id = legacy_id
-            dst, dst_legacy = self._as_stored(system, dst, dst_legacy, stored)
+            dst, dst_legacy = held_status(self.mapper, system, (dst, dst_legacy), stored)
             result.status, result.legacy_status = dst, dst_legacy
         if not mode.writes_unified:
             result.entity_id = derive_utx_id(system, legacy_id) if legacy_id else None
@@ -364,23 +365,6 @@ class Creator:
             self.fast.remember_created(system, int(legacy_id), dst_legacy, (str(utx_id), dst.value))
         return result
 
-    def _as_stored(
-        self,
-        system: LegacySystemType,
-        dst: UnifiedTransactionStatus,
-        dst_legacy: str,
-        stored: str | None,
-    ) -> tuple[UnifiedTransactionStatus, str]:
-        """A new transaction's statuses once its legacy INSERT stored ``stored``. The
-        application's BEFORE trigger may have changed the status sent (a large cashout
-        held ADMIN_PENDING): that is the application's decision, and unified takes it
-        (the status it maps to). One that maps to nothing stays as sent: ``check``
-        reports the legacy row unmappable."""
-        if stored is None or stored == dst_legacy:
-            return dst, dst_legacy
-        mapped = self.mapper.try_to_unified(system, stored)
-        return (dst, dst_legacy) if mapped is None else (mapped, stored)
-
     def _hold_as_stored(
         self,
         conn: sa.Connection,
@@ -391,18 +375,19 @@ class Creator:
         op_id: str | None = None,
     ) -> tuple[UnifiedTransactionStatus, str]:
         """After the one-statement create: where the legacy INSERT stored another status
-        than the one sent (:meth:`_as_stored`), the result, the idempotency key's stored
-        result and (``op_id``: the dual modes) the unified row and its first history row,
-        written with the one sent, take it, in the same transaction (a second statement
-        only then: the hot path stays one statement). Unless the unified row moved on
-        within the statement already (the application's AFTER INSERT trigger changed the
-        row again, and the capture mirrored it at the statement's end, from the status
-        sent): then all stays as written. The statuses the result says."""
-        dst, dst_legacy = self._as_stored(new.system, new.dst, new.dst_legacy, stored)
-        if (dst, dst_legacy) == (new.dst, new.dst_legacy):
+        than the one sent (:mod:`unistatus.adapter.held`), the result, the idempotency
+        key's stored result and (``op_id``: the dual modes) the unified row and its first
+        history row, written with the one sent, take it, in the same transaction (a
+        second statement only then: the hot path stays one statement). Unless the unified
+        row moved on within the statement already (the application's AFTER INSERT trigger
+        changed the row again, and the capture mirrored it at the statement's end, from
+        the status sent): then all stays as written. The statuses the result says."""
+        sent = (new.dst, new.dst_legacy)
+        dst, dst_legacy = held_status(self.mapper, new.system, sent, stored)
+        if (dst, dst_legacy) == sent:
             return dst, dst_legacy
-        if op_id is not None and not self._rewrite_created(
-            conn, str(result.entity_id), op_id, (new.dst, new.dst_legacy), (dst, dst_legacy)
+        if op_id is not None and not rewrite_written(
+            conn, str(result.entity_id), op_id, sent, (dst, dst_legacy), version=1
         ):
             return new.dst, new.dst_legacy
         result.status, result.legacy_status = dst, dst_legacy
@@ -411,39 +396,6 @@ class Creator:
             K = idempotency_keys
             conn.execute(sa.update(K).where(K.c.key == new.claim.key).values(values))
         return dst, dst_legacy
-
-    @staticmethod
-    def _rewrite_created(
-        conn: sa.Connection,
-        utx_id: str,
-        op_id: str,
-        sent: tuple[UnifiedTransactionStatus, str],
-        held: tuple[UnifiedTransactionStatus, str],
-    ) -> bool:
-        """The unified row just created, and its first history row, hold ``held``
-        instead of ``sent``, if the row still holds ``sent`` at its first version;
-        whether it did."""
-        (was, was_legacy), (dst, dst_legacy) = sent, held
-        U, H = unified_transactions, status_history
-        rewritten = conn.execute(
-            sa.update(U)
-            .where(
-                U.c.id == utx_id,
-                U.c.version == 1,
-                U.c.status == was.value,
-                U.c.legacy_status == was_legacy,
-            )
-            .values(status=dst.value, legacy_status=dst_legacy)
-            .returning(U.c.id)
-        ).first()
-        if rewritten is None:
-            return False
-        conn.execute(
-            sa.update(H)
-            .where(H.c.transaction_id == utx_id, H.c.operation_id == op_id)
-            .values(to_status=dst.value, to_legacy_status=dst_legacy)
-        )
-        return True
 
     def _link_existing(
         self,

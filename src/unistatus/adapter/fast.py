@@ -12,12 +12,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.adapter.held import hold_change
 from unistatus.adapter.model import Entity, Fallback, Plan, WriteLost
 from unistatus.adapter.plan import one_statement
 from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.writes import one_statement_params
 from unistatus.db.prepared import Prepared
 from unistatus.domain.ids import EntityRef, LegacyRef
+from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.domain.transitions import TransitionKind
 from unistatus.errors import UnistatusError
@@ -39,10 +41,12 @@ class FastStatusWriter:
         engine: sa.Engine,
         statements: HotStatements,
         fallback: Fallback,
+        mapper: LegacyStatusMapper,
         cache_size: int = 0,
     ) -> None:
         self.hot = statements
         self.fallback: Fallback = fallback
+        self.mapper = mapper
         # The adapter's pool, checked out in autocommit (and reset on return).
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
         # State after this adapter's last write to an entity, oldest first. Only ever a
@@ -133,9 +137,13 @@ class FastStatusWriter:
             p, self.hot.ops.supports_dml_cte, self.fallback
         ):
             return None, None
-        found = self._write(conn, p)
+        found, stored = self._write(conn, p)
         if found is not None:
             return None, found
+        # In autocommit, a second statement only where the application's BEFORE UPDATE
+        # trigger stored another status: a crash between the two leaves unified with the
+        # status sent, as before this rewrite existed, for check and repair.
+        hold_change(conn, self.mapper, p, stored)
         self._remember_written(p)
         return p, None
 
@@ -181,9 +189,10 @@ class FastStatusWriter:
         # None: no legacy row, or (dual modes) no unified row yet.
         return Entity.from_row(system, legacy_id, rows[0]) if rows else None
 
-    def _write(self, conn: sa.Connection, p: Plan) -> Entity | None:
-        """The guarded statement: None when it wrote, else the state it found instead
-        (unlocked, as of its start; an entity without rows if they are gone)."""
+    def _write(self, conn: sa.Connection, p: Plan) -> tuple[Entity | None, str | None]:
+        """The guarded statement: (None, the status legacy stored) when it wrote, else
+        (the state it found instead, None): unlocked, as of its start; an entity without
+        rows if they are gone."""
         hot, e = self.hot, p.entity
         assert e.legacy is not None and e.legacy_id is not None
         params: dict[str, Any] = {
@@ -193,26 +202,26 @@ class FastStatusWriter:
         if not p.mode.writes_unified:
             rows = _sent(hot.guarded_legacy_write(e.system), conn, params)
             if rows and rows[0][0] == 1:
-                return None
+                return None, rows[0][2]
             legacy = {"status": rows[0][1]} if rows else None
-            return Entity(e.system, e.legacy_id, legacy, None)
+            return Entity(e.system, e.legacy_id, legacy, None), None
         assert e.unified is not None
         params["p_src_status"] = e.unified["status"]
         params["p_src_unified_legacy"] = e.unified["legacy_status"]
         params["p_version"] = e.unified["version"]
         rows = _sent(hot.guarded_dual_write(e.system), conn, params)
         if rows and rows[0][0] == 1:
-            return None
+            return None, rows[0][5]
         if not rows:
-            return Entity(e.system, e.legacy_id, None, None)
-        written, legacy_status, status, unified_legacy, version = rows[0]
+            return Entity(e.system, e.legacy_id, None, None), None
+        _, legacy_status, status, unified_legacy, version, _ = rows[0]
         unified = {
             "id": e.unified["id"],
             "status": status,
             "legacy_status": unified_legacy,
             "version": version,
         }
-        return Entity(e.system, e.legacy_id, {"status": legacy_status}, unified)
+        return Entity(e.system, e.legacy_id, {"status": legacy_status}, unified), None
 
 
 def _sent(statement: Prepared, conn: sa.Connection, params: dict[str, Any]) -> list[Any]:

@@ -26,13 +26,19 @@ from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.domain.ids import max_legacy_id_sql, utx_id_sql
 from unistatus.domain.statuses import LegacySystemType
 
-__all__ = ["HotStatements"]
+__all__ = ["HotStatements", "stored_status"]
 
 
 # What a created row's unified id is in SQL when its legacy id is beyond the UTX range:
 # no UTX id looks like it, so it meets no other row before the adapter refuses the id
 # and deletes what the statement wrote (``Creator._refuse_beyond_range``).
 BEYOND_RANGE = "UTX-beyond-range"
+
+
+def stored_status(lt: LegacyTable) -> sa.ColumnElement[Any]:
+    """In a legacy write's RETURNING: the status it stored, which the application's
+    BEFORE trigger may have changed from the one sent (:mod:`unistatus.adapter.held`)."""
+    return lt.read("status").label("stored")
 
 
 def _created_utx_id(system: LegacySystemType, legacy_id: Any) -> Any:
@@ -141,7 +147,8 @@ class HotStatements:
         return self._get("legacy_write", system, lambda: self._legacy_update(system))
 
     def _legacy_update(self, system: LegacySystemType) -> Any:
-        """Guarded legacy UPDATE: writes only while the stored mode is ``p_mode``."""
+        """Guarded legacy UPDATE: writes only while the stored mode is ``p_mode``. Its
+        rows: the id and the status it stored (:func:`stored_status`)."""
         lt = self.legacy[system]
         return (
             sa.update(lt.table)
@@ -149,17 +156,18 @@ class HotStatements:
                 lt.id == sa.bindparam("p_legacy_id"), stored_mode(system) == sa.bindparam("p_mode")
             )
             .values(self._legacy_values(lt))
-            .returning(lt.id)
+            .returning(lt.id, stored_status(lt))
         )
 
     def dual_write(self, system: LegacySystemType) -> Prepared:
-        """Guarded legacy UPDATE + unified UPDATE + history INSERT: one row, count 1."""
+        """Guarded legacy UPDATE + unified UPDATE + history INSERT: one row, the count of
+        history rows written (1) and the status legacy stored."""
 
         def build() -> Any:
-            history_cte = self._dual_update(
-                self._legacy_update(system).cte(cte_name("legacy_write"))
-            )
-            return sa.select(sa.func.count()).select_from(history_cte)
+            legacy_cte = self._legacy_update(system).cte(cte_name("legacy_write"))
+            history_cte = self._dual_update(legacy_cte)
+            stored = sa.select(legacy_cte.c.stored).scalar_subquery()
+            return sa.select(sa.func.count(), stored).select_from(history_cte)
 
         return self._get("dual_write", system, build)
 
@@ -220,7 +228,8 @@ class HotStatements:
     def guarded_legacy_write(self, system: LegacySystemType) -> Prepared:
         """Legacy UPDATE in one statement: only while the mode is ``p_mode`` and the row
         still holds ``p_src_legacy``. One row: (rows written, the legacy status as the
-        statement found it), for a retry to plan from; none if the row is gone."""
+        statement found it, for a retry to plan from, the status it stored); none if the
+        row is gone."""
 
         def build() -> Any:
             lt = self.legacy[system]
@@ -232,11 +241,14 @@ class HotStatements:
                     self.locked_mode_of(system) == sa.bindparam("p_mode"),
                 )
                 .values(self._legacy_values(lt))
-                .returning(lt.id)
+                .returning(stored_status(lt))
                 .cte(cte_name("legacy_write"))
             )
             written = sa.select(sa.func.count()).select_from(write).scalar_subquery()
-            return sa.select(written, lt.read("status")).where(lt.id == sa.bindparam("p_legacy_id"))
+            stored = sa.select(write.c.stored).scalar_subquery()
+            return sa.select(written, lt.read("status"), stored).where(
+                lt.id == sa.bindparam("p_legacy_id")
+            )
 
         return self._get("guarded_legacy_write", system, build)
 
@@ -256,9 +268,9 @@ class HotStatements:
         locking both rows first (one WAL record and buffer change less per write).
 
         One row: (history rows written, then the legacy status and the unified status,
-        legacy_status and version as the statement found them), so that a write refused
-        for a stale state can be planned again without another read; none if a row is
-        gone.
+        legacy_status and version as the statement found them, so that a write refused
+        for a stale state can be planned again without another read, then the status
+        legacy stored); none if a row is gone.
         """
 
         def build() -> Any:
@@ -289,7 +301,7 @@ class HotStatements:
                 sa.update(lt.table)
                 .where(legacy_id, sa.exists(sa.select(unified_cte)))
                 .values(self._legacy_values(lt))
-                .returning(lt.id)
+                .returning(lt.id, stored_status(lt))
                 .cte(cte_name("legacy_write"))
             )
             history_cte = self._history_insert(legacy_cte)
@@ -301,6 +313,7 @@ class HotStatements:
                     U.c.status,
                     U.c.legacy_status,
                     U.c.version,
+                    sa.select(legacy_cte.c.stored).scalar_subquery(),
                 )
                 .join_from(lt.table, U, self._unified_of(system, lt))
                 .where(legacy_id)

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from unistatus.adapter.held import hold_change
 from unistatus.adapter.model import DualWriteResult, Entity, Fallback, ModeChanged, Plan
 from unistatus.adapter.plan import in_step, one_statement
 from unistatus.clock import utcnow
@@ -35,6 +36,7 @@ from unistatus.db.tables import (
     unified_transactions,
 )
 from unistatus.domain.ids import derive_utx_id
+from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.domain.transitions import TransitionKind
 from unistatus.errors import ModeError, StorageError
@@ -219,10 +221,17 @@ class Statements(Protocol):
 class LockedWriter:
     """Writes a planned change in the caller's transaction, the entity locked."""
 
-    def __init__(self, statements: Statements, ops: DialectOps, fallback: Fallback) -> None:
+    def __init__(
+        self,
+        statements: Statements,
+        ops: DialectOps,
+        fallback: Fallback,
+        mapper: LegacyStatusMapper,
+    ) -> None:
         self.hot = statements
         self.ops = ops
         self.fallback: Fallback = fallback
+        self.mapper = mapper
 
     def apply(self, conn: sa.Connection, plan: Plan) -> DualWriteResult:
         e, mode = plan.entity, plan.mode
@@ -232,8 +241,7 @@ class LockedWriter:
             result.changed = False
             return result
         if one_statement(plan, self.ops.supports_dml_cte, self.fallback):
-            self._write_one_statement(conn, plan)
-            return result
+            return self._held(conn, plan, result, self._write_one_statement(conn, plan))
         confirm_mode(conn, mode, e.system)
         # No legacy row to write where legacy is the secondary side: refused as a
         # database refusal of it would be (queued below), not before the write.
@@ -242,8 +250,9 @@ class LockedWriter:
             # Refuse before the first write, not between the sides: a caller's
             # transaction (``connection=``) must never be left half-written by a refusal.
             self._legacy_writable(plan)
+        stored: list[str | None] = []
         legacy_side = (
-            (lambda: self._write_legacy_status(conn, plan))
+            (lambda: stored.append(self._write_legacy_status(conn, plan)))
             if mode.writes_legacy and not no_legacy_row
             else None
         )
@@ -270,24 +279,38 @@ class LockedWriter:
             self.queue(conn, result, e, f"secondary write failed: {NO_LEGACY_ROW}")
         if mode is DualWriteMode.UNIFIED_ONLY:
             self.pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
+        if result.has_inconsistency or not stored:
+            return result  # a side refused and queued: the repair brings both in step
+        return self._held(conn, plan, result, stored[0])
+
+    def _held(
+        self, conn: sa.Connection, plan: Plan, result: DualWriteResult, stored: str | None
+    ) -> DualWriteResult:
+        """``result``, once what was written holds the status legacy ``stored``
+        (:func:`~unistatus.adapter.held.hold_change`)."""
+        hold_change(conn, self.mapper, plan, stored)
+        result.status, result.legacy_status = plan.dst, plan.dst_legacy
         return result
 
-    def _write_one_statement(self, conn: sa.Connection, plan: Plan) -> None:
+    def _write_one_statement(self, conn: sa.Connection, plan: Plan) -> str | None:
         """Legacy UPDATE (+ unified UPDATE + history INSERT) in one round trip.
 
         The statement carries the mode check (instead of a separate read): its snapshot
         is taken after the mode lock was granted, so it sees any switch that committed
         before; if the mode moved, nothing matches, nothing is written, and the write is
-        retried under the new mode.
+        retried under the new mode. The status legacy stored.
         """
         e = plan.entity
         params = one_statement_params(plan)
         if not plan.mode.writes_unified:
-            if not self.hot.legacy_write(e.system).rows(conn, params):
+            rows = self.hot.legacy_write(e.system).rows(conn, params)
+            if not rows:
                 raise ModeChanged
-            return
-        if self.hot.dual_write(e.system).rows(conn, params)[0][0] != 1:
+            return str(rows[0][1])
+        written, stored = self.hot.dual_write(e.system).rows(conn, params)[0]
+        if written != 1:
             raise ModeChanged
+        return str(stored)
 
     def secondary(
         self, conn: sa.Connection, write: Callable[[], None], result: DualWriteResult, e: Entity
@@ -358,10 +381,11 @@ class LockedWriter:
             )
         legacy_status_column(self.hot.legacy[e.system])
 
-    def _write_legacy_status(self, conn: sa.Connection, plan: Plan) -> None:
+    def _write_legacy_status(self, conn: sa.Connection, plan: Plan) -> str | None:
+        """The legacy row's status change; the status it stored."""
         e = plan.entity
         lt = self.hot.legacy[e.system]
-        conn.execute(
+        write = (
             sa.update(lt.table)
             .where(lt.id == e.legacy_id)
             .values(
@@ -371,6 +395,10 @@ class LockedWriter:
                 }
             )
         )
+        if not conn.dialect.update_returning:  # it cannot tell: as sent
+            conn.execute(write)
+            return None
+        return conn.execute(write.returning(lt.read("status"))).scalar()
 
     def _write_unified_side(self, conn: sa.Connection, plan: Plan) -> None:
         """The unified row and the history row recording its change: one side, so a
