@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 
 from unistatus.db import server_views, writer_mark
 from unistatus.db.binding import qualify, schema_of
@@ -378,6 +378,9 @@ class SQLiteOps(DialectOps):
         self.unmark_writer(conn)
 
     def insert(self, table: sa.Table) -> Any:
+        # Imported here: a PostgreSQL process need not load SQLite's dialect (30 ms).
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table)
 
     def seconds_before(
