@@ -12,8 +12,10 @@ from conftest import Database
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.db.control import get_mode
 from unistatus.migration import phases, rollback
+from unistatus.migration.check import run_check
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import list_conflicts
+from unistatus.migration.replay_resolve import resolve
 
 M = DualWriteMode
 
@@ -84,3 +86,68 @@ def test_a_refused_legacy_update_is_a_conflict_and_the_rollback_completes(
     (conflict,) = list_conflicts(db.engine)
     assert (conflict.transaction_id, conflict.cause) == (refused.entity_id, "legacy_update_refused")
     assert (conflict.legacy_actual, conflict.replay_status) == ("EXECUTING", "FAILED")
+
+
+@contextmanager
+def holding_large_approvals(db: Database) -> Iterator[None]:
+    """The application's rule: a cashout over 1000 approved is held ADMIN_PENDING (on
+    PostgreSQL a BEFORE UPDATE trigger changing NEW; SQLite's triggers cannot, so there
+    an AFTER UPDATE trigger writes the row again). Dropped afterwards."""
+    if db.backend == "postgres":
+        add = [
+            "CREATE FUNCTION t_hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.status = 'APPROVED' AND NEW.amount > 1000 THEN "
+            "NEW.status := 'ADMIN_PENDING'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER t_hold BEFORE UPDATE ON cashouts FOR EACH ROW "
+            "EXECUTE FUNCTION t_hold()",
+        ]
+        drop = ["DROP TRIGGER t_hold ON cashouts", "DROP FUNCTION t_hold()"]
+    else:
+        add = [
+            "CREATE TRIGGER t_hold AFTER UPDATE ON cashouts WHEN NEW.status = 'APPROVED' "
+            "AND NEW.amount > 1000 BEGIN UPDATE cashouts SET status = 'ADMIN_PENDING' "
+            "WHERE id = NEW.id; END"
+        ]
+        drop = ["DROP TRIGGER t_hold"]
+    with db.engine.begin() as conn:
+        for statement in add:
+            conn.exec_driver_sql(statement)
+    try:
+        yield
+    finally:
+        with db.engine.begin() as conn:
+            for statement in drop:
+                conn.exec_driver_sql(statement)
+
+
+def test_a_replayed_status_the_applications_trigger_changed_is_a_conflict(db: Database) -> None:
+    """The replay writes APPROVED and the application's trigger stores ADMIN_PENDING
+    instead: legacy no longer holds what unified says, so the change is not counted as
+    replayed but kept as a conflict (cause legacy_held, legacy's status as found), and
+    ``--keep-legacy`` brings unified to it."""
+    advance(db, 1)  # dual write, legacy primary
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
+    try:
+        large = adapter.create_transaction("WALLET_CASHOUT", 7, "5000", "USD")
+        other = adapter.create_transaction("WALLET_CASHOUT", 7, "5000", "USD")
+        advance(db, 3)
+        assert get_mode(db.engine) is M.UNIFIED_ONLY
+        adapter.modes.refresh()
+        for c, status in ((large, "APPROVED"), (other, "CANCELLED")):
+            r = adapter.update_status(c.entity_id, status, "t", "t")
+            assert r.overall_success and r.changed, r.as_dict()
+    finally:
+        adapter.close()
+    with holding_large_approvals(db):
+        change = rollback.rollback_current_phase(db.engine, db.settings, actor="ops", reason="t")
+    assert pending_count(db.engine) == 0
+    replay = change.details["replay"]
+    assert (replay["legacy_updated"], replay["conflicts"]) == (1, 1), replay
+    assert legacy_status(db, large.legacy_entity_id) == "ADMIN_PENDING"
+    assert legacy_status(db, other.legacy_entity_id) == "CANCELLED"
+    (conflict,) = list_conflicts(db.engine)
+    assert (conflict.transaction_id, conflict.cause) == (large.entity_id, "legacy_held")
+    assert (conflict.legacy_actual, conflict.replay_status) == ("ADMIN_PENDING", "APPROVED")
+    resolve(db.engine, db.settings, conflict.id, action="keep_legacy", actor="ops", reason="t")
+    report = run_check(db.engine, db.settings, store=False)
+    assert report.is_consistent, dict(report.inconsistencies)
