@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from conftest import Database
+from support.app_triggers import holding_large_approvals
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.db.control import get_mode
 from unistatus.migration import phases, rollback
@@ -86,38 +87,6 @@ def test_a_refused_legacy_update_is_a_conflict_and_the_rollback_completes(
     (conflict,) = list_conflicts(db.engine)
     assert (conflict.transaction_id, conflict.cause) == (refused.entity_id, "legacy_update_refused")
     assert (conflict.legacy_actual, conflict.replay_status) == ("EXECUTING", "FAILED")
-
-
-@contextmanager
-def holding_large_approvals(db: Database) -> Iterator[None]:
-    """The application's rule: a cashout over 1000 approved is held ADMIN_PENDING (on
-    PostgreSQL a BEFORE UPDATE trigger changing NEW; SQLite's triggers cannot, so there
-    an AFTER UPDATE trigger writes the row again). Dropped afterwards."""
-    if db.backend == "postgres":
-        add = [
-            "CREATE FUNCTION t_hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.status = 'APPROVED' AND NEW.amount > 1000 THEN "
-            "NEW.status := 'ADMIN_PENDING'; END IF; RETURN NEW; END $$",
-            "CREATE TRIGGER t_hold BEFORE UPDATE ON cashouts FOR EACH ROW "
-            "EXECUTE FUNCTION t_hold()",
-        ]
-        drop = ["DROP TRIGGER t_hold ON cashouts", "DROP FUNCTION t_hold()"]
-    else:
-        add = [
-            "CREATE TRIGGER t_hold AFTER UPDATE ON cashouts WHEN NEW.status = 'APPROVED' "
-            "AND NEW.amount > 1000 BEGIN UPDATE cashouts SET status = 'ADMIN_PENDING' "
-            "WHERE id = NEW.id; END"
-        ]
-        drop = ["DROP TRIGGER t_hold"]
-    with db.engine.begin() as conn:
-        for statement in add:
-            conn.exec_driver_sql(statement)
-    try:
-        yield
-    finally:
-        with db.engine.begin() as conn:
-            for statement in drop:
-                conn.exec_driver_sql(statement)
 
 
 def test_a_replayed_status_the_applications_trigger_changed_is_a_conflict(db: Database) -> None:
