@@ -220,12 +220,19 @@ def replay_rows(
             frozen = conn.execute(sa.select(stored_mode(lt.system))).scalar_one() == FROZEN
             with writer_mark.marked_as(conn, writer_mark.REPLAYING) if frozen else nullcontext():
                 not_taken = _update_legacy(conn, update, updates)
+            stored = _stored(conn, lt, [p["lid"] for p in updates if p["tx"] not in not_taken])
             for planned in updates:
-                if planned["tx"] in not_taken:
-                    conflicts.append((planned["tx"], "legacy_update_refused", planned["actual"]))
+                tx, lid = planned["tx"], planned["lid"]
+                now_held, unified_copy = stored.get(lid, (None, None))
+                if tx in not_taken:
+                    conflicts.append((tx, "legacy_update_refused", planned["actual"]))
+                elif now_held not in (planned["st"], unified_copy):
+                    # The application's trigger stored another status (held it, say),
+                    # and no capture brought unified to it: for the operator.
+                    conflicts.append((tx, "legacy_held", now_held))
                 else:
-                    applied.append(planned["tx"])
-            counts["legacy_updated"] += len(updates) - len(not_taken)
+                    applied.append(tx)
+                    counts["legacy_updated"] += 1
     for tx, cause, actual in conflicts:
         u = unified[tx] if tx in unified else None
         record_conflict(
@@ -432,6 +439,25 @@ def _create_and_link(
             linked,
         )
     return linked
+
+
+def _stored(
+    conn: sa.Connection, lt: LegacyTable, ids: list[int]
+) -> dict[int, tuple[str | None, str | None]]:
+    """The status each of these legacy rows holds now, as the replay wrote it or as the
+    application's triggers then changed it, and its unified row's copy of the legacy
+    status (which the capture, where on in a mode that maintains unified, brought to
+    it): one read for the batch."""
+    if not ids:
+        return {}
+    unified_of = sa.and_(U.c.legacy_system == lt.system.value, U.c.legacy_id == lt.id)
+    query = (
+        sa.select(lt.id, lt.read("status"), U.c.legacy_status)
+        .select_from(lt.table)
+        .outerjoin(U, unified_of)
+        .where(lt.id.in_(ids))
+    )
+    return {r[0]: (r[1], r[2]) for r in conn.execute(query)}
 
 
 def _update_legacy(conn: sa.Connection, update: sa.Update, rows: list[dict[str, Any]]) -> set[str]:
