@@ -24,7 +24,7 @@ from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.check import iter_inconsistent
 from unistatus.migration.check_out import read_mismatch_keys
-from unistatus.migration.repair_entity import EntityRepair, RepairReport
+from unistatus.migration.repair_entity import EntityRepair, LegacyHeld, RepairReport
 from unistatus.migration.repair_plan import Strategy
 from unistatus.migration.repair_queue import open_rows, queue_target
 
@@ -78,6 +78,9 @@ class _Repairer:
                             conn, self.settings.statement_timeout_ms, self.settings.lock_timeout_ms
                         )
                         self.one.run(conn, system, legacy_id, utx_id, lock=True)
+                return
+            except LegacyHeld as held:  # rolled back: nothing of the entity written
+                self.one.failed(f"{system.value}:{legacy_id or utx_id}: {held}")
                 return
             except Relinked:
                 # Nothing written: the next attempt finds the new legacy row, locks it first.
