@@ -8,9 +8,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
+
 from conftest import Database
 from support.app_triggers import holding_large_approvals
-from unistatus import DualWriteAdapter, DualWriteMode
+from unistatus import DualWriteAdapter, DualWriteMode, InputError
 from unistatus.db.control import get_mode
 from unistatus.migration import phases, rollback
 from unistatus.migration.check import run_check
@@ -117,6 +119,10 @@ def test_a_replayed_status_the_applications_trigger_changed_is_a_conflict(db: Da
     (conflict,) = list_conflicts(db.engine)
     assert (conflict.transaction_id, conflict.cause) == (large.entity_id, "legacy_held")
     assert (conflict.legacy_actual, conflict.replay_status) == ("ADMIN_PENDING", "APPROVED")
+    with holding_large_approvals(db), pytest.raises(InputError, match="ADMIN_PENDING"):
+        # Applied again, the application holds it again: refused, nothing written.
+        resolve(db.engine, db.settings, conflict.id, action="apply", actor="ops", reason="t")
+    assert legacy_status(db, large.legacy_entity_id) == "ADMIN_PENDING"
     resolve(db.engine, db.settings, conflict.id, action="keep_legacy", actor="ops", reason="t")
     report = run_check(db.engine, db.settings, store=False)
     assert report.is_consistent, dict(report.inconsistencies)
