@@ -80,7 +80,10 @@ class _Repairer:
                         self.one.run(conn, system, legacy_id, utx_id, lock=True)
                 return
             except LegacyHeld as held:  # rolled back: nothing of the entity written
-                self.one.failed(f"{system.value}:{legacy_id or utx_id}: {held}")
+                self.one.failed(
+                    f"{system.value}:{legacy_id or utx_id}: {held}: nothing written "
+                    "(`--strategy legacy_wins` brings unified to legacy)"
+                )
                 return
             except Relinked:
                 # Nothing written: the next attempt finds the new legacy row, locks it first.

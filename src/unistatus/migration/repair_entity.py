@@ -39,7 +39,14 @@ from unistatus.migration.repair_queue import resolve_queued
 from unistatus.migration.replay_apply import create_legacy_rows, create_operations
 from unistatus.migration.replay_conflicts import has_open_conflict
 
-__all__ = ["KEEP_ACTIONS", "EntityRepair", "LegacyHeld", "RepairReport", "repair_in"]
+__all__ = [
+    "KEEP_ACTIONS",
+    "EntityRepair",
+    "LegacyHeld",
+    "RepairReport",
+    "legacy_took",
+    "repair_in",
+]
 
 log = logging.getLogger("unistatus.migration.repair")
 U = unified_transactions
@@ -312,7 +319,7 @@ class EntityRepair:
             values[lt.updated_at.key] = now
             conn.execute(sa.update(lt.table).where(lt.id == legacy["id"]).values(values))
             if "status" in plan.legacy_values:
-                _legacy_took(conn, lt, legacy["id"], plan.legacy_values["status"])
+                legacy_took(conn, lt, legacy["id"], plan.legacy_values["status"])
         return True
 
     def _create_legacy(
@@ -499,16 +506,15 @@ class LegacyHeld(Exception):
     wrote: the entity's transaction is rolled back, the entity counted failed."""
 
 
-def _legacy_took(conn: sa.Connection, lt: LegacyTable, legacy_id: Any, sent: str) -> None:
+def legacy_took(conn: sa.Connection, lt: LegacyTable, legacy_id: Any, sent: str | None) -> None:
     """LegacyHeld unless the legacy row holds ``sent`` after the repair wrote it (read
     back, not RETURNING: a trigger of the application's may have written the row again
     after the UPDATE, which RETURNING does not show on SQLite)."""
     stored = conn.execute(sa.select(lt.read("status")).where(lt.id == legacy_id)).scalar()
     if stored != sent:
         raise LegacyHeld(
-            f"a trigger of the application's stored legacy status {stored!r}, not {sent!r} "
-            "as the repair wrote: nothing written (`--strategy legacy_wins` brings unified "
-            "to legacy)"
+            f"a trigger of the application's stored legacy status {stored!r}, not the "
+            f"{sent!r} written"
         )
 
 

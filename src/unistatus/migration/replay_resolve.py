@@ -32,7 +32,7 @@ from unistatus.domain.consistency import InconsistencyKind as K
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, ModeError, StorageError
-from unistatus.migration.repair_entity import repair_in
+from unistatus.migration.repair_entity import LegacyHeld, legacy_took, repair_in
 from unistatus.migration.repair_plan import Strategy
 from unistatus.migration.replay_conflicts import RESOLUTIONS, ReplayConflict, get_conflict
 
@@ -139,6 +139,12 @@ def _apply(
             }
         )
     )
+    try:
+        legacy_took(conn, lt, conflict.legacy_id, conflict.replay_status)
+    except LegacyHeld as held:
+        raise InputError(
+            f"{conflict.entity}: {held}: nothing written; --keep-legacy keeps legacy's"
+        ) from None
 
 
 def _unified_follows_legacy(
