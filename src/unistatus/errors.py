@@ -123,6 +123,15 @@ class InvalidTransitionError(InputError):
         )
 
 
+class WriteRefusedError(InputError):
+    """The database refused the write for a rule of the application's own: a CHECK, NOT
+    NULL, unique or foreign-key constraint of its tables, or its trigger raising an
+    exception. The caller's request was refused, as by the transition rules: nothing
+    was written, it is counted refused (not in the error rate), and the same request
+    will be refused again. In the caller's transaction (``connection=``) it is a
+    :class:`CallerTransactionError` too: only the caller can roll it back."""
+
+
 class InvalidIdentifierError(InputError):
     """An entity id that is neither a UTX id nor a legacy reference."""
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["RETRY_SQLSTATES", "fails_every_write", "is_read_only", "is_retryable", "retry_reason"]
+__all__ = [
+    "RETRY_SQLSTATES",
+    "fails_every_write",
+    "is_read_only",
+    "is_retryable",
+    "refused_by_application",
+    "retry_reason",
+]
 
 # Errors worth running the transaction again for: it lost a race for a lock or a
 # snapshot, or ran out of time waiting. PostgreSQL names them by SQLSTATE; the value is
@@ -86,6 +93,33 @@ def is_read_only(exc: BaseException) -> bool:
     replica, ``default_transaction_read_only``, a SQLite file opened read-only)."""
     _, sqlstate, sqlite_name = _codes(exc)
     return sqlstate == "25006" or sqlite_name.startswith("SQLITE_READONLY")
+
+
+def refused_by_application(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database refusing a write for a rule of the application's
+    own, not failing: an integrity constraint of a table unistatus does not own
+    (SQLSTATE class 23: CHECK, NOT NULL, unique, foreign key, exclusion), or a trigger
+    raising an exception (P0001; SQLite: ``RAISE(ABORT, ...)``). A violation on one of
+    unistatus's own tables is unistatus's failure, never the caller's."""
+    from unistatus.db.catalog import metadata  # the tables, once they are all defined
+
+    tables = metadata.tables.values()
+    own = {table.name for table in tables}
+    own |= {c.name for t in tables for c in t.constraints if c.name}  # as SQLite names them
+    orig, sqlstate, sqlite_name = _codes(exc)
+    if sqlstate is not None:
+        if sqlstate == "P0001":
+            return True
+        table = getattr(getattr(orig, "diag", None), "table_name", None)
+        return sqlstate.startswith("23") and table is not None and table not in own
+    if not sqlite_name.startswith("SQLITE_CONSTRAINT"):
+        return False
+    if sqlite_name == "SQLITE_CONSTRAINT_TRIGGER":
+        return True
+    # "UNIQUE constraint failed: unified_transactions.id", "CHECK constraint failed:
+    # ck_origin": the table (or one of unistatus's own named constraints) is named.
+    named = str(orig).rsplit(":", 1)[-1]
+    return not any(str(name) in named for name in own)
 
 
 def _codes(exc: BaseException) -> tuple[BaseException | None, str | None, str]:

@@ -1,0 +1,129 @@
+"""A write the application's own rule refuses in the database (a CHECK constraint, a
+trigger raising an exception): the caller's request was refused, not the database
+failing. It raises a typed refusal (an InputError: the API answers 409, never a 503 a
+client would retry), writes nothing, and is counted refused, never in the error rate
+that the gates and the rollback alert read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import adapter_in
+from support.capture_data import history_of, legacy_status, unified_of
+from unistatus import DualWriteMode
+from unistatus.db.retry import refused_by_application
+from unistatus.db.tables import unified_transactions as U
+from unistatus.errors import CallerTransactionError, InputError, WriteRefusedError
+
+M = DualWriteMode
+MODES = [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY]
+
+
+@contextmanager
+def no_failed_cashout(db: Database, how: str = "check") -> Iterator[None]:
+    """The application's rule: a cashout never goes FAILED (a CHECK constraint, or a
+    trigger raising an exception; SQLite: a trigger's RAISE(ABORT))."""
+    if db.backend == "sqlite":
+        add = [
+            "CREATE TRIGGER t_no_failed BEFORE UPDATE ON cashouts WHEN NEW.status = "
+            "'FAILED' BEGIN SELECT RAISE(ABORT, 'a cashout is never FAILED'); END"
+        ]
+        drop = ["DROP TRIGGER t_no_failed"]
+    elif how == "check":
+        add = ["ALTER TABLE cashouts ADD CONSTRAINT t_no_failed CHECK (status <> 'FAILED')"]
+        drop = ["ALTER TABLE cashouts DROP CONSTRAINT t_no_failed"]
+    else:
+        add = [
+            "CREATE FUNCTION t_no_failed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF NEW.status = 'FAILED' THEN RAISE EXCEPTION 'a cashout is never FAILED'; "
+            "END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER t_no_failed BEFORE UPDATE ON cashouts FOR EACH ROW "
+            "EXECUTE FUNCTION t_no_failed()",
+        ]
+        drop = ["DROP TRIGGER t_no_failed ON cashouts", "DROP FUNCTION t_no_failed()"]
+    with db.engine.begin() as conn:
+        for statement in add:
+            conn.exec_driver_sql(statement)
+    try:
+        yield
+    finally:
+        with db.engine.begin() as conn:
+            for statement in drop:
+                conn.exec_driver_sql(statement)
+
+
+def state(db: Database, legacy_id: int) -> tuple[Any, ...]:
+    u = unified_of(db, "CASHOUT", legacy_id)
+    return (
+        legacy_status(db, "cashouts", legacy_id),
+        None if u is None else (u["status"], u["version"]),
+        len(history_of(db, "CASHOUT", legacy_id)),
+    )
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
+def test_a_change_the_applications_constraint_refuses_is_a_refusal(
+    db: Database, mode: DualWriteMode
+) -> None:
+    a = adapter_in(db, mode)
+    events: list[Any] = []
+    a.observers.append(events.append)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "50", "USD", status="PROCESSING")
+    legacy_id = int(c.legacy_entity_id)
+    ref = c.entity_id if mode.writes_unified else f"cashout:{legacy_id}"
+    before = state(db, legacy_id)
+    events.clear()
+    with no_failed_cashout(db), pytest.raises(WriteRefusedError) as refused:
+        a.update_status(ref, "FAILED", "declined", "ops")
+    assert isinstance(refused.value, InputError)
+    assert "FAILED" in str(refused.value), refused.value
+    assert state(db, legacy_id) == before
+    assert [(e.success, e.refused) for e in events] == [(True, True)]
+    # The rule does not stop other changes.
+    assert a.update_status(ref, "SUCCESS", "paid", "ops").overall_success
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_a_trigger_raising_an_exception_is_a_refusal_too(pg: Database) -> None:
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "50", "USD", status="PROCESSING")
+    with no_failed_cashout(pg, how="trigger"), pytest.raises(WriteRefusedError, match="never"):
+        a.update_status(c.entity_id, "FAILED", "declined", "ops")
+
+
+@pytest.mark.parametrize("mode", MODES[1:], ids=lambda m: m.value)
+def test_in_the_callers_transaction_it_is_a_refusal_the_caller_rolls_back(
+    db: Database, mode: DualWriteMode
+) -> None:
+    a = adapter_in(db, mode)
+    events: list[Any] = []
+    a.observers.append(events.append)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "50", "USD", status="PROCESSING")
+    legacy_id = int(c.legacy_entity_id)
+    before = state(db, legacy_id)
+    events.clear()
+    with no_failed_cashout(db), db.app_engine.connect() as conn:
+        conn.begin()
+        with pytest.raises(WriteRefusedError) as refused:
+            a.update_status(c.entity_id, "FAILED", "declined", "ops", connection=conn)
+        # Both: a refusal, and the caller's transaction to roll back.
+        assert isinstance(refused.value, CallerTransactionError)
+        conn.rollback()
+    assert state(db, legacy_id) == before
+    assert [(e.success, e.refused) for e in events] == [(True, True)]
+
+
+def test_a_constraint_of_unistatus_s_own_tables_is_no_refusal(db: Database) -> None:
+    """A violation on unistatus's own tables is unistatus's failure, never the caller's."""
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "50", "USD")
+    with db.engine.connect() as conn, pytest.raises(sa.exc.IntegrityError) as taken:
+        row = conn.execute(sa.select(U).where(U.c.id == c.entity_id)).mappings().one()
+        conn.execute(sa.insert(U).values(dict(row)))
+    assert not refused_by_application(taken.value)
