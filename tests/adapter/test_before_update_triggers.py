@@ -17,11 +17,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import adapter_in
 from support.capture_data import captured, history_of, legacy_status, raw, unified_of
-from unistatus import DualWriteMode
+from unistatus import DualWriteAdapter, DualWriteMode
+from unistatus.adapter import fast
+from unistatus.db.tables import unified_transactions as U
 from unistatus.migration.check import run_check
 
 M = DualWriteMode
@@ -160,3 +163,118 @@ def test_with_an_after_update_trigger_captured_too_the_chain_holds(
             consistent(db)
     finally:
         raw(db, "DROP TRIGGER app_cancel_held ON cashouts", "DROP FUNCTION app_cancel_held()")
+
+
+@pytest.mark.parametrize("fallback", FALLBACKS)
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_an_after_update_trigger_that_writes_the_row_again_is_not_overwritten(
+    held_for_an_admin: Database, mode: DualWriteMode, fallback: str
+) -> None:
+    """The application's AFTER UPDATE trigger lets a trusted user's held approval through
+    at once (a nested UPDATE back to APPROVED, which the legacy write's RETURNING does not
+    show; the capture finds nothing to mirror, unified holding APPROVED already): the
+    rewrite must not put ADMIN_PENDING over it (review: it did, in all four cases)."""
+    db = held_for_an_admin
+    raw(
+        db,
+        "CREATE FUNCTION app_release_trusted() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.status = 'ADMIN_PENDING' AND NEW.user_id = 1 THEN "
+        "UPDATE cashouts SET status = 'APPROVED' WHERE id = NEW.id; END IF; "
+        "RETURN NULL; END $$",
+        "CREATE TRIGGER app_release_trusted AFTER UPDATE ON cashouts FOR EACH ROW "
+        "EXECUTE FUNCTION app_release_trusted()",
+    )
+    try:
+        with captured(db):
+            a = adapter_in(db, mode, fallback=fallback)
+            large = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD")
+            r = a.update_status(large.entity_id, "APPROVED", "", "ops")
+            assert said(r) == ("FUNDS_HELD", "APPROVED")
+            legacy_id = int(large.legacy_entity_id)
+            assert legacy_status(db, "cashouts", legacy_id) == "APPROVED"
+            u = unified_of(db, "CASHOUT", legacy_id)
+            assert u is not None and (u["status"], u["legacy_status"]) == ("FUNDS_HELD", "APPROVED")
+            consistent(db)
+    finally:
+        raw(
+            db,
+            "DROP TRIGGER app_release_trusted ON cashouts",
+            "DROP FUNCTION app_release_trusted()",
+        )
+
+
+@pytest.mark.parametrize("mode", [*DUAL, M.LEGACY_ONLY], ids=lambda m: m.value)
+def test_the_locked_one_statement_path_holds_it_too(
+    held_for_an_admin: Database, mode: DualWriteMode
+) -> None:
+    """Without the fast path (an adapter on a database without the locked mode function
+    takes this path): LockedWriter's one statement (dual_write / legacy_write)."""
+    db = held_for_an_admin
+    a = adapter_in(db, mode)
+    a.fast = None
+    large = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD")
+    legacy_id = int(large.legacy_entity_id)
+    assert said(a.update_status(f"cashout:{legacy_id}", "APPROVED", "", "ops")) == HELD
+    if mode.writes_unified:
+        as_the_rule_decided(db, legacy_id)
+
+
+def test_the_result_says_what_legacy_stored_when_the_unified_side_was_queued(
+    held_for_an_admin: Database,
+) -> None:
+    """primary_wins, legacy primary: the unified side refused (queued for repair); the
+    result says what legacy, the authority, stored (review: it said the status sent)."""
+    db = held_for_an_admin
+    raw(
+        db,
+        "CREATE FUNCTION t_refuse_held() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.status = 'FUNDS_HELD' THEN RAISE EXCEPTION 'refused'; END IF; "
+        "RETURN NEW; END $$",
+        "CREATE TRIGGER t_refuse_held BEFORE UPDATE ON unified_transactions FOR EACH ROW "
+        "EXECUTE FUNCTION t_refuse_held()",
+    )
+    try:
+        a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="primary_wins")
+        large = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD")
+        r = a.update_status(large.entity_id, "APPROVED", "", "ops")
+        assert r.primary_success and r.has_inconsistency, r.as_dict()
+        assert r.status is not None and (r.status.value, r.legacy_status) == HELD
+    finally:
+        raw(
+            db,
+            "DROP TRIGGER t_refuse_held ON unified_transactions",
+            "DROP FUNCTION t_refuse_held()",
+        )
+
+
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_a_rewrite_that_fails_after_the_fast_path_committed_is_never_retried(
+    held_for_an_admin: Database, mode: DualWriteMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast path's guarded statement committed (legacy held ADMIN_PENDING); its
+    rewrite then waits out lock_timeout behind another transaction. The change stands as
+    written, left for check and repair: never retried, which planned from the status
+    held and approved it past the application's rule (review)."""
+    db = held_for_an_admin
+    adapter_in(db, mode).close()  # the mode
+    a = DualWriteAdapter(db.url, settings=db.settings.model_copy(update={"lock_timeout_ms": 200}))
+    large = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD")
+    legacy_id = int(large.legacy_entity_id)
+    rewrite = fast.hold_change
+
+    def behind_a_lock(conn: Any, *args: Any) -> None:
+        with db.engine.connect() as other, other.begin():
+            other.execute(sa.select(U.c.id).where(U.c.id == large.entity_id).with_for_update())
+            rewrite(conn, *args)
+
+    monkeypatch.setattr(fast, "hold_change", behind_a_lock)
+    try:
+        r = a.update_status(large.entity_id, "APPROVED", "", "ops")
+    finally:
+        a.close()
+    assert r.overall_success and not r.outcome_unknown, r.as_dict()
+    assert legacy_status(db, "cashouts", legacy_id) == "ADMIN_PENDING"  # the rule stands
+    ops = [h["operation_id"] for h in history_of(db, "CASHOUT", legacy_id)]
+    assert ops.count(r.operation_id) == 1
+    report = run_check(db.engine, db.settings, store=False)
+    assert report.inconsistencies["status_mismatch"] == 1  # for repair
