@@ -45,7 +45,7 @@ from _databases import throwaway_postgres
 from _timing import latency_ms, loadavg, p50_ratio, paired_ratio, rotated, round_medians
 from dual_write_overhead import Bench, setup
 
-from unistatus.adapter.sql import HotStatements
+from unistatus.adapter.sql import HotStatements, stored_status
 from unistatus.adapter.writes import HISTORY_KEYS
 from unistatus.db.control import set_mode
 from unistatus.db.prepared import Prepared
@@ -107,7 +107,7 @@ def guarded_dual(lock: str, history_keys: tuple[str, ...] = HISTORY_KEYS) -> Bui
                 sa.update(lt.table)
                 .where(legacy_id, sa.exists(sa.select(locked)))
                 .values(hot._legacy_values(lt))
-                .returning(lt.id)
+                .returning(lt.id, stored_status(lt))
                 .cte("legacy_write")
             )
             last = (
@@ -130,7 +130,7 @@ def guarded_dual(lock: str, history_keys: tuple[str, ...] = HISTORY_KEYS) -> Bui
                 sa.update(lt.table)
                 .where(legacy_id, sa.exists(sa.select(first)))
                 .values(hot._legacy_values(lt))
-                .returning(lt.id)
+                .returning(lt.id, stored_status(lt))
                 .cte("legacy_write")
             )
         elif lock == "none":
@@ -138,7 +138,7 @@ def guarded_dual(lock: str, history_keys: tuple[str, ...] = HISTORY_KEYS) -> Bui
                 sa.update(lt.table)
                 .where(legacy_id, src, mode_ok)
                 .values(hot._legacy_values(lt))
-                .returning(lt.id)
+                .returning(lt.id, stored_status(lt))
                 .cte("legacy_write")
             )
             last = (
@@ -160,8 +160,11 @@ def guarded_dual(lock: str, history_keys: tuple[str, ...] = HISTORY_KEYS) -> Bui
             .cte("history_write")
         )
         written = sa.select(sa.func.count()).select_from(history).scalar_subquery()
+        # The status legacy stored, as the shipped statement returns it (adapter/held.py).
+        legacy_write = first if lock in ("both", "none") else last
+        stored = sa.select(legacy_write.c.stored).scalar_subquery()
         return (
-            sa.select(written, lt.status, U.c.status, U.c.legacy_status, U.c.version)
+            sa.select(written, lt.status, U.c.status, U.c.legacy_status, U.c.version, stored)
             .join_from(lt.table, U, hot._unified_of(system, lt))
             .where(legacy_id)
         )
@@ -334,7 +337,7 @@ class Explaining:
         )
         written = sum(n.get("Actual Rows", 0) for n in _nodes(top) if self._is_write(n))
         # Written: the fast path needs nothing else. Refused: no rows, the locked path.
-        return [(1, None, None, None, None)] if written else []
+        return [(1, None, None, None, None, None)] if written else []
 
     def _is_write(self, node: dict[str, Any]) -> bool:
         return node.get("Node Type") == "ModifyTable" and node.get("Relation Name") == (

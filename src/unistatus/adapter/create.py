@@ -386,8 +386,9 @@ class Creator:
         dst, dst_legacy = held_status(self.mapper, new.system, sent, stored)
         if (dst, dst_legacy) == sent:
             return dst, dst_legacy
+        legacy = (self.hot.legacy[new.system], result.legacy_entity_id)
         if op_id is not None and not rewrite_written(
-            conn, str(result.entity_id), op_id, sent, (dst, dst_legacy), version=1
+            conn, str(result.entity_id), op_id, sent, (dst, dst_legacy), legacy, version=1
         ):
             return new.dst, new.dst_legacy
         result.status, result.legacy_status = dst, dst_legacy

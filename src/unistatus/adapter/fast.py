@@ -7,6 +7,7 @@ path. Why this is safe, and retries: docs/adapter.md, "The fast path".
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from unistatus.adapter.model import Entity, Fallback, Plan, WriteLost
 from unistatus.adapter.plan import one_statement
 from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.writes import one_statement_params
+from unistatus.db.failures import describe
 from unistatus.db.prepared import Prepared
 from unistatus.domain.ids import EntityRef, LegacyRef
 from unistatus.domain.mapping import LegacyStatusMapper
@@ -25,6 +27,8 @@ from unistatus.domain.transitions import TransitionKind
 from unistatus.errors import UnistatusError
 
 __all__ = ["FastStatusWriter"]
+
+log = logging.getLogger("unistatus.adapter.fast")
 
 Key = tuple[LegacySystemType, int]
 
@@ -49,6 +53,7 @@ class FastStatusWriter:
         self.mapper = mapper
         # The adapter's pool, checked out in autocommit (and reset on return).
         self.engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self.driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         # State after this adapter's last write to an entity, oldest first. Only ever a
         # guess: the guarded write checks it. (dict operations are atomic under the GIL;
         # eviction may race, which at worst drops one more entry.)
@@ -75,9 +80,9 @@ class FastStatusWriter:
         if located is None or not self._eligible(mode, located[0]):
             return None
         if caller is not None:
-            return self._update(caller, located, mode, op_id, plan)
+            return self._update(caller, located, mode, op_id, plan, autocommit=False)
         with self.engine.connect() as conn:
-            return self._update(conn, located, mode, op_id, plan)
+            return self._update(conn, located, mode, op_id, plan, autocommit=True)
 
     def _update(
         self,
@@ -86,11 +91,13 @@ class FastStatusWriter:
         mode: DualWriteMode,
         op_id: str,
         plan: Callable[[Entity], Plan],
+        *,
+        autocommit: bool,
     ) -> Plan | None:
         known = self.known.pop(located, None)
         found: Entity | None = None
         if known is not None and self._usable(known, mode):
-            done, found = self._try(conn, known, op_id, plan)
+            done, found = self._try(conn, known, op_id, plan, autocommit)
             self.hits += done is not None
             if done is not None:
                 return done
@@ -99,7 +106,7 @@ class FastStatusWriter:
         entity = found or self._read(conn, *located, mode)
         if entity is None or entity.legacy is None:
             return None  # a row is gone (or never was): the locked path says what
-        return self._try(conn, entity, op_id, plan)[0]
+        return self._try(conn, entity, op_id, plan, autocommit)[0]
 
     def forget(self, ref: EntityRef) -> None:
         """Drop what is remembered of ``ref``: a change made in a caller's transaction
@@ -124,7 +131,12 @@ class FastStatusWriter:
         self._remember(Entity(system, legacy_id, {"status": legacy_status}, row))
 
     def _try(
-        self, conn: sa.Connection, entity: Entity, op_id: str, plan: Callable[[Entity], Plan]
+        self,
+        conn: sa.Connection,
+        entity: Entity,
+        op_id: str,
+        plan: Callable[[Entity], Plan],
+        autocommit: bool,
     ) -> tuple[Plan | None, Entity | None]:
         """Plan from ``entity`` and write if the rows still hold it: (the plan, None);
         otherwise (None, the state the refused write found, if it got that far)."""
@@ -140,12 +152,30 @@ class FastStatusWriter:
         found, stored = self._write(conn, p)
         if found is not None:
             return None, found
-        # In autocommit, a second statement only where the application's BEFORE UPDATE
-        # trigger stored another status: a crash between the two leaves unified with the
-        # status sent, as before this rewrite existed, for check and repair.
-        hold_change(conn, self.mapper, p, stored)
+        self._hold(conn, p, stored, autocommit)
         self._remember_written(p)
         return p, None
+
+    def _hold(self, conn: sa.Connection, p: Plan, stored: str | None, autocommit: bool) -> None:
+        """:func:`~unistatus.adapter.held.hold_change` after the guarded statement. In
+        the caller's transaction, one more statement of it. In autocommit the change has
+        committed already: the rewrite is a second transaction, and if it fails (a lock
+        timeout, a lost connection) the change stands as written, for ``check`` and
+        ``repair``, never retried (the retry would plan from the status held)."""
+        lt = self.hot.legacy[p.entity.system]
+        if not autocommit:
+            hold_change(conn, self.mapper, p, stored, lt)
+            return
+        try:
+            hold_change(conn, self.mapper, p, stored, lt)
+        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
+            log.warning(
+                "%s: legacy stored %r (the application's trigger), and unified could not "
+                "take it (%s): left for check and repair",
+                p.entity.utx_id,
+                stored,
+                describe(exc),
+            )
 
     def _usable(self, known: Entity, mode: DualWriteMode) -> bool:
         return known.unified is not None or not mode.writes_unified

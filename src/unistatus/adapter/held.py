@@ -11,9 +11,12 @@ transaction where there is one, rewrite what was written with the status sent.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 
 from unistatus.adapter.model import Plan
+from unistatus.db.legacy import LegacyTable
 from unistatus.db.tables import status_history, unified_transactions
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import LegacySystemType, UnifiedTransactionStatus
@@ -42,17 +45,30 @@ def rewrite_written(
     op_id: str,
     sent: Statuses,
     held: Statuses,
+    legacy: tuple[LegacyTable, Any],
     *,
     version: int | None = None,
 ) -> bool:
     """The unified row just written, and the history row of the operation ``op_id``, hold
     ``held`` instead of ``sent``, if the row still holds ``sent`` (at ``version``, if
-    given); whether it did. A row that moved on within the write's statement (the
-    application's AFTER trigger changed it again, and the capture mirrored that from the
-    status sent) is left as written: its history is an unbroken chain already."""
+    given) and the legacy row (``legacy``: its table and id) still holds ``held``;
+    whether they did. Either may have moved on within the write's statement: the
+    application's AFTER trigger wrote the legacy row again (which the legacy write's
+    RETURNING does not show), and the capture mirrored that from the status sent, or
+    found nothing to mirror where it wrote the status sent back. Then all is left as
+    written: unified and legacy in step, the history an unbroken chain."""
     (was, was_legacy), (dst, dst_legacy) = sent, held
     U, H = unified_transactions, status_history
-    guard = [U.c.id == utx_id, U.c.status == was.value, U.c.legacy_status == was_legacy]
+    lt, legacy_id = legacy
+    legacy_holds = sa.exists(
+        sa.select(lt.id).where(lt.id == legacy_id, lt.read("status") == dst_legacy)
+    )
+    guard = [
+        U.c.id == utx_id,
+        U.c.status == was.value,
+        U.c.legacy_status == was_legacy,
+        legacy_holds,
+    ]
     if version is not None:
         guard.append(U.c.version == version)
     rewritten = conn.execute(
@@ -72,12 +88,16 @@ def rewrite_written(
 
 
 def hold_change(
-    conn: sa.Connection, mapper: LegacyStatusMapper, plan: Plan, stored: str | None
+    conn: sa.Connection,
+    mapper: LegacyStatusMapper,
+    plan: Plan,
+    stored: str | None,
+    lt: LegacyTable,
 ) -> None:
-    """After a status change's writes: where legacy stored another status than the one
-    sent (:func:`held_status`), what was written with the one sent takes it (the modes
-    that write unified: :func:`rewrite_written`, on ``conn``), and so does ``plan``, which
-    the result and the state the adapter remembers are made from."""
+    """After a status change's writes: where legacy (``lt``) stored another status than
+    the one sent (:func:`held_status`), what was written with the one sent takes it (the
+    modes that write unified: :func:`rewrite_written`, on ``conn``), and so does
+    ``plan``, which the result and the state the adapter remembers are made from."""
     sent = (plan.dst, plan.dst_legacy)
     held = held_status(mapper, plan.entity.system, sent, stored)
     if held == sent:
@@ -85,6 +105,9 @@ def hold_change(
     if plan.mode.writes_unified:
         e = plan.entity
         version = e.unified["version"] + 1 if e.unified is not None else None
-        if not rewrite_written(conn, e.utx_id, plan.operation_id, sent, held, version=version):
+        legacy = (lt, e.legacy_id)
+        if not rewrite_written(
+            conn, e.utx_id, plan.operation_id, sent, held, legacy, version=version
+        ):
             return
     plan.dst, plan.dst_legacy = held

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from unistatus.adapter.held import hold_change
+from unistatus.adapter.held import held_status, hold_change
 from unistatus.adapter.model import DualWriteResult, Entity, Fallback, ModeChanged, Plan
 from unistatus.adapter.plan import in_step, one_statement
 from unistatus.clock import utcnow
@@ -279,8 +279,16 @@ class LockedWriter:
             self.queue(conn, result, e, f"secondary write failed: {NO_LEGACY_ROW}")
         if mode is DualWriteMode.UNIFIED_ONLY:
             self.pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
-        if result.has_inconsistency or not stored:
-            return result  # a side refused and queued: the repair brings both in step
+        if not stored:
+            return result
+        if result.has_inconsistency:
+            # The unified side refused and queued (legacy primary): nothing of it to
+            # rewrite, the repair brings it in step; the result says what legacy stored.
+            sent = (plan.dst, plan.dst_legacy)
+            result.status, result.legacy_status = held_status(
+                self.mapper, e.system, sent, stored[0]
+            )
+            return result
         return self._held(conn, plan, result, stored[0])
 
     def _held(
@@ -288,7 +296,7 @@ class LockedWriter:
     ) -> DualWriteResult:
         """``result``, once what was written holds the status legacy ``stored``
         (:func:`~unistatus.adapter.held.hold_change`)."""
-        hold_change(conn, self.mapper, plan, stored)
+        hold_change(conn, self.mapper, plan, stored, self.hot.legacy[plan.entity.system])
         result.status, result.legacy_status = plan.dst, plan.dst_legacy
         return result
 
