@@ -31,6 +31,7 @@ if _typing.TYPE_CHECKING:
     from unistatus.domain.transitions import TransitionRules
     from unistatus.errors import (
         CallerTransactionError,
+        CallerWriteRefusedError,
         ConfigError,
         EntityNotFoundError,
         GateError,
@@ -46,6 +47,7 @@ if _typing.TYPE_CHECKING:
         UnistatusError,
         UnmappableStatusError,
         UnmappableStoredStatusError,
+        WriteRefusedError,
     )
     from unistatus.observe.stats import OperationStats
 
@@ -53,6 +55,7 @@ __version__ = _VERSION
 
 __all__ = [
     "CallerTransactionError",
+    "CallerWriteRefusedError",
     "CashoutStatus",
     "ConfigError",
     "DualWriteAdapter",
@@ -82,6 +85,7 @@ __all__ = [
     "UnistatusError",
     "UnmappableStatusError",
     "UnmappableStoredStatusError",
+    "WriteRefusedError",
     "__version__",
     "register_extra_statuses",
 ]
@@ -89,6 +93,7 @@ __all__ = [
 # Each public name and the module that defines it (keep in step with the imports above).
 _LAZY = {
     "CallerTransactionError": "unistatus.errors",
+    "CallerWriteRefusedError": "unistatus.errors",
     "CashoutStatus": "unistatus.domain.statuses",
     "ConfigError": "unistatus.errors",
     "DualWriteAdapter": "unistatus.adapter.core",
@@ -118,6 +123,7 @@ _LAZY = {
     "UnistatusError": "unistatus.errors",
     "UnmappableStatusError": "unistatus.errors",
     "UnmappableStoredStatusError": "unistatus.errors",
+    "WriteRefusedError": "unistatus.errors",
     "register_extra_statuses": "unistatus.domain.mapping",
 }
 

@@ -211,6 +211,11 @@ class CallerTransactionError(StorageError):
         super().__init__(message)
 
 
+class CallerWriteRefusedError(CallerTransactionError, WriteRefusedError):
+    """:class:`WriteRefusedError` in the caller's transaction: a refusal, which only the
+    caller can (and must) roll back."""
+
+
 class ModeNotRestoredError(StorageError):
     """A run that set the write mode for itself (the load test) could not put the
     previous one back: ``left`` is the mode each system is in (as last seen), ``previous``

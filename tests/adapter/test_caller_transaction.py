@@ -32,6 +32,7 @@ from unistatus import (
     OperationEvent,
     OperationStats,
     UnifiedTransactionStatus,
+    WriteRefusedError,
 )
 from unistatus.db.control import read_mode, set_mode
 from unistatus.observe.stats import window
@@ -262,20 +263,45 @@ def refused_failed(ledger: Database) -> Iterator[Database]:
             conn.exec_driver_sql(undo)
 
 
-def test_database_failure_raises_with_the_result(refused_failed: Database) -> None:
-    db = refused_failed
+@pytest.fixture
+def failing_failed(ledger: Database) -> Iterator[tuple[Database, str]]:
+    """The database failing (not refusing: test_refused_by_the_application.py) a write of
+    FAILED on the unified side: a CHECK constraint of unistatus's own table on
+    PostgreSQL (its failure, never the caller's refusal), a trigger that overflows an
+    integer on SQLite (a trigger's RAISE would be a rule's refusal). What it says."""
+    if ledger.backend == "postgres":
+        ddl, undo = refuse_unified(ledger, "FAILED")
+        says = "t_no_failed"
+    else:
+        ddl = (
+            "CREATE TRIGGER t_fail_failed BEFORE UPDATE ON unified_transactions "
+            "WHEN NEW.status = 'FAILED' BEGIN SELECT abs(-9223372036854775808); END"
+        )
+        undo, says = "DROP TRIGGER IF EXISTS t_fail_failed", "integer overflow"
+    with ledger.app_engine.begin() as conn:
+        conn.exec_driver_sql(ddl)
+    try:
+        yield ledger, says
+    finally:
+        with ledger.app_engine.begin() as conn:
+            conn.exec_driver_sql(undo)
+
+
+def test_database_failure_raises_with_the_result(failing_failed: tuple[Database, str]) -> None:
+    db, says = failing_failed
     a, events = adapter(db, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="strict")
     created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
     before = everything(db)
     with db.engine.connect() as conn:
         tx = conn.begin()
         conn.execute(sa.insert(LEDGER).values(entity_id=created.entity_id, amount=-5))
-        with pytest.raises(CallerTransactionError, match="t_no_failed") as caught:
+        with pytest.raises(CallerTransactionError, match=says) as caught:
             a.update_status(created.entity_id, "FAILED", "declined", "svc", connection=conn)
         tx.rollback()  # only the caller may, and must
+    assert not isinstance(caught.value, WriteRefusedError)
     result = caught.value.result
     assert result is not None and not result.overall_success and not result.changed
-    assert "t_no_failed" in (result.error or "")
+    assert says in (result.error or "")
     assert everything(db) == before
     last = events[-1]
     assert last.operation == "update_status" and not last.success and not last.rolled_back

@@ -12,16 +12,20 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 
 from conftest import Database
 from support.adapters import adapter_in
 from support.capture_data import history_of, legacy_status, unified_of
 from unistatus import DualWriteMode
+from unistatus.api.service import create_app
 from unistatus.db.retry import refused_by_application
 from unistatus.db.tables import unified_transactions as U
 from unistatus.errors import CallerTransactionError, InputError, WriteRefusedError
 
 M = DualWriteMode
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 MODES = [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY]
 
 
@@ -82,7 +86,8 @@ def test_a_change_the_applications_constraint_refuses_is_a_refusal(
     with no_failed_cashout(db), pytest.raises(WriteRefusedError) as refused:
         a.update_status(ref, "FAILED", "declined", "ops")
     assert isinstance(refused.value, InputError)
-    assert "FAILED" in str(refused.value), refused.value
+    # The rule's own words: the constraint's name, or the trigger's message.
+    assert "t_no_failed" in str(refused.value) or "never FAILED" in str(refused.value)
     assert state(db, legacy_id) == before
     assert [(e.success, e.refused) for e in events] == [(True, True)]
     # The rule does not stop other changes.
@@ -124,6 +129,31 @@ def test_a_constraint_of_unistatus_s_own_tables_is_no_refusal(db: Database) -> N
     a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
     c = a.create_transaction("WALLET_CASHOUT", 1, "50", "USD")
     with db.engine.connect() as conn, pytest.raises(sa.exc.IntegrityError) as taken:
-        row = conn.execute(sa.select(U).where(U.c.id == c.entity_id)).mappings().one()
-        conn.execute(sa.insert(U).values(dict(row)))
+        row = conn.execute(sa.select(U).where(U.c.id == c.entity_id)).one()
+        conn.execute(sa.insert(U).values(dict(zip([col.key for col in U.c], row, strict=True))))
     assert not refused_by_application(taken.value)
+
+
+def test_the_service_answers_409_not_a_503_a_client_would_retry(db: Database) -> None:
+    settings = db.settings.model_copy(update={"admin_token": TOKEN})
+    with TestClient(create_app(settings, db.engine)) as client:
+        made = client.post(
+            "/api/v1/transactions",
+            json={
+                "transaction_type": "WALLET_CASHOUT",
+                "user_id": 1,
+                "amount": "5",
+                "currency": "USD",
+            },
+            headers=AUTH,
+        )
+        assert made.status_code in (200, 201), made.text
+        ref = f"cashout:{made.json()['legacy_entity_id']}"
+        with no_failed_cashout(db):
+            r = client.post(
+                f"/api/v1/transactions/{ref}/status",
+                json={"status": "FAILED", "reason": "declined", "triggered_by": "t"},
+                headers=AUTH,
+            )
+        assert r.status_code == 409, r.text
+        assert r.json()["error"] == "WriteRefusedError", r.json()

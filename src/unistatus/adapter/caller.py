@@ -24,14 +24,21 @@ from unistatus.adapter.runner import Runner, Work, failed_result
 from unistatus.db.binding import bound_connection
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps
-from unistatus.db.failures import describe
+from unistatus.db.failures import describe, refused_because
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.prepared import Prepared
+from unistatus.db.retry import refused_by_application
 from unistatus.db.tables import migration_control
 from unistatus.db.transaction_state import autocommits, transaction_failed
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import CallerTransactionError, InputError, StorageError, UnistatusError
+from unistatus.errors import (
+    CallerTransactionError,
+    CallerWriteRefusedError,
+    InputError,
+    StorageError,
+    UnistatusError,
+)
 
 __all__ = [
     "ROLLED_BACK",
@@ -262,6 +269,10 @@ class CallerTransactions:
         except UnistatusError:
             self.runner.emit(operation, mode, True, started, refused=True, system=system)
             raise
+        except sa.exc.DBAPIError as exc:
+            if refused_by_application(exc):
+                raise self._refused(operation, op_id, mode, exc, started, system) from None
+            raise self._failed(operation, op_id, mode, describe(exc), started, system) from None
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             raise self._failed(operation, op_id, mode, describe(exc), started, system) from None
         finally:
@@ -352,6 +363,21 @@ class CallerTransactions:
         error = f"{operation} failed in the caller's transaction (roll it back): {error}"
         self.runner.emit(operation, mode, False, started, error=error, system=system)
         return CallerTransactionError(error, failed_result(op_id, mode, error, started))
+
+    def _refused(
+        self,
+        operation: str,
+        op_id: str,
+        mode: DualWriteMode,
+        exc: sa.exc.DBAPIError,
+        started: float,
+        system: LegacySystemType,
+    ) -> CallerWriteRefusedError:
+        """The application's rule refused the write, observed now as a refusal: the
+        caller's transaction must be rolled back."""
+        error = refused_because(f"{operation} in the caller's transaction (roll it back)", exc)
+        self.runner.emit(operation, mode, True, started, refused=True, error=error, system=system)
+        return CallerWriteRefusedError(error, failed_result(op_id, mode, error, started))
 
     # --- observers once the caller's transaction ends ---------------------------------
 

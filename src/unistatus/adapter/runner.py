@@ -30,11 +30,11 @@ from unistatus.adapter.model import (
 from unistatus.config import Settings
 from unistatus.db.control import DEFAULT_MODE
 from unistatus.db.dialect import DialectOps
-from unistatus.db.failures import describe, storage_errors
+from unistatus.db.failures import describe, refused_because, storage_errors
 from unistatus.db.mode_watcher import ModeWatcher
-from unistatus.db.retry import is_retryable
+from unistatus.db.retry import is_retryable, refused_by_application
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import StorageError, UnistatusError
+from unistatus.errors import StorageError, UnistatusError, WriteRefusedError
 
 __all__ = ["MAX_ATTEMPTS", "Fast", "Runner", "Work", "failed_result"]
 
@@ -207,6 +207,12 @@ class Runner:
                 raise
             except sa.exc.DBAPIError as exc:
                 last_error = describe(exc)
+                if refused_by_application(exc):
+                    if unknown is not None:
+                        last_error = f"the retry was refused: {last_error}"
+                        break
+                    self.emit(operation, mode, True, started, refused=True, system=system)
+                    raise WriteRefusedError(refused_because(operation, exc)) from None
                 if committing and exc.connection_invalidated:
                     # Lost during COMMIT: it may or may not have committed. Retried only
                     # where the retry can tell (a second create would duplicate).

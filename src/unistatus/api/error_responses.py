@@ -51,6 +51,7 @@ log = logging.getLogger("unistatus.api.service")
 STATUS_CODES: list[tuple[type[errors.UnistatusError], int]] = [
     (errors.EntityNotFoundError, 404),
     (errors.InvalidTransitionError, 409),
+    (errors.WriteRefusedError, 409),  # the application's rule: the same request, refused again
     (errors.ModeError, 409),
     (errors.GateError, 409),
     (errors.InputError, 422),

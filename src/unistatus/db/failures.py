@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from unistatus.errors import StorageError
 from unistatus.redact import redact
 
-__all__ = ["describe", "one_line", "storage_errors"]
+__all__ = ["describe", "one_line", "refused_because", "storage_errors"]
 
 
 def describe(exc: BaseException) -> str:
@@ -43,6 +43,16 @@ def _without_excerpt(message: str) -> str:
             continue
         kept.append(line)
     return "\n".join(kept)
+
+
+def refused_because(what: str, exc: BaseException) -> str:
+    """What a refusal by the application's rule in the database says (db.retry's
+    ``refused_by_application``): the rule's own words, without the row's values that
+    PostgreSQL's DETAIL line lists."""
+    reason = describe(exc).splitlines()[0]
+    return (
+        f"{what} refused by a rule of the application's in the database: {reason}; nothing written"
+    )
 
 
 def one_line(exc: BaseException) -> str:

@@ -105,7 +105,7 @@ def refused_by_application(exc: BaseException) -> bool:
 
     tables = metadata.tables.values()
     own = {table.name for table in tables}
-    own |= {c.name for t in tables for c in t.constraints if c.name}  # as SQLite names them
+    own |= {str(c.name) for t in tables for c in t.constraints if c.name}  # SQLite names them
     orig, sqlstate, sqlite_name = _codes(exc)
     if sqlstate is not None:
         if sqlstate == "P0001":
@@ -119,7 +119,7 @@ def refused_by_application(exc: BaseException) -> bool:
     # "UNIQUE constraint failed: unified_transactions.id", "CHECK constraint failed:
     # ck_origin": the table (or one of unistatus's own named constraints) is named.
     named = str(orig).rsplit(":", 1)[-1]
-    return not any(str(name) in named for name in own)
+    return not any(name in named for name in own)
 
 
 def _codes(exc: BaseException) -> tuple[BaseException | None, str | None, str]:
