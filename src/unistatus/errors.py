@@ -128,8 +128,8 @@ class WriteRefusedError(InputError):
     NULL, unique or foreign-key constraint of its tables, or its trigger raising an
     exception. The caller's request was refused, as by the transition rules: nothing
     was written, it is counted refused (not in the error rate), and the same request
-    will be refused again. In the caller's transaction (``connection=``) it is a
-    :class:`CallerTransactionError` too: only the caller can roll it back."""
+    will be refused again. In the caller's transaction (``connection=``) it is
+    :class:`CallerWriteRefusedError` instead."""
 
 
 class InvalidIdentifierError(InputError):
@@ -211,9 +211,12 @@ class CallerTransactionError(StorageError):
         super().__init__(message)
 
 
-class CallerWriteRefusedError(CallerTransactionError, WriteRefusedError):
-    """:class:`WriteRefusedError` in the caller's transaction: a refusal, which only the
-    caller can (and must) roll back."""
+class CallerWriteRefusedError(CallerTransactionError):
+    """The refusal of :class:`WriteRefusedError` in the caller's transaction
+    (``connection=``): counted refused, not in the error rate, but, as for any
+    :class:`CallerTransactionError`, the transaction must be rolled back (PostgreSQL
+    aborted it; on SQLite the side written before the refused one is still in it).
+    Not an :class:`InputError`, whose transaction stays usable."""
 
 
 class ModeNotRestoredError(StorageError):

@@ -10,6 +10,7 @@ transaction (a savepoint on the caller's connection).
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import adapter_in, snapshot
-from support.refusing import refusing_inserts
+from support.refusing import refused, refusing_inserts
 from unistatus import CallerTransactionError, DualWriteMode
 from unistatus.migration.repair import run_repair
 
@@ -78,8 +79,8 @@ def test_with_legacy_values_too(refusing: Database) -> None:
 def test_strict_writes_nothing(refusing: Database) -> None:
     a = adapter_in(refusing, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="strict")
     before = snapshot(refusing)
-    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
-    assert not r.overall_success and "t_refuse_unified" in (r.error or "")
+    create = partial(a.create_transaction, "WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert "t_refuse_unified" in refused(create, rule=True)  # a trigger's: a rule
     assert snapshot(refusing) == before
 
 
@@ -87,8 +88,8 @@ def test_unified_primary_fails_when_its_primary_is_refused(refusing: Database) -
     """In DUAL_WRITE_UNIFIED_PRIMARY the unified insert is the primary: nothing commits."""
     a = adapter_in(refusing, M.DUAL_WRITE_UNIFIED_PRIMARY, fallback="primary_wins")
     before = snapshot(refusing)
-    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
-    assert not r.overall_success and "t_refuse_unified" in (r.error or "")
+    create = partial(a.create_transaction, "WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert "t_refuse_unified" in refused(create, rule=True)  # a trigger's: a rule
     assert snapshot(refusing) == before
 
 
@@ -204,16 +205,16 @@ def test_unified_primary_strict_writes_nothing_when_legacy_is_refused(
 ) -> None:
     a = adapter_in(refusing_legacy, M.DUAL_WRITE_UNIFIED_PRIMARY, fallback="strict")
     before = snapshot(refusing_legacy)
-    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
-    assert not r.overall_success and "t_refuse_cashouts" in (r.error or "")
+    create = partial(a.create_transaction, "WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert "t_refuse_cashouts" in refused(create, rule=True)
     assert snapshot(refusing_legacy) == before
 
 
 def test_legacy_primary_fails_when_its_primary_is_refused(refusing_legacy: Database) -> None:
     a = adapter_in(refusing_legacy, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="primary_wins")
     before = snapshot(refusing_legacy)
-    r = a.create_transaction("WALLET_CASHOUT", MARKED_USER, "10", "USD")
-    assert not r.overall_success and "t_refuse_cashouts" in (r.error or "")
+    create = partial(a.create_transaction, "WALLET_CASHOUT", MARKED_USER, "10", "USD")
+    assert "t_refuse_cashouts" in refused(create, rule=True)
     assert snapshot(refusing_legacy) == before
 
 

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Database
-from support.refusing import refuse
+from support.refusing import by_a_rule, refuse, refused
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.db.control import set_mode
 from unistatus.db.tables import repair_queue
@@ -79,10 +79,12 @@ def test_strict_rolls_everything_back(db: Database) -> None:
     a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, fallback="strict")
     c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
     before = state(db)
+    rule = by_a_rule(db, "unified_transactions")
     with refuse(db, "unified_transactions", "FAILED") as name:
-        r = a.update_status(c.entity_id, "FAILED", "provider said no", "svc")
-    assert not r.overall_success and not r.changed
-    assert r.error is not None and name in r.error
+        error = refused(
+            lambda: a.update_status(c.entity_id, "FAILED", "provider said no", "svc"), rule=rule
+        )
+    assert name in error
     assert state(db) == before
     assert repairs(db) == []
     # The schema is back: the same write now succeeds.
@@ -163,9 +165,9 @@ def test_strict_with_unified_primary_rolls_back(db: Database) -> None:
     a = adapter_in(db, M.DUAL_WRITE_UNIFIED_PRIMARY)
     c = a.create_transaction("ESCROW", 1, "5", "USD")
     before = state(db)
-    with refuse(db, "escrows", "CANCELLED"):
-        r = a.update_status(c.entity_id, "CANCELLED", "buyer left", "svc")
-    assert not r.overall_success and state(db) == before and repairs(db) == []
+    with refuse(db, "escrows", "CANCELLED"):  # the application's own rule
+        refused(lambda: a.update_status(c.entity_id, "CANCELLED", "buyer left", "svc"), rule=True)
+    assert state(db) == before and repairs(db) == []
 
 
 # --- the database goes away --------------------------------------------------------------

@@ -21,7 +21,12 @@ from unistatus import DualWriteMode
 from unistatus.api.service import create_app
 from unistatus.db.retry import refused_by_application
 from unistatus.db.tables import unified_transactions as U
-from unistatus.errors import CallerTransactionError, InputError, WriteRefusedError
+from unistatus.errors import (
+    CallerTransactionError,
+    CallerWriteRefusedError,
+    InputError,
+    WriteRefusedError,
+)
 
 M = DualWriteMode
 TOKEN = "s3cret-token"
@@ -115,10 +120,11 @@ def test_in_the_callers_transaction_it_is_a_refusal_the_caller_rolls_back(
     events.clear()
     with no_failed_cashout(db), db.app_engine.connect() as conn:
         conn.begin()
-        with pytest.raises(WriteRefusedError) as refused:
+        with pytest.raises(CallerWriteRefusedError, match="roll it back") as refused:
             a.update_status(c.entity_id, "FAILED", "declined", "ops", connection=conn)
-        # Both: a refusal, and the caller's transaction to roll back.
+        # The caller's transaction to roll back (no InputError: it is not usable).
         assert isinstance(refused.value, CallerTransactionError)
+        assert not isinstance(refused.value, InputError)
         conn.rollback()
     assert state(db, legacy_id) == before
     assert [(e.success, e.refused) for e in events] == [(True, True)]
@@ -157,3 +163,55 @@ def test_the_service_answers_409_not_a_503_a_client_would_retry(db: Database) ->
             )
         assert r.status_code == 409, r.text
         assert r.json()["error"] == "WriteRefusedError", r.json()
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_a_rule_that_names_no_table_or_a_psycopg2_caller_is_a_refusal_too(
+    pg: Database,
+) -> None:
+    """A trigger raising a constraint's SQLSTATE (no table in the error's diagnostics),
+    and the same refusal on a caller's psycopg2 connection (which says ``pgcode``, not
+    ``sqlstate``): both were counted database failures (review)."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "50", "USD", status="PROCESSING")
+    with db_rule(pg, "USING ERRCODE = 'check_violation'"):
+        with pytest.raises(WriteRefusedError, match="never"):
+            a.update_status(c.entity_id, "FAILED", "declined", "ops")
+        psycopg2 = sa.create_engine(pg.url.replace("+psycopg:", "+psycopg2:"))
+        try:
+            with psycopg2.connect() as conn, conn.begin():
+                with pytest.raises(CallerWriteRefusedError, match="never"):
+                    a.update_status(c.entity_id, "FAILED", "declined", "ops", connection=conn)
+        finally:
+            psycopg2.dispose()
+
+
+@contextmanager
+def db_rule(db: Database, using: str) -> Iterator[None]:
+    """A trigger of the application's raising ``... USING`` ``using`` for FAILED."""
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE FUNCTION t_no_failed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.status = 'FAILED' THEN RAISE EXCEPTION 'a cashout is never FAILED' {using};"
+            " END IF; RETURN NEW; END $$"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER t_no_failed BEFORE UPDATE ON cashouts FOR EACH ROW "
+            "EXECUTE FUNCTION t_no_failed()"
+        )
+    try:
+        yield
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TRIGGER t_no_failed ON cashouts")
+            conn.exec_driver_sql("DROP FUNCTION t_no_failed()")
+
+
+def test_sqlite_names_are_matched_whole(sqlite_db: Database) -> None:
+    """An application's CHECK named ck_origin_country is not unistatus's ck_origin."""
+    with sqlite_db.engine.connect() as conn, pytest.raises(sa.exc.IntegrityError) as refused:
+        conn.exec_driver_sql(
+            "CREATE TEMP TABLE app_t (x INTEGER CONSTRAINT ck_origin_country CHECK (x > 0))"
+        )
+        conn.exec_driver_sql("INSERT INTO app_t VALUES (-1)")
+    assert refused_by_application(refused.value)

@@ -3,10 +3,15 @@ or an application's own trigger refusing some users' INSERTs."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import pytest
 
 from conftest import Database
+from unistatus.db.catalog import metadata
+from unistatus.errors import WriteRefusedError
 
 
 @contextmanager
@@ -74,3 +79,23 @@ def _installed(db: Database, ddl: list[str], undo: list[str]) -> Iterator[None]:
         with db.engine.begin() as conn:
             for sql in undo:
                 conn.exec_driver_sql(sql)
+
+
+def by_a_rule(db: Database, table: str) -> bool:
+    """Whether :func:`refuse` on ``table`` is a rule of the application's to unistatus
+    (``db.retry.refused_by_application``): a constraint of a table it does not own, or
+    a trigger raising (SQLite's), against a constraint of its own table (a failure)."""
+    return db.backend == "sqlite" or table not in metadata.tables
+
+
+def refused(write: Callable[[], Any], *, rule: bool) -> str:
+    """Run ``write``, which the database refuses: its error. A rule of the application's
+    raises WriteRefusedError (nothing written, counted refused); any other refusal is a
+    failure, returned as a failed result."""
+    if rule:
+        with pytest.raises(WriteRefusedError) as raised:
+            write()
+        return str(raised.value)
+    result = write()
+    assert not result.overall_success and not result.changed, result
+    return str(result.error)

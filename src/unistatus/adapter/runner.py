@@ -212,7 +212,8 @@ class Runner:
                         last_error = f"the retry was refused: {last_error}"
                         break
                     self.emit(operation, mode, True, started, refused=True, system=system)
-                    raise WriteRefusedError(refused_because(operation, exc)) from None
+                    refused = refused_because(operation, exc)
+                    raise WriteRefusedError(f"{refused}; nothing written") from None
                 if committing and exc.connection_invalidated:
                     # Lost during COMMIT: it may or may not have committed. Retried only
                     # where the retry can tell (a second create would duplicate).

@@ -50,9 +50,7 @@ def refused_because(what: str, exc: BaseException) -> str:
     ``refused_by_application``): the rule's own words, without the row's values that
     PostgreSQL's DETAIL line lists."""
     reason = describe(exc).splitlines()[0]
-    return (
-        f"{what} refused by a rule of the application's in the database: {reason}; nothing written"
-    )
+    return f"{what} refused by a rule of the application's in the database: {reason}"
 
 
 def one_line(exc: BaseException) -> str:

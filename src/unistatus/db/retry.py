@@ -105,27 +105,30 @@ def refused_by_application(exc: BaseException) -> bool:
 
     tables = metadata.tables.values()
     own = {table.name for table in tables}
-    own |= {str(c.name) for t in tables for c in t.constraints if c.name}  # SQLite names them
     orig, sqlstate, sqlite_name = _codes(exc)
     if sqlstate is not None:
         if sqlstate == "P0001":
             return True
+        # No table named: a domain's CHECK, or a trigger raising a constraint's SQLSTATE
+        # (unistatus defines neither).
         table = getattr(getattr(orig, "diag", None), "table_name", None)
-        return sqlstate.startswith("23") and table is not None and table not in own
+        return sqlstate.startswith("23") and table not in own
     if not sqlite_name.startswith("SQLITE_CONSTRAINT"):
         return False
     if sqlite_name == "SQLITE_CONSTRAINT_TRIGGER":
         return True
-    # "UNIQUE constraint failed: unified_transactions.id", "CHECK constraint failed:
-    # ck_origin": the table (or one of unistatus's own named constraints) is named.
-    named = str(orig).rsplit(":", 1)[-1]
-    return not any(name in named for name in own)
+    # "UNIQUE constraint failed: unified_transactions.id, ...", "CHECK constraint failed:
+    # ck_origin": unistatus's own when a name it defines is named (whole names only).
+    named = {part.strip().split(".")[0] for part in str(orig).rsplit(":", 1)[-1].split(",")}
+    own |= {str(c.name) for t in tables for c in t.constraints if c.name}
+    return not named & own
 
 
 def _codes(exc: BaseException) -> tuple[BaseException | None, str | None, str]:
     """The driver's error under SQLAlchemy's wrapper, its SQLSTATE (PostgreSQL) and its
     SQLite error name ("" when it has none)."""
     orig = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-    sqlstate = getattr(orig, "sqlstate", None)
+    # psycopg 3 says sqlstate, psycopg2 (a caller's connection may be one) pgcode.
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     name = getattr(orig, "sqlite_errorname", "")
     return orig, sqlstate if isinstance(sqlstate, str) else None, str(name or "")
