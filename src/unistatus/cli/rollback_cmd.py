@@ -96,6 +96,11 @@ def rollback(
             f"[bold yellow]{result['conflicts']} replay conflict(s)[/]: not applied, "
             "nothing overwritten"
         )
+    if held := result["replay"].get("legacy_held", 0):
+        console.print(
+            f"[bold yellow]{held} replayed status(es) changed by the application's trigger[/]"
+            ": left to `unistatus check` and `unistatus repair --strategy legacy_wins`"
+        )
     for note in result["notes"]:
         console.print(f"- {note}")
     console.print("next: `unistatus diagnose` to collect the investigation report")

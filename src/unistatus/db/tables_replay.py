@@ -22,8 +22,7 @@ replay_conflicts = sa.Table(
     sa.Column("legacy_system", sa.String(16), nullable=True),
     sa.Column("legacy_id", sa.BigInteger, nullable=True),
     # legacy_changed | legacy_busy | legacy_missing | legacy_values_missing |
-    # legacy_insert_refused | legacy_update_refused | legacy_held
-    # (migration.replay_conflicts.CAUSES)
+    # legacy_insert_refused | legacy_update_refused (migration.replay_conflicts.CAUSES)
     sa.Column("cause", sa.String(32), nullable=False),
     # What the replayed changes started from, what legacy held, what they would write.
     sa.Column("legacy_expected", sa.String(64), nullable=True),

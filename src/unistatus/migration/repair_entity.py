@@ -36,7 +36,7 @@ from unistatus.domain.transitions import TransitionRules
 from unistatus.errors import StorageError
 from unistatus.migration.repair_plan import RepairPlan, Strategy, plan_repair
 from unistatus.migration.repair_queue import resolve_queued
-from unistatus.migration.replay_apply import create_legacy_rows, create_operations
+from unistatus.migration.replay_apply import create_legacy_rows, create_operations, legacy_now
 from unistatus.migration.replay_conflicts import has_open_conflict
 
 __all__ = [
@@ -507,11 +507,15 @@ class LegacyHeld(Exception):
 
 
 def legacy_took(conn: sa.Connection, lt: LegacyTable, legacy_id: Any, sent: str | None) -> None:
-    """LegacyHeld unless the legacy row holds ``sent`` after the repair wrote it (read
-    back, not RETURNING: a trigger of the application's may have written the row again
-    after the UPDATE, which RETURNING does not show on SQLite)."""
-    stored = conn.execute(sa.select(lt.read("status")).where(lt.id == legacy_id)).scalar()
-    if stored != sent:
+    """LegacyHeld unless the legacy row holds ``sent`` after it was written, or what its
+    unified row's copy says (a capture, where on, mirrored the application's trigger
+    that wrote the row again): read back, not RETURNING, which does not show an AFTER
+    trigger's write."""
+    now = legacy_now(conn, lt, [legacy_id]).get(legacy_id)
+    if now is None:
+        raise LegacyHeld("a trigger of the application's deleted the legacy row written")
+    stored, unified_copy = now
+    if stored not in (sent, unified_copy):
         raise LegacyHeld(
             f"a trigger of the application's stored legacy status {stored!r}, not the "
             f"{sent!r} written"

@@ -36,7 +36,14 @@ from unistatus.migration.replay_conflicts import join as join_conflict
 from unistatus.migration.replay_conflicts import open_conflicts
 from unistatus.migration.replay_conflicts import record as record_conflict
 
-__all__ = ["COUNT_KEYS", "LegacyRowsMade", "create_legacy_rows", "create_operations", "replay_rows"]
+__all__ = [
+    "COUNT_KEYS",
+    "LegacyRowsMade",
+    "create_legacy_rows",
+    "create_operations",
+    "legacy_now",
+    "replay_rows",
+]
 
 log = logging.getLogger("unistatus.migration.replay_apply")
 
@@ -57,6 +64,8 @@ COUNT_KEYS = (
     "conflicted_changes",
     "busy",
     "carried",  # acknowledged writes legacy lacked, carried from the repair queue
+    # replayed, then changed by the application's trigger (held): left to check and repair
+    "legacy_held",
 )
 
 
@@ -154,6 +163,9 @@ def replay_rows(
     if creates:
         made = create_legacy_rows(conn, tables, creates, target, now)
         counts["legacy_created"] = len(made.created)
+        counts["legacy_held"] += _held_by_the_application(
+            conn, tables, unified, made.created, target
+        )
         applied += sorted(tx for tx in creates if tx not in made.refused)
         conflicts += [(tx, cause, None) for tx, cause in sorted(made.refused.items())]
     firsts = {tx: changes[0] for tx, changes in by_tx.items() if tx not in joined}
@@ -220,19 +232,18 @@ def replay_rows(
             frozen = conn.execute(sa.select(stored_mode(lt.system))).scalar_one() == FROZEN
             with writer_mark.marked_as(conn, writer_mark.REPLAYING) if frozen else nullcontext():
                 not_taken = _update_legacy(conn, update, updates)
-            stored = _stored(conn, lt, [p["lid"] for p in updates if p["tx"] not in not_taken])
+            stored = legacy_now(conn, lt, [p["lid"] for p in updates if p["tx"] not in not_taken])
             for planned in updates:
                 tx, lid = planned["tx"], planned["lid"]
-                now_held, unified_copy = stored.get(lid, (None, None))
                 if tx in not_taken:
                     conflicts.append((tx, "legacy_update_refused", planned["actual"]))
-                elif now_held not in (planned["st"], unified_copy):
-                    # The application's trigger stored another status (held it, say),
-                    # and no capture brought unified to it: for the operator.
-                    conflicts.append((tx, "legacy_held", now_held))
-                else:
-                    applied.append(tx)
-                    counts["legacy_updated"] += 1
+                    continue
+                if lid not in stored:  # the application's trigger deleted it
+                    conflicts.append((tx, "legacy_missing", None))
+                    continue
+                applied.append(tx)
+                counts["legacy_updated"] += 1
+                counts["legacy_held"] += _held(tx, planned["st"], *stored[lid])
     for tx, cause, actual in conflicts:
         u = unified[tx] if tx in unified else None
         record_conflict(
@@ -441,7 +452,43 @@ def _create_and_link(
     return linked
 
 
-def _stored(
+def _held(tx: str, written: str | None, stored: str | None, unified_copy: str | None) -> int:
+    """1 (and a warning) where the application's trigger stored another status than the
+    replay wrote (held it, or moved it on) and no capture brought unified to it: the
+    application's decision, left to check and ``repair --strategy legacy_wins`` (a
+    conflict would keep that repair off it until an operator decided); else 0."""
+    if stored in (written, unified_copy):
+        return 0
+    log.warning(
+        "replay: %s was written %r, and the application's trigger stored %r instead: left "
+        "to check and repair (legacy_wins)",
+        tx,
+        written,
+        stored,
+    )
+    return 1
+
+
+def _held_by_the_application(
+    conn: sa.Connection,
+    tables: dict[LegacySystemType, LegacyTable],
+    unified: dict[str, Any],
+    created: dict[str, int],
+    target: dict[str, str | None],
+) -> int:
+    """:func:`_held` over the legacy rows the replay just created (``created``: each
+    transaction's new legacy id): an application's BEFORE INSERT trigger may hold them."""
+    by_system: dict[str, dict[int, str]] = defaultdict(dict)
+    for tx, lid in created.items():
+        by_system[unified[tx].legacy_system][lid] = tx
+    held = 0
+    for system_value, txs in by_system.items():
+        now = legacy_now(conn, tables[LegacySystemType(system_value)], sorted(txs))
+        held += sum(_held(tx, target[tx], *now.get(lid, (None, None))) for lid, tx in txs.items())
+    return held
+
+
+def legacy_now(
     conn: sa.Connection, lt: LegacyTable, ids: list[int]
 ) -> dict[int, tuple[str | None, str | None]]:
     """The status each of these legacy rows holds now, as the replay wrote it or as the

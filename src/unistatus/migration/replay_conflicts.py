@@ -54,10 +54,6 @@ CAUSES = {
         "the database refused the legacy status the replay would write (a constraint or "
         "trigger of the application's, or a value its type lacks)"
     ),
-    "legacy_held": (
-        "the replay wrote the legacy status, and a trigger of the application's stored "
-        "another one instead (held it for an admin, say)"
-    ),
 }
 RESOLUTIONS = ("keep_legacy", "apply")
 
