@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from conftest import Database
 from support.adapters import adapter_in
+from support.app_triggers import installed
 from support.capture_data import history_of, legacy_status, unified_of
 from unistatus import DualWriteMode
 from unistatus.api.service import create_app
@@ -56,15 +57,8 @@ def no_failed_cashout(db: Database, how: str = "check") -> Iterator[None]:
             "EXECUTE FUNCTION t_no_failed()",
         ]
         drop = ["DROP TRIGGER t_no_failed ON cashouts", "DROP FUNCTION t_no_failed()"]
-    with db.engine.begin() as conn:
-        for statement in add:
-            conn.exec_driver_sql(statement)
-    try:
+    with installed(db, add, drop):
         yield
-    finally:
-        with db.engine.begin() as conn:
-            for statement in drop:
-                conn.exec_driver_sql(statement)
 
 
 def state(db: Database, legacy_id: int) -> tuple[Any, ...]:
@@ -189,22 +183,17 @@ def test_a_rule_that_names_no_table_or_a_psycopg2_caller_is_a_refusal_too(
 @contextmanager
 def db_rule(db: Database, using: str) -> Iterator[None]:
     """A trigger of the application's raising ``... USING`` ``using`` for FAILED."""
-    with db.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE FUNCTION t_no_failed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            f"IF NEW.status = 'FAILED' THEN RAISE EXCEPTION 'a cashout is never FAILED' {using};"
-            " END IF; RETURN NEW; END $$"
-        )
-        conn.exec_driver_sql(
-            "CREATE TRIGGER t_no_failed BEFORE UPDATE ON cashouts FOR EACH ROW "
-            "EXECUTE FUNCTION t_no_failed()"
-        )
-    try:
+    ddl = [
+        "CREATE FUNCTION t_no_failed() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.status = 'FAILED' THEN RAISE EXCEPTION 'a cashout is never FAILED' {using};"
+        " END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER t_no_failed BEFORE UPDATE ON cashouts FOR EACH ROW "
+        "EXECUTE FUNCTION t_no_failed()",
+    ]
+    with installed(
+        db, ddl, ["DROP TRIGGER t_no_failed ON cashouts", "DROP FUNCTION t_no_failed()"]
+    ):
         yield
-    finally:
-        with db.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TRIGGER t_no_failed ON cashouts")
-            conn.exec_driver_sql("DROP FUNCTION t_no_failed()")
 
 
 def test_sqlite_names_are_matched_whole(sqlite_db: Database) -> None:

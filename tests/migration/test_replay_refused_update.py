@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import Database
-from support.app_triggers import holding_large_approvals
+from support.app_triggers import holding_large_approvals, installed
 from unistatus import DualWriteAdapter, DualWriteMode, InputError
 from unistatus.db.control import get_mode
 from unistatus.migration import phases, rollback
@@ -146,15 +146,8 @@ def deleting_cancelled(db: Database) -> Iterator[None]:
             "BEGIN DELETE FROM cashouts WHERE id = NEW.id; END"
         ]
         drop = ["DROP TRIGGER t_purge"]
-    with db.engine.begin() as conn:
-        for statement in add:
-            conn.exec_driver_sql(statement)
-    try:
+    with installed(db, add, drop):
         yield
-    finally:
-        with db.engine.begin() as conn:
-            for statement in drop:
-                conn.exec_driver_sql(statement)
 
 
 def test_resolving_a_conflict_with_apply_while_the_application_holds_it_is_refused(
@@ -202,20 +195,13 @@ def test_a_legacy_row_the_replay_creates_and_the_application_holds_is_counted(
         assert born.overall_success, born.as_dict()
     finally:
         adapter.close()
-    with pg.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE FUNCTION t_hold_new() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "IF NEW.amount > 1000 THEN NEW.status := 'ADMIN_PENDING'; END IF; RETURN NEW; END $$"
-        )
-        conn.exec_driver_sql(
-            "CREATE TRIGGER t_hold_new BEFORE INSERT ON cashouts FOR EACH ROW "
-            "EXECUTE FUNCTION t_hold_new()"
-        )
-    try:
+    hold = [
+        "CREATE FUNCTION t_hold_new() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.amount > 1000 THEN NEW.status := 'ADMIN_PENDING'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER t_hold_new BEFORE INSERT ON cashouts FOR EACH ROW "
+        "EXECUTE FUNCTION t_hold_new()",
+    ]
+    with installed(pg, hold, ["DROP TRIGGER t_hold_new ON cashouts", "DROP FUNCTION t_hold_new()"]):
         change = rollback.rollback_current_phase(pg.engine, pg.settings, actor="ops", reason="t")
-    finally:
-        with pg.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TRIGGER t_hold_new ON cashouts")
-            conn.exec_driver_sql("DROP FUNCTION t_hold_new()")
     replay = change.details["replay"]
     assert (replay["legacy_created"], replay["legacy_held"], replay["conflicts"]) == (1, 1, 0)

@@ -30,12 +30,19 @@ def holding_large_approvals(db: Database) -> Iterator[None]:
             "WHERE id = NEW.id; END"
         ]
         drop = ["DROP TRIGGER t_hold"]
+    with installed(db, add, drop):
+        yield
+
+
+@contextmanager
+def installed(db: Database, ddl: list[str], undo: list[str]) -> Iterator[None]:
+    """``ddl`` run (one transaction), ``undo`` run at the block's end, whatever happens."""
     with db.engine.begin() as conn:
-        for statement in add:
-            conn.exec_driver_sql(statement)
+        for sql in ddl:
+            conn.exec_driver_sql(sql)
     try:
         yield
     finally:
         with db.engine.begin() as conn:
-            for statement in drop:
-                conn.exec_driver_sql(statement)
+            for sql in undo:
+                conn.exec_driver_sql(sql)

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from conftest import Database
+from support.app_triggers import installed
 from unistatus.db.catalog import metadata
 from unistatus.errors import WriteRefusedError
 
@@ -29,7 +30,7 @@ def refuse(db: Database, table: str, status: str) -> Iterator[str]:
             f"CREATE TRIGGER {name}_insert BEFORE INSERT ON {table} {body}",
         ]
         undo = [f"DROP TRIGGER IF EXISTS {name}", f"DROP TRIGGER IF EXISTS {name}_insert"]
-    with _installed(db, ddl, undo):
+    with installed(db, ddl, undo):
         yield name
 
 
@@ -63,22 +64,8 @@ def refusing_inserts(
             f"WHEN NEW.user_id IN ({marked}) BEGIN SELECT RAISE(ABORT, '{name}'); END",
         ]
         drop = [f"DROP TRIGGER IF EXISTS {name}"]
-    with _installed(db, create, drop):
+    with installed(db, create, drop):
         yield name
-
-
-@contextmanager
-def _installed(db: Database, ddl: list[str], undo: list[str]) -> Iterator[None]:
-    """``ddl`` run (one transaction), ``undo`` run at the block's end, whatever happens."""
-    with db.engine.begin() as conn:
-        for sql in ddl:
-            conn.exec_driver_sql(sql)
-    try:
-        yield
-    finally:
-        with db.engine.begin() as conn:
-            for sql in undo:
-                conn.exec_driver_sql(sql)
 
 
 def by_a_rule(db: Database, table: str) -> bool:
