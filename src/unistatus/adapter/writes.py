@@ -198,6 +198,10 @@ def one_statement_params(plan: Plan) -> dict[str, Any]:
     return params
 
 
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
 def confirm_mode(conn: sa.Connection, mode: DualWriteMode, system: LegacySystemType) -> None:
     """Re-read ``system``'s mode with its mode lock held; a switch in between means retry."""
     if read_mode(conn, system) is not mode:
@@ -314,11 +318,11 @@ class LockedWriter:
             rows = self.hot.legacy_write(e.system).rows(conn, params)
             if not rows:
                 raise ModeChanged
-            return str(rows[0][1])
+            return _text(rows[0][1])
         written, stored = self.hot.dual_write(e.system).rows(conn, params)[0]
         if written != 1:
             raise ModeChanged
-        return str(stored)
+        return _text(stored)
 
     def secondary(
         self, conn: sa.Connection, write: Callable[[], None], result: DualWriteResult, e: Entity
