@@ -4,12 +4,14 @@ report says why; ``legacy_wins`` then brings unified to legacy."""
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import adapter_in
-from support.app_triggers import holding_large_approvals
+from support.app_triggers import holding_large_approvals, installed
 from support.capture_data import history_of, legacy_status, unified_of
+from support.missing_legacy import refused_creates, unified
 from unistatus import DualWriteMode
 from unistatus.db.tables import unified_transactions as U
 from unistatus.migration.check import run_check
@@ -39,3 +41,24 @@ def test_a_legacy_write_the_applications_trigger_changes_is_not_a_repair(db: Dat
         assert (fixed.repaired, fixed.failed) == (1, 0), fixed
     report_after = run_check(db.engine, db.settings, store=False)
     assert report_after.is_consistent, dict(report_after.inconsistencies)
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_a_legacy_row_the_repair_creates_and_the_application_holds_is_not_a_repair(
+    pg: Database,
+) -> None:
+    """A transaction acknowledged without its legacy row (missing_legacy): the repair
+    creates it, and the application's BEFORE INSERT trigger holds it ADMIN_PENDING
+    (review: counted repaired, its audit saying PENDING). Failed, nothing written."""
+    _, _, (missing,) = refused_creates(pg)
+    hold = [
+        "CREATE FUNCTION t_hold_new() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "NEW.status := 'ADMIN_PENDING'; RETURN NEW; END $$",
+        "CREATE TRIGGER t_hold_new BEFORE INSERT ON cashouts FOR EACH ROW "
+        "EXECUTE FUNCTION t_hold_new()",
+    ]
+    with installed(pg, hold, ["DROP TRIGGER t_hold_new ON cashouts", "DROP FUNCTION t_hold_new()"]):
+        report = run_repair(pg.engine, pg.settings, strategy="legacy_wins", reason="t")
+    assert (report.repaired, report.failed) == (0, 1), report
+    assert "ADMIN_PENDING" in report.errors[0], report.errors
+    assert unified(pg, missing).legacy_id is None  # nothing written: still queued
