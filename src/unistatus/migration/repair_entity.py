@@ -352,6 +352,12 @@ class EntityRepair:
                 made = create_legacy_rows(
                     conn, self.tables, {utx: create}, {utx: unified["legacy_status"]}, now
                 )
+                if utx in made.created:  # an application's BEFORE INSERT trigger may hold it
+                    legacy_took(
+                        conn, self.tables[system], made.created[utx], unified["legacy_status"]
+                    )
+        except LegacyHeld as held:
+            return f"{held}: nothing written"
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated or conn.invalidated or _the_runs(exc):
                 raise
