@@ -378,8 +378,7 @@ class SQLiteOps(DialectOps):
         self.unmark_writer(conn)
 
     def insert(self, table: sa.Table) -> Any:
-        # Imported here: a PostgreSQL process need not load SQLite's dialect (30 ms).
-        from sqlalchemy.dialects import sqlite
+        from sqlalchemy.dialects import sqlite  # here: PostgreSQL's processes need it not
 
         return sqlite.insert(table)
 
