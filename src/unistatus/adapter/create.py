@@ -33,7 +33,7 @@ from unistatus.adapter.keys import IdempotencyClaim, KeyTaken
 from unistatus.adapter.model import DualWriteResult, Entity, ModeChanged, Plan
 from unistatus.adapter.plan import require_copyable
 from unistatus.adapter.rows import EntityRows
-from unistatus.adapter.sql import BEYOND_RANGE, HotStatements
+from unistatus.adapter.sql import BEYOND_RANGE, HotStatements, stored_status
 from unistatus.adapter.writes import LockedWriter, legacy_row, unified_row
 from unistatus.clock import utcnow
 from unistatus.db import writer_mark
@@ -207,7 +207,7 @@ class Creator:
 
             def write_legacy() -> None:
                 nonlocal legacy_id, stored
-                insert = sa.insert(lt.table).values(values).returning(lt.id, lt.read("status"))
+                insert = sa.insert(lt.table).values(values).returning(lt.id, stored_status(lt))
                 # Marked as creating (PostgreSQL): the application's trigger that writes
                 # the new row again is not captured before the unified row exists (the
                 # capture would create it, and this create's own insert meet it).

@@ -362,7 +362,7 @@ class HotStatements:
                 system, _created_utx_id(system, legacy_cte.c.id), legacy_cte.c.id, legacy_cte
             )
             keys = sa.select(sa.func.count()).select_from(key_cte).scalar_subquery()
-            return sa.select(legacy_cte.c.id, keys, legacy_cte.c.status)
+            return sa.select(legacy_cte.c.id, keys, legacy_cte.c.stored)
 
         name = "create_legacy_keyed" if keyed else "create_legacy"
         return self._get(f"{name}{list(extra) if extra else ''}", system, build)
@@ -413,10 +413,10 @@ class HotStatements:
             },
         )
         values = sa.select(*row.values()).where(self._mode_guard(system) == sa.bindparam("p_mode"))
-        # As "id" and "status" whatever the columns' names: the statements around read
+        # As "id" and "stored" whatever the columns' names: the statements around read
         # them so.
         insert = sa.insert(lt.table).from_select(list(row), values)
-        return insert.returning(lt.id.label("id"), lt.read("status").label("status"))
+        return insert.returning(lt.id.label("id"), stored_status(lt))
 
     def create_dual(
         self, system: LegacySystemType, *, keyed: bool = False, extra: tuple[str, ...] = ()
@@ -482,7 +482,7 @@ class HotStatements:
                 .cte(cte_name("history_insert"))
             )
             written = sa.select(sa.func.count()).select_from(history_cte).scalar_subquery()
-            stored = sa.select(legacy_cte.c.status).scalar_subquery()
+            stored = sa.select(legacy_cte.c.stored).scalar_subquery()
             if not keyed:
                 return sa.select(unified_cte.c.id, unified_cte.c.legacy_id, written, stored)
             key_cte = self._key_insert(

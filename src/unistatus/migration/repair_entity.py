@@ -36,7 +36,12 @@ from unistatus.domain.transitions import TransitionRules
 from unistatus.errors import StorageError
 from unistatus.migration.repair_plan import RepairPlan, Strategy, plan_repair
 from unistatus.migration.repair_queue import resolve_queued
-from unistatus.migration.replay_apply import create_legacy_rows, create_operations, legacy_now
+from unistatus.migration.replay_apply import (
+    create_legacy_rows,
+    create_operations,
+    followed,
+    legacy_now,
+)
 from unistatus.migration.replay_conflicts import has_open_conflict
 
 __all__ = [
@@ -521,7 +526,7 @@ def legacy_took(conn: sa.Connection, lt: LegacyTable, legacy_id: Any, sent: str 
     if now is None:
         raise LegacyHeld("a trigger of the application's deleted the legacy row written")
     stored, unified_copy = now
-    if stored not in (sent, unified_copy):
+    if not followed(sent, stored, unified_copy):
         raise LegacyHeld(
             f"a trigger of the application's stored legacy status {stored!r}, not the "
             f"{sent!r} written"

@@ -41,6 +41,7 @@ __all__ = [
     "LegacyRowsMade",
     "create_legacy_rows",
     "create_operations",
+    "followed",
     "legacy_now",
     "replay_rows",
 ]
@@ -452,12 +453,19 @@ def _create_and_link(
     return linked
 
 
+def followed(written: str | None, stored: str | None, unified_copy: str | None) -> bool:
+    """Whether a legacy row written ``written`` is in step after the write: it stored that,
+    or what its unified row's copy says (a capture, where on, mirrored the application's
+    trigger that changed it): :func:`legacy_now`'s reading of it."""
+    return stored in (written, unified_copy)
+
+
 def _held(tx: str, written: str | None, stored: str | None, unified_copy: str | None) -> int:
     """1 (and a warning) where the application's trigger stored another status than the
     replay wrote (held it, or moved it on) and no capture brought unified to it: the
     application's decision, left to check and ``repair --strategy legacy_wins`` (a
     conflict would keep that repair off it until an operator decided); else 0."""
-    if stored in (written, unified_copy):
+    if followed(written, stored, unified_copy):
         return 0
     log.warning(
         "replay: %s was written %r, and the application's trigger stored %r instead: left "
