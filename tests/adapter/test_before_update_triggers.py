@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import adapter_in
+from support.app_triggers import holding_large_approvals
 from support.capture_data import captured, history_of, legacy_status, raw, unified_of
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.adapter import fast
@@ -247,34 +248,84 @@ def test_the_result_says_what_legacy_stored_when_the_unified_side_was_queued(
         )
 
 
-@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
-def test_a_rewrite_that_fails_after_the_fast_path_committed_is_never_retried(
-    held_for_an_admin: Database, mode: DualWriteMode, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The fast path's guarded statement committed (legacy held ADMIN_PENDING); its
-    rewrite then waits out lock_timeout behind another transaction. The change stands as
-    written, left for check and repair: never retried, which planned from the status
-    held and approved it past the application's rule (review)."""
-    db = held_for_an_admin
-    adapter_in(db, mode).close()  # the mode
-    a = DualWriteAdapter(db.url, settings=db.settings.model_copy(update={"lock_timeout_ms": 200}))
-    large = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD")
-    legacy_id = int(large.legacy_entity_id)
-    rewrite = fast.hold_change
+def lock_timeout_of(db: Database, ms: int) -> DualWriteAdapter:
+    return DualWriteAdapter(db.url, settings=db.settings.model_copy(update={"lock_timeout_ms": ms}))
 
-    def behind_a_lock(conn: Any, *args: Any) -> None:
+
+def rewrite_behind_a_lock(
+    db: Database, entity_id: str, monkeypatch: pytest.MonkeyPatch
+) -> list[str]:
+    """The fast path's rewrite (its second transaction, in autocommit) waits out
+    lock_timeout behind another writer of the unified row: the ids it was called for."""
+    rewrite = fast.hold_change
+    called: list[str] = []
+
+    def behind_a_lock(conn: Any, mapper: Any, plan: Any, *args: Any) -> None:
+        called.append(plan.entity.utx_id)
         with db.engine.connect() as other, other.begin():
-            other.execute(sa.select(U.c.id).where(U.c.id == large.entity_id).with_for_update())
-            rewrite(conn, *args)
+            other.execute(sa.select(U.c.id).where(U.c.id == entity_id).with_for_update())
+            rewrite(conn, mapper, plan, *args)
 
     monkeypatch.setattr(fast, "hold_change", behind_a_lock)
+    return called
+
+
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_on_a_table_with_a_holding_trigger_the_change_and_its_hold_are_one_transaction(
+    held_for_an_admin: Database, mode: DualWriteMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapter starts on a legacy table with the application's BEFORE UPDATE row
+    trigger: a status change there is written with its hold in one transaction. The fast
+    path's guarded statement commits on its own (autocommit), so its rewrite was a second
+    transaction: one that failed (here it waits out lock_timeout behind another writer;
+    a lost connection or a crash alike) left unified at the status sent and the result
+    saying so, legacy at the status held (review)."""
+    db = held_for_an_admin
+    adapter_in(db, mode).close()  # the mode
+    a = lock_timeout_of(db, 200)
     try:
-        r = a.update_status(large.entity_id, "APPROVED", "", "ops")
+        large = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD")
+        rewrite_behind_a_lock(db, str(large.entity_id), monkeypatch)
+        r = a.update_status(large.entity_id, "APPROVED", "approved", "ops")
     finally:
         a.close()
-    assert r.overall_success and not r.outcome_unknown, r.as_dict()
-    assert legacy_status(db, "cashouts", legacy_id) == "ADMIN_PENDING"  # the rule stands
-    ops = [h["operation_id"] for h in history_of(db, "CASHOUT", legacy_id)]
-    assert ops.count(r.operation_id) == 1
-    report = run_check(db.engine, db.settings, store=False)
-    assert report.inconsistencies["status_mismatch"] == 1  # for repair
+    assert said(r) == HELD
+    as_the_rule_decided(db, int(large.legacy_entity_id))
+
+
+@pytest.mark.parametrize("mode", DUAL, ids=lambda m: m.value)
+def test_a_rewrite_that_fails_after_the_fast_path_committed_is_never_retried(
+    pg: Database, mode: DualWriteMode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The application's trigger was created after the adapter started, so its first
+    held change took the fast path: the guarded statement committed (legacy held
+    ADMIN_PENDING), and its rewrite then waits out lock_timeout behind another
+    transaction. The change stands as written, left for check and repair: never retried,
+    which planned from the status held and approved it past the application's rule
+    (review). The adapter has learned the table holds statuses: the next held change
+    there is one transaction."""
+    db = pg
+    adapter_in(db, mode).close()  # the mode
+    a = lock_timeout_of(db, 200)
+    try:
+        first = a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD")
+        second = a.create_transaction("WALLET_CASHOUT", 1, "6000", "USD")
+        with holding_large_approvals(db):
+            called = rewrite_behind_a_lock(db, str(first.entity_id), monkeypatch)
+            r = a.update_status(first.entity_id, "APPROVED", "", "ops")
+            assert r.overall_success and not r.outcome_unknown, r.as_dict()
+            first_id = int(first.legacy_entity_id)
+            assert legacy_status(db, "cashouts", first_id) == "ADMIN_PENDING"  # the rule stands
+            ops = [h["operation_id"] for h in history_of(db, "CASHOUT", first_id)]
+            assert ops.count(r.operation_id) == 1
+            report = run_check(db.engine, db.settings, store=False)
+            assert report.inconsistencies["status_mismatch"] == 1  # for repair
+            assert called == [first.entity_id]
+            called.clear()
+            rewrite_behind_a_lock(db, str(second.entity_id), monkeypatch)
+            r2 = a.update_status(second.entity_id, "APPROVED", "", "ops")
+            assert said(r2) == HELD
+            u = unified_of(db, "CASHOUT", int(second.legacy_entity_id))
+            assert u is not None and (u["status"], u["legacy_status"]) == HELD
+    finally:
+        a.close()
