@@ -21,9 +21,9 @@ import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import adapter_in
-from support.app_triggers import holding_large_approvals
+from support.app_triggers import holding_large_approvals, installed
 from support.capture_data import captured, history_of, legacy_status, raw, unified_of
-from unistatus import DualWriteAdapter, DualWriteMode
+from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
 from unistatus.adapter import fast
 from unistatus.db.tables import unified_transactions as U
 from unistatus.migration.check import run_check
@@ -329,3 +329,53 @@ def test_a_rewrite_that_fails_after_the_fast_path_committed_is_never_retried(
             assert u is not None and (u["status"], u["legacy_status"]) == HELD
     finally:
         a.close()
+
+
+def test_a_trigger_that_never_names_the_status_keeps_the_fast_path(pg: Database) -> None:
+    """The common BEFORE UPDATE trigger (``NEW.updated_at := now()``, and a column whose
+    name only begins with the status's) cannot hold a status: the table keeps the fast
+    path (the guarded statement counts its attempt); one that names it takes the locked
+    path."""
+    db = pg
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+    a.close()
+    with installed(
+        db,
+        [
+            "CREATE FUNCTION t_touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "NEW.updated_at := now(); PERFORM 1 WHERE NEW.status_changed IS NULL; "
+            "RETURN NEW; END $$",
+            "ALTER TABLE cashouts ADD COLUMN status_changed timestamptz",
+            "CREATE TRIGGER t_touch BEFORE UPDATE ON cashouts FOR EACH ROW "
+            "EXECUTE FUNCTION t_touch()",
+        ],
+        [
+            "DROP TRIGGER t_touch ON cashouts",
+            "ALTER TABLE cashouts DROP COLUMN status_changed",
+            "DROP FUNCTION t_touch()",
+        ],
+    ):
+        touched = DualWriteAdapter(db.url, settings=db.settings)
+        try:
+            tx = touched.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+            assert said(touched.update_status(tx.entity_id, "APPROVED", "", "ops")) == (
+                "FUNDS_HELD",
+                "APPROVED",
+            )
+            assert touched.fast is not None
+            assert touched.fast.holding == set()
+            assert touched.fast.hits + touched.fast.misses == 1
+        finally:
+            touched.close()
+        with holding_large_approvals(db):
+            holding = DualWriteAdapter(db.url, settings=db.settings)
+            try:
+                assert holding.fast is not None and holding.fast.holding == {
+                    LegacySystemType.CASHOUT
+                }
+                tx = holding.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+                holding.update_status(tx.entity_id, "APPROVED", "", "ops")
+                assert holding.fast.hits + holding.fast.misses == 0
+            finally:
+                holding.close()
+    consistent(db)

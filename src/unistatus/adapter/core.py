@@ -33,6 +33,7 @@ from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.stats import OperationStats, acquire, release
 from unistatus.adapter.writes import LockedWriter, result_of
 from unistatus.config import Settings, load_settings
+from unistatus.db.app_triggers import holding_systems
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
@@ -143,11 +144,17 @@ class DualWriteAdapter:
             # (PostgreSQL with revision 0007); otherwise, and whenever it declines, the
             # locked path.
             self.locked_mode = self._fast_path_available()
+            holding = holding_systems(self.engine, legacy) if self.locked_mode else frozenset()
         # Hot-path statements, built once per legacy system and compiled once.
         self.hot = HotStatements(legacy, self.ops, locked_mode=self.locked_mode)
         self.fast = (
             FastStatusWriter(
-                self.engine, self.hot, fallback, self.mapper, self.settings.state_cache_size
+                self.engine,
+                self.hot,
+                fallback,
+                self.mapper,
+                self.settings.state_cache_size,
+                holding,
             )
             if self.locked_mode
             else None

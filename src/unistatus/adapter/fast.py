@@ -13,7 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.adapter.held import hold_change
+from unistatus.adapter.held import held_status, hold_change
 from unistatus.adapter.model import Entity, Fallback, Plan, WriteLost
 from unistatus.adapter.plan import one_statement
 from unistatus.adapter.sql import HotStatements
@@ -47,6 +47,7 @@ class FastStatusWriter:
         fallback: Fallback,
         mapper: LegacyStatusMapper,
         cache_size: int = 0,
+        holding: frozenset[LegacySystemType] = frozenset(),
     ) -> None:
         self.hot = statements
         self.fallback: Fallback = fallback
@@ -61,6 +62,12 @@ class FastStatusWriter:
         self.known: dict[Key, Entity] = {}
         self.hits = 0
         self.misses = 0
+        # Systems whose legacy table may store another status than the one written (the
+        # application's BEFORE UPDATE trigger: db.app_triggers): found at the start, or
+        # learned from a held change. Their changes that write unified take the locked
+        # path outside a caller's transaction, so that the hold shares the change's
+        # transaction (this path's guarded statement commits on its own).
+        self.holding: set[LegacySystemType] = set(holding)
 
     def update(
         self,
@@ -79,6 +86,8 @@ class FastStatusWriter:
         located = _legacy_location(ref)
         if located is None or not self._eligible(mode, located[0]):
             return None
+        if caller is None and mode.writes_unified and located[0] in self.holding:
+            return None  # the locked path: the change and its hold in one transaction
         if caller is not None:
             return self._update(caller, located, mode, op_id, plan, autocommit=False)
         with self.engine.connect() as conn:
@@ -161,8 +170,13 @@ class FastStatusWriter:
         the caller's transaction, one more statement of it. In autocommit the change has
         committed already: the rewrite is a second transaction, and if it fails (a lock
         timeout, a lost connection) the change stands as written, for ``check`` and
-        ``repair``, never retried (the retry would plan from the status held)."""
+        ``repair``, never retried (the retry would plan from the status held). Only the
+        first held change of a table whose trigger appeared after the adapter started
+        gets here: the system is then known to hold (:attr:`holding`)."""
         lt = self.hot.legacy[p.entity.system]
+        sent = (p.dst, p.dst_legacy)
+        if held_status(self.mapper, p.entity.system, sent, stored) != sent:
+            self.holding.add(p.entity.system)
         if not autocommit:
             hold_change(conn, self.mapper, p, stored, lt)
             return
