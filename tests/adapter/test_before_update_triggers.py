@@ -14,6 +14,7 @@ test_before_triggers.py.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,7 +27,10 @@ from support.capture_data import captured, history_of, legacy_status, raw, unifi
 from unistatus import DualWriteAdapter, DualWriteMode, LegacySystemType
 from unistatus.adapter import fast
 from unistatus.db.tables import unified_transactions as U
+from unistatus.migration import phases, rollback
+from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.check import run_check
+from unistatus.migration.retire import retire_legacy_columns, undo_cleanup
 
 M = DualWriteMode
 DUAL = [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY]
@@ -379,3 +383,39 @@ def test_a_trigger_that_never_names_the_status_keeps_the_fast_path(pg: Database)
             finally:
                 holding.close()
     consistent(db)
+
+
+def test_an_adapter_started_while_the_status_was_retired_finds_the_trigger_once_restored(
+    held_for_an_admin: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapter starts in phase 4 (the status column retired: its trigger names a
+    column the table does not have), a rollback restores the column and the mode writes
+    both sides again: the reflection that picks the column up finds the trigger too, and
+    the held change is one transaction (review: it took the fast path, two
+    transactions)."""
+    db = held_for_an_admin
+    before = DualWriteAdapter(db.engine, settings=db.settings)
+    phases.advance(db.engine, db.settings, actor="t")
+    before.modes.refresh()
+    large = before.create_transaction("WALLET_CASHOUT", 1, "5000", "USD")
+    before.close()
+    for _ in range(3):
+        phases.advance(db.engine, db.settings, actor="t", force=True, reason="test setup")
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    record_verified(db.engine, verify_archive(db.engine, out), actor="t")
+    try:
+        retire_legacy_columns(db.engine, db.settings)
+        a = lock_timeout_of(db, 200)
+        try:
+            rollback.rollback_current_phase(db.engine, db.settings, actor="ops", reason="r")
+            a.modes.refresh()
+            rewrite_behind_a_lock(db, str(large.entity_id), monkeypatch)
+            r = a.update_status(large.entity_id, "APPROVED", "", "ops")
+        finally:
+            a.close()
+        assert said(r) == HELD
+        u = unified_of(db, "CASHOUT", int(large.legacy_entity_id))
+        assert u is not None and (u["status"], u["legacy_status"]) == HELD
+    finally:
+        undo_cleanup(db.engine, db.settings)
