@@ -557,6 +557,8 @@ class DualWriteAdapter:
         if not mode.writes_legacy or all(lt.status is not None for lt in self.legacy.values()):
             return
         self.hot.reload(resolve_legacy_tables(self.engine, self.settings, require_status=False))
+        if self.fast is not None:  # a trigger naming a column restored just now
+            self.fast.holding |= holding_systems(self.engine, self.hot.legacy)
 
     def _follow_restored_columns(self) -> None:
         """Reads too: once a rollback restored the legacy status columns (any system's

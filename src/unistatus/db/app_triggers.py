@@ -14,41 +14,53 @@ import re
 from collections.abc import Mapping
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from unistatus.db.legacy import LegacyTable
 from unistatus.domain.statuses import LegacySystemType
 
 __all__ = ["holding_systems", "may_hold_updates"]
 
-# Enabled row triggers BEFORE UPDATE of the table (pg_trigger.tgtype's bits: ROW 1,
-# BEFORE 2, UPDATE 16) whose function's source names the status column as a word
-# (``\m``/``\M``: ``NEW.status := ...``, not ``NEW.status_changed_at``). unistatus puts
-# none there (its capture fires AFTER, per statement), so each one found is the
-# application's. A table whose triggers never name the status (the common ``updated_at``
-# one) keeps the fast path. A function that changes the status without naming it (built
-# by name at run time), or one in C (no source to read, its symbol's name), is not found
-# here: it is learned from its first held change (adapter.fast). A trigger enabled only for replication ('R') counts: a session may
-# take that role.
+# Enabled row triggers BEFORE UPDATE of the table or of any table under it (a partition,
+# an inheriting table: an UPDATE through the parent fires theirs; pg_trigger.tgtype's
+# bits: ROW 1, BEFORE 2, UPDATE 16) that fire when the adapter's UPDATE sets its columns
+# (no column list, or one naming a column it sets) and whose function's source, or the
+# trigger's own arguments, name the status column as a word (``\m``/``\M``: ``NEW.status
+# := ...``, not ``NEW.status_changed_at``). unistatus puts none there (its capture fires
+# AFTER, per statement), so each one found is the application's. A table whose triggers
+# never name the status (the common ``updated_at`` one) keeps the fast path. A function
+# that changes the status without naming it (through a helper, or built by name at run
+# time), or one in C (no source to read, its symbol's name), is not found here: it is
+# learned from its first held change (adapter.fast). A trigger enabled only for
+# replication ('R') counts: a session may take that role.
 _PG_HOLDING_TRIGGER = sa.text(
+    "WITH RECURSIVE rel(oid) AS ("
+    " SELECT CAST(to_regclass(:rel) AS oid)"
+    " UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN rel ON i.inhparent = rel.oid"
+    ") "
     "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t "
+    "JOIN rel ON t.tgrelid = rel.oid "
     "JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
     "JOIN pg_catalog.pg_language l ON l.oid = p.prolang "
-    "WHERE t.tgrelid = to_regclass(:rel) AND NOT t.tgisinternal "
-    "AND t.tgenabled <> 'D' AND t.tgtype & 19 = 19 "
-    "AND l.lanname NOT IN ('c', 'internal') AND p.prosrc ~* :word)"
-)
+    "WHERE NOT t.tgisinternal AND t.tgenabled <> 'D' AND t.tgtype & 19 = 19 "
+    "AND (cardinality(CAST(t.tgattr AS int2[])) = 0 OR EXISTS ("
+    " SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = t.tgrelid"
+    " AND a.attnum = ANY (CAST(t.tgattr AS int2[])) AND a.attname = ANY (:written))) "
+    "AND (l.lanname NOT IN ('c', 'internal') AND p.prosrc ~* :word"
+    " OR encode(t.tgargs, 'escape') ~* :word))"
+).bindparams(sa.bindparam("written", type_=ARRAY(sa.Text)))
 
 
-def may_hold_updates(conn: sa.Connection, table: sa.Table, status: str) -> bool:
-    """Whether an UPDATE of ``table`` may store another value of its ``status`` column
-    than it sets: an enabled ``BEFORE UPDATE`` row trigger whose function names that
-    column (PostgreSQL). Elsewhere False: a SQLite trigger cannot change the row being
-    written."""
+def may_hold_updates(conn: sa.Connection, table: sa.Table, status: str, *also_set: str) -> bool:
+    """Whether an UPDATE of ``table`` setting its ``status`` column (and the columns
+    ``also_set``) may store another status than it sets: an enabled ``BEFORE UPDATE``
+    row trigger that fires then and names that column (PostgreSQL). Elsewhere False: a
+    SQLite trigger cannot change the row being written."""
     if conn.dialect.name != "postgresql":
         return False
     rel = conn.dialect.identifier_preparer.format_table(table)
-    word = rf"\m{re.escape(status)}\M"
-    return bool(conn.execute(_PG_HOLDING_TRIGGER, {"rel": rel, "word": word}).scalar_one())
+    params = {"rel": rel, "word": rf"\m{re.escape(status)}\M", "written": [status, *also_set]}
+    return bool(conn.execute(_PG_HOLDING_TRIGGER, params).scalar_one())
 
 
 def holding_systems(
@@ -60,5 +72,6 @@ def holding_systems(
         return frozenset(
             system
             for system, lt in legacy.items()
-            if lt.status is not None and may_hold_updates(conn, lt.table, lt.status.name)
+            if lt.status is not None
+            and may_hold_updates(conn, lt.table, lt.status.name, lt.updated_at.name)
         )
