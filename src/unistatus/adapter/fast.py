@@ -170,9 +170,9 @@ class FastStatusWriter:
         the caller's transaction, one more statement of it. In autocommit the change has
         committed already: the rewrite is a second transaction, and if it fails (a lock
         timeout, a lost connection) the change stands as written, for ``check`` and
-        ``repair``, never retried (the retry would plan from the status held). Only the
-        first held change of a table whose trigger appeared after the adapter started
-        gets here: the system is then known to hold (:attr:`holding`)."""
+        ``repair``, never retried (the retry would plan from the status held). In autocommit
+        only a table whose trigger the adapter did not find at its start comes this far,
+        with its first held change: the system is then known to hold (:attr:`holding`)."""
         lt = self.hot.legacy[p.entity.system]
         sent = (p.dst, p.dst_legacy)
         if held_status(self.mapper, p.entity.system, sent, stored) != sent:

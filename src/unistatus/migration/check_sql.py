@@ -369,12 +369,12 @@ def count_chunk(
     counts = dict.fromkeys(("total", "ok", *KINDS), 0)
     recent_keys: dict[int, tuple[str, ...]] = {}
     found: dict[int, int] = {}
-    for text, n in conn.execute(q).tuples():
+    for grouped, n in conn.execute(q).tuples():
         counts["total"] += n
-        if text is None:
+        if grouped is None:
             counts["ok"] += n
             continue
-        values = text.split(_SEP)
+        values = grouped.split(_SEP)
         kinds = pairs.rule.kinds(dict(zip(names, map(int, values), strict=False)))
         if not kinds:
             counts["ok"] += n
