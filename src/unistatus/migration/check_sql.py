@@ -403,8 +403,9 @@ _SEP = ","
 
 def _detail(parts: Sequence[sa.ColumnElement[Any]]) -> sa.ColumnElement[str]:
     """``parts`` (integers, or NULL) as one text, ``_SEP`` between them, NULL as ''
-    (``||`` on both backends)."""
-    texts = [sa.func.coalesce(sa.cast(part, sa.Text), "") for part in parts]
+    (``||`` on both backends). Each is cast to BIGINT first: a key of a NUMERIC column
+    would read ``12.000``."""
+    texts = [sa.func.coalesce(sa.cast(sa.cast(part, sa.BigInteger), sa.Text), "") for part in parts]
     out: sa.ColumnElement[str] = texts[0]
     for text in texts[1:]:
         out = out.op("||")(_SEP).op("||")(text)
