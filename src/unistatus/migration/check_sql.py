@@ -376,14 +376,12 @@ def count_chunk(
             continue
         values = grouped.split(_SEP)
         kinds = pairs.rule.kinds(dict(zip(names, map(int, values), strict=False)))
-        if not kinds:
-            counts["ok"] += n
         for kind in kinds:
             counts[kind] += n
         recent = values[len(names)]
         if recent:
             recent_keys[int(recent)] = kinds
-        if kinds and keys is not None:
+        if keys is not None:
             spot = int(values[len(names) + 1])
             found[spot] = found.get(spot, 0) + n
     spots = [
