@@ -204,3 +204,55 @@ def test_sqlite_names_are_matched_whole(sqlite_db: Database) -> None:
         )
         conn.exec_driver_sql("INSERT INTO app_t VALUES (-1)")
     assert refused_by_application(refused.value)
+
+
+@pytest.mark.parametrize("mode", MODES[1:], ids=lambda m: m.value)
+def test_a_caller_that_commits_after_the_refusal_commits_nothing_of_the_change(
+    db: Database, mode: DualWriteMode
+) -> None:
+    """The unified side is written first; the refused legacy side must not leave it in
+    the caller's transaction. PostgreSQL aborts that transaction (its COMMIT rolls back);
+    SQLite keeps it usable, so a caller that commits anyway (its audit row of the
+    refusal, say) committed the unified side alone: the two sides disagreed."""
+    a = adapter_in(db, mode)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "50", "USD", status="PROCESSING")
+    legacy_id = int(c.legacy_entity_id)
+    before = state(db, legacy_id)
+    with no_failed_cashout(db), db.app_engine.connect() as conn:
+        conn.begin()
+        with pytest.raises(CallerWriteRefusedError):
+            a.update_status(c.entity_id, "FAILED", "declined", "ops", connection=conn)
+        try:
+            conn.commit()
+        except sa.exc.DBAPIError:
+            conn.rollback()
+    assert state(db, legacy_id) == before
+    assert a.check_consistency(c.entity_id)["consistent"]
+
+
+@pytest.mark.parametrize("mode", MODES[1:], ids=lambda m: m.value)
+def test_a_caller_that_commits_after_a_refused_create_commits_nothing_of_it(
+    db: Database, mode: DualWriteMode
+) -> None:
+    """The same for a create whose legacy INSERT the application's rule refuses."""
+    a = adapter_in(db, mode)
+    if db.backend == "sqlite":
+        add = [
+            "CREATE TRIGGER t_small BEFORE INSERT ON cashouts WHEN NEW.amount > 1000 "
+            "BEGIN SELECT RAISE(ABORT, 'a cashout is small'); END"
+        ]
+        drop = ["DROP TRIGGER t_small"]
+    else:
+        add = ["ALTER TABLE cashouts ADD CONSTRAINT t_small CHECK (amount <= 1000)"]
+        drop = ["ALTER TABLE cashouts DROP CONSTRAINT t_small"]
+    with installed(db, add, drop), db.app_engine.connect() as conn:
+        conn.begin()
+        with pytest.raises(CallerWriteRefusedError):
+            a.create_transaction("WALLET_CASHOUT", 1, "5000", "USD", connection=conn)
+        try:
+            conn.commit()
+        except sa.exc.DBAPIError:
+            conn.rollback()
+    with db.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(U)).scalar_one() == 0
+        assert conn.exec_driver_sql("SELECT count(*) FROM cashouts").scalar_one() == 0
