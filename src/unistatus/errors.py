@@ -215,8 +215,9 @@ class CallerWriteRefusedError(CallerTransactionError):
     """The refusal of :class:`WriteRefusedError` in the caller's transaction
     (``connection=``): counted refused, not in the error rate, but, as for any
     :class:`CallerTransactionError`, the transaction must be rolled back (PostgreSQL
-    aborted it; on SQLite the side written before the refused one is still in it).
-    Not an :class:`InputError`, whose transaction stays usable."""
+    aborted it; on SQLite the call's own writes are undone, its savepoint rolled back,
+    but the mode lock it took stays). Not an :class:`InputError`, whose transaction stays
+    usable."""
 
 
 class ModeNotRestoredError(StorageError):

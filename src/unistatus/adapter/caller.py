@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -241,15 +241,16 @@ class CallerTransactions:
                 if not self.ops.mode_lock_marks:
                     self.ops.mark_writer(conn)
                 self.runner.prepare(mode)
-                try:
-                    result = work(conn, mode, op_id)
-                except Relinked:
-                    # Nothing written; the caller's transaction cannot start over, so the
-                    # write runs again here and locks the new legacy row after the
-                    # unified row it holds (against the adapter's order: a deadlock with
-                    # a write that locked legacy first is a failed write, typed, nothing
-                    # of it written).
-                    result = work(conn, mode, op_id)
+                with self._undone_on_failure(conn):
+                    try:
+                        result = work(conn, mode, op_id)
+                    except Relinked:
+                        # Nothing written; the caller's transaction cannot start over, so
+                        # the write runs again here and locks the new legacy row after the
+                        # unified row it holds (against the adapter's order: a deadlock
+                        # with a write that locked legacy first is a failed write, typed,
+                        # nothing of it written).
+                        result = work(conn, mode, op_id)
             # The caller's own SQL after this operation is not the adapter's.
             self.ops.unmark_writer(conn)
             unmarked = True
@@ -280,6 +281,15 @@ class CallerTransactions:
                 self._unmark(conn)
         result.duration_ms = (time.perf_counter() - started) * 1000
         return mode, result
+
+    def _undone_on_failure(self, conn: sa.Connection) -> AbstractContextManager[object]:
+        """SQLite: the work in a savepoint of the caller's transaction, rolled back if it
+        fails. A failed statement aborts a PostgreSQL transaction (its COMMIT rolls back);
+        SQLite's goes on, so a side written before a refused one (the unified side, written
+        first) would commit alone if the caller committed after the error. The mode lock,
+        taken before, has begun the transaction (a savepoint outside one would commit at
+        its release)."""
+        return conn.begin_nested() if self.ops.name == "sqlite" else nullcontext()
 
     def _unmark(self, conn: sa.Connection) -> None:
         """The writer mark off again after a failed or refused operation (best effort:
