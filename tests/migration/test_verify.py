@@ -231,6 +231,29 @@ def test_a_mismatch_in_a_time_bounded_round_is_judged_for_its_own_system(db: Any
     assert set(firing[0].details.get("systems") or ()) == {"CASHOUT"}  # cashouts only
 
 
+def test_a_round_of_a_few_changed_rows_is_judged_against_the_systems_rows(db: Any) -> None:
+    """A round of continuous verification reads the rows changed since its watermark
+    only. One mismatch among them is one row of the system, not the system's rate: 1 of
+    500 cashouts is 99.8% consistent (a warning), never the 0% that fired the critical
+    alert and rolled the system back (an exploratory review: 1 bad escrow of 10,000
+    rolled escrows back to LEGACY_ONLY)."""
+    populate(db.engine, db.settings, 500)
+    run_check(db.engine, db.settings)
+    with db.engine.begin() as conn:
+        _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow())
+    round_ = verify_changes(db.engine, db.settings, busy_max_wait=0)
+    figures = round_.per_system[CASHOUT.value]
+    assert (figures["total"], figures["consistent"]) == (1, 0)
+    snap = collect_snapshot(db.engine, db.settings)
+    cashouts = (snap.systems or {})[CASHOUT.value]
+    assert cashouts["alert_consistency_rate"] == pytest.approx(499 / 500)
+    assert cashouts["alert_inconsistent_rows"] == 1
+    states = {o.name: o for o in observe(snap, now=utcnow())}
+    assert not states["consistency_critical"].firing
+    assert states["consistency_warning"].firing
+    assert set(states["consistency_warning"].details.get("systems") or ()) == {"CASHOUT"}
+
+
 def test_continuous_verification_leaves_the_other_cores_to_live_traffic(pg: Any) -> None:
     """A round of continuous verification runs beside live traffic (monitor, serve): its
     statements get no parallel workers (on 2 cores a round's join took both, and the
