@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import Database
 from support.capture_data import history_of, legacy_status, raw, unified_of
@@ -133,9 +134,11 @@ def test_status_names_a_partition_added_since_and_enable_covers_it(scratch_pg: D
     assert statuses(db, 1500) == ("PENDING", ("PENDING", "PENDING"), 1)
     capture.disable(db.engine, db.settings, actor="test", reason="test")
     with db.engine.connect() as conn:
-        left = conn.exec_driver_sql(
-            "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal "
-            "AND tgname LIKE 'unistatus\\_capture\\_%'"
+        left = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal AND starts_with(tgname, :p)"
+            ),
+            {"p": "unistatus_capture_"},
         ).scalar_one()
     assert left == 0
     consistent(db)

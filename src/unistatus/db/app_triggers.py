@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from unistatus.db.legacy import LegacyTable
+from unistatus.db.legacy_tree import TREE
 from unistatus.domain.statuses import LegacySystemType
 
 __all__ = ["holding_systems", "may_hold_updates"]
@@ -34,11 +35,7 @@ __all__ = ["holding_systems", "may_hold_updates"]
 # learned from its first held change (adapter.fast). A trigger enabled only for
 # replication ('R') counts: a session may take that role.
 _PG_HOLDING_TRIGGER = sa.text(
-    "WITH RECURSIVE rel(oid) AS ("
-    " SELECT CAST(to_regclass(:rel) AS oid)"
-    " UNION SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN rel ON i.inhparent = rel.oid"
-    ") "
-    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t "
+    TREE + "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t "
     "JOIN rel ON t.tgrelid = rel.oid "
     "JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
     "JOIN pg_catalog.pg_language l ON l.oid = p.prolang "

@@ -298,7 +298,13 @@ def pinned_legacy_table(conn: sa.Connection, lt: LegacyTable) -> LegacyTable:
     search_path than the application's (the capture's SECURITY DEFINER functions)."""
     if lt.table.schema is not None or conn.dialect.name != "postgresql":
         return lt
-    table = lt.table.to_metadata(sa.MetaData(), schema=resolved_schema(conn, lt.name))
+    return legacy_table_as(lt, resolved_schema(conn, lt.name), lt.name)
+
+
+def legacy_table_as(lt: LegacyTable, schema: str, name: str) -> LegacyTable:
+    """``lt`` read through the table ``schema.name``, which has its columns (a partition
+    of it, say)."""
+    table = lt.table.to_metadata(sa.MetaData(), schema=schema, name=name)
     columns: dict[str, Any] = {
         role: None if column is None else table.c[column.name]
         for role, column in ((r, getattr(lt, r)) for r in LEGACY_COLUMNS)

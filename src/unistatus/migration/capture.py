@@ -30,14 +30,22 @@ from unistatus.db.legacy import (
     pinned_legacy_table,
     resolve_legacy_tables,
 )
+from unistatus.db.legacy_tree import tables_under
 from unistatus.db.search_path import search_path
 from unistatus.db.tables import control_log, unified_transactions
 from unistatus.db.tables_capture import capture_changed
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.mapping import extra_statuses
 from unistatus.errors import ConfigError, StorageError
-from unistatus.migration.capture_ddl import PREFIX, CaptureDdl, Trigger, function_names
+from unistatus.migration.capture_ddl import CaptureDdl
 from unistatus.migration.capture_frozen import SHORT as STATUS_TRIGGER
+from unistatus.migration.capture_names import (
+    PREFIX,
+    Trigger,
+    Under,
+    definitions,
+    function_names,
+)
 from unistatus.migration.capture_writers import (
     FOLD_AFTER,
     WriterSeen,
@@ -202,7 +210,7 @@ def _sql_changed(
         if key in _compared:
             return _compared[key]
         generated = _install(ddl, conn, tables, ddl.ops.mode_lock_key)
-    wanted = ddl.definitions(generated)
+    wanted = definitions(generated, postgres=conn.dialect.name == "postgresql")
     changed = any(name in catalog and catalog[name] != text for name, text in wanted.items())
     if len(_compared) >= _COMPARED_KEPT:
         _compared.clear()
@@ -334,7 +342,18 @@ def _install(
     if conn.dialect.name != "postgresql":
         return ddl.install(tables, unified=unified)
     pinned = [pinned_legacy_table(conn, lt) for lt in tables]
-    return ddl.install(pinned, own_schema(conn), mode_lock_key, unified=unified)
+    under = _under(conn, pinned)
+    return ddl.install(pinned, own_schema(conn), mode_lock_key, unified=unified, under=under)
+
+
+def _under(conn: sa.Connection, tables: list[LegacyTable]) -> Under:
+    """The tables under each legacy table now (PostgreSQL: its partitions, its inheriting
+    tables), which get its triggers: a statement that names one fires theirs, not the
+    table's. One created since ``enable`` has none until it runs again (``capture
+    status`` names them missing)."""
+    format_table = conn.dialect.identifier_preparer.format_table
+    pinned = [pinned_legacy_table(conn, lt) for lt in tables]
+    return {lt.system: tables_under(conn, format_table(lt.table)) for lt in pinned}
 
 
 def own_schema(conn: sa.Connection) -> str:
@@ -460,10 +479,11 @@ def _status(engine: sa.Engine, settings: Settings, generated: list[str] | None) 
         changed = conn.execute(sa.select(sa.func.count()).select_from(capture_changed))
         pending = int(changed.scalar_one())
         writers = writers_seen(conn)
+        under = _under(conn, tables)
     return CaptureStatus(
         enabled=enabled,
         installed=triggers,
-        expected=ddl.triggers(tables),
+        expected=ddl.triggers(tables, under),
         functions=functions,
         suspended=retired if enabled else [],
         writers=writers,

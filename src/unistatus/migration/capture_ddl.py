@@ -3,15 +3,16 @@
 Per legacy table, PostgreSQL gets one PL/pgSQL function, three statement-level AFTER
 triggers (INSERT, UPDATE, DELETE) with transition tables, so a bulk write costs a few
 set-based statements, not one call per row, and a BEFORE TRUNCATE one that reads the
-table itself (a TRUNCATE is recorded as a DELETE of every row). SQLite, which has neither, gets row-level
-triggers whose bodies are the same statements on the ``NEW`` or ``OLD`` row. Both get the
+table itself (a TRUNCATE is recorded as a DELETE of every row); the tables under it (its
+partitions, its inheriting tables) get the same triggers. SQLite, which has neither, gets
+row-level triggers whose bodies are the same statements on the ``NEW`` or ``OLD`` row. Both get the
 detector of direct writes to ``unified_transactions`` and the catch-up trigger on the
 control table (a mode that maintains unified entered: the entities logged while
 LEGACY_ONLY are brought in step in the switch's own transaction).
 
-Every object is named here, with the prefix :data:`PREFIX`. On PostgreSQL the functions
-live in the installation's schema (where its tables are) and are the installation's
-objects: ``disable`` drops the functions of :func:`function_names` in that schema and the
+Every object is named with the prefix :data:`PREFIX` (:mod:`capture_names`). On
+PostgreSQL the functions live in the installation's schema (where its tables are) and are
+the installation's objects: ``disable`` drops the functions of :func:`function_names` in that schema and the
 triggers that call them, never another installation's. The functions run with their
 owner's rights (SECURITY DEFINER), so they name every table with its schema and run on
 ``search_path = pg_catalog, pg_temp``: nothing a user may create in a schema on the
@@ -21,8 +22,7 @@ does and why: docs/capture.md.
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,13 +32,20 @@ from unistatus.db import writer_mark
 from unistatus.db.binding import qualify
 from unistatus.db.control import mode_key
 from unistatus.db.dialect import DialectOps
-from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable
+from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable, legacy_table_as
 from unistatus.db.mode_lock_keys import system_lock_key
 from unistatus.db.tables import migration_control, unified_transactions
-from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration import capture_frozen as frozen
 from unistatus.migration import capture_marked as marked
 from unistatus.migration.capture_context import postgres_context, sqlite_context
+from unistatus.migration.capture_names import (
+    EVENTS,
+    PREFIX,
+    TRUNCATE_SHORT,
+    Trigger,
+    Under,
+)
 from unistatus.migration.capture_sql import (
     Context,
     Rows,
@@ -47,17 +54,8 @@ from unistatus.migration.capture_sql import (
     stored_mode,
 )
 
-__all__ = [
-    "CATCH_UP_WRITER",
-    "PREFIX",
-    "SEARCH_PATH",
-    "SQLITE_WRITER",
-    "CaptureDdl",
-    "Trigger",
-    "function_names",
-]
+__all__ = ["CATCH_UP_WRITER", "SEARCH_PATH", "SQLITE_WRITER", "CaptureDdl"]
 
-PREFIX = "unistatus_capture_"
 # The writer named in the history of what the catch-up brought in step.
 CATCH_UP_WRITER = "capture:catch_up"
 SQLITE_WRITER = "bypass:sqlite"
@@ -79,38 +77,9 @@ PG_WRITER = (
     "left('bypass:' || coalesce(current_setting('application_name', true), '') || '/' "
     "|| session_user, 128)"
 )
-EVENTS = {"INSERT": "ins", "UPDATE": "upd", "DELETE": "del"}
-# PostgreSQL: a TRUNCATE fires no row trigger and has no transition table. A BEFORE
-# trigger still sees every row it will remove, and records them as a DELETE of each.
-TRUNCATE_SHORT = "trunc"
 # The functions' fixed search_path: the system catalog, the session's temporary schema
 # last (PostgreSQL's advice for SECURITY DEFINER functions: every other name qualified).
 SEARCH_PATH = "pg_catalog, pg_temp"
-
-
-def function_names() -> list[str]:
-    """Every function the capture may create (PostgreSQL), without schema: one per legacy
-    system, the detector of direct writes to unified, and the catch-up."""
-    systems = [f"{PREFIX}{system.value.lower()}" for system in LegacySystemType]
-    return [*systems, f"{PREFIX}unified", f"{PREFIX}catch_up"]
-
-
-# How the generated DDL names what it defines: a PostgreSQL function (its body is what
-# the catalog keeps as ``prosrc``), a SQLite trigger (the catalog keeps its statement).
-_PG_FUNCTION = re.compile(
-    r"^CREATE OR REPLACE FUNCTION (?:\S+\.)?(\w+)\(\) .*? AS \$capture\$(.*)\$capture\$$", re.S
-)
-_SQLITE_TRIGGER = re.compile(r'^CREATE TRIGGER "?(\w+)"? ')
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """One trigger the capture installs: its name and the table it is on (its bare name;
-    ``on``: how SQL names the table, schema included, as the catalog gave it)."""
-
-    name: str
-    table: str
-    on: str = field(default="", compare=False, repr=False)
 
 
 class CaptureDdl:
@@ -127,8 +96,9 @@ class CaptureDdl:
 
     # --- names ------------------------------------------------------------------------
 
-    def triggers(self, tables: list[LegacyTable]) -> list[Trigger]:
-        """Every trigger :meth:`install` creates, by name and table."""
+    def triggers(self, tables: list[LegacyTable], under: Under | None = None) -> list[Trigger]:
+        """Every trigger :meth:`install` creates, by name and table (``under``: the
+        tables under each legacy table, which get its triggers too)."""
         # PostgreSQL: one statement trigger per event, TRUNCATE included; SQLite (no
         # TRUNCATE): per event one row trigger that brings unified in step, and one that
         # logs while LEGACY_ONLY (not DELETE).
@@ -137,7 +107,12 @@ class CaptureDdl:
             if self.postgres
             else ["ins", "ins_log", "upd", "upd_log", "del", frozen.SHORT]
         )
-        out = [Trigger(f"{self._legacy_name(lt)}_{s}", lt.name) for lt in tables for s in legacy]
+        out = [
+            Trigger(f"{self._legacy_name(lt)}_{s}", table, on)
+            for lt in tables
+            for table, on in [(lt.name, ""), *self._under(lt, under or {})]
+            for s in legacy
+        ]
         unified = unified_transactions.name
         direct = [*EVENTS.values(), TRUNCATE_SHORT] if self.postgres else list(EVENTS.values())
         out += [Trigger(f"{PREFIX}unified_{short}", unified) for short in direct]
@@ -153,6 +128,12 @@ class CaptureDdl:
             )
             out += [Trigger(f"{PREFIX}{name}", migration_control.name) for name in catch_up]
         return out
+
+    def _under(self, lt: LegacyTable, under: Under) -> list[tuple[str, str]]:
+        """The tables under ``lt``, each (its name, as SQL names it with its schema)."""
+        return [
+            (name, qualify(name, schema, self.dialect)) for schema, name in under.get(lt.system, [])
+        ]
 
     @staticmethod
     def _legacy_name(lt: LegacyTable) -> str:
@@ -186,32 +167,23 @@ class CaptureDdl:
         mode_lock_key: int = 0,
         *,
         unified: bool = True,
+        under: Under | None = None,
     ) -> list[str]:
         """The statements that create every capture object (after :meth:`drop`).
 
         PostgreSQL: ``schema`` is where our tables are (and the functions go), the
-        legacy tables each named in their schema (see ``pinned_legacy_table``), and
-        ``mode_lock_key`` the installation's mode lock (``DialectOps.mode_lock_key``).
+        legacy tables each named in their schema (see ``pinned_legacy_table``),
+        ``mode_lock_key`` the installation's mode lock (``DialectOps.mode_lock_key``), and
+        ``under`` the tables under each legacy table (its partitions, its inheriting
+        tables: :func:`unistatus.db.legacy_tree.tables_under`), which get its triggers.
         ``unified=False``: all but the detector of direct writes to unified.
         """
         if self.postgres:
             if schema is None:
                 raise ValueError("the capture's functions need the schema of our tables")
             self.schema = schema
-            return self._postgres(tables, mode_lock_key, unified)
+            return self._postgres(tables, mode_lock_key, unified, under or {})
         return self._sqlite(tables, unified)
-
-    def definitions(self, statements: list[str]) -> dict[str, str]:
-        """What the catalog keeps of :meth:`install`'s ``statements``, by name: on
-        PostgreSQL each function's body (``prosrc``), on SQLite each trigger's statement.
-        One in the catalog that differs was generated by other code (an earlier
-        unistatus) or from another configuration."""
-        out: dict[str, str] = {}
-        for statement in statements:
-            found = (_PG_FUNCTION if self.postgres else _SQLITE_TRIGGER).match(statement)
-            if found is not None:
-                out[found[1]] = found[2] if self.postgres else statement
-        return out
 
     def drop(self, installed: list[Trigger], functions: list[str]) -> list[str]:
         """The statements that drop these triggers and (PostgreSQL) functions."""
@@ -250,7 +222,7 @@ class CaptureDdl:
         return "\n".join(lines)
 
     def _postgres(
-        self, tables: list[LegacyTable], mode_lock_key: int, unified: bool = True
+        self, tables: list[LegacyTable], mode_lock_key: int, unified: bool, under: Under
     ) -> list[str]:
         # With its owner's rights (a writer needs no grant on unistatus's tables), on a
         # fixed search_path (every table named with its schema); without JIT (compiling
@@ -285,8 +257,7 @@ class CaptureDdl:
                 for r in rows.values()
             )
             deleted = self._plpgsql(sql.deleted(old_rows, ctx))
-            # TRUNCATE: its BEFORE trigger still sees every row it removes.
-            truncated = self._plpgsql(sql.deleted(Rows.of_table(lt), ctx))
+            truncated = self._pg_truncated(sql, lt, under, ctx)
             function = self._function(self._legacy_name(lt))
             count = frozen.counted(self.ops.insert, lt, ctx, per_statement=True)
             status_written = frozen.pg_block(self._plpgsql, count, PG_WRITER)
@@ -329,24 +300,51 @@ BEGIN
 END
 $capture$"""
             )
-            table = self._table(lt.table)
-            for event, short in EVENTS.items():
-                out.append(
-                    f"CREATE TRIGGER {self.quote(f'{self._legacy_name(lt)}_{short}')} "
-                    f"AFTER {event} ON {table} REFERENCING {LEGACY_TRANSITIONS[event]} "
-                    f"FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
-                )
-            out.append(
-                f"CREATE TRIGGER {self.quote(f'{self._legacy_name(lt)}_{TRUNCATE_SHORT}')} "
-                f"BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
-            )
-            name = self.quote(f"{self._legacy_name(lt)}_{frozen.SHORT}")
-            column = self.quote(lt.column("status").name)
-            out.append(frozen.pg_trigger(name, table, column, function))
+            # A statement fires the statement triggers of the table it names only: the
+            # tables under this one (partitions, inheriting tables) get the same.
+            for table in [self._table(lt.table), *(on for _, on in self._under(lt, under))]:
+                out += self._pg_triggers(lt, table, function)
         if unified:
             out += self._pg_unified(writer, mode, attributes)
         if tables:
             out += self._pg_catch_up(tables, attributes)
+        return out
+
+    def _pg_truncated(self, sql: SystemSql, lt: LegacyTable, under: Under, ctx: Context) -> str:
+        """A TRUNCATE: its BEFORE trigger still sees every row it removes. It fires the
+        trigger of every table it empties (those under the one it names too), and each
+        records the rows its table holds itself (read through that table: one partition
+        read for one partition truncated)."""
+        if not under.get(lt.system):
+            return self._plpgsql(sql.deleted(Rows.of_table(lt), ctx))
+        own = sa.literal_column("tableoid") == sa.literal_column("TG_RELID")
+        through = [lt] + [legacy_table_as(lt, *at) for at in under[lt.system]]
+        return (
+            "\n".join(
+                f"{'IF' if i == 0 else 'ELSIF'} TG_RELID = "
+                f"CAST({self.render(sa.literal(self._table(t.table)))} AS regclass) THEN\n"
+                + _indent(self._plpgsql(sql.deleted(Rows.of_table(t, where=own), ctx)), 4)
+                for i, t in enumerate(through)
+            )
+            + "\nEND IF;"
+        )
+
+    def _pg_triggers(self, lt: LegacyTable, table: str, function: str) -> list[str]:
+        """The triggers that call the legacy table's ``function`` on ``table`` (it, or
+        a table under it)."""
+        name = self._legacy_name(lt)
+        out = [
+            f"CREATE TRIGGER {self.quote(f'{name}_{short}')} AFTER {event} ON {table} "
+            f"REFERENCING {LEGACY_TRANSITIONS[event]} FOR EACH STATEMENT "
+            f"EXECUTE FUNCTION {function}()"
+            for event, short in EVENTS.items()
+        ]
+        out.append(
+            f"CREATE TRIGGER {self.quote(f'{name}_{TRUNCATE_SHORT}')} "
+            f"BEFORE TRUNCATE ON {table} FOR EACH STATEMENT EXECUTE FUNCTION {function}()"
+        )
+        column = self.quote(lt.column("status").name)
+        out.append(frozen.pg_trigger(self.quote(f"{name}_{frozen.SHORT}"), table, column, function))
         return out
 
     def _pg_in_step(self, sql: SystemSql, rows: Rows, ctx: Context) -> str:

@@ -60,20 +60,24 @@ class Rows:
         return self.rows.c
 
     @classmethod
-    def of(cls, columns: dict[str, sa.ColumnElement[Any]], *froms: Any) -> Rows:
-        """From expressions for each LEGACY_COLUMNS name (and the FROM clause they need)."""
+    def of(cls, columns: dict[str, sa.ColumnElement[Any]], *froms: Any, where: Any = None) -> Rows:
+        """From expressions for each LEGACY_COLUMNS name (and the FROM clause they need,
+        and the condition ``where`` they meet)."""
         select = sa.select(*(columns[name].label(name) for name in LEGACY_COLUMNS))
         if froms:
             select = select.select_from(*froms)
+        if where is not None:
+            select = select.where(where)
         return cls(select.subquery("capture_rows"))
 
     @classmethod
-    def of_table(cls, lt: LegacyTable, source: Any = None) -> Rows:
+    def of_table(cls, lt: LegacyTable, source: Any = None, *, where: Any = None) -> Rows:
         """The rows of the legacy table itself (``source``: the table joined to what
-        selects them; default, every row)."""
+        selects them; default, every row; ``where``: those that meet it)."""
         return cls.of(
             {name: lt.read(name) for name in LEGACY_COLUMNS},
             lt.table if source is None else source,
+            where=where,
         )
 
     def changed_from(self, old: Rows) -> Rows:
