@@ -82,6 +82,7 @@ __all__ = [
     "DEFAULT_SECONDS_PER_ROUND",
     "SLACK",
     "judged_report",
+    "system_populations",
     "verification_status",
     "verify_changes",
 ]
@@ -361,3 +362,16 @@ def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> 
     else:
         before = latest_report_for(engine, system, full=False, not_scope=CONTINUOUS_SCOPE)
     return before if before is not None and _inconsistent(before, system) else latest
+
+
+def system_populations(engine: sa.Engine) -> dict[str, int]:
+    """Each system's rows as the latest full check of it counted them (a system no full
+    check covered is left out): what a report of the rows changed since a time (a round
+    of continuous verification) is judged against (:mod:`unistatus.observe.judged`)."""
+    out: dict[str, int] = {}
+    for system in LegacySystemType:
+        full = latest_report_for(engine, system, full=True)
+        total = ((full.per_system.get(system.value) if full else None) or {}).get("total")
+        if total is not None:
+            out[system.value] = int(total)
+    return out

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from unistatus.backfill import current_tuning, quarantine_count, read_workers
 from unistatus.backfill import progress as backfill_progress
-from unistatus.clock import as_utc, utcnow
+from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import get_modes, mode_summary
 from unistatus.domain.mapping import LegacyStatusMapper
@@ -32,10 +32,16 @@ from unistatus.migration.phases import PhaseStatus, common_phase, phase_status, 
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
-from unistatus.migration.verify import judged_report, verification_status
+from unistatus.migration.verify import judged_report, system_populations, verification_status
 from unistatus.observe.backfill_metrics import backfill_worker_families
 from unistatus.observe.backfill_throttle import throttle_view
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
+from unistatus.observe.judged import (
+    judged_inconsistent_rows,
+    overall_consistency,
+    populations_of,
+    system_consistency,
+)
 from unistatus.observe.operation_metrics import operation_families, window_families
 from unistatus.observe.phase_progress import PHASE_NAMES, phase_bars, read_retirement
 from unistatus.observe.stats import WRITES, stats_totals, window
@@ -92,6 +98,9 @@ class Snapshot:
     replay_pending: int | None = None
     # Continuous verification: its watermark and lag, per system.
     verification: dict[str, Any] | None = None
+    # Each system's rows, which a report of the rows changed since a time is judged
+    # against (:mod:`unistatus.observe.judged`).
+    populations: dict[str, int] | None = None
     mapping: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -184,104 +193,15 @@ def _first_line(exc: BaseException) -> str:
 
 
 def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
-    """The consistency rate the alerts judge, and how many rows it leaves out.
-
-    A legacy row of a system whose backfill is not complete yet has no unified row by
-    design; counting it would make every check run during phase 2 look like a
-    consistency collapse and trigger an emergency rollback of a healthy migration.
-    Those ``missing_unified`` rows are left out of every report whose check started
-    before that system's backfill completed (:func:`backfilled_before`); every other
-    disagreement counts. Without per-system figures or backfill progress,
-    the report's own rate is used as it is.
-    """
+    """The consistency rate the alerts judge, every system together, and how many rows
+    it leaves out (:mod:`unistatus.observe.judged`). Without per-system figures or
+    backfill progress, the report's own rate is used as it is."""
     report = snap.last_check
     if not report:
         return None, 0
-    per_system = report.get("per_system") or {}
-    if not per_system or snap.progress is None:
+    if not report.get("per_system") or snap.progress is None:
         return snap.consistency_rate, 0
-    total = consistent = excluded = 0
-    for system, info in per_system.items():
-        rows, good, left_out = _judged_counts(info, snap.progress.get(system), report)
-        total += rows
-        consistent += good
-        excluded += left_out
-    return (consistent / total if total else 1.0), excluded
-
-
-def _judged_counts(
-    info: dict[str, Any], progress: dict[str, Any] | None, report: dict[str, Any]
-) -> tuple[int, int, int]:
-    """One system's part of a report as the alerts judge it: (rows, consistent, rows
-    left out as awaiting the backfill)."""
-    rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
-    if backfilled_before(progress, info, report):
-        return rows, good, 0
-    missing = int((info.get("inconsistencies") or {}).get("missing_unified") or 0)
-    return rows - missing, good, missing
-
-
-UNRECORDED_FINISH_MARGIN = timedelta(seconds=65)
-
-
-def backfilled_before(
-    progress: dict[str, Any] | None, info: dict[str, Any], report: dict[str, Any]
-) -> bool:
-    """Whether a system's backfill had completed when the check of ``report`` (``info``:
-    its part for that system) started reading it. A check that read while the last
-    chunks were still being copied found their rows missing by design; judged against
-    a backfill that completed since, they would look like rows lost."""
-    if not (progress or {}).get("complete"):
-        return False
-    assert progress is not None
-    completed = progress.get("completed_at")
-    started = info.get("started_at") or report.get("started_at")
-    if not completed or not started:
-        return True  # a report or progress from before these times were kept
-    done_at, read_at = (as_utc(datetime.fromisoformat(t)) for t in (completed, started))
-    assert done_at is not None and read_at is not None
-    if not progress.get("finished_at"):
-        # Only the last batch's start is known: it may have gone on until its
-        # statement timeout.
-        done_at += UNRECORDED_FINISH_MARGIN
-    return done_at <= read_at
-
-
-def system_consistency(
-    report: dict[str, Any] | None,
-    system: str,
-    progress: dict[str, dict[str, Any]] | None,
-) -> tuple[float | None, float | None]:
-    """``system``'s consistency in a check report (``as_dict``), and the rate the alerts
-    judge (its ``missing_unified`` rows left out unless its backfill had completed when the
-    check started, as :func:`judged_consistency` does); (None, None) if the report did
-    not cover it."""
-    info = ((report or {}).get("per_system") or {}).get(system)
-    if not info:
-        return None, None
-    total, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
-    rate = good / total if total else 1.0
-    if progress is None:
-        return rate, rate
-    judged_total, _, _ = _judged_counts(info, progress.get(system), report or {})
-    return rate, (good / judged_total if judged_total else 1.0)
-
-
-def judged_inconsistent_rows(
-    report: dict[str, Any] | None,
-    system: str,
-    progress: dict[str, dict[str, Any]] | None,
-) -> int | None:
-    """How many of ``system``'s rows the alerts judge inconsistent in a check report
-    (``as_dict``; rows awaiting the backfill left out as :func:`system_consistency` does);
-    None if the report did not cover it."""
-    info = ((report or {}).get("per_system") or {}).get(system)
-    if not info:
-        return None
-    rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
-    if progress is not None:
-        rows, _, _ = _judged_counts(info, progress.get(system), report or {})
-    return max(0, rows - good)
+    return overall_consistency(report, snap.progress, snap.populations or {})
 
 
 def database_reachable(engine: sa.Engine) -> str | None:
@@ -344,6 +264,8 @@ def collect_snapshot(
     snap.performance = _read(src, "stats", performance)
     snap.last_check = _read(src, "check", last_check)
     snap.progress = _read(src, "backfill", progress)
+    counted = _read(src, "check", lambda: system_populations(engine))
+    snap.populations = None if counted is None else populations_of(counted, snap.progress or {})
     snap.backfill_workers = _read(
         src, "backfill_workers", lambda: read_workers(engine, include_finished=True)
     )
@@ -353,7 +275,7 @@ def collect_snapshot(
         snap.systems = _read(
             src,
             "systems",
-            lambda: _systems(engine, each, snap.progress, window_seconds),
+            lambda: _systems(engine, each, snap.progress, snap.populations, window_seconds),
         )
     snap.repair_open = _read(src, "repair_queue", lambda: int(open_repair_count(engine)))
     snap.quarantine = _read(src, "quarantine", lambda: int(quarantine_count(engine)))
@@ -369,6 +291,7 @@ def _systems(
     engine: sa.Engine,
     statuses: dict[LegacySystemType, PhaseStatus],
     progress: dict[str, dict[str, Any]] | None,
+    populations: dict[str, int] | None,
     window_seconds: float,
 ) -> dict[str, dict[str, Any]]:
     """Each system's own figures (mode, phase, gates, consistency, operations)."""
@@ -376,7 +299,9 @@ def _systems(
     for system, st in statuses.items():
         report = judged_report(engine, system)
         shown = report.as_dict() if report is not None else None
-        rate, judged = system_consistency(shown, system.value, progress)
+        rate, judged = system_consistency(
+            shown, system.value, progress, (populations or {}).get(system.value)
+        )
         perf = window(engine, window_seconds, operation=WRITES, system=system)
         out[system.value] = {
             "mode": st.mode.value,
