@@ -123,3 +123,48 @@ def test_a_reason_with_brackets_is_printed_as_it_is(db: Database) -> None:
     assert code == 0, out
     assert "INC [/] 12" in out and "[bold]ops" in out
     assert phases.phase_status(db.engine, db.settings).phase == 1
+
+
+def test_a_system_named_twice_is_refused_not_half_done(sqlite_db: Database) -> None:
+    """``--system cashout --system escrow`` acted on escrow alone and said it was done (an
+    emergency rollback of one of the two systems named). Each of these commands acts on
+    one system, or on every system without the option: a repeat is refused, nothing done."""
+    db = sqlite_db
+    commands = [
+        ["mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "t"],
+        ["phase", "advance", "--reason", "t", "--force"],
+        ["phase", "rollback", "--reason", "t"],
+        ["phase", "status"],
+        ["rollback", "--emergency", "--reason", "t"],
+        ["mode", "get"],
+        ["plan"],
+    ]
+    for command in commands:
+        result = runner.invoke(
+            app,
+            ["--database-url", db.url, *command, "--system", "cashout", "--system", "escrow"],
+        )
+        assert result.exit_code == 2, (command, result.output)
+        assert "--system" in result.stderr and "twice" in result.stderr, (command, result.stderr)
+    assert {s: get_mode(db.engine, s) for s in LegacySystemType} == dict.fromkeys(
+        LegacySystemType, DualWriteMode.LEGACY_ONLY
+    )
+
+
+def test_phase_status_shows_each_system_when_their_modes_differ_in_one_phase(
+    sqlite_db: Database,
+) -> None:
+    """One system switched by hand (``mode set --system``) leaves every system in phase
+    0 but the modes apart: ``phase status`` failed with exit 2 ("the systems are in
+    different modes") instead of a line per system."""
+    db = sqlite_db
+    code, out = _run(
+        db, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--system", "cashout", "--reason", "t"
+    )
+    assert code == 0, out
+    code, out = _run(db, "phase", "status", "--json")
+    assert code == 0, out
+    shown = json.loads(out)
+    assert set(shown["systems"]) == {"CASHOUT", "ESCROW", "EXCHANGE"}, shown
+    code, out = _run(db, "phase", "status")
+    assert code == 0 and "CASHOUT" in out and "ESCROW" in out, out
