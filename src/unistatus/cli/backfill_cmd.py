@@ -10,6 +10,7 @@ import typer
 from unistatus.cli.context import (
     REASON_HELP,
     SYSTEM_HELP,
+    SystemOption,
     console,
     err_console,
     parse_system,
@@ -27,7 +28,7 @@ backfill_app = typer.Typer(
     no_args_is_help=False,
 )
 
-SystemOption = Annotated[
+SystemsOption = Annotated[
     list[str] | None,
     typer.Option("--system", help="cashout, escrow, exchange or all (repeatable). Default: all."),
 ]
@@ -50,7 +51,7 @@ def _systems(values: list[str] | None) -> list[LegacySystemType] | None:
 @backfill_app.callback()
 def run(
     ctx: typer.Context,
-    system: SystemOption = None,
+    system: SystemsOption = None,
     batch_size: int = typer.Option(
         1000,
         "--batch-size",
@@ -392,7 +393,7 @@ def pause(
     ctx: typer.Context,
     reason: str = typer.Option(..., "--reason", help="Why (recorded in the control log)."),
     actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),
-    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
+    system: SystemOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Hold running backfill workers before their next batch (they wait).
@@ -419,9 +420,10 @@ def resume(
     ctx: typer.Context,
     reason: str = typer.Option("resume", "--reason", help="Why (recorded in the control log)."),
     actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),
-    system: str = typer.Option(
-        None, "--system", help=f"{SYSTEM_HELP} Without it every system resumes."
-    ),
+    system: Annotated[
+        list[str] | None,
+        typer.Option("--system", help=f"{SYSTEM_HELP} Without it every system resumes."),
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """Let paused backfill workers continue.
@@ -444,7 +446,7 @@ def resume(
 @backfill_app.command("undo")
 def undo(
     ctx: typer.Context,
-    system: SystemOption = None,
+    system: SystemsOption = None,
     dry_run: bool = typer.Option(False, "--dry-run", help="Count what would go; change nothing."),
     reason: str = typer.Option(None, "--reason", help=f"{REASON_HELP} Not for --dry-run."),
     actor: str = typer.Option("cli", "--actor", help="Who (recorded)."),

@@ -11,14 +11,14 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -256,11 +256,24 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
 
 
 SYSTEM_HELP = "One legacy system: cashout, escrow or exchange (default: every system)."
+# ``--system`` of a command that acts on one system or on all: a list, so that one given
+# twice is seen (and refused by :func:`parse_system`), not its last value taken.
+SystemOption = Annotated[list[str] | None, typer.Option("--system", help=SYSTEM_HELP)]
 
 
-def parse_system(value: str | None) -> LegacySystemType | None:
+def parse_system(value: str | Sequence[str] | None) -> LegacySystemType | None:
     """``--system cashout|escrow|exchange`` (any case; ``all`` or absent: None, every
-    system). A bad value is an InputError (exit 2)."""
+    system). A bad value is an InputError (exit 2), and so is the option given more than
+    once to a command that acts on one system (its last value alone was taken: an
+    emergency rollback of one of the two systems named)."""
+    if value is not None and not isinstance(value, str):
+        if len(value) > 1:
+            times = "twice" if len(value) == 2 else f"{len(value)} times"
+            raise InputError(
+                f"--system given {times} ({', '.join(value)}): this command acts on one "
+                "system, or on every system without --system; run it once per system"
+            )
+        value = value[0] if value else None
     if value is None or value.strip().lower() == "all":
         return None
     return LegacySystemType.parse(value)

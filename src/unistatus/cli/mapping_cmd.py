@@ -3,7 +3,7 @@ reverse mappings, and their validation."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -35,9 +35,10 @@ HELP = (
 
 def mapping(
     ctx: typer.Context,
-    system: str = typer.Option(
-        None, "--system", help="Only this legacy system: cashout, escrow, exchange or all."
-    ),
+    system: Annotated[
+        list[str] | None,
+        typer.Option("--system", help="Only this legacy system: cashout, escrow, exchange or all."),
+    ] = None,
     validate: bool = typer.Option(False, "--validate", help="Validate; exit 1 on any problem."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from unistatus.cli.context import SYSTEM_HELP, console, parse_system, print_json, state
+from unistatus.cli.context import SystemOption, console, parse_system, print_json, state
 from unistatus.domain.statuses import DualWriteMode
 
 mode_app = typer.Typer(
@@ -26,7 +26,7 @@ MODES_HELP = ", ".join(m.value for m in DualWriteMode)
 @mode_app.command("get")
 def get(
     ctx: typer.Context,
-    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
+    system: SystemOption = None,
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Print the write mode: of every system (one line while they agree, else "mixed"
@@ -63,7 +63,7 @@ def set_(
     ctx: typer.Context,
     mode: str = typer.Argument(..., help=f"One of: {MODES_HELP}."),
     reason: str = typer.Option(..., "--reason", help="Why (recorded in the control log)."),
-    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
+    system: SystemOption = None,
     actor: str = typer.Option("cli", "--actor", help="Who is switching (recorded)."),
     force: bool = typer.Option(
         False,

@@ -10,7 +10,7 @@ from rich.markup import escape
 from unistatus.cli.context import (
     EXIT_FAILED_CHECK,
     REASON_HELP,
-    SYSTEM_HELP,
+    SystemOption,
     console,
     parse_system,
     print_json,
@@ -140,7 +140,7 @@ def _systems_table(statuses: dict[str, PhaseStatus]) -> object:
 @phase_app.command("status")
 def status(
     ctx: typer.Context,
-    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
+    system: SystemOption = None,
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Phase, mode and the next phase's gates, measured now (exit 1 if any gate fails).
@@ -156,7 +156,7 @@ def status(
       unistatus phase status
       unistatus phase status --system escrow --json
     """
-    from unistatus.migration.phases import common_phase, phase_status, phase_statuses
+    from unistatus.migration.phases import phase_status, phase_statuses, together_status
     from unistatus.migration.verify import verification_status
 
     app_state = state(ctx)
@@ -173,8 +173,9 @@ def status(
             raise typer.Exit(EXIT_FAILED_CHECK)
         return
     each = {s.value: st for s, st in phase_statuses(app_state.engine, app_state.settings).items()}
-    agreed = common_phase({st.system: st.phase for st in each.values() if st.system})
-    together = phase_status(app_state.engine, app_state.settings) if agreed is not None else None
+    together = together_status(
+        app_state.engine, app_state.settings, {st.system: st for st in each.values() if st.system}
+    )
     if json_out:
         out = (
             together.as_dict()
@@ -189,7 +190,9 @@ def status(
         if together is not None:
             _print_status(together)
         else:
-            console.print("[yellow]the systems are in different phases: each one's gates[/]")
+            console.print(
+                "[yellow]the systems are in different phases or modes: each one's gates[/]"
+            )
             for st in each.values():
                 _print_status(st)
         _print_verification(verification)
@@ -206,7 +209,7 @@ def advance(
     ),
     reason: str = typer.Option(..., "--reason", help=REASON_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who is advancing (recorded)."),
-    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
+    system: SystemOption = None,
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Enter the next phase (and its write mode) if every gate passes.
@@ -259,7 +262,7 @@ def rollback(
     ctx: typer.Context,
     reason: str = typer.Option(..., "--reason", help=REASON_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who is rolling back (recorded)."),
-    system: str = typer.Option(None, "--system", help=SYSTEM_HELP),
+    system: SystemOption = None,
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Go back one phase by its rollback procedure (from 4: replay to legacy first).

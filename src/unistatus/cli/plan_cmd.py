@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from unistatus.cli.context import SYSTEM_HELP, console, parse_system, print_json, state
+from unistatus.cli.context import SystemOption, console, parse_system, print_json, state
 
 if TYPE_CHECKING:
     from unistatus.migration.rollout_figures import Cost
@@ -129,7 +129,7 @@ def summary_line(plan: RolloutPlan) -> str:
 
 def plan(
     ctx: typer.Context,
-    system: str | None = typer.Option(None, "--system", help=SYSTEM_HELP),
+    system: SystemOption = None,
     sample_rows: int = typer.Option(
         2000,
         "--sample-rows",

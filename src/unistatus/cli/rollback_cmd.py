@@ -7,6 +7,8 @@ an operator decides each one with a reason.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 from rich.markup import escape
 
@@ -39,13 +41,15 @@ def rollback(
         False, "--emergency", help="Required: replay where legacy is stale, then LEGACY_ONLY."
     ),
     reason: str = typer.Option(None, "--reason", help=REASON_HELP),
-    system: str = typer.Option(
-        None,
-        "--system",
-        help="One legacy system: cashout, escrow or exchange. Only its pending changes are "
-        "replayed and only its mode goes to LEGACY_ONLY (its phase to 0); the others' "
-        "writers never wait. Default: every system.",
-    ),
+    system: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--system",
+            help="One legacy system: cashout, escrow or exchange. Only its pending changes "
+            "are replayed and only its mode goes to LEGACY_ONLY (its phase to 0); the "
+            "others' writers never wait. Default: every system.",
+        ),
+    ] = None,
     actor: str = typer.Option("cli", "--actor", help="Who is rolling back (recorded)."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:

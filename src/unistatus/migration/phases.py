@@ -15,6 +15,7 @@ summary (every system's phase while they agree, absent while they differ); revis
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -66,6 +67,7 @@ __all__ = [
     "ROLLBACK_KEY",
     "advance",
     "common_phase",
+    "together_status",
     "describe_phases",
     "evaluate_gates",
     "phase_key",
@@ -452,6 +454,19 @@ def require_one_phase(engine: sa.Engine, what: str) -> int:
 def phase_statuses(engine: sa.Engine, settings: Settings) -> dict[LegacySystemType, PhaseStatus]:
     """:func:`phase_status` of every system, each on its own data."""
     return {system: phase_status(engine, settings, system) for system in SYSTEMS}
+
+
+def together_status(
+    engine: sa.Engine, settings: Settings, each: Mapping[LegacySystemType, PhaseStatus]
+) -> PhaseStatus | None:
+    """Every system together (:func:`phase_status`) while ``each`` (their statuses) are
+    in one phase and one mode; None while they differ in either (one system switched by
+    hand, ``mode set --system``): each one's own status is then what counts."""
+    if common_phase({s: st.phase for s, st in each.items()}) is None:
+        return None
+    if len({st.mode for st in each.values()}) > 1:
+        return None
+    return phase_status(engine, settings)
 
 
 def read_system_states(

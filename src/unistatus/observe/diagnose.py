@@ -35,7 +35,7 @@ from unistatus.db.search_path import search_path
 from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.db.tables_check import check_reports as R
-from unistatus.migration.phases import phase_status, phase_statuses, read_system_states
+from unistatus.migration.phases import phase_statuses, read_system_states, together_status
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import list_conflicts, open_conflict_count
 from unistatus.observe.alert_state import load_states
@@ -173,11 +173,9 @@ def _gates(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
     """The next phase's gates of every system together while they are in one phase
     ("phase": "mixed" otherwise), and each system's on its own data (``systems``)."""
     each = phase_statuses(engine, settings)
-    phases = {st.phase for st in each.values()}
+    together = together_status(engine, settings, each)
     out: dict[str, Any] = (
-        phase_status(engine, settings).as_dict()
-        if len(phases) == 1
-        else {"phase": MIXED, "gates": []}
+        together.as_dict() if together is not None else {"phase": MIXED, "gates": []}
     )
     out["systems"] = {system.value: st.as_dict() for system, st in each.items()}
     return out

@@ -28,7 +28,7 @@ from unistatus.db.control import get_modes, mode_summary
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import UnistatusError
-from unistatus.migration.phases import PhaseStatus, common_phase, phase_status, phase_statuses
+from unistatus.migration.phases import PhaseStatus, phase_statuses, together_status
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
@@ -252,13 +252,8 @@ def collect_snapshot(
     snap.mode = _read(src, "mode", mode)
     each = _read(src, "phase", phases)
     if each is not None:
-        agreed = common_phase({s: st.phase for s, st in each.items()})
         lowest = min(each.values(), key=lambda st: st.phase)
-        together = (
-            _read(src, "phase", lambda: phase_status(engine, settings))
-            if agreed is not None
-            else lowest
-        )
+        together = _read(src, "phase", lambda: together_status(engine, settings, each))
         snap.phase = lowest.phase
         snap.gates = [g.as_dict() for g in (together or lowest).gates]
     snap.performance = _read(src, "stats", performance)
