@@ -414,3 +414,32 @@ def test_a_legacy_row_beyond_the_utx_range_is_left_for_an_operator(db: Any) -> N
     assert report.skipped == {"id_beyond_utx_range": 1} and report.failed == 0
     with db.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.max(sa.func.length(U.c.id)))).scalar_one() == 18
+
+
+def test_a_repair_of_one_system_leaves_the_others_as_they_are(db: Any) -> None:
+    """``--system``: a system in DUAL_WRITE_UNIFIED_PRIMARY must not be repaired
+    ``legacy_wins`` by a repair meant for one still legacy-primary (the plan of that one
+    system listed `repair --strategy legacy_wins` for every system)."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+
+    def escrows() -> list[tuple[Any, ...]]:
+        with db.engine.connect() as conn:
+            rows = conn.execute(sa.select(U).where(U.c.legacy_system == "ESCROW").order_by(U.c.id))
+            return [tuple(r) for r in rows]
+
+    before = escrows()
+    only = run_repair(db.engine, db.settings, strategy="legacy_wins", systems=["cashout"])
+    assert only.repaired == 3 * PER_SYSTEM
+    assert escrows() == before
+    left = run_check(db.engine, db.settings, store=False).per_system
+    assert left["CASHOUT"]["inconsistencies"]["status_mismatch"] == 0
+    assert left["ESCROW"]["inconsistencies"]["status_mismatch"] > 0
+    shown = CliRunner().invoke(
+        app,
+        ["--database-url", db.url, "repair", "--dry-run", "--json", "--system", "escrow"],
+    )
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["repaired"] == 3 * PER_SYSTEM
+    with pytest.raises(InputError, match="bonds"):
+        run_repair(db.engine, db.settings, strategy="legacy_wins", systems=["bonds"])

@@ -318,3 +318,22 @@ def test_a_plan_of_every_system_in_different_phases_asks_for_one_system(
     to_phase(db.engine, 3, LegacySystemType.CASHOUT)  # another mode as well
     modes = CliRunner().invoke(app, base)
     assert modes.exit_code == 2 and "--system" in modes.output, modes.output
+
+
+def test_a_plan_of_one_system_names_that_system_in_every_command_that_takes_it(
+    sqlite_db: Database,
+) -> None:
+    """Following a plan of one system must not touch the others: its check, its repair
+    (a repair of every system ``legacy_wins`` would overwrite a unified-primary system's
+    authoritative rows) and its advance name the system."""
+    db = sqlite_db
+    seed_legacy(db.engine, db.settings, 30)
+    out = CliRunner().invoke(
+        app, ["--database-url", db.url, "plan", "--system", "escrow", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    commands = [s["command"] for p in json.loads(out.stdout)["phases"] for s in p["steps"]]
+    for command in commands:
+        if command.startswith(("unistatus check", "unistatus repair", "unistatus phase")):
+            assert "--system escrow" in command, command
+    assert any(c.startswith("unistatus repair --strategy legacy_wins") for c in commands)
