@@ -277,3 +277,12 @@ def parse_system(value: str | Sequence[str] | None) -> LegacySystemType | None:
     if value is None or value.strip().lower() == "all":
         return None
     return LegacySystemType.parse(value)
+
+
+def parse_systems(values: Sequence[str] | None) -> list[LegacySystemType] | None:
+    """A repeatable ``--system`` (each value as :func:`parse_system` reads it): the
+    systems named, or None (every system) when none is or one of them is ``all``."""
+    chosen = [parse_system(value) for value in values or []]
+    if not chosen or None in chosen:
+        return None
+    return [system for system in chosen if system is not None]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -13,6 +13,7 @@ from unistatus.cli.context import (
     REASON_HELP,
     console,
     err_console,
+    parse_systems,
     print_json,
     require_reason,
     state,
@@ -61,8 +62,10 @@ HELP = "\n\n".join(
         (
             "Examples: unistatus repair --strategy legacy_wins --dry-run ; unistatus repair "
             '--strategy legacy_wins --reason "after the 02:10 legacy-only incident" ; '
-            "unistatus check --out mismatches.jsonl && unistatus repair --from "
-            'mismatches.jsonl --strategy legacy_wins --reason "INC-42"'
+            "unistatus check --out mismatches.jsonl || test $? -eq 1 && unistatus repair "
+            '--from mismatches.jsonl --strategy legacy_wins --reason "INC-42" (check exits 1 '
+            "when it finds mismatches) ; unistatus repair --system escrow --strategy "
+            'unified_wins --reason "escrows are unified-primary"'
         ),
     ]
 )
@@ -83,6 +86,15 @@ def repair(
     from_file: str = typer.Option(
         None, "--from", help="Repair exactly the entities of a `check --out` file."
     ),
+    system: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--system",
+            help="Only this legacy system's entities: cashout, escrow, exchange or all "
+            "(repeatable). Default: all. Name it when the systems are in different phases: "
+            "each one's strategy follows its own primary side.",
+        ),
+    ] = None,
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     from unistatus.migration.repair import run_repair
@@ -103,6 +115,7 @@ def repair(
         actor=actor,
         reason=why,
         from_file=from_file,
+        systems=parse_systems(system),
     )
     if from_file is not None and report.examined == 0:
         err_console.print(f"[yellow]{from_file} lists no entity: nothing to repair[/]")

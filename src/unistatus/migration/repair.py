@@ -11,6 +11,7 @@ import logging
 import os
 import random
 import time
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 
@@ -61,9 +62,10 @@ class _Repairer:
         return limit is not None and self.report.repaired >= limit
 
     def entity(self, system: LegacySystemType, legacy_id: int | None, utx_id: str | None) -> None:
-        """Repair one entity (idempotent; an entity is handled once per run)."""
+        """Repair one entity (idempotent; an entity is handled once per run) of the
+        systems repaired (the others' are left as they are)."""
         key = (system, legacy_id, None if legacy_id is not None else utx_id)
-        if key in self.seen or self.full:
+        if key in self.seen or self.full or system not in self.tables:
             return
         self.seen.add(key)
         self.report.examined += 1
@@ -159,8 +161,14 @@ def run_repair(
     actor: str = "repair",
     reason: str | None = None,
     from_file: str | os.PathLike[str] | None = None,
+    systems: Iterable[LegacySystemType | str] | None = None,
 ) -> RepairReport:
     """Repair the repair queue, then everything a fresh detection finds (see module doc).
+
+    ``systems``: only these legacy systems' entities (their queue rows, their pairs,
+    their lines of ``from_file``); None or empty: every system. A repair meant for a
+    system still legacy-primary must not write ``legacy_wins`` over one whose unified
+    side is already primary.
 
     ``limit`` caps the number of entities repaired; ``dry_run`` plans and counts without
     writing anything. ``reason`` (the operator's why; the CLI requires it without
@@ -174,7 +182,10 @@ def run_repair(
         raise InputError(f"limit must be a positive integer, got {limit!r}")
     if not actor or not str(actor).strip():
         raise InputError("actor is required (who runs the repair; recorded in the history)")
+    only = frozenset(LegacySystemType.parse(system) for system in systems or ())
     tables = resolve_legacy_tables(engine, settings)
+    if only:
+        tables = {system: lt for system, lt in tables.items() if system in only}
     if reason is not None and not reason.strip():
         raise InputError("reason must not be blank (why the repair runs; recorded)")
     if reason is not None:

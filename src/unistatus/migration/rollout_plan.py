@@ -66,7 +66,9 @@ DEFAULT_SAMPLE_ROWS = 2000
 REASON = '--reason "TEXT"'
 SOAK_GATE = "unified_primary_soak_s"  # migration.gates.gate_soak
 # Commands that take `--system`.
-SYSTEM_SCOPED = frozenset({"backfill", "phase advance", "phase rollback", "rollback --emergency"})
+SYSTEM_SCOPED = frozenset(
+    {"backfill", "check", "repair", "phase advance", "phase rollback", "rollback --emergency"}
+)
 
 
 def system_state(conn: sa.Connection, system: LegacySystemType | None) -> tuple[DualWriteMode, int]:
@@ -261,7 +263,7 @@ def _steps(
     if into == 2:
         return [
             Step(
-                f"unistatus check --since {PHASE_START}",
+                f"unistatus check{_flag('check', system)} --since {PHASE_START}",
                 "verify every transaction written since phase 1 began (reads every pair)",
                 check,
             ),
@@ -284,9 +286,13 @@ def _steps(
                 )
             )
         steps += [
-            Step("unistatus check", "a full check: every pair consistent", check),
             Step(
-                f"unistatus repair --strategy legacy_wins {REASON}",
+                f"unistatus check{_flag('check', system)}",
+                "a full check: every pair consistent",
+                check,
+            ),
+            Step(
+                f"unistatus repair{_flag('repair', system)} --strategy legacy_wins {REASON}",
                 "only if the check finds mismatches",
             ),
             _advance(3, system),
@@ -295,7 +301,11 @@ def _steps(
     if into == 4:
         return [
             Step("unistatus capture status", "no writer bypasses unistatus during the soak", 0.0),
-            Step("unistatus check", "a full check after the switch to unified primary", check),
+            Step(
+                f"unistatus check{_flag('check', system)}",
+                "a full check after the switch to unified primary",
+                check,
+            ),
             _advance(4, system),
             Step(
                 "unistatus archive export --out DIR",
@@ -305,7 +315,10 @@ def _steps(
             Step("unistatus archive verify DIR", "verify and record the archive", 0.0),
             Step(
                 f"unistatus retire legacy-columns {REASON}",
-                "drop the legacy status columns (reversible: --undo)",
+                "drop the legacy status columns (reversible: --undo); of every system at "
+                "once, when all of them are in phase 4"
+                if system is not None
+                else "drop the legacy status columns (reversible: --undo)",
                 0.0,
             ),
         ]
