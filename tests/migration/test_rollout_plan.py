@@ -336,4 +336,4 @@ def test_a_plan_of_one_system_names_that_system_in_every_command_that_takes_it(
     for command in commands:
         if command.startswith(("unistatus check", "unistatus repair", "unistatus phase")):
             assert "--system escrow" in command, command
-    assert "unistatus repair --system escrow --strategy legacy_wins --reason \"TEXT\"" in commands
+    assert 'unistatus repair --system escrow --strategy legacy_wins --reason "TEXT"' in commands
