@@ -25,6 +25,7 @@ from support.adapters import adapter_in, snapshot
 from support.legacy_columns import legacy_columns
 from unistatus import DualWriteMode, InputError
 from unistatus.db.tables import status_history
+from unistatus.errors import CallerWriteRefusedError, WriteRefusedError
 
 M = DualWriteMode
 WRITES_LEGACY = [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY]
@@ -462,3 +463,35 @@ def test_linking_compares_legacy_values_as_the_database_does(db: Database) -> No
             with pytest.raises(InputError, match=r"exists with branch='AB *', not 'AC'"):
                 link(legacy_values={"branch": "AC"})
             assert link(legacy_values={"branch": "AB"}).overall_success
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.LEGACY_ONLY])
+def test_a_value_the_columns_type_refuses_is_the_callers_refusal_not_a_failure(
+    db: Database, mode: DualWriteMode
+) -> None:
+    """A type the adapter cannot judge in Python (``inet``, ``real``, a domain over
+    ``integer``) refuses a bad value in the database with a data exception (SQLSTATE
+    class 22): the caller's input, a WriteRefusedError (an InputError) with nothing
+    written, counted refused. It was a database failure, in the error rate the gates and
+    the rollback alert read (exploratory review)."""
+    if db.backend != "postgres":
+        pytest.skip("PostgreSQL's inet and real types")
+    with legacy_columns(db, {"client_ip": "INET", "score": "REAL"}):
+        a = adapter_in(db, mode)
+        events: list[Any] = []
+        a.observers.append(events.append)
+        before = snapshot(db)
+        for bad in ({"client_ip": "not-an-ip"}, {"score": 1e39}):
+            with pytest.raises(WriteRefusedError) as refused:
+                a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values=bad)
+            assert isinstance(refused.value, InputError)
+            with db.app_engine.connect() as conn, conn.begin():
+                with pytest.raises(CallerWriteRefusedError):
+                    a.create_transaction(
+                        "WALLET_CASHOUT", 7, "1", "USD", legacy_values=bad, connection=conn
+                    )
+        assert snapshot(db) == before
+        assert [(e.success, e.refused) for e in events] == [(True, True)] * 4
+        good = {"client_ip": "10.0.0.1", "score": 0.5}
+        made = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values=good)
+        assert made.overall_success, made.as_dict()
