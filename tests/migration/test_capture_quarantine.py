@@ -9,6 +9,7 @@ while the row's status was unmappable is not lost: the row is taken whole once i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -20,9 +21,12 @@ from support.phases import to_phase
 from support.refusing import refuse
 from unistatus import DualWriteMode
 from unistatus.backfill import quarantine_count, retry_quarantine, run_backfill
+from unistatus.config import CONFIG_FILE_ENV, load_settings
 from unistatus.db.control import set_mode
 from unistatus.db.tables_backfill import backfill_quarantine
+from unistatus.migration import capture
 from unistatus.migration.check import run_check
+from unistatus.migration.quarantine_retry import retry_quarantine as retry
 from unistatus.migration.rollback import emergency_rollback
 
 M = DualWriteMode
@@ -221,3 +225,35 @@ def test_a_field_fixed_while_legacy_lags_a_primary_wins_write_keeps_that_write(
         u = unified_of(pg, "CASHOUT", created.legacy_entity_id)
         assert u is not None
         assert (u["status"], u["legacy_status"], float(u["amount"])) == ("SUCCESS", "SUCCESS", 7.0)
+
+
+# --- the quarantine retry of a bypass writer's value, once the config maps it --------------
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY])
+def test_the_retry_brings_a_quarantined_bypass_write_in_step_once_the_config_maps_it(
+    cap: Database, mode: M, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bypass writer's unmappable value on a row that has its unified row: the capture
+    sets it aside. Once the config maps it and the capture is enabled again, ``backfill
+    --retry-quarantine`` brings the unified row in step (a history row), as a later
+    write would. It resolved the entry as ``migrated`` and wrote nothing: the unified
+    row stayed behind, check found a status mismatch, and the quarantine alert cleared
+    (exploratory review)."""
+    a = adapter_in(cap, mode)
+    lid = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD").legacy_entity_id or 0
+    raw(cap, "UPDATE cashouts SET status = 'REFUND_REQUESTED' WHERE id = :id", params={"id": lid})
+    assert quarantined(cap)[lid] == ("REFUND_REQUESTED", "unknown_status", True)
+    written = len(history_of(cap, "CASHOUT", lid))
+    config = tmp_path / "unistatus.toml"
+    config.write_text('[mapping.CASHOUT]\nREFUND_REQUESTED = "CANCELLED"\n')
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(config))
+    settings = load_settings(database_url=cap.url, schema=cap.settings.schema)
+    capture.enable(cap.engine, settings, actor="test", reason="the mapping extended")
+    done = retry(cap.engine, settings)
+    assert (done["migrated"], done["inserted"], done["still_unmappable"]) == (1, 0, 0)
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None and (u["status"], u["legacy_status"]) == ("CANCELLED", "REFUND_REQUESTED")
+    assert len(history_of(cap, "CASHOUT", lid)) == written + 1
+    assert quarantined(cap)[lid] == ("REFUND_REQUESTED", "unknown_status", False)
+    assert run_check(cap.engine, settings, store=False).is_consistent
