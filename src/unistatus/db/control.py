@@ -135,10 +135,8 @@ def read_mode(conn: sa.Connection, system: LegacySystemType | None = None) -> Du
     modes = read_modes(conn)
     common = common_mode(modes)
     if common is None:
-        raise ModeError(
-            f"the systems are in different modes ({describe_modes(modes)}): name one "
-            "system (--system), or put them in one mode first (`unistatus mode set MODE`)"
-        )
+        hint = "name one system (--system), or put them in one mode (`unistatus mode set`)"
+        raise ModeError(f"the systems are in different modes ({describe_modes(modes)}): {hint}")
     return common
 
 
