@@ -126,8 +126,8 @@ def run(
     """
     if ctx.invoked_subcommand is not None:
         return
-    from unistatus.backfill import retry_quarantine as retry
     from unistatus.backfill import run_backfill
+    from unistatus.migration.quarantine_retry import retry_quarantine as retry
 
     app = state(ctx)
     chosen = _systems(system)
@@ -137,9 +137,15 @@ def run(
             print_json(result)
         else:
             console.print(
-                f"quarantine: {result['migrated']:,} migrated ({result['inserted']:,} inserted), "
+                f"quarantine: {result['migrated']:,} migrated ({result['inserted']:,} inserted, "
+                f"{result['in_step']:,} brought in step), "
                 f"{result['legacy_row_gone']:,} gone from legacy, "
                 f"{result['still_unmappable']:,} still unmappable"
+                + (
+                    f", {result['in_step_needed']:,} waiting for a mode that maintains unified"
+                    if result["in_step_needed"]
+                    else ""
+                )
             )
         return
     options: dict[str, Any] = {

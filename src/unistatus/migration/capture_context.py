@@ -4,7 +4,7 @@ writer counts each captured statement adds to (one row per writer, system and sh
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ __all__ = [
     "count_writes",
     "postgres_context",
     "sqlite_context",
+    "statement_context",
 ]
 
 W = capture_writers
@@ -109,6 +110,16 @@ def sqlite_context(writer: Any, mode: Any, reason: str, kind: str) -> Context:
         kind=kind,
         reason=sa.literal(reason, sa.String),
     )
+
+
+def statement_context(dialect: str, writer: str, mode: str, reason: str, kind: str) -> Context:
+    """For the capture's statements run by unistatus itself, not in a trigger (the
+    quarantine retry): its name as the writer, the system's mode as read, no address."""
+    literal = {"writer": sa.literal(writer, sa.String), "mode": sa.literal(mode, sa.String)}
+    if dialect == "postgresql":
+        ctx = postgres_context(literal["writer"], literal["mode"], sa.literal(reason), kind)
+        return replace(ctx, client_addr=sa.null())
+    return sqlite_context(literal["writer"], literal["mode"], reason, kind)
 
 
 def count_writes(
