@@ -178,3 +178,18 @@ def test_help_shows_examples_of_tune_and_the_sizing() -> None:
     assert "Examples" in text and "--max-rows-per-second" in text
     text = runner.invoke(app, ["backfill", "--help"]).output
     assert "--target-batch-ms" in text and "backfill tune" in text
+
+
+def test_the_run_reports_the_tuning_it_used(db: Any) -> None:
+    """A run of an unfinished job tuned meanwhile copies at the tuned rate, and its
+    report says so: it said the settings' (``max_rows_per_second: null``) while the cap
+    was in force (exploratory review)."""
+    seed_legacy(db.engine, db.settings, 300, seed=2)
+    interrupted_job(db)
+    tuned = cli(db.url, "backfill", "tune", "--max-rows-per-second", "100000", "--json")
+    assert tuned.exit_code == 0, tuned.output
+    run = as_json(cli(db.url, "backfill", "--json"))
+    assert run["complete"]
+    assert run["tuning"]["max_rows_per_second"] == 100000
+    assert run["tuning_sources"]["max_rows_per_second"].startswith("tune by cli")
+    assert run["tuning_sources"]["target_batch_ms"] == "settings"
