@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.backfill.control import Tuning
+from unistatus.backfill.control import Tuning, effective_tuning, stored_tuning, unfinished_since
 from unistatus.backfill.pacing import Clock
 from unistatus.backfill.plan import Job, mark_complete, plan_or_join
 from unistatus.backfill.progress import progress as read_progress
@@ -86,6 +86,8 @@ class BackfillReport:
     duration_seconds: float = 0.0
     rows_this_run: int = 0
     tuning: dict[str, Any] = field(default_factory=dict)
+    # Where each value of ``tuning`` came from (the run's option, a tune, the settings).
+    tuning_sources: dict[str, str] = field(default_factory=dict)
     batches_this_run: int = 0
 
     def _sum(self, name: str) -> int:
@@ -125,6 +127,7 @@ class BackfillReport:
             "batches_this_run": self.batches_this_run,
             "rows_per_second": round(self.rows_per_second, 1),
             "tuning": dict(self.tuning),
+            "tuning_sources": dict(self.tuning_sources),
             "systems": {k: v.as_dict() for k, v in self.systems.items()},
         }
 
@@ -187,11 +190,14 @@ def run_backfill(
     ops.say_if_activity_hidden("the backfill's pace beside live traffic", log)
     how = _How(tuning, explicit, run_started, batch_size, clock)
     tally = _run_workers(engine, settings, tables, jobs, how, progress, workers)
+    # As the workers had it last (a tune of the job since it was planned over the run's
+    # options older than it), read while the job is still unfinished.
+    in_force, sources = _tuning_in_force(engine, how)
     mark_complete(ops, list(tables))
     report = _report(engine, settings, jobs, tally)
     report.workers = workers
     report.batch_size = batch_size
-    report.tuning = tuning.as_dict()
+    report.tuning, report.tuning_sources = in_force.as_dict(), sources
     report.batches_this_run = tally.batches
     report.duration_seconds = time.perf_counter() - started
     return report
@@ -240,6 +246,16 @@ class _How:
             clock=clock,
             **kwargs,
         )
+
+
+def _tuning_in_force(engine: sa.Engine, how: _How) -> tuple[Tuning, dict[str, str]]:
+    """The tuning the run's workers use now, and where each value comes from."""
+    try:
+        with engine.connect() as conn:
+            stored, job_started = stored_tuning(conn), unfinished_since(conn)
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot read the backfill's tuning: {exc.orig}") from None
+    return effective_tuning(how.tuning, set(how.given), utcnow(), job_started, stored)
 
 
 def _validate(batch_size: int, workers: int, rate: float | None) -> None:
