@@ -4,6 +4,7 @@ nothing written (compared row by row, and on a database that refuses every write
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.archive import export_archive
 from unistatus.migration.replay import pending_count
 from unistatus.migration.rollback import emergency_rollback
-from unistatus.migration.rollout_figures import cost_from
+from unistatus.migration.rollout_figures import cost_from, grown_cost
 from unistatus.migration.rollout_plan import PLAN_FORMAT, rollout_plan
 from unistatus.sim.seed import seed_legacy
 
@@ -218,11 +219,28 @@ def test_cost_separates_the_fixed_part() -> None:
     assert cost.per_row_seconds == pytest.approx(0.00001)
     assert cost.fixed_seconds == pytest.approx(0.1)
     assert cost.seconds(600_000) == pytest.approx(6 * 0.1 + 6.0)
-    # Noise (the larger sample faster): per row only, from the larger sample.
-    flat = cost_from((500, 0.2), (2000, 0.1), 1000)
-    assert flat is not None and flat.fixed_seconds == 0.0
-    assert flat.per_row_seconds == pytest.approx(0.1 / 2000)
     assert cost_from((0, 0.0), (0, 0.0), 1000) is None
+
+
+def test_the_checks_cost_grows_its_sample_until_the_rows_outweigh_the_fixed_part() -> None:
+    """A statement whose fixed part (30 ms: on a big table the check's statement reads
+    for its range whatever its size) hides its cost per row (0.5 us) in a small sample:
+    with timing noise the two sizes did not separate, everything was charged per row,
+    and 1M rows were estimated at 15 s instead of 0.6 (exploratory review: 57 s for a
+    check that took 4). The sample grows until its rows cost as much as the fixed part."""
+    calls: list[int] = []
+
+    def run(rows: int) -> int:
+        calls.append(rows)
+        noise = 0.002 if rows == 500 else 0.0  # the quarter sample slower: noise
+        time.sleep(0.030 + rows * 0.5e-6 + noise)
+        return rows
+
+    cost = grown_cost(run, 2000, 250_000, limit=1_000_000)
+    assert cost is not None
+    truth = 4 * 0.030 + 1_000_000 * 0.5e-6
+    assert cost.seconds(1_000_000) == pytest.approx(truth, rel=0.5)
+    assert max(calls) <= 1_000_000
 
 
 def test_archive_export_is_estimated_from_a_sample(db: Database, tmp_path: Any) -> None:
