@@ -93,7 +93,8 @@ def test_gates_counts_and_rollbacks_read_only(db: Database, ro_engine: sa.Engine
     assert [p.phase for p in plan.phases] == [4]
     soak = db.settings.soak_seconds  # unified primary since to_phase: nearly all of it left
     assert soak - 60 < plan.phases[0].wait_seconds < soak
-    assert all(f.check and f.check.sample_rows == 10 for f in plan.figures.values())
+    # The check's sample grows past the 10 rows asked while its fixed part outweighs them.
+    assert all(f.check and 10 <= f.check.sample_rows <= 30 for f in plan.figures.values())
 
 
 @IN_EVERY_LAYOUT
