@@ -121,7 +121,9 @@ def test_status_and_tune_json_shapes_and_errors(db: Any) -> None:
     assert status["tuning"]["sources"]["max_lock_waits"].startswith("tune by cli")
     text = " ".join(cli(db.url, "backfill", "status").stdout.split())
     assert "max_lock_waits=0 (tune by cli" in text and "the unfinished job's next run" in text
-    assert "nothing to tune" in refused("tune")
+    nothing = refused("tune")  # the flags, not the library's names
+    assert "nothing to tune" in nothing and "--max-replication-lag," in nothing
+    assert "max_replication_lag_seconds" not in nothing
     assert "number" in refused("tune", "--max-rows-per-second", "fast")
     assert "number" in refused("tune", "--max-lock-waits", "-1")
     refused("tune", "--target-batch-ms", "-5")
