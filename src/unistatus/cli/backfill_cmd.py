@@ -19,6 +19,7 @@ from unistatus.cli.context import (
     says_when_interrupted,
     state,
 )
+from unistatus.errors import InputError
 
 if TYPE_CHECKING:
     from unistatus.domain.statuses import LegacySystemType
@@ -377,6 +378,10 @@ def tune(
         "max_replication_lag_seconds": max_replication_lag,
         "max_lock_waits": max_lock_waits,
     }
+    if all(value is None for value in changes.values()):
+        flags = "--max-rows-per-second, --target-batch-ms, --min-batch-rows, --max-batch-rows, "
+        flags += "--max-p95-ms, --p95-over-baseline, --max-replication-lag, --max-lock-waits"
+        raise InputError(f"nothing to tune: give at least one of {flags}")
     app = state(ctx)
     result = do_tune(app.engine, actor=actor, reason=reason, settings=app.settings, **changes)
     if json_out:
