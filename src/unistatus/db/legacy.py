@@ -29,7 +29,13 @@ from unistatus.db.binding import (
     schema_of,
     unbound_connection,
 )
-from unistatus.db.legacy_types import base_type, cast_type, check_status_type, integer_key
+from unistatus.db.legacy_types import (
+    base_type,
+    cast_type,
+    check_status_type,
+    check_time_type,
+    integer_key,
+)
 from unistatus.db.search_path import SearchPath, compat_views_on_path, search_path
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import LegacyColumn, check_stored_value
@@ -491,6 +497,9 @@ def resolve_legacy_tables(
         status = cols.get("status")
         if status is not None:
             check_status_type(system, legacy_table_name(spec), status, engine.dialect.name)
+        for role in ("created_at", "updated_at"):
+            if (time := cols.get(role)) is not None:
+                check_time_type(legacy_table_name(spec), role, time, engine.dialect.name)
         out[system] = LegacyTable(
             system=system,
             table=table,

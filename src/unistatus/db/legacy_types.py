@@ -19,7 +19,15 @@ from unistatus.domain.mapping import canonical_legacy_values
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError
 
-__all__ = ["Named", "as_text", "base_type", "cast_type", "check_status_type", "integer_key"]
+__all__ = [
+    "Named",
+    "as_text",
+    "base_type",
+    "cast_type",
+    "check_status_type",
+    "check_time_type",
+    "integer_key",
+]
 
 
 class Named(sa.types.UserDefinedType[Any]):
@@ -118,3 +126,27 @@ def check_status_type(
             f"{', '.join(repr(m) for m in missing)}, which unistatus writes to legacy "
             f"(the canonical legacy value of a unified status); add them first: {add}"
         )
+
+
+# What cannot hold the times unistatus writes (a datetime): a number or a truth value.
+_NOT_TIME = (sa.Numeric, sa.Integer, sa.Boolean)
+
+
+def check_time_type(shown: str, role: str, column: sa.Column[Any], dialect: str) -> None:
+    """A ConfigError unless a time column (``created_at``, ``updated_at``) can hold the
+    times unistatus writes. SQLite reads a type it does not know by its affinity: a
+    column declared ``timestamptz`` (DDL shared with PostgreSQL) is NUMERIC there, and
+    a time bound to it fails in the driver, on every write."""
+    kind = base_type(column.type)
+    if not isinstance(kind, _NOT_TIME):
+        return
+    fix = (
+        " (SQLite reads an unknown declared type by its affinity); declare it DATETIME, "
+        "TIMESTAMP or TEXT"
+        if dialect == "sqlite"
+        else "; declare it timestamp or timestamptz"
+    )
+    raise ConfigError(
+        f"legacy table {shown!r}: its {role} column {column.name!r} is of type {kind}, "
+        f"which cannot hold the times unistatus writes{fix}"
+    )
