@@ -135,7 +135,7 @@ def read_mode(conn: sa.Connection, system: LegacySystemType | None = None) -> Du
     modes = read_modes(conn)
     common = common_mode(modes)
     if common is None:
-        hint = "name one system (--system), or put them in one mode (`unistatus mode set`)"
+        hint = "a command of one system takes --system; `unistatus mode set` puts all in one"
         raise ModeError(f"the systems are in different modes ({describe_modes(modes)}): {hint}")
     return common
 
