@@ -132,3 +132,19 @@ def test_a_caller_without_a_valid_token_has_no_byte_of_its_body_read(
     assert sent[0]["status"] == 401, sent
     assert asked == [], f"{len(asked)} part(s) of the body read before the token's 401"
     assert sqlite_db.count("cashouts") == 0
+
+
+@pytest.mark.parametrize("authorization", ["Bearer not-the-token", None])
+def test_a_declared_length_over_the_limit_without_a_valid_token_is_a_401(
+    client: TestClient, authorization: str | None
+) -> None:
+    """The token is decided before the body: a caller refused for its token gets that
+    401 whatever it sent (docs/runbook.md). A Content-Length over the limit answered 413
+    first, telling a caller without a token about the service's limit (exploratory
+    review)."""
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    big = create({"pad": "x" * LIMIT})
+    r = client.post("/api/v1/transactions", content=big, headers=headers)
+    assert r.status_code == 401, r.text
