@@ -3,8 +3,9 @@
 Without a bound a client (hostile or broken) could send a body of any size, which the
 server would read whole into memory before any check of ours ran. A pure ASGI
 middleware: a declared ``Content-Length`` over the bound is refused before anything is
-read; otherwise the body is counted as the route reads it, and the read that goes over
-the bound raises :class:`BodyTooLarge` (a 413 through the app's error handlers). Nothing
+read (the route's first read of it raises :class:`BodyTooLarge`: a 413 through the app's
+error handlers); otherwise the body is counted as the route reads it, and the read that
+goes over the bound raises the same. Nothing
 is read ahead of the route: the bearer check (:class:`~unistatus.api.routing.
 AuthFirstRoute`) runs on the headers first, so a caller without a valid token has no
 byte of its body read or held.
@@ -16,9 +17,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from starlette.exceptions import HTTPException
-
-from unistatus.api.error_responses import error_response
-from unistatus.errors import InputError
 
 __all__ = ["BodyLimit", "BodyTooLarge"]
 
@@ -52,8 +50,12 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
-            detail = {"detail": _detail(self.max_bytes), "error": InputError.__name__}
-            await error_response(detail, 413)(scope, receive, send)
+            # Refused at the route's first read of it, after its bearer check: a caller
+            # without a valid token gets that 401 whatever it declared (no byte is read).
+            async def refused() -> Message:
+                raise BodyTooLarge(self.max_bytes)
+
+            await self.app(scope, refused, send)
             return
         size = 0
 

@@ -55,8 +55,10 @@ STATUS_CODES: list[tuple[type[errors.UnistatusError], int]] = [
     (errors.ModeError, 409),
     (errors.GateError, 409),
     (errors.InputError, 422),
+    # Refused until an operator acts (a legacy id beyond what a UTX id holds, a legacy
+    # table gone): the same request fails again, so no 503 a client would retry.
+    (errors.ConfigError, 409),
     (errors.StorageError, 503),
-    (errors.ConfigError, 503),
 ]
 
 

@@ -30,6 +30,7 @@ from fastapi.staticfiles import StaticFiles
 from unistatus.api.body_limit import BodyLimit
 from unistatus.api.control_routes import add_control_routes
 from unistatus.api.error_responses import add_error_handlers
+from unistatus.api.head_requests import HeadAsGet
 from unistatus.api.observability_routes import add_observability_routes
 from unistatus.api.routing import AuthFirstRoute
 from unistatus.api.state import ServiceState
@@ -95,6 +96,7 @@ def create_app(
     app.state.service = service
     app.router.route_class = AuthFirstRoute  # the token before the body, on every route
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    app.add_middleware(HeadAsGet)
     add_error_handlers(app)
     add_observability_routes(app, service)
     add_transaction_routes(app, service)
