@@ -254,6 +254,28 @@ def test_a_round_of_a_few_changed_rows_is_judged_against_the_systems_rows(db: An
     assert set(states["consistency_warning"].details.get("systems") or ()) == {"CASHOUT"}
 
 
+def test_rows_the_full_check_found_bad_stay_bad_when_a_round_is_judged(db: Any) -> None:
+    """A round judged against the system's rows takes the rows it did not read as the
+    full check left them: its 50 inconsistent cashouts stay inconsistent. They were
+    counted consistent: one new mismatch in a round made a system 10% inconsistent read
+    99.8% and cleared the critical alert (review)."""
+    populate(db.engine, db.settings, 500)
+    old = utcnow() - timedelta(days=1)
+    with db.engine.begin() as conn:
+        for i in range(10, 60):
+            _set_unified(conn, i, status=_wrong_status(db, i), updated_at=old)
+    run_check(db.engine, db.settings)
+    verify_changes(db.engine, db.settings, busy_max_wait=0)
+    with db.engine.begin() as conn:
+        _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow())
+    verify_changes(db.engine, db.settings, busy_max_wait=0)
+    cashouts = (collect_snapshot(db.engine, db.settings).systems or {})[CASHOUT.value]
+    assert cashouts["alert_consistency_rate"] <= 449 / 500
+    assert cashouts["alert_inconsistent_rows"] >= 51
+    states = {o.name: o for o in observe(collect_snapshot(db.engine, db.settings), now=utcnow())}
+    assert states["consistency_critical"].firing
+
+
 def test_continuous_verification_leaves_the_other_cores_to_live_traffic(pg: Any) -> None:
     """A round of continuous verification runs beside live traffic (monitor, serve): its
     statements get no parallel workers (on 2 cores a round's join took both, and the
