@@ -364,14 +364,16 @@ def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> 
     return before if before is not None and _inconsistent(before, system) else latest
 
 
-def system_populations(engine: sa.Engine) -> dict[str, int]:
-    """Each system's rows as the latest full check of it counted them (a system no full
-    check covered is left out): what a report of the rows changed since a time (a round
-    of continuous verification) is judged against (:mod:`unistatus.observe.judged`)."""
-    out: dict[str, int] = {}
+def system_populations(engine: sa.Engine) -> dict[str, tuple[int, int]]:
+    """Each system's (rows, inconsistent rows) as the latest full check of it counted
+    them (a system no full check covered is left out): what a report of the rows changed
+    since a time (a round of continuous verification) is judged against
+    (:mod:`unistatus.observe.judged`)."""
+    out: dict[str, tuple[int, int]] = {}
     for system in LegacySystemType:
         full = latest_report_for(engine, system, full=True)
-        total = ((full.per_system.get(system.value) if full else None) or {}).get("total")
-        if total is not None:
-            out[system.value] = int(total)
+        figures = (full.per_system.get(system.value) if full else None) or {}
+        if figures.get("total") is not None:
+            total, good = int(figures["total"]), int(figures.get("consistent") or 0)
+            out[system.value] = (total, max(0, total - good))
     return out

@@ -13,7 +13,8 @@ Two things separate it from the report's own rate:
   since the watermark is one row of the system, not its rate. Such a report is judged
   against the system's rows (``population``: as the latest full check of it counted
   them), the rows it did not read taken as that check left them (the report the alerts
-  judge is that check while it holds inconsistencies:
+  judge is that check while it holds inconsistencies, and one of recent changes that found
+  a mismatch keeps that check's inconsistent rows:
   :func:`unistatus.migration.verify.judged_report`).
 """
 
@@ -27,6 +28,7 @@ from unistatus.clock import as_utc
 
 __all__ = [
     "UNRECORDED_FINISH_MARGIN",
+    "Population",
     "backfilled_before",
     "judged_counts",
     "overall_consistency",
@@ -36,12 +38,14 @@ __all__ = [
 ]
 
 UNRECORDED_FINISH_MARGIN = timedelta(seconds=65)
+# A system's rows and how many of them are inconsistent (its latest full check's).
+Population = tuple[int, int]
 
 
 def overall_consistency(
     report: Mapping[str, Any],
     progress: Mapping[str, Mapping[str, Any]],
-    populations: Mapping[str, int],
+    populations: Mapping[str, Population],
 ) -> tuple[float, int]:
     """Every system of ``report`` together as the alerts judge it: (rate, rows left out
     as awaiting the backfill)."""
@@ -60,7 +64,7 @@ def judged_counts(
     info: Mapping[str, Any],
     progress: Mapping[str, Any] | None,
     report: Mapping[str, Any],
-    population: int | None = None,
+    population: Population | None = None,
 ) -> tuple[int, int, int]:
     """One system's part of a report as the alerts judge it: (rows, consistent, rows
     left out as awaiting the backfill). ``population``: the system's rows, for a report
@@ -73,15 +77,17 @@ def judged_counts(
 
 
 def _read_counts(
-    info: Mapping[str, Any], report: Mapping[str, Any], population: int | None
+    info: Mapping[str, Any], report: Mapping[str, Any], population: Population | None
 ) -> tuple[int, int]:
     """(rows, consistent) of one system's part of a report; a report of the rows changed
-    since a time over the system's ``population`` rows, those it did not read taken as
-    consistent (as the full check that counted them left them)."""
+    since a time over the system's ``population`` (rows, inconsistent rows: as its full
+    check counted them), the rows it did not read taken as that check left them: its
+    inconsistent rows stay inconsistent (some may be among the rows the report read:
+    counted twice then, never hidden)."""
     rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
-    if report.get("since") is not None and population is not None and population > rows:
-        unread = population - rows
-        rows, good = rows + unread, good + unread
+    if report.get("since") is not None and population is not None and population[0] > rows:
+        unread = population[0] - rows
+        rows, good = rows + unread, good + unread - min(population[1], unread)
     return rows, good
 
 
@@ -112,7 +118,7 @@ def system_consistency(
     report: Mapping[str, Any] | None,
     system: str,
     progress: Mapping[str, Mapping[str, Any]] | None,
-    population: int | None = None,
+    population: Population | None = None,
 ) -> tuple[float | None, float | None]:
     """``system``'s consistency in a check report (``as_dict``), and the rate the alerts
     judge (its ``missing_unified`` rows left out unless its backfill had completed when the
@@ -135,26 +141,29 @@ def judged_inconsistent_rows(
     report: Mapping[str, Any] | None,
     system: str,
     progress: Mapping[str, Mapping[str, Any]] | None,
+    population: Population | None = None,
 ) -> int | None:
     """How many of ``system``'s rows the alerts judge inconsistent in a check report
-    (``as_dict``; rows awaiting the backfill left out as :func:`system_consistency` does);
-    None if the report did not cover it."""
+    (``as_dict``; rows awaiting the backfill left out and a report of recent changes
+    over ``population``, as :func:`system_consistency` does); None if the report did not
+    cover it."""
     info = ((report or {}).get("per_system") or {}).get(system)
     if not info:
         return None
-    rows, good = int(info.get("total") or 0), int(info.get("consistent") or 0)
-    if progress is not None:
-        rows, _, _ = judged_counts(info, progress.get(system), report or {})
+    if progress is None:
+        rows, good = _read_counts(info, report or {}, population)
+    else:
+        rows, good, _ = judged_counts(info, progress.get(system), report or {}, population)
     return max(0, rows - good)
 
 
 def populations_of(
-    counted: Mapping[str, int], progress: Mapping[str, Mapping[str, Any]]
-) -> dict[str, int]:
-    """Each system's rows: as its latest full check counted them (``counted``), else as
-    its completed backfill found them."""
+    counted: Mapping[str, Population], progress: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Population]:
+    """Each system's rows and inconsistent rows: as its latest full check counted them
+    (``counted``), else its completed backfill's rows (none known inconsistent)."""
     out = dict(counted)
     for system, info in progress.items():
         if system not in out and info.get("complete") and info.get("total") is not None:
-            out[system] = int(info["total"])
+            out[system] = (int(info["total"]), 0)
     return out

@@ -37,6 +37,7 @@ from unistatus.observe.backfill_metrics import backfill_worker_families
 from unistatus.observe.backfill_throttle import throttle_view
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
 from unistatus.observe.judged import (
+    Population,
     judged_inconsistent_rows,
     overall_consistency,
     populations_of,
@@ -100,7 +101,7 @@ class Snapshot:
     verification: dict[str, Any] | None = None
     # Each system's rows, which a report of the rows changed since a time is judged
     # against (:mod:`unistatus.observe.judged`).
-    populations: dict[str, int] | None = None
+    populations: dict[str, Population] | None = None
     mapping: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -286,7 +287,7 @@ def _systems(
     engine: sa.Engine,
     statuses: dict[LegacySystemType, PhaseStatus],
     progress: dict[str, dict[str, Any]] | None,
-    populations: dict[str, int] | None,
+    populations: dict[str, Population] | None,
     window_seconds: float,
 ) -> dict[str, dict[str, Any]]:
     """Each system's own figures (mode, phase, gates, consistency, operations)."""
@@ -308,7 +309,9 @@ def _systems(
             "gates": [g.as_dict() for g in st.gates],
             "consistency_rate": rate,
             "alert_consistency_rate": judged,
-            "alert_inconsistent_rows": judged_inconsistent_rows(shown, system.value, progress),
+            "alert_inconsistent_rows": judged_inconsistent_rows(
+                shown, system.value, progress, (populations or {}).get(system.value)
+            ),
             "check_id": report.id if report is not None else None,
             "performance": perf.as_dict(),
         }
