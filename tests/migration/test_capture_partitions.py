@@ -170,3 +170,40 @@ def test_retired_and_restored_with_the_status_columns_of_a_partitioned_table(
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
     raw(db, "UPDATE cashouts_p1 SET status = 'EXECUTING' WHERE id = 3")
     assert statuses(db, 3)[1] == ("PROCESSING", "EXECUTING")
+
+
+def test_a_truncate_after_a_partition_was_dropped_or_renamed_still_works(
+    scratch_pg: Database,
+) -> None:
+    """Dropping or renaming an old partition is routine upkeep: the application's next
+    TRUNCATE failed (UndefinedTable: a partition the trigger function named), and a
+    renamed one's rows went unrecorded (review)."""
+    db = scratch_pg
+    partitioned(db, "range")
+    enabled(db)
+    for key in (1, 120, 600):
+        insert(db, "cashouts", key)
+    raw(db, "DROP TABLE cashouts_p1")
+    raw(db, "ALTER TABLE cashouts_p2a RENAME TO cashouts_p2a_old")
+    raw(db, "TRUNCATE cashouts")
+    # 1 went with its partition (no trigger fires for a DROP); 120 and 600 recorded.
+    assert [len(history_of(db, "CASHOUT", k)) for k in (1, 120, 600)] == [1, 2, 2]
+
+
+def test_a_foreign_partition_is_left_out_not_a_failed_enable(scratch_pg: Database) -> None:
+    """PostgreSQL refuses transition-table triggers on a foreign table: capture enable
+    failed on a table with one foreign partition (review). Its rows are another
+    server's; the others are captured."""
+    db = scratch_pg
+    partitioned(db, "inherits")
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS file_fdw")
+        conn.exec_driver_sql("CREATE SERVER files FOREIGN DATA WRAPPER file_fdw")
+        conn.exec_driver_sql(
+            "CREATE FOREIGN TABLE cashouts_far () INHERITS (cashouts) "
+            "SERVER files OPTIONS (filename '/dev/null', format 'csv')"
+        )
+    enabled(db)
+    assert capture.status(db.engine, db.settings).ok
+    insert(db, "cashouts_child", 5)
+    assert statuses(db, 5) == ("PENDING", ("PENDING", "PENDING"), 1)
