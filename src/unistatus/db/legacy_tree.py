@@ -27,13 +27,14 @@ _UNDER = sa.text(
     TREE + "SELECT n.nspname, c.relname FROM rel "
     "JOIN pg_catalog.pg_class c ON c.oid = rel.oid "
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE rel.oid <> CAST(to_regclass(:rel) AS oid) ORDER BY 1, 2"
+    "WHERE rel.oid <> CAST(to_regclass(:rel) AS oid) AND c.relkind <> 'f' ORDER BY 1, 2"
 )
 
 
 def tables_under(conn: sa.Connection, rel: str) -> list[tuple[str, str]]:
     """The tables under ``rel`` (a table as SQL names it), each as (its schema, its
-    name). None on SQLite, which has no such tables."""
+    name); not a foreign table (its rows are another server's, and PostgreSQL takes no
+    trigger with transition tables on one). None on SQLite, which has no such tables."""
     if conn.dialect.name != "postgresql":
         return []
     return [(str(schema), str(name)) for schema, name in conn.execute(_UNDER, {"rel": rel})]

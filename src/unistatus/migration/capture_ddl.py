@@ -313,21 +313,20 @@ $capture$"""
     def _pg_truncated(self, sql: SystemSql, lt: LegacyTable, under: Under, ctx: Context) -> str:
         """A TRUNCATE: its BEFORE trigger still sees every row it removes. It fires the
         trigger of every table it empties (those under the one it names too), and each
-        records the rows its table holds itself (read through that table: one partition
-        read for one partition truncated)."""
+        records the rows its table holds itself: read through that table (one partition
+        read for one partition truncated), found by ``to_regclass`` (a partition dropped
+        since names none), else (renamed or attached since) through the legacy table."""
         if not under.get(lt.system):
             return self._plpgsql(sql.deleted(Rows.of_table(lt), ctx))
         own = sa.literal_column("tableoid") == sa.literal_column("TG_RELID")
-        through = [lt] + [legacy_table_as(lt, *at) for at in under[lt.system]]
-        return (
-            "\n".join(
-                f"{'IF' if i == 0 else 'ELSIF'} TG_RELID = "
-                f"CAST({self.render(sa.literal(self._table(t.table)))} AS regclass) THEN\n"
-                + _indent(self._plpgsql(sql.deleted(Rows.of_table(t, where=own), ctx)), 4)
-                for i, t in enumerate(through)
-            )
-            + "\nEND IF;"
-        )
+        branches = [
+            f"{'IF' if i == 0 else 'ELSIF'} TG_RELID = "
+            f"to_regclass({self.render(sa.literal(self._table(t.table)))}) THEN\n"
+            + _indent(self._plpgsql(sql.deleted(Rows.of_table(t, where=own), ctx)), 4)
+            for i, t in enumerate(legacy_table_as(lt, *at) for at in under[lt.system])
+        ]
+        anywhere = self._plpgsql(sql.deleted(Rows.of_table(lt, where=own), ctx))
+        return "\n".join([*branches, "ELSE\n" + _indent(anywhere, 4), "END IF;"])
 
     def _pg_triggers(self, lt: LegacyTable, table: str, function: str) -> list[str]:
         """The triggers that call the legacy table's ``function`` on ``table`` (it, or
