@@ -257,3 +257,30 @@ def test_the_retry_brings_a_quarantined_bypass_write_in_step_once_the_config_map
     assert len(history_of(cap, "CASHOUT", lid)) == written + 1
     assert quarantined(cap)[lid] == ("REFUND_REQUESTED", "unknown_status", False)
     assert run_check(cap.engine, settings, store=False).is_consistent
+
+
+def test_the_retry_leaves_a_row_whose_unified_side_moved_on_since_for_an_operator(
+    cap: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In UNIFIED_ONLY legacy is frozen: an acknowledged change made after the bypass
+    writer's value was set aside is newer than the legacy row. Taking the legacy row
+    whole overwrote it (PROCESSING back to CANCELLED, review). The entry stays open,
+    counted as waiting, and unified keeps its newer status."""
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    made = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD")
+    lid = made.legacy_entity_id or 0
+    raw(cap, "UPDATE cashouts SET status = 'REFUND_REQUESTED' WHERE id = :id", params={"id": lid})
+    frozen = adapter_in(cap, M.UNIFIED_ONLY)
+    assert frozen.update_status(made.entity_id, "PROCESSING", "later", "ops").overall_success
+    config = tmp_path / "unistatus.toml"
+    config.write_text('[mapping.CASHOUT]\nREFUND_REQUESTED = "CANCELLED"\n')
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(config))
+    settings = load_settings(database_url=cap.url, schema=cap.settings.schema)
+    capture.enable(cap.engine, settings, actor="test", reason="the mapping extended")
+    written = len(history_of(cap, "CASHOUT", lid))
+    done = retry(cap.engine, settings)
+    assert (done["migrated"], done["in_step_needed"]) == (0, 1)
+    u = unified_of(cap, "CASHOUT", lid)
+    assert u is not None and u["status"] == "PROCESSING"
+    assert len(history_of(cap, "CASHOUT", lid)) == written
+    assert quarantined(cap)[lid][2]  # still open
