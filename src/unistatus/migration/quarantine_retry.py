@@ -7,7 +7,10 @@ brings in step a later write that makes the row mappable: the row taken whole (i
 status, its shared fields), a history row per entity (``triggered_by``
 :data:`RETRY_WRITER`), the entry resolved ``migrated``; per system in one transaction,
 under the system's mode lock. A system in LEGACY_ONLY (unified not maintained) keeps its
-entries: the catch-up brings the row in step when a dual mode is entered.
+entries: the catch-up brings the row in step when a dual mode is entered. So does a row
+whose unified side changed after the value was set aside (an acknowledged change newer
+than the legacy row: UNIFIED_ONLY's frozen legacy, a legacy side refused under
+``primary_wins``), counted ``in_step_needed``: an operator decides (``repair``).
 """
 
 from __future__ import annotations
@@ -59,7 +62,14 @@ def _in_step(engine: sa.Engine, settings: Settings, lt: LegacyTable) -> int:
     ops = ops_for(engine)
     system = lt.system
     entry = sa.and_(Q.c.system == system.value, Q.c.resolved_at.is_(None), Q.c.legacy_id == lt.id)
-    unified = sa.exists().where(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
+    # Its unified row has not moved on since the value was set aside (else an
+    # acknowledged change is newer than the legacy row: UNIFIED_ONLY's frozen legacy, a
+    # refused legacy side under primary_wins), or it already follows the legacy row.
+    unified = sa.exists().where(
+        U.c.legacy_system == system.value,
+        U.c.legacy_id == lt.id,
+        sa.or_(U.c.updated_at <= Q.c.last_seen_at, U.c.legacy_status == lt.read("status")),
+    )
     where = sa.and_(unified, mapped_status(lt).is_not(None))
     waiting = sa.select(sa.func.count()).select_from(lt.table.join(Q, entry)).where(where)
     try:
