@@ -256,3 +256,18 @@ def test_a_caller_that_commits_after_a_refused_create_commits_nothing_of_it(
     with db.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(U)).scalar_one() == 0
         assert conn.exec_driver_sql("SELECT count(*) FROM cashouts").scalar_one() == 0
+
+
+@pytest.mark.parametrize("pg", ["postgres"], indirect=True)
+def test_a_data_exception_of_unistatus_s_own_statement_is_a_failure_not_a_refusal(
+    pg: Database,
+) -> None:
+    """A value unistatus's own statement cannot hold (the version's ``+ 1`` past an
+    INTEGER) is unistatus failing, counted as such: taking every data exception for the
+    caller's value hid it as a refusal (review)."""
+    a = adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY)
+    c = a.create_transaction("WALLET_CASHOUT", 1, "50", "USD", status="PROCESSING")
+    with pg.engine.begin() as conn:
+        conn.execute(sa.update(U).where(U.c.id == c.entity_id).values(version=2**31 - 1))
+    result = a.update_status(c.entity_id, "AWAITING_RESPONSE", "sent", "ops")
+    assert not result.overall_success and "out of range" in (result.error or "")
