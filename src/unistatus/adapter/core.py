@@ -38,6 +38,7 @@ from unistatus.db.control import read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.legacy_cast import refuse_what_the_database_would
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.tables import unified_transactions
 from unistatus.domain import consistency
@@ -141,8 +142,7 @@ class DualWriteAdapter:
             # and a write that needs legacy says so clearly (see legacy_status_column).
             legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)
             # Status changes in one or two round trips where the database allows
-            # (PostgreSQL with revision 0007); otherwise, and whenever it declines, the
-            # locked path.
+            # (PostgreSQL, revision 0007); else, and whenever it declines, the locked path.
             self.locked_mode = self._fast_path_available()
             holding = holding_systems(self.engine, legacy) if self.locked_mode else frozenset()
         # Hot-path statements, built once per legacy system and compiled once.
@@ -272,8 +272,8 @@ class DualWriteAdapter:
         an outcome-unknown result and when the calls race; the same key with other
         arguments is an InputError (:mod:`unistatus.adapter.keys`). ``triggered_by``
         names who created it in the first history row. ``legacy_values``: the application's
-        own columns of the new legacy row, checked against the table (:mod:`...create`).
-
+        own columns of the new legacy row, checked against the table (:mod:`...create`;
+        a type Python cannot judge by the database first: :mod:`unistatus.db.legacy_cast`).
         With ``connection`` (a Connection in a transaction, or an ORM Session) it is
         written in the caller's transaction, committed or rolled back by the caller
         (:mod:`unistatus.adapter.caller`); a repeated key is looked up first there.
@@ -295,6 +295,7 @@ class DualWriteAdapter:
         lt = self.hot.legacy[system]
         lt.check_shared(fields)
         extra = check_legacy_values(legacy_values or {}, lt.extra_columns, lt.owned, lt.name)
+        refuse_what_the_database_would(self.engine, lt, extra)
         dst, explicit_legacy = self._planner.target(
             ttype, status or UnifiedTransactionStatus.PENDING
         )

@@ -98,12 +98,11 @@ def is_read_only(exc: BaseException) -> bool:
 def refused_by_application(exc: BaseException) -> bool:
     """Whether ``exc`` is the database refusing a write for a rule of the application's
     own, not failing: an integrity constraint of a table unistatus does not own
-    (SQLSTATE class 23: CHECK, NOT NULL, unique, foreign key, exclusion), a trigger
-    raising an exception (P0001; SQLite: ``RAISE(ABORT, ...)``), or a value its column's
-    type does not take (class 22, a data exception: ``inet`` given "not-an-ip", a
-    ``real`` out of range; every value the adapter writes is the caller's, or made from
-    it, and the adapter checks in Python only the types it can judge). A violation on
-    one of unistatus's own tables is unistatus's failure, never the caller's."""
+    (SQLSTATE class 23: CHECK, NOT NULL, unique, foreign key, exclusion), or a trigger
+    raising an exception (P0001; SQLite: ``RAISE(ABORT, ...)``). A violation on one of
+    unistatus's own tables is unistatus's failure, never the caller's; so is a data
+    exception (class 22), which names no table: a caller's value of a type Python cannot
+    judge is judged by the database before the write (:mod:`unistatus.db.legacy_cast`)."""
     from unistatus.db.catalog import metadata  # the tables, once they are all defined
 
     tables = metadata.tables.values()
@@ -115,7 +114,7 @@ def refused_by_application(exc: BaseException) -> bool:
         # No table named: a domain's CHECK, or a trigger raising a constraint's SQLSTATE
         # (unistatus defines neither).
         table = getattr(getattr(orig, "diag", None), "table_name", None)
-        return sqlstate.startswith(("22", "23")) and table not in own
+        return sqlstate.startswith("23") and table not in own
     if not sqlite_name.startswith("SQLITE_CONSTRAINT"):
         return False
     if sqlite_name == "SQLITE_CONSTRAINT_TRIGGER":

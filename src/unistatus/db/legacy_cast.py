@@ -1,0 +1,71 @@
+"""``legacy_values`` of a type Python cannot judge, judged by the database before the
+write (PostgreSQL).
+
+The adapter checks a value of the application's own column in Python where its type
+says enough (an integer's bounds, a NUMERIC's digits, an enum's labels, a text's
+length). Some types it cannot judge: ``inet``, ``money``, a type of an extension (no
+Python type known), or ``real``, whose range a Python float passes. Their values are
+cast to the column's type first, on the adapter's own connection (never the caller's:
+a failed cast would abort its transaction): a data exception there is the caller's
+value refused, an InputError naming the column, with nothing written. Not counted as
+a failure, unlike the same refusal met in the write, where a data exception names no
+table and cannot be told from one of unistatus's own statements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from unistatus.db.failures import describe
+from unistatus.db.legacy import LegacyTable
+from unistatus.errors import InputError
+
+__all__ = ["refuse_what_the_database_would"]
+
+
+def refuse_what_the_database_would(
+    engine: sa.Engine, lt: LegacyTable, values: Mapping[str, Any]
+) -> None:
+    """InputError for the first of ``values`` (checked ``legacy_values`` of ``lt``) of a
+    column Python cannot judge that the column's type does not take (PostgreSQL; one
+    round trip, only when there is such a value)."""
+    if engine.dialect.name != "postgresql":
+        return
+    columns = lt.extra_columns
+    judged = {
+        name: value
+        for name, value in values.items()
+        if value is not None and columns[name].python_type in (None, float)
+    }
+    if not judged:
+        return
+    casts = [
+        sa.cast(sa.bindparam(f"v{i}", value), lt.table.c[name].type).label(f"c{i}")
+        for i, (name, value) in enumerate(judged.items())
+    ]
+    with engine.connect() as conn:
+        try:
+            conn.execute(sa.select(*casts))
+        except sa.exc.DBAPIError:
+            conn.rollback()
+            _which(conn, lt, judged)  # none alone (the database failing): the write says
+        finally:
+            conn.rollback()
+
+
+def _which(conn: sa.Connection, lt: LegacyTable, judged: Mapping[str, Any]) -> None:
+    """InputError naming the value that failed the cast of them all, one at a time."""
+    for name, value in judged.items():
+        kind = lt.table.c[name].type
+        try:
+            conn.execute(sa.select(sa.cast(sa.bindparam("v", value), kind)))
+        except sa.exc.DBAPIError as exc:
+            conn.rollback()
+            raise InputError(
+                f"legacy_values[{name!r}] for {lt.name!r}: the column's type {kind} does not "
+                f"take it: {describe(exc)}"
+            ) from None
+        conn.rollback()
