@@ -41,3 +41,27 @@ def test_a_create_no_legacy_id_can_be_migrated_for_is_a_409_not_a_503(pg: Databa
     finally:
         with pg.engine.begin() as conn:
             conn.exec_driver_sql("SELECT setval('cashouts_id_seq', 1, false)")
+
+
+@pytest.mark.postgres
+def test_health_after_the_server_dropped_the_services_connections_is_healthy(
+    pg: Database,
+) -> None:
+    """A PostgreSQL restart or failover drops every pooled connection: the next /health
+    met a dead one and said "down" (503) while the database answered, which makes a
+    probe with failureThreshold=1 restart a healthy service (exploratory review)."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    settings = pg.settings.model_copy(update={"admin_token": TOKEN})
+    with TestClient(create_app(settings, pg.engine)) as client:
+        assert client.get("/health").status_code == 200
+        with sa.create_engine(pg.url).connect() as admin:
+            admin.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+        after = client.get("/health")
+        assert after.status_code == 200, after.text
+        assert after.json()["status"] != "down"
