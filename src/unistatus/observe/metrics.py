@@ -206,15 +206,21 @@ def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
 
 
 def database_reachable(engine: sa.Engine) -> str | None:
-    """None when the database answers, else the reason it does not."""
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.select(1))
-        return None
-    except Exception as exc:
-        orig = getattr(exc, "orig", None) or exc
-        text = str(orig).strip().splitlines()
-        return text[0] if text else type(exc).__name__
+    """None when the database answers, else the reason it does not. A pooled connection
+    the server dropped (a restart, a failover) is no answer: SQLAlchemy then invalidates
+    the pool (no pre-ping: engine.py), and a fresh connection is asked once more."""
+    for attempt in range(2):
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.select(1))
+            return None
+        except Exception as exc:
+            if attempt == 0 and getattr(exc, "connection_invalidated", False):
+                continue
+            orig = getattr(exc, "orig", None) or exc
+            text = str(orig).strip().splitlines()
+            return text[0] if text else type(exc).__name__
+    return None
 
 
 def collect_snapshot(
