@@ -25,7 +25,7 @@ def monitor(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Evaluate once and exit."),
     interval: float = typer.Option(
-        30.0, "--interval", min=0.1, help="Seconds between evaluations."
+        30.0, "--interval", min=0.1, max=86_400.0, help="Seconds between evaluations."
     ),
     count: int = typer.Option(
         0, "--count", min=0, help="Stop after N evaluations (0: until Ctrl-C)."

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import Annotated
+
 import typer
 
 from unistatus.cli.context import abort, err_console, state
@@ -13,6 +16,17 @@ from unistatus.cli.verify_options import (
     VerifyRows,
     VerifySeconds,
 )
+
+
+class LogLevel(StrEnum):
+    """uvicorn's log levels (uvicorn.config.LOG_LEVELS; not imported for --help's sake)."""
+
+    critical = "critical"
+    error = "error"
+    warning = "warning"
+    info = "info"
+    debug = "debug"
+    trace = "trace"
 
 
 def serve(
@@ -27,13 +41,17 @@ def serve(
         30.0,
         "--monitor-interval",
         min=0.0,
+        max=86_400.0,
         help="Evaluate alerts every S seconds in the background (0: off), each evaluation "
         "verifying the rows changed since the last one first (as `monitor` does).",
     ),
     verify_rows: VerifyRows = DEFAULT_VERIFY_ROWS,
     verify_seconds: VerifySeconds = DEFAULT_VERIFY_SECONDS,
     verify_busy_wait: VerifyBusyWait = DEFAULT_VERIFY_BUSY_WAIT,
-    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    log_level: Annotated[
+        LogLevel,
+        typer.Option("--log-level", case_sensitive=False, help="uvicorn's log level."),
+    ] = LogLevel.info,
 ) -> None:
     """Serve /health, /metrics, /api/v1/... and the dashboard at / (Ctrl-C stops).
 
@@ -81,7 +99,8 @@ def serve(
             "TLS-terminating proxy sits in front (docs/runbook.md, 'Access')",
             highlight=False,
         )
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level.value)
+    server = uvicorn.Server(config)
     err_console.print(f"serving on http://{host}:{port} (Ctrl-C stops)", highlight=False)
     try:
         server.run(sockets=[sock])

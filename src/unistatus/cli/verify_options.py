@@ -28,6 +28,7 @@ VerifySeconds = Annotated[
     typer.Option(
         "--verify-seconds",
         min=0.01,
+        max=86_400.0,
         help="Continuous verification: seconds per evaluation and system, at most (a key "
         "range begun is finished); a big table's pass goes on over several evaluations.",
     ),
@@ -37,6 +38,7 @@ VerifyBusyWait = Annotated[
     typer.Option(
         "--verify-busy-wait",
         min=0.0,
+        max=86_400.0,
         help="Continuous verification beside live traffic (other applications' sessions "
         "at work): a new pass begins 10x the last pass's length after the last began, "
         "this many seconds at most (0: a pass each evaluation, as when quiet).",
