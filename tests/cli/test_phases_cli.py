@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, Database
@@ -168,3 +169,30 @@ def test_phase_status_shows_each_system_when_their_modes_differ_in_one_phase(
     assert set(shown["systems"]) == {"CASHOUT", "ESCROW", "EXCHANGE"}, shown
     code, out = _run(db, "phase", "status")
     assert code == 0 and "CASHOUT" in out and "ESCROW" in out, out
+
+
+def test_ctrl_c_of_a_rollback_or_a_retirement_says_what_is_kept(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C mid-replay left the mode and the pending changes as they were (right) but
+    the command ended with exit 130 and not a word: an on-call operator was told
+    nothing (exploratory review). One line now says what is kept and how to go on."""
+    from unistatus.migration import retire, rollback  # noqa: PLC0415
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rollback, "emergency_rollback", interrupted)
+    monkeypatch.setattr(rollback, "rollback_current_phase", interrupted)
+    monkeypatch.setattr(retire, "retire_legacy_columns", interrupted)
+    monkeypatch.setattr(retire, "undo_cleanup", interrupted)
+    commands = [
+        ["rollback", "--emergency", "--reason", "t"],
+        ["phase", "rollback", "--reason", "t"],
+        ["retire", "legacy-columns", "--reason", "t"],
+        ["retire", "legacy-columns", "--undo", "--reason", "t"],
+    ]
+    for command in commands:
+        result = runner.invoke(app, ["--database-url", sqlite_db.url, *command])
+        assert result.exit_code == 130, (command, result.output)
+        assert "interrupted:" in result.stderr and "run it again" in result.stderr, command
