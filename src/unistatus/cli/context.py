@@ -177,6 +177,14 @@ def says_when_interrupted(what_next: str) -> Iterator[None]:
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
+# What a rollback stopped by Ctrl-C leaves (rollback --emergency, phase rollback).
+ROLLBACK_INTERRUPTED = (
+    "the changes replayed so far are kept, the rest still pending; the switch of the mode "
+    "and phase commits last, so they are as they were unless it had committed "
+    "(`unistatus mode get` says): run it again to go on"
+)
+
+
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM in the block stops it as Ctrl-C does (KeyboardInterrupt), so its cleanup

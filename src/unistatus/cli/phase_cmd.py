@@ -10,11 +10,13 @@ from rich.markup import escape
 from unistatus.cli.context import (
     EXIT_FAILED_CHECK,
     REASON_HELP,
+    ROLLBACK_INTERRUPTED,
     SystemOption,
     console,
     parse_system,
     print_json,
     require_reason,
+    says_when_interrupted,
     state,
 )
 
@@ -286,9 +288,10 @@ def rollback(
     reason = require_reason(reason, "phase rollback")
     chosen = parse_system(system)
     app_state = state(ctx)
-    change = rollback_current_phase(
-        app_state.engine, app_state.settings, actor=actor, reason=reason, system=chosen
-    )
+    with says_when_interrupted(ROLLBACK_INTERRUPTED):
+        change = rollback_current_phase(
+            app_state.engine, app_state.settings, actor=actor, reason=reason, system=chosen
+        )
     if json_out:
         print_json(change.as_dict())
     else:

@@ -10,6 +10,7 @@ from unistatus.cli.context import (
     err_console,
     print_json,
     require_reason,
+    says_when_interrupted,
     state,
 )
 
@@ -80,7 +81,10 @@ def legacy_columns(
             console.print(f"dropped the views in {dropped['schema']}: {names}")
         return
     if undo:
-        result = undo_cleanup(app.engine, app.settings, actor=actor, reason=reason)
+        with says_when_interrupted(
+            "the undo may not have committed: run it again (it says `nothing to undo` if it had)"
+        ):
+            result = undo_cleanup(app.engine, app.settings, actor=actor, reason=reason)
         if json_out:
             print_json(result)
         elif result["undone"]:
@@ -104,9 +108,13 @@ def legacy_columns(
         else:
             console.print(f"nothing to undo: {result['reason']}")
         return
-    result = retire_legacy_columns(
-        app.engine, app.settings, actor=actor, reason=reason, compat=compat
-    )
+    with says_when_interrupted(
+        "the retirement may not have committed: run it again (it says the columns "
+        "are already dropped if it had)"
+    ):
+        result = retire_legacy_columns(
+            app.engine, app.settings, actor=actor, reason=reason, compat=compat
+        )
     if json_out:
         print_json(result)
     elif result["already_dropped"]:

@@ -15,11 +15,13 @@ from rich.markup import escape
 from unistatus.cli.context import (
     EXIT_FAILED_CHECK,
     REASON_HELP,
+    ROLLBACK_INTERRUPTED,
     abort,
     console,
     parse_system,
     print_json,
     require_reason,
+    says_when_interrupted,
     state,
 )
 
@@ -80,9 +82,10 @@ def rollback(
     from unistatus.migration.rollback import emergency_rollback
 
     app_state = state(ctx)
-    result = emergency_rollback(
-        app_state.engine, app_state.settings, actor=actor, reason=reason, system=chosen
-    )
+    with says_when_interrupted(ROLLBACK_INTERRUPTED):
+        result = emergency_rollback(
+            app_state.engine, app_state.settings, actor=actor, reason=reason, system=chosen
+        )
     if json_out:
         print_json(result)
         return
