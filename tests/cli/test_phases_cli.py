@@ -196,3 +196,24 @@ def test_ctrl_c_of_a_rollback_or_a_retirement_says_what_is_kept(
         result = runner.invoke(app, ["--database-url", sqlite_db.url, *command])
         assert result.exit_code == 130, (command, result.output)
         assert "interrupted:" in result.stderr and "run it again" in result.stderr, command
+
+
+def test_an_emergency_rollback_of_systems_apart_says_where_each_came_from(
+    sqlite_db: Database,
+) -> None:
+    """Systems in different phases and modes: the report said one "from" no system was
+    in (phase 4 of one, the mode of another), and logged it (exploratory review)."""
+    db = sqlite_db
+    for args in (
+        ["mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--system", "escrow", "--reason", "t"],
+        ["phase", "advance", "--system", "escrow", "--reason", "t", "--force"],
+    ):
+        code, out = _run(db, *args)
+        assert code == 0, out
+    code, out = _run(db, "rollback", "--emergency", "--reason", "mixed", "--json")
+    assert code == 0, out
+    each = json.loads(out)["from_systems"]
+    assert each["CASHOUT"] == {"phase": 0, "mode": "LEGACY_ONLY"}
+    assert each["ESCROW"]["phase"] == 1
+    logged = [h for h in history(db.engine) if h.key == "last_rollback"][-1]
+    assert "ESCROW 1" in logged.new_value and "CASHOUT 0" in logged.new_value
