@@ -91,10 +91,15 @@ def rollback(
         return
     replayed = result["replay"].get("replayed", 0)
     who = f"{result['system']}: " if chosen is not None else ""
-    what = f"{who}phase {result['from_phase']} -> 0, "
+    each = result["from_systems"]
+    if len({(e["phase"], e["mode"]) for e in each.values()}) > 1:
+        came = ", ".join(f"{s} phase {e['phase']} {e['mode']}" for s, e in each.items())
+        what = f"{came} -> phase 0, mode "
+    else:
+        what = f"{who}phase {result['from_phase']} -> 0, mode {result['from_mode']} -> "
     console.print(
         f"[bold red]emergency rollback[/]: {what}"
-        f"mode {result['from_mode']} -> [bold]{result['to_mode']}[/] "
+        f"[bold]{result['to_mode']}[/] "
         f"in {result['duration_ms']:.0f} ms"
         + (f"; replayed {replayed} change(s) to legacy first" if replayed else "")
     )

@@ -84,21 +84,23 @@ def _switch(
     actor: str,
     reason: str,
     extra: dict[str, Any],
-) -> tuple[int, DualWriteMode, dict[str, Any]]:
+) -> tuple[int, DualWriteMode, dict[str, Any], dict[str, dict[str, Any]]]:
     """Replay what legacy has not seen, then set phase and mode in the same transaction:
     of ``system`` only (its pending changes, under its own mode lock; the other systems'
     phase, mode and writers are left alone), or of every system (None).
 
     ``from_phase=None`` (the emergency path) goes to ``to_phase`` from whatever phase
     holds under the lock: a concurrent ``phase advance`` cannot make it give up.
-    Returns the phase and mode it left, and the replay's summary.
+    Returns the phase and mode it left (every system's: the highest phase, the least
+    advanced mode), the replay's summary, and each system's phase and mode it left.
     """
     seen: dict[str, Any] = {}
 
     def finish(conn: sa.Connection, summary: dict[str, Any]) -> None:
         modes = read_modes(conn)
         if system is not None:
-            current: int | None = read_phase(conn, system)
+            phases = {system: read_phase(conn, system)}
+            current: int | None = phases[system]
             seen["from_mode"] = modes[system]
             modes = {system: modes[system]}
         else:
@@ -112,6 +114,9 @@ def _switch(
         if from_phase is not None and current != from_phase:
             raise GateError("the phase changed during the rollback; check `phase status`")
         seen["from_phase"] = current
+        seen["from_each"] = {
+            s.value: {"phase": phases[s], "mode": m.value} for s, m in modes.items()
+        }
         meta = {
             **extra,
             "action": "rollback",
@@ -126,10 +131,17 @@ def _switch(
             conn, to_phase, to_mode, system=system, actor=actor, reason=reason, metadata=meta
         )
         who = f"{system.value}: " if system is not None else ""
+        mixed = len({(e["phase"], e["mode"]) for e in seen["from_each"].values()}) > 1
+        came = (
+            "phases "
+            + ", ".join(f"{s} {e['phase']} {e['mode']}" for s, e in seen["from_each"].items())
+            if mixed
+            else f"phase {current}"
+        )
         write_value(
             conn,
             ROLLBACK_KEY,
-            f"{who}phase {current} -> {to_phase}, {to_mode.value}",
+            f"{who}{came} -> {to_phase}, {to_mode.value}",
             actor=actor,
             reason=reason,
             metadata=meta,
@@ -138,7 +150,7 @@ def _switch(
     replay = replay_pending(
         engine, settings, finish=finish, actor=actor, reason=reason, system=system
     )
-    return seen["from_phase"], seen["from_mode"], replay
+    return seen["from_phase"], seen["from_mode"], replay, seen["from_each"]
 
 
 def _jsonable(summary: dict[str, Any]) -> dict[str, Any]:
@@ -187,7 +199,7 @@ def rollback_current_phase(
     if phase == 2:
         notes.append(_pause_backfill(engine, actor, reason, chosen))
         notes.append(BACKFILL_UNDO_NOTE)
-    _, from_mode, replay = _switch(
+    _, from_mode, replay, _ = _switch(
         engine,
         settings,
         system=chosen,
@@ -241,7 +253,7 @@ def emergency_rollback(
     started = time.perf_counter()
     notes: list[str] = []
     # The phase is read under the exclusive lock, in the transaction that leaves it.
-    phase, from_mode, replay = _switch(
+    phase, from_mode, replay, from_each = _switch(
         engine,
         settings,
         system=chosen,
@@ -272,6 +284,9 @@ def emergency_rollback(
         "to_phase": 0,
         "from_mode": from_mode.value,
         "to_mode": DualWriteMode.LEGACY_ONLY.value,
+        # Each system's phase and mode it left (from_phase is the highest of them,
+        # from_mode the least advanced: systems rolled back on their own differ).
+        "from_systems": from_each,
         "actor": actor,
         "reason": reason,
         "replay": replay,
