@@ -481,7 +481,9 @@ def test_a_value_the_columns_type_refuses_is_bad_input_not_a_failure(
         events: list[Any] = []
         a.observers.append(events.append)
         before = snapshot(db)
-        for bad, column in (({"client_ip": "not-an-ip"}, "client_ip"), ({"score": 1e39}, "score")):
+        cases = [({"client_ip": "not-an-ip"}, "client_ip"), ({"score": 1e39}, "score")]
+        cases.append(({"client_ip": 5}, "client_ip"))  # no cast from an integer
+        for bad, column in cases:
             with pytest.raises(InputError, match=column) as refused:
                 a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values=bad)
             assert not isinstance(refused.value, CallerWriteRefusedError)

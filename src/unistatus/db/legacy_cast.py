@@ -25,6 +25,9 @@ from unistatus.errors import InputError
 
 __all__ = ["refuse_what_the_database_would"]
 
+# A cast the value's type cannot make: 42846 cannot coerce, 42804 datatype mismatch.
+REFUSED_CASTS = frozenset({"42846", "42804"})
+
 
 def refuse_what_the_database_would(
     engine: sa.Engine, lt: LegacyTable, values: Mapping[str, Any]
@@ -46,14 +49,25 @@ def refuse_what_the_database_would(
         sa.cast(sa.bindparam(f"v{i}", value), lt.table.c[name].type).label(f"c{i}")
         for i, (name, value) in enumerate(judged.items())
     ]
-    with engine.connect() as conn:
-        try:
-            conn.execute(sa.select(*casts))
-        except sa.exc.DBAPIError:
-            conn.rollback()
-            _which(conn, lt, judged)  # none alone (the database failing): the write says
-        finally:
-            conn.rollback()
+    try:
+        with engine.connect() as conn:
+            try:
+                conn.execute(sa.select(*casts))
+                return
+            except sa.exc.DBAPIError as exc:
+                conn.rollback()
+                if not _refused(exc):
+                    return
+            _which(conn, lt, judged)
+    except sa.exc.DBAPIError:
+        return  # the database failing, not a value: the write meets it and says so
+
+
+def _refused(exc: sa.exc.DBAPIError) -> bool:
+    """Whether the database refused a value (a data exception, a domain's CHECK, a type
+    the value cannot be cast from), not failed."""
+    state = str(getattr(exc.orig, "sqlstate", "") or "")
+    return state.startswith(("22", "23")) or state in REFUSED_CASTS
 
 
 def _which(conn: sa.Connection, lt: LegacyTable, judged: Mapping[str, Any]) -> None:
@@ -64,6 +78,8 @@ def _which(conn: sa.Connection, lt: LegacyTable, judged: Mapping[str, Any]) -> N
             conn.execute(sa.select(sa.cast(sa.bindparam("v", value), kind)))
         except sa.exc.DBAPIError as exc:
             conn.rollback()
+            if not _refused(exc):
+                return
             raise InputError(
                 f"legacy_values[{name!r}] for {lt.name!r}: the column's type {kind} does not "
                 f"take it: {describe(exc)}"
