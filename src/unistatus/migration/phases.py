@@ -67,7 +67,6 @@ __all__ = [
     "ROLLBACK_KEY",
     "advance",
     "common_phase",
-    "together_status",
     "describe_phases",
     "evaluate_gates",
     "phase_key",
@@ -79,6 +78,7 @@ __all__ = [
     "read_phases",
     "require_one_phase",
     "resolve_since",
+    "together_status",
     "write_phase",
 ]
 

@@ -31,10 +31,10 @@ __all__ = [
     "Population",
     "backfilled_before",
     "judged_counts",
+    "judged_inconsistent_rows",
     "overall_consistency",
     "populations_of",
     "system_consistency",
-    "judged_inconsistent_rows",
 ]
 
 UNRECORDED_FINISH_MARGIN = timedelta(seconds=65)
