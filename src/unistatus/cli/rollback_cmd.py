@@ -79,7 +79,7 @@ def rollback(
         )
     reason = require_reason(reason, "rollback --emergency")
     chosen = parse_system(system)
-    from unistatus.migration.rollback import emergency_rollback
+    from unistatus.migration.rollback import emergency_rollback, mixed_origin
 
     app_state = state(ctx)
     with says_when_interrupted(ROLLBACK_INTERRUPTED):
@@ -91,9 +91,8 @@ def rollback(
         return
     replayed = result["replay"].get("replayed", 0)
     who = f"{result['system']}: " if chosen is not None else ""
-    each = result["from_systems"]
-    if len({(e["phase"], e["mode"]) for e in each.values()}) > 1:
-        came = ", ".join(f"{s} phase {e['phase']} {e['mode']}" for s, e in each.items())
+    came = mixed_origin(result["from_systems"])
+    if came is not None:
         what = f"{came} -> phase 0, mode "
     else:
         what = f"{who}phase {result['from_phase']} -> 0, mode {result['from_mode']} -> "

@@ -36,6 +36,7 @@ from unistatus.migration.replay import replay_pending
 __all__ = [
     "ROLLBACK_TARGET",
     "emergency_rollback",
+    "mixed_origin",
     "rollback_current_phase",
 ]
 
@@ -71,6 +72,14 @@ def _different_phases(phases: dict[LegacySystemType, int]) -> GateError:
         f"the systems are in different phases ({describe_phases(phases)}): roll back one "
         "system at a time with --system"
     )
+
+
+def mixed_origin(from_each: dict[str, dict[str, Any]]) -> str | None:
+    """Each system's phase and mode a rollback left, in words, while they differed
+    (``phases CASHOUT 4 UNIFIED_ONLY, ESCROW 2 ...``); None while they were one."""
+    if len({(e["phase"], e["mode"]) for e in from_each.values()}) <= 1:
+        return None
+    return "phases " + ", ".join(f"{s} {e['phase']} {e['mode']}" for s, e in from_each.items())
 
 
 def _switch(
@@ -131,13 +140,7 @@ def _switch(
             conn, to_phase, to_mode, system=system, actor=actor, reason=reason, metadata=meta
         )
         who = f"{system.value}: " if system is not None else ""
-        mixed = len({(e["phase"], e["mode"]) for e in seen["from_each"].values()}) > 1
-        came = (
-            "phases "
-            + ", ".join(f"{s} {e['phase']} {e['mode']}" for s, e in seen["from_each"].items())
-            if mixed
-            else f"phase {current}"
-        )
+        came = mixed_origin(seen["from_each"]) or f"phase {current}"
         write_value(
             conn,
             ROLLBACK_KEY,
