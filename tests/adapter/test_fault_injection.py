@@ -246,3 +246,36 @@ def test_connection_killed_mid_write(pg: Database) -> None:
         assert a.update_status(c.entity_id, "AWAITING_RESPONSE", "r", "t").overall_success
     finally:
         victim.dispose()
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.UNIFIED_ONLY])
+def test_reads_after_the_server_dropped_the_pools_connections(
+    pg: Database, mode: DualWriteMode
+) -> None:
+    """A PostgreSQL restart or failover drops every pooled connection. Writes were
+    retried on a fresh one, but the next read met a dead one and raised StorageError
+    (the service's GET answered 503 once while the database was fine: review)."""
+    victim = sa.create_engine(pg.url, connect_args={"application_name": "unistatus_victim"})
+    try:
+        a = adapter_in(pg, mode, engine=victim)
+        c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        with pg.engine.connect() as admin:
+            killed = admin.execute(
+                sa.text(
+                    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+                    "WHERE application_name = 'unistatus_victim'"
+                )
+            ).scalar_one()
+        assert killed >= 1
+        status, meta = a.get_transaction_status(c.entity_id)
+        assert status is not None and status.value == "PENDING", meta
+        with pg.engine.connect() as admin:
+            admin.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                    "WHERE application_name = 'unistatus_victim'"
+                )
+            )
+        assert a.check_consistency(c.entity_id)["consistent"]
+    finally:
+        victim.dispose()
