@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,7 +25,7 @@ from unistatus.adapter.runner import Runner, Work, failed_result
 from unistatus.db.binding import bound_connection
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps
-from unistatus.db.failures import describe, refused_because
+from unistatus.db.failures import describe, read_on_pool, refused_because
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.prepared import Prepared
@@ -53,6 +54,8 @@ CallerConnection = sa.Connection | Session
 # The fast path on the caller's connection: None means "take the locked path".
 CallerFast = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult | None]
 # Where a PostgreSQL connection keeps (transaction, its isolation level) once read.
+T = TypeVar("T")
+
 _ISOLATION = "unistatus_caller_isolation"
 _READ_ISOLATION = sa.text("SELECT current_setting('transaction_isolation')")
 _NOT_IN_TRANSACTION = (
@@ -131,6 +134,7 @@ class CallerTransactions:
     ) -> None:
         self.runner = runner
         self.ops = ops
+        self.engine = engine
         # The legacy tables as the adapter has them now (a retirement's undo reloads
         # them): their rows a caller's Session holds are expired once written.
         self.legacy = legacy
@@ -324,13 +328,16 @@ class CallerTransactions:
                 "transaction (PostgreSQL's default); nothing was written"
             )
 
-    @contextmanager
-    def reading(self, target: object, what: str) -> Iterator[sa.Connection]:
-        """The caller's connection for a read; its failures as CallerTransactionError."""
+    def read(self, target: object | None, what: str, read: Callable[[sa.Connection], T]) -> T:
+        """``read`` in the caller's transaction (its failures as CallerTransactionError),
+        else on a connection of the pool (once more on a fresh one if the server dropped
+        it: ``read_on_pool``; failures as StorageError)."""
+        if target is None:
+            return read_on_pool(self.engine, what, read, self.driver_error)
         conn = caller_connection(target, self.ops.name)
         try:
             with bound_connection(conn, self.ops.schema):
-                yield conn
+                return read(conn)
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             raise CallerTransactionError(f"{what}: {describe(exc)}") from None
 

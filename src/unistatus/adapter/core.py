@@ -424,13 +424,18 @@ class DualWriteAdapter:
         mode = self._runner.last_modes[system] if system else self._runner.last_mode
         self._follow_restored_columns()
         mismatch = False
+
+        def entity_and_mode(conn: sa.Connection) -> tuple[Entity, DualWriteMode | None]:
+            # The system's mode: the caller's transaction reads it there (its own
+            # switch, if any, included); else as this process last read it.
+            entity = self._rows.read(conn, ref)
+            return entity, read_mode(conn, entity.system) if connection is not None else None
+
         try:
-            with self._reading(connection, f"cannot read {entity_id}") as conn:
-                entity = self._rows.read(conn, ref)
-                system = entity.system
-                # The system's mode: the caller's transaction reads it there (its own
-                # switch, if any, included); else as this process last read it.
-                read = read_mode(conn, system) if connection is not None else None
+            entity, read = self._caller.read(
+                connection, f"cannot read {entity_id}", entity_and_mode
+            )
+            system = entity.system
             mode = read if read is not None else self._runner.mode(system)
         except StorageError as exc:
             self._runner.emit(
@@ -483,9 +488,11 @@ class DualWriteAdapter:
         (with ``connection``: as the caller's transaction sees it)."""
         ref = held_ref(entity_id, self.hot.legacy)
         self._follow_restored_columns()
-        with self._reading(connection, f"cannot read {entity_id}") as conn:
-            entity = self._rows.read(conn, ref)
-            found = judge.inconsistencies(conn, entity)
+        entity, found = self._caller.read(
+            connection,
+            f"cannot read {entity_id}",
+            lambda conn: (e := self._rows.read(conn, ref), judge.inconsistencies(conn, e)),
+        )
         if entity.legacy is None and entity.unified is None:
             raise EntityNotFoundError(str(entity_id))
         if system_type is not None and LegacySystemType.parse(system_type) is not entity.system:
@@ -523,17 +530,6 @@ class DualWriteAdapter:
         self.close()
 
     # --- wiring -----------------------------------------------------------------------
-
-    @contextmanager
-    def _reading(self, connection: CallerConnection | None, what: str) -> Iterator[sa.Connection]:
-        """A connection to read on: the caller's, else one of the pool; failures raise
-        StorageError (CallerTransactionError in the caller's transaction)."""
-        if connection is not None:
-            with self._caller.reading(connection, what) as conn:
-                yield conn
-            return
-        with self._runner.storage_errors(what), self.engine.connect() as conn:
-            yield conn
 
     def _fast_path_available(self) -> bool:
         """PostgreSQL with ``unistatus_locked_mode()`` (revision 0007) installed."""

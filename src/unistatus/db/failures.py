@@ -9,15 +9,18 @@ one redacted line (for notes and summaries that are shown or stored).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import sqlalchemy as sa
 
 from unistatus.errors import StorageError
 from unistatus.redact import redact
 
-__all__ = ["describe", "one_line", "refused_because", "storage_errors"]
+__all__ = ["describe", "one_line", "read_on_pool", "refused_because", "storage_errors"]
+
+T = TypeVar("T")
 
 
 def describe(exc: BaseException) -> str:
@@ -69,3 +72,23 @@ def storage_errors(what: str, *others: type[Exception]) -> Iterator[None]:
         yield
     except caught as exc:
         raise StorageError(f"{what}: {describe(exc)}") from None
+
+
+def read_on_pool(
+    engine: sa.Engine, what: str, read: Callable[[sa.Connection], T], *others: type[Exception]
+) -> T:
+    """``read(conn)`` on a connection of ``engine``'s pool; failures as StorageError.
+
+    A server restart or failover drops every pooled connection. The first to meet a
+    dead one invalidates the pool (SQLAlchemy; no pre-ping: engine.py), and a read,
+    which changes nothing, is asked once more on a fresh connection.
+    """
+    with storage_errors(what, *others):
+        try:
+            with engine.connect() as conn:
+                return read(conn)
+        except sa.exc.DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        with engine.connect() as conn:
+            return read(conn)
