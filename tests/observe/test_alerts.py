@@ -293,6 +293,21 @@ def test_database_down_notifies_once_without_persisting(tmp_path) -> None:
     assert fired(notifier, "database_down") == 1
 
 
+def test_database_down_says_since_when_not_since_each_evaluation(tmp_path) -> None:
+    """`monitor` showed "since" as the time of each evaluation while the database was
+    down (review): an operator could not tell a 2 h outage from a 2 s one."""
+    engine = create_engine(f"sqlite:///{tmp_path}/missing/dir/x.db")
+    from unistatus.config import load_settings
+
+    monitor = alerts.Monitor(engine, load_settings(database_url=str(engine.url)))
+    start = utcnow()
+    (first,) = monitor.evaluate(now=start)
+    (later,) = monitor.evaluate(now=start + timedelta(minutes=10))
+    assert first.since == start
+    assert later.since == start, later.as_dict()
+    assert later.evaluated_at == start + timedelta(minutes=10)
+
+
 def test_stalled_backfill_is_a_warning() -> None:
     from unistatus.observe.metrics import Snapshot
 
