@@ -84,8 +84,9 @@ class Monitor:
         self.window_seconds = window_seconds
         self.stall_seconds = stall_seconds
         self.ops = ops_for(engine)
-        # While the database is down nothing can be persisted: remember in memory.
-        self._down_notified = False
+        # While the database is down nothing can be persisted: remember in memory (since
+        # when it is down: None while it is up).
+        self._down_since: datetime | None = None
         self._said_how_it_sees = False  # whether it read how much of the activity it sees
         self._housekept_at: float | None = None
         # Rows deleted per table and retention call, at most; a call that stopped there
@@ -187,20 +188,20 @@ class Monitor:
                 log.info("retention: deleted %d %s", deleted, retained.what)
 
     def _database_down(self, obs: Observation, now: datetime) -> list[AlertState]:
-        if not self._down_notified:
-            self._down_notified = True
+        if self._down_since is None:
+            self._down_since = now
             self.notifier.send(notification(obs, "firing", now))
         return [
             AlertState(
                 obs.name,
                 obs.level.value,
                 "firing",
-                now,
+                self._down_since,
                 obs.value,
                 None,
                 obs.message,
                 now,
-                now,
+                self._down_since,  # notified then, once
                 "firing",
             )
         ]
@@ -217,8 +218,8 @@ class Monitor:
                 if note is not None:
                     to_notify.append(note)
             keep_baseline(self.ops, conn, snap, now)
-        if self._down_notified:  # the database is back: say so once
-            self._down_notified = False
+        if self._down_since is not None:  # the database is back: say so once
+            self._down_since = None
             if not any(n.name == "database_down" for n in to_notify):
                 to_notify.append(notification(observations[0], "resolved", now))
         for note in to_notify:
