@@ -589,3 +589,67 @@ def test_a_fresh_mismatch_is_not_excused_by_older_legacy_only_writes(db) -> None
     states = by_name(monitor.evaluate())
     assert states["consistency_critical"].firing
     assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.LEGACY_ONLY
+
+
+def _drift(engine: sa.Engine, system: LegacySystemType, rows: int) -> None:
+    """``rows`` unified rows of ``system`` say SUCCESS while legacy is PENDING."""
+    U = unified_transactions
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(U)
+            .where(U.c.legacy_system == system.value, U.c.legacy_id <= rows)
+            .values(status="SUCCESS")
+        )
+
+
+@IN_EVERY_LAYOUT
+def test_a_second_system_crossing_while_the_alert_fires_is_rolled_back_too(db) -> None:
+    """Cashouts cross 99%: rolled back. Escrows cross while the alert still fires: the
+    response slot was taken once per alert, so escrows stayed in dual write while the
+    alert said "rollback_systems_to_legacy_only: done" (exploratory review)."""
+    seed_pairs(db.engine, 100, drift=2)
+    seed_pairs(db.engine, 100, system=LegacySystemType.ESCROW)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    run_check(db.engine, db.settings)
+    notifier = Notifier()
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=notifier, verify_rows=0)
+    assert by_name(monitor.evaluate())["consistency_critical"].firing
+    assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.LEGACY_ONLY
+    assert get_mode(db.engine, LegacySystemType.ESCROW) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+
+    _drift(db.engine, LegacySystemType.ESCROW, 2)
+    run_check(db.engine, db.settings)
+    critical = by_name(monitor.evaluate())["consistency_critical"]
+    assert critical.firing and "ESCROW" in critical.message
+    assert get_mode(db.engine, LegacySystemType.ESCROW) is DualWriteMode.LEGACY_ONLY
+    assert get_mode(db.engine, LegacySystemType.EXCHANGE) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    # Escrows' crossing is news: notified, and responded to once.
+    assert fired(notifier, "consistency_critical") == 2
+    monitor.evaluate()
+    assert fired(notifier, "consistency_critical") == 2
+    rollbacks = [
+        c
+        for c in history(db.engine, AUTO_RESPONSE_KEY)
+        if c.metadata and c.metadata["alert"] == "consistency_critical"
+    ]
+    assert len(rollbacks) == 2
+
+
+@IN_EVERY_LAYOUT
+def test_a_second_system_crossing_the_warning_while_it_fires_is_repaired_too(db) -> None:
+    """The warning's repair ran once per alert: a system crossing 99.9% after another
+    was left unrepaired while the alert said "repair: done" (exploratory review)."""
+    seed_pairs(db.engine, 200, drift=1)  # 99.5%: the warning, not the critical
+    seed_pairs(db.engine, 200, system=LegacySystemType.ESCROW)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    run_check(db.engine, db.settings)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+    warning = by_name(monitor.evaluate())["consistency_warning"]
+    assert warning.firing and warning.response == "repair: done"
+
+    _drift(db.engine, LegacySystemType.ESCROW, 1)
+    run_check(db.engine, db.settings)  # cashouts repaired, escrows now cross
+    warning = by_name(monitor.evaluate())["consistency_warning"]
+    assert warning.firing and "ESCROW" in warning.message
+    report = run_check(db.engine, db.settings)
+    assert report.consistency_rate == 1.0, report.as_dict()["inconsistencies"]
