@@ -3,8 +3,10 @@
 Critical consistency: emergency rollback. Consistency warning: detailed logging and a
 repair (the side the mode reads wins). Critical p95 with the unified side primary and
 more than 20% slower than the legacy-primary baseline: one phase back. Each firing
-episode responds once (the evaluator that claims the slot runs it); the outcome is
-recorded in the control history under :data:`AUTO_RESPONSE_KEY` and notified.
+episode responds once (the evaluator that claims the slot runs it), and once more for
+each system that starts crossing while it fires (``alert_state.update_state`` opens the
+slot again); the outcome is recorded in the control history under
+:data:`AUTO_RESPONSE_KEY` and notified.
 
 The rollbacks act on the systems whose own figures crossed the threshold (the alert's
 ``details["systems"]``), by the procedure the response of every system uses, run for

@@ -175,6 +175,18 @@ def update_state(
     values["since"] = sa.case((a.state == state, a.since), else_=now)
     if state == "resolved":
         values["response"] = None  # a new firing episode may respond again
+        values["marker"] = None
+    elif state == "firing":
+        values["marker"] = _crossing_marker(obs)
+        if row.state == "firing" and _newly_crossing(obs, row.marker):
+            # A system crossed while the alert fires: news, and a response of its own.
+            claimed = conn.execute(
+                sa.update(alert_state)
+                .where(where, a.state == "firing", _same_marker(row.marker))
+                .values(**values, response=None, notified_at=now)
+            ).rowcount
+            if claimed:
+                return notification(obs, state, now)
     conn.execute(sa.update(alert_state).where(where).values(values))
     # Claim the notification: only the evaluator whose UPDATE matched sends it.
     if state == "firing":
@@ -187,6 +199,26 @@ def update_state(
         sa.update(alert_state).where(where, claim).values(notified_state=state, notified_at=now)
     ).rowcount
     return notification(obs, state, now) if claimed else None
+
+
+def _crossing_marker(obs: Observation) -> str | None:
+    """What a firing rule's ``marker`` holds: the systems whose own figures cross
+    (``details["systems"]``, comma-separated), None when not known per system."""
+    systems = obs.details.get("systems")
+    return ",".join(sorted(systems)) if systems else None
+
+
+def _newly_crossing(obs: Observation, marker: str | None) -> list[str]:
+    """The systems crossing now that did not at the last evaluation (``marker``); none
+    when the last one knew no system (its response was for every system)."""
+    if marker is None:
+        return []
+    return sorted(set(obs.details.get("systems") or ()) - set(marker.split(",")))
+
+
+def _same_marker(marker: str | None) -> sa.ColumnElement[bool]:
+    m = alert_state.c.marker
+    return m.is_(None) if marker is None else m == marker
 
 
 def keep_baseline(ops: DialectOps, conn: sa.Connection, snap: Snapshot, now: datetime) -> None:
