@@ -356,3 +356,12 @@ def test_a_plan_of_one_system_names_that_system_in_every_command_that_takes_it(
         if command.startswith(("unistatus check", "unistatus repair", "unistatus phase")):
             assert "--system escrow" in command, command
     assert 'unistatus repair --system escrow --strategy legacy_wins --reason "TEXT"' in commands
+
+
+def test_the_emergency_rollback_from_phase_2_lists_each_action_once(sqlite_db: Database) -> None:
+    """From phase 2 the emergency preview said "pause the backfill workers" twice
+    (the phase's own rollback and the emergency's; exploratory review)."""
+    to_phase(sqlite_db.engine, 2)
+    actions = rollout_plan(sqlite_db.engine, sqlite_db.settings, sample_rows=0).emergency.actions
+    pauses = [a for a in actions if a.startswith("pause the backfill workers")]
+    assert len(pauses) == 1, actions
