@@ -336,7 +336,12 @@ def _archive_size(figures: dict[LegacySystemType, SystemFigures]) -> str:
 
 
 def _rollback_actions(
-    phase: int, retired: bool, replay: dict[str, int], system: LegacySystemType | None
+    phase: int,
+    retired: bool,
+    replay: dict[str, int],
+    system: LegacySystemType | None,
+    *,
+    pause: bool = True,
 ) -> list[str]:
     actions = []
     if replay["changes"]:
@@ -354,11 +359,13 @@ def _rollback_actions(
                 "restore the legacy status columns first (retire --undo; compatibility "
                 "views, if any, are dropped)"
             )
-    if phase == 2:
-        actions.append(
-            f"pause the backfill workers{_of(system)} (their rows stay; `backfill undo` removes)"
-        )
+    if phase == 2 and pause:
+        actions.append(_pause(system))
     return actions
+
+
+def _pause(system: LegacySystemType | None) -> str:
+    return f"pause the backfill workers{_of(system)} (their rows stay; `backfill undo` removes)"
 
 
 def _of(system: LegacySystemType | None) -> str:
@@ -394,9 +401,10 @@ def _emergency(
     system: LegacySystemType | None,
     estimate: dict[str, Any],
 ) -> RollbackPreview:
-    actions = _rollback_actions(4 if retired else phase, retired, replay, system)
+    # The emergency pauses the backfill from every phase, after the switch.
+    actions = _rollback_actions(4 if retired else phase, retired, replay, system, pause=False)
     actions.append(f"set phase 0 and mode LEGACY_ONLY{_of(system)} in the same transaction")
-    actions.append(f"pause the backfill workers{_of(system)}")
+    actions.append(_pause(system))
     return RollbackPreview(
         f"unistatus rollback --emergency{_flag('rollback --emergency', system)} {REASON}",
         0,
