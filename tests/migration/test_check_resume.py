@@ -309,6 +309,31 @@ def test_repair_from_a_line_naming_only_the_transaction_id_repairs_its_entity(
     assert mismatches == before.per_system["ESCROW"]["inconsistencies"]["status_mismatch"] - 1
 
 
+def test_repair_from_a_line_with_the_transaction_id_and_no_system_repairs_its_entity(
+    db: Any, tmp_path: Path
+) -> None:
+    """docs/repair.md: "a line may name its entity by transaction_id alone"; such a
+    line was refused ("no 'system'", exit 2) though its UTX id says the system."""
+    populate(db.engine, db.settings, 10)
+    damage(db.engine, db.settings, 10)
+    out = tmp_path / "m.jsonl"
+    run_check(db.engine, db.settings, out=out)
+    record = next(
+        r
+        for r in map(json.loads, _lines(out))
+        if r["system"] == "EXCHANGE" and "status_mismatch" in r["kinds"]
+    )
+    listed = tmp_path / "utx_only.jsonl"
+    listed.write_text(json.dumps({"transaction_id": record["transaction_id"]}) + "\n")
+    result = _cli(
+        db, "repair", "--from", str(listed), "--strategy", "legacy_wins", "--reason", "t", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["repaired"], data["skipped"]) == (1, {}), result.output
+    assert data["actions"][0]["system"] == "EXCHANGE"
+
+
 def test_repair_from_counts_entities_that_exist_nowhere_as_not_found(
     db: Any, tmp_path: Path
 ) -> None:
