@@ -146,13 +146,14 @@ def _key_of(line_no: int, text: str, where: str) -> MismatchKey:
         raise bad(f"not JSON ({exc.msg})") from None
     if not isinstance(data, dict):
         raise bad("not a JSON object (a line of `unistatus check --out`)")
-    if "system" not in data:
-        raise bad("no 'system'")
-    try:
-        system = LegacySystemType.parse(str(data["system"]))
-    except InputError as exc:
-        raise bad(str(exc)) from None
     legacy_id, utx = data.get("legacy_id"), data.get("transaction_id")
+    if "system" in data:
+        try:
+            system = LegacySystemType.parse(str(data["system"]))
+        except InputError as exc:
+            raise bad(str(exc)) from None
+    else:
+        system = _system_of(utx, bad)
     if legacy_id is not None and (isinstance(legacy_id, bool) or not isinstance(legacy_id, int)):
         raise bad(f"legacy_id must be an integer or null, got {legacy_id!r}")
     if legacy_id is not None and not 0 < legacy_id <= MAX_BIGINT:
@@ -166,6 +167,19 @@ def _key_of(line_no: int, text: str, where: str) -> MismatchKey:
     if utx is not None:
         legacy_id = _derived_legacy_id(system, legacy_id, utx, bad)
     return MismatchKey(line_no, system, legacy_id, utx)
+
+
+def _system_of(utx: object, bad: Callable[[str], InputError]) -> LegacySystemType:
+    """The system of a line without one: the one its ``transaction_id`` was derived from."""
+    derived = None
+    if isinstance(utx, str) and UTX_PATTERN.fullmatch(utx):
+        try:
+            derived = UtxId(utx).derived_ref
+        except InvalidIdentifierError:
+            derived = None
+    if derived is None:
+        raise bad("no 'system' (nor a transaction_id derived from a legacy row to tell it)")
+    return derived.system
 
 
 def _derived_legacy_id(
