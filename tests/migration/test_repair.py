@@ -191,6 +191,18 @@ def test_limit_stops_and_a_rerun_finishes(db: Any) -> None:
     )
 
 
+def test_a_limit_met_by_the_last_entity_is_not_reported_as_reached(db: Any) -> None:
+    """`repair --limit N` with exactly N entities to repair said "stopped at --limit N;
+    run again for the rest" with nothing left (exploratory review)."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    total = 3 * 3 * PER_SYSTEM
+    exact = run_repair(db.engine, db.settings, strategy="legacy_wins", limit=total, dry_run=True)
+    assert exact.repaired == total and not exact.limit_reached
+    short = run_repair(db.engine, db.settings, strategy="legacy_wins", limit=total - 1, dry_run=True)
+    assert short.repaired == total - 1 and short.limit_reached
+
+
 @IN_EVERY_LAYOUT
 def test_repair_queue_rows_are_repaired_and_resolved(db: Any) -> None:
     populate(db.engine, db.settings, 20)
