@@ -55,6 +55,8 @@ class _Repairer:
         self.report = report
         self.one = EntityRepair(self.ops, tables, report)
         self.seen: set[tuple[LegacySystemType, int | None, str | None]] = set()
+        # An entity was left unexamined because the limit was met (limit_reached).
+        self.more = False
 
     @property
     def full(self) -> bool:
@@ -65,7 +67,10 @@ class _Repairer:
         """Repair one entity (idempotent; an entity is handled once per run) of the
         systems repaired (the others' are left as they are)."""
         key = (system, legacy_id, None if legacy_id is not None else utx_id)
-        if key in self.seen or self.full or system not in self.tables:
+        if key in self.seen or system not in self.tables:
+            return
+        if self.full:
+            self.more = self._would_repair(system, legacy_id, utx_id)
             return
         self.seen.add(key)
         self.report.examined += 1
@@ -112,12 +117,29 @@ class _Repairer:
                 self.one.failed(f"{system.value}:{legacy_id or utx_id}: {text}")
                 return
 
+    def _would_repair(
+        self, system: LegacySystemType, legacy_id: int | None, utx_id: str | None
+    ) -> bool:
+        """Whether an entity past the limit needs a repair: judged as ``--dry-run`` would
+        (nothing written, nothing counted), so a run whose limit the last repairable
+        entity met does not say "run again for the rest"."""
+        r = self.report
+        probe = RepairReport(r.strategy, True, r.actor, None, r.reason)
+        try:
+            with self.engine.connect() as conn:
+                EntityRepair(self.ops, self.tables, probe).run(
+                    conn, system, legacy_id, utx_id, lock=False
+                )
+        except (LegacyHeld, Relinked, sa.exc.DBAPIError):
+            return True  # not judged: a run that goes on will
+        return probe.repaired > 0
+
     # sources -------------------------------------------------------------------------
 
     def queue(self) -> None:
         """Every unresolved repair-queue row, oldest first (keyset pages)."""
         last = 0
-        while not self.full:
+        while not self.more:
             rows = open_rows(self.engine, last)
             if not rows:
                 return
@@ -131,7 +153,7 @@ class _Repairer:
                     )
                     continue
                 self.entity(*target)
-                if self.full:
+                if self.more:
                     return
 
     def detected(self) -> None:
@@ -139,16 +161,16 @@ class _Repairer:
         for system, lt in self.tables.items():
             for rows in iter_inconsistent(self.engine, lt, chunk=DETECT_CHUNK):
                 for row in rows:
-                    if self.full:
-                        return
                     self.entity(system, row.legacy_id, row.transaction_id)
+                    if self.more:
+                        return
 
     def listed(self, path: str | os.PathLike[str]) -> None:
         """Exactly the entities of a ``check --out`` file (already validated), in order."""
         for key in read_mismatch_keys(path):
-            if self.full:
-                return
             self.entity(key.system, key.legacy_id, key.transaction_id)
+            if self.more:
+                return
 
 
 def run_repair(
@@ -201,10 +223,10 @@ def run_repair(
             repairer.listed(from_file)
         else:
             repairer.queue()
-            if not repairer.full:
+            if not repairer.more:
                 repairer.detected()
     except sa.exc.OperationalError as exc:
         raise StorageError(f"repair stopped: {str(exc.orig).strip()}") from None
-    report.limit_reached = repairer.full
+    report.limit_reached = repairer.more
     report.duration_ms = (time.perf_counter() - started) * 1000
     return report
