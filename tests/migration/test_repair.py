@@ -199,7 +199,9 @@ def test_a_limit_met_by_the_last_entity_is_not_reported_as_reached(db: Any) -> N
     total = 3 * 3 * PER_SYSTEM
     exact = run_repair(db.engine, db.settings, strategy="legacy_wins", limit=total, dry_run=True)
     assert exact.repaired == total and not exact.limit_reached
-    short = run_repair(db.engine, db.settings, strategy="legacy_wins", limit=total - 1, dry_run=True)
+    short = run_repair(
+        db.engine, db.settings, strategy="legacy_wins", limit=total - 1, dry_run=True
+    )
     assert short.repaired == total - 1 and short.limit_reached
 
 
