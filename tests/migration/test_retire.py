@@ -38,7 +38,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import cashouts
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError, InputError, ModeLockBusyError
+from unistatus.errors import ConfigError, GateError, InputError, ModeLockBusyError
 from unistatus.migration import capture, rollback
 from unistatus.migration import compat_views as compat_views_module
 from unistatus.migration import retire as retire_module
@@ -1031,3 +1031,36 @@ def test_retire_on_a_repeatable_read_engine_sees_a_write_committed_while_it_wait
         _a_write_as_retire_begins_is_refused(pg, tmp_path, monkeypatch, engine)
     finally:
         engine.dispose()
+
+
+def test_after_the_drop_the_cli_says_what_was_retired_not_orphaned(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Following the runbook (exploratory review): after the drop, `tx show` said
+    INCONSISTENT / orphan_unified for a transaction whose legacy row is still there,
+    `check` failed with "has no column 'status' (configured as status)" as if the config
+    were wrong, and the printed undo line lacked the --reason it requires."""
+    db = sqlite_db
+    ids = seed(db)
+    freeze_and_archive(db, tmp_path)
+    runner = CliRunner()
+    url = ["--database-url", db.url]
+    done = runner.invoke(app, [*url, "retire", "legacy-columns", "--reason", "phase 4"])
+    assert done.exit_code == 0, done.output
+    assert "retire legacy-columns --undo --reason" in " ".join(done.output.split())
+
+    entity = ids["ESCROW0"]
+    shown = runner.invoke(app, [*url, "tx", "show", entity])
+    assert shown.exit_code == 0, shown.output
+    assert "orphan" not in shown.output and "INCONSISTENT" not in shown.output
+    assert "retired" in shown.output
+    as_json = json.loads(runner.invoke(app, [*url, "tx", "show", entity, "--json"]).stdout)
+    assert as_json["consistent"] is None and as_json["inconsistencies"] == []
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    with pytest.raises(ConfigError, match="retired"):
+        adapter.check_consistency(entity)
+
+    check = runner.invoke(app, [*url, "check"])
+    assert check.exit_code == 2, check.output
+    said = " ".join(check.output.split())
+    assert "retire legacy-columns" in said and "--undo" in said, said
