@@ -4,6 +4,7 @@ One root (catch everything at once); context as attributes, so callers need not 
 
     UnistatusError
     ├── ConfigError                 bad settings, unknown table or column names
+    │   └── LegacyStatusRetiredError  ... the legacy status columns are retired (phase 4)
     ├── InputError                  a value the caller passed is malformed
     │   ├── UnmappableStatusError   a legacy status the mapping does not know
     │   │   └── UnmappableStoredStatusError  ... stored in the row a change starts from
@@ -30,6 +31,18 @@ class UnistatusError(Exception):
 
 class ConfigError(UnistatusError):
     """Settings are invalid or do not match the live database."""
+
+
+class LegacyStatusRetiredError(ConfigError):
+    """``what`` needs the legacy status columns, which `retire legacy-columns` dropped."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(
+            f"{what}: the legacy status columns are retired (`unistatus retire "
+            'legacy-columns`, phase 4); `unistatus retire legacy-columns --undo --reason "..."` '
+            "restores them"
+        )
 
 
 class InputError(UnistatusError):

@@ -65,6 +65,7 @@ from unistatus.domain.transitions import TransitionRules
 from unistatus.errors import (
     EntityNotFoundError,
     InputError,
+    LegacyStatusRetiredError,
     StorageError,
     UnistatusError,
 )
@@ -495,6 +496,8 @@ class DualWriteAdapter:
         )
         if entity.legacy is None and entity.unified is None:
             raise EntityNotFoundError(str(entity_id))
+        if entity.legacy_id is not None and self.hot.legacy[entity.system].status is None:
+            raise LegacyStatusRetiredError(f"{entity_id} cannot be judged")
         if system_type is not None and LegacySystemType.parse(system_type) is not entity.system:
             raise InputError(f"{entity_id} belongs to {entity.system.value}, not {system_type}")
         return {

@@ -125,7 +125,7 @@ def legacy_columns(
         console.print(
             f"dropped {', '.join(result['tables'])}; schema at {result['revision']}. "
             f"Status checksum before the drop ({before['rows']} rows): {before['sha256']}. "
-            "Undo: unistatus retire legacy-columns --undo"
+            'Undo: unistatus retire legacy-columns --undo --reason "..."'
         )
     views = result.get("compat_views")
     if views and not json_out:

@@ -202,13 +202,21 @@ def show(
     limit: int = typer.Option(10, "--history", min=0, help="How many history rows to show."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    from unistatus.errors import EntityNotFoundError
+    from unistatus.errors import EntityNotFoundError, LegacyStatusRetiredError
 
     adapter = _adapter(ctx)
     status, meta = adapter.get_transaction_status(entity_id)
     if meta.get("source") is None:
         raise EntityNotFoundError(entity_id)
-    consistency = adapter.check_consistency(entity_id)
+    try:
+        consistency = adapter.check_consistency(entity_id)
+    except LegacyStatusRetiredError as exc:  # phase 4: nothing to compare with
+        consistency = {
+            "transaction_id": meta.get("transaction_id"),
+            "consistent": None,
+            "inconsistencies": [],
+            "not_judged": str(exc),
+        }
     history = _history(adapter, consistency["transaction_id"], limit)
     data = {
         "entity_id": entity_id,
@@ -222,6 +230,7 @@ def show(
         "mode": meta.get("mode"),
         "consistent": consistency["consistent"],
         "inconsistencies": consistency["inconsistencies"],
+        **({"not_judged": consistency["not_judged"]} if "not_judged" in consistency else {}),
         "history": history,
     }
     if json_out:
@@ -272,7 +281,9 @@ def _print_show(data: dict[str, Any]) -> None:
         f"(legacy value {escape(str(data['legacy_status']))}, mode {escape(str(data['mode']))})",
         highlight=False,
     )
-    if data["consistent"]:
+    if data["consistent"] is None:
+        console.print(escape(f"consistency: not judged ({data.get('not_judged')})"))
+    elif data["consistent"]:
         console.print("consistency: [green]both sides agree[/]")
     else:
         console.print("consistency: [bold red]INCONSISTENT[/]")

@@ -36,11 +36,12 @@ from unistatus.db.legacy_types import (
     check_time_type,
     integer_key,
 )
+from unistatus.db.revisions import VERSION_TABLE, columns_retired
 from unistatus.db.search_path import SearchPath, compat_views_on_path, search_path
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import LegacyColumn, check_stored_value
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.errors import ConfigError, ModeError, StorageError
+from unistatus.errors import ConfigError, LegacyStatusRetiredError, ModeError, StorageError
 
 # What a transaction carries on both sides: copied into its unified row, and compared
 # with it by the consistency rule (whose list this is).
@@ -440,6 +441,14 @@ def _searched(database: sa.Engine | sa.Connection, spec: LegacyTableSpec) -> str
     return f" in this connection's search_path ({path})"
 
 
+def _retired(database: sa.Engine | sa.Connection) -> bool:
+    """Whether `retire legacy-columns` dropped the status columns (a missing column's
+    error says so, not "configured as status")."""
+    with connected(database) as conn:
+        installed = sa.inspect(conn).has_table(VERSION_TABLE, schema=schema_of(conn))
+        return installed and columns_retired(conn)
+
+
 def resolve_legacy_tables(
     database: sa.Engine | sa.Connection,
     settings: Settings,
@@ -483,6 +492,10 @@ def resolve_legacy_tables(
                 if role == "status" and not require_status:
                     cols[role] = None
                     continue
+                if role == "status" and _retired(database):
+                    raise LegacyStatusRetiredError(
+                        f"{legacy_table_name(spec)}.{name} is needed and was dropped"
+                    )
                 raise ConfigError(
                     f"legacy table {legacy_table_name(spec)!r} has no column {name!r} "
                     f"(configured as {role}); it has: {', '.join(c.name for c in table.c)}"
