@@ -4,9 +4,14 @@ must not install or use a second set of them there."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -157,3 +162,31 @@ def test_an_installation_in_a_schema_the_role_may_not_use_says_so(pg: Database) 
     finally:
         with pg.engine.begin() as conn:
             conn.exec_driver_sql("GRANT USAGE ON SCHEMA public TO PUBLIC")
+
+
+def test_the_adapter_and_serve_name_an_installation_the_schema_setting_misses(
+    pg_schema: Database, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Installed in schema "unistatus", the config without `schema = "unistatus"`: every
+    command said where the installation is, but the library adapter started and then
+    failed each write ("cannot read the mode: relation unistatus_control does not
+    exist"), and `serve` started a service answering 503, its log saying "run `unistatus
+    init`" (exploratory review)."""
+    monkeypatch.delenv("UNISTATUS_SCHEMA")
+    url = pg_schema.url
+    with pytest.raises(ConfigError, match="installed in schema unistatus"):
+        DualWriteAdapter(url, settings=load_settings(database_url=url))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if k != "UNISTATUS_SCHEMA"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "from unistatus.cli import main; main()",
+             "--database-url", url, "serve", "--port", str(port), "--monitor-interval", "0"],
+            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path, env=env,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        pytest.fail("serve started on a database whose installation it cannot see")
+    assert done.returncode == 2, done.stderr
+    assert "installed in schema unistatus" in " ".join(done.stderr.split())
