@@ -41,6 +41,7 @@ from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.legacy_cast import refuse_what_the_database_would
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.tables import unified_transactions
+from unistatus.db.target import check_installed
 from unistatus.domain import consistency
 from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
 from unistatus.domain.inputs import (
@@ -489,11 +490,11 @@ class DualWriteAdapter:
         (with ``connection``: as the caller's transaction sees it)."""
         ref = held_ref(entity_id, self.hot.legacy)
         self._follow_restored_columns()
-        entity, found = self._caller.read(
-            connection,
-            f"cannot read {entity_id}",
-            lambda conn: (e := self._rows.read(conn, ref), judge.inconsistencies(conn, e)),
-        )
+
+        def judged(conn: sa.Connection) -> tuple[Entity, list[consistency.Inconsistency]]:
+            return (entity := self._rows.read(conn, ref)), judge.inconsistencies(conn, entity)
+
+        entity, found = self._caller.read(connection, f"cannot read {entity_id}", judged)
         if entity.legacy is None and entity.unified is None:
             raise EntityNotFoundError(str(entity_id))
         if entity.legacy_id is not None and self.hot.legacy[entity.system].status is None:
@@ -541,10 +542,10 @@ class DualWriteAdapter:
         with self.engine.connect() as conn:
             if self.ops.has_locked_mode_function(conn):
                 return True
+        check_installed(self.engine)  # none, or where the search_path does not reach
         log.warning(
-            "unistatus_locked_mode() is missing (schema older than revision 0007; "
-            "`unistatus init` installs it): status changes take the locked path, "
-            "which is as correct, only slower"
+            "unistatus_locked_mode() is missing (schema older than revision 0007; `unistatus "
+            "init` installs it): status changes take the locked path, as correct, only slower"
         )
         return False
 

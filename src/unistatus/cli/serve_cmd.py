@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
 from enum import StrEnum
 from typing import Annotated
 
@@ -72,8 +73,14 @@ def serve(
     sock = listen(host, port)  # a busy port: one line, exit 2, before anything started
     app_state = state(ctx)
     # as_is: a service started while its database is down reports it on /health and
-    # recovers with it, rather than not starting
+    # recovers with it, rather than not starting; a database that answers without the
+    # installation (none yet, or in a schema the settings miss) is refused, exit 2
     engine = app_state.open_engine("as_is")
+    from unistatus.db.target import check_installed
+    from unistatus.errors import StorageError
+
+    with suppress(StorageError):
+        check_installed(engine)
     app = create_app(
         app_state.settings,
         engine,
