@@ -190,3 +190,18 @@ def test_the_adapter_and_serve_name_an_installation_the_schema_setting_misses(
         pytest.fail("serve started on a database whose installation it cannot see")
     assert done.returncode == 2, done.stderr
     assert "installed in schema unistatus" in " ".join(done.stderr.split())
+
+
+def test_a_schema_setting_naming_an_empty_schema_names_the_installation(
+    pg_schema: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed in "unistatus", run with UNISTATUS_SCHEMA=unistatus2 (a typo): commands
+    said "run `unistatus init` first", and `init` then refused, naming the installation
+    (exploratory review). They name it at once."""
+    monkeypatch.setenv("UNISTATUS_SCHEMA", "unistatus2")
+    for command in (["phase", "status"], ["capture", "status"]):
+        done = runner.invoke(app, ["--database-url", pg_schema.url, *command])
+        assert done.exit_code == 2, done.output
+        said = " ".join(done.output.split())
+        assert "installed in this database, in schema unistatus" in said, said
+        assert "run `unistatus init` first" not in said
