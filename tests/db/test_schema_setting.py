@@ -33,7 +33,7 @@ from unistatus.db.mode_lock_keys import MODE_LOCK_KEY, mode_lock_key
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import ConfigError, StorageError
+from unistatus.errors import ConfigError
 from unistatus.migration.archive import (
     export_archive,
     record_verified,
@@ -480,12 +480,12 @@ def test_a_callers_connection_from_its_own_engine_is_left_as_it_was(pg_schema: D
 @pytest.mark.postgres
 def test_the_schema_is_refused_when_the_database_lacks_it(pg: Database) -> None:
     """Settings naming a schema that was never installed: a clear error, not a write to
-    public's tables."""
+    public's tables (at the start: where the installation is, not a failed mode read)."""
     settings = load_settings(database_url=pg.url, schema="never_installed")
     engine = create_engine(pg.url, schema=settings.schema)
     try:
-        with pytest.raises(StorageError):
-            DualWriteAdapter(engine, settings=settings).mode  # noqa: B018
+        with pytest.raises(ConfigError, match="installed in this database, in schema public"):
+            DualWriteAdapter(engine, settings=settings)
     finally:
         engine.dispose()
 

@@ -46,6 +46,7 @@ __all__ = [
     "COMPAT_SCHEMA",
     "SearchPath",
     "compat_views_on_path",
+    "installed_elsewhere",
     "require_one_place",
     "require_sole_installation",
     "search_path",
@@ -160,9 +161,23 @@ def require_sole_installation(conn: sa.Connection, schema: str) -> None:
     """ConfigError, nothing changed, if a migration would make a new installation in
     ``schema`` (none there yet) while the database holds one in another schema; an
     installation in ``schema`` migrates as ever."""
+    elsewhere = installed_elsewhere(
+        conn,
+        schema,
+        "and a migration would make a second, empty installation there (its own mode, "
+        "LEGACY_ONLY, and no history)",
+    )
+    if elsewhere is not None:
+        raise ConfigError(f"{elsewhere}{_ALONGSIDE.format(schema=schema)}; nothing was created")
+
+
+def installed_elsewhere(conn: sa.Connection, schema: str, then: str = "") -> str | None:
+    """Where the database's installation is when ``schema`` holds none (None: it holds
+    one, or the database has none): the schema setting to use instead. ``then``: what
+    would follow from the setting as it is."""
     holding = [name for name, _ in conn.execute(_HOLDING, {"table": INSTALLATION_TABLE})]
     if not holding or schema in holding:
-        return
+        return None
     first = holding[0]
     others = f" (and in {', '.join(holding[1:])})" if holding[1:] else ""
     use = (
@@ -170,11 +185,10 @@ def require_sole_installation(conn: sa.Connection, schema: str) -> None:
         if first == DEFAULT_SCHEMA
         else f'set schema = "{first}" (UNISTATUS_SCHEMA)'
     )
-    raise ConfigError(
+    return (
         f"unistatus is already installed in this database, in schema {first}{others}; the "
-        f"schema setting says {schema}, where there is none, and a migration would make a "
-        f"second, empty installation there (its own mode, LEGACY_ONLY, and no history): to "
-        f"use the existing one, {use}{_ALONGSIDE.format(schema=schema)}; nothing was created"
+        f"schema setting says {schema}, where there is none{', ' + then if then else ''}: "
+        f"to use the existing one, {use}"
     )
 
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from unistatus.db.binding import schema_of
 from unistatus.db.engine import parse_url
-from unistatus.db.search_path import where_it_is
+from unistatus.db.search_path import installed_elsewhere, where_it_is
 from unistatus.db.tables import migration_control
 from unistatus.errors import ConfigError, StorageError
 from unistatus.redact import redact
@@ -93,9 +93,10 @@ def check_installed(engine: sa.Engine) -> None:
     elsewhere = None
     try:
         with engine.connect() as conn:
-            installed = sa.inspect(conn).has_table(migration_control.name, schema=schema_of(engine))
-            if not installed and engine.dialect.name == "postgresql" and not schema_of(engine):
-                elsewhere = where_it_is(conn)
+            own = schema_of(engine)
+            installed = sa.inspect(conn).has_table(migration_control.name, schema=own)
+            if not installed and engine.dialect.name == "postgresql":
+                elsewhere = installed_elsewhere(conn, own) if own else where_it_is(conn)
     except sa.exc.DBAPIError as exc:
         raise StorageError(
             f"cannot read {describe(engine.url)}: {_reason(exc, engine.url)}"
