@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from unistatus.cli.context import console, state
+from unistatus.cli.context import abort, console, state
 
 
 def dashboard(
@@ -13,6 +13,8 @@ def dashboard(
     interval: float = typer.Option(5.0, "--interval", min=0.2, help="Seconds between refreshes."),
 ) -> None:
     """Performance, data quality, progress per phase and system, alerts (Ctrl-C stops).
+
+    With --once: exit 2 when the database could not be read (the frame says why).
 
     Examples:
 
@@ -27,9 +29,11 @@ def dashboard(
         # as_is: the dashboard shows "database unreachable" itself, and keeps refreshing
         # (a missing SQLite file is still refused: connecting would create it)
         engine = app_state.open_engine("as_is")
-        run(engine, app_state.settings, once=once, interval=interval, console=console)
+        health = run(engine, app_state.settings, once=once, interval=interval, console=console)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+    if health in ("down", "unknown"):  # --once: the frame says why; so does the exit code
+        abort(f"the database could not be read (the dashboard says {health})")
 
 
 def register(app: typer.Typer) -> None:

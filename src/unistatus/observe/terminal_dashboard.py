@@ -24,7 +24,7 @@ from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_
 from unistatus.observe.phase_progress import RETIREMENT_STEPS
 from unistatus.observe.sparklines import TERMINAL_POINTS, history_table
 
-__all__ = ["frame", "render", "run"]
+__all__ = ["frame", "judged_frame", "render", "run"]
 
 BAR_WIDTH = 20
 
@@ -323,6 +323,13 @@ def frame(
     engine: sa.Engine, settings: Settings, *, window_seconds: float = DEFAULT_WINDOW_SECONDS
 ) -> RenderableType:
     """Read everything from the database and render one frame."""
+    return judged_frame(engine, settings, window_seconds=window_seconds)[0]
+
+
+def judged_frame(
+    engine: sa.Engine, settings: Settings, *, window_seconds: float = DEFAULT_WINDOW_SECONDS
+) -> tuple[RenderableType, str]:
+    """One frame and the health its header says (healthy, degraded, unknown, down)."""
     snap = collect_snapshot(engine, settings, window_seconds=window_seconds)
     alerts: list[dict[str, Any]] = []
     health = None
@@ -337,7 +344,8 @@ def frame(
             health = "degraded" if critical else "healthy"
     else:
         health = "down"
-    return render(snap, alerts, health, _read_history(engine) if snap.database_up else None)
+    history = _read_history(engine) if snap.database_up else None
+    return render(snap, alerts, health, history), health
 
 
 def _read_history(engine: sa.Engine) -> dict[str, Any] | None:
@@ -354,12 +362,14 @@ def run(
     once: bool = False,
     interval: float = 5.0,
     console: Console | None = None,
-) -> None:
-    """Draw the dashboard once, or redraw it every ``interval`` s until interrupted."""
+) -> str | None:
+    """Draw the dashboard once (then the health it said), or redraw it every
+    ``interval`` s until interrupted."""
     console = console or Console()
     if once:
-        console.print(frame(engine, settings))
-        return
+        shown, health = judged_frame(engine, settings)
+        console.print(shown)
+        return health
     with Live(frame(engine, settings), console=console, refresh_per_second=2, screen=False) as live:
         while True:
             time.sleep(interval)
