@@ -197,3 +197,20 @@ def test_tx_update_on_an_unmappable_stored_status_blames_the_stored_value(db: Da
     forced = run("tx", "update", f"cashout:{legacy_id}", "FAILED", "--reason", "INC-7", "--force")
     assert forced.exit_code == 0, forced.output
     assert db.count("unified_status_history") == history_before + 1
+
+
+def test_help_prose_is_wrapped_at_the_terminals_width_not_at_the_docstrings() -> None:
+    """At 80 columns a docstring's own line breaks cut the prose into fragments ("mean
+    and p95 latency" / "< 200 ms": `loadtest --help`, exploratory review). A short line
+    of prose is followed by a blank line (its paragraph ends), never by more prose;
+    examples and lists (indented, or starting with "-") keep their lines."""
+    fragments = []
+    for path in command_paths():
+        result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "80"})
+        body = result.stdout.split("╭")[0].split("Examples:")[0].splitlines()
+        for line, following in zip(body, body[1:], strict=False):
+            text = line.rstrip()
+            prose = text.startswith(" ") and not text.startswith("   ") and not text[1:2] == "-"
+            if prose and 0 < len(text.strip()) < 40 and following.strip():
+                fragments.append(f"{' '.join(path)}: {text.strip()!r}")
+    assert fragments == []
