@@ -214,3 +214,16 @@ def test_help_prose_is_wrapped_at_the_terminals_width_not_at_the_docstrings() ->
             if prose and 0 < len(text.strip()) < 40 and following.strip():
                 fragments.append(f"{' '.join(path)}: {text.strip()!r}")
     assert fragments == []
+
+
+def test_a_repeatable_option_shows_its_values_type_not_a_python_list() -> None:
+    """`--system <list[str]>` in every --help that takes a system: Python's annotation,
+    not what to type (one value per occurrence)."""
+    offenders = [
+        f"{' '.join(path)}: {line.strip()}"
+        for path in command_paths()
+        for line in help_of(path).splitlines()
+        if "list[" in line
+    ]
+    assert offenders == []
+    assert any("--system" in line and "<str>" in line for line in help_of(["check"]).splitlines())
