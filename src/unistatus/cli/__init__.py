@@ -41,10 +41,11 @@ from unistatus.cli import (
 )
 from unistatus.cli.context import DATABASE_URL_OPTION, DEBUG_OPTION, begin
 from unistatus.cli.errors_shown import ErrorsShownGroup
-from unistatus.cli.help_format import hide_flag_value_placeholders
+from unistatus.cli.help_format import hide_flag_value_placeholders, reflow_help_prose
 from unistatus.redact import log_redacted
 
 hide_flag_value_placeholders()
+reflow_help_prose()
 
 
 app = typer.Typer(

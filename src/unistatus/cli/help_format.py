@@ -1,4 +1,5 @@
-"""`--help` as a person reads it: a flag shows no value placeholder.
+"""`--help` as a person reads it: a flag shows no value placeholder, a repeatable option
+its value's (``<str>``, not ``<list[str]>``), and prose wraps at the terminal's width.
 
 ``--json`` takes no value, so its help line must not read ``--json <bool>`` (which says
 "pass true or false"). Click's plain help leaves the type out for flags (``is_flag``) and
@@ -7,6 +8,12 @@ panel prints ``TyperOption.display_type_rich`` for every option, flags included.
 method is wrapped once here to answer "no type" for a flag and defer to Typer otherwise,
 for every command, including ones registered later; with a Typer that has no such
 method (older) there is nothing to do. tests/cli/test_command_line.py holds the output.
+
+Typer's rich help keeps a docstring's line breaks after its first paragraph, so at 80
+columns a line written 88 wide comes out as a full line and a fragment ("latency" /
+"< 200 ms ..."). ``typer.rich_utils._fix_linebreaks`` is wrapped to join the lines of a
+prose paragraph (Rich then wraps it at the terminal's width) and keep those of an
+indented one (examples) or a list.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from typer import rich_utils
 from typer.core import TyperOption
 
 _MARK = "_unistatus_hides_flag_types"
@@ -28,7 +36,33 @@ def hide_flag_value_placeholders() -> None:
     def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
         if self.is_flag:
             return None
-        return original(self, ctx)
+        shown = original(self, ctx)
+        # A repeatable option (a list annotation) takes one value per occurrence.
+        if shown and shown.startswith("<list[") and shown.endswith("]>"):
+            return f"<{shown[len('<list[') : -len(']>')]}>"
+        return shown
 
     setattr(display_type_rich, _MARK, True)
     setattr(TyperOption, "display_type_rich", display_type_rich)  # noqa: B010
+
+
+def reflow_help_prose() -> None:
+    """Make the rich help join a prose paragraph's lines (idempotent)."""
+    original: Callable[..., str] | None = getattr(rich_utils, "_fix_linebreaks", None)
+    if original is None or getattr(original, _MARK, False):
+        return
+
+    def fix_linebreaks(paragraphs: list[str], markup_mode: Any) -> str:
+        return original([_reflowed(p) for p in paragraphs], markup_mode)
+
+    setattr(fix_linebreaks, _MARK, True)
+    setattr(rich_utils, "_fix_linebreaks", fix_linebreaks)  # noqa: B010
+
+
+def _reflowed(paragraph: str) -> str:
+    """``paragraph``'s lines joined, unless it is laid out by hand (an indented line, a
+    list item, Click's ``\\b`` marker)."""
+    lines = paragraph.splitlines()
+    if paragraph.startswith("\b") or any(line.startswith((" ", "- ", "* ")) for line in lines):
+        return paragraph
+    return " ".join(line.strip() for line in lines)
