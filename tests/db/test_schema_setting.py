@@ -542,3 +542,27 @@ def test_legacy_tables_in_a_schema_the_config_names_archive_retire_and_restore(
             check.dispose()
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_capture_of_tables_another_installation_captures_names_it(
+    fresh_pg: Callable[[], str],
+) -> None:
+    """Two installations over one set of legacy tables (`init --alongside`): enabling
+    the capture in the second failed with the driver's 'trigger ... already exists'
+    (exploratory review). It names the installation whose triggers are there."""
+    url = fresh_pg()
+    runner = CliRunner()
+    assert runner.invoke(app, ["--database-url", url, "init"]).exit_code == 0
+    first = runner.invoke(app, ["--database-url", url, "capture", "enable", "--reason", "t"])
+    assert first.exit_code == 0, first.output
+    env = {"UNISTATUS_SCHEMA": OWN_SCHEMA}
+    made = runner.invoke(app, ["--database-url", url, "init", "--alongside"], env=env)
+    assert made.exit_code == 0, made.output
+    done = runner.invoke(
+        app, ["--database-url", url, "capture", "enable", "--reason", "t"], env=env
+    )
+    assert done.exit_code == 2, done.output
+    said = " ".join(done.output.split())
+    assert "already exists" not in said, said
+    assert "installation in schema public" in said and "capture disable" in said, said
