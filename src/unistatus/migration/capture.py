@@ -153,6 +153,31 @@ _PG_TRIGGERS = sa.text(
 ).bindparams(sa.bindparam("names", expanding=True))
 
 
+DUPLICATE_OBJECT = "42710"
+# The schemas of other installations whose capture triggers are on a table (PostgreSQL).
+_PG_OTHERS = sa.text(
+    "SELECT DISTINCT n.nspname FROM pg_catalog.pg_trigger t "
+    "JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE NOT t.tgisinternal AND p.proname IN :names "
+    "AND p.pronamespace <> CAST(:schema AS regnamespace) ORDER BY 1"
+).bindparams(sa.bindparam("names", expanding=True))
+
+
+def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
+    return getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+
+
+def _other_installations(engine: sa.Engine) -> list[str]:
+    """The schemas of the other installations whose capture triggers are on tables here."""
+    try:
+        with engine.connect() as conn:
+            where = {"schema": own_schema(conn), "names": function_names()}
+            return list(conn.execute(_PG_OTHERS, where).scalars())
+    except sa.exc.DBAPIError:
+        return []
+
+
 def installed(conn: sa.Connection) -> tuple[list[Trigger], list[str]]:
     """This installation's capture triggers and (PostgreSQL) functions, in the catalog now."""
     if conn.dialect.name == "postgresql":
@@ -306,6 +331,14 @@ def _replace(
                 if read_value(conn, CONTROL_KEY) != value or install:
                     write_value(conn, CONTROL_KEY, value, actor=actor, reason=reason)
     except sa.exc.DBAPIError as exc:
+        owners = _other_installations(engine) if _sqlstate(exc) == DUPLICATE_OBJECT else []
+        if owners:
+            raise ConfigError(
+                f"the legacy tables are captured by the unistatus installation in schema "
+                f"{', '.join(owners)}: one installation captures a table; run `unistatus "
+                f'capture disable` there first (with schema = "{owners[0]}"); nothing was '
+                "changed"
+            ) from None
         raise StorageError(f"cannot change the capture triggers: {exc.orig}") from None
     return statements
 
