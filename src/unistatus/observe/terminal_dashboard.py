@@ -20,7 +20,12 @@ from unistatus.config import Settings
 from unistatus.errors import StorageError
 from unistatus.observe.alert_state import load_states
 from unistatus.observe.history import read_history
-from unistatus.observe.metrics import DEFAULT_WINDOW_SECONDS, Snapshot, collect_snapshot
+from unistatus.observe.metrics import (
+    DEFAULT_WINDOW_SECONDS,
+    Snapshot,
+    collect_snapshot,
+    judged_consistency,
+)
 from unistatus.observe.phase_progress import RETIREMENT_STEPS
 from unistatus.observe.sparklines import TERMINAL_POINTS, history_table
 
@@ -106,13 +111,18 @@ def render(
     )
     rate = snap.consistency_rate
     no_check = rate is None and snap.sources.get("check") == "ok"
-    quality.add_row(
-        "consistency",
-        Text(
-            "no check yet" if no_check else _pct(rate),
-            style=_style(rate, 0.999, 0.99, higher_is_worse=False),
-        ),
+    judged, awaiting = judged_consistency(snap)
+    shown = Text(
+        "no check yet" if no_check else _pct(rate),
+        style=_style(judged if awaiting else rate, 0.999, 0.99, higher_is_worse=False),
     )
+    if awaiting:  # what the alerts and gates judge, and why it differs
+        shown.append(
+            f" ({awaiting:,} rows awaiting backfill; {_pct(judged)} without them, as the "
+            "alerts judge)",
+            style="dim",
+        )
+    quality.add_row("consistency", shown)
     check = snap.last_check
     if check:
         passed = check.get("inconsistent") == 0
