@@ -350,3 +350,16 @@ def test_a_backfill_interrupted_with_ctrl_c_is_shown_as_interrupted(db: Any) -> 
         conn.execute(sa.delete(backfill_workers).where(backfill_workers.c.worker == "other-host:1"))
     again = as_json(cli(db.url, "backfill", "--json"))
     assert again["complete"] and again["inserted"] == 5_000
+
+
+def test_a_pause_with_no_backfill_running_says_the_next_one_will_wait(db: Any) -> None:
+    """`backfill pause` with nothing running said "workers hold before their next batch",
+    and the next `unistatus backfill` then waited (runbook, exploratory review): the
+    pause is kept; it says so, and --json says whether a backfill is running."""
+    seed_legacy(db.engine, db.settings, 30, seed=3)
+    done = cli(db.url, "backfill", "pause", "--reason", "peak hours")
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())
+    assert "no backfill is running" in said and "backfill resume" in said, said
+    data = as_json(cli(db.url, "backfill", "pause", "--reason", "again", "--json"))
+    assert data["running"] is False
