@@ -81,7 +81,13 @@ def _set(
             for one in LegacySystemType:
                 if read_value(conn, pause_key(one)) == "true":
                     write_value(conn, pause_key(one), value, actor=actor, reason=reason)
-    return {"paused": paused, **change.as_dict()}
+        # Whether a backfill (of ``system``) is running: a pause is kept either way, and
+        # one started later waits for the resume.
+        running = sa.select(J.c.system).where(J.c.state == JOB_RUNNING)
+        if system is not None:
+            running = running.where(J.c.system == system.value)
+        active = conn.execute(running.limit(1)).first() is not None
+    return {"paused": paused, "running": active, **change.as_dict()}
 
 
 def pause(

@@ -407,7 +407,8 @@ def pause(
     system: SystemOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Hold running backfill workers before their next batch (they wait).
+    """Hold running backfill workers before their next batch (they wait). The pause is
+    kept: a backfill started later waits too, until `unistatus backfill resume`.
 
     Examples:
 
@@ -423,7 +424,14 @@ def pause(
         print_json(result)
     else:
         which = f"{chosen.value}'s " if chosen is not None else ""
-        console.print(f"backfill paused: {which}workers hold before their next batch")
+        if result["running"]:
+            console.print(f"backfill paused: {which}workers hold before their next batch")
+        else:
+            of = f" of {chosen.value}" if chosen is not None else ""
+            console.print(
+                f"backfill paused: no backfill{of} is running now; the next "
+                "`unistatus backfill` waits until `unistatus backfill resume`"
+            )
 
 
 @backfill_app.command("resume")
