@@ -458,3 +458,31 @@ def test_a_repair_of_one_system_leaves_the_others_as_they_are(db: Any) -> None:
     assert json.loads(shown.stdout)["repaired"] == 3 * PER_SYSTEM
     with pytest.raises(InputError, match="bonds"):
         run_repair(db.engine, db.settings, strategy="legacy_wins", systems=["bonds"])
+
+
+def test_a_strategy_that_overwrites_the_side_the_mode_reads_is_warned_of(db: Any) -> None:
+    """`repair --strategy unified_wins` while legacy is primary turned an authoritative
+    legacy SUCCESS into FAILED without a word (exploratory review: documented, but an
+    operator who picks the wrong strategy got no warning). The report (and the command)
+    says which systems' authoritative values it overwrites, and the strategy to keep."""
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 2")
+    wrong = run_repair(db.engine, db.settings, strategy="unified_wins", dry_run=True)
+    assert wrong.warnings and all("legacy_wins" in w for w in wrong.warnings), wrong.warnings
+    assert {w.split(":")[0] for w in wrong.warnings} == {"CASHOUT", "ESCROW", "EXCHANGE"}
+    right = run_repair(db.engine, db.settings, strategy="legacy_wins", dry_run=True)
+    assert right.warnings == []
+    shown = CliRunner().invoke(
+        app, ["--database-url", db.url, "repair", "--strategy", "unified_wins", "--dry-run"]
+    )
+    assert "authoritative" in " ".join(shown.output.split()), shown.output
+    assert json.loads(
+        CliRunner()
+        .invoke(
+            app,
+            ["--database-url", db.url, "repair", "--strategy", "unified_wins", "--dry-run",
+             "--json"],
+        )
+        .stdout
+    )["warnings"] == wrong.warnings  # fmt: skip
