@@ -147,6 +147,8 @@ def _print(data: dict[str, Any]) -> None:
         console.print(f"[yellow]stopped at --limit {data['limit']}; run again for the rest[/]")
     for error in data["errors"]:
         console.print(f"  [red]{escape(error)}[/]")  # the database's words, as text
+    for warning in data["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

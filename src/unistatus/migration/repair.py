@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter.model import Relinked
 from unistatus.config import Settings
+from unistatus.db.control import get_modes
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.retry import fails_every_write, is_read_only, is_retryable
@@ -228,5 +229,28 @@ def run_repair(
     except sa.exc.OperationalError as exc:
         raise StorageError(f"repair stopped: {str(exc.orig).strip()}") from None
     report.limit_reached = repairer.more
+    report.warnings = _overwritten_authority(engine, report)
     report.duration_ms = (time.perf_counter() - started) * 1000
     return report
+
+
+def _overwritten_authority(engine: sa.Engine, report: RepairReport) -> list[str]:
+    """A warning per system whose authoritative values (the side its mode reads) the run
+    overwrote or would: the strategy that keeps them is named. Nothing is refused: an
+    operator may know that side is the wrong one."""
+    if not report.overwrites:
+        return []
+    modes = get_modes(engine)
+    hit: dict[str, str] = {}
+    for name, action in report.overwrites:
+        side = "unified" if modes[LegacySystemType.parse(name)].reads_unified else "legacy"
+        if action == f"write_{side}":
+            hit[name] = side
+    keep = {"unified": "unified_wins", "legacy": "legacy_wins"}
+    verb = "would overwrite" if report.dry_run else "overwrote"
+    return [
+        f"{system}: {report.strategy.value} {verb} {side} values, the authoritative side "
+        f"(its mode {modes[LegacySystemType.parse(system)].value} reads {side}); "
+        f"`--strategy {keep[side]}` keeps them"
+        for system, side in sorted(hit.items())
+    ]

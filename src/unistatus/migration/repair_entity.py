@@ -56,6 +56,9 @@ __all__ = [
 log = logging.getLogger("unistatus.migration.repair")
 U = unified_transactions
 KEEP_ACTIONS = 50  # entity-level detail kept in the report; counts are always complete
+# The kinds whose repair changes a value the other side holds (not a row made, nor the
+# legacy_status image of a status both sides agree on).
+OVERWRITING = {"status_mismatch", "field_mismatch"}
 _rules = TransitionRules()
 LEGACY_FROZEN = "legacy_frozen"  # skip reason in UNIFIED_ONLY: only a rollback writes legacy
 REPLAY_CONFLICT = "replay_conflict"  # skip reason: `unistatus rollback resolve` decides it
@@ -83,6 +86,11 @@ class RepairReport:
     limit_reached: bool = False
     actions: list[dict[str, Any]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # Systems whose authoritative side (the one the mode reads) this strategy overwrote.
+    warnings: list[str] = field(default_factory=list)
+    # (system, action) of every plan that changes a value the other side holds: all of
+    # them, where ``actions`` keeps the first KEEP_ACTIONS.
+    overwrites: set[tuple[str, str]] = field(default_factory=set)
     duration_ms: float = 0.0
 
     @property
@@ -109,6 +117,7 @@ class RepairReport:
             "repair_queue": {"seen": self.queue_seen, "resolved": self.queue_resolved},
             "actions": list(self.actions),
             "errors": list(self.errors),
+            "warnings": list(self.warnings),
             "duration_ms": round(self.duration_ms, 3),
         }
 
@@ -241,6 +250,8 @@ class EntityRepair:
         plan: RepairPlan,
         op_id: str | None,
     ) -> None:
+        if OVERWRITING & set(plan.kinds) and plan.action in ("write_unified", "write_legacy"):
+            self.report.overwrites.add((system.value, plan.action))
         if len(self.report.actions) >= KEEP_ACTIONS:
             return
         self.report.actions.append(
