@@ -148,7 +148,7 @@ def test_repair_after_the_retirement_is_a_clear_refusal(db: Any, tmp_path: Any) 
         )
     retire_legacy_columns(db.engine, db.settings, actor="t", reason="t")
     try:
-        with pytest.raises(ConfigError, match="has no column 'status'"):
+        with pytest.raises(ConfigError, match="status columns are retired.*--undo"):
             run_repair(db.engine, db.settings, strategy="unified_wins", reason="t")
         assert open_repair_count(db.engine) == 1
     finally:
