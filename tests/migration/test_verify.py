@@ -254,6 +254,27 @@ def test_a_round_of_a_few_changed_rows_is_judged_against_the_systems_rows(db: An
     assert set(states["consistency_warning"].details.get("systems") or ()) == {"CASHOUT"}
 
 
+def test_without_a_full_check_a_round_is_judged_against_the_first_pass(db: Any) -> None:
+    """Phase 1 asks for no full check, only `check --since phase-start`: with none ever
+    run, a round that read one bad row of 500 cashouts was judged 0% and the monitor
+    rolled cashouts back (exploratory review, an unmappable bypass write). The first
+    pass of continuous verification read every row: the rounds after it are judged
+    against the rows it counted."""
+    populate(db.engine, db.settings, 500)
+    first = verify_changes(db.engine, db.settings, busy_max_wait=0)
+    assert first.per_system[CASHOUT.value]["total"] >= 500  # no watermark: every row
+    with db.engine.begin() as conn:
+        _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow())
+    round_ = verify_changes(db.engine, db.settings, busy_max_wait=0)
+    figures = round_.per_system[CASHOUT.value]
+    assert (figures["total"], figures["consistent"]) == (1, 0)
+    snap = collect_snapshot(db.engine, db.settings)
+    cashouts = (snap.systems or {})[CASHOUT.value]
+    assert cashouts["alert_consistency_rate"] == pytest.approx(499 / 500)
+    states = {o.name: o for o in observe(snap, now=utcnow())}
+    assert not states["consistency_critical"].firing
+
+
 def test_rows_the_full_check_found_bad_stay_bad_when_a_round_is_judged(db: Any) -> None:
     """A round judged against the system's rows takes the rows it did not read as the
     full check left them: its 50 inconsistent cashouts stay inconsistent. They were
