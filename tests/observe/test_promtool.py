@@ -144,3 +144,57 @@ def test_the_exported_rules_fire_as_the_monitor_does(tmp_path: Path, promtool: s
     spec.write_text(to_yaml({"rule_files": ["rules.yml"], "tests": tests}) + "\n")
     result = _run([promtool, "test", "rules", str(spec)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_writer_seen_for_the_first_time_in_unified_only_fires(
+    tmp_path: Path, promtool: str
+) -> None:
+    """A new rogue writer's counter series appears already at 1: `increase()` over it
+    saw no rise, so the exported rule never fired for the writer that matters most (a
+    real Prometheus, exploratory review); a writer's later writes fire as before."""
+    (tmp_path / "rules.yml").write_text(to_yaml(prometheus_rules()) + "\n")
+    rule = _rule("UnistatusBypassWritesUnifiedOnly")
+    writer = 'unistatus_bypass_writes_total{system="CASHOUT",writer="bypass:rogue/postgres"}'
+    mode = 'unistatus_mode{system="CASHOUT",mode="UNIFIED_ONLY"}'
+    fired = [
+        {
+            "exp_labels": {
+                **rule["labels"],
+                "system": "CASHOUT",
+                "writer": "bypass:rogue/postgres",
+            },
+            "exp_annotations": {
+                **rule["annotations"],
+                "description": "bypass:rogue/postgres wrote CASHOUT in UNIFIED_ONLY (mirrored "
+                "into unified, nothing lost); convert that code path. unistatus capture "
+                "status.",
+            },
+        }
+    ]
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": [
+                {"series": writer, "values": "_x10 1x10"},  # first seen at minute 11
+                {"series": mode, "values": "1x20"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "12m", "alertname": rule["alert"], "exp_alerts": fired},
+                {"eval_time": "19m", "alertname": rule["alert"], "exp_alerts": []},
+            ],
+        },
+        {
+            "interval": "1m",
+            "input_series": [
+                {"series": writer, "values": "1x10 2x10"},  # a known writer writes again
+                {"series": mode, "values": "1x20"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "12m", "alertname": rule["alert"], "exp_alerts": fired},
+            ],
+        },
+    ]
+    spec = tmp_path / "rules_test.yml"
+    spec.write_text(to_yaml({"rule_files": ["rules.yml"], "tests": tests}) + "\n")
+    result = _run([promtool, "test", "rules", str(spec)])
+    assert result.returncode == 0, result.stdout + result.stderr
