@@ -179,7 +179,11 @@ def prometheus_rules() -> dict[str, Any]:
         ),
         _rule(
             "bypass_writes_unified_only",
-            "sum by (system, writer) (increase(unistatus_bypass_writes_total[5m])) > 0 "
+            # A writer seen for the first time: its series appears at 1 or more, where
+            # increase() sees no rise; "unless ... offset" finds it new.
+            "(sum by (system, writer) (increase(unistatus_bypass_writes_total[5m])) > 0 "
+            "or sum by (system, writer) (unistatus_bypass_writes_total unless "
+            "unistatus_bypass_writes_total offset 5m)) "
             'and on(system) unistatus_mode{mode="UNIFIED_ONLY"} == 1',
             "warning",
             "A writer bypasses unistatus and writes the frozen legacy tables",
