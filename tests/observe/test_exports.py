@@ -186,3 +186,13 @@ def test_every_panel_says_what_no_data_means(db: Any) -> None:
     consistency = next(p for p in grafana_dashboard()["panels"] if p["title"] == "Consistency")
     assert consistency["fieldConfig"]["defaults"]["noValue"].startswith("unknown")
     assert "unistatus check" in consistency["description"]
+
+
+def test_a_panel_of_per_system_series_names_each_by_its_system() -> None:
+    """The Consistency panel showed three series all labelled "consistency" (one per
+    system): which system is failing could not be read (exploratory review)."""
+    per_system = {"unistatus_consistency_rate", "unistatus_error_rate"}
+    for panel in grafana_dashboard()["panels"]:
+        for target in panel.get("targets", []):
+            if target["expr"] in per_system:
+                assert "{{system}}" in target["legendFormat"], (panel["title"], target)
