@@ -332,7 +332,7 @@ def grafana_dashboard() -> dict[str, Any]:
             8,
             "Consistency",
             "stat",
-            [("unistatus_consistency_rate", "consistency")],
+            [("unistatus_consistency_rate", "{{system}}")],
             18,
             4,
             unit="percentunit",
