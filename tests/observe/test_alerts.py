@@ -653,3 +653,20 @@ def test_a_second_system_crossing_the_warning_while_it_fires_is_repaired_too(db)
     assert warning.firing and "ESCROW" in warning.message
     report = run_check(db.engine, db.settings)
     assert report.consistency_rate == 1.0, report.as_dict()["inconsistencies"]
+
+
+def test_backfill_stalled_does_not_say_progressing_before_any_backfill() -> None:
+    """`monitor --once --json` said "backfill progressing" with no backfill ever started
+    (exploratory review)."""
+    from unistatus.observe.metrics import Snapshot
+
+    now = utcnow()
+    snap = Snapshot(taken_at=now, window_seconds=300, database_up=True)
+    snap.progress = {s: {"percent": 0.0, "complete": False, "state": "not_started"}
+                     for s in ("CASHOUT", "ESCROW", "EXCHANGE")}  # fmt: skip
+    obs = {o.name: o for o in alert_rules.observe(snap, now=now)}["backfill_stalled"]
+    assert not obs.firing and obs.message == "no backfill running"
+    snap.progress["ESCROW"] = {"percent": 40.0, "complete": False, "state": "running",
+                               "updated_at": now.isoformat()}  # fmt: skip
+    obs = {o.name: o for o in alert_rules.observe(snap, now=now)}["backfill_stalled"]
+    assert not obs.firing and obs.message == "backfill progressing"
