@@ -301,12 +301,14 @@ def _stalled(snap: Snapshot, now: datetime, stall_seconds: float) -> Observation
     if snap.progress is None:
         return Observation(name, Level.WARNING, None, None, stall_seconds, "progress unknown")
     stalled: dict[str, float] = {}
+    running = 0  # systems whose backfill started and is not complete
     for system, info in snap.progress.items():
         started = (info.get("percent") or 0) > 0 or info.get("state") not in (
             None,
             "not_started",
             "pending",
         )
+        running += bool(started and not info.get("complete"))
         updated = _parse_time(info.get("updated_at"))
         paused = info.get("paused") or info.get("state") == "paused"  # deliberate, not stalled
         if info.get("complete") or paused or not started or updated is None:
@@ -315,7 +317,8 @@ def _stalled(snap: Snapshot, now: datetime, stall_seconds: float) -> Observation
         if idle > stall_seconds:
             stalled[system] = idle
     if not stalled:
-        return Observation(name, Level.WARNING, False, 0.0, stall_seconds, "backfill progressing")
+        said = "backfill progressing" if running else "no backfill running"
+        return Observation(name, Level.WARNING, False, 0.0, stall_seconds, said)
     worst = max(stalled.values())
     text = ", ".join(f"{s} idle {v / 3600:.1f} h" for s, v in sorted(stalled.items()))
     return Observation(
