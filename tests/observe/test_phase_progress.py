@@ -55,3 +55,20 @@ def test_phase_4_tracks_its_steps(db: Any, tmp_path: Path) -> None:
     finally:
         undo_cleanup(db.engine, db.settings)
     assert round(bars(db)[4], 1) == 66.7
+
+
+def test_systems_in_different_phases_are_said_so_with_each_systems_gates(sqlite_db: Any) -> None:
+    """Cashouts and escrows in phase 1, exchanges in 0: /api/v1/status and both
+    dashboards said "phase 0: Not started", and the gates were exchanges' alone (phase
+    0's mapping), hiding the failing gates of the other two (exploratory review)."""
+    from unistatus.domain.statuses import LegacySystemType as S
+
+    db = sqlite_db
+    to_phase(db.engine, 1, S.CASHOUT)
+    to_phase(db.engine, 1, S.ESCROW)
+    shown = collect_snapshot(db.engine, db.settings).as_dict()
+    assert "different phases" in shown["phase_name"], shown["phase_name"]
+    assert "exchange 0" in shown["phase_name"] and "cashout 1" in shown["phase_name"]
+    gates = {g["name"] for g in shown["gates"]}
+    assert any(n.startswith("cashout: ") for n in gates), gates
+    assert any(n.startswith("exchange: ") for n in gates), gates
