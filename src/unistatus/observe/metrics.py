@@ -74,8 +74,10 @@ class Snapshot:
     database_error: str | None = None
     # Every system's mode while they agree, "mixed" while they differ (see systems).
     mode: str | None = None
-    # Every system's phase while they agree, else the lowest (see systems).
+    # Every system's phase while they agree, else the lowest (see systems, phases).
     phase: int | None = None
+    # Each system's phase while they differ (None while they agree).
+    phases: dict[str, int] | None = None
     # Per legacy system: mode, phase, the next phase's gates on its data, its
     # consistency (latest check covering it) and its operations over the window.
     systems: dict[str, dict[str, Any]] | None = None
@@ -128,6 +130,12 @@ class Snapshot:
         """Running or waiting and why, the batch size and its target (both dashboards)."""
         return throttle_view(self.backfill_workers, self.backfill_tuning)
 
+    def _phase_name(self) -> str | None:
+        if self.phases:  # the lowest is the phase; the name says the systems differ
+            each = ", ".join(f"{s.lower()} {p}" for s, p in sorted(self.phases.items()))
+            return f"systems in different phases ({each})"
+        return PHASE_NAMES.get(self.phase, "Not started") if self.phase is not None else None
+
     def phase_bars(self) -> list[dict[str, Any]]:
         """One progress bar per phase (:func:`~unistatus.observe.phase_progress.phase_bars`)."""
         return phase_bars(self.phase, self.gates, self.progress, self.retirement)
@@ -139,9 +147,7 @@ class Snapshot:
             "database": {"up": self.database_up, "error": self.database_error},
             "mode": self.mode,
             "phase": self.phase,
-            "phase_name": PHASE_NAMES.get(self.phase, "Not started")
-            if self.phase is not None
-            else None,
+            "phase_name": self._phase_name(),
             "systems": self.systems,
             "gates": self.gates,
             "performance": self.performance,
@@ -263,6 +269,14 @@ def collect_snapshot(
         together = _read(src, "phase", lambda: together_status(engine, settings, each))
         snap.phase = lowest.phase
         snap.gates = [g.as_dict() for g in (together or lowest).gates]
+        if len({st.phase for st in each.values()}) > 1:
+            # No one next phase: each system's gates, named by it.
+            snap.phases = {s.value: st.phase for s, st in each.items()}
+            snap.gates = [
+                {**g.as_dict(), "name": f"{s.value.lower()}: {g.name}", "system": s.value}
+                for s, st in each.items()
+                for g in st.gates
+            ]
     snap.performance = _read(src, "stats", performance)
     snap.last_check = _read(src, "check", last_check)
     snap.progress = _read(src, "backfill", progress)
