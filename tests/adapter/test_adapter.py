@@ -435,6 +435,8 @@ BAD_INPUT: list[tuple[str, Call, type[UnistatusError], str]] = [
     ("numeric currency", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, "5", 840), InputError, "currency"),  # type: ignore[arg-type]
     ("bad user", lambda a, e: a.create_transaction("WALLET_CASHOUT", -1, "5", "USD"), InputError, "user_id"),
     ("bad type", lambda a, e: a.create_transaction("CARD", 1, "5", "USD"), InputError, "unknown transaction type"),
+    # A legacy system's name (the CLI's --type cashout) says which type it means.
+    ("system as type", lambda a, e: a.create_transaction("cashout", 1, "5", "USD"), InputError, "cashout's transactions are WALLET_CASHOUT"),
     ("create lower-case status", lambda a, e: a.create_transaction("ESCROW", 1, "5", "USD", status="pending"), InvalidStatusError, "pending"),
     ("create OTP escrow", lambda a, e: a.create_transaction("ESCROW", 1, "5", "USD", status="OTP_PENDING"), InvalidStatusError, "OTP_PENDING"),
 ]  # fmt: skip
