@@ -9,6 +9,7 @@ can be written as one guarded statement.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from enum import Enum
 from typing import Any
 
@@ -18,6 +19,7 @@ from unistatus.domain.ids import LegacyRef
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import (
     DualWriteMode,
+    LegacySystemType,
     UnifiedTransactionStatus,
     UnifiedTransactionType,
 )
@@ -164,9 +166,15 @@ def parse_type(value: object) -> UnifiedTransactionType:
     try:
         return UnifiedTransactionType(str(value.value if isinstance(value, Enum) else value))
     except ValueError:
+        hint = ""
+        if isinstance(value, str):  # a legacy system's name (the CLI takes `--type cashout`)
+            with suppress(InputError):
+                meant = LegacySystemType.parse(value).transaction_type
+                hint = f" ({value}'s transactions are {meant})"
         raise InputError(
             f"unknown transaction type {value!r}; expected one of: "
             + ", ".join(t.value for t in UnifiedTransactionType)
+            + hint
         ) from None
 
 
