@@ -499,6 +499,29 @@ def test_a_bypass_row_with_an_id_beyond_the_utx_range_is_quarantined(cap: Databa
 
 
 @IN_EVERY_LAYOUT
+def test_legacy_ids_of_zero_or_below_are_quarantined_not_given_malformed_utx_ids(
+    cap: Database,
+) -> None:
+    """Cashouts 0 and -5 (a legacy table may hold them: SQLite, or an explicit id) were
+    given UTX100000000000000 and UTX99999999999995, ids no command can address, and check
+    called them consistent (exploratory review). They are outside the UTX range as ids
+    beyond it are: set aside with that reason, by the capture and by the backfill."""
+    from unistatus.backfill import run_backfill
+
+    insert_cashouts(cap, range(-5, -4), "APPROVED")  # in LEGACY_ONLY: for the backfill
+    insert_cashouts(cap, range(0, 1), "APPROVED")
+    set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    insert_cashouts(cap, range(-7, -6), "APPROVED")  # a bypass writer's, captured
+    run_backfill(cap.engine, cap.settings)
+    Q = backfill_quarantine
+    with cap.engine.connect() as conn:
+        set_aside = {r.legacy_id: r.reason for r in conn.execute(sa.select(Q))}
+        utx_ids = set(conn.execute(sa.select(unified_transactions.c.id)).scalars())
+    assert set_aside == {-7: BEYOND_UTX_RANGE, -5: BEYOND_UTX_RANGE, 0: BEYOND_UTX_RANGE}
+    assert utx_ids == set(), utx_ids
+
+
+@IN_EVERY_LAYOUT
 def test_an_unmappable_value_is_quarantined_and_unified_left_alone(cap: Database) -> None:
     a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
     created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="PROCESSING")
