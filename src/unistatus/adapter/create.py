@@ -48,13 +48,14 @@ from unistatus.domain.ids import (
     derive_utx_id,
     new_unified_id,
     require_migratable_id,
+    within_utx_range,
 )
 from unistatus.domain.inputs import require_legacy_values
 from unistatus.domain.kept_values import KEPT_KEY, to_json
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
 from unistatus.domain.transitions import TransitionKind
-from unistatus.errors import InputError, StorageError, UnmappableStatusError
+from unistatus.errors import ConfigError, InputError, StorageError, UnmappableStatusError
 
 __all__ = ["Creator", "NewTransaction", "linked_ref"]
 
@@ -213,7 +214,7 @@ class Creator:
                 # capture would create it, and this create's own insert meet it).
                 with writer_mark.marked_as(conn, writer_mark.CREATING):
                     legacy_id, stored = conn.execute(insert).one()
-                if legacy_id > MAX_LEGACY_ID:
+                if not within_utx_range(legacy_id):
                     self._refuse_beyond_range(conn, system, legacy_id)
 
             if mode is DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
@@ -304,7 +305,10 @@ class Creator:
         lt = self.hot.legacy[system]
         conn.execute(sa.delete(lt.table).where(lt.id == legacy_id))
         require_migratable_id(lt.name, legacy_id)
-        raise AssertionError("unreachable: the id is beyond the range")
+        raise ConfigError(
+            f"{lt.name} handed out id {legacy_id}: a UTX id carries a legacy id of 1 to "
+            f"{MAX_LEGACY_ID}; nothing was written"
+        )
 
     def _create_in_one_statement(
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
@@ -338,7 +342,7 @@ class Creator:
             if keyed and rows[0][1] != 1:
                 raise StorageError(f"creating {system.value} stored {rows[0][1]} keys, not 1")
             result.legacy_entity_id = int(rows[0][0])
-            if result.legacy_entity_id > MAX_LEGACY_ID:
+            if not within_utx_range(result.legacy_entity_id):
                 self._refuse_beyond_range(conn, system, result.legacy_entity_id, claim=claim)
             result.entity_id = derive_utx_id(system, result.legacy_entity_id)
             dst, dst_legacy = self._hold_as_stored(conn, result, new, rows[0][-1])
@@ -355,7 +359,7 @@ class Creator:
         if not rows:
             raise ModeChanged
         utx_id, legacy_id, history_rows = rows[0][:3]
-        if int(legacy_id) > MAX_LEGACY_ID:
+        if not within_utx_range(int(legacy_id)):
             self._refuse_beyond_range(conn, system, int(legacy_id), claim=claim, op_id=op_id)
         if history_rows != 1 or keyed and rows[0][3] != 1:
             raise StorageError(f"creating {utx_id} wrote {history_rows} history rows, not 1")

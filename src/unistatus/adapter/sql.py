@@ -23,7 +23,7 @@ from unistatus.db.prepared import Prepared
 from unistatus.db.tables import status_history
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_idempotency import idempotency_keys
-from unistatus.domain.ids import max_legacy_id_sql, utx_id_sql
+from unistatus.domain.ids import outside_utx_range_sql, utx_id_sql
 from unistatus.domain.statuses import LegacySystemType
 
 __all__ = ["HotStatements", "stored_status"]
@@ -44,7 +44,7 @@ def stored_status(lt: LegacyTable) -> sa.ColumnElement[Any]:
 def _created_utx_id(system: LegacySystemType, legacy_id: Any) -> Any:
     """``utx_id_sql``, but never the next system's id (nor too long for the column)."""
     return sa.case(
-        (legacy_id <= max_legacy_id_sql(), utx_id_sql(system, legacy_id)),
+        (~outside_utx_range_sql(legacy_id), utx_id_sql(system, legacy_id)),
         else_=sa.literal(BEYOND_RANGE, sa.String),
     )
 

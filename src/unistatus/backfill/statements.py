@@ -19,7 +19,7 @@ from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.domain.copyable import uncopyable_clauses
-from unistatus.domain.ids import max_legacy_id_sql, utx_id_sql
+from unistatus.domain.ids import outside_utx_range_sql, utx_id_sql
 from unistatus.domain.mapping import forward_case
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ConfigError
@@ -65,7 +65,7 @@ def migratable(
     the next system's), or when a shared field (``data``: DATA_COLUMNS) cannot go into a
     unified row (:func:`unistatus.domain.copyable.uncopyable_clauses`)."""
     return sa.case(
-        (legacy_id > max_legacy_id_sql(), sa.null()),
+        (outside_utx_range_sql(legacy_id), sa.null()),
         *((problem, sa.null()) for problem, _ in uncopyable_clauses(data)),
         else_=forward_case(system, status),
     )
@@ -143,7 +143,7 @@ def unmappable_reason(
     """Why a row is set aside: its id beyond the UTX range, a shared field the unified
     row cannot take, or its value NULL, in the wrong case, or unknown."""
     return sa.case(
-        (legacy_id > max_legacy_id_sql(), BEYOND_UTX_RANGE),
+        (outside_utx_range_sql(legacy_id), BEYOND_UTX_RANGE),
         *uncopyable_clauses(data),
         (raw.is_(None), NULL_STATUS),
         (forward_case(system, sa.func.upper(raw)).is_not(None), WRONG_CASE),

@@ -40,6 +40,18 @@ def max_legacy_id_sql() -> sa.BindParameter[int]:
     return sa.literal(MAX_LEGACY_ID, sa.BigInteger)
 
 
+def outside_utx_range_sql(legacy_id: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """SQL: ``legacy_id`` is no id a UTX id can carry (1..:data:`MAX_LEGACY_ID`): beyond
+    it (its derived id would be the next system's) or 0 and below (a malformed one, such
+    as ``UTX99999999999995`` for -5: a table may hold them, SQLite or an explicit id)."""
+    return sa.or_(legacy_id > max_legacy_id_sql(), legacy_id < sa.literal(1, sa.BigInteger))
+
+
+def within_utx_range(legacy_id: int) -> bool:
+    """Whether ``legacy_id`` is an id a UTX id can carry (1..:data:`MAX_LEGACY_ID`)."""
+    return 0 < legacy_id <= MAX_LEGACY_ID
+
+
 @dataclass(frozen=True)
 class LegacyRef:
     """A row of a legacy system: ``LegacyRef(LegacySystemType.CASHOUT, 123)``."""

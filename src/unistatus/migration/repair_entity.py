@@ -30,7 +30,7 @@ from unistatus.db.retry import fails_every_write, is_retryable
 from unistatus.db.rowcount import affected
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.consistency import InconsistencyKind as K
-from unistatus.domain.ids import MAX_LEGACY_ID, derive_utx_id
+from unistatus.domain.ids import derive_utx_id, within_utx_range
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.domain.transitions import TransitionRules
 from unistatus.errors import StorageError
@@ -179,7 +179,7 @@ class EntityRepair:
                     conn, system, legacy_id, utx_id, "not found: neither side holds it"
                 )
             return
-        if unified is None and legacy is not None and int(legacy["id"]) > MAX_LEGACY_ID:
+        if unified is None and legacy is not None and not within_utx_range(int(legacy["id"])):
             # No UTX id holds it (domain.ids.require_migratable_id): left for an operator.
             reason = BEYOND_UTX_RANGE
             report.skipped[reason] = report.skipped.get(reason, 0) + 1
