@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 
@@ -73,7 +73,12 @@ class ExactAmount(sa.types.TypeDecorator[Decimal]):
 def _exact_decimal(value: Any) -> Decimal | None:
     if value is None or isinstance(value, Decimal):
         return value
-    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    try:
+        return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        # No number (SQLite keeps 'abc' in a NUMERIC column): the value as stored, so a
+        # comparison calls it a mismatch and a report shows it, never a crash.
+        return cast(Decimal, value)
 
 
 EXACT_AMOUNT = ExactAmount()

@@ -80,7 +80,36 @@ BATCH_ROWS = 2_000
 def _ordered_select(table: sa.Table, columns: Sequence[ColumnInfo]) -> sa.Select[Any]:
     cols = [table.c[c.name] for c in columns]
     order = [table.c[c.name] for c in columns if c.primary_key] or cols
-    return sa.select(*cols).order_by(*order)
+    read = [sa.type_coerce(c, AsStoredOnError(c.type)).label(c.name) for c in cols]
+    return sa.select(*read).order_by(*order)
+
+
+class AsStoredOnError(sa.types.TypeDecorator[Any]):
+    """A column read by its own type, but a value that type cannot read (SQLite keeps
+    'abc' in a NUMERIC column) as the database gave it, never a failed export."""
+
+    impl = sa.types.NullType
+    cache_ok = True
+
+    def __init__(self, inner: sa.types.TypeEngine[Any]) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        return self.inner
+
+    def result_processor(self, dialect: sa.Dialect, coltype: object) -> Any:
+        process = self.inner.dialect_impl(dialect).result_processor(dialect, coltype)
+        if process is None:
+            return None
+
+        def tolerant(value: Any) -> Any:
+            try:
+                return process(value)
+            except (TypeError, ValueError, ArithmeticError):
+                return value
+
+        return tolerant
 
 
 def live_lines(

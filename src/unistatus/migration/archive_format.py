@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,10 @@ def encode(kind: str, value: Any, *, timezone: bool = False) -> Any:
     if value is None:
         return None
     if kind == "decimal":
-        return format(Decimal(value), "f")
+        try:
+            return format(Decimal(value), "f")
+        except (InvalidOperation, TypeError, ValueError):
+            return str(value)  # no number (SQLite keeps 'abc' in NUMERIC): as stored
     if kind == "datetime":
         if timezone:
             value = as_utc(value)
@@ -94,7 +97,10 @@ def decode(kind: str, value: Any) -> Any:
     if value is None:
         return None
     if kind == "decimal":
-        return Decimal(value)
+        try:
+            return Decimal(value)
+        except (InvalidOperation, TypeError, ValueError):
+            return value  # kept as the export read it (encode)
     if kind == "datetime":
         return datetime.fromisoformat(value)
     if kind == "date":
