@@ -85,6 +85,16 @@ class NewTransaction:
         object.__setattr__(self, "kept", to_json(self.legacy_values))
 
 
+def _unified_row_taken(exc: sa.exc.IntegrityError) -> bool:
+    """Whether a create's unique violation is on ``unified_transactions`` (its id, or its
+    legacy reference): the derived id of the new legacy row is already a unified row's."""
+    text = str(exc.orig)
+    names = ("unified_transactions", "uq_unified_legacy_ref")
+    return any(n in text for n in names) and (
+        "UNIQUE constraint failed" in text or "duplicate key value" in text
+    )
+
+
 def linked_ref(lt: LegacyTable, legacy_entity_id: int | None) -> LegacyRef | None:
     """The legacy row a create links (None: it makes a new one); InputError for an id
     that names no row, before anything is written, as :func:`...rows.held_ref` finds no
@@ -130,19 +140,26 @@ class Creator:
         """One attempt (in the runner's write transaction): the stored result of a key
         seen before, else the create; KeyTaken when a racing call took the key."""
         claim = new.claim
-        if claim is None:
-            return self._create(conn, mode, op_id, new)
-        if claim.look_first:
+        if claim is not None and claim.look_first:
             replayed = claim.replay(conn)
             if replayed is not None:
                 return replayed
         try:
             return self._create(conn, mode, op_id, new)
         except sa.exc.IntegrityError as exc:
-            if not claim.taken(exc):
-                raise
-            claim.look_first = True
-            raise KeyTaken from None
+            if claim is not None and claim.taken(exc):
+                claim.look_first = True
+                raise KeyTaken from None
+            if new.ref is None and _unified_row_taken(exc):
+                raise ConfigError(
+                    f"the {self.hot.legacy[new.system].name} table gave the new row an id "
+                    "whose unified row another transaction holds: a deleted row's id "
+                    "handed out again (SQLite reuses the largest rowid unless the id is "
+                    "INTEGER PRIMARY KEY AUTOINCREMENT; PostgreSQL after its sequence was "
+                    "set back); nothing was written, and that transaction's record is kept "
+                    "(`unistatus check` counts it orphan_unified)"
+                ) from None
+            raise
 
     def _create(
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
