@@ -643,3 +643,21 @@ def test_0018_drops_the_index_that_kept_writer_counts_from_being_hot(
     assert schema.downgrade(db.engine, db.settings, "0017") == "0017"
     assert index_names(db.engine, "unistatus_capture_writers") >= index
     assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION
+
+
+def test_the_reference_legacy_tables_never_hand_a_deleted_rows_id_out_again(
+    sqlite_db: Database,
+) -> None:
+    """SQLite gives a new row the largest rowid + 1 unless the key is AUTOINCREMENT: the
+    id of a deleted newest cashout was handed out again, and its unified row (another
+    transaction's money record) was taken for the new one's (exploratory review)."""
+    from unistatus import DualWriteAdapter, DualWriteMode
+    from unistatus.db.control import set_mode
+
+    set_mode(sqlite_db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t")
+    a = DualWriteAdapter(sqlite_db.engine, settings=sqlite_db.settings)
+    first = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD").legacy_entity_id
+    with sqlite_db.engine.begin() as conn:
+        conn.exec_driver_sql(f"DELETE FROM cashouts WHERE id = {first}")
+    again = a.create_transaction("WALLET_CASHOUT", 2, "7", "EUR")
+    assert again.overall_success and again.legacy_entity_id != first
