@@ -30,6 +30,8 @@ def _legacy_table(name: str) -> sa.Table:
         sa.Column("status", sa.String(64), nullable=True),
         sa.Column("created_at", UTC, nullable=False),
         sa.Column("updated_at", UTC, nullable=False),
+        # SQLite: never the id of a deleted row again (its unified row is a record).
+        sqlite_autoincrement=True,
     )
 
 

@@ -59,6 +59,8 @@ def upgrade() -> None:
             sa.Column("created_at", UTC, nullable=False),
             sa.Column("updated_at", UTC, nullable=False),
             schema=legacy_schema,
+            # SQLite: never the id of a deleted row again (its unified row is a record).
+            sqlite_autoincrement=True,
         )
     op.create_table(
         "unified_transactions",
