@@ -259,3 +259,19 @@ def test_cli_export_verify_restore(sqlite_db: Database, tmp_path: Path) -> None:
     r = runner.invoke(app, [*base, "restore", out, "--replace"])
     assert r.exit_code == 2 and "live unistatus installation" in r.output, r.output
     assert exact_rows(sqlite_db.app_engine, escrows) == []  # still as it was
+
+
+def test_the_next_command_printed_after_an_export_runs_as_pasted(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """`archive export --out "arch dir/a1"` printed `next: unistatus archive verify arch
+    dir/a1`: pasted, two arguments (exploratory review). The path is quoted."""
+    import shlex
+
+    seed(sqlite_db)
+    out = tmp_path / "arch dir" / "a1"
+    r = CliRunner().invoke(app, ["--database-url", sqlite_db.url, "archive", "export", "--out",
+                                 str(out)], env={"COLUMNS": "300"})  # fmt: skip
+    assert r.exit_code == 0, r.output
+    line = next(x for x in r.stdout.splitlines() if x.startswith("next:"))
+    assert shlex.split(line.removeprefix("next:"))[-1] == str(out), line
