@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -48,7 +49,7 @@ def export(
     for t in manifest.tables:
         console.print(f"{t.name}: {t.rows} rows -> {Path(out) / t.file}  sha256 {t.sha256[:16]}…")
     console.print(f"manifest {Path(out) / 'manifest.json'}  sha256 {manifest.sha256}")
-    console.print(f"next: unistatus archive verify {out}")
+    console.print(f"next: unistatus archive verify {shlex.quote(str(out))}")
 
 
 @archive_app.command("verify")

@@ -216,8 +216,10 @@ def _print_report(data: dict[str, Any]) -> None:
         )
     if data["quarantined"]:
         console.print(
-            f"[yellow]{data['quarantined']:,} unmappable legacy rows are quarantined; fix "
-            "them or map their values (the config's \\[mapping.<SYSTEM>]), then run "
+            f"[yellow]{data['quarantined']:,} legacy rows are quarantined, each with its "
+            "reason (`unistatus diagnose` lists them): an unmappable status (fix the row or "
+            "map its value: the config's \\[mapping.<SYSTEM>]), or an id or shared field a "
+            "unified row cannot take (fix the row); then run "
             "`unistatus backfill --retry-quarantine`.[/]"
         )
 
