@@ -361,8 +361,10 @@ class CallerTransactions:
             except sa.exc.OperationalError as exc:
                 raise StorageError(
                     f"cannot take the write lock in the caller's transaction "
-                    f"({describe(exc)}); begin it with BEGIN IMMEDIATE, e.g. "
-                    "conn.execution_options(sqlite_begin='IMMEDIATE') on the adapter's engine"
+                    f"({describe(exc)}); begin it with BEGIN IMMEDIATE: on an engine of "
+                    "unistatus.db.engine.create_engine, conn.execution_options(sqlite_begin="
+                    "'IMMEDIATE'); on the application's own, SQLAlchemy's pysqlite recipe "
+                    "(docs/adapter.md, 'Inside the caller's transaction')"
                 ) from None
         mode = self.runner.last_modes[system] = read_mode(conn, system)
         return mode
