@@ -131,6 +131,14 @@ def _show(result: dict[str, Any], json_out: bool) -> None:
             "another configuration (run `unistatus capture enable` again)",
             highlight=False,
         )
+    if result.get("ids_reused"):
+        err_console.print(
+            "[yellow]warning:[/] " + ", ".join(result["ids_reused"]) + " may hand a deleted "
+            "row's id out again (SQLite, a key without AUTOINCREMENT): a bypass INSERT given "
+            "one is taken for the deleted row's transaction and overwrites its unified row; "
+            "declare the id INTEGER PRIMARY KEY AUTOINCREMENT",
+            highlight=False,
+        )
     if result["suspended"]:
         console.print(
             "suspended while their status column is retired: " + ", ".join(result["suspended"]),

@@ -24,6 +24,7 @@ from unistatus.db import schema
 from unistatus.db.binding import schema_of
 from unistatus.db.control import read_value, write_value
 from unistatus.db.dialect import ops_for
+from unistatus.db.id_reuse import ids_reused
 from unistatus.db.legacy import (
     LegacyTable,
     legacy_table_sql,
@@ -101,6 +102,8 @@ class CaptureStatus:
     # Enabled, and an installed definition is not what this code generates now (an
     # earlier unistatus generated it, or another configuration): `enable` again.
     sql_changed: bool = False
+    # Legacy tables that may hand a deleted row's id out again (db.id_reuse).
+    ids_reused: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -126,6 +129,7 @@ class CaptureStatus:
             "functions": list(self.functions),
             "suspended": list(self.suspended),
             "changed_while_legacy_only": self.changed_while_legacy_only,
+            "ids_reused": list(self.ids_reused),
             "mapping_changed": self.mapping_changed,
             "sql_changed": self.sql_changed,
             "writers": [w.as_dict() for w in self.writers],
@@ -513,6 +517,7 @@ def _status(engine: sa.Engine, settings: Settings, generated: list[str] | None) 
         pending = int(changed.scalar_one())
         writers = writers_seen(conn)
         under = _under(conn, tables)
+        reused = ids_reused(conn, tables)
     return CaptureStatus(
         enabled=enabled,
         installed=triggers,
@@ -524,4 +529,5 @@ def _status(engine: sa.Engine, settings: Settings, generated: list[str] | None) 
         # None: enabled before the mapping was recorded (nothing to compare with).
         mapping_changed=enabled and generated_from not in (None, _mapping_now()),
         sql_changed=sql_changed,
+        ids_reused=reused,
     )
