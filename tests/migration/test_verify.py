@@ -239,17 +239,7 @@ def test_a_round_of_a_few_changed_rows_is_judged_against_the_systems_rows(db: An
     rolled escrows back to LEGACY_ONLY)."""
     populate(db.engine, db.settings, 500)
     run_check(db.engine, db.settings)
-    with db.engine.begin() as conn:
-        _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow())
-    round_ = verify_changes(db.engine, db.settings, busy_max_wait=0)
-    figures = round_.per_system[CASHOUT.value]
-    assert (figures["total"], figures["consistent"]) == (1, 0)
-    snap = collect_snapshot(db.engine, db.settings)
-    cashouts = (snap.systems or {})[CASHOUT.value]
-    assert cashouts["alert_consistency_rate"] == pytest.approx(499 / 500)
-    assert cashouts["alert_inconsistent_rows"] == 1
-    states = {o.name: o for o in observe(snap, now=utcnow())}
-    assert not states["consistency_critical"].firing
+    states = _one_bad_row_in_a_round(db)
     assert states["consistency_warning"].firing
     assert set(states["consistency_warning"].details.get("systems") or ()) == {"CASHOUT"}
 
@@ -263,6 +253,12 @@ def test_without_a_full_check_a_round_is_judged_against_the_first_pass(db: Any) 
     populate(db.engine, db.settings, 500)
     first = verify_changes(db.engine, db.settings, busy_max_wait=0)
     assert first.per_system[CASHOUT.value]["total"] >= 500  # no watermark: every row
+    _one_bad_row_in_a_round(db)
+
+
+def _one_bad_row_in_a_round(db: Any) -> dict[str, Any]:
+    """Cashout 3 made inconsistent, then a round that reads it alone: judged 1 bad row of
+    the 500 (never the round's 0 of 1); the rules' observations."""
     with db.engine.begin() as conn:
         _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow())
     round_ = verify_changes(db.engine, db.settings, busy_max_wait=0)
@@ -271,8 +267,10 @@ def test_without_a_full_check_a_round_is_judged_against_the_first_pass(db: Any) 
     snap = collect_snapshot(db.engine, db.settings)
     cashouts = (snap.systems or {})[CASHOUT.value]
     assert cashouts["alert_consistency_rate"] == pytest.approx(499 / 500)
+    assert cashouts["alert_inconsistent_rows"] == 1
     states = {o.name: o for o in observe(snap, now=utcnow())}
     assert not states["consistency_critical"].firing
+    return states
 
 
 def test_rows_the_full_check_found_bad_stay_bad_when_a_round_is_judged(db: Any) -> None:
