@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Database
+from support.outage import Server
 from support.refusing import by_a_rule, refuse, refused
 from unistatus import DualWriteAdapter, DualWriteMode, OperationEvent
 from unistatus.db.control import set_mode
@@ -259,23 +260,11 @@ def test_reads_after_the_server_dropped_the_pools_connections(
     try:
         a = adapter_in(pg, mode, engine=victim)
         c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
-        with pg.engine.connect() as admin:
-            killed = admin.execute(
-                sa.text(
-                    "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
-                    "WHERE application_name = 'unistatus_victim'"
-                )
-            ).scalar_one()
-        assert killed >= 1
+        server = Server(pg)
+        assert server.terminate("application_name = 'unistatus_victim'") >= 1
         status, meta = a.get_transaction_status(c.entity_id)
         assert status is not None and status.value == "PENDING", meta
-        with pg.engine.connect() as admin:
-            admin.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
-                    "WHERE application_name = 'unistatus_victim'"
-                )
-            )
+        assert server.terminate("application_name = 'unistatus_victim'") >= 1
         assert a.check_consistency(c.entity_id)["consistent"]
     finally:
         victim.dispose()
