@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -36,6 +37,13 @@ def by_name(states: list[AlertState]) -> dict[str, AlertState]:
 
 def fired(notifier: Notifier, name: str, state: str = "firing") -> int:
     return sum(1 for n in notifier.sent if n.name == name and n.state == state)
+
+
+def responses(engine: sa.Engine, alert: str) -> list[Any]:
+    """The automated responses to ``alert`` in the control log."""
+    return [
+        c for c in history(engine, AUTO_RESPONSE_KEY) if c.metadata and c.metadata["alert"] == alert
+    ]
 
 
 def test_healthy_data_fires_nothing(db) -> None:
@@ -79,11 +87,7 @@ def test_critical_consistency_fires_once_rolls_back_and_resolves(db) -> None:
     monitor.evaluate()
     monitor.evaluate()
     assert fired(notifier, "consistency_critical") == 1
-    rollbacks = [
-        c
-        for c in history(db.engine, AUTO_RESPONSE_KEY)
-        if c.metadata and c.metadata["alert"] == "consistency_critical"
-    ]
+    rollbacks = responses(db.engine, "consistency_critical")
     assert len(rollbacks) == 1
 
     # Fix the data, check again: the alert resolves and says so once.
@@ -402,11 +406,7 @@ def test_concurrent_evaluators_notify_and_respond_once(pg) -> None:
         t.join()
     assert not failures, failures
     assert sum(fired(n, "consistency_critical") for n in notifiers) == 1
-    rollbacks = [
-        c
-        for c in history(pg.engine, AUTO_RESPONSE_KEY)
-        if c.metadata and c.metadata["alert"] == "consistency_critical"
-    ]
+    rollbacks = responses(pg.engine, "consistency_critical")
     assert len(rollbacks) == 1
     # The drift is in cashouts: cashouts only went back to LEGACY_ONLY.
     assert get_mode(pg.engine, LegacySystemType.CASHOUT) is DualWriteMode.LEGACY_ONLY
@@ -627,11 +627,7 @@ def test_a_second_system_crossing_while_the_alert_fires_is_rolled_back_too(db) -
     assert fired(notifier, "consistency_critical") == 2
     monitor.evaluate()
     assert fired(notifier, "consistency_critical") == 2
-    rollbacks = [
-        c
-        for c in history(db.engine, AUTO_RESPONSE_KEY)
-        if c.metadata and c.metadata["alert"] == "consistency_critical"
-    ]
+    rollbacks = responses(db.engine, "consistency_critical")
     assert len(rollbacks) == 2
 
 
