@@ -30,6 +30,7 @@ from unistatus.db.engine import create_engine
 from unistatus.db.tables import cashouts
 from unistatus.db.tables_ops import FINE_COLUMNS
 from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import StorageError
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.retire import (
     legacy_columns_dropped,
@@ -661,3 +662,31 @@ def test_the_reference_legacy_tables_never_hand_a_deleted_rows_id_out_again(
         conn.exec_driver_sql(f"DELETE FROM cashouts WHERE id = {first}")
     again = a.create_transaction("WALLET_CASHOUT", 2, "7", "EUR")
     assert again.overall_success and again.legacy_entity_id != first
+
+
+@pytest.mark.postgres
+def test_an_upgrade_waiting_for_a_lock_gives_up_rather_than_stall_the_writers(
+    new_database: Callable[[str], Database],
+) -> None:
+    """`init` from 0017 while a session read `unistatus_operation_stats` for 25 s: 0018
+    took `unistatus_capture_writers` exclusively, 0019 then waited for the reader with no
+    lock timeout, and every captured legacy UPDATE waited behind it (exploratory review,
+    an upgrade under live traffic). Each attempt now waits at most the settings'
+    lock_timeout_ms; past its deadline it says why, nothing changed, and the next runs."""
+    db = new_database("upgrade_locks")
+    if db.backend != "postgres":
+        pytest.skip("PostgreSQL's locks")
+    assert schema.upgrade(db.engine, db.settings, "0017") == "0017"
+    settings = db.settings.model_copy(update={"lock_timeout_ms": 300})
+    with db.engine.connect() as reader:
+        reader.execute(sa.text("SELECT count(*) FROM unistatus_operation_stats"))  # holds it
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="nothing changed") as refused:
+            schema.upgrade(db.engine, settings, deadline_seconds=2.0)
+        assert time.monotonic() - started < 10
+        assert "lock" in str(refused.value)
+        # While it retried, a writer of the table it had taken exclusively was never held
+        # longer than one attempt's lock timeout (here: it is free now).
+        assert schema.current_revision(db.engine) == "0017"
+        reader.rollback()
+    assert schema.upgrade(db.engine, settings) == schema.INSTALL_REVISION
