@@ -9,6 +9,7 @@ the database holds one elsewhere is refused unless asked for (``alongside``:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from unistatus.db.binding import require_bound, schema_of
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import legacy_schema
 from unistatus.db.mode_lock_keys import mode_lock_key
+from unistatus.db.retry import retry_reason
 from unistatus.db.revisions import RETIRE_REVISION, VERSION_TABLE
 from unistatus.db.search_path import (
     require_one_place,
@@ -94,6 +96,7 @@ def upgrade(
     before: InTransaction | None = None,
     after: InTransaction | None = None,
     alongside: bool = False,
+    deadline_seconds: float | None = None,
 ) -> str | None:
     """Bring the schema to ``revision``; returns the revision now current.
 
@@ -105,6 +108,8 @@ def upgrade(
     held if ``before`` took it the polite way).
     ``alongside``: make a new installation even though the database holds another, in
     another schema (PostgreSQL; else a ConfigError, nothing created).
+    ``deadline_seconds``: how long to go on trying for the locks it needs (None:
+    :data:`LOCK_DEADLINE_SECONDS`; see :func:`_migrate`).
     """
     return _migrate(
         engine,
@@ -115,6 +120,7 @@ def upgrade(
         after,
         create_schema=True,
         alongside=alongside,
+        deadline_seconds=deadline_seconds,
     )
 
 
@@ -128,27 +134,71 @@ def _migrate(
     *,
     create_schema: bool = False,
     alongside: bool = False,
+    deadline_seconds: float | None = None,
 ) -> str | None:
     """Run ``move`` (an Alembic command) in one write transaction, ``before`` and
-    ``after`` in it; a database failure is a StorageError, nothing changed."""
+    ``after`` in it; a database failure is a StorageError, nothing changed.
+
+    PostgreSQL: each lock it waits for, at most the settings' ``lock_timeout_ms``. A
+    revision takes tables exclusively one after the other and keeps them until the
+    transaction commits: waiting without a bound behind a long reader of the next one
+    held the first from every writer (the capture's trigger of each legacy UPDATE) for
+    as long. Past the lock timeout the attempt is rolled back, locks released, and tried
+    again until ``deadline_seconds`` (:data:`LOCK_DEADLINE_SECONDS`) have passed.
+    """
     require_bound(engine, settings.schema)
-    try:
-        # A write transaction: on SQLite it takes the write lock up front (BEGIN
-        # IMMEDIATE), so a migration run while adapters write waits for them instead of
-        # failing with "database is locked" when its first read turns into a write.
-        with ops_for(engine).write_transaction() as conn:
-            _where_names_go(conn, alongside=alongside)
-            if before is not None:
-                before(conn)
-            if create_schema:
-                _create_schema(conn)
-            cfg = alembic_config(conn, settings)
-            cfg.attributes.update(attributes or {})
-            move(cfg)
-            if after is not None:
-                after(conn)
-    except sa.exc.OperationalError as exc:
-        raise StorageError(f"cannot migrate the database (nothing changed): {exc.orig}") from None
+    give_up = time.monotonic() + (
+        LOCK_DEADLINE_SECONDS if deadline_seconds is None else deadline_seconds
+    )
+    while True:
+        try:
+            return _migrate_once(engine, settings, move, attributes, before, after,
+                                 create_schema=create_schema, alongside=alongside)  # fmt: skip
+        except sa.exc.OperationalError as exc:
+            if retry_reason(exc) is None or time.monotonic() >= give_up:
+                raise StorageError(
+                    f"cannot migrate the database (nothing changed): {exc.orig}"
+                    + (_LOCKS_HELD if retry_reason(exc) else "")
+                ) from None
+            time.sleep(LOCK_RETRY_PAUSE_SECONDS)
+
+
+LOCK_DEADLINE_SECONDS = 60.0
+LOCK_RETRY_PAUSE_SECONDS = 0.5
+_LOCKS_HELD = (
+    "; other sessions held the tables it must change for longer than it waits (the "
+    "lock_timeout_ms setting, each attempt, until its deadline): run `unistatus init` "
+    "again once their transactions end (pg_stat_activity)"
+)
+
+
+def _migrate_once(
+    engine: sa.Engine,
+    settings: Settings,
+    move: Callable[[Config], None],
+    attributes: dict[str, Any] | None,
+    before: InTransaction | None,
+    after: InTransaction | None,
+    *,
+    create_schema: bool,
+    alongside: bool,
+) -> str | None:
+    # A write transaction: on SQLite it takes the write lock up front (BEGIN
+    # IMMEDIATE), so a migration run while adapters write waits for them instead of
+    # failing with "database is locked" when its first read turns into a write.
+    with ops_for(engine).write_transaction() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
+        _where_names_go(conn, alongside=alongside)
+        if before is not None:
+            before(conn)
+        if create_schema:
+            _create_schema(conn)
+        cfg = alembic_config(conn, settings)
+        cfg.attributes.update(attributes or {})
+        move(cfg)
+        if after is not None:
+            after(conn)
     return current_revision(engine)
 
 
