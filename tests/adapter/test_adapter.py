@@ -435,6 +435,12 @@ BAD_INPUT: list[tuple[str, Call, type[UnistatusError], str]] = [
     ("numeric currency", lambda a, e: a.create_transaction("WALLET_CASHOUT", 1, "5", 840), InputError, "currency"),  # type: ignore[arg-type]
     ("bad user", lambda a, e: a.create_transaction("WALLET_CASHOUT", -1, "5", "USD"), InputError, "user_id"),
     ("bad type", lambda a, e: a.create_transaction("CARD", 1, "5", "USD"), InputError, "unknown transaction type"),
+    # Not a bool: "false" was truthy, and the transition rules were overridden (fuzzing).
+    ("force as text", lambda a, e: a.update_status(e, "SUCCESS", "r", "t", force="false"), InputError, "force"),  # type: ignore[arg-type]
+    ("force as int", lambda a, e: a.update_status(e, "SUCCESS", "r", "t", force=1), InputError, "force"),  # type: ignore[arg-type]
+    # A falsy status that is not None was taken for "the default" (fuzzing).
+    ("create status 0", lambda a, e: a.create_transaction("ESCROW", 1, "5", "USD", status=0), InputError, "status"),  # type: ignore[arg-type]
+    ("create status ''", lambda a, e: a.create_transaction("ESCROW", 1, "5", "USD", status=""), InputError, "status"),
     # A legacy system's name (the CLI's --type cashout) says which type it means.
     ("system as type", lambda a, e: a.create_transaction("cashout", 1, "5", "USD"), InputError, "cashout's transactions are WALLET_CASHOUT"),
     ("create lower-case status", lambda a, e: a.create_transaction("ESCROW", 1, "5", "USD", status="pending"), InvalidStatusError, "pending"),
