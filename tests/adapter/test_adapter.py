@@ -438,6 +438,11 @@ BAD_INPUT: list[tuple[str, Call, type[UnistatusError], str]] = [
     # Not a bool: "false" was truthy, and the transition rules were overridden (fuzzing).
     ("force as text", lambda a, e: a.update_status(e, "SUCCESS", "r", "t", force="false"), InputError, "force"),  # type: ignore[arg-type]
     ("force as int", lambda a, e: a.update_status(e, "SUCCESS", "r", "t", force=1), InputError, "force"),  # type: ignore[arg-type]
+    # A label of two lines showed as two writers in the history, one of them made up;
+    # a C1 control (CSI) or a bidi override reached the terminal raw (fuzzing).
+    ("two-line label", lambda a, e: a.update_status(e, "FAILED", "r", "x)\ntoken:admin (y"), InputError, "line break"),
+    ("C1 control", lambda a, e: a.update_status(e, "FAILED", "ok\u009b2J", "t"), InputError, "U+009B"),
+    ("bidi override", lambda a, e: a.update_status(e, "FAILED", "r", "t\u202e"), InputError, "U+202E"),
     # A falsy status that is not None was taken for "the default" (fuzzing).
     ("create status 0", lambda a, e: a.create_transaction("ESCROW", 1, "5", "USD", status=0), InputError, "status"),  # type: ignore[arg-type]
     ("create status ''", lambda a, e: a.create_transaction("ESCROW", 1, "5", "USD", status=""), InputError, "status"),
