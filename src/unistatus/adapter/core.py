@@ -49,6 +49,7 @@ from unistatus.domain.inputs import (
     MAX_REASON_CHARS,
     check_amount,
     check_currency,
+    check_flag,
     check_legacy_values,
     check_metadata,
     check_text,
@@ -293,13 +294,13 @@ class DualWriteAdapter:
                 f"metadata: the key {KEPT_KEY!r} is reserved (unistatus keeps a create's "
                 "legacy_values there for the rollback's replay)"
             )
-        check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS)
+        check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS, one_line=True)
         lt = self.hot.legacy[system]
         lt.check_shared(fields)
         extra = check_legacy_values(legacy_values or {}, lt.extra_columns, lt.owned, lt.name)
         refuse_what_the_database_would(self.engine, lt, extra)
         dst, explicit_legacy = self._planner.target(
-            ttype, status or UnifiedTransactionStatus.PENDING
+            ttype, UnifiedTransactionStatus.PENDING if status is None else status
         )
         dst_legacy = explicit_legacy or self.mapper.to_legacy(ttype, dst)
         ref = linked_ref(lt, legacy_entity_id)
@@ -355,13 +356,12 @@ class DualWriteAdapter:
         With ``connection``: in the caller's transaction (:mod:`unistatus.adapter.caller`).
         """
         ref = held_ref(entity_id, self.hot.legacy)
-        if not isinstance(triggered_by, str) or not triggered_by.strip():
-            raise InputError("triggered_by is required (who or what made this change)")
-        check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS)
+        check_text("triggered_by", triggered_by, MAX_ACTOR_CHARS, one_line=True)
         check_text("reason", reason, MAX_REASON_CHARS, required=False)
         check_metadata(metadata)
         if new_status is None:
             raise InputError("new_status is required")
+        check_flag("force", force)  # "false" is truthy: it would override the rules
         planner, rows = self._planner, self._rows
 
         def work(conn: sa.Connection, mode: DualWriteMode, op_id: str) -> DualWriteResult:

@@ -39,6 +39,7 @@ __all__ = [
     "check_actor",
     "check_amount",
     "check_currency",
+    "check_flag",
     "check_key",
     "check_legacy_values",
     "check_metadata",
@@ -69,9 +70,16 @@ MAX_AMOUNT_DECIMALS = 8
 
 AMOUNT_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 CURRENCY = re.compile(r"[A-Z][A-Z0-9]{2,9}")
-# Control characters other than tab, newline and carriage return, and surrogates
-# (which UTF-8 cannot encode: the driver or the database would fail on them).
-_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# Control characters other than tab, newline and carriage return (C0, DEL and C1: U+009B
+# is a terminal's CSI), the bidirectional overrides and isolates (U+202E shows text
+# reversed), and surrogates (which UTF-8 cannot encode: the driver or the database would
+# fail on them).
+_UNPRINTABLE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+# What ends a line: a one-line label (who made a change) holds none, so it cannot show
+# as two entries of the history.
+_LINE_BREAK = re.compile("[\n\r\x85\u2028\u2029]")
 # An escaped NUL in serialised JSON: \u0000 after an even number of backslashes.
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _SHOWN_CHARS = 40
@@ -123,8 +131,11 @@ def check_key(key: object) -> str:
     return key
 
 
-def check_text(name: str, value: object, max_chars: int, *, required: bool = True) -> str | None:
-    """A bounded, printable text (tabs and line breaks allowed); None when not required."""
+def check_text(
+    name: str, value: object, max_chars: int, *, required: bool = True, one_line: bool = False
+) -> str | None:
+    """A bounded, printable text (tabs and line breaks allowed, the latter not in a
+    ``one_line`` text: a label); None when not required."""
     if value is None or value == "":
         if required:
             raise InputError(f"{name} is required")
@@ -138,6 +149,15 @@ def check_text(name: str, value: object, max_chars: int, *, required: bool = Tru
     problem = printable_problem(value)
     if problem:
         raise InputError(f"{name} {problem}")
+    if one_line and _LINE_BREAK.search(value):
+        raise InputError(f"{name} is one line: it holds a line break")
+    return value
+
+
+def check_flag(name: str, value: object) -> bool:
+    """A yes or no that is a ``bool``: ``"false"`` or ``1`` would be taken as true."""
+    if not isinstance(value, bool):
+        raise InputError(f"{name} must be True or False, got {shown(value)}")
     return value
 
 
@@ -154,7 +174,9 @@ def check_reason(value: object) -> str:
 def check_actor(value: object) -> str:
     """Who makes a change (recorded with it): required, stripped, at most
     ``MAX_ACTOR_CHARS`` printable characters (the columns are VARCHAR(128))."""
-    text = check_text("actor", value.strip() if isinstance(value, str) else value, MAX_ACTOR_CHARS)
+    text = check_text(
+        "actor", value.strip() if isinstance(value, str) else value, MAX_ACTOR_CHARS, one_line=True
+    )
     assert text is not None
     return text
 
