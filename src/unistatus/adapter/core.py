@@ -145,7 +145,7 @@ class DualWriteAdapter:
             # and a write that needs legacy says so clearly (see legacy_status_column).
             legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)
             # Status changes in one or two round trips where the database allows
-            # (PostgreSQL, revision 0007); else, and whenever it declines, the locked path.
+            # (PostgreSQL, revision 0015); else, and whenever it declines, the locked path.
             self.locked_mode = self._fast_path_available()
             holding = holding_systems(self.engine, legacy) if self.locked_mode else frozenset()
         # Hot-path statements, built once per legacy system and compiled once.
@@ -536,7 +536,7 @@ class DualWriteAdapter:
     # --- wiring -----------------------------------------------------------------------
 
     def _fast_path_available(self) -> bool:
-        """PostgreSQL with ``unistatus_locked_mode()`` (revision 0007) installed."""
+        """PostgreSQL with ``unistatus_locked_mode(system)`` (revision 0015) installed."""
         if not self.ops.supports_dml_cte:
             return False
         with self.engine.connect() as conn:
@@ -544,7 +544,7 @@ class DualWriteAdapter:
                 return True
         check_installed(self.engine)  # none, or where the search_path does not reach
         log.warning(
-            "unistatus_locked_mode() is missing (schema older than revision 0007; `unistatus "
+            "unistatus_locked_mode(system) is missing (schema older than revision 0015; `unistatus "
             "init` installs it): status changes take the locked path, as correct, only slower"
         )
         return False
