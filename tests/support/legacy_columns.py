@@ -32,7 +32,13 @@ def legacy_columns(
             assert "PRIMARY KEY" in create
             listed = ", ".join(f"{name} {ddl}" for name, ddl in columns.items())
             conn.exec_driver_sql(f"DROP TABLE {table}")
-            conn.exec_driver_sql(create.replace("PRIMARY KEY", f"{listed}, PRIMARY KEY", 1))
+            # Before a table-level key, else last (a key declared inline: AUTOINCREMENT).
+            if "PRIMARY KEY (" in create:
+                made = create.replace("PRIMARY KEY (", f"{listed}, PRIMARY KEY (", 1)
+            else:
+                end = create.rindex(")")
+                made = f"{create[:end].rstrip()}, {listed}{create[end:]}"
+            conn.exec_driver_sql(made)
     try:
         yield
     finally:
