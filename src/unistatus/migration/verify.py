@@ -183,7 +183,6 @@ def verify_changes(
         report.run = CONTINUOUS
         complete = True
         watermarks: list[datetime] = []
-        whole: list[CheckReport] = []  # passes done this round that read every row
         for system in LegacySystemType:
             lt = tables.get(system)
             pos = state.systems[system]
@@ -217,7 +216,6 @@ def verify_changes(
                     pos.counts = add_counts(pos.counts, counts)
                     pos.position, pos.ranges = hi, pos.ranges + 1
                     if hi is None:  # the pass is done: its start is the new watermark
-                        began = pos.pass_started_at
                         pos.watermark, pos.pass_started_at = pos.pass_started_at, None
                         pos.position = None
                         # Acknowledged without a legacy row: no legacy key to pair
@@ -225,8 +223,6 @@ def verify_changes(
                         missing = _missing_legacy(conn, ops, system, since)
                         got = add_counts(got, missing)
                         pos.counts = add_counts(pos.counts, missing)
-                        if since is None:
-                            whole.append(_whole_pass(system, pos, began))
                     # On the range's connection, committed asynchronously as a check's
                     # positions are (PostgreSQL): a crash may lose the last positions,
                     # and the next round then verifies those ranges again.
@@ -260,32 +256,6 @@ def verify_changes(
     if store and report.total > 0:
         # A round that verified nothing stores nothing: 0 of 0 would read as 100%.
         store_report(engine, report)
-    for each in whole if store else ():
-        if each.total > 0:  # as the round's: 0 of 0 is no verification
-            store_report(engine, each)
-    return report
-
-
-def _whole_pass(
-    system: LegacySystemType, pos: SystemPosition, began: datetime | None
-) -> CheckReport:
-    """A pass begun without a watermark read every row of ``system``: its figures as a
-    report of them all (no ``since``), stored beside the round's. A round after it, of
-    the rows changed since, is judged against the rows it counted
-    (:func:`system_populations`) where no full check was ever run: one bad row of 500 is
-    99.8%, not the 0% of the round's one row. Of continuous verification's scope, it is
-    never the full check a gate asks for."""
-    figures = _figures(pos.counts, True, pos.watermark)
-    report = CheckReport(
-        scope=CONTINUOUS_SCOPE,
-        systems=[system.value],
-        total=figures["total"],
-        consistent=figures["consistent"],
-        inconsistencies=dict(figures["inconsistencies"]),
-        per_system={system.value: figures},
-        started_at=began or utcnow(),
-    )
-    report.run = CONTINUOUS
     return report
 
 
@@ -396,9 +366,7 @@ def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> 
 
 def system_populations(engine: sa.Engine) -> dict[str, tuple[int, int]]:
     """Each system's (rows, inconsistent rows) as the latest full check of it counted
-    them, or the first pass of continuous verification (which read every row:
-    :func:`_whole_pass`) where that is newer; a system neither covered is left out. What
-    a report of the rows changed
+    them (a system no full check covered is left out): what a report of the rows changed
     since a time (a round of continuous verification) is judged against
     (:mod:`unistatus.observe.judged`)."""
     out: dict[str, tuple[int, int]] = {}

@@ -11,7 +11,7 @@ Two things separate it from the report's own rate:
 - **Reports of the rows changed since a time** (a round of continuous verification, a
   ``check --since``). They read those rows only: one mismatch among the few rows changed
   since the watermark is one row of the system, not its rate. Such a report is judged
-  against the system's rows (``population``: as the latest full read of it counted
+  against the system's rows (``population``: as the latest full check of it counted
   them), the rows it did not read taken as that check left them (the report the alerts
   judge is that check while it holds inconsistencies, and one of recent changes that found
   a mismatch keeps that check's inconsistent rows:
