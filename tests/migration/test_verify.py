@@ -244,16 +244,25 @@ def test_a_round_of_a_few_changed_rows_is_judged_against_the_systems_rows(db: An
     assert set(states["consistency_warning"].details.get("systems") or ()) == {"CASHOUT"}
 
 
-def test_without_a_full_check_a_round_is_judged_against_the_first_pass(db: Any) -> None:
+def test_without_a_full_check_a_round_does_not_judge_the_system(db: Any) -> None:
     """Phase 1 asks for no full check, only `check --since phase-start`: with none ever
-    run, a round that read one bad row of 500 cashouts was judged 0% and the monitor
-    rolled cashouts back (exploratory review, an unmappable bypass write). The first
-    pass of continuous verification read every row: the rounds after it are judged
-    against the rows it counted."""
+    run (and no completed backfill), a round that read one bad row of 500 cashouts was
+    judged 0% and the monitor rolled cashouts back (exploratory review, an unmappable
+    bypass write). Without the system's rows to judge it against, a round of the rows
+    changed since a time does not say the system's rate: unknown, never a rollback."""
     populate(db.engine, db.settings, 500)
-    first = verify_changes(db.engine, db.settings, busy_max_wait=0)
-    assert first.per_system[CASHOUT.value]["total"] >= 500  # no watermark: every row
-    _one_bad_row_in_a_round(db)
+    verify_changes(db.engine, db.settings, busy_max_wait=0)  # the first pass: every row
+    with db.engine.begin() as conn:
+        _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow())
+    round_ = verify_changes(db.engine, db.settings, busy_max_wait=0)
+    figures = round_.per_system[CASHOUT.value]
+    assert (figures["total"], figures["consistent"]) == (1, 0)
+    snap = collect_snapshot(db.engine, db.settings)
+    cashouts = (snap.systems or {})[CASHOUT.value]
+    assert cashouts["alert_consistency_rate"] is None
+    states = {o.name: o for o in observe(snap, now=utcnow())}
+    assert not states["consistency_critical"].firing
+    assert "full check" in states["consistency_critical"].message
 
 
 def _one_bad_row_in_a_round(db: Any) -> dict[str, Any]:
