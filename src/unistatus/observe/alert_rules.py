@@ -263,7 +263,12 @@ def observe(
             below=True,
             what=what,
             unit="%",
-            empty="no check report yet",
+            empty=(
+                "no full check yet: the rounds of continuous verification read the rows "
+                "changed since a time, judged against a full check's (`unistatus check`)"
+                if snap.last_check
+                else "no check report yet"
+            ),
         )
         out.append(_per_system(rule, by_system["consistency"], below=True, unit="%"))
         rule = _threshold_rule(

@@ -35,6 +35,7 @@ __all__ = [
     "overall_consistency",
     "populations_of",
     "system_consistency",
+    "unjudged",
 ]
 
 UNRECORDED_FINISH_MARGIN = timedelta(seconds=65)
@@ -46,18 +47,32 @@ def overall_consistency(
     report: Mapping[str, Any],
     progress: Mapping[str, Mapping[str, Any]],
     populations: Mapping[str, Population],
-) -> tuple[float, int]:
+) -> tuple[float | None, int]:
     """Every system of ``report`` together as the alerts judge it: (rate, rows left out
-    as awaiting the backfill)."""
-    total = consistent = excluded = 0
+    as awaiting the backfill). A system a report of recent changes cannot be judged for
+    (:func:`unjudged`) is left out; None when that leaves none."""
+    total = consistent = excluded = judged = 0
     for system, info in (report.get("per_system") or {}).items():
+        if unjudged(report, populations.get(system)):
+            continue
+        judged += 1
         rows, good, left_out = judged_counts(
             info, progress.get(system), report, populations.get(system)
         )
         total += rows
         consistent += good
         excluded += left_out
+    if not judged and report.get("per_system"):
+        return None, 0
     return (consistent / total if total else 1.0), excluded
+
+
+def unjudged(report: Mapping[str, Any], population: Population | None) -> bool:
+    """Whether ``report`` cannot say a system's rate: it read the rows changed since a
+    time, and the system's rows are not known (no full check of it, no completed
+    backfill). Its few rows are not the system: one bad row of one read 0% and rolled
+    the system back (phase 1 asks for no full check)."""
+    return report.get("since") is not None and population is None
 
 
 def judged_counts(
@@ -125,7 +140,7 @@ def system_consistency(
     check started); both over ``population`` rows for a report of the rows changed
     since a time. (None, None) if the report did not cover it."""
     info = ((report or {}).get("per_system") or {}).get(system)
-    if not info:
+    if not info or unjudged(report or {}, population):
         return None, None
     rows, good = _read_counts(info, report or {}, population)
     rate = good / rows if rows else 1.0
@@ -148,7 +163,7 @@ def judged_inconsistent_rows(
     over ``population``, as :func:`system_consistency` does); None if the report did not
     cover it."""
     info = ((report or {}).get("per_system") or {}).get(system)
-    if not info:
+    if not info or unjudged(report or {}, population):
         return None
     if progress is None:
         rows, good = _read_counts(info, report or {}, population)
