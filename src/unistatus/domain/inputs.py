@@ -70,13 +70,15 @@ MAX_AMOUNT_DECIMALS = 8
 
 AMOUNT_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 CURRENCY = re.compile(r"[A-Z][A-Z0-9]{2,9}")
-# Control characters other than tab, newline and carriage return (C0, DEL and C1: U+009B
-# is a terminal's CSI), the bidirectional overrides and isolates (U+202E shows text
-# reversed), and surrogates (which UTF-8 cannot encode: the driver or the database would
-# fail on them).
-_UNPRINTABLE = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
-)
+# Control characters other than tab, newline and carriage return, and surrogates
+# (which UTF-8 cannot encode: the driver or the database would fail on them).
+_UNPRINTABLE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+# Also refused in what unistatus records of a change (a reason, who made it): C1
+# controls (U+009B is a terminal's CSI) and the bidirectional embeddings and overrides
+# (U+202E shows the text after it reversed). Not in the application's own values
+# (legacy_values, metadata), which are kept as given; the isolates (U+2066-2069) of
+# mixed-direction text are fine.
+_SPOOFING = re.compile("[\x80-\x9f\u202a-\u202e]")
 # What ends a line: a one-line label (who made a change) holds none, so it cannot show
 # as two entries of the history.
 _LINE_BREAK = re.compile("[\n\r\x85\u2028\u2029]")
@@ -149,6 +151,10 @@ def check_text(
     problem = printable_problem(value)
     if problem:
         raise InputError(f"{name} {problem}")
+    spoof = _SPOOFING.search(value)
+    if spoof:
+        kind = "C1 control" if spoof.group() < "\xa0" else "bidirectional control"
+        raise InputError(f"{name} contains the {kind} U+{ord(spoof.group()):04X}")
     if one_line and _LINE_BREAK.search(value):
         raise InputError(f"{name} is one line: it holds a line break")
     return value

@@ -151,7 +151,7 @@ def record(
     """Keep one transaction's unapplied changes (in the caller's transaction)."""
     if cause not in CAUSES:
         raise ValueError(f"unknown conflict cause {cause!r}")
-    check_text("actor", actor, MAX_ACTOR_CHARS)
+    check_text("actor", actor, MAX_ACTOR_CHARS, one_line=True)
     conn.execute(
         sa.insert(C).values(
             transaction_id=transaction_id,
