@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from conftest import IN_EVERY_LAYOUT
+from conftest import IN_EVERY_LAYOUT, Database
 from support.phases import to_phase
 from support.stats_data import record_latency, seed_pairs
 from unistatus.clock import utcnow
@@ -666,3 +666,60 @@ def test_backfill_stalled_does_not_say_progressing_before_any_backfill() -> None
                                "updated_at": now.isoformat()}  # fmt: skip
     obs = {o.name: o for o in alert_rules.observe(snap, now=now)}["backfill_stalled"]
     assert not obs.firing and obs.message == "backfill progressing"
+
+
+def test_a_system_crossing_after_an_unknown_evaluation_still_gets_its_response(
+    sqlite_db: Database,
+) -> None:
+    """Firing for cashouts, then one evaluation that could not read the check (unknown),
+    then escrows cross too: the new system was missed, since only a row still stored
+    as firing was compared (review)."""
+    db = sqlite_db
+    seed_pairs(db.engine, 100, drift=2)
+    seed_pairs(db.engine, 100, system=LegacySystemType.ESCROW)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    run_check(db.engine, db.settings)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+    assert by_name(monitor.evaluate())["consistency_critical"].firing
+    with db.engine.begin() as conn:  # as an evaluation whose check source failed leaves it
+        conn.execute(
+            sa.update(alert_state)
+            .where(alert_state.c.name == "consistency_critical")
+            .values(state="unknown")
+        )
+    _drift(db.engine, LegacySystemType.ESCROW, 2)
+    run_check(db.engine, db.settings)
+    monitor.evaluate()
+    assert get_mode(db.engine, LegacySystemType.ESCROW) is DualWriteMode.LEGACY_ONLY
+
+
+def test_a_new_crossing_waits_for_a_response_still_running(sqlite_db: Database) -> None:
+    """Another evaluator's response still running (`...: running`): the slot was opened
+    again for the new system at once, and a second rollback could start beside the
+    first (review). It waits; the next evaluation after it ended responds."""
+    db = sqlite_db
+    seed_pairs(db.engine, 100, drift=2)
+    seed_pairs(db.engine, 100, system=LegacySystemType.ESCROW)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    run_check(db.engine, db.settings)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+    assert by_name(monitor.evaluate())["consistency_critical"].firing
+    running = "rollback_systems_to_legacy_only: running"
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(alert_state)
+            .where(alert_state.c.name == "consistency_critical")
+            .values(response=running)
+        )
+    _drift(db.engine, LegacySystemType.ESCROW, 2)
+    run_check(db.engine, db.settings)
+    assert by_name(monitor.evaluate())["consistency_critical"].response == running
+    assert get_mode(db.engine, LegacySystemType.ESCROW) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    with db.engine.begin() as conn:  # the other evaluator's response ends
+        conn.execute(
+            sa.update(alert_state)
+            .where(alert_state.c.name == "consistency_critical")
+            .values(response="rollback_systems_to_legacy_only: done")
+        )
+    monitor.evaluate()
+    assert get_mode(db.engine, LegacySystemType.ESCROW) is DualWriteMode.LEGACY_ONLY
