@@ -40,6 +40,7 @@ from unistatus.migration.rollback import emergency_rollback, rollback_current_ph
 from unistatus.migration.verify import judged_report
 from unistatus.observe.alert_rules import observe
 from unistatus.observe.alert_state import (
+    RUNNING,
     AlertState,
     baseline_p95_ms,
     claim_response,
@@ -290,7 +291,7 @@ class Responder:
         return claim_response(self.ops, name, response)
 
     def _run(self, name: str, action: str, reason: str, act: Callable[[str], Any]) -> None:
-        if not self._claim(name, f"{action}: running"):
+        if not self._claim(name, f"{action}{RUNNING}"):
             return
         why = f"automated response to {name}: {reason}"
         try:

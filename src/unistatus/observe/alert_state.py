@@ -24,6 +24,7 @@ from unistatus.observe.notify import Notification
 
 __all__ = [
     "BASELINE_KEY",
+    "RUNNING",
     "AlertState",
     "baseline_p95_ms",
     "claim_response",
@@ -178,15 +179,23 @@ def update_state(
         values["marker"] = None
     elif state == "firing":
         values["marker"] = _crossing_marker(obs)
-        if row.state == "firing" and _newly_crossing(obs, row.marker):
-            # A system crossed while the alert fires: news, and a response of its own.
+        # The episode is open while its firing was notified (an unknown evaluation between
+        # keeps it open): a system that crossed since is news, and gets its own response,
+        # once no response is running (another evaluator's: never two at once).
+        if row.notified_state == "firing" and _newly_crossing(obs, row.marker):
             claimed = conn.execute(
                 sa.update(alert_state)
-                .where(where, a.state == "firing", _same_marker(row.marker))
+                .where(
+                    where,
+                    a.notified_state == "firing",
+                    _same_marker(row.marker),
+                    sa.or_(a.response.is_(None), a.response.not_like(f"%{RUNNING}")),
+                )
                 .values(**values, response=None, notified_at=now)
             ).rowcount
             if claimed:
                 return notification(obs, state, now)
+            del values["marker"]  # not claimed: the next evaluation tries again
     conn.execute(sa.update(alert_state).where(where).values(values))
     # Claim the notification: only the evaluator whose UPDATE matched sends it.
     if state == "firing":
@@ -199,6 +208,10 @@ def update_state(
         sa.update(alert_state).where(where, claim).values(notified_state=state, notified_at=now)
     ).rowcount
     return notification(obs, state, now) if claimed else None
+
+
+# How a response in progress reads (alert_responses: "<action>: running").
+RUNNING = ": running"
 
 
 def _crossing_marker(obs: Observation) -> str | None:
