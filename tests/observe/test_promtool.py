@@ -184,6 +184,19 @@ def test_a_writer_seen_for_the_first_time_in_unified_only_fires(
             ],
         },
         {
+            # A known writer after a scrape gap of a quarter of an hour, on another
+            # instance label (a redeploy): no news, no alert (review).
+            "interval": "1m",
+            "input_series": [
+                {"series": writer, "values": "1x10 _x14 _x1"},
+                {"series": writer.replace("}", ',instance="b"}'), "values": "_x25 1x5"},
+                {"series": mode, "values": "1x30"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "27m", "alertname": rule["alert"], "exp_alerts": []},
+            ],
+        },
+        {
             "interval": "1m",
             "input_series": [
                 {"series": writer, "values": "1x10 2x10"},  # a known writer writes again
