@@ -180,10 +180,12 @@ def prometheus_rules() -> dict[str, Any]:
         _rule(
             "bypass_writes_unified_only",
             # A writer seen for the first time: its series appears at 1 or more, where
-            # increase() sees no rise; "unless ... offset" finds it new.
+            # increase() sees no rise. New: none of its series (any instance) in the hour
+            # before the last 5 minutes (a scrape gap or a redeploy is no news).
             "(sum by (system, writer) (increase(unistatus_bypass_writes_total[5m])) > 0 "
-            "or sum by (system, writer) (unistatus_bypass_writes_total unless "
-            "unistatus_bypass_writes_total offset 5m)) "
+            "or (sum by (system, writer) (unistatus_bypass_writes_total) unless on(system, "
+            "writer) sum by (system, writer) (max_over_time(unistatus_bypass_writes_total"
+            "[1h] offset 5m)))) "
             'and on(system) unistatus_mode{mode="UNIFIED_ONLY"} == 1',
             "warning",
             "A writer bypasses unistatus and writes the frozen legacy tables",
