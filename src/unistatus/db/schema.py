@@ -155,15 +155,19 @@ def _migrate(
             return _migrate_once(engine, settings, move, attributes, before, after,
                                  create_schema=create_schema, alongside=alongside)  # fmt: skip
         except sa.exc.OperationalError as exc:
-            if retry_reason(exc) is None or time.monotonic() >= give_up:
+            waited = retry_reason(exc) in _LOCK_WAITS
+            if not waited or time.monotonic() >= give_up:
                 raise StorageError(
                     f"cannot migrate the database (nothing changed): {exc.orig}"
-                    + (_LOCKS_HELD if retry_reason(exc) else "")
+                    + (_LOCKS_HELD if waited else "")
                 ) from None
             time.sleep(LOCK_RETRY_PAUSE_SECONDS)
 
 
 LOCK_DEADLINE_SECONDS = 60.0
+# What is tried again: a lock not had within lock_timeout, or a deadlock (PostgreSQL).
+# A statement timeout, a cancel or a busy SQLite file is no lock wait of ours: said at once.
+_LOCK_WAITS = {"lock timeout", "deadlock"}
 LOCK_RETRY_PAUSE_SECONDS = 0.5
 _LOCKS_HELD = (
     "; other sessions held the tables it must change for longer than it waits (the "

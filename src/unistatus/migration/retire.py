@@ -386,7 +386,8 @@ def undo_cleanup(
             wait_seconds=settings.mode_lock_wait_seconds,
             exclusive_locked=compat_views.views_to_drop(conn, settings),
         )
-        views.extend(_drop_views_first(conn, settings, actor, reason))
+        # Replaced, not extended: an attempt the migration tries again runs this again.
+        views[:] = _drop_views_first(conn, settings, actor, reason)
 
     revision = schema.downgrade(
         engine,
