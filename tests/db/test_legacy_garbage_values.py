@@ -40,3 +40,15 @@ def test_a_non_numeric_amount_is_reported_not_a_crash(sqlite_db: Database, tmp_p
         done = runner.invoke(app, [*url, *args])
         assert "unexpected" not in done.output, (args, done.output)
         assert done.exit_code in (0, 1), (args, done.output)
+
+
+def test_a_text_in_a_date_column_is_archived_as_text(sqlite_db: Database, tmp_path: Path) -> None:
+    """'not a date' in a SQLite DATETIME column: the archive export failed with
+    "'str' object has no attribute 'isoformat'" (review)."""
+    db = sqlite_db
+    seed_legacy(db.engine, db.settings, 10, systems=["CASHOUT"])
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE cashouts SET created_at = 'not a date' WHERE id = 1"))
+    done = runner.invoke(app, ["--database-url", db.url, "archive", "export", "--out",
+                               str(tmp_path / "a")])  # fmt: skip
+    assert done.exit_code == 0, done.output
