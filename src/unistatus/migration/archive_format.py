@@ -70,14 +70,20 @@ def column_kind(type_: sa.types.TypeEngine[Any]) -> str:
 
 
 def encode(kind: str, value: Any, *, timezone: bool = False) -> Any:
-    """One value as JSON, exactly: text where JSON would round or lose the type."""
+    """One value as JSON, exactly: text where JSON would round or lose the type; a value
+    its column's type does not hold (SQLite keeps 'abc' in NUMERIC, 'not a date' in a
+    DATETIME) as the text stored."""
+    try:
+        return _encoded(kind, value, timezone)
+    except (InvalidOperation, TypeError, ValueError, AttributeError):
+        return str(value)
+
+
+def _encoded(kind: str, value: Any, timezone: bool) -> Any:
     if value is None:
         return None
     if kind == "decimal":
-        try:
-            return format(Decimal(value), "f")
-        except (InvalidOperation, TypeError, ValueError):
-            return str(value)  # no number (SQLite keeps 'abc' in NUMERIC): as stored
+        return format(Decimal(value), "f")
     if kind == "datetime":
         if timezone:
             value = as_utc(value)
@@ -94,13 +100,18 @@ def encode(kind: str, value: Any, *, timezone: bool = False) -> Any:
 
 
 def decode(kind: str, value: Any) -> Any:
+    """:func:`encode` undone; a value kept as text (its type did not hold it) as text."""
+    try:
+        return _decoded(kind, value)
+    except (InvalidOperation, TypeError, ValueError):
+        return value
+
+
+def _decoded(kind: str, value: Any) -> Any:
     if value is None:
         return None
     if kind == "decimal":
-        try:
-            return Decimal(value)
-        except (InvalidOperation, TypeError, ValueError):
-            return value  # kept as the export read it (encode)
+        return Decimal(value)
     if kind == "datetime":
         return datetime.fromisoformat(value)
     if kind == "date":
