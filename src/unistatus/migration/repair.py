@@ -39,6 +39,10 @@ MAX_ATTEMPTS = 4
 DETECT_CHUNK = 10_000
 
 
+# Entities past the limit judged at most, to tell whether any needs a repair.
+PROBES = 50
+
+
 class _Repairer:
     """One run: its sources, the entities already handled, retries, the limit."""
 
@@ -58,6 +62,7 @@ class _Repairer:
         self.seen: set[tuple[LegacySystemType, int | None, str | None]] = set()
         # An entity was left unexamined because the limit was met (limit_reached).
         self.more = False
+        self.probed = 0
 
     @property
     def full(self) -> bool:
@@ -71,7 +76,10 @@ class _Repairer:
         if key in self.seen or system not in self.tables:
             return
         if self.full:
-            self.more = self._would_repair(system, legacy_id, utx_id)
+            # Past the limit, a few entities are judged (nothing written) to tell "more
+            # to repair" from "the rest are left for an operator"; past PROBES, more.
+            self.probed += 1
+            self.more = self.probed > PROBES or self._would_repair(system, legacy_id, utx_id)
             return
         self.seen.add(key)
         self.report.examined += 1
@@ -229,7 +237,10 @@ def run_repair(
     except sa.exc.OperationalError as exc:
         raise StorageError(f"repair stopped: {str(exc.orig).strip()}") from None
     report.limit_reached = repairer.more
-    report.warnings = _overwritten_authority(engine, report)
+    try:
+        report.warnings = _overwritten_authority(engine, report)
+    except StorageError as exc:  # the repairs are committed: the report is still theirs
+        log.warning("cannot tell whose authoritative side the repair wrote: %s", exc)
     report.duration_ms = (time.perf_counter() - started) * 1000
     return report
 
