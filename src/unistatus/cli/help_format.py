@@ -18,6 +18,7 @@ indented one (examples) or a list.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ from typer import rich_utils
 from typer.core import TyperOption
 
 _MARK = "_unistatus_hides_flag_types"
+_NUMBERED = re.compile(r"\d+[.)] ")  # a numbered list's item: its lines kept
 
 
 def hide_flag_value_placeholders() -> None:
@@ -63,6 +65,9 @@ def _reflowed(paragraph: str) -> str:
     """``paragraph``'s lines joined, unless it is laid out by hand (an indented line, a
     list item, Click's ``\\b`` marker)."""
     lines = paragraph.splitlines()
-    if paragraph.startswith("\b") or any(line.startswith((" ", "- ", "* ")) for line in lines):
+    listed = (" ", "- ", "* ")
+    if paragraph.startswith("\b") or any(
+        line.startswith(listed) or _NUMBERED.match(line) for line in lines
+    ):
         return paragraph
     return " ".join(line.strip() for line in lines)

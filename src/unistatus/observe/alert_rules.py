@@ -313,9 +313,9 @@ def _stalled(snap: Snapshot, now: datetime, stall_seconds: float) -> Observation
             "not_started",
             "pending",
         )
-        running += bool(started and not info.get("complete"))
         updated = _parse_time(info.get("updated_at"))
         paused = info.get("paused") or info.get("state") == "paused"  # deliberate, not stalled
+        running += bool(started and not info.get("complete") and not paused)
         if info.get("complete") or paused or not started or updated is None:
             continue
         idle = (now - updated).total_seconds()
