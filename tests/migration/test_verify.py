@@ -252,12 +252,7 @@ def test_without_a_full_check_a_round_does_not_judge_the_system(db: Any) -> None
     changed since a time does not say the system's rate: unknown, never a rollback."""
     populate(db.engine, db.settings, 500)
     verify_changes(db.engine, db.settings, busy_max_wait=0)  # the first pass: every row
-    with db.engine.begin() as conn:
-        _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow())
-    round_ = verify_changes(db.engine, db.settings, busy_max_wait=0)
-    figures = round_.per_system[CASHOUT.value]
-    assert (figures["total"], figures["consistent"]) == (1, 0)
-    snap = collect_snapshot(db.engine, db.settings)
+    snap = _a_round_reading_one_bad_row(db)
     cashouts = (snap.systems or {})[CASHOUT.value]
     assert cashouts["alert_consistency_rate"] is None
     states = {o.name: o for o in observe(snap, now=utcnow())}
@@ -265,15 +260,20 @@ def test_without_a_full_check_a_round_does_not_judge_the_system(db: Any) -> None
     assert "full check" in states["consistency_critical"].message
 
 
-def _one_bad_row_in_a_round(db: Any) -> dict[str, Any]:
-    """Cashout 3 made inconsistent, then a round that reads it alone: judged 1 bad row of
-    the 500 (never the round's 0 of 1); the rules' observations."""
+def _a_round_reading_one_bad_row(db: Any) -> Any:
+    """Cashout 3 made inconsistent, then a round that reads it alone; the snapshot."""
     with db.engine.begin() as conn:
         _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow())
     round_ = verify_changes(db.engine, db.settings, busy_max_wait=0)
     figures = round_.per_system[CASHOUT.value]
     assert (figures["total"], figures["consistent"]) == (1, 0)
-    snap = collect_snapshot(db.engine, db.settings)
+    return collect_snapshot(db.engine, db.settings)
+
+
+def _one_bad_row_in_a_round(db: Any) -> dict[str, Any]:
+    """A round reading one bad row, judged 1 bad row of the 500 (never the round's 0 of
+    1); the rules' observations."""
+    snap = _a_round_reading_one_bad_row(db)
     cashouts = (snap.systems or {})[CASHOUT.value]
     assert cashouts["alert_consistency_rate"] == pytest.approx(499 / 500)
     assert cashouts["alert_inconsistent_rows"] == 1

@@ -668,6 +668,18 @@ def test_backfill_stalled_does_not_say_progressing_before_any_backfill() -> None
     assert not obs.firing and obs.message == "backfill progressing"
 
 
+def _cashouts_crossed(db: Database) -> alerts.Monitor:
+    """Cashouts 98% consistent, escrows 100%, both in legacy-primary dual write: one
+    evaluation (the critical alert fires for cashouts); the monitor."""
+    seed_pairs(db.engine, 100, drift=2)
+    seed_pairs(db.engine, 100, system=LegacySystemType.ESCROW)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    run_check(db.engine, db.settings)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+    assert by_name(monitor.evaluate())["consistency_critical"].firing
+    return monitor
+
+
 def test_a_system_crossing_after_an_unknown_evaluation_still_gets_its_response(
     sqlite_db: Database,
 ) -> None:
@@ -675,12 +687,7 @@ def test_a_system_crossing_after_an_unknown_evaluation_still_gets_its_response(
     then escrows cross too: the new system was missed, since only a row still stored
     as firing was compared (review)."""
     db = sqlite_db
-    seed_pairs(db.engine, 100, drift=2)
-    seed_pairs(db.engine, 100, system=LegacySystemType.ESCROW)
-    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
-    run_check(db.engine, db.settings)
-    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
-    assert by_name(monitor.evaluate())["consistency_critical"].firing
+    monitor = _cashouts_crossed(db)
     with db.engine.begin() as conn:  # as an evaluation whose check source failed leaves it
         conn.execute(
             sa.update(alert_state)
@@ -698,12 +705,7 @@ def test_a_new_crossing_waits_for_a_response_still_running(sqlite_db: Database) 
     again for the new system at once, and a second rollback could start beside the
     first (review). It waits; the next evaluation after it ended responds."""
     db = sqlite_db
-    seed_pairs(db.engine, 100, drift=2)
-    seed_pairs(db.engine, 100, system=LegacySystemType.ESCROW)
-    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
-    run_check(db.engine, db.settings)
-    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
-    assert by_name(monitor.evaluate())["consistency_critical"].firing
+    monitor = _cashouts_crossed(db)
     running = "rollback_systems_to_legacy_only: running"
     with db.engine.begin() as conn:
         conn.execute(

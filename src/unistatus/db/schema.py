@@ -150,10 +150,29 @@ def _migrate(
     give_up = time.monotonic() + (
         LOCK_DEADLINE_SECONDS if deadline_seconds is None else deadline_seconds
     )
+
+    def attempt() -> str | None:
+        # A write transaction: on SQLite it takes the write lock up front (BEGIN
+        # IMMEDIATE), so a migration run while adapters write waits for them instead of
+        # failing with "database is locked" when its first read turns into a write.
+        with ops_for(engine).write_transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
+            _where_names_go(conn, alongside=alongside)
+            if before is not None:
+                before(conn)
+            if create_schema:
+                _create_schema(conn)
+            cfg = alembic_config(conn, settings)
+            cfg.attributes.update(attributes or {})
+            move(cfg)
+            if after is not None:
+                after(conn)
+        return current_revision(engine)
+
     while True:
         try:
-            return _migrate_once(engine, settings, move, attributes, before, after,
-                                 create_schema=create_schema, alongside=alongside)  # fmt: skip
+            return attempt()
         except sa.exc.OperationalError as exc:
             waited = retry_reason(exc) in _LOCK_WAITS
             if not waited or time.monotonic() >= give_up:
@@ -174,36 +193,6 @@ _LOCKS_HELD = (
     "lock_timeout_ms setting, each attempt, until its deadline): run `unistatus init` "
     "again once their transactions end (pg_stat_activity)"
 )
-
-
-def _migrate_once(
-    engine: sa.Engine,
-    settings: Settings,
-    move: Callable[[Config], None],
-    attributes: dict[str, Any] | None,
-    before: InTransaction | None,
-    after: InTransaction | None,
-    *,
-    create_schema: bool,
-    alongside: bool,
-) -> str | None:
-    # A write transaction: on SQLite it takes the write lock up front (BEGIN
-    # IMMEDIATE), so a migration run while adapters write waits for them instead of
-    # failing with "database is locked" when its first read turns into a write.
-    with ops_for(engine).write_transaction() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
-        _where_names_go(conn, alongside=alongside)
-        if before is not None:
-            before(conn)
-        if create_schema:
-            _create_schema(conn)
-        cfg = alembic_config(conn, settings)
-        cfg.attributes.update(attributes or {})
-        move(cfg)
-        if after is not None:
-            after(conn)
-    return current_revision(engine)
 
 
 def _where_names_go(conn: sa.Connection, *, alongside: bool) -> None:
