@@ -5,7 +5,7 @@ or an unlocked read) and written by one statement that takes the mode lock, read
 mode afresh, locks the rows and re-checks them. These tests hold it to the guarantees of
 the locked path: nothing is written from a stale state, a mode switch that commits while
 the write waits is obeyed, the history chain stays exact under racing writers with stale
-caches, and without revision 0007's function the adapter still works (locked path).
+caches, and without revision 0015's function the adapter still works (locked path).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def adapter_in(db: Database, mode: DualWriteMode, **settings: Any) -> DualWriteA
     set_mode(db.engine, mode, reason="test", actor="test")
     adapter = DualWriteAdapter(db.engine, settings=db.settings.model_copy(update=settings))
     adapter.modes.refresh()
-    assert adapter.fast is not None, "revision 0007's function should be installed"
+    assert adapter.fast is not None, "revision 0015's function should be installed"
     return adapter
 
 
@@ -451,7 +451,7 @@ def _sample(type_: Any) -> Any:
     return samples.get(python_type)
 
 
-# --- without revision 0007 --------------------------------------------------------------
+# --- without revision 0015 --------------------------------------------------------------
 
 
 def test_without_the_function_the_locked_path_does_the_work(
@@ -462,7 +462,7 @@ def test_without_the_function_the_locked_path_does_the_work(
     try:
         with caplog.at_level(logging.WARNING, logger="unistatus.adapter.core"):
             a = DualWriteAdapter(pg.engine, settings=pg.settings)
-        assert a.fast is None and "unistatus_locked_mode() is missing" in caplog.text
+        assert a.fast is None and "unistatus_locked_mode(system) is missing" in caplog.text
         c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
         assert a.update_status(c.entity_id, "PROCESSING", "r", "t").overall_success
         assert [h["to_status"] for h in history(pg, c.entity_id or "")] == [
