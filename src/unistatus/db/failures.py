@@ -18,7 +18,14 @@ import sqlalchemy as sa
 from unistatus.errors import StorageError
 from unistatus.redact import redact
 
-__all__ = ["describe", "one_line", "read_on_pool", "refused_because", "storage_errors"]
+__all__ = [
+    "describe",
+    "once_more_if_dropped",
+    "one_line",
+    "read_on_pool",
+    "refused_because",
+    "storage_errors",
+]
 
 T = TypeVar("T")
 
@@ -84,11 +91,17 @@ def read_on_pool(
     which changes nothing, is asked once more on a fresh connection.
     """
     with storage_errors(what, *others):
-        try:
-            with engine.connect() as conn:
-                return read(conn)
-        except sa.exc.DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
+        return once_more_if_dropped(engine, read)
+
+
+def once_more_if_dropped(engine: sa.Engine, read: Callable[[sa.Connection], T]) -> T:
+    """``read(conn)`` on a pooled connection, once more on a fresh one if the server had
+    dropped it (the pool is invalidated then); other failures raised as they are."""
+    try:
         with engine.connect() as conn:
             return read(conn)
+    except sa.exc.DBAPIError as exc:
+        if not exc.connection_invalidated:
+            raise
+    with engine.connect() as conn:
+        return read(conn)

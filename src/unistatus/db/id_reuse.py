@@ -21,19 +21,16 @@ from unistatus.db.legacy import LegacyTable
 __all__ = ["ids_reused"]
 
 _AUTOINCREMENT = re.compile(r"\bAUTOINCREMENT\b", re.IGNORECASE)
+_DEFINITIONS = sa.text(
+    "SELECT name, sql FROM sqlite_master WHERE type = 'table' AND name IN :names"
+).bindparams(sa.bindparam("names", expanding=True))
 
 
 def ids_reused(conn: sa.Connection, tables: Iterable[LegacyTable]) -> list[str]:
     """The names of ``tables`` that may hand a deleted row's id out again (SQLite
     tables whose key is a rowid without AUTOINCREMENT); none on other databases."""
-    if conn.dialect.name != "sqlite":
+    names = [lt.name for lt in tables]
+    if conn.dialect.name != "sqlite" or not names:
         return []
-    out = []
-    for lt in tables:
-        sql = conn.execute(
-            sa.text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = :name"),
-            {"name": lt.name},
-        ).scalar_one_or_none()
-        if sql is not None and not _AUTOINCREMENT.search(sql):
-            out.append(lt.name)
-    return sorted(out)
+    rows = conn.execute(_DEFINITIONS, {"names": names})
+    return sorted(name for name, sql in rows if sql and not _AUTOINCREMENT.search(sql))

@@ -25,6 +25,7 @@ from unistatus.backfill import progress as backfill_progress
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import get_modes, mode_summary
+from unistatus.db.failures import once_more_if_dropped
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import UnistatusError
@@ -215,17 +216,12 @@ def database_reachable(engine: sa.Engine) -> str | None:
     """None when the database answers, else the reason it does not. A pooled connection
     the server dropped (a restart, a failover) is no answer: SQLAlchemy then invalidates
     the pool (no pre-ping: engine.py), and a fresh connection is asked once more."""
-    for attempt in range(2):
-        try:
-            with engine.connect() as conn:
-                conn.execute(sa.select(1))
-            return None
-        except Exception as exc:
-            if attempt == 0 and getattr(exc, "connection_invalidated", False):
-                continue
-            orig = getattr(exc, "orig", None) or exc
-            text = str(orig).strip().splitlines()
-            return text[0] if text else type(exc).__name__
+    try:
+        once_more_if_dropped(engine, lambda conn: conn.execute(sa.select(1)))
+    except Exception as exc:
+        orig = getattr(exc, "orig", None) or exc
+        text = str(orig).strip().splitlines()
+        return text[0] if text else type(exc).__name__
     return None
 
 
