@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from unistatus.api.access import actor_for
 from unistatus.api.auth import Admin
+from unistatus.api.error_responses import error_answers
 from unistatus.api.models import EmergencyRollback, ModeChange, PhaseAdvance, PhaseRollback
 from unistatus.api.state import ServiceState
 from unistatus.db.control import set_mode as switch_mode
@@ -22,9 +23,13 @@ from unistatus.migration.rollback import emergency_rollback, rollback_current_ph
 __all__ = ["add_control_routes"]
 
 
+# Every control endpoint takes a JSON body and an admin token, and may be refused.
+_ANSWERS = error_answers(400, 401, 403, 409, 413, 422, 503)
+
+
 def add_control_routes(app: FastAPI, service: ServiceState) -> None:
 
-    @app.put("/api/v1/control/mode", tags=["control"])
+    @app.put("/api/v1/control/mode", tags=["control"], responses=_ANSWERS)
     def set_mode(body: ModeChange, who: Admin) -> dict[str, Any]:
         """Switch the write mode of one legacy system (``system``) or of every system
         (no ``system``), for every adapter (waits for that system's in-flight writes).
@@ -43,7 +48,7 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
         )
         return switch_as_dict(body.mode, body.system, changes)
 
-    @app.post("/api/v1/control/phase/advance", tags=["control"])
+    @app.post("/api/v1/control/phase/advance", tags=["control"], responses=_ANSWERS)
     def phase_advance(body: PhaseAdvance, who: Admin) -> dict[str, Any]:
         """Enter the next phase when its gates pass (``force`` needs a reason); 409 if not.
 
@@ -59,7 +64,7 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
         )
         return change.as_dict()
 
-    @app.post("/api/v1/control/phase/rollback", tags=["control"])
+    @app.post("/api/v1/control/phase/rollback", tags=["control"], responses=_ANSWERS)
     def phase_rollback(body: PhaseRollback, who: Admin) -> dict[str, Any]:
         """Go back one phase by its rollback procedure: of one ``system`` (its phase and
         mode only; from phase 4 only its pending changes are replayed), or of every
@@ -73,7 +78,7 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
         )
         return change.as_dict()
 
-    @app.post("/api/v1/control/rollback", tags=["control"])
+    @app.post("/api/v1/control/rollback", tags=["control"], responses=_ANSWERS)
     def emergency(body: EmergencyRollback, who: Admin) -> dict[str, Any]:
         """Emergency rollback: replay where legacy is stale, then legacy only (of one
         ``system``, or of every system)."""

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from unistatus import errors
+from unistatus.api.models import ErrorBody
 from unistatus.db.failures import describe
 from unistatus.redact import redact
 
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_LISTED_ERRORS",
     "STATUS_CODES",
     "add_error_handlers",
+    "error_answers",
     "error_response",
     "failure_detail",
     "public_database_error",
@@ -78,6 +80,29 @@ HTTP_ERROR_NAMES = {
 # (``errors_not_listed``): a body within the size limit can be wrong in as many places as
 # it has fields, and one entry each made an answer 7 times larger than the request.
 MAX_LISTED_ERRORS = 20
+
+
+# What each error answer means, for the routes' OpenAPI entries (:func:`error_answers`).
+_MEANINGS = {
+    400: "The body is not JSON, or not sent as JSON (application/json).",
+    401: "No bearer token, or one the service does not know (Authorization: Bearer <token>).",
+    403: "The token's role may not do this (force and the control endpoints need an admin "
+    "token), or no token of that role is configured.",
+    404: "No such transaction.",
+    409: "Refused, and refused again if repeated: a transition the rules do not allow, the "
+    "application's own rule in the database, the write mode, a phase gate, or something "
+    "an operator must fix first.",
+    413: "The body is over the service's max_request_bytes.",
+    422: "Invalid input: detail lists the schema's errors, or says in words what was refused.",
+    503: "The database failed or is unreachable: error_id names the service log's entry. "
+    "Safe to retry (a write with the same Idempotency-Key).",
+}
+
+
+def error_answers(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers a route gives, as its ``responses`` in the OpenAPI schema: each
+    with an :class:`~unistatus.api.models.ErrorBody` and what it means."""
+    return {code: {"model": ErrorBody, "description": _MEANINGS[code]} for code in codes}
 
 
 def status_code_for(exc: errors.UnistatusError) -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "Actor",
     "EmergencyRollback",
     "EntityId",
+    "ErrorBody",
     "ModeChange",
     "PhaseAdvance",
     "PhaseRollback",
@@ -40,6 +41,7 @@ __all__ = [
     "StatusText",
     "StatusUpdate",
     "TransactionCreate",
+    "ValidationIssue",
 ]
 
 
@@ -151,3 +153,36 @@ class PhaseRollback(ReasonedAction):
 class EmergencyRollback(ReasonedAction):
     # One legacy system (CASHOUT, ESCROW, EXCHANGE); absent: every system.
     system: LegacySystemType | None = None
+
+
+class ValidationIssue(BaseModel):
+    """One of a request's schema errors, as a 422 lists them."""
+
+    type: str | None = Field(description="the kind of error (missing, int_parsing, ...)")
+    loc: list[str | int] = Field(description="where: body, query or path, then the field")
+    msg: str | None = Field(description="what is wrong, in words")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    detail: str | list[ValidationIssue] = Field(
+        description="what was refused and why: words, or a 422's schema errors (at most "
+        "20; the rest counted in errors_not_listed)"
+    )
+    error: str = Field(
+        description="the error's name: unistatus's own (InvalidTransitionError, "
+        "InputError, StorageError, ...), or the HTTP layer's (AuthenticationError, "
+        "PermissionError, NotFoundError, MethodNotAllowedError)"
+    )
+    error_id: str | None = Field(
+        None, description="a 503's entry in the service log, which has the database's words"
+    )
+    errors_not_listed: int | None = Field(
+        None, description="a 422's schema errors beyond those listed in detail"
+    )
+    result: dict[str, Any] | None = Field(
+        None,
+        description="a write that failed: its result (outcome_unknown says whether it may "
+        "have committed; repeat it with the same Idempotency-Key)",
+    )

@@ -16,7 +16,12 @@ from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from unistatus.api.error_responses import failure_detail, public_database_error, public_unknown
+from unistatus.api.error_responses import (
+    error_answers,
+    failure_detail,
+    public_database_error,
+    public_unknown,
+)
 from unistatus.api.state import ServiceState
 from unistatus.db.control import MIXED
 from unistatus.migration.phases import read_system_states
@@ -95,7 +100,11 @@ def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
         )
     )
 
-    @app.get("/health", tags=["observability"])
+    @app.get(
+        "/health",
+        tags=["observability"],
+        responses={503: {"description": "The database is down: the same report, status down."}},
+    )
     def health() -> JSONResponse:
         """Database reachable, mode, phase, firing critical alerts. 503 when down."""
         report = redact_values(health_report(service))
@@ -144,6 +153,7 @@ def _add_history_route(app: FastAPI, service: ServiceState) -> None:
     @app.get(
         "/api/v1/history",
         tags=["observability"],
+        responses=error_answers(422, 503),
         description="p95, error rate and throughput of the writes (create_transaction, "
         "update_status: what /api/v1/status, the gates and the alerts count; reads are left "
         "out) per step, check results, mode and phase changes: the last `seconds` in "

@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from unistatus import errors
 from unistatus.api.access import Principal, actor_for
 from unistatus.api.auth import Writer
-from unistatus.api.error_responses import queued_for_repair, unavailable
+from unistatus.api.error_responses import error_answers, queued_for_repair, unavailable
 from unistatus.api.models import EntityId, StatusUpdate, TransactionCreate
 from unistatus.api.state import ServiceState
 from unistatus.domain.inputs import check_key
@@ -52,7 +52,18 @@ def _scoped_key(who: Principal, key: str | None) -> str | None:
 
 
 def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
-    @app.post("/api/v1/transactions", tags=["transactions"], status_code=201)
+    @app.post(
+        "/api/v1/transactions",
+        tags=["transactions"],
+        status_code=201,
+        responses={
+            200: {
+                "description": "No new transaction: the first result of an Idempotency-Key "
+                "sent before, or a legacy row linked that had its unified row already."
+            },
+            **error_answers(400, 401, 403, 409, 413, 422, 503),
+        },
+    )
     def create_transaction(
         body: TransactionCreate,
         who: Writer,
@@ -85,7 +96,11 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
         )
         return _write_result(result, created=True)
 
-    @app.get("/api/v1/transactions/{entity_id}", tags=["transactions"])
+    @app.get(
+        "/api/v1/transactions/{entity_id}",
+        tags=["transactions"],
+        responses=error_answers(404, 422, 503),
+    )
     def get_transaction(entity_id: EntityId) -> dict[str, Any]:
         """The status from the authoritative side (``source`` says which)."""
         status, meta = service.adapter().get_transaction_status(entity_id)
@@ -93,7 +108,11 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
             raise errors.EntityNotFoundError(entity_id)
         return {"id": entity_id, "status": status.value if status else None, **meta}
 
-    @app.post("/api/v1/transactions/{entity_id}/status", tags=["transactions"])
+    @app.post(
+        "/api/v1/transactions/{entity_id}/status",
+        tags=["transactions"],
+        responses=error_answers(400, 401, 403, 404, 409, 413, 422, 503),
+    )
     def update_status(entity_id: EntityId, body: StatusUpdate, who: Writer) -> JSONResponse:
         """Change the status (unified or legacy value); refused transitions are 409.
 
