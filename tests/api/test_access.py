@@ -549,3 +549,21 @@ def test_a_body_not_sent_as_json_is_refused_as_one_that_is_not_json(
     assert (not_json.status_code, not_json.json()["error"]) == (400, "InputError")
     assert answers == {(method, path): (400, "InputError", True) for method, path, _ in routes}
     assert snapshot(sqlite_db) == before
+
+
+def test_a_body_the_parser_cannot_read_says_why(sqlite_db: Database) -> None:
+    """Not UTF-8, or a number JSON allows but Python will not read (over 4300 digits):
+    a 400 that says which, not "There was an error parsing the body"."""
+    create = "/api/v1/transactions"
+    sent = {"Content-Type": "application/json", **bearer(WRITER)}
+    digits = "9" * 5000
+    huge = f'{{"transaction_type": "WALLET_CASHOUT", "user_id": {digits}, "amount": "1"}}'
+    with client_with(sqlite_db, writer_token=WRITER) as client:
+        not_utf8 = client.post(create, content=b'{"currency": "\xff"}', headers=sent)
+        too_long = client.post(create, content=huge.encode(), headers=sent)
+    assert (not_utf8.status_code, not_utf8.json()["error"]) == (400, "InputError")
+    assert not_utf8.json()["detail"] == "the request body is not UTF-8 (at byte 14)"
+    assert (too_long.status_code, too_long.json()["error"]) == (400, "InputError")
+    assert too_long.json()["detail"] == (
+        "the request body is not JSON Python reads: an integer has more than 4300 digits"
+    ), too_long.text
