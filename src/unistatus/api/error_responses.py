@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import uuid
 from typing import Any
 
@@ -183,6 +184,17 @@ def failure_detail(exc: BaseException) -> str:
     return describe(exc)
 
 
+def _unreadable_body(cause: BaseException | None) -> str | None:
+    """Why FastAPI's parser could not read a body (its own 400 says only that it could
+    not), when the cause is one a client can fix."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the request body is not UTF-8 (at byte {cause.start})"
+    if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
+        limit = sys.get_int_max_str_digits()
+        return f"the request body is not JSON Python reads: an integer has more than {limit} digits"
+    return None
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Typed errors, invalid requests and database failures as the answers above."""
 
@@ -196,7 +208,8 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
         kind = HTTP_ERROR_NAMES.get(exc.status_code, "HTTPError")
-        response = error_response({"detail": exc.detail, "error": kind}, exc.status_code)
+        detail = _unreadable_body(exc.__cause__) if exc.status_code == 400 else None
+        response = error_response({"detail": detail or exc.detail, "error": kind}, exc.status_code)
         response.headers.update(exc.headers or {})
         return response
 
