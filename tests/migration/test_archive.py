@@ -6,6 +6,7 @@ import gzip
 import json
 import uuid
 from collections.abc import Iterator
+from typing import Any
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,9 +17,11 @@ from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, Database
 from unistatus.cli import app
+from unistatus.config import load_settings
 from unistatus.db.engine import create_engine
 from unistatus.db.tables import cashouts, escrows, exchanges
-from unistatus.errors import InputError
+from unistatus.errors import InputError, StorageError
+from unistatus.migration import archive as archive_module
 from unistatus.migration.archive import (
     export_archive,
     read_manifest,
@@ -275,3 +278,73 @@ def test_the_next_command_printed_after_an_export_runs_as_pasted(
     assert r.exit_code == 0, r.output
     line = next(x for x in r.stdout.splitlines() if x.startswith("next:"))
     assert shlex.split(line.removeprefix("next:"))[-1] == str(out), line
+
+
+@pytest.fixture
+def same_name_twice(pg: Database) -> Iterator[Any]:
+    """Two legacy systems whose tables are both called ``orders``, in schemas a and b
+    (200 and 300 rows), and settings naming them; dropped afterwards."""
+    with pg.engine.begin() as conn:
+        for schema, rows in (("a", 200), ("b", 300)):
+            conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+            conn.exec_driver_sql(f"CREATE TABLE {schema}.orders (LIKE cashouts INCLUDING ALL)")
+            conn.exec_driver_sql(
+                f"INSERT INTO {schema}.orders (id, user_id, amount, currency, status, "
+                f"created_at, updated_at) SELECT g, g, g, 'USD', 'PENDING', now(), now() "
+                f"FROM generate_series(1, {rows}) g"
+            )
+    tables = {
+        "CASHOUT": {"table": "orders", "schema": "a"},
+        "ESCROW": {"table": "orders", "schema": "b"},
+        "EXCHANGE": {"table": "exchanges"},
+    }
+    try:
+        yield pg.settings.model_copy(
+            update={"legacy_tables": load_settings(legacy_tables=tables).legacy_tables}
+        )
+    finally:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA a CASCADE; DROP SCHEMA b CASCADE")
+
+
+def test_tables_of_one_name_in_two_schemas_get_a_file_each(
+    pg: Database, same_name_twice: Any, tmp_path: Path
+) -> None:
+    """a.orders and b.orders were both written to orders.jsonl.gz: the second replaced
+    the first (its 200 rows lost from the archive), and verify then called the file
+    altered."""
+    manifest = export_archive(pg.engine, same_name_twice, tmp_path / "out")
+    files = {entry.schema: entry.file for entry in manifest.tables if entry.name == "orders"}
+    assert len(set(files.values())) == 2, files
+    for schema, rows in (("a", 200), ("b", 300)):
+        with gzip.open(tmp_path / "out" / files[schema]) as f:
+            assert sum(1 for _ in f) == rows, (schema, files)
+    assert verify_archive(pg.engine, tmp_path / "out").ok
+
+
+def test_an_export_that_fails_leaves_nothing_behind(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while the second table is written: the files already written are
+    removed (and the directory, when the export made it), so that the same command can
+    run again once the cause is fixed."""
+    seed(db)
+    real = archive_module.compress_lines
+    written: list[int] = []
+
+    def disk_full_on_the_second(lines: Any, gz: Any, content: Any = None) -> int:
+        written.append(1)
+        if len(written) == 2:
+            raise OSError(28, "No space left on device")
+        return real(lines, gz, content)
+
+    monkeypatch.setattr(archive_module, "compress_lines", disk_full_on_the_second)
+    for out in (tmp_path / "new", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        written.clear()
+        with pytest.raises(StorageError, match="No space left on device"):
+            export_archive(db.engine, db.settings, out)
+        assert not out.exists() if out.name == "new" else not any(out.iterdir())
+    monkeypatch.setattr(archive_module, "compress_lines", real)
+    assert export_archive(db.engine, db.settings, tmp_path / "empty").tables
