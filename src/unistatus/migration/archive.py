@@ -9,10 +9,12 @@ retiring the legacy status columns requires one. Operator's view: ``docs/runbook
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,12 +143,14 @@ def export_archive(
     if directory.exists() and any(directory.iterdir()):
         raise InputError(f"{directory} is not empty: export into a new directory")
     tables = resolve_legacy_tables(engine, settings, require_status=False)
+    made = not directory.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise InputError(
             f"cannot create the archive directory {directory}: {exc.strerror or exc}"
         ) from None
+    files = _file_names({system: lt.table.name for system, lt in tables.items()})
     entries: list[TableEntry] = []
     try:
         with ops_for(engine).snapshot() as conn:
@@ -154,37 +158,63 @@ def export_archive(
             modes = read_modes(conn) if installed else None
             for system, lt in tables.items():
                 columns = [ColumnInfo.of(c, engine.dialect) for c in lt.table.c]
-                entry = _export_table(conn, lt.table, system.value, columns, directory)
+                path = directory / files[system]
+                entry = _export_table(conn, lt.table, system.value, columns, path)
                 entry.schema = settings.legacy_tables[system.value].schema
                 entries.append(entry)
-    except sa.exc.OperationalError as exc:
-        raise StorageError(f"export failed: {exc.orig}") from None
-    except OSError as exc:
-        raise StorageError(
-            f"cannot write the archive in {directory}: {exc.strerror or exc}"
-        ) from None
-    manifest = Manifest(
-        created_at=utcnow().isoformat(),
-        created_by=actor,
-        source={
-            "dialect": engine.dialect.name,
-            "database": display_url(engine.url),
-            "schema_revision": current_revision(engine),
-            "mode": _mode_of(modes),
-        },
-        tables=entries,
-    )
-    raw = (json.dumps(manifest.as_dict(), indent=2, sort_keys=True) + "\n").encode()
-    tmp = directory / (MANIFEST + ".tmp")
-    try:
+        manifest = Manifest(
+            created_at=utcnow().isoformat(),
+            created_by=actor,
+            source={
+                "dialect": engine.dialect.name,
+                "database": display_url(engine.url),
+                "schema_revision": current_revision(engine),
+                "mode": _mode_of(modes),
+            },
+            tables=entries,
+        )
+        raw = (json.dumps(manifest.as_dict(), indent=2, sort_keys=True) + "\n").encode()
+        tmp = directory / (MANIFEST + ".tmp")
         tmp.write_bytes(raw)
         os.replace(tmp, directory / MANIFEST)  # the manifest appears last, complete
-    except OSError as exc:
-        raise StorageError(
-            f"cannot write the archive in {directory}: {exc.strerror or exc}"
-        ) from None
+    except BaseException as exc:
+        _remove_written(directory, files.values(), made)
+        if isinstance(exc, sa.exc.OperationalError):
+            raise StorageError(f"export failed: {exc.orig}") from None
+        if isinstance(exc, OSError):
+            raise StorageError(
+                f"cannot write the archive in {directory}: {exc.strerror or exc}"
+            ) from None
+        raise
     manifest.sha256 = hashlib.sha256(raw).hexdigest()
     return manifest
+
+
+def _file_names(names: dict[LegacySystemType, str]) -> dict[LegacySystemType, str]:
+    """Each system's file in the archive: its table's name, or ``<system>-<name>`` when
+    another system's table has that name too (in another schema; compared as a
+    case-insensitive file system would) or the name is no plain file name."""
+    seen = [name.casefold() for name in names.values()]
+    files = {}
+    for system, name in names.items():
+        plain = _PLAIN_FILE_NAME.fullmatch(name) and seen.count(name.casefold()) == 1
+        stem = name if plain else f"{system.value.lower()}-{_UNSAFE.sub('_', name)}"
+        files[system] = f"{stem}.jsonl.gz"
+    return files
+
+
+_PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _remove_written(directory: Path, files: Iterable[str], made: bool) -> None:
+    """After a failed export: the files it wrote, and the directory if it made it."""
+    for name in files:
+        (directory / name).unlink(missing_ok=True)
+    (directory / (MANIFEST + ".tmp")).unlink(missing_ok=True)
+    if made:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
 
 
 def _export_table(
@@ -192,10 +222,9 @@ def _export_table(
     table: sa.Table,
     system: str | None,
     columns: list[ColumnInfo],
-    directory: Path,
+    path: Path,
 ) -> TableEntry:
-    name = f"{table.name}.jsonl.gz"
-    path = directory / name
+    name = path.name
     content = hashlib.sha256()
     with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
         rows = compress_lines(live_lines(conn, table, columns), gz, content)
