@@ -1,0 +1,103 @@
+"""SQLite keeps any value in any column, whatever the column's declared type: a user id
+of ``'x'`` or ``1.5`` in a BIGINT column, a Unix time (``1700000000``) or ``'not a date'``
+in a TIMESTAMP column. Applications do store Unix times there.
+
+A user id that is not an integer cannot make a unified row (whose user_id is one): the
+backfill and the capture set the row aside (``user_id_not_integer``) as they do a NULL
+one; they copied it, and check called it consistent. A time its column cannot read
+stopped every read and write of that transaction through the adapter ("unexpected
+TypeError: fromisoformat"), in every mode, before any backfill: a Unix time is now read
+as one (seconds, UTC), and a value that is no time at all as unknown (None).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.backfill import run_backfill
+from unistatus.cli import app
+from unistatus.db.control import set_mode
+from unistatus.domain.statuses import DualWriteMode
+from unistatus.migration import capture
+
+
+def insert(conn: sa.Connection, user: Any, created: Any = "2026-01-01 10:00:00") -> int:
+    return int(
+        conn.execute(
+            sa.text(
+                "INSERT INTO cashouts (status, user_id, amount, currency, created_at, "
+                "updated_at) VALUES ('PENDING', :u, 1, 'USD', :t, :t) RETURNING id"
+            ),
+            {"u": user, "t": created},
+        ).scalar_one()
+    )
+
+
+def quarantined(db: Database) -> dict[int, str]:
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT legacy_id, reason FROM unistatus_backfill_quarantine "
+                "WHERE system = 'CASHOUT' AND resolved_at IS NULL"
+            )
+        ).all()
+    return {int(r[0]): str(r[1]) for r in rows}
+
+
+def test_a_user_id_that_is_not_an_integer_is_set_aside(sqlite_db: Database) -> None:
+    db = sqlite_db
+    with db.engine.begin() as conn:
+        text, fraction, whole = insert(conn, "x"), insert(conn, 1.5), insert(conn, 7)
+    report = run_backfill(db.engine, db.settings, workers=1).as_dict()
+    assert (report["inserted"], report["quarantined"]) == (1, 2), report
+    assert quarantined(db) == {text: "user_id_not_integer", fraction: "user_id_not_integer"}
+    with db.engine.connect() as conn:
+        users = conn.execute(sa.text("SELECT legacy_id, user_id FROM unified_transactions"))
+        assert [tuple(r) for r in users] == [(whole, 7)]
+    # A bypass writer's row of that kind too (the capture's rule is the backfill's).
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+    capture.enable(db.engine, db.settings, actor="t", reason="t")
+    with db.engine.begin() as conn:
+        bypass = insert(conn, "y")
+    assert quarantined(db)[bypass] == "user_id_not_integer"
+
+
+def test_a_time_its_column_cannot_read_does_not_stop_the_transaction(
+    sqlite_db: Database,
+) -> None:
+    db = sqlite_db
+    with db.engine.begin() as conn:
+        unix, garbage, iso = (insert(conn, 1, t) for t in (1700000000, "not a date", "2026-01-01"))
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
+    try:
+        for legacy_id in (unix, garbage, iso):
+            ref = f"cashout:{legacy_id}"
+            assert adapter.update_status(ref, "OTP_PENDING", "t", "t").overall_success
+            assert adapter.get_transaction_status(ref)[0] is not None
+        # Dual writes make the unified rows from the legacy rows' times.
+        set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+        adapter.modes.refresh()
+        for legacy_id in (unix, garbage, iso):
+            result = adapter.update_status(f"cashout:{legacy_id}", "PROCESSING", "t", "t")
+            assert result.overall_success, result.error
+    finally:
+        adapter.close()
+    with db.engine.connect() as conn:
+        created = dict(
+            conn.execute(sa.select(sa.text("legacy_id, created_at FROM unified_transactions")))
+            .tuples()
+            .all()
+        )
+    assert str(created[unix]).startswith("2023-11-14 22:13:20"), created
+    assert str(created[iso]).startswith("2026-01-01"), created
+    assert created[garbage] is not None  # the time of the write stands in
+    for legacy_id in (unix, garbage):
+        shown = CliRunner().invoke(
+            app, ["--database-url", db.url, "tx", "show", f"cashout:{legacy_id}"]
+        )
+        assert shown.exit_code == 0, shown.output
