@@ -14,6 +14,7 @@ from sqlalchemy.pool import StaticPool
 from unistatus.config import DEFAULT_SCHEMA
 from unistatus.db.binding import bind_schema
 from unistatus.db.connection_setup import set_up_connections
+from unistatus.db.sqlite_times import read_times_loosely
 from unistatus.errors import ConfigError
 from unistatus.redact import redact
 
@@ -126,6 +127,7 @@ def _sqlite_engine(url: sa.URL, **kwargs: Any) -> sa.Engine:
     connect_args.setdefault("check_same_thread", False)
     connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
     engine = sa.create_engine(url, connect_args=connect_args, **kwargs)
+    read_times_loosely(engine)
 
     # pysqlite's own transaction handling defers BEGIN and cannot do BEGIN IMMEDIATE;
     # take it over (SQLAlchemy's documented recipe) so writes lock up front and never

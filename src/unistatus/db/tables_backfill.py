@@ -57,6 +57,7 @@ backfill_quarantine = sa.Table(
     sa.Column("legacy_id", sa.BigInteger, primary_key=True),
     sa.Column("raw_status", sa.String(64), nullable=True),
     # null_status | wrong_case | unknown_status | id_beyond_utx_range | null_user_id |
+    # user_id_not_integer |
     # null_amount | null_currency | currency_too_long | amount_out_of_range |
     # amount_too_precise | negative_amount
     # (backfill.statements)

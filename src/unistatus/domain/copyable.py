@@ -1,6 +1,7 @@
 """Whether a legacy row's shared fields fit a unified row, and why not.
 
-The unified row's columns take no NULL user, amount or currency, a currency of at most
+The unified row's columns take no NULL user, amount or currency, a user that is no
+integer (SQLite keeps any value in any column), a currency of at most
 :data:`MAX_CURRENCY_CHARS` characters and an amount in ``[0, 10**12)`` of at most 8
 decimal places (NUMERIC(20, 8), ``ck_unified_amount``: a finer amount would be rounded,
 the money changed, and the row reported by every check after). Real legacy data holds rows outside that (a NULL from an old
@@ -28,6 +29,7 @@ __all__ = [
     "CURRENCY_TOO_LONG",
     "MAX_CURRENCY_CHARS",
     "NEGATIVE_AMOUNT",
+    "USER_ID_NOT_INTEGER",
     "uncopyable",
     "uncopyable_clauses",
 ]
@@ -37,6 +39,8 @@ CURRENCY_TOO_LONG = "currency_too_long"
 AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
 AMOUNT_TOO_PRECISE = "amount_too_precise"
 NEGATIVE_AMOUNT = "negative_amount"
+# SQLite keeps any value in a BIGINT column ('x', 1.5); unified's user_id is an integer.
+USER_ID_NOT_INTEGER = "user_id_not_integer"
 MAX_CURRENCY_CHARS = 10  # unified_transactions.currency
 AMOUNT_BOUND = 10**MAX_AMOUNT_INTEGER_DIGITS
 _QUANTUM = Decimal(1).scaleb(-MAX_AMOUNT_DECIMALS)  # 0.00000001
@@ -50,6 +54,8 @@ def uncopyable_clauses(
     out: list[tuple[sa.ColumnElement[bool], str]] = [
         (data[name].is_(None), f"null_{name}") for name in SHARED_FIELDS
     ]
+    user = data["user_id"]
+    out.append((sa.cast(user, sa.BigInteger) != user, USER_ID_NOT_INTEGER))
     out.append((sa.func.length(data["currency"]) > MAX_CURRENCY_CHARS, CURRENCY_TOO_LONG))
     bound = sa.literal(AMOUNT_BOUND, sa.Numeric(20, 8))
     out.append((data["amount"] >= bound, AMOUNT_OUT_OF_RANGE))
@@ -66,6 +72,8 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
     for name in SHARED_FIELDS:
         if data.get(name) is None:
             return f"null_{name}"
+    if not _integer(data["user_id"]):
+        return USER_ID_NOT_INTEGER
     if len(str(data["currency"])) > MAX_CURRENCY_CHARS:
         return CURRENCY_TOO_LONG
     try:
@@ -79,3 +87,13 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
     if amount != amount.quantize(_QUANTUM):
         return AMOUNT_TOO_PRECISE
     return None
+
+
+def _integer(value: Any) -> bool:
+    """Whether ``value`` is a whole number (as ``CAST(value AS BIGINT) = value`` says)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return False
+    try:
+        return int(value) == value
+    except (OverflowError, ValueError):  # inf, nan
+        return False
