@@ -94,6 +94,6 @@ def _integer(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         return False
     try:
-        return int(value) == value
+        return bool(int(value) == value)
     except (OverflowError, ValueError):  # inf, nan
         return False
