@@ -31,6 +31,12 @@ class FairGate:
         self._lock = threading.Lock()
         self._waiters: deque[threading.Lock] = deque()
 
+    def after_fork_in_child(self) -> None:
+        """Every slot free again: their holders and waiters are threads of the parent."""
+        self._free = self.slots
+        self._lock = threading.Lock()
+        self._waiters = deque()
+
     def acquire(self, timeout: float | None = None) -> bool:
         """Take a slot, waiting at most ``timeout`` seconds (None: for ever)."""
         with self._lock:

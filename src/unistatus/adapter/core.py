@@ -23,7 +23,8 @@ from unistatus.adapter import judge
 from unistatus.adapter.admission import FairGate
 from unistatus.adapter.caller import CallerConnection, CallerTransactions
 from unistatus.adapter.create import Creator, NewTransaction, linked_ref
-from unistatus.adapter.fast import FastStatusWriter
+from unistatus.adapter.fast import FastStatusWriter, locked_mode_available
+from unistatus.adapter.forks import survive_forks
 from unistatus.adapter.keys import IdempotencyClaim
 from unistatus.adapter.model import DualWriteResult, Entity, Fallback, OperationEvent
 from unistatus.adapter.plan import Planner, parse_type
@@ -41,7 +42,6 @@ from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.legacy_cast import refuse_what_the_database_would
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.tables import unified_transactions
-from unistatus.db.target import check_installed
 from unistatus.domain import consistency
 from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
 from unistatus.domain.inputs import (
@@ -146,7 +146,7 @@ class DualWriteAdapter:
             legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)
             # Status changes in one or two round trips where the database allows
             # (PostgreSQL, revision 0015); else, and whenever it declines, the locked path.
-            self.locked_mode = self._fast_path_available()
+            self.locked_mode = locked_mode_available(self.engine, self.ops)
             holding = holding_systems(self.engine, legacy) if self.locked_mode else frozenset()
         # Hot-path statements, built once per legacy system and compiled once.
         self.hot = HotStatements(legacy, self.ops, locked_mode=self.locked_mode)
@@ -180,6 +180,7 @@ class DualWriteAdapter:
         self._caller_creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, None
         )
+        survive_forks(self)
         record = self.settings.record_stats if record_stats is None else record_stats
         self._stats: OperationStats | None = None
         if record:
@@ -527,6 +528,14 @@ class DualWriteAdapter:
             observers.remove(stats.record)
         release(self, stats)
 
+    def after_fork_in_child(self) -> None:
+        """In a child forked after this adapter was built (:mod:`~.forks`): connections,
+        the mode and every write slot of its own."""
+        self.engine.dispose(close=False)  # SQLAlchemy's fork recipe: the parent's stay open
+        self.modes.after_fork_in_child()
+        if self.gate is not None:
+            self.gate.after_fork_in_child()
+
     def __enter__(self) -> DualWriteAdapter:
         return self
 
@@ -534,20 +543,6 @@ class DualWriteAdapter:
         self.close()
 
     # --- wiring -----------------------------------------------------------------------
-
-    def _fast_path_available(self) -> bool:
-        """PostgreSQL with ``unistatus_locked_mode(system)`` (revision 0015) installed."""
-        if not self.ops.supports_dml_cte:
-            return False
-        with self.engine.connect() as conn:
-            if self.ops.has_locked_mode_function(conn):
-                return True
-        check_installed(self.engine)  # none, or where the search_path does not reach
-        log.warning(
-            "unistatus_locked_mode(system) is missing (schema older than revision 0015; `unistatus "
-            "init` installs it): status changes take the locked path, as correct, only slower"
-        )
-        return False
 
     def _restore_retired_columns(self, mode: DualWriteMode) -> None:
         """Pick up legacy status columns restored since this adapter started.

@@ -18,15 +18,17 @@ from unistatus.adapter.model import Entity, Fallback, Plan, WriteLost
 from unistatus.adapter.plan import one_statement
 from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.writes import one_statement_params
+from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe
 from unistatus.db.prepared import Prepared
+from unistatus.db.target import check_installed
 from unistatus.domain.ids import EntityRef, LegacyRef
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.domain.transitions import TransitionKind
 from unistatus.errors import UnistatusError
 
-__all__ = ["FastStatusWriter"]
+__all__ = ["FastStatusWriter", "locked_mode_available"]
 
 log = logging.getLogger("unistatus.adapter.fast")
 
@@ -283,3 +285,19 @@ def _legacy_location(ref: EntityRef) -> tuple[LegacySystemType, int] | None:
     """(system, legacy id) when the reference names them without a lookup."""
     legacy = ref if isinstance(ref, LegacyRef) else ref.derived_ref
     return (legacy.system, legacy.legacy_id) if legacy is not None else None
+
+
+def locked_mode_available(engine: sa.Engine, ops: DialectOps) -> bool:
+    """Whether status changes may take this fast path: PostgreSQL with
+    ``unistatus_locked_mode(system)`` (revision 0015) installed."""
+    if not ops.supports_dml_cte:
+        return False
+    with engine.connect() as conn:
+        if ops.has_locked_mode_function(conn):
+            return True
+    check_installed(engine)  # none, or where the search_path does not reach
+    log.warning(
+        "unistatus_locked_mode(system) is missing (schema older than revision 0015; `unistatus "
+        "init` installs it): status changes take the locked path, as correct, only slower"
+    )
+    return False

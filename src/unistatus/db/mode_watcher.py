@@ -25,6 +25,12 @@ class ModeWatcher:
         self._modes: dict[LegacySystemType, DualWriteMode] | None = None
         self._read_at = 0.0
 
+    def after_fork_in_child(self) -> None:
+        """Read afresh, under a lock of the child's own (a thread of the parent may have
+        held this one at the fork)."""
+        self._lock = threading.Lock()
+        self._modes, self._read_at = None, 0.0
+
     def modes(self) -> dict[LegacySystemType, DualWriteMode]:
         """Every system's mode (a copy)."""
         modes = self._modes
