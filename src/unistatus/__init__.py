@@ -30,6 +30,7 @@ if _typing.TYPE_CHECKING:
     )
     from unistatus.domain.transitions import TransitionRules
     from unistatus.errors import (
+        CallerKeyTakenError,
         CallerTransactionError,
         CallerWriteRefusedError,
         ConfigError,
@@ -55,6 +56,7 @@ if _typing.TYPE_CHECKING:
 __version__ = _VERSION
 
 __all__ = [
+    "CallerKeyTakenError",
     "CallerTransactionError",
     "CallerWriteRefusedError",
     "CashoutStatus",
@@ -94,6 +96,7 @@ __all__ = [
 
 # Each public name and the module that defines it (keep in step with the imports above).
 _LAZY = {
+    "CallerKeyTakenError": "unistatus.errors",
     "CallerTransactionError": "unistatus.errors",
     "CallerWriteRefusedError": "unistatus.errors",
     "CashoutStatus": "unistatus.domain.statuses",

@@ -233,6 +233,14 @@ class CallerWriteRefusedError(CallerTransactionError):
     usable."""
 
 
+class CallerKeyTakenError(CallerTransactionError):
+    """A keyed create in the caller's transaction whose idempotency key a concurrent
+    call committed first (a client's retry racing its first request): nothing of this
+    call stands. Roll the transaction back (PostgreSQL aborted it) and repeat the call:
+    it returns the first call's result (``replayed=True``). Counted refused, not in the
+    error rate: the caller's duplicate, not the database failing."""
+
+
 class ModeNotRestoredError(StorageError):
     """A run that set the write mode for itself (the load test) could not put the
     previous one back: ``left`` is the mode each system is in (as last seen), ``previous``

@@ -34,6 +34,7 @@ from unistatus.db.tables import migration_control
 from unistatus.db.transaction_state import autocommits, transaction_failed
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import (
+    CallerKeyTakenError,
     CallerTransactionError,
     CallerWriteRefusedError,
     InputError,
@@ -262,8 +263,15 @@ class CallerTransactions:
             error = f"connection lost: {describe(lost.error)}"
             raise self._failed(operation, op_id, mode, error, started, system) from None
         except KeyTaken:
-            error = "its idempotency key was taken by a concurrent call that committed"
-            raise self._failed(operation, op_id, mode, error, started, system) from None
+            error = (
+                f"{operation} in the caller's transaction: its idempotency key was taken by "
+                "a concurrent call that committed; roll the transaction back and repeat the "
+                "call to get that call's result"
+            )
+            self.runner.emit(
+                operation, mode, True, started, refused=True, error=error, system=system
+            )
+            raise CallerKeyTakenError(error, failed_result(op_id, mode, error, started)) from None
         except ModeChanged:
             # The mode is read under its lock in a READ COMMITTED transaction (others
             # are refused above), so this is a guard's own race: the caller retries.
