@@ -6,16 +6,17 @@ import gzip
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, Database
+from support.legacy_columns import legacy_columns
 from unistatus.cli import app
 from unistatus.config import load_settings
 from unistatus.db.engine import create_engine
@@ -348,3 +349,42 @@ def test_an_export_that_fails_leaves_nothing_behind(
         assert not out.exists() if out.name == "new" else not any(out.iterdir())
     monkeypatch.setattr(archive_module, "compress_lines", real)
     assert export_archive(db.engine, db.settings, tmp_path / "empty").tables
+
+
+def test_infinite_times_are_archived_and_restored_as_they_are(
+    pg: Database, _pg_restore_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL's 'infinity' and '-infinity' (an application's "valid until" column,
+    say) failed the export ("timestamp too large (after year 10K)"), naming no table,
+    and so blocked the archive and the retirement."""
+    seed(pg)
+    columns = {"valid_until": "TIMESTAMPTZ", "valid_from": "TIMESTAMP", "due": "DATE"}
+    with legacy_columns(pg, columns, table="escrows"):
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "UPDATE escrows SET valid_until = 'infinity', valid_from = '-infinity', "
+                "due = 'infinity' WHERE status = 'ACTIVE'"
+            )
+            conn.exec_driver_sql(
+                "UPDATE escrows SET valid_until = '2030-01-01T00:00:00Z', "
+                "valid_from = '2020-01-01', due = '2031-02-03' WHERE status IS NULL"
+            )
+        manifest = export_archive(pg.engine, pg.settings, tmp_path / "out")
+        assert verify_archive(pg.engine, tmp_path / "out").ok
+        assert {t.name: t.rows for t in manifest.tables}["escrows"] == 2
+        report = restore_archive(_pg_restore_url, tmp_path / "out", replace=True)
+        assert report.verify.ok, report.verify.problems
+        target = create_engine(_pg_restore_url)
+        try:
+            with target.connect() as conn:
+                restored = conn.exec_driver_sql(
+                    "SELECT valid_until::text, valid_from::text, due::text FROM escrows ORDER BY id"
+                ).all()
+        finally:
+            target.dispose()
+        with pg.engine.connect() as conn:
+            live = conn.exec_driver_sql(
+                "SELECT valid_until::text, valid_from::text, due::text FROM escrows ORDER BY id"
+            ).all()
+        assert restored == live
+        assert ("infinity", "-infinity", "infinity") in [tuple(r) for r in restored]
