@@ -35,6 +35,7 @@ from unistatus.db.control import (
 )
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine, display_url
+from unistatus.db.infinite_times import infinite_times_as_text
 from unistatus.db.legacy import legacy_schema, reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.schema import current_revision
 from unistatus.db.tables import control_log, migration_control
@@ -126,8 +127,9 @@ def live_lines(
     select = _ordered_select(table, columns)
     if limit is not None:
         select = select.limit(limit)
-    for row in conn.execution_options(yield_per=BATCH_ROWS).execute(select):
-        yield line(row)
+    with infinite_times_as_text(conn):
+        for row in conn.execution_options(yield_per=BATCH_ROWS).execute(select):
+            yield line(row)
 
 
 # --- export -------------------------------------------------------------------------
