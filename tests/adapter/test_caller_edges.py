@@ -122,6 +122,35 @@ def test_a_real_sqlite_transaction_is_written_in_whatever_engine_began_it(
         app.dispose()
 
 
+def test_a_savepoint_of_the_applications_plain_sqlite_engine_is_refused(
+    sqlite_db: Database,
+) -> None:
+    """pysqlite's own transaction handling sends no BEGIN before a SAVEPOINT: the
+    savepoint itself opens the transaction, and its RELEASE commits it. The adapter's
+    write in ``begin_nested()`` was committed by the block's end, the caller's rollback
+    after it undid nothing, and the write was reported rolled back. Refused, as SQLAlchemy
+    documents that combination broken; unistatus's engine (and the recipe) take it."""
+    a, entity_id, events = watched(sqlite_db)
+    app = sa.create_engine(sqlite_db.url)
+    try:
+        with Session(app) as session:
+            session.begin()
+            with session.begin_nested():
+                with pytest.raises(InputError, match="SAVEPOINT"):
+                    a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
+            session.rollback()
+        with Session(sqlite_db.engine) as session:  # unistatus's engine: a real BEGIN
+            session.begin()
+            with session.begin_nested():
+                a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
+            session.rollback()
+    finally:
+        app.dispose()
+    assert unified_status(sqlite_db, entity_id) == "PENDING"
+    assert sqlite_db.count("unified_status_history") == 1
+    assert [(e.success, e.rolled_back) for e in events] == [(False, True)]
+
+
 def test_a_commit_the_database_turned_into_a_rollback_is_not_a_kept_write(pg: Database) -> None:
     """The caller's own statement failed after the adapter's write, the caller went on
     and committed: PostgreSQL answers COMMIT with ROLLBACK, no error. The write was
