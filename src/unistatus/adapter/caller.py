@@ -31,7 +31,11 @@ from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.prepared import Prepared
 from unistatus.db.retry import refused_by_application
 from unistatus.db.tables import migration_control
-from unistatus.db.transaction_state import autocommits, transaction_failed
+from unistatus.db.transaction_state import (
+    autocommits,
+    savepoint_may_commit,
+    transaction_failed,
+)
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import (
     CallerKeyTakenError,
@@ -111,6 +115,14 @@ def caller_connection(target: object, dialect: str) -> sa.Connection:
             "caller's transaction could neither keep the write together with its own nor "
             "be waited for by a mode switch; use a connection without "
             "isolation_level='AUTOCOMMIT'"
+        )
+    if savepoint_may_commit(conn):
+        raise InputError(
+            "connection= is in a SAVEPOINT (begin_nested) of a SQLite engine whose driver "
+            "handles transactions itself: pysqlite sends no BEGIN before a SAVEPOINT, so its "
+            "RELEASE may commit what the caller means to roll back; give the engine "
+            "SQLAlchemy's pysqlite recipe (docs/adapter.md) or use "
+            "unistatus.db.engine.create_engine"
         )
     return conn
 

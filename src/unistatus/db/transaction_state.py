@@ -12,7 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-__all__ = ["autocommits", "transaction_failed"]
+__all__ = ["autocommits", "savepoint_may_commit", "transaction_failed"]
 
 # libpq's PQTRANS_INERROR: in a transaction that a failed statement aborted.
 _PQTRANS_INERROR = 3
@@ -43,6 +43,21 @@ def autocommits(conn: sa.Connection) -> bool:
     # sqlite3 in its own transaction handling ("" and the like) begins one itself
     # before the adapter's first write (the mode lock's UPDATE); with None it never does.
     return hasattr(driver, "in_transaction") and getattr(driver, "isolation_level", "") is None
+
+
+def savepoint_may_commit(conn: sa.Connection) -> bool:
+    """Whether ``conn`` is in a savepoint whose RELEASE may commit: sqlite3 in its own
+    transaction handling (``isolation_level`` not None) sends no BEGIN before a
+    SAVEPOINT, so the outermost savepoint may be what opened the transaction (SQLAlchemy
+    documents this pysqlite behaviour as broken; its recipe, as unistatus's engine,
+    sends BEGIN itself)."""
+    driver = _driver_connection(conn)
+    return (
+        conn.in_nested_transaction()
+        and hasattr(driver, "in_transaction")
+        and not hasattr(driver, "autocommit")
+        and getattr(driver, "isolation_level", None) is not None
+    )
 
 
 def transaction_failed(conn: sa.Connection) -> bool:
