@@ -40,7 +40,9 @@ def _switches_by_load_tests(db: Database) -> list[str]:
     C = control_log
     with db.engine.connect() as conn:
         rows = conn.execute(
-            sa.select(C.c.new_value).where(C.c.actor == "loadtest").order_by(C.c.id)
+            sa.select(C.c.new_value)
+            .where(C.c.actor == "loadtest", C.c.key == "mode.CASHOUT")
+            .order_by(C.c.id)
         ).all()
     return [str(r.new_value) for r in rows]
 
