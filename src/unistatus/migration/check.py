@@ -106,6 +106,7 @@ class CheckInterrupted(KeyboardInterrupt):
         super().__init__(run, counted_all)
         self.run, self.counted_all = run, counted_all
 
+
 # --- inputs ---------------------------------------------------------------------------
 
 
