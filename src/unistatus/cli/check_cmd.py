@@ -105,9 +105,7 @@ def check(
     # system (which must be in one phase) otherwise.
     chosen = {parse_system(s) for s in system or []}
     one = chosen.pop() if len(chosen) == 1 else None
-    with says_when_interrupted(
-        "the ranges counted so far are kept; `unistatus check --resume` goes on from there"
-    ):
+    with says_when_interrupted(_what_next):
         report = run_check(
             app.engine,
             app.settings,
@@ -128,6 +126,20 @@ def check(
     if not report.complete:
         raise typer.Exit(EXIT_INCOMPLETE)
     raise typer.Exit(EXIT_OK if report.is_consistent else EXIT_FAILED_CHECK)
+
+
+def _what_next(stop: KeyboardInterrupt) -> str:
+    """What an interrupted check leaves: ranges still to walk, or (the walks at once
+    stop only after their current range, which may be their last) every range counted
+    and the report not stored."""
+    from unistatus.migration.check import CheckInterrupted
+
+    if isinstance(stop, CheckInterrupted) and stop.counted_all:
+        return (
+            f"every key range was counted (run {stop.run}) but the report was not stored; "
+            "`unistatus check --resume` stores its report"
+        )
+    return "the ranges counted so far are kept; `unistatus check --resume` goes on from there"
 
 
 def _since(

@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -165,15 +165,17 @@ def print_json(data: Any) -> None:
 
 
 @contextmanager
-def says_when_interrupted(what_next: str) -> Iterator[None]:
+def says_when_interrupted(
+    what_next: str | Callable[[KeyboardInterrupt], str],
+) -> Iterator[None]:
     """Ctrl-C in the block: one line on stderr saying what is kept and how to go on
-    (``what_next``), exit 130, instead of a silent end."""
+    (``what_next``, or what it makes of the interrupt raised), exit 130, instead of a
+    silent end."""
     try:
         yield
-    except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted: {what_next}", style="yellow", highlight=False, soft_wrap=True
-        )
+    except KeyboardInterrupt as stop:
+        said = what_next if isinstance(what_next, str) else what_next(stop)
+        err_console.print(f"interrupted: {said}", style="yellow", highlight=False, soft_wrap=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

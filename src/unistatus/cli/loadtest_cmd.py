@@ -74,6 +74,9 @@ def loadtest(
     operation failed or the final check found an inconsistency. Progress goes to
     stderr: a bar on a terminal, a line per tenth of the run otherwise (none with --json).
 
+    One load test at a time holds the mode: while one given --mode or --baseline runs,
+    another is refused (exit 2); without them, they share it with each other only.
+
     Ctrl-C or SIGTERM stops the run (exit 130) and puts the previous mode back. If the
     database is unreachable, that is retried for a minute; failing that, exit 2 with the
     mode left behind and the `unistatus mode set` command that puts it back.

@@ -35,6 +35,7 @@ from unistatus.migration.check_reports import (
     COVERING_LOOKBACK,
     FULL_SCOPE,
     CheckReport,
+    insert_report,
     latest_report,
     latest_report_for,
     store_report,
@@ -62,6 +63,7 @@ from unistatus.migration.repair_plan import MISSING_LEGACY
 
 __all__ = [
     "COVERING_LOOKBACK",
+    "CheckInterrupted",
     "DEFAULT_CHUNK",
     "DEFAULT_EXAMPLES",
     "RECHECK_BATCH",
@@ -89,6 +91,21 @@ __all__ = [
 ]
 
 DEFAULT_EXAMPLES = 10  # inconsistent rows a report keeps, unless told
+
+
+class CheckInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM turned into one) stopped a check: what it leaves.
+
+    ``run``: the stored run (None: none stored yet, or ``store=False``);
+    ``counted_all``: every key range of it was counted before the stop, its report not
+    stored: ``--resume`` stores it (the walks at once stop only after their current
+    range, which may be a system's last one).
+    """
+
+    def __init__(self, run: str | None, counted_all: bool) -> None:
+        super().__init__(run, counted_all)
+        self.run, self.counted_all = run, counted_all
+
 
 # --- inputs ---------------------------------------------------------------------------
 
@@ -183,6 +200,7 @@ def run_check(
     require_bound(engine, settings.schema)  # before the run's first row is written
     held = ExitStack()  # the claim on the run, until its report is stored
     finished_walk = False
+    run: RunState | None = None
     try:
         # A new run's tables are read before it is stored: a legacy table that cannot be
         # read leaves no run behind for --resume to take instead of an interrupted one.
@@ -239,11 +257,24 @@ def run_check(
         raise StorageError(f"check failed: {str(exc.orig).strip()}") from None
     except sa.exc.TimeoutError as exc:  # no connection free in the engine's pool
         raise StorageError(f"check failed: {exc}") from None
+    except KeyboardInterrupt as stop:
+        raise _interrupted(run) from stop
     finally:
         if not finished_walk:
             held.close()  # stopped by an error: released now
-    with held:  # released once the run is marked finished and its report stored
-        return _finish(engine, run, wanted, since_at, spans, scans, opts, started, finished, store)
+    try:
+        with held:  # released once the run is marked finished and its report stored
+            return _finish(
+                engine, run, wanted, since_at, spans, scans, opts, started, finished, store
+            )
+    except KeyboardInterrupt as stop:
+        raise _interrupted(run) from stop
+
+
+def _interrupted(run: RunState | None) -> CheckInterrupted:
+    if run is None or not run.persist:
+        return CheckInterrupted(None, counted_all=False)
+    return CheckInterrupted(run.run, counted_all=run.complete and not run.finished)
 
 
 def _finish(
@@ -265,10 +296,14 @@ def _finish(
     report.duration_ms = (time.perf_counter() - started) * 1000
     report.created_at = utcnow()
     report.complete = finished
-    if finished:
-        run.finish(engine)
-    if store:
-        store_report(engine, report)
+    if not store:  # nor is the run (memory only)
+        return report
+    # One transaction: a run is finished exactly when its report is stored (a stop in
+    # between would leave a finished run, no report, and nothing for --resume to take).
+    with engine.begin() as conn:
+        insert_report(conn, report)
+        if finished:
+            run.finish(conn)
     return report
 
 
@@ -331,8 +366,10 @@ def _open_run(
             + (f" named {resume!r}" if isinstance(resume, str) else "")
             + ": run `unistatus check` without --resume"
         )
-    if state.complete:
-        raise InputError(f"check run {name} already covered everything: nothing to resume")
+    if state.finished:
+        raise InputError(f"check run {name} has finished, its report stored: nothing to resume")
+    # Every range counted, no report (stopped after the walks' last range, before the
+    # report was stored): the walk has nothing left, the report is stored from the counts.
     return state, _out_writer(state.options.get("out"), state.out_bytes, held)
 
 

@@ -85,6 +85,12 @@ class CheckReport:
 
 
 def store_report(engine: sa.Engine, report: CheckReport) -> None:
+    with engine.begin() as conn:
+        insert_report(conn, report)
+
+
+def insert_report(conn: sa.Connection, report: CheckReport) -> None:
+    """Store ``report`` in the caller's transaction (its ``id`` set)."""
     values = {
         "scope": report.scope,
         "systems": report.systems,
@@ -101,12 +107,11 @@ def store_report(engine: sa.Engine, report: CheckReport) -> None:
         "complete": report.complete,
         "run": report.run,
     }
-    with engine.begin() as conn:
-        report.id = int(
-            conn.execute(
-                sa.insert(check_reports).values(values).returning(check_reports.c.id)
-            ).scalar_one()
-        )
+    report.id = int(
+        conn.execute(
+            sa.insert(check_reports).values(values).returning(check_reports.c.id)
+        ).scalar_one()
+    )
 
 
 def _from_row(row: Mapping[Any, Any]) -> CheckReport:

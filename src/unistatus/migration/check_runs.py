@@ -73,6 +73,8 @@ class RunState:
     options: dict[str, Any]
     systems: dict[LegacySystemType, SystemPosition]
     persist: bool = True
+    # Its report stored (``finished_at`` set): nothing left to resume.
+    finished: bool = False
 
     @property
     def started_at(self) -> datetime:
@@ -80,6 +82,8 @@ class RunState:
 
     @property
     def complete(self) -> bool:
+        """Every range of every system counted (its report may not be stored yet:
+        ``finished`` says)."""
         return all(p.done for p in self.systems.values())
 
     @property
@@ -146,7 +150,8 @@ class RunState:
                 started_at=as_utc(row["started_at"]) or utcnow(),
                 updated_at=as_utc(row["updated_at"]) or utcnow(),
             )
-        return cls(run, dict(rows[0]["options"] or {}), systems)
+        finished = any(row["finished_at"] is not None for row in rows)
+        return cls(run, dict(rows[0]["options"] or {}), systems, finished=finished)
 
     def commit(self, conn: sa.Connection, system: LegacySystemType) -> None:
         """Store one system's position and counts (in the caller's transaction)."""
@@ -170,11 +175,13 @@ class RunState:
             )
         )
 
-    def finish(self, engine: sa.Engine) -> None:
+    def finish(self, conn: sa.Connection) -> None:
+        """Mark the run finished (in the caller's transaction: the one storing its report,
+        so a run is finished exactly when its report is stored)."""
+        self.finished = True
         if not self.persist:
             return
-        with engine.begin() as conn:
-            conn.execute(sa.update(R).where(R.c.run == self.run).values(finished_at=utcnow()))
+        conn.execute(sa.update(R).where(R.c.run == self.run).values(finished_at=utcnow()))
 
 
 def latest_unfinished(conn: sa.Connection) -> str | None:

@@ -6,7 +6,10 @@ cashouts, seller acceptance and disputes for escrows, rate lock and approval for
 exchanges), one adapter call per step. Every call's latency is recorded; at the end the
 set-based check (:func:`unistatus.migration.check.run_check`, not stored) runs over every pair
 updated since the run began. The run uses its own engine, sized for the concurrency,
-and sets the requested mode for the run only (the previous mode is restored after).
+and sets the requested mode for the run only (the previous mode is restored after),
+holding the mode meanwhile (:func:`~unistatus.sim.loadtest_mode.claim_mode`): another
+load test is refused while one that sets a mode runs, which would otherwise take the
+first one's temporary mode for the one to put back.
 Its operations are recorded in the operation statistics like any adapter's (so they
 appear in ``/metrics`` and the gates), flushed when each run ends.
 
@@ -40,7 +43,7 @@ from unistatus.db.engine import create_engine, session_name
 from unistatus.domain.statuses import DualWriteMode, UnifiedTransactionType
 from unistatus.errors import InputError, UnistatusError
 from unistatus.migration.check import run_check
-from unistatus.sim.loadtest_mode import ACTOR, RESTORE_SECONDS, ModeGuard
+from unistatus.sim.loadtest_mode import ACTOR, RESTORE_SECONDS, ModeGuard, claim_mode
 from unistatus.sim.loadtest_targets import TargetResult, judge
 from unistatus.sim.traffic import valid_path
 
@@ -177,6 +180,9 @@ def run_load_test(
     :data:`~unistatus.sim.loadtest_mode.RESTORE_SECONDS`), then raises
     :class:`~unistatus.errors.ModeNotRestoredError`, which names the mode left behind,
     the command that puts it back, and the run's own error.
+
+    InputError at once, nothing written, while another load test holds the mode (a run
+    given ``mode`` or ``baseline`` needs it alone; runs without share it).
     """
     if transactions < 1:
         raise InputError(f"--transactions must be at least 1, got {transactions}")
@@ -196,32 +202,59 @@ def run_load_test(
         prepared_statements=settings.prepared_statements,
     )
     try:
-        previous = get_mode(engine)
-        target = DualWriteMode.parse(mode) if mode is not None else previous
-        if baseline and (target.reads_unified or previous.reads_unified):
-            raise InputError(
-                "a LEGACY_ONLY baseline writes rows unified never sees, so the switch to "
-                f"{(target if target.reads_unified else previous).value} after it would be "
-                "refused (unified stale): run the baseline with a mode that reads legacy"
+        # The mode held (another load test refused) before it is read: the mode put
+        # back after is never another run's temporary one.
+        with claim_mode(engine, exclusive=mode is not None or baseline):
+            return _run_holding_the_mode(
+                engine,
+                settings,
+                transactions,
+                concurrent,
+                mode,
+                baseline,
+                seed,
+                on_progress,
+                restore_seconds,
             )
-        baseline_stats: RunStats | None = None
-        guard = ModeGuard(engine, settings, previous)
-        restore_s = RESTORE_SECONDS if restore_seconds is None else restore_seconds
-        try:
-            if baseline:
-                guard.switch(DualWriteMode.LEGACY_ONLY, "load test baseline")
-                baseline_stats = _run_once(
-                    engine, settings, transactions, concurrent, seed, "baseline", on_progress
-                )
-            guard.switch(target, "load test")
-            stats = _run_once(engine, settings, transactions, concurrent, seed, "load", on_progress)
-        except BaseException as exc:  # Ctrl-C too: the mode goes back, then the error
-            guard.restore(restore_s, run_error=exc)
-            raise
-        guard.restore(restore_s)
-        return LoadTestReport(stats, engine.dialect.name, baseline_stats)
     finally:
         engine.dispose()
+
+
+def _run_holding_the_mode(
+    engine: sa.Engine,
+    settings: Settings,
+    transactions: int,
+    concurrent: int,
+    mode: DualWriteMode | str | None,
+    baseline: bool,
+    seed: int,
+    on_progress: ProgressFn | None,
+    restore_seconds: float | None,
+) -> LoadTestReport:
+    previous = get_mode(engine)
+    target = DualWriteMode.parse(mode) if mode is not None else previous
+    if baseline and (target.reads_unified or previous.reads_unified):
+        raise InputError(
+            "a LEGACY_ONLY baseline writes rows unified never sees, so the switch to "
+            f"{(target if target.reads_unified else previous).value} after it would be "
+            "refused (unified stale): run the baseline with a mode that reads legacy"
+        )
+    baseline_stats: RunStats | None = None
+    guard = ModeGuard(engine, settings, previous)
+    restore_s = RESTORE_SECONDS if restore_seconds is None else restore_seconds
+    try:
+        if baseline:
+            guard.switch(DualWriteMode.LEGACY_ONLY, "load test baseline")
+            baseline_stats = _run_once(
+                engine, settings, transactions, concurrent, seed, "baseline", on_progress
+            )
+        guard.switch(target, "load test")
+        stats = _run_once(engine, settings, transactions, concurrent, seed, "load", on_progress)
+    except BaseException as exc:  # Ctrl-C too: the mode goes back, then the error
+        guard.restore(restore_s, run_error=exc)
+        raise
+    guard.restore(restore_s)
+    return LoadTestReport(stats, engine.dialect.name, baseline_stats)
 
 
 def _url_of(database: str | sa.Engine) -> str:

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.control import get_modes, set_mode, write_mode
+from unistatus.db.claims import hold_claim
+from unistatus.db.control import get_modes, mode_summary, set_mode, write_mode
 from unistatus.db.failures import one_line
 from unistatus.db.system_keys import SYSTEMS
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import ModeNotRestoredError, StorageError
+from unistatus.errors import InputError, ModeNotRestoredError, StorageError, UnistatusError
 from unistatus.migration.replay import replay_pending
 
-__all__ = ["ACTOR", "FIX_REASON", "RESTORE_SECONDS", "ModeGuard"]
+__all__ = ["ACTOR", "FIX_REASON", "RESTORE_SECONDS", "ModeGuard", "claim_mode"]
 
 ACTOR = "loadtest"
 # How long the restore keeps trying while the database fails or is unreachable.
@@ -39,6 +41,38 @@ log = logging.getLogger("unistatus.sim.loadtest")
 # The database failed or was unreachable: worth another attempt once it is back. The
 # rest (a refused switch, a bug) would fail the same way again.
 _OUTAGE = (StorageError, sa.exc.OperationalError, sa.exc.InterfaceError)
+
+
+# The load tests' claim on the write mode (:func:`claim_mode`).
+_CLAIM = "unistatus.loadtest:mode"
+
+
+@contextmanager
+def claim_mode(engine: sa.Engine, *, exclusive: bool) -> Iterator[None]:
+    """Hold the write mode for a load test, from before it reads the mode it will put
+    back to after it put it back; InputError at once while another load test holds it.
+
+    Two load tests at once would each put back the mode it found: the second finds the
+    first's temporary mode, and puts that back once the first has restored the real one
+    (phase 2 left with dual writes off). ``exclusive``: the run sets a mode (``--mode``,
+    ``--baseline``); otherwise it shares the claim with runs that set none. The claim is
+    the check runs' (:func:`unistatus.db.claims.hold_claim`): gone with its process,
+    however it ends (a kill too)."""
+    with hold_claim(engine, _CLAIM, lambda: _busy(engine), tag="loadtest", shared=not exclusive):
+        yield
+
+
+def _busy(engine: sa.Engine) -> InputError:
+    try:
+        now = f"the mode is {mode_summary(get_modes(engine))} for it"
+    except (UnistatusError, sa.exc.SQLAlchemyError) as exc:
+        now = f"the mode cannot be read: {one_line(exc)}"
+    return InputError(
+        f"another load test holds the write mode right now ({now}): wait for it to end. "
+        "A load test puts back the mode it found; one started beside it would find the "
+        "other's mode and put that back. Only load tests that set no mode (no --mode, no "
+        "--baseline) run side by side"
+    )
 
 
 class ModeGuard:
