@@ -6,10 +6,10 @@ import gzip
 import json
 import uuid
 from collections.abc import Iterator
-from typing import Any
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
