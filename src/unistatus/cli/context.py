@@ -41,7 +41,7 @@ EXIT_OK = 0
 EXIT_FAILED_CHECK = 1  # the command ran; what it checked is not fine
 EXIT_ERROR = 2  # bad input, bad config, database unreachable
 EXIT_INCOMPLETE = 3  # stopped by --max-duration before covering everything (resumable)
-EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports a process it ended
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: 128 + SIGINT, as a shell reports Ctrl-C
 
 # How far a command needs its database checked before it starts:
 # "installed": reachable, with unistatus's tables (almost every command);
@@ -189,7 +189,9 @@ ROLLBACK_INTERRUPTED = (
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM in the block stops it as Ctrl-C does (KeyboardInterrupt), so its cleanup
     runs: by default SIGTERM ends Python at once, with no ``finally`` run (a load test
-    would leave its write mode behind). The main thread only (where signals arrive)."""
+    would leave its write mode behind, a backfill its workers "running"). Installed
+    around the whole program by :func:`unistatus.cli.run_program`, for every command.
+    The main thread only (where signals arrive)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
