@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 import unistatus
 from support.cli_run import as_json, cli
-from unistatus.backfill import progress
+from unistatus.backfill import progress, run_backfill
+from unistatus.db.tables import unified_transactions as U
 from unistatus.sim.seed import seed_legacy
 
 SRC = str(Path(unistatus.__file__).parents[1])
@@ -108,3 +110,30 @@ def test_sigterm_stops_serve_at_once_and_as_ctrl_c_does(sqlite_db: Any, tmp_path
     assert proc.returncode == 0, (proc.returncode, err)
     assert waited < 5, f"SIGTERM took {waited:.1f} s"
     assert "Traceback" not in err, err
+
+
+def test_a_reader_that_left_is_no_failure(db: Any) -> None:
+    """`unistatus check | head -3` on a consistent database exited 1, "a check found a
+    problem" (Rich's own broken-pipe exit): a reader that left ends the command with 0,
+    without a word, whatever the command and its output (Rich's or --json's)."""
+    seed_legacy(db.engine, db.settings, 30, seed=2)
+    run_backfill(db.engine, db.settings)
+    with db.engine.connect() as conn:
+        some_id = conn.execute(sa.select(U.c.id).limit(1)).scalar_one()
+    commands = [
+        ["mapping"],
+        ["phase", "status", "--system", "cashout"],
+        ["check"],
+        ["check", "--json"],
+        ["tx", "show", str(some_id)],
+    ]
+    for command in commands:
+        read, write = os.pipe()
+        os.close(read)  # the reader has left before the first line
+        try:
+            proc = _start(db.url, *command, stdout=write)
+        finally:
+            os.close(write)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (command, proc.returncode, err)
+        assert "Traceback" not in err and "Exception ignored" not in err, (command, err)
