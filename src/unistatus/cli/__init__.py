@@ -43,6 +43,7 @@ from unistatus.cli.context import (
     DATABASE_URL_OPTION,
     DEBUG_OPTION,
     begin,
+    reader_left,
     terminate_as_interrupt,
 )
 from unistatus.cli.errors_shown import ErrorsShownGroup
@@ -157,5 +158,7 @@ def run_program(program: typer.Typer) -> None:
     try:
         with terminate_as_interrupt():
             program()
+    except BrokenPipeError:  # one not turned into an exit by then (click's own output)
+        reader_left()
     finally:
         gc.freeze()

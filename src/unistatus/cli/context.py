@@ -7,12 +7,13 @@ import: ``--help`` must not pay for them (see :mod:`unistatus.cli`).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -34,8 +35,31 @@ if TYPE_CHECKING:
 
     from unistatus.config import Settings
 
-console = Console()
-err_console = Console(stderr=True)
+
+def reader_left() -> NoReturn:
+    """`unistatus ... | head`: the reader of the output left (a broken pipe). Nothing
+    more to say: exit 0, as the command did what it was asked for as far as anyone
+    reads. Both outputs go to /dev/null from here, so that what is still buffered is
+    not written to the closed pipe as the process ends (Python then exits 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    raise SystemExit(EXIT_OK)
+
+
+class _Console(Console):
+    """Rich's console, but a broken pipe is :func:`reader_left` (exit 0): Rich's own
+    exit is 1, which the exit codes reserve for a check that found a problem."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        reader_left()
+
+
+console: Console = _Console()
+err_console: Console = _Console(stderr=True)
 
 EXIT_OK = 0
 EXIT_FAILED_CHECK = 1  # the command ran; what it checked is not fine
@@ -249,9 +273,7 @@ def require_reason(reason: str | None, command: str, *, dry_run: bool = False) -
 def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
     """Turn any exception into one line and an exit code (2), or a traceback with --debug."""
     if isinstance(exc, BrokenPipeError):
-        # `unistatus ... | head`: the reader left; nothing more to say.
-        sys.stderr.close()
-        raise typer.Exit(0)
+        reader_left()
     if debug:
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     if isinstance(exc, UnistatusError):
