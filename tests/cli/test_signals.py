@@ -4,6 +4,7 @@ and `unistatus ... | head` not taken for a failed check."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -18,8 +19,9 @@ import pytest
 import sqlalchemy as sa
 
 import unistatus
-from support.cli_run import as_json, cli
+from support.cli_run import as_json, cli, runner
 from unistatus.backfill import progress, run_backfill
+from unistatus.cli import app
 from unistatus.db.tables import unified_transactions as U
 from unistatus.sim.seed import seed_legacy
 
@@ -137,3 +139,68 @@ def test_a_reader_that_left_is_no_failure(db: Any) -> None:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, (command, proc.returncode, err)
         assert "Traceback" not in err and "Exception ignored" not in err, (command, err)
+
+
+@pytest.mark.postgres
+def test_ctrl_c_of_a_repair_says_how_many_it_repaired(pg: Any) -> None:
+    """Ctrl-C of `repair` ended it with exit 130 and not a word, even with --json, while
+    1,154 entities had been repaired: one line says how many were and that a new run
+    goes on; --json prints the report so far, marked interrupted."""
+    seed_legacy(pg.engine, pg.settings, 3_000, seed=4)
+    run_backfill(pg.engine, pg.settings)
+    with pg.engine.begin() as conn:
+        conn.execute(sa.delete(U).where(U.c.legacy_id % 2 == 0))  # missing_unified
+    before = pg.count("unified_transactions")
+    proc = _start(pg.url, "repair", "--strategy", "legacy_wins", "--reason", "t", "--json")
+    try:
+        _wait_for(proc, lambda: pg.count("unified_transactions") >= before + 50, "repaired 50")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    repaired = pg.count("unified_transactions") - before
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1, err
+    assert "unistatus repair" in lines[0], lines[0]
+    report = json.loads(out)
+    assert report["interrupted"] is True
+    # The entity in hand may be counted and then rolled back by the interruption.
+    assert repaired <= report["repaired"] <= repaired + 1, (report["repaired"], repaired)
+    assert f"{report['repaired']:,} repaired" in lines[0], lines[0]
+
+
+def test_ctrl_c_of_the_other_long_commands_says_what_is_kept(
+    sqlite_db: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`archive export`, `phase advance`, `init`, `tx create` and `backfill undo` ended
+    on Ctrl-C with exit 130 and nothing said: one line each, what is kept, how to go on."""
+    from unistatus import backfill  # noqa: PLC0415
+    from unistatus.cli import tx_cmd  # noqa: PLC0415
+    from unistatus.db import schema  # noqa: PLC0415
+    from unistatus.migration import archive, phases  # noqa: PLC0415
+
+    def interrupted(*_args: object, **_kwargs: object) -> Any:
+        raise KeyboardInterrupt
+
+    class Adapter:
+        create_transaction = staticmethod(interrupted)
+
+    monkeypatch.setattr(archive, "export_archive", interrupted)
+    monkeypatch.setattr(phases, "advance", interrupted)
+    monkeypatch.setattr(schema, "upgrade", interrupted)
+    monkeypatch.setattr(backfill, "undo", interrupted)
+    monkeypatch.setattr(tx_cmd, "_adapter", lambda _ctx: Adapter())
+    commands = [
+        ["archive", "export", "--out", str(tmp_path / "archive")],
+        ["phase", "advance", "--reason", "t"],
+        ["init"],
+        ["tx", "create", "--type", "cashout", "--user", "1", "--amount", "5", "--currency", "USD"],
+        ["backfill", "undo", "--reason", "t"],
+    ]
+    for command in commands:
+        result = runner.invoke(app, ["--database-url", sqlite_db.url, *command])
+        assert result.exit_code == 130, (command, result.output)
+        lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted:")]
+        assert len(lines) == 1, (command, result.stderr)
+        assert "again" in lines[0], (command, lines[0])
