@@ -39,7 +39,13 @@ from unistatus.cli import (
     serve_cmd,
     tx_cmd,
 )
-from unistatus.cli.context import DATABASE_URL_OPTION, DEBUG_OPTION, begin
+from unistatus.cli.context import (
+    DATABASE_URL_OPTION,
+    DEBUG_OPTION,
+    begin,
+    reader_left,
+    terminate_as_interrupt,
+)
 from unistatus.cli.errors_shown import ErrorsShownGroup
 from unistatus.cli.help_format import hide_flag_value_placeholders, reflow_help_prose
 from unistatus.redact import log_redacted
@@ -61,7 +67,9 @@ app = typer.Typer(
         "`phase advance` passes only when the gates `phase status` shows pass, and switches "
         "the write mode itself; `phase rollback` and `rollback --emergency` go back.\n\n"
         "Global options go before the command. Exit codes: 0 ok, 1 a check ran and found a "
-        "problem, 2 bad input, configuration or database.\n\n"
+        "problem, 2 bad input, configuration or database, 3 stopped by --max-duration "
+        "(resumable), 130 interrupted by Ctrl-C or SIGTERM (the live views serve, monitor "
+        "and dashboard stop with 0).\n\n"
         "Examples:\n\n"
         "  unistatus init\n"
         "  unistatus phase status\n"
@@ -134,6 +142,10 @@ def run_program(program: typer.Typer) -> None:
     The command is the program: with no logging set up, warnings would reach stderr raw
     through Python's last-resort handler; send them through the redaction instead.
 
+    SIGTERM (systemd, Kubernetes, `kill`) ends the command as Ctrl-C does, whichever
+    command it is: the same cleanup, the same line, the same exit code (130; 0 for the
+    live views), instead of Python's default end at once with nothing run or said.
+
     When it ends, so does the process: every object left is moved out of the cyclic
     collector's reach (``gc.freeze``) so that the interpreter's exit does not walk them
     all again (SQLAlchemy's, pydantic's and typer's: 0.15-0.25 s of every command on
@@ -144,6 +156,9 @@ def run_program(program: typer.Typer) -> None:
     if not logging.getLogger().handlers:
         log_redacted()
     try:
-        program()
+        with terminate_as_interrupt():
+            program()
+    except BrokenPipeError:  # one not turned into an exit by then (click's own output)
+        reader_left()
     finally:
         gc.freeze()

@@ -7,7 +7,14 @@ from pathlib import Path
 
 import typer
 
-from unistatus.cli.context import EXIT_FAILED_CHECK, console, err_console, print_json, state
+from unistatus.cli.context import (
+    EXIT_FAILED_CHECK,
+    console,
+    err_console,
+    print_json,
+    says_when_interrupted,
+    state,
+)
 
 archive_app = typer.Typer(
     help=(
@@ -40,7 +47,11 @@ def export(
     from unistatus.migration.archive import export_archive
 
     app = state(ctx)
-    manifest = export_archive(app.engine, app.settings, out, actor=actor)
+    with says_when_interrupted(
+        "nothing is kept (an export that does not finish removes what it wrote); run "
+        "`unistatus archive export` again as it was"
+    ):
+        manifest = export_archive(app.engine, app.settings, out, actor=actor)
     if json_out:
         print_json(
             {"directory": str(out), "manifest_sha256": manifest.sha256, **manifest.as_dict()}

@@ -489,14 +489,18 @@ def undo(
     if not dry_run:
         reason = require_reason(reason, "backfill undo", dry_run=True)
     app = state(ctx)
-    result = do_undo(
-        app.engine,
-        app.settings,
-        systems=_systems(system),
-        dry_run=dry_run,
-        actor=actor,
-        reason=reason,
-    )
+    with says_when_interrupted(
+        "the rows removed so far stay removed (each batch committed on its own); run "
+        "`unistatus backfill undo` again to finish (it is idempotent)"
+    ):
+        result = do_undo(
+            app.engine,
+            app.settings,
+            systems=_systems(system),
+            dry_run=dry_run,
+            actor=actor,
+            reason=reason,
+        )
     if json_out:
         print_json(result)
     else:

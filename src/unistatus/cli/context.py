@@ -7,12 +7,13 @@ import: ``--help`` must not pay for them (see :mod:`unistatus.cli`).
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -34,14 +35,37 @@ if TYPE_CHECKING:
 
     from unistatus.config import Settings
 
-console = Console()
-err_console = Console(stderr=True)
+
+def reader_left() -> NoReturn:
+    """`unistatus ... | head`: the reader of the output left (a broken pipe). Nothing
+    more to say: exit 0, as the command did what it was asked for as far as anyone
+    reads. Both outputs go to /dev/null from here, so that what is still buffered is
+    not written to the closed pipe as the process ends (Python then exits 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
+    raise SystemExit(EXIT_OK)
+
+
+class _Console(Console):
+    """Rich's console, but a broken pipe is :func:`reader_left` (exit 0): Rich's own
+    exit is 1, which the exit codes reserve for a check that found a problem."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        reader_left()
+
+
+console: Console = _Console()
+err_console: Console = _Console(stderr=True)
 
 EXIT_OK = 0
 EXIT_FAILED_CHECK = 1  # the command ran; what it checked is not fine
 EXIT_ERROR = 2  # bad input, bad config, database unreachable
 EXIT_INCOMPLETE = 3  # stopped by --max-duration before covering everything (resumable)
-EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT, as a shell reports a process it ended
+EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: 128 + SIGINT, as a shell reports Ctrl-C
 
 # How far a command needs its database checked before it starts:
 # "installed": reachable, with unistatus's tables (almost every command);
@@ -191,7 +215,9 @@ ROLLBACK_INTERRUPTED = (
 def terminate_as_interrupt() -> Iterator[None]:
     """SIGTERM in the block stops it as Ctrl-C does (KeyboardInterrupt), so its cleanup
     runs: by default SIGTERM ends Python at once, with no ``finally`` run (a load test
-    would leave its write mode behind). The main thread only (where signals arrive)."""
+    would leave its write mode behind, a backfill its workers "running"). Installed
+    around the whole program by :func:`unistatus.cli.run_program`, for every command.
+    The main thread only (where signals arrive)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -249,9 +275,7 @@ def require_reason(reason: str | None, command: str, *, dry_run: bool = False) -
 def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
     """Turn any exception into one line and an exit code (2), or a traceback with --debug."""
     if isinstance(exc, BrokenPipeError):
-        # `unistatus ... | head`: the reader left; nothing more to say.
-        sys.stderr.close()
-        raise typer.Exit(0)
+        reader_left()
     if debug:
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     if isinstance(exc, UnistatusError):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from unistatus.cli.context import console, print_json, state
+from unistatus.cli.context import console, print_json, says_when_interrupted, state
 
 HELP = (
     "Create or upgrade every unistatus table (an Alembic upgrade to the install "
@@ -50,12 +50,16 @@ def init(
     st = state(ctx)
     engine = st.open_engine("creatable")  # creating the tables is init's job
     before = schema.current_revision(engine)
-    revision = schema.upgrade(engine, st.settings, alongside=alongside)
     seeded: dict[str, int] = {}
-    if demo_data:
-        from unistatus.sim.seed import seed_legacy
+    with says_when_interrupted(
+        "each revision installed so far is kept (one transaction each) and the demo rows "
+        "are seeded all or none; run `unistatus init` again to go on"
+    ):
+        revision = schema.upgrade(engine, st.settings, alongside=alongside)
+        if demo_data:
+            from unistatus.sim.seed import seed_legacy
 
-        seeded = seed_legacy(engine, st.settings, demo_data, seed=seed)
+            seeded = seed_legacy(engine, st.settings, demo_data, seed=seed)
     if json_out:
         print_json(
             {

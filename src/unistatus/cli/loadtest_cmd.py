@@ -26,7 +26,6 @@ from unistatus.cli.context import (
     err_console,
     print_json,
     state,
-    terminate_as_interrupt,
 )
 from unistatus.cli.errors_shown import ErrorsShownCommand
 from unistatus.errors import UnistatusError
@@ -94,7 +93,6 @@ def loadtest(
     app.engine  # noqa: B018 - the database reachable and installed, before the run starts
     tasks: dict[str, Any] = {}
     with (
-        terminate_as_interrupt(),
         _says_mode_when_interrupted(app),
         Progress(
             "[progress.description]{task.description}",

@@ -203,6 +203,13 @@ def status(
         raise typer.Exit(EXIT_FAILED_CHECK)
 
 
+# What a `phase advance` stopped by Ctrl-C leaves.
+ADVANCE_INTERRUPTED = (
+    "the phase and its write mode switch in one transaction, last: they are as they were "
+    "unless it had committed (`unistatus phase status` says); run it again to go on"
+)
+
+
 @phase_app.command("advance")
 def advance(
     ctx: typer.Context,
@@ -234,24 +241,25 @@ def advance(
     reason = require_reason(reason, "phase advance")
     chosen = parse_system(system)
     app_state = state(ctx)
-    try:
-        change = do_advance(
-            app_state.engine,
-            app_state.settings,
-            actor=actor,
-            reason=reason,
-            force=force,
-            system=chosen,
-        )
-    except GateError:
-        if not json_out:
-            try:
-                st = phase_status(app_state.engine, app_state.settings, chosen)
-            except GateError:
-                st = None  # the systems are in different phases: the error says so
-            if st is not None and st.gates:
-                console.print(gate_table(st.gates, f"gates into phase {st.next_phase}"))
-        raise
+    with says_when_interrupted(ADVANCE_INTERRUPTED):
+        try:
+            change = do_advance(
+                app_state.engine,
+                app_state.settings,
+                actor=actor,
+                reason=reason,
+                force=force,
+                system=chosen,
+            )
+        except GateError:
+            if not json_out:
+                try:
+                    st = phase_status(app_state.engine, app_state.settings, chosen)
+                except GateError:
+                    st = None  # the systems are in different phases: the error says so
+                if st is not None and st.gates:
+                    console.print(gate_table(st.gates, f"gates into phase {st.next_phase}"))
+            raise
     if json_out:
         print_json(change.as_dict())
         return

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 
 from unistatus.cli.context import (
     EXIT_FAILED_CHECK,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     REASON_HELP,
     console,
@@ -97,7 +98,7 @@ def repair(
     ] = None,
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    from unistatus.migration.repair import run_repair
+    from unistatus.migration.repair import RepairInterrupted, run_repair
 
     # A dry run writes nothing: its reason is optional (and a blank one is none).
     why = (
@@ -106,17 +107,20 @@ def repair(
         else (reason or "").strip() or None
     )
     app = state(ctx)
-    report = run_repair(
-        app.engine,
-        app.settings,
-        strategy=strategy,
-        dry_run=dry_run,
-        limit=limit,
-        actor=actor,
-        reason=why,
-        from_file=from_file,
-        systems=parse_systems(system),
-    )
+    try:
+        report = run_repair(
+            app.engine,
+            app.settings,
+            strategy=strategy,
+            dry_run=dry_run,
+            limit=limit,
+            actor=actor,
+            reason=why,
+            from_file=from_file,
+            systems=parse_systems(system),
+        )
+    except RepairInterrupted as stop:
+        _interrupted(stop.report.as_dict(), json_out)
     if from_file is not None and report.examined == 0:
         err_console.print(f"[yellow]{from_file} lists no entity: nothing to repair[/]")
     if json_out:
@@ -124,6 +128,27 @@ def repair(
     else:
         _print(report.as_dict())
     raise typer.Exit(EXIT_FAILED_CHECK if report.remaining else EXIT_OK)
+
+
+def _interrupted(data: dict[str, Any], json_out: bool) -> NoReturn:
+    """Ctrl-C or SIGTERM: one line saying how many were repaired (the report so far
+    under --json, marked interrupted), exit 130."""
+    if json_out:
+        print_json({**data, "interrupted": True})
+    if data["dry_run"]:
+        done = f"{data['repaired']:,} would be repaired so far (nothing written)"
+    else:
+        done = (
+            f"{data['repaired']:,} repaired, each committed on its own and kept (the one in "
+            "hand may have been rolled back)"
+        )
+    err_console.print(
+        f"interrupted: {done}; run `unistatus repair` again to go on (it finds what is left)",
+        style="yellow",
+        highlight=False,
+        soft_wrap=True,
+    )
+    raise typer.Exit(EXIT_INTERRUPTED)
 
 
 def _print(data: dict[str, Any]) -> None:

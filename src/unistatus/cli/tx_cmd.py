@@ -18,6 +18,7 @@ from unistatus.cli.context import (
     err_console,
     print_json,
     require_reason,
+    says_when_interrupted,
     state,
 )
 from unistatus.redact import redact
@@ -42,6 +43,13 @@ def _adapter(ctx: typer.Context) -> Any:
 
     st = state(ctx)
     return DualWriteAdapter(st.engine, settings=st.settings)
+
+
+# What a `tx create` or `tx update` stopped by Ctrl-C leaves.
+WRITE_INTERRUPTED = (
+    "the write may or may not have committed: check with `unistatus tx show`, or run it "
+    "again (a create is safe to repeat with the same --idempotency-key)"
+)
 
 
 def _transaction_type(value: str) -> Any:
@@ -145,16 +153,17 @@ def create(
     ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
-    result = _adapter(ctx).create_transaction(
-        _transaction_type(ttype),
-        user_id=user,
-        amount=amount,
-        currency=currency,
-        legacy_entity_id=legacy_id,
-        status=status,
-        metadata={"source": "cli"},
-        idempotency_key=idempotency_key,
-    )
+    with says_when_interrupted(WRITE_INTERRUPTED):
+        result = _adapter(ctx).create_transaction(
+            _transaction_type(ttype),
+            user_id=user,
+            amount=amount,
+            currency=currency,
+            legacy_entity_id=legacy_id,
+            status=status,
+            metadata={"source": "cli"},
+            idempotency_key=idempotency_key,
+        )
     _finish(result, json_out, "created")
 
 
@@ -180,9 +189,10 @@ def update(
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     reason = require_reason(reason, "tx update")
-    result = _adapter(ctx).update_status(
-        entity_id, new_status, reason=reason, triggered_by=by, force=force
-    )
+    with says_when_interrupted(WRITE_INTERRUPTED):
+        result = _adapter(ctx).update_status(
+            entity_id, new_status, reason=reason, triggered_by=by, force=force
+        )
     _finish(result, json_out, "updated")
 
 

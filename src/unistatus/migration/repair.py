@@ -33,6 +33,19 @@ from unistatus.migration.repair_queue import open_rows, queue_target
 __all__ = ["run_repair"]
 
 log = logging.getLogger("unistatus.migration.repair")
+
+
+class RepairInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM, on the command line) stopped a repair: still a
+    KeyboardInterrupt, with the report of what it had done (:attr:`report`). Every
+    entity counted was committed on its own, except perhaps the one in hand, which
+    the interruption may have rolled back: a new run goes on."""
+
+    def __init__(self, report: RepairReport) -> None:
+        super().__init__()
+        self.report = report
+
+
 MAX_ATTEMPTS = 4
 # Legacy keys per detection read: the inconsistent rows of one chunk are held while they
 # are repaired, so this bounds repair's memory even when everything differs.
@@ -236,6 +249,9 @@ def run_repair(
                 repairer.detected()
     except sa.exc.OperationalError as exc:
         raise StorageError(f"repair stopped: {str(exc.orig).strip()}") from None
+    except KeyboardInterrupt:
+        report.duration_ms = (time.perf_counter() - started) * 1000
+        raise RepairInterrupted(report) from None
     report.limit_reached = repairer.more
     try:
         report.warnings = _overwritten_authority(engine, report)

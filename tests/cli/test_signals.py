@@ -1,0 +1,206 @@
+"""How `unistatus` ends when it is told to stop or its reader leaves, run as a process:
+SIGTERM (systemd, Kubernetes) as Ctrl-C, an interrupted command saying what it kept,
+and `unistatus ... | head` not taken for a failed check."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import unistatus
+from support.cli_run import as_json, cli, runner
+from unistatus.backfill import progress, run_backfill
+from unistatus.cli import app
+from unistatus.db.tables import unified_transactions as U
+from unistatus.sim.seed import seed_legacy
+
+SRC = str(Path(unistatus.__file__).parents[1])
+
+
+def _start(url: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "200"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "unistatus", "--database-url", url, *args],
+        text=True,
+        env=env,
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen},
+    )
+
+
+def _wait_for(proc: subprocess.Popen[str], ready: Any, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not ready():
+        assert proc.poll() is None, f"ended before {what}: {proc.communicate()}"
+        assert time.monotonic() < deadline, f"never {what}"
+        time.sleep(0.02)
+
+
+def _done(db: Any) -> int:
+    return sum(int(p["done"]) for p in progress(db.engine, db.settings).values())
+
+
+@pytest.mark.postgres
+def test_sigterm_stops_a_backfill_as_ctrl_c_does(pg: Any) -> None:
+    """SIGTERM (systemd, Kubernetes) ended `backfill` at once with nothing said and its
+    worker rows left "running" (then "stalled"), so that `backfill undo` was refused as
+    "a backfill is running": it is Ctrl-C's end, its line, its exit code (130)."""
+    seed_legacy(pg.engine, pg.settings, 5_000, seed=5)
+    proc = _start(pg.url, "backfill", "--batch-size", "200", "--max-rows-per-second", "1000")
+    try:
+        _wait_for(proc, lambda: _done(pg) >= 400, "copied 400 rows")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert "interrupted:" in err and "unistatus backfill" in err, err
+    status = as_json(cli(pg.url, "backfill", "status", "--json"))
+    states = {p["state"] for p in status["systems"].values() if not p["complete"]}
+    assert states == {"interrupted"}, status
+    undone = cli(pg.url, "backfill", "undo", "--reason", "start again", "--json")
+    assert undone.exit_code == 0, undone.output
+
+
+def test_sigterm_stops_monitor_as_ctrl_c_does(sqlite_db: Any) -> None:
+    """A live view stopped by SIGTERM ends as Ctrl-C ends it: "monitor stopped", exit 0."""
+    proc = _start(sqlite_db.url, "monitor", "--interval", "60")
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the first evaluation: now in its sleep
+        assert "rules" in first, first
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, (proc.returncode, out, err)
+    assert "monitor stopped" in out, out
+
+
+def test_sigterm_stops_serve_at_once_and_as_ctrl_c_does(sqlite_db: Any, tmp_path: Path) -> None:
+    """`serve` took ~10 s to die of SIGTERM (exit -15): it shuts down as on Ctrl-C, exit 0."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    proc = _start(sqlite_db.url, "serve", "--port", str(port), "--monitor-interval", "0")
+
+    def health() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                return True
+        except OSError:
+            return False
+
+    try:
+        _wait_for(proc, health, "served /health")
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        waited = time.monotonic() - started
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert waited < 5, f"SIGTERM took {waited:.1f} s"
+    assert "Traceback" not in err, err
+
+
+def test_a_reader_that_left_is_no_failure(db: Any) -> None:
+    """`unistatus check | head -3` on a consistent database exited 1, "a check found a
+    problem" (Rich's own broken-pipe exit): a reader that left ends the command with 0,
+    without a word, whatever the command and its output (Rich's or --json's)."""
+    seed_legacy(db.engine, db.settings, 30, seed=2)
+    run_backfill(db.engine, db.settings)
+    with db.engine.connect() as conn:
+        some_id = conn.execute(sa.select(U.c.id).limit(1)).scalar_one()
+    commands = [
+        ["mapping"],
+        ["phase", "status", "--system", "cashout"],
+        ["check"],
+        ["check", "--json"],
+        ["tx", "show", str(some_id)],
+    ]
+    for command in commands:
+        read, write = os.pipe()
+        os.close(read)  # the reader has left before the first line
+        try:
+            proc = _start(db.url, *command, stdout=write)
+        finally:
+            os.close(write)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, (command, proc.returncode, err)
+        assert "Traceback" not in err and "Exception ignored" not in err, (command, err)
+
+
+@pytest.mark.postgres
+def test_ctrl_c_of_a_repair_says_how_many_it_repaired(pg: Any) -> None:
+    """Ctrl-C of `repair` ended it with exit 130 and not a word, even with --json, while
+    1,154 entities had been repaired: one line says how many were and that a new run
+    goes on; --json prints the report so far, marked interrupted."""
+    seed_legacy(pg.engine, pg.settings, 3_000, seed=4)
+    run_backfill(pg.engine, pg.settings)
+    with pg.engine.begin() as conn:
+        conn.execute(sa.delete(U).where(U.c.legacy_id % 2 == 0))  # missing_unified
+    before = pg.count("unified_transactions")
+    proc = _start(pg.url, "repair", "--strategy", "legacy_wins", "--reason", "t", "--json")
+    try:
+        _wait_for(proc, lambda: pg.count("unified_transactions") >= before + 50, "repaired 50")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    repaired = pg.count("unified_transactions") - before
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1, err
+    assert "unistatus repair" in lines[0], lines[0]
+    report = json.loads(out)
+    assert report["interrupted"] is True
+    # The entity in hand may be counted and then rolled back by the interruption.
+    assert repaired <= report["repaired"] <= repaired + 1, (report["repaired"], repaired)
+    assert f"{report['repaired']:,} repaired" in lines[0], lines[0]
+
+
+def test_ctrl_c_of_the_other_long_commands_says_what_is_kept(
+    sqlite_db: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`archive export`, `phase advance`, `init`, `tx create` and `backfill undo` ended
+    on Ctrl-C with exit 130 and nothing said: one line each, what is kept, how to go on."""
+    from unistatus import backfill  # noqa: PLC0415
+    from unistatus.cli import tx_cmd  # noqa: PLC0415
+    from unistatus.db import schema  # noqa: PLC0415
+    from unistatus.migration import archive, phases  # noqa: PLC0415
+
+    def interrupted(*_args: object, **_kwargs: object) -> Any:
+        raise KeyboardInterrupt
+
+    class Adapter:
+        create_transaction = staticmethod(interrupted)
+
+    monkeypatch.setattr(archive, "export_archive", interrupted)
+    monkeypatch.setattr(phases, "advance", interrupted)
+    monkeypatch.setattr(schema, "upgrade", interrupted)
+    monkeypatch.setattr(backfill, "undo", interrupted)
+    monkeypatch.setattr(tx_cmd, "_adapter", lambda _ctx: Adapter())
+    commands = [
+        ["archive", "export", "--out", str(tmp_path / "archive")],
+        ["phase", "advance", "--reason", "t"],
+        ["init"],
+        ["tx", "create", "--type", "cashout", "--user", "1", "--amount", "5", "--currency", "USD"],
+        ["backfill", "undo", "--reason", "t"],
+    ]
+    for command in commands:
+        result = runner.invoke(app, ["--database-url", sqlite_db.url, *command])
+        assert result.exit_code == 130, (command, result.output)
+        lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted:")]
+        assert len(lines) == 1, (command, result.stderr)
+        assert "again" in lines[0], (command, lines[0])
