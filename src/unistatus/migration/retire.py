@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.binding import require_bound
+from unistatus.db.column_dependents import drop_column_dependents
 from unistatus.db.control import history, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import (
@@ -94,6 +95,7 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
                 "a column by copying its table, which cannot keep them; drop them first "
                 "(the undo does not create them again on SQLite)"
             )
+        problems += _dependents(conn, spec.table, spec.status, legacy_table_sql(conn, spec))
         lost = _unrestorable(conn, system, table.c[spec.id], table.c[spec.status])
         if lost:
             problems.append(
@@ -110,6 +112,25 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
                 "kind in UNIFIED_ONLY too), then retire"
             )
     return problems
+
+
+def _dependents(conn: sa.Connection, table: str, column: str, rel: str) -> list[str]:
+    """What of the application's the drop of ``table.column`` would fail on (a view over
+    it: :func:`unistatus.db.column_dependents.drop_column_dependents`), as a refusal."""
+    found = drop_column_dependents(conn, rel, table, column)
+    if not found:
+        return []
+    if conn.dialect.name == "sqlite":
+        return [
+            f"{table}.{column}: {', '.join(found)} name(s) {table}: SQLite drops a column by "
+            "copying its table, which a view naming the table fails; drop them first and "
+            "create them again after the retirement"
+        ]
+    return [
+        f"{table}.{column} is used by {', '.join(found)}: a column other objects depend on "
+        "cannot be dropped; drop them first (a reader of the status can use "
+        "`--compat-views`), and create them again after an undo"
+    ]
 
 
 def _unrestorable(

@@ -273,6 +273,9 @@ def downgrade() -> None:
         kind: sa.types.TypeEngine[Any] = sa.String(info.get("length") or 64)
         if info.get("type"):
             kind = _Named(info["type"])
+        # The refill writes every row: the application's own UPDATE triggers must not
+        # take it for its changes (an audit row, a payout queued, updated_at stamped).
+        again = _quiet_app_triggers(bind, spec)
         if spec["status"] not in _legacy(bind, spec).c:
             with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
                 batch.add_column(sa.Column(spec["status"], kind, nullable=True))
@@ -289,14 +292,87 @@ def downgrade() -> None:
         if info.get("nullable") is False:
             with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
                 batch.alter_column(spec["status"], existing_type=kind, nullable=False)
+        for statement in again:
+            bind.exec_driver_sql(statement)
         restored[system] = {
             "table": spec["table"],
             "rows": result.rowcount,
             "pending_covered": covered,
+            "app_triggers_quieted": len(again),
         }
         if bind.dialect.name == "postgresql":
             restored[system].update(_recreate(bind, spec, info))
     _record(bind, "restored", restored)
+
+
+# The application's triggers that an UPDATE of a legacy table fires (PostgreSQL): row or
+# statement UPDATE triggers (pg_trigger.tgtype's bit 16) of the table and of every table
+# under it (a partition, an inheriting table: the refill's UPDATE writes their rows),
+# enabled for an ordinary session ('O') or always ('A'); not a constraint's internal one,
+# nor unistatus's own (its capture's are gone while the columns are retired, and are
+# installed again after the refill). Parents first (ENABLE on a parent reaches its
+# partitions, then each gets its own state back).
+_PG_APP_TRIGGERS = sa.text(
+    "WITH RECURSIVE rel(oid, depth) AS ("
+    " SELECT CAST(to_regclass(:rel) AS oid), 0"
+    " UNION SELECT i.inhrelid, rel.depth + 1 FROM pg_catalog.pg_inherits i"
+    " JOIN rel ON i.inhparent = rel.oid) "
+    "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS on_table, "
+    "t.tgname AS name, t.tgenabled AS enabled FROM pg_catalog.pg_trigger t "
+    "JOIN rel ON t.tgrelid = rel.oid JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE NOT t.tgisinternal AND t.tgtype & 16 <> 0 AND t.tgenabled IN ('O', 'A') "
+    "AND t.tgname NOT LIKE 'unistatus\\_%' AND c.relkind <> 'f' "
+    "GROUP BY t.oid, n.nspname, c.relname, t.tgname, t.tgenabled "
+    "ORDER BY min(rel.depth), 1, 2"
+)
+_ENABLE = {"O": "ENABLE TRIGGER", "A": "ENABLE ALWAYS TRIGGER"}
+
+
+def _quiet_app_triggers(bind: sa.Connection, spec: dict[str, Any]) -> list[str]:
+    """The application's own triggers on the legacy table kept from firing until the
+    refill is done; the statements that put them back as they were, to run before the
+    undo commits.
+
+    PostgreSQL: the table (and every table under it) locked ACCESS EXCLUSIVE for the rest
+    of the transaction (what adding the column takes anyway; taken here also when the
+    column is already back), then ``DISABLE TRIGGER`` each enabled one; a trigger already
+    disabled, or enabled only for replication, is left as it is. No other session sees
+    them off: the catalog change is the transaction's own, and the lock keeps every
+    writer out until it commits. (Not ``session_replication_role``: it needs a
+    superuser.)
+
+    SQLite: each trigger on the table dropped, to be created again from its own SQL
+    (``sqlite_master``), in the same transaction (SQLite's DDL is transactional). Also
+    what keeps them through a NOT NULL column's table copy, which drops a table's
+    triggers with it.
+    """
+    table = _table_sql(bind, spec)
+    preparer = bind.dialect.identifier_preparer
+    if bind.dialect.name == "postgresql":
+        bind.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        again = []
+        for row in bind.execute(_PG_APP_TRIGGERS, {"rel": table}).all():
+            name = preparer.quote(row.name)
+            bind.exec_driver_sql(f"ALTER TABLE {row.on_table} DISABLE TRIGGER {name}")
+            again.append(f"ALTER TABLE {row.on_table} {_ENABLE[row.enabled]} {name}")
+        return again
+    if bind.dialect.name != "sqlite":
+        return []
+    catalog = "sqlite_master"
+    if spec.get("schema"):
+        catalog = f"{preparer.quote_schema(spec['schema'])}.{catalog}"
+    rows = bind.execute(
+        sa.text(
+            f"SELECT name, sql FROM {catalog} WHERE type = 'trigger' AND tbl_name = :t "
+            "AND name NOT LIKE 'unistatus\\_%' ESCAPE '\\' ORDER BY rowid"
+        ),
+        {"t": spec["table"]},
+    ).all()
+    where = f"{preparer.quote_schema(spec['schema'])}." if spec.get("schema") else ""
+    for row in rows:
+        bind.exec_driver_sql(f"DROP TRIGGER {where}{preparer.quote(row.name)}")
+    return [str(row.sql) for row in rows]
 
 
 def _table_sql(bind: sa.Connection, spec: dict[str, Any]) -> str:

@@ -1,0 +1,67 @@
+"""What of the application's would stop a legacy status column from being dropped.
+
+PostgreSQL refuses ``ALTER TABLE ... DROP COLUMN`` (without CASCADE) while an object
+depends on the column normally (``pg_depend.deptype = 'n'``): a view or a materialized
+view (through its rewrite rule), a rule, a trigger with ``UPDATE OF`` it, a policy, a
+foreign key of another table that references it. What the drop takes with the column
+(its DEFAULT, its indexes and the constraints of its own table, a CHECK's dependency
+normal though it is) does not stop it. The column of a table under the legacy table
+counts too (the drop recurses to its partitions and inheriting tables).
+
+SQLite drops a column by copying its table (create, copy, drop, rename), and the rename
+re-reads every view: one that names the table fails it ("error in view ...: no such
+table"), whatever columns it reads.
+
+Used by the retirement's gates (:func:`unistatus.migration.retire.blockers`), so that
+they refuse, naming them, before anything is touched.
+"""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+
+from unistatus.db.legacy_tree import TREE
+
+__all__ = ["drop_column_dependents"]
+
+# The capture's own triggers name the status columns (``UPDATE OF``); the retirement drops
+# them first (:func:`unistatus.migration.capture.release_status_columns_in`).
+_CAPTURE_PREFIX = "unistatus\\_capture\\_%"
+
+_PG_DEPENDENTS = sa.text(
+    TREE + "SELECT DISTINCT CASE WHEN d.classid = CAST('pg_catalog.pg_rewrite' AS regclass) "
+    " THEN (SELECT CASE c.relkind WHEN 'v' THEN 'view ' WHEN 'm' THEN 'materialized view '"
+    "  ELSE 'a rule of ' END || CAST(CAST(r.ev_class AS regclass) AS text)"
+    "  FROM pg_catalog.pg_rewrite r JOIN pg_catalog.pg_class c ON c.oid = r.ev_class"
+    "  WHERE r.oid = d.objid)"
+    " ELSE pg_catalog.pg_describe_object(d.classid, d.objid, d.objsubid) END AS what "
+    "FROM pg_catalog.pg_depend d JOIN rel ON d.refobjid = rel.oid "
+    "JOIN pg_catalog.pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid "
+    "WHERE d.refclassid = CAST('pg_catalog.pg_class' AS regclass) AND d.deptype = 'n' "
+    "AND a.attname = :col AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t "
+    " WHERE d.classid = CAST('pg_catalog.pg_trigger' AS regclass) AND t.oid = d.objid"
+    " AND t.tgname LIKE :ours) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint k"
+    " WHERE d.classid = CAST('pg_catalog.pg_constraint' AS regclass) AND k.oid = d.objid"
+    " AND k.conrelid = d.refobjid) "
+    "ORDER BY 1"
+)
+
+
+def drop_column_dependents(conn: sa.Connection, rel: str, table: str, column: str) -> list[str]:
+    """What dropping ``column`` of the table ``rel`` (as SQL names it; ``table``: its bare
+    name) would fail on, each described (``view public.pending_cashouts``); [] if nothing.
+    PostgreSQL: what depends on the column; SQLite: every view that names the table."""
+    if conn.dialect.name == "postgresql":
+        params = {"rel": rel, "col": column, "ours": _CAPTURE_PREFIX}
+        return [str(what) for what in conn.execute(_PG_DEPENDENTS, params).scalars()]
+    if conn.dialect.name != "sqlite":
+        return []
+    # The table's name as a word, bare or quoted ("cashouts", [cashouts], `cashouts`).
+    names = re.compile(rf"(?<![\w$]){re.escape(table)}(?![\w$])", re.IGNORECASE)
+    views = conn.exec_driver_sql(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'view' ORDER BY name"
+    ).all()
+    return [f"view {name}" for name, sql in views if sql and names.search(str(sql))]

@@ -1,0 +1,82 @@
+"""A retirement that a view over a status column would stop is refused by its gates,
+naming the view, before anything changes (docs/retire.md, "When the drop may run").
+
+PostgreSQL refuses to drop a column a view (or a materialized view, a rule) depends on;
+SQLite's table copy fails on a view that names the column. Either way the gates find
+them first and say so, with every other reason, as a refusal (exit 2), not a database
+error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_retire import _assert_unchanged, freeze_and_archive, seed
+from typer.testing import CliRunner
+
+from conftest import IN_EVERY_LAYOUT, Database
+from unistatus.cli import app
+from unistatus.errors import GateError
+from unistatus.migration.retire import retire_legacy_columns, status_checksum
+
+VIEWS = {
+    "postgres": (
+        "CREATE VIEW pending_cashouts AS SELECT id, status FROM cashouts WHERE status = 'PENDING'",
+        "CREATE MATERIALIZED VIEW escrow_counts AS SELECT status, count(*) AS n FROM escrows "
+        "GROUP BY status",
+    ),
+    "sqlite": (
+        "CREATE VIEW pending_cashouts AS SELECT id, status FROM cashouts WHERE status = 'PENDING'",
+        "CREATE VIEW escrow_counts AS SELECT status, count(*) AS n FROM escrows GROUP BY status",
+    ),
+}
+DROP = {
+    "postgres": ("DROP VIEW pending_cashouts", "DROP MATERIALIZED VIEW escrow_counts"),
+    "sqlite": ("DROP VIEW pending_cashouts", "DROP VIEW escrow_counts"),
+}
+
+
+@pytest.fixture
+def viewed(db: Database, tmp_path: Path) -> Iterator[Database]:
+    """Seeded, frozen, archived, with the application's views over two status columns
+    (dropped again after the test)."""
+    seed(db)
+    with db.app_engine.begin() as conn:
+        for sql in VIEWS[db.backend]:
+            conn.exec_driver_sql(sql)
+    try:
+        freeze_and_archive(db, tmp_path)
+        yield db
+    finally:
+        with db.app_engine.begin() as conn:
+            for sql in DROP[db.backend]:
+                conn.exec_driver_sql(sql)
+
+
+@IN_EVERY_LAYOUT
+def test_a_view_over_a_status_column_is_a_refusal_naming_it(viewed: Database) -> None:
+    db = viewed
+    before = status_checksum(db.engine, db.settings)
+    with pytest.raises(GateError) as refused:
+        retire_legacy_columns(db.engine, db.settings, actor="test")
+    message = str(refused.value)
+    assert "nothing changed" in message
+    assert "pending_cashouts" in message and "cashouts.status" in message, message
+    assert "escrow_counts" in message and "escrows.status" in message, message
+    _assert_unchanged(db, before)
+
+
+@IN_EVERY_LAYOUT
+def test_the_cli_refuses_with_exit_2_and_every_reason(viewed: Database) -> None:
+    db = viewed
+    before = status_checksum(db.engine, db.settings)
+    args = ["--database-url", db.url, "retire", "legacy-columns", "--reason", "retire"]
+    if db.backend == "postgres":
+        args.append("--compat-views")
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert "refusing to drop" in refused.output and "database error" not in refused.output
+    assert "pending_cashouts" in refused.output and "escrow_counts" in refused.output
+    _assert_unchanged(db, before)
