@@ -388,3 +388,20 @@ def test_infinite_times_are_archived_and_restored_as_they_are(
             ).all()
         assert restored == live
         assert ("infinity", "-infinity", "infinity") in [tuple(r) for r in restored]
+
+
+def test_sqlite_times_its_columns_cannot_read_are_archived_as_stored(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """unistatus's SQLite engine reads a time column loosely for the adapter (a number as
+    a Unix time, no time at all as NULL): the archive must not. It stored NULL for
+    'not a time' and a converted time for 1700000000, and verify, reading the same way,
+    called the archive good."""
+    with sqlite_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO cashouts (user_id, amount, currency, status, created_at, updated_at) "
+            "VALUES (1, 1, 'USD', 'PENDING', 'not a time', 1700000000)"
+        )
+    export_archive(sqlite_db.engine, sqlite_db.settings, tmp_path / "out")
+    line = gzip.open(tmp_path / "out" / "cashouts.jsonl.gz").read().decode().splitlines()[0]
+    assert json.loads(line)[-2:] == ["not a time", "1700000000"], line
