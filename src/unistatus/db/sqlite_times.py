@@ -5,7 +5,8 @@ times (``1700000000``, a common way to store times in SQLite) or text that is no
 all, which SQLAlchemy's reader refuses (``fromisoformat: argument must be str``), so one
 such row stopped every read and write of its transaction. :func:`read_times_loosely`
 makes an engine read a number as Unix seconds (UTC, as SQLite's ``'unixepoch'`` does) and
-a value that is no time as unknown (None); what writes times is unchanged.
+a value that is no time as unknown (None); what writes times is unchanged. What must see
+the value as stored (the archive) reads it :func:`strictly`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
-__all__ = ["LooseDateTime", "read_times_loosely"]
+__all__ = ["LooseDateTime", "read_times_loosely", "strictly"]
 
 
 class LooseDateTime(sqlite.DATETIME):
@@ -46,3 +47,12 @@ def read_times_loosely(engine: sa.Engine) -> None:
     """Every time column ``engine`` (SQLite) reads, declared or reflected, as
     :class:`LooseDateTime`."""
     engine.dialect.colspecs = {**engine.dialect.colspecs, sa.DateTime: LooseDateTime}
+
+
+def strictly(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
+    """``type_`` (a dialect's own) as SQLAlchemy reads it, without :class:`LooseDateTime`'s
+    leniency."""
+    if isinstance(type_, LooseDateTime):
+        strict: sa.types.TypeEngine[Any] = type_.adapt(sqlite.DATETIME)  # type: ignore[no-untyped-call]
+        return strict
+    return type_

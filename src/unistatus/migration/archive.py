@@ -38,6 +38,7 @@ from unistatus.db.engine import create_engine, display_url
 from unistatus.db.infinite_times import infinite_times_as_text
 from unistatus.db.legacy import legacy_schema, reflect_legacy_table, resolve_legacy_tables
 from unistatus.db.schema import current_revision
+from unistatus.db.sqlite_times import strictly
 from unistatus.db.tables import control_log, migration_control
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, StorageError
@@ -102,7 +103,8 @@ class AsStoredOnError(sa.types.TypeDecorator[Any]):
         return self.inner
 
     def result_processor(self, dialect: sa.Dialect, coltype: object) -> Any:
-        process = self.inner.dialect_impl(dialect).result_processor(dialect, coltype)
+        own = strictly(self.inner.dialect_impl(dialect))  # the value stored, not a reading
+        process = own.result_processor(dialect, coltype)
         if process is None:
             return None
 
@@ -122,14 +124,15 @@ def live_lines(
     *,
     limit: int | None = None,
 ) -> Iterator[bytes]:
-    """The archive lines of ``table``'s rows in key order (the first ``limit`` only)."""
+    """The archive lines of ``table``'s rows in key order (the first ``limit`` only); read
+    within :func:`~unistatus.db.infinite_times.infinite_times_as_text` (the caller's: a
+    generator's own block would outlive an error of its consumer)."""
     line = row_encoder([(c.kind, c.timezone) for c in columns])
     select = _ordered_select(table, columns)
     if limit is not None:
         select = select.limit(limit)
-    with infinite_times_as_text(conn):
-        for row in conn.execution_options(yield_per=BATCH_ROWS).execute(select):
-            yield line(row)
+    for row in conn.execution_options(yield_per=BATCH_ROWS).execute(select):
+        yield line(row)
 
 
 # --- export -------------------------------------------------------------------------
@@ -229,7 +232,8 @@ def _export_table(
     name = path.name
     content = hashlib.sha256()
     with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-        rows = compress_lines(live_lines(conn, table, columns), gz, content)
+        with infinite_times_as_text(conn):
+            rows = compress_lines(live_lines(conn, table, columns), gz, content)
     return TableEntry(
         name=table.name,
         system=system,
@@ -292,9 +296,10 @@ def _compare_live(conn: sa.Connection, entry: TableEntry, problems: list[str]) -
         problems.append(f"{entry.name}: columns missing in the database: {', '.join(missing)}")
         return out
     content, rows = hashlib.sha256(), 0
-    for line in live_lines(conn, table, entry.columns):
-        content.update(line)
-        rows += 1
+    with infinite_times_as_text(conn):
+        for line in live_lines(conn, table, entry.columns):
+            content.update(line)
+            rows += 1
     out["live_rows"] = rows
     out["content_matches"] = content.hexdigest() == entry.content_sha256
     if rows != entry.rows:

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 
 from unistatus.backfill.statements import in_range, unified_insert
 from unistatus.db.dialect import ops_for
+from unistatus.db.infinite_times import infinite_times_as_text
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.rowcount import affected
 from unistatus.db.tables import control_log, pending_legacy_changes, unified_transactions
@@ -340,7 +341,8 @@ def _archive_cost(
         with engine.connect() as conn:
             try:
                 with gzip.GzipFile(filename="", mode="wb", fileobj=sink, mtime=0) as gz:
-                    done = compress_lines(live_lines(conn, lt.table, columns, limit=limit), gz)
+                    with infinite_times_as_text(conn):
+                        done = compress_lines(live_lines(conn, lt.table, columns, limit=limit), gz)
             finally:
                 conn.rollback()
         sizes[done] = sink.size
