@@ -8,11 +8,15 @@ a caller's transaction only when it is a real one that can still commit.
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 import sqlalchemy as sa
 
 __all__ = ["autocommits", "savepoint_may_commit", "transaction_failed"]
+
+# sqlite3's ``autocommit`` (Python 3.12+) when the driver handles transactions itself.
+_LEGACY = getattr(sqlite3, "LEGACY_TRANSACTION_CONTROL", -1)
 
 # libpq's PQTRANS_INERROR: in a transaction that a failed statement aborted.
 _PQTRANS_INERROR = 3
@@ -55,7 +59,8 @@ def savepoint_may_commit(conn: sa.Connection) -> bool:
     return (
         conn.in_nested_transaction()
         and hasattr(driver, "in_transaction")
-        and not hasattr(driver, "autocommit")
+        # Python 3.12+ has ``autocommit``: LEGACY_TRANSACTION_CONTROL is the old handling.
+        and getattr(driver, "autocommit", _LEGACY) == _LEGACY
         and getattr(driver, "isolation_level", None) is not None
     )
 
