@@ -23,6 +23,7 @@ from unistatus.backfill import run_backfill
 from unistatus.cli import app
 from unistatus.db.control import set_mode
 from unistatus.domain.statuses import DualWriteMode
+from unistatus.errors import UncopyableLegacyRowError
 from unistatus.migration import capture
 
 
@@ -101,3 +102,50 @@ def test_a_time_its_column_cannot_read_does_not_stop_the_transaction(
             app, ["--database-url", db.url, "tx", "show", f"cashout:{legacy_id}"]
         )
         assert shown.exit_code == 0, shown.output
+
+
+def test_the_backfill_and_the_adapter_judge_a_user_id_alike(sqlite_db: Database) -> None:
+    """The rule is written twice (SQL for the backfill, Python for the adapter): a TEXT
+    column's '42' passed the SQL and was refused by the adapter; 1e20 (beyond BIGINT)
+    the reverse. Each value below is judged the same way by both (text as SQLite reads
+    it as a number: ' 42' and '042' are 42)."""
+    db = sqlite_db
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE cashouts")
+        conn.exec_driver_sql(
+            "CREATE TABLE cashouts (id INTEGER PRIMARY KEY AUTOINCREMENT, status TEXT, "
+            "user_id TEXT, amount NUMERIC, currency TEXT, created_at TIMESTAMP, "
+            "updated_at TIMESTAMP)"
+        )
+        values: list[Any] = ["42", " 42", "042", "x", 1.5, 7.0, 1e20, -(2**63), 2**63 - 1]
+        ids = {insert(conn, v): v for v in values}
+    run_backfill(db.engine, db.settings, workers=1)
+    set_aside = set(quarantined(db))
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+    try:
+        adapter.modes.refresh()
+        with db.engine.begin() as conn:  # the adapter's own judgement: a fresh unified row
+            conn.exec_driver_sql("DELETE FROM unified_transactions")
+        refused = set()
+        for legacy_id in ids:
+            try:
+                result = adapter.update_status(f"cashout:{legacy_id}", "PROCESSING", "t", "t")
+                assert result.overall_success, result.error
+            except UncopyableLegacyRowError:
+                refused.add(legacy_id)
+    finally:
+        adapter.close()
+    judged = {ids[i]: (i in set_aside) for i in ids}
+    assert judged == {
+        "42": False,
+        " 42": False,
+        "042": False,
+        "x": True,
+        1.5: True,
+        7.0: False,
+        1e20: True,
+        -(2**63): False,
+        2**63 - 1: False,
+    }, judged
+    assert refused == set_aside, {ids[i]: (i in refused) for i in ids}
