@@ -43,6 +43,7 @@ NEGATIVE_AMOUNT = "negative_amount"
 USER_ID_NOT_INTEGER = "user_id_not_integer"
 MAX_CURRENCY_CHARS = 10  # unified_transactions.currency
 AMOUNT_BOUND = 10**MAX_AMOUNT_INTEGER_DIGITS
+BIGINT_BOUND = 2**63  # unified_transactions.user_id: [-2**63, 2**63)
 _QUANTUM = Decimal(1).scaleb(-MAX_AMOUNT_DECIMALS)  # 0.00000001
 
 
@@ -54,8 +55,16 @@ def uncopyable_clauses(
     out: list[tuple[sa.ColumnElement[bool], str]] = [
         (data[name].is_(None), f"null_{name}") for name in SHARED_FIELDS
     ]
+    # Beyond BIGINT first (PostgreSQL's CAST of a larger NUMERIC fails; a CASE keeps the
+    # order), then whole: CAST(x AS BIGINT) = x (SQLite compares a TEXT column's '42' as
+    # the number it reads as).
     user = data["user_id"]
-    out.append((sa.cast(user, sa.BigInteger) != user, USER_ID_NOT_INTEGER))
+    number = sa.cast(user, sa.Numeric)
+    # As literals: no driver binds 2**63 as an integer (SQLite reads it as a REAL).
+    low, high = (sa.literal_column(str(b), sa.Numeric) for b in (-BIGINT_BOUND, BIGINT_BOUND))
+    beyond = sa.or_(number < low, number >= high)
+    not_whole = sa.case((beyond, sa.true()), else_=sa.cast(user, sa.BigInteger) != user)
+    out.append((not_whole, USER_ID_NOT_INTEGER))
     out.append((sa.func.length(data["currency"]) > MAX_CURRENCY_CHARS, CURRENCY_TOO_LONG))
     bound = sa.literal(AMOUNT_BOUND, sa.Numeric(20, 8))
     out.append((data["amount"] >= bound, AMOUNT_OUT_OF_RANGE))
@@ -90,10 +99,16 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
 
 
 def _integer(value: Any) -> bool:
-    """Whether ``value`` is a whole number (as ``CAST(value AS BIGINT) = value`` says)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+    """Whether ``value`` is a whole number within BIGINT, as :func:`uncopyable_clauses`
+    judges it in SQL (text as SQLite reads it as a number: ' 42', '042', '7.0')."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         return False
     try:
-        return bool(int(value) == value)
-    except (OverflowError, ValueError):  # inf, nan
+        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except InvalidOperation:
         return False
+    return (
+        number.is_finite()
+        and number == number.to_integral_value()
+        and -BIGINT_BOUND <= number < BIGINT_BOUND
+    )
