@@ -49,6 +49,7 @@ if _typing.TYPE_CHECKING:
         UnistatusError,
         UnmappableStatusError,
         UnmappableStoredStatusError,
+        UnstorableLegacyStatusError,
         WriteRefusedError,
     )
     from unistatus.observe.stats import OperationStats
@@ -89,6 +90,7 @@ __all__ = [
     "UnistatusError",
     "UnmappableStatusError",
     "UnmappableStoredStatusError",
+    "UnstorableLegacyStatusError",
     "WriteRefusedError",
     "__version__",
     "register_extra_statuses",
@@ -129,6 +131,7 @@ _LAZY = {
     "UnistatusError": "unistatus.errors",
     "UnmappableStatusError": "unistatus.errors",
     "UnmappableStoredStatusError": "unistatus.errors",
+    "UnstorableLegacyStatusError": "unistatus.errors",
     "WriteRefusedError": "unistatus.errors",
     "register_extra_statuses": "unistatus.domain.mapping",
 }

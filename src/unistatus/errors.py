@@ -10,6 +10,8 @@ One root (catch everything at once); context as attributes, so callers need not 
     │   │   └── UnmappableStoredStatusError  ... stored in the row a change starts from
     │   ├── InvalidStatusError      a unified status not valid for the transaction type
     │   ├── InvalidTransitionError  a status change the transition rules forbid
+    │   ├── WriteRefusedError       the application's own rule (a constraint, a trigger)
+    │   │   └── UnstorableLegacyStatusError  ... its status column cannot hold the value
     │   └── InvalidIdentifierError  an entity id that is neither UTX... nor system:id
     ├── EntityNotFoundError         no transaction with that id
     ├── ModeError                   an operation not allowed in the current write mode
@@ -143,6 +145,24 @@ class WriteRefusedError(InputError):
     was written, it is counted refused (not in the error rate), and the same request
     will be refused again. In the caller's transaction (``connection=``) it is
     :class:`CallerWriteRefusedError` instead."""
+
+
+class UnstorableLegacyStatusError(WriteRefusedError):
+    """A write whose legacy status value the legacy status column cannot hold: longer
+    than its declared length (``varchar(20)`` and the 22 characters of
+    ``PENDING_ADDRESS_CONFIG``), or not a label of its enum type. Refused before anything
+    is sent to the database, in the caller's transaction too (which stays usable), in
+    every mode (a rollback's replay writes UNIFIED_ONLY's statuses into legacy):
+    counted refused, not in the error rate. ``table``, ``column``, ``value`` and
+    ``problem`` (why the column's type refuses it) say which."""
+
+    def __init__(self, table: str, column: str, value: str, problem: str) -> None:
+        self.table, self.column, self.value, self.problem = table, column, value, problem
+        super().__init__(
+            f"legacy table {table!r}: its status column {column!r} {problem}: refused "
+            "before the database, nothing was written. Widen the column (or add the value "
+            "to its enum type), or write another status"
+        )
 
 
 class InvalidIdentifierError(InputError):

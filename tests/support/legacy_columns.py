@@ -49,14 +49,15 @@ def legacy_columns(
 
 
 @contextmanager
-def narrow_payouts(db: Database) -> Iterator[Settings]:
+def narrow_payouts(db: Database, status: str = "VARCHAR(64)") -> Iterator[Settings]:
     """The cashout system's legacy table ``payouts``, narrower than the unified row, and
-    settings that name it (dropped afterwards: the PostgreSQL database is shared)."""
+    settings that name it (dropped afterwards: the PostgreSQL database is shared);
+    ``status``: its status column's type."""
     pg = db.backend == "postgres"
     key = "id SERIAL PRIMARY KEY" if pg else "id INTEGER PRIMARY KEY AUTOINCREMENT"
     with db.engine.begin() as conn:
         conn.exec_driver_sql(
-            f"CREATE TABLE payouts ({key}, status VARCHAR(64), owner_id INTEGER NOT NULL, "
+            f"CREATE TABLE payouts ({key}, status {status}, owner_id INTEGER NOT NULL, "
             "amount NUMERIC(12, 2) NOT NULL, currency VARCHAR(3) NOT NULL, "
             "created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL)"
         )

@@ -162,7 +162,7 @@ class DualWriteAdapter:
             if self.locked_mode
             else None
         )
-        self._planner = Planner(self.mapper, self.rules)
+        self._planner = Planner(self.mapper, self.rules, lambda: self.hot.legacy)
         self._rows = EntityRows(self.hot, self.ops)
         self._writer = LockedWriter(self.hot, self.ops, fallback, self.mapper)
         self._creator = Creator(

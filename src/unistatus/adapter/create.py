@@ -139,6 +139,8 @@ class Creator:
     ) -> DualWriteResult:
         """One attempt (in the runner's write transaction): the stored result of a key
         seen before, else the create; KeyTaken when a racing call took the key."""
+        # Every mode makes a legacy row in this status (UNIFIED_ONLY at the replay).
+        self.hot.legacy[new.system].check_status(new.dst_legacy)
         claim = new.claim
         if claim is not None and claim.look_first:
             replayed = claim.replay(conn)

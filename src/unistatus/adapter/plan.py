@@ -9,11 +9,13 @@ can be written as one guarded statement.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from enum import Enum
 from typing import Any
 
 from unistatus.adapter.model import Entity, Fallback, Plan
+from unistatus.db.legacy import LegacyTable
 from unistatus.domain.copyable import uncopyable
 from unistatus.domain.ids import LegacyRef
 from unistatus.domain.mapping import LegacyStatusMapper
@@ -35,11 +37,19 @@ __all__ = ["Planner", "in_step", "one_statement", "parse_type", "require_copyabl
 
 
 class Planner:
-    """Decides status changes with the adapter's mapping and transition rules."""
+    """Decides status changes with the adapter's mapping and transition rules;
+    ``legacy`` gives the legacy tables as last reflected, whose status columns must hold
+    the legacy value a change writes (:meth:`LegacyTable.check_status`)."""
 
-    def __init__(self, mapper: LegacyStatusMapper, rules: TransitionRules) -> None:
+    def __init__(
+        self,
+        mapper: LegacyStatusMapper,
+        rules: TransitionRules,
+        legacy: Callable[[], Mapping[LegacySystemType, LegacyTable]] | None = None,
+    ) -> None:
         self.mapper = mapper
         self.rules = rules
+        self.legacy = legacy
 
     def target(
         self, ttype: UnifiedTransactionType, new_status: object
@@ -121,6 +131,8 @@ class Planner:
         else:
             kind = self.rules.check(ttype, src, dst, force=force, reason=reason)
         dst_legacy = explicit_legacy or self.mapper.to_legacy(ttype, dst, current=src_legacy)
+        if self.legacy is not None:
+            self.legacy()[entity.system].check_status(dst_legacy)
         return Plan(
             mode=mode,
             entity=entity,

@@ -14,6 +14,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -232,9 +233,32 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, before)
 
 
-def abort(message: str, code: int = EXIT_ERROR) -> NoReturn:
+# Whether the command line being run asks for ``--json`` (:func:`note_json`, as the
+# group or the one-command program parses it): an error is then also one JSON object
+# on stdout. Typer's click is its own copy, whose current context is not public.
+_JSON_ASKED: ContextVar[bool] = ContextVar("unistatus_json_asked", default=False)
+
+
+def note_json(args: Sequence[str]) -> None:
+    """Remember whether ``args`` (the whole command line a group or a command parses,
+    before ``--``) ask for ``--json``."""
+    given = list(args)
+    if "--" in given:
+        given = given[: given.index("--")]
+    _JSON_ASKED.set("--json" in given)
+
+
+def abort(message: str, code: int = EXIT_ERROR, *, error: str = "InputError") -> NoReturn:
+    """The error as one line on stderr, and exit ``code``. Under ``--json`` also one JSON
+    object on stdout, ``{"error": error, "detail": message, "exit_code": code}``:
+    ``error`` names the error's class (the exception's, from :func:`abort_from`)."""
     # The message is text, not Rich markup: "[auto_responses]" of a config error is kept.
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if _JSON_ASKED.get():
+        said = {"error": error, "detail": message, "exit_code": code}
+        with suppress(BrokenPipeError):
+            sys.stdout.write(json.dumps(said) + "\n")
+            sys.stdout.flush()
     raise typer.Exit(code)
 
 
@@ -278,15 +302,18 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
         reader_left()
     if debug:
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
+    error = type(exc).__name__
     if isinstance(exc, UnistatusError):
-        abort(redact(str(exc)))
+        abort(redact(str(exc)), error=error)
     import sqlalchemy as sa  # lazy: only an error that reached here needs it
 
     if isinstance(exc, sa.exc.OperationalError):
-        abort(redact(f"database error: {str(exc.orig).strip().splitlines()[0]}"))
+        abort(redact(f"database error: {str(exc.orig).strip().splitlines()[0]}"), error=error)
     if isinstance(exc, sa.exc.SQLAlchemyError):
-        abort(redact(f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"))
-    abort(redact(f"unexpected {exc.__class__.__name__}: {exc} (re-run with --debug for details)"))
+        text = f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+        abort(redact(text), error=error)
+    text = f"unexpected {exc.__class__.__name__}: {exc} (re-run with --debug for details)"
+    abort(redact(text), error=error)
 
 
 SYSTEM_HELP = "One legacy system: cashout, escrow or exchange (default: every system)."

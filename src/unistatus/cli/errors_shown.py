@@ -2,7 +2,8 @@
 
 Errors derived from :class:`unistatus.UnistatusError` (and any other) become one line on
 stderr and exit code 2, ``--debug`` shows the traceback; click's own usage errors keep
-click's message and its exit code 2. The group is the `unistatus` command; the command
+click's message and its exit code 2. Given ``--json``, an error is also one JSON object
+on stdout (:func:`unistatus.cli.context.abort`). The group is the `unistatus` command; the command
 class serves a program that is one command (scripts/load_test_dual_write.py).
 """
 
@@ -14,7 +15,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from unistatus.cli.context import AppState, abort_from
+from unistatus.cli.context import AppState, abort_from, note_json
 
 
 def _invoke(ctx: Any, invoke: Callable[[Any], Any]) -> Any:
@@ -35,9 +36,17 @@ class ErrorsShownGroup(TyperGroup):
     def invoke(self, ctx: Any) -> Any:
         return _invoke(ctx, super().invoke)
 
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        note_json(args)  # the whole command line: its subcommands' options too
+        return super().parse_args(ctx, args)
+
 
 class ErrorsShownCommand(TyperCommand):
     """A single-command program whose errors are one line and exit code 2."""
 
     def invoke(self, ctx: Any) -> Any:
         return _invoke(ctx, super().invoke)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        note_json(args)
+        return super().parse_args(ctx, args)

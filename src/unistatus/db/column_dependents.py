@@ -9,8 +9,12 @@ normal though it is) does not stop it. The column of a table under the legacy ta
 counts too (the drop recurses to its partitions and inheriting tables).
 
 SQLite drops a column by copying its table (create, copy, drop, rename), and the rename
-re-reads every view: one that names the table fails it ("error in view ...: no such
-table"), whatever columns it reads.
+re-reads every view and every other table's trigger: one that names the table fails it
+("error in view ...: no such table"), whatever columns it reads. The table's own
+triggers go with the old table; the retirement creates them again after the copy, in
+its transaction (revision 0006), all but one that names the status column: SQLite
+would take it back and fail each write it fires on ("no such column"), so it is refused
+too (:func:`sqlite_triggers_naming`).
 
 Used by the retirement's gates (:func:`unistatus.migration.retire.blockers`), so that
 they refuse, naming them, before anything is touched.
@@ -24,7 +28,7 @@ import sqlalchemy as sa
 
 from unistatus.db.legacy_tree import TREE
 
-__all__ = ["drop_column_dependents"]
+__all__ = ["drop_column_dependents", "names", "sqlite_triggers_naming"]
 
 # The capture's own triggers name the status columns (``UPDATE OF``); the retirement drops
 # them first (:func:`unistatus.migration.capture.release_status_columns_in`).
@@ -53,15 +57,42 @@ _PG_DEPENDENTS = sa.text(
 def drop_column_dependents(conn: sa.Connection, rel: str, table: str, column: str) -> list[str]:
     """What dropping ``column`` of the table ``rel`` (as SQL names it; ``table``: its bare
     name) would fail on, each described (``view public.pending_cashouts``); [] if nothing.
-    PostgreSQL: what depends on the column; SQLite: every view that names the table."""
+    PostgreSQL: what depends on the column; SQLite: every view, and every other table's
+    trigger, that names the table."""
     if conn.dialect.name == "postgresql":
         params = {"rel": rel, "col": column, "ours": _CAPTURE_PREFIX}
         return [str(what) for what in conn.execute(_PG_DEPENDENTS, params).scalars()]
     if conn.dialect.name != "sqlite":
         return []
-    # The table's name as a word, bare or quoted ("cashouts", [cashouts], `cashouts`).
-    names = re.compile(rf"(?<![\w$]){re.escape(table)}(?![\w$])", re.IGNORECASE)
-    views = conn.exec_driver_sql(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'view' ORDER BY name"
+    found = conn.exec_driver_sql(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE (type = 'view' OR "
+        "(type = 'trigger' AND tbl_name <> ? AND name NOT LIKE 'unistatus\\_%' ESCAPE '\\')) "
+        "ORDER BY type DESC, name",
+        (table,),
     ).all()
-    return [f"view {name}" for name, sql in views if sql and names.search(str(sql))]
+    return [
+        f"view {name}" if kind == "view" else f"trigger {name} on {on}"
+        for kind, name, on, sql in found
+        if sql and names(str(sql), table)
+    ]
+
+
+def sqlite_triggers_naming(conn: sa.Connection, table: str, column: str) -> list[str]:
+    """SQLite: the application's triggers on ``table`` whose SQL names ``column`` (its
+    event, its WHEN, its body), sorted: after the drop's table copy they would fail each
+    write they fire on. [] elsewhere (PostgreSQL keeps a table's triggers through a
+    drop; one that depends on the column is among :func:`drop_column_dependents`)."""
+    if conn.dialect.name != "sqlite":
+        return []
+    found = conn.exec_driver_sql(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? "
+        "AND name NOT LIKE 'unistatus\\_%' ESCAPE '\\' ORDER BY name",
+        (table,),
+    ).all()
+    return [str(name) for name, sql in found if sql and names(str(sql), column)]
+
+
+def names(sql: str, name: str) -> bool:
+    """Whether ``sql`` names ``name`` as a word, bare or quoted ("cashouts", [cashouts],
+    `cashouts`; case aside). A word of a string literal counts too: refused, not missed."""
+    return re.search(rf"(?<![\w$]){re.escape(name)}(?![\w$])", sql, re.IGNORECASE) is not None

@@ -41,7 +41,13 @@ from unistatus.db.search_path import SearchPath, compat_views_on_path, search_pa
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import LegacyColumn, check_stored_value
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.errors import ConfigError, LegacyStatusRetiredError, ModeError, StorageError
+from unistatus.errors import (
+    ConfigError,
+    LegacyStatusRetiredError,
+    ModeError,
+    StorageError,
+    UnstorableLegacyStatusError,
+)
 
 # What a transaction carries on both sides: copied into its unified row, and compared
 # with it by the consistency rule (whose list this is).
@@ -180,6 +186,34 @@ class LegacyTable:
         for role, value in fields.items():
             rule = self.shared_columns[role]
             check_stored_value(role, value, self.column(role).name, rule, self.name)
+
+    def check_status(self, value: str) -> None:
+        """UnstorableLegacyStatusError unless the status column can hold the legacy
+        status ``value``: within its declared length (``varchar(20)``), a label of its
+        enum type. Whatever the mode (a rollback's replay writes what UNIFIED_ONLY took)
+        and the dialect (SQLite would store it, the same deployment's PostgreSQL would
+        not); nothing once the column is retired."""
+        problem = None if self.status is None else status_problem(self.status, value)
+        if problem is not None:
+            assert self.status is not None
+            raise UnstorableLegacyStatusError(self.name, self.status.name, value, problem)
+
+
+def status_problem(column: sa.Column[Any], value: str) -> str | None:
+    """Why the legacy status ``column`` cannot hold ``value`` (None: it can): longer
+    than its declared length, not a label of its enum type (a domain's: its base's)."""
+    kind = base_type(column.type)
+    labels = getattr(kind, "enums", None) if isinstance(kind, sa.Enum) else None
+    if labels and value not in labels:
+        name = getattr(kind, "name", None) or str(kind)
+        return f"is of the enum type {name}, which has no label {value!r}"
+    length = getattr(kind, "length", None)
+    if not labels and isinstance(length, int) and len(value) > length:
+        return (
+            f"holds at most {length} characters ({kind}), too few for {value!r} "
+            f"({len(value)} characters)"
+        )
+    return None
 
 
 def _rule(column: sa.Column[Any], dialect: str, *, exact: bool = False) -> LegacyColumn:

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.binding import require_bound
-from unistatus.db.column_dependents import drop_column_dependents
+from unistatus.db.column_dependents import drop_column_dependents, sqlite_triggers_naming
 from unistatus.db.control import history, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import (
@@ -118,13 +118,24 @@ def _dependents(conn: sa.Connection, table: str, column: str, rel: str) -> list[
     """What of the application's the drop of ``table.column`` would fail on (a view over
     it: :func:`unistatus.db.column_dependents.drop_column_dependents`), as a refusal."""
     found = drop_column_dependents(conn, rel, table, column)
+    problems = []
+    triggers = sqlite_triggers_naming(conn, table, column)
+    if triggers:
+        # Revision 0006 refuses them too (its frozen copy of this message).
+        problems.append(
+            f"{table}.{column}: trigger(s) {', '.join(triggers)} on {table} name the "
+            "column: SQLite drops a column by copying its table, and the triggers created "
+            "again after the copy would fail each write they fire on without it; drop them "
+            "first (the others on the table are kept), create them again after an undo"
+        )
     if not found:
-        return []
+        return problems
     if conn.dialect.name == "sqlite":
         return [
             f"{table}.{column}: {', '.join(found)} name(s) {table}: SQLite drops a column by "
-            "copying its table, which a view naming the table fails; drop them first and "
-            "create them again after the retirement"
+            "copying its table, which a view or another table's trigger naming the table "
+            "fails; drop them first and create them again after the retirement",
+            *problems,
         ]
     return [
         f"{table}.{column} is used by {', '.join(found)}: a column other objects depend on "

@@ -13,6 +13,7 @@ Revises: (branch base; depends on 0009)
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -193,6 +194,15 @@ def _blockers(bind: sa.Connection, legacy: dict[str, dict[str, str]]) -> list[st
         if spec["status"] not in table.c:
             problems.append(f"{spec['table']}.{spec['status']} is already missing")
             continue
+        naming = [name for name, sql in _sqlite_triggers(bind, spec) if _names(sql, spec)]
+        if naming:
+            problems.append(
+                f"{spec['table']}.{spec['status']}: trigger(s) {', '.join(naming)} on "
+                f"{spec['table']} name the column: SQLite drops a column by copying its "
+                "table, and the triggers created again after the copy would fail each write "
+                "they fire on without it; drop them first (the others on the table are "
+                "kept), create them again after an undo"
+            )
         id_col, status_col = table.c[spec["id"]], _as_text(table.c[spec["status"]])
         join = sa.and_(unified.c.legacy_system == system, unified.c.legacy_id == id_col)
         lost = bind.execute(
@@ -259,9 +269,50 @@ def upgrade() -> None:
         }
         if bind.dialect.name == "postgresql":
             dropped[system].update(_definitions(bind, spec))
+        # SQLite's table copy drops the table's triggers with it: the application's are
+        # created again from their own SQL after it, in this transaction (those naming the
+        # column were refused above).
+        again = _sqlite_triggers(bind, spec)
         with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
             batch.drop_column(spec["status"])
+        _create_again(bind, spec, again)
+        if again:
+            dropped[system]["triggers_kept"] = [name for name, _sql in again]
     _record(bind, "dropped", dropped)
+
+
+def _sqlite_triggers(bind: sa.Connection, spec: dict[str, Any]) -> list[tuple[str, str]]:
+    """SQLite: the application's triggers on the legacy table (name, SQL), in creation
+    order; none elsewhere (PostgreSQL drops a column in place, keeping the triggers)."""
+    if bind.dialect.name != "sqlite":
+        return []
+    preparer = bind.dialect.identifier_preparer
+    catalog = "sqlite_master"
+    if spec.get("schema"):
+        catalog = f"{preparer.quote_schema(spec['schema'])}.{catalog}"
+    rows = bind.execute(
+        sa.text(
+            f"SELECT name, sql FROM {catalog} WHERE type = 'trigger' AND tbl_name = :t "
+            "AND name NOT LIKE 'unistatus\\_%' ESCAPE '\\' ORDER BY rowid"
+        ),
+        {"t": spec["table"]},
+    ).all()
+    return [(str(row.name), str(row.sql)) for row in rows if row.sql]
+
+
+def _names(sql: str, spec: dict[str, Any]) -> bool:
+    """Whether a trigger's SQL names the status column (a word, bare or quoted)."""
+    column = re.escape(spec["status"])
+    return re.search(rf"(?<![\w$]){column}(?![\w$])", sql, re.IGNORECASE) is not None
+
+
+def _create_again(bind: sa.Connection, spec: dict[str, Any], triggers: list[Any]) -> None:
+    """SQLite: each of ``triggers`` (name, SQL) the table copy took, created again."""
+    where = _sqlite_triggers(bind, spec)
+    present = {name for name, _sql in where}
+    for name, sql in triggers:
+        if name not in present:
+            bind.exec_driver_sql(sql)
 
 
 def downgrade() -> None:

@@ -1,0 +1,104 @@
+"""A legacy status value longer than the legacy status column (``varchar(20)``).
+
+The mapping writes legacy values of up to 25 characters (``PENDING_ADDRESS_CONFIG``: 22);
+a deployment's status column may be narrower. Such a write is the caller's request
+refused, before anything is written, in every mode (UNIFIED_ONLY too: a rollback's
+replay writes it into legacy later), in the caller's transaction as well: never a
+database failure (PostgreSQL's ``value too long``) counted against the error rate that
+the gate into phase 4 and the rollback alert read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from support.adapters import snapshot
+from support.legacy_columns import narrow_payouts
+from unistatus import DualWriteAdapter, DualWriteMode, WriteRefusedError
+from unistatus.adapter.model import OperationEvent
+from unistatus.config import Settings
+from unistatus.db.control import set_mode
+
+GOOD: dict[str, Any] = {"user_id": 7, "amount": "12.50", "currency": "USD"}
+TOO_LONG = "PENDING_ADDRESS_CONFIG"  # 22 characters, a CASHOUT status (ADMIN_PENDING)
+MESSAGE = r"'payouts'.*'status'.*20 characters.*'PENDING_ADDRESS_CONFIG'.*22"
+
+
+@pytest.fixture
+def payouts(db: Database) -> Iterator[Settings]:
+    with narrow_payouts(db, status="VARCHAR(20)") as settings:
+        yield settings
+
+
+def adapter(db: Database, settings: Settings, mode: DualWriteMode) -> DualWriteAdapter:
+    set_mode(db.engine, mode, reason="test", actor="test", force=True)
+    a = DualWriteAdapter(db.engine, settings=settings, record_stats=False)
+    a.modes.refresh()
+    return a
+
+
+def payouts_rows(db: Database) -> list[Any]:
+    with db.engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT * FROM payouts ORDER BY id")).all())
+
+
+def only_refused(events: list[OperationEvent]) -> None:
+    """Every event of the refused writes is a refusal: nothing in the error rate."""
+    assert events
+    assert all(e.refused and e.success and not e.outcome_unknown for e in events), events
+
+
+@pytest.mark.parametrize("mode", list(DualWriteMode), ids=lambda m: m.value)
+def test_a_change_to_a_status_past_the_column_is_refused_before_anything_is_written(
+    db: Database, payouts: Settings, mode: DualWriteMode
+) -> None:
+    a = adapter(db, payouts, mode)
+    created = a.create_transaction("WALLET_CASHOUT", **GOOD)
+    assert created.overall_success
+    events: list[OperationEvent] = []
+    a.observers.append(events.append)
+    before = snapshot(db), payouts_rows(db)
+    with pytest.raises(WriteRefusedError, match=MESSAGE):
+        a.update_status(created.entity_id, TOO_LONG, reason="r", triggered_by="t")
+    with db.engine.connect() as conn, conn.begin():
+        with pytest.raises(WriteRefusedError, match=MESSAGE):
+            a.update_status(
+                created.entity_id, TOO_LONG, reason="r", triggered_by="t", connection=conn
+            )
+        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1  # still usable
+    assert (snapshot(db), payouts_rows(db)) == before
+    only_refused(events)
+
+
+@pytest.mark.parametrize("mode", list(DualWriteMode), ids=lambda m: m.value)
+def test_a_create_in_a_status_past_the_column_is_refused_before_anything_is_written(
+    db: Database, payouts: Settings, mode: DualWriteMode
+) -> None:
+    a = adapter(db, payouts, mode)
+    events: list[OperationEvent] = []
+    a.observers.append(events.append)
+    before = snapshot(db), payouts_rows(db)
+    with pytest.raises(WriteRefusedError, match=MESSAGE):
+        a.create_transaction("WALLET_CASHOUT", **GOOD, status=TOO_LONG)
+    with db.engine.connect() as conn, conn.begin():
+        with pytest.raises(WriteRefusedError, match=MESSAGE):
+            a.create_transaction("WALLET_CASHOUT", **GOOD, status=TOO_LONG, connection=conn)
+        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1  # still usable
+    assert (snapshot(db), payouts_rows(db)) == before
+    only_refused(events)
+
+
+@pytest.mark.parametrize("mode", list(DualWriteMode), ids=lambda m: m.value)
+def test_a_status_that_fits_the_column_exactly_is_written(
+    db: Database, payouts: Settings, mode: DualWriteMode
+) -> None:
+    a = adapter(db, payouts, mode)
+    created = a.create_transaction("WALLET_CASHOUT", **GOOD)
+    fits = "USER_CONFIRM_PENDING"  # 20 characters
+    r = a.update_status(created.entity_id, fits, reason="r", triggered_by="t")
+    assert r.overall_success and r.legacy_status == fits

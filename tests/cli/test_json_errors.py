@@ -1,0 +1,42 @@
+"""A command given ``--json`` that fails says so on stdout too, as one JSON object
+(``error``: the error's class, ``detail``: the message, ``exit_code``), so that a script
+parsing stdout is not left with nothing; the stderr line stays as it is. Without
+``--json``, stdout stays empty."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from conftest import Database
+from unistatus.cli import app
+
+
+def invoke(db: Database, *args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, ["--database-url", db.url, *args])
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_a_bad_since_under_json_is_one_json_object_on_stdout(sqlite_db: Database) -> None:
+    code, out, err = invoke(sqlite_db, "check", "--since", "1hour", "--json")
+    assert code == 2
+    said = json.loads(out)
+    assert said["error"] == "InputError" and said["exit_code"] == 2, said
+    assert "1hour" in said["detail"]
+    assert err.startswith("error:") and "1hour" in err  # the stderr line, as before
+
+
+def test_resume_with_nothing_to_resume_under_json_is_one_json_object(
+    sqlite_db: Database,
+) -> None:
+    code, out, err = invoke(sqlite_db, "check", "--resume", "--json")
+    assert code == 2, (out, err)
+    said = json.loads(out)
+    assert set(said) == {"error", "detail", "exit_code"} and said["exit_code"] == 2
+    assert said["detail"] and said["detail"] in " ".join(err.split()), (said, err)
+
+
+def test_without_json_stdout_stays_empty(sqlite_db: Database) -> None:
+    code, out, err = invoke(sqlite_db, "check", "--since", "1hour")
+    assert code == 2 and out == "" and err.startswith("error:")
