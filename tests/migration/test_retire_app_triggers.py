@@ -37,7 +37,8 @@ PG_TEARDOWN = (
 )
 SQLITE_SETUP = (
     "CREATE TABLE app_audit_log (legacy_id INTEGER, old_status TEXT, new_status TEXT)",
-    "CREATE TRIGGER app_audit AFTER UPDATE ON cashouts WHEN NEW.status IS NOT OLD.status "
+    # ON CASHOUTS: SQLite keeps the table's name as the trigger spelled it.
+    "CREATE TRIGGER app_audit AFTER UPDATE ON CASHOUTS WHEN NEW.status IS NOT OLD.status "
     "BEGIN INSERT INTO app_audit_log VALUES (NEW.id, OLD.status, NEW.status); END",
 )
 
@@ -88,7 +89,7 @@ def trigger_states(db: Database) -> dict[str, str]:
         else:
             rows = conn.exec_driver_sql(
                 "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                "AND tbl_name = 'cashouts'"
+                "AND tbl_name = 'cashouts' COLLATE NOCASE"
             ).all()
     return {str(name): str(state) for name, state in rows}
 
