@@ -292,7 +292,8 @@ def _sqlite_triggers(bind: sa.Connection, spec: dict[str, Any]) -> list[tuple[st
         catalog = f"{preparer.quote_schema(spec['schema'])}.{catalog}"
     rows = bind.execute(
         sa.text(
-            f"SELECT name, sql FROM {catalog} WHERE type = 'trigger' AND tbl_name = :t "
+            f"SELECT name, sql FROM {catalog} WHERE type = 'trigger' "
+            "AND tbl_name = :t COLLATE NOCASE "
             "AND name NOT LIKE 'unistatus\\_%' ESCAPE '\\' ORDER BY rowid"
         ),
         {"t": spec["table"]},
@@ -405,25 +406,16 @@ def _quiet_app_triggers(bind: sa.Connection, spec: dict[str, Any]) -> list[str]:
         again = []
         for row in bind.execute(_PG_APP_TRIGGERS, {"rel": table}).all():
             name = preparer.quote(row.name)
-            bind.exec_driver_sql(f"ALTER TABLE {row.on_table} DISABLE TRIGGER {name}")
-            again.append(f"ALTER TABLE {row.on_table} {_ENABLE[row.enabled]} {name}")
+            # ONLY: each table's own trigger (on a partitioned table the statement would
+            # reach the partitions' clones, enabling one the application had disabled).
+            bind.exec_driver_sql(f"ALTER TABLE ONLY {row.on_table} DISABLE TRIGGER {name}")
+            again.append(f"ALTER TABLE ONLY {row.on_table} {_ENABLE[row.enabled]} {name}")
         return again
-    if bind.dialect.name != "sqlite":
-        return []
-    catalog = "sqlite_master"
-    if spec.get("schema"):
-        catalog = f"{preparer.quote_schema(spec['schema'])}.{catalog}"
-    rows = bind.execute(
-        sa.text(
-            f"SELECT name, sql FROM {catalog} WHERE type = 'trigger' AND tbl_name = :t "
-            "AND name NOT LIKE 'unistatus\\_%' ESCAPE '\\' ORDER BY rowid"
-        ),
-        {"t": spec["table"]},
-    ).all()
+    triggers = _sqlite_triggers(bind, spec)
     where = f"{preparer.quote_schema(spec['schema'])}." if spec.get("schema") else ""
-    for row in rows:
-        bind.exec_driver_sql(f"DROP TRIGGER {where}{preparer.quote(row.name)}")
-    return [str(row.sql) for row in rows]
+    for name, _sql in triggers:
+        bind.exec_driver_sql(f"DROP TRIGGER {where}{preparer.quote(name)}")
+    return [sql for _name, sql in triggers]
 
 
 def _table_sql(bind: sa.Connection, spec: dict[str, Any]) -> str:
