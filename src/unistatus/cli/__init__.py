@@ -69,7 +69,7 @@ app = typer.Typer(
         "Global options go before the command. Exit codes: 0 ok, 1 a check ran and found a "
         "problem, 2 bad input, configuration or database, 3 stopped by --max-duration "
         "(resumable), 130 interrupted by Ctrl-C or SIGTERM (the live views serve, monitor "
-        "and dashboard stop with 0).\n\n"
+        "and dashboard stop with 0), 141 the reader of the output left (| head).\n\n"
         "Examples:\n\n"
         "  unistatus init\n"
         "  unistatus phase status\n"

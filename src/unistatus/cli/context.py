@@ -39,19 +39,21 @@ if TYPE_CHECKING:
 
 def reader_left() -> NoReturn:
     """`unistatus ... | head`: the reader of the output left (a broken pipe). Nothing
-    more to say: exit 0, as the command did what it was asked for as far as anyone
-    reads. Both outputs go to /dev/null from here, so that what is still buffered is
-    not written to the closed pipe as the process ends (Python then exits 120)."""
+    more to say: exit 141 (128 + SIGPIPE), as a shell reports any program its reader
+    left; not 0 (the command did not say its verdict: a check cut short that found a
+    problem would read as a good one), nor 1 (which says it found one). Both outputs
+    go to /dev/null from here, so that what is still buffered is not written to the
+    closed pipe as the process ends (Python then exits 120)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     for stream in (sys.stdout, sys.stderr):
         with suppress(OSError, ValueError):
             os.dup2(devnull, stream.fileno())
     os.close(devnull)
-    raise SystemExit(EXIT_OK)
+    raise SystemExit(EXIT_READER_LEFT)
 
 
 class _Console(Console):
-    """Rich's console, but a broken pipe is :func:`reader_left` (exit 0): Rich's own
+    """Rich's console, but a broken pipe is :func:`reader_left` (exit 141): Rich's own
     exit is 1, which the exit codes reserve for a check that found a problem."""
 
     def on_broken_pipe(self) -> None:
@@ -67,6 +69,7 @@ EXIT_FAILED_CHECK = 1  # the command ran; what it checked is not fine
 EXIT_ERROR = 2  # bad input, bad config, database unreachable
 EXIT_INCOMPLETE = 3  # stopped by --max-duration before covering everything (resumable)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_READER_LEFT = 141  # a broken pipe (`... | head`): 128 + SIGPIPE, as a shell reports it
 
 # How far a command needs its database checked before it starts:
 # "installed": reachable, with unistatus's tables (almost every command);
