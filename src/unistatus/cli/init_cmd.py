@@ -51,14 +51,19 @@ def init(
     engine = st.open_engine("creatable")  # creating the tables is init's job
     before = schema.current_revision(engine)
     seeded: dict[str, int] = {}
+    # The upgrade is one transaction (schema._migrate): all of it or nothing.
     with says_when_interrupted(
-        "each revision installed so far is kept (one transaction each) and the demo rows "
-        "are seeded all or none; run `unistatus init` again to go on"
+        "nothing of the upgrade is kept (it is one transaction); run `unistatus init` "
+        "again to go on"
     ):
         revision = schema.upgrade(engine, st.settings, alongside=alongside)
-        if demo_data:
-            from unistatus.sim.seed import seed_legacy
+    if demo_data:
+        from unistatus.sim.seed import seed_legacy
 
+        with says_when_interrupted(
+            f"the schema is installed (revision {revision}); the demo rows are seeded all "
+            "or none: run `unistatus init --demo-data N` again to seed them"
+        ):
             seeded = seed_legacy(engine, st.settings, demo_data, seed=seed)
     if json_out:
         print_json(

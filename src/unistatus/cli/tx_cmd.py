@@ -47,8 +47,9 @@ def _adapter(ctx: typer.Context) -> Any:
 
 # What a `tx create` or `tx update` stopped by Ctrl-C leaves.
 WRITE_INTERRUPTED = (
-    "the write may or may not have committed: check with `unistatus tx show`, or run it "
-    "again (a create is safe to repeat with the same --idempotency-key)"
+    "the write may or may not have committed: check with `unistatus tx show` before "
+    "running it again (a create repeats safely only with the same --idempotency-key: "
+    "without one, a second run makes a second transaction)"
 )
 
 
