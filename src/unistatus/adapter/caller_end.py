@@ -11,6 +11,7 @@ transaction ends".
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable
@@ -90,6 +91,14 @@ def track(conn: sa.Connection, write: CallerWrite) -> None:
 
 _installed: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 _install_lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _install_lock
+    _install_lock = threading.Lock()  # a thread of the parent may have held it
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def _listen(engine: sa.Engine) -> None:

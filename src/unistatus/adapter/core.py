@@ -24,7 +24,7 @@ from unistatus.adapter.admission import FairGate
 from unistatus.adapter.caller import CallerConnection, CallerTransactions
 from unistatus.adapter.create import Creator, NewTransaction, linked_ref
 from unistatus.adapter.fast import FastStatusWriter, locked_mode_available
-from unistatus.adapter.forks import survive_forks
+from unistatus.adapter.forks import fresh_pool, survive_forks
 from unistatus.adapter.keys import IdempotencyClaim
 from unistatus.adapter.model import DualWriteResult, Entity, Fallback, OperationEvent
 from unistatus.adapter.plan import Planner, parse_type
@@ -531,7 +531,7 @@ class DualWriteAdapter:
     def after_fork_in_child(self) -> None:
         """In a child forked after this adapter was built (:mod:`~.forks`): connections,
         the mode and every write slot of its own."""
-        self.engine.dispose(close=False)  # SQLAlchemy's fork recipe: the parent's stay open
+        fresh_pool(self.engine)
         self.modes.after_fork_in_child()
         if self.gate is not None:
             self.gate.after_fork_in_child()

@@ -15,7 +15,9 @@ import os
 import weakref
 from typing import Protocol
 
-__all__ = ["ForkAware", "survive_forks"]
+import sqlalchemy as sa
+
+__all__ = ["ForkAware", "fresh_pool", "survive_forks"]
 
 
 class ForkAware(Protocol):
@@ -28,6 +30,20 @@ _live: weakref.WeakSet[ForkAware] = weakref.WeakSet()
 def survive_forks(owner: ForkAware) -> None:
     """Call ``owner.after_fork_in_child()`` in every child forked while it lives."""
     _live.add(owner)
+
+
+# Each engine's pool, replaced once per process (the statistics' hook and the adapters'
+# both ask: a second dispose would strand what the first's users checked out).
+_fresh_in: weakref.WeakKeyDictionary[sa.Engine, int] = weakref.WeakKeyDictionary()
+
+
+def fresh_pool(engine: sa.Engine) -> None:
+    """In a forked child: ``engine``'s pool replaced without closing the parent's
+    connections (SQLAlchemy's fork recipe, ``dispose(close=False)``), once."""
+    if _fresh_in.get(engine) == os.getpid():
+        return
+    _fresh_in[engine] = os.getpid()
+    engine.dispose(close=False)
 
 
 def _after_fork_in_child() -> None:

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from unistatus.adapter.forks import fresh_pool
 from unistatus.adapter.model import OperationEvent
 from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
@@ -468,7 +469,7 @@ def _after_fork_in_child() -> None:
     _registry.clear()
     for engine_id, entry in inherited:
         stats = entry.stats
-        stats.engine.dispose(close=False)
+        fresh_pool(stats.engine)
         stats._last_prune = 0.0
         stats._lock, stats._flush_lock = threading.Lock(), threading.Lock()
         stats._current, stats._interval_start = {}, utcnow()

@@ -14,6 +14,7 @@ values" section of ``docs/status-model.md``.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from collections.abc import Mapping
@@ -156,6 +157,14 @@ def _value(x: object) -> str:
 MAX_LEGACY_STATUS_CHARS = 64
 _LEGACY_VALUE = re.compile(r"[A-Z0-9][A-Z0-9_.-]*")
 _REGISTRATION = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _REGISTRATION
+    _REGISTRATION = threading.Lock()  # a thread of the parent may have held it
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 ExtraStatuses = Mapping[Any, Mapping[Any, Any]]
 """``{system: {legacy value: unified status}}``, as the config's ``[mapping.CASHOUT]``."""
