@@ -18,7 +18,9 @@ from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, Database
 from unistatus.cli import app
-from unistatus.errors import GateError
+from unistatus.db import schema
+from unistatus.db.revisions import RETIRE_REVISION
+from unistatus.errors import GateError, StorageError
 from unistatus.migration.retire import retire_legacy_columns, status_checksum
 
 VIEWS = {
@@ -80,3 +82,25 @@ def test_the_cli_refuses_with_exit_2_and_every_reason(viewed: Database) -> None:
     assert "refusing to drop" in refused.output and "database error" not in refused.output
     assert "pending_cashouts" in refused.output and "escrow_counts" in refused.output
     _assert_unchanged(db, before)
+
+
+def test_a_view_made_after_the_gates_stops_the_drop_with_nothing_changed(
+    pg: Database, tmp_path: Path
+) -> None:
+    """The gates ran; a view over a status column appeared before the drop (here: the
+    revision run without the gates). PostgreSQL refuses the drop: that was a raw
+    DependentObjectsStillExist (an InternalError); it is the migration's StorageError
+    saying nothing changed."""
+    seed(pg)
+    freeze_and_archive(pg, tmp_path)
+    before = status_checksum(pg.engine, pg.settings)
+    with pg.app_engine.begin() as conn:
+        conn.exec_driver_sql(VIEWS["postgres"][0])
+    try:
+        with pytest.raises(StorageError, match=r"nothing changed.*pending_cashouts"):
+            schema.upgrade(pg.engine, pg.settings, RETIRE_REVISION)
+    finally:
+        with pg.app_engine.begin() as conn:
+            conn.exec_driver_sql(DROP["postgres"][0])
+    assert schema.current_revision(pg.engine) != RETIRE_REVISION
+    assert status_checksum(pg.engine, pg.settings) == before
