@@ -181,6 +181,13 @@ def _migrate(
                     + (_LOCKS_HELD if waited else "")
                 ) from None
             time.sleep(LOCK_RETRY_PAUSE_SECONDS)
+        except sa.exc.DBAPIError as exc:
+            # The database refused the revision (a view made since the retirement's gates
+            # depends on a column it drops, say): its transaction rolled back whole. One
+            # line, without PostgreSQL's HINT (its CASCADE would drop the application's
+            # view): what refused, and what depends on it (the DETAIL).
+            said = str(exc.orig).split("\nHINT:")[0].replace("\n", " ")
+            raise StorageError(f"cannot migrate the database (nothing changed): {said}") from None
 
 
 LOCK_DEADLINE_SECONDS = 60.0
