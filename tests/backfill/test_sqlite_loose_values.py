@@ -118,6 +118,7 @@ def test_the_backfill_and_the_adapter_judge_a_user_id_alike(sqlite_db: Database)
             "updated_at TIMESTAMP)"
         )
         values: list[Any] = ["42", " 42", "042", "x", 1.5, 7.0, 1e20, -(2**63), 2**63 - 1]
+        values += ["1e3", "4_2", "\u0664\u0662"]  # SQLite's CAST reads digits only
         ids = {insert(conn, v): v for v in values}
     run_backfill(db.engine, db.settings, workers=1)
     set_aside = set(quarantined(db))
@@ -147,5 +148,8 @@ def test_the_backfill_and_the_adapter_judge_a_user_id_alike(sqlite_db: Database)
         1e20: True,
         -(2**63): False,
         2**63 - 1: False,
+        "1e3": True,
+        "4_2": True,
+        "\u0664\u0662": True,
     }, judged
     assert refused == set_aside, {ids[i]: (i in refused) for i in ids}
