@@ -14,6 +14,7 @@ row in hand), the same tests in the same order.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -44,6 +45,7 @@ USER_ID_NOT_INTEGER = "user_id_not_integer"
 MAX_CURRENCY_CHARS = 10  # unified_transactions.currency
 AMOUNT_BOUND = 10**MAX_AMOUNT_INTEGER_DIGITS
 BIGINT_BOUND = 2**63  # unified_transactions.user_id: [-2**63, 2**63)
+_WHOLE_TEXT = re.compile(r"\s*[+-]?[0-9]+(?:\.0*)?\s*", re.ASCII)
 _QUANTUM = Decimal(1).scaleb(-MAX_AMOUNT_DECIMALS)  # 0.00000001
 
 
@@ -103,6 +105,8 @@ def _integer(value: Any) -> bool:
     judges it in SQL (text as SQLite reads it as a number: ' 42', '042', '7.0')."""
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
         return False
+    if isinstance(value, str) and not _WHOLE_TEXT.fullmatch(value):
+        return False  # SQLite's CAST reads digits only: not '1e3', '4_2', '٤٢'
     try:
         number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
     except InvalidOperation:
