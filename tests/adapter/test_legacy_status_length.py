@@ -31,6 +31,9 @@ MESSAGE = r"'payouts'.*'status'.*20 characters.*'PENDING_ADDRESS_CONFIG'.*22"
 
 @pytest.fixture
 def payouts(db: Database) -> Iterator[Settings]:
+    """PostgreSQL's: SQLite stores any text in a VARCHAR(20) (see the SQLite test)."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite holds a value of any length: nothing to refuse")
     with narrow_payouts(db, status="VARCHAR(20)") as settings:
         yield settings
 
@@ -102,3 +105,31 @@ def test_a_status_that_fits_the_column_exactly_is_written(
     fits = "USER_CONFIRM_PENDING"  # 20 characters
     r = a.update_status(created.entity_id, fits, reason="r", triggered_by="t")
     assert r.overall_success and r.legacy_status == fits
+
+
+def test_sqlite_stores_a_status_past_the_declared_length(sqlite_db: Database) -> None:
+    """SQLite holds any text in a VARCHAR(20): the application's own writes store such
+    a value, and so do the adapter's (a refusal there refused what the database takes)."""
+    with narrow_payouts(sqlite_db, status="VARCHAR(20)") as settings:
+        a = adapter(sqlite_db, settings, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
+        created = a.create_transaction("WALLET_CASHOUT", **GOOD)
+        r = a.update_status(created.entity_id, TOO_LONG, reason="r", triggered_by="t")
+        assert r.overall_success and r.legacy_status == TOO_LONG
+        a.close()
+
+
+def test_a_column_widened_after_the_adapter_started_takes_the_write_at_once(
+    pg: Database,
+) -> None:
+    """The refusal tells the operator to widen the column: the adapter, which reflected it
+    at start, then took the write only after a restart. A refusal reflects it again."""
+    with narrow_payouts(pg, status="VARCHAR(20)") as settings:
+        a = adapter(pg, settings, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
+        created = a.create_transaction("WALLET_CASHOUT", **GOOD)
+        with pytest.raises(WriteRefusedError, match=MESSAGE):
+            a.update_status(created.entity_id, TOO_LONG, reason="r", triggered_by="t")
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE payouts ALTER COLUMN status TYPE VARCHAR(32)")
+        r = a.update_status(created.entity_id, TOO_LONG, reason="r", triggered_by="t")
+        assert r.overall_success and r.legacy_status == TOO_LONG
+        a.close()
