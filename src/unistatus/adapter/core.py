@@ -32,6 +32,7 @@ from unistatus.adapter.rows import EntityRows, held_ref
 from unistatus.adapter.runner import Runner
 from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.stats import OperationStats, acquire, release
+from unistatus.adapter.storable import StorableStatus
 from unistatus.adapter.writes import LockedWriter, result_of
 from unistatus.config import Settings, load_settings
 from unistatus.db.app_triggers import holding_systems
@@ -162,11 +163,12 @@ class DualWriteAdapter:
             if self.locked_mode
             else None
         )
-        self._planner = Planner(self.mapper, self.rules, lambda: self.hot.legacy)
+        storable = StorableStatus(self.engine, self.settings, self.hot).check
+        self._planner = Planner(self.mapper, self.rules, storable)
         self._rows = EntityRows(self.hot, self.ops)
         self._writer = LockedWriter(self.hot, self.ops, fallback, self.mapper)
         self._creator = Creator(
-            self.hot, self.ops, self._rows, self._writer, self.mapper, self.fast
+            self.hot, self.ops, self._rows, self._writer, self.mapper, self.fast, storable
         )
         # connection=: the caller's transaction. Its creates leave the fast path's state
         # cache alone (the caller may roll them back).
@@ -178,7 +180,7 @@ class DualWriteAdapter:
             legacy=lambda: self.hot.legacy,
         )
         self._caller_creator = Creator(
-            self.hot, self.ops, self._rows, self._writer, self.mapper, None
+            self.hot, self.ops, self._rows, self._writer, self.mapper, None, storable
         )
         survive_forks(self)
         record = self.settings.record_stats if record_stats is None else record_stats

@@ -22,6 +22,7 @@ creates the row.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -126,7 +127,9 @@ class Creator:
         writer: LockedWriter,
         mapper: LegacyStatusMapper,
         fast: FastStatusWriter | None,
+        check_status: Callable[[LegacySystemType, str], None] | None = None,
     ) -> None:
+        self.check_status = check_status
         self.hot = statements
         self.ops = ops
         self.rows = rows
@@ -139,13 +142,15 @@ class Creator:
     ) -> DualWriteResult:
         """One attempt (in the runner's write transaction): the stored result of a key
         seen before, else the create; KeyTaken when a racing call took the key."""
-        # Every mode makes a legacy row in this status (UNIFIED_ONLY at the replay).
-        self.hot.legacy[new.system].check_status(new.dst_legacy)
         claim = new.claim
         if claim is not None and claim.look_first:
             replayed = claim.replay(conn)
             if replayed is not None:
                 return replayed
+        # Every mode makes a legacy row in this status (UNIFIED_ONLY at the replay); a
+        # link writes no legacy status.
+        if new.ref is None and self.check_status is not None:
+            self.check_status(new.system, new.dst_legacy)
         try:
             return self._create(conn, mode, op_id, new)
         except sa.exc.IntegrityError as exc:

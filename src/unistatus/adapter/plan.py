@@ -9,13 +9,12 @@ can be written as one guarded statement.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextlib import suppress
 from enum import Enum
 from typing import Any
 
 from unistatus.adapter.model import Entity, Fallback, Plan
-from unistatus.db.legacy import LegacyTable
 from unistatus.domain.copyable import uncopyable
 from unistatus.domain.ids import LegacyRef
 from unistatus.domain.mapping import LegacyStatusMapper
@@ -38,18 +37,18 @@ __all__ = ["Planner", "in_step", "one_statement", "parse_type", "require_copyabl
 
 class Planner:
     """Decides status changes with the adapter's mapping and transition rules;
-    ``legacy`` gives the legacy tables as last reflected, whose status columns must hold
-    the legacy value a change writes (:meth:`LegacyTable.check_status`)."""
+    ``check_status`` refuses a legacy value its status column cannot hold
+    (:class:`~unistatus.adapter.storable.StorableStatus`)."""
 
     def __init__(
         self,
         mapper: LegacyStatusMapper,
         rules: TransitionRules,
-        legacy: Callable[[], Mapping[LegacySystemType, LegacyTable]] | None = None,
+        check_status: Callable[[LegacySystemType, str], None] | None = None,
     ) -> None:
         self.mapper = mapper
         self.rules = rules
-        self.legacy = legacy
+        self.check_status = check_status
 
     def target(
         self, ttype: UnifiedTransactionType, new_status: object
@@ -131,8 +130,8 @@ class Planner:
         else:
             kind = self.rules.check(ttype, src, dst, force=force, reason=reason)
         dst_legacy = explicit_legacy or self.mapper.to_legacy(ttype, dst, current=src_legacy)
-        if self.legacy is not None:
-            self.legacy()[entity.system].check_status(dst_legacy)
+        if self.check_status is not None:
+            self.check_status(entity.system, dst_legacy)
         return Plan(
             mode=mode,
             entity=entity,
