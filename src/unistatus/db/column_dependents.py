@@ -66,7 +66,7 @@ def drop_column_dependents(conn: sa.Connection, rel: str, table: str, column: st
         return []
     found = conn.exec_driver_sql(
         "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE (type = 'view' OR "
-        "(type = 'trigger' AND tbl_name <> ? AND name NOT LIKE 'unistatus\\_%' ESCAPE '\\')) "
+        "(type = 'trigger' AND tbl_name <> ? COLLATE NOCASE AND name NOT LIKE 'unistatus\\_%' ESCAPE '\\')) "
         "ORDER BY type DESC, name",
         (table,),
     ).all()
@@ -85,7 +85,8 @@ def sqlite_triggers_naming(conn: sa.Connection, table: str, column: str) -> list
     if conn.dialect.name != "sqlite":
         return []
     found = conn.exec_driver_sql(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? "
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+        "AND tbl_name = ? COLLATE NOCASE "
         "AND name NOT LIKE 'unistatus\\_%' ESCAPE '\\' ORDER BY name",
         (table,),
     ).all()
