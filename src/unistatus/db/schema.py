@@ -151,7 +151,7 @@ def _migrate(
         LOCK_DEADLINE_SECONDS if deadline_seconds is None else deadline_seconds
     )
 
-    def attempt() -> str | None:
+    def attempt() -> None:
         # A write transaction: on SQLite it takes the write lock up front (BEGIN
         # IMMEDIATE), so a migration run while adapters write waits for them instead of
         # failing with "database is locked" when its first read turns into a write.
@@ -168,11 +168,11 @@ def _migrate(
             move(cfg)
             if after is not None:
                 after(conn)
-        return current_revision(engine)
 
     while True:
         try:
-            return attempt()
+            attempt()
+            break
         except sa.exc.OperationalError as exc:
             waited = retry_reason(exc) in _LOCK_WAITS
             if not waited or time.monotonic() >= give_up:
@@ -188,6 +188,7 @@ def _migrate(
             # view): what refused, and what depends on it (the DETAIL).
             said = str(exc.orig).split("\nHINT:")[0].replace("\n", " ")
             raise StorageError(f"cannot migrate the database (nothing changed): {said}") from None
+    return current_revision(engine)  # read after the commit: no "nothing changed" for it
 
 
 LOCK_DEADLINE_SECONDS = 60.0
