@@ -35,7 +35,7 @@ AMOUNTS = {
     ),
     "sqlite": (
         "CREATE TABLE app_amount_log (legacy_id INTEGER, amount NUMERIC)",
-        "CREATE TRIGGER app_amounts AFTER UPDATE OF amount ON cashouts "
+        "CREATE TRIGGER app_amounts AFTER UPDATE OF amount ON CASHOUTS "
         "BEGIN INSERT INTO app_amount_log VALUES (NEW.id, NEW.amount); END",
     ),
 }
@@ -50,7 +50,7 @@ STATUSES = {
     ),
     "sqlite": (
         "CREATE TABLE app_status_log (legacy_id INTEGER, status TEXT)",
-        "CREATE TRIGGER app_statuses AFTER UPDATE ON escrows WHEN NEW.status IS NOT "
+        "CREATE TRIGGER app_statuses AFTER UPDATE ON Escrows WHEN NEW.status IS NOT "
         "OLD.status BEGIN INSERT INTO app_status_log VALUES (NEW.id, NEW.status); END",
     ),
 }
