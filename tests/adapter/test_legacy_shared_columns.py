@@ -20,11 +20,11 @@ import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import snapshot
-from support.legacy_columns import narrow_payouts
-from unistatus import DualWriteAdapter, DualWriteMode, InputError
+from support.legacy_columns import narrow_payouts, payouts_rows
+from support.legacy_columns import payouts_adapter as adapter
+from unistatus import DualWriteMode, InputError
 from unistatus.adapter.model import OperationEvent
 from unistatus.config import Settings
-from unistatus.db.control import set_mode
 
 M = DualWriteMode
 
@@ -33,18 +33,6 @@ M = DualWriteMode
 def payouts(db: Database) -> Iterator[Settings]:
     with narrow_payouts(db) as settings:
         yield settings
-
-
-def adapter(db: Database, settings: Settings, mode: DualWriteMode) -> DualWriteAdapter:
-    set_mode(db.engine, mode, reason="test", actor="test", force=True)
-    a = DualWriteAdapter(db.engine, settings=settings, record_stats=False)
-    a.modes.refresh()
-    return a
-
-
-def payouts_rows(db: Database) -> list[Any]:
-    with db.engine.connect() as conn:
-        return list(conn.execute(sa.text("SELECT * FROM payouts")).all())
 
 
 OUT_OF_RANGE = 3_000_000_000  # past a 4-byte INTEGER (SQLite's INTEGER holds 8 bytes)

@@ -18,11 +18,11 @@ import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import snapshot
-from support.legacy_columns import narrow_payouts
-from unistatus import DualWriteAdapter, DualWriteMode, WriteRefusedError
+from support.legacy_columns import narrow_payouts, payouts_rows
+from support.legacy_columns import payouts_adapter as adapter
+from unistatus import DualWriteMode, WriteRefusedError
 from unistatus.adapter.model import OperationEvent
 from unistatus.config import Settings
-from unistatus.db.control import set_mode
 
 GOOD: dict[str, Any] = {"user_id": 7, "amount": "12.50", "currency": "USD"}
 TOO_LONG = "PENDING_ADDRESS_CONFIG"  # 22 characters, a CASHOUT status (ADMIN_PENDING)
@@ -36,18 +36,6 @@ def payouts(db: Database) -> Iterator[Settings]:
         pytest.skip("SQLite holds a value of any length: nothing to refuse")
     with narrow_payouts(db, status="VARCHAR(20)") as settings:
         yield settings
-
-
-def adapter(db: Database, settings: Settings, mode: DualWriteMode) -> DualWriteAdapter:
-    set_mode(db.engine, mode, reason="test", actor="test", force=True)
-    a = DualWriteAdapter(db.engine, settings=settings, record_stats=False)
-    a.modes.refresh()
-    return a
-
-
-def payouts_rows(db: Database) -> list[Any]:
-    with db.engine.connect() as conn:
-        return list(conn.execute(sa.text("SELECT * FROM payouts ORDER BY id")).all())
 
 
 def only_refused(events: list[OperationEvent]) -> None:

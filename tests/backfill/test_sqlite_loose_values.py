@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from conftest import Database
+from support.backfill_data import quarantined
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import run_backfill
 from unistatus.cli import app
@@ -37,17 +38,6 @@ def insert(conn: sa.Connection, user: Any, created: Any = "2026-01-01 10:00:00")
             {"u": user, "t": created},
         ).scalar_one()
     )
-
-
-def quarantined(db: Database) -> dict[int, str]:
-    with db.engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT legacy_id, reason FROM unistatus_backfill_quarantine "
-                "WHERE system = 'CASHOUT' AND resolved_at IS NULL"
-            )
-        ).all()
-    return {int(r[0]): str(r[1]) for r in rows}
 
 
 def test_a_user_id_that_is_not_an_integer_is_set_aside(sqlite_db: Database) -> None:

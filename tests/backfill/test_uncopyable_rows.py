@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Database
+from support.backfill_data import quarantined
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import retry_quarantine, run_backfill
 from unistatus.db.control import set_mode
@@ -49,17 +50,6 @@ def insert(
         ),
         {"s": status, "u": user, "a": amount, "c": currency},
     )
-
-
-def quarantined(db: Database) -> dict[int, str]:
-    with db.engine.connect() as conn:
-        rows = conn.execute(
-            sa.text(
-                "SELECT legacy_id, reason FROM unistatus_backfill_quarantine "
-                "WHERE system = 'CASHOUT' AND resolved_at IS NULL"
-            )
-        ).all()
-    return {int(r[0]): str(r[1]) for r in rows}
 
 
 def test_the_backfill_sets_uncopyable_rows_aside_and_copies_the_rest(loose: Database) -> None:

@@ -79,3 +79,16 @@ def interrupted_job(db: Any) -> None:
     except _Stop:
         return
     raise AssertionError("the backfill finished in one batch: seed more legacy rows")
+
+
+def quarantined(db: Any, system: str = "CASHOUT") -> dict[int, str]:
+    """The open quarantine entries of ``system``: legacy id -> reason."""
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT legacy_id, reason FROM unistatus_backfill_quarantine "
+                "WHERE system = :s AND resolved_at IS NULL"
+            ),
+            {"s": system},
+        ).all()
+    return {int(r[0]): str(r[1]) for r in rows}

@@ -1,13 +1,20 @@
 """The application's own columns on a legacy table, added for a test and dropped after;
-a legacy table narrower than the unified row (:func:`narrow_payouts`)."""
+a legacy table narrower than the unified row (:func:`narrow_payouts`), an adapter on it
+and its rows."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
 
 from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
 from unistatus.config import Settings, load_settings
+from unistatus.db.control import set_mode
+from unistatus.domain.statuses import DualWriteMode
 
 
 @contextmanager
@@ -69,3 +76,16 @@ def narrow_payouts(db: Database, status: str = "VARCHAR(64)") -> Iterator[Settin
     finally:
         with db.engine.begin() as conn:
             conn.exec_driver_sql("DROP TABLE payouts")
+
+
+def payouts_adapter(db: Database, settings: Settings, mode: DualWriteMode) -> DualWriteAdapter:
+    """An adapter of ``settings`` (:func:`narrow_payouts`'), every system in ``mode``."""
+    set_mode(db.engine, mode, reason="test", actor="test", force=True)
+    a = DualWriteAdapter(db.engine, settings=settings, record_stats=False)
+    a.modes.refresh()
+    return a
+
+
+def payouts_rows(db: Database) -> list[Any]:
+    with db.engine.connect() as conn:
+        return list(conn.execute(sa.text("SELECT * FROM payouts ORDER BY id")).all())
