@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     content_type_conformance,
-    not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
 )
@@ -111,30 +109,3 @@ def test_the_control_endpoints_errors_are_declared(api: Any) -> None:
     assert no_reason.status_code in (409, 422), no_reason.text
     gated = _call(api, "POST", "/api/v1/control/phase/advance", body={"reason": "contract"})
     assert gated.status_code in (200, 409), gated.text
-
-
-def test_random_requests_get_declared_answers(sqlite_db: Any) -> None:
-    """Beyond the requests above: whatever schemathesis generates is answered with a
-    status code and a body the schema declares (as ``not_a_server_error`` is checked in
-    test_service_schema.py)."""
-    app = create_app(sqlite_db.settings.model_copy(update={"admin_token": ADMIN}), sqlite_db.engine)
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    for result in schema.get_all_operations():
-        operation = result.ok()
-
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=10,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=True,
-            database=None,
-        )
-        def run(case: Any) -> None:
-            case.call_and_validate(
-                headers={"Authorization": f"Bearer {ADMIN}"},
-                checks=[not_a_server_error, *CONFORMANCE],
-            )
-
-        run()
-    app.state.service.close()

@@ -1,4 +1,6 @@
-"""No input produces a 500: schemathesis against the app's own OpenAPI schema.
+"""No input produces a 500, and every answer is one the schema declares (its status
+code, its body: test_service_contract.py): schemathesis against the app's own OpenAPI
+schema.
 
 Runs in-process against the ASGI app with a bounded number of examples per operation,
 with the admin token configured and sent, so the control endpoints really run too.
@@ -11,6 +13,7 @@ from typing import Any
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
+from test_service_contract import CONFORMANCE
 
 from unistatus.api.service import create_app
 
@@ -36,7 +39,8 @@ def test_no_input_produces_a_server_error(sqlite_db: Any) -> None:
         )
         def run(case: Any) -> None:
             case.call_and_validate(
-                headers={"Authorization": f"Bearer {TOKEN}"}, checks=[not_a_server_error]
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                checks=[not_a_server_error, *CONFORMANCE],
             )
 
         run()
