@@ -40,3 +40,26 @@ def test_resume_with_nothing_to_resume_under_json_is_one_json_object(
 def test_without_json_stdout_stays_empty(sqlite_db: Database) -> None:
     code, out, err = invoke(sqlite_db, "check", "--since", "1hour")
     assert code == 2 and out == "" and err.startswith("error:")
+
+
+def test_a_usage_error_under_json_is_one_json_object_too(sqlite_db: Database) -> None:
+    """Click's own usage errors (an unknown option, a bad value, an unknown command) are
+    errors of a command given ``--json`` as much as unistatus's: a script reading stdout
+    got nothing but an empty line before."""
+    for args in (
+        ["check", "--bogus", "--json"],
+        ["check", "--json", "--max-duration", "soon"],
+        ["--json-x", "check", "--json"],
+        ["nosuchcommand", "--json"],
+    ):
+        code, out, err = invoke(sqlite_db, *args)
+        assert code == 2, (args, out, err)
+        said = json.loads(out)
+        assert said["error"] == "UsageError" and said["exit_code"] == 2, (args, said)
+        assert said["detail"] and "Usage:" not in said["detail"], (args, said)
+        assert "Usage:" in err, (args, err)  # click's own text on stderr, as before
+
+
+def test_a_usage_error_without_json_leaves_stdout_empty(sqlite_db: Database) -> None:
+    code, out, err = invoke(sqlite_db, "check", "--bogus")
+    assert code == 2 and out == "" and "--bogus" in err

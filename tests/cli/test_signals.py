@@ -130,6 +130,10 @@ def test_a_reader_that_left_is_no_failure(db: Any) -> None:
         ["check"],
         ["check", "--json"],
         ["tx", "show", str(some_id)],
+        # Typer's help and the live view print through consoles of their own.
+        ["--help"],
+        ["check", "--help"],
+        ["dashboard", "--once"],
     ]
     for command in commands:
         read, write = os.pipe()
