@@ -48,7 +48,7 @@ def test_a_usage_error_under_json_is_one_json_object_too(sqlite_db: Database) ->
     got nothing but an empty line before."""
     for args in (
         ["check", "--bogus", "--json"],
-        ["check", "--json", "--max-duration", "soon"],
+        ["backfill", "--json", "--batch-size", "abc"],
         ["--json-x", "check", "--json"],
         ["nosuchcommand", "--json"],
     ):

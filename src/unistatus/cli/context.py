@@ -257,12 +257,17 @@ def abort(message: str, code: int = EXIT_ERROR, *, error: str = "InputError") ->
     ``error`` names the error's class (the exception's, from :func:`abort_from`)."""
     # The message is text, not Rich markup: "[auto_responses]" of a config error is kept.
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    say_error_as_json(message, code, error=error)
+    raise typer.Exit(code)
+
+
+def say_error_as_json(message: str, code: int, *, error: str) -> None:
+    """Under ``--json``: the error as one JSON object on stdout (nothing otherwise)."""
     if _JSON_ASKED.get():
         said = {"error": error, "detail": message, "exit_code": code}
         with suppress(BrokenPipeError):
             sys.stdout.write(json.dumps(said) + "\n")
             sys.stdout.flush()
-    raise typer.Exit(code)
 
 
 # The global options, written once: `unistatus`'s own, and a one-command program's

@@ -6,7 +6,7 @@ import io
 
 import typer
 
-from unistatus.cli.context import EXIT_FAILED_CHECK, print_json, state
+from unistatus.cli.context import EXIT_FAILED_CHECK, console, print_json, state
 
 HELP = (
     "Run the end-to-end demo and exit non-zero if any step fails.\n\n"
@@ -43,7 +43,7 @@ def demo(
     # Only an explicit --database-url / UNISTATUS_DATABASE_URL: the default file
     # database is never used, the demo gets a temporary one instead.
     url = state(ctx).database_url
-    out = Console(file=io.StringIO()) if json_out else None
+    out = Console(file=io.StringIO()) if json_out else console  # a reader that left: 141
     report = run_demo(url, console=out, rows=rows, seconds=seconds, threads=threads)
     if json_out:
         print_json(report.as_dict())

@@ -3,7 +3,8 @@
 Errors derived from :class:`unistatus.UnistatusError` (and any other) become one line on
 stderr and exit code 2, ``--debug`` shows the traceback; click's own usage errors keep
 click's message and its exit code 2. Given ``--json``, an error is also one JSON object
-on stdout (:func:`unistatus.cli.context.abort`). The group is the `unistatus` command; the command
+on stdout (:func:`unistatus.cli.context.abort`), a usage error too (``"error":
+"UsageError"``). The group is the `unistatus` command; the command
 class serves a program that is one command (scripts/load_test_dual_write.py).
 """
 
@@ -15,7 +16,13 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from unistatus.cli.context import AppState, abort_from, note_json
+from unistatus.cli.context import AppState, abort_from, note_json, say_error_as_json
+
+# Click's exception classes as Typer raises them: Typer 0.29 raises those of a click of
+# its own (``typer._click``), older Typers those of the click package.
+_CLICK_ERRORS = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+ClickException: type[Exception] = _CLICK_ERRORS["ClickException"]
+UsageError: type[Exception] = _CLICK_ERRORS["UsageError"]
 
 
 def _invoke(ctx: Any, invoke: Callable[[Any], Any]) -> Any:
@@ -23,11 +30,30 @@ def _invoke(ctx: Any, invoke: Callable[[Any], Any]) -> Any:
         return invoke(ctx)
     except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
         raise
+    except ClickException as exc:
+        _said_as_json(exc)
+        raise  # usage errors: click prints them with exit code 2 itself
     except Exception as exc:
         if type(exc).__module__.startswith(("click", "typer")):
-            raise  # usage errors: click prints them with exit code 2 itself
+            raise
         debug = isinstance(ctx.obj, AppState) and ctx.obj.debug
         abort_from(exc, debug=debug)
+
+
+def _parse_args(
+    ctx: Any, args: list[str], parse: Callable[[Any, list[str]], list[str]]
+) -> list[str]:
+    note_json(args)  # the whole command line: its subcommands' options too
+    try:
+        return parse(ctx, args)
+    except ClickException as exc:
+        _said_as_json(exc)
+        raise
+
+
+def _said_as_json(exc: Any) -> None:
+    error = "UsageError" if isinstance(exc, UsageError) else type(exc).__name__
+    say_error_as_json(exc.format_message(), exc.exit_code, error=error)
 
 
 class ErrorsShownGroup(TyperGroup):
@@ -37,8 +63,7 @@ class ErrorsShownGroup(TyperGroup):
         return _invoke(ctx, super().invoke)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        note_json(args)  # the whole command line: its subcommands' options too
-        return super().parse_args(ctx, args)
+        return _parse_args(ctx, args, super().parse_args)
 
 
 class ErrorsShownCommand(TyperCommand):
@@ -48,5 +73,4 @@ class ErrorsShownCommand(TyperCommand):
         return _invoke(ctx, super().invoke)
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        note_json(args)
-        return super().parse_args(ctx, args)
+        return _parse_args(ctx, args, super().parse_args)

@@ -14,6 +14,11 @@ columns a line written 88 wide comes out as a full line and a fragment ("latency
 "< 200 ms ..."). ``typer.rich_utils._fix_linebreaks`` is wrapped to join the lines of a
 prose paragraph (Rich then wraps it at the terminal's width) and keep those of an
 indented one (examples) or a list.
+
+Typer prints the help (and click's usage errors) through a Rich console of its own,
+whose broken-pipe exit is 1 ("a check found a problem"): ``rich_utils._get_rich_console``
+is wrapped so that `unistatus --help | head` ends as every other command whose reader
+left does (:func:`unistatus.cli.context.reader_left`, exit 141).
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from typing import Any
 
 from typer import rich_utils
 from typer.core import TyperOption
+
+from unistatus.cli.context import reader_left
 
 _MARK = "_unistatus_hides_flag_types"
 _NUMBERED = re.compile(r"\d+[.)] ")  # a numbered list's item: its lines kept
@@ -59,6 +66,22 @@ def reflow_help_prose() -> None:
 
     setattr(fix_linebreaks, _MARK, True)
     setattr(rich_utils, "_fix_linebreaks", fix_linebreaks)  # noqa: B010
+
+
+def help_reader_left_is_141() -> None:
+    """Make the consoles Typer prints its help with end a broken pipe as unistatus's
+    own do (idempotent)."""
+    original: Callable[..., Any] | None = getattr(rich_utils, "_get_rich_console", None)
+    if original is None or getattr(original, _MARK, False):
+        return
+
+    def get_rich_console(*args: Any, **kwargs: Any) -> Any:
+        made = original(*args, **kwargs)
+        made.on_broken_pipe = reader_left  # Rich calls it on the instance
+        return made
+
+    setattr(get_rich_console, _MARK, True)
+    setattr(rich_utils, "_get_rich_console", get_rich_console)  # noqa: B010
 
 
 def _reflowed(paragraph: str) -> str:
