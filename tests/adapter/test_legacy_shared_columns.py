@@ -13,14 +13,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from conftest import Database
 from support.adapters import snapshot
-from support.legacy_columns import narrow_payouts, payouts_rows
+from support.legacy_columns import (
+    narrow_payouts,
+    payouts_rows,
+    refused_alone_and_in_callers_transaction,
+)
 from support.legacy_columns import payouts_adapter as adapter
 from unistatus import DualWriteMode, InputError
 from unistatus.adapter.model import OperationEvent
@@ -52,14 +56,8 @@ def test_a_value_past_the_legacy_column_is_refused_before_anything_is_written(
     a = adapter(db, payouts, mode)
     events: list[OperationEvent] = []
     a.observers.append(events.append)
-    before = snapshot(db), payouts_rows(db)
-    with pytest.raises(InputError, match=message):
-        a.create_transaction("WALLET_CASHOUT", **{**GOOD, **given})
-    with db.engine.connect() as conn, conn.begin():
-        with pytest.raises(InputError, match=message):
-            a.create_transaction("WALLET_CASHOUT", **{**GOOD, **given}, connection=conn)
-        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1  # still usable
-    assert (snapshot(db), payouts_rows(db)) == before
+    write = partial(a.create_transaction, "WALLET_CASHOUT", **{**GOOD, **given})
+    refused_alone_and_in_callers_transaction(db, write, InputError, message)
     assert [e for e in events if not e.success] == []
 
 

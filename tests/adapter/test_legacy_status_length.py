@@ -11,14 +11,16 @@ the gate into phase 4 and the rollback alert read.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from conftest import Database
-from support.adapters import snapshot
-from support.legacy_columns import narrow_payouts, payouts_rows
+from support.legacy_columns import (
+    narrow_payouts,
+    refused_alone_and_in_callers_transaction,
+)
 from support.legacy_columns import payouts_adapter as adapter
 from unistatus import DualWriteMode, WriteRefusedError
 from unistatus.adapter.model import OperationEvent
@@ -53,16 +55,8 @@ def test_a_change_to_a_status_past_the_column_is_refused_before_anything_is_writ
     assert created.overall_success
     events: list[OperationEvent] = []
     a.observers.append(events.append)
-    before = snapshot(db), payouts_rows(db)
-    with pytest.raises(WriteRefusedError, match=MESSAGE):
-        a.update_status(created.entity_id, TOO_LONG, reason="r", triggered_by="t")
-    with db.engine.connect() as conn, conn.begin():
-        with pytest.raises(WriteRefusedError, match=MESSAGE):
-            a.update_status(
-                created.entity_id, TOO_LONG, reason="r", triggered_by="t", connection=conn
-            )
-        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1  # still usable
-    assert (snapshot(db), payouts_rows(db)) == before
+    write = partial(a.update_status, created.entity_id, TOO_LONG, reason="r", triggered_by="t")
+    refused_alone_and_in_callers_transaction(db, write, WriteRefusedError, MESSAGE)
     only_refused(events)
 
 
@@ -73,14 +67,8 @@ def test_a_create_in_a_status_past_the_column_is_refused_before_anything_is_writ
     a = adapter(db, payouts, mode)
     events: list[OperationEvent] = []
     a.observers.append(events.append)
-    before = snapshot(db), payouts_rows(db)
-    with pytest.raises(WriteRefusedError, match=MESSAGE):
-        a.create_transaction("WALLET_CASHOUT", **GOOD, status=TOO_LONG)
-    with db.engine.connect() as conn, conn.begin():
-        with pytest.raises(WriteRefusedError, match=MESSAGE):
-            a.create_transaction("WALLET_CASHOUT", **GOOD, status=TOO_LONG, connection=conn)
-        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1  # still usable
-    assert (snapshot(db), payouts_rows(db)) == before
+    write = partial(a.create_transaction, "WALLET_CASHOUT", **GOOD, status=TOO_LONG)
+    refused_alone_and_in_callers_transaction(db, write, WriteRefusedError, MESSAGE)
     only_refused(events)
 
 

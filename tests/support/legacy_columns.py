@@ -4,13 +4,15 @@ and its rows."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from conftest import Database
+from support.adapters import snapshot
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.config import Settings, load_settings
 from unistatus.db.control import set_mode
@@ -89,3 +91,19 @@ def payouts_adapter(db: Database, settings: Settings, mode: DualWriteMode) -> Du
 def payouts_rows(db: Database) -> list[Any]:
     with db.engine.connect() as conn:
         return list(conn.execute(sa.text("SELECT * FROM payouts ORDER BY id")).all())
+
+
+def refused_alone_and_in_callers_transaction(
+    db: Database, write: Callable[..., object], error: type[Exception], match: str
+) -> None:
+    """``write()`` is refused with ``error`` in the adapter's own transaction and in the
+    caller's (``write(connection=...)``, which stays usable after it), and neither wrote
+    anything (unistatus's rows and the payouts' alike)."""
+    before = snapshot(db), payouts_rows(db)
+    with pytest.raises(error, match=match):
+        write()
+    with db.engine.connect() as conn, conn.begin():
+        with pytest.raises(error, match=match):
+            write(connection=conn)
+        assert conn.execute(sa.text("SELECT 1")).scalar_one() == 1  # still usable
+    assert (snapshot(db), payouts_rows(db)) == before
