@@ -205,3 +205,41 @@ def test_a_schema_setting_naming_an_empty_schema_names_the_installation(
         said = " ".join(done.output.split())
         assert "installed in this database, in schema unistatus" in said, said
         assert "run `unistatus init` first" not in said
+
+
+def test_a_second_installation_the_search_path_reaches_first_is_refused(pg: Database) -> None:
+    """A second installation made on purpose (`init --alongside`, ``schema`` set to the
+    role's own schema), and a process of the default layout whose role's search_path,
+    PostgreSQL's default ``"$user", public``, finds that one first: it used the other
+    installation's mode (LEGACY_ONLY), so its creates wrote no unified row while public's
+    installation was in dual write, and public's mode switches never reached it, without
+    a word (exploratory DBA). It is refused, both installations named."""
+    with _a_schema_of_the_roles(pg) as own:
+        made = runner.invoke(
+            app, ["--database-url", pg.url, "init", "--alongside"], env={"UNISTATUS_SCHEMA": own}
+        )
+        assert made.exit_code == 0, made.output
+        url = _with_search_path(pg, f"{own},public")
+        with pytest.raises(ConfigError, match=rf"schema {own} first.*public"):
+            DualWriteAdapter(url, settings=pg.settings.model_copy(update={"database_url": url}))
+        done = runner.invoke(app, ["--database-url", url, "mode", "get"])
+        assert done.exit_code == 2, done.output
+        said = " ".join(done.output.split())
+        assert f"schema {own} first" in said and "public" in said, said
+
+
+def test_one_table_of_the_installation_found_elsewhere_first_is_refused(pg: Database) -> None:
+    """A table of the role's own schema named like one of unistatus's (its history): the
+    adapter wrote its history rows there and `tx show` showed them as the installation's
+    (exploratory DBA). The process is refused, the table named."""
+    with _a_schema_of_the_roles(pg) as own:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"CREATE TABLE {own}.unified_status_history (LIKE public.unified_status_history)"
+            )
+        url = _with_search_path(pg, f"{own},public")
+        with pytest.raises(ConfigError, match=rf"unified_status_history.*schema {own}"):
+            DualWriteAdapter(url, settings=pg.settings.model_copy(update={"database_url": url}))
+        done = runner.invoke(app, ["--database-url", url, "tx", "show", "1"])
+        assert done.exit_code == 2, done.output
+        assert "unified_status_history" in done.output
