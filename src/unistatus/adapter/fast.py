@@ -289,13 +289,16 @@ def _legacy_location(ref: EntityRef) -> tuple[LegacySystemType, int] | None:
 
 def locked_mode_available(engine: sa.Engine, ops: DialectOps) -> bool:
     """Whether status changes may take this fast path: PostgreSQL with
-    ``unistatus_locked_mode(system)`` (revision 0015) installed."""
+    ``unistatus_locked_mode(system)`` (revision 0015) installed. The installation is
+    checked first (a ConfigError where there is none, where the search_path does not
+    reach it, or where it reaches another's tables first): its function found through
+    the search_path would be another installation's too."""
     if not ops.supports_dml_cte:
         return False
+    check_installed(engine)
     with engine.connect() as conn:
         if ops.has_locked_mode_function(conn):
             return True
-    check_installed(engine)  # none, or where the search_path does not reach
     log.warning(
         "unistatus_locked_mode(system) is missing (schema older than revision 0015; `unistatus "
         "init` installs it): status changes take the locked path, as correct, only slower"

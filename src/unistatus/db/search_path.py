@@ -13,7 +13,12 @@ in one schema and alter the old ones in another. So, in the default layout:
   beside the installation: into the schema that holds it, or into ``public`` for a new
   one (:func:`require_one_place`); else a ConfigError saying where, nothing changed;
 - a database whose installation the search_path does not reach says where it is
-  (:func:`where_it_is`), not "run `unistatus init`".
+  (:func:`where_it_is`), not "run `unistatus init`";
+- a process is refused where the search_path reaches another installation before
+  public's (a second one, made with ``init --alongside`` in the role's own schema), or
+  finds one of unistatus's tables in another schema than the installation's (a table of
+  the role's own named like it): it would read one installation's mode and write to the
+  other's tables (:func:`mixed_installations`).
 
 With the ``schema`` setting the names are qualified and the search_path plays no part,
 but the same mistake is one setting away: turned on (or set in one process's config
@@ -47,6 +52,7 @@ __all__ = [
     "SearchPath",
     "compat_views_on_path",
     "installed_elsewhere",
+    "mixed_installations",
     "require_one_place",
     "require_sole_installation",
     "search_path",
@@ -74,6 +80,13 @@ _WHERE = sa.text(
     "(SELECT p.name FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s "
     f"ON s.oid = c.relnamespace JOIN {_SCHEMAS} ON p.name = s.nspname "
     f"WHERE c.relname = :table ORDER BY p.n LIMIT 1), {_ON_PATH}"
+)
+# Where each of the bare names :tables resolves to (NULL: none has it).
+_RESOLVED = sa.text(
+    "SELECT t.name, (SELECT p.name FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s "
+    f"ON s.oid = c.relnamespace JOIN {_SCHEMAS} ON p.name = s.nspname "
+    "WHERE c.relname = t.name ORDER BY p.n LIMIT 1) "
+    "FROM unnest(CAST(:tables AS text[])) AS t(name)"
 )
 _COMPAT_ON_PATH = sa.text(f"SELECT {_ON_PATH}")
 # The search_path without the compatibility schema, for the current transaction.
@@ -197,6 +210,40 @@ _ALONGSIDE = (
     "; to make another installation in {schema} on purpose (another application's legacy "
     "tables), run `unistatus init --alongside`"
 )
+
+
+def mixed_installations(conn: sa.Connection, tables: list[str]) -> str | None:
+    """What is wrong when the bare names of unistatus's ``tables`` (the installation's
+    version table among them) do not all mean the one installation of the default layout
+    on ``conn`` (None: they do, or none is reached). Either one of them resolves to
+    another schema than the version table, or the installation reached is not public's
+    while public holds one too."""
+    resolved = dict(conn.execute(_RESOLVED, {"tables": [INSTALLATION_TABLE, *tables]}).all())
+    found_in = resolved.pop(INSTALLATION_TABLE)
+    if found_in is None:
+        return None
+    path = str(conn.execute(sa.text("SELECT current_setting('search_path')")).scalar_one())
+    strays = sorted(f"{t} (schema {s})" for t, s in resolved.items() if s not in (None, found_in))
+    if strays:
+        return (
+            f"this connection's search_path ({path}) finds unistatus's installation in "
+            f"schema {found_in} but {', '.join(strays)} elsewhere first: the process would "
+            f"read one and write the other; rename or drop the other table, or put "
+            f"{found_in} first in the role's search_path"
+        )
+    if found_in == DEFAULT_SCHEMA:
+        return None
+    holding = [name for name, _ in conn.execute(_HOLDING, {"table": INSTALLATION_TABLE})]
+    if DEFAULT_SCHEMA not in holding:
+        return None
+    return (
+        f"this connection's search_path ({path}) reaches the unistatus installation in "
+        f"schema {found_in} first, but the schema setting says {DEFAULT_SCHEMA}, which "
+        f"holds another: to use {DEFAULT_SCHEMA}'s, put {DEFAULT_SCHEMA} first in the "
+        f"role's search_path (ALTER ROLE ... SET search_path, or options=-c "
+        f'search_path=... in the URL); to use the other, set schema = "{found_in}" '
+        "(UNISTATUS_SCHEMA)"
+    )
 
 
 def where_it_is(conn: sa.Connection, sp: SearchPath | None = None) -> str | None:

@@ -16,8 +16,8 @@ import sqlalchemy as sa
 
 from unistatus.db.binding import schema_of
 from unistatus.db.engine import parse_url
-from unistatus.db.search_path import installed_elsewhere, where_it_is
-from unistatus.db.tables import migration_control
+from unistatus.db.search_path import installed_elsewhere, mixed_installations, where_it_is
+from unistatus.db.tables import metadata, migration_control
 from unistatus.errors import ConfigError, StorageError
 from unistatus.redact import redact
 
@@ -95,7 +95,9 @@ def check_installed(engine: sa.Engine) -> None:
         with engine.connect() as conn:
             own = schema_of(engine)
             installed = sa.inspect(conn).has_table(migration_control.name, schema=own)
-            if not installed and engine.dialect.name == "postgresql":
+            if engine.dialect.name == "postgresql" and own is None and installed:
+                elsewhere = mixed_installations(conn, sorted(metadata.tables))
+            elif not installed and engine.dialect.name == "postgresql":
                 elsewhere = installed_elsewhere(conn, own) if own else where_it_is(conn)
     except sa.exc.DBAPIError as exc:
         raise StorageError(
