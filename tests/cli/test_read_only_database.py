@@ -42,3 +42,20 @@ def test_a_command_that_writes_stops_at_once_on_a_read_only_database(
     assert "[SQL:" not in text and "[parameters:" not in text
     assert "upgrade the schema" not in text
     assert text.count("repair failed") == 0
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["backfill"], ["mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "t"]],
+    ids=lambda v: v[0],
+)
+def test_the_other_commands_say_read_only_in_words(db: Any, command: list[str]) -> None:
+    """`backfill` on PostgreSQL said it as SQLAlchemy wraps the driver's error: "database
+    error: InternalError: (psycopg.errors.ReadOnlySqlTransaction) cannot execute INSERT
+    in a read-only transaction" (exploratory DBA)."""
+    populate(db.engine, db.settings, 30)
+    result = CliRunner().invoke(app, ["--database-url", read_only_url(db), *command])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "read-only" in text or "readonly" in text, text
+    assert "Error: (" not in text and "psycopg" not in text and "[SQL:" not in text, text
