@@ -218,7 +218,8 @@ def mixed_installations(conn: sa.Connection, tables: list[str]) -> str | None:
     on ``conn`` (None: they do, or none is reached). Either one of them resolves to
     another schema than the version table, or the installation reached is not public's
     while public holds one too."""
-    resolved = dict(conn.execute(_RESOLVED, {"tables": [INSTALLATION_TABLE, *tables]}).all())
+    rows = conn.execute(_RESOLVED, {"tables": [INSTALLATION_TABLE, *tables]})
+    resolved: dict[str, str | None] = {name: schema for name, schema in rows}
     found_in = resolved.pop(INSTALLATION_TABLE)
     if found_in is None:
         return None
