@@ -72,8 +72,9 @@ class Runner:
         self.settings = settings
         self.prepare = prepare
         # Each system's mode as last read: what a failure is filed under when it cannot
-        # be read.
+        # be read (LEGACY_ONLY's stand-in for a system whose mode was never read).
         self.last_modes = dict.fromkeys(LegacySystemType, DEFAULT_MODE)
+        self.modes_read: set[LegacySystemType] = set()
         self.observers: list[Callable[[OperationEvent], None]] = []
 
     def storage_errors(self, what: str) -> AbstractContextManager[None]:
@@ -86,6 +87,7 @@ class Runner:
         with self.storage_errors("cannot read the mode"):
             modes = self.modes.modes()
         self.last_modes.update(modes)
+        self.modes_read.update(modes)
         return modes[system] if system is not None else self.modes.get()
 
     @property
@@ -255,7 +257,9 @@ class Runner:
             outcome_unknown=bool(unknown),
             system=system,
         )
-        log.error("%s failed in %s: %s", operation, mode.value, error)
+        read = system is None or system in self.modes_read
+        where = mode.value if read else "a mode not read yet"
+        log.error("%s failed in %s: %s", operation, where, error)
         result = failed_result(op_id, mode, error, started)
         result.outcome_unknown = unknown is not None
         return result
