@@ -60,13 +60,15 @@ HELP = "\n\n".join(
             "malformed line refuses the file (exit 2, naming the line) before anything is "
             "written."
         ),
+        "Examples:",
         (
-            "Examples: unistatus repair --strategy legacy_wins --dry-run ; unistatus repair "
-            '--strategy legacy_wins --reason "after the 02:10 legacy-only incident" ; '
-            "unistatus check --out mismatches.jsonl || test $? -eq 1 && unistatus repair "
-            '--from mismatches.jsonl --strategy legacy_wins --reason "INC-42" (check exits 1 '
-            "when it finds mismatches) ; unistatus repair --system escrow --strategy "
-            'unified_wins --reason "escrows are unified-primary"'
+            "  unistatus repair --strategy legacy_wins --dry-run\n"
+            '  unistatus repair --strategy legacy_wins --reason "after the 02:10 incident"\n'
+            "  unistatus check --out mismatches.jsonl || test $? -eq 1 &&\n"
+            "    unistatus repair --from mismatches.jsonl --strategy legacy_wins \\\n"
+            '      --reason "INC-42"    (check exits 1 when it finds mismatches)\n'
+            "  unistatus repair --system escrow --strategy unified_wins \\\n"
+            '    --reason "escrows are unified-primary"'
         ),
     ]
 )

@@ -28,7 +28,8 @@ tx_app = typer.Typer(
         "Create, update or inspect one transaction (writes follow the current mode).\n\n"
         "Examples:\n\n"
         "  unistatus tx create --type cashout --user 42 --amount 150.00 --currency USD\n"
-        "  (it prints the new transaction's ids: UTX100000000000001 (cashout:1))\n"
+        "  (it prints the new transaction's ids: UTX100000000000001 (cashout:1) on a database\n"
+        "  without legacy rows; use the ones it printed below)\n"
         '  unistatus tx update cashout:1 OTP_PENDING --reason "user requested OTP"\n'
         "  unistatus tx show cashout:1"
     ),

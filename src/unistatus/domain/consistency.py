@@ -94,7 +94,10 @@ def compare(
     if _mapper.try_to_unified(system, legacy["status"]) is None:
         out.append(
             found(
-                InconsistencyKind.UNMAPPABLE_LEGACY, field="status", legacy_value=legacy["status"]
+                InconsistencyKind.UNMAPPABLE_LEGACY,
+                field="status",
+                legacy_value=legacy["status"],
+                unified_value=unified["status"] if unified is not None else None,
             )
         )
     if unified is None:
