@@ -60,7 +60,11 @@ def loadtest(
         None, "--mode", help="Write mode for the run (default: the current one); restored after."
     ),
     baseline: bool = typer.Option(
-        False, "--baseline", help="Run the same load in LEGACY_ONLY first; report the overhead."
+        False,
+        "--baseline",
+        help="Run the same load in LEGACY_ONLY first; report the overhead. Its rows have no "
+        "unified row: on a migrated database a watching monitor reads them as inconsistent "
+        "and rolls back (backfill and check after it; use a staging copy).",
     ),
     seed: int = typer.Option(0, "--seed", help="Random seed for the transaction mix."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
