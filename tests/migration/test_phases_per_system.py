@@ -359,3 +359,31 @@ def test_systems_moving_at_once_keep_both_summaries_true(pg: Any) -> None:
         assert mode_summary == (mode.value if mode is not None else None), (n, found)
 
     assert in_lockstep(move, rounds=24, after_round=check) == []
+
+
+def test_advancing_every_system_needs_each_systems_own_gates(db: Any) -> None:
+    """Without --system the gates were measured on every system's figures pooled: with
+    escrow's own gates failing (no new escrow transaction, errors), `phase status` said
+    "ready" under a per-system line "ESCROW ... no", and `phase advance` moved escrow
+    into phase 2 with the rest (exploratory docs review). A system whose own gate fails
+    now fails the advance of every system, named."""
+    to_phase(db.engine, 1)
+    seed_pairs(db.engine, 200, system=C)
+    seed_pairs(db.engine, 200, system=X)
+    seed_pairs(db.engine, 2, system=E)
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 2000, system=C)
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 10, errors=1, system=E)
+    run_check(db.engine, db.settings)
+    assert not all(g.passed for g in gates_of(db.engine, db.settings, E).values())
+
+    together = phase_status(db.engine, db.settings)
+    assert not together.ready, together.gates
+    named = [g for g in together.gates if not g.passed]
+    assert any("ESCROW" in f"{g.name} {g.value} {g.detail}" for g in named), named
+    with pytest.raises(GateError, match="ESCROW"):
+        advance(db.engine, db.settings, actor="t", reason="all")
+    assert {s: st.phase for s, st in phase_statuses(db.engine, db.settings).items()} == {
+        C: 1,
+        E: 1,
+        X: 1,
+    }
