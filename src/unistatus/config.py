@@ -440,7 +440,9 @@ def check_variables(environ: Mapping[str, str]) -> None:
     new = [var for var in unknown if var not in _warned]
     if new:
         _warned.update(new)
-        log.warning("%s: not a setting of unistatus (README.md, Configuration), ignored", ", ".join(new))
+        log.warning(
+            "%s: not a setting of unistatus (README.md, Configuration), ignored", ", ".join(new)
+        )
 
 
 def _is_table(annotation: Any) -> bool:

@@ -31,8 +31,12 @@ def _gates(status: phases.PhaseStatus) -> dict[str, phases.Gate]:
     return {g.name: g for g in status.gates}
 
 
-def _writes(db: Database, n: int = 20, *, errors: int = 0) -> DualWriteAdapter:
-    """Real adapter traffic, recorded by OperationStats and flushed."""
+def _writes(
+    db: Database, n: int = 20, *, errors: int = 0, every_system: bool = False
+) -> DualWriteAdapter:
+    """Real adapter traffic, recorded by OperationStats and flushed: ``n`` cashouts walked
+    a step (and, ``every_system``, ``n`` escrows and exchanges created: each system's own
+    gates have figures of their own)."""
     # Recorded by the test's own OperationStats (to inject errors), not the default one.
     adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
     stats = OperationStats(db.engine, process_id="test", start=False).attach(adapter)
@@ -40,6 +44,8 @@ def _writes(db: Database, n: int = 20, *, errors: int = 0) -> DualWriteAdapter:
         r = adapter.create_transaction("WALLET_CASHOUT", i + 1, Decimal("10.5"), "USD")
         assert r.overall_success
         assert adapter.update_status(r.entity_id, "OTP_PENDING", "otp sent", "test").overall_success
+        for other in ("ESCROW", "EXCHANGE") if every_system else ():
+            assert adapter.create_transaction(other, i + 1, Decimal("3"), "EUR").overall_success
     for _ in range(errors):
         stats.record(OperationEvent("update_status", adapter.mode, False, 3.0, error="boom"))
     stats.flush()
@@ -101,6 +107,7 @@ def test_into_phase_2_gates_fail_then_pass_on_real_data(db: Database) -> None:
         "dual_write_on",
         "new_transactions_consistent",
         "error_rate",
+        "each_system_on_its_own",
     }
     assert gates["dual_write_on"].passed
     # nothing measured yet: never passes by default
@@ -130,8 +137,14 @@ def test_into_phase_2_gates_fail_then_pass_on_real_data(db: Database) -> None:
         conn.execute(sa.text(f"DELETE FROM {db.table('unistatus_operation_stats')}"))
     _writes(db, 5)
     run_check(db.engine, db.settings, since=start)
+    # Every system's figures pooled pass; escrow's and exchange's own have no traffic.
+    gates = _gates(phases.phase_status(db.engine, db.settings))
+    assert [g.name for g in gates.values() if not g.passed] == ["each_system_on_its_own"]
+    assert gates["each_system_on_its_own"].value == "ESCROW, EXCHANGE fail"
+    _writes(db, 5, every_system=True)
+    run_check(db.engine, db.settings, since=start)
     status = phases.phase_status(db.engine, db.settings)
-    assert status.ready, status.as_dict()
+    assert status.ready, [g for g in status.gates if not g.passed]
     change = phases.advance(db.engine, db.settings, actor="t", reason="phase 1 clean")
     assert change.to_phase == 2 and change.forced == []
     assert get_mode(db.engine) is M.DUAL_WRITE_LEGACY_PRIMARY
@@ -146,11 +159,12 @@ def test_force_needs_a_reason_and_is_recorded(db: Database) -> None:
     assert phases.phase_status(db.engine, db.settings).phase == 1
     change = phases.advance(db.engine, db.settings, actor="bob", force=True, reason="drill")
     assert change.to_phase == 2
-    assert set(change.forced) == {"new_transactions_consistent", "error_rate"}
+    forced = {"new_transactions_consistent", "error_rate", "each_system_on_its_own"}
+    assert set(change.forced) == forced
     logged = history(db.engine, "phase")[0]
     assert logged.reason == "drill" and logged.actor == "bob"
     assert logged.metadata is not None
-    assert set(logged.metadata["forced"]) == {"new_transactions_consistent", "error_rate"}
+    assert set(logged.metadata["forced"]) == forced
     assert {g["name"]: g["passed"] for g in logged.metadata["gates"]}["dual_write_on"] is True
 
 
@@ -204,7 +218,7 @@ def test_into_phase_4_soak_latency_and_a_check_after_the_switch(db: Database) ->
     gates = _gates(phases.phase_status(db.engine, settings))
     assert gates["unified_primary_soak_s"].passed
     assert gates["p95_latency_ms"].value == "unavailable"
-    _writes(db, 10)
+    _writes(db, 20, every_system=True)  # each system's own p95 has enough operations
     stats = OperationStats(db.engine, process_id="slow", start=False)
     for _ in range(200):  # a slow process: p95 over the threshold
         stats.record(OperationEvent("update_status", M.DUAL_WRITE_UNIFIED_PRIMARY, True, 400.0))

@@ -372,9 +372,11 @@ def test_advancing_every_system_needs_each_systems_own_gates(db: Any) -> None:
     seed_pairs(db.engine, 200, system=X)
     seed_pairs(db.engine, 2, system=E)
     record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 2000, system=C)
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 1000, system=X)
     record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 10, errors=1, system=E)
     run_check(db.engine, db.settings)
     assert not all(g.passed for g in gates_of(db.engine, db.settings, E).values())
+    assert all(g.passed for g in gates_of(db.engine, db.settings, C).values())
 
     together = phase_status(db.engine, db.settings)
     assert not together.ready, together.gates

@@ -18,6 +18,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -291,9 +292,11 @@ def _last_control_change(
 def phase_started_at(
     engine: sa.Engine, phase: int, system: LegacySystemType | None = None
 ) -> datetime | None:
-    """When ``system`` (None: any system) last entered the phase (None if never)."""
+    """When ``system`` last entered the phase (None if never); None: the first of every
+    system's last entries (a check since then covers each system's gate; None if one never did)."""
     with engine.connect() as conn:
-        return _last_change_to(conn, phase_keys(system), str(phase))
+        entered = [_last_change_to(conn, phase_keys(s), str(phase)) for s in systems_of(system)]
+    return None if None in entered else min(t for t in entered if t is not None)
 
 
 def _require_common(phases: dict[LegacySystemType, int], what: str) -> int:
@@ -324,8 +327,7 @@ def resolve_since(
             phase = _require_common(read_phases(conn), f"--since {PHASE_START}: check")
         else:
             phase = read_phase(conn, system)
-        entered = [_last_change_to(conn, phase_keys(s), str(phase)) for s in systems_of(system)]
-    started = None if None in entered else min(t for t in entered if t is not None)
+    started = phase_started_at(engine, phase, system)
     if started is None:
         raise InputError(
             f"--since {PHASE_START}: phase {phase} was never entered (a fresh installation); "
@@ -436,9 +438,11 @@ def phase_status(
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot read the phase: {exc.orig}") from None
     nxt = phase + 1 if phase < LAST_PHASE else None
-    gates = evaluate_gates(engine, settings, nxt, mode=mode, system=chosen) if nxt else []
+    measured = evaluate_gates(engine, settings, nxt, mode=mode, system=chosen) if nxt else []
+    if nxt is not None and nxt > 1 and chosen is None:  # advancing every system moves each
+        measured.append(gates.gate_each_system(partial(evaluate_gates, engine, settings, nxt)))
     info = PHASES[phase]
-    return PhaseStatus(phase, info.name, mode, info.mode, nxt, gates, since, chosen)
+    return PhaseStatus(phase, info.name, mode, info.mode, nxt, measured, since, chosen)
 
 
 def require_one_phase(engine: sa.Engine, what: str) -> int:

@@ -28,7 +28,7 @@ from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration import phases
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.check import run_check
-from unistatus.migration.phases import phase_started_at
+from unistatus.migration.phases import PHASE_START, phase_started_at, resolve_since
 from unistatus.migration.repair import run_repair
 from unistatus.migration.replay import pending_count
 from unistatus.migration.retire import legacy_columns_dropped, retire_legacy_columns
@@ -227,7 +227,7 @@ def step_enter_phase1(ctx: DemoContext) -> str:
 
 
 def step_check_new(ctx: DemoContext) -> str:
-    return _full_check(ctx, since=phase_started_at(ctx.require_engine(), 1))
+    return _full_check(ctx, since=resolve_since(ctx.require_engine(), PHASE_START))
 
 
 # --- phase 2 -------------------------------------------------------------------------------
@@ -305,7 +305,7 @@ def step_return_after_drill(ctx: DemoContext) -> str:
         actor=ACTOR,
         reason="demo: what the legacy-only drill left behind",
     )
-    _full_check(ctx, since=phase_started_at(engine, 1))
+    _full_check(ctx, since=resolve_since(engine, PHASE_START))
     steps.append(_advance(ctx, "demo: back to phase 2"))
     _full_check(ctx)
     steps.append(_advance(ctx, "demo: back to phase 3"))
