@@ -94,6 +94,7 @@ def test_a_continuous_round_is_shown_as_the_judged_consistency_not_its_own_rate(
     shown = _dashboard_text(db)
     figure = f"{expected * 100:.3f}%"
     assert re.search(rf"consistency {re.escape(figure)}", shown), shown  # Data quality
+    assert "failing (13) 0/13 changed since" in shown, shown  # what the round read
     assert "0.000%" not in shown, shown  # nor the sparkline's last point
 
 
