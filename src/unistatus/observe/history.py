@@ -9,7 +9,10 @@ number here comes from tables every process writes anyway:
   fixed steps the way :func:`~unistatus.observe.stats.window` merges them: counts and
   latency buckets summed by the database, one row per step (a read costs the steps, not
   the rows in the span), p95 interpolated from the merged buckets;
-- stored check reports (consistency);
+- stored check reports (consistency: each as the dashboards show it, a round of
+  continuous verification over the systems' rows as now known, never its own rate of
+  the few rows it read; one that cannot be judged, with no full check, is no point:
+  :func:`~unistatus.observe.judged.report_consistency`);
 - the control log (mode and phase changes, marked on the time axis).
 
 A step with no operations has no latency and no error rate (``None``), never a made-up
@@ -19,13 +22,14 @@ the later step (the window's end, to the last).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.backfill import progress as backfill_progress
 from unistatus.clock import as_utc, utcnow
 from unistatus.db.control import MODE_KEY, mode_keys
 from unistatus.db.elapsed import microseconds_after
@@ -39,6 +43,8 @@ from unistatus.db.tables_ops import (
 )
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.phases import PHASE_KEY, phase_keys
+from unistatus.migration.verify import system_populations
+from unistatus.observe.judged import Population, populations_of, report_consistency
 from unistatus.observe.stats import WRITES, best_histogram, percentile
 
 __all__ = ["HISTORY_POINTS", "HISTORY_SECONDS", "History", "MIN_STEP_SECONDS", "read_history"]
@@ -80,11 +86,13 @@ def read_history(
     seconds: float = HISTORY_SECONDS,
     points: int = HISTORY_POINTS,
     now: datetime | None = None,
+    populations: Mapping[str, Population] | None = None,
 ) -> History:
     """``points`` equal steps over the last ``seconds``, with checks and control changes.
 
     Each step at least :data:`MIN_STEP_SECONDS` long (``seconds >= points``), else
-    :class:`~unistatus.errors.InputError`.
+    :class:`~unistatus.errors.InputError`. ``populations``: the systems' rows a report of
+    the rows changed since a time is judged against (a snapshot's; None: read here).
     """
     if points < 1:
         raise InputError(f"history needs at least one step, got {points}")
@@ -99,10 +107,11 @@ def read_history(
     try:
         with engine.connect() as conn:
             rows = conn.execute(_per_step(engine, since, until, points)).all()
+            R = check_reports
             checks = conn.execute(
-                sa.select(check_reports.c.created_at, check_reports.c.consistency_rate)
-                .where(check_reports.c.created_at > since, check_reports.c.created_at <= until)
-                .order_by(check_reports.c.created_at, check_reports.c.id)
+                sa.select(R.c.created_at, R.c.consistency_rate, R.c.since, R.c.per_system)
+                .where(R.c.created_at > since, R.c.created_at <= until)
+                .order_by(R.c.created_at, R.c.id)
                 .limit(MAX_CHECKS)
             ).all()
             events = conn.execute(
@@ -115,6 +124,8 @@ def read_history(
                 .order_by(control_log.c.id)
                 .limit(MAX_EVENTS)
             ).all()
+        if populations is None and any(c.since is not None for c in checks):
+            populations = populations_of(system_populations(engine), backfill_progress(engine))
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the history: {exc.orig}") from None
     return History(
@@ -122,9 +133,23 @@ def read_history(
         until=until,
         step_seconds=step,
         points=_steps(rows, since, step, points),
-        consistency=[{"t": _iso(at), "rate": float(rate)} for at, rate in checks],
+        consistency=_consistency(checks, populations or {}),
         events=_events(events),
     )
+
+
+def _consistency(
+    checks: Sequence[Any], populations: Mapping[str, Population]
+) -> list[dict[str, Any]]:
+    """Each check's consistency as the dashboards show it; none for a report that
+    cannot be judged (see the module)."""
+    out = []
+    for at, rate, changed_since, per_system in checks:
+        report = {"consistency_rate": rate, "since": changed_since, "per_system": per_system}
+        shown = report_consistency(report, populations)
+        if shown is not None:
+            out.append({"t": _iso(at), "rate": float(shown)})
+    return out
 
 
 def _events(rows: Sequence[Any]) -> list[dict[str, Any]]:

@@ -34,6 +34,7 @@ __all__ = [
     "judged_inconsistent_rows",
     "overall_consistency",
     "populations_of",
+    "report_consistency",
     "system_consistency",
     "unjudged",
 ]
@@ -51,20 +52,56 @@ def overall_consistency(
     """Every system of ``report`` together as the alerts judge it: (rate, rows left out
     as awaiting the backfill). A system a report of recent changes cannot be judged for
     (:func:`unjudged`) is left out; None when that leaves none."""
+    counts = _overall_counts(report, progress, populations)
+    if counts is None:
+        return None, 0
+    rows, good, excluded = counts
+    return (good / rows if rows else 1.0), excluded
+
+
+def report_consistency(
+    report: Mapping[str, Any] | None, populations: Mapping[str, Population]
+) -> float | None:
+    """Every system of ``report`` together over their rows, as the dashboards show it:
+    the rate :func:`overall_consistency` judges with the rows awaiting the backfill
+    counted (a report of the rows changed since a time over the systems' rows, never its
+    own rate of the few rows it read). None when no system can be judged. A report that
+    read every row (or without per-system figures): its own rate."""
+    if not report:
+        return None
+    if report.get("since") is None or not report.get("per_system"):
+        rate = report.get("consistency_rate")
+        return float(rate) if rate is not None else None
+    counts = _overall_counts(report, None, populations)
+    if counts is None:
+        return None
+    rows, good, _ = counts
+    return good / rows if rows else 1.0
+
+
+def _overall_counts(
+    report: Mapping[str, Any],
+    progress: Mapping[str, Mapping[str, Any]] | None,
+    populations: Mapping[str, Population],
+) -> tuple[int, int, int] | None:
+    """(rows, consistent, rows left out as awaiting the backfill) of every system of
+    ``report`` it can be judged for; None when none. ``progress`` None: none left out."""
     total = consistent = excluded = judged = 0
     for system, info in (report.get("per_system") or {}).items():
-        if unjudged(report, populations.get(system)):
+        population = populations.get(system)
+        if unjudged(report, population):
             continue
         judged += 1
-        rows, good, left_out = judged_counts(
-            info, progress.get(system), report, populations.get(system)
-        )
+        if progress is None:
+            (rows, good), left_out = _read_counts(info, report, population), 0
+        else:
+            rows, good, left_out = judged_counts(info, progress.get(system), report, population)
         total += rows
         consistent += good
         excluded += left_out
     if not judged and report.get("per_system"):
-        return None, 0
-    return (consistent / total if total else 1.0), excluded
+        return None
+    return total, consistent, excluded
 
 
 def unjudged(report: Mapping[str, Any], population: Population | None) -> bool:

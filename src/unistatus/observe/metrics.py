@@ -42,6 +42,7 @@ from unistatus.observe.judged import (
     judged_inconsistent_rows,
     overall_consistency,
     populations_of,
+    report_consistency,
     system_consistency,
 )
 from unistatus.observe.operation_metrics import operation_families, window_families
@@ -110,10 +111,11 @@ class Snapshot:
 
     @property
     def consistency_rate(self) -> float | None:
-        if not self.last_check:
-            return None
-        rate = self.last_check.get("consistency_rate")
-        return float(rate) if rate is not None else None
+        """The latest check's consistency over every system's rows (rows awaiting the
+        backfill counted: :func:`judged_consistency` is the alerts' figure). A round of
+        continuous verification is judged against the systems' rows, never its own rate
+        of the few rows it read; None when it cannot be (no full check of any)."""
+        return report_consistency(self.last_check, self.populations or {})
 
     @property
     def unknown(self) -> dict[str, str]:
@@ -410,8 +412,8 @@ class SnapshotCollector:
                 judged.add_metric([system], info["alert_consistency_rate"])
             yield rate
             yield judged
-        if snap.consistency_rate is not None:
-            created = (snap.last_check or {}).get("created_at")
+        if snap.last_check:
+            created = snap.last_check.get("created_at")
             if created:
                 ts = datetime.fromisoformat(str(created)).timestamp()
                 yield GaugeMetricFamily(

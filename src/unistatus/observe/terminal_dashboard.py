@@ -110,7 +110,7 @@ def render(
         ),
     )
     rate = snap.consistency_rate
-    no_check = rate is None and snap.sources.get("check") == "ok"
+    no_check = not snap.last_check and snap.sources.get("check") == "ok"
     judged, awaiting = judged_consistency(snap)
     shown = Text(
         "no check yet" if no_check else _pct(rate),
@@ -130,7 +130,10 @@ def render(
             "validation",
             Text(
                 ("passing" if passed else f"failing ({check.get('inconsistent')})")
-                + f"  {check.get('consistent')}/{check.get('total')} at {check.get('created_at')}",
+                + f"  {check.get('consistent')}/{check.get('total')}"
+                # A round of continuous verification: of the rows changed since then.
+                + (f" changed since {check['since']}" if check.get("since") else "")
+                + f" at {check.get('created_at')}",
                 style="green" if passed else "red",
             ),
         )
@@ -354,13 +357,14 @@ def judged_frame(
             health = "degraded" if critical else "healthy"
     else:
         health = "down"
-    history = _read_history(engine) if snap.database_up else None
+    history = _read_history(engine, snap) if snap.database_up else None
     return render(snap, alerts, health, history), health
 
 
-def _read_history(engine: sa.Engine) -> dict[str, Any] | None:
+def _read_history(engine: sa.Engine, snap: Snapshot) -> dict[str, Any] | None:
+    """The last hour, its checks judged against the frame's populations (its figure)."""
     try:
-        return read_history(engine, points=TERMINAL_POINTS).as_dict()
+        return read_history(engine, points=TERMINAL_POINTS, populations=snap.populations).as_dict()
     except StorageError:
         return None
 

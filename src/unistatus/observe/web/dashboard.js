@@ -125,7 +125,8 @@ function render(s) {
   if (q.last_check) {
     const passed = q.last_check.inconsistent === 0;
     text("validation", passed ? "passing" : `failing (${q.last_check.inconsistent})`, passed ? "ok" : "bad");
-    text("validation-detail", `${q.last_check.consistent}/${q.last_check.total} consistent, ${q.last_check.created_at}`);
+    const changed = q.last_check.since ? ` of the rows changed since ${q.last_check.since}` : "";
+    text("validation-detail", `${q.last_check.consistent}/${q.last_check.total} consistent${changed}, ${q.last_check.created_at}`);
   } else {
     text("validation", "no check yet", "");
     text("validation-detail", "");
