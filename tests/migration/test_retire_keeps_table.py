@@ -71,6 +71,7 @@ def id_after_deleting_the_newest(db: Database, table: str) -> tuple[int, int]:
     """(the newest row's id, the id a raw INSERT is given once it is deleted): in a
     transaction rolled back, so nothing stays."""
     with db.engine.connect() as conn, conn.begin() as tx:
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")  # a note on the row
         newest = int(conn.exec_driver_sql(f"SELECT max(id) FROM {table}").scalar_one())
         conn.exec_driver_sql(f"DELETE FROM {table} WHERE id = ?", (newest,))
         conn.exec_driver_sql(
@@ -145,3 +146,72 @@ def test_undo_restores_the_tables_own_definition_exactly(
         notes = conn.exec_driver_sql("SELECT count(*) FROM app_cashout_notes").scalar_one()
         assert notes == 3
         assert conn.exec_driver_sql("PRAGMA foreign_key_check").all() == []
+
+
+def rich_cashouts(db: Database, tmp_path: Path, table_constraint: str, notes_fk: str) -> None:
+    """Seeded, frozen, archived, cashouts declared with ``table_constraint`` and
+    referenced by app_cashout_notes (``notes_fk``: its foreign key's action)."""
+    statements = list(RICH_CASHOUTS)
+    statements[1] = statements[1].replace("created_at)\n", f"created_at){table_constraint}\n")
+    statements[3] = statements[3].replace("(id)", f"(id) {notes_fk}")
+    with db.engine.begin() as conn:
+        for sql in statements:
+            conn.exec_driver_sql(sql)
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("INSERT INTO app_cashout_notes SELECT id, 'kept' FROM cashouts")
+
+
+def test_a_table_sqlite_cannot_drop_the_column_of_in_place_keeps_autoincrement(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A table CHECK naming the status: SQLite refuses ``DROP COLUMN``; the table is
+    copied, its key still AUTOINCREMENT and its sequence kept; the undo exact."""
+    db = sqlite_db
+    rich_cashouts(db, tmp_path, ",\n  CHECK (length(status) > 0)", "")
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE sqlite_sequence SET seq = seq + 5 WHERE name = 'cashouts'")
+    before = definitions(db)
+    checksum = status_checksum(db.engine, db.settings)
+
+    assert retire_legacy_columns(db.engine, db.settings, actor="test")["dropped"]
+    retired = definitions(db)["cashouts"]
+    (sql,) = [sql for kind, _name, sql in retired["objects"] if kind == "table"]
+    assert "AUTOINCREMENT" in sql
+    assert retired["sequence"] == before["cashouts"]["sequence"]
+    no_id_reused(db)
+    assert undo_cleanup(db.engine, db.settings, actor="test")["undone"]
+    assert definitions(db) == before
+    assert status_checksum(db.engine, db.settings) == checksum
+
+
+def test_a_table_referenced_with_an_action_is_not_dropped_by_retire_or_undo(
+    sqlite_db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ON DELETE CASCADE on cashouts: dropping the table would delete the notes. The
+    retirement drops the column in place; the undo adds it back (last), says so, and
+    every note stays."""
+    db = sqlite_db
+    rich_cashouts(db, tmp_path, "", "ON DELETE CASCADE")
+    checksum = status_checksum(db.engine, db.settings)
+    assert retire_legacy_columns(db.engine, db.settings, actor="test")["dropped"]
+    assert db.scalar("SELECT count(*) FROM app_cashout_notes") == 3
+    assert undo_cleanup(db.engine, db.settings, actor="test")["undone"]
+    assert db.scalar("SELECT count(*) FROM app_cashout_notes") == 3
+    assert status_checksum(db.engine, db.settings) == checksum
+    assert "app_cashout_notes on it act on a delete" in caplog.text
+    assert definitions(db)["cashouts"]["columns"][-1] == "status"
+
+
+def test_a_column_added_while_retired_is_kept_by_the_undo(frozen: Database) -> None:
+    db = frozen
+    checksum = status_checksum(db.engine, db.settings)
+    assert retire_legacy_columns(db.engine, db.settings, actor="test")["dropped"]
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE exchanges ADD COLUMN note TEXT DEFAULT 'n'")
+    assert undo_cleanup(db.engine, db.settings, actor="test")["undone"]
+    assert status_checksum(db.engine, db.settings) == checksum
+    columns = definitions(db)["exchanges"]["columns"]
+    assert columns[-2:] == ["note", "status"]
+    assert db.scalar("SELECT count(*) FROM exchanges WHERE note = 'n'") == 3
