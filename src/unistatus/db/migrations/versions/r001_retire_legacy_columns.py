@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from alembic import context, op
+from alembic.util import load_python_file
 from sqlalchemy.dialects import postgresql
 
 revision = "0006"
@@ -269,13 +271,16 @@ def upgrade() -> None:
         }
         if bind.dialect.name == "postgresql":
             dropped[system].update(_definitions(bind, spec))
-        # SQLite's table copy drops the table's triggers with it: the application's are
-        # created again from their own SQL after it, in this transaction (those naming the
-        # column were refused above).
+        # SQLite: dropped in place, the table's CREATE statement recorded for the undo
+        # (r001_sqlite_table.py); where the table is copied instead, the copy drops its
+        # triggers: the application's are created again from their own SQL after it, in
+        # this transaction (those naming the column were refused above).
         again = _sqlite_triggers(bind, spec)
-        with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
-            batch.drop_column(spec["status"])
-        _create_again(bind, spec, again)
+        if bind.dialect.name == "sqlite":
+            dropped[system].update(_sqlite_table().drop_column(bind, spec, again))
+        else:
+            with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
+                batch.drop_column(spec["status"])
         if again:
             dropped[system]["triggers_kept"] = [name for name, _sql in again]
     _record(bind, "dropped", dropped)
@@ -307,13 +312,10 @@ def _names(sql: str, spec: dict[str, Any]) -> bool:
     return re.search(rf"(?<![\w$]){column}(?![\w$])", sql, re.IGNORECASE) is not None
 
 
-def _create_again(bind: sa.Connection, spec: dict[str, Any], triggers: list[Any]) -> None:
-    """SQLite: each of ``triggers`` (name, SQL) the table copy took, created again."""
-    where = _sqlite_triggers(bind, spec)
-    present = {name for name, _sql in where}
-    for name, sql in triggers:
-        if name not in present:
-            bind.exec_driver_sql(sql)
+def _sqlite_table() -> Any:
+    """SQLite: this revision's table work (r001_sqlite_table.py, beside versions/), frozen
+    with it and loaded by its path: a revision imports nothing of the package."""
+    return load_python_file(str(Path(__file__).resolve().parents[1]), "r001_sqlite_table.py")
 
 
 def downgrade() -> None:
@@ -328,9 +330,13 @@ def downgrade() -> None:
         # The refill writes every row: the application's own UPDATE triggers must not
         # take it for its changes (an audit row, a payout queued, updated_at stamped).
         again = _quiet_app_triggers(bind, spec)
+        rebuilt = False  # SQLite: created again from the CREATE statement recorded
         if spec["status"] not in _legacy(bind, spec).c:
-            with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
-                batch.add_column(sa.Column(spec["status"], kind, nullable=True))
+            if bind.dialect.name == "sqlite":
+                rebuilt = _sqlite_table().create_again(bind, spec, info, _unified(), system)
+            if not rebuilt:
+                with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
+                    batch.add_column(sa.Column(spec["status"], kind, nullable=True))
         table = _legacy(bind, spec)
         unified = _unified()
         legacy_status = (
@@ -341,7 +347,7 @@ def downgrade() -> None:
         value = sa.cast(legacy_status, kind) if info.get("type") else legacy_status
         result = bind.execute(sa.update(table).values({table.c[spec["status"]]: value}))
         covered = _mark_refilled(bind, system, table.c[spec["id"]])
-        if info.get("nullable") is False:
+        if info.get("nullable") is False and not rebuilt:
             with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
                 batch.alter_column(spec["status"], existing_type=kind, nullable=False)
         for statement in again:
