@@ -2,11 +2,12 @@
 
 Critical consistency: emergency rollback. Consistency warning: detailed logging and a
 repair (the side the mode reads wins). Critical p95 with the unified side primary and
-more than 20% slower than the legacy-primary baseline: one phase back. Each firing
-episode responds once (the evaluator that claims the slot runs it), and once more for
-each system that starts crossing while it fires (``alert_state.update_state`` opens the
-slot again); the outcome is recorded in the control history under
-:data:`AUTO_RESPONSE_KEY` and notified.
+more than 20% slower than the legacy-primary baseline (each system's own, see
+``alert_state.baseline_p95_ms``; none known: no rollback, the response says "no
+baseline yet"): one phase back. Each firing episode responds once (the evaluator that
+claims the slot runs it), and once more for each system that starts crossing while it
+fires (``alert_state.update_state`` opens the slot again); the outcome is recorded in
+the control history under :data:`AUTO_RESPONSE_KEY` and notified.
 
 The rollbacks act on the systems whose own figures crossed the threshold (the alert's
 ``details["systems"]``), by the procedure the response of every system uses, run for
@@ -211,13 +212,16 @@ class Responder:
             return  # legacy is primary: nothing to roll back; the alert notifies
         p95 = snap.perf("p95_ms")
         baseline = baseline_p95_ms(self.engine)
-        if p95 is None or baseline is None or p95 <= baseline * LATENCY_REGRESSION:
+        if baseline is None:
+            self._no_baseline(state, list(SYSTEMS))
+            return
+        if p95 is None or p95 <= baseline * LATENCY_REGRESSION:
             log.warning(
-                "p95 %s ms with the unified side primary; baseline %s ms: no rollback "
-                "(needs > %d%% worse than the baseline)",
+                "p95 %s ms with the unified side primary; legacy-primary baseline %.1f ms: "
+                "no rollback (needs > %d%% worse than the baseline)",
                 p95,
                 baseline,
-                round((LATENCY_REGRESSION - 1) * 100),
+                _regression_pct(),
             )
             return  # reconsidered on the next evaluation while the alert fires
         reason = (
@@ -243,37 +247,60 @@ class Responder:
         """Some systems' own p95 crossed: those with the unified side primary and more
         than 20% slower than the baseline go one phase back (each by its own phase's
         procedure: from 4 its changes are replayed first), the others keep theirs."""
-        baseline = baseline_p95_ms(self.engine)
-        slow: list[LegacySystemType] = []
+        slow: dict[LegacySystemType, str] = {}
+        unknown: list[LegacySystemType] = []  # unified primary, no baseline
+        why_not: list[str] = []
         for system in crossed:
             perf = ((snap.systems or {}).get(system.value) or {}).get("performance") or {}
             p95 = perf.get("p95_ms")
-            if modes.get(system) not in UNIFIED_PRIMARY_MODES:
+            mode = modes.get(system)
+            if mode not in UNIFIED_PRIMARY_MODES:
+                why_not.append(
+                    f"{system.value} reads legacy ({mode.value if mode else 'mode unknown'})"
+                )
                 continue
-            if p95 is None or baseline is None or float(p95) <= baseline * LATENCY_REGRESSION:
-                continue
-            slow.append(system)
+            baseline = baseline_p95_ms(self.engine, system)
+            if baseline is None:
+                unknown.append(system)
+            elif p95 is None or float(p95) <= baseline * LATENCY_REGRESSION:
+                shown = "unknown" if p95 is None else f"{float(p95):.1f}"
+                why_not.append(
+                    f"{system.value} p95 {shown} ms not > {_regression_pct()}% above its "
+                    f"legacy-primary baseline {baseline:.1f} ms"
+                )
+            else:
+                slow[system] = f"{system.value} {float(p95):.1f} ms, baseline {baseline:.1f} ms"
         if not slow:
+            if unknown:
+                self._no_baseline(state, unknown)
+                return
             log.warning(
-                "p95 over the threshold on %s; none in unified primary and > %d%% above the "
-                "baseline %s ms: no automated rollback",
+                "p95 over the threshold on %s: no automated rollback (%s)",
                 ", ".join(s.value for s in crossed),
-                round((LATENCY_REGRESSION - 1) * 100),
-                baseline,
+                "; ".join(why_not),
             )
-            return
-        reason = f"{state.message}; legacy-primary baseline {baseline} ms"
+            return  # reconsidered on the next evaluation while the alert fires
+        if unknown:
+            log.warning("%s", _no_baseline_text(unknown))
+        reason = f"{state.message}; legacy-primary baseline: {'; '.join(slow.values())}"
         self._run(
             state.name,
             "rollback_systems_to_legacy_primary",
             reason,
             lambda why: _each(
-                slow,
+                list(slow),
                 lambda system: rollback_current_phase(
                     self.engine, self.settings, actor=ACTOR, reason=why, system=system
                 ),
             ),
         )
+
+    def _no_baseline(self, state: AlertState, systems: list[LegacySystemType]) -> None:
+        """No legacy-primary p95 to compare with: no rollback, said in the log and as the
+        alert's response (once per firing episode)."""
+        text = _no_baseline_text(systems)
+        if self._claim(state.name, f"none: {text}"):
+            log.warning("p95 over the threshold with the unified side primary: %s", text)
 
     def _repair(self, mode: DualWriteMode | None, reason: str, snap: Snapshot) -> Any:
         """Repair with the side the current mode reads as the winner (it is authoritative);
@@ -326,6 +353,19 @@ class Responder:
                 message=f"automated response {outcome} ({reason})",
             )
         )
+
+
+def _regression_pct() -> int:
+    return round((LATENCY_REGRESSION - 1) * 100)
+
+
+def _no_baseline_text(systems: list[LegacySystemType]) -> str:
+    which = ", ".join(s.value for s in systems)
+    return (
+        f"no baseline yet (no write of {which}, nor of any system, stored while legacy "
+        f"was primary): no automated latency rollback; if the regression is real, roll "
+        f"back by hand (`unistatus phase rollback --system ...`)"
+    )
 
 
 def _stale_response(stale: dict[LegacySystemType, int]) -> str:

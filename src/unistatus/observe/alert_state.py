@@ -2,8 +2,9 @@
 
 Reads (:func:`load_states`) and the writes one evaluation makes inside its transaction:
 a row per new rule, each rule's new state with the claim of its notification (only the
-evaluator whose UPDATE matched notifies), the legacy-primary p95 baseline, and the
-claim of a firing alert's response slot (only one evaluator responds).
+evaluator whose UPDATE matched notifies), the legacy-primary p95 baselines (every
+system's and each system's), and the claim of a firing alert's response slot (only
+one evaluator responds).
 """
 
 from __future__ import annotations
@@ -16,21 +17,24 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 from unistatus.db.dialect import DialectOps
+from unistatus.db.system_keys import SYSTEMS
 from unistatus.db.tables_alerts import alert_state, monitor_values
-from unistatus.domain.statuses import DualWriteMode
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.observe.alert_rules import Level, Observation
-from unistatus.observe.metrics import Snapshot
 from unistatus.observe.notify import Notification
+from unistatus.observe.stats import WRITES, window
 
 __all__ = [
     "BASELINE_KEY",
     "RUNNING",
     "AlertState",
+    "baseline_key",
     "baseline_p95_ms",
     "claim_response",
     "current_rows",
     "ensure_rows",
     "keep_baseline",
+    "legacy_primary_baselines",
     "load_states",
     "notification",
     "set_response",
@@ -41,6 +45,9 @@ BASELINE_KEY = "p95_baseline_ms"
 # A baseline is only taken from a window with at least this many operations.
 BASELINE_MIN_OPERATIONS = 20
 LEGACY_PRIMARY_MODES = (DualWriteMode.LEGACY_ONLY, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
+_LEGACY_PRIMARY = tuple(m.value for m in LEGACY_PRIMARY_MODES)
+# Every stored statistic (pruning folds old rows, it keeps their sums).
+_EVER = 100 * 365 * 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -234,30 +241,56 @@ def _same_marker(marker: str | None) -> sa.ColumnElement[bool]:
     return m.is_(None) if marker is None else m == marker
 
 
-def keep_baseline(ops: DialectOps, conn: sa.Connection, snap: Snapshot, now: datetime) -> None:
-    """While legacy is primary, remember its p95: the latency rollback's baseline."""
-    p95 = snap.perf("p95_ms")
-    if (
-        snap.mode not in {m.value for m in LEGACY_PRIMARY_MODES}
-        or p95 is None
-        or (snap.perf("count") or 0) < BASELINE_MIN_OPERATIONS
-    ):
-        return
-    stmt = ops.insert(monitor_values).values(key=BASELINE_KEY, value=p95, updated_at=now)
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[monitor_values.c.key], set_={"value": p95, "updated_at": now}
+def legacy_primary_baselines(engine: sa.Engine, seconds: float) -> dict[str, float]:
+    """The baselines the last ``seconds`` give, by key: the p95 of the writes made in a
+    legacy-primary mode (the mode each operation was stored with, whatever the modes
+    are now), of every system together and of each system on its own, where at least
+    :data:`BASELINE_MIN_OPERATIONS` of them ran."""
+    out: dict[str, float] = {}
+    for system in (None, *SYSTEMS):
+        perf = window(engine, seconds, operation=WRITES, mode=_LEGACY_PRIMARY, system=system)
+        if perf.count >= BASELINE_MIN_OPERATIONS and perf.p95_ms is not None:
+            out[baseline_key(system)] = perf.p95_ms
+    return out
+
+
+def keep_baseline(
+    ops: DialectOps, conn: sa.Connection, baselines: dict[str, float], now: datetime
+) -> None:
+    """Remember the legacy-primary p95s (:func:`legacy_primary_baselines`): the latency
+    rollback's baselines."""
+    for key, p95 in baselines.items():
+        stmt = ops.insert(monitor_values).values(key=key, value=p95, updated_at=now)
+        conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[monitor_values.c.key], set_={"value": p95, "updated_at": now}
+            )
         )
-    )
 
 
-def baseline_p95_ms(engine: sa.Engine) -> float | None:
-    """The remembered legacy-primary p95 (ms), if one was taken."""
-    with engine.connect() as conn:
-        value = conn.execute(
-            sa.select(monitor_values.c.value).where(monitor_values.c.key == BASELINE_KEY)
-        ).scalar_one_or_none()
-    return float(value) if value is not None else None
+def baseline_key(system: LegacySystemType | None) -> str:
+    """The ``monitor_values`` key of a system's baseline (None: every system's)."""
+    return BASELINE_KEY if system is None else f"{BASELINE_KEY}:{system.value}"
+
+
+def baseline_p95_ms(engine: sa.Engine, system: LegacySystemType | None = None) -> float | None:
+    """The legacy-primary p95 (ms) the latency rollback compares with, if any is known.
+
+    ``system``'s own: the one the monitor remembered, else the p95 of every write of
+    that system stored in a legacy-primary mode (a monitor that was not running while
+    legacy was primary); without any, every system's, the same way. None: no
+    legacy-primary write was ever stored."""
+    for whose in (system, None) if system is not None else (None,):
+        with engine.connect() as conn:
+            value = conn.execute(
+                sa.select(monitor_values.c.value).where(monitor_values.c.key == baseline_key(whose))
+            ).scalar_one_or_none()
+        if value is not None:
+            return float(value)
+        stored = window(engine, _EVER, operation=WRITES, mode=_LEGACY_PRIMARY, system=whose)
+        if stored.count and stored.p95_ms is not None:
+            return stored.p95_ms
+    return None
 
 
 def claim_response(ops: DialectOps, name: str, response: str) -> bool:

@@ -20,6 +20,7 @@ from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import one_line
 from unistatus.db.retry import is_read_only
+from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError, UnistatusError
 from unistatus.migration.capture import fold_writers
 from unistatus.migration.verify import (
@@ -36,6 +37,7 @@ from unistatus.observe.alert_state import (
     current_rows,
     ensure_rows,
     keep_baseline,
+    legacy_primary_baselines,
     load_states,
     notification,
     update_state,
@@ -210,6 +212,7 @@ class Monitor:
         self, snap: Snapshot, observations: list[Observation], now: datetime
     ) -> list[AlertState]:
         to_notify: list[Notification] = []
+        baselines = self._baselines(snap)
         with self.ops.write_transaction() as conn:
             ensure_rows(self.ops, conn, observations, now)
             old = current_rows(conn)
@@ -217,7 +220,7 @@ class Monitor:
                 note = update_state(conn, obs, old[obs.name], now)
                 if note is not None:
                     to_notify.append(note)
-            keep_baseline(self.ops, conn, snap, now)
+            keep_baseline(self.ops, conn, baselines, now)
         if self._down_since is not None:  # the database is back: say so once
             self._down_since = None
             if not any(n.name == "database_down" for n in to_notify):
@@ -227,9 +230,21 @@ class Monitor:
         Responder(self.engine, self.settings, self.notifier, self.ops).respond(snap)
         return load_states(self.engine)
 
-    def baseline_p95_ms(self) -> float | None:
-        """The remembered legacy-primary p95 (ms): the latency rollback's baseline."""
-        return baseline_p95_ms(self.engine)
+    def _baselines(self, snap: Snapshot) -> dict[str, float]:
+        """The legacy-primary p95s over the window (read before the write transaction;
+        none while the statistics cannot be read)."""
+        if snap.sources.get("stats") != "ok":
+            return {}
+        try:
+            return legacy_primary_baselines(self.engine, self.window_seconds)
+        except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
+            log.warning("cannot read the legacy-primary p95 baseline: %s", exc)
+            return {}
+
+    def baseline_p95_ms(self, system: LegacySystemType | None = None) -> float | None:
+        """The legacy-primary p95 (ms) the latency rollback compares ``system``'s with
+        (None: every system's): remembered, else from the stored statistics."""
+        return baseline_p95_ms(self.engine, system)
 
 
 def evaluate(

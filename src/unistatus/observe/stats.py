@@ -202,7 +202,7 @@ def window(
     seconds: float = 300.0,
     *,
     operation: str | tuple[str, ...] | None = None,
-    mode: str | None = None,
+    mode: str | tuple[str, ...] | None = None,
     system: LegacySystemType | str | None = None,
     now: datetime | None = None,
     until: datetime | None = None,
@@ -216,6 +216,7 @@ def window(
     ``started_since``: only the intervals that began at or after it (operations made
     after a moment, none of them from before).
     ``operation``: only that operation, or those (:data:`WRITES`: the writes).
+    ``mode``: only the operations made in that dual-write mode, or in those.
     ``system``: only that legacy system's operations (its gates and alerts read them);
     on a schema older than revision 0016 none are known (the window is empty).
     """
@@ -246,8 +247,9 @@ def window(
     if operation:
         ops = (operation,) if isinstance(operation, str) else operation
         q = q.where(S.c.operation.in_(ops))
-    if mode:
-        q = q.where(S.c.mode == str(mode))
+    modes = (mode,) if isinstance(mode, str) else mode or ()
+    if modes:
+        q = q.where(S.c.mode.in_([str(m) for m in modes]))
     chosen = LegacySystemType.parse(system).value if system is not None else None
     if chosen is not None:
         q = q.where(S.c.system == chosen if stores_system(engine) else sa.false())
@@ -271,7 +273,7 @@ def window(
         operation=operation
         if operation is None or isinstance(operation, str)
         else ",".join(operation),
-        mode=str(mode) if mode else None,
+        mode=",".join(str(m) for m in modes) or None,
         system=chosen,
     )
 
