@@ -243,3 +243,24 @@ def test_one_table_of_the_installation_found_elsewhere_first_is_refused(pg: Data
         done = runner.invoke(app, ["--database-url", url, "tx", "show", "1"])
         assert done.exit_code == 2, done.output
         assert "unified_status_history" in done.output
+
+
+def test_any_table_of_the_installation_found_elsewhere_first_is_refused(pg: Database) -> None:
+    """The check named only the six tables of ``db/tables.py``: a stray idempotency-key
+    or statistics table of the role's own schema was used without a word (review)."""
+    with _a_schema_of_the_roles(pg) as own:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"CREATE TABLE {own}.unistatus_idempotency_keys "
+                "(LIKE public.unistatus_idempotency_keys)"
+            )
+        url = _with_search_path(pg, f"{own},public")
+        with pytest.raises(ConfigError, match=rf"unistatus_idempotency_keys.*schema {own}"):
+            DualWriteAdapter(url, settings=pg.settings.model_copy(update={"database_url": url}))
+        # A command of its own process, which has not loaded every table module.
+        done = subprocess.run(
+            [sys.executable, "-m", "unistatus", "--database-url", url, "mode", "get"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stdout
+        assert "unistatus_idempotency_keys" in " ".join(done.stderr.split()), done.stderr

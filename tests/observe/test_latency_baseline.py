@@ -77,3 +77,20 @@ def test_no_baseline_at_all_is_said_so(db, caplog: pytest.LogCaptureFixture) -> 
     assert "none in unified primary" not in caplog.text
     assert "no baseline yet" in caplog.text
     assert get_mode(db.engine, S.EXCHANGE) is M.DUAL_WRITE_UNIFIED_PRIMARY
+
+
+def test_writes_filed_under_legacy_only_are_no_baseline(db) -> None:
+    """A failure whose process never read its mode is filed under LEGACY_ONLY, its
+    stand-in (adapter/runner.py), with the failure's latency: 25 fast "cannot read the
+    mode" failures became the baseline (0.41 ms), which the monitor then remembered, so
+    any p95 crossed it (review). The baseline is the dual write that unified primary
+    replaces: DUAL_WRITE_LEGACY_PRIMARY's writes only."""
+    to_phase(db.engine, 2, S.EXCHANGE)
+    record_latency(db.engine, M.LEGACY_ONLY, 0.4, 200, errors=200, system=S.EXCHANGE)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), window_seconds=60)
+    monitor.evaluate()
+    assert monitor.baseline_p95_ms(S.EXCHANGE) is None
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 40.0, 50, system=S.EXCHANGE)
+    monitor.evaluate()
+    baseline = monitor.baseline_p95_ms(S.EXCHANGE)
+    assert baseline is not None and 20.0 < baseline <= 50.0
