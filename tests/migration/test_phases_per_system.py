@@ -31,6 +31,7 @@ from unistatus.migration.phases import (
     phase_statuses,
     write_phase,
 )
+from unistatus.migration.rollout_plan import rollout_plan
 from unistatus.observe import alerts
 from unistatus.observe.metrics import SnapshotCollector, collect_snapshot
 from unistatus.observe.notify import Notifier
@@ -384,6 +385,9 @@ def test_advancing_every_system_needs_each_systems_own_gates(db: Any) -> None:
     assert any("ESCROW" in f"{g.name} {g.value} {g.detail}" for g in named), named
     with pytest.raises(GateError, match="ESCROW"):
         advance(db.engine, db.settings, actor="t", reason="all")
+    # The plan judges the next phase as the advance does.
+    plan = rollout_plan(db.engine, db.settings, sample_rows=0).as_dict()
+    assert plan["summary"]["next_phase_ready"] is False, plan["summary"]
     assert {s: st.phase for s, st in phase_statuses(db.engine, db.settings).items()} == {
         C: 1,
         E: 1,

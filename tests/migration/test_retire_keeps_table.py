@@ -20,6 +20,7 @@ import pytest
 from test_retire import freeze_and_archive, seed
 
 from conftest import Database
+from unistatus.errors import UnistatusError
 from unistatus.migration.retire import retire_legacy_columns, status_checksum, undo_cleanup
 
 LEGACY = ("cashouts", "escrows", "exchanges")
@@ -215,3 +216,18 @@ def test_a_column_added_while_retired_is_kept_by_the_undo(frozen: Database) -> N
     columns = definitions(db)["exchanges"]["columns"]
     assert columns[-2:] == ["note", "status"]
     assert db.scalar("SELECT count(*) FROM exchanges WHERE note = 'n'") == 3
+
+
+def test_a_table_that_must_be_copied_but_is_referenced_with_an_action_is_refused(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A table CHECK naming the status (no in-place drop) and ON DELETE CASCADE on it (a
+    copy would delete the notes): the retirement is refused as a gate says it, nothing
+    changed, not an "unexpected RuntimeError" (review)."""
+    db = sqlite_db
+    rich_cashouts(db, tmp_path, ",\n  CHECK (length(status) > 0)", "ON DELETE CASCADE")
+    before = definitions(db)
+    with pytest.raises(UnistatusError, match="act on"):
+        retire_legacy_columns(db.engine, db.settings, actor="test")
+    assert definitions(db) == before
+    assert db.scalar("SELECT count(*) FROM app_cashout_notes") == 3

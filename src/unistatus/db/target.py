@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from unistatus.db.binding import schema_of
 from unistatus.db.engine import parse_url
 from unistatus.db.search_path import installed_elsewhere, mixed_installations, where_it_is
-from unistatus.db.tables import metadata, migration_control
+from unistatus.db.tables import migration_control
 from unistatus.errors import ConfigError, StorageError
 from unistatus.redact import redact
 
@@ -96,6 +96,8 @@ def check_installed(engine: sa.Engine) -> None:
             own = schema_of(engine)
             installed = sa.inspect(conn).has_table(migration_control.name, schema=own)
             if engine.dialect.name == "postgresql" and own is None and installed:
+                from unistatus.db.catalog import metadata  # every table's module: lazy
+
                 elsewhere = mixed_installations(conn, sorted(metadata.tables))
             elif not installed and engine.dialect.name == "postgresql":
                 elsewhere = installed_elsewhere(conn, own) if own else where_it_is(conn)

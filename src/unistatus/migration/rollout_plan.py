@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,7 +28,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, ModeError
 from unistatus.migration import rollout_figures
-from unistatus.migration.gates import Gate
+from unistatus.migration.gates import Gate, gate_each_system
 from unistatus.migration.phases import (
     LAST_PHASE,
     PHASE_START,
@@ -463,6 +464,8 @@ def rollout_plan(
     phases = []
     for into in ahead:
         gates = evaluate_gates(engine, settings, into, mode=mode, system=chosen)
+        if chosen is None and into > 1:  # as `phase advance` of every system judges it
+            gates.append(gate_each_system(partial(evaluate_gates, engine, settings, into)))
         phases.append(
             PhasePlan(
                 into,

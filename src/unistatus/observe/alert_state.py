@@ -44,8 +44,10 @@ __all__ = [
 BASELINE_KEY = "p95_baseline_ms"
 # A baseline is only taken from a window with at least this many operations.
 BASELINE_MIN_OPERATIONS = 20
-LEGACY_PRIMARY_MODES = (DualWriteMode.LEGACY_ONLY, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY)
-_LEGACY_PRIMARY = tuple(m.value for m in LEGACY_PRIMARY_MODES)
+# The writes a baseline is taken from: the dual write that unified primary replaces.
+# Not LEGACY_ONLY's: a failure of a process that never read its mode is filed under it
+# (its stand-in, adapter/runner.py), with the failure's latency.
+_LEGACY_PRIMARY = (DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY.value,)
 # Every stored statistic (pruning folds old rows, it keeps their sums).
 _EVER = 100 * 365 * 24 * 3600.0
 
@@ -276,18 +278,20 @@ def baseline_key(system: LegacySystemType | None) -> str:
 def baseline_p95_ms(engine: sa.Engine, system: LegacySystemType | None = None) -> float | None:
     """The legacy-primary p95 (ms) the latency rollback compares with, if any is known.
 
-    ``system``'s own: the one the monitor remembered, else the p95 of every write of
-    that system stored in a legacy-primary mode (a monitor that was not running while
-    legacy was primary); without any, every system's, the same way. None: no
-    legacy-primary write was ever stored."""
-    for whose in (system, None) if system is not None else (None,):
-        with engine.connect() as conn:
+    ``system``'s remembered one, else every system's remembered one; with neither (a
+    monitor that was not running while legacy was primary), the p95 of the writes
+    stored in a legacy-primary mode, ``system``'s else every system's (a read of the
+    whole statistics table: only then). None: no legacy-primary write was ever stored."""
+    whose = (system, None) if system is not None else (None,)
+    with engine.connect() as conn:
+        for key in map(baseline_key, whose):
             value = conn.execute(
-                sa.select(monitor_values.c.value).where(monitor_values.c.key == baseline_key(whose))
+                sa.select(monitor_values.c.value).where(monitor_values.c.key == key)
             ).scalar_one_or_none()
-        if value is not None:
-            return float(value)
-        stored = window(engine, _EVER, operation=WRITES, mode=_LEGACY_PRIMARY, system=whose)
+            if value is not None:
+                return float(value)
+    for chosen in whose:
+        stored = window(engine, _EVER, operation=WRITES, mode=_LEGACY_PRIMARY, system=chosen)
         if stored.count and stored.p95_ms is not None:
             return stored.p95_ms
     return None

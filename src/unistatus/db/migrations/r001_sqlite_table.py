@@ -110,7 +110,10 @@ def drop_column(bind: sa.Connection, spec: dict[str, Any], again: list[Any]) -> 
             bind.exec_driver_sql(f"ALTER TABLE {name} DROP COLUMN {preparer.quote(spec['status'])}")
     except sa.exc.OperationalError:
         if acting := _acting_references(bind, table, schema):
-            raise RuntimeError(
+            refused: type[Exception] = op.get_context().config.attributes.get(
+                "gate_error", RuntimeError
+            )
+            raise refused(
                 f"revision 0006 refused: SQLite cannot drop {table}.{spec['status']} in place "
                 f"(an older SQLite, or a table constraint naming it), and a copy of {table} "
                 f"would drop it, which the foreign key(s) of {', '.join(acting)} on it act on "
@@ -179,7 +182,11 @@ def create_again(
         # back last, nullable, in place.
         kind = sa.String(recorded.get("length") or 64)
         op.add_column(table, sa.Column(column, kind, nullable=True), schema=schema)
-        _not_again(table, f"foreign key(s) of {', '.join(acting)} on it act on a delete")
+        _not_again(
+            table,
+            f"foreign key(s) of {', '.join(acting)} on it act on a delete",
+            "the status column comes back last and nullable, without its DEFAULT or CHECK",
+        )
         return True
     preparer = bind.dialect.identifier_preparer
     name = where + preparer.quote(table)
@@ -193,7 +200,7 @@ def create_again(
     bind.exec_driver_sql(f"CREATE TEMP TABLE {HOLD} AS SELECT {listed} FROM {name}")
     bind.exec_driver_sql(f"DROP TABLE {name}")
     bind.exec_driver_sql(_in_schema(bind, str(recorded["sqlite_sql"]), schema))
-    if [c for c in _columns(bind, table, where) if c != column] != columns:
+    if [c for c in _columns(bind, table, where) if c.casefold() != column.casefold()] != columns:
         savepoint.rollback()
         _defer(bind, deferred)
         return _not_again(table, "its columns changed while retired")
@@ -218,11 +225,10 @@ def _defer(bind: sa.Connection, on: int) -> int:
     return was
 
 
-def _not_again(table: str, why: str) -> bool:
-    log.warning(
-        "%s: not created again from its CREATE statement (%s): the status column comes "
-        "back last, and a copy of the table keeps no AUTOINCREMENT",
-        table,
-        why,
-    )
+def _not_again(
+    table: str,
+    why: str,
+    then: str = "the status column comes back last, and a copy of the table keeps no AUTOINCREMENT",
+) -> bool:
+    log.warning("%s: not created again from its CREATE statement (%s): %s", table, why, then)
     return False
