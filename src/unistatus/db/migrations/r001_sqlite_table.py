@@ -110,9 +110,9 @@ def drop_column(bind: sa.Connection, spec: dict[str, Any], again: list[Any]) -> 
             bind.exec_driver_sql(f"ALTER TABLE {name} DROP COLUMN {preparer.quote(spec['status'])}")
     except sa.exc.OperationalError:
         if acting := _acting_references(bind, table, schema):
-            refused: type[Exception] = op.get_context().config.attributes.get(
-                "gate_error", RuntimeError
-            )
+            config = op.get_context().config
+            given = config.attributes.get("gate_error") if config is not None else None
+            refused: type[Exception] = given or RuntimeError
             raise refused(
                 f"revision 0006 refused: SQLite cannot drop {table}.{spec['status']} in place "
                 f"(an older SQLite, or a table constraint naming it), and a copy of {table} "
