@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from support.phases import to_phase
 from unistatus.db.control import get_mode, set_mode
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.domain.statuses import LegacySystemType as S
+from unistatus.migration.phases import read_phase
 
 
 def _write_summary_as_an_old_version(db: Any, key: str, value: str) -> None:
@@ -38,8 +40,15 @@ def test_a_summary_that_disagrees_with_the_systems_is_refused(db: Any) -> None:
     with pytest.raises(sa.exc.DBAPIError, match="newer unistatus"):
         _write_summary_as_an_old_version(db, "mode", M.LEGACY_ONLY.value)
     assert {get_mode(db.engine, s) for s in S} == {M.DUAL_WRITE_LEGACY_PRIMARY}
+    to_phase(db.engine, 1)
     with pytest.raises(sa.exc.DBAPIError, match="newer unistatus"):
         _write_summary_as_an_old_version(db, "phase", "3")
+    assert {read_phase_of(db, s) for s in S} == {1}
+
+
+def read_phase_of(db: Any, system: S) -> int:
+    with db.engine.connect() as conn:
+        return read_phase(conn, system)
 
 
 def test_unistatus_keeps_writing_its_summary_and_each_system(db: Any) -> None:

@@ -393,3 +393,16 @@ def test_advancing_every_system_needs_each_systems_own_gates(db: Any) -> None:
         E: 1,
         X: 1,
     }
+
+
+def test_writes_of_processes_that_record_no_system_are_named_as_such(db: Any) -> None:
+    """Writers older than revision 0016 record no system: a system's own error-rate gate
+    said "no adapter operations of CASHOUT recorded ... (adapters record them unless
+    record_stats=False ...)" while they wrote (exploratory upgrade test)."""
+    record_latency(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 95, system=None)
+    gate = gates_of(db.engine, db.settings, C).get("error_rate")
+    if gate is None:  # phase 0: the next gates are phase 1's (the mapping only)
+        to_phase(db.engine, 1)
+        gate = gates_of(db.engine, db.settings, C)["error_rate"]
+    assert not gate.passed and gate.value == "unavailable"
+    assert "95" in (gate.detail or "") and "revision 0016" in (gate.detail or ""), gate.detail
