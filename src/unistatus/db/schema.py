@@ -49,7 +49,7 @@ REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exch
 # dropped, and the main chain's head once they are restored.
 MAIN_BRANCH = "main"
 RETIRE_BRANCH = "retire"
-INSTALL_REVISION = "0020"
+INSTALL_REVISION = "0021"
 RETIRE_UNDO = f"{RETIRE_BRANCH}@base"
 
 # Work of the package's own done in a revision's transaction (upgrade's ``before``, ``after``).

@@ -114,11 +114,18 @@ def gate_error_rate(engine: sa.Engine, system: LegacySystemType | None = None) -
     """The adapters' error rate over the last hour (their writes: ``system``'s only)."""
     w = window(engine, GATE_WINDOW_SECONDS, operation=WRITES, system=system)
     if w.count == 0:
+        anyone = window(engine, GATE_WINDOW_SECONDS, operation=WRITES) if system else w
+        why = (
+            f"; {anyone.count} of other systems or of processes that record no system "
+            "(older than revision 0016: restart them on this version) were"
+            if anyone.count
+            else " (adapters record them unless record_stats=False or "
+            "UNISTATUS_RECORD_STATS=false)"
+        )
         return unavailable(
             "error_rate",
             f"< {pct(MAX_ERROR_RATE)}",
-            f"no adapter operations{_of(system)} recorded in the last hour (adapters record "
-            "them unless record_stats=False or UNISTATUS_RECORD_STATS=false)",
+            f"no adapter operations{_of(system)} recorded in the last hour{why}",
         )
     return Gate(
         "error_rate",
