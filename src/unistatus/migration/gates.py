@@ -119,8 +119,7 @@ def gate_error_rate(engine: sa.Engine, system: LegacySystemType | None = None) -
             f"; {anyone.count} of other systems or of processes that record no system "
             "(older than revision 0016: restart them on this version) were"
             if anyone.count
-            else " (adapters record them unless record_stats=False or "
-            "UNISTATUS_RECORD_STATS=false)"
+            else " (adapters record them unless record_stats=False or UNISTATUS_RECORD_STATS=false)"
         )
         return unavailable(
             "error_rate",
