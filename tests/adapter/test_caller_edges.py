@@ -471,3 +471,26 @@ def test_sqlite_a_refused_legacy_primary_leaves_nothing_for_a_caller_that_commit
         legacy = conn.exec_driver_sql("SELECT status FROM cashouts").scalar_one()
         unified = conn.exec_driver_sql("SELECT status FROM unified_transactions").scalar_one()
     assert (legacy, unified) == ("PENDING", "PENDING")
+
+
+def test_another_writer_past_the_busy_timeout_is_said_as_such(sqlite_db: Database) -> None:
+    """Another process held SQLite's write lock past the application's engine's busy
+    timeout: the caller's write failed "begin it with BEGIN IMMEDIATE", advice that does
+    not help (BEGIN IMMEDIATE waits for the same lock, as long), where the cause is the
+    other writer and the cure a longer timeout (exploratory SQLite deployment)."""
+    a, entity_id, _events = watched(sqlite_db)
+    path = sqlite_db.url.removeprefix("sqlite:///")
+    import sqlite3
+
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    app = sa.create_engine(sqlite_db.url, connect_args={"timeout": 0.2})
+    try:
+        with app.begin() as conn, pytest.raises(CallerTransactionError) as failed:
+            a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        app.dispose()
+    said = str(failed.value)
+    assert "busy timeout" in said and "BEGIN IMMEDIATE" not in said, said
