@@ -379,12 +379,19 @@ class CallerTransactions:
                     .values(key=migration_control.c.key)
                 )
             except sa.exc.OperationalError as exc:
+                busy = getattr(exc.orig, "sqlite_errorname", "") == "SQLITE_BUSY"
                 raise StorageError(
                     f"cannot take the write lock in the caller's transaction "
-                    f"({describe(exc)}); begin it with BEGIN IMMEDIATE: on an engine of "
-                    "unistatus.db.engine.create_engine, conn.execution_options(sqlite_begin="
-                    "'IMMEDIATE'); on the application's own, SQLAlchemy's pysqlite recipe "
-                    "(docs/adapter.md, 'Inside the caller's transaction')"
+                    f"({describe(exc)}); "
+                    + (
+                        "another writer held it past the busy timeout of the application's "
+                        "engine: give it a longer one (connect_args={'timeout': 30})"
+                        if busy
+                        else "begin it with BEGIN IMMEDIATE: on an engine of "
+                        "unistatus.db.engine.create_engine, conn.execution_options("
+                        "sqlite_begin='IMMEDIATE'); on the application's own, SQLAlchemy's "
+                        "pysqlite recipe (docs/adapter.md, 'Inside the caller's transaction')"
+                    )
                 ) from None
         mode = self.runner.last_modes[system] = read_mode(conn, system)
         return mode
