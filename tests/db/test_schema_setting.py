@@ -287,6 +287,7 @@ def test_an_existing_default_installation_upgrades_without_moving_anything(
                     "ix_backfill_workers",
                     "ix_check_runs",
                     "uq_check_runs_",
+                    "unistatus_control_summary_guard",  # revision 0021's function
                 )
             )
             for n in added
