@@ -126,13 +126,7 @@ def test_undo_restores_the_tables_own_definition_exactly(
     sqlite_db: Database, tmp_path: Path
 ) -> None:
     db = sqlite_db
-    with db.engine.begin() as conn:
-        for sql in RICH_CASHOUTS:
-            conn.exec_driver_sql(sql)
-    seed(db)
-    freeze_and_archive(db, tmp_path)
-    with db.engine.begin() as conn:
-        conn.exec_driver_sql("INSERT INTO app_cashout_notes SELECT id, 'kept' FROM cashouts")
+    rich_cashouts(db, tmp_path, "", "")
     before = definitions(db)
     checksum = status_checksum(db.engine, db.settings)
 
