@@ -420,12 +420,14 @@ def evaluate_gates(
 
 
 def phase_status(
-    engine: sa.Engine, settings: Settings, system: LegacySystemType | str | None = None
+    engine: sa.Engine,
+    settings: Settings,
+    system: LegacySystemType | str | None = None,
+    each: Mapping[LegacySystemType, PhaseStatus] | None = None,
 ) -> PhaseStatus:
-    """``system``'s phase, mode, and the next phase's gates measured now on its data.
-
-    None: every system together (GateError while they are in different phases:
-    :func:`phase_statuses` shows each)."""
+    """``system``'s phase, mode, and the next phase's gates measured now on its data. None:
+    every system together (GateError while they are in different phases: :func:`phase_statuses`
+    shows each); ``each``: their own statuses, measured already (else measured here)."""
     chosen = LegacySystemType.parse(system) if system is not None else None
     try:
         with engine.connect() as conn:
@@ -440,7 +442,9 @@ def phase_status(
     nxt = phase + 1 if phase < LAST_PHASE else None
     measured = evaluate_gates(engine, settings, nxt, mode=mode, system=chosen) if nxt else []
     if nxt is not None and nxt > 1 and chosen is None:  # advancing every system moves each
-        measured.append(gates.gate_each_system(partial(evaluate_gates, engine, settings, nxt)))
+        known = {s: st.gates for s, st in (each or {}).items()}
+        measure = partial(evaluate_gates, engine, settings, nxt)
+        measured.append(gates.gate_each_system(measure, known=known))
     info = PHASES[phase]
     return PhaseStatus(phase, info.name, mode, info.mode, nxt, measured, since, chosen)
 
@@ -470,7 +474,7 @@ def together_status(
         return None
     if len({st.mode for st in each.values()}) > 1:
         return None
-    return phase_status(engine, settings)
+    return phase_status(engine, settings, each=each)
 
 
 def read_system_states(
@@ -483,10 +487,6 @@ def read_system_states(
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot read the phase: {exc.orig}") from None
     return {system: (modes[system], phases[system]) for system in SYSTEMS}
-
-
-def _gate_meta(gates: list[Gate]) -> list[dict[str, Any]]:
-    return [g.as_dict() for g in gates]
 
 
 def advance(
@@ -535,7 +535,7 @@ def advance(
         "system": chosen.value if chosen is not None else None,
         "from_phase": status.phase,
         "to_phase": to.number,
-        "gates": _gate_meta(status.gates),
+        "gates": [g.as_dict() for g in status.gates],
         "forced": forced,
     }
     ops = ops_for(engine)
