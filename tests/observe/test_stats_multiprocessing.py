@@ -1,9 +1,9 @@
-"""The statistics of multiprocessing's forked children reach the table when they end.
+"""The statistics of multiprocessing's children reach the table when they end.
 
-A ``multiprocessing`` child started by fork (``Process``, a ``Pool``'s workers) ends
-through ``os._exit()``: the interpreter's exit handlers never run there, so the
-statistics recorded since the child's last interval flush (everything, for a task
-shorter than ``stats_flush_seconds``) were lost. multiprocessing runs its own exit
+A ``multiprocessing`` child started by fork or by the fork server (``Process``, a
+``Pool``'s workers) ends through ``os._exit()``: the interpreter's exit handlers never
+run there, so the statistics recorded since the child's last interval flush
+(everything, for a task shorter than ``stats_flush_seconds``) were lost. multiprocessing runs its own exit
 finalizers first when the child's target returns; the recorder flushes there.
 
 The flush interval is a minute in these tests: whatever reaches the table was flushed
@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from conftest import Database
 from unistatus.adapter.core import DualWriteAdapter
+from unistatus.config import Settings
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="fork only")
 
@@ -95,3 +96,26 @@ def test_pool_workers_closed_then_joined_flush(db: Database, adapter: DualWriteA
     for pid in pids:
         expected[str(pid)] = expected.get(str(pid), 0) + WRITES // 2
     assert _per_process(db, adapter) == expected
+
+
+def _own_adapter_writes(url: str, settings: Settings) -> None:
+    _writes(DualWriteAdapter(url, settings=settings), WRITES)
+
+
+@pytest.mark.skipif(
+    "forkserver" not in multiprocessing.get_all_start_methods(), reason="forkserver only"
+)
+def test_a_forkserver_child_flushes_the_adapter_it_built(db: Database) -> None:
+    """Forked from the fork server, not from this process (Python 3.14's default on
+    Linux): its adapter is its own, built after the fork, and it ends by ``os._exit()``."""
+    settings = db.settings.model_copy(update={"stats_flush_seconds": 60.0})
+    child = multiprocessing.get_context("forkserver").Process(
+        target=_own_adapter_writes, args=(db.url, settings)
+    )
+    child.start()
+    child.join(JOIN_SECONDS)
+    assert child.exitcode == 0
+    q = f"SELECT process_id, sum(count) FROM {db.table('unistatus_operation_stats')} GROUP BY 1"
+    with db.engine.connect() as conn:
+        rows = conn.execute(sa.text(q)).all()
+    assert [(process.split(":")[-2], int(n)) for process, n in rows] == [(str(child.pid), WRITES)]
