@@ -18,7 +18,11 @@ Every :class:`~unistatus.adapter.core.DualWriteAdapter` records unless
 on one engine share one :class:`OperationStats` (:func:`acquire`): a process writes one
 row per (operation, mode) per interval however many adapters it builds, and its
 operations are counted once. The flusher stops and flushes when the last adapter sharing
-it is closed, within an interval of the last one being garbage-collected, and at exit.
+it is closed, within an interval of the last one being garbage-collected, and at exit:
+the interpreter's (``atexit``), or multiprocessing's in its children, which end through
+``os._exit()`` and never run ``atexit`` (:func:`_close_at_multiprocessing_exit`). An exit
+that runs neither (SIGKILL, a signal whose default action ends the process, a bare
+``os._exit()``) loses what was recorded since the last interval's flush.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import atexit
 import logging
 import os
 import socket
+import sys
 import threading
 import uuid
 import weakref
@@ -397,6 +402,7 @@ def acquire(user: object, engine: sa.Engine, flush_seconds: float) -> OperationS
                 OperationStats(engine, flush_seconds=flush_seconds, start=False)
             )
             _start(key, entry)
+            _close_at_multiprocessing_exit()
         entry.users.add(user)
         return entry.stats
 
@@ -432,6 +438,45 @@ def close_all() -> None:
             entry.stats.close()
         except Exception:  # at exit: log, never raise
             log.exception("could not flush operation statistics at close")
+
+
+class _Hook:
+    """What multiprocessing's after-fork registry holds (weakly) for us, alive for ever."""
+
+
+_HOOK = _Hook()
+# The process whose multiprocessing exit closes the recorders, and whether the registry
+# of multiprocessing's children (inherited by each child) already holds our hook.
+_closing_at_mp_exit_in: int | None = None
+_hooked_after_mp_fork = False
+
+
+def _close_at_multiprocessing_exit() -> None:
+    """When this process uses multiprocessing: ``close_all`` as one of its exit
+    finalizers, which its children run when their target returns (or raises), before
+    their ``os._exit()`` (atexit never runs there).
+
+    A child clears the finalizers it inherited once started, after the fork hooks and
+    the main module's import (spawn, forkserver), then runs its after-fork callbacks:
+    one of ours registers the finalizer again there. multiprocessing is never imported
+    for an application that does not use it.
+    """
+    global _closing_at_mp_exit_in, _hooked_after_mp_fork
+    util = sys.modules.get("multiprocessing.util")
+    if util is None or _closing_at_mp_exit_in == os.getpid():
+        return
+    _closing_at_mp_exit_in = os.getpid()
+    util.Finalize(None, close_all, exitpriority=0)
+    if not _hooked_after_mp_fork:
+        _hooked_after_mp_fork = True
+        util.register_after_fork(_HOOK, _close_at_multiprocessing_child_exit)
+
+
+def _close_at_multiprocessing_child_exit(_hook: _Hook) -> None:
+    """In a multiprocessing child, once its inherited finalizers are cleared."""
+    global _closing_at_mp_exit_in
+    _closing_at_mp_exit_in = None
+    _close_at_multiprocessing_exit()
 
 
 def _start(key: tuple[int, int], entry: _Shared) -> None:
@@ -478,6 +523,7 @@ def _after_fork_in_child() -> None:
         key = (engine_id, pid)
         _registry[key] = entry
         _start(key, entry)
+    _close_at_multiprocessing_exit()
 
 
 atexit.register(close_all)
