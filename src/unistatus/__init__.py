@@ -17,6 +17,7 @@ from unistatus.version import VERSION as _VERSION
 
 if _typing.TYPE_CHECKING:
     from unistatus.adapter.core import DualWriteAdapter, DualWriteResult, OperationEvent
+    from unistatus.db.app_alembic import alembic_include_name
     from unistatus.domain.ids import LegacyRef
     from unistatus.domain.mapping import LegacyStatusMapper, register_extra_statuses
     from unistatus.domain.statuses import (
@@ -93,6 +94,7 @@ __all__ = [
     "UnstorableLegacyStatusError",
     "WriteRefusedError",
     "__version__",
+    "alembic_include_name",
     "register_extra_statuses",
 ]
 
@@ -133,6 +135,7 @@ _LAZY = {
     "UnmappableStoredStatusError": "unistatus.errors",
     "UnstorableLegacyStatusError": "unistatus.errors",
     "WriteRefusedError": "unistatus.errors",
+    "alembic_include_name": "unistatus.db.app_alembic",
     "register_extra_statuses": "unistatus.domain.mapping",
 }
 
