@@ -1,0 +1,60 @@
+"""unistatus's own PostgreSQL connections whatever session defaults the server gives
+the role or the database (``ALTER ROLE/DATABASE ... SET``): psycopg 3 encodes text in
+the connection's ``client_encoding`` and parses timestamps only in ISO ``DateStyle``,
+so a role set to LATIN1 or a database set to German dates broke writes and reads.
+
+The defaults are given here as the startup ``options`` a role's settings amount to.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from urllib.parse import quote
+
+import pytest
+import sqlalchemy as sa
+
+from conftest import Database
+from unistatus.adapter.core import DualWriteAdapter
+from unistatus.db.engine import create_engine
+from unistatus.domain.statuses import DualWriteMode as M
+from unistatus.db.control import set_mode
+
+pytestmark = pytest.mark.postgres
+
+LATIN1_GERMAN = "-c client_encoding=LATIN1 -c DateStyle=German,DMY"
+
+
+def with_defaults(url: str, options: str = LATIN1_GERMAN) -> str:
+    """``url`` whose sessions start with ``options`` as their defaults."""
+    return f"{url}{'&' if '?' in url else '?'}options={quote(options)}"
+
+
+def test_own_connections_are_utf8_and_iso_whatever_the_session_defaults(pg: Database) -> None:
+    engine = create_engine(with_defaults(pg.url))
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW client_encoding").scalar_one() == "UTF8"
+            assert conn.exec_driver_sql("SHOW DateStyle").scalar_one().startswith("ISO")
+            assert conn.exec_driver_sql("SELECT now()").scalar_one() is not None
+    finally:
+        engine.dispose()
+
+
+def test_an_adapter_writes_and_reads_any_text_under_latin1_and_german_dates(
+    pg: Database,
+) -> None:
+    set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test", force=True)
+    with DualWriteAdapter(with_defaults(pg.url), settings=pg.settings) as adapter:
+        made = adapter.create_transaction(
+            transaction_type="ESCROW",
+            user_id=7,
+            amount=Decimal("5.00"),
+            currency="EUR",
+            triggered_by="svc",
+        )
+        assert made.overall_success, made.error
+        changed = adapter.update_status(made.entity_id, "AWAITING_PAYMENT", "paid €5 送金", "svc")
+        assert changed.overall_success, changed.error
+        status, found = adapter.get_transaction_status(made.entity_id)
+        assert status is not None and found["source"]
