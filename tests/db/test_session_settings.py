@@ -18,6 +18,7 @@ from conftest import Database
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode as M
+from unistatus.errors import SessionSettingsError
 from unistatus.db.control import set_mode
 
 pytestmark = pytest.mark.postgres
@@ -58,3 +59,39 @@ def test_an_adapter_writes_and_reads_any_text_under_latin1_and_german_dates(
         assert changed.overall_success, changed.error
         status, found = adapter.get_transaction_status(made.entity_id)
         assert status is not None and found["source"]
+
+
+def test_an_applications_engine_with_unfit_settings_is_named_not_a_database_failure(
+    pg: Database,
+) -> None:
+    """An application's own engine is its own: unistatus does not change its sessions,
+    but says which setting it cannot work with, as a ConfigError, never a raw
+    UnicodeEncodeError/NotImplementedError nor a failure counted against the database."""
+    set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test", force=True)
+    with DualWriteAdapter(pg.engine, settings=pg.settings) as ours:
+        made = ours.create_transaction(
+            transaction_type="ESCROW",
+            user_id=7,
+            amount=Decimal("5"),
+            currency="EUR",
+            triggered_by="svc",
+        )
+    for options, setting, call in [
+        (
+            "-c client_encoding=LATIN1",
+            "client_encoding",
+            lambda ad: ad.update_status(made.entity_id, "AWAITING_PAYMENT", "paid €5", "svc"),
+        ),
+        (
+            "-c DateStyle=German,DMY",
+            "DateStyle",
+            lambda ad: ad.get_transaction_status(made.entity_id),
+        ),
+    ]:
+        theirs = sa.create_engine(with_defaults(pg.url, options))
+        try:
+            with DualWriteAdapter(theirs, settings=pg.settings) as adapter:
+                with pytest.raises(SessionSettingsError, match=setting):
+                    call(adapter)
+        finally:
+            theirs.dispose()
