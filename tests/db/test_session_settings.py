@@ -16,10 +16,10 @@ import sqlalchemy as sa
 
 from conftest import Database
 from unistatus.adapter.core import DualWriteAdapter
+from unistatus.db.control import set_mode
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.errors import SessionSettingsError
-from unistatus.db.control import set_mode
 
 pytestmark = pytest.mark.postgres
 
