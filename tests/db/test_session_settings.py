@@ -19,7 +19,7 @@ from unistatus.adapter.core import DualWriteAdapter
 from unistatus.db.control import set_mode
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode as M
-from unistatus.errors import SessionSettingsError
+from unistatus.errors import SessionSettingsError, StorageError
 
 pytestmark = pytest.mark.postgres
 
@@ -95,3 +95,29 @@ def test_an_applications_engine_with_unfit_settings_is_named_not_a_database_fail
                     call(adapter)
         finally:
             theirs.dispose()
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [("", "lock_timeout"), ("-c statement_timeout=300ms", "statement_timeout")],
+)
+def test_a_timeout_while_the_adapter_starts_is_not_cannot_reach_the_database(
+    pg: Database, options: str, said: str
+) -> None:
+    """A lock another session holds on a legacy table (or a role's statement_timeout
+    under it) cancels the adapter's first reads: the database was reached, and the
+    error says what timed out."""
+    settings = pg.settings.model_copy(
+        update={"lock_timeout_ms": 300 if said == "lock_timeout" else 0}
+    )
+    url = with_defaults(pg.url, options) if options else pg.url
+    holder = pg.engine.connect()
+    try:
+        holder.exec_driver_sql("LOCK TABLE cashouts IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(StorageError) as raised:
+            DualWriteAdapter(url, settings=settings)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert "cannot reach the database" not in str(raised.value)
+    assert said in str(raised.value)
