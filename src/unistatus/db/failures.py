@@ -88,7 +88,7 @@ def storage_errors(what: str, *others: type[Exception]) -> Iterator[None]:
         if not isinstance(exc, caught):
             raise
         timeout = canceled(exc)
-        if timeout is not None:
+        if timeout is not None:  # the database was reached: ``what`` may say otherwise
             raise StorageError(f"{timeout}: {describe(exc)}") from None
         raise StorageError(f"{what}: {describe(exc)}") from None
 
