@@ -37,6 +37,7 @@ sets the lock timeout on a direct one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,7 @@ _PROBE = (
 
 # What each connection must have, and whether a value the server announced is it.
 SESSION_SETTINGS = {"client_encoding": "UTF8", "DateStyle": "ISO"}
-_FITS = {
+_FITS: dict[str, Callable[[str], bool]] = {
     "client_encoding": lambda value: value.upper().replace("-", "") in ("UTF8", "UNICODE"),
     "DateStyle": lambda value: value.upper().startswith("ISO"),
 }

@@ -73,6 +73,17 @@ def one_line(exc: BaseException) -> str:
     return redact(lines[0] if lines else type(exc).__name__)
 
 
+# What the driver raises on a session setting it cannot work with: text the
+# client_encoding cannot carry, timestamps in another DateStyle than ISO (psycopg 3).
+_UNFIT: tuple[type[Exception], ...] = (UnicodeEncodeError, NotImplementedError)
+_SQL_OR_UNFIT: tuple[type[Exception], ...] = (sa.exc.SQLAlchemyError, *_UNFIT)
+_UNTRANSLATABLE = "22P05"  # the server cannot convert stored text to client_encoding
+_TIMEOUTS = {
+    "55P03": "a lock was not granted within lock_timeout (another session holds it)",
+    "57014": "a statement was canceled (statement_timeout, or a cancel request)",
+}
+
+
 @contextmanager
 def storage_errors(what: str, *others: type[Exception]) -> Iterator[None]:
     """SQLAlchemy's errors (and ``others``, e.g. the driver's own) as StorageError:
@@ -99,21 +110,13 @@ def session_settings_named() -> Iterator[None]:
     SessionSettingsError; any other raised as it is."""
     try:
         yield
-    except (sa.exc.SQLAlchemyError, *_UNFIT) as exc:
+    except _SQL_OR_UNFIT as exc:
         unfit = unfit_session(exc)
         if unfit is not None:
             raise unfit from None
         raise
 
 
-# What the driver raises on a session setting it cannot work with: text the
-# client_encoding cannot carry, timestamps in another DateStyle than ISO (psycopg 3).
-_UNFIT: tuple[type[Exception], ...] = (UnicodeEncodeError, NotImplementedError)
-_UNTRANSLATABLE = "22P05"  # the server cannot convert stored text to client_encoding
-_TIMEOUTS = {
-    "55P03": "a lock was not granted within lock_timeout (another session holds it)",
-    "57014": "a statement was canceled (statement_timeout, or a cancel request)",
-}
 _ENGINE_HINT = (
     "set it for the role (ALTER ROLE ... SET) or on the connection, or give unistatus a "
     "URL or an engine from unistatus.db.engine.create_engine, whose connections set it"
