@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Database
+from support.cli_run import cli
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.db.control import set_mode
 from unistatus.db.engine import create_engine
@@ -121,3 +122,17 @@ def test_a_timeout_while_the_adapter_starts_is_not_cannot_reach_the_database(
         holder.close()
     assert "cannot reach the database" not in str(raised.value)
     assert said in str(raised.value)
+
+
+def test_commands_work_under_latin1_and_german_dates(pg: Database) -> None:
+    """The CLI's engines are unistatus's own: its commands read dates and write any
+    reason whatever the session defaults (they failed with 'unexpected
+    NotImplementedError' / 'unexpected UnicodeEncodeError')."""
+    url = with_defaults(pg.url)
+    status = cli(url, "phase", "status")
+    assert status.exit_code == 0, status.output
+    advance = cli(url, "phase", "advance", "--reason", "ñandú-€ 送金", "--force")
+    assert advance.exit_code == 0, advance.output
+    back = cli(url, "rollback", "--emergency", "--reason", "outage — €10k stuck")
+    assert back.exit_code == 0, back.output
+    assert cli(url, "phase", "status").exit_code == 0
