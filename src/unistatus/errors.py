@@ -4,7 +4,8 @@ One root (catch everything at once); context as attributes, so callers need not 
 
     UnistatusError
     ├── ConfigError                 bad settings, unknown table or column names
-    │   └── LegacyStatusRetiredError  ... the legacy status columns are retired (phase 4)
+    │   ├── LegacyStatusRetiredError  ... the legacy status columns are retired (phase 4)
+    │   └── SessionSettingsError    a connection's client_encoding or DateStyle unfit
     ├── InputError                  a value the caller passed is malformed
     │   ├── UnmappableStatusError   a legacy status the mapping does not know
     │   │   └── UnmappableStoredStatusError  ... stored in the row a change starts from
@@ -45,6 +46,18 @@ class LegacyStatusRetiredError(ConfigError):
             'legacy-columns`, phase 4); `unistatus retire legacy-columns --undo --reason "..."` '
             "restores them"
         )
+
+
+class SessionSettingsError(ConfigError):
+    """A connection's session setting (``setting``: ``client_encoding`` or
+    ``DateStyle``) that unistatus's driver cannot work with: text the encoding cannot
+    carry, timestamps not in ISO. Met on an application's own engine or connection
+    (unistatus's own connections set both): the connection's, not the database's
+    failure, so never counted in the error rate."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        self.setting = setting
+        super().__init__(message)
 
 
 class InputError(UnistatusError):

@@ -68,6 +68,27 @@ def test_health_is_degraded_while_a_critical_alert_fires(db: Any, client: TestCl
     assert "consistency_critical" in body["checks"]["critical_alerts"]
 
 
+def test_health_is_degraded_while_alert_evaluation_keeps_failing(
+    db: Any, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A monitor whose every evaluation fails (a session setting the driver cannot read,
+    a table it cannot read) leaves the alerts unevaluated: not healthy."""
+
+    def fail(_monitor: Any) -> None:
+        raise RuntimeError("can't parse timestamptz with DateStyle 'German, DMY'")
+
+    monkeypatch.setattr(alerts.Monitor, "evaluate", fail)
+    service = client.app.state.service  # type: ignore[attr-defined]
+    service.start_monitor(0.05)
+    deadline = time.monotonic() + 2  # some 40 evaluations, each failed
+    while (body := client.get("/health").json())["status"] == "healthy":
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert body["status"] == "degraded"
+    assert any("alert evaluation" in why for why in body["checks"]["degraded_because"])
+
+
 def test_health_is_down_with_503_when_the_database_is_unreachable(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path}/no/such/dir/x.db"
     app = create_app(load_settings(database_url=url), create_engine(url))

@@ -1146,3 +1146,31 @@ def test_each_tables_trigger_follows_its_own_systems_mode(cap: Database) -> None
     assert history_of(cap, "CASHOUT", cashout or 0)[-1]["triggered_by"] == "capture:catch_up"
     assert unified_of(cap, "EXCHANGE", exchange or 0) == in_step  # not caught up again
     assert consistent(cap)
+
+
+def test_the_legacy_tables_are_locked_only_while_the_ddl_runs(pg: Database) -> None:
+    """``enable`` generates its DDL (the catalog read, the functions rendered: half a
+    second) before it takes the legacy tables' locks, which block every legacy write
+    (and idle the session past an ``idle_in_transaction_session_timeout``): from the
+    first statement that locks a legacy table (LOCK TABLE, DROP TRIGGER) to the last
+    DDL statement, only DDL and one check that the tables are as generated for."""
+    ran: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        ran.append(" ".join(statement.split()))
+
+    sa.event.listen(pg.engine, "before_cursor_execute", record)
+    try:
+        for _ in range(2):  # the second replaces what the first installed
+            ran.clear()
+            capture.enable(pg.engine, pg.settings)
+            locking = [n for n, s in enumerate(ran) if s.startswith(("LOCK TABLE", "DROP TRIGGER"))]
+            ddl = [n for n, s in enumerate(ran) if s.startswith(("CREATE ", "DROP ", "LOCK "))]
+            window = ran[locking[0] : ddl[-1] + 1]
+            others = [
+                s for s in window if not s.startswith(("CREATE ", "DROP ", "LOCK ", "COMMENT "))
+            ]
+            assert len(others) <= 1 and all(capture.SHAPES_CHECK in s for s in others), others
+    finally:
+        sa.event.remove(pg.engine, "before_cursor_execute", record)
+        capture.disable(pg.engine, pg.settings)

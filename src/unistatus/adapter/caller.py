@@ -25,7 +25,12 @@ from unistatus.adapter.runner import Runner, Work, failed_result
 from unistatus.db.binding import bound_connection
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps
-from unistatus.db.failures import describe, read_on_pool, refused_because
+from unistatus.db.failures import (
+    describe,
+    read_on_pool,
+    refused_because,
+    session_settings_named,
+)
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.prepared import Prepared
@@ -247,30 +252,32 @@ class CallerTransactions:
             raise
         unmarked = False
         try:
-            result = None
-            if fast is not None:
-                # The mode as last read, a guess the statement checks: no other
-                # connection is needed (the pool may be held by callers' transactions).
-                self.runner.prepare(mode)
-                result = fast(conn, mode, op_id)
-            if result is None:
-                mode = self.lock_mode(conn, system)
-                if not self.ops.mode_lock_marks:
-                    self.ops.mark_writer(conn)
-                self.runner.prepare(mode)
-                with self._undone_on_failure(conn):
-                    try:
-                        result = work(conn, mode, op_id)
-                    except Relinked:
-                        # Nothing written; the caller's transaction cannot start over, so
-                        # the write runs again here and locks the new legacy row after the
-                        # unified row it holds (against the adapter's order: a deadlock
-                        # with a write that locked legacy first is a failed write, typed,
-                        # nothing of it written).
-                        result = work(conn, mode, op_id)
-            # The caller's own SQL after this operation is not the adapter's.
-            self.ops.unmark_writer(conn)
-            unmarked = True
+            # A session setting of the caller's connection, not the database's failure.
+            with session_settings_named():
+                result = None
+                if fast is not None:
+                    # The mode as last read, a guess the statement checks: no other
+                    # connection is needed (the pool may be held by callers' transactions).
+                    self.runner.prepare(mode)
+                    result = fast(conn, mode, op_id)
+                if result is None:
+                    mode = self.lock_mode(conn, system)
+                    if not self.ops.mode_lock_marks:
+                        self.ops.mark_writer(conn)
+                    self.runner.prepare(mode)
+                    with self._undone_on_failure(conn):
+                        try:
+                            result = work(conn, mode, op_id)
+                        except Relinked:
+                            # Nothing written; the caller's transaction cannot start over, so
+                            # the write runs again here and locks the new legacy row after the
+                            # unified row it holds (against the adapter's order: a deadlock
+                            # with a write that locked legacy first is a failed write, typed,
+                            # nothing of it written).
+                            result = work(conn, mode, op_id)
+                # The caller's own SQL after this operation is not the adapter's.
+                self.ops.unmark_writer(conn)
+                unmarked = True
         except WriteLost as lost:
             error = f"connection lost: {describe(lost.error)}"
             raise self._failed(operation, op_id, mode, error, started, system) from None
@@ -356,7 +363,7 @@ class CallerTransactions:
             return read_on_pool(self.engine, what, read, self.driver_error)
         conn = caller_connection(target, self.ops.name)
         try:
-            with bound_connection(conn, self.ops.schema):
+            with session_settings_named(), bound_connection(conn, self.ops.schema):
                 return read(conn)
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             raise CallerTransactionError(f"{what}: {describe(exc)}") from None

@@ -30,7 +30,12 @@ from unistatus.adapter.model import (
 from unistatus.config import Settings
 from unistatus.db.control import DEFAULT_MODE
 from unistatus.db.dialect import DialectOps
-from unistatus.db.failures import describe, refused_because, storage_errors
+from unistatus.db.failures import (
+    describe,
+    refused_because,
+    session_settings_named,
+    storage_errors,
+)
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.retry import is_retryable, refused_by_application
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
@@ -169,15 +174,16 @@ class Runner:
             committing = False
             retry = False
             try:
-                self.prepare(mode)
-                done = fast(mode, op_id) if fast is not None else None
-                if done is not None:
-                    result = done
-                else:
-                    # Every path of ``work`` takes the mode lock before it writes.
-                    with self.ops.write_transaction(mode_locked=True) as conn:
-                        result = work(conn, mode, op_id)
-                        committing = True
+                with session_settings_named():  # the connection's, not the database's
+                    self.prepare(mode)
+                    done = fast(mode, op_id) if fast is not None else None
+                    if done is not None:
+                        result = done
+                    else:
+                        # Every path of ``work`` takes the mode lock before it writes.
+                        with self.ops.write_transaction(mode_locked=True) as conn:
+                            result = work(conn, mode, op_id)
+                            committing = True
                 result.duration_ms = (time.perf_counter() - started) * 1000
                 self.emit(operation, mode, result.overall_success, started, system=system)
                 return result

@@ -83,6 +83,11 @@ def health_report(service: ServiceState, *, unknown: Unknown = public_unknown) -
     except Exception as exc:
         checks["critical_alerts"] = unknown("alert state", failure_detail(exc))
         degraded.append("alert state unknown")
+    failed = service.evaluation_failure
+    if failed is not None:
+        # The alerts are as last evaluated, which may be never: none of them is watched.
+        checks["alert_evaluation"] = unknown("alert evaluation", failure_detail(failed))
+        degraded.append("alert evaluation failing: the alerts are not evaluated")
     if degraded:
         checks["degraded_because"] = degraded
     return {"status": "degraded" if degraded else "healthy", "checks": checks}

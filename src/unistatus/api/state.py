@@ -42,6 +42,9 @@ class ServiceState:
         self._stop = threading.Event()
         self._monitor_thread: threading.Thread | None = None
         self.monitor: Monitor | None = None  # the background one, once started
+        # Why the background monitor's last evaluation failed (None: it did not, or
+        # none ran yet); /health is degraded while it is set.
+        self.evaluation_failure: BaseException | None = None
 
     def adapter(self) -> DualWriteAdapter:
         with self._lock:
@@ -74,7 +77,9 @@ class ServiceState:
             while not self._stop.is_set():
                 try:
                     monitor.evaluate()
-                except Exception:  # the service keeps serving whatever the monitor hits
+                    self.evaluation_failure = None
+                except Exception as exc:  # the service keeps serving whatever it hits
+                    self.evaluation_failure = exc
                     log.exception("alert evaluation failed")
                 self._stop.wait(interval)
 

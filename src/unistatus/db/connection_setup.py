@@ -20,6 +20,14 @@ Two things a direct connection may keep for its whole life are then wrong:
   lock_timeout``), which the server applies to every session the pooler opens. (The
   package's own bounded work sets its bounds per transaction either way.)
 
+Whatever a role or database sets as its sessions' defaults (``ALTER ROLE/DATABASE ...
+SET``), each connection reads and writes text in UTF8 and dates in ISO: psycopg encodes
+text in the connection's ``client_encoding`` (LATIN1 cannot carry "€", which failed a
+valid write as a database failure) and parses timestamps only in ISO ``DateStyle``
+("can't parse timestamptz with DateStyle 'German, DMY'" on nearly every read). Set
+only where the server announced another (no round trip otherwise); a pooler keeps both
+per client (PgBouncer tracks them), so they are set behind one too.
+
 A pooler is recognised at connect: the process id the server announces (BackendKeyData,
 which a pooler makes up for its clients' cancel requests) is not the process that runs
 the statements (``pg_backend_pid()``). One round trip per new connection, which also
@@ -29,6 +37,7 @@ sets the lock timeout on a direct one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +46,7 @@ from sqlalchemy import event
 
 from unistatus.db.isolation import name_read_committed
 
-__all__ = ["announced_pid", "set_up_connections"]
+__all__ = ["SESSION_SETTINGS", "announced_pid", "set_up_connections", "unfit_settings"]
 
 log = logging.getLogger("unistatus.db")
 
@@ -50,6 +59,14 @@ _PROBE = (
     "THEN set_config('lock_timeout', {timeout}, false) END, "
     "current_setting('lock_timeout')"
 )
+
+
+# What each connection must have, and whether a value the server announced is it.
+SESSION_SETTINGS = {"client_encoding": "UTF8", "DateStyle": "ISO"}
+_FITS: dict[str, Callable[[str], bool]] = {
+    "client_encoding": lambda value: value.upper().replace("-", "") in ("UTF8", "UNICODE"),
+    "DateStyle": lambda value: value.upper().startswith("ISO"),
+}
 
 
 @dataclass(frozen=True)
@@ -81,6 +98,7 @@ def set_up_connections(
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        _fit_settings(dbapi_conn)
         if not lock_timeout_ms and prepared_statements is not None:
             found = None
         else:
@@ -95,6 +113,42 @@ def set_up_connections(
         if found is not None and pooled and not said:
             said.append(True)
             _say_pooled(prepare, lock_timeout_ms, found.lock_timeout)
+
+
+def unfit_settings(dbapi_conn: Any) -> dict[str, str]:
+    """The session settings of ``dbapi_conn`` (psycopg 3 or psycopg2) that psycopg cannot
+    work with (:data:`SESSION_SETTINGS`), as the server announced them: {} where all fit."""
+    if hasattr(dbapi_conn, "info") and hasattr(dbapi_conn.info, "parameter_status"):
+        status = dbapi_conn.info.parameter_status  # psycopg 3
+    elif hasattr(dbapi_conn, "get_parameter_status"):
+        status = dbapi_conn.get_parameter_status  # psycopg2
+    else:
+        return {}
+    unfit = {}
+    for name, fits in _FITS.items():
+        value = status(name)
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        if value is not None and not fits(value):
+            unfit[name] = value
+    return unfit
+
+
+def _fit_settings(dbapi_conn: Any) -> None:
+    """Set the session settings :func:`unfit_settings` finds unfit; outside any
+    transaction (a SET rolled back with one is undone), none left open."""
+    unfit = unfit_settings(dbapi_conn)
+    if not unfit:
+        return
+    sets = "; ".join(f"SET {name} TO '{SESSION_SETTINGS[name]}'" for name in unfit)
+    autocommit = dbapi_conn.autocommit
+    dbapi_conn.autocommit = True
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(sets)
+    finally:
+        cursor.close()
+    dbapi_conn.autocommit = autocommit
 
 
 def _say_pooled(prepare: bool, lock_timeout_ms: int | None, role_timeout: str) -> None:

@@ -15,16 +15,19 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from unistatus.errors import StorageError
+from unistatus.errors import SessionSettingsError, StorageError
 from unistatus.redact import redact
 
 __all__ = [
+    "canceled",
     "describe",
     "once_more_if_dropped",
     "one_line",
     "read_on_pool",
     "refused_because",
+    "session_settings_named",
     "storage_errors",
+    "unfit_session",
 ]
 
 T = TypeVar("T")
@@ -70,15 +73,94 @@ def one_line(exc: BaseException) -> str:
     return redact(lines[0] if lines else type(exc).__name__)
 
 
+# What the driver raises on a session setting it cannot work with: text the
+# client_encoding cannot carry, timestamps in another DateStyle than ISO (psycopg 3).
+_UNFIT: tuple[type[Exception], ...] = (UnicodeEncodeError, NotImplementedError)
+_SQL_OR_UNFIT: tuple[type[Exception], ...] = (sa.exc.SQLAlchemyError, *_UNFIT)
+_UNTRANSLATABLE = "22P05"  # the server cannot convert stored text to client_encoding
+_TIMEOUTS = {
+    "55P03": "a lock was not granted within lock_timeout (another session holds it)",
+    "57014": "a statement was canceled (statement_timeout, or a cancel request)",
+}
+
+
 @contextmanager
 def storage_errors(what: str, *others: type[Exception]) -> Iterator[None]:
     """SQLAlchemy's errors (and ``others``, e.g. the driver's own) as StorageError:
-    ``what`` failed, and why."""
+    ``what`` failed, and why (a timeout named as one: :func:`canceled`); a session
+    setting the driver cannot work with as SessionSettingsError (:func:`unfit_session`)."""
     caught: tuple[type[Exception], ...] = (sa.exc.SQLAlchemyError, *others)
     try:
         yield
-    except caught as exc:
+    except (*caught, *_UNFIT) as exc:
+        unfit = unfit_session(exc)
+        if unfit is not None:
+            raise unfit from None
+        if not isinstance(exc, caught):
+            raise
+        timeout = canceled(exc)
+        if timeout is not None:  # the database was reached: ``what`` may say otherwise
+            raise StorageError(f"{timeout}: {describe(exc)}") from None
         raise StorageError(f"{what}: {describe(exc)}") from None
+
+
+@contextmanager
+def session_settings_named() -> Iterator[None]:
+    """A block's failure that comes of a session setting (:func:`unfit_session`) as
+    SessionSettingsError; any other raised as it is."""
+    try:
+        yield
+    except _SQL_OR_UNFIT as exc:
+        unfit = unfit_session(exc)
+        if unfit is not None:
+            raise unfit from None
+        raise
+
+
+_ENGINE_HINT = (
+    "set it for the role (ALTER ROLE ... SET) or on the connection, or give unistatus a "
+    "URL or an engine from unistatus.db.engine.create_engine, whose connections set it"
+)
+
+
+def _root(exc: BaseException) -> BaseException:
+    while isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        exc = exc.orig
+    return exc
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    root = _root(exc)
+    return getattr(root, "sqlstate", None) or getattr(root, "pgcode", None)
+
+
+def unfit_session(exc: BaseException) -> SessionSettingsError | None:
+    """``exc`` as the session setting it comes of, where it does: text the connection's
+    ``client_encoding`` cannot carry (either way), a timestamp psycopg cannot parse
+    outside ISO ``DateStyle``. None for any other error. Not a database failure: the
+    connection's settings (an application's own engine or connection; unistatus's own
+    connections set both, :mod:`unistatus.db.connection_setup`)."""
+    root = _root(exc)
+    if isinstance(root, UnicodeEncodeError) or _sqlstate(exc) == _UNTRANSLATABLE:
+        return SessionSettingsError(
+            "client_encoding",
+            f"the connection's client_encoding cannot carry this text ({describe(exc)}): "
+            f"unistatus needs client_encoding UTF8; {_ENGINE_HINT}",
+        )
+    if isinstance(root, NotImplementedError) and "DateStyle" in str(root):
+        return SessionSettingsError(
+            "DateStyle",
+            f"the connection's DateStyle is not ISO ({describe(exc)}): psycopg reads "
+            f"timestamps only in DateStyle ISO; {_ENGINE_HINT}",
+        )
+    return None
+
+
+def canceled(exc: BaseException) -> str | None:
+    """What timed out where ``exc`` is a statement the server canceled (a lock not
+    granted within ``lock_timeout``, a ``statement_timeout``): the database was
+    reached and is up. None for any other error."""
+    return _TIMEOUTS.get(_sqlstate(exc) or "")
 
 
 def read_on_pool(

@@ -29,6 +29,7 @@ from unistatus.db.binding import (
     schema_of,
     unbound_connection,
 )
+from unistatus.db.failures import canceled
 from unistatus.db.legacy_types import (
     base_type,
     cast_type,
@@ -516,6 +517,10 @@ def resolve_legacy_tables(
             reflected = reflect_legacy_tables(conn, specs, meta, columns_only=columns_only)
         tables = dict(zip(chosen, reflected, strict=True))
     except sa.exc.OperationalError as exc:
+        # A lock or statement timeout is a database reached and up: said as what it is.
+        timeout = canceled(exc)
+        if timeout is not None:
+            raise StorageError(f"cannot read the legacy tables: {timeout}: {exc.orig}") from None
         raise StorageError(f"cannot reach the database: {exc.orig}") from None
     for system, table in tables.items():
         spec: LegacyTableSpec = settings.legacy_tables[system.value]

@@ -317,16 +317,32 @@ def _replace(
     ops = ops_for(engine)
     ddl = CaptureDdl(ops, engine.dialect)
     statements: list[str] = []
+    names: list[str] = []
+    seen: list[tuple[Any, ...]] = []
+
+    def generate(conn: sa.Connection) -> list[str]:
+        tables, _ = _capturable(conn, settings)
+        return _install(ddl, conn, tables, ops.mode_lock_key)
+
     try:
         with ops.write_transaction() as conn:
             ops.bound_statements(conn, DDL_STATEMENT_MS, settings.lock_timeout_ms)
             triggers, functions = installed(conn)
-            for statement in ddl.drop(triggers, functions):
+            drops = ddl.drop(triggers, functions)
+            if install:
+                # Generated before any lock (the drops lock the tables too): the locks
+                # block every legacy write, and the generation takes half a second.
+                names = _legacy_names(conn, settings)
+                seen = _shapes(conn, names)
+                statements = generate(conn)
+            for statement in drops:
                 conn.exec_driver_sql(statement)
             if install:
-                _hold_legacy_tables(conn, settings)
-                tables, _ = _capturable(conn, settings)
-                statements = _install(ddl, conn, tables, ops.mode_lock_key)
+                _hold_legacy_tables(conn, names)
+                if _shapes(conn, names) != seen:
+                    # A retirement (or its undo, a partition) committed meanwhile: the
+                    # locks wait for it; generated again as the tables are now.
+                    statements = generate(conn)
                 for statement in statements:
                     conn.exec_driver_sql(statement)
                 _record_mapping(conn, intent[1] if intent is not None else "unistatus")
@@ -347,17 +363,43 @@ def _replace(
     return statements
 
 
-def _hold_legacy_tables(conn: sa.Connection, settings: Settings) -> None:
-    """PostgreSQL: each legacy table locked as CREATE TRIGGER locks it, before its
-    columns are read: a retirement (or its undo) committing meanwhile is waited for and
-    its columns seen, not the ones it is about to drop. (A table that does not exist is
-    left to the reading, which says so; SQLite's write transaction holds them all.)"""
+def _legacy_names(conn: sa.Connection, settings: Settings) -> list[str]:
+    """PostgreSQL: the legacy tables that exist, as SQL names (SQLite: none; its write
+    transaction holds them all). One that does not is left to the reading, which says so."""
     if conn.dialect.name != "postgresql":
-        return
-    for spec in settings.legacy_tables.values():
-        name = legacy_table_sql(conn, spec)
-        if conn.execute(sa.select(sa.func.to_regclass(name))).scalar_one() is not None:
-            conn.exec_driver_sql(f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE")
+        return []
+    names = [legacy_table_sql(conn, spec) for spec in settings.legacy_tables.values()]
+    exist = sa.select(sa.func.to_regclass(sa.bindparam("name")))
+    return [n for n in names if conn.execute(exist, {"name": n}).scalar_one() is not None]
+
+
+def _hold_legacy_tables(conn: sa.Connection, names: list[str]) -> None:
+    """Each legacy table locked as CREATE TRIGGER locks it: a retirement (or its undo)
+    committing meanwhile is waited for, and :func:`_shapes` then sees it."""
+    for name in names:
+        conn.exec_driver_sql(f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE")
+
+
+# Marks the one statement between the legacy tables' locks and the DDL (tests find it).
+SHAPES_CHECK = "/* unistatus capture: the legacy tables as generated for */"
+_SHAPES = sa.text(
+    f"{SHAPES_CHECK} SELECT n.name, "
+    "(SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' "
+    "|| a.attnotnull::text, ', ' ORDER BY a.attnum) FROM pg_catalog.pg_attribute a "
+    "WHERE a.attrelid = to_regclass(n.name) AND a.attnum > 0 AND NOT a.attisdropped), "
+    "(SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY i.inhrelid) "
+    "FROM pg_catalog.pg_inherits i WHERE i.inhparent = to_regclass(n.name)) "
+    "FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS n(name, k) ORDER BY n.k"
+)
+
+
+def _shapes(conn: sa.Connection, names: list[str]) -> list[tuple[Any, ...]]:
+    """What the capture's DDL is generated from, in one round trip (PostgreSQL): each
+    legacy table's columns and the tables under it. Read again under the locks: the
+    same, the DDL generated before them stands."""
+    if not names:
+        return []
+    return [tuple(row) for row in conn.execute(_SHAPES, {"names": names})]
 
 
 def _record_mapping(conn: sa.Connection, actor: str) -> None:
