@@ -8,6 +8,7 @@ concurrent test is in ``test_capture_concurrency.py``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -1173,4 +1174,27 @@ def test_the_legacy_tables_are_locked_only_while_the_ddl_runs(pg: Database) -> N
             assert len(others) <= 1 and all(capture.SHAPES_CHECK in s for s in others), others
     finally:
         sa.event.remove(pg.engine, "before_cursor_execute", record)
+        capture.disable(pg.engine, pg.settings)
+
+
+def test_two_enables_at_once_both_succeed(pg: Database) -> None:
+    """A pipeline that retries ``capture enable`` (or two operators) may run two at once.
+    Each lists what is installed before it locks the legacy tables; the second, having
+    listed nothing, created triggers the first had committed meanwhile ("trigger ...
+    already exists"). Staged: the other enable commits between this one's listing and
+    its locks."""
+    other = threading.Thread(target=capture.enable, args=(pg.engine, pg.settings))
+
+    def the_other_commits_first(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("LOCK TABLE") and not other.ident:
+            other.start()
+            other.join(timeout=30)
+
+    sa.event.listen(pg.engine, "before_cursor_execute", the_other_commits_first)
+    try:
+        status = capture.enable(pg.engine, pg.settings)
+        assert other.ident and not other.is_alive()
+        assert status.ok, status
+    finally:
+        sa.event.remove(pg.engine, "before_cursor_execute", the_other_commits_first)
         capture.disable(pg.engine, pg.settings)
