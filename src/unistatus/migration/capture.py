@@ -333,15 +333,20 @@ def _replace(
                 # Generated before any lock (the drops lock the tables too): the locks
                 # block every legacy write, and the generation takes half a second.
                 names = _legacy_names(conn, settings)
-                seen = _shapes(conn, names)
+                schema = own_schema(conn) if names else ""
+                seen = _shapes(conn, names, schema)
                 statements = generate(conn)
             for statement in drops:
                 conn.exec_driver_sql(statement)
             if install:
                 _hold_legacy_tables(conn, names)
-                if _shapes(conn, names) != seen:
-                    # A retirement (or its undo, a partition) committed meanwhile: the
-                    # locks wait for it; generated again as the tables are now.
+                now = _shapes(conn, names, schema)
+                if [r[:-1] for r in now] != [r[:-1] for r in seen] or any(r[-1] for r in now):
+                    # A retirement (or its undo, a partition), or another enable, committed
+                    # meanwhile: the locks wait for it; what that enable installed is
+                    # dropped, and the DDL generated again as the tables are now.
+                    for statement in ddl.drop(installed(conn)[0], []):
+                        conn.exec_driver_sql(statement)
                     statements = generate(conn)
                 for statement in statements:
                     conn.exec_driver_sql(statement)
@@ -388,18 +393,25 @@ _SHAPES = sa.text(
     "|| a.attnotnull::text, ', ' ORDER BY a.attnum) FROM pg_catalog.pg_attribute a "
     "WHERE a.attrelid = to_regclass(n.name) AND a.attnum > 0 AND NOT a.attisdropped), "
     "(SELECT string_agg(i.inhrelid::regclass::text, ', ' ORDER BY i.inhrelid) "
-    "FROM pg_catalog.pg_inherits i WHERE i.inhparent = to_regclass(n.name)) "
+    "FROM pg_catalog.pg_inherits i WHERE i.inhparent = to_regclass(n.name)), "
+    "(SELECT string_agg(t.tgname, ', ' ORDER BY t.tgname) FROM pg_catalog.pg_trigger t "
+    "JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid WHERE t.tgrelid = to_regclass(n.name) "
+    "AND NOT t.tgisinternal AND p.pronamespace = CAST(:schema AS regnamespace) "
+    "AND p.proname IN :functions) "
     "FROM unnest(CAST(:names AS text[])) WITH ORDINALITY AS n(name, k) ORDER BY n.k"
-)
+).bindparams(sa.bindparam("functions", expanding=True))
 
 
-def _shapes(conn: sa.Connection, names: list[str]) -> list[tuple[Any, ...]]:
+def _shapes(conn: sa.Connection, names: list[str], schema: str) -> list[tuple[Any, ...]]:
     """What the capture's DDL is generated from, in one round trip (PostgreSQL): each
-    legacy table's columns and the tables under it. Read again under the locks: the
-    same, the DDL generated before them stands."""
+    legacy table's columns, the tables under it and (last) our triggers on it. Read again
+    under the locks, once the drops ran: the same tables, and none of our triggers (one
+    there now was committed by another enable meanwhile), and the DDL generated before
+    them stands."""
     if not names:
         return []
-    return [tuple(row) for row in conn.execute(_SHAPES, {"names": names})]
+    where = {"names": names, "schema": schema, "functions": function_names()}
+    return [tuple(row) for row in conn.execute(_SHAPES, where)]
 
 
 def _record_mapping(conn: sa.Connection, actor: str) -> None:
