@@ -19,6 +19,7 @@ from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
 from unistatus.migration.check import run_check
 from unistatus.migration.gates import gate_check
+from unistatus.migration.verify import verify_changes
 
 CASHOUT = LegacySystemType.CASHOUT
 mapper = LegacyStatusMapper()
@@ -63,3 +64,18 @@ def test_a_check_by_a_fast_clock_host_neither_outlives_a_switch_nor_hides_a_newe
     )
     assert not gate.passed, gate  # the newer, failing check is the one judged
     assert f"check #{failing.id}:" in str(gate.detail), gate
+
+
+def test_a_monitor_host_whose_clock_runs_ahead_still_verifies_rows_changed_since(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate(db.engine, db.settings, 20)
+    assert run_check(db.engine, db.settings).is_consistent
+    host_clock_ahead(monkeypatch, timedelta(minutes=10))
+    verify_changes(db.engine, db.settings, max_seconds=None)  # a first pass: its watermark
+    _break_unified(db, 2)
+    found = [
+        verify_changes(db.engine, db.settings, max_seconds=None).inconsistencies["status_mismatch"]
+        for _ in range(3)
+    ]
+    assert sum(found) >= 1, found
