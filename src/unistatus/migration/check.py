@@ -294,7 +294,7 @@ def _finish(
     kept = [e for system in wanted for e in scans[system].kept_examples]
     report.examples = kept[: int(opts["examples"])]
     report.duration_ms = (time.perf_counter() - started) * 1000
-    report.created_at = utcnow()
+    report.created_at = utcnow()  # stored: the database's (insert_report)
     report.complete = finished
     if not store:  # nor is the run (memory only)
         return report
