@@ -17,8 +17,10 @@ from unistatus.db.control import last_mode_change_at, set_mode
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
+from unistatus.migration import phases
 from unistatus.migration.check import run_check
 from unistatus.migration.gates import gate_check
+from unistatus.migration.rollout_plan import SOAK_GATE
 from unistatus.migration.verify import verify_changes
 
 CASHOUT = LegacySystemType.CASHOUT
@@ -79,3 +81,12 @@ def test_a_monitor_host_whose_clock_runs_ahead_still_verifies_rows_changed_since
         for _ in range(3)
     ]
     assert sum(found) >= 1, found
+
+
+def test_a_host_whose_clock_runs_ahead_does_not_end_the_soak_early(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="the switch")
+    host_clock_ahead(monkeypatch, timedelta(hours=2))  # the soak is an hour (default)
+    soak = {g.name: g for g in phases.evaluate_gates(db.engine, db.settings, 4)}[SOAK_GATE]
+    assert not soak.passed and float(soak.value) < 600, soak
