@@ -15,7 +15,6 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
-from unistatus.db.server_clock import database_now
 from unistatus.db.tables_check import check_reports
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.migration.check_rule import KINDS
@@ -91,9 +90,7 @@ def store_report(engine: sa.Engine, report: CheckReport) -> None:
 
 
 def insert_report(conn: sa.Connection, report: CheckReport) -> None:
-    """Store ``report`` in the caller's transaction (its ``id`` set), its ``created_at``
-    the database's time now (:mod:`unistatus.db.server_clock`)."""
-    report.created_at = database_now(conn)
+    """Store ``report`` in the caller's transaction (its ``id`` set)."""
     values = {
         "scope": report.scope,
         "systems": report.systems,

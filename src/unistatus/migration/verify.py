@@ -59,9 +59,9 @@ from unistatus.migration.check_reports import (
     CONTINUOUS_SCOPE,
     FULL_SCOPE,
     CheckReport,
+    insert_report,
     latest_report,
     latest_report_for,
-    store_report,
 )
 from unistatus.migration.check_rule import KINDS
 from unistatus.migration.check_runs import (
@@ -256,10 +256,12 @@ def verify_changes(
     report.since = min(watermarks) - SLACK if watermarks else None
     report.complete = complete
     report.duration_ms = (time.perf_counter() - started) * 1000
-    report.created_at = utcnow()  # stored: the database's (insert_report)
+    report.created_at = utcnow()
     if store and report.total > 0:
         # A round that verified nothing stores nothing: 0 of 0 would read as 100%.
-        store_report(engine, report)
+        with engine.begin() as conn:
+            report.created_at = database_now(conn)  # the clock of the watermark
+            insert_report(conn, report)
     return report
 
 
