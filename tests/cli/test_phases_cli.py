@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -217,3 +219,21 @@ def test_an_emergency_rollback_of_systems_apart_says_where_each_came_from(
     assert each["ESCROW"]["phase"] == 1
     logged = [h for h in history(db.engine) if h.key == "last_rollback"][-1]
     assert "ESCROW 1" in logged.new_value and "CASHOUT 0" in logged.new_value
+
+
+def test_times_labelled_utc_are_in_utc_whatever_the_sessions_time_zone(pg: Database) -> None:
+    """psycopg hands back aware times in the session's TimeZone; what is printed with a
+    "UTC" label (`phase status`'s "since", `monitor`'s stamp) is converted to UTC."""
+    phases.advance(pg.engine, pg.settings, actor="t", reason="phase 1")
+    entered = phases.phase_started_at(pg.engine, 1)
+    assert entered is not None
+    new_york = Database(
+        pg.backend, f"{pg.url}?options=-c%20TimeZone%3DAmerica/New_York", pg.engine, pg.settings
+    )
+    code, out = _run(new_york, "phase", "status", "--system", "cashout", columns=200)
+    assert f"since {entered.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" in out, out
+    code, out = _run(new_york, "monitor", "--once", columns=200)
+    stamp = re.search(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC", out)
+    assert stamp is not None, out
+    shown = datetime.fromisoformat(stamp.group(1)).replace(tzinfo=UTC)
+    assert abs((utcnow() - shown).total_seconds()) < 600, out

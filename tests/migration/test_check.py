@@ -7,9 +7,10 @@ Runs on SQLite and PostgreSQL (the ``db`` fixture). Data comes from set-based IN
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
@@ -322,3 +323,19 @@ def test_memory_does_not_grow_with_the_table(sqlite_db: Any) -> None:
     # Re-checked rows of a chunk are freed by the cyclic collector at its own pace, so
     # the peak wobbles by a few chunks' worth; 8x the rows must not make it 8x.
     assert large < 2.5 * small + 256 * 1024, (small, large)
+
+
+def test_since_finds_a_row_an_application_stamped_with_an_offset(sqlite_db: Any) -> None:
+    """Python's sqlite3 stores an aware time with its offset ('... 14:01:42-05:00'): as
+    text it sorts before the UTC ``since``; compared as the time it is, it is after."""
+    db = sqlite_db
+    populate(db.engine, db.settings, N)
+    assert run_check(db.engine, db.settings).is_consistent
+    since = datetime.now(UTC) - timedelta(minutes=5)
+    new_york = str(datetime.now(ZoneInfo("America/New_York")))
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE cashouts SET status = 'FAILED', updated_at = ? WHERE id = 33", (new_york,)
+        )
+    report = run_check(db.engine, db.settings, since=since, store=False)
+    assert report.total == 1 and report.inconsistencies["status_mismatch"] == 1, report

@@ -486,3 +486,41 @@ def test_a_strategy_that_overwrites_the_side_the_mode_reads_is_warned_of(db: Any
         )
         .stdout
     )["warnings"] == wrong.warnings  # fmt: skip
+
+
+@pytest.mark.postgres
+def test_newest_wins_reads_naive_legacy_times_in_the_sessions_time_zone(
+    scratch_pg: Any,
+) -> None:
+    """Legacy ``updated_at`` as ``timestamp without time zone``, the database's TimeZone
+    Asia/Kathmandu (+05:45): legacy written at ``localtime``, unified 2 s later; unified
+    is the newer write and wins, as PostgreSQL itself compares the two."""
+    db = scratch_pg
+    with db.engine.begin() as conn:
+        for column in ("updated_at", "created_at"):
+            conn.exec_driver_sql(
+                f"ALTER TABLE cashouts ALTER COLUMN {column} TYPE timestamp without time zone"
+                f" USING {column} AT TIME ZONE 'UTC'"
+            )
+        name = conn.exec_driver_sql("SELECT current_database()").scalar_one()
+        conn.exec_driver_sql(f"ALTER DATABASE \"{name}\" SET TimeZone = 'Asia/Kathmandu'")
+    db.engine.dispose()  # new connections take the database's TimeZone
+    populate(db.engine, db.settings, 10)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE cashouts SET status = 'FAILED', updated_at = localtimestamp WHERE id = 6"
+        )
+        conn.execute(
+            sa.update(U)
+            .where(U.c.legacy_system == "CASHOUT", U.c.legacy_id == 6)
+            .values(
+                status="CANCELLED",
+                legacy_status="CANCELLED",
+                updated_at=sa.func.now() + sa.text("interval '2 seconds'"),
+            )
+        )
+    run_repair(
+        db.engine, db.settings, strategy=Strategy.NEWEST_WINS, actor="t", systems=["cashout"]
+    )
+    assert legacy_row(db, LegacySystemType.CASHOUT, 6)["status"] == "CANCELLED"
+    assert unified_row(db, LegacySystemType.CASHOUT, 6)["status"] == "CANCELLED"

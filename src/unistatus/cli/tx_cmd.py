@@ -254,6 +254,7 @@ def show(
 def _history(adapter: Any, transaction_id: str, limit: int) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
+    from unistatus.clock import as_utc
     from unistatus.db.tables import status_history as h
 
     if not limit:
@@ -276,7 +277,9 @@ def _history(adapter: Any, transaction_id: str, limit: int) -> list[dict[str, An
         .limit(limit)
     )
     with adapter.connection() as conn:
-        return [dict(r) for r in conn.execute(query).mappings()]
+        rows = conn.execute(query).mappings().all()
+    # In UTC, as every time shown (psycopg's are in the session's TimeZone).
+    return [{**r, "created_at": as_utc(r["created_at"])} for r in rows]
 
 
 def _print_show(data: dict[str, Any]) -> None:

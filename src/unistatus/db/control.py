@@ -32,6 +32,7 @@ from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.queued_legacy import refuse_queued_legacy
 from unistatus.db.revisions import columns_retired
+from unistatus.db.server_clock import database_now
 from unistatus.db.system_keys import SYSTEMS, system_key, system_keys, systems_of, write_summary
 from unistatus.db.tables import (
     control_log,
@@ -167,11 +168,8 @@ def stored_mode(system: LegacySystemType | sa.ColumnElement[Any]) -> sa.ColumnEl
 
 def last_mode_change_at(conn: sa.Connection, system: LegacySystemType | None) -> datetime | None:
     """When ``system``'s mode (None: any system's) was last written (a switch, a
-    rollback; None: never).
-
-    Counts the global key's log rows too (before revision 0015 one switch set every
-    system's mode).
-    """
+    rollback; None: never). Counts the global key's log rows too (before revision 0015
+    one switch set every system's mode)."""
     at = conn.execute(
         sa.select(sa.func.max(control_log.c.created_at)).where(
             control_log.c.key.in_(mode_keys(system))
@@ -207,7 +205,7 @@ def write_value(
         raise InputError(f"changing {key} needs a reason (--reason)")
     if not actor or not actor.strip():
         raise InputError("an actor is required")
-    now = utcnow()
+    now = database_now(conn)  # the log's times are compared across hosts (server_clock)
     old = read_value(conn, key)
     if old is None:
         conn.execute(

@@ -26,6 +26,7 @@ from unistatus.db.failures import describe
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.queued_legacy import count_missing_legacy
 from unistatus.db.retry import is_read_only
+from unistatus.db.server_clock import database_now
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.check_claim import claim_run
@@ -294,13 +295,14 @@ def _finish(
     kept = [e for system in wanted for e in scans[system].kept_examples]
     report.examples = kept[: int(opts["examples"])]
     report.duration_ms = (time.perf_counter() - started) * 1000
-    report.created_at = utcnow()
+    report.created_at = utcnow()  # unstored; stored, the database's time (below)
     report.complete = finished
     if not store:  # nor is the run (memory only)
         return report
     # One transaction: a run is finished exactly when its report is stored (a stop in
     # between would leave a finished run, no report, and nothing for --resume to take).
     with engine.begin() as conn:
+        report.created_at = database_now(conn)  # gates compare it across hosts
         insert_report(conn, report)
         if finished:
             run.finish(conn)

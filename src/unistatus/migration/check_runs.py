@@ -18,6 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables_check import check_runs as R
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.migration.check_rule import KINDS
@@ -105,8 +106,8 @@ class RunState:
     ) -> RunState:
         state = cls(run or new_run_id(), options, {s: SystemPosition(s) for s in systems}, persist)
         if persist:
-            now = utcnow()
             with engine.begin() as conn:
+                now = database_now(conn)  # what gates compare with the control log's
                 conn.execute(
                     sa.insert(R),
                     [
@@ -156,9 +157,10 @@ class RunState:
     def commit(self, conn: sa.Connection, system: LegacySystemType) -> None:
         """Store one system's position and counts (in the caller's transaction)."""
         p = self.systems[system]
-        p.updated_at = utcnow()
         if not self.persist:
+            p.updated_at = utcnow()
             return
+        p.updated_at = database_now(conn)
         conn.execute(
             sa.update(R)
             .where(R.c.run == self.run, R.c.system == system.value)

@@ -21,6 +21,7 @@ from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
+from unistatus.db.time_order import at_or_after
 from unistatus.domain import consistency
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
@@ -135,10 +136,10 @@ def _changed_keys(
     pass 0.36 s against 0.60 s for the join filtered afterwards (BENCHMARKS.md)."""
     changed = sa.union(
         sa.select(lt.id.label("key")).where(
-            *_range(lt.id, lo, hi), lt.column("updated_at") >= since
+            *_range(lt.id, lo, hi), at_or_after(lt.column("updated_at"), since)
         ),
         sa.select(U.c.legacy_id).where(
-            *_unified_of(lt.system, lo, hi, None), U.c.updated_at >= since
+            *_unified_of(lt.system, lo, hi, None), at_or_after(U.c.updated_at, since)
         ),
     ).cte(cte_name("changed"))
     return sa.select(changed.c.key)
@@ -274,7 +275,7 @@ def _scope_of(p: sa.Subquery, since: datetime | None) -> sa.ColumnElement[bool]:
 
 def _updated_since(p: sa.Subquery, since: datetime) -> sa.ColumnElement[bool]:
     """Either side of the pair was updated at or after ``since``."""
-    return sa.or_(p.c.l_updated_at >= since, p.c.u_updated_at >= since)
+    return sa.or_(at_or_after(p.c.l_updated_at, since), at_or_after(p.c.u_updated_at, since))
 
 
 def projected_legacy_status(status: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:

@@ -307,13 +307,18 @@ def gate_zero(
     return Gate(name, n, 0, n == 0, f"counted on {system.value}'s rows" if system else None)
 
 
-def gate_soak(mode: DualWriteMode, settings: Settings, since: datetime | None) -> Gate:
+def gate_soak(
+    mode: DualWriteMode, settings: Settings, since: datetime | None, now: datetime | None = None
+) -> Gate:
+    """Unified primary for ``soak_seconds`` since ``since`` (the control log's time of
+    the switch): ``now`` the database's (:mod:`unistatus.db.server_clock`), so a host
+    whose clock runs ahead does not end the soak early."""
     threshold = f">= {settings.soak_seconds:g} s"
     if mode is not DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY:
         return Gate("unified_primary_soak_s", 0, threshold, False, f"mode is {mode.value}")
     if since is None:
         return unavailable("unified_primary_soak_s", threshold, "no record of the switch")
-    elapsed = (utcnow() - since).total_seconds()
+    elapsed = ((now or utcnow()) - since).total_seconds()
     return Gate(
         "unified_primary_soak_s",
         round(elapsed, 1),
@@ -329,6 +334,7 @@ def gate_no_bypass(
     mode: DualWriteMode,
     since: datetime | None,
     system: LegacySystemType | None = None,
+    now: datetime | None = None,
 ) -> Gate:
     """No writer bypassed unistatus since unified became primary (every code path is
     converted before legacy is frozen; ``system``: writes to its table, and to
@@ -362,7 +368,7 @@ def gate_no_bypass(
         return unavailable(
             BYPASS_GATE, 0, f"capture is enabled but {what}: run `unistatus capture enable`"
         )
-    covered = (utcnow() - max(since, enabled)).total_seconds()
+    covered = ((now or utcnow()) - max(since, enabled)).total_seconds()
     if enabled > since and covered < settings.soak_seconds:
         return unavailable(
             BYPASS_GATE,

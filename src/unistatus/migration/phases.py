@@ -37,6 +37,7 @@ from unistatus.db.control import (
     write_value,
 )
 from unistatus.db.dialect import ops_for
+from unistatus.db.server_clock import database_now
 from unistatus.db.system_keys import SYSTEMS, system_key, system_keys, systems_of, write_summary
 from unistatus.db.tables import control_log, migration_control
 from unistatus.domain.inputs import check_actor, check_reason
@@ -279,10 +280,8 @@ def _last_control_change(
     conn: sa.Connection, system: LegacySystemType | None = None
 ) -> datetime | None:
     """When ``system``'s mode or phase, or any rollback, last changed (None if never).
-
     A check that started before then measured another system state: a gate never
-    reads it (legacy-only writes after an emergency rollback, say, are not in it).
-    """
+    reads it (legacy-only writes after an emergency rollback, say, are not in it)."""
     q = sa.select(sa.func.max(control_log.c.created_at)).where(
         control_log.c.key.in_(_control_keys(system))
     )
@@ -362,6 +361,7 @@ def evaluate_gates(
         switched = _last_change_to(
             conn, mode_keys(system), DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value
         )
+        now = database_now(conn)  # the clock the switch's time was read from (server_clock)
     scoped = f" --system {system.value.lower()}" if system is not None else ""
     if into == 1:
         return [gates.gate_mapping()]
@@ -401,7 +401,7 @@ def evaluate_gates(
             gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count, system),
         ]
     return [
-        gates.gate_soak(mode, settings, switched),
+        gates.gate_soak(mode, settings, switched, now),
         gates.gate_p95(engine, settings, switched, system),
         gates.gate_error_rate(engine, system),
         gates.gate_check(
@@ -415,7 +415,7 @@ def evaluate_gates(
             system=system,
         ),
         gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count, system),
-        gates.gate_no_bypass(engine, settings, mode, switched, system),
+        gates.gate_no_bypass(engine, settings, mode, switched, system, now),
     ]
 
 

@@ -28,6 +28,7 @@ from unistatus.db.failures import one_line
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
 from unistatus.db.retry import fails_every_write, is_retryable
 from unistatus.db.rowcount import affected
+from unistatus.db.server_clock import as_database_reads
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.consistency import InconsistencyKind as K
 from unistatus.domain.ids import derive_utx_id, within_utx_range
@@ -184,7 +185,11 @@ class EntityRepair:
             reason = BEYOND_UTX_RANGE
             report.skipped[reason] = report.skipped.get(reason, 0) + 1
             return
-        plan = plan_repair(system, legacy, unified, report.strategy, mode)
+        compared = legacy  # newest_wins: a naive legacy time read as PostgreSQL reads it
+        if report.strategy is Strategy.NEWEST_WINS and legacy is not None:
+            at = as_database_reads(conn, legacy.get("updated_at"))  # (server_clock)
+            compared = {**legacy, "updated_at": at}
+        plan = plan_repair(system, compared, unified, report.strategy, mode)
         frozen = mode is DualWriteMode.UNIFIED_ONLY and plan.action not in ("none", "skip")
         if frozen and not _allowed_frozen(conn, plan, unified):
             plan = RepairPlan(plan.kinds, "skip", skip_reason=LEGACY_FROZEN)

@@ -50,6 +50,7 @@ from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.failures import one_line
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.queued_legacy import count_missing_legacy
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables_check import check_reports
 from unistatus.domain.consistency import InconsistencyKind
 from unistatus.domain.statuses import LegacySystemType
@@ -58,9 +59,9 @@ from unistatus.migration.check_reports import (
     CONTINUOUS_SCOPE,
     FULL_SCOPE,
     CheckReport,
+    insert_report,
     latest_report,
     latest_report_for,
-    store_report,
 )
 from unistatus.migration.check_rule import KINDS
 from unistatus.migration.check_runs import (
@@ -175,6 +176,9 @@ def verify_changes(
         state = _state(engine)
         tables = resolve_legacy_tables(engine, settings, require_status=False, columns_only=True)
         with engine.connect() as conn:
+            # The database's clock: a pass's start becomes the watermark that rows'
+            # updated_at are compared with (a host clock ahead would skip them).
+            now = database_now(conn)
             project = pending_replay_exists(conn)
             # Last (its failure spoils nothing read). Siblings count: in `serve` they
             # are its API's writes (`monitor`'s sessions are a tool's, never counted).
@@ -188,7 +192,7 @@ def verify_changes(
             pos = state.systems[system]
             if lt is None or lt.status is None:
                 continue  # retired: legacy holds no status any more
-            if busy and pos.watermark is not None and _waits(pos, busy_pace, busy_max_wait):
+            if busy and pos.watermark is not None and _waits(pos, now, busy_pace, busy_max_wait):
                 # Its last pass's figures, carried over (out of the round's totals).
                 carried = _figures(pos.counts, True, pos.watermark)
                 report.per_system[system.value] = {**carried, "deferred": "live_traffic"}
@@ -196,14 +200,14 @@ def verify_changes(
                 complete = False  # not verified up to now: no gate takes this round
                 continue
             if pos.pass_started_at is None:  # a new pass
-                pos.pass_started_at = utcnow()
+                pos.pass_started_at = now
                 pos.position, pos.done, pos.counts, pos.ranges = None, False, zero_counts(), 0
             since = pos.watermark - SLACK if pos.watermark is not None else None
             # One core (no parallel workers), the others left to live traffic; beside
             # it, one narrow range a round while the pass is young (then as when quiet,
             # so that the watermark's lag stays bounded).
             width, until = chunk, None
-            if busy and _young(pos, busy_max_wait):
+            if busy and _young(pos, now, busy_max_wait):
                 width, until = max(1, chunk // BUSY_NARROWER), time.monotonic()
             elif max_seconds is not None:
                 until = time.monotonic() + max_seconds
@@ -255,7 +259,9 @@ def verify_changes(
     report.created_at = utcnow()
     if store and report.total > 0:
         # A round that verified nothing stores nothing: 0 of 0 would read as 100%.
-        store_report(engine, report)
+        with engine.begin() as conn:
+            report.created_at = database_now(conn)  # the clock of the watermark
+            insert_report(conn, report)
     return report
 
 
@@ -271,7 +277,7 @@ def _missing_legacy(
     return {"total": n, InconsistencyKind.MISSING_LEGACY.value: n}
 
 
-def _waits(pos: SystemPosition, pace: float, max_wait: float) -> bool:
+def _waits(pos: SystemPosition, now: datetime, pace: float, max_wait: float) -> bool:
     """Beside live traffic, whether a new pass waits (the module doc). The last pass,
     from its start (the watermark) to its last range (its position's ``updated_at``),
     took ``length``; the next begins ``pace`` times that after it began, ``max_wait`` at
@@ -280,17 +286,17 @@ def _waits(pos: SystemPosition, pace: float, max_wait: float) -> bool:
     if pos.pass_started_at is not None or pos.watermark is None:
         return False  # a pass begun goes on; a system never verified begins now
     length = max((pos.updated_at - pos.watermark).total_seconds(), 0.0)
-    waited = (utcnow() - pos.watermark).total_seconds()
-    # A negative wait: this host's clock is behind the one that began the last pass.
+    waited = (now - pos.watermark).total_seconds()
+    # A negative wait: the database's clock was set back since the last pass began.
     return 0 <= waited < min(length * pace, max_wait)
 
 
-def _young(pos: SystemPosition, max_wait: float) -> bool:
+def _young(pos: SystemPosition, now: datetime, max_wait: float) -> bool:
     """The pass in progress began less than ``max_wait`` seconds ago (beside live
     traffic it then reads one narrow range a round; older, as when quiet)."""
     if pos.pass_started_at is None:
         return False
-    return (utcnow() - pos.pass_started_at).total_seconds() < max_wait
+    return (now - pos.pass_started_at).total_seconds() < max_wait
 
 
 def _figures(counts: dict[str, int], complete: bool, watermark: datetime | None) -> dict[str, Any]:
@@ -309,12 +315,13 @@ def verification_status(engine: sa.Engine, *, now: datetime | None = None) -> di
 
     ``watermark`` None: it has never completed a pass (``lag_seconds`` None too).
     """
-    now = now or utcnow()
     try:
         with engine.connect() as conn:
             state = RunState.load(conn, CONTINUOUS)
+            now = now or database_now(conn)  # the watermark's clock
     except sa.exc.SQLAlchemyError:
         state = None
+    now = now or utcnow()
     systems: dict[str, Any] = {}
     marks = []
     for system, pos in (state.systems if state else {}).items():

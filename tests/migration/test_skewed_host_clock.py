@@ -1,0 +1,92 @@
+"""The migration's own bookkeeping reads the database's clock, never the host's: a host
+whose clock runs ahead cannot make an old check look newer than a mode change, or a
+newer failing check, nor move continuous verification's watermark past rows changed
+since (exploratory report, time: 1 and 3)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from support.check_data import populate, tables
+from support.host_clock import host_clock_ahead
+from unistatus.db.control import last_mode_change_at, set_mode
+from unistatus.db.tables import unified_transactions as U
+from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
+from unistatus.migration import phases
+from unistatus.migration.check import run_check
+from unistatus.migration.gates import gate_check
+from unistatus.migration.rollout_plan import SOAK_GATE
+from unistatus.migration.verify import verify_changes
+
+CASHOUT = LegacySystemType.CASHOUT
+mapper = LegacyStatusMapper()
+
+
+def _break_unified(db: Any, legacy_id: int) -> None:
+    """A unified row whose status legacy's contradicts, stamped at the real time."""
+    lt = tables(db.engine, db.settings)[CASHOUT]
+    where = (U.c.legacy_system == CASHOUT.value, U.c.legacy_id == legacy_id)
+    with db.engine.begin() as conn:
+        status = conn.execute(sa.select(lt.status).where(lt.id == legacy_id)).scalar_one()
+        wrong = next(
+            s.value
+            for s in UnifiedTransactionStatus
+            if not mapper.is_compatible(CASHOUT, status, s)
+        )
+        now = datetime.now(UTC)
+        conn.execute(sa.update(U).where(*where).values(status=wrong, updated_at=now))
+
+
+def test_a_check_by_a_fast_clock_host_neither_outlives_a_switch_nor_hides_a_newer_check(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate(db.engine, db.settings, 20)
+    with monkeypatch.context() as m:
+        host_clock_ahead(m, timedelta(hours=2))
+        assert run_check(db.engine, db.settings).is_consistent  # report of a fast host
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="the switch")
+    with db.engine.connect() as conn:
+        switched = last_mode_change_at(conn, None)
+    _break_unified(db, 3)
+    failing = run_check(db.engine, db.settings)
+    assert failing.inconsistencies["status_mismatch"] == 1
+
+    gate = gate_check(
+        db.engine,
+        "full_check_consistent",
+        after=switched,
+        covering_since=None,
+        require_full=True,
+        need_rows=False,
+    )
+    assert not gate.passed, gate  # the newer, failing check is the one judged
+    assert f"check #{failing.id}:" in str(gate.detail), gate
+
+
+def test_a_monitor_host_whose_clock_runs_ahead_still_verifies_rows_changed_since(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    populate(db.engine, db.settings, 20)
+    assert run_check(db.engine, db.settings).is_consistent
+    host_clock_ahead(monkeypatch, timedelta(minutes=10))
+    verify_changes(db.engine, db.settings, max_seconds=None)  # a first pass: its watermark
+    _break_unified(db, 2)
+    found = [
+        verify_changes(db.engine, db.settings, max_seconds=None).inconsistencies["status_mismatch"]
+        for _ in range(3)
+    ]
+    assert sum(found) >= 1, found
+
+
+def test_a_host_whose_clock_runs_ahead_does_not_end_the_soak_early(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="the switch")
+    host_clock_ahead(monkeypatch, timedelta(hours=2))  # the soak is an hour (default)
+    soak = {g.name: g for g in phases.evaluate_gates(db.engine, db.settings, 4)}[SOAK_GATE]
+    assert not soak.passed and float(soak.value) < 600, soak
