@@ -40,7 +40,7 @@ def _to(db: Database, phase: int) -> None:
 
 
 def _rollbacks(db: Database) -> int:
-    return len(history(db.engine, "rollback"))
+    return len(history(db.engine, phases.ROLLBACK_KEY))
 
 
 def test_a_repeated_rollback_from_the_same_phase_is_refused(db: Database) -> None:
@@ -96,7 +96,8 @@ def test_a_rollback_that_ran_meanwhile_is_named(
 
     def other_first(*args: Any, **kwargs: Any) -> Any:
         if not ran:
-            ran.append(rollback_current_phase(db.engine, db.settings, actor="t", reason="a"))
+            ran.append("the other")
+            rollback_current_phase(db.engine, db.settings, actor="t", reason="a")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(rollback_module, "_switch", other_first)
@@ -132,7 +133,7 @@ def test_two_rollbacks_at_once_move_one_phase(db: Database) -> None:
 
 def _cli(db: Database, *args: str) -> tuple[int, str]:
     result = runner.invoke(app, ["--database-url", db.url, *args], catch_exceptions=False)
-    return result.exit_code, result.output
+    return result.exit_code, result.stdout if "--json" in args else result.output
 
 
 def test_cli(sqlite_db: Database) -> None:
