@@ -364,6 +364,13 @@ def test_mode_set_and_get_per_system(db) -> None:  # type: ignore[no-untyped-def
         again["systems_changed"] == ["CASHOUT", "EXCHANGE"] and again["old_value"] == "LEGACY_ONLY"
     )
     assert run(db.url, "mode", "get").stdout.strip() == "DUAL_WRITE_LEGACY_PRIMARY"
+    # Set again: nothing changed, and the mode before was that mode (not null).
+    same = as_json(
+        run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "again", "--json")
+    )
+    assert isinstance(same, dict)
+    assert same["systems_changed"] == [] and same["changes"] == []
+    assert same["old_value"] == same["new_value"] == "DUAL_WRITE_LEGACY_PRIMARY", same
     err = one_line_error(
         run(db.url, "mode", "set", "LEGACY_ONLY", "--system", "bank", "--reason", "x")
     )
