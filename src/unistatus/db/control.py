@@ -338,8 +338,7 @@ def switch_as_dict(
 ) -> dict[str, Any]:
     """What a switch did, for ``--json`` and the API: the mode, the system asked for
     (None: every system), the systems it changed, their mode before (``mixed`` if they
-    differed; the mode itself if none changed: they were all in it already), the
-    recorded metadata, and each logged change."""
+    differed; the mode itself if none changed), the metadata, and each logged change."""
     olds = {c.old_value or DEFAULT_MODE.value for c in changes}
     return {
         "mode": mode.value,
