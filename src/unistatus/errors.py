@@ -17,6 +17,7 @@ One root (catch everything at once); context as attributes, so callers need not 
     ├── EntityNotFoundError         no transaction with that id
     ├── ModeError                   an operation not allowed in the current write mode
     ├── GateError                   a phase gate failed (and the move was not forced)
+    │   └── PhaseMovedError         ... the phase is not the one the step was told to leave
     └── StorageError                the database failed or went away
         ├── CallerTransactionError  ... inside the caller's transaction (``connection=``)
         └── ModeNotRestoredError    ... so a run's own write mode was not put back
@@ -240,6 +241,21 @@ class ModeLockBusyError(ModeError):
 
 class GateError(UnistatusError):
     """A phase gate did not pass."""
+
+
+class PhaseMovedError(GateError):
+    """A phase step given the phase it leaves (``--from-phase``) found another: a retried
+    or duplicated step that would have moved a second phase. Nothing changed."""
+
+    def __init__(self, what: str, expected: int, actual: int | None, who: str) -> None:
+        self.expected = expected
+        self.actual = actual
+        now = f"phase {actual}" if actual is not None else "different phases"
+        super().__init__(
+            f"refusing to {what}: {who} in {now}, not {expected}: another step moved it "
+            "(a retry, a second run, a rollback); nothing changed. Check `unistatus phase "
+            "status` before going on"
+        )
 
 
 class StorageError(UnistatusError):

@@ -51,7 +51,7 @@ def test_init_is_idempotent_and_seeds(tmp_path: Path) -> None:
     second = as_json(run(url, "init", "--json"))
     rev = schema.INSTALL_REVISION  # what init installs (retirement's revision comes later)
     # "schema": where unistatus's tables are (the setting; SQLite: always the default).
-    base = {"revision": rev, "schema": "public", "seeded": {}}
+    base = {"revision": rev, "schema": "public", "seeded": {}, "detail": None}
     assert first == {**base, "previous_revision": None, "upgraded": True}
     assert second == {**base, "previous_revision": rev, "upgraded": False}
     seeded = run(url, "init", "--demo-data", "90")
@@ -64,6 +64,18 @@ def test_init_on_both_backends(db) -> None:  # type: ignore[no-untyped-def]
     assert out["upgraded"] is False and out["revision"] == schema.current_revision(db.engine)
     assert out["seeded"] == {"CASHOUT": 10, "ESCROW": 10, "EXCHANGE": 10}
     assert db.count("escrows") == 10
+
+
+def test_init_with_demo_data_run_again_seeds_nothing_more(db) -> None:  # type: ignore[no-untyped-def]
+    """`init` is safe to re-run, and so is `init --demo-data N`: the second run added N
+    rows again (667 per table became 1,334). Demo rows go into empty legacy tables only."""
+    assert as_json(run(db.url, "init", "--demo-data", "30", "--json"))["seeded"]["ESCROW"] == 10
+    again = as_json(run(db.url, "init", "--demo-data", "30", "--json"))
+    assert again["seeded"] == {} and "already hold rows" in again["detail"], again
+    assert db.count("escrows") == 10 and db.count("cashouts") == 10
+    said = run(db.url, "init", "--demo-data", "30")
+    assert said.exit_code == 0 and "not seeded" in said.stdout, said.stdout
+    assert "empty" in run(None, "init", "--help").stdout
 
 
 @pytest.mark.parametrize("seed", ["-1", "-3", "2147483648", "99999999999999999999"])
@@ -364,6 +376,13 @@ def test_mode_set_and_get_per_system(db) -> None:  # type: ignore[no-untyped-def
         again["systems_changed"] == ["CASHOUT", "EXCHANGE"] and again["old_value"] == "LEGACY_ONLY"
     )
     assert run(db.url, "mode", "get").stdout.strip() == "DUAL_WRITE_LEGACY_PRIMARY"
+    # Set again: nothing changed, and the mode before was that mode (not null).
+    same = as_json(
+        run(db.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "again", "--json")
+    )
+    assert isinstance(same, dict)
+    assert same["systems_changed"] == [] and same["changes"] == []
+    assert same["old_value"] == same["new_value"] == "DUAL_WRITE_LEGACY_PRIMARY", same
     err = one_line_error(
         run(db.url, "mode", "set", "LEGACY_ONLY", "--system", "bank", "--reason", "x")
     )

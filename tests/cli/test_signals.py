@@ -210,3 +210,29 @@ def test_ctrl_c_of_the_other_long_commands_says_what_is_kept(
         lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted:")]
         assert len(lines) == 1, (command, result.stderr)
         assert "again" in lines[0], (command, lines[0])
+
+
+def test_an_interrupted_command_under_json_says_so_on_stdout(
+    sqlite_db: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """SIGTERM (as Ctrl-C) of `backfill --json` or `archive export --json` ended with exit
+    130 and an empty stdout: a script parsing it read nothing. Now one JSON object, marked
+    interrupted (as `repair --json` does), saying what is kept."""
+    from unistatus import backfill  # noqa: PLC0415
+    from unistatus.migration import archive  # noqa: PLC0415
+
+    def interrupted(*_args: object, **_kwargs: object) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(archive, "export_archive", interrupted)
+    monkeypatch.setattr(backfill, "run_backfill", interrupted)
+    for command in (["archive", "export", "--out", str(tmp_path / "a")], ["backfill"]):
+        result = runner.invoke(app, ["--database-url", sqlite_db.url, *command, "--json"])
+        assert result.exit_code == 130, (command, result.output)
+        said = json.loads(result.stdout)
+        assert said["interrupted"] is True and said["exit_code"] == 130, said
+        assert "again" in said["detail"], said
+        assert [x for x in result.stderr.splitlines() if x.startswith("interrupted:")]
+        # Without --json, stdout stays empty.
+        result = runner.invoke(app, ["--database-url", sqlite_db.url, *command])
+        assert result.exit_code == 130 and result.stdout == "", result.stdout

@@ -61,6 +61,7 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
             reason=body.reason,
             force=body.force,
             system=body.system,
+            from_phase=body.from_phase,
         )
         return change.as_dict()
 
@@ -75,6 +76,7 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
             actor=actor_for(who, body.actor),
             reason=body.reason,
             system=body.system,
+            from_phase=body.from_phase,
         )
         return change.as_dict()
 

@@ -63,6 +63,8 @@ _STRIPPED = StringConstraints(strip_whitespace=True, min_length=1)
 Reason = Annotated[StrictStr, _STRIPPED, _text("reason", MAX_REASON_CHARS)]
 # The caller's own name for itself; the history stores it after the token's name.
 Actor = Annotated[StrictStr, _STRIPPED, _text("actor", MAX_LABEL_CHARS)]
+# The phase a step expects to leave (unistatus.migration.phase_from); absent: any.
+FromPhase = Annotated[StrictInt | None, Field(ge=0, le=4)]
 StatusText = Annotated[StrictStr, _STRIPPED, _text("status", 64)]
 EntityId = Annotated[
     str,
@@ -138,6 +140,8 @@ class PhaseAdvance(_Input):
     system: LegacySystemType | None = None
     force: StrictBool = False
     actor: Actor = "api"
+    # Only from this phase (409 otherwise, nothing changed): a retried step moves one.
+    from_phase: FromPhase = None
 
 
 class ReasonedAction(_Input):
@@ -148,6 +152,8 @@ class ReasonedAction(_Input):
 class PhaseRollback(ReasonedAction):
     # One legacy system, by its own phase's procedure; absent: every system (in one phase).
     system: LegacySystemType | None = None
+    # Only from this phase (409 otherwise, nothing changed): a retried step moves one.
+    from_phase: FromPhase = None
 
 
 class EmergencyRollback(ReasonedAction):

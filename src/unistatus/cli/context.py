@@ -196,14 +196,19 @@ def print_json(data: Any) -> None:
 def says_when_interrupted(
     what_next: str | Callable[[KeyboardInterrupt], str],
 ) -> Iterator[None]:
-    """Ctrl-C in the block: one line on stderr saying what is kept and how to go on
-    (``what_next``, or what it makes of the interrupt raised), exit 130, instead of a
-    silent end."""
+    """Ctrl-C (or SIGTERM: :func:`terminate_as_interrupt`) in the block: one line on
+    stderr saying what is kept and how to go on (``what_next``, or what it makes of the
+    interrupt raised), exit 130, instead of a silent end. Under ``--json`` also one JSON
+    object on stdout, ``{"interrupted": true, "detail": ..., "exit_code": 130}`` (the
+    shape of an error's), so that a script parsing stdout is not left with nothing."""
     try:
         yield
     except KeyboardInterrupt as stop:
         said = what_next if isinstance(what_next, str) else what_next(stop)
         err_console.print(f"interrupted: {said}", style="yellow", highlight=False, soft_wrap=True)
+        if _JSON_ASKED.get():
+            with suppress(BrokenPipeError):
+                print_json({"interrupted": True, "detail": said, "exit_code": EXIT_INTERRUPTED})
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 

@@ -18,7 +18,8 @@ HELP = (
     "application's legacy tables).\n\n"
     "Also creates the reference legacy tables (cashouts, escrows, exchanges) when the "
     "configuration still points at them. --demo-data N seeds N synthetic legacy rows across "
-    "the three systems with a realistic status mix.\n\n"
+    "the three systems with a realistic status mix, into empty legacy tables only: run again "
+    "(or on tables that hold rows: an application's), it seeds nothing and says so.\n\n"
     "Examples:\n\n"
     "  unistatus init\n\n"
     "  unistatus --database-url postgresql://user@host/db init --demo-data 100000 --json\n\n"
@@ -29,7 +30,11 @@ HELP = (
 def init(
     ctx: typer.Context,
     demo_data: int = typer.Option(
-        0, "--demo-data", min=0, metavar="N", help="Also seed N synthetic legacy rows."
+        0,
+        "--demo-data",
+        min=0,
+        metavar="N",
+        help="Also seed N synthetic legacy rows (only while the legacy tables are empty).",
     ),
     seed: int = typer.Option(
         0, "--seed", help="Seed of the synthetic data, 0 to 2147483647 (same seed, same rows)."
@@ -51,6 +56,7 @@ def init(
     engine = st.open_engine("creatable")  # creating the tables is init's job
     before = schema.current_revision(engine)
     seeded: dict[str, int] = {}
+    detail: str | None = None
     # The upgrade is one transaction (schema._migrate): all of it or nothing.
     with says_when_interrupted(
         "nothing of the upgrade is kept (it is one transaction); run `unistatus init` "
@@ -58,13 +64,19 @@ def init(
     ):
         revision = schema.upgrade(engine, st.settings, alongside=alongside)
     if demo_data:
-        from unistatus.sim.seed import seed_legacy
+        from unistatus.sim.seed import legacy_row_counts, seed_legacy
 
         with says_when_interrupted(
             f"the schema is installed (revision {revision}); the demo rows are seeded all "
             "or none: run `unistatus init --demo-data N` again to seed them"
         ):
-            seeded = seed_legacy(engine, st.settings, demo_data, seed=seed)
+            seeded = seed_legacy(engine, st.settings, demo_data, seed=seed, only_into_empty=True)
+        if not seeded:
+            held = ", ".join(f"{t} {n}" for t, n in legacy_row_counts(engine, st.settings).items())
+            detail = (
+                f"demo rows not seeded: the legacy tables already hold rows ({held}); "
+                "--demo-data seeds empty tables only (a re-run adds nothing)"
+            )
     if json_out:
         print_json(
             {
@@ -73,6 +85,7 @@ def init(
                 "schema": st.settings.schema,
                 "upgraded": before != revision,
                 "seeded": seeded,
+                "detail": detail,
             }
         )
         return
@@ -81,6 +94,8 @@ def init(
         console.print(f"tables{where} already at revision [bold]{revision}[/] (nothing to do)")
     else:
         console.print(f"tables{where} upgraded {before or '(empty)'} -> [bold]{revision}[/]")
+    if detail:
+        console.print(detail, highlight=False)
     if seeded:
         console.print(
             "seeded "

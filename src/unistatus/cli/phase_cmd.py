@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -203,6 +203,20 @@ def status(
         raise typer.Exit(EXIT_FAILED_CHECK)
 
 
+# `--from-phase N` of both steps (unistatus.migration.phase_from).
+FromPhaseOption = Annotated[
+    int | None,
+    typer.Option(
+        "--from-phase",
+        min=0,
+        max=4,
+        help="Only from this phase: refused (PhaseMovedError, exit 2, nothing changed) if "
+        "the phase is another, checked in the transaction that changes it. For automation "
+        "that retries a step: a retry then never moves a second phase.",
+    ),
+]
+
+
 # What a `phase advance` stopped by Ctrl-C leaves.
 ADVANCE_INTERRUPTED = (
     "the phase and its write mode switch in one transaction, last: they are as they were "
@@ -219,12 +233,16 @@ def advance(
     reason: str = typer.Option(..., "--reason", help=REASON_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who is advancing (recorded)."),
     system: SystemOption = None,
+    from_phase: FromPhaseOption = None,
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Enter the next phase (and its write mode) if every gate passes.
 
     --system: that system only, its gates measured on its own data (the other systems
     are untouched). Without it every system advances, if they are all in one phase.
+
+    --from-phase N: only from phase N (exit 2 otherwise, nothing changed): a step that
+    automation retries, or runs twice, moves one phase, not two (docs/phases.md).
 
     Examples:
 
@@ -233,6 +251,8 @@ def advance(
       unistatus phase advance --system cashout --reason "week 3: cashouts first"
 
       unistatus phase advance --force --reason "drill: error_rate gate has no data yet"
+
+      unistatus phase advance --from-phase 2 --reason "CI: phase 3" --json
     """
     from unistatus.errors import GateError
     from unistatus.migration.phases import advance as do_advance
@@ -250,6 +270,7 @@ def advance(
                 reason=reason,
                 force=force,
                 system=chosen,
+                from_phase=from_phase,
             )
         except GateError:
             if not json_out:
@@ -273,6 +294,7 @@ def rollback(
     reason: str = typer.Option(..., "--reason", help=REASON_HELP),
     actor: str = typer.Option("cli", "--actor", help="Who is rolling back (recorded)."),
     system: SystemOption = None,
+    from_phase: FromPhaseOption = None,
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
     """Go back one phase by its rollback procedure (from 4: replay to legacy first).
@@ -281,7 +303,8 @@ def rollback(
     changes are replayed; from 2 only its backfill is paused); the other systems' phase
     and mode are untouched. Without it every system steps back, if they are all in one
     phase (refused, naming each system's phase, while they differ). Exit 2 when refused
-    (phase 0, phases that differ, an unknown system).
+    (phase 0, phases that differ, an unknown system, or --from-phase N while the phase
+    is not N: a retried step is refused instead of rolling back a second phase).
 
     Examples:
 
@@ -290,6 +313,8 @@ def rollback(
       unistatus phase rollback --system escrow --reason "escrow p95 over 200 ms"
 
       unistatus phase rollback --reason "backfill too slow" --json
+
+      unistatus phase rollback --from-phase 3 --reason "CI: back to 2" --json
     """
     from unistatus.migration.rollback import rollback_current_phase
 
@@ -298,7 +323,12 @@ def rollback(
     app_state = state(ctx)
     with says_when_interrupted(ROLLBACK_INTERRUPTED):
         change = rollback_current_phase(
-            app_state.engine, app_state.settings, actor=actor, reason=reason, system=chosen
+            app_state.engine,
+            app_state.settings,
+            actor=actor,
+            reason=reason,
+            system=chosen,
+            from_phase=from_phase,
         )
     if json_out:
         print_json(change.as_dict())

@@ -106,7 +106,7 @@ def legacy_columns(
             for note in result["notes"]:
                 err_console.print(f"[yellow]note:[/] {note}", highlight=False)
         else:
-            console.print(f"nothing to undo: {result['reason']}")
+            console.print(f"nothing to undo: {result['detail']}")
         return
     with says_when_interrupted(
         "the retirement may not have committed: run it again (it says the columns "

@@ -336,13 +336,13 @@ def switch_as_dict(
 ) -> dict[str, Any]:
     """What a switch did, for ``--json`` and the API: the mode, the system asked for
     (None: every system), the systems it changed, their mode before (``mixed`` if they
-    differed, None if none changed), the recorded metadata, and each logged change."""
+    differed; the mode itself if none changed), the metadata, and each logged change."""
     olds = {c.old_value or DEFAULT_MODE.value for c in changes}
     return {
         "mode": mode.value,
         "system": system.value if system is not None else None,
         "systems_changed": [c.key.partition(".")[2] for c in changes],
-        "old_value": (olds.pop() if len(olds) == 1 else MIXED) if olds else None,
+        "old_value": (olds.pop() if len(olds) == 1 else MIXED) if olds else mode.value,
         "new_value": mode.value,
         "metadata": changes[0].metadata if changes else None,
         "changes": [c.as_dict() for c in changes],

@@ -9,11 +9,9 @@ retiring the legacy status columns requires one. Operator's view: ``docs/runbook
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +53,7 @@ from unistatus.migration.archive_format import (
     row_encoder,
     sha256_file,
 )
+from unistatus.migration.archive_place import discard, put_in_place, refuse_used, workspace
 
 __all__ = [
     "ColumnInfo",
@@ -141,21 +140,14 @@ def live_lines(
 def export_archive(
     engine: sa.Engine, settings: Settings, out: str | Path, *, actor: str = "cli"
 ) -> Manifest:
-    """Write every configured legacy table to ``out`` (new or empty), from one snapshot."""
+    """Write every configured legacy table to ``out`` (new or empty), from one snapshot:
+    into a directory beside it, renamed to ``out`` once complete
+    (:mod:`unistatus.migration.archive_place`)."""
     directory = Path(out)
-    if directory.exists() and not directory.is_dir():
-        raise InputError(f"{directory} exists and is not a directory")
-    if directory.exists() and any(directory.iterdir()):
-        raise InputError(f"{directory} is not empty: export into a new directory")
+    refuse_used(directory)
     tables = resolve_legacy_tables(engine, settings, require_status=False)
-    made = not directory.exists()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"cannot create the archive directory {directory}: {exc.strerror or exc}"
-        ) from None
     files = _file_names({system: lt.table.name for system, lt in tables.items()})
+    work = workspace(directory)  # renamed into place whole at the end (archive_place)
     entries: list[TableEntry] = []
     try:
         with ops_for(engine).snapshot() as conn:
@@ -163,7 +155,7 @@ def export_archive(
             modes = read_modes(conn) if installed else None
             for system, lt in tables.items():
                 columns = [ColumnInfo.of(c, engine.dialect) for c in lt.table.c]
-                path = directory / files[system]
+                path = work / files[system]
                 entry = _export_table(conn, lt.table, system.value, columns, path)
                 entry.schema = settings.legacy_tables[system.value].schema
                 entries.append(entry)
@@ -179,11 +171,10 @@ def export_archive(
             tables=entries,
         )
         raw = (json.dumps(manifest.as_dict(), indent=2, sort_keys=True) + "\n").encode()
-        tmp = directory / (MANIFEST + ".tmp")
-        tmp.write_bytes(raw)
-        os.replace(tmp, directory / MANIFEST)  # the manifest appears last, complete
+        (work / MANIFEST).write_bytes(raw)
+        put_in_place(work, directory)  # the archive appears last, complete
     except BaseException as exc:
-        _remove_written(directory, files.values(), made)
+        discard(work)
         if isinstance(exc, sa.exc.OperationalError):
             raise StorageError(f"export failed: {exc.orig}") from None
         if isinstance(exc, OSError):
@@ -210,16 +201,6 @@ def _file_names(names: dict[LegacySystemType, str]) -> dict[LegacySystemType, st
 
 _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
-
-
-def _remove_written(directory: Path, files: Iterable[str], made: bool) -> None:
-    """After a failed export: the files it wrote, and the directory if it made it."""
-    for name in files:
-        (directory / name).unlink(missing_ok=True)
-    (directory / (MANIFEST + ".tmp")).unlink(missing_ok=True)
-    if made:
-        with contextlib.suppress(OSError):
-            directory.rmdir()
 
 
 def _export_table(

@@ -23,8 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.backfill import quarantine_count, resume
-from unistatus.backfill.control import pause_key
+from unistatus.backfill import quarantine_count
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
 from unistatus.db.control import (
@@ -51,6 +50,8 @@ from unistatus.migration.gates import (
     MAX_P95_MS,
     Gate,
 )
+from unistatus.migration.phase_backfill import resume_backfill
+from unistatus.migration.phase_from import require_from
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay_conflicts import open_conflict_count
 
@@ -497,12 +498,14 @@ def advance(
     reason: str | None = None,
     force: bool = False,
     system: LegacySystemType | str | None = None,
+    from_phase: int | None = None,
 ) -> PhaseChange:
     """Enter the next phase if every gate passes (or ``force`` with a reason).
 
     ``system``: that system only, its gates measured on its data; None: every system,
     which must all be in the same phase (GateError naming them otherwise). Sets the next
     phase's mode in the same transaction, under the exclusive mode lock (the system's).
+    ``from_phase``: only from that phase (:mod:`unistatus.migration.phase_from`).
     """
     chosen = LegacySystemType.parse(system) if system is not None else None
     if not actor or not actor.strip():
@@ -513,6 +516,7 @@ def advance(
     with engine.connect() as conn:
         seen = _last_control_id(conn, chosen)
     status = phase_status(engine, settings, chosen)
+    require_from("advance", from_phase, status.phase, chosen)
     who = f"{chosen.value} is" if chosen is not None else "every system is"
     if status.next_phase is None:
         raise GateError(f"{who} already in phase {status.phase} ({status.name}), the last one")
@@ -543,6 +547,7 @@ def advance(
         ops.mode_exclusive_lock(conn, chosen, wait_seconds=settings.mode_lock_wait_seconds)
         phases = read_phases(conn)
         now_at = phases[chosen] if chosen is not None else common_phase(phases)
+        require_from("advance", from_phase, now_at, chosen)
         if now_at != status.phase or _last_control_id(conn, chosen) != seen:
             # The gates describe a state that is gone (a mode set, another phase change,
             # a rollback): legacy-only writes since then are in no check they read.
@@ -568,7 +573,7 @@ def advance(
             forced,
             text,
         )
-    notes = _resume_backfill(engine, actor, chosen) if to.number == 2 else []
+    notes = resume_backfill(engine, actor, chosen) if to.number == 2 else []
     return PhaseChange(
         status.phase,
         to.number,
@@ -582,19 +587,3 @@ def advance(
         notes=notes,
         system=chosen,
     )
-
-
-def _resume_backfill(engine: sa.Engine, actor: str, system: LegacySystemType | None) -> list[str]:
-    """Entering phase 2 lets backfill workers paused by an earlier rollback go on:
-    ``system``'s (a pause of every system stays: it holds the others too); None: all."""
-    with engine.connect() as conn:
-        paused = {
-            s for s in (None, *systems_of(system)) if read_value(conn, pause_key(s)) == "true"
-        }
-    own = paused - {None} if system is not None else paused
-    if own:
-        resume(engine, actor=actor, reason="entering phase 2 (backfill)", system=system)
-    notes = ["backfill workers resumed (they were paused by a rollback)"] if own else []
-    if system is not None and None in paused:
-        notes.append("the backfill of every system stays paused: `unistatus backfill resume`")
-    return notes

@@ -29,7 +29,7 @@ from unistatus.db.retry import retry_reason
 from unistatus.db.revisions import RETIRE_REVISION, columns_retired
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError, InputError, StorageError
+from unistatus.errors import GateError, InputError, StorageError, UnistatusError
 from unistatus.migration import capture, compat_views
 from unistatus.migration.archive import (
     read_manifest,
@@ -245,23 +245,24 @@ def retire_legacy_columns(
     if compat:
         compat_views.require_schemas(engine)
     if legacy_columns_dropped(engine, settings):
-        done: dict[str, Any] = {
-            "dropped": False,
-            "already_dropped": True,
-            "revision": RETIRE_REVISION,
-        }
-        if compat:
-            _check_change(actor, reason)
-            done["compat_views"] = _views_again(engine, settings, actor, reason)
-        return done
-    with engine.connect() as conn:
-        problems = blockers(conn, settings)
-    problems += _archive_problems(engine, settings)
-    if problems:
-        raise GateError(
-            "refusing to drop the legacy status columns (nothing changed): " + "; ".join(problems)
-        )
-    before = status_checksum(engine, settings)
+        return _already_dropped(engine, settings, actor, reason, compat)
+    try:
+        with engine.connect() as conn:
+            problems = blockers(conn, settings)
+        problems += _archive_problems(engine, settings)
+        if problems:
+            raise GateError(
+                "refusing to drop the legacy status columns (nothing changed): "
+                + "; ".join(problems)
+            )
+        before = status_checksum(engine, settings)
+    except (UnistatusError, sa.exc.DBAPIError):
+        # Another run (a retried step, a second process) dropped them since the first
+        # look: its gates then met the columns gone (a refusal blaming them, or the
+        # database's own error on the checksum). What happened is that they are dropped.
+        if legacy_columns_dropped(engine, settings):
+            return _already_dropped(engine, settings, actor, reason, compat)
+        raise
     _check_change(actor, reason)
     order = compat_views.column_order(engine, settings) if compat else None
     views: dict[str, Any] = {}
@@ -276,24 +277,59 @@ def retire_legacy_columns(
             )
         _after_the_drop(conn)  # last: it locks the control table
 
-    revision = schema.upgrade(
-        engine,
-        settings,
-        RETIRE_REVISION,
-        attributes={"actor": actor, "reason": reason},
-        before=lambda conn: _before_the_drop(conn, settings),
-        after=after,
-    )
+    try:
+        revision = schema.upgrade(
+            engine,
+            settings,
+            RETIRE_REVISION,
+            attributes={"actor": actor, "reason": reason},
+            before=lambda conn: _before_the_drop(conn, settings),
+            after=after,
+        )
+    except _DoneMeanwhile:
+        return _already_dropped(engine, settings, actor, reason, compat)
     result: dict[str, Any] = {
         "dropped": True,
         "already_dropped": False,
         "revision": revision,
         "tables": _columns(settings),
         "checksum_before": before,
+        "detail": None,
     }
     if compat:
         result["compat_views"] = views
     return result
+
+
+class _DoneMeanwhile(Exception):
+    """Raised in the migration's transaction, once it holds the lock every retirement and
+    undo takes (PostgreSQL: the installation's mode lock, exclusive; SQLite: the write
+    lock of its BEGIN IMMEDIATE), when another run did the change first: the transaction
+    rolls back, nothing changed, and the caller reports the change as already done (its
+    Alembic command would have done nothing, and been reported as done)."""
+
+
+_ALREADY_DROPPED = "the legacy status columns are already dropped"
+_ALREADY_IN_PLACE = "the legacy status columns are in place"
+
+
+def _already_dropped(
+    engine: sa.Engine, settings: Settings, actor: str, reason: str, compat: bool
+) -> dict[str, Any]:
+    """A retirement's answer when the columns were dropped already (before it, or by
+    another run meanwhile): the keys of a drop's answer, nothing dropped."""
+    done: dict[str, Any] = {
+        "dropped": False,
+        "already_dropped": True,
+        "revision": RETIRE_REVISION,
+        "tables": _columns(settings),
+        "checksum_before": None,
+        "detail": _ALREADY_DROPPED,
+    }
+    if compat:
+        _check_change(actor, reason)
+        done["compat_views"] = _views_again(engine, settings, actor, reason)
+    return done
 
 
 # In the drop's transaction, around its revision: no write to a legacy table from its
@@ -318,12 +354,16 @@ def _before_the_drop(conn: sa.Connection, settings: Settings) -> None:
     go first, as the revision's table copy re-checks every trigger that names the table.
     """
     if conn.dialect.name != "postgresql":
+        if columns_retired(conn):  # another run dropped them since this one's gates
+            raise _DoneMeanwhile
         capture.retire_in(conn)
         return
     tables = [legacy_table_sql(conn, spec) for spec in settings.legacy_tables.values()]
     ops_for(conn.engine).mode_exclusive_lock(
         conn, None, wait_seconds=settings.mode_lock_wait_seconds, share_locked=tables
     )
+    if columns_retired(conn):  # READ COMMITTED: what the run that held the lock did
+        raise _DoneMeanwhile
     # Held so, no legacy write comes between: the triggers that name the status columns
     # (a column a trigger names cannot be dropped) go now, the rest after the drop.
     capture.release_status_columns_in(conn)
@@ -405,7 +445,7 @@ def undo_cleanup(
     compatibility views go too (a reader that has them first in its search_path then
     reads the tables again)."""
     if not legacy_columns_dropped(engine, settings):
-        return {"undone": False, "reason": "the legacy status columns are in place"}
+        return _nothing_to_undo(engine, settings)
     _check_change(actor, reason)
     views: list[str] = []
 
@@ -418,17 +458,22 @@ def undo_cleanup(
             wait_seconds=settings.mode_lock_wait_seconds,
             exclusive_locked=compat_views.views_to_drop(conn, settings),
         )
+        if not columns_retired(conn):  # another undo restored them since the first look
+            raise _DoneMeanwhile
         # Replaced, not extended: an attempt the migration tries again runs this again.
         views[:] = _drop_views_first(conn, settings, actor, reason)
 
-    revision = schema.downgrade(
-        engine,
-        settings,
-        schema.RETIRE_UNDO,
-        attributes={"actor": actor, "reason": reason},
-        before=before,
-        after=lambda conn: capture.restore_in(conn, settings),
-    )
+    try:
+        revision = schema.downgrade(
+            engine,
+            settings,
+            schema.RETIRE_UNDO,
+            attributes={"actor": actor, "reason": reason},
+            before=before,
+            after=lambda conn: capture.restore_in(conn, settings),
+        )
+    except _DoneMeanwhile:
+        return _nothing_to_undo(engine, settings)
     return {
         "undone": True,
         "revision": revision,
@@ -436,6 +481,22 @@ def undo_cleanup(
         "checksum_after": status_checksum(engine, settings),
         "compat_views_dropped": views,
         **_undone(engine, settings),
+        "detail": None,
+    }
+
+
+def _nothing_to_undo(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
+    """An undo's answer when the columns are in place (never dropped, or restored by
+    another run meanwhile): the keys of an undo's answer, nothing restored."""
+    return {
+        "undone": False,
+        "revision": schema.current_revision(engine),
+        "tables": _columns(settings),
+        "checksum_after": None,
+        "compat_views_dropped": [],
+        "pending_covered": 0,
+        "notes": [],
+        "detail": _ALREADY_IN_PLACE,
     }
 
 

@@ -21,6 +21,7 @@ from unistatus.db.failures import one_line
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError
+from unistatus.migration.phase_from import require_from
 from unistatus.migration.phases import (
     PHASES,
     ROLLBACK_KEY,
@@ -120,8 +121,8 @@ def _switch(
             # Systems in different modes (one rolled back on its own, say): the least
             # advanced stands for them all, and the metadata keeps each.
             seen["from_mode"] = common_mode(modes) or min(modes.values(), key=_MODE_ORDER.index)
-        if from_phase is not None and current != from_phase:
-            raise GateError("the phase changed during the rollback; check `phase status`")
+        if from_phase is not None:  # what this rollback read first (or was told)
+            require_from("roll back", from_phase, current, system)
         seen["from_phase"] = current
         seen["from_each"] = {
             s.value: {"phase": phases[s], "mode": m.value} for s, m in modes.items()
@@ -178,8 +179,12 @@ def rollback_current_phase(
     actor: str,
     reason: str,
     system: LegacySystemType | str | None = None,
+    from_phase: int | None = None,
 ) -> PhaseChange:
     """One step back from the current phase, by that phase's procedure.
+
+    ``from_phase``: only from that phase, compared again under the lock that changes it
+    (:mod:`unistatus.migration.phase_from`); a retried step is refused, not a second one.
 
     ``system``: that legacy system only (from phase 4 only its pending changes are
     replayed, under its own mode lock; from phase 2 only its backfill is paused); the
@@ -191,6 +196,7 @@ def rollback_current_phase(
     with engine.connect() as conn:
         phases = read_phases(conn)
     phase = phases[chosen] if chosen is not None else common_phase(phases)
+    require_from("roll back", from_phase, phase, chosen)
     if phase is None:
         raise _different_phases(phases)
     if phase == 0:

@@ -134,8 +134,13 @@ def seed_legacy(
     seed: int = 0,
     unmappable: int = 0,
     systems: Sequence[LegacySystemType | str] | None = None,
+    only_into_empty: bool = False,
 ) -> dict[str, int]:
     """Insert ``n`` synthetic rows (plus ``unmappable`` bad ones) across the legacy tables.
+
+    ``only_into_empty``: insert nothing (``{}``) if any of the tables holds a row, looked
+    at in the transaction that inserts (PostgreSQL: the tables locked against another
+    seed first), so `init --demo-data N` run again, or twice at once, seeds once.
 
     Rows are shared evenly between ``systems`` (default: all three). ``seed`` is from 0
     to :data:`MAX_SEED` (else :class:`InputError`, nothing written). Returns the rows
@@ -153,6 +158,8 @@ def seed_legacy(
     bad = split_counts(unmappable, chosen)
     inserted: dict[str, int] = {}
     with engine.begin() as conn:
+        if only_into_empty and _any_rows(conn, [tables[s] for s in chosen]):
+            return {}
         for i, system in enumerate(chosen):
             lt = tables[system]
             salt = (seed * 7_919 + i * 104_729) % _SALT_RANGE  # the same below 135,000
@@ -165,6 +172,31 @@ def seed_legacy(
                 total += _insert(conn, ops, lt, bad[system], salt + 1, now, statuses)
             inserted[system.value] = total
     return inserted
+
+
+def _any_rows(conn: sa.Connection, tables: Sequence[LegacyTable]) -> bool:
+    """Whether any of ``tables`` holds a row; on PostgreSQL each table is first locked
+    SHARE ROW EXCLUSIVE (readers go on; another seed waits, then sees these rows)."""
+    if conn.dialect.name == "postgresql":
+        for lt in tables:
+            name = conn.dialect.identifier_preparer.format_table(lt.table)
+            conn.exec_driver_sql(f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE")
+    return any(
+        conn.execute(sa.select(sa.literal(1)).select_from(lt.table).limit(1)).first()
+        for lt in tables
+    )
+
+
+def legacy_row_counts(engine: sa.Engine, settings: Settings) -> dict[str, int]:
+    """Rows per legacy table (its name), for saying why nothing was seeded."""
+    tables = resolve_legacy_tables(engine, settings)
+    with engine.connect() as conn:
+        return {
+            lt.table.name: int(
+                conn.execute(sa.select(sa.func.count()).select_from(lt.table)).scalar_one()
+            )
+            for lt in tables.values()
+        }
 
 
 def id_ranges(
