@@ -223,7 +223,7 @@ def rollback_current_phase(
         notes.append(f"replayed {replay['replayed']} change(s) to legacy first")
     if replay["conflicts"]:
         notes.append(CONFLICTS_NOTE.format(n=replay["conflicts"]))
-    if replay.get("undo_cleanup"):
+    if (replay.get("undo_cleanup") or {}).get("undone"):
         notes.append("legacy status columns restored")
     if chosen is not None:
         notes.append("the other systems' phase and mode are unchanged")
