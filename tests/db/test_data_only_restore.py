@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from conftest import PG_IN_EVERY_LAYOUT
 from support.phases import to_phase
 from unistatus.config import load_settings
 from unistatus.db import schema
@@ -61,15 +62,20 @@ def test_a_data_only_restore_keeps_the_mode_and_the_phase(
         engine.dispose()
 
 
-def test_the_functions_read_our_tables_whatever_the_search_path(scratch_pg: Any) -> None:
-    to_phase(scratch_pg.engine, 1)
-    with scratch_pg.engine.begin() as conn:
+@PG_IN_EVERY_LAYOUT
+def test_the_functions_read_our_tables_whatever_the_search_path(pg: Any) -> None:
+    to_phase(pg.engine, 1)
+    where = pg.settings.schema or "public"
+    dual = M.DUAL_WRITE_LEGACY_PRIMARY.value
+    with pg.engine.begin() as conn:
         conn.exec_driver_sql("SET LOCAL search_path = ''")
-        assert conn.exec_driver_sql("SELECT public.unistatus_locked_mode()").scalar_one() == (
-            M.DUAL_WRITE_LEGACY_PRIMARY.value
+        assert conn.exec_driver_sql(f"SELECT {where}.unistatus_locked_mode()").scalar_one() == dual
+        mode = conn.exec_driver_sql(f"SELECT {where}.unistatus_locked_mode('ESCROW')")
+        assert mode.scalar_one() == dual
+        conn.exec_driver_sql(  # the guard reads the systems' keys
+            f"UPDATE {where}.unistatus_control SET updated_by = 'restore' WHERE key = 'mode'"
         )
-        mode = conn.exec_driver_sql("SELECT public.unistatus_locked_mode('ESCROW')").scalar_one()
-        assert mode == M.DUAL_WRITE_LEGACY_PRIMARY.value
-        conn.exec_driver_sql(
-            "UPDATE public.unistatus_control SET updated_by = 'restore' WHERE key = 'mode'"
-        )
+        with pytest.raises(sa.exc.DBAPIError, match="newer unistatus"):
+            conn.exec_driver_sql(
+                f"UPDATE {where}.unistatus_control SET value = 'LEGACY_ONLY' WHERE key = 'mode'"
+            )
