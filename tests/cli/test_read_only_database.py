@@ -93,3 +93,24 @@ def test_the_plan_on_a_replica_drops_only_the_estimates(db: Any) -> None:
     assert result.exit_code == 0, result.output
     plan = json.loads(result.stdout)
     assert "read-only" in json.dumps(plan), plan
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tx", "create", "--type", "cashout", "--user", "4", "--amount", "5", "--currency", "USD"],
+        ["tx", "update", "cashout:1", "OTP_PENDING", "--reason", "t"],
+    ],
+    ids=lambda v: v[1],
+)
+def test_a_transaction_write_on_a_replica_says_where_to_point_it(
+    db: Any, command: list[str]
+) -> None:
+    """It said "write failed: ...cannot execute SELECT in a read-only transaction", with
+    no word of the primary (exploratory restore test)."""
+    to_phase(db.engine, 1)
+    populate(db.engine, db.settings, 3)
+    result = CliRunner().invoke(app, ["--database-url", read_only_url(db), *command])
+    assert result.exit_code != 0, result.output
+    text = " ".join(result.output.split())
+    assert "refuses writes" in text and "at the primary" in text, text
