@@ -167,3 +167,15 @@ def test_the_diagnostic_sees_control_rows_that_disagree_with_their_history(db: D
     assert ("ESCROW", "mode", "LEGACY_ONLY", "DUAL_WRITE_LEGACY_PRIMARY") in found, found
     assert ("ESCROW", "phase", "0", "1") in found, found
     assert doc["pending_legacy_changes"]["unreplayed_outside_unified_only"] == {}
+
+
+def test_the_schema_revisions_are_named_for_what_they_are(db: Database) -> None:
+    """It printed ``schema_head: "0006"`` beside ``schema_revision: "0021"``, which read
+    as if the database were ahead of the head (0006 is the retire branch's head)."""
+    from unistatus.db import schema
+
+    versions = generate_diagnostic(db.engine, db.settings)["versions"]
+    assert "schema_head" not in versions, versions
+    assert versions["schema_revision"] == schema.INSTALL_REVISION
+    assert versions["schema_install_head"] == schema.INSTALL_REVISION
+    assert versions["schema_retire_head"] == schema.RETIRE_REVISION
