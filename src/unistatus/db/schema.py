@@ -269,7 +269,7 @@ def head_revisions() -> tuple[str, str]:
 
 
 def head_revision() -> str | None:
-    """The head of the retire branch: the fully retired schema (as diagnose reports it)."""
+    """The head of the retire branch: the fully retired schema."""
     return _branch_head(_scripts(), RETIRE_BRANCH)
 
 

@@ -94,6 +94,7 @@ def _section(name: str, fn: Callable[[], Any]) -> Any:
 def _versions(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         info = conn.dialect.server_version_info
+    install, retire = schema.head_revisions()
     return {
         "unistatus": VERSION,
         "python": platform.python_version(),
@@ -102,8 +103,12 @@ def _versions(engine: sa.Engine) -> dict[str, Any]:
         "alembic": alembic.__version__,
         "database": engine.dialect.name,
         "database_server": ".".join(str(p) for p in info) if info else None,
+        # Where the database is (0006 while the legacy columns are retired), and the
+        # head of each branch: what `init` installs, and the retirement's revision.
         "schema_revision": schema.current_revision(engine),
-        "schema_head": schema.head_revision(),
+        "schema_revisions_stored": list(schema.current_heads(engine)),
+        "schema_install_head": install,
+        "schema_retire_head": retire,
     }
 
 
