@@ -12,8 +12,8 @@ from decimal import Decimal
 import sqlalchemy as sa
 
 from conftest import Database
-from unistatus.adapter.core import DualWriteAdapter
 from support.cli_run import cli
+from unistatus.adapter.core import DualWriteAdapter
 from unistatus.db.control import get_mode, set_mode
 from unistatus.db.tables import migration_control as control
 from unistatus.db.tables import unified_transactions as U
