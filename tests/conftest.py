@@ -275,6 +275,18 @@ def scratch_pg(postgres_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
+def empty_pg(postgres_url: str) -> Iterator[str]:
+    """The URL of a PostgreSQL database of its own, empty (never migrated), dropped
+    after: for a test that installs into it as an operator would (a restore)."""
+    _ = postgres_url  # the server is reachable (else skipped, or failed under CI)
+    admin, url, name = _throwaway_database("_empty")
+    try:
+        yield url
+    finally:
+        _drop_database(admin, name)
+
+
+@pytest.fixture
 def sqlite_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Database]:
     database = make_sqlite(tmp_path_factory)
     yield database

@@ -6,12 +6,14 @@ the monitor named the wrong cause)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from support.check_data import damage, populate
+from support.phases import to_phase
 from unistatus.cli import app
 
 
@@ -59,3 +61,56 @@ def test_the_other_commands_say_read_only_in_words(db: Any, command: list[str]) 
     text = " ".join(result.output.split())
     assert "read-only" in text or "readonly" in text, text
     assert "Error: (" not in text and "psycopg" not in text and "[SQL:" not in text, text
+
+
+@pytest.mark.parametrize("system", [[], ["--system", "escrow"]], ids=["all", "escrow"])
+def test_an_emergency_rollback_on_a_replica_says_read_only_not_replay_failed(
+    db: Any, system: list[str]
+) -> None:
+    """On a hot standby, with nothing pending, it said "the replay failed
+    (ReadOnlySqlTransaction: cannot execute UPDATE ...)" (exploratory restore test)."""
+    to_phase(db.engine, 3)
+    args = ["rollback", "--emergency", "--reason", "drill", *system]
+    result = CliRunner().invoke(app, ["--database-url", read_only_url(db), *args])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "refuses writes" in text and "point the command at the primary" in text, text
+    assert "replay failed" not in text, text
+
+
+def test_the_plan_on_a_replica_drops_only_the_estimates(db: Any) -> None:
+    """`plan` timed a real INSERT for the backfill's cost and failed entirely ("the
+    database refuses writes"), while docs/phases.md promises it on a database that
+    refuses every write (exploratory restore test)."""
+    populate(db.engine, db.settings, 30)
+    with db.engine.begin() as conn:  # legacy rows to copy: the backfill's cost is measured
+        conn.exec_driver_sql(f"DELETE FROM {db.table('unified_transactions')}")
+    url = read_only_url(db)
+    result = CliRunner().invoke(app, ["--database-url", url, "plan"])
+    assert result.exit_code == 0, result.output
+    assert "read-only" in " ".join(result.output.split()), result.output
+    result = CliRunner().invoke(app, ["--database-url", url, "plan", "--json"])
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout)
+    assert "read-only" in json.dumps(plan), plan
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["tx", "create", "--type", "cashout", "--user", "4", "--amount", "5", "--currency", "USD"],
+        ["tx", "update", "cashout:1", "OTP_PENDING", "--reason", "t"],
+    ],
+    ids=lambda v: v[1],
+)
+def test_a_transaction_write_on_a_replica_says_where_to_point_it(
+    db: Any, command: list[str]
+) -> None:
+    """It said "write failed: ...cannot execute SELECT in a read-only transaction", with
+    no word of the primary (exploratory restore test)."""
+    to_phase(db.engine, 1)
+    populate(db.engine, db.settings, 3)
+    result = CliRunner().invoke(app, ["--database-url", read_only_url(db), *command])
+    assert result.exit_code != 0, result.output
+    text = " ".join(result.output.split())
+    assert "refuses writes" in text and "at the primary" in text, text

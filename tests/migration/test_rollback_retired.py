@@ -330,3 +330,35 @@ def test_a_rollback_from_retired_columns_under_a_live_writer_loses_nothing(
         assert legacy_status_of(db, utx) in expected, (utx, expected)
     report = run_check(db.engine, db.settings, store=False)
     assert report.total == len(utxs) and report.consistent == report.total, report.as_dict()
+
+
+def test_the_emergency_rollback_says_what_restoring_the_columns_wrote(
+    db: Database, tmp_path: Path
+) -> None:
+    """Out of a retired phase 4 it printed "replayed 1 change(s)" while 3 pending changes
+    were marked replayed: restoring the columns had written the others to legacy
+    (``pending_covered`` in --json only; exploratory restore test)."""
+    made = cashouts_in_phase_4(db, 2)
+    archived(db, tmp_path)
+    try:
+        retire_legacy_columns(db.engine, db.settings)
+        adapter = DualWriteAdapter(db.engine, settings=db.settings)
+        for utx in made:
+            assert adapter.update_status(utx, "OTP_PENDING", "a", "t", force=True).overall_success
+        born = adapter.create_transaction("WALLET_CASHOUT", 40, "3", "EUR")
+        assert born.overall_success
+        url = ["--database-url", db.url, "rollback", "--emergency", "--reason", "retire bug"]
+        result = CliRunner().invoke(app, url)
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        with db.engine.connect() as conn:
+            covered = conn.execute(
+                sa.text(
+                    f"SELECT count(*) FROM {db.table('unistatus_pending_legacy')} "
+                    "WHERE replayed_at IS NOT NULL"
+                )
+            ).scalar_one()
+        assert covered == 3
+        assert "2 change(s) awaiting replay written to legacy by restoring" in text, text
+    finally:
+        undo_cleanup(db.engine, db.settings)

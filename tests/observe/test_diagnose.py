@@ -143,3 +143,39 @@ def test_the_jq_example_of_the_help_finds_the_mode(sqlite_db: Database) -> None:
         assert isinstance(value, dict) and key in value, (examples[0], key)
         value = value[key]
     assert value == "LEGACY_ONLY"
+
+
+def test_the_diagnostic_sees_control_rows_that_disagree_with_their_history(db: Database) -> None:
+    """A data-only restore lost the control rows: diagnose said LEGACY_ONLY, phase 0 next
+    to a history ending in DUAL_WRITE_LEGACY_PRIMARY and did not say they disagree, nor
+    that the changes made in UNIFIED_ONLY were never replayed (exploratory restore
+    test)."""
+    import sqlalchemy as sa
+
+    from support.phases import to_phase
+    from unistatus.db.tables import migration_control
+
+    to_phase(db.engine, 1)
+    assert generate_diagnostic(db.engine, db.settings)["control"]["disagrees_with_history"] == []
+    with db.engine.begin() as conn:
+        conn.execute(sa.delete(migration_control))
+    doc = generate_diagnostic(db.engine, db.settings)
+    found = {
+        (d["system"], d["key"], d["control"], d["newest_history"])
+        for d in doc["control"]["disagrees_with_history"]
+    }
+    assert ("ESCROW", "mode", "LEGACY_ONLY", "DUAL_WRITE_LEGACY_PRIMARY") in found, found
+    assert ("ESCROW", "phase", "0", "1") in found, found
+    assert doc["pending_legacy_changes"]["unreplayed_outside_unified_only"] == {}
+
+
+def test_the_schema_revisions_are_named_for_what_they_are(db: Database) -> None:
+    """It printed ``schema_head: "0006"`` beside ``schema_revision: "0021"``, which read
+    as if the database were ahead of the head (0006 is the retire branch's head)."""
+    from unistatus.db import schema
+
+    versions = generate_diagnostic(db.engine, db.settings)["versions"]
+    assert "schema_head" not in versions, versions
+    assert versions["schema_revision"] == schema.INSTALL_REVISION
+    assert versions["schema_install_head"] == schema.INSTALL_REVISION
+    assert versions["schema_retire_head"] == schema.RETIRE_REVISION

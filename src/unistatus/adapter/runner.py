@@ -32,12 +32,13 @@ from unistatus.db.control import DEFAULT_MODE
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import (
     describe,
+    read_only_refusal,
     refused_because,
     session_settings_named,
     storage_errors,
 )
 from unistatus.db.mode_watcher import ModeWatcher
-from unistatus.db.retry import is_retryable, refused_by_application
+from unistatus.db.retry import is_read_only, is_retryable, refused_by_application
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import StorageError, UnistatusError, WriteRefusedError
 
@@ -214,7 +215,10 @@ class Runner:
                 self.emit(operation, mode, True, started, refused=True, system=system)
                 raise
             except sa.exc.DBAPIError as exc:
-                last_error = describe(exc)
+                # A replica refuses every write: say so, and where writes go.
+                last_error = (
+                    read_only_refusal(exc, who="the writes") if is_read_only(exc) else describe(exc)
+                )
                 if refused_by_application(exc):
                     if unknown is not None:
                         last_error = f"the retry was refused: {last_error}"

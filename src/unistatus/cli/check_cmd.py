@@ -119,6 +119,7 @@ def check(
         )
     data = report.as_dict()
     data["verification"] = verification_status(app.engine)
+    data["unreplayed_changes"], data["unreplayed_note"] = _unreplayed(app.engine)
     if json_out:
         print_json(data)
     else:
@@ -126,6 +127,16 @@ def check(
     if not report.complete:
         raise typer.Exit(EXIT_INCOMPLETE)
     raise typer.Exit(EXIT_OK if report.is_consistent else EXIT_FAILED_CHECK)
+
+
+def _unreplayed(engine: sa.Engine) -> tuple[dict[str, int], str | None]:
+    """Changes recorded in UNIFIED_ONLY never replayed, of systems no longer in it (the
+    check judged their legacy as it is: stale), per system, and what to do."""
+    from unistatus.migration.unreplayed import unreplayed_note, unreplayed_outside_unified_only
+
+    with engine.connect() as conn:
+        counts = unreplayed_outside_unified_only(conn)
+    return {s.value: n for s, n in counts.items()}, unreplayed_note(counts)
 
 
 def _what_next(stop: KeyboardInterrupt) -> str:
@@ -159,6 +170,7 @@ def _since(
 
 
 def _print(data: dict[str, Any]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"consistency check ({data['scope']})")
@@ -185,6 +197,8 @@ def _print(data: dict[str, Any]) -> None:
             f"{'; '.join(parts)}. `unistatus check --resume` goes on (run {data['run']})[/]"
         )
     _print_verification(data.get("verification"))
+    if data.get("unreplayed_note"):
+        console.print(f"[yellow]{escape(data['unreplayed_note'])}[/]")
     for ex in data["examples"]:
         ref = f"{ex['system'].lower()}:{ex['legacy_id']}"
         parts = [

@@ -320,15 +320,11 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
         abort(redact(str(exc)), error=error)
     import sqlalchemy as sa  # lazy: only an error that reached here needs it
 
-    from unistatus.db.failures import describe
+    from unistatus.db.failures import read_only_refusal
     from unistatus.db.retry import is_read_only
 
     if is_read_only(exc):
-        text = (
-            "the database refuses writes (read-only: a replica, or "
-            f"default_transaction_read_only): point the command at the primary; {describe(exc)}"
-        )
-        abort(redact(text), error=error)
+        abort(redact(read_only_refusal(exc)), error=error)
     if isinstance(exc, sa.exc.OperationalError):
         abort(redact(f"database error: {str(exc.orig).strip().splitlines()[0]}"), error=error)
     if isinstance(exc, sa.exc.SQLAlchemyError):

@@ -90,6 +90,10 @@ def rollback(
         print_json(result)
         return
     replayed = result["replay"].get("replayed", 0)
+    # Out of a retired phase 4 the columns are restored first, refilled from the unified
+    # rows: the changes that refill wrote are marked replayed without a replay of theirs.
+    restored = result["replay"].get("undo_cleanup") or {}
+    covered = int(restored.get("pending_covered") or 0)
     who = f"{result['system']}: " if chosen is not None else ""
     came = mixed_origin(result["from_systems"])
     if came is not None:
@@ -102,6 +106,16 @@ def rollback(
         f"in {result['duration_ms']:.0f} ms"
         + (f"; replayed {replayed} change(s) to legacy first" if replayed else "")
     )
+    if restored.get("undone"):
+        console.print(
+            "legacy status columns restored first"
+            + (
+                f": {covered} change(s) awaiting replay written to legacy by restoring them "
+                "(marked replayed)"
+                if covered
+                else ""
+            )
+        )
     if result["conflicts"]:
         console.print(
             f"[bold yellow]{result['conflicts']} replay conflict(s)[/]: not applied, "

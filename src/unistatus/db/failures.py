@@ -24,6 +24,7 @@ __all__ = [
     "once_more_if_dropped",
     "one_line",
     "read_on_pool",
+    "read_only_refusal",
     "refused_because",
     "session_settings_named",
     "storage_errors",
@@ -64,6 +65,17 @@ def refused_because(what: str, exc: BaseException) -> str:
     PostgreSQL's DETAIL line lists."""
     reason = describe(exc).splitlines()[0]
     return f"{what} refused by a rule of the application's in the database: {reason}"
+
+
+def read_only_refusal(exc: BaseException | None = None, *, who: str = "the command") -> str:
+    """What a refusal by a read-only database (db.retry's ``is_read_only``: a replica,
+    ``default_transaction_read_only``) says, written once: that, and where to point
+    ``who`` instead; the driver's words after it when ``exc`` is given."""
+    text = (
+        "the database refuses writes (read-only: a replica, or "
+        f"default_transaction_read_only): point {who} at the primary"
+    )
+    return text if exc is None else f"{text}; {describe(exc)}"
 
 
 def one_line(exc: BaseException) -> str:

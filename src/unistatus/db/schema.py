@@ -36,7 +36,7 @@ from unistatus.errors import GateError, StorageError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exchanges"}
-# Two Alembic branches; file names tell the order: 0001_ .. 0020_ (no 0006) on the main
+# Two Alembic branches; file names tell the order: 0001_ .. 0022_ (no 0006) on the main
 # chain, r001_ on the retire branch. `init` (and every upgrade) installs the main chain, up to
 # INSTALL_REVISION, its head; it never drops anything. The retire branch holds one
 # revision, 0006, which depends on 0009 (frozen: it was written against 0009) and drops the
@@ -49,7 +49,7 @@ REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exch
 # dropped, and the main chain's head once they are restored.
 MAIN_BRANCH = "main"
 RETIRE_BRANCH = "retire"
-INSTALL_REVISION = "0021"
+INSTALL_REVISION = "0022"
 RETIRE_UNDO = f"{RETIRE_BRANCH}@base"
 
 # Work of the package's own done in a revision's transaction (upgrade's ``before``, ``after``).
@@ -269,7 +269,7 @@ def head_revisions() -> tuple[str, str]:
 
 
 def head_revision() -> str | None:
-    """The head of the retire branch: the fully retired schema (as diagnose reports it)."""
+    """The head of the retire branch: the fully retired schema."""
     return _branch_head(_scripts(), RETIRE_BRANCH)
 
 

@@ -61,6 +61,7 @@ from unistatus.migration.check_sql import (
 )
 from unistatus.migration.check_times import parse_duration, parse_since
 from unistatus.migration.repair_plan import MISSING_LEGACY
+from unistatus.migration.unreplayed import projected_systems, unreplayed_outside_unified_only
 
 __all__ = [
     "COVERING_LOOKBACK",
@@ -82,6 +83,7 @@ __all__ = [
     "pending_replay_exists",
     "projected_legacy_status",
     "recheck",
+    "unreplayed_outside_unified_only",
     "rule",
     "parse_duration",
     "parse_since",
@@ -213,7 +215,7 @@ def run_check(
         tables = tables or _tables(engine, settings, wanted)
         try:
             with engine.connect() as conn:
-                project = pending_replay_exists(conn)
+                projected = projected_systems(conn)
                 spans = {s: _key_span(conn, tables[s]) for s in wanted}
             ops = ops_for(engine)
             at_once = (
@@ -230,7 +232,7 @@ def run_check(
                     since_at,
                     int(opts["chunk"]),
                     int(opts["examples"]),
-                    project,
+                    system in projected,
                     writer,
                     recheck_in_flight,
                     # Its own only: a run stored before 2026-12-04 kept the earlier

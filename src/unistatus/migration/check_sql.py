@@ -27,6 +27,7 @@ from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import StorageError
 from unistatus.migration.check_out import mismatch_record
 from unistatus.migration.check_rule import KINDS, Rule, rule
+from unistatus.migration.unreplayed import pending_replay_exists, projected_systems
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -279,7 +280,8 @@ def _updated_since(p: sa.Subquery, since: datetime) -> sa.ColumnElement[bool]:
 
 
 def projected_legacy_status(status: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    """The legacy status as it will be once the changes made in UNIFIED_ONLY are replayed.
+    """The legacy status as it will be once the changes made in UNIFIED_ONLY are replayed
+    (only for a system in UNIFIED_ONLY: :mod:`unistatus.migration.unreplayed`).
 
     Legacy is frozen in UNIFIED_ONLY by design; each change made meanwhile is recorded
     for replay and the unified row keeps its legacy image (``legacy_status``). Comparing
@@ -295,12 +297,6 @@ def _replay_pending(transaction_id: sa.ColumnElement[Any]) -> sa.ColumnElement[b
         pending_legacy_changes.c.transaction_id == transaction_id,
         pending_legacy_changes.c.replayed_at.is_(None),
     )
-
-
-def pending_replay_exists(conn: sa.Connection) -> bool:
-    """Whether any change awaits replay to legacy (only then is the projection needed)."""
-    q = sa.select(pending_legacy_changes.c.id).where(pending_legacy_changes.c.replayed_at.is_(None))
-    return conn.execute(q.limit(1)).first() is not None
 
 
 def recent_clause(pairs: _Pairs, since: datetime) -> sa.ColumnElement[bool]:
@@ -514,7 +510,7 @@ def iter_inconsistent(
         with engine.connect() as conn:
             ops.plan_for_scans(conn)  # as the check's ranges: compiling costs more than reading
             hi = next_bound(conn, lt, lo, chunk)
-            project = pending_replay_exists(conn)
+            project = lt.system in projected_systems(conn)
             pairs = pair_flags(lt, lo, hi, since, project_pending=project)
             rows = inconsistent_rows(conn, pairs, lt.system, None)
         yield rows
@@ -527,6 +523,6 @@ def count_first_keys(conn: sa.Connection, lt: LegacyTable, keys: int) -> int:
     """Check the first ``keys`` legacy keys of ``lt`` with the check's own statement and
     return how many pairs it counted; reads only (``unistatus plan`` times it)."""
     hi = next_bound(conn, lt, None, keys)
-    pairs = pair_flags(lt, None, hi, project_pending=pending_replay_exists(conn))
+    pairs = pair_flags(lt, None, hi, project_pending=lt.system in projected_systems(conn))
     counts, _recent, _spots = count_chunk(conn, pairs, utcnow())
     return counts["total"]

@@ -20,9 +20,9 @@ import sqlalchemy as sa
 
 from unistatus.config import Settings
 from unistatus.db.dialect import DialectOps, ops_for
-from unistatus.db.failures import describe
+from unistatus.db.failures import describe, read_only_refusal
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
-from unistatus.db.retry import is_retryable
+from unistatus.db.retry import is_read_only, is_retryable
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import LegacySystemType
@@ -260,6 +260,8 @@ def replay_pending(
                     if finish is not None:
                         finish(conn, summary)
         except sa.exc.DBAPIError as exc:
+            if is_read_only(exc):  # a replica: no round could write, pending or not
+                raise StorageError(read_only_refusal(exc)) from None
             if not is_retryable(exc):
                 raise StorageError(
                     f"the replay failed ({describe(exc).splitlines()[0]}); nothing of the "

@@ -37,7 +37,8 @@ from unistatus.migration.archive import (
     status_gaps,
     verify_archive,
 )
-from unistatus.migration.check import pending_replay_exists, projected_legacy_status
+from unistatus.migration.check import projected_legacy_status
+from unistatus.migration.unreplayed import projected_systems
 
 __all__ = [
     "blockers",
@@ -78,7 +79,7 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
             "no verified archive is recorded: run `unistatus archive export --out DIR` "
             "then `unistatus archive verify DIR`"
         )
-    project = pending_replay_exists(conn)
+    projected = projected_systems(conn)
     for system in LegacySystemType:
         spec = settings.legacy_tables[system.value]
         table = reflect_legacy_table(conn, spec)
@@ -102,7 +103,7 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
                 f"{lost} row(s) of {spec.table} could not be restored by the undo (no unified "
                 "row, or no legacy_status on it): backfill / repair them first"
             )
-        drift = _drifted(conn, system, table.c[spec.id], table.c[spec.status], project)
+        drift = _drifted(conn, system, table.c[spec.id], table.c[spec.status], system in projected)
         if drift:
             problems.append(
                 f"{drift} row(s) of {spec.table} have a status that differs from their "

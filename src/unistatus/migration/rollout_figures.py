@@ -27,8 +27,10 @@ import sqlalchemy as sa
 
 from unistatus.backfill.statements import in_range, unified_insert
 from unistatus.db.dialect import ops_for
+from unistatus.db.failures import describe
 from unistatus.db.infinite_times import infinite_times_as_text
 from unistatus.db.legacy import LegacyTable
+from unistatus.db.retry import is_read_only
 from unistatus.db.rowcount import affected
 from unistatus.db.tables import control_log, pending_legacy_changes, unified_transactions
 from unistatus.domain.statuses import LegacySystemType
@@ -137,6 +139,9 @@ class SystemFigures:
     # The archive export (measured when the plan covers phase 4's retirement).
     archive: Cost | None = None
     archive_bytes_per_row: float | None = None
+    # Why the backfill's cost was not measured though rows are to copy (its sample is a
+    # write, rolled back: a read-only database refuses it); None: measured, or no need.
+    backfill_unmeasured: str | None = None
 
     def backfill_seconds(self) -> float | None:
         if self.missing_unified is None:
@@ -174,7 +179,10 @@ class SystemFigures:
             "unified_rows": self.unified_rows,
             "missing_unified": self.missing_unified,
             "pending_changes": self.pending_changes,
-            "backfill": cost(self.backfill, self.backfill_seconds()),
+            "backfill": {
+                **cost(self.backfill, self.backfill_seconds()),
+                "not_measured": self.backfill_unmeasured,
+            },
             "check": cost(self.check, self.check_seconds()),
             "archive": {
                 **cost(self.archive, self.archive_seconds()),
@@ -431,14 +439,30 @@ def figures(
             pending = replay_size(conn, system)["changes"]
         backfill = check = archive = None
         per_row: float | None = None
+        unmeasured: str | None = None
         if sample_rows and lt.status is not None:
             if backfill_ahead and missing:
-                backfill = _backfill_cost(engine, lt, sample_rows)
+                try:
+                    backfill = _backfill_cost(engine, lt, sample_rows)
+                except sa.exc.DBAPIError as exc:
+                    if not is_read_only(exc):
+                        raise
+                    # A replica: the plan reads; only this estimate needs a write.
+                    unmeasured = f"the database is read-only ({describe(exc).splitlines()[0]})"
             if check_ahead and legacy_rows:
                 check = _check_cost(engine, lt, sample_rows)
         if sample_rows and archive_ahead and legacy_rows:
             archive, per_row = _archive_cost(engine, lt, sample_rows, legacy_rows)
         out[system] = SystemFigures(
-            system, legacy_rows, unified_rows, missing, pending, backfill, check, archive, per_row
+            system,
+            legacy_rows,
+            unified_rows,
+            missing,
+            pending,
+            backfill,
+            check,
+            archive,
+            per_row,
+            unmeasured,
         )
     return out

@@ -500,6 +500,12 @@ def rollout_plan(
         )
     if sample_rows == 0:
         notes.append("rates not measured (sample of 0 rows): estimates unknown")
+    refused = next((f.backfill_unmeasured for f in figures.values() if f.backfill_unmeasured), None)
+    if refused:
+        notes.append(
+            f"backfill rate not measured: {refused}; its sample is a write, rolled back: "
+            "the backfill's estimates are unknown (run `unistatus plan` on the primary)"
+        )
     return RolloutPlan(
         chosen,
         phase,

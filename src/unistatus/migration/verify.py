@@ -72,7 +72,8 @@ from unistatus.migration.check_runs import (
     zero_counts,
 )
 from unistatus.migration.check_scan import RangeScan
-from unistatus.migration.check_sql import DEFAULT_CHUNK, pending_replay_exists
+from unistatus.migration.check_sql import DEFAULT_CHUNK
+from unistatus.migration.unreplayed import projected_systems
 
 __all__ = [
     "CONTINUOUS_SCOPE",
@@ -179,7 +180,7 @@ def verify_changes(
             # The database's clock: a pass's start becomes the watermark that rows'
             # updated_at are compared with (a host clock ahead would skip them).
             now = database_now(conn)
-            project = pending_replay_exists(conn)
+            projected = projected_systems(conn)
             # Last (its failure spoils nothing read). Siblings count: in `serve` they
             # are its API's writes (`monitor`'s sessions are a tool's, never counted).
             busy = busy_max_wait > 0 and bool(ops.live_sessions_if_known(conn, siblings=True))
@@ -211,7 +212,9 @@ def verify_changes(
                 width, until = max(1, chunk // BUSY_NARROWER), time.monotonic()
             elif max_seconds is not None:
                 until = time.monotonic() + max_seconds
-            scan = RangeScan(engine, ops, settings, since, width, 0, project, parallel=False)
+            scan = RangeScan(
+                engine, ops, settings, since, width, 0, system in projected, parallel=False
+            )
             got = zero_counts()
             with engine.connect() as conn:
                 while True:

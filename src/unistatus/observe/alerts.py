@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
-from unistatus.db.failures import one_line
+from unistatus.db.failures import one_line, read_only_refusal
 from unistatus.db.retry import is_read_only
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import StorageError, UnistatusError
@@ -116,8 +116,7 @@ class Monitor:
             first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
             if database_reachable(self.engine) is None:  # reachable: it refuses the write
                 hint = (
-                    "the database refuses writes (read-only: a replica, or "
-                    "default_transaction_read_only): point the monitor at the primary"
+                    read_only_refusal(who="the monitor")
                     if is_read_only(exc)
                     else "run `unistatus init` to upgrade the schema"
                 )

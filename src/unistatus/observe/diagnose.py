@@ -28,16 +28,18 @@ from unistatus.db import schema
 from unistatus.db.binding import schema_of
 from unistatus.db.catalog import all_tables
 from unistatus.db.connection_setup import announced_pid
-from unistatus.db.control import MIXED, history
+from unistatus.db.control import MIXED, ControlChange, history
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.search_path import search_path
 from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.db.tables_check import check_reports as R
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.phases import phase_statuses, read_system_states, together_status
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import list_conflicts, open_conflict_count
+from unistatus.migration.unreplayed import unreplayed_note, unreplayed_outside_unified_only
 from unistatus.observe.alert_state import load_states
 from unistatus.observe.bypass import read_bypass_writers
 from unistatus.observe.stats import window
@@ -92,6 +94,7 @@ def _section(name: str, fn: Callable[[], Any]) -> Any:
 def _versions(engine: sa.Engine) -> dict[str, Any]:
     with engine.connect() as conn:
         info = conn.dialect.server_version_info
+    install, retire = schema.head_revisions()
     return {
         "unistatus": VERSION,
         "python": platform.python_version(),
@@ -100,8 +103,12 @@ def _versions(engine: sa.Engine) -> dict[str, Any]:
         "alembic": alembic.__version__,
         "database": engine.dialect.name,
         "database_server": ".".join(str(p) for p in info) if info else None,
+        # Where the database is (0006 while the legacy columns are retired), and the
+        # head of each branch: what `init` installs, and the retirement's revision.
         "schema_revision": schema.current_revision(engine),
-        "schema_head": schema.head_revision(),
+        "schema_revisions_stored": list(schema.current_heads(engine)),
+        "schema_install_head": install,
+        "schema_retire_head": retire,
     }
 
 
@@ -155,6 +162,7 @@ def _control(engine: sa.Engine) -> dict[str, Any]:
     states = read_system_states(engine)
     modes = {mode for mode, _ in states.values()}
     phases = {phase for _, phase in states.values()}
+    logged = {key: history(engine, key, limit=50) for key in CONTROL_KEYS}
     return {
         # Every system's mode and phase while they agree, "mixed" while they differ.
         "mode": modes.pop().value if len(modes) == 1 else MIXED,
@@ -163,10 +171,35 @@ def _control(engine: sa.Engine) -> dict[str, Any]:
             system.value: {"mode": mode.value, "phase": phase}
             for system, (mode, phase) in states.items()
         },
-        "history": {
-            key: [c.as_dict() for c in history(engine, key, limit=50)] for key in CONTROL_KEYS
-        },
+        "history": {key: [c.as_dict() for c in logged[key]] for key in CONTROL_KEYS},
+        "disagrees_with_history": _disagreements(states, logged),
     }
+
+
+def _disagreements(
+    states: dict[LegacySystemType, tuple[DualWriteMode, int]],
+    logged: dict[str, list[ControlChange]],
+) -> list[dict[str, Any]]:
+    """Each system's mode or phase that differs from the newest control-log entry that
+    set it: the control rows were lost or written behind unistatus's back (a data-only
+    restore whose control rows failed to load read LEGACY_ONLY, phase 0, while its
+    history ended in dual write). Empty: they agree (or nothing was logged)."""
+    out = []
+    for system, (mode, phase) in states.items():
+        for key, now in (("mode", mode.value), ("phase", str(phase))):
+            own = f"{key}.{system.value}"
+            last = next((c for c in logged[key] if c.key in (own, key)), None)
+            if last is not None and last.new_value != now:
+                out.append(
+                    {
+                        "system": system.value,
+                        "key": key,
+                        "control": now,
+                        "newest_history": last.new_value,
+                        "logged_at": last.created_at.isoformat(),
+                    }
+                )
+    return out
 
 
 def _gates(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
@@ -258,7 +291,14 @@ def _table_counts(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
 
 
 def _pending(engine: sa.Engine) -> dict[str, Any]:
-    return {"unreplayed": pending_count(engine)}
+    with engine.connect() as conn:
+        stale = unreplayed_outside_unified_only(conn)
+    return {
+        "unreplayed": pending_count(engine),
+        # Of systems no longer in UNIFIED_ONLY: legacy is stale for them.
+        "unreplayed_outside_unified_only": {s.value: n for s, n in stale.items()},
+        "note": unreplayed_note(stale),
+    }
 
 
 def _replay_conflicts(engine: sa.Engine) -> dict[str, Any]:
