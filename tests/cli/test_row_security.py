@@ -74,7 +74,9 @@ def test_a_command_that_counts_rows_refuses_a_table_whose_rows_a_policy_hides(
 def test_archive_verify_refuses_too(hidden_rows: tuple[Any, str], tmp_path: Path) -> None:
     db, url = hidden_rows
     out = tmp_path / "a"
-    made = CliRunner().invoke(app, ["--database-url", db.url, "archive", "export", "--out", str(out)])
+    made = CliRunner().invoke(
+        app, ["--database-url", db.url, "archive", "export", "--out", str(out)]
+    )
     assert made.exit_code == 0, made.output
     result = CliRunner().invoke(app, ["--database-url", url, "archive", "verify", str(out)])
     text = " ".join(result.output.split())
