@@ -40,8 +40,9 @@ def char_status(db: Any) -> None:
 def legacy_status(db: Any, legacy_id: int) -> str:
     with db.engine.connect() as conn:
         return str(
-            conn.exec_driver_sql(f"SELECT status::text FROM cashouts WHERE id = {legacy_id}")
-            .scalar_one()
+            conn.exec_driver_sql(
+                f"SELECT status::text FROM cashouts WHERE id = {legacy_id}"
+            ).scalar_one()
         )
 
 
