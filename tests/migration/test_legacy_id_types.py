@@ -152,4 +152,4 @@ def test_a_key_near_the_largest_bigint_is_checked(pg: Any) -> None:
     # Not backfilled (a UTX id carries 14 digits of a legacy id): missing, and counted.
     report = run_check(pg.engine, pg.settings, store=False, examples=5)
     assert (report.total, report.consistent) == (3, 0)
-    assert report.as_dict()["counts"]["missing_unified"] == 3
+    assert report.inconsistencies["missing_unified"] == 3
