@@ -143,3 +143,26 @@ def test_the_backfill_and_the_adapter_judge_a_user_id_alike(sqlite_db: Database)
         "\u0664\u0662": True,
     }, judged
     assert refused == set_aside, {ids[i]: (i in refused) for i in ids}
+
+
+def test_an_amount_kept_as_text_is_judged_as_its_number(sqlite_db: Database) -> None:
+    """A TEXT amount column (a STRICT table's, or any): '3.00' compared with the bound as
+    text was past it, and every row was set aside as amount_out_of_range (an exploratory
+    tester)."""
+    db = sqlite_db
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE cashouts")
+        conn.exec_driver_sql(
+            "CREATE TABLE cashouts (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER NOT "
+            "NULL, amount TEXT NOT NULL, currency TEXT NOT NULL, status TEXT, created_at TEXT "
+            "NOT NULL, updated_at TEXT NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO cashouts (user_id, amount, currency, status, created_at, updated_at) "
+            "VALUES (1, '3.00', 'USD', 'APPROVED', '2025-01-01 00:00:00', '2025-01-01 00:00:00'),"
+            " (2, '12.5', 'USD', 'PENDING', '2025-01-01 00:00:00', '2025-01-01 00:00:00'),"
+            " (3, '-1', 'USD', 'PENDING', '2025-01-01 00:00:00', '2025-01-01 00:00:00')"
+        )
+    report = run_backfill(db.engine, db.settings, workers=1).as_dict()
+    assert (report["inserted"], report["quarantined"]) == (2, 1), report
+    assert quarantined(db) == {3: "negative_amount"}

@@ -136,3 +136,20 @@ def test_a_key_that_is_not_an_integer_is_refused(scratch_pg: Any) -> None:
             "VALUES ('PENDING', 1, 1, 'USD', now(), now())"
         )
     assert_refused_at_start(db, r"legacy table 'cashouts': its id column 'id' is of type UUID")
+
+
+@pytest.mark.postgres
+def test_a_key_near_the_largest_bigint_is_checked(pg: Any) -> None:
+    """The check's key slices ended past the largest BIGINT: "bigint out of range" on a
+    table whose ids reach 9223372036854775806 (an exploratory tester)."""
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+            "updated_at) VALUES (1, 1, 1, 'USD', 'PENDING', now(), now()), "
+            "(99999999999999, 1, 1, 'USD', 'PENDING', now(), now()), "
+            "(9223372036854775806, 1, 1, 'USD', 'APPROVED', now(), now())"
+        )
+    # Not backfilled (a UTX id carries 14 digits of a legacy id): missing, and counted.
+    report = run_check(pg.engine, pg.settings, store=False, examples=5)
+    assert (report.total, report.consistent) == (3, 0)
+    assert report.inconsistencies["missing_unified"] == 3

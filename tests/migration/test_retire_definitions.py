@@ -140,3 +140,48 @@ def test_sqlite_refuses_to_retire_an_indexed_status_column_naming_the_index(
         conn.exec_driver_sql("DROP INDEX cashouts_status_idx")
     assert retire_legacy_columns(db.engine, db.settings, actor="test")["dropped"]
     assert undo_cleanup(db.engine, db.settings, actor="test")["undone"]
+
+
+def status_types(db: Database) -> dict[str, tuple[str, str | None]]:
+    """Each legacy table's status column: its type as SQL names it, its collation."""
+    with db.app_engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT c.relname, format_type(a.atttypid, a.atttypmod), co.collname "
+            "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "LEFT JOIN pg_collation co ON co.oid = a.attcollation "
+            "WHERE c.relname IN ('cashouts', 'escrows', 'exchanges') "
+            "AND c.relnamespace = 'public'::regnamespace AND a.attname = 'status' "
+            "AND NOT a.attisdropped"
+        ).all()
+    return {name: (kind, collation) for name, kind, collation in rows}
+
+
+@pytest.mark.postgres
+def test_the_undo_restores_the_status_columns_type_and_collation(
+    pg: Database, tmp_path: Path
+) -> None:
+    """char(30) came back varchar(30), text COLLATE "C" varchar(64), and the status
+    checksum no longer matched (an exploratory tester)."""
+    from unistatus.migration.retire import status_checksum
+
+    installed = status_types(pg)
+    with pg.app_engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE cashouts ALTER COLUMN status TYPE char(30)")
+        conn.exec_driver_sql('ALTER TABLE escrows ALTER COLUMN status TYPE text COLLATE "C"')
+    try:
+        seed(pg)
+        freeze_and_archive(pg, tmp_path)
+        before, checksum = status_types(pg), status_checksum(pg.engine, pg.settings)
+        assert before["cashouts"][0] == "character(30)" and before["escrows"][1] == "C"
+        retire_legacy_columns(pg.engine, pg.settings, actor="test")
+        assert undo_cleanup(pg.engine, pg.settings, actor="test")["undone"]
+        assert status_types(pg) == before
+        assert status_checksum(pg.engine, pg.settings) == checksum
+    finally:
+        undo_cleanup(pg.engine, pg.settings)
+        with pg.app_engine.begin() as conn:
+            for table in ("cashouts", "escrows"):
+                kind, collation = installed[table]
+                conn.exec_driver_sql(
+                    f'ALTER TABLE {table} ALTER COLUMN status TYPE {kind} COLLATE "{collation}"'
+                )

@@ -21,7 +21,7 @@ from unistatus.cli import app
 from unistatus.db import schema
 from unistatus.db.revisions import RETIRE_REVISION
 from unistatus.errors import GateError, StorageError
-from unistatus.migration.retire import retire_legacy_columns, status_checksum
+from unistatus.migration.retire import retire_legacy_columns, status_checksum, undo_cleanup
 
 VIEWS = {
     "postgres": (
@@ -104,3 +104,55 @@ def test_a_view_made_after_the_gates_stops_the_drop_with_nothing_changed(
             conn.exec_driver_sql(DROP["postgres"][0])
     assert schema.current_revision(pg.engine) != RETIRE_REVISION
     assert status_checksum(pg.engine, pg.settings) == before
+
+
+AUDIT = (
+    "CREATE TABLE status_audit (id serial, old_status text, new_status text)",
+    "CREATE FUNCTION audit_status() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "IF NEW.status IS DISTINCT FROM OLD.status THEN INSERT INTO status_audit "
+    "(old_status, new_status) VALUES (OLD.status, NEW.status); END IF; RETURN NEW; END $$",
+    "CREATE TRIGGER audit AFTER UPDATE ON cashouts FOR EACH ROW EXECUTE FUNCTION audit_status()",
+    "CREATE FUNCTION stamp_escrow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    'IF new."STATUS" IS NULL OR new . "status" = \'\' THEN RETURN NULL; END IF; RETURN NEW; END $$',
+    "CREATE TRIGGER stamp BEFORE UPDATE ON escrows FOR EACH ROW EXECUTE FUNCTION stamp_escrow()",
+    "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "NEW.updated_at := now(); RETURN NEW; END $$",
+    "CREATE TRIGGER touch BEFORE UPDATE ON exchanges FOR EACH ROW EXECUTE FUNCTION touch()",
+)
+NO_AUDIT = (
+    "DROP TRIGGER IF EXISTS audit ON cashouts",
+    "DROP TRIGGER IF EXISTS stamp ON escrows",
+    "DROP TRIGGER IF EXISTS touch ON exchanges",
+    "DROP FUNCTION IF EXISTS audit_status()",
+    "DROP FUNCTION IF EXISTS stamp_escrow()",
+    "DROP FUNCTION IF EXISTS touch()",
+    "DROP TABLE IF EXISTS status_audit",
+)
+
+
+@pytest.mark.postgres
+def test_a_plpgsql_trigger_reading_the_status_column_is_a_refusal_naming_it(
+    pg: Database, tmp_path: Path
+) -> None:
+    """pg_depend does not see what a PL/pgSQL body reads: after the drop every UPDATE of
+    cashouts failed with 'record "new" has no field "status"' (an exploratory tester).
+    A trigger whose function does not read it (``touch``) is no reason."""
+    seed(pg)
+    with pg.app_engine.begin() as conn:
+        for sql in AUDIT:
+            conn.exec_driver_sql(sql)
+    try:
+        freeze_and_archive(pg, tmp_path)
+        before = status_checksum(pg.engine, pg.settings)
+        with pytest.raises(GateError) as refused:
+            retire_legacy_columns(pg.engine, pg.settings, actor="test")
+        message = str(refused.value)
+        assert "trigger audit" in message and "audit_status" in message, message
+        assert "trigger stamp" in message and "stamp_escrow" in message, message
+        assert "touch" not in message, message
+        _assert_unchanged(pg, before)
+    finally:
+        undo_cleanup(pg.engine, pg.settings)
+        with pg.app_engine.begin() as conn:
+            for sql in NO_AUDIT:
+                conn.exec_driver_sql(sql)

@@ -42,6 +42,7 @@ from unistatus.db.engine import create_engine
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.legacy_cast import refuse_what_the_database_would
 from unistatus.db.mode_watcher import ModeWatcher
+from unistatus.db.row_security import warn_row_security
 from unistatus.db.tables import unified_transactions
 from unistatus.domain import consistency
 from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
@@ -145,6 +146,7 @@ class DualWriteAdapter:
             # The status column may be gone after retirement: UNIFIED_ONLY still works,
             # and a write that needs legacy says so clearly (see legacy_status_column).
             legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)
+            warn_row_security(self.engine, self.settings)
             # Status changes in one or two round trips where the database allows
             # (PostgreSQL, revision 0015); else, and whenever it declines, the locked path.
             self.locked_mode = locked_mode_available(self.engine, self.ops)

@@ -47,6 +47,7 @@ def export(
     from unistatus.migration.archive import export_archive
 
     app = state(ctx)
+    app.engine_seeing_every_row("archive export")
     with says_when_interrupted(
         "nothing is kept (an export that does not finish removes what it wrote); run "
         "`unistatus archive export` again as it was"
@@ -92,7 +93,8 @@ def verify(
     )
 
     app = state(ctx)
-    engine = app.open_engine("reachable")  # e.g. a restore drill's scratch database
+    # e.g. a restore drill's scratch database
+    engine = app.engine_seeing_every_row("archive verify", "reachable")
     report = verify_archive(engine, directory)
     recorded = False
     gaps: list[str] = []

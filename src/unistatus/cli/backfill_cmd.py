@@ -131,6 +131,7 @@ def run(
     from unistatus.migration.quarantine_retry import retry_quarantine as retry
 
     app = state(ctx)
+    app.engine_seeing_every_row("backfill")
     chosen = _systems(system)
     if retry_quarantine:
         result = retry(app.engine, app.settings, systems=chosen)

@@ -92,6 +92,7 @@ def check(
 
     app = state(ctx)
     seconds = parse_duration(max_duration)
+    app.engine_seeing_every_row("check")
 
     def progress(system: Any, pos: SystemPosition) -> None:
         if not json_out:

@@ -113,6 +113,17 @@ class AppState:
         naming the database: not "no such table" from the first query)."""
         return self.open_engine("installed")
 
+    def engine_seeing_every_row(self, what: str, need: Need = "installed") -> sa.Engine:
+        """:attr:`engine` (or the database as ``need`` checks it), refused for ``what`` (a
+        command whose answer counts rows) where row-level security hides rows from this
+        role: its answer would be about the rows it sees only
+        (:mod:`unistatus.db.row_security`)."""
+        from unistatus.db.row_security import require_every_row  # lazy: SQLAlchemy
+
+        engine = self.open_engine(need)
+        require_every_row(engine, self.settings, what)
+        return engine
+
     def open_engine(self, need: Need) -> sa.Engine:
         """The database, checked as far as the command needs (:data:`Need`).
 

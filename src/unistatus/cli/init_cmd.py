@@ -49,11 +49,14 @@ def init(
 ) -> None:
     from unistatus.config import DEFAULT_SCHEMA
     from unistatus.db import schema
+    from unistatus.db.legacy import refuse_unsupported_kinds
     from unistatus.sim.seed import check_seed
 
     check_seed(seed)  # before anything is created or upgraded
     st = state(ctx)
     engine = st.open_engine("creatable")  # creating the tables is init's job
+    with engine.connect() as conn:  # before anything is created: nothing to undo
+        refuse_unsupported_kinds(conn, list(st.settings.legacy_tables.values()))
     before = schema.current_revision(engine)
     seeded: dict[str, int] = {}
     detail: str | None = None

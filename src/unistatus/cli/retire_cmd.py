@@ -72,6 +72,7 @@ def legacy_columns(
     command = "retire legacy-columns" + (" --compat-views" if compat else "")
     reason = require_reason(reason, command + (" --undo" if undo else ""))
     app = state(ctx)
+    app.engine_seeing_every_row(command + (" --undo" if undo else ""))
     if undo and compat:
         dropped = drop_compat_views(app.engine, app.settings, actor=actor, reason=reason)
         if json_out:

@@ -16,6 +16,14 @@ its transaction (revision 0006), all but one that names the status column: SQLit
 would take it back and fail each write it fires on ("no such column"), so it is refused
 too (:func:`sqlite_triggers_naming`).
 
+A PostgreSQL trigger function's body is not a dependency: PL/pgSQL reads ``NEW.status``
+by name when it runs, so a trigger whose function reads the column (``IF NEW.status IS
+DISTINCT FROM OLD.status``) does not stop the drop, and after it every write it fires on
+fails ('record "new" has no field "status"'). The triggers on the table (and the tables
+under it) whose function's source names ``NEW.<column>`` or ``OLD.<column>`` (case
+aside, quoted or not) are refused too (:func:`pg_triggers_reading`); not the capture's
+own, which the retirement drops first.
+
 Used by the retirement's gates (:func:`unistatus.migration.retire.blockers`), so that
 they refuse, naming them, before anything is touched.
 """
@@ -28,7 +36,7 @@ import sqlalchemy as sa
 
 from unistatus.db.legacy_tree import TREE
 
-__all__ = ["drop_column_dependents", "names", "sqlite_triggers_naming"]
+__all__ = ["drop_column_dependents", "names", "pg_triggers_reading", "sqlite_triggers_naming"]
 
 # The capture's own triggers name the status columns (``UPDATE OF``); the retirement drops
 # them first (:func:`unistatus.migration.capture.release_status_columns_in`).
@@ -53,6 +61,14 @@ _PG_DEPENDENTS = sa.text(
     "ORDER BY 1"
 )
 
+_PG_TRIGGER_SOURCES = sa.text(
+    TREE + "SELECT t.tgname, CAST(CAST(t.tgrelid AS regclass) AS text),"
+    " CAST(CAST(t.tgfoid AS regprocedure) AS text), p.prosrc "
+    "FROM pg_catalog.pg_trigger t JOIN rel ON t.tgrelid = rel.oid "
+    "JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
+    "WHERE NOT t.tgisinternal AND t.tgname NOT LIKE :ours ORDER BY 2, 1"
+)
+
 
 def drop_column_dependents(conn: sa.Connection, rel: str, table: str, column: str) -> list[str]:
     """What dropping ``column`` of the table ``rel`` (as SQL names it; ``table``: its bare
@@ -74,6 +90,24 @@ def drop_column_dependents(conn: sa.Connection, rel: str, table: str, column: st
         f"view {name}" if kind == "view" else f"trigger {name} on {on}"
         for kind, name, on, sql in found
         if sql and names(str(sql), table)
+    ]
+
+
+def pg_triggers_reading(conn: sa.Connection, rel: str, column: str) -> list[str]:
+    """PostgreSQL: the application's triggers on the table ``rel`` (as SQL names it) and
+    the tables under it whose function's source reads ``NEW.column`` or ``OLD.column``,
+    each described (``trigger audit on cashouts (function audit_fn())``); [] elsewhere."""
+    if conn.dialect.name != "postgresql":
+        return []
+    read = re.compile(
+        rf'(?<![\w$])(new|old)\s*\.\s*("{re.escape(column)}"|{re.escape(column)}(?![\w$]))',
+        re.IGNORECASE,
+    )
+    found = conn.execute(_PG_TRIGGER_SOURCES, {"rel": rel, "ours": _CAPTURE_PREFIX}).all()
+    return [
+        f"trigger {name} on {on} (function {function})"
+        for name, on, function, source in found
+        if source and read.search(str(source))
     ]
 
 

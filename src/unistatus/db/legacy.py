@@ -30,6 +30,7 @@ from unistatus.db.binding import (
     unbound_connection,
 )
 from unistatus.db.failures import canceled
+from unistatus.db.legacy_kinds import check_legacy_kinds
 from unistatus.db.legacy_types import (
     base_type,
     cast_type,
@@ -489,6 +490,15 @@ def _retired(database: sa.Engine | sa.Connection) -> bool:
         return installed and columns_retired(conn)
 
 
+def refuse_unsupported_kinds(conn: sa.Connection, specs: Sequence[LegacyTableSpec]) -> None:
+    """ConfigError naming a legacy table of a kind unistatus cannot work on (a view, a
+    SQLite WITHOUT ROWID table: :mod:`unistatus.db.legacy_kinds`); `init` asks too."""
+    where = legacy_schemas(conn, specs)
+    names = [qualify(s.table, w, conn.dialect) for s, w in zip(specs, where, strict=True)]
+    shown = [legacy_table_name(spec) for spec in specs]
+    check_legacy_kinds(conn, list(zip(shown, names, [s.table for s in specs], strict=True)))
+
+
 def resolve_legacy_tables(
     database: sa.Engine | sa.Connection,
     settings: Settings,
@@ -514,6 +524,7 @@ def resolve_legacy_tables(
         chosen = systems or list(LegacySystemType)
         specs = [settings.legacy_tables[system.value] for system in chosen]
         with connected(database) as conn:
+            refuse_unsupported_kinds(conn, specs)
             reflected = reflect_legacy_tables(conn, specs, meta, columns_only=columns_only)
         tables = dict(zip(chosen, reflected, strict=True))
     except sa.exc.OperationalError as exc:

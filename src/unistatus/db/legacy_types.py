@@ -44,13 +44,15 @@ class Named(sa.types.UserDefinedType[Any]):
 
 def cast_type(column: sa.Column[Any], dialect: str) -> sa.types.TypeEngine[Any] | None:
     """The column's type if a text value must be cast to and from it: a PostgreSQL enum
-    (or a domain over one), whose values unistatus reads as text and writes cast back.
+    (or a domain over one), whose values unistatus reads as text and writes cast back;
+    a ``char(n)`` (bpchar, or a domain over one), whose values come back padded with
+    spaces to ``n`` unless read cast to text (the cast strips them).
     None for anything PostgreSQL compares with text as it is (a text type, a domain over
     one, an extension's text type such as citext), and on SQLite (which compares any
     declared type as its values)."""
     if dialect == "sqlite":
         return None
-    return column.type if isinstance(base_type(column.type), sa.Enum) else None
+    return column.type if isinstance(base_type(column.type), sa.Enum | sa.CHAR) else None
 
 
 def integer_key(column: sa.Column[Any]) -> bool:

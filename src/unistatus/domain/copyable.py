@@ -68,11 +68,12 @@ def uncopyable_clauses(
     not_whole = sa.case((beyond, sa.true()), else_=sa.cast(user, sa.BigInteger) != user)
     out.append((not_whole, USER_ID_NOT_INTEGER))
     out.append((sa.func.length(data["currency"]) > MAX_CURRENCY_CHARS, CURRENCY_TOO_LONG))
-    bound = sa.literal(AMOUNT_BOUND, sa.Numeric(20, 8))
-    out.append((data["amount"] >= bound, AMOUNT_OUT_OF_RANGE))
-    out.append((data["amount"] < 0, NEGATIVE_AMOUNT))
-    # As a number whatever the legacy column's type (PostgreSQL's round takes NUMERIC).
+    # As a number whatever the legacy column's type (PostgreSQL's round takes NUMERIC;
+    # SQLite compares a TEXT column's '3.00' with a number as text, past any bound).
     exact = sa.cast(data["amount"], sa.Numeric)
+    bound = sa.literal(AMOUNT_BOUND, sa.Numeric(20, 8))
+    out.append((exact >= bound, AMOUNT_OUT_OF_RANGE))
+    out.append((exact < 0, NEGATIVE_AMOUNT))
     out.append((exact != sa.func.round(exact, MAX_AMOUNT_DECIMALS), AMOUNT_TOO_PRECISE))
     return out
 

@@ -308,6 +308,9 @@ def recent_clause(pairs: _Pairs, since: datetime) -> sa.ColumnElement[bool]:
 # 1/SPOTS of its keys, so that its examples are read from a narrow window of keys rather
 # than by a second read of the whole range (:func:`example_window`).
 SPOTS = 1024
+# The largest key a statement can bind (BIGINT, every integer key's widest type): the
+# slices' ends are clamped to it (a key near it put them past: "bigint out of range").
+MAX_KEY = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -323,7 +326,7 @@ class Spot:
 def _slice_of(key: sa.ColumnElement[Any], first: int, width: int) -> sa.ColumnElement[int]:
     """Which of SPOTS slices of ``width`` keys from ``first`` on ``key`` is in (an
     orphan's key beyond them: the first or the last slice, so there are never more)."""
-    last = first + SPOTS * width - 1
+    last = min(first + SPOTS * width - 1, MAX_KEY)
     return sa.case((key < first, 0), (key > last, SPOTS - 1), else_=(key - first) // width)
 
 
@@ -384,8 +387,8 @@ def count_chunk(
     spots = [
         Spot(
             found[s],
-            pairs.after if s == 0 else first + s * width - 1,
-            pairs.upto if s == SPOTS - 1 else first + (s + 1) * width - 1,
+            pairs.after if s == 0 else min(first + s * width - 1, MAX_KEY),
+            pairs.upto if s == SPOTS - 1 else min(first + (s + 1) * width - 1, MAX_KEY),
         )
         for s in sorted(found)
     ]

@@ -15,7 +15,11 @@ import sqlalchemy as sa
 from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.binding import require_bound
-from unistatus.db.column_dependents import drop_column_dependents, sqlite_triggers_naming
+from unistatus.db.column_dependents import (
+    drop_column_dependents,
+    pg_triggers_reading,
+    sqlite_triggers_naming,
+)
 from unistatus.db.control import history, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import (
@@ -120,6 +124,13 @@ def _dependents(conn: sa.Connection, table: str, column: str, rel: str) -> list[
     it: :func:`unistatus.db.column_dependents.drop_column_dependents`), as a refusal."""
     found = drop_column_dependents(conn, rel, table, column)
     problems = []
+    if reading := pg_triggers_reading(conn, rel, column):
+        problems.append(
+            f"{table}.{column} is read by {', '.join(reading)}: the function reads "
+            f"NEW.{column} or OLD.{column}, so after the drop every write the trigger fires "
+            "on would fail ('record \"new\" has no field'); drop the trigger or change its "
+            "function first, and create it again after an undo"
+        )
     triggers = sqlite_triggers_naming(conn, table, column)
     if triggers:
         # Revision 0006 refuses them too (its frozen copy of this message).
@@ -141,7 +152,8 @@ def _dependents(conn: sa.Connection, table: str, column: str, rel: str) -> list[
     return [
         f"{table}.{column} is used by {', '.join(found)}: a column other objects depend on "
         "cannot be dropped; drop them first (a reader of the status can use "
-        "`--compat-views`), and create them again after an undo"
+        "`--compat-views`), and create them again after an undo",
+        *problems,
     ]
 
 

@@ -271,13 +271,15 @@ def upgrade() -> None:
         }
         if bind.dialect.name == "postgresql":
             dropped[system].update(_definitions(bind, spec))
+            column_sql = (_table_sql(bind, spec), spec["status"])
+            dropped[system].update(_helper("r001_pg_column.py").recorded_type(bind, *column_sql))
         # SQLite: dropped in place, the table's CREATE statement recorded for the undo
         # (r001_sqlite_table.py); where the table is copied instead, the copy drops its
         # triggers: the application's are created again from their own SQL after it, in
         # this transaction (those naming the column were refused above).
         again = _sqlite_triggers(bind, spec)
         if bind.dialect.name == "sqlite":
-            dropped[system].update(_sqlite_table().drop_column(bind, spec, again))
+            dropped[system].update(_helper("r001_sqlite_table.py").drop_column(bind, spec, again))
         else:
             with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
                 batch.drop_column(spec["status"])
@@ -312,10 +314,10 @@ def _names(sql: str, spec: dict[str, Any]) -> bool:
     return re.search(rf"(?<![\w$]){column}(?![\w$])", sql, re.IGNORECASE) is not None
 
 
-def _sqlite_table() -> Any:
-    """SQLite: this revision's table work (r001_sqlite_table.py, beside versions/), frozen
-    with it and loaded by its path: a revision imports nothing of the package."""
-    return load_python_file(str(Path(__file__).resolve().parents[1]), "r001_sqlite_table.py")
+def _helper(name: str) -> Any:
+    """A module of this revision's beside versions/ (r001_sqlite_table.py: SQLite's table
+    work; r001_pg_column.py: the column's type), frozen with it, loaded by its path."""
+    return load_python_file(str(Path(__file__).resolve().parents[1]), name)
 
 
 def downgrade() -> None:
@@ -324,16 +326,16 @@ def downgrade() -> None:
     restored: dict[str, Any] = {}
     for system, spec in _legacy_tables().items():
         info = dropped.get(system, {})
-        kind: sa.types.TypeEngine[Any] = sa.String(info.get("length") or 64)
-        if info.get("type"):
-            kind = _Named(info["type"])
+        kind, cast_to = _helper("r001_pg_column.py").restored_types(info)
         # The refill writes every row: the application's own UPDATE triggers must not
         # take it for its changes (an audit row, a payout queued, updated_at stamped).
         again = _quiet_app_triggers(bind, spec)
         rebuilt = False  # SQLite: created again from the CREATE statement recorded
         if spec["status"] not in _legacy(bind, spec).c:
             if bind.dialect.name == "sqlite":
-                rebuilt = _sqlite_table().create_again(bind, spec, info, _unified(), system)
+                rebuilt = _helper("r001_sqlite_table.py").create_again(
+                    bind, spec, info, _unified(), system
+                )
             if not rebuilt:
                 with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
                     batch.add_column(sa.Column(spec["status"], kind, nullable=True))
@@ -344,7 +346,7 @@ def downgrade() -> None:
             .where(unified.c.legacy_system == system, unified.c.legacy_id == table.c[spec["id"]])
             .scalar_subquery()
         )
-        value = sa.cast(legacy_status, kind) if info.get("type") else legacy_status
+        value = legacy_status if cast_to is None else sa.cast(legacy_status, cast_to)
         result = bind.execute(sa.update(table).values({table.c[spec["status"]]: value}))
         covered = _mark_refilled(bind, system, table.c[spec["id"]])
         if info.get("nullable") is False and not rebuilt:
@@ -565,20 +567,6 @@ def _type_name(bind: sa.Connection, kind: sa.types.TypeEngine[Any]) -> str | Non
     schema = getattr(kind, "schema", None)
     quoted = preparer.quote(name)
     return f"{preparer.quote_schema(schema)}.{quoted}" if schema else quoted
-
-
-class _Named(sa.types.UserDefinedType[Any]):
-    """A type by its SQL name (to add a column of it, and to cast to it). As
-    ``unistatus.db.legacy_types.Named``: a revision imports nothing of the package, whose code
-    may change after the revision was written."""
-
-    cache_ok = True
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def get_col_spec(self, **_kw: Any) -> str:
-        return self.name
 
 
 def _dropped_columns(bind: sa.Connection) -> dict[str, Any]:

@@ -1,0 +1,110 @@
+"""Row-level security on a table unistatus reads, for a role that does not bypass it:
+the commands whose answer counts rows refuse at their start, naming the table and what to
+do, instead of reporting 100% on the rows the policy lets them see (found by an
+exploratory tester: backfill "10 of 10 complete", check "50 of 50 consistent", gates
+100%, an archive of half the rows that verified, on a table of 20 exchanges)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from support.check_data import populate
+from unistatus.cli import app
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def hidden_rows(scratch_pg: Any) -> Iterator[tuple[Any, str]]:
+    """``exchanges`` under a policy that shows half its rows, and the URL of a role of
+    the test's own that has every grant but does not bypass the policy."""
+    role = f"fsch_rls_{uuid.uuid4().hex[:8]}"
+    populate(scratch_pg.engine, scratch_pg.settings, 20)
+    with scratch_pg.engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+        conn.exec_driver_sql("ALTER TABLE exchanges ENABLE ROW LEVEL SECURITY")
+        conn.exec_driver_sql("CREATE POLICY tenant ON exchanges USING (id %% 2 = 0)")
+        for what in ("TABLES", "SEQUENCES", "FUNCTIONS"):
+            verb = "EXECUTE" if what == "FUNCTIONS" else "ALL"
+            conn.exec_driver_sql(f'GRANT {verb} ON ALL {what} IN SCHEMA public TO "{role}"')
+        conn.exec_driver_sql(f'GRANT ALL ON SCHEMA public TO "{role}"')
+    url = sa.engine.make_url(scratch_pg.url).set(username=role)
+    try:
+        yield scratch_pg, url.render_as_string(hide_password=False)
+    finally:
+        scratch_pg.engine.dispose()
+        with scratch_pg.engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+        admin = sa.create_engine(sa.engine.make_url(scratch_pg.url).set(database="postgres"))
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
+        admin.dispose()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["backfill"],
+        ["check"],
+        ["phase", "advance", "--reason", "t"],
+        ["archive", "export", "--out", "ARCHIVE"],
+        ["retire", "legacy-columns", "--reason", "t"],
+    ],
+    ids=lambda v: " ".join(v[:2]),
+)
+def test_a_command_that_counts_rows_refuses_a_table_whose_rows_a_policy_hides(
+    hidden_rows: tuple[Any, str], command: list[str], tmp_path: Path
+) -> None:
+    _, url = hidden_rows
+    command = [str(tmp_path / "a") if part == "ARCHIVE" else part for part in command]
+    result = CliRunner().invoke(app, ["--database-url", url, *command])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert "exchanges" in text and "row-level security" in text, text
+    assert "BYPASSRLS" in text and "owner" in text, text
+
+
+def test_archive_verify_refuses_too(hidden_rows: tuple[Any, str], tmp_path: Path) -> None:
+    db, url = hidden_rows
+    out = tmp_path / "a"
+    made = CliRunner().invoke(
+        app, ["--database-url", db.url, "archive", "export", "--out", str(out)]
+    )
+    assert made.exit_code == 0, made.output
+    result = CliRunner().invoke(app, ["--database-url", url, "archive", "verify", str(out)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert "exchanges" in text and "row-level security" in text, text
+
+
+def test_the_owner_and_a_role_that_bypasses_are_not_refused(
+    hidden_rows: tuple[Any, str],
+) -> None:
+    db, url = hidden_rows
+    role = sa.engine.make_url(url).username
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(f'ALTER ROLE "{role}" BYPASSRLS')
+    result = CliRunner().invoke(app, ["--database-url", url, "check"])
+    assert "row-level security" not in result.output, result.output
+    assert CliRunner().invoke(app, ["--database-url", db.url, "check"]).exit_code == 0
+
+
+def test_the_adapter_warns_at_its_start(
+    hidden_rows: tuple[Any, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    from unistatus import DualWriteAdapter
+
+    _, url = hidden_rows
+    adapter = DualWriteAdapter(url, record_stats=False)
+    adapter.close()
+    assert any(
+        "exchanges" in r.getMessage() and "row-level security" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
