@@ -255,3 +255,32 @@ def test_a_backfill_just_begun_is_not_stalled_before_an_hour(tmp_path: Path, pro
             }
         ],
     )
+
+
+def test_a_service_whose_metrics_are_gone_fires(tmp_path: Path, promtool: str) -> None:
+    """Every rule compared unistatus_* series: with ``serve`` dead or /metrics out of
+    reach there were none, and nothing fired (SRE report)."""
+    rule = _rule("UnistatusMetricsAbsent")
+    fired = [{"exp_labels": {**rule["labels"]}, "exp_annotations": rule["annotations"]}]
+    up = {"series": "unistatus_database_up", "values": "1x10"}
+    name = rule["alert"]
+    _rule_test(
+        tmp_path,
+        promtool,
+        [
+            {
+                "interval": "1m",
+                "input_series": [up],
+                "alert_rule_test": [{"eval_time": "10m", "alertname": name, "exp_alerts": []}],
+            },
+            {
+                # Scraped for 10 minutes, then gone (the series goes stale 5 minutes on).
+                "interval": "1m",
+                "input_series": [up],
+                "alert_rule_test": [
+                    {"eval_time": "16m", "alertname": name, "exp_alerts": []},
+                    {"eval_time": "25m", "alertname": name, "exp_alerts": fired},
+                ],
+            },
+        ],
+    )
