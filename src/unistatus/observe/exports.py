@@ -142,13 +142,16 @@ def prometheus_rules() -> dict[str, Any]:
         _rule(
             "backfill_stalled",
             # A backfill paused on purpose (now or within the hour) is not stalled.
-            f"({ratio} > 0 and {ratio} < 1 and changes({ratio}[{stall}]) == 0) "
+            # Unmoved over the last 5 minutes, and so for the hour of `for` (the
+            # monitor's STALL_SECONDS): a range of an hour alone held as soon as it had
+            # two equal samples, 2 minutes into a series.
+            f"({ratio} > 0 and {ratio} < 1 and changes({ratio}[5m]) == 0) "
             f"unless on() max_over_time(unistatus_backfill_paused[{stall}]) == 1",
             "warning",
             "Backfill stalled: no progress for more than 1 hour",
             "Backfill of {{ $labels.system }} has not moved for an hour "
             "({{ $value | humanizePercentage }} done).",
-            "0m",
+            stall,
         ),
         _rule(
             "repair_queue_not_empty",
