@@ -154,6 +154,18 @@ def prometheus_rules() -> dict[str, Any]:
             stall,
         ),
         _rule(
+            "metrics_absent",
+            # No series at all: `serve` dead, or /metrics out of Prometheus' reach. Every
+            # other rule compares unistatus_* series, so none of them fires then. A
+            # Prometheus rule only: the monitor cannot see its own absence.
+            "absent(unistatus_database_up)",
+            "critical",
+            "unistatus exposes no metrics: serve is down or /metrics unreachable",
+            "No unistatus_database_up series for 5 minutes: no other unistatus rule can "
+            "fire, and serve's alert evaluation and automated responses are not running.",
+            "5m",
+        ),
+        _rule(
             "repair_queue_not_empty",
             "unistatus_repair_queue_open > 0",
             "warning",
