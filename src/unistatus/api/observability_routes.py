@@ -96,7 +96,8 @@ def health_report(service: ServiceState, *, unknown: Unknown = public_unknown) -
 def _unknown_because(what: str, exc: Exception) -> str:
     """``"<what> unknown"``, with the wait that ran out when one did (``lock timeout``,
     ``statement timeout``): what an operator looks for behind a degraded probe."""
-    reason, seen = None, exc
+    reason: str | None = None
+    seen: BaseException | None = exc
     while reason is None and seen is not None:  # a StorageError wraps the driver's
         reason, seen = retry_reason(seen), seen.__cause__ or seen.__context__
     return f"{what} unknown ({reason})" if reason else f"{what} unknown"
