@@ -255,6 +255,10 @@ class Settings(BaseSettings):
     # Sent to PostgreSQL as settings: beyond PG_INT_MAX it refuses them, mid-backfill.
     statement_timeout_ms: int = Field(default=30_000, ge=0, le=PG_INT_MAX)
     lock_timeout_ms: int = Field(default=5_000, ge=0, le=PG_INT_MAX)
+    # Each lock wait of /health's reads (each statement: twice it; PostgreSQL): a probe
+    # held up behind a lock answers degraded within a few of these instead of waiting as
+    # long as the lock is held (Kubernetes' probe gives up after 1 s by default). 0: none.
+    health_timeout_ms: int = Field(default=300, ge=0, le=PG_INT_MAX)
     # Server-side prepared statements on PostgreSQL: None (unset) as found at connect,
     # on unless the server is reached through a connection pooler (PgBouncer before
     # 1.21 cannot keep them); true or false as said (unistatus.db.connection_setup).

@@ -4,6 +4,9 @@ a create the service refuses for good is no 503 a client would retry."""
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -65,3 +68,56 @@ def test_health_after_the_server_dropped_the_services_connections_is_healthy(
         after = client.get("/health")
         assert after.status_code == 200, after.text
         assert after.json()["status"] != "down"
+
+
+def _hold_lock(url: str, table: str, seconds: float, held: threading.Event) -> None:
+    """Another session holding ``table`` exclusively for ``seconds`` (a migration's DDL,
+    an operator's LOCK TABLE), then letting go."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            held.set()
+            conn.exec_driver_sql(f"SELECT pg_sleep({seconds})")
+    finally:
+        held.set()
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_health_answers_within_a_probe_timeout_while_a_table_is_locked(pg: Database) -> None:
+    """A lock held on unistatus_control (24 s in the SRE's repro) held /health for as
+    long, then it said "healthy": a Kubernetes probe (1 s timeout) failed meanwhile and
+    nothing said why. /health answers within its bound, degraded, naming the lock wait."""
+    held = threading.Event()
+    holder = threading.Thread(
+        target=_hold_lock, args=(pg.url, pg.table("unistatus_control"), 6, held)
+    )
+    with TestClient(create_app(pg.settings, pg.engine)) as client:
+        assert client.get("/health").json()["status"] == "healthy"
+        holder.start()
+        try:
+            assert held.wait(10)
+            started = time.monotonic()
+            r = client.get("/health")
+            took = time.monotonic() - started
+        finally:
+            holder.join()
+    assert took < 2, f"/health took {took:.1f} s behind the lock"
+    body = r.json()
+    assert body["status"] == "degraded", body
+    assert any("lock" in why for why in body["checks"]["degraded_because"]), body
+
+
+@pytest.mark.postgres
+def test_the_services_own_engine_bounds_each_lock_wait(pg: Database) -> None:
+    """The engine the service builds from its URL waits for a lock at most
+    lock_timeout_ms, like the adapter's and the backfill's: its reads once waited for
+    as long as any lock was held (65 s and more in the SRE's repro)."""
+    settings = pg.settings.model_copy(update={"database_url": pg.url, "lock_timeout_ms": 1234})
+    app = create_app(settings)
+    with TestClient(app):
+        with app.state.service.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar_one() == "1234ms"

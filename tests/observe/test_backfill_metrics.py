@@ -7,17 +7,23 @@ from __future__ import annotations
 import math
 import shutil
 import subprocess
+from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from support.stats_data import seed_pairs
 from unistatus.api.service import create_app
+from unistatus.backfill import read_workers, run_backfill
 from unistatus.backfill.activity import Activity
-from unistatus.backfill.health import LOCKS, P95, RATE, Decision, Readings
+from unistatus.backfill.health import LOCKS, P95, PAUSED, RATE, Decision, Readings
 from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
+from unistatus.db.tables_backfill import backfill_workers as W
+from unistatus.domain.statuses import LegacySystemType
 
 
 def samples(db: Any) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]]:
@@ -93,3 +99,24 @@ def test_a_scrape_with_a_throttled_worker_passes_promtool(db: Any) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == "", result.stderr
+
+
+def test_the_held_seconds_never_go_down_when_old_workers_are_forgotten(db: Any) -> None:
+    """A backfill start removes the rows of workers gone for a week: their held seconds
+    left the counter with them, and a counter that goes down reads as a reset, so
+    ``rate()`` counted the whole remaining total again (SRE report)."""
+    seconds = ("unistatus_backfill_throttle_seconds_total", (("reason", PAUSED),))
+    old = worker(db, "host-old:1", 1_000)
+    old.held(PAUSED, 120.5)
+    old.finish(0.0)
+    with db.engine.begin() as conn:
+        aged = utcnow() - timedelta(days=8)
+        conn.execute(sa.update(W).where(W.c.worker == "host-old:1").values(updated_at=aged))
+    assert samples(db)[1][seconds] == 120.5
+
+    seed_pairs(db.engine, 5)
+    run_backfill(db.engine, db.settings, systems=[LegacySystemType.CASHOUT])
+
+    workers = {w["worker"] for w in read_workers(db.engine, include_finished=True)}
+    assert "host-old:1" not in workers  # forgotten
+    assert samples(db)[1][seconds] >= 120.5

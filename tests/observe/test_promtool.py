@@ -211,3 +211,76 @@ def test_a_writer_seen_for_the_first_time_in_unified_only_fires(
     spec.write_text(to_yaml({"rule_files": ["rules.yml"], "tests": tests}) + "\n")
     result = _run([promtool, "test", "rules", str(spec)])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _rule_test(tmp_path: Path, promtool: str, tests: list[dict[str, Any]]) -> None:
+    (tmp_path / "rules.yml").write_text(to_yaml(prometheus_rules()) + "\n")
+    spec = tmp_path / "rules_test.yml"
+    spec.write_text(to_yaml({"rule_files": ["rules.yml"], "tests": tests}) + "\n")
+    result = _run([promtool, "test", "rules", str(spec)])
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_backfill_just_begun_is_not_stalled_before_an_hour(tmp_path: Path, promtool: str) -> None:
+    """``changes(ratio[60m]) == 0`` with ``for: 0m`` held as soon as the range had a few
+    equal samples: the rule fired 2 minutes after a series began though it says "not
+    moved for an hour" (SRE report); the monitor waits STALL_SECONDS (an hour)."""
+    stalled = _rule("UnistatusBackfillStalled")
+    fired = [
+        {
+            "exp_labels": {**stalled["labels"], "system": "CASHOUT"},
+            "exp_annotations": {
+                **stalled["annotations"],
+                "description": "Backfill of CASHOUT has not moved for an hour (40% done).",
+            },
+        }
+    ]
+    series = [
+        {"series": 'unistatus_backfill_progress_ratio{system="CASHOUT"}', "values": "0.4+0x80"},
+        {"series": "unistatus_backfill_paused", "values": "0+0x80"},
+    ]
+    name = stalled["alert"]
+    _rule_test(
+        tmp_path,
+        promtool,
+        [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    {"eval_time": "2m", "alertname": name, "exp_alerts": []},
+                    {"eval_time": "59m", "alertname": name, "exp_alerts": []},
+                    {"eval_time": "66m", "alertname": name, "exp_alerts": fired},
+                ],
+            }
+        ],
+    )
+
+
+def test_a_service_whose_metrics_are_gone_fires(tmp_path: Path, promtool: str) -> None:
+    """Every rule compared unistatus_* series: with ``serve`` dead or /metrics out of
+    reach there were none, and nothing fired (SRE report)."""
+    rule = _rule("UnistatusMetricsAbsent")
+    fired = [{"exp_labels": {**rule["labels"]}, "exp_annotations": rule["annotations"]}]
+    up = {"series": "unistatus_database_up", "values": "1x10"}
+    name = rule["alert"]
+    _rule_test(
+        tmp_path,
+        promtool,
+        [
+            {
+                "interval": "1m",
+                "input_series": [up],
+                "alert_rule_test": [{"eval_time": "10m", "alertname": name, "exp_alerts": []}],
+            },
+            {
+                # Scraped for 10 minutes, then gone (the series goes stale 5 minutes on).
+                "interval": "1m",
+                "input_series": [up],
+                "alert_rule_test": [
+                    {"eval_time": "16m", "alertname": name, "exp_alerts": []},
+                    {"eval_time": "25m", "alertname": name, "exp_alerts": fired},
+                ],
+            },
+        ],
+    )

@@ -23,8 +23,11 @@ from unistatus.api.error_responses import (
     public_unknown,
 )
 from unistatus.api.state import ServiceState
+from unistatus.db.bounded_reads import bounded_reads
 from unistatus.db.control import MIXED
+from unistatus.db.retry import retry_reason
 from unistatus.migration.phases import read_system_states
+from unistatus.observe.alert_state import load_states
 from unistatus.observe.history import (
     HISTORY_POINTS,
     HISTORY_SECONDS,
@@ -46,8 +49,10 @@ def _unlogged(_what: str, _detail: str) -> str:
 
 
 def health_report(service: ServiceState, *, unknown: Unknown = public_unknown) -> dict[str, Any]:
-    """``{"status": healthy|degraded|down, "checks": {...}}`` from cheap reads only."""
-    engine = service.engine
+    """``{"status": healthy|degraded|down, "checks": {...}}`` from cheap reads only, each
+    bounded by ``health_timeout_ms``: one held up behind a lock is a figure unknown, the
+    report degraded naming the wait, within a probe's timeout."""
+    engine = bounded_reads(service.engine, service.settings.health_timeout_ms)
     error = database_reachable(engine)
     checks: dict[str, Any] = {"database": {"status": "up" if error is None else "down"}}
     if error is not None:
@@ -67,9 +72,9 @@ def health_report(service: ServiceState, *, unknown: Unknown = public_unknown) -
         }
     except Exception as exc:
         checks["mode"] = checks["phase"] = unknown("mode and phase", failure_detail(exc))
-        degraded.append("mode and phase unknown")
+        degraded.append(_unknown_because("mode and phase", exc))
     try:
-        states = service.alerts()
+        states = [s.as_dict() for s in load_states(engine)]
         critical = [
             a["name"] for a in states if a["state"] == "firing" and a["level"] == "critical"
         ]
@@ -82,7 +87,7 @@ def health_report(service: ServiceState, *, unknown: Unknown = public_unknown) -
             degraded.append(f"critical alerts firing: {', '.join(critical)}")
     except Exception as exc:
         checks["critical_alerts"] = unknown("alert state", failure_detail(exc))
-        degraded.append("alert state unknown")
+        degraded.append(_unknown_because("alert state", exc))
     failed = service.evaluation_failure
     if failed is not None:
         # The alerts are as last evaluated, which may be never: none of them is watched.
@@ -91,6 +96,16 @@ def health_report(service: ServiceState, *, unknown: Unknown = public_unknown) -
     if degraded:
         checks["degraded_because"] = degraded
     return {"status": "degraded" if degraded else "healthy", "checks": checks}
+
+
+def _unknown_because(what: str, exc: Exception) -> str:
+    """``"<what> unknown"``, with the wait that ran out when one did (``lock timeout``,
+    ``statement timeout``): what an operator looks for behind a degraded probe."""
+    reason: str | None = None
+    seen: BaseException | None = exc
+    while reason is None and seen is not None:  # a StorageError wraps the driver's
+        reason, seen = retry_reason(seen), seen.__cause__ or seen.__context__
+    return f"{what} unknown ({reason})" if reason else f"{what} unknown"
 
 
 def add_observability_routes(app: FastAPI, service: ServiceState) -> None:

@@ -67,6 +67,7 @@ def create_app(
     settings = settings or load_settings()
     engine = create_engine(
         engine or settings.database_url,
+        lock_timeout_ms=settings.lock_timeout_ms,
         schema=settings.schema,
         prepared_statements=settings.prepared_statements,
     )

@@ -5,7 +5,8 @@ starts, when it starts or stops holding back, and otherwise at most every
 :data:`HEARTBEAT_SECONDS` between batches: the size of its next batch, its last batch,
 the throttle decision in force (why, since when, the reading and the limit), every
 probe's latest reading, and the seconds it has held back per reason (a counter that
-only grows while the row lives). ``backfill status`` and ``/metrics`` read the rows
+only grows; the rows of workers gone for a week are folded into one, which keeps their
+seconds: :func:`forget_old`). ``backfill status`` and ``/metrics`` read the rows
 (:func:`read_workers`); the workers read how many of them are alive to share the
 backfill's rate (:func:`live_workers`) and a p95 baseline learned by another
 (:func:`shared_baseline`).
@@ -17,6 +18,7 @@ goes on (the laboratory rule: a failing publisher never breaks the work).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,8 +37,10 @@ log = logging.getLogger("unistatus.backfill")
 HEARTBEAT_SECONDS = 1.0
 # A worker whose row has not moved for this long is gone (killed): not alive.
 ALIVE_SECONDS = 15.0
-# Rows of workers gone for this long are removed when a worker starts.
+# Rows of workers gone for this long are folded into one when a worker starts
+# (forget_old); that row's name is no host:pid.
 FORGET_AFTER = timedelta(days=7)
+FORGOTTEN = "unistatus:forgotten"
 
 RUNNING = "running"
 THROTTLED = "throttled"
@@ -134,12 +138,47 @@ class Activity:
 
 
 def forget_old(ops: DialectOps) -> None:
-    """Remove the rows of workers gone for a week (no reader needs them)."""
+    """Fold the rows of workers gone for a week into one row, :data:`FORGOTTEN`.
+
+    No reader needs those rows, but their held seconds are part of a Prometheus counter
+    (``unistatus_backfill_throttle_seconds_total``, the sum over every row): removed,
+    the counter went down, which reads as a reset, and ``rate()`` counted the whole
+    remaining total again. The folded row keeps their sums (seconds per reason, rows),
+    in the same transaction; it is finished and as old as they were, so it is no
+    worker alive, and it is folded again with the next ones (as the operation
+    statistics' :func:`unistatus.adapter.stats.prune` does). ``DELETE ... RETURNING``
+    sums exactly the rows this call removed: two workers starting at once never both
+    carry a row (the later one finds none left; should it find others, its insert of
+    the folded row conflicts, it rolls back and leaves them for the next start).
+    """
     try:
         with ops.write_transaction() as conn:
-            conn.execute(sa.delete(W).where(W.c.updated_at < utcnow() - FORGET_AFTER))
+            old = W.c.updated_at < utcnow() - FORGET_AFTER
+            returned = (W.c.started_at, W.c.updated_at, W.c.rows, W.c.throttled_seconds)
+            rows = conn.execute(sa.delete(W).where(old).returning(*returned)).all()
+            if rows:
+                conn.execute(sa.insert(W).values(**_folded(rows)))
     except sa.exc.DBAPIError as exc:
         log.warning("cannot prune the backfill workers' rows: %s", exc.orig)
+
+
+def _folded(rows: Sequence[sa.Row[Any]]) -> dict[str, Any]:
+    """The one row that keeps what the forgotten ``rows`` counted."""
+    held: dict[str, float] = {}
+    for row in rows:
+        for reason, seconds in (row.throttled_seconds or {}).items():
+            held[reason] = round(held.get(reason, 0.0) + float(seconds), 3)
+    last = max(row.updated_at for row in rows)
+    return {
+        "worker": FORGOTTEN,
+        "state": FINISHED,
+        "batch_rows": 0,
+        "rows": sum(int(row.rows or 0) for row in rows),
+        "throttled_seconds": held,
+        "started_at": min(row.started_at for row in rows),
+        "updated_at": last,
+        "finished_at": last,
+    }
 
 
 # How long a worker that has not finished may have been silent and still be in a batch

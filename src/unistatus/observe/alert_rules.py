@@ -44,7 +44,9 @@ THRESHOLDS: dict[str, float] = {
 # What an operator does when a rule fires: the "what you do" column of the alert table
 # in docs/runbook.md, word for word (a test compares them). The exported Prometheus
 # rules carry it as their ``runbook`` annotation; ``repair_queue_not_empty`` is a
-# Prometheus rule only (the monitor shows the queue on the dashboards).
+# Prometheus rule only (the monitor shows the queue on the dashboards), and so is
+# ``metrics_absent``: the monitor is the process whose figures are missing, it cannot
+# judge its own absence (no THRESHOLDS entry).
 ACTIONS: dict[str, str] = {
     "database_down": (
         "Restore the database; adapters fail their writes cleanly (no partial dual write)."
@@ -86,6 +88,11 @@ ACTIONS: dict[str, str] = {
         "checkpoint, nothing is copied twice). Production is not affected: do not roll "
         "back. A backfill paused on purpose (`backfill pause`, or by a rollback) is not "
         "stalled; `unistatus backfill resume` continues it."
+    ),
+    "metrics_absent": (
+        "Is `unistatus serve` running (`curl -s localhost:5000/health`), and can "
+        "Prometheus reach its `/metrics` (its targets page: `up`)? Restart it. Meanwhile "
+        "no rule is judged and no automated response runs unless `unistatus monitor` does."
     ),
     "repair_queue_not_empty": (
         "`unistatus repair --strategy ... --dry-run` shows what the queued entries "

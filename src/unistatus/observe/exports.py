@@ -142,13 +142,28 @@ def prometheus_rules() -> dict[str, Any]:
         _rule(
             "backfill_stalled",
             # A backfill paused on purpose (now or within the hour) is not stalled.
-            f"({ratio} > 0 and {ratio} < 1 and changes({ratio}[{stall}]) == 0) "
+            # Unmoved over the last 5 minutes, and so for the hour of `for` (the
+            # monitor's STALL_SECONDS): a range of an hour alone held as soon as it had
+            # two equal samples, 2 minutes into a series.
+            f"({ratio} > 0 and {ratio} < 1 and changes({ratio}[5m]) == 0) "
             f"unless on() max_over_time(unistatus_backfill_paused[{stall}]) == 1",
             "warning",
             "Backfill stalled: no progress for more than 1 hour",
             "Backfill of {{ $labels.system }} has not moved for an hour "
             "({{ $value | humanizePercentage }} done).",
-            "0m",
+            stall,
+        ),
+        _rule(
+            "metrics_absent",
+            # No series at all: `serve` dead, or /metrics out of Prometheus' reach. Every
+            # other rule compares unistatus_* series, so none of them fires then. A
+            # Prometheus rule only: the monitor cannot see its own absence.
+            "absent(unistatus_database_up)",
+            "critical",
+            "unistatus exposes no metrics: serve is down or /metrics unreachable",
+            "No unistatus_database_up series for 5 minutes: no other unistatus rule can "
+            "fire, and serve's alert evaluation and automated responses are not running.",
+            "5m",
         ),
         _rule(
             "repair_queue_not_empty",
