@@ -150,4 +150,4 @@ def test_metrics_and_status_answer_within_a_scrape_timeout_while_a_table_is_lock
     assert r.status_code == 200, r.text
     assert took < 4, f"{path} took {took:.1f} s behind the lock"
     if path == "/metrics":
-        assert 'unistatus_source_up{source="control"} 0.0' in r.text, r.text
+        assert 'unistatus_source_up{source="mode"} 0.0' in r.text, r.text

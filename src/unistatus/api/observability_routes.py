@@ -110,10 +110,14 @@ def _unknown_because(what: str, exc: Exception) -> str:
 
 def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
     _add_history_route(app, service)
+    # /metrics and /api/v1/status read a dozen sources: behind a lock on one of our
+    # tables each waited lock_timeout_ms in turn (25 s, past a scrape's 10 s timeout).
+    # Their lock waits are bounded as /health's; what could not be read says so.
+    snapshots = bounded_reads(service.engine, service.settings.health_timeout_ms, statements=False)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         SnapshotCollector(
-            service.engine,
+            snapshots,
             service.settings,
             window_seconds=service.window_seconds,
             alerts=service.alerts,
@@ -138,9 +142,7 @@ def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
     @app.get("/api/v1/status", tags=["observability"])
     def status() -> dict[str, Any]:
         """Mode, phase, gates, progress, last check, performance and alerts."""
-        snap = collect_snapshot(
-            service.engine, service.settings, window_seconds=service.window_seconds
-        )
+        snap = collect_snapshot(snapshots, service.settings, window_seconds=service.window_seconds)
         body = snap.as_dict()
         body["database"]["error"] = public_database_error(snap.database_error)
         try:

@@ -20,17 +20,22 @@ from unistatus.db.dialect import ops_for
 __all__ = ["bounded_reads"]
 
 
-def bounded_reads(engine: sa.Engine, timeout_ms: int) -> sa.Engine:
+def bounded_reads(engine: sa.Engine, timeout_ms: int, *, statements: bool = True) -> sa.Engine:
     """``engine``'s pool, schema and listeners, each lock wait of its transactions
-    bounded by ``timeout_ms`` and each statement by twice that (PostgreSQL; 0 leaves the
-    session's own)."""
+    bounded by ``timeout_ms`` and (``statements``) each statement by twice that
+    (PostgreSQL; 0 leaves the session's own). Without ``statements`` a read that is
+    slow but runs (a large statistics table, for ``/metrics``) keeps the session's
+    statement timeout; only a wait for a lock is cut short."""
     bounded = engine.execution_options()  # events added here stay here
     ops = ops_for(engine)
     if timeout_ms and engine.dialect.name == "postgresql":
 
         @event.listens_for(bounded, "begin")
         def _bound(conn: sa.Connection) -> None:
-            # A statement twice the lock wait: a wait for a lock is then named so.
-            ops.bound_statements(conn, 2 * timeout_ms, timeout_ms)
+            if statements:
+                # A statement twice the lock wait: a wait for a lock is then named so.
+                ops.bound_statements(conn, 2 * timeout_ms, timeout_ms)
+            else:
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(timeout_ms)}")
 
     return bounded
