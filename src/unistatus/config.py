@@ -255,7 +255,8 @@ class Settings(BaseSettings):
     # Sent to PostgreSQL as settings: beyond PG_INT_MAX it refuses them, mid-backfill.
     statement_timeout_ms: int = Field(default=30_000, ge=0, le=PG_INT_MAX)
     lock_timeout_ms: int = Field(default=5_000, ge=0, le=PG_INT_MAX)
-    # Each lock wait of /health's reads (each statement: twice it; PostgreSQL): a probe
+    # Each lock wait of /health's reads (each statement: twice it; PostgreSQL), and of
+    # /metrics' and /api/v1/status's (their statements unbounded): a probe
     # held up behind a lock answers degraded within a few of these instead of waiting as
     # long as the lock is held (Kubernetes' probe gives up after 1 s by default). 0: none.
     health_timeout_ms: int = Field(default=300, ge=0, le=PG_INT_MAX)
