@@ -23,6 +23,7 @@ from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import run_backfill
 from unistatus.cli import app
 from unistatus.db.control import set_mode
+from unistatus.domain.copyable import uncopyable
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import UncopyableLegacyRowError
 from unistatus.migration import capture
@@ -166,3 +167,40 @@ def test_an_amount_kept_as_text_is_judged_as_its_number(sqlite_db: Database) -> 
     report = run_backfill(db.engine, db.settings, workers=1).as_dict()
     assert (report["inserted"], report["quarantined"]) == (2, 1), report
     assert quarantined(db) == {3: "negative_amount"}
+
+
+def test_a_text_amount_that_is_no_number_is_set_aside(sqlite_db: Database) -> None:
+    """Judged as a number, a TEXT amount that is none ('abc', '', '12abc') read as 0 or
+    12 (SQLite's CAST takes the leading digits) and was copied into unified, where the
+    adapter's own judgement (``uncopyable``) refuses it: set aside, as amount_out_of_range,
+    both ways (a reviewer)."""
+    db = sqlite_db
+    rows = {1: "3.00", 2: "abc", 3: "", 4: "12abc", 5: " 7.5 ", 6: "1.2.3", 7: "+4", 8: "5-"}
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE cashouts")
+        conn.exec_driver_sql(
+            "CREATE TABLE cashouts (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER NOT "
+            "NULL, amount TEXT NOT NULL, currency TEXT NOT NULL, status TEXT, created_at TEXT "
+            "NOT NULL, updated_at TEXT NOT NULL)"
+        )
+        for key, amount in rows.items():
+            conn.exec_driver_sql(
+                "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+                "updated_at) VALUES (?, 1, ?, 'USD', 'PENDING', '2025-01-01 00:00:00', "
+                "'2025-01-01 00:00:00')",
+                (key, amount),
+            )
+    run_backfill(db.engine, db.settings, workers=1)
+    expected = {
+        key: reason
+        for key, amount in rows.items()
+        if (reason := uncopyable({"user_id": 1, "amount": amount, "currency": "USD"}))
+    }
+    assert expected == {
+        2: "amount_out_of_range",
+        3: "amount_out_of_range",
+        4: "amount_out_of_range",
+        6: "amount_out_of_range",
+        8: "amount_out_of_range",
+    }
+    assert quarantined(db) == expected
