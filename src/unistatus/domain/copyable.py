@@ -20,6 +20,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ColumnElement
 
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import MAX_AMOUNT_DECIMALS, MAX_AMOUNT_INTEGER_DIGITS
@@ -46,6 +49,9 @@ MAX_CURRENCY_CHARS = 10  # unified_transactions.currency
 AMOUNT_BOUND = 10**MAX_AMOUNT_INTEGER_DIGITS
 BIGINT_BOUND = 2**63  # unified_transactions.user_id: [-2**63, 2**63)
 _WHOLE_TEXT = re.compile(r"\s*[+-]?[0-9]+(?:\.0*)?\s*", re.ASCII)
+# A number as text, as :class:`_TextNoNumber` judges one in SQL (SQLite's trim strips
+# spaces only; no exponent: SQLite's CAST reads '1e3' as 1).
+_NUMBER_TEXT = re.compile(r" *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+) *", re.ASCII)
 _QUANTUM = Decimal(1).scaleb(-MAX_AMOUNT_DECIMALS)  # 0.00000001
 
 
@@ -72,6 +78,9 @@ def uncopyable_clauses(
     # SQLite compares a TEXT column's '3.00' with a number as text, past any bound).
     exact = sa.cast(data["amount"], sa.Numeric)
     bound = sa.literal(AMOUNT_BOUND, sa.Numeric(20, 8))
+    # SQLite's CAST reads text that is no number as its leading digits ('abc' as 0,
+    # '12abc' as 12): such text is out of range before it is read as a number.
+    out.append((_TextNoNumber(data["amount"]), AMOUNT_OUT_OF_RANGE))
     out.append((exact >= bound, AMOUNT_OUT_OF_RANGE))
     out.append((exact < 0, NEGATIVE_AMOUNT))
     out.append((exact != sa.func.round(exact, MAX_AMOUNT_DECIMALS), AMOUNT_TOO_PRECISE))
@@ -88,8 +97,11 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
         return USER_ID_NOT_INTEGER
     if len(str(data["currency"])) > MAX_CURRENCY_CHARS:
         return CURRENCY_TOO_LONG
+    raw = data["amount"]
+    if isinstance(raw, str) and not _NUMBER_TEXT.fullmatch(raw):
+        return AMOUNT_OUT_OF_RANGE
     try:
-        amount = Decimal(str(data["amount"]))
+        amount = Decimal(str(raw))
     except InvalidOperation:
         return AMOUNT_OUT_OF_RANGE
     if amount >= AMOUNT_BOUND:
@@ -116,4 +128,32 @@ def _integer(value: Any) -> bool:
         number.is_finite()
         and number == number.to_integral_value()
         and -BIGINT_BOUND <= number < BIGINT_BOUND
+    )
+
+
+class _TextNoNumber(ColumnElement[bool]):
+    """True for a value kept as text that is no number (SQLite, which keeps text in
+    any column); false elsewhere, where a column's type holds numbers only."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+
+    def __init__(self, value: sa.ColumnElement[Any]) -> None:
+        self.value = value
+
+
+@compiles(_TextNoNumber)
+def _no_text(_element: _TextNoNumber, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "1 = 0"
+
+
+@compiles(_TextNoNumber, "sqlite")
+def _sqlite_text_no_number(element: _TextNoNumber, compiler: SQLCompiler, **kw: Any) -> str:
+    value = compiler.process(element.value, **kw)
+    text = f"trim({value})"
+    # Not [ ]*[+-]?digits[.digits] (_NUMBER_TEXT): a character of no number, a second
+    # point, a sign after the first character, or no digit at all.
+    return (
+        f"(typeof({value}) = 'text' AND ({text} GLOB '*[^0-9.+-]*' OR {text} GLOB '*.*.*' "
+        f"OR {text} GLOB '?*[+-]*' OR NOT {text} GLOB '*[0-9]*'))"
     )
