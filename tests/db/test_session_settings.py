@@ -136,3 +136,44 @@ def test_commands_work_under_latin1_and_german_dates(pg: Database) -> None:
     back = cli(url, "rollback", "--emergency", "--reason", "outage — €10k stuck")
     assert back.exit_code == 0, back.output
     assert cli(url, "phase", "status").exit_code == 0
+
+
+def test_text_a_latin1_database_cannot_store_is_not_blamed_on_client_encoding(
+    pg: Database,
+) -> None:
+    """unistatus's own connections are UTF8; "€" sent to a LATIN1 database is refused by
+    the server (SQLSTATE 22P05). That was named a client_encoding problem ("unistatus
+    needs client_encoding UTF8"), which it already had (a reviewer): the error names
+    the conversion and the database's encoding."""
+    admin = sa.create_engine(sa.engine.make_url(pg.url), isolation_level="AUTOCOMMIT")
+    name = f"{pg.engine.url.database}_latin1"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(
+            f"CREATE DATABASE \"{name}\" ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+            "TEMPLATE template0"
+        )
+    url = sa.engine.make_url(pg.url).set(database=name).render_as_string(hide_password=False)
+    try:
+        made = cli(url, "init", "--demo-data", "3")
+        assert made.exit_code == 0, made.output
+        assert cli(url, "phase", "advance", "--reason", "p1").exit_code == 0
+        with DualWriteAdapter(
+            url, settings=pg.settings.model_copy(update={"database_url": url})
+        ) as adapter:
+            made = adapter.create_transaction(
+                transaction_type="ESCROW",
+                user_id=7,
+                amount=Decimal("5"),
+                currency="EUR",
+                triggered_by="svc",
+            )
+            assert made.overall_success, made.error
+            with pytest.raises(SessionSettingsError) as refused:
+                adapter.update_status(made.entity_id, "AWAITING_PAYMENT", "paid €5", "svc")
+        message = str(refused.value)
+        assert "LATIN1" in message and "server_encoding" in message, message
+        assert "needs client_encoding UTF8" not in message, message
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
