@@ -54,7 +54,10 @@ class SessionSettingsError(ConfigError):
     ``DateStyle``) that unistatus's driver cannot work with: text the encoding cannot
     carry, timestamps not in ISO. Met on an application's own engine or connection
     (unistatus's own connections set both): the connection's, not the database's
-    failure, so never counted in the error rate."""
+    failure, so never counted in the error rate. ``encoding``: text the server could
+    not convert between the connection's client_encoding and the database's
+    server_encoding (either may be the one that cannot hold it; with unistatus's own
+    UTF8 connections, the database's)."""
 
     def __init__(self, setting: str, message: str) -> None:
         self.setting = setting

@@ -9,6 +9,7 @@ one redacted line (for notes and summaries that are shown or stored).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -146,6 +147,10 @@ def _sqlstate(exc: BaseException) -> str | None:
     return getattr(root, "sqlstate", None) or getattr(root, "pgcode", None)
 
 
+# PostgreSQL's 22P05 message: 'character ... in encoding "A" has no equivalent in encoding "B"'.
+_CONVERSION = re.compile(r'in encoding "([^"]+)" has no equivalent in encoding "([^"]+)"')
+
+
 def unfit_session(exc: BaseException) -> SessionSettingsError | None:
     """``exc`` as the session setting it comes of, where it does: text the connection's
     ``client_encoding`` cannot carry (either way), a timestamp psycopg cannot parse
@@ -153,11 +158,23 @@ def unfit_session(exc: BaseException) -> SessionSettingsError | None:
     connection's settings (an application's own engine or connection; unistatus's own
     connections set both, :mod:`unistatus.db.connection_setup`)."""
     root = _root(exc)
-    if isinstance(root, UnicodeEncodeError) or _sqlstate(exc) == _UNTRANSLATABLE:
+    if isinstance(root, UnicodeEncodeError):  # the driver's, before anything was sent
         return SessionSettingsError(
             "client_encoding",
             f"the connection's client_encoding cannot carry this text ({describe(exc)}): "
             f"unistatus needs client_encoding UTF8; {_ENGINE_HINT}",
+        )
+    if _sqlstate(exc) == _UNTRANSLATABLE:
+        # The server's conversion, one way or the other: the message names both ends.
+        ends = _CONVERSION.search(str(root))
+        target = ends.group(2) if ends else "the other encoding"
+        return SessionSettingsError(
+            "encoding",
+            f"the text cannot be converted between the connection and the database "
+            f"({describe(exc)}): the database's server_encoding or the connection's "
+            f"client_encoding is {target}, which cannot hold it. unistatus's own "
+            "connections use UTF8 (then the database cannot store this text: store text "
+            f"its encoding holds); an application's connection: {_ENGINE_HINT}",
         )
     if isinstance(root, NotImplementedError) and "DateStyle" in str(root):
         return SessionSettingsError(
