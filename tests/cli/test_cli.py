@@ -225,6 +225,25 @@ def test_tx_show_prints_what_is_stored_as_it_is(db) -> None:  # type: ignore[no-
     assert "[override]" in flat and "see [/] ticket" in flat and "[bold]alice" in flat, flat
 
 
+def test_tx_show_never_sends_a_stored_control_character_to_the_terminal(db) -> None:  # type: ignore[no-untyped-def]
+    """A legacy value a raw writer stored with an escape sequence (``\\x1b[31m``) or a
+    carriage return reached the operator's terminal as it was, recolouring or
+    overwriting the line (an auditor); an unmappable value read "status: None". Shown
+    escaped, as `check` shows one."""
+    run(db.url, "init", "--demo-data", "3")
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE cashouts SET status = 'RED' || char(27) || '[0m' || char(13) WHERE id = 1"
+            if db.engine.dialect.name == "sqlite"
+            else "UPDATE cashouts SET status = 'RED' || chr(27) || '[0m' || chr(13) WHERE id = 1"
+        )
+    shown = run(db.url, "tx", "show", "cashout:1")
+    assert shown.exit_code == 0, shown.output
+    assert "\x1b" not in shown.stdout and "\r" not in shown.stdout, repr(shown.stdout)
+    assert "'RED\\x1b[0m\\r'" in shown.stdout, shown.stdout
+    assert "status: None" not in shown.stdout, shown.stdout
+
+
 def test_tx_update_says_what_the_database_refused_as_text(db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The database refuses the unified side of `tx update`: under strict nothing is
     written (exit 2, `error: write failed: ...`; SQLite's refusing trigger is a rule of
