@@ -282,18 +282,27 @@ def _history(adapter: Any, transaction_id: str, limit: int) -> list[dict[str, An
     return [{**r, "created_at": as_utc(r["created_at"])} for r in rows]
 
 
+def _literal(value: object) -> str:
+    """A stored value as text for the terminal: Rich markup escaped, and a value with a
+    control character (an escape sequence a raw writer stored, a carriage return) shown
+    as its repr, as `check` shows one: it must not recolour or overwrite the line."""
+    text = "-" if value is None else str(value)
+    return escape(text if text.isprintable() else repr(text))
+
+
 def _print_show(data: dict[str, Any]) -> None:
     """The transaction as stored: every stored value escaped (a reason, a name or a raw
     legacy value is text, never Rich markup: ``[/]`` in a reason must not break this)."""
     ref = f"{str(data['legacy_system']).lower()}:{data['legacy_id']}" if data["legacy_id"] else "-"
     console.print(
-        f"[bold]{escape(str(data['transaction_id']))}[/] "
-        f"({escape(str(data['transaction_type']))}, legacy {escape(ref)})",
+        f"[bold]{_literal(data['transaction_id'])}[/] "
+        f"({_literal(data['transaction_type'])}, legacy {_literal(ref)})",
         highlight=False,
     )
+    status = _literal(data["status"]) if data["status"] is not None else "- (unmappable)"
     console.print(
-        f"status: [bold]{escape(str(data['status']))}[/] from {escape(str(data['source']))} "
-        f"(legacy value {escape(str(data['legacy_status']))}, mode {escape(str(data['mode']))})",
+        f"status: [bold]{status}[/] from {_literal(data['source'])} "
+        f"(legacy value {_literal(data['legacy_status'])}, mode {_literal(data['mode'])})",
         highlight=False,
     )
     if data["consistent"] is None:
@@ -328,7 +337,7 @@ def _print_show(data: dict[str, Any]) -> None:
             reason,
             row["mode"],
         )
-        table.add_row(*(escape(str(cell)) for cell in cells))
+        table.add_row(*(_literal(cell) for cell in cells))
     console.print(table)
 
 
