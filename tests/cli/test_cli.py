@@ -244,6 +244,23 @@ def test_tx_show_never_sends_a_stored_control_character_to_the_terminal(db) -> N
     assert "status: None" not in shown.stdout, shown.stdout
 
 
+def test_tx_update_in_legacy_only_says_its_reason_is_recorded_nowhere(db) -> None:  # type: ignore[no-untyped-def]
+    """The help promised "recorded in the history" (and --force "an audited admin
+    override"); LEGACY_ONLY writes the legacy row only, so the reason, the author and the
+    override were recorded nowhere, silently (an auditor). It says so, on stderr."""
+    run(db.url, "init", "--demo-data", "3")
+    changed = CliRunner().invoke(
+        app,
+        ["--database-url", db.url, "tx", "update", "cashout:1", "FAILED", "--reason",
+         "forced reversal INC-7", "--by", "mallory", "--force"],
+    )  # fmt: skip
+    assert changed.exit_code == 0, changed.output
+    assert "not recorded" in changed.stderr and "LEGACY_ONLY" in changed.stderr, changed.stderr
+    assert db.count("unified_status_history") == 0
+    update_help = run(None, "tx", "update", "--help").stdout
+    assert "LEGACY_ONLY" in " ".join(update_help.split()), update_help
+
+
 def test_tx_update_says_what_the_database_refused_as_text(db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The database refuses the unified side of `tx update`: under strict nothing is
     written (exit 2, `error: write failed: ...`; SQLite's refusing trigger is a rule of
