@@ -174,7 +174,9 @@ def create(
     help=(
         "Change a transaction's status (unified or legacy value), with a reason.\n\n"
         "The change must be allowed by the transition rules; --force makes it an audited "
-        "admin override (the reason is recorded in the history).\n\n"
+        "admin override (the reason is recorded in the history). In LEGACY_ONLY only the "
+        "legacy row is written: the history is kept from dual write on, so there the "
+        "reason, the author and the override are recorded nowhere (a warning says so).\n\n"
         "Examples:\n\n"
         '  unistatus tx update cashout:1 OTP_PENDING --reason "user requested OTP"\n\n'
         '  unistatus tx update UTX100000000000042 SUCCESS --reason "ops fix INC-12" --by '
@@ -185,7 +187,9 @@ def update(
     ctx: typer.Context,
     entity_id: str = typer.Argument(..., metavar="ID", help=ID_HELP),
     new_status: str = typer.Argument(..., metavar="STATUS", help="Unified or legacy status."),
-    reason: str = typer.Option(..., "--reason", help="Why (recorded in the history)."),
+    reason: str = typer.Option(
+        ..., "--reason", help="Why (recorded in the history; not in LEGACY_ONLY)."
+    ),
     by: str = typer.Option("cli", "--by", help="Who made the change (recorded)."),
     force: bool = typer.Option(False, "--force", help="Admin override of the transition rules."),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
@@ -196,6 +200,16 @@ def update(
             entity_id, new_status, reason=reason, triggered_by=by, force=force
         )
     _finish(result, json_out, "updated")
+    from unistatus.domain.statuses import DualWriteMode
+
+    if result.overall_success and result.changed and result.mode is DualWriteMode.LEGACY_ONLY:
+        err_console.print(
+            "[yellow]warning:[/] LEGACY_ONLY writes the legacy row only: this change's "
+            "reason, author and override are not recorded (the history is kept from dual "
+            "write on)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @tx_app.command(
