@@ -177,3 +177,19 @@ def test_text_a_latin1_database_cannot_store_is_not_blamed_on_client_encoding(
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+def test_a_timeout_keeps_what_failed_in_front() -> None:
+    """A lock or statement timeout is named as one; what failed ("cannot change the
+    backfill pause flag") stays in front of it (a reviewer: the timeout replaced it)."""
+    import psycopg
+
+    from unistatus.db.failures import storage_errors
+
+    orig = psycopg.errors.LockNotAvailable("canceling statement due to lock timeout")
+    with pytest.raises(StorageError) as raised:
+        with storage_errors("cannot change the backfill pause flag"):
+            raise sa.exc.OperationalError("UPDATE ...", {}, orig)
+    message = str(raised.value)
+    assert message.startswith("cannot change the backfill pause flag: "), message
+    assert "lock_timeout" in message, message
