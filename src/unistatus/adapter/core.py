@@ -142,7 +142,7 @@ class DualWriteAdapter:
             self.settings,
             self._restore_retired_columns,
         )
-        with self._runner.storage_errors("cannot reach the database"):
+        with self._runner.storage_errors("the adapter cannot start"):
             # The status column may be gone after retirement: UNIFIED_ONLY still works,
             # and a write that needs legacy says so clearly (see legacy_status_column).
             legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)

@@ -112,8 +112,8 @@ def storage_errors(what: str, *others: type[Exception]) -> Iterator[None]:
         if not isinstance(exc, caught):
             raise
         timeout = canceled(exc)
-        if timeout is not None:  # the database was reached: ``what`` may say otherwise
-            raise StorageError(f"{timeout}: {describe(exc)}") from None
+        if timeout is not None:  # the database was reached, and what timed out is said
+            raise StorageError(f"{what}: {timeout}: {describe(exc)}") from None
         raise StorageError(f"{what}: {describe(exc)}") from None
 
 
