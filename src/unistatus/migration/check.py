@@ -22,7 +22,7 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.binding import require_bound
 from unistatus.db.dialect import ops_for
-from unistatus.db.failures import describe
+from unistatus.db.failures import read_only_refusal
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.queued_legacy import count_missing_legacy
 from unistatus.db.retry import is_read_only
@@ -252,8 +252,8 @@ def run_check(
     except sa.exc.DBAPIError as exc:
         if is_read_only(exc):
             raise StorageError(
-                "check failed: the database refuses writes (a check stores its positions "
-                f"and report; read-only: a replica?): {describe(exc)}"
+                "check failed (a check stores its positions and report): "
+                f"{read_only_refusal(exc, who='the check')}"
             ) from None
         if not isinstance(exc, sa.exc.OperationalError):
             raise

@@ -19,6 +19,7 @@ from unistatus.adapter.model import Relinked
 from unistatus.config import Settings
 from unistatus.db.control import get_modes
 from unistatus.db.dialect import ops_for
+from unistatus.db.failures import read_only_refusal
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.retry import fails_every_write, is_read_only, is_retryable
 from unistatus.domain.inputs import check_reason
@@ -129,12 +130,15 @@ class _Repairer:
                 if fails_every_write(exc):
                     # The database's, not this entity's: every next one would fail too.
                     done = self.report
+                    why = (
+                        read_only_refusal(who="the repair")
+                        if is_read_only(exc)
+                        else "the database failed"
+                    )
                     raise StorageError(
                         f"repair stopped after {done.repaired:,} repaired and "
                         f"{done.already_consistent:,} already consistent of "
-                        f"{done.examined:,} examined: the database "
-                        f"{'refuses writes (read-only)' if is_read_only(exc) else 'failed'}: "
-                        f"{text}"
+                        f"{done.examined:,} examined: {why}: {text}"
                     ) from None
                 self.one.failed(f"{system.value}:{legacy_id or utx_id}: {text}")
                 return
