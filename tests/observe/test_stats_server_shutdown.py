@@ -80,13 +80,15 @@ def _post(url: str, deadline: float) -> bytes:
 
 @pytest.mark.parametrize(
     ("shutdown", "flushed"),
-    [("adapter.close()", 1), ("pass", 0)],
+    [("adapter.close()", 1), ("pass", None)],
     ids=["closed-in-the-lifespan", "left-to-atexit"],
 )
 def test_a_uvicorn_worker_ended_by_sigterm_flushes_the_adapter_its_lifespan_closes(
-    sqlite_db: Database, tmp_path: Path, shutdown: str, flushed: int
+    sqlite_db: Database, tmp_path: Path, shutdown: str, flushed: int | None
 ) -> None:
-    """Without the close (the second case) the operation is lost: what the docs say."""
+    """Without the close (the second case) the worker ends by the signal, with no
+    atexit: its last interval may be lost, what the docs say (not asserted as lost, so
+    a better flush at shutdown would not fail this)."""
     port = _free_port()
     script = tmp_path / "app.py"
     script.write_text(textwrap.dedent(APP).format(url=sqlite_db.url, shutdown=shutdown, port=port))
@@ -105,4 +107,5 @@ def test_a_uvicorn_worker_ended_by_sigterm_flushes_the_adapter_its_lifespan_clos
             server.wait()
     assert server.returncode == -signal.SIGTERM, stderr  # ended by the signal: no atexit
     assert "Traceback" not in stderr
-    assert window(sqlite_db.engine, 600).count == flushed
+    if flushed is not None:
+        assert window(sqlite_db.engine, 600).count == flushed
