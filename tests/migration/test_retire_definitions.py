@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from test_retire import freeze_and_archive, seed
 
 from conftest import Database
-from unistatus.db.tables import control_log
+from unistatus.db.tables import control_log, unified_transactions
 from unistatus.errors import GateError
-from unistatus.migration.retire import retire_legacy_columns, undo_cleanup
+from unistatus.migration.retire import legacy_columns_dropped, retire_legacy_columns, undo_cleanup
 
 SETUP = (
     "CREATE INDEX cashouts_status_idx ON cashouts (status)",
@@ -185,3 +185,62 @@ def test_the_undo_restores_the_status_columns_type_and_collation(
                 conn.exec_driver_sql(
                     f'ALTER TABLE {table} ALTER COLUMN status TYPE {kind} COLLATE "{collation}"'
                 )
+
+
+@pytest.mark.postgres
+def test_the_undo_refuses_a_legacy_status_longer_than_the_status_column(
+    pg: Database, tmp_path: Path
+) -> None:
+    """A varchar(20) status column, retired; a legacy_status of 24 characters stored
+    meanwhile (phase 4 writes it). The undo cast the refill to character varying(20),
+    which PostgreSQL truncates without an error, and restored the status cut short: it
+    is refused now, naming the row, before anything changes."""
+    long = "AWAITING_MANUAL_REVIEW_2"
+    installed = status_types(pg)
+    with pg.app_engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE cashouts ALTER COLUMN status TYPE varchar(20)")
+    cashout = (unified_transactions.c.legacy_system == "CASHOUT",)
+    try:
+        seed(pg)
+        freeze_and_archive(pg, tmp_path)
+        retire_legacy_columns(pg.engine, pg.settings, actor="test")
+        with pg.engine.begin() as conn:
+            legacy_id, was = conn.execute(
+                sa.select(unified_transactions.c.legacy_id, unified_transactions.c.legacy_status)
+                .where(*cashout)
+                .order_by(unified_transactions.c.legacy_id)
+                .limit(1)
+            ).one()
+            conn.execute(
+                sa.update(unified_transactions)
+                .where(*cashout, unified_transactions.c.legacy_id == legacy_id)
+                .values(legacy_status=long)
+            )
+        with pytest.raises(GateError) as refused:
+            undo_cleanup(pg.engine, pg.settings, actor="test")
+        message = str(refused.value)
+        assert "cashouts" in message and str(legacy_id) in message, message
+        assert "20" in message, message
+        assert legacy_columns_dropped(pg.engine, pg.settings)  # nothing changed
+        with pg.engine.connect() as conn:
+            kept = conn.execute(
+                sa.select(unified_transactions.c.legacy_status).where(
+                    *cashout, unified_transactions.c.legacy_id == legacy_id
+                )
+            ).scalar_one()
+        assert kept == long
+        with pg.engine.begin() as conn:  # shortened: the undo goes on
+            conn.execute(
+                sa.update(unified_transactions)
+                .where(*cashout, unified_transactions.c.legacy_id == legacy_id)
+                .values(legacy_status=was)
+            )
+        assert undo_cleanup(pg.engine, pg.settings, actor="test")["undone"]
+        assert status_types(pg)["cashouts"][0] == "character varying(20)"
+    finally:
+        undo_cleanup(pg.engine, pg.settings)
+        with pg.app_engine.begin() as conn:
+            kind, collation = installed["cashouts"]
+            conn.exec_driver_sql(
+                f'ALTER TABLE cashouts ALTER COLUMN status TYPE {kind} COLLATE "{collation}"'
+            )

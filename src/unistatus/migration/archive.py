@@ -141,13 +141,13 @@ def export_archive(
     engine: sa.Engine, settings: Settings, out: str | Path, *, actor: str = "cli"
 ) -> Manifest:
     """Write every configured legacy table to ``out`` (new or empty), from one snapshot:
-    into a directory beside it, renamed to ``out`` once complete
-    (:mod:`unistatus.migration.archive_place`)."""
+    into a directory of the export's own (beside a new ``out``, inside an existing one),
+    put in place once complete (:mod:`unistatus.migration.archive_place`)."""
     directory = Path(out)
     refuse_used(directory)
     tables = resolve_legacy_tables(engine, settings, require_status=False)
     files = _file_names({system: lt.table.name for system, lt in tables.items()})
-    work = workspace(directory)  # renamed into place whole at the end (archive_place)
+    work = workspace(directory)  # put in place, complete, at the end (archive_place)
     entries: list[TableEntry] = []
     try:
         with ops_for(engine).snapshot() as conn:

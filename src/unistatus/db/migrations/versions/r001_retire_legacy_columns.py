@@ -323,10 +323,21 @@ def _helper(name: str) -> Any:
 def downgrade() -> None:
     bind = _prepare()
     dropped = _dropped_columns(bind)
+    pg_column = _helper("r001_pg_column.py")
+    if bind.dialect.name == "postgresql":  # before anything changes: what would not fit
+        problems = []
+        for system, spec in _legacy_tables().items():
+            table = _legacy(bind, spec)
+            value = _refill_value(system, table.c[spec["id"]])
+            args = (dropped.get(system, {}), spec["table"], table.c[spec["id"]], value)
+            problems.append(pg_column.too_long(bind, *args))
+        if any(problems):
+            refused: type[Exception] = context.config.attributes.get("gate_error", RuntimeError)
+            raise refused("the undo of revision 0006 refused: " + "; ".join(filter(None, problems)))
     restored: dict[str, Any] = {}
     for system, spec in _legacy_tables().items():
         info = dropped.get(system, {})
-        kind, cast_to = _helper("r001_pg_column.py").restored_types(info)
+        kind, cast_to = pg_column.restored_types(info)
         # The refill writes every row: the application's own UPDATE triggers must not
         # take it for its changes (an audit row, a payout queued, updated_at stamped).
         again = _quiet_app_triggers(bind, spec)
@@ -340,12 +351,9 @@ def downgrade() -> None:
                 with op.batch_alter_table(spec["table"], schema=spec.get("schema")) as batch:
                     batch.add_column(sa.Column(spec["status"], kind, nullable=True))
         table = _legacy(bind, spec)
-        unified = _unified()
-        legacy_status = (
-            sa.select(unified.c.legacy_status)
-            .where(unified.c.legacy_system == system, unified.c.legacy_id == table.c[spec["id"]])
-            .scalar_subquery()
-        )
+        legacy_status = _refill_value(system, table.c[spec["id"]])
+        if cast_to is not None:  # to the type without its length: the assignment checks it
+            cast_to = pg_column.refill_type(bind, _table_sql(bind, spec), spec["status"])
         value = legacy_status if cast_to is None else sa.cast(legacy_status, cast_to)
         result = bind.execute(sa.update(table).values({table.c[spec["status"]]: value}))
         covered = _mark_refilled(bind, system, table.c[spec["id"]])
@@ -363,6 +371,16 @@ def downgrade() -> None:
         if bind.dialect.name == "postgresql":
             restored[system].update(_recreate(bind, spec, info))
     _record(bind, "restored", restored)
+
+
+def _refill_value(system: str, legacy_id: sa.Column[Any]) -> sa.ColumnElement[Any]:
+    """A legacy row's status as the undo refills it: its unified row's legacy_status."""
+    unified = _unified()
+    return (
+        sa.select(unified.c.legacy_status)
+        .where(unified.c.legacy_system == system, unified.c.legacy_id == legacy_id)
+        .scalar_subquery()
+    )
 
 
 # The application's triggers that an UPDATE of a legacy table fires (PostgreSQL): row or
