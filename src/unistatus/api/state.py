@@ -79,7 +79,9 @@ class ServiceState:
                     monitor.evaluate()
                     self.evaluation_failure = None
                 except Exception as exc:  # the service keeps serving whatever it hits
-                    self.evaluation_failure = exc
+                    # Without its frames: kept until the next evaluation, it must not
+                    # keep what they referenced (a connection, a snapshot) alive.
+                    self.evaluation_failure = exc.with_traceback(None)
                     log.exception("alert evaluation failed")
                 self._stop.wait(interval)
 
