@@ -79,10 +79,10 @@ class ServiceState:
                     monitor.evaluate()
                     self.evaluation_failure = None
                 except Exception as exc:  # the service keeps serving whatever it hits
-                    # Without its frames: kept until the next evaluation, it must not
-                    # keep what they referenced (a connection, a snapshot) alive.
-                    self.evaluation_failure = exc.with_traceback(None)
                     log.exception("alert evaluation failed")
+                    # Without its frames (logged first): kept until the next evaluation,
+                    # it must not keep what they referenced (a connection) alive.
+                    self.evaluation_failure = exc.with_traceback(None)
                 self._stop.wait(interval)
 
         self._monitor_thread = threading.Thread(target=loop, name="unistatus-monitor", daemon=True)
