@@ -76,6 +76,10 @@ def verify(
 ) -> None:
     """Check the files against the manifest and the live tables. Exit 1 on any mismatch.
 
+    Once the legacy status columns are retired (nothing live to compare the statuses
+    with), the archive is checked against the one recorded before the retirement
+    instead, and no other archive can be recorded.
+
     Examples:
 
       unistatus archive verify /backups/legacy-2026-11-23
@@ -86,6 +90,7 @@ def verify(
     from unistatus.db.binding import schema_of
     from unistatus.db.tables import migration_control
     from unistatus.migration.archive import (
+        RETIRED_NOT_RECORDED,
         read_manifest,
         record_verified,
         status_gaps,
@@ -98,7 +103,11 @@ def verify(
     report = verify_archive(engine, directory)
     recorded = False
     gaps: list[str] = []
-    if (
+    if report.columns_retired:
+        # the genuine archive is recorded already; any other may not be
+        if record and not report.matches_recorded:
+            gaps = [RETIRED_NOT_RECORDED]
+    elif (
         report.ok
         and record
         and sa.inspect(engine).has_table(migration_control.name, schema=schema_of(engine))
@@ -111,13 +120,22 @@ def verify(
         print_json({**report.as_dict(), "recorded": recorded, "not_recorded_because": gaps})
     else:
         for t in report.tables:
-            console.print(
-                f"{t['table']}: archived {t['archived_rows']}, live {t['live_rows']}",
-                highlight=False,
+            live = (
+                "live status retired, not compared"
+                if report.columns_retired
+                else f"live {t['live_rows']}"
             )
+            console.print(f"{t['table']}: archived {t['archived_rows']}, {live}", highlight=False)
         for problem in report.problems:
             err_console.print(f"[red]mismatch:[/] {problem}", highlight=False)
-        if report.ok:
+        if report.columns_retired and report.ok:
+            console.print(
+                "[green]archive intact:[/] it matches the archive recorded before the "
+                f"retirement (manifest sha256 {report.manifest_sha256}); the live legacy "
+                "status columns are retired, so its statuses cannot be compared with live ones",
+                highlight=False,
+            )
+        elif report.ok:
             console.print(
                 "[green]archive verified[/]" + (" and recorded" if recorded else ""),
             )

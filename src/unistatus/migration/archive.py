@@ -35,6 +35,7 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine, display_url
 from unistatus.db.infinite_times import infinite_times_as_text
 from unistatus.db.legacy import legacy_schema, reflect_legacy_table, resolve_legacy_tables
+from unistatus.db.revisions import VERSION_TABLE, columns_retired
 from unistatus.db.schema import current_revision
 from unistatus.db.sqlite_times import strictly
 from unistatus.db.tables import control_log, migration_control
@@ -56,6 +57,7 @@ from unistatus.migration.archive_format import (
 from unistatus.migration.archive_place import discard, put_in_place, refuse_used, workspace
 
 __all__ = [
+    "RETIRED_NOT_RECORDED",
     "ColumnInfo",
     "Manifest",
     "RestoreReport",
@@ -231,16 +233,28 @@ def _export_table(
 
 @dataclass
 class VerifyReport:
-    """The archive checked against itself and against a database's live rows."""
+    """The archive checked against itself and against a database's live rows; once the
+    legacy status columns are retired (``columns_retired``), against the archive recorded
+    before the retirement instead: the live tables hold no status to compare with, and
+    the archive is the only copy of the legacy statuses left."""
 
     directory: str
     manifest_sha256: str
     tables: list[dict[str, Any]] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    columns_retired: bool = False
+    recorded_manifest_sha256: str | None = None  # looked up only once they are retired
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def matches_recorded(self) -> bool | None:
+        """Retired: whether this is the archive recorded before the retirement (else None)."""
+        if not self.columns_retired:
+            return None
+        return self.manifest_sha256 == self.recorded_manifest_sha256
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -249,21 +263,65 @@ class VerifyReport:
             "ok": self.ok,
             "tables": self.tables,
             "problems": self.problems,
+            "columns_retired": self.columns_retired,
+            "recorded_manifest_sha256": self.recorded_manifest_sha256,
+            "matches_recorded": self.matches_recorded,
         }
 
 
+RETIRED_NOT_RECORDED = (
+    "the legacy status columns are retired: no other archive can be recorded (the live "
+    "tables hold no status to verify it against); the one recorded before the retirement "
+    "stands (`unistatus retire legacy-columns --undo` first to record another)"
+)
+
+
 def verify_archive(engine: sa.Engine, directory: str | Path) -> VerifyReport:
-    """Check the files, then compare counts and content digests with the live tables."""
+    """Check the files, then compare counts and content digests with the live tables; or,
+    once the legacy status columns are retired, the manifest with the one recorded."""
     manifest = read_manifest(directory)
     report = VerifyReport(str(Path(directory).resolve()), manifest.sha256)
     report.problems += check_files(directory, manifest)
     try:
         with ops_for(engine).snapshot() as conn:
-            for entry in manifest.tables:
-                report.tables.append(_compare_live(conn, entry, report.problems))
+            if _retired(conn):
+                _compare_recorded(conn, manifest, report)
+            else:
+                for entry in manifest.tables:
+                    report.tables.append(_compare_live(conn, entry, report.problems))
     except sa.exc.OperationalError as exc:
         raise StorageError(f"cannot read the database: {exc.orig}") from None
     return report
+
+
+def _retired(conn: sa.Connection) -> bool:
+    """The legacy status columns are retired (False for a database unistatus is not
+    installed in: a restore drill's scratch database)."""
+    installed = sa.inspect(conn).has_table(VERSION_TABLE, schema=schema_of(conn))
+    return installed and columns_retired(conn)
+
+
+def _compare_recorded(conn: sa.Connection, manifest: Manifest, report: VerifyReport) -> None:
+    """The archive against the one recorded before the retirement: its manifest's sha256
+    (whose per-file hashes :func:`check_files` held the files to) must be the recorded
+    one, or the archive is not the one that was verified against the live statuses."""
+    report.columns_retired = True
+    recorded = recorded_archive(conn)
+    report.recorded_manifest_sha256 = recorded.get("manifest_sha256") if recorded else None
+    report.tables += [
+        {"table": t.name, "archived_rows": t.rows, "live_rows": None} for t in manifest.tables
+    ]
+    if recorded is None:
+        report.problems.append(
+            "the legacy status columns are retired and no archive is recorded: "
+            "nothing to check this one against"
+        )
+    elif not report.matches_recorded:
+        report.problems.append(
+            f"manifest sha256 {manifest.sha256} does not match the archive recorded before "
+            f"the retirement (manifest sha256 {report.recorded_manifest_sha256}, "
+            f"{recorded.get('path', 'path not recorded')})"
+        )
 
 
 def _compare_live(conn: sa.Connection, entry: TableEntry, problems: list[str]) -> dict[str, Any]:
@@ -319,13 +377,16 @@ def record_verified(
     actor: str = "cli",
     settings: Settings | None = None,
 ) -> ControlChange:
-    """Remember a verified archive in the control table (retirement requires one).
+    """Remember a verified archive in the control table (retirement requires one); an
+    InputError once the legacy status columns are retired (:data:`RETIRED_NOT_RECORDED`).
 
     ``settings``: the archive must also hold every configured legacy table with its
     status column (:func:`status_gaps`), else an InputError and nothing recorded.
     """
     if not report.ok:
         raise InputError("only a verified archive can be recorded: " + "; ".join(report.problems))
+    if report.columns_retired:
+        raise InputError(RETIRED_NOT_RECORDED)
     if settings is not None:
         gaps = status_gaps(read_manifest(report.directory), settings)
         if gaps:
@@ -340,6 +401,8 @@ def record_verified(
         "rows": {t["table"]: t["live_rows"] for t in report.tables},
     }
     with ops_for(engine).write_transaction() as conn:
+        if _retired(conn):  # retired since the report was made
+            raise InputError(RETIRED_NOT_RECORDED)
         return write_value(
             conn,
             CONTROL_KEY,
