@@ -23,7 +23,9 @@ from conftest import Database
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.backfill import run_backfill
 from unistatus.db.control import get_mode
-from unistatus.migration import capture, phases, rollback
+from unistatus.db.legacy_text import convert_text_columns
+from unistatus.errors import ConfigError
+from unistatus.migration import archive, capture, phases, rollback
 from unistatus.migration.check import run_check
 from unistatus.migration.replay import pending_count
 
@@ -100,12 +102,13 @@ def test_a_create_writes_the_amount_as_its_exact_text(
         )
         assert inside.overall_success, inside.error
     rows = cashouts(text_db)
-    made_id, inside_id = (int(str(r.entity_id).split(":")[1]) for r in (made, inside))
+    made_id, inside_id = (int(str(r.legacy_entity_id)) for r in (made, inside))
     # Exact text in the application's column, times as text it can sort.
     assert (rows[made_id]["amount"], rows[inside_id]["amount"]) == ("12.34", "0.10")
     assert rows[made_id]["created_at"] > OLD
     assert adapter.check_consistency(str(made.entity_id))["consistent"]
-    all_consistent(text_db)
+    run_backfill(text_db.engine, text_db.settings, workers=1)  # the application's rows
+    assert all_consistent(text_db)["total"] == 4
 
 
 def test_an_update_makes_the_unified_row_from_text_columns(
@@ -165,7 +168,8 @@ def test_backfill_check_and_a_rollback_replay_on_text_columns(text_db: Database)
     assert pending_count(db.engine) == 0, change.details
     rows = cashouts(db)
     replayed = [r for r in rows.values() if r["user_id"] == 9]
-    assert [r["amount"] for r in replayed] == ["7.25"], rows
+    # The unified row's amount as it holds it: NUMERIC(20, 8), exact.
+    assert [r["amount"] for r in replayed] == ["7.25000000"], rows
     assert rows[1]["status"] != "APPROVED"
     all_consistent(db)
 
@@ -185,3 +189,26 @@ def test_the_capture_copies_text_columns(text_db: Database) -> None:
         assert Decimal(str(unified(db, 3)["amount"])) == Decimal("99.99")
     finally:
         capture.disable(db.engine, db.settings, actor="t", reason="t")
+
+
+def test_the_archive_keeps_text_columns_as_stored(text_db: Database, tmp_path: Any) -> None:
+    """The conversion is the adapter's reading, not the table's content: the archive
+    records the columns' types and values as the database holds them."""
+    db = text_db
+    out = tmp_path / "archive"
+    manifest = archive.export_archive(db.engine, db.settings, out).as_dict()
+    cashout = next(t for t in manifest["tables"] if t["name"] == "cashouts")
+    types = {c["name"]: c["type"] for c in cashout["columns"]}
+    assert (types["amount"], types["created_at"]) == ("TEXT", "TEXT"), types
+    assert archive.verify_archive(db.engine, out).problems == []
+
+
+@pytest.mark.parametrize(("role", "wanted"), [("amount", "numeric"), ("created_at", "timestamptz")])
+def test_a_text_column_on_postgresql_is_refused_naming_the_type(role: str, wanted: str) -> None:
+    """PostgreSQL converts neither way (the backfill copies them in SQL): refused at
+    start, not a failure of every write."""
+    columns = {role: sa.Column(role, sa.Text())}
+    with pytest.raises(ConfigError, match=rf"'cashouts': its {role} column .* declare it {wanted}"):
+        convert_text_columns("cashouts", columns, "postgresql")
+    assert isinstance(columns[role].type, sa.Text)  # nothing converted there
+    convert_text_columns("cashouts", {role: sa.Column(role, sa.Numeric())}, "postgresql")
