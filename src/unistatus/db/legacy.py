@@ -31,6 +31,7 @@ from unistatus.db.binding import (
 )
 from unistatus.db.failures import canceled
 from unistatus.db.legacy_kinds import check_legacy_kinds
+from unistatus.db.legacy_text import convert_text_columns
 from unistatus.db.legacy_types import (
     base_type,
     cast_type,
@@ -568,6 +569,7 @@ def resolve_legacy_tables(
         for role in ("created_at", "updated_at"):
             if (time := cols.get(role)) is not None:
                 check_time_type(legacy_table_name(spec), role, time, engine.dialect.name)
+        convert_text_columns(legacy_table_name(spec), cols, engine.dialect.name)
         out[system] = LegacyTable(
             system=system,
             table=table,

@@ -18,6 +18,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite
 
+from unistatus.db.legacy_text import stored_type
+
 __all__ = ["LooseDateTime", "read_times_loosely", "strictly"]
 
 
@@ -51,7 +53,9 @@ def read_times_loosely(engine: sa.Engine) -> None:
 
 def strictly(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
     """``type_`` (a dialect's own) as SQLAlchemy reads it, without :class:`LooseDateTime`'s
-    leniency."""
+    leniency, and a legacy text column's as the text it holds (without its conversion:
+    :func:`unistatus.db.legacy_text.stored_type`)."""
+    type_ = stored_type(type_)
     if isinstance(type_, LooseDateTime):
         strict: sa.types.TypeEngine[Any] = type_.adapt(sqlite.DATETIME)  # type: ignore[no-untyped-call]
         return strict
