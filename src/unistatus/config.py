@@ -264,6 +264,9 @@ class Settings(BaseSettings):
     # on unless the server is reached through a connection pooler (PgBouncer before
     # 1.21 cannot keep them); true or false as said (unistatus.db.connection_setup).
     prepared_statements: bool | None = None
+    # Commands whose answer counts rows refuse where row-level security may hide rows from
+    # the role (unistatus.db.row_security); false: an operator verified it sees them all.
+    row_security_check: bool = True
     # How long a mode switch (mode set, phase advance) waits for the exclusive mode lock
     # behind writers' open transactions before it gives up (unistatus.db.mode_lock_wait).
     mode_lock_wait_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)

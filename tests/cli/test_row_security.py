@@ -108,3 +108,64 @@ def test_the_adapter_warns_at_its_start(
         "exchanges" in r.getMessage() and "row-level security" in r.getMessage()
         for r in caplog.records
     ), caplog.text
+
+
+@pytest.mark.parametrize("to", ["role", "public", "group"])
+def test_a_policy_that_shows_the_role_every_row_is_not_refused(
+    hidden_rows: tuple[Any, str], to: str
+) -> None:
+    """A permissive policy for SELECT (or ALL) whose USING is ``true``, for the role, for
+    PUBLIC or for a role it is a member of, hides nothing (the policies are OR'ed):
+    granting BYPASSRLS needs a superuser, so this is an operator's way out."""
+    db, url = hidden_rows
+    role = sa.engine.make_url(url).username
+    group = f"fknd_rls_group_{uuid.uuid4().hex[:8]}"
+    target = {"role": f'"{role}"', "public": "PUBLIC", "group": f'"{group}"'}[to]
+    try:
+        with db.engine.begin() as conn:
+            if to == "group":
+                conn.exec_driver_sql(f'CREATE ROLE "{group}"')
+                conn.exec_driver_sql(f'GRANT "{group}" TO "{role}"')
+            conn.exec_driver_sql(f"CREATE POLICY everyone ON exchanges TO {target} USING (true)")
+        result = CliRunner().invoke(app, ["--database-url", url, "check"])
+        assert "row-level security" not in result.output, result.output
+        with db.engine.begin() as conn:  # a restrictive policy hides rows again
+            conn.exec_driver_sql(
+                f"CREATE POLICY narrow ON exchanges AS RESTRICTIVE TO {target} USING (id > 3)"
+            )
+        result = CliRunner().invoke(app, ["--database-url", url, "check"])
+        assert result.exit_code == 2 and "row-level security" in result.output, result.output
+    finally:
+        if to == "group":
+            with db.engine.begin() as conn:
+                conn.exec_driver_sql("DROP POLICY IF EXISTS everyone ON exchanges")
+                conn.exec_driver_sql("DROP POLICY IF EXISTS narrow ON exchanges")
+                conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{group}"')
+
+
+def test_a_policy_for_another_role_or_with_a_condition_is_still_refused(
+    hidden_rows: tuple[Any, str],
+) -> None:
+    db, url = hidden_rows
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE POLICY others ON exchanges TO pg_monitor USING (true)")
+        conn.exec_driver_sql("CREATE POLICY inserts ON exchanges FOR INSERT WITH CHECK (true)")
+    result = CliRunner().invoke(app, ["--database-url", url, "check"])
+    assert result.exit_code == 2 and "row-level security" in result.output, result.output
+
+
+def test_the_check_can_be_turned_off_by_an_operator(hidden_rows: tuple[Any, str]) -> None:
+    """``row_security_check = false``: an operator who verified the role sees every row
+    (a policy the catalog query cannot judge) is not refused."""
+    _, url = hidden_rows
+    env = {"UNISTATUS_ROW_SECURITY_CHECK": "false"}
+    result = CliRunner().invoke(app, ["--database-url", url, "check"], env=env)
+    assert "row-level security" not in result.output, result.output
+
+
+def test_phase_advance_with_force_is_not_refused(hidden_rows: tuple[Any, str]) -> None:
+    """--force overrides the gates, whose counts the policy would skew: nothing to refuse."""
+    _, url = hidden_rows
+    command = ["phase", "advance", "--force", "--reason", "drill"]
+    result = CliRunner().invoke(app, ["--database-url", url, *command])
+    assert "row-level security" not in result.output, result.output

@@ -39,8 +39,9 @@ from unistatus.db.app_triggers import holding_systems
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
-from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.legacy import LegacyTable, legacy_table_kinds, resolve_legacy_tables
 from unistatus.db.legacy_cast import refuse_what_the_database_would
+from unistatus.db.legacy_kinds import warn_kinds
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.row_security import warn_row_security
 from unistatus.db.tables import unified_transactions
@@ -143,10 +144,10 @@ class DualWriteAdapter:
             self._restore_retired_columns,
         )
         with self._runner.storage_errors("the adapter cannot start"):
-            # The status column may be gone after retirement: UNIFIED_ONLY still works,
-            # and a write that needs legacy says so clearly (see legacy_status_column).
+            # The status column may be gone after retirement (see legacy_status_column).
             legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)
             warn_row_security(self.engine, self.settings)
+            warn_kinds(legacy_table_kinds(self.engine, list(self.settings.legacy_tables.values())))
             # Status changes in one or two round trips where the database allows
             # (PostgreSQL, revision 0015); else, and whenever it declines, the locked path.
             self.locked_mode = locked_mode_available(self.engine, self.ops)

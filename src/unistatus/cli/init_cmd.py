@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
-from unistatus.cli.context import console, print_json, says_when_interrupted, state
+from unistatus.cli.context import (
+    console,
+    err_console,
+    print_json,
+    says_when_interrupted,
+    state,
+)
 
 HELP = (
     "Create or upgrade every unistatus table (an Alembic upgrade to the install "
@@ -49,14 +56,18 @@ def init(
 ) -> None:
     from unistatus.config import DEFAULT_SCHEMA
     from unistatus.db import schema
-    from unistatus.db.legacy import refuse_unsupported_kinds
+    from unistatus.db.legacy import legacy_table_kinds
+    from unistatus.db.legacy_kinds import kind_warnings, refuse_unwritable
     from unistatus.sim.seed import check_seed
 
     check_seed(seed)  # before anything is created or upgraded
     st = state(ctx)
     engine = st.open_engine("creatable")  # creating the tables is init's job
     with engine.connect() as conn:  # before anything is created: nothing to undo
-        refuse_unsupported_kinds(conn, list(st.settings.legacy_tables.values()))
+        kinds = legacy_table_kinds(conn, list(st.settings.legacy_tables.values()))
+    refuse_unwritable(kinds)
+    for warning in kind_warnings(kinds):  # what will not work on them, not a refusal
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     before = schema.current_revision(engine)
     seeded: dict[str, int] = {}
     detail: str | None = None

@@ -30,7 +30,7 @@ from unistatus.db.binding import (
     unbound_connection,
 )
 from unistatus.db.failures import canceled
-from unistatus.db.legacy_kinds import check_legacy_kinds
+from unistatus.db.legacy_kinds import refuse_unwritable, table_kinds
 from unistatus.db.legacy_text import convert_text_columns
 from unistatus.db.legacy_types import (
     base_type,
@@ -491,13 +491,16 @@ def _retired(database: sa.Engine | sa.Connection) -> bool:
         return installed and columns_retired(conn)
 
 
-def refuse_unsupported_kinds(conn: sa.Connection, specs: Sequence[LegacyTableSpec]) -> None:
-    """ConfigError naming a legacy table of a kind unistatus cannot work on (a view, a
-    SQLite WITHOUT ROWID table: :mod:`unistatus.db.legacy_kinds`); `init` asks too."""
-    where = legacy_schemas(conn, specs)
-    names = [qualify(s.table, w, conn.dialect) for s, w in zip(specs, where, strict=True)]
-    shown = [legacy_table_name(spec) for spec in specs]
-    check_legacy_kinds(conn, list(zip(shown, names, [s.table for s in specs], strict=True)))
+def legacy_table_kinds(
+    database: sa.Engine | sa.Connection, specs: Sequence[LegacyTableSpec]
+) -> list[tuple[str, str]]:
+    """Of ``specs``, the tables that are not an ordinary table with a rowid: (as messages
+    name it, kind) (:mod:`unistatus.db.legacy_kinds`: what is refused where)."""
+    with connected(database) as conn:
+        where = legacy_schemas(conn, specs)
+        names = [qualify(s.table, w, conn.dialect) for s, w in zip(specs, where, strict=True)]
+        shown = [legacy_table_name(spec) for spec in specs]
+        return table_kinds(conn, list(zip(shown, names, [s.table for s in specs], strict=True)))
 
 
 def resolve_legacy_tables(
@@ -525,7 +528,7 @@ def resolve_legacy_tables(
         chosen = systems or list(LegacySystemType)
         specs = [settings.legacy_tables[system.value] for system in chosen]
         with connected(database) as conn:
-            refuse_unsupported_kinds(conn, specs)
+            refuse_unwritable(legacy_table_kinds(conn, specs))
             reflected = reflect_legacy_tables(conn, specs, meta, columns_only=columns_only)
         tables = dict(zip(chosen, reflected, strict=True))
     except sa.exc.OperationalError as exc:

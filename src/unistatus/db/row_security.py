@@ -9,10 +9,15 @@ at their start instead (:func:`require_every_row`), naming the table and what to
 adapter says it once at its start (a warning, not a refusal: an application may run it
 under its own tenancy on purpose, each caller seeing its own rows).
 
-The rows are hidden unless the role is a superuser, has ``BYPASSRLS``, or owns the table
+The policies apply unless the role is a superuser, has ``BYPASSRLS``, or owns the table
 (is a member of its owning role) and the table is not ``FORCE ROW LEVEL SECURITY``: the
-rule PostgreSQL applies (``check_enable_rls``). One catalog query over the legacy tables
-and unistatus's own.
+rule PostgreSQL applies (``check_enable_rls``). Where they apply, they hide nothing when a
+permissive policy for SELECT (or ALL) that applies to the role (to PUBLIC, to it, to a
+role it is a member of) reads ``USING (true)`` and no restrictive one applies to it: the
+way out for an operator who cannot grant ``BYPASSRLS`` (that needs a superuser). Any
+other qual is not judged (it may hide nothing, or everything): an operator who verified
+the role sees every row sets ``row_security_check = false``. One catalog query over the
+legacy tables and unistatus's own.
 """
 
 from __future__ import annotations
@@ -36,6 +41,13 @@ __all__ = [
 
 log = logging.getLogger("unistatus.db.row_security")
 
+# A policy of the table that filters what this role reads (SELECT or ALL; for PUBLIC, the
+# role, or a role it is a member of).
+_POLICY = (
+    "SELECT FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid AND p.polcmd IN ('r', '*')"
+    " AND EXISTS (SELECT FROM unnest(p.polroles) AS pr(oid) WHERE pr.oid = 0"
+    "  OR pg_catalog.pg_has_role(current_user, pr.oid, 'MEMBER'))"
+)
 _HIDDEN = sa.text(
     "SELECT t.shown, c.relforcerowsecurity, current_user"
     " FROM unnest(CAST(:names AS text[]), CAST(:shown AS text[])) WITH ORDINALITY"
@@ -44,6 +56,9 @@ _HIDDEN = sa.text(
     " JOIN pg_catalog.pg_roles r ON r.rolname = current_user"
     " WHERE c.relrowsecurity AND NOT r.rolsuper AND NOT r.rolbypassrls"
     " AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))"
+    " AND NOT (EXISTS (" + _POLICY + " AND p.polpermissive"
+    "  AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = 'true')"
+    "  AND NOT EXISTS (" + _POLICY + " AND NOT p.polpermissive))"
     " ORDER BY t.n"
 )
 
@@ -76,14 +91,16 @@ def row_security_problem(conn: sa.Connection, settings: Settings) -> str | None:
         f"row-level security is enabled on {tables} and role {role!r} does not bypass it: "
         "its policies hide rows, so every count would be of the rows this role sees only. "
         f"Run as a role with BYPASSRLS (ALTER ROLE {role} BYPASSRLS), a superuser{owner}; "
-        "the owner of a FORCE table is subject to its policies too"
+        "the owner of a FORCE table is subject to its policies too; or a policy "
+        f"FOR SELECT TO {role} USING (true); or row_security_check = false where you "
+        "verified this role sees every row"
     )
 
 
 def require_every_row(engine: sa.Engine, settings: Settings, what: str) -> None:
     """ConfigError, before ``what`` (a command) starts, where row-level security hides
     rows from this role (its answer would be about the visible rows only)."""
-    if engine.dialect.name != "postgresql":
+    if engine.dialect.name != "postgresql" or not settings.row_security_check:
         return
     with engine.connect() as conn:
         problem = row_security_problem(conn, settings)
@@ -95,7 +112,7 @@ def warn_row_security(engine: sa.Engine, settings: Settings) -> None:
     """A warning at the adapter's start where row-level security hides rows from this
     role. Not a refusal: the adapter reads and writes as its caller's role, whose
     policies may be on purpose (a tenant's own rows); a hidden row is "not found"."""
-    if engine.dialect.name != "postgresql":
+    if engine.dialect.name != "postgresql" or not settings.row_security_check:
         return
     with engine.connect() as conn:
         problem = row_security_problem(conn, settings)

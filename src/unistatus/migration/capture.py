@@ -27,10 +27,12 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.id_reuse import ids_reused
 from unistatus.db.legacy import (
     LegacyTable,
+    legacy_table_kinds,
     legacy_table_sql,
     pinned_legacy_table,
     resolve_legacy_tables,
 )
+from unistatus.db.legacy_kinds import refuse_kinds
 from unistatus.db.legacy_tree import tables_under
 from unistatus.db.search_path import search_path
 from unistatus.db.tables import control_log, unified_transactions
@@ -284,6 +286,8 @@ def enable(
     """
     _require_schema(engine)
     actor, reason = check_actor(actor), check_reason(reason)
+    with engine.connect() as conn:  # a view's triggers cannot have transition tables
+        refuse_kinds(legacy_table_kinds(conn, list(settings.legacy_tables.values())), "capture")
     installed_now = _replace(engine, settings, install=True, intent=(ENABLED, actor, reason))
     return _status(engine, settings, installed_now)
 

@@ -24,10 +24,13 @@ from unistatus.db.control import history, read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import (
     indexes_a_drop_cannot_keep,
+    legacy_table_kinds,
+    legacy_table_name,
     legacy_table_sql,
     reflect_legacy_table,
     resolve_legacy_tables,
 )
+from unistatus.db.legacy_kinds import NOT_A_TABLE, not_a_table
 from unistatus.db.legacy_types import as_text
 from unistatus.db.retry import retry_reason
 from unistatus.db.revisions import RETIRE_REVISION, columns_retired
@@ -84,9 +87,15 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
             "then `unistatus archive verify DIR`"
         )
     projected = projected_systems(conn)
+    kinds = legacy_table_kinds(conn, list(settings.legacy_tables.values()))
+    views = not_a_table(kinds, "the retirement")  # DROP COLUMN needs a table
+    if views is not None:
+        problems.append(views)
     for system in LegacySystemType:
         spec = settings.legacy_tables[system.value]
         table = reflect_legacy_table(conn, spec)
+        if any((legacy_table_name(spec), kind) in kinds for kind in NOT_A_TABLE):
+            continue  # what else it lacks is for after it is a table
         if table is None:
             problems.append(f"legacy table {spec.table!r} does not exist")
             continue
