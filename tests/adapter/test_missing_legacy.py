@@ -102,10 +102,14 @@ def test_the_history_row_says_legacy_refused_the_change(db: Database) -> None:
     assert_acknowledged_and_queued(a.update_status(utx, "PROCESSING", "sent", "app"))
     assert a.update_status(whole, "PROCESSING", "sent", "app").overall_success
     sql = "SELECT metadata FROM unified_status_history WHERE transaction_id = :e ORDER BY id"
-    (meta,) = [json.loads(m) if isinstance(m, str) else m for (m,) in rows(db, sql, e=utx)[1:]]
+
+    def metas(e: str) -> list[Any]:  # after the create's (SQLite's JSON is text)
+        return [json.loads(m) if isinstance(m, str) else m for (m,) in rows(db, sql, e=e)[1:]]
+
+    (meta,) = metas(utx)
     assert (meta or {}).get("flag") == "legacy_refused", meta
     assert meta["repair_queued"] is True and "no legacy row" in meta["legacy_error"]
-    assert [m for (m,) in rows(db, sql, e=whole)[1:]] == [None]
+    assert metas(whole) == [None]
 
 
 def test_strict_refuses_with_a_typed_error_and_writes_nothing(db: Database) -> None:
