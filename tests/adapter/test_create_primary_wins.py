@@ -20,6 +20,7 @@ from conftest import Database
 from support.adapters import adapter_in, snapshot
 from support.refusing import refused, refusing_inserts
 from unistatus import CallerTransactionError, DualWriteMode
+from unistatus.db.tables import status_history
 from unistatus.migration.repair import run_repair
 
 M = DualWriteMode
@@ -198,6 +199,28 @@ def test_unified_primary_commits_the_unified_row_and_queues_a_repair(
     report = run_repair(db.engine, db.settings, strategy="unified_wins", reason="test")
     assert (report.repaired, report.failed, report.skipped) == (0, 1, {})
     assert [q["resolved_at"] for q in rows(db, "unistatus_repair_queue")] == [None]
+
+
+def test_unified_primary_marks_the_first_history_row_legacy_refused(
+    refusing_legacy: Database,
+) -> None:
+    """The first history row commits with the unified row, and says the legacy insert
+    was refused (queued); the caller's metadata and the kept legacy values beside it."""
+    db = refusing_legacy
+    a = adapter_in(db, M.DUAL_WRITE_UNIFIED_PRIMARY, fallback="primary_wins")
+    r = a.create_transaction(
+        "WALLET_CASHOUT", MARKED_USER, "10", "USD", metadata={"ticket": 7}, legacy_values={}
+    )
+    ok = a.create_transaction("WALLET_CASHOUT", 1, "10", "USD", metadata={"ticket": 8})
+    assert_unified_won(db, r, others=1)
+    h = status_history
+    with db.engine.connect() as conn:
+        metas = dict(conn.execute(sa.select(h.c.transaction_id, h.c.meta)).all())
+    meta = metas[r.entity_id] or {}
+    assert meta.get("flag") == "legacy_refused", meta
+    assert meta["repair_queued"] is True and meta["ticket"] == 7
+    assert "t_refuse_cashouts" in meta["legacy_error"] and "\n" not in meta["legacy_error"]
+    assert metas[ok.entity_id] == {"ticket": 8}  # a create legacy took is not marked
 
 
 def test_unified_primary_strict_writes_nothing_when_legacy_is_refused(

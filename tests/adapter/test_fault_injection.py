@@ -21,7 +21,7 @@ from support.outage import Server
 from support.refusing import by_a_rule, refuse, refused
 from unistatus import DualWriteAdapter, DualWriteMode, OperationEvent
 from unistatus.db.control import set_mode
-from unistatus.db.tables import repair_queue
+from unistatus.db.tables import repair_queue, status_history
 from unistatus.errors import ConfigError, StorageError
 
 M = DualWriteMode
@@ -160,6 +160,44 @@ def test_primary_wins_with_unified_primary_keeps_legacy(db: Database) -> None:
     (repair,) = repairs(db)
     assert name in repair["error"] and repair["transaction_id"] == c.entity_id
     assert history_of(db, c.entity_id) == [(None, "PENDING"), ("PENDING", "CANCELLED")]
+
+
+def history_rows(db: Database, utx_id: str | None) -> list[dict[str, Any]]:
+    """Each history row of ``utx_id`` (column key: value, ``meta`` decoded), in order."""
+    h = status_history
+    query = (
+        sa.select(*(c.label(c.key) for c in h.c))
+        .where(h.c.transaction_id == utx_id)
+        .order_by(h.c.id)
+    )
+    with db.engine.connect() as conn:
+        return [dict(r) for r in conn.execute(query).mappings()]
+
+
+def test_primary_wins_marks_the_history_row_of_a_refused_legacy_side(db: Database) -> None:
+    """Unified primary, legacy refuses the change (an application's trigger): the
+    history row of the change stands with the unified side, and says legacy refused it
+    (the flag, the first line of legacy's error, queued for repair), the caller's
+    metadata kept beside; ``to_legacy_status`` stays what the change asked legacy for."""
+    a = adapter_in(db, M.DUAL_WRITE_UNIFIED_PRIMARY, fallback="primary_wins")
+    c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    ok = a.create_transaction("WALLET_CASHOUT", 2, "5", "USD")
+    with refuse(db, "cashouts", "EXECUTING") as name:
+        r = a.update_status(c.entity_id, "PROCESSING", "second repro", "u2", {"ticket": 7})
+        fine = a.update_status(ok.entity_id, "CANCELLED", "user left", "u2", {"ticket": 8})
+    assert r.has_inconsistency and fine.overall_success and not fine.has_inconsistency
+    assert status_of(db, "cashouts", f"id = {c.legacy_entity_id}") == "PENDING"
+    *_, row = history_rows(db, c.entity_id)
+    assert (row["from_status"], row["to_status"]) == ("PENDING", "PROCESSING")
+    assert (row["from_legacy_status"], row["to_legacy_status"]) == ("PENDING", "EXECUTING")
+    assert (row["triggered_by"], row["override"]) == ("u2", False)
+    meta = row["meta"]
+    assert (meta or {}).get("flag") == "legacy_refused", meta
+    assert meta["repair_queued"] is True and meta["ticket"] == 7
+    assert name in meta["legacy_error"] and "\n" not in meta["legacy_error"]
+    # A change legacy took is not marked.
+    *_, row = history_rows(db, ok.entity_id)
+    assert row["to_status"] == "CANCELLED" and row["meta"] == {"ticket": 8}
 
 
 def test_strict_with_unified_primary_rolls_back(db: Database) -> None:

@@ -13,6 +13,7 @@ missing, then waited for the unified row the repair links) writes that legacy ro
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -92,6 +93,23 @@ def test_changes_are_acknowledged_queued_and_reach_legacy_at_the_rollback(db: Da
     assert open_queue(db) == []
     report = run_check(db.engine, db.settings)
     assert report.consistent == report.total == 2
+
+
+def test_the_history_row_says_legacy_refused_the_change(db: Database) -> None:
+    """Each acknowledged change's history row says its legacy side was refused (no row
+    to write) and queued; a change legacy took says nothing of the kind."""
+    a, whole, (utx,) = refused_creates(db)
+    assert_acknowledged_and_queued(a.update_status(utx, "PROCESSING", "sent", "app"))
+    assert a.update_status(whole, "PROCESSING", "sent", "app").overall_success
+    sql = "SELECT metadata FROM unified_status_history WHERE transaction_id = :e ORDER BY id"
+
+    def metas(e: str) -> list[Any]:  # after the create's (SQLite's JSON is text)
+        return [json.loads(m) if isinstance(m, str) else m for (m,) in rows(db, sql, e=e)[1:]]
+
+    (meta,) = metas(utx)
+    assert (meta or {}).get("flag") == "legacy_refused", meta
+    assert meta["repair_queued"] is True and "no legacy row" in meta["legacy_error"]
+    assert metas(whole) == [None]
 
 
 def test_strict_refuses_with_a_typed_error_and_writes_nothing(db: Database) -> None:

@@ -291,6 +291,31 @@ def test_tx_update_says_what_the_database_refused_as_text(db, monkeypatch) -> No
     assert "MarkupError" not in failed.output + stood.output
 
 
+def test_tx_show_marks_a_change_legacy_refused(db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """primary_wins, unified primary, legacy refuses the change (an application's
+    trigger): the change stands, and `tx show` says of its history row that legacy
+    refused it and it is queued for repair (JSON: its flag), not that legacy took it."""
+    run(db.url, "mode", "set", "DUAL_WRITE_UNIFIED_PRIMARY", "--reason", "test")
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        created = adapter.create_transaction("WALLET_CASHOUT", 42, "5", "USD")
+    ref = f"cashout:{created.legacy_entity_id}"
+    monkeypatch.setenv("UNISTATUS_FALLBACK", "primary_wins")
+    with refuse(db, "cashouts", "EXECUTING"):
+        stood = run(db.url, "tx", "update", ref, "PROCESSING", "--reason", "repro", "--by", "u2")
+    assert stood.exit_code == 0 and "queued for repair" in stood.stderr, stood.output
+    shown = as_json(run(db.url, "tx", "show", ref, "--json"))
+    assert isinstance(shown, dict)
+    last, first = shown["history"]
+    assert (last["to_legacy_status"], last["flag"]) == ("EXECUTING", "legacy_refused"), last
+    assert first["flag"] is None
+    text = CliRunner().invoke(
+        app, ["--database-url", db.url, "tx", "show", ref], env={"COLUMNS": "250"}
+    )
+    assert text.exit_code == 0, text.output
+    flat = " ".join(text.stdout.split())
+    assert "PENDING -> EXECUTING refused (queued for repair)" in flat, flat
+
+
 def test_repair_says_what_the_database_refused_as_text(db) -> None:  # type: ignore[no-untyped-def]
     """A repair the database refuses is listed under the report as text: the refused row
     it quotes holds a caller's metadata, whose "[/]" must not turn the report into

@@ -35,7 +35,7 @@ from unistatus.adapter.model import DualWriteResult, Entity, ModeChanged, Plan
 from unistatus.adapter.plan import require_copyable
 from unistatus.adapter.rows import EntityRows
 from unistatus.adapter.sql import BEYOND_RANGE, HotStatements, stored_status
-from unistatus.adapter.writes import LockedWriter, legacy_row, unified_row
+from unistatus.adapter.writes import LockedWriter, legacy_refused_meta, legacy_row, unified_row
 from unistatus.clock import utcnow
 from unistatus.db import writer_mark
 from unistatus.db.dialect import DialectOps
@@ -277,6 +277,8 @@ class Creator:
             # Kept for the replay, which creates the legacy row (domain.kept_values): in
             # UNIFIED_ONLY, or the legacy insert refused (a rollback carries it there).
             history_meta = {**(new.metadata or {}), KEPT_KEY: new.kept}
+        if result.has_inconsistency:  # the legacy insert refused, queued: the row says so
+            history_meta = legacy_refused_meta(history_meta, result.error)
         plan = Plan(
             mode,
             entity,

@@ -10,6 +10,9 @@
   dialect allows, else each side the mode writes, the history row, and for
   ``primary_wins`` the secondary side in a savepoint, queued for repair if it fails
   (or, a legacy row its create never got, queued without a try).
+- :func:`legacy_refused_meta`: the history metadata of a change whose legacy side was
+  refused under ``primary_wins`` (flag ``legacy_refused``): the history row stands with
+  the unified side, and must not read as if legacy took the change.
 """
 
 from __future__ import annotations
@@ -42,11 +45,13 @@ from unistatus.domain.transitions import TransitionKind
 from unistatus.errors import ModeError, StorageError
 
 __all__ = [
+    "FLAG_LEGACY_REFUSED",
     "HISTORY_KEYS",
     "LockedWriter",
     "Statements",
     "confirm_mode",
     "history_values",
+    "legacy_refused_meta",
     "legacy_row",
     "one_statement_params",
     "plan_history",
@@ -59,6 +64,15 @@ log = logging.getLogger("unistatus.adapter.core")
 U = unified_transactions
 # Why the legacy side of a change to a transaction born without a legacy row failed.
 NO_LEGACY_ROW = "no legacy row to write (the legacy INSERT of its create was refused)"
+# How a failed secondary side's error starts (the result's, the repair queue's).
+SECONDARY_FAILED = "secondary write failed: "
+# The history metadata ``flag`` of a change whose legacy side was refused and queued
+# (``primary_wins``, unified primary), as the capture flags the changes it records
+# against the rules (``transition_refused``, ``legacy_frozen``: migration.capture_sql).
+FLAG_LEGACY_REFUSED = "legacy_refused"
+# How much of legacy's error the history row keeps (its first line; all of it is in the
+# repair queue and the log).
+_LEGACY_ERROR_CHARS = 500
 
 # --- the rows ---------------------------------------------------------------------------
 
@@ -97,6 +111,21 @@ def plan_history(plan: Plan) -> dict[str, Any]:
         override=plan.kind is TransitionKind.OVERRIDE,
         created_at=plan.now,
     )
+
+
+def legacy_refused_meta(meta: Mapping[str, Any] | None, error: str | None) -> dict[str, Any]:
+    """A history row's metadata ``meta`` (the caller's, kept), marked: the change's legacy
+    side was refused with ``error`` (a result's, :data:`SECONDARY_FAILED` first) and the
+    entity queued for repair. The row's ``to_legacy_status`` stays what the change asked
+    legacy to hold (as the unified row's ``legacy_status`` does until the repair); this
+    flag says legacy does not hold it (docs/adapter.md)."""
+    first = (error or "").removeprefix(SECONDARY_FAILED).strip().split("\n", 1)[0]
+    return {
+        **(meta or {}),
+        "flag": FLAG_LEGACY_REFUSED,
+        "legacy_error": first[:_LEGACY_ERROR_CHARS],
+        "repair_queued": True,
+    }
 
 
 def _as_is(value: Any) -> Any:
@@ -280,7 +309,12 @@ class LockedWriter:
             else:
                 self.secondary(conn, write, result, e)
         if no_legacy_row:
-            self.queue(conn, result, e, f"secondary write failed: {NO_LEGACY_ROW}")
+            self.queue(conn, result, e, SECONDARY_FAILED + NO_LEGACY_ROW)
+        if result.has_inconsistency and mode.reads_unified:
+            # Legacy, the secondary side, refused: the history row committed with the
+            # unified side says so (a refused unified side, legacy primary, took its
+            # history row with it). In this transaction, which queues the repair.
+            self._mark_legacy_refused(conn, plan, result.error)
         if mode is DualWriteMode.UNIFIED_ONLY:
             self.pending(conn, e.utx_id, "status", plan.dst_legacy, plan.operation_id, plan.now)
         if not stored:
@@ -340,9 +374,7 @@ class LockedWriter:
                 # The connection is gone, not the secondary side: the whole write
                 # rolled back, and is retried (or reported) as a lost connection.
                 raise
-            self.queue(
-                conn, result, e, f"secondary write failed: {type(exc.orig).__name__}: {exc.orig}"
-            )
+            self.queue(conn, result, e, f"{SECONDARY_FAILED}{type(exc.orig).__name__}: {exc.orig}")
 
     @staticmethod
     def queue(conn: sa.Connection, result: DualWriteResult, e: Entity, error: str) -> None:
@@ -488,6 +520,18 @@ class LockedWriter:
     @staticmethod
     def history(conn: sa.Connection, plan: Plan) -> None:
         conn.execute(sa.insert(status_history).values(plan_history(plan)))
+
+    @staticmethod
+    def _mark_legacy_refused(conn: sa.Connection, plan: Plan, error: str | None) -> None:
+        """Flag the history row ``plan`` wrote (its transaction and operation name it):
+        its legacy side was refused (:func:`legacy_refused_meta`). A statement of the
+        refused path only; a change legacy takes is written as it always was."""
+        h = status_history
+        conn.execute(
+            sa.update(h)
+            .where(h.c.transaction_id == plan.entity.utx_id, h.c.operation_id == plan.operation_id)
+            .values(meta=legacy_refused_meta(plan.metadata, error))
+        )
 
     @staticmethod
     def pending(

@@ -285,6 +285,7 @@ def _history(adapter: Any, transaction_id: str, limit: int) -> list[dict[str, An
             h.c.mode,
             h.c.override,
             h.c.operation_id,
+            h.c.meta,
         )
         .where(h.c.transaction_id == transaction_id)
         .order_by(h.c.id.desc())
@@ -292,8 +293,22 @@ def _history(adapter: Any, transaction_id: str, limit: int) -> list[dict[str, An
     )
     with adapter.connection() as conn:
         rows = conn.execute(query).mappings().all()
-    # In UTC, as every time shown (psycopg's are in the session's TimeZone).
-    return [{**r, "created_at": as_utc(r["created_at"])} for r in rows]
+    # In UTC, as every time shown (psycopg's are in the session's TimeZone). Of the
+    # metadata, its flag: what the row's change is marked with (a capture's refusal, a
+    # legacy side refused under primary_wins), not the caller's own values.
+    return [
+        {
+            **{k: v for k, v in r.items() if k != "meta"},
+            "created_at": as_utc(r["created_at"]),
+            "flag": _flag(r["meta"]),
+        }
+        for r in rows
+    ]
+
+
+def _flag(meta: Any) -> str | None:
+    flag = meta.get("flag") if isinstance(meta, dict) else None
+    return None if flag is None else str(flag)
 
 
 def _literal(value: object) -> str:
@@ -307,6 +322,8 @@ def _literal(value: object) -> str:
 def _print_show(data: dict[str, Any]) -> None:
     """The transaction as stored: every stored value escaped (a reason, a name or a raw
     legacy value is text, never Rich markup: ``[/]`` in a reason must not break this)."""
+    from unistatus.adapter.writes import FLAG_LEGACY_REFUSED
+
     ref = f"{str(data['legacy_system']).lower()}:{data['legacy_id']}" if data["legacy_id"] else "-"
     console.print(
         f"[bold]{_literal(data['transaction_id'])}[/] "
@@ -342,6 +359,10 @@ def _print_show(data: dict[str, Any]) -> None:
     for row in data["history"]:
         legacy = f"{row['from_legacy_status'] or '-'} -> {row['to_legacy_status'] or '-'}"
         reason = (row["reason"] or "") + (" [override]" if row["override"] else "")
+        if row["flag"] == FLAG_LEGACY_REFUSED:  # legacy never got the change: say so there
+            legacy += " refused (queued for repair)"
+        elif row["flag"]:
+            reason += f" [{row['flag']}]"
         cells = (
             str(row["created_at"])[:19],
             row["from_status"] or "-",
