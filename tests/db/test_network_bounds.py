@@ -94,14 +94,13 @@ def test_adapter_sessions_are_named(pg: Database) -> None:
     assert params["tcp_user_timeout"] == "30000"
 
 
-def _within(seconds: float, work: Any) -> tuple[float, BaseException | None]:
-    """(seconds taken, what ``work`` raised); fails if it took longer than ``seconds``."""
-    outcome: list[BaseException | None] = []
+def _within(seconds: float, work: Any) -> tuple[float, Any]:
+    """(seconds taken, what ``work`` returned or raised); fails if it took longer."""
+    outcome: list[Any] = []
 
     def run() -> None:
         try:
-            work()
-            outcome.append(None)
+            outcome.append(work())
         except BaseException as exc:  # noqa: BLE001 - reported to the test
             outcome.append(exc)
 
@@ -114,7 +113,9 @@ def _within(seconds: float, work: Any) -> tuple[float, BaseException | None]:
 
 
 def test_a_write_through_a_black_holed_link_fails_within_connect_timeout(pg: Database) -> None:
-    set_mode(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test", force=True)
+    set_mode(
+        pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test", force=True
+    )
     with proxy_for(pg.url) as proxy:
         settings = load_settings(
             database_url=proxy.url(pg.url),
@@ -127,14 +128,15 @@ def test_a_write_through_a_black_holed_link_fails_within_connect_timeout(pg: Dat
             adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
             adapter.engine.dispose()  # the next write needs a new connection
             proxy.black_hole()
-            took, error = _within(
+            took, result = _within(
                 8, lambda: adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
             )
         finally:
             proxy.close()
             adapter.close()
             adapter.engine.dispose()
-    assert error is not None
+    assert not result.overall_success
+    assert "connection timeout expired" in result.error
     assert took < 8
 
 

@@ -38,7 +38,7 @@ from unistatus.config import Settings, load_settings
 from unistatus.db.app_triggers import holding_systems
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import ops_for
-from unistatus.db.engine import create_engine
+from unistatus.db.engine import create_engine, session_name
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.legacy_cast import refuse_what_the_database_would
 from unistatus.db.mode_watcher import ModeWatcher
@@ -118,6 +118,8 @@ class DualWriteAdapter:
             lock_timeout_ms=self.settings.lock_timeout_ms,
             schema=self.settings.schema,
             prepared_statements=self.settings.prepared_statements,
+            application_name=session_name("adapter"),  # live traffic
+            network=self.settings.network,
         )
         self.ops = ops_for(self.engine)
         self.mapper = LegacyStatusMapper()
@@ -172,8 +174,7 @@ class DualWriteAdapter:
         self._creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, self.fast, storable
         )
-        # connection=: the caller's transaction. Its creates leave the fast path's state
-        # cache alone (the caller may roll them back).
+        # connection=: the caller's transaction (which it may roll back): state cache untouched.
         self._caller = CallerTransactions(
             self._runner,
             self.ops,
