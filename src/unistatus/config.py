@@ -205,6 +205,26 @@ class RetentionSettings(BaseModel):
     verification_reports_days: float = Field(default=7.0, ge=0.0, le=36_500.0)
 
 
+class NetworkSettings(BaseModel):
+    """Client-side bounds of unistatus's own PostgreSQL connections (libpq parameters,
+    unistatus.db.network): the server-side timeouts cannot fire while a request never
+    reaches the server (a black-holed link, a peer gone without a reset). A value the
+    database URL's query string sets stands; 0 leaves libpq's (no bound).
+    """
+
+    model_config = _NESTED
+
+    # Connecting, the startup handshake included (libpq's connect_timeout).
+    connect_timeout_seconds: int = Field(default=10, ge=0, le=3600)
+    # TCP keepalives: the first probe after this much silence, then one every interval;
+    # the connection is dropped after count unanswered (a host or route gone).
+    keepalives_idle_seconds: int = Field(default=30, ge=0, le=32_767)
+    keepalives_interval_seconds: int = Field(default=10, ge=0, le=32_767)
+    keepalives_count: int = Field(default=3, ge=0, le=127)
+    # Data sent but not acknowledged this long drops the connection (Linux only).
+    tcp_user_timeout_ms: int = Field(default=30_000, ge=0, le=PG_INT_MAX)
+
+
 class ApiToken(BaseModel):
     """A named bearer token of the HTTP API.
 
@@ -293,6 +313,7 @@ class Settings(BaseSettings):
     auto_responses: AutoResponses = Field(default_factory=AutoResponses)
     backfill: BackfillSettings = Field(default_factory=BackfillSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    network: NetworkSettings = Field(default_factory=NetworkSettings)
     # Legacy values beyond the 38, per system (TOML [mapping.CASHOUT] REFUND_REQUESTED =
     # "CANCELLED"): checked here, registered for this process once the settings are valid
     # (docs/status-model.md, "Extra legacy values").

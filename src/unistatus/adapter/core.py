@@ -38,12 +38,11 @@ from unistatus.config import Settings, load_settings
 from unistatus.db.app_triggers import holding_systems
 from unistatus.db.control import read_mode
 from unistatus.db.dialect import ops_for
-from unistatus.db.engine import create_engine
-from unistatus.db.legacy import LegacyTable, legacy_table_kinds, resolve_legacy_tables
+from unistatus.db.engine import create_engine, session_name
+from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.legacy_cast import refuse_what_the_database_would
-from unistatus.db.legacy_kinds import warn_kinds
 from unistatus.db.mode_watcher import ModeWatcher
-from unistatus.db.row_security import warn_row_security
+from unistatus.db.start_warnings import warn_at_start
 from unistatus.db.tables import unified_transactions
 from unistatus.domain import consistency
 from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
@@ -119,6 +118,8 @@ class DualWriteAdapter:
             lock_timeout_ms=self.settings.lock_timeout_ms,
             schema=self.settings.schema,
             prepared_statements=self.settings.prepared_statements,
+            application_name=session_name("adapter"),  # live traffic
+            network=self.settings.network,
         )
         self.ops = ops_for(self.engine)
         self.mapper = LegacyStatusMapper()
@@ -146,8 +147,7 @@ class DualWriteAdapter:
         with self._runner.storage_errors("the adapter cannot start"):
             # The status column may be gone after retirement (see legacy_status_column).
             legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)
-            warn_row_security(self.engine, self.settings)
-            warn_kinds(legacy_table_kinds(self.engine, list(self.settings.legacy_tables.values())))
+            warn_at_start(self.engine, self.settings)
             # Status changes in one or two round trips where the database allows
             # (PostgreSQL, revision 0015); else, and whenever it declines, the locked path.
             self.locked_mode = locked_mode_available(self.engine, self.ops)
@@ -173,8 +173,7 @@ class DualWriteAdapter:
         self._creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, self.fast, storable
         )
-        # connection=: the caller's transaction. Its creates leave the fast path's state
-        # cache alone (the caller may roll them back).
+        # connection=: the caller's transaction (which it may roll back): state cache untouched.
         self._caller = CallerTransactions(
             self._runner,
             self.ops,

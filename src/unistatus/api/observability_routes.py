@@ -22,6 +22,7 @@ from unistatus.api.error_responses import (
     public_database_error,
     public_unknown,
 )
+from unistatus.api.probe_deadline import ProbeDeadline, probe_deadline_ms
 from unistatus.api.state import ServiceState
 from unistatus.db.bounded_reads import bounded_reads
 from unistatus.db.control import MIXED
@@ -51,7 +52,8 @@ def _unlogged(_what: str, _detail: str) -> str:
 def health_report(service: ServiceState, *, unknown: Unknown = public_unknown) -> dict[str, Any]:
     """``{"status": healthy|degraded|down, "checks": {...}}`` from cheap reads only, each
     bounded by ``health_timeout_ms``: one held up behind a lock is a figure unknown, the
-    report degraded naming the wait, within a probe's timeout."""
+    report degraded naming the wait, within a probe's timeout. Those bounds are the
+    server's: the routes run it under :func:`bounded_health_report`'s deadline too."""
     engine = bounded_reads(service.engine, service.settings.health_timeout_ms)
     error = database_reachable(engine)
     checks: dict[str, Any] = {"database": {"status": "up" if error is None else "down"}}
@@ -98,6 +100,18 @@ def health_report(service: ServiceState, *, unknown: Unknown = public_unknown) -
     return {"status": "degraded" if degraded else "healthy", "checks": checks}
 
 
+def bounded_health_report(
+    service: ServiceState, deadline: ProbeDeadline[dict[str, Any]], *, unknown: Unknown
+) -> dict[str, Any]:
+    """:func:`health_report` within ``deadline`` (client-side: the server-side bounds
+    cannot fire while the database does not answer at all); past it, ``down``."""
+    report = deadline.run(lambda: health_report(service, unknown=unknown))
+    if report is not None:
+        return report
+    reason = f"the database did not answer within {deadline.deadline_ms} ms"
+    return {"status": "down", "checks": {"database": {"status": "down", "error": reason}}}
+
+
 def _unknown_because(what: str, exc: Exception) -> str:
     """``"<what> unknown"``, with the wait that ran out when one did (``lock timeout``,
     ``statement timeout``): what an operator looks for behind a degraded probe."""
@@ -114,6 +128,10 @@ def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
     # tables each waited lock_timeout_ms in turn (25 s, past a scrape's 10 s timeout).
     # Their lock waits are bounded as /health's; what could not be read says so.
     snapshots = bounded_reads(service.engine, service.settings.health_timeout_ms, statements=False)
+    # One deadline per route: at most one stuck probe thread each (api/probe_deadline.py).
+    deadline_ms = probe_deadline_ms(service.settings.health_timeout_ms)
+    probes: ProbeDeadline[dict[str, Any]] = ProbeDeadline(deadline_ms, "unistatus-health")
+    summaries: ProbeDeadline[dict[str, Any]] = ProbeDeadline(deadline_ms, "unistatus-status")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(
         SnapshotCollector(
@@ -131,7 +149,7 @@ def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
     )
     def health() -> JSONResponse:
         """Database reachable, mode, phase, firing critical alerts. 503 when down."""
-        report = redact_values(health_report(service))
+        report = redact_values(bounded_health_report(service, probes, unknown=public_unknown))
         return JSONResponse(report, status_code=503 if report["status"] == "down" else 200)
 
     @app.get("/metrics", tags=["observability"], response_class=Response)
@@ -155,7 +173,7 @@ def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
             error = public_unknown("alert state", failure_detail(exc))
             body["alerts"] = {"firing": [], "all": [], "error": error}
         body["sources"] = _public_sources(snap.sources)
-        body["health"] = health_report(service, unknown=_unlogged)["status"]
+        body["health"] = bounded_health_report(service, summaries, unknown=_unlogged)["status"]
         redacted: dict[str, Any] = redact_values(body)
         return redacted
 

@@ -36,7 +36,7 @@ from unistatus.api.routing import AuthFirstRoute
 from unistatus.api.state import ServiceState
 from unistatus.api.transaction_routes import add_transaction_routes
 from unistatus.config import Settings, load_settings
-from unistatus.db.engine import create_engine
+from unistatus.db.engine import create_engine, session_name
 from unistatus.migration.verify import (
     DEFAULT_BUSY_MAX_WAIT,
     DEFAULT_ROWS_PER_ROUND,
@@ -70,6 +70,8 @@ def create_app(
         lock_timeout_ms=settings.lock_timeout_ms,
         schema=settings.schema,
         prepared_statements=settings.prepared_statements,
+        application_name=session_name("serve"),
+        network=settings.network,
     )
     service = ServiceState(settings, engine, window_seconds)
 

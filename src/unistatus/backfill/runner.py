@@ -32,7 +32,7 @@ from unistatus.backfill.worker import BatchResult, Tally, Worker, worker_name
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
-from unistatus.db.engine import create_engine
+from unistatus.db.engine import create_engine, session_name
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError, UnistatusError
@@ -304,6 +304,8 @@ def _run_workers(
             pool_size=workers,
             max_overflow=workers,
             prepared_statements=settings.prepared_statements,
+            application_name=session_name("backfill"),
+            network=settings.network,
         )
     else:
         shared = engine  # its connect arguments, events and credentials, as one worker's

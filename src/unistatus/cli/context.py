@@ -155,6 +155,7 @@ class AppState:
                 schema=self.settings.schema,
                 application_name=session_name(self.command or "cli"),
                 prepared_statements=self.settings.prepared_statements,
+                network=self.settings.network,
             )
             if need != "as_is":
                 target.check_reachable(engine)

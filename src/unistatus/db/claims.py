@@ -36,6 +36,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from unistatus.db.engine import session_name
+from unistatus.db.network import client_bounds
 
 __all__ = ["hold_claim"]
 
@@ -98,11 +99,13 @@ def _advisory(
         if "application_name" in engine.url.query
         else {"application_name": session_name(f"{tag} claim")}
     )
+    # Bounded from the client as every engine of unistatus's (the defaults: the
+    # settings are not known here): a claim held over a dead link would never end.
     own = sa.create_engine(
         engine.url,
         poolclass=sa.pool.NullPool,
         isolation_level="READ COMMITTED",
-        connect_args=named,
+        connect_args={**client_bounds(engine.url), **named},
     )
     try:
         with own.connect() as conn:

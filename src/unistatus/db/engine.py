@@ -11,9 +11,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
-from unistatus.config import DEFAULT_SCHEMA
+from unistatus.config import DEFAULT_SCHEMA, NetworkSettings
 from unistatus.db.binding import bind_schema
 from unistatus.db.connection_setup import set_up_connections
+from unistatus.db.network import DEFAULT_APPLICATION_NAME, client_bounds
 from unistatus.db.sqlite_times import read_times_loosely
 from unistatus.errors import ConfigError
 from unistatus.redact import redact
@@ -22,8 +23,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 # The application_name of unistatus's own background work (the backfill, the checks):
 # ``unistatus/<command>``. The backfill's live-traffic probe leaves such sessions out.
 TOOL_APPLICATION_PREFIX = "unistatus/"
-# Commands whose sessions are live traffic, not unistatus's background work.
-LIVE_COMMANDS = frozenset({"serve", "loadtest"})
+# Commands whose sessions are live traffic, not unistatus's background work (and the
+# embedded adapter's: ``unistatus adapter``).
+LIVE_COMMANDS = frozenset({"serve", "loadtest", "adapter"})
 
 
 def session_name(command: str) -> str:
@@ -65,6 +67,7 @@ def create_engine(
     schema: str | None = None,
     application_name: str | None = None,
     prepared_statements: bool | None = None,
+    network: NetworkSettings | None = None,
     **kwargs: Any,
 ) -> sa.Engine:
     """An engine for a URL (or the engine itself), with unistatus's connection settings.
@@ -73,14 +76,18 @@ def create_engine(
     connection, so it costs nothing per transaction); 0 or None leaves the server's.
     Behind a connection pooler it is not set, and ``prepared_statements`` (None: as
     found) are off (:mod:`unistatus.db.connection_setup`).
-    ``application_name`` names PostgreSQL sessions (``pg_stat_activity``), unless the
-    URL names them itself.
+    ``application_name`` names PostgreSQL sessions (``pg_stat_activity``; None:
+    ``unistatus``), unless the URL names them itself; ``network`` bounds them from the
+    client (None: the defaults; :mod:`unistatus.db.network`), each parameter the URL
+    leaves unset. An engine given keeps its own connection parameters.
     ``schema`` is the ``schema`` setting (None: an engine given stays as it is, a URL
     gets the default); a ConfigError if the engine given is bound to another schema.
     """
     if isinstance(database, sa.Engine):
         return database if schema is None else bind_schema(database, schema)
-    engine = _engine_for(database, lock_timeout_ms, application_name, prepared_statements, **kwargs)
+    engine = _engine_for(
+        database, lock_timeout_ms, application_name, prepared_statements, network, **kwargs
+    )
     return bind_schema(engine, schema or DEFAULT_SCHEMA)
 
 
@@ -89,6 +96,7 @@ def _engine_for(
     lock_timeout_ms: int | None,
     application_name: str | None,
     prepared_statements: bool | None,
+    network: NetworkSettings | None,
     **kwargs: Any,
 ) -> sa.Engine:
     url = parse_url(database)
@@ -98,8 +106,13 @@ def _engine_for(
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, **kwargs)
     if url.get_backend_name() == "postgresql":
-        if application_name and "application_name" not in url.query:
-            kwargs.setdefault("connect_args", {}).setdefault("application_name", application_name)
+        connect_args = kwargs.setdefault("connect_args", {})
+        if "application_name" not in url.query:
+            connect_args.setdefault(
+                "application_name", application_name or DEFAULT_APPLICATION_NAME
+            )
+        for name, value in client_bounds(url, network).items():
+            connect_args.setdefault(name, value)
         kwargs.setdefault("pool_size", 20)
         kwargs.setdefault("max_overflow", 40)
         # No pre-ping: it costs a round trip on every checkout (a fifth of a dual

@@ -119,6 +119,7 @@ def step_prepare(ctx: DemoContext) -> str:
         ctx.database_url,
         schema=ctx.settings.schema,
         prepared_statements=ctx.settings.prepared_statements,
+        network=ctx.settings.network,
     )
     revision = schema.upgrade(ctx.engine, ctx.settings)
     return f"{ctx.engine.dialect.name} database at schema revision {revision}"

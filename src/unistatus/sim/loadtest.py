@@ -200,6 +200,7 @@ def run_load_test(
         pool_pre_ping=False,
         application_name=session_name("loadtest"),  # live traffic
         prepared_statements=settings.prepared_statements,
+        network=settings.network,
     )
     try:
         # The mode held (another load test refused) before it is read: the mode put
