@@ -146,18 +146,23 @@ def test_the_backfill_and_the_adapter_judge_a_user_id_alike(sqlite_db: Database)
     assert refused == set_aside, {ids[i]: (i in refused) for i in ids}
 
 
+def _cashouts_with_a_text_amount(conn: sa.Connection) -> None:
+    """The cashouts table as a STRICT-minded application declares it: the amount TEXT."""
+    conn.exec_driver_sql("DROP TABLE cashouts")
+    conn.exec_driver_sql(
+        "CREATE TABLE cashouts (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER NOT "
+        "NULL, amount TEXT NOT NULL, currency TEXT NOT NULL, status TEXT, created_at TEXT "
+        "NOT NULL, updated_at TEXT NOT NULL)"
+    )
+
+
 def test_an_amount_kept_as_text_is_judged_as_its_number(sqlite_db: Database) -> None:
     """A TEXT amount column (a STRICT table's, or any): '3.00' compared with the bound as
     text was past it, and every row was set aside as amount_out_of_range (an exploratory
     tester)."""
     db = sqlite_db
     with db.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE cashouts")
-        conn.exec_driver_sql(
-            "CREATE TABLE cashouts (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER NOT "
-            "NULL, amount TEXT NOT NULL, currency TEXT NOT NULL, status TEXT, created_at TEXT "
-            "NOT NULL, updated_at TEXT NOT NULL)"
-        )
+        _cashouts_with_a_text_amount(conn)
         conn.exec_driver_sql(
             "INSERT INTO cashouts (user_id, amount, currency, status, created_at, updated_at) "
             "VALUES (1, '3.00', 'USD', 'APPROVED', '2025-01-01 00:00:00', '2025-01-01 00:00:00'),"
@@ -177,12 +182,7 @@ def test_a_text_amount_that_is_no_number_is_set_aside(sqlite_db: Database) -> No
     db = sqlite_db
     rows = {1: "3.00", 2: "abc", 3: "", 4: "12abc", 5: " 7.5 ", 6: "1.2.3", 7: "+4", 8: "5-"}
     with db.engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE cashouts")
-        conn.exec_driver_sql(
-            "CREATE TABLE cashouts (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER NOT "
-            "NULL, amount TEXT NOT NULL, currency TEXT NOT NULL, status TEXT, created_at TEXT "
-            "NOT NULL, updated_at TEXT NOT NULL)"
-        )
+        _cashouts_with_a_text_amount(conn)
         for key, amount in rows.items():
             conn.exec_driver_sql(
                 "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "

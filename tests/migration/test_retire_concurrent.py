@@ -8,12 +8,11 @@ The order is forced by running the competitor inside the first run, at the momen
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_retire import freeze_and_archive, seed
+import test_retire
 
 from conftest import Database
 from unistatus.db.control import history
@@ -24,17 +23,9 @@ from unistatus.migration.retire import (
     undo_cleanup,
 )
 
+retirable = test_retire.retirable  # the fixture: seeded, frozen, archived, put back after
+
 KEYS = {"already_dropped", "checksum_before", "dropped", "revision", "tables", "detail"}
-
-
-@pytest.fixture
-def retirable(db: Database, tmp_path: Path) -> Iterator[Database]:
-    seed(db)
-    freeze_and_archive(db, tmp_path)
-    try:
-        yield db
-    finally:
-        undo_cleanup(db.engine, db.settings)
 
 
 def _drops(db: Database) -> list[str]:
