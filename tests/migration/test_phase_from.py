@@ -9,7 +9,6 @@ checked in the transaction that changes it.
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -17,6 +16,7 @@ from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from conftest import Database
+from support.race import at_once
 from unistatus import PhaseMovedError
 from unistatus.api.service import create_app
 from unistatus.cli import app
@@ -108,25 +108,11 @@ def test_a_rollback_that_ran_meanwhile_is_named(
 
 def test_two_rollbacks_at_once_move_one_phase(db: Database) -> None:
     _to(db, 3)
-    start = threading.Barrier(2)
-    out: list[object] = []
-
-    def run(reason: str) -> None:
-        start.wait()
-        try:
-            out.append(
-                rollback_current_phase(
-                    db.engine, db.settings, actor="t", reason=reason, from_phase=3
-                )
-            )
-        except BaseException as exc:  # reported by the test
-            out.append(exc)
-
-    threads = [threading.Thread(target=run, args=(r,)) for r in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    out = at_once(
+        lambda r: rollback_current_phase(db.engine, db.settings, actor="t", reason=r, from_phase=3),
+        "a",
+        "b",
+    )
     assert sorted(type(o).__name__ for o in out) == ["PhaseChange", "PhaseMovedError"], out
     assert _phase(db) == 2 and _rollbacks(db) == 1
 

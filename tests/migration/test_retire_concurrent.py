@@ -7,7 +7,6 @@ The order is forced by running the competitor inside the first run, at the momen
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 import test_retire
 
 from conftest import Database
+from support.race import at_once
 from unistatus.db.control import history
 from unistatus.migration import retire as retire_module
 from unistatus.migration.retire import (
@@ -107,26 +107,12 @@ def test_two_retirements_and_two_undos_at_once(retirable: Database) -> None:
     """Real threads: one of each pair does it, the other says so; no error."""
     db = retirable
 
-    def race(work: Callable[[str], dict[str, Any]]) -> list[Any]:
-        start = threading.Barrier(2)
-        out: list[Any] = []
-
-        def run(reason: str) -> None:
-            start.wait()
-            try:
-                out.append(work(reason))
-            except BaseException as exc:  # reported by the test
-                out.append(exc)
-
-        threads = [threading.Thread(target=run, args=(r,)) for r in ("a", "b")]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return out
-
-    dropped = race(lambda r: retire_legacy_columns(db.engine, db.settings, actor="t", reason=r))
+    dropped: Any = at_once(
+        lambda r: retire_legacy_columns(db.engine, db.settings, actor="t", reason=r), "a", "b"
+    )
     assert sorted(d["dropped"] for d in dropped) == [False, True], dropped
-    undone = race(lambda r: undo_cleanup(db.engine, db.settings, actor="t", reason=r))
+    undone: Any = at_once(
+        lambda r: undo_cleanup(db.engine, db.settings, actor="t", reason=r), "a", "b"
+    )
     assert sorted(u["undone"] for u in undone) == [False, True], undone
     assert _drops(db) == ["restored", "dropped"]

@@ -125,3 +125,25 @@ def one_unbackfilled_cashout(db: Database, *, before_primary_key: bool) -> None:
             "updated_at) VALUES (1, 7, 10, 'USD', 'EXECUTING', now(), now())"
         )
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+
+
+def at_once(work: Callable[[str], object], *args: str) -> list[object]:
+    """``work(arg)`` for each of ``args``, one thread each, started together (a barrier);
+    what each returned or raised (an exception is returned, for the test to judge), in
+    the order they finished."""
+    start = threading.Barrier(len(args), timeout=60)
+    out: list[object] = []
+
+    def run(arg: str) -> None:
+        start.wait()
+        try:
+            out.append(work(arg))
+        except BaseException as exc:  # noqa: BLE001 - reported to the test
+            out.append(exc)
+
+    threads = [threading.Thread(target=run, args=(a,)) for a in args]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return out
