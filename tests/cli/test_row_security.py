@@ -154,6 +154,40 @@ def test_a_policy_for_another_role_or_with_a_condition_is_still_refused(
     assert result.exit_code == 2 and "row-level security" in result.output, result.output
 
 
+@pytest.mark.parametrize("only", ["for_select", "noinherit_group"])
+def test_a_policy_that_leaves_locking_reads_or_writes_hidden_is_still_refused(
+    hidden_rows: tuple[Any, str], only: str
+) -> None:
+    """A reviewer: a ``FOR SELECT ... USING (true)`` policy (the runbook's own example)
+    was accepted, but ``SELECT ... FOR UPDATE`` / ``FOR SHARE`` (the adapter's locked
+    reads, the check's re-read, the backfill's claims) and UPDATE and DELETE need an
+    UPDATE / DELETE policy too, and still saw nothing. A policy for a group the role
+    joined NOINHERIT does not apply to it at all."""
+    db, url = hidden_rows
+    role = sa.engine.make_url(url).username
+    group = f"fknd_rls_noinherit_{uuid.uuid4().hex[:8]}"
+    try:
+        with db.engine.begin() as conn:
+            if only == "for_select":
+                conn.exec_driver_sql(
+                    f'CREATE POLICY reads ON exchanges FOR SELECT TO "{role}" USING (true)'
+                )
+            else:
+                conn.exec_driver_sql(f'CREATE ROLE "{group}"')
+                conn.exec_driver_sql(f'ALTER ROLE "{role}" NOINHERIT')
+                conn.exec_driver_sql(f'GRANT "{group}" TO "{role}"')
+                conn.exec_driver_sql(
+                    f'CREATE POLICY everyone ON exchanges TO "{group}" USING (true)'
+                )
+        result = CliRunner().invoke(app, ["--database-url", url, "check"])
+        assert result.exit_code == 2 and "row-level security" in result.output, result.output
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("DROP POLICY IF EXISTS reads ON exchanges")
+            conn.exec_driver_sql("DROP POLICY IF EXISTS everyone ON exchanges")
+            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{group}"')
+
+
 def test_the_check_can_be_turned_off_by_an_operator(hidden_rows: tuple[Any, str]) -> None:
     """``row_security_check = false``: an operator who verified the role sees every row
     (a policy the catalog query cannot judge) is not refused."""
