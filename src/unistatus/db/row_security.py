@@ -11,9 +11,10 @@ under its own tenancy on purpose, each caller seeing its own rows).
 
 The policies apply unless the role is a superuser, has ``BYPASSRLS``, or owns the table
 (is a member of its owning role) and the table is not ``FORCE ROW LEVEL SECURITY``: the
-rule PostgreSQL applies (``check_enable_rls``). Where they apply, they hide nothing when a
-permissive policy for SELECT (or ALL) that applies to the role (to PUBLIC, to it, to a
-role it is a member of) reads ``USING (true)`` and no restrictive one applies to it: the
+rule PostgreSQL applies (``check_enable_rls``). Where they apply, they hide nothing when
+permissive policies that apply to the role (to PUBLIC, to it, to a role whose privileges
+it inherits) read ``USING (true)`` for SELECT, UPDATE and DELETE (or ALL: a locking read
+needs the UPDATE one) and no restrictive one applies to it: the
 way out for an operator who cannot grant ``BYPASSRLS`` (that needs a superuser). Any
 other qual is not judged (it may hide nothing, or everything): an operator who verified
 the role sees every row sets ``row_security_check = false``. One catalog query over the
@@ -41,13 +42,32 @@ __all__ = [
 
 log = logging.getLogger("unistatus.db.row_security")
 
-# A policy of the table that filters what this role reads (SELECT or ALL; for PUBLIC, the
-# role, or a role it is a member of).
-_POLICY = (
-    "SELECT FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid AND p.polcmd IN ('r', '*')"
-    " AND EXISTS (SELECT FROM unnest(p.polroles) AS pr(oid) WHERE pr.oid = 0"
-    "  OR pg_catalog.pg_has_role(current_user, pr.oid, 'MEMBER'))"
-)
+
+# A policy of the table whose filter applies to this role: for PUBLIC, the role, or a
+# role whose privileges it has (``USAGE``: PostgreSQL applies a group's policies only
+# where the role inherits them; ``MEMBER`` for the restrictive half: erring there refuses
+# more, never less).
+def _policy(member: str) -> str:
+    return (
+        "SELECT FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid"
+        " AND EXISTS (SELECT FROM unnest(p.polroles) AS pr(oid) WHERE pr.oid = 0"
+        f"  OR pg_catalog.pg_has_role(current_user, pr.oid, '{member}'))"
+    )
+
+
+# A permissive policy letting every row through for command ``cmd`` (or ALL), its
+# WITH CHECK (if any) too. SELECT is not enough: a locking read (FOR UPDATE / SHARE: the
+# adapter, the check's re-read, the backfill's claims) and UPDATE need an UPDATE policy,
+# DELETE a DELETE one (a reviewer).
+def _shows_every_row(cmd: str) -> str:
+    return (
+        f"EXISTS ({_policy('USAGE')} AND p.polpermissive AND p.polcmd IN ('{cmd}', '*')"
+        " AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = 'true'"
+        " AND (p.polwithcheck IS NULL"
+        "  OR pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) = 'true'))"
+    )
+
+
 _HIDDEN = sa.text(
     "SELECT t.shown, c.relforcerowsecurity, current_user"
     " FROM unnest(CAST(:names AS text[]), CAST(:shown AS text[])) WITH ORDINALITY"
@@ -56,9 +76,10 @@ _HIDDEN = sa.text(
     " JOIN pg_catalog.pg_roles r ON r.rolname = current_user"
     " WHERE c.relrowsecurity AND NOT r.rolsuper AND NOT r.rolbypassrls"
     " AND (c.relforcerowsecurity OR NOT pg_catalog.pg_has_role(c.relowner, 'USAGE'))"
-    " AND NOT (EXISTS (" + _POLICY + " AND p.polpermissive"
-    "  AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) = 'true')"
-    "  AND NOT EXISTS (" + _POLICY + " AND NOT p.polpermissive))"
+    " AND NOT ("
+    + " AND ".join(_shows_every_row(cmd) for cmd in "rwd")
+    + f"  AND NOT EXISTS ({_policy('MEMBER')} AND NOT p.polpermissive"
+    "   AND p.polcmd IN ('r', 'w', 'd', '*')))"
     " ORDER BY t.n"
 )
 
@@ -92,7 +113,7 @@ def row_security_problem(conn: sa.Connection, settings: Settings) -> str | None:
         "its policies hide rows, so every count would be of the rows this role sees only. "
         f"Run as a role with BYPASSRLS (ALTER ROLE {role} BYPASSRLS), a superuser{owner}; "
         "the owner of a FORCE table is subject to its policies too; or a policy "
-        f"FOR SELECT TO {role} USING (true); or row_security_check = false where you "
+        f"FOR ALL TO {role} USING (true); or row_security_check = false where you "
         "verified this role sees every row"
     )
 
