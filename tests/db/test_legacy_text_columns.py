@@ -11,6 +11,7 @@ its exact text and read as a number, a time written as text and read as a UTC ti
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,7 +25,6 @@ from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.backfill import run_backfill
 from unistatus.db.control import get_mode
 from unistatus.db.legacy_text import convert_text_columns
-from unistatus.errors import ConfigError
 from unistatus.migration import archive, capture, phases, rollback
 from unistatus.migration.check import run_check
 from unistatus.migration.replay import pending_count
@@ -204,11 +204,27 @@ def test_the_archive_keeps_text_columns_as_stored(text_db: Database, tmp_path: A
 
 
 @pytest.mark.parametrize(("role", "wanted"), [("amount", "numeric"), ("created_at", "timestamptz")])
-def test_a_text_column_on_postgresql_is_refused_naming_the_type(role: str, wanted: str) -> None:
-    """PostgreSQL converts neither way (the backfill copies them in SQL): refused at
-    start, not a failure of every write."""
+def test_a_text_column_on_postgresql_is_named_in_a_warning_not_refused(
+    role: str, wanted: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL converts neither way (the backfill copies them in SQL), but an assignment
+    cast lets the adapter's writes through: refusing it at every start stopped a working
+    adapter after an upgrade (a reviewer). A warning names the type to declare."""
     columns = {role: sa.Column(role, sa.Text())}
-    with pytest.raises(ConfigError, match=rf"'cashouts': its {role} column .* declare it {wanted}"):
+    with caplog.at_level("WARNING"):
         convert_text_columns("cashouts", columns, "postgresql")
+    assert re.search(rf"'cashouts': its {role} column .* declare it {wanted}", caplog.text)
     assert isinstance(columns[role].type, sa.Text)  # nothing converted there
     convert_text_columns("cashouts", {role: sa.Column(role, sa.Numeric())}, "postgresql")
+
+
+def test_a_sqlite_column_with_no_declared_type_is_left_as_it_is() -> None:
+    """A reviewer: a type-less column took TEXT conversions, so an integer amount an
+    application stored as INTEGER would have been written as TEXT '100' (which SQLite
+    compares above every number). Only declared text columns are converted."""
+    columns = {
+        "amount": sa.Column("amount", sa.types.NullType()),
+        "created_at": sa.Column("created_at", sa.types.NullType()),
+    }
+    convert_text_columns("cashouts", columns, "sqlite")
+    assert all(isinstance(c.type, sa.types.NullType) for c in columns.values())
