@@ -18,6 +18,7 @@ per write there); a text one is refused at start.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -27,7 +28,6 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc
 from unistatus.db.legacy_types import base_type
-from unistatus.errors import ConfigError
 
 __all__ = ["TextAmount", "TextTime", "convert_text_columns", "stored_type"]
 
@@ -106,10 +106,11 @@ def read_time(value: Any) -> datetime | None:
 
 
 def _text(column: sa.Column[Any]) -> bool:
-    """Whether SQLite gives the column's values no conversion of SQLAlchemy's: declared
-    text (TEXT, VARCHAR, CHAR, CLOB), or with no type at all."""
+    """Whether the column is declared text (TEXT, VARCHAR, CHAR, CLOB). One with no type
+    at all is left as it is: SQLite keeps what it is given there, an integer as INTEGER,
+    and an application's comparisons depend on it."""
     kind = base_type(column.type)
-    return isinstance(kind, sa.String | sa.types.NullType) and not isinstance(kind, sa.Enum)
+    return isinstance(kind, sa.String) and not isinstance(kind, sa.Enum)
 
 
 def stored_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
@@ -117,6 +118,8 @@ def stored_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
     (what must see the value as stored, the archive, reads it so)."""
     return type_.impl_instance if isinstance(type_, _Converted) else type_
 
+
+log = logging.getLogger("unistatus.db.legacy_text")
 
 _CONVERTERS: dict[str, type[_Converted]] = {
     "amount": TextAmount,
@@ -130,9 +133,9 @@ def convert_text_columns(
 ) -> None:
     """On SQLite, give each text column among the amount and the times (``columns``, by
     role) the type that converts its values (:class:`TextAmount`, :class:`TextTime`).
-    PostgreSQL converts neither way between text and a number or a time (the backfill
-    copies them in SQL): such a column there is a ConfigError at start, naming the type
-    to declare, not a failure of every write."""
+    PostgreSQL converts neither way between text and a number or a time in SQL (the
+    backfill's copy): such a column there is named in a warning with the type to declare
+    (its assignment cast lets the adapter's own writes through: not refused at start)."""
     for role, convert in _CONVERTERS.items():
         column = columns.get(role)
         if column is None or not _text(column):
@@ -140,11 +143,11 @@ def convert_text_columns(
         if dialect == "sqlite":
             column.type = convert(column.type)
             continue
-        if isinstance(base_type(column.type), sa.String):
-            wanted = "numeric" if role == "amount" else "timestamptz"
-            raise ConfigError(
-                f"legacy table {shown!r}: its {role} column {column.name!r} is of type "
-                f"{column.type}, which PostgreSQL does not convert to and from the "
-                f"{'amounts' if role == 'amount' else 'times'} unistatus writes; declare it "
-                f"{wanted}"
-            )
+        wanted = "numeric" if role == "amount" else "timestamptz"
+        log.warning(
+            "legacy table %r: its %s column %r is of type %s, which PostgreSQL does not "
+            "convert to and from the %s unistatus writes in SQL (the backfill's copy, the "
+            "check's comparison fail); declare it %s",
+            shown, role, column.name, column.type,
+            "amounts" if role == "amount" else "times", wanted,
+        )  # fmt: skip
