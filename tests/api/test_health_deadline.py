@@ -18,7 +18,12 @@ import pytest
 from conftest import Database
 from support.blackhole import proxy_for
 from support.serving import serving
-from unistatus.api.probe_deadline import ProbeDeadline, probe_deadline_ms
+from unistatus.api.probe_deadline import (
+    MAX_ABANDONED,
+    RETRY_AFTER_DEADLINES,
+    ProbeDeadline,
+    probe_deadline_ms,
+)
 from unistatus.api.service import create_app
 from unistatus.config import load_settings
 
@@ -68,6 +73,29 @@ def test_a_probe_deadline_joins_a_run_in_time_and_answers_a_stuck_one_at_once() 
     release.set()
     time.sleep(0.05)
     assert deadline.run(lambda: "again") == "again"  # the stuck one ended: a new run
+
+
+def test_a_run_stuck_for_good_is_left_behind_and_a_new_one_tried() -> None:
+    """A reviewer: behind a hung proxy that keeps acknowledging, no network bound ends
+    the stuck run, and every later probe answered "down" until a restart, though new
+    connections worked again. After a few deadlines a new run is tried (and at most
+    MAX_ABANDONED stuck runs are left waiting)."""
+    release = threading.Event()
+    stuck = [threading.Event() for _ in range(MAX_ABANDONED + 2)]
+    deadline: ProbeDeadline[str] = ProbeDeadline(100, "test-probe")
+    try:
+        assert deadline.run(lambda: "stuck" if release.wait(30) else "never") is None
+        assert deadline.run(lambda: "fresh") is None  # still within a few deadlines
+        time.sleep(0.1 * (RETRY_AFTER_DEADLINES + 0.5))
+        assert deadline.run(lambda: "fresh") == "fresh"  # a new run, the stuck one left
+        for event in stuck:  # more stuck runs than may be left behind
+            deadline.run(lambda e=event: "x" if e.wait(30) else "never")
+            time.sleep(0.1 * (RETRY_AFTER_DEADLINES + 0.5))
+        alive = [t for t in threading.enumerate() if t.name == "test-probe"]
+        assert len(alive) <= MAX_ABANDONED + 1, alive
+    finally:
+        for event in (release, *stuck):
+            event.set()
 
 
 def test_a_probe_deadline_hands_on_what_the_work_raised() -> None:
