@@ -7,8 +7,9 @@ thread and a pooled connection per probe, and ``serve`` waited for it on SIGTERM
 work runs in a daemon thread of its own here, waited for at most the deadline; past it
 the probe answers without it, and the thread ends when the connection's network bounds
 (unistatus.db.network) or the link do. While one such run is still waiting past its
-deadline, later probes answer at once from that state instead of starting another:
-at most one stuck thread per :class:`ProbeDeadline`.
+deadline, later probes answer at once from that state instead of starting another;
+after RETRY_AFTER_DEADLINES deadlines it is left behind and a new run tried, at most
+MAX_ABANDONED left waiting at a time (a hung proxy is ended by no bound).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Generic, TypeVar
 
-__all__ = ["ProbeDeadline", "probe_deadline_ms"]
+__all__ = ["MAX_ABANDONED", "RETRY_AFTER_DEADLINES", "ProbeDeadline", "probe_deadline_ms"]
 
 T = TypeVar("T")
 
@@ -30,6 +31,11 @@ T = TypeVar("T")
 DEADLINE_FACTOR = 8
 MIN_DEADLINE_MS = 1_000
 NO_BOUND_DEADLINE_MS = 10_000
+# A run still stuck after this many deadlines is left behind and a new one tried (a hung
+# proxy that keeps acknowledging is ended by no network bound, and "down" for ever would
+# outlast the database's recovery); at most MAX_ABANDONED are left waiting at a time.
+RETRY_AFTER_DEADLINES = 3
+MAX_ABANDONED = 2
 
 
 def probe_deadline_ms(health_timeout_ms: int) -> int:
@@ -46,6 +52,7 @@ class ProbeDeadline(Generic[T]):
         self._lock = threading.Lock()
         self._pending: Future[T] | None = None
         self._started = 0.0
+        self._abandoned: list[Future[T]] = []
 
     def run(self, work: Callable[[], T]) -> T | None:
         """``work()``'s result (or what it raised), or None when it did not end within
@@ -53,6 +60,9 @@ class ProbeDeadline(Generic[T]):
         not started again."""
         with self._lock:
             future = self._pending
+            if future is not None and not future.done() and self._stuck_for_good():
+                self._abandoned.append(future)
+                future = None
             if future is None or future.done():
                 future = self._pending = Future()
                 self._started = time.monotonic()
@@ -66,6 +76,16 @@ class ProbeDeadline(Generic[T]):
             return future.result(timeout=max(left, 0))
         except FutureTimeout:
             return None
+
+    def _stuck_for_good(self) -> bool:
+        """The pending run has waited RETRY_AFTER_DEADLINES deadlines, and fewer than
+        MAX_ABANDONED runs are left waiting (called under the lock)."""
+        self._abandoned = [f for f in self._abandoned if not f.done()]
+        waited = time.monotonic() - self._started
+        return (
+            waited > RETRY_AFTER_DEADLINES * self.deadline_ms / 1000
+            and len(self._abandoned) < MAX_ABANDONED
+        )
 
 
 def _resolve(future: Future[T], work: Callable[[], T]) -> None:
