@@ -17,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from conftest import Database
@@ -48,6 +49,19 @@ def test_own_engines_bound_the_network_by_default(pg: Database) -> None:
     assert params["keepalives_count"] == "3"
     assert params["tcp_user_timeout"] == "30000"
     assert params["application_name"] == "unistatus"
+
+
+def test_a_pgappname_is_kept_over_the_default_name(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reviewer: the default "unistatus" overrode the user's PGAPPNAME (libpq's own
+    environment variable, which a connection parameter beats)."""
+    monkeypatch.setenv("PGAPPNAME", "payments-cron")
+    engine = create_engine(pg.url, schema=pg.settings.schema)
+    try:
+        assert _parameters(engine)["application_name"] == "payments-cron"
+    finally:
+        engine.dispose()
 
 
 def test_the_settings_set_the_bounds_and_the_url_wins(pg: Database) -> None:
