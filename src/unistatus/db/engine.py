@@ -3,6 +3,7 @@ bound to the schema of unistatus's tables (:mod:`unistatus.db.binding`)."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import sqlalchemy as sa
@@ -107,10 +108,11 @@ def _engine_for(
         return _sqlite_engine(url, **kwargs)
     if url.get_backend_name() == "postgresql":
         connect_args = kwargs.setdefault("connect_args", {})
-        if "application_name" not in url.query:
-            connect_args.setdefault(
-                "application_name", application_name or DEFAULT_APPLICATION_NAME
-            )
+        # A name given (a command's, the adapter's) wins; the default does not override
+        # the user's PGAPPNAME (libpq's, which a connection parameter would beat).
+        name = application_name or (None if "PGAPPNAME" in os.environ else DEFAULT_APPLICATION_NAME)
+        if "application_name" not in url.query and name is not None:
+            connect_args.setdefault("application_name", name)
         for name, value in client_bounds(url, network).items():
             connect_args.setdefault(name, value)
         kwargs.setdefault("pool_size", 20)
