@@ -90,3 +90,27 @@ def test_a_host_whose_clock_runs_ahead_does_not_end_the_soak_early(
     host_clock_ahead(monkeypatch, timedelta(hours=2))  # the soak is an hour (default)
     soak = {g.name: g for g in phases.evaluate_gates(db.engine, db.settings, 4)}[SOAK_GATE]
     assert not soak.passed and float(soak.value) < 600, soak
+
+
+def test_check_since_an_age_on_a_fast_clock_host_still_finds_what_changed(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``check --since 5m`` on a host an hour ahead scoped from 55 minutes in the
+    database's future: "0 of 0 consistent", the change just made unseen. An age is
+    counted back from the database's clock, as every time the check compares."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from unistatus.cli import app
+
+    populate(db.engine, db.settings, 20)
+    _break_unified(db, 3)
+    with monkeypatch.context() as m:
+        host_clock_ahead(m, timedelta(hours=1))
+        assert run_check(db.engine, db.settings, since="5m").inconsistencies["status_mismatch"] == 1
+        shown = CliRunner().invoke(
+            app, ["--database-url", db.url, "check", "--since", "5m", "--json"]
+        )
+    report = json.loads(shown.stdout)
+    assert report["inconsistencies"]["status_mismatch"] == 1, shown.stdout
