@@ -163,7 +163,8 @@ def _since(
     from unistatus.migration.check import parse_since
 
     try:
-        return parse_since(since)
+        parse_since(since)  # refused here, before anything starts, if it is neither
+        return since  # an age is counted back from the database's clock (run_check)
     except InputError:
         from unistatus.migration.phases import resolve_since
 

@@ -333,7 +333,13 @@ def _open_run(
     --out file's writer (:func:`_out_writer`)."""
     if resume is False:
         wanted = parse_systems(systems)
-        since_at = parse_since(since)
+        # An age counts back from the database's clock, the one the rows are compared
+        # on (a host ahead would scope from the database's future and find nothing).
+        if isinstance(since, str):
+            with engine.connect() as conn:
+                since_at = parse_since(since, now=database_now(conn))
+        else:
+            since_at = parse_since(since)
         out_path = str(Path(out).resolve()) if out is not None else None
         options = {
             "systems": [s.value for s in wanted],
