@@ -42,7 +42,7 @@ from unistatus.db.engine import create_engine, session_name
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.legacy_cast import refuse_what_the_database_would
 from unistatus.db.mode_watcher import ModeWatcher
-from unistatus.db.start_warnings import warn_at_start
+from unistatus.db.row_security import warn_row_security
 from unistatus.db.tables import unified_transactions
 from unistatus.domain import consistency
 from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
@@ -145,9 +145,10 @@ class DualWriteAdapter:
             self._restore_retired_columns,
         )
         with self._runner.storage_errors("the adapter cannot start"):
-            # The status column may be gone after retirement (see legacy_status_column).
-            legacy = resolve_legacy_tables(self.engine, self.settings, require_status=False)
-            warn_at_start(self.engine, self.settings)
+            legacy = resolve_legacy_tables(  # status may be retired: legacy_status_column
+                self.engine, self.settings, require_status=False, warn_kinds=True
+            )
+            warn_row_security(self.engine, self.settings)
             # Status changes in one or two round trips where the database allows
             # (PostgreSQL, revision 0015); else, and whenever it declines, the locked path.
             self.locked_mode = locked_mode_available(self.engine, self.ops)

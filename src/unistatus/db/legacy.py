@@ -510,6 +510,7 @@ def resolve_legacy_tables(
     systems: list[LegacySystemType] | None = None,
     require_status: bool = True,
     columns_only: bool = False,
+    warn_kinds: bool = False,
 ) -> dict[LegacySystemType, LegacyTable]:
     """Reflect each configured legacy table and check it has every needed column.
 
@@ -528,7 +529,7 @@ def resolve_legacy_tables(
         chosen = systems or list(LegacySystemType)
         specs = [settings.legacy_tables[system.value] for system in chosen]
         with connected(database) as conn:
-            refuse_unwritable(legacy_table_kinds(conn, specs))
+            refuse_unwritable(legacy_table_kinds(conn, specs), warn=warn_kinds)
             reflected = reflect_legacy_tables(conn, specs, meta, columns_only=columns_only)
         tables = dict(zip(chosen, reflected, strict=True))
     except sa.exc.OperationalError as exc:

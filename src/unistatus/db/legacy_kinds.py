@@ -110,14 +110,17 @@ def refuse_kinds(found: Sequence[tuple[str, str]], what: str) -> None:
         raise ConfigError(f"refusing {what} (nothing changed): {problem}")
 
 
-def refuse_unwritable(found: Sequence[tuple[str, str]]) -> None:
-    """ConfigError naming a materialized view of ``found``: nothing can write it."""
+def refuse_unwritable(found: Sequence[tuple[str, str]], *, warn: bool = False) -> None:
+    """ConfigError naming a materialized view of ``found``: nothing can write it; with
+    ``warn`` (the adapter's start), the other kinds' :func:`warn_kinds` from the same read."""
     frozen = [(name, kind) for name, kind in found if kind == MATERIALIZED]
     if frozen:
         raise ConfigError(
             f"{_named(frozen)}: unistatus writes its rows, which a materialized view "
             "cannot take. Point legacy_tables at the table itself"
         )
+    if warn:
+        warn_kinds(found)
 
 
 def kind_warnings(found: Sequence[tuple[str, str]]) -> list[str]:
