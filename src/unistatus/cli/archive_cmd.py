@@ -172,8 +172,13 @@ def restore(
     """
     from unistatus.migration.archive import restore_archive
 
-    target = database_url or state(ctx).settings.database_url
-    report = restore_archive(target, directory, replace=replace, overwrite_live=overwrite_live)
+    app_state = state(ctx)
+    # Connected as the command's other sessions are (named, bounded by network.*).
+    engine = app_state.engine_for(database_url or app_state.settings.database_url)
+    try:
+        report = restore_archive(engine, directory, replace=replace, overwrite_live=overwrite_live)
+    finally:
+        engine.dispose()
     if json_out:
         print_json(report.as_dict())
     else:

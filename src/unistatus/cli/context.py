@@ -133,7 +133,7 @@ class AppState:
         from unistatus.db import target  # lazy: SQLAlchemy
 
         if self._engine is None:
-            from unistatus.db.engine import create_engine, session_name
+            from unistatus.db.engine import create_engine
 
             url = self.settings.database_url
             default = "database_url" not in self.settings.model_fields_set
@@ -150,13 +150,7 @@ class AppState:
                     highlight=False,
                     soft_wrap=True,
                 )
-            engine = create_engine(
-                url,
-                schema=self.settings.schema,
-                application_name=session_name(self.command or "cli"),
-                prepared_statements=self.settings.prepared_statements,
-                network=self.settings.network,
-            )
+            engine = create_engine(url, schema=self.settings.schema, **self._connecting())
             if need != "as_is":
                 target.check_reachable(engine)
             self._engine = engine
@@ -164,6 +158,26 @@ class AppState:
             target.check_installed(self._engine)
             self._installed = True
         return self._engine
+
+    def engine_for(self, url: str) -> sa.Engine:
+        """An engine for another database than the settings' (a restore's target),
+        connecting as :attr:`engine` does: its sessions named for the command, bounded
+        by the ``network`` settings. Not bound to the settings' schema (the database is
+        not where unistatus's tables are), not checked, not kept: the caller disposes
+        of it."""
+        from unistatus.db.engine import create_engine  # lazy: SQLAlchemy
+
+        return create_engine(url, **self._connecting())
+
+    def _connecting(self) -> dict[str, Any]:
+        """How every engine of the command connects (``create_engine``'s arguments)."""
+        from unistatus.db.engine import session_name  # lazy: SQLAlchemy
+
+        return {
+            "application_name": session_name(self.command or "cli"),
+            "prepared_statements": self.settings.prepared_statements,
+            "network": self.settings.network,
+        }
 
 
 def begin(

@@ -16,7 +16,8 @@ way round):
   its client. It holds no snapshot and no transaction id (nothing for vacuum to wait
   for), the server's timeouts for open transactions are off for it, it is named as
   unistatus's tools are (``unistatus/<what> claim``: idle in transaction for the whole
-  run, it is no live traffic to a backfill beside it), and if its connection ends under
+  run, it is no live traffic to a backfill beside it), bounded from the client by the
+  ``network`` settings as every engine of unistatus's, and if its connection ends under
   it the work goes on, the loss logged;
 - SQLite: a ``flock`` on a file beside the database file (``<database>.<tag>-<hash of
   the name>.lock``, removed on release by the last holder; the lock is taken again if
@@ -35,8 +36,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from unistatus.db.engine import session_name
-from unistatus.db.network import client_bounds
+from unistatus.config import NetworkSettings
+from unistatus.db.engine import create_engine, session_name
 
 __all__ = ["hold_claim"]
 
@@ -55,12 +56,14 @@ def hold_claim(
     *,
     tag: str,
     shared: bool = False,
+    network: NetworkSettings | None = None,
 ) -> Iterator[None]:
     """Hold claim ``name`` while the block runs; raise ``busy()`` at once if another
     process (or another claim of this one) holds it (exclusively, when ``shared``).
-    ``tag`` names its session (``unistatus/<tag> claim``) and its SQLite lock file."""
+    ``tag`` names its session (``unistatus/<tag> claim``) and its SQLite lock file;
+    ``network`` (the settings', None: the defaults) bounds its connection."""
     if engine.dialect.name == "postgresql":
-        with _advisory(engine, name, busy, tag, shared):
+        with _advisory(engine, name, busy, tag, shared, network):
             yield
         return
     database = engine.url.database
@@ -86,26 +89,30 @@ _CLAIM = (
 
 @contextmanager
 def _advisory(
-    engine: sa.Engine, name: str, busy: Callable[[], Exception], tag: str, shared: bool
+    engine: sa.Engine,
+    name: str,
+    busy: Callable[[], Exception],
+    tag: str,
+    shared: bool,
+    network: NetworkSettings | None,
 ) -> Iterator[None]:
     key = int.from_bytes(_digest(name, 8), "big", signed=True)
     function = "pg_try_advisory_xact_lock_shared" if shared else "pg_try_advisory_xact_lock"
-    # READ COMMITTED whatever the server's default: a REPEATABLE READ transaction keeps
-    # its first statement's snapshot to its end, holding back vacuum for the whole run.
-    # Named as unistatus's tools are: idle in transaction for the whole run, it is no
-    # live traffic to a backfill's probe beside it, nor an anonymous session to a DBA.
-    named = (
-        {}
-        if "application_name" in engine.url.query
-        else {"application_name": session_name(f"{tag} claim")}
-    )
-    # Bounded from the client as every engine of unistatus's (the defaults: the
-    # settings are not known here): a claim held over a dead link would never end.
-    own = sa.create_engine(
-        engine.url,
+    # Made as every engine of unistatus's (named, bounded from the client by the
+    # ``network`` settings: a claim held over a dead link would never end), with no
+    # pool (the connection ends with the claim) and nothing asked of the server at
+    # connect (its one statement is never prepared). READ COMMITTED whatever the
+    # server's default: a REPEATABLE READ transaction keeps its first statement's
+    # snapshot to its end, holding back vacuum for the whole run. Named as unistatus's
+    # tools are: idle in transaction for the whole run, it is no live traffic to a
+    # backfill's probe beside it, nor an anonymous session to a DBA.
+    own = create_engine(
+        engine.url.render_as_string(hide_password=False),
+        application_name=session_name(f"{tag} claim"),
+        network=network,
+        prepared_statements=False,
         poolclass=sa.pool.NullPool,
         isolation_level="READ COMMITTED",
-        connect_args={**client_bounds(engine.url), **named},
     )
     try:
         with own.connect() as conn:

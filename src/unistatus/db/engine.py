@@ -115,8 +115,9 @@ def _engine_for(
             connect_args.setdefault("application_name", name)
         for name, value in client_bounds(url, network).items():
             connect_args.setdefault(name, value)
-        kwargs.setdefault("pool_size", 20)
-        kwargs.setdefault("max_overflow", 40)
+        if kwargs.get("poolclass") is None:  # a pool of another kind takes no sizes
+            kwargs.setdefault("pool_size", 20)
+            kwargs.setdefault("max_overflow", 40)
         # No pre-ping: it costs a round trip on every checkout (a fifth of a dual
         # write). A connection a restart killed is found on use instead; SQLAlchemy then
         # invalidates the pool and the adapter retries the write on a fresh connection.

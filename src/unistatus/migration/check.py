@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.clock import utcnow
-from unistatus.config import Settings
+from unistatus.config import NetworkSettings, Settings
 from unistatus.db.binding import require_bound
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import read_only_refusal
@@ -208,7 +208,9 @@ def run_check(
         # A new run's tables are read before it is stored: a legacy table that cannot be
         # read leaves no run behind for --resume to take instead of an interrupted one.
         tables = None if resume is not False else _tables(engine, settings, parse_systems(systems))
-        run, writer = _open_run(engine, systems, since, examples, chunk, out, resume, store, held)
+        run, writer = _open_run(
+            engine, systems, since, examples, chunk, out, resume, store, held, settings.network
+        )
         opts = run.options
         wanted = [LegacySystemType.parse(s) for s in opts["systems"]]
         since_at = parse_since(opts["since"])
@@ -327,10 +329,11 @@ def _open_run(
     resume: bool | str,
     store: bool,
     held: ExitStack,
+    network: NetworkSettings,
 ) -> tuple[RunState, MismatchWriter | None]:
-    """The run to walk, claimed in ``held`` (:func:`claim_run`): a new one, or the one
-    ``resume`` names, loaded once claimed (as the process before left it); and its
-    --out file's writer (:func:`_out_writer`)."""
+    """The run to walk, claimed in ``held`` (:func:`claim_run`, its connection bounded
+    by ``network``): a new one, or the one ``resume`` names, loaded once claimed (as
+    the process before left it); and its --out file's writer (:func:`_out_writer`)."""
     if resume is False:
         wanted = parse_systems(systems)
         # An age counts back from the database's clock, the one the rows are compared
@@ -355,7 +358,7 @@ def _open_run(
         writer = _out_writer(out_path, 0, held)
         fresh = new_run_id()
         if store:  # claimed before it is stored: no resume can take it first
-            held.enter_context(claim_run(engine, fresh))
+            held.enter_context(claim_run(engine, fresh, network))
         return RunState.start(engine, options, wanted, persist=store, run=fresh), writer
     # Refused rather than ignored: the run goes on with the options it started with.
     if systems is not None or since is not None or out is not None or examples is not None:
@@ -367,7 +370,7 @@ def _open_run(
     with engine.connect() as conn:
         name = resume if isinstance(resume, str) else latest_unfinished(conn)
     if name and name != CONTINUOUS:
-        held.enter_context(claim_run(engine, name))
+        held.enter_context(claim_run(engine, name, network))
     with engine.connect() as conn:
         state = RunState.load(conn, name) if name else None
     if state is None or name == CONTINUOUS:

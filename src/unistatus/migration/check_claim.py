@@ -30,6 +30,7 @@ from contextlib import contextmanager
 
 import sqlalchemy as sa
 
+from unistatus.config import NetworkSettings
 from unistatus.db.claims import hold_claim
 from unistatus.errors import InputError
 
@@ -44,7 +45,12 @@ def _busy(name: str) -> InputError:
 
 
 @contextmanager
-def claim_run(engine: sa.Engine, name: str) -> Iterator[None]:
-    """Hold run ``name`` while the block walks it; InputError if another process does."""
-    with hold_claim(engine, f"unistatus.check:{name}", lambda: _busy(name), tag="check"):
+def claim_run(
+    engine: sa.Engine, name: str, network: NetworkSettings | None = None
+) -> Iterator[None]:
+    """Hold run ``name`` while the block walks it; InputError if another process does.
+    ``network``: the settings' bounds of the claim's connection (None: the defaults)."""
+    with hold_claim(
+        engine, f"unistatus.check:{name}", lambda: _busy(name), tag="check", network=network
+    ):
         yield

@@ -205,7 +205,7 @@ def run_load_test(
     try:
         # The mode held (another load test refused) before it is read: the mode put
         # back after is never another run's temporary one.
-        with claim_mode(engine, exclusive=mode is not None or baseline):
+        with claim_mode(engine, exclusive=mode is not None or baseline, network=settings.network):
             return _run_holding_the_mode(
                 engine,
                 settings,

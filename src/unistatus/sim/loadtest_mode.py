@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.config import Settings
+from unistatus.config import NetworkSettings, Settings
 from unistatus.db.claims import hold_claim
 from unistatus.db.control import get_modes, mode_summary, set_mode, write_mode
 from unistatus.db.failures import one_line
@@ -48,7 +48,9 @@ _CLAIM = "unistatus.loadtest:mode"
 
 
 @contextmanager
-def claim_mode(engine: sa.Engine, *, exclusive: bool) -> Iterator[None]:
+def claim_mode(
+    engine: sa.Engine, *, exclusive: bool, network: NetworkSettings | None = None
+) -> Iterator[None]:
     """Hold the write mode for a load test, from before it reads the mode it will put
     back to after it put it back; InputError at once while another load test holds it.
 
@@ -57,8 +59,16 @@ def claim_mode(engine: sa.Engine, *, exclusive: bool) -> Iterator[None]:
     (phase 2 left with dual writes off). ``exclusive``: the run sets a mode (``--mode``,
     ``--baseline``); otherwise it shares the claim with runs that set none. The claim is
     the check runs' (:func:`unistatus.db.claims.hold_claim`): gone with its process,
-    however it ends (a kill too)."""
-    with hold_claim(engine, _CLAIM, lambda: _busy(engine), tag="loadtest", shared=not exclusive):
+    however it ends (a kill too). ``network``: the settings' bounds of the claim's
+    connection (None: the defaults)."""
+    with hold_claim(
+        engine,
+        _CLAIM,
+        lambda: _busy(engine),
+        tag="loadtest",
+        shared=not exclusive,
+        network=network,
+    ):
         yield
 
 
