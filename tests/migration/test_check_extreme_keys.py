@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from support.check_data import insert_case, populate, tables
 from unistatus.backfill.runner import run_backfill
@@ -17,6 +18,7 @@ from unistatus.domain.ids import SYSTEM_DIGIT
 from unistatus.domain.mapping import FORWARD
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.migration.check import run_check
+from unistatus.migration.check_sql import SPOTS, _slice_of
 from unistatus.migration.verify import verify_changes
 
 LOWEST, HIGHEST = -(2**63), 2**63 - 1
@@ -86,3 +88,24 @@ def test_backfill_then_check_with_the_lowest_key(db: Any) -> None:
     report = run_check(db.engine, db.settings, chunk=1000, examples=10, store=False)
     _assert_counts(report, N + 3, N)
     assert sorted({e["legacy_id"] for e in report.examples}) == [LOWEST, LOWEST + 1, 0]
+
+
+def test_every_key_is_placed_in_its_slice(db: Any) -> None:
+    """The slice the database works out for a key, as Python's exact integers do, in
+    ranges across 0 wider than 2^63 - 1 (the split form) and narrower (the plain one)."""
+    ranges = [(LOWEST, HIGHEST), (LOWEST + 12345, 2**62 + 7), (-(2**62), 2**62), (-5, 2**40)]
+    cases = []
+    for first, last in ranges:
+        width = max(1, -(-(last - first + 1) // SPOTS))
+        keys = {first, last, -1, 0, 1, first + width - 1, first + width, last - 1}
+        keys |= {first + s * width + d for s in (511, 512, 767, 768) for d in (-1, 0)}
+        for key in sorted(k for k in keys if first <= k <= last):
+            cases.append((key, first, width, (key - first) // width))
+    with db.engine.connect() as conn:
+        got = [
+            conn.execute(
+                sa.select(_slice_of(sa.literal(key, sa.BigInteger), first, width))
+            ).scalar_one()
+            for key, first, width, _ in cases
+        ]
+    assert got == [want for *_, want in cases]
