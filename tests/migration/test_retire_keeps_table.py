@@ -268,3 +268,24 @@ def test_a_copied_table_keeps_the_applications_unnamed_checks(
     assert undo_cleanup(db.engine, db.settings, actor="test")["undone"]
     assert definitions(db) == before
     assert amount_check_holds(db)
+
+
+def test_a_copied_table_drops_a_named_check_on_the_status_with_it(
+    sqlite_db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A named table CHECK on the status (no in-place drop either): the copy restated it
+    and failed ("no such column: status"). It goes with the column, logged by name; the
+    undo gives it back with the table's CREATE statement."""
+    db = sqlite_db
+    rich_cashouts(db, tmp_path, ",\n  CONSTRAINT app_status_set CHECK (length(status) > 0)", "")
+    before = definitions(db)
+    checksum = status_checksum(db.engine, db.settings)
+
+    assert retire_legacy_columns(db.engine, db.settings, actor="test")["dropped"]
+    assert "app_status_set" not in definitions(db)["cashouts"]["objects"][0][2]
+    assert "app_status_set" in caplog.text
+    assert amount_check_holds(db)
+
+    assert undo_cleanup(db.engine, db.settings, actor="test")["undone"]
+    assert definitions(db) == before
+    assert status_checksum(db.engine, db.settings) == checksum
