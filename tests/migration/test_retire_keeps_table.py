@@ -12,11 +12,13 @@ sequence, indexes and triggers as they were.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from test_retire import freeze_and_archive, seed
 
 from conftest import Database
@@ -225,3 +227,65 @@ def test_a_table_that_must_be_copied_but_is_referenced_with_an_action_is_refused
         retire_legacy_columns(db.engine, db.settings, actor="test")
     assert definitions(db) == before
     assert db.scalar("SELECT count(*) FROM app_cashout_notes") == 3
+
+
+def amount_check_holds(db: Database) -> bool:
+    """Whether cashouts still refuses a negative amount (RICH_CASHOUTS' unnamed
+    ``CHECK (amount >= 0)``): a raw INSERT in a transaction rolled back."""
+    with db.engine.connect() as conn, conn.begin() as tx:
+        try:
+            conn.exec_driver_sql(
+                "INSERT INTO cashouts (user_id, amount, currency, created_at, updated_at) "
+                "VALUES (99, -1, 'USD', '2024-01-01 00:00:00', '2024-01-01 00:00:00')"
+            )
+        except sa.exc.IntegrityError as exc:
+            assert "CHECK constraint failed" in str(exc), exc
+            return True
+        finally:
+            tx.rollback()
+    return False
+
+
+def test_a_copied_table_keeps_the_applications_unnamed_checks(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """A table CHECK naming the status makes the retirement copy cashouts; the copy made
+    from reflection omitted every unnamed CHECK (Alembic's "Unnamed CHECK constraint ...
+    omitted from the table recreate"): the application's ``CHECK (amount >= 0)`` was
+    gone while retired. It is kept; the ones naming the status go with the column (and
+    come back with the undo, exactly)."""
+    db = sqlite_db
+    rich_cashouts(db, tmp_path, ",\n  CHECK (length(status) > 0)", "")
+    before = definitions(db)
+    assert amount_check_holds(db)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert retire_legacy_columns(db.engine, db.settings, actor="test")["dropped"]
+    assert amount_check_holds(db)
+    assert [str(w.message) for w in caught if "CHECK" in str(w.message)] == []
+
+    assert undo_cleanup(db.engine, db.settings, actor="test")["undone"]
+    assert definitions(db) == before
+    assert amount_check_holds(db)
+
+
+def test_a_copied_table_drops_a_named_check_on_the_status_with_it(
+    sqlite_db: Database, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A named table CHECK on the status (no in-place drop either): the copy restated it
+    and failed ("no such column: status"). It goes with the column, logged by name; the
+    undo gives it back with the table's CREATE statement."""
+    db = sqlite_db
+    rich_cashouts(db, tmp_path, ",\n  CONSTRAINT app_status_set CHECK (length(status) > 0)", "")
+    before = definitions(db)
+    checksum = status_checksum(db.engine, db.settings)
+
+    assert retire_legacy_columns(db.engine, db.settings, actor="test")["dropped"]
+    assert "app_status_set" not in definitions(db)["cashouts"]["objects"][0][2]
+    assert "app_status_set" in caplog.text
+    assert amount_check_holds(db)
+
+    assert undo_cleanup(db.engine, db.settings, actor="test")["undone"]
+    assert definitions(db) == before
+    assert status_checksum(db.engine, db.settings) == checksum

@@ -327,7 +327,24 @@ def _slice_of(key: sa.ColumnElement[Any], first: int, width: int) -> sa.ColumnEl
     """Which of SPOTS slices of ``width`` keys from ``first`` on ``key`` is in (an
     orphan's key beyond them: the first or the last slice, so there are never more)."""
     last = min(first + SPOTS * width - 1, MAX_KEY)
-    return sa.case((key < first, 0), (key > last, SPOTS - 1), else_=(key - first) // width)
+    return sa.case(
+        (key < first, 0), (key > last, SPOTS - 1), else_=_offset(key, first, last, width)
+    )
+
+
+def _offset(key: sa.ColumnElement[Any], first: int, last: int, width: int) -> sa.ColumnElement[int]:
+    """``(key - first) // width`` for a key in ``[first, last]``, each step within BIGINT.
+
+    ``key - first`` is, whenever the slices span at most MAX_KEY keys (every range of an
+    ordinary table): it stays that statement. Wider (keys from near -2^63 to past 0), it
+    is not ("bigint out of range" on PostgreSQL; on SQLite a REAL that rounds a key into
+    the next slice): a key below 0 is less than MAX_KEY from ``first``, and from 0 on
+    the distance is split as ``key + a`` with ``a = -first = qa * width + ra``."""
+    if last - first <= MAX_KEY:
+        return (key - first) // width
+    qa, ra = divmod(-first, width)
+    carry = sa.case((key % width + ra >= width, 1), else_=0)
+    return sa.case((key < 0, (key - first) // width), else_=key // width + qa + carry)
 
 
 def count_chunk(

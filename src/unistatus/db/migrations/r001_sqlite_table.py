@@ -15,7 +15,8 @@ collation of the table's own lost, a column added back last. So:
   then drops the column in place (``ALTER TABLE ... DROP COLUMN``, SQLite 3.35): the rest
   of the statement, the sequence, the indexes and the triggers stay as they were. Where
   SQLite refuses that (an older SQLite; a table constraint or foreign key that names the
-  column) the table is copied as before, ``AUTOINCREMENT`` and the sequence kept;
+  column) the table is copied as before, ``AUTOINCREMENT``, the sequence and the unnamed
+  CHECKs that do not name the column kept;
 * the undo creates the table again from the recorded statement: its rows copied aside
   (a temporary table), the table dropped and created again from the statement as it was,
   the rows copied back with the status, then its sequence (never set back), its indexes
@@ -120,8 +121,13 @@ def drop_column(bind: sa.Connection, spec: dict[str, Any], again: list[Any]) -> 
                 "(ON DELETE): nothing changed"
             ) from None
         kwargs = {"sqlite_autoincrement": True} if _AUTOINCREMENT.search(sql) else {}
+        checks, on_status = _checks(bind, table, schema, spec["status"])
         deferred = _defer(bind, 1)  # a reference without an action: the rows come back
-        with op.batch_alter_table(table, schema=schema, table_kwargs=kwargs) as batch:
+        with op.batch_alter_table(
+            table, schema=schema, table_kwargs=kwargs, table_args=tuple(checks)
+        ) as batch:
+            for check in on_status:
+                batch.drop_constraint(check, type_="check")
             batch.drop_column(spec["status"])
         _defer(bind, deferred)
         _set_sequence(bind, table, schema, seq)
@@ -130,6 +136,33 @@ def drop_column(bind: sa.Connection, spec: dict[str, Any], again: list[Any]) -> 
             if trigger not in present:
                 bind.exec_driver_sql(trigger_sql)
     return {"sqlite_sql": sql, "sqlite_sequence": seq}
+
+
+def _checks(
+    bind: sa.Connection, table: str, schema: str | None, column: str
+) -> tuple[list[sa.CheckConstraint], list[str]]:
+    """The table's unnamed CHECKs that do not name ``column``, restated for its copy, and
+    the names of its named CHECKs that do, dropped with the column.
+
+    A copy made from reflection omits every unnamed CHECK (Alembic cannot tell which of
+    them name the dropped column): the application's ``CHECK (amount >= 0)`` was gone for
+    as long as the table was retired. It restates every named one, and one naming the
+    column failed the copy ("no such column"). Those naming the column go with it (SQLite
+    cannot keep them), logged; the undo's CREATE statement has them again."""
+    names = re.compile(rf"(?<![\w$])[\"`\[]?{re.escape(column)}[\"`\]]?(?![\w$])", re.I)
+    kept: list[sa.CheckConstraint] = []
+    dropped: list[str] = []
+    for check in sa.inspect(bind).get_check_constraints(table, schema=schema):
+        sqltext, name = str(check["sqltext"]), check.get("name")
+        if not names.search(sqltext):
+            if not name:
+                kept.append(sa.CheckConstraint(sqltext))
+            continue
+        if name:
+            dropped.append(str(name))
+        shown = f"CHECK {name} ({sqltext})" if name else f"CHECK ({sqltext})"
+        log.warning("%s: %s names %s and is dropped with it", table, shown, column)
+    return kept, dropped
 
 
 def _of_table(bind: sa.Connection, table: str, schema: str | None, what: str, types: str) -> Any:
