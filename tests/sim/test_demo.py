@@ -113,3 +113,26 @@ def test_later_phases_can_run_work_under_background_traffic(tmp_path: Path) -> N
     )
     assert report.ok, report.as_dict()
     assert report.steps[4].detail.endswith("writes while working")
+
+
+def test_a_refused_gate_says_why_in_the_steps_detail() -> None:
+    """A demo stopped by a gate names what failed inside it (a per-system gate's value
+    is only which system fails: its detail says which of that system's gates)."""
+    from unistatus.migration.gates import Gate
+    from unistatus.sim.demo_steps import refused_gates
+
+    failing = [
+        Gate(
+            "each_system_on_its_own",
+            "EXCHANGE fails",
+            "all pass",
+            False,
+            "failing on its own data: EXCHANGE: p95_latency_ms",
+        ),
+        Gate("error_rate", "2%", "< 1%", False),
+    ]
+    said = refused_gates(4, failing)
+    assert said == (
+        "gates into phase 4 fail: each_system_on_its_own = EXCHANGE fails (needs all pass:"
+        " failing on its own data: EXCHANGE: p95_latency_ms); error_rate = 2% (needs < 1%)"
+    )
