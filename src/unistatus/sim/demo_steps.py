@@ -59,14 +59,21 @@ def _advance(ctx: DemoContext, reason: str) -> str:
     failing = [g for g in status.gates if not g.passed]
     _record_gates(ctx, status.phase, status.next_phase, status.gates)
     if failing:
-        raise DemoStepFailed(
-            f"gates into phase {status.next_phase} fail: "
-            + "; ".join(f"{g.name} = {g.value} (needs {g.threshold})" for g in failing)
-        )
+        raise DemoStepFailed(refused_gates(status.next_phase, failing))
     change = phases.advance(engine, ctx.settings, actor=ACTOR, reason=reason)
     ctx.require_adapter().modes.refresh()
     passed = ", ".join(f"{g.name} {g.value}" for g in change.gates) or "no gates"
     return f"phase {change.from_phase} -> {change.to_phase} ({change.to_mode.value}); {passed}"
+
+
+def refused_gates(target: int | None, failing: list[Any]) -> str:
+    """The step's detail when gates refuse: each gate's value and threshold, and its
+    detail where it has one (a per-system gate's value only names the system)."""
+    said = "; ".join(
+        f"{g.name} = {g.value} (needs {g.threshold}{': ' + g.detail if g.detail else ''})"
+        for g in failing
+    )
+    return f"gates into phase {target} fail: {said}"
 
 
 def _record_gates(ctx: DemoContext, phase: int, target: int | None, gates: list[Any]) -> None:
