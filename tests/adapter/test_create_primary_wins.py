@@ -217,9 +217,10 @@ def test_unified_primary_marks_the_first_history_row_legacy_refused(
     with db.engine.connect() as conn:
         metas = dict(conn.execute(sa.select(h.c.transaction_id, h.c.meta)).all())
     meta = metas[r.entity_id] or {}
-    assert meta.get("flag") == "legacy_refused", meta
-    assert meta["repair_queued"] is True and meta["ticket"] == 7
-    assert "t_refuse_cashouts" in meta["legacy_error"] and "\n" not in meta["legacy_error"]
+    mark = meta.get("unistatus") or {}
+    assert mark.get("flag") == "legacy_refused", meta
+    assert mark["repair_queued"] is True and meta["ticket"] == 7
+    assert "t_refuse_cashouts" in mark["legacy_error"] and "\n" not in mark["legacy_error"]
     assert metas[ok.entity_id] == {"ticket": 8}  # a create legacy took is not marked
 
 

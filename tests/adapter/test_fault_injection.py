@@ -192,9 +192,10 @@ def test_primary_wins_marks_the_history_row_of_a_refused_legacy_side(db: Databas
     assert (row["from_legacy_status"], row["to_legacy_status"]) == ("PENDING", "EXECUTING")
     assert (row["triggered_by"], row["override"]) == ("u2", False)
     meta = row["meta"]
-    assert (meta or {}).get("flag") == "legacy_refused", meta
-    assert meta["repair_queued"] is True and meta["ticket"] == 7
-    assert name in meta["legacy_error"] and "\n" not in meta["legacy_error"]
+    mark = (meta or {}).get("unistatus") or {}
+    assert mark.get("flag") == "legacy_refused", meta
+    assert mark["repair_queued"] is True and meta["ticket"] == 7
+    assert name in mark["legacy_error"] and "\n" not in mark["legacy_error"]
     # A change legacy took is not marked.
     *_, row = history_rows(db, ok.entity_id)
     assert row["to_status"] == "CANCELLED" and row["meta"] == {"ticket": 8}

@@ -107,8 +107,9 @@ def test_the_history_row_says_legacy_refused_the_change(db: Database) -> None:
         return [json.loads(m) if isinstance(m, str) else m for (m,) in rows(db, sql, e=e)[1:]]
 
     (meta,) = metas(utx)
-    assert (meta or {}).get("flag") == "legacy_refused", meta
-    assert meta["repair_queued"] is True and "no legacy row" in meta["legacy_error"]
+    mark = (meta or {}).get("unistatus") or {}
+    assert mark.get("flag") == "legacy_refused", meta
+    assert mark["repair_queued"] is True and "no legacy row" in mark["legacy_error"]
     assert metas(whole) == [None]
 
 

@@ -11,8 +11,9 @@
   ``primary_wins`` the secondary side in a savepoint, queued for repair if it fails
   (or, a legacy row its create never got, queued without a try).
 - :func:`legacy_refused_meta`: the history metadata of a change whose legacy side was
-  refused under ``primary_wins`` (flag ``legacy_refused``): the history row stands with
-  the unified side, and must not read as if legacy took the change.
+  refused under ``primary_wins`` (flag ``legacy_refused``, under unistatus's reserved
+  key: :mod:`unistatus.domain.marks`): the history row stands with the unified side,
+  and must not read as if legacy took the change.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from unistatus.db.tables import (
 )
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.mapping import LegacyStatusMapper
+from unistatus.domain.marks import FLAG_LEGACY_REFUSED, marked
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.domain.transitions import TransitionKind
 from unistatus.errors import ModeError, StorageError
@@ -66,10 +68,6 @@ U = unified_transactions
 NO_LEGACY_ROW = "no legacy row to write (the legacy INSERT of its create was refused)"
 # How a failed secondary side's error starts (the result's, the repair queue's).
 SECONDARY_FAILED = "secondary write failed: "
-# The history metadata ``flag`` of a change whose legacy side was refused and queued
-# (``primary_wins``, unified primary), as the capture flags the changes it records
-# against the rules (``transition_refused``, ``legacy_frozen``: migration.capture_sql).
-FLAG_LEGACY_REFUSED = "legacy_refused"
 # How much of legacy's error the history row keeps (its first line; all of it is in the
 # repair queue and the log).
 _LEGACY_ERROR_CHARS = 500
@@ -114,18 +112,19 @@ def plan_history(plan: Plan) -> dict[str, Any]:
 
 
 def legacy_refused_meta(meta: Mapping[str, Any] | None, error: str | None) -> dict[str, Any]:
-    """A history row's metadata ``meta`` (the caller's, kept), marked: the change's legacy
-    side was refused with ``error`` (a result's, :data:`SECONDARY_FAILED` first) and the
+    """A history row's metadata ``meta`` (the caller's, every key kept), marked under
+    unistatus's own key (:func:`unistatus.domain.marks.marked`): the change's legacy side
+    was refused with ``error`` (a result's, :data:`SECONDARY_FAILED` first) and the
     entity queued for repair. The row's ``to_legacy_status`` stays what the change asked
     legacy to hold (as the unified row's ``legacy_status`` does until the repair); this
     flag says legacy does not hold it (docs/adapter.md)."""
     first = (error or "").removeprefix(SECONDARY_FAILED).strip().split("\n", 1)[0]
-    return {
-        **(meta or {}),
-        "flag": FLAG_LEGACY_REFUSED,
-        "legacy_error": first[:_LEGACY_ERROR_CHARS],
-        "repair_queued": True,
-    }
+    return marked(
+        meta,
+        flag=FLAG_LEGACY_REFUSED,
+        legacy_error=first[:_LEGACY_ERROR_CHARS],
+        repair_queued=True,
+    )
 
 
 def _as_is(value: Any) -> Any:

@@ -15,19 +15,35 @@ from dataclasses import dataclass
 from typing import Literal
 
 from unistatus.config import Settings
+from unistatus.errors import InputError
 
 __all__ = [
+    "LABEL_DELIMITERS",
     "MAX_LABEL_CHARS",
     "Principal",
     "Role",
     "actor_for",
     "authenticate",
     "enabled",
+    "label_problem",
 ]
 
 Role = Literal["writer", "admin"]
 # token:<name up to 32> (<label up to 64>) fits unified_status_history.triggered_by (128).
 MAX_LABEL_CHARS = 64
+# The characters that frame the label: one in it would close the label's group and open
+# another ("admin) (x" -> "token:writer (admin) (x)"), which reads as a different actor.
+LABEL_DELIMITERS = "()"
+
+
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot follow a token's name in the history, or None."""
+    if any(c in LABEL_DELIMITERS for c in label):
+        return (
+            "must not contain parentheses: the history records it as "
+            "token:<name> (<label>), and a parenthesis in it could read as another actor"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,11 @@ def authenticate(settings: Settings, presented: str | None) -> Principal | None:
 
 
 def actor_for(principal: Principal, label: str | None = None) -> str:
-    """What the history's ``triggered_by`` says: ``token:<name>`` and the caller's label."""
+    """What the history's ``triggered_by`` says: ``token:<name>`` and the caller's label
+    (the request models refuse a label :func:`label_problem` finds fault with; checked
+    again here, so no other caller can store a forged structure)."""
     actor = f"token:{principal.name}"
+    problem = label_problem(label) if label else None
+    if problem:
+        raise InputError(f"the actor label {problem}")
     return f"{actor} ({label})" if label else actor

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from unistatus import errors
-from unistatus.api.access import MAX_LABEL_CHARS
+from unistatus.api.access import MAX_LABEL_CHARS, label_problem
 from unistatus.domain.ids import MAX_LEGACY_ID
 from unistatus.domain.inputs import MAX_BIGINT, MAX_REASON_CHARS, check_metadata, check_text
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionType
@@ -61,8 +61,23 @@ def _text(name: str, max_chars: int) -> Any:
 _STRIPPED = StringConstraints(strip_whitespace=True, min_length=1)
 
 Reason = Annotated[StrictStr, _STRIPPED, _text("reason", MAX_REASON_CHARS)]
-# The caller's own name for itself; the history stores it after the token's name.
-Actor = Annotated[StrictStr, _STRIPPED, _text("actor", MAX_LABEL_CHARS)]
+
+
+def _label(name: str) -> Any:
+    """A label the history frames after the token's name (:func:`label_problem`)."""
+
+    def check(value: str) -> str:
+        problem = label_problem(value)
+        if problem:
+            raise ValueError(f"{name} {problem}")
+        return value
+
+    return AfterValidator(check)
+
+
+# The caller's own name for itself; the history stores it after the token's name, in
+# parentheses (token:<name> (<label>)): a parenthesis in it is refused (422).
+Actor = Annotated[StrictStr, _STRIPPED, _text("actor", MAX_LABEL_CHARS), _label("actor")]
 # The phase a step expects to leave (unistatus.migration.phase_from); absent: any.
 FromPhase = Annotated[StrictInt | None, Field(ge=0, le=4)]
 StatusText = Annotated[StrictStr, _STRIPPED, _text("status", 64)]
@@ -104,7 +119,8 @@ class TransactionCreate(_Input):
     status: StatusText | None = None
     metadata: dict[str, Any] | None = None
     triggered_by: Actor | None = Field(
-        default=None, description="The caller's label, recorded after the token's name"
+        default=None,
+        description="The caller's label, recorded after the token's name (no parentheses)",
     )
 
     _meta = field_validator("metadata")(_check_metadata)
@@ -114,7 +130,8 @@ class StatusUpdate(_Input):
     status: StatusText = Field(description="A unified status, or a legacy status of its system")
     reason: Reason
     triggered_by: Actor | None = Field(
-        default=None, description="The caller's label, recorded after the token's name"
+        default=None,
+        description="The caller's label, recorded after the token's name (no parentheses)",
     )
     metadata: dict[str, Any] | None = None
     force: StrictBool = Field(

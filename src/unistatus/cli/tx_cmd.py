@@ -307,8 +307,10 @@ def _history(adapter: Any, transaction_id: str, limit: int) -> list[dict[str, An
 
 
 def _flag(meta: Any) -> str | None:
-    flag = meta.get("flag") if isinstance(meta, dict) else None
-    return None if flag is None else str(flag)
+    """The flag unistatus set on the row: never a key of the caller's metadata."""
+    from unistatus.domain.marks import flag_of
+
+    return flag_of(meta)
 
 
 def _literal(value: object) -> str:
@@ -322,7 +324,7 @@ def _literal(value: object) -> str:
 def _print_show(data: dict[str, Any]) -> None:
     """The transaction as stored: every stored value escaped (a reason, a name or a raw
     legacy value is text, never Rich markup: ``[/]`` in a reason must not break this)."""
-    from unistatus.adapter.writes import FLAG_LEGACY_REFUSED
+    from unistatus.domain.marks import FLAG_LEGACY_REFUSED
 
     ref = f"{str(data['legacy_system']).lower()}:{data['legacy_id']}" if data["legacy_id"] else "-"
     console.print(

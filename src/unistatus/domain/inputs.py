@@ -24,6 +24,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+from unistatus.domain.marks import MARKS_KEY
 from unistatus.errors import InputError
 
 __all__ = [
@@ -258,12 +259,20 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
       stored one key twice;
     - at most ``MAX_METADATA_DEPTH`` levels of nesting. The API's JSON parser refused
       deeper bodies wherever the server's stack ran out (near 960 levels); the library
-      took about as deep as its caller's stack allowed. One fixed bound holds for both.
+      took about as deep as its caller's stack allowed. One fixed bound holds for both;
+    - no top-level key ``MARKS_KEY`` (``"unistatus"``): unistatus keeps its own marks of
+      a history row there (:mod:`unistatus.domain.marks`); one the caller passed would
+      read as unistatus's. Nested deeper, under a key of the caller's, it is the caller's.
     """
     if metadata is None:
         return None
     if not isinstance(metadata, dict):
         raise InputError(f"metadata must be a JSON object (a dict), not {type(metadata).__name__}")
+    if MARKS_KEY in metadata:
+        raise InputError(
+            f"metadata: the key {MARKS_KEY!r} is reserved (unistatus keeps its own marks "
+            "of a history row there); use another key"
+        )
     try:
         text = json.dumps(metadata, allow_nan=False, ensure_ascii=False)
     except ValueError as exc:
