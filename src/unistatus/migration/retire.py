@@ -22,15 +22,14 @@ from unistatus.db.column_dependents import (
 )
 from unistatus.db.control import history, read_mode
 from unistatus.db.dialect import ops_for
-from unistatus.db.legacy import (
-    indexes_a_drop_cannot_keep,
+from unistatus.db.legacy import indexes_a_drop_cannot_keep, resolve_legacy_tables
+from unistatus.db.legacy_kinds import NOT_A_TABLE, not_a_table
+from unistatus.db.legacy_reflect import (
     legacy_table_kinds,
     legacy_table_name,
     legacy_table_sql,
     reflect_legacy_table,
-    resolve_legacy_tables,
 )
-from unistatus.db.legacy_kinds import NOT_A_TABLE, not_a_table
 from unistatus.db.legacy_types import as_text
 from unistatus.db.retry import retry_reason
 from unistatus.db.revisions import RETIRE_REVISION, columns_retired
