@@ -21,7 +21,7 @@ from unistatus.adapter.model import Entity
 from unistatus.adapter.rows import EntityRows, held_ref
 from unistatus.adapter.runner import Runner
 from unistatus.adapter.sql import HotStatements
-from unistatus.db.control import read_mode
+from unistatus.db.mode_reads import read_mode
 from unistatus.domain import consistency
 from unistatus.domain.ids import LegacyRef
 from unistatus.domain.mapping import LegacyStatusMapper

@@ -20,7 +20,7 @@ from unistatus.db.column_dependents import (
     pg_triggers_reading,
     sqlite_triggers_naming,
 )
-from unistatus.db.control import history, read_mode
+from unistatus.db.control import history
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import indexes_a_drop_cannot_keep, resolve_legacy_tables
 from unistatus.db.legacy_kinds import NOT_A_TABLE, not_a_table
@@ -31,6 +31,7 @@ from unistatus.db.legacy_reflect import (
     reflect_legacy_table,
 )
 from unistatus.db.legacy_types import as_text
+from unistatus.db.mode_reads import read_mode
 from unistatus.db.retry import retry_reason
 from unistatus.db.revisions import RETIRE_REVISION, columns_retired
 from unistatus.db.tables import unified_transactions
