@@ -181,8 +181,12 @@ def _blockers(bind: sa.Connection, legacy: dict[str, dict[str, str]]) -> list[st
     unreplayed = sa.select(pending.c.id).where(pending.c.replayed_at.is_(None)).limit(1)
     project = bind.execute(unreplayed).first() is not None
     inspector = sa.inspect(bind)
+    refusals = _helper("r001_refusals.py")  # what `unistatus retire` refuses as well
     for system in SYSTEMS:
         spec = legacy[system]
+        if view := refusals.not_a_table(bind, spec, _table_sql(bind, spec)):
+            problems.append(view)  # DROP COLUMN needs a table
+            continue
         if not inspector.has_table(spec["table"], schema=spec.get("schema")):
             problems.append(f"legacy table {spec['table']!r} does not exist")
             continue
@@ -190,6 +194,8 @@ def _blockers(bind: sa.Connection, legacy: dict[str, dict[str, str]]) -> list[st
         if spec["status"] not in table.c:
             problems.append(f"{spec['table']}.{spec['status']} is already missing")
             continue
+        if reading := refusals.triggers_reading(bind, spec, _table_sql(bind, spec)):
+            problems.append(reading)  # a PL/pgSQL body is no dependency: the drop goes on
         naming = [name for name, sql in _sqlite_triggers(bind, spec) if _names(sql, spec)]
         if naming:
             problems.append(
@@ -312,7 +318,8 @@ def _names(sql: str, spec: dict[str, Any]) -> bool:
 def _helper(name: str) -> Any:
     """A module of this revision's beside versions/ (r001_sqlite_table.py: SQLite's table
     work; r001_pg_column.py: the column's type; r001_pg_definitions.py: its DEFAULT,
-    indexes and constraints), frozen with it, loaded by its path."""
+    indexes and constraints; r001_refusals.py: a view, a trigger reading the column),
+    frozen with it, loaded by its path."""
     return load_python_file(str(Path(__file__).resolve().parents[1]), name)
 
 
