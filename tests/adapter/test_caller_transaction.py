@@ -34,7 +34,8 @@ from unistatus import (
     UnifiedTransactionStatus,
     WriteRefusedError,
 )
-from unistatus.db.control import read_mode, set_mode
+from unistatus.db.control import set_mode
+from unistatus.db.mode_reads import read_mode
 from unistatus.observe.stats import window
 
 M = DualWriteMode

@@ -14,17 +14,9 @@ import sqlalchemy as sa
 from conftest import PG_IN_EVERY_LAYOUT, Database
 from support.race import in_lockstep
 from unistatus.adapter.core import DualWriteAdapter
-from unistatus.db import control
-from unistatus.db.control import (
-    get_mode,
-    get_modes,
-    history,
-    last_mode_change_at,
-    read_mode,
-    read_modes,
-    read_value,
-    set_mode,
-)
+from unistatus.db import mode_reads
+from unistatus.db.control import get_mode, get_modes, history, set_mode
+from unistatus.db.mode_reads import last_mode_change_at, read_mode, read_modes, read_value
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.domain.statuses import DualWriteMode as M
 from unistatus.domain.statuses import LegacySystemType as S
@@ -47,7 +39,7 @@ def test_one_system_switches_and_the_others_stay(db: Database) -> None:
     with pytest.raises(ModeError, match="different modes"):
         get_mode(db.engine)  # the global view has no one answer now
     with db.engine.connect() as conn:
-        assert read_value(conn, control.MODE_KEY) is None  # the summary: absent
+        assert read_value(conn, mode_reads.MODE_KEY) is None  # the summary: absent
         assert last_mode_change_at(conn, S.ESCROW) is not None
         assert last_mode_change_at(conn, S.CASHOUT) is None
 
@@ -56,7 +48,7 @@ def test_one_system_switches_and_the_others_stay(db: Database) -> None:
     assert sorted(c.key for c in changes) == ["mode.CASHOUT", "mode.EXCHANGE"]
     assert get_mode(db.engine) is M.DUAL_WRITE_LEGACY_PRIMARY
     with db.engine.connect() as conn:
-        assert read_value(conn, control.MODE_KEY) == "DUAL_WRITE_LEGACY_PRIMARY"
+        assert read_value(conn, mode_reads.MODE_KEY) == "DUAL_WRITE_LEGACY_PRIMARY"
         assert read_mode(conn, S.EXCHANGE) is M.DUAL_WRITE_LEGACY_PRIMARY
     assert len(history(db.engine, "mode")) == 3
     assert set_mode(db.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="again") == []
@@ -142,8 +134,8 @@ def test_systems_switching_at_once_keep_the_summary_true(pg: Database) -> None:
 
     def check(n: int) -> None:
         with pg.engine.connect() as conn:
-            modes, summary = read_modes(conn), read_value(conn, control.MODE_KEY)
-        common = control.common_mode(modes)
+            modes, summary = read_modes(conn), read_value(conn, mode_reads.MODE_KEY)
+        common = mode_reads.common_mode(modes)
         assert summary == (common.value if common else None), (n, modes)
 
     set_mode(pg.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="start: the summary written")

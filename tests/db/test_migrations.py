@@ -462,7 +462,8 @@ def test_0015_gives_every_system_the_global_mode_and_its_downgrade_takes_it_back
 ) -> None:
     """A database at 0014 with one global mode: after 0015 every system is in it (no
     control-log row: nothing changed); the downgrade refuses while the systems differ."""
-    from unistatus.db.control import get_mode, get_modes, last_mode_change_at, write_mode
+    from unistatus.db.control import get_mode, get_modes, write_mode
+    from unistatus.db.mode_reads import last_mode_change_at
     from unistatus.domain.statuses import LegacySystemType as S
 
     db = new_database("per_system")

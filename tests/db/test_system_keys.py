@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from conftest import Database
-from unistatus.db.control import read_value
 from unistatus.db.dialect import ops_for
+from unistatus.db.mode_reads import read_value
 from unistatus.db.system_keys import SYSTEMS, system_key, system_keys, systems_of, write_summary
 from unistatus.domain.statuses import LegacySystemType as S
 

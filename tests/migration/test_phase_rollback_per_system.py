@@ -20,7 +20,8 @@ from unistatus.backfill.control import is_paused, pause_key
 from unistatus.cli import app
 from unistatus.clock import utcnow
 from unistatus.config import AutoResponses
-from unistatus.db.control import get_modes, history, read_value
+from unistatus.db.control import get_modes, history
+from unistatus.db.mode_reads import read_value
 from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine
 from unistatus.db.tables_replay import replay_conflicts

@@ -16,9 +16,10 @@ from support.blocking import queue_behind_any_holder, wait_until_it_blocks
 from support.engines import at_repeatable_read
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill.control import PAUSE_KEY
-from unistatus.db.control import get_mode, history, read_value, set_mode, write_mode
+from unistatus.db.control import get_mode, history, set_mode, write_mode
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.mode_reads import read_value
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.consistency import compare
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType

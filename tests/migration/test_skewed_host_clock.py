@@ -13,7 +13,8 @@ import sqlalchemy as sa
 
 from support.check_data import populate, tables
 from support.host_clock import host_clock_ahead
-from unistatus.db.control import last_mode_change_at, set_mode
+from unistatus.db.control import set_mode
+from unistatus.db.mode_reads import last_mode_change_at
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus

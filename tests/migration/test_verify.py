@@ -22,9 +22,10 @@ from support.check_data import populate, tables
 from support.roles import ALL_ON_PUBLIC, a_role_without_read_all_stats
 from support.sessions import until_no_other_at_work
 from unistatus.clock import utcnow
-from unistatus.db.control import last_mode_change_at, write_value
+from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
+from unistatus.db.mode_reads import last_mode_change_at
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_check import check_runs
 from unistatus.domain.mapping import LegacyStatusMapper

@@ -3,10 +3,10 @@
 ``core`` is the facade (:class:`DualWriteAdapter`); ``plan`` decides, ``rows`` reads and
 locks, ``writes`` writes under the locks (and builds every unified and history row),
 ``create`` creates, ``fast`` is the one- or two-round-trip path, ``runner`` runs the
-attempts, ``caller`` runs them in the caller's transaction (``connection=``),
-``admission`` queues writes fairly, ``sql`` holds the prepared statements, ``keys`` the
-idempotency keys, ``stats`` the operation statistics every adapter records and ``model``
-the values they all share.
+attempts, ``caller`` runs them in the caller's transaction (``connection=``), ``reads``
+reads a status and judges one transaction, ``admission`` queues writes fairly, ``sql``
+holds the prepared statements, ``keys`` the idempotency keys, ``stats`` the operation
+statistics every adapter records and ``model`` the values they all share.
 
 The facade's names load on first use (PEP 562 ``__getattr__``): the backfill builds its
 rows with ``adapter.writes`` and must not pay for the whole adapter (``core`` and the

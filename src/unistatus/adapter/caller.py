@@ -23,7 +23,6 @@ from unistatus.adapter.keys import KeyTaken
 from unistatus.adapter.model import DualWriteResult, ModeChanged, Relinked, WriteLost
 from unistatus.adapter.runner import Runner, Work, failed_result
 from unistatus.db.binding import bound_connection
-from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import (
     describe,
@@ -33,6 +32,7 @@ from unistatus.db.failures import (
 )
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.mode_lock_keys import locked_mode_function
+from unistatus.db.mode_reads import read_mode
 from unistatus.db.prepared import Prepared
 from unistatus.db.retry import refused_by_application
 from unistatus.db.tables import migration_control

@@ -1,16 +1,13 @@
 """DualWriteAdapter: the one way the application writes transaction statuses.
 
 The facade: the public methods and the wiring; the work is done by ``plan``, ``rows``,
-``writes``, ``create``, ``fast`` and ``runner``. What a write guarantees (mode lock,
+``writes``, ``create``, ``fast`` and ``runner``, the reads by ``reads``. What a write guarantees (mode lock,
 row locks, fallbacks, results instead of driver errors): docs/adapter.md.
 With ``connection=`` an operation runs in the caller's transaction (``caller``).
 """
 
 from __future__ import annotations
 
-import logging
-import random
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
@@ -19,15 +16,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.adapter import judge
 from unistatus.adapter.admission import FairGate
 from unistatus.adapter.caller import CallerConnection, CallerTransactions
 from unistatus.adapter.create import Creator, NewTransaction, linked_ref
 from unistatus.adapter.fast import FastStatusWriter, locked_mode_available
 from unistatus.adapter.forks import fresh_pool, survive_forks
 from unistatus.adapter.keys import IdempotencyClaim
-from unistatus.adapter.model import DualWriteResult, Entity, Fallback, OperationEvent
+from unistatus.adapter.model import DualWriteResult, Fallback, OperationEvent
 from unistatus.adapter.plan import Planner, parse_type
+from unistatus.adapter.reads import StatusReads
 from unistatus.adapter.rows import EntityRows, held_ref
 from unistatus.adapter.runner import Runner
 from unistatus.adapter.sql import HotStatements
@@ -36,7 +33,6 @@ from unistatus.adapter.storable import StorableStatus
 from unistatus.adapter.writes import LockedWriter, result_of
 from unistatus.config import Settings, load_settings
 from unistatus.db.app_triggers import holding_systems
-from unistatus.db.control import read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine, session_name
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
@@ -44,7 +40,6 @@ from unistatus.db.legacy_cast import refuse_what_the_database_would
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.row_security import warn_row_security
 from unistatus.db.tables import unified_transactions
-from unistatus.domain import consistency
 from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
 from unistatus.domain.inputs import (
     MAX_ACTOR_CHARS,
@@ -69,8 +64,6 @@ from unistatus.domain.transitions import TransitionRules
 from unistatus.errors import (
     EntityNotFoundError,
     InputError,
-    LegacyStatusRetiredError,
-    StorageError,
     UnistatusError,
 )
 
@@ -78,8 +71,6 @@ __all__ = ["DualWriteAdapter", "DualWriteResult", "Fallback", "OperationEvent"]
 
 # Born-unified transactions whose system an adapter remembers (then it starts over).
 BORN_UNIFIED_REMEMBERED = 100_000
-
-log = logging.getLogger("unistatus.adapter.core")
 
 
 class DualWriteAdapter:
@@ -130,7 +121,6 @@ class DualWriteAdapter:
         self._system_query = sa.select(unified_transactions.c.legacy_system).where(
             unified_transactions.c.id == sa.bindparam("p_utx_id")
         )
-        self.shadow_mismatches = 0
         slots = self.settings.write_concurrency
         if slots is None:
             slots = self.ops.default_write_concurrency
@@ -184,6 +174,14 @@ class DualWriteAdapter:
         )
         self._caller_creator = Creator(
             self.hot, self.ops, self._rows, self._writer, self.mapper, None, storable
+        )
+        self._reads = StatusReads(
+            self._runner,
+            self._caller,
+            self._rows,
+            self.hot,
+            self.mapper,
+            self._follow_restored_columns,
         )
         survive_forks(self)
         record = self.settings.record_stats if record_stats is None else record_stats
@@ -426,64 +424,7 @@ class DualWriteAdapter:
 
         With ``connection``: read in the caller's transaction (its own writes included).
         """
-        started = time.perf_counter()
-        ref = held_ref(entity_id, self.hot.legacy)
-        system = ref.system if isinstance(ref, LegacyRef) else None
-        mode = self._runner.last_modes[system] if system else self._runner.last_mode
-        self._follow_restored_columns()
-        mismatch = False
-
-        def entity_and_mode(conn: sa.Connection) -> tuple[Entity, DualWriteMode | None]:
-            # The system's mode: the caller's transaction reads it there (its own
-            # switch, if any, included); else as this process last read it.
-            entity = self._rows.read(conn, ref)
-            return entity, read_mode(conn, entity.system) if connection is not None else None
-
-        try:
-            entity, read = self._caller.read(
-                connection, f"cannot read {entity_id}", entity_and_mode
-            )
-            system = entity.system
-            mode = read if read is not None else self._runner.mode(system)
-        except StorageError as exc:
-            self._runner.emit(
-                "get_transaction_status", mode, False, started, error=str(exc), system=system
-            )
-            raise
-        meta: dict[str, Any] = {"entity_id": str(entity_id), "mode": mode.value}
-        if entity.legacy is None and entity.unified is None:
-            self._runner.emit("get_transaction_status", mode, True, started, system=system)
-            return None, {**meta, "source": None, "error": "not found"}
-        use_unified = entity.unified is not None and (mode.reads_unified or entity.legacy is None)
-        if use_unified:
-            assert entity.unified is not None
-            status: UnifiedTransactionStatus | None = UnifiedTransactionStatus(
-                entity.unified["status"]
-            )
-            meta.update(source="unified", legacy_status=entity.unified["legacy_status"])
-        else:
-            assert entity.legacy is not None
-            status = self.mapper.try_to_unified(entity.system, entity.legacy["status"])
-            meta.update(source="legacy", legacy_status=entity.legacy["status"])
-            if status is None:
-                meta["error"] = f"unmappable legacy status {entity.legacy['status']!r}"
-        meta.update(
-            transaction_id=entity.utx_id if entity.legacy_id or entity.unified else None,
-            legacy_system=entity.system.value,
-            legacy_id=entity.legacy_id,
-            transaction_type=entity.ttype.value,
-        )
-        if mode.is_dual and self.shadow_read_rate and random.random() < self.shadow_read_rate:
-            mismatch = self._shadow_compare(entity, use_unified, meta)
-        self._runner.emit(
-            "get_transaction_status",
-            mode,
-            True,
-            started,
-            shadow_mismatch=mismatch,
-            system=system,
-        )
-        return status, meta
+        return self._reads.status(entity_id, connection, self.shadow_read_rate)
 
     def check_consistency(
         self,
@@ -494,27 +435,16 @@ class DualWriteAdapter:
     ) -> dict[str, Any]:
         """``{"consistent": bool, "inconsistencies": [...]}`` for one transaction
         (with ``connection``: as the caller's transaction sees it)."""
-        ref = held_ref(entity_id, self.hot.legacy)
-        self._follow_restored_columns()
+        return self._reads.consistency(entity_id, system_type, connection)
 
-        def judged(conn: sa.Connection) -> tuple[Entity, list[consistency.Inconsistency]]:
-            return (entity := self._rows.read(conn, ref)), judge.inconsistencies(conn, entity)
+    @property
+    def shadow_mismatches(self) -> int:
+        """Shadow reads that found the other side disagreeing, since this adapter started."""
+        return self._reads.shadow_mismatches
 
-        entity, found = self._caller.read(connection, f"cannot read {entity_id}", judged)
-        if entity.legacy is None and entity.unified is None:
-            raise EntityNotFoundError(str(entity_id))
-        if entity.legacy_id is not None and self.hot.legacy[entity.system].status is None:
-            raise LegacyStatusRetiredError(f"{entity_id} cannot be judged")
-        if system_type is not None and LegacySystemType.parse(system_type) is not entity.system:
-            raise InputError(f"{entity_id} belongs to {entity.system.value}, not {system_type}")
-        return {
-            "entity_id": str(entity_id),
-            "transaction_id": entity.utx_id,
-            "system": entity.system.value,
-            "legacy_id": entity.legacy_id,
-            "consistent": not found,
-            "inconsistencies": [i.as_dict() for i in found],
-        }
+    @shadow_mismatches.setter
+    def shadow_mismatches(self, count: int) -> None:
+        self._reads.shadow_mismatches = count
 
     # --- closing ----------------------------------------------------------------------
 
@@ -572,27 +502,6 @@ class DualWriteAdapter:
         if writing:
             with self._runner.storage_errors("cannot reflect the legacy tables"):
                 self._restore_retired_columns(writing[0])
-
-    # --- shadow reads -------------------------------------------------------------------
-
-    def _shadow_compare(self, entity: Entity, used_unified: bool, meta: dict[str, Any]) -> bool:
-        """Compare the other side; count and log a mismatch, never raise."""
-        try:
-            found = consistency.compare(entity.system, entity.legacy, entity.unified)
-        except Exception:  # the shadow side must never break the read
-            log.exception("shadow read failed for %s", meta.get("entity_id"))
-            return False
-        if found:
-            self.shadow_mismatches += 1
-            meta["shadow_mismatch"] = [i.kind.value for i in found]
-            log.warning(
-                "shadow read mismatch for %s (authoritative: %s): %s",
-                meta.get("entity_id"),
-                "unified" if used_unified else "legacy",
-                [i.as_dict() for i in found],
-            )
-            return True
-        return False
 
     @contextmanager
     def connection(self) -> Iterator[sa.Connection]:

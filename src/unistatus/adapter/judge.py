@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter.model import Entity
 from unistatus.adapter.rows import replay_pending
-from unistatus.db.control import read_mode
+from unistatus.db.mode_reads import read_mode
 from unistatus.db.queued_legacy import legacy_missing
 from unistatus.domain import consistency
 from unistatus.domain.consistency import Inconsistency, InconsistencyKind

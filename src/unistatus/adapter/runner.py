@@ -28,7 +28,6 @@ from unistatus.adapter.model import (
     WriteLost,
 )
 from unistatus.config import Settings
-from unistatus.db.control import DEFAULT_MODE
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import (
     describe,
@@ -37,6 +36,7 @@ from unistatus.db.failures import (
     session_settings_named,
     storage_errors,
 )
+from unistatus.db.mode_reads import DEFAULT_MODE
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.retry import is_read_only, is_retryable, refused_by_application
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType

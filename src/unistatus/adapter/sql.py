@@ -14,11 +14,11 @@ import sqlalchemy as sa
 
 from unistatus.adapter.model import UNIFIED_LOCK_KEYS
 from unistatus.adapter.writes import HISTORY_KEYS, history_values, legacy_row, unified_row
-from unistatus.db.control import stored_mode
 from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable, legacy_select, legacy_status_column
 from unistatus.db.mode_lock_keys import locked_mode_function
+from unistatus.db.mode_reads import stored_mode
 from unistatus.db.prepared import Prepared
 from unistatus.db.tables import status_history
 from unistatus.db.tables import unified_transactions as U

@@ -28,9 +28,9 @@ from unistatus.adapter.held import held_status, hold_change
 from unistatus.adapter.model import DualWriteResult, Entity, Fallback, ModeChanged, Plan
 from unistatus.adapter.plan import in_step, one_statement
 from unistatus.clock import utcnow
-from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable, legacy_status_column
+from unistatus.db.mode_reads import read_mode
 from unistatus.db.prepared import Prepared
 from unistatus.db.rowcount import affected
 from unistatus.db.tables import (

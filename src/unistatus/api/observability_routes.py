@@ -25,7 +25,7 @@ from unistatus.api.error_responses import (
 from unistatus.api.probe_deadline import ProbeDeadline, probe_deadline_ms
 from unistatus.api.state import ServiceState
 from unistatus.db.bounded_reads import bounded_reads
-from unistatus.db.control import MIXED
+from unistatus.db.mode_reads import MIXED
 from unistatus.db.retry import retry_reason
 from unistatus.migration.phases import read_system_states
 from unistatus.observe.alert_state import load_states

@@ -28,9 +28,10 @@ from unistatus.backfill.activity import read_workers
 from unistatus.backfill.plan import RUNNING as JOB_RUNNING
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import BackfillSettings, Settings
-from unistatus.db.control import read_value, write_value
+from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import storage_errors
+from unistatus.db.mode_reads import read_value
 from unistatus.db.tables import control_log, migration_control
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import LegacySystemType

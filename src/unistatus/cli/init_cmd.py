@@ -56,8 +56,8 @@ def init(
 ) -> None:
     from unistatus.config import DEFAULT_SCHEMA
     from unistatus.db import schema
-    from unistatus.db.legacy import legacy_table_kinds
     from unistatus.db.legacy_kinds import kind_warnings, refuse_unwritable
+    from unistatus.db.legacy_reflect import legacy_table_kinds
     from unistatus.sim.seed import check_seed
 
     check_seed(seed)  # before anything is created or upgraded

@@ -144,7 +144,8 @@ def loadtest(
 def _says_mode_when_interrupted(app: AppState) -> Iterator[None]:
     """Ctrl-C (or SIGTERM): the run stopped, its mode put back (else the run raised
     ModeNotRestoredError, shown as any error); one line saying the mode now, exit 130."""
-    from unistatus.db.control import get_modes, mode_summary
+    from unistatus.db.control import get_modes
+    from unistatus.db.mode_reads import mode_summary
 
     try:
         yield

@@ -42,7 +42,8 @@ def get(
       unistatus mode get --system escrow
       unistatus mode get --json
     """
-    from unistatus.db.control import get_modes, mode_summary
+    from unistatus.db.control import get_modes
+    from unistatus.db.mode_reads import mode_summary
 
     chosen = parse_system(system)
     modes = get_modes(state(ctx).engine)

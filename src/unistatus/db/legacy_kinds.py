@@ -18,7 +18,7 @@ A legacy table is best an ordinary (or partitioned) table with a rowid. Others:
   its rows work, and an application that assigns its ids itself is unaffected.
 
 One catalog query (:func:`table_kinds`) finds them; the tables come as
-:func:`unistatus.db.legacy.legacy_table_kinds` names them.
+:func:`unistatus.db.legacy_reflect.legacy_table_kinds` names them.
 """
 
 from __future__ import annotations

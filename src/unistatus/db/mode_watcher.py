@@ -7,7 +7,8 @@ import time
 
 import sqlalchemy as sa
 
-from unistatus.db.control import common_mode, describe_modes, get_modes
+from unistatus.db.control import get_modes
+from unistatus.db.mode_reads import common_mode, describe_modes
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import ModeError
 

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from unistatus.config import Settings
 from unistatus.db.binding import qualify
 from unistatus.db.catalog import metadata, qualified_name
-from unistatus.db.legacy import legacy_schemas, legacy_table_name
+from unistatus.db.legacy_reflect import legacy_schemas, legacy_table_name
 from unistatus.errors import ConfigError
 
 __all__ = [

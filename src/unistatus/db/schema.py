@@ -23,7 +23,7 @@ from alembic.script import ScriptDirectory
 from unistatus.config import Settings
 from unistatus.db.binding import require_bound, schema_of
 from unistatus.db.dialect import ops_for
-from unistatus.db.legacy import legacy_schema
+from unistatus.db.legacy_reflect import legacy_schema
 from unistatus.db.mode_lock_keys import mode_lock_key
 from unistatus.db.retry import retry_reason
 from unistatus.db.revisions import RETIRE_REVISION, VERSION_TABLE

@@ -34,7 +34,7 @@ legacy-columns --compat-views``) have the legacy tables' names, and their reader
 that schema first. The role unistatus runs as is often the application's own; unistatus
 never takes those views for the tables: a name is resolved on the search_path without
 that schema (in the default layout a legacy table is then named in the schema found so,
-not bare: :func:`unistatus.db.legacy.legacy_schema`), and a migration runs on it
+not bare: :func:`unistatus.db.legacy_reflect.legacy_schema`), and a migration runs on it
 (:func:`without_compat_views`).
 """
 

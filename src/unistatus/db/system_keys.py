@@ -57,7 +57,7 @@ def write_summary(
 
     Call it after writing the system's own key, holding its mode lock: it takes the
     summary lock and then reads every system's value afresh with ``read`` (e.g.
-    :func:`unistatus.db.control.read_modes`), so it never writes what another system's
+    :func:`unistatus.db.mode_reads.read_modes`), so it never writes what another system's
     writer has already changed. Not logged: the per-system rows say what changed.
     """
     ops = ops_for(conn.engine)

@@ -23,18 +23,13 @@ import sqlalchemy as sa
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.binding import schema_of
-from unistatus.db.control import (
-    MIXED,
-    ControlChange,
-    common_mode,
-    read_modes,
-    read_value,
-    write_value,
-)
+from unistatus.db.control import ControlChange, write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine, display_url
 from unistatus.db.infinite_times import infinite_times_as_text
-from unistatus.db.legacy import legacy_schema, reflect_legacy_table, resolve_legacy_tables
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.legacy_reflect import legacy_schema, reflect_legacy_table
+from unistatus.db.mode_reads import MIXED, common_mode, read_modes, read_value
 from unistatus.db.revisions import VERSION_TABLE, columns_retired
 from unistatus.db.schema import current_revision
 from unistatus.db.sqlite_times import strictly

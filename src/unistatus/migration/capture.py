@@ -22,18 +22,14 @@ from unistatus.clock import as_utc
 from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.binding import schema_of
-from unistatus.db.control import read_value, write_value
+from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.id_reuse import ids_reused
-from unistatus.db.legacy import (
-    LegacyTable,
-    legacy_table_kinds,
-    legacy_table_sql,
-    pinned_legacy_table,
-    resolve_legacy_tables,
-)
+from unistatus.db.legacy import LegacyTable, pinned_legacy_table, resolve_legacy_tables
 from unistatus.db.legacy_kinds import refuse_kinds
+from unistatus.db.legacy_reflect import legacy_table_kinds, legacy_table_sql
 from unistatus.db.legacy_tree import tables_under
+from unistatus.db.mode_reads import read_value
 from unistatus.db.search_path import search_path
 from unistatus.db.tables import control_log, unified_transactions
 from unistatus.db.tables_capture import capture_changed

@@ -30,10 +30,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from unistatus.db import writer_mark
 from unistatus.db.binding import qualify
-from unistatus.db.control import mode_key
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LEGACY_COLUMNS, LegacyTable, legacy_table_as
 from unistatus.db.mode_lock_keys import system_lock_key
+from unistatus.db.mode_reads import mode_key
 from unistatus.db.tables import migration_control, unified_transactions
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.migration import capture_frozen as frozen

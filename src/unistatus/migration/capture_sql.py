@@ -43,7 +43,7 @@ from unistatus.backfill.statements import (
     shared_fields,
     unmappable_reason,
 )
-from unistatus.db import control
+from unistatus.db import mode_reads
 from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
@@ -92,8 +92,8 @@ FLAG_DELETED = "legacy_row_deleted"  # the legacy row is gone; its unified row i
 
 
 def stored_mode(system: LegacySystemType | sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
-    """``system``'s stored mode as SQL (:func:`unistatus.db.control.stored_mode`)."""
-    return sa.type_coerce(control.stored_mode(system), sa.String)
+    """``system``'s stored mode as SQL (:func:`unistatus.db.mode_reads.stored_mode`)."""
+    return sa.type_coerce(mode_reads.stored_mode(system), sa.String)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from unistatus.backfill import progress
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import last_mode_change_at
+from unistatus.db.mode_reads import last_mode_change_at
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration import capture

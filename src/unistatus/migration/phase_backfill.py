@@ -7,7 +7,7 @@ import sqlalchemy as sa
 
 from unistatus.backfill import resume
 from unistatus.backfill.control import pause_key
-from unistatus.db.control import read_value
+from unistatus.db.mode_reads import read_value
 from unistatus.db.system_keys import systems_of
 from unistatus.domain.statuses import LegacySystemType
 

@@ -26,16 +26,9 @@ import sqlalchemy as sa
 from unistatus.backfill import quarantine_count
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
-from unistatus.db.control import (
-    mode_keys,
-    read_mode,
-    read_modes,
-    read_value,
-    refuse_losing_legacy,
-    write_mode,
-    write_value,
-)
+from unistatus.db.control import refuse_losing_legacy, write_mode, write_value
 from unistatus.db.dialect import ops_for
+from unistatus.db.mode_reads import mode_keys, read_mode, read_modes, read_value
 from unistatus.db.server_clock import database_now
 from unistatus.db.system_keys import SYSTEMS, system_key, system_keys, systems_of, write_summary
 from unistatus.db.tables import control_log, migration_control

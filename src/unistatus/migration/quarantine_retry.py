@@ -22,9 +22,9 @@ import sqlalchemy as sa
 from unistatus.backfill import retry_quarantine as retry_copies
 from unistatus.backfill.statements import mapped_status
 from unistatus.config import Settings
-from unistatus.db.control import read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.mode_reads import read_mode
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType

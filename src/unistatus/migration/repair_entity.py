@@ -22,10 +22,10 @@ from unistatus.adapter.writes import history_values, unified_row
 from unistatus.backfill.statements import BEYOND_UTX_RANGE
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import read_mode
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.failures import one_line
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
+from unistatus.db.mode_reads import read_mode
 from unistatus.db.retry import fails_every_write, is_retryable
 from unistatus.db.rowcount import affected
 from unistatus.db.server_clock import as_database_reads

@@ -22,10 +22,10 @@ import sqlalchemy as sa
 
 from unistatus.clock import utcnow
 from unistatus.db import writer_mark
-from unistatus.db.control import stored_mode
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe, one_line
 from unistatus.db.legacy import LegacyTable
+from unistatus.db.mode_reads import stored_mode
 from unistatus.db.retry import is_retryable
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.inputs import check_legacy_values, require_legacy_values

@@ -22,10 +22,10 @@ from unistatus.adapter.rows import read_legacy_row
 from unistatus.adapter.writes import history_values
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import read_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import storage_errors
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.mode_reads import read_mode
 from unistatus.db.tables import status_history, unified_transactions
 from unistatus.db.tables_replay import replay_conflicts as C
 from unistatus.domain.consistency import InconsistencyKind as K

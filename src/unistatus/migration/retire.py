@@ -20,18 +20,18 @@ from unistatus.db.column_dependents import (
     pg_triggers_reading,
     sqlite_triggers_naming,
 )
-from unistatus.db.control import history, read_mode
+from unistatus.db.control import history
 from unistatus.db.dialect import ops_for
-from unistatus.db.legacy import (
-    indexes_a_drop_cannot_keep,
+from unistatus.db.legacy import indexes_a_drop_cannot_keep, resolve_legacy_tables
+from unistatus.db.legacy_kinds import NOT_A_TABLE, not_a_table
+from unistatus.db.legacy_reflect import (
     legacy_table_kinds,
     legacy_table_name,
     legacy_table_sql,
     reflect_legacy_table,
-    resolve_legacy_tables,
 )
-from unistatus.db.legacy_kinds import NOT_A_TABLE, not_a_table
 from unistatus.db.legacy_types import as_text
+from unistatus.db.mode_reads import read_mode
 from unistatus.db.retry import retry_reason
 from unistatus.db.revisions import RETIRE_REVISION, columns_retired
 from unistatus.db.tables import unified_transactions
@@ -88,7 +88,7 @@ def blockers(conn: sa.Connection, settings: Settings) -> list[str]:
         )
     projected = projected_systems(conn)
     kinds = legacy_table_kinds(conn, list(settings.legacy_tables.values()))
-    views = not_a_table(kinds, "the retirement")  # DROP COLUMN needs a table
+    views = not_a_table(kinds, "the retirement")  # DROP COLUMN needs a table (and 0006's copy)
     if views is not None:
         problems.append(views)
     for system in LegacySystemType:
@@ -133,7 +133,7 @@ def _dependents(conn: sa.Connection, table: str, column: str, rel: str) -> list[
     it: :func:`unistatus.db.column_dependents.drop_column_dependents`), as a refusal."""
     found = drop_column_dependents(conn, rel, table, column)
     problems = []
-    if reading := pg_triggers_reading(conn, rel, column):
+    if reading := pg_triggers_reading(conn, rel, column):  # so does revision 0006's copy
         problems.append(
             f"{table}.{column} is read by {', '.join(reading)}: the function reads "
             f"NEW.{column} or OLD.{column}, so after the drop every write the trigger fires "

@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from unistatus.backfill import pause
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import common_mode, read_modes, write_value
+from unistatus.db.control import write_value
 from unistatus.db.failures import one_line
+from unistatus.db.mode_reads import common_mode, read_modes
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import GateError, InputError

@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from unistatus.backfill import quarantine_count
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import describe_modes, read_mode, read_modes
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.mode_reads import describe_modes, read_mode, read_modes
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, ModeError
 from unistatus.migration import rollout_figures

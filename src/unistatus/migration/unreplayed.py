@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from unistatus.db.control import read_modes
+from unistatus.db.mode_reads import read_modes
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 

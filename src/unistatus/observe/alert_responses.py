@@ -30,9 +30,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.control import MIXED, unified_staleness, write_value
+from unistatus.db.control import unified_staleness, write_value
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.mode_reads import MIXED
 from unistatus.db.system_keys import SYSTEMS
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import UnistatusError

@@ -28,9 +28,10 @@ from unistatus.db import schema
 from unistatus.db.binding import schema_of
 from unistatus.db.catalog import all_tables
 from unistatus.db.connection_setup import announced_pid
-from unistatus.db.control import MIXED, ControlChange, history
+from unistatus.db.control import ControlChange, history
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.mode_reads import MIXED
 from unistatus.db.search_path import search_path
 from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine as Q

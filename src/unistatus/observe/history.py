@@ -31,8 +31,8 @@ import sqlalchemy as sa
 
 from unistatus.backfill import progress as backfill_progress
 from unistatus.clock import as_utc, utcnow
-from unistatus.db.control import MODE_KEY, mode_keys
 from unistatus.db.elapsed import microseconds_after
+from unistatus.db.mode_reads import MODE_KEY, mode_keys
 from unistatus.db.tables import control_log
 from unistatus.db.tables_check import check_reports
 from unistatus.db.tables_ops import (

@@ -24,8 +24,9 @@ from unistatus.backfill import current_tuning, quarantine_count, read_workers
 from unistatus.backfill import progress as backfill_progress
 from unistatus.clock import utcnow
 from unistatus.config import Settings
-from unistatus.db.control import get_modes, mode_summary
+from unistatus.db.control import get_modes
 from unistatus.db.failures import once_more_if_dropped
+from unistatus.db.mode_reads import mode_summary
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import UnistatusError

@@ -20,8 +20,9 @@ import sqlalchemy as sa
 
 from unistatus.config import NetworkSettings, Settings
 from unistatus.db.claims import hold_claim
-from unistatus.db.control import get_modes, mode_summary, set_mode, write_mode
+from unistatus.db.control import get_modes, set_mode, write_mode
 from unistatus.db.failures import one_line
+from unistatus.db.mode_reads import mode_summary
 from unistatus.db.system_keys import SYSTEMS
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, ModeNotRestoredError, StorageError, UnistatusError

@@ -12,7 +12,6 @@ Revises: (branch base; depends on 0009)
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,11 +37,6 @@ ARCHIVE_KEY = "archive"
 MODE_LOCK_KEY = 0x756E6973  # the advisory lock every adapter write holds shared
 UTC_TIME = sa.DateTime(timezone=True)
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-# What goes with a column, recorded by upgrade() for the undo (PostgreSQL). A retirement
-# recorded without them was done before they were.
-DEFINITION_KEYS = ("default", "indexes", "constraints")
-
-log = logging.getLogger("alembic.runtime.migration")
 
 
 def _ours(name: str, *columns: sa.ColumnClause[Any]) -> sa.TableClause:
@@ -187,8 +181,12 @@ def _blockers(bind: sa.Connection, legacy: dict[str, dict[str, str]]) -> list[st
     unreplayed = sa.select(pending.c.id).where(pending.c.replayed_at.is_(None)).limit(1)
     project = bind.execute(unreplayed).first() is not None
     inspector = sa.inspect(bind)
+    refusals = _helper("r001_refusals.py")  # what `unistatus retire` refuses as well
     for system in SYSTEMS:
         spec = legacy[system]
+        if view := refusals.not_a_table(bind, spec, _table_sql(bind, spec)):
+            problems.append(view)  # DROP COLUMN needs a table
+            continue
         if not inspector.has_table(spec["table"], schema=spec.get("schema")):
             problems.append(f"legacy table {spec['table']!r} does not exist")
             continue
@@ -196,6 +194,8 @@ def _blockers(bind: sa.Connection, legacy: dict[str, dict[str, str]]) -> list[st
         if spec["status"] not in table.c:
             problems.append(f"{spec['table']}.{spec['status']} is already missing")
             continue
+        if reading := refusals.triggers_reading(bind, spec, _table_sql(bind, spec)):
+            problems.append(reading)  # a PL/pgSQL body is no dependency: the drop goes on
         naming = [name for name, sql in _sqlite_triggers(bind, spec) if _names(sql, spec)]
         if naming:
             problems.append(
@@ -270,7 +270,8 @@ def upgrade() -> None:
             "type": _type_name(bind, column.type),
         }
         if bind.dialect.name == "postgresql":
-            dropped[system].update(_definitions(bind, spec))
+            definitions = _helper("r001_pg_definitions.py").definitions
+            dropped[system].update(definitions(bind, _table_sql(bind, spec), spec["status"]))
             column_sql = (_table_sql(bind, spec), spec["status"])
             dropped[system].update(_helper("r001_pg_column.py").recorded_type(bind, *column_sql))
         # SQLite: dropped in place, the table's CREATE statement recorded for the undo
@@ -316,7 +317,9 @@ def _names(sql: str, spec: dict[str, Any]) -> bool:
 
 def _helper(name: str) -> Any:
     """A module of this revision's beside versions/ (r001_sqlite_table.py: SQLite's table
-    work; r001_pg_column.py: the column's type), frozen with it, loaded by its path."""
+    work; r001_pg_column.py: the column's type; r001_pg_definitions.py: its DEFAULT,
+    indexes and constraints; r001_refusals.py: a view, a trigger reading the column),
+    frozen with it, loaded by its path."""
     return load_python_file(str(Path(__file__).resolve().parents[1]), name)
 
 
@@ -369,7 +372,8 @@ def downgrade() -> None:
             "app_triggers_quieted": len(again),
         }
         if bind.dialect.name == "postgresql":
-            restored[system].update(_recreate(bind, spec, info))
+            recreate = _helper("r001_pg_definitions.py").recreate
+            restored[system].update(recreate(bind, _table_sql(bind, spec), spec, info))
     _record(bind, "restored", restored)
 
 
@@ -449,96 +453,6 @@ def _table_sql(bind: sa.Connection, spec: dict[str, Any]) -> str:
     preparer = bind.dialect.identifier_preparer
     name = preparer.quote(spec["table"])
     return f"{preparer.quote_schema(spec['schema'])}.{name}" if spec.get("schema") else name
-
-
-def _definitions(bind: sa.Connection, spec: dict[str, Any]) -> dict[str, Any]:
-    """PostgreSQL: what the drop takes with the status column, as the catalog prints it,
-    for the undo to create again: its DEFAULT, the indexes that involve it (its key, an
-    expression, a predicate; not those of a constraint), and the constraints that
-    involve it (CHECK, UNIQUE, foreign keys), each with its table schema-qualified."""
-    where = {"rel": _table_sql(bind, spec), "col": spec["status"]}
-    column = bind.execute(
-        sa.text(
-            "SELECT a.attrelid AS rel, a.attnum AS num FROM pg_attribute a "
-            "WHERE a.attrelid = to_regclass(:rel) AND a.attname = :col AND NOT a.attisdropped"
-        ),
-        where,
-    ).one()
-    at = {"rel": column.rel, "num": column.num}
-    default = bind.execute(
-        sa.text(
-            "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d "
-            "WHERE d.adrelid = :rel AND d.adnum = :num"
-        ),
-        at,
-    ).scalar_one_or_none()
-    indexes = bind.execute(
-        sa.text(
-            "SELECT c.relname AS name, pg_get_indexdef(i.indexrelid) AS definition "
-            "FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-            "WHERE i.indrelid = :rel AND (:num = ANY (i.indkey::int2[]) OR EXISTS ("
-            "  SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
-            "  AND d.objid = i.indexrelid AND d.refobjid = :rel AND d.refobjsubid = :num))"
-            " AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid"
-            "  AND k.conrelid = i.indrelid AND k.contype IN ('p', 'u', 'x')) "
-            "ORDER BY c.relname"
-        ),
-        at,
-    ).all()
-    constraints = bind.execute(
-        sa.text(
-            "SELECT k.conname AS name, pg_get_constraintdef(k.oid) AS definition, "
-            "quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS on_table "
-            "FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE k.contype IN ('c', 'u', 'p', 'x', 'f') AND ("
-            " (k.conrelid = :rel AND :num = ANY (k.conkey))"
-            " OR (k.confrelid = :rel AND :num = ANY (k.confkey))) "
-            "ORDER BY k.contype = 'f', k.conname"
-        ),
-        at,
-    ).all()
-    return {
-        "default": default,
-        "indexes": [{"name": r.name, "definition": r.definition} for r in indexes],
-        "constraints": [
-            {"name": r.name, "definition": r.definition, "table": r.on_table} for r in constraints
-        ],
-    }
-
-
-def _recreate(bind: sa.Connection, spec: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
-    """PostgreSQL: the restored column's DEFAULT, indexes and constraints, as upgrade()
-    recorded them (after the refill: each constraint is checked against the values)."""
-    if not all(key in info for key in DEFINITION_KEYS):
-        log.warning(
-            "%s.%s: its DEFAULT, indexes and constraints were not recorded (retired before "
-            "they were): not restored; create them again by hand if it had any",
-            spec["table"],
-            spec["status"],
-        )
-        return {"definitions": "not recorded"}
-    table = _table_sql(bind, spec)
-    preparer = bind.dialect.identifier_preparer
-    # exec_driver_sql: the catalog's text as it is (no bind parameters read into it).
-    if info["default"] is not None:
-        column = preparer.quote(spec["status"])
-        bind.exec_driver_sql(
-            f"ALTER TABLE {table} ALTER COLUMN {column} SET DEFAULT {info['default']}"
-        )
-    for index in info["indexes"]:
-        bind.exec_driver_sql(index["definition"])
-    for constraint in info["constraints"]:
-        name = preparer.quote(constraint["name"])
-        bind.exec_driver_sql(
-            f"ALTER TABLE {constraint['table']} ADD CONSTRAINT {name} {constraint['definition']}"
-        )
-    return {
-        "definitions": "restored",
-        "default": info["default"],
-        "indexes": [i["name"] for i in info["indexes"]],
-        "constraints": [c["name"] for c in info["constraints"]],
-    }
 
 
 def _mark_refilled(bind: sa.Connection, system: str, legacy_id: sa.Column[Any]) -> int:
