@@ -97,13 +97,16 @@ def caller_connection(target: object, dialect: str) -> sa.Connection:
             ) from None
     elif isinstance(target, sa.Connection):
         if not target.in_transaction():
-            raise InputError(_NOT_IN_TRANSACTION.format(begin="`with conn.begin():`"))
+            # The sync Connection of an AsyncConnection (run_sync): begun the async way.
+            begin = "async with conn.begin():" if target.dialect.is_async else "with conn.begin():"
+            raise InputError(_NOT_IN_TRANSACTION.format(begin=f"`{begin}`"))
         conn = target
     elif _is_asyncio(target):
+        name = "session" if "Session" in type(target).__name__ else "conn"
         raise InputError(
             f"connection= is an asyncio {type(target).__name__}; the adapter is "
             "synchronous: call it through SQLAlchemy's run_sync, which hands it the "
-            "synchronous one underneath, e.g. await conn.run_sync(lambda c: "
+            f"synchronous one underneath, e.g. await {name}.run_sync(lambda c: "
             "adapter.update_status(..., connection=c))"
         )
     else:
