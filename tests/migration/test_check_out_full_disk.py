@@ -41,7 +41,7 @@ def test_check_out_on_a_full_disk_says_cannot_write_and_leaves_whole_lines(
         preexec_fn=_limited,
     )
     text = out.read_text() if out.exists() else ""
-    assert text == "" or text.endswith("\n"), text[-200:]
+    assert text == "" or text.endswith("\n"), (done.stderr, text[-200:])
     for line in text.splitlines():
         json.loads(line)  # every line whole
     assert done.returncode == 2, done.stdout + done.stderr
