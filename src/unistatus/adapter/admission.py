@@ -46,7 +46,18 @@ class FairGate:
             ticket = threading.Lock()
             ticket.acquire()
             self._waiters.append(ticket)
-        if ticket.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+        try:
+            handed = ticket.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+        except BaseException:
+            # KeyboardInterrupt (a signal) in the wait: out of the queue, or, if the slot
+            # was handed over meanwhile, passed on; else it would go to nobody for good.
+            with self._lock:
+                if ticket in self._waiters:
+                    self._waiters.remove(ticket)
+                    raise
+            self.release()
+            raise
+        if handed:
             return True  # handed over by release()
         with self._lock:
             if ticket in self._waiters:

@@ -97,13 +97,16 @@ def caller_connection(target: object, dialect: str) -> sa.Connection:
             ) from None
     elif isinstance(target, sa.Connection):
         if not target.in_transaction():
-            raise InputError(_NOT_IN_TRANSACTION.format(begin="`with conn.begin():`"))
+            # The sync Connection of an AsyncConnection (run_sync): begun the async way.
+            begin = "async with conn.begin():" if target.dialect.is_async else "with conn.begin():"
+            raise InputError(_NOT_IN_TRANSACTION.format(begin=f"`{begin}`"))
         conn = target
     elif _is_asyncio(target):
+        name = "session" if "Session" in type(target).__name__ else "conn"
         raise InputError(
             f"connection= is an asyncio {type(target).__name__}; the adapter is "
             "synchronous: call it through SQLAlchemy's run_sync, which hands it the "
-            "synchronous one underneath, e.g. await conn.run_sync(lambda c: "
+            f"synchronous one underneath, e.g. await {name}.run_sync(lambda c: "
             "adapter.update_status(..., connection=c))"
         )
     else:
@@ -204,11 +207,18 @@ class CallerTransactions:
                 operation, mode, True, started, refused=True, error=str(refused), system=known
             )
             raise refused
-        # Our tables in our schema on the caller's connection, for this call only.
-        with bound_connection(conn, self.ops.schema):
-            if not isinstance(system, LegacySystemType):
-                system = self._system_of(conn, operation, system)
-            mode, result = self._write(operation, conn, work, fast, started, system)
+        known = system if isinstance(system, LegacySystemType) else None
+        try:
+            # Our tables in our schema on the caller's connection, for this call only.
+            with bound_connection(conn, self.ops.schema):
+                if not isinstance(system, LegacySystemType):
+                    system = known = self._system_of(conn, operation, system)
+                mode, result = self._write(operation, conn, work, fast, started, system)
+        except UnistatusError:
+            raise  # observed where it was raised
+        except BaseException as exc:
+            self._interrupted(conn, operation, exc, started, undo, known)
+            raise
         self._wait_for_end(conn, operation, mode, result, undo, system)
         lt = self.legacy().get(system)
         if isinstance(target, Session) and lt is not None and result.legacy_entity_id:
@@ -433,6 +443,69 @@ class CallerTransactions:
         return CallerWriteRefusedError(error, failed_result(op_id, mode, error, started))
 
     # --- observers once the caller's transaction ends ---------------------------------
+
+    def _interrupted(
+        self,
+        conn: sa.Connection,
+        operation: str,
+        exc: BaseException,
+        started: float,
+        undo: Callable[[], None] | None,
+        system: LegacySystemType | None,
+    ) -> None:
+        """A write interrupted by ``exc`` (asyncio's CancelledError when a request times
+        out in ``run_sync``, KeyboardInterrupt, a bug's exception): observed once the
+        caller's transaction ends, like a write that returned. Rolled back (the usual
+        end: the interruption unwinds the caller's ``with``/``async with``), it is a
+        rolled-back write; committed anyway, nobody knows what of it was done, so its
+        outcome is unknown. A connection that can no longer be followed (closed under
+        the interruption) took its transaction with it: rolled back, observed now."""
+        mode = self.runner.last_modes[system] if system else self.runner.last_mode
+        interrupted = f"{operation} interrupted by {type(exc).__name__} in the caller's transaction"
+        duration_ms = (time.perf_counter() - started) * 1000
+        emit: Callable[..., None] = self.runner.emit
+
+        def end(ending: Ending) -> None:
+            if ending.kept:
+                error = (
+                    f"outcome unknown: {interrupted}, which then committed what of the "
+                    "write had been done before the interruption"
+                )
+                emit(
+                    operation,
+                    mode,
+                    False,
+                    0.0,
+                    error=error,
+                    outcome_unknown=True,
+                    duration_ms=duration_ms,
+                    system=system,
+                )
+                return
+            emit(
+                operation,
+                mode,
+                False,
+                0.0,
+                error=f"{ending.error} ({interrupted})",
+                rolled_back=not ending.outcome_unknown,
+                outcome_unknown=ending.outcome_unknown,
+                duration_ms=duration_ms,
+                system=system,
+            )
+
+        if not self.runner.observers and undo is None:
+            return
+        try:
+            open_transaction = conn.in_transaction()
+        except sa.exc.SQLAlchemyError:
+            open_transaction = False
+        if open_transaction:
+            track(conn, CallerWrite(end, undo))
+        else:
+            if undo is not None:
+                undo()
+            end(Ending(False, ROLLED_BACK))
 
     def _wait_for_end(
         self,

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -51,6 +52,17 @@ MAX_ATTEMPTS = 4
 Work = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult]
 # The fast path: commits by itself; None means "take the locked path".
 Fast = Callable[[DualWriteMode, str], DualWriteResult | None]
+
+
+@dataclass
+class _Progress:
+    """Where a write stands, for its interruption: the mode it runs under, why its
+    outcome is unknown (an earlier attempt's lost COMMIT), and what of it that may
+    commit is in flight (None: nothing)."""
+
+    mode: DualWriteMode
+    unknown: str | None = None
+    committing: str | None = None
 
 
 class Runner:
@@ -130,7 +142,12 @@ class Runner:
         gate = self.gate
         if gate is None:
             return self._attempts(operation, work, fast, started, op_id, settle, system)
-        if not gate.acquire(self.settings.write_queue_timeout_seconds):
+        try:
+            admitted = gate.acquire(self.settings.write_queue_timeout_seconds)
+        except BaseException as exc:  # interrupted in the queue: nothing written
+            self._interrupted(operation, exc, _Progress(self.last_modes[system]), started, system)
+            raise
+        if not admitted:
             error = (
                 f"no write slot within {self.settings.write_queue_timeout_seconds:g}s: "
                 f"{gate.slots} writes in flight, {gate.waiting} queued (the database is "
@@ -153,9 +170,69 @@ class Runner:
         settle: Callable[[], bool] | None,
         system: LegacySystemType,
     ) -> DualWriteResult:
+        """The attempt loop (:meth:`_attempt_loop`), and its interruption: a
+        BaseException (KeyboardInterrupt, SystemExit, asyncio's CancelledError when an
+        async application runs the adapter in a thread) or a bug's exception, observed
+        once and raised unchanged. The connection is back in the pool (its transaction
+        rolled back) and the write slot free by then: ``with`` blocks let go of them."""
+        progress = _Progress(self.last_modes[system])
+        try:
+            return self._attempt_loop(
+                operation, work, fast, started, op_id, settle, system, progress
+            )
+        except UnistatusError:
+            raise  # a refusal: observed where it was raised
+        except BaseException as exc:
+            self._interrupted(operation, exc, progress, started, system)
+            raise
+
+    def _interrupted(
+        self,
+        operation: str,
+        exc: BaseException,
+        progress: _Progress,
+        started: float,
+        system: LegacySystemType,
+    ) -> None:
+        """A failure event for a write interrupted by ``exc``: outcome unknown if it was
+        interrupted while something of it could commit (the fast path's autocommit
+        statement, a COMMIT) or after an attempt whose outcome was unknown already."""
+        interrupted = f"interrupted by {type(exc).__name__}"
+        unknown = progress.unknown
+        if progress.committing is not None:
+            unknown = unknown or f"{interrupted} during {progress.committing}"
+        if unknown is not None:
+            error = f"outcome unknown, it may have committed ({unknown})"
+            if interrupted not in unknown:
+                error += f"; then {interrupted}"
+        else:
+            error = f"{interrupted}: rolled back, nothing written"
+        self.emit(
+            operation,
+            progress.mode,
+            False,
+            started,
+            error=error,
+            outcome_unknown=unknown is not None,
+            system=system,
+        )
+        log.error("%s failed: %s", operation, error)
+
+    def _attempt_loop(
+        self,
+        operation: str,
+        work: Work,
+        fast: Fast | None,
+        started: float,
+        op_id: str,
+        settle: Callable[[], bool] | None,
+        system: LegacySystemType,
+        progress: _Progress,
+    ) -> DualWriteResult:
         """The attempt loop. Every way it ends reaches the observers exactly once: a
         result (success or failure) is returned, a refusal (bad input, a forbidden
-        transition, a mode that does not allow the write) is raised.
+        transition, a mode that does not allow the write) is raised. ``progress``
+        follows it for an interruption (:meth:`_attempts`).
 
         Once an attempt may have committed (its connection lost during COMMIT, or during
         an autocommit write of the fast path), the outcome stays unknown unless a later
@@ -167,7 +244,7 @@ class Runner:
         unknown: str | None = None
         last_error: str | None = None
         try:
-            mode = self.mode(system)
+            mode = progress.mode = self.mode(system)
         except StorageError as exc:
             mode, last_error = self.last_modes[system], str(exc)
             return self._give_up(operation, op_id, mode, last_error, unknown, started, system)
@@ -175,16 +252,26 @@ class Runner:
             committing = False
             retry = False
             try:
-                with session_settings_named():  # the connection's, not the database's
-                    self.prepare(mode)
-                    done = fast(mode, op_id) if fast is not None else None
-                    if done is not None:
-                        result = done
-                    else:
-                        # Every path of ``work`` takes the mode lock before it writes.
-                        with self.ops.write_transaction(mode_locked=True) as conn:
-                            result = work(conn, mode, op_id)
-                            committing = True
+                try:
+                    with session_settings_named():  # the connection's, not the database's
+                        self.prepare(mode)
+                        done = None
+                        if fast is not None:
+                            progress.committing = "the fast path's autocommit write"
+                            done = fast(mode, op_id)
+                            progress.committing = None
+                        if done is not None:
+                            result = done
+                        else:
+                            # Every path of ``work`` takes the mode lock before it writes.
+                            with self.ops.write_transaction(mode_locked=True) as conn:
+                                result = work(conn, mode, op_id)
+                                committing = True
+                                progress.committing = "COMMIT"
+                            progress.committing = None
+                except Exception:
+                    progress.committing = None  # the attempt failed: nothing of it in flight
+                    raise
                 result.duration_ms = (time.perf_counter() - started) * 1000
                 self.emit(operation, mode, result.overall_success, started, system=system)
                 return result
@@ -196,13 +283,16 @@ class Runner:
                 try:
                     with self.storage_errors("cannot read the mode"):
                         mode = self.last_modes[system] = self.modes.refresh(system)
+                        progress.mode = mode
                 except StorageError as exc:
                     last_error = str(exc)
                     break
                 continue
             except WriteLost as lost:
                 last_error = describe(lost.error)
-                unknown = unknown or f"connection lost during the write: {last_error}"
+                unknown = progress.unknown = (
+                    unknown or f"connection lost during the write: {last_error}"
+                )
                 retry = True
             except StorageError as exc:  # the database, not the caller
                 last_error = str(exc)
@@ -229,7 +319,9 @@ class Runner:
                 if committing and exc.connection_invalidated:
                     # Lost during COMMIT: it may or may not have committed. Retried only
                     # where the retry can tell (a second create would duplicate).
-                    unknown = unknown or f"connection lost during commit: {last_error}"
+                    unknown = progress.unknown = (
+                        unknown or f"connection lost during commit: {last_error}"
+                    )
                     retry = settle is not None and settle()
                 else:
                     # A connection lost before COMMIT rolled back: retry on a fresh one.

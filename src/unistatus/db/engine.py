@@ -17,6 +17,7 @@ from unistatus.db.binding import bind_schema
 from unistatus.db.connection_setup import set_up_connections
 from unistatus.db.network import DEFAULT_APPLICATION_NAME, client_bounds
 from unistatus.db.sqlite_times import read_times_loosely
+from unistatus.db.sync_only import refuse_async_engine, refuse_async_url
 from unistatus.errors import ConfigError
 from unistatus.redact import redact
 
@@ -84,8 +85,13 @@ def create_engine(
     ``schema`` is the ``schema`` setting (None: an engine given stays as it is, a URL
     gets the default); a ConfigError if the engine given is bound to another schema.
     """
+    refuse_async_engine(database)
     if isinstance(database, sa.Engine):
         return database if schema is None else bind_schema(database, schema)
+    if not isinstance(database, str):
+        raise ConfigError(
+            f"the database must be a URL or a SQLAlchemy Engine, got {type(database).__name__}"
+        )
     engine = _engine_for(
         database, lock_timeout_ms, application_name, prepared_statements, network, **kwargs
     )
@@ -101,6 +107,7 @@ def _engine_for(
     **kwargs: Any,
 ) -> sa.Engine:
     url = parse_url(database)
+    refuse_async_url(url)
     # A failed statement's error never quotes what it was given (callers' users,
     # amounts, metadata): not in a log line, a result's error, a stored note.
     kwargs.setdefault("hide_parameters", True)

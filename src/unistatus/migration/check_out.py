@@ -2,7 +2,7 @@
 
 A line holds the pair's key (system, legacy id, transaction id), the kinds it shows,
 both statuses, the fields that differ with both values, and both updated times. Lines
-are written as the check finds them (nothing is held in memory) and flushed to disk
+are written as the check finds them (no more than 64 KiB held in memory) and flushed to disk
 before the range's position is committed, so a resumed run cuts the file back to what
 its committed ranges wrote and goes on: no line is lost or written twice.
 """
@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from unistatus.domain import consistency
 from unistatus.domain.ids import UTX_PATTERN, UtxId
 from unistatus.domain.inputs import MAX_BIGINT
 from unistatus.domain.statuses import LegacySystemType
-from unistatus.errors import InputError, InvalidIdentifierError
+from unistatus.errors import InputError, InvalidIdentifierError, StorageError
 
 __all__ = ["MismatchKey", "MismatchWriter", "mismatch_record", "read_mismatch_keys"]
 
@@ -68,33 +68,79 @@ def mismatch_record(
     }
 
 
+# Lines are gathered up to this many bytes before they are written: the file is written
+# by this class alone (no hidden buffer that a failed write would flush again later).
+_BUFFER_BYTES = 64 * 1024
+
+
 class MismatchWriter:
-    """Appends lines to the --out file; :meth:`sync` makes them durable, returns the size."""
+    """Appends lines to the --out file; :meth:`sync` makes them durable, returns the size.
+
+    A write that fails (a full disk) cuts the file back to what the last :meth:`sync`
+    made durable, whole lines only (what the run's committed ranges wrote, which a
+    resumed run goes on from), and is a StorageError "cannot write <path>: <reason>".
+    """
 
     def __init__(self, path: str | os.PathLike[str], *, keep_bytes: int = 0) -> None:
         self.path = Path(path)
         try:
-            self._file: IO[str] = _open_out(self.path, keep_bytes)
+            self._file: IO[bytes] = _open_out(self.path, keep_bytes)
         except OSError as exc:
             raise InputError(f"--out {self.path}: {exc.strerror or exc}") from None
         self.lines = 0
+        self._synced = keep_bytes
+        self._pending = bytearray()
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n")
+        line = json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n"
+        self._pending += line.encode("utf-8")
         self.lines += 1
+        if len(self._pending) >= _BUFFER_BYTES:
+            self._write_pending()
 
     def sync(self) -> int:
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        return self._file.tell()
+        self._write_pending()
+        try:
+            os.fsync(self._file.fileno())
+        except OSError as exc:
+            self._fail(exc)
+        self._synced = self._file.tell()
+        return self._synced
 
     def close(self) -> None:
+        """Closed; lines not synced yet belong to no committed range (a resumed run
+        would cut them off): dropped."""
+        self._pending.clear()
         self._file.close()
 
+    def _write_pending(self) -> None:
+        data = bytes(self._pending)
+        self._pending.clear()
+        try:
+            done = 0
+            while done < len(data):  # a write may take part of the bytes only
+                done += self._file.write(data[done:]) or 0
+        except OSError as exc:
+            self._fail(exc)
 
-def _open_out(path: Path, keep_bytes: int) -> IO[str]:
+    def _fail(self, exc: OSError) -> NoReturn:
+        """The file cut back to its last synced size (whole lines), then the error."""
+        self._pending.clear()
+        try:
+            self._file.truncate(self._synced)
+            os.fsync(self._file.fileno())
+        except OSError:
+            pass  # the error said below stands; a resumed run cuts the file back itself
+        raise StorageError(
+            f"cannot write {self.path}: {exc.strerror or exc} (it keeps the whole lines "
+            f"of the ranges checked so far, {self._synced:,} bytes; a stored run goes on "
+            "with `unistatus check --resume` once there is room)"
+        ) from None
+
+
+def _open_out(path: Path, keep_bytes: int) -> IO[bytes]:
     """A new file (``keep_bytes`` 0), or a resumed run's, cut back to ``keep_bytes``:
-    what its committed ranges wrote.
+    what its committed ranges wrote. Unbuffered: :class:`MismatchWriter` buffers.
 
     A resumed run's file must still hold those bytes: one moved away or cut short
     would be extended with NUL bytes (its committed lines lost, a `repair --from`
@@ -102,9 +148,9 @@ def _open_out(path: Path, keep_bytes: int) -> IO[str]:
     the run resumes once the file is back.
     """
     if not keep_bytes:
-        return open(path, "w", encoding="utf-8")  # noqa: SIM115
+        return open(path, "wb", buffering=0)  # noqa: SIM115
     try:
-        handle = open(path, "r+", encoding="utf-8")  # noqa: SIM115 - never creates it
+        handle = open(path, "r+b", buffering=0)  # noqa: SIM115 - never creates it
     except FileNotFoundError:
         raise InputError(
             f"--out {path} is gone (moved or deleted?): the run being resumed wrote "
