@@ -47,6 +47,7 @@ from unistatus.cli.context import (
     terminate_as_interrupt,
 )
 from unistatus.cli.errors_shown import ErrorsShownGroup
+from unistatus.cli.help_examples import examples_never_wrap
 from unistatus.cli.help_format import (
     help_reader_left_is_141,
     hide_flag_value_placeholders,
@@ -57,6 +58,7 @@ from unistatus.redact import log_redacted
 hide_flag_value_placeholders()
 reflow_help_prose()
 help_reader_left_is_141()
+examples_never_wrap()
 
 
 app = typer.Typer(
