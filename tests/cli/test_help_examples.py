@@ -133,3 +133,30 @@ def test_the_check_finds_what_a_wrap_breaks() -> None:
     assert _incomplete(commands[1]) == "ends with --database-url, which takes a value"
     assert _incomplete(commands[2]) is not None
     assert _incomplete(commands[3]) is None
+
+
+def _help(*path: str) -> str:
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    return result.stdout.partition("Examples:")[2].split("╭")[0]
+
+
+def test_mode_set_examples_do_not_jump_phases_past_the_gates() -> None:
+    """`mode set UNIFIED_ONLY --system cashout` took cashouts from phase 2's mode to the
+    last one, gates unmeasured and without --force. The gated way is `phase advance`; a
+    `mode set` example goes one mode on and says it bypasses the gates, or is forced."""
+    text = _help("mode", "set")
+    assert "unistatus phase advance --system cashout" in text
+    for line in text.splitlines():
+        if "mode set UNIFIED_ONLY" in line:
+            assert "--force" in line, line
+    assert "bypassing the gates" in text
+
+
+def test_tx_update_example_says_it_needs_a_transaction_in_progress() -> None:
+    """`tx update cashout:1 OTP_PENDING` fails on the tool's own demo data (cashout:1 is
+    SUCCESS after `init --demo-data`): the example says which transaction it needs."""
+    lines = [line.strip() for line in _help("tx", "update").splitlines() if line.strip()]
+    example = next(i for i, line in enumerate(lines) if "OTP_PENDING" in line)
+    note = " ".join(lines[:example])
+    assert "in progress" in note and "cashout:1" in note, lines
