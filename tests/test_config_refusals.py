@@ -229,13 +229,16 @@ def test_a_number_out_of_bounds_is_refused_at_load(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    assert _refusal().startswith(f"invalid setting {setting}: ")
+    assert _refusal().startswith(f"{variable}: invalid setting {setting}: ")
 
 
 def test_nan_is_said_to_be_no_number(monkeypatch: pytest.MonkeyPatch) -> None:
     # Refused before, but as "Input should be less than or equal to 60".
     monkeypatch.setenv("UNISTATUS_MODE_REFRESH_SECONDS", "nan")
-    assert _refusal() == "invalid setting mode_refresh_seconds: Input should be a finite number"
+    assert _refusal() == (
+        "UNISTATUS_MODE_REFRESH_SECONDS: invalid setting mode_refresh_seconds: "
+        "Input should be a finite number"
+    )
 
 
 def test_the_largest_bounds_still_load() -> None:
