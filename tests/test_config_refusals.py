@@ -229,13 +229,16 @@ def test_a_number_out_of_bounds_is_refused_at_load(
     monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    assert _refusal().startswith(f"invalid setting {setting}: ")
+    assert _refusal().startswith(f"{variable}: invalid setting {setting}: ")
 
 
 def test_nan_is_said_to_be_no_number(monkeypatch: pytest.MonkeyPatch) -> None:
     # Refused before, but as "Input should be less than or equal to 60".
     monkeypatch.setenv("UNISTATUS_MODE_REFRESH_SECONDS", "nan")
-    assert _refusal() == "invalid setting mode_refresh_seconds: Input should be a finite number"
+    assert _refusal() == (
+        "UNISTATUS_MODE_REFRESH_SECONDS: invalid setting mode_refresh_seconds: "
+        "Input should be a finite number"
+    )
 
 
 def test_the_largest_bounds_still_load() -> None:
@@ -274,3 +277,53 @@ def test_the_largest_bounds_still_load() -> None:
 def test_a_token_refused_is_said_of_api_tokens(overrides: dict[str, object], message: str) -> None:
     said = _refusal(**overrides)
     assert said.startswith(message), said
+
+
+# --- K5: a malformed value is said of where it was written --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "setting"),
+    [
+        ("UNISTATUS_WRITE_QUEUE_TIMEOUT_SECONDS", "abc", "write_queue_timeout_seconds"),
+        ("UNISTATUS_NETWORK__CONNECT_TIMEOUT_SECONDS", "-5", "network.connect_timeout_seconds"),
+        ("unistatus_backfill__workers", "many", "backfill.workers"),
+        ("UNISTATUS_NETWORK", '{"connect_timeout_seconds": -5}', "network.connect_timeout_seconds"),
+    ],
+)
+def test_a_malformed_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
+) -> None:
+    """The variable the user set, not only the setting's name (a typo already named its
+    variable): `UNISTATUS_WRITE_QUEUE_TIMEOUT_SECONDS=abc unistatus mode get` said
+    "invalid setting write_queue_timeout_seconds: ..." (exploratory review)."""
+    monkeypatch.setenv(variable, value)
+    said = _refusal()
+    assert said.startswith(f"{variable}: invalid setting {setting}: "), said
+    assert value not in said  # the value is never said (it may be a token)
+
+
+def test_a_malformed_key_of_the_file_is_said_of_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _config(tmp_path, monkeypatch, "[network]\nconnect_timeout_seconds = -5\n")
+    said = _refusal()
+    assert said.startswith(
+        f"{CONFIG_FILE_ENV}={path}: invalid setting network.connect_timeout_seconds: "
+    ), said
+
+
+def test_a_malformed_keyword_is_said_of_the_setting() -> None:
+    """Given by the caller (a keyword, the command line's --database-url): no variable."""
+    said = _refusal(write_queue_timeout_seconds="abc")
+    assert said.startswith("invalid setting write_queue_timeout_seconds: "), said
+
+
+def test_the_command_line_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UNISTATUS_WRITE_QUEUE_TIMEOUT_SECONDS", "abc")
+    done = CliRunner().invoke(app, ["--database-url", "sqlite://", "mode", "get"])
+    assert done.exit_code == 2, done.output
+    assert done.stderr.startswith(
+        "error: UNISTATUS_WRITE_QUEUE_TIMEOUT_SECONDS: invalid setting "
+        "write_queue_timeout_seconds: "
+    ), done.stderr

@@ -425,7 +425,8 @@ def load_settings(**overrides: Any) -> Settings:
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         # "Value error, ": pydantic's word for a ValueError raised by a validator.
         message = first["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"invalid setting {where}: {message}") from None
+        source = _source_of(tuple(first["loc"]), path, clean)
+        raise ConfigError(f"{source}invalid setting {where}: {message}") from None
 
 
 def _unparsed(exc: SettingsError) -> str:
@@ -540,6 +541,23 @@ def _toml_table(table: tuple[int | str, ...]) -> str:
     if isinstance(last, int):
         return f"[[{'.'.join(str(p) for p in names)}]] number {last + 1}"
     return f"[{'.'.join(str(p) for p in table)}]"
+
+
+def _source_of(loc: tuple[int | str, ...], path: str | None, given: Any) -> str:
+    """Where the value at ``loc`` was written, as a refusal's prefix: the variable the user
+    set (``UNISTATUS_NETWORK__CONNECT_TIMEOUT_SECONDS: ``) or the file (``UNISTATUS_CONFIG=
+    path: ``), in the order the sources win; nothing for a keyword (the caller's, or the
+    command line's --database-url), whose setting's name is what the caller wrote."""
+    if not loc or _holds(given, loc):
+        return ""
+    variable = _variable_of(loc)
+    if variable is not None:
+        return f"{variable}: "
+    if path:
+        with open(path, "rb") as file:
+            if _holds(tomllib.load(file), loc):
+                return f"{CONFIG_FILE_ENV}={path}: "
+    return ""
 
 
 def _variable_of(loc: tuple[int | str, ...]) -> str | None:

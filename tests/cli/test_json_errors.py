@@ -63,3 +63,22 @@ def test_a_usage_error_under_json_is_one_json_object_too(sqlite_db: Database) ->
 def test_a_usage_error_without_json_leaves_stdout_empty(sqlite_db: Database) -> None:
     code, out, err = invoke(sqlite_db, "check", "--bogus")
     assert code == 2 and out == "" and "--bogus" in err
+
+
+def test_the_error_object_and_the_names_to_branch_on_are_documented() -> None:
+    """Exit 2 covers bad input, bad configuration, an unreachable database and a refused
+    gate alike: a CI job tells "gate not green yet" from "database down" by the object's
+    ``error`` (exploratory review, automating unistatus from shell scripts). The
+    top-level help and the runbook say its fields and the names a script can branch on,
+    and that `phase status` exits 1 while a gate fails (the way to wait for green)."""
+    from pathlib import Path
+
+    shown = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "400"})
+    runbook = (Path(__file__).resolve().parents[2] / "docs" / "runbook.md").read_text()
+    for where, text in (("--help", shown.stdout), ("docs/runbook.md", runbook)):
+        flat = " ".join(text.split())
+        for word in ('"error"', '"detail"', '"exit_code"', "GateError", "StorageError"):
+            assert word in flat, (where, word)
+        for word in ("ConfigError", "InputError", "UsageError", "PhaseMovedError"):
+            assert word in flat, (where, word)
+        assert "phase status" in flat and "exits 1" in flat, where

@@ -47,6 +47,7 @@ from unistatus.cli.context import (
     terminate_as_interrupt,
 )
 from unistatus.cli.errors_shown import ErrorsShownGroup
+from unistatus.cli.help_examples import examples_never_wrap
 from unistatus.cli.help_format import (
     help_reader_left_is_141,
     hide_flag_value_placeholders,
@@ -57,6 +58,7 @@ from unistatus.redact import log_redacted
 hide_flag_value_placeholders()
 reflow_help_prose()
 help_reader_left_is_141()
+examples_never_wrap()
 
 
 app = typer.Typer(
@@ -75,6 +77,16 @@ app = typer.Typer(
         "problem, 2 bad input, configuration or database, 3 stopped by --max-duration "
         "(resumable), 130 interrupted by Ctrl-C or SIGTERM (the live views serve, monitor "
         "and dashboard stop with 0), 141 the reader of the output left (| head).\n\n"
+        "Exit 2 is every refusal and error alike; given --json, a failed command also prints "
+        'one object on stdout, {"error": "<the error\'s class>", "detail": "<the message>", '
+        '"exit_code": 2}, and a script branches on "error": GateError (the migration\'s '
+        "state refuses the step: a gate failing, systems in different phases, retire's "
+        "preconditions; `phase status` exits 1 while a gate fails, 0 once all pass: wait on "
+        "it), PhaseMovedError (--from-phase found another phase: nothing "
+        "changed), StorageError (the database failed or cannot be reached), ConfigError "
+        "(settings), InputError or one of its kinds (InvalidTransitionError, ...), "
+        "EntityNotFoundError, ModeError, UsageError (the command line); "
+        "docs/runbook.md lists them.\n\n"
         "Examples:\n\n"
         "  unistatus init\n"
         "  unistatus phase status\n"

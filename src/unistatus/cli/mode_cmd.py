@@ -89,7 +89,11 @@ def set_(
 
       unistatus mode set DUAL_WRITE_LEGACY_PRIMARY --reason "start phase 1"
 
-      unistatus mode set UNIFIED_ONLY --system cashout --reason "week 3: cashouts first"
+      unistatus phase advance --system cashout --reason "week 3: cashouts first"
+      (the gated way: into the next phase and its mode once the gates pass)
+
+      unistatus mode set DUAL_WRITE_UNIFIED_PRIMARY --system cashout --reason "INC-7"
+      (one mode on from DUAL_WRITE_LEGACY_PRIMARY, bypassing the gates)
 
       unistatus mode set UNIFIED_ONLY --force --reason "incident 42, approved by ops lead"
     """

@@ -178,6 +178,8 @@ def create(
         "legacy row is written: the history is kept from dual write on, so there the "
         "reason, the author and the override are recorded nowhere (a warning says so).\n\n"
         "Examples:\n\n"
+        "  (ID is a transaction still in progress, e.g. one `tx create` just made: a final\n"
+        "  one, such as the demo data's SUCCESS cashout:1, refuses it without --force)\n"
         '  unistatus tx update cashout:1 OTP_PENDING --reason "user requested OTP"\n\n'
         '  unistatus tx update UTX100000000000042 SUCCESS --reason "ops fix INC-12" --by '
         "alice --force"
