@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter.writes import unified_row
 from unistatus.db.dialect import DialectOps
+from unistatus.db.infinite_times import finite_time
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
@@ -104,13 +105,18 @@ def backfilled_row(
         status=mapped,
         legacy_status=legacy["status"],
         origin=ORIGIN,
-        # A legacy row may lack either time (older rows, from before the column): the
-        # other one stands in, else the copy's.
+        # A legacy row may lack either time (older rows, from before the column), or
+        # hold an infinite one (PostgreSQL's, read as missing: finite_time): the other
+        # one stands in, else the copy's.
         created_at=sa.func.coalesce(
-            legacy["created_at"], legacy["updated_at"], sa.func.current_timestamp()
+            finite_time(legacy["created_at"]),
+            finite_time(legacy["updated_at"]),
+            sa.func.current_timestamp(),
         ),
         updated_at=sa.func.coalesce(
-            legacy["updated_at"], legacy["created_at"], sa.func.current_timestamp()
+            finite_time(legacy["updated_at"]),
+            finite_time(legacy["created_at"]),
+            sa.func.current_timestamp(),
         ),
         literal=sa.literal,
     )

@@ -44,6 +44,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from unistatus.db.infinite_times import read_infinite_times_as_missing
 from unistatus.db.isolation import name_read_committed
 
 __all__ = ["SESSION_SETTINGS", "announced_pid", "set_up_connections", "unfit_settings"]
@@ -99,6 +100,7 @@ def set_up_connections(
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         _fit_settings(dbapi_conn)
+        read_infinite_times_as_missing(dbapi_conn)  # a missing time (infinite_times)
         if not lock_timeout_ms and prepared_statements is not None:
             found = None
         else:

@@ -59,7 +59,7 @@ backfill_quarantine = sa.Table(
     # null_status | wrong_case | unknown_status | id_beyond_utx_range | null_user_id |
     # user_id_not_integer |
     # null_amount | null_currency | currency_too_long | amount_out_of_range |
-    # amount_too_precise | negative_amount
+    # amount_not_a_number | amount_too_precise | negative_amount
     # (backfill.statements)
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("first_seen_at", UTC, nullable=False),

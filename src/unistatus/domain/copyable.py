@@ -28,6 +28,7 @@ from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import MAX_AMOUNT_DECIMALS, MAX_AMOUNT_INTEGER_DIGITS
 
 __all__ = [
+    "AMOUNT_NOT_A_NUMBER",
     "AMOUNT_OUT_OF_RANGE",
     "AMOUNT_TOO_PRECISE",
     "CURRENCY_TOO_LONG",
@@ -41,6 +42,9 @@ __all__ = [
 # The quarantine's reasons, besides null_<field> for each shared field.
 CURRENCY_TOO_LONG = "currency_too_long"
 AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
+# PostgreSQL's NUMERIC takes 'NaN' (NUMERIC(20, 8) too), which no unified amount is and
+# which Python's Decimal cannot order (``NaN >= bound`` raises, PostgreSQL's is true).
+AMOUNT_NOT_A_NUMBER = "amount_not_a_number"
 AMOUNT_TOO_PRECISE = "amount_too_precise"
 NEGATIVE_AMOUNT = "negative_amount"
 # SQLite keeps any value in a BIGINT column ('x', 1.5); unified's user_id is an integer.
@@ -81,6 +85,10 @@ def uncopyable_clauses(
     # SQLite's CAST reads text that is no number as its leading digits ('abc' as 0,
     # '12abc' as 12): such text is out of range before it is read as a number.
     out.append((_TextNoNumber(data["amount"]), AMOUNT_OUT_OF_RANGE))
+    # Before the bound: PostgreSQL orders NaN above every number. An infinity is judged
+    # by the bound and the sign like any number ('Infinity' out of range, '-Infinity'
+    # negative), in SQL and in Python alike.
+    out.append((_NotANumber(exact), AMOUNT_NOT_A_NUMBER))
     out.append((exact >= bound, AMOUNT_OUT_OF_RANGE))
     out.append((exact < 0, NEGATIVE_AMOUNT))
     out.append((exact != sa.func.round(exact, MAX_AMOUNT_DECIMALS), AMOUNT_TOO_PRECISE))
@@ -104,6 +112,8 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
         amount = Decimal(str(raw))
     except InvalidOperation:
         return AMOUNT_OUT_OF_RANGE
+    if amount.is_nan():
+        return AMOUNT_NOT_A_NUMBER
     if amount >= AMOUNT_BOUND:
         return AMOUNT_OUT_OF_RANGE
     if amount < 0:
@@ -157,3 +167,25 @@ def _sqlite_text_no_number(element: _TextNoNumber, compiler: SQLCompiler, **kw: 
         f"(typeof({value}) = 'text' AND ({text} GLOB '*[^0-9.+-]*' OR {text} GLOB '*.*.*' "
         f"OR {text} GLOB '?*[+-]*' OR NOT {text} GLOB '*[0-9]*'))"
     )
+
+
+class _NotANumber(ColumnElement[bool]):
+    """True for a NUMERIC 'NaN' (PostgreSQL's); false elsewhere: SQLite keeps a NaN
+    as NULL, and its text 'NaN' is :class:`_TextNoNumber`'s."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+
+    def __init__(self, value: sa.ColumnElement[Any]) -> None:
+        self.value = value
+
+
+@compiles(_NotANumber)
+def _no_nan(_element: _NotANumber, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "1 = 0"
+
+
+@compiles(_NotANumber, "postgresql")
+def _postgres_nan(element: _NotANumber, compiler: SQLCompiler, **kw: Any) -> str:
+    # PostgreSQL's NaN equals NaN (unlike IEEE's), so a plain comparison finds it.
+    return f"({compiler.process(element.value, **kw)} = 'NaN'::numeric)"

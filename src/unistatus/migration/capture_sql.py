@@ -46,6 +46,7 @@ from unistatus.backfill.statements import (
 from unistatus.db import mode_reads
 from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
+from unistatus.db.infinite_times import finite_time
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import (
     pending_legacy_changes,
@@ -481,7 +482,10 @@ class SystemSql:
             status=m.mapped,
             legacy_status=m.status,
             origin="dual_write",
-            created_at=sa.func.coalesce(m.created_at, m.updated_at, ctx.now),
+            # A missing or infinite time (infinite_times.finite_time): the other, or now.
+            created_at=sa.func.coalesce(
+                finite_time(m.created_at), finite_time(m.updated_at), ctx.now
+            ),
             updated_at=ctx.now,
             literal=sa.literal,
         )
