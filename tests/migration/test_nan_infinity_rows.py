@@ -71,8 +71,8 @@ def test_the_rule_names_a_nan_or_infinite_amount() -> None:
     """In Python as the SQL judges it (PostgreSQL orders NaN above every number)."""
     row = {"user_id": 1, "currency": "USD"}
     expected = {
-        Decimal("NaN"): "amount_not_a_number",
-        float("nan"): "amount_not_a_number",  # a double precision column's
+        Decimal("NaN"): "amount_nan",
+        float("nan"): "amount_nan",  # a double precision column's
         Decimal("Infinity"): "amount_out_of_range",
         Decimal("-Infinity"): "negative_amount",
         float("inf"): "amount_out_of_range",
@@ -95,7 +95,7 @@ def test_a_nan_or_infinite_amount_is_set_aside_skipped_and_refused(scratch_pg: D
             db.engine, db.settings, strategy="legacy_wins", dry_run=dry_run, actor="t", reason="t"
         ).as_dict()
         assert report["skipped"] == {
-            "amount_not_a_number": 1,
+            "amount_nan": 1,
             "amount_out_of_range": 1,
             "negative_amount": 1,
         }
@@ -103,7 +103,7 @@ def test_a_nan_or_infinite_amount_is_set_aside_skipped_and_refused(scratch_pg: D
     report = run_backfill(db.engine, db.settings, workers=1).as_dict()
     assert report["complete"] is True
     assert quarantined(db, "ESCROW") == {
-        5001: "amount_not_a_number",
+        5001: "amount_nan",
         5002: "amount_out_of_range",
         5003: "negative_amount",
     }
@@ -111,7 +111,7 @@ def test_a_nan_or_infinite_amount_is_set_aside_skipped_and_refused(scratch_pg: D
     assert verify_changes(db.engine, db.settings, chunk=10, max_seconds=None).complete
     # The adapter refuses as input: nothing written, not counted as a database error.
     set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
-    for legacy_id, why in ((5001, "amount_not_a_number"), (5002, "amount_out_of_range")):
+    for legacy_id, why in ((5001, "amount_nan"), (5002, "amount_out_of_range")):
         error, events = _adapter_update(db, f"escrow:{legacy_id}", "EXECUTING")
         assert isinstance(error, UncopyableLegacyRowError), error
         assert why in str(error)
@@ -121,7 +121,7 @@ def test_a_nan_or_infinite_amount_is_set_aside_skipped_and_refused(scratch_pg: D
     capture.enable(db.engine, db.settings, actor="t", reason="t")
     with db.engine.begin() as conn:
         _insert(conn, "escrows", 5005, "NaN", "CREATED")
-    assert quarantined(db, "ESCROW")[5005] == "amount_not_a_number"
+    assert quarantined(db, "ESCROW")[5005] == "amount_nan"
 
 
 def test_an_infinite_legacy_time_is_read_as_a_missing_time(scratch_pg: Database) -> None:

@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ColumnElement
 
 from unistatus.adapter.writes import unified_row
 from unistatus.db.dialect import DialectOps
@@ -19,7 +22,7 @@ from unistatus.db.infinite_times import finite_time
 from unistatus.db.legacy import DATA_COLUMNS, LEGACY_COLUMNS, LegacyTable
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_quarantine as Q
-from unistatus.domain.copyable import uncopyable_clauses
+from unistatus.domain.copyable import stored_as_bytes, uncopyable_clauses
 from unistatus.domain.ids import outside_utx_range_sql, utx_id_sql
 from unistatus.domain.mapping import forward_case
 from unistatus.domain.statuses import LegacySystemType
@@ -31,6 +34,9 @@ ORIGIN = "backfill"
 NULL_STATUS = "null_status"
 WRONG_CASE = "wrong_case"
 UNKNOWN_STATUS = "unknown_status"
+# SQLite keeps a BLOB in a text column: upper() reads its bytes as text, so 'PENDING' as
+# bytes looked like a value in the wrong case. No mapping takes bytes.
+STATUS_NOT_TEXT = "status_not_text"
 # A legacy id beyond what a UTX id holds (domain.ids.require_migratable_id).
 BEYOND_UTX_RANGE = "id_beyond_utx_range"
 
@@ -147,11 +153,12 @@ def unmappable_reason(
     data: Mapping[str, sa.ColumnElement[Any]],
 ) -> sa.Case[Any]:
     """Why a row is set aside: its id beyond the UTX range, a shared field the unified
-    row cannot take, or its value NULL, in the wrong case, or unknown."""
+    row cannot take, or its value NULL, bytes (SQLite), in the wrong case, or unknown."""
     return sa.case(
         (outside_utx_range_sql(legacy_id), BEYOND_UTX_RANGE),
         *uncopyable_clauses(data),
         (raw.is_(None), NULL_STATUS),
+        (stored_as_bytes(raw), STATUS_NOT_TEXT),
         (forward_case(system, sa.func.upper(raw)).is_not(None), WRONG_CASE),
         else_=UNKNOWN_STATUS,
     )
@@ -166,9 +173,12 @@ RAW_KEPT = 40
 
 def quarantined_raw(raw: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     """``raw`` as the quarantine stores it: as it is when its column holds it, else cut
-    (:data:`RAW_KEPT` characters, then ``...(<length> chars)``)."""
+    (:data:`RAW_KEPT` characters, then ``...(<length> chars)``); a BLOB (SQLite) as the
+    SQL literal of its bytes, ``X'50454E44494E47'``: text, that readers of the quarantine
+    print and serialise, and never the text the bytes are not."""
     column = Q.c.raw_status.type
     assert isinstance(column, sa.String) and column.length is not None
+    raw = _BytesShown(raw)
     length = sa.func.length(raw, type_=sa.Integer)
     cut = (
         sa.func.substr(raw, 1, RAW_KEPT, type_=sa.String)
@@ -177,6 +187,28 @@ def quarantined_raw(raw: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         + sa.literal(" chars)", sa.String)
     )
     return sa.case((length > column.length, cut), else_=raw)
+
+
+class _BytesShown(ColumnElement[Any]):
+    """A value as text when stored as a BLOB (SQLite: its SQL literal), else as it is."""
+
+    inherit_cache = True
+    type = sa.String()
+
+    def __init__(self, value: sa.ColumnElement[Any]) -> None:
+        self.value = value
+
+
+@compiles(_BytesShown)
+def _as_it_is(element: _BytesShown, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(element.value, **kw))
+
+
+@compiles(_BytesShown, "sqlite")
+def _sqlite_bytes_shown(element: _BytesShown, compiler: SQLCompiler, **kw: Any) -> str:
+    value = compiler.process(element.value, **kw)
+    literal = "'X''' || hex(" + value + ") || ''''"
+    return f"(CASE WHEN typeof({value}) = 'blob' THEN {literal} ELSE {value} END)"
 
 
 def requarantine(stmt: Any) -> dict[str, Any]:

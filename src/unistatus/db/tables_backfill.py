@@ -56,10 +56,11 @@ backfill_quarantine = sa.Table(
     sa.Column("system", sa.String(16), primary_key=True),
     sa.Column("legacy_id", sa.BigInteger, primary_key=True),
     sa.Column("raw_status", sa.String(64), nullable=True),
-    # null_status | wrong_case | unknown_status | id_beyond_utx_range | null_user_id |
-    # user_id_not_integer |
-    # null_amount | null_currency | currency_too_long | amount_out_of_range |
-    # amount_not_a_number | amount_too_precise | negative_amount
+    # null_status | status_not_text | wrong_case | unknown_status | id_beyond_utx_range |
+    # null_user_id | user_id_not_integer |
+    # null_amount | null_currency | currency_not_text | currency_too_long |
+    # amount_not_number | amount_nan | amount_out_of_range | amount_too_precise |
+    # negative_amount
     # (backfill.statements)
     sa.Column("reason", sa.String(32), nullable=False),
     sa.Column("first_seen_at", UTC, nullable=False),

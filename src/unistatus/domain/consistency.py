@@ -43,8 +43,25 @@ def same_value(name: str, a: Any, b: Any) -> bool:
     (``10.5`` and ``10.50`` agree; a missing amount agrees with nothing), the rest as
     equal."""
     if name == "amount":
+        if _bytes(a) or _bytes(b):
+            return False  # SQLite keeps a BLOB in any column: bytes are no amount
         return a is not None and b is not None and Decimal(a) == Decimal(b)
     return bool(a == b)
+
+
+def _bytes(value: Any) -> bool:
+    return isinstance(value, bytes | bytearray | memoryview)
+
+
+def shown_value(value: Any) -> Any:
+    """A compared value as JSON takes it: a Decimal as its exact text; bytes (a BLOB
+    SQLite keeps in any column) as their SQL literal, ``X'50454E44494E47'``, as the
+    quarantine shows them (``backfill.statements.quarantined_raw``)."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if _bytes(value):
+        return "X'" + bytes(value).hex().upper() + "'"
+    return value
 
 
 @dataclass(frozen=True)
@@ -61,8 +78,7 @@ class Inconsistency:
         d = asdict(self)
         d["kind"] = self.kind.value
         for key in ("legacy_value", "unified_value"):
-            if isinstance(d[key], Decimal):
-                d[key] = str(d[key])
+            d[key] = shown_value(d[key])
         return d
 
 

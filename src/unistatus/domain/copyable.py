@@ -28,13 +28,17 @@ from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import MAX_AMOUNT_DECIMALS, MAX_AMOUNT_INTEGER_DIGITS
 
 __all__ = [
-    "AMOUNT_NOT_A_NUMBER",
+    "AMOUNT_NAN",
+    "AMOUNT_NOT_NUMBER",
     "AMOUNT_OUT_OF_RANGE",
     "AMOUNT_TOO_PRECISE",
+    "CURRENCY_NOT_TEXT",
     "CURRENCY_TOO_LONG",
     "MAX_CURRENCY_CHARS",
     "NEGATIVE_AMOUNT",
     "USER_ID_NOT_INTEGER",
+    "is_bytes",
+    "stored_as_bytes",
     "uncopyable",
     "uncopyable_clauses",
 ]
@@ -44,11 +48,15 @@ CURRENCY_TOO_LONG = "currency_too_long"
 AMOUNT_OUT_OF_RANGE = "amount_out_of_range"
 # PostgreSQL's NUMERIC takes 'NaN' (NUMERIC(20, 8) too), which no unified amount is and
 # which Python's Decimal cannot order (``NaN >= bound`` raises, PostgreSQL's is true).
-AMOUNT_NOT_A_NUMBER = "amount_not_a_number"
+AMOUNT_NAN = "amount_nan"
 AMOUNT_TOO_PRECISE = "amount_too_precise"
 NEGATIVE_AMOUNT = "negative_amount"
 # SQLite keeps any value in a BIGINT column ('x', 1.5); unified's user_id is an integer.
 USER_ID_NOT_INTEGER = "user_id_not_integer"
+# SQLite keeps a BLOB in any column (a writer that bound bytes): copied, the unified row
+# held bytes its readers fail on ("must be real number, not bytes").
+CURRENCY_NOT_TEXT = "currency_not_text"
+AMOUNT_NOT_NUMBER = "amount_not_number"
 MAX_CURRENCY_CHARS = 10  # unified_transactions.currency
 AMOUNT_BOUND = 10**MAX_AMOUNT_INTEGER_DIGITS
 BIGINT_BOUND = 2**63  # unified_transactions.user_id: [-2**63, 2**63)
@@ -77,18 +85,22 @@ def uncopyable_clauses(
     beyond = sa.or_(number < low, number >= high)
     not_whole = sa.case((beyond, sa.true()), else_=sa.cast(user, sa.BigInteger) != user)
     out.append((not_whole, USER_ID_NOT_INTEGER))
+    # Before the length: SQLite's length() of a blob counts its bytes, as if text.
+    out.append((stored_as_bytes(data["currency"]), CURRENCY_NOT_TEXT))
     out.append((sa.func.length(data["currency"]) > MAX_CURRENCY_CHARS, CURRENCY_TOO_LONG))
     # As a number whatever the legacy column's type (PostgreSQL's round takes NUMERIC;
     # SQLite compares a TEXT column's '3.00' with a number as text, past any bound).
     exact = sa.cast(data["amount"], sa.Numeric)
     bound = sa.literal(AMOUNT_BOUND, sa.Numeric(20, 8))
+    # SQLite's CAST reads a blob as the text of its bytes (X'3130' as 10).
+    out.append((stored_as_bytes(data["amount"]), AMOUNT_NOT_NUMBER))
     # SQLite's CAST reads text that is no number as its leading digits ('abc' as 0,
     # '12abc' as 12): such text is out of range before it is read as a number.
     out.append((_TextNoNumber(data["amount"]), AMOUNT_OUT_OF_RANGE))
     # Before the bound: PostgreSQL orders NaN above every number. An infinity is judged
     # by the bound and the sign like any number ('Infinity' out of range, '-Infinity'
     # negative), in SQL and in Python alike.
-    out.append((_NotANumber(exact), AMOUNT_NOT_A_NUMBER))
+    out.append((_NotANumber(exact), AMOUNT_NAN))
     out.append((exact >= bound, AMOUNT_OUT_OF_RANGE))
     out.append((exact < 0, NEGATIVE_AMOUNT))
     out.append((exact != sa.func.round(exact, MAX_AMOUNT_DECIMALS), AMOUNT_TOO_PRECISE))
@@ -103,9 +115,13 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
             return f"null_{name}"
     if not _integer(data["user_id"]):
         return USER_ID_NOT_INTEGER
+    if is_bytes(data["currency"]):
+        return CURRENCY_NOT_TEXT
     if len(str(data["currency"])) > MAX_CURRENCY_CHARS:
         return CURRENCY_TOO_LONG
     raw = data["amount"]
+    if is_bytes(raw):
+        return AMOUNT_NOT_NUMBER
     if isinstance(raw, str) and not _NUMBER_TEXT.fullmatch(raw):
         return AMOUNT_OUT_OF_RANGE
     try:
@@ -113,7 +129,7 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
     except InvalidOperation:
         return AMOUNT_OUT_OF_RANGE
     if amount.is_nan():
-        return AMOUNT_NOT_A_NUMBER
+        return AMOUNT_NAN
     if amount >= AMOUNT_BOUND:
         return AMOUNT_OUT_OF_RANGE
     if amount < 0:
@@ -121,6 +137,12 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
     if amount != amount.quantize(_QUANTUM):
         return AMOUNT_TOO_PRECISE
     return None
+
+
+def is_bytes(value: Any) -> bool:
+    """Whether a value read from the database is a BLOB's (what :func:`stored_as_bytes`
+    tells in SQL)."""
+    return isinstance(value, bytes | bytearray | memoryview)
 
 
 def _integer(value: Any) -> bool:
@@ -189,3 +211,29 @@ def _no_nan(_element: _NotANumber, _compiler: SQLCompiler, **_kw: Any) -> str:
 def _postgres_nan(element: _NotANumber, compiler: SQLCompiler, **kw: Any) -> str:
     # PostgreSQL's NaN equals NaN (unlike IEEE's), so a plain comparison finds it.
     return f"({compiler.process(element.value, **kw)} = 'NaN'::numeric)"
+
+
+class _StoredAsBytes(ColumnElement[bool]):
+    """True for a value stored as a BLOB (SQLite, which keeps one in any column); false
+    elsewhere, where a column's type decides what it holds."""
+
+    inherit_cache = True
+    type = sa.Boolean()
+
+    def __init__(self, value: sa.ColumnElement[Any]) -> None:
+        self.value = value
+
+
+def stored_as_bytes(value: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """SQL: whether ``value`` is stored as a BLOB (SQLite; never elsewhere)."""
+    return _StoredAsBytes(value)
+
+
+@compiles(_StoredAsBytes)
+def _no_bytes(_element: _StoredAsBytes, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "1 = 0"
+
+
+@compiles(_StoredAsBytes, "sqlite")
+def _sqlite_bytes(element: _StoredAsBytes, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"(typeof({compiler.process(element.value, **kw)}) = 'blob')"

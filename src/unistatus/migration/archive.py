@@ -45,6 +45,7 @@ from unistatus.migration.archive_format import (
     check_files,
     decode,
     file_lines,
+    holds_bytes,
     read_manifest,
     row_encoder,
     sha256_file,
@@ -554,8 +555,21 @@ def _load(conn: sa.Connection, table: sa.Table, entry: TableEntry, path: Path) -
         rows = []
         for line in batch:
             values = json.loads(line)
-            rows.append({n: decode(k, v) for n, k, v in zip(names, kinds, values, strict=True)})
-        conn.execute(stmt, rows)
+            row = {n: decode(k, v) for n, k, v in zip(names, kinds, values, strict=True)}
+            blobs = [
+                n
+                for n, k in zip(names, kinds, strict=True)
+                if k != "binary" and holds_bytes(row[n])
+            ]
+            if blobs:
+                # Bound as bytes, past the column type's conversion (a NUMERIC's reads
+                # b'10' as 10.0): the BLOB SQLite held, restored as one.
+                typed = {n: sa.literal(row[n], sa.LargeBinary()) for n in blobs}
+                conn.execute(sa.insert(table).values({**row, **typed}))
+                continue
+            rows.append(row)
+        if rows:
+            conn.execute(stmt, rows)
 
 
 def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:

@@ -1,7 +1,8 @@
 """The archive's format: values as exact text, the manifest, and checking the files.
 
 One gzip JSON-lines file per legacy table (a row per line, a JSON array in column order;
-decimals, timestamps and bytes as exact text, timestamps with time zone in UTC) and a
+decimals, timestamps and bytes as exact text, timestamps with time zone in UTC; a BLOB
+SQLite keeps in a column of another kind as ``{"$bytes": "<base64>"}``) and a
 ``manifest.json`` (row counts, column types, where each table is, sha256 of each file
 and of its content). Reading and writing databases: :mod:`unistatus.migration.archive`.
 """
@@ -38,6 +39,8 @@ __all__ = [
     "decode",
     "encode",
     "file_lines",
+    "holds_bytes",
+    "kept_bytes",
     "read_manifest",
     "row_encoder",
     "row_line",
@@ -69,10 +72,34 @@ def column_kind(type_: sa.types.TypeEngine[Any]) -> str:
     return "string"
 
 
+# A BLOB in a column of another kind (SQLite keeps one in any column: a status bound as
+# bytes) as ``{"$bytes": "<base64>"}``: its repr ("b'PENDING'") was written, verified,
+# and restored as that text. Read back as the same bytes (:func:`decode`).
+BYTES_KEY = "$bytes"
+
+
+def holds_bytes(value: Any) -> bool:
+    return isinstance(value, bytes | bytearray | memoryview)
+
+
+def _bytes_json(value: Any) -> dict[str, str]:
+    return {BYTES_KEY: base64.b64encode(bytes(value)).decode("ascii")}
+
+
+def kept_bytes(value: Any) -> bytes | None:
+    """The bytes a decoded value of a non-binary column stands for (None: no bytes)."""
+    if isinstance(value, dict) and len(value) == 1 and isinstance(value.get(BYTES_KEY), str):
+        return base64.b64decode(value[BYTES_KEY], validate=True)
+    return None
+
+
 def encode(kind: str, value: Any, *, timezone: bool = False) -> Any:
     """One value as JSON, exactly: text where JSON would round or lose the type; a value
     its column's type does not hold (SQLite keeps 'abc' in NUMERIC, 'not a date' in a
-    DATETIME) as the text stored."""
+    DATETIME) as the text stored; bytes in a column of another kind as ``{"$bytes":
+    "<base64>"}``."""
+    if kind != "binary" and holds_bytes(value):
+        return _bytes_json(value)
     try:
         return _encoded(kind, value, timezone)
     except (InvalidOperation, TypeError, ValueError, AttributeError):
@@ -110,6 +137,8 @@ def decode(kind: str, value: Any) -> Any:
 def _decoded(kind: str, value: Any) -> Any:
     if value is None:
         return None
+    if kind != "binary" and (blob := kept_bytes(value)) is not None:
+        return blob
     if kind == "decimal":
         return Decimal(value)
     if kind == "datetime":
@@ -136,6 +165,16 @@ def _value_encoder(kind: str, timezone: bool) -> Callable[[Any], Any]:
     return partial(encode, kind, timezone=timezone)
 
 
+def _keeping_bytes(encoder: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``encoder``, with bytes written as :func:`encode` writes them (a BLOB SQLite keeps
+    in a column of another kind)."""
+
+    def either(value: Any) -> Any:
+        return _bytes_json(value) if holds_bytes(value) else encoder(value)
+
+    return either
+
+
 def _same(value: Any) -> Any:
     return value
 
@@ -147,7 +186,12 @@ def _text(value: Any) -> Any:
 def row_encoder(columns: Sequence[tuple[str, bool]]) -> Callable[[Sequence[Any]], bytes]:
     """A row of these columns (``(kind, timezone)`` each) as its archive line: the
     same bytes as :func:`row_line` of :func:`encode` of each value."""
-    encoders = [_value_encoder(kind, timezone) for kind, timezone in columns]
+    encoders = [
+        _keeping_bytes(_value_encoder(kind, timezone))
+        if kind != "binary"
+        else _value_encoder(kind, timezone)
+        for kind, timezone in columns
+    ]
 
     def line(row: Sequence[Any]) -> bytes:
         return row_line([f(v) for f, v in zip(encoders, row, strict=True)])

@@ -14,7 +14,6 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -28,11 +27,9 @@ __all__ = ["MismatchKey", "MismatchWriter", "mismatch_record", "read_mismatch_ke
 
 
 def _plain(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
     if isinstance(value, datetime):
         return value.isoformat()
-    return value
+    return consistency.shown_value(value)
 
 
 def _side(values: Mapping[str, Any] | None, name: str) -> Any:
