@@ -32,8 +32,7 @@ from unistatus.migration.phases import advance
 runner = CliRunner()
 OLD = "0012"
 REFUSAL = (
-    f"needs the schema at revision {schema.INSTALL_REVISION} (it is at {OLD}): "
-    "run `unistatus init`"
+    f"needs the schema at revision {schema.INSTALL_REVISION} (it is at {OLD}): run `unistatus init`"
 )
 
 

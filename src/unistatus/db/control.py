@@ -31,7 +31,7 @@ from unistatus.db.binding import connected, has_column
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.queued_legacy import refuse_queued_legacy
-from unistatus.db.revisions import columns_retired
+from unistatus.db.revisions import columns_retired, require_current_schema
 from unistatus.db.server_clock import database_now
 from unistatus.db.system_keys import SYSTEMS, system_key, system_keys, systems_of, write_summary
 from unistatus.db.tables import (
@@ -252,6 +252,8 @@ def write_mode(
     """
     if not reason or not reason.strip():
         raise InputError(f"changing {MODE_KEY} needs a reason (--reason)")
+    # Not an older release's schema: its processes read the global keys alone (split modes).
+    require_current_schema(conn, "switching the write mode")
     current = read_modes(conn)
     changes = [
         write_value(conn, mode_key(s), mode.value, actor=actor, reason=reason, metadata=metadata)

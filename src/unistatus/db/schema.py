@@ -33,6 +33,7 @@ from unistatus.db.search_path import (
     without_compat_views,
 )
 from unistatus.errors import GateError, StorageError
+from unistatus.version import SCHEMA_REVISION
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exchanges"}
@@ -49,7 +50,7 @@ REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exch
 # dropped, and the main chain's head once they are restored.
 MAIN_BRANCH = "main"
 RETIRE_BRANCH = "retire"
-INSTALL_REVISION = "0022"
+INSTALL_REVISION = SCHEMA_REVISION  # written once, in unistatus.version
 RETIRE_UNDO = f"{RETIRE_BRANCH}@base"
 
 # Work of the package's own done in a revision's transaction (upgrade's ``before``, ``after``).
