@@ -12,11 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from test_migrations import new_database  # noqa: F401  (the fixture)
 
 from conftest import Database
 from unistatus.db import schema
 from unistatus.db.engine import create_engine
+from unistatus.db.mode_lock_keys import mode_lock_key, system_lock_key
+from unistatus.errors import StorageError
 
 INSTALL = schema.INSTALL_REVISION
 
@@ -55,3 +58,24 @@ def test_two_inits_at_once_upgrade_once(
         assert schema.current_revision(engine) == INSTALL
     finally:
         engine.dispose()
+
+
+@pytest.mark.postgres
+def test_an_init_behind_another_migration_gives_up_as_behind_a_table_lock(
+    new_database: Callable[[str], Database],  # noqa: F811
+) -> None:
+    """The lock that serializes migrations is waited for as a table's: each attempt at
+    most lock_timeout_ms, retried until the deadline, then refused, nothing changed."""
+    db = new_database("init_behind_migration")
+    if db.backend != "postgres":
+        pytest.skip("PostgreSQL's advisory lock")
+    assert schema.upgrade(db.engine, db.settings, "0012") == "0012"
+    settings = db.settings.model_copy(update={"lock_timeout_ms": 200})
+    key = system_lock_key(mode_lock_key(None), schema.MIGRATION_LOCK)
+    with db.engine.connect() as other:
+        other.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))  # a migration running
+        with pytest.raises(StorageError, match="another migration ran"):
+            schema.upgrade(db.engine, settings, deadline_seconds=1.0)
+        assert schema.current_revision(db.engine) == "0012"
+        other.rollback()
+    assert schema.upgrade(db.engine, settings) == INSTALL
