@@ -149,3 +149,29 @@ def test_after_init_the_commands_run(old_url: str) -> None:
     assert upgraded.exit_code == 0, upgraded.output
     status = run(old_url, "mode", "get")
     assert status.exit_code == 0 and status.stdout.strip() == "DUAL_WRITE_LEGACY_PRIMARY"
+
+
+NEWER = (
+    "the database was upgraded by a newer unistatus (revision 0099); this release knows "
+    f"revisions up to {schema.INSTALL_REVISION}: use the newer release"
+)
+
+
+@pytest.mark.parametrize("command", [("init",), ("mode", "get"), ("phase", "status")])
+def test_a_database_a_newer_release_upgraded_is_refused_saying_so(
+    old_url: str, command: tuple[str]
+) -> None:
+    """An older release meeting a newer database: the revision it does not know named,
+    and the way on (Alembic's own "Can't locate revision identified by ..." was all)."""
+    assert run(old_url, "init").exit_code == 0
+    engine = create_engine(old_url)
+    try:
+        with engine.begin() as conn:  # what a newer release's `init` left
+            conn.execute(sa.text("UPDATE unistatus_alembic_version SET version_num = '0099'"))
+    finally:
+        engine.dispose()
+    result = run(old_url, *command)
+    assert result.exit_code == 2, result.output
+    assert " ".join(result.stderr.split()) == f"error: {NEWER}"
+    report = json.loads(run(old_url, "diagnose", "--out", "-").stdout)
+    assert report["versions"]["schema_finding"] == NEWER
