@@ -175,3 +175,16 @@ def test_a_database_a_newer_release_upgraded_is_refused_saying_so(
     assert " ".join(result.stderr.split()) == f"error: {NEWER}"
     report = json.loads(run(old_url, "diagnose", "--out", "-").stdout)
     assert report["versions"]["schema_finding"] == NEWER
+
+
+def test_the_revisions_known_without_alembic_are_alembics() -> None:
+    """The schema check reads the revisions this release knows from the migration files'
+    names (no Alembic at a command's start): the same as Alembic's."""
+    from alembic.script import ScriptDirectory
+
+    from unistatus.db.revisions import known_revisions
+    from unistatus.version import SCHEMA_REVISION
+
+    scripts = ScriptDirectory(str(schema.MIGRATIONS))
+    assert known_revisions() == {s.revision for s in scripts.walk_revisions()}
+    assert SCHEMA_REVISION == schema.INSTALL_REVISION == schema.head_revisions()[0]

@@ -26,13 +26,18 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import legacy_schema
 from unistatus.db.mode_lock_keys import mode_lock_key, system_lock_key
 from unistatus.db.retry import retry_reason
-from unistatus.db.revisions import RETIRE_REVISION, VERSION_TABLE
+from unistatus.db.revisions import (
+    RETIRE_REVISION,
+    VERSION_TABLE,
+    schema_problem,
+    stored_revisions,
+)
 from unistatus.db.search_path import (
     require_one_place,
     require_sole_installation,
     without_compat_views,
 )
-from unistatus.errors import GateError, StorageError
+from unistatus.errors import GateError, SchemaTooNewError, StorageError
 from unistatus.version import SCHEMA_REVISION
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -169,6 +174,10 @@ def _migrate(
                 key = system_lock_key(mode_lock_key(schema_of(conn)), MIGRATION_LOCK)
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
             _where_names_go(conn, alongside=alongside)
+            # A newer release's revision: said as such (Alembic: "Can't locate revision").
+            newer = schema_problem(stored_revisions(conn))
+            if isinstance(newer, SchemaTooNewError):
+                raise newer
             if before is not None:
                 before(conn)
             if create_schema:
