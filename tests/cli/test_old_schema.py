@@ -188,3 +188,19 @@ def test_the_revisions_known_without_alembic_are_alembics() -> None:
     scripts = ScriptDirectory(str(schema.MIGRATIONS))
     assert known_revisions() == {s.revision for s in scripts.walk_revisions()}
     assert SCHEMA_REVISION == schema.INSTALL_REVISION == schema.head_revisions()[0]
+
+
+def test_the_library_check_and_backfill_refuse_an_old_schema(old_url: str) -> None:
+    """run_check and run_backfill say why (not "no such table: unistatus_check_runs")."""
+    from unistatus.backfill import run_backfill
+    from unistatus.migration.check import run_check
+
+    engine = create_engine(old_url)
+    settings = load_settings(database_url=old_url)
+    try:
+        with pytest.raises(ConfigError, match="^check needs the schema at revision"):
+            run_check(engine, settings)
+        with pytest.raises(ConfigError, match="^backfill needs the schema at revision"):
+            run_backfill(engine, settings)
+    finally:
+        engine.dispose()
