@@ -259,6 +259,16 @@ def pg(request: pytest.FixtureRequest) -> Iterator[Database]:
 
 
 @pytest.fixture
+def staging_old_revisions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This release's mode and phase writers allowed on a database at an older revision,
+    for a migration test staging the state that revision's release wrote (elsewhere
+    they refuse it: :func:`unistatus.db.revisions.require_current_schema`)."""
+    from unistatus.db import control
+
+    monkeypatch.setattr(control, "require_current_schema", lambda *_a, **_k: None)
+
+
+@pytest.fixture
 def scratch_pg(postgres_url: str) -> Iterator[Database]:
     """PostgreSQL in a database of its own, migrated, dropped after: for a test that
     changes the schema itself (its indexes, to stage a race)."""

@@ -5,7 +5,9 @@ One root (catch everything at once); context as attributes, so callers need not 
     UnistatusError
     ├── ConfigError                 bad settings, unknown table or column names
     │   ├── LegacyStatusRetiredError  ... the legacy status columns are retired (phase 4)
-    │   └── SessionSettingsError    a connection's client_encoding or DateStyle unfit
+    │   ├── SessionSettingsError    a connection's client_encoding or DateStyle unfit
+    │   ├── SchemaOutdatedError     the database's schema is older than this release needs
+    │   └── SchemaTooNewError       ... newer than this release knows (a newer release's)
     ├── InputError                  a value the caller passed is malformed
     │   ├── UnmappableStatusError   a legacy status the mapping does not know
     │   │   └── UnmappableStoredStatusError  ... stored in the row a change starts from
@@ -62,6 +64,36 @@ class SessionSettingsError(ConfigError):
     def __init__(self, setting: str, message: str) -> None:
         self.setting = setting
         super().__init__(message)
+
+
+class SchemaOutdatedError(ConfigError):
+    """The database's unistatus schema is at ``found`` (its stored revisions, or
+    "nothing"), older than ``needed``, the revision this release installs: an older
+    release made it and `unistatus init` has not upgraded it yet. ``what`` needed it.
+    Refused before acting: this release would misread its state (the mode and phase of
+    an older release are under other keys) or miss its tables."""
+
+    def __init__(self, what: str, found: str, needed: str) -> None:
+        self.what = what
+        self.found = found
+        self.needed = needed
+        super().__init__(
+            f"{what} needs the schema at revision {needed} (it is at {found}): run `unistatus init`"
+        )
+
+
+class SchemaTooNewError(ConfigError):
+    """The database holds revision ``found``, which this release does not know: a newer
+    release upgraded it. ``known`` is the newest revision this release knows (what it
+    installs). Nothing this release does on it can be trusted, `unistatus init` included."""
+
+    def __init__(self, found: str, known: str) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"the database was upgraded by a newer unistatus (revision {found}); this "
+            f"release knows revisions up to {known}: use the newer release"
+        )
 
 
 class InputError(UnistatusError):

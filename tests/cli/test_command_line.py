@@ -61,7 +61,10 @@ def test_the_walk_sees_every_registered_command() -> None:
 def test_version() -> None:
     result = runner.invoke(app, ["--version"], catch_exceptions=False)
     assert result.exit_code == 0
-    assert result.stdout.strip() == f"unistatus {VERSION}"
+    # The schema revision it installs: which release made a database is then plain.
+    from unistatus.db.schema import INSTALL_REVISION
+
+    assert result.stdout.strip() == f"unistatus {VERSION} (schema {INSTALL_REVISION})"
     assert "--version" in help_of([])
 
 

@@ -67,6 +67,15 @@ def test_help_loads_nothing_heavy() -> None:
             assert loaded(names, package) == [], f"`unistatus {' '.join(argv)}` imports {package}"
 
 
+def test_version_loads_nothing_heavy() -> None:
+    """--version names the schema revision too, read without SQLAlchemy or Alembic."""
+    names, done = imported_modules("-c", MAIN, "--version")
+    assert done.returncode == 0, done.stderr
+    assert "(schema 0" in done.stdout
+    for package in (*HEAVY, "alembic"):
+        assert loaded(names, package) == [], f"`unistatus --version` imports {package}"
+
+
 def test_mode_get_loads_no_adapter_and_no_http(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'startup.db'}"
     _, done = imported_modules("-c", MAIN, "--database-url", url, "init")

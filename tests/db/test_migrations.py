@@ -290,6 +290,7 @@ def test_a_database_installed_by_the_release_upgrades_to_a_fresh_install(
     assert shape(old.engine) == shape(fresh.engine)
 
 
+@pytest.mark.usefixtures("staging_old_revisions")
 def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     new_database: Callable[[str], Database], tmp_path: Path
 ) -> None:
@@ -405,6 +406,7 @@ def hot_updates(engine: sa.Engine, table: str = "unified_transactions") -> tuple
     return int(row[0]), int(row[1])
 
 
+@pytest.mark.usefixtures("staging_old_revisions")
 def test_0012_drops_the_indexes_that_kept_status_changes_from_being_hot(
     new_database: Callable[[str], Database],
 ) -> None:
@@ -457,6 +459,7 @@ def control_values(engine: sa.Engine) -> dict[str, str]:
     return {str(k): str(v) for k, v in rows if str(k).startswith("mode")}
 
 
+@pytest.mark.usefixtures("staging_old_revisions")
 def test_0015_gives_every_system_the_global_mode_and_its_downgrade_takes_it_back(
     new_database: Callable[[str], Database],
 ) -> None:
@@ -539,6 +542,7 @@ def test_0015_keeps_a_frozen_copy_of_the_system_lock_key() -> None:
         assert all(0 < k < 2**63 for k in keys)
 
 
+@pytest.mark.usefixtures("staging_old_revisions")
 def test_0017_gives_every_system_the_global_phase_and_its_downgrade_takes_it_back(
     new_database: Callable[[str], Database],
 ) -> None:

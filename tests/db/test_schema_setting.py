@@ -257,6 +257,7 @@ def test_init_creates_the_schema_and_everything_of_ours_in_it(
 
 
 @pytest.mark.postgres
+@pytest.mark.usefixtures("staging_old_revisions")
 def test_an_existing_default_installation_upgrades_without_moving_anything(
     fresh_pg: Callable[[], str],
 ) -> None:

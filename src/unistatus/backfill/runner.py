@@ -34,6 +34,7 @@ from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine, session_name
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
+from unistatus.db.revisions import require_current_schema
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError, UnistatusError
 
@@ -173,6 +174,7 @@ def run_backfill(
     run_started = utcnow()
     started = time.perf_counter()
     ops = ops_for(engine)
+    require_current_schema(engine, "backfill")  # an older release's: its tables are missing
     tables = resolve_legacy_tables(engine, settings, systems=systems, columns_only=True)
     if dry_run:
         report = _dry_run(engine, tables)

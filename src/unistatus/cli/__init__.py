@@ -102,9 +102,10 @@ app = typer.Typer(
 
 def _print_version(value: bool) -> None:
     if value:
-        from unistatus.version import VERSION
+        from unistatus.version import SCHEMA_REVISION, VERSION
 
-        typer.echo(f"unistatus {VERSION}")
+        # The schema revision too: which release a database needs is then plain to see.
+        typer.echo(f"unistatus {VERSION} (schema {SCHEMA_REVISION})")
         raise typer.Exit()
 
 

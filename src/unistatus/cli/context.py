@@ -72,7 +72,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: 128 + SIGINT, as a shell reports Ct
 EXIT_READER_LEFT = 141  # a broken pipe (`... | head`): 128 + SIGPIPE, as a shell reports it
 
 # How far a command needs its database checked before it starts:
-# "installed": reachable, with unistatus's tables (almost every command);
+# "installed": reachable, with unistatus's tables at this release's revision (almost
+#              every command);
 # "reachable": an existing database, tables or not (diagnose, archive verify);
 # "creatable": reachable, and a missing SQLite file is created (init);
 # "as_is": only that a SQLite file exists (live views that report the database's state
@@ -156,6 +157,9 @@ class AppState:
             self._engine = engine
         if need == "installed" and not self._installed:
             target.check_installed(self._engine)
+            # Before the command acts: an older release's database (not yet upgraded by
+            # `unistatus init`) would be misread, its mode and phase under older keys.
+            target.check_current_schema(self._engine)
             self._installed = True
         return self._engine
 

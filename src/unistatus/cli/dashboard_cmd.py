@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import suppress
+
 import typer
 
 from unistatus.cli.context import abort, console, state
@@ -22,6 +24,8 @@ def dashboard(
       unistatus dashboard --interval 2
       unistatus dashboard --once
     """
+    from unistatus.db.target import check_current_schema
+    from unistatus.errors import StorageError
     from unistatus.observe.terminal_dashboard import run
 
     app_state = state(ctx)
@@ -29,6 +33,8 @@ def dashboard(
         # as_is: the dashboard shows "database unreachable" itself, and keeps refreshing
         # (a missing SQLite file is still refused: connecting would create it)
         engine = app_state.open_engine("as_is")
+        with suppress(StorageError):  # down: the frame says it; an older schema: refused
+            check_current_schema(engine)
         health = run(engine, app_state.settings, once=once, interval=interval, console=console)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None

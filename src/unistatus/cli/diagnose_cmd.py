@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
-from unistatus.cli.context import _default, abort, console, state
+from unistatus.cli.context import _default, abort, console, err_console, state
 
 
 def diagnose(
@@ -33,6 +34,10 @@ def diagnose(
     engine = app_state.open_engine("reachable")
     report = generate_diagnostic(engine, app_state.settings)
     text = json.dumps(report, default=_default, indent=2) + "\n"
+    versions = report.get("versions") or {}
+    finding = versions.get("schema_finding") if isinstance(versions, dict) else None
+    if finding:  # what every other command refuses the database for: said, not only filed
+        err_console.print(f"[yellow]finding:[/] {escape(finding)}", highlight=False)
     if out == "-":
         typer.echo(text, nl=False)
         return

@@ -76,7 +76,17 @@ def init(
         "nothing of the upgrade is kept (it is one transaction); run `unistatus init` "
         "again to go on"
     ):
-        revision = schema.upgrade(engine, st.settings, alongside=alongside)
+        # What the upgrade found, read in its transaction: another `init` may have
+        # upgraded the database while this one waited for it (schema._migrate).
+        found: list[str | None] = []
+        revision = schema.upgrade(
+            engine,
+            st.settings,
+            alongside=alongside,
+            before=lambda conn: found.append(schema.current_revision(conn)),
+        )
+    if found:
+        before = found[-1]
     if demo_data:
         from unistatus.sim.seed import legacy_row_counts, seed_legacy
 

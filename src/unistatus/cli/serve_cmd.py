@@ -76,11 +76,12 @@ def serve(
     # recovers with it, rather than not starting; a database that answers without the
     # installation (none yet, or in a schema the settings miss) is refused, exit 2
     engine = app_state.open_engine("as_is")
-    from unistatus.db.target import check_installed
+    from unistatus.db.target import check_current_schema, check_installed
     from unistatus.errors import StorageError
 
     with suppress(StorageError):
         check_installed(engine)
+        check_current_schema(engine)  # an older release's, not yet upgraded: refused
     app = create_app(
         app_state.settings,
         engine,

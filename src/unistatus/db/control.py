@@ -42,7 +42,7 @@ from unistatus.db.mode_reads import (
     read_value,
 )
 from unistatus.db.queued_legacy import refuse_queued_legacy
-from unistatus.db.revisions import columns_retired
+from unistatus.db.revisions import columns_retired, require_current_schema
 from unistatus.db.server_clock import database_now
 from unistatus.db.system_keys import system_keys, systems_of, write_summary
 from unistatus.db.tables import (
@@ -143,6 +143,8 @@ def write_mode(
     """
     if not reason or not reason.strip():
         raise InputError(f"changing {MODE_KEY} needs a reason (--reason)")
+    # Not an older release's schema: its processes read the global keys alone (split modes).
+    require_current_schema(conn, "switching the write mode")
     current = read_modes(conn)
     changes = [
         write_value(conn, mode_key(s), mode.value, actor=actor, reason=reason, metadata=metadata)

@@ -24,15 +24,21 @@ from unistatus.config import Settings
 from unistatus.db.binding import require_bound, schema_of
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy_reflect import legacy_schema
-from unistatus.db.mode_lock_keys import mode_lock_key
+from unistatus.db.mode_lock_keys import mode_lock_key, system_lock_key
 from unistatus.db.retry import retry_reason
-from unistatus.db.revisions import RETIRE_REVISION, VERSION_TABLE
+from unistatus.db.revisions import (
+    RETIRE_REVISION,
+    VERSION_TABLE,
+    schema_problem,
+    stored_revisions,
+)
 from unistatus.db.search_path import (
     require_one_place,
     require_sole_installation,
     without_compat_views,
 )
-from unistatus.errors import GateError, StorageError
+from unistatus.errors import GateError, SchemaTooNewError, StorageError
+from unistatus.version import SCHEMA_REVISION
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exchanges"}
@@ -49,8 +55,11 @@ REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exch
 # dropped, and the main chain's head once they are restored.
 MAIN_BRANCH = "main"
 RETIRE_BRANCH = "retire"
-INSTALL_REVISION = "0022"
+INSTALL_REVISION = SCHEMA_REVISION  # written once, in unistatus.version
 RETIRE_UNDO = f"{RETIRE_BRANCH}@base"
+# What the key of the lock that serializes migrations is derived from (as a system's mode
+# lock is, never equal to one: :func:`unistatus.db.mode_lock_keys.system_lock_key`).
+MIGRATION_LOCK = "migration"
 
 # Work of the package's own done in a revision's transaction (upgrade's ``before``, ``after``).
 InTransaction = Callable[[sa.Connection], object]
@@ -158,7 +167,17 @@ def _migrate(
         with ops_for(engine).write_transaction() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
+                # One migration of an installation at a time (two hosts' `init`): the
+                # second waits here (lock_timeout, retried as any lock) and then finds
+                # the revision the first committed, instead of creating its tables
+                # beside the first's. SQLite: the write transaction's lock does it.
+                key = system_lock_key(mode_lock_key(schema_of(conn)), MIGRATION_LOCK)
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
             _where_names_go(conn, alongside=alongside)
+            # A newer release's revision: said as such (Alembic: "Can't locate revision").
+            newer = schema_problem(stored_revisions(conn))
+            if isinstance(newer, SchemaTooNewError):
+                raise newer
             if before is not None:
                 before(conn)
             if create_schema:
@@ -197,7 +216,8 @@ LOCK_DEADLINE_SECONDS = 60.0
 _LOCK_WAITS = {"lock timeout", "deadlock"}
 LOCK_RETRY_PAUSE_SECONDS = 0.5
 _LOCKS_HELD = (
-    "; other sessions held the tables it must change for longer than it waits (the "
+    "; other sessions held the tables it must change (or another migration ran) for "
+    "longer than it waits (the "
     "lock_timeout_ms setting, each attempt, until its deadline): run `unistatus init` "
     "again once their transactions end (pg_stat_activity)"
 )
@@ -241,7 +261,7 @@ def downgrade(
     )
 
 
-def current_revision(engine: sa.Engine) -> str | None:
+def current_revision(engine: sa.Engine | sa.Connection) -> str | None:
     """The revision the database is at (None: not installed).
 
     0006 (:data:`RETIRE_REVISION`) while the legacy status columns are dropped, whatever
@@ -254,12 +274,14 @@ def current_revision(engine: sa.Engine) -> str | None:
     return heads[0] if heads else None
 
 
-def current_heads(engine: sa.Engine) -> tuple[str, ...]:
-    """Every revision stored in the version table (one per branch applied)."""
-    with engine.connect() as conn:
+def current_heads(engine: sa.Engine | sa.Connection) -> tuple[str, ...]:
+    """Every revision stored in the version table (one per branch applied); with a
+    connection, as its transaction sees it."""
+    if isinstance(engine, sa.Connection):
         opts = {"version_table": VERSION_TABLE, "version_table_schema": schema_of(engine)}
-        ctx = MigrationContext.configure(conn, opts=opts)
-        return ctx.get_current_heads()
+        return MigrationContext.configure(engine, opts=opts).get_current_heads()
+    with engine.connect() as conn:
+        return current_heads(conn)
 
 
 def head_revisions() -> tuple[str, str]:

@@ -16,12 +16,19 @@ import sqlalchemy as sa
 
 from unistatus.db.binding import schema_of
 from unistatus.db.engine import parse_url
+from unistatus.db.revisions import require_current_schema
 from unistatus.db.search_path import installed_elsewhere, mixed_installations, where_it_is
 from unistatus.db.tables import migration_control
 from unistatus.errors import ConfigError, StorageError
 from unistatus.redact import redact
 
-__all__ = ["check_installed", "check_reachable", "describe", "missing_sqlite_file"]
+__all__ = [
+    "check_current_schema",
+    "check_installed",
+    "check_reachable",
+    "describe",
+    "missing_sqlite_file",
+]
 
 DEFAULT_PORTS = {"postgresql": 5432}
 # psycopg's "connection failed: connection to server at "h" (ip), port N failed: REASON"
@@ -112,6 +119,20 @@ def check_installed(engine: sa.Engine) -> None:
             f"{describe(engine.url)} has no unistatus tables{_in_schema(engine)}: run `unistatus init` first, "
             "or name the database that has them (--database-url, UNISTATUS_DATABASE_URL)"
         )
+
+
+def check_current_schema(engine: sa.Engine) -> None:
+    """ConfigError (:class:`~unistatus.errors.SchemaOutdatedError`,
+    :class:`~unistatus.errors.SchemaTooNewError`) unless the schema is at the revision
+    this release installs: an older release's database must go through `unistatus init`
+    first (this release would misread its mode and phase, and miss tables), a newer
+    release's is not this one's to touch. A database failure: StorageError, as above."""
+    try:
+        require_current_schema(engine)
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(
+            f"cannot read {describe(engine.url)}: {_reason(exc, engine.url)}"
+        ) from None
 
 
 def _in_schema(engine: sa.Engine) -> str:

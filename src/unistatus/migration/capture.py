@@ -20,7 +20,6 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc
 from unistatus.config import Settings
-from unistatus.db import schema
 from unistatus.db.binding import schema_of
 from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
@@ -30,6 +29,7 @@ from unistatus.db.legacy_kinds import refuse_kinds
 from unistatus.db.legacy_reflect import legacy_table_kinds, legacy_table_sql
 from unistatus.db.legacy_tree import tables_under
 from unistatus.db.mode_reads import read_value
+from unistatus.db.revisions import require_current_schema
 from unistatus.db.search_path import search_path
 from unistatus.db.tables import control_log, unified_transactions
 from unistatus.db.tables_capture import capture_changed
@@ -256,12 +256,7 @@ def _capturable(
 
 
 def _require_schema(engine: sa.Engine) -> None:
-    heads = schema.current_heads(engine)
-    if schema.INSTALL_REVISION not in heads:
-        raise ConfigError(
-            f"capture needs the schema at revision {schema.INSTALL_REVISION} (it is at "
-            f"{', '.join(heads) or 'nothing'}): run `unistatus init`"
-        )
+    require_current_schema(engine, "capture")
 
 
 # --- enable, disable ------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from unistatus.db.failures import read_only_refusal
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.queued_legacy import count_missing_legacy
 from unistatus.db.retry import is_read_only
+from unistatus.db.revisions import require_current_schema
 from unistatus.db.server_clock import database_now
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
@@ -201,6 +202,7 @@ def run_check(
     deadline = time.monotonic() + max_duration if max_duration is not None else None
     started = time.perf_counter()
     require_bound(engine, settings.schema)  # before the run's first row is written
+    require_current_schema(engine, "check")  # an older release's: its tables are missing
     held = ExitStack()  # the claim on the run, until its report is stored
     finished_walk = False
     run: RunState | None = None

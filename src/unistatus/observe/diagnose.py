@@ -32,11 +32,13 @@ from unistatus.db.control import ControlChange, history
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.mode_reads import MIXED
+from unistatus.db.revisions import schema_problem
 from unistatus.db.search_path import search_path
 from unistatus.db.tables import repair_queue
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.db.tables_check import check_reports as R
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import SchemaOutdatedError
 from unistatus.migration.phases import phase_statuses, read_system_states, together_status
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import list_conflicts, open_conflict_count
@@ -87,8 +89,9 @@ def _section(name: str, fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except Exception as exc:  # one broken section must not lose the others
-        log.warning("diagnostic section %s failed: %s", name, redact(str(exc)))
+        # The first line: SQLAlchemy's next ones are the statement's SQL, not for a terminal.
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        log.warning("diagnostic section %s failed: %s", name, redact(first))
         return {"error": redact(f"{type(exc).__name__}: {first}")}
 
 
@@ -110,7 +113,20 @@ def _versions(engine: sa.Engine) -> dict[str, Any]:
         "schema_revisions_stored": list(schema.current_heads(engine)),
         "schema_install_head": install,
         "schema_retire_head": retire,
+        "schema_finding": schema_finding(tuple(schema.current_heads(engine))),
     }
+
+
+def schema_finding(stored: tuple[str, ...]) -> str | None:
+    """What keeps this release's commands off the database's schema (None: nothing): a
+    finding to report, where every other command refuses it (:mod:`unistatus.db.revisions`)."""
+    problem = schema_problem(stored)
+    if isinstance(problem, SchemaOutdatedError):
+        return (
+            f"schema at revision {problem.found}, this release needs {problem.needed}: "
+            "run `unistatus init`"
+        )
+    return None if problem is None else str(problem)
 
 
 def _database_role(engine: sa.Engine) -> dict[str, Any]:
