@@ -1,0 +1,30 @@
+"""/health while the role's CONNECTION LIMIT is full says so, not "database unreachable"
+(exploratory DBA: /health flapped to "down ... database unreachable" as a role with
+``CONNECTION LIMIT 2`` under 20 writers)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from conftest import Database
+from support.limited_role import a_role_limited_to, hold
+from unistatus.api.service import create_app
+from unistatus.config import load_settings
+from unistatus.db.engine import create_engine
+
+
+def test_health_names_the_connection_limit(pg: Database) -> None:
+    with a_role_limited_to(pg, 1) as (_role, url):
+        settings = load_settings(database_url=url, schema=pg.settings.schema)
+        engine = create_engine(url, schema=settings.schema)
+        held = hold(url, 1)
+        try:
+            client = TestClient(create_app(settings, engine))  # no lifespan: no monitor
+            body = client.get("/health").json()
+            error = body["checks"]["database"]["error"]
+            assert "unreachable" not in error, error
+            assert "the server refused a connection: too many connections" in error, error
+        finally:
+            for conn in held:
+                conn.close()
+            engine.dispose()
