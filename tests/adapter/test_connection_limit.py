@@ -11,9 +11,9 @@ from decimal import Decimal
 
 import pytest
 
+import unistatus
 from conftest import Database
 from support.limited_role import a_role_limited_to, hold
-import unistatus
 from unistatus import DualWriteAdapter, OperationEvent
 from unistatus.config import load_settings
 from unistatus.domain.statuses import UnifiedTransactionType
@@ -93,7 +93,9 @@ def test_a_limit_that_stays_full_fails_the_write_saying_so(pg: Database) -> None
             assert "may open up to 5" in error, error
             assert events and not events[-1].success
             assert events[-1].error_kind == "connection_limit", events[-1]
-            with pytest.raises(unistatus.ConnectionLimitError, match="too many connections for role"):
+            with pytest.raises(
+                unistatus.ConnectionLimitError, match="too many connections for role"
+            ):
                 adapter.get_transaction_status("UTX100000000000001")
         finally:
             for conn in held:

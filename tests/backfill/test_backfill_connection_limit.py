@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from support.limited_role import a_role_limited_to
 import unistatus
+from support.limited_role import a_role_limited_to
 from unistatus.backfill import run_backfill
 from unistatus.config import load_settings
 from unistatus.db.engine import create_engine
