@@ -60,6 +60,9 @@ _MISSPELT = 0.8
 # installation made before the setting existed has) keeps their names unqualified, as
 # they always were; any other name is a schema of their own (unistatus.db.binding).
 DEFAULT_SCHEMA = "public"
+# A PostgreSQL engine's pool unless the settings say otherwise (pool_size, max_overflow).
+DEFAULT_POOL_SIZE = 20
+DEFAULT_MAX_OVERFLOW = 40
 # A schema name that never needs quoting in SQL: lower case, digits, underscores.
 _PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 _MAX_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
@@ -268,6 +271,11 @@ class Settings(BaseSettings):
     # first served. None: the backend's default (PostgreSQL 4, SQLite 1); 0: no limit.
     write_concurrency: int | None = Field(default=None, ge=0, le=10_000)
     write_queue_timeout_seconds: float = Field(default=30.0, gt=0.0, le=3600.0)
+    # Each PostgreSQL engine's pool (the adapter's, serve's, a command's): connections
+    # kept open, and how many more it may open under load; at most their sum at once.
+    # What each process opens in all: docs/scaling.md ("Connections").
+    pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=1, le=10_000)
+    max_overflow: int = Field(default=DEFAULT_MAX_OVERFLOW, ge=0, le=10_000)
     # Every adapter records its operation statistics (unistatus.adapter.stats), flushed
     # every stats_flush_seconds; false: nothing recorded (gates then lack the figures).
     record_stats: bool = True

@@ -22,6 +22,7 @@ One root (catch everything at once); context as attributes, so callers need not 
     │   └── PhaseMovedError         ... the phase is not the one the step was told to leave
     └── StorageError                the database failed or went away
         ├── CallerTransactionError  ... inside the caller's transaction (``connection=``)
+        ├── ConnectionLimitError    ... refused a connection: a CONNECTION LIMIT, max_connections
         └── ModeNotRestoredError    ... so a run's own write mode was not put back
 """
 
@@ -295,6 +296,18 @@ class PhaseMovedError(GateError):
 
 class StorageError(UnistatusError):
     """The database failed or could not be reached."""
+
+
+class ConnectionLimitError(StorageError):
+    """The server refused a new connection for a limit (SQLSTATE 53300: the role's or
+    the database's ``CONNECTION LIMIT``, ``max_connections``, the slots reserved for
+    superusers): reachable and up, but full. Nothing was sent on it, so nothing was
+    written; the adapter retried within the write's time before it gave up. ``pool``:
+    how many connections unistatus's pool for this process may open (None: unknown)."""
+
+    def __init__(self, message: str, pool: int | None = None) -> None:
+        self.pool = pool
+        super().__init__(message)
 
 
 class CallerTransactionError(StorageError):

@@ -111,6 +111,8 @@ class DualWriteAdapter:
             prepared_statements=self.settings.prepared_statements,
             application_name=session_name("adapter"),  # live traffic
             network=self.settings.network,
+            pool_size=self.settings.pool_size,
+            max_overflow=self.settings.max_overflow,
         )
         self.ops = ops_for(self.engine)
         self.mapper = LegacyStatusMapper()

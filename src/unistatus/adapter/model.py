@@ -121,6 +121,10 @@ class OperationEvent:
     rolled_back: bool = False
     # The legacy system of the entity written (None: not known, e.g. a read that failed).
     system: LegacySystemType | None = None
+    # What kind of failure (None on success): "connection_limit" (the server kept
+    # refusing connections for a role's CONNECTION LIMIT or max_connections: up, but
+    # full), "outcome_unknown", "queue_timeout", "interrupted", "database" (any other).
+    error_kind: str | None = None
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 :class:`Runner` admits a write through the fair gate (:mod:`unistatus.adapter.admission`),
 tries the fast path and then the locked transaction, retries what may be retried
-(a mode switch, a lost connection, a deadlock), turns every database failure into a
+(a mode switch, a lost connection, a deadlock, a connection the server refused for a
+limit: nothing was sent on it), turns every database failure into a
 failed result (``outcome_unknown`` when it may have committed), and hands every
 operation to the observers exactly once.
 """
@@ -29,6 +30,11 @@ from unistatus.adapter.model import (
     WriteLost,
 )
 from unistatus.config import Settings
+from unistatus.db.connection_limit import (
+    connection_limit_error,
+    pool_capacity,
+    refused_for_a_limit,
+)
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import (
     describe,
@@ -41,13 +47,25 @@ from unistatus.db.mode_reads import DEFAULT_MODE
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.retry import is_read_only, is_retryable, refused_by_application
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import StorageError, UnistatusError, WriteRefusedError
+from unistatus.errors import (
+    ConnectionLimitError,
+    StorageError,
+    UnistatusError,
+    WriteRefusedError,
+)
 
-__all__ = ["MAX_ATTEMPTS", "Fast", "Runner", "Work", "failed_result"]
+__all__ = ["CONNECTION_LIMIT", "MAX_ATTEMPTS", "Fast", "Runner", "Work", "failed_result"]
 
 # The adapter's one logger: its messages kept their logger name through the split.
 log = logging.getLogger("unistatus.adapter.core")
 MAX_ATTEMPTS = 4
+# The error kind (OperationEvent.error_kind) of a write that failed because the server
+# kept refusing connections for a limit: the database is up, the role's slots are full.
+CONNECTION_LIMIT = "connection_limit"
+# A refused connection is tried again after this (doubling, with jitter) up to the cap:
+# a slot frees up when another session of the role ends (a few ms for a write's).
+_LIMIT_BACKOFF_SECONDS = 0.01
+_LIMIT_BACKOFF_CAP_SECONDS = 0.25
 # The locked path: the operation inside a write transaction, under a mode, with its id.
 Work = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult]
 # The fast path: commits by itself; None means "take the locked path".
@@ -94,6 +112,8 @@ class Runner:
         self.last_modes = dict.fromkeys(LegacySystemType, DEFAULT_MODE)
         self.modes_read: set[LegacySystemType] = set()
         self.observers: list[Callable[[OperationEvent], None]] = []
+        # What this process's pool may open, for a refusal's message (None: unbounded).
+        self.pool = pool_capacity(ops.engine)
 
     def storage_errors(self, what: str) -> AbstractContextManager[None]:
         """SQLAlchemy's and the driver's errors as StorageError: ``what`` and the cause."""
@@ -154,7 +174,9 @@ class Runner:
                 "slow or unreachable; see `unistatus diagnose`)"
             )
             mode = self.last_modes[system]
-            return self._give_up(operation, op_id, mode, error, None, started, system)
+            return self._give_up(
+                operation, op_id, mode, error, None, started, system, "queue_timeout"
+            )
         try:
             return self._attempts(operation, work, fast, started, op_id, settle, system)
         finally:
@@ -215,6 +237,7 @@ class Runner:
             error=error,
             outcome_unknown=unknown is not None,
             system=system,
+            error_kind="outcome_unknown" if unknown is not None else "interrupted",
         )
         log.error("%s failed: %s", operation, error)
 
@@ -243,14 +266,32 @@ class Runner:
         """
         unknown: str | None = None
         last_error: str | None = None
-        try:
-            mode = progress.mode = self.mode(system)
-        except StorageError as exc:
-            mode, last_error = self.last_modes[system], str(exc)
-            return self._give_up(operation, op_id, mode, last_error, unknown, started, system)
-        for attempt in range(MAX_ATTEMPTS):
+        kind: str | None = None
+        refusals = 0  # connections refused for a limit: retried within the write's time
+        while True:
+            try:
+                mode = progress.mode = self.mode(system)
+                break
+            except ConnectionLimitError as exc:
+                if self._slot_may_free(refusals, started):
+                    refusals += 1
+                    continue
+                mode, last_error = self.last_modes[system], self._limit_message(exc)
+                return self._give_up(
+                    operation, op_id, mode, last_error, unknown, started, system, CONNECTION_LIMIT
+                )
+            except StorageError as exc:
+                mode, last_error = self.last_modes[system], str(exc)
+                return self._give_up(operation, op_id, mode, last_error, unknown, started, system)
+        attempt = -1
+        while True:
+            attempt += 1
+            if attempt >= MAX_ATTEMPTS:
+                break
             committing = False
             retry = False
+            limited: BaseException | None = None
+            kind = None  # this attempt's failure, as labelled (OperationEvent.error_kind)
             try:
                 try:
                     with session_settings_named():  # the connection's, not the database's
@@ -286,6 +327,8 @@ class Runner:
                         progress.mode = mode
                 except StorageError as exc:
                     last_error = str(exc)
+                    if isinstance(exc, ConnectionLimitError):
+                        last_error, kind = self._limit_message(exc), CONNECTION_LIMIT
                     break
                 continue
             except WriteLost as lost:
@@ -294,6 +337,8 @@ class Runner:
                     unknown or f"connection lost during the write: {last_error}"
                 )
                 retry = True
+            except ConnectionLimitError as exc:  # refused at connect: nothing was sent
+                limited = exc
             except StorageError as exc:  # the database, not the caller
                 last_error = str(exc)
                 break
@@ -305,18 +350,23 @@ class Runner:
                 self.emit(operation, mode, True, started, refused=True, system=system)
                 raise
             except sa.exc.DBAPIError as exc:
+                if refused_for_a_limit(exc):  # refused at connect: nothing was sent
+                    limited = exc
+                    retry = True
                 # A replica refuses every write: say so, and where writes go.
                 last_error = (
                     read_only_refusal(exc, who="the writes") if is_read_only(exc) else describe(exc)
                 )
-                if refused_by_application(exc):
+                if limited is None and refused_by_application(exc):
                     if unknown is not None:
                         last_error = f"the retry was refused: {last_error}"
                         break
                     self.emit(operation, mode, True, started, refused=True, system=system)
                     refused = refused_because(operation, exc)
                     raise WriteRefusedError(f"{refused}; nothing written") from None
-                if committing and exc.connection_invalidated:
+                if limited is not None:
+                    pass  # retried below, within the write's time
+                elif committing and exc.connection_invalidated:
                     # Lost during COMMIT: it may or may not have committed. Retried only
                     # where the retry can tell (a second create would duplicate).
                     unknown = progress.unknown = (
@@ -330,11 +380,40 @@ class Runner:
                 # Pool timeouts, a connection closed under us, ...: never raw to the caller.
                 last_error = describe(exc)
                 break
+            if limited is not None:
+                last_error, kind = self._limit_message(limited), CONNECTION_LIMIT
+                if not self._slot_may_free(refusals, started):
+                    break
+                refusals += 1
+                attempt -= 1  # not an attempt: nothing of it reached the server
+                continue
             if not retry or attempt + 1 >= MAX_ATTEMPTS:
                 break
             time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
         error = last_error or "mode kept changing; retry"
-        return self._give_up(operation, op_id, mode, error, unknown, started, system)
+        return self._give_up(operation, op_id, mode, error, unknown, started, system, kind)
+
+    def _slot_may_free(self, refusals: int, started: float) -> bool:
+        """After a connection refused for a limit: wait a short backoff and say True,
+        while the write's time allows it (``write_queue_timeout_seconds`` since it was
+        called, the time it may already wait for a write slot); else False at once."""
+        backoff = min(_LIMIT_BACKOFF_SECONDS * 2**refusals, _LIMIT_BACKOFF_CAP_SECONDS)
+        backoff *= 0.5 + random.random() / 2  # writers refused together retry apart
+        budget = self.settings.write_queue_timeout_seconds
+        if time.perf_counter() + backoff - started > budget:
+            return False
+        time.sleep(backoff)
+        return True
+
+    def _limit_message(self, exc: BaseException) -> str:
+        """A connection refused for a limit, as the write's error: the server's words,
+        the limits it may be, and what this process's pool may open."""
+        if isinstance(exc, ConnectionLimitError):
+            text = str(exc)
+            if exc.pool is None and self.pool is not None:
+                text += f"; unistatus's pool for this process may open up to {self.pool}"
+            return text
+        return str(connection_limit_error(None, exc, self.pool))
 
     def _give_up(
         self,
@@ -345,8 +424,10 @@ class Runner:
         unknown: str | None,
         started: float,
         system: LegacySystemType | None = None,
+        kind: str | None = None,
     ) -> DualWriteResult:
-        """The failed result, observed and logged; outcome unknown if ``unknown`` says why."""
+        """The failed result, observed and logged; outcome unknown if ``unknown`` says why.
+        ``kind`` labels the failure (OperationEvent.error_kind; None: "database")."""
         if unknown is not None:
             then = "" if error in unknown else f"; then: {error}"
             error = f"outcome unknown, it may have committed ({unknown}){then}"
@@ -358,6 +439,7 @@ class Runner:
             error=error,
             outcome_unknown=bool(unknown),
             system=system,
+            error_kind=kind or ("outcome_unknown" if unknown else "database"),
         )
         read = system is None or system in self.modes_read
         where = mode.value if read else "a mode not read yet"
@@ -380,6 +462,7 @@ class Runner:
         rolled_back: bool = False,
         duration_ms: float | None = None,
         system: LegacySystemType | None = None,
+        error_kind: str | None = None,
     ) -> None:
         """Hand the operation to every observer (one that fails is logged, not raised).
 
@@ -399,6 +482,7 @@ class Runner:
             outcome_unknown=outcome_unknown,
             rolled_back=rolled_back,
             system=system,
+            error_kind=error_kind,
         )
         for observer in self.observers:
             try:

@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException
 
 from unistatus import errors
 from unistatus.api.models import ErrorBody
+from unistatus.db.connection_limit import refused_for_a_limit
 from unistatus.db.failures import describe
 from unistatus.redact import redact
 
@@ -95,7 +96,8 @@ _MEANINGS = {
     "an operator must fix first.",
     413: "The body is over the service's max_request_bytes.",
     422: "Invalid input: detail lists the schema's errors, or says in words what was refused.",
-    503: "The database failed or is unreachable: error_id names the service log's entry. "
+    503: "The database failed, is unreachable or refused a connection for a limit (too "
+    "many connections): error_id names the service log's entry. "
     "Safe to retry (a write with the same Idempotency-Key).",
 }
 
@@ -127,6 +129,11 @@ def unavailable(kind: str, detail: str, result: dict[str, Any] | None = None) ->
         f"the database failed or is unreachable (error id {error_id}; "
         "the service log has the detail)"
     )
+    if refused_for_a_limit(detail):  # up, but full: the role's name stays in the log
+        message = (
+            "the server refused a connection: too many connections (a CONNECTION LIMIT or "
+            f"max_connections; error id {error_id}; the service log has the detail)"
+        )
     body: dict[str, Any] = {"detail": message, "error": kind, "error_id": error_id}
     if result is not None:
         body["result"] = {**result, "error": message}
@@ -167,6 +174,12 @@ def public_database_error(detail: str | None) -> str | None:
     """A database error as an unauthenticated client may see it (no host, port, SQL)."""
     if detail is None:
         return None
+    if refused_for_a_limit(detail):  # up, but full: the role's name stays in the log
+        error_id = _logged("database refused a connection", detail)
+        return (
+            "the server refused a connection: too many connections (a CONNECTION LIMIT "
+            f"or max_connections; error id {error_id})"
+        )
     return f"database unreachable (error id {_logged('database unreachable', detail)})"
 
 

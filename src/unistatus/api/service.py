@@ -72,6 +72,8 @@ def create_app(
         prepared_statements=settings.prepared_statements,
         application_name=session_name("serve"),
         network=settings.network,
+        pool_size=settings.pool_size,
+        max_overflow=settings.max_overflow,
     )
     service = ServiceState(settings, engine, window_seconds)
 

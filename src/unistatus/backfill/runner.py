@@ -23,6 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.backfill.connections import limit_named
 from unistatus.backfill.control import Tuning, effective_tuning, stored_tuning, unfinished_since
 from unistatus.backfill.pacing import Clock
 from unistatus.backfill.plan import Job, mark_complete, plan_or_join
@@ -158,51 +159,53 @@ def run_backfill(
     if workers is None:
         workers = settings.backfill.workers
     _validate(batch_size, workers, max_rows_per_second)
-    given = {
-        "max_rows_per_second": max_rows_per_second,
-        "target_batch_ms": target_batch_ms,
-        "min_batch_rows": min_batch_rows,
-        "max_batch_rows": max_batch_rows,
-    }
-    tuning = Tuning.from_settings(settings.backfill, **given)
-    if tuning.min_batch_rows > tuning.max_batch_rows:
-        raise InputError(
-            f"min batch rows ({tuning.min_batch_rows}) is above max batch rows "
-            f"({tuning.max_batch_rows})"
-        )
-    explicit = frozenset(name for name, value in given.items() if value is not None)
-    run_started = utcnow()
-    started = time.perf_counter()
-    ops = ops_for(engine)
-    require_current_schema(engine, "backfill")  # an older release's: its tables are missing
-    tables = resolve_legacy_tables(engine, settings, systems=systems, columns_only=True)
-    if dry_run:
-        report = _dry_run(engine, tables)
+    # A connection refused for a limit says what these workers need (a rerun needs it).
+    with limit_named(workers):
+        given = {
+            "max_rows_per_second": max_rows_per_second,
+            "target_batch_ms": target_batch_ms,
+            "min_batch_rows": min_batch_rows,
+            "max_batch_rows": max_batch_rows,
+        }
+        tuning = Tuning.from_settings(settings.backfill, **given)
+        if tuning.min_batch_rows > tuning.max_batch_rows:
+            raise InputError(
+                f"min batch rows ({tuning.min_batch_rows}) is above max batch rows "
+                f"({tuning.max_batch_rows})"
+            )
+        explicit = frozenset(name for name, value in given.items() if value is not None)
+        run_started = utcnow()
+        started = time.perf_counter()
+        ops = ops_for(engine)
+        require_current_schema(engine, "backfill")  # an older release's: its tables are missing
+        tables = resolve_legacy_tables(engine, settings, systems=systems, columns_only=True)
+        if dry_run:
+            report = _dry_run(engine, tables)
+            report.batch_size = batch_size
+            report.duration_seconds = time.perf_counter() - started
+            return report
+        if not ops.supports_skip_locked:
+            workers = 1  # SQLite: one writer at a time anyway
+        # The planned chunk is the smallest step a batch can take.
+        chunk = batch_size if not tuning.target_batch_ms else min(batch_size, tuning.min_batch_rows)
+        try:
+            jobs = plan_or_join(ops, tables, chunk)
+        except sa.exc.OperationalError as exc:
+            raise StorageError(f"cannot plan the backfill: {exc.orig}") from None
+        ops.say_if_activity_hidden("the backfill's pace beside live traffic", log)
+        how = _How(tuning, explicit, run_started, batch_size, clock)
+        tally = _run_workers(engine, settings, tables, jobs, how, progress, workers)
+        # As the workers had it last (a tune of the job since it was planned over the run's
+        # options older than it), read while the job is still unfinished.
+        in_force, sources = _tuning_in_force(engine, how)
+        mark_complete(ops, list(tables))
+        report = _report(engine, settings, jobs, tally)
+        report.workers = workers
         report.batch_size = batch_size
+        report.tuning, report.tuning_sources = in_force.as_dict(), sources
+        report.batches_this_run = tally.batches
         report.duration_seconds = time.perf_counter() - started
         return report
-    if not ops.supports_skip_locked:
-        workers = 1  # SQLite: one writer at a time anyway
-    # The planned chunk is the smallest step a batch can take.
-    chunk = batch_size if not tuning.target_batch_ms else min(batch_size, tuning.min_batch_rows)
-    try:
-        jobs = plan_or_join(ops, tables, chunk)
-    except sa.exc.OperationalError as exc:
-        raise StorageError(f"cannot plan the backfill: {exc.orig}") from None
-    ops.say_if_activity_hidden("the backfill's pace beside live traffic", log)
-    how = _How(tuning, explicit, run_started, batch_size, clock)
-    tally = _run_workers(engine, settings, tables, jobs, how, progress, workers)
-    # As the workers had it last (a tune of the job since it was planned over the run's
-    # options older than it), read while the job is still unfinished.
-    in_force, sources = _tuning_in_force(engine, how)
-    mark_complete(ops, list(tables))
-    report = _report(engine, settings, jobs, tally)
-    report.workers = workers
-    report.batch_size = batch_size
-    report.tuning, report.tuning_sources = in_force.as_dict(), sources
-    report.batches_this_run = tally.batches
-    report.duration_seconds = time.perf_counter() - started
-    return report
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ from unistatus.backfill.ramp import Ramp
 from unistatus.backfill.sizing import BatchSizer
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings
+from unistatus.db.connection_limit import connection_limit_error, refused_for_a_limit
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.retry import retry_reason
@@ -567,6 +568,8 @@ class Worker:
 
 
 def _storage_error(exc: sa.exc.DBAPIError, doing: str) -> StorageError:
+    if refused_for_a_limit(exc):  # what a rerun needs: backfill.connections says it
+        return connection_limit_error(f"database failed while {doing}", exc)
     first = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
     return StorageError(
         f"database failed while {doing}: {first}. Every committed batch is kept; "

@@ -181,6 +181,8 @@ class AppState:
             "application_name": session_name(self.command or "cli"),
             "prepared_statements": self.settings.prepared_statements,
             "network": self.settings.network,
+            "pool_size": self.settings.pool_size,
+            "max_overflow": self.settings.max_overflow,
         }
 
 

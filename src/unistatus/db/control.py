@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings, load_settings
 from unistatus.db.binding import connected, has_column
+from unistatus.db.connection_limit import connection_limit_error, refused_for_a_limit
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.mode_reads import (
@@ -454,7 +455,13 @@ def get_mode(engine: sa.Engine, system: LegacySystemType | None = None) -> DualW
         with engine.connect() as conn:
             return read_mode(conn, system)
     except sa.exc.OperationalError as exc:
-        raise StorageError(f"cannot read the mode: {exc.orig}") from None
+        raise _mode_unread(exc) from None
+
+
+def _mode_unread(exc: sa.exc.OperationalError) -> StorageError:
+    if refused_for_a_limit(exc):  # up, but full: not "unreachable"
+        return connection_limit_error("cannot read the mode", exc)
+    return StorageError(f"cannot read the mode: {exc.orig}")
 
 
 def get_modes(engine: sa.Engine) -> dict[LegacySystemType, DualWriteMode]:
@@ -463,7 +470,7 @@ def get_modes(engine: sa.Engine) -> dict[LegacySystemType, DualWriteMode]:
         with engine.connect() as conn:
             return read_modes(conn)
     except sa.exc.OperationalError as exc:
-        raise StorageError(f"cannot read the mode: {exc.orig}") from None
+        raise _mode_unread(exc) from None
 
 
 def history(

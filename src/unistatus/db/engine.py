@@ -12,7 +12,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
-from unistatus.config import DEFAULT_SCHEMA, NetworkSettings
+from unistatus.config import (
+    DEFAULT_MAX_OVERFLOW,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_SCHEMA,
+    NetworkSettings,
+)
 from unistatus.db.binding import bind_schema
 from unistatus.db.connection_setup import set_up_connections
 from unistatus.db.network import DEFAULT_APPLICATION_NAME, client_bounds
@@ -70,6 +75,8 @@ def create_engine(
     application_name: str | None = None,
     prepared_statements: bool | None = None,
     network: NetworkSettings | None = None,
+    pool_size: int | None = None,
+    max_overflow: int | None = None,
     **kwargs: Any,
 ) -> sa.Engine:
     """An engine for a URL (or the engine itself), with unistatus's connection settings.
@@ -84,6 +91,8 @@ def create_engine(
     leaves unset. An engine given keeps its own connection parameters.
     ``schema`` is the ``schema`` setting (None: an engine given stays as it is, a URL
     gets the default); a ConfigError if the engine given is bound to another schema.
+    ``pool_size`` and ``max_overflow`` size a PostgreSQL engine's pool (None: the
+    settings' defaults, 20 and 40; the ``pool_size`` and ``max_overflow`` settings).
     """
     refuse_async_engine(database)
     if isinstance(database, sa.Engine):
@@ -92,6 +101,10 @@ def create_engine(
         raise ConfigError(
             f"the database must be a URL or a SQLAlchemy Engine, got {type(database).__name__}"
         )
+    if pool_size is not None:
+        kwargs.setdefault("pool_size", pool_size)
+    if max_overflow is not None:
+        kwargs.setdefault("max_overflow", max_overflow)
     engine = _engine_for(
         database, lock_timeout_ms, application_name, prepared_statements, network, **kwargs
     )
@@ -112,6 +125,9 @@ def _engine_for(
     # amounts, metadata): not in a log line, a result's error, a stored note.
     kwargs.setdefault("hide_parameters", True)
     if url.get_backend_name() == "sqlite":
+        # SQLite writes one at a time: its pool keeps SQLAlchemy's own sizes.
+        kwargs.pop("pool_size", None)
+        kwargs.pop("max_overflow", None)
         return _sqlite_engine(url, **kwargs)
     if url.get_backend_name() == "postgresql":
         connect_args = kwargs.setdefault("connect_args", {})
@@ -122,9 +138,12 @@ def _engine_for(
             connect_args.setdefault("application_name", name)
         for name, value in client_bounds(url, network).items():
             connect_args.setdefault(name, value)
-        if kwargs.get("poolclass") is None:  # a pool of another kind takes no sizes
-            kwargs.setdefault("pool_size", 20)
-            kwargs.setdefault("max_overflow", 40)
+        if kwargs.get("poolclass") is not None:  # a pool of another kind takes no sizes
+            kwargs.pop("pool_size", None)
+            kwargs.pop("max_overflow", None)
+        else:
+            kwargs.setdefault("pool_size", DEFAULT_POOL_SIZE)
+            kwargs.setdefault("max_overflow", DEFAULT_MAX_OVERFLOW)
         # No pre-ping: it costs a round trip on every checkout (a fifth of a dual
         # write). A connection a restart killed is found on use instead; SQLAlchemy then
         # invalidates the pool and the adapter retries the write on a fresh connection.

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
+from unistatus.db.connection_limit import connection_limit_error, refused_for_a_limit
 from unistatus.errors import SessionSettingsError, StorageError
 from unistatus.redact import redact
 
@@ -101,7 +102,8 @@ _TIMEOUTS = {
 def storage_errors(what: str, *others: type[Exception]) -> Iterator[None]:
     """SQLAlchemy's errors (and ``others``, e.g. the driver's own) as StorageError:
     ``what`` failed, and why (a timeout named as one: :func:`canceled`); a session
-    setting the driver cannot work with as SessionSettingsError (:func:`unfit_session`)."""
+    setting the driver cannot work with as SessionSettingsError (:func:`unfit_session`);
+    a connection refused for a limit as ConnectionLimitError (db.connection_limit)."""
     caught: tuple[type[Exception], ...] = (sa.exc.SQLAlchemyError, *others)
     try:
         yield
@@ -111,6 +113,8 @@ def storage_errors(what: str, *others: type[Exception]) -> Iterator[None]:
             raise unfit from None
         if not isinstance(exc, caught):
             raise
+        if refused_for_a_limit(exc):  # up and reachable, but full: not "unreachable"
+            raise connection_limit_error(what, exc) from None
         timeout = canceled(exc)
         if timeout is not None:  # the database was reached, and what timed out is said
             raise StorageError(f"{what}: {timeout}: {describe(exc)}") from None

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from unistatus.clock import as_utc
+from unistatus.db.connection_limit import refused_for_a_limit
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.observe.metrics import Snapshot, judged_consistency
 
@@ -241,9 +242,7 @@ def observe(
             not snap.database_up,
             0.0 if snap.database_up else 1.0,
             None,
-            "database reachable"
-            if snap.database_up
-            else f"database unreachable: {snap.database_error}",
+            "database reachable" if snap.database_up else _down_because(snap.database_error),
         )
     ]
     check_known = snap.sources.get("check") == "ok"
@@ -500,3 +499,9 @@ def _parse_time(value: object) -> datetime | None:
         except ValueError:
             return None
     return None
+
+
+def _down_because(error: str | None) -> str:
+    """Why the database is down: unreachable, or up and refusing connections for a limit
+    (its message says so itself: "the server refused a connection: ...")."""
+    return str(error) if refused_for_a_limit(error or "") else f"database unreachable: {error}"

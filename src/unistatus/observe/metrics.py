@@ -24,6 +24,11 @@ from unistatus.backfill import current_tuning, quarantine_count, read_workers
 from unistatus.backfill import progress as backfill_progress
 from unistatus.clock import utcnow
 from unistatus.config import Settings
+from unistatus.db.connection_limit import (
+    connection_limit_error,
+    pool_capacity,
+    refused_for_a_limit,
+)
 from unistatus.db.control import get_modes
 from unistatus.db.failures import once_more_if_dropped
 from unistatus.db.mode_reads import mode_summary
@@ -218,10 +223,14 @@ def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
 def database_reachable(engine: sa.Engine) -> str | None:
     """None when the database answers, else the reason it does not. A pooled connection
     the server dropped (a restart, a failover) is no answer: SQLAlchemy then invalidates
-    the pool (no pre-ping: engine.py), and a fresh connection is asked once more."""
+    the pool (no pre-ping: engine.py), and a fresh connection is asked once more. A
+    connection refused for a limit (a role's CONNECTION LIMIT, max_connections) says so:
+    the server is up, and full (db.connection_limit)."""
     try:
         once_more_if_dropped(engine, lambda conn: conn.execute(sa.select(1)))
     except Exception as exc:
+        if refused_for_a_limit(exc):
+            return str(connection_limit_error(None, exc, pool_capacity(engine)))
         orig = getattr(exc, "orig", None) or exc
         text = str(orig).strip().splitlines()
         return text[0] if text else type(exc).__name__

@@ -1,0 +1,98 @@
+"""A connection the server refuses for a limit: the role's or the database's
+``CONNECTION LIMIT``, ``max_connections``, the slots reserved for superusers.
+
+PostgreSQL sends these as SQLSTATE 53300 (too_many_connections) during the startup
+handshake, before anything of a statement was sent: nothing was written, so a write may
+be retried on it whatever it was about to do. psycopg 3 keeps no SQLSTATE for a failed
+connect (the error has no result to carry it), so the server's words are matched too;
+they are the same in every release since 9.x.
+"""
+
+from __future__ import annotations
+
+import re
+
+import sqlalchemy as sa
+
+from unistatus.errors import ConnectionLimitError
+
+__all__ = [
+    "TOO_MANY_CONNECTIONS",
+    "connection_limit_error",
+    "limit_words",
+    "pool_capacity",
+    "refused_for_a_limit",
+]
+
+TOO_MANY_CONNECTIONS = "53300"
+# The server's words for each limit (libpq puts them after "FATAL:  ").
+_LIMIT_TEXTS = (
+    "too many connections for role",  # the role's CONNECTION LIMIT
+    "too many connections for database",  # the database's CONNECTION LIMIT
+    "sorry, too many clients already",  # max_connections
+    "remaining connection slots are reserved",  # superuser_reserved_connections & co
+)
+_WORDS = re.compile(
+    r'too many connections for (?:role|database) "[^"]*"'
+    r"|sorry, too many clients already"
+    r"|remaining connection slots are reserved[^\n.]*"
+)
+_WHICH = (
+    "the role's or the database's CONNECTION LIMIT, or the server's max_connections: "
+    "see docs/scaling.md for what each unistatus process opens"
+)
+
+
+def _root(exc: BaseException) -> BaseException:
+    while isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
+        exc = exc.orig
+    return exc
+
+
+def refused_for_a_limit(exc: BaseException | str) -> bool:
+    """Whether ``exc`` (SQLAlchemy's wrapper or the driver's error, or a message that
+    quotes one) is the server refusing a new connection for a limit (SQLSTATE 53300,
+    or its words)."""
+    if isinstance(exc, ConnectionLimitError):
+        return True
+    if isinstance(exc, str):
+        return any(words in exc for words in _LIMIT_TEXTS)
+    root = _root(exc)
+    sqlstate = getattr(root, "sqlstate", None) or getattr(root, "pgcode", None)
+    if sqlstate == TOO_MANY_CONNECTIONS:
+        return True
+    text = str(root)
+    return any(words in text for words in _LIMIT_TEXTS)
+
+
+def limit_words(exc: BaseException) -> str:
+    """The server's own words for the refusal (``too many connections for role "x"``),
+    without libpq's host and port (nor what a message quoting them said after them)."""
+    text = str(_root(exc)).strip()
+    found = _WORDS.search(text)
+    if found is not None:
+        return found.group(0)
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def pool_capacity(engine: sa.Engine | None) -> int | None:
+    """How many connections ``engine``'s pool may open at once (pool_size +
+    max_overflow); None when it is not bounded that way (NullPool, no overflow limit)."""
+    pool = getattr(engine, "pool", None)
+    if not isinstance(pool, sa.pool.QueuePool):
+        return None
+    overflow = int(getattr(pool, "_max_overflow", 0))  # QueuePool has no public reader
+    return None if overflow < 0 else pool.size() + overflow
+
+
+def connection_limit_error(
+    what: str | None, exc: BaseException, pool: int | None = None
+) -> ConnectionLimitError:
+    """``exc`` (:func:`refused_for_a_limit`) as the typed error: what refused it, and
+    how many connections this process's pool may open (``pool``, when known)."""
+    if isinstance(exc, ConnectionLimitError):
+        return exc
+    text = f"the server refused a connection: {limit_words(exc)} ({_WHICH})"
+    if pool is not None:
+        text += f"; unistatus's pool for this process may open up to {pool}"
+    return ConnectionLimitError(f"{what}: {text}" if what else text, pool)

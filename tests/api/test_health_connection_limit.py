@@ -1,0 +1,60 @@
+"""/health while the role's CONNECTION LIMIT is full says so, not "database unreachable"
+(exploratory DBA: /health flapped to "down ... database unreachable" as a role with
+``CONNECTION LIMIT 2`` under 20 writers)."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from conftest import Database
+from support.limited_role import a_role_limited_to, hold
+from unistatus.api.service import create_app
+from unistatus.config import load_settings
+from unistatus.db.engine import create_engine
+
+
+def test_health_names_the_connection_limit(pg: Database) -> None:
+    with a_role_limited_to(pg, 1) as (_role, url):
+        settings = load_settings(database_url=url, schema=pg.settings.schema)
+        engine = create_engine(url, schema=settings.schema)
+        held = hold(url, 1)
+        try:
+            client = TestClient(create_app(settings, engine))  # no lifespan: no monitor
+            body = client.get("/health").json()
+            error = body["checks"]["database"]["error"]
+            assert "unreachable" not in error, error
+            assert "the server refused a connection: too many connections" in error, error
+        finally:
+            for conn in held:
+                conn.close()
+            engine.dispose()
+
+
+WRITER = "w" * 40
+
+
+def test_a_write_refused_its_connection_answers_503_naming_the_limit(pg: Database) -> None:
+    with a_role_limited_to(pg, 1) as (_role, url):
+        settings = load_settings(
+            database_url=url,
+            schema=pg.settings.schema,
+            writer_token=WRITER,
+            write_queue_timeout_seconds=0.5,
+            record_stats=False,
+        )
+        app = create_app(settings)
+        held = hold(url, 1)
+        try:
+            client = TestClient(app)  # no lifespan: no monitor
+            r = client.post(
+                "/api/v1/transactions",
+                json={"transaction_type": "WALLET_CASHOUT", "user_id": 1, "amount": "1.00"}
+                | {"currency": "USD"},
+                headers={"Authorization": f"Bearer {WRITER}"},
+            )
+            assert r.status_code == 503, r.text
+            assert "the server refused a connection: too many connections" in r.text, r.text
+            assert "unreachable" not in r.json()["detail"], r.text
+        finally:
+            for conn in held:
+                conn.close()
