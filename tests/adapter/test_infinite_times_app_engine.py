@@ -45,11 +45,11 @@ def test_the_recipe_an_application_engine_reads_infinite_times_as_missing(
     event.listen(application, "connect", read_infinite_times_as_missing)  # the recipe
     try:
         with application.begin() as conn:
-            result = a.update_status(ref, "PROCESSING", "r", "svc", connection=conn)
             # The application's own read of the row: the infinite times as None.
             times = conn.exec_driver_sql(
                 "SELECT created_at, updated_at FROM cashouts WHERE id = 5000"
             ).one()
+            result = a.update_status(ref, "PROCESSING", "r", "svc", connection=conn)
         assert result.overall_success, result.error
         assert tuple(times) == (None, None)
         assert [(e.operation, e.success) for e in events] == [("update_status", True)]
@@ -83,3 +83,29 @@ def test_without_the_recipe_the_write_fails_and_writes_nothing(pg: Database) -> 
     finally:
         application.dispose()
         a.close()
+
+
+def test_an_adapter_on_the_applications_engine_fails_the_write_without_the_recipe(
+    pg: Database,
+) -> None:
+    """The adapter given the application's own Engine: a failed result (psycopg's
+    DataError), nothing written; with the loader installed on that engine, it works."""
+    from unistatus import DualWriteAdapter, read_infinite_times_as_missing
+
+    ref = _legacy_row_with_infinite_times(pg)
+    adapter_in(pg, M.DUAL_WRITE_LEGACY_PRIMARY, record_stats=False).close()
+    for installed in (False, True):
+        application = sa.create_engine(pg.url)
+        if installed:
+            event.listen(application, "connect", read_infinite_times_as_missing)
+        a = DualWriteAdapter(application, settings=pg.settings, record_stats=False)
+        try:
+            result = a.update_status(ref, "PROCESSING", "r", "svc")
+            if installed:
+                assert result.overall_success, result.error
+            else:
+                assert not result.overall_success and not result.outcome_unknown
+                assert "DataError: timestamp too large" in (result.error or "")
+        finally:
+            a.close()
+            application.dispose()
