@@ -47,6 +47,30 @@ def test_an_interruption_while_the_success_is_observed_is_not_a_second_event(
     a.close()
 
 
+def test_an_interruption_while_a_create_is_observed_is_not_a_second_event(
+    db: Database,
+) -> None:
+    """The locked path on both backends (a create): the same."""
+    a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY, record_stats=False)
+    events: list[OperationEvent] = []
+
+    def exporter(event: OperationEvent) -> None:
+        if event.success:
+            raise SystemExit(3)
+
+    a.observers.append(events.append)
+    a.observers.append(exporter)
+    with pytest.raises(SystemExit):
+        a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", idempotency_key="k-1")
+    assert [(e.operation, e.success, e.error) for e in events] == [
+        ("create_transaction", True, None)
+    ]
+    a.observers.clear()
+    again = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", idempotency_key="k-1")
+    assert again.overall_success and again.entity_id is not None  # the one it committed
+    a.close()
+
+
 def test_an_interruption_just_after_a_write_slot_is_taken_does_not_lose_it(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
