@@ -120,3 +120,16 @@ def test_version_is_the_distributions() -> None:
     """``unistatus.__version__`` (unistatus/version.py) is pyproject.toml's version, as
     the installed distribution reports it."""
     assert unistatus.__version__ == importlib.metadata.version("unistatus")
+
+
+def test_the_infinite_times_loader_is_exported_as_a_connect_listener() -> None:
+    """docs/adapter.md's recipe for an application's own engine:
+    ``event.listen(engine, "connect", unistatus.read_infinite_times_as_missing)``; the
+    ``connect`` event passes (dbapi_connection, connection_record)."""
+    from unistatus import read_infinite_times_as_missing
+
+    assert "read_infinite_times_as_missing" in unistatus.__all__
+    assert read_infinite_times_as_missing.__doc__
+    params = list(inspect.signature(read_infinite_times_as_missing).parameters)
+    assert params == ["dbapi_conn", "connection_record"]
+    read_infinite_times_as_missing(object(), None)  # not psycopg: nothing changes

@@ -18,6 +18,7 @@ from unistatus.version import VERSION as _VERSION
 if _typing.TYPE_CHECKING:
     from unistatus.adapter.core import DualWriteAdapter, DualWriteResult, OperationEvent
     from unistatus.db.app_alembic import alembic_include_name
+    from unistatus.db.infinite_times import read_infinite_times_as_missing
     from unistatus.domain.ids import LegacyRef
     from unistatus.domain.mapping import LegacyStatusMapper, register_extra_statuses
     from unistatus.domain.statuses import (
@@ -105,6 +106,7 @@ __all__ = [
     "WriteRefusedError",
     "__version__",
     "alembic_include_name",
+    "read_infinite_times_as_missing",
     "register_extra_statuses",
 ]
 
@@ -151,6 +153,7 @@ _LAZY = {
     "UnstorableLegacyStatusError": "unistatus.errors",
     "WriteRefusedError": "unistatus.errors",
     "alembic_include_name": "unistatus.db.app_alembic",
+    "read_infinite_times_as_missing": "unistatus.db.infinite_times",
     "register_extra_statuses": "unistatus.domain.mapping",
 }
 

@@ -75,12 +75,16 @@ Fast = Callable[[DualWriteMode, str], DualWriteResult | None]
 @dataclass
 class _Progress:
     """Where a write stands, for its interruption: the mode it runs under, why its
-    outcome is unknown (an earlier attempt's lost COMMIT), and what of it that may
-    commit is in flight (None: nothing)."""
+    outcome is unknown (an earlier attempt's lost COMMIT), what of it that may
+    commit is in flight (None: nothing), the result once it committed, and whether
+    that result was handed to the observers (an interruption after either is no
+    rollback, and no second event)."""
 
     mode: DualWriteMode
     unknown: str | None = None
     committing: str | None = None
+    done: DualWriteResult | None = None
+    emitted: bool = False
 
 
 class Runner:
@@ -162,25 +166,31 @@ class Runner:
         gate = self.gate
         if gate is None:
             return self._attempts(operation, work, fast, started, op_id, settle, system)
+        # The slots this thread holds before: one more in ``finally`` is this write's,
+        # given back even if an interruption landed between ``acquire`` handing it
+        # over and the write holding it (else it would be lost for good).
+        held = gate.held()
         try:
-            admitted = gate.acquire(self.settings.write_queue_timeout_seconds)
-        except BaseException as exc:  # interrupted in the queue: nothing written
-            self._interrupted(operation, exc, _Progress(self.last_modes[system]), started, system)
-            raise
-        if not admitted:
-            error = (
-                f"no write slot within {self.settings.write_queue_timeout_seconds:g}s: "
-                f"{gate.slots} writes in flight, {gate.waiting} queued (the database is "
-                "slow or unreachable; see `unistatus diagnose`)"
-            )
-            mode = self.last_modes[system]
-            return self._give_up(
-                operation, op_id, mode, error, None, started, system, "queue_timeout"
-            )
-        try:
+            try:
+                admitted = gate.acquire(self.settings.write_queue_timeout_seconds)
+            except BaseException as exc:  # interrupted in the queue: nothing written
+                progress = _Progress(self.last_modes[system])
+                self._interrupted(operation, exc, progress, started, system)
+                raise
+            if not admitted:
+                error = (
+                    f"no write slot within {self.settings.write_queue_timeout_seconds:g}s: "
+                    f"{gate.slots} writes in flight, {gate.waiting} queued (the database is "
+                    "slow or unreachable; see `unistatus diagnose`)"
+                )
+                mode = self.last_modes[system]
+                return self._give_up(
+                    operation, op_id, mode, error, None, started, system, "queue_timeout"
+                )
             return self._attempts(operation, work, fast, started, op_id, settle, system)
         finally:
-            gate.release()
+            if gate.held() > held:
+                gate.release()
 
     def _attempts(
         self,
@@ -218,8 +228,22 @@ class Runner:
     ) -> None:
         """A failure event for a write interrupted by ``exc``: outcome unknown if it was
         interrupted while something of it could commit (the fast path's autocommit
-        statement, a COMMIT) or after an attempt whose outcome was unknown already."""
+        statement, a COMMIT) or after an attempt whose outcome was unknown already.
+
+        A write that committed is no failure: interrupted while its own event was
+        handed to the observers (one of them raised ``exc``), or after, nothing more is
+        observed; interrupted between its commit and that event, the event is handed
+        over now (then ``exc`` goes on)."""
         interrupted = f"interrupted by {type(exc).__name__}"
+        if progress.emitted:
+            log.warning("%s committed, then %s", operation, interrupted)
+            return
+        if progress.done is not None:
+            progress.emitted = True
+            done = progress.done
+            self.emit(operation, progress.mode, done.overall_success, started, system=system)
+            log.warning("%s committed, then %s", operation, interrupted)
+            return
         unknown = progress.unknown
         if progress.committing is not None:
             unknown = unknown or f"{interrupted} during {progress.committing}"
@@ -299,7 +323,7 @@ class Runner:
                         done = None
                         if fast is not None:
                             progress.committing = "the fast path's autocommit write"
-                            done = fast(mode, op_id)
+                            done = progress.done = fast(mode, op_id)
                             progress.committing = None
                         if done is not None:
                             result = done
@@ -309,11 +333,14 @@ class Runner:
                                 result = work(conn, mode, op_id)
                                 committing = True
                                 progress.committing = "COMMIT"
+                            progress.done = result  # committed
                             progress.committing = None
                 except Exception:
                     progress.committing = None  # the attempt failed: nothing of it in flight
                     raise
                 result.duration_ms = (time.perf_counter() - started) * 1000
+                # Marked first: an observer that raises KeyboardInterrupt has seen it.
+                progress.emitted = True
                 self.emit(operation, mode, result.overall_success, started, system=system)
                 return result
             except KeyTaken:

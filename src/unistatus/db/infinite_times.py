@@ -9,7 +9,8 @@ value that is no time (:mod:`unistatus.db.sqlite_times`), it is a *missing time*
 
 - :func:`read_infinite_times_as_missing` has each connection of an engine unistatus
   makes read one as None (``unistatus.db.connection_setup``), every other value as
-  before (the C loader's, no work more on a finite one);
+  before (the C loader's, no work more on a finite one); exported, for an application
+  to install on its own engine (unistatus never changes how that one reads);
 - :func:`finite_time` is a time in SQL as the backfill and the capture copy it, NULL
   when infinite, so that the other time, or the copy's, stands in: no unified row gets
   an infinite time;
@@ -72,9 +73,20 @@ def infinite_times_as_text(conn: sa.Connection) -> Iterator[None]:
             adapters.register_loader(oid, loader)
 
 
-def read_infinite_times_as_missing(dbapi_conn: Any) -> None:
-    """``dbapi_conn`` (psycopg 3; any other, nothing) reads an infinite time as None:
-    its loaders wrapped once, at connect."""
+def read_infinite_times_as_missing(dbapi_conn: Any, connection_record: Any = None) -> None:
+    """``dbapi_conn`` (psycopg 3; any other driver: nothing changes) reads PostgreSQL's
+    ``'infinity'`` and ``'-infinity'`` in a ``timestamp``, ``timestamptz`` or ``date``
+    as None instead of raising psycopg's DataError; every other value as before.
+
+    unistatus installs it on the engines it makes from a URL. An application passing
+    its own Engine (or its connection, ``connection=``) installs it itself, if it wants
+    that reading for all of that engine's reads, as a ``connect`` listener (the
+    signature is the event's), before the engine's first connection::
+
+        sqlalchemy.event.listen(engine, "connect", unistatus.read_infinite_times_as_missing)
+
+    ``connection_record`` is unused (the ``connect`` event's second argument).
+    """
     adapters = getattr(dbapi_conn, "adapters", None)
     if adapters is None or not hasattr(adapters, "register_loader"):
         return
