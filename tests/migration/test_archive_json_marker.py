@@ -41,7 +41,7 @@ def test_sqlite_json_column_round_trips(sqlite_db: Database, tmp_path: Path) -> 
         conn.exec_driver_sql("ALTER TABLE cashouts ADD COLUMN extra JSON")
         conn.exec_driver_sql(ROW.format(f"'{LOOKS_LIKE_BYTES}'"))
         conn.exec_driver_sql(
-            ROW.replace("(7,", "(8,").replace("'PENDING'", "X'414243'").format("NULL")
+            ROW.replace("(7,", "(8,").replace("'PENDING'", "X'414243'").format("'[1]'")
         )
     query = "SELECT id, typeof(extra), extra, typeof(status), status FROM cashouts ORDER BY id"
     with db.engine.connect() as conn:
