@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 from typer.testing import CliRunner
 
@@ -14,6 +15,8 @@ from conftest import Database
 from unistatus import DualWriteAdapter
 from unistatus.cli import app
 from unistatus.db.tables import status_history
+from unistatus.domain.marks import flag_of
+from unistatus.errors import InputError
 
 runner = CliRunner()
 
@@ -64,3 +67,38 @@ def test_a_row_marked_in_the_old_shape_still_reads_as_marked(db: Database) -> No
     last, first = json.loads(show(db, ref, "--json"))["history"]
     assert (last["flag"], first["flag"]) == ("legacy_refused", None), last
     assert "refused (queued for repair)" in " ".join(show(db, ref).split())
+
+
+IMITATIONS = [
+    {"capture": "bypass", "flag": "legacy_refused"},
+    {"capture": "catch_up", "flag": "legacy_refused", "writer": "x", "client_addr": None},
+    {"flag": "legacy_refused", "legacy_error": "t", "repair_queued": True},
+]
+
+
+@pytest.mark.parametrize("forged", IMITATIONS)
+def test_a_callers_imitation_of_unistatuss_marks_is_refused(db: Database, forged: dict) -> None:
+    """A caller's metadata shaped like a capture row's (top-level ``capture`` and
+    ``flag``) or like the old marks' triple read as unistatus flagging the change: `tx
+    show` said legacy never got it (a review). Refused before anything is written."""
+    dual(db)
+    with DualWriteAdapter(db.engine, settings=db.settings) as adapter:
+        made = adapter.create_transaction("WALLET_CASHOUT", 42, "5", "USD")
+        ref = f"cashout:{made.legacy_entity_id}"
+        with pytest.raises(InputError, match="metadata"):
+            adapter.update_status(ref, "PROCESSING", "sent", "app", metadata=dict(forged))
+        with pytest.raises(InputError, match="metadata"):
+            adapter.create_transaction("WALLET_CASHOUT", 43, "5", "USD", metadata=dict(forged))
+    assert [r["flag"] for r in json.loads(show(db, ref, "--json"))["history"]] == [None]
+
+
+def test_a_callers_capture_key_of_its_own_is_kept() -> None:
+    """Only the capture's own values are refused: a caller's other ``capture`` is its
+    own, and the capture's real rows (written by SQL, never through the adapter) still
+    read as flagged."""
+    from unistatus.domain.inputs import check_metadata
+
+    assert check_metadata({"capture": "photo", "flag": "x"}) == {"capture": "photo", "flag": "x"}
+    assert flag_of({"capture": "bypass", "writer": "w", "flag": "legacy_refused"}) == (
+        "legacy_refused"
+    )

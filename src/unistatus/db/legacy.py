@@ -46,6 +46,7 @@ from unistatus.db.legacy_types import (
 )
 from unistatus.db.revisions import VERSION_TABLE, columns_retired
 from unistatus.domain.consistency import SHARED_FIELDS
+from unistatus.domain.copyable import is_number_text
 from unistatus.domain.inputs import LegacyColumn, check_stored_value
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import (
@@ -86,6 +87,11 @@ class ExactAmount(sa.types.TypeDecorator[Decimal]):
 def _exact_decimal(value: Any) -> Decimal | None:
     if value is None or isinstance(value, Decimal):
         return value
+    if isinstance(value, str) and not is_number_text(value):
+        # Text that is no plain decimal ('NaN', ' -Infinity', '1e3', 'abc' in a TEXT
+        # column) stays text, as the SQL judge sees it: the copyable rule calls it out
+        # of range on every path (Decimal would read 'NaN' as NaN, '1e3' as 1000).
+        return cast(Decimal, value)
     try:
         return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
     except (InvalidOperation, TypeError, ValueError):

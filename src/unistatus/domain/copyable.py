@@ -38,6 +38,7 @@ __all__ = [
     "NEGATIVE_AMOUNT",
     "USER_ID_NOT_INTEGER",
     "is_bytes",
+    "is_number_text",
     "stored_as_bytes",
     "uncopyable",
     "uncopyable_clauses",
@@ -62,8 +63,12 @@ AMOUNT_BOUND = 10**MAX_AMOUNT_INTEGER_DIGITS
 BIGINT_BOUND = 2**63  # unified_transactions.user_id: [-2**63, 2**63)
 _WHOLE_TEXT = re.compile(r"\s*[+-]?[0-9]+(?:\.0*)?\s*", re.ASCII)
 # A number as text, as :class:`_TextNoNumber` judges one in SQL (SQLite's trim strips
-# spaces only; no exponent: SQLite's CAST reads '1e3' as 1).
+# spaces only; no exponent: SQLite's CAST reads '1e3' as 1). One rule on every database:
+# PostgreSQL's cast would read 'NaN', 'Infinity', '1e3' and fail on 'abc', Python's
+# Decimal reads them too; text in an amount column is a number only in this plain form.
 _NUMBER_TEXT = re.compile(r" *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+) *", re.ASCII)
+# The same, as a PostgreSQL regular expression (brackets: no backslash to escape).
+_PG_NUMBER_TEXT = "^ *[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+) *$"
 _QUANTUM = Decimal(1).scaleb(-MAX_AMOUNT_DECIMALS)  # 0.00000001
 
 
@@ -139,6 +144,12 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
     return None
 
 
+def is_number_text(value: str) -> bool:
+    """Whether text kept in an amount column is a number by the copyable rule (a plain
+    decimal, spaces around): what :class:`_TextNoNumber` tells in SQL."""
+    return _NUMBER_TEXT.fullmatch(value) is not None
+
+
 def is_bytes(value: Any) -> bool:
     """Whether a value read from the database is a BLOB's (what :func:`stored_as_bytes`
     tells in SQL)."""
@@ -164,8 +175,9 @@ def _integer(value: Any) -> bool:
 
 
 class _TextNoNumber(ColumnElement[bool]):
-    """True for a value kept as text that is no number (SQLite, which keeps text in
-    any column); false elsewhere, where a column's type holds numbers only."""
+    """True for a value kept as text that is no plain decimal (:data:`_NUMBER_TEXT`):
+    SQLite keeps text in any column, PostgreSQL in a column of a text type; false
+    elsewhere, where a column's type holds numbers only."""
 
     inherit_cache = True
     type = sa.Boolean()
@@ -177,6 +189,18 @@ class _TextNoNumber(ColumnElement[bool]):
 @compiles(_TextNoNumber)
 def _no_text(_element: _TextNoNumber, _compiler: SQLCompiler, **_kw: Any) -> str:
     return "1 = 0"
+
+
+@compiles(_TextNoNumber, "postgresql")
+def _postgres_text_no_number(element: _TextNoNumber, compiler: SQLCompiler, **kw: Any) -> str:
+    # By the stored type (pg_typeof), not the expression's: statements read the amount
+    # as NUMERIC (type_coerce, no SQL of its own). Before the casts of the later tests
+    # in the CASE, which fail on such text ('abc') or read it ('NaN', '1e3').
+    value = compiler.process(element.value, **kw)
+    return (
+        f"(pg_typeof({value}) IN ('text'::regtype, 'character varying'::regtype, "
+        f"'character'::regtype) AND NOT ({value})::text ~ '{_PG_NUMBER_TEXT}')"
+    )
 
 
 @compiles(_TextNoNumber, "sqlite")

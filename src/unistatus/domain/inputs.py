@@ -24,7 +24,7 @@ from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
-from unistatus.domain.marks import MARKS_KEY
+from unistatus.domain.marks import MARKS_KEY, imitated_mark
 from unistatus.errors import InputError
 
 __all__ = [
@@ -263,6 +263,9 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
     - no top-level key ``MARKS_KEY`` (``"unistatus"``): unistatus keeps its own marks of
       a history row there (:mod:`unistatus.domain.marks`); one the caller passed would
       read as unistatus's. Nested deeper, under a key of the caller's, it is the caller's.
+      Nor the shapes unistatus's marks had at the top level (:func:`imitated_mark`: a
+      ``capture`` of ``bypass`` or ``catch_up``; the old ``flag``, ``legacy_error``,
+      ``repair_queued: true`` triple): `tx show` would read them as unistatus's.
     """
     if metadata is None:
         return None
@@ -272,6 +275,11 @@ def check_metadata(metadata: object) -> dict[str, Any] | None:
         raise InputError(
             f"metadata: the key {MARKS_KEY!r} is reserved (unistatus keeps its own marks "
             "of a history row there); use another key"
+        )
+    if (imitation := imitated_mark(metadata)) is not None:
+        raise InputError(
+            f"metadata: {imitation} reads as unistatus's own mark of a history row; "
+            "use other keys or values"
         )
     try:
         text = json.dumps(metadata, allow_nan=False, ensure_ascii=False)

@@ -74,8 +74,14 @@ def column_kind(type_: sa.types.TypeEngine[Any]) -> str:
 
 # A BLOB in a column of another kind (SQLite keeps one in any column: a status bound as
 # bytes) as ``{"$bytes": "<base64>"}``: its repr ("b'PENDING'") was written, verified,
-# and restored as that text. Read back as the same bytes (:func:`decode`).
+# and restored as that text. Read back as the same bytes (:func:`decode`) in a column of
+# a kind whose values are never a JSON object (text, numbers, times): there the marker
+# is unambiguous. A JSON column's value is the application's own JSON, which may be any
+# object, that one too: it is never read as the marker (:data:`NO_MARKER_KINDS`).
 BYTES_KEY = "$bytes"
+# The kinds whose archived value is never read as the bytes marker: binary (its bytes are
+# base64 text) and json (an object shaped like the marker is the application's value).
+NO_MARKER_KINDS = frozenset({"binary", "json"})
 
 
 def holds_bytes(value: Any) -> bool:
@@ -137,7 +143,7 @@ def decode(kind: str, value: Any) -> Any:
 def _decoded(kind: str, value: Any) -> Any:
     if value is None:
         return None
-    if kind != "binary" and (blob := kept_bytes(value)) is not None:
+    if kind not in NO_MARKER_KINDS and (blob := kept_bytes(value)) is not None:
         return blob
     if kind == "decimal":
         return Decimal(value)
