@@ -296,8 +296,14 @@ class Settings(BaseSettings):
     # the role (unistatus.db.row_security); false: an operator verified it sees them all.
     row_security_check: bool = True
     # How long a mode switch (mode set, phase advance) waits for the exclusive mode lock
-    # behind writers' open transactions before it gives up (unistatus.db.mode_lock_wait).
+    # behind writers' open transactions before it gives up (unistatus.db.mode_lock_wait);
+    # and how long a retirement, its undo and `capture enable` wait for the tables they
+    # change behind other sessions' transactions (unistatus.db.ddl_wait).
     mode_lock_wait_seconds: float = Field(default=60.0, gt=0.0, le=3600.0)
+    # Each lock wait of one attempt at a schema change (a migration, a retirement, the
+    # capture's triggers; lock_timeout_ms if smaller): every writer of the table queues
+    # behind the waiting DDL, so it waits little, and tries again after a pause.
+    ddl_lock_timeout_ms: int = Field(default=500, ge=1, le=PG_INT_MAX)
     # The memory a check range's statement may give its hash tables (PostgreSQL's
     # work_mem, for that transaction only); 0: the server's own setting.
     check_work_mem_mb: int = Field(default=64, ge=0, le=65_536)

@@ -310,6 +310,48 @@ class ConnectionLimitError(StorageError):
         super().__init__(message)
 
 
+class TableLockBusyError(StorageError):
+    """A command that changes tables (a retirement, its undo, `capture enable`, `init`)
+    gave up waiting for them: other sessions held them for longer than it waits (the
+    ``mode_lock_wait_seconds`` setting), a long reader or a transaction left open, say.
+    It never queued behind such a transaction, so writers went on; nothing changed.
+    ``holders``: those sessions (pid, application_name, state, open_seconds: None when
+    unknown, ``locks``: what each holds); ``command``: what to run again."""
+
+    def __init__(
+        self, what: str, waited: float, holders: list[dict[str, Any]], command: str
+    ) -> None:
+        self.what, self.waited, self.holders, self.command = what, waited, holders, command
+        super().__init__(
+            f"cannot {what} (nothing changed): gave up after {waited:.0f} s waiting for "
+            f"the locks on the tables it must change, held by {self.describe(holders)}; it did not "
+            "queue behind them, so their writers went on. End those transactions (their "
+            f"applications' own, or pg_terminate_backend), then run `{command}` again"
+        )
+
+    @staticmethod
+    def describe(holders: list[dict[str, Any]]) -> str:
+        """The holders in one line, the longest-open first (those given are in that order)."""
+        if not holders:
+            return (
+                "no session any more (short transactions kept it waiting; it was free as it "
+                "gave up)"
+            )
+        shown = "; ".join(
+            f"pid {h['pid'] if h['pid'] is not None else '(prepared)'} "
+            f"({h['application_name'] or 'no application_name'}, {h['state']}, "
+            + (
+                "transaction open for how long unknown: no pg_read_all_stats"
+                if h["open_seconds"] is None
+                else f"transaction open {h['open_seconds']:g} s"
+            )
+            + f", holding {', '.join(h['locks'])})"
+            for h in holders[:SHOWN_HOLDERS]
+        )
+        more = len(holders) - SHOWN_HOLDERS
+        return shown + (f" and {more} more" if more > 0 else "")
+
+
 class CallerTransactionError(StorageError):
     """The database failed inside the caller's transaction (an operation given
     ``connection=``). The transaction may now be unusable: only the caller can (and

@@ -9,23 +9,23 @@ the database holds one elsewhere is refused unless asked for (``alongside``:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
+from alembic import command as alembic_command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from unistatus.config import Settings
 from unistatus.db.binding import require_bound, schema_of
+from unistatus.db.catalog import all_tables, qualified_name
+from unistatus.db.ddl_wait import Changes, attempt_ms, run_politely
 from unistatus.db.dialect import ops_for
-from unistatus.db.legacy_reflect import legacy_schema
+from unistatus.db.legacy_reflect import legacy_schema, legacy_table_sql
 from unistatus.db.mode_lock_keys import mode_lock_key, system_lock_key
-from unistatus.db.retry import retry_reason
 from unistatus.db.revisions import (
     RETIRE_REVISION,
     VERSION_TABLE,
@@ -63,6 +63,15 @@ MIGRATION_LOCK = "migration"
 
 # Work of the package's own done in a revision's transaction (upgrade's ``before``, ``after``).
 InTransaction = Callable[[sa.Connection], object]
+
+
+# Each schema change goes the polite way (unistatus.db.ddl_wait): how long it goes on
+# trying by default, what it tells the operator to run again by default, and the tables
+# a migration changes (read before an attempt).
+LOCK_DEADLINE_SECONDS = 60.0
+INIT_COMMAND = "unistatus init"
+MIGRATE = "migrate the database"
+ChangedTables = Callable[[sa.Connection], Changes]
 
 
 def alembic_config(connection: sa.Connection, settings: Settings) -> Config:
@@ -106,6 +115,9 @@ def upgrade(
     after: InTransaction | None = None,
     alongside: bool = False,
     deadline_seconds: float | None = None,
+    command: str = INIT_COMMAND,
+    what: str = MIGRATE,
+    changes: ChangedTables | None = None,
 ) -> str | None:
     """Bring the schema to ``revision``; returns the revision now current.
 
@@ -118,18 +130,24 @@ def upgrade(
     ``alongside``: make a new installation even though the database holds another, in
     another schema (PostgreSQL; else a ConfigError, nothing created).
     ``deadline_seconds``: how long to go on trying for the locks it needs (None:
-    :data:`LOCK_DEADLINE_SECONDS`; see :func:`_migrate`).
+    :data:`LOCK_DEADLINE_SECONDS`); ``command``: what the operator runs again if it
+    gives up, ``what``: what it does, for that message; ``changes``: the tables it changes, looked at before each attempt (None:
+    every legacy table and ours, looked at once an attempt waited in vain). See
+    :func:`_migrate`.
     """
     return _migrate(
         engine,
         settings,
-        lambda cfg: command.upgrade(cfg, revision),
+        lambda cfg: alembic_command.upgrade(cfg, revision),
         attributes,
         before,
         after,
         create_schema=True,
         alongside=alongside,
         deadline_seconds=deadline_seconds,
+        command=command,
+        what=what,
+        changes=changes,
     )
 
 
@@ -144,29 +162,31 @@ def _migrate(
     create_schema: bool = False,
     alongside: bool = False,
     deadline_seconds: float | None = None,
+    command: str = INIT_COMMAND,
+    what: str = MIGRATE,
+    changes: ChangedTables | None = None,
 ) -> str | None:
     """Run ``move`` (an Alembic command) in one write transaction, ``before`` and
     ``after`` in it; a database failure is a StorageError, nothing changed.
 
-    PostgreSQL: each lock it waits for, at most the settings' ``lock_timeout_ms``. A
-    revision takes tables exclusively one after the other and keeps them until the
-    transaction commits: waiting without a bound behind a long reader of the next one
-    held the first from every writer (the capture's trigger of each legacy UPDATE) for
-    as long. Past the lock timeout the attempt is rolled back, locks released, and tried
-    again until ``deadline_seconds`` (:data:`LOCK_DEADLINE_SECONDS`) have passed.
+    PostgreSQL: a revision takes tables exclusively one after the other and keeps them
+    until the transaction commits, and every writer of a table queues behind the lock
+    request waiting for it (the capture's trigger of each legacy UPDATE too). So the
+    attempts go the polite way (:func:`unistatus.db.ddl_wait.run_politely`): each lock
+    wait at most ``ddl_lock_timeout_ms`` (500 ms; ``lock_timeout_ms`` if smaller), then
+    rolled back whole, a pause with jitter and another attempt; behind a transaction open
+    for 2 s or more on a table it changes, no attempt until it ends. After
+    ``deadline_seconds`` a TableLockBusyError names the holders and ``command``.
     """
     require_bound(engine, settings.schema)
-    give_up = time.monotonic() + (
-        LOCK_DEADLINE_SECONDS if deadline_seconds is None else deadline_seconds
-    )
 
-    def attempt() -> None:
+    def attempt(lock_ms: int) -> None:
         # A write transaction: on SQLite it takes the write lock up front (BEGIN
         # IMMEDIATE), so a migration run while adapters write waits for them instead of
         # failing with "database is locked" when its first read turns into a write.
         with ops_for(engine).write_transaction() as conn:
             if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}")
+                conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
                 # One migration of an installation at a time (two hosts' `init`): the
                 # second waits here (lock_timeout, retried as any lock) and then finds
                 # the revision the first committed, instead of creating its tables
@@ -184,43 +204,40 @@ def _migrate(
                 _create_schema(conn)
             cfg = alembic_config(conn, settings)
             cfg.attributes.update(attributes or {})
+            cfg.attributes["lock_timeout_ms"] = int(lock_ms)  # the revisions' own waits
             move(cfg)
             if after is not None:
                 after(conn)
 
-    while True:
-        try:
-            attempt()
-            break
-        except sa.exc.OperationalError as exc:
-            waited = retry_reason(exc) in _LOCK_WAITS
-            if not waited or time.monotonic() >= give_up:
-                raise StorageError(
-                    f"cannot migrate the database (nothing changed): {exc.orig}"
-                    + (_LOCKS_HELD if waited else "")
-                ) from None
-            time.sleep(LOCK_RETRY_PAUSE_SECONDS)
-        except sa.exc.DBAPIError as exc:
-            # The database refused the revision (a view made since the retirement's gates
-            # depends on a column it drops, say): its transaction rolled back whole. One
-            # line, without PostgreSQL's HINT (its CASCADE would drop the application's
-            # view): what refused, and what depends on it (the DETAIL).
-            said = str(exc.orig).split("\nHINT:")[0].replace("\n", " ")
-            raise StorageError(f"cannot migrate the database (nothing changed): {said}") from None
+    try:
+        run_politely(
+            engine,
+            attempt,
+            changes or (lambda conn: _every_table(conn, settings)),
+            lock_ms=attempt_ms(settings),
+            what=what,
+            command=command,
+            wait_seconds=LOCK_DEADLINE_SECONDS if deadline_seconds is None else deadline_seconds,
+            look_first=changes is not None,
+        )
+    except sa.exc.OperationalError as exc:
+        raise StorageError(f"cannot migrate the database (nothing changed): {exc.orig}") from None
+    except sa.exc.DBAPIError as exc:
+        # The database refused the revision (a view made since the retirement's gates
+        # depends on a column it drops, say): its transaction rolled back whole. One
+        # line, without PostgreSQL's HINT (its CASCADE would drop the application's
+        # view): what refused, and what depends on it (the DETAIL).
+        said = str(exc.orig).split("\nHINT:")[0].replace("\n", " ")
+        raise StorageError(f"cannot migrate the database (nothing changed): {said}") from None
     return current_revision(engine)  # read after the commit: no "nothing changed" for it
 
 
-LOCK_DEADLINE_SECONDS = 60.0
-# What is tried again: a lock not had within lock_timeout, or a deadlock (PostgreSQL).
-# A statement timeout, a cancel or a busy SQLite file is no lock wait of ours: said at once.
-_LOCK_WAITS = {"lock timeout", "deadlock"}
-LOCK_RETRY_PAUSE_SECONDS = 0.5
-_LOCKS_HELD = (
-    "; other sessions held the tables it must change (or another migration ran) for "
-    "longer than it waits (the "
-    "lock_timeout_ms setting, each attempt, until its deadline): run `unistatus init` "
-    "again once their transactions end (pg_stat_activity)"
-)
+def _every_table(conn: sa.Connection, settings: Settings) -> Changes:
+    """What `init` may change: every legacy table and every one of ours (PostgreSQL)."""
+    legacy = [legacy_table_sql(conn, spec) for spec in settings.legacy_tables.values()]
+    ours = [qualified_name(table, conn) for table in all_tables()]
+    key = system_lock_key(mode_lock_key(schema_of(conn)), MIGRATION_LOCK)
+    return Changes(exclusive=legacy + ours, advisory=[(key, "another migration (`init`)")])
 
 
 def _where_names_go(conn: sa.Connection, *, alongside: bool) -> None:
@@ -254,10 +271,23 @@ def downgrade(
     *,
     before: InTransaction | None = None,
     after: InTransaction | None = None,
+    deadline_seconds: float | None = None,
+    command: str = INIT_COMMAND,
+    what: str = MIGRATE,
+    changes: ChangedTables | None = None,
 ) -> str | None:
-    """Take the schema back to ``revision`` (``before``, ``after``: as :func:`upgrade`)."""
+    """Take the schema back to ``revision`` (the rest: as :func:`upgrade`)."""
     return _migrate(
-        engine, settings, lambda cfg: command.downgrade(cfg, revision), attributes, before, after
+        engine,
+        settings,
+        lambda cfg: alembic_command.downgrade(cfg, revision),
+        attributes,
+        before,
+        after,
+        deadline_seconds=deadline_seconds,
+        command=command,
+        what=what,
+        changes=changes,
     )
 
 

@@ -22,6 +22,7 @@ from unistatus.clock import as_utc
 from unistatus.config import Settings
 from unistatus.db.binding import schema_of
 from unistatus.db.control import write_value
+from unistatus.db.ddl_wait import attempt_ms, run_politely
 from unistatus.db.dialect import ops_for
 from unistatus.db.id_reuse import ids_reused
 from unistatus.db.legacy import LegacyTable, pinned_legacy_table, resolve_legacy_tables
@@ -38,6 +39,7 @@ from unistatus.domain.mapping import extra_statuses
 from unistatus.errors import ConfigError, StorageError
 from unistatus.migration.capture_ddl import CaptureDdl
 from unistatus.migration.capture_frozen import SHORT as STATUS_TRIGGER
+from unistatus.migration.capture_locks import capture_changes
 from unistatus.migration.capture_names import (
     PREFIX,
     Trigger,
@@ -311,17 +313,15 @@ def _replace(
     ``intent`` (value, actor, reason) if given. Returns the statements that installed."""
     ops = ops_for(engine)
     ddl = CaptureDdl(ops, engine.dialect)
-    statements: list[str] = []
-    names: list[str] = []
-    seen: list[tuple[Any, ...]] = []
 
     def generate(conn: sa.Connection) -> list[str]:
         tables, _ = _capturable(conn, settings)
         return _install(ddl, conn, tables, ops.mode_lock_key)
 
-    try:
+    def attempt(lock_ms: int) -> list[str]:
+        statements: list[str] = []
         with ops.write_transaction() as conn:
-            ops.bound_statements(conn, DDL_STATEMENT_MS, settings.lock_timeout_ms)
+            ops.bound_statements(conn, DDL_STATEMENT_MS, lock_ms)
             triggers, functions = installed(conn)
             drops = ddl.drop(triggers, functions)
             if install:
@@ -350,6 +350,19 @@ def _replace(
                 value, actor, reason = intent
                 if read_value(conn, CONTROL_KEY) != value or install:
                     write_value(conn, CONTROL_KEY, value, actor=actor, reason=reason)
+        return statements
+
+    try:
+        # Never queued behind a long transaction on a table it changes (ddl_wait).
+        return run_politely(
+            engine,
+            attempt,
+            lambda conn: capture_changes(conn, settings, installed(conn)[0], install=install),
+            lock_ms=attempt_ms(settings),
+            what="change the capture triggers",
+            command=f"unistatus capture {'enable' if install else 'disable'}",
+            wait_seconds=settings.mode_lock_wait_seconds,
+        )
     except sa.exc.DBAPIError as exc:
         owners = _other_installations(engine) if _sqlstate(exc) == DUPLICATE_OBJECT else []
         if owners:
@@ -360,7 +373,6 @@ def _replace(
                 "changed"
             ) from None
         raise StorageError(f"cannot change the capture triggers: {exc.orig}") from None
-    return statements
 
 
 def _legacy_names(conn: sa.Connection, settings: Settings) -> list[str]:

@@ -45,6 +45,7 @@ from unistatus.migration.archive import (
     verify_archive,
 )
 from unistatus.migration.check import projected_legacy_status
+from unistatus.migration.retire_locks import RETIRE_COMMAND, UNDO_COMMAND, retire_changes
 from unistatus.migration.unreplayed import projected_systems
 
 __all__ = [
@@ -307,6 +308,7 @@ def retire_legacy_columns(
             attributes={"actor": actor, "reason": reason},
             before=lambda conn: _before_the_drop(conn, settings),
             after=after,
+            **_politely(settings, RETIRE_COMMAND + (" --compat-views" if compat else "")),
         )
     except _DoneMeanwhile:
         return _already_dropped(engine, settings, actor, reason, compat)
@@ -394,20 +396,24 @@ def _before_the_drop(conn: sa.Connection, settings: Settings) -> None:
 def _after_the_drop(conn: sa.Connection) -> None:
     """PostgreSQL: the capture's triggers that read the dropped columns go. The catch-up's
     is on the control table, whose ACCESS EXCLUSIVE lock it then takes for the last
-    moments of the drop's transaction: a transaction that read that table and stays open
-    for ``lock_timeout_ms`` stops the drop (a StorageError saying so), nothing changed."""
-    if conn.dialect.name != "postgresql":
-        return
-    try:
+    moments of the drop's transaction: behind a transaction that read that table the
+    attempt is rolled back and tried again (:func:`_politely`), nothing changed."""
+    if conn.dialect.name == "postgresql":
         capture.retire_in(conn)
-    except sa.exc.OperationalError as exc:
-        if retry_reason(exc) != "lock timeout":
-            raise
-        raise StorageError(
-            "the drop waited lock_timeout_ms for a transaction that had read unistatus's "
-            "control table (to drop the capture's catch-up trigger on it): nothing was "
-            "changed; end that session and retry"
-        ) from None
+
+
+def _politely(settings: Settings, command: str) -> dict[str, Any]:
+    """How a retirement (or its undo) goes at its tables: each attempt after a look at who
+    holds them, never queued behind a long transaction, for ``mode_lock_wait_seconds``
+    in all; then a TableLockBusyError naming the holders and ``command``
+    (:mod:`unistatus.db.ddl_wait`)."""
+    undo = command == UNDO_COMMAND
+    return {
+        "deadline_seconds": settings.mode_lock_wait_seconds,
+        "command": command,
+        "what": ("restore" if undo else "drop") + " the legacy status columns",
+        "changes": retire_changes(settings, undo=undo),
+    }
 
 
 def dropped_types(bind: sa.Engine | sa.Connection) -> dict[LegacySystemType, str]:
@@ -493,6 +499,7 @@ def undo_cleanup(
             attributes={"actor": actor, "reason": reason},
             before=before,
             after=lambda conn: capture.restore_in(conn, settings),
+            **_politely(settings, UNDO_COMMAND),
         )
     except _DoneMeanwhile:
         return _nothing_to_undo(engine, settings)

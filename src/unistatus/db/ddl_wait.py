@@ -1,0 +1,268 @@
+"""DDL attempts that never queue behind a long transaction (PostgreSQL).
+
+PostgreSQL grants no lock that conflicts with one a session is *waiting* for. An ALTER
+TABLE (ACCESS EXCLUSIVE) or a CREATE TRIGGER (SHARE ROW EXCLUSIVE) queued behind one
+long reader or writer held every writer of the table behind it for as long as it
+waited: a DBA's review measured `retire legacy-columns` behind a 100 s report queue its
+DDL for the whole lock_timeout (5 s) again and again for a minute, ten stalls of ~5 s
+for every writer of cashouts, then give up naming no one (and the wrong command to run
+again); `capture enable` behind a writer idle in its transaction did the same once.
+
+As gh-ost, pgroll and django-pg-zero-downtime-migrations do, :func:`run_politely` looks
+first. Before each attempt it reads who holds a lock on the tables the attempt changes
+that conflicts with the lock it takes (:func:`table_holders`). Behind a transaction open
+for :data:`LONG_SECONDS` or more (not about to end; one whose age it may not read is as
+old as it has been seen holding) it does not queue at all: it looks again after a pause,
+holding no lock and asking for none, so writers go on. Otherwise it attempts, each lock
+wait at most :func:`attempt_ms` (the ``ddl_lock_timeout_ms`` setting, 500 ms, or
+``lock_timeout_ms`` if smaller): a lock timeout (or a deadlock) rolls the attempt back
+whole and the next comes after a pause with jitter (writers queued behind the attempt
+get through first). The pauses grow from :data:`FIRST_PAUSE_SECONDS` to
+:data:`LONGEST_PAUSE_SECONDS`. At its deadline it gives up with
+:class:`~unistatus.errors.TableLockBusyError`, nothing changed, naming the holders (pid,
+application_name, state, how long open, what they hold) and the command to run again.
+
+An autovacuum worker is not waited aside for: the server cancels it for a lock request
+queued behind it for ``deadlock_timeout``, so an attempt it blocks queues that long.
+Reading other roles' sessions' ages and states needs ``pg_read_all_stats``: without it
+holders are aged from when they were first seen, as the mode lock does
+(:mod:`unistatus.db.mode_lock_wait`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from unistatus.config import Settings
+from unistatus.db.mode_lock_wait import LONG_SECONDS
+from unistatus.db.retry import retry_reason
+from unistatus.db.server_views import PG_DATABASE, PG_LOCKS, PG_STAT_ACTIVITY
+from unistatus.errors import TableLockBusyError
+
+__all__ = ["LONG_SECONDS", "Changes", "attempt_ms", "run_politely", "table_holders"]
+
+log = logging.getLogger("unistatus.db")
+
+T = TypeVar("T")
+
+# The pause after a failed attempt (and between looks behind a long transaction): the
+# first, doubled each time up to the longest; each one drawn from half to one and a half
+# times that (jitter: two commands waiting for the same tables do not keep colliding).
+FIRST_PAUSE_SECONDS = 0.25
+LONGEST_PAUSE_SECONDS = 2.0
+# After this long it says (once, in the log) whom it waits for.
+SAY_AFTER_SECONDS = 2.0
+# What is tried again: a lock not had within the attempt's lock timeout, or a deadlock.
+RETRIED = ("lock timeout", "deadlock")
+
+
+@dataclass(frozen=True)
+class Changes:
+    """The tables an attempt locks, as SQL names them, by the lock it takes on them."""
+
+    exclusive: Sequence[str] = ()  # ACCESS EXCLUSIVE (ALTER TABLE, DROP TRIGGER): any lock blocks
+    share_row: Sequence[str] = ()  # SHARE ROW EXCLUSIVE (CREATE TRIGGER): a writer blocks
+    # Advisory locks (exclusive) taken first, by key: another `init`'s migration lock.
+    advisory: Sequence[tuple[int, str]] = ()  # (key, what its holder is doing)
+
+
+def attempt_ms(settings: Settings) -> int:
+    """How long each attempt may wait for one lock: ``ddl_lock_timeout_ms``, or
+    ``lock_timeout_ms`` if that is smaller (0: the server's own, not smaller)."""
+    own = settings.ddl_lock_timeout_ms
+    return min(own, settings.lock_timeout_ms) if settings.lock_timeout_ms > 0 else own
+
+
+def run_politely(
+    engine: sa.Engine,
+    attempt: Callable[[int], T],
+    changes: Callable[[sa.Connection], Changes],
+    *,
+    lock_ms: int,
+    what: str,
+    command: str,
+    wait_seconds: float,
+    look_first: bool = True,
+) -> T:
+    """``attempt(ms)`` (one transaction, each of its lock waits bounded by ``ms``: at
+    least ``lock_ms``, see :func:`attempt_ms`) the polite way (the module doc), until
+    ``wait_seconds`` have passed; its result. ``changes``: the tables it locks, read on a
+    connection of its own before each attempt (PostgreSQL). ``what``: what it does
+    ("drop the legacy status columns"), ``command``: what to run again, for the message.
+    ``look_first`` False: the first attempt without a look (a command that may have
+    nothing to change, as `init` on an installation at its head, is not held up by a
+    long reader it would not have waited for). Any error but a lock wait is raised as it
+    is."""
+    started = time.monotonic()
+    pause, said, look = FIRST_PAUSE_SECONDS, False, look_first
+    first_seen: dict[str, float] = {}
+    holders: list[dict[str, Any]] = []
+    while True:
+        stuck, least_ms = False, 0
+        if look and engine.dialect.name == "postgresql":
+            holders, stuck, least_ms = _look(engine, changes, first_seen)
+        look = True
+        if not stuck:
+            try:
+                return attempt(max(lock_ms, least_ms))
+            except sa.exc.OperationalError as exc:
+                if retry_reason(exc) not in RETRIED:
+                    raise
+        waited = time.monotonic() - started
+        left = wait_seconds - waited
+        if left <= 0:
+            if engine.dialect.name == "postgresql":
+                holders, _, _ = _look(engine, changes, first_seen)
+            # Named: the long transactions it waited aside for, not a writer caught in
+            # its few milliseconds (any, if none is long).
+            now = time.monotonic()
+            named = [h for h in holders if _age(h, first_seen, now) >= LONG_SECONDS]
+            raise TableLockBusyError(what, waited, named or holders, command)
+        if not said and waited >= SAY_AFTER_SECONDS and holders:
+            said = True
+            log.warning(
+                "%s waits for the tables it must change (writers go on meanwhile): held by %s",
+                command,
+                TableLockBusyError.describe(holders),
+            )
+        time.sleep(min(left, pause * random.uniform(0.5, 1.5)))
+        pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
+
+
+def _look(
+    engine: sa.Engine,
+    changes: Callable[[sa.Connection], Changes],
+    first_seen: dict[str, float],
+) -> tuple[list[dict[str, Any]], bool, int]:
+    """The holders now; whether one of them is a long transaction (no attempt); and the
+    lock timeout an attempt needs so that an autovacuum holding a table is cancelled
+    (0: no autovacuum in the way)."""
+    with engine.connect() as conn:
+        holders = table_holders(conn, changes(conn))
+        # The server cancels an autovacuum for a lock queued behind it deadlock_timeout.
+        least = _deadlock_timeout_ms(conn) * 3 // 2 if any(h["autovacuum"] for h in holders) else 0
+    now = time.monotonic()
+    for h in holders:
+        first_seen.setdefault(h["transaction"], now)
+    stuck = any(_age(h, first_seen, now) >= LONG_SECONDS for h in holders if not h["autovacuum"])
+    return holders, stuck, least
+
+
+def _age(holder: dict[str, Any], first_seen: dict[str, float], now: float) -> float:
+    """How long a holder's transaction has been open: from pg_stat_activity, else (another
+    role's session, a prepared transaction) at least as long as it has been seen."""
+    return max(holder["open_seconds"] or 0.0, now - first_seen[holder["transaction"]])
+
+
+def _deadlock_timeout_ms(conn: sa.Connection) -> int:
+    q = sa.text("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'deadlock_timeout'")
+    return int(conn.execute(q).scalar_one())
+
+
+# The table lock modes a SHARE ROW EXCLUSIVE lock waits for (every writer's and more);
+# an ACCESS EXCLUSIVE one waits for any.
+_SHARE_ROW_CONFLICTS = (
+    "RowExclusiveLock",
+    "ShareUpdateExclusiveLock",
+    "ShareLock",
+    "ShareRowExclusiveLock",
+    "ExclusiveLock",
+    "AccessExclusiveLock",
+)
+
+
+def table_holders(conn: sa.Connection, changes: Changes) -> list[dict[str, Any]]:
+    """The other sessions of this database (and prepared transactions) holding a lock on
+    one of the tables of ``changes`` that conflicts with the one taken there, longest-open
+    transaction first: pid, ``transaction`` (its virtual transaction id),
+    application_name, state, open_seconds (None: unknown), ``locks`` (e.g.
+    "AccessShareLock on cashouts"), ``autovacuum``."""
+    if not changes.exclusive and not changes.share_row and not changes.advisory:
+        return []
+    L, A = PG_LOCKS, PG_STAT_ACTIVITY
+    # Statistics are a snapshot taken at a transaction's first read: cleared, so each
+    # look sees the sessions as they are now.
+    conn.execute(sa.select(sa.func.pg_stat_clear_snapshot()))
+    this_database = (
+        sa.select(PG_DATABASE.c.oid)
+        .where(PG_DATABASE.c.datname == sa.func.current_database())
+        .scalar_subquery()
+    )
+
+    def among(names: Sequence[str]) -> sa.ColumnElement[bool]:
+        return L.c.relation.in_([sa.func.to_regclass(n) for n in names])
+
+    def advisory(key: int) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            L.c.locktype == "advisory",
+            L.c.objsubid == 1,  # a bigint key's, split in two
+            sa.cast(L.c.classid, sa.BigInteger) == (key >> 32) & 0xFFFFFFFF,
+            sa.cast(L.c.objid, sa.BigInteger) == key & 0xFFFFFFFF,
+        )
+
+    doing = {key: said for key, said in changes.advisory}
+    relation = sa.literal_column("pg_catalog.pg_locks.relation::regclass::text", sa.Text)
+    rel = (
+        sa.case(*((advisory(key), sa.literal(said)) for key, said in doing.items()), else_=relation)
+        if doing
+        else relation
+    )
+    conflicting = sa.or_(
+        *(advisory(key) for key in doing),
+        among(changes.exclusive) if changes.exclusive else sa.false(),
+        sa.and_(among(changes.share_row), L.c.mode.in_(_SHARE_ROW_CONFLICTS))
+        if changes.share_row
+        else sa.false(),
+    )
+    q = (
+        sa.select(
+            L.c.pid,
+            L.c.virtualtransaction,
+            A.c.application_name,
+            A.c.state,
+            A.c.backend_type,
+            # statement_timestamp(): now() is this transaction's start, older than theirs.
+            sa.func.extract("epoch", sa.func.statement_timestamp() - A.c.xact_start).label(
+                "open_seconds"
+            ),
+            L.c.mode,
+            L.c.locktype,
+            rel.label("rel"),
+        )
+        .select_from(L.outerjoin(A, A.c.pid == L.c.pid))
+        .where(
+            L.c.database == this_database,
+            L.c.locktype.in_(("relation", "advisory")),
+            L.c.granted,
+            # A prepared transaction's locks have no pid: they block all the same.
+            L.c.pid.is_distinct_from(sa.func.pg_backend_pid()),
+            conflicting,
+        )
+        .order_by(sa.literal_column("open_seconds").desc().nulls_last(), L.c.pid, "rel")
+    )
+    found: dict[str, dict[str, Any]] = {}
+    for row in conn.execute(q):
+        vxid = str(row.virtualtransaction)
+        h = found.setdefault(
+            vxid,
+            {
+                "pid": row.pid,
+                "transaction": vxid,
+                "application_name": row.application_name or "",
+                "state": row.state or ("prepared" if row.pid is None else "unknown"),
+                "open_seconds": None
+                if row.open_seconds is None
+                else round(float(row.open_seconds), 1),
+                "locks": [],
+                "autovacuum": row.backend_type == "autovacuum worker",
+            },
+        )
+        h["locks"].append(row.rel if row.locktype == "advisory" else f"{row.mode} on {row.rel}")
+    return list(found.values())

@@ -1,0 +1,95 @@
+"""A schema change's attempts (unistatus.db.ddl_wait) behind a young transaction: each
+waits little, writers get through between them, and it goes through once the
+transaction ends. (Behind a long one, and the messages: tests/migration/
+test_ddl_lock_waits.py.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from conftest import Database
+from unistatus.db.ddl_wait import Changes, run_politely, table_holders
+
+ATTEMPT_MS = 200
+# A writer queued behind one attempt waits about ATTEMPT_MS; the margin is the machine's.
+LONGEST_WRITE_SECONDS = ATTEMPT_MS / 1000 + 0.5
+
+
+@pytest.mark.postgres
+def test_behind_a_young_reader_each_attempt_waits_little_then_it_goes_through(
+    scratch_pg: Database,
+) -> None:
+    engine = scratch_pg.engine
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE ddl_probe (id int PRIMARY KEY, v int)")
+        conn.exec_driver_sql("INSERT INTO ddl_probe VALUES (1, 0)")
+    reading, stop = threading.Event(), threading.Event()
+    took: list[float] = []
+
+    def reader() -> None:  # a report of about a second, young when the change begins
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT count(*) FROM ddl_probe")
+            reading.set()
+            time.sleep(1.0)
+            conn.rollback()
+
+    def writer() -> None:
+        while not stop.is_set():
+            started = time.monotonic()
+            with engine.begin() as conn:
+                conn.exec_driver_sql("UPDATE ddl_probe SET v = v + 1 WHERE id = 1")
+            took.append(time.monotonic() - started)
+            time.sleep(0.02)
+
+    attempts: list[int] = []
+
+    def attempt(ms: int) -> str:
+        attempts.append(ms)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+            conn.exec_driver_sql("ALTER TABLE ddl_probe ADD COLUMN w int")
+        return "done"
+
+    threads = [threading.Thread(target=reader), threading.Thread(target=writer)]
+    threads[0].start()
+    reading.wait(10)
+    with engine.connect() as conn:
+        held = table_holders(conn, Changes(exclusive=["ddl_probe"]))
+    assert [h["locks"] for h in held] == [["AccessShareLock on ddl_probe"]], held
+    threads[1].start()
+    try:
+        done = run_politely(
+            engine,
+            attempt,
+            lambda conn: Changes(exclusive=["ddl_probe"]),
+            lock_ms=ATTEMPT_MS,
+            what="add a column",
+            command="t",
+            wait_seconds=15,
+        )
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert done == "done" and len(attempts) >= 2 and set(attempts) == {ATTEMPT_MS}, attempts
+    assert max(took) < LONGEST_WRITE_SECONDS, sorted(took)[-3:]
+
+
+@pytest.mark.postgres
+def test_a_writer_blocks_share_row_exclusive_a_reader_does_not(scratch_pg: Database) -> None:
+    """What CREATE TRIGGER waits for (SHARE ROW EXCLUSIVE): a writer, not a reader; an
+    ACCESS EXCLUSIVE request waits for both."""
+    engine = scratch_pg.engine
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE ddl_probe (id int PRIMARY KEY, v int)")
+    with engine.connect() as reader, engine.connect() as look:
+        reader.exec_driver_sql("SELECT count(*) FROM ddl_probe")
+        assert not table_holders(look, Changes(share_row=["ddl_probe"]))
+        assert table_holders(look, Changes(exclusive=["ddl_probe"]))
+        reader.exec_driver_sql("INSERT INTO ddl_probe VALUES (1, 0)")
+        held = table_holders(look, Changes(share_row=["ddl_probe"]))
+        assert [h["locks"] for h in held] == [["RowExclusiveLock on ddl_probe"]], held
+        reader.rollback()
