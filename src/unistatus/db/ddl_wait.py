@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.mode_lock_wait import LONG_SECONDS
+from unistatus.db.mode_lock_wait import LONG_SECONDS, deadlock_timeout_ms
 from unistatus.db.retry import retry_reason
 from unistatus.db.server_views import PG_DATABASE, PG_LOCKS, PG_STAT_ACTIVITY
 from unistatus.errors import TableLockBusyError
@@ -147,7 +147,7 @@ def _look(
     with engine.connect() as conn:
         holders = table_holders(conn, changes(conn))
         # The server cancels an autovacuum for a lock queued behind it deadlock_timeout.
-        least = _deadlock_timeout_ms(conn) * 3 // 2 if any(h["autovacuum"] for h in holders) else 0
+        least = deadlock_timeout_ms(conn) * 3 // 2 if any(h["autovacuum"] for h in holders) else 0
     now = time.monotonic()
     for h in holders:
         first_seen.setdefault(h["transaction"], now)
@@ -159,11 +159,6 @@ def _age(holder: dict[str, Any], first_seen: dict[str, float], now: float) -> fl
     """How long a holder's transaction has been open: from pg_stat_activity, else (another
     role's session, a prepared transaction) at least as long as it has been seen."""
     return max(holder["open_seconds"] or 0.0, now - first_seen[holder["transaction"]])
-
-
-def _deadlock_timeout_ms(conn: sa.Connection) -> int:
-    q = sa.text("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'deadlock_timeout'")
-    return int(conn.execute(q).scalar_one())
 
 
 # The table lock modes a SHARE ROW EXCLUSIVE lock waits for (every writer's and more);

@@ -44,6 +44,7 @@ __all__ = [
     "LONG_SECONDS",
     "WAIT_SECONDS",
     "Blocker",
+    "deadlock_timeout_ms",
     "lock_holders",
     "take_waiting_politely",
 ]
@@ -102,7 +103,7 @@ def take_waiting_politely(
     # deadlock_timeout in all: a session that waits for the one held may hold one that
     # comes next (a writer's trigger asks for the mode lock at its statement's end), and
     # this attempt then gives up before that session's deadlock check could end it.
-    then_ms = _deadlock_timeout_ms(conn) // 2 if len(takes) > 1 else 0
+    then_ms = deadlock_timeout_ms(conn) // 2 if len(takes) > 1 else 0
     while True:
         holders = lock_holders(conn, blockers, tables, exclusive)
         now = time.monotonic()
@@ -176,7 +177,7 @@ def _lock_timeout(conn: sa.Connection, ms: int) -> None:
     conn.execute(sa.select(sa.func.set_config("lock_timeout", f"{ms}ms", True)))
 
 
-def _deadlock_timeout_ms(conn: sa.Connection) -> int:
+def deadlock_timeout_ms(conn: sa.Connection) -> int:
     """The server's deadlock_timeout, in ms (pg_settings keeps it so)."""
     q = sa.text("SELECT setting FROM pg_catalog.pg_settings WHERE name = 'deadlock_timeout'")
     return int(conn.execute(q).scalar_one())
