@@ -4,8 +4,12 @@
 PostgreSQL sends these as SQLSTATE 53300 (too_many_connections) during the startup
 handshake, before anything of a statement was sent: nothing was written, so a write may
 be retried on it whatever it was about to do. psycopg 3 keeps no SQLSTATE for a failed
-connect (the error has no result to carry it), so the server's words are matched too;
-they are the same in every release since 9.x.
+connect (the error has no result to carry it), so the server's words are matched too,
+only as libpq reports a refused connect (after "FATAL:") and only on an error without a
+SQLSTATE: a statement's error has one, and its DETAIL may quote the caller's own data
+(a CHECK's "Failing row contains (...)"). The words are the same in every release
+since 9.x, in English (a server with another ``lc_messages`` sends its own: then only
+a driver that keeps the SQLSTATE is recognised).
 """
 
 from __future__ import annotations
@@ -32,6 +36,12 @@ _LIMIT_TEXTS = (
     "sorry, too many clients already",  # max_connections
     "remaining connection slots are reserved",  # superuser_reserved_connections & co
 )
+# As libpq reports a connect the server refused ("... failed: FATAL:  <words>"),
+# or as :func:`connection_limit_error` says it (a message passed on as text).
+_SAID = "the server refused a connection: "
+_REFUSED = re.compile(
+    rf"(?:FATAL:\s+|{_SAID})(?:" + "|".join(re.escape(words) for words in _LIMIT_TEXTS) + ")"
+)
 _WORDS = re.compile(
     r'too many connections for (?:role|database) "[^"]*"'
     r"|sorry, too many clients already"
@@ -56,13 +66,12 @@ def refused_for_a_limit(exc: BaseException | str) -> bool:
     if isinstance(exc, ConnectionLimitError):
         return True
     if isinstance(exc, str):
-        return any(words in exc for words in _LIMIT_TEXTS)
+        return _REFUSED.search(exc) is not None
     root = _root(exc)
     sqlstate = getattr(root, "sqlstate", None) or getattr(root, "pgcode", None)
-    if sqlstate == TOO_MANY_CONNECTIONS:
-        return True
-    text = str(root)
-    return any(words in text for words in _LIMIT_TEXTS)
+    if sqlstate is not None:
+        return bool(sqlstate == TOO_MANY_CONNECTIONS)
+    return _REFUSED.search(str(root)) is not None
 
 
 def limit_words(exc: BaseException) -> str:
@@ -92,7 +101,7 @@ def connection_limit_error(
     how many connections this process's pool may open (``pool``, when known)."""
     if isinstance(exc, ConnectionLimitError):
         return exc
-    text = f"the server refused a connection: {limit_words(exc)} ({_WHICH})"
+    text = f"{_SAID}{limit_words(exc)} ({_WHICH})"
     if pool is not None:
         text += f"; unistatus's pool for this process may open up to {pool}"
     return ConnectionLimitError(f"{what}: {text}" if what else text, pool)
