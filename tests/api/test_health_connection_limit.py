@@ -58,3 +58,36 @@ def test_a_write_refused_its_connection_answers_503_naming_the_limit(pg: Databas
         finally:
             for conn in held:
                 conn.close()
+
+
+def test_a_stored_database_down_alert_reaches_an_anonymous_client_without_the_role(
+    pg: Database,
+) -> None:
+    """The last evaluation's ``database_down`` message names the role (the log keeps
+    it); ``/api/v1/status`` shows it to anyone only as the public form, with an error id
+    (a review finding: the alert's stored message was served as it was)."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from unistatus.db.tables_alerts import alert_state
+
+    now = dt.datetime.now(dt.UTC)
+    secret = 'too many connections for role "payments_rw_secret"'
+    with pg.engine.begin() as conn:
+        conn.execute(
+            sa.insert(alert_state).values(
+                name="database_down",
+                level="critical",
+                state="firing",
+                since=now,
+                message=f"the server refused a connection: {secret} (...); pool up to 60",
+                evaluated_at=now,
+            )
+        )
+    client = TestClient(create_app(pg.settings, pg.engine))
+    body = client.get("/api/v1/status").json()
+    said = [a for a in body["alerts"]["all"] if a["name"] == "database_down"]
+    assert said, body["alerts"]
+    assert "payments_rw_secret" not in str(body), said
+    assert "error id" in said[0]["message"], said
