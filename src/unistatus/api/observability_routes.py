@@ -164,7 +164,7 @@ def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
         body = snap.as_dict()
         body["database"]["error"] = public_database_error(snap.database_error)
         try:
-            states = service.alerts() if snap.database_up else []
+            states = [_public_alert(a) for a in service.alerts()] if snap.database_up else []
             body["alerts"] = {
                 "firing": [a for a in states if a["state"] == "firing"],
                 "all": states,
@@ -176,6 +176,16 @@ def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
         body["health"] = bounded_health_report(service, summaries, unknown=_unlogged)["status"]
         redacted: dict[str, Any] = redact_values(body)
         return redacted
+
+
+def _public_alert(state: dict[str, Any]) -> dict[str, Any]:
+    """An alert as an unauthenticated client may see it: ``database_down``'s message
+    quotes the database's error (host, port, a role's name), shown as its public form
+    (the whole message in the log, under the id it names)."""
+    if state.get("name") != "database_down" or not state.get("message"):
+        return state
+    said = str(state["message"]).removeprefix("database unreachable: ")
+    return {**state, "message": public_database_error(said)}
 
 
 def _public_sources(sources: dict[str, str]) -> dict[str, str]:
