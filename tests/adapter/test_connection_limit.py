@@ -111,3 +111,33 @@ def test_the_pool_settings_reach_the_adapters_pool(pg: Database) -> None:
         assert adapter.engine.pool._max_overflow == 7  # type: ignore[attr-defined]
     finally:
         adapter.close()
+
+
+def test_a_write_that_may_have_committed_stays_outcome_unknown_whatever_refused_its_retry(
+    pg: Database,
+) -> None:
+    """A lost COMMIT, then a retry refused for a limit: the event's kind is still
+    ``outcome_unknown`` (what alerts and metrics key on), not ``connection_limit``,
+    which reads as "nothing written" (a review finding)."""
+    import time as clock
+
+    from unistatus.adapter.runner import CONNECTION_LIMIT
+    from unistatus.domain.statuses import DualWriteMode
+
+    adapter = _adapter(pg.url)
+    events: list[OperationEvent] = []
+    adapter.observers.append(events.append)
+    try:
+        adapter._runner._give_up(  # the failed result as the attempt loop gives it up
+            "update_status",
+            "op-1",
+            DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY,
+            "the server refused a connection: too many connections",
+            "connection lost during COMMIT",
+            clock.perf_counter(),
+            None,
+            CONNECTION_LIMIT,
+        )
+    finally:
+        adapter.close()
+    assert [(e.outcome_unknown, e.error_kind) for e in events] == [(True, "outcome_unknown")]
