@@ -454,7 +454,8 @@ class Runner:
         kind: str | None = None,
     ) -> DualWriteResult:
         """The failed result, observed and logged; outcome unknown if ``unknown`` says why.
-        ``kind`` labels the failure (OperationEvent.error_kind; None: "database")."""
+        ``kind`` labels the failure (OperationEvent.error_kind; None: "database"), unless
+        the outcome is unknown."""
         if unknown is not None:
             then = "" if error in unknown else f"; then: {error}"
             error = f"outcome unknown, it may have committed ({unknown}){then}"
@@ -466,7 +467,8 @@ class Runner:
             error=error,
             outcome_unknown=bool(unknown),
             system=system,
-            error_kind=kind or ("outcome_unknown" if unknown else "database"),
+            # A write that may have committed is that first, whatever refused its retry.
+            error_kind="outcome_unknown" if unknown else (kind or "database"),
         )
         read = system is None or system in self.modes_read
         where = mode.value if read else "a mode not read yet"
