@@ -91,3 +91,20 @@ def test_a_stored_database_down_alert_reaches_an_anonymous_client_without_the_ro
     assert said, body["alerts"]
     assert "payments_rw_secret" not in str(body), said
     assert "error id" in said[0]["message"], said
+
+
+def test_a_503_of_a_write_that_may_have_committed_does_not_say_refused() -> None:
+    """ "The server refused a connection" reads as "nothing written": not for a write whose
+    COMMIT was lost before its retry was refused (a review finding)."""
+    import json
+
+    from unistatus.api.error_responses import unavailable
+
+    detail = (
+        "outcome unknown, it may have committed (connection lost during COMMIT); then: the "
+        'server refused a connection: too many connections for role "x"'
+    )
+    response = unavailable("StorageError", detail, {"outcome_unknown": True, "error": detail})
+    body = json.loads(bytes(response.body))
+    assert "refused" not in body["detail"], body
+    assert body["result"]["outcome_unknown"] is True
