@@ -129,7 +129,9 @@ def unavailable(kind: str, detail: str, result: dict[str, Any] | None = None) ->
         f"the database failed or is unreachable (error id {error_id}; "
         "the service log has the detail)"
     )
-    if refused_for_a_limit(detail):  # up, but full: the role's name stays in the log
+    # Up, but full (the role's name stays in the log); not said of a write that may have
+    # committed before its retry was refused: that would read as "nothing written".
+    if refused_for_a_limit(detail) and not (result or {}).get("outcome_unknown"):
         message = (
             "the server refused a connection: too many connections (a CONNECTION LIMIT or "
             f"max_connections; error id {error_id}; the service log has the detail)"
