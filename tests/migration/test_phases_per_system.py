@@ -17,7 +17,7 @@ from support.race import in_lockstep
 from support.stats_data import record_latency, seed_pairs
 from unistatus.adapter.model import OperationEvent
 from unistatus.config import AutoResponses
-from unistatus.db import control
+from unistatus.db import mode_reads
 from unistatus.db.control import get_mode
 from unistatus.db.dialect import ops_for
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
@@ -352,10 +352,10 @@ def test_systems_moving_at_once_keep_both_summaries_true(pg: Any) -> None:
 
     def check(n: int) -> None:
         with pg.engine.connect() as conn:
-            found = phases.read_phases(conn), control.read_modes(conn)
-            phase_summary = control.read_value(conn, phases.PHASE_KEY)
-            mode_summary = control.read_value(conn, control.MODE_KEY)
-        common, mode = phases.common_phase(found[0]), control.common_mode(found[1])
+            found = phases.read_phases(conn), mode_reads.read_modes(conn)
+            phase_summary = mode_reads.read_value(conn, phases.PHASE_KEY)
+            mode_summary = mode_reads.read_value(conn, mode_reads.MODE_KEY)
+        common, mode = phases.common_phase(found[0]), mode_reads.common_mode(found[1])
         assert phase_summary == (str(common) if common is not None else None), (n, found)
         assert mode_summary == (mode.value if mode is not None else None), (n, found)
 
