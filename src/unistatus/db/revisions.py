@@ -10,6 +10,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from unistatus.db.binding import schema_of
+from unistatus.db.failures import storage_errors
 from unistatus.errors import SchemaOutdatedError, SchemaTooNewError
 from unistatus.version import SCHEMA_REVISION
 
@@ -81,11 +82,13 @@ def require_current_schema(
     schema this release cannot work on: older (before `unistatus init` upgraded it, its
     mode and phase are under an older release's keys and tables are missing) or newer.
     ``what`` needs it (said in the message). With a connection, in its transaction."""
-    if isinstance(database, sa.Connection):
-        stored = stored_revisions(database)
-    else:
-        with database.connect() as conn:
-            stored = stored_revisions(conn)
+    # A database that fails here fails as any of unistatus's reads does (StorageError).
+    with storage_errors(f"{what}: cannot read the schema's revision"):
+        if isinstance(database, sa.Connection):
+            stored = stored_revisions(database)
+        else:
+            with database.connect() as conn:
+                stored = stored_revisions(conn)
     problem = schema_problem(stored, what)
     if problem is not None:
         raise problem
