@@ -44,7 +44,7 @@ from unistatus.config import Settings
 from unistatus.db.mode_lock_wait import LONG_SECONDS, deadlock_timeout_ms
 from unistatus.db.retry import retry_reason
 from unistatus.db.server_views import PG_DATABASE, PG_LOCKS, PG_STAT_ACTIVITY
-from unistatus.errors import TableLockBusyError
+from unistatus.errors import StorageError, TableLockBusyError
 
 __all__ = ["LONG_SECONDS", "Changes", "attempt_ms", "run_politely", "table_holders"]
 
@@ -112,8 +112,13 @@ def run_politely(
         if not stuck:
             try:
                 return attempt(max(lock_ms, least_ms))
-            except sa.exc.OperationalError as exc:
-                if retry_reason(exc) not in RETRIED:
+            except (sa.exc.OperationalError, StorageError) as exc:
+                # A lock wait of the attempt's, also when a read inside it (the legacy
+                # tables reflected) said it as a StorageError.
+                cause = exc if isinstance(exc, sa.exc.OperationalError) else exc.__cause__
+                if not isinstance(cause, sa.exc.OperationalError):
+                    raise
+                if retry_reason(cause) not in RETRIED:
                     raise
         waited = time.monotonic() - started
         left = wait_seconds - waited

@@ -357,7 +357,8 @@ def resolve_legacy_tables(
         # A lock or statement timeout is a database reached and up: said as what it is.
         timeout = canceled(exc)
         if timeout is not None:
-            raise StorageError(f"cannot read the legacy tables: {timeout}: {exc.orig}") from None
+            # Chained: a schema change's attempt (db.ddl_wait) retries a lock wait of its own.
+            raise StorageError(f"cannot read the legacy tables: {timeout}: {exc.orig}") from exc
         raise StorageError(f"cannot reach the database: {exc.orig}") from None
     for system, table in tables.items():
         spec: LegacyTableSpec = settings.legacy_tables[system.value]
