@@ -23,6 +23,7 @@ from unistatus.errors import ConnectionLimitError
 __all__ = [
     "TOO_MANY_CONNECTIONS",
     "connection_limit_error",
+    "driver_error",
     "limit_words",
     "pool_capacity",
     "refused_for_a_limit",
@@ -53,7 +54,8 @@ _WHICH = (
 )
 
 
-def _root(exc: BaseException) -> BaseException:
+def driver_error(exc: BaseException) -> BaseException:
+    """The driver's own error under SQLAlchemy's wrappers (``exc`` itself if none)."""
     while isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
         exc = exc.orig
     return exc
@@ -67,7 +69,7 @@ def refused_for_a_limit(exc: BaseException | str) -> bool:
         return True
     if isinstance(exc, str):
         return _REFUSED.search(exc) is not None
-    root = _root(exc)
+    root = driver_error(exc)
     sqlstate = getattr(root, "sqlstate", None) or getattr(root, "pgcode", None)
     if sqlstate is not None:
         return bool(sqlstate == TOO_MANY_CONNECTIONS)
@@ -77,7 +79,7 @@ def refused_for_a_limit(exc: BaseException | str) -> bool:
 def limit_words(exc: BaseException) -> str:
     """The server's own words for the refusal (``too many connections for role "x"``),
     without libpq's host and port (nor what a message quoting them said after them)."""
-    text = str(_root(exc)).strip()
+    text = str(driver_error(exc)).strip()
     found = _WORDS.search(text)
     if found is not None:
         return found.group(0)

@@ -16,7 +16,11 @@ from typing import TypeVar
 
 import sqlalchemy as sa
 
-from unistatus.db.connection_limit import connection_limit_error, refused_for_a_limit
+from unistatus.db.connection_limit import (
+    connection_limit_error,
+    driver_error,
+    refused_for_a_limit,
+)
 from unistatus.errors import SessionSettingsError, StorageError
 from unistatus.redact import redact
 
@@ -140,14 +144,8 @@ _ENGINE_HINT = (
 )
 
 
-def _root(exc: BaseException) -> BaseException:
-    while isinstance(exc, sa.exc.StatementError) and exc.orig is not None:
-        exc = exc.orig
-    return exc
-
-
 def _sqlstate(exc: BaseException) -> str | None:
-    root = _root(exc)
+    root = driver_error(exc)
     return getattr(root, "sqlstate", None) or getattr(root, "pgcode", None)
 
 
@@ -161,7 +159,7 @@ def unfit_session(exc: BaseException) -> SessionSettingsError | None:
     outside ISO ``DateStyle``. None for any other error. Not a database failure: the
     connection's settings (an application's own engine or connection; unistatus's own
     connections set both, :mod:`unistatus.db.connection_setup`)."""
-    root = _root(exc)
+    root = driver_error(exc)
     if isinstance(root, UnicodeEncodeError):  # the driver's, before anything was sent
         return SessionSettingsError(
             "client_encoding",
