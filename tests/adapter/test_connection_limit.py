@@ -10,12 +10,17 @@ import time
 from decimal import Decimal
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
 
 import unistatus
 from conftest import Database
 from support.limited_role import a_role_limited_to, hold
-from unistatus import DualWriteAdapter, OperationEvent
+from unistatus import DualWriteAdapter, DualWriteMode, OperationEvent
 from unistatus.config import load_settings
+from unistatus.db.control import write_mode
+from unistatus.db.dialect import PostgresOps
+from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import UnifiedTransactionType
 
 
@@ -141,3 +146,69 @@ def test_a_write_that_may_have_committed_stays_outcome_unknown_whatever_refused_
     finally:
         adapter.close()
     assert [(e.outcome_unknown, e.error_kind) for e in events] == [(True, "outcome_unknown")]
+
+
+def _set_limit(pg: Database, role: str, limit: int) -> None:
+    """The role's CONNECTION LIMIT now (0: every new connection of it is refused; the
+    ones open stay)."""
+    admin = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"ALTER ROLE {role} CONNECTION LIMIT {int(limit)}")
+    finally:
+        admin.dispose()
+
+
+def test_the_mode_re_read_after_a_switch_waits_for_a_slot_too(pg: Database) -> None:
+    """A write that meets a mode switch re-reads the mode on a connection of its own:
+    refused there for a limit, it waits for a slot like its first read and its attempts
+    (it failed at once as "connection_limit", a gap noticed in review)."""
+    with a_role_limited_to(pg, 2) as (role, url):
+        settings = load_settings(
+            database_url=url,
+            record_stats=False,
+            mode_refresh_seconds=60,  # the mode as first read, until the switch says
+            write_queue_timeout_seconds=5,
+        )
+        # No pool: the re-read opens a connection of its own, as when the pool's are busy.
+        engine = create_engine(url, poolclass=NullPool, lock_timeout_ms=settings.lock_timeout_ms)
+        connects: list[float] = []
+        sa.event.listen(engine, "do_connect", lambda *_: connects.append(time.monotonic()))
+        adapter = DualWriteAdapter(engine, settings=settings)
+        assert adapter.mode is DualWriteMode.LEGACY_ONLY
+        results = []
+        with pg.engine.connect() as switcher:
+            tx = switcher.begin()
+            PostgresOps(pg.engine).mode_exclusive_lock(switcher)
+            write_mode(switcher, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, actor="t", reason="t")
+            writer = threading.Thread(target=lambda: results.append(_create(adapter)))
+            writer.start()
+            waiting = sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = :role "
+                "AND wait_event_type = 'Lock' AND wait_event = 'advisory'"
+            )
+            with pg.engine.connect() as watcher:
+                until = time.monotonic() + 10
+                while not watcher.execute(waiting, {"role": role}).scalar_one():
+                    watcher.rollback()  # the activity view is read once per transaction
+                    assert time.monotonic() < until, "the write never waited for the switch"
+                    time.sleep(0.01)
+            # The write holds its connection: from now on the role connects no more.
+            _set_limit(pg, role, 0)
+            before = len(connects)
+            tx.commit()
+        try:
+            # Refused twice after the switch (the re-read, then its retry), or the write
+            # gave up: either way a slot frees up now.
+            until = time.monotonic() + 5
+            while writer.is_alive() and len(connects) < before + 2 and time.monotonic() < until:
+                time.sleep(0.01)
+            _set_limit(pg, role, 2)
+            writer.join(10)
+            assert results, "the write did not end"
+            r = results[0]
+            assert r.overall_success, r.error
+            assert r.mode is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+        finally:
+            adapter.close()
+            engine.dispose()

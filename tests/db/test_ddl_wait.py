@@ -9,9 +9,12 @@ import threading
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import Database
 from unistatus.db.ddl_wait import Changes, run_politely, table_holders
+from unistatus.db.engine import create_engine
+from unistatus.errors import TableLockBusyError
 
 ATTEMPT_MS = 200
 # A writer queued behind one attempt waits about ATTEMPT_MS; the margin is the machine's.
@@ -93,3 +96,68 @@ def test_a_writer_blocks_share_row_exclusive_a_reader_does_not(scratch_pg: Datab
         held = table_holders(look, Changes(share_row=["ddl_probe"]))
         assert [h["locks"] for h in held] == [["RowExclusiveLock on ddl_probe"]], held
         reader.rollback()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("engine_lock_ms", [300, 0], ids=["engine-lock-timeout", "none"])
+def test_a_look_kept_waiting_by_a_lock_is_busy_and_names_its_holder(
+    scratch_pg: Database, engine_lock_ms: int
+) -> None:
+    """The look before each attempt reads (a control table, as a retirement's does):
+    behind a session holding that table ACCESS EXCLUSIVE (a migration's DDL, a LOCK
+    TABLE) the read waits. That wait is one more sign of busy tables: no attempt, looked
+    at again until the deadline, which names the holder; it neither fails with the
+    engine's lock_timeout nor, without one, waits past the deadline."""
+    with scratch_pg.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE ddl_probe (id int PRIMARY KEY, v int)")
+        conn.exec_driver_sql("CREATE TABLE ddl_probe_control (key text PRIMARY KEY, value text)")
+    engine = create_engine(scratch_pg.url, lock_timeout_ms=engine_lock_ms)
+    holder = sa.create_engine(scratch_pg.url, connect_args={"application_name": "dba-session"})
+    attempts: list[int] = []
+
+    def changes(conn: sa.Connection) -> Changes:
+        conn.exec_driver_sql("SELECT value FROM ddl_probe_control WHERE key = 'capture'")
+        return Changes(exclusive=["ddl_probe"])
+
+    def attempt(ms: int) -> str:
+        attempts.append(ms)
+        return "done"
+
+    outcome: list[BaseException | str] = []
+
+    def change() -> None:
+        try:
+            outcome.append(
+                run_politely(
+                    engine,
+                    attempt,
+                    changes,
+                    lock_ms=ATTEMPT_MS,
+                    what="add a column",
+                    command="unistatus t",
+                    wait_seconds=1.0,
+                )
+            )
+        except BaseException as exc:  # noqa: BLE001 - handed to the assertions below
+            outcome.append(exc)
+
+    try:
+        with holder.connect() as held:
+            held.exec_driver_sql("LOCK TABLE ddl_probe_control IN ACCESS EXCLUSIVE MODE")
+            pid = int(held.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+            started = time.monotonic()
+            worker = threading.Thread(target=change, daemon=True)
+            worker.start()
+            worker.join(6)
+            took = time.monotonic() - started
+            held.rollback()
+        worker.join(10)
+    finally:
+        engine.dispose()
+        holder.dispose()
+    assert took < 5, f"the look waited {took:.1f} s, past its deadline (1 s)"
+    (result,) = outcome
+    assert isinstance(result, TableLockBusyError), repr(result)
+    assert f"pid {pid} (dba-session" in str(result), str(result)
+    assert "AccessExclusiveLock on ddl_probe_control" in str(result), str(result)
+    assert "`unistatus t`" in str(result) and not attempts, attempts

@@ -292,21 +292,17 @@ class Runner:
         last_error: str | None = None
         kind: str | None = None
         refusals = 0  # connections refused for a limit: retried within the write's time
-        while True:
-            try:
-                mode = progress.mode = self.mode(system)
-                break
-            except ConnectionLimitError as exc:
-                if self._slot_may_free(refusals, started):
-                    refusals += 1
-                    continue
-                mode, last_error = self.last_modes[system], self._limit_message(exc)
-                return self._give_up(
-                    operation, op_id, mode, last_error, unknown, started, system, CONNECTION_LIMIT
-                )
-            except StorageError as exc:
-                mode, last_error = self.last_modes[system], str(exc)
-                return self._give_up(operation, op_id, mode, last_error, unknown, started, system)
+        try:
+            mode, refusals = self._read_mode(system, started, refusals)
+            progress.mode = mode
+        except ConnectionLimitError as exc:
+            mode, last_error = self.last_modes[system], self._limit_message(exc)
+            return self._give_up(
+                operation, op_id, mode, last_error, unknown, started, system, CONNECTION_LIMIT
+            )
+        except StorageError as exc:
+            mode, last_error = self.last_modes[system], str(exc)
+            return self._give_up(operation, op_id, mode, last_error, unknown, started, system)
         attempt = -1
         while True:
             attempt += 1
@@ -349,9 +345,8 @@ class Runner:
                 continue  # nothing written: the next attempt locks the new legacy row first
             except ModeChanged:
                 try:
-                    with self.storage_errors("cannot read the mode"):
-                        mode = self.last_modes[system] = self.modes.refresh(system)
-                        progress.mode = mode
+                    mode, refusals = self._read_mode(system, started, refusals, fresh=True)
+                    progress.mode = mode
                 except StorageError as exc:
                     last_error = str(exc)
                     if isinstance(exc, ConnectionLimitError):
@@ -419,6 +414,25 @@ class Runner:
             time.sleep(0.005 * (attempt + 1) * (1 + random.random()))
         error = last_error or "mode kept changing; retry"
         return self._give_up(operation, op_id, mode, error, unknown, started, system, kind)
+
+    def _read_mode(
+        self, system: LegacySystemType, started: float, refusals: int, *, fresh: bool = False
+    ) -> tuple[DualWriteMode, int]:
+        """``system``'s mode (``fresh``: re-read now, after a mode change) and the
+        write's refusals so far: a connection refused for a limit is tried again like an
+        attempt's (:meth:`_slot_may_free`), ConnectionLimitError once the write's time is
+        up; any other failure to read it a StorageError."""
+        while True:
+            try:
+                if not fresh:
+                    return self.mode(system), refusals
+                with self.storage_errors("cannot read the mode"):
+                    mode = self.last_modes[system] = self.modes.refresh(system)
+                return mode, refusals
+            except ConnectionLimitError:
+                if not self._slot_may_free(refusals, started):
+                    raise
+                refusals += 1
 
     def _slot_may_free(self, refusals: int, started: float) -> bool:
         """After a connection refused for a limit: wait a short backoff and say True,

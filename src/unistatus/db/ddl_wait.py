@@ -22,6 +22,13 @@ get through first). The pauses grow from :data:`FIRST_PAUSE_SECONDS` to
 :class:`~unistatus.errors.TableLockBusyError`, nothing changed, naming the holders (pid,
 application_name, state, how long open, what they hold) and the command to run again.
 
+The look reads too (the tables it names; a retirement's, the control table), each of its
+lock waits bounded as an attempt's: a read waits only for a session holding one of
+them ACCESS EXCLUSIVE (a migration's DDL, a LOCK TABLE), or queued for that ahead of it,
+and a look kept waiting so is one more sign of busy tables, never a failure of its own:
+no attempt, a pause, another look, and at the deadline the sessions that hold a table
+ACCESS EXCLUSIVE are named (:func:`read_blockers`).
+
 An autovacuum worker is not waited aside for: the server cancels it for a lock request
 queued behind it for ``deadlock_timeout``, so an attempt it blocks queues that long.
 Reading other roles' sessions' ages and states needs ``pg_read_all_stats``: without it
@@ -46,7 +53,14 @@ from unistatus.db.retry import retry_reason
 from unistatus.db.server_views import PG_DATABASE, PG_LOCKS, PG_STAT_ACTIVITY
 from unistatus.errors import StorageError, TableLockBusyError
 
-__all__ = ["LONG_SECONDS", "Changes", "attempt_ms", "run_politely", "table_holders"]
+__all__ = [
+    "LONG_SECONDS",
+    "Changes",
+    "attempt_ms",
+    "read_blockers",
+    "run_politely",
+    "table_holders",
+]
 
 log = logging.getLogger("unistatus.db")
 
@@ -107,24 +121,19 @@ def run_politely(
     while True:
         stuck, least_ms = False, 0
         if look and engine.dialect.name == "postgresql":
-            holders, stuck, least_ms = _look(engine, changes, first_seen)
+            holders, stuck, least_ms = _look(engine, changes, first_seen, lock_ms)
         look = True
         if not stuck:
             try:
                 return attempt(max(lock_ms, least_ms))
             except (sa.exc.OperationalError, StorageError) as exc:
-                # A lock wait of the attempt's, also when a read inside it (the legacy
-                # tables reflected) said it as a StorageError.
-                cause = exc if isinstance(exc, sa.exc.OperationalError) else exc.__cause__
-                if not isinstance(cause, sa.exc.OperationalError):
-                    raise
-                if retry_reason(cause) not in RETRIED:
+                if not _a_lock_wait(exc):
                     raise
         waited = time.monotonic() - started
         left = wait_seconds - waited
         if left <= 0:
             if engine.dialect.name == "postgresql":
-                holders, _, _ = _look(engine, changes, first_seen)
+                holders, _, _ = _look(engine, changes, first_seen, lock_ms)
             # Named: the long transactions it waited aside for, not a writer caught in
             # its few milliseconds (any, if none is long).
             now = time.monotonic()
@@ -141,22 +150,43 @@ def run_politely(
         pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
 
 
+def _a_lock_wait(exc: BaseException) -> bool:
+    """Whether ``exc`` is a lock wait given up (or a deadlock), also when a read said it
+    as a StorageError (the legacy tables reflected): tried again, not raised."""
+    cause = exc if isinstance(exc, sa.exc.OperationalError) else exc.__cause__
+    return isinstance(cause, sa.exc.OperationalError) and retry_reason(cause) in RETRIED
+
+
 def _look(
     engine: sa.Engine,
     changes: Callable[[sa.Connection], Changes],
     first_seen: dict[str, float],
+    lock_ms: int,
 ) -> tuple[list[dict[str, Any]], bool, int]:
-    """The holders now; whether one of them is a long transaction (no attempt); and the
-    lock timeout an attempt needs so that an autovacuum holding a table is cancelled
-    (0: no autovacuum in the way)."""
+    """The holders now; whether the tables are busy past an attempt (one of the holders
+    is a long transaction, or the look's own reads waited ``lock_ms`` for a lock: no
+    attempt); and the lock timeout an attempt needs so that an autovacuum holding a
+    table is cancelled (0: no autovacuum in the way)."""
     with engine.connect() as conn:
-        holders = table_holders(conn, changes(conn))
+        # Whatever the engine's lock_timeout (none, or longer than an attempt's).
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
+        try:
+            holders = table_holders(conn, changes(conn))
+        except (sa.exc.OperationalError, StorageError) as exc:
+            if not _a_lock_wait(exc):
+                raise
+            conn.rollback()
+            holders, kept_waiting = read_blockers(conn), True
+        else:
+            kept_waiting = False
         # The server cancels an autovacuum for a lock queued behind it deadlock_timeout.
         least = deadlock_timeout_ms(conn) * 3 // 2 if any(h["autovacuum"] for h in holders) else 0
     now = time.monotonic()
     for h in holders:
         first_seen.setdefault(h["transaction"], now)
-    stuck = any(_age(h, first_seen, now) >= LONG_SECONDS for h in holders if not h["autovacuum"])
+    stuck = kept_waiting or any(
+        _age(h, first_seen, now) >= LONG_SECONDS for h in holders if not h["autovacuum"]
+    )
     return holders, stuck, least
 
 
@@ -164,6 +194,10 @@ def _age(holder: dict[str, Any], first_seen: dict[str, float], now: float) -> fl
     """How long a holder's transaction has been open: from pg_stat_activity, else (another
     role's session, a prepared transaction) at least as long as it has been seen."""
     return max(holder["open_seconds"] or 0.0, now - first_seen[holder["transaction"]])
+
+
+# A relation lock's table as SQL names it (an advisory lock's: NULL).
+_RELATION = sa.literal_column("pg_catalog.pg_locks.relation::regclass::text", sa.Text)
 
 
 # The table lock modes a SHARE ROW EXCLUSIVE lock waits for (every writer's and more);
@@ -186,15 +220,7 @@ def table_holders(conn: sa.Connection, changes: Changes) -> list[dict[str, Any]]
     "AccessShareLock on cashouts"), ``autovacuum``."""
     if not changes.exclusive and not changes.share_row and not changes.advisory:
         return []
-    L, A = PG_LOCKS, PG_STAT_ACTIVITY
-    # Statistics are a snapshot taken at a transaction's first read: cleared, so each
-    # look sees the sessions as they are now.
-    conn.execute(sa.select(sa.func.pg_stat_clear_snapshot()))
-    this_database = (
-        sa.select(PG_DATABASE.c.oid)
-        .where(PG_DATABASE.c.datname == sa.func.current_database())
-        .scalar_subquery()
-    )
+    L = PG_LOCKS
 
     def among(names: Sequence[str]) -> sa.ColumnElement[bool]:
         return L.c.relation.in_([sa.func.to_regclass(n) for n in names])
@@ -208,11 +234,12 @@ def table_holders(conn: sa.Connection, changes: Changes) -> list[dict[str, Any]]
         )
 
     doing = {key: said for key, said in changes.advisory}
-    relation = sa.literal_column("pg_catalog.pg_locks.relation::regclass::text", sa.Text)
     rel = (
-        sa.case(*((advisory(key), sa.literal(said)) for key, said in doing.items()), else_=relation)
+        sa.case(
+            *((advisory(key), sa.literal(said)) for key, said in doing.items()), else_=_RELATION
+        )
         if doing
-        else relation
+        else _RELATION
     )
     conflicting = sa.or_(
         *(advisory(key) for key in doing),
@@ -220,6 +247,32 @@ def table_holders(conn: sa.Connection, changes: Changes) -> list[dict[str, Any]]
         sa.and_(among(changes.share_row), L.c.mode.in_(_SHARE_ROW_CONFLICTS))
         if changes.share_row
         else sa.false(),
+    )
+    return _holders(conn, conflicting, rel)
+
+
+def read_blockers(conn: sa.Connection) -> list[dict[str, Any]]:
+    """The other sessions of this database (and prepared transactions) holding one of its
+    relations ACCESS EXCLUSIVE, the one lock a read waits for (a look kept waiting), as
+    :func:`table_holders` gives them."""
+    L = PG_LOCKS
+    exclusive = sa.and_(L.c.locktype == "relation", L.c.mode == "AccessExclusiveLock")
+    return _holders(conn, exclusive, _RELATION)
+
+
+def _holders(
+    conn: sa.Connection, conflicting: sa.ColumnElement[bool], rel: sa.ColumnElement[Any]
+) -> list[dict[str, Any]]:
+    """The granted locks that are ``conflicting``, by transaction (``rel``: how a lock
+    names what it is on), longest-open first: :func:`table_holders`."""
+    L, A = PG_LOCKS, PG_STAT_ACTIVITY
+    # Statistics are a snapshot taken at a transaction's first read: cleared, so each
+    # look sees the sessions as they are now.
+    conn.execute(sa.select(sa.func.pg_stat_clear_snapshot()))
+    this_database = (
+        sa.select(PG_DATABASE.c.oid)
+        .where(PG_DATABASE.c.datname == sa.func.current_database())
+        .scalar_subquery()
     )
     q = (
         sa.select(
