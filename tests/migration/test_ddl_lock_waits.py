@@ -278,3 +278,29 @@ def test_an_init_behind_a_retirement_names_it_a_retirement(
         assert "another migration (`init`)" not in message, message
     finally:
         undo_cleanup(db.engine, db.settings)
+
+
+@pytest.mark.postgres
+def test_a_retirement_behind_another_migration_names_it(hurried: Database, tmp_path: Path) -> None:
+    """Another migration holds the migration lock (an `init`; here an older release's,
+    which takes that lock alone): a retirement gives up at its deadline naming it, as an
+    `init` does, nothing changed."""
+    db = hurried
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    try:
+        with db.engine.connect() as other:
+            key = system_lock_key(mode_lock_key(schema_of(other)), schema.MIGRATION_LOCK)
+            other.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+            pid = int(other.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+            started = time.monotonic()
+            with pytest.raises(TableLockBusyError) as refused:
+                retire_legacy_columns(db.engine, db.settings, actor="t", reason="t")
+            took = time.monotonic() - started
+            other.rollback()
+        message = str(refused.value)
+        assert f"pid {pid} (" in message and "holding another migration (`init`)" in message
+        assert took < DEADLINE_SECONDS + LATE_SECONDS, f"{took:.1f} s: {message}"
+        assert not legacy_columns_dropped(db.engine, db.settings)
+    finally:
+        undo_cleanup(db.engine, db.settings)
