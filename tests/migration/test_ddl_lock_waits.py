@@ -26,10 +26,9 @@ from test_retire import freeze_and_archive, seed
 
 from conftest import Database
 from unistatus.db import schema
-from unistatus.db.binding import schema_of
 from unistatus.db.ddl_wait import Changes, table_holders
 from unistatus.db.dialect import ops_for
-from unistatus.db.mode_lock_keys import mode_lock_key, system_lock_key
+from unistatus.db.migration_lock import migration_lock_key
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import ModeLockBusyError, StorageError, TableLockBusyError
 from unistatus.migration import capture
@@ -263,8 +262,7 @@ def test_an_init_behind_a_retirement_names_it_a_retirement(
                 lambda: retire_legacy_columns(db.engine, db.settings, actor="t", reason="t")
             )
             with db.engine.connect() as look:
-                key = system_lock_key(mode_lock_key(schema_of(look)), schema.MIGRATION_LOCK)
-                lock = Changes(advisory=[(key, "the migration lock")])
+                lock = Changes(advisory=[(migration_lock_key(look), "the migration lock")])
                 until = time.monotonic() + 30
                 while not table_holders(look, lock) and time.monotonic() < until:
                     look.rollback()
@@ -290,7 +288,7 @@ def test_a_retirement_behind_another_migration_names_it(hurried: Database, tmp_p
     freeze_and_archive(db, tmp_path)
     try:
         with db.engine.connect() as other:
-            key = system_lock_key(mode_lock_key(schema_of(other)), schema.MIGRATION_LOCK)
+            key = migration_lock_key(other)
             other.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
             pid = int(other.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
             started = time.monotonic()
