@@ -18,6 +18,7 @@ from test_migrations import new_database  # noqa: F401  (the fixture)
 from conftest import Database
 from unistatus.db import schema
 from unistatus.db.engine import create_engine
+from unistatus.db.migration_lock import MIGRATION_LOCK
 from unistatus.db.mode_lock_keys import mode_lock_key, system_lock_key
 from unistatus.errors import StorageError
 
@@ -71,7 +72,7 @@ def test_an_init_behind_another_migration_gives_up_as_behind_a_table_lock(
         pytest.skip("PostgreSQL's advisory lock")
     assert schema.upgrade(db.engine, db.settings, "0012") == "0012"
     settings = db.settings.model_copy(update={"lock_timeout_ms": 200})
-    key = system_lock_key(mode_lock_key(None), schema.MIGRATION_LOCK)
+    key = system_lock_key(mode_lock_key(None), MIGRATION_LOCK)
     with db.engine.connect() as other:
         other.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))  # a migration running
         with pytest.raises(StorageError, match=r"holding another migration \(`init`\)"):

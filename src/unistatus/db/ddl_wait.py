@@ -83,7 +83,7 @@ class Changes:
 
     exclusive: Sequence[str] = ()  # ACCESS EXCLUSIVE (ALTER TABLE, DROP TRIGGER): any lock blocks
     share_row: Sequence[str] = ()  # SHARE ROW EXCLUSIVE (CREATE TRIGGER): a writer blocks
-    # Advisory locks (exclusive) taken first, by key: another `init`'s migration lock.
+    # Advisory locks (exclusive) taken first, by key: the migration lock (db.migration_lock).
     advisory: Sequence[tuple[int, str]] = ()  # (key, what its holder is doing)
 
 

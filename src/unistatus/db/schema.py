@@ -25,7 +25,8 @@ from unistatus.db.catalog import all_tables, qualified_name
 from unistatus.db.ddl_wait import Changes, attempt_ms, run_politely
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy_reflect import legacy_schema, legacy_table_sql
-from unistatus.db.mode_lock_keys import mode_lock_key, system_lock_key
+from unistatus.db.migration_lock import INIT_COMMAND, migration_lock, take_migration_lock
+from unistatus.db.mode_lock_keys import mode_lock_key
 from unistatus.db.revisions import (
     RETIRE_REVISION,
     VERSION_TABLE,
@@ -57,9 +58,6 @@ MAIN_BRANCH = "main"
 RETIRE_BRANCH = "retire"
 INSTALL_REVISION = SCHEMA_REVISION  # written once, in unistatus.version
 RETIRE_UNDO = f"{RETIRE_BRANCH}@base"
-# What the key of the lock that serializes migrations is derived from (as a system's mode
-# lock is, never equal to one: :func:`unistatus.db.mode_lock_keys.system_lock_key`).
-MIGRATION_LOCK = "migration"
 
 # Work of the package's own done in a revision's transaction (upgrade's ``before``, ``after``).
 InTransaction = Callable[[sa.Connection], object]
@@ -69,7 +67,6 @@ InTransaction = Callable[[sa.Connection], object]
 # trying by default, what it tells the operator to run again by default, and the tables
 # a migration changes (read before an attempt).
 LOCK_DEADLINE_SECONDS = 60.0
-INIT_COMMAND = "unistatus init"
 MIGRATE = "migrate the database"
 ChangedTables = Callable[[sa.Connection], Changes]
 
@@ -191,8 +188,7 @@ def _migrate(
                 # second waits here (lock_timeout, retried as any lock) and then finds
                 # the revision the first committed, instead of creating its tables
                 # beside the first's. SQLite: the write transaction's lock does it.
-                key = system_lock_key(mode_lock_key(schema_of(conn)), MIGRATION_LOCK)
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+                take_migration_lock(conn, command)
             _where_names_go(conn, alongside=alongside)
             # A newer release's revision: said as such (Alembic: "Can't locate revision").
             newer = schema_problem(stored_revisions(conn))
@@ -236,8 +232,7 @@ def _every_table(conn: sa.Connection, settings: Settings) -> Changes:
     """What `init` may change: every legacy table and every one of ours (PostgreSQL)."""
     legacy = [legacy_table_sql(conn, spec) for spec in settings.legacy_tables.values()]
     ours = [qualified_name(table, conn) for table in all_tables()]
-    key = system_lock_key(mode_lock_key(schema_of(conn)), MIGRATION_LOCK)
-    return Changes(exclusive=legacy + ours, advisory=[(key, "another migration (`init`)")])
+    return Changes(exclusive=legacy + ours, advisory=[migration_lock(conn)])
 
 
 def _where_names_go(conn: sa.Connection, *, alongside: bool) -> None:

@@ -45,7 +45,7 @@ from unistatus.migration.archive import (
     verify_archive,
 )
 from unistatus.migration.check import projected_legacy_status
-from unistatus.migration.retire_locks import RETIRE_COMMAND, UNDO_COMMAND, retire_changes
+from unistatus.migration.retire_locks import RETIRE_COMMAND, UNDO_COMMAND, Deadline, politely
 from unistatus.migration.unreplayed import projected_systems
 
 __all__ = [
@@ -300,15 +300,16 @@ def retire_legacy_columns(
             )
         _after_the_drop(conn)  # last: it locks the control table
 
+    deadline, polite = politely(settings, RETIRE_COMMAND + (" --compat-views" if compat else ""))
     try:
         revision = schema.upgrade(
             engine,
             settings,
             RETIRE_REVISION,
             attributes={"actor": actor, "reason": reason},
-            before=lambda conn: _before_the_drop(conn, settings),
+            before=lambda conn: _before_the_drop(conn, settings, deadline),
             after=after,
-            **_politely(settings, RETIRE_COMMAND + (" --compat-views" if compat else "")),
+            **polite,
         )
     except _DoneMeanwhile:
         return _already_dropped(engine, settings, actor, reason, compat)
@@ -362,14 +363,15 @@ def _already_dropped(
 # refused or fails, they stay).
 
 
-def _before_the_drop(conn: sa.Connection, settings: Settings) -> None:
+def _before_the_drop(conn: sa.Connection, settings: Settings, deadline: Deadline) -> None:
     """PostgreSQL: the installation's mode lock and each legacy table's SHARE lock, the
     polite way and in one attempt (:meth:`DialectOps.mode_exclusive_lock`): no adapter
     write in flight, and no write to a legacy table until the drop commits (readers go
     on). A write committed after the gates' re-check read its table (so unseen by it)
     would otherwise be dropped with the column: a change no unified row holds, lost.
-    After ``mode_lock_wait_seconds`` a ``ModeLockBusyError`` names the sessions, nothing
-    changed. The revision's own ``pg_advisory_xact_lock`` then finds the lock held.
+    At the retirement's deadline (``mode_lock_wait_seconds`` from its start, attempts
+    included: :meth:`Deadline.mode_lock`) a ``ModeLockBusyError`` names the sessions,
+    nothing changed. The revision's own ``pg_advisory_xact_lock`` then finds the lock held.
 
     Then the capture's triggers that name the status columns go (the others after the
     drop: :func:`_after_the_drop`).
@@ -383,9 +385,7 @@ def _before_the_drop(conn: sa.Connection, settings: Settings) -> None:
         capture.retire_in(conn)
         return
     tables = [legacy_table_sql(conn, spec) for spec in settings.legacy_tables.values()]
-    ops_for(conn.engine).mode_exclusive_lock(
-        conn, None, wait_seconds=settings.mode_lock_wait_seconds, share_locked=tables
-    )
+    deadline.mode_lock(conn, share_locked=tables)
     if columns_retired(conn):  # READ COMMITTED: what the run that held the lock did
         raise _DoneMeanwhile
     # Held so, no legacy write comes between: the triggers that name the status columns
@@ -397,23 +397,10 @@ def _after_the_drop(conn: sa.Connection) -> None:
     """PostgreSQL: the capture's triggers that read the dropped columns go. The catch-up's
     is on the control table, whose ACCESS EXCLUSIVE lock it then takes for the last
     moments of the drop's transaction: behind a transaction that read that table the
-    attempt is rolled back and tried again (:func:`_politely`), nothing changed."""
+    attempt is rolled back and tried again (:func:`~unistatus.migration.retire_locks.politely`),
+    nothing changed."""
     if conn.dialect.name == "postgresql":
         capture.retire_in(conn)
-
-
-def _politely(settings: Settings, command: str) -> dict[str, Any]:
-    """How a retirement (or its undo) goes at its tables: each attempt after a look at who
-    holds them, never queued behind a long transaction, for ``mode_lock_wait_seconds``
-    in all; then a TableLockBusyError naming the holders and ``command``
-    (:mod:`unistatus.db.ddl_wait`)."""
-    undo = command == UNDO_COMMAND
-    return {
-        "deadline_seconds": settings.mode_lock_wait_seconds,
-        "command": command,
-        "what": ("restore" if undo else "drop") + " the legacy status columns",
-        "changes": retire_changes(settings, undo=undo),
-    }
 
 
 def dropped_types(bind: sa.Engine | sa.Connection) -> dict[LegacySystemType, str]:
@@ -476,16 +463,13 @@ def undo_cleanup(
         return _nothing_to_undo(engine, settings)
     _check_change(actor, reason)
     views: list[str] = []
+    deadline, polite = politely(settings, UNDO_COMMAND)
 
     def before(conn: sa.Connection) -> None:
         # The views' readers end first, with the mode lock's polite attempts (no writer
-        # held back while one reads on: the lock is let go between attempts).
-        ops_for(conn.engine).mode_exclusive_lock(
-            conn,
-            None,
-            wait_seconds=settings.mode_lock_wait_seconds,
-            exclusive_locked=compat_views.views_to_drop(conn, settings),
-        )
+        # held back while one reads on: the lock is let go between attempts), within
+        # the undo's deadline.
+        deadline.mode_lock(conn, exclusive_locked=compat_views.views_to_drop(conn, settings))
         if not columns_retired(conn):  # another undo restored them since the first look
             raise _DoneMeanwhile
         # Replaced, not extended: an attempt the migration tries again runs this again.
@@ -499,7 +483,7 @@ def undo_cleanup(
             attributes={"actor": actor, "reason": reason},
             before=before,
             after=lambda conn: capture.restore_in(conn, settings),
-            **_politely(settings, UNDO_COMMAND),
+            **polite,
         )
     except _DoneMeanwhile:
         return _nothing_to_undo(engine, settings)
