@@ -129,3 +129,26 @@ def test_repair_copies_number_text_and_skips_the_rest(text_amounts: Database) ->
         skipped[reason] = skipped.get(reason, 0) + 1
     assert report.as_dict()["skipped"] == skipped
     assert unified_amounts(db) == copied
+
+
+def test_a_copied_amount_changed_to_text_that_is_no_number_is_a_mismatch(
+    text_amounts: Database,
+) -> None:
+    """Changed in legacy (capture off) after its copy: the check names the mismatch
+    (with the text as legacy holds it) and repair skips the row with its reason; the
+    check failed on it ("decimal.InvalidOperation", comparing the text as a number)."""
+    db = text_amounts
+    with db.engine.begin() as conn:
+        changed, kept = insert(conn, "5.00"), insert(conn, "6.00")
+    run_backfill(db.engine, db.settings, workers=1)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE cashouts SET amount = 'abc' WHERE id = :i"), {"i": changed})
+    check = run_check(db.engine, db.settings).as_dict()
+    assert check["inconsistencies"]["field_mismatch"] == 1, check
+    [example] = check["examples"]
+    assert example["legacy_id"] == changed
+    [detail] = example["details"]
+    assert (detail["field"], detail["legacy_value"]) == ("amount", "abc")
+    report = run_repair(db.engine, db.settings, strategy="legacy_wins", actor="t", reason="t")
+    assert report.as_dict()["skipped"] == {"amount_out_of_range": 1}
+    assert unified_amounts(db) == {changed: Decimal("5"), kept: Decimal("6")}
