@@ -9,9 +9,11 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from conftest import Database
+from unistatus.migration import archive_format
 from unistatus.migration.archive import export_archive, restore_archive, verify_archive
 
 ROW = (
@@ -76,3 +78,31 @@ def test_sqlite_sql_null_json_null_and_a_blob_in_a_json_column(
     # The blob, kept in a JSON column, comes back as the text of its bytes (a JSON
     # column's values are archived as their text).
     assert after[3] == (4, 0, "text", "ABC")
+
+
+def test_an_archive_written_before_the_json_text_kind_still_verifies_and_restores(
+    scratch_pg: Database, empty_pg: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Archives written before have the kind "json" (the value itself in the line): the
+    retirement's recorded archive is verified against the live tables by it, and a
+    restore reads it as written (where the two nulls were one: JSON null)."""
+    db = scratch_pg
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE cashouts ADD COLUMN extra jsonb")
+        conn.exec_driver_sql(ROW.format(1, '\'{"a": [1, "x"]}\'::jsonb'))
+        conn.exec_driver_sql(ROW.format(2, "NULL"))
+    with monkeypatch.context() as patched:
+        old = archive_format.column_kind
+        patched.setattr(
+            archive_format,
+            "column_kind",
+            lambda t: "json" if isinstance(t, sa.JSON) else old(t),
+        )
+        manifest = export_archive(db.engine, db.settings, tmp_path / "a")
+    kinds = {c.name: c.kind for t in manifest.tables for c in t.columns}
+    assert kinds["extra"] == "json"
+    assert '{"a":[1,"x"]}' in _archived(tmp_path / "a")
+    assert verify_archive(db.engine, tmp_path / "a").ok
+    restore_archive(empty_pg, tmp_path / "a")
+    restored = _rows(empty_pg, "SELECT id, extra::text FROM cashouts ORDER BY id")
+    assert restored == [(1, '{"a": [1, "x"]}'), (2, "null")]
