@@ -216,9 +216,7 @@ class ChunkCopier:
         # status column under the name "raw" beside the status it maps to.
         legacy = {name: src.c["raw" if name == "status" else name] for name in LEGACY_COLUMNS}
         ins = (
-            insert_select(
-                ops, backfilled_row(system, legacy, src.c.mapped), src.c.mapped.is_not(None)
-            )
+            insert_select(ops, backfilled_row(lt, legacy, src.c.mapped), src.c.mapped.is_not(None))
             .returning(U.c.id)
             .cte(cte_name("ins"))
         )

@@ -84,6 +84,16 @@ def shared_fields(columns: Any) -> dict[str, sa.ColumnElement[Any]]:
     return {name: columns[name] for name in DATA_COLUMNS}
 
 
+def copied_fields(
+    lt: LegacyTable, data: Mapping[str, sa.ColumnElement[Any]]
+) -> dict[str, sa.ColumnElement[Any]]:
+    """The shared fields ``data`` (as :func:`shared_fields` or :func:`legacy_data` give
+    them) as a unified row takes them and is compared with them
+    (:meth:`~unistatus.db.legacy.LegacyTable.as_copied`: a PostgreSQL text amount as a
+    number). The copyable rule judges ``data`` as it is."""
+    return {name: lt.as_copied(name, data[name]) for name in DATA_COLUMNS}
+
+
 def legacy_data(lt: LegacyTable) -> dict[str, sa.ColumnElement[Any]]:
     """The legacy table's shared fields as statements read them (DATA_COLUMNS)."""
     return {name: lt.read(name) for name in DATA_COLUMNS}
@@ -98,16 +108,16 @@ def in_range(lt: LegacyTable, start_id: Any, end_id: Any) -> sa.ColumnElement[bo
     return lt.id.between(start_id, end_id)
 
 
-def backfilled_row(
-    system: LegacySystemType, legacy: Mapping[str, Any], mapped: Any
-) -> dict[str, Any]:
-    """The unified row of each legacy row, as SQL (:func:`unistatus.adapter.writes.unified_row`):
-    ``legacy`` holds the legacy columns under LEGACY_COLUMNS names, ``mapped`` the status."""
+def backfilled_row(lt: LegacyTable, legacy: Mapping[str, Any], mapped: Any) -> dict[str, Any]:
+    """The unified row of each legacy row of ``lt``, as SQL
+    (:func:`unistatus.adapter.writes.unified_row`): ``legacy`` holds the legacy columns
+    under LEGACY_COLUMNS names, ``mapped`` the status."""
+    system = lt.system
     return unified_row(
         system,
         utx_id=utx_id_sql(system, legacy["id"]),
         legacy_id=legacy["id"],
-        data=legacy,
+        data=copied_fields(lt, legacy),
         status=mapped,
         legacy_status=legacy["status"],
         origin=ORIGIN,
@@ -142,7 +152,7 @@ def unified_insert(ops: DialectOps, lt: LegacyTable, where: sa.ColumnElement[boo
     """
     status = mapped_status(lt)
     legacy = {name: lt.read(name) for name in LEGACY_COLUMNS if name != "status"}
-    row = backfilled_row(lt.system, {**legacy, "status": status_column(lt)}, status)
+    row = backfilled_row(lt, {**legacy, "status": status_column(lt)}, status)
     return insert_select(ops, row, where, status.is_not(None))
 
 

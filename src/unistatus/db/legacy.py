@@ -36,7 +36,7 @@ from unistatus.db.legacy_reflect import (
     resolved_schema,
     searched,
 )
-from unistatus.db.legacy_text import convert_text_columns
+from unistatus.db.legacy_text import convert_text_columns, is_text_column
 from unistatus.db.legacy_types import (
     base_type,
     cast_type,
@@ -46,7 +46,7 @@ from unistatus.db.legacy_types import (
 )
 from unistatus.db.revisions import VERSION_TABLE, columns_retired
 from unistatus.domain.consistency import SHARED_FIELDS
-from unistatus.domain.copyable import is_number_text
+from unistatus.domain.copyable import is_number_text, text_amount_number
 from unistatus.domain.inputs import LegacyColumn, check_stored_value
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import (
@@ -146,6 +146,23 @@ class LegacyTable:
         if self.cast_types.get(name) is None:
             return value
         return sa.cast(value, sa.String)
+
+    def as_copied(self, name: str, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """``value``, a reading of role ``name``, as a unified column takes it and is
+        compared with it: an amount kept as text on PostgreSQL (which assigns no text to
+        NUMERIC, nor compares the two) as the number the copyable rule reads in it, NULL
+        where it reads none (:func:`~unistatus.domain.copyable.text_amount_number`: such
+        a row is set aside, never copied; the check calls it a mismatch); anything else
+        as it is. The copyable rule itself judges the reading (:meth:`read`)."""
+        if name == "amount" and self.text_amount:
+            return text_amount_number(value)
+        return value
+
+    @cached_property
+    def text_amount(self) -> bool:
+        """Whether the amount column is of a text type on PostgreSQL (SQLite converts
+        such a column's values: :mod:`unistatus.db.legacy_text`)."""
+        return self.dialect == "postgresql" and is_text_column(self.amount)
 
     def as_stored(self, name: str, value: Any) -> Any:
         """``value`` for role ``name`` (text, or an expression giving it) as its column

@@ -29,7 +29,7 @@ import sqlalchemy as sa
 from unistatus.clock import as_utc
 from unistatus.db.legacy_types import base_type
 
-__all__ = ["TextAmount", "TextTime", "convert_text_columns", "stored_type"]
+__all__ = ["TextAmount", "TextTime", "convert_text_columns", "is_text_column", "stored_type"]
 
 # How SQLAlchemy writes SQLite's DATETIME: the unified rows' times, and the text the
 # application's rows hold ('2025-01-01 00:00:00') sorts with it.
@@ -105,7 +105,7 @@ def read_time(value: Any) -> datetime | None:
     return None
 
 
-def _text(column: sa.Column[Any]) -> bool:
+def is_text_column(column: sa.Column[Any]) -> bool:
     """Whether the column is declared text (TEXT, VARCHAR, CHAR, CLOB). One with no type
     at all is left as it is: SQLite keeps what it is given there, an integer as INTEGER,
     and an application's comparisons depend on it."""
@@ -133,21 +133,23 @@ def convert_text_columns(
 ) -> None:
     """On SQLite, give each text column among the amount and the times (``columns``, by
     role) the type that converts its values (:class:`TextAmount`, :class:`TextTime`).
-    PostgreSQL converts neither way between text and a number or a time in SQL (the
-    backfill's copy): such a column there is named in a warning with the type to declare
-    (its assignment cast lets the adapter's own writes through: not refused at start)."""
+    On PostgreSQL a text amount is left as it is: statements cast it where they copy or
+    compare it (:meth:`unistatus.db.legacy.LegacyTable.as_copied`). PostgreSQL converts
+    neither way between text and a time in SQL (the backfill's copy): a text time column
+    there is named in a warning with the type to declare (its assignment cast lets the
+    adapter's own writes through: not refused at start)."""
     for role, convert in _CONVERTERS.items():
         column = columns.get(role)
-        if column is None or not _text(column):
+        if column is None or not is_text_column(column):
             continue
         if dialect == "sqlite":
             column.type = convert(column.type)
             continue
-        wanted = "numeric" if role == "amount" else "timestamptz"
+        if role == "amount":
+            continue
         log.warning(
             "legacy table %r: its %s column %r is of type %s, which PostgreSQL does not "
-            "convert to and from the %s unistatus writes in SQL (the backfill's copy, the "
-            "check's comparison fail); declare it %s",
+            "convert to and from the times unistatus writes in SQL (the backfill's copy, "
+            "the check's comparison fail); declare it timestamptz",
             shown, role, column.name, column.type,
-            "amounts" if role == "amount" else "times", wanted,
         )  # fmt: skip

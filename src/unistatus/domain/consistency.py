@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
@@ -40,12 +40,17 @@ SHARED_FIELDS = ("user_id", "amount", "currency")
 
 def same_value(name: str, a: Any, b: Any) -> bool:
     """Whether two values of the shared field ``name`` agree: the amount as a number
-    (``10.5`` and ``10.50`` agree; a missing amount agrees with nothing), the rest as
-    equal."""
+    (``10.5`` and ``10.50`` agree; a missing amount, or text that is no number, agrees
+    with nothing), the rest as equal."""
     if name == "amount":
         if _bytes(a) or _bytes(b):
             return False  # SQLite keeps a BLOB in any column: bytes are no amount
-        return a is not None and b is not None and Decimal(a) == Decimal(b)
+        if a is None or b is None:
+            return False
+        try:
+            return Decimal(a) == Decimal(b)
+        except InvalidOperation:
+            return False  # a text column's 'abc': the check's SQL reads it as no amount
     return bool(a == b)
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "is_bytes",
     "is_number_text",
     "stored_as_bytes",
+    "text_amount_number",
     "uncopyable",
     "uncopyable_clauses",
 ]
@@ -110,6 +111,14 @@ def uncopyable_clauses(
     out.append((exact < 0, NEGATIVE_AMOUNT))
     out.append((exact != sa.func.round(exact, MAX_AMOUNT_DECIMALS), AMOUNT_TOO_PRECISE))
     return out
+
+
+def text_amount_number(value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """SQL: an amount kept as text (``value``) as the number the rule reads in it (a plain
+    decimal, :data:`_NUMBER_TEXT`), NULL where it reads none ('abc', '', 'NaN'): what a
+    unified row is given and compared with, where the rule judges the text itself (a NULL
+    there would be ``null_amount``)."""
+    return sa.case((_TextNoNumber(value), sa.null()), else_=sa.cast(value, sa.Numeric))
 
 
 def uncopyable(data: Mapping[str, Any]) -> str | None:

@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,18 +38,17 @@ from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.archive_blocks import compress_lines
 from unistatus.migration.archive_format import (
+    JSON_TEXT,
     MANIFEST,
     ColumnInfo,
     Manifest,
     TableEntry,
     check_files,
-    decode,
-    file_lines,
-    holds_bytes,
     read_manifest,
     row_encoder,
     sha256_file,
 )
+from unistatus.migration.archive_load import load_rows
 from unistatus.migration.archive_place import discard, put_in_place, refuse_used, workspace
 
 __all__ = [
@@ -81,8 +80,16 @@ BATCH_ROWS = 2_000
 def _ordered_select(table: sa.Table, columns: Sequence[ColumnInfo]) -> sa.Select[Any]:
     cols = [table.c[c.name] for c in columns]
     order = [table.c[c.name] for c in columns if c.primary_key] or cols
-    read = [sa.type_coerce(c, AsStoredOnError(c.type)).label(c.name) for c in cols]
+    read = [_read(table.c[c.name], c.kind).label(c.name) for c in columns]
     return sa.select(*read).order_by(*order)
+
+
+def _read(column: sa.Column[Any], kind: str) -> sa.ColumnElement[Any]:
+    """A column as the archive reads it: by its own type (:class:`AsStoredOnError`); a
+    JSON column as its text (:data:`JSON_TEXT`), where SQL NULL and JSON null differ."""
+    if kind == JSON_TEXT:
+        return sa.cast(column, sa.Text)
+    return sa.type_coerce(column, AsStoredOnError(column.type))
 
 
 class AsStoredOnError(sa.types.TypeDecorator[Any]):
@@ -486,7 +493,7 @@ def _restore(
             for entry, (table, created) in zip(manifest.tables, tables, strict=True):
                 if replace and not created:
                     conn.execute(sa.delete(table))
-                _load(conn, table, entry, Path(directory) / entry.file)
+                load_rows(conn, table, entry, Path(directory) / entry.file)
                 pk = [c for c in entry.columns if c.primary_key]
                 if len(pk) == 1 and pk[0].kind == "integer":
                     ops.sync_identity(conn, table.c[pk[0].name])
@@ -545,42 +552,6 @@ def _target_table(conn: sa.Connection, entry: TableEntry, replace: bool) -> tupl
             f"table {entry.name} is not empty; nothing restored (use --replace to overwrite)"
         )
     return table, False
-
-
-def _load(conn: sa.Connection, table: sa.Table, entry: TableEntry, path: Path) -> None:
-    names = [c.name for c in entry.columns]
-    kinds = [c.kind for c in entry.columns]
-    stmt = sa.insert(table)
-    for batch in _batches(file_lines(path), BATCH_ROWS):
-        rows = []
-        for line in batch:
-            values = json.loads(line)
-            row = {n: decode(k, v) for n, k, v in zip(names, kinds, values, strict=True)}
-            blobs = [
-                n
-                for n, k in zip(names, kinds, strict=True)
-                if k != "binary" and holds_bytes(row[n])
-            ]
-            if blobs:
-                # Bound as bytes, past the column type's conversion (a NUMERIC's reads
-                # b'10' as 10.0): the BLOB SQLite held, restored as one.
-                typed = {n: sa.literal(row[n], sa.LargeBinary()) for n in blobs}
-                conn.execute(sa.insert(table).values({**row, **typed}))
-                continue
-            rows.append(row)
-        if rows:
-            conn.execute(stmt, rows)
-
-
-def _batches(lines: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
-    batch: list[bytes] = []
-    for line in lines:
-        batch.append(line)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _mode_of(modes: dict[LegacySystemType, DualWriteMode] | None) -> str | None:

@@ -1,8 +1,9 @@
 """The archive's format: values as exact text, the manifest, and checking the files.
 
 One gzip JSON-lines file per legacy table (a row per line, a JSON array in column order;
-decimals, timestamps and bytes as exact text, timestamps with time zone in UTC; a BLOB
-SQLite keeps in a column of another kind as ``{"$bytes": "<base64>"}``) and a
+decimals, timestamps and bytes as exact text, timestamps with time zone in UTC; a JSON
+column's value as its JSON text, SQL NULL as ``null``; a BLOB SQLite keeps in a column
+of another kind as ``{"$bytes": "<base64>"}``) and a
 ``manifest.json`` (row counts, column types, where each table is, sha256 of each file
 and of its content). Reading and writing databases: :mod:`unistatus.migration.archive`.
 """
@@ -22,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ColumnElement
 
 from unistatus.clock import as_utc
 from unistatus.config import LegacyTableSpec
@@ -30,6 +34,7 @@ from unistatus.errors import InputError
 
 __all__ = [
     "FORMAT",
+    "JSON_TEXT",
     "MANIFEST",
     "ColumnInfo",
     "Manifest",
@@ -40,6 +45,7 @@ __all__ = [
     "encode",
     "file_lines",
     "holds_bytes",
+    "json_from_text",
     "kept_bytes",
     "read_manifest",
     "row_encoder",
@@ -53,6 +59,12 @@ MANIFEST = "manifest.json"
 
 # --- values <-> exact text ----------------------------------------------------------
 
+# A JSON column's value as the JSON text the database holds (read cast to text, restored
+# cast from it): SQL NULL is ``null`` in the line, JSON ``null`` is ``"null"``. Archives
+# written before have the kind "json", the value itself in the line, where the two nulls
+# were one (both restored as JSON null): still read, as they were written.
+JSON_TEXT = "json_text"
+
 
 def column_kind(type_: sa.types.TypeEngine[Any]) -> str:
     """How a column's values are written as text (and read back)."""
@@ -63,7 +75,7 @@ def column_kind(type_: sa.types.TypeEngine[Any]) -> str:
         (sa.Numeric, "decimal"),
         (sa.DateTime, "datetime"),
         (sa.Date, "date"),
-        (sa.JSON, "json"),
+        (sa.JSON, JSON_TEXT),
         (sa.LargeBinary, "binary"),
     ]
     for cls, kind in checks:
@@ -81,7 +93,10 @@ def column_kind(type_: sa.types.TypeEngine[Any]) -> str:
 BYTES_KEY = "$bytes"
 # The kinds whose archived value is never read as the bytes marker: binary (its bytes are
 # base64 text) and json (an object shaped like the marker is the application's value).
-NO_MARKER_KINDS = frozenset({"binary", "json"})
+NO_MARKER_KINDS = frozenset({"binary", "json", JSON_TEXT})
+# The kinds it is never written for: binary, and a JSON column's text (read as text, no
+# bytes: a BLOB SQLite keeps there is archived as the text of its bytes, as it casts it).
+UNMARKED_KINDS = frozenset({"binary", JSON_TEXT})
 
 
 def holds_bytes(value: Any) -> bool:
@@ -103,8 +118,8 @@ def encode(kind: str, value: Any, *, timezone: bool = False) -> Any:
     """One value as JSON, exactly: text where JSON would round or lose the type; a value
     its column's type does not hold (SQLite keeps 'abc' in NUMERIC, 'not a date' in a
     DATETIME) as the text stored; bytes in a column of another kind as ``{"$bytes":
-    "<base64>"}``."""
-    if kind != "binary" and holds_bytes(value):
+    "<base64>"}`` (never in a binary or a JSON column: :data:`UNMARKED_KINDS`)."""
+    if kind not in UNMARKED_KINDS and holds_bytes(value):
         return _bytes_json(value)
     try:
         return _encoded(kind, value, timezone)
@@ -129,7 +144,7 @@ def _encoded(kind: str, value: Any, timezone: bool) -> Any:
         return value
     if kind == "float":
         return repr(float(value))
-    return str(value)
+    return str(value)  # string, JSON_TEXT
 
 
 def decode(kind: str, value: Any) -> Any:
@@ -162,11 +177,39 @@ def _decoded(kind: str, value: Any) -> Any:
     return value
 
 
+def json_from_text(text: sa.ColumnElement[Any], type_: sa.types.TypeEngine[Any]) -> Any:
+    """SQL: a JSON column's value from its archived text (:data:`JSON_TEXT`), as the
+    column of type ``type_`` takes it: SQL NULL from NULL, the text as it is (bound
+    through the column's type, NULL would be JSON null and the text a JSON string)."""
+    return _JsonFromText(text, type_)
+
+
+class _JsonFromText(ColumnElement[Any]):
+    inherit_cache = False  # built per restored table, never a hot path
+
+    def __init__(self, text: sa.ColumnElement[Any], type_: sa.types.TypeEngine[Any]) -> None:
+        self.text = text
+        self.type = type_
+
+
+@compiles(_JsonFromText)
+def _json_text_as_is(element: _JsonFromText, compiler: SQLCompiler, **kw: Any) -> str:
+    # SQLite: the text as the application wrote it (a CAST to JSON's NUMERIC affinity
+    # would read 'null' as 0; the column's affinity converts only what is a number).
+    return str(compiler.process(element.text, **kw))
+
+
+@compiles(_JsonFromText, "postgresql")
+def _postgres_json_from_text(element: _JsonFromText, compiler: SQLCompiler, **kw: Any) -> str:
+    # PostgreSQL assigns no text to json or jsonb: cast.
+    return str(compiler.process(sa.cast(element.text, element.type), **kw))
+
+
 def _value_encoder(kind: str, timezone: bool) -> Callable[[Any], Any]:
     """:func:`encode` of one column, chosen once: the export calls it per value."""
     if kind in ("integer", "boolean", "json"):
         return _same
-    if kind == "string":
+    if kind in ("string", JSON_TEXT):
         return _text
     return partial(encode, kind, timezone=timezone)
 
@@ -194,7 +237,7 @@ def row_encoder(columns: Sequence[tuple[str, bool]]) -> Callable[[Sequence[Any]]
     same bytes as :func:`row_line` of :func:`encode` of each value."""
     encoders = [
         _keeping_bytes(_value_encoder(kind, timezone))
-        if kind != "binary"
+        if kind not in UNMARKED_KINDS
         else _value_encoder(kind, timezone)
         for kind, timezone in columns
     ]
@@ -255,6 +298,7 @@ class ColumnInfo:
             "date": sa.Date(),
             "boolean": sa.Boolean(),
             "json": sa.JSON(),
+            JSON_TEXT: sa.JSON(),
             "binary": sa.LargeBinary(),
         }
         if self.kind in simple:

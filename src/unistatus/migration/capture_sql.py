@@ -38,6 +38,7 @@ import sqlalchemy as sa
 from unistatus.adapter.writes import history_values, unified_row
 from unistatus.backfill.statements import (
     QUARANTINE_COLUMNS,
+    copied_fields,
     migratable,
     quarantined_raw,
     shared_fields,
@@ -174,15 +175,19 @@ class SystemSql:
             return sa.or_(sa.not_(m[changed_flag(name)]), clause) if r.flagged else clause
 
         compatible = compatible_clause(self.system, m.status, U.c.status)
+        copied = copied_fields(self.lt, shared_fields(m))  # judged as read, copied so
         in_step = sa.and_(
             agrees("status", sa.and_(compatible, U.c.legacy_status.is_not_distinct_from(m.status))),
-            *(agrees(n, U.c[n].is_not_distinct_from(m[n])) for n in DATA_COLUMNS),
+            *(agrees(n, U.c[n].is_not_distinct_from(copied[n])) for n in DATA_COLUMNS),
         )
         new_status = sa.case((agrees("status", compatible), U.c.status), else_=m.mapped)
         allowed = allowed_clause(self.system.transaction_type, U.c.status, new_status)
         if r.flagged:  # legacy moved on in two steps, the first not captured yet
             allowed = sa.or_(allowed, allowed_in_two_steps(self.system, m, new_status))
-        legacy = [m[name] for name in LEGACY_COLUMNS]
+        legacy = [
+            m[name] if copied.get(name, m[name]) is m[name] else copied[name].label(name)
+            for name in LEGACY_COLUMNS
+        ]
         if r.flagged:
             # Legacy's value where the UPDATE changed it, else unified's image of it; and
             # whether the status was changed (only then is it recorded for the replay).
@@ -478,7 +483,7 @@ class SystemSql:
             self.system,
             utx_id=utx_id,
             legacy_id=m.id,
-            data=shared_fields(m),
+            data=copied_fields(self.lt, shared_fields(m)),
             status=m.mapped,
             legacy_status=m.status,
             origin="dual_write",

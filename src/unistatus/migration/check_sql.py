@@ -182,7 +182,7 @@ def pair_flags(
         among = _changed_keys(lt, lo, hi, since)
     if full_join:
         p = _full_join_pairs(lt, lo, hi, among, project_pending)
-        return _Pairs(p, _rule_of(system, p), _scope_of(p, since), lo, hi)
+        return _Pairs(p, _rule_of(lt, p), _scope_of(p, since), lo, hi)
     lcols: dict[str, sa.ColumnElement[Any]] = {name: lt.read(name) for name in _L_NAMES}
     if project_pending:
         lcols["status"] = projected_legacy_status(lt.read("status"))
@@ -211,7 +211,7 @@ def pair_flags(
         *[sa.cast(sa.null(), c.type).label(f"u_{n}") for n, c in ucols.items()],
     ).where(*_range(lt.id, lo, hi), *_among(lt.id, among), ~pointed_at)
     p = sa.union_all(matched, missing).subquery("p")
-    return _Pairs(p, _rule_of(system, p), _scope_of(p, since), lo, hi)
+    return _Pairs(p, _rule_of(lt, p), _scope_of(p, since), lo, hi)
 
 
 def _unified_of(
@@ -266,8 +266,11 @@ def _full_join_pairs(
     )
 
 
-def _rule_of(system: LegacySystemType, p: sa.Subquery) -> Rule:
-    return rule(system, {n: p.c[f"l_{n}"] for n in _L_NAMES}, {n: p.c[f"u_{n}"] for n in _U_NAMES})
+def _rule_of(lt: LegacyTable, p: sa.Subquery) -> Rule:
+    # The legacy amount compared as a unified row takes it (a PostgreSQL text amount as a
+    # number: LegacyTable.as_copied); the pair's columns keep it as read, for the examples.
+    legacy = {n: lt.as_copied(n, p.c[f"l_{n}"]) for n in _L_NAMES}
+    return rule(lt.system, legacy, {n: p.c[f"u_{n}"] for n in _U_NAMES})
 
 
 def _scope_of(p: sa.Subquery, since: datetime | None) -> sa.ColumnElement[bool]:
