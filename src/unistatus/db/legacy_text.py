@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from unistatus.clock import as_utc
 from unistatus.db.legacy_types import base_type
 from unistatus.db.text_times import read_time_text
+from unistatus.domain.amount_text import is_number_text
 
 __all__ = [
     "TextAmount",
@@ -68,12 +69,11 @@ class TextAmount(_Converted):
         return value
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not is_number_text(value):
+            # No plain decimal ('abc', '1e3', which Decimal reads as 1000): as stored,
+            # so a comparison calls it a mismatch, as the copyable rule calls it no amount.
             return value
-        try:
-            return Decimal(value.strip())
-        except InvalidOperation:
-            return value  # no number: as stored, so a comparison calls it a mismatch
+        return Decimal(value.strip())
 
 
 class TextTime(_Converted):
