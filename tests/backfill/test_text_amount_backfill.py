@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from conftest import Database
 from support.backfill_data import quarantined
+from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import retry_quarantine, run_backfill
 from unistatus.db.control import set_mode
 from unistatus.domain.statuses import DualWriteMode
@@ -152,3 +153,41 @@ def test_a_copied_amount_changed_to_text_that_is_no_number_is_a_mismatch(
     report = run_repair(db.engine, db.settings, strategy="legacy_wins", actor="t", reason="t")
     assert report.as_dict()["skipped"] == {"amount_out_of_range": 1}
     assert unified_amounts(db) == {changed: Decimal("5"), kept: Decimal("6")}
+
+
+# Text the copyable rule reads as no amount, though Python's Decimal reads it as 1000.
+NOT_PLAIN = ["1e3", "1E3", "1_000", "\u0661\u0660\u0660\u0660"]
+# Plain decimals of 1000, as the rule reads them.
+PLAIN = ["1000", " 1000.00 ", "+1000"]
+
+
+def test_the_checks_sql_and_python_judge_a_text_amount_alike(text_amounts: Database) -> None:
+    """A copied amount changed in legacy to text that is no plain decimal but that
+    Python's Decimal reads as the unified amount ('1e3' for 1000): the check's SQL
+    called it a mismatch (the rule reads no number in it) and its Python comparison
+    called the amounts equal, so the example listed a field_mismatch with no details,
+    and the adapter's check_consistency called the row consistent. One rule both ways:
+    no amount, a mismatch."""
+    db = text_amounts
+    with db.engine.begin() as conn:
+        ids = {insert(conn, "1000"): text for text in NOT_PLAIN + PLAIN}
+    assert run_backfill(db.engine, db.settings, workers=1).as_dict()["inserted"] == len(ids)
+    with db.engine.begin() as conn:
+        for legacy_id, text in ids.items():
+            conn.execute(
+                sa.text("UPDATE cashouts SET amount = :a WHERE id = :i"),
+                {"a": text, "i": legacy_id},
+            )
+    check = run_check(db.engine, db.settings).as_dict()
+    assert check["inconsistencies"].get("field_mismatch") == len(NOT_PLAIN), check
+    details = {e["legacy_id"]: e["details"] for e in check["examples"]}
+    mismatched = {i for i, text in ids.items() if text in NOT_PLAIN}
+    assert set(details) == mismatched, check["examples"]
+    for legacy_id, found in details.items():
+        assert [(d["field"], d["legacy_value"]) for d in found] == [("amount", ids[legacy_id])]
+    adapter = DualWriteAdapter(db.engine, settings=db.settings, record_stats=False)
+    try:
+        consistent = {i: adapter.check_consistency(f"cashout:{i}")["consistent"] for i in ids}
+    finally:
+        adapter.close()
+    assert consistent == {i: i not in mismatched for i in ids}

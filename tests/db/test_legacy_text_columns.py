@@ -11,7 +11,6 @@ its exact text and read as a number, a time written as text and read as a UTC ti
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -203,32 +202,19 @@ def test_the_archive_keeps_text_columns_as_stored(text_db: Database, tmp_path: A
     assert archive.verify_archive(db.engine, out).problems == []
 
 
-@pytest.mark.parametrize("role", ["created_at", "updated_at"])
-def test_a_text_time_column_on_postgresql_is_named_in_a_warning_not_refused(
+@pytest.mark.parametrize("role", ["amount", "created_at", "updated_at"])
+def test_a_text_column_on_postgresql_is_taken_as_it_is(
     role: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """PostgreSQL converts neither way (the backfill copies them in SQL), but an assignment
-    cast lets the adapter's writes through: refusing it at every start stopped a working
-    adapter after an upgrade (a reviewer). A warning names the type to declare."""
+    """Statements read a PostgreSQL text time as the time the rule reads in it, and cast a
+    text amount where they copy or compare it (tests/backfill/test_text_time_backfill.py,
+    test_text_amount_backfill.py): no warning (it told to declare the column timestamptz),
+    nothing converted."""
     columns = {role: sa.Column(role, sa.Text())}
     with caplog.at_level("WARNING"):
-        convert_text_columns("cashouts", columns, "postgresql")
-    assert re.search(rf"'cashouts': its {role} column .* declare it timestamptz", caplog.text)
-    assert isinstance(columns[role].type, sa.Text)  # nothing converted there
-    convert_text_columns("cashouts", {role: sa.Column(role, sa.Numeric())}, "postgresql")
-
-
-def test_a_text_amount_column_on_postgresql_is_taken_as_it_is(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """The statements cast a PostgreSQL text amount where they copy or compare it
-    (LegacyTable.as_copied; tests/backfill/test_text_amount_backfill.py): no warning,
-    nothing converted."""
-    columns = {"amount": sa.Column("amount", sa.Text())}
-    with caplog.at_level("WARNING"):
-        convert_text_columns("cashouts", columns, "postgresql")
+        convert_text_columns(columns, "postgresql")
     assert caplog.text == ""
-    assert isinstance(columns["amount"].type, sa.Text)
+    assert isinstance(columns[role].type, sa.Text)
 
 
 def test_a_sqlite_column_with_no_declared_type_is_left_as_it_is() -> None:
@@ -239,5 +225,5 @@ def test_a_sqlite_column_with_no_declared_type_is_left_as_it_is() -> None:
         "amount": sa.Column("amount", sa.types.NullType()),
         "created_at": sa.Column("created_at", sa.types.NullType()),
     }
-    convert_text_columns("cashouts", columns, "sqlite")
+    convert_text_columns(columns, "sqlite")
     assert all(isinstance(c.type, sa.types.NullType) for c in columns.values())

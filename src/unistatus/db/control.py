@@ -351,12 +351,13 @@ def unified_staleness(
         for start, end in periods:
             lower = max(start, verified_at) if start and verified_at else start or verified_at
             bounds = []
+            updated_at = lt.read("updated_at")  # a time kept as text, as the time it is
             if lower is not None:
-                bounds.append(lt.updated_at >= lower - STALE_SLACK)
+                bounds.append(updated_at >= lower - STALE_SLACK)
             if end is not None:
-                bounds.append(lt.updated_at <= end + STALE_SLACK)
+                bounds.append(updated_at <= end + STALE_SLACK)
             if since is not None:
-                bounds.append(lt.updated_at >= since)
+                bounds.append(updated_at >= since)
             stamped.append(sa.and_(sa.true(), *bounds))
         on = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
         n = conn.execute(

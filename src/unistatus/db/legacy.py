@@ -36,7 +36,7 @@ from unistatus.db.legacy_reflect import (
     resolved_schema,
     searched,
 )
-from unistatus.db.legacy_text import convert_text_columns, is_text_column
+from unistatus.db.legacy_text import convert_text_columns, is_text_column, is_text_time_column
 from unistatus.db.legacy_types import (
     base_type,
     cast_type,
@@ -45,6 +45,7 @@ from unistatus.db.legacy_types import (
     integer_key,
 )
 from unistatus.db.revisions import VERSION_TABLE, columns_retired
+from unistatus.db.text_times import text_time
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.copyable import is_number_text, text_amount_number
 from unistatus.domain.inputs import LegacyColumn, check_stored_value
@@ -66,6 +67,8 @@ LEGACY_COLUMNS = ("id", "status", *DATA_COLUMNS, "created_at", "updated_at")
 # The roles unistatus reads and compares as text (their unified counterparts are text):
 # an application's enum in one of them is cast (LegacyTable.as_text, as_stored).
 TEXT_ROLES = ("status", "currency")
+# The roles that hold times (read as the rule reads a time kept as text: LegacyTable.as_time).
+TIME_ROLES = ("created_at", "updated_at")
 
 
 class ExactAmount(sa.types.TypeDecorator[Decimal]):
@@ -133,11 +136,33 @@ class LegacyTable:
     def read(self, name: str) -> sa.ColumnElement[Any]:
         """The column playing role ``name``, as statements read and compare it
         (:meth:`as_text` of :meth:`column`); the amount as an exact number with every
-        decimal it has (:data:`EXACT_AMOUNT`)."""
+        decimal it has (:data:`EXACT_AMOUNT`); a time kept as text as the time the rule
+        reads in it (:meth:`as_time`)."""
         column: sa.ColumnElement[Any] = self.column(name)
         if name == "amount":
             column = sa.type_coerce(column, EXACT_AMOUNT)
-        return self.as_text(name, column)
+        return self.as_text(name, self.as_time(name, column))
+
+    def as_time(self, name: str, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """``value``, the column of role ``name`` (or a trigger's image of it), as
+        statements read it: a time kept as text as the time the rule reads in it, NULL
+        (a missing time, for which the other time or the copy's stands in) where it
+        reads none (:func:`~unistatus.db.text_times.text_time`: PostgreSQL compares no
+        text with a time, nor assigns one to a ``timestamptz``; SQLite copies text as
+        it is); anything else as it is."""
+        if name not in self.text_times:
+            return value
+        column = self.column(name)
+        return text_time(value, column.type if self.dialect == "sqlite" else None)
+
+    @cached_property
+    def text_times(self) -> frozenset[str]:
+        """The time roles whose columns hold text (:data:`TIME_ROLES`)."""
+        return frozenset(
+            name
+            for name in TIME_ROLES
+            if (column := getattr(self, name)) is not None and is_text_time_column(column)
+        )
 
     def as_text(self, name: str, value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
         """``value``, a reading of role ``name``, as unistatus compares it: a text role
@@ -412,7 +437,7 @@ def resolve_legacy_tables(
         for role in ("created_at", "updated_at"):
             if (time := cols.get(role)) is not None:
                 check_time_type(legacy_table_name(spec), role, time, engine.dialect.name)
-        convert_text_columns(legacy_table_name(spec), cols, engine.dialect.name)
+        convert_text_columns(cols, engine.dialect.name)
         out[system] = LegacyTable(
             system=system,
             table=table,

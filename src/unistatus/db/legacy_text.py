@@ -12,24 +12,33 @@ text SQLAlchemy writes SQLite's DATETIME in (so that it sorts with the applicati
 :mod:`unistatus.db.sqlite_times` reads it; text that is no time as None). Every path that
 names the column (the adapter, a caller's transaction, a rollback's replay, ``check``)
 gets it; the backfill and the capture copy the values in SQL, where SQLite converts them
-by the unified columns' affinity. PostgreSQL's columns are left as reflected (no work
-per write there); a text one is refused at start.
+as the rule reads them (:mod:`unistatus.db.text_times`: a time, or NULL where it reads
+none). PostgreSQL's columns are left as reflected (no work per write there): statements
+read a text time there as the time the rule reads in it, and cast a text amount.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
 
 from unistatus.clock import as_utc
 from unistatus.db.legacy_types import base_type
+from unistatus.db.text_times import read_time_text
+from unistatus.domain.amount_text import is_number_text
 
-__all__ = ["TextAmount", "TextTime", "convert_text_columns", "is_text_column", "stored_type"]
+__all__ = [
+    "TextAmount",
+    "TextTime",
+    "convert_text_columns",
+    "is_text_column",
+    "is_text_time_column",
+    "stored_type",
+]
 
 # How SQLAlchemy writes SQLite's DATETIME: the unified rows' times, and the text the
 # application's rows hold ('2025-01-01 00:00:00') sorts with it.
@@ -60,12 +69,11 @@ class TextAmount(_Converted):
         return value
 
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not is_number_text(value):
+            # No plain decimal ('abc', '1e3', which Decimal reads as 1000): as stored,
+            # so a comparison calls it a mismatch, as the copyable rule calls it no amount.
             return value
-        try:
-            return Decimal(value.strip())
-        except InvalidOperation:
-            return value  # no number: as stored, so a comparison calls it a mismatch
+        return Decimal(value.strip())
 
 
 class TextTime(_Converted):
@@ -87,17 +95,14 @@ class TextTime(_Converted):
 
 
 def read_time(value: Any) -> datetime | None:
-    """A stored time as an aware UTC time: ISO text (a naive one is UTC), a Unix time
-    (seconds, as SQLite's ``'unixepoch'``); None for a value that is no time."""
+    """A stored time as an aware UTC time: text as the rule reads it
+    (:func:`~unistatus.db.text_times.read_time_text`, as the statements that copy it do),
+    a Unix time (seconds, as SQLite's ``'unixepoch'``); None for a value that is no time."""
     if value is None or isinstance(value, datetime):
         return as_utc(value)
+    if isinstance(value, str):
+        return read_time_text(value)
     try:
-        if isinstance(value, str):
-            text = value.strip()
-            try:
-                return as_utc(datetime.fromisoformat(text))
-            except ValueError:
-                value = float(text)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return datetime.fromtimestamp(value, UTC)
     except (OverflowError, OSError, ValueError):
@@ -113,13 +118,17 @@ def is_text_column(column: sa.Column[Any]) -> bool:
     return isinstance(kind, sa.String) and not isinstance(kind, sa.Enum)
 
 
+def is_text_time_column(column: sa.Column[Any]) -> bool:
+    """Whether a time column holds text: declared so (PostgreSQL), or converted
+    (SQLite: :class:`TextTime`)."""
+    return isinstance(column.type, TextTime) or is_text_column(column)
+
+
 def stored_type(type_: sa.types.TypeEngine[Any]) -> sa.types.TypeEngine[Any]:
     """``type_`` as the database holds the column: a converted text column's own type
     (what must see the value as stored, the archive, reads it so)."""
     return type_.impl_instance if isinstance(type_, _Converted) else type_
 
-
-log = logging.getLogger("unistatus.db.legacy_text")
 
 _CONVERTERS: dict[str, type[_Converted]] = {
     "amount": TextAmount,
@@ -128,28 +137,16 @@ _CONVERTERS: dict[str, type[_Converted]] = {
 }
 
 
-def convert_text_columns(
-    shown: str, columns: Mapping[str, sa.Column[Any] | None], dialect: str
-) -> None:
+def convert_text_columns(columns: Mapping[str, sa.Column[Any] | None], dialect: str) -> None:
     """On SQLite, give each text column among the amount and the times (``columns``, by
     role) the type that converts its values (:class:`TextAmount`, :class:`TextTime`).
-    On PostgreSQL a text amount is left as it is: statements cast it where they copy or
-    compare it (:meth:`unistatus.db.legacy.LegacyTable.as_copied`). PostgreSQL converts
-    neither way between text and a time in SQL (the backfill's copy): a text time column
-    there is named in a warning with the type to declare (its assignment cast lets the
-    adapter's own writes through: not refused at start)."""
+    On PostgreSQL such a column is left as it is: statements read a text time as the
+    time the rule reads in it (:func:`unistatus.db.text_times.text_time`) and cast a
+    text amount where they copy or compare it
+    (:meth:`unistatus.db.legacy.LegacyTable.as_copied`)."""
+    if dialect != "sqlite":
+        return
     for role, convert in _CONVERTERS.items():
         column = columns.get(role)
-        if column is None or not is_text_column(column):
-            continue
-        if dialect == "sqlite":
+        if column is not None and is_text_column(column):
             column.type = convert(column.type)
-            continue
-        if role == "amount":
-            continue
-        log.warning(
-            "legacy table %r: its %s column %r is of type %s, which PostgreSQL does not "
-            "convert to and from the times unistatus writes in SQL (the backfill's copy, "
-            "the check's comparison fail); declare it timestamptz",
-            shown, role, column.name, column.type,
-        )  # fmt: skip

@@ -13,6 +13,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any
 
+from unistatus.domain.amount_text import is_number_text
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import LegacySystemType
 
@@ -40,18 +41,26 @@ SHARED_FIELDS = ("user_id", "amount", "currency")
 
 def same_value(name: str, a: Any, b: Any) -> bool:
     """Whether two values of the shared field ``name`` agree: the amount as a number
-    (``10.5`` and ``10.50`` agree; a missing amount, or text that is no number, agrees
-    with nothing), the rest as equal."""
+    (``10.5`` and ``10.50`` agree; a missing amount, or text that is no plain decimal,
+    agrees with nothing), the rest as equal."""
     if name == "amount":
         if _bytes(a) or _bytes(b):
             return False  # SQLite keeps a BLOB in any column: bytes are no amount
         if a is None or b is None:
+            return False
+        if _no_number(a) or _no_number(b):
+            # '1e3', '1_000': Decimal reads 1000, the copyable rule no amount (and the
+            # check's SQL, by the same rule: unistatus.migration.check_rule).
             return False
         try:
             return Decimal(a) == Decimal(b)
         except InvalidOperation:
             return False  # a text column's 'abc': the check's SQL reads it as no amount
     return bool(a == b)
+
+
+def _no_number(value: Any) -> bool:
+    return isinstance(value, str) and not is_number_text(value)
 
 
 def _bytes(value: Any) -> bool:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ColumnElement
 
+from unistatus.domain.amount_text import is_number_text, text_no_number
 from unistatus.domain.consistency import SHARED_FIELDS
 from unistatus.domain.inputs import MAX_AMOUNT_DECIMALS, MAX_AMOUNT_INTEGER_DIGITS
 
@@ -63,13 +64,6 @@ MAX_CURRENCY_CHARS = 10  # unified_transactions.currency
 AMOUNT_BOUND = 10**MAX_AMOUNT_INTEGER_DIGITS
 BIGINT_BOUND = 2**63  # unified_transactions.user_id: [-2**63, 2**63)
 _WHOLE_TEXT = re.compile(r"\s*[+-]?[0-9]+(?:\.0*)?\s*", re.ASCII)
-# A number as text, as :class:`_TextNoNumber` judges one in SQL (SQLite's trim strips
-# spaces only; no exponent: SQLite's CAST reads '1e3' as 1). One rule on every database:
-# PostgreSQL's cast would read 'NaN', 'Infinity', '1e3' and fail on 'abc', Python's
-# Decimal reads them too; text in an amount column is a number only in this plain form.
-_NUMBER_TEXT = re.compile(r" *[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+) *", re.ASCII)
-# The same, as a PostgreSQL regular expression (brackets: no backslash to escape).
-_PG_NUMBER_TEXT = "^ *[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+) *$"
 _QUANTUM = Decimal(1).scaleb(-MAX_AMOUNT_DECIMALS)  # 0.00000001
 
 
@@ -102,7 +96,7 @@ def uncopyable_clauses(
     out.append((stored_as_bytes(data["amount"]), AMOUNT_NOT_NUMBER))
     # SQLite's CAST reads text that is no number as its leading digits ('abc' as 0,
     # '12abc' as 12): such text is out of range before it is read as a number.
-    out.append((_TextNoNumber(data["amount"]), AMOUNT_OUT_OF_RANGE))
+    out.append((text_no_number(data["amount"]), AMOUNT_OUT_OF_RANGE))
     # Before the bound: PostgreSQL orders NaN above every number. An infinity is judged
     # by the bound and the sign like any number ('Infinity' out of range, '-Infinity'
     # negative), in SQL and in Python alike.
@@ -115,10 +109,10 @@ def uncopyable_clauses(
 
 def text_amount_number(value: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     """SQL: an amount kept as text (``value``) as the number the rule reads in it (a plain
-    decimal, :data:`_NUMBER_TEXT`), NULL where it reads none ('abc', '', 'NaN'): what a
-    unified row is given and compared with, where the rule judges the text itself (a NULL
-    there would be ``null_amount``)."""
-    return sa.case((_TextNoNumber(value), sa.null()), else_=sa.cast(value, sa.Numeric))
+    decimal: :mod:`unistatus.domain.amount_text`), NULL where it reads none ('abc', '',
+    'NaN'): what a unified row is given and compared with, where the rule judges the text
+    itself (a NULL there would be ``null_amount``)."""
+    return sa.case((text_no_number(value), sa.null()), else_=sa.cast(value, sa.Numeric))
 
 
 def uncopyable(data: Mapping[str, Any]) -> str | None:
@@ -136,7 +130,7 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
     raw = data["amount"]
     if is_bytes(raw):
         return AMOUNT_NOT_NUMBER
-    if isinstance(raw, str) and not _NUMBER_TEXT.fullmatch(raw):
+    if isinstance(raw, str) and not is_number_text(raw):
         return AMOUNT_OUT_OF_RANGE
     try:
         amount = Decimal(str(raw))
@@ -151,12 +145,6 @@ def uncopyable(data: Mapping[str, Any]) -> str | None:
     if amount != amount.quantize(_QUANTUM):
         return AMOUNT_TOO_PRECISE
     return None
-
-
-def is_number_text(value: str) -> bool:
-    """Whether text kept in an amount column is a number by the copyable rule (a plain
-    decimal, spaces around): what :class:`_TextNoNumber` tells in SQL."""
-    return _NUMBER_TEXT.fullmatch(value) is not None
 
 
 def is_bytes(value: Any) -> bool:
@@ -183,50 +171,9 @@ def _integer(value: Any) -> bool:
     )
 
 
-class _TextNoNumber(ColumnElement[bool]):
-    """True for a value kept as text that is no plain decimal (:data:`_NUMBER_TEXT`):
-    SQLite keeps text in any column, PostgreSQL in a column of a text type; false
-    elsewhere, where a column's type holds numbers only."""
-
-    inherit_cache = True
-    type = sa.Boolean()
-
-    def __init__(self, value: sa.ColumnElement[Any]) -> None:
-        self.value = value
-
-
-@compiles(_TextNoNumber)
-def _no_text(_element: _TextNoNumber, _compiler: SQLCompiler, **_kw: Any) -> str:
-    return "1 = 0"
-
-
-@compiles(_TextNoNumber, "postgresql")
-def _postgres_text_no_number(element: _TextNoNumber, compiler: SQLCompiler, **kw: Any) -> str:
-    # By the stored type (pg_typeof), not the expression's: statements read the amount
-    # as NUMERIC (type_coerce, no SQL of its own). Before the casts of the later tests
-    # in the CASE, which fail on such text ('abc') or read it ('NaN', '1e3').
-    value = compiler.process(element.value, **kw)
-    return (
-        f"(pg_typeof({value}) IN ('text'::regtype, 'character varying'::regtype, "
-        f"'character'::regtype) AND NOT ({value})::text ~ '{_PG_NUMBER_TEXT}')"
-    )
-
-
-@compiles(_TextNoNumber, "sqlite")
-def _sqlite_text_no_number(element: _TextNoNumber, compiler: SQLCompiler, **kw: Any) -> str:
-    value = compiler.process(element.value, **kw)
-    text = f"trim({value})"
-    # Not [ ]*[+-]?digits[.digits] (_NUMBER_TEXT): a character of no number, a second
-    # point, a sign after the first character, or no digit at all.
-    return (
-        f"(typeof({value}) = 'text' AND ({text} GLOB '*[^0-9.+-]*' OR {text} GLOB '*.*.*' "
-        f"OR {text} GLOB '?*[+-]*' OR NOT {text} GLOB '*[0-9]*'))"
-    )
-
-
 class _NotANumber(ColumnElement[bool]):
     """True for a NUMERIC 'NaN' (PostgreSQL's); false elsewhere: SQLite keeps a NaN
-    as NULL, and its text 'NaN' is :class:`_TextNoNumber`'s."""
+    as NULL, and its text 'NaN' is :func:`text_no_number`'s."""
 
     inherit_cache = True
     type = sa.Boolean()

@@ -206,7 +206,7 @@ class CaptureDdl:
         table = sa.table(transition, *(sa.column(c.name, c.type) for c in columns))
         return Rows.of(
             {
-                name: lt.as_text(name, table.c[c.name])
+                name: lt.as_text(name, lt.as_time(name, table.c[c.name]))
                 for name, c in zip(LEGACY_COLUMNS, columns, strict=True)
             },
             table,
@@ -461,8 +461,11 @@ $capture$""",
             {
                 name: lt.as_text(
                     name,
-                    sa.literal_column(
-                        f"{side}.{self.quote(lt.column(name).name)}", lt.column(name).type
+                    lt.as_time(
+                        name,
+                        sa.literal_column(
+                            f"{side}.{self.quote(lt.column(name).name)}", lt.column(name).type
+                        ),
                     ),
                 )
                 for name in LEGACY_COLUMNS

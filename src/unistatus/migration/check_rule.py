@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.db.legacy import DATA_COLUMNS
+from unistatus.domain.amount_text import text_no_number
 from unistatus.domain.consistency import InconsistencyKind
 from unistatus.domain.mapping import LegacyStatusMapper, compatible_clause
 from unistatus.domain.statuses import LegacySystemType
@@ -94,9 +95,17 @@ def rule(
     known = list(_mapper.forward_table(system))
 
     def differs(name: str) -> sa.ColumnElement[bool]:
-        # As in compare: an amount is compared as a number, and NULL equals nothing.
+        # As in compare: an amount is compared as a number, and NULL, or text that is
+        # no plain decimal (SQLite would read '1e3' as 1000 beside a NUMERIC), equals
+        # nothing.
         if name == "amount":
-            return sa.or_(l[name].is_(None), u[name].is_(None), l[name] != u[name])
+            return sa.or_(
+                l[name].is_(None),
+                u[name].is_(None),
+                text_no_number(l[name]),
+                text_no_number(u[name]),
+                l[name] != u[name],
+            )
         return l[name].is_distinct_from(u[name])
 
     plain = {
