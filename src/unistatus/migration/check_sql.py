@@ -270,7 +270,8 @@ def _rule_of(lt: LegacyTable, p: sa.Subquery) -> Rule:
     # The legacy amount compared as a unified row takes it (a PostgreSQL text amount as a
     # number: LegacyTable.as_copied); the pair's columns keep it as read, for the examples.
     legacy = {n: lt.as_copied(n, p.c[f"l_{n}"]) for n in _L_NAMES}
-    return rule(lt.system, legacy, {n: p.c[f"u_{n}"] for n in _U_NAMES})
+    unified = {n: p.c[f"u_{n}"] for n in _U_NAMES}
+    return rule(lt.system, legacy, unified, text_amounts=lt.dialect == "sqlite")
 
 
 def _scope_of(p: sa.Subquery, since: datetime | None) -> sa.ColumnElement[bool]:
