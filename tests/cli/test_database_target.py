@@ -28,7 +28,6 @@ def _no_database_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Itera
     monkeypatch.delenv("UNISTATUS_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     yield
-    gc.collect()  # engines of the invocations: no PostgreSQL connection left behind
 
 
 def run(*args: str) -> Result:

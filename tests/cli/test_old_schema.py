@@ -11,7 +11,6 @@ the global ``mode`` and ``phase`` keys.
 
 from __future__ import annotations
 
-import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,7 +65,6 @@ def old_url(
         yield url
     finally:
         engine.dispose()
-        gc.collect()
         if admin is not None and name is not None:
             _drop_database(admin, name)
 
