@@ -14,10 +14,12 @@ statement that forgets the schema fails instead of passing on the wrong tables.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,12 +171,28 @@ def _truncate_all(engine: sa.Engine) -> None:
 
 
 def make_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Database:
+    """A migrated SQLite file of the test's own: a copy of one migrated once per run
+    (the migrations' 22 revisions took 0.08-0.15 s per test, a thousand tests)."""
     path = tmp_path_factory.mktemp("db") / "unistatus.db"
+    shutil.copyfile(_sqlite_template(tmp_path_factory), path)
     url = f"sqlite:///{path}"
     settings = load_settings(database_url=url, schema=DEFAULT_SCHEMA)
-    engine = create_engine(url)
-    schema.upgrade(engine, settings)
-    return Database("sqlite", url, engine, settings)
+    return Database("sqlite", url, create_engine(url), settings)
+
+
+_SQLITE_TEMPLATE: list[Path] = []
+
+
+def _sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run's migrated, empty SQLite file (closed: its journal folded in)."""
+    if not _SQLITE_TEMPLATE:
+        path = tmp_path_factory.mktemp("template") / "unistatus.db"
+        url = f"sqlite:///{path}"
+        engine = create_engine(url)
+        schema.upgrade(engine, load_settings(database_url=url, schema=DEFAULT_SCHEMA))
+        engine.dispose()
+        _SQLITE_TEMPLATE.append(path)
+    return _SQLITE_TEMPLATE[0]
 
 
 _POSTGRES = pytest.param("postgres", marks=pytest.mark.postgres)
