@@ -42,6 +42,12 @@ DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 OWN_SCHEMA = "unistatus"  # where the schema layout keeps unistatus's tables
 
+# The commands run as under a pipe, whatever terminal started the suite: no COLUMNS or
+# LINES from it (an exported COLUMNS=80, or pytest-xdist's workers, cut the tables of
+# `tx show` and wrapped the commands printed to paste). A test wanting a width says so.
+for _variable in ("COLUMNS", "LINES"):
+    os.environ.pop(_variable, None)
+
 
 @dataclass
 class Database:
