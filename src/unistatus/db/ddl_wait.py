@@ -50,7 +50,7 @@ import sqlalchemy as sa
 from unistatus.config import Settings
 from unistatus.db.mode_lock_wait import LONG_SECONDS, deadlock_timeout_ms
 from unistatus.db.retry import retry_reason
-from unistatus.db.server_views import PG_DATABASE, PG_LOCKS, PG_STAT_ACTIVITY
+from unistatus.db.server_views import PG_LOCKS, PG_STAT_ACTIVITY, this_database
 from unistatus.errors import StorageError, TableLockBusyError
 
 __all__ = [
@@ -269,11 +269,7 @@ def _holders(
     # Statistics are a snapshot taken at a transaction's first read: cleared, so each
     # look sees the sessions as they are now.
     conn.execute(sa.select(sa.func.pg_stat_clear_snapshot()))
-    this_database = (
-        sa.select(PG_DATABASE.c.oid)
-        .where(PG_DATABASE.c.datname == sa.func.current_database())
-        .scalar_subquery()
-    )
+    here = this_database()
     q = (
         sa.select(
             L.c.pid,
@@ -291,7 +287,7 @@ def _holders(
         )
         .select_from(L.outerjoin(A, A.c.pid == L.c.pid))
         .where(
-            L.c.database == this_database,
+            L.c.database == here,
             L.c.locktype.in_(("relation", "advisory")),
             L.c.granted,
             # A prepared transaction's locks have no pid: they block all the same.

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from unistatus.db.binding import schema_of
 from unistatus.db.mode_lock_keys import mode_lock_key, system_lock_key
-from unistatus.db.server_views import PG_DATABASE, PG_LOCKS
+from unistatus.db.server_views import PG_LOCKS, this_database
 
 __all__ = [
     "INIT_COMMAND",
@@ -82,16 +82,12 @@ def migration_lock(conn: sa.Connection) -> tuple[int, str]:
     L = PG_LOCKS
     # A bigint key's advisory lock: its high and low 32 bits are classid and objid.
     held = sa.cast(L.c.classid, sa.BigInteger) * 2**32 + sa.cast(L.c.objid, sa.BigInteger)
-    this_database = (
-        sa.select(PG_DATABASE.c.oid)
-        .where(PG_DATABASE.c.datname == sa.func.current_database())
-        .scalar_subquery()
-    )
+    here = this_database()
     q = sa.select(held).where(
         L.c.locktype == "advisory",
         L.c.objsubid == 1,
         L.c.granted,
-        L.c.database == this_database,
+        L.c.database == here,
         held.in_(list(tags)),
     )
     found = [tags[k] for k in conn.execute(q).scalars() if k in tags]

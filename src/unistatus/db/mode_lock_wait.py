@@ -37,7 +37,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.db.retry import retry_reason
-from unistatus.db.server_views import PG_DATABASE, PG_LOCKS, PG_STAT_ACTIVITY
+from unistatus.db.server_views import PG_LOCKS, PG_STAT_ACTIVITY, this_database
 from unistatus.errors import ModeLockBusyError
 
 __all__ = [
@@ -214,11 +214,7 @@ def lock_holders(
     # The statistics of a transaction are a snapshot taken at its first read: cleared,
     # so each call sees the sessions as they are now.
     conn.execute(sa.select(sa.func.pg_stat_clear_snapshot()))
-    this_database = (
-        sa.select(PG_DATABASE.c.oid)
-        .where(PG_DATABASE.c.datname == sa.func.current_database())
-        .scalar_subquery()
-    )
+    here = this_database()
     matches = []
     for key, exclusive_only in blockers:
         match = sa.and_(
@@ -245,7 +241,7 @@ def lock_holders(
         .distinct()
         .select_from(L.outerjoin(A, A.c.pid == L.c.pid))
         .where(
-            L.c.database == this_database,
+            L.c.database == here,
             L.c.granted,
             # A prepared transaction's locks have no pid: they block all the same.
             L.c.pid.is_distinct_from(sa.func.pg_backend_pid()),

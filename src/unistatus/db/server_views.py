@@ -25,6 +25,7 @@ __all__ = [
     "lock_waits_count",
     "live_sessions_count",
     "replication_lag",
+    "this_database",
 ]
 
 PG_STAT_ACTIVITY = sa.table(
@@ -59,6 +60,16 @@ _REPLICATION = sa.table(
 _VACUUMING = sa.table("pg_stat_progress_vacuum", sa.column("pid", sa.Integer), schema="pg_catalog")
 _ANALYZING = sa.table("pg_stat_progress_analyze", sa.column("pid", sa.Integer), schema="pg_catalog")
 _WAL_SENDERS = sa.table("pg_stat_replication", sa.column("pid", sa.Integer), schema="pg_catalog")
+
+
+def this_database() -> sa.ScalarSelect[Any]:
+    """The oid of the database the session is connected to, as ``pg_locks.database``
+    names it (a scalar subquery): locks and sessions of this database only."""
+    return (
+        sa.select(PG_DATABASE.c.oid)
+        .where(PG_DATABASE.c.datname == sa.func.current_database())
+        .scalar_subquery()
+    )
 
 
 def activity_view() -> sa.Select[Any]:
