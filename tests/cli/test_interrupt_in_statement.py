@@ -84,3 +84,46 @@ def test_ctrl_c_between_sending_a_repair_statement_and_its_result(pg: Any) -> No
     assert report["failed"] == 0 and report["errors"] == [], report
     assert repaired == 50, repaired
     assert repaired <= report["repaired"] <= repaired + 1, (report["repaired"], repaired)
+
+
+# Each long command, interrupted right after psycopg sent a statement of its work (the
+# nth naming the table it reads or writes) and before reading the result.
+OTHERS = {
+    "backfill": (["backfill", "--batch-size", "50", "--json"], "unified_transactions", 6),
+    # Its mode lock runs on the driver's cursor, as repair's does.
+    "backfill --retry-quarantine": (
+        ["backfill", "--retry-quarantine", "--json"],
+        "pg_advisory_xact_lock_shared",
+        1,
+    ),
+    "check": (["check", "--json"], "unified_transactions", 3),
+    "archive export": (["archive", "export", "--json"], "DECLARE", 1),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", sorted(OTHERS))
+def test_ctrl_c_between_sending_a_statement_and_its_result(
+    pg: Any, command: str, tmp_path: Any
+) -> None:
+    """`backfill`, `check`, `archive export`: an interrupt between sending a statement
+    of their work and reading its result is the command's interruption, said as one
+    (exit 130). `backfill --retry-quarantine` exited 2 instead, "error: cannot retry
+    the quarantine of CASHOUT: sending query failed: another command is already in
+    progress"."""
+    args, text, nth = OTHERS[command]
+    seed_legacy(pg.engine, pg.settings, 600, seed=4)
+    if not command.startswith("backfill"):
+        run_backfill(pg.engine, pg.settings)
+    if command == "archive export":
+        args = [*args, "--out", str(tmp_path / "archive")]
+    proc = start_interrupted_after_send(pg.url, text, nth, *args)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    assert json.loads(out)["interrupted"] is True, out
