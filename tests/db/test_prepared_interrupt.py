@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from unistatus.db.failures import interrupt_behind
 from unistatus.db.prepared import Prepared
 
 
@@ -37,3 +38,17 @@ def test_ctrl_c_after_a_prepared_statement_was_sent_is_the_interrupt(
         assert conn.invalidated
     with pg.engine.connect() as conn:  # the pool hands out a working connection
         assert conn.execute(sa.select(sa.literal(1))).scalar_one() == 1
+
+
+def test_interrupt_behind_finds_the_interrupt_a_cleanup_replaced() -> None:
+    """A failure raised while handling a KeyboardInterrupt (a rollback on the way out)
+    is that interruption; any other failure is its own."""
+    try:
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise sa.exc.OperationalError("ROLLBACK", {}, RuntimeError("busy")) from None
+    except sa.exc.OperationalError as replaced:
+        # `from None` hides the context from a traceback, not from the chain.
+        assert isinstance(interrupt_behind(replaced), KeyboardInterrupt)
+    assert interrupt_behind(sa.exc.OperationalError("SELECT 1", {}, RuntimeError("x"))) is None
