@@ -134,7 +134,11 @@ def run(
     app.engine_seeing_every_row("backfill")
     chosen = _systems(system)
     if retry_quarantine:
-        result = retry(app.engine, app.settings, systems=chosen)
+        with says_when_interrupted(
+            "what each system's finished retry migrated is kept (one transaction per "
+            "system); run `unistatus backfill --retry-quarantine` again for the rest"
+        ):
+            result = retry(app.engine, app.settings, systems=chosen)
         if json_out:
             print_json(result)
         else:

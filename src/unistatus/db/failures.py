@@ -27,6 +27,7 @@ from unistatus.redact import redact
 __all__ = [
     "canceled",
     "describe",
+    "interrupt_behind",
     "once_more_if_dropped",
     "one_line",
     "read_on_pool",
@@ -192,6 +193,21 @@ def canceled(exc: BaseException) -> str | None:
     granted within ``lock_timeout``, a ``statement_timeout``): the database was
     reached and is up. None for any other error."""
     return _TIMEOUTS.get(_sqlstate(exc) or "")
+
+
+def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C (or SIGTERM, on the command line) that ``exc`` was raised while
+    handling, if any: a failure of the cleanup on the way out of a statement the
+    interrupt cut short (a rollback on the connection the driver left mid-command).
+    That is the interruption, not a failure of the work in hand."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 def read_on_pool(

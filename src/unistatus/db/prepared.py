@@ -89,9 +89,13 @@ class Prepared:
             # Every hot-path statement returns rows (SELECT or RETURNING); asking the
             # cursor for its description first would build column objects for nothing.
             rows: list[Any] = list(cursor.fetchall())
-        except Exception as exc:
+        except BaseException as exc:
             # SQLAlchemy's own handling: DBAPIError, and the pool invalidated on a
-            # disconnect (the adapter retries a write whose connection was lost).
+            # disconnect (the adapter retries a write whose connection was lost). Ctrl-C
+            # too: psycopg may leave the connection mid-command (interrupted between
+            # sending the statement and reading its result), which SQLAlchemy then
+            # invalidates, so the rollback on the way out neither fails on it ("another
+            # command is already in progress") nor takes the interrupt's place.
             conn._handle_dbapi_exception(exc, sql, params, cursor, None)
         cursor.close()
         return rows

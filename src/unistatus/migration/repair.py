@@ -19,7 +19,7 @@ from unistatus.adapter.model import Relinked
 from unistatus.config import Settings
 from unistatus.db.control import get_modes
 from unistatus.db.dialect import ops_for
-from unistatus.db.failures import read_only_refusal
+from unistatus.db.failures import interrupt_behind, read_only_refusal
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.retry import fails_every_write, is_read_only, is_retryable
 from unistatus.domain.inputs import check_reason
@@ -122,6 +122,8 @@ class _Repairer:
                 self.one.failed(f"{system.value}:{utx_id}: linked meanwhile, again and again")
                 return
             except sa.exc.DBAPIError as exc:
+                if (stop := interrupt_behind(exc)) is not None:
+                    raise stop from None  # the run's interruption, not the entity's failure
                 text = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
                 lost = exc.connection_invalidated  # a fresh connection may do
                 if (is_retryable(exc) or lost) and attempt + 1 < MAX_ATTEMPTS:
@@ -156,7 +158,9 @@ class _Repairer:
                 EntityRepair(self.ops, self.tables, probe).run(
                     conn, system, legacy_id, utx_id, lock=False
                 )
-        except (LegacyHeld, Relinked, sa.exc.DBAPIError):
+        except (LegacyHeld, Relinked, sa.exc.DBAPIError) as exc:
+            if (stop := interrupt_behind(exc)) is not None:
+                raise stop from None
             return True  # not judged: a run that goes on will
         return probe.repaired > 0
 
@@ -251,9 +255,11 @@ def run_repair(
             repairer.queue()
             if not repairer.more:
                 repairer.detected()
-    except sa.exc.OperationalError as exc:
-        raise StorageError(f"repair stopped: {str(exc.orig).strip()}") from None
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, sa.exc.OperationalError) as exc:
+        # Ctrl-C, or the failure of a cleanup it cut short (a rollback on the connection
+        # the driver left mid-command): the run's interruption either way.
+        if not isinstance(exc, KeyboardInterrupt) and interrupt_behind(exc) is None:
+            raise StorageError(f"repair stopped: {str(exc.orig).strip()}") from None
         report.duration_ms = (time.perf_counter() - started) * 1000
         raise RepairInterrupted(report) from None
     report.limit_reached = repairer.more

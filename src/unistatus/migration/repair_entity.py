@@ -23,7 +23,7 @@ from unistatus.backfill.statements import BEYOND_UTX_RANGE
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import DialectOps, ops_for
-from unistatus.db.failures import one_line
+from unistatus.db.failures import interrupt_behind, one_line
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
 from unistatus.db.mode_reads import read_mode
 from unistatus.db.retry import fails_every_write, is_retryable
@@ -382,6 +382,8 @@ class EntityRepair:
         except sa.exc.DBAPIError as exc:
             if exc.connection_invalidated or conn.invalidated or _the_runs(exc):
                 raise
+            if interrupt_behind(exc) is not None:
+                raise  # Ctrl-C cut the savepoint short: the run's interruption
             return f"the legacy row was not created: {one_line(exc)}"
         if utx not in made.created:
             cause = made.refused.get(utx, "legacy row not created")

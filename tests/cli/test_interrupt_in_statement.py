@@ -1,0 +1,129 @@
+"""Ctrl-C that lands while a statement is in flight (psycopg waiting for its result):
+still an interruption, said as one, never a failure of the entity or batch in hand."""
+
+from __future__ import annotations
+
+import json
+import signal
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from support.slow_statement import (
+    in_statement,
+    slow_inserts,
+    start,
+    start_interrupted_after_send,
+    wait_for,
+)
+from unistatus.backfill import run_backfill
+from unistatus.db.tables import unified_transactions as U
+from unistatus.sim.seed import seed_legacy
+
+
+@pytest.mark.postgres
+def test_ctrl_c_inside_a_repair_statement_is_an_interruption(pg: Any) -> None:
+    """Seen once under load: Ctrl-C of `repair --json` exited 1, "repair failed:
+    CASHOUT:110: sending query failed: another command is already in progress", the
+    run gone on: the interrupt that landed inside an INSERT was taken for the entity's
+    failure. It is the run's interruption: exit 130, its one line, the report marked."""
+    seed_legacy(pg.engine, pg.settings, 400, seed=4)
+    run_backfill(pg.engine, pg.settings)
+    with pg.engine.begin() as conn:
+        conn.execute(sa.delete(U).where(U.c.legacy_id % 2 == 0))  # missing_unified
+    before = pg.count("unified_transactions")
+    with slow_inserts(pg.engine, "unified_transactions", after=before + 50):
+        proc = start(pg.url, "repair", "--strategy", "legacy_wins", "--reason", "t", "--json")
+        try:
+            wait_for(proc, in_statement(pg.engine, "repair"), "inside the slow INSERT")
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    repaired = pg.count("unified_transactions") - before
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1, err
+    assert "unistatus repair" in lines[0], lines[0]
+    report = json.loads(out)
+    assert report["interrupted"] is True, report
+    assert report["failed"] == 0 and report["errors"] == [], report
+    assert repaired == 50, repaired  # the one in hand rolled back
+    assert repaired <= report["repaired"] <= repaired + 1, (report["repaired"], repaired)
+
+
+@pytest.mark.postgres
+def test_ctrl_c_between_sending_a_repair_statement_and_its_result(pg: Any) -> None:
+    """The same, the interrupt landing after psycopg sent the entity's first statement
+    (the mode lock, run on the driver's cursor) and before it read the result: the
+    connection left mid-command was rolled back, "another command is already in
+    progress" replaced the interrupt, counted as the entity's failure, the run went on."""
+    seed_legacy(pg.engine, pg.settings, 400, seed=4)
+    run_backfill(pg.engine, pg.settings)
+    with pg.engine.begin() as conn:
+        conn.execute(sa.delete(U).where(U.c.legacy_id % 2 == 0))  # missing_unified
+    before = pg.count("unified_transactions")
+    proc = start_interrupted_after_send(
+        pg.url,
+        "pg_advisory_xact_lock_shared",
+        51,
+        *("repair", "--strategy", "legacy_wins", "--reason", "t", "--json"),
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    repaired = pg.count("unified_transactions") - before
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1, err
+    assert "unistatus repair" in lines[0], lines[0]
+    report = json.loads(out)
+    assert report["interrupted"] is True, report
+    assert report["failed"] == 0 and report["errors"] == [], report
+    assert repaired == 50, repaired
+    assert repaired <= report["repaired"] <= repaired + 1, (report["repaired"], repaired)
+
+
+# Each long command, interrupted right after psycopg sent a statement of its work (the
+# nth naming the table it reads or writes) and before reading the result.
+OTHERS = {
+    "backfill": (["backfill", "--batch-size", "50", "--json"], "unified_transactions", 6),
+    # Its mode lock runs on the driver's cursor, as repair's does.
+    "backfill --retry-quarantine": (
+        ["backfill", "--retry-quarantine", "--json"],
+        "pg_advisory_xact_lock_shared",
+        1,
+    ),
+    "check": (["check", "--json"], "unified_transactions", 3),
+    "archive export": (["archive", "export", "--json"], "DECLARE", 1),
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", sorted(OTHERS))
+def test_ctrl_c_between_sending_a_statement_and_its_result(
+    pg: Any, command: str, tmp_path: Any
+) -> None:
+    """`backfill`, `check`, `archive export`: an interrupt between sending a statement
+    of their work and reading its result is the command's interruption, said as one
+    (exit 130). `backfill --retry-quarantine` exited 2 instead, "error: cannot retry
+    the quarantine of CASHOUT: sending query failed: another command is already in
+    progress"."""
+    args, text, nth = OTHERS[command]
+    seed_legacy(pg.engine, pg.settings, 600, seed=4)
+    if not command.startswith("backfill"):
+        run_backfill(pg.engine, pg.settings)
+    if command == "archive export":
+        args = [*args, "--out", str(tmp_path / "archive")]
+    proc = start_interrupted_after_send(pg.url, text, nth, *args)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err, err
+    assert json.loads(out)["interrupted"] is True, out
