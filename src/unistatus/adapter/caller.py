@@ -497,7 +497,9 @@ class CallerTransactions:
         if not self.runner.observers and undo is None:
             return
         try:
-            open_transaction = conn.in_transaction()
+            # A connection dropped by the interruption (left mid-command) lost its
+            # transaction with it: rolled back by the server.
+            open_transaction = conn.in_transaction() and not conn.invalidated
         except sa.exc.SQLAlchemyError:
             open_transaction = False
         if open_transaction:

@@ -89,13 +89,26 @@ class Prepared:
             # Every hot-path statement returns rows (SELECT or RETURNING); asking the
             # cursor for its description first would build column objects for nothing.
             rows: list[Any] = list(cursor.fetchall())
-        except BaseException as exc:
+        except Exception as exc:
             # SQLAlchemy's own handling: DBAPIError, and the pool invalidated on a
-            # disconnect (the adapter retries a write whose connection was lost). Ctrl-C
-            # too: psycopg may leave the connection mid-command (interrupted between
-            # sending the statement and reading its result), which SQLAlchemy then
-            # invalidates, so the rollback on the way out neither fails on it ("another
-            # command is already in progress") nor takes the interrupt's place.
+            # disconnect (the adapter retries a write whose connection was lost).
             conn._handle_dbapi_exception(exc, sql, params, cursor, None)
+        except BaseException as exc:
+            # Ctrl-C (a cancellation) inside the statement. psycopg may have left the
+            # connection mid-command (the statement sent, its result not read): unusable,
+            # so SQLAlchemy drops it, and the rollback on the way out neither fails on it
+            # ("another command is already in progress") nor takes the interrupt's place.
+            # A connection left idle stays as it is: a caller's transaction is the caller's.
+            if _mid_command(conn):
+                conn._handle_dbapi_exception(exc, sql, params, cursor, None)
+            raise
         cursor.close()
         return rows
+
+
+def _mid_command(conn: sa.Connection) -> bool:
+    """Whether the driver's connection is in the middle of a command (psycopg's
+    transaction status ACTIVE: a statement sent, its result not read)."""
+    info = getattr(conn.connection.dbapi_connection, "info", None)
+    status = getattr(info, "transaction_status", None)
+    return getattr(status, "name", None) == "ACTIVE"
