@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
 from typing import Any
 
 import pytest
@@ -22,58 +23,21 @@ from unistatus.db.tables import unified_transactions as U
 from unistatus.sim.seed import seed_legacy
 
 
-@pytest.mark.postgres
-def test_ctrl_c_inside_a_repair_statement_is_an_interruption(pg: Any) -> None:
-    """Seen once under load: Ctrl-C of `repair --json` exited 1, "repair failed:
-    CASHOUT:110: sending query failed: another command is already in progress", the
-    run gone on: the interrupt that landed inside an INSERT was taken for the entity's
-    failure. It is the run's interruption: exit 130, its one line, the report marked."""
+def _entities_to_repair(pg: Any) -> int:
+    """400 cashouts backfilled, then every other unified row deleted (missing_unified):
+    the unified rows left."""
     seed_legacy(pg.engine, pg.settings, 400, seed=4)
     run_backfill(pg.engine, pg.settings)
     with pg.engine.begin() as conn:
         conn.execute(sa.delete(U).where(U.c.legacy_id % 2 == 0))  # missing_unified
-    before = pg.count("unified_transactions")
-    with slow_inserts(pg.engine, "unified_transactions", after=before + 50):
-        proc = start(pg.url, "repair", "--strategy", "legacy_wins", "--reason", "t", "--json")
-        try:
-            wait_for(proc, in_statement(pg.engine, "repair"), "inside the slow INSERT")
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=30)
-        finally:
-            proc.kill()
-    repaired = pg.count("unified_transactions") - before
-    assert proc.returncode == 130, (proc.returncode, out, err)
-    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
-    assert len(lines) == 1, err
-    assert "unistatus repair" in lines[0], lines[0]
-    report = json.loads(out)
-    assert report["interrupted"] is True, report
-    assert report["failed"] == 0 and report["errors"] == [], report
-    assert repaired == 50, repaired  # the one in hand rolled back
-    assert repaired <= report["repaired"] <= repaired + 1, (report["repaired"], repaired)
+    return pg.count("unified_transactions")
 
 
-@pytest.mark.postgres
-def test_ctrl_c_between_sending_a_repair_statement_and_its_result(pg: Any) -> None:
-    """The same, the interrupt landing after psycopg sent the entity's first statement
-    (the mode lock, run on the driver's cursor) and before it read the result: the
-    connection left mid-command was rolled back, "another command is already in
-    progress" replaced the interrupt, counted as the entity's failure, the run went on."""
-    seed_legacy(pg.engine, pg.settings, 400, seed=4)
-    run_backfill(pg.engine, pg.settings)
-    with pg.engine.begin() as conn:
-        conn.execute(sa.delete(U).where(U.c.legacy_id % 2 == 0))  # missing_unified
-    before = pg.count("unified_transactions")
-    proc = start_interrupted_after_send(
-        pg.url,
-        "pg_advisory_xact_lock_shared",
-        51,
-        *("repair", "--strategy", "legacy_wins", "--reason", "t", "--json"),
-    )
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+def _repair_was_interrupted(
+    pg: Any, before: int, proc: subprocess.Popen[str], out: str, err: str
+) -> None:
+    """`repair --json` ended as an interruption after 50 entities: exit 130, its one
+    line, the report marked and nothing counted as failed (the one in hand rolled back)."""
     repaired = pg.count("unified_transactions") - before
     assert proc.returncode == 130, (proc.returncode, out, err)
     lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
@@ -84,6 +48,44 @@ def test_ctrl_c_between_sending_a_repair_statement_and_its_result(pg: Any) -> No
     assert report["failed"] == 0 and report["errors"] == [], report
     assert repaired == 50, repaired
     assert repaired <= report["repaired"] <= repaired + 1, (report["repaired"], repaired)
+
+
+@pytest.mark.postgres
+def test_ctrl_c_inside_a_repair_statement_is_an_interruption(pg: Any) -> None:
+    """Seen once under load: Ctrl-C of `repair --json` exited 1, "repair failed:
+    CASHOUT:110: sending query failed: another command is already in progress", the
+    run gone on: the interrupt that landed inside an INSERT was taken for the entity's
+    failure. It is the run's interruption: exit 130, its one line, the report marked."""
+    before = _entities_to_repair(pg)
+    with slow_inserts(pg.engine, "unified_transactions", after=before + 50):
+        proc = start(pg.url, "repair", "--strategy", "legacy_wins", "--reason", "t", "--json")
+        try:
+            wait_for(proc, in_statement(pg.engine, "repair"), "inside the slow INSERT")
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    _repair_was_interrupted(pg, before, proc, out, err)
+
+
+@pytest.mark.postgres
+def test_ctrl_c_between_sending_a_repair_statement_and_its_result(pg: Any) -> None:
+    """The same, the interrupt landing after psycopg sent the entity's first statement
+    (the mode lock, run on the driver's cursor) and before it read the result: the
+    connection left mid-command was rolled back, "another command is already in
+    progress" replaced the interrupt, counted as the entity's failure, the run went on."""
+    before = _entities_to_repair(pg)
+    proc = start_interrupted_after_send(
+        pg.url,
+        "pg_advisory_xact_lock_shared",
+        51,
+        *("repair", "--strategy", "legacy_wins", "--reason", "t", "--json"),
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    _repair_was_interrupted(pg, before, proc, out, err)
 
 
 # Each long command, interrupted right after psycopg sent a statement of its work (the

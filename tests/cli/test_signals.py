@@ -8,8 +8,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,32 +16,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import unistatus
 from support.cli_run import as_json, cli, runner
+from support.slow_statement import start, wait_for
 from unistatus.backfill import progress, run_backfill
 from unistatus.cli import app
 from unistatus.db.tables import unified_transactions as U
 from unistatus.sim.seed import seed_legacy
-
-SRC = str(Path(unistatus.__file__).parents[1])
-
-
-def _start(url: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "200"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "unistatus", "--database-url", url, *args],
-        text=True,
-        env=env,
-        **{"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen},
-    )
-
-
-def _wait_for(proc: subprocess.Popen[str], ready: Any, what: str) -> None:
-    deadline = time.monotonic() + 60
-    while not ready():
-        assert proc.poll() is None, f"ended before {what}: {proc.communicate()}"
-        assert time.monotonic() < deadline, f"never {what}"
-        time.sleep(0.02)
 
 
 def _done(db: Any) -> int:
@@ -56,9 +34,9 @@ def test_sigterm_stops_a_backfill_as_ctrl_c_does(pg: Any) -> None:
     worker rows left "running" (then "stalled"), so that `backfill undo` was refused as
     "a backfill is running": it is Ctrl-C's end, its line, its exit code (130)."""
     seed_legacy(pg.engine, pg.settings, 5_000, seed=5)
-    proc = _start(pg.url, "backfill", "--batch-size", "200", "--max-rows-per-second", "1000")
+    proc = start(pg.url, "backfill", "--batch-size", "200", "--max-rows-per-second", "1000")
     try:
-        _wait_for(proc, lambda: _done(pg) >= 400, "copied 400 rows")
+        wait_for(proc, lambda: _done(pg) >= 400, "copied 400 rows")
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -74,7 +52,7 @@ def test_sigterm_stops_a_backfill_as_ctrl_c_does(pg: Any) -> None:
 
 def test_sigterm_stops_monitor_as_ctrl_c_does(sqlite_db: Any) -> None:
     """A live view stopped by SIGTERM ends as Ctrl-C ends it: "monitor stopped", exit 0."""
-    proc = _start(sqlite_db.url, "monitor", "--interval", "60")
+    proc = start(sqlite_db.url, "monitor", "--interval", "60")
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # the first evaluation: now in its sleep
@@ -92,7 +70,7 @@ def test_sigterm_stops_serve_at_once_and_as_ctrl_c_does(sqlite_db: Any, tmp_path
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = int(probe.getsockname()[1])
-    proc = _start(sqlite_db.url, "serve", "--port", str(port), "--monitor-interval", "0")
+    proc = start(sqlite_db.url, "serve", "--port", str(port), "--monitor-interval", "0")
 
     def health() -> bool:
         try:
@@ -102,7 +80,7 @@ def test_sigterm_stops_serve_at_once_and_as_ctrl_c_does(sqlite_db: Any, tmp_path
             return False
 
     try:
-        _wait_for(proc, health, "served /health")
+        wait_for(proc, health, "served /health")
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -139,7 +117,7 @@ def test_a_reader_that_left_is_no_failure(db: Any) -> None:
         read, write = os.pipe()
         os.close(read)  # the reader has left before the first line
         try:
-            proc = _start(db.url, *command, stdout=write)
+            proc = start(db.url, *command, stdout=write)
         finally:
             os.close(write)
         _, err = proc.communicate(timeout=60)
@@ -157,9 +135,9 @@ def test_ctrl_c_of_a_repair_says_how_many_it_repaired(pg: Any) -> None:
     with pg.engine.begin() as conn:
         conn.execute(sa.delete(U).where(U.c.legacy_id % 2 == 0))  # missing_unified
     before = pg.count("unified_transactions")
-    proc = _start(pg.url, "repair", "--strategy", "legacy_wins", "--reason", "t", "--json")
+    proc = start(pg.url, "repair", "--strategy", "legacy_wins", "--reason", "t", "--json")
     try:
-        _wait_for(proc, lambda: pg.count("unified_transactions") >= before + 50, "repaired 50")
+        wait_for(proc, lambda: pg.count("unified_transactions") >= before + 50, "repaired 50")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
     finally:
