@@ -12,6 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Database
+from support.blocking import write_waited
 from unistatus.db.ddl_wait import Changes, run_politely, table_holders
 from unistatus.db.engine import create_engine
 from unistatus.errors import TableLockBusyError
@@ -41,10 +42,8 @@ def test_behind_a_young_reader_each_attempt_waits_little_then_it_goes_through(
 
     def writer() -> None:
         while not stop.is_set():
-            started = time.monotonic()
             with engine.begin() as conn:
-                conn.exec_driver_sql("UPDATE ddl_probe SET v = v + 1 WHERE id = 1")
-            took.append(time.monotonic() - started)
+                took.append(write_waited(conn, "UPDATE ddl_probe SET v = v + 1 WHERE id = 1"))
             time.sleep(0.02)
 
     attempts: list[int] = []

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from test_retire import freeze_and_archive, seed
 
 from conftest import Database
+from support.blocking import write_waited
 from unistatus.db import schema
 from unistatus.db.ddl_wait import Changes, table_holders
 from unistatus.db.dialect import ops_for
@@ -78,7 +79,7 @@ def _holding(db: Database, sql: str) -> Iterator[int]:
 @contextmanager
 def _a_writer(db: Database) -> Iterator[list[float]]:
     """A writer updating one cashout in a loop (its own transactions) while the block
-    runs: the durations of its writes."""
+    runs: how long each of its writes waited in the server (support.blocking)."""
     engine = _plain_engine(db, "writer")
     with engine.connect() as conn:
         row = int(conn.execute(sa.text("SELECT min(id) FROM cashouts")).scalar_one())
@@ -87,12 +88,9 @@ def _a_writer(db: Database) -> Iterator[list[float]]:
 
     def write() -> None:
         while not stop.is_set():
-            started = time.monotonic()
             with engine.begin() as conn:
-                conn.execute(
-                    sa.text("UPDATE cashouts SET user_id = user_id WHERE id = :id"), {"id": row}
-                )
-            took.append(time.monotonic() - started)
+                update = "UPDATE cashouts SET user_id = user_id WHERE id = :id"
+                took.append(write_waited(conn, update, {"id": row}))
             time.sleep(0.02)
 
     worker = threading.Thread(target=write, daemon=True)

@@ -20,6 +20,24 @@ WRITE_BESIDE_A_WAITING_SWITCH_SECONDS = (
     mode_lock_wait.LONGEST_ATTEMPT_MS / 1000 + LOADED_MACHINE_MARGIN_SECONDS
 )
 
+
+def write_waited(
+    conn: sa.Connection, update: str, params: dict[str, object] | None = None
+) -> float:
+    """Run ``update`` (an UPDATE without RETURNING) on ``conn``; how long the server took
+    from receiving it to writing its row (PostgreSQL): the lock waits of a writer, not the
+    pauses of the test's own process. A writer thread timed by the test's clock counted
+    those too: a full garbage collection of a worker's heap late in the suite stopped it
+    for 2.3 s beside a command that held no lock it needed."""
+    waited = conn.execute(
+        sa.text(
+            f"{update} RETURNING extract(epoch FROM clock_timestamp() - statement_timestamp())"
+        ),
+        params or {},
+    ).scalar_one()
+    return float(waited)
+
+
 _BLOCKED = sa.text("SELECT count(*) FROM pg_stat_activity WHERE :pid = ANY(pg_blocking_pids(pid))")
 
 
