@@ -129,3 +129,35 @@ def test_ctrl_c_between_sending_a_statement_and_its_result(
     assert len(lines) == 1, err
     assert "Traceback" not in err, err
     assert json.loads(out)["interrupted"] is True, out
+
+
+# Commands interrupted right after psycopg sent their first look at the installation
+# (its revision), before any of them reached the work that says what it kept.
+BEFORE_THE_WORK = {
+    "check": ["check", "--json"],
+    "backfill": ["backfill", "--json"],
+    "phase status": ["phase", "status", "--json"],
+    "mode set": ["mode", "set", "DUAL_WRITE_LEGACY_PRIMARY", "--reason", "t", "--json"],
+}
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", sorted(BEFORE_THE_WORK))
+def test_ctrl_c_before_a_command_reaches_its_work_is_said_too(pg: Any, command: str) -> None:
+    """Ctrl-C in a command's first statements ended it with exit 130 and nothing said,
+    under --json an empty stdout (Typer turns a KeyboardInterrupt no command caught into
+    a silent exit 130): one line, and under --json one object marked interrupted."""
+    seed_legacy(pg.engine, pg.settings, 50, seed=4)
+    proc = start_interrupted_after_send(
+        pg.url, "unistatus_alembic_version", 1, *BEFORE_THE_WORK[command]
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1 and "again" in lines[0], err
+    assert "Traceback" not in err, err
+    said = json.loads(out)
+    assert said["interrupted"] is True and said["exit_code"] == 130, said

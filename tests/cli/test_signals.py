@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from support.cli_run import as_json, cli, runner
-from support.slow_statement import start, wait_for
+from support.slow_statement import SRC, start, wait_for
 from unistatus.backfill import progress, run_backfill
 from unistatus.cli import app
 from unistatus.db.tables import unified_transactions as U
@@ -214,3 +216,49 @@ def test_an_interrupted_command_under_json_says_so_on_stdout(
         # Without --json, stdout stays empty.
         result = runner.invoke(app, ["--database-url", sqlite_db.url, *command])
         assert result.exit_code == 130 and result.stdout == "", result.stdout
+
+
+# Run in the child: Ctrl-C while the program imports its commands (half a second of
+# every start on a loaded machine), then the program as `unistatus` runs it.
+_INTERRUPTED_WHILE_IMPORTING = """
+import sys
+class Interrupting:
+    def find_spec(self, name, path=None, target=None):
+        if name == "unistatus.cli":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupting())
+from unistatus.launch import main
+main()
+"""
+
+
+@pytest.mark.parametrize("json_asked", [False, True])
+def test_ctrl_c_while_the_program_starts_is_said_without_a_traceback(
+    sqlite_db: Any, json_asked: bool
+) -> None:
+    """Ctrl-C during the imports at start printed Python's traceback and ended the
+    process by the signal (-2): now one line, exit 130, under --json one object."""
+    args = ["check", *(["--json"] if json_asked else [])]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _INTERRUPTED_WHILE_IMPORTING,
+            "--database-url",
+            sqlite_db.url,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+        timeout=60,
+    )
+    assert done.returncode == 130, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted:"), done.stderr
+    if json_asked:
+        said = json.loads(done.stdout)
+        assert said["interrupted"] is True and said["exit_code"] == 130, said
+    else:
+        assert done.stdout == "", done.stdout
