@@ -14,8 +14,12 @@ in its first collection, and again in every full one.
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import json
+import sys
 import threading
+from typing import NoReturn
 
 STARTUP_SECONDS = 1.0
 
@@ -37,8 +41,31 @@ def _collect_from_now() -> None:
     gc.enable()
 
 
+# What Ctrl-C during the imports leaves: nothing done yet (the message and exit code of
+# an interrupted command, unistatus.cli.context.say_interrupted, whose module may be the
+# one half imported).
+INTERRUPTED_WHILE_STARTING = "it stopped while starting, before it did anything: run it again"
+EXIT_INTERRUPTED = 130  # unistatus.cli.context.EXIT_INTERRUPTED (not imported: see above)
+
+
 def main() -> None:
     collect_after_startup()
-    from unistatus.cli import main as run_cli
-
+    try:
+        from unistatus.cli import main as run_cli
+    except KeyboardInterrupt:
+        _interrupted_while_starting()
     run_cli()
+
+
+def _interrupted_while_starting() -> NoReturn:
+    sys.stderr.write(f"interrupted: {INTERRUPTED_WHILE_STARTING}\n")
+    if "--json" in sys.argv[1:]:
+        said = {
+            "interrupted": True,
+            "detail": INTERRUPTED_WHILE_STARTING,
+            "exit_code": EXIT_INTERRUPTED,
+        }
+        with contextlib.suppress(BrokenPipeError):
+            sys.stdout.write(json.dumps(said, indent=2) + "\n")
+            sys.stdout.flush()
+    raise SystemExit(EXIT_INTERRUPTED)

@@ -236,12 +236,24 @@ def says_when_interrupted(
     try:
         yield
     except KeyboardInterrupt as stop:
-        said = what_next if isinstance(what_next, str) else what_next(stop)
-        err_console.print(f"interrupted: {said}", style="yellow", highlight=False, soft_wrap=True)
-        if _JSON_ASKED.get():
-            with suppress(BrokenPipeError):
-                print_json({"interrupted": True, "detail": said, "exit_code": EXIT_INTERRUPTED})
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        say_interrupted(what_next if isinstance(what_next, str) else what_next(stop))
+
+
+# What a command interrupted before its work (or one with no more to say) leaves: each
+# of its changes is one transaction, committed whole or rolled back.
+INTERRUPTED_BEFORE_DONE = (
+    "it stopped before it was done; a change it had not committed is rolled back: run it again"
+)
+
+
+def say_interrupted(said: str) -> NoReturn:
+    """The end of an interrupted command (:func:`says_when_interrupted`): ``said`` on
+    stderr (and stdout under ``--json``), exit 130."""
+    err_console.print(f"interrupted: {said}", style="yellow", highlight=False, soft_wrap=True)
+    if _JSON_ASKED.get():
+        with suppress(BrokenPipeError):
+            print_json({"interrupted": True, "detail": said, "exit_code": EXIT_INTERRUPTED})
+    raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 # What a rollback stopped by Ctrl-C leaves (rollback --emergency, phase rollback).

@@ -4,7 +4,9 @@ Errors derived from :class:`unistatus.UnistatusError` (and any other) become one
 stderr and exit code 2, ``--debug`` shows the traceback; click's own usage errors keep
 click's message and its exit code 2. Given ``--json``, an error is also one JSON object
 on stdout (:func:`unistatus.cli.context.abort`), a usage error too (``"error":
-"UsageError"``). The group is the `unistatus` command; the command
+"UsageError"``). Ctrl-C (or SIGTERM) that no command said itself is said as an
+interruption (one line, exit 130: :func:`unistatus.cli.context.say_interrupted`), not
+Typer's silent exit 130. The group is the `unistatus` command; the command
 class serves a program that is one command (scripts/load_test_dual_write.py).
 """
 
@@ -16,7 +18,14 @@ from typing import Any
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from unistatus.cli.context import AppState, abort_from, note_json, say_error_as_json
+from unistatus.cli.context import (
+    INTERRUPTED_BEFORE_DONE,
+    AppState,
+    abort_from,
+    note_json,
+    say_error_as_json,
+    say_interrupted,
+)
 
 # Click's exception classes as Typer raises them: Typer 0.29 raises those of a click of
 # its own (``typer._click``), older Typers those of the click package.
@@ -28,8 +37,10 @@ UsageError: type[Exception] = _CLICK_ERRORS["UsageError"]
 def _invoke(ctx: Any, invoke: Callable[[Any], Any]) -> Any:
     try:
         return invoke(ctx)
-    except (typer.Exit, typer.Abort, SystemExit, KeyboardInterrupt):
+    except (typer.Exit, typer.Abort, SystemExit):
         raise
+    except KeyboardInterrupt:  # one its command did not say (Typer would exit 130 silently)
+        say_interrupted(INTERRUPTED_BEFORE_DONE)
     except ClickException as exc:
         _said_as_json(exc)
         raise  # usage errors: click prints them with exit code 2 itself
