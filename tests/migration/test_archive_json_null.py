@@ -6,6 +6,7 @@ SQLite keeps in a JSON column round-trips as one."""
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,9 @@ def test_sqlite_sql_null_json_null_and_a_blob_in_a_json_column(
     assert before[3][1:] == (0, "blob", b"ABC") and before[4][2] == "blob"
     export_archive(db.engine, db.settings, tmp_path / "a")
     assert verify_archive(db.engine, tmp_path / "a").ok
-    assert _archived(tmp_path / "a").count('"$bytes"') == 3  # two BLOBs, one text
+    archived = [json.loads(line)[-1] for line in _archived(tmp_path / "a").splitlines()]
+    assert archived[:3] == [None, "null", "[1, 2]"]
+    assert [type(v) for v in archived[3:]] == [dict, dict, str]  # the BLOBs marked
     target = f"sqlite:///{tmp_path / 'restored.db'}"
     restore_archive(target, tmp_path / "a")
     assert _rows(target, query) == before

@@ -44,6 +44,7 @@ from unistatus.migration.archive_format import (
     Manifest,
     TableEntry,
     check_files,
+    json_as_text,
     read_manifest,
     row_encoder,
     sha256_file,
@@ -88,7 +89,7 @@ def _read(column: sa.Column[Any], kind: str) -> sa.ColumnElement[Any]:
     """A column as the archive reads it: by its own type (:class:`AsStoredOnError`); a
     JSON column as its text (:data:`JSON_TEXT`), where SQL NULL and JSON null differ."""
     if kind == JSON_TEXT:
-        return sa.cast(column, sa.Text)
+        return json_as_text(column)
     return sa.type_coerce(column, AsStoredOnError(column.type))
 
 

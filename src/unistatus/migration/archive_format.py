@@ -45,6 +45,7 @@ __all__ = [
     "encode",
     "file_lines",
     "holds_bytes",
+    "json_as_text",
     "json_from_text",
     "kept_bytes",
     "read_manifest",
@@ -85,18 +86,18 @@ def column_kind(type_: sa.types.TypeEngine[Any]) -> str:
 
 
 # A BLOB in a column of another kind (SQLite keeps one in any column: a status bound as
-# bytes) as ``{"$bytes": "<base64>"}``: its repr ("b'PENDING'") was written, verified,
-# and restored as that text. Read back as the same bytes (:func:`decode`) in a column of
-# a kind whose values are never a JSON object (text, numbers, times): there the marker
-# is unambiguous. A JSON column's value is the application's own JSON, which may be any
-# object, that one too: it is never read as the marker (:data:`NO_MARKER_KINDS`).
+# bytes, SQLite 3.45's JSONB in a JSON column) as ``{"$bytes": "<base64>"}``: its repr
+# ("b'PENDING'") was written, verified, and restored as that text. Read back as the same
+# bytes (:func:`decode`) in a column of a kind whose values are never a JSON object
+# (text, numbers, times, a JSON column's text): there the marker is unambiguous. In an
+# archive of the kind "json" (written before :data:`JSON_TEXT`) a value is the
+# application's own JSON, which may be any object, that one too: never read as the marker.
 BYTES_KEY = "$bytes"
 # The kinds whose archived value is never read as the bytes marker: binary (its bytes are
 # base64 text) and json (an object shaped like the marker is the application's value).
-NO_MARKER_KINDS = frozenset({"binary", "json", JSON_TEXT})
-# The kinds it is never written for: binary, and a JSON column's text (read as text, no
-# bytes: a BLOB SQLite keeps there is archived as the text of its bytes, as it casts it).
-UNMARKED_KINDS = frozenset({"binary", JSON_TEXT})
+NO_MARKER_KINDS = frozenset({"binary", "json"})
+# The kind it is never written for: binary.
+UNMARKED_KINDS = frozenset({"binary"})
 
 
 def holds_bytes(value: Any) -> bool:
@@ -175,6 +176,33 @@ def _decoded(kind: str, value: Any) -> Any:
     if kind == "boolean":
         return bool(value)
     return value
+
+
+def json_as_text(column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+    """SQL: a JSON column's value as the archive reads it (:data:`JSON_TEXT`): its text;
+    on SQLite a BLOB kept there as its bytes (cast, they were its text, and bytes that are
+    no UTF-8 failed the export)."""
+    return _JsonAsText(column)
+
+
+class _JsonAsText(ColumnElement[Any]):
+    inherit_cache = False  # built per exported table, never a hot path
+    type = sa.Text()
+
+    def __init__(self, column: sa.ColumnElement[Any]) -> None:
+        self.column = column
+
+
+@compiles(_JsonAsText)
+def _json_cast_to_text(element: _JsonAsText, compiler: SQLCompiler, **kw: Any) -> str:
+    return str(compiler.process(sa.cast(element.column, sa.Text), **kw))
+
+
+@compiles(_JsonAsText, "sqlite")
+def _sqlite_json_as_text(element: _JsonAsText, compiler: SQLCompiler, **kw: Any) -> str:
+    column = element.column
+    as_read = sa.case((sa.func.typeof(column) == "blob", column), else_=sa.cast(column, sa.Text))
+    return str(compiler.process(as_read, **kw))
 
 
 def json_from_text(text: sa.ColumnElement[Any], type_: sa.types.TypeEngine[Any]) -> Any:
