@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import Database
-from support.blocking import write_waited
+from support.blocking import wait_until_it_blocks, write_waited
 from unistatus.db.ddl_wait import Changes, run_politely, table_holders
 from unistatus.db.engine import create_engine
 from unistatus.errors import TableLockBusyError
@@ -160,3 +160,65 @@ def test_a_look_kept_waiting_by_a_lock_is_busy_and_names_its_holder(
     assert f"pid {pid} (dba-session" in str(result), str(result)
     assert "AccessExclusiveLock on ddl_probe_control" in str(result), str(result)
     assert "`unistatus t`" in str(result) and not attempts, attempts
+
+
+@pytest.mark.postgres
+def test_a_look_kept_waiting_behind_a_queued_ddl_names_it_and_no_temp_table(
+    scratch_pg: Database,
+) -> None:
+    """A look kept waiting by a schema change queued (not granted) on the table it reads,
+    behind a long reader, named no one ("no session any more"); and every session holding
+    any relation ACCESS EXCLUSIVE was a suspect, a temporary table's maker too. It names
+    the queued change, and no session busy with a temporary table of its own."""
+    with scratch_pg.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE ddl_probe (id int PRIMARY KEY, v int)")
+        conn.exec_driver_sql("CREATE TABLE ddl_probe_control (key text PRIMARY KEY, value text)")
+    engine = create_engine(scratch_pg.url, lock_timeout_ms=0)
+
+    def session(name: str) -> sa.Engine:
+        return sa.create_engine(scratch_pg.url, connect_args={"application_name": name})
+
+    reader, ddl, temp = session("report"), session("queued-ddl"), session("temp-maker")
+
+    def changes(conn: sa.Connection) -> Changes:
+        conn.exec_driver_sql("SELECT value FROM ddl_probe_control WHERE key = 'capture'")
+        return Changes(exclusive=["ddl_probe"])
+
+    def queue_the_ddl(pid: list[int]) -> None:
+        with ddl.connect() as conn:
+            pid.append(int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()))
+            conn.exec_driver_sql("LOCK TABLE ddl_probe_control IN ACCESS EXCLUSIVE MODE")
+            conn.rollback()
+
+    try:
+        with reader.connect() as read, temp.connect() as made:
+            read.exec_driver_sql("SELECT count(*) FROM ddl_probe_control")
+            made.exec_driver_sql("CREATE TEMP TABLE scratch (x int)")
+            pid: list[int] = []
+            queued = threading.Thread(target=queue_the_ddl, args=(pid,), daemon=True)
+            queued.start()
+            assert wait_until_it_blocks(scratch_pg.engine, _reader_pid(read))
+            with pytest.raises(TableLockBusyError) as busy:
+                run_politely(
+                    engine,
+                    lambda ms: "done",
+                    changes,
+                    lock_ms=ATTEMPT_MS,
+                    what="add a column",
+                    command="unistatus t",
+                    wait_seconds=1.0,
+                )
+            read.rollback()
+            made.rollback()
+        queued.join(10)
+    finally:
+        for e in (engine, reader, ddl, temp):
+            e.dispose()
+    message = str(busy.value)
+    assert f"pid {pid[0]} (queued-ddl" in message, message
+    assert "queued request for AccessExclusiveLock on ddl_probe_control" in message, message
+    assert "temp-maker" not in message, message
+
+
+def _reader_pid(conn: sa.Connection) -> int:
+    return int(conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
