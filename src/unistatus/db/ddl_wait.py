@@ -27,7 +27,7 @@ lock waits bounded as an attempt's: a read waits only for a session holding one 
 them ACCESS EXCLUSIVE (a migration's DDL, a LOCK TABLE), or queued for that ahead of it,
 and a look kept waiting so is one more sign of busy tables, never a failure of its own:
 no attempt, a pause, another look, and at the deadline the sessions that hold a table
-ACCESS EXCLUSIVE are named (:func:`read_blockers`).
+ACCESS EXCLUSIVE, or are queued for that, are named (:func:`read_blockers`).
 
 An autovacuum worker is not waited aside for: the server cancels it for a lock request
 queued behind it for ``deadlock_timeout``, so an attempt it blocks queues that long.
@@ -50,7 +50,7 @@ import sqlalchemy as sa
 from unistatus.config import Settings
 from unistatus.db.mode_lock_wait import LONG_SECONDS, deadlock_timeout_ms
 from unistatus.db.retry import retry_reason
-from unistatus.db.server_views import PG_LOCKS, PG_STAT_ACTIVITY, this_database
+from unistatus.db.server_views import PG_CLASS, PG_LOCKS, PG_STAT_ACTIVITY, this_database
 from unistatus.errors import StorageError, TableLockBusyError
 
 __all__ = [
@@ -253,18 +253,32 @@ def table_holders(conn: sa.Connection, changes: Changes) -> list[dict[str, Any]]
 
 def read_blockers(conn: sa.Connection) -> list[dict[str, Any]]:
     """The other sessions of this database (and prepared transactions) holding one of its
-    relations ACCESS EXCLUSIVE, the one lock a read waits for (a look kept waiting), as
-    :func:`table_holders` gives them."""
+    tables ACCESS EXCLUSIVE, or queued for that (a read waits behind the request too),
+    the one lock a read waits for (a look kept waiting), as :func:`table_holders` gives
+    them; a queued request's lock is said as one. A temporary table's, or one a session
+    is creating (never in a look's way), is none of them."""
     L = PG_LOCKS
-    exclusive = sa.and_(L.c.locktype == "relation", L.c.mode == "AccessExclusiveLock")
-    return _holders(conn, exclusive, _RELATION)
+    # A table a read may wait for: one it sees (a table created in a transaction not yet
+    # committed is in no one else's way), not temporary.
+    shared = sa.select(PG_CLASS.c.oid).where(PG_CLASS.c.relpersistence != "t")
+    exclusive = sa.and_(
+        L.c.locktype == "relation",
+        L.c.mode == "AccessExclusiveLock",
+        L.c.relation.in_(shared.scalar_subquery()),
+    )
+    return _holders(conn, exclusive, _RELATION, queued_too=True)
 
 
 def _holders(
-    conn: sa.Connection, conflicting: sa.ColumnElement[bool], rel: sa.ColumnElement[Any]
+    conn: sa.Connection,
+    conflicting: sa.ColumnElement[bool],
+    rel: sa.ColumnElement[Any],
+    *,
+    queued_too: bool = False,
 ) -> list[dict[str, Any]]:
-    """The granted locks that are ``conflicting``, by transaction (``rel``: how a lock
-    names what it is on), longest-open first: :func:`table_holders`."""
+    """The granted locks (``queued_too``: and the requests waiting) that are
+    ``conflicting``, by transaction (``rel``: how a lock names what it is on),
+    longest-open first: :func:`table_holders`."""
     L, A = PG_LOCKS, PG_STAT_ACTIVITY
     # Statistics are a snapshot taken at a transaction's first read: cleared, so each
     # look sees the sessions as they are now.
@@ -283,13 +297,14 @@ def _holders(
             ),
             L.c.mode,
             L.c.locktype,
+            L.c.granted,
             rel.label("rel"),
         )
         .select_from(L.outerjoin(A, A.c.pid == L.c.pid))
         .where(
             L.c.database == here,
             L.c.locktype.in_(("relation", "advisory")),
-            L.c.granted,
+            sa.true() if queued_too else L.c.granted,
             # A prepared transaction's locks have no pid: they block all the same.
             L.c.pid.is_distinct_from(sa.func.pg_backend_pid()),
             conflicting,
@@ -313,5 +328,6 @@ def _holders(
                 "autovacuum": row.backend_type == "autovacuum worker",
             },
         )
-        h["locks"].append(row.rel if row.locktype == "advisory" else f"{row.mode} on {row.rel}")
+        lock = row.rel if row.locktype == "advisory" else f"{row.mode} on {row.rel}"
+        h["locks"].append(lock if row.granted else f"a queued request for {lock}")
     return list(found.values())

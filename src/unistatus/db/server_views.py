@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from unistatus.db.engine import TOOL_APPLICATION_PREFIX
 
 __all__ = [
+    "PG_CLASS",
     "PG_DATABASE",
     "PG_LOCKS",
     "PG_STAT_ACTIVITY",
@@ -52,6 +53,9 @@ PG_LOCKS = sa.table(
     sa.column("virtualtransaction", sa.Text),
     sa.column("granted", sa.Boolean),
     schema="pg_catalog",
+)
+PG_CLASS = sa.table(
+    "pg_class", sa.column("oid"), sa.column("relpersistence", sa.Text), schema="pg_catalog"
 )
 PG_DATABASE = sa.table("pg_database", sa.column("oid"), sa.column("datname"), schema="pg_catalog")
 _REPLICATION = sa.table(
