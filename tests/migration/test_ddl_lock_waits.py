@@ -300,3 +300,35 @@ def test_a_retirement_behind_another_migration_names_it(hurried: Database, tmp_p
         assert not legacy_columns_dropped(db.engine, db.settings)
     finally:
         undo_cleanup(db.engine, db.settings)
+
+
+@pytest.mark.postgres
+def test_a_retirement_behind_a_lock_on_its_control_table_names_it(
+    hurried: Database, tmp_path: Path
+) -> None:
+    """A retirement's gates read unistatus's control table before its attempts: behind a
+    session holding that table ACCESS EXCLUSIVE (another migration's DDL, a LOCK TABLE)
+    they failed with the engine's bare lock timeout ("canceling statement due to lock
+    timeout"), naming no one, and on an engine with none (a library caller's own, as
+    here) waited for ever. Now the command gives up as its attempts do, at its deadline:
+    the holder named, and the command to run again, nothing changed."""
+    db = hurried
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    try:
+        with _holding(db, "LOCK TABLE unistatus_control IN ACCESS EXCLUSIVE MODE") as pid:
+            started = time.monotonic()
+            worker, outcome = _in_a_thread(
+                lambda: retire_legacy_columns(db.engine, db.settings, actor="t", reason="t")
+            )
+            worker.join(DEADLINE_SECONDS + LATE_SECONDS + 5)
+            took = time.monotonic() - started
+            assert not worker.is_alive(), f"still waiting after {took:.0f} s"
+        (refused,) = outcome
+        assert isinstance(refused, TableLockBusyError), repr(refused)
+        _assert_named(str(refused), pid, "unistatus retire legacy-columns")
+        assert "AccessExclusiveLock on unistatus_control" in str(refused), str(refused)
+        assert not legacy_columns_dropped(db.engine, db.settings)
+    finally:
+        worker.join(30)
+        undo_cleanup(db.engine, db.settings)
