@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from unistatus.config import Settings
+from unistatus.db.bounded_reads import bounded_reads
 from unistatus.db.mode_lock_wait import LONG_SECONDS, deadlock_timeout_ms
 from unistatus.db.retry import retry_reason
 from unistatus.db.server_views import PG_CLASS, PG_LOCKS, PG_STAT_ACTIVITY, this_database
@@ -58,6 +59,7 @@ __all__ = [
     "Changes",
     "attempt_ms",
     "read_blockers",
+    "read_politely",
     "run_politely",
     "table_holders",
 ]
@@ -146,6 +148,40 @@ def run_politely(
                 command,
                 TableLockBusyError.describe(holders),
             )
+        time.sleep(min(left, pause * random.uniform(0.5, 1.5)))
+        pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
+
+
+def read_politely(
+    engine: sa.Engine,
+    read: Callable[[sa.Engine], T],
+    *,
+    lock_ms: int,
+    what: str,
+    command: str,
+    wait_seconds: float,
+) -> T:
+    """``read(bounded)``: a command's reads before its attempts (a retirement's gates) on
+    ``engine``'s pool, each of their lock waits bounded by ``lock_ms``
+    (:func:`~unistatus.db.bounded_reads.bounded_reads`; an engine with no lock_timeout
+    waited for ever behind a session holding a table they read ACCESS EXCLUSIVE).
+    Kept waiting so, they are read again after a pause, for ``wait_seconds``; then a
+    TableLockBusyError names those sessions (:func:`read_blockers`) and ``command``.
+    Any other error is raised as it is."""
+    bounded = bounded_reads(engine, lock_ms, statements=False)
+    started, pause = time.monotonic(), FIRST_PAUSE_SECONDS
+    while True:
+        try:
+            return read(bounded)
+        except (sa.exc.OperationalError, StorageError) as exc:
+            if not _a_lock_wait(exc):
+                raise
+        waited = time.monotonic() - started
+        left = wait_seconds - waited
+        if left <= 0:
+            with engine.connect() as conn:
+                holders = read_blockers(conn)
+            raise TableLockBusyError(what, waited, holders, command)
         time.sleep(min(left, pause * random.uniform(0.5, 1.5)))
         pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
 

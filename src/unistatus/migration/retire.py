@@ -21,6 +21,7 @@ from unistatus.db.column_dependents import (
     sqlite_triggers_naming,
 )
 from unistatus.db.control import history
+from unistatus.db.ddl_wait import attempt_ms, read_politely
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import indexes_a_drop_cannot_keep, resolve_legacy_tables
 from unistatus.db.legacy_kinds import NOT_A_TABLE, not_a_table
@@ -45,7 +46,13 @@ from unistatus.migration.archive import (
     verify_archive,
 )
 from unistatus.migration.check import projected_legacy_status
-from unistatus.migration.retire_locks import RETIRE_COMMAND, UNDO_COMMAND, Deadline, politely
+from unistatus.migration.retire_locks import (
+    DROP_WHAT,
+    RETIRE_COMMAND,
+    UNDO_COMMAND,
+    Deadline,
+    politely,
+)
 from unistatus.migration.unreplayed import projected_systems
 
 __all__ = [
@@ -269,16 +276,30 @@ def retire_legacy_columns(
         compat_views.require_schemas(engine)
     if legacy_columns_dropped(engine, settings):
         return _already_dropped(engine, settings, actor, reason, compat)
-    try:
-        with engine.connect() as conn:
+    command = RETIRE_COMMAND + (" --compat-views" if compat else "")
+
+    def gates(bounded: sa.Engine) -> dict[str, Any]:
+        with bounded.connect() as conn:
             problems = blockers(conn, settings)
-        problems += _archive_problems(engine, settings)
+        problems += _archive_problems(bounded, settings)
         if problems:
             raise GateError(
                 "refusing to drop the legacy status columns (nothing changed): "
                 + "; ".join(problems)
             )
-        before = status_checksum(engine, settings)
+        return status_checksum(bounded, settings)
+
+    try:
+        # Behind a session holding a table they read ACCESS EXCLUSIVE (another
+        # migration's DDL, a LOCK TABLE), as the attempts wait: then named.
+        before = read_politely(
+            engine,
+            gates,
+            lock_ms=attempt_ms(settings),
+            what=DROP_WHAT,
+            command=command,
+            wait_seconds=settings.mode_lock_wait_seconds,
+        )
     except (UnistatusError, sa.exc.DBAPIError):
         # Another run (a retried step, a second process) dropped them since the first
         # look: its gates then met the columns gone (a refusal blaming them, or the
@@ -300,7 +321,7 @@ def retire_legacy_columns(
             )
         _after_the_drop(conn)  # last: it locks the control table
 
-    deadline, polite = politely(settings, RETIRE_COMMAND + (" --compat-views" if compat else ""))
+    deadline, polite = politely(settings, command)
     try:
         revision = schema.upgrade(
             engine,

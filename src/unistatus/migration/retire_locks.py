@@ -35,7 +35,19 @@ from unistatus.errors import ModeLockBusyError
 from unistatus.migration import capture
 from unistatus.migration.capture_locks import legacy_tables_changed
 
-__all__ = ["RETIRE_COMMAND", "UNDO_COMMAND", "Deadline", "politely", "retire_changes"]
+__all__ = [
+    "DROP_WHAT",
+    "RESTORE_WHAT",
+    "RETIRE_COMMAND",
+    "UNDO_COMMAND",
+    "Deadline",
+    "politely",
+    "retire_changes",
+]
+
+# What a retirement, and its undo, does: said when it gives up.
+DROP_WHAT = "drop the legacy status columns"
+RESTORE_WHAT = "restore the legacy status columns"
 
 
 def retire_changes(settings: Settings, *, undo: bool = False) -> ChangedTables:
@@ -102,6 +114,6 @@ def politely(settings: Settings, command: str) -> tuple[Deadline, dict[str, Any]
     return deadline, {
         "deadline_seconds": deadline.seconds,
         "command": command,
-        "what": ("restore" if undo else "drop") + " the legacy status columns",
+        "what": RESTORE_WHAT if undo else DROP_WHAT,
         "changes": retire_changes(settings, undo=undo),
     }
