@@ -136,7 +136,10 @@ def live_lines(
     select = _ordered_select(table, columns)
     if limit is not None:
         select = select.limit(limit)
-    for row in conn.execution_options(yield_per=BATCH_ROWS).execute(select):
+    # Streamed by this statement's options (the connection's own would stay set, and a
+    # transaction it begins would send its first statements through a server-side
+    # cursor too: bounded_reads's SET LOCAL).
+    for row in conn.execute(select, execution_options={"yield_per": BATCH_ROWS}):
         yield line(row)
 
 

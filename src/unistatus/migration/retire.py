@@ -250,7 +250,8 @@ def status_checksum(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
         for system, lt in tables.items():
             assert lt.status is not None
             q = sa.select(lt.id, lt.read("status")).order_by(lt.id)
-            for legacy_id, status in conn.execution_options(yield_per=5000).execute(q):
+            # Streamed by the statement's options, as archive.live_lines reads.
+            for legacy_id, status in conn.execute(q, execution_options={"yield_per": 5000}):
                 digest.update(f"{system.value}|{legacy_id}|{status}\n".encode())
                 rows += 1
     return {"sha256": digest.hexdigest(), "rows": rows}
