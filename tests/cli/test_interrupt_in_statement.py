@@ -119,6 +119,14 @@ def test_ctrl_c_between_sending_a_statement_and_its_result(
         run_backfill(pg.engine, pg.settings)
     if command == "archive export":
         args = [*args, "--out", str(tmp_path / "archive")]
+    out, _ = _interrupted_once(pg, text, nth, args)
+    assert json.loads(out)["interrupted"] is True, out
+
+
+def _interrupted_once(pg: Any, text: str, nth: int, args: list[str]) -> tuple[str, list[str]]:
+    """The command, interrupted after sending the ``nth`` statement containing ``text``,
+    ended as an interruption: exit 130, one line saying so and no traceback on stderr.
+    Its stdout, and that line."""
     proc = start_interrupted_after_send(pg.url, text, nth, *args)
     try:
         out, err = proc.communicate(timeout=60)
@@ -128,7 +136,7 @@ def test_ctrl_c_between_sending_a_statement_and_its_result(
     lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
     assert len(lines) == 1, err
     assert "Traceback" not in err, err
-    assert json.loads(out)["interrupted"] is True, out
+    return out, lines
 
 
 # Commands interrupted right after psycopg sent their first look at the installation
@@ -148,16 +156,7 @@ def test_ctrl_c_before_a_command_reaches_its_work_is_said_too(pg: Any, command: 
     under --json an empty stdout (Typer turns a KeyboardInterrupt no command caught into
     a silent exit 130): one line, and under --json one object marked interrupted."""
     seed_legacy(pg.engine, pg.settings, 50, seed=4)
-    proc = start_interrupted_after_send(
-        pg.url, "unistatus_alembic_version", 1, *BEFORE_THE_WORK[command]
-    )
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130, (proc.returncode, out, err)
-    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
-    assert len(lines) == 1 and "again" in lines[0], err
-    assert "Traceback" not in err, err
+    out, lines = _interrupted_once(pg, "unistatus_alembic_version", 1, BEFORE_THE_WORK[command])
+    assert "again" in lines[0], lines
     said = json.loads(out)
     assert said["interrupted"] is True and said["exit_code"] == 130, said

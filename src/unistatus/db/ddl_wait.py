@@ -148,8 +148,7 @@ def run_politely(
                 command,
                 TableLockBusyError.describe(holders),
             )
-        time.sleep(min(left, pause * random.uniform(0.5, 1.5)))
-        pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
+        pause = _paused(pause, left)
 
 
 def read_politely(
@@ -182,8 +181,14 @@ def read_politely(
             with engine.connect() as conn:
                 holders = read_blockers(conn)
             raise TableLockBusyError(what, waited, holders, command)
-        time.sleep(min(left, pause * random.uniform(0.5, 1.5)))
-        pause = min(pause * 2, LONGEST_PAUSE_SECONDS)
+        pause = _paused(pause, left)
+
+
+def _paused(pause: float, left: float) -> float:
+    """Sleep about ``pause`` (jitter: half to one and a half times it), at most ``left``;
+    the next pause (doubled, up to :data:`LONGEST_PAUSE_SECONDS`)."""
+    time.sleep(min(left, pause * random.uniform(0.5, 1.5)))
+    return min(pause * 2, LONGEST_PAUSE_SECONDS)
 
 
 def _a_lock_wait(exc: BaseException) -> bool:
