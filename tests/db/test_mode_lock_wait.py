@@ -233,3 +233,34 @@ def test_after_its_first_lock_an_attempt_waits_briefly_for_the_rest(
             other.close()
             caller.close()
         taking.result(30)
+
+
+def test_a_switch_behind_a_locked_control_table_names_the_holder_in_one_line(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mode set` behind a session holding unistatus's control table ACCESS EXCLUSIVE (a
+    migration's DDL, a DBA's LOCK TABLE) failed with the server's raw text, naming no
+    one: "cannot switch mode: canceling statement due to lock timeout / LINE 2: FROM
+    unistatus_control / ^". One line naming the holder, nothing changed."""
+    from unistatus.db import control  # noqa: PLC0415
+
+    monkeypatch.setattr(control, "SWITCH_LOCK_MS", 1_000)
+    dba = create_engine(pg.url, application_name="dba-session")
+    try:
+        with dba.connect() as held:
+            held.exec_driver_sql("LOCK TABLE unistatus_control IN ACCESS EXCLUSIVE MODE")
+            pid = int(held.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
+            done = CliRunner().invoke(
+                app,
+                ["--database-url", pg.url, "mode", "set", "DUAL_WRITE_LEGACY_PRIMARY"]
+                + ["--reason", "t"],
+            )
+            held.rollback()
+    finally:
+        dba.dispose()
+    assert done.exit_code == 2, done.output
+    err = done.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err and "LINE" not in err, err
+    assert f"pid {pid} (dba-session, idle in transaction" in err, err
+    assert "AccessExclusiveLock on unistatus_control" in err and "nothing changed" in err, err
+    assert get_mode(pg.engine, CASHOUT) is M.LEGACY_ONLY
