@@ -30,6 +30,7 @@ from unistatus.clock import as_utc, utcnow
 from unistatus.config import Settings, load_settings
 from unistatus.db.binding import connected, has_column
 from unistatus.db.connection_limit import connection_limit_error, refused_for_a_limit
+from unistatus.db.ddl_wait import lock_holders
 from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.mode_reads import (
@@ -43,6 +44,7 @@ from unistatus.db.mode_reads import (
     read_value,
 )
 from unistatus.db.queued_legacy import refuse_queued_legacy
+from unistatus.db.retry import retry_reason
 from unistatus.db.revisions import columns_retired, require_current_schema
 from unistatus.db.server_clock import database_now
 from unistatus.db.system_keys import system_keys, systems_of, write_summary
@@ -222,6 +224,13 @@ def set_mode(
                 conn, new, system=chosen, actor=actor, reason=reason, metadata=metadata
             )
     except sa.exc.DBAPIError as exc:
+        if retry_reason(exc) == "lock timeout":  # a table it reads held: say by whom
+            raise StorageError(
+                f"cannot switch mode (nothing changed): gave up after {SWITCH_LOCK_MS / 1000:g} s "
+                f"waiting for a lock on unistatus's tables, held by {lock_holders(engine)}. End "
+                "that transaction (its application's own, or pg_terminate_backend), then run "
+                "it again"
+            ) from None
         raise StorageError(f"cannot switch mode: {exc.orig}") from None
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "LONG_SECONDS",
     "Changes",
     "attempt_ms",
+    "lock_holders",
     "read_blockers",
     "read_politely",
     "run_politely",
@@ -308,6 +309,13 @@ def read_blockers(conn: sa.Connection) -> list[dict[str, Any]]:
         L.c.relation.in_(shared.scalar_subquery()),
     )
     return _holders(conn, exclusive, _RELATION, queued_too=True)
+
+
+def lock_holders(engine: sa.Engine) -> str:
+    """Who keeps a read waiting (:func:`read_blockers`), in one line, read on a connection
+    of its own: for the message of a statement given up on a lock timeout."""
+    with engine.connect() as conn:
+        return TableLockBusyError.describe(read_blockers(conn))
 
 
 def _holders(
