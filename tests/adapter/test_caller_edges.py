@@ -20,7 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from conftest import Database
 from support.adapters import adapter_in
-from support.blocking import WRITE_BESIDE_A_WAITING_SWITCH_SECONDS
+from support.blocking import WRITE_BESIDE_A_WAITING_SWITCH_SECONDS, collector_paused
 from unistatus import CallerTransactionError, DualWriteAdapter, DualWriteMode, OperationEvent
 from unistatus.db.control import get_mode, history, set_mode
 from unistatus.db.engine import create_engine
@@ -263,7 +263,7 @@ def test_a_mode_switch_still_waits_for_a_callers_transaction(pg: Database) -> No
         set_mode(pg.engine, M.LEGACY_ONLY, reason="pause", actor="test")
         switched.set()
 
-    with pg.engine.connect() as conn:
+    with pg.engine.connect() as conn, collector_paused():
         conn.begin()
         a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
         worker = threading.Thread(target=switch)
@@ -300,7 +300,7 @@ def test_a_switch_waiting_for_a_callers_transaction_does_not_stop_other_writers(
         assert done.overall_success, done.error
         wrote.set()
 
-    with pg.engine.connect() as conn:
+    with pg.engine.connect() as conn, collector_paused():
         conn.begin()
         a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
         worker = threading.Thread(target=switch)

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from support.blocking import (
     WRITE_BESIDE_A_WAITING_SWITCH_SECONDS,
+    collector_paused,
     queue_behind_any_holder,
     wait_until_it_blocks,
 )
@@ -688,11 +689,12 @@ def test_retire_waiting_for_a_callers_transaction_does_not_stop_other_writers(
         # Other writers, for 3 s after retire began (its checks first, then the wait).
         a = DualWriteAdapter(pg.engine, settings=pg.settings)
         until = time.monotonic() + 3.0
-        while time.monotonic() < until:
-            started = time.monotonic()
-            born = a.create_transaction("ESCROW", 3, "5", "EUR")
-            took.append(time.monotonic() - started)
-            assert born.overall_success, born.error
+        with collector_paused():
+            while time.monotonic() < until:
+                started = time.monotonic()
+                born = a.create_transaction("ESCROW", 3, "5", "EUR")
+                took.append(time.monotonic() - started)
+                assert born.overall_success, born.error
         assert max(took) < bound, f"a writer waited {max(took):.1f} s behind a waiting retire"
         assert not outcome  # still waiting for the caller
         caller.commit()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -19,6 +22,21 @@ LOADED_MACHINE_MARGIN_SECONDS = 0.5
 WRITE_BESIDE_A_WAITING_SWITCH_SECONDS = (
     mode_lock_wait.LONGEST_ATTEMPT_MS / 1000 + LOADED_MACHINE_MARGIN_SECONDS
 )
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The cyclic collector off for the block, where a test times a write by its own
+    clock (an adapter's write, client side): late in the suite a full collection of a
+    worker's heap stops every thread of the process, for up to seconds, which the test
+    would take for the write's wait."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def write_waited(
