@@ -8,4 +8,4 @@ VERSION = "0.1.0"
 # main chain, :data:`unistatus.db.schema.INSTALL_REVISION` (a test holds them equal).
 # Here, beside the version, so that `--version` says it without loading SQLAlchemy or
 # Alembic, and every command can check a database against it.
-SCHEMA_REVISION = "0022"
+SCHEMA_REVISION = "0023"

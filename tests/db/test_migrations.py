@@ -28,7 +28,7 @@ from unistatus.db.control import set_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.tables import cashouts
-from unistatus.db.tables_ops import FINE_COLUMNS
+from unistatus.db.tables_ops import ERROR_KIND_COLUMNS, FINE_COLUMNS
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import StorageError
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
@@ -307,8 +307,8 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     # dropped; 0013: the backfill workers' table; 0014: the check runs, two columns of the
     # check reports; 0015: the mode per system, a function; 0016: the stats' system column;
     # 0017: data only; 0018: the writer counts' index on last_seen_at, dropped; 0019: the
-    # fine latency buckets; 0020: the stats' refused column), nothing else; still
-    # retired, and says so.
+    # fine latency buckets; 0020: the stats' refused column; 0023: the stats' columns of
+    # each kind of error), nothing else; still retired, and says so.
     assert schema.upgrade(old.engine, old.settings) == schema.RETIRE_REVISION
     assert schema.upgrade(old.engine, old.settings, "main@head") == schema.RETIRE_REVISION
     assert set(schema.current_heads(old.engine)) == {schema.INSTALL_REVISION, "0006"}
@@ -324,7 +324,10 @@ def test_a_database_retired_by_the_release_stays_retired_and_undoes(
     for table in added:
         retired_shape["tables"][table] = after["tables"][table]
     for table, new_columns in (
-        ("unistatus_operation_stats", {"rolled_back", "system", "refused", *FINE_COLUMNS}),
+        (
+            "unistatus_operation_stats",
+            {"rolled_back", "system", "refused", *FINE_COLUMNS, *ERROR_KIND_COLUMNS},
+        ),
         ("unistatus_backfill_quarantine", {"writer"}),
         ("unistatus_check_reports", {"complete", "run"}),
     ):
@@ -620,7 +623,7 @@ def test_0018_drops_the_index_that_kept_writer_counts_from_being_hot(
     db = new_database("writers_hot")
     assert schema.upgrade(db.engine, db.settings, "0017") == "0017"
     assert index_names(db.engine, "unistatus_capture_writers") >= index
-    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0022"
+    assert schema.upgrade(db.engine, db.settings) == schema.INSTALL_REVISION == "0023"
     assert not index_names(db.engine, "unistatus_capture_writers") & index
 
     if db.backend == "postgres":

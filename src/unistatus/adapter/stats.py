@@ -52,10 +52,13 @@ from unistatus.db.retry import fails_every_write
 from unistatus.db.tables_ops import (
     BUCKET_COLUMNS,
     COARSE_OF_FINE,
+    ERROR_KIND_COLUMNS,
+    ERROR_KINDS,
     FINE_BUCKETS_MS,
     FINE_COLUMNS,
     LATENCY_BUCKETS_MS,
     operation_stats,
+    stores_error_kinds,
     stores_fine_latency,
     stores_refused,
     stores_rolled_back,
@@ -107,6 +110,9 @@ def coarse_buckets(fine: list[int]) -> list[int]:
     return out
 
 
+_KIND_INDEX = {kind: i for i, kind in enumerate(ERROR_KINDS)}
+
+
 @dataclass
 class _Agg:
     count: int = 0  # completed operations: successes and errors, never rolled back
@@ -117,6 +123,8 @@ class _Agg:
     buckets: list[int] = field(default_factory=lambda: [0] * N_FINE)  # FINE_BUCKETS_MS
     rolled_back: int = 0  # rolled back by the caller: in nothing else
     refused: int = 0  # refused for the caller's input, nothing written: in nothing else
+    # Of errors, those of each kind of ERROR_KINDS (the rest: the database's).
+    error_kinds: list[int] = field(default_factory=lambda: [0] * len(ERROR_KINDS))
 
     def add(self, event: OperationEvent) -> None:
         if event.rolled_back:
@@ -128,6 +136,8 @@ class _Agg:
         self.count += 1
         if not event.success:
             self.errors += 1
+            if event.error_kind in _KIND_INDEX:
+                self.error_kinds[_KIND_INDEX[event.error_kind]] += 1
         if event.shadow_mismatch:
             self.shadow_mismatches += 1
         duration = max(float(event.duration_ms), 0.0)
@@ -144,6 +154,7 @@ class _Agg:
         self.latency_sum_ms += other.latency_sum_ms
         self.latency_max_ms = max(self.latency_max_ms, other.latency_max_ms)
         self.buckets = [a + b for a, b in zip(self.buckets, other.buckets, strict=True)]
+        self.error_kinds = [a + b for a, b in zip(self.error_kinds, other.error_kinds, strict=True)]
 
 
 def default_process_id() -> str:
@@ -212,9 +223,9 @@ class OperationStats:
         if not self._warned_old_schema:
             self._warned_old_schema = True
             log.warning(
-                "the schema is older than revision 0020: rolled-back operations (0010), "
-                "the legacy system of operations (0016), the fine latency buckets (0019) "
-                "or refused writes (0020) "
+                "the schema is older than revision 0023: rolled-back operations (0010), "
+                "the legacy system of operations (0016), the fine latency buckets (0019), "
+                "refused writes (0020) or the kinds of errors (0023) "
                 "are not stored until `unistatus init` upgrades it (the other figures are)"
             )
 
@@ -248,6 +259,7 @@ class OperationStats:
                     "latency_max_ms": agg.latency_max_ms,
                     **dict(zip(BUCKET_COLUMNS, coarse_buckets(agg.buckets), strict=True)),
                     **dict(zip(FINE_COLUMNS, agg.buckets, strict=True)),
+                    **dict(zip(ERROR_KIND_COLUMNS, agg.error_kinds, strict=True)),
                 }
                 for (op, mode, system), agg in taken.items()
             ]
@@ -257,6 +269,7 @@ class OperationStats:
                     (("refused",), stores_refused),
                     (("system",), stores_system),
                     (FINE_COLUMNS, stores_fine_latency),
+                    (ERROR_KIND_COLUMNS, stores_error_kinds),
                 ):
                     if not stored(self.engine):
                         self._warn_old_schema()
@@ -346,6 +359,7 @@ def prune(engine: sa.Engine, older_than_seconds: float = RETENTION_SECONDS) -> i
         *(("rolled_back",) if stores_rolled_back(engine) else ()),
         *(("refused",) if stores_refused(engine) else ()),
         *(FINE_COLUMNS if stores_fine_latency(engine) else ()),
+        *(ERROR_KIND_COLUMNS if stores_error_kinds(engine) else ()),
     ]
     columns = [S.c.operation, S.c.mode, S.c.interval_start, S.c.interval_end]
     if stores_system(engine):

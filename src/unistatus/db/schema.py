@@ -43,7 +43,7 @@ from unistatus.version import SCHEMA_REVISION
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 REFERENCE_NAMES = {"CASHOUT": "cashouts", "ESCROW": "escrows", "EXCHANGE": "exchanges"}
-# Two Alembic branches; file names tell the order: 0001_ .. 0022_ (no 0006) on the main
+# Two Alembic branches; file names tell the order: 0001_ .. 0023_ (no 0006) on the main
 # chain, r001_ on the retire branch. `init` (and every upgrade) installs the main chain, up to
 # INSTALL_REVISION, its head; it never drops anything. The retire branch holds one
 # revision, 0006, which depends on 0009 (frozen: it was written against 0009) and drops the

@@ -57,6 +57,18 @@ COARSE_OF_FINE: tuple[int, ...] = tuple(
     bisect_left(LATENCY_BUCKETS_MS, bound) for bound in (*FINE_BUCKETS_MS, float("inf"))
 )
 
+# What failed an operation, as its event says (OperationEvent.error_kind), each counted
+# in a column of its own (revision 0023) beside ``errors``, which holds them all; the
+# rest of ``errors`` ("database": any other failure, or one flushed before 0023).
+ERROR_KINDS: tuple[str, ...] = (
+    "connection_limit",
+    "outcome_unknown",
+    "queue_timeout",
+    "interrupted",
+)
+ERROR_KIND_COLUMNS: tuple[str, ...] = tuple(f"errors_{kind}" for kind in ERROR_KINDS)
+OTHER_ERRORS = "database"
+
 operation_stats = sa.Table(
     "unistatus_operation_stats",
     metadata,
@@ -85,8 +97,18 @@ operation_stats = sa.Table(
     # Writes refused for their caller's input after they began (revision 0020): they
     # wrote nothing; not in count, errors, the latency sum or the buckets.
     sa.Column("refused", sa.BigInteger, nullable=False, server_default="0"),
+    # Of ``errors``, those of each kind of ERROR_KINDS (revision 0023).
+    *(
+        sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
+        for name in ERROR_KIND_COLUMNS
+    ),
 )
 sa.Index("ix_operation_stats_end", operation_stats.c.interval_end)
+
+
+def stores_error_kinds(engine: sa.Engine) -> bool:
+    """Whether ``operation_stats`` has the columns of each kind of error (revision 0023)."""
+    return has_column(engine, operation_stats, ERROR_KIND_COLUMNS[-1])
 
 
 def stores_rolled_back(engine: sa.Engine) -> bool:

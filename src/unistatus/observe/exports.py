@@ -31,6 +31,7 @@ METRICS: dict[str, str] = {
     "unistatus_operation_latency_seconds_count": "histogram",
     "unistatus_operations_total": "counter",
     "unistatus_operation_errors_total": "counter",
+    "unistatus_operation_errors_by_kind_total": "counter",
     "unistatus_operations_rolled_back_total": "counter",
     "unistatus_operations_refused_total": "counter",
     "unistatus_shadow_mismatches_total": "counter",
@@ -386,6 +387,10 @@ def grafana_dashboard() -> dict[str, Any]:
                 (
                     "sum by (operation) (rate(unistatus_operation_errors_total[5m]))",
                     "errors {{operation}}",
+                ),
+                (
+                    "sum by (kind) (rate(unistatus_operation_errors_by_kind_total[5m]))",
+                    "errors: {{kind}}",
                 ),
                 ("rate(unistatus_shadow_mismatches_total[5m])", "shadow mismatches"),
             ],

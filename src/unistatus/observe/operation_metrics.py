@@ -11,7 +11,12 @@ system's gate figures can be read apart in Prometheus:
 - the cumulative families (``unistatus_operation_latency_seconds`` histogram,
   ``unistatus_operations_total``, ``..._errors_total``, ``..._rolled_back_total``, ``..._refused_total``): sums
   over every stats row, per (operation, mode, system); ``system=""`` (no system, in
-  Prometheus' terms) for operations stored without one.
+  Prometheus' terms) for operations stored without one. The errors again by what failed
+  them (``unistatus_operation_errors_by_kind_total``, labelled ``kind`` too: a role's
+  CONNECTION LIMIT or max_connections, ``outcome_unknown``, the write queue's
+  ``queue_timeout``, ``interrupted``, or ``database``), every kind of every series, 0
+  included: a family of its own, so that the errors' and operations' series keep
+  the same labels (an error rate divides one by the other).
 """
 
 from __future__ import annotations
@@ -92,6 +97,12 @@ def operation_families(totals: list[dict[str, Any]]) -> Iterator[Any]:
         "operations, errors or latency), all processes",
         labels=labels,
     )
+    by_kind = CounterMetricFamily(
+        "unistatus_operation_errors_by_kind",
+        "Failed adapter operations by what failed them (connection_limit, "
+        "outcome_unknown, queue_timeout, interrupted, database), all processes",
+        labels=[*labels, "kind"],
+    )
     mismatches = CounterMetricFamily(
         "unistatus_shadow_mismatches", "Shadow-read mismatches, all processes"
     )
@@ -107,11 +118,14 @@ def operation_families(totals: list[dict[str, Any]]) -> Iterator[Any]:
         hist.add_metric(values, t["buckets"], t["sum_ms"] / MS_PER_SECOND)
         for method, key in add:
             method(values, t[key])
+        for kind, n in t["errors_by_kind"].items():
+            by_kind.add_metric([*values, kind], n)
         total_mismatches += t["shadow_mismatches"]
     mismatches.add_metric([], total_mismatches)
     yield hist
     yield ops
     yield errors
+    yield by_kind
     yield rolled_back
     yield refused
     yield mismatches

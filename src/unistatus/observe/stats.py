@@ -26,9 +26,13 @@ from unistatus.adapter.stats import LATENCY_BUCKETS_MS, OperationStats, bucket_i
 from unistatus.clock import utcnow
 from unistatus.db.tables_ops import (
     BUCKET_COLUMNS,
+    ERROR_KIND_COLUMNS,
+    ERROR_KINDS,
     FINE_BUCKETS_MS,
     FINE_COLUMNS,
+    OTHER_ERRORS,
     operation_stats,
+    stores_error_kinds,
     stores_fine_latency,
     stores_refused,
     stores_rolled_back,
@@ -288,6 +292,8 @@ def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
     (:func:`unistatus.adapter.stats.prune`), so these sums never go down. ``system`` is
     the legacy system's value, "" for operations stored without one (flushed before
     revision 0016, or tied to no system); on a schema older than 0016, "" throughout.
+    ``errors_by_kind``: the errors by what failed them (every kind, 0 included; those
+    of no kind the stats store, or stored before revision 0023, are "database").
     """
     s = S.c
     system: sa.ColumnElement[Any] = s.system if stores_system(engine) else sa.null()
@@ -301,6 +307,10 @@ def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
         sa.func.sum(s.latency_sum_ms),
         sa.func.sum(s.rolled_back),
         sa.func.sum(s.refused) if stores_refused(engine) else sa.literal(0),
+        *(
+            sa.func.sum(s[c]) if stores_error_kinds(engine) else sa.literal(0)
+            for c in ERROR_KIND_COLUMNS
+        ),
         *(sa.func.sum(s[b]) for b in BUCKET_COLUMNS),
     ).group_by(s.operation, s.mode, *([system] if stores_system(engine) else []))
     with engine.connect() as conn:
@@ -308,9 +318,11 @@ def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     # Rendered as client_python renders its own bucket bounds: 0.001 ... 1.0 ... 10.0
     bounds = [*(str(b / 1000.0) for b in LATENCY_BUCKETS_MS), "+Inf"]
+    kinds_at = 9  # where the kinds' sums are in a row; the buckets' after them
+    buckets_at = kinds_at + len(ERROR_KINDS)
     for r in rows:
         cumulative, total = [], 0
-        for bound, n in zip(bounds, r[9:], strict=True):
+        for bound, n in zip(bounds, r[buckets_at:], strict=True):
             total += int(n or 0)
             cumulative.append((bound, total))
         out.append(
@@ -324,7 +336,14 @@ def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
                 "sum_ms": float(r[6] or 0.0),
                 "rolled_back": int(r[7] or 0),
                 "refused": int(r[8] or 0),
+                "errors_by_kind": _errors_by_kind(int(r[4] or 0), r[kinds_at:buckets_at]),
                 "buckets": cumulative,
             }
         )
     return out
+
+
+def _errors_by_kind(errors: int, sums: Sequence[Any]) -> dict[str, int]:
+    """``errors`` by kind (ERROR_KINDS' sums, in order): the rest is the database's."""
+    counted = {kind: int(n or 0) for kind, n in zip(ERROR_KINDS, sums, strict=True)}
+    return {OTHER_ERRORS: max(errors - sum(counted.values()), 0), **counted}
