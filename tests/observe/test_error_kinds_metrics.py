@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import Database
 from support.limited_role import a_role_limited_to, hold
 from unistatus import DualWriteAdapter, OperationEvent
-from unistatus.adapter.stats import OperationStats
+from unistatus.adapter.stats import OperationStats, prune
 from unistatus.api.service import create_app
 from unistatus.config import load_settings
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
@@ -104,3 +104,21 @@ def test_each_kind_is_counted_apart_and_the_rest_is_database(db: Database) -> No
         "interrupted": 1.0,
         "database": 6.0,
     }, counted
+
+
+def test_the_kinds_survive_the_pruning_fold(db: Database) -> None:
+    """Statistics older than the retention are folded into one row per series: the
+    kinds' sums with the rest, so their counters never go down."""
+    for _ in range(2):  # two rows of the same series, folded into one
+        stats = OperationStats(db.engine, flush_seconds=3600)
+        try:
+            stats.record(_event("connection_limit"))
+            stats.record(_event("queue_timeout"))
+            stats.record(_event("database"))
+            assert stats.flush() == 1
+        finally:
+            stats.close()
+    before = _by_kind(db)
+    assert before[("update_status", "connection_limit")] == 2.0, before
+    assert prune(db.engine, older_than_seconds=0) == 2
+    assert _by_kind(db) == before
