@@ -153,3 +153,8 @@ def test_mode_switch_wait_bench_runs_with_tiny_sizes(scratch_url: str) -> None:
     assert report["switch"]["outcome"] == "switched" and report["errors"] == 0
     for part in ("before_switch", "while_switch_waits", "after_commit"):
         assert report[part]["writes"] > 0
+
+
+def test_the_stats_record_bench_runs_with_tiny_sizes() -> None:
+    report = run_bench("stats_record.py", "--events", "200", "--rounds", "2", "--failed", "5")
+    assert report["events"] == 200 and report["us_per_event_median"] > 0, report
