@@ -332,3 +332,33 @@ def test_a_retirement_behind_a_lock_on_its_control_table_names_it(
     finally:
         worker.join(30)
         undo_cleanup(db.engine, db.settings)
+
+
+@pytest.mark.postgres
+def test_a_lock_wait_in_the_retirements_archive_check_waits_as_the_others(
+    hurried: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The archive's re-verification (one of the gates) said a lock timeout as
+    "cannot read the database: ... lock timeout", its cause dropped: the gates gave up at
+    once, naming no one, instead of reading again until the deadline."""
+    from unistatus.migration import retire  # noqa: PLC0415
+
+    db = hurried
+    seed(db)
+    freeze_and_archive(db, tmp_path)
+    # The gates' other reads (before the archive's) past: the lock meets the archive's.
+    monkeypatch.setattr(retire, "blockers", lambda conn, settings: [])
+    try:
+        with _holding(db, "LOCK TABLE escrows IN ACCESS EXCLUSIVE MODE") as pid:
+            worker, outcome = _in_a_thread(
+                lambda: retire_legacy_columns(db.engine, db.settings, actor="t", reason="t")
+            )
+            worker.join(DEADLINE_SECONDS + LATE_SECONDS + 5)
+            assert not worker.is_alive()
+        (refused,) = outcome
+        assert isinstance(refused, TableLockBusyError), repr(refused)
+        _assert_named(str(refused), pid, "unistatus retire legacy-columns")
+        assert "AccessExclusiveLock on escrows" in str(refused), str(refused)
+    finally:
+        worker.join(30)
+        undo_cleanup(db.engine, db.settings)
