@@ -194,8 +194,13 @@ def _paused(pause: float, left: float) -> float:
 
 def _a_lock_wait(exc: BaseException) -> bool:
     """Whether ``exc`` is a lock wait given up (or a deadlock), also when a read said it
-    as a StorageError (the legacy tables reflected): tried again, not raised."""
-    cause = exc if isinstance(exc, sa.exc.OperationalError) else exc.__cause__
+    as a StorageError (the legacy tables reflected; the archive's verification, which
+    raises it ``from None``: the error it replaced is still its context): tried again,
+    not raised."""
+    if isinstance(exc, sa.exc.OperationalError):
+        cause: BaseException | None = exc
+    else:
+        cause = exc.__cause__ or exc.__context__
     return isinstance(cause, sa.exc.OperationalError) and retry_reason(cause) in RETRIED
 
 
