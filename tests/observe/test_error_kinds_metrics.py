@@ -16,12 +16,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import Database
 from support.limited_role import a_role_limited_to, hold
-from unistatus import DualWriteAdapter, OperationEvent
+from unistatus import ConnectionLimitError, DualWriteAdapter, OperationEvent
 from unistatus.adapter.stats import OperationStats, prune
 from unistatus.api.service import create_app
 from unistatus.config import load_settings
@@ -54,6 +55,8 @@ def test_a_write_failed_for_a_connection_limit_is_counted_as_one(pg: Database) -
         try:
             failed = adapter.create_transaction("WALLET_CASHOUT", 1, Decimal("1.00"), "USD")
             assert not failed.overall_success and not failed.outcome_unknown
+            with pytest.raises(ConnectionLimitError):  # a read refused so: the same kind
+                adapter.get_transaction_status("UTX100000000000001")
         finally:
             for conn in held:
                 conn.close()
@@ -61,6 +64,8 @@ def test_a_write_failed_for_a_connection_limit_is_counted_as_one(pg: Database) -
     counted = _by_kind(pg)
     assert counted[("create_transaction", "connection_limit")] == 1.0, counted
     assert counted[("create_transaction", "database")] == 0.0, counted
+    assert counted[("get_transaction_status", "connection_limit")] == 1.0, counted
+    assert counted[("get_transaction_status", "database")] == 0.0, counted
     assert {kind for _, kind in counted} == KINDS, counted
 
 
@@ -90,6 +95,8 @@ def test_each_kind_is_counted_apart_and_the_rest_is_database(db: Database) -> No
         ):
             for _ in range(n):
                 stats.record(_event(kind))
+        # A write in a caller's transaction that may have committed, said so unlabelled.
+        stats.record(_event(None, outcome_unknown=True))
         stats.record(_event(None, success=True))
         stats.record(_event(None, success=True, refused=True))  # the caller's input
         stats.record(_event("database", rolled_back=True))  # the caller's: not one either
@@ -99,7 +106,7 @@ def test_each_kind_is_counted_apart_and_the_rest_is_database(db: Database) -> No
     counted = _by_kind(db)
     assert {k: v for (op, k), v in counted.items() if op == "update_status"} == {
         "connection_limit": 2.0,
-        "outcome_unknown": 1.0,
+        "outcome_unknown": 2.0,
         "queue_timeout": 3.0,
         "interrupted": 1.0,
         "database": 6.0,
