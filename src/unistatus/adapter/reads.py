@@ -19,7 +19,7 @@ from unistatus.adapter import judge
 from unistatus.adapter.caller import CallerConnection, CallerTransactions
 from unistatus.adapter.model import Entity
 from unistatus.adapter.rows import EntityRows, held_ref
-from unistatus.adapter.runner import Runner
+from unistatus.adapter.runner import CONNECTION_LIMIT, Runner
 from unistatus.adapter.sql import HotStatements
 from unistatus.db.mode_reads import read_mode
 from unistatus.domain import consistency
@@ -27,6 +27,7 @@ from unistatus.domain.ids import LegacyRef
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
 from unistatus.errors import (
+    ConnectionLimitError,
     EntityNotFoundError,
     InputError,
     LegacyStatusRetiredError,
@@ -91,7 +92,13 @@ class StatusReads:
             mode = read if read is not None else self._runner.mode(system)
         except StorageError as exc:
             self._runner.emit(
-                "get_transaction_status", mode, False, started, error=str(exc), system=system
+                "get_transaction_status",
+                mode,
+                False,
+                started,
+                error=str(exc),
+                system=system,
+                error_kind=CONNECTION_LIMIT if isinstance(exc, ConnectionLimitError) else None,
             )
             raise
         meta: dict[str, Any] = {"entity_id": str(entity_id), "mode": mode.value}

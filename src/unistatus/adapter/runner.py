@@ -525,7 +525,8 @@ class Runner:
             outcome_unknown=outcome_unknown,
             rolled_back=rolled_back,
             system=system,
-            error_kind=error_kind,
+            # A write that may have committed is that first (a caller's, said unlabelled).
+            error_kind="outcome_unknown" if outcome_unknown else error_kind,
         )
         for observer in self.observers:
             try:

@@ -136,8 +136,10 @@ class _Agg:
         self.count += 1
         if not event.success:
             self.errors += 1
-            if event.error_kind in _KIND_INDEX:
-                self.error_kinds[_KIND_INDEX[event.error_kind]] += 1
+            # A write that may have committed is that, whatever labelled it (or nothing).
+            kind = "outcome_unknown" if event.outcome_unknown else event.error_kind
+            if kind in _KIND_INDEX:
+                self.error_kinds[_KIND_INDEX[kind]] += 1
         if event.shadow_mismatch:
             self.shadow_mismatches += 1
         duration = max(float(event.duration_ms), 0.0)
