@@ -235,20 +235,31 @@ def test_after_its_first_lock_an_attempt_waits_briefly_for_the_rest(
         taking.result(30)
 
 
+CONTROL_HELD = {
+    "table": "LOCK TABLE unistatus_control IN ACCESS EXCLUSIVE MODE",
+    # A session holding the rows a switch writes (an operator's open UPDATE).
+    "rows": "SELECT key FROM unistatus_control FOR UPDATE",
+}
+
+
+@pytest.mark.parametrize("held_so", sorted(CONTROL_HELD))
 def test_a_switch_behind_a_locked_control_table_names_the_holder_in_one_line(
-    pg: Database, monkeypatch: pytest.MonkeyPatch
+    pg: Database, monkeypatch: pytest.MonkeyPatch, held_so: str
 ) -> None:
     """`mode set` behind a session holding unistatus's control table ACCESS EXCLUSIVE (a
     migration's DDL, a DBA's LOCK TABLE) failed with the server's raw text, naming no
     one: "cannot switch mode: canceling statement due to lock timeout / LINE 2: FROM
-    unistatus_control / ^". One line naming the holder, nothing changed."""
+    unistatus_control / ^". One line naming the holder, nothing changed. Behind rows
+    held (no table lock to name it by), it says so, not "no session any more"."""
     from unistatus.db import control  # noqa: PLC0415
 
     monkeypatch.setattr(control, "SWITCH_LOCK_MS", 1_000)
+    for there_and_back in (M.DUAL_WRITE_LEGACY_PRIMARY, M.LEGACY_ONLY):  # every mode row
+        set_mode(pg.engine, there_and_back, reason="t")
     dba = create_engine(pg.url, application_name="dba-session")
     try:
         with dba.connect() as held:
-            held.exec_driver_sql("LOCK TABLE unistatus_control IN ACCESS EXCLUSIVE MODE")
+            held.exec_driver_sql(CONTROL_HELD[held_so])
             pid = int(held.exec_driver_sql("SELECT pg_backend_pid()").scalar_one())
             done = CliRunner().invoke(
                 app,
@@ -261,6 +272,10 @@ def test_a_switch_behind_a_locked_control_table_names_the_holder_in_one_line(
     assert done.exit_code == 2, done.output
     err = done.stderr.strip()
     assert err.startswith("error:") and "\n" not in err and "LINE" not in err, err
-    assert f"pid {pid} (dba-session, idle in transaction" in err, err
-    assert "AccessExclusiveLock on unistatus_control" in err and "nothing changed" in err, err
+    assert "nothing changed" in err and "no session any more" not in err, err
+    if held_so == "table":
+        assert f"pid {pid} (dba-session, idle in transaction" in err, err
+        assert "AccessExclusiveLock on unistatus_control" in err, err
+    else:
+        assert "another transaction" in err, err
     assert get_mode(pg.engine, CASHOUT) is M.LEGACY_ONLY
