@@ -316,11 +316,17 @@ def read_blockers(conn: sa.Connection) -> list[dict[str, Any]]:
     return _holders(conn, exclusive, _RELATION, queued_too=True)
 
 
-def lock_holders(engine: sa.Engine) -> str:
-    """Who keeps a read waiting (:func:`read_blockers`), in one line, read on a connection
-    of its own: for the message of a statement given up on a lock timeout."""
-    with engine.connect() as conn:
-        return TableLockBusyError.describe(read_blockers(conn))
+def lock_holders(engine: sa.Engine) -> str | None:
+    """Who holds a table ACCESS EXCLUSIVE, or is queued for that (:func:`read_blockers`),
+    in one line, read on a connection of its own: for the message of a statement given
+    up on a lock timeout. None: no one so (its wait was for another lock: a row's, an
+    advisory one) or they could not be read."""
+    try:
+        with engine.connect() as conn:
+            holders = read_blockers(conn)
+    except (sa.exc.DBAPIError, StorageError):
+        return None
+    return TableLockBusyError.describe(holders) if holders else None
 
 
 def _holders(
