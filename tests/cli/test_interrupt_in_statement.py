@@ -16,6 +16,7 @@ from support.slow_statement import (
     slow_inserts,
     start,
     start_interrupted_after_send,
+    the_interruption_line,
     wait_for,
 )
 from unistatus.backfill import run_backfill
@@ -39,10 +40,8 @@ def _repair_was_interrupted(
     """`repair --json` ended as an interruption after 50 entities: exit 130, its one
     line, the report marked and nothing counted as failed (the one in hand rolled back)."""
     repaired = pg.count("unified_transactions") - before
-    assert proc.returncode == 130, (proc.returncode, out, err)
-    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
-    assert len(lines) == 1, err
-    assert "unistatus repair" in lines[0], lines[0]
+    line = the_interruption_line(proc, out, err)
+    assert "unistatus repair" in line, line
     report = json.loads(out)
     assert report["interrupted"] is True, report
     assert report["failed"] == 0 and report["errors"] == [], report
@@ -123,7 +122,7 @@ def test_ctrl_c_between_sending_a_statement_and_its_result(
     assert json.loads(out)["interrupted"] is True, out
 
 
-def _interrupted_once(pg: Any, text: str, nth: int, args: list[str]) -> tuple[str, list[str]]:
+def _interrupted_once(pg: Any, text: str, nth: int, args: list[str]) -> tuple[str, str]:
     """The command, interrupted after sending the ``nth`` statement containing ``text``,
     ended as an interruption: exit 130, one line saying so and no traceback on stderr.
     Its stdout, and that line."""
@@ -132,11 +131,9 @@ def _interrupted_once(pg: Any, text: str, nth: int, args: list[str]) -> tuple[st
         out, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 130, (proc.returncode, out, err)
-    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
-    assert len(lines) == 1, err
+    line = the_interruption_line(proc, out, err)
     assert "Traceback" not in err, err
-    return out, lines
+    return out, line
 
 
 # Commands interrupted right after psycopg sent their first look at the installation
@@ -156,7 +153,7 @@ def test_ctrl_c_before_a_command_reaches_its_work_is_said_too(pg: Any, command: 
     under --json an empty stdout (Typer turns a KeyboardInterrupt no command caught into
     a silent exit 130): one line, and under --json one object marked interrupted."""
     seed_legacy(pg.engine, pg.settings, 50, seed=4)
-    out, lines = _interrupted_once(pg, "unistatus_alembic_version", 1, BEFORE_THE_WORK[command])
-    assert "again" in lines[0], lines
+    out, line = _interrupted_once(pg, "unistatus_alembic_version", 1, BEFORE_THE_WORK[command])
+    assert "again" in line, line
     said = json.loads(out)
     assert said["interrupted"] is True and said["exit_code"] == 130, said

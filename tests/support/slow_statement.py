@@ -122,3 +122,12 @@ def in_statement(engine: sa.Engine, command: str) -> Callable[[], bool]:
             )
 
     return sleeping
+
+
+def the_interruption_line(proc: subprocess.Popen[str], out: str, err: str) -> str:
+    """The command ``proc`` ended as an interruption: exit 130 and one line saying so
+    on stderr; that line."""
+    assert proc.returncode == 130, (proc.returncode, out, err)
+    lines = [line for line in err.splitlines() if line.startswith("interrupted:")]
+    assert len(lines) == 1, err
+    return lines[0]

@@ -308,8 +308,9 @@ def stats_totals(engine: sa.Engine) -> list[dict[str, Any]]:
         sa.func.sum(s.rolled_back),
         sa.func.sum(s.refused) if stores_refused(engine) else sa.literal(0),
         *(
-            sa.func.sum(s[c]) if stores_error_kinds(engine) else sa.literal(0)
-            for c in ERROR_KIND_COLUMNS
+            (sa.func.sum(s[c]) for c in ERROR_KIND_COLUMNS)
+            if stores_error_kinds(engine)
+            else (sa.literal(0) for _ in ERROR_KIND_COLUMNS)
         ),
         *(sa.func.sum(s[b]) for b in BUCKET_COLUMNS),
     ).group_by(s.operation, s.mode, *([system] if stores_system(engine) else []))
