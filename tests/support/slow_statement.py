@@ -23,9 +23,12 @@ import unistatus
 SRC = str(Path(unistatus.__file__).parents[1])
 
 
-def start(url: str, *args: str, **popen: Any) -> subprocess.Popen[str]:
-    """``python -m unistatus --database-url URL ARGS...`` as a process of its own."""
-    env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "200"}
+def start(
+    url: str, *args: str, env_extra: dict[str, str] | None = None, **popen: Any
+) -> subprocess.Popen[str]:
+    """``python -m unistatus --database-url URL ARGS...`` as a process of its own
+    (``env_extra``: settings of its environment beside the test's)."""
+    env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "200", **(env_extra or {})}
     return subprocess.Popen(
         [sys.executable, "-m", "unistatus", "--database-url", url, *args],
         text=True,
