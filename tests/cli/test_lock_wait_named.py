@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,6 @@ READERS = [
     ("phase", "status"),
     ("mode", "get"),
     ("plan",),
-    ("diagnose",),
     ("backfill", "status"),
     ("capture", "status"),
 ]
@@ -43,8 +43,11 @@ def _ended(proc: subprocess.Popen[str], seconds: float) -> tuple[str, str]:
 
 
 def test_read_commands_behind_a_locked_control_table_give_up_naming_the_holder(
-    pg: Database,
+    pg: Database, tmp_path: Path
 ) -> None:
+    """Each gives up with one line naming the holder, exit 2; `diagnose` collects what it
+    can, as it does for any section that fails, and names the holder too (its file's
+    ``table_locks``, and a finding on stderr)."""
     env = {"UNISTATUS_LOCK_TIMEOUT_MS": str(LOCK_TIMEOUT_MS)}
     dba = create_engine(pg.url, application_name="dba-session")
     try:
@@ -54,6 +57,8 @@ def test_read_commands_behind_a_locked_control_table_give_up_naming_the_holder(
             began = time.monotonic()
             procs = [start(pg.url, *args, env_extra=env) for args in READERS]
             procs.append(start(pg.url, "phase", "status", "--json", env_extra=env))
+            diagnosed = tmp_path / "d.json"
+            procs.append(start(pg.url, "diagnose", "--out", str(diagnosed), env_extra=env))
             try:
                 outs = [_ended(p, max(1.0, 30 - (time.monotonic() - began))) for p in procs]
             finally:
@@ -65,15 +70,24 @@ def test_read_commands_behind_a_locked_control_table_give_up_naming_the_holder(
             held.rollback()
     finally:
         dba.dispose()
+    *said_so, (diagnose_out, diagnose_err) = outs
+    assert procs[-1].returncode == 0, (diagnose_out, diagnose_err)
+    finding = [line for line in diagnose_err.splitlines() if line.startswith("finding:")]
+    assert len(finding) == 1, diagnose_err
+    assert f"pid {pid} (dba-session" in finding[0], finding
+    assert "AccessExclusiveLock on unistatus_control" in finding[0], finding
+    filed = json.loads(diagnosed.read_text())
+    assert [h["pid"] for h in filed["table_locks"]] == [pid], filed["table_locks"]
+    assert "lock timeout" in filed["control"]["error"], filed["control"]
     for args, proc, (out, err) in zip(
-        [*READERS, ("phase status --json",)], procs, outs, strict=True
+        [*READERS, ("phase status --json",)], procs[:-1], said_so, strict=True
     ):
         assert proc.returncode == 2, (args, proc.returncode, out, err)
         line = err.strip()
         assert line.startswith("error:") and "\n" not in line and "LINE" not in line, (args, err)
         assert f"pid {pid} (dba-session, idle in transaction" in line, (args, line)
         assert "AccessExclusiveLock on unistatus_control" in line, (args, line)
-    said = json.loads(outs[-1][0])
+    said = json.loads(said_so[-1][0])
     assert said["error"] == "StorageError" and said["exit_code"] == 2, said
     assert f"pid {pid}" in said["detail"], said
     # Seven processes on two cores: each is its start-up and one lock timeout, not a wait.

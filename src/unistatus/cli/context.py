@@ -107,6 +107,7 @@ class AppState:
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
+            _LOCKS_READ_ON.set(None)
 
     @property
     def engine(self) -> sa.Engine:
@@ -152,6 +153,8 @@ class AppState:
                     soft_wrap=True,
                 )
             engine = create_engine(url, schema=self.settings.schema, **self._connecting())
+            # Set before the first statement: a lock timeout of any is said naming the holder.
+            _LOCKS_READ_ON.set((engine, self.settings.lock_timeout_ms))
             if need != "as_is":
                 target.check_reachable(engine)
             self._engine = engine
@@ -181,6 +184,7 @@ class AppState:
             "application_name": session_name(self.command or "cli"),
             "prepared_statements": self.settings.prepared_statements,
             "network": self.settings.network,
+            "lock_timeout_ms": self.settings.lock_timeout_ms,
             "pool_size": self.settings.pool_size,
             "max_overflow": self.settings.max_overflow,
         }
@@ -300,14 +304,33 @@ def note_json(args: Sequence[str]) -> None:
     _JSON_ASKED.set("--json" in given)
 
 
+# The command's engine and its lock_timeout_ms (:meth:`AppState.open_engine`): a
+# statement given up on a lock timeout is said naming who holds the lock (:func:`abort`).
+_LOCKS_READ_ON: ContextVar[tuple[sa.Engine, int] | None] = ContextVar(
+    "unistatus_locks_read_on", default=None
+)
+
+
 def abort(message: str, code: int = EXIT_ERROR, *, error: str = "InputError") -> NoReturn:
     """The error as one line on stderr, and exit ``code``. Under ``--json`` also one JSON
     object on stdout, ``{"error": error, "detail": message, "exit_code": code}``:
-    ``error`` names the error's class (the exception's, from :func:`abort_from`)."""
+    ``error`` names the error's class (the exception's, from :func:`abort_from`). A lock
+    timeout is said as one line naming the lock's holder
+    (:func:`unistatus.db.lock_timeouts.with_holders`)."""
+    message = _holders_named(message)
     # The message is text, not Rich markup: "[auto_responses]" of a config error is kept.
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     say_error_as_json(message, code, error=error)
     raise typer.Exit(code)
+
+
+def _holders_named(message: str) -> str:
+    reading = _LOCKS_READ_ON.get()
+    if reading is None:
+        return message
+    from unistatus.db.lock_timeouts import gave_up_on_a_lock, with_holders  # lazy: SQLAlchemy
+
+    return with_holders(message, *reading) if gave_up_on_a_lock(message) else message
 
 
 def say_error_as_json(message: str, code: int, *, error: str) -> None:

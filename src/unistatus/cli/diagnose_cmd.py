@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -50,6 +51,24 @@ def diagnose(
     console.print(f"diagnostic written to [bold]{path}[/] ({len(text)} bytes)")
     if failed:
         console.print(f"[yellow]sections that could not be collected:[/] {', '.join(failed)}")
+    held = _lock_finding(report, failed)
+    if held:
+        err_console.print(f"[yellow]finding:[/] {escape(held)}", highlight=False, soft_wrap=True)
+
+
+def _lock_finding(report: dict[str, Any], failed: list[str]) -> str | None:
+    """The sections kept waiting for a lock, and who holds it (``table_locks``)."""
+    from unistatus.db.lock_timeouts import gave_up_on_a_lock  # lazy: SQLAlchemy
+    from unistatus.errors import TableLockBusyError
+
+    waited = [k for k in failed if gave_up_on_a_lock(str(report[k]["error"]))]
+    holders = report.get("table_locks")
+    if not waited or not isinstance(holders, list) or not holders:
+        return None
+    return (
+        f"{', '.join(waited)} waited for a lock held by {TableLockBusyError.describe(holders)}: "
+        "end that transaction or wait for it to end, then run `unistatus diagnose` again"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -195,6 +195,11 @@ def canceled(exc: BaseException) -> str | None:
     return _TIMEOUTS.get(_sqlstate(exc) or "")
 
 
+def canceled_on_a_lock() -> str:
+    """How :func:`canceled` says a lock not granted within ``lock_timeout``."""
+    return _TIMEOUTS["55P03"]
+
+
 def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     """The Ctrl-C (or SIGTERM, on the command line) that ``exc`` was raised while
     handling, if any: a failure of the cleanup on the way out of a statement the

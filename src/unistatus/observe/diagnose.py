@@ -26,9 +26,11 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db import schema
 from unistatus.db.binding import schema_of
+from unistatus.db.bounded_reads import bounded_reads
 from unistatus.db.catalog import all_tables
 from unistatus.db.connection_setup import announced_pid
 from unistatus.db.control import ControlChange, history
+from unistatus.db.ddl_wait import read_blockers
 from unistatus.db.dialect import ops_for
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.mode_reads import MIXED
@@ -326,8 +328,31 @@ def _replay_conflicts(engine: sa.Engine) -> dict[str, Any]:
     }
 
 
+# Each lock wait of a section at most this long (``lock_timeout_ms`` if shorter): behind
+# a session holding a table (a migration's DDL, a LOCK TABLE) every section that reads it
+# fails, and the diagnostic comes in seconds, naming that session (``table_locks``).
+SECTION_LOCK_WAIT_MS = 1_000
+
+
+def _table_locks(engine: sa.Engine) -> list[dict[str, Any]]:
+    """The sessions holding one of the database's tables ACCESS EXCLUSIVE, or queued for
+    that (PostgreSQL: what a read waits for; SQLite readers wait for no lock)."""
+    if engine.dialect.name != "postgresql":
+        return []
+    with engine.connect() as conn:
+        return read_blockers(conn)
+
+
 def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]:
-    """Everything an investigation needs, as one JSON-serialisable dict."""
+    """Everything an investigation needs, as one JSON-serialisable dict. Each lock wait
+    of a section at most :data:`SECTION_LOCK_WAIT_MS` (a section kept waiting fails;
+    ``table_locks`` names whom it waited for)."""
+    lock_ms = settings.lock_timeout_ms
+    engine = bounded_reads(
+        engine,
+        min(lock_ms, SECTION_LOCK_WAIT_MS) if lock_ms else SECTION_LOCK_WAIT_MS,
+        statements=False,
+    )
     document = {
         "generated_at": utcnow().isoformat(),
         "versions": _section("versions", lambda: _versions(engine)),
@@ -346,6 +371,7 @@ def generate_diagnostic(engine: sa.Engine, settings: Settings) -> dict[str, Any]
         "capture": _section("capture", lambda: read_bypass_writers(engine).as_dict()),
         "operation_stats": _section("operation_stats", lambda: _stats(engine)),
         "table_counts": _section("table_counts", lambda: _table_counts(engine, settings)),
+        "table_locks": _section("table_locks", lambda: _table_locks(engine)),
     }
     redacted: dict[str, Any] = redact_values(document)
     return redacted
