@@ -1,0 +1,47 @@
+"""The consistency the alerts judge when the backfill's progress cannot be read.
+
+The rows awaiting the backfill are left out of the judged rate by the backfill's
+progress (:mod:`unistatus.observe.judged`). Unreadable (a lock timeout behind a session
+holding unistatus's tables, a transient error), the rate was judged with them counted: a
+phase-1 migration whose check found its legacy rows not yet copied (as phase 1 expects)
+read 0%, fired the critical alert and rolled itself back (found by `monitor --once`
+behind a locked control table: "consistency_critical firing, consistency 0.000% ->
+emergency_rollback: running", then a repair of every row). Unknown, it is unknown.
+"""
+
+from __future__ import annotations
+
+from conftest import Database
+from support.stats_data import seed_pairs
+from unistatus.db.control import get_mode, set_mode
+from unistatus.db.tables import unified_transactions
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.migration.check import run_check
+from unistatus.observe import alerts
+from unistatus.observe.notify import Notifier
+
+
+def test_unreadable_backfill_progress_leaves_consistency_unknown_and_rolls_nothing_back(
+    db: Database,
+) -> None:
+    seed_pairs(db.engine, 100)
+    with db.engine.begin() as conn:  # phase 1: legacy rows not copied yet, by design
+        conn.execute(unified_transactions.delete())
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    report = run_check(db.engine, db.settings)
+    assert report.consistency_rate == 0.0  # every row awaits the backfill
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+    states = {s.name: s for s in monitor.evaluate()}
+    assert states["consistency_critical"].state == "resolved", states["consistency_critical"]
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE unistatus_backfill_jobs RENAME TO jobs_away")
+    try:
+        states = {s.name: s for s in monitor.evaluate()}
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE jobs_away RENAME TO unistatus_backfill_jobs")
+    for name in ("consistency_critical", "consistency_warning"):
+        assert states[name].state == "unknown", states[name]
+        assert "backfill progress" in states[name].message, states[name]
+    assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+    assert db.count("unified_transactions") == 0  # no repair either
