@@ -16,7 +16,7 @@ from typing import Any
 from unistatus.clock import as_utc
 from unistatus.db.connection_limit import refused_for_a_limit
 from unistatus.domain.statuses import DualWriteMode
-from unistatus.observe.metrics import Snapshot, judged_consistency
+from unistatus.observe.metrics import Snapshot, judged_consistency, progress_unknown
 
 __all__ = [
     "ACTIONS",
@@ -255,6 +255,9 @@ def observe(
     what = "consistency"
     if not_backfilled:
         what += f" ({not_backfilled} rows awaiting backfill not counted)"
+    unjudged = progress_unknown(snap)
+    if unjudged is not None:  # the rows awaiting the backfill cannot be told apart
+        what += f" (the rows awaiting backfill unknown: {unjudged})"
     by_system = {
         "consistency": _system_values(snap, "alert_consistency_rate"),
         "error_rate": _system_values(snap, "performance.error_rate"),
@@ -265,7 +268,7 @@ def observe(
             f"consistency_{suffix}",
             level,
             consistency,
-            known=check_known,
+            known=check_known and unjudged is None,
             below=True,
             what=what,
             unit="%",

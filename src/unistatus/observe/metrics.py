@@ -63,6 +63,7 @@ __all__ = [
     "collect_snapshot",
     "database_reachable",
     "judged_consistency",
+    "progress_unknown",
     "system_consistency",
 ]
 
@@ -210,14 +211,28 @@ def _first_line(exc: BaseException) -> str:
 
 def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
     """The consistency rate the alerts judge, every system together, and how many rows
-    it leaves out (:mod:`unistatus.observe.judged`). Without per-system figures or
-    backfill progress, the report's own rate is used as it is."""
+    it leaves out (:mod:`unistatus.observe.judged`). Without per-system figures the
+    report's own rate is used as it is; without the backfill's progress (unreadable:
+    :func:`progress_unknown`) it is None: the rows awaiting the backfill cannot be told
+    apart, and counted they read as a collapse."""
     report = snap.last_check
     if not report:
         return None, 0
-    if not report.get("per_system") or snap.progress is None:
+    if not report.get("per_system"):
         return snap.consistency_rate, 0
+    if snap.progress is None:
+        return None, 0
     return overall_consistency(report, snap.progress, snap.populations or {})
+
+
+def progress_unknown(snap: Snapshot) -> str | None:
+    """Why the judged consistency is unknown though a check report was read (None: it
+    is not): the backfill's progress, which tells the rows awaiting it apart, could not
+    be read."""
+    report = snap.last_check
+    if report and report.get("per_system") and snap.progress is None:
+        return f"backfill progress {snap.sources.get('backfill', 'unknown')}"
+    return None
 
 
 def database_reachable(engine: sa.Engine) -> str | None:
@@ -326,6 +341,8 @@ def _systems(
         rate, judged = system_consistency(
             shown, system.value, progress, (populations or {}).get(system.value)
         )
+        if progress is None:  # the rows awaiting the backfill unknown: not judged
+            judged = None
         perf = window(engine, window_seconds, operation=WRITES, system=system)
         out[system.value] = {
             "mode": st.mode.value,
