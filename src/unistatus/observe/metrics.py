@@ -198,7 +198,7 @@ def _read(sources: dict[str, str], name: str, fn: Callable[[], T]) -> T | None:
         sources[name] = f"unknown: database error: {_first_line(exc.orig or exc)}"
         return None
     except (sa.exc.SQLAlchemyError, UnistatusError) as exc:
-        log.warning("reading %s failed: %s", name, exc)
+        log.warning("reading %s failed: %s", name, _first_line(exc))  # not the SQL quoted
         sources[name] = f"unknown: {type(exc).__name__}: {_first_line(exc)}"
         return None
     sources[name] = "ok"
