@@ -311,26 +311,33 @@ _LOCKS_READ_ON: ContextVar[tuple[sa.Engine, int] | None] = ContextVar(
 )
 
 
-def abort(message: str, code: int = EXIT_ERROR, *, error: str = "InputError") -> NoReturn:
+def abort(
+    message: str,
+    code: int = EXIT_ERROR,
+    *,
+    error: str = "InputError",
+    cause: BaseException | None = None,
+) -> NoReturn:
     """The error as one line on stderr, and exit ``code``. Under ``--json`` also one JSON
     object on stdout, ``{"error": error, "detail": message, "exit_code": code}``:
     ``error`` names the error's class (the exception's, from :func:`abort_from`). A lock
-    timeout is said as one line naming the lock's holder
-    (:func:`unistatus.db.lock_timeouts.with_holders`)."""
-    message = _holders_named(message)
+    timeout (told by ``cause``'s SQLSTATE: the exception said) is said as one line naming
+    the lock's holder (:func:`unistatus.db.lock_timeouts.with_holders`)."""
+    message = _holders_named(message, cause)
     # The message is text, not Rich markup: "[auto_responses]" of a config error is kept.
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     say_error_as_json(message, code, error=error)
     raise typer.Exit(code)
 
 
-def _holders_named(message: str) -> str:
+def _holders_named(message: str, cause: BaseException | None) -> str:
     reading = _LOCKS_READ_ON.get()
     if reading is None:
         return message
-    from unistatus.db.lock_timeouts import gave_up_on_a_lock, with_holders  # lazy: SQLAlchemy
+    from unistatus.db.lock_timeouts import said_on_a_lock_timeout, with_holders  # lazy
 
-    return with_holders(message, *reading) if gave_up_on_a_lock(message) else message
+    said = said_on_a_lock_timeout(message, cause)
+    return message if said is None else with_holders(message, said, *reading)
 
 
 def say_error_as_json(message: str, code: int, *, error: str) -> None:
@@ -384,21 +391,25 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
         sys.stderr.write(redact("".join(traceback.format_exception(exc))))
     error = type(exc).__name__
     if isinstance(exc, UnistatusError):
-        abort(redact(str(exc)), error=error)
+        abort(redact(str(exc)), error=error, cause=exc)
     import sqlalchemy as sa  # lazy: only an error that reached here needs it
 
     from unistatus.db.failures import read_only_refusal
     from unistatus.db.retry import is_read_only
 
     if is_read_only(exc):
-        abort(redact(read_only_refusal(exc)), error=error)
+        abort(redact(read_only_refusal(exc)), error=error, cause=exc)
     if isinstance(exc, sa.exc.OperationalError):
-        abort(redact(f"database error: {str(exc.orig).strip().splitlines()[0]}"), error=error)
+        abort(
+            redact(f"database error: {str(exc.orig).strip().splitlines()[0]}"),
+            error=error,
+            cause=exc,
+        )
     if isinstance(exc, sa.exc.SQLAlchemyError):
         text = f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
-        abort(redact(text), error=error)
+        abort(redact(text), error=error, cause=exc)
     text = f"unexpected {exc.__class__.__name__}: {exc} (re-run with --debug for details)"
-    abort(redact(text), error=error)
+    abort(redact(text), error=error, cause=exc)
 
 
 SYSTEM_HELP = "One legacy system: cashout, escrow or exchange (default: every system)."

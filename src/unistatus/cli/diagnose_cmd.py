@@ -58,10 +58,10 @@ def diagnose(
 
 def _lock_finding(report: dict[str, Any], failed: list[str]) -> str | None:
     """The sections kept waiting for a lock, and who holds it (``table_locks``)."""
-    from unistatus.db.lock_timeouts import gave_up_on_a_lock  # lazy: SQLAlchemy
+    from unistatus.db.lock_timeouts import said_on_a_lock_timeout  # lazy: SQLAlchemy
     from unistatus.errors import TableLockBusyError
 
-    waited = [k for k in failed if gave_up_on_a_lock(str(report[k]["error"]))]
+    waited = [k for k in failed if said_on_a_lock_timeout(str(report[k]["error"]))]
     holders = report.get("table_locks")
     if not waited or not isinstance(holders, list) or not holders:
         return None
