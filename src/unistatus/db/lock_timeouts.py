@@ -21,7 +21,7 @@ from unistatus.db.ddl_wait import lock_holders
 from unistatus.db.failures import canceled_on_a_lock
 from unistatus.db.retry import RETRY_SQLSTATES
 
-__all__ = ["said_on_a_lock_timeout", "with_holders"]
+__all__ = ["rewritten", "said_on_a_lock_timeout", "with_holders"]
 
 # What the driver puts before the server's words (in any language).
 _DRIVER_PREFIX = "(psycopg.errors.LockNotAvailable)"
@@ -50,19 +50,42 @@ def said_on_a_lock_timeout(message: str, exc: BaseException | None = None) -> st
 
 def with_holders(message: str, said: str, engine: sa.Engine, lock_timeout_ms: int) -> str:
     """``message``, which tells of a lock timeout in the words ``said``
-    (:func:`said_on_a_lock_timeout`), as one line: what failed (its words before those),
-    how long it waited, who holds the lock (read on a connection of ``engine``'s own)
-    and what to do. As it is on any other database than PostgreSQL."""
+    (:func:`said_on_a_lock_timeout`), as one line naming who holds the lock (read on a
+    connection of ``engine``'s own): :func:`rewritten`. As it is on any other database
+    than PostgreSQL."""
     if engine.dialect.name != "postgresql":
         return message
-    what = message[: message.find(said)].replace(_DRIVER_PREFIX, "").strip()
-    what = what.rstrip(":;,").strip()
     held = lock_holders(engine) or (
         "another transaction (a row's or an advisory lock: see pg_locks)"
     )
-    waited = f" after {lock_timeout_ms / 1000:g} s (lock_timeout_ms)" if lock_timeout_ms else ""
+    return rewritten(message, said, held, lock_timeout_ms)
+
+
+def rewritten(message: str, said: str, held: str, lock_timeout_ms: int) -> str:
+    """``message`` with the words that tell of the lock timeout (``said``, and what the
+    package or the driver said beside them: ours, the driver's class, the statement's
+    lines the server quotes after them) replaced by how long it waited and ``held``, who
+    holds the lock; the rest of it kept (what failed, what was kept), and what to do
+    where it says nothing of running it again."""
+    found = [i for i in (message.find(w) for w in {said, *_SAID}) if i >= 0]
+    if not found:
+        return message
+    start = min(found)
+    after = message.find(said, start)
+    end = after + len(said) if after >= 0 else start
+    head, rest = message[:start].rstrip(), message[end:].split("\n", 1)[0].rstrip()
+    for _ in range(2):  # ours before the driver's: "...(another session holds it): (psycopg..."
+        head = head.removesuffix(_DRIVER_PREFIX).rstrip()
+    head = head.removesuffix(":").rstrip()
+    waited = f" {lock_timeout_ms / 1000:g} s (lock_timeout_ms)" if lock_timeout_ms else ""
+    told = f"gave up waiting{waited} for a lock held by {held}"
+    if not head:
+        line = f"{told[0].upper()}{told[1:]}{rest}"
+    else:  # "...within 30 s (gave up ...)": no colon after an opening parenthesis
+        line = f"{head}{'' if head.endswith('(') else ': '}{told}{rest}"
+    if "run it again" in line:
+        return line
     return (
-        f"{what or 'the command failed'}: gave up{waited} waiting for a lock held by {held}. "
-        "End that transaction (its application's own, or pg_terminate_backend) or wait "
-        "for it to end, then run it again"
+        f"{line}. End that transaction (its application's own, or pg_terminate_backend) or "
+        "wait for it to end, then run it again"
     )

@@ -273,7 +273,8 @@ def replay_pending(
                     f"({str(exc.orig).strip().splitlines()[0]}); nothing of the unfinished "
                     "round was written: run it again"
                 ) from None
-            log.warning("replay round %s could not get a lock (%s): retrying", rounds, exc.orig)
+            said = (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+            log.warning("replay round %s could not get a lock (%s): retrying", rounds, said)
             time.sleep(RETRY_PAUSE_SECONDS)
             continue
         progress = attempt
