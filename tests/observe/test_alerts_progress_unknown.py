@@ -18,6 +18,7 @@ from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.check import run_check
 from unistatus.observe import alerts
+from unistatus.observe.metrics import collect_snapshot
 from unistatus.observe.notify import Notifier
 
 
@@ -37,11 +38,16 @@ def test_unreadable_backfill_progress_leaves_consistency_unknown_and_rolls_nothi
         conn.exec_driver_sql("ALTER TABLE unistatus_backfill_jobs RENAME TO jobs_away")
     try:
         states = {s.name: s for s in monitor.evaluate()}
+        snap = collect_snapshot(db.engine, db.settings)
     finally:
         with db.engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE jobs_away RENAME TO unistatus_backfill_jobs")
     for name in ("consistency_critical", "consistency_warning"):
         assert states[name].state == "unknown", states[name]
         assert "backfill progress" in states[name].message, states[name]
+    cashouts = (snap.systems or {})["CASHOUT"]  # each system's figures: not judged either
+    assert cashouts["alert_consistency_rate"] is None, cashouts
+    assert cashouts["alert_inconsistent_rows"] is None, cashouts
+    assert cashouts["consistency_rate"] == 0.0, cashouts  # the report's own: shown as it is
     assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
     assert db.count("unified_transactions") == 0  # no repair either

@@ -338,11 +338,11 @@ def _systems(
     for system, st in statuses.items():
         report = judged_report(engine, system)
         shown = report.as_dict() if report is not None else None
-        rate, judged = system_consistency(
-            shown, system.value, progress, (populations or {}).get(system.value)
-        )
-        if progress is None:  # the rows awaiting the backfill unknown: not judged
-            judged = None
+        population = (populations or {}).get(system.value)
+        rate, judged = system_consistency(shown, system.value, progress, population)
+        inconsistent = judged_inconsistent_rows(shown, system.value, progress, population)
+        if progress is None:  # the rows awaiting the backfill unknown: neither is judged
+            judged = inconsistent = None
         perf = window(engine, window_seconds, operation=WRITES, system=system)
         out[system.value] = {
             "mode": st.mode.value,
@@ -354,9 +354,7 @@ def _systems(
             "gates": [g.as_dict() for g in st.gates],
             "consistency_rate": rate,
             "alert_consistency_rate": judged,
-            "alert_inconsistent_rows": judged_inconsistent_rows(
-                shown, system.value, progress, (populations or {}).get(system.value)
-            ),
+            "alert_inconsistent_rows": inconsistent,
             "check_id": report.id if report is not None else None,
             "performance": perf.as_dict(),
         }
