@@ -153,11 +153,12 @@ class AppState:
                     soft_wrap=True,
                 )
             engine = create_engine(url, schema=self.settings.schema, **self._connecting())
-            # Set before the first statement: a lock timeout of any is said naming the holder.
-            _LOCKS_READ_ON.set((engine, self.settings.lock_timeout_ms))
             if need != "as_is":
                 target.check_reachable(engine)
             self._engine = engine
+            # Before any statement that may wait for a lock: a lock timeout of any is
+            # said naming the holder (cleared by close; never an unreachable engine).
+            _LOCKS_READ_ON.set(engine)
         if need == "installed" and not self._installed:
             target.check_installed(self._engine)
             # Before the command acts: an older release's database (not yet upgraded by
@@ -304,11 +305,9 @@ def note_json(args: Sequence[str]) -> None:
     _JSON_ASKED.set("--json" in given)
 
 
-# The command's engine and its lock_timeout_ms (:meth:`AppState.open_engine`): a
-# statement given up on a lock timeout is said naming who holds the lock (:func:`abort`).
-_LOCKS_READ_ON: ContextVar[tuple[sa.Engine, int] | None] = ContextVar(
-    "unistatus_locks_read_on", default=None
-)
+# The command's engine, reachable (:meth:`AppState.open_engine`): a statement given up
+# on a lock timeout is said naming who holds the lock (:func:`abort`).
+_LOCKS_READ_ON: ContextVar[sa.Engine | None] = ContextVar("unistatus_locks_read_on", default=None)
 
 
 def abort(
@@ -334,10 +333,10 @@ def _holders_named(message: str, cause: BaseException | None) -> str:
     reading = _LOCKS_READ_ON.get()
     if reading is None:
         return message
-    from unistatus.db.lock_timeouts import said_on_a_lock_timeout, with_holders  # lazy
+    from unistatus.db.lock_timeouts import lock_timeout_of, with_holders  # lazy: SQLAlchemy
 
-    said = said_on_a_lock_timeout(message, cause)
-    return message if said is None else with_holders(message, said, *reading)
+    timeout = lock_timeout_of(message, cause)
+    return message if timeout is None else with_holders(message, timeout, reading)
 
 
 def say_error_as_json(message: str, code: int, *, error: str) -> None:

@@ -39,6 +39,10 @@ def diagnose(
     finding = versions.get("schema_finding") if isinstance(versions, dict) else None
     if finding:  # what every other command refuses the database for: said, not only filed
         err_console.print(f"[yellow]finding:[/] {escape(finding)}", highlight=False)
+    failed = [k for k, v in report.items() if isinstance(v, dict) and set(v) == {"error"}]
+    held = _lock_finding(report, failed)
+    if held:  # on stderr: with --out - too
+        err_console.print(f"[yellow]finding:[/] {escape(held)}", highlight=False, soft_wrap=True)
     if out == "-":
         typer.echo(text, nl=False)
         return
@@ -47,21 +51,17 @@ def diagnose(
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
         abort(f"cannot write {path}: {exc.strerror}")
-    failed = [k for k, v in report.items() if isinstance(v, dict) and set(v) == {"error"}]
     console.print(f"diagnostic written to [bold]{path}[/] ({len(text)} bytes)")
     if failed:
         console.print(f"[yellow]sections that could not be collected:[/] {', '.join(failed)}")
-    held = _lock_finding(report, failed)
-    if held:
-        err_console.print(f"[yellow]finding:[/] {escape(held)}", highlight=False, soft_wrap=True)
 
 
 def _lock_finding(report: dict[str, Any], failed: list[str]) -> str | None:
     """The sections kept waiting for a lock, and who holds it (``table_locks``)."""
-    from unistatus.db.lock_timeouts import said_on_a_lock_timeout  # lazy: SQLAlchemy
+    from unistatus.db.lock_timeouts import lock_timeout_of  # lazy: SQLAlchemy
     from unistatus.errors import TableLockBusyError
 
-    waited = [k for k in failed if said_on_a_lock_timeout(str(report[k]["error"]))]
+    waited = [k for k in failed if lock_timeout_of(str(report[k]["error"]))]
     holders = report.get("table_locks")
     if not waited or not isinstance(holders, list) or not holders:
         return None
