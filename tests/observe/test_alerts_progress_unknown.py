@@ -11,6 +11,8 @@ emergency_rollback: running", then a repair of every row). Unknown, it is unknow
 
 from __future__ import annotations
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 from conftest import Database
 from support.stats_data import seed_pairs
 from unistatus.db.control import get_mode, set_mode
@@ -18,7 +20,7 @@ from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.check import run_check
 from unistatus.observe import alerts
-from unistatus.observe.metrics import collect_snapshot
+from unistatus.observe.metrics import SnapshotCollector, collect_snapshot
 from unistatus.observe.notify import Notifier
 
 
@@ -39,6 +41,10 @@ def test_unreadable_backfill_progress_leaves_consistency_unknown_and_rolls_nothi
     try:
         states = {s.name: s for s in monitor.evaluate()}
         snap = collect_snapshot(db.engine, db.settings)
+        # /metrics answers (a judged rate of None failed the whole scrape: TypeError)
+        registry = CollectorRegistry()
+        registry.register(SnapshotCollector(db.engine, db.settings))
+        scraped = generate_latest(registry).decode()
     finally:
         with db.engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE jobs_away RENAME TO unistatus_backfill_jobs")
@@ -49,5 +55,8 @@ def test_unreadable_backfill_progress_leaves_consistency_unknown_and_rolls_nothi
     assert cashouts["alert_consistency_rate"] is None, cashouts
     assert cashouts["alert_inconsistent_rows"] is None, cashouts
     assert cashouts["consistency_rate"] == 0.0, cashouts  # the report's own: shown as it is
+    # Not judged: no sample, not a made-up one; the report's own rate is there.
+    assert 'unistatus_consistency_alert_rate{system="CASHOUT"}' not in scraped, scraped
+    assert 'unistatus_consistency_rate{system="CASHOUT"} 0.0' in scraped, scraped
     assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
     assert db.count("unified_transactions") == 0  # no repair either
