@@ -434,7 +434,8 @@ class SnapshotCollector:
             )
             for system, info in rates.items():
                 rate.add_metric([system], info["consistency_rate"])
-                judged.add_metric([system], info["alert_consistency_rate"])
+                if info["alert_consistency_rate"] is not None:  # unknown: no sample
+                    judged.add_metric([system], info["alert_consistency_rate"])
             yield rate
             yield judged
         if snap.last_check:
