@@ -1,21 +1,24 @@
-"""The consistency the alerts judge when the backfill's progress cannot be read.
+"""The alerts when a table they read or write cannot be had (a lock timeout behind a
+session holding it, a transient error): unknown, never acted on, and the monitor goes on.
 
-The rows awaiting the backfill are left out of the judged rate by the backfill's
-progress (:mod:`unistatus.observe.judged`). Unreadable (a lock timeout behind a session
-holding unistatus's tables, a transient error), the rate was judged with them counted: a
-phase-1 migration whose check found its legacy rows not yet copied (as phase 1 expects)
-read 0%, fired the critical alert and rolled itself back (found by `monitor --once`
-behind a locked control table: "consistency_critical firing, consistency 0.000% ->
-emergency_rollback: running", then a repair of every row). Unknown, it is unknown.
+The consistency the alerts judge leaves the rows awaiting the backfill out by the
+backfill's progress (:mod:`unistatus.observe.judged`). Unreadable, the rate was judged
+with them counted: a phase-1 migration whose check found its legacy rows not yet copied
+(as phase 1 expects) read 0%, fired the critical alert and rolled itself back (found by
+`monitor --once` behind a locked control table: "consistency_critical firing,
+consistency 0.000% -> emergency_rollback: running", then a repair of every row).
+Unknown, it is unknown.
 """
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from conftest import Database
 from support.stats_data import seed_pairs
 from unistatus.db.control import get_mode, set_mode
+from unistatus.db.engine import create_engine
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.check import run_check
@@ -60,3 +63,29 @@ def test_unreadable_backfill_progress_leaves_consistency_unknown_and_rolls_nothi
     assert 'unistatus_consistency_rate{system="CASHOUT"} 0.0' in scraped, scraped
     assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
     assert db.count("unified_transactions") == 0  # no repair either
+
+
+@pytest.mark.postgres
+def test_an_evaluation_behind_a_locked_alert_state_goes_on_unstored(pg: Database) -> None:
+    """`monitor` behind a session holding its alert state's table (a migration's DDL, a
+    LOCK TABLE) stopped: "cannot store alert state (... lock timeout ...); run `unistatus
+    init` to upgrade the schema", exit 2 (found by review): a looping monitor died of a
+    short lock, sent to the wrong command. The evaluation is shown, not stored (nothing
+    notified or acted on), and the next one, the lock gone, stores it."""
+    bounded = create_engine(pg.url, lock_timeout_ms=300)
+    dba = create_engine(pg.url, application_name="dba-session")
+    notifier = Notifier()
+    monitor = alerts.Monitor(bounded, pg.settings, notifier=notifier, verify_rows=0)
+    try:
+        monitor.evaluate()  # the rows of every rule there
+        with dba.connect() as held:
+            held.exec_driver_sql("LOCK TABLE unistatus_alert_state IN ACCESS EXCLUSIVE MODE")
+            states = {s.name: s for s in monitor.evaluate()}
+            held.rollback()
+        assert "consistency_critical" in states, states
+        assert all("not stored" in s.message for s in states.values()), states
+        stored = {s.name: s for s in monitor.evaluate()}
+    finally:
+        dba.dispose()
+        bounded.dispose()
+    assert not any("not stored" in s.message for s in stored.values()), stored
