@@ -19,7 +19,7 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import one_line, read_only_refusal
-from unistatus.db.retry import is_read_only
+from unistatus.db.retry import is_read_only, is_retryable
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import StorageError, UnistatusError
 from unistatus.migration.capture import fold_writers
@@ -114,6 +114,13 @@ class Monitor:
             return self._persist(snap, observations, now)
         except sa.exc.DBAPIError as exc:
             first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            if is_retryable(exc):  # a lock not had in time, a deadlock: the next one stores
+                log.warning(
+                    "alert state not stored (%s): nothing notified or acted on this "
+                    "evaluation; the next tries again",
+                    first,
+                )
+                return _unstored(observations, now, first)
             if database_reachable(self.engine) is None:  # reachable: it refuses the write
                 hint = (
                     read_only_refusal(who="the monitor")
@@ -263,3 +270,21 @@ def evaluate(
     return Monitor(engine, settings, notifier=notifier, window_seconds=window_seconds).evaluate(
         now=now
     )
+
+
+def _unstored(observations: list[Observation], now: datetime, why: str) -> list[AlertState]:
+    """What an evaluation saw, as states to show, where they could not be stored (``why``):
+    each rule as it stands now, "not stored" in its message."""
+    return [
+        AlertState(
+            obs.name,
+            obs.level.value,
+            obs.state,
+            now,
+            obs.value,
+            obs.threshold,
+            f"{obs.message} (not stored: {why})",
+            now,
+        )
+        for obs in observations
+    ]
