@@ -21,9 +21,11 @@ from unistatus.backfill.plan import plan_or_join
 from unistatus.backfill.worker import Worker
 from unistatus.db.control import set_mode
 from unistatus.db.dialect import ops_for
+from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
+from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import StorageError
 from unistatus.migration.check import run_check
@@ -365,3 +367,30 @@ def test_the_workers_copy_on_the_caller_s_engine(pg: Any) -> None:
         assert runner._pool_too_small(small, 2) and not runner._pool_too_small(pg.engine, 2)
     finally:
         small.dispose()
+
+
+def test_a_second_planner_waits_for_the_first_whatever_its_lock_timeout(pg: Any) -> None:
+    """Two hosts starting `backfill` together: the second planner waits on the job's row
+    while the first plans its chunks (seconds on a large table), then joins them. With
+    a command's connections bounded by lock_timeout_ms it gave up after it instead ("cannot
+    plan the backfill: ... lock timeout"; found by review): the wait is the design."""
+    seed_legacy(pg.engine, pg.settings, 300, seed=5)
+    tables = resolve_legacy_tables(pg.engine, pg.settings)
+    first = plan_or_join(ops_for(pg.engine), tables, 100)
+    bounded = create_engine(pg.url, lock_timeout_ms=200)
+    box: dict[str, Any] = {}
+    try:
+        with pg.engine.connect() as planning:  # the first planner, still planning
+            planning.begin()
+            planning.execute(sa.select(J).where(J.c.system == "CASHOUT").with_for_update())
+            second = threading.Thread(
+                target=lambda: box.update(jobs=plan_or_join(ops_for(bounded), tables, 100))
+            )
+            second.start()
+            time.sleep(1.0)  # five of its lock timeouts
+            planning.commit()
+        second.join(30)
+    finally:
+        bounded.dispose()
+    assert "jobs" in box, "the second planner failed (its error is in the log above)"
+    assert box["jobs"][LegacySystemType.CASHOUT].run_id == first[LegacySystemType.CASHOUT].run_id
