@@ -56,7 +56,9 @@ def _plan_one(ops: DialectOps, lt: LegacyTable, batch_size: int) -> Job:
     now = utcnow()
     with ops.write_transaction() as conn:
         # A placeholder row first, so two planners meet on one row lock (PostgreSQL);
-        # on SQLite the write transaction already serialises them.
+        # on SQLite the write transaction already serialises them. The second waits
+        # for the first to plan (seconds on a large table), then joins its chunks.
+        ops.wait_while_held(conn)
         conn.execute(
             ops.insert(J)
             .values(

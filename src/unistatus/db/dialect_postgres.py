@@ -122,6 +122,9 @@ class PostgresOps(DialectOps):
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
 
+    def wait_while_held(self, conn: sa.Connection) -> None:
+        conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
+
     def plan_for_scans(
         self, conn: sa.Connection, work_mem_mb: int = 0, *, parallel: bool = True
     ) -> None:

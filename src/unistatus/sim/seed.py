@@ -178,6 +178,7 @@ def _any_rows(conn: sa.Connection, tables: Sequence[LegacyTable]) -> bool:
     """Whether any of ``tables`` holds a row; on PostgreSQL each table is first locked
     SHARE ROW EXCLUSIVE (readers go on; another seed waits, then sees these rows)."""
     if conn.dialect.name == "postgresql":
+        ops_for(conn.engine).wait_while_held(conn)  # for the other seed's whole insert
         for lt in tables:
             name = conn.dialect.identifier_preparer.format_table(lt.table)
             conn.exec_driver_sql(f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE")
