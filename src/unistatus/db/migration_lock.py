@@ -67,10 +67,14 @@ def take_migration_lock(conn: sa.Connection, command: str) -> None:
     """Take the migration lock in ``conn``'s transaction (PostgreSQL), waiting for it as
     the transaction's ``lock_timeout`` says, then the tag of ``command``."""
     key = migration_lock_key(conn)
-    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+    locks = [sa.func.pg_advisory_xact_lock(key)]
     tagged = _tagged(command)
     if tagged is not None:
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock_shared(_tag_key(key, tagged))))
+        # In the same statement (a SELECT's list is evaluated in order): one waiting
+        # does not read the lock held and no tag between two statements, and name a
+        # retirement an `init`.
+        locks.append(sa.func.pg_advisory_xact_lock_shared(_tag_key(key, tagged)))
+    conn.execute(sa.select(*locks))
 
 
 def migration_lock(conn: sa.Connection) -> tuple[int, str]:
