@@ -134,3 +134,38 @@ def test_hundred_thousand_rows(db) -> None:  # type: ignore[no-untyped-def]
     counts = seed_legacy(db.engine, db.settings, 100_000, unmappable=30)
     assert sum(counts.values()) == 100_030
     assert db.count("exchanges") == 33_343
+
+
+@pytest.mark.postgres
+def test_a_second_seed_waits_for_the_first_whatever_its_lock_timeout(pg) -> None:  # type: ignore[no-untyped-def]
+    """`init --demo-data` twice at once seeds once: the second waits for the first's
+    tables. On a command's connections (bounded by lock_timeout_ms) it gave up instead
+    while the first inserted (found by review)."""
+    import threading
+    import time
+
+    from unistatus.db.engine import create_engine
+
+    bounded = create_engine(pg.url, lock_timeout_ms=200)
+    box: dict[str, object] = {}
+    try:
+        with pg.engine.connect() as first:  # the first seed, still inserting
+            first.begin()
+            first.exec_driver_sql("LOCK TABLE cashouts IN SHARE ROW EXCLUSIVE MODE")
+            first.exec_driver_sql(
+                "INSERT INTO cashouts (user_id, amount, currency, status, created_at, "
+                "updated_at) VALUES (1, 5, 'USD', 'PENDING', now(), now())"
+            )
+            second = threading.Thread(
+                target=lambda: box.update(
+                    seeded=seed_legacy(bounded, pg.settings, 30, only_into_empty=True)
+                )
+            )
+            second.start()
+            time.sleep(1.0)  # five of its lock timeouts
+            first.commit()
+        second.join(30)
+    finally:
+        bounded.dispose()
+    assert box.get("seeded") == {}, box  # it waited, then saw the first's rows
+    assert pg.count("cashouts") == 1
