@@ -394,3 +394,25 @@ def test_a_second_planner_waits_for_the_first_whatever_its_lock_timeout(pg: Any)
         bounded.dispose()
     assert "jobs" in box, "the second planner failed (its error is in the log above)"
     assert box["jobs"][LegacySystemType.CASHOUT].run_id == first[LegacySystemType.CASHOUT].run_id
+
+
+def test_a_planner_behind_a_locked_legacy_table_gives_up_within_its_lock_timeout(pg: Any) -> None:
+    """Only where two planners meet is the wait unbounded: a planner behind a session
+    holding the legacy table (a DBA's LOCK TABLE, a migration's DDL) gives up within the
+    connection's lock_timeout, and holds the job's row no longer (found by review: the
+    whole planning transaction waited without end)."""
+    seed_legacy(pg.engine, pg.settings, 30, seed=6)
+    tables = resolve_legacy_tables(pg.engine, pg.settings)
+    bounded = create_engine(pg.url, lock_timeout_ms=200)
+    try:
+        with pg.engine.connect() as dba:
+            dba.begin()
+            dba.exec_driver_sql("LOCK TABLE cashouts IN ACCESS EXCLUSIVE MODE")
+            began = time.monotonic()
+            with pytest.raises((sa.exc.OperationalError, StorageError)):
+                plan_or_join(ops_for(bounded), tables, 100)
+            took = time.monotonic() - began
+            dba.rollback()
+    finally:
+        bounded.dispose()
+    assert took < 10, took

@@ -169,3 +169,27 @@ def test_a_second_seed_waits_for_the_first_whatever_its_lock_timeout(pg) -> None
         bounded.dispose()
     assert box.get("seeded") == {}, box  # it waited, then saw the first's rows
     assert pg.count("cashouts") == 1
+
+
+@pytest.mark.postgres
+def test_a_seed_of_a_database_with_rows_takes_no_lock_behind_its_writers(pg) -> None:  # type: ignore[no-untyped-def]
+    """`init --demo-data` again on a database in use: it sees the rows without locking
+    the tables (a SHARE ROW EXCLUSIVE lock queued behind a writer's open transaction, and
+    every other writer behind it, for as long as that transaction stayed open)."""
+    import time
+
+    from unistatus.db.engine import create_engine
+
+    seed_legacy(pg.engine, pg.settings, 3)
+    bounded = create_engine(pg.url, lock_timeout_ms=200)
+    try:
+        with pg.engine.connect() as writer:  # an application's transaction, left open
+            writer.begin()
+            writer.exec_driver_sql("UPDATE cashouts SET updated_at = now()")
+            began = time.monotonic()
+            seeded = seed_legacy(bounded, pg.settings, 30, only_into_empty=True)
+            took = time.monotonic() - began
+            writer.rollback()
+    finally:
+        bounded.dispose()
+    assert seeded == {} and took < 2, (seeded, took)
