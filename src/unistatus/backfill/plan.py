@@ -58,22 +58,22 @@ def _plan_one(ops: DialectOps, lt: LegacyTable, batch_size: int) -> Job:
         # A placeholder row first, so two planners meet on one row lock (PostgreSQL);
         # on SQLite the write transaction already serialises them. The second waits
         # for the first to plan (seconds on a large table), then joins its chunks.
-        ops.wait_while_held(conn)
-        conn.execute(
-            ops.insert(J)
-            .values(
-                system=system,
-                run_id="",
-                state=NEW,
-                high_water_mark=None,
-                total=0,
-                batch_size=batch_size,
-                started_at=now,
-                updated_at=now,
+        with ops.waiting_while_held(conn):
+            conn.execute(
+                ops.insert(J)
+                .values(
+                    system=system,
+                    run_id="",
+                    state=NEW,
+                    high_water_mark=None,
+                    total=0,
+                    batch_size=batch_size,
+                    started_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing()
             )
-            .on_conflict_do_nothing()
-        )
-        row = conn.execute(sa.select(J).where(J.c.system == system).with_for_update()).one()
+            row = conn.execute(sa.select(J).where(J.c.system == system).with_for_update()).one()
         if row.state == RUNNING:
             return Job(
                 lt.system,

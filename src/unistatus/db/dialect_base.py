@@ -197,11 +197,14 @@ class DialectOps:
     def bound_statements(self, conn: sa.Connection, statement_ms: int, lock_ms: int) -> None:
         """Bound how long statements and lock waits may take in this transaction."""
 
-    def wait_while_held(self, conn: sa.Connection) -> None:
-        """Let this transaction's lock waits last as long as the lock is held (PostgreSQL:
-        no ``lock_timeout``), where waiting is the design: a second backfill planner
-        waiting for the first to plan the chunks it then joins (seconds, on a large
-        table), a second seed for the first's rows."""
+    @contextmanager
+    def waiting_while_held(self, conn: sa.Connection) -> Iterator[None]:
+        """The statements of the block wait for a lock as long as it is held
+        (PostgreSQL: no ``lock_timeout``; the transaction's own again after the block),
+        where waiting is the design: a second backfill planner waiting on the job's row
+        for the first to plan the chunks it then joins (seconds, on a large table), a
+        second seed for the first's rows."""
+        yield
 
     def plan_for_scans(
         self, conn: sa.Connection, work_mem_mb: int = 0, *, parallel: bool = True

@@ -122,8 +122,13 @@ class PostgresOps(DialectOps):
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {int(statement_ms)}")
         conn.exec_driver_sql(f"SET LOCAL lock_timeout = {int(lock_ms)}")
 
-    def wait_while_held(self, conn: sa.Connection) -> None:
+    @contextmanager
+    def waiting_while_held(self, conn: sa.Connection) -> Iterator[None]:
+        before = conn.execute(sa.select(sa.func.current_setting("lock_timeout"))).scalar_one()
         conn.exec_driver_sql("SET LOCAL lock_timeout = 0")
+        yield
+        # Not after a failure: the transaction is rolled back, and its SET LOCAL with it.
+        conn.execute(sa.select(sa.func.set_config("lock_timeout", before, True)))
 
     def plan_for_scans(
         self, conn: sa.Connection, work_mem_mb: int = 0, *, parallel: bool = True

@@ -175,17 +175,27 @@ def seed_legacy(
 
 
 def _any_rows(conn: sa.Connection, tables: Sequence[LegacyTable]) -> bool:
-    """Whether any of ``tables`` holds a row; on PostgreSQL each table is first locked
-    SHARE ROW EXCLUSIVE (readers go on; another seed waits, then sees these rows)."""
-    if conn.dialect.name == "postgresql":
-        ops_for(conn.engine).wait_while_held(conn)  # for the other seed's whole insert
+    """Whether any of ``tables`` holds a row. Looked at unlocked first: a database that
+    holds rows is seen so at once, with no lock queued behind its writers (and every
+    writer queued behind that). Empty, on PostgreSQL each table is then locked SHARE ROW
+    EXCLUSIVE, waiting as long as another seed holds it (readers go on; another seed
+    waits, then sees these rows), and looked at again."""
+
+    def seen() -> bool:
+        return any(
+            conn.execute(sa.select(sa.literal(1)).select_from(lt.table).limit(1)).first()
+            for lt in tables
+        )
+
+    if conn.dialect.name != "postgresql":
+        return seen()  # SQLite: the write transaction already holds the whole database
+    if seen():
+        return True
+    with ops_for(conn.engine).waiting_while_held(conn):  # for the other seed's whole insert
         for lt in tables:
             name = conn.dialect.identifier_preparer.format_table(lt.table)
             conn.exec_driver_sql(f"LOCK TABLE {name} IN SHARE ROW EXCLUSIVE MODE")
-    return any(
-        conn.execute(sa.select(sa.literal(1)).select_from(lt.table).limit(1)).first()
-        for lt in tables
-    )
+    return seen()
 
 
 def legacy_row_counts(engine: sa.Engine, settings: Settings) -> dict[str, int]:
