@@ -16,6 +16,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter import DualWriteAdapter
 from unistatus.config import Settings
+from unistatus.errors import StorageError
 from unistatus.migration.verify import (
     DEFAULT_BUSY_MAX_WAIT,
     DEFAULT_ROWS_PER_ROUND,
@@ -77,7 +78,11 @@ class ServiceState:
             while not self._stop.is_set():
                 try:
                     monitor.evaluate()
-                    self.evaluation_failure = None
+                    self.evaluation_failure = (
+                        None
+                        if monitor.unstored is None
+                        else StorageError(f"alert state not stored ({monitor.unstored})")
+                    )
                 except Exception as exc:  # the service keeps serving whatever it hits
                     log.exception("alert evaluation failed")
                     # Without its frames (logged first): kept until the next evaluation,

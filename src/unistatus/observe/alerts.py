@@ -89,6 +89,9 @@ class Monitor:
         # While the database is down nothing can be persisted: remember in memory (since
         # when it is down: None while it is up).
         self._down_since: datetime | None = None
+        # Why the last evaluation's state could not be stored (a lock, a deadlock; None:
+        # it was): `serve` says it in /health.
+        self.unstored: str | None = None
         self._said_how_it_sees = False  # whether it read how much of the activity it sees
         self._housekept_at: float | None = None
         # Rows deleted per table and retention call, at most; a call that stopped there
@@ -111,7 +114,7 @@ class Monitor:
         if not snap.database_up:
             return self._database_down(observations[0], now)
         try:
-            return self._persist(snap, observations, now)
+            to_notify = self._store(snap, observations, now)
         except sa.exc.DBAPIError as exc:
             first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
             if is_retryable(exc):  # a lock not had in time, a deadlock: the next one stores
@@ -120,6 +123,7 @@ class Monitor:
                     "evaluation; the next tries again",
                     first,
                 )
+                self.unstored = first
                 return _unstored(observations, now, first)
             if database_reachable(self.engine) is None:  # reachable: it refuses the write
                 hint = (
@@ -133,6 +137,8 @@ class Monitor:
                 "database_down", Level.CRITICAL, True, 1.0, None, f"database unreachable: {first}"
             )
             return self._database_down(obs, now)
+        self.unstored = None
+        return self._act(snap, observations, to_notify, now)
 
     def verify(self) -> None:
         """A round of continuous verification first, so the rules judge a fresh rate.
@@ -214,9 +220,10 @@ class Monitor:
             )
         ]
 
-    def _persist(
+    def _store(
         self, snap: Snapshot, observations: list[Observation], now: datetime
-    ) -> list[AlertState]:
+    ) -> list[Notification]:
+        """Store what the evaluation saw (one transaction); the notifications it claimed."""
         to_notify: list[Notification] = []
         baselines = self._baselines(snap)
         with self.ops.write_transaction() as conn:
@@ -227,6 +234,16 @@ class Monitor:
                 if note is not None:
                     to_notify.append(note)
             keep_baseline(self.ops, conn, baselines, now)
+        return to_notify
+
+    def _act(
+        self,
+        snap: Snapshot,
+        observations: list[Observation],
+        to_notify: list[Notification],
+        now: datetime,
+    ) -> list[AlertState]:
+        """After the state is stored: notify, respond, and read the states back."""
         if self._down_since is not None:  # the database is back: say so once
             self._down_since = None
             if not any(n.name == "database_down" for n in to_notify):
