@@ -125,3 +125,38 @@ def test_a_rows_lock_is_named_by_its_table_not_by_another_tables_holder(pg: Data
         bounded.dispose()
     assert timeout is not None and timeout.row_of == "unistatus_control", timeout
     assert "a row of unistatus_control" in said and "alert_state" not in said, said
+
+
+def test_a_lock_timeout_said_in_an_unknown_language_without_its_exception() -> None:
+    """Told by the driver's class alone, the server's words after it (in a language not
+    known) are cut with their line, not left after the holder (found by review)."""
+    message = f"cannot read x: (psycopg.errors.LockNotAvailable) {GERMAN}\nZEILE 2: ..."
+    timeout = lock_timeout_of(message)
+    assert timeout is not None
+    assert rewritten(message, timeout.said, HELD) == f"cannot read x: {TOLD}{TO_DO}"
+
+
+@pytest.mark.postgres
+def test_a_unique_keys_wait_is_named_by_the_table_not_its_index(pg: Database) -> None:
+    """An insert of a key another transaction is inserting waits on the index's tuple:
+    the server names the index ("while inserting index tuple ... in relation
+    \\"..._pkey\\""); its table is said."""
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE keyed (id integer PRIMARY KEY)")
+    bounded = create_engine(pg.url, lock_timeout_ms=200)
+    try:
+        with pg.engine.connect() as first:
+            first.begin()
+            first.exec_driver_sql("INSERT INTO keyed VALUES (1)")
+            with pytest.raises(sa.exc.OperationalError) as caught, bounded.begin() as conn:
+                conn.exec_driver_sql("INSERT INTO keyed VALUES (1)")
+            first.rollback()
+        message = f"cannot insert: {caught.value.orig}"
+        timeout = lock_timeout_of(message, caught.value)
+        said = with_holders(message, timeout, pg.engine) if timeout else message
+    finally:
+        bounded.dispose()
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE keyed")
+    assert timeout is not None and timeout.row_of == "keyed_pkey", timeout
+    assert "holding a row of keyed (see pg_locks)" in said, said

@@ -33,9 +33,10 @@ _DRIVER_PREFIX = "(psycopg.errors.LockNotAvailable)"
 # How a lock timeout is said: by the server (English lc_messages), by storage_errors,
 # by the driver's class of the error.
 _SAID = ("canceling statement due to lock timeout", canceled_on_a_lock(), _DRIVER_PREFIX)
-# The relation a row lock was waited on in, as the server's CONTEXT names it (its
-# identifiers are not translated).
-_ROW_OF = re.compile(r'tuple \([0-9]+,[0-9]+\) [^"]*"([^"]+)"')
+# The relation a row lock was waited on in, as the server's CONTEXT names it in English
+# ("while locking tuple (0,2) in relation \"x\"", "while locking updated version (0,3)
+# of tuple in relation \"x\""; another language's quotes do not match: not named so).
+_ROW_OF = re.compile(r'\([0-9]+,[0-9]+\)[^"]*"([^"]+)"')
 ANOTHER = "another transaction (an advisory lock, or a row's: see pg_locks)"
 
 
@@ -76,10 +77,26 @@ def with_holders(message: str, timeout: LockTimeout, engine: sa.Engine) -> str:
     if engine.dialect.name != "postgresql":
         return message
     if timeout.row_of is not None:
-        held = f"another transaction holding a row of {timeout.row_of} (see pg_locks)"
+        table = _table_of(engine, timeout.row_of)
+        held = f"another transaction holding a row of {table} (see pg_locks)"
     else:
         held = lock_holders(engine) or ANOTHER
     return rewritten(message, timeout.said, held)
+
+
+def _table_of(engine: sa.Engine, relation: str) -> str:
+    """``relation``'s table where it is an index (a unique key's insert waits on the
+    index's tuple: "while inserting index tuple (0,6) in relation \"x_pkey\""); else
+    itself, also when that cannot be read."""
+    q = sa.text(
+        "SELECT indrelid::regclass::text FROM pg_catalog.pg_index "
+        "WHERE indexrelid = to_regclass(:name)"
+    )
+    try:
+        with engine.connect() as conn:
+            return conn.execute(q, {"name": relation}).scalar() or relation
+    except sa.exc.DBAPIError:
+        return relation
 
 
 def rewritten(message: str, said: str, held: str) -> str:
@@ -94,6 +111,8 @@ def rewritten(message: str, said: str, held: str) -> str:
     start = min(found)
     after = message.find(said, start)
     end = after + len(said) if after >= 0 else start
+    if said == _DRIVER_PREFIX:  # the server's words after it, in a language not known
+        end = message.find("\n", end) if "\n" in message[end:] else len(message)
     head, rest = message[:start].rstrip(), message[end:].split("\n", 1)[0].rstrip()
     for _ in range(2):  # ours before the driver's: "...(another session holds it): (psycopg..."
         head = head.removesuffix(_DRIVER_PREFIX).rstrip()
