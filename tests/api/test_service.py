@@ -89,6 +89,33 @@ def test_health_is_degraded_while_alert_evaluation_keeps_failing(
     assert any("alert evaluation" in why for why in body["checks"]["degraded_because"])
 
 
+def test_health_is_degraded_while_evaluations_are_left_unstored(
+    db: Any, client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An evaluation whose state cannot be stored for a lock is shown unstored and the
+    monitor goes on (tests/observe/test_alerts_behind_locks.py, a real lock); meanwhile
+    nothing is notified or acted on, so /health does not say healthy (found by review:
+    the loop cleared its failure after each such evaluation)."""
+    import psycopg
+    import sqlalchemy as sa
+
+    def locked(*_args: Any) -> None:
+        orig = psycopg.errors.LockNotAvailable("canceling statement due to lock timeout")
+        raise sa.exc.OperationalError("UPDATE unistatus_alert_state", {}, orig)
+
+    monkeypatch.setattr(alerts.Monitor, "_store", locked)
+    service = client.app.state.service  # type: ignore[attr-defined]
+    service.start_monitor(0.05)
+    deadline = time.monotonic() + 5
+    while (body := client.get("/health").json())["status"] == "healthy":
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert body["status"] == "degraded", body
+    assert any("alert evaluation" in why for why in body["checks"]["degraded_because"]), body
+    assert "alert state not stored" in str(service.evaluation_failure)  # the log says it
+
+
 def test_health_is_down_with_503_when_the_database_is_unreachable(tmp_path: Any) -> None:
     url = f"sqlite:///{tmp_path}/no/such/dir/x.db"
     app = create_app(load_settings(database_url=url), create_engine(url))
