@@ -25,6 +25,7 @@ from unistatus.api.error_responses import (
 from unistatus.api.probe_deadline import ProbeDeadline, probe_deadline_ms
 from unistatus.api.state import ServiceState
 from unistatus.db.bounded_reads import bounded_reads
+from unistatus.db.failures import errors_behind
 from unistatus.db.mode_reads import MIXED
 from unistatus.db.retry import retry_reason
 from unistatus.migration.phases import read_system_states
@@ -115,10 +116,8 @@ def bounded_health_report(
 def _unknown_because(what: str, exc: Exception) -> str:
     """``"<what> unknown"``, with the wait that ran out when one did (``lock timeout``,
     ``statement timeout``): what an operator looks for behind a degraded probe."""
-    reason: str | None = None
-    seen: BaseException | None = exc
-    while reason is None and seen is not None:  # a StorageError wraps the driver's
-        reason, seen = retry_reason(seen), seen.__cause__ or seen.__context__
+    # A StorageError wraps the driver's error.
+    reason = next(filter(None, map(retry_reason, errors_behind(exc))), None)
     return f"{what} unknown ({reason})" if reason else f"{what} unknown"
 
 

@@ -27,6 +27,7 @@ from unistatus.redact import redact
 __all__ = [
     "canceled",
     "describe",
+    "errors_behind",
     "interrupt_behind",
     "once_more_if_dropped",
     "one_line",
@@ -205,14 +206,19 @@ def interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
     handling, if any: a failure of the cleanup on the way out of a statement the
     interrupt cut short (a rollback on the connection the driver left mid-command).
     That is the interruption, not a failure of the work in hand."""
+    return next((e for e in errors_behind(exc) if isinstance(e, KeyboardInterrupt)), None)
+
+
+def errors_behind(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then each error it was raised from or while handling (its cause, else
+    its context), each once: what a wrapper raised ``from None`` still keeps as its
+    context (a StorageError replacing the driver's error)."""
     seen: set[int] = set()
     cause: BaseException | None = exc
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return cause
+        yield cause
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__
-    return None
 
 
 def read_on_pool(

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from unistatus.db.connection_limit import driver_error
 from unistatus.db.ddl_wait import lock_holders
-from unistatus.db.failures import canceled_on_a_lock
+from unistatus.db.failures import canceled_on_a_lock, errors_behind
 from unistatus.db.retry import RETRY_SQLSTATES
 
 __all__ = ["LockTimeout", "lock_timeout_of", "rewritten", "with_holders"]
@@ -55,17 +55,14 @@ def lock_timeout_of(message: str, exc: BaseException | None = None) -> LockTimeo
     it was raised from) where its SQLSTATE says so (55P03, whatever the server's
     language), else by the words it says it with in English (a message without its
     exception)."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        root = driver_error(exc)
+    for error in errors_behind(exc) if exc is not None else ():
+        root = driver_error(error)
         if RETRY_SQLSTATES.get(getattr(root, "sqlstate", None) or "") == "lock timeout":
             lines = str(root).strip().splitlines()
             if lines and lines[0] in message:
                 context = getattr(getattr(root, "diag", None), "context", None) or ""
                 row = _ROW_OF.search(context)
                 return LockTimeout(lines[0], row.group(1) if row else None)
-        exc = exc.__cause__ or exc.__context__
     said = next((words for words in _SAID if words in message), None)
     return None if said is None else LockTimeout(said)
 

@@ -220,7 +220,7 @@ def judged_consistency(snap: Snapshot) -> tuple[float | None, int]:
         return None, 0
     if not report.get("per_system"):
         return snap.consistency_rate, 0
-    if snap.progress is None:
+    if snap.progress is None:  # progress_unknown says why
         return None, 0
     return overall_consistency(report, snap.progress, snap.populations or {})
 
