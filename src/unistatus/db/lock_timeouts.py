@@ -12,6 +12,11 @@ locking tuple ... in relation ..."), else the sessions that hold a table ACCESS
 EXCLUSIVE or are queued for that (:func:`unistatus.db.ddl_wait.lock_holders`), else
 another transaction; and what to do. How long it waited is not said: the statement may
 have had a bound of its own (``SET LOCAL``), not ``lock_timeout_ms``.
+
+On SQLite, a write behind another connection's write lock (another command, the
+application, a ``sqlite3`` shell in a transaction) waits the busy timeout, then fails
+with "database is locked": said as the same one line, naming the write lock and how long
+it waited (:data:`unistatus.db.engine.SQLITE_BUSY_TIMEOUT_MS`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from unistatus.db import engine as engines
 from unistatus.db.connection_limit import driver_error
 from unistatus.db.ddl_wait import lock_holders
 from unistatus.db.failures import canceled_on_a_lock, errors_behind
@@ -38,6 +44,13 @@ _SAID = ("canceling statement due to lock timeout", canceled_on_a_lock(), _DRIVE
 # of tuple in relation \"x\""; another language's quotes do not match: not named so).
 _ROW_OF = re.compile(r'\([0-9]+,[0-9]+\)[^"]*"([^"]+)"')
 ANOTHER = "another transaction (an advisory lock, or a row's: see pg_locks)"
+# How SQLite says a write gave up on the busy timeout (SQLITE_BUSY).
+SQLITE_BUSY = "database is locked"
+_SQLITE_HELD = (
+    "another connection (the SQLite database's write lock: another command, the "
+    "application, a sqlite3 shell in a transaction)"
+)
+_SQLITE_TO_DO = "End that connection's transaction or wait for it to end, then run it again"
 
 
 @dataclass(frozen=True)
@@ -63,7 +76,7 @@ def lock_timeout_of(message: str, exc: BaseException | None = None) -> LockTimeo
                 context = getattr(getattr(root, "diag", None), "context", None) or ""
                 row = _ROW_OF.search(context)
                 return LockTimeout(lines[0], row.group(1) if row else None)
-    said = next((words for words in _SAID if words in message), None)
+    said = next((words for words in (*_SAID, SQLITE_BUSY) if words in message), None)
     return None if said is None else LockTimeout(said)
 
 
@@ -71,6 +84,9 @@ def with_holders(message: str, timeout: LockTimeout, engine: sa.Engine) -> str:
     """``message`` (a lock timeout, told as ``timeout`` says) as one line naming whom it
     waited for (read on a connection of ``engine``'s own): :func:`rewritten`. As it is
     on any other database than PostgreSQL."""
+    if engine.dialect.name == "sqlite" and timeout.said == SQLITE_BUSY:
+        waited = f"busy_timeout, {engines.SQLITE_BUSY_TIMEOUT_MS / 1000:g} s"
+        return rewritten(message, SQLITE_BUSY, _SQLITE_HELD, waited=waited, to_do=_SQLITE_TO_DO)
     if engine.dialect.name != "postgresql":
         return message
     if timeout.row_of is not None:
@@ -96,12 +112,22 @@ def _table_of(engine: sa.Engine, relation: str) -> str:
         return relation
 
 
-def rewritten(message: str, said: str, held: str) -> str:
+def rewritten(
+    message: str,
+    said: str,
+    held: str,
+    *,
+    waited: str = "lock_timeout",
+    to_do: str = (
+        "End that transaction (its application's own, or pg_terminate_backend) or "
+        "wait for it to end, then run it again"
+    ),
+) -> str:
     """``message`` with the words that tell of the lock timeout (``said``, and what the
     package or the driver said beside them: ours, the driver's class, the statement's
-    lines the server quotes after them) replaced by ``held``, whom it waited for; the
-    rest of it kept (what failed, what was kept), and what to do where it says nothing
-    of running it again."""
+    lines the server quotes after them) replaced by ``held``, whom it waited for (the
+    bound it gave up on: ``waited``); the rest of it kept (what failed, what was kept),
+    and what to do (``to_do``) where it says nothing of running it again."""
     found = [i for i in (message.find(w) for w in {said, *_SAID}) if i >= 0]
     if not found:
         return message
@@ -114,14 +140,11 @@ def rewritten(message: str, said: str, held: str) -> str:
     for _ in range(2):  # ours before the driver's: "...(another session holds it): (psycopg..."
         head = head.removesuffix(_DRIVER_PREFIX).rstrip()
     head = head.removesuffix(":").rstrip()
-    told = f"gave up waiting (lock_timeout) for a lock held by {held}"
+    told = f"gave up waiting ({waited}) for a lock held by {held}"
     if not head:
         line = f"{told[0].upper()}{told[1:]}{rest}"
     else:  # "...within 30 s (gave up ...)": no colon after an opening parenthesis
         line = f"{head}{'' if head.endswith('(') else ': '}{told}{rest}"
     if "run it again" in line:
         return line
-    return (
-        f"{line}. End that transaction (its application's own, or pg_terminate_backend) or "
-        "wait for it to end, then run it again"
-    )
+    return f"{line}. {to_do}"
