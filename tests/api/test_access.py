@@ -25,6 +25,7 @@ from unistatus.config import load_settings
 from unistatus.db.engine import create_engine
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import ConfigError
+from unistatus.observe.alerts import Monitor
 
 ADMIN = "admin-token-0123456789"
 WRITER = "writer-token-0123456789"
@@ -567,3 +568,21 @@ def test_a_body_the_parser_cannot_read_says_why(sqlite_db: Database) -> None:
     assert too_long.json()["detail"] == (
         "the request body is not JSON Python reads: an integer has more than 4300 digits"
     ), too_long.text
+
+
+def test_a_healthy_database_logs_no_error_for_the_status(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`database_down`'s message was taken for the database's error whatever its state:
+    every GET /api/v1/status (open to anyone, polled by the dashboard every 5 s) logged
+    "database unreachable [error id ...]: database reachable" at ERROR, and the body's
+    resolved alert said "database unreachable (error id ...)" (found by a probe)."""
+    Monitor(db.engine, db.settings).evaluate()  # every rule's state stored
+    caplog.set_level(logging.ERROR, logger="unistatus")
+    with client_with(db, admin_token=ADMIN) as client:
+        bodies = [client.get("/api/v1/status").json() for _ in range(2)]
+    for body in bodies:
+        assert body["database"]["up"] is True
+        down = next(a for a in body["alerts"]["all"] if a["name"] == "database_down")
+        assert down["state"] != "firing" and down["message"] == "database reachable", down
+    assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]

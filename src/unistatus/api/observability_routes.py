@@ -29,6 +29,7 @@ from unistatus.db.failures import errors_behind
 from unistatus.db.mode_reads import MIXED
 from unistatus.db.retry import retry_reason
 from unistatus.migration.phases import read_system_states
+from unistatus.observe.alert_rules import DATABASE_REACHABLE
 from unistatus.observe.alert_state import load_states
 from unistatus.observe.history import (
     HISTORY_POINTS,
@@ -180,8 +181,13 @@ def add_observability_routes(app: FastAPI, service: ServiceState) -> None:
 def _public_alert(state: dict[str, Any]) -> dict[str, Any]:
     """An alert as an unauthenticated client may see it: ``database_down``'s message
     quotes the database's error (host, port, a role's name), shown as its public form
-    (the whole message in the log, under the id it names)."""
-    if state.get("name") != "database_down" or not state.get("message"):
+    (the whole message in the log, under the id it names). Up, it quotes no error: as it
+    is (it was logged as an error on every read)."""
+    if state.get("name") != "database_down" or state.get("message") in (
+        None,
+        "",
+        DATABASE_REACHABLE,
+    ):
         return state
     said = str(state["message"]).removeprefix("database unreachable: ")
     return {**state, "message": public_database_error(said)}

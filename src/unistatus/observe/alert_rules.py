@@ -19,6 +19,7 @@ from unistatus.domain.statuses import DualWriteMode
 from unistatus.observe.metrics import Snapshot, judged_consistency, progress_unknown
 
 __all__ = [
+    "DATABASE_REACHABLE",
     "ACTIONS",
     "MILESTONES",
     "STALL_SECONDS",
@@ -227,6 +228,10 @@ def _system_values(snap: Snapshot, key: str) -> dict[str, float | None]:
     return out
 
 
+# database_down's message while the database is up (any other quotes its error).
+DATABASE_REACHABLE = "database reachable"
+
+
 def _pct(v: float | None) -> str:
     return "unknown" if v is None else f"{v * 100:.3f}%"
 
@@ -242,7 +247,7 @@ def observe(
             not snap.database_up,
             0.0 if snap.database_up else 1.0,
             None,
-            "database reachable" if snap.database_up else _down_because(snap.database_error),
+            DATABASE_REACHABLE if snap.database_up else _down_because(snap.database_error),
         )
     ]
     check_known = snap.sources.get("check") == "ok"
