@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 from unistatus.adapter.caller_end import ROLLED_BACK, CallerWrite, Ending, track
-from unistatus.adapter.caller_session import expire_written
+from unistatus.adapter.caller_session import SessionUnusable, expire_written, session_connection
 from unistatus.adapter.keys import KeyTaken
 from unistatus.adapter.model import DualWriteResult, ModeChanged, Relinked, WriteLost
+from unistatus.adapter.operation_connection import holding
 from unistatus.adapter.runner import Runner, Work, failed_result
 from unistatus.db.binding import bound_connection
 from unistatus.db.dialect import DialectOps
@@ -74,20 +75,24 @@ _NOT_IN_TRANSACTION = (
 )
 
 
-def caller_connection(target: object, dialect: str) -> sa.Connection:
+def caller_connection(
+    target: object, dialect: str, legacy: Iterable[LegacyTable] = ()
+) -> sa.Connection:
     """The connection to write on: the Connection itself (it must be in a transaction),
-    or the Session's current one (begun if need be and it may autobegin, its new objects
-    flushed first as ``session.execute()`` would). InputError for anything else, and for a connection in
-    AUTOCOMMIT, whose "transaction" would commit each of the adapter's statements on its
-    own and hold no mode lock."""
+    or the Session's current one (a ``scoped_session``'s current Session; begun if need
+    be and it may autobegin, its pending rows flushed first: those of the ``legacy``
+    tables at least, :func:`~unistatus.adapter.caller_session.session_connection`, whose
+    SessionUnusable says why it gave none). InputError for anything else, and for a
+    connection in AUTOCOMMIT, whose "transaction" would commit each of the adapter's
+    statements on its own and hold no mode lock."""
+    if isinstance(target, scoped_session):
+        target = target()  # the registry's current Session (Flask-SQLAlchemy's db.session)
     if isinstance(target, Session):
         if not target.autobegin and not target.in_transaction():
             # Its connection() cannot begin one (SQLAlchemy's InvalidRequestError).
             raise InputError(_NOT_IN_TRANSACTION.format(begin="`with session.begin():`"))
-        if target.autoflush:
-            target.flush()  # the caller's own pending rows, as its next query would see them
         try:
-            conn = target.connection()
+            conn = session_connection(target, legacy)
         except sa.exc.UnboundExecutionError:
             raise InputError(
                 "connection= is a Session bound per model, with no connection of its own: "
@@ -194,7 +199,10 @@ class CallerTransactions:
         called if the caller's transaction (or a savepoint of it) undoes the write.
         """
         started = time.perf_counter()
-        conn = caller_connection(target, self.ops.name)
+        try:
+            conn = caller_connection(target, self.ops.name, self.legacy().values())
+        except SessionUnusable as unusable:
+            raise self._unusable(operation, unusable, started, system) from None
         if transaction_failed(conn):
             # The caller's own statement failed before this call: its error, not ours.
             refused = CallerTransactionError(
@@ -263,7 +271,7 @@ class CallerTransactions:
         unmarked = False
         try:
             # A session setting of the caller's connection, not the database's failure.
-            with session_settings_named():
+            with session_settings_named(), holding(conn):
                 result = None
                 if fast is not None:
                     # The mode as last read, a guess the statement checks: no other
@@ -371,7 +379,10 @@ class CallerTransactions:
         it: ``read_on_pool``; failures as StorageError)."""
         if target is None:
             return read_on_pool(self.engine, what, read, self.driver_error)
-        conn = caller_connection(target, self.ops.name)
+        try:
+            conn = caller_connection(target, self.ops.name, self.legacy().values())
+        except SessionUnusable as unusable:
+            raise CallerTransactionError(f"{what}: {unusable}") from None
         try:
             with session_settings_named(), bound_connection(conn, self.ops.schema):
                 return read(conn)
@@ -420,11 +431,29 @@ class CallerTransactions:
         mode: DualWriteMode,
         error: str,
         started: float,
-        system: LegacySystemType,
+        system: LegacySystemType | None,
     ) -> CallerTransactionError:
         """The failure, observed now: the caller's transaction must be rolled back."""
         error = f"{operation} failed in the caller's transaction (roll it back): {error}"
         self.runner.emit(operation, mode, False, started, error=error, system=system)
+        return CallerTransactionError(error, failed_result(op_id, mode, error, started))
+
+    def _unusable(
+        self,
+        operation: str,
+        unusable: SessionUnusable,
+        started: float,
+        system: LegacySystemType | Callable[[sa.Connection], LegacySystemType],
+    ) -> CallerTransactionError:
+        """The caller's Session gave no connection, observed now: a failure where the
+        database failed, a refusal where it refused the caller's own rows."""
+        known = system if isinstance(system, LegacySystemType) else None
+        mode = self.runner.last_modes[known] if known else self.runner.last_mode
+        op_id = str(uuid.uuid4())
+        if unusable.database:
+            return self._failed(operation, op_id, mode, str(unusable), started, known)
+        error = f"{operation} in the caller's transaction (roll it back): {unusable}"
+        self.runner.emit(operation, mode, True, started, refused=True, error=error, system=known)
         return CallerTransactionError(error, failed_result(op_id, mode, error, started))
 
     def _refused(

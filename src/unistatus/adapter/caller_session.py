@@ -1,6 +1,15 @@
-"""The caller's ORM Session after the adapter wrote in its transaction.
+"""The caller's ORM Session: its connection for the adapter, and after the adapter
+wrote in its transaction.
 
-The adapter writes the legacy row with SQL the Session does not see, so an instance of
+Its connection (:func:`session_connection`): its pending rows flushed first, all of
+them where it autoflushes (as its own next query would), else those of the legacy
+tables: the adapter reads and writes those rows with SQL of its own, so a status the
+caller changed and did not flush was judged from the stored one, and flushed at the
+caller's commit over the adapter's write (the two sides apart, silently). What keeps it
+from being had is a :class:`SessionUnusable`: the caller's own rows refused by the
+database, or the database failing.
+
+After the write: the adapter writes the legacy row with SQL the Session does not see, so an instance of
 that row the Session has loaded (the application's model of its legacy table) would go
 on showing the old status, even through ``session.get``. The attributes the adapter
 writes are expired on it instead: the next read loads them from the transaction. Only
@@ -9,15 +18,65 @@ those: a change of the caller's own to the instance, not flushed yet, is kept.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import UnmappedColumnError
 
+from unistatus.db.failures import describe
 from unistatus.db.legacy import LegacyTable
 
-__all__ = ["expire_written"]
+__all__ = ["SessionUnusable", "expire_written", "session_connection"]
+
+
+class SessionUnusable(Exception):
+    """Why ``session`` gave no connection: ``database`` True when the database failed
+    (unreachable, the pool exhausted), False when the caller's own pending rows were
+    refused by it (their flush: the caller's error, nothing of the adapter's)."""
+
+    def __init__(self, message: str, *, database: bool) -> None:
+        super().__init__(message)
+        self.database = database
+
+
+def session_connection(session: Session, legacy: Iterable[LegacyTable]) -> sa.Connection:
+    """``session``'s connection, its pending rows flushed first (see the module)."""
+    try:
+        if session.autoflush:
+            session.flush()
+        else:
+            tables = list(legacy)
+            changed = (*session.new, *session.dirty, *session.deleted)
+            pending = [o for o in changed if _of_legacy(o, tables)]
+            if pending:
+                session.flush(pending)
+    except sa.exc.SQLAlchemyError as exc:
+        database = isinstance(
+            exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+        )
+        said = "the database failed flushing" if database else "the database refused"
+        raise SessionUnusable(
+            f"{said} the caller's own pending changes in its Session before the call "
+            f"({describe(exc)}); nothing of the call was written",
+            database=database,
+        ) from None
+    try:
+        return session.connection()
+    except sa.exc.UnboundExecutionError:
+        raise
+    except sa.exc.SQLAlchemyError as exc:
+        raise SessionUnusable(
+            f"the caller's Session gave no connection: {describe(exc)}", database=True
+        ) from None
+
+
+def _of_legacy(instance: object, tables: list[LegacyTable]) -> bool:
+    """Whether ``instance`` is a row of one of the legacy ``tables``."""
+    state: Any = sa.inspect(instance)
+    mapper = state.mapper
+    return any(_same_table(t, lt.table) for t in mapper.tables for lt in tables)
 
 
 def expire_written(session: Session, lt: LegacyTable, legacy_id: int) -> None:

@@ -36,7 +36,6 @@ from unistatus.db.app_triggers import holding_systems
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine, session_name
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
-from unistatus.db.legacy_cast import refuse_what_the_database_would
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.row_security import warn_row_security
 from unistatus.db.tables import unified_transactions
@@ -304,7 +303,6 @@ class DualWriteAdapter:
         lt = self.hot.legacy[system]
         lt.check_shared(fields)
         extra = check_legacy_values(legacy_values or {}, lt.extra_columns, lt.owned, lt.name)
-        refuse_what_the_database_would(self.engine, lt, extra)
         dst, explicit_legacy = self._planner.target(
             ttype, UnifiedTransactionStatus.PENDING if status is None else status
         )

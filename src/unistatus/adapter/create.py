@@ -40,6 +40,7 @@ from unistatus.clock import utcnow
 from unistatus.db import writer_mark
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
+from unistatus.db.legacy_cast import refuse_what_the_database_would
 from unistatus.db.tables import status_history, unified_transactions
 from unistatus.db.tables_idempotency import idempotency_keys
 from unistatus.domain.consistency import same_value
@@ -151,6 +152,7 @@ class Creator:
         # link writes no legacy status.
         if new.ref is None and self.check_status is not None:
             self.check_status(new.system, new.dst_legacy)
+        refuse_what_the_database_would(conn, self.hot.legacy[new.system], new.legacy_values)
         try:
             return self._create(conn, mode, op_id, new)
         except sa.exc.IntegrityError as exc:

@@ -29,6 +29,7 @@ from unistatus.adapter.model import (
     Relinked,
     WriteLost,
 )
+from unistatus.adapter.operation_connection import holding
 from unistatus.config import Settings
 from unistatus.db.connection_limit import (
     connection_limit_error,
@@ -325,7 +326,10 @@ class Runner:
                             result = done
                         else:
                             # Every path of ``work`` takes the mode lock before it writes.
-                            with self.ops.write_transaction(mode_locked=True) as conn:
+                            with (
+                                self.ops.write_transaction(mode_locked=True) as conn,
+                                holding(conn),
+                            ):
                                 result = work(conn, mode, op_id)
                                 committing = True
                                 progress.committing = "COMMIT"

@@ -6,13 +6,16 @@ the database failing. The adapter refuses it first (:meth:`LegacyTable.check_sta
 counted refused. The columns' types are those reflected when the adapter started: a
 refusal reflects them again first, so that a column widened, or an enum given the value,
 since then (what the refusal tells the operator to do) takes the write at once, without
-a restart. SQLite stores any text in any column: nothing to refuse there.
+a restart: on the operation's own connection, in a savepoint
+(:mod:`unistatus.adapter.operation_connection`). SQLite stores any text in any column:
+nothing to refuse there.
 """
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 
+from unistatus.adapter.operation_connection import held_connection
 from unistatus.adapter.sql import HotStatements
 from unistatus.config import Settings
 from unistatus.db.legacy import resolve_legacy_tables
@@ -37,6 +40,11 @@ class StorableStatus:
         try:
             self.hot.legacy[system].check_status(value)
         except UnstorableLegacyStatusError:
-            tables = resolve_legacy_tables(self.engine, self.settings, require_status=False)
+            conn = held_connection()
+            if conn is None:
+                tables = resolve_legacy_tables(self.engine, self.settings, require_status=False)
+            else:
+                with conn.begin_nested():
+                    tables = resolve_legacy_tables(conn, self.settings, require_status=False)
             self.hot.reload(tables)
             tables[system].check_status(value)

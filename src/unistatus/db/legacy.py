@@ -385,7 +385,8 @@ def resolve_legacy_tables(
     reflects the tables as its transaction sees them (one whose DDL is not committed).
     """
     engine = database if isinstance(database, sa.Engine) else database.engine
-    require_bound(engine, settings.schema)
+    # A connection as it stands (the caller's, our schema bound for the call).
+    require_bound(database, settings.schema)
     meta = sa.MetaData()
     out: dict[LegacySystemType, LegacyTable] = {}
     try:

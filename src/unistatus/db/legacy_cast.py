@@ -5,9 +5,11 @@ The adapter checks a value of the application's own column in Python where its t
 says enough (an integer's bounds, a NUMERIC's digits, an enum's labels, a text's
 length). Some types it cannot judge: ``inet``, ``money``, a type of an extension (no
 Python type known), or ``real``, whose range a Python float passes. Their values are
-cast to the column's type first, on the adapter's own connection (never the caller's:
-a failed cast would abort its transaction): a data exception there is the caller's
-value refused, an InputError naming the column, with nothing written. Not counted as
+cast to the column's type first, in a savepoint of the write's transaction (the
+caller's too: a failed cast rolls back to it, and the transaction goes on; a second
+connection of the pool, as it was, waited out the pool's timeout where the caller held
+its only one): a data exception there is the caller's value refused, an InputError
+naming the column, with nothing written. Not counted as
 a failure, unlike the same refusal met in the write, where a data exception names no
 table and cannot be told from one of unistatus's own statements.
 """
@@ -30,12 +32,12 @@ REFUSED_CASTS = frozenset({"42846", "42804"})
 
 
 def refuse_what_the_database_would(
-    engine: sa.Engine, lt: LegacyTable, values: Mapping[str, Any]
+    conn: sa.Connection, lt: LegacyTable, values: Mapping[str, Any]
 ) -> None:
     """InputError for the first of ``values`` (checked ``legacy_values`` of ``lt``) of a
-    column Python cannot judge that the column's type does not take (PostgreSQL; one
-    round trip, only when there is such a value)."""
-    if engine.dialect.name != "postgresql":
+    column Python cannot judge that the column's type does not take (PostgreSQL; only
+    when there is such a value), cast on ``conn`` in a transaction, in a savepoint."""
+    if conn.dialect.name != "postgresql":
         return
     columns = lt.extra_columns
     judged = {
@@ -50,17 +52,13 @@ def refuse_what_the_database_would(
         for i, (name, value) in enumerate(judged.items())
     ]
     try:
-        # Autocommit: one round trip (no BEGIN, no ROLLBACK: the casts write nothing).
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            try:
-                conn.execute(sa.select(*casts))
-                return
-            except sa.exc.DBAPIError as exc:
-                if not _refused(exc):
-                    return
-            _which(conn, lt, judged)
-    except sa.exc.DBAPIError:
-        return  # the database failing, not a value: the write meets it and says so
+        with conn.begin_nested():
+            conn.execute(sa.select(*casts))
+        return
+    except sa.exc.DBAPIError as exc:
+        if not _refused(exc):
+            return  # the database failing, not a value: the write meets it and says so
+    _which(conn, lt, judged)
 
 
 def _refused(exc: sa.exc.DBAPIError) -> bool:
@@ -75,7 +73,8 @@ def _which(conn: sa.Connection, lt: LegacyTable, judged: Mapping[str, Any]) -> N
     for name, value in judged.items():
         kind = lt.table.c[name].type
         try:
-            conn.execute(sa.select(sa.cast(sa.bindparam("v", value), kind)))
+            with conn.begin_nested():
+                conn.execute(sa.select(sa.cast(sa.bindparam("v", value), kind)))
         except sa.exc.DBAPIError as exc:
             if not _refused(exc):
                 return
