@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+import threading
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT, Database
 from unistatus.adapter.core import DualWriteAdapter, OperationEvent
@@ -309,3 +311,35 @@ def test_pruning_keeps_the_fine_buckets_of_the_rows_it_folds(sqlite_db: Database
     folded = window(sqlite_db.engine, 3600, now=utcnow() + dt.timedelta(seconds=120))
     assert folded.count == 50 and folded.fine_buckets is not None
     assert sum(folded.fine_buckets) == 50 and folded.histogram[1] == folded.fine_buckets
+
+
+@pytest.mark.postgres
+def test_closing_behind_a_locked_statistics_table_is_bounded(
+    pg: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The application's own engine (no lock_timeout): a flush behind a session holding
+    the statistics table waited for as long as it was held, and close() (and the
+    interpreter's exit, which calls it) after it: the process never exited (found by a
+    probe of the library). Both flushes give up now, and close() says what was lost."""
+    app = sa.create_engine(pg.url)
+    stats = OperationStats(app, flush_seconds=0.3, process_id="locked-out")
+    stats.record(_event(12.0))
+    try:
+        with pg.engine.connect() as held:
+            table = pg.table("unistatus_operation_stats")
+            held.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            time.sleep(0.6)  # the flusher is waiting behind it
+            closing = threading.Thread(target=stats.close, daemon=True)
+            started = time.monotonic()
+            closing.start()
+            closing.join(timeout=20)
+            took = time.monotonic() - started
+            alive = closing.is_alive()
+            held.rollback()
+        assert not alive, "close() still waiting behind the lock after 20 s"
+        assert took < 12, took
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert "not stored" in said, said
+    finally:
+        stats.close()
+        app.dispose()

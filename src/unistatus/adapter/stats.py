@@ -83,6 +83,9 @@ N_BUCKETS = len(BUCKET_COLUMNS)
 N_FINE = len(FINE_COLUMNS)
 # Rows older than this are folded by the flusher now and then (a week of history).
 RETENTION_SECONDS = 7 * 24 * 3600.0
+# A flush's bounds: its lock waits, its statement (the application's engine has none).
+FLUSH_LOCK_MS = 2000
+FLUSH_STATEMENT_MS = 10000
 PRUNE_EVERY_SECONDS = 3600.0
 # The process_id of the rows that carry the sums of pruned rows (see prune).
 CARRIED = "unistatus:pruned"
@@ -231,41 +234,56 @@ class OperationStats:
                 "are not stored until `unistatus init` upgrades it (the other figures are)"
             )
 
-    def flush(self) -> int:
+    def flush(self, *, wait: float = -1) -> int:
         """Write the aggregate since the last flush (one row per operation, mode, system).
 
         Returns the number of rows written. On a database error the counts are put
-        back, to be written with the next interval, and the error is logged.
+        back, to be written with the next interval, and the error is logged. ``wait``:
+        seconds to wait for a flush under way (-1: as long as it takes), 0 written if
+        it is still under way then.
         """
-        with self._flush_lock:
-            with self._lock:
-                taken, self._current = self._current, {}
-                start, end = self._interval_start, utcnow()
-                self._interval_start = end
-            if not taken:
-                return 0
-            rows = [
-                {
-                    "process_id": self.process_id,
-                    "interval_start": start,
-                    "interval_end": end,
-                    "operation": op,
-                    "mode": mode,
-                    "system": system,
-                    "count": agg.count,
-                    "errors": agg.errors,
-                    "shadow_mismatches": agg.shadow_mismatches,
-                    "rolled_back": agg.rolled_back,
-                    "refused": agg.refused,
-                    "latency_sum_ms": agg.latency_sum_ms,
-                    "latency_max_ms": agg.latency_max_ms,
-                    **dict(zip(BUCKET_COLUMNS, coarse_buckets(agg.buckets), strict=True)),
-                    **dict(zip(FINE_COLUMNS, agg.buckets, strict=True)),
-                    **dict(zip(ERROR_KIND_COLUMNS, agg.error_kinds, strict=True)),
-                }
-                for (op, mode, system), agg in taken.items()
-            ]
-            try:
+        if not self._flush_lock.acquire(timeout=wait):
+            return 0
+        try:
+            return self._flush_held()
+        finally:
+            self._flush_lock.release()
+
+    def _flush_held(self) -> int:
+        """:meth:`flush`, its lock held."""
+        with self._lock:
+            taken, self._current = self._current, {}
+            start, end = self._interval_start, utcnow()
+            self._interval_start = end
+        if not taken:
+            return 0
+        rows = [
+            {
+                "process_id": self.process_id,
+                "interval_start": start,
+                "interval_end": end,
+                "operation": op,
+                "mode": mode,
+                "system": system,
+                "count": agg.count,
+                "errors": agg.errors,
+                "shadow_mismatches": agg.shadow_mismatches,
+                "rolled_back": agg.rolled_back,
+                "refused": agg.refused,
+                "latency_sum_ms": agg.latency_sum_ms,
+                "latency_max_ms": agg.latency_max_ms,
+                **dict(zip(BUCKET_COLUMNS, coarse_buckets(agg.buckets), strict=True)),
+                **dict(zip(FINE_COLUMNS, agg.buckets, strict=True)),
+                **dict(zip(ERROR_KIND_COLUMNS, agg.error_kinds, strict=True)),
+            }
+            for (op, mode, system), agg in taken.items()
+        ]
+        try:
+            with self._ops.write_transaction() as conn:
+                # Bounded on any engine (the application's has no lock_timeout): a
+                # flush behind a held table waited as long as it was held (its columns'
+                # reads too), and close() (the interpreter's exit) behind it.
+                self._ops.bound_statements(conn, FLUSH_STATEMENT_MS, FLUSH_LOCK_MS)
                 for columns, stored in (
                     (("rolled_back",), stores_rolled_back),
                     (("refused",), stores_refused),
@@ -273,22 +291,21 @@ class OperationStats:
                     (FINE_COLUMNS, stores_fine_latency),
                     (ERROR_KIND_COLUMNS, stores_error_kinds),
                 ):
-                    if not stored(self.engine):
+                    if not stored(conn):
                         self._warn_old_schema()
                         for row in rows:
                             for column in columns:
                                 del row[column]
-                with self._ops.write_transaction() as conn:
-                    conn.execute(sa.insert(S), rows)
-            except Exception as exc:
-                self.flush_errors += 1
-                _log_failure("could not flush operation statistics; keeping them for later", exc)
-                with self._lock:
-                    for key, agg in taken.items():
-                        self._current.setdefault(key, _Agg()).merge(agg)
-                    self._interval_start = start
-                return 0
-            return len(rows)
+                conn.execute(sa.insert(S), rows)
+        except Exception as exc:
+            self.flush_errors += 1
+            _log_failure("could not flush operation statistics; keeping them for later", exc)
+            with self._lock:
+                for key, agg in taken.items():
+                    self._current.setdefault(key, _Agg()).merge(agg)
+                self._interval_start = start
+            return 0
+        return len(rows)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.flush_seconds):
@@ -314,11 +331,20 @@ class OperationStats:
         return self._thread is not None and self._thread.is_alive()
 
     def close(self) -> None:
-        """Stop the flusher and write what is left (call on shutdown)."""
+        """Stop the flusher and write what is left (call on shutdown), within a bound:
+        what could not be written then is said lost in the log."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=self.flush_seconds + 5)
-        self.flush()
+            self._thread.join(timeout=self.flush_seconds + FLUSH_LOCK_MS / 1000)
+        self.flush(wait=FLUSH_LOCK_MS / 1000)
+        with self._lock:
+            left = sum(agg.count for agg in self._current.values())
+        if left:
+            log.warning(
+                "statistics of %d operations not stored at close: the database did not "
+                "take them in time (see the error above)",
+                left,
+            )
 
     def __enter__(self) -> OperationStats:
         return self

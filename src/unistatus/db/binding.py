@@ -179,18 +179,20 @@ _COLUMNS_SEEN: weakref.WeakKeyDictionary[sa.Engine, set[tuple[str, str]]] = (
 )
 
 
-def has_column(engine: sa.Engine, table: sa.Table, column: str) -> bool:
-    """Whether ``table`` has ``column`` in this database.
+def has_column(bind: sa.Engine | sa.Connection, table: sa.Table, column: str) -> bool:
+    """Whether ``table`` has ``column`` in this database (read on ``bind``: a connection
+    in a transaction whose bounds the read then keeps, or one of the engine's).
 
     New code on an older schema (a rolling upgrade, before ``unistatus init``) asks
     this before using a column a later revision added, instead of failing. A missing
     table answers yes: the statement then fails with the real error.
     """
+    engine = bind if isinstance(bind, sa.Engine) else bind.engine
     seen = _COLUMNS_SEEN.setdefault(engine, set())
     if (table.name, column) in seen:
         return True
     try:
-        names = {c["name"] for c in sa.inspect(engine).get_columns(table.name, schema_of(engine))}
+        names = {c["name"] for c in sa.inspect(bind).get_columns(table.name, schema_of(bind))}
     except sa.exc.NoSuchTableError:
         return True
     if column in names:

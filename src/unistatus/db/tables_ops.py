@@ -106,12 +106,12 @@ operation_stats = sa.Table(
 sa.Index("ix_operation_stats_end", operation_stats.c.interval_end)
 
 
-def stores_error_kinds(engine: sa.Engine) -> bool:
+def stores_error_kinds(engine: sa.Engine | sa.Connection) -> bool:
     """Whether ``operation_stats`` has the columns of each kind of error (revision 0023)."""
     return has_column(engine, operation_stats, ERROR_KIND_COLUMNS[-1])
 
 
-def stores_rolled_back(engine: sa.Engine) -> bool:
+def stores_rolled_back(engine: sa.Engine | sa.Connection) -> bool:
     """Whether ``operation_stats`` has the ``rolled_back`` column (revision 0010).
 
     New code on an older schema (a rolling upgrade, before ``unistatus init``) records
@@ -120,16 +120,16 @@ def stores_rolled_back(engine: sa.Engine) -> bool:
     return has_column(engine, operation_stats, "rolled_back")
 
 
-def stores_refused(engine: sa.Engine) -> bool:
+def stores_refused(engine: sa.Engine | sa.Connection) -> bool:
     """Whether ``operation_stats`` has the ``refused`` column (revision 0020)."""
     return has_column(engine, operation_stats, "refused")
 
 
-def stores_system(engine: sa.Engine) -> bool:
+def stores_system(engine: sa.Engine | sa.Connection) -> bool:
     """Whether ``operation_stats`` has the ``system`` column (revision 0016)."""
     return has_column(engine, operation_stats, "system")
 
 
-def stores_fine_latency(engine: sa.Engine) -> bool:
+def stores_fine_latency(engine: sa.Engine | sa.Connection) -> bool:
     """Whether ``operation_stats`` has the fine latency buckets (revision 0019)."""
     return has_column(engine, operation_stats, FINE_COLUMNS[0])
