@@ -559,15 +559,24 @@ def test_a_body_the_parser_cannot_read_says_why(sqlite_db: Database) -> None:
     sent = {"Content-Type": "application/json", **bearer(WRITER)}
     digits = "9" * 5000
     huge = f'{{"transaction_type": "WALLET_CASHOUT", "user_id": {digits}, "amount": "1"}}'
+    deep = '{"transaction_type": "WALLET_CASHOUT", "metadata": {"k": ' + "[" * 5000
+    deep += "]" * 5000 + "}}"
     with client_with(sqlite_db, writer_token=WRITER) as client:
         not_utf8 = client.post(create, content=b'{"currency": "\xff"}', headers=sent)
         too_long = client.post(create, content=huge.encode(), headers=sent)
+        too_deep = client.post(create, content=deep.encode(), headers=sent)
     assert (not_utf8.status_code, not_utf8.json()["error"]) == (400, "InputError")
     assert not_utf8.json()["detail"] == "the request body is not UTF-8 (at byte 14)"
     assert (too_long.status_code, too_long.json()["error"]) == (400, "InputError")
     assert too_long.json()["detail"] == (
         "the request body is not JSON Python reads: an integer has more than 4300 digits"
     ), too_long.text
+    # Deeper than Python's parser goes (about 950 levels): it said "There was an error
+    # parsing the body" (found by a probe); 900 levels get the metadata's own 422.
+    assert (too_deep.status_code, too_deep.json()["error"]) == (400, "InputError")
+    assert too_deep.json()["detail"] == (
+        "the request body is not JSON Python reads: it is nested too deeply"
+    ), too_deep.text
 
 
 def test_a_healthy_database_logs_no_error_for_the_status(
@@ -586,3 +595,21 @@ def test_a_healthy_database_logs_no_error_for_the_status(
         down = next(a for a in body["alerts"]["all"] if a["name"] == "database_down")
         assert down["state"] != "firing" and down["message"] == "database reachable", down
     assert not [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_a_key_refused_is_said_as_the_client_sent_it(sqlite_db: Database) -> None:
+    """The clash named the key as stored ('writer:k1', scoped by the token's name) and a
+    non-ASCII key was told "1 to 255 characters" where HTTP takes 200 (found by a
+    probe)."""
+    body = {"transaction_type": "WALLET_CASHOUT", "user_id": 1, "amount": "1", "currency": "USD"}
+    create = "/api/v1/transactions"
+    with client_with(sqlite_db, writer_token=WRITER) as client:
+        keyed = {"Idempotency-Key": "k1", **bearer(WRITER)}
+        assert client.post(create, json=body, headers=keyed).status_code == 201
+        clash = client.post(create, json={**body, "amount": "2"}, headers=keyed)
+        odd_key = {"Idempotency-Key": "kä".encode(), **bearer(WRITER)}
+        odd = client.post(create, json=body, headers=odd_key)
+    assert clash.status_code == 422, clash.text
+    assert "idempotency key 'k1' was used" in clash.json()["detail"], clash.text
+    assert odd.status_code == 422, odd.text
+    assert "1 to 200 characters" in odd.json()["detail"], odd.text

@@ -27,6 +27,16 @@ def test_head_is_served_wherever_get_is(sqlite_db: Database, path: str) -> None:
         assert head.content == b""
 
 
+@pytest.mark.parametrize("path", ["/health", "/metrics", "/api/v1/status"])
+def test_a_method_not_served_is_told_head_is(sqlite_db: Database, path: str) -> None:
+    """405's Allow said "GET" of a route HEAD is served on too (found by a probe)."""
+    with TestClient(create_app(sqlite_db.settings, sqlite_db.engine)) as client:
+        r = client.delete(path)
+    assert r.status_code == 405, r.text
+    allowed = {m.strip() for m in r.headers["allow"].split(",")}
+    assert allowed == {"GET", "HEAD"}, r.headers["allow"]
+
+
 @pytest.mark.postgres
 def test_a_create_no_legacy_id_can_be_migrated_for_is_a_409_not_a_503(pg: Database) -> None:
     """The legacy table's next id is beyond what a UTX id holds: every create of the

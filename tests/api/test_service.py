@@ -373,3 +373,24 @@ def test_real_server_health_prints_healthy(db: Any) -> None:
     assert evaluated
     assert r.status_code == 200
     assert r.json()["status"] == "healthy"
+
+
+def test_a_refusal_of_the_control_endpoints_says_what_to_send(db: Any, client: TestClient) -> None:
+    """A 409 told an HTTP client to "pass --force with --reason" (the command's words;
+    found by a probe): it names the body's fields."""
+    advance = "/api/v1/control/phase/advance"
+    r = client.post(advance, json={"reason": "go", "from_phase": 0}, headers=auth())
+    assert r.status_code == 200, r.text
+    with db.engine.begin() as conn:  # a legacy row the backfill has not copied
+        conn.exec_driver_sql(
+            "INSERT INTO cashouts (status, user_id, amount, currency, created_at, updated_at) "
+            "VALUES ('PENDING', 1, 1, 'USD', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+        )
+    stale = client.put(
+        "/api/v1/control/mode", json={"mode": "UNIFIED_ONLY", "reason": "x"}, headers=auth()
+    )
+    gated = client.post(advance, json={"reason": "go", "from_phase": 1}, headers=auth())
+    for r in (stale, gated):
+        assert r.status_code == 409, r.text
+        said = r.json()["detail"]
+        assert '"force": true with a "reason"' in said and "--" not in said, said

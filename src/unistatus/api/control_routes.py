@@ -6,10 +6,13 @@ records the token's name with the caller's ``actor`` label.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
+from unistatus import errors
 from unistatus.api.access import actor_for
 from unistatus.api.auth import Admin
 from unistatus.api.error_responses import error_answers
@@ -25,6 +28,26 @@ __all__ = ["add_control_routes"]
 
 # Every control endpoint takes a JSON body and an admin token, and may be refused.
 _ANSWERS = error_answers(400, 401, 403, 409, 413, 422, 503)
+# A refusal says what to do in the command's words; an HTTP client sends a body's fields.
+_AS_FIELDS = (
+    ("pass --force with --reason", 'send "force": true with a "reason"'),
+    ("--force", '"force": true'),
+    ("--reason", 'a "reason"'),
+)
+
+
+@contextmanager
+def _said_for_http() -> Iterator[None]:
+    """A refusal that names the command's options names the body's fields instead."""
+    try:
+        yield
+    except errors.UnistatusError as exc:
+        said = str(exc)
+        for words, fields in _AS_FIELDS:
+            said = said.replace(words, fields)
+        if said != str(exc):
+            exc.args = (said,)
+        raise
 
 
 def add_control_routes(app: FastAPI, service: ServiceState) -> None:
@@ -37,15 +60,16 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
         Entering a unified-read mode while unified may be stale is refused (409) unless
         ``force``; prefer the gated ``/api/v1/control/phase/advance``.
         """
-        changes = switch_mode(
-            service.engine,
-            body.mode,
-            system=body.system,
-            reason=body.reason,
-            actor=actor_for(who, body.actor),
-            force=body.force,
-            settings=service.settings,
-        )
+        with _said_for_http():
+            changes = switch_mode(
+                service.engine,
+                body.mode,
+                system=body.system,
+                reason=body.reason,
+                actor=actor_for(who, body.actor),
+                force=body.force,
+                settings=service.settings,
+            )
         return switch_as_dict(body.mode, body.system, changes)
 
     @app.post("/api/v1/control/phase/advance", tags=["control"], responses=_ANSWERS)
@@ -54,15 +78,16 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
 
         ``system``: that legacy system only, its gates measured on its own data; absent:
         every system, which must all be in one phase (409 naming them otherwise)."""
-        change = advance(
-            service.engine,
-            service.settings,
-            actor=actor_for(who, body.actor),
-            reason=body.reason,
-            force=body.force,
-            system=body.system,
-            from_phase=body.from_phase,
-        )
+        with _said_for_http():
+            change = advance(
+                service.engine,
+                service.settings,
+                actor=actor_for(who, body.actor),
+                reason=body.reason,
+                force=body.force,
+                system=body.system,
+                from_phase=body.from_phase,
+            )
         return change.as_dict()
 
     @app.post("/api/v1/control/phase/rollback", tags=["control"], responses=_ANSWERS)
@@ -70,14 +95,15 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
         """Go back one phase by its rollback procedure: of one ``system`` (its phase and
         mode only; from phase 4 only its pending changes are replayed), or of every
         system (absent; 409 naming each system's phase while they differ)."""
-        change = rollback_current_phase(
-            service.engine,
-            service.settings,
-            actor=actor_for(who, body.actor),
-            reason=body.reason,
-            system=body.system,
-            from_phase=body.from_phase,
-        )
+        with _said_for_http():
+            change = rollback_current_phase(
+                service.engine,
+                service.settings,
+                actor=actor_for(who, body.actor),
+                reason=body.reason,
+                system=body.system,
+                from_phase=body.from_phase,
+            )
         return change.as_dict()
 
     @app.post("/api/v1/control/rollback", tags=["control"], responses=_ANSWERS)

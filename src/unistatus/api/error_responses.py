@@ -207,6 +207,8 @@ def _unreadable_body(cause: BaseException | None) -> str | None:
     if isinstance(cause, ValueError) and "integer string conversion" in str(cause):
         limit = sys.get_int_max_str_digits()
         return f"the request body is not JSON Python reads: an integer has more than {limit} digits"
+    if isinstance(cause, RecursionError):  # deeper than the parser goes (about 950 levels)
+        return "the request body is not JSON Python reads: it is nested too deeply"
     return None
 
 

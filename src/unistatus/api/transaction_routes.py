@@ -8,6 +8,8 @@ Reads are open; writes need a writer or admin token (:mod:`unistatus.api.auth`),
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, HTTPException
@@ -42,13 +44,20 @@ HTTP_KEY_LENGTH = 200
 
 
 def _scoped_key(who: Principal, key: str | None) -> str | None:
-    if key is None:
-        return None
-    if len(key) > HTTP_KEY_LENGTH:
-        raise errors.InputError(
-            f"an Idempotency-Key has at most {HTTP_KEY_LENGTH} characters, got {len(key)}"
-        )
-    return f"{who.name}:{check_key(key)}"
+    """The key as stored: the token's name before it (another token's key is another
+    key), within what the stored key may hold."""
+    return None if key is None else f"{who.name}:{check_key(key, HTTP_KEY_LENGTH)}"
+
+
+@contextmanager
+def _keys_as_sent(scoped: str | None, key: str | None) -> Iterator[None]:
+    """A refusal that names the key as stored names it as the client sent it."""
+    try:
+        yield
+    except errors.InputError as exc:
+        if scoped is None or repr(scoped) not in str(exc):
+            raise
+        raise errors.InputError(str(exc).replace(repr(scoped), repr(key))) from None
 
 
 def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
@@ -73,7 +82,8 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
                 alias="Idempotency-Key",
                 description="Repeat the request with the same key to get its first result "
                 "back instead of a second transaction (e.g. after a 503 whose result says "
-                "outcome_unknown); the same key with another body is refused (422). Keys "
+                "outcome_unknown); the same key with another body is refused (422), "
+                "triggered_by aside (a label of the sender; the first call's is kept). Keys "
                 f"are printable ASCII, at most {HTTP_KEY_LENGTH} characters, and belong to "
                 "the token that sent them: another token's key is another key.",
             ),
@@ -83,17 +93,19 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
 
         Needs a writer or admin token (``Authorization: Bearer <token>``).
         """
-        result = service.adapter().create_transaction(
-            body.transaction_type,
-            body.user_id,
-            body.amount,
-            body.currency,
-            legacy_entity_id=body.legacy_entity_id,
-            status=body.status,
-            metadata=body.metadata,
-            idempotency_key=_scoped_key(who, idempotency_key),
-            triggered_by=actor_for(who, body.triggered_by),
-        )
+        scoped = _scoped_key(who, idempotency_key)
+        with _keys_as_sent(scoped, idempotency_key):
+            result = service.adapter().create_transaction(
+                body.transaction_type,
+                body.user_id,
+                body.amount,
+                body.currency,
+                legacy_entity_id=body.legacy_entity_id,
+                status=body.status,
+                metadata=body.metadata,
+                idempotency_key=scoped,
+                triggered_by=actor_for(who, body.triggered_by),
+            )
         return _write_result(result, created=True)
 
     @app.get(
