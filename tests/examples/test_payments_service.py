@@ -248,3 +248,23 @@ def test_the_payments_service_migrates_through_all_four_phases_and_back(
         world.money_adds_up()
     finally:
         world.adapter.close()
+
+
+@pytest.mark.postgres
+def test_the_converted_job_finds_unistatus_in_a_schema_of_its_own(pg_schema: Database) -> None:
+    """It read unified_transactions on the application's engine, where a `schema =
+    "unistatus"` installation is not: ProgrammingError (found by a probe)."""
+    from unistatus.db.control import set_mode  # noqa: PLC0415
+
+    set_mode(pg_schema.engine, DualWriteMode.UNIFIED_ONLY, reason="t", actor="t", force=True)
+    app = sa.create_engine(pg_schema.url)
+    adapter = DualWriteAdapter(app, settings=pg_schema.settings, record_stats=False)
+    try:
+        made = adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        assert made.overall_success, made.as_dict()
+        later = utcnow() + timedelta(minutes=1)
+        assert cron.expire_stale_cashouts(app, adapter, older_than=later) == 1
+        assert adapter.get_transaction_status(made.entity_id)[0] == "EXPIRED"
+    finally:
+        adapter.close()
+        app.dispose()

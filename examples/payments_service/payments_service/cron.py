@@ -49,6 +49,9 @@ def expire_stale_cashouts(
                 )
             )
         ]
+    # unistatus's tables through the adapter's engine: it names them in the schema the
+    # settings give (`schema = "unistatus"`), the application's engine does not.
+    with adapter.engine.connect() as conn:
         refs += list(
             conn.scalars(
                 sa.select(U.c.id).where(
