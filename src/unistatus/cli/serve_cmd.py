@@ -49,6 +49,23 @@ def serve(
     verify_rows: VerifyRows = DEFAULT_VERIFY_ROWS,
     verify_seconds: VerifySeconds = DEFAULT_VERIFY_SECONDS,
     verify_busy_wait: VerifyBusyWait = DEFAULT_VERIFY_BUSY_WAIT,
+    request_timeout: float = typer.Option(
+        30.0,
+        "--request-timeout",
+        min=0.0,
+        max=3600.0,
+        help="Seconds a client has to send a whole request (head and body) once connected "
+        "or answered; then 408 and the connection is closed (0: no limit). An answer is "
+        "never cut short.",
+    ),
+    max_connections: int = typer.Option(
+        1000,
+        "--max-connections",
+        min=1,
+        max=1_000_000,
+        help="Connections open at once; a new one beyond is closed as it comes. Keep it "
+        "under the process's open-file limit (ulimit -n).",
+    ),
     log_level: Annotated[
         LogLevel,
         typer.Option("--log-level", case_sensitive=False, help="uvicorn's log level."),
@@ -107,7 +124,10 @@ def serve(
             "TLS-terminating proxy sits in front (docs/runbook.md, 'Access')",
             highlight=False,
         )
-    config = uvicorn.Config(app, host=host, port=port, log_level=log_level.value)
+    from unistatus.api.slow_clients import bounded_protocol
+
+    protocol = bounded_protocol(request_timeout, max_connections)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level.value, http=protocol)
     server = uvicorn.Server(config)
     err_console.print(f"serving on http://{host}:{port} (Ctrl-C stops)", highlight=False)
     try:
