@@ -36,7 +36,7 @@ from unistatus.db.binding import schema_of
 from unistatus.db.control import set_mode
 from unistatus.db.engine import create_engine
 from unistatus.db.legacy import resolve_legacy_tables
-from unistatus.db.tables import cashouts
+from unistatus.db.tables import cashouts, unified_transactions
 from unistatus.domain.ids import derive_utx_id
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import ConfigError, GateError, InputError, ModeLockBusyError
@@ -1066,3 +1066,29 @@ def test_after_the_drop_the_cli_says_what_was_retired_not_orphaned(
     assert check.exit_code == 2, check.output
     said = " ".join(check.output.split())
     assert "retire legacy-columns" in said and "--undo" in said, said
+
+
+def test_an_undo_with_a_legacy_row_whose_unified_row_is_gone_restores_nothing(
+    retirable: Database,
+) -> None:
+    """The refill takes each legacy row's status from its unified row: one deleted
+    since the retirement (a `backfill undo` in phase 4 deleted 499,999 of them) was
+    refilled NULL, the undo said "restored", exit 0 (found by a probe). Refused now,
+    nothing changed, the rows named; once they are back, the undo restores them."""
+    db = retirable
+    retire_legacy_columns(db.engine, db.settings, actor="test")
+    U = unified_transactions
+    with db.engine.begin() as conn:
+        escrows = U.c.legacy_system == "ESCROW"
+        taken = conn.execute(sa.select(U).where(escrows).order_by(U.c.id).limit(2)).mappings()
+        rows = [dict(r) for r in taken]
+        conn.execute(sa.delete(U).where(U.c.id.in_([r["id"] for r in rows])))
+    with pytest.raises(GateError, match=r"2 legacy rows of escrows have no unified row") as no:
+        undo_cleanup(db.engine, db.settings, actor="test")
+    assert "Nothing was restored" in str(no.value)
+    assert legacy_columns_dropped(db.engine, db.settings)
+    assert not any(status_columns(db).values())
+    with db.engine.begin() as conn:
+        conn.execute(sa.insert(U), rows)
+    assert undo_cleanup(db.engine, db.settings, actor="test")["undone"]
+    assert all(status_columns(db).values())

@@ -6,6 +6,12 @@ traffic since. Rows the adapter created or updated are kept. The delete runs in
 bounded batches and re-checks the condition in its own WHERE, so a concurrent adapter
 write to a row either lands first (row kept) or after (row already gone from unified,
 recreated by the adapter's upsert from legacy).
+
+Only where legacy is the authoritative side (LEGACY_ONLY, DUAL_WRITE_LEGACY_PRIMARY):
+in a mode that reads unified, an untouched backfilled row is the transaction's status
+of record (after `retire legacy-columns`, its only copy). It was deleted there too; a
+system in such a mode is refused now, each batch holding the system's mode lock and
+reading its mode (a switch waits for the batch, and the next one sees it).
 """
 
 from __future__ import annotations
@@ -19,12 +25,13 @@ from unistatus.backfill.statements import ORIGIN
 from unistatus.config import Settings
 from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
+from unistatus.db.mode_reads import read_mode
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.db.tables_backfill import backfill_quarantine as Q
 from unistatus.domain.inputs import check_actor, check_reason
-from unistatus.domain.statuses import LegacySystemType
+from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.errors import InputError, ModeError, StorageError
 
 DELETE_BATCH = 10_000
@@ -54,6 +61,9 @@ def undo(
     if not dry_run:
         reason = check_reason(reason)
         actor = check_actor(actor)
+    with engine.connect() as conn:
+        for system in chosen:
+            _refuse_where_unified_is_read(read_mode(conn, system), system)
     current = progress(engine, settings)
     busy = [s.value for s in chosen if current[s.value]["state"] in ("running", "paused")]
     if busy:
@@ -74,6 +84,8 @@ def undo(
             while True:
                 ids = sa.select(U.c.id).where(mine, untouched).limit(DELETE_BATCH)
                 with ops.write_transaction() as conn:
+                    ops.mode_shared_lock(conn, system)  # no switch between read and delete
+                    _refuse_where_unified_is_read(read_mode(conn, system), system)
                     n = conn.execute(
                         sa.delete(U).where(U.c.id.in_(ids.scalar_subquery()), mine, untouched)
                     ).rowcount
@@ -111,6 +123,18 @@ def undo(
             metadata={k: v for k, v in result.items() if k != "dry_run"},
         )
     return result
+
+
+def _refuse_where_unified_is_read(mode: DualWriteMode, system: LegacySystemType) -> None:
+    if mode.reads_unified:
+        raise ModeError(
+            f"cannot undo the backfill of {system.value.lower()}: {system.value.lower()} is in "
+            f"{mode.value}, where its unified rows are the authoritative ones (after "
+            "`retire legacy-columns`, the only copy of their statuses): deleting them would "
+            "lose them. An undo belongs to rolling back from phase 2: roll the system back "
+            "first (`unistatus phase rollback`, to DUAL_WRITE_LEGACY_PRIMARY), or leave the "
+            "rows; nothing was deleted"
+        )
 
 
 def _totals(per_system: dict[str, dict[str, int]], *, dry_run: bool) -> dict[str, Any]:

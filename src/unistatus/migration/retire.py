@@ -53,6 +53,7 @@ from unistatus.migration.retire_locks import (
     Deadline,
     politely,
 )
+from unistatus.migration.retire_refill import refuse_rows_without_a_status
 from unistatus.migration.unreplayed import projected_systems
 
 __all__ = [
@@ -494,6 +495,7 @@ def undo_cleanup(
         deadline.mode_lock(conn, exclusive_locked=compat_views.views_to_drop(conn, settings))
         if not columns_retired(conn):  # another undo restored them since the first look
             raise _DoneMeanwhile
+        refuse_rows_without_a_status(conn, settings)
         # Replaced, not extended: an attempt the migration tries again runs this again.
         views[:] = _drop_views_first(conn, settings, actor, reason)
 
