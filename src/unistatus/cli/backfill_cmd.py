@@ -481,7 +481,9 @@ def undo(
     """Remove unified rows the backfill created that no live write has touched since.
 
     Rows created or updated by the adapter are kept. Resets the backfill's progress.
-    Recorded in the control log (key backfill_undo) with the actor and the reason.
+    Recorded in the control log (key backfill_undo) with the actor and the reason. Only
+    where legacy is authoritative (LEGACY_ONLY, DUAL_WRITE_LEGACY_PRIMARY: rolling back
+    from phase 2); refused, exit 2, for a system whose mode reads unified.
 
     Examples:
 
