@@ -130,6 +130,48 @@ def test_status_names_missing_triggers(cap: Database) -> None:
     assert {"name": victim.name, "table": victim.table} in broken.as_dict()["missing"]
 
 
+@pytest.mark.postgres
+def test_status_names_disabled_triggers_and_enable_turns_them_on(pg: Database) -> None:
+    """`ALTER TABLE ... DISABLE TRIGGER` (what pg_restore --disable-triggers and bulk
+    loads do) stopped the capture, and `capture status` still said ok, the gate into
+    phase 4 passing over writes it never saw (found by a probe)."""
+    with captured(pg):
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE cashouts DISABLE TRIGGER USER")
+        broken = capture.status(pg.engine, pg.settings)
+        assert not broken.ok
+        disabled = broken.as_dict()["disabled"]
+        assert disabled and {d["table"] for d in disabled} == {"cashouts"}, disabled
+        assert not broken.as_dict()["missing"]
+        again = capture.enable(pg.engine, pg.settings, actor="test", reason="on again")
+        assert again.ok and again.as_dict()["disabled"] == [], again.as_dict()
+
+
+@pytest.mark.postgres
+def test_a_status_column_renamed_behind_unistatus_is_said_not_taken_for_a_retirement(
+    pg: Database,
+) -> None:
+    """`ALTER TABLE escrows RENAME COLUMN status TO state` (PostgreSQL refuses a type
+    change of a trigger's column, not a rename): `capture status` called the table
+    "suspended while its status column is retired" and `capture enable` dropped its
+    triggers, every later write unseen (found by a probe). Status names it, not ok;
+    enable refuses, nothing changed."""
+    with captured(pg):
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE escrows RENAME COLUMN status TO state")
+        try:
+            seen = capture.status(pg.engine, pg.settings)
+            assert not seen.ok and seen.suspended == [], seen.as_dict()
+            assert seen.as_dict()["status_column_gone"] == ["escrows"], seen.as_dict()
+            before = capture.status(pg.engine, pg.settings).installed
+            with pytest.raises(ConfigError, match=r"escrows.*status.*not there"):
+                capture.enable(pg.engine, pg.settings, actor="test", reason="again")
+            assert capture.status(pg.engine, pg.settings).installed == before
+        finally:
+            with pg.engine.begin() as conn:
+                conn.exec_driver_sql("ALTER TABLE escrows RENAME COLUMN state TO status")
+
+
 def test_status_says_when_the_triggers_were_generated_by_other_code(cap: Database) -> None:
     """Triggers installed by an earlier unistatus hold its SQL (one that a fix since has
     changed, like the conflict arbiter of a missing unified row): status is not ok, and

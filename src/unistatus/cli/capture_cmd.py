@@ -119,6 +119,13 @@ def _show(result: dict[str, Any], json_out: bool) -> None:
             "(run `unistatus capture enable` again)",
             highlight=False,
         )
+    for off in result["disabled"]:
+        err_console.print(
+            f"[red]disabled:[/] {off['table']}: {off['name']} (ALTER TABLE ... DISABLE "
+            "TRIGGER: writes to the table are not captured; run `unistatus capture enable` "
+            "again)",
+            highlight=False,
+        )
     if result["mapping_changed"]:
         err_console.print(
             "[red]mapping changed:[/] the triggers map the legacy values as they were "
@@ -137,6 +144,15 @@ def _show(result: dict[str, Any], json_out: bool) -> None:
             "row's id out again (SQLite, a key without AUTOINCREMENT): a bypass INSERT given "
             "one is taken for the deleted row's transaction and overwrites its unified row; "
             "declare the id INTEGER PRIMARY KEY AUTOINCREMENT",
+            highlight=False,
+        )
+    if result["status_column_gone"]:
+        err_console.print(
+            "[red]status column gone:[/] "
+            + ", ".join(result["status_column_gone"])
+            + " (renamed or dropped behind unistatus: every write there fails while the "
+            "triggers name it; rename it back or configure the new name, then `unistatus "
+            "capture enable`)",
             highlight=False,
         )
     if result["suspended"]:

@@ -42,7 +42,12 @@ from unistatus.migration.capture_locks import capture_changes
 from unistatus.migration.capture_names import function_names
 from unistatus.migration.capture_retire import release_status_columns_in, restore_in, retire_in
 from unistatus.migration.capture_status import CaptureStatus, status, status_generated
-from unistatus.migration.capture_tables import capturable, install_statements
+from unistatus.migration.capture_tables import (
+    capturable,
+    install_statements,
+    refuse_status_columns_gone,
+    status_columns_gone,
+)
 from unistatus.migration.capture_writers import (
     FOLD_AFTER,
     WriterSeen,
@@ -137,7 +142,8 @@ def _replace(
     ddl = CaptureDdl(ops, engine.dialect)
 
     def generate(conn: sa.Connection) -> list[str]:
-        tables, _ = capturable(conn, settings)
+        tables, without = capturable(conn, settings)
+        refuse_status_columns_gone(conn, settings, status_columns_gone(conn, without))
         return install_statements(ddl, conn, tables, ops.mode_lock_key)
 
     def attempt(lock_ms: int) -> list[str]:

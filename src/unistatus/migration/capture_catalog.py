@@ -24,8 +24,11 @@ _PG_OURS = "p.pronamespace = CAST(:schema AS regnamespace) AND p.proname IN :nam
 _PG_FUNCTIONS = sa.text(
     f"SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p WHERE {_PG_OURS} ORDER BY 1"
 ).bindparams(sa.bindparam("names", expanding=True))
+# tgenabled 'D': disabled (ALTER TABLE ... DISABLE TRIGGER, pg_restore --disable-triggers);
+# 'O' and 'A' fire in an ordinary session, 'R' only under session_replication_role replica.
 _PG_TRIGGERS = sa.text(
-    "SELECT t.tgname, c.relname, t.tgrelid::regclass::text FROM pg_catalog.pg_trigger t "
+    "SELECT t.tgname, c.relname, t.tgrelid::regclass::text, t.tgenabled IN ('D', 'R') "
+    "FROM pg_catalog.pg_trigger t "
     "JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid "
     "JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid "
     f"WHERE NOT t.tgisinternal AND {_PG_OURS} ORDER BY 1, 2"
@@ -58,7 +61,8 @@ def installed(conn: sa.Connection) -> tuple[list[Trigger], list[str]]:
         where = {"schema": own_schema(conn), "names": function_names()}
         triggers = conn.execute(_PG_TRIGGERS, where).all()
         functions = conn.execute(_PG_FUNCTIONS, where).scalars()
-        return [Trigger(name, table, on) for name, table, on in triggers], list(functions)
+        found = [Trigger(name, table, on, bool(off)) for name, table, on, off in triggers]
+        return found, list(functions)
     like = PREFIX.replace("_", "\\_") + "%"
     rows = conn.execute(
         sa.text(

@@ -41,11 +41,13 @@ def function_names() -> list[str]:
 @dataclass(frozen=True)
 class Trigger:
     """One trigger the capture installs: its name and the table it is on (its bare name;
-    ``on``: how SQL names the table, schema included, as the catalog gave it)."""
+    ``on``: how SQL names the table, schema included, as the catalog gave it;
+    ``disabled``: by ``ALTER TABLE ... DISABLE TRIGGER``, as the catalog has it)."""
 
     name: str
     table: str
     on: str = field(default="", compare=False, repr=False)
+    disabled: bool = field(default=False, compare=False)
 
 
 # How the generated DDL names what it defines: a PostgreSQL function (its body is what

@@ -26,7 +26,12 @@ from unistatus.migration.capture_catalog import installed, installed_definitions
 from unistatus.migration.capture_ddl import CaptureDdl
 from unistatus.migration.capture_intent import MAPPING_KEY, is_enabled, mapping_now
 from unistatus.migration.capture_names import Trigger, definitions
-from unistatus.migration.capture_tables import capturable, install_statements, under_each
+from unistatus.migration.capture_tables import (
+    capturable,
+    install_statements,
+    status_columns_gone,
+    under_each,
+)
 from unistatus.migration.capture_writers import WriterSeen, writers_seen
 
 __all__ = ["CaptureStatus", "status", "status_generated"]
@@ -41,6 +46,9 @@ class CaptureStatus:
     expected: list[Trigger]
     functions: list[str]
     suspended: list[str] = field(default_factory=list)  # tables whose status is retired
+    # Tables whose status column is gone but not retired by unistatus (renamed behind
+    # its back: capture_tables.status_columns_gone).
+    status_column_gone: list[str] = field(default_factory=list)
     writers: list[WriterSeen] = field(default_factory=list)
     changed_while_legacy_only: int = 0
     # Enabled, and the configured mapping is not the one the triggers were generated from.
@@ -57,10 +65,18 @@ class CaptureStatus:
         want = self.expected if self.enabled else []
         return (
             sorted(self.installed, key=_key) == sorted(want, key=_key)
+            and not self.disabled
+            and not self.status_column_gone
             and (self.enabled or not self.functions)
             and not self.mapping_changed
             and not self.sql_changed
         )
+
+    @property
+    def disabled(self) -> list[Trigger]:
+        """Installed but disabled (``ALTER TABLE ... DISABLE TRIGGER``): a write to their
+        table is not captured, while the catalog still lists them."""
+        return [t for t in self.installed if t.disabled]
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,8 +88,10 @@ class CaptureStatus:
                 for t in self.expected
                 if self.enabled and t not in self.installed
             ],
+            "disabled": [{"name": t.name, "table": t.table} for t in self.disabled],
             "functions": list(self.functions),
             "suspended": list(self.suspended),
+            "status_column_gone": list(self.status_column_gone),
             "changed_while_legacy_only": self.changed_while_legacy_only,
             "ids_reused": list(self.ids_reused),
             "mapping_changed": self.mapping_changed,
@@ -146,12 +164,14 @@ def status_generated(
         writers = writers_seen(conn)
         under = under_each(conn, tables)
         reused = ids_reused(conn, tables)
+        gone = status_columns_gone(conn, retired)
     return CaptureStatus(
         enabled=enabled,
         installed=triggers,
         expected=ddl.triggers(tables, under),
         functions=functions,
-        suspended=retired if enabled else [],
+        suspended=[] if gone or not enabled else retired,
+        status_column_gone=gone,
         writers=writers,
         changed_while_legacy_only=pending,
         # None: enabled before the mapping was recorded (nothing to compare with).

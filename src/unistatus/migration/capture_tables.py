@@ -14,11 +14,19 @@ import sqlalchemy as sa
 from unistatus.config import Settings
 from unistatus.db.legacy import LegacyTable, pinned_legacy_table, resolve_legacy_tables
 from unistatus.db.legacy_tree import tables_under
+from unistatus.db.revisions import columns_retired
+from unistatus.errors import ConfigError
 from unistatus.migration.capture_catalog import own_schema
 from unistatus.migration.capture_ddl import CaptureDdl
 from unistatus.migration.capture_names import Under
 
-__all__ = ["capturable", "install_statements", "under_each"]
+__all__ = [
+    "capturable",
+    "install_statements",
+    "refuse_status_columns_gone",
+    "status_columns_gone",
+    "under_each",
+]
 
 
 def capturable(
@@ -29,6 +37,33 @@ def capturable(
     present = [lt for lt in tables.values() if lt.status is not None]
     retired = [lt.name for lt in tables.values() if lt.status is None]
     return present, retired
+
+
+def status_columns_gone(conn: sa.Connection, without: list[str]) -> list[str]:
+    """Of the legacy tables ``without`` their status column, those whose column
+    unistatus did not retire (renamed or dropped behind its back: PostgreSQL refuses a
+    type change of a trigger's column, not a rename). Taken for a retirement, their
+    triggers were dropped by ``enable``, and every later write went unseen."""
+    return [] if not without or columns_retired(conn) else list(without)
+
+
+def refuse_status_columns_gone(conn: sa.Connection, settings: Settings, gone: list[str]) -> None:
+    """ConfigError naming the tables of :func:`status_columns_gone`."""
+    if not gone:
+        return
+    named = ", ".join(
+        f"{name} ({settings.legacy_tables[system].status!r})"
+        for system, spec in settings.legacy_tables.items()
+        for name in gone
+        if spec.table == name
+    )
+    raise ConfigError(
+        f"the status column of {named or ', '.join(gone)} is not there, and unistatus did "
+        "not retire it (renamed or dropped behind its back?): the capture cannot watch the "
+        "table without it, and its triggers, which name it, fail every write there. Rename "
+        "it back, or name the new column in the configuration ([legacy_tables.<SYSTEM>] "
+        "status = ...), then `unistatus capture enable`; nothing was changed"
+    )
 
 
 def install_statements(
