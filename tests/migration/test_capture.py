@@ -323,6 +323,29 @@ def test_a_bypass_insert_creates_the_unified_row(cap: Database) -> None:
     assert consistent(cap)
 
 
+def test_an_update_of_the_id_is_the_old_rows_deletion(cap: Database) -> None:
+    """`UPDATE cashouts SET id = 200008 WHERE id = 8`: the new id got a unified row of
+    its own, the old one's was left without a word, and its open quarantine entry stayed
+    open (found by a probe). The old id now goes as a DELETE does: flagged in its
+    history, its quarantine entry closed."""
+    set_mode(cap.engine, M.DUAL_WRITE_LEGACY_PRIMARY, reason="test", actor="test")
+    insert_cashouts(cap, range(1, 3), "APPROVED")
+    insert_cashouts(cap, range(3, 4), "bogus")  # unmappable: quarantined
+    assert unified_of(cap, "CASHOUT", 3) is None
+    raw(cap, "UPDATE cashouts SET id = id + 1000 WHERE id IN (1, 3)")
+    gone = history_of(cap, "CASHOUT", 1)
+    assert gone[-1]["meta"]["flag"] == FLAG_DELETED, gone
+    assert gone[-1]["to_legacy_status"] is None and gone[-1]["from_legacy_status"] == "APPROVED"
+    moved = unified_of(cap, "CASHOUT", 1001)
+    assert moved is not None and moved["status"] == "FUNDS_HELD"
+    assert history_of(cap, "CASHOUT", 2)[-1]["meta"]["flag"] is None  # not moved: untouched
+    with cap.engine.connect() as conn:
+        q = f"SELECT legacy_id, resolution FROM {cap.table('unistatus_backfill_quarantine')}"
+        quarantined = dict(conn.execute(sa.text(q)).tuples().all())
+    assert quarantined.get(3) == "legacy_row_gone", quarantined
+    assert 1003 in quarantined and quarantined[1003] is None, quarantined
+
+
 @IN_EVERY_LAYOUT
 def test_a_bulk_update_and_a_bulk_delete(cap: Database) -> None:
     n = 300

@@ -41,6 +41,7 @@ from unistatus.migration import capture_marked as marked
 from unistatus.migration.capture_context import postgres_context, sqlite_context
 from unistatus.migration.capture_names import (
     EVENTS,
+    ID_MOVED,
     PREFIX,
     TRUNCATE_SHORT,
     Trigger,
@@ -105,7 +106,7 @@ class CaptureDdl:
         legacy = (
             ["ins", "upd", "del", TRUNCATE_SHORT, frozen.SHORT]
             if self.postgres
-            else ["ins", "ins_log", "upd", "upd_log", "del", frozen.SHORT]
+            else ["ins", "ins_log", "upd", "upd_log", "del", ID_MOVED, frozen.SHORT]
         )
         out = [
             Trigger(f"{self._legacy_name(lt)}_{s}", table, on)
@@ -257,6 +258,13 @@ class CaptureDdl:
                 for r in rows.values()
             )
             deleted = self._plpgsql(sql.deleted(old_rows, ctx))
+            # An UPDATE that changed ids: the old ids go as a DELETE's rows (checked
+            # first: one probe per statement, the writes only when an id changed).
+            gone = old_rows.gone_from(new_rows)
+            moved = (
+                f"IF EXISTS ({self.render(gone.rows.element)}) THEN\n"
+                f"{_indent(self._plpgsql(sql.deleted(gone, ctx)), 4)}\nEND IF;"
+            )
             truncated = self._pg_truncated(sql, lt, under, ctx)
             function = self._function(self._legacy_name(lt))
             count = frozen.counted(self.ops.insert, lt, ctx, per_statement=True)
@@ -291,8 +299,10 @@ BEGIN
     ELSIF TG_OP = 'INSERT' THEN
 {_indent(ins, 8)}
     ELSIF v_mode = '{FROZEN}' THEN
+{_indent(moved, 8)}
 {_indent(frozen_upd, 8)}
     ELSE
+{_indent(moved, 8)}
 {_indent(upd, 8)}
     END IF;
     {marked.pg_restore_mark()}
@@ -520,6 +530,19 @@ $capture$""",
                     "DELETE",
                     table,
                     sa.and_(mode != LEGACY_ONLY, unmarked),
+                    [capturing, *sql.deleted(old_rows, ctx), captured],
+                )
+            )
+            # An UPDATE that changed the id: the old id goes as a DELETE's row does.
+            ctx = sqlite_context(writer, mode, "bypass update", "bypass")
+            key = self.quote(lt.id.name)
+            moved = sa.literal_column(f"OLD.{key}") != sa.literal_column(f"NEW.{key}")
+            out.append(
+                self._sqlite_trigger(
+                    f"{base}_{ID_MOVED}",
+                    f"UPDATE OF {key}",
+                    table,
+                    sa.and_(mode != LEGACY_ONLY, unmarked, moved),
                     [capturing, *sql.deleted(old_rows, ctx), captured],
                 )
             )

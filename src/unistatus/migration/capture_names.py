@@ -12,6 +12,7 @@ from unistatus.domain.statuses import LegacySystemType
 
 __all__ = [
     "EVENTS",
+    "ID_MOVED",
     "PREFIX",
     "TRUNCATE_SHORT",
     "Trigger",
@@ -26,6 +27,8 @@ EVENTS = {"INSERT": "ins", "UPDATE": "upd", "DELETE": "del"}
 # PostgreSQL: a TRUNCATE fires no row trigger and has no transition table. A BEFORE
 # trigger still sees every row it will remove, and records them as a DELETE of each.
 TRUNCATE_SHORT = "trunc"
+# SQLite: the row trigger of an UPDATE that changed the id (the old id goes as deleted).
+ID_MOVED = "id"
 # Per legacy system, the tables under its legacy table (its partitions, its inheriting
 # tables: :func:`unistatus.db.legacy_tree.tables_under`), each (its schema, its name).
 Under = Mapping[LegacySystemType, Sequence[tuple[str, str]]]

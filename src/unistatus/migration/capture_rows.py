@@ -100,6 +100,13 @@ class Rows:
         )
         return Rows(select.subquery("capture_changed"), flagged=True)
 
+    def gone_from(self, new: Rows) -> Rows:
+        """An UPDATE's old rows (these) whose id no new row has: the statement changed
+        their id, and the old id is gone from legacy as a DELETE's is."""
+        after = new.rows.alias("capture_after")
+        kept = sa.exists(sa.select(after.c.id).where(after.c.id == self.c.id))
+        return Rows(sa.select(*self.c).where(~kept).subquery("capture_gone"))
+
     def as_now(self, lt: LegacyTable, *, materialized: bool = False) -> Rows:
         """These rows with the values the legacy table holds now (what an UPDATE changed
         in each, :func:`changed_flag`, as the statement changed it). The image a
