@@ -327,3 +327,13 @@ def test_the_command_line_names_the_variable(monkeypatch: pytest.MonkeyPatch) ->
         "error: UNISTATUS_WRITE_QUEUE_TIMEOUT_SECONDS: invalid setting "
         "write_queue_timeout_seconds: "
     ), done.stderr
+
+
+def test_a_config_path_that_is_a_directory_is_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said "no such file" of a directory (found by a probe)."""
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(tmp_path))
+    assert _refusal() == f"{CONFIG_FILE_ENV}={tmp_path}: a directory, not a file"
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(tmp_path / "none.toml"))
+    assert _refusal().endswith(": no such file")

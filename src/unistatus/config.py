@@ -421,7 +421,8 @@ def load_settings(**overrides: Any) -> Settings:
     """Settings from overrides, env and the optional TOML file; ConfigError when invalid."""
     path = os.environ.get(CONFIG_FILE_ENV)
     if path and not Path(path).is_file():
-        raise ConfigError(f"{CONFIG_FILE_ENV}={path}: no such file")
+        what = "a directory, not a file" if Path(path).is_dir() else "no such file"
+        raise ConfigError(f"{CONFIG_FILE_ENV}={path}: {what}")
     check_variables(os.environ)
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:

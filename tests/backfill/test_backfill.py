@@ -242,6 +242,27 @@ def test_a_resume_between_the_claim_and_the_pause_check_skips_no_system(
     assert report["inserted"] == 600 and report["complete"]
 
 
+def test_a_pause_of_an_interrupted_backfill_says_none_runs(db: Any) -> None:
+    """A job whose workers all ended (Ctrl-C) kept its state "running": `backfill pause`
+    said "workers hold before their next batch" (`--json`: "running": true) of workers
+    that did not exist, and the pause's message asked `resume` for a --reason it does
+    not need (found by a probe)."""
+    from unistatus.backfill.control import active_pauses
+
+    _seed(db, 300, 0)
+    run_backfill(db.engine, db.settings, batch_size=100)
+    with db.engine.begin() as conn:  # left "running" by workers since gone
+        conn.execute(sa.text(f"UPDATE {db.table('unistatus_backfill_jobs')} SET state = 'running'"))
+        conn.execute(sa.text(f"DELETE FROM {db.table('unistatus_backfill_workers')}"))
+    paused = pause(db.engine, actor="test", reason="hold")
+    try:
+        assert paused["running"] is False, paused
+        (held,) = active_pauses(db.engine)
+        assert held.describe().endswith("`unistatus backfill resume`"), held.describe()
+    finally:
+        resume(db.engine, actor="test", reason="done")
+
+
 def test_pause_and_resume_are_honoured_between_batches(db: Any) -> None:
     _seed(db, 3000, 0)
     box: dict[str, Any] = {}

@@ -24,7 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.backfill.activity import read_workers
+from unistatus.backfill.activity import read_workers, workers_maybe_busy
 from unistatus.backfill.plan import RUNNING as JOB_RUNNING
 from unistatus.clock import as_utc, utcnow
 from unistatus.config import BackfillSettings, Settings
@@ -87,7 +87,10 @@ def _set(
         running = sa.select(J.c.system).where(J.c.state == JOB_RUNNING)
         if system is not None:
             running = running.where(J.c.system == system.value)
-        active = conn.execute(running.limit(1)).first() is not None
+        # A job left "running" by workers that all ended (Ctrl-C, killed) runs no more.
+        active = conn.execute(running.limit(1)).first() is not None and bool(
+            workers_maybe_busy(conn)
+        )
     return {"paused": paused, "running": active, **change.as_dict()}
 
 
@@ -122,10 +125,7 @@ class Pause:
         resume_cmd = "unistatus backfill resume" + (
             f" --system {self.system.value.lower()}" if self.system is not None else ""
         )
-        return (
-            f"{which} is paused (by {self.by}{when}{why}): its workers wait until "
-            f"`{resume_cmd} --reason ...`"
-        )
+        return f"{which} is paused (by {self.by}{when}{why}): its workers wait until `{resume_cmd}`"
 
 
 def active_pauses(engine: sa.Engine, systems: list[LegacySystemType] | None = None) -> list[Pause]:
