@@ -369,3 +369,18 @@ def test_a_pause_with_no_backfill_running_says_the_next_one_will_wait(db: Any) -
     assert "no backfill is running" in said and "backfill resume" in said, said
     data = as_json(cli(db.url, "backfill", "pause", "--reason", "again", "--json"))
     assert data["running"] is False
+
+
+def test_a_backfill_in_legacy_only_without_capture_is_warned_of(sqlite_db: Any) -> None:
+    """Nothing writes unified in LEGACY_ONLY: a row changed after its copy goes stale
+    (found by a probe: the backfill ran in phase 0 without a word)."""
+    from typer.testing import CliRunner
+
+    from unistatus.cli import app
+    from unistatus.sim.seed import seed_legacy
+
+    seed_legacy(sqlite_db.engine, sqlite_db.settings, 30, seed=1)
+    done = CliRunner().invoke(app, ["--database-url", sqlite_db.url, "backfill", "--json"])
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.stderr.split())
+    assert "cashout, escrow, exchange in LEGACY_ONLY: nothing writes unified" in said, said

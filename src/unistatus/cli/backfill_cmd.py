@@ -169,6 +169,7 @@ def run(
         for paused in active_pauses(app.engine, chosen):
             # On stderr, whatever the output: a wait nobody is told of looks like a hang.
             err_console.print(paused.describe(), style="yellow", highlight=False, soft_wrap=True)
+        _warn_before_dual_write(app.engine, chosen)
     show_bars = not json_out and not dry_run and err_console.is_terminal
     with says_when_interrupted(
         "every batch committed so far is kept; run `unistatus backfill` again to resume"
@@ -439,6 +440,32 @@ def pause(
                 f"backfill paused: no backfill{of} is running now; the next "
                 "`unistatus backfill` waits until `unistatus backfill resume`"
             )
+
+
+def _warn_before_dual_write(engine: Any, chosen: list[Any] | None) -> None:
+    """A backfill of a system in LEGACY_ONLY without capture: nothing keeps a copied row
+    in step with the legacy writes after its copy (found by a probe: no word of it)."""
+    from unistatus.db.control import get_modes
+    from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+    from unistatus.migration.capture_intent import is_enabled
+
+    modes = get_modes(engine)
+    idle = [
+        s.value.lower() for s in chosen or LegacySystemType if modes[s] is DualWriteMode.LEGACY_ONLY
+    ]
+    if not idle:
+        return
+    with engine.connect() as conn:
+        captured = is_enabled(conn)
+    if not captured:
+        err_console.print(
+            f"[yellow]warning:[/] {', '.join(idle)} in LEGACY_ONLY: nothing writes unified, "
+            "so a row the application changes after its copy goes stale (the full check "
+            "of the gate into phase 3 finds it); the backfill belongs to phase 2, after "
+            "`unistatus phase advance` turned dual write on",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @backfill_app.command("resume")
