@@ -394,3 +394,15 @@ def test_a_refusal_of_the_control_endpoints_says_what_to_send(db: Any, client: T
         assert r.status_code == 409, r.text
         said = r.json()["detail"]
         assert '"force": true with a "reason"' in said and "--" not in said, said
+
+
+def test_a_command_quoted_whole_in_a_refusal_is_kept() -> None:
+    """The rewrite of the command's options for HTTP changed `retire legacy-columns
+    --undo --reason ...` into a command that does not exist (found by a review)."""
+    from unistatus.api.control_routes import _said_for_http
+    from unistatus.errors import GateError
+
+    quoted = "Restore them first with `unistatus retire legacy-columns --undo --reason ...`"
+    with pytest.raises(GateError) as kept, _said_for_http():
+        raise GateError(quoted)
+    assert str(kept.value) == quoted

@@ -84,6 +84,19 @@ def test_a_request_that_never_finishes_is_cut_off(served: tuple[int, Any]) -> No
     assert _health(port) == 200
 
 
+def test_a_connection_that_sends_nothing_is_closed_without_a_word(
+    served: tuple[int, Any],
+) -> None:
+    """A 408 there is read by a client that reuses the connection as the answer to its
+    next request (found by a review)."""
+    port, _ = served
+    with socket.create_connection(("127.0.0.1", port)) as idle:
+        started = time.monotonic()
+        said = _answer(idle, 10)
+    assert said in (b"", b"<reset>"), said
+    assert time.monotonic() - started < 5
+
+
 def test_a_trickle_does_not_extend_the_deadline(served: tuple[int, Any]) -> None:
     port, _ = served
     with socket.create_connection(("127.0.0.1", port)) as conn:

@@ -85,8 +85,7 @@ def caller_connection(
     SessionUnusable says why it gave none). InputError for anything else, and for a
     connection in AUTOCOMMIT, whose "transaction" would commit each of the adapter's
     statements on its own and hold no mode lock."""
-    if isinstance(target, scoped_session):
-        target = target()  # the registry's current Session (Flask-SQLAlchemy's db.session)
+    target = current_session(target)
     if isinstance(target, Session):
         if not target.autobegin and not target.in_transaction():
             # Its connection() cannot begin one (SQLAlchemy's InvalidRequestError).
@@ -138,6 +137,12 @@ def caller_connection(
             "unistatus.db.engine.create_engine"
         )
     return conn
+
+
+def current_session(target: object) -> object:
+    """A ``scoped_session`` (Flask-SQLAlchemy's ``db.session``) as the registry's
+    current Session; anything else as it is."""
+    return target() if isinstance(target, scoped_session) else target
 
 
 def _is_asyncio(target: object) -> bool:
@@ -199,6 +204,7 @@ class CallerTransactions:
         called if the caller's transaction (or a savepoint of it) undoes the write.
         """
         started = time.perf_counter()
+        target = current_session(target)  # its rows expired after the write, as a Session's
         try:
             conn = caller_connection(target, self.ops.name, self.legacy().values())
         except SessionUnusable as unusable:

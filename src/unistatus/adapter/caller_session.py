@@ -1,13 +1,15 @@
 """The caller's ORM Session: its connection for the adapter, and after the adapter
 wrote in its transaction.
 
-Its connection (:func:`session_connection`): its pending rows flushed first, all of
-them where it autoflushes (as its own next query would), else those of the legacy
-tables: the adapter reads and writes those rows with SQL of its own, so a status the
-caller changed and did not flush was judged from the stored one, and flushed at the
-caller's commit over the adapter's write (the two sides apart, silently). What keeps it
-from being had is a :class:`SessionUnusable`: the caller's own rows refused by the
-database, or the database failing.
+Its connection (:func:`session_connection`): its pending rows flushed first where it
+autoflushes (as its own next query would), and also where it does not but holds an
+unflushed change to a legacy row: the adapter reads and writes those rows with SQL of
+its own, so a status the caller changed and did not flush was judged from the stored
+one, and flushed at the caller's commit over the adapter's write (the two sides apart,
+silently). The whole unit of work is flushed, as ``session.flush()`` makes it. What
+keeps it from being had is a :class:`SessionUnusable`: the database failing (counted a
+failure), or the caller's own (its rows refused, its transaction already failed: a
+refusal).
 
 After the write: the adapter writes the legacy row with SQL the Session does not see, so an instance of
 that row the Session has loaded (the application's model of its legacy table) would go
@@ -42,20 +44,14 @@ class SessionUnusable(Exception):
 
 
 def session_connection(session: Session, legacy: Iterable[LegacyTable]) -> sa.Connection:
-    """``session``'s connection, its pending rows flushed first (see the module)."""
+    """``session``'s connection, its pending rows flushed first (see the module): the
+    whole unit of work, as ``session.flush()`` makes it (a partial flush of the legacy
+    rows alone wrote a foreign key to a pending parent as NULL, for good)."""
     try:
-        if session.autoflush:
+        if session.autoflush or _legacy_pending(session, list(legacy)):
             session.flush()
-        else:
-            tables = list(legacy)
-            changed = (*session.new, *session.dirty, *session.deleted)
-            pending = [o for o in changed if _of_legacy(o, tables)]
-            if pending:
-                session.flush(pending)
     except sa.exc.SQLAlchemyError as exc:
-        database = isinstance(
-            exc, (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
-        )
+        database = _the_database(exc)
         said = "the database failed flushing" if database else "the database refused"
         raise SessionUnusable(
             f"{said} the caller's own pending changes in its Session before the call "
@@ -68,8 +64,22 @@ def session_connection(session: Session, legacy: Iterable[LegacyTable]) -> sa.Co
         raise
     except sa.exc.SQLAlchemyError as exc:
         raise SessionUnusable(
-            f"the caller's Session gave no connection: {describe(exc)}", database=True
+            f"the caller's Session gave no connection: {describe(exc)}",
+            database=_the_database(exc),
         ) from None
+
+
+def _the_database(exc: sa.exc.SQLAlchemyError) -> bool:
+    """Whether ``exc`` is the database failing or unreachable (a failure, counted), not
+    the caller's own (its rows refused, its transaction already failed: a refusal)."""
+    lost = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+    return isinstance(exc, lost) or isinstance(exc, sa.exc.DisconnectionError)
+
+
+def _legacy_pending(session: Session, tables: list[LegacyTable]) -> bool:
+    """Whether ``session`` holds an unflushed change to a row of a legacy table."""
+    changed = (*session.new, *session.dirty, *session.deleted)
+    return any(_of_legacy(o, tables) for o in changed)
 
 
 def _of_legacy(instance: object, tables: list[LegacyTable]) -> bool:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from unistatus.adapter.held import held_status, hold_change
 from unistatus.adapter.model import Entity, Fallback, Plan, WriteLost
+from unistatus.adapter.operation_connection import holding
 from unistatus.adapter.plan import one_statement
 from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.writes import one_statement_params
@@ -92,7 +93,9 @@ class FastStatusWriter:
             return None  # the locked path: the change and its hold in one transaction
         if caller is not None:
             return self._update(caller, located, mode, op_id, plan, autocommit=False)
-        with self.engine.connect() as conn:
+        # Held: a status its column refuses is looked up again on it, not on a second
+        # connection of the pool (adapter.operation_connection).
+        with self.engine.connect() as conn, holding(conn):
             return self._update(conn, located, mode, op_id, plan, autocommit=True)
 
     def _update(

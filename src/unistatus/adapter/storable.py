@@ -19,6 +19,7 @@ from unistatus.adapter.operation_connection import held_connection
 from unistatus.adapter.sql import HotStatements
 from unistatus.config import Settings
 from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.transaction_state import autocommits
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import UnstorableLegacyStatusError
 
@@ -41,8 +42,10 @@ class StorableStatus:
             self.hot.legacy[system].check_status(value)
         except UnstorableLegacyStatusError:
             conn = held_connection()
-            if conn is None:
-                tables = resolve_legacy_tables(self.engine, self.settings, require_status=False)
+            if conn is None or autocommits(conn):  # the fast path's: no transaction
+                tables = resolve_legacy_tables(
+                    conn or self.engine, self.settings, require_status=False
+                )
             else:
                 with conn.begin_nested():
                     tables = resolve_legacy_tables(conn, self.settings, require_status=False)

@@ -29,10 +29,11 @@ __all__ = ["add_control_routes"]
 # Every control endpoint takes a JSON body and an admin token, and may be refused.
 _ANSWERS = error_answers(400, 401, 403, 409, 413, 422, 503)
 # A refusal says what to do in the command's words; an HTTP client sends a body's fields.
+# The phrases only: a command quoted whole (`retire legacy-columns --undo --reason ...`)
+# is a command to run, kept as it is.
 _AS_FIELDS = (
     ("pass --force with --reason", 'send "force": true with a "reason"'),
-    ("--force", '"force": true'),
-    ("--reason", 'a "reason"'),
+    ("--force over failing gates needs --reason", '"force" over failing gates needs a "reason"'),
 )
 
 

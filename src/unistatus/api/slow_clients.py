@@ -92,7 +92,10 @@ def bounded_protocol(request_seconds: float, max_connections: int) -> type[H11Pr
             # The cycle is this request's once its head arrived (the client's side of
             # h11 past IDLE); before, it is the previous request's, or none.
             cycle = self.cycle if self.conn.their_state is not h11.IDLE else None
-            if cycle is None or not cycle.response_started:
+            begun = cycle is not None or bool(self.conn.trailing_data[0])
+            # A connection that sent nothing of a request is closed without a word (a
+            # 408 there is read by a client reusing it as the answer to its next one).
+            if begun and (cycle is None or not cycle.response_started):
                 self.transport.write(_TIMED_OUT)  # nothing of an answer to it sent yet
             self.transport.close()
 
