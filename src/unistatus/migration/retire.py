@@ -8,6 +8,7 @@ checked and how the undo refills the columns: docs/retire.md.
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -53,8 +54,10 @@ from unistatus.migration.retire_locks import (
     Deadline,
     politely,
 )
-from unistatus.migration.retire_refill import refuse_rows_without_a_status
+from unistatus.migration.retire_refill import rows_without_a_status
 from unistatus.migration.unreplayed import projected_systems
+
+log = logging.getLogger("unistatus.migration.retire")
 
 __all__ = [
     "blockers",
@@ -486,6 +489,7 @@ def undo_cleanup(
         return _nothing_to_undo(engine, settings)
     _check_change(actor, reason)
     views: list[str] = []
+    unfilled: list[str] = []  # the legacy rows the refill leaves NULL, said in the notes
     deadline, polite = politely(settings, UNDO_COMMAND)
 
     def before(conn: sa.Connection) -> None:
@@ -495,7 +499,7 @@ def undo_cleanup(
         deadline.mode_lock(conn, exclusive_locked=compat_views.views_to_drop(conn, settings))
         if not columns_retired(conn):  # another undo restored them since the first look
             raise _DoneMeanwhile
-        refuse_rows_without_a_status(conn, settings)
+        unfilled[:] = rows_without_a_status(conn, settings)
         # Replaced, not extended: an attempt the migration tries again runs this again.
         views[:] = _drop_views_first(conn, settings, actor, reason)
 
@@ -511,13 +515,17 @@ def undo_cleanup(
         )
     except _DoneMeanwhile:
         return _nothing_to_undo(engine, settings)
+    undone = _undone(engine, settings)
+    for note in unfilled:
+        log.warning("retire --undo: %s", note)
     return {
         "undone": True,
         "revision": revision,
         "tables": _columns(settings),
         "checksum_after": status_checksum(engine, settings),
         "compat_views_dropped": views,
-        **_undone(engine, settings),
+        **undone,
+        "notes": [*unfilled, *undone["notes"]],
         "detail": None,
     }
 

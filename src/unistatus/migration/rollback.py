@@ -226,6 +226,7 @@ def rollback_current_phase(
         notes.append(CONFLICTS_NOTE.format(n=replay["conflicts"]))
     if (replay.get("undo_cleanup") or {}).get("undone"):
         notes.append("legacy status columns restored")
+        notes += replay["undo_cleanup"].get("notes") or []
     if chosen is not None:
         notes.append("the other systems' phase and mode are unchanged")
     return PhaseChange(
