@@ -205,6 +205,8 @@ def test_server_connection_lost_mid_batch_is_reported_and_resumable(pg: Any, wor
     """With two workers, the one whose connection is lost stops the other after its
     batch: the command ends with one line, not a run finished by the survivor."""
     seed_legacy(pg.engine, pg.settings, 40_000, seed=7)
+    # Phase 2's mode: a backfill in LEGACY_ONLY says a warning first (its own line).
+    set_mode(pg.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 2")
     # The operator's command, in its own process; the server kills its connection
     # while a batch statement is running.
     proc = subprocess.Popen(

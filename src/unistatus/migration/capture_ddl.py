@@ -42,11 +42,15 @@ from unistatus.migration.capture_context import postgres_context, sqlite_context
 from unistatus.migration.capture_names import (
     EVENTS,
     ID_MOVED,
+    LEGACY_TRANSITIONS,
+    NEW_ROWS,
+    OLD_ROWS,
     PREFIX,
     TRUNCATE_SHORT,
     Trigger,
     Under,
 )
+from unistatus.migration.capture_sizes import by_size
 from unistatus.migration.capture_sql import (
     Context,
     Rows,
@@ -62,15 +66,6 @@ CATCH_UP_WRITER = "capture:catch_up"
 SQLITE_WRITER = "bypass:sqlite"
 LEGACY_ONLY = DualWriteMode.LEGACY_ONLY.value
 FROZEN = DualWriteMode.UNIFIED_ONLY.value
-# PostgreSQL transition tables, as the triggers name them.
-NEW_ROWS = "unistatus_new"
-OLD_ROWS = "unistatus_old"
-# Per event, what a legacy table's trigger passes (an UPDATE's old rows: what it changed).
-LEGACY_TRANSITIONS = {
-    "INSERT": f"NEW TABLE AS {NEW_ROWS}",
-    "UPDATE": f"OLD TABLE AS {OLD_ROWS} NEW TABLE AS {NEW_ROWS}",
-    "DELETE": f"OLD TABLE AS {OLD_ROWS}",
-}
 # PostgreSQL: who wrote, from the session (application_name and the login role; the
 # address apart). The functions run with their owner's rights (SECURITY DEFINER: a writer
 # needs no grant on unistatus's tables), where current_user is the owner.
@@ -299,9 +294,9 @@ BEGIN
     ELSIF TG_OP = 'INSERT' THEN
 {_indent(ins, 8)}
     ELSIF v_mode = '{FROZEN}' THEN
-{_indent(_by_size(moved, frozen_upd), 8)}
+{_indent(by_size(NEW_ROWS, moved, frozen_upd), 8)}
     ELSE
-{_indent(_by_size(moved, upd), 8)}
+{_indent(by_size(NEW_ROWS, moved, upd), 8)}
     END IF;
     {marked.pg_restore_mark()}
     RETURN NULL;
@@ -595,29 +590,6 @@ $capture$""",
             for lt in tables
             for event in ("INSERT", "UPDATE")
         ]
-
-
-# An UPDATE's statement joins its old rows to its new ones (two transition tables, no
-# index). PL/pgSQL plans a statement once per session and keeps the plan, made for the
-# row counts of the first statement that ran it: a session whose first captured UPDATE
-# was of one row kept a nested loop, and a later bulk UPDATE compared each of its rows
-# with every other (20,000 rows: 36-42 s instead of 0.7 s; found by a review). Each
-# size class runs its own copy of the statements, so each keeps a plan made for a
-# statement of its size: at most 1,000 x 1,000 comparisons where a plan of the middle
-# class is a nested loop, none in the bulk class (planned from over 1,000 rows).
-_SIZE_CLASSES = (1, 1000)
-
-
-def _by_size(*parts: str) -> str:
-    """``parts`` (PL/pgSQL statements reading the UPDATE's transition tables) once per
-    size class of the statement (:data:`_SIZE_CLASSES`)."""
-    body = "\n".join(parts)
-    count = f"(SELECT count(*) FROM {NEW_ROWS})"
-    branches = [
-        f"{'IF' if i == 0 else 'ELSIF'} {count} <= {most} THEN\n{_indent(body, 4)}"
-        for i, most in enumerate(_SIZE_CLASSES)
-    ]
-    return "\n".join([*branches, f"ELSE\n{_indent(body, 4)}", "END IF;"])
 
 
 def _indent(text: str, spaces: int) -> str:

@@ -13,6 +13,9 @@ from unistatus.domain.statuses import LegacySystemType
 __all__ = [
     "EVENTS",
     "ID_MOVED",
+    "LEGACY_TRANSITIONS",
+    "NEW_ROWS",
+    "OLD_ROWS",
     "PREFIX",
     "TRUNCATE_SHORT",
     "Trigger",
@@ -22,6 +25,15 @@ __all__ = [
 ]
 
 PREFIX = "unistatus_capture_"
+# PostgreSQL transition tables, as the triggers name them.
+NEW_ROWS = "unistatus_new"
+OLD_ROWS = "unistatus_old"
+# Per event, what a legacy table's trigger passes (an UPDATE's old rows: what it changed).
+LEGACY_TRANSITIONS = {
+    "INSERT": f"NEW TABLE AS {NEW_ROWS}",
+    "UPDATE": f"OLD TABLE AS {OLD_ROWS} NEW TABLE AS {NEW_ROWS}",
+    "DELETE": f"OLD TABLE AS {OLD_ROWS}",
+}
 # Per event, the suffix of the trigger that captures it.
 EVENTS = {"INSERT": "ins", "UPDATE": "upd", "DELETE": "del"}
 # PostgreSQL: a TRUNCATE fires no row trigger and has no transition table. A BEFORE

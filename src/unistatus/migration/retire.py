@@ -8,7 +8,6 @@ checked and how the undo refills the columns: docs/retire.md.
 from __future__ import annotations
 
 import hashlib
-import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,8 +55,6 @@ from unistatus.migration.retire_locks import (
 )
 from unistatus.migration.retire_refill import rows_without_a_status
 from unistatus.migration.unreplayed import projected_systems
-
-log = logging.getLogger("unistatus.migration.retire")
 
 __all__ = [
     "blockers",
@@ -516,8 +513,6 @@ def undo_cleanup(
     except _DoneMeanwhile:
         return _nothing_to_undo(engine, settings)
     undone = _undone(engine, settings)
-    for note in unfilled:
-        log.warning("retire --undo: %s", note)
     return {
         "undone": True,
         "revision": revision,

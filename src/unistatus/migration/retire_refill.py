@@ -11,6 +11,8 @@ rows of which table it left NULL, and why, in its notes.
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 
 from unistatus.config import Settings
@@ -19,10 +21,13 @@ from unistatus.db.tables import unified_transactions as U
 
 __all__ = ["rows_without_a_status"]
 
+log = logging.getLogger("unistatus.migration.retire")
+
 
 def rows_without_a_status(conn: sa.Connection, settings: Settings) -> list[str]:
     """A note per legacy table with rows no unified row holds the status of (read in
-    ``conn``'s transaction: the undo's own, its lock held); none when every row has one."""
+    ``conn``'s transaction: the undo's own, its lock held), logged; none when every row
+    has one."""
     notes: list[str] = []
     for system, lt in resolve_legacy_tables(conn, settings, require_status=False).items():
         legacy_id = lt.table.c[lt.id.name]
@@ -37,4 +42,6 @@ def rows_without_a_status(conn: sa.Connection, settings: Settings) -> list[str]:
                 f"`unistatus check --system {system.value.lower()}` (missing_unified); the "
                 "statuses at the retirement are in the archive it verified"
             )
+    for note in notes:  # the log too: an undo run inside a rollback says it there
+        log.warning("retire --undo: %s", note)
     return notes
