@@ -169,3 +169,37 @@ def test_a_refused_status_on_the_adapters_own_update_with_a_pool_of_one(pg: Data
             a.close()
         finally:
             engine.dispose()
+
+
+def test_a_pending_object_the_legacy_rows_do_not_need_is_left_unflushed(
+    owners: Database,
+) -> None:
+    """Without autoflush an application completes a ledger row from the adapter's
+    result: flushing the whole Session for a pending legacy change failed on it (NOT
+    NULL), where only the legacy rows and what they need are flushed (a second review)."""
+    pg = owners
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE probe_ledger (id SERIAL PRIMARY KEY, transaction_id TEXT NOT NULL)"
+        )
+    a = adapter_on(pg, pg.engine)
+    try:
+        first = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD")
+        other = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD")
+        with sessionmaker(pg.app_engine, autoflush=False)() as s, s.begin():
+            entry = LedgerEntry()  # its transaction_id comes from the adapter's result
+            s.add(entry)
+            row = s.get(Cashout, first.legacy_entity_id)
+            assert row is not None
+            row.owner = Owner()
+            done = a.update_status(other.entity_id, "PROCESSING", "r", "t", connection=s)
+            assert done.overall_success, done.as_dict()
+            assert entry in s.new  # not flushed by the adapter
+            entry.transaction_id = str(done.entity_id)
+        assert pg.scalar("SELECT count(*) FROM probe_ledger") == 1
+        ref = pg.scalar("SELECT owner_ref FROM cashouts WHERE id = :i", i=first.legacy_entity_id)
+        assert ref is not None
+    finally:
+        a.close()
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE probe_ledger")

@@ -6,7 +6,8 @@ autoflushes (as its own next query would), and also where it does not but holds 
 unflushed change to a legacy row: the adapter reads and writes those rows with SQL of
 its own, so a status the caller changed and did not flush was judged from the stored
 one, and flushed at the caller's commit over the adapter's write (the two sides apart,
-silently). The whole unit of work is flushed, as ``session.flush()`` makes it. What
+silently). Those rows are flushed with the pending objects they need (a new parent
+whose key one takes), the rest of the caller's pending objects left as they are. What
 keeps it from being had is a :class:`SessionUnusable`: the database failing (counted a
 failure), or the caller's own (its rows refused, its transaction already failed: a
 refusal).
@@ -44,12 +45,12 @@ class SessionUnusable(Exception):
 
 
 def session_connection(session: Session, legacy: Iterable[LegacyTable]) -> sa.Connection:
-    """``session``'s connection, its pending rows flushed first (see the module): the
-    whole unit of work, as ``session.flush()`` makes it (a partial flush of the legacy
-    rows alone wrote a foreign key to a pending parent as NULL, for good)."""
+    """``session``'s connection, its pending rows flushed first (see the module)."""
     try:
-        if session.autoflush or _legacy_pending(session, list(legacy)):
+        if session.autoflush:
             session.flush()
+        elif pending := _legacy_pending(session, list(legacy)):
+            session.flush(_with_what_they_need(session, pending))
     except sa.exc.SQLAlchemyError as exc:
         database = _the_database(exc)
         said = "the database failed flushing" if database else "the database refused"
@@ -76,10 +77,26 @@ def _the_database(exc: sa.exc.SQLAlchemyError) -> bool:
     return isinstance(exc, lost) or isinstance(exc, sa.exc.DisconnectionError)
 
 
-def _legacy_pending(session: Session, tables: list[LegacyTable]) -> bool:
-    """Whether ``session`` holds an unflushed change to a row of a legacy table."""
+def _legacy_pending(session: Session, tables: list[LegacyTable]) -> list[object]:
+    """The rows of the legacy ``tables`` with an unflushed change in ``session``."""
     changed = (*session.new, *session.dirty, *session.deleted)
-    return any(_of_legacy(o, tables) for o in changed)
+    return [o for o in changed if _of_legacy(o, tables)]
+
+
+def _with_what_they_need(session: Session, rows: list[object]) -> list[object]:
+    """``rows`` and the pending objects they reach through their relationships' save
+    cascade (a new parent whose key a row's foreign key takes): a flush of the rows
+    alone wrote that key NULL, for good (found by a review). Other pending objects
+    (a ledger row the caller completes from the adapter's result) are left unflushed, as
+    a Session without autoflush leaves them."""
+    unsaved = set(map(id, (*session.new, *session.dirty)))
+    out = {id(o): o for o in rows}
+    for row in rows:
+        state: Any = sa.inspect(row)
+        for related, _mapper, _state, _dict in state.mapper.cascade_iterator("save-update", state):
+            if id(related) in unsaved:
+                out.setdefault(id(related), related)
+    return list(out.values())
 
 
 def _of_legacy(instance: object, tables: list[LegacyTable]) -> bool:
