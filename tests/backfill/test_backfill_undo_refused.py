@@ -67,3 +67,35 @@ def test_the_command_says_so_exit_2(db: Any) -> None:
     said = json.loads(done.stdout)
     assert said["error"] == "ModeError" and "phase rollback" in said["detail"], said
     assert db.count("unified_transactions") == copied
+
+
+def test_a_switch_between_two_batches_stops_it_saying_what_was_deleted(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A switch into unified primary landing between two batches stopped the undo with
+    "nothing was deleted" after batches had been, the backfill's progress left complete
+    (a second review). The count is said, and the system's progress reset: a backfill
+    copies the deleted rows again."""
+    import importlib
+
+    from unistatus.backfill import progress
+
+    undo_module = importlib.import_module("unistatus.backfill.undo")
+
+    copied = _backfilled(db)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 2")
+    monkeypatch.setattr(undo_module, "DELETE_BATCH", 40)
+    reads = {"n": 0}
+    real = undo_module.read_mode
+
+    def switched_after_the_first_batch(conn: Any, system: Any = None) -> DualWriteMode:
+        reads["n"] += 1
+        if system is LegacySystemType.CASHOUT and reads["n"] > 4:
+            return DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY  # the switch, as read
+        return real(conn, system)
+
+    monkeypatch.setattr(undo_module, "read_mode", switched_after_the_first_batch)
+    with pytest.raises(ModeError, match=r"40 backfilled rows were deleted before it"):
+        undo(db.engine, db.settings, actor="ops", reason="cleanup")
+    assert db.count("unified_transactions") == copied - 40
+    assert progress(db.engine, db.settings)["CASHOUT"]["state"] == "not_started"

@@ -85,13 +85,17 @@ def undo(
                 ids = sa.select(U.c.id).where(mine, untouched).limit(DELETE_BATCH)
                 with ops.write_transaction() as conn:
                     ops.mode_shared_lock(conn, system)  # no switch between read and delete
-                    _refuse_where_unified_is_read(read_mode(conn, system), system)
+                    mode = read_mode(conn, system)
+                    if mode.reads_unified:  # switched since the first look
+                        break
                     n = conn.execute(
                         sa.delete(U).where(U.c.id.in_(ids.scalar_subquery()), mine, untouched)
                     ).rowcount
                 removed += n
                 if n < DELETE_BATCH:
                     break
+            if mode.reads_unified:
+                _stopped_by_a_switch(ops, system, mode, removed, per_system)
             with ops.write_transaction() as conn:
                 kept_touched = conn.execute(
                     sa.select(sa.func.count()).where(mine, U.c.origin == ORIGIN)
@@ -123,6 +127,35 @@ def undo(
             metadata={k: v for k, v in result.items() if k != "dry_run"},
         )
     return result
+
+
+def _stopped_by_a_switch(
+    ops: Any,
+    system: LegacySystemType,
+    mode: DualWriteMode,
+    removed: int,
+    done: dict[str, dict[str, int]],
+) -> None:
+    """ModeError: ``system`` entered ``mode`` (which reads unified) between two batches.
+    The rows deleted before were deleted while legacy was authoritative (nothing lost);
+    its backfill's progress is reset so that `unistatus backfill` copies them again."""
+    if removed:
+        with ops.write_transaction() as conn:
+            conn.execute(sa.delete(CH).where(CH.c.system == system.value))
+            conn.execute(sa.delete(J).where(J.c.system == system.value))
+    before = sum(s["removed"] for s in done.values())
+    gone = removed + before
+    said = (
+        f"{gone:,} backfilled rows were deleted before it (while legacy was authoritative: "
+        f"nothing lost; {system.value.lower()}'s backfill progress is reset, `unistatus "
+        "backfill` copies them again)"
+        if gone
+        else "nothing was deleted"
+    )
+    raise ModeError(
+        f"backfill undo stopped: {system.value.lower()} entered {mode.value} meanwhile, "
+        f"where its unified rows are the authoritative ones; {said}"
+    )
 
 
 def _refuse_where_unified_is_read(mode: DualWriteMode, system: LegacySystemType) -> None:
