@@ -361,12 +361,13 @@ def gate_no_bypass(
     if not state.ok:
         missing = ", ".join(sorted({t["name"] for t in state.as_dict()["missing"]}))
         off = ", ".join(sorted({f"{t.name} on {t.table}" for t in state.disabled}))
-        what = f"triggers are missing ({missing})" if missing else "its triggers are stale"
-        if off:
-            what = f"triggers are disabled ({off}: writes to their tables are not seen)"
-        if state.status_column_gone:
-            gone = ", ".join(state.status_column_gone)
-            what = f"the status column of {gone} is gone (renamed behind unistatus?)"
+        gone = ", ".join(state.status_column_gone)
+        causes = [
+            f"triggers are missing ({missing})" if missing else "",
+            f"triggers are disabled ({off}: writes to their tables are not seen)" if off else "",
+            f"the status column of {gone} is gone (renamed behind unistatus?)" if gone else "",
+        ]
+        what = "; ".join(c for c in causes if c) or "its triggers are stale"
         if state.mapping_changed:
             what += " (the mapping changed since they were generated)"
         elif state.sql_changed:
