@@ -18,7 +18,6 @@ Session are its own (found by a probe of the library as services embed it):
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -32,9 +31,9 @@ from sqlalchemy.orm import (
 )
 
 from conftest import Database
-from support.adapters import snapshot
+from support.adapters import adapter_on, snapshot
 from support.legacy_columns import legacy_columns, narrow_payouts
-from unistatus import DualWriteAdapter, DualWriteMode, InputError, WriteRefusedError
+from unistatus import DualWriteMode, InputError, WriteRefusedError
 from unistatus.adapter.model import OperationEvent
 from unistatus.db.control import set_mode
 from unistatus.errors import CallerTransactionError
@@ -73,12 +72,6 @@ def one_connection(pg: Database) -> Iterator[sa.Engine]:
         yield engine
     finally:
         engine.dispose()
-
-
-def adapter_on(pg: Database, engine: sa.Engine, **kw: Any) -> DualWriteAdapter:
-    a = DualWriteAdapter(engine, settings=kw.pop("settings", pg.settings), record_stats=False)
-    a.modes.refresh()
-    return a
 
 
 def test_a_value_the_database_judges_is_cast_on_the_callers_connection(

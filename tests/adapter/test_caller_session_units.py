@@ -30,8 +30,9 @@ from sqlalchemy.orm import (
 )
 
 from conftest import Database
+from support.adapters import adapter_on
 from support.legacy_columns import legacy_columns, narrow_payouts
-from unistatus import DualWriteAdapter, DualWriteMode, WriteRefusedError
+from unistatus import DualWriteMode, WriteRefusedError
 from unistatus.adapter.model import OperationEvent
 from unistatus.db.control import set_mode
 from unistatus.errors import CallerTransactionError
@@ -78,10 +79,19 @@ def owners(pg: Database) -> Iterator[Database]:
             conn.exec_driver_sql("DROP TABLE IF EXISTS probe_owner CASCADE")
 
 
-def adapter_on(pg: Database, engine: sa.Engine, **kw: Any) -> DualWriteAdapter:
-    a = DualWriteAdapter(engine, settings=kw.pop("settings", pg.settings), record_stats=False)
-    a.modes.refresh()
-    return a
+@pytest.fixture
+def ledger(pg: Database) -> Iterator[Database]:
+    """A ledger table of the application's own (a NOT NULL transaction id)."""
+    set_mode(pg.engine, MODE, reason="test", actor="test", force=True)
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE probe_ledger (id SERIAL PRIMARY KEY, transaction_id TEXT NOT NULL)"
+        )
+    try:
+        yield pg
+    finally:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE probe_ledger")
 
 
 def test_a_legacy_row_pointing_at_a_pending_parent_keeps_its_foreign_key(
@@ -129,12 +139,8 @@ def test_a_scoped_sessions_rows_are_expired_as_a_sessions(owners: Database) -> N
         a.close()
 
 
-def test_a_session_whose_own_flush_failed_is_a_refusal(pg: Database) -> None:
-    set_mode(pg.engine, MODE, reason="test", actor="test", force=True)
-    with pg.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE probe_ledger (id SERIAL PRIMARY KEY, transaction_id TEXT NOT NULL)"
-        )
+def test_a_session_whose_own_flush_failed_is_a_refusal(ledger: Database) -> None:
+    pg = ledger
     a = adapter_on(pg, pg.engine)
     try:
         made = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD")
@@ -151,8 +157,6 @@ def test_a_session_whose_own_flush_failed_is_a_refusal(pg: Database) -> None:
         assert [(e.success, e.refused) for e in events] == [(True, True), (True, True)], events
     finally:
         a.close()
-        with pg.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE probe_ledger")
 
 
 def test_a_refused_status_on_the_adapters_own_update_with_a_pool_of_one(pg: Database) -> None:
@@ -172,16 +176,12 @@ def test_a_refused_status_on_the_adapters_own_update_with_a_pool_of_one(pg: Data
 
 
 def test_a_pending_object_the_legacy_rows_do_not_need_is_left_unflushed(
-    owners: Database,
+    owners: Database, ledger: Database
 ) -> None:
     """Without autoflush an application completes a ledger row from the adapter's
     result: flushing the whole Session for a pending legacy change failed on it (NOT
     NULL), where only the legacy rows and what they need are flushed (a second review)."""
     pg = owners
-    with pg.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE probe_ledger (id SERIAL PRIMARY KEY, transaction_id TEXT NOT NULL)"
-        )
     a = adapter_on(pg, pg.engine)
     try:
         first = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD")
@@ -201,5 +201,3 @@ def test_a_pending_object_the_legacy_rows_do_not_need_is_left_unflushed(
         assert ref is not None
     finally:
         a.close()
-        with pg.engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE probe_ledger")

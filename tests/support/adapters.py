@@ -24,6 +24,15 @@ TABLES = [
 ]
 
 
+def adapter_on(db: Database, engine: sa.Engine, **kw: Any) -> DualWriteAdapter:
+    """An adapter on the application's own ``engine`` (its pool), no statistics;
+    ``settings`` default: the database's."""
+    settings = kw.pop("settings", db.settings)
+    adapter = DualWriteAdapter(engine, settings=settings, record_stats=False, **kw)
+    adapter.modes.refresh()
+    return adapter
+
+
 def adapter_in(db: Database, mode: DualWriteMode, **kw: Any) -> DualWriteAdapter:
     # Forced: tests seed legacy rows without unified ones on purpose (unbackfilled rows).
     set_mode(db.engine, mode, reason="test", actor="test", force=True)
