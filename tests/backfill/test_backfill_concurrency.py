@@ -183,13 +183,33 @@ def test_a_timed_out_batch_is_retried_not_skipped(pg: Any) -> None:
             updated_at=sa.func.now(),
         )
     )
-    threading.Timer(0.6, tx.rollback).start()
+
+    def release_once_retried() -> None:
+        """The row let go once a batch has waited for it past the lock timeout (150 ms;
+        let go 0.5 s after the first wait is seen), not after a fixed time from the
+        start: a backfill that took longer than that to reach its first batch (a loaded
+        CI machine) found the row free and retried nothing."""
+        waiting = sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with pg.engine.connect() as conn:
+                if conn.execute(waiting).scalar_one():
+                    time.sleep(0.5)
+                    break
+            time.sleep(0.02)
+        tx.rollback()
+
+    releasing = threading.Thread(target=release_once_retried)
+    releasing.start()
     try:
         report = run_backfill(
             pg.engine, settings, systems=[LegacySystemType.CASHOUT], batch_size=500
         ).as_dict()
     finally:
-        time.sleep(0.7)
+        releasing.join(timeout=40)
         blocker.close()
     assert report["systems"]["CASHOUT"]["this_run"]["retries"] >= 1
     assert report["inserted"] == 2_000 and report["complete"]
