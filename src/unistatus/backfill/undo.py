@@ -24,7 +24,7 @@ from unistatus.backfill.progress import progress
 from unistatus.backfill.statements import ORIGIN
 from unistatus.config import Settings
 from unistatus.db.control import write_value
-from unistatus.db.dialect import ops_for
+from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.mode_reads import read_mode
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_backfill import backfill_chunks as CH
@@ -130,7 +130,7 @@ def undo(
 
 
 def _stopped_by_a_switch(
-    ops: Any,
+    ops: DialectOps,
     system: LegacySystemType,
     mode: DualWriteMode,
     removed: int,
