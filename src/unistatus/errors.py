@@ -33,7 +33,22 @@ from typing import Any
 
 
 class UnistatusError(Exception):
-    """Root of every error unistatus raises on purpose."""
+    """Root of every error unistatus raises on purpose.
+
+    Pickled (a task runner hands a worker's exception to the caller) and copied as it
+    is: its message and attributes, never rebuilt by calling ``__init__`` again with
+    the message alone, which the classes taking their context as arguments refuse."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuilt, (type(self), self.args), self.__dict__
+
+
+def _rebuilt(cls: type[UnistatusError], args: tuple[Any, ...]) -> UnistatusError:
+    """An error of ``cls`` with ``args``, ``__init__`` not called (its attributes follow
+    as the pickle's state)."""
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 class ConfigError(UnistatusError):
