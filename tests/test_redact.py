@@ -45,11 +45,35 @@ def _with_secret(url: str, form: str) -> str:
         "key=value quoted": f"host={host} password = '{SECRET} x' dbname={db}",
         "malformed": f"postgresql//{user}:{SECRET}@{host}:{port}/{db}",
         "malformed query": f"postgresql:/{host}/{db}?password={SECRET}",
+        # A space in the password, percent-encoded or not: libpq takes both, and
+        # SQLAlchemy renders it unencoded, where a search up to the next space stopped.
+        "userinfo space": f"postgresql://{user}:pw%20{SECRET}@{host}:{port}/{db}",
+        "userinfo raw space": f"postgresql://{user}:pw {SECRET}@{host}:{port}/{db}",
+        "malformed space": f"postgresql:/{user}:pw {SECRET}@{host}:{port}/{db}",
+        # An "@" or ":" of the password not encoded: SQLAlchemy took the password's tail
+        # for the host (or the port) and every connection error showed it.
+        "raw at": f"postgresql://{user}:p@{SECRET}@{host}:{port}/{db}",
+        "raw at and colon": f"postgresql://{user}:p@{SECRET}:x{SECRET}@{host}:{port}/{db}",
     }[form]
 
 
-CONNECTABLE = ["userinfo", "password param", "sslpassword param", "both params"]
-UNPARSABLE = ["key=value", "key=value quoted", "malformed", "malformed query"]
+CONNECTABLE = [
+    "userinfo",
+    "password param",
+    "sslpassword param",
+    "both params",
+    "userinfo space",
+    "userinfo raw space",
+]
+UNPARSABLE = [
+    "key=value",
+    "key=value quoted",
+    "malformed",
+    "malformed query",
+    "malformed space",
+    "raw at",
+    "raw at and colon",
+]
 
 
 def assert_no_secret(text: str) -> None:
@@ -156,6 +180,28 @@ def test_redact_hides_any_userinfo_password(password: str, user: str, where: int
     out = redact(text[where])
     assert password not in out, out
     assert "db.internal" in out
+
+
+@settings(max_examples=300, deadline=None)
+@given(password=_PW, spaces=st.lists(st.integers(0, 22), min_size=1, max_size=3))
+def test_redact_hides_a_userinfo_password_with_spaces(password: str, spaces: list[int]) -> None:
+    from unistatus.redact import redact
+
+    for at in sorted(spaces, reverse=True):
+        password = password[:at] + " " + password[at:]
+    url = f"postgresql://u:{password}@db.internal:5432/payments"
+    for text in (url, f"invalid database URL {url!r}: nope", url.replace("://", ":/")):
+        out = redact(text)
+        assert all(part not in out for part in password.split(" ") if len(part) > 2), out
+        assert "db.internal" in out
+
+
+def test_redact_keeps_text_that_only_looks_like_a_scheme() -> None:
+    """Only a URL's userinfo runs across spaces: a log line's "word:x:" does not."""
+    from unistatus.redact import redact
+
+    line = "phase:2:advance by alice@example.com"
+    assert redact(line) == line
 
 
 @settings(max_examples=300, deadline=None)

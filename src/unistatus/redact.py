@@ -37,10 +37,13 @@ REDACTED = "***"
 # included: a password may contain a quote, and cutting it short would show the rest.
 # Text around a redacted value may lose a closing quote; a password never shows.
 
-# user:PW@ after "//" or a scheme (a URL, well formed or not: postgresql//u:PW@h,
-# postgresql:u:PW@h): the password runs to the last "@" before the next whitespace,
-# so one containing "@", ":" or "/" is covered whole.
-_USERINFO = re.compile(r"((?://|\b[A-Za-z][A-Za-z0-9+.-]*:/?)[^\s/@:]*:)\S*(@)")
+# user:PW@ after "//" or "scheme:/" (a URL, well formed or not: postgresql//u:PW@h,
+# postgresql:/u:PW@h): the password runs to the last "@" of the line, so one containing
+# "@", ":", "/" or a space (libpq takes it, SQLAlchemy shows it unencoded) is covered
+# whole. After a bare "scheme:" (postgresql:u:PW@h), to the last "@" before the next
+# whitespace: a log line's "word:x:" is no URL.
+_USERINFO = re.compile(r"((?://|\b[A-Za-z][A-Za-z0-9+.-]*:/)[^\s/@:]*:)[^\n]*(@)")
+_USERINFO_BARE = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*:[^\s/@:]*:)\S*(@)")
 # ?password=PW / &sslpassword=PW in a URL query; the keyword may be percent-encoded,
 # as libpq decodes it.
 _QUERY = re.compile(
@@ -59,6 +62,7 @@ _KEYWORD = re.compile(
 def redact(text: str) -> str:
     """``text`` with every database password in it replaced by ``***``."""
     text = _USERINFO.sub(rf"\g<1>{REDACTED}\g<2>", text)
+    text = _USERINFO_BARE.sub(rf"\g<1>{REDACTED}\g<2>", text)
     text = _QUERY.sub(rf"\g<1>{REDACTED}", text)
     return _KEYWORD.sub(rf"\g<1>{REDACTED}", text)
 

@@ -56,14 +56,28 @@ def parse_url(url: str) -> sa.URL:
     """A URL string as SQLAlchemy's URL (psycopg 3 for PostgreSQL); ConfigError if it
     does not parse (the message redacted: it may hold a password)."""
     try:
-        return make_url(normalise_url(url))
+        parsed = make_url(normalise_url(url))
     except ArgumentError as exc:
         raise ConfigError(redact(f"invalid database URL {url!r}: {exc}")) from None
+    except ValueError:
+        # A port that is no number: its text is the password's tail when an "@" or ":"
+        # of it was not encoded, so the driver's words are not repeated.
+        raise ConfigError(_unparsed(url, "its port is not a number")) from None
+    if parsed.host is not None and "@" in parsed.host:
+        raise ConfigError(_unparsed(url, "more than one '@' before the host")) from None
+    return parsed
+
+
+def _unparsed(url: str, why: str) -> str:
+    return redact(
+        f"invalid database URL {url!r}: {why} (an '@' or ':' of the user or password is "
+        "written %40 or %3A; several hosts as ?host=h1:5432&host=h2:5432)"
+    )
 
 
 def display_url(url: sa.URL | str) -> str:
     """A database URL as it may be shown, logged or stored: every password ``***``."""
-    text = url.render_as_string(hide_password=False) if isinstance(url, sa.URL) else url
+    text = url.render_as_string(hide_password=True) if isinstance(url, sa.URL) else url
     return redact(text)
 
 
