@@ -337,3 +337,126 @@ def test_a_config_path_that_is_a_directory_is_said_so(
     assert _refusal() == f"{CONFIG_FILE_ENV}={tmp_path}: a directory, not a file"
     monkeypatch.setenv(CONFIG_FILE_ENV, str(tmp_path / "none.toml"))
     assert _refusal().endswith(": no such file")
+
+
+# --- the config file as a file, and values found only when used (a probe) ----------------
+
+
+def _as_nobody(path: Path) -> None:
+    """``path`` unreadable, also for root: no read bit, and the test skips where root
+    reads it anyway."""
+    import os
+
+    path.chmod(0o000)
+    if os.access(path, os.R_OK):
+        pytest.skip("this user reads a file without read permission (root)")
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b'schema = "x\xff\xfe"\n', "not UTF-8 text (byte 0xff at offset 11)"),
+        (b'\xef\xbb\xbfschema = "unistatus"\n', "begins with a byte order mark"),
+    ],
+    ids=["not utf-8", "bom"],
+)
+def test_a_config_file_that_is_no_utf8_toml_is_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes, said: str
+) -> None:
+    """A file of other bytes let UnicodeDecodeError out ("unexpected UnicodeDecodeError",
+    the file not named); one beginning with a BOM was "Invalid statement (at line 1,
+    column 1)"."""
+    path = tmp_path / "unistatus.toml"
+    path.write_bytes(content)
+    monkeypatch.setenv(CONFIG_FILE_ENV, str(path))
+    message = _refusal()
+    assert message.startswith(f"{CONFIG_FILE_ENV}={path}: "), message
+    assert said in message, message
+
+
+def test_an_unreadable_config_file_is_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _config(tmp_path, monkeypatch, 'schema = "unistatus"\n')
+    _as_nobody(path)
+    assert _refusal() == f"{CONFIG_FILE_ENV}={path}: cannot be read: permission denied"
+
+
+def test_a_config_path_that_is_no_regular_file_is_said_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/dev/null or a FIFO was "no such file"."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in ("/dev/null", str(fifo)):
+        monkeypatch.setenv(CONFIG_FILE_ENV, path)
+        assert _refusal() == f"{CONFIG_FILE_ENV}={path}: not a regular file"
+
+
+def test_a_config_file_others_may_change_or_read_with_a_secret_is_warned_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token in a file anyone may read, or anyone may change (adding a token of their
+    own): no word of it (a probe). libpq ignores such a ~/.pgpass; here it is said."""
+    path = _config(tmp_path, monkeypatch, 'admin_token = "s3cret-admin-token"\n')
+    path.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="unistatus"):
+        load_settings()
+    assert not caplog.records
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="unistatus"):
+        load_settings()
+    assert "others may read it" in caplog.text and "chmod 600" in caplog.text
+    assert "s3cret" not in caplog.text
+    caplog.clear()
+    _config(tmp_path, monkeypatch, 'schema = "unistatus"\n').chmod(0o666)
+    with caplog.at_level(logging.WARNING, logger="unistatus"):
+        load_settings()
+    assert "others may change it" in caplog.text
+
+
+def test_an_empty_table_name_is_refused() -> None:
+    """It let IndexError out ("unexpected IndexError: string index out of range")."""
+    message = _refusal(legacy_tables={"CASHOUT": {"table": ""}})
+    assert message.startswith("invalid setting legacy_tables.CASHOUT.table: "), message
+
+
+def test_a_legacy_system_given_twice_is_refused() -> None:
+    """`[legacy_tables.cashout]` and `[legacy_tables.CASHOUT]`: the last one won, in
+    silence (a probe). [mapping.*] refused it already."""
+    message = _refusal(legacy_tables={"cashout": {"table": "a"}, "CASHOUT": {"table": "b"}})
+    assert "legacy system CASHOUT is given twice ('cashout', 'CASHOUT')" in message, message
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("hooks.example.com/services/T0/B0/SECRETPATH", "not an http:// or https:// URL"),
+        ("ftp://hooks.example.com/services/SECRETPATH", "not an http:// or https:// URL"),
+        ("https://hooks.example.com:SECRETPORT/x", "its port is not a number"),
+        ("http://[bad/SECRETPATH", "not a URL"),
+        ("https:///SECRETPATH", "no host"),
+    ],
+)
+def test_a_webhook_url_is_checked_at_load(url: str, said: str) -> None:
+    """Found only when an alert fired (each delivery failed), never at start."""
+    message = _refusal(webhook_urls=[url])
+    assert message.startswith("invalid setting webhook_urls"), message
+    assert said in message, message
+    assert "SECRET" not in message, message
+
+
+def test_the_settings_repr_hides_the_password_and_the_webhook_secrets() -> None:
+    """An application logging its settings, or an error tracker capturing locals, got
+    the database password and each webhook's secret path (a probe)."""
+    settings = load_settings(
+        database_url="postgresql://app:S3cretPW@db.internal/payments",
+        webhook_urls=["https://hooks.slack.com/services/T0/B0/XOXSECRET"],
+        admin_token="adm1n-t0ken",
+    )
+    shown = repr(settings) + str(settings)
+    for secret in ("S3cretPW", "XOXSECRET", "adm1n-t0ken"):
+        assert secret not in shown, shown
+    assert "db.internal" in shown and "hooks.slack.com" in shown

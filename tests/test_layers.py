@@ -38,6 +38,8 @@ RANKS: dict[str, int] = {
     "errors": 0,
     "clock": 0,
     "redact": 0,
+    "config_file": 1,
+    "config_values": 1,
     "version": 0,
     "domain": 1,
     "config": 2,

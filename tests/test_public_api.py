@@ -133,3 +133,43 @@ def test_the_infinite_times_loader_is_exported_as_a_connect_listener() -> None:
     params = list(inspect.signature(read_infinite_times_as_missing).parameters)
     assert params == ["dbapi_conn", "connection_record"]
     read_infinite_times_as_missing(object(), None)  # not psycopg: nothing changes
+
+
+def test_connection_is_typed_to_take_a_scoped_session() -> None:
+    """docs/adapter.md says a ``scoped_session`` (Flask-SQLAlchemy's ``db.session``) is
+    taken, and it is, but ``mypy --strict`` refused it in the application (a probe)."""
+    import typing
+
+    from sqlalchemy.orm import Session, scoped_session
+
+    from unistatus import DualWriteAdapter
+
+    for method in ("create_transaction", "update_status", "get_transaction_status"):
+        hints = typing.get_type_hints(getattr(DualWriteAdapter, method))
+        assert scoped_session[Session] in typing.get_args(hints["connection"]), method
+    assert scoped_session[Session] in typing.get_args(
+        typing.get_type_hints(DualWriteAdapter.check_consistency)["connection"]
+    )
+
+
+def test_importing_unistatus_leaves_the_applications_warnings_alone() -> None:
+    """Importing it added a process-wide filter that hid pydantic's warning of the
+    application's own model with a field named ``schema`` (a probe): only unistatus's
+    own classes are spared it."""
+    import subprocess
+    import sys
+
+    code = (
+        "from unistatus import DualWriteAdapter\n"
+        "import unistatus.config\n"
+        "from pydantic import BaseModel\n"
+        "class Settings(BaseModel):\n"
+        "    schema: str = 'x'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and 'Field name "schema" in "Settings"' in done.stderr, done.stderr

@@ -36,9 +36,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from unistatus.config_file import read_config_file
+from unistatus.config_values import check_own_schema, check_webhook_url
 from unistatus.domain.inputs import is_header_text
 from unistatus.domain.mapping import check_extra_statuses, register_extra_statuses
 from unistatus.errors import ConfigError
+from unistatus.redact import redact, redact_webhook
 
 log = logging.getLogger("unistatus.config")
 
@@ -63,9 +66,6 @@ DEFAULT_SCHEMA = "public"
 # A PostgreSQL engine's pool unless the settings say otherwise (pool_size, max_overflow).
 DEFAULT_POOL_SIZE = 20
 DEFAULT_MAX_OVERFLOW = 40
-# A schema name that never needs quoting in SQL: lower case, digits, underscores.
-_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
-_MAX_NAME_BYTES = 63  # PostgreSQL truncates longer identifiers (NAMEDATALEN - 1)
 
 # Pydantic warns that a field named ``schema`` shadows BaseModel.schema (its deprecated
 # v1 JSON-schema method, which nothing here calls); ``schema`` is the setting's name in
@@ -74,31 +74,8 @@ warnings.filterwarnings(
     "ignore",
     message=r'Field name "schema" in "(Settings|LegacyTableSpec)" shadows',
     category=UserWarning,
+    module=r"unistatus\.config\Z",  # this module's classes only, not the application's
 )
-
-
-def check_own_schema(name: str) -> str:
-    """The name of the schema for unistatus's own tables, or ValueError saying why not.
-
-    Only names that need no quoting are accepted: they appear in SQL that unistatus writes
-    itself (the PostgreSQL function of revision 0007, the capture triggers) as well as in
-    SQLAlchemy's, and an operator types them in psql; a name that needs quoting there is a
-    mistake waiting to happen.
-    """
-    if not _PLAIN_NAME.fullmatch(name):
-        raise ValueError(
-            f"schema {name!r} would need quoting in SQL: use lower-case letters, digits and "
-            'underscores, starting with a letter or an underscore (e.g. "unistatus")'
-        )
-    if len(name.encode()) > _MAX_NAME_BYTES:
-        raise ValueError(f"schema {name!r} is longer than PostgreSQL's 63-byte names")
-    if name.startswith("pg_") or name == "information_schema":
-        raise ValueError(f"schema {name!r} is reserved by PostgreSQL for its system catalogs")
-    from sqlalchemy.dialects.postgresql.base import RESERVED_WORDS  # lazy: SQLAlchemy
-
-    if name in RESERVED_WORDS:
-        raise ValueError(f"schema {name!r} is an SQL reserved word and would need quoting")
-    return name
 
 
 # A key no setting reads is refused, in the file's tables as at its top: a misspelt
@@ -115,7 +92,7 @@ class LegacyTableSpec(BaseModel):
 
     model_config = _NESTED
 
-    table: str
+    table: str = Field(min_length=1)
     # The schema the application keeps the table in; None: wherever the table's bare name
     # resolves (the connection's search_path, as the application itself names it).
     schema: str | None = Field(default=None, min_length=1)  # type: ignore[assignment]
@@ -341,12 +318,16 @@ class Settings(BaseSettings):
     @field_validator("legacy_tables")
     @classmethod
     def _known_systems(cls, v: dict[str, LegacyTableSpec]) -> dict[str, LegacyTableSpec]:
-        merged = _default_legacy_tables()
+        merged, given = _default_legacy_tables(), dict[str, str]()
         for key, spec in v.items():
             system = key.strip().upper()
             if system not in merged:
                 raise ValueError(f"unknown legacy system {key!r} (cashout, escrow, exchange)")
-            merged[system] = spec
+            if system in given:
+                raise ValueError(
+                    f"legacy system {system} is given twice ({given[system]!r}, {key!r})"
+                )
+            merged[system], given[system] = spec, key
         return merged
 
     @field_validator("api_tokens")
@@ -392,6 +373,21 @@ class Settings(BaseSettings):
             return [u.strip() for u in v.split(",") if u.strip()]
         return v
 
+    @field_validator("webhook_urls")
+    @classmethod
+    def _webhooks_reachable(cls, v: list[str]) -> list[str]:
+        return [check_webhook_url(url) for url in v]
+
+    def __repr_args__(self) -> Any:
+        """As pydantic shows it, the database password and webhooks' secrets hidden."""
+        for name, value in super().__repr_args__():
+            if name == "database_url":
+                yield name, redact(value)
+            elif name == "webhook_urls":
+                yield name, [redact_webhook(url) for url in value]
+            else:
+                yield name, value
+
     @model_validator(mode="after")
     def _register_extra_statuses(self) -> Settings:
         """Last: only settings valid in every other respect put their mapping in force."""
@@ -420,9 +416,8 @@ class Settings(BaseSettings):
 def load_settings(**overrides: Any) -> Settings:
     """Settings from overrides, env and the optional TOML file; ConfigError when invalid."""
     path = os.environ.get(CONFIG_FILE_ENV)
-    if path and not Path(path).is_file():
-        what = "a directory, not a file" if Path(path).is_dir() else "no such file"
-        raise ConfigError(f"{CONFIG_FILE_ENV}={path}: {what}")
+    if path:
+        read_config_file(CONFIG_FILE_ENV, path)
     check_variables(os.environ)
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:

@@ -60,8 +60,8 @@ __all__ = [
     "caller_connection",
 ]
 
-# What an argument ``connection=`` may be.
-CallerConnection = sa.Connection | Session
+# What an argument ``connection=`` may be (a scoped_session: its current Session).
+CallerConnection = sa.Connection | Session | scoped_session[Session]
 # The fast path on the caller's connection: None means "take the locked path".
 CallerFast = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult | None]
 # Where a PostgreSQL connection keeps (transaction, its isolation level) once read.
