@@ -366,13 +366,21 @@ def status_gaps(manifest: Manifest, settings: Settings) -> list[str]:
         entry = next(
             (t for t in manifest.tables if t.system == system.value or t.name == spec.table), None
         )
+        columns = {} if entry is None else {c.name: c for c in entry.columns}
         if entry is None:
             gaps.append(f"it does not contain legacy table {spec.table!r}")
-        elif spec.status not in {c.name for c in entry.columns}:
+        elif spec.status not in columns:
             gaps.append(
                 f"it holds {spec.table} without its status column ({spec.table}.{spec.status}: "
                 "exported while the columns were retired?): export a new archive once they "
                 "are back"
+            )
+        elif spec.id not in columns or not columns[spec.id].primary_key:
+            # Statuses that cannot be told whose: a hand-edited archive verifies (it
+            # compares its own columns), and restores nothing.
+            gaps.append(
+                f"it holds {spec.table} without its id column as its key ({spec.table}."
+                f"{spec.id}): no status in it can be told whose row's; export a new archive"
             )
     return gaps
 

@@ -374,10 +374,16 @@ class TableEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TableEntry:
+        file = d["file"]
+        if not isinstance(file, str) or file in ("", ".", "..") or Path(file).name != file:
+            # One elsewhere verified where it lay, and was lost with the directory moved.
+            raise ValueError(
+                f"file {file!r}: not a file name of the archive's own (a name in its directory)"
+            )
         return cls(
             name=d["name"],
             system=d.get("system"),
-            file=d["file"],
+            file=file,
             rows=int(d["rows"]),
             columns=[ColumnInfo(**c) for c in d["columns"]],
             sha256=d["sha256"],
