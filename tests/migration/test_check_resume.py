@@ -503,3 +503,94 @@ def test_resume_refuses_the_options_of_a_new_run_as_it_refuses_since_and_out(
     with pytest.raises(InputError, match="a resumed run keeps its own"):
         run_check(db.engine, db.settings, resume=True, examples=0)
     assert run_check(db.engine, db.settings, resume=True).complete
+
+
+def _mismatch_file(db: Any, tmp_path: Path) -> Path:
+    populate(db.engine, db.settings, N)
+    damage(db.engine, db.settings, N)
+    out = tmp_path / "mismatches.jsonl"
+    assert _cli(db, "check", "--out", str(out)).exit_code == 1
+    cashouts = tmp_path / "cashouts.jsonl"
+    cashouts.write_text("".join(line + "\n" for line in _lines(out) if '"CASHOUT"' in line))
+    return cashouts
+
+
+def test_repair_from_a_pipe_repairs_what_the_pipe_lists(db: Any, tmp_path: Path) -> None:
+    """The file was read twice (validated, then acted on): from a pipe the second read
+    found nothing, "would repair 0 entities ... lists no entity", exit 0 (a probe)."""
+    import os
+    import threading
+
+    listed = _mismatch_file(db, tmp_path)
+    from_file = run_repair(
+        db.engine, db.settings, strategy="legacy_wins", dry_run=True, from_file=listed
+    )
+    assert from_file.repaired > 0
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    feeder = threading.Thread(target=lambda: fifo.write_bytes(listed.read_bytes()), daemon=True)
+    feeder.start()
+    got: list[Any] = []
+    repair = threading.Thread(
+        target=lambda: got.append(
+            run_repair(db.engine, db.settings, strategy="legacy_wins", dry_run=True, from_file=fifo)
+        ),
+        daemon=True,
+    )
+    repair.start()
+    repair.join(timeout=60)
+    if repair.is_alive():  # it opened the pipe again, for a writer that never comes
+        fifo.write_bytes(b"")
+        repair.join(timeout=30)
+        pytest.fail("repair --from a pipe read it twice: its second read found no writer")
+    assert got and got[0].repaired == from_file.repaired
+
+
+def test_repair_from_acts_on_the_file_it_validated(db: Any, tmp_path: Path) -> None:
+    """A line appended to the file while the repair ran: validated, then read again to
+    act on, the file refused at that line after 3,000 repairs had committed, saying
+    nothing of them (a probe). The file is read once: what was validated is repaired."""
+    from unistatus.migration import repair as repair_module
+
+    listed = _mismatch_file(db, tmp_path)
+    before = listed.read_text()
+    real = repair_module._Repairer.entity
+    calls = 0
+
+    def entity_then_append(self: Any, *args: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            with listed.open("a") as f:
+                f.write("garbage\n")
+        real(self, *args)
+
+    repair_module._Repairer.entity = entity_then_append  # type: ignore[method-assign]
+    try:
+        report = run_repair(
+            db.engine, db.settings, strategy="legacy_wins", reason="t", from_file=listed
+        )
+    finally:
+        repair_module._Repairer.entity = real  # type: ignore[method-assign]
+    assert listed.read_text() == before + "garbage\n"
+    assert report.repaired > 0 and calls == len(_lines(tmp_path / "cashouts.jsonl")) - 1
+
+
+def test_repair_from_names_the_line_of_a_byte_that_is_no_utf8(db: Any, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'{"system": "CASHOUT", "legacy_id": 2}\n{"system": "CASH\xffOUT"}\n')
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: not UTF-8 text"):
+        run_repair(db.engine, db.settings, strategy="legacy_wins", dry_run=True, from_file=bad)
+
+
+def test_repair_from_with_another_system_says_it_lists_none_of_that_system(
+    db: Any, tmp_path: Path
+) -> None:
+    """It said the file "lists no entity" of a file of 40 lines, all of other systems."""
+    listed = _mismatch_file(db, tmp_path)
+    result = _cli(
+        db, "repair", "--from", str(listed), "--system", "exchange", "--strategy",
+        "legacy_wins", "--dry-run",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "lists no entity of exchange: nothing to repair" in " ".join(result.output.split())

@@ -122,9 +122,12 @@ def repair(
             systems=parse_systems(system),
         )
     except RepairInterrupted as stop:
-        _interrupted(stop.report.as_dict(), json_out)
+        again = "unistatus repair" + (f" --from {from_file}" if from_file is not None else "")
+        _interrupted(stop.report.as_dict(), json_out, again)
     if from_file is not None and report.examined == 0:
-        err_console.print(f"[yellow]{from_file} lists no entity: nothing to repair[/]")
+        # Of the systems named: a file of other systems' lines lists some, not none.
+        of = f" of {', '.join(system)}" if system else ""
+        err_console.print(f"[yellow]{from_file} lists no entity{of}: nothing to repair[/]")
     if json_out:
         print_json(report.as_dict())
     else:
@@ -132,7 +135,7 @@ def repair(
     raise typer.Exit(EXIT_FAILED_CHECK if report.remaining else EXIT_OK)
 
 
-def _interrupted(data: dict[str, Any], json_out: bool) -> NoReturn:
+def _interrupted(data: dict[str, Any], json_out: bool, again: str) -> NoReturn:
     """Ctrl-C or SIGTERM: one line saying how many were repaired (the report so far
     under --json, marked interrupted), exit 130."""
     if json_out:
@@ -145,7 +148,7 @@ def _interrupted(data: dict[str, Any], json_out: bool) -> NoReturn:
             "hand may have been rolled back)"
         )
     err_console.print(
-        f"interrupted: {done}; run `unistatus repair` again to go on (it finds what is left)",
+        f"interrupted: {done}; run `{again}` again to go on (it finds what is left)",
         style="yellow",
         highlight=False,
         soft_wrap=True,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +24,13 @@ from unistatus.domain.inputs import MAX_BIGINT
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, InvalidIdentifierError, StorageError
 
-__all__ = ["MismatchKey", "MismatchWriter", "mismatch_record", "read_mismatch_keys"]
+__all__ = [
+    "ListedKeys",
+    "MismatchKey",
+    "MismatchWriter",
+    "mismatch_record",
+    "read_mismatch_keys",
+]
 
 
 def _plain(value: Any) -> Any:
@@ -256,18 +263,48 @@ def _derived_legacy_id(
 def read_mismatch_keys(path: str | os.PathLike[str]) -> Iterator[MismatchKey]:
     """The entities of a --out file, line by line (blank lines skipped).
 
-    Raises :class:`InputError` naming the first bad line. Reads one line at a time:
-    call it once to validate the whole file, then again to act on it.
+    Raises :class:`InputError` naming the first bad line. Reads one line at a time; to
+    validate the whole file before acting on it, :class:`ListedKeys` reads it once.
     """
     where = str(path)
     try:
-        handle = open(path, encoding="utf-8")  # noqa: SIM115
+        handle = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise InputError(f"--from {where}: {exc.strerror or exc}") from None
     with handle:
+        for n, raw in enumerate(handle, start=1):
+            try:
+                text = raw.decode()
+            except UnicodeDecodeError:
+                raise InputError(f"{where}:{n}: not UTF-8 text") from None
+            if text.strip():
+                yield _key_of(n, text, where)
+
+
+class ListedKeys:
+    """The entities of a --out file, read and validated once, kept in a temporary file
+    of their own until :meth:`close`, to be acted on as they were validated: a pipe is
+    read once (a second read found it empty: nothing repaired, exit 0), and a line
+    written to the file meanwhile is not read after repairs committed. One line each,
+    so a file of millions of entities needs no more memory than one."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.count = 0
+        self._spool = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115
         try:
-            for n, text in enumerate(handle, start=1):
-                if text.strip():
-                    yield _key_of(n, text, where)
-        except UnicodeDecodeError:
-            raise InputError(f"{where}: not UTF-8 text") from None
+            for key in read_mismatch_keys(path):
+                row = [key.line, key.system.value, key.legacy_id, key.transaction_id]
+                self._spool.write(json.dumps(row) + "\n")
+                self.count += 1
+        except BaseException:
+            self._spool.close()
+            raise
+
+    def __iter__(self) -> Iterator[MismatchKey]:
+        self._spool.seek(0)
+        for text in self._spool:
+            line, system, legacy_id, transaction_id = json.loads(text)
+            yield MismatchKey(line, LegacySystemType(system), legacy_id, transaction_id)
+
+    def close(self) -> None:
+        self._spool.close()

@@ -27,7 +27,7 @@ from unistatus.domain.inputs import check_reason
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.check import iter_inconsistent
-from unistatus.migration.check_out import read_mismatch_keys
+from unistatus.migration.check_out import ListedKeys
 from unistatus.migration.repair_entity import EntityRepair, LegacyHeld, RepairReport
 from unistatus.migration.repair_plan import Strategy
 from unistatus.migration.repair_queue import open_rows, queue_target
@@ -208,9 +208,9 @@ class _Repairer:
                     if self.more:
                         return
 
-    def listed(self, path: str | os.PathLike[str]) -> None:
-        """Exactly the entities of a ``check --out`` file (already validated), in order."""
-        for key in read_mismatch_keys(path):
+    def listed(self, keys: ListedKeys) -> None:
+        """Exactly the entities of a ``check --out`` file (validated), in order."""
+        for key in keys:
             self.entity(key.system, key.legacy_id, key.transaction_id)
             if self.more:
                 return
@@ -255,15 +255,15 @@ def run_repair(
         raise InputError("reason must not be blank (why the repair runs; recorded)")
     if reason is not None:
         reason = check_reason(reason)
-    if from_file is not None:
-        listed = sum(1 for _ in read_mismatch_keys(from_file))  # validate it all first
-        log.info("repair --from %s: %d entities", from_file, listed)
+    listed = None if from_file is None else ListedKeys(from_file)  # validated, whole
+    if listed is not None:
+        log.info("repair --from %s: %d entities", from_file, listed.count)
     report = RepairReport(chosen, dry_run, str(actor), limit, reason.strip() if reason else None)
     started = time.perf_counter()
     repairer = _Repairer(engine, settings, tables, report)
     try:
-        if from_file is not None:
-            repairer.listed(from_file)
+        if listed is not None:
+            repairer.listed(listed)
         else:
             repairer.queue()
             if not repairer.more:
@@ -275,6 +275,9 @@ def run_repair(
             raise StorageError(f"repair stopped: {str(exc.orig).strip()}") from None
         report.duration_ms = (time.perf_counter() - started) * 1000
         raise RepairInterrupted(report) from None
+    finally:
+        if listed is not None:
+            listed.close()
     report.limit_reached = repairer.more
     try:
         report.warnings = _overwritten_authority(engine, report)
