@@ -363,3 +363,26 @@ def test_a_rollback_on_a_repeatable_read_engine_replays_a_change_committed_while
         assert status == "OTP_PENDING"
     finally:
         engine.dispose()
+
+
+def test_an_emergency_rollback_is_not_blocked_by_a_table_with_nothing_to_replay(
+    db: Database,
+) -> None:
+    """A column of cashouts renamed behind unistatus in phase 1: every emergency
+    rollback, of every system or of escrows alone, refused before switching anything
+    ("legacy table 'cashouts' ..."): the replay reflected every legacy table first, also
+    those with nothing to replay (a probe). The way back must not be blocked."""
+    _to_phase(db, 1)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE cashouts RENAME COLUMN amount TO amount_usd")
+    try:
+        rollback.emergency_rollback(
+            db.engine, db.settings, actor="t", reason="escrows only", system="escrow"
+        )
+        assert get_mode(db.engine, LegacySystemType.ESCROW) is M.LEGACY_ONLY
+        assert get_mode(db.engine, LegacySystemType.CASHOUT) is M.DUAL_WRITE_LEGACY_PRIMARY
+        rollback.emergency_rollback(db.engine, db.settings, actor="t", reason="all of it")
+        assert all(get_mode(db.engine, s) is M.LEGACY_ONLY for s in LegacySystemType)
+    finally:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("ALTER TABLE cashouts RENAME COLUMN amount_usd TO amount")

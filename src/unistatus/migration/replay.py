@@ -177,6 +177,22 @@ def _round(
     return True
 
 
+class _TablesOnDemand(dict[LegacySystemType, LegacyTable]):
+    """The legacy tables the replay writes, each found when a change of its system
+    comes: one with nothing to replay is never looked at. A table changed behind
+    unistatus (a column renamed) blocked every way back to legacy, of every system,
+    before anything was switched."""
+
+    def __init__(self, engine: sa.Engine, settings: Settings) -> None:
+        super().__init__()
+        self._engine, self._settings = engine, settings
+
+    def __missing__(self, system: LegacySystemType) -> LegacyTable:
+        found = resolve_legacy_tables(self._engine, self._settings, systems=[system])
+        self[system] = found[system]
+        return found[system]
+
+
 def replay_pending(
     engine: sa.Engine,
     settings: Settings,
@@ -214,7 +230,7 @@ def replay_pending(
         "undo_cleanup": _restore_legacy_columns(engine, settings, actor, reason),
         "system": system.value if system is not None else None,
     }
-    tables = resolve_legacy_tables(engine, settings)
+    tables = _TablesOnDemand(engine, settings)
     ops = ops_for(engine)
     progress = _Progress()
     rounds = 0
