@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from unistatus.cli.context import _default, abort, console, err_console, state
+from unistatus.cli.whole_file import write_whole
 
 
 def diagnose(
@@ -48,7 +49,7 @@ def diagnose(
         return
     path = Path(out) if out else Path(default_filename())
     try:
-        path.write_text(text, encoding="utf-8")
+        write_whole(path, text)
     except OSError as exc:
         abort(f"cannot write {path}: {exc.strerror}")
     console.print(f"diagnostic written to [bold]{path}[/] ({len(text)} bytes)")

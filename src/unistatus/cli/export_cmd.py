@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from unistatus.cli.context import abort, err_console
+from unistatus.cli.whole_file import write_whole
 
 export_app = typer.Typer(
     help=(
@@ -30,7 +31,7 @@ def _write(text: str, out: Path | None) -> None:
         return
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n", encoding="utf-8")
+        write_whole(out, text + "\n")
     except OSError as exc:  # as diagnose --out says it
         abort(f"cannot write {out}: {exc.strerror}")
     err_console.print(f"wrote {out}")
