@@ -594,3 +594,16 @@ def test_repair_from_with_another_system_says_it_lists_none_of_that_system(
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "lists no entity of exchange: nothing to repair" in " ".join(result.output.split())
+
+
+@pytest.mark.parametrize("out", ["/dev/null", "-"])
+def test_check_out_refuses_what_is_no_regular_file(db: Any, out: str) -> None:
+    """A FIFO got every line, then the run failed "Invalid argument" (fsync), and a run
+    stored with /dev/null as its file failed each --resume; "-" made a file named "-"
+    (a probe)."""
+    populate(db.engine, db.settings, 10)
+    result = _cli(db, "check", "--out", out)
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert ("not a regular file" if out != "-" else "not stdout") in said, said
+    assert _stored_ranges(db) == {}

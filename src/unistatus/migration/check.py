@@ -321,6 +321,21 @@ def _tables(
     return resolve_legacy_tables(engine, settings, systems=wanted, columns_only=True)
 
 
+def _out_file(out: str | os.PathLike[str]) -> str:
+    """--out as the absolute path of a regular file (or of none yet): a run flushes it
+    to disk per range and a resumed one cuts it back and goes on, which a pipe or a FIFO
+    cannot do (their lines were written, then the run failed "Invalid argument")."""
+    if str(out) == "-":
+        raise InputError("--out -: a check writes a file a resumed run goes on with, not stdout")
+    path = Path(out)
+    if path.exists() and not path.is_file() and not path.is_dir():
+        raise InputError(
+            f"--out {out}: not a regular file (a pipe, a FIFO, a device); a check writes a "
+            "file it flushes per range and a resumed run goes on with"
+        )
+    return str(path.resolve())
+
+
 def _open_run(
     engine: sa.Engine,
     systems: Iterable[LegacySystemType | str] | LegacySystemType | str | None,
@@ -345,7 +360,7 @@ def _open_run(
                 since_at = parse_since(since, now=database_now(conn))
         else:
             since_at = parse_since(since)
-        out_path = str(Path(out).resolve()) if out is not None else None
+        out_path = _out_file(out) if out is not None else None
         options = {
             "systems": [s.value for s in wanted],
             "since": since_at.isoformat() if since_at else None,
