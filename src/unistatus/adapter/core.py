@@ -103,6 +103,8 @@ class DualWriteAdapter:
             raise InputError(f"shadow_read_rate must be within 0..1, got {rate}")
         self.fallback: Fallback = fallback
         self.shadow_read_rate = rate
+        # Built here from a URL: nothing else holds it, so close() closes its pool.
+        self._owns_engine = not isinstance(database, sa.Engine)
         self.engine = create_engine(
             database or self.settings.database_url,
             lock_timeout_ms=self.settings.lock_timeout_ms,
@@ -452,16 +454,18 @@ class DualWriteAdapter:
         """Stop recording statistics and flush them; the last adapter on the engine also
         stops the flusher thread.
 
-        Idempotent; the engine stays open. Operations after close
-        still work, they are no longer recorded.
+        Idempotent. An engine given stays open (the application's); one the adapter
+        built from a URL has its connections closed (opened again if used after).
+        Operations after close still work, they are no longer recorded.
         """
         stats, self._stats = self._stats, None
-        if stats is None:
-            return
-        observers = self._runner.observers
-        if stats.record in observers:
-            observers.remove(stats.record)
-        release(self, stats)
+        if stats is not None:
+            observers = self._runner.observers
+            if stats.record in observers:
+                observers.remove(stats.record)
+            release(self, stats)
+        if self._owns_engine:
+            self.engine.dispose()
 
     def after_fork_in_child(self) -> None:
         """In a child forked after this adapter was built (:mod:`~.forks`): connections,
