@@ -4,8 +4,8 @@ A legacy table whose ids go past 99,999,999,999,999 (a sequence restarted high, 
 made elsewhere) cannot be migrated under UTX ids: a derived id would be malformed, or in
 SQL run into the next system's ids (cashout 10^14 + 5 is ``UTX200000000000005``, the id of
 escrow 5). Each path refuses before anything is written, naming the table and the limit:
-the adapter's create (the create committed, then raised), the backfill (it planned the
-rows).
+the adapter's create (the create committed, then raised); the backfill sets such a row
+aside in its quarantine and copies the rest.
 """
 
 from __future__ import annotations
@@ -50,14 +50,31 @@ def test_a_create_given_an_id_beyond_the_utx_range_writes_nothing(
     assert snapshot(db) == before
 
 
-def test_the_backfill_refuses_legacy_ids_beyond_the_utx_range(db: Database) -> None:
+def test_the_backfill_sets_aside_legacy_ids_beyond_the_utx_range_and_copies_the_rest(
+    db: Database,
+) -> None:
+    """One such row (a sentinel id 2^63-1) refused the whole backfill, nothing copied
+    (a probe), where a bypass write of it is quarantined: it is quarantined here too,
+    and the gate into phase 3 waits for it like any other."""
+    from unistatus.backfill.statements import BEYOND_UTX_RANGE
+    from unistatus.db.tables_backfill import backfill_quarantine as Q
+
     a = adapter_in(db, M.LEGACY_ONLY, record_stats=False)
-    a.create_transaction("ESCROW", 1, "5", "USD")
+    a.create_transaction("ESCROW", 4, "5", "USD")  # escrow 4: what cashout 10^14 + 4 hits
+    a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
     insert_cashout(db.engine, MAX_LEGACY_ID + 5)
-    before = snapshot(db)
-    with pytest.raises(ConfigError, match=r"cashouts.*100000000000004.*14 digits"):
-        run_backfill(db.engine, db.settings)
-    assert snapshot(db)["unified_transactions"] == before["unified_transactions"]
+    insert_cashout(db.engine, 2**63 - 1)
+    run_backfill(db.engine, db.settings)
+    with db.engine.connect() as conn:
+        unified = conn.execute(
+            sa.text("SELECT legacy_system, legacy_id FROM unified_transactions")
+        ).all()
+        quarantined = conn.execute(sa.select(Q.c.system, Q.c.legacy_id, Q.c.reason)).all()
+    assert sorted(tuple(r) for r in unified) == [("CASHOUT", 1), ("ESCROW", 1)]
+    assert sorted(tuple(r) for r in quarantined) == [
+        ("CASHOUT", MAX_LEGACY_ID + 5, BEYOND_UTX_RANGE),
+        ("CASHOUT", 2**63 - 1, BEYOND_UTX_RANGE),
+    ]
 
 
 @pytest.mark.parametrize("keyed", [False, True], ids=["plain", "idempotency-key"])
