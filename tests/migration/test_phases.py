@@ -84,7 +84,14 @@ def test_fresh_install_is_phase_0(db: Database) -> None:
             "threshold": "100%",
             "passed": True,
             "detail": None,
-        }
+        },
+        {
+            "name": "legacy_tables",
+            "value": "fit",
+            "threshold": "fit",
+            "passed": True,
+            "detail": None,
+        },
     ]
     change = phases.advance(db.engine, db.settings, actor="alice")
     assert (change.from_phase, change.to_phase, change.to_mode) == (

@@ -17,9 +17,12 @@ import sqlalchemy as sa
 from unistatus.backfill import progress
 from unistatus.clock import utcnow
 from unistatus.config import Settings
+from unistatus.db.legacy import resolve_legacy_tables
+from unistatus.db.legacy_fit import unfit
 from unistatus.db.mode_reads import last_mode_change_at
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import ConfigError
 from unistatus.migration import capture
 from unistatus.migration.capture_sql import UNIFIED_TARGET
 from unistatus.migration.check_reports import (
@@ -106,6 +109,24 @@ def gate_mapping() -> Gate:
     report = LegacyStatusMapper().validate()
     detail = "; ".join(report.problems[:5]) or None
     return Gate("mapping_validation", pct(report.coverage), "100%", report.ok, detail)
+
+
+def gate_legacy_tables(
+    engine: sa.Engine, settings: Settings, system: LegacySystemType | None
+) -> Gate:
+    """The legacy tables as every command after dual write is on will take them (a
+    ConfigError of any command, the rollback's included, said before the switch rather
+    than after it), and fit for dual write (:func:`unistatus.db.legacy_fit.unfit`)."""
+    chosen = [system] if system is not None else list(LegacySystemType)
+    try:
+        tables = resolve_legacy_tables(engine, settings, systems=chosen)
+        with engine.connect() as conn:
+            problems = [p for lt in tables.values() for p in unfit(conn, lt)]
+    except ConfigError as exc:
+        return Gate("legacy_tables", "unfit", "fit", False, str(exc))
+    if problems:
+        return Gate("legacy_tables", "unfit", "fit", False, "; ".join(problems))
+    return Gate("legacy_tables", "fit", "fit", True)
 
 
 def gate_dual_write(mode: DualWriteMode) -> Gate:

@@ -358,7 +358,7 @@ def evaluate_gates(
         now = database_now(conn)  # the clock the switch's time was read from (server_clock)
     scoped = f" --system {system.value.lower()}" if system is not None else ""
     if into == 1:
-        return [gates.gate_mapping()]
+        return [gates.gate_mapping(), gates.gate_legacy_tables(engine, settings, system)]
     if into == 2:
         return [
             gates.gate_mapping(),
