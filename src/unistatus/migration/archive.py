@@ -51,6 +51,7 @@ from unistatus.migration.archive_format import (
 )
 from unistatus.migration.archive_load import load_rows
 from unistatus.migration.archive_place import discard, put_in_place, refuse_used, workspace
+from unistatus.migration.archive_replace import refuse_changing_references
 
 __all__ = [
     "RETIRED_NOT_RECORDED",
@@ -502,6 +503,8 @@ def _restore(
             if replace and not overwrite_live:
                 _refuse_live(conn, manifest)
             tables = [_target_table(conn, entry, replace) for entry in manifest.tables]
+            if replace:
+                refuse_changing_references(conn, [t for t, created in tables if not created])
             for entry, (table, created) in zip(manifest.tables, tables, strict=True):
                 if replace and not created:
                     conn.execute(sa.delete(table))

@@ -1,0 +1,65 @@
+"""`archive restore --replace` deletes the target's rows of each archived table, and
+only those: a foreign key ON DELETE CASCADE from another table emptied that table, and
+a table inheriting from a legacy table lost its rows into the parent's (a probe).
+Refused with either (nothing restored, nothing deleted)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from test_archive import seed
+
+from conftest import Database
+from unistatus.db.engine import create_engine
+from unistatus.errors import InputError
+from unistatus.migration.archive import export_archive, restore_archive
+
+
+@pytest.mark.postgres
+def test_a_replace_deletes_no_row_of_a_table_outside_the_archive(
+    pg: Database, empty_pg: str, tmp_path: Path
+) -> None:
+    seed(pg)
+    out = tmp_path / "archive"
+    export_archive(pg.engine, pg.settings, out)
+    restore_archive(empty_pg, out)
+    target = create_engine(empty_pg)
+    try:
+        with target.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE cashout_notes (id serial PRIMARY KEY, cashout_id bigint "
+                "REFERENCES cashouts (id) ON DELETE CASCADE, note text)"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO cashout_notes (cashout_id, note) SELECT id, 'n' FROM cashouts"
+            )
+            conn.exec_driver_sql("CREATE TABLE cashouts_old () INHERITS (cashouts)")
+            conn.exec_driver_sql(
+                "INSERT INTO cashouts_old SELECT * FROM cashouts WHERE false UNION ALL "
+                "SELECT 9000 + id, user_id, amount, currency, status, created_at, updated_at "
+                "FROM cashouts"
+            )
+        notes = _count(target, "cashout_notes")
+        assert notes > 0
+        with pytest.raises(InputError, match="cashout_notes.*ON DELETE CASCADE"):
+            restore_archive(empty_pg, out, replace=True)
+        assert _count(target, "cashout_notes") == notes
+        with target.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE cashout_notes")
+        old = _count(target, "ONLY cashouts_old")
+        with pytest.raises(InputError, match=r"cashouts_old \(inheriting from cashouts\)"):
+            restore_archive(empty_pg, out, replace=True)
+        assert _count(target, "ONLY cashouts_old") == old > 0
+        with target.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE cashouts_old")
+        report = restore_archive(empty_pg, out, replace=True)
+        assert report.verify.ok, report.verify.problems
+    finally:
+        target.dispose()
+
+
+def _count(engine: sa.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
