@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from conftest import Database
@@ -82,3 +83,19 @@ def test_the_error_object_and_the_names_to_branch_on_are_documented() -> None:
         for word in ("ConfigError", "InputError", "UsageError", "PhaseMovedError"):
             assert word in flat, (where, word)
         assert "phase status" in flat and "exits 1" in flat, where
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_an_unexpected_error_asks_for_debug_only_without_it(
+    debug: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --debug given it still said "(re-run with --debug for details)" (a probe)."""
+    import typer
+
+    from unistatus.cli.context import abort_from
+
+    with pytest.raises(typer.Exit):
+        abort_from(ValueError("boom"), debug=debug)
+    said = " ".join(capsys.readouterr().err.split())
+    assert "unexpected ValueError: boom" in said
+    assert ("re-run with --debug" in said) is not debug, said

@@ -407,7 +407,8 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
     if isinstance(exc, sa.exc.SQLAlchemyError):
         text = f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
         abort(redact(text), error=error, cause=exc)
-    text = f"unexpected {exc.__class__.__name__}: {exc} (re-run with --debug for details)"
+    hint = " (the traceback above)" if debug else " (re-run with --debug for details)"
+    text = f"unexpected {exc.__class__.__name__}: {exc}{hint}"
     abort(redact(text), error=error, cause=exc)
 
 
