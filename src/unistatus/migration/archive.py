@@ -52,6 +52,7 @@ from unistatus.migration.archive_format import (
 from unistatus.migration.archive_load import load_rows
 from unistatus.migration.archive_place import discard, put_in_place, refuse_used, workspace
 from unistatus.migration.archive_replace import refuse_changing_references
+from unistatus.migration.private_files import private
 
 __all__ = [
     "RETIRED_NOT_RECORDED",
@@ -181,7 +182,8 @@ def export_archive(
             tables=entries,
         )
         raw = (json.dumps(manifest.as_dict(), indent=2, sort_keys=True) + "\n").encode()
-        (work / MANIFEST).write_bytes(raw)
+        with open(work / MANIFEST, "wb", opener=private) as manifest_file:
+            manifest_file.write(raw)
         put_in_place(work, directory)  # the archive appears last, complete
     except BaseException as exc:
         discard(work)
@@ -222,7 +224,10 @@ def _export_table(
 ) -> TableEntry:
     name = path.name
     content = hashlib.sha256()
-    with path.open("wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+    with (
+        open(path, "wb", opener=private) as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
+    ):
         with infinite_times_as_text(conn):
             rows = compress_lines(live_lines(conn, table, columns), gz, content)
     return TableEntry(

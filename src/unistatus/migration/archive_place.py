@@ -29,6 +29,7 @@ from pathlib import Path
 
 from unistatus.errors import InputError
 from unistatus.migration.archive_format import MANIFEST
+from unistatus.migration.private_files import DIRECTORY_MODE
 
 __all__ = ["discard", "put_in_place", "refuse_used", "workspace"]
 
@@ -76,7 +77,7 @@ def workspace(directory: Path) -> Path:
         else:
             work = target.parent / f".{target.name}.unfinished-{token}"
             target.parent.mkdir(parents=True, exist_ok=True)
-        work.mkdir()
+        work.mkdir(mode=DIRECTORY_MODE)
     except OSError as exc:
         raise InputError(
             f"cannot create the archive directory {directory}: {exc.strerror or exc}"
