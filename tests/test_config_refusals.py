@@ -460,3 +460,27 @@ def test_the_settings_repr_hides_the_password_and_the_webhook_secrets() -> None:
     for secret in ("S3cretPW", "XOXSECRET", "adm1n-t0ken"):
         assert secret not in shown, shown
     assert "db.internal" in shown and "hooks.slack.com" in shown
+
+
+def test_a_legacy_name_with_a_nul_is_refused() -> None:
+    """Found by the database, as a DataError of the first statement (a probe)."""
+    message = _refusal(legacy_tables={"CASHOUT": {"table": "cash\x00outs"}})
+    assert message.startswith("invalid setting legacy_tables.CASHOUT.table: "), message
+    assert "NUL" in message
+
+
+def test_a_legacy_schema_on_sqlite_is_refused(tmp_path: Path) -> None:
+    """It said "cannot reach the database: no such table" (a StorageError)."""
+    from unistatus.db.engine import create_engine
+    from unistatus.db.legacy import resolve_legacy_tables
+
+    settings = load_settings(
+        database_url=f"sqlite:///{tmp_path / 'x.db'}",
+        legacy_tables={"CASHOUT": {"table": "cashouts", "schema": "shop"}},
+    )
+    engine = create_engine(settings.database_url)
+    try:
+        with pytest.raises(ConfigError, match="SQLite has no schemas"):
+            resolve_legacy_tables(engine, settings)
+    finally:
+        engine.dispose()

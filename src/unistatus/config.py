@@ -104,6 +104,13 @@ class LegacyTableSpec(BaseModel):
     created_at: str = "created_at"
     updated_at: str = "updated_at"
 
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:  # no SQL name holds one (a DataError, later)
+            raise ValueError("a name with a NUL character")
+        return v
+
     def column_names(self) -> dict[str, str]:
         return self.model_dump(exclude={"table", "schema"})
 

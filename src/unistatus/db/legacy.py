@@ -392,6 +392,9 @@ def resolve_legacy_tables(
     try:
         chosen = systems or list(LegacySystemType)
         specs = [settings.legacy_tables[system.value] for system in chosen]
+        if engine.dialect.name == "sqlite" and any(spec.schema for spec in specs):
+            # Else read as "cannot reach the database: no such table" (a probe).
+            raise ConfigError("legacy_tables.*.schema: SQLite has no schemas; leave it unset")
         with connected(database) as conn:
             refuse_unwritable(legacy_table_kinds(conn, specs), warn=warn_kinds)
             reflected = reflect_legacy_tables(conn, specs, meta, columns_only=columns_only)
