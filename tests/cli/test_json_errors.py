@@ -99,3 +99,15 @@ def test_an_unexpected_error_asks_for_debug_only_without_it(
     said = " ".join(capsys.readouterr().err.split())
     assert "unexpected ValueError: boom" in said
     assert ("re-run with --debug" in said) is not debug, said
+
+
+def test_an_error_shows_a_control_character_escaped(capsys: pytest.CaptureFixture[str]) -> None:
+    """A config key holding an escape sequence coloured the terminal (a probe)."""
+    import typer
+
+    from unistatus.cli.context import abort
+
+    with pytest.raises(typer.Exit):
+        abort("invalid setting mapping: CASHOUT.EVIL\x1b[31mRED: unknown")
+    said = capsys.readouterr().err
+    assert "\x1b[31m" not in said and "EVIL\\x1b[31mRED" in said, said

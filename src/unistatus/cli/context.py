@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -323,10 +324,16 @@ def abort(
     timeout (told by ``cause``'s SQLSTATE: the exception said) is said as one line naming
     the lock's holder (:func:`unistatus.db.lock_timeouts.with_holders`)."""
     message = _holders_named(message, cause)
-    # The message is text, not Rich markup: "[auto_responses]" of a config error is kept.
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    # The message is text, not Rich markup: "[auto_responses]" of a config error is kept;
+    # nor the terminal's orders: a control character of a config key is shown escaped.
+    shown = escape(_CONTROL.sub(lambda m: repr(m.group())[1:-1], message))
+    err_console.print(f"[bold red]error:[/] {shown}", highlight=False, soft_wrap=True)
     say_error_as_json(message, code, error=error)
     raise typer.Exit(code)
+
+
+# C0 (but a line break or a tab), DEL and C1: what a terminal takes for an order.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 def _holders_named(message: str, cause: BaseException | None) -> str:
