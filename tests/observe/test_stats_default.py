@@ -75,9 +75,10 @@ def test_adapters_of_one_engine_share_one_recorder_and_count_once(db: Database) 
     adapters = [DualWriteAdapter(db.engine, settings=db.settings) for _ in range(5)]
     shared = adapters[0].stats
     assert shared is not None and all(a.stats is shared for a in adapters)
-    assert len(_stats_threads()) == 1
+    assert not _stats_threads()  # started by the first operation
     for i, a in enumerate(adapters):
         assert a.create_transaction("ESCROW", i + 1, "3", "EUR").overall_success
+    assert len(_stats_threads()) == 1
     for a in adapters[:-1]:
         a.close()
     assert shared.running  # the last adapter still uses it
@@ -259,8 +260,8 @@ def test_a_forgotten_adapter_stops_its_flusher_after_flushing(db: Database) -> N
     settings = db.settings.model_copy(update={"stats_flush_seconds": 0.1})
     adapter = DualWriteAdapter(db.engine, settings=settings)
     stats = adapter.stats
-    assert stats is not None and stats.running
     adapter.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+    assert stats is not None and stats.running
     del adapter
     gc.collect()
     deadline = time.monotonic() + 5
@@ -349,3 +350,25 @@ def test_a_forked_process_flushes_on_its_own_postgresql_connection(pg: Database)
     assert child, "the child used no connection"
     assert parent_backend not in {int(b) for b in child.split(",")}
     adapter.close()
+
+
+def test_an_adapter_starts_no_thread_before_its_first_operation(db: Database) -> None:
+    """An application that builds its adapter and then forks its workers (gunicorn's
+    --preload) forked a process of two threads: Python 3.12 warns "This process is
+    multi-threaded, use of fork() may lead to deadlocks in the child" (a probe). Its
+    flusher starts with the first operation; one never used leaves nothing behind."""
+    before = threading.active_count()
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    assert threading.active_count() == before and not _stats_threads()
+    adapter.get_transaction_status("cashout:1")
+    assert len(_stats_threads()) == 1
+    adapter.close()
+    unused = DualWriteAdapter(db.engine, settings=db.settings)
+    stats = unused.stats
+    del unused
+    gc.collect()
+    from unistatus.adapter import stats as stats_module
+
+    with DualWriteAdapter(db.engine, settings=db.settings):  # the next one's acquire
+        assert stats is not None and not stats.running
+        assert all(e.stats is not stats for e in stats_module._registry.values())

@@ -194,7 +194,16 @@ class OperationStats:
         self._in_use: Callable[[], bool] | None = None
         self.flush_errors = 0
         self._thread: threading.Thread | None = None
+        # A shared recorder's flusher starts with the first operation (see _start).
+        self._start_on_record = False
+        self._thread_lock = threading.Lock()
         if start:
+            self._start_thread()
+
+    def _start_thread(self) -> None:
+        with self._thread_lock:
+            if self._thread is not None or self._stop.is_set():
+                return
             self._thread = threading.Thread(
                 target=self._loop, name=f"unistatus-stats-{self.process_id}", daemon=True
             )
@@ -217,6 +226,8 @@ class OperationStats:
                 if agg is None:
                     agg = self._current[key] = _Agg()
                 agg.add(event)
+            if self._thread is None and self._start_on_record:
+                self._start_thread()
         except Exception:  # metrics must never break a write
             log.exception("could not record an operation event")
 
@@ -438,6 +449,7 @@ def acquire(user: object, engine: sa.Engine, flush_seconds: float) -> OperationS
     """
     key = (id(engine), os.getpid())
     with _registry_lock:
+        _forget_unused()
         entry = _registry.get(key)
         if entry is None or entry.closed:
             entry = _registry[key] = _Shared(
@@ -447,6 +459,15 @@ def acquire(user: object, engine: sa.Engine, flush_seconds: float) -> OperationS
             _close_at_multiprocessing_exit()
         entry.users.add(user)
         return entry.stats
+
+
+def _forget_unused() -> None:
+    """Drop the recorders whose adapters are all gone before any operation (no flusher
+    ever started to retire them, nothing recorded): their engines are not kept."""
+    idle = [k for k, e in _registry.items() if not len(e.users) and e.stats._thread is None]
+    for k in idle:
+        _registry[k].closed = True
+        del _registry[k]
 
 
 def release(user: object, stats: OperationStats) -> None:
@@ -522,7 +543,10 @@ def _close_at_multiprocessing_child_exit(_hook: _Hook) -> None:
 
 
 def _start(key: tuple[int, int], entry: _Shared) -> None:
-    """Start the flusher of a shared recorder; it retires the entry once unused."""
+    """Make the flusher of a shared recorder start with its first operation; it retires
+    the entry once unused. Not before: an application that builds its adapter before
+    forking its workers (gunicorn's --preload) keeps a parent of one thread (Python 3.12
+    warns of a fork after a thread: "use of fork() may lead to deadlocks")."""
 
     def in_use() -> bool:
         with _registry_lock:
@@ -535,10 +559,8 @@ def _start(key: tuple[int, int], entry: _Shared) -> None:
 
     stats = entry.stats
     stats._in_use = in_use
-    stats._thread = threading.Thread(
-        target=stats._loop, name=f"unistatus-stats-{stats.process_id}", daemon=True
-    )
-    stats._thread.start()
+    stats._thread, stats._thread_lock = None, threading.Lock()
+    stats._start_on_record = True
 
 
 def _after_fork_in_child() -> None:
