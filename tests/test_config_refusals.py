@@ -484,3 +484,23 @@ def test_a_legacy_schema_on_sqlite_is_refused(tmp_path: Path) -> None:
             resolve_legacy_tables(engine, settings)
     finally:
         engine.dispose()
+
+
+def test_secrets_come_from_a_directory_of_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tokens and the database URL could come only from the environment (visible to
+    every process of the user, /proc/PID/environ) or a TOML file (a probe): a directory
+    of one file each, as Docker's and Kubernetes' secrets are mounted, is read too."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "unistatus_admin_token").write_text("adm1n-from-a-file")
+    (secrets / "unistatus_database_url").write_text("postgresql://app:pw@db/payments")
+    monkeypatch.setenv("UNISTATUS_SECRETS_DIR", str(secrets))
+    settings = load_settings()
+    assert settings.admin_token == "adm1n-from-a-file"
+    assert settings.database_url == "postgresql://app:pw@db/payments"
+    monkeypatch.setenv("UNISTATUS_ADMIN_TOKEN", "from-the-environment")
+    assert load_settings().admin_token == "from-the-environment"  # a variable wins
+    monkeypatch.setenv("UNISTATUS_SECRETS_DIR", str(tmp_path / "none"))
+    assert _refusal() == f"UNISTATUS_SECRETS_DIR={tmp_path / 'none'}: no such directory"

@@ -40,6 +40,7 @@ RANKS: dict[str, int] = {
     "redact": 0,
     "config_file": 1,
     "config_values": 1,
+    "config_sources": 1,
     "version": 0,
     "domain": 1,
     "config": 2,

@@ -15,7 +15,7 @@ import tomllib
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args, get_origin
+from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import (
     BaseModel,
@@ -31,12 +31,20 @@ from pydantic_settings import (
     BaseSettings,
     NoDecode,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     SettingsError,
     TomlConfigSettingsSource,
 )
 
 from unistatus.config_file import read_config_file
+from unistatus.config_sources import (
+    CONFIG_FILE_ENV,
+    ENV_PREFIX,
+    source_of,
+    unknown_keys,
+    variable_of,
+)
 from unistatus.config_values import check_own_schema, check_webhook_url
 from unistatus.domain.inputs import is_header_text
 from unistatus.domain.mapping import check_extra_statuses, register_extra_statuses
@@ -46,12 +54,18 @@ from unistatus.redact import redact, redact_webhook
 log = logging.getLogger("unistatus.config")
 
 DEFAULT_DATABASE_URL = "sqlite:///unistatus.db"
-ENV_PREFIX = "UNISTATUS_"
-CONFIG_FILE_ENV = "UNISTATUS_CONFIG"
+# A directory of one file per secret setting, named as its variable (Docker's and
+# Kubernetes' secrets: /run/secrets/unistatus_admin_token), below the variables.
+SECRETS_DIR_ENV = "UNISTATUS_SECRETS_DIR"
 # Variables with the settings' prefix that are no setting: the config file's name, and
 # what the test suite reads (tests/conftest.py, tests/migration/test_capture_concurrency.py).
 OTHER_VARIABLES = frozenset(
-    {CONFIG_FILE_ENV, "UNISTATUS_TEST_POSTGRES_URL", "UNISTATUS_CAPTURE_STRESS_ROWS"}
+    {
+        CONFIG_FILE_ENV,
+        SECRETS_DIR_ENV,
+        "UNISTATUS_TEST_POSTGRES_URL",
+        "UNISTATUS_CAPTURE_STRESS_ROWS",
+    }
 )
 # An unknown UNISTATUS_ variable at least this close to a setting's name (difflib's
 # ratio) is taken for a misspelling and refused: UNISTATUS_SHEMA (0.91) would leave the
@@ -414,6 +428,9 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets = os.environ.get(SECRETS_DIR_ENV)
+        if secrets:
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets))
         path = os.environ.get(CONFIG_FILE_ENV)
         if path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(path)))
@@ -425,6 +442,9 @@ def load_settings(**overrides: Any) -> Settings:
     path = os.environ.get(CONFIG_FILE_ENV)
     if path:
         read_config_file(CONFIG_FILE_ENV, path)
+    secrets = os.environ.get(SECRETS_DIR_ENV)
+    if secrets and not Path(secrets).is_dir():
+        raise ConfigError(f"{SECRETS_DIR_ENV}={secrets}: no such directory")
     check_variables(os.environ)
     clean = {k: v for k, v in overrides.items() if v is not None}
     try:
@@ -437,12 +457,12 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         unknown = [e["loc"] for e in exc.errors() if e["type"] == "extra_forbidden"]
         if unknown:
-            raise ConfigError(_unknown_keys(unknown, path, clean)) from None
+            raise ConfigError(unknown_keys(Settings, unknown, path, clean)) from None
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         # "Value error, ": pydantic's word for a ValueError raised by a validator.
         message = first["msg"].removeprefix("Value error, ")
-        source = _source_of(tuple(first["loc"]), path, clean)
+        source = source_of(tuple(first["loc"]), path, clean)
         raise ConfigError(f"{source}invalid setting {where}: {message}") from None
 
 
@@ -455,7 +475,7 @@ def _unparsed(exc: SettingsError) -> str:
     field = found.group(1) if found else "settings"
     cause = exc.__cause__
     if isinstance(cause, json.JSONDecodeError):
-        variable = _variable_of((field,)) or f"{ENV_PREFIX}{field.upper()}"
+        variable = variable_of((field,)) or f"{ENV_PREFIX}{field.upper()}"
         return f"invalid setting {field}: {variable} is not valid JSON: {cause}"
     return f"invalid setting {field}: {cause or exc}"
 
@@ -496,93 +516,3 @@ def _is_table(annotation: Any) -> bool:
     """A setting made of keys (a model, a dict or a list of them), not one value."""
     model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
     return model or get_origin(annotation) in (dict, list)
-
-
-def _unknown_keys(locs: list[tuple[int | str, ...]], path: str | None, given: Any) -> str:
-    """Each key no setting reads, where it was written and what it may have meant."""
-    document: Any = {}
-    if path:
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
-    in_file: list[str] = []
-    elsewhere: list[str] = []
-    for loc in sorted(locs, key=len):  # the top level's first
-        key, table = str(loc[-1]), loc[:-1]
-        close = difflib.get_close_matches(key, _keys_of(table), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        if _holds(document, loc):
-            where = f" in {_toml_table(table)}" if table else ""
-            in_file.append(f"unknown key {key!r}{where}{hint}")
-            continue
-        where = f" in {'.'.join(str(p) for p in table)}" if table else ""
-        variable = None if _holds(given, loc) else _variable_of(loc)
-        source = f"{variable}: " if variable else ""
-        elsewhere.append(f"{source}unknown setting {key!r}{where}{hint}")
-    if in_file:
-        elsewhere.insert(0, f"{CONFIG_FILE_ENV}={path}: " + "; ".join(in_file))
-    return "; ".join(elsewhere)
-
-
-def _keys_of(table: tuple[int | str, ...]) -> list[str]:
-    """The keys a table of the settings has (``()``: the top level)."""
-    annotation: Any = Settings
-    parts = list(table)
-    while parts:
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        field = annotation.model_fields.get(str(parts.pop(0)))
-        if field is None:
-            return []
-        annotation = field.annotation
-        if get_origin(annotation) in (dict, list) and parts:
-            parts.pop(0)  # a system's name, a token's place in the list
-            annotation = get_args(annotation)[-1]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return list(annotation.model_fields)
-    return []
-
-
-def _holds(data: Any, loc: tuple[int | str, ...]) -> bool:
-    for part in loc:
-        if isinstance(data, dict) and part in data:
-            data = data[part]
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            return False
-    return True
-
-
-def _toml_table(table: tuple[int | str, ...]) -> str:
-    *names, last = table
-    if isinstance(last, int):
-        return f"[[{'.'.join(str(p) for p in names)}]] number {last + 1}"
-    return f"[{'.'.join(str(p) for p in table)}]"
-
-
-def _source_of(loc: tuple[int | str, ...], path: str | None, given: Any) -> str:
-    """Where the value at ``loc`` was written, as a refusal's prefix: the variable the user
-    set (``UNISTATUS_NETWORK__CONNECT_TIMEOUT_SECONDS: ``) or the file (``UNISTATUS_CONFIG=
-    path: ``), in the order the sources win; nothing for a keyword (the caller's, or the
-    command line's --database-url), whose setting's name is what the caller wrote."""
-    if not loc or _holds(given, loc):
-        return ""
-    variable = _variable_of(loc)
-    if variable is not None:
-        return f"{variable}: "
-    if path:
-        with open(path, "rb") as file:
-            if _holds(tomllib.load(file), loc):
-                return f"{CONFIG_FILE_ENV}={path}: "
-    return ""
-
-
-def _variable_of(loc: tuple[int | str, ...]) -> str | None:
-    """The variable that gave the key at ``loc``: its own (UNISTATUS_BACKFILL__WOKERS), or
-    the JSON of a table holding it (UNISTATUS_API_TOKENS); None: none did."""
-    present = {name.upper(): name for name in os.environ}
-    for end in range(len(loc), 0, -1):
-        name = ENV_PREFIX + "__".join(str(p) for p in loc[:end]).upper()
-        if name in present:
-            return present[name]
-    return None
