@@ -142,3 +142,24 @@ def test_the_dashboard_of_a_database_without_tables_is_not_called_healthy(
         if admin is not None:
             gc.collect()
             _drop_database(admin, name)
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql://app@db1:6000/payments", "'payments' on db1:6000 as 'app'"),
+        ("postgresql:///payments", "'payments' on the local socket (port 5432)"),
+        # libpq's parameters in the query: it was "the local socket (port 5432)" of a
+        # connection to 127.0.0.1:5999 (a probe).
+        ("postgresql:///payments?host=127.0.0.1&port=5999", "'payments' on 127.0.0.1:5999"),
+        (
+            "postgresql:///payments?host=/var/run/postgresql",
+            "the local socket in /var/run/postgresql",
+        ),
+        ("postgresql:///payments?host=h1:5432&host=h2:5432", "'payments' on h1:5432,h2:5432"),
+    ],
+)
+def test_the_database_is_described_as_libpq_reaches_it(url: str, said: str) -> None:
+    from unistatus.db.target import describe
+
+    assert describe(url).endswith(said) or f"{said} " in describe(url), describe(url)

@@ -60,10 +60,25 @@ def describe(url: str | sa.URL) -> str:
             return "an in-memory SQLite database"
         shown = path if path.startswith((".", "/")) else f"./{path}"
         return f"the SQLite file {shown}"
-    port = u.port or DEFAULT_PORTS.get(backend)
-    where = f"{u.host}:{port}" if u.host else f"the local socket (port {port})"
+    # libpq's own parameters, when the URL gives them as such (?host=...&port=...).
+    host = u.host or _query_value(u, "host")
+    port = u.port or _query_value(u, "port") or DEFAULT_PORTS.get(backend)
+    where = None
+    if host and not host.startswith("/"):
+        where = host if "," in host else f"{host}:{port}"  # several: as given, ports too
+    if where is None:
+        socket = f" in {host}" if host else ""
+        where = f"the local socket{socket} (port {port})"
     who = f" as {u.username!r}" if u.username else ""
     return redact(f"the {backend} database {u.database!r} on {where}{who}")
+
+
+def _query_value(url: sa.URL, name: str) -> str | None:
+    """A query parameter's value (several hosts: their list, as libpq tries them)."""
+    value = url.query.get(name)
+    if value is None:
+        return None
+    return value if isinstance(value, str) else ",".join(value)
 
 
 def missing_sqlite_file(url: str | sa.URL) -> Path | None:
