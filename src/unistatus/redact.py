@@ -38,11 +38,19 @@ REDACTED = "***"
 # Text around a redacted value may lose a closing quote; a password never shows.
 
 # user:PW@ after "//" or "scheme:/" (a URL, well formed or not: postgresql//u:PW@h,
-# postgresql:/u:PW@h): the password runs to the last "@" of the line, so one containing
-# "@", ":", "/" or a space (libpq takes it, SQLAlchemy shows it unencoded) is covered
-# whole. After a bare "scheme:" (postgresql:u:PW@h), to the last "@" before the next
-# whitespace: a log line's "word:x:" is no URL.
-_USERINFO = re.compile(r"((?://|\b[A-Za-z][A-Za-z0-9+.-]*:/)[^\s/@:]*:)[^\n]*(@)")
+# postgresql:/u:PW@h), or after a database's bare scheme (postgresql:u:PW@h): the
+# password runs to the last "@" before the next whitespace, so one containing "@" or
+# ":" is covered whole; or, holding spaces (libpq takes them) but no "/" or "@", across
+# them to its "@". Without the "/" a URL's path is never taken for a password with
+# spaces: "postgresql://db:5432/app; user alice@corp" stays as it is.
+_PASSWORD = r"(?:(?=[^\s@/]*[ \t])[ \t]*[^\s@/]+(?:[ \t]+[^\s@/]+)*[ \t]*(?=@)|\S*)"
+_USERINFO = re.compile(
+    r"((?://|\b[A-Za-z][A-Za-z0-9+.-]*:/|\bpostgres(?:ql)?(?:\+\w+)?:)[^\s/@:]*:)"
+    + _PASSWORD
+    + r"(@)"
+)
+# After any other bare "scheme:" (a log line's "word:x:" is no URL): to the last "@"
+# before the next whitespace.
 _USERINFO_BARE = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*:[^\s/@:]*:)\S*(@)")
 # ?password=PW / &sslpassword=PW in a URL query; the keyword may be percent-encoded,
 # as libpq decodes it.

@@ -70,8 +70,9 @@ def parse_url(url: str) -> sa.URL:
 
 def _unparsed(url: str, why: str) -> str:
     return redact(
-        f"invalid database URL {url!r}: {why} (an '@' or ':' of the user or password is "
-        "written %40 or %3A; several hosts as ?host=h1:5432&host=h2:5432)"
+        f"invalid database URL {url!r}: {why} (percent-encode the user's and the "
+        "password's at sign and colon, as %40 and %3A; several hosts go as "
+        "?host=h1:5432&host=h2:5432)"
     )
 
 
