@@ -381,12 +381,13 @@ def status_gaps(manifest: Manifest, settings: Settings) -> list[str]:
                 "exported while the columns were retired?): export a new archive once they "
                 "are back"
             )
-        elif spec.id not in columns or not columns[spec.id].primary_key:
+        elif spec.id not in columns:
             # Statuses that cannot be told whose: a hand-edited archive verifies (it
-            # compares its own columns), and restores nothing.
+            # compares its own columns), and restores nothing. (A key or not: an id
+            # unique by an index of its own is not the table's primary key.)
             gaps.append(
-                f"it holds {spec.table} without its id column as its key ({spec.table}."
-                f"{spec.id}): no status in it can be told whose row's; export a new archive"
+                f"it holds {spec.table} without its id column ({spec.table}.{spec.id}): "
+                "no status in it can be told whose row's; export a new archive"
             )
     return gaps
 
