@@ -88,3 +88,38 @@ def test_a_status_column_too_short_for_a_status_is_refused_into_phase_1(db: Any)
     finally:
         with db.engine.begin() as conn:
             conn.exec_driver_sql("ALTER TABLE escrows ALTER COLUMN status TYPE varchar(64)")
+
+
+def test_a_view_is_not_judged_for_a_key_it_cannot_have(scratch_pg: Any) -> None:
+    """A view (its id unique in its base table) failed the gate: a view has no unique
+    index, so only --force went on (a review)."""
+    db = scratch_pg
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE VIEW cashouts_v AS SELECT * FROM cashouts")
+    specs = dict(db.settings.legacy_tables)
+    specs["CASHOUT"] = specs["CASHOUT"].model_copy(update={"table": "cashouts_v"})
+    settings = db.settings.model_copy(update={"legacy_tables": specs})
+    gate = next(
+        g for g in phases.evaluate_gates(db.engine, settings, 1) if g.name == "legacy_tables"
+    )
+    assert gate.passed, gate.detail
+
+
+def test_sqlite_main_is_a_schema_it_has(tmp_path: Any) -> None:
+    """``schema = "main"`` named the file's own tables, and was refused with the others
+    (a review)."""
+    from unistatus.config import load_settings
+    from unistatus.db import schema
+    from unistatus.db.engine import create_engine
+    from unistatus.db.legacy import resolve_legacy_tables
+
+    url = f"sqlite:///{tmp_path / 'main.db'}"
+    settings = load_settings(
+        database_url=url, legacy_tables={"CASHOUT": {"table": "cashouts", "schema": "main"}}
+    )
+    engine = create_engine(url)
+    try:
+        schema.upgrade(engine, settings)
+        assert resolve_legacy_tables(engine, settings)
+    finally:
+        engine.dispose()

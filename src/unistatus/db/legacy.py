@@ -392,9 +392,12 @@ def resolve_legacy_tables(
     try:
         chosen = systems or list(LegacySystemType)
         specs = [settings.legacy_tables[system.value] for system in chosen]
-        if engine.dialect.name == "sqlite" and any(spec.schema for spec in specs):
+        if engine.dialect.name == "sqlite" and any(s.schema not in (None, "main") for s in specs):
             # Else read as "cannot reach the database: no such table" (a probe).
-            raise ConfigError("legacy_tables.*.schema: SQLite has no schemas; leave it unset")
+            raise ConfigError(
+                "legacy_tables.*.schema: SQLite has no schemas (but its file's own, main); "
+                "leave it unset"
+            )
         with connected(database) as conn:
             refuse_unwritable(legacy_table_kinds(conn, specs), warn=warn_kinds)
             reflected = reflect_legacy_tables(conn, specs, meta, columns_only=columns_only)

@@ -29,10 +29,11 @@ _COLLATION = sa.text(
 )
 
 
-def unfit(conn: sa.Connection, lt: LegacyTable) -> list[str]:
-    """Why dual write cannot run on ``lt`` (nothing: it can)."""
+def unfit(conn: sa.Connection, lt: LegacyTable, *, keyed: bool = True) -> list[str]:
+    """Why dual write cannot run on ``lt`` (nothing: it can). ``keyed`` False: a view or a
+    foreign table, whose keys are its base table's (not judged here)."""
     problems: list[str] = []
-    if not id_unique_alone(conn, lt.table, lt.id.name):
+    if keyed and not id_unique_alone(conn, lt.table, lt.id.name):
         problems.append(
             f"{lt.name}.{lt.id.name} is not unique on its own (no primary key or unique "
             "index on it alone): two rows with one id would be one transaction, and a "

@@ -19,6 +19,8 @@ from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.legacy_fit import unfit
+from unistatus.db.legacy_kinds import NOT_A_TABLE
+from unistatus.db.legacy_reflect import legacy_table_kinds, legacy_table_name
 from unistatus.db.mode_reads import last_mode_change_at
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
@@ -118,10 +120,17 @@ def gate_legacy_tables(
     ConfigError of any command, the rollback's included, said before the switch rather
     than after it), and fit for dual write (:func:`unistatus.db.legacy_fit.unfit`)."""
     chosen = [system] if system is not None else list(LegacySystemType)
+    specs = {s: settings.legacy_tables[s.value] for s in chosen}
     try:
         tables = resolve_legacy_tables(engine, settings, systems=chosen)
         with engine.connect() as conn:
-            problems = [p for lt in tables.values() for p in unfit(conn, lt)]
+            found = legacy_table_kinds(conn, list(specs.values()))
+            views = {name for name, kind in found if kind in NOT_A_TABLE}
+            problems = [
+                problem
+                for s, lt in tables.items()
+                for problem in unfit(conn, lt, keyed=legacy_table_name(specs[s]) not in views)
+            ]
     except ConfigError as exc:
         return Gate("legacy_tables", "unfit", "fit", False, str(exc))
     if problems:
