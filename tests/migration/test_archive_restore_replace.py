@@ -63,3 +63,58 @@ def test_a_replace_deletes_no_row_of_a_table_outside_the_archive(
 def _count(engine: sa.Engine, table: str) -> int:
     with engine.connect() as conn:
         return int(conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
+
+
+def test_a_replace_into_sqlite_deletes_no_row_through_a_cascade(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """unistatus's SQLite connections turn foreign keys on: the cascade emptied the
+    notes there too (a review)."""
+    seed(sqlite_db)
+    out = tmp_path / "archive"
+    export_archive(sqlite_db.engine, sqlite_db.settings, out)
+    url = f"sqlite:///{tmp_path / 'scratch.db'}"
+    restore_archive(url, out)
+    target = create_engine(url)
+    try:
+        with target.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TABLE notes (id INTEGER PRIMARY KEY, cashout_id INTEGER "
+                "REFERENCES cashouts (id) ON DELETE CASCADE)"
+            )
+            conn.exec_driver_sql("INSERT INTO notes (cashout_id) SELECT id FROM cashouts")
+        notes = _count(target, "notes")
+        with pytest.raises(InputError, match=r"notes \(ON DELETE CASCADE on cashouts\)"):
+            restore_archive(url, out, replace=True)
+        assert _count(target, "notes") == notes > 0
+    finally:
+        target.dispose()
+
+
+@pytest.mark.postgres
+def test_a_reference_between_restored_tables_is_no_refusal_in_a_named_schema(
+    pg: Database, empty_pg: str, tmp_path: Path
+) -> None:
+    """Both tables restored, one referring to the other: refused when the config named
+    the schema ("public.escrows" against the catalog's "escrows": a review)."""
+    seed(pg)
+    out = tmp_path / "archive"
+    export_archive(pg.engine, pg.settings, out)
+    restore_archive(empty_pg, out)
+    target = create_engine(empty_pg)
+    try:
+        with target.begin() as conn:
+            conn.exec_driver_sql(
+                "ALTER TABLE escrows ADD COLUMN cashout_id bigint REFERENCES cashouts (id) "
+                "ON DELETE CASCADE"
+            )
+    finally:
+        target.dispose()
+    import json
+
+    raw = json.loads((out / "manifest.json").read_text())
+    for table in raw["tables"]:
+        table["schema"] = "public"  # as an export with legacy_tables.*.schema names them
+    (out / "manifest.json").write_text(json.dumps(raw))
+    report = restore_archive(empty_pg, out, replace=True)
+    assert report.verify.ok, report.verify.problems
