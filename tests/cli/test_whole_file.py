@@ -43,3 +43,35 @@ def test_an_export_that_cannot_be_written_whole_leaves_the_file_before_it(
     )
     assert whole.returncode == 0, whole.stderr
     assert len(out.read_text()) > 4096
+
+
+def test_a_link_a_mode_and_a_long_name_are_kept(tmp_path: Path) -> None:
+    """The first version replaced a symbolic link with a file (its target left stale),
+    gave an existing 0600 file the umask's mode, and failed on a long name or a
+    leftover temporary file of the same pid (a review)."""
+    import os
+
+    from unistatus.cli.whole_file import write_whole
+
+    real = tmp_path / "real.yml"
+    real.write_text("old")
+    real.chmod(0o600)
+    link = tmp_path / "link.yml"
+    link.symlink_to(real)
+    write_whole(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+    assert (real.stat().st_mode & 0o777) == 0o600
+    long = tmp_path / ("x" * 250)
+    write_whole(long, "whole")
+    assert long.read_text() == "whole"
+    out = tmp_path / "out.yml"
+    (tmp_path / f".out.yml.{os.getpid()}.partial").write_text("left over")
+    write_whole(out, "whole")
+    assert out.read_text() == "whole"
+    fresh = tmp_path / "fresh.yml"
+    before = os.umask(0o022)
+    try:
+        write_whole(fresh, "x")
+    finally:
+        os.umask(before)
+    assert (fresh.stat().st_mode & 0o777) == 0o644

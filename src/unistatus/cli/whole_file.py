@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 
@@ -15,22 +16,38 @@ def write_whole(path: Path, text: str) -> None:
     """``text`` into ``path``: written beside it under a temporary name, flushed to disk,
     then renamed over it, so that a reader sees the file before or after, never half
     of it; on a failure the temporary file goes and ``path`` is left as it was (OSError
-    raised). What is no regular file (``/dev/stdout``, a FIFO) is written as it is."""
+    raised). A symbolic link's target is the file written (the link stays); a file
+    there keeps its mode. What is no regular file (``/dev/stdout``, a FIFO) is written
+    as it is."""
+    target = Path(os.path.realpath(path))
     try:
-        special = not stat.S_ISREG(path.stat().st_mode)
+        found = target.stat()
     except FileNotFoundError:
-        special = False
-    if special:
-        path.write_text(text, encoding="utf-8")
+        found = None
+    if found is not None and not stat.S_ISREG(found.st_mode):
+        target.write_text(text, encoding="utf-8")
         return
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    # A name of its own each run (a container's process is pid 1 every time), short
+    # enough beside a long one.
+    handle, temporary = tempfile.mkstemp(
+        dir=target.parent, prefix=f".{target.name[:64]}.", suffix=".partial"
+    )
     try:
-        with temporary.open("x", encoding="utf-8") as file:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
             file.write(text)
             file.flush()
+            mode = stat.S_IMODE(found.st_mode) if found is not None else _umasked(0o666)
+            os.fchmod(file.fileno(), mode)
             os.fsync(file.fileno())
-        os.replace(temporary, path)
+        os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
-            temporary.unlink()
+            os.unlink(temporary)
         raise
+
+
+def _umasked(mode: int) -> int:
+    """``mode`` as a new file gets it (mkstemp makes 0600, whatever the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
