@@ -51,3 +51,14 @@ def test_a_mismatch_file_is_its_owners_alone(
     out = tmp_path / "mismatches.jsonl"
     run_check(db.engine, db.settings, out=out, store=False)
     assert out.exists() and _mode(out) == 0o600
+
+
+def test_a_mismatch_file_there_before_becomes_its_owners(
+    db: Database, tmp_path: Path, open_umask: None
+) -> None:
+    """The mode applied to a file the run created; one there before kept 0644 (a review)."""
+    out = tmp_path / "mismatches.jsonl"
+    out.write_text("")
+    out.chmod(0o644)
+    run_check(db.engine, db.settings, out=out, store=False)
+    assert _mode(out) == 0o600

@@ -23,7 +23,7 @@ from unistatus.domain.ids import UTX_PATTERN, UtxId
 from unistatus.domain.inputs import MAX_BIGINT
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, InvalidIdentifierError, StorageError
-from unistatus.migration.private_files import private
+from unistatus.migration.private_files import FILE_MODE, private
 
 __all__ = [
     "ListedKeys",
@@ -153,7 +153,9 @@ def _open_out(path: Path, keep_bytes: int) -> IO[bytes]:
     the run resumes once the file is back.
     """
     if not keep_bytes:
-        return open(path, "wb", buffering=0, opener=private)  # noqa: SIM115
+        handle = open(path, "wb", buffering=0, opener=private)  # noqa: SIM115
+        os.fchmod(handle.fileno(), FILE_MODE)  # a file there before keeps its mode else
+        return handle
     try:
         handle = open(path, "r+b", buffering=0)  # noqa: SIM115 - never creates it
     except FileNotFoundError:
