@@ -607,3 +607,30 @@ def test_check_out_refuses_what_is_no_regular_file(db: Any, out: str) -> None:
     said = " ".join(result.output.split())
     assert ("not a regular file" if out != "-" else "not stdout") in said, said
     assert _stored_ranges(db) == {}
+
+
+def test_an_interrupted_repair_from_a_file_says_the_command_to_go_on_with(
+    db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It said `unistatus repair --from FILE`: without --system (every system's lines
+    repaired), --strategy or --reason, the path unquoted (a review)."""
+    from unistatus.migration import repair as repair_module
+
+    listed = tmp_path / "my mismatches.jsonl"
+    listed.write_text('{"system": "CASHOUT", "legacy_id": 1}\n')
+    report = run_repair(db.engine, db.settings, strategy="legacy_wins", dry_run=True)
+
+    def interrupted(*_: Any, **__: Any) -> Any:
+        raise repair_module.RepairInterrupted(report)
+
+    monkeypatch.setattr(repair_module, "run_repair", interrupted)
+    result = _cli(
+        db, "repair", "--from", str(listed), "--system", "cashout", "--strategy",
+        "legacy_wins", "--reason", "INC 42",
+    )  # fmt: skip
+    assert result.exit_code == 130, result.output
+    said = " ".join(result.output.split())
+    assert (
+        f"unistatus repair --strategy legacy_wins --from '{listed}' --system cashout "
+        "--reason 'INC 42'"
+    ) in said, said

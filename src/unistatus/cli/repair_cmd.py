@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -122,7 +123,13 @@ def repair(
             systems=parse_systems(system),
         )
     except RepairInterrupted as stop:
-        again = "unistatus repair" + (f" --from {from_file}" if from_file is not None else "")
+        # The command to run again, as given (its --from, --system and --strategy).
+        again = shlex.join(
+            ["unistatus", "repair", "--strategy", strategy]
+            + (["--from", from_file] if from_file is not None else [])
+            + [arg for name in system or () for arg in ("--system", name)]
+            + (["--dry-run"] if dry_run else ["--reason", why or ""])
+        )
         _interrupted(stop.report.as_dict(), json_out, again)
     if from_file is not None and report.examined == 0:
         # Of the systems named: a file of other systems' lines lists some, not none.
