@@ -504,3 +504,28 @@ def test_secrets_come_from_a_directory_of_files(
     assert load_settings().admin_token == "from-the-environment"  # a variable wins
     monkeypatch.setenv("UNISTATUS_SECRETS_DIR", str(tmp_path / "none"))
     assert _refusal() == f"UNISTATUS_SECRETS_DIR={tmp_path / 'none'}: no such directory"
+
+
+def test_a_variable_changes_one_key_of_a_system_the_file_describes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's [legacy_tables.CASHOUT] and UNISTATUS_LEGACY_TABLES__CASHOUT__TABLE: at
+    first refused as a system "given twice" (a review); before that the variable's table
+    won and the file's other keys were dropped in silence."""
+    _config(tmp_path, monkeypatch, '[legacy_tables.CASHOUT]\ntable = "cashouts"\nid = "cid"\n')
+    monkeypatch.setenv("UNISTATUS_LEGACY_TABLES__CASHOUT__TABLE", "payouts_v2")
+    spec = load_settings().legacy_tables["CASHOUT"]
+    assert (spec.table, spec.id) == ("payouts_v2", "cid")
+
+
+def test_a_system_spelled_twice_in_the_file_is_refused_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _config(
+        tmp_path,
+        monkeypatch,
+        '[legacy_tables.cashout]\ntable = "a"\n[legacy_tables.CASHOUT]\ntable = "b"\n',
+    )
+    assert _refusal() == (
+        f"{CONFIG_FILE_ENV}={path}: legacy system CASHOUT is given twice ('cashout', 'CASHOUT')"
+    )

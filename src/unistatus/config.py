@@ -37,7 +37,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from unistatus.config_file import read_config_file
+from unistatus.config_file import read_config_file, spelled_twice
 from unistatus.config_sources import (
     CONFIG_FILE_ENV,
     ENV_PREFIX,
@@ -336,19 +336,33 @@ class Settings(BaseSettings):
     def _plain_schema(cls, v: str) -> str:
         return check_own_schema(v)
 
+    @field_validator("legacy_tables", mode="before")
+    @classmethod
+    def _one_system_from_each_source(cls, v: Any) -> Any:
+        """A system's keys from the sources together, one spelling each, the variables'
+        over the file's (``UNISTATUS_LEGACY_TABLES__CASHOUT__TABLE`` comes lower case
+        beside the file's ``[legacy_tables.CASHOUT]``). Two spellings in one file are
+        refused when it is read (:mod:`unistatus.config_file`)."""
+        if not isinstance(v, dict):
+            return v
+        merged: dict[str, Any] = {}
+        for key, spec in v.items():  # the file's first, then the variables' (pydantic-settings)
+            name = key.strip().upper() if isinstance(key, str) else key
+            if isinstance(merged.get(name), dict) and isinstance(spec, dict):
+                merged[name] = {**merged[name], **spec}
+            else:
+                merged[name] = spec
+        return merged
+
     @field_validator("legacy_tables")
     @classmethod
     def _known_systems(cls, v: dict[str, LegacyTableSpec]) -> dict[str, LegacyTableSpec]:
-        merged, given = _default_legacy_tables(), dict[str, str]()
+        merged = _default_legacy_tables()
         for key, spec in v.items():
             system = key.strip().upper()
             if system not in merged:
                 raise ValueError(f"unknown legacy system {key!r} (cashout, escrow, exchange)")
-            if system in given:
-                raise ValueError(
-                    f"legacy system {system} is given twice ({given[system]!r}, {key!r})"
-                )
-            merged[system], given[system] = spec, key
+            merged[system] = spec
         return merged
 
     @field_validator("api_tokens")
@@ -447,6 +461,9 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"{SECRETS_DIR_ENV}={secrets}: no such directory")
     check_variables(os.environ)
     clean = {k: v for k, v in overrides.items() if v is not None}
+    twice = spelled_twice(clean.get("legacy_tables"))
+    if twice is not None:
+        raise ConfigError(f"invalid setting legacy_tables: {twice}")
     try:
         return Settings(**clean)
     except tomllib.TOMLDecodeError as exc:

@@ -55,6 +55,28 @@ def read_config_file(variable: str, path: str) -> None:
             "TOML files are UTF-8"
         ) from None
     _warn_of_others(said, mode, text)
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return  # refused as not TOML by the settings' own reading, with its position
+    twice = spelled_twice(document.get("legacy_tables"))
+    if twice is not None:
+        raise ConfigError(said + twice)
+
+
+def spelled_twice(tables: object) -> str | None:
+    """Why ``legacy_tables`` of one source names a system twice, in two spellings
+    (``cashout`` and ``CASHOUT``; the last one won, in silence: a probe), or None. From
+    two sources (a variable beside the file) they are one system's keys together."""
+    if not isinstance(tables, dict):
+        return None
+    seen: dict[str, str] = {}
+    for key in tables:
+        system = str(key).strip().upper()
+        if system in seen:
+            return f"legacy system {system} is given twice ({seen[system]!r}, {key!r})"
+        seen[system] = str(key)
+    return None
 
 
 def _warn_of_others(said: str, mode: int, text: str) -> None:
