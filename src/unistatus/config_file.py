@@ -20,7 +20,7 @@ log = logging.getLogger("unistatus.config")
 # The settings that hold a secret: the file holding one is for its owner's eyes only.
 SECRET_KEYS = ("admin_token", "writer_token", "api_tokens", "database_url", "webhook_urls")
 _BOM = b"\xef\xbb\xbf"
-_warned: set[tuple[str, str]] = set()  # (path, what): each said once per process
+_warned: set[tuple[str, str]] = set()  # (the file, what): each said once per process
 
 
 def read_config_file(variable: str, path: str) -> None:
@@ -81,25 +81,25 @@ def spelled_twice(tables: object) -> str | None:
 
 def _warn_of_others(said: str, mode: int, text: str) -> None:
     if mode & stat.S_IWOTH:
-        if (said, "change") in _warned:
-            return
-        _warned.add((said, "change"))
-        log.warning(
-            "%sothers may change it (mode %o): anyone on this host can change where "
-            "unistatus writes or add an API token of their own; chmod 600 it",
+        _warn_once(
             said,
-            stat.S_IMODE(mode),
+            mode,
+            "others may change it (mode %o): anyone on this host can change where "
+            "unistatus writes or add an API token of their own; chmod 600 it",
         )
     elif mode & (stat.S_IRGRP | stat.S_IROTH) and _holds_a_secret(text):
-        if (said, "read") in _warned:
-            return
-        _warned.add((said, "read"))
-        log.warning(
-            "%sothers may read it (mode %o) and it holds a secret (a token, a password or "
-            "a webhook URL); chmod 600 it, or give the secret as a variable",
+        _warn_once(
             said,
-            stat.S_IMODE(mode),
+            mode,
+            "others may read it (mode %o) and it holds a secret (a token, a password or "
+            "a webhook URL); chmod 600 it, or give the secret as a variable",
         )
+
+
+def _warn_once(said: str, mode: int, what: str) -> None:
+    if (said, what) not in _warned:
+        _warned.add((said, what))
+        log.warning("%s" + what, said, stat.S_IMODE(mode))
 
 
 def _holds_a_secret(text: str) -> bool:

@@ -16,31 +16,29 @@ def _with_a_4k_file_limit() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
 
+def _export(what: str, out: Path, *, limited: bool) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "unistatus", "export", what, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_with_a_4k_file_limit if limited else None,
+        cwd=out.parent,
+    )
+
+
 @pytest.mark.parametrize("what", ["prometheus-rules", "grafana-dashboard"])
 def test_an_export_that_cannot_be_written_whole_leaves_the_file_before_it(
     tmp_path: Path, what: str
 ) -> None:
     out = tmp_path / "out.txt"
     out.write_text("the good file of before\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "unistatus", "export", what, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=_with_a_4k_file_limit,
-        cwd=tmp_path,
-    )
+    done = _export(what, out, limited=True)
     assert done.returncode == 2, done.stderr
     assert "File too large" in done.stderr, done.stderr
     assert out.read_text() == "the good file of before\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"]
-    whole = subprocess.run(
-        [sys.executable, "-m", "unistatus", "export", what, "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    whole = _export(what, out, limited=False)
     assert whole.returncode == 0, whole.stderr
     assert len(out.read_text()) > 4096
 

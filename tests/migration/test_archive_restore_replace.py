@@ -17,14 +17,20 @@ from unistatus.errors import InputError
 from unistatus.migration.archive import export_archive, restore_archive
 
 
+def _restored_once(db: Database, url: str, tmp_path: Path) -> Path:
+    """``db`` seeded and archived, the archive restored into ``url`` (its tables made)."""
+    seed(db)
+    out = tmp_path / "archive"
+    export_archive(db.engine, db.settings, out)
+    restore_archive(url, out)
+    return out
+
+
 @pytest.mark.postgres
 def test_a_replace_deletes_no_row_of_a_table_outside_the_archive(
     pg: Database, empty_pg: str, tmp_path: Path
 ) -> None:
-    seed(pg)
-    out = tmp_path / "archive"
-    export_archive(pg.engine, pg.settings, out)
-    restore_archive(empty_pg, out)
+    out = _restored_once(pg, empty_pg, tmp_path)
     target = create_engine(empty_pg)
     try:
         with target.begin() as conn:
@@ -70,11 +76,8 @@ def test_a_replace_into_sqlite_deletes_no_row_through_a_cascade(
 ) -> None:
     """unistatus's SQLite connections turn foreign keys on: the cascade emptied the
     notes there too (a review)."""
-    seed(sqlite_db)
-    out = tmp_path / "archive"
-    export_archive(sqlite_db.engine, sqlite_db.settings, out)
     url = f"sqlite:///{tmp_path / 'scratch.db'}"
-    restore_archive(url, out)
+    out = _restored_once(sqlite_db, url, tmp_path)
     target = create_engine(url)
     try:
         with target.begin() as conn:
@@ -97,10 +100,7 @@ def test_a_reference_between_restored_tables_is_no_refusal_in_a_named_schema(
 ) -> None:
     """Both tables restored, one referring to the other: refused when the config named
     the schema ("public.escrows" against the catalog's "escrows": a review)."""
-    seed(pg)
-    out = tmp_path / "archive"
-    export_archive(pg.engine, pg.settings, out)
-    restore_archive(empty_pg, out)
+    out = _restored_once(pg, empty_pg, tmp_path)
     target = create_engine(empty_pg)
     try:
         with target.begin() as conn:
