@@ -40,10 +40,11 @@ REDACTED = "***"
 # user:PW@ after "//" or "scheme:/" (a URL, well formed or not: postgresql//u:PW@h,
 # postgresql:/u:PW@h), or after a database's bare scheme (postgresql:u:PW@h): the
 # password runs to the last "@" before the next whitespace, so one containing "@" or
-# ":" is covered whole; or, holding spaces (libpq takes them) but no "/" or "@", across
-# them to its "@". Without the "/" a URL's path is never taken for a password with
-# spaces: "postgresql://db:5432/app; user alice@corp" stays as it is.
-_PASSWORD = r"(?:(?=[^\s@/]*[ \t])[ \t]*[^\s@/]+(?:[ \t]+[^\s@/]+)*[ \t]*(?=@)|\S*)"
+# ":" is covered whole. One holding a space (libpq takes it) runs across it to the last
+# "@" of the line that a host follows, when no "/" comes before its first space: a
+# URL's path ("//db:5432/app; user alice@corp") is never taken for a password, a
+# password never shows; text after a URL without a path may go with it.
+_PASSWORD = r"(?:(?=[^\s/]*[ \t])[^\n]*(?=@[\w.\-\[\]:%]+(?:[/:?'\",\s)]|$))|\S*)"
 _USERINFO = re.compile(
     r"((?://|\b[A-Za-z][A-Za-z0-9+.-]*:/|\bpostgres(?:ql)?(?:\+\w+)?:)[^\s/@:]*:)"
     + _PASSWORD
