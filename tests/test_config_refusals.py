@@ -529,3 +529,26 @@ def test_a_system_spelled_twice_in_the_file_is_refused_naming_it(
     assert _refusal() == (
         f"{CONFIG_FILE_ENV}={path}: legacy system CASHOUT is given twice ('cashout', 'CASHOUT')"
     )
+
+
+def test_a_refusal_names_a_lower_case_system_as_the_file_wrote_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys spelled upper case while merged, a refusal blamed legacy_tables.CASHOUT (or
+    the variable) for the file's [legacy_tables.cashout] (a second review)."""
+    path = _config(tmp_path, monkeypatch, '[legacy_tables.cashout]\ntabel = "x"\n')
+    message = _refusal()
+    assert message.startswith(f"{CONFIG_FILE_ENV}={path}: unknown key 'tabel' in "), message
+    assert "[legacy_tables.cashout]" in message, message
+
+
+def test_a_system_spelled_twice_in_the_variable_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(
+        "UNISTATUS_LEGACY_TABLES", '{"cashout": {"table": "a"}, "CASHOUT": {"table": "b"}}'
+    )
+    assert _refusal() == (
+        "UNISTATUS_LEGACY_TABLES: invalid setting legacy_tables: legacy system CASHOUT is "
+        "given twice ('cashout', 'CASHOUT')"
+    )

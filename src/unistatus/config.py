@@ -6,6 +6,7 @@ the live database (see :mod:`unistatus.db.legacy`) before any SQL uses them.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import json
 import logging
@@ -345,9 +346,10 @@ class Settings(BaseSettings):
         refused when it is read (:mod:`unistatus.config_file`)."""
         if not isinstance(v, dict):
             return v
-        merged: dict[str, Any] = {}
-        for key, spec in v.items():  # the file's first, then the variables' (pydantic-settings)
-            name = key.strip().upper() if isinstance(key, str) else key
+        merged: dict[Any, Any] = {}
+        spelled: dict[Any, Any] = {}  # each system under its first spelling (the file's):
+        for key, spec in v.items():  # refusals then name the key as it was written
+            name = spelled.setdefault(key.strip().upper() if isinstance(key, str) else key, key)
             if isinstance(merged.get(name), dict) and isinstance(spec, dict):
                 merged[name] = {**merged[name], **spec}
             else:
@@ -464,6 +466,11 @@ def load_settings(**overrides: Any) -> Settings:
     twice = spelled_twice(clean.get("legacy_tables"))
     if twice is not None:
         raise ConfigError(f"invalid setting legacy_tables: {twice}")
+    variable = f"{ENV_PREFIX}LEGACY_TABLES"
+    with contextlib.suppress(ValueError):  # not JSON: refused as such by the settings
+        twice = spelled_twice(json.loads(os.environ.get(variable) or "{}"))
+    if twice is not None:
+        raise ConfigError(f"{variable}: invalid setting legacy_tables: {twice}")
     try:
         return Settings(**clean)
     except tomllib.TOMLDecodeError as exc:

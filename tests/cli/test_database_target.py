@@ -157,6 +157,9 @@ def test_the_dashboard_of_a_database_without_tables_is_not_called_healthy(
             "the local socket in /var/run/postgresql",
         ),
         ("postgresql:///payments?host=h1:5432&host=h2:5432", "'payments' on h1:5432,h2:5432"),
+        # One host with its port, several with one port (a second review).
+        ("postgresql://app@/pay?host=db.internal:5433", "'pay' on db.internal:5433 as 'app'"),
+        ("postgresql:///pay?host=h1&host=h2&port=6432", "'pay' on h1,h2 (port 6432)"),
     ],
 )
 def test_the_database_is_described_as_libpq_reaches_it(url: str, said: str) -> None:

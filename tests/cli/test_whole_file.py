@@ -73,3 +73,21 @@ def test_a_link_a_mode_and_a_long_name_are_kept(tmp_path: Path) -> None:
     finally:
         os.umask(before)
     assert (fresh.stat().st_mode & 0o777) == 0o644
+
+
+def test_a_stream_is_written_as_it_is(tmp_path: Path) -> None:
+    """`--out /dev/stdout` into a pipe failed ("No such file or directory": its link
+    resolved to pipe:[N]), and into a redirected file replaced it, losing what it held
+    (a second review)."""
+    log = tmp_path / "app.log"
+    log.write_text("held before\n")
+    code = (
+        "from pathlib import Path\n"
+        "from unistatus.cli.whole_file import write_whole\n"
+        "write_whole(Path('/dev/stdout'), 'written\\n')\n"
+    )
+    with log.open("a") as out:
+        done = subprocess.run([sys.executable, "-c", code], stdout=out, timeout=60)
+    assert done.returncode == 0 and log.read_text() == "held before\nwritten\n"
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and piped.stdout == "written\n", piped.stderr

@@ -118,3 +118,52 @@ def test_a_reference_between_restored_tables_is_no_refusal_in_a_named_schema(
     (out / "manifest.json").write_text(json.dumps(raw))
     report = restore_archive(empty_pg, out, replace=True)
     assert report.verify.ok, report.verify.problems
+
+
+def test_a_cascade_between_two_restored_tables_loses_no_row(
+    sqlite_db: Database, tmp_path: Path
+) -> None:
+    """Each table was emptied and loaded in turn: emptying escrows then cascaded into
+    the cashouts just loaded (a second review). Every table is emptied first."""
+    import shutil
+
+    with sqlite_db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "ALTER TABLE cashouts ADD COLUMN escrow_ref INTEGER "
+            "REFERENCES escrows (id) ON DELETE CASCADE"
+        )
+    seed(sqlite_db)
+    with sqlite_db.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE cashouts SET escrow_ref = (SELECT min(id) FROM escrows)")
+    out = tmp_path / "archive"
+    export_archive(sqlite_db.engine, sqlite_db.settings, out)
+    copy = tmp_path / "copy.db"
+    with sqlite_db.engine.connect() as conn:  # the WAL's pages into the file copied
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(sa.engine.make_url(sqlite_db.url).database or "", copy)
+    report = restore_archive(f"sqlite:///{copy}", out, replace=True, overwrite_live=True)
+    assert report.verify.ok, report.verify.problems
+    assert (
+        _count(create_engine(f"sqlite:///{copy}"), "cashouts")
+        == _count(sqlite_db.engine, "cashouts")
+        > 0
+    )
+
+
+def test_a_mismatch_file_of_another_user_is_written_as_before(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its mode not ours to change (PermissionError): the file was cut, then refused (a
+    second review). Written, its mode left."""
+    import os
+
+    from unistatus.migration.check import run_check
+
+    def not_permitted(*_: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", not_permitted)
+    out = tmp_path / "mismatches.jsonl"
+    out.write_text("")
+    run_check(db.engine, db.settings, out=out, store=False)
+    assert out.exists()

@@ -626,11 +626,12 @@ def test_an_interrupted_repair_from_a_file_says_the_command_to_go_on_with(
     monkeypatch.setattr(repair_module, "run_repair", interrupted)
     result = _cli(
         db, "repair", "--from", str(listed), "--system", "cashout", "--strategy",
-        "legacy_wins", "--reason", "INC 42",
+        "legacy_wins", "--limit", "100", "--actor", "alice", "--reason", "[hotfix] INC 42",
     )  # fmt: skip
     assert result.exit_code == 130, result.output
     said = " ".join(result.output.split())
+    # Shown as it is, not read as markup ("[hotfix]" vanished: a second review).
     assert (
         f"unistatus repair --strategy legacy_wins --from '{listed}' --system cashout "
-        "--reason 'INC 42'"
+        "--limit 100 --actor alice --reason '[hotfix] INC 42'"
     ) in said, said

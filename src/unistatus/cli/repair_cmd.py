@@ -128,6 +128,8 @@ def repair(
             ["unistatus", "repair", "--strategy", strategy]
             + (["--from", from_file] if from_file is not None else [])
             + [arg for name in system or () for arg in ("--system", name)]
+            + (["--limit", str(limit)] if limit is not None else [])
+            + (["--actor", actor] if actor != "cli" else [])
             + (["--dry-run"] if dry_run else ["--reason", why or ""])
         )
         _interrupted(stop.report.as_dict(), json_out, again)
@@ -155,7 +157,7 @@ def _interrupted(data: dict[str, Any], json_out: bool, again: str) -> NoReturn:
             "hand may have been rolled back)"
         )
     err_console.print(
-        f"interrupted: {done}; run `{again}` again to go on (it finds what is left)",
+        f"interrupted: {done}; run `{escape(again)}` again to go on (it finds what is left)",
         style="yellow",
         highlight=False,
         soft_wrap=True,

@@ -19,14 +19,18 @@ def write_whole(path: Path, text: str) -> None:
     raised). A symbolic link's target is the file written (the link stays); a file
     there keeps its mode. What is no regular file (``/dev/stdout``, a FIFO) is written
     as it is."""
-    target = Path(os.path.realpath(path))
     try:
-        found = target.stat()
+        found = path.stat()  # through a link: what is written
     except FileNotFoundError:
         found = None
-    if found is not None and not stat.S_ISREG(found.st_mode):
-        target.write_text(text, encoding="utf-8")
+    # A stream's name (/dev/stdout, /dev/fd/N, a FIFO): written as it is, in place; its
+    # link's target is no file to replace (a redirected one would lose what it held).
+    stream = str(path).startswith(("/dev/", "/proc/"))
+    if stream or (found is not None and not stat.S_ISREG(found.st_mode)):
+        with path.open("a", encoding="utf-8") as out:  # a redirected file is not cut
+            out.write(text)
         return
+    target = Path(os.path.realpath(path))
     # A name of its own each run (a container's process is pid 1 every time), short
     # enough beside a long one.
     handle, temporary = tempfile.mkstemp(

@@ -65,7 +65,11 @@ def describe(url: str | sa.URL) -> str:
     port = u.port or _query_value(u, "port") or DEFAULT_PORTS.get(backend)
     where = None
     if host and not host.startswith("/"):
-        where = host if "," in host else f"{host}:{port}"  # several: as given, ports too
+        # Several hosts, or one with its port (?host=h:5433): as given, and the ports.
+        given = "," in host or re.search(r":\d+$", host) is not None
+        where = f"{host}:{port}" if not given else host
+        if given and (u.port or _query_value(u, "port")):
+            where += f" (port {port})"
     if where is None:
         socket = f" in {host}" if host else ""
         where = f"the local socket{socket} (port {port})"

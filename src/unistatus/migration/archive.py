@@ -51,7 +51,7 @@ from unistatus.migration.archive_format import (
 )
 from unistatus.migration.archive_load import load_rows
 from unistatus.migration.archive_place import discard, put_in_place, refuse_used, workspace
-from unistatus.migration.archive_replace import refuse_changing_references
+from unistatus.migration.archive_replace import load_order, refuse_changing_references
 from unistatus.migration.private_files import private
 
 __all__ = [
@@ -511,14 +511,21 @@ def _restore(
             tables = [_target_table(conn, entry, replace) for entry in manifest.tables]
             if replace:
                 refuse_changing_references(conn, [t for t, created in tables if not created])
-            for entry, (table, created) in zip(manifest.tables, tables, strict=True):
+            # Every table emptied before any is loaded: a cascade between two of them
+            # (deleting escrows) emptied the other, already loaded (a review).
+            for table, created in tables:
                 if replace and not created:
                     conn.execute(sa.delete(table))
+            for i in load_order(conn, [t for t, _ in tables]):
+                entry, (table, _) = manifest.tables[i], tables[i]
                 load_rows(conn, table, entry, Path(directory) / entry.file)
                 pk = [c for c in entry.columns if c.primary_key]
                 if len(pk) == 1 and pk[0].kind == "integer":
                     ops.sync_identity(conn, table.c[pk[0].name])
-                loaded.append({"table": entry.name, "rows": entry.rows, "created": created})
+            loaded = [
+                {"table": entry.name, "rows": entry.rows, "created": created}
+                for entry, (_, created) in zip(manifest.tables, tables, strict=True)
+            ]
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"restore failed, nothing restored: {exc.orig}") from None
     verify = verify_archive(engine, directory)

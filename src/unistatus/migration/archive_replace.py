@@ -87,3 +87,42 @@ def _sqlite(conn: sa.Connection, tables: list[sa.Table]) -> list[str]:
 
 def _name(conn: sa.Connection, table: sa.Table) -> str:
     return conn.dialect.identifier_preparer.format_table(table)
+
+
+# Foreign keys between the restored tables: (referring, referred), as regclass texts.
+_REFERENCES_AMONG = sa.text(
+    "SELECT CAST(c.conrelid AS regclass)::text AS referring, "
+    "CAST(c.confrelid AS regclass)::text AS referred FROM pg_constraint c "
+    "WHERE c.contype = 'f' AND c.conrelid <> c.confrelid "
+    "AND c.conrelid = ANY (SELECT CAST(n AS regclass) FROM unnest(CAST(:ours AS text[])) AS n) "
+    "AND c.confrelid = ANY (SELECT CAST(n AS regclass) FROM unnest(CAST(:ours AS text[])) AS n)"
+)
+_AS_REGCLASS = sa.text("SELECT CAST(CAST(:t AS regclass) AS text)")
+
+
+def load_order(conn: sa.Connection, tables: list[sa.Table]) -> list[int]:
+    """The order to load ``tables`` in once all are emptied: a table another refers to
+    first (a row loaded before the row it refers to is refused). SQLite checks its
+    foreign keys at the commit instead (``defer_foreign_keys``); a cycle keeps the
+    archive's order."""
+    order = list(range(len(tables)))
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("PRAGMA defer_foreign_keys = ON")
+        return order
+    if conn.dialect.name != "postgresql":
+        return order
+    names = [_name(conn, t) for t in tables]
+    shown = [str(conn.execute(_AS_REGCLASS, {"t": n}).scalar_one()) for n in names]
+    refers = {(r.referring, r.referred) for r in conn.execute(_REFERENCES_AMONG, {"ours": names})}
+    placed: list[int] = []
+    while len(placed) < len(order):
+        ready = [
+            i
+            for i in order
+            if i not in placed
+            and not any((shown[i], shown[j]) in refers for j in order if j not in placed and j != i)
+        ]
+        if not ready:  # a cycle: the rest as archived
+            return placed + [i for i in order if i not in placed]
+        placed.append(ready[0])
+    return placed

@@ -9,6 +9,7 @@ its committed ranges wrote and goes on: no line is lost or written twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -154,7 +155,10 @@ def _open_out(path: Path, keep_bytes: int) -> IO[bytes]:
     """
     if not keep_bytes:
         handle = open(path, "wb", buffering=0, opener=private)  # noqa: SIM115
-        os.fchmod(handle.fileno(), FILE_MODE)  # a file there before keeps its mode else
+        # A file there before keeps its mode else; one of another user's is not ours to
+        # change (written as before).
+        with contextlib.suppress(PermissionError):
+            os.fchmod(handle.fileno(), FILE_MODE)
         return handle
     try:
         handle = open(path, "r+b", buffering=0)  # noqa: SIM115 - never creates it
