@@ -635,3 +635,12 @@ def test_an_interrupted_repair_from_a_file_says_the_command_to_go_on_with(
         f"unistatus repair --strategy legacy_wins --from '{listed}' --system cashout "
         "--limit 100 --actor alice --reason '[hotfix] INC 42'"
     ) in said, said
+
+
+@pytest.mark.parametrize("given", ["inf", "1e400", "infs", "nan"])
+def test_max_duration_refuses_an_infinite_or_no_number(given: str) -> None:
+    """ "inf" and 1e400 were taken as no bound at all ("nan" was refused: a probe)."""
+    from unistatus.migration.check_times import parse_duration
+
+    with pytest.raises(InputError, match="give a duration like 90s"):
+        parse_duration(given)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime, timedelta
 
@@ -63,6 +64,6 @@ def parse_duration(value: str | float | None) -> float | None:
         )
     except (ValueError, OverflowError):
         seconds = -1.0
-    if not seconds > 0:
+    if not 0 < seconds < math.inf:  # "inf" or 1e400 read as no bound (a probe)
         raise InputError(f"--max-duration {value!r}: give a duration like 90s, 10m or 1h")
     return seconds
