@@ -12,6 +12,7 @@ import logging
 import stat
 import tomllib
 from pathlib import Path
+from typing import Any
 
 from unistatus.errors import ConfigError
 
@@ -54,11 +55,11 @@ def read_config_file(variable: str, path: str) -> None:
             said + f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
             "TOML files are UTF-8"
         ) from None
-    _warn_of_others(said, mode, text)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError:
-        return  # refused as not TOML by the settings' own reading, with its position
+        document = {}  # refused as not TOML by the settings' own reading, with its position
+    _warn_of_others(said, mode, document)
     twice = spelled_twice(document.get("legacy_tables"))
     if twice is not None:
         raise ConfigError(said + twice)
@@ -79,7 +80,7 @@ def spelled_twice(tables: object) -> str | None:
     return None
 
 
-def _warn_of_others(said: str, mode: int, text: str) -> None:
+def _warn_of_others(said: str, mode: int, document: dict[str, Any]) -> None:
     if mode & stat.S_IWOTH:
         _warn_once(
             said,
@@ -87,7 +88,7 @@ def _warn_of_others(said: str, mode: int, text: str) -> None:
             "others may change it (mode %o): anyone on this host can change where "
             "unistatus writes or add an API token of their own; chmod 600 it",
         )
-    elif mode & (stat.S_IRGRP | stat.S_IROTH) and _holds_a_secret(text):
+    elif mode & (stat.S_IRGRP | stat.S_IROTH) and _holds_a_secret(document):
         _warn_once(
             said,
             mode,
@@ -102,11 +103,7 @@ def _warn_once(said: str, mode: int, what: str) -> None:
         log.warning("%s" + what, said, stat.S_IMODE(mode))
 
 
-def _holds_a_secret(text: str) -> bool:
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError:
-        return False  # refused as not TOML by the settings' own reading
+def _holds_a_secret(document: dict[str, Any]) -> bool:
     if any(document.get(key) for key in SECRET_KEYS if key != "database_url"):
         return True
     url = document.get("database_url")

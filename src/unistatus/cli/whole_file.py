@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -32,26 +33,23 @@ def write_whole(path: Path, text: str) -> None:
         return
     target = Path(os.path.realpath(path))
     # A name of its own each run (a container's process is pid 1 every time), short
-    # enough beside a long one.
-    handle, temporary = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name[:64]}.", suffix=".partial"
-    )
+    # enough beside a long one; made as a new file is (the umask applies), or with the
+    # mode of the file it replaces.
+    temporary = target.with_name(f".{target.name[:64]}.{secrets.token_hex(6)}.partial")
+    mode = stat.S_IMODE(found.st_mode) if found is not None else 0o666
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
+        with open(temporary, "x", encoding="utf-8", opener=_opener(mode)) as file:
             file.write(text)
             file.flush()
-            mode = stat.S_IMODE(found.st_mode) if found is not None else _umasked(0o666)
-            os.fchmod(file.fileno(), mode)
+            if found is not None:
+                os.fchmod(file.fileno(), mode)
             os.fsync(file.fileno())
         os.replace(temporary, target)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(temporary)
+            temporary.unlink()
         raise
 
 
-def _umasked(mode: int) -> int:
-    """``mode`` as a new file gets it (mkstemp makes 0600, whatever the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
+def _opener(mode: int) -> Callable[[str, int], int]:
+    return lambda name, flags: os.open(name, flags, mode)

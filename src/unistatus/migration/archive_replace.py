@@ -13,26 +13,38 @@ verification after the restore, as by an export), so it cannot stay beside them.
 
 from __future__ import annotations
 
+import graphlib
+
 import sqlalchemy as sa
 
 from unistatus.errors import InputError
 
-# Foreign keys referring to the table that change the referring rows on a delete, of
-# tables not restored with it (compared as tables, not as names: a configured schema
-# names them "public.escrows", the catalog "escrows").
+# The restored tables, as relations (compared as tables, not as names: a configured
+# schema names them "public.escrows", the catalog "escrows"), numbered from 0.
+_OURS = (
+    "WITH ours AS (SELECT CAST(n AS regclass) AS rel, i - 1 AS i "
+    "FROM unnest(CAST(:ours AS text[])) WITH ORDINALITY AS t(n, i)) "
+)
+# Foreign keys of other tables referring to ours that change their rows on a delete.
 _CHANGING_REFERENCES = sa.text(
-    "SELECT c.conrelid::regclass::text AS referring, c.conname, c.confdeltype "
-    "FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = CAST(:table AS regclass) "
-    "AND c.confdeltype IN ('c', 'n', 'd') AND c.conrelid <> ALL "
-    "(SELECT CAST(n AS regclass) FROM unnest(CAST(:ours AS text[])) AS n) ORDER BY 1, 2"
+    _OURS + "SELECT c.conrelid::regclass::text AS referring, c.conname, c.confdeltype, "
+    "o.rel::text AS referred FROM pg_constraint c JOIN ours o ON o.rel = c.confrelid "
+    "WHERE c.contype = 'f' AND c.confdeltype IN ('c', 'n', 'd') "
+    "AND c.conrelid NOT IN (SELECT rel FROM ours) ORDER BY 1, 2"
 )
 _ON_DELETE = {"c": "ON DELETE CASCADE", "n": "ON DELETE SET NULL", "d": "ON DELETE SET DEFAULT"}
 _SQLITE_CHANGING = {"CASCADE", "SET NULL", "SET DEFAULT"}
-# Tables inheriting from the table (partitions are the table's own rows).
+# Tables inheriting from ours (partitions are the table's own rows).
 _CHILDREN = sa.text(
-    "SELECT i.inhrelid::regclass::text AS child FROM pg_inherits i "
-    "JOIN pg_class c ON c.oid = i.inhrelid "
-    "WHERE i.inhparent = CAST(:table AS regclass) AND NOT c.relispartition ORDER BY 1"
+    _OURS + "SELECT i.inhrelid::regclass::text AS child, o.rel::text AS parent "
+    "FROM pg_inherits i JOIN ours o ON o.rel = i.inhparent "
+    "JOIN pg_class c ON c.oid = i.inhrelid WHERE NOT c.relispartition ORDER BY 1"
+)
+# Foreign keys between ours: (referring, referred), by their numbers.
+_REFERENCES_AMONG = sa.text(
+    _OURS + "SELECT a.i AS referring, b.i AS referred FROM pg_constraint c "
+    "JOIN ours a ON a.rel = c.conrelid JOIN ours b ON b.rel = c.confrelid "
+    "WHERE c.contype = 'f' AND a.i <> b.i"
 )
 
 
@@ -53,19 +65,14 @@ def refuse_changing_references(conn: sa.Connection, tables: list[sa.Table]) -> N
 
 
 def _postgresql(conn: sa.Connection, tables: list[sa.Table]) -> list[str]:
-    ours = [_name(conn, t) for t in tables]
-    found = []
-    for table in tables:
-        named = {"table": _name(conn, table), "ours": ours}
-        found += [
-            f"{r.referring} ({r.conname}, {_ON_DELETE[r.confdeltype]} on {table.name})"
-            for r in conn.execute(_CHANGING_REFERENCES, named)
-        ]
-        found += [
-            f"{r.child} (inheriting from {table.name})"
-            for r in conn.execute(_CHILDREN, {"table": named["table"]})
-        ]
-    return found
+    ours = {"ours": [_name(conn, t) for t in tables]}
+    found = [
+        f"{r.referring} ({r.conname}, {_ON_DELETE[r.confdeltype]} on {r.referred})"
+        for r in conn.execute(_CHANGING_REFERENCES, ours)
+    ]
+    return found + [
+        f"{r.child} (inheriting from {r.parent})" for r in conn.execute(_CHILDREN, ours)
+    ]
 
 
 def _sqlite(conn: sa.Connection, tables: list[sa.Table]) -> list[str]:
@@ -89,17 +96,6 @@ def _name(conn: sa.Connection, table: sa.Table) -> str:
     return conn.dialect.identifier_preparer.format_table(table)
 
 
-# Foreign keys between the restored tables: (referring, referred), as regclass texts.
-_REFERENCES_AMONG = sa.text(
-    "SELECT CAST(c.conrelid AS regclass)::text AS referring, "
-    "CAST(c.confrelid AS regclass)::text AS referred FROM pg_constraint c "
-    "WHERE c.contype = 'f' AND c.conrelid <> c.confrelid "
-    "AND c.conrelid = ANY (SELECT CAST(n AS regclass) FROM unnest(CAST(:ours AS text[])) AS n) "
-    "AND c.confrelid = ANY (SELECT CAST(n AS regclass) FROM unnest(CAST(:ours AS text[])) AS n)"
-)
-_AS_REGCLASS = sa.text("SELECT CAST(CAST(:t AS regclass) AS text)")
-
-
 def load_order(conn: sa.Connection, tables: list[sa.Table]) -> list[int]:
     """The order to load ``tables`` in once all are emptied: a table another refers to
     first (a row loaded before the row it refers to is refused). SQLite checks its
@@ -111,18 +107,10 @@ def load_order(conn: sa.Connection, tables: list[sa.Table]) -> list[int]:
         return order
     if conn.dialect.name != "postgresql":
         return order
-    names = [_name(conn, t) for t in tables]
-    shown = [str(conn.execute(_AS_REGCLASS, {"t": n}).scalar_one()) for n in names]
-    refers = {(r.referring, r.referred) for r in conn.execute(_REFERENCES_AMONG, {"ours": names})}
-    placed: list[int] = []
-    while len(placed) < len(order):
-        ready = [
-            i
-            for i in order
-            if i not in placed
-            and not any((shown[i], shown[j]) in refers for j in order if j not in placed and j != i)
-        ]
-        if not ready:  # a cycle: the rest as archived
-            return placed + [i for i in order if i not in placed]
-        placed.append(ready[0])
-    return placed
+    graph: dict[int, set[int]] = {i: set() for i in order}
+    for r in conn.execute(_REFERENCES_AMONG, {"ours": [_name(conn, t) for t in tables]}):
+        graph[r.referring].add(r.referred)
+    try:
+        return list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError:
+        return order
