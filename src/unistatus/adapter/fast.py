@@ -251,6 +251,7 @@ class FastStatusWriter:
         if not p.mode.writes_unified:
             rows = _sent(hot.guarded_legacy_write(e.system), conn, params)
             if rows and rows[0][0] == 1:
+                e.known_id = rows[0][3]  # the answer's id (None: its derived one)
                 return None, rows[0][2]
             legacy = {"status": rows[0][1]} if rows else None
             return Entity(e.system, e.legacy_id, legacy, None), None

@@ -135,6 +135,10 @@ class Entity:
     legacy_id: int | None
     legacy: Mapping[str, Any] | None
     unified: Mapping[str, Any] | None
+    # The unified row's id where its row was not read (LEGACY_ONLY): the id the caller
+    # gave, or the one the write looked up. A transaction born unified and replayed into
+    # legacy keeps its id, which is not the one its legacy row's id derives.
+    known_id: str | None = None
 
     @property
     def ttype(self) -> UnifiedTransactionType:
@@ -144,6 +148,8 @@ class Entity:
     def utx_id(self) -> str:
         if self.unified is not None:
             return str(self.unified["id"])
+        if self.known_id is not None:
+            return self.known_id
         assert self.legacy_id is not None
         return derive_utx_id(self.system, self.legacy_id)
 

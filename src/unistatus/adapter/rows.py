@@ -185,7 +185,7 @@ class EntityRows:
                 legacy = read_legacy_row(conn, self.hot.legacy[system], legacy_id)
             if unified is None and legacy is None and mode.writes_legacy and utx_id:
                 raise EntityNotFoundError(utx_id)
-            return Entity(system, legacy_id, legacy, unified)
+            return Entity(system, legacy_id, legacy, unified, known_id=utx_id)
         if mode.writes_unified:
             both = self._lock_both(conn, system, legacy_id)
             if both is not None:
@@ -193,13 +193,18 @@ class EntityRows:
         rows = self.hot.lock_legacy(system).rows(conn, {"p_legacy_id": legacy_id})
         row = Entity.from_row(system, legacy_id, rows[0]).legacy if rows else None
         # LEGACY_ONLY leaves unified alone, so it need not read it (unless the legacy
-        # row is missing, to tell "unknown" from "born unified").
+        # row is missing, to tell "unknown" from "born unified"), but for its id.
         unified = (
             read_unified_row(conn, unified_clause(system, legacy_id, None))
             if (row is not None and mode.writes_unified) or (row is None and utx_id)
             else None
         )
-        return Entity(system, legacy_id, row, unified)
+        known = utx_id
+        if known is None and unified is None and row is not None:
+            known = conn.execute(
+                sa.select(U.c.id).where(unified_clause(system, legacy_id, None))
+            ).scalar_one_or_none()
+        return Entity(system, legacy_id, row, unified, known_id=known)
 
     def _lock_unified(
         self, conn: sa.Connection, system: LegacySystemType, where: sa.ColumnElement[bool]

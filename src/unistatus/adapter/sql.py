@@ -228,8 +228,8 @@ class HotStatements:
     def guarded_legacy_write(self, system: LegacySystemType) -> Prepared:
         """Legacy UPDATE in one statement: only while the mode is ``p_mode`` and the row
         still holds ``p_src_legacy``. One row: (rows written, the legacy status as the
-        statement found it, for a retry to plan from, the status it stored); none if the
-        row is gone."""
+        statement found it, for a retry to plan from, the status it stored, the id of
+        its unified row if it has one: the answer's id); none if the row is gone."""
 
         def build() -> Any:
             lt = self.legacy[system]
@@ -246,7 +246,12 @@ class HotStatements:
             )
             written = sa.select(sa.func.count()).select_from(write).scalar_subquery()
             stored = sa.select(write.c.stored).scalar_subquery()
-            return sa.select(written, lt.read("status"), stored).where(
+            unified_id = (
+                sa.select(U.c.id)
+                .where(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
+                .scalar_subquery()
+            )
+            return sa.select(written, lt.read("status"), stored, unified_id).where(
                 lt.id == sa.bindparam("p_legacy_id")
             )
 
