@@ -613,3 +613,30 @@ def test_a_key_refused_is_said_as_the_client_sent_it(sqlite_db: Database) -> Non
     assert "idempotency key 'k1' was used" in clash.json()["detail"], clash.text
     assert odd.status_code == 422, odd.text
     assert "1 to 200 characters" in odd.json()["detail"], odd.text
+
+
+def test_a_create_with_two_idempotency_keys_is_refused(sqlite_db: Database) -> None:
+    """Two Idempotency-Key headers (or two joined by a proxy, 'a, b') were taken as the
+    first alone: a retry carrying the other one wrote a second payout (found by a probe).
+    Refused (422, nothing written); one key, the same in each, is fine."""
+    body = {"transaction_type": "WALLET_CASHOUT", "user_id": 1, "amount": "1", "currency": "USD"}
+    create = "/api/v1/transactions"
+    with client_with(sqlite_db, writer_token=WRITER) as client:
+        auth = bearer(WRITER)
+        two = client.post(
+            create,
+            json=body,
+            headers=[
+                ("Authorization", auth["Authorization"]),
+                ("Idempotency-Key", "pA-1"),
+                ("Idempotency-Key", "pB-1"),
+            ],
+        )
+        joined = client.post(create, json=body, headers={"Idempotency-Key": "pA-1, pB-1", **auth})
+        left = client.get("/api/v1/transactions/cashout:1")
+        one = client.post(create, json=body, headers={"Idempotency-Key": "pA-1", **auth})
+    for refused in (two, joined):
+        assert refused.status_code == 422, refused.text
+        assert "one Idempotency-Key" in refused.json()["detail"], refused.text
+    assert left.status_code == 404, left.text  # nothing written
+    assert one.status_code == 201, one.text

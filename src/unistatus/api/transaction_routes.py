@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from unistatus import errors
@@ -49,6 +49,18 @@ def _scoped_key(who: Principal, key: str | None) -> str | None:
     return None if key is None else f"{who.name}:{check_key(key, HTTP_KEY_LENGTH)}"
 
 
+def _one_key(request: Request) -> None:
+    """Refuse a request carrying two keys: the header twice, or two joined by a proxy
+    (RFC 9110 joins repeated fields with ','). Taking one of them made a retry carrying
+    the other a second transaction."""
+    sent = request.headers.getlist("idempotency-key")
+    if len(sent) > 1 or any("," in key for key in sent):
+        raise errors.InputError(
+            f"send one Idempotency-Key, got {', '.join(sent)!r}"[:300]
+            + " (a key holds no ',': a proxy joins repeated headers with one)"
+        )
+
+
 @contextmanager
 def _keys_as_sent(scoped: str | None, key: str | None) -> Iterator[None]:
     """A refusal that names the key as stored names it as the client sent it."""
@@ -74,6 +86,7 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
         },
     )
     def create_transaction(
+        request: Request,
         body: TransactionCreate,
         who: Writer,
         idempotency_key: Annotated[
@@ -84,7 +97,8 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
                 "back instead of a second transaction (e.g. after a 503 whose result says "
                 "outcome_unknown); the same key with another body is refused (422), "
                 "triggered_by aside (a label of the sender; the first call's is kept). Keys "
-                f"are printable ASCII, at most {HTTP_KEY_LENGTH} characters, and belong to "
+                f"are printable ASCII without ',', at most {HTTP_KEY_LENGTH} characters, sent "
+                "once (two keys are refused, 422), and belong to "
                 "the token that sent them: another token's key is another key.",
             ),
         ] = None,
@@ -93,6 +107,7 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
 
         Needs a writer or admin token (``Authorization: Bearer <token>``).
         """
+        _one_key(request)
         scoped = _scoped_key(who, idempotency_key)
         with _keys_as_sent(scoped, idempotency_key):
             result = service.adapter().create_transaction(
