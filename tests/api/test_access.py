@@ -8,6 +8,8 @@ or SQL, nor does a 200 whose secondary side the database refused.
 
 from __future__ import annotations
 
+import gzip
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -250,6 +252,8 @@ def test_503_bodies_name_no_host_port_or_sql(
         _no_server_detail(r.text)
         assert "error id" in r.text
     _no_server_detail(status.text)
+    # A refused write tells when to retry (none before: a probe); /health is a report.
+    assert responses[1].headers.get("retry-after") == "2", responses[1].headers
     # The log keeps the detail (the password redacted), under the id the client got.
     error_id = responses[1].json()["error_id"]
     logged = [rec.getMessage() for rec in caplog.records if error_id in rec.getMessage()]
@@ -640,3 +644,24 @@ def test_a_create_with_two_idempotency_keys_is_refused(sqlite_db: Database) -> N
         assert "one Idempotency-Key" in refused.json()["detail"], refused.text
     assert left.status_code == 404, left.text  # nothing written
     assert one.status_code == 201, one.text
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "GZIP, identity"])
+def test_a_compressed_body_is_refused_415(sqlite_db: Database, coding: str) -> None:
+    """A Content-Encoding is not decoded: a plain body labelled 'br' was written as it
+    came, a gzip body answered "not UTF-8" (a probe). 415, nothing written."""
+    body = {"transaction_type": "WALLET_CASHOUT", "user_id": 1, "amount": "1", "currency": "USD"}
+    raw = json.dumps(body).encode()
+    sent = gzip.compress(raw) if coding.startswith("gzip") else raw
+    headers = {"Content-Encoding": coding, "Content-Type": "application/json", **bearer(WRITER)}
+    with client_with(sqlite_db, writer_token=WRITER) as client:
+        refused = client.post("/api/v1/transactions", content=sent, headers=headers)
+        plain = {"Content-Encoding": "identity", "Content-Type": "application/json"}
+        taken = client.post(
+            "/api/v1/transactions", content=raw, headers={**plain, **bearer(WRITER)}
+        )
+    assert refused.status_code == 415, refused.text
+    assert refused.json()["error"] == "InputError", refused.text
+    assert "send the body uncompressed" in refused.json()["detail"], refused.text
+    assert taken.status_code == 201, taken.text
+    assert taken.json()["entity_id"] == "UTX100000000000001", taken.text  # the first row

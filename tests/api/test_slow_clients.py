@@ -6,6 +6,7 @@ nobody and asyncio logged "Too many open files" in a loop (found by a probe)."""
 from __future__ import annotations
 
 import http.client
+import json
 import signal
 import socket
 import time
@@ -80,6 +81,10 @@ def test_a_request_that_never_finishes_is_cut_off(served: tuple[int, Any]) -> No
         with conn:
             said = _answer(conn, 10)
         assert said.startswith(b"HTTP/1.1 408 "), said
+        # The JSON error body every refusal has (it was text/plain: a probe).
+        head_part, _, text = said.partition(b"\r\n\r\n")
+        assert b"content-type: application/json" in head_part.lower(), said
+        assert json.loads(text)["error"] == "RequestTimeoutError", said
     assert time.monotonic() - started < 5
     assert _health(port) == 200
 

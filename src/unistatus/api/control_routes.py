@@ -27,7 +27,7 @@ __all__ = ["add_control_routes"]
 
 
 # Every control endpoint takes a JSON body and an admin token, and may be refused.
-_ANSWERS = error_answers(400, 401, 403, 409, 413, 422, 503)
+_ANSWERS = error_answers(400, 401, 403, 409, 413, 415, 422, 503)
 # A refusal says what to do in the command's words; an HTTP client sends a body's fields.
 # The phrases only: a command quoted whole (`retire legacy-columns --undo --reason ...`)
 # is a command to run, kept as it is.

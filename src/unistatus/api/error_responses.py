@@ -75,7 +75,12 @@ HTTP_ERROR_NAMES = {
     404: "NotFoundError",
     405: "MethodNotAllowedError",
     413: errors.InputError.__name__,  # the body over max_request_bytes (api/body_limit.py)
+    415: errors.InputError.__name__,  # a compressed body (api/routing.py)
 }
+
+# How long a client told 503 waits before it retries (``Retry-After``, seconds): a lock
+# held or a database restarting is seconds, and a client without it retries at once.
+RETRY_AFTER_SECONDS = 2
 
 
 # How many of a request's schema errors a 422 lists (``detail``), the rest only counted
@@ -95,6 +100,7 @@ _MEANINGS = {
     "application's own rule in the database, the write mode, a phase gate, or something "
     "an operator must fix first.",
     413: "The body is over the service's max_request_bytes.",
+    415: "The body is compressed (Content-Encoding): send it uncompressed.",
     422: "Invalid input: detail lists the schema's errors, or says in words what was refused.",
     503: "The database failed, is unreachable or refused a connection for a limit (too "
     "many connections): error_id names the service log's entry. "
@@ -159,7 +165,8 @@ def error_response(body: Any, status_code: int) -> JSONResponse:
     """An error as JSON that any input can be echoed in: ASCII (a lone surrogate is
     escaped, not an encoding error) and no NaN (which JSON has no word for)."""
     text = json.dumps(_finite(body), ensure_ascii=True, allow_nan=False, default=str)
-    return JSONResponse(json.loads(text), status_code=status_code)
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status_code == 503 else None
+    return JSONResponse(json.loads(text), status_code=status_code, headers=headers)
 
 
 def _finite(value: Any) -> Any:

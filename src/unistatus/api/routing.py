@@ -6,6 +6,7 @@ parser's 400 for a body that is not JSON, learning how bodies are read, and the 
 would parse a body for a caller it then refuses. :class:`AuthFirstRoute` decides the
 caller (401 / 403) from the headers alone before the route's handler reads the body.
 
+A body in a content coding (``Content-Encoding: gzip``) is refused, 415: none is decoded.
 Then a body not sent as JSON (another ``Content-Type``, or none) is refused as one that
 does not parse is: 400 ``InputError`` saying so, not a 422 about a field when no field
 can be named (FastAPI would hand the raw bytes to the schema). The media types read
@@ -65,7 +66,15 @@ def _is_json(content_type: str) -> bool:
 
 async def _refuse_unless_json(request: Request) -> None:
     """400 for a body sent as anything but JSON; an empty body is no body (the schema's
-    422 says it is required)."""
+    422 says it is required). 415 for a body in a content coding (gzip, br): none is
+    decoded, and a plain body labelled one was taken as it came."""
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        raise HTTPException(
+            415,
+            f"the request body's Content-Encoding {coding[:40]!r} is not supported: "
+            "send the body uncompressed (no Content-Encoding)",
+        )
     content_type = request.headers.get("content-type")
     if content_type is not None and _is_json(content_type):
         return

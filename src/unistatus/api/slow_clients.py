@@ -29,9 +29,10 @@ __all__ = ["bounded_protocol"]
 
 log = logging.getLogger("unistatus.api")
 
-_WHY = b"the request did not arrive in time\n"
+# The JSON error body every other refusal has (api/error_responses.py).
+_WHY = b'{"detail":"the request did not arrive in time","error":"RequestTimeoutError"}'
 _TIMED_OUT = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(_WHY), _WHY)
 )
 

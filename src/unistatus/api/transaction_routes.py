@@ -82,7 +82,7 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
                 "description": "No new transaction: the first result of an Idempotency-Key "
                 "sent before, or a legacy row linked that had its unified row already."
             },
-            **error_answers(400, 401, 403, 409, 413, 422, 503),
+            **error_answers(400, 401, 403, 409, 413, 415, 422, 503),
         },
     )
     def create_transaction(
@@ -138,7 +138,7 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
     @app.post(
         "/api/v1/transactions/{entity_id}/status",
         tags=["transactions"],
-        responses=error_answers(400, 401, 403, 404, 409, 413, 422, 503),
+        responses=error_answers(400, 401, 403, 404, 409, 413, 415, 422, 503),
     )
     def update_status(entity_id: EntityId, body: StatusUpdate, who: Writer) -> JSONResponse:
         """Change the status (unified or legacy value); refused transitions are 409.
