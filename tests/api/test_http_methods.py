@@ -37,6 +37,19 @@ def test_a_method_not_served_is_told_head_is(sqlite_db: Database, path: str) -> 
     assert allowed == {"GET", "HEAD"}, r.headers["allow"]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/transactions/cashout:1/", "/health/", "/metrics/"])
+def test_a_trailing_slash_is_not_redirected_to_the_host_the_client_named(
+    sqlite_db: Database, path: str
+) -> None:
+    """The router redirected '/x/' to '/x' at the Host header's host (307 to
+    http://evil.example/..., an open redirect; no operation declared a 307): a 404 now."""
+    with TestClient(create_app(sqlite_db.settings, sqlite_db.engine)) as client:
+        r = client.get(path, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert r.status_code == 404, (r.status_code, r.headers)
+    assert "location" not in r.headers
+    assert r.json()["error"] == "NotFoundError", r.text
+
+
 @pytest.mark.postgres
 def test_a_create_no_legacy_id_can_be_migrated_for_is_a_409_not_a_503(pg: Database) -> None:
     """The legacy table's next id is beyond what a UTX id holds: every create of the

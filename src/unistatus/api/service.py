@@ -97,6 +97,8 @@ def create_app(
         description="Migration of legacy payment statuses to the unified model: health, "
         "metrics, status, transactions and control.",
         lifespan=lifespan,
+        # '/x/' is a 404, not a redirect to '/x' at the host the client's Host named.
+        redirect_slashes=False,
     )
     app.state.service = service
     app.router.route_class = AuthFirstRoute  # the token before the body, on every route
