@@ -48,3 +48,19 @@ def test_no_input_produces_a_server_error(sqlite_db: Any) -> None:
     app.state.service.close()  # stop the adapter's stats flusher
     assert "POST /api/v1/transactions/{entity_id}/status" in seen
     assert "PUT /api/v1/control/mode" in seen
+
+
+def test_the_idempotency_key_s_rules_are_in_the_schema(sqlite_db: Any) -> None:
+    """The schema said "a string": a generated client could not know a key's bounds,
+    which the service refuses (422) as check_key says (found by a probe)."""
+    import re  # noqa: PLC0415
+
+    from unistatus.domain.inputs import is_header_text  # noqa: PLC0415
+
+    app = create_app(sqlite_db.settings, sqlite_db.engine)
+    (key,) = app.openapi()["paths"]["/api/v1/transactions"]["post"]["parameters"]
+    schema = key["schema"]
+    assert (schema["minLength"], schema["maxLength"]) == (1, 200)
+    for sample in ("pA-1", "a b", " a", "a ", "a,b", ",", "~", "kä", "a\tb", "!", "\x7f"):
+        stated = re.fullmatch(schema["pattern"], sample) is not None
+        assert stated == (is_header_text(sample) and "," not in sample), sample

@@ -100,6 +100,12 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
                 f"are printable ASCII without ',', at most {HTTP_KEY_LENGTH} characters, sent "
                 "once (two keys are refused, 422), and belong to "
                 "the token that sent them: another token's key is another key.",
+                # Stated in the schema, checked by check_key (its words in the 422).
+                json_schema_extra={
+                    "minLength": 1,
+                    "maxLength": HTTP_KEY_LENGTH,
+                    "pattern": r"^[!-+\--~]([ -+\--~]*[!-+\--~])?$",
+                },
             ),
         ] = None,
     ) -> JSONResponse:
