@@ -12,6 +12,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT, Database
@@ -21,7 +22,7 @@ from unistatus.clock import utcnow
 from unistatus.config import AutoResponses
 from unistatus.db.control import get_mode, history, set_mode
 from unistatus.db.engine import create_engine
-from unistatus.db.tables import unified_transactions
+from unistatus.db.tables import cashouts, unified_transactions
 from unistatus.db.tables_alerts import alert_state
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.check import run_check
@@ -101,6 +102,40 @@ def test_critical_consistency_fires_once_rolls_back_and_resolves(db) -> None:
     assert fired(notifier, "consistency_critical", "resolved") == 1
 
 
+@pytest.mark.parametrize("everywhere", [True, False], ids=["all-systems", "one-system"])
+def test_the_rollback_of_a_critical_drop_is_not_followed_by_a_repair(db, everywhere) -> None:
+    """Below 99% both consistency alerts fire. The warning's repair ran in the same
+    evaluation, after the critical one's emergency rollback, with the side the mode read
+    before it: unified_wins copied the bad unified rows over legacy, just made
+    authoritative, and the next check said 100% (found by a probe: the evidence the
+    runbook sends the operator to read was gone). No repair while the critical alert
+    fires: its rollback is the response; the operator repairs once the cause is found."""
+    seed_pairs(db.engine, 100, drift=2)  # 98% in cashouts
+    if everywhere:
+        seed_pairs(db.engine, 100, drift=2, system=LegacySystemType.ESCROW)
+        seed_pairs(db.engine, 100, drift=2, system=LegacySystemType.EXCHANGE)
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="phase 3", force=True)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier())
+    for _ in range(2):
+        states = by_name(monitor.evaluate())
+        assert states["consistency_critical"].firing and states["consistency_warning"].firing
+    assert get_mode(db.engine, LegacySystemType.CASHOUT) is DualWriteMode.LEGACY_ONLY
+    assert (states["consistency_warning"].response or "").startswith(
+        "none: consistency_critical is firing"
+    ), states["consistency_warning"].response
+    assert responses(db.engine, "consistency_warning") == []
+    with db.engine.connect() as conn:  # legacy as it was: the drift still to be read
+        statuses = conn.execute(sa.select(cashouts.c.status).distinct()).scalars().all()
+        drifted = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(unified_transactions)
+            .where(unified_transactions.c.status == "SUCCESS")
+        ).scalar_one()
+    assert statuses == ["PENDING"]
+    assert drifted == (6 if everywhere else 2)
+
+
 def test_rollback_switched_off_in_config(db) -> None:
     seed_pairs(db.engine, 100, drift=5)
     run_check(db.engine, db.settings)
@@ -144,6 +179,31 @@ def test_warning_consistency_schedules_repair(db) -> None:
     assert get_mode(db.engine) is DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
     entry = history(db.engine, AUTO_RESPONSE_KEY)[0]
     assert entry.metadata is not None and entry.metadata["action"] == "repair"
+
+
+def test_the_repair_takes_the_side_the_modes_read_when_it_runs(db, monkeypatch) -> None:
+    """The warning's repair picked its winner from the snapshot's mode: an operator's
+    rollback between the evaluation's reading and the response made unified_wins
+    overwrite legacy, the side now read. Read as it runs: legacy wins."""
+    from unistatus.observe.alert_responses import Responder  # noqa: PLC0415
+
+    seed_pairs(db.engine, 1000, drift=2)  # 99.8%: warning, not critical
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="phase 3", force=True)
+    respond = Responder.respond
+
+    def rolled_back_meanwhile(self: Responder, snap: Any) -> None:
+        set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="op", force=True)
+        respond(self, snap)
+
+    monkeypatch.setattr(Responder, "respond", rolled_back_meanwhile)
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=Notifier()))
+    assert states["consistency_warning"].response == "repair: done"
+    (entry,) = responses(db.engine, "consistency_warning")
+    assert entry.metadata["result"]["strategy"] == "legacy_wins", entry.metadata
+    with db.engine.connect() as conn:
+        statuses = conn.execute(sa.select(cashouts.c.status).distinct()).scalars().all()
+    assert statuses == ["PENDING"]
 
 
 def test_warning_consistency_in_unified_only_does_not_try_to_repair(db) -> None:

@@ -30,13 +30,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.control import unified_staleness, write_value
+from unistatus.db.control import get_modes, unified_staleness, write_value
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.mode_reads import MIXED
 from unistatus.db.system_keys import SYSTEMS
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import UnistatusError
+from unistatus.errors import GateError, UnistatusError
 from unistatus.migration.repair import run_repair
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 from unistatus.migration.verify import judged_report
@@ -77,7 +77,8 @@ class Responder:
 
     def respond(self, snap: Snapshot) -> None:
         auto = self.settings.auto_responses
-        states = {s.name: s for s in load_states(self.engine) if s.firing and s.response is None}
+        firing = {s.name: s for s in load_states(self.engine) if s.firing}
+        states = {name: s for name, s in firing.items() if s.response is None}
         mode = DualWriteMode(snap.mode) if snap.mode and snap.mode != MIXED else None
         if "consistency_critical" in states:
             crossed = self._crossed(snap, "consistency_critical")
@@ -117,6 +118,17 @@ class Responder:
         if "consistency_warning" in states:
             if not auto.repair_on_consistency_warning:
                 self._claim("consistency_warning", "none: repair_on_consistency_warning is off")
+            elif "consistency_critical" in firing:
+                # Its rollback is the response (it just made legacy authoritative): a
+                # repair now would overwrite one side with the other before anyone read
+                # the drift, by the side the mode read before the rollback.
+                self._detailed_logging(snap)
+                self._claim(
+                    "consistency_warning",
+                    "none: consistency_critical is firing (its response is the rollback); "
+                    "read `unistatus check --examples 50`, find the cause, then repair by "
+                    "hand (`unistatus repair --strategy ...`)",
+                )
             elif mode is DualWriteMode.UNIFIED_ONLY:
                 # Legacy is frozen: nothing to repair it with until a rollback replays it.
                 self._detailed_logging(snap)
@@ -135,7 +147,7 @@ class Responder:
                     "consistency_warning",
                     "repair",
                     states["consistency_warning"].message,
-                    lambda reason: self._repair(mode, reason, snap),
+                    self._repair,
                 )
         if "latency_p95_critical" in states:
             self._latency_response(states["latency_p95_critical"], snap, mode)
@@ -303,12 +315,18 @@ class Responder:
         if self._claim(state.name, f"none: {text}"):
             log.warning("p95 over the threshold with the unified side primary: %s", text)
 
-    def _repair(self, mode: DualWriteMode | None, reason: str, snap: Snapshot) -> Any:
-        """Repair with the side the current mode reads as the winner (it is authoritative);
-        with modes that differ, the side every system reads."""
-        reads = {m.reads_unified for m in self._modes(snap).values()}
-        unified = mode.reads_unified if mode is not None else reads == {True}
-        strategy = "unified_wins" if unified else "legacy_wins"
+    def _repair(self, reason: str) -> Any:
+        """Repair with the side every system reads now as the winner (it is
+        authoritative), read as it runs: the snapshot's modes may be a response or an
+        operator old (a rollback in between made legacy the side to keep)."""
+        modes = get_modes(self.engine)
+        reads = {m.reads_unified for m in modes.values()}
+        if len(reads) > 1 or DualWriteMode.UNIFIED_ONLY in modes.values():
+            raise GateError(
+                "the modes changed since the evaluation read them: the systems read "
+                "different sides, or legacy is frozen; repair by hand"
+            )
+        strategy = "unified_wins" if reads == {True} else "legacy_wins"
         return run_repair(self.engine, self.settings, strategy=strategy, actor=ACTOR, reason=reason)
 
     def _detailed_logging(self, snap: Snapshot) -> None:
