@@ -263,6 +263,43 @@ def test_unified_only_writes_nothing_but_a_stale_legacy_status(db: Any) -> None:
 
 
 @pytest.mark.parametrize(
+    ("strategy", "mode"),
+    [
+        ("unified_wins", DualWriteMode.LEGACY_ONLY),
+        ("unified_wins", DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY),
+        ("legacy_wins", DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY),
+    ],
+)
+def test_an_authoritative_only_repair_never_overwrites_the_side_the_mode_reads(
+    db: Any, strategy: str, mode: DualWriteMode
+) -> None:
+    """The monitor's repair chose its strategy by modes an operator's rollback then
+    changed: unified_wins wrote the suspect unified statuses over legacy in LEGACY_ONLY
+    (a probe, 5 races of 13). With ``authoritative_only`` each entity's mode, read as
+    it is locked, decides: what would overwrite the side it reads is skipped; what
+    writes nothing read (a missing row created) still runs."""
+    populate(db.engine, db.settings, 20)
+    damage(db.engine, db.settings, 20)
+    set_mode(db.engine, mode, reason="test", force=True)
+    before = snapshot(db)
+    report = run_repair(
+        db.engine, db.settings, strategy=strategy, actor="monitor", authoritative_only=True
+    )
+    assert report.skipped.get("side_read_by_mode", 0) > 0, report.as_dict()
+    after = snapshot(db)
+    if not mode.reads_unified:
+        assert [after[s.value] for s in LegacySystemType] == [
+            before[s.value] for s in LegacySystemType
+        ]
+    else:  # only rows created (missing_unified): none overwritten
+        kept = {r[0]: r for r in before["unified"]}
+        assert all(tuple(r) == tuple(kept[r[0]]) for r in after["unified"] if r[0] in kept)
+    # The same run without the guard writes the side read (what the monitor did).
+    plain = run_repair(db.engine, db.settings, strategy=strategy, actor="operator")
+    assert plain.repaired > 0
+
+
+@pytest.mark.parametrize(
     "kwargs",
     [
         {"strategy": "random_wins"},

@@ -227,6 +227,7 @@ def run_repair(
     reason: str | None = None,
     from_file: str | os.PathLike[str] | None = None,
     systems: Iterable[LegacySystemType | str] | None = None,
+    authoritative_only: bool = False,
 ) -> RepairReport:
     """Repair the repair queue, then everything a fresh detection finds (see module doc).
 
@@ -240,7 +241,10 @@ def run_repair(
     ``--dry-run``) goes into every history row the repair writes, with ``actor``.
     ``from_file`` (a ``check --out`` file): repair exactly the entities it lists, not
     the queue nor a fresh detection; a malformed line refuses the whole file before
-    anything is written (:class:`InputError` naming the line).
+    anything is written (:class:`InputError` naming the line). ``authoritative_only``:
+    an entity whose mode, read as it is locked, reads the side the strategy would
+    overwrite is skipped (``side_read_by_mode``): the monitor's repair, whose strategy
+    was chosen by modes a rollback may have changed since.
     """
     chosen = Strategy.parse(strategy)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -258,7 +262,14 @@ def run_repair(
     listed = None if from_file is None else ListedKeys(from_file)  # validated, whole
     if listed is not None:
         log.info("repair --from %s: %d entities", from_file, listed.count)
-    report = RepairReport(chosen, dry_run, str(actor), limit, reason.strip() if reason else None)
+    report = RepairReport(
+        chosen,
+        dry_run,
+        str(actor),
+        limit,
+        reason.strip() if reason else None,
+        authoritative_only=authoritative_only,
+    )
     started = time.perf_counter()
     repairer = _Repairer(engine, settings, tables, report)
     try:

@@ -63,6 +63,9 @@ OVERWRITING = {"status_mismatch", "field_mismatch"}
 _rules = TransitionRules()
 LEGACY_FROZEN = "legacy_frozen"  # skip reason in UNIFIED_ONLY: only a rollback writes legacy
 REPLAY_CONFLICT = "replay_conflict"  # skip reason: `unistatus rollback resolve` decides it
+# Skip reason of an ``authoritative_only`` run (the monitor's): the strategy would
+# overwrite the side the entity's mode reads now (a rollback came in between).
+SIDE_READ = "side_read_by_mode"
 
 
 @dataclass
@@ -74,6 +77,9 @@ class RepairReport:
     actor: str
     limit: int | None = None
     reason: str | None = None
+    # Never overwrite the side the mode reads as the entity is locked (the monitor's
+    # repair: the mode it chose its strategy by may have moved since).
+    authoritative_only: bool = False
     examined: int = 0
     repaired: int = 0
     repaired_kinds: dict[str, int] = field(default_factory=dict)
@@ -202,6 +208,8 @@ class EntityRepair:
             # The replay kept legacy on purpose (e.g. a payout confirmed while legacy
             # was written alone): the operator decides it, never a repair strategy.
             plan = RepairPlan(plan.kinds, "skip", skip_reason=REPLAY_CONFLICT)
+        if report.authoritative_only and _overwrites_side_read(plan.action, mode):
+            plan = RepairPlan(plan.kinds, "skip", skip_reason=SIDE_READ)
         if plan.action == "none":
             report.already_consistent += 1
             if not report.dry_run:
@@ -528,6 +536,13 @@ def _allowed_frozen(
         .limit(1)
     ).first()
     return pending is None
+
+
+def _overwrites_side_read(action: str, mode: DualWriteMode) -> bool:
+    """Whether ``action`` overwrites a value on the side ``mode`` reads."""
+    return (action == "write_unified" and mode.reads_unified) or (
+        action == "write_legacy" and not mode.reads_unified
+    )
 
 
 class LegacyHeld(Exception):

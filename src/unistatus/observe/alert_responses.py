@@ -327,7 +327,14 @@ class Responder:
                 "different sides, or legacy is frozen; repair by hand"
             )
         strategy = "unified_wins" if reads == {True} else "legacy_wins"
-        return run_repair(self.engine, self.settings, strategy=strategy, actor=ACTOR, reason=reason)
+        return run_repair(
+            self.engine,
+            self.settings,
+            strategy=strategy,
+            actor=ACTOR,
+            reason=reason,
+            authoritative_only=True,  # an entity whose mode moved meanwhile is skipped
+        )
 
     def _detailed_logging(self, snap: Snapshot) -> None:
         logging.getLogger("unistatus").setLevel(logging.DEBUG)
