@@ -38,6 +38,7 @@ RANKS: dict[str, int] = {
     "errors": 0,
     "clock": 0,
     "redact": 0,
+    "shown": 0,
     "config_file": 1,
     "config_values": 1,
     "config_sources": 1,

@@ -83,3 +83,31 @@ def test_status_shows_a_writers_name_as_it_is(pg: Database) -> None:
     finally:
         writer.dispose()
         run(pg, "disable", "--reason", "done")
+
+
+@pytest.mark.postgres
+def test_monitor_shows_a_writers_name_as_text(pg: Database) -> None:
+    """A bypass write to frozen legacy fires an alert naming the writer: `monitor`'s
+    table read its message as Rich markup, and a client named '[/]' stopped the monitor
+    (exit 2, MarkupError) at every start while the writer was in the window (a probe)."""
+    from unistatus.domain.statuses import LegacySystemType  # noqa: PLC0415
+
+    name = "cron [/] job"
+    writer = sa.create_engine(pg.url, connect_args={"application_name": name})
+    try:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO cashouts (id, user_id, amount, currency, status, created_at, "
+                "updated_at) VALUES (1, 7, 1, 'USD', 'PENDING', now(), now())"
+            )
+        assert run(pg, "enable", "--actor", "alice").exit_code == 0
+        cashout = LegacySystemType.CASHOUT
+        set_mode(pg.engine, DualWriteMode.UNIFIED_ONLY, reason="t", system=cashout, force=True)
+        with writer.begin() as conn:
+            conn.exec_driver_sql("UPDATE cashouts SET amount = amount + 1 WHERE id = 1")
+        shown = runner.invoke(app, ["--database-url", pg.url, "monitor", "--once"])
+        assert shown.exit_code in (0, 1), shown.output
+        assert f"bypass:{name}/" in " ".join(shown.stdout.split()), shown.stdout
+    finally:
+        writer.dispose()
+        run(pg, "disable", "--reason", "done")

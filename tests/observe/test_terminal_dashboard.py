@@ -59,7 +59,8 @@ def test_cli_dashboard_once_and_monitor_once(db: Any) -> None:
         app, [*base, "monitor", "--count", "2", "--interval", "0.1"], catch_exceptions=False
     )
     assert r.exit_code == 0, r.output
-    assert r.stdout.count("consistency_critical") == 2  # one table per evaluation
+    rows = [line.split()[0] for line in r.stdout.splitlines() if line.split()]
+    assert rows.count("consistency_critical") == 2  # one table row per evaluation
     assert r.stdout.count("critical firing") == 2
 
 

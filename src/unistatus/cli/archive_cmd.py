@@ -15,6 +15,7 @@ from unistatus.cli.context import (
     says_when_interrupted,
     state,
 )
+from unistatus.shown import as_markup
 
 archive_app = typer.Typer(
     help=(
@@ -59,9 +60,11 @@ def export(
         )
         return
     for t in manifest.tables:
-        console.print(f"{t.name}: {t.rows} rows -> {Path(out) / t.file}  sha256 {t.sha256[:16]}…")
-    console.print(f"manifest {Path(out) / 'manifest.json'}  sha256 {manifest.sha256}")
-    console.print(f"next: unistatus archive verify {shlex.quote(str(out))}")
+        console.print(
+            as_markup(f"{t.name}: {t.rows} rows -> {Path(out) / t.file}  sha256 {t.sha256[:16]}…")
+        )
+    console.print(as_markup(f"manifest {Path(out) / 'manifest.json'}  sha256 {manifest.sha256}"))
+    console.print(as_markup(f"next: unistatus archive verify {shlex.quote(str(out))}"))
 
 
 @archive_app.command("verify")
@@ -125,9 +128,11 @@ def verify(
                 if report.columns_retired
                 else f"live {t['live_rows']}"
             )
-            console.print(f"{t['table']}: archived {t['archived_rows']}, {live}", highlight=False)
+            console.print(
+                as_markup(f"{t['table']}: archived {t['archived_rows']}, {live}"), highlight=False
+            )
         for problem in report.problems:
-            err_console.print(f"[red]mismatch:[/] {problem}", highlight=False)
+            err_console.print(f"[red]mismatch:[/] {as_markup(problem)}", highlight=False)
         if report.columns_retired and report.ok:
             console.print(
                 "[green]archive intact:[/] it matches the archive recorded before the "
@@ -140,7 +145,7 @@ def verify(
                 "[green]archive verified[/]" + (" and recorded" if recorded else ""),
             )
         for gap in gaps:
-            err_console.print(f"[red]not recorded:[/] {gap}", highlight=False)
+            err_console.print(f"[red]not recorded:[/] {as_markup(gap)}", highlight=False)
     if not report.ok or gaps:
         raise typer.Exit(EXIT_FAILED_CHECK)
 
@@ -184,11 +189,11 @@ def restore(
     else:
         for t in report.tables:
             created = " (created)" if t["created"] else ""
-            console.print(f"{t['table']}: {t['rows']} rows restored{created}")
+            console.print(as_markup(f"{t['table']}: {t['rows']} rows restored{created}"))
         for problem in report.verify.problems:
-            err_console.print(f"[red]mismatch:[/] {problem}", highlight=False)
+            err_console.print(f"[red]mismatch:[/] {as_markup(problem)}", highlight=False)
         if report.verify.ok:
-            console.print(f"[green]restored and verified[/] into {report.database}")
+            console.print(f"[green]restored and verified[/] into {as_markup(report.database)}")
     if not report.verify.ok:
         raise typer.Exit(EXIT_FAILED_CHECK)
 

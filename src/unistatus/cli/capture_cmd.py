@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import typer
-from rich.markup import escape
 
 from unistatus.cli.context import EXIT_FAILED_CHECK, console, err_console, print_json, state
+from unistatus.shown import as_markup
 
 capture_app = typer.Typer(
     help=(
@@ -112,16 +112,17 @@ def _show(result: dict[str, Any], json_out: bool) -> None:
         f"capture {state_text}: {len(result['triggers'])} trigger(s) installed", highlight=False
     )
     for trigger in result["triggers"]:
-        console.print(f"  {trigger['table']}: {trigger['name']}", highlight=False)
+        console.print(as_markup(f"  {trigger['table']}: {trigger['name']}"), highlight=False)
     for missing in result["missing"]:
         err_console.print(
-            f"[red]missing:[/] {missing['table']}: {missing['name']} "
+            f"[red]missing:[/] {as_markup(missing['table'])}: {as_markup(missing['name'])} "
             "(run `unistatus capture enable` again)",
             highlight=False,
         )
     for off in result["disabled"]:
         err_console.print(
-            f"[red]disabled:[/] {off['table']}: {off['name']} (ALTER TABLE ... DISABLE "
+            f"[red]disabled:[/] {as_markup(off['table'])}: {as_markup(off['name'])} (ALTER "
+            "TABLE ... DISABLE "
             "TRIGGER: writes to the table are not captured; run `unistatus capture enable` "
             "again)",
             highlight=False,
@@ -140,7 +141,9 @@ def _show(result: dict[str, Any], json_out: bool) -> None:
         )
     if result.get("ids_reused"):
         err_console.print(
-            "[yellow]warning:[/] " + ", ".join(result["ids_reused"]) + " may hand a deleted "
+            "[yellow]warning:[/] "
+            + as_markup(", ".join(result["ids_reused"]))
+            + " may hand a deleted "
             "row's id out again (SQLite, a key without AUTOINCREMENT): a bypass INSERT given "
             "one is taken for the deleted row's transaction and overwrites its unified row; "
             "declare the id INTEGER PRIMARY KEY AUTOINCREMENT",
@@ -149,7 +152,7 @@ def _show(result: dict[str, Any], json_out: bool) -> None:
     if result["status_column_gone"]:
         err_console.print(
             "[red]status column gone:[/] "
-            + ", ".join(result["status_column_gone"])
+            + as_markup(", ".join(result["status_column_gone"]))
             + " (renamed or dropped behind unistatus: every write there fails while the "
             "triggers name it; rename it back or configure the new name, then `unistatus "
             "capture enable`)",
@@ -157,7 +160,8 @@ def _show(result: dict[str, Any], json_out: bool) -> None:
         )
     if result["suspended"]:
         console.print(
-            "suspended while their status column is retired: " + ", ".join(result["suspended"]),
+            "suspended while their status column is retired: "
+            + as_markup(", ".join(result["suspended"])),
             highlight=False,
         )
     if result["changed_while_legacy_only"]:
@@ -173,7 +177,7 @@ def _show(result: dict[str, Any], json_out: bool) -> None:
     for w in result["writers"]:
         # The writer names itself (application_name): text, never markup.
         console.print(
-            escape(
+            as_markup(
                 f"  {w['writer']}  {w['system']}: {w['writes']} write(s), {w['flagged']} "
                 f"flagged, {w['unmappable']} unmappable; last seen {w['last_seen_at']} "
                 f"({w['last_mode']})"

@@ -19,6 +19,7 @@ from unistatus.cli.context import (
     state,
 )
 from unistatus.errors import InputError
+from unistatus.shown import as_markup
 
 if TYPE_CHECKING:
     import sqlalchemy as sa
@@ -212,7 +213,9 @@ def _print(data: dict[str, Any]) -> None:
             )
             for d in ex["details"]
         ]
-        console.print(f"  {ref} ({ex['transaction_id'] or 'no unified row'}): {'; '.join(parts)}")
+        # Stored values (any writer's), quoted: text, never markup.
+        line = f"  {ref} ({ex['transaction_id'] or 'no unified row'}): {'; '.join(parts)}"
+        console.print(as_markup(line), highlight=False, soft_wrap=True)
 
 
 def _print_verification(info: dict[str, Any] | None) -> None:

@@ -16,6 +16,7 @@ from unistatus.cli.verify_options import (
     VerifyRows,
     VerifySeconds,
 )
+from unistatus.shown import as_markup
 
 if TYPE_CHECKING:
     from unistatus.observe.alert_state import AlertState
@@ -110,7 +111,8 @@ def _show(states: list[AlertState], json_out: bool) -> None:
     table.add_column("message / response")
     style = {"critical": "bold red", "warning": "yellow"}
     for s in shown:
-        text = s.message + (f" -> {s.response}" if s.response else "")
+        # A writer's name (any client's application_name) is in the message: text.
+        text = as_markup(s.message + (f" -> {s.response}" if s.response else ""))
         table.add_row(
             f"[{style.get(s.level, 'dim')}]{s.name}[/]",
             f"{s.level} {s.state}",

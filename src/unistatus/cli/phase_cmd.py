@@ -54,6 +54,8 @@ def gate_table(gates: list[Gate], title: str) -> object:
     from rich.table import Table
     from rich.text import Text
 
+    from unistatus.shown import as_markup, as_text
+
     table = Table(
         title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False
     )
@@ -63,9 +65,10 @@ def gate_table(gates: list[Gate], title: str) -> object:
     table.add_column("result", no_wrap=True)
     for g in gates:
         result = "[green]pass[/]" if g.passed else "[bold red]FAIL[/]"
-        table.add_row(g.name, str(g.value), str(g.threshold), result)
+        table.add_row(g.name, as_markup(g.value), as_markup(g.threshold), result)
     details = [
-        Padding(Text.assemble((f"{g.name}: ", "bold"), g.detail), (0, 0, 0, 2))
+        # A detail names bypass writers (any client's application_name): as text.
+        Padding(Text.assemble((f"{g.name}: ", "bold"), as_text(g.detail)), (0, 0, 0, 2))
         for g in gates
         if g.detail
     ]

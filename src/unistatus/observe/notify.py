@@ -21,6 +21,7 @@ import httpx
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.redact import redact_webhook
+from unistatus.shown import as_text
 
 __all__ = ["Delivery", "Notification", "Notifier"]
 
@@ -55,7 +56,9 @@ class Notification:
 
     def payload(self) -> dict[str, Any]:
         return {
-            "text": self.text,
+            # Slack's (and Mattermost's) text: '&', '<' and '>' escaped as they require,
+            # so a writer's name ('<!channel>', '<https://x|click>') is no ping or link.
+            "text": _chat_escaped(self.text),
             "alert": self.name,
             "level": self.level,
             "state": self.state,
@@ -107,7 +110,7 @@ class Notifier:
         log.log(
             LOG_LEVEL.get(notification.level, logging.INFO),
             "%s",
-            notification.text,
+            as_text(notification.text),  # one line: a writer's name forges none
             extra={"alert": notification.payload()},
         )
         self.sent.append(notification)
@@ -139,3 +142,9 @@ class Notifier:
                 time.sleep(self.backoff * attempt)
         log.error("webhook %s failed after %d attempt(s): %s", redact_webhook(url), attempt, error)
         return Delivery(url, False, attempt, status, error)
+
+
+def _chat_escaped(text: str) -> str:
+    """``text`` as a chat message's text: its control characters escaped, and the three
+    characters Slack's markup gives a meaning ('<!channel>', links) as entities."""
+    return as_text(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

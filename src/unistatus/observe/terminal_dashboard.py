@@ -28,6 +28,7 @@ from unistatus.observe.metrics import (
 )
 from unistatus.observe.phase_progress import RETIREMENT_STEPS
 from unistatus.observe.sparklines import TERMINAL_POINTS, history_table
+from unistatus.shown import as_text
 
 __all__ = ["frame", "judged_frame", "render", "run"]
 
@@ -184,7 +185,8 @@ def render(
         alert_table.add_row(Text("none firing", style="green"))
     for a in firing:
         style = "bold red" if a["level"] == "critical" else "yellow"
-        alert_table.add_row(Text(f"{a['level'].upper()} {a['name']}: {a['message']}", style=style))
+        line = as_text(f"{a['level'].upper()} {a['name']}: {a['message']}")  # names writers
+        alert_table.add_row(Text(line, style=style))
 
     parts: list[RenderableType] = [
         _where(snap),
@@ -230,7 +232,7 @@ def _bypass_table(snap: Snapshot) -> Table:
         table.add_column(name, justify="right" if name == "rows" else "left", no_wrap=True)
     for w in bypass.writers[:BYPASS_ROWS]:
         seen = w.last_seen_at.strftime("%Y-%m-%d %H:%M:%S") if w.last_seen_at else "-"
-        table.add_row(Text(w.writer, style="yellow"), w.system, f"{w.writes:,}", seen)
+        table.add_row(Text(as_text(w.writer), style="yellow"), w.system, f"{w.writes:,}", seen)
     if len(bypass.writers) > BYPASS_ROWS:
         table.add_row(Text(f"... {len(bypass.writers) - BYPASS_ROWS} more", style="dim"))
     return table
