@@ -253,6 +253,51 @@ def test_latency_rollback_when_unified_primary_is_slower_than_baseline(db) -> No
     assert "baseline" in entry.reason
 
 
+@pytest.mark.parametrize("one_system", [False, True], ids=["all-systems", "one-system"])
+def test_a_latency_rollback_after_an_operators_is_not_a_second_step(
+    db, monkeypatch, one_system
+) -> None:
+    """The operator stepped 3 -> 2 while the monitor evaluated phase 3's figures: its
+    response then stepped 2 -> 1 (a probe, 2 races of 4). It steps from the phase it
+    judged, and says it did not run when that phase has moved."""
+    from unistatus.migration.phases import read_phases  # noqa: PLC0415
+    from unistatus.migration.rollback import rollback_current_phase  # noqa: PLC0415
+    from unistatus.observe.alert_responses import Responder  # noqa: PLC0415
+
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), window_seconds=60)
+    to_phase(db.engine, 2)
+    kw = {"system": LegacySystemType.CASHOUT} if one_system else {}
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 90.0, 50, **kw)
+    monitor.evaluate()
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM unistatus_operation_stats")
+    to_phase(db.engine, 3)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, 900.0, 50, **kw)
+    if one_system:  # the others fast: only cashouts crossed
+        for other in (LegacySystemType.ESCROW, LegacySystemType.EXCHANGE):
+            record_latency(
+                db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, 5.0, 50, system=other
+            )
+    respond = Responder.respond
+
+    def operator_first(self: Responder, snap: Any) -> None:
+        rollback_current_phase(db.engine, db.settings, actor="op", reason="slow", **kw)
+        respond(self, snap)
+
+    monkeypatch.setattr(Responder, "respond", operator_first)
+    states = by_name(monitor.evaluate())
+    response = states["latency_p95_critical"].response or ""
+    with db.engine.connect() as conn:
+        phases = read_phases(conn)
+    assert phases[LegacySystemType.CASHOUT] == 2, (phases, response)  # one step, not two
+    if not one_system:
+        assert set(phases.values()) == {2}, phases
+        assert response.startswith("rollback_phase: not run: "), response
+    else:
+        assert phases[LegacySystemType.ESCROW] == 3, phases
+        assert "not run" in response or "done" in response, response
+
+
 def test_latency_rollback_from_unified_only_replays_then_legacy_primary(db) -> None:
 
     from unistatus.adapter.core import DualWriteAdapter

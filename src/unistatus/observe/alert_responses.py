@@ -36,7 +36,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.mode_reads import MIXED
 from unistatus.db.system_keys import SYSTEMS
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError, UnistatusError
+from unistatus.errors import GateError, PhaseMovedError, UnistatusError
 from unistatus.migration.repair import run_repair
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 from unistatus.migration.verify import judged_report
@@ -244,9 +244,14 @@ class Responder:
         # The spec's response is "roll back to legacy primary": one phase back from 3, and
         # from 4 (UNIFIED_ONLY) the phase-4 procedure, which replays to legacy first.
         action = "rollback_phase"
+        # The phase whose figures crossed: one step from it, not two (None: unknown, or
+        # the systems apart, which the rollback refuses).
+        judged = next(iter(phases)) if len(phases) == 1 else None
 
         def act(why: str) -> Any:
-            return rollback_current_phase(self.engine, self.settings, actor=ACTOR, reason=why)
+            return rollback_current_phase(
+                self.engine, self.settings, actor=ACTOR, reason=why, from_phase=judged
+            )
 
         self._run(state.name, action, reason, act)
 
@@ -303,7 +308,12 @@ class Responder:
             lambda why: _each(
                 list(slow),
                 lambda system: rollback_current_phase(
-                    self.engine, self.settings, actor=ACTOR, reason=why, system=system
+                    self.engine,
+                    self.settings,
+                    actor=ACTOR,
+                    reason=why,
+                    system=system,
+                    from_phase=((snap.systems or {}).get(system.value) or {}).get("phase"),
                 ),
             ),
         )
@@ -350,6 +360,11 @@ class Responder:
         try:
             result = act(why)
             outcome = f"{action}: done"
+        except PhaseMovedError as exc:
+            # An operator (or another monitor) moved the phase since it was judged.
+            log.warning("automated response %s for %s not run: %s", action, name, exc)
+            outcome = f"{action}: not run: {exc}"
+            result = None
         except Exception as exc:
             log.error("automated response %s for %s failed: %s", action, name, exc)
             outcome = f"{action}: failed: {type(exc).__name__}: {exc}"
@@ -413,6 +428,10 @@ def _each(
     for system in systems:
         try:
             result = act(system)
+        except PhaseMovedError as exc:  # moved since it was judged: nothing to do
+            log.warning("automated response for %s not run: %s", system.value, exc)
+            done[system.value] = {"not_run": str(exc)}
+            continue
         except Exception as exc:
             log.error("automated response for %s failed: %s", system.value, exc)
             failed.append(f"{system.value}: {type(exc).__name__}: {exc}")
