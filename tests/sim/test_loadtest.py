@@ -86,6 +86,36 @@ def test_unified_only_run_restores_previous_mode(db: Database) -> None:
     assert run_check(db.engine, db.settings, store=False).consistency_rate == 1.0
 
 
+@pytest.mark.parametrize("one_system", [False, True], ids=["every-system", "one-system"])
+def test_the_restore_leaves_a_mode_someone_else_set_during_the_run(
+    db: Database, monkeypatch: pytest.MonkeyPatch, one_system: bool
+) -> None:
+    """An emergency rollback during `loadtest --mode ...` was undone by the run's
+    restore: phase 0 with the unified side primary, 'PASS' (a probe, 4 races of 7). A
+    system whose mode is no longer the one the run set is left as it is, and said."""
+    from unistatus.migration.rollback import emergency_rollback  # noqa: PLC0415
+
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="phase 3", force=True)
+    run_once = loadtest._run_once
+
+    def rolled_back_during_the_run(*args: object, **kw: object) -> object:
+        stats = run_once(*args, **kw)  # type: ignore[arg-type]
+        which = {"system": LegacySystemType.ESCROW} if one_system else {}
+        emergency_rollback(db.engine, db.settings, actor="oncall", reason="incident", **which)
+        return stats
+
+    monkeypatch.setattr(loadtest, "_run_once", rolled_back_during_the_run)
+    report = run_load_test(
+        db.url, db.settings, transactions=6, concurrent=2, mode="DUAL_WRITE_LEGACY_PRIMARY"
+    )
+    assert get_mode(db.engine, LegacySystemType.ESCROW) is DualWriteMode.LEGACY_ONLY
+    restored = DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY
+    rest = get_mode(db.engine, LegacySystemType.CASHOUT)
+    assert rest is (restored if one_system else DualWriteMode.LEGACY_ONLY), rest
+    assert report.mode_left_alone["ESCROW"] == "LEGACY_ONLY", report.mode_left_alone
+    assert "mode_left_alone" in report.as_dict()
+
+
 def test_a_baseline_next_to_unified_reads_is_refused_up_front(db: Database) -> None:
     """A LEGACY_ONLY baseline writes rows unified never sees: switching to (or back to) a
     unified-read mode after it would be refused as stale, so the run is refused before

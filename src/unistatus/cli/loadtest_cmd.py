@@ -215,6 +215,12 @@ def _print(report: LoadTestReport) -> None:
         )
     for error in report.run.first_errors:
         err_console.print(f"[red]error:[/] {error}", highlight=False)
+    for system, mode in report.mode_left_alone.items():
+        err_console.print(
+            f"[yellow]warning:[/] {system} was switched to {mode} by someone else during "
+            "the run (a rollback?): the mode was left as it is, not put back",
+            highlight=False,
+        )
     _print_verdict(report.run)
 
 

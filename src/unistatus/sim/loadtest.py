@@ -129,6 +129,9 @@ class LoadTestReport:
     run: RunStats
     backend: str
     baseline: RunStats | None = None
+    # Systems switched by someone else during the run (system: mode found), which the
+    # restore left as they were.
+    mode_left_alone: dict[str, str] = field(default_factory=dict)
 
     @property
     def overhead_pct(self) -> dict[str, float] | None:
@@ -143,6 +146,8 @@ class LoadTestReport:
 
     def as_dict(self) -> dict[str, Any]:
         out = {"backend": self.backend, **self.run.as_dict()}
+        if self.mode_left_alone:
+            out["mode_left_alone"] = dict(self.mode_left_alone)
         if self.baseline is not None:
             out["baseline"] = self.baseline.as_dict()
             out["dual_write_overhead_pct"] = self.overhead_pct
@@ -255,7 +260,8 @@ def _run_holding_the_mode(
         guard.restore(restore_s, run_error=exc)
         raise
     guard.restore(restore_s)
-    return LoadTestReport(stats, engine.dialect.name, baseline_stats)
+    left_alone = {s.value: m.value for s, m in guard.left_alone.items()}
+    return LoadTestReport(stats, engine.dialect.name, baseline_stats, left_alone)
 
 
 def _url_of(database: str | sa.Engine) -> str:

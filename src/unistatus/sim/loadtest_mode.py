@@ -95,12 +95,17 @@ class ModeGuard:
         # restore attempt read it.
         self.left: dict[LegacySystemType, DualWriteMode] = dict.fromkeys(SYSTEMS, previous)
         self.certain = True
+        # The mode the run set (None: none): a system found in another one at the
+        # restore was switched by someone else meanwhile (an emergency rollback) and is
+        # left as it is (``left_alone``), never switched back over their decision.
+        self.set_to: DualWriteMode | None = None
+        self.left_alone: dict[LegacySystemType, DualWriteMode] = {}
 
     def switch(self, mode: DualWriteMode, reason: str) -> None:
         if self.certain and all(m is mode for m in self.left.values()):
             return
         # Until set_mode returns, the switch may or may not have committed.
-        self.left, self.certain = dict.fromkeys(SYSTEMS, mode), False
+        self.left, self.certain, self.set_to = dict.fromkeys(SYSTEMS, mode), False, mode
         set_mode(self.engine, mode, reason=reason, actor=ACTOR)
         self.certain = True
 
@@ -147,20 +152,51 @@ class ModeGuard:
         current = get_modes(self.engine)
         self.left, self.certain = current, True
         moving = [s for s, mode in current.items() if mode is not previous]
+        if self.set_to is not None:
+            others = {s: current[s] for s in moving if current[s] is not self.set_to}
+            for system, mode in others.items():
+                if system not in self.left_alone:
+                    log.warning(
+                        "%s is in %s, not the load test's %s: switched by someone else "
+                        "during the run (a rollback?), left as it is",
+                        system.value,
+                        mode.value,
+                        self.set_to.value,
+                    )
+            self.left_alone.update(others)
+            moving = [s for s in moving if s not in others]
         if not moving:
             return
-        unified_only = any(current[s] is DualWriteMode.UNIFIED_ONLY for s in moving)
         self.certain = False  # the switch may commit, its reply lost: "may be left at"
-        if not unified_only or not previous.writes_legacy:
-            set_mode(self.engine, previous, reason="load test finished: mode restored", actor=ACTOR)
-        else:
-            reason = "load test finished: UNIFIED_ONLY changes replayed, mode restored"
+        each: list[LegacySystemType | None] = [None] if len(moving) == len(SYSTEMS) else [*moving]
+        for one in each:
+            self._put_back(current, moving if one is None else [one], one)
+            if one is not None:
+                self.left[one] = previous
+        self.left, self.certain = {**current, **dict.fromkeys(moving, previous)}, True
 
-            def finish(conn: sa.Connection, _summary: dict[str, Any]) -> None:
-                write_mode(conn, previous, actor=ACTOR, reason=reason)
+    def _put_back(
+        self,
+        current: Mapping[LegacySystemType, DualWriteMode],
+        systems: list[LegacySystemType],
+        system: LegacySystemType | None,
+    ) -> None:
+        """``systems`` back in the previous mode (``system`` None: every system at once)."""
+        previous = self.previous
+        if all(current[s] is not DualWriteMode.UNIFIED_ONLY for s in systems) or not (
+            previous.writes_legacy
+        ):
+            reason = "load test finished: mode restored"
+            set_mode(self.engine, previous, system=system, reason=reason, actor=ACTOR)
+            return
+        reason = "load test finished: UNIFIED_ONLY changes replayed, mode restored"
 
-            replay_pending(self.engine, self.settings, finish=finish, actor=ACTOR, reason=reason)
-        self.left, self.certain = dict.fromkeys(SYSTEMS, previous), True
+        def finish(conn: sa.Connection, _summary: dict[str, Any]) -> None:
+            write_mode(conn, previous, system=system, actor=ACTOR, reason=reason)
+
+        replay_pending(
+            self.engine, self.settings, finish=finish, actor=ACTOR, reason=reason, system=system
+        )
 
     def _not_restored(
         self, exc: BaseException, run_error: BaseException | None, how: str
