@@ -19,7 +19,7 @@ import unistatus.sim.loadtest as loadtest
 from conftest import Database
 from support.outage import DEADLINE, Server
 from unistatus.cli import app
-from unistatus.db.control import get_mode, set_mode
+from unistatus.db.control import get_mode, get_modes, set_mode
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType, UnifiedTransactionStatus
 from unistatus.errors import InputError, ModeNotRestoredError, StorageError
 from unistatus.migration.check import run_check
@@ -114,6 +114,68 @@ def test_the_restore_leaves_a_mode_someone_else_set_during_the_run(
     assert rest is (restored if one_system else DualWriteMode.LEGACY_ONLY), rest
     assert report.mode_left_alone["ESCROW"] == "LEGACY_ONLY", report.mode_left_alone
     assert "mode_left_alone" in report.as_dict()
+
+
+def test_a_baseline_run_whose_second_switch_failed_is_put_back(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--baseline switches twice (LEGACY_ONLY, then the target): the second switch lost
+    before it committed left the baseline's LEGACY_ONLY, which the restore took for
+    someone else's switch and left: dual writes off everywhere (a review)."""
+    import unistatus.sim.loadtest_mode as guard_module  # noqa: PLC0415
+
+    set_mode(db.engine, PHASE_1, reason="phase 1", force=True)
+    real, calls = guard_module.set_mode, []
+
+    def second_lost(engine: object, mode: DualWriteMode, **kw: object) -> object:
+        calls.append(mode)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # before the switch commits
+        return real(engine, mode, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(guard_module, "set_mode", second_lost)
+    with pytest.raises(KeyboardInterrupt):
+        run_load_test(
+            db.url, db.settings, transactions=4, concurrent=2, mode=PHASE_1, baseline=True
+        )
+    assert {m for m in get_modes(db.engine).values()} == {PHASE_1}
+
+
+def test_a_failed_restore_names_no_command_that_undoes_a_rollback(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore that failed named every system, escrow's emergency rollback (left alone
+    on purpose) among them, and `mode set` for all: the command undid it (a review)."""
+    import unistatus.sim.loadtest_mode as guard_module  # noqa: PLC0415
+    from unistatus.migration.rollback import emergency_rollback  # noqa: PLC0415
+
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="phase 3", force=True)
+    run_once = loadtest._run_once
+
+    def rolled_back(*args: object, **kw: object) -> object:
+        stats = run_once(*args, **kw)  # type: ignore[arg-type]
+        escrow = LegacySystemType.ESCROW
+        emergency_rollback(db.engine, db.settings, actor="oncall", reason="x", system=escrow)
+        return stats
+
+    real = guard_module.set_mode
+
+    def restore_refused(engine: object, mode: DualWriteMode, **kw: object) -> object:
+        if str(kw.get("reason", "")).startswith("load test finished"):
+            raise StorageError("the database is down")
+        return real(engine, mode, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(loadtest, "_run_once", rolled_back)
+    monkeypatch.setattr(guard_module, "set_mode", restore_refused)
+    with pytest.raises(ModeNotRestoredError) as caught:
+        run_load_test(
+            db.url, db.settings, transactions=4, concurrent=2, mode=PHASE_1, restore_seconds=0.3
+        )
+    text = str(caught.value)
+    assert "ESCROW" not in text.split(" run: ")[0], text
+    assert "--system cashout" in text and "--system exchange" in text, text
+    assert "--system escrow" not in text, text
+    assert LegacySystemType.ESCROW not in caught.value.left, caught.value.left
 
 
 def test_a_baseline_next_to_unified_reads_is_refused_up_front(db: Database) -> None:

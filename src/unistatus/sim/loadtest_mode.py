@@ -95,17 +95,19 @@ class ModeGuard:
         # restore attempt read it.
         self.left: dict[LegacySystemType, DualWriteMode] = dict.fromkeys(SYSTEMS, previous)
         self.certain = True
-        # The mode the run set (None: none): a system found in another one at the
-        # restore was switched by someone else meanwhile (an emergency rollback) and is
-        # left as it is (``left_alone``), never switched back over their decision.
-        self.set_to: DualWriteMode | None = None
+        # Every mode the run switched to (a baseline's LEGACY_ONLY, then the target; none:
+        # the run set none): a system found in another one at the restore was switched
+        # by someone else meanwhile (an emergency rollback) and is left as it is
+        # (``left_alone``), never switched back over their decision.
+        self.own: set[DualWriteMode] = set()
         self.left_alone: dict[LegacySystemType, DualWriteMode] = {}
 
     def switch(self, mode: DualWriteMode, reason: str) -> None:
         if self.certain and all(m is mode for m in self.left.values()):
             return
         # Until set_mode returns, the switch may or may not have committed.
-        self.left, self.certain, self.set_to = dict.fromkeys(SYSTEMS, mode), False, mode
+        self.left, self.certain = dict.fromkeys(SYSTEMS, mode), False
+        self.own.add(mode)
         set_mode(self.engine, mode, reason=reason, actor=ACTOR)
         self.certain = True
 
@@ -152,16 +154,15 @@ class ModeGuard:
         current = get_modes(self.engine)
         self.left, self.certain = current, True
         moving = [s for s, mode in current.items() if mode is not previous]
-        if self.set_to is not None:
-            others = {s: current[s] for s in moving if current[s] is not self.set_to}
+        if self.own:
+            others = {s: current[s] for s in moving if current[s] not in self.own}
             for system, mode in others.items():
                 if system not in self.left_alone:
                     log.warning(
-                        "%s is in %s, not the load test's %s: switched by someone else "
-                        "during the run (a rollback?), left as it is",
+                        "%s is in %s, not a mode the load test set: switched by someone "
+                        "else during the run (a rollback?), left as it is",
                         system.value,
                         mode.value,
-                        self.set_to.value,
                     )
             self.left_alone.update(others)
             moving = [s for s in moving if s not in others]
@@ -202,14 +203,28 @@ class ModeGuard:
         self, exc: BaseException, run_error: BaseException | None, how: str
     ) -> ModeNotRestoredError:
         previous = self.previous.value
+        # A system someone else switched during the run is theirs: neither named as
+        # left behind nor in the command (which would undo their rollback).
+        left = {s: m for s, m in self.left.items() if s not in self.left_alone}
+        behind = [s for s, m in left.items() if m is not self.previous or not self.certain]
         command = f'unistatus mode set {previous} --reason "{FIX_REASON}"'
+        if self.left_alone:
+            command = "; ".join(
+                f'unistatus mode set {previous} --system {s.value.lower()} --reason "{FIX_REASON}"'
+                for s in behind or [s for s in SYSTEMS if s not in self.left_alone]
+            )
         why = "Ctrl-C" if isinstance(exc, KeyboardInterrupt) else one_line(exc)
         text = (
             f"the load test could not put the write mode back ({how}: {why}): "
-            f"{_describe(self.left, self.previous, self.certain)}; every adapter writes in "
+            f"{_describe(left, self.previous, self.certain)}; every adapter writes in "
             f"that mode until it is put back. Once the database is reachable, run: {command}"
         )
-        if any(m is DualWriteMode.UNIFIED_ONLY for m in self.left.values()):
+        if self.left_alone:
+            text += (
+                f" ({', '.join(s.value for s in self.left_alone)} switched by someone else "
+                "during the run: left as it is)"
+            )
+        if any(m is DualWriteMode.UNIFIED_ONLY for m in left.values()):
             text += (
                 " (refused while UNIFIED_ONLY changes are not replayed: `unistatus rollback "
                 "--emergency` replays them and goes to LEGACY_ONLY)"
@@ -220,7 +235,7 @@ class ModeGuard:
             text += f"; the run itself had failed first: {one_line(run_error)}"
         return ModeNotRestoredError(
             text,
-            left=dict(self.left),
+            left=left,
             previous=self.previous,
             command=command,
             restore_error=exc,
