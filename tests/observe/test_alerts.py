@@ -830,3 +830,40 @@ def test_a_new_crossing_waits_for_a_response_still_running(sqlite_db: Database) 
         )
     monitor.evaluate()
     assert get_mode(db.engine, LegacySystemType.ESCROW) is DualWriteMode.LEGACY_ONLY
+
+
+def test_the_warning_repairs_when_the_critical_alert_rolled_nothing_back(db) -> None:
+    """Back in dual write after LEGACY_ONLY, the critical alert's response is no rollback
+    (the rows are stale as expected): the warning's repair was still withheld "while
+    consistency_critical fires", said to be its rollback, and the rate stayed 70% (a
+    review). Withheld only when the critical alert's response is a rollback."""
+    _back_from_legacy_only(db)
+    run_check(db.engine, db.settings)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+    states = by_name(monitor.evaluate())
+    assert (states["consistency_critical"].response or "").startswith("none:")
+    assert states["consistency_warning"].response == "repair: done", states[
+        "consistency_warning"
+    ].response
+    assert run_check(db.engine, db.settings).consistency_rate == 1.0
+
+
+def test_the_monitor_repairs_a_stale_legacy_status_copy_with_unified_primary(db) -> None:
+    """legacy_status_drift (unified's copy of the legacy status behind, the statuses
+    agreeing) is repaired by writing that copy, in any mode: the monitor's guard took it
+    for an overwrite of the side read and skipped it for ever (a review)."""
+    seed_pairs(db.engine, 1000)
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.update(unified_transactions)
+            .where(unified_transactions.c.legacy_id <= 2)
+            .values(legacy_status="PROCESSING")
+        )
+    assert run_check(db.engine, db.settings).consistency_rate == 0.998
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="phase 3", force=True)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier(), verify_rows=0)
+    states = by_name(monitor.evaluate())
+    assert states["consistency_warning"].response == "repair: done"
+    (entry,) = responses(db.engine, "consistency_warning")
+    assert entry.metadata["result"]["repaired"] == 2, entry.metadata["result"]
+    assert run_check(db.engine, db.settings).consistency_rate == 1.0

@@ -208,7 +208,7 @@ class EntityRepair:
             # The replay kept legacy on purpose (e.g. a payout confirmed while legacy
             # was written alone): the operator decides it, never a repair strategy.
             plan = RepairPlan(plan.kinds, "skip", skip_reason=REPLAY_CONFLICT)
-        if report.authoritative_only and _overwrites_side_read(plan.action, mode):
+        if report.authoritative_only and _overwrites_side_read(plan, mode):
             plan = RepairPlan(plan.kinds, "skip", skip_reason=SIDE_READ)
         if plan.action == "none":
             report.already_consistent += 1
@@ -538,10 +538,13 @@ def _allowed_frozen(
     return pending is None
 
 
-def _overwrites_side_read(action: str, mode: DualWriteMode) -> bool:
-    """Whether ``action`` overwrites a value on the side ``mode`` reads."""
-    return (action == "write_unified" and mode.reads_unified) or (
-        action == "write_legacy" and not mode.reads_unified
+def _overwrites_side_read(plan: RepairPlan, mode: DualWriteMode) -> bool:
+    """Whether ``plan`` overwrites a value on the side ``mode`` reads (unified's copy of
+    the legacy status alone is no value either side reads: legacy_status_drift)."""
+    if set(plan.kinds) <= {"legacy_status_drift"}:
+        return False
+    return (plan.action == "write_unified" and mode.reads_unified) or (
+        plan.action == "write_legacy" and not mode.reads_unified
     )
 
 

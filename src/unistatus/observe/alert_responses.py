@@ -61,6 +61,8 @@ AUTO_RESPONSE_KEY = "auto_response"
 ACTOR = "monitor"
 # The latency rollback needs p95 this much worse than the legacy-primary baseline.
 LATENCY_REGRESSION = 1.20
+# The critical consistency alert's responses that roll systems back.
+_ROLLBACKS = ("emergency_rollback", "rollback_systems_to_legacy_only")
 UNIFIED_PRIMARY_MODES = (DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, DualWriteMode.UNIFIED_ONLY)
 
 
@@ -80,6 +82,10 @@ class Responder:
         firing = {s.name: s for s in load_states(self.engine) if s.firing}
         states = {name: s for name, s in firing.items() if s.response is None}
         mode = DualWriteMode(snap.mode) if snap.mode and snap.mode != MIXED else None
+        # Whether the critical drop's response is a rollback (now, or earlier in this
+        # episode): then the drift is left for the operator to read, not repaired.
+        critical = firing.get("consistency_critical")
+        rolled_back = critical is not None and (critical.response or "").startswith(_ROLLBACKS)
         if "consistency_critical" in states:
             crossed = self._crossed(snap, "consistency_critical")
             modes = self._modes(snap)
@@ -95,6 +101,7 @@ class Responder:
             elif not moving or mode is DualWriteMode.LEGACY_ONLY:
                 self._claim("consistency_critical", "none: already LEGACY_ONLY")
             elif not stale and (crossed is None or set(crossed) == set(SYSTEMS)):
+                rolled_back = True
                 self._run(
                     "consistency_critical",
                     "emergency_rollback",
@@ -104,6 +111,7 @@ class Responder:
                     ),
                 )
             else:
+                rolled_back = True
                 self._run(
                     "consistency_critical",
                     "rollback_systems_to_legacy_only",
@@ -118,7 +126,7 @@ class Responder:
         if "consistency_warning" in states:
             if not auto.repair_on_consistency_warning:
                 self._claim("consistency_warning", "none: repair_on_consistency_warning is off")
-            elif "consistency_critical" in firing:
+            elif rolled_back:
                 # Its rollback is the response (it just made legacy authoritative): a
                 # repair now would overwrite one side with the other before anyone read
                 # the drift, by the side the mode read before the rollback.
