@@ -199,7 +199,9 @@ class EntityRows:
             if (row is not None and mode.writes_unified) or (row is None and utx_id)
             else None
         )
-        known = utx_id
+        # An id derived from the legacy id was given, not looked up: the unified row of
+        # a transaction born unified has another (the answer gives the row's own).
+        known = None if isinstance(ref, UtxId) and ref.derived_ref is not None else utx_id
         if known is None and unified is None and row is not None:
             known = conn.execute(
                 sa.select(U.c.id).where(unified_clause(system, legacy_id, None))
