@@ -646,17 +646,37 @@ def test_a_create_with_two_idempotency_keys_is_refused(sqlite_db: Database) -> N
     assert one.status_code == 201, one.text
 
 
-@pytest.mark.parametrize("coding", ["gzip", "br", "GZIP, identity"])
-def test_a_compressed_body_is_refused_415(sqlite_db: Database, coding: str) -> None:
+def test_the_same_idempotency_key_sent_twice_is_that_key(sqlite_db: Database) -> None:
+    """A proxy that repeats the header sends 'k1' twice (or 'k1, k1'): one key, the
+    same transaction (refused, 422, by the first fix: a review)."""
+    body = {"transaction_type": "WALLET_CASHOUT", "user_id": 1, "amount": "1", "currency": "USD"}
+    create = "/api/v1/transactions"
+    auth = ("Authorization", bearer(WRITER)["Authorization"])
+    with client_with(sqlite_db, writer_token=WRITER) as client:
+        first = client.post(create, json=body, headers=[auth, ("Idempotency-Key", "k1")])
+        twice = client.post(
+            create, json=body, headers=[auth, ("Idempotency-Key", "k1"), ("Idempotency-Key", "k1")]
+        )
+        joined = client.post(create, json=body, headers=[auth, ("Idempotency-Key", "k1, k1")])
+    assert first.status_code == 201, first.text
+    for again in (twice, joined):
+        assert again.status_code == 200, again.text  # the first result, replayed
+        assert again.json()["entity_id"] == first.json()["entity_id"], again.text
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "GZIP, identity", ["identity", "gzip"]])
+def test_a_compressed_body_is_refused_415(sqlite_db: Database, coding: str | list[str]) -> None:
     """A Content-Encoding is not decoded: a plain body labelled 'br' was written as it
     came, a gzip body answered "not UTF-8" (a probe). 415, nothing written."""
     body = {"transaction_type": "WALLET_CASHOUT", "user_id": 1, "amount": "1", "currency": "USD"}
     raw = json.dumps(body).encode()
-    sent = gzip.compress(raw) if coding.startswith("gzip") else raw
-    headers = {"Content-Encoding": coding, "Content-Type": "application/json", **bearer(WRITER)}
+    codings = coding if isinstance(coding, list) else [coding]
+    sent = gzip.compress(raw) if codings[0].startswith("gzip") else raw
+    headers = [("Content-Type", "application/json"), *bearer(WRITER).items()]
+    headers += [("Content-Encoding", c) for c in codings]  # two headers: a review
     with client_with(sqlite_db, writer_token=WRITER) as client:
         refused = client.post("/api/v1/transactions", content=sent, headers=headers)
-        plain = {"Content-Encoding": "identity", "Content-Type": "application/json"}
+        plain = {"Content-Encoding": "identity, identity", "Content-Type": "application/json"}
         taken = client.post(
             "/api/v1/transactions", content=raw, headers={**plain, **bearer(WRITER)}
         )

@@ -108,3 +108,8 @@ def test_a_503_of_a_write_that_may_have_committed_does_not_say_refused() -> None
     body = json.loads(bytes(response.body))
     assert "refused" not in body["detail"], body
     assert body["result"]["outcome_unknown"] is True
+    # No pacing of a blind retry, which could be a second payout (a review); a write
+    # known not to have committed is told when to retry.
+    assert "retry-after" not in response.headers, response.headers
+    known = unavailable("StorageError", "refused", {"outcome_unknown": False})
+    assert known.headers["retry-after"] == "2"

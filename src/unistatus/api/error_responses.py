@@ -111,7 +111,19 @@ _MEANINGS = {
 def error_answers(*codes: int) -> dict[int | str, dict[str, Any]]:
     """The error answers a route gives, as its ``responses`` in the OpenAPI schema: each
     with an :class:`~unistatus.api.models.ErrorBody` and what it means."""
-    return {code: {"model": ErrorBody, "description": _MEANINGS[code]} for code in codes}
+    answers: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody, "description": _MEANINGS[code]} for code in codes
+    }
+    if 503 in answers:
+        answers[503]["headers"] = {
+            "Retry-After": {
+                "description": "Seconds to wait before a retry; not sent when the result "
+                "says outcome_unknown (the write may have committed: retry with the same "
+                "Idempotency-Key, or read it first).",
+                "schema": {"type": "integer"},
+            }
+        }
+    return answers
 
 
 def status_code_for(exc: errors.UnistatusError) -> int:
@@ -165,7 +177,11 @@ def error_response(body: Any, status_code: int) -> JSONResponse:
     """An error as JSON that any input can be echoed in: ASCII (a lone surrogate is
     escaped, not an encoding error) and no NaN (which JSON has no word for)."""
     text = json.dumps(_finite(body), ensure_ascii=True, allow_nan=False, default=str)
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if status_code == 503 else None
+    # Not after a write that may have committed: a paced blind retry is a second payout.
+    unknown = isinstance(body, dict) and (body.get("result") or {}).get("outcome_unknown")
+    headers = (
+        {"Retry-After": str(RETRY_AFTER_SECONDS)} if status_code == 503 and not unknown else None
+    )
     return JSONResponse(json.loads(text), status_code=status_code, headers=headers)
 
 

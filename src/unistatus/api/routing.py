@@ -68,12 +68,18 @@ async def _refuse_unless_json(request: Request) -> None:
     """400 for a body sent as anything but JSON; an empty body is no body (the schema's
     422 says it is required). 415 for a body in a content coding (gzip, br): none is
     decoded, and a plain body labelled one was taken as it came."""
-    coding = request.headers.get("content-encoding", "").strip().lower()
-    if coding not in ("", "identity"):
+    # Every header and every coding listed in one ('identity, gzip'), not the first.
+    codings = [
+        c.strip().lower()
+        for value in request.headers.getlist("content-encoding")
+        for c in value.split(",")
+    ]
+    refused = [c for c in codings if c not in ("", "identity")]
+    if refused:
         raise HTTPException(
             415,
-            f"the request body's Content-Encoding {coding[:40]!r} is not supported: "
-            "send the body uncompressed (no Content-Encoding)",
+            f"the request body's Content-Encoding {', '.join(refused)[:40]!r} is not "
+            "supported: send the body uncompressed (no Content-Encoding)",
         )
     content_type = request.headers.get("content-type")
     if content_type is not None and _is_json(content_type):

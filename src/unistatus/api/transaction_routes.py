@@ -49,16 +49,19 @@ def _scoped_key(who: Principal, key: str | None) -> str | None:
     return None if key is None else f"{who.name}:{check_key(key, HTTP_KEY_LENGTH)}"
 
 
-def _one_key(request: Request) -> None:
-    """Refuse a request carrying two keys: the header twice, or two joined by a proxy
-    (RFC 9110 joins repeated fields with ','). Taking one of them made a retry carrying
-    the other a second transaction."""
+def _one_key(request: Request) -> str | None:
+    """The request's key (None: none sent). Refused when it carries two different ones:
+    the header twice, or two joined by a proxy (RFC 9110 joins repeated fields with
+    ','): taking one of them made a retry carrying the other a second transaction. The
+    same key repeated (a proxy duplicating the header) is that key."""
     sent = request.headers.getlist("idempotency-key")
-    if len(sent) > 1 or any("," in key for key in sent):
+    keys = {key.strip() for value in sent for key in value.split(",")}
+    if len(keys) > 1:
         raise errors.InputError(
             f"send one Idempotency-Key, got {', '.join(sent)!r}"[:300]
             + " (a key holds no ',': a proxy joins repeated headers with one)"
         )
+    return keys.pop() if keys else None
 
 
 @contextmanager
@@ -113,7 +116,8 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
 
         Needs a writer or admin token (``Authorization: Bearer <token>``).
         """
-        _one_key(request)
+        # The header parameter (declared for the schema) holds the first header only.
+        idempotency_key = _one_key(request)
         scoped = _scoped_key(who, idempotency_key)
         with _keys_as_sent(scoped, idempotency_key):
             result = service.adapter().create_transaction(
