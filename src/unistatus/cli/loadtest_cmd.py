@@ -29,6 +29,7 @@ from unistatus.cli.context import (
 )
 from unistatus.cli.errors_shown import ErrorsShownCommand
 from unistatus.errors import UnistatusError
+from unistatus.shown import as_markup
 
 if TYPE_CHECKING:
     from unistatus.sim.loadtest import LoadTestReport, RunStats
@@ -214,7 +215,7 @@ def _print(report: LoadTestReport) -> None:
             + ", ".join(f"{k} {v:+.1f}%" for k, v in overhead.items())
         )
     for error in report.run.first_errors:
-        err_console.print(f"[red]error:[/] {error}", highlight=False)
+        err_console.print(f"[red]error:[/] {as_markup(error)}", highlight=False)
     for system, mode in report.mode_left_alone.items():
         err_console.print(
             f"[yellow]warning:[/] {system} was switched to {mode} by someone else during "

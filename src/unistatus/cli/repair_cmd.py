@@ -20,6 +20,7 @@ from unistatus.cli.context import (
     require_reason,
     state,
 )
+from unistatus.shown import as_markup
 
 HELP = "\n\n".join(
     [
@@ -185,9 +186,9 @@ def _print(data: dict[str, Any]) -> None:
     if data["limit_reached"]:
         console.print(f"[yellow]stopped at --limit {data['limit']}; run again for the rest[/]")
     for error in data["errors"]:
-        console.print(f"  [red]{escape(error)}[/]")  # the database's words, as text
+        console.print(f"  [red]{as_markup(error)}[/]")  # the database's words, as text
     for warning in data["warnings"]:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {as_markup(warning)}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

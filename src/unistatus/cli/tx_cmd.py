@@ -22,6 +22,7 @@ from unistatus.cli.context import (
     state,
 )
 from unistatus.redact import redact
+from unistatus.shown import as_markup
 
 tx_app = typer.Typer(
     help=(
@@ -86,7 +87,7 @@ def _finish(result: Any, json_out: bool, verb: str) -> None:
             verb, note = "already created", " (idempotency key seen before: nothing written)"
         console.print(
             f"{verb} [bold]{result.entity_id}[/]{ref}: {status} "
-            f"[dim](legacy {result.legacy_status}, mode {result.mode.value})[/]{note}",
+            f"[dim](legacy {as_markup(result.legacy_status)}, mode {result.mode.value})[/]{note}",
             highlight=False,
         )
         if result.has_inconsistency:
