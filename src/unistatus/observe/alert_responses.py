@@ -36,7 +36,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.mode_reads import MIXED
 from unistatus.db.system_keys import SYSTEMS
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import GateError, PhaseMovedError, UnistatusError
+from unistatus.errors import PhaseMovedError, UnistatusError
 from unistatus.migration.repair import run_repair
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 from unistatus.migration.verify import judged_report
@@ -340,7 +340,7 @@ class Responder:
         modes = get_modes(self.engine)
         reads = {m.reads_unified for m in modes.values()}
         if len(reads) > 1 or DualWriteMode.UNIFIED_ONLY in modes.values():
-            raise GateError(
+            raise _NotRun(
                 "the modes changed since the evaluation read them: the systems read "
                 "different sides, or legacy is frozen; repair by hand"
             )
@@ -368,8 +368,9 @@ class Responder:
         try:
             result = act(why)
             outcome = f"{action}: done"
-        except PhaseMovedError as exc:
-            # An operator (or another monitor) moved the phase since it was judged.
+        except (PhaseMovedError, _NotRun) as exc:
+            # An operator (or another monitor) moved the phase or a mode since it was
+            # judged: nothing to do, no failure.
             log.warning("automated response %s for %s not run: %s", action, name, exc)
             outcome = f"{action}: not run: {exc}"
             result = None
@@ -402,6 +403,11 @@ class Responder:
                 message=f"automated response {outcome} ({reason})",
             )
         )
+
+
+class _NotRun(UnistatusError):
+    """A response that found nothing to do when it ran: the phase or the modes it was
+    chosen by moved meanwhile (an operator's step, a rollback). Recorded as not run."""
 
 
 def _regression_pct() -> int:
@@ -447,6 +453,8 @@ def _each(
         done[system.value] = result.as_dict() if hasattr(result, "as_dict") else result
     if failed:
         raise UnistatusError(f"{'; '.join(failed)} (done: {', '.join(done) or 'none'})")
+    if done and all(isinstance(r, dict) and "not_run" in r for r in done.values()):
+        raise _NotRun("; ".join(f"{s}: {r['not_run']}" for s, r in done.items()))
     return {"systems": done}
 
 
