@@ -118,3 +118,28 @@ def test_a_round_no_full_check_can_judge_shows_no_made_up_rate(db: Any) -> None:
     shown = _dashboard_text(db)
     assert "0.000%" not in shown, shown
     assert re.search(r"consistency unknown", shown), shown
+
+
+def test_a_check_of_one_system_is_not_shown_as_the_whole_database(db: Any) -> None:
+    """`check --system cashout` after a full check that found escrows drifted: the
+    dashboards, /api/v1/status and the alerts' overall figure showed cashouts' 100% as
+    every system's, beside a firing alert for escrows (a probe). The whole database is
+    each system's latest figures together."""
+    populate(db.engine, db.settings, ROWS)
+    run_backfill(db.engine, db.settings)
+    with db.engine.begin() as conn:  # 10 escrows the full check finds missing
+        _delete_unified(conn, ESCROW, range(1, 11))
+    full = run_check(db.engine, db.settings)
+    assert full.total == 3 * ROWS and full.total - full.consistent == 10
+    only = run_check(db.engine, db.settings, systems=[CASHOUT])
+    assert (only.total, only.consistent) == (ROWS, ROWS)
+
+    expected = (3 * ROWS - 10) / (3 * ROWS)
+    snap = collect_snapshot(db.engine, db.settings)
+    assert snap.consistency_rate == pytest.approx(expected)
+    judged, _ = judged_consistency(snap)
+    assert judged == pytest.approx(expected)
+    with TestClient(create_app(db.settings, db.engine)) as client:
+        body = client.get("/api/v1/status").json()
+    assert body["data_quality"]["consistency_rate"] == pytest.approx(expected), body
+    assert f"{expected * 100:.3f}%" in _dashboard_text(db)

@@ -84,6 +84,7 @@ __all__ = [
     "DEFAULT_SECONDS_PER_ROUND",
     "SLACK",
     "judged_report",
+    "judged_whole_report",
     "system_populations",
     "verification_status",
     "verify_changes",
@@ -372,6 +373,33 @@ def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> 
     else:
         before = latest_report_for(engine, system, full=False, not_scope=CONTINUOUS_SCOPE)
     return before if before is not None and _inconsistent(before, system) else latest
+
+
+def judged_whole_report(engine: sa.Engine) -> CheckReport | None:
+    """The report every system together is judged and shown by: :func:`judged_report`'s,
+    unless that one covered some systems only (``check --system``): then each system's
+    own latest figures, as one report. A check of cashouts alone was shown as every
+    system's rate, 100% beside a firing alert for escrows (a probe)."""
+    latest = judged_report(engine)
+    every = {s.value for s in LegacySystemType}
+    if latest is None or latest.since is not None or every <= set(latest.systems or every):
+        return latest
+    own = {s: judged_report(engine, s) for s in LegacySystemType}
+    if any(report is not None and report.since is not None for report in own.values()):
+        return latest  # a round of continuous verification: judged as it is
+    merged = CheckReport(scope=latest.scope, systems=[], id=latest.id, complete=latest.complete)
+    merged.started_at, merged.created_at = latest.started_at, latest.created_at
+    for system, report in own.items():
+        figures = report.per_system.get(system.value) if report is not None else None
+        if not figures:
+            continue  # never checked: left out, as a full check's absent system is
+        merged.systems.append(system.value)
+        merged.per_system[system.value] = figures
+        merged.total += int(figures.get("total") or 0)
+        merged.consistent += int(figures.get("consistent") or 0)
+        for kind, count in (figures.get("inconsistencies") or {}).items():
+            merged.inconsistencies[kind] = merged.inconsistencies.get(kind, 0) + int(count)
+    return merged
 
 
 def system_populations(engine: sa.Engine) -> dict[str, tuple[int, int]]:

@@ -39,7 +39,12 @@ from unistatus.migration.phases import PhaseStatus, phase_statuses, together_sta
 from unistatus.migration.repair_queue import open_repair_count
 from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
-from unistatus.migration.verify import judged_report, system_populations, verification_status
+from unistatus.migration.verify import (
+    judged_report,
+    judged_whole_report,
+    system_populations,
+    verification_status,
+)
 from unistatus.observe.backfill_metrics import backfill_worker_families
 from unistatus.observe.backfill_throttle import throttle_view
 from unistatus.observe.bypass import BypassWriters, read_bypass_writers, writer_series
@@ -279,7 +284,7 @@ def collect_snapshot(
         return data
 
     def last_check() -> dict[str, Any] | None:
-        report = judged_report(engine)
+        report = judged_whole_report(engine)
         return None if report is None else dict(report.as_dict())
 
     def progress() -> dict[str, dict[str, Any]]:
