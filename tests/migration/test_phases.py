@@ -329,3 +329,15 @@ def test_advance_refuses_a_mode_that_writes_legacy_while_its_columns_are_retired
         assert get_mode(db.engine) is M.UNIFIED_ONLY
     finally:
         undo_cleanup(db.engine, db.settings)
+
+
+@pytest.mark.parametrize(
+    ("rate", "shown"),
+    [(0.000999, "0.099%"), (0.001, "0.1%"), (0.999999, "99.999%"), (1.0, "100%"), (0.0, "0%")],
+)
+def test_a_rate_just_under_a_bound_is_not_shown_as_the_bound(rate: float, shown: str) -> None:
+    """1 error in 1,001 operations (passing "< 0.1%") was shown "0.1%", as 1 in 1,000
+    (failing) is; 99.9999% (failing "100%") was shown "100%" (a probe)."""
+    from unistatus.migration.gates import pct  # noqa: PLC0415
+
+    assert pct(rate) == shown

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,7 +70,11 @@ def unavailable(name: str, threshold: Any, why: str) -> Gate:
 
 
 def pct(x: float) -> str:
-    return f"{x * 100:.3f}".rstrip("0").rstrip(".") + "%"
+    """``x`` in percent, 3 decimals, rounded down: a rate just under a bound is never
+    shown as the bound (0.0999% passing "< 0.1%" was shown "0.1%", as a failing 0.1% is;
+    99.9999% failing "100%" was shown "100%")."""
+    shown = (Decimal(repr(float(x))) * 100).quantize(Decimal("0.001"), rounding=ROUND_FLOOR)
+    return f"{shown:f}".rstrip("0").rstrip(".") + "%"
 
 
 def gate_each_system(
