@@ -893,3 +893,29 @@ def test_a_repair_whose_modes_moved_apart_is_not_run_not_failed(db, monkeypatch)
     assert response.startswith("repair: not run: "), response
     said = [n for n in notifier.sent if n.state == "response"]
     assert said and all(n.level == "warning" for n in said), said
+
+
+@pytest.mark.parametrize("why", ["operator-rolled-back", "rollback-off"])
+def test_no_repair_below_99_percent_whatever_the_critical_response(db, why) -> None:
+    """Below 99% the drift is left for the operator to read whether the critical
+    alert's response was its rollback, none (an operator had rolled back: already
+    LEGACY_ONLY) or off by configuration: the repair ran then and copied one side over
+    the other (a second review). Only a drop explained by rows written in LEGACY_ONLY
+    is repaired (the test before)."""
+    from unistatus.migration.rollback import emergency_rollback  # noqa: PLC0415
+
+    seed_pairs(db.engine, 100, drift=2)  # 98%
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, reason="phase 3", force=True)
+    settings = db.settings
+    if why == "operator-rolled-back":
+        emergency_rollback(db.engine, db.settings, actor="oncall", reason="incident")
+    else:
+        settings = db.settings.model_copy(
+            update={"auto_responses": AutoResponses(rollback_on_critical_consistency=False)}
+        )
+    run_check(db.engine, db.settings)
+    states = by_name(alerts.evaluate(db.engine, settings, notifier=Notifier()))
+    assert states["consistency_critical"].firing
+    response = states["consistency_warning"].response or ""
+    assert response.startswith("none: consistency_critical is firing"), response
+    assert run_check(db.engine, db.settings).consistency_rate == 0.98  # the drift kept

@@ -142,9 +142,12 @@ def latest_report(
     covering_since: datetime | None = None,
     not_scope: str | None = None,
     begun_last: bool = False,
+    covering_all: bool = False,
 ) -> CheckReport | None:
     """The most recent stored report (of ``scope``, e.g. :data:`FULL_SCOPE`; not of
-    ``not_scope``), or None; ``begun_last``: of the run begun last (:func:`_newest`).
+    ``not_scope``), or None; ``begun_last``: of the run begun last (:func:`_newest`);
+    ``covering_all``: of every system (not a ``check --system``'s), among the
+    :data:`COVERING_LOOKBACK` most recent.
 
     ``scope=None`` returns the most recent report whatever its scope; a phase gate that
     needs "everything is consistent" should ask for ``scope="all"`` and ``complete=True``
@@ -162,9 +165,13 @@ def latest_report(
         q = q.where(R.c.complete.is_(True))
     if covering_since is not None:
         q = q.where(sa.or_(R.c.since.is_(None), R.c.since <= covering_since))
+    every = {s.value for s in LegacySystemType}
     with engine.connect() as conn:
-        row = conn.execute(q.limit(1)).mappings().first()
-    return _from_row(row) if row else None
+        for row in conn.execute(q.limit(COVERING_LOOKBACK if covering_all else 1)).mappings():
+            report = _from_row(row)
+            if not covering_all or every <= set(report.systems or every):
+                return report
+    return None
 
 
 def _newest(begun_last: bool) -> tuple[sa.UnaryExpression[Any], ...]:

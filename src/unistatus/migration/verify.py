@@ -376,30 +376,16 @@ def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> 
 
 
 def judged_whole_report(engine: sa.Engine) -> CheckReport | None:
-    """The report every system together is judged and shown by: :func:`judged_report`'s,
-    unless that one covered some systems only (``check --system``): then each system's
-    own latest figures, as one report. A check of cashouts alone was shown as every
-    system's rate, 100% beside a firing alert for escrows (a probe)."""
-    latest = judged_report(engine)
-    every = {s.value for s in LegacySystemType}
-    if latest is None or latest.since is not None or every <= set(latest.systems or every):
+    """:func:`judged_report` of every system together, from the reports that covered
+    every system (a full check, a round of continuous verification): a check of some
+    systems only (``check --system``) was shown as the whole database's figure, 100% for
+    cashouts beside a firing alert for escrows (a probe). Each system's own latest
+    figures are :func:`judged_report` of it."""
+    latest = latest_report(engine, covering_all=True)
+    if latest is None or latest.scope != CONTINUOUS_SCOPE or _inconsistent(latest, None):
         return latest
-    own = {s: judged_report(engine, s) for s in LegacySystemType}
-    if any(report is not None and report.since is not None for report in own.values()):
-        return latest  # a round of continuous verification: judged as it is
-    merged = CheckReport(scope=latest.scope, systems=[], id=latest.id, complete=latest.complete)
-    merged.started_at, merged.created_at = latest.started_at, latest.created_at
-    for system, report in own.items():
-        figures = report.per_system.get(system.value) if report is not None else None
-        if not figures:
-            continue  # never checked: left out, as a full check's absent system is
-        merged.systems.append(system.value)
-        merged.per_system[system.value] = figures
-        merged.total += int(figures.get("total") or 0)
-        merged.consistent += int(figures.get("consistent") or 0)
-        for kind, count in (figures.get("inconsistencies") or {}).items():
-            merged.inconsistencies[kind] = merged.inconsistencies.get(kind, 0) + int(count)
-    return merged
+    before = latest_report(engine, complete=True, not_scope=CONTINUOUS_SCOPE, covering_all=True)
+    return before if before is not None and _inconsistent(before, None) else latest
 
 
 def system_populations(engine: sa.Engine) -> dict[str, tuple[int, int]]:

@@ -61,8 +61,9 @@ AUTO_RESPONSE_KEY = "auto_response"
 ACTOR = "monitor"
 # The latency rollback needs p95 this much worse than the legacy-primary baseline.
 LATENCY_REGRESSION = 1.20
-# The critical consistency alert's responses that roll systems back.
-_ROLLBACKS = ("emergency_rollback", "rollback_systems_to_legacy_only")
+# How the critical consistency alert's response begins when the drop is rows written
+# in LEGACY_ONLY, stale as expected (:func:`_stale_response`): repaired, not withheld.
+STALE_PREFIX = "none: the inconsistent rows of "
 UNIFIED_PRIMARY_MODES = (DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, DualWriteMode.UNIFIED_ONLY)
 
 
@@ -82,10 +83,11 @@ class Responder:
         firing = {s.name: s for s in load_states(self.engine) if s.firing}
         states = {name: s for name, s in firing.items() if s.response is None}
         mode = DualWriteMode(snap.mode) if snap.mode and snap.mode != MIXED else None
-        # Whether the critical drop's response is a rollback (now, or earlier in this
-        # episode): then the drift is left for the operator to read, not repaired.
+        # While the critical drop fires the drift is left for the operator to read, not
+        # repaired (its rollback, an operator's, or none by choice), unless it found the
+        # drop explained by rows written in LEGACY_ONLY: the repair brings those in step.
         critical = firing.get("consistency_critical")
-        rolled_back = critical is not None and (critical.response or "").startswith(_ROLLBACKS)
+        withhold = critical is not None and not (critical.response or "").startswith(STALE_PREFIX)
         if "consistency_critical" in states:
             crossed = self._crossed(snap, "consistency_critical")
             modes = self._modes(snap)
@@ -97,11 +99,11 @@ class Responder:
             if not auto.rollback_on_critical_consistency:
                 self._claim("consistency_critical", "none: rollback_on_critical_consistency is off")
             elif stale and not moving:
+                withhold = False
                 self._claim("consistency_critical", _stale_response(stale))
             elif not moving or mode is DualWriteMode.LEGACY_ONLY:
                 self._claim("consistency_critical", "none: already LEGACY_ONLY")
             elif not stale and (crossed is None or set(crossed) == set(SYSTEMS)):
-                rolled_back = True
                 self._run(
                     "consistency_critical",
                     "emergency_rollback",
@@ -111,7 +113,6 @@ class Responder:
                     ),
                 )
             else:
-                rolled_back = True
                 self._run(
                     "consistency_critical",
                     "rollback_systems_to_legacy_only",
@@ -126,16 +127,15 @@ class Responder:
         if "consistency_warning" in states:
             if not auto.repair_on_consistency_warning:
                 self._claim("consistency_warning", "none: repair_on_consistency_warning is off")
-            elif rolled_back:
-                # Its rollback is the response (it just made legacy authoritative): a
-                # repair now would overwrite one side with the other before anyone read
-                # the drift, by the side the mode read before the rollback.
+            elif withhold:
+                # Below 99% is the critical alert's (a rollback): a repair now would
+                # overwrite one side with the other before anyone read the drift.
                 self._detailed_logging(snap)
                 self._claim(
                     "consistency_warning",
-                    "none: consistency_critical is firing (its response is the rollback); "
-                    "read `unistatus check --examples 50`, find the cause, then repair by "
-                    "hand (`unistatus repair --strategy ...`)",
+                    "none: consistency_critical is firing (below 99%: a rollback, not a "
+                    "repair); read `unistatus check --examples 50`, find the cause, then "
+                    "repair by hand (`unistatus repair --strategy ...`)",
                 )
             elif mode is DualWriteMode.UNIFIED_ONLY:
                 # Legacy is frozen: nothing to repair it with until a rollback replays it.
@@ -426,7 +426,7 @@ def _no_baseline_text(systems: list[LegacySystemType]) -> str:
 def _stale_response(stale: dict[LegacySystemType, int]) -> str:
     which = ", ".join(f"{s.value.lower()} ({n} rows)" for s, n in sorted(stale.items()))
     return (
-        f"none: the inconsistent rows of {which} were written while in LEGACY_ONLY "
+        f"{STALE_PREFIX}{which} were written while in LEGACY_ONLY "
         "(unified not maintained), stale as expected after a return to dual write: run "
         "`unistatus check` and `unistatus repair`"
     )
