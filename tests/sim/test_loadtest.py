@@ -116,6 +116,41 @@ def test_the_restore_leaves_a_mode_someone_else_set_during_the_run(
     assert "mode_left_alone" in report.as_dict()
 
 
+@pytest.mark.parametrize(
+    ("mode", "baseline"),
+    [(PHASE_1, True), (None, False), (PHASE_1, False)],
+    ids=["baseline-then-load", "no-mode", "the-current-mode"],
+)
+def test_a_rollback_during_the_load_is_left_whatever_the_run_switched(
+    db: Database, monkeypatch: pytest.MonkeyPatch, mode: DualWriteMode | None, baseline: bool
+) -> None:
+    """A baseline's LEGACY_ONLY counted as the run's own after its second switch had
+    returned, and a run that switched nothing (no --mode, or the current one) put every
+    system back: an emergency rollback of escrows during the load was undone (a second
+    review). Only the mode of the run's last switch is its own; no switch, no restore."""
+    from unistatus.migration.rollback import emergency_rollback  # noqa: PLC0415
+
+    set_mode(db.engine, PHASE_1, reason="phase 1", force=True)
+    run_once = loadtest._run_once
+
+    def rolled_back_in_the_load(*args: object, **kw: object) -> object:
+        stats = run_once(*args, **kw)  # type: ignore[arg-type]
+        if "load" in args or kw.get("label") == "load":
+            escrow = LegacySystemType.ESCROW
+            emergency_rollback(db.engine, db.settings, actor="oncall", reason="x", system=escrow)
+        return stats
+
+    monkeypatch.setattr(loadtest, "_run_once", rolled_back_in_the_load)
+    report = run_load_test(
+        db.url, db.settings, transactions=4, concurrent=2, mode=mode, baseline=baseline
+    )
+    modes = get_modes(db.engine)
+    assert modes[LegacySystemType.ESCROW] is DualWriteMode.LEGACY_ONLY, modes
+    assert modes[LegacySystemType.CASHOUT] is PHASE_1, modes
+    if baseline:
+        assert report.mode_left_alone == {"ESCROW": "LEGACY_ONLY"}, report.mode_left_alone
+
+
 def test_a_baseline_run_whose_second_switch_failed_is_put_back(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:

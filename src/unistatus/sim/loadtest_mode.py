@@ -95,10 +95,11 @@ class ModeGuard:
         # restore attempt read it.
         self.left: dict[LegacySystemType, DualWriteMode] = dict.fromkeys(SYSTEMS, previous)
         self.certain = True
-        # Every mode the run switched to (a baseline's LEGACY_ONLY, then the target; none:
-        # the run set none): a system found in another one at the restore was switched
-        # by someone else meanwhile (an emergency rollback) and is left as it is
-        # (``left_alone``), never switched back over their decision.
+        # The modes that are the run's own: its last switch's once it returned, and while
+        # a switch is in flight (its commit unknown) the one before it too. A system found
+        # in another mode at the restore was switched by someone else meanwhile (an
+        # emergency rollback) and is left as it is (``left_alone``), never switched
+        # back over their decision. A run that switched nothing restores nothing.
         self.own: set[DualWriteMode] = set()
         self.left_alone: dict[LegacySystemType, DualWriteMode] = {}
 
@@ -109,7 +110,7 @@ class ModeGuard:
         self.left, self.certain = dict.fromkeys(SYSTEMS, mode), False
         self.own.add(mode)
         set_mode(self.engine, mode, reason=reason, actor=ACTOR)
-        self.certain = True
+        self.own, self.certain = {mode}, True
 
     def restore(self, seconds: float, run_error: BaseException | None = None) -> None:
         """Put the previous mode back, retrying for up to ``seconds`` while the database
@@ -154,7 +155,7 @@ class ModeGuard:
         current = get_modes(self.engine)
         self.left, self.certain = current, True
         moving = [s for s, mode in current.items() if mode is not previous]
-        if self.own:
+        if moving:
             others = {s: current[s] for s in moving if current[s] not in self.own}
             for system, mode in others.items():
                 if system not in self.left_alone:
