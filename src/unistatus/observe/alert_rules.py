@@ -55,7 +55,9 @@ ACTIONS: dict[str, str] = {
     ),
     "consistency_critical": (
         "Confirm `unistatus mode get` shows the systems the alert names in LEGACY_ONLY "
-        "and health is healthy. Collect `unistatus diagnose`. Read the check examples "
+        "and health is not down (it stays degraded while this alert fires, until a full "
+        "check finds the rows consistent again). Collect `unistatus diagnose`. Read the "
+        "check examples "
         "(`unistatus check --examples 50`); find the cause before returning with `phase "
         "advance --system S`."
     ),
