@@ -83,7 +83,9 @@ def loadtest(
 
     Ctrl-C or SIGTERM stops the run (exit 130) and puts the previous mode back. If the
     database is unreachable, that is retried for a minute; failing that, exit 2 with the
-    mode left behind and the `unistatus mode set` command that puts it back.
+    mode left behind and the `unistatus mode set` command that puts it back. A system
+    someone else switched during the run (an emergency rollback) is left as it is, with
+    a warning (`mode_left_alone` in --json).
 
     Examples:
 
