@@ -405,7 +405,7 @@ class Responder:
         )
 
 
-class _NotRun(UnistatusError):
+class _NotRun(Exception):
     """A response that found nothing to do when it ran: the phase or the modes it was
     chosen by moved meanwhile (an operator's step, a rollback). Recorded as not run."""
 
