@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from unistatus import errors
@@ -66,6 +66,33 @@ def _one_key(request: Request) -> str | None:
     return keys.pop() if keys else None
 
 
+def _sent_key(
+    request: Request,
+    header: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Repeat the request with the same key to get its first result "
+            "back instead of a second transaction (e.g. after a 503 whose result says "
+            "outcome_unknown); the same key with another body is refused (422), "
+            "triggered_by aside (a label of the sender; the first call's is kept). Keys "
+            f"are printable ASCII without ',', at most {HTTP_KEY_LENGTH} characters, sent "
+            "once (two keys are refused, 422), and belong to "
+            "the token that sent them: another token's key is another key.",
+            # Stated in the schema, checked by check_key (its words in the 422).
+            json_schema_extra={
+                "minLength": 1,
+                "maxLength": HTTP_KEY_LENGTH,
+                "pattern": r"^[!-+\--~]([ -+\--~]*[!-+\--~])?$",
+            },
+        ),
+    ] = None,
+) -> str | None:
+    """The Idempotency-Key as :func:`_one_key` reads it from every header sent;
+    ``header`` (the first one only) declares it in the OpenAPI schema."""
+    return _one_key(request)
+
+
 @contextmanager
 def _keys_as_sent(scoped: str | None, key: str | None) -> Iterator[None]:
     """A refusal that names the key as stored names it as the client sent it."""
@@ -91,35 +118,14 @@ def add_transaction_routes(app: FastAPI, service: ServiceState) -> None:
         },
     )
     def create_transaction(
-        request: Request,
         body: TransactionCreate,
         who: Writer,
-        idempotency_key: Annotated[
-            str | None,
-            Header(
-                alias="Idempotency-Key",
-                description="Repeat the request with the same key to get its first result "
-                "back instead of a second transaction (e.g. after a 503 whose result says "
-                "outcome_unknown); the same key with another body is refused (422), "
-                "triggered_by aside (a label of the sender; the first call's is kept). Keys "
-                f"are printable ASCII without ',', at most {HTTP_KEY_LENGTH} characters, sent "
-                "once (two keys are refused, 422), and belong to "
-                "the token that sent them: another token's key is another key.",
-                # Stated in the schema, checked by check_key (its words in the 422).
-                json_schema_extra={
-                    "minLength": 1,
-                    "maxLength": HTTP_KEY_LENGTH,
-                    "pattern": r"^[!-+\--~]([ -+\--~]*[!-+\--~])?$",
-                },
-            ),
-        ] = None,
+        idempotency_key: Annotated[str | None, Depends(_sent_key)],
     ) -> JSONResponse:
         """Create a transaction on the sides the current mode writes (or link a legacy row).
 
         Needs a writer or admin token (``Authorization: Bearer <token>``).
         """
-        # The header parameter (declared for the schema) holds the first header only.
-        idempotency_key = _one_key(request)
         scoped = _scoped_key(who, idempotency_key)
         with _keys_as_sent(scoped, idempotency_key):
             result = service.adapter().create_transaction(

@@ -84,7 +84,6 @@ __all__ = [
     "DEFAULT_SECONDS_PER_ROUND",
     "SLACK",
     "judged_report",
-    "judged_whole_report",
     "system_populations",
     "verification_status",
     "verify_changes",
@@ -355,37 +354,30 @@ def _inconsistent(report: CheckReport, system: LegacySystemType | None) -> bool:
 
 
 def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> CheckReport | None:
-    """The report the alerts and dashboards judge consistency by (of ``system``, or of all).
+    """The report the alerts and dashboards judge consistency by (of ``system``, or of
+    every system together).
 
     The latest one, so a round of continuous verification raises a new mismatch within
     minutes. But a round that found every changed row consistent read only those rows:
     it cannot clear what the last check found in rows it did not read again, so while
     that check (of every key range) holds inconsistencies, it is the one judged.
+
+    Of every system together, only reports that covered every system count (a full
+    check, a round of continuous verification): a check of some systems
+    (``check --system``) was shown as the whole database's figure, 100% for cashouts
+    beside a firing alert for escrows (a probe).
     """
     if system is None:
-        latest = latest_report(engine)
+        latest = latest_report(engine, covering_all=True)
     else:
         latest = latest_report_for(engine, system, full=False, partial_scope=CONTINUOUS_SCOPE)
     if latest is None or latest.scope != CONTINUOUS_SCOPE or _inconsistent(latest, system):
         return latest
     if system is None:
-        before = latest_report(engine, complete=True, not_scope=CONTINUOUS_SCOPE)
+        before = latest_report(engine, complete=True, not_scope=CONTINUOUS_SCOPE, covering_all=True)
     else:
         before = latest_report_for(engine, system, full=False, not_scope=CONTINUOUS_SCOPE)
     return before if before is not None and _inconsistent(before, system) else latest
-
-
-def judged_whole_report(engine: sa.Engine) -> CheckReport | None:
-    """:func:`judged_report` of every system together, from the reports that covered
-    every system (a full check, a round of continuous verification): a check of some
-    systems only (``check --system``) was shown as the whole database's figure, 100% for
-    cashouts beside a firing alert for escrows (a probe). Each system's own latest
-    figures are :func:`judged_report` of it."""
-    latest = latest_report(engine, covering_all=True)
-    if latest is None or latest.scope != CONTINUOUS_SCOPE or _inconsistent(latest, None):
-        return latest
-    before = latest_report(engine, complete=True, not_scope=CONTINUOUS_SCOPE, covering_all=True)
-    return before if before is not None and _inconsistent(before, None) else latest
 
 
 def system_populations(engine: sa.Engine) -> dict[str, tuple[int, int]]:

@@ -41,7 +41,6 @@ from unistatus.migration.replay import pending_count
 from unistatus.migration.replay_conflicts import open_conflict_count
 from unistatus.migration.verify import (
     judged_report,
-    judged_whole_report,
     system_populations,
     verification_status,
 )
@@ -284,7 +283,7 @@ def collect_snapshot(
         return data
 
     def last_check() -> dict[str, Any] | None:
-        report = judged_whole_report(engine)
+        report = judged_report(engine)
         return None if report is None else dict(report.as_dict())
 
     def progress() -> dict[str, dict[str, Any]]:
