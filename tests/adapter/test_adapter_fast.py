@@ -472,3 +472,40 @@ def test_without_the_function_the_locked_path_does_the_work(
     finally:
         assert schema.upgrade(pg.engine, pg.settings) == schema.INSTALL_REVISION
     assert DualWriteAdapter(pg.engine, settings=pg.settings).fast is not None
+
+
+@pytest.mark.parametrize(
+    "level", ["repeatable\\ read", "serializable"], ids=["repeatable-read", "serializable"]
+)
+def test_a_switch_is_obeyed_whatever_the_servers_default_isolation(
+    pg: Database, level: str
+) -> None:
+    """Under a server default of REPEATABLE READ or SERIALIZABLE, the autocommit guarded
+    statement's snapshot predated the switch it waited for: the change was made in
+    LEGACY_ONLY after DUAL_WRITE_LEGACY_PRIMARY had committed (a probe), its unified row
+    left behind. Such a connection's changes take the locked path (READ COMMITTED)."""
+    set_mode(pg.engine, M.LEGACY_ONLY, reason="test", actor="test")
+    url = pg.engine.url.render_as_string(hide_password=False)
+    strict = sa.create_engine(
+        url,
+        connect_args={"options": f"-c default_transaction_isolation={level}"},
+    )
+    try:
+        a = DualWriteAdapter(
+            strict, settings=pg.settings.model_copy(update={"state_cache_size": 100})
+        )
+        a.modes.refresh()
+        c = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD")
+        utx, lid = c.entity_id or "", c.legacy_entity_id or 0
+        assert a.update_status(utx, "PROCESSING", "r", "t").overall_success  # state known
+        r = _switch_while_waiting(
+            pg,
+            M.DUAL_WRITE_LEGACY_PRIMARY,
+            lambda: a.update_status(utx, "AWAITING_RESPONSE", "r", "t"),
+        )
+        assert r.overall_success and r.mode is M.DUAL_WRITE_LEGACY_PRIMARY
+        assert history(pg, utx)[-1]["mode"] == M.DUAL_WRITE_LEGACY_PRIMARY.value
+        assert row_state(pg, utx, lid)[:2] == ("AWAITING_RESPONSE", "AWAITING_RESPONSE")
+        a.close()
+    finally:
+        strict.dispose()

@@ -21,6 +21,7 @@ from unistatus.adapter.sql import HotStatements
 from unistatus.adapter.writes import one_statement_params
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe
+from unistatus.db.isolation import read_committed_by_default
 from unistatus.db.prepared import Prepared
 from unistatus.db.target import check_installed
 from unistatus.domain.ids import EntityRef, LegacyRef
@@ -96,6 +97,8 @@ class FastStatusWriter:
         # Held: a status its column refuses is looked up again on it, not on a second
         # connection of the pool (adapter.operation_connection).
         with self.engine.connect() as conn, holding(conn):
+            if not read_committed_by_default(conn):
+                return None  # its snapshot would predate the mode lock it waits for
             return self._update(conn, located, mode, op_id, plan, autocommit=True)
 
     def _update(

@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 
 from unistatus.db.infinite_times import read_infinite_times_as_missing
-from unistatus.db.isolation import name_read_committed
+from unistatus.db.isolation import DEFAULT_LEVEL_KEY, name_read_committed
 
 __all__ = ["SESSION_SETTINGS", "announced_pid", "set_up_connections", "unfit_settings"]
 
@@ -58,7 +58,7 @@ _PROBE = (
     "SELECT pg_backend_pid(), "
     "CASE WHEN pg_backend_pid() = {announced} AND {timeout} IS NOT NULL "
     "THEN set_config('lock_timeout', {timeout}, false) END, "
-    "current_setting('lock_timeout')"
+    "current_setting('lock_timeout'), current_setting('default_transaction_isolation')"
 )
 
 
@@ -74,6 +74,7 @@ _FITS: dict[str, Callable[[str], bool]] = {
 class _Found:
     pooled: bool
     lock_timeout: str  # as the session has it after the probe ("0": none)
+    default_isolation: str  # the server's for this session (isolation.DEFAULT_LEVEL_KEY)
 
 
 def set_up_connections(
@@ -98,7 +99,7 @@ def set_up_connections(
     said: list[bool] = []  # the pooler logged once per engine (a race: said twice)
 
     @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    def _on_connect(dbapi_conn: Any, record: Any) -> None:
         _fit_settings(dbapi_conn)
         read_infinite_times_as_missing(dbapi_conn)  # a missing time (infinite_times)
         if not lock_timeout_ms and prepared_statements is not None:
@@ -106,6 +107,8 @@ def set_up_connections(
         else:
             found = _probe(dbapi_conn, lock_timeout_ms)
         pooled = found is not None and found.pooled
+        if found is not None:
+            record.info[DEFAULT_LEVEL_KEY] = found.default_isolation
         prepare = (not pooled) if prepared_statements is None else prepared_statements
         if hasattr(dbapi_conn, "prepare_threshold"):  # psycopg 3
             if not prepare:
@@ -184,7 +187,7 @@ def _probe(dbapi_conn: Any, lock_timeout_ms: int | None) -> _Found:
         cursor = dbapi_conn.cursor()
         try:
             cursor.execute(_PROBE.format(announced=announced, timeout=timeout))
-            serving, _, lock_timeout = cursor.fetchone()
+            serving, _, lock_timeout, default_isolation = cursor.fetchone()
         finally:
             cursor.close()
         dbapi_conn.autocommit = autocommit
@@ -196,4 +199,8 @@ def _probe(dbapi_conn: Any, lock_timeout_ms: int | None) -> _Found:
             str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
         )
         raise
-    return _Found(pooled=int(serving) != announced, lock_timeout=str(lock_timeout))
+    return _Found(
+        pooled=int(serving) != announced,
+        lock_timeout=str(lock_timeout),
+        default_isolation=str(default_isolation),
+    )

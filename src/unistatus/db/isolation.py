@@ -12,9 +12,22 @@ cost a create 10% of its time).
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 
-__all__ = ["name_read_committed", "read_committed"]
+__all__ = [
+    "DEFAULT_LEVEL_KEY",
+    "name_read_committed",
+    "read_committed",
+    "read_committed_by_default",
+]
+
+log = logging.getLogger("unistatus.db.isolation")
+
+# Where a driver connection's info (conn.info) keeps its server default level.
+DEFAULT_LEVEL_KEY = "unistatus.default_transaction_isolation"
+_warned: set[str] = set()  # the levels said once per process
 
 
 def read_committed(conn: sa.Connection) -> sa.Connection:
@@ -49,3 +62,27 @@ def name_read_committed(dbapi_conn: object) -> None:
     from psycopg import IsolationLevel
 
     dbapi_conn.isolation_level = IsolationLevel.READ_COMMITTED  # type: ignore[attr-defined]
+
+
+def read_committed_by_default(conn: sa.Connection) -> bool:
+    """Whether a statement run on ``conn`` in autocommit is a READ COMMITTED transaction:
+    the server's ``default_transaction_isolation`` for this connection (ALTER DATABASE,
+    ALTER ROLE, the connection's options), as the connection's set-up read it
+    (:mod:`unistatus.db.connection_setup`), else asked once per driver connection. Under
+    another level a one-statement transaction's snapshot is its start's: a lock waited
+    for inside it (the mode lock of a guarded write) shows nothing committed meanwhile."""
+    level = conn.info.get(DEFAULT_LEVEL_KEY)
+    if level is None:
+        level = conn.info[DEFAULT_LEVEL_KEY] = str(
+            conn.exec_driver_sql("SHOW default_transaction_isolation").scalar()
+        )
+    if level == "read committed":
+        return True
+    if level not in _warned:
+        _warned.add(level)
+        log.warning(
+            "the server's default_transaction_isolation is %r: status changes take the "
+            "locked path (READ COMMITTED), not the one-statement one",
+            level,
+        )
+    return False
