@@ -494,3 +494,26 @@ def test_another_writer_past_the_busy_timeout_is_said_as_such(sqlite_db: Databas
         app.dispose()
     said = str(failed.value)
     assert "busy timeout" in said and "BEGIN IMMEDIATE" not in said, said
+
+
+@pytest.mark.parametrize("operation", ["update_status", "create_transaction"])
+def test_an_invalidated_connection_is_the_callers_error(db: Database, operation: str) -> None:
+    """A connection invalidated before the call (the caller's invalidate(), or a lost
+    connection its own statement found): SQLAlchemy's PendingRollbackError left the
+    adapter raw (a probe), observed as an interruption. Now CallerTransactionError,
+    refused (the caller's transaction failed before the call), nothing written."""
+    a, entity_id, events = watched(db)
+    events.clear()
+    before = db.count("unified_transactions")
+    with db.engine.connect() as conn:
+        conn.begin()
+        conn.invalidate()
+        with pytest.raises(CallerTransactionError, match="invalidated"):
+            if operation == "update_status":
+                a.update_status(entity_id, "PROCESSING", "r", "svc", connection=conn)
+            else:
+                a.create_transaction("ESCROW", 1, "5", "USD", connection=conn)
+        conn.rollback()
+    assert [(e.success, e.refused) for e in events] == [(True, True)]
+    assert db.count("unified_transactions") == before
+    assert unified_status(db, entity_id) == "PENDING"

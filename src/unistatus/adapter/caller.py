@@ -209,11 +209,16 @@ class CallerTransactions:
             conn = caller_connection(target, self.ops.name, self.legacy().values())
         except SessionUnusable as unusable:
             raise self._unusable(operation, unusable, started, system) from None
-        if transaction_failed(conn):
+        if conn.invalidated or transaction_failed(conn):
             # The caller's own statement failed before this call: its error, not ours.
+            why = (
+                "its connection was invalidated (lost, or invalidate())"
+                if conn.invalidated
+                else "has already failed (a statement before this call failed)"
+            )
             refused = CallerTransactionError(
-                f"{operation}: the caller's transaction has already failed (a statement "
-                "before this call failed); it can only be rolled back, nothing was written"
+                f"{operation}: the caller's transaction {why}; it can only be rolled back, "
+                "nothing was written"
             )
             known = system if isinstance(system, LegacySystemType) else None
             mode = self.runner.last_modes[known] if known else self.runner.last_mode
@@ -266,7 +271,7 @@ class CallerTransactions:
         mode = self.runner.last_modes[system]
         try:
             self._check_isolation(conn)
-        except sa.exc.DBAPIError as exc:  # the database, not the caller (a lost connection)
+        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:  # a lost connection
             error = f"cannot read the caller's transaction isolation level: {describe(exc)}"
             raise self._failed(operation, op_id, mode, error, started, system) from None
         except CallerTransactionError as refused:
