@@ -323,6 +323,27 @@ def test_tables_of_one_name_in_two_schemas_get_a_file_each(
     assert verify_archive(pg.engine, tmp_path / "out").ok
 
 
+def test_compat_views_of_two_tables_of_one_name_are_refused(
+    pg: Database, same_name_twice: Any
+) -> None:
+    """--compat-views names each view after its table: a.orders and b.orders both became
+    unistatus_compat.orders, the last one's (a probe: cashout readers read escrows, the
+    retirement said done). Refused before anything changes, naming both tables."""
+    from unistatus.migration.compat_views import view_selects  # noqa: PLC0415
+    from unistatus.migration.retire import retire_legacy_columns  # noqa: PLC0415
+
+    with pytest.raises(InputError, match=r"a\.orders.*b\.orders"):
+        retire_legacy_columns(pg.engine, same_name_twice, actor="test", compat=True)
+    with pytest.raises(InputError, match="unistatus_compat.orders"):
+        view_selects(pg.engine, same_name_twice)
+    with pg.engine.connect() as conn:
+        left = conn.exec_driver_sql(
+            "SELECT count(*) FROM information_schema.columns WHERE table_schema IN ('a', 'b') "
+            "AND table_name = 'orders' AND column_name = 'status'"
+        ).scalar_one()
+    assert left == 2
+
+
 def test_an_export_that_fails_leaves_nothing_behind(
     db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

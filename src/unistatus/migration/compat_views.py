@@ -40,6 +40,7 @@ __all__ = [
     "create_compat_views",
     "create_compat_views_in",
     "drop_compat_views_in",
+    "require_distinct_names",
     "require_schemas",
     "view_selects",
     "views_to_drop",
@@ -85,6 +86,7 @@ def view_selects(
     reader compares and sorts it as before. On a connection: the tables as its
     transaction has them (the drop's, not yet committed).
     """
+    require_distinct_names(bind, settings)
     tables = resolve_legacy_tables(bind, settings, require_status=False)
     out: dict[str, sa.Select[Any]] = {}
     with connected(bind) as conn:
@@ -107,6 +109,24 @@ def view_selects(
             on = sa.and_(U.c.legacy_system == system.value, U.c.legacy_id == lt.id)
             out[lt.name] = sa.select(*columns).select_from(lt.table.outerjoin(U, on))
     return out
+
+
+def require_distinct_names(bind: sa.Engine | sa.Connection, settings: Settings) -> None:
+    """InputError when two legacy tables share a name (in two schemas): a view stands in
+    for its table under the table's own name, so both would be one view, the last one's,
+    and a reader of the first would read the other's rows."""
+    tables = resolve_legacy_tables(bind, settings, require_status=False)
+    by_name: dict[str, list[str]] = {}
+    for found in tables.values():
+        where = ".".join(part for part in (found.table.schema, found.name) if part)
+        by_name.setdefault(found.name, []).append(where)
+    for name, where in by_name.items():
+        if len(where) > 1:
+            raise InputError(
+                f"--compat-views names each view after its table: {' and '.join(where)} "
+                f"would both be {COMPAT_SCHEMA}.{name}, and readers of one would read the "
+                "other's rows; retire without --compat-views (nothing changed)"
+            )
 
 
 def _sql(conn: sa.Connection, select: sa.Select[Any]) -> str:

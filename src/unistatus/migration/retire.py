@@ -276,6 +276,7 @@ def retire_legacy_columns(
     """
     if compat:
         compat_views.require_schemas(engine)
+        compat_views.require_distinct_names(engine, settings)
     if legacy_columns_dropped(engine, settings):
         return _already_dropped(engine, settings, actor, reason, compat)
     command = RETIRE_COMMAND + (" --compat-views" if compat else "")
