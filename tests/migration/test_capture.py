@@ -8,6 +8,7 @@ concurrent test is in ``test_capture_concurrency.py``.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT, Database
 from support.adapters import adapter_in
@@ -34,6 +36,7 @@ from unistatus import DualWriteMode
 from unistatus.backfill import quarantine_count
 from unistatus.backfill.quarantine import retry_quarantine
 from unistatus.backfill.statements import BEYOND_UTX_RANGE
+from unistatus.cli import app
 from unistatus.db.control import set_mode
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
@@ -197,6 +200,10 @@ def test_status_says_when_the_triggers_were_generated_by_other_code(cap: Databas
     stale = capture.status(cap.engine, cap.settings)
     assert not stale.ok and stale.as_dict()["sql_changed"]
     assert not stale.as_dict()["mapping_changed"] and not stale.as_dict()["missing"]
+    # `init` (an upgrade) leaves them as they are, and says so (it said nothing: a probe).
+    init = CliRunner().invoke(app, ["--database-url", cap.url, "init", "--json"])
+    assert init.exit_code == 0 and json.loads(init.stdout)["capture_outdated"], init.output
+    assert "unistatus capture enable" in " ".join(init.stderr.split())
     capture.enable(cap.engine, cap.settings, actor="test", reason="the new SQL")
     again = capture.status(cap.engine, cap.settings)
     assert again.ok and not again.as_dict()["sql_changed"]

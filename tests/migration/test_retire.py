@@ -1091,3 +1091,22 @@ def test_an_undo_with_a_legacy_row_whose_unified_row_is_gone_says_so(
     with db.engine.connect() as conn:
         nulls = conn.execute(sa.text("SELECT count(*) FROM escrows WHERE status IS NULL"))
         assert nulls.scalar_one() == 2
+
+
+def test_init_on_a_retired_database_says_what_it_upgraded(retirable: Database) -> None:
+    """With the legacy status columns retired, `init` compared revision 0006 (what
+    current_revision says then) before and after: an upgrade of the main chain was
+    reported "already at revision 0006 (nothing to do)", `"upgraded": false` (a probe)."""
+    db = retirable
+    retire_legacy_columns(db.engine, db.settings, actor="test")
+    main, _ = schema.head_revisions()
+    earlier = schema._scripts().get_revision(main).down_revision
+    schema.downgrade(db.engine, db.settings, f"{main}-1")
+    assert sorted(schema.current_heads(db.engine)) == sorted([earlier, schema.RETIRE_REVISION])
+    r = CliRunner().invoke(app, ["--database-url", db.url, "init", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert (out["previous_revision"], out["revision"], out["upgraded"]) == (earlier, main, True)
+    assert sorted(schema.current_heads(db.engine)) == sorted([main, schema.RETIRE_REVISION])
+    text = CliRunner().invoke(app, ["--database-url", db.url, "init"])
+    assert f"already at revision {main}" in text.stdout, text.stdout

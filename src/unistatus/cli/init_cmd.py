@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import typer
 from rich.markup import escape
 
@@ -68,7 +70,8 @@ def init(
     refuse_unwritable(kinds)
     for warning in kind_warnings(kinds):  # what will not work on them, not a refusal
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    before = schema.current_revision(engine)
+    # The main chain's: the retired columns' revision (0006) stands beside it unchanged.
+    before = schema.main_revision(engine)
     seeded: dict[str, int] = {}
     detail: str | None = None
     # The upgrade is one transaction (schema._migrate): all of it or nothing.
@@ -79,12 +82,13 @@ def init(
         # What the upgrade found, read in its transaction: another `init` may have
         # upgraded the database while this one waited for it (schema._migrate).
         found: list[str | None] = []
-        revision = schema.upgrade(
+        schema.upgrade(
             engine,
             st.settings,
             alongside=alongside,
-            before=lambda conn: found.append(schema.current_revision(conn)),
+            before=lambda conn: found.append(schema.main_revision(conn)),
         )
+    revision = schema.main_revision(engine)
     if found:
         before = found[-1]
     if demo_data:
@@ -101,6 +105,9 @@ def init(
                 f"demo rows not seeded: the legacy tables already hold rows ({held}); "
                 "--demo-data seeds empty tables only (a re-run adds nothing)"
             )
+    capture_note = _capture_note(engine, st.settings)
+    if capture_note:
+        err_console.print(f"[yellow]warning:[/] {escape(capture_note)}", highlight=False)
     if json_out:
         print_json(
             {
@@ -110,6 +117,7 @@ def init(
                 "upgraded": before != revision,
                 "seeded": seeded,
                 "detail": detail,
+                "capture_outdated": capture_note is not None,
             }
         )
         return
@@ -126,6 +134,27 @@ def init(
             + ", ".join(f"{n} {system.lower()}" for system, n in seeded.items())
             + " legacy rows"
         )
+
+
+def _capture_note(engine: Any, settings: Any) -> str | None:
+    """What to say when capture is enabled and its triggers are not what this release
+    installs (an upgrade changes them; `init` leaves them as they are): a bypass write
+    is then captured the earlier release's way, or not at all in a mode it did not
+    know. None when there is nothing to say, or nothing could be read."""
+    from unistatus.errors import UnistatusError
+    from unistatus.migration import capture
+
+    try:
+        found = capture.status(engine, settings)
+    except UnistatusError:
+        return None
+    if not found.enabled or found.ok:
+        return None
+    return (
+        "capture is enabled, and its triggers are not what this release and configuration "
+        "install (see `unistatus capture status`): run `unistatus capture enable` to "
+        "install them again"
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -299,6 +299,13 @@ def current_revision(engine: sa.Engine | sa.Connection) -> str | None:
     return heads[0] if heads else None
 
 
+def main_revision(engine: sa.Engine | sa.Connection) -> str | None:
+    """The main chain's revision (what `init` installs), whether or not the legacy
+    status columns are retired beside it (None: not installed)."""
+    main = [head for head in current_heads(engine) if head != RETIRE_REVISION]
+    return main[0] if main else None
+
+
 def current_heads(engine: sa.Engine | sa.Connection) -> tuple[str, ...]:
     """Every revision stored in the version table (one per branch applied); with a
     connection, as its transaction sees it."""
