@@ -517,3 +517,49 @@ def test_an_invalidated_connection_is_the_callers_error(db: Database, operation:
     assert [(e.success, e.refused) for e in events] == [(True, True)]
     assert db.count("unified_transactions") == before
     assert unified_status(db, entity_id) == "PENDING"
+
+
+@pytest.fixture
+def another_installation(pg: Database) -> Iterator[sa.Engine]:
+    """A second database on the same server with unistatus installed (its own rows)."""
+    from conftest import _drop_database, _throwaway_database  # noqa: PLC0415
+    from unistatus.config import load_settings  # noqa: PLC0415
+    from unistatus.db import schema  # noqa: PLC0415
+
+    admin, url, name = _throwaway_database("_other")
+    engine = create_engine(url)
+    try:
+        schema.upgrade(engine, load_settings(database_url=url))
+        yield engine
+    finally:
+        engine.dispose()
+        _drop_database(admin, name)
+
+
+def test_a_connection_to_another_database_is_refused(
+    pg: Database, another_installation: sa.Engine
+) -> None:
+    """connection= of another database holding an installation of its own: the adapter
+    wrote there, under that database's mode, a status change to the other database's
+    row of the same legacy id, and said success (a probe). Refused, nothing written."""
+    a, entity_id, events = watched(pg)
+    events.clear()
+    other = DualWriteAdapter(another_installation, settings=pg.settings, record_stats=False)
+    twin = other.create_transaction("WALLET_CASHOUT", 1, "5", "USD").entity_id
+    assert twin == entity_id  # the same legacy id: the same derived id
+    with another_installation.connect() as conn:
+        conn.begin()
+        with pytest.raises(InputError, match="another database"):
+            a.update_status(entity_id, "PROCESSING", "r", "svc", connection=conn)
+        with pytest.raises(InputError, match="another database"):
+            a.create_transaction("ESCROW", 1, "5", "USD", connection=conn)
+        with pytest.raises(InputError, match="another database"):
+            a.get_transaction_status(entity_id, connection=conn)
+        conn.commit()
+    with another_installation.connect() as conn:
+        statuses = conn.exec_driver_sql("SELECT status FROM cashouts").scalars().all()
+        assert (
+            statuses == ["PENDING"]
+            and conn.exec_driver_sql("SELECT count(*) FROM escrows").scalar_one() == 0
+        )
+    other.close()

@@ -36,6 +36,7 @@ from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.mode_reads import read_mode
 from unistatus.db.prepared import Prepared
 from unistatus.db.retry import refused_by_application
+from unistatus.db.same_database import database_of, require_same_database
 from unistatus.db.tables import migration_control
 from unistatus.db.transaction_state import (
     autocommits,
@@ -171,6 +172,12 @@ class CallerTransactions:
         self.legacy = legacy
         # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves.
         self.driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        # The database the adapter works on (PostgreSQL), by the server's name for it:
+        # a caller's connection of another is refused.
+        self.database: str | None = None
+        if ops.name == "postgresql":
+            with engine.connect() as conn:
+                self.database = database_of(conn)
         # ``unistatus_locked_mode(system)`` (revision 0015): the locks and the read of
         # the system's mode in one call.
         self._locked_mode = (
@@ -253,6 +260,7 @@ class CallerTransactions:
         """The entity's system, looked up on the caller's connection (a transaction born
         unified in the caller's own transaction is seen there only)."""
         try:
+            require_same_database(conn, self.database)  # before its tables are read
             return look_up(conn)
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             raise CallerTransactionError(f"{operation}: {describe(exc)}") from None
@@ -270,11 +278,12 @@ class CallerTransactions:
         op_id = str(uuid.uuid4())
         mode = self.runner.last_modes[system]
         try:
+            require_same_database(conn, self.database)
             self._check_isolation(conn)
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:  # a lost connection
-            error = f"cannot read the caller's transaction isolation level: {describe(exc)}"
+            error = f"cannot read the caller's database and isolation level: {describe(exc)}"
             raise self._failed(operation, op_id, mode, error, started, system) from None
-        except CallerTransactionError as refused:
+        except (CallerTransactionError, InputError) as refused:
             self.runner.emit(
                 operation, mode, True, started, refused=True, error=str(refused), system=system
             )
@@ -396,6 +405,7 @@ class CallerTransactions:
             raise CallerTransactionError(f"{what}: {unusable}") from None
         try:
             with session_settings_named(), bound_connection(conn, self.ops.schema):
+                require_same_database(conn, self.database)
                 return read(conn)
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             raise CallerTransactionError(f"{what}: {describe(exc)}") from None
