@@ -6,8 +6,11 @@ parsing stdout is not left with nothing; the stderr line stays as it is. Without
 from __future__ import annotations
 
 import json
+import uuid
+from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from conftest import Database
@@ -111,3 +114,26 @@ def test_an_error_shows_a_control_character_escaped(capsys: pytest.CaptureFixtur
         abort("invalid setting mapping: CASHOUT.EVIL\x1b[31mRED: unknown")
     said = capsys.readouterr().err
     assert "\x1b[31m" not in said and "EVIL\\x1b[31mRED" in said, said
+
+
+@pytest.mark.postgres
+def test_a_database_error_is_a_storage_error_for_scripts(scratch_pg: Any) -> None:
+    """A role without a privilege unistatus needs: `check --json` said
+    {"error": "ProgrammingError"}, a name outside the list scripts branch on (a probe)."""
+    role = f"fsch_ro_{uuid.uuid4().hex[:8]}"
+    with scratch_pg.engine.begin() as conn:
+        conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+        conn.exec_driver_sql(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"')
+        conn.exec_driver_sql(f'GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO "{role}"')
+    url = sa.engine.make_url(scratch_pg.url).set(username=role).render_as_string(False)
+    try:
+        result = CliRunner().invoke(app, ["--database-url", url, "check", "--json"])
+        assert result.exit_code == 2, result.output
+        said = json.loads(result.stdout)
+        assert said["error"] == "StorageError", said
+        assert "permission denied" in said["detail"], said
+    finally:
+        scratch_pg.engine.dispose()
+        with scratch_pg.engine.begin() as conn:
+            conn.exec_driver_sql(f'DROP OWNED BY "{role}"')
+            conn.exec_driver_sql(f'DROP ROLE "{role}"')

@@ -71,6 +71,10 @@ EXIT_ERROR = 2  # bad input, bad config, database unreachable
 EXIT_INCOMPLETE = 3  # stopped by --max-duration before covering everything (resumable)
 EXIT_INTERRUPTED = 130  # Ctrl-C or SIGTERM: 128 + SIGINT, as a shell reports Ctrl-C
 EXIT_READER_LEFT = 141  # a broken pipe (`... | head`): 128 + SIGPIPE, as a shell reports it
+# A database error for a privilege the role lacks (PostgreSQL's SQLSTATE), and where the
+# privileges each command needs are listed.
+INSUFFICIENT_PRIVILEGE = "42501"
+PRIVILEGES_HINT = 'the role lacks a privilege this command needs: README.md, "Privileges"'
 
 # How far a command needs its database checked before it starts:
 # "installed": reachable, with unistatus's tables at this release's revision (almost
@@ -403,6 +407,10 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
     from unistatus.db.failures import read_only_refusal
     from unistatus.db.retry import is_read_only
 
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        # The name scripts branch on for the database (`unistatus --help`), not
+        # SQLAlchemy's class (ProgrammingError, OperationalError, ...).
+        error = "StorageError"
     if is_read_only(exc):
         abort(redact(read_only_refusal(exc)), error=error, cause=exc)
     if isinstance(exc, sa.exc.OperationalError):
@@ -413,6 +421,8 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
         )
     if isinstance(exc, sa.exc.SQLAlchemyError):
         text = f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
+        if getattr(getattr(exc, "orig", None), "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
+            text += f" ({PRIVILEGES_HINT})"
         abort(redact(text), error=error, cause=exc)
     hint = " (the traceback above)" if debug else " (re-run with --debug for details)"
     text = f"unexpected {exc.__class__.__name__}: {exc}{hint}"
