@@ -371,10 +371,23 @@ class CallerTransactionError(StorageError):
     """The database failed inside the caller's transaction (an operation given
     ``connection=``). The transaction may now be unusable: only the caller can (and
     must) roll it back; nothing was retried. ``result`` is the failed
-    :class:`~unistatus.adapter.model.DualWriteResult` of a write (None for a read)."""
+    :class:`~unistatus.adapter.model.DualWriteResult` of a write (None for a read).
 
-    def __init__(self, message: str, result: Any = None) -> None:
+    ``retryable``: the transaction lost a race (a deadlock, a serialization failure, a
+    lock or statement timeout): rolled back and run again, it may succeed. ``sqlstate``:
+    the database's code for the failure, where it gave one."""
+
+    def __init__(
+        self,
+        message: str,
+        result: Any = None,
+        *,
+        sqlstate: str | None = None,
+        retryable: bool = False,
+    ) -> None:
         self.result = result
+        self.sqlstate = sqlstate
+        self.retryable = retryable
         super().__init__(message)
 
 

@@ -563,3 +563,40 @@ def test_a_connection_to_another_database_is_refused(
             and conn.exec_driver_sql("SELECT count(*) FROM escrows").scalar_one() == 0
         )
     other.close()
+
+
+def test_a_deadlock_in_the_callers_transaction_says_it_may_be_retried(pg: Database) -> None:
+    """Two callers' transactions change two transactions in opposite orders: the loser's
+    CallerTransactionError said only "deadlock detected" in its text, nothing a caller
+    could branch on, and its failure carried no error kind (a probe). Now ``retryable``
+    and the SQLSTATE, and the kind "database"."""
+    a, first, events = watched(pg)
+    second = str(a.create_transaction("WALLET_CASHOUT", 2, "5", "USD").entity_id)
+    events.clear()
+    both = threading.Barrier(2, timeout=10)
+    failures: list[CallerTransactionError] = []
+
+    def change(one: str, other: str) -> None:
+        with pg.engine.connect() as conn:
+            conn.begin()
+            try:
+                a.update_status(one, "PROCESSING", "r", "svc", connection=conn)
+                both.wait()
+                a.update_status(other, "PROCESSING", "r", "svc", connection=conn)
+                conn.commit()
+            except CallerTransactionError as exc:
+                failures.append(exc)
+                conn.rollback()
+
+    threads = [
+        threading.Thread(target=change, args=pair) for pair in ((first, second), (second, first))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    (lost,) = failures
+    assert lost.retryable and lost.sqlstate == "40P01", lost
+    assert "run the transaction again" in str(lost)
+    failed = [e for e in events if not e.success and not e.rolled_back]
+    assert [e.error_kind for e in failed] == ["database"], failed

@@ -35,7 +35,7 @@ from unistatus.db.legacy import LegacyTable
 from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.mode_reads import read_mode
 from unistatus.db.prepared import Prepared
-from unistatus.db.retry import refused_by_application
+from unistatus.db.retry import refused_by_application, retry_reason
 from unistatus.db.same_database import database_of, require_same_database
 from unistatus.db.tables import migration_control
 from unistatus.db.transaction_state import (
@@ -282,7 +282,7 @@ class CallerTransactions:
             self._check_isolation(conn)
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:  # a lost connection
             error = f"cannot read the caller's database and isolation level: {describe(exc)}"
-            raise self._failed(operation, op_id, mode, error, started, system) from None
+            raise self._failed(operation, op_id, mode, error, started, system, exc) from None
         except (CallerTransactionError, InputError) as refused:
             self.runner.emit(
                 operation, mode, True, started, refused=True, error=str(refused), system=system
@@ -342,9 +342,13 @@ class CallerTransactions:
         except sa.exc.DBAPIError as exc:
             if refused_by_application(exc):
                 raise self._refused(operation, op_id, mode, exc, started, system) from None
-            raise self._failed(operation, op_id, mode, describe(exc), started, system) from None
+            raise self._failed(
+                operation, op_id, mode, describe(exc), started, system, exc
+            ) from None
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
-            raise self._failed(operation, op_id, mode, describe(exc), started, system) from None
+            raise self._failed(
+                operation, op_id, mode, describe(exc), started, system, exc
+            ) from None
         finally:
             if not unmarked:
                 self._unmark(conn)
@@ -453,11 +457,22 @@ class CallerTransactions:
         error: str,
         started: float,
         system: LegacySystemType | None,
+        cause: BaseException | None = None,
     ) -> CallerTransactionError:
-        """The failure, observed now: the caller's transaction must be rolled back."""
-        error = f"{operation} failed in the caller's transaction (roll it back): {error}"
-        self.runner.emit(operation, mode, False, started, error=error, system=system)
-        return CallerTransactionError(error, failed_result(op_id, mode, error, started))
+        """The failure (of the database's ``cause``, if known), observed now: the
+        caller's transaction must be rolled back; said retryable where it lost a race."""
+        race = retry_reason(cause) if cause is not None else None
+        again = f" ({race}: roll it back and run the transaction again)" if race else ""
+        error = f"{operation} failed in the caller's transaction (roll it back): {error}{again}"
+        self.runner.emit(
+            operation, mode, False, started, error=error, system=system, error_kind="database"
+        )
+        return CallerTransactionError(
+            error,
+            failed_result(op_id, mode, error, started),
+            sqlstate=getattr(getattr(cause, "orig", cause), "sqlstate", None),
+            retryable=race is not None,
+        )
 
     def _unusable(
         self,
