@@ -568,3 +568,24 @@ def test_capture_of_tables_another_installation_captures_names_it(
     said = " ".join(done.output.split())
     assert "already exists" not in said, said
     assert "installation in schema public" in said and "capture disable" in said, said
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("theirs", ["public", "tenant_42"])
+def test_an_applications_own_schema_map_is_named_as_its_own(pg: Database, theirs: str) -> None:
+    """An application's engine with a schema_translate_map of its own ({None: 'public'},
+    a tenant's) was refused saying "this engine keeps unistatus's tables in schema
+    'public', but the settings say schema = 'public'" (a probe): the message names the
+    map as the engine's and says how to hand the engine over without it."""
+    engine = sa.create_engine(pg.url).execution_options(schema_translate_map={None: theirs})
+    try:
+        with pytest.raises(ConfigError, match="schema_translate_map") as refused:
+            DualWriteAdapter(engine, settings=pg.settings)
+        assert "execution_options(schema_translate_map=None)" in str(refused.value)
+        as_said = DualWriteAdapter(
+            engine.execution_options(schema_translate_map=None), settings=pg.settings
+        )
+        assert as_said.create_transaction("ESCROW", 1, "5", "USD").overall_success
+        as_said.close()
+    finally:
+        engine.dispose()

@@ -83,8 +83,11 @@ def bind_schema(engine: sa.Engine, setting: str) -> sa.Engine:
         return engine
     if current is not None or wanted is None:
         raise ConfigError(
-            f"this engine keeps unistatus's tables in schema {current!r}, but the settings "
-            f"say schema = {setting!r}"
+            f"this engine keeps unistatus's tables in schema {current!r} (its "
+            f"schema_translate_map: unistatus's create_engine for that schema, or an "
+            f"application's own map), but the settings say schema = {setting!r}: hand "
+            "unistatus the engine without the map, "
+            "engine.execution_options(schema_translate_map=None)"
         )
     bound = _BOUND.get((id(engine), wanted))
     if bound is None:
