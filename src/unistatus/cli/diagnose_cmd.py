@@ -29,6 +29,7 @@ def diagnose(
       unistatus diagnose --out /tmp/incident-42.json
       unistatus diagnose --out - | jq .control.mode
     """
+    from unistatus.db.database_files import refuse_database_file
     from unistatus.observe.diagnose import default_filename, generate_diagnostic
 
     app_state = state(ctx)
@@ -48,6 +49,7 @@ def diagnose(
         typer.echo(text, nl=False)
         return
     path = Path(out) if out else Path(default_filename())
+    refuse_database_file(path, app_state.settings.database_url)
     try:
         write_whole(path, text)
     except OSError as exc:

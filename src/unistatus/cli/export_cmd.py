@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from unistatus.cli.context import abort, err_console
+from unistatus.cli.context import abort, err_console, state
 from unistatus.cli.whole_file import write_whole
 
 export_app = typer.Typer(
@@ -25,10 +25,13 @@ OUT_OPTION = typer.Option(
 )
 
 
-def _write(text: str, out: Path | None) -> None:
+def _write(ctx: typer.Context, text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text)
         return
+    from unistatus.db.database_files import refuse_database_file
+
+    refuse_database_file(out, _database_url(ctx))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         write_whole(out, text + "\n")
@@ -37,8 +40,19 @@ def _write(text: str, out: Path | None) -> None:
     err_console.print(f"wrote {out}")
 
 
+def _database_url(ctx: typer.Context) -> str | None:
+    """The configured database's URL, if the settings load (export needs none)."""
+    from unistatus.errors import UnistatusError
+
+    try:
+        return state(ctx).settings.database_url
+    except UnistatusError:
+        return None
+
+
 @export_app.command("prometheus-rules")
 def prometheus_rules(
+    ctx: typer.Context,
     out: Path | None = OUT_OPTION,
 ) -> None:
     """Prometheus alert rules (YAML) with the spec's critical/warning thresholds.
@@ -51,11 +65,12 @@ def prometheus_rules(
     from unistatus.observe.exports import prometheus_rules as rules
     from unistatus.observe.exports import to_yaml
 
-    _write(to_yaml(rules()), out)
+    _write(ctx, to_yaml(rules()), out)
 
 
 @export_app.command("grafana-dashboard")
 def grafana_dashboard(
+    ctx: typer.Context,
     out: Path | None = OUT_OPTION,
 ) -> None:
     """A Grafana dashboard (JSON model) of the migration.
@@ -67,7 +82,7 @@ def grafana_dashboard(
     """
     from unistatus.observe.exports import grafana_dashboard as dashboard
 
-    _write(json.dumps(dashboard(), indent=2), out)
+    _write(ctx, json.dumps(dashboard(), indent=2), out)
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from unistatus.clock import utcnow
 from unistatus.config import NetworkSettings, Settings
 from unistatus.db.binding import require_bound
+from unistatus.db.database_files import refuse_database_file
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import read_only_refusal
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
@@ -321,12 +322,20 @@ def _tables(
     return resolve_legacy_tables(engine, settings, systems=wanted, columns_only=True)
 
 
-def _out_file(out: str | os.PathLike[str]) -> str:
+def _out_file(out: str | os.PathLike[str], url: sa.URL) -> str:
     """--out as the absolute path of a regular file (or of none yet): a run flushes it
     to disk per range and a resumed one cuts it back and goes on, which a pipe or a FIFO
-    cannot do (their lines were written, then the run failed "Invalid argument")."""
+    cannot do (their lines were written, then the run failed "Invalid argument"). Never
+    the database's own file (``url``'s), nor a stream under another name (/dev/stdout
+    redirected to a file: the report, written there too, overwrote the lines)."""
     if str(out) == "-":
         raise InputError("--out -: a check writes a file a resumed run goes on with, not stdout")
+    if str(out).startswith(("/dev/", "/proc/")):
+        raise InputError(
+            f"--out {out}: a stream or a device (as --out - is), not a regular file a "
+            "resumed run goes on with"
+        )
+    refuse_database_file(out, url)
     path = Path(out)
     if path.exists() and not path.is_file() and not path.is_dir():
         raise InputError(
@@ -360,7 +369,7 @@ def _open_run(
                 since_at = parse_since(since, now=database_now(conn))
         else:
             since_at = parse_since(since)
-        out_path = _out_file(out) if out is not None else None
+        out_path = _out_file(out, engine.url) if out is not None else None
         options = {
             "systems": [s.value for s in wanted],
             "since": since_at.isoformat() if since_at else None,

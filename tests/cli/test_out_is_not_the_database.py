@@ -1,0 +1,51 @@
+"""An output file named after the database's own file: `check --out u.db` truncated the
+SQLite database to 0 bytes, `diagnose --out u.db` replaced it with its JSON (a probe).
+Every --out is refused when it is the database file (or its -wal, -shm, -journal),
+before anything is written; and `check --out /dev/stdout` (a stream under another
+name, its mismatch lines overwritten by the report) is refused as `--out -` is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from conftest import Database
+from unistatus.cli import app
+
+
+def database_file(db: Database) -> Path:
+    return Path(str(sa.engine.make_url(db.url).database))
+
+
+def invoke(db: Database, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, ["--database-url", db.url, *args])
+    return result.exit_code, " ".join(result.output.split())
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["check", "--out"], ["diagnose", "--out"], ["export", "prometheus-rules", "--out"]],
+    ids=["check", "diagnose", "export"],
+)
+@pytest.mark.parametrize("suffix", ["", "-wal"])
+def test_an_out_naming_the_database_file_is_refused(
+    sqlite_db: Database, command: list[str], suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = database_file(sqlite_db)
+    monkeypatch.setenv("UNISTATUS_DATABASE_URL", sqlite_db.url)  # export reads the settings
+    target = Path(f"{path}{suffix}")
+    before = path.read_bytes()
+    code, said = invoke(sqlite_db, *command, str(target))
+    assert code == 2, said
+    assert "the database's own file" in said, said
+    sqlite_db.engine.dispose()
+    assert path.read_bytes() == before
+    assert sqlite_db.count("cashouts") == 0  # still a database
+
+
+def test_out_to_a_stream_is_refused_as_out_dash(sqlite_db: Database) -> None:
+    code, said = invoke(sqlite_db, "check", "--out", "/dev/stdout")
+    assert code == 2 and "a stream" in said, said
