@@ -118,12 +118,12 @@ def require_distinct_names(bind: sa.Engine | sa.Connection, settings: Settings) 
     tables = resolve_legacy_tables(bind, settings, require_status=False)
     by_name: dict[str, list[str]] = {}
     for found in tables.values():
-        where = ".".join(part for part in (found.table.schema, found.name) if part)
-        by_name.setdefault(found.name, []).append(where)
-    for name, where in by_name.items():
-        if len(where) > 1:
+        named = ".".join(part for part in (found.table.schema, found.name) if part)
+        by_name.setdefault(found.name, []).append(named)
+    for name, tables_named in by_name.items():
+        if len(tables_named) > 1:
             raise InputError(
-                f"--compat-views names each view after its table: {' and '.join(where)} "
+                f"--compat-views names each view after its table: {' and '.join(tables_named)} "
                 f"would both be {COMPAT_SCHEMA}.{name}, and readers of one would read the "
                 "other's rows; retire without --compat-views (nothing changed)"
             )
