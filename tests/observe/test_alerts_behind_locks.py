@@ -89,3 +89,79 @@ def test_an_evaluation_behind_a_locked_alert_state_goes_on_unstored(pg: Database
         dba.dispose()
         bounded.dispose()
     assert not any("not stored" in s.message for s in stored.values()), stored
+
+
+@pytest.mark.postgres
+def test_a_connection_dropped_while_storing_is_unstored_not_fatal(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server dropped the monitor's connection (a failover, a pooler restart, an idle
+    kill) between its snapshot and storing the alerts: `monitor` exited 2 saying "run
+    `unistatus init` to upgrade the schema" (a probe, 5 runs of 6), and nothing was
+    judged or acted on until someone restarted it. Now the evaluation is unstored (the
+    next one stores), and the monitor goes on."""
+    import sqlalchemy as sa  # noqa: PLC0415
+
+    seed_pairs(pg.engine, 20)
+    name = "unistatus_test_dropped"
+    engine = create_engine(pg.url, connect_args={"application_name": name})
+    try:
+        monitor = alerts.Monitor(engine, pg.settings, notifier=Notifier(), verify_rows=0)
+        monitor.evaluate()  # its pool holds connections now
+        real = alerts.Monitor._store
+        dropped: list[int] = []
+
+        def store_after_a_drop(self: alerts.Monitor, *args: object, **kwargs: object) -> object:
+            if not dropped:
+                with pg.engine.connect() as admin:
+                    killed = admin.execute(
+                        sa.text(
+                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                            "WHERE application_name = :name"
+                        ),
+                        {"name": name},
+                    ).scalar_one()
+                dropped.append(int(killed))
+            return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(alerts.Monitor, "_store", store_after_a_drop)
+        states = {s.name: s for s in monitor.evaluate()}
+        assert dropped and dropped[0] >= 1
+        assert monitor.unstored is not None, states
+        assert not any(s.firing for s in states.values()), states
+        again = {s.name: s for s in monitor.evaluate()}  # the next one stores
+        assert monitor.unstored is None
+        assert again["database_down"].state == "resolved", again["database_down"]
+    finally:
+        engine.dispose()
+
+
+def test_monitor_goes_on_after_an_evaluation_lost_its_connection(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection lost anywhere in an evaluation (not only while storing) ended
+    `monitor` with "database error: ... server closed the connection unexpectedly" (a
+    probe): the running monitor warns and evaluates again; `--once` still fails."""
+    import sqlalchemy as sa  # noqa: PLC0415
+    from typer.testing import CliRunner  # noqa: PLC0415
+
+    from unistatus.cli import app  # noqa: PLC0415
+
+    real = alerts.Monitor.evaluate
+    calls: list[int] = []
+
+    def first_one_lost(self: alerts.Monitor, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            lost = RuntimeError("server closed the connection unexpectedly")
+            raise sa.exc.OperationalError("SELECT 1", {}, lost, connection_invalidated=True)
+        return real(self, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(alerts.Monitor, "evaluate", first_one_lost)
+    args = ["--database-url", sqlite_db.url, "monitor", "--interval", "0.1", "--verify-rows", "0"]
+    result = CliRunner().invoke(app, [*args, "--count", "1"])
+    assert result.exit_code == 0, result.output
+    assert "connection was lost" in " ".join(result.output.split()) and len(calls) == 2
+    calls.clear()
+    once = CliRunner().invoke(app, [*args, "--once"])
+    assert once.exit_code == 2, once.output

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from unistatus.cli.context import EXIT_FAILED_CHECK, EXIT_OK, console, print_json, state
+from unistatus.cli.context import (
+    EXIT_FAILED_CHECK,
+    EXIT_OK,
+    console,
+    err_console,
+    print_json,
+    state,
+)
 from unistatus.cli.verify_options import (
     DEFAULT_VERIFY_BUSY_WAIT,
     DEFAULT_VERIFY_ROWS,
@@ -51,6 +58,10 @@ def monitor(
       unistatus monitor --interval 10 --count 6
       unistatus monitor --verify-rows 50000
     """
+    import sqlalchemy as sa
+    from rich.markup import escape
+
+    from unistatus.db.failures import one_line
     from unistatus.observe.alerts import Monitor
 
     app_state = state(ctx)
@@ -66,7 +77,20 @@ def monitor(
     critical = False
     try:
         while True:
-            states = mon.evaluate()
+            try:
+                states = mon.evaluate()
+            except sa.exc.DBAPIError as exc:
+                if once or not exc.connection_invalidated:
+                    raise
+                # The server dropped a connection mid-evaluation (a failover, a pooler's
+                # restart): the pool is renewed, the next evaluation goes on.
+                err_console.print(
+                    f"[yellow]warning:[/] evaluation cut short, a connection was lost "
+                    f"({escape(one_line(exc))}); the next one tries again",
+                    highlight=False,
+                )
+                time.sleep(interval)
+                continue
             done += 1
             critical = any(s.firing and s.level == "critical" for s in states)
             _show(states, json_out)

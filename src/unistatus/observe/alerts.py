@@ -117,7 +117,9 @@ class Monitor:
             to_notify = self._store(snap, observations, now)
         except sa.exc.DBAPIError as exc:
             first = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-            if is_retryable(exc):  # a lock not had in time, a deadlock: the next one stores
+            # A lock not had in time, a deadlock, a connection the server dropped (a
+            # failover, a pooler's restart: the pool is renewed): the next one stores.
+            if is_retryable(exc) or exc.connection_invalidated:
                 log.warning(
                     "alert state not stored (%s): nothing notified or acted on this "
                     "evaluation; the next tries again",
