@@ -165,3 +165,21 @@ def test_monitor_goes_on_after_an_evaluation_lost_its_connection(
     calls.clear()
     once = CliRunner().invoke(app, [*args, "--once"])
     assert once.exit_code == 2, once.output
+
+
+def test_evaluations_do_not_fill_the_statement_cache(db: Database) -> None:
+    """Each evaluation reflected the legacy tables into new Table objects, so every
+    statement built on them was a new entry of the engine's statement cache: +130 MB a
+    process over ~500 evaluations, and in `serve` the adapter's own statements pushed out
+    of the cache it shares (a probe). The same tables give the same Table objects."""
+    seed_pairs(db.engine, 30)
+    run_check(db.engine, db.settings)
+    monitor = alerts.Monitor(db.engine, db.settings, notifier=Notifier())
+    cache = db.engine._compiled_cache  # SQLAlchemy's LRU of compiled statements
+    assert cache is not None
+    for _ in range(3):
+        monitor.evaluate()
+    settled = len(cache)
+    for _ in range(6):
+        monitor.evaluate()
+    assert len(cache) <= settled + 2, (settled, len(cache))

@@ -445,13 +445,62 @@ def resolve_legacy_tables(
             if (time := cols.get(role)) is not None:
                 check_time_type(legacy_table_name(spec), role, time, engine.dialect.name)
         convert_text_columns(cols, engine.dialect.name)
-        out[system] = LegacyTable(
+        found = LegacyTable(
             system=system,
             table=table,
             dialect=engine.dialect.name,
             **cols,  # type: ignore[arg-type]
         )
+        out[system] = _interned(found, spec, columns_only)
     return out
+
+
+# The legacy tables resolved before, by what their SQL depends on: a table reflected
+# the same again is the Table object already made, so the statements built on it are
+# found in the engine's statement cache (a new Table each time made each statement a
+# new entry: a monitor's evaluations grew a process by 130 MB and pushed the adapter's
+# statements out of the cache it shares in `serve`; a probe).
+_INTERNED: dict[tuple[Any, ...], LegacyTable] = {}
+_INTERNED_KEPT = 256
+
+
+def _column_signature(column: sa.Column[Any]) -> tuple[Any, ...]:
+    """What of a reflected column its SQL may depend on, as text (a default's clause is
+    an object: its repr names its address, another on each reflection)."""
+    default = column.server_default
+    return (
+        column.name,
+        repr(column.type),
+        column.nullable,
+        column.primary_key,
+        str(getattr(default, "arg", default)) if default is not None else None,
+        str(getattr(column.computed, "sqltext", None)),
+        column.identity is not None,
+    )
+
+
+def _interned(found: LegacyTable, spec: LegacyTableSpec, columns_only: bool) -> LegacyTable:
+    table = found.table
+    key = (
+        found.system,
+        found.dialect,
+        columns_only,
+        table.schema,
+        table.name,
+        tuple(_column_signature(c) for c in table.c),
+        tuple(sorted(spec.column_names().items())),
+        tuple(
+            None if getattr(found, r) is None else repr(getattr(found, r).type)
+            for r in LEGACY_COLUMNS
+        ),
+    )
+    kept = _INTERNED.get(key)
+    if kept is not None:
+        return kept
+    if len(_INTERNED) >= _INTERNED_KEPT:
+        _INTERNED.clear()
+    _INTERNED[key] = found
+    return found
 
 
 def indexes_a_drop_cannot_keep(conn: sa.Connection, table: sa.Table, column: str) -> list[str]:
