@@ -27,7 +27,7 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine
 from unistatus.db.mode_reads import last_mode_change_at
 from unistatus.db.tables import unified_transactions as U
-from unistatus.db.tables_check import check_runs
+from unistatus.db.tables_check import check_reports, check_runs
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import LegacySystemType, UnifiedTransactionStatus
 from unistatus.migration.check import CheckReport, latest_report, run_check
@@ -35,6 +35,7 @@ from unistatus.migration.check_runs import CONTINUOUS
 from unistatus.migration.gates import gate_check
 from unistatus.migration.verify import (
     CONTINUOUS_SCOPE,
+    SLACK,
     judged_report,
     verification_status,
     verify_changes,
@@ -590,3 +591,38 @@ def test_continuous_verification_counts_a_transaction_acknowledged_without_its_l
     emergency_rollback(db.engine, db.settings, actor="oncall", reason="unified incident")
     after = verify_changes(db.engine, db.settings, max_seconds=None)
     assert after.inconsistencies["missing_legacy"] == 0 and after.consistent == after.total
+
+
+def test_a_mismatch_a_round_found_stays_judged_until_a_check(db: Any) -> None:
+    """A round found cashout 3 inconsistent; the next round read other rows (or none
+    changed) and was clean, and the alerts went back to "resolved" while the row still
+    differed (a probe: nothing had repaired it). A round's finding stays judged, as a
+    full check's does, until a full check reads every row again."""
+    populate(db.engine, db.settings, 500)
+    checked_at = run_check(db.engine, db.settings).id
+    with db.engine.begin() as conn:
+        # The full check ran a while ago (the first pass reads what changed since), and
+        # the row changed after it, stamped before the next round's slack.
+        conn.execute(
+            sa.update(check_reports)
+            .where(check_reports.c.id == checked_at)
+            .values(started_at=utcnow() - timedelta(minutes=10))
+        )
+        _set_unified(conn, 3, status=_wrong_status(db, 3), updated_at=utcnow() - 2 * SLACK)
+    first = verify_changes(db.engine, db.settings, busy_max_wait=0)  # its first pass: all
+    assert first.inconsistencies["status_mismatch"] == 1
+    found = judged_report(db.engine, CASHOUT)
+    assert found is not None and found.id == first.id
+    with db.engine.begin() as conn:  # another row changes; the bad one does not
+        _set_unified(conn, 40, updated_at=utcnow())
+    later = verify_changes(db.engine, db.settings, busy_max_wait=0)
+    assert later.total >= 1 and later.consistent == later.total
+    for system in (CASHOUT, None):
+        judged = judged_report(db.engine, system)
+        assert judged is not None and judged.id == found.id, (system, judged)
+    cashouts = (collect_snapshot(db.engine, db.settings).systems or {})[CASHOUT.value]
+    assert cashouts["alert_inconsistent_rows"] == 1
+    # A full check reads every row: what it finds is what is judged from then on.
+    checked = run_check(db.engine, db.settings)
+    assert checked.inconsistencies["status_mismatch"] == 1
+    assert judged_report(db.engine, CASHOUT).id == checked.id

@@ -7,7 +7,7 @@ One row of ``unistatus_check_reports`` per report; :func:`latest_report` and
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -172,6 +172,22 @@ def latest_report(
             if not covering_all or every <= set(report.systems or every):
                 return report
     return None
+
+
+def inconsistent_reports(
+    engine: sa.Engine, *, scope: str, after: datetime | None
+) -> Iterator[CheckReport]:
+    """The stored reports of ``scope`` that found a row inconsistent, newest first,
+    stored after ``after`` (None: any), among the :data:`COVERING_LOOKBACK` most recent."""
+    R = check_reports
+    q = sa.select(R).where(R.c.scope == scope, R.c.consistent < R.c.total)
+    if after is not None:
+        q = q.where(R.c.created_at > after)
+    q = q.order_by(*_newest(False)).limit(COVERING_LOOKBACK)
+    with engine.connect() as conn:
+        rows = conn.execute(q).mappings().all()
+    for row in rows:
+        yield _from_row(row)
 
 
 def _newest(begun_last: bool) -> tuple[sa.UnaryExpression[Any], ...]:

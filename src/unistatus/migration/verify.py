@@ -59,6 +59,7 @@ from unistatus.migration.check_reports import (
     CONTINUOUS_SCOPE,
     FULL_SCOPE,
     CheckReport,
+    inconsistent_reports,
     insert_report,
     latest_report,
     latest_report_for,
@@ -360,7 +361,8 @@ def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> 
     The latest one, so a round of continuous verification raises a new mismatch within
     minutes. But a round that found every changed row consistent read only those rows:
     it cannot clear what the last check found in rows it did not read again, so while
-    that check (of every key range) holds inconsistencies, it is the one judged.
+    that check (of every key range) holds inconsistencies, it is the one judged; nor what
+    a round since found: the newest such round is judged until a check.
 
     Of every system together, only reports that covered every system count (a full
     check, a round of continuous verification): a check of some systems
@@ -377,6 +379,21 @@ def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> 
         before = latest_report(engine, complete=True, not_scope=CONTINUOUS_SCOPE, covering_all=True)
     else:
         before = latest_report_for(engine, system, full=False, not_scope=CONTINUOUS_SCOPE)
+    # A round since that check that found a mismatch: the rounds after it read other
+    # rows, so it holds until a check reads every row again (it was "resolved" by the
+    # next clean round while the row still differed: a probe). Judged over the system's
+    # rows, it keeps that check's inconsistent rows too (observe.judged).
+    after = before.created_at if before is not None else None
+    found = next(
+        (
+            r
+            for r in inconsistent_reports(engine, scope=CONTINUOUS_SCOPE, after=after)
+            if _inconsistent(r, system)
+        ),
+        None,
+    )
+    if found is not None:
+        return found
     return before if before is not None and _inconsistent(before, system) else latest
 
 
