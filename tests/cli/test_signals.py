@@ -31,15 +31,18 @@ def _done(db: Any) -> int:
 
 
 @pytest.mark.postgres
-def test_sigterm_stops_a_backfill_as_ctrl_c_does(pg: Any) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_stops_a_backfill_as_ctrl_c_does(pg: Any, signum: int) -> None:
     """SIGTERM (systemd, Kubernetes) ended `backfill` at once with nothing said and its
     worker rows left "running" (then "stalled"), so that `backfill undo` was refused as
-    "a backfill is running": it is Ctrl-C's end, its line, its exit code (130)."""
+    "a backfill is running": it is Ctrl-C's end, its line, its exit code (130). The same
+    for SIGHUP (the terminal of a backfill started by hand closed: a dropped SSH
+    session), which ended it with 129 and its workers "running" (a probe)."""
     seed_legacy(pg.engine, pg.settings, 5_000, seed=5)
     proc = start(pg.url, "backfill", "--batch-size", "200", "--max-rows-per-second", "1000")
     try:
         wait_for(proc, lambda: _done(pg) >= 400, "copied 400 rows")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()

@@ -75,7 +75,7 @@ app = typer.Typer(
         "the write mode itself; `phase rollback` and `rollback --emergency` go back.\n\n"
         "Global options go before the command. Exit codes: 0 ok, 1 a check ran and found a "
         "problem, 2 bad input, configuration or database, 3 stopped by --max-duration "
-        "(resumable), 130 interrupted by Ctrl-C or SIGTERM (the live views serve, monitor "
+        "(resumable), 130 interrupted by Ctrl-C, SIGTERM or SIGHUP (the live views serve, monitor "
         "and dashboard, once running, stop with 0), 141 the reader of the output left (| head).\n\n"
         "Exit 2 is every refusal and error alike; given --json, a failed command also prints "
         'one object on stdout, {"error": "<the error\'s class>", "detail": "<the message>", '

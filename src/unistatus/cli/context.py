@@ -276,7 +276,7 @@ ROLLBACK_INTERRUPTED = (
 
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM in the block stops it as Ctrl-C does (KeyboardInterrupt), so its cleanup
+    """SIGTERM (and SIGHUP) in the block stops it as Ctrl-C does (KeyboardInterrupt), so its cleanup
     runs: by default SIGTERM ends Python at once, with no ``finally`` run (a load test
     would leave its write mode behind, a backfill its workers "running"). Installed
     around the whole program by :func:`unistatus.cli.run_program`, for every command.
@@ -288,11 +288,19 @@ def terminate_as_interrupt() -> Iterator[None]:
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
 
-    before = signal.signal(signal.SIGTERM, interrupt)
+    # SIGHUP too (the terminal of a command started by hand closed: a dropped SSH
+    # session ended a backfill with its workers "running"), unless it is ignored
+    # (`nohup`: the command is meant to outlive its terminal).
+    hangup = getattr(signal, "SIGHUP", None)
+    stops = [signal.SIGTERM]
+    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
+        stops.append(hangup)
+    before = {signum: signal.signal(signum, interrupt) for signum in stops}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 # Whether the command line being run asks for ``--json`` (:func:`note_json`, as the
