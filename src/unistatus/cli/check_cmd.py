@@ -164,7 +164,9 @@ def _since(
     from unistatus.migration.check import parse_since
 
     try:
-        parse_since(since)  # refused here, before anything starts, if it is neither
+        # Refused here, before anything starts, if it is neither; a time in the future
+        # is judged by run_check on the database's clock (this host's may be behind).
+        parse_since(since, judge_future=False)
         return since  # an age is counted back from the database's clock (run_check)
     except InputError:
         from unistatus.migration.phases import resolve_since

@@ -216,7 +216,7 @@ def run_check(
         )
         opts = run.options
         wanted = [LegacySystemType.parse(s) for s in opts["systems"]]
-        since_at = parse_since(opts["since"])
+        since_at = parse_since(opts["since"], judge_future=False)  # judged when stored
         tables = tables or _tables(engine, settings, wanted)
         try:
             with engine.connect() as conn:
