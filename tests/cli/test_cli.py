@@ -51,7 +51,13 @@ def test_init_is_idempotent_and_seeds(tmp_path: Path) -> None:
     second = as_json(run(url, "init", "--json"))
     rev = schema.INSTALL_REVISION  # what init installs (retirement's revision comes later)
     # "schema": where unistatus's tables are (the setting; SQLite: always the default).
-    base = {"revision": rev, "schema": "public", "seeded": {}, "detail": None}
+    base = {
+        "revision": rev,
+        "schema": "public",
+        "seeded": {},
+        "detail": None,
+        "capture_outdated": False,
+    }
     assert first == {**base, "previous_revision": None, "upgraded": True}
     assert second == {**base, "previous_revision": rev, "upgraded": False}
     seeded = run(url, "init", "--demo-data", "90")
