@@ -426,3 +426,36 @@ def test_sqlite_times_its_columns_cannot_read_are_archived_as_stored(
     export_archive(sqlite_db.engine, sqlite_db.settings, tmp_path / "out")
     line = gzip.open(tmp_path / "out" / "cashouts.jsonl.gz").read().decode().splitlines()[0]
     assert json.loads(line)[-2:] == ["not a time", "1700000000"], line
+
+
+@pytest.mark.postgres
+def test_values_of_other_postgres_types_are_archived_as_the_database_writes_them(
+    pg: Database, tmp_path: Path
+) -> None:
+    """An array, an interval and money were archived as Python's str() of what the
+    driver made of them ("[1, None, 3]", "32 days, 3:04:05.6": the month lost, "$12.34"):
+    verify, reading the same way, said "verified", and the restore into the table as it
+    was failed ("invalid input syntax for type integer") (a probe). They are archived in
+    PostgreSQL's own text form, which its input reads back exactly."""
+    seed(pg)
+    columns = {"tags": "INTEGER[]", "grace": "INTERVAL", "fee": "MONEY"}
+    read_back = "SELECT id, tags::text, grace::text, fee::text FROM escrows ORDER BY id"
+    with legacy_columns(pg, columns, table="escrows"):
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "UPDATE escrows SET tags = '{1,NULL,3}', grace = '1 mon 2 days 03:04:05.6', "
+                "fee = '12.34'"
+            )
+            live = conn.exec_driver_sql(read_back).all()
+        export_archive(pg.engine, pg.settings, tmp_path / "out")
+        assert verify_archive(pg.engine, tmp_path / "out").ok
+        manifest = read_manifest(tmp_path / "out")
+        entry = next(t for t in manifest.tables if t.name == "escrows")
+        names = [c.name for c in entry.columns]
+        first = json.loads(gzip.open(tmp_path / "out" / entry.file).read().splitlines()[0])
+        row = dict(zip(names, first, strict=True))
+        assert (row["tags"], row["grace"]) == ("{1,NULL,3}", "1 mon 2 days 03:04:05.6")
+        report = restore_archive(pg.engine, tmp_path / "out", replace=True, overwrite_live=True)
+        assert report.verify.ok, report.verify.problems
+        with pg.engine.connect() as conn:
+            assert conn.exec_driver_sql(read_back).all() == live

@@ -48,6 +48,7 @@ from unistatus.migration.archive_format import (
     read_manifest,
     row_encoder,
     sha256_file,
+    textual,
 )
 from unistatus.migration.archive_load import load_rows
 from unistatus.migration.archive_place import discard, put_in_place, refuse_used, workspace
@@ -80,18 +81,24 @@ BATCH_ROWS = 2_000
 # --- reading live rows --------------------------------------------------------------
 
 
-def _ordered_select(table: sa.Table, columns: Sequence[ColumnInfo]) -> sa.Select[Any]:
+def _ordered_select(table: sa.Table, columns: Sequence[ColumnInfo], dialect: str) -> sa.Select[Any]:
     cols = [table.c[c.name] for c in columns]
     order = [table.c[c.name] for c in columns if c.primary_key] or cols
-    read = [_read(table.c[c.name], c.kind).label(c.name) for c in columns]
+    read = [_read(table.c[c.name], c.kind, dialect).label(c.name) for c in columns]
     return sa.select(*read).order_by(*order)
 
 
-def _read(column: sa.Column[Any], kind: str) -> sa.ColumnElement[Any]:
+def _read(column: sa.Column[Any], kind: str, dialect: str) -> sa.ColumnElement[Any]:
     """A column as the archive reads it: by its own type (:class:`AsStoredOnError`); a
-    JSON column as its text (:data:`JSON_TEXT`), where SQL NULL and JSON null differ."""
+    JSON column as its text (:data:`JSON_TEXT`), where SQL NULL and JSON null differ;
+    on PostgreSQL, a column of a type the archive has no kind of (an array, an interval,
+    money, inet, ...) as the database's own text of it, which its input reads back
+    exactly (Python's str() of the driver's value lost an interval's months and wrote an
+    array no restore could read)."""
     if kind == JSON_TEXT:
         return json_as_text(column)
+    if kind == "string" and dialect == "postgresql" and not textual(column.type):
+        return sa.cast(column, sa.Text)
     return sa.type_coerce(column, AsStoredOnError(column.type))
 
 
@@ -135,7 +142,7 @@ def live_lines(
     within :func:`~unistatus.db.infinite_times.infinite_times_as_text` (the caller's: a
     generator's own block would outlive an error of its consumer)."""
     line = row_encoder([(c.kind, c.timezone) for c in columns])
-    select = _ordered_select(table, columns)
+    select = _ordered_select(table, columns, conn.dialect.name)
     if limit is not None:
         select = select.limit(limit)
     # Streamed by this statement's options (the connection's own would stay set, and a

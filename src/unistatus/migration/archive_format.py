@@ -41,6 +41,7 @@ __all__ = [
     "TableEntry",
     "check_files",
     "column_kind",
+    "textual",
     "decode",
     "encode",
     "file_lines",
@@ -65,6 +66,13 @@ MANIFEST = "manifest.json"
 # written before have the kind "json", the value itself in the line, where the two nulls
 # were one (both restored as JSON null): still read, as they were written.
 JSON_TEXT = "json_text"
+
+
+def textual(type_: sa.types.TypeEngine[Any]) -> bool:
+    """Whether a column's values reach Python as the text they are (or as a value whose
+    str() is: a UUID); of another type without a kind of its own (an array, an interval,
+    money), PostgreSQL's own text of it is archived (:mod:`unistatus.migration.archive`)."""
+    return isinstance(type_, sa.String | sa.Uuid)
 
 
 def column_kind(type_: sa.types.TypeEngine[Any]) -> str:

@@ -22,6 +22,7 @@ from unistatus.migration.archive_format import (
     file_lines,
     holds_bytes,
     json_from_text,
+    textual,
 )
 
 __all__ = ["LOAD_BATCH_ROWS", "load_rows"]
@@ -40,6 +41,17 @@ def load_rows(conn: sa.Connection, table: sa.Table, entry: TableEntry, path: Pat
         for c in entry.columns
         if c.kind == JSON_TEXT
     }
+    # A value PostgreSQL wrote as its own text (an array, an interval, money:
+    # archive.textual) is read back by its input, cast to the column's type: bound
+    # through that type, an array's text was taken for a list of characters.
+    as_cast = {
+        c.name: sa.cast(sa.bindparam(c.name, type_=sa.Text), table.c[c.name].type)
+        for c in entry.columns
+        if c.kind == "string"
+        and conn.dialect.name == "postgresql"
+        and not textual(table.c[c.name].type)
+    }
+    as_json = {**as_json, **as_cast}
     stmt = sa.insert(table).values(as_json)
     for batch in _batches(file_lines(path), LOAD_BATCH_ROWS):
         rows = []
@@ -56,7 +68,10 @@ def load_rows(conn: sa.Connection, table: sa.Table, entry: TableEntry, path: Pat
                 # b'10' as 10.0): the BLOB SQLite held, restored as one.
                 typed = {n: sa.literal(row[n], sa.LargeBinary()) for n in blobs}
                 as_text = {
-                    n: json_from_text(sa.literal(row[n], sa.Text), table.c[n].type) for n in as_json
+                    n: json_from_text(sa.literal(row[n], sa.Text), table.c[n].type)
+                    if n not in as_cast
+                    else sa.cast(sa.literal(row[n], sa.Text), table.c[n].type)
+                    for n in as_json
                 }
                 conn.execute(sa.insert(table).values({**row, **as_text, **typed}))
                 continue
