@@ -49,3 +49,21 @@ def test_an_out_naming_the_database_file_is_refused(
 def test_out_to_a_stream_is_refused_as_out_dash(sqlite_db: Database) -> None:
     code, said = invoke(sqlite_db, "check", "--out", "/dev/stdout")
     assert code == 2 and "a stream" in said, said
+
+
+def test_an_out_another_check_is_writing_is_refused(sqlite_db: Database, tmp_path: Path) -> None:
+    """Two checks given one --out: the second truncated the first's lines, and the file
+    ended with lines of both, one spliced into another, each run saying complete (a
+    probe). The file a check writes is locked while it writes: the second is refused,
+    the first's lines left as they are."""
+    import fcntl  # noqa: PLC0415
+
+    out = tmp_path / "mismatches.jsonl"
+    out.write_text('{"system": "CASHOUT", "legacy_id": 1}\n')
+    with out.open("ab") as writing:  # another check at work on it
+        fcntl.flock(writing.fileno(), fcntl.LOCK_EX)
+        code, said = invoke(sqlite_db, "check", "--out", str(out))
+        assert code == 2 and "another check" in said, said
+        assert out.read_text() == '{"system": "CASHOUT", "legacy_id": 1}\n'
+    code, said = invoke(sqlite_db, "check", "--out", str(out))  # free again
+    assert code == 0 and out.read_text() == "", said

@@ -10,6 +10,7 @@ its committed ranges wrote and goes on: no line is lost or written twice.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -154,7 +155,9 @@ def _open_out(path: Path, keep_bytes: int) -> IO[bytes]:
     the run resumes once the file is back.
     """
     if not keep_bytes:
-        handle = open(path, "wb", buffering=0, opener=private)  # noqa: SIM115
+        # Not cut before it is locked: another check's lines would be gone.
+        handle = _locked(open(path, "ab", buffering=0, opener=private), path)  # noqa: SIM115
+        handle.truncate(0)
         # A file there before keeps its mode else; one of another user's is not ours to
         # change (written as before).
         with contextlib.suppress(PermissionError):
@@ -168,6 +171,7 @@ def _open_out(path: Path, keep_bytes: int) -> IO[bytes]:
             f"{keep_bytes:,} bytes of mismatches there. Put the file back and resume, or "
             "start a new run (`unistatus check` without --resume)"
         ) from None
+    handle = _locked(handle, path)
     size = os.fstat(handle.fileno()).st_size
     if size < keep_bytes:
         handle.close()
@@ -179,6 +183,21 @@ def _open_out(path: Path, keep_bytes: int) -> IO[bytes]:
         )
     handle.truncate(keep_bytes)
     handle.seek(keep_bytes)
+    return handle
+
+
+def _locked(handle: IO[bytes], path: Path) -> IO[bytes]:
+    """``handle``, locked for this run until it is closed (an advisory lock: another
+    `unistatus check` respects it); InputError, the file left as it is, when another run
+    holds it (two checks given one --out spliced their lines into one file)."""
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise InputError(
+            f"--out {path} is being written by another check: give each run a file of "
+            "its own (nothing was written to it)"
+        ) from None
     return handle
 
 
