@@ -212,14 +212,29 @@ class MismatchKey:
     transaction_id: str | None
 
 
+class _Repeated(Exception):
+    """A key given twice in one JSON object (json takes the last one silently)."""
+
+
+def _once_each(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Repeated(key)
+        out[key] = value
+    return out
+
+
 def _key_of(line_no: int, text: str, where: str) -> MismatchKey:
     def bad(why: str) -> InputError:
         return InputError(f"{where}:{line_no}: {why}")
 
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=_once_each)
     except json.JSONDecodeError as exc:
         raise bad(f"not JSON ({exc.msg})") from None
+    except _Repeated as exc:  # {"system": "CASHOUT", ..., "system": "ESCROW"}: which?
+        raise bad(f"{exc.args[0]!r} given twice") from None
     if not isinstance(data, dict):
         raise bad("not a JSON object (a line of `unistatus check --out`)")
     legacy_id, utx = data.get("legacy_id"), data.get("transaction_id")
@@ -286,6 +301,9 @@ def _derived_legacy_id(
     return derived.legacy_id
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
 def read_mismatch_keys(path: str | os.PathLike[str]) -> Iterator[MismatchKey]:
     """The entities of a --out file, line by line (blank lines skipped).
 
@@ -293,14 +311,19 @@ def read_mismatch_keys(path: str | os.PathLike[str]) -> Iterator[MismatchKey]:
     validate the whole file before acting on it, :class:`ListedKeys` reads it once.
     """
     where = str(path)
+    if where == "-":
+        raise InputError("--from -: give a file (a pipe: --from /dev/stdin)")
     try:
         handle = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise InputError(f"--from {where}: {exc.strerror or exc}") from None
     with handle:
         for n, raw in enumerate(handle, start=1):
+            if n == 1 and raw.startswith(_GZIP_MAGIC):
+                raise InputError(f"{where}: gzip-compressed: uncompress it first (gunzip)")
             try:
-                text = raw.decode()
+                # A byte-order mark an editor put before the first line is no content.
+                text = raw.decode("utf-8-sig" if n == 1 else "utf-8")
             except UnicodeDecodeError:
                 raise InputError(f"{where}:{n}: not UTF-8 text") from None
             if text.strip():
