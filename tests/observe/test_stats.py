@@ -343,3 +343,26 @@ def test_closing_behind_a_locked_statistics_table_is_bounded(
     finally:
         stats.close()
         app.dispose()
+
+
+@pytest.mark.parametrize("skewed", ["the adapter's host", "the reader's host"])
+def test_windows_are_on_the_databases_clock(
+    db: Database, skewed: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An adapter on a host ten minutes behind stamped its statistics ten minutes ago,
+    out of every window; a monitor on a host 400 s ahead read a window with nothing in
+    it, and its error-rate and p95 alerts said "resolved" (a probe). Intervals are
+    stamped, and windows read, on the database's clock."""
+    from unistatus.adapter import stats as adapter_stats  # noqa: PLC0415
+    from unistatus.observe import stats as observe_stats  # noqa: PLC0415
+
+    if skewed == "the adapter's host":
+        monkeypatch.setattr(adapter_stats, "utcnow", lambda: utcnow() - dt.timedelta(minutes=10))
+    else:
+        ahead = lambda: utcnow() + dt.timedelta(seconds=400)  # noqa: E731
+        monkeypatch.setattr(observe_stats, "utcnow", ahead, raising=False)  # its clock, if read
+    recorder = OperationStats(db.engine, flush_seconds=60, process_id="skewed", start=False)
+    for ms in (3.0, 5.0, 8.0):
+        recorder.record(_event(ms))
+    assert recorder.flush() == 1
+    assert window(db.engine, 300).count == 3

@@ -23,7 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.adapter.stats import LATENCY_BUCKETS_MS, OperationStats, bucket_index, prune
-from unistatus.clock import utcnow
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables_ops import (
     BUCKET_COLUMNS,
     ERROR_KIND_COLUMNS,
@@ -226,7 +226,7 @@ def window(
     """
     if seconds <= 0:
         raise InputError(f"the window must be positive, got {seconds} s")
-    since = (now or utcnow()) - timedelta(seconds=seconds)
+    span = timedelta(seconds=seconds)
     cols = [
         sa.func.coalesce(sa.func.sum(S.c.count), 0),
         sa.func.coalesce(sa.func.sum(S.c.errors), 0),
@@ -243,7 +243,10 @@ def window(
     fine = stores_fine_latency(engine)
     if fine:
         cols += [sa.func.coalesce(sa.func.sum(S.c[b]), 0) for b in FINE_COLUMNS]
-    q = sa.select(*cols).where(S.c.interval_end > since)
+    # From the database's clock unless told (intervals are stamped on it: a reader on a
+    # host ahead read an empty window, its alerts "resolved").
+    since_param = sa.bindparam("window_since", type_=S.c.interval_end.type)
+    q = sa.select(*cols).where(S.c.interval_end > since_param)
     if until is not None:
         q = q.where(S.c.interval_end <= until)
     if started_since is not None:
@@ -259,7 +262,8 @@ def window(
         q = q.where(S.c.system == chosen if stores_system(engine) else sa.false())
     try:
         with engine.connect() as conn:
-            row = conn.execute(q).one()
+            since = (now if now is not None else database_now(conn)) - span
+            row = conn.execute(q, {"window_since": since}).one()
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read operation statistics: {exc.orig}") from None
     return WindowStats(
