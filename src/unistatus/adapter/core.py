@@ -38,6 +38,7 @@ from unistatus.db.engine import create_engine, session_name
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.row_security import warn_row_security
+from unistatus.db.server_clock import warn_of_skew
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
 from unistatus.domain.inputs import (
@@ -142,6 +143,7 @@ class DualWriteAdapter:
                 self.engine, self.settings, require_status=False, warn_kinds=True
             )
             warn_row_security(self.engine, self.settings)
+            warn_of_skew(self.engine, "the adapter")
             # Status changes in one or two round trips where the database allows
             # (PostgreSQL, revision 0015); else, and whenever it declines, the locked path.
             self.locked_mode = locked_mode_available(self.engine, self.ops)
