@@ -40,6 +40,17 @@ def watched(db: Database) -> tuple[DualWriteAdapter, str, list[OperationEvent]]:
     return a, str(created.entity_id), events
 
 
+def each_refused(a: DualWriteAdapter, entity_id: str, connection: object, said: str) -> None:
+    """A change, a create and a read given ``connection``: each an InputError saying
+    ``said``."""
+    with pytest.raises(InputError, match=said):
+        a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=connection)
+    with pytest.raises(InputError, match=said):
+        a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=connection)
+    with pytest.raises(InputError, match=said):
+        a.get_transaction_status(entity_id, connection=connection)
+
+
 def unified_status(db: Database, entity_id: str) -> str:
     return str(db.scalar("SELECT status FROM unified_transactions WHERE id = :i", i=entity_id))
 
@@ -434,12 +445,7 @@ def test_a_session_not_begun_with_autobegin_off_is_refused(db: Database) -> None
     "Autobegin is disabled" leaked); once begun, the adapter writes in its transaction."""
     a, entity_id, events = watched(db)
     with Session(db.engine, autobegin=False) as session:
-        with pytest.raises(InputError, match="must be in a transaction"):
-            a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
-        with pytest.raises(InputError, match="must be in a transaction"):
-            a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", connection=session)
-        with pytest.raises(InputError, match="must be in a transaction"):
-            a.get_transaction_status(entity_id, connection=session)
+        each_refused(a, entity_id, session, "must be in a transaction")
         assert events == []
         with session.begin():
             r = a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
@@ -549,12 +555,7 @@ def test_a_connection_to_another_database_is_refused(
     assert twin == entity_id  # the same legacy id: the same derived id
     with another_installation.connect() as conn:
         conn.begin()
-        with pytest.raises(InputError, match="another database"):
-            a.update_status(entity_id, "PROCESSING", "r", "svc", connection=conn)
-        with pytest.raises(InputError, match="another database"):
-            a.create_transaction("ESCROW", 1, "5", "USD", connection=conn)
-        with pytest.raises(InputError, match="another database"):
-            a.get_transaction_status(entity_id, connection=conn)
+        each_refused(a, entity_id, conn, "another database")
         conn.commit()
     with another_installation.connect() as conn:
         statuses = conn.exec_driver_sql("SELECT status FROM cashouts").scalars().all()
