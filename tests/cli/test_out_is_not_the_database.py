@@ -67,3 +67,18 @@ def test_an_out_another_check_is_writing_is_refused(sqlite_db: Database, tmp_pat
         assert out.read_text() == '{"system": "CASHOUT", "legacy_id": 1}\n'
     code, said = invoke(sqlite_db, "check", "--out", str(out))  # free again
     assert code == 0 and out.read_text() == "", said
+
+
+def test_a_file_written_over_counts_its_bytes_from_nothing(tmp_path: Path) -> None:
+    """A check over an existing --out counted the bytes its ranges wrote from the old
+    file's end (opened for appending, then cut), and a resume was refused as "shorter
+    than what the run wrote" (a review)."""
+    from unistatus.migration.check_out import MismatchWriter  # noqa: PLC0415
+
+    out = tmp_path / "m.jsonl"
+    out.write_bytes(b"x" * 5000)
+    writer = MismatchWriter(out)
+    assert writer.sync() == 0 and out.stat().st_size == 0
+    writer.close()
+    resumed = MismatchWriter(out, keep_bytes=0)
+    resumed.close()

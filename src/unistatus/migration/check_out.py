@@ -156,8 +156,12 @@ def _open_out(path: Path, keep_bytes: int) -> IO[bytes]:
     """
     if not keep_bytes:
         # Not cut before it is locked: another check's lines would be gone.
-        handle = _locked(open(path, "ab", buffering=0, opener=private), path)  # noqa: SIM115
+        # Opened without O_TRUNC and without O_APPEND (whose position stays at the old
+        # end: the bytes a range commits were counted from there, and a resume refused).
+        fd = private(path, os.O_WRONLY | os.O_CREAT)
+        handle = _locked(open(fd, "wb", buffering=0, closefd=True), path)  # noqa: SIM115
         handle.truncate(0)
+        handle.seek(0)
         # A file there before keeps its mode else; one of another user's is not ours to
         # change (written as before).
         with contextlib.suppress(PermissionError):
