@@ -557,6 +557,10 @@ def test_a_connection_to_another_database_is_refused(
         conn.begin()
         each_refused(a, entity_id, conn, "another database")
         conn.commit()
+    assert [(e.operation, e.refused) for e in events] == [
+        ("update_status", True),
+        ("create_transaction", True),
+    ]
     with another_installation.connect() as conn:
         statuses = conn.exec_driver_sql("SELECT status FROM cashouts").scalars().all()
         assert (

@@ -48,7 +48,7 @@ def test_an_out_naming_the_database_file_is_refused(
 
 def test_out_to_a_stream_is_refused_as_out_dash(sqlite_db: Database) -> None:
     code, said = invoke(sqlite_db, "check", "--out", "/dev/stdout")
-    assert code == 2 and "a stream" in said, said
+    assert code == 2 and "stdout or stderr" in said, said
 
 
 def test_an_out_another_check_is_writing_is_refused(sqlite_db: Database, tmp_path: Path) -> None:
@@ -82,3 +82,21 @@ def test_a_file_written_over_counts_its_bytes_from_nothing(tmp_path: Path) -> No
     writer.close()
     resumed = MismatchWriter(out, keep_bytes=0)
     resumed.close()
+
+
+def test_out_to_stdout_redirected_to_a_file_is_refused(sqlite_db: Database, tmp_path: Path) -> None:
+    """`check --json --out /dev/stdout > report.json`: the mismatch lines and the report
+    went to one file through two descriptions, the report overwriting the lines (a
+    probe); a file under /dev that is no stream (/dev/shm) is a file like any other."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    report = tmp_path / "report.json"
+    with report.open("wb") as stdout:
+        done = subprocess.run(
+            [sys.executable, "-m", "unistatus", "--database-url", sqlite_db.url, "check",
+             "--json", "--out", "/dev/stdout"],
+            stdout=stdout, stderr=subprocess.PIPE, timeout=120, check=False,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert b"stdout or stderr" in done.stderr

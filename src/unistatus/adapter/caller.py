@@ -40,7 +40,7 @@ from unistatus.db.legacy import LegacyTable
 from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.mode_reads import read_mode
 from unistatus.db.prepared import Prepared
-from unistatus.db.retry import refused_by_application, retry_reason
+from unistatus.db.retry import refused_by_application, retry_reason, sqlstate_of
 from unistatus.db.same_database import database_of, require_same_database
 from unistatus.db.tables import migration_control
 from unistatus.db.transaction_state import (
@@ -97,8 +97,11 @@ class CallerTransactions:
         # a caller's connection of another is refused.
         self.database: str | None = None
         if ops.name == "postgresql":
-            with engine.connect() as conn:
-                self.database = database_of(conn)
+            try:
+                with engine.connect() as conn:
+                    self.database = database_of(conn)
+            except sa.exc.DBAPIError as exc:
+                raise StorageError(f"the adapter cannot start: {describe(exc)}") from None
         # ``unistatus_locked_mode(system)`` (revision 0015): the locks and the read of
         # the system's mode in one call.
         self._locked_mode = (
@@ -159,7 +162,7 @@ class CallerTransactions:
             # Our tables in our schema on the caller's connection, for this call only.
             with bound_connection(conn, self.ops.schema):
                 if not isinstance(system, LegacySystemType):
-                    system = known = self._system_of(conn, operation, system)
+                    system = known = self._system_of(conn, operation, system, started)
                 mode, result = self._write(operation, conn, work, fast, started, system)
         except UnistatusError:
             raise  # observed where it was raised
@@ -177,11 +180,17 @@ class CallerTransactions:
         conn: sa.Connection,
         operation: str,
         look_up: Callable[[sa.Connection], LegacySystemType],
+        started: float,
     ) -> LegacySystemType:
         """The entity's system, looked up on the caller's connection (a transaction born
         unified in the caller's own transaction is seen there only)."""
         try:
             require_same_database(conn, self.database)  # before its tables are read
+        except InputError as refused:
+            mode = self.runner.last_mode
+            self.runner.emit(operation, mode, True, started, refused=True, error=str(refused))
+            raise
+        try:
             return look_up(conn)
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             raise CallerTransactionError(f"{operation}: {describe(exc)}") from None
@@ -391,7 +400,7 @@ class CallerTransactions:
         return CallerTransactionError(
             error,
             failed_result(op_id, mode, error, started),
-            sqlstate=getattr(getattr(cause, "orig", cause), "sqlstate", None),
+            sqlstate=sqlstate_of(cause) if cause is not None else None,
             retryable=race is not None,
         )
 

@@ -296,7 +296,10 @@ class OperationStats:
                 # flush behind a held table waited as long as it was held (its columns'
                 # reads too), and close() (the interpreter's exit) behind it.
                 self._ops.bound_statements(conn, FLUSH_STATEMENT_MS, FLUSH_LOCK_MS)
-                _on_the_databases_clock(rows, database_now(conn) - end)
+                # The host's skew, measured around the read alone (not the pool's wait).
+                asked = utcnow()
+                server = database_now(conn)
+                _on_the_databases_clock(rows, server - (asked + (utcnow() - asked) / 2))
                 for columns, stored in (
                     (("rolled_back",), stores_rolled_back),
                     (("refused",), stores_refused),

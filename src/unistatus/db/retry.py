@@ -17,6 +17,7 @@ __all__ = [
     "is_retryable",
     "refused_by_application",
     "retry_reason",
+    "sqlstate_of",
 ]
 
 # Errors worth running the transaction again for: it lost a race for a lock or a
@@ -124,6 +125,11 @@ def refused_by_application(exc: BaseException) -> bool:
     named = {part.strip().split(".")[0] for part in str(orig).rsplit(":", 1)[-1].split(",")}
     own |= {str(c.name) for t in tables for c in t.constraints if c.name}
     return not named & own
+
+
+def sqlstate_of(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error (PostgreSQL's, from psycopg 3 or psycopg2), or None."""
+    return _codes(exc)[1]
 
 
 def _codes(exc: BaseException) -> tuple[BaseException | None, str | None, str]:

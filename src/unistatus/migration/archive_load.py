@@ -50,6 +50,7 @@ def load_rows(conn: sa.Connection, table: sa.Table, entry: TableEntry, path: Pat
         if c.kind == "string"
         and conn.dialect.name == "postgresql"
         and not textual(table.c[c.name].type)
+        and not isinstance(table.c[c.name].type, sa.types.NullType)  # bound untyped
     }
     as_json = {**as_json, **as_cast}
     stmt = sa.insert(table).values(as_json)

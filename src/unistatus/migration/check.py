@@ -330,10 +330,10 @@ def _out_file(out: str | os.PathLike[str], url: sa.URL) -> str:
     redirected to a file: the report, written there too, overwrote the lines)."""
     if str(out) == "-":
         raise InputError("--out -: a check writes a file a resumed run goes on with, not stdout")
-    if str(out).startswith(("/dev/", "/proc/")):
+    if _is_an_output_stream(out):
         raise InputError(
-            f"--out {out}: a stream or a device (as --out - is), not a regular file a "
-            "resumed run goes on with"
+            f"--out {out}: this process's stdout or stderr (as --out - is), not a file of "
+            "its own a resumed run goes on with"
         )
     refuse_database_file(out, url)
     path = Path(out)
@@ -343,6 +343,24 @@ def _out_file(out: str | os.PathLike[str], url: sa.URL) -> str:
             "file it flushes per range and a resumed run goes on with"
         )
     return str(path.resolve())
+
+
+def _is_an_output_stream(out: str | os.PathLike[str]) -> bool:
+    """Whether ``out`` is this process's stdout or stderr under another name
+    (/dev/stdout redirected to a file, a link to it): the report written there too
+    overwrote every line."""
+    try:
+        found = os.stat(out)
+    except OSError:
+        return False
+    for fd in (1, 2):
+        try:
+            stream = os.fstat(fd)
+        except OSError:
+            continue
+        if (found.st_dev, found.st_ino) == (stream.st_dev, stream.st_ino):
+            return True
+    return False
 
 
 def _open_run(
