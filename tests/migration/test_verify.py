@@ -626,3 +626,53 @@ def test_a_mismatch_a_round_found_stays_judged_until_a_check(db: Any) -> None:
     checked = run_check(db.engine, db.settings)
     assert checked.inconsistencies["status_mismatch"] == 1
     assert judged_report(db.engine, CASHOUT).id == checked.id
+
+
+def _stored(
+    db: Any,
+    scope: str,
+    *,
+    started: float,
+    stored: float,
+    bad: str | None = None,
+    systems: list[str] | None = None,
+    since: float | None = None,
+) -> int:
+    """A report stored by hand: begun and stored that many minutes ago, one row of ``bad``
+    (a system) inconsistent, every other consistent."""
+    from unistatus.migration.check import store_report  # noqa: PLC0415
+
+    every = systems or [s.value for s in LegacySystemType]
+    report = CheckReport(scope=scope, systems=every, total=len(every))
+    report.per_system = {
+        s: {"total": 1, "consistent": 0 if s == bad else 1, "inconsistencies": {}} for s in every
+    }
+    report.consistent = len(every) - (bad is not None)
+    now = utcnow()
+    report.started_at = now - timedelta(minutes=started)
+    report.created_at = now - timedelta(minutes=stored)
+    report.since = None if since is None else now - timedelta(minutes=since)
+    store_report(db.engine, report)
+    assert report.id is not None
+    return report.id
+
+
+def test_what_clears_a_rounds_mismatch_is_a_full_check_begun_after_it(db: Any) -> None:
+    """A review: a full check begun before the round (it may have read the row before
+    it changed) cleared it; a `check --since` (which never read the row) cleared it; and
+    after a `check --system` the system's figure and every system's disagreed."""
+    from unistatus.migration.check_reports import FULL_SCOPE  # noqa: PLC0415
+
+    _stored(db, FULL_SCOPE, started=60, stored=10)  # began before the round
+    bad = _stored(db, CONTINUOUS_SCOPE, started=31, stored=30, bad=CASHOUT.value)
+    _stored(db, CONTINUOUS_SCOPE, started=2, stored=1)
+    assert judged_report(db.engine, CASHOUT).id == bad
+    assert judged_report(db.engine).id == bad
+    _stored(db, FULL_SCOPE, started=0.9, stored=0.8, since=40)  # a --since check
+    assert judged_report(db.engine, CASHOUT).id == bad
+    assert judged_report(db.engine).id == bad
+    # A full check of cashouts alone, begun after the round: both clear.
+    cleared = _stored(db, "CASHOUT", started=0.5, stored=0.4, systems=[CASHOUT.value])
+    assert judged_report(db.engine, CASHOUT).id == cleared
+    judged = judged_report(db.engine)
+    assert judged is not None and judged.id != bad and judged.consistent == judged.total

@@ -174,3 +174,19 @@ def test_retention_is_configured_per_table(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.setenv("UNISTATUS_RETENTION__IDEMPOTENCY_KEYS_DAYS", bad)
         with pytest.raises(ConfigError, match="idempotency_keys_days"):
             load_settings()
+
+
+def test_a_round_that_found_a_mismatch_is_kept_until_a_full_check(db: Database) -> None:
+    """The alerts judge a round's mismatch until a full check begun after it: pruned
+    after seven days, its alert resolved with nothing checked (a review)."""
+    bad = CheckReport(scope=CONTINUOUS_SCOPE, systems=[s.value for s in LegacySystemType])
+    bad.total, bad.consistent = 2, 1
+    bad.started_at = bad.created_at = utcnow() - timedelta(days=9)
+    store_report(db.engine, bad)
+    report(db, CONTINUOUS_SCOPE, 8)
+    newest = report(db, CONTINUOUS_SCOPE, 0)
+    prune(db.engine, db.settings)
+    assert bad.id in reports_left(db) and newest in reports_left(db)
+    checked = report(db, "all", 0.5)  # a full check begun after it
+    prune(db.engine, db.settings)
+    assert reports_left(db) == sorted([newest, checked])

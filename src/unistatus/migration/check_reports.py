@@ -190,6 +190,33 @@ def inconsistent_reports(
         yield _from_row(row)
 
 
+def full_check_starts(engine: sa.Engine) -> dict[LegacySystemType, datetime]:
+    """When the full check of each system begun last began (a complete check of every
+    row, not continuous verification): a system no such check covered is left out.
+    Among the :data:`COVERING_LOOKBACK` checks begun last."""
+    R = check_reports
+    q = (
+        sa.select(R.c.systems, R.c.started_at)
+        .where(
+            R.c.complete.is_(True),
+            R.c.since.is_(None),
+            R.c.scope != CONTINUOUS_SCOPE,
+        )
+        .order_by(*_newest(True))
+        .limit(COVERING_LOOKBACK)
+    )
+    out: dict[LegacySystemType, datetime] = {}
+    with engine.connect() as conn:
+        for systems, started_at in conn.execute(q):
+            began = as_utc(started_at)
+            for system in LegacySystemType:
+                if began is not None and (not systems or system.value in systems):
+                    out.setdefault(system, began)
+            if len(out) == len(LegacySystemType):
+                break
+    return out
+
+
 def _newest(begun_last: bool) -> tuple[sa.UnaryExpression[Any], ...]:
     """Newest first: by when the report was stored, or (``begun_last``) by when its run
     began. A gate wants the latter: a run resumed after a kill is stored after a check

@@ -59,6 +59,7 @@ from unistatus.migration.check_reports import (
     CONTINUOUS_SCOPE,
     FULL_SCOPE,
     CheckReport,
+    full_check_starts,
     inconsistent_reports,
     insert_report,
     latest_report,
@@ -373,28 +374,39 @@ def judged_report(engine: sa.Engine, system: LegacySystemType | None = None) -> 
         latest = latest_report(engine, covering_all=True)
     else:
         latest = latest_report_for(engine, system, full=False, partial_scope=CONTINUOUS_SCOPE)
-    if latest is None or latest.scope != CONTINUOUS_SCOPE or _inconsistent(latest, system):
+    if latest is None or _inconsistent(latest, system):
+        return latest
+    found = _round_not_cleared(engine, system)  # what a clean report since cannot clear
+    if found is not None:
+        return found
+    if latest.scope != CONTINUOUS_SCOPE:
         return latest
     if system is None:
         before = latest_report(engine, complete=True, not_scope=CONTINUOUS_SCOPE, covering_all=True)
     else:
         before = latest_report_for(engine, system, full=False, not_scope=CONTINUOUS_SCOPE)
-    # A round since that check that found a mismatch: the rounds after it read other
-    # rows, so it holds until a check reads every row again (it was "resolved" by the
-    # next clean round while the row still differed: a probe). Judged over the system's
-    # rows, it keeps that check's inconsistent rows too (observe.judged).
-    after = before.created_at if before is not None else None
-    found = next(
-        (
-            r
-            for r in inconsistent_reports(engine, scope=CONTINUOUS_SCOPE, after=after)
-            if _inconsistent(r, system)
-        ),
-        None,
-    )
-    if found is not None:
-        return found
     return before if before is not None and _inconsistent(before, system) else latest
+
+
+def _round_not_cleared(engine: sa.Engine, system: LegacySystemType | None) -> CheckReport | None:
+    """The newest round of continuous verification that found ``system`` (None: any
+    system) inconsistent since a full check of it last began: the rounds after it read
+    other rows, so it holds until a check reads every row again (it was "resolved" by the
+    next clean round while the row still differed: a probe). A check that began before
+    the round found the mismatch may have read the row before it changed: it clears
+    nothing. Judged over the system's rows, it keeps that check's inconsistent rows too
+    (observe.judged)."""
+    wanted = [system] if system is not None else list(LegacySystemType)
+    cleared = full_check_starts(engine)
+    cuts = [cleared.get(s) for s in wanted]
+    lowest = None if any(c is None for c in cuts) else min(c for c in cuts if c is not None)
+    for found in inconsistent_reports(engine, scope=CONTINUOUS_SCOPE, after=lowest):
+        stored = found.created_at
+        for s in wanted:
+            cut = cleared.get(s)
+            if _inconsistent(found, s) and (cut is None or stored > cut):
+                return found
+    return None
 
 
 def system_populations(engine: sa.Engine) -> dict[str, tuple[int, int]]:

@@ -9,7 +9,8 @@ Two tables grow with every day of live traffic and were kept forever:
 - ``unistatus_check_reports`` of continuous verification: a report per monitor
   evaluation that saw changes (thousands a day). Deleted after
   ``retention.verification_reports_days`` (7), except the newest (in the readers' order:
-  ``created_at``, then ``id``), which the alerts, dashboards and ``diagnose`` judge by
+  ``created_at``, then ``id``) and those that found a mismatch no full check has begun
+  after, which the alerts, dashboards and ``diagnose`` judge by
   (:func:`unistatus.migration.verify.judged_report`). Reports of ``unistatus check`` runs
   are few and kept: they are the migration's record.
 
@@ -34,7 +35,7 @@ from unistatus.config import RetentionSettings, Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.tables_check import check_reports
 from unistatus.db.tables_idempotency import idempotency_keys
-from unistatus.migration.verify import CONTINUOUS_SCOPE
+from unistatus.migration.check_reports import CONTINUOUS_SCOPE, FULL_SCOPE
 
 __all__ = [
     "BATCH_ROWS",
@@ -79,9 +80,17 @@ def _old_reports(cutoff: datetime) -> sa.Select[tuple[object]]:
         .limit(1)
         .scalar_subquery()
     )
+    # A round's mismatch is judged until a full check begun after it (verify.judged_report):
+    # kept until then however old (else the alert it fired resolved when it was pruned).
+    checked = (
+        sa.select(sa.func.max(R.c.started_at))
+        .where(R.c.scope == FULL_SCOPE, R.c.complete.is_(True), R.c.since.is_(None))
+        .scalar_subquery()
+    )
+    cleared = sa.or_(R.c.consistent >= R.c.total, R.c.created_at <= checked)
     return (
         sa.select(R.c.id)
-        .where(continuous, R.c.created_at < cutoff, R.c.id != newest)
+        .where(continuous, R.c.created_at < cutoff, R.c.id != newest, cleared)
         .order_by(R.c.created_at)
     )
 
