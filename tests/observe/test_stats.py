@@ -354,10 +354,13 @@ def test_windows_are_on_the_databases_clock(
     it, and its error-rate and p95 alerts said "resolved" (a probe). Intervals are
     stamped, and windows read, on the database's clock."""
     from unistatus.adapter import stats as adapter_stats  # noqa: PLC0415
+    from unistatus.db import server_clock  # noqa: PLC0415
     from unistatus.observe import stats as observe_stats  # noqa: PLC0415
 
-    if skewed == "the adapter's host":
-        monkeypatch.setattr(adapter_stats, "utcnow", lambda: utcnow() - dt.timedelta(minutes=10))
+    if skewed == "the adapter's host":  # every reading of this host's clock
+        behind = lambda: utcnow() - dt.timedelta(minutes=10)  # noqa: E731
+        monkeypatch.setattr(adapter_stats, "utcnow", behind)
+        monkeypatch.setattr(server_clock, "utcnow", behind)
     else:
         ahead = lambda: utcnow() + dt.timedelta(seconds=400)  # noqa: E731
         monkeypatch.setattr(observe_stats, "utcnow", ahead, raising=False)  # its clock, if read
@@ -366,3 +369,24 @@ def test_windows_are_on_the_databases_clock(
         recorder.record(_event(ms))
     assert recorder.flush() == 1
     assert window(db.engine, 300).count == 3
+
+
+def test_the_backfills_health_reads_the_window_on_the_databases_clock(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backfill on a host 400 s ahead read the p95 window from its own now: empty, "too
+    few operations", its throttle blind (a review)."""
+    from unistatus.backfill import health  # noqa: PLC0415
+    from unistatus.db import server_clock  # noqa: PLC0415
+    from unistatus.db.dialect import ops_for  # noqa: PLC0415
+
+    recorder = OperationStats(db.engine, flush_seconds=60, process_id="live", start=False)
+    for ms in range(1, 41):
+        recorder.record(_event(float(ms)))
+    assert recorder.flush() == 1
+    ahead = lambda: utcnow() + dt.timedelta(seconds=400)  # noqa: E731
+    monkeypatch.setattr(server_clock, "utcnow", ahead)
+    readings = health.read_health(
+        db.engine, ops_for(db.engine), [], window_seconds=60, min_operations=20, now=ahead()
+    )
+    assert readings.operations == 40 and readings.p95_ms is not None

@@ -49,7 +49,7 @@ from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import one_line
 from unistatus.db.retry import fails_every_write
-from unistatus.db.server_clock import database_now
+from unistatus.db.server_clock import database_lead
 from unistatus.db.tables_ops import (
     BUCKET_COLUMNS,
     COARSE_OF_FINE,
@@ -296,10 +296,9 @@ class OperationStats:
                 # flush behind a held table waited as long as it was held (its columns'
                 # reads too), and close() (the interpreter's exit) behind it.
                 self._ops.bound_statements(conn, FLUSH_STATEMENT_MS, FLUSH_LOCK_MS)
-                # The host's skew, measured around the read alone (not the pool's wait).
-                asked = utcnow()
-                server = database_now(conn)
-                _on_the_databases_clock(rows, server - (asked + (utcnow() - asked) / 2))
+                lead = database_lead(conn)  # on the database's clock, as windows are read
+                for row in rows:  # (a host ten minutes behind emptied them: a probe)
+                    row["interval_start"], row["interval_end"] = start + lead, end + lead
                 for columns, stored in (
                     (("rolled_back",), stores_rolled_back),
                     (("refused",), stores_refused),
@@ -597,13 +596,3 @@ def _after_fork_in_child() -> None:
 
 atexit.register(close_all)
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-def _on_the_databases_clock(rows: list[dict[str, Any]], skew: timedelta) -> None:
-    """The interval of each row moved by this host's ``skew`` from the database's
-    clock, which the windows are read on (an adapter on a host ten minutes behind put
-    its operations out of every window: a probe). Rows put back after a failed flush
-    are stamped again with the next interval's."""
-    for row in rows:
-        row["interval_start"] += skew
-        row["interval_end"] += skew

@@ -17,12 +17,13 @@ and the limits, so the policy is tested with readings made up on the spot.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from unistatus.db.dialect import DialectOps
+from unistatus.db.server_clock import database_lead
 from unistatus.errors import StorageError
 from unistatus.observe.stats import window
 
@@ -187,7 +188,7 @@ def read_health(
     now: datetime,
 ) -> Readings:
     """Read every probe now. The p95 is None below ``min_operations`` operations."""
-    stats = window(engine, window_seconds, now=now)
+    stats = window(engine, window_seconds, now=now + _skew(engine))
     try:
         with engine.connect() as conn:
             lag = ops.replication_lag_seconds(conn)
@@ -207,7 +208,8 @@ def read_health(
 def baseline_p95(engine: sa.Engine, before: datetime, min_operations: int) -> float | None:
     """The adapter's p95 over the five minutes before ``before`` (the job's start):
     what live writes looked like without the backfill. None: too few operations."""
-    stats = window(engine, BASELINE_WINDOW_SECONDS, now=before, until=before)
+    at = before + _skew(engine)
+    stats = window(engine, BASELINE_WINDOW_SECONDS, now=at, until=at)
     if stats.fine_buckets is not None and not stats.reads_fine:
         # Read from the coarse buckets (flushed before revision 0019) while the live
         # readings come from the fine ones: not comparable. Learned again instead.
@@ -223,5 +225,17 @@ def p95_since(
     since. None: too few operations flushed yet (every process flushes every
     ``stats_flush_seconds``)."""
     seconds = max((now - since).total_seconds(), 0.001)
-    stats = window(engine, seconds, now=now, started_since=since)
+    skew = _skew(engine)
+    stats = window(engine, seconds, now=now + skew, started_since=since + skew)
     return stats.p95_ms if stats.count >= min_operations else None
+
+
+def _skew(engine: sa.Engine) -> timedelta:
+    """The database's clock less this host's: the operation statistics are stamped on
+    the database's (adapter.stats), the times given here are this host's (a host ahead
+    read an empty window, its p95 "too few operations": a review)."""
+    try:
+        with engine.connect() as conn:
+            return database_lead(conn)
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot read the database's clock: {exc.orig}") from None

@@ -26,7 +26,7 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 
-__all__ = ["SKEW_WARNED", "as_database_reads", "database_now", "warn_of_skew"]
+__all__ = ["SKEW_WARNED", "as_database_reads", "database_lead", "database_now", "warn_of_skew"]
 
 log = logging.getLogger("unistatus.db")
 
@@ -60,6 +60,14 @@ def as_database_reads(conn: sa.Connection, value: datetime | None) -> datetime |
     return as_utc(value)
 
 
+def database_lead(conn: sa.Connection) -> timedelta:
+    """How far the database server's clock is ahead of this host's (negative: behind),
+    measured around one read of it (not the wait for the connection)."""
+    asked = utcnow()
+    server = database_now(conn)
+    return server - (asked + (utcnow() - asked) / 2)
+
+
 def warn_of_skew(engine: sa.Engine, who: str) -> timedelta | None:
     """A warning when this host's clock is more than :data:`SKEW_WARNED` from the
     database server's (PostgreSQL; SQLite's clock is this host's); the skew found (None:
@@ -70,12 +78,9 @@ def warn_of_skew(engine: sa.Engine, who: str) -> timedelta | None:
         return None
     try:
         with engine.connect() as conn:
-            before = utcnow()
-            server = database_now(conn)
-            after = utcnow()
+            skew = -database_lead(conn)
     except sa.exc.DBAPIError:
         return None  # what cannot be read here is said where it matters
-    skew = before + (after - before) / 2 - server
     if abs(skew) > SKEW_WARNED:
         side = "behind" if skew < timedelta(0) else "ahead of"
         log.warning(
