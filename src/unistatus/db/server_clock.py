@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import sqlalchemy as sa
 
@@ -35,8 +36,10 @@ log = logging.getLogger("unistatus.db")
 # what changed since its watermark on the database's, with 60 s of slack.
 SKEW_WARNED = timedelta(seconds=10)
 
+# PostgreSQL's as seconds since the epoch: a number, whatever the session's DateStyle
+# (an application's engine in 'German, DMY' cannot read a timestamptz back: a probe).
 _NOW = {
-    "postgresql": "SELECT clock_timestamp()",
+    "postgresql": "SELECT extract(epoch FROM clock_timestamp())",
     "sqlite": "SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')",
 }
 
@@ -46,6 +49,8 @@ def database_now(conn: sa.Connection) -> datetime:
     value = conn.exec_driver_sql(_NOW[conn.dialect.name]).scalar_one()
     if isinstance(value, str):  # SQLite: text, UTC
         return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if isinstance(value, int | float | Decimal):  # PostgreSQL: seconds since the epoch
+        return datetime.fromtimestamp(float(value), UTC)
     now = as_utc(value)
     assert now is not None
     return now
