@@ -188,14 +188,15 @@ def read_health(
     now: datetime,
 ) -> Readings:
     """Read every probe now. The p95 is None below ``min_operations`` operations."""
-    stats = window(engine, window_seconds, now=now + _skew(engine))
     try:
         with engine.connect() as conn:
+            lead = database_lead(conn)  # the window's "now" on the statistics' clock
             lag = ops.replication_lag_seconds(conn)
             waits = ops.lock_waits(conn, tables)
             live = ops.live_sessions_if_known(conn)  # last: its failure spoils nothing
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the database's health: {exc.orig}") from None
+    stats = window(engine, window_seconds, now=now + lead)
     return Readings(
         p95_ms=stats.p95_ms if stats.count >= min_operations else None,
         operations=stats.count,

@@ -413,7 +413,7 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
     import sqlalchemy as sa  # lazy: only an error that reached here needs it
 
     from unistatus.db.failures import read_only_refusal
-    from unistatus.db.retry import is_read_only
+    from unistatus.db.retry import is_read_only, sqlstate_of
 
     if isinstance(exc, sa.exc.SQLAlchemyError):
         # The name scripts branch on for the database (`unistatus --help`), not
@@ -429,7 +429,7 @@ def abort_from(exc: BaseException, *, debug: bool = False) -> NoReturn:
         )
     if isinstance(exc, sa.exc.SQLAlchemyError):
         text = f"database error: {exc.__class__.__name__}: {str(exc).splitlines()[0]}"
-        if getattr(getattr(exc, "orig", None), "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
+        if sqlstate_of(exc) == INSUFFICIENT_PRIVILEGE:
             text += f" ({PRIVILEGES_HINT})"
         abort(redact(text), error=error, cause=exc)
     hint = " (the traceback above)" if debug else " (re-run with --debug for details)"
