@@ -43,6 +43,15 @@ def test_demo_in_a_temporary_sqlite_database() -> None:
     assert path.name == "demo.db" and not path.parent.exists()
 
 
+def test_the_demo_feeds_every_gate_however_few_writes_fit_in_its_time() -> None:
+    """On a loaded machine a second of traffic held four writes, none of them an
+    exchange: the gate into phase 2 judged exchanges on no data and the demo failed.
+    Traffic that feeds a gate runs until every system has what the gate needs."""
+    console, _ = _quiet()
+    report = run_demo(console=console, rows=300, seconds=0.001, threads=2)
+    assert report.ok, [(s.name, s.detail) for s in report.steps if not s.ok]
+
+
 @PG_IN_EVERY_LAYOUT
 def test_demo_on_a_given_postgres_database(pg: Database) -> None:
     """The whole lifecycle, also with unistatus's tables in a schema of their own (the

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.db import control
 from unistatus.db.tables import status_history
+from unistatus.db.tables import unified_transactions as unified
 from unistatus.domain.mapping import LegacyStatusMapper
 from unistatus.domain.statuses import (
     CashoutStatus,
@@ -117,6 +118,30 @@ def test_operation_budget_and_stop_event(db) -> None:  # type: ignore[no-untyped
     assert run_traffic(adapter, threads=2, seconds=None, stop=stop).operations == 0
 
 
+def test_a_run_past_its_time_creates_what_it_owes_of_every_type(db) -> None:  # type: ignore[no-untyped-def]
+    """However few writes fit in the time, every type gets the creates asked for (a
+    gate judges each system on its own writes), and nothing more once it has them."""
+    control.set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="t", actor="t")
+    adapter = DualWriteAdapter(db.engine, settings=db.settings)
+    report = run_traffic(adapter, threads=2, seconds=0.0, creates_per_type=3)
+    assert report.errors == 0
+    with db.engine.connect() as conn:
+        created = dict(
+            conn.execute(
+                sa.select(unified.c.transaction_type, sa.func.count()).group_by(
+                    unified.c.transaction_type
+                )
+            ).all()
+        )
+    assert created == {t.value: 3 for t in UnifiedTransactionType}
+    assert report.operations == report.creates == 9
+    # An operation budget or a stop event still ends it.
+    assert (
+        run_traffic(adapter, threads=2, seconds=0.0, operations=2, creates_per_type=5).operations
+        == 2
+    )
+
+
 def test_bad_arguments(sqlite_db) -> None:  # type: ignore[no-untyped-def]
     adapter = DualWriteAdapter(sqlite_db.engine, settings=sqlite_db.settings)
     with pytest.raises(ValueError):
@@ -125,3 +150,5 @@ def test_bad_arguments(sqlite_db) -> None:  # type: ignore[no-untyped-def]
         run_traffic(adapter, new_ratio=1.5)
     with pytest.raises(ValueError):
         run_traffic(adapter, seconds=None)
+    with pytest.raises(ValueError):
+        run_traffic(adapter, seconds=1.0, creates_per_type=-1)

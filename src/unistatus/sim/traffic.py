@@ -42,6 +42,8 @@ CURRENCIES: dict[UnifiedTransactionType, tuple[str, ...]] = {
     UnifiedTransactionType.EXCHANGE: ("BTC", "ETH", "USDT", "USD"),
 }
 MAX_ERROR_SAMPLES = 20
+# How long past its time a run goes on to create the transactions it still owes.
+MAX_OVERRUN_SECONDS = 60.0
 TRIGGERED_BY = "traffic-simulator"
 
 
@@ -199,21 +201,31 @@ class TrafficReport:
 
 
 class _Budget:
-    """Shared stop condition: a deadline, an operation count and an external event."""
+    """Shared stop condition: a deadline, an operation count and an external event.
+
+    ``owed`` creates of each transaction type extend the deadline (by at most
+    :data:`MAX_OVERRUN_SECONDS`): past it, workers only create the types still owed.
+    """
 
     def __init__(
-        self, seconds: float | None, operations: int | None, stop: threading.Event | None
+        self,
+        seconds: float | None,
+        operations: int | None,
+        stop: threading.Event | None,
+        owed: int = 0,
     ) -> None:
         self.deadline = time.monotonic() + seconds if seconds is not None else None
         self.left = operations
         self.stop = stop
+        self.owed = {t: owed for t in UnifiedTransactionType} if owed > 0 else {}
         self.lock = threading.Lock()
 
     def take(self) -> bool:
         if self.stop is not None and self.stop.is_set():
             return False
         if self.deadline is not None and time.monotonic() >= self.deadline:
-            return False
+            if self.still_owed() is None or time.monotonic() >= self.deadline + MAX_OVERRUN_SECONDS:
+                return False
         if self.left is None:
             return True
         with self.lock:
@@ -221,6 +233,31 @@ class _Budget:
                 return False
             self.left -= 1
             return True
+
+    def past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def still_owed(self) -> UnifiedTransactionType | None:
+        """A type of which fewer creates than owed were made or claimed (None: none)."""
+        with self.lock:
+            return next((t for t, n in self.owed.items() if n > 0), None)
+
+    def claim(self) -> UnifiedTransactionType | None:
+        """A type still owed, counted as created now (:meth:`unclaim` if it fails)."""
+        with self.lock:
+            ttype = next((t for t, n in self.owed.items() if n > 0), None)
+            if ttype is not None:
+                self.owed[ttype] -= 1
+            return ttype
+
+    def unclaim(self, ttype: UnifiedTransactionType) -> None:
+        with self.lock:
+            self.owed[ttype] += 1
+
+    def created(self, ttype: UnifiedTransactionType) -> None:
+        with self.lock:
+            if self.owed.get(ttype, 0) > 0:
+                self.owed[ttype] -= 1
 
 
 @dataclass
@@ -252,6 +289,10 @@ class _Worker:
 
     def run(self) -> None:
         while self.budget.take():
+            owed = self.budget.claim() if self.budget.past_deadline() else None
+            if owed is not None:
+                self._create(owed, claimed=True)
+                continue
             roll = self.rng.random()
             if roll < self.new_ratio or not (self.in_flight or self.existing):
                 self._create()
@@ -262,8 +303,10 @@ class _Worker:
 
     # --- operations ---------------------------------------------------------------------
 
-    def _create(self) -> None:
-        ttype = self.rng.choice(list(UnifiedTransactionType))
+    def _create(self, ttype: UnifiedTransactionType | None = None, claimed: bool = False) -> None:
+        """Create a transaction (of ``ttype``: one the budget counted as created when
+        ``claimed``) and keep it in flight along its path."""
+        ttype = ttype or self.rng.choice(list(UnifiedTransactionType))
         path = valid_path(ttype, self.rng)
         cents = self.rng.randint(100, 5_000_000)
         result = self._write(
@@ -277,6 +320,11 @@ class _Worker:
                 metadata={"source": TRIGGERED_BY},
             ),
         )
+        succeeded = result is not None and result.overall_success
+        if claimed and not succeeded:
+            self.budget.unclaim(ttype)
+        elif succeeded and not claimed:
+            self.budget.created(ttype)
         if result is not None and result.entity_id and len(path) > 1:
             self.in_flight.append(_InFlight(result.entity_id, ttype, path[1:]))
 
@@ -366,6 +414,7 @@ def run_traffic(
     existing: dict[LegacySystemType, tuple[int, int]] | None = None,
     stop: threading.Event | None = None,
     seed: int = 0,
+    creates_per_type: int = 0,
 ) -> TrafficReport:
     """Drive writes through ``adapter`` from ``threads`` threads until a limit is hit.
 
@@ -373,6 +422,11 @@ def run_traffic(
     (None: no count limit), or when ``stop`` is set, whichever comes first.
     ``existing`` maps a legacy system to an inclusive (min id, max id) range of rows
     to update; ``new_ratio`` is the share of writes that create a new transaction.
+    ``creates_per_type``: past ``seconds``, the run goes on (at most
+    :data:`MAX_OVERRUN_SECONDS` more) creating transactions of each type until it has
+    created this many of each, so that every system has writes for a gate to judge
+    however few fit in the time (a loaded machine); ``operations`` and ``stop`` still
+    end it.
     """
     if threads < 1:
         raise ValueError("threads must be >= 1")
@@ -380,7 +434,9 @@ def run_traffic(
         raise ValueError("new_ratio must be within 0..1")
     if seconds is None and operations is None and stop is None:
         raise ValueError("give seconds, operations or stop, or traffic would never end")
-    budget = _Budget(seconds, operations, stop)
+    if creates_per_type < 0:
+        raise ValueError("creates_per_type must be >= 0")
+    budget = _Budget(seconds, operations, stop, creates_per_type)
     workers = [
         _Worker(adapter, budget, random.Random(seed * 1_000 + i), new_ratio, dict(existing or {}))
         for i in range(threads)
