@@ -25,6 +25,7 @@ from support.capture_data import (
     captured,
     history_of,
     legacy_status,
+    outdate_capture,
     pending_of,
     raw,
     raw_writer,
@@ -182,21 +183,7 @@ def test_status_says_when_the_triggers_were_generated_by_other_code(cap: Databas
     says why, until ``enable`` generates them again; then it is ok in a new process's
     eyes too (what it compares is generated the same way every time)."""
     assert capture.status(cap.engine, cap.settings).ok
-    with cap.engine.begin() as conn:
-        function = "unistatus_capture_cashout"
-        if cap.backend == "postgres":
-            # The function as an earlier release wrote it: the same, but for one comment.
-            body = conn.exec_driver_sql(
-                f"SELECT pg_get_functiondef('{function}'::regproc)"
-            ).scalar_one()
-            conn.exec_driver_sql(body.replace("BEGIN", "BEGIN -- 0.9", 1))
-        else:
-            name, sql = conn.exec_driver_sql(
-                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-                "AND name LIKE 'unistatus_capture_cashout_upd%' ORDER BY name"
-            ).first()
-            conn.exec_driver_sql(f'DROP TRIGGER "{name}"')
-            conn.exec_driver_sql(sql.replace("BEGIN", "BEGIN SELECT 1;", 1))
+    outdate_capture(cap)
     stale = capture.status(cap.engine, cap.settings)
     assert not stale.ok and stale.as_dict()["sql_changed"]
     assert not stale.as_dict()["mapping_changed"] and not stale.as_dict()["missing"]

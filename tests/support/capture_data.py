@@ -85,6 +85,26 @@ def captured(db: Database) -> Iterator[Database]:
         capture.disable(db.engine, db.settings, actor="test", reason="test")
 
 
+def outdate_capture(db: Database) -> None:
+    """Make one installed definition of the capture what an earlier release would have
+    installed: the cashouts' function (PostgreSQL) or one UPDATE trigger (SQLite), the
+    same but for one comment or statement (``capture status``: ``sql_changed``)."""
+    with db.engine.begin() as conn:
+        function = "unistatus_capture_cashout"
+        if db.backend == "postgres":
+            body = conn.exec_driver_sql(
+                f"SELECT pg_get_functiondef('{function}'::regproc)"
+            ).scalar_one()
+            conn.exec_driver_sql(body.replace("BEGIN", "BEGIN -- 0.9", 1))
+        else:
+            name, sql = conn.exec_driver_sql(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+                "AND name LIKE 'unistatus_capture_cashout_upd%' ORDER BY name"
+            ).first()
+            conn.exec_driver_sql(f'DROP TRIGGER "{name}"')
+            conn.exec_driver_sql(sql.replace("BEGIN", "BEGIN SELECT 1;", 1))
+
+
 def pending_of(db: Database, entity_id: str) -> list[tuple[Any, ...]]:
     """The changes of ``entity_id`` recorded for the replay: (legacy status, replayed)."""
     P = pending_legacy_changes
