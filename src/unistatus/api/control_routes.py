@@ -18,8 +18,8 @@ from unistatus.api.auth import Admin
 from unistatus.api.error_responses import error_answers
 from unistatus.api.models import EmergencyRollback, ModeChange, PhaseAdvance, PhaseRollback
 from unistatus.api.state import ServiceState
-from unistatus.db.control import set_mode as switch_mode
 from unistatus.db.control import switch_as_dict
+from unistatus.migration.mode_switch import switch_mode
 from unistatus.migration.phases import advance
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 
@@ -58,8 +58,9 @@ def add_control_routes(app: FastAPI, service: ServiceState) -> None:
         """Switch the write mode of one legacy system (``system``) or of every system
         (no ``system``), for every adapter (waits for that system's in-flight writes).
 
-        Entering a unified-read mode while unified may be stale is refused (409) unless
-        ``force``; prefer the gated ``/api/v1/control/phase/advance``.
+        Entering a unified-read mode while unified may be stale, or any mode but
+        LEGACY_ONLY while the capture is enabled and its triggers are stale, is refused
+        (409) unless ``force``; prefer the gated ``/api/v1/control/phase/advance``.
         """
         with _said_for_http():
             changes = switch_mode(

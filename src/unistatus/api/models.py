@@ -146,7 +146,8 @@ class ModeChange(_Input):
     # One legacy system (CASHOUT, ESCROW, EXCHANGE); absent: every system.
     system: LegacySystemType | None = None
     reason: Reason
-    # Enter a unified-read mode although unified may be stale (409 without it).
+    # Enter a unified-read mode although unified may be stale, or a mode that writes
+    # unified although the capture's triggers are stale (409 without it).
     force: StrictBool = False
     actor: Actor = "api"
 

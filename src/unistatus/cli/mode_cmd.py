@@ -69,7 +69,8 @@ def set_(
     force: bool = typer.Option(
         False,
         "--force",
-        help="Enter a unified-read mode although unified may be stale (recorded, with what "
+        help="Enter a unified-read mode although unified may be stale, or a mode that "
+        "writes unified although the capture's triggers are stale (recorded, with what "
         "was stale).",
     ),
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
@@ -83,7 +84,10 @@ def set_(
     than the last consistent full check. Leaving UNIFIED_ONLY is refused while the
     system has changes not replayed over legacy (`unistatus rollback --emergency`
     replays them), and a mode that writes legacy is refused while the legacy status
-    columns are retired (`retire legacy-columns --undo` restores them). Prefer `unistatus phase advance`, which measures the gates.
+    columns are retired (`retire legacy-columns --undo` restores them). Every mode but
+    LEGACY_ONLY is refused while the capture is enabled and its triggers are not what
+    this release installs (`unistatus capture enable` generates them again). Prefer
+    `unistatus phase advance`, which measures the gates.
 
     Examples:
 
@@ -97,12 +101,13 @@ def set_(
 
       unistatus mode set UNIFIED_ONLY --force --reason "incident 42, approved by ops lead"
     """
-    from unistatus.db.control import FORCE_RISK, set_mode, switch_as_dict
+    from unistatus.db.control import FORCE_RISK, switch_as_dict
+    from unistatus.migration.mode_switch import FORCED_OVER_CAPTURE, switch_mode
 
     app_state = state(ctx)
     chosen = parse_system(system)
     new = DualWriteMode.parse(mode)
-    changes = set_mode(
+    changes = switch_mode(
         app_state.engine,
         new,
         system=chosen,
@@ -128,6 +133,9 @@ def set_(
     if forced:
         rows = ", ".join(f"{k} {v}" for k, v in sorted(forced["rows"].items()))
         console.print(f"[bold yellow]forced over stale unified[/] ({rows}): {FORCE_RISK}")
+    stale_capture = (summary["metadata"] or {}).get(FORCED_OVER_CAPTURE)
+    if stale_capture:
+        console.print(f"[bold yellow]forced over stale capture[/]: {stale_capture}")
 
 
 def register(app: typer.Typer) -> None:

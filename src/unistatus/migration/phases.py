@@ -357,12 +357,15 @@ def evaluate_gates(
         )
         now = database_now(conn)  # the clock the switch's time was read from (server_clock)
     scoped = f" --system {system.value.lower()}" if system is not None else ""
+    # Into phase 4 the bypass gate judges the capture's triggers (it reads them).
+    current = gates.gate_capture_current(engine, settings) if into < LAST_PHASE else []
     if into == 1:
-        return [gates.gate_mapping(), gates.gate_legacy_tables(engine, settings, system)]
+        return [gates.gate_mapping(), gates.gate_legacy_tables(engine, settings, system), *current]
     if into == 2:
         return [
             gates.gate_mapping(),
             gates.gate_dual_write(mode),
+            *current,
             gates.gate_check(
                 engine,
                 "new_transactions_consistent",
@@ -393,6 +396,7 @@ def evaluate_gates(
             gates.gate_zero(engine, "quarantine", quarantine_count, system),
             gates.gate_zero(engine, "repair_queue_open", open_repair_count, system),
             gates.gate_zero(engine, "replay_conflicts_open", open_conflict_count, system),
+            *current,
         ]
     return [
         gates.gate_soak(mode, settings, switched, now),
