@@ -19,6 +19,7 @@ from rich.console import Console
 from conftest import IN_EVERY_LAYOUT, Database
 from support.adapters import adapter_in
 from support.capture_data import captured, raw, writer_name
+from support.host_clock import host_clock_ahead
 from support.serving import serving
 from unistatus.api.service import create_app
 from unistatus.clock import utcnow
@@ -180,6 +181,26 @@ def test_a_bypass_write_in_unified_only_fires_a_warning(cap: Database) -> None:
     state = _states(cap)["bypass_writes_unified_only"]
     assert state.firing and state.level == "warning"
     assert writer_name(cap) in state.message and "CASHOUT" in state.message
+
+
+def test_a_monitor_host_ahead_of_the_database_still_sees_a_bypass_write(
+    cap: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The capture stamps a writer on the database's clock; the window is judged on it
+    too: a monitor host 400 s ahead (the window is 300 s) read every write as older and
+    said the frozen table was left alone."""
+    a = adapter_in(cap, M.DUAL_WRITE_LEGACY_PRIMARY)
+    created = a.create_transaction("WALLET_CASHOUT", 1, "5", "USD", status="PROCESSING")
+    set_mode(cap.engine, M.UNIFIED_ONLY, reason="test", actor="test")
+    raw(
+        cap,
+        "UPDATE cashouts SET status = 'FAILED' WHERE id = :id",
+        params={"id": created.legacy_entity_id},
+    )
+    with monkeypatch.context() as m:
+        host_clock_ahead(m, timedelta(seconds=400))
+        state = _states(cap)["bypass_writes_unified_only"]
+    assert state.firing, state.message
 
 
 @IN_EVERY_LAYOUT
