@@ -396,7 +396,8 @@ def _bypass_unified_only(snap: Snapshot, now: datetime) -> Observation:
         return Observation(name, Level.WARNING, None, None, 0.0, "capture or mode unknown")
     if not snap.bypass.enabled:
         return Observation(name, Level.WARNING, False, 0.0, 0.0, "capture not enabled")
-    since = now - timedelta(seconds=snap.window_seconds)
+    # The writers' times are the database's: the window ends at its time of the read.
+    since = (snap.bypass.read_at or now) - timedelta(seconds=snap.window_seconds)
     # A frozen system: its own mode is UNIFIED_ONLY (every system's, as before, without
     # per-system figures); the writer's mark says under which mode it wrote.
     frozen_systems = {

@@ -15,10 +15,12 @@ bounds how many there are. So what is shown is capped:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from unistatus.db.server_clock import database_now
 from unistatus.migration.capture import WriterSeen, is_enabled, writers_seen
 
 __all__ = [
@@ -36,11 +38,17 @@ OTHER_WRITERS = "other"
 
 
 class BypassWriters:
-    """The capture's state as observers see it: on or off, and the writers seen."""
+    """The capture's state as observers see it: on or off, and the writers seen;
+    ``read_at``: the database's time of the read, the clock the writers' times are
+    stamped on (a window over them is judged on it, whatever the observer's host
+    clock says)."""
 
-    def __init__(self, enabled: bool, writers: list[WriterSeen]) -> None:
+    def __init__(
+        self, enabled: bool, writers: list[WriterSeen], read_at: datetime | None = None
+    ) -> None:
         self.enabled = enabled
         self.writers = writers  # every one, the most recent first
+        self.read_at = read_at
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -53,7 +61,7 @@ class BypassWriters:
 def read_bypass_writers(engine: sa.Engine) -> BypassWriters:
     """Whether capture is enabled, and every writer seen bypassing unistatus."""
     with engine.connect() as conn:
-        return BypassWriters(is_enabled(conn), writers_seen(conn))
+        return BypassWriters(is_enabled(conn), writers_seen(conn), database_now(conn))
 
 
 def writer_series(writers: Iterable[WriterSeen]) -> list[tuple[str, str, int]]:
