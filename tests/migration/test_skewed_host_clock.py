@@ -13,6 +13,8 @@ import sqlalchemy as sa
 
 from support.check_data import populate, tables
 from support.host_clock import host_clock_ahead
+from support.stats_data import record_latency
+from unistatus.config import load_settings
 from unistatus.db.control import set_mode
 from unistatus.db.mode_reads import last_mode_change_at
 from unistatus.db.tables import unified_transactions as U
@@ -115,3 +117,20 @@ def test_check_since_an_age_on_a_fast_clock_host_still_finds_what_changed(
         )
     report = json.loads(shown.stdout)
     assert report["inconsistencies"]["status_mismatch"] == 1, shown.stdout
+
+
+def test_the_p95_gate_of_a_host_behind_counts_the_operations_since_the_switch(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The switch is stamped on the database's clock and the window read on it: the
+    window's length was the host's now minus the switch, so a host two minutes behind
+    read a window of a millisecond, 'no adapter operations', however many had run."""
+    settings = load_settings(database_url=db.url, soak_seconds=0, p95_gate_min_operations=10)
+    for _ in range(3):
+        phases.advance(db.engine, settings, actor="t", force=True, reason="test setup")
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, 20.0, 30)
+    with monkeypatch.context() as m:
+        host_clock_ahead(m, timedelta(minutes=-2))
+        gates = {g.name: g for g in phases.phase_status(db.engine, settings).gates}
+    gate = gates["p95_latency_ms"]
+    assert gate.passed and (gate.detail or "").startswith("30 operations since"), gate
