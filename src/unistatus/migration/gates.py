@@ -190,9 +190,11 @@ def gate_p95(
     settings: Settings,
     switched: datetime | None,
     system: LegacySystemType | None = None,
+    now: datetime | None = None,
 ) -> Gate:
     """p95 of unified primary's own operations (``system``'s) since the switch, over
-    enough of them.
+    enough of them. ``now``: the database's time, the clock the switch was stamped on
+    and the window is read on (a host behind it read a window of a millisecond).
 
     The last hour would mix in legacy primary's operations from before the switch (a
     slow backfill, or a fast quiet hour) and judge unified primary by them.
@@ -200,7 +202,7 @@ def gate_p95(
     name, threshold = "p95_latency_ms", f"< {MAX_P95_MS:g}"
     if switched is None:
         return unavailable(name, threshold, "no record of the switch to unified primary")
-    seconds = max((utcnow() - switched).total_seconds(), 0.001)
+    seconds = max(((now or utcnow()) - switched).total_seconds(), 0.001)
     unified_primary = DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value
     w = window(engine, seconds, operation=WRITES, mode=unified_primary, system=system)
     since = f"{_of(system)} since unified became primary ({switched.isoformat()})"

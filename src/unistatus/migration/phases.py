@@ -400,7 +400,7 @@ def evaluate_gates(
         ]
     return [
         gates.gate_soak(mode, settings, switched, now),
-        gates.gate_p95(engine, settings, switched, system),
+        gates.gate_p95(engine, settings, switched, system, now),
         gates.gate_error_rate(engine, system),
         gates.gate_check(
             engine,
