@@ -62,6 +62,10 @@ HELP = "\n\n".join(
             "malformed line refuses the file (exit 2, naming the line) before anything is "
             "written."
         ),
+        (
+            "Progress goes to stderr: a bar on a terminal (entities examined, of the file's "
+            "when --from), a line every 10 s in a log, none with --json."
+        ),
         "Examples:",
         (
             "  unistatus repair --strategy legacy_wins --dry-run\n"
@@ -102,6 +106,7 @@ def repair(
     ] = None,
     json_out: bool = typer.Option(False, "--json", help="JSON output."),
 ) -> None:
+    from unistatus.cli.progress_view import item_progress
     from unistatus.migration.repair import RepairInterrupted, run_repair
 
     # A dry run writes nothing: its reason is optional (and a blank one is none).
@@ -112,17 +117,19 @@ def repair(
     )
     app = state(ctx)
     try:
-        report = run_repair(
-            app.engine,
-            app.settings,
-            strategy=strategy,
-            dry_run=dry_run,
-            limit=limit,
-            actor=actor,
-            reason=why,
-            from_file=from_file,
-            systems=parse_systems(system),
-        )
+        with item_progress("repair", "examined", json_out=json_out) as shown:
+            report = run_repair(
+                app.engine,
+                app.settings,
+                strategy=strategy,
+                dry_run=dry_run,
+                limit=limit,
+                actor=actor,
+                reason=why,
+                from_file=from_file,
+                systems=parse_systems(system),
+                on_progress=lambda so_far, total: shown(so_far.examined, total),
+            )
     except RepairInterrupted as stop:
         # The command to run again, as given (its --from, --system and --strategy).
         again = shlex.join(

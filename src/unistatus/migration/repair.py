@@ -11,7 +11,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
 
@@ -67,8 +67,10 @@ class _Repairer:
         settings: Settings,
         tables: dict[LegacySystemType, LegacyTable],
         report: RepairReport,
+        on_entity: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
+        self.on_entity = on_entity
         self.settings = settings
         self.ops = ops_for(engine)
         self.tables = tables
@@ -108,6 +110,15 @@ class _Repairer:
             return
         self.seen.add(key)
         self.report.examined += 1
+        try:
+            self._repair(system, legacy_id, utx_id)
+        finally:
+            if self.on_entity is not None:
+                self.on_entity()
+
+    def _repair(self, system: LegacySystemType, legacy_id: int | None, utx_id: str | None) -> None:
+        """One entity in a transaction of its own, retried where the database says a
+        new attempt may do (a lost race, a dropped connection)."""
         for attempt in range(MAX_ATTEMPTS):
             try:
                 if self.report.dry_run:
@@ -228,6 +239,7 @@ def run_repair(
     from_file: str | os.PathLike[str] | None = None,
     systems: Iterable[LegacySystemType | str] | None = None,
     authoritative_only: bool = False,
+    on_progress: Callable[[RepairReport, int | None], None] | None = None,
 ) -> RepairReport:
     """Repair the repair queue, then everything a fresh detection finds (see module doc).
 
@@ -244,7 +256,10 @@ def run_repair(
     anything is written (:class:`InputError` naming the line). ``authoritative_only``:
     an entity whose mode, read as it is locked, reads the side the strategy would
     overwrite is skipped (``side_read_by_mode``): the monitor's repair, whose strategy
-    was chosen by modes a rollback may have changed since.
+    was chosen by modes a rollback may have changed since. ``on_progress(report,
+    total)``: called after each entity examined, with the report so far and how many
+    entities the run has in all where it knows (``from_file``'s; None: the queue and a
+    detection are read as they go).
     """
     chosen = Strategy.parse(strategy)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
@@ -271,7 +286,9 @@ def run_repair(
         authoritative_only=authoritative_only,
     )
     started = time.perf_counter()
-    repairer = _Repairer(engine, settings, tables, report)
+    total = None if listed is None else listed.count
+    tick = None if on_progress is None else (lambda: on_progress(report, total))
+    repairer = _Repairer(engine, settings, tables, report, tick)
     try:
         if listed is not None:
             repairer.listed(listed)
