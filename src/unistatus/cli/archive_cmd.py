@@ -40,20 +40,29 @@ def export(
 ) -> None:
     """Write every legacy table to OUT, from one consistent snapshot, with a manifest.
 
+    Progress goes to stderr: the rows written, live on a terminal, a line every 10 s in a
+    log, none with --json.
+
     Examples:
 
       unistatus archive export --out /backups/legacy-2026-11-23
       unistatus archive export --out /backups/legacy-2026-11-23 --actor alice --json
     """
+    from unistatus.cli.progress_view import item_progress
     from unistatus.migration.archive import export_archive
 
     app = state(ctx)
     app.engine_seeing_every_row("archive export")
-    with says_when_interrupted(
-        "nothing is kept (an export that does not finish removes what it wrote); run "
-        "`unistatus archive export` again as it was"
+    with (
+        says_when_interrupted(
+            "nothing is kept (an export that does not finish removes what it wrote); run "
+            "`unistatus archive export` again as it was"
+        ),
+        item_progress("archive export", "rows", json_out=json_out) as shown,
     ):
-        manifest = export_archive(app.engine, app.settings, out, actor=actor)
+        manifest = export_archive(
+            app.engine, app.settings, out, actor=actor, on_rows=lambda rows: shown(rows, None)
+        )
     if json_out:
         print_json(
             {"directory": str(out), "manifest_sha256": manifest.sha256, **manifest.as_dict()}

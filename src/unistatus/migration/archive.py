@@ -13,7 +13,7 @@ import gzip
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,11 +156,17 @@ def live_lines(
 
 
 def export_archive(
-    engine: sa.Engine, settings: Settings, out: str | Path, *, actor: str = "cli"
+    engine: sa.Engine,
+    settings: Settings,
+    out: str | Path,
+    *,
+    actor: str = "cli",
+    on_rows: Callable[[int], None] | None = None,
 ) -> Manifest:
     """Write every configured legacy table to ``out`` (new or empty), from one snapshot:
     into a directory of the export's own (beside a new ``out``, inside an existing one),
-    put in place once complete (:mod:`unistatus.migration.archive_place`)."""
+    put in place once complete (:mod:`unistatus.migration.archive_place`).
+    ``on_rows(rows)``: called as the rows are read, with every table's so far."""
     directory = Path(out)
     refuse_used(directory)
     tables = resolve_legacy_tables(engine, settings, require_status=False)
@@ -171,10 +177,15 @@ def export_archive(
         with ops_for(engine).snapshot() as conn:
             installed = sa.inspect(conn).has_table(migration_control.name, schema=schema_of(conn))
             modes = read_modes(conn) if installed else None
+            before = 0  # the rows of the tables done
             for system, lt in tables.items():
                 columns = [ColumnInfo.of(c, engine.dialect) for c in lt.table.c]
                 path = work / files[system]
-                entry = _export_table(conn, lt.table, system.value, columns, path)
+                shown = None if on_rows is None else _shifted(on_rows, before)
+                entry = _export_table(conn, lt.table, system.value, columns, path, shown)
+                before += entry.rows
+                if on_rows is not None:
+                    on_rows(before)
                 entry.schema = settings.legacy_tables[system.value].schema
                 entries.append(entry)
         manifest = Manifest(
@@ -222,12 +233,18 @@ _PLAIN_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
+def _shifted(on_rows: Callable[[int], None], before: int) -> Callable[[int], None]:
+    """``on_rows`` told a table's rows so far on top of the ``before`` of the tables done."""
+    return lambda rows: on_rows(before + rows)
+
+
 def _export_table(
     conn: sa.Connection,
     table: sa.Table,
     system: str | None,
     columns: list[ColumnInfo],
     path: Path,
+    on_block: Callable[[int], None] | None = None,
 ) -> TableEntry:
     name = path.name
     content = hashlib.sha256()
@@ -236,7 +253,7 @@ def _export_table(
         gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz,
     ):
         with infinite_times_as_text(conn):
-            rows = compress_lines(live_lines(conn, table, columns), gz, content)
+            rows = compress_lines(live_lines(conn, table, columns), gz, content, on_block)
     return TableEntry(
         name=table.name,
         system=system,

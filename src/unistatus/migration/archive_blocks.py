@@ -12,7 +12,7 @@ from __future__ import annotations
 import gzip
 import queue
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -20,11 +20,17 @@ WRITE_BLOCK_LINES = 1_000
 QUEUED_BLOCKS = 8  # how far reading may run ahead of compressing (memory: 8 blocks)
 
 
-def compress_lines(lines: Iterable[bytes], gz: gzip.GzipFile, content: Any | None = None) -> int:
+def compress_lines(
+    lines: Iterable[bytes],
+    gz: gzip.GzipFile,
+    content: Any | None = None,
+    on_block: Callable[[int], None] | None = None,
+) -> int:
     """Write ``lines`` to ``gz`` (and to the ``content`` hash), a block of lines at a
     time: per line, the compressor's and the hash's calls cost more than the bytes.
     The blocks are compressed in a thread while the next ones are read. Returns how
-    many lines; an error of either half is raised here, and nothing more is written."""
+    many lines; an error of either half is raised here, and nothing more is written.
+    ``on_block(lines)``: called with the lines read so far after each full block."""
     rows, block = 0, []
     with _BlockWriter(gz, content) as writer:
         for line in lines:
@@ -33,6 +39,8 @@ def compress_lines(lines: Iterable[bytes], gz: gzip.GzipFile, content: Any | Non
             if len(block) == WRITE_BLOCK_LINES:
                 writer.put(b"".join(block))
                 block = []
+                if on_block is not None:
+                    on_block(rows)
         writer.put(b"".join(block))
     return rows
 

@@ -1,7 +1,7 @@
-"""`repair` says how far it got while it works (one entity at a time: minutes for a
-long list): the library calls back per entity with what it knows of the whole, the
-command shows it on stderr (a line every few seconds in a log), never in --json's
-stdout."""
+"""Long commands say how far they got while they work: `repair` (one entity at a time:
+minutes for a long list) and `archive export` (minutes for millions of rows). The
+library calls back with what it knows; the command shows it on stderr (a line every
+few seconds in a log), never in --json's stdout."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from typer.testing import CliRunner
 
 from support.check_data import damage, populate
 from unistatus.cli import app, progress_view
+from unistatus.migration import archive_blocks
+from unistatus.migration.archive import export_archive
 from unistatus.migration.repair import RepairReport, run_repair
+from unistatus.sim.seed import seed_legacy
 
 N = 60
 
@@ -67,3 +70,23 @@ def test_the_command_says_how_far_it_got_on_stderr_and_never_in_json(
     quiet = CliRunner().invoke(app, [*base, "legacy_wins", "--dry-run", "--json"])
     assert json.loads(quiet.stdout)["dry_run"] is True
     assert "repair: " not in quiet.stderr
+
+
+def test_archive_export_tells_the_rows_written_so_far(
+    db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_legacy(db.engine, db.settings, 75)  # across the three tables
+    monkeypatch.setattr(archive_blocks, "WRITE_BLOCK_LINES", 10)
+    seen: list[int] = []
+    manifest = export_archive(db.engine, db.settings, tmp_path / "a", on_rows=seen.append)
+    rows = sum(t.rows for t in manifest.tables)
+    assert rows == 75 and seen[-1] == rows
+    assert seen == sorted(seen) and len(seen) > len(manifest.tables)  # within tables too
+    monkeypatch.setattr(progress_view, "LINE_EVERY_SECONDS", 0.0)
+    base = ["--database-url", db.url, "archive", "export", "--out"]
+    run = CliRunner().invoke(app, [*base, str(tmp_path / "b")])
+    assert run.exit_code == 0, run.output
+    said = [line for line in run.stderr.splitlines() if line.startswith("archive export: ")]
+    assert said and said[-1].startswith("archive export: 75 rows, "), run.stderr
+    quiet = CliRunner().invoke(app, [*base, str(tmp_path / "c"), "--json"])
+    assert json.loads(quiet.stdout)["tables"] and "archive export: " not in quiet.stderr
