@@ -38,7 +38,7 @@ from unistatus.db.engine import create_engine, session_name
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.mode_watcher import ModeWatcher
 from unistatus.db.row_security import warn_row_security
-from unistatus.db.server_clock import warn_of_skew
+from unistatus.db.server_clock import clock_of, warn_of_skew
 from unistatus.db.tables import unified_transactions
 from unistatus.domain.ids import EntityRef, LegacyRef, UtxId, parse_entity_id
 from unistatus.domain.inputs import (
@@ -149,7 +149,9 @@ class DualWriteAdapter:
             self.locked_mode = locked_mode_available(self.engine, self.ops)
             holding = holding_systems(self.engine, legacy) if self.locked_mode else frozenset()
         # Hot-path statements, built once per legacy system and compiled once.
-        self.hot = HotStatements(legacy, self.ops, locked_mode=self.locked_mode)
+        self.hot = HotStatements(
+            legacy, self.ops, locked_mode=self.locked_mode, clock=clock_of(self.engine)
+        )
         self.fast = (
             FastStatusWriter(
                 self.engine,
@@ -163,7 +165,7 @@ class DualWriteAdapter:
             else None
         )
         storable = StorableStatus(self.engine, self.settings, self.hot).check
-        self._planner = Planner(self.mapper, self.rules, storable)
+        self._planner = Planner(self.mapper, self.rules, storable, self.hot.clock.now)
         self._rows = EntityRows(self.hot, self.ops)
         self._writer = LockedWriter(self.hot, self.ops, fallback, self.mapper)
         self._creator = Creator(

@@ -36,7 +36,6 @@ from unistatus.adapter.plan import require_copyable
 from unistatus.adapter.rows import EntityRows
 from unistatus.adapter.sql import BEYOND_RANGE, HotStatements, stored_status
 from unistatus.adapter.writes import LockedWriter, legacy_refused_meta, legacy_row, unified_row
-from unistatus.clock import utcnow
 from unistatus.db import writer_mark
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
@@ -219,7 +218,7 @@ class Creator:
         self, conn: sa.Connection, mode: DualWriteMode, op_id: str, new: NewTransaction
     ) -> DualWriteResult:
         system, dst, dst_legacy = new.system, new.dst, new.dst_legacy
-        now = utcnow()
+        now = self.hot.clock.now()
         result = created(op_id, system, mode, dst, dst_legacy)
         # Every mode makes a legacy row, UNIFIED_ONLY at the rollback's replay.
         self._require_legacy_values(new)
@@ -355,7 +354,7 @@ class Creator:
             "p_mode": mode.value,
             **{f"c_{name}": new.fields[name] for name in DATA_COLUMNS},
             "c_legacy_status": dst_legacy,
-            "c_now": utcnow(),
+            "c_now": self.hot.clock.now(),
             **{f"x_{i}": value for i, value in enumerate(new.legacy_values.values())},
         }
         extra = tuple(new.legacy_values)
@@ -476,7 +475,7 @@ class Creator:
         if status is None:
             raise UnmappableStatusError(entity.system.value, entity.legacy["status"])
         require_copyable(entity, mode)
-        now = utcnow()
+        now = self.hot.clock.now()
         self.writer.upsert_from_legacy(
             conn, entity, status.value, entity.legacy["status"], now, new.metadata
         )

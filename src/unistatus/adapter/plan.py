@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import suppress
+from datetime import datetime
 from enum import Enum
 from typing import Any
 
 from unistatus.adapter.model import Entity, Fallback, Plan
+from unistatus.clock import utcnow
 from unistatus.domain.copyable import uncopyable
 from unistatus.domain.ids import LegacyRef
 from unistatus.domain.mapping import LegacyStatusMapper
@@ -38,17 +40,20 @@ __all__ = ["Planner", "in_step", "one_statement", "parse_type", "require_copyabl
 class Planner:
     """Decides status changes with the adapter's mapping and transition rules;
     ``check_status`` refuses a legacy value its status column cannot hold
-    (:class:`~unistatus.adapter.storable.StorableStatus`)."""
+    (:class:`~unistatus.adapter.storable.StorableStatus`); ``clock``: the time a change
+    is stamped with."""
 
     def __init__(
         self,
         mapper: LegacyStatusMapper,
         rules: TransitionRules,
         check_status: Callable[[LegacySystemType, str], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.mapper = mapper
         self.rules = rules
         self.check_status = check_status
+        self.clock = clock  # the time a change is stamped with (the database's)
 
     def target(
         self, ttype: UnifiedTransactionType, new_status: object
@@ -144,6 +149,7 @@ class Planner:
             triggered_by=str(triggered_by),
             metadata=metadata,
             operation_id="",
+            now=self.clock(),
         )
 
 

@@ -20,6 +20,7 @@ from unistatus.db.legacy import DATA_COLUMNS, LegacyTable, legacy_select, legacy
 from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.mode_reads import stored_mode
 from unistatus.db.prepared import Prepared
+from unistatus.db.server_clock import DatabaseClock
 from unistatus.db.tables import status_history
 from unistatus.db.tables import unified_transactions as U
 from unistatus.db.tables_idempotency import idempotency_keys
@@ -58,8 +59,11 @@ class HotStatements:
         ops: DialectOps,
         *,
         locked_mode: bool = False,
+        clock: DatabaseClock | None = None,
     ) -> None:
         self.ops = ops
+        # The time a write stamps: the database's (server_clock.clock_of its engine).
+        self.clock = clock or DatabaseClock()
         # unistatus_locked_mode(system) is installed: guards take the mode lock themselves.
         self.locked_mode = locked_mode
         # The tables and the statements built on them, swapped together by reload().

@@ -49,7 +49,7 @@ from unistatus.clock import utcnow
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import one_line
 from unistatus.db.retry import fails_every_write
-from unistatus.db.server_clock import database_lead
+from unistatus.db.server_clock import clock_of
 from unistatus.db.tables_ops import (
     BUCKET_COLUMNS,
     COARSE_OF_FINE,
@@ -296,7 +296,9 @@ class OperationStats:
                 # flush behind a held table waited as long as it was held (its columns'
                 # reads too), and close() (the interpreter's exit) behind it.
                 self._ops.bound_statements(conn, FLUSH_STATEMENT_MS, FLUSH_LOCK_MS)
-                lead = database_lead(conn)  # on the database's clock, as windows are read
+                # On the database's clock, as windows are read; what the adapter stamps
+                # follows the lead measured here.
+                lead = clock_of(self.engine).measure(conn)
                 for row in rows:  # (a host ten minutes behind emptied them: a probe)
                     row["interval_start"], row["interval_end"] = start + lead, end + lead
                 for columns, stored in (

@@ -20,6 +20,7 @@ does), and :func:`as_database_reads` reads it so too (SQLite keeps no zone: UTC)
 from __future__ import annotations
 
 import logging
+import weakref
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -27,13 +28,21 @@ import sqlalchemy as sa
 
 from unistatus.clock import as_utc, utcnow
 
-__all__ = ["SKEW_WARNED", "as_database_reads", "database_lead", "database_now", "warn_of_skew"]
+__all__ = [
+    "SKEW_WARNED",
+    "DatabaseClock",
+    "as_database_reads",
+    "clock_of",
+    "database_lead",
+    "database_now",
+    "warn_of_skew",
+]
 
 log = logging.getLogger("unistatus.db")
 
-# How far this host's clock may be from the database's before it is said: the rows an
-# adapter changes are stamped on this host's clock, and continuous verification reads
-# what changed since its watermark on the database's, with 60 s of slack.
+# How far this host's clock may be from the database's before it is said: what a process
+# stamps is moved onto the database's clock by the lead it measured, but a clock that
+# far off may step (NTP catching up) between two measures.
 SKEW_WARNED = timedelta(seconds=10)
 
 # PostgreSQL's as seconds since the epoch: a number, whatever the session's DateStyle
@@ -73,26 +82,66 @@ def database_lead(conn: sa.Connection) -> timedelta:
     return server - (asked + (utcnow() - asked) / 2)
 
 
+class DatabaseClock:
+    """The database server's time without a round trip: this host's clock moved by its
+    lead as last measured (:meth:`measure`, around one read). What a process stamps on
+    rows that other hosts compare (a change's ``updated_at``, read by ``repair
+    --strategy newest_wins`` against another writer's, and by the staleness of unified
+    after a legacy-only stretch) is on it: a host minutes off stamped a change minutes
+    off. No lead until measured, and none on SQLite (its clock is this host's)."""
+
+    def __init__(self) -> None:
+        self.lead = timedelta(0)
+
+    def now(self) -> datetime:
+        return utcnow() + self.lead
+
+    def measure(self, conn: sa.Connection) -> timedelta:
+        """Measure this host's lead now (one round trip) and return it; kept (what
+        :meth:`now` adds) on PostgreSQL only: SQLite's clock is this host's, and what
+        the measure reads there is the round trip's noise."""
+        lead = database_lead(conn)
+        if conn.dialect.name == "postgresql":
+            self.lead = lead
+        return lead
+
+
+_CLOCKS: weakref.WeakKeyDictionary[sa.Engine, DatabaseClock] = weakref.WeakKeyDictionary()
+
+
+def clock_of(engine: sa.Engine) -> DatabaseClock:
+    """The one :class:`DatabaseClock` of ``engine`` in this process: measured by whoever
+    reads the lead (an adapter's start, its statistics' flush, a repair, a replay), read
+    by everything that stamps."""
+    clock = _CLOCKS.get(engine)
+    if clock is None:
+        clock = _CLOCKS.setdefault(engine, DatabaseClock())
+    return clock
+
+
 def warn_of_skew(engine: sa.Engine, who: str) -> timedelta | None:
     """A warning when this host's clock is more than :data:`SKEW_WARNED` from the
     database server's (PostgreSQL; SQLite's clock is this host's); the skew found (None:
     not read). A host behind stamps its changes in the past: past the 60 s of slack,
     continuous verification never reads them (a probe: 200 transactions of an adapter
-    ten minutes behind, never verified); only a full check does."""
+    ten minutes behind, never verified); only a full check does. The lead measured is
+    ``engine``'s :func:`clock_of` from now on: what the process stamps is on the
+    database's clock whatever its host's says."""
     if engine.dialect.name != "postgresql":
         return None
     try:
         with engine.connect() as conn:
-            skew = -database_lead(conn)
+            skew = -clock_of(engine).measure(conn)
     except sa.exc.DBAPIError:
         return None  # what cannot be read here is said where it matters
     if abs(skew) > SKEW_WARNED:
         side = "behind" if skew < timedelta(0) else "ahead of"
         log.warning(
             "%s: this host's clock is %.1f s %s the database server's: the times it stamps "
-            "(a row's updated_at, its statistics) are off by that much, and continuous "
-            "verification misses a change stamped more than 60 s before its watermark; "
-            "keep the hosts' clocks in step (NTP)",
+            "(a row's updated_at, its statistics) are moved by that much onto the "
+            "database's clock, as measured now and at each statistics flush (a step of "
+            "the host's clock in between stamps off by the step); keep the hosts' clocks "
+            "in step (NTP)",
             who,
             abs(skew.total_seconds()),
             side,

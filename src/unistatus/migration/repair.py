@@ -23,6 +23,7 @@ from unistatus.db.dialect import ops_for
 from unistatus.db.failures import interrupt_behind, read_only_refusal
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.retry import fails_every_write, is_read_only, is_retryable
+from unistatus.db.server_clock import clock_of
 from unistatus.domain.inputs import check_reason
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
@@ -75,7 +76,8 @@ class _Repairer:
         self.ops = ops_for(engine)
         self.tables = tables
         self.report = report
-        self.one = EntityRepair(self.ops, tables, report)
+        self.clock = clock_of(engine)
+        self.one = EntityRepair(self.ops, tables, report, self.clock.now)
         self.seen: set[tuple[LegacySystemType, int | None, str | None]] = set()
         # An entity was left unexamined because the limit was met (limit_reached).
         self.more = False
@@ -177,7 +179,7 @@ class _Repairer:
         probe = RepairReport(r.strategy, True, r.actor, None, r.reason)
         try:
             with self.engine.connect() as conn:
-                EntityRepair(self.ops, self.tables, probe).run(
+                EntityRepair(self.ops, self.tables, probe, self.clock.now).run(
                     conn, system, legacy_id, utx_id, lock=False
                 )
         except (LegacyHeld, Relinked, sa.exc.DBAPIError) as exc:
@@ -289,6 +291,8 @@ def run_repair(
     total = None if listed is None else listed.count
     tick = None if on_progress is None else (lambda: on_progress(report, total))
     repairer = _Repairer(engine, settings, tables, report, tick)
+    with engine.connect() as conn:  # what it stamps, on the database's clock
+        repairer.clock.measure(conn)
     try:
         if listed is not None:
             repairer.listed(listed)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -28,7 +29,7 @@ from unistatus.db.legacy import DATA_COLUMNS, LegacyTable
 from unistatus.db.mode_reads import read_mode
 from unistatus.db.retry import fails_every_write, is_retryable
 from unistatus.db.rowcount import affected
-from unistatus.db.server_clock import as_database_reads
+from unistatus.db.server_clock import as_database_reads, clock_of
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.consistency import InconsistencyKind as K
 from unistatus.domain.ids import derive_utx_id, within_utx_range
@@ -144,17 +145,20 @@ _U_AUDIT = ("status", "legacy_status", *DATA_COLUMNS)
 
 
 class EntityRepair:
-    """What every entity repair of one run shares: dialect, tables, the report."""
+    """What every entity repair of one run shares: dialect, tables, the report, and the
+    clock its writes are stamped on (the database's: ``server_clock.clock_of``)."""
 
     def __init__(
         self,
         ops: DialectOps,
         tables: dict[LegacySystemType, LegacyTable],
         report: RepairReport,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.ops = ops
         self.tables = tables
         self.report = report
+        self.clock = clock
 
     def run(
         self,
@@ -292,7 +296,7 @@ class EntityRepair:
     ) -> bool:
         assert legacy is not None and lt.status is not None
         system = lt.system
-        now = utcnow()
+        now = self.clock()
         utx_id = unified["id"] if unified else derive_utx_id(system, legacy["id"])
         after_legacy = dict(legacy)
         after_unified: dict[str, Any] = dict(unified) if unified else {}
@@ -375,7 +379,7 @@ class EntityRepair:
         # Its create's operation names the history row that kept the values (none
         # found: nothing was kept, and a table that requires some refuses it below).
         create = create_operations(conn, [utx]).get(utx, "")
-        now = utcnow()
+        now = self.clock()
         try:
             with conn.begin_nested():
                 made = create_legacy_rows(
@@ -586,7 +590,9 @@ def repair_in(
     sweep): the caller commits or rolls back, with whatever else it wrote."""
     report = RepairReport(strategy, False, actor, None, reason)
     try:
-        EntityRepair(ops_for(engine), tables, report).run(
+        clock = clock_of(engine)
+        clock.measure(conn)
+        EntityRepair(ops_for(engine), tables, report, clock.now).run(
             conn, system, legacy_id, utx_id, lock=True
         )
     except Relinked:

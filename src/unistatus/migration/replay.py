@@ -23,6 +23,7 @@ from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.failures import describe, read_only_refusal
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.retry import is_read_only, is_retryable
+from unistatus.db.server_clock import clock_of
 from unistatus.db.tables import pending_legacy_changes, unified_transactions
 from unistatus.domain.inputs import check_actor, check_reason
 from unistatus.domain.statuses import LegacySystemType
@@ -246,6 +247,7 @@ def replay_pending(
                     lock_ms=LOCK_TIMEOUT_MS,
                     idle_ms=IDLE_TIMEOUT_MS,
                 )
+                clock_of(engine).measure(conn)  # what it stamps, on the database's clock
                 # Within the replay's own time for its locks, at least one round's
                 # lock_timeout (then ModeLockBusyError, naming the holders).
                 wait = max(give_up - time.monotonic(), LOCK_TIMEOUT_MS / 1000)

@@ -20,13 +20,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.clock import utcnow
 from unistatus.db import writer_mark
 from unistatus.db.dialect import DialectOps
 from unistatus.db.failures import describe, one_line
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.mode_reads import stored_mode
 from unistatus.db.retry import is_retryable
+from unistatus.db.server_clock import clock_of
 from unistatus.db.tables import pending_legacy_changes, status_history, unified_transactions
 from unistatus.domain.inputs import check_legacy_values, require_legacy_values
 from unistatus.domain.kept_values import KEPT_KEY, from_json
@@ -120,7 +120,7 @@ def replay_rows(
             by_tx.setdefault(r.transaction_id, []).append(r)
     if not by_tx:
         return counts
-    now = utcnow()
+    now = clock_of(conn.engine).now()  # measured by the replay's round (replay.py)
     unified = {
         u.id: u
         for u in conn.execute(
