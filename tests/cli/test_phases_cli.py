@@ -22,6 +22,9 @@ from unistatus.migration.check import latest_report, run_check
 runner = CliRunner()
 
 
+ESCROW, EXCHANGE = LegacySystemType.ESCROW, LegacySystemType.EXCHANGE
+
+
 def _run(db: Database, *args: str, columns: int | None = None) -> tuple[int, str]:
     env = {"COLUMNS": str(columns)} if columns else None
     result = runner.invoke(app, ["--database-url", db.url, *args], env=env, catch_exceptions=False)
@@ -75,6 +78,24 @@ def test_rollback_requires_emergency_flag(db: Database) -> None:
     code, out = _run(db, "rollback", "--emergency", "--reason", "drill", "--json")
     assert code == 0 and json.loads(out)["to_mode"] == "LEGACY_ONLY"
     assert get_mode(db.engine) is DualWriteMode.LEGACY_ONLY
+
+
+def test_check_since_phase_start_of_systems_named_judges_their_phases_only(
+    db: Database,
+) -> None:
+    """Cashouts went ahead into phase 2; escrows and exchanges, both in phase 1, are
+    checked together since phase 1 began for them (refused before: "the systems are in
+    different phases", of a system not named; a probe)."""
+    for system in LegacySystemType:
+        assert _run(db, "phase", "advance", "--system", system.value, "--reason", "1")[0] == 0
+    assert _run(db, "phase", "advance", "--system", "cashout", "--reason", "2", "--force")[0] == 0
+    both = ["--system", "escrow", "--system", "exchange"]
+    code, out = _run(db, "check", "--since", "phase-start", *both, "--json")
+    assert code == 0, out
+    entered = [phases.phase_started_at(db.engine, 1, s) for s in (ESCROW, EXCHANGE)]
+    assert json.loads(out)["since"] == min(t for t in entered if t is not None).isoformat()
+    code, out = _run(db, "check", "--since", "phase-start", "--system", "cashout", *both)
+    assert code == 2 and "different phases" in out and "CASHOUT 2" in out, out
 
 
 @IN_EVERY_LAYOUT
