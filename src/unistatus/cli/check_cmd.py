@@ -13,7 +13,7 @@ from unistatus.cli.context import (
     EXIT_OK,
     console,
     err_console,
-    parse_system,
+    parse_systems,
     print_json,
     says_when_interrupted,
     state,
@@ -103,16 +103,15 @@ def check(
                 highlight=False,
             )
 
-    # phase-start of the one system checked (each system has its own phase); of every
-    # system (which must be in one phase) otherwise.
-    chosen = {parse_system(s) for s in system or []}
-    one = chosen.pop() if len(chosen) == 1 else None
+    # phase-start of the systems checked (each has its own phase; those named, or every
+    # one, must be in one phase).
+    chosen = set(parse_systems(system) or ())
     with says_when_interrupted(_what_next):
         report = run_check(
             app.engine,
             app.settings,
             systems=system or None,  # a resumed run refuses them, as --since and --out
-            since=_since(app.engine, since, one),
+            since=_since(app.engine, since, chosen),
             examples=examples,
             resume=resume,
             max_duration=seconds,
@@ -156,7 +155,7 @@ def _what_next(stop: KeyboardInterrupt) -> str:
 
 
 def _since(
-    engine: sa.Engine, since: str | None, system: LegacySystemType | None
+    engine: sa.Engine, since: str | None, systems: set[LegacySystemType]
 ) -> datetime | str | None:
     """``--since`` as a time. Only ``phase-start`` needs the phases module, which loads
     the gates, the backfill, the adapter and Alembic (half a second of start-up): an ISO
@@ -171,7 +170,7 @@ def _since(
     except InputError:
         from unistatus.migration.phases import resolve_since
 
-        return resolve_since(engine, since, system)  # phase-start, or the same error again later
+        return resolve_since(engine, since, systems)  # phase-start, or the same error again
 
 
 def _print(data: dict[str, Any]) -> None:

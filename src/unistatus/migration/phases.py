@@ -15,7 +15,7 @@ summary (every system's phase while they agree, absent while they differ); revis
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -303,11 +303,14 @@ def _require_common(phases: dict[LegacySystemType, int], what: str) -> int:
 
 
 def resolve_since(
-    engine: sa.Engine, since: str | datetime | None, system: LegacySystemType | None = None
+    engine: sa.Engine,
+    since: str | datetime | None,
+    system: LegacySystemType | Collection[LegacySystemType] | None = None,
 ) -> str | datetime | None:
     """``phase-start`` (:data:`PHASE_START`) becomes when the current phase was entered
-    (``system``'s; None: every system's, which must be in one phase: when the first of
-    them entered it, so that the check covers each system's gate, not only the last's).
+    (``system``'s, or those systems', which must be in one phase; None or none: every
+    system's, alike): when the first of them entered it, so that the check covers each
+    system's gate, not only the last's.
 
     The gate into phase 2 wants a check covering every change since phase 1 began;
     ``check --since phase-start`` is that check, with no timestamp to copy. Any other
@@ -315,12 +318,13 @@ def resolve_since(
     """
     if not (isinstance(since, str) and since.strip().lower() == PHASE_START):
         return since
+    chosen = [system] if isinstance(system, LegacySystemType) else sorted(system or ())
     with engine.connect() as conn:
-        if system is None:
-            phase = _require_common(read_phases(conn), f"--since {PHASE_START}: check")
-        else:
-            phase = read_phase(conn, system)
-    started = phase_started_at(engine, phase, system)
+        every = read_phases(conn)
+    named = {s: every[s] for s in chosen} if chosen else every
+    phase = _require_common(named, f"--since {PHASE_START}: check")
+    entered = [phase_started_at(engine, phase, s) for s in named]
+    started = None if None in entered else min(t for t in entered if t is not None)
     if started is None:
         raise InputError(
             f"--since {PHASE_START}: phase {phase} was never entered (a fresh installation); "
