@@ -189,6 +189,7 @@ def test_an_emergency_rollback_of_one_system_replays_only_its_changes(db: Databa
         "LEGACY_ONLY",
     )
     assert result["replay"]["replayed"] == 6 and result["conflicts"] == 0
+    assert "backfill of ESCROW paused (CASHOUT, EXCHANGE's goes on)" in result["notes"]
     assert pending_count(db.engine, S.ESCROW) == 0
     assert pending_count(db.engine, S.CASHOUT) == 9  # cashouts: untouched, still frozen
     assert get_modes(db.engine) == {
@@ -219,6 +220,12 @@ def test_an_emergency_rollback_of_one_system_replays_only_its_changes(db: Databa
         db.engine, db.settings, actor="oncall", reason="t", system="cashout"
     )
     assert result["replay"]["replayed"] == 10 and pending_count(db.engine) == 0
+    assert "backfill of CASHOUT paused (EXCHANGE's goes on)" in result["notes"]
+    # Once every system's is paused, none is said to go on (a probe: after a rollback of
+    # every system, one system's said the others' went on).
+    emergency_rollback(db.engine, db.settings, actor="oncall", reason="t", system="exchange")
+    again = emergency_rollback(db.engine, db.settings, actor="oncall", reason="t", system="escrow")
+    assert "backfill of ESCROW paused (the other systems' was paused already)" in again["notes"]
     # Every system in step, but the escrow created above in LEGACY_ONLY (no unified row,
     # as in any legacy-only period, until the backfill).
     fully_consistent(db, S.CASHOUT, S.EXCHANGE)

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.backfill import pause
+from unistatus.backfill.control import is_paused
 from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.control import write_value
@@ -66,7 +67,14 @@ def _pause_backfill(
     pause(engine, actor=actor, reason=reason, system=system)
     if system is None:
         return "backfill workers paused (they wait before their next batch)"
-    return f"backfill of {system.value} paused (the other systems' goes on)"
+    with engine.connect() as conn:
+        others = [s for s in LegacySystemType if s is not system and not is_paused(conn, s)]
+    going_on = (
+        f"{', '.join(s.value for s in others)}'s goes on"
+        if others
+        else "the other systems' was paused already"
+    )
+    return f"backfill of {system.value} paused ({going_on})"
 
 
 def _different_phases(phases: dict[LegacySystemType, int]) -> GateError:
