@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from support.check_data import populate, tables
+from support.host_clock import host_clock_ahead
 from support.roles import ALL_ON_PUBLIC, a_role_without_read_all_stats
 from support.sessions import until_no_other_at_work
 from unistatus.clock import utcnow
@@ -77,10 +78,16 @@ def _someone_waits_for_a_lock(db: Any) -> bool:
         )
 
 
-@pytest.mark.parametrize("writer_fixes_it", [True, False], ids=["fixed", "not_fixed"])
+@pytest.mark.parametrize(
+    "writer_fixes_it, checker_ahead",
+    [(True, 0), (False, 0), (True, 6)],
+    ids=["fixed", "not_fixed", "fixed_seen_by_a_host_6_min_ahead"],
+)
 def test_a_mismatch_seen_while_a_write_is_in_flight_is_rechecked(
-    pg: Any, writer_fixes_it: bool
+    pg: Any, writer_fixes_it: bool, checker_ahead: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A host ahead judged the write in flight older than the window on its own clock:
+    it was not re-checked and reported (a probe); the window is the database's."""
     populate(pg.engine, pg.settings, 30)
     lt = tables(pg.engine, pg.settings)[CASHOUT]
     with pg.engine.connect() as conn:
@@ -94,6 +101,7 @@ def test_a_mismatch_seen_while_a_write_is_in_flight_is_rechecked(
     writer.execute(sa.select(lt.id).where(lt.id == 7).with_for_update())  # the entity lock
     _set_unified(writer, 7, status=right if writer_fixes_it else _wrong_status(pg, 7))
     result: list[CheckReport] = []
+    host_clock_ahead(monkeypatch, timedelta(minutes=checker_ahead))
     checker = threading.Thread(
         target=lambda: result.append(run_check(pg.engine, pg.settings, systems="cashout"))
     )
@@ -108,6 +116,7 @@ def test_a_mismatch_seen_while_a_write_is_in_flight_is_rechecked(
     finally:
         writer.close()
         checker.join(timeout=60)
+        monkeypatch.undo()
     report = result[0]
     assert report.total == 30
     if writer_fixes_it:
