@@ -28,7 +28,7 @@ from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.queued_legacy import count_missing_legacy
 from unistatus.db.retry import is_read_only
 from unistatus.db.revisions import require_current_schema
-from unistatus.db.server_clock import database_now
+from unistatus.db.server_clock import clock_of, database_now
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.check_claim import claim_run
@@ -220,6 +220,7 @@ def run_check(
         tables = tables or _tables(engine, settings, wanted)
         try:
             with engine.connect() as conn:
+                clock_of(engine).measure(conn)  # a write in flight is judged on it
                 projected = projected_systems(conn)
                 spans = {s: _key_span(conn, tables[s]) for s in wanted}
             ops = ops_for(engine)

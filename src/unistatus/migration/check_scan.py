@@ -19,10 +19,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
+from unistatus.db.server_clock import clock_of
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.migration.check_out import MismatchWriter
 from unistatus.migration.check_recheck import recheck
@@ -74,7 +74,9 @@ class RangeScan:
         pairs = pair_flags(
             lt, lo, hi, self.since, project_pending=self.project_pending, full_join=self.full_join
         )
-        cutoff = utcnow() - RECHECK_WINDOW
+        # On the clock the writers stamp updated_at with (the database's, measured by the
+        # run: a host minutes ahead re-checked no write in flight and reported it).
+        cutoff = clock_of(self.engine).now() - RECHECK_WINDOW
         self.ops.plan_for_scans(conn, self.settings.check_work_mem_mb, parallel=self.parallel)
         counts, recent, spots = count_chunk(conn, pairs, cutoff, span)
         if counts["ok"] >= counts["total"]:

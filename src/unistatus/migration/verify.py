@@ -50,7 +50,7 @@ from unistatus.db.dialect import DialectOps, ops_for
 from unistatus.db.failures import one_line
 from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.queued_legacy import count_missing_legacy
-from unistatus.db.server_clock import database_now
+from unistatus.db.server_clock import clock_of, database_now
 from unistatus.db.tables_check import check_reports
 from unistatus.domain.consistency import InconsistencyKind
 from unistatus.domain.statuses import LegacySystemType
@@ -182,6 +182,7 @@ def verify_changes(
             # The database's clock: a pass's start becomes the watermark that rows'
             # updated_at are compared with (a host clock ahead would skip them).
             now = database_now(conn)
+            clock_of(engine).measure(conn)  # a write in flight is judged on it (check_scan)
             projected = projected_systems(conn)
             # Last (its failure spoils nothing read). Siblings count: in `serve` they
             # are its API's writes (`monitor`'s sessions are a tool's, never counted).
