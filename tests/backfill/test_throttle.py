@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT, PG_IN_EVERY_LAYOUT
+from support.host_clock import host_clock_ahead
 from support.stats_data import record_latency
 from unistatus.backfill import read_workers, run_backfill
 from unistatus.backfill.activity import Activity, live_workers
@@ -326,6 +327,26 @@ def test_a_worker_waiting_beside_live_traffic_takes_no_share_of_the_rate(db: Any
     extra.write(1.0, force=True)
     with db.engine.connect() as conn:
         assert live_workers(conn) == 2
+
+
+def test_workers_on_hosts_off_the_database_s_clock_count_each_other_alive(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's heartbeat was its host's time, read by the others on theirs (alive:
+    heard from within 15 s): a worker a minute behind was gone to the others, one a
+    minute ahead saw only itself, each took a whole share of the rate (a probe)."""
+    ops = ops_for(db.engine)
+    for name, off in (("host-a:1", 0), ("host-b:1", -60), ("host-c:1", 60)):
+        with monkeypatch.context() as m:
+            host_clock_ahead(m, timedelta(seconds=off))
+            Activity(ops, name, 100).write(0.0, force=True)
+    for off in (0, -60, 60):
+        with monkeypatch.context() as m:
+            host_clock_ahead(m, timedelta(seconds=off))
+            with db.engine.connect() as conn:
+                assert live_workers(conn) == 3, off
+            alive = {w["worker"]: w["alive"] for w in read_workers(db.engine)}
+            assert alive == dict.fromkeys(("host-a:1", "host-b:1", "host-c:1"), True), off
 
 
 def stamp_after(db: Any, seconds: float) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from support.backfill_data import interrupted_job
+from support.host_clock import host_clock_ahead
 from unistatus.backfill import current_tuning, read_workers, run_backfill, tune
 from unistatus.backfill.activity import Activity
 from unistatus.backfill.control import (
@@ -219,3 +220,21 @@ def test_bounds_are_checked_against_a_tune_the_workers_have_not_applied_yet(db: 
     assert history(db.engine, key="backfill.max_batch_rows") == []
     # Both bounds together are checked against each other only.
     tune(db.engine, actor="bob", reason="b", min_batch_rows=5_000, max_batch_rows=10_000)
+
+
+def test_a_tune_counts_for_a_job_planned_on_a_host_ahead(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's start was its planning host's time and a tune's the database's: a job
+    planned on a host five minutes ahead took every tune of its first five minutes for
+    an earlier job's, and `tune` said it was stored (a probe)."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite's clock is this host's own: no host can be off it")
+    seed_legacy(db.engine, db.settings, 300, seed=5)
+    with monkeypatch.context() as m:
+        host_clock_ahead(m, timedelta(minutes=5))
+        interrupted_job(db)
+    tune(db.engine, actor="alice", reason="slow down", max_rows_per_second=10)
+    tuning = current_tuning(db.engine, db.settings)
+    assert tuning["values"]["max_rows_per_second"] == 10, tuning
+    assert tuning["sources"]["max_rows_per_second"].startswith("tune by alice")
