@@ -29,6 +29,7 @@ from unistatus.backfill.health import GO, TRAFFIC, Decision, Readings
 from unistatus.clock import as_utc, utcnow
 from unistatus.db.binding import connected
 from unistatus.db.dialect import DialectOps
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables_backfill import backfill_workers as W
 from unistatus.errors import StorageError
 
@@ -104,7 +105,6 @@ class Activity:
         if not (force or due):
             return
         self._written_at = clock
-        now = utcnow()
         values = {
             "state": self.state,
             "batch_rows": int(self.batch_rows),
@@ -117,11 +117,16 @@ class Activity:
             "throttle_limit": self.decision.limit,
             "readings": self.readings or None,
             "throttled_seconds": {k: round(v, 3) for k, v in self.throttled_seconds.items()},
-            "updated_at": now,
-            "finished_at": now if self.state == FINISHED else None,
         }
         try:
             with self.ops.write_transaction() as conn:
+                # The database's time: the other hosts judge it on theirs (a heartbeat of
+                # a host behind read as gone, its share of the rate taken twice).
+                now = database_now(conn)
+                values |= {
+                    "updated_at": now,
+                    "finished_at": now if self.state == FINISHED else None,
+                }
                 stmt = self.ops.insert(W).values(
                     worker=self.worker, started_at=self.started_at, **values
                 )
@@ -153,7 +158,7 @@ def forget_old(ops: DialectOps) -> None:
     """
     try:
         with ops.write_transaction() as conn:
-            old = W.c.updated_at < utcnow() - FORGET_AFTER
+            old = W.c.updated_at < database_now(conn) - FORGET_AFTER
             returned = (W.c.started_at, W.c.updated_at, W.c.rows, W.c.throttled_seconds)
             rows = conn.execute(sa.delete(W).where(old).returning(*returned)).all()
             if rows:
@@ -195,7 +200,8 @@ def live_workers(conn: sa.Connection) -> int:
     """How many workers (every host) are alive now and copying, not waiting beside live
     traffic (an extra worker: it takes no share of the rate); at least 1 (the one asking)."""
     copying = W.c.throttle_reason.is_distinct_from(TRAFFIC)
-    count = conn.execute(sa.select(sa.func.count()).where(_alive(utcnow()), copying)).scalar_one()
+    alive = _alive(database_now(conn))
+    count = conn.execute(sa.select(sa.func.count()).where(alive, copying)).scalar_one()
     return max(1, int(count))
 
 
@@ -204,9 +210,9 @@ def shared_baseline(engine: sa.Engine, worker: str) -> float | None:
     lowest if they differ (the stricter); None: none has one. A worker that joins a
     backfill after live traffic began takes it, instead of learning a p95 already
     raised by the workers copying."""
-    q = sa.select(W.c.readings).where(_alive(utcnow()), W.c.worker != worker)
     try:
         with engine.connect() as conn:
+            q = sa.select(W.c.readings).where(_alive(database_now(conn)), W.c.worker != worker)
             readings = conn.execute(q).scalars().all()
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the other backfill workers: {exc.orig}") from None
@@ -224,7 +230,7 @@ def workers_maybe_busy(conn: sa.Connection) -> int:
     """Workers that have not said they finished and were heard from lately
     (:data:`MAYBE_BUSY_SECONDS`): alive, or in a batch longer than a heartbeat, or
     killed just now. None of them: every worker of the backfill ended on its own."""
-    busy = _alive(utcnow(), MAYBE_BUSY_SECONDS)
+    busy = _alive(database_now(conn), MAYBE_BUSY_SECONDS)
     return int(conn.execute(sa.select(sa.func.count()).where(busy)).scalar_one())
 
 
@@ -233,10 +239,10 @@ def read_workers(
 ) -> list[dict[str, Any]]:
     """Every worker's row, alive ones first; ``alive`` says whether it still beats
     (``bind``: an engine, or a connection to read in its transaction)."""
-    now = utcnow()
-    q = sa.select(W, _alive(now).label("alive")).order_by(W.c.started_at, W.c.worker)
     try:
         with connected(bind) as conn:
+            now = database_now(conn)
+            q = sa.select(W, _alive(now).label("alive")).order_by(W.c.started_at, W.c.worker)
             rows = conn.execute(q).mappings().all()
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the backfill workers: {exc.orig}") from None

@@ -26,12 +26,13 @@ import sqlalchemy as sa
 
 from unistatus.backfill.activity import read_workers, workers_maybe_busy
 from unistatus.backfill.plan import RUNNING as JOB_RUNNING
-from unistatus.clock import as_utc, utcnow
+from unistatus.clock import as_utc
 from unistatus.config import BackfillSettings, Settings
 from unistatus.db.control import write_value
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import storage_errors
 from unistatus.db.mode_reads import read_value
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables import control_log, migration_control
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import LegacySystemType
@@ -391,7 +392,7 @@ def _in_force(conn: sa.Connection, base: Tuning, *, next_batch: bool = False) ->
     their next batch (what a new tune's bounds are checked against)."""
     stored = stored_tuning(conn)
     job_started = unfinished_since(conn)
-    values, sources = effective_tuning(base, set(), utcnow(), job_started, stored)
+    values, sources = effective_tuning(base, set(), database_now(conn), job_started, stored)
     if job_started is None:
         return {"values": values.as_dict(), "sources": sources, "of": OF_NEW_JOB}
     reported = _workers_tuning(conn)

@@ -21,6 +21,7 @@ from unistatus.clock import as_utc, utcnow
 from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import LegacySystemType
@@ -52,8 +53,10 @@ def plan_or_join(
 
 def _plan_one(ops: DialectOps, lt: LegacyTable, batch_size: int) -> Job:
     system = lt.system.value
-    now = utcnow()
     with ops.write_transaction() as conn:
+        # The database's time: a tune (stamped on it) counts for the job from its start,
+        # whatever the planning host's clock says.
+        now = database_now(conn)
         # A placeholder row first, so two planners meet on one row lock (PostgreSQL);
         # on SQLite the write transaction already serialises them. The second waits
         # for the first to plan (seconds on a large table), then joins its chunks.

@@ -30,12 +30,12 @@ from unistatus.backfill.plan import Job, mark_complete, plan_or_join
 from unistatus.backfill.progress import progress as read_progress
 from unistatus.backfill.statements import dry_run_counts
 from unistatus.backfill.worker import BatchResult, Tally, Worker, worker_name
-from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.engine import create_engine, session_name
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.revisions import require_current_schema
+from unistatus.db.server_clock import database_now
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError, UnistatusError
 
@@ -174,10 +174,12 @@ def run_backfill(
                 f"({tuning.max_batch_rows})"
             )
         explicit = frozenset(name for name, value in given.items() if value is not None)
-        run_started = utcnow()
         started = time.perf_counter()
         ops = ops_for(engine)
         require_current_schema(engine, "backfill")  # an older release's: its tables are missing
+        # The database's time, as a tune's (one given since the run started wins over
+        # its option), whatever this host's clock says.
+        run_started = _database_now(engine)
         tables = resolve_legacy_tables(engine, settings, systems=systems, columns_only=True)
         if dry_run:
             report = _dry_run(engine, tables)
@@ -258,9 +260,18 @@ def _tuning_in_force(engine: sa.Engine, how: _How) -> tuple[Tuning, dict[str, st
     try:
         with engine.connect() as conn:
             stored, job_started = stored_tuning(conn), unfinished_since(conn)
+            now = database_now(conn)  # the clock tunes are stamped on
     except sa.exc.DBAPIError as exc:
         raise StorageError(f"cannot read the backfill's tuning: {exc.orig}") from None
-    return effective_tuning(how.tuning, set(how.given), utcnow(), job_started, stored)
+    return effective_tuning(how.tuning, set(how.given), now, job_started, stored)
+
+
+def _database_now(engine: sa.Engine) -> datetime:
+    try:
+        with engine.connect() as conn:
+            return database_now(conn)
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot read the database's clock: {exc.orig}") from None
 
 
 def _validate(batch_size: int, workers: int, rate: float | None) -> None:
