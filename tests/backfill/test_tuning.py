@@ -7,10 +7,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from support.backfill_data import interrupted_job
 from support.host_clock import host_clock_ahead
-from unistatus.backfill import current_tuning, read_workers, run_backfill, tune
+from unistatus.backfill import current_tuning, progress, read_workers, run_backfill, tune
 from unistatus.backfill.activity import Activity
 from unistatus.backfill.control import (
     TUNABLE,
@@ -25,6 +26,7 @@ from unistatus.clock import utcnow
 from unistatus.config import BackfillSettings
 from unistatus.db.control import history
 from unistatus.db.dialect import ops_for
+from unistatus.db.tables_backfill import backfill_jobs
 from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError
 from unistatus.sim.seed import seed_legacy
@@ -238,3 +240,22 @@ def test_a_tune_counts_for_a_job_planned_on_a_host_ahead(
     tuning = current_tuning(db.engine, db.settings)
     assert tuning["values"]["max_rows_per_second"] == 10, tuning
     assert tuning["sources"]["max_rows_per_second"].startswith("tune by alice")
+
+
+def test_the_progress_of_a_worker_on_a_host_behind_reads_running(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker two minutes behind stamped its chunks two minutes ago: `backfill status`
+    on another host said 'stalled' (nothing for a minute) while it copied (a probe)."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite's clock is this host's own: no host can be off it")
+    seed_legacy(db.engine, db.settings, 300, seed=5)
+    with monkeypatch.context() as m:
+        host_clock_ahead(m, timedelta(minutes=-2))
+        interrupted_job(db)
+        Activity(ops_for(db.engine), "host-b:1", batch_rows=50).write(0.0, force=True)
+    with db.engine.begin() as conn:  # planned long ago: only the chunks say it copies
+        ago = sa.text("now() - interval '10 minutes'")
+        conn.execute(sa.update(backfill_jobs).values(started_at=ago, updated_at=ago))
+    states = {s: p["state"] for s, p in progress(db.engine, db.settings).items() if p["done"]}
+    assert states and set(states.values()) == {"running"}, states
