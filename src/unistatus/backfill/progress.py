@@ -14,8 +14,9 @@ import sqlalchemy as sa
 from unistatus.backfill.activity import workers_maybe_busy
 from unistatus.backfill.control import is_paused
 from unistatus.backfill.plan import COMPLETE, DONE, RUNNING
-from unistatus.clock import as_utc, utcnow
+from unistatus.clock import as_utc
 from unistatus.config import Settings
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables_backfill import backfill_chunks as CH
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import LegacySystemType
@@ -34,8 +35,7 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
     committed for a minute while a worker had not said it ended: killed, or stuck),
     complete.
     """
-    now = utcnow()
-    recent = now - timedelta(seconds=RATE_WINDOW_SECONDS)
+    recent = sa.bindparam("recent", type_=CH.c.done_at.type)
     done = CH.c.state == DONE
 
     def done_sum(col: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
@@ -56,8 +56,11 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
     ).group_by(CH.c.system)
     try:
         with engine.connect() as conn:
+            # The database's time: the chunks' and the job's are stamped on it.
+            now = database_now(conn)
             jobs = {r.system: r for r in conn.execute(sa.select(J))}
-            chunks = {r.system: r for r in conn.execute(agg)}
+            rate_since = now - timedelta(seconds=RATE_WINDOW_SECONDS)
+            chunks = {r.system: r for r in conn.execute(agg, {"recent": rate_since})}
             paused_of = {system: is_paused(conn, system) for system in LegacySystemType}
             workers_busy = workers_maybe_busy(conn)
     except sa.exc.OperationalError as exc:

@@ -41,12 +41,13 @@ from unistatus.backfill.plan import RUNNING as JOB_RUNNING
 from unistatus.backfill.plan import any_pending
 from unistatus.backfill.ramp import Ramp
 from unistatus.backfill.sizing import BatchSizer
-from unistatus.clock import as_utc, utcnow
+from unistatus.clock import as_utc
 from unistatus.config import Settings
 from unistatus.db.connection_limit import connection_limit_error, refused_for_a_limit
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
 from unistatus.db.retry import retry_reason
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables import unified_transactions
 from unistatus.db.tables_backfill import backfill_jobs as J
 from unistatus.domain.statuses import LegacySystemType
@@ -535,7 +536,8 @@ class Worker:
         with self.ops.batch_transaction(
             self.settings.statement_timeout_ms, self.settings.lock_timeout_ms
         ) as conn:
-            now = utcnow()
+            # The chunks' done_at, on the clock every host reads them by (progress).
+            now = database_now(conn)
             paused = False
             for system in self.tables:
                 if system in self._exhausted:
