@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from rich.console import Console
 
 from conftest import IN_EVERY_LAYOUT
+from support.host_clock import host_clock_ahead
 from support.phases import to_phase
 from support.stats_data import record_latency, seed_pairs
 from unistatus.api.service import create_app
@@ -105,6 +106,21 @@ def test_checks_and_mode_and_phase_changes_are_in_the_hour(db: Any) -> None:
         assert [e["value"] for e in body["events"]] == ["DUAL_WRITE_LEGACY_PRIMARY", "1"]
         assert client.get("/api/v1/history", params={"seconds": 0}).status_code == 422
         assert len(client.get("/api/v1/history", params={"points": 12}).json()["points"]) == 12
+
+
+def test_a_dashboard_host_behind_the_database_shows_the_last_changes(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hour ended at the dashboard host's time: five minutes behind, a switch made
+    just now was in its future, and not shown (a probe)."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite's clock is this host's own: no host can be off it")
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, 5.0, 10)
+    host_clock_ahead(monkeypatch, timedelta(minutes=-5))
+    h = read_history(db.engine).as_dict()
+    assert [(e["key"], e["value"]) for e in h["events"]] == [("mode", "DUAL_WRITE_LEGACY_PRIMARY")]
+    assert sum(p["count"] for p in h["points"]) == 10
 
 
 def test_the_terminal_dashboard_draws_sparklines(db: Any) -> None:
