@@ -30,9 +30,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.backfill import progress as backfill_progress
-from unistatus.clock import as_utc, utcnow
+from unistatus.clock import as_utc
 from unistatus.db.elapsed import microseconds_after
 from unistatus.db.mode_reads import MODE_KEY, mode_keys
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables import control_log
 from unistatus.db.tables_check import check_reports
 from unistatus.db.tables_ops import (
@@ -102,11 +103,13 @@ def read_history(
             f"history needs at least {MIN_STEP_SECONDS:g} s per step, got {seconds:g} s for "
             f"{points} steps (seconds >= points)"
         )
-    until = now or utcnow()
-    since = until - timedelta(seconds=seconds)
     step = seconds / points
     try:
         with engine.connect() as conn:
+            # The database's clock: the statistics, the checks and the control log are
+            # stamped on it (a dashboard host five minutes behind showed none of them).
+            until = now or database_now(conn)
+            since = until - timedelta(seconds=seconds)
             rows = conn.execute(_per_step(engine, since, until, points)).all()
             R = check_reports
             checks = conn.execute(
