@@ -16,7 +16,8 @@ from support.check_data import damage, populate
 from unistatus.cli import app, progress_view
 from unistatus.migration import archive_blocks
 from unistatus.migration.archive import export_archive
-from unistatus.migration.repair import RepairReport, run_repair
+from unistatus.migration.repair import run_repair
+from unistatus.migration.repair_report import RepairReport
 from unistatus.sim.seed import seed_legacy
 
 N = 60

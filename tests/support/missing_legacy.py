@@ -19,7 +19,7 @@ from support.refusing import refusing_inserts
 from unistatus import DualWriteAdapter, DualWriteMode
 from unistatus.migration import repair_entity
 from unistatus.migration.repair import run_repair
-from unistatus.migration.repair_entity import RepairReport
+from unistatus.migration.repair_report import RepairReport
 
 MARKED = 4242  # a user whose legacy INSERTs the application's trigger refuses
 

@@ -29,9 +29,10 @@ from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.check import iter_inconsistent
 from unistatus.migration.check_out import ListedKeys
-from unistatus.migration.repair_entity import EntityRepair, LegacyHeld, RepairReport
+from unistatus.migration.repair_entity import EntityRepair, LegacyHeld
 from unistatus.migration.repair_plan import Strategy
 from unistatus.migration.repair_queue import open_rows, queue_target
+from unistatus.migration.repair_report import RepairReport
 
 __all__ = ["run_repair"]
 

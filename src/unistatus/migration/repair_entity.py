@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -38,6 +37,7 @@ from unistatus.domain.transitions import TransitionRules
 from unistatus.errors import StorageError
 from unistatus.migration.repair_plan import RepairPlan, Strategy, plan_repair
 from unistatus.migration.repair_queue import resolve_queued
+from unistatus.migration.repair_report import KEEP_ACTIONS, RepairReport
 from unistatus.migration.replay_apply import (
     create_legacy_rows,
     create_operations,
@@ -47,17 +47,14 @@ from unistatus.migration.replay_apply import (
 from unistatus.migration.replay_conflicts import has_open_conflict
 
 __all__ = [
-    "KEEP_ACTIONS",
     "EntityRepair",
     "LegacyHeld",
-    "RepairReport",
     "legacy_took",
     "repair_in",
 ]
 
 log = logging.getLogger("unistatus.migration.repair")
 U = unified_transactions
-KEEP_ACTIONS = 50  # entity-level detail kept in the report; counts are always complete
 # The kinds whose repair changes a value the other side holds (not a row made, nor the
 # legacy_status image of a status both sides agree on).
 OVERWRITING = {"status_mismatch", "field_mismatch"}
@@ -67,67 +64,6 @@ REPLAY_CONFLICT = "replay_conflict"  # skip reason: `unistatus rollback resolve`
 # Skip reason of an ``authoritative_only`` run (the monitor's): the strategy would
 # overwrite the side the entity's mode reads now (a rollback came in between).
 SIDE_READ = "side_read_by_mode"
-
-
-@dataclass
-class RepairReport:
-    """What a repair run did: counts, a few actions and errors (``as_dict`` to show it)."""
-
-    strategy: Strategy
-    dry_run: bool
-    actor: str
-    limit: int | None = None
-    reason: str | None = None
-    # Never overwrite the side the mode reads as the entity is locked (the monitor's
-    # repair: the mode it chose its strategy by may have moved since).
-    authoritative_only: bool = False
-    examined: int = 0
-    repaired: int = 0
-    repaired_kinds: dict[str, int] = field(default_factory=dict)
-    already_consistent: int = 0
-    # Entities named (a queue row, a --from line) that neither side holds.
-    not_found: int = 0
-    skipped: dict[str, int] = field(default_factory=dict)
-    failed: int = 0
-    queue_seen: int = 0
-    queue_resolved: int = 0
-    limit_reached: bool = False
-    actions: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    # Systems whose authoritative side (the one the mode reads) this strategy overwrote.
-    warnings: list[str] = field(default_factory=list)
-    # (system, action) of every plan that changes a value the other side holds: all of
-    # them, where ``actions`` keeps the first KEEP_ACTIONS.
-    overwrites: set[tuple[str, str]] = field(default_factory=set)
-    duration_ms: float = 0.0
-
-    @property
-    def remaining(self) -> int:
-        """Entities left unrepaired by this run: skipped, failed, or named but found on
-        neither side."""
-        return sum(self.skipped.values()) + self.failed + self.not_found
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "strategy": self.strategy.value,
-            "dry_run": self.dry_run,
-            "actor": self.actor,
-            "reason": self.reason,
-            "limit": self.limit,
-            "limit_reached": self.limit_reached,
-            "examined": self.examined,
-            "repaired": self.repaired,
-            "repaired_kinds": dict(self.repaired_kinds),
-            "already_consistent": self.already_consistent,
-            "not_found": self.not_found,
-            "skipped": dict(self.skipped),
-            "failed": self.failed,
-            "repair_queue": {"seen": self.queue_seen, "resolved": self.queue_resolved},
-            "actions": list(self.actions),
-            "errors": list(self.errors),
-            "warnings": list(self.warnings),
-            "duration_ms": round(self.duration_ms, 3),
-        }
 
 
 def _jsonable(row: Mapping[str, Any] | None, names: tuple[str, ...]) -> dict[str, Any] | None:
