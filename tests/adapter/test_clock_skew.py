@@ -31,3 +31,21 @@ def test_an_adapter_says_when_its_hosts_clock_is_off(
         assert said and re.search(r"\b(599|60\d)\.\d s behind the database", said[0]), said
     else:
         assert not said, said
+
+
+@pytest.mark.postgres
+def test_a_clock_corrects_a_host_off_and_leaves_one_in_step_alone(
+    pg: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host minutes off stamps the database's time; one in step keeps its own clock
+    (a measure is off by up to half its round trip: corrected by it, a host's stamps
+    could step back between two measures; a review)."""
+    clock = server_clock.DatabaseClock()
+    with pg.engine.connect() as conn:
+        clock.measure(conn)
+        assert clock.lead == timedelta(0)  # this host is in step with the local server
+        monkeypatch.setattr(server_clock, "utcnow", lambda: utcnow() + timedelta(minutes=5))
+        lead = clock.measure(conn)
+        assert timedelta(minutes=-5, seconds=-1) < lead < timedelta(minutes=-5, seconds=1)
+        assert clock.lead == lead
+        assert abs(clock.now() - server_clock.database_now(conn)) < timedelta(seconds=1)

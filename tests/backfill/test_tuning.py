@@ -259,3 +259,20 @@ def test_the_progress_of_a_worker_on_a_host_behind_reads_running(
         conn.execute(sa.update(backfill_jobs).values(started_at=ago, updated_at=ago))
     states = {s: p["state"] for s, p in progress(db.engine, db.settings).items() if p["done"]}
     assert states and set(states.values()) == {"running"}, states
+
+
+def test_a_backfill_run_on_a_host_behind_finishes_after_it_started(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its start on the database's clock, its finish on the worker's two minutes behind:
+    finished before it began, at 100,000,000 rows a second (a review)."""
+    if db.backend == "sqlite":
+        pytest.skip("SQLite's clock is this host's own: no host can be off it")
+    seed_legacy(db.engine, db.settings, 300, seed=5)
+    with monkeypatch.context() as m:
+        host_clock_ahead(m, timedelta(minutes=-2))
+        assert run_backfill(db.engine, db.settings, batch_size=50, workers=1).complete
+    for system, p in progress(db.engine, db.settings).items():
+        if p["done"]:
+            assert p["finished_at"] >= p["started_at"], (system, p)
+            assert p["average_rows_per_second"] < 1_000_000, (system, p)

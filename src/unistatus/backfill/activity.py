@@ -26,7 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.backfill.health import GO, TRAFFIC, Decision, Readings
-from unistatus.clock import as_utc, utcnow
+from unistatus.clock import as_utc
 from unistatus.db.binding import connected
 from unistatus.db.dialect import DialectOps
 from unistatus.db.server_clock import database_now
@@ -56,7 +56,7 @@ class Activity:
     ops: DialectOps
     worker: str
     batch_rows: int
-    started_at: datetime = field(default_factory=utcnow)
+    started_at: datetime | None = None  # its first write's time (the database's)
     state: str = RUNNING
     rows: int = 0
     last_batch_rows: int | None = None
@@ -127,10 +127,10 @@ class Activity:
                     "updated_at": now,
                     "finished_at": now if self.state == FINISHED else None,
                 }
-                stmt = self.ops.insert(W).values(
-                    worker=self.worker, started_at=self.started_at, **values
-                )
+                started = self.started_at or now
+                stmt = self.ops.insert(W).values(worker=self.worker, started_at=started, **values)
                 conn.execute(stmt.on_conflict_do_update(index_elements=[W.c.worker], set_=values))
+            self.started_at = started
         except sa.exc.DBAPIError as exc:
             if not self._failed:
                 log.warning("cannot record the backfill worker's state: %s", exc.orig)

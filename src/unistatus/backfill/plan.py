@@ -17,7 +17,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from unistatus.clock import as_utc, utcnow
+from unistatus.clock import as_utc
 from unistatus.db.cte_names import cte_name
 from unistatus.db.dialect import DialectOps
 from unistatus.db.legacy import LegacyTable
@@ -166,12 +166,13 @@ def any_pending(conn: sa.Connection, systems: list[LegacySystemType]) -> bool:
 
 
 def mark_complete(ops: DialectOps, systems: list[LegacySystemType]) -> None:
-    """Close every job of ``systems`` that has no pending chunk left."""
-    now = utcnow()
+    """Close every job of ``systems`` that has no pending chunk left (stamped on the
+    database's clock, as its start: a worker host behind finished it before it began)."""
     pending = (
         sa.select(sa.literal(1)).where(CH.c.system == J.c.system, CH.c.state == PENDING).exists()
     )
     with ops.write_transaction() as conn:
+        now = database_now(conn)
         conn.execute(
             sa.update(J)
             .where(J.c.system.in_([s.value for s in systems]), J.c.state == RUNNING, ~pending)

@@ -98,13 +98,20 @@ class DatabaseClock:
 
     def measure(self, conn: sa.Connection) -> timedelta:
         """Measure this host's lead now (one round trip) and return it; kept (what
-        :meth:`now` adds) on PostgreSQL only: SQLite's clock is this host's, and what
-        the measure reads there is the round trip's noise."""
+        :meth:`now` adds) on PostgreSQL only, and only from :data:`LEAD_APPLIED` on: a
+        measure is off by up to half its round trip, and a host in step (NTP) keeps its
+        own clock, whose stamps never step back between two measures. SQLite's clock
+        is this host's."""
         lead = database_lead(conn)
         if conn.dialect.name == "postgresql":
-            self.lead = lead
+            self.lead = lead if abs(lead) >= LEAD_APPLIED else timedelta(0)
         return lead
 
+
+# The least lead a clock corrects: below it a host is in step with the database (a
+# measure's own error is half its round trip, milliseconds; the staleness of unified
+# after a legacy-only stretch allows 2 s: control.STALE_SLACK).
+LEAD_APPLIED = timedelta(seconds=1)
 
 _CLOCKS: weakref.WeakKeyDictionary[sa.Engine, DatabaseClock] = weakref.WeakKeyDictionary()
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from unistatus.config import Settings
 from unistatus.db.control import ControlChange, set_mode
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import ModeError
+from unistatus.errors import ModeError, StorageError
 from unistatus.migration import capture
 
 __all__ = ["FORCED_OVER_CAPTURE", "switch_mode"]
@@ -48,7 +48,7 @@ def switch_mode(
     """
     new = DualWriteMode.parse(mode)
     metadata: dict[str, Any] | None = None
-    if new is not DualWriteMode.LEGACY_ONLY:
+    if new is not DualWriteMode.LEGACY_ONLY and _capture_enabled(engine):
         stale = capture.status(engine, settings).stale_reason
         if stale is not None and not force:
             raise ModeError(
@@ -70,3 +70,12 @@ def switch_mode(
         settings=settings,
         metadata=metadata,
     )
+
+
+def _capture_enabled(engine: sa.Engine) -> bool:
+    """Whether the capture is enabled (one read; its status generates its SQL)."""
+    try:
+        with engine.connect() as conn:
+            return capture.enabled_since(conn) is not None
+    except sa.exc.DBAPIError as exc:
+        raise StorageError(f"cannot switch mode (nothing changed): {exc.orig}") from None

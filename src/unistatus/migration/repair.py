@@ -292,9 +292,9 @@ def run_repair(
     total = None if listed is None else listed.count
     tick = None if on_progress is None else (lambda: on_progress(report, total))
     repairer = _Repairer(engine, settings, tables, report, tick)
-    with engine.connect() as conn:  # what it stamps, on the database's clock
-        repairer.clock.measure(conn)
     try:
+        with engine.connect() as conn:  # what it stamps, on the database's clock
+            repairer.clock.measure(conn)
         if listed is not None:
             repairer.listed(listed)
         else:

@@ -20,12 +20,12 @@ import sqlalchemy as sa
 
 from unistatus.adapter.rows import read_legacy_row
 from unistatus.adapter.writes import history_values
-from unistatus.clock import utcnow
 from unistatus.config import Settings
 from unistatus.db.dialect import ops_for
 from unistatus.db.failures import storage_errors
 from unistatus.db.legacy import LegacyTable, resolve_legacy_tables
 from unistatus.db.mode_reads import read_mode
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables import status_history, unified_transactions
 from unistatus.db.tables_replay import replay_conflicts as C
 from unistatus.domain.consistency import InconsistencyKind as K
@@ -73,12 +73,14 @@ def resolve(
         )
     tables = resolve_legacy_tables(engine, settings)
     ops = ops_for(engine)
-    now = utcnow()
     with (
         storage_errors(f"cannot resolve replay conflict #{conflict_id}"),
         ops.write_transaction() as conn,
     ):
         ops.bound_statements(conn, RESOLVE_LOCK_MS * 2, RESOLVE_LOCK_MS)
+        # What it stamps, on the database's clock (an operator's host minutes off
+        # stamped legacy minutes off: newest_wins later judged by it).
+        now = database_now(conn)
         system = LegacySystemType(conflict.legacy_system) if conflict.legacy_system else None
         # No switch of the system's mode (None: of any) between the decision and its write.
         ops.mode_shared_lock(conn, system)

@@ -289,9 +289,12 @@ class _Worker:
 
     def run(self) -> None:
         while self.budget.take():
-            owed = self.budget.claim() if self.budget.past_deadline() else None
-            if owed is not None:
-                self._create(owed, claimed=True)
+            if self.budget.past_deadline():
+                # Past its time a run only creates what it owes: none left to claim (the
+                # last one taken by another worker meanwhile), take() ends it.
+                owed = self.budget.claim()
+                if owed is not None:
+                    self._create(owed, claimed=True)
                 continue
             roll = self.rng.random()
             if roll < self.new_ratio or not (self.in_flight or self.existing):
