@@ -354,11 +354,13 @@ def test_an_export_that_fails_leaves_nothing_behind(
     real = archive_module.compress_lines
     written: list[int] = []
 
-    def disk_full_on_the_second(lines: Any, gz: Any, content: Any = None) -> int:
+    def disk_full_on_the_second(
+        lines: Any, gz: Any, content: Any = None, on_block: Any = None
+    ) -> int:
         written.append(1)
         if len(written) == 2:
             raise OSError(28, "No space left on device")
-        return real(lines, gz, content)
+        return real(lines, gz, content, on_block)
 
     monkeypatch.setattr(archive_module, "compress_lines", disk_full_on_the_second)
     for out in (tmp_path / "new", tmp_path / "empty"):

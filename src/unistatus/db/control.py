@@ -224,19 +224,25 @@ def set_mode(
                 conn, new, system=chosen, actor=actor, reason=reason, metadata=metadata
             )
     except sa.exc.DBAPIError as exc:
-        if retry_reason(exc) == "lock timeout":  # say by whom, where a table lock tells
-            held = lock_holders(engine)
-            by = held or (
-                "another transaction (the rows of unistatus's control table, or the lock of "
-                "its summary: see pg_locks)"
-            )
-            raise StorageError(
-                f"cannot switch mode (nothing changed): gave up after {SWITCH_LOCK_MS / 1000:g} s "
-                f"waiting for a lock on unistatus's tables, held by {by}. End that "
-                "transaction (its application's own, or pg_terminate_backend), then run it "
-                "again"
-            ) from None
-        raise StorageError(f"cannot switch mode: {exc.orig}") from None
+        raise switch_failed(engine, exc) from None
+
+
+def switch_failed(engine: sa.Engine, exc: sa.exc.DBAPIError) -> StorageError:
+    """What a mode switch that the database refused says (nothing changed): behind a
+    lock, by whom, where a table lock tells."""
+    if retry_reason(exc) == "lock timeout":
+        held = lock_holders(engine)
+        by = held or (
+            "another transaction (the rows of unistatus's control table, or the lock of "
+            "its summary: see pg_locks)"
+        )
+        return StorageError(
+            f"cannot switch mode (nothing changed): gave up after {SWITCH_LOCK_MS / 1000:g} s "
+            f"waiting for a lock on unistatus's tables, held by {by}. End that "
+            "transaction (its application's own, or pg_terminate_backend), then run it "
+            "again"
+        )
+    return StorageError(f"cannot switch mode: {exc.orig}")
 
 
 def switch_as_dict(

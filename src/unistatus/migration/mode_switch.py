@@ -14,9 +14,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from unistatus.config import Settings
-from unistatus.db.control import ControlChange, set_mode
+from unistatus.db.control import ControlChange, set_mode, switch_failed
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import ModeError, StorageError
+from unistatus.errors import ModeError
 from unistatus.migration import capture
 
 __all__ = ["FORCED_OVER_CAPTURE", "switch_mode"]
@@ -78,4 +78,4 @@ def _capture_enabled(engine: sa.Engine) -> bool:
         with engine.connect() as conn:
             return capture.enabled_since(conn) is not None
     except sa.exc.DBAPIError as exc:
-        raise StorageError(f"cannot switch mode (nothing changed): {exc.orig}") from None
+        raise switch_failed(engine, exc) from None
