@@ -47,18 +47,12 @@ from unistatus.cli.context import (
     terminate_as_interrupt,
 )
 from unistatus.cli.errors_shown import ErrorsShownGroup
-from unistatus.cli.help_examples import examples_never_wrap
-from unistatus.cli.help_format import (
-    help_reader_left_is_141,
-    hide_flag_value_placeholders,
-    reflow_help_prose,
-)
+from unistatus.cli.help_changes import change_rich_help_when_rendered
+from unistatus.cli.help_format import hide_flag_value_placeholders
 from unistatus.redact import log_redacted
 
 hide_flag_value_placeholders()
-reflow_help_prose()
-help_reader_left_is_141()
-examples_never_wrap()
+change_rich_help_when_rendered()
 
 
 app = typer.Typer(

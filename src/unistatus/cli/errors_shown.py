@@ -26,6 +26,7 @@ from unistatus.cli.context import (
     say_error_as_json,
     say_interrupted,
 )
+from unistatus.cli.help_changes import change_rich_help
 
 # Click's exception classes as Typer raises them: Typer 0.29 raises those of a click of
 # its own (``typer._click``), older Typers those of the click package.
@@ -43,6 +44,7 @@ def _invoke(ctx: Any, invoke: Callable[[Any], Any]) -> Any:
         say_interrupted(INTERRUPTED_BEFORE_DONE)
     except ClickException as exc:
         _said_as_json(exc)
+        change_rich_help()  # Typer prints the error through its rich help's console
         raise  # usage errors: click prints them with exit code 2 itself
     except Exception as exc:
         if type(exc).__module__.startswith(("click", "typer")):
@@ -59,6 +61,7 @@ def _parse_args(
         return parse(ctx, args)
     except ClickException as exc:
         _said_as_json(exc)
+        change_rich_help()
         raise
 
 

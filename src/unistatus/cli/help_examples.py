@@ -25,9 +25,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from rich.text import Text
-from typer import rich_utils
-
 _MARK = "_unistatus_examples_never_wrap"
 _HEADING = re.compile(r"^Examples:[ \t]*$", re.MULTILINE)
 # The examples of the help being printed, until the first panel prints them.
@@ -36,6 +33,8 @@ _pending: list[tuple[list[str], str]] = []
 
 def examples_never_wrap() -> None:
     """Make the rich help print its examples unwrapped (idempotent)."""
+    from typer import rich_utils
+
     format_help: Callable[..., Any] | None = getattr(rich_utils, "rich_format_help", None)
     print_panel: Callable[..., Any] | None = getattr(rich_utils, "_print_options_panel", None)
     if format_help is None or print_panel is None or getattr(format_help, _MARK, False):
@@ -78,6 +77,9 @@ def split_examples(help_text: str) -> tuple[str, list[str]]:
 
 
 def _print_examples(console: Any, lines: list[str], markup_mode: Any) -> None:
+    from rich.text import Text
+    from typer import rich_utils
+
     console.print(Text(" Examples:", style=rich_utils.STYLE_HELPTEXT))
     console.print()
     for line in lines:

@@ -27,7 +27,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from typer import rich_utils
 from typer.core import TyperOption
 
 from unistatus.cli.context import reader_left
@@ -57,6 +56,8 @@ def hide_flag_value_placeholders() -> None:
 
 def reflow_help_prose() -> None:
     """Make the rich help join a prose paragraph's lines (idempotent)."""
+    from typer import rich_utils
+
     original: Callable[..., str] | None = getattr(rich_utils, "_fix_linebreaks", None)
     if original is None or getattr(original, _MARK, False):
         return
@@ -71,6 +72,8 @@ def reflow_help_prose() -> None:
 def help_reader_left_is_141() -> None:
     """Make the consoles Typer prints its help with end a broken pipe as unistatus's
     own do (idempotent)."""
+    from typer import rich_utils
+
     original: Callable[..., Any] | None = getattr(rich_utils, "_get_rich_console", None)
     if original is None or getattr(original, _MARK, False):
         return
