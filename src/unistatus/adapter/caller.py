@@ -21,8 +21,10 @@ from unistatus.adapter.caller_connection import (
     CallerConnection,
     caller_connection,
     current_session,
+    results_not_streamed,
 )
 from unistatus.adapter.caller_end import ROLLED_BACK, CallerWrite, Ending, track
+from unistatus.adapter.caller_reach import CallerReach, bare_names
 from unistatus.adapter.caller_session import SessionUnusable, expire_written
 from unistatus.adapter.keys import KeyTaken
 from unistatus.adapter.model import DualWriteResult, ModeChanged, Relinked, WriteLost
@@ -41,7 +43,6 @@ from unistatus.db.mode_lock_keys import locked_mode_function
 from unistatus.db.mode_reads import read_mode
 from unistatus.db.prepared import Prepared
 from unistatus.db.retry import refused_by_application, retry_reason, sqlstate_of
-from unistatus.db.same_database import database_of, require_same_database
 from unistatus.db.tables import migration_control
 from unistatus.db.transaction_state import (
     transaction_failed,
@@ -69,9 +70,6 @@ CallerFast = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult | Non
 # Where a PostgreSQL connection keeps (transaction, its isolation level) once read.
 T = TypeVar("T")
 
-_ISOLATION = "unistatus_caller_isolation"
-_READ_ISOLATION = sa.text("SELECT current_setting('transaction_isolation')")
-
 
 class CallerTransactions:
     """Runs one adapter's operations in callers' transactions (see the module)."""
@@ -93,15 +91,13 @@ class CallerTransactions:
         self.legacy = legacy
         # The driver's own error root: nothing of it (nor of SQLAlchemy) leaves.
         self.driver_error: type[Exception] = engine.dialect.loaded_dbapi.Error
-        # The database the adapter works on (PostgreSQL), by the server's name for it:
-        # a caller's connection of another is refused.
-        self.database: str | None = None
-        if ops.name == "postgresql":
-            try:
-                with engine.connect() as conn:
-                    self.database = database_of(conn)
-            except sa.exc.DBAPIError as exc:
-                raise StorageError(f"the adapter cannot start: {describe(exc)}") from None
+        # The database and tables the adapter's own connections reach: a caller's
+        # connection that reaches others is refused.
+        names = bare_names([lt.table for lt in legacy().values()], ops.schema, engine.dialect)
+        try:
+            self.reach = CallerReach(engine, names)
+        except sa.exc.DBAPIError as exc:
+            raise StorageError(f"the adapter cannot start: {describe(exc)}") from None
         # ``unistatus_locked_mode(system)`` (revision 0015): the locks and the read of
         # the system's mode in one call.
         self._locked_mode = (
@@ -159,8 +155,10 @@ class CallerTransactions:
             raise refused
         known = system if isinstance(system, LegacySystemType) else None
         try:
-            # Our tables in our schema on the caller's connection, for this call only.
-            with bound_connection(conn, self.ops.schema):
+            # Our tables in our schema on the caller's connection, its results not
+            # streamed (a server-side cursor takes no INSERT), for this call only.
+            with bound_connection(conn, self.ops.schema), results_not_streamed(conn):
+                self._require_reach(conn, operation, started, known)
                 if not isinstance(system, LegacySystemType):
                     system = known = self._system_of(conn, operation, system, started)
                 mode, result = self._write(operation, conn, work, fast, started, system)
@@ -185,15 +183,37 @@ class CallerTransactions:
         """The entity's system, looked up on the caller's connection (a transaction born
         unified in the caller's own transaction is seen there only)."""
         try:
-            require_same_database(conn, self.database)  # before its tables are read
-        except InputError as refused:
-            mode = self.runner.last_mode
-            self.runner.emit(operation, mode, True, started, refused=True, error=str(refused))
-            raise
-        try:
             return look_up(conn)
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
-            raise CallerTransactionError(f"{operation}: {describe(exc)}") from None
+            error = f"cannot look the transaction up: {describe(exc)}"
+            mode = self.runner.last_mode
+            raise self._failed(
+                operation, str(uuid.uuid4()), mode, error, started, None, exc
+            ) from None
+
+    def _require_reach(
+        self,
+        conn: sa.Connection,
+        operation: str,
+        started: float,
+        system: LegacySystemType | None,
+    ) -> None:
+        """Refuse (observed as refused) a caller's connection that does not reach the
+        adapter's database and tables, or whose transaction it cannot write in; its
+        failure to answer is the database's (observed as failed)."""
+        mode = self.runner.last_modes[system] if system else self.runner.last_mode
+        try:
+            self.reach.require(conn)
+        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:  # a lost connection
+            error = f"cannot read the caller's database and transaction: {describe(exc)}"
+            raise self._failed(
+                operation, str(uuid.uuid4()), mode, error, started, system, exc
+            ) from None
+        except (CallerTransactionError, InputError) as refused:
+            self.runner.emit(
+                operation, mode, True, started, refused=True, error=str(refused), system=system
+            )
+            raise
 
     def _write(
         self,
@@ -207,17 +227,6 @@ class CallerTransactions:
         """The write, and the mode it ran under."""
         op_id = str(uuid.uuid4())
         mode = self.runner.last_modes[system]
-        try:
-            require_same_database(conn, self.database)
-            self._check_isolation(conn)
-        except (sa.exc.SQLAlchemyError, self.driver_error) as exc:  # a lost connection
-            error = f"cannot read the caller's database and isolation level: {describe(exc)}"
-            raise self._failed(operation, op_id, mode, error, started, system, exc) from None
-        except (CallerTransactionError, InputError) as refused:
-            self.runner.emit(
-                operation, mode, True, started, refused=True, error=str(refused), system=system
-            )
-            raise
         unmarked = False
         try:
             # A session setting of the caller's connection, not the database's failure.
@@ -303,30 +312,6 @@ class CallerTransactions:
         except (sa.exc.SQLAlchemyError, self.driver_error):
             pass
 
-    def _check_isolation(self, conn: sa.Connection) -> None:
-        """PostgreSQL: refuse a caller's transaction not at READ COMMITTED.
-
-        At REPEATABLE READ or SERIALIZABLE the mode (and every guard) is read in the
-        transaction's snapshot, which may predate a mode switch: a write under the old
-        mode would commit. The level is read once per transaction (one round trip on the
-        first write in it) and kept on the connection with that transaction.
-        """
-        if self.ops.name != "postgresql":
-            return
-        transaction = conn.get_transaction()
-        known = conn.info.get(_ISOLATION)
-        if known is not None and known[0] is transaction:
-            level: str = known[1]
-        else:
-            level = str(conn.execute(_READ_ISOLATION).scalar_one())
-            conn.info[_ISOLATION] = (transaction, level)
-        if level != "read committed":
-            raise CallerTransactionError(
-                f"the caller's transaction isolation level is {level.upper()}: its snapshot "
-                "may predate a mode switch, so the adapter writes only in a READ COMMITTED "
-                "transaction (PostgreSQL's default); nothing was written"
-            )
-
     def read(self, target: object | None, what: str, read: Callable[[sa.Connection], T]) -> T:
         """``read`` in the caller's transaction (its failures as CallerTransactionError),
         else on a connection of the pool (once more on a fresh one if the server dropped
@@ -338,8 +323,12 @@ class CallerTransactions:
         except SessionUnusable as unusable:
             raise CallerTransactionError(f"{what}: {unusable}") from None
         try:
-            with session_settings_named(), bound_connection(conn, self.ops.schema):
-                require_same_database(conn, self.database)
+            with (
+                session_settings_named(),
+                bound_connection(conn, self.ops.schema),
+                results_not_streamed(conn),
+            ):
+                self.reach.require(conn, writing=False)
                 return read(conn)
         except (sa.exc.SQLAlchemyError, self.driver_error) as exc:
             raise CallerTransactionError(f"{what}: {describe(exc)}") from None

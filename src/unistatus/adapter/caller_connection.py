@@ -4,7 +4,8 @@ the caller's transaction")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, scoped_session
@@ -14,7 +15,7 @@ from unistatus.db.legacy import LegacyTable
 from unistatus.db.transaction_state import autocommits, savepoint_may_commit
 from unistatus.errors import InputError
 
-__all__ = ["CallerConnection", "caller_connection", "current_session"]
+__all__ = ["CallerConnection", "caller_connection", "current_session", "results_not_streamed"]
 
 # What an argument ``connection=`` may be (a scoped_session: its current Session).
 CallerConnection = sa.Connection | Session | scoped_session[Session]
@@ -86,6 +87,24 @@ def caller_connection(
             "unistatus.db.engine.create_engine"
         )
     return conn
+
+
+@contextmanager
+def results_not_streamed(conn: sa.Connection) -> Iterator[None]:
+    """``conn`` without its results streamed while the block runs (its own options
+    again after): a connection a batch job streams rows on (``stream_results``,
+    ``yield_per``) ran the adapter's statements in a server-side cursor, which takes no
+    INSERT, so every change failed as the database's (a probe)."""
+    before = conn.get_execution_options()
+    if not (before.get("stream_results") or before.get("yield_per")):
+        yield
+        return
+    kept = {k: before[k] for k in ("stream_results", "yield_per", "max_row_buffer") if k in before}
+    conn.execution_options(stream_results=False, yield_per=None)
+    try:
+        yield
+    finally:
+        conn.execution_options(**kept)
 
 
 def current_session(target: object) -> object:

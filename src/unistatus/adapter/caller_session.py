@@ -109,7 +109,8 @@ def _of_legacy(instance: object, tables: list[LegacyTable]) -> bool:
 def expire_written(session: Session, lt: LegacyTable, legacy_id: int) -> None:
     """Expire the status and update time of ``session``'s instance of legacy row
     ``legacy_id`` of ``lt``, if it holds one (an attribute the caller changed and did not
-    flush keeps the caller's value: expiring it would drop the change)."""
+    flush keeps the caller's value: expiring it would drop the change); a Session made
+    with ``expire_on_commit=False`` reads them again at once instead."""
     identity = (legacy_id,)
     # The identity map's keys are (class, primary key, token): compared first, cheaply.
     for key in [k for k in session.identity_map.keys() if k[1] == identity]:
@@ -122,8 +123,14 @@ def expire_written(session: Session, lt: LegacyTable, legacy_id: int) -> None:
             continue
         keys = [_attribute(mapper, c) for c in (lt.status, lt.updated_at) if c is not None]
         expired = [k for k in keys if k is not None and not state.attrs[k].history.has_changes()]
-        if expired:
-            session.expire(instance, expired)
+        if not expired:
+            continue
+        if session.expire_on_commit:
+            session.expire(instance, expired)  # read again when used, as after a commit
+        else:
+            # Its objects are to stay readable once the Session ends (an expired
+            # attribute of a detached object cannot load): read them again now.
+            session.refresh(instance, expired)
 
 
 def _same_table(mapped: sa.FromClause, legacy: sa.Table) -> bool:
