@@ -379,7 +379,10 @@ class LockedWriter:
     def queue(conn: sa.Connection, result: DualWriteResult, e: Entity, error: str) -> None:
         """The secondary side failed with ``error``: the result says so and the entity is
         queued for repair (``primary_wins``; the primary side stands)."""
-        log.warning("%s (%s); queued for repair", error, result.entity_id)
+        # Queued with the write: a caller that rolls its transaction back queues nothing.
+        log.warning(
+            "%s (%s); queued for repair if its transaction commits", error, result.entity_id
+        )
         result.secondary_success = False
         result.has_inconsistency = True
         result.error = error
