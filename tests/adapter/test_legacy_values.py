@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from functools import partial
 from typing import Any
@@ -26,6 +26,7 @@ from support.legacy_columns import legacy_columns
 from unistatus import DualWriteMode, InputError
 from unistatus.db.tables import status_history
 from unistatus.errors import CallerWriteRefusedError
+from unistatus.migration import phases, rollback
 
 M = DualWriteMode
 WRITES_LEGACY = [M.LEGACY_ONLY, M.DUAL_WRITE_LEGACY_PRIMARY, M.DUAL_WRITE_UNIFIED_PRIMARY]
@@ -498,3 +499,26 @@ def test_a_value_the_columns_type_refuses_is_bad_input_not_a_failure(
         good = {"client_ip": "10.0.0.1", "score": 0.5}
         made = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values=good)
         assert made.overall_success, made.as_dict()
+
+
+@pytest.mark.parametrize("mode", [M.DUAL_WRITE_LEGACY_PRIMARY, M.UNIFIED_ONLY])
+def test_a_time_with_an_offset_for_a_column_without_one_is_stored_as_its_utc_time(
+    db: Database, mode: DualWriteMode
+) -> None:
+    """12:00+05:00 for a ``TIMESTAMP`` (no time zone) column was stored as 07:00 on
+    PostgreSQL (the session's UTC) and as 12:00 on SQLite (the offset dropped): the
+    same call stored another time on each backend (a probe). Both store its UTC time
+    now, a rollback's replay too."""
+    with legacy_columns(db, {"due_at": "TIMESTAMP"}):
+        if mode is M.UNIFIED_ONLY:
+            for _ in range(4):
+                phases.advance(db.engine, db.settings, actor="t", force=True, reason="t")
+        a = adapter_in(db, mode)
+        due = datetime(2026, 1, 2, 12, 0, tzinfo=timezone(timedelta(hours=5)))
+        made = a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"due_at": due})
+        assert made.overall_success, made.as_dict()
+        if mode is M.UNIFIED_ONLY:  # the rollback's replay creates the legacy row
+            rollback.rollback_current_phase(db.engine, db.settings, actor="t", reason="t")
+        with db.engine.connect() as conn:
+            stored = conn.execute(sa.text("SELECT due_at FROM cashouts")).scalar_one()
+        assert str(stored)[:19] == "2026-01-02 07:00:00", stored

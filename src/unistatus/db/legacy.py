@@ -291,7 +291,14 @@ def _rule(column: sa.Column[Any], dialect: str, *, exact: bool = False) -> Legac
         labels=tuple(labels) if labels else None,
         exact=exact,
         is_json=isinstance(column.type, sa.JSON),
+        local_time=_local_time(column.type),
     )
+
+
+def _local_time(kind: sa.types.TypeEngine[Any]) -> bool:
+    """A time without a time zone (TIMESTAMP, SQLite's DATETIME), or a domain over one."""
+    base = base_type(kind)
+    return isinstance(base, sa.DateTime) and not base.timezone
 
 
 def _generated(column: sa.Column[Any]) -> str | None:

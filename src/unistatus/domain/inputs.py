@@ -20,7 +20,7 @@ import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
@@ -368,6 +368,9 @@ class LegacyColumn:
     exact: bool = False
     # A JSON column: its value is written as strict JSON, which it must have.
     is_json: bool = False
+    # A time without a time zone (TIMESTAMP): a time with an offset is stored as its UTC
+    # time (PostgreSQL converted it to the session's zone, SQLite dropped the offset).
+    local_time: bool = False
 
 
 def check_legacy_values(
@@ -398,6 +401,8 @@ def check_legacy_values(
         problem = _legacy_value_problem(value, column)
         if problem:
             raise InputError(f"legacy_values[{name!r}] for {table!r}: {problem}")
+        if column.local_time and isinstance(value, datetime) and value.utcoffset() is not None:
+            value = value.astimezone(UTC).replace(tzinfo=None)
         out[name] = value
     return out
 
