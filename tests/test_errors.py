@@ -39,6 +39,7 @@ SAMPLES: list[errors.UnistatusError] = [
     errors.WriteRefusedError("a CHECK constraint refused it"),
     errors.UnstorableLegacyStatusError("cashouts", "status", "PENDING_X", "holds 8 characters"),
     errors.InvalidIdentifierError("not an id"),
+    errors.RepairRunningError("another repair of CASHOUT is running"),
     errors.EntityNotFoundError("cashout:99999999"),
     errors.ModeError("not in this mode"),
     errors.ModeLockBusyError("mode lock", 30.0, [HOLDER], outcome="the mode stays"),

@@ -234,6 +234,11 @@ class InvalidIdentifierError(InputError):
     """An entity id that is neither a UTX id nor a legacy reference."""
 
 
+class RepairRunningError(InputError):
+    """Another repair of the same system is running (an operator's or the monitor's):
+    refused before anything was read, nothing repaired."""
+
+
 class EntityNotFoundError(UnistatusError):
     """No transaction exists for the given id."""
 

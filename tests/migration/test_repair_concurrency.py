@@ -1,4 +1,5 @@
-"""Repair under live traffic (PostgreSQL): no deadlock, no lost write, a clean check after.
+"""Repair under live traffic (PostgreSQL): no deadlock, no lost write, a clean check after;
+and one repair of a system at a time.
 
 Threads write random statuses through the dual-write adapter (forced, so any target is
 accepted) to damaged and healthy entities while ``run_repair`` works through the same
@@ -16,6 +17,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from support.check_data import damage, populate
@@ -27,6 +29,7 @@ from unistatus.db.tables import status_history
 from unistatus.db.tables import unified_transactions as U
 from unistatus.domain.mapping import CANONICAL_REVERSE
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
+from unistatus.errors import InputError
 from unistatus.migration.check import run_check
 from unistatus.migration.repair import run_repair
 
@@ -130,3 +133,52 @@ def test_a_unified_row_another_writer_inserts_first_is_not_counted_as_repaired(
         history = conn.execute(sa.select(status_history.c.triggered_by)).scalars().all()
     assert origins == ["backfill"]
     assert history == []
+
+
+def test_a_second_repair_of_the_same_system_is_refused_while_one_runs(db: Any) -> None:
+    """Two operators' repairs at once (``legacy_wins`` and ``unified_wins``): each
+    re-judged an entity under its locks, so the second found the first's work
+    "already consistent" and said it kept its side (exit 0) over values the other had
+    just overwritten, or each repaired half, a mix of both strategies (a probe). One
+    repair of a system at a time: the second is refused before it reads anything, and
+    a repair of another system goes on beside it. A dry run writes nothing and is not
+    held up."""
+    populate(db.engine, db.settings, 20)
+    damage(db.engine, db.settings, 20)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="test")
+    working, release = threading.Event(), threading.Event()
+
+    def hold(*_: Any) -> None:
+        working.set()
+        assert release.wait(30)
+
+    first: list[Any] = []
+    runner = threading.Thread(
+        target=lambda: first.append(
+            run_repair(
+                db.engine,
+                db.settings,
+                strategy="legacy_wins",
+                systems=["cashout"],
+                reason="alice",
+                on_progress=hold,
+            )
+        )
+    )
+    runner.start()
+    try:
+        assert working.wait(30), "the first repair never started"
+        with pytest.raises(InputError, match=r"another repair of CASHOUT is running"):
+            run_repair(db.engine, db.settings, strategy="unified_wins", reason="bob")
+        dry = run_repair(db.engine, db.settings, strategy="unified_wins", dry_run=True)
+        assert dry.dry_run
+        beside = run_repair(
+            db.engine, db.settings, strategy="unified_wins", systems=["escrow"], reason="carol"
+        )
+        assert beside.repaired > 0 and beside.failed == 0
+    finally:
+        release.set()
+        runner.join(60)
+    assert first and first[0].repaired > 0 and first[0].failed == 0
+    # Its claim ends with it: the next repair runs.
+    run_repair(db.engine, db.settings, strategy="unified_wins", reason="bob")

@@ -30,8 +30,9 @@ import fcntl
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from functools import partial
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -39,7 +40,7 @@ import sqlalchemy as sa
 from unistatus.config import NetworkSettings
 from unistatus.db.engine import create_engine, session_name
 
-__all__ = ["hold_claim"]
+__all__ = ["hold_claim", "hold_claims"]
 
 log = logging.getLogger("unistatus.db.claims")
 
@@ -62,16 +63,35 @@ def hold_claim(
     process (or another claim of this one) holds it (exclusively, when ``shared``).
     ``tag`` names its session (``unistatus/<tag> claim``) and its SQLite lock file;
     ``network`` (the settings', None: the defaults) bounds its connection."""
+    with hold_claims(engine, [name], lambda _: busy(), tag=tag, shared=shared, network=network):
+        yield
+
+
+@contextmanager
+def hold_claims(
+    engine: sa.Engine,
+    names: Sequence[str],
+    busy: Callable[[str], Exception],
+    *,
+    tag: str,
+    shared: bool = False,
+    network: NetworkSettings | None = None,
+) -> Iterator[None]:
+    """Hold every claim of ``names`` while the block runs, or none: ``busy(name)`` is
+    raised at once for the first another process holds (PostgreSQL: all taken in one
+    statement on one connection)."""
     if engine.dialect.name == "postgresql":
-        with _advisory(engine, name, busy, tag, shared, network):
+        with _advisory(engine, names, busy, tag, shared, network):
             yield
         return
     database = engine.url.database
     if not database or database == ":memory:" or database.startswith("file:"):
         yield  # a private database, or one named by URI: no lock file beside it
         return
-    lock_file = Path(f"{database}.{tag}-{_digest(name, 8).hex()}.lock")
-    with _flock(lock_file, busy, shared):
+    with ExitStack() as held:
+        for name in names:
+            lock_file = Path(f"{database}.{tag}-{_digest(name, 8).hex()}.lock")
+            held.enter_context(_flock(lock_file, partial(busy, name), shared))
         yield
 
 
@@ -83,21 +103,22 @@ _CLAIM = (
     "SELECT set_config('idle_in_transaction_session_timeout', '0', true), "
     "CASE WHEN current_setting('server_version_num')::int >= 170000 "
     "THEN set_config('transaction_timeout', '0', true) END, "
-    "{function}({key})"
+    "{locks}"
 )
 
 
 @contextmanager
 def _advisory(
     engine: sa.Engine,
-    name: str,
-    busy: Callable[[], Exception],
+    names: Sequence[str],
+    busy: Callable[[str], Exception],
     tag: str,
     shared: bool,
     network: NetworkSettings | None,
 ) -> Iterator[None]:
-    key = int.from_bytes(_digest(name, 8), "big", signed=True)
+    keys = [int.from_bytes(_digest(name, 8), "big", signed=True) for name in names]
     function = "pg_try_advisory_xact_lock_shared" if shared else "pg_try_advisory_xact_lock"
+    locks = ", ".join(f"{function}({int(key)})" for key in keys)
     # Made as every engine of unistatus's (named, bounded from the client by the
     # ``network`` settings: a claim held over a dead link would never end), with no
     # pool (the connection ends with the claim) and nothing asked of the server at
@@ -117,14 +138,15 @@ def _advisory(
     try:
         with own.connect() as conn:
             conn.begin()
-            got = conn.exec_driver_sql(_CLAIM.format(function=function, key=int(key))).one()[-1]
-            if not got:
-                conn.rollback()
-                raise busy()
+            got = conn.exec_driver_sql(_CLAIM.format(locks=locks)).one()[2:]
+            taken = [name for name, held in zip(names, got, strict=True) if not held]
+            if taken:
+                conn.rollback()  # the ones it got go with the transaction
+                raise busy(taken[0])
             try:
-                yield  # the transaction ends after the block: the lock goes with it
+                yield  # the transaction ends after the block: the locks go with it
             finally:
-                _end(conn, name)
+                _end(conn, ", ".join(names))
     finally:
         own.dispose()
 

@@ -12,6 +12,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 
 import sqlalchemy as sa
 
@@ -29,6 +30,7 @@ from unistatus.domain.statuses import LegacySystemType
 from unistatus.errors import InputError, StorageError
 from unistatus.migration.check import iter_inconsistent
 from unistatus.migration.check_out import ListedKeys
+from unistatus.migration.repair_claim import claim_systems
 from unistatus.migration.repair_entity import EntityRepair, LegacyHeld
 from unistatus.migration.repair_plan import Strategy
 from unistatus.migration.repair_queue import open_rows, queue_target
@@ -292,15 +294,18 @@ def run_repair(
     total = None if listed is None else listed.count
     tick = None if on_progress is None else (lambda: on_progress(report, total))
     repairer = _Repairer(engine, settings, tables, report, tick)
+    # One repair of a system at a time (a dry run writes nothing): refused at once.
+    claim = nullcontext() if dry_run else claim_systems(engine, tables, settings.network)
     try:
-        with engine.connect() as conn:  # what it stamps, on the database's clock
-            repairer.clock.measure(conn)
-        if listed is not None:
-            repairer.listed(listed)
-        else:
-            repairer.queue()
-            if not repairer.more:
-                repairer.detected()
+        with claim:
+            with engine.connect() as conn:  # what it stamps, on the database's clock
+                repairer.clock.measure(conn)
+            if listed is not None:
+                repairer.listed(listed)
+            else:
+                repairer.queue()
+                if not repairer.more:
+                    repairer.detected()
     except (KeyboardInterrupt, sa.exc.OperationalError) as exc:
         # Ctrl-C, or the failure of a cleanup it cut short (a rollback on the connection
         # the driver left mid-command): the run's interruption either way.

@@ -36,7 +36,7 @@ from unistatus.db.legacy import resolve_legacy_tables
 from unistatus.db.mode_reads import MIXED
 from unistatus.db.system_keys import SYSTEMS
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
-from unistatus.errors import PhaseMovedError, UnistatusError
+from unistatus.errors import PhaseMovedError, RepairRunningError, UnistatusError
 from unistatus.migration.repair import run_repair
 from unistatus.migration.rollback import emergency_rollback, rollback_current_phase
 from unistatus.migration.verify import judged_report
@@ -368,9 +368,9 @@ class Responder:
         try:
             result = act(why)
             outcome = f"{action}: done"
-        except (PhaseMovedError, _NotRun) as exc:
+        except (PhaseMovedError, RepairRunningError, _NotRun) as exc:
             # An operator (or another monitor) moved the phase or a mode since it was
-            # judged: nothing to do, no failure.
+            # judged, or repairs the system now: nothing to do, no failure.
             log.warning("automated response %s for %s not run: %s", action, name, exc)
             outcome = f"{action}: not run: {exc}"
             result = None
