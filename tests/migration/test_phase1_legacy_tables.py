@@ -123,3 +123,30 @@ def test_sqlite_main_is_a_schema_it_has(tmp_path: Any) -> None:
         assert resolve_legacy_tables(engine, settings)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("into", [2, 3, 4])
+def test_a_legacy_table_the_settings_misname_fails_every_later_gate(db: Any, into: int) -> None:
+    """A typo in the config (``table = "cashout"``): ``check`` and ``backfill`` refused
+    it, but ``phase status`` said "ready" and ``phase advance`` went from 2 to 3 on
+    reports about the right table (a probe). Every phase's gates judge the tables."""
+    misnamed = db.settings.model_copy(
+        update={
+            "legacy_tables": {
+                **db.settings.legacy_tables,
+                "CASHOUT": db.settings.legacy_tables["CASHOUT"].model_copy(
+                    update={"table": "cashout"}
+                ),
+            }
+        }
+    )
+    gate = next(
+        (g for g in phases.evaluate_gates(db.engine, misnamed, into) if g.name == "legacy_tables"),
+        None,
+    )
+    assert gate is not None and not gate.passed, gate
+    assert "cashout" in str(gate.detail), gate.detail
+    right = next(
+        g for g in phases.evaluate_gates(db.engine, db.settings, into) if g.name == "legacy_tables"
+    )
+    assert right.passed, right.detail

@@ -111,6 +111,7 @@ def test_into_phase_2_gates_fail_then_pass_on_real_data(db: Database) -> None:
     gates = _gates(phases.phase_status(db.engine, db.settings))
     assert set(gates) == {
         "mapping_validation",
+        "legacy_tables",
         "dual_write_on",
         "new_transactions_consistent",
         "error_rate",

@@ -204,7 +204,10 @@ def gate_p95(
         return unavailable(name, threshold, "no record of the switch to unified primary")
     seconds = max(((now or utcnow()) - switched).total_seconds(), 0.001)
     unified_primary = DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY.value
-    w = window(engine, seconds, operation=WRITES, mode=unified_primary, system=system)
+    # Anchored at ``now``, as ``seconds`` is: read on the window's own clock, later by
+    # the gates measured before it, it began after the switch and left out the first
+    # operations of unified primary.
+    w = window(engine, seconds, operation=WRITES, mode=unified_primary, system=system, now=now)
     since = f"{_of(system)} since unified became primary ({switched.isoformat()})"
     p95 = w.p95_ms
     if p95 is None:

@@ -363,11 +363,15 @@ def evaluate_gates(
     scoped = f" --system {system.value.lower()}" if system is not None else ""
     # Into phase 4 the bypass gate judges the capture's triggers (it reads them).
     current = gates.gate_capture_current(engine, settings) if into < LAST_PHASE else []
+    # The tables the settings name, as every command takes them: a misnamed one (a typo)
+    # is refused by check and backfill, and the later gates read their stored reports.
+    tables = gates.gate_legacy_tables(engine, settings, system)
     if into == 1:
-        return [gates.gate_mapping(), gates.gate_legacy_tables(engine, settings, system), *current]
+        return [gates.gate_mapping(), tables, *current]
     if into == 2:
         return [
             gates.gate_mapping(),
+            tables,
             gates.gate_dual_write(mode),
             *current,
             gates.gate_check(
@@ -386,6 +390,7 @@ def evaluate_gates(
         ]
     if into == 3:
         return [
+            tables,
             *gates.gate_backfill(engine, settings, system),
             gates.gate_check(
                 engine,
@@ -403,6 +408,7 @@ def evaluate_gates(
             *current,
         ]
     return [
+        tables,
         gates.gate_soak(mode, settings, switched, now),
         gates.gate_p95(engine, settings, switched, system, now),
         gates.gate_error_rate(engine, system),
