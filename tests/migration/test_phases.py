@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -15,10 +16,11 @@ from unistatus.adapter.core import DualWriteAdapter, OperationEvent
 from unistatus.backfill import run_backfill
 from unistatus.config import load_settings
 from unistatus.db.control import get_mode, history, set_mode
+from unistatus.db.server_clock import database_now
 from unistatus.db.tables import cashouts, escrows, repair_queue
 from unistatus.domain.statuses import DualWriteMode
 from unistatus.errors import GateError, InputError, ModeError
-from unistatus.migration import phases
+from unistatus.migration import gates, phases
 from unistatus.migration.archive import export_archive, record_verified, verify_archive
 from unistatus.migration.check import run_check
 from unistatus.migration.retire import retire_legacy_columns, undo_cleanup
@@ -342,3 +344,19 @@ def test_a_rate_just_under_a_bound_is_not_shown_as_the_bound(rate: float, shown:
     from unistatus.migration.gates import pct  # noqa: PLC0415
 
     assert pct(rate) == shown
+
+
+def test_the_p95_gate_counts_the_first_operations_after_the_switch(db: Database) -> None:
+    """The window's length was ``now - switched`` with ``now`` read when the gates
+    began, but the window read its own, later, clock: it began that much after the
+    switch and left out unified primary's first operations (found when a gate measured
+    before it took 30 ms more)."""
+    settings = load_settings(database_url=db.url, p95_gate_min_operations=10)
+    with db.engine.connect() as conn:
+        switched = database_now(conn)
+    record_latency(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, 20.0, 30)
+    with db.engine.connect() as conn:
+        now = database_now(conn)
+    time.sleep(0.5)  # the gates before it
+    gate = gates.gate_p95(db.engine, settings, switched, None, now)
+    assert gate.passed and (gate.detail or "").startswith("30 operations since"), gate
