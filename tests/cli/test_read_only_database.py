@@ -7,6 +7,8 @@ the monitor named the wrong cause)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -114,3 +116,24 @@ def test_a_transaction_write_on_a_replica_says_where_to_point_it(
     assert result.exit_code != 0, result.output
     text = " ".join(result.output.split())
     assert "refuses writes" in text and "at the primary" in text, text
+
+
+@pytest.mark.postgres
+def test_no_driver_warning_reaches_stderr_beside_the_error(pg: Any) -> None:
+    """psycopg sends its batched statements in a pipeline, and warns through its own
+    logger when the pipeline ends behind the refusal ("error ignored terminating
+    <psycopg.Pipeline [INERROR] ...>: pipeline aborted"): with no handler of the
+    program's, Python printed it raw on stderr before the command's one line (a probe).
+    The command's own line says what happened; the driver's noise does not reach it."""
+    populate(pg.engine, pg.settings, 30)
+    done = subprocess.run(
+        [sys.executable, "-m", "unistatus", "--database-url", read_only_url(pg), "check"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "refuses writes" in done.stderr, done.stderr
+    assert "error ignored" not in done.stderr and "Pipeline" not in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -148,6 +148,21 @@ def main() -> None:
     run_program(app)
 
 
+class _EndedBehindAnError(logging.Filter):
+    """psycopg sends batched statements in a pipeline (``executemany``), and when the
+    pipeline ends behind a statement the server refused it warns through its logger,
+    "error ignored terminating <psycopg.Pipeline [INERROR] ...>: pipeline aborted",
+    beside the error it raises. With no handler of the program's, Python printed that
+    raw on stderr before the command's own line (a read-only database, a role without
+    the privilege: a probe). The error itself is said by the command."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error ignored terminating")
+
+
+_ENDED_BEHIND_AN_ERROR = _EndedBehindAnError()
+
+
 def run_program(program: typer.Typer) -> None:
     """Run a unistatus program (`unistatus`, scripts/load_test_dual_write.py).
 
@@ -167,6 +182,7 @@ def run_program(program: typer.Typer) -> None:
     """
     if not logging.getLogger().handlers:
         log_redacted()
+    logging.getLogger("psycopg").addFilter(_ENDED_BEHIND_AN_ERROR)
     try:
         with terminate_as_interrupt():
             program()
