@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -57,12 +59,29 @@ def test_init_is_idempotent_and_seeds(tmp_path: Path) -> None:
         "seeded": {},
         "detail": None,
         "capture_outdated": False,
+        "legacy_tables_problem": None,
     }
     assert first == {**base, "previous_revision": None, "upgraded": True}
     assert second == {**base, "previous_revision": rev, "upgraded": False}
     seeded = run(url, "init", "--demo-data", "90")
     assert seeded.exit_code == 0
     assert "already at revision" in seeded.stdout and "30 cashout" in seeded.stdout
+
+
+def test_init_on_a_database_whose_cashouts_table_is_another_one_warns(tmp_path: Path) -> None:
+    """A database that already has a ``cashouts`` table of something else (the wrong
+    database, or another application's): init created the other tables beside it, said
+    nothing, and the problem showed only at the gate into phase 1 and at `check` (a
+    probe). It still installs (the table is the application's), and says what is wrong."""
+    path = tmp_path / "other.db"
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE cashouts (id INTEGER PRIMARY KEY, foo TEXT)")
+    url = f"sqlite:///{path}"
+    said = run(url, "init")
+    assert said.exit_code == 0, said.output
+    assert "warning:" in said.stderr and "cashouts" in said.stderr, said.stderr
+    out = as_json(run(url, "init", "--json"))
+    assert isinstance(out, dict) and "cashouts" in str(out["legacy_tables_problem"]), out
 
 
 def test_init_on_both_backends(db) -> None:  # type: ignore[no-untyped-def]

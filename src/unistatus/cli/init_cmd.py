@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import typer
 from rich.markup import escape
@@ -14,6 +14,11 @@ from unistatus.cli.context import (
     says_when_interrupted,
     state,
 )
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from unistatus.config import Settings
 
 HELP = (
     "Create or upgrade every unistatus table (an Alembic upgrade to the install "
@@ -108,6 +113,9 @@ def init(
     capture_note = _capture_note(engine, st.settings)
     if capture_note:
         err_console.print(f"[yellow]warning:[/] {escape(capture_note)}", highlight=False)
+    unfit = _unfit_legacy_tables(engine, st.settings)
+    if unfit:
+        err_console.print(f"[yellow]warning:[/] {escape(unfit)}", highlight=False)
     if json_out:
         print_json(
             {
@@ -118,6 +126,7 @@ def init(
                 "seeded": seeded,
                 "detail": detail,
                 "capture_outdated": capture_note is not None,
+                "legacy_tables_problem": unfit,
             }
         )
         return
@@ -136,7 +145,7 @@ def init(
         )
 
 
-def _capture_note(engine: Any, settings: Any) -> str | None:
+def _capture_note(engine: sa.Engine, settings: Settings) -> str | None:
     """What to say when capture is enabled and its triggers are not what this release
     installs (an upgrade changes them; `init` leaves them as they are): a bypass write
     is then captured the earlier release's way, or not at all in a mode it did not
@@ -159,3 +168,19 @@ def _capture_note(engine: Any, settings: Any) -> str | None:
 
 def register(app: typer.Typer) -> None:
     app.command("init", help=HELP)(init)
+
+
+def _unfit_legacy_tables(engine: sa.Engine, settings: Settings) -> str | None:
+    """What is wrong with the legacy tables as the settings name them, if anything: a
+    database whose ``cashouts`` is another application's table (the wrong database)
+    installs quietly, and shows it only at the gate into phase 1. Said, not refused:
+    the tables are the application's to fix (or the settings)."""
+    from unistatus.migration.gates import gate_legacy_tables
+
+    gate = gate_legacy_tables(engine, settings, None)
+    if gate.passed:
+        return None
+    return (
+        f"the legacy tables are not fit for the migration: {gate.detail} (the gate into "
+        "phase 1 refuses them: fix the tables, or name yours in the settings' legacy_tables)"
+    )
