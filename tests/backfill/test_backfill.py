@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import Counter
@@ -11,7 +12,13 @@ import pytest
 import sqlalchemy as sa
 
 from conftest import IN_EVERY_LAYOUT
-from support.backfill_data import inconsistencies, legacy_rows, mappable_count, unified_rows
+from support.backfill_data import (
+    inconsistencies,
+    interrupted_job,
+    legacy_rows,
+    mappable_count,
+    unified_rows,
+)
 from unistatus.adapter.core import DualWriteAdapter
 from unistatus.backfill import (
     pause,
@@ -259,6 +266,33 @@ def test_a_pause_of_an_interrupted_backfill_says_none_runs(db: Any) -> None:
         assert paused["running"] is False, paused
         (held,) = active_pauses(db.engine)
         assert held.describe().endswith("`unistatus backfill resume`"), held.describe()
+    finally:
+        resume(db.engine, actor="test", reason="done")
+
+
+def test_no_current_rate_or_eta_while_no_worker_runs(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After Ctrl-C, progress gave the job nobody ran the rate of its last seconds'
+    batches and an ETA from it ("rows/s 2,800, eta 17 s"; found by a probe): no current
+    rate and no ETA (None) while no worker runs, paused or not; the rows done and the
+    average stay. A running job's are checked in the test below."""
+    # The rate's window over the whole test: the batch the job did is still in it
+    # however slow the machine.
+    monkeypatch.setattr(sys.modules["unistatus.backfill.progress"], "RATE_WINDOW_SECONDS", 3600.0)
+    seed_legacy(db.engine, db.settings, 300, seed=5)
+    interrupted_job(db)
+    systems = progress(db.engine, db.settings)
+    cashout = systems["CASHOUT"]
+    assert 0 < cashout["done"] < cashout["total"] and cashout["average_rows_per_second"] > 0
+    assert {p["state"] for p in systems.values()} == {"interrupted"}, systems
+    for p in systems.values():
+        assert p["rows_per_second"] is None and p["eta_seconds"] is None, p
+    pause(db.engine, actor="test", reason="hold")
+    try:
+        paused = progress(db.engine, db.settings)["CASHOUT"]
+        assert paused["state"] == "paused", paused
+        assert paused["rows_per_second"] is None and paused["eta_seconds"] is None, paused
     finally:
         resume(db.engine, actor="test", reason="done")
 

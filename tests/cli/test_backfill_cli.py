@@ -9,6 +9,7 @@ import queue
 import random
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -19,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 from typer.testing import Result
 
-from support.backfill_data import inconsistencies
+from support.backfill_data import inconsistencies, interrupted_job
 from support.cli_run import UNISTATUS, as_json, cli, runner  # noqa: F401
 from unistatus.backfill import progress, read_workers, run_backfill
 from unistatus.db.tables import unified_transactions as U
@@ -356,6 +357,30 @@ def test_a_backfill_interrupted_with_ctrl_c_is_shown_as_interrupted(db: Any) -> 
         conn.execute(sa.delete(backfill_workers).where(backfill_workers.c.worker == "other-host:1"))
     again = as_json(cli(db.url, "backfill", "--json"))
     assert again["complete"] and again["inserted"] == 5_000
+
+
+def test_status_of_a_job_no_worker_runs_gives_no_rate_or_eta(
+    db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`backfill status` after Ctrl-C showed "rows/s 2,800, eta 17 s" (`--json`:
+    "rows_per_second": 2800.0, "eta_seconds": 17.1) under a footer saying no worker ran
+    (found by a probe): null in --json, and the table says why it has none."""
+    monkeypatch.setattr(sys.modules["unistatus.backfill.progress"], "RATE_WINDOW_SECONDS", 3600.0)
+    seed_legacy(db.engine, db.settings, 300, seed=5)
+    interrupted_job(db)
+    status = as_json(cli(db.url, "backfill", "status", "--json"))
+    cashout = status["systems"]["CASHOUT"]
+    assert cashout["state"] == "interrupted" and 0 < cashout["done"] < cashout["total"]
+    assert status["workers"] == []
+    for p in status["systems"].values():
+        assert p["rows_per_second"] is None and p["eta_seconds"] is None, p
+    text = cli(db.url, "backfill", "status")
+    assert text.exit_code == 0, text.output
+    (row,) = [line for line in text.stdout.splitlines() if line.startswith("│ cashout ")]
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells[:2] == ["cashout", "interrupted"] and cells[5:7] == ["-", "-"], row
+    said = " ".join(text.stdout.split())  # as one line, however the console wrapped it
+    assert "cashout, escrow, exchange: no current rate or ETA: no worker running" in said, said
 
 
 def test_a_pause_with_no_backfill_running_says_the_next_one_will_wait(db: Any) -> None:

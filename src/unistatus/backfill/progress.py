@@ -33,7 +33,8 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
     ``state``: not_started, running, paused, interrupted (not complete, and every worker
     on every host ended on its own: Ctrl-C, an error; rerun to resume), stalled (nothing
     committed for a minute while a worker had not said it ended: killed, or stuck),
-    complete.
+    complete. ``rows_per_second`` and ``eta_seconds`` are None while the job is not
+    complete and no worker may be copying (interrupted, or paused with none left).
     """
     recent = sa.bindparam("recent", type_=CH.c.done_at.type)
     done = CH.c.state == DONE
@@ -81,12 +82,12 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
         if complete:
             finished = as_utc(job.finished_at) or last
             elapsed = max((finished - started).total_seconds(), 1e-6)
-            rate = 0.0
+            rate: float | None = 0.0
             avg = done_rows / elapsed
             state = COMPLETE
         else:
             window = min(RATE_WINDOW_SECONDS, max((now - started).total_seconds(), 1e-6))
-            rate = (int(c.recent) if c else 0) / window
+            rate = _current_rate(int(c.recent) if c else 0, window, bool(workers_busy))
             avg = done_rows / max((now - started).total_seconds(), 1e-6)
             idle = (now - last).total_seconds()
             if paused:
@@ -110,9 +111,9 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
             "chunks_done": int(c.chunks_done) if c else 0,
             "high_water_mark": job.high_water_mark,
             "batch_size": int(job.batch_size),
-            "rows_per_second": round(rate, 1),
+            "rows_per_second": None if rate is None else round(rate, 1),
             "average_rows_per_second": round(avg, 1),
-            "eta_seconds": round(remaining / rate, 1) if rate > 0 and remaining else None,
+            "eta_seconds": round(remaining / rate, 1) if rate and remaining else None,
             "run_id": job.run_id,
             "started_at": started.isoformat(),
             "updated_at": last.isoformat(),
@@ -123,6 +124,16 @@ def progress(engine: sa.Engine, settings: Settings | None = None) -> dict[str, d
             "paused": paused,
         }
     return out
+
+
+def _current_rate(recent_rows: int, window: float, workers_busy: bool) -> float | None:
+    """Rows/s over the last ``window`` seconds, or None: no worker may be copying.
+
+    With every worker ended (Ctrl-C, an error), the rows of the window are their last
+    batches: shown as the rate, with an ETA from it, they told of a job nobody runs that
+    it would finish on its own in seconds (found by a probe).
+    """
+    return recent_rows / window if workers_busy else None
 
 
 def _not_started(paused: bool) -> dict[str, Any]:

@@ -264,21 +264,34 @@ def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
         table.add_column(col, justify="right" if col not in ("system", "state") else "left")
     for name, p in data.items():
         eta = f"{p['eta_seconds']:.0f} s" if p["eta_seconds"] else "-"
+        rate = "-" if p["rows_per_second"] is None else f"{p['rows_per_second']:,.0f}"
         table.add_row(
             name.lower(),
             p["state"],
             f"{p['done']:,}",
             f"{p['total']:,}",
             f"{p['percent']:.1f}%",
-            f"{p['rows_per_second']:,.0f}",
+            rate,
             eta,
             p["updated_at"] or "-",
         )
     console.print(table)
+    _print_no_rate(data)
     if workers:
         _print_workers(workers)
     _print_tuning(tuning)
     console.print(f"quarantined (unresolved): {quarantine_count(app.engine):,}")
+
+
+def _print_no_rate(data: dict[str, dict[str, Any]]) -> None:
+    """Say why a system has no rate and no ETA: a "-" alone read as a measurement
+    missing, not as a job that goes nowhere until someone runs it again."""
+    idle = [name.lower() for name, p in data.items() if p["rows_per_second"] is None]
+    if idle:
+        console.print(
+            f"{', '.join(idle)}: no current rate or ETA: no worker running "
+            "(run `unistatus backfill` again to go on)"
+        )
 
 
 def _print_workers(workers: list[dict[str, Any]]) -> None:
