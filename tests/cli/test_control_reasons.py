@@ -124,8 +124,8 @@ def test_repair_needs_a_reason_unless_it_is_a_dry_run(db: Database) -> None:
     assert db.count("unified_transactions") == 0  # nothing repaired
 
     dry = cli(db, "repair", "--strategy", "legacy_wins", "--dry-run", "--json")
-    assert dry.exit_code == 0, dry.output
-    assert json.loads(dry.stdout)["repaired"] == 2 and db.count("unified_transactions") == 0
+    assert dry.exit_code == 1, dry.output  # it would repair 2: nothing repaired
+    assert json.loads(dry.stdout)["would_repair"] == 2 and db.count("unified_transactions") == 0
 
     done = cli(
         db, "repair", "--strategy", "legacy_wins", "--reason", "after incident 42",

@@ -16,7 +16,7 @@ def test_repair_cli_creates_the_missing_legacy_row(db: Database) -> None:
     _, _, (utx,) = refused_creates(db)
     before = snapshot(db)
     dry = cli(db.url, "repair", "--strategy", "unified_wins", "--dry-run")
-    assert dry.exit_code == 0, dry.output
+    assert dry.exit_code == 1, dry.output  # a dry run that would repair: nothing repaired
     said = " ".join(dry.stdout.split())
     assert "would repair 1 entities" in said and "missing_legacy: 1" in said, said
     assert snapshot(db) == before

@@ -218,12 +218,13 @@ def test_out_lists_every_mismatch_and_repair_from_repairs_exactly_that_list(
     )
     assert dry.exit_code == 1, dry.output  # orphans and unmappable rows are left
     planned = json.loads(dry.output)
-    assert planned["dry_run"] and planned["repaired"] > 0 and planned["repair_queue"]["seen"] == 0
+    assert planned["dry_run"] and planned["would_repair"] > 0
+    assert planned["repair_queue"]["seen"] == 0
     assert db.count("unified_status_history") == 0
     done = _cli(
         db, "repair", "--from", str(mine), "--strategy", "legacy_wins", "--reason", "t", "--json"
     )
-    assert json.loads(done.output)["repaired"] == planned["repaired"]
+    assert json.loads(done.output)["repaired"] == planned["would_repair"]
     after = run_check(db.engine, db.settings)
     left = {k: v for k, v in after.per_system["CASHOUT"]["inconsistencies"].items() if v}
     assert set(left) <= {"orphan_unified", "unmappable_legacy", "missing_unified"}

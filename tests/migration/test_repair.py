@@ -414,8 +414,8 @@ def test_cli_json_and_exit_codes(db: Any) -> None:
     dry = runner.invoke(app, [*base, "--strategy", "newest_wins", "--dry-run", "--json"])
     assert dry.exit_code == 1, dry.output  # orphans and unmappable rows are left over
     data = json.loads(dry.output)
-    assert data["dry_run"] is True and data["repaired"] == 3 * 3 * 2
-    assert {"strategy", "repaired_kinds", "skipped", "failed", "repair_queue"} <= set(data)
+    assert data["dry_run"] is True and data["would_repair"] == 3 * 3 * 2
+    assert {"strategy", "would_repair_kinds", "skipped", "failed", "repair_queue"} <= set(data)
     assert len(history(db)) == 0
 
     limited = runner.invoke(
@@ -425,6 +425,44 @@ def test_cli_json_and_exit_codes(db: Any) -> None:
 
     bad = runner.invoke(app, [*base, "--strategy", "coin_flip", "--reason", "t"])
     assert bad.exit_code == 2 and "unknown strategy" in bad.output
+
+
+def test_a_dry_run_counts_what_it_would_repair_never_as_repaired(db: Any) -> None:
+    """`repair --dry-run --json` said "repaired": 1040 and exited 0 while nothing was
+    repaired and the 1040 remained: a script reading it was told they were repaired. A
+    dry run says so and counts them as `would_repair` ("repaired": 0), and exits 1 when
+    it found anything to repair (a check that found a problem), 0 when nothing would
+    change; a real run's keys keep their meaning."""
+    runner = CliRunner()
+    base = ["--database-url", db.url, "repair", "--strategy", "legacy_wins"]
+    populate(db.engine, db.settings, N)
+    with db.engine.begin() as conn:  # only what any strategy repairs: missing_unified
+        conn.execute(sa.delete(U).where(U.c.legacy_id % 10 == 1))
+    missing = 3 * PER_SYSTEM
+
+    dry = runner.invoke(app, [*base, "--dry-run", "--json"])
+    assert dry.exit_code == 1, dry.output  # nothing else is left: only what it would do
+    data = json.loads(dry.output)
+    assert data["dry_run"] is True and data["repaired"] == 0, data
+    assert data["would_repair"] == missing, data
+    assert data["repaired_kinds"] == {} and data["would_repair_kinds"] == {
+        "missing_unified": missing
+    }
+    assert len(history(db)) == 0
+    text = runner.invoke(app, [*base, "--dry-run"])
+    assert text.exit_code == 1 and f"would repair {missing}" in text.output, text.output
+
+    done = runner.invoke(app, [*base, "--reason", "t", "--json"])
+    assert done.exit_code == 0, done.output
+    data = json.loads(done.output)
+    assert data["dry_run"] is False and data["repaired"] == missing, data
+    assert data["repaired_kinds"] == {"missing_unified": missing}
+    assert data["would_repair"] == 0 and data["would_repair_kinds"] == {}
+
+    again = runner.invoke(app, [*base, "--dry-run", "--json"])
+    assert again.exit_code == 0, again.output  # nothing would change
+    data = json.loads(again.output)
+    assert data["would_repair"] == 0 and data["repaired"] == 0, data
 
 
 def test_a_database_that_refuses_every_write_stops_the_repair_at_once(db: Any) -> None:
@@ -492,7 +530,7 @@ def test_a_repair_of_one_system_leaves_the_others_as_they_are(db: Any) -> None:
         + ["--json", "--system", "escrow"],
     )
     assert shown.exit_code == 1, shown.output  # 1: a dry run leaves what it found
-    assert json.loads(shown.stdout)["repaired"] == 3 * PER_SYSTEM
+    assert json.loads(shown.stdout)["would_repair"] == 3 * PER_SYSTEM
     with pytest.raises(InputError, match="bonds"):
         run_repair(db.engine, db.settings, strategy="legacy_wins", systems=["bonds"])
 

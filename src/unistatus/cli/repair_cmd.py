@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shlex
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -21,6 +21,9 @@ from unistatus.cli.context import (
     state,
 )
 from unistatus.shown import as_markup
+
+if TYPE_CHECKING:
+    from unistatus.migration.repair_report import RepairReport
 
 HELP = "\n\n".join(
     [
@@ -52,8 +55,17 @@ HELP = "\n\n".join(
         (
             "In UNIFIED_ONLY legacy is frozen (a rollback replays it): only legacy_status_drift "
             "of a transaction with no change awaiting replay is repaired; the rest is skipped "
-            "(legacy_frozen). Exit 0 when nothing was left unrepaired, 1 when something was "
-            "skipped, failed or not found (named by the queue or --from, held by neither side)."
+            "(legacy_frozen)."
+        ),
+        (
+            "Exit 0 when nothing was left unrepaired, 1 when something was skipped, failed or "
+            "not found (named by the queue or --from, held by neither side), or when --dry-run "
+            "found something it would repair (0: nothing would change)."
+        ),
+        (
+            '--json: the report. "repaired" counts the entities written; a --dry-run writes '
+            'none: "dry_run": true, "repaired": 0, and what it would repair in '
+            '"would_repair" (per kind: "would_repair_kinds").'
         ),
         "--reason is required unless --dry-run; it is recorded in every history row written.",
         (
@@ -149,7 +161,14 @@ def repair(
         print_json(report.as_dict())
     else:
         _print(report.as_dict())
-    raise typer.Exit(EXIT_FAILED_CHECK if report.remaining else EXIT_OK)
+    raise typer.Exit(_exit_code(report))
+
+
+def _exit_code(report: RepairReport) -> int:
+    """1 while inconsistencies remain after the run: left unrepaired (skipped, failed,
+    not found), or found by a dry run, which repairs nothing (it exited 0, as a run that
+    repaired them all); 0 when nothing is left, or nothing would change."""
+    return EXIT_FAILED_CHECK if report.remaining or report.would_repair else EXIT_OK
 
 
 def _interrupted(data: dict[str, Any], json_out: bool, again: str) -> NoReturn:
@@ -158,7 +177,7 @@ def _interrupted(data: dict[str, Any], json_out: bool, again: str) -> NoReturn:
     if json_out:
         print_json({**data, "interrupted": True})
     if data["dry_run"]:
-        done = f"{data['repaired']:,} would be repaired so far (nothing written)"
+        done = f"{data['would_repair']:,} would be repaired so far (nothing written)"
     else:
         done = (
             f"{data['repaired']:,} repaired, each committed on its own and kept (the one in "
@@ -174,12 +193,12 @@ def _interrupted(data: dict[str, Any], json_out: bool, again: str) -> NoReturn:
 
 
 def _print(data: dict[str, Any]) -> None:
-    verb = "would repair" if data["dry_run"] else "repaired"
+    verb, key = ("would repair", "would_repair") if data["dry_run"] else ("repaired", "repaired")
     console.print(
-        f"[bold]{verb} {data['repaired']:,}[/] entities ({data['strategy']}); "
+        f"[bold]{verb} {data[key]:,}[/] entities ({data['strategy']}); "
         f"{data['already_consistent']:,} already consistent; failed {data['failed']:,}"
     )
-    for kind, count in data["repaired_kinds"].items():
+    for kind, count in data[f"{key}_kinds"].items():
         console.print(f"  {kind}: {count:,}")
     if data["not_found"]:
         console.print(

@@ -26,6 +26,8 @@ class RepairReport:
     # repair: the mode it chose its strategy by may have moved since).
     authoritative_only: bool = False
     examined: int = 0
+    # A dry run counts here what it plans, as a real run what it writes (``limit`` caps
+    # either); ``as_dict`` shows a dry run's as ``would_repair``.
     repaired: int = 0
     repaired_kinds: dict[str, int] = field(default_factory=dict)
     already_consistent: int = 0
@@ -51,7 +53,16 @@ class RepairReport:
         neither side."""
         return sum(self.skipped.values()) + self.failed + self.not_found
 
+    @property
+    def would_repair(self) -> int:
+        """What a dry run found to repair (it repaired nothing); 0 for a real run."""
+        return self.repaired if self.dry_run else 0
+
     def as_dict(self) -> dict[str, Any]:
+        """The report as ``repair --json`` prints it. A dry run's plan is ``would_repair``
+        and ``would_repair_kinds``, its ``repaired`` 0: as ``"repaired": 1040`` a script
+        reading it took 1040 inconsistencies that remained for repaired."""
+        kinds = dict(self.repaired_kinds)
         return {
             "strategy": self.strategy.value,
             "dry_run": self.dry_run,
@@ -60,8 +71,10 @@ class RepairReport:
             "limit": self.limit,
             "limit_reached": self.limit_reached,
             "examined": self.examined,
-            "repaired": self.repaired,
-            "repaired_kinds": dict(self.repaired_kinds),
+            "repaired": 0 if self.dry_run else self.repaired,
+            "repaired_kinds": {} if self.dry_run else kinds,
+            "would_repair": self.would_repair,
+            "would_repair_kinds": kinds if self.dry_run else {},
             "already_consistent": self.already_consistent,
             "not_found": self.not_found,
             "skipped": dict(self.skipped),
