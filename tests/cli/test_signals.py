@@ -263,3 +263,94 @@ def test_ctrl_c_while_the_program_starts_is_said_without_a_traceback(
         assert said["interrupted"] is True and said["exit_code"] == 130, said
     else:
         assert done.stdout == "", done.stdout
+
+
+# Run in the child: the signal (argv[2]) raised in the process as the program reaches a
+# point of its start-up (argv[1], ``module:name`` or ``module:Class.name``, called), then
+# the program as `unistatus` runs it; "import": as it imports its commands. Raised by
+# the process itself (``signal.raise_signal``: its handler runs before the call returns),
+# not by a sleep hoping to hit the moment.
+_SIGNALLED_WHILE_STARTING = """
+import importlib, signal, sys
+where, signum = sys.argv.pop(1), int(sys.argv.pop(1))
+if where == "import":
+    class Signalling:
+        def find_spec(self, name, path=None, target=None):
+            if name == "unistatus.cli":
+                signal.raise_signal(signum)
+    sys.meta_path.insert(0, Signalling())
+else:
+    module, _, path = where.partition(":")
+    *outer, name = path.split(".")
+    owner = importlib.import_module(module)
+    for attr in outer:
+        owner = getattr(owner, attr)
+    reached = getattr(owner, name)
+    def signalled(*args, **kwargs):
+        signal.raise_signal(signum)
+        return reached(*args, **kwargs)
+    setattr(owner, name, signalled)
+from unistatus.launch import main
+main()
+"""
+
+# Where the start-up is stopped: after the imports, before the command's own handling of
+# an interruption is in place (the imports: the test above).
+_WHILE_STARTING = {
+    "importing": "import",
+    "starting-the-cli": "unistatus.cli:run_program",
+    "building-the-command-tree": "typer.main:get_command",
+    "parsing-the-command-line": "unistatus.cli.errors_shown:ErrorsShownGroup.make_parser",
+    "about-to-invoke": "unistatus.cli.errors_shown:ErrorsShownGroup.invoke",
+}
+
+
+@pytest.mark.parametrize(
+    ("when", "signum", "json_asked"),
+    [
+        ("importing", signal.SIGTERM, False),
+        ("importing", signal.SIGTERM, True),
+        ("starting-the-cli", signal.SIGINT, False),
+        ("building-the-command-tree", signal.SIGINT, False),
+        ("building-the-command-tree", signal.SIGINT, True),
+        ("building-the-command-tree", signal.SIGTERM, True),
+        ("parsing-the-command-line", signal.SIGINT, False),
+        ("parsing-the-command-line", signal.SIGINT, True),
+        ("parsing-the-command-line", signal.SIGTERM, True),
+        ("about-to-invoke", signal.SIGINT, True),
+    ],
+    ids=lambda value: getattr(value, "name", None) or {True: "json", False: "text"}.get(value),
+)
+def test_an_interruption_anywhere_in_the_start_up_is_said_as_one(
+    sqlite_db: Any, when: str, signum: signal.Signals, json_asked: bool
+) -> None:
+    """Ctrl-C in the first ~0.4 s of a command, once the imports were done (a probe:
+    `unistatus check --json` sent SIGINT after 0.2-0.4 s), printed a 41-line traceback
+    through Typer's building of the command tree, or ended with exit 130 and not a word
+    (Typer's own end of an interrupted parse), no JSON under --json; SIGTERM before the
+    program had installed its handler ended it with Python's 143 and not a word. From
+    the start until the command's own handling takes over, every interruption (Ctrl-C,
+    SIGTERM) is said as one during the imports is: one line, exit 130, under --json one
+    JSON object."""
+    from unistatus.launch import INTERRUPTED_WHILE_STARTING  # noqa: PLC0415
+
+    args = ["--database-url", sqlite_db.url, "check", *(["--json"] if json_asked else [])]
+    done = subprocess.run(
+        [sys.executable, "-c", _SIGNALLED_WHILE_STARTING, _WHILE_STARTING[when], str(signum)]
+        + args,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": SRC},
+        timeout=60,
+    )
+    assert done.returncode == 130, (done.returncode, done.stdout, done.stderr)
+    assert done.stderr.splitlines() == [f"interrupted: {INTERRUPTED_WHILE_STARTING}"], done.stderr
+    if json_asked:
+        said = json.loads(done.stdout)
+        assert said == {
+            "interrupted": True,
+            "detail": INTERRUPTED_WHILE_STARTING,
+            "exit_code": 130,
+        }, said
+    else:
+        assert done.stdout == "", done.stdout

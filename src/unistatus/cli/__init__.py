@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 
 import typer
 
@@ -44,11 +45,11 @@ from unistatus.cli.context import (
     DEBUG_OPTION,
     begin,
     reader_left,
-    terminate_as_interrupt,
 )
-from unistatus.cli.errors_shown import ErrorsShownGroup
+from unistatus.cli.errors_shown import ErrorsShownGroup, says_interrupted_while_starting
 from unistatus.cli.help_changes import change_rich_help_when_rendered
 from unistatus.cli.help_format import hide_flag_value_placeholders
+from unistatus.launch import terminate_as_interrupt
 from unistatus.redact import log_redacted
 
 hide_flag_value_placeholders()
@@ -172,6 +173,11 @@ def run_program(program: typer.Typer) -> None:
     SIGTERM (systemd, Kubernetes, `kill`) ends the command as Ctrl-C does, whichever
     command it is: the same cleanup, the same line, the same exit code (130; 0 for the
     live views), instead of Python's default end at once with nothing run or said.
+    Before the command's own handling of an interruption is in place (Typer builds the
+    command tree, the command line is parsed), an interruption is said as one while
+    starting (:func:`unistatus.cli.errors_shown.says_interrupted_while_starting`). No
+    KeyboardInterrupt leaves here: one that reaches :func:`unistatus.launch.main` came
+    before, and is said there the same way.
 
     When it ends, so does the process: every object left is moved out of the cyclic
     collector's reach (``gc.freeze``) so that the interpreter's exit does not walk them
@@ -180,13 +186,14 @@ def run_program(program: typer.Typer) -> None:
     before, 0.64 s frozen). The command has released what it holds by then (the engine
     is disposed, files closed; logs are flushed at exit as before).
     """
-    if not logging.getLogger().handlers:
-        log_redacted()
-    logging.getLogger("psycopg").addFilter(_ENDED_BEHIND_AN_ERROR)
-    try:
-        with terminate_as_interrupt():
-            program()
-    except BrokenPipeError:  # one not turned into an exit by then (click's own output)
-        reader_left()
-    finally:
-        gc.freeze()
+    with says_interrupted_while_starting(sys.argv[1:]):
+        if not logging.getLogger().handlers:
+            log_redacted()
+        logging.getLogger("psycopg").addFilter(_ENDED_BEHIND_AN_ERROR)
+        try:
+            with terminate_as_interrupt():
+                program()
+        except BrokenPipeError:  # one not turned into an exit by then (click's own output)
+            reader_left()
+        finally:
+            gc.freeze()

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import sys
-import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -238,11 +236,12 @@ def print_json(data: Any) -> None:
 def says_when_interrupted(
     what_next: str | Callable[[KeyboardInterrupt], str],
 ) -> Iterator[None]:
-    """Ctrl-C (or SIGTERM: :func:`terminate_as_interrupt`) in the block: one line on
-    stderr saying what is kept and how to go on (``what_next``, or what it makes of the
-    interrupt raised), exit 130, instead of a silent end. Under ``--json`` also one JSON
-    object on stdout, ``{"interrupted": true, "detail": ..., "exit_code": 130}`` (the
-    shape of an error's), so that a script parsing stdout is not left with nothing."""
+    """Ctrl-C (or SIGTERM: :func:`unistatus.launch.terminate_as_interrupt`) in the block:
+    one line on stderr saying what is kept and how to go on (``what_next``, or what it
+    makes of the interrupt raised), exit 130, instead of a silent end. Under ``--json``
+    also one JSON object on stdout, ``{"interrupted": true, "detail": ..., "exit_code":
+    130}`` (the shape of an error's), so that a script parsing stdout is not left with
+    nothing."""
     try:
         yield
     except KeyboardInterrupt as stop:
@@ -259,11 +258,17 @@ INTERRUPTED_BEFORE_DONE = (
 def say_interrupted(said: str) -> NoReturn:
     """The end of an interrupted command (:func:`says_when_interrupted`): ``said`` on
     stderr (and stdout under ``--json``), exit 130."""
+    tell_interrupted(said)
+    raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def tell_interrupted(said: str) -> None:
+    """What :func:`say_interrupted` says, without the exit (typer.Exit ends a command
+    inside click only: the start-up's end is SystemExit)."""
     err_console.print(f"interrupted: {said}", style="yellow", highlight=False, soft_wrap=True)
     if _JSON_ASKED.get():
         with suppress(BrokenPipeError):
             print_json({"interrupted": True, "detail": said, "exit_code": EXIT_INTERRUPTED})
-    raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 # What a rollback stopped by Ctrl-C leaves (rollback --emergency, phase rollback).
@@ -272,35 +277,6 @@ ROLLBACK_INTERRUPTED = (
     "and phase commits last, so they are as they were unless it had committed "
     "(`unistatus mode get` says): run it again to go on"
 )
-
-
-@contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (and SIGHUP) in the block stops it as Ctrl-C does (KeyboardInterrupt), so its cleanup
-    runs: by default SIGTERM ends Python at once, with no ``finally`` run (a load test
-    would leave its write mode behind, a backfill its workers "running"). Installed
-    around the whole program by :func:`unistatus.cli.run_program`, for every command.
-    The main thread only (where signals arrive)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    # SIGHUP too (the terminal of a command started by hand closed: a dropped SSH
-    # session ended a backfill with its workers "running"), unless it is ignored
-    # (`nohup`: the command is meant to outlive its terminal).
-    hangup = getattr(signal, "SIGHUP", None)
-    stops = [signal.SIGTERM]
-    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
-        stops.append(hangup)
-    before = {signum: signal.signal(signum, interrupt) for signum in stops}
-    try:
-        yield
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
 
 
 # Whether the command line being run asks for ``--json`` (:func:`note_json`, as the

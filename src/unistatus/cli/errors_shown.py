@@ -6,27 +6,34 @@ click's message and its exit code 2. Given ``--json``, an error is also one JSON
 on stdout (:func:`unistatus.cli.context.abort`), a usage error too (``"error":
 "UsageError"``). Ctrl-C (or SIGTERM) that no command said itself is said as an
 interruption (one line, exit 130: :func:`unistatus.cli.context.say_interrupted`), not
-Typer's silent exit 130. The group is the `unistatus` command; the command
-class serves a program that is one command (scripts/load_test_dual_write.py).
+Typer's silent exit 130; one before that handling is in place (Typer building the
+command tree, the command line parsed) is one of the start-up
+(:func:`says_interrupted_while_starting`). The group is the `unistatus` command; the
+command class serves a program that is one command (scripts/load_test_dual_write.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, NoReturn
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
 from unistatus.cli.context import (
+    EXIT_INTERRUPTED,
     INTERRUPTED_BEFORE_DONE,
     AppState,
     abort_from,
     note_json,
     say_error_as_json,
     say_interrupted,
+    tell_interrupted,
 )
 from unistatus.cli.help_changes import change_rich_help
+from unistatus.launch import INTERRUPTED_WHILE_STARTING
 
 # Click's exception classes as Typer raises them: Typer 0.29 raises those of a click of
 # its own (``typer._click``), older Typers those of the click package.
@@ -35,8 +42,44 @@ ClickException: type[Exception] = _CLICK_ERRORS["ClickException"]
 UsageError: type[Exception] = _CLICK_ERRORS["UsageError"]
 
 
+# Whether the command's own handling of an interruption is in place (:func:`_invoke`):
+# before it, an interruption is one of the start-up's.
+_HANDLING_INTERRUPTS: ContextVar[bool] = ContextVar("unistatus_handling_interrupts", default=False)
+
+
+@contextmanager
+def says_interrupted_while_starting(args: Sequence[str]) -> Iterator[None]:
+    """Ctrl-C (or SIGTERM) in the block before the command's own handling of it is in
+    place (:func:`_invoke`) is said as one during the imports is
+    (:data:`unistatus.launch.INTERRUPTED_WHILE_STARTING`: one line, exit 130, under
+    ``--json`` in ``args`` one JSON object). Typer building the command tree (a few
+    tenths of a second) let it out as a traceback; click parsing the command line, or
+    any moment after until the command was invoked, ended in Typer's exit 130 with not a
+    word (told by the exit and by the handling not in place yet). One that reaches here
+    once the command has handled interrupts (its ending) ends as Typer ends one: 130."""
+    note_json(args)  # before the group does: it may be interrupted before it parses
+    _HANDLING_INTERRUPTS.set(False)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if _HANDLING_INTERRUPTS.get():
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        _interrupted_while_starting()
+    except SystemExit as end:
+        if end.code != EXIT_INTERRUPTED or _HANDLING_INTERRUPTS.get():
+            raise
+        _interrupted_while_starting()
+
+
+def _interrupted_while_starting() -> NoReturn:
+    tell_interrupted(INTERRUPTED_WHILE_STARTING)
+    raise SystemExit(EXIT_INTERRUPTED) from None
+
+
 def _invoke(ctx: Any, invoke: Callable[[Any], Any]) -> Any:
     try:
+        # First: an interrupt from here is this block's to say (said twice otherwise).
+        _HANDLING_INTERRUPTS.set(True)
         return invoke(ctx)
     except (typer.Exit, typer.Abort, SystemExit):
         raise
