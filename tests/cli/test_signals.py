@@ -219,6 +219,38 @@ def test_an_interrupted_command_under_json_says_so_on_stdout(
         assert result.exit_code == 130 and result.stdout == "", result.stdout
 
 
+def test_an_interrupted_load_test_under_json_says_the_mode_on_stdout(
+    sqlite_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or SIGTERM) of `loadtest --mode ... --json` after 2 s ended with exit 130,
+    its line on stderr and an empty stdout (a probe): the one command given --json whose
+    interruption a script parsing stdout could not read. Now the JSON object every other
+    command prints, its detail the line's: the mode the database is back in."""
+    from unistatus.db.control import get_mode  # noqa: PLC0415
+    from unistatus.domain.statuses import DualWriteMode  # noqa: PLC0415
+    from unistatus.sim import loadtest  # noqa: PLC0415
+
+    walk, walks = loadtest._walk, []
+
+    def interrupted_third(*args: Any) -> Any:
+        walks.append(args)
+        if len(walks) == 3:  # mid-run: walks done, the mode switched
+            raise KeyboardInterrupt
+        return walk(*args)
+
+    monkeypatch.setattr(loadtest, "_walk", interrupted_third)
+    before = get_mode(sqlite_db.engine)
+    run = ["loadtest", "-n", "50", "-c", "1", "--mode", "DUAL_WRITE_LEGACY_PRIMARY", "--json"]
+    result = runner.invoke(app, ["--database-url", sqlite_db.url, *run])
+    assert result.exit_code == 130, (result.exit_code, result.output)
+    detail = f"the load test stopped early; the write mode is back to {before.value}"
+    lines = [line for line in result.stderr.splitlines() if line.startswith("interrupted:")]
+    assert lines == [f"interrupted: {detail}"], result.stderr
+    said = json.loads(result.stdout)
+    assert said == {"interrupted": True, "detail": detail, "exit_code": 130}, said
+    assert get_mode(sqlite_db.engine) is before is not DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY
+
+
 # Run in the child: Ctrl-C while the program imports its commands (half a second of
 # every start on a loaded machine), then the program as `unistatus` runs it.
 _INTERRUPTED_WHILE_IMPORTING = """

@@ -19,12 +19,12 @@ from unistatus.cli.context import (
     DATABASE_URL_OPTION,
     DEBUG_OPTION,
     EXIT_FAILED_CHECK,
-    EXIT_INTERRUPTED,
     AppState,
     begin,
     console,
     err_console,
     print_json,
+    say_interrupted,
     state,
 )
 from unistatus.cli.errors_shown import ErrorsShownCommand
@@ -146,7 +146,9 @@ def loadtest(
 @contextmanager
 def _says_mode_when_interrupted(app: AppState) -> Iterator[None]:
     """Ctrl-C (or SIGTERM): the run stopped, its mode put back (else the run raised
-    ModeNotRestoredError, shown as any error); one line saying the mode now, exit 130."""
+    ModeNotRestoredError, shown as any error); said as every command says it
+    (:func:`say_interrupted`: one line, exit 130, under --json one JSON object, which
+    the line printed here alone left empty), naming the mode now."""
     from unistatus.db.control import get_modes
     from unistatus.db.mode_reads import mode_summary
 
@@ -157,13 +159,7 @@ def _says_mode_when_interrupted(app: AppState) -> Iterator[None]:
             now = f"the write mode is back to {mode_summary(get_modes(app.engine))}"
         except UnistatusError as exc:
             now = f"the write mode was put back (cannot read it now: {exc})"
-        err_console.print(
-            f"interrupted: the load test stopped early; {now}",
-            style="yellow",
-            highlight=False,
-            soft_wrap=True,
-        )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        say_interrupted(f"the load test stopped early; {now}")
 
 
 def _progress_lines() -> ProgressFn:
