@@ -24,6 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from conftest import Database
 from support.adapters import adapter_in
 from unistatus import CallerTransactionError, DualWriteAdapter, DualWriteMode, OperationEvent
+from unistatus.db.engine import create_engine
 from unistatus.errors import InputError
 
 M = DualWriteMode
@@ -242,4 +243,74 @@ def test_a_session_kept_past_its_end_reads_the_row_the_adapter_changed(
         a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
     session.close()
     assert row.status == "EXECUTING"
+    a.close()
+
+
+@pytest.mark.postgres
+def test_each_adapter_judges_the_callers_connection_by_its_own_tables(pg: Database) -> None:
+    """The verdict was kept on the connection for its transaction whoever judged it: an
+    adapter whose own connections find a tenant's tables wrote, after another adapter
+    had accepted the transaction, into unistatus's (a review)."""
+    a, entity_id, _ = watched(pg)
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA tenant_b")
+        conn.exec_driver_sql("CREATE TABLE tenant_b.cashouts (LIKE public.cashouts INCLUDING ALL)")
+    tenant = create_engine(pg.url, connect_args={"options": "-c search_path=tenant_b,public"})
+    try:
+        b = DualWriteAdapter(tenant, settings=pg.settings, record_stats=False)
+        with pg.engine.connect() as conn, conn.begin():
+            assert a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+            with pytest.raises(InputError, match="search_path"):
+                b.create_transaction("WALLET_CASHOUT", 2, "5", "USD", connection=conn)
+            conn.rollback()
+        b.close()
+    finally:
+        tenant.dispose()
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA tenant_b CASCADE")
+    a.close()
+
+
+@pytest.mark.postgres
+def test_a_table_swapped_while_the_adapter_runs_is_found_again(pg: Database) -> None:
+    """A legacy table swapped by a rename (an online schema change, a restore) has
+    another oid than the adapter found at start: every caller's write was refused until
+    the process restarted, while its own connections wrote the new table (a review)."""
+    a, entity_id, _ = watched(pg)
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE cashouts_new (LIKE cashouts INCLUDING ALL)")
+        conn.exec_driver_sql("INSERT INTO cashouts_new SELECT * FROM cashouts")
+        conn.exec_driver_sql("ALTER TABLE cashouts RENAME TO cashouts_old")
+        conn.exec_driver_sql("ALTER TABLE cashouts_new RENAME TO cashouts")
+    try:
+        with pg.engine.connect() as conn, conn.begin():
+            result = a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+            assert result.overall_success, result
+        assert statuses(pg, entity_id) == ("PROCESSING", "EXECUTING")
+    finally:  # the table as it was, for the next tests
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE cashouts")
+            conn.exec_driver_sql("ALTER TABLE cashouts_old RENAME TO cashouts")
+    a.close()
+
+
+@pytest.mark.postgres
+def test_the_compatibility_views_first_on_the_path_are_not_taken_for_the_tables(
+    pg: Database,
+) -> None:
+    """unistatus resolves a bare name without the compatibility schema (docs/retire.md):
+    a caller whose search_path puts ``unistatus_compat`` first (a reader converted to the
+    views, that also writes through the adapter) is not refused for it."""
+    a, entity_id, _ = watched(pg)
+    with pg.engine.begin() as conn:
+        conn.exec_driver_sql("CREATE SCHEMA unistatus_compat")
+        conn.exec_driver_sql("CREATE VIEW unistatus_compat.cashouts AS SELECT * FROM cashouts")
+    try:
+        with pg.engine.connect() as conn, conn.begin():
+            conn.exec_driver_sql("SET LOCAL search_path TO unistatus_compat, public")
+            result = a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=conn)
+            assert result.overall_success, result
+    finally:
+        with pg.engine.begin() as conn:
+            conn.exec_driver_sql("DROP SCHEMA unistatus_compat CASCADE")
     a.close()

@@ -15,31 +15,43 @@ one round trip (PostgreSQL):
 - whether the transaction is READ ONLY (``postgresql_readonly``, a replica's
   connection): refused as the caller's mistake (:class:`InputError`), not counted as the
   database's failure;
-- the relation each bare name finds (``to_regclass``), against what the adapter's own
-  connections found when it started: another one, or none, is refused
-  (:class:`InputError`) before anything is read or written.
+- the relation each bare name finds, as unistatus resolves a name (the compatibility
+  schema left out: :func:`unistatus.db.search_path.resolved_oids`), against what the
+  adapter's own connections found: another one, or none, is refused
+  (:class:`InputError`) before anything is read or written. What its own find is read
+  at its start, and again (at most once a second) when a caller's differs: a table
+  swapped since by a rename, or restored, has another oid.
 
-The verdict is kept with the transaction (a second call in it costs nothing); a
-``SET LOCAL search_path`` between two calls of one transaction is not seen again.
+Each adapter's verdict is kept with the transaction (a second call in it costs
+nothing; another adapter, whose own connections may find other tables, judges it
+again); a ``SET LOCAL search_path`` between two calls of one transaction is not seen
+again.
 The database itself (PostgreSQL's name for it, SQLite's file) is compared once per
 driver connection (:mod:`unistatus.db.same_database`).
 """
 
 from __future__ import annotations
 
+import math
+import time
+import weakref
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 
 from unistatus.db.catalog import metadata
 from unistatus.db.same_database import database_of, require_same_database
+from unistatus.db.search_path import resolved_oids, resolved_oids_without_compat
 from unistatus.errors import CallerTransactionError, InputError
 
-__all__ = ["CallerReach"]
+__all__ = ["REFOUND_SECONDS", "CallerReach", "bare_names"]
 
-# Where a connection keeps (its transaction, the verdict) once read: the driver
-# connection's info, which outlives the SQLAlchemy Connection.
+# Where a connection keeps each adapter's verdict, (its transaction, for a write), once
+# read: the driver connection's info, which outlives the SQLAlchemy Connection.
 _READ = "unistatus_caller_reach"
+# How often a caller's connection that finds other tables may make the adapter read its
+# own again (a table swapped by a rename has another oid), at most.
+REFOUND_SECONDS = 1.0
 
 _FOUND = sa.text(
     "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_catalog.pg_class c "
@@ -52,10 +64,9 @@ def bare_names(
 ) -> tuple[str, ...]:
     """The names the adapter's SQL leaves to the search_path: the legacy tables without
     a schema of their own, and unistatus's tables unless they are in a schema set."""
-    quote = dialect.identifier_preparer.quote
-    names = [quote(t.name) for t in legacy if t.schema is None]
+    names = [t.name for t in legacy if t.schema is None]
     if own_schema is None:
-        names += [quote(t.name) for t in metadata.sorted_tables]
+        names += [t.name for t in metadata.sorted_tables]
     return tuple(dict.fromkeys(names))
 
 
@@ -63,18 +74,19 @@ class CallerReach:
     """What the adapter's own connections reach, to compare a caller's connection with."""
 
     def __init__(self, engine: sa.Engine, names: Sequence[str]) -> None:
+        self.engine = engine
         self.names = tuple(names)
-        # One statement, its names written in (an array parameter cost as much again as
-        # the look-ups themselves: ~1 us each in the server).
-        literal = sa.String().literal_processor(engine.dialect)  # type: ignore[no-untyped-call]
-        assert literal is not None  # every dialect's String renders literals
-        found = ", ".join(f"coalesce(to_regclass({literal(n)})::oid, 0)" for n in self.names)
+        compat_on_path, found = resolved_oids(self.names, engine.dialect)
         self._state_read = sa.text(
             "SELECT current_setting('transaction_isolation'), "
-            f"current_setting('transaction_read_only'), ARRAY[{found}]::bigint[]"
+            f"current_setting('transaction_read_only'), {compat_on_path}, {found}"
+        )
+        self._found_without_compat = sa.text(
+            "SELECT " + resolved_oids_without_compat(self.names, engine.dialect)
         )
         self.database: str | None = None
         self.found: tuple[int, ...] = ()
+        self._read_again_at = -math.inf  # when a mismatch last made it read them again
         with engine.connect() as conn:
             self.database = database_of(conn)
             if conn.dialect.name == "postgresql":
@@ -88,7 +100,9 @@ class CallerReach:
         if conn.dialect.name != "postgresql":
             return
         transaction = conn.get_transaction()
-        known = conn.info.get(_READ)
+        # Each adapter's verdict: another's compared the connection with other tables.
+        verdicts = conn.info.setdefault(_READ, weakref.WeakKeyDictionary())
+        known = verdicts.get(self)
         if known is not None and known[0] is transaction and known[1] >= writing:
             return
         isolation, read_only, found = self._state(conn)
@@ -104,12 +118,19 @@ class CallerReach:
                 "default_transaction_read_only, a standby): the adapter cannot write in it; "
                 "nothing was written: pass a connection of a read-write transaction"
             )
+        if found != self.found and time.monotonic() - self._read_again_at > REFOUND_SECONDS:
+            # A table swapped since (a rename, a restore) has another oid: read again.
+            self._read_again_at = time.monotonic()
+            with self.engine.connect() as own:
+                self.found = self._state(own)[2]
         if found != self.found:
             raise InputError(self._elsewhere(conn, found))
-        conn.info[_READ] = (transaction, writing)
+        verdicts[self] = (transaction, writing)
 
     def _state(self, conn: sa.Connection) -> tuple[str, str, tuple[int, ...]]:
-        isolation, read_only, found = conn.execute(self._state_read).one()
+        isolation, read_only, compat_on_path, found = conn.execute(self._state_read).one()
+        if compat_on_path:
+            found = conn.execute(self._found_without_compat).scalar_one()
         return str(isolation), str(read_only), tuple(int(oid) for oid in found)
 
     def _elsewhere(self, conn: sa.Connection, found: tuple[int, ...]) -> str:

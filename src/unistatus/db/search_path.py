@@ -40,7 +40,9 @@ not bare: :func:`unistatus.db.legacy_reflect.legacy_schema`), and a migration ru
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import sqlalchemy as sa
 
@@ -55,6 +57,8 @@ __all__ = [
     "mixed_installations",
     "require_one_place",
     "require_sole_installation",
+    "resolved_oids",
+    "resolved_oids_without_compat",
     "search_path",
     "where_it_is",
     "without_compat_views",
@@ -88,6 +92,40 @@ _RESOLVED = sa.text(
     "WHERE c.relname = t.name ORDER BY p.n LIMIT 1) "
     "FROM unnest(CAST(:tables AS text[])) AS t(name)"
 )
+
+
+def resolved_oids(names: Sequence[str], dialect: sa.Dialect) -> tuple[str, str]:
+    """SQL for an array of the relation each bare table name in ``names`` resolves to
+    (its oid; 0: none) as unistatus resolves a name, the compatibility schema left out,
+    and the SQL that says whether to read it there: ``to_regclass`` (~1 us a name)
+    reads it where that schema is not on the path, ``(where, plain)``; where it is,
+    :func:`resolved_oids_without_compat` (each name looked up schema by schema: a
+    statement of 23 names took 0.2 ms more to start, so not one CASE of both). The
+    names are written in as literals: no array parameter to adapt each time."""
+    literal = _literal(dialect)
+    quote = dialect.identifier_preparer.quote
+    plain = ", ".join(f"coalesce(to_regclass({literal(quote(n))})::oid, 0)" for n in names)
+    return _ON_PATH, f"ARRAY[{plain}]::bigint[]"
+
+
+def resolved_oids_without_compat(names: Sequence[str], dialect: sa.Dialect) -> str:
+    """The array :func:`resolved_oids` names, read schema by schema without the
+    compatibility schema (for a connection that has it on its path)."""
+    literal = _literal(dialect)
+    one = (
+        "coalesce((SELECT c.oid FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s "
+        f"ON s.oid = c.relnamespace JOIN {_SCHEMAS} ON p.name = s.nspname "
+        "WHERE c.relname = {name} ORDER BY p.n LIMIT 1), 0)"
+    )
+    return "ARRAY[" + ", ".join(one.format(name=literal(n)) for n in names) + "]::bigint[]"
+
+
+def _literal(dialect: sa.Dialect) -> Callable[[str], str]:
+    literal = sa.String().literal_processor(dialect)  # type: ignore[no-untyped-call]
+    assert literal is not None  # every dialect's String renders literals
+    return cast(Callable[[str], str], literal)
+
+
 _COMPAT_ON_PATH = sa.text(f"SELECT {_ON_PATH}")
 # The search_path without the compatibility schema, for the current transaction.
 _WITHOUT_COMPAT = sa.text(
