@@ -174,10 +174,21 @@ def _unfit_legacy_tables(engine: sa.Engine, settings: Settings) -> str | None:
     """What is wrong with the legacy tables as the settings name them, if anything: a
     database whose ``cashouts`` is another application's table (the wrong database)
     installs quietly, and shows it only at the gate into phase 1. Said, not refused:
-    the tables are the application's to fix (or the settings)."""
-    from unistatus.migration.gates import gate_legacy_tables
+    the tables are the application's to fix (or the settings). Nothing once their
+    status columns are retired (the judgement wants them); a failure to judge them is
+    said too, the installation stands."""
+    import sqlalchemy as sa
 
-    gate = gate_legacy_tables(engine, settings, None)
+    from unistatus.errors import UnistatusError
+    from unistatus.migration.gates import gate_legacy_tables
+    from unistatus.migration.retire import legacy_columns_dropped
+
+    try:
+        if legacy_columns_dropped(engine, settings):
+            return None  # retired: the tables are judged again by the undo
+        gate = gate_legacy_tables(engine, settings, None)
+    except (UnistatusError, sa.exc.DBAPIError) as exc:  # init itself has succeeded
+        return f"could not judge the legacy tables: {exc}"
     if gate.passed:
         return None
     return (
