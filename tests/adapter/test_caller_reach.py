@@ -314,3 +314,29 @@ def test_the_compatibility_views_first_on_the_path_are_not_taken_for_the_tables(
         with pg.engine.begin() as conn:
             conn.exec_driver_sql("DROP SCHEMA unistatus_compat CASCADE")
     a.close()
+
+
+@pytest.mark.postgres
+def test_a_session_whose_legacy_model_is_bound_elsewhere_reads_the_change_after_commit(
+    pg: Database,
+) -> None:
+    """A Session of several binds, the legacy model on a second engine: the refresh
+    read through that engine's connection, which cannot see the adapter's uncommitted
+    write, and left the old status loaded (a review). Expired there instead: read once
+    the change is committed."""
+    a, entity_id, _ = watched(pg)
+    legacy_id = int(
+        pg.scalar("SELECT legacy_id FROM unified_transactions WHERE id = :i", i=entity_id)
+    )
+    other = create_engine(pg.url)
+    try:
+        session = Session(pg.app_engine, binds={_Cashout: other}, expire_on_commit=False)
+        with session.begin():
+            row = session.get(_Cashout, legacy_id)
+            assert row is not None and row.status == "PENDING"
+            a.update_status(entity_id, "PROCESSING", "paid", "svc", connection=session)
+        assert row.status == "EXECUTING"
+        session.close()
+    finally:
+        other.dispose()
+    a.close()

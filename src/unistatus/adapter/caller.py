@@ -170,7 +170,7 @@ class CallerTransactions:
         self._wait_for_end(conn, operation, mode, result, undo, system)
         lt = self.legacy().get(system)
         if isinstance(target, Session) and lt is not None and result.legacy_entity_id:
-            expire_written(target, lt, result.legacy_entity_id)
+            expire_written(target, lt, result.legacy_entity_id, conn)
         return result
 
     def _system_of(

@@ -106,11 +106,12 @@ def _of_legacy(instance: object, tables: list[LegacyTable]) -> bool:
     return any(_same_table(t, lt.table) for t in mapper.tables for lt in tables)
 
 
-def expire_written(session: Session, lt: LegacyTable, legacy_id: int) -> None:
+def expire_written(session: Session, lt: LegacyTable, legacy_id: int, conn: sa.Connection) -> None:
     """Expire the status and update time of ``session``'s instance of legacy row
     ``legacy_id`` of ``lt``, if it holds one (an attribute the caller changed and did not
     flush keeps the caller's value: expiring it would drop the change); a Session made
-    with ``expire_on_commit=False`` reads them again at once instead."""
+    with ``expire_on_commit=False`` reads them again at once instead, on ``conn`` (the
+    connection written on) only."""
     identity = (legacy_id,)
     # The identity map's keys are (class, primary key, token): compared first, cheaply.
     for key in [k for k in session.identity_map.keys() if k[1] == identity]:
@@ -125,12 +126,26 @@ def expire_written(session: Session, lt: LegacyTable, legacy_id: int) -> None:
         expired = [k for k in keys if k is not None and not state.attrs[k].history.has_changes()]
         if not expired:
             continue
-        if session.expire_on_commit:
+        if session.expire_on_commit or not _reads_on(session, mapper, conn):
             session.expire(instance, expired)  # read again when used, as after a commit
-        else:
-            # Its objects are to stay readable once the Session ends (an expired
-            # attribute of a detached object cannot load): read them again now.
+            continue
+        # Its objects are to stay readable once the Session ends (an expired attribute
+        # of a detached object cannot load): read them again now, on the connection the
+        # write is on. Should that fail, the caller's transaction has (its own error
+        # comes with its next statement): expired, as the others.
+        try:
             session.refresh(instance, expired)
+        except sa.exc.SQLAlchemyError:
+            session.expire(instance, expired)
+
+
+def _reads_on(session: Session, mapper: Any, conn: sa.Connection) -> bool:
+    """Whether ``session`` reads ``mapper``'s rows through ``conn``'s database
+    connections: a model bound to another engine (``Session(binds=...)``) is read on
+    another connection, which does not see the write before it commits."""
+    bind = session.get_bind(mapper=mapper)
+    engine = bind.engine if isinstance(bind, sa.Connection) else bind
+    return engine.pool is conn.engine.pool
 
 
 def _same_table(mapped: sa.FromClause, legacy: sa.Table) -> bool:
