@@ -381,6 +381,11 @@ def test_status_of_a_job_no_worker_runs_gives_no_rate_or_eta(
     assert cells[:2] == ["cashout", "interrupted"] and cells[5:7] == ["-", "-"], row
     said = " ".join(text.stdout.split())  # as one line, however the console wrapped it
     assert "cashout, escrow, exchange: no current rate or ETA: no worker running" in said, said
+    assert "run `unistatus backfill` again to go on" in said, said
+    # Paused, the next backfill waits for `backfill resume`: the advice says so (a review).
+    assert cli(db.url, "backfill", "pause", "--reason", "peak hours").exit_code == 0
+    said = " ".join(cli(db.url, "backfill", "status").stdout.split())
+    assert "paused: run `unistatus backfill resume`, then `unistatus backfill`" in said, said
 
 
 def test_a_pause_with_no_backfill_running_says_the_next_one_will_wait(db: Any) -> None:

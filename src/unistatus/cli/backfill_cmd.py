@@ -286,12 +286,16 @@ def status(ctx: typer.Context, json_out: JsonOption = False) -> None:
 def _print_no_rate(data: dict[str, dict[str, Any]]) -> None:
     """Say why a system has no rate and no ETA: a "-" alone read as a measurement
     missing, not as a job that goes nowhere until someone runs it again."""
-    idle = [name.lower() for name, p in data.items() if p["rows_per_second"] is None]
-    if idle:
-        console.print(
-            f"{', '.join(idle)}: no current rate or ETA: no worker running "
-            "(run `unistatus backfill` again to go on)"
-        )
+    idle = {name.lower(): p for name, p in data.items() if p["rows_per_second"] is None}
+    if not idle:
+        return
+    paused = any(p["state"] == "paused" for p in idle.values())
+    again = (
+        "paused: run `unistatus backfill resume`, then `unistatus backfill`"
+        if paused  # the next backfill waits until the pause is lifted
+        else "run `unistatus backfill` again to go on"
+    )
+    console.print(f"{', '.join(idle)}: no current rate or ETA: no worker running ({again})")
 
 
 def _print_workers(workers: list[dict[str, Any]]) -> None:
