@@ -522,3 +522,13 @@ def test_a_time_with_an_offset_for_a_column_without_one_is_stored_as_its_utc_tim
         with db.engine.connect() as conn:
             stored = conn.execute(sa.text("SELECT due_at FROM cashouts")).scalar_one()
         assert str(stored)[:19] == "2026-01-02 07:00:00", stored
+
+
+def test_a_time_whose_utc_time_is_past_the_calendar_is_bad_input(db: Database) -> None:
+    """9999-12-31 22:00-05:00 is 10000-01-01 in UTC, which Python cannot hold: its
+    conversion raised OverflowError out of the create (a review). Bad input now."""
+    with legacy_columns(db, {"due_at": "TIMESTAMP"}):
+        a = adapter_in(db, M.DUAL_WRITE_LEGACY_PRIMARY)
+        due = datetime(9999, 12, 31, 22, 0, tzinfo=timezone(timedelta(hours=-5)))
+        with pytest.raises(InputError, match="due_at"):
+            a.create_transaction("WALLET_CASHOUT", 7, "1", "USD", legacy_values={"due_at": due})

@@ -402,7 +402,13 @@ def check_legacy_values(
         if problem:
             raise InputError(f"legacy_values[{name!r}] for {table!r}: {problem}")
         if column.local_time and isinstance(value, datetime) and value.utcoffset() is not None:
-            value = value.astimezone(UTC).replace(tzinfo=None)
+            try:
+                value = value.astimezone(UTC).replace(tzinfo=None)
+            except OverflowError:
+                raise InputError(
+                    f"legacy_values[{name!r}] for {table!r}: {value.isoformat()} is past "
+                    "the calendar in UTC, which a column without a time zone stores"
+                ) from None
         out[name] = value
     return out
 
