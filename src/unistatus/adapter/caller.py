@@ -67,7 +67,6 @@ __all__ = [
 
 # The fast path on the caller's connection: None means "take the locked path".
 CallerFast = Callable[[sa.Connection, DualWriteMode, str], DualWriteResult | None]
-# Where a PostgreSQL connection keeps (transaction, its isolation level) once read.
 T = TypeVar("T")
 
 

@@ -7,7 +7,7 @@ overwritten (exit 0), or each repaired half of the entities, a mix of both strat
 (a probe: ``legacy_wins`` beside ``unified_wins``). A repair that writes holds a claim
 on every system it covers (:func:`unistatus.db.claims.hold_claims`: PostgreSQL's
 advisory locks on a connection of its own, a lock file beside a SQLite database; gone
-with its process) and is refused at once, before it reads anything, where another
+with its process) and is refused at once, before it repairs anything, where another
 holds one. Repairs of different systems run side by side; a dry run writes nothing and
 claims nothing.
 """
