@@ -357,6 +357,8 @@ def test_the_p95_gate_counts_the_first_operations_after_the_switch(db: Database)
     record_latency(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, 20.0, 30)
     with db.engine.connect() as conn:
         now = database_now(conn)
-    time.sleep(0.5)  # the gates before it
+    # The gates before it, longer than the operations took to record: the old window
+    # then began after every one of them, however slow the machine.
+    time.sleep(max(0.5, 2 * (now - switched).total_seconds()))
     gate = gates.gate_p95(db.engine, settings, switched, None, now)
     assert gate.passed and (gate.detail or "").startswith("30 operations since"), gate
