@@ -354,6 +354,7 @@ def test_the_p95_gate_counts_the_first_operations_after_the_switch(db: Database)
     settings = load_settings(database_url=db.url, p95_gate_min_operations=10)
     with db.engine.connect() as conn:
         switched = database_now(conn)
+    time.sleep(0.01)  # SQLite's clock reads whole milliseconds: the operations after it
     record_latency(db.engine, DualWriteMode.DUAL_WRITE_UNIFIED_PRIMARY, 20.0, 30)
     with db.engine.connect() as conn:
         now = database_now(conn)
