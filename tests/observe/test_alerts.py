@@ -26,6 +26,7 @@ from unistatus.db.tables import cashouts, unified_transactions
 from unistatus.db.tables_alerts import alert_state
 from unistatus.domain.statuses import DualWriteMode, LegacySystemType
 from unistatus.migration.check import run_check
+from unistatus.migration.repair_claim import claim_systems
 from unistatus.observe import alert_rules, alerts
 from unistatus.observe.alert_responses import AUTO_RESPONSE_KEY
 from unistatus.observe.alert_state import AlertState
@@ -919,3 +920,21 @@ def test_no_repair_below_99_percent_whatever_the_critical_response(db, why) -> N
     response = states["consistency_warning"].response or ""
     assert response.startswith("none: consistency_critical is firing"), response
     assert run_check(db.engine, db.settings).consistency_rate == 0.98  # the drift kept
+
+
+def test_the_warnings_repair_waits_for_an_operators_repair_and_runs_after(db) -> None:
+    """An operator's repair of one system made the monitor's repair "not run" and used
+    up the episode's response: the other systems were left to the next episode (a
+    review). The response is not taken while another repair holds a system: the next
+    evaluation repairs."""
+    seed_pairs(db.engine, 1000, drift=2)  # 99.8%: warning, not critical
+    run_check(db.engine, db.settings)
+    set_mode(db.engine, DualWriteMode.DUAL_WRITE_LEGACY_PRIMARY, reason="phase 1")
+    notifier = Notifier()
+    with claim_systems(db.engine, [LegacySystemType.ESCROW]):  # the operator's repair
+        states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert states["consistency_warning"].firing
+    assert states["consistency_warning"].response is None, states["consistency_warning"]
+    assert history(db.engine, AUTO_RESPONSE_KEY) == []
+    states = by_name(alerts.evaluate(db.engine, db.settings, notifier=notifier))
+    assert states["consistency_warning"].response == "repair: done"

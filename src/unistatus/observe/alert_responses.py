@@ -47,6 +47,7 @@ from unistatus.observe.alert_state import (
     baseline_p95_ms,
     claim_response,
     load_states,
+    release_response,
     set_response,
 )
 from unistatus.observe.metrics import Snapshot
@@ -368,9 +369,16 @@ class Responder:
         try:
             result = act(why)
             outcome = f"{action}: done"
-        except (PhaseMovedError, RepairRunningError, _NotRun) as exc:
+        except RepairRunningError as exc:
+            # An operator's repair holds a system now: not this episode's answer. The
+            # slot is given back, and the next evaluation (the alert still firing)
+            # repairs what is left; nothing recorded, nobody notified meanwhile.
+            log.warning("automated response %s for %s waits: %s", action, name, exc)
+            release_response(self.ops, name)
+            return
+        except (PhaseMovedError, _NotRun) as exc:
             # An operator (or another monitor) moved the phase or a mode since it was
-            # judged, or repairs the system now: nothing to do, no failure.
+            # judged: nothing to do, no failure.
             log.warning("automated response %s for %s not run: %s", action, name, exc)
             outcome = f"{action}: not run: {exc}"
             result = None

@@ -37,6 +37,7 @@ __all__ = [
     "legacy_primary_baselines",
     "load_states",
     "notification",
+    "release_response",
     "set_response",
     "update_state",
 ]
@@ -307,6 +308,13 @@ def claim_response(ops: DialectOps, name: str, response: str) -> bool:
                 .values(response=response)
             ).rowcount
         )
+
+
+def release_response(ops: DialectOps, name: str) -> None:
+    """Give a claimed response slot back (its response waits: the next evaluation of
+    the still firing alert claims it again)."""
+    with ops.write_transaction() as conn:
+        conn.execute(sa.update(alert_state).where(alert_state.c.name == name).values(response=None))
 
 
 def set_response(conn: sa.Connection, name: str, response: str) -> None:
