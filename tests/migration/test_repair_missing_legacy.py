@@ -26,7 +26,6 @@ from support.missing_legacy import (
     MARKED,
     open_queue,
     refused_creates,
-    repair_racing,
     rows,
     unified,
 )
@@ -34,6 +33,8 @@ from support.phases import to_phase
 from support.refusing import refusing_inserts
 from unistatus.clock import utcnow
 from unistatus.db.tables import repair_queue
+from unistatus.errors import RepairRunningError
+from unistatus.migration import repair_entity
 from unistatus.migration.check import run_check
 from unistatus.migration.repair import run_repair
 from unistatus.migration.rollback import emergency_rollback
@@ -171,18 +172,25 @@ def test_a_queue_row_by_utx_id_only_is_judged_with_the_legacy_row_made_since(
 
 
 def test_two_repairs_at_once(pg: Database, monkeypatch: pytest.MonkeyPatch) -> None:
-    """PostgreSQL: a second repair reads the same open queue row, and waits for the
-    unified row the first one links. It finds the legacy row made: already consistent,
-    no orphan_unified alarm."""
+    """PostgreSQL: a second repair, started while the first creates a missing legacy
+    row, is refused at once (one repair of a system at a time, migration/repair_claim):
+    it used to read the same open queue row and wait for the unified row the first one
+    linked. The first makes the legacy row once, no orphan_unified alarm."""
     db = pg
     _, _, (utx,) = refused_creates(db)
+    create = repair_entity.create_legacy_rows
+    refused: list[RepairRunningError] = []
 
-    def second() -> Any:
-        return run_repair(db.engine, db.settings, strategy="unified_wins", reason="INC-10")
+    def with_a_second_repair(conn: sa.Connection, *args: Any, **kw: Any) -> Any:
+        made = create(conn, *args, **kw)
+        with pytest.raises(RepairRunningError) as second:
+            run_repair(db.engine, db.settings, strategy="unified_wins", reason="INC-10")
+        refused.append(second.value)
+        return made
 
-    first, other = repair_racing(db, monkeypatch, second)
+    monkeypatch.setattr(repair_entity, "create_legacy_rows", with_a_second_repair)
+    first = run_repair(db.engine, db.settings, strategy="unified_wins", reason="INC-9")
+    assert refused, "the repair created no legacy row"
     assert (first.repaired, first.failed, first.skipped) == (1, 0, {})
-    assert (other.repaired, other.failed, other.skipped) == (0, 0, {})
-    assert (other.queue_seen, other.already_consistent) == (1, 1)
     assert unified(db, utx).legacy_id is not None and open_queue(db) == []
     assert len(rows(db, "SELECT id FROM cashouts WHERE user_id = :u", u=MARKED)) == 1
