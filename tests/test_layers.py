@@ -43,6 +43,7 @@ RANKS: dict[str, int] = {
     "config_values": 1,
     "config_sources": 1,
     "version": 0,
+    "interrupts": 0,  # stdlib only: what stops a program, for launch and the CLI
     "domain": 1,
     "config": 2,
     "db": 3,

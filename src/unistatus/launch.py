@@ -25,12 +25,24 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
-from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn
+
+from unistatus.interrupts import (
+    EXIT_INTERRUPTED,
+    INTERRUPTED_WHILE_STARTING,
+    terminate_as_interrupt,
+)
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "INTERRUPTED_WHILE_STARTING",
+    "STARTUP_SECONDS",
+    "collect_after_startup",
+    "main",
+    "terminate_as_interrupt",
+]
 
 STARTUP_SECONDS = 1.0
 
@@ -52,13 +64,6 @@ def _collect_from_now() -> None:
     gc.enable()
 
 
-# What Ctrl-C during the start-up leaves: nothing done yet (the message and exit code of
-# an interrupted command, unistatus.cli.context.say_interrupted, whose module may be the
-# one half imported).
-INTERRUPTED_WHILE_STARTING = "it stopped while starting, before it did anything: run it again"
-EXIT_INTERRUPTED = 130  # unistatus.cli.context.EXIT_INTERRUPTED (not imported: see above)
-
-
 def main() -> None:
     """Run the command line. Everything that reaches here as KeyboardInterrupt is one of
     the start-up: :func:`unistatus.cli.run_program` ends every later one itself."""
@@ -70,41 +75,6 @@ def main() -> None:
             run_cli()
         except KeyboardInterrupt:
             _interrupted_while_starting()
-
-
-# What :func:`signal.signal` sets and returns.
-_Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
-
-
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """SIGTERM (and SIGHUP) in the block stops it as Ctrl-C does (KeyboardInterrupt), so
-    its cleanup runs: by default SIGTERM ends Python at once, with no ``finally`` run (a
-    load test would leave its write mode behind, a backfill its workers "running").
-    Installed by :func:`main` before the CLI is imported (SIGTERM during the imports
-    ended the process with 143 and not a word), and around the whole program by
-    :func:`unistatus.cli.run_program`, for every command (the programs that do not start
-    here). The main thread only (where signals arrive)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(_signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    # SIGHUP too (the terminal of a command started by hand closed: a dropped SSH
-    # session ended a backfill with its workers "running"), unless it is ignored
-    # (`nohup`: the command is meant to outlive its terminal).
-    hangup = getattr(signal, "SIGHUP", None)
-    stops = [signal.SIGTERM]
-    if hangup is not None and signal.getsignal(hangup) is not signal.SIG_IGN:
-        stops.append(hangup)
-    before: dict[int, _Handler] = {signum: signal.signal(signum, interrupt) for signum in stops}
-    try:
-        yield
-    finally:
-        for signum, handler in before.items():
-            signal.signal(signum, handler)
 
 
 def _interrupted_while_starting() -> NoReturn:

@@ -49,7 +49,7 @@ from unistatus.cli.context import (
 from unistatus.cli.errors_shown import ErrorsShownGroup, says_interrupted_while_starting
 from unistatus.cli.help_changes import change_rich_help_when_rendered
 from unistatus.cli.help_format import hide_flag_value_placeholders
-from unistatus.launch import terminate_as_interrupt
+from unistatus.interrupts import terminate_as_interrupt
 from unistatus.redact import log_redacted
 
 hide_flag_value_placeholders()

@@ -236,7 +236,7 @@ def print_json(data: Any) -> None:
 def says_when_interrupted(
     what_next: str | Callable[[KeyboardInterrupt], str],
 ) -> Iterator[None]:
-    """Ctrl-C (or SIGTERM: :func:`unistatus.launch.terminate_as_interrupt`) in the block:
+    """Ctrl-C (or SIGTERM: :func:`unistatus.interrupts.terminate_as_interrupt`) in the block:
     one line on stderr saying what is kept and how to go on (``what_next``, or what it
     makes of the interrupt raised), exit 130, instead of a silent end. Under ``--json``
     also one JSON object on stdout, ``{"interrupted": true, "detail": ..., "exit_code":

@@ -33,7 +33,7 @@ from unistatus.cli.context import (
     tell_interrupted,
 )
 from unistatus.cli.help_changes import change_rich_help
-from unistatus.launch import INTERRUPTED_WHILE_STARTING
+from unistatus.interrupts import INTERRUPTED_WHILE_STARTING
 
 # Click's exception classes as Typer raises them: Typer 0.29 raises those of a click of
 # its own (``typer._click``), older Typers those of the click package.
@@ -51,7 +51,7 @@ _HANDLING_INTERRUPTS: ContextVar[bool] = ContextVar("unistatus_handling_interrup
 def says_interrupted_while_starting(args: Sequence[str]) -> Iterator[None]:
     """Ctrl-C (or SIGTERM) in the block before the command's own handling of it is in
     place (:func:`_invoke`) is said as one during the imports is
-    (:data:`unistatus.launch.INTERRUPTED_WHILE_STARTING`: one line, exit 130, under
+    (:data:`unistatus.interrupts.INTERRUPTED_WHILE_STARTING`: one line, exit 130, under
     ``--json`` in ``args`` one JSON object). Typer building the command tree (a few
     tenths of a second) let it out as a traceback; click parsing the command line, or
     any moment after until the command was invoked, ended in Typer's exit 130 with not a
