@@ -16,8 +16,9 @@ An interruption (Ctrl-C, SIGTERM, SIGHUP) before the command's own handling of o
 in place (the imports, Typer building the command tree, the command line parsed: a
 few tenths of a second) is said as such: one line, exit 130, under ``--json`` one JSON
 object (:func:`main`; :func:`unistatus.cli.errors_shown.says_interrupted_while_starting`
-after the imports). This module imports nothing but the standard library, so that it
-holds from the start: the CLI it starts loads typer, rich and the rest.
+after the imports). This module imports nothing but the standard library and
+:mod:`unistatus.interrupts` (standard library only), so that it holds from the start:
+the CLI it starts loads typer, rich and the rest.
 """
 
 from __future__ import annotations
